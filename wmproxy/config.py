@@ -1,0 +1,159 @@
+"""Settings: one frozen object per area, read once per process.
+
+Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
+``config_file`` argument; sections ``[database]``, ``[security]``, ``[service]``,
+``[sandbox]``, ``[execution]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
+(e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
+:func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or cannot be converted."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``url``: SQLAlchemy URL; SQLite file by default, ``postgresql+psycopg://...`` in production."""
+
+    url: str = "sqlite:///wmproxy.db"
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """X.509 material of the service.
+
+    Attributes:
+        ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs).
+        host_cert, host_key: PEM files of the service's host credential.
+        store_key_file: file holding the Fernet key that encrypts stored proxies
+            (created with mode 0600 by ``wmproxy-admin init`` if missing).
+        min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job.
+        delegation_key_bits: RSA key size of the server-side delegation key.
+    """
+
+    ca_dir: str = "/etc/grid-security/certificates"
+    host_cert: str = "/etc/grid-security/hostcert.pem"
+    host_key: str = "/etc/grid-security/hostkey.pem"
+    store_key_file: str = "/var/lib/wmproxy/store.key"
+    min_proxy_lifetime: int = 20 * 60
+    delegation_key_bits: int = 2048
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the service tells clients about itself.
+
+    Attributes:
+        host: host name used in job ids and sandbox URIs (default: this machine's FQDN).
+        port: HTTPS port of the service, used in sandbox URIs.
+        jobid_port: port part of job ids (the L&B port in the reference, 9000).
+        version: returned by getVersion; clients compare it with 2.2.0/2.9.0/3.0.0.
+        max_input_sandbox_size: bytes, returned by getMaxInputSandboxSize and enforced on upload.
+    """
+
+    host: str = field(default_factory=socket.getfqdn)
+    port: int = 7443
+    jobid_port: int = 9000
+    endpoint_path: str = "/glite_wms_wmproxy_server"
+    version: str = "3.5.0"
+    max_input_sandbox_size: int = 10_000_000
+    default_protocol: str = "https"
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.host}:{self.port}{self.endpoint_path}"
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """``root``: document root; job areas live under ``<root>/SandboxDir``."""
+
+    root: str = "/var/lib/wmproxy/sandbox"
+    dir_name: str = "SandboxDir"
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Execution worker settings.
+
+    Attributes:
+        work_dir: where jobs run (one directory per job).
+        poll_interval: seconds between queue polls.
+        max_running: jobs one worker runs at once.
+        backend: ``local`` (processes on this host).
+    """
+
+    work_dir: str = "/var/lib/wmproxy/work"
+    poll_interval: float = 1.0
+    max_running: int = 4
+    backend: str = "local"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+
+
+def _convert(value: str, target: Any, where: str) -> Any:
+    try:
+        if target is int or target == "int":
+            return int(value)
+        if target is float or target == "float":
+            return float(value)
+        if target is bool or target == "bool":
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: cannot convert {value!r} to {target}") from exc
+    return value
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, an INI file and ``WMPROXY_*`` variables.
+
+    Raises:
+        ConfigError: the file is missing or a value cannot be converted.
+    """
+    env = os.environ if environ is None else environ
+    config_file = config_file or env.get("WMPROXY_CONFIG")
+    parser = configparser.ConfigParser()
+    if config_file:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"configuration file not found: {config_file}")
+        parser.read(config_file)
+    areas: dict[str, Any] = {}
+    for area in dataclasses.fields(Settings):
+        cls = area.default_factory  # type: ignore[misc]
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            raw = env.get(f"WMPROXY_{area.name.upper()}_{f.name.upper()}")
+            where = f"WMPROXY_{area.name.upper()}_{f.name.upper()}"
+            if raw is None and parser.has_option(area.name, f.name):
+                raw = parser.get(area.name, f.name)
+                where = f"[{area.name}] {f.name}"
+            if raw is not None:
+                values[f.name] = _convert(raw, f.type, where)
+        areas[area.name] = cls(**values)  # type: ignore[operator]
+    return Settings(**areas)
