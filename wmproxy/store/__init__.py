@@ -1,0 +1,10 @@
+"""Persistence: SQLAlchemy 2 schema, one repository per aggregate, and the unit of work.
+
+Knows nothing of SOAP or of the services; stores what it is given. Secrets (private
+keys, proxies) arrive already sealed by ``wmproxy.security.sealing``.
+"""
+
+from wmproxy.store.engine import make_engine, make_session_factory
+from wmproxy.store.uow import UnitOfWork
+
+__all__ = ["UnitOfWork", "make_engine", "make_session_factory"]

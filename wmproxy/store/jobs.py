@@ -1,0 +1,102 @@
+"""Repository of jobs, their state history and the execution queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from wmproxy.store.schema import ExecutionRequest, Job, JobEvent
+
+
+class SqlJobStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job: Job) -> None:
+        self.session.add(job)
+        self.session.add(JobEvent(job_id=job.id, state=job.state, reason=job.reason, at=job.created_at))
+        self.session.flush()
+
+    def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        stmt = select(Job).where(Job.id == job_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def children(self, parent_id: str) -> Sequence[Job]:
+        return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()
+
+    def set_state(
+        self,
+        job: Job,
+        state: str,
+        now: dt.datetime,
+        *,
+        reason: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Change the job's state and record the event, in the caller's transaction."""
+        job.state = state
+        job.reason = reason
+        if exit_code is not None:
+            job.exit_code = exit_code
+        job.updated_at = now
+        self.session.add(JobEvent(job_id=job.id, state=state, reason=reason, at=now))
+
+    def events(self, job_id: str) -> Sequence[JobEvent]:
+        return self.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+
+    def delete(self, job: Job) -> None:
+        self.session.delete(job)
+        self.session.flush()
+
+
+class SqlExecutionQueue:
+    """The execution requests table used as a work queue by the workers."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def enqueue(self, job_id: str, command: str, now: dt.datetime) -> None:
+        self.session.add(ExecutionRequest(job_id=job_id, command=command, created_at=now))
+
+    def claim_next(self, worker: str, now: dt.datetime) -> ExecutionRequest | None:
+        """Claim the oldest unclaimed request for ``worker``; None when the queue is empty.
+
+        PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never block
+        on or take the same row. SQLite: the transaction began with ``BEGIN IMMEDIATE``
+        (see ``engine.py``), which serialises writers, and the conditional UPDATE below is
+        a compare-and-set that only one worker can win.
+        """
+        stmt = (
+            select(ExecutionRequest)
+            .where(ExecutionRequest.done_at.is_(None), ExecutionRequest.claimed_by.is_(None))
+            .order_by(ExecutionRequest.id)
+            .limit(1)
+        )
+        if self.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        request = self.session.scalars(stmt).one_or_none()
+        if request is None:
+            return None
+        won = self.session.execute(
+            update(ExecutionRequest)
+            .where(ExecutionRequest.id == request.id, ExecutionRequest.claimed_by.is_(None))
+            .values(claimed_by=worker, claimed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if won != 1:
+            return None
+        self.session.refresh(request)
+        return request
+
+    def complete(self, request: ExecutionRequest, now: dt.datetime) -> None:
+        request.done_at = now
+
+    def pending_for(self, job_id: str) -> Sequence[ExecutionRequest]:
+        return self.session.scalars(
+            select(ExecutionRequest).where(ExecutionRequest.job_id == job_id, ExecutionRequest.done_at.is_(None))
+        ).all()

@@ -1,0 +1,127 @@
+"""Tables of the wmproxy database (the Alembic migrations in ``migrations/`` create them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DelegationRequest(Base):
+    """A pending delegation: the server key waiting for its signed proxy (getProxyReq → putProxy)."""
+
+    __tablename__ = "delegation_requests"
+    __table_args__ = (UniqueConstraint("owner_dn", "delegation_id", name="uq_delegation_requests_owner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_dn: Mapped[str] = mapped_column(String(512))
+    delegation_id: Mapped[str] = mapped_column(String(64))
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    csr_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Delegation(Base):
+    """A delegated proxy (cert, key, chain; sealed), scoped by (owner DN, delegation id)."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (UniqueConstraint("owner_dn", "delegation_id", name="uq_delegations_owner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_dn: Mapped[str] = mapped_column(String(512))
+    delegation_id: Mapped[str] = mapped_column(String(64))
+    sealed_proxy: Mapped[bytes] = mapped_column(LargeBinary)
+    not_before: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    fqans: Mapped[str] = mapped_column(Text, default="")  # newline separated, primary first
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Job(Base):
+    """One job (or node) with its JDLs and current state."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # the job id URL
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    node_name: Mapped[str | None] = mapped_column(String(255))
+    owner_dn: Mapped[str] = mapped_column(String(512), index=True)
+    delegation_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    jdl_original: Mapped[str] = mapped_column(Text)
+    jdl_registered: Mapped[str] = mapped_column(Text)
+    sandbox_dir: Mapped[str] = mapped_column(String(512))  # relative to the sandbox root
+    backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<pid>"
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class JobEvent(Base):
+    """State history of a job, oldest first (what L&B events were to the reference)."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ExecutionRequest(Base):
+    """The execution queue: a worker claims a row, acts on it and marks it done.
+
+    ``command`` is ``start`` or ``cancel``. Written in the same transaction as the job's
+    state change, so a started job is never lost and never queued twice.
+    """
+
+    __tablename__ = "execution_requests"
+    __table_args__ = (Index("ix_execution_requests_pending", "done_at", "claimed_by", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    command: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,37 @@
+"""Unit of work: one transaction, committed on a clean exit, rolled back on an exception."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from wmproxy.store.delegations import SqlDelegationStore
+from wmproxy.store.jobs import SqlExecutionQueue, SqlJobStore
+
+
+class UnitOfWork:
+    """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._factory = session_factory
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._factory()
+        self.session.begin()
+        self.jobs = SqlJobStore(self.session)
+        self.delegations = SqlDelegationStore(self.session)
+        self.queue = SqlExecutionQueue(self.session)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        finally:
+            self.session.close()
