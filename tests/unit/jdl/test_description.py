@@ -1,0 +1,162 @@
+"""wmproxy.jdl.description: registration checks and JobDescription."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError, WMProxyError
+from wmproxy.jdl import JobDescription, describe, parse_jdl
+
+DATA = Path(__file__).parent / "data"
+
+
+def _describe(text: str) -> JobDescription:
+    return describe(parse_jdl(text))
+
+
+class TestDescribeAccepted:
+    def test_appendix_a1_describes_a_normal_job(self) -> None:
+        description = _describe((DATA / "test_job.jdl").read_text())
+
+        assert description == JobDescription(
+            type="job",
+            job_type="normal",
+            executable="/bin/hostname",
+            arguments="",
+            std_output="std.out",
+            std_error="std.err",
+            output_sandbox=("std.out", "std.err"),
+            virtual_organisation="dteam",
+        )
+
+    def test_appendix_a5_perusal_job_has_lowercase_inputsandbox_read(self) -> None:
+        description = _describe((DATA / "perusal.jdl").read_text())
+
+        assert description.executable == "sleeper.sh"
+        assert description.arguments == "sleeper.sh"
+        assert description.input_sandbox == ("sleeper.sh",)
+        assert description.output_sandbox == ("job.err", "job.out", "out.txt")
+
+    def test_type_and_job_type_are_lowercased(self) -> None:
+        description = _describe('[ Type = "JOB"; JobType = {"MPICH"}; Executable = "a" ]')
+
+        assert (description.type, description.job_type) == ("job", "mpich")
+
+    def test_single_strings_are_one_element_lists(self) -> None:
+        description = _describe(
+            'Executable = "a"; InputSandbox = "a"; OutputSandbox = "o"; Environment = "X=1";'
+        )
+
+        assert description.input_sandbox == ("a",)
+        assert description.output_sandbox == ("o",)
+        assert description.environment == ("X=1",)
+
+    def test_empty_myproxy_server_is_none(self) -> None:
+        assert _describe('Executable = "a"; MyProxyServer = "";').myproxy_server is None
+
+    def test_interactive_job_with_listener_attributes_is_accepted(self) -> None:
+        description = _describe(
+            'Executable = "a"; JobType = "Interactive"; ListenerHost = "ui.example.org";'
+            ' ListenerPort = 4567; ListenerPipeName = "/tmp/pipe";'
+        )
+
+        assert description.job_type == "interactive"
+
+    def test_description_is_frozen(self) -> None:
+        description = _describe('Executable = "a";')
+
+        with pytest.raises(AttributeError):
+            description.executable = "b"  # type: ignore[misc]
+
+
+REFUSALS = [
+    pytest.param('Type = "bogus"; Executable = "a";', InvalidJdlAttributeError,
+                 "Invalid Job Type: bogus", id="unknown-type"),
+    pytest.param('Type = "dag"; Executable = "a";', InvalidArgumentError,
+                 "DAG jobs are not supported yet", id="dag"),
+    pytest.param('Type = "Collection"; Executable = "a";', InvalidArgumentError,
+                 "Collection jobs are not supported yet", id="collection"),
+    pytest.param('JobType = "Parametric"; Executable = "a";', InvalidArgumentError,
+                 "Parametric jobs are not supported yet", id="parametric"),
+    pytest.param('JobType = {"mpich", "interactive"}; Executable = "a";', InvalidJdlAttributeError,
+                 "Composite Job Type not yet supported", id="composite-job-type"),
+    pytest.param('JobType = "Partitionable"; Executable = "a";', JdlError,
+                 "Partitionable Jobs are Deprecated", id="partitionable"),
+    pytest.param('JobType = "checkpointable"; Executable = "a";', JdlError,
+                 "Checkpointable Jobs are Deprecated", id="checkpointable"),
+    pytest.param('JobType = "fancy"; Executable = "a";', JdlError,
+                 "Attribute JobType has an unknown value: fancy", id="unknown-job-type"),
+    pytest.param('JobType = "interactive"; Executable = "a"; ListenerPort = 1; ListenerPipeName = "p";',
+                 JdlError, "Mandatory attribute ListenerHost not set", id="interactive-no-host"),
+    pytest.param('JobType = "interactive"; Executable = "a"; ListenerHost = "h"; ListenerPipeName = "p";',
+                 JdlError, "Mandatory attribute ListenerPort not set", id="interactive-no-port"),
+    pytest.param('JobType = "interactive"; Executable = "a"; ListenerHost = "h"; ListenerPort = 1;',
+                 JdlError, "Mandatory attribute ListenerPipeName not set", id="interactive-no-pipe"),
+    pytest.param('StdOutput = "std.out";', JdlError,
+                 "Mandatory attribute Executable not set", id="no-executable"),
+    pytest.param('Executable = "";', JdlError,
+                 "Attribute Executable must not be empty", id="empty-executable"),
+    pytest.param("Executable = foo;", JdlError,
+                 "Attribute Executable must be a string, not foo", id="executable-reference"),
+    pytest.param('Executable = "a" + "b";', JdlError,
+                 'Attribute Executable must be a string, not "a" + "b"', id="executable-expression"),
+    pytest.param("Executable = 42;", JdlError,
+                 "Attribute Executable must be a string, not 42", id="executable-integer"),
+    pytest.param('Executable = "a"; Arguments = 3;', JdlError,
+                 "Attribute Arguments must be a string, not 3", id="arguments-integer"),
+    pytest.param('Executable = "a"; StdOutput = out;', JdlError,
+                 "Attribute StdOutput must be a string, not out", id="stdoutput-reference"),
+    pytest.param('Executable = "a"; InputSandbox = 7;', JdlError,
+                 "Attribute InputSandbox must be a string or a list of strings, not 7",
+                 id="inputsandbox-integer"),
+    pytest.param('Executable = "a"; InputSandbox = {"a", b};', JdlError,
+                 'Attribute InputSandbox must be a string or a list of strings, not { "a", b }',
+                 id="inputsandbox-reference-item"),
+    pytest.param('Executable = "a"; InputSandbox = {"a", ""};', JdlError,
+                 "Attribute InputSandbox contains an empty file name", id="inputsandbox-empty-name"),
+    pytest.param('Executable = "a"; OutputSandbox = {1};', JdlError,
+                 "Attribute OutputSandbox must be a string or a list of strings, not { 1 }",
+                 id="outputsandbox-integer-item"),
+    pytest.param('Executable = "a"; Environment = {"NOEQUALS"};', JdlError,
+                 "Attribute Environment: entry 'NOEQUALS' is not of the form NAME=value",
+                 id="environment-no-equals"),
+    pytest.param('Executable = "a"; Environment = {"=value"};', JdlError,
+                 "Attribute Environment: entry '=value' is not of the form NAME=value",
+                 id="environment-no-name"),
+    pytest.param('Executable = "a"; VirtualOrganisation = dteam;', JdlError,
+                 "Attribute VirtualOrganisation must be a string, not dteam", id="vo-reference"),
+    pytest.param('Executable = "a"; edg_jobid = "https://lb:9000/x";', JdlError,
+                 "jobid attribute already exists", id="existing-jobid"),
+    pytest.param('Executable = "a"; EDG_JOBID = "https://lb:9000/x";', JdlError,
+                 "jobid attribute already exists", id="existing-jobid-other-case"),
+]
+
+
+class TestDescribeRefused:
+    @pytest.mark.parametrize(("text", "error", "message"), REFUSALS)
+    def test_refusal_has_exact_class_and_message(
+        self, text: str, error: type[WMProxyError], message: str
+    ) -> None:
+        with pytest.raises(WMProxyError) as info:
+            _describe(text)
+
+        assert type(info.value) is error
+        assert str(info.value) == message
+
+    def test_type_is_checked_before_executable(self) -> None:
+        with pytest.raises(InvalidJdlAttributeError, match="^Invalid Job Type: 3$"):
+            _describe("Type = 3;")
+
+    def test_unsupported_errors_use_the_invalid_argument_code(self) -> None:
+        with pytest.raises(InvalidArgumentError) as info:
+            _describe('Type = "dag"; nodes = [ dependencies = {} ];')
+
+        assert info.value.code == 1225
+
+    def test_invalid_type_uses_code_1220(self) -> None:
+        with pytest.raises(InvalidJdlAttributeError) as info:
+            _describe('Type = "bogus";')
+
+        assert info.value.code == 1220

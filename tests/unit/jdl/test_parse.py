@@ -1,0 +1,76 @@
+"""wmproxy.jdl.parse: strict JDL parsing on top of classad2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import classad2
+import pytest
+
+from wmproxy.errors import JdlError, JdlSyntaxError
+from wmproxy.jdl import parse_jdl
+
+DATA = Path(__file__).parent / "data"
+
+
+class TestParseJdl:
+    def test_appendix_a1_without_brackets_parses_with_all_attributes(self) -> None:
+        ad = parse_jdl((DATA / "test_job.jdl").read_text())
+
+        assert ad["Executable"] == "/bin/hostname"
+        assert ad["OutputSandbox"] == ["std.out", "std.err"]
+        assert ad["rank"] == 1
+        assert str(ad.lookup("requirements")) == "other.GlueCEStateFreeCPUs >= 1"
+        assert len(ad) == 8
+
+    def test_bracketed_jdl_with_leading_and_trailing_comments_parses(self) -> None:
+        ad = parse_jdl('// header\n/* block */\n[ Executable = "a"; ] // trailer\n')
+
+        assert dict(ad) == {"Executable": "a"}
+
+    def test_hash_comment_lines_are_ignored(self) -> None:
+        ad = parse_jdl('[\n  #Requirements = false;\n  Executable = "/bin/ls";\n]')
+
+        assert list(ad.keys()) == ["Executable"]
+
+    def test_attribute_lookup_is_case_insensitive(self) -> None:
+        ad = parse_jdl('executable = "a";')
+
+        assert ad["EXECUTABLE"] == "a"
+        assert "Executable" in ad
+
+    def test_returns_a_classad(self) -> None:
+        assert isinstance(parse_jdl("[]"), classad2.ClassAd)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("", id="empty"),
+            pytest.param("  \n\t", id="blank"),
+            pytest.param("garbage", id="garbage"),
+            pytest.param("Executable = ;", id="missing-value"),
+            pytest.param('[ Executable = "a"; ', id="unclosed-bracket"),
+            pytest.param('Executable = "a"; ]', id="extra-closing-bracket-without-opening"),
+            pytest.param('[ Executable = "a"; ] ]', id="extra-closing-bracket"),
+            pytest.param('[[ Executable = "a" ]]', id="nested-brackets"),
+            pytest.param('[ Executable = "a"; ] junk', id="trailing-junk-after-ad"),
+            pytest.param('Executable = "a"; junk', id="trailing-junk-without-brackets"),
+            pytest.param('[ Executable = "a" ] [ Arguments = "b" ]', id="two-ads"),
+            pytest.param('[ Executable = "a" ]; Arguments = "b"', id="attribute-after-ad"),
+            pytest.param('[ Executable = "a" ] + 1', id="expression-not-ad"),
+            pytest.param('Executable = "a" Arguments = "b"', id="missing-semicolon"),
+            pytest.param('[ Executable = "a" ] /* unterminated', id="unterminated-comment"),
+        ],
+    )
+    def test_refuses_text_that_is_not_exactly_one_classad(self, text: str) -> None:
+        with pytest.raises(JdlSyntaxError, match=r"^Unable to parse JDL: ") as info:
+            parse_jdl(text)
+
+        assert isinstance(info.value, JdlError)
+        assert info.value.code == 1219
+
+    def test_syntax_error_message_carries_the_classad_reason(self) -> None:
+        with pytest.raises(JdlSyntaxError) as info:
+            parse_jdl("[ Executable = ; ]")
+
+        assert "LEX_" in str(info.value)

@@ -1,0 +1,243 @@
+"""wmproxy.jdl.registered: the registered JDL, its text form and the ISB to upload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import classad2
+import pytest
+
+from wmproxy.errors import InvalidJdlAttributeError, JdlError
+from wmproxy.jdl import (
+    describe,
+    input_sandbox_files,
+    is_remote_uri,
+    jdl_lines,
+    parse_jdl,
+    registered_ad,
+)
+
+DATA = Path(__file__).parent / "data"
+JOB_ID = "https://lb.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
+JOB_DIR = "/var/SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbCdEfGhIjKlMnOpQrStUv"
+ISB_BASE = "gsiftp://wms.example.org:2811" + JOB_DIR
+DN = "/C=XX/O=Grid/CN=Jane Doe"
+
+
+def _register(text: str, *, proxy_vo: str | None = "dteam",
+              proxy_fqan: str | None = "/dteam/Role=NULL/Capability=NULL") -> classad2.ClassAd:
+    return registered_ad(
+        parse_jdl(text),
+        job_id=JOB_ID,
+        certificate_subject=DN,
+        proxy_vo=proxy_vo,
+        proxy_fqan=proxy_fqan,
+        isb_base_uri=ISB_BASE,
+        job_dir=JOB_DIR,
+    )
+
+
+class TestRegisteredAd:
+    def test_job_with_local_isb_gets_the_server_attributes(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert ad["edg_jobid"] == JOB_ID
+        assert ad["CertificateSubject"] == DN
+        assert ad["VirtualOrganisation"] == "dteam"
+        assert ad["VOMS_FQAN"] == "/dteam/Role=NULL/Capability=NULL"
+        assert ad["WMPInputSandboxBaseURI"] == ISB_BASE
+        assert ad["InputSandboxPath"] == JOB_DIR + "/input"
+        assert ad["OutputSandboxPath"] == JOB_DIR + "/output"
+        assert ad["X509UserProxy"] == JOB_DIR + "/user.proxy"
+
+    def test_relative_and_absolute_local_isb_entries_become_uris_below_input(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert ad["InputSandbox"] == [
+            ISB_BASE + "/input/analyse.sh",
+            ISB_BASE + "/input/input.dat",
+            "gsiftp://se.example.org/data/calib.db",
+        ]
+
+    def test_output_sandbox_dest_uri_defaults_below_output(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert ad["OutputSandbox"] == ["std.out", "std.err", "result.txt"]
+        assert ad["OutputSandboxDestURI"] == [
+            ISB_BASE + "/output/std.out",
+            ISB_BASE + "/output/std.err",
+            ISB_BASE + "/output/result.txt",
+        ]
+        assert "OutputSandboxBaseDestURI" not in ad
+
+    def test_user_dest_uris_and_base_dest_uri_are_honoured(self) -> None:
+        ad = _register(
+            'Executable = "a"; OutputSandbox = {"a.out", "b.out", "c.out"};'
+            ' OutputSandboxDestURI = {"gsiftp://se/a.out", "sub/b.out"};'
+            ' OutputSandboxBaseDestURI = "gsiftp://se/base/";'
+        )
+
+        assert ad["OutputSandboxDestURI"] == [
+            "gsiftp://se/a.out",
+            ISB_BASE + "/output/sub/b.out",
+            "gsiftp://se/base/c.out",
+        ]
+
+    def test_wildcard_output_sandbox_only_sets_base_dest_uri(self) -> None:
+        ad = _register('Executable = "a"; OutputSandbox = {"*.out", "std.err"};')
+
+        assert ad["OutputSandboxBaseDestURI"] == ISB_BASE + "/output"
+        assert "OutputSandboxDestURI" not in ad
+
+    def test_wildcard_output_sandbox_keeps_a_user_base_dest_uri(self) -> None:
+        ad = _register(
+            'Executable = "a"; OutputSandbox = {"*.out"}; OutputSandboxBaseDestURI = "gsiftp://se/x";'
+        )
+
+        assert ad["OutputSandboxBaseDestURI"] == "gsiftp://se/x"
+
+    def test_empty_myproxy_server_and_job_provenance_are_removed(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert "MyProxyServer" not in ad
+        assert "JobProvenance" not in ad
+
+    def test_non_empty_myproxy_server_is_kept(self) -> None:
+        ad = _register('Executable = "a"; MyProxyServer = "myproxy.example.org";')
+
+        assert ad["MyProxyServer"] == "myproxy.example.org"
+
+    def test_single_string_environment_becomes_a_list(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert ad["Environment"] == ["MODE=fast"]
+        assert 'Environment = { "MODE=fast" };' in jdl_lines(ad)
+
+    def test_user_expressions_are_kept(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert str(ad.lookup("Requirements")) == str(
+            parse_jdl((DATA / "local_isb.jdl").read_text()).lookup("Requirements")
+        )
+        assert ad["usertags"]["bug"] == "27215"
+
+    def test_input_ad_is_not_modified(self) -> None:
+        original = parse_jdl((DATA / "local_isb.jdl").read_text())
+        before = jdl_lines(original)
+
+        registered_ad(original, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam",
+                      proxy_fqan=None, isb_base_uri=ISB_BASE, job_dir=JOB_DIR)
+
+        assert jdl_lines(original) == before
+        assert "edg_jobid" not in original
+
+    def test_vo_is_taken_from_the_proxy_when_absent(self) -> None:
+        ad = _register('Executable = "a";', proxy_vo="atlas", proxy_fqan="/atlas")
+
+        assert ad["VirtualOrganisation"] == "atlas"
+
+    def test_vo_differing_only_in_case_is_accepted_and_kept_as_written(self) -> None:
+        ad = _register('Executable = "a"; VirtualOrganisation = "DTeam";')
+
+        assert ad["VirtualOrganisation"] == "DTeam"
+
+    def test_vo_different_from_proxy_vo_is_refused(self) -> None:
+        with pytest.raises(InvalidJdlAttributeError) as info:
+            _register('Executable = "a"; VirtualOrganisation = "cms";', proxy_vo="dteam")
+
+        assert str(info.value) == (
+            "Jdl VirtualOrganisation attribute (cms) is different from "
+            "delegated Proxy Virtual Organisation (dteam)"
+        )
+        assert info.value.code == 1220
+
+    def test_without_proxy_vo_or_fqan_neither_is_set(self) -> None:
+        ad = _register('Executable = "a";', proxy_vo=None, proxy_fqan=None)
+
+        assert "VirtualOrganisation" not in ad
+        assert "VOMS_FQAN" not in ad
+
+    def test_existing_jobid_is_refused(self) -> None:
+        with pytest.raises(JdlError, match="^jobid attribute already exists$"):
+            _register('Executable = "a"; edg_jobid = "x";')
+
+    def test_interactive_job_gets_listener_environment(self) -> None:
+        ad = _register(
+            'Executable = "a"; JobType = "interactive"; Environment = {"A=1"};'
+            ' ListenerHost = "ui.example.org"; ListenerPort = 4567; ListenerPipeName = "/tmp/p";'
+        )
+
+        assert ad["Environment"] == [
+            "A=1",
+            "BYPASS_SHADOW_HOST=ui.example.org",
+            "BYPASS_SHADOW_PORT=4567",
+            "GRID_CONSOLE_STDIN=/tmp/p.in",
+            "GRID_CONSOLE_STDOUT=/tmp/p.out",
+        ]
+
+
+class TestJdlLines:
+    @pytest.mark.parametrize("name", ["test_job.jdl", "perusal.jdl", "local_isb.jdl"])
+    def test_user_jdl_round_trips_through_parse_jdl(self, name: str) -> None:
+        ad = parse_jdl((DATA / name).read_text())
+
+        assert parse_jdl(jdl_lines(ad)) == ad
+
+    def test_registered_jdl_round_trips_through_parse_jdl(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+
+        assert parse_jdl(jdl_lines(ad)) == ad
+
+    def test_escapes_quotes_and_backslashes(self) -> None:
+        ad = parse_jdl(r'Executable = "a"; Arguments = "say \"hi\" \\ bye";')
+
+        again = parse_jdl(jdl_lines(ad))
+
+        assert again["Arguments"] == 'say "hi" \\ bye'
+
+    def test_one_attribute_per_line_in_brackets(self) -> None:
+        text = jdl_lines(parse_jdl('Executable = "/bin/ls"; OutputSandbox = {"a", "b"}; rank = 1.5;'))
+
+        lines = text.splitlines()
+        assert lines[0] == "[" and lines[-1] == "]"
+        assert sorted(lines[1:-1]) == [
+            '  Executable = "/bin/ls";',
+            '  OutputSandbox = { "a", "b" };',
+            "  rank = 1.5;",
+        ]
+
+    def test_empty_ad(self) -> None:
+        assert jdl_lines(parse_jdl("[]")) == "[\n]\n"
+
+
+class TestInputSandboxFiles:
+    def test_local_entries_are_listed_by_basename_remote_ones_skipped(self) -> None:
+        description = describe(parse_jdl((DATA / "local_isb.jdl").read_text()))
+
+        assert input_sandbox_files(description) == ["analyse.sh", "input.dat"]
+
+    def test_file_uri_is_local_and_duplicates_are_listed_once(self) -> None:
+        description = describe(parse_jdl(
+            'Executable = "a"; InputSandbox = {"file:///home/j/a.sh", "a.sh", "https://x/y.sh"};'
+        ))
+
+        assert input_sandbox_files(description) == ["a.sh"]
+
+    def test_no_input_sandbox_means_nothing_to_upload(self) -> None:
+        assert input_sandbox_files(describe(parse_jdl('Executable = "a";'))) == []
+
+    @pytest.mark.parametrize(
+        ("entry", "remote"),
+        [
+            ("gsiftp://se.example.org/f", True),
+            ("https://host:7443/f", True),
+            ("HTTP://host/f", True),
+            ("lfn://grid/f", True),
+            ("file:///home/j/f", False),
+            ("/home/j/f", False),
+            ("data/f", False),
+            ("f", False),
+        ],
+    )
+    def test_is_remote_uri(self, entry: str, remote: bool) -> None:
+        assert is_remote_uri(entry) is remote

@@ -1,0 +1,83 @@
+"""JDL text → ``classad2.ClassAd`` (``wmproxy-behaviour.md`` §3.1 step 5).
+
+classad2 does the parsing; this module only makes it strict. On its own
+``classad2.parseOne`` takes bracket-less text as the *old* ClassAd format and keeps
+whatever it understood before the first error, and ``classad2.ClassAd(text)``
+ignores anything after the closing ``]``. Both would let garbage through silently.
+So the text is always parsed in the new format inside a wrapper ad that has a
+sentinel attribute after the user's text::
+
+    bracketed JDL:     [ __wmproxy_jdl = <text>\n; __wmproxy_end = "<token>" ]
+    bracket-less JDL:  [ <text>\n; __wmproxy_end = "<token>" ]
+
+The user's text is accepted only if the wrapper parses, the sentinel survived (so
+nothing closed the wrapper early) and, for bracketed text, the value is a plain
+ClassAd, not an expression such as ``[a=1] + 1``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import classad2
+
+from wmproxy.errors import JdlSyntaxError
+
+_WRAPPED = "__wmproxy_jdl"
+_SENTINEL = "__wmproxy_end"
+_SENTINEL_VALUE = "5c6b1b9e-jdl-end"
+
+# Leading whitespace and comments: // line, /* block */, and # line (the new ClassAd
+# lexer rejects '#', but gLite JDL files use it, e.g. CTB fake.jdl and 32078.jdl).
+_LEADING_NOISE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/|#[^\n]*)*", re.DOTALL)
+_HASH_COMMENT_LINE = re.compile(r"^[ \t]*#[^\n]*$", re.MULTILINE)
+
+
+def parse_jdl(text: str) -> classad2.ClassAd:
+    """Parse a JDL, with or without the enclosing ``[ ]``, into a ClassAd.
+
+    Implements the parsing of ``wmproxy-behaviour.md`` §3.1 step 5. Lines whose first
+    non-blank character is ``#`` are comments, as are ``//`` and ``/* */``.
+    Validation of the content is :func:`wmproxy.jdl.describe`'s job.
+
+    Args:
+        text: the JDL as sent by the client.
+
+    Returns:
+        A new ClassAd with the JDL's attributes (names keep the user's case,
+        lookups are case-insensitive).
+
+    Raises:
+        JdlSyntaxError: the text is empty or is not exactly one ClassAd, for
+            example ``garbage``, ``Executable = ;``, unbalanced brackets or text
+            after the closing ``]``. The message starts with "Unable to parse JDL: ".
+    """
+    if not text or not text.strip():
+        raise JdlSyntaxError("Unable to parse JDL: the JDL is empty")
+    body = _HASH_COMMENT_LINE.sub("", text)
+    noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
+    bracketed = body[noise.end() if noise else 0:].startswith("[")
+    end = f'\n; {_SENTINEL} = "{_SENTINEL_VALUE}" ]'
+    wrapper_text = f"[ {_WRAPPED} = {body}{end}" if bracketed else f"[ {body}{end}"
+
+    try:
+        wrapper = classad2.ClassAd(wrapper_text)
+    except classad2.ClassAdException as exc:
+        reason = classad2.lastError() or str(exc)
+        raise JdlSyntaxError(f"Unable to parse JDL: {_clean_reason(reason)}") from None
+
+    if wrapper.get(_SENTINEL) != _SENTINEL_VALUE:
+        raise JdlSyntaxError("Unable to parse JDL: unexpected text after the end of the ClassAd")
+    if not bracketed:
+        del wrapper[_SENTINEL]
+        return wrapper
+    ad = wrapper.get(_WRAPPED)
+    if not isinstance(ad, classad2.ClassAd) or len(wrapper) != 2:
+        raise JdlSyntaxError("Unable to parse JDL: the JDL is not a single ClassAd")
+    return ad
+
+
+def _clean_reason(reason: str) -> str:
+    """classad2's reason without its "while parsing classad: " prefix and padding."""
+    reason = " ".join(reason.split())
+    return reason.removeprefix("while parsing classad: ").strip() or "not a ClassAd"
