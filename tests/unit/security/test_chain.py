@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from wmproxy.errors import ProxyError, ProxyVerificationError
+from wmproxy.security.chain import (
+    chain_pem, der_chain_to_pem, end_entity, identity_dn, is_limited_proxy, is_proxy,
+    load_pem_chain, verify_chain,
+)
+from wmproxy.security.proxy import credential_pem, make_proxy
+
+
+class TestLoadPemChain:
+    def test_reads_grid_proxy_file_and_skips_the_key(self, proxy):
+        chain = load_pem_chain(credential_pem(proxy))
+        assert chain == proxy.full_chain
+
+    @pytest.mark.parametrize("data", [b"", b"garbage", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"])
+    def test_garbage_raises_proxy_error(self, data):
+        with pytest.raises(ProxyError):
+            load_pem_chain(data)
+
+    def test_der_chain_to_pem(self, proxy):
+        ders = [c.public_bytes(Encoding.DER) for c in proxy.full_chain]
+        assert der_chain_to_pem(ders) == chain_pem(proxy.full_chain)
+
+
+class TestProxyTests:
+    def test_is_proxy(self, user, proxy):
+        assert is_proxy(proxy.cert)
+        assert not is_proxy(user.cert)
+        assert not is_limited_proxy(proxy.cert)
+
+    def test_limited(self, user):
+        assert is_limited_proxy(make_proxy(user, lifetime=600, limited=True).cert)
+
+    def test_identity_of_two_level_proxy_is_the_user(self, user, proxy):
+        second = make_proxy(proxy, lifetime=600)
+        assert end_entity(second.full_chain) == user.cert
+        assert identity_dn(second.full_chain) == "/C=XX/O=wmproxy-demo/OU=Users/CN=Jane Doe"
+
+    def test_proxies_only_has_no_identity(self, proxy):
+        with pytest.raises(ProxyError):
+            end_entity([proxy.cert])
+
+
+class TestVerifyChain:
+    def test_proxy_verifies(self, ca, proxy):
+        verify_chain(proxy.full_chain, str(ca.directory))
+
+    def test_two_level_and_limited_proxies_verify(self, ca, proxy):
+        verify_chain(make_proxy(proxy, lifetime=600).full_chain, str(ca.directory))
+        verify_chain(make_proxy(proxy, lifetime=600, limited=True).full_chain, str(ca.directory))
+
+    def test_openssl_binary_agrees(self, ca, proxy, tmp_path):
+        (tmp_path / "leaf.pem").write_bytes(chain_pem([proxy.cert]))
+        (tmp_path / "chain.pem").write_bytes(chain_pem(proxy.chain))
+        result = subprocess.run(
+            ["openssl", "verify", "-CApath", str(ca.directory), "-allow_proxy_certs", "-crl_check_all",
+             "-untrusted", str(tmp_path / "chain.pem"), str(tmp_path / "leaf.pem")],
+            capture_output=True, text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip().endswith(": OK")
+
+    def test_revoked_users_proxy_is_refused(self, fresh_ca):
+        user = fresh_ca.issue_user("Rev Oked")
+        proxy = make_proxy(user, lifetime=3600)
+        verify_chain(proxy.full_chain, str(fresh_ca.directory))  # loads and caches the CA dir
+        fresh_ca.revoke(user.cert)
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            verify_chain(proxy.full_chain, str(fresh_ca.directory))
+
+    def test_expired_proxy_is_refused(self, ca, proxy):
+        with pytest.raises(ProxyVerificationError, match="certificate has expired"):
+            verify_chain(proxy.full_chain, str(ca.directory), at=datetime.now(timezone.utc) + timedelta(hours=2))
+
+    def test_proxy_of_expired_user_is_refused(self, ca):
+        now = datetime.now(timezone.utc)
+        user = ca.issue_user("Old Timer", lifetime_days=10, not_after=now - timedelta(days=1))
+        proxy = make_proxy(user, lifetime=3600, now=now - timedelta(days=2))
+        with pytest.raises(ProxyVerificationError, match="certificate has expired"):
+            verify_chain(proxy.full_chain, str(ca.directory))
+
+    def test_unknown_ca_is_refused(self, other_ca, proxy):
+        with pytest.raises(ProxyVerificationError, match="unable to get local issuer certificate"):
+            verify_chain(proxy.full_chain, str(other_ca.directory))
+
+    def test_ca_without_crl_is_refused(self, fresh_ca):
+        proxy = make_proxy(fresh_ca.issue_user("No Crl"), lifetime=600)
+        fresh_ca.crl_path.unlink()
+        with pytest.raises(ProxyVerificationError, match="unable to get certificate CRL"):
+            verify_chain(proxy.full_chain, str(fresh_ca.directory))
+
+    def test_missing_ca_dir(self, tmp_path, proxy):
+        with pytest.raises(ProxyVerificationError, match="cannot read CA directory"):
+            verify_chain(proxy.full_chain, str(tmp_path / "nope"))

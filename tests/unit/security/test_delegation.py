@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
+from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain
+from wmproxy.security.delegation import (
+    accept_delegated_proxy, check_delegation_id, default_delegation_id, new_proxy_request,
+)
+from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
+
+DN = "/C=XX/O=wmproxy-demo/OU=Users/CN=Jane Doe"
+
+
+@pytest.fixture()
+def request_pair():
+    return new_proxy_request(bits=2048)
+
+
+def _htproxyput_like(signer, public_key) -> bytes:
+    """What gridsite htproxyput sends (peers.md 6.3): subject + CN, keyUsage, no proxyCertInfo."""
+    subject = x509.Name([*signer.cert.subject.rdns, x509.RelativeDistinguishedName(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "12345")])])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(signer.cert.subject)
+        .public_key(public_key).serial_number(12345)
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.KeyUsage(True, False, True, False, True, False, False, False, False), critical=True)
+        .sign(signer.key, hashes.SHA256())
+    )
+    return chain_pem([cert, *signer.full_chain])
+
+
+class TestNewProxyRequest:
+    def test_csr_shape(self, request_pair):
+        key_pem, csr_pem = request_pair
+        assert csr_pem.startswith(b"-----BEGIN CERTIFICATE REQUEST-----")
+        csr = x509.load_pem_x509_csr(csr_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+        assert csr.is_signature_valid and csr.public_key() == key.public_key()
+        assert csr.subject.rfc4514_string() == "CN=proxy"
+        assert isinstance(csr.signature_hash_algorithm, hashes.SHA256)
+
+
+class TestAcceptDelegatedProxy:
+    def test_happy_path(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        signed = sign_proxy_request(csr, proxy, lifetime=1800)
+        got = accept_delegated_proxy(key_pem, signed, DN, str(ca.directory))
+        assert got.dn == DN and got.fqans == ()
+        leaf = load_pem_chain(signed)[0]
+        assert got.not_after == leaf.not_valid_after_utc and got.not_after.tzinfo is not None
+        assert got.not_before == leaf.not_valid_before_utc
+        stored = load_credential(got.pem)  # grid layout: leaf, key, chain
+        assert stored.cert == leaf and stored.key is not None
+        assert stored.chain == proxy.full_chain
+        verify_chain(stored.full_chain, str(ca.directory))
+
+    def test_wrong_key(self, ca, proxy, request_pair):
+        _key, csr = request_pair
+        other_key, _csr = new_proxy_request(bits=2048)
+        with pytest.raises(ProxyVerificationError, match="does not match the proxy request key"):
+            accept_delegated_proxy(other_key, sign_proxy_request(csr, proxy, lifetime=60), DN, str(ca.directory))
+
+    def test_not_an_rfc_proxy(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        sent = _htproxyput_like(proxy, x509.load_pem_x509_csr(csr).public_key())
+        assert not is_proxy(load_pem_chain(sent)[0])
+        with pytest.raises(ProxyVerificationError, match="the delegated credential is not an RFC 3820 proxy"):
+            accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+
+    def test_other_dn(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        with pytest.raises(ProxyVerificationError, match="delegated proxy does not belong to the caller"):
+            accept_delegated_proxy(key_pem, sign_proxy_request(csr, proxy, lifetime=60),
+                                   "/C=XX/O=wmproxy-demo/OU=Users/CN=Mallory", str(ca.directory))
+
+    def test_expired(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        signed = sign_proxy_request(csr, proxy, lifetime=60)
+        later = datetime.now(timezone.utc) + timedelta(minutes=10)
+        with pytest.raises(ProxyVerificationError, match="expired"):
+            accept_delegated_proxy(key_pem, signed, DN, str(ca.directory), now=later)
+
+    def test_not_yet_valid(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        signed = sign_proxy_request(csr, proxy, lifetime=60)
+        earlier = datetime.now(timezone.utc) - timedelta(hours=1)
+        with pytest.raises(ProxyVerificationError, match="in the future"):
+            accept_delegated_proxy(key_pem, signed, DN, str(ca.directory), now=earlier)
+
+    def test_untrusted_ca(self, other_ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        with pytest.raises(ProxyVerificationError, match="unable to get local issuer certificate"):
+            accept_delegated_proxy(key_pem, sign_proxy_request(csr, proxy, lifetime=60), DN, str(other_ca.directory))
+
+    def test_revoked_user(self, fresh_ca, request_pair):
+        user = fresh_ca.issue_user("Jane Doe")
+        key_pem, csr = request_pair
+        signed = sign_proxy_request(csr, make_proxy(user, lifetime=600), lifetime=60)
+        fresh_ca.revoke(user.cert)
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            accept_delegated_proxy(key_pem, signed, DN, str(fresh_ca.directory))
+
+    def test_leaf_not_signed_by_next_cert(self, ca, user, proxy, request_pair):
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
+        other = make_proxy(user, lifetime=60)
+        with pytest.raises(ProxyVerificationError, match="not signed by"):
+            accept_delegated_proxy(key_pem, chain_pem([chain[0], other.cert, user.cert]), DN, str(ca.directory))
+
+    def test_leaf_alone(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        leaf = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))[0]
+        with pytest.raises(ProxyVerificationError, match="without its issuer"):
+            accept_delegated_proxy(key_pem, chain_pem([leaf]), DN, str(ca.directory))
+
+    def test_garbage(self, ca, request_pair):
+        with pytest.raises(ProxyVerificationError, match="unreadable"):
+            accept_delegated_proxy(request_pair[0], b"nonsense", DN, str(ca.directory))
+
+
+class TestDelegationIds:
+    def test_default_id_shape_and_stability(self):
+        a = default_delegation_id(DN)
+        assert len(a) == 16 and a == a.lower() and int(a, 16) >= 0
+        assert a == default_delegation_id(DN, ())
+        assert default_delegation_id(DN, ["/atlas/Role=NULL"]) != a
+        assert default_delegation_id("/C=XX/CN=Other") != a
+
+    @pytest.mark.parametrize("good", ["mydeleg", "a.b-c_D9", "x" * 64, default_delegation_id(DN)])
+    def test_accepts(self, good):
+        assert check_delegation_id(good) == good
+
+    @pytest.mark.parametrize("bad", ["", "a/b", "../x", "..", ".", "x" * 65, "a b", "é", "a\n", "id;rm"])
+    def test_refuses(self, bad):
+        with pytest.raises(InvalidDelegationIdError, match="invalid delegation id"):
+            check_delegation_id(bad)

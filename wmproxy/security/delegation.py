@@ -1,0 +1,185 @@
+"""Server side of gridsite delegation (delegation-1/-2, WMProxy getProxyReq + putProxy).
+
+getProxyReq: :func:`new_proxy_request` makes the pending key and the CSR.
+putProxy: :func:`accept_delegated_proxy` checks the signed chain against the pending
+key, the caller and the CA directory, and assembles the stored credential
+(``wmproxy-behaviour.md`` §5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from wmproxy.errors import InvalidDelegationIdError, ProxyError, ProxyVerificationError
+from wmproxy.security.chain import chain_pem, identity_dn, is_proxy, load_pem_chain, verify_chain
+from wmproxy.security.proxy import public_key_der, utc_now
+from wmproxy.security.proxy import key_pem as _key_pem
+
+CLOCK_SKEW = timedelta(seconds=5)
+_DELEGATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class DelegatedProxy:
+    """A proxy accepted by putProxy.
+
+    Attributes:
+        pem: grid proxy file layout: leaf cert, unencrypted private key, issuer chain.
+        dn: caller identity (slash DN of the end-entity cert).
+        not_before, not_after: validity of the leaf, UTC-aware.
+        fqans: VOMS FQANs of the chain (first = primary); see :func:`voms_fqans`.
+    """
+
+    pem: bytes
+    dn: str
+    not_before: datetime
+    not_after: datetime
+    fqans: tuple[str, ...] = ()
+
+
+def new_proxy_request(bits: int = 2048) -> tuple[bytes, bytes]:
+    """Make the pending key and CSR of getProxyReq / getNewProxyReq / renewProxyReq.
+
+    Args:
+        bits: RSA key size.
+
+    Returns ``(private key PEM, CSR PEM)``; the CSR (``-----BEGIN CERTIFICATE
+    REQUEST-----``) has subject ``CN=proxy`` and a SHA-256 signature. Clients ignore the
+    subject: the proxy subject derives from their own DN.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy")]))
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def voms_fqans(chain: Sequence[x509.Certificate]) -> tuple[str, ...]:
+    """VOMS FQANs found in ``chain`` (first = primary). VOMS AC parsing is not part of
+    this module yet, so this returns ``()``; callers already treat it as the source."""
+    return ()
+
+
+def _refuse(message: str) -> ProxyVerificationError:
+    return ProxyVerificationError(message)
+
+
+def accept_delegated_proxy(
+    key_pem: bytes, proxy_pem: bytes, caller_dn: str, ca_dir: str, now: datetime | None = None
+) -> DelegatedProxy:
+    """Check what a client sent to putProxy and build the credential to store.
+
+    Args:
+        key_pem: the pending private key made by :func:`new_proxy_request`.
+        proxy_pem: PEM chain, leaf (the new proxy) first, then the signer's chain.
+        caller_dn: slash DN of the authenticated caller (proxy CNs stripped).
+        ca_dir: grid CA directory for :func:`~wmproxy.security.chain.verify_chain`.
+        now: UTC time of the check (default now).
+
+    Checks, in order: the leaf certifies the pending key; it is an RFC 3820 proxy
+    (gridsite ``htproxyput`` sends proxies without proxyCertInfo, refused here); it is
+    signed by the next cert and its subject is that cert's plus one CN; the chain's
+    identity is the caller; it is within its validity period (5 s clock skew); the
+    whole chain verifies against ``ca_dir`` (CRLs included).
+
+    Raises:
+        ProxyVerificationError: any check fails; the message says which.
+    """
+    now = utc_now(now)
+    try:
+        chain = load_pem_chain(proxy_pem)
+    except ProxyError as exc:
+        raise _refuse(f"the delegated credential is unreadable: {exc}") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise _refuse(f"the pending delegation key is unreadable: {exc}") from None
+    leaf = chain[0]
+    if public_key_der(leaf.public_key()) != public_key_der(key.public_key()):
+        raise _refuse("the delegated proxy does not match the proxy request key")
+    if not is_proxy(leaf):
+        raise _refuse("the delegated credential is not an RFC 3820 proxy")
+    if len(chain) < 2:
+        raise _refuse("the delegated proxy comes without its issuer certificate")
+    _check_issued_by(leaf, chain[1])
+    try:
+        dn = identity_dn(chain)
+    except ProxyError as exc:
+        raise _refuse(str(exc.args[0])) from None
+    if dn != caller_dn:
+        raise _refuse("delegated proxy does not belong to the caller")
+    if leaf.not_valid_before_utc > now + CLOCK_SKEW:
+        raise _refuse("proxy validity starting time in the future; please check client date/time")
+    if leaf.not_valid_after_utc <= now:
+        raise _refuse("the delegated proxy has expired")
+    verify_chain(chain, ca_dir, at=now)
+    rest = [c for c in chain[1:] if not _is_self_signed(c)]
+    return DelegatedProxy(
+        pem=chain_pem([leaf]) + _key_pem(key) + chain_pem(rest),
+        dn=dn,
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        fqans=voms_fqans(chain),
+    )
+
+
+def _check_issued_by(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
+    try:
+        leaf.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
+    rdns = leaf.subject.rdns
+    last = rdns[-1] if rdns else None
+    if (
+        last is None
+        or rdns[:-1] != issuer.subject.rdns
+        or len(last) != 1
+        or next(iter(last)).oid != NameOID.COMMON_NAME
+    ):
+        raise _refuse("the delegated proxy subject is not its issuer's subject plus one CN")
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer and not is_proxy(cert)
+
+
+def default_delegation_id(dn: str, fqans: Sequence[str] = ()) -> str:
+    """The delegation id used when the client sends an empty one.
+
+    16 lowercase hex chars: the first 8 bytes of SHA-1 over the UTF-8 of the DN followed
+    by the FQANs (concatenated, in order). This mirrors the shape of GridSite's
+    ``GRSTx509MakeDelegationID`` (SHA-1 over the credential strings, first 8 bytes in
+    hex) and FTS's ``generate_delegation_id``; it is stable per (DN, FQANs).
+    """
+    digest = hashlib.sha1("".join([dn, *fqans]).encode()).digest()  # noqa: S324 - an id, not security
+    return digest[:8].hex()
+
+
+def check_delegation_id(delegation_id: str) -> str:
+    """Return ``delegation_id`` if it can name a stored credential.
+
+    Allowed: 1 to 64 characters of ``[A-Za-z0-9._-]``, not ``.`` or ``..``. Callers
+    replace an empty id by :func:`default_delegation_id` *before* calling this.
+
+    Raises:
+        InvalidDelegationIdError: "invalid delegation id" (1215), e.g. for ids with ``/``.
+    """
+    if (
+        not isinstance(delegation_id, str)
+        or not _DELEGATION_ID_RE.fullmatch(delegation_id)
+        or delegation_id in (".", "..")
+    ):
+        raise InvalidDelegationIdError("invalid delegation id")
+    return delegation_id
