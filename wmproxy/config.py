@@ -58,6 +58,7 @@ class ServiceSettings:
     Attributes:
         host: host name used in job ids and sandbox URIs (default: this machine's FQDN).
         port: HTTPS port of the service, used in sandbox URIs.
+        bind: gunicorn listen address; workers/threads: gunicorn process and thread counts.
         jobid_port: port part of job ids (the L&B port in the reference, 9000).
         version: returned by getVersion; clients compare it with 2.2.0/2.9.0/3.0.0.
         max_input_sandbox_size: bytes, returned by getMaxInputSandboxSize and enforced on upload.
@@ -65,6 +66,9 @@ class ServiceSettings:
 
     host: str = field(default_factory=socket.getfqdn)
     port: int = 7443
+    bind: str = "0.0.0.0:7443"
+    workers: int = 2
+    threads: int = 4
     jobid_port: int = 9000
     endpoint_path: str = "/glite_wms_wmproxy_server"
     version: str = "3.5.0"

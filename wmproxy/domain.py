@@ -6,6 +6,7 @@ Nothing here touches SOAP, the database or the file system.
 from __future__ import annotations
 
 import base64
+import datetime
 import enum
 import hashlib
 import secrets
@@ -130,3 +131,8 @@ def to_filename(job_id: str) -> str:
 def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:
     """``SandboxDir/<first 2 chars of unique>/<to_filename(job id)>`` (§2.2, §4.1)."""
     return f"{sandbox_dir_name}/{job_unique(job_id)[:2]}/{to_filename(job_id)}"
+
+
+def utcnow() -> datetime.datetime:
+    """Current time, timezone-aware UTC."""
+    return datetime.datetime.now(datetime.timezone.utc)

@@ -39,6 +39,7 @@ def _key() -> rsa.RSAPrivateKey:
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Atomic write with ``mode`` (temp file + rename, so readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:

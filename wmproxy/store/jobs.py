@@ -26,6 +26,9 @@ class SqlJobStore:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
 
+    def by_sandbox_dir(self, sandbox_dir: str) -> Job | None:
+        return self.session.scalars(select(Job).where(Job.sandbox_dir == sandbox_dir)).one_or_none()
+
     def children(self, parent_id: str) -> Sequence[Job]:
         return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()
 
@@ -63,8 +66,8 @@ class SqlExecutionQueue:
     def enqueue(self, job_id: str, command: str, now: dt.datetime) -> None:
         self.session.add(ExecutionRequest(job_id=job_id, command=command, created_at=now))
 
-    def claim_next(self, worker: str, now: dt.datetime) -> ExecutionRequest | None:
-        """Claim the oldest unclaimed request for ``worker``; None when the queue is empty.
+    def claim_next(self, worker: str, now: dt.datetime, *, command: str) -> ExecutionRequest | None:
+        """Claim the oldest unclaimed ``command`` request for ``worker``; None when there is none.
 
         PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never block
         on or take the same row. SQLite: the transaction began with ``BEGIN IMMEDIATE``
@@ -73,7 +76,11 @@ class SqlExecutionQueue:
         """
         stmt = (
             select(ExecutionRequest)
-            .where(ExecutionRequest.done_at.is_(None), ExecutionRequest.claimed_by.is_(None))
+            .where(
+                ExecutionRequest.done_at.is_(None),
+                ExecutionRequest.claimed_by.is_(None),
+                ExecutionRequest.command == command,
+            )
             .order_by(ExecutionRequest.id)
             .limit(1)
         )
@@ -95,6 +102,15 @@ class SqlExecutionQueue:
 
     def complete(self, request: ExecutionRequest, now: dt.datetime) -> None:
         request.done_at = now
+
+    def pending_commands(self, job_ids: Sequence[str], command: str) -> Sequence[ExecutionRequest]:
+        return self.session.scalars(
+            select(ExecutionRequest).where(
+                ExecutionRequest.job_id.in_(job_ids),
+                ExecutionRequest.command == command,
+                ExecutionRequest.done_at.is_(None),
+            )
+        ).all()
 
     def pending_for(self, job_id: str) -> Sequence[ExecutionRequest]:
         return self.session.scalars(

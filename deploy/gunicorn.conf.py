@@ -1,0 +1,55 @@
+"""gunicorn configuration of the wmproxy service: HTTPS with grid client authentication.
+
+Run: ``gunicorn -c deploy/gunicorn.conf.py wmproxy.soap.app:application`` with
+``WMPROXY_CONFIG`` naming the service configuration (see deploy/wmproxy.conf.example).
+
+TLS: client certificates are required and verified against the grid CA directory
+(``<hash>.0`` CAs, ``<hash>.r0`` CRLs) with RFC 3820 proxies allowed and CRLs checked
+along the whole chain (a revoked user's proxy is refused). X509_STRICT stays off:
+proxies made by grid-proxy-init carry no Authority Key Identifier.
+"""
+
+import ssl
+import time
+
+from wmproxy.config import load_settings
+
+_settings = load_settings()
+
+bind = [_settings.service.bind]
+workers = _settings.service.workers
+worker_class = "gthread"
+threads = _settings.service.threads
+timeout = 120
+graceful_timeout = 30
+keepalive = 5
+certfile = _settings.security.host_cert
+keyfile = _settings.security.host_key
+cert_reqs = ssl.CERT_REQUIRED
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+proc_name = "wmproxy"
+
+#: Seconds a built SSL context is reused; CRL and CA updates are seen after this.
+_CONTEXT_TTL = 60
+_cache = {"context": None, "built": 0.0}
+
+
+def _build_context():
+    sec = _settings.security
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(sec.host_cert, sec.host_key)
+    ctx.load_verify_locations(capath=sec.ca_dir)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags = (ctx.verify_flags & ~ssl.VERIFY_X509_STRICT) | ssl.VERIFY_ALLOW_PROXY_CERTS | ssl.VERIFY_CRL_CHECK_CHAIN
+    return ctx
+
+
+def ssl_context(config, default_ssl_context_factory):  # noqa: ARG001 - gunicorn hook signature
+    """gunicorn calls this for every accepted connection (sync/gthread workers)."""
+    now = time.monotonic()
+    if _cache["context"] is None or now - _cache["built"] > _CONTEXT_TTL:
+        _cache["context"] = _build_context()
+        _cache["built"] = now
+    return _cache["context"]

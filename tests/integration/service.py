@@ -1,0 +1,116 @@
+"""Start a real wmproxy deployment for tests: gunicorn over TLS + the execution worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, *, db_url: str, ca_dir: Path, host_cert: Path, host_key: Path, state: Path,
+                 port: int, max_isb: int = 1_000_000) -> None:
+    path.write_text(
+        f"""[database]
+url = {db_url}
+[security]
+ca_dir = {ca_dir}
+host_cert = {host_cert}
+host_key = {host_key}
+store_key_file = {state}/store.key
+[service]
+host = localhost
+port = {port}
+bind = 127.0.0.1:{port}
+workers = 2
+threads = 4
+max_input_sandbox_size = {max_isb}
+[sandbox]
+root = {state}/sandbox
+[execution]
+work_dir = {state}/work
+poll_interval = 0.2
+"""
+    )
+
+
+@dataclass
+class Deployment:
+    """A running service: its endpoint, config and processes."""
+
+    config: Path
+    state: Path
+    port: int
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://localhost:{self.port}/glite_wms_wmproxy_server"
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=120, check=False)
+
+    def start_gunicorn(self) -> None:
+        log = open(self.state / "gunicorn.log", "ab")  # noqa: SIM115 - closed with the process
+        self.processes.append(
+            subprocess.Popen(
+                [str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "wmproxy.soap.app:application"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            )
+        )
+        wait_for_tls(self.port)
+
+    def start_worker(self, name: str = "worker-1") -> subprocess.Popen[bytes]:
+        log = open(self.state / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [str(BIN / "wmproxy-worker"), "--name", name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+
+def wait_for_tls(port: int, timeout: float = 30.0) -> None:
+    """Wait until something accepts TCP on ``port`` (the TLS handshake needs a client cert)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"service did not listen on {port} within {timeout} s")
+
+
+def tls_client_context(ca_dir: Path, cert: Path | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(capath=str(ca_dir))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert))
+    return ctx

@@ -1,0 +1,143 @@
+"""Delegation of proxies to the service (gridsite delegation-1/-2, WMProxy getProxyReq/putProxy).
+
+Implements ``wmproxy-behaviour.md`` §5: a pending request (server RSA key + CSR) per
+(caller DN, delegation id), then putProxy stores the signed RFC 3820 proxy, sealed,
+in the same scope. Another DN can neither see, use, replace nor destroy it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from wmproxy.domain import Principal, utcnow
+from wmproxy.errors import DelegationNotFoundError, ProxyError, ProxyExpiredError
+from wmproxy.security import delegation as crypto
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Delegation
+
+#: A proxy starting later than this (seconds) is refused (clock skew, §5.3).
+NOT_BEFORE_SKEW = 5
+
+
+def resolve_delegation_id(principal: Principal, delegation_id: str | None) -> str:
+    """An empty id means the default id computed from the caller's DN and FQANs (§3.1 step 1).
+
+    Raises:
+        InvalidDelegationIdError: the id contains ``/`` or other unusable characters.
+    """
+    if not delegation_id:
+        return crypto.default_delegation_id(principal.dn, principal.fqans)
+    return crypto.check_delegation_id(delegation_id)
+
+
+def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str | None) -> tuple[str, str]:
+    """getProxyReq: make a server key pair and return ``(delegation id, PEM CSR)``.
+
+    The private key is sealed and kept as the pending request of (DN, id); an older
+    pending request for the same scope is replaced. A stored proxy is left untouched
+    until putProxy succeeds.
+
+    Raises:
+        InvalidDelegationIdError: unusable delegation id.
+    """
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    key_pem, csr_pem = crypto.new_proxy_request(rt.settings.security.delegation_key_bits)
+    with rt.uow() as uow:
+        uow.delegations.put_request(principal.dn, delegation_id, rt.sealer.seal(key_pem), csr_pem.decode(), utcnow())
+    return delegation_id, csr_pem.decode()
+
+
+def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, proxy_pem: str) -> Delegation:
+    """putProxy: verify the signed proxy against the pending key and store it sealed.
+
+    Args:
+        proxy_pem: PEM chain, the new proxy first, then the signer's chain (no key).
+
+    Raises:
+        InvalidDelegationIdError: unusable delegation id.
+        DelegationNotFoundError: no pending getProxyReq for (DN, id).
+        ProxyVerificationError: the chain fails a check (key mismatch, not RFC 3820,
+            another identity, outside its validity, untrusted or revoked issuer).
+    """
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    now = utcnow()
+    with rt.uow() as uow:
+        request = uow.delegations.get_request(principal.dn, delegation_id)
+        if request is None:
+            raise DelegationNotFoundError(
+                f"Unable to store client Proxy: no proxy request for delegation id {delegation_id!r}"
+            )
+        accepted = crypto.accept_delegated_proxy(
+            rt.sealer.open(request.sealed_key),
+            proxy_pem.encode(),
+            principal.dn,
+            rt.settings.security.ca_dir,
+            now=now,
+        )
+        row = uow.delegations.upsert(
+            principal.dn,
+            delegation_id,
+            rt.sealer.seal(accepted.pem),
+            accepted.not_before,
+            accepted.not_after,
+            accepted.fqans,
+            now,
+        )
+        uow.delegations.delete_request(request)
+    return row
+
+
+def termination_time(rt: Runtime, principal: Principal, delegation_id: str | None) -> dt.datetime:
+    """getTerminationTime: notAfter (UTC) of the stored proxy of (DN, id).
+
+    Raises:
+        DelegationNotFoundError: no stored proxy.
+    """
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    with rt.uow() as uow:
+        row = _get(uow, principal.dn, delegation_id)
+        return row.not_after
+
+
+def destroy(rt: Runtime, principal: Principal, delegation_id: str | None) -> None:
+    """destroy: delete the stored proxy (and any pending request) of (DN, id).
+
+    Raises:
+        DelegationNotFoundError: nothing stored under (DN, id).
+    """
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    with rt.uow() as uow:
+        row = _get(uow, principal.dn, delegation_id)
+        uow.delegations.delete(row)
+        request = uow.delegations.get_request(principal.dn, delegation_id)
+        if request is not None:
+            uow.delegations.delete_request(request)
+
+
+def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime, min_lifetime: int) -> Delegation:
+    """The stored proxy of (DN, id) if it is valid now and for ``min_lifetime`` more seconds.
+
+    Raises:
+        DelegationNotFoundError: no stored proxy ("Unable to get delegated Proxy").
+        ProxyError: its validity starts in the future.
+        ProxyExpiredError: expired or fewer than ``min_lifetime`` seconds left
+            ("The delegated Proxy has expired", the WMS 3.3 wording).
+    """
+    row = _get(uow, dn, delegation_id)
+    if row.not_before > now + dt.timedelta(seconds=NOT_BEFORE_SKEW):
+        raise ProxyError("proxy validity starting time in the future\nPlease check client date/time")
+    if row.not_after <= now:
+        raise ProxyExpiredError("The delegated Proxy has expired")
+    if row.not_after - now < dt.timedelta(seconds=min_lifetime):
+        raise ProxyExpiredError(
+            f"The delegated Proxy has expired or has less than {min_lifetime // 60} minutes left"
+        )
+    return row
+
+
+def _get(uow: UnitOfWork, dn: str, delegation_id: str) -> Delegation:
+    row = uow.delegations.get(dn, delegation_id)
+    if row is None:
+        raise DelegationNotFoundError(f"Unable to get delegated Proxy for delegation id {delegation_id!r}")
+    return row

@@ -1,0 +1,161 @@
+"""Operations on registered jobs: status, JDL, cancel, purge, output file list.
+
+References: ``wmproxy-behaviour.md`` §10 (getJobStatus), §1.3 (getJDL), §3.6 (jobCancel),
+§4.5 (getOutputFileList), §4.7 (jobPurge, with the WMS 3.3 state check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, parse_job_id, utcnow
+from wmproxy.errors import AuthorizationError, InvalidArgumentError, JobNotFoundError, OperationNotAllowedError
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.uris import job_base_uri, select_protocols
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
+
+CANCELLED_BY_USER = "Cancelled by user"
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """getJobStatus result: ``status`` is the state name, followed for ended jobs by a
+    parenthesised detail: ``Done (Exit Code 0)``, ``Aborted (<reason>)``,
+    ``Cancelled (Cancelled by user)``. ``state``, ``exit_code`` and ``reason`` are the parts."""
+
+    job_id: str
+    status: str
+    state: str
+    exit_code: int | None = None
+    reason: str | None = None
+    children: tuple[JobStatus, ...] = field(default_factory=tuple)
+
+
+def owned_job(uow: UnitOfWork, principal: Principal, job_id: str, *, for_update: bool = False) -> Job:
+    """The job ``job_id`` if ``principal`` owns it.
+
+    Raises:
+        InvalidArgumentError: malformed job id.
+        JobNotFoundError: no such job.
+        AuthorizationError: the job belongs to another DN.
+    """
+    parse_job_id(job_id)
+    job = uow.jobs.get(job_id, for_update=for_update)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    if job.owner_dn != principal.dn:
+        raise AuthorizationError("Authorization error: user not authorized")
+    return job
+
+
+def status_text(job: Job) -> str:
+    if job.state == JobState.DONE.value:
+        return f"Done (Exit Code {job.exit_code})"
+    if job.state in (JobState.ABORTED.value, JobState.CANCELLED.value) and job.reason:
+        return f"{job.state} ({job.reason})"
+    return job.state
+
+
+def _status(uow: UnitOfWork, job: Job) -> JobStatus:
+    children = tuple(_status(uow, child) for child in uow.jobs.children(job.id))
+    return JobStatus(job.id, status_text(job), job.state, job.exit_code, job.reason, children)
+
+
+def job_status(rt: Runtime, principal: Principal, job_id: str) -> JobStatus:
+    """getJobStatus: the job's state and, for compound jobs, each node's.
+
+    Raises:
+        InvalidArgumentError, JobNotFoundError, AuthorizationError: see :func:`owned_job`.
+    """
+    with rt.uow() as uow:
+        return _status(uow, owned_job(uow, principal, job_id))
+
+
+def get_jdl(rt: Runtime, principal: Principal, job_id: str, kind: str) -> str:
+    """getJDL: the JDL as the user sent it (``ORIGINAL``) or as registered (``REGISTERED``).
+
+    Raises:
+        InvalidArgumentError: ``kind`` is neither ORIGINAL nor REGISTERED.
+    """
+    if kind not in ("ORIGINAL", "REGISTERED"):
+        raise InvalidArgumentError(f"Invalid Argument: JDL type {kind!r}")
+    with rt.uow() as uow:
+        job = _live(rt, uow, principal, job_id)
+        return job.jdl_original if kind == "ORIGINAL" else job.jdl_registered
+
+
+def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
+    """jobCancel (§3.6).
+
+    A registered job that was never started is cancelled at once and its area removed;
+    a queued job is cancelled before a worker takes it; a job a worker holds gets a
+    ``cancel`` request that the worker carries out (stopping the process).
+
+    Raises:
+        OperationNotAllowedError: the job has ended, or a cancel is already pending.
+    """
+    now = utcnow()
+    with rt.uow() as uow:
+        job = _live(rt, uow, principal, job_id, for_update=True)
+        state = JobState(job.state)
+        if state in FINAL_STATES:
+            raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
+        pending = uow.queue.pending_for(job.id)
+        if any(r.command == "cancel" for r in pending):
+            raise OperationNotAllowedError("Cancel has already been requested")
+        unclaimed_start = [r for r in pending if r.command == "start" and r.claimed_by is None]
+        if state == JobState.SUBMITTED or (state == JobState.WAITING and unclaimed_start):
+            for request in unclaimed_start:
+                uow.queue.complete(request, now)
+            uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
+            if state == JobState.SUBMITTED:
+                rt.storage.remove_job_area(job.id)
+            return
+        assert state in ACTIVE_STATES
+        uow.queue.enqueue(job.id, "cancel", now)
+
+
+def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
+    """jobPurge (§4.7): remove the job's area; the job becomes Cleared.
+
+    Allowed, as in WMS 3.3, only for Done, Aborted and Cancelled jobs.
+
+    Raises:
+        OperationNotAllowedError: "Job current status doesn't allow purge operation".
+    """
+    now = utcnow()
+    with rt.uow() as uow:
+        job = _live(rt, uow, principal, job_id, for_update=True)
+        if job.state not in (JobState.DONE.value, JobState.ABORTED.value, JobState.CANCELLED.value):
+            raise OperationNotAllowedError("Job current status doesn't allow purge operation")
+        uow.jobs.set_state(job, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
+        for child in uow.jobs.children(job.id):
+            uow.jobs.set_state(child, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
+            rt.storage.remove_job_area(child.id)
+        rt.storage.remove_job_area(job.id)
+
+
+def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, int]]:
+    """getOutputFileList (§4.5): ``(URI, size in bytes)`` of each file in the job's output area.
+
+    Raises:
+        InvalidArgumentError: protocol not available.
+        OperationNotAllowedError: the job is neither Done nor Aborted.
+    """
+    protocols = select_protocols(protocol, default="default")
+    with rt.uow() as uow:
+        job = _live(rt, uow, principal, job_id)
+        if job.state not in (JobState.DONE.value, JobState.ABORTED.value):
+            raise OperationNotAllowedError("Job current status doesn't allow getOutputFileList operation")
+        base = job_base_uri(rt.settings, job.id)
+        files = rt.storage.output_files(job.id)
+        return [(f"{base}/output/{name}", size) for _ in protocols for name, size in files]
+
+
+def _live(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, *, for_update: bool = False) -> Job:
+    """An owned job that has not been purged (purged jobs are unknown, as in the reference)."""
+    job = owned_job(uow, principal, job_id, for_update=for_update)
+    if job.state == JobState.CLEARED.value:
+        raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+    return job

@@ -1,0 +1,36 @@
+"""What the services need at run time, built once per process by each edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from wmproxy.config import Settings
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.security.sealing import Sealer
+from wmproxy.store import UnitOfWork, make_engine, make_session_factory
+
+
+@dataclass
+class Runtime:
+    """Settings plus the process-wide collaborators (database, sealer, sandbox storage)."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    sealer: Sealer
+    storage: FilesystemSandboxStorage
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings.database.url)
+        return cls(
+            settings=settings,
+            session_factory=make_session_factory(engine),
+            sealer=Sealer.from_key_file(settings.security.store_key_file),
+            storage=FilesystemSandboxStorage(Path(settings.sandbox.root), settings.sandbox.dir_name),
+        )
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory)

@@ -1,0 +1,68 @@
+"""Sandbox rules: URIs of job areas, transfer protocols, who may touch an area, size limits.
+
+Implements ``wmproxy-behaviour.md`` §4.3 (getSandboxDestURI / getSandboxBulkDestURI),
+§4.4 (MaxInputSandboxSize) and the owner-only access of the per-job area. The bytes
+live in ``wmproxy.sandbox.storage``; the HTTP edge is ``wmproxy.sandbox.http``.
+"""
+
+from __future__ import annotations
+
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
+from wmproxy.services.jobs import owned_job
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.uris import job_base_uri, select_protocols
+
+def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[str]:
+    """getSandboxDestURI: the URIs of the job's ``input`` directory, one per protocol.
+
+    Raises:
+        InvalidArgumentError: bad job id or protocol.
+        JobNotFoundError: unknown or purged job.
+        AuthorizationError: job of another user.
+    """
+    protocols = select_protocols(protocol)
+    with rt.uow() as uow:
+        job = owned_job(uow, principal, job_id)
+        if job.state == JobState.CLEARED.value:
+            raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+        return [f"{job_base_uri(rt.settings, job.id)}/input" for _ in protocols]
+
+
+def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, list[str]]]:
+    """getSandboxBulkDestURI: ``(job id, URIs)`` for the job first, then each node."""
+    protocols = select_protocols(protocol)
+    with rt.uow() as uow:
+        job = owned_job(uow, principal, job_id)
+        if job.state == JobState.CLEARED.value:
+            raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+        jobs = [job, *uow.jobs.children(job.id)]
+        return [(j.id, [f"{job_base_uri(rt.settings, j.id)}/input" for _ in protocols]) for j in jobs]
+
+
+def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> None:
+    """May ``principal`` use HTTP ``method`` on the job area ``job_rel_dir``? (owner only)
+
+    Raises:
+        JobNotFoundError: no job has this area (or it has been purged).
+        AuthorizationError: the area belongs to another user.
+        OperationNotAllowedError: uploads after the job has been started.
+    """
+    with rt.uow() as uow:
+        job = uow.jobs.by_sandbox_dir(job_rel_dir)
+        if job is None or job.state == JobState.CLEARED.value:
+            raise JobNotFoundError(job_rel_dir)
+        owned_job(uow, principal, job.id)
+        if method in ("PUT", "DELETE", "MOVE") and job.state != JobState.SUBMITTED.value:
+            raise OperationNotAllowedError("the input sandbox cannot change after the job has been started")
+
+
+def input_room(rt: Runtime, job_rel_dir: str) -> int:
+    """Bytes the job's input area may still take: MaxInputSandboxSize − what it holds."""
+    with rt.uow() as uow:
+        job = uow.jobs.by_sandbox_dir(job_rel_dir)
+        if job is None:
+            raise JobNotFoundError(job_rel_dir)
+        job_id = job.id
+    return max(0, rt.settings.service.max_input_sandbox_size - rt.storage.input_size(job_id))
+

@@ -1,0 +1,153 @@
+"""jobRegister, jobStart and jobSubmit (``wmproxy-behaviour.md`` §3.1-§3.4).
+
+Registration parses and checks the JDL, checks the delegated proxy, creates the job's
+sandbox area and stores the original and registered JDL, all or nothing: when anything
+fails, including the commit, the area is removed again. Starting changes the state to
+Waiting and queues the execution request in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from wmproxy.domain import JobState, Principal, job_relative_dir, new_job_id, utcnow
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
+from wmproxy.jdl import describe, jdl_lines, parse_jdl, registered_ad
+from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
+from wmproxy.services.jobs import owned_job
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.uris import job_base_uri
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
+
+#: Seconds a job's proxy must still be valid for jobStart (the reference's "≤ 1 minute" rule).
+START_MIN_PROXY_LIFETIME = 60
+
+
+@dataclass(frozen=True)
+class RegisteredJob:
+    """What jobRegister returns (JobIdStructType): id, node name, relative ISB path, nodes."""
+
+    job_id: str
+    name: str | None
+    path: str
+    children: tuple[RegisteredJob, ...] = field(default_factory=tuple)
+
+
+def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
+    """jobRegister: register a job described by ``jdl`` with the proxy of ``delegation_id``.
+
+    Args:
+        jdl: JDL text (a ClassAd, brackets optional).
+        delegation_id: id of the caller's delegated proxy; empty = the default id.
+
+    Raises:
+        InvalidDelegationIdError, DelegationNotFoundError: no usable delegation.
+        ProxyExpiredError: the delegated proxy has expired or has less than
+            ``security.min_proxy_lifetime`` seconds (default 20 minutes) left.
+        JdlSyntaxError, JdlError, InvalidJdlAttributeError, InvalidArgumentError: bad JDL.
+    """
+    return _atomically(rt, lambda uow, now, created: _register(uow, rt, principal, jdl, delegation_id, now, created))
+
+
+def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
+    """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction."""
+
+    def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
+        registered = _register(uow, rt, principal, jdl, delegation_id, now, created)
+        job = uow.jobs.get(registered.job_id)
+        assert job is not None
+        _start(uow, job, now)
+        return registered
+
+    return _atomically(rt, work)
+
+
+def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
+    """jobStart: queue a registered job for execution; allowed once, for the owner.
+
+    Raises:
+        InvalidArgumentError: malformed job id.
+        JobNotFoundError: unknown or purged job.
+        AuthorizationError: job of another user.
+        OperationNotAllowedError: already started, ended, or a node of a compound job.
+        ProxyExpiredError: the job's delegated proxy has expired.
+    """
+    now = utcnow()
+    with rt.uow() as uow:
+        job = owned_job(uow, principal, job_id, for_update=True)
+        if job.state == JobState.CLEARED.value:
+            raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+        usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)
+        _start(uow, job, now)
+
+
+def _start(uow: UnitOfWork, job: Job, now: dt.datetime) -> None:
+    if job.parent_id is not None:
+        raise OperationNotAllowedError(f"the job is a DAG subjob. The parent is: {job.parent_id}")
+    if job.state in (JobState.ABORTED.value, JobState.CANCELLED.value):
+        raise OperationNotAllowedError(f"job state ({job.state.upper()}) doesn't allow start operation")
+    if job.state != JobState.SUBMITTED.value:
+        raise OperationNotAllowedError("job started or start operation already in progress")
+    uow.jobs.set_state(job, JobState.WAITING.value, now)
+    uow.queue.enqueue(job.id, "start", now)
+
+
+def _register(
+    uow: UnitOfWork,
+    rt: Runtime,
+    principal: Principal,
+    jdl: str,
+    delegation_id: str | None,
+    now: dt.datetime,
+    created: list[str],
+) -> RegisteredJob:
+    settings = rt.settings
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
+    ad = parse_jdl(jdl)
+    describe(ad)  # validates; raises on bad JDL
+    fqans = tuple(f for f in delegation.fqans.split("\n") if f)
+    job_id = new_job_id(settings.service.host, settings.service.jobid_port)
+    rel_dir = job_relative_dir(job_id, settings.sandbox.dir_name)
+    job_dir = rt.storage.create_job_area(job_id)
+    created.append(job_id)
+    registered = registered_ad(
+        ad,
+        job_id=job_id,
+        certificate_subject=principal.dn,
+        proxy_vo=fqans[0].lstrip("/").split("/", 1)[0] if fqans else None,
+        proxy_fqan=fqans[0] if fqans else None,
+        isb_base_uri=job_base_uri(settings, job_id),
+        job_dir=str(job_dir),
+    )
+    uow.jobs.add(
+        Job(
+            id=job_id,
+            parent_id=None,
+            node_name=None,
+            owner_dn=principal.dn,
+            delegation_id=delegation_id,
+            state=JobState.SUBMITTED.value,
+            jdl_original=jdl_lines(ad),
+            jdl_registered=jdl_lines(registered),
+            sandbox_dir=rel_dir,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return RegisteredJob(job_id=job_id, name=None, path=f"{rel_dir}/input")
+
+
+def _atomically(rt, work):  # type: ignore[no-untyped-def]
+    """Run ``work(uow, now, created)`` in one unit of work; on any failure remove the
+    job areas it created, so that nothing is left half-written."""
+    created: list[str] = []
+    try:
+        with rt.uow() as uow:
+            return work(uow, utcnow(), created)
+    except BaseException:
+        for job_id in created:
+            rt.storage.remove_job_area(job_id)
+        raise

@@ -1,0 +1,112 @@
+"""The WSGI application gunicorn serves: SOAP endpoint, its WSDL, and the sandboxes.
+
+``GET <endpoint>?wsdl`` returns ``wsdl/wmproxy.wsdl`` with the service addresses set
+to this deployment's endpoint; ``POST <endpoint>`` is dispatched to one of the three
+ports; ``/<SandboxDir>/...`` is the HTTPS sandbox edge. Every request is authenticated
+by its TLS client chain first.
+
+gunicorn entry point: ``wmproxy.soap.app:application`` (settings from ``WMPROXY_CONFIG``
+and ``WMPROXY_*`` variables, read once per worker process).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from wmproxy.config import Settings, load_settings
+from wmproxy.domain import Principal
+from wmproxy.errors import WMProxyError
+from wmproxy.sandbox.http import SandboxApp
+from wmproxy.services import sandboxes
+from wmproxy.services.runtime import Runtime
+from wmproxy.soap.auth import tls_principal
+from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
+from wmproxy.soap.dispatch import SoapDispatcher, fault_response
+from wmproxy.soap.faults import wmproxy_fault
+
+log = logging.getLogger(__name__)
+
+WSDL_FILE = Path(__file__).resolve().parents[2] / "wsdl" / "wmproxy.wsdl"
+_WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+
+Authenticate = Callable[[dict[str, Any]], Principal]
+
+
+def published_wsdl(endpoint: str, wsdl_file: Path = WSDL_FILE) -> bytes:
+    """The project's WSDL with every ``soap:address`` set to ``endpoint``."""
+    tree = etree.parse(str(wsdl_file))
+    for address in tree.iter(f"{{{_WSDL_SOAP}}}address"):
+        address.set("location", endpoint)
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+
+
+class WMProxyApplication:
+    """Routes requests; ``authenticate`` turns the environ into a Principal (TLS by default)."""
+
+    def __init__(self, runtime: Runtime, authenticate: Authenticate = tls_principal) -> None:
+        self.runtime = runtime
+        self.authenticate = authenticate
+        self.endpoint_path = runtime.settings.service.endpoint_path
+        self.sandbox_prefix = f"/{runtime.settings.sandbox.dir_name}/"
+        self.soap = SoapDispatcher()
+        self.sandbox = SandboxApp(
+            runtime.storage,
+            authorize=self._authorize_sandbox,
+            input_limit=lambda rel_dir: sandboxes.input_room(runtime, rel_dir),
+        )
+
+    @cached_property
+    def wsdl(self) -> bytes:
+        return published_wsdl(self.runtime.settings.service.endpoint)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == self.endpoint_path and method == "GET" and environ.get("QUERY_STRING", "").lower() == "wsdl":
+            return self._send(start_response, "200 OK", self.wsdl, "text/xml; charset=utf-8")
+        if path == self.endpoint_path and method == "POST":
+            try:
+                environ[PRINCIPAL_KEY] = self.authenticate(environ)
+            except WMProxyError as exc:
+                return fault_response(start_response, wmproxy_fault("", exc))
+            environ[RUNTIME_KEY] = self.runtime
+            return self.soap(environ, start_response)
+        if path.startswith(self.sandbox_prefix):
+            return self.sandbox(environ, start_response)
+        if path == self.endpoint_path:
+            return self._send(start_response, "405 Method Not Allowed", b"use POST (SOAP) or GET ?wsdl\n")
+        return self._send(start_response, "404 Not Found", b"not found\n")
+
+    def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
+        principal = self.authenticate(environ)
+        sandboxes.authorize_area(self.runtime, principal, job_rel_dir, method)
+
+    @staticmethod
+    def _send(start_response: Callable[..., Any], status: str, body: bytes, ctype: str = "text/plain") -> list[bytes]:
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def create_app(settings: Settings | None = None, authenticate: Authenticate = tls_principal) -> WMProxyApplication:
+    """Build the application from ``settings`` (default: :func:`wmproxy.config.load_settings`)."""
+    return WMProxyApplication(Runtime.from_settings(settings or load_settings()), authenticate)
+
+
+class _LazyApplication:
+    """Builds the app on the first request, inside the gunicorn worker (not the master)."""
+
+    _app: WMProxyApplication | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self._app is None:
+            self._app = create_app()
+        return self._app(environ, start_response)
+
+
+application = _LazyApplication()

@@ -1,0 +1,32 @@
+"""Domain results → Spyne instances of the WSDL types."""
+
+from __future__ import annotations
+
+from wmproxy.services.jobs import JobStatus
+from wmproxy.services.submission import RegisteredJob
+from wmproxy.soap import types
+
+
+def job_id_struct(job: RegisteredJob) -> types.JobIdStructType:
+    return types.JobIdStructType(
+        id=job.job_id,
+        name=job.name,
+        path=job.path,
+        childrenJob=[job_id_struct(child) for child in job.children],
+    )
+
+
+def job_status_struct(status: JobStatus) -> types.JobStatusStructType:
+    return types.JobStatusStructType(
+        jobid=status.job_id,
+        status=status.status,
+        childrenJob=[job_status_struct(child) for child in status.children],
+    )
+
+
+def dest_uris_struct(entries: list[tuple[str, list[str]]]) -> types.DestURIsStructType:
+    return types.DestURIsStructType(Item=[types.DestURIStructType(id=job_id, Item=uris) for job_id, uris in entries])
+
+
+def file_list(entries: list[tuple[str, int]]) -> types.StringAndLongList:
+    return types.StringAndLongList(file=[types.StringAndLongType(name=name, size=size) for name, size in entries])

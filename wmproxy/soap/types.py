@@ -1,0 +1,78 @@
+"""Spyne models of the WMProxy WSDL types (``WMProxy.wsdl`` ``glitenstypes``).
+
+``sub_ns=""`` makes every member unqualified on the wire, as the reference schema
+(no elementFormDefault) and gSOAP clients require.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spyne import ComplexModel, DateTime, Long, Unicode
+from spyne.model.complex import SelfReference
+
+from wmproxy.soap.namespaces import DELEGATION_2, WMPROXY
+
+
+def Part(model: Any = Unicode, **kwargs: Any) -> Any:
+    """A part accessor or member: unqualified."""
+    return model.customize(sub_ns="", **kwargs)
+
+
+String = Part(Unicode)
+
+
+class StringList(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [("Item", Part(Unicode, max_occurs="unbounded"))]
+
+
+class JobIdStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [
+        ("id", Part(Unicode, min_occurs=1)),
+        ("name", Part(Unicode, min_occurs=1, nillable=True)),
+        ("path", Part(Unicode, min_occurs=1, nillable=True)),
+        ("childrenJob", SelfReference.customize(sub_ns="", max_occurs="unbounded")),
+    ]
+
+
+class DestURIStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [("id", Part(Unicode, min_occurs=1)), ("Item", Part(Unicode, max_occurs="unbounded"))]
+
+
+class DestURIsStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [("Item", Part(DestURIStructType, max_occurs="unbounded"))]
+
+
+class StringAndLongType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [("name", Part(Unicode, min_occurs=1)), ("size", Part(Long, min_occurs=1))]
+
+
+class StringAndLongList(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [("file", Part(StringAndLongType, max_occurs="unbounded"))]
+
+
+class JobStatusStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [
+        ("jobid", Part(Unicode, min_occurs=1)),
+        ("status", Part(Unicode, min_occurs=1)),
+        ("childrenJob", SelfReference.customize(sub_ns="", max_occurs="unbounded")),
+    ]
+
+
+class NewProxyReq(ComplexModel):
+    __namespace__ = DELEGATION_2
+    _type_info = [
+        ("proxyRequest", Part(Unicode, min_occurs=1, nillable=True)),
+        ("delegationID", Part(Unicode, min_occurs=1, nillable=True)),
+    ]
+
+
+Long_ = Part(Long)
+DateTime_ = Part(DateTime)
