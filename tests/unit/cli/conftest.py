@@ -1,0 +1,86 @@
+"""A fake WMProxyClient and a CliRunner wired to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from wmproxy.cli import common
+from wmproxy.client import JobIds, JobStatus, OutputFile, WMProxyClientError
+
+ENDPOINT = "https://wms.example.org:7443/glite_wms_wmproxy_server"
+JOB = "https://wms.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
+
+
+class FakeClient:
+    """Records calls; answers like a healthy service unless ``fail`` names an operation."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.fail: dict[str, WMProxyClientError] = {}
+        self.session = object()
+        self.timeout = 5.0
+        self.outputs: list[OutputFile] = []
+        self.status = JobStatus(JOB, "Running")
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+        if name in self.fail:
+            raise self.fail[name]
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def delegate(self, delegation_id: str | None = None) -> str:
+        self._record("delegate", delegation_id)
+        return delegation_id or ""
+
+    def job_submit(self, jdl: str, delegation_id: str) -> JobIds:
+        self._record("job_submit", jdl, delegation_id)
+        return JobIds(JOB)
+
+    def job_register(self, jdl: str, delegation_id: str) -> JobIds:
+        self._record("job_register", jdl, delegation_id)
+        return JobIds(JOB, path="SandboxDir/Ab/x/input")
+
+    def get_max_input_sandbox_size(self) -> int:
+        self._record("get_max_input_sandbox_size")
+        return 10_000_000
+
+    def get_sandbox_dest_uri(self, job_id: str, protocol: str = "https") -> list[str]:
+        self._record("get_sandbox_dest_uri", job_id, protocol)
+        return ["https://wms.example.org:7443/SandboxDir/Ab/x/input"]
+
+    def job_start(self, job_id: str) -> None:
+        self._record("job_start", job_id)
+
+    def job_cancel(self, job_id: str) -> None:
+        self._record("job_cancel", job_id)
+
+    def job_purge(self, job_id: str) -> None:
+        self._record("job_purge", job_id)
+
+    def get_job_status(self, job_id: str) -> JobStatus:
+        self._record("get_job_status", job_id)
+        return JobStatus(job_id, self.status.status, self.status.children)
+
+    def get_output_file_list(self, job_id: str, protocol: str = "https") -> list[OutputFile]:
+        self._record("get_output_file_list", job_id, protocol)
+        return self.outputs
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
+    client = FakeClient()
+    monkeypatch.setattr(common, "make_client", lambda env: client)
+    monkeypatch.setenv("GLITE_WMS_WMPROXY_ENDPOINT", ENDPOINT)
+    monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy.pem"))
+    return client
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

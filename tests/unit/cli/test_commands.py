@@ -1,0 +1,271 @@
+"""Option parsing and flows of each verb, against a fake client (no server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from wmproxy.cli import common, output, submit
+from wmproxy.cli.main import cli, main
+from wmproxy.client import JobStatus, OutputFile, WMProxyClientError
+
+from .conftest import ENDPOINT, JOB, FakeClient
+
+UNKNOWN = WMProxyClientError(
+    "JobUnknownFault", "The job has not been registered from this Workload Manager Proxy server", "1218", "jobStart"
+)
+
+
+def write_jdl(tmp_path: Path, isb: str = "") -> Path:
+    jdl = tmp_path / "job.jdl"
+    jdl.write_text(f'[Executable = "/bin/sh"; Arguments = "a.sh"; {isb}]')
+    return jdl
+
+
+class TestEnvironment:
+    def test_option_beats_environment(self) -> None:
+        env = common.Environment.load("https://opt", {common.ENDPOINT_ENV: "https://env"})
+        assert env.endpoint == "https://opt"
+
+    def test_defaults(self) -> None:
+        env = common.Environment.load(None, {common.ENDPOINT_ENV: "https://env"})
+        assert env.endpoint == "https://env"
+        assert env.proxy_file.startswith("/tmp/x509up_u")
+        assert env.ca_dir == "/etc/grid-security/certificates"
+
+    def test_x509_variables(self) -> None:
+        env = common.Environment.load("e", {"X509_USER_PROXY": "/p", "X509_CERT_DIR": "/ca"})
+        assert (env.proxy_file, env.ca_dir) == ("/p", "/ca")
+
+    def test_no_endpoint_is_a_one_line_error(self, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv(common.ENDPOINT_ENV, raising=False)
+        result = runner.invoke(cli, ["status", JOB])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Configuration: no WMProxy endpoint")
+        assert len(result.stderr.splitlines()) == 1
+
+
+class TestDelegateProxy:
+    def test_with_id(self, runner: CliRunner, fake: FakeClient) -> None:
+        result = runner.invoke(cli, ["delegate-proxy", "-d", "mine"])
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("delegate", ("mine",))]
+        assert (
+            f"Your proxy has been successfully delegated to the WMProxy(s):\n{ENDPOINT}\n"
+            "with the delegation identifier: mine\n"
+        ) in result.stdout
+
+    def test_automatic(self, runner: CliRunner, fake: FakeClient) -> None:
+        result = runner.invoke(cli, ["delegate-proxy", "-a", "--json"])
+        assert result.exit_code == 0
+        assert fake.calls == [("delegate", (None,))]
+        assert json.loads(result.stdout) == {"result": "success", "endpoint": ENDPOINT, "delegationid": ""}
+
+    @pytest.mark.parametrize("args", [[], ["-a", "-d", "x"]])
+    def test_needs_exactly_one_of_a_and_d(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:
+        result = runner.invoke(cli, ["delegate-proxy", *args])
+        assert result.exit_code == 2
+        assert fake.calls == []
+
+    def test_endpoint_option(self, runner: CliRunner, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[common.Environment] = []
+        monkeypatch.setattr(common, "make_client", lambda env: seen.append(env) or fake)
+        runner.invoke(cli, ["delegate-proxy", "-d", "x", "-e", "https://other:7443/w"])
+        assert seen[0].endpoint == "https://other:7443/w"
+
+
+class TestSubmit:
+    def test_without_local_files_uses_job_submit(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        jdl = write_jdl(tmp_path, 'InputSandbox = {"gsiftp://se/x"};')
+        result = runner.invoke(cli, ["submit", "-d", "dg", str(jdl)])
+        assert result.exit_code == 0, result.output
+        assert fake.names() == ["job_submit"]
+        assert fake.calls[0][1] == (jdl.read_text(), "dg")
+        assert f"Connecting to the service {ENDPOINT}" in result.stdout
+        assert "The job has been successfully submitted to the WMProxy\nYour job identifier is:\n\n" in result.stdout
+        assert f"\n{JOB}\n" in result.stdout
+
+    def test_with_local_files_registers_uploads_and_starts(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "a.sh").write_text("echo hi\n")
+        jdl = write_jdl(tmp_path, 'InputSandbox = {"a.sh"};')
+        uploads: list[tuple[str, Path]] = []
+
+        def fake_upload(session: Any, dest: str, path: Path, **kw: Any) -> str:
+            uploads.append((dest, Path(path)))
+            kw["progress"](Path(path).stat().st_size)
+            fake.calls.append(("upload", (dest,)))
+            return f"{dest}/{Path(path).name}"
+
+        monkeypatch.setattr(submit, "upload_file", fake_upload)
+        result = runner.invoke(cli, ["submit", "-a", "--nomsg", str(jdl)])
+        assert result.exit_code == 0, result.output
+        assert fake.names() == [
+            "delegate", "get_max_input_sandbox_size", "job_register", "get_sandbox_dest_uri", "upload", "job_start",
+        ]
+        assert fake.calls[2][1][1] == ""  # automatic delegation: empty id
+        assert fake.calls[3][1] == (JOB, "https")
+        assert uploads == [("https://wms.example.org:7443/SandboxDir/Ab/x/input", tmp_path / "a.sh")]
+        assert result.stdout == f"{JOB}\n"
+
+    def test_json_and_jobid_file(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        jdl = write_jdl(tmp_path)
+        ids = tmp_path / "ids.txt"
+        result = runner.invoke(cli, ["submit", "-d", "dg", "-o", str(ids), "--json", str(jdl)])
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == {"result": "success", "jobid": JOB, "endpoint": ENDPOINT}
+        assert ids.read_text() == f"###Submitted Job Ids###\n{JOB}\n"
+
+    def test_jobid_file_is_announced(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        ids = tmp_path / "ids.txt"
+        result = runner.invoke(cli, ["submit", "-d", "dg", "-o", str(ids), str(write_jdl(tmp_path))])
+        assert f"The job identifier has been saved in the following file:\n{ids}\n" in result.stdout
+
+    def test_missing_local_file_fails_before_contacting_the_service(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path
+    ) -> None:
+        jdl = write_jdl(tmp_path, 'InputSandbox = {"missing.sh"};')
+        result = runner.invoke(cli, ["submit", "-d", "dg", str(jdl)])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - InputSandbox: file not found:")
+        assert fake.calls == []
+
+    def test_fault_is_one_line_on_stderr(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        fake.fail["job_submit"] = WMProxyClientError("InvalidArgumentFault", "Mandatory attribute X not set", "1219")
+        result = runner.invoke(cli, ["submit", "-d", "dg", str(write_jdl(tmp_path))])
+        assert result.exit_code == 1
+        assert result.stderr == "Error - InvalidArgumentFault: Mandatory attribute X not set\n"
+        assert "Traceback" not in result.output
+
+    def test_unreadable_jdl(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        result = runner.invoke(cli, ["submit", "-d", "dg", str(tmp_path / "none.jdl")])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - JDL: cannot read")
+
+
+class TestStatus:
+    def test_prints_the_status_block(self, runner: CliRunner, fake: FakeClient) -> None:
+        fake.status = JobStatus(JOB, "Done (Success)")
+        result = runner.invoke(cli, ["status", JOB])
+        assert result.exit_code == 0
+        assert "Current Status:     Done (Success)\n" in result.stdout
+        assert f"Status info for the Job : {JOB}\n" in result.stdout
+
+    def test_reads_the_jobid_file(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        ids = tmp_path / "ids"
+        ids.write_text(f"###Submitted Job Ids###\n{JOB}\n{JOB}2\n")
+        result = runner.invoke(cli, ["status", "-i", str(ids), "--json"])
+        assert result.exit_code == 0
+        assert [args[0] for _, args in fake.calls] == [JOB, JOB + "2"]
+        assert set(json.loads(result.stdout)) == {JOB, JOB + "2"}
+
+    def test_needs_a_job(self, runner: CliRunner, fake: FakeClient) -> None:
+        assert runner.invoke(cli, ["status"]).exit_code == 2
+
+    def test_unknown_job(self, runner: CliRunner, fake: FakeClient) -> None:
+        fake.fail["get_job_status"] = UNKNOWN
+        result = runner.invoke(cli, ["status", JOB])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - JobUnknownFault: The job has not been registered")
+
+
+class TestCancel:
+    def test_asks_for_confirmation(self, runner: CliRunner, fake: FakeClient) -> None:
+        result = runner.invoke(cli, ["cancel", JOB], input="y\n")
+        assert result.exit_code == 0
+        assert "Are you sure you want to remove specified job(s) [y/n]" in result.stderr
+        assert fake.calls == [("job_cancel", (JOB,))]
+        assert f"following job(s):\n\n- {JOB}\n" in result.stdout
+
+    def test_no_means_no(self, runner: CliRunner, fake: FakeClient) -> None:
+        result = runner.invoke(cli, ["cancel", JOB], input="n\n")
+        assert result.exit_code == 0
+        assert fake.calls == []
+
+    @pytest.mark.parametrize("flag", ["--noint", "--json"])
+    def test_noint_and_json_do_not_ask(self, runner: CliRunner, fake: FakeClient, flag: str) -> None:
+        result = runner.invoke(cli, ["cancel", flag, JOB, JOB + "2"])
+        assert result.exit_code == 0
+        assert "Are you sure" not in result.output
+        assert len(fake.calls) == 2
+
+    def test_failure_of_one_job(self, runner: CliRunner, fake: FakeClient) -> None:
+        fake.fail["job_cancel"] = WMProxyClientError("OperationNotAllowedFault", "The Operation is not allowed: done")
+        result = runner.invoke(cli, ["cancel", "--noint", JOB])
+        assert result.exit_code == 1
+        assert result.stderr == "Error - OperationNotAllowedFault: The Operation is not allowed: done\n"
+
+
+class TestOutput:
+    def test_downloads_every_file_then_purges(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        fake.outputs = [OutputFile("https://w/o/out.txt", 3), OutputFile("https://w/o/err.txt", 0)]
+        got: list[tuple[str, str]] = []
+
+        def fake_download(session: Any, uri: str, directory: str, **kw: Any) -> Path:
+            got.append((uri, directory))
+            return Path(directory) / uri.rsplit("/", 1)[-1]
+
+        monkeypatch.setattr(output, "download_file", fake_download)
+        result = runner.invoke(cli, ["output", JOB, "--dir", str(tmp_path / "out")])
+        assert result.exit_code == 0, result.output
+        assert got == [("https://w/o/out.txt", str(tmp_path / "out")), ("https://w/o/err.txt", str(tmp_path / "out"))]
+        assert fake.names() == ["get_output_file_list", "job_purge"]
+        assert fake.calls[0][1] == (JOB, "https")
+        assert "have been successfully retrieved and stored in the directory:\n" f"{tmp_path / 'out'}\n" in result.stdout
+
+    def test_nopurge(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        result = runner.invoke(cli, ["output", "--nopurge", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 0
+        assert fake.names() == ["get_output_file_list"]
+        assert f"No output files to be retrieved for the job:\n{JOB}\n" in result.stdout
+
+    def test_purge_refused_is_a_warning(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        fake.fail["job_purge"] = WMProxyClientError("OperationNotAllowedFault", "no")
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 0
+        assert result.stderr.startswith("Warning - JobPurging not allowed")
+
+    def test_default_directory(self) -> None:
+        assert output.default_dir(JOB).endswith("_AbCdEfGhIjKlMnOpQrStUv")
+        assert output.default_dir(JOB).startswith("/tmp/")
+
+
+class TestMain:
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as done:
+            main(["--version"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.startswith("wmproxy version ")
+
+    def test_unexpected_exception_is_one_line(
+        self, fake: FakeClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        def boom(job_id: str) -> None:
+            raise RuntimeError("kaputt\nsecond line")
+
+        monkeypatch.setattr(fake, "get_job_status", boom)
+        with pytest.raises(SystemExit) as done:
+            main(["status", JOB])
+        assert done.value.code == 1
+        assert capsys.readouterr().err == "Error - RuntimeError: kaputt second line\n"
+
+    def test_missing_ca_dir(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
+        (tmp_path / "proxy").write_text("")
+        monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy"))
+        monkeypatch.setenv("X509_CERT_DIR", str(tmp_path / "no-ca"))
+        result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Configuration: CA directory not found")
+
+    def test_missing_proxy_file(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
+        monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "absent"))
+        result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - ProxyError: proxy file not found")

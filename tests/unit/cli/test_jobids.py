@@ -1,0 +1,35 @@
+"""The gLite job-id file (submit -o, status/output -i)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wmproxy.cli import jobids
+
+
+class TestJobIdFile:
+    def test_new_file_gets_the_header_then_the_id(self, tmp_path: Path) -> None:
+        path = jobids.append_job_id(tmp_path / "ids", "https://lb:9000/A")
+        assert path.read_text() == "###Submitted Job Ids###\nhttps://lb:9000/A\n"
+        assert path.is_absolute()
+
+    def test_ids_are_appended_under_one_header(self, tmp_path: Path) -> None:
+        jobids.append_job_id(tmp_path / "ids", "https://lb:9000/A")
+        jobids.append_job_id(tmp_path / "ids", "https://lb:9000/B")
+        assert (tmp_path / "ids").read_text() == "###Submitted Job Ids###\nhttps://lb:9000/A\nhttps://lb:9000/B\n"
+
+    def test_empty_existing_file_gets_the_header(self, tmp_path: Path) -> None:
+        (tmp_path / "ids").write_text("")
+        jobids.append_job_id(tmp_path / "ids", "X")
+        assert (tmp_path / "ids").read_text().startswith(jobids.HEADER + "\n")
+
+    def test_reading_skips_headers_comments_and_blank_lines(self, tmp_path: Path) -> None:
+        (tmp_path / "ids").write_text(
+            f"{jobids.HEADER}\nhttps://lb:9000/A\n\n{jobids.FAILED_HEADER}\n  https://lb:9000/B  \n"
+        )
+        assert jobids.read_job_ids(tmp_path / "ids") == ["https://lb:9000/A", "https://lb:9000/B"]
+
+    def test_round_trip(self, tmp_path: Path) -> None:
+        for j in ("A", "B", "C"):
+            jobids.append_job_id(tmp_path / "ids", j)
+        assert jobids.read_job_ids(tmp_path / "ids") == ["A", "B", "C"]

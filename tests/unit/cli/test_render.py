@@ -1,0 +1,111 @@
+"""gLite output formats (peers.md §9.1) with the verb names of this CLI."""
+
+from __future__ import annotations
+
+import json
+
+from wmproxy.cli import render
+from wmproxy.client import JobIds, JobStatus
+
+JOB = "https://lb.example.org:9000/AbCdEf123456"
+
+
+class TestStripe:
+    def test_is_74_wide_like_glite_submit(self) -> None:
+        line = render.stripe("glite-wms-job-submit Success")
+        assert line == "=" * 22 + " glite-wms-job-submit Success " + "=" * 22
+        assert len(line) == 74
+
+    def test_uses_the_verb_name(self) -> None:
+        line = render.stripe("wmproxy submit Success")
+        assert line.strip("=") == " wmproxy submit Success "
+        assert len(line) == 74
+
+    def test_cancel_stripe_is_88_wide(self) -> None:
+        assert len(render.stripe("wmproxy cancel Success", 88)) == 88
+
+
+class TestSubmitText:
+    def test_has_the_glite_sentences_and_the_id_on_its_own_line(self) -> None:
+        text = render.submit_text(JobIds(JOB))
+        lines = text.splitlines()
+        assert lines[1] == render.stripe("wmproxy submit Success")
+        i = lines.index("The job has been successfully submitted to the WMProxy")
+        assert lines[i + 1 : i + 5] == ["Your job identifier is:", "", JOB, ""]
+        assert lines[-1] == "=" * 74
+        assert "saved in the following file" not in text
+
+    def test_mentions_the_jobid_file(self) -> None:
+        text = render.submit_text(JobIds(JOB), "/abs/ids.txt")
+        assert "The job identifier has been saved in the following file:\n/abs/ids.txt\n" in text
+
+    def test_json_for_a_simple_job(self) -> None:
+        data = json.loads(render.submit_json(JobIds(JOB), "https://wms:7443/x"))
+        assert data == {"result": "success", "jobid": JOB, "endpoint": "https://wms:7443/x"}
+
+    def test_json_for_a_compound_job_names_parent_and_children(self) -> None:
+        job = JobIds(JOB, children=(JobIds(JOB + "1", name="nodeA"), JobIds(JOB + "2", name="nodeB")))
+        data = json.loads(render.submit_json(job, "e"))
+        assert data == {
+            "result": "success",
+            "parent": JOB,
+            "endpoint": "e",
+            "children": {"nodeA": JOB + "1", "nodeB": JOB + "2"},
+        }
+
+
+class TestStatusText:
+    def test_prints_the_server_status_string_as_current_status(self) -> None:
+        text = render.status_text([JobStatus(JOB, "Done (Exit Code !=0)")])
+        lines = text.splitlines()
+        assert lines[0] == ""
+        assert lines[1] == render.stripe("wmproxy status Success")
+        assert lines[2:4] == ["BOOKKEEPING INFORMATION:", ""]
+        assert f"Status info for the Job : {JOB}" in lines
+        assert "Current Status:     Done (Exit Code !=0)" in lines
+        assert lines[-1] == "=" * 74
+        assert "Exit code:" not in text  # not on the wire
+
+    def test_prints_exit_code_and_reason_when_known(self) -> None:
+        text = render.status_text([JobStatus(JOB, "Done (Success)", exit_code=0, reason="Job terminated successfully")])
+        assert "Exit code:          0\n" in text
+        assert "Status Reason:      Job terminated successfully\n" in text
+
+    def test_lists_nodes_under_the_parent(self) -> None:
+        status = JobStatus(JOB, "Running", children=(JobStatus(JOB + "1", "Done (Success)"),))
+        text = render.status_text([status])
+        assert f"- Nodes information for: {JOB}" in text
+        assert f"    Status info for the Job : {JOB}1" in text
+
+    def test_json_has_one_key_per_job_and_node(self) -> None:
+        status = JobStatus(JOB, "Running", children=(JobStatus(JOB + "1", "Waiting"),))
+        data = json.loads(render.status_json([status]))
+        assert data[JOB]["Current Status"] == "Running"
+        assert data[JOB + "1"] == {"Current Status": "Waiting", "Parent Job": JOB}
+
+
+class TestOtherTexts:
+    def test_delegate(self) -> None:
+        text = render.delegate_text("https://wms:7443/x", "mydeleg")
+        assert (
+            "Your proxy has been successfully delegated to the WMProxy(s):\n"
+            "https://wms:7443/x\nwith the delegation identifier: mydeleg\n"
+        ) in text
+
+    def test_cancel(self) -> None:
+        text = render.cancel_text([JOB, JOB + "2"])
+        assert (
+            "The cancellation request has been successfully submitted for the following job(s):\n\n"
+            f"- {JOB}\n- {JOB}2\n"
+        ) in text
+        assert render.stripe("wmproxy cancel Success", 88) in text
+
+    def test_output_retrieved_and_empty(self) -> None:
+        text = render.output_text(JOB, "/tmp/out", True)
+        assert "\t\t\tJOB GET OUTPUT OUTCOME\n\n" in text
+        assert (
+            f"Output sandbox files for the job:\n{JOB}\n"
+            "have been successfully retrieved and stored in the directory:\n/tmp/out\n"
+        ) in text
+        assert "=" * 80 in text
+        assert f"No output files to be retrieved for the job:\n{JOB}\n" in render.output_text(JOB, "/d", False)

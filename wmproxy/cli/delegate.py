@@ -1,0 +1,27 @@
+"""``wmproxy delegate-proxy``: glite-wms-job-delegate-proxy."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from wmproxy.cli import common, render
+
+
+@click.command("delegate-proxy")
+@click.option("-d", "--delegationid", "delegation_id", metavar="ID", help="Delegation identifier.")
+@click.option("-a", "--autm-delegation", "automatic", is_flag=True, help="Let the service choose the identifier.")
+@common.common_options
+@common.reports_errors
+def delegate_proxy(delegation_id: str | None, automatic: bool, endpoint: str | None, as_json: bool) -> None:
+    """Delegate the user proxy to the WMProxy (getProxyReq, sign, putProxy)."""
+    if bool(delegation_id) == automatic:
+        raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
+    env = common.Environment.load(endpoint)
+    client = common.make_client(env)
+    used = client.delegate(None if automatic else delegation_id)
+    if as_json:
+        click.echo(json.dumps({"result": "success", "endpoint": env.endpoint, "delegationid": used}))
+    else:
+        click.echo(render.delegate_text(env.endpoint, used), nl=False)

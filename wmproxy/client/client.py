@@ -1,0 +1,184 @@
+"""WMProxyClient: one method per WMProxy/delegation operation, plain values in and out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import zeep
+from zeep.transports import Transport
+
+from wmproxy.client import models
+from wmproxy.client.delegation import Port, delegation_port, parse_version, sign_request
+from wmproxy.client.faults import translated_errors
+from wmproxy.client.models import JobIds, JobStatus, NewProxyRequest, OutputFile
+from wmproxy.client.session import grid_session
+from wmproxy.client.wsdl import BINDINGS, wsdl_path
+
+JdlKind = Literal["ORIGINAL", "REGISTERED"]
+
+
+class WMProxyClient:
+    """A WMProxy endpoint seen through the three ports of ``wsdl/wmproxy.wsdl``.
+
+    Args:
+        endpoint: service URL, ``https://host:7443/glite_wms_wmproxy_server``; every
+            port's address is overridden with it.
+        proxy_file: the user's proxy (PEM cert, key, chain), the TLS client credential.
+        ca_dir: grid CA directory used to verify the service.
+        timeout: seconds for connecting and for each read (WSDL load, calls, transfers).
+        wsdl: WSDL location; default the local file, else ``<endpoint>?wsdl``.
+        session: an already configured requests Session (tests); default
+            :func:`~wmproxy.client.session.grid_session`.
+
+    Every method raises :class:`~wmproxy.client.WMProxyClientError` on a SOAP fault,
+    a transport/TLS failure or an unreadable response.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        proxy_file: str,
+        ca_dir: str,
+        timeout: float = 120.0,
+        *,
+        wsdl: str | None = None,
+        session: Any = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.proxy_file = proxy_file
+        self.timeout = timeout
+        self.session = session if session is not None else grid_session(proxy_file, ca_dir)
+        local = wsdl_path()
+        location = wsdl or (str(local) if local else f"{endpoint}?wsdl")
+        transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
+        with translated_errors("wsdl"):
+            self._zeep = zeep.Client(location, transport=transport)
+        self._ports = {key: self._zeep.create_service(qname, endpoint) for key, qname in BINDINGS.items()}
+        self._version: str | None = None
+
+    def _call(self, port: str, operation: str, *args: Any) -> Any:
+        with translated_errors(operation):
+            return getattr(self._ports[port], operation)(*args)
+
+    # --- service information ---
+
+    def get_version(self) -> str:
+        """WMProxy ``getVersion``: the service version, e.g. ``"3.5.0"`` (cached)."""
+        if self._version is None:
+            self._version = str(self._call("wmproxy", "getVersion"))
+        return self._version
+
+    def get_max_input_sandbox_size(self) -> int:
+        """WMProxy ``getMaxInputSandboxSize``: the input sandbox limit in bytes."""
+        return int(self._call("wmproxy", "getMaxInputSandboxSize"))
+
+    def get_transfer_protocols(self) -> list[str]:
+        """WMProxy ``getTransferProtocols``: protocol names, e.g. ``["gsiftp", "https"]``."""
+        return models.string_list_from(self._call("wmproxy", "getTransferProtocols"))
+
+    # --- delegation ---
+
+    def delegation_port(self) -> Port:
+        """The port the gLite UI would use for delegation with this service (needs getVersion)."""
+        return delegation_port(parse_version(self.get_version()))
+
+    def get_proxy_req(self, delegation_id: str, *, port: Port | None = None) -> str:
+        """``getProxyReq``: a PEM certificate request for ``delegation_id`` ("" = server default).
+
+        Args:
+            delegation_id: the id to delegate under.
+            port: ``wmproxy``, ``delegation1`` or ``delegation2``; default :meth:`delegation_port`.
+        """
+        return str(self._call(port or self.delegation_port(), "getProxyReq", delegation_id))
+
+    def put_proxy(self, delegation_id: str, proxy_pem: str, *, port: Port | None = None) -> None:
+        """``putProxy``: send the signed proxy chain (PEM) for ``delegation_id``."""
+        self._call(port or self.delegation_port(), "putProxy", delegation_id, proxy_pem)
+
+    def delegate(self, delegation_id: str | None = None, *, port: Port | None = None) -> str:
+        """Delegate the user's proxy: getProxyReq, sign locally, putProxy.
+
+        Args:
+            delegation_id: the id; None or "" for automatic (sent empty: the service
+                uses its default id for the caller, as ``glite-wms-job-submit -a``).
+            port: as in :meth:`get_proxy_req`.
+
+        Returns:
+            The delegation id used ("" for automatic).
+
+        Raises:
+            WMProxyClientError: faults of getProxyReq/putProxy, or ``ProxyError`` when
+                the local proxy cannot sign.
+        """
+        did = delegation_id or ""
+        port = port or self.delegation_port()
+        csr = self.get_proxy_req(did, port=port)
+        self.put_proxy(did, sign_request(csr, self.proxy_file), port=port)
+        return did
+
+    def get_new_proxy_req(self) -> NewProxyRequest:
+        """delegation-2 ``getNewProxyReq``: a CSR plus the id the service chose."""
+        return models.new_proxy_request_from(self._call("delegation2", "getNewProxyReq"))
+
+    def renew_proxy_req(self, delegation_id: str) -> str:
+        """delegation-2 ``renewProxyReq``: a PEM CSR to renew an existing delegation."""
+        return str(self._call("delegation2", "renewProxyReq", delegation_id))
+
+    def get_termination_time(self, delegation_id: str) -> datetime:
+        """delegation-2 ``getTerminationTime``: notAfter of the delegated proxy (aware, UTC)."""
+        return self._call("delegation2", "getTerminationTime", delegation_id)  # type: ignore[no-any-return]
+
+    def destroy(self, delegation_id: str) -> None:
+        """delegation-2 ``destroy``: delete the delegated proxy."""
+        self._call("delegation2", "destroy", delegation_id)
+
+    # --- jobs ---
+
+    def job_register(self, jdl: str, delegation_id: str) -> JobIds:
+        """WMProxy ``jobRegister``: register a job; it runs only after :meth:`job_start`.
+
+        Args:
+            jdl: the JDL text.
+            delegation_id: a delegated proxy's id ("" = the service's default id).
+        """
+        return models.job_ids_from(self._call("wmproxy", "jobRegister", jdl, delegation_id))
+
+    def job_submit(self, jdl: str, delegation_id: str) -> JobIds:
+        """WMProxy ``jobSubmit``: register and start a job that needs no upload."""
+        return models.job_ids_from(self._call("wmproxy", "jobSubmit", jdl, delegation_id))
+
+    def job_start(self, job_id: str) -> None:
+        """WMProxy ``jobStart``: start a registered job whose input sandbox is uploaded."""
+        self._call("wmproxy", "jobStart", job_id)
+
+    def job_cancel(self, job_id: str) -> None:
+        """WMProxy ``jobCancel``."""
+        self._call("wmproxy", "jobCancel", job_id)
+
+    def job_purge(self, job_id: str) -> None:
+        """WMProxy ``jobPurge``: delete a finished job's sandbox (the job becomes Cleared)."""
+        self._call("wmproxy", "jobPurge", job_id)
+
+    def get_job_status(self, job_id: str) -> JobStatus:
+        """WMProxy ``getJobStatus``: state name of the job and of its nodes."""
+        return models.job_status_from(self._call("wmproxy", "getJobStatus", job_id))
+
+    def get_jdl(self, job_id: str, kind: JdlKind = "ORIGINAL") -> str:
+        """WMProxy ``getJDL``: the JDL as sent (ORIGINAL) or as registered (REGISTERED)."""
+        return str(self._call("wmproxy", "getJDL", job_id, kind))
+
+    # --- sandboxes ---
+
+    def get_sandbox_dest_uri(self, job_id: str, protocol: str = "https") -> list[str]:
+        """WMProxy ``getSandboxDestURI``: input sandbox directory URIs for ``protocol``
+        (``https``, ``gsiftp``, ``default`` or ``all``)."""
+        return models.string_list_from(self._call("wmproxy", "getSandboxDestURI", job_id, protocol))
+
+    def get_sandbox_bulk_dest_uri(self, job_id: str, protocol: str = "https") -> dict[str, list[str]]:
+        """WMProxy ``getSandboxBulkDestURI``: ``{job or node id: [uri, ...]}``, the job first."""
+        return models.dest_uris_from(self._call("wmproxy", "getSandboxBulkDestURI", job_id, protocol))
+
+    def get_output_file_list(self, job_id: str, protocol: str = "https") -> list[OutputFile]:
+        """WMProxy ``getOutputFileList``: ``[(uri, size in bytes), ...]`` of the output sandbox."""
+        return models.output_files_from(self._call("wmproxy", "getOutputFileList", job_id, protocol))

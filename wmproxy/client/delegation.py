@@ -1,0 +1,63 @@
+"""Client side of delegation: choose the port, sign the service's CSR with the user's proxy.
+
+The gLite UI (``wmproxy-behaviour.md`` §5.4) asks getVersion first and uses the
+delegation-2 port from WMProxy 2.9.0 on, the WMProxy port's getProxyReq/putProxy
+before. An empty delegation id lets the service choose its default id (≥ 3.0.0).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from wmproxy.client.faults import WMProxyClientError
+
+Port = Literal["wmproxy", "delegation1", "delegation2"]
+
+DELEGATION2_SINCE = (2, 9, 0)
+AUTO_ID_SINCE = (3, 0, 0)
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"3.5.0"`` → ``(3, 5, 0)``; each field's leading digits (``"1-2"`` → 1), else 0."""
+    fields: list[int] = []
+    for part in (text or "").strip().split(".")[:3]:
+        match = re.match(r"\s*(\d+)", part)
+        fields.append(int(match.group(1)) if match else 0)
+    while len(fields) < 3:
+        fields.append(0)
+    return fields[0], fields[1], fields[2]
+
+
+def delegation_port(version: tuple[int, int, int]) -> Port:
+    """The port the gLite UI uses for getProxyReq/putProxy with a server of ``version``."""
+    return "delegation2" if version >= DELEGATION2_SINCE else "wmproxy"
+
+
+def sign_request(csr_pem: str, proxy_file: str) -> str:
+    """Sign a getProxyReq CSR with the user's proxy, for as long as that proxy lives.
+
+    Args:
+        csr_pem: the PEM certificate request from getProxyReq.
+        proxy_file: the user's proxy file (cert, key, chain).
+
+    Returns:
+        The PEM for putProxy: new proxy certificate, then the signer's chain.
+
+    Raises:
+        WMProxyClientError: ``ProxyError`` if the proxy is unreadable, has no key,
+            has expired, or the CSR is invalid.
+    """
+    from wmproxy.errors import WMProxyError
+    from wmproxy.security.proxy import load_credential, sign_proxy_request, time_left
+
+    try:
+        signer = load_credential(proxy_file)
+        if signer.key is None:
+            raise WMProxyClientError("ProxyError", f"no private key in {proxy_file}", None, "putProxy")
+        lifetime = int(time_left(signer.cert))
+        if lifetime <= 0:
+            raise WMProxyClientError("ProxyError", f"the proxy {proxy_file} has expired", None, "putProxy")
+        return sign_proxy_request(csr_pem.encode(), signer, lifetime=lifetime).decode()
+    except WMProxyError as exc:
+        raise WMProxyClientError("ProxyError", str(exc), None, "putProxy") from None

@@ -1,0 +1,131 @@
+"""SOAP faults and transport failures → :class:`WMProxyClientError`.
+
+Both fault wire formats of the reference are understood (``wmproxy-behaviour.md``
+§1.5.1):
+
+* with a ``<detail>``: its first element names the fault type (``JobUnknownFault``,
+  ``AuthorizationFault``, delegation ``DelegationException``...) and carries the
+  unqualified ``methodName``, ``ErrorCode``, ``Description`` and ``FaultCause*``
+  (delegation faults: ``msg`` in delegation-2, ``message`` in delegation-1);
+* without one (gLite HEAD): only ``faultstring``; the type is then
+  ``"WMProxy Server Error"``, as the gLite UI prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from lxml import etree
+from zeep import exceptions as zeep_exceptions
+
+SERVER_ERROR = "WMProxy Server Error"
+
+
+class WMProxyClientError(Exception):
+    """A WMProxy call failed; the one exception of :mod:`wmproxy.client`.
+
+    Attributes:
+        fault_type: WSDL fault element name (``JobUnknownFault``), ``DelegationException``,
+            ``WMProxy Server Error`` for a fault without detail, or a client-side kind
+            (``ConnectionError``, ``TransferError``, ``ProxyError``, ``InvalidResponse``).
+        description: one human readable sentence.
+        error_code: the gLite decimal code (``"1218"``) when the server sent one, else None.
+        method: the server method name from the fault detail, else the WSDL operation called.
+        causes: ``FaultCause`` lines, possibly empty.
+    """
+
+    def __init__(
+        self,
+        fault_type: str,
+        description: str,
+        error_code: str | None = None,
+        method: str | None = None,
+        causes: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(f"{fault_type}: {description}")
+        self.fault_type = fault_type
+        self.description = description
+        self.error_code = error_code
+        self.method = method
+        self.causes = causes
+
+
+def _local(tag: Any) -> str:
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def _child_text(el: etree._Element, name: str) -> str | None:
+    for child in el:
+        if _local(child.tag) == name:
+            return (child.text or "").strip()
+    return None
+
+
+def from_fault(fault: zeep_exceptions.Fault, method: str | None = None) -> WMProxyClientError:
+    """Map a zeep Fault to a :class:`WMProxyClientError`.
+
+    Args:
+        fault: raised by a zeep service call; ``fault.detail`` is the ``<detail>`` element or None.
+        method: the WSDL operation that was called, used when the detail names none.
+    """
+    faultstring = (fault.message or "").strip()
+    detail = fault.detail
+    element = None
+    if detail is not None:
+        element = next((c for c in detail if isinstance(c.tag, str)), None)
+    if element is None:
+        return WMProxyClientError(SERVER_ERROR, faultstring or "unknown error", None, method)
+    fault_type = _local(element.tag)
+    description = (
+        _child_text(element, "Description")
+        or _child_text(element, "msg")
+        or _child_text(element, "message")
+        or faultstring
+        or fault_type
+    )
+    causes = tuple((c.text or "").strip() for c in element if _local(c.tag) == "FaultCause")
+    return WMProxyClientError(
+        fault_type,
+        description,
+        _child_text(element, "ErrorCode") or None,
+        _child_text(element, "methodName") or method,
+        causes,
+    )
+
+
+@contextmanager
+def translated_errors(method: str) -> Iterator[None]:
+    """Turn zeep/requests failures raised inside the block into :class:`WMProxyClientError`.
+
+    Args:
+        method: the WSDL operation (or transfer) being performed, for the error.
+    """
+    try:
+        yield
+    except WMProxyClientError:
+        raise
+    except zeep_exceptions.Fault as exc:
+        raise from_fault(exc, method) from None
+    except zeep_exceptions.TransportError as exc:
+        raise WMProxyClientError(
+            "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
+        ) from None
+    except requests.exceptions.SSLError as exc:
+        raise WMProxyClientError("ConnectionError", f"TLS error: {_reason(exc)}", None, method) from None
+    except requests.exceptions.RequestException as exc:
+        raise WMProxyClientError("ConnectionError", _reason(exc), None, method) from None
+    except (zeep_exceptions.Error, etree.XMLSyntaxError) as exc:
+        raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
+    except OSError as exc:  # requests raises it for an unusable CA path or client cert file
+        raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
+
+
+def _reason(exc: Exception) -> str:
+    """A short one-line reason for a requests exception (urllib3 wraps the real one)."""
+    arg = exc.args[0] if exc.args else None
+    reason = getattr(arg, "reason", None)
+    text = str(reason if reason is not None else (arg if arg is not None else exc))
+    return " ".join(text.split()) or type(exc).__name__

@@ -1,0 +1,138 @@
+"""HTTPS sandbox transfers: PUT input files, GET output files, streaming, with progress.
+
+The sandbox URIs come from getSandboxDestURI / getOutputFileList (``https://`` only;
+``wmproxy-behaviour.md`` §4.3, §4.5). The same authenticated session as the SOAP calls
+is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+
+from wmproxy.client.faults import WMProxyClientError, translated_errors
+
+#: called with the number of bytes just transferred
+Progress = Callable[[int], None]
+
+CHUNK = 64 * 1024
+
+
+class _ProgressReader:
+    """File wrapper that reports each read; ``__len__`` makes requests send Content-Length."""
+
+    def __init__(self, fh: BinaryIO, size: int, progress: Progress | None) -> None:
+        self._fh = fh
+        self._size = size
+        self._progress = progress
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        if data and self._progress is not None:
+            self._progress(len(data))
+        return data
+
+
+def upload_file(
+    session: requests.Session,
+    dest_uri: str,
+    path: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    timeout: float | None = None,
+) -> str:
+    """PUT a local file to ``<dest_uri>/<basename>``.
+
+    Args:
+        session: an authenticated session (:func:`wmproxy.client.session.grid_session`).
+        dest_uri: an https input sandbox directory URI from getSandboxDestURI.
+        path: the local file.
+        progress: called with byte counts as the body is sent.
+        timeout: seconds to wait for the server between bytes.
+
+    Returns:
+        The URI written.
+
+    Raises:
+        WMProxyClientError: ``TransferError`` for an unreadable file or a non-2xx
+            status, ``ConnectionError`` for network/TLS failures.
+    """
+    path = Path(path)
+    target = f"{dest_uri.rstrip('/')}/{quote(path.name)}"
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise WMProxyClientError("TransferError", f"cannot read {path}: {exc.strerror}", None, "upload") from None
+    with fh, translated_errors("upload"):
+        size = os.fstat(fh.fileno()).st_size
+        response = session.put(
+            target,
+            data=_ProgressReader(fh, size, progress),
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=timeout,
+        )
+        _check(response, "upload", target)
+    return target
+
+
+def download_file(
+    session: requests.Session,
+    uri: str,
+    directory: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """GET ``uri`` into ``<directory>/<last path segment>``, atomically (temp file + rename).
+
+    Args:
+        session: an authenticated session.
+        uri: an https output sandbox file URI from getOutputFileList.
+        directory: created if missing.
+        progress: called with byte counts as the body arrives.
+        timeout: seconds to wait for the server between bytes.
+
+    Returns:
+        The local file written.
+
+    Raises:
+        WMProxyClientError: ``TransferError`` for a non-2xx status, a URI without a
+            file name or a local write error; ``ConnectionError`` for network/TLS failures.
+    """
+    name = unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
+    if not name or name in (".", ".."):
+        raise WMProxyClientError("TransferError", f"no file name in {uri}", None, "download")
+    directory = Path(directory)
+    target = directory / name
+    partial = directory / f".{name}.part"
+    with translated_errors("download"):
+        with session.get(uri, stream=True, timeout=timeout) as response:
+            _check(response, "download", uri)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_content(CHUNK):
+                        out.write(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                partial.replace(target)
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                raise WMProxyClientError(
+                    "TransferError", f"cannot write {target}: {exc.strerror}", None, "download"
+                ) from None
+    return target
+
+
+def _check(response: requests.Response, method: str, uri: str) -> None:
+    if not 200 <= response.status_code < 300:
+        status = " ".join(f"HTTP {response.status_code} {response.reason or ''}".split())
+        raise WMProxyClientError("TransferError", f"{status} for {uri}", None, method)
