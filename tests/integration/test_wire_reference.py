@@ -76,6 +76,14 @@ class TestVersionsAndDispatch:
         assert [c.tag for c in alice.last_reply.find("items")] == ["Item"]
 
 
+def test_wsdl_is_published_at_the_endpoint(alice: ReferenceClient, deployment: Deployment) -> None:
+    reply = alice.session.get(f"{deployment.endpoint}?wsdl")
+    assert reply.status_code == 200
+    root = etree.fromstring(reply.content)
+    addresses = root.findall(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
+    assert {a.get("location") for a in addresses} == {deployment.endpoint}
+
+
 class TestDelegation:
     @pytest.mark.parametrize("port", ["wmproxy", "deleg1", "deleg2"])
     def test_get_proxy_req_and_put_proxy_on_each_namespace(self, alice: ReferenceClient, pki: Pki, port: str) -> None:
@@ -127,6 +135,32 @@ class TestDelegation:
         detail = fault_detail(err.value)
         assert etree.QName(detail) == etree.QName(D1, "DelegationException")
         assert [c.tag for c in detail] == ["message"]
+
+    def test_get_new_proxy_req_and_renew_proxy_req(self, alice: ReferenceClient, pki: Pki) -> None:
+        new = alice.deleg2.getNewProxyReq()
+        assert reply_name(alice) == (D2, "getNewProxyReqResponse")
+        returned = alice.last_reply.find("getNewProxyReqReturn")
+        assert [c.tag for c in returned] == ["proxyRequest", "delegationID"]
+        assert len(new.delegationID) == 16
+        signed = sign_proxy_request(new.proxyRequest.encode(), load_credential(pki.users["alice"].proxy), lifetime=3600)
+        alice.deleg2.putProxy(new.delegationID, signed.decode())
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            alice.deleg2.getNewProxyReq()  # the default delegation is still valid
+        assert "still valid" in fault_detail(err.value).findtext("msg")
+        csr = alice.deleg2.renewProxyReq(new.delegationID)
+        assert [c.tag for c in alice.last_reply] == ["renewProxyReqReturn"]
+        signed = sign_proxy_request(csr.encode(), load_credential(pki.users["alice"].proxy), lifetime=7200)
+        alice.deleg2.putProxy(new.delegationID, signed.decode())
+        assert alice.deleg2.getTerminationTime(new.delegationID) > dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            seconds=5400
+        )
+        with pytest.raises(zeep.exceptions.Fault):
+            alice.deleg2.renewProxyReq("no-such-delegation")
+
+    def test_get_service_metadata_is_not_supported(self, alice: ReferenceClient) -> None:
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            alice.deleg2.getServiceMetadata("key")
+        assert fault_detail(err.value).findtext("msg") == "Method not supported"
 
     def test_destroy_removes_the_delegation(self, alice: ReferenceClient, pki: Pki) -> None:
         delegate(alice, pki.users["alice"].proxy, "to-destroy")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from wmproxy.domain import Principal, utcnow
-from wmproxy.errors import DelegationNotFoundError, ProxyError, ProxyExpiredError
+from wmproxy.errors import DelegationError, DelegationNotFoundError, ProxyError, ProxyExpiredError
 from wmproxy.security import delegation as crypto
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -46,6 +46,40 @@ def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str |
     with rt.uow() as uow:
         uow.delegations.put_request(principal.dn, delegation_id, rt.sealer.seal(key_pem), csr_pem.decode(), utcnow())
     return delegation_id, csr_pem.decode()
+
+
+def create_new_proxy_request(rt: Runtime, principal: Principal) -> tuple[str, str]:
+    """delegation-2 getNewProxyReq: a request under the caller's default delegation id.
+
+    Returns ``(delegation id, PEM CSR)``.
+
+    Raises:
+        DelegationError: a proxy under that id is still valid ("Unable to complete New
+            Proxy request: Previous client delegated proxy still valid", §5.2).
+    """
+    delegation_id = resolve_delegation_id(principal, None)
+    with rt.uow() as uow:
+        row = uow.delegations.get(principal.dn, delegation_id)
+        if row is not None and row.not_after > utcnow():
+            raise DelegationError(
+                "Unable to complete New Proxy request: Previous client delegated proxy still valid"
+            )
+    return create_proxy_request(rt, principal, delegation_id)
+
+
+def renew_proxy_request(rt: Runtime, principal: Principal, delegation_id: str | None) -> str:
+    """delegation-2 renewProxyReq: a new request for an existing delegation; returns the PEM CSR.
+
+    The stored proxy stays usable until putProxy replaces it.
+
+    Raises:
+        DelegationNotFoundError: "No previous client delegated proxy found".
+    """
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    with rt.uow() as uow:
+        if uow.delegations.get(principal.dn, delegation_id) is None:
+            raise DelegationNotFoundError("No previous client delegated proxy found")
+    return create_proxy_request(rt, principal, delegation_id)[1]
 
 
 def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, proxy_pem: str) -> Delegation:

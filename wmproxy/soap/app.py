@@ -27,12 +27,12 @@ from wmproxy.services import sandboxes
 from wmproxy.services.runtime import Runtime
 from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
+from wmproxy.soap.contract import WSDL_FILE
 from wmproxy.soap.dispatch import SoapDispatcher, fault_response
 from wmproxy.soap.faults import wmproxy_fault
 
 log = logging.getLogger(__name__)
 
-WSDL_FILE = Path(__file__).resolve().parents[2] / "wsdl" / "wmproxy.wsdl"
 _WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
 
 Authenticate = Callable[[dict[str, Any]], Principal]

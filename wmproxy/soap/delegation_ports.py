@@ -14,7 +14,7 @@ from wmproxy.errors import NotSupportedError
 from wmproxy.services import delegation
 from wmproxy.soap.calls import delegation_call
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2
-from wmproxy.soap.types import DateTime_, String
+from wmproxy.soap.types import DateTime_, NewProxyReq, Part, String
 
 INTERFACE_VERSION = "2.0.0"
 
@@ -57,6 +57,20 @@ class Delegation2Port(ServiceBase):
     def getProxyReq(ctx, delegationID):  # noqa: N802, N803
         return delegation_call(
             ctx, DELEGATION_2, "getProxyReq", lambda rt, p: delegation.create_proxy_request(rt, p, delegationID)[1]
+        )
+
+    @rpc(_returns=Part(NewProxyReq), _out_variable_name="getNewProxyReqReturn")
+    def getNewProxyReq(ctx):  # noqa: N802, N805
+        def new_request(rt, p):  # type: ignore[no-untyped-def]
+            delegation_id, csr = delegation.create_new_proxy_request(rt, p)
+            return NewProxyReq(proxyRequest=csr, delegationID=delegation_id)
+
+        return delegation_call(ctx, DELEGATION_2, "getNewProxyReq", new_request)
+
+    @rpc(String, _returns=String, _out_variable_name="renewProxyReqReturn")
+    def renewProxyReq(ctx, delegationID):  # noqa: N802, N803
+        return delegation_call(
+            ctx, DELEGATION_2, "renewProxyReq", lambda rt, p: delegation.renew_proxy_request(rt, p, delegationID)
         )
 
     @rpc(String, String)

@@ -12,6 +12,8 @@ from spyne import ServiceBase, rpc
 from wmproxy.services import delegation, jobs, sandboxes, submission, uris
 from wmproxy.soap import convert
 from wmproxy.soap.calls import wmproxy_call
+from wmproxy.soap.contract import operations_by_namespace
+from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.soap.types import (
     DestURIsStructType,
     JobIdStructType,
@@ -23,29 +25,9 @@ from wmproxy.soap.types import (
     StringList,
 )
 
-_AUTH = frozenset({"AuthenticationFault", "AuthorizationFault", "GenericFault", "ServerOverloadedFault"})
-_ARG = _AUTH | {"InvalidArgumentFault"}
-_JOB = _ARG | {"JobUnknownFault"}
-_JOB_STATE = _JOB | {"OperationNotAllowedFault"}
-
-#: Faults each operation declares in the WSDL (a fault outside the set is sent as GenericFault).
-DECLARED_FAULTS: dict[str, frozenset[str]] = {
-    "getVersion": _AUTH,
-    "getJDL": _JOB,
-    "jobRegister": _ARG,
-    "jobStart": _JOB_STATE,
-    "jobSubmit": _ARG,
-    "jobCancel": _JOB_STATE,
-    "jobPurge": _JOB_STATE,
-    "getMaxInputSandboxSize": _AUTH,
-    "getSandboxDestURI": _JOB_STATE,
-    "getSandboxBulkDestURI": _JOB_STATE,
-    "getTransferProtocols": _AUTH,
-    "getOutputFileList": _JOB_STATE,
-    "getJobStatus": _AUTH,
-    "getProxyReq": _AUTH,
-    "putProxy": _ARG,
-}
+#: Faults each operation declares in the project's WSDL; a fault outside the set is sent
+#: as GenericFault, so strict clients only ever see declared faults.
+DECLARED_FAULTS = operations_by_namespace()[WMPROXY]
 
 
 def _call(ctx, method, fn):  # type: ignore[no-untyped-def]

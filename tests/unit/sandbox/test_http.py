@@ -1,0 +1,290 @@
+from __future__ import annotations
+
+import io
+import os
+import re
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.test import Client, TestResponse
+
+from wmproxy.errors import AuthorizationError, JobNotFoundError, SandboxError
+from wmproxy.sandbox.http import SandboxApp
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
+
+JOB = "https://lb.example.org:9000/AbC-x_1yz"
+JOB_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbC-x_5f1yz"
+INPUT = f"/{JOB_DIR}/input"
+OUTPUT = f"/{JOB_DIR}/output"
+MAX_INPUT = 1000
+
+
+class FakeAuthorizer:
+    """Lets the user named by the X-Test-User header touch JOB only; records calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.error: Exception | None = None
+
+    def __call__(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
+        self.calls.append((job_rel_dir, method))
+        if self.error is not None:
+            raise self.error
+        if environ.get("HTTP_X_TEST_USER") != "owner":
+            raise AuthorizationError("You are not the owner of this job")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> FilesystemSandboxStorage:
+    storage = FilesystemSandboxStorage(tmp_path / "root")
+    storage.create_job_area(JOB)
+    return storage
+
+
+@pytest.fixture
+def authorizer() -> FakeAuthorizer:
+    return FakeAuthorizer()
+
+
+@pytest.fixture
+def client(storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer) -> Client:
+    def input_limit(job_rel_dir: str) -> int:
+        assert job_rel_dir == JOB_DIR
+        return MAX_INPUT - storage.input_size(JOB)
+
+    app = SandboxApp(storage, authorize=authorizer, input_limit=input_limit)
+    return Client(app)
+
+
+OWNER = {"X-Test-User": "owner"}
+
+
+def _put(client: Client, path: str, data: bytes, **kw: Any) -> TestResponse:
+    return client.put(path, data=data, headers={**OWNER, "Expect": "100-continue"}, **kw)
+
+
+def _job_dir(storage: FilesystemSandboxStorage) -> Path:
+    return storage.job_dir(JOB)
+
+
+class TestPut:
+    def test_upload_creates_file(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        response = _put(client, f"{INPUT}/data.txt", b"hello")
+        assert response.status_code == 201
+        assert (_job_dir(storage) / "input" / "data.txt").read_bytes() == b"hello"
+
+    def test_replacing_a_file_answers_204_and_counts_its_old_size_as_free(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        assert _put(client, f"{INPUT}/f", b"x" * 900).status_code == 201
+        response = _put(client, f"{INPUT}/f", b"y" * 950)
+        assert response.status_code == 204
+        assert (_job_dir(storage) / "input" / "f").read_bytes() == b"y" * 950
+
+    def test_over_limit_with_content_length_is_413(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        assert _put(client, f"{INPUT}/a", b"x" * 600).status_code == 201
+        response = _put(client, f"{INPUT}/b", b"x" * 401)
+        assert response.status_code == 413
+        assert response.mimetype == "text/plain"
+        assert "exceeds the maximum input sandbox size of 400 bytes" in response.get_data(as_text=True)
+        assert os.listdir(_job_dir(storage) / "input") == ["a"]
+
+    def test_over_limit_without_content_length_is_413(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        response = client.put(
+            f"{INPUT}/chunked",
+            input_stream=io.BytesIO(b"z" * (MAX_INPUT + 1)),
+            headers=OWNER,
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+        assert response.status_code == 413
+        assert os.listdir(_job_dir(storage) / "input") == []
+
+    def test_chunked_upload_within_limit(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        response = client.put(
+            f"{INPUT}/chunked",
+            input_stream=io.BytesIO(b"z" * MAX_INPUT),
+            headers=OWNER,
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+        assert response.status_code == 201
+        assert (_job_dir(storage) / "input" / "chunked").stat().st_size == MAX_INPUT
+
+    def test_put_into_output_is_forbidden(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        response = _put(client, f"{OUTPUT}/std.out", b"forged")
+        assert response.status_code == 403
+        assert not (_job_dir(storage) / "output" / "std.out").exists()
+
+    def test_trailing_slash_makes_a_directory(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        response = _put(client, f"{INPUT}/sub/", b"")
+        assert response.status_code == 201
+        assert (_job_dir(storage) / "input" / "sub").is_dir()
+        assert _put(client, f"{INPUT}/sub/", b"").status_code == 200
+        assert _put(client, f"{INPUT}/sub/f", b"1").status_code == 201
+
+    def test_missing_parent_directory_is_409(self, client: Client) -> None:
+        assert _put(client, f"{INPUT}/no/such/f", b"1").status_code == 409
+        assert _put(client, f"{INPUT}/no/such/", b"").status_code == 409
+
+    def test_put_onto_a_directory_is_409(self, client: Client) -> None:
+        assert _put(client, f"{INPUT}/d/", b"").status_code == 201
+        assert _put(client, f"{INPUT}/d", b"1").status_code == 409
+
+    def test_put_on_the_input_directory_itself_is_refused(self, client: Client) -> None:
+        assert _put(client, f"{INPUT}/", b"").status_code == 403
+
+    def test_symlink_escape_is_refused(
+        self, client: Client, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (_job_dir(storage) / "input" / "esc").symlink_to(outside)
+        response = _put(client, f"{INPUT}/esc/pwned", b"x")
+        assert response.status_code == 403
+        assert list(outside.iterdir()) == []
+
+    def test_dotdot_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        environ = {"PATH_INFO": f"{INPUT}/../user.proxy"}
+        response = client.put(f"{INPUT}/x", data=b"x", headers=OWNER, environ_overrides=environ)
+        assert response.status_code == 403
+        assert not (_job_dir(storage) / "user.proxy").exists()
+
+
+class TestGet:
+    def test_file_has_bytes_length_and_date(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        out = _job_dir(storage) / "output" / "std.out"
+        out.write_bytes(b"result\n")
+        os.utime(out, (1_700_000_000, 1_700_000_000))
+        response = client.get(f"{OUTPUT}/std.out", headers=OWNER, buffered=True)
+        assert response.status_code == 200
+        assert response.data == b"result\n"
+        raw = dict(response.headers.to_wsgi_list())
+        assert raw["Content-Length"] == "7"
+        assert parsedate_to_datetime(raw["Last-Modified"]).timestamp() == 1_700_000_000
+
+    def test_head_has_the_same_headers_and_no_body(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        (_job_dir(storage) / "output" / "big").write_bytes(b"x" * 12345)
+        response = client.head(f"{OUTPUT}/big", headers=OWNER)
+        assert response.status_code == 200
+        assert response.data == b""
+        names = [name for name, _ in response.headers.to_wsgi_list()]
+        assert "Content-Length" in names and "Last-Modified" in names
+        assert response.headers["Content-Length"] == "12345"
+
+    def test_round_trip_of_an_upload(self, client: Client) -> None:
+        data = os.urandom(300)
+        _put(client, f"{INPUT}/blob", data)
+        assert client.get(f"{INPUT}/blob", headers=OWNER, buffered=True).data == data
+
+    def test_directory_listing_has_hrefs(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        output = _job_dir(storage) / "output"
+        (output / "a b.txt").write_bytes(b"1")
+        (output / "sub").mkdir()
+        (output / ".out.x.wmproxy-part").write_bytes(b"in progress")
+        response = client.get(f"{OUTPUT}/", headers=OWNER)
+        assert response.status_code == 200
+        assert response.mimetype == "text/html"
+        hrefs = re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True))
+        assert hrefs == ["a%20b.txt", "sub/"]
+
+    def test_missing_file_is_404(self, client: Client) -> None:
+        assert client.get(f"{OUTPUT}/nothing", headers=OWNER).status_code == 404
+
+    def test_unknown_job_is_404(self, client: Client) -> None:
+        path = "/SandboxDir/Zz/https_3a_2f_2flb.example.org_3a9000_2fZzz/output/f"
+        assert client.get(path, headers=OWNER).status_code == 404
+
+    def test_symlink_to_outside_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        (_job_dir(storage) / "output" / "passwd").symlink_to("/etc/passwd")
+        response = client.get(f"{OUTPUT}/passwd", headers=OWNER)
+        assert response.status_code == 403
+        assert b"root:" not in response.data
+
+    def test_job_files_outside_the_areas_are_not_served(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        (_job_dir(storage) / "user.proxy").write_bytes(b"SECRET KEY")
+        for path in (f"/{JOB_DIR}/user.proxy", f"/{JOB_DIR}/", "/SandboxDir/", "/SandboxDir/Ab/"):
+            response = client.get(path, headers=OWNER)
+            assert response.status_code == 403, path
+            assert b"SECRET" not in response.data
+
+
+class TestAuthorization:
+    def test_other_user_is_403_before_any_file_access(
+        self, client: Client, authorizer: FakeAuthorizer, storage: FilesystemSandboxStorage
+    ) -> None:
+        (_job_dir(storage) / "output" / "std.out").write_bytes(b"private")
+        response = client.get(f"{OUTPUT}/std.out", headers={"X-Test-User": "mallory"})
+        assert response.status_code == 403
+        assert b"private" not in response.data
+        assert authorizer.calls == [(JOB_DIR, "GET")]
+
+    def test_upload_by_other_user_is_403(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        response = client.put(f"{INPUT}/f", data=b"x", headers={"X-Test-User": "mallory"})
+        assert response.status_code == 403
+        assert not (_job_dir(storage) / "input" / "f").exists()
+
+    def test_job_not_found_from_authorize_is_404(self, client: Client, authorizer: FakeAuthorizer) -> None:
+        authorizer.error = JobNotFoundError(JOB)
+        assert client.get(f"{OUTPUT}/", headers=OWNER).status_code == 404
+
+    def test_other_domain_errors_are_500_with_a_short_text(
+        self, client: Client, authorizer: FakeAuthorizer
+    ) -> None:
+        authorizer.error = SandboxError("Database unavailable")
+        response = client.get(f"{OUTPUT}/", headers=OWNER)
+        assert response.status_code == 500
+        assert response.get_data(as_text=True) == "Database unavailable\n"
+
+    def test_unexpected_errors_do_not_leak_tracebacks(self, client: Client, authorizer: FakeAuthorizer) -> None:
+        authorizer.error = RuntimeError("secret internals")
+        response = client.get(f"{OUTPUT}/", headers=OWNER)
+        assert response.status_code == 500
+        text = response.get_data(as_text=True)
+        assert "secret" not in text and "Traceback" not in text
+        assert text.startswith("Internal server error (error id ")
+
+
+class TestDeleteMoveAndMethods:
+    def test_delete_file_and_empty_directory(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        _put(client, f"{INPUT}/f", b"1")
+        _put(client, f"{INPUT}/d/", b"")
+        assert client.delete(f"{INPUT}/f", headers=OWNER).status_code == 204
+        assert client.delete(f"{INPUT}/d/", headers=OWNER).status_code == 204
+        assert os.listdir(_job_dir(storage) / "input") == []
+        assert client.delete(f"{INPUT}/f", headers=OWNER).status_code == 404
+
+    def test_delete_non_empty_directory_is_409(self, client: Client) -> None:
+        _put(client, f"{INPUT}/d/", b"")
+        _put(client, f"{INPUT}/d/f", b"1")
+        assert client.delete(f"{INPUT}/d", headers=OWNER).status_code == 409
+
+    def test_delete_in_output_is_forbidden(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        (_job_dir(storage) / "output" / "std.out").write_bytes(b"x")
+        assert client.delete(f"{OUTPUT}/std.out", headers=OWNER).status_code == 403
+        assert (_job_dir(storage) / "output" / "std.out").exists()
+
+    def test_move_inside_input(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        _put(client, f"{INPUT}/a", b"1")
+        response = client.open(
+            f"{INPUT}/a", method="MOVE", headers={**OWNER, "Destination": f"https://wms:7443{INPUT}/b"}
+        )
+        assert response.status_code == 201
+        assert os.listdir(_job_dir(storage) / "input") == ["b"]
+
+    def test_move_out_of_input_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        _put(client, f"{INPUT}/a", b"1")
+        response = client.open(
+            f"{INPUT}/a", method="MOVE", headers={**OWNER, "Destination": f"https://wms:7443{OUTPUT}/a"}
+        )
+        assert response.status_code == 403
+        assert os.listdir(_job_dir(storage) / "input") == ["a"]
+
+    def test_unknown_method_is_405(self, client: Client) -> None:
+        response = client.post(f"{INPUT}/a", data=b"x", headers=OWNER)
+        assert response.status_code == 405
+        assert "PUT" in response.headers["Allow"]

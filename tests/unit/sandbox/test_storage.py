@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
+from wmproxy.sandbox.storage import FilesystemSandboxStorage, UnknownJobAreaError
+
+JOB = "https://lb.example.org:9000/AbC-x_1yz"
+OTHER = "https://lb.example.org:9000/AbZZZZZZZZ"
+JOB_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbC-x_5f1yz"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> FilesystemSandboxStorage:
+    return FilesystemSandboxStorage(tmp_path / "root")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+class TestJobArea:
+    def test_job_dir_follows_the_reference_layout(self, storage: FilesystemSandboxStorage) -> None:
+        assert storage.job_dir(JOB) == storage.root / JOB_DIR
+
+    def test_invalid_job_id_cannot_escape_the_fan_out(self, storage: FilesystemSandboxStorage) -> None:
+        with pytest.raises(InvalidArgumentError):
+            storage.job_dir("https://h:9000/../../x")
+
+    def test_create_makes_input_and_output_with_private_modes(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        assert job_dir == storage.root / JOB_DIR
+        for path in (job_dir, job_dir / "input", job_dir / "output"):
+            assert path.is_dir() and _mode(path) == 0o700
+        assert _mode(job_dir.parent) == 0o755
+        assert _mode(storage.root / "SandboxDir") == 0o755
+
+    def test_create_is_idempotent(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input" / "f").write_bytes(b"x")
+        assert storage.create_job_area(JOB) == job_dir
+        assert (job_dir / "input" / "f").read_bytes() == b"x"
+
+    def test_remove_deletes_area_and_empty_fan_out_dir(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input" / "f").write_bytes(b"x")
+        storage.remove_job_area(JOB)
+        assert not job_dir.exists()
+        assert not job_dir.parent.exists()
+        assert (storage.root / "SandboxDir").is_dir()
+        storage.remove_job_area(JOB)  # already gone: fine
+
+    def test_remove_keeps_fan_out_dir_of_other_jobs(self, storage: FilesystemSandboxStorage) -> None:
+        storage.create_job_area(JOB)
+        other = storage.create_job_area(OTHER)
+        storage.remove_job_area(JOB)
+        assert other.is_dir()
+
+    def test_remove_does_not_follow_symlinks(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        outside = tmp_path / "precious"
+        outside.mkdir()
+        (outside / "keep").write_bytes(b"1")
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input" / "link").symlink_to(outside)
+        storage.remove_job_area(JOB)
+        assert (outside / "keep").read_bytes() == b"1"
+
+
+class TestSizes:
+    def test_input_size_sums_files_recursively(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input" / "a").write_bytes(b"12345")
+        (job_dir / "input" / "sub").mkdir()
+        (job_dir / "input" / "sub" / "b").write_bytes(b"123")
+        big = tmp_path / "big"
+        big.write_bytes(b"x" * 1000)
+        (job_dir / "input" / "link").symlink_to(big)
+        assert storage.input_size(JOB) == 8
+
+    def test_input_size_of_unknown_job_fails(self, storage: FilesystemSandboxStorage) -> None:
+        with pytest.raises(SandboxError):
+            storage.input_size(JOB)
+
+    def test_output_files_skips_markers_dirs_and_links(self, storage: FilesystemSandboxStorage) -> None:
+        out = storage.create_job_area(JOB) / "output"
+        (out / "std.out").write_bytes(b"hello")
+        (out / "a.err").write_bytes(b"")
+        (out / ".gacl").write_bytes(b"acl")
+        (out / "Maradona.output").write_bytes(b"done")
+        (out / "dir").mkdir()
+        (out / "link").symlink_to(out / "std.out")
+        assert storage.output_files(JOB) == [("a.err", 0), ("std.out", 5)]
+
+    def test_output_files_of_area_without_output_is_empty(self, storage: FilesystemSandboxStorage) -> None:
+        (storage.create_job_area(JOB) / "output").rmdir()
+        assert storage.output_files(JOB) == []
+
+
+class TestWriteFileAtomic:
+    def test_writes_with_mode_and_leaves_no_temp(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        target = job_dir / "JDLOriginal"
+        storage.write_file_atomic(target, b"[ Executable = \"/bin/true\" ]")
+        storage.write_file_atomic(target, b"new", mode=0o640)
+        assert target.read_bytes() == b"new"
+        assert _mode(target) == 0o640
+        assert sorted(os.listdir(job_dir)) == ["JDLOriginal", "input", "output"]
+
+    def test_missing_directory_raises_sandbox_error(self, storage: FilesystemSandboxStorage) -> None:
+        with pytest.raises(SandboxError):
+            storage.write_file_atomic(storage.root / "nope" / "f", b"x")
+
+
+class TestStreamInto:
+    def test_copies_in_chunks(self, storage: FilesystemSandboxStorage) -> None:
+        target = storage.create_job_area(JOB) / "input" / "f.bin"
+        data = os.urandom(200_000)
+        assert storage.stream_into(target, io.BytesIO(data), len(data), limit=200_000) == 200_000
+        assert target.read_bytes() == data
+
+    def test_without_length_reads_to_the_end(self, storage: FilesystemSandboxStorage) -> None:
+        target = storage.create_job_area(JOB) / "input" / "f.bin"
+        assert storage.stream_into(target, io.BytesIO(b"abc"), None, limit=3) == 3
+        assert target.read_bytes() == b"abc"
+
+    def test_announced_length_over_limit_is_refused_before_reading(
+        self, storage: FilesystemSandboxStorage
+    ) -> None:
+        input_dir = storage.create_job_area(JOB) / "input"
+        stream = io.BytesIO(b"x" * 11)
+        with pytest.raises(QuotaExceededError, match="exceeds the maximum input sandbox size of 10 bytes"):
+            storage.stream_into(input_dir / "f", stream, 11, limit=10)
+        assert stream.tell() == 0
+        assert os.listdir(input_dir) == []
+
+    def test_unannounced_stream_over_limit_is_refused_and_cleaned(
+        self, storage: FilesystemSandboxStorage
+    ) -> None:
+        input_dir = storage.create_job_area(JOB) / "input"
+        with pytest.raises(QuotaExceededError):
+            storage.stream_into(input_dir / "f", io.BytesIO(b"x" * 100_000), None, limit=70_000)
+        assert os.listdir(input_dir) == []
+
+    def test_existing_file_survives_a_refused_upload(self, storage: FilesystemSandboxStorage) -> None:
+        target = storage.create_job_area(JOB) / "input" / "f"
+        target.write_bytes(b"old")
+        with pytest.raises(QuotaExceededError):
+            storage.stream_into(target, io.BytesIO(b"x" * 10), None, limit=5)
+        assert target.read_bytes() == b"old"
+
+    def test_truncated_upload_is_refused(self, storage: FilesystemSandboxStorage) -> None:
+        input_dir = storage.create_job_area(JOB) / "input"
+        with pytest.raises(InvalidArgumentError, match="truncated"):
+            storage.stream_into(input_dir / "f", io.BytesIO(b"abc"), 10, limit=100)
+        assert os.listdir(input_dir) == []
+
+
+class TestResolve:
+    def test_maps_a_path_inside_input(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        resolved = storage.resolve(f"{JOB_DIR}/input/file.txt")
+        assert resolved == (JOB_DIR, job_dir / "input" / "file.txt")
+
+    def test_area_itself_and_trailing_slash(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        assert storage.resolve(f"{JOB_DIR}/output/").path == job_dir / "output"
+
+    def test_missing_intermediate_dirs_are_allowed(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        assert storage.resolve(f"{JOB_DIR}/input/a/b/c").path == job_dir / "input" / "a" / "b" / "c"
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            f"{JOB_DIR}/input/../user.proxy",
+            f"{JOB_DIR}/input/./f",
+            f"{JOB_DIR}/input//f",
+            f"/{JOB_DIR}/input/f",
+            f"{JOB_DIR}/input/a\\..\\b",
+            f"{JOB_DIR}/input/f\x00.txt",
+            f"{JOB_DIR}/user.proxy",
+            f"{JOB_DIR}/peek/x",
+            f"{JOB_DIR}",
+            "SandboxDir/Ab",
+            "SandboxDir/../etc/passwd",
+            "etc/passwd",
+            "",
+        ],
+    )
+    def test_refuses_paths_outside_input_and_output(self, storage: FilesystemSandboxStorage, path: str) -> None:
+        storage.create_job_area(JOB)
+        with pytest.raises(SandboxPathError):
+            storage.resolve(path)
+
+    def test_unknown_job_area(self, storage: FilesystemSandboxStorage) -> None:
+        with pytest.raises(UnknownJobAreaError):
+            storage.resolve(f"{JOB_DIR}/input/f")
+
+    def test_symlink_inside_input_is_refused(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input" / "escape").symlink_to(tmp_path)
+        (job_dir / "input" / "file-link").symlink_to("/etc/passwd")
+        with pytest.raises(SandboxPathError, match="Symbolic links"):
+            storage.resolve(f"{JOB_DIR}/input/escape/x")
+        with pytest.raises(SandboxPathError, match="Symbolic links"):
+            storage.resolve(f"{JOB_DIR}/input/file-link")
+
+    def test_symlinked_area_is_refused(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "output").rmdir()
+        (job_dir / "output").symlink_to(tmp_path)
+        with pytest.raises(SandboxPathError):
+            storage.resolve(f"{JOB_DIR}/output/x")
+
+    def test_symlinked_job_dir_is_unknown(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        real = tmp_path / "elsewhere"
+        (real / "input").mkdir(parents=True)
+        (storage.root / "SandboxDir" / "Ab").mkdir(parents=True)
+        (storage.root / JOB_DIR).symlink_to(real)
+        with pytest.raises(UnknownJobAreaError):
+            storage.resolve(f"{JOB_DIR}/input/x")
+
+    def test_file_used_as_directory_is_refused(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input" / "f").write_bytes(b"x")
+        with pytest.raises(SandboxPathError, match="Not a directory"):
+            storage.resolve(f"{JOB_DIR}/input/f/g")
+
+    def test_split_path_does_not_touch_the_disk(self, storage: FilesystemSandboxStorage) -> None:
+        assert storage.split_path(f"{JOB_DIR}/input/a/b") == (JOB_DIR, "input", ("a", "b"))

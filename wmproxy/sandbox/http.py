@@ -1,0 +1,315 @@
+"""The HTTPS edge of the job sandboxes: what GridSite ``htcp``/``htls``/``htll`` speak.
+
+Requests (``peers.md`` §7) on ``/<dir_name>/<2ch>/<job dir>/{input,output}/...``:
+
+=========  ==================================================================
+GET        file: its bytes, with ``Content-Length`` and ``Last-Modified``;
+           directory: a small HTML page of ``<a href="name">`` links (``htls``)
+HEAD       the same headers without a body (``htll`` reads them case-sensitively)
+PUT        upload into ``input/``; a path ending in ``/`` creates a directory
+DELETE     a file or an empty directory below ``input/``
+MOVE       rename inside the same job's ``input/`` (``Destination`` header)
+=========  ==================================================================
+
+``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 403 for a
+path outside a sandbox or a refused caller, 404 for unknown jobs or files, 409 for a
+missing parent directory, 413 when the upload would exceed the input sandbox limit,
+405 for other methods. Error bodies are one line of plain text, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import html
+import logging
+import os
+import stat
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import http_date
+from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import wrap_file
+
+from wmproxy.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    InvalidArgumentError,
+    JobNotFoundError,
+    QuotaExceededError,
+    SandboxPathError,
+    WMProxyError,
+)
+from wmproxy.sandbox.storage import FilesystemSandboxStorage, UnknownJobAreaError, is_temporary
+
+log = logging.getLogger(__name__)
+
+Authorize = Callable[[dict[str, Any], str, str], None]
+"""``authorize(environ, job_rel_dir, method)``: return if the caller may do ``method``
+on the job area ``job_rel_dir`` (``SandboxDir/Ab/<job dir>``), else raise a WMProxyError
+(AuthenticationError/AuthorizationError → 403, JobNotFoundError → 404)."""
+
+InputLimit = Callable[[str], int]
+"""``input_limit(job_rel_dir)``: bytes the job's ``input/`` may still take."""
+
+ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
+
+# Order matters: first match along this list wins (subclasses before bases).
+_STATUS_OF: tuple[tuple[type[WMProxyError], int], ...] = (
+    (UnknownJobAreaError, 404),
+    (JobNotFoundError, 404),
+    (SandboxPathError, 403),
+    (AuthenticationError, 403),
+    (AuthorizationError, 403),
+    (QuotaExceededError, 413),
+    (InvalidArgumentError, 400),
+)
+
+
+class _HttpError(Exception):
+    """An HTTP-level refusal raised inside this module."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class SandboxApp:
+    """WSGI application serving the job sandboxes of ``storage``.
+
+    Args:
+        storage: the sandbox storage; URL paths are ``/<storage.dir_name>/...``.
+        authorize: called as ``authorize(environ, job_rel_dir, method)`` before any
+            file of the job is looked at; raises a WMProxyError to refuse.
+        input_limit: ``input_limit(job_rel_dir)`` → bytes the job's input sandbox may
+            still take (e.g. MaxInputSandboxSize − current input size). When a PUT
+            replaces a file, that file's current size is added back.
+    """
+
+    def __init__(
+        self,
+        storage: FilesystemSandboxStorage,
+        *,
+        authorize: Authorize,
+        input_limit: InputLimit,
+    ) -> None:
+        self.storage = storage
+        self.authorize = authorize
+        self.input_limit = input_limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self._dispatch(request)
+        except _HttpError as exc:
+            response = _text(exc.status, exc.message, exc.headers)
+        except WMProxyError as exc:
+            response = _text(_status_of(exc), exc.message)
+        except HTTPException as exc:  # e.g. werkzeug's ClientDisconnected while reading
+            response = _text(exc.code or 400, exc.name)
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("sandbox request %s %s failed (error id %s)", request.method, request.path, error_id)
+            response = _text(500, f"Internal server error (error id {error_id})")
+        if response.status_code >= 400 and request.method in ("PUT", "MOVE"):
+            _drain(request)
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request) -> Response:
+        """Handle one request; raises WMProxyError subclasses for refusals."""
+        method = request.method
+        if method not in ALLOWED_METHODS:
+            raise _HttpError(405, f"Method {method} not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
+        rel_path = request.path[1:]  # werkzeug collapses leading slashes to one
+        job_rel_dir, area, rest = self.storage.split_path(rel_path)
+        self.authorize(request.environ, job_rel_dir, method)
+        resolved = self.storage.resolve(rel_path)
+        path = resolved.path
+        if method in ("GET", "HEAD"):
+            return self._get(request, path, rest)
+        if area != "input":
+            raise AuthorizationError("The output sandbox is read-only")
+        if not rest:
+            raise SandboxPathError(f"{method} of the input sandbox directory itself is not allowed")
+        if method == "PUT":
+            if request.path.endswith("/"):
+                return _mkdir(path)
+            return self._put(request, job_rel_dir, path)
+        if method == "DELETE":
+            return _delete(path)
+        return self._move(request, job_rel_dir, path)
+
+    # --- handlers ---
+
+
+    def _get(self, request: Request, path: Path, rest: tuple[str, ...]) -> Response:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise _HttpError(404, f"No such file: {'/'.join(rest) or '.'}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SandboxPathError("Symbolic links are not allowed in sandbox paths") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                return self._listing(request, path)
+            if not stat.S_ISREG(st.st_mode):
+                raise SandboxPathError("Only regular files and directories are served")
+        except BaseException:
+            _close_quietly(fd)
+            raise
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(st.st_size),
+            "Last-Modified": http_date(st.st_mtime),
+        }
+        if request.method == "HEAD":
+            os.close(fd)
+            response = Response(b"", status=200, headers=headers)
+            response.headers["Content-Length"] = str(st.st_size)  # Response(b"") set it to 0
+            return response
+        f = os.fdopen(fd, "rb")
+        return Response(wrap_file(request.environ, f), status=200, headers=headers, direct_passthrough=True)
+
+    def _listing(self, request: Request, path: Path) -> Response:
+        rows = []
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if is_temporary(entry.name):
+                continue
+            name = entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
+            rows.append(f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>')
+        base = request.script_root + request.path.rstrip("/") + "/"
+        title = html.escape(request.path)
+        body = (
+            f'<!DOCTYPE html>\n<html><head><title>{title}</title><base href="{html.escape(quote(base))}"></head>\n'
+            f"<body><h1>{title}</h1>\n<ul>\n" + "\n".join(rows) + "\n</ul></body></html>\n"
+        ).encode()
+        headers = {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body))}
+        if request.method == "HEAD":
+            response = Response(b"", status=200, headers=headers)
+            response.headers["Content-Length"] = str(len(body))
+            return response
+        return Response(body, status=200, headers=headers)
+
+    def _put(self, request: Request, job_rel_dir: str, path: Path) -> Response:
+        if not path.parent.is_dir():
+            raise _HttpError(409, "The parent directory does not exist; create it first (PUT to '<dir>/')")
+        existing = 0
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            created = True
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise _HttpError(409, "The target exists and is not a regular file")
+            created, existing = False, st.st_size
+        limit = max(0, self.input_limit(job_rel_dir)) + existing
+        self.storage.stream_into(path, request.stream, request.content_length, limit)
+        if created:
+            return _text(201, "Created")
+        return Response(status=204)
+
+    def _move(self, request: Request, job_rel_dir: str, path: Path) -> Response:
+        destination = request.headers.get("Destination")
+        if not destination:
+            raise _HttpError(400, "MOVE needs a Destination header")
+        dest_path = unquote(urlsplit(destination).path)
+        prefix = request.script_root
+        if prefix and dest_path.startswith(prefix + "/"):
+            dest_path = dest_path[len(prefix) :]
+        if dest_path.startswith("//") or not dest_path.startswith("/"):
+            raise SandboxPathError("Bad MOVE destination")
+        dest_job, dest_area, dest_rest = self.storage.split_path(dest_path[1:])
+        if dest_job != job_rel_dir or dest_area != "input" or not dest_rest:
+            raise SandboxPathError("MOVE is allowed only inside the same job's input sandbox")
+        target = self.storage.resolve(dest_path[1:]).path
+        if not os.path.lexists(path):
+            raise _HttpError(404, "No such file")
+        if not target.parent.is_dir():
+            raise _HttpError(409, "The destination directory does not exist")
+        existed = os.path.lexists(target)
+        if existed and request.headers.get("Overwrite", "T").upper() == "F":
+            raise _HttpError(412, "The destination exists")
+        if existed and os.path.isdir(target) and not os.path.islink(target):
+            raise _HttpError(409, "The destination is a directory")
+        os.replace(path, target)
+        return Response(status=204) if existed else _text(201, "Created")
+
+
+def _mkdir(path: Path) -> Response:
+    if not path.parent.is_dir():
+        raise _HttpError(409, "The parent directory does not exist")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return _text(200, "Directory exists")
+        raise _HttpError(409, "A file with that name exists") from None
+    return _text(201, "Created")
+
+
+def _delete(path: Path) -> Response:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise _HttpError(404, "No such file") from None
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise _HttpError(409, "The directory is not empty") from None
+            raise
+    else:
+        os.unlink(path)
+    return Response(status=204)
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _status_of(exc: WMProxyError) -> int:
+    for cls, status in _STATUS_OF:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = (message.splitlines()[0] if message else "") + "\n"
+    response = Response(body, status=status, content_type="text/plain; charset=utf-8")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+#: Bytes of a refused upload read and discarded so that the client, which may still be
+#: sending (gunicorn answers ``Expect: 100-continue`` itself), gets the error response
+#: instead of a reset connection. Larger bodies are cut off.
+MAX_DRAIN = 64 * 1024 * 1024
+
+
+def _drain(request: Request) -> None:
+    remaining = MAX_DRAIN
+    try:
+        while remaining > 0:
+            chunk = request.stream.read(min(65536, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+    except (OSError, HTTPException):
+        return

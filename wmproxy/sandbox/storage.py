@@ -1,0 +1,406 @@
+"""Per-job sandbox areas on the local file system.
+
+Layout (``wmproxy-behaviour.md`` §4.1), relative to the document root ``root``::
+
+    <dir_name>/<first 2 chars of the unique id>/<to_filename(job id)>/
+        input/     input sandbox: clients upload here (HTTPS PUT)
+        output/    output sandbox: the execution worker writes here, clients GET
+
+:class:`FilesystemSandboxStorage` is the only code that touches these directories.
+Every path a client sends goes through :meth:`FilesystemSandboxStorage.resolve`, which
+confines it to an existing job's ``input/`` or ``output/`` subtree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from wmproxy import domain
+from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
+
+CHUNK_SIZE = 64 * 1024
+"""Bytes read from an upload stream at a time."""
+
+AREAS = ("input", "output")
+"""The sub-directories of a job area that clients may address."""
+
+OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
+"""Output files never reported by :meth:`FilesystemSandboxStorage.output_files` (§4.5)."""
+
+TMP_SUFFIX = ".wmproxy-part"
+"""Suffix of in-progress temporary files; hidden from listings and output lists."""
+
+
+class ReadableStream(Protocol):
+    """What :meth:`FilesystemSandboxStorage.stream_into` reads: ``read(n)`` → up to n bytes, b"" at the end."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class UnknownJobAreaError(SandboxPathError):
+    """A well-formed sandbox path names a job area that does not exist (HTTP 404).
+
+    Kept here rather than in :mod:`wmproxy.errors` because only the sandbox layer
+    raises it; it is a :class:`SandboxPathError`, so generic handlers still work.
+    """
+
+
+class ResolvedPath(NamedTuple):
+    """Result of :meth:`FilesystemSandboxStorage.resolve`.
+
+    Attributes:
+        job_rel_dir: ``<dir_name>/<2ch>/<job dir>``, the job area relative to the root.
+        path: absolute real path inside the job's ``input/`` or ``output/`` subtree;
+            its last component may not exist yet.
+    """
+
+    job_rel_dir: str
+    path: Path
+
+
+def is_temporary(name: str) -> bool:
+    """True for the names of this module's in-progress temporary files."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+class FilesystemSandboxStorage:
+    """Job areas under ``root / dir_name``.
+
+    Args:
+        root: the document root (``SandboxSettings.root``); may itself be a symlink.
+        dir_name: name of the staging directory under the root (``SandboxDir``).
+    """
+
+    def __init__(self, root: Path | str, dir_name: str = "SandboxDir") -> None:
+        if not dir_name or "/" in dir_name or dir_name in (".", ".."):
+            raise ValueError(f"invalid sandbox directory name: {dir_name!r}")
+        self.root = Path(root)
+        self.dir_name = dir_name
+
+    # --- job areas ---
+
+    def job_rel_dir(self, job_id: str) -> str:
+        """``<dir_name>/<2ch>/<to_filename(job id)>``.
+
+        Raises:
+            InvalidArgumentError: ``job_id`` is not a valid job id.
+        """
+        domain.parse_job_id(job_id)  # the 2-char fan-out must not be '..' or contain '/'
+        return domain.job_relative_dir(job_id, self.dir_name)
+
+    def job_dir(self, job_id: str) -> Path:
+        """Absolute path of the job area (whether or not it exists).
+
+        Raises:
+            InvalidArgumentError: ``job_id`` is not a valid job id.
+        """
+        return self.root / self.job_rel_dir(job_id)
+
+    def has_job_area(self, job_id: str) -> bool:
+        """True when the job area exists as a real directory (not a symlink)."""
+        try:
+            return stat.S_ISDIR(os.lstat(self.job_dir(job_id)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def create_job_area(self, job_id: str) -> Path:
+        """Create ``<jobdir>/input`` and ``<jobdir>/output``; idempotent.
+
+        The job directory and its two areas get mode 0700, the staging and fan-out
+        directories 0755 when this call creates them.
+
+        Returns:
+            The job directory.
+
+        Raises:
+            InvalidArgumentError: invalid job id.
+            SandboxError: the directories cannot be created.
+        """
+        job_dir = self.job_dir(job_id)
+        try:
+            for _attempt in range(3):  # a concurrent remove_job_area may rmdir the fan-out dir
+                try:
+                    _mkdir(self.root / self.dir_name, 0o755, parents=True)
+                    _mkdir(job_dir.parent, 0o755)
+                    _mkdir(job_dir, 0o700)
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                raise SandboxError(f"Unable to create the job directory {job_dir}")
+            for area in AREAS:
+                _mkdir(job_dir / area, 0o700)
+        except OSError as exc:
+            raise SandboxError(f"Unable to create the job directory {job_dir}: {exc.strerror}") from exc
+        return job_dir
+
+    def remove_job_area(self, job_id: str) -> None:
+        """Delete the job area and, if it is now empty, its 2-char fan-out directory.
+
+        A missing area is not an error. Symlinks inside the area are removed, never followed.
+
+        Raises:
+            InvalidArgumentError: invalid job id.
+            SandboxError: the area exists but cannot be removed.
+        """
+        job_dir = self.job_dir(job_id)
+        try:
+            shutil.rmtree(job_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
+        with contextlib.suppress(OSError):  # not empty (other jobs) or already gone
+            job_dir.parent.rmdir()
+
+    def input_size(self, job_id: str) -> int:
+        """Total bytes of the regular files under the job's ``input/`` (recursively).
+
+        In-progress uploads count too, so concurrent uploads are judged conservatively.
+
+        Raises:
+            SandboxError: the job area does not exist.
+        """
+        return _tree_size(self._area(job_id, "input"))
+
+    def output_files(self, job_id: str) -> list[tuple[str, int]]:
+        """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
+
+        ``.gacl``, ``Maradona.output``, symlinks, directories and in-progress
+        temporary files are left out (``wmproxy-behaviour.md`` §4.5). A job area
+        without ``output/`` (not started yet) has no output files.
+
+        Raises:
+            SandboxError: the job area does not exist.
+        """
+        output = self._area(job_id, "output", must_exist=False)
+        result: list[tuple[str, int]] = []
+        try:
+            entries = list(os.scandir(output))
+        except FileNotFoundError:
+            return result
+        for entry in entries:
+            if entry.name in OUTPUT_HIDDEN or is_temporary(entry.name):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                result.append((entry.name, st.st_size))
+        return sorted(result)
+
+    def _area(self, job_id: str, area: str, *, must_exist: bool = True) -> Path:
+        if not self.has_job_area(job_id):
+            raise SandboxError(f"The job directory of {job_id} does not exist")
+        path = self.job_dir(job_id) / area
+        if must_exist and not path.is_dir():
+            raise SandboxError(f"The {area} sandbox directory of {job_id} does not exist")
+        return path
+
+    # --- client paths ---
+
+    def split_path(self, rel_path: str) -> tuple[str, str, tuple[str, ...]]:
+        """Check a client path syntactically, without touching the disk.
+
+        Args:
+            rel_path: URL path below the document root, already percent-decoded, without
+                the leading ``/``: ``SandboxDir/Ab/<job dir>/input/sub/file.txt``. One
+                trailing ``/`` is allowed (directories).
+
+        Returns:
+            ``(job_rel_dir, area, rest)``: area is ``"input"`` or ``"output"``, rest the
+            components below it (empty for the area itself).
+
+        Raises:
+            SandboxPathError: NUL, backslash, empty, ``.`` or ``..`` components, an
+                absolute path, a path outside ``<dir_name>/<2ch>/<job dir>/{input,output}``.
+        """
+        if "\x00" in rel_path or "\\" in rel_path:
+            raise SandboxPathError("Sandbox paths may not contain NUL or backslash characters")
+        if rel_path.startswith("/"):
+            raise SandboxPathError("Sandbox paths must be relative to the document root")
+        parts = rel_path.split("/")
+        if parts and parts[-1] == "":
+            parts.pop()  # one trailing slash
+        if any(p in ("", ".", "..") for p in parts):
+            raise SandboxPathError("Sandbox paths may not contain empty, '.' or '..' components")
+        if len(parts) < 4 or parts[0] != self.dir_name or len(parts[1]) != 2:
+            raise SandboxPathError(
+                f"Not a job sandbox path: only {self.dir_name}/<xx>/<job>/input and output are served"
+            )
+        if parts[3] not in AREAS:
+            raise SandboxPathError("Only the input and output sandbox directories of a job are served")
+        return "/".join(parts[:3]), parts[3], tuple(parts[4:])
+
+    def resolve(self, rel_path: str) -> ResolvedPath:
+        """Map a client path to a real path inside an existing job's ``input/`` or ``output/``.
+
+        Args:
+            rel_path: as for :meth:`split_path`.
+
+        Returns:
+            :class:`ResolvedPath`. The path may not exist; every existing component
+            is a real directory (or, for the last one, a non-symlink).
+
+        Raises:
+            UnknownJobAreaError: no such job area, or its ``input``/``output`` is missing.
+            SandboxPathError: a syntactically bad path (see :meth:`split_path`), a
+                symlink anywhere below the root, or a non-directory in the middle.
+        """
+        job_rel_dir, area, rest = self.split_path(rel_path)
+        job_dir = self.root / job_rel_dir
+        current = self.root
+        for i, name in enumerate(job_rel_dir.split("/") + [area]):
+            current = current / name
+            try:
+                st = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None
+            if not stat.S_ISDIR(st.st_mode):  # symlinks included
+                if i < 3:
+                    raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}")
+                raise SandboxPathError("Symbolic links are not allowed in sandbox paths")
+        for i, name in enumerate(rest):
+            current = current / name
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                current = current.joinpath(*rest[i + 1 :])  # nothing below exists: no symlinks
+                break
+            if stat.S_ISLNK(st.st_mode):
+                raise SandboxPathError("Symbolic links are not allowed in sandbox paths")
+            if i < len(rest) - 1 and not stat.S_ISDIR(st.st_mode):
+                raise SandboxPathError(f"Not a directory: {'/'.join(rest[: i + 1])}")
+        assert current == job_dir.joinpath(area, *rest)
+        return ResolvedPath(job_rel_dir, current)
+
+    # --- writing ---
+
+    def write_file_atomic(self, path: Path, data: bytes, mode: int = 0o600) -> None:
+        """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+        Readers see either the old or the complete new content, never a partial file.
+
+        Raises:
+            SandboxError: the file cannot be written.
+        """
+        path = Path(path)
+        fd, tmp = _mkstemp(path)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), mode)
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise SandboxError(f"Unable to write {path.name}: {exc.strerror}") from exc
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def stream_into(self, path: Path, stream: ReadableStream, length: int | None, limit: int) -> int:
+        """Copy an upload into ``path`` atomically, at most ``limit`` bytes.
+
+        Args:
+            path: destination file; its directory must exist. Replaced atomically.
+            stream: object with ``read(n) -> bytes``; b"" means end of data.
+            length: announced size in bytes (``Content-Length``), or None (chunked):
+                then the stream is read until it ends.
+            limit: maximum bytes accepted.
+
+        Returns:
+            Bytes written.
+
+        Raises:
+            QuotaExceededError: ``length`` or the bytes received exceed ``limit``; checked
+                before reading when ``length`` is known. Nothing is left on disk.
+            InvalidArgumentError: the stream ended before ``length`` bytes arrived.
+            SandboxError: the file cannot be written.
+        """
+        path = Path(path)
+        if length is not None and length > limit:
+            raise _too_big(path, limit)
+        fd, tmp = _mkstemp(path)
+        total = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o600)
+                while True:
+                    want = CHUNK_SIZE if length is None else min(CHUNK_SIZE, length - total)
+                    if want <= 0:
+                        break
+                    chunk = stream.read(want)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if total > limit:
+                        raise _too_big(path, limit)
+                    out.write(chunk)
+                if length is not None and total < length:
+                    raise InvalidArgumentError(
+                        f"Upload of {path.name} truncated: {total} of {length} bytes received"
+                    )
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise QuotaExceededError(f"No space left to store {path.name}") from exc
+            raise SandboxError(f"Unable to store {path.name}: {exc.strerror}") from exc
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return total
+
+
+def _too_big(path: Path, limit: int) -> QuotaExceededError:
+    return QuotaExceededError(
+        f"The upload of {path.name} exceeds the maximum input sandbox size of {limit} bytes"
+        " (bytes still free in this job's input sandbox)"
+    )
+
+
+def _mkdir(path: Path, mode: int, *, parents: bool = False) -> None:
+    """Create ``path`` with exactly ``mode`` (umask ignored) unless it exists as a directory."""
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise
+        return
+    os.chmod(path, mode)
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as exc:
+        raise SandboxError(f"Unable to create {path.name}: {exc.strerror}") from exc
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _tree_size(top: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(top):  # os.walk does not follow symlinked dirs
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
