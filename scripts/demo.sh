@@ -114,7 +114,7 @@ for _ in $(seq 1 600); do
     case "$status" in Done*|Aborted*|Cancelled*|Cleared*) break ;; esac
     sleep 0.2
 done
-case "$last" in "Done (Exit Code 0)"|"Done (Success)") ;; *) echo "job did not succeed: $last" >&2; exit 1 ;; esac
+case "$last" in "Done (Success)") ;; *) echo "job did not succeed: $last" >&2; exit 1 ;; esac
 
 step "wmproxy output --dir $STATE/output $JOBID"
 "$BIN/wmproxy" output --dir "$STATE/output" "$JOBID"

@@ -30,14 +30,15 @@ def status_of(deployment: Deployment, job_id: str) -> dict:
     return json.loads(out)[job_id]
 
 
-def wait_for(deployment: Deployment, job_id: str, prefixes: tuple[str, ...], timeout: float = 60) -> str:
+def wait_for(deployment: Deployment, job_id: str, prefixes: tuple[str, ...], timeout: float = 60) -> dict:
+    """The CLI's JSON status entry once "Current Status" starts with one of ``prefixes``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        current = status_of(deployment, job_id)["Current Status"]
-        if current.startswith(prefixes):
-            return current
+        entry = status_of(deployment, job_id)
+        if entry["Current Status"].startswith(prefixes):
+            return entry
         time.sleep(0.3)
-    raise AssertionError(f"{job_id} never reached {prefixes}; last {current}")
+    raise AssertionError(f"{job_id} never reached {prefixes}; last {entry}")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,11 @@ def test_submit_with_input_sandbox_then_output(deployment: Deployment, delegated
     assert lines[0] == "###Submitted Job Ids###"
     job_id = lines[1]
     assert job_id in out and "Your job identifier is:" in out
-    assert wait_for(deployment, job_id, ("Done", "Aborted")) == "Done (Exit Code 3)"
+    entry = wait_for(deployment, job_id, ("Done", "Aborted"))
+    assert entry["Current Status"] == "Done (Exit Code !=0)"
+    assert entry["Exit code"] == 3
+    rc, out, err = wmproxy(deployment, "status", job_id)
+    assert "Current Status:     Done (Exit Code !=0)" in out and "Exit code:          3" in out
     rc, out, err = wmproxy(deployment, "output", "--dir", str(tmp_path / "out"), job_id)
     assert rc == 0, err
     assert (tmp_path / "out" / "out.txt").read_text() == "args: a b\nline one\nline two\n"
@@ -79,10 +84,11 @@ def test_start_without_uploading_the_input_sandbox_aborts_with_reason(
     ref = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
     job = ref.wmproxy.jobRegister('[ Executable = "/bin/true"; InputSandbox = {"gone.txt"}; ]', delegated)
     ref.wmproxy.jobStart(job.id)
-    status = wait_for(deployment, job.id, ("Done", "Aborted"))
-    assert status == "Aborted (input sandbox file gone.txt has not been uploaded)"
+    entry = wait_for(deployment, job.id, ("Done", "Aborted"))
+    assert entry["Current Status"] == "Aborted"
+    assert entry["Status Reason"] == "input sandbox file gone.txt has not been uploaded"
     rc, out, err = wmproxy(deployment, "status", job.id)
-    assert "gone.txt has not been uploaded" in out
+    assert "Status Reason:      input sandbox file gone.txt has not been uploaded" in out
 
 
 def test_cancel_stops_a_running_job(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
@@ -96,7 +102,8 @@ def test_cancel_stops_a_running_job(deployment: Deployment, delegated: str, tmp_
     wait_for(deployment, job_id, ("Running",))
     rc, out, err = wmproxy(deployment, "cancel", "--noint", job_id)
     assert rc == 0, err
-    assert wait_for(deployment, job_id, ("Cancelled", "Done", "Aborted"), timeout=30) == "Cancelled (Cancelled by user)"
+    entry = wait_for(deployment, job_id, ("Cancelled", "Done", "Aborted"), timeout=30)
+    assert (entry["Current Status"], entry["Status Reason"]) == ("Cancelled", "Cancelled by user")
     time.sleep(1)
     assert not marker.exists()
     rc, out, err = wmproxy(deployment, "cancel", "--noint", job_id)

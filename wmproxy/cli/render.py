@@ -63,7 +63,7 @@ def submit_json(job: JobIds, endpoint: str) -> str:
 
 def _status_block(status: JobStatus, lines: list[str], indent: str = "") -> None:
     lines.append(f"{indent}{'Status info for the Job :'} {status.job_id}")
-    lines.append(f"{indent}{'Current Status:'.ljust(20)}{status.status}")
+    lines.append(f"{indent}{'Current Status:'.ljust(20)}{status.display}")
     if status.exit_code is not None:
         lines.append(f"{indent}{'Exit code:'.ljust(20)}{status.exit_code}")
     if status.reason:
@@ -88,7 +88,7 @@ def status_text(statuses: Sequence[JobStatus]) -> str:
 
 
 def _status_dict(status: JobStatus, parent: str | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"Current Status": status.status}
+    entry: dict[str, Any] = {"Current Status": status.display}
     if status.exit_code is not None:
         entry["Exit code"] = status.exit_code
     if status.reason:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -34,7 +36,9 @@ class JobIds:
 class JobStatus:
     """``JobStatusStructType``: a job's L&B state name and those of its nodes.
 
-    ``exit_code`` and ``reason`` are not on the wire today; they stay None.
+    The service sends ``status`` as the state name followed, for ended jobs, by a
+    parenthesised detail (``Done (Exit Code 3)``, ``Aborted (<reason>)``); ``state``,
+    ``exit_code`` and ``reason`` are those parts (see :func:`split_status`).
     """
 
     job_id: str
@@ -42,6 +46,36 @@ class JobStatus:
     children: tuple[JobStatus, ...] = ()
     exit_code: int | None = None
     reason: str | None = None
+
+    @property
+    def state(self) -> str:
+        return self.status.split(" (", 1)[0]
+
+    @property
+    def display(self) -> str:
+        """The state as glite-wms-job-status shows it: ``Done (Success)``, ``Done (Exit Code !=0)``."""
+        if self.state == "Done":
+            if self.exit_code is None:
+                return self.status
+            return "Done (Success)" if self.exit_code == 0 else "Done (Exit Code !=0)"
+        return self.state
+
+
+_EXIT_CODE = re.compile(r"^Exit Code (-?\d+)$")
+
+
+def split_status(status: str) -> tuple[int | None, str | None]:
+    """``(exit code, reason)`` carried by a status string such as ``Done (Exit Code 3)``."""
+    state, _, rest = status.partition(" (")
+    if not rest.endswith(")"):
+        return None, None
+    detail = rest[:-1]
+    if state == "Done":
+        match = _EXIT_CODE.match(detail)
+        if match:
+            return int(match.group(1)), None
+        return (0 if detail == "Success" else None), None
+    return None, detail or None
 
 
 class OutputFile(NamedTuple):
@@ -96,10 +130,14 @@ def job_ids_from(obj: Any) -> JobIds:
 
 def job_status_from(obj: Any) -> JobStatus:
     """Convert a zeep ``JobStatusStructType`` value recursively."""
+    status = _get(obj, "status") or ""
+    exit_code, reason = split_status(status)
     return JobStatus(
         job_id=_get(obj, "jobid") or "",
-        status=_get(obj, "status") or "",
+        status=status,
         children=tuple(job_status_from(c) for c in _list(_get(obj, "childrenJob")) if c is not None),
+        exit_code=exit_code,
+        reason=reason,
     )
 
 

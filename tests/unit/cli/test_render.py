@@ -55,16 +55,22 @@ class TestSubmitText:
 
 
 class TestStatusText:
-    def test_prints_the_server_status_string_as_current_status(self) -> None:
-        text = render.status_text([JobStatus(JOB, "Done (Exit Code !=0)")])
+    def test_prints_the_glite_done_text_with_the_exit_code_line(self) -> None:
+        text = render.status_text([JobStatus(JOB, "Done (Exit Code 3)", exit_code=3)])
         lines = text.splitlines()
         assert lines[0] == ""
         assert lines[1] == render.stripe("wmproxy status Success")
         assert lines[2:4] == ["BOOKKEEPING INFORMATION:", ""]
         assert f"Status info for the Job : {JOB}" in lines
         assert "Current Status:     Done (Exit Code !=0)" in lines
+        assert "Exit code:          3" in lines
         assert lines[-1] == "=" * 74
-        assert "Exit code:" not in text  # not on the wire
+
+    def test_aborted_shows_state_and_reason_separately(self) -> None:
+        text = render.status_text([JobStatus(JOB, "Aborted (input sandbox file x has not been uploaded)",
+                                             reason="input sandbox file x has not been uploaded")])
+        assert "Current Status:     Aborted" in text.splitlines()
+        assert "Status Reason:      input sandbox file x has not been uploaded" in text.splitlines()
 
     def test_prints_exit_code_and_reason_when_known(self) -> None:
         text = render.status_text([JobStatus(JOB, "Done (Success)", exit_code=0, reason="Job terminated successfully")])

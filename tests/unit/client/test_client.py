@@ -94,10 +94,18 @@ class TestJobs:
     def test_get_job_status(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
         answer(
             "<ns1:getJobStatusResponse><JobStatusStruct><jobid>P</jobid><status>Running</status>"
-            "<childrenJob><jobid>C</jobid><status>Done (Success)</status></childrenJob>"
+            "<childrenJob><jobid>C</jobid><status>Done (Exit Code 2)</status></childrenJob>"
+            "<childrenJob><jobid>D</jobid><status>Aborted (proxy expired)</status></childrenJob>"
             "</JobStatusStruct></ns1:getJobStatusResponse>"
         )
-        assert client.get_job_status("P") == JobStatus("P", "Running", (JobStatus("C", "Done (Success)"),))
+        assert client.get_job_status("P") == JobStatus(
+            "P",
+            "Running",
+            (
+                JobStatus("C", "Done (Exit Code 2)", exit_code=2),
+                JobStatus("D", "Aborted (proxy expired)", reason="proxy expired"),
+            ),
+        )
 
     def test_get_jdl(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
         answer("<ns1:getJDLResponse><jdl>[ a = 1 ]</jdl></ns1:getJDLResponse>")
