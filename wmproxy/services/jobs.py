@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, parse_job_id, utcnow
-from wmproxy.errors import AuthorizationError, InvalidArgumentError, JobNotFoundError, OperationNotAllowedError
+from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, utcnow
+from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
+from wmproxy.services.access import job_for, live_job
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import job_base_uri, select_protocols
 from wmproxy.store import UnitOfWork
@@ -32,23 +33,6 @@ class JobStatus:
     children: tuple[JobStatus, ...] = field(default_factory=tuple)
 
 
-def owned_job(uow: UnitOfWork, principal: Principal, job_id: str, *, for_update: bool = False) -> Job:
-    """The job ``job_id`` if ``principal`` owns it.
-
-    Raises:
-        InvalidArgumentError: malformed job id.
-        JobNotFoundError: no such job.
-        AuthorizationError: the job belongs to another DN.
-    """
-    parse_job_id(job_id)
-    job = uow.jobs.get(job_id, for_update=for_update)
-    if job is None:
-        raise JobNotFoundError(job_id)
-    if job.owner_dn != principal.dn:
-        raise AuthorizationError("Authorization error: user not authorized")
-    return job
-
-
 def status_text(job: Job) -> str:
     if job.state == JobState.DONE.value:
         return f"Done (Exit Code {job.exit_code})"
@@ -66,10 +50,10 @@ def job_status(rt: Runtime, principal: Principal, job_id: str) -> JobStatus:
     """getJobStatus: the job's state and, for compound jobs, each node's.
 
     Raises:
-        InvalidArgumentError, JobNotFoundError, AuthorizationError: see :func:`owned_job`.
+        InvalidArgumentError, JobNotFoundError, AuthorizationError: see :func:`access.job_for`.
     """
     with rt.uow() as uow:
-        return _status(uow, owned_job(uow, principal, job_id))
+        return _status(uow, job_for(uow, principal, job_id, access="read"))
 
 
 def get_jdl(rt: Runtime, principal: Principal, job_id: str, kind: str) -> str:
@@ -81,7 +65,7 @@ def get_jdl(rt: Runtime, principal: Principal, job_id: str, kind: str) -> str:
     if kind not in ("ORIGINAL", "REGISTERED"):
         raise InvalidArgumentError(f"Invalid Argument: JDL type {kind!r}")
     with rt.uow() as uow:
-        job = _live(rt, uow, principal, job_id)
+        job = live_job(rt, uow, principal, job_id, access="read")
         return job.jdl_original if kind == "ORIGINAL" else job.jdl_registered
 
 
@@ -97,7 +81,7 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     """
     now = utcnow()
     with rt.uow() as uow:
-        job = _live(rt, uow, principal, job_id, for_update=True)
+        job = live_job(rt, uow, principal, job_id, for_update=True)
         state = JobState(job.state)
         if state in FINAL_STATES:
             raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
@@ -126,7 +110,7 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     """
     now = utcnow()
     with rt.uow() as uow:
-        job = _live(rt, uow, principal, job_id, for_update=True)
+        job = live_job(rt, uow, principal, job_id, for_update=True)
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value, JobState.CANCELLED.value):
             raise OperationNotAllowedError("Job current status doesn't allow purge operation")
         uow.jobs.set_state(job, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
@@ -145,17 +129,9 @@ def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str |
     """
     protocols = select_protocols(protocol, default="default")
     with rt.uow() as uow:
-        job = _live(rt, uow, principal, job_id)
+        job = live_job(rt, uow, principal, job_id, access="read")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value):
             raise OperationNotAllowedError("Job current status doesn't allow getOutputFileList operation")
         base = job_base_uri(rt.settings, job.id)
         files = rt.storage.output_files(job.id)
         return [(f"{base}/output/{name}", size) for _ in protocols for name, size in files]
-
-
-def _live(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, *, for_update: bool = False) -> Job:
-    """An owned job that has not been purged (purged jobs are unknown, as in the reference)."""
-    job = owned_job(uow, principal, job_id, for_update=for_update)
-    if job.state == JobState.CLEARED.value:
-        raise JobNotFoundError(job_id, rt.settings.service.endpoint)
-    return job

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
-from wmproxy.services.jobs import owned_job
+from wmproxy.services.access import job_for, live_job
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import job_base_uri, select_protocols
 
@@ -23,9 +23,7 @@ def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | No
     """
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
-        job = owned_job(uow, principal, job_id)
-        if job.state == JobState.CLEARED.value:
-            raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+        job = live_job(rt, uow, principal, job_id)
         return [f"{job_base_uri(rt.settings, job.id)}/input" for _ in protocols]
 
 
@@ -33,15 +31,15 @@ def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str
     """getSandboxBulkDestURI: ``(job id, URIs)`` for the job first, then each node."""
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
-        job = owned_job(uow, principal, job_id)
-        if job.state == JobState.CLEARED.value:
-            raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+        job = live_job(rt, uow, principal, job_id)
         jobs = [job, *uow.jobs.children(job.id)]
         return [(j.id, [f"{job_base_uri(rt.settings, j.id)}/input" for _ in protocols]) for j in jobs]
 
 
 def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> None:
-    """May ``principal`` use HTTP ``method`` on the job area ``job_rel_dir``? (owner only)
+    """May ``principal`` use HTTP ``method`` on the job area ``job_rel_dir``?
+
+    The owner may read and write; ACL items (§6.4) may read (GET, HEAD).
 
     Raises:
         JobNotFoundError: no job has this area (or it has been purged).
@@ -52,7 +50,7 @@ def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: 
         job = uow.jobs.by_sandbox_dir(job_rel_dir)
         if job is None or job.state == JobState.CLEARED.value:
             raise JobNotFoundError(job_rel_dir)
-        owned_job(uow, principal, job.id)
+        job_for(uow, principal, job.id, access="read" if method in ("GET", "HEAD") else "write")
         if method in ("PUT", "DELETE", "MOVE") and job.state != JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the input sandbox cannot change after the job has been started")
 

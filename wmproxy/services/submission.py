@@ -15,7 +15,7 @@ from wmproxy.domain import JobState, Principal, job_relative_dir, new_job_id, ut
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
 from wmproxy.jdl import describe, jdl_lines, parse_jdl, registered_ad
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
-from wmproxy.services.jobs import owned_job
+from wmproxy.services.access import job_for
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import job_base_uri
 from wmproxy.store import UnitOfWork
@@ -76,7 +76,7 @@ def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     """
     now = utcnow()
     with rt.uow() as uow:
-        job = owned_job(uow, principal, job_id, for_update=True)
+        job = job_for(uow, principal, job_id, for_update=True)
         if job.state == JobState.CLEARED.value:
             raise JobNotFoundError(job_id, rt.settings.service.endpoint)
         usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from wmproxy.store.schema import ExecutionRequest, Job, JobEvent
+from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
 
 class SqlJobStore:
@@ -48,6 +48,32 @@ class SqlJobStore:
             job.exit_code = exit_code
         job.updated_at = now
         self.session.add(JobEvent(job_id=job.id, state=state, reason=reason, at=now))
+
+    def acl_items(self, job_id: str) -> list[str]:
+        return list(
+            self.session.scalars(select(JobAclEntry.item).where(JobAclEntry.job_id == job_id).order_by(JobAclEntry.id))
+        )
+
+    def add_acl_item(self, job_id: str, item: str) -> None:
+        self.session.add(JobAclEntry(job_id=job_id, item=item))
+
+    def remove_acl_item(self, job_id: str, item: str) -> bool:
+        entry = self.session.scalars(
+            select(JobAclEntry).where(JobAclEntry.job_id == job_id, JobAclEntry.item == item)
+        ).one_or_none()
+        if entry is None:
+            return False
+        self.session.delete(entry)
+        return True
+
+    def add_dependency(self, job_id: str, depends_on: str) -> None:
+        self.session.add(JobDependency(job_id=job_id, depends_on=depends_on))
+
+    def dependencies(self, job_id: str) -> list[str]:
+        return list(self.session.scalars(select(JobDependency.depends_on).where(JobDependency.job_id == job_id)))
+
+    def dependents(self, job_id: str) -> list[str]:
+        return list(self.session.scalars(select(JobDependency.job_id).where(JobDependency.depends_on == job_id)))
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
         return self.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()

@@ -92,6 +92,7 @@ class Job(Base):
     jdl_registered: Mapped[str] = mapped_column(Text)
     sandbox_dir: Mapped[str] = mapped_column(String(512))  # relative to the sandbox root
     backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<pid>"
+    perusal_files: Mapped[str | None] = mapped_column(Text)  # enableFilePerusal list, newline separated
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -125,3 +126,28 @@ class ExecutionRequest(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobAclEntry(Base):
+    """One per-job ACL item (``wmproxy-behaviour.md`` §6.4): a DN or an FQAN with read access.
+
+    The owner is implicit (``jobs.owner_dn``) and cannot be removed.
+    """
+
+    __tablename__ = "job_acl"
+    __table_args__ = (UniqueConstraint("job_id", "item", name="uq_job_acl_item"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    item: Mapped[str] = mapped_column(String(512))
+
+
+class JobDependency(Base):
+    """DAG edge: ``job_id`` may run only after ``depends_on`` ended Done with exit code 0."""
+
+    __tablename__ = "job_dependencies"
+    __table_args__ = (UniqueConstraint("job_id", "depends_on", name="uq_job_dependency"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    depends_on: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -1,0 +1,63 @@
+"""Who may act on a job: the owner for everything, ACL items for reading (§6.4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from wmproxy.domain import JobState, Principal, parse_job_id
+from wmproxy.errors import AuthorizationError, JobNotFoundError
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
+
+Access = Literal["read", "write"]
+
+
+def grants(items: list[str], principal: Principal) -> bool:
+    """Does one of the ACL ``items`` name this caller, by DN or by FQAN?
+
+    An FQAN item admits the caller's FQANs equal to it or below it: ``/atlas``
+    admits ``/atlas/Role=production/Capability=NULL`` and ``/atlas/uk/...``.
+    """
+    for item in items:
+        if item == principal.dn:
+            return True
+        if item.startswith("/") and "=" not in item.split("/")[1]:
+            prefix = item.rstrip("/") + "/"
+            if any(fqan == item or fqan.startswith(prefix) for fqan in principal.fqans):
+                return True
+    return False
+
+
+def job_for(uow: UnitOfWork, principal: Principal, job_id: str, *, access: Access = "write",
+            for_update: bool = False) -> Job:
+    """The job ``job_id`` if ``principal`` may act on it with ``access``.
+
+    Raises:
+        InvalidArgumentError: malformed job id.
+        JobNotFoundError: no such job.
+        AuthorizationError: "Authorization error: user not authorized".
+    """
+    parse_job_id(job_id)
+    job = uow.jobs.get(job_id, for_update=for_update)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    if job.owner_dn == principal.dn:
+        return job
+    if access == "read" and grants(uow.jobs.acl_items(_acl_holder(uow, job)), principal):
+        return job
+    raise AuthorizationError("Authorization error: user not authorized")
+
+
+def live_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, *, access: Access = "write",
+             for_update: bool = False) -> Job:
+    """:func:`job_for`, refusing purged jobs as unknown (as the reference, whose area is gone)."""
+    job = job_for(uow, principal, job_id, access=access, for_update=for_update)
+    if job.state == JobState.CLEARED.value:
+        raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+    return job
+
+
+def _acl_holder(uow: UnitOfWork, job: Job) -> str:
+    """Nodes share their compound job's ACL."""
+    return job.parent_id or job.id

@@ -1,0 +1,67 @@
+"""Per-job access lists: getACLItems, addACLItems, removeACLItem (``wmproxy-behaviour.md`` §6.4).
+
+The owner always has full access and cannot be removed. An ACL item is a DN or a VOMS
+FQAN; a caller whose DN equals an item, or one of whose FQANs equals an item or lies
+below it (``/atlas`` admits ``/atlas/Role=production/Capability=NULL``), gains READ
+access to the job: its status, JDL, output file list, proxy info, perusal files and its
+sandbox over HTTPS (GET). Changing the job (start, cancel, purge, uploads, the ACL
+itself) stays with the owner, as the reference granted added entries read only.
+"""
+
+from __future__ import annotations
+
+from wmproxy.domain import Principal
+from wmproxy.errors import AuthorizationError, InvalidArgumentError, OperationNotAllowedError
+from wmproxy.services.access import live_job
+from wmproxy.services.runtime import Runtime
+
+#: Error code of the reference's GACL failures (WMS_GACL_ERROR).
+GACL_ERROR = 1209
+
+
+class AclError(AuthorizationError):
+    code = GACL_ERROR
+
+
+def get_acl_items(rt: Runtime, principal: Principal, job_id: str) -> list[str]:
+    """getACLItems: the owner's DN first, then the added items."""
+    with rt.uow() as uow:
+        job = live_job(rt, uow, principal, job_id, access="read")
+        return [job.owner_dn, *uow.jobs.acl_items(job.id)]
+
+
+def add_acl_items(rt: Runtime, principal: Principal, job_id: str, items: list[str]) -> None:
+    """addACLItems: grant read access to each DN or FQAN in ``items``.
+
+    Raises:
+        InvalidArgumentError: an empty list or an empty item.
+        AclError: an item is already present (1209, as the reference).
+    """
+    cleaned = [item.strip() for item in items]
+    if not cleaned or any(not item for item in cleaned):
+        raise InvalidArgumentError("Invalid Argument: empty ACL item")
+    with rt.uow() as uow:
+        job = live_job(rt, uow, principal, job_id)
+        present = {job.owner_dn, *uow.jobs.acl_items(job.id)}
+        for item in cleaned:
+            if item in present:
+                raise AclError(f"unable to add the new credential entry {item}: the entry already exists")
+            uow.jobs.add_acl_item(job.id, item)
+            present.add(item)
+
+
+def remove_acl_item(rt: Runtime, principal: Principal, job_id: str, item: str) -> None:
+    """removeACLItem.
+
+    Raises:
+        OperationNotAllowedError: removing the owner (1226).
+        AuthorizationError: the item is not in the list (1207).
+    """
+    with rt.uow() as uow:
+        job = live_job(rt, uow, principal, job_id)
+        if item == job.owner_dn:
+            raise OperationNotAllowedError(
+                "Removal of the item representing user that has registered the job is not allowed"
+            )
+        if not uow.jobs.remove_acl_item(job.id, item):
+            raise AuthorizationError(f"Removal of the gacl item failed:\nno such item {item}")
