@@ -2,7 +2,7 @@
 
 Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
 ``config_file`` argument; sections ``[database]``, ``[security]``, ``[service]``,
-``[sandbox]``, ``[execution]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
+``[sandbox]``, ``[execution]``, ``[jobs]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
 (e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
 :func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
 """
@@ -36,6 +36,7 @@ class SecuritySettings:
 
     Attributes:
         ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs).
+        vomsdir: VOMS trust anchors (``<vo>/<host>.lsc``) used to verify VOMS ACs.
         host_cert, host_key: PEM files of the service's host credential.
         store_key_file: file holding the Fernet key that encrypts stored proxies
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
@@ -44,6 +45,7 @@ class SecuritySettings:
     """
 
     ca_dir: str = "/etc/grid-security/certificates"
+    vomsdir: str = "/etc/grid-security/vomsdir"
     host_cert: str = "/etc/grid-security/hostcert.pem"
     host_key: str = "/etc/grid-security/hostkey.pem"
     store_key_file: str = "/var/lib/wmproxy/store.key"
@@ -106,12 +108,34 @@ class ExecutionSettings:
 
 
 @dataclass(frozen=True)
+class JobsSettings:
+    """Limits on what users may ask of jobs (``[jobs]`` section).
+
+    Attributes:
+        quota_soft_limit, quota_hard_limit: per-user sandbox bytes (getTotalQuota);
+            0 = quotas off, and the quota operations answer GetQuotaManagementFault.
+        max_perusal_files: files one job may have under perusal (MaxPerusalFiles, 15).
+        min_perusal_interval: seconds, lower bound of PerusalTimeInterval (1000).
+        max_nodes: nodes one compound job may have.
+        ce_catalogue: file of CE ClassAds for jobListMatch (one ad per CE); empty = no CEs.
+    """
+
+    quota_soft_limit: int = 0
+    quota_hard_limit: int = 0
+    max_perusal_files: int = 15
+    min_perusal_interval: int = 1000
+    max_nodes: int = 10_000
+    ce_catalogue: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
 
 
 def _convert(value: str, target: Any, where: str) -> Any:

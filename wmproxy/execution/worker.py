@@ -12,7 +12,8 @@ import os
 import shutil
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wmproxy.domain import JobState, to_filename
@@ -20,6 +21,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import ExecutionBackend, JobRunSpec, RunHandle
 from wmproxy.execution.staging import stage_in, stage_out, write_job_proxy
 from wmproxy.services import execution as service
+from wmproxy.services.perusal import perusal_lists
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.runtime import Runtime
 
@@ -31,6 +33,8 @@ class RunningJob:
     order: StartOrder
     handle: RunHandle
     work_dir: Path
+    next_sample: float = 0.0
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 class ExecutionWorker:
@@ -56,6 +60,7 @@ class ExecutionWorker:
         """One cycle; returns True when a job was started (so the loop goes on at once)."""
         for job_id in service.take_cancel_requests(self.rt, list(self.running)):
             self._cancel(job_id)
+        self._sample_perusal()
         self._reap()
         if len(self.running) >= self.settings.max_running:
             return False
@@ -104,11 +109,41 @@ class ExecutionWorker:
             if code is None:
                 continue
             del self.running[job_id]
+            if job.order.perusal_interval is not None:
+                self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
             missing = stage_out(job.work_dir, job.order.job_dir, job.order.description.output_sandbox)
             reason = f"output sandbox files not produced: {', '.join(missing)}" if missing else None
             service.set_state(self.rt, job_id, JobState.DONE, exit_code=code, reason=reason)
             shutil.rmtree(job.work_dir, ignore_errors=True)
             log.info("job %s done, exit code %d", job_id, code)
+
+    def _sample_perusal(self) -> None:
+        """Copy what perused files gained into chunks, every PerusalTimeInterval seconds."""
+        now = time.monotonic()
+        due = [j for j in self.running.values() if j.order.perusal_interval is not None and j.next_sample <= now]
+        if not due:
+            return
+        lists = perusal_lists(self.rt, [j.order.job_id for j in due])
+        for job in due:
+            job.next_sample = now + float(job.order.perusal_interval or 0)
+            self._sample(job, lists.get(job.order.job_id, []))
+
+    def _sample(self, job: RunningJob, files: list[str]) -> None:
+        stamp = int(time.time())
+        for name in files:
+            path = job.work_dir / name
+            try:
+                size = path.stat().st_size
+                offset = job.offsets.get(name, 0)
+                if size <= offset:
+                    continue
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(size - offset)
+            except OSError:
+                continue
+            self.rt.storage.write_perusal_chunk(job.order.job_id, name, data, stamp)
+            job.offsets[name] = offset + len(data)
 
     def _cancel(self, job_id: str, reason: str | None = None) -> None:
         job = self.running.pop(job_id, None)

@@ -28,8 +28,8 @@ from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxErro
 CHUNK_SIZE = 64 * 1024
 """Bytes read from an upload stream at a time."""
 
-AREAS = ("input", "output")
-"""The sub-directories of a job area that clients may address."""
+AREAS = ("input", "output", "peek")
+"""The sub-directories of a job area that clients may address (``peek`` holds perusal files)."""
 
 OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 """Output files never reported by :meth:`FilesystemSandboxStorage.output_files` (§4.5)."""
@@ -170,6 +170,52 @@ class FilesystemSandboxStorage:
         """
         return _tree_size(self._area(job_id, "input"))
 
+    # --- perusal (wmproxy-behaviour.md §8) ---
+
+    def write_perusal_chunk(self, job_id: str, name: str, data: bytes, timestamp: int) -> None:
+        """Append ``data`` to the chunk ``peek/<name>.<timestamp>`` (epoch seconds)."""
+        peek = self._area(job_id, "peek")
+        with open(peek / f"{name}.{timestamp}", "ab") as chunk:
+            chunk.write(data)
+
+    def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:
+        """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.
+
+        The chunks are deleted. Returns the names of the merged files made now ([] if none).
+        """
+        peek = self._area(job_id, "peek")
+        chunks = sorted(
+            (int(p.name.rsplit(".", 1)[1]), p)
+            for p in peek.glob(f"{_glob_escape(name)}.*")
+            if p.name.rsplit(".", 1)[1].isdigit() and p.name.rsplit(".", 1)[0] == name
+        )
+        if not chunks:
+            return []
+        merged = f"{name}-{chunks[0][0]}-{chunks[-1][0]}"
+        tmp = peek / f".{merged}{TMP_SUFFIX}"
+        with open(tmp, "wb") as out:
+            for _, chunk in chunks:
+                out.write(chunk.read_bytes())
+        os.replace(tmp, peek / merged)
+        for _, chunk in chunks:
+            chunk.unlink()
+        return [merged]
+
+    def merged_perusal_files(self, job_id: str, name: str) -> list[str]:
+        """Every merged file of ``name`` so far, oldest first."""
+        peek = self._area(job_id, "peek")
+        found = []
+        for p in peek.glob(f"{_glob_escape(name)}-*-*"):
+            first, _, last = p.name[len(name) + 1 :].partition("-")
+            if first.isdigit() and last.isdigit():
+                found.append((int(first), p.name))
+        return [n for _, n in sorted(found)]
+
+    def area_bytes(self, job_id: str) -> int:
+        """Total bytes of the regular files in the whole job area (0 when it does not exist)."""
+        job_dir = self.job_dir(job_id)
+        return _tree_size(job_dir) if job_dir.is_dir() else 0
+
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
 
@@ -234,7 +280,7 @@ class FilesystemSandboxStorage:
                 f"Not a job sandbox path: only {self.dir_name}/<xx>/<job>/input and output are served"
             )
         if parts[3] not in AREAS:
-            raise SandboxPathError("Only the input and output sandbox directories of a job are served")
+            raise SandboxPathError("Only the input, output and peek directories of a job are served")
         return "/".join(parts[:3]), parts[3], tuple(parts[4:])
 
     def resolve(self, rel_path: str) -> ResolvedPath:
@@ -404,3 +450,7 @@ def _tree_size(top: Path) -> int:
             if stat.S_ISREG(st.st_mode):
                 total += st.st_size
     return total
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)

@@ -24,6 +24,7 @@ from wmproxy.errors import InvalidDelegationIdError, ProxyError, ProxyVerificati
 from wmproxy.security.chain import chain_pem, identity_dn, is_proxy, load_pem_chain, verify_chain
 from wmproxy.security.proxy import public_key_der, utc_now
 from wmproxy.security.proxy import key_pem as _key_pem
+from wmproxy.security.voms import primary_fqans
 
 CLOCK_SKEW = timedelta(seconds=5)
 _DELEGATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -67,9 +68,19 @@ def new_proxy_request(bits: int = 2048) -> tuple[bytes, bytes]:
 
 
 def voms_fqans(chain: Sequence[x509.Certificate]) -> tuple[str, ...]:
-    """VOMS FQANs found in ``chain`` (first = primary). VOMS AC parsing is not part of
-    this module yet, so this returns ``()``; callers already treat it as the source."""
-    return ()
+    """FQANs of the first VOMS AC found in ``chain`` (first = primary), ``()`` without one.
+
+    The AC is not verified here (see :func:`wmproxy.security.voms.voms_attributes`).
+
+    Raises:
+        ProxyVerificationError: the VOMS extension is malformed.
+    """
+    try:
+        return primary_fqans(list(chain))
+    except ProxyVerificationError:
+        raise
+    except ProxyError as exc:
+        raise _refuse(str(exc.args[0])) from None
 
 
 def _refuse(message: str) -> ProxyVerificationError:

@@ -10,8 +10,15 @@ from __future__ import annotations
 import datetime as dt
 
 from wmproxy.domain import Principal, utcnow
-from wmproxy.errors import DelegationError, DelegationNotFoundError, ProxyError, ProxyExpiredError
+from wmproxy.errors import (
+    DelegationError,
+    DelegationNotFoundError,
+    InvalidArgumentError,
+    ProxyError,
+    ProxyExpiredError,
+)
 from wmproxy.security import delegation as crypto
+from wmproxy.security.proxy_info import ProxyInfo, proxy_info
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Delegation
@@ -147,6 +154,26 @@ def destroy(rt: Runtime, principal: Principal, delegation_id: str | None) -> Non
         request = uow.delegations.get_request(principal.dn, delegation_id)
         if request is not None:
             uow.delegations.delete_request(request)
+
+
+def delegated_proxy_info(rt: Runtime, principal: Principal, delegation_id: str) -> ProxyInfo:
+    """getDelegatedProxyInfo (§5.5): subject, issuer, type, strength, times, VOMS ACs.
+
+    Raises:
+        InvalidArgumentError: empty id ("Provided Delegation Id not valid").
+        DelegationNotFoundError: nothing stored under (DN, id).
+    """
+    if not delegation_id:
+        raise InvalidArgumentError("Provided Delegation Id not valid")
+    delegation_id = resolve_delegation_id(principal, delegation_id)
+    with rt.uow() as uow:
+        pem = rt.sealer.open(_get(uow, principal.dn, delegation_id).sealed_proxy)
+    return describe_proxy(rt, pem)
+
+
+def describe_proxy(rt: Runtime, pem: bytes) -> ProxyInfo:
+    sec = rt.settings.security
+    return proxy_info(pem, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
 
 
 def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime, min_lifetime: int) -> Delegation:

@@ -13,6 +13,7 @@ from pathlib import Path
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import JobDescription, describe, input_sandbox_files, parse_jdl
 from wmproxy.services.jobs import CANCELLED_BY_USER
+from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 
 
@@ -25,6 +26,7 @@ class StartOrder:
     isb_files: tuple[str, ...]
     job_dir: Path
     proxy_pem: bytes
+    perusal_interval: int | None = None
 
 
 def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
@@ -52,6 +54,7 @@ def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
             isb_files=tuple(input_sandbox_files(description)),
             job_dir=rt.storage.job_dir(job.id),
             proxy_pem=proxy_pem,
+            perusal_interval=perusal_interval(rt, job.jdl_original),
         )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, utcnow
-from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
+from wmproxy.errors import DelegationNotFoundError, InvalidArgumentError, OperationNotAllowedError
+from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
+from wmproxy.services.delegation import describe_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import job_base_uri, select_protocols
 from wmproxy.store import UnitOfWork
@@ -67,6 +69,24 @@ def get_jdl(rt: Runtime, principal: Principal, job_id: str, kind: str) -> str:
     with rt.uow() as uow:
         job = live_job(rt, uow, principal, job_id, access="read")
         return job.jdl_original if kind == "ORIGINAL" else job.jdl_registered
+
+
+def job_proxy_info(rt: Runtime, principal: Principal, job_id: str) -> ProxyInfo:
+    """getJobProxyInfo (§5.5): the proxy the job runs with.
+
+    Raises:
+        InvalidArgumentError: empty id ("Provided Job Id not valid").
+        DelegationNotFoundError: the job's delegation has been destroyed.
+    """
+    if not job_id:
+        raise InvalidArgumentError("Provided Job Id not valid")
+    with rt.uow() as uow:
+        job = live_job(rt, uow, principal, job_id, access="read")
+        delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
+        if delegation is None:
+            raise DelegationNotFoundError("Unable to get the job's delegated Proxy")
+        pem = rt.sealer.open(delegation.sealed_proxy)
+    return describe_proxy(rt, pem)
 
 
 def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
 from wmproxy.services.access import job_for, live_job
+from wmproxy.services.quota import upload_room
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import job_base_uri, select_protocols
 
@@ -56,11 +57,14 @@ def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: 
 
 
 def input_room(rt: Runtime, job_rel_dir: str) -> int:
-    """Bytes the job's input area may still take: MaxInputSandboxSize − what it holds."""
+    """Bytes the job's input area may still take: MaxInputSandboxSize − what it holds,
+    and no more than the owner's remaining hard quota when quotas are on."""
     with rt.uow() as uow:
         job = uow.jobs.by_sandbox_dir(job_rel_dir)
         if job is None:
             raise JobNotFoundError(job_rel_dir)
-        job_id = job.id
-    return max(0, rt.settings.service.max_input_sandbox_size - rt.storage.input_size(job_id))
+        job_id, owner = job.id, job.owner_dn
+    room = max(0, rt.settings.service.max_input_sandbox_size - rt.storage.input_size(job_id))
+    quota_room = upload_room(rt, owner)
+    return room if quota_room is None else min(room, quota_room)
 

@@ -11,6 +11,7 @@ and ``WMPROXY_*`` variables, read once per worker process).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -49,9 +50,10 @@ def published_wsdl(endpoint: str, wsdl_file: Path = WSDL_FILE) -> bytes:
 class WMProxyApplication:
     """Routes requests; ``authenticate`` turns the environ into a Principal (TLS by default)."""
 
-    def __init__(self, runtime: Runtime, authenticate: Authenticate = tls_principal) -> None:
+    def __init__(self, runtime: Runtime, authenticate: Authenticate | None = None) -> None:
         self.runtime = runtime
-        self.authenticate = authenticate
+        sec = runtime.settings.security
+        self.authenticate = authenticate or functools.partial(tls_principal, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
         self.endpoint_path = runtime.settings.service.endpoint_path
         self.sandbox_prefix = f"/{runtime.settings.sandbox.dir_name}/"
         self.soap = SoapDispatcher()
@@ -93,7 +95,7 @@ class WMProxyApplication:
         return [body]
 
 
-def create_app(settings: Settings | None = None, authenticate: Authenticate = tls_principal) -> WMProxyApplication:
+def create_app(settings: Settings | None = None, authenticate: Authenticate | None = None) -> WMProxyApplication:
     """Build the application from ``settings`` (default: :func:`wmproxy.config.load_settings`)."""
     return WMProxyApplication(Runtime.from_settings(settings or load_settings()), authenticate)
 

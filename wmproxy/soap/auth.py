@@ -15,6 +15,7 @@ from typing import Any
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError
 from wmproxy.security.chain import der_chain_to_pem, identity_dn, load_pem_chain
+from wmproxy.security.voms import voms_attributes
 
 
 def verified_chain_der(sock: Any) -> list[bytes]:
@@ -32,8 +33,11 @@ def verified_chain_der(sock: Any) -> list[bytes]:
     return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in (sslobj.get_verified_chain() or [])]  # type: ignore[attr-defined]
 
 
-def tls_principal(environ: dict[str, Any]) -> Principal:
+def tls_principal(environ: dict[str, Any], *, vomsdir: str | None = None, ca_dir: str | None = None) -> Principal:
     """The :class:`Principal` of a request served by gunicorn over TLS.
+
+    FQANs come from the VOMS ACs of the chain that verify against ``vomsdir`` and
+    ``ca_dir`` and are valid now; without both, the caller has no FQANs.
 
     Raises:
         AuthenticationError: no TLS socket or no client certificate.
@@ -46,4 +50,10 @@ def tls_principal(environ: dict[str, Any]) -> Principal:
         raise AuthenticationError("Unable to get a valid user DN: no TLS client certificate")
     chain_pem = der_chain_to_pem(ders)
     chain = load_pem_chain(chain_pem)
-    return Principal(dn=identity_dn(chain), chain_pem=chain_pem, fqans=())
+    fqans: tuple[str, ...] = ()
+    if vomsdir and ca_dir:
+        for attrs in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir):
+            if attrs.verified and attrs.valid_at():
+                fqans = attrs.fqans
+                break
+    return Principal(dn=identity_dn(chain), chain_pem=chain_pem, fqans=fqans)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.jobs import JobStatus
 from wmproxy.services.submission import RegisteredJob
 from wmproxy.soap import types
@@ -30,3 +31,22 @@ def dest_uris_struct(entries: list[tuple[str, list[str]]]) -> types.DestURIsStru
 
 def file_list(entries: list[tuple[str, int]]) -> types.StringAndLongList:
     return types.StringAndLongList(file=[types.StringAndLongType(name=name, size=size) for name, size in entries])
+
+
+def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
+    return types.ProxyInfoStructType(
+        Subject=info.subject,
+        Issuer=info.issuer,
+        Identity=info.identity,
+        Type=info.type,
+        Strength=info.strength,
+        StartTime=info.start_time,
+        EndTime=info.end_time,
+        VOsInfo=[
+            types.VOProxyInfoStructType(
+                User=vo.user, UserCA=vo.user_ca, Server=vo.server, ServerCA=vo.server_ca, VOName=vo.vo_name,
+                URI=vo.uri, StartTime=vo.start_time, EndTime=vo.end_time, Attribute=list(vo.attributes),
+            )
+            for vo in info.vos
+        ],
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spyne import ComplexModel, DateTime, Long, Unicode
+from spyne import Boolean, ComplexModel, DateTime, Integer, Long, Unicode
 from spyne.model.complex import SelfReference
 
 from wmproxy.soap.namespaces import DELEGATION_2, WMPROXY
@@ -66,6 +66,37 @@ class JobStatusStructType(ComplexModel):
     ]
 
 
+class VOProxyInfoStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [
+        *[(name, Part(Unicode, min_occurs=1)) for name in
+          ("User", "UserCA", "Server", "ServerCA", "VOName", "URI", "StartTime", "EndTime")],
+        ("Attribute", Part(Unicode, min_occurs=1, max_occurs="unbounded")),
+    ]
+
+
+class ProxyInfoStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [
+        *[(name, Part(Unicode, min_occurs=1)) for name in
+          ("Subject", "Issuer", "Identity", "Type", "Strength", "StartTime", "EndTime")],
+        ("VOsInfo", Part(VOProxyInfoStructType, max_occurs="unbounded")),
+    ]
+
+
+class JobTypeList(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [("jobType", Part(Unicode, max_occurs="unbounded"))]
+
+
+class GraphStructType(ComplexModel):
+    __namespace__ = WMPROXY
+    _type_info = [
+        ("name", Part(Unicode, min_occurs=1, nillable=True)),
+        ("childrenJob", SelfReference.customize(sub_ns="", max_occurs="unbounded")),
+    ]
+
+
 class NewProxyReq(ComplexModel):
     __namespace__ = DELEGATION_2
     _type_info = [
@@ -75,4 +106,6 @@ class NewProxyReq(ComplexModel):
 
 
 Long_ = Part(Long)
+Integer_ = Part(Integer)
+Boolean_ = Part(Boolean)
 DateTime_ = Part(DateTime)

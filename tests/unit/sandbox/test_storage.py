@@ -109,7 +109,7 @@ class TestWriteFileAtomic:
         storage.write_file_atomic(target, b"new", mode=0o640)
         assert target.read_bytes() == b"new"
         assert _mode(target) == 0o640
-        assert sorted(os.listdir(job_dir)) == ["JDLOriginal", "input", "output"]
+        assert sorted(os.listdir(job_dir)) == ["JDLOriginal", "input", "output", "peek"]
 
     def test_missing_directory_raises_sandbox_error(self, storage: FilesystemSandboxStorage) -> None:
         with pytest.raises(SandboxError):
@@ -184,7 +184,7 @@ class TestResolve:
             f"{JOB_DIR}/input/a\\..\\b",
             f"{JOB_DIR}/input/f\x00.txt",
             f"{JOB_DIR}/user.proxy",
-            f"{JOB_DIR}/peek/x",
+            f"{JOB_DIR}/peeks/x",
             f"{JOB_DIR}",
             "SandboxDir/Ab",
             "SandboxDir/../etc/passwd",
@@ -192,7 +192,7 @@ class TestResolve:
             "",
         ],
     )
-    def test_refuses_paths_outside_input_and_output(self, storage: FilesystemSandboxStorage, path: str) -> None:
+    def test_refuses_paths_outside_input_output_and_peek(self, storage: FilesystemSandboxStorage, path: str) -> None:
         storage.create_job_area(JOB)
         with pytest.raises(SandboxPathError):
             storage.resolve(path)
@@ -233,3 +233,20 @@ class TestResolve:
 
     def test_split_path_does_not_touch_the_disk(self, storage: FilesystemSandboxStorage) -> None:
         assert storage.split_path(f"{JOB_DIR}/input/a/b") == (JOB_DIR, "input", ("a", "b"))
+
+
+class TestPerusalChunks:
+    def test_chunks_merge_in_time_order_and_disappear(self, storage: FilesystemSandboxStorage) -> None:
+        storage.create_job_area(JOB)
+        storage.write_perusal_chunk(JOB, "out.txt", b"b", 20)
+        storage.write_perusal_chunk(JOB, "out.txt", b"a", 10)
+        storage.write_perusal_chunk(JOB, "out.txt", b"c", 20)
+        storage.write_perusal_chunk(JOB, "out.txt.bak", b"x", 5)
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-10-20"]
+        peek = storage.job_dir(JOB) / "peek"
+        assert (peek / "out.txt-10-20").read_bytes() == b"abc"
+        assert sorted(os.listdir(peek)) == ["out.txt-10-20", "out.txt.bak.5"]
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == []
+        storage.write_perusal_chunk(JOB, "out.txt", b"d", 30)
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-30-30"]
+        assert storage.merged_perusal_files(JOB, "out.txt") == ["out.txt-10-20", "out.txt-30-30"]

@@ -1,0 +1,123 @@
+"""getProxyInfo data (ProxyInfoStructType formats) for plain, VOMS and multi-level proxies."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.conftest import need_peer
+from tests.unit.security.test_voms import FQANS, URI, fake_voms_proxy, fake_voms_server
+from wmproxy.errors import ProxyError
+from wmproxy.security.chain import chain_pem, load_pem_chain
+from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
+from wmproxy.security.proxy_info import chain_proxy_info, epoch, proxy_info
+
+
+@pytest.fixture(scope="module")
+def voms_server(pki, tmp_path_factory):
+    return fake_voms_server(pki, tmp_path_factory.mktemp("voms-info"))
+
+
+@pytest.fixture(scope="module")
+def voms_proxy(pki, voms_server):
+    return fake_voms_proxy(pki, voms_server, voms_server.vomsdir.parent / "voms-proxy.pem")
+
+
+def _epoch_now() -> int:
+    return int(datetime.now(timezone.utc).timestamp())
+
+
+class TestProxyFields:
+    def test_voms_proxy_file(self, voms_proxy, pki):
+        info = proxy_info(voms_proxy.read_bytes())
+        leaf = load_pem_chain(voms_proxy.read_bytes())[0]
+        alice = pki.users["alice"].dn
+        assert info.subject.startswith(alice + "/CN=")
+        assert info.issuer == alice
+        assert info.identity == alice
+        assert info.type == "proxy"
+        assert info.strength == "2048"
+        assert info.start_time == str(int(leaf.not_valid_before_utc.timestamp()))
+        assert info.end_time == str(int(leaf.not_valid_after_utc.timestamp()))
+
+    def test_times_are_epoch_second_strings(self, voms_proxy):
+        info = proxy_info(voms_proxy.read_bytes())
+        for value in (info.start_time, info.end_time, info.vos[0].start_time, info.vos[0].end_time):
+            assert re.fullmatch(r"\d{10}", value)
+        assert int(info.start_time) <= _epoch_now() < int(info.end_time)
+
+    def test_plain_certificate_is_x509(self, pki):
+        user = pki.users["bob"].credential
+        info = chain_proxy_info([user.cert])
+        assert info.type == "x509"
+        assert info.subject == info.identity == pki.users["bob"].dn
+        assert info.issuer == pki.ca.dn
+        assert info.vos == []
+
+    def test_proxy_of_proxy_identity_is_the_user(self, pki):
+        first = load_credential(pki.users["bob"].proxy)
+        second = make_proxy(first, lifetime=600, key_bits=1024)
+        info = proxy_info(credential_pem(second))
+        assert info.identity == pki.users["bob"].dn
+        assert info.issuer != info.identity and info.issuer.startswith(info.identity + "/CN=")
+        assert info.strength == "1024"
+        assert info.vos == []
+
+    def test_no_certificate(self):
+        with pytest.raises(ProxyError):
+            proxy_info(b"nothing here")
+
+
+class TestVoInfo:
+    def test_vo_fields(self, voms_proxy, voms_server, pki):
+        (vo,) = proxy_info(voms_proxy.read_bytes()).vos
+        assert vo.vo_name == "atlas"
+        assert vo.uri == URI
+        assert vo.user == pki.users["alice"].dn
+        assert vo.user_ca == pki.ca.dn
+        assert vo.server == voms_server.dn
+        assert vo.server_ca == pki.ca.dn
+        assert vo.attributes == list(FQANS)
+        assert int(vo.end_time) - int(vo.start_time) == 24 * 3600
+
+    def test_vo_info_survives_a_further_proxy(self, voms_proxy):
+        second = make_proxy(load_credential(voms_proxy), lifetime=600)
+        info = proxy_info(chain_pem(second.full_chain))
+        assert [vo.attributes for vo in info.vos] == [list(FQANS)]
+        assert int(info.end_time) - _epoch_now() <= 600
+
+    def test_expired_ac_end_time_in_the_past(self, pki, voms_server, tmp_path):
+        path = fake_voms_proxy(pki, voms_server, tmp_path / "old.pem", "-pastac", "48:00")
+        (vo,) = proxy_info(path.read_bytes()).vos
+        assert int(vo.end_time) < _epoch_now() - 23 * 3600
+
+    def test_epoch(self):
+        assert epoch(datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc)) == "1300000000"
+
+
+def test_agrees_with_voms_proxy_info(voms_proxy, pki):
+    binary = shutil.which("voms-proxy-info")
+    if binary is None:
+        need_peer("voms-proxy-info (voms-clients) is not installed")
+    env = {**os.environ, "X509_CERT_DIR": str(pki.ca_dir)}
+    out = subprocess.run([binary, "-all", "-file", str(voms_proxy)], capture_output=True, text=True,
+                         env=env, timeout=60).stdout
+    fields: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), []).append(value.strip())
+    info = proxy_info(voms_proxy.read_bytes())
+    vo = info.vos[0]
+    assert fields["subject"] == [info.subject, vo.user]
+    assert fields["issuer"] == [info.issuer, vo.server]
+    assert fields["identity"] == [info.identity]
+    assert fields["strength"] == [f"{info.strength} bits"]
+    assert fields["VO"] == [vo.vo_name]
+    assert fields["attribute"] == vo.attributes
+    assert fields["uri"] == [vo.uri]

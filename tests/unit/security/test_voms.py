@@ -1,0 +1,231 @@
+"""VOMS AC parsing and verification against proxies made by the real voms-proxy-fake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import Pki, need_peer
+from wmproxy.errors import ProxyError, ProxyVerificationError
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.delegation import accept_delegated_proxy, new_proxy_request, voms_fqans
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.pki import create_ca
+from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
+from wmproxy.security.voms import VOMS_AC_OID, primary_fqans, voms_attributes
+
+FQANS = ("/atlas/Role=production/Capability=NULL", "/atlas/Role=NULL/Capability=NULL",
+         "/atlas/uk/Role=NULL/Capability=NULL")
+URI = "voms.localhost:15001"
+
+
+@dataclass
+class VomsServer:
+    """A fake VOMS server: host cert issued by the test CA, and a vomsdir trusting it."""
+
+    cert: Path
+    key: Path
+    dn: str
+    vomsdir: Path
+
+
+def fake_voms_server(pki: Pki, root: Path) -> VomsServer:
+    cert, key = pki.ca.issue_host("voms.localhost", root / "voms")
+    dn = slash_dn(x509.load_pem_x509_certificate(cert.read_bytes()).subject)
+    vomsdir = root / "vomsdir"
+    write_lsc(vomsdir, dn, pki.ca.dn)
+    return VomsServer(cert, key, dn, vomsdir)
+
+
+def write_lsc(vomsdir: Path, dn: str, ca_dn: str, vo: str = "atlas", host: str = "voms.localhost") -> Path:
+    path = vomsdir / vo / f"{host}.lsc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{dn}\n{ca_dn}\n")
+    return path
+
+
+def fake_voms_proxy(pki: Pki, server: VomsServer, out: Path, *args: str, user: str = "alice",
+                    fqans: tuple[str, ...] = FQANS) -> Path:
+    """Run voms-proxy-fake (``peers.md`` §4.1) for a test user; extra ``args`` are appended."""
+    binary = shutil.which("voms-proxy-fake")
+    if binary is None:
+        need_peer("voms-proxy-fake (voms-clients) is not installed")
+    home = pki.root / pki.users[user].name
+    cmd = [binary, "-rfc", "-q", "-cert", str(home / "usercert.pem"), "-key", str(home / "userkey.pem"),
+           "-certdir", str(pki.ca_dir), "-hostcert", str(server.cert), "-hostkey", str(server.key),
+           "-voms", "atlas", "-uri", URI, "-hours", "24", "-vomslife", "24", "-out", str(out)]
+    for fqan in fqans:
+        cmd += ["-fqan", fqan]
+    env = {**os.environ, "X509_CERT_DIR": str(pki.ca_dir), "HOME": str(out.parent)}
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def voms_server(pki, tmp_path_factory) -> VomsServer:
+    return fake_voms_server(pki, tmp_path_factory.mktemp("voms"))
+
+
+@pytest.fixture(scope="module")
+def voms_proxy(pki, voms_server) -> Path:
+    return fake_voms_proxy(pki, voms_server, voms_server.vomsdir.parent / "voms-proxy.pem")
+
+
+@pytest.fixture(scope="module")
+def voms_chain(voms_proxy) -> list[x509.Certificate]:
+    return load_pem_chain(voms_proxy.read_bytes())
+
+
+def _with_extension(value: bytes) -> list[x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broken")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.UnrecognizedExtension(VOMS_AC_OID, value), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return [cert]
+
+
+class TestParse:
+    def test_fqans_vo_and_uri(self, voms_chain):
+        (ac,) = voms_attributes(voms_chain)
+        assert ac.fqans == FQANS
+        assert ac.vo == "atlas"
+        assert ac.uri == URI
+
+    def test_holder_and_issuer_dns(self, voms_chain, pki, voms_server):
+        (ac,) = voms_attributes(voms_chain)
+        assert ac.holder_dn == pki.users["alice"].dn
+        assert ac.holder_ca_dn == pki.ca.dn
+        assert ac.issuer_dn == voms_server.dn
+        assert ac.issuer_ca_dn == pki.ca.dn
+
+    def test_validity_times(self, voms_chain):
+        (ac,) = voms_attributes(voms_chain)
+        now = datetime.now(timezone.utc)
+        assert ac.not_before.tzinfo is not None
+        assert ac.not_after - ac.not_before == timedelta(hours=24)
+        assert abs((ac.not_before - now).total_seconds()) < 600
+        assert ac.valid_at(now)
+
+    def test_not_verified_unless_asked(self, voms_chain):
+        (ac,) = voms_attributes(voms_chain)
+        assert ac.verified is False
+        assert ac.verify_error == ""
+
+    def test_primary_fqans(self, voms_chain):
+        assert primary_fqans(voms_chain) == FQANS
+
+    def test_plain_proxy_has_none(self, pki):
+        chain = load_pem_chain(pki.users["alice"].proxy.read_bytes())
+        assert voms_attributes(chain) == []
+        assert primary_fqans(chain) == ()
+
+    def test_garbage_extension_is_a_proxy_error(self):
+        with pytest.raises(ProxyError, match="malformed VOMS attribute certificate"):
+            voms_attributes(_with_extension(b"\x30\x03\x02\x01\x01"))
+
+    def test_empty_ac_sequence_is_a_proxy_error(self):
+        with pytest.raises(ProxyError, match="no AC"):
+            voms_attributes(_with_extension(b"\x30\x00"))
+
+
+class TestVerify:
+    def test_right_lsc_verifies(self, voms_chain, voms_server, pki):
+        (ac,) = voms_attributes(voms_chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir))
+        assert ac.verified is True, ac.verify_error
+        assert ac.verify_error == ""
+
+    def test_wrong_lsc_dn_is_not_verified(self, voms_chain, voms_server, pki, tmp_path):
+        write_lsc(tmp_path, "/C=XX/O=wmproxy-demo/OU=Hosts/CN=impostor", pki.ca.dn)
+        (ac,) = voms_attributes(voms_chain, vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir))
+        assert ac.verified is False
+        assert "lsc mismatch" in ac.verify_error
+        assert ac.fqans == FQANS  # still reported, callers decide
+
+    def test_wrong_lsc_ca_is_not_verified(self, voms_chain, voms_server, pki, tmp_path):
+        write_lsc(tmp_path, voms_server.dn, "/C=YY/O=Elsewhere/CN=Other CA")
+        (ac,) = voms_attributes(voms_chain, vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir))
+        assert not ac.verified
+        assert "lsc mismatch" in ac.verify_error
+
+    def test_empty_vomsdir_is_not_verified(self, voms_chain, pki, tmp_path):
+        (ac,) = voms_attributes(voms_chain, vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir))
+        assert not ac.verified
+        assert "voms.localhost.lsc" in ac.verify_error
+
+    def test_old_style_vomsdir_with_server_cert(self, voms_chain, voms_server, pki, tmp_path):
+        (tmp_path / "atlas").mkdir()
+        shutil.copy(voms_server.cert, tmp_path / "atlas" / "voms.localhost.pem")
+        (ac,) = voms_attributes(voms_chain, vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir))
+        assert ac.verified, ac.verify_error
+
+    def test_untrusted_ca_is_not_verified(self, voms_chain, voms_server, tmp_path):
+        other = create_ca(tmp_path / "certificates", "/C=YY/O=Elsewhere/CN=Other CA")
+        (ac,) = voms_attributes(voms_chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(other.directory))
+        assert not ac.verified
+        assert "VOMS server certificate" in ac.verify_error
+
+    def test_ac_of_another_user_is_not_verified(self, voms_chain, pki, voms_server):
+        bob = load_pem_chain(pki.users["bob"].proxy.read_bytes())
+        # bob's chain with alice's VOMS proxy on top: the AC holder is not in bob's part
+        (ac,) = voms_attributes([voms_chain[0], *bob[1:]], vomsdir=str(voms_server.vomsdir),
+                                ca_dir=str(pki.ca_dir))
+        assert not ac.verified
+        assert "holder" in ac.verify_error
+
+
+class TestChainsAndLifetimes:
+    def test_proxy_below_voms_proxy_keeps_the_ac(self, voms_proxy, voms_server, pki):
+        second = make_proxy(load_credential(voms_proxy), lifetime=3600)
+        chain = second.full_chain
+        assert len(chain) == 3
+        (ac,) = voms_attributes(chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir))
+        assert ac.fqans == FQANS
+        assert ac.verified, ac.verify_error
+        third = make_proxy(second, lifetime=600)
+        assert primary_fqans(third.full_chain) == FQANS
+
+    def test_expired_ac_is_returned_with_its_dates(self, pki, voms_server, tmp_path):
+        path = fake_voms_proxy(pki, voms_server, tmp_path / "old.pem", "-pastac", "48:00",
+                               fqans=FQANS[1:2])
+        # -vomslife 24 from 48 h ago: ended about 24 h ago
+        (ac,) = voms_attributes(load_pem_chain(path.read_bytes()), vomsdir=str(voms_server.vomsdir),
+                                ca_dir=str(pki.ca_dir))
+        now = datetime.now(timezone.utc)
+        assert ac.not_after < now - timedelta(hours=23)
+        assert not ac.valid_at(now)
+        assert ac.fqans == FQANS[1:2]
+        assert ac.verified, ac.verify_error  # signature and trust; the dates are the caller's
+
+
+class TestDelegationFqans:
+    def test_voms_fqans_reads_the_first_ac(self, voms_chain):
+        assert voms_fqans(voms_chain) == FQANS
+
+    def test_voms_fqans_without_ac(self, pki):
+        assert voms_fqans(load_pem_chain(pki.users["alice"].proxy.read_bytes())) == ()
+
+    def test_voms_fqans_malformed(self):
+        with pytest.raises(ProxyVerificationError, match="malformed"):
+            voms_fqans(_with_extension(b"\x04\x00"))
+
+    def test_put_proxy_of_a_voms_proxy_stores_fqans(self, voms_proxy, pki):
+        key, csr = new_proxy_request()
+        signed = sign_proxy_request(csr, load_credential(voms_proxy), lifetime=3600)
+        delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir))
+        assert delegated.fqans == FQANS

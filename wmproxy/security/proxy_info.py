@@ -1,0 +1,127 @@
+"""What getProxyInfo / getJobProxyInfo report about a proxy (``wmproxy-behaviour.md`` §5.5).
+
+Plain data in the wire formats of ProxyInfoStructType / VOProxyInfoStructType: slash
+DNs, key size in bits and times as decimal UNIX epoch seconds, all as strings. The SOAP
+port only copies the fields.
+
+Two deliberate differences from the gLite HEAD server:
+
+* ``type`` is ``"proxy"`` only for RFC 3820 proxies (proxyCertInfo present), else
+  ``"x509"``; HEAD looked for ``CN=`` in the subject and so always said ``"proxy"``.
+* ``identity`` is the end-entity (user) DN, as ``voms-proxy-info`` prints it. HEAD
+  copied the issuer string, which is the same for a one-level proxy but carries the
+  extra proxy CNs for proxies of proxies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+
+from wmproxy.errors import ProxyError
+from wmproxy.security.chain import end_entity, is_proxy, load_pem_chain
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.voms import VomsAttributes, voms_attributes
+
+
+@dataclass
+class VOProxyInfo:
+    """One VOMS AC (VOProxyInfoStructType); times are epoch-second strings."""
+
+    user: str
+    user_ca: str
+    server: str
+    server_ca: str
+    vo_name: str
+    uri: str
+    start_time: str
+    end_time: str
+    attributes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProxyInfo:
+    """A proxy or certificate (ProxyInfoStructType); times are epoch-second strings.
+
+    ``start_time``/``end_time`` are the leaf's notBefore and the earliest notAfter of
+    the chain (the effective lifetime; the leaf's own for proxies made by the usual tools).
+    """
+
+    subject: str
+    issuer: str
+    identity: str
+    type: str
+    strength: str
+    start_time: str
+    end_time: str
+    vos: list[VOProxyInfo] = field(default_factory=list)
+
+
+def epoch(when: datetime) -> str:
+    """``when`` (aware) as decimal UNIX epoch seconds, e.g. ``"1300000000"``."""
+    return str(int(when.timestamp()))
+
+
+def proxy_info(pem: bytes, *, vomsdir: str | None = None, ca_dir: str | None = None) -> ProxyInfo:
+    """Describe a grid proxy file (cert, key, chain) or a PEM chain, leaf first.
+
+    Args:
+        pem: PEM bytes; private key blocks are ignored.
+        vomsdir, ca_dir: passed to :func:`~wmproxy.security.voms.voms_attributes`; the
+            ACs are listed whether or not they verify.
+
+    Raises:
+        ProxyError: no certificate, unreadable certificate or malformed VOMS AC.
+    """
+    return chain_proxy_info(load_pem_chain(pem), vomsdir=vomsdir, ca_dir=ca_dir)
+
+
+def chain_proxy_info(
+    chain: list[x509.Certificate], *, vomsdir: str | None = None, ca_dir: str | None = None
+) -> ProxyInfo:
+    """:func:`proxy_info` for an already parsed leaf-first chain. Raises ProxyError like it."""
+    if not chain:
+        raise ProxyError("empty certificate chain")
+    leaf = chain[0]
+    try:
+        identity = slash_dn(end_entity(chain).subject)
+    except ProxyError:
+        identity = slash_dn(leaf.issuer)
+    return ProxyInfo(
+        subject=slash_dn(leaf.subject),
+        issuer=slash_dn(leaf.issuer),
+        identity=identity,
+        type="proxy" if is_proxy(leaf) else "x509",
+        strength=str(key_bits(leaf)),
+        start_time=epoch(leaf.not_valid_before_utc),
+        end_time=epoch(min(c.not_valid_after_utc for c in chain)),
+        vos=[vo_proxy_info(a) for a in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir)],
+    )
+
+
+def vo_proxy_info(attrs: VomsAttributes) -> VOProxyInfo:
+    """The VOProxyInfoStructType fields of one AC."""
+    return VOProxyInfo(
+        user=attrs.holder_dn,
+        user_ca=attrs.holder_ca_dn,
+        server=attrs.issuer_dn,
+        server_ca=attrs.issuer_ca_dn,
+        vo_name=attrs.vo,
+        uri=attrs.uri,
+        start_time=epoch(attrs.not_before),
+        end_time=epoch(attrs.not_after),
+        attributes=list(attrs.fqans),
+    )
+
+
+def key_bits(cert: x509.Certificate) -> int:
+    """Public key size in bits (RSA modulus, EC curve size; 256/456 for Ed25519/Ed448)."""
+    key = cert.public_key()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return 456
+    return int(getattr(key, "key_size", 0))

@@ -1,0 +1,449 @@
+"""VOMS attribute certificates (RFC 5755 ACs) carried by VOMS proxies.
+
+Layout (``peers.md`` §4.3): the proxy extension ``1.3.6.1.4.1.8005.100.100.5`` holds
+``SEQUENCE OF SEQUENCE OF AttributeCertificate``. In each AC, the attribute
+``1.3.6.1.4.1.8005.100.100.4`` (IetfAttrSyntax) gives the policy authority
+``<vo>://<host>:<port>`` and the FQANs; the AC extension ``1.3.6.1.4.1.8005.100.100.10``
+(certseq, ``SEQUENCE { SEQUENCE OF Certificate }``) embeds the VOMS server's
+certificate chain.
+
+Verification (optional, :func:`voms_attributes` with ``vomsdir`` and ``ca_dir``) does
+what libvomsapi's VERIFY_FULL does for the cases the service meets: the AC signature
+over the raw ``acinfo`` bytes with the embedded VOMS certificate, the
+``<vomsdir>/<vo>/<host>.lsc`` DN list (or, old style, a copy of the VOMS certificate in
+``<vomsdir>/<vo>/`` or ``<vomsdir>/``), the VOMS certificate chaining to ``ca_dir``
+and the AC holder being a certificate of the chain. The AC's own validity period is
+*not* part of ``verified``: expired ACs come back with their dates and callers decide.
+AC targeting and critical AC extensions are not checked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ObjectIdentifier
+from pyasn1.codec.der import decoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import univ
+from pyasn1_modules import rfc5280, rfc5755
+
+from wmproxy.errors import ProxyError
+from wmproxy.security.chain import load_pem_chain, verify_chain
+from wmproxy.security.dn import slash_dn
+
+VOMS_AC_OID = ObjectIdentifier("1.3.6.1.4.1.8005.100.100.5")
+VOMS_FQAN_ATTRIBUTE_OID = "1.3.6.1.4.1.8005.100.100.4"
+VOMS_CERTSEQ_OID = "1.3.6.1.4.1.8005.100.100.10"
+
+_SIGNATURE_HASHES = {
+    "1.2.840.113549.1.1.5": hashes.SHA1,
+    "1.2.840.113549.1.1.11": hashes.SHA256,
+    "1.2.840.113549.1.1.12": hashes.SHA384,
+    "1.2.840.113549.1.1.13": hashes.SHA512,
+    "1.2.840.113549.1.1.14": hashes.SHA224,
+    "1.2.840.10045.4.1": hashes.SHA1,
+    "1.2.840.10045.4.3.2": hashes.SHA256,
+    "1.2.840.10045.4.3.3": hashes.SHA384,
+    "1.2.840.10045.4.3.4": hashes.SHA512,
+}
+
+
+@dataclass(frozen=True)
+class VomsAttributes:
+    """One VOMS AC of a proxy chain.
+
+    Attributes:
+        vo: VO name, from the policy authority ``<vo>://<host>:<port>``.
+        fqans: the FQANs in AC order (first = primary), e.g. ``/atlas/Role=NULL/Capability=NULL``.
+        holder_dn, holder_ca_dn: slash DNs of the holder certificate (the user's
+            certificate named by the AC holder) and of its issuer.
+        issuer_dn: slash DN of the VOMS server (the AC issuer).
+        issuer_ca_dn: issuer DN of the VOMS certificate embedded in the AC, "" without one.
+        uri: ``host:port`` of the VOMS server.
+        not_before, not_after: AC validity, UTC-aware.
+        verified: True only if verification was asked for and passed.
+        verify_error: why verification failed ("" when verified or not asked for).
+    """
+
+    vo: str
+    fqans: tuple[str, ...]
+    holder_dn: str
+    holder_ca_dn: str
+    issuer_dn: str
+    issuer_ca_dn: str
+    uri: str
+    not_before: datetime
+    not_after: datetime
+    verified: bool = False
+    verify_error: str = ""
+
+    def valid_at(self, at: datetime | None = None) -> bool:
+        """True when ``at`` (UTC, naive means UTC; default now) is inside the AC validity."""
+        at = _utc(at)
+        return self.not_before <= at <= self.not_after
+
+
+class _ACs(univ.SequenceOf):
+    componentType = rfc5755.AttributeCertificate()
+
+
+class _ACSeqs(univ.SequenceOf):
+    componentType = _ACs()
+
+
+class _Certs(univ.SequenceOf):
+    componentType = rfc5280.Certificate()
+
+
+class _CertSeq(univ.SequenceOf):
+    componentType = _Certs()
+
+
+@dataclass(frozen=True)
+class _RawAC:
+    ac: rfc5755.AttributeCertificate
+    acinfo_der: bytes  # the signed bytes, cut from the extension (never re-encoded)
+
+
+def voms_attributes(
+    chain: list[x509.Certificate],
+    *,
+    vomsdir: str | os.PathLike | None = None,
+    ca_dir: str | os.PathLike | None = None,
+    at: datetime | None = None,
+) -> list[VomsAttributes]:
+    """The VOMS ACs of a leaf-first proxy chain.
+
+    The ACs of the leaf-most certificate carrying the VOMS extension are returned (as
+    libvomsapi's RECURSE_CHAIN does), so proxies made below a VOMS proxy still expose
+    them. No VOMS extension gives ``[]``.
+
+    Args:
+        chain: leaf first (proxies, user certificate, optionally the CA).
+        vomsdir: ``X509_VOMS_DIR``-style directory with ``<vo>/<host>.lsc`` files.
+        ca_dir: grid CA directory the VOMS server certificate must chain to.
+        at: time for the VOMS certificate chain check (default now).
+
+    With both ``vomsdir`` and ``ca_dir`` each AC is verified (see the module docstring)
+    and ``verified``/``verify_error`` set; a failed check is not an exception.
+
+    Raises:
+        ProxyError: the VOMS extension or an AC in it is malformed.
+    """
+    for cert in chain:
+        try:
+            ext = cert.extensions.get_extension_for_oid(VOMS_AC_OID)
+        except x509.ExtensionNotFound:
+            continue
+        except ValueError as exc:
+            raise ProxyError(f"unreadable certificate extensions: {exc}") from None
+        raws = _decode_extension(ext.value.value)
+        result = []
+        for raw in raws:
+            attrs = _attributes(raw.ac, chain)
+            if vomsdir is not None and ca_dir is not None:
+                problem = _verify(raw, attrs, chain, str(vomsdir), str(ca_dir), at)
+                attrs = replace(attrs, verified=not problem, verify_error=problem)
+            result.append(attrs)
+        return result
+    return []
+
+
+def primary_fqans(chain: list[x509.Certificate]) -> tuple[str, ...]:
+    """FQANs of the first AC of ``chain`` (first = primary), ``()`` without VOMS ACs.
+
+    Not verified. Raises ProxyError like :func:`voms_attributes`.
+    """
+    acs = voms_attributes(chain)
+    return acs[0].fqans if acs else ()
+
+
+# --- decoding ---
+
+
+def _malformed(what: str) -> ProxyError:
+    return ProxyError(f"malformed VOMS attribute certificate: {what}")
+
+
+def _decode_extension(der: bytes) -> list[_RawAC]:
+    try:
+        decoded, rest = decoder.decode(der, asn1Spec=_ACSeqs())
+    except PyAsn1Error as exc:
+        raise _malformed(f"cannot decode the AC sequence ({exc})") from None
+    if rest:
+        raise _malformed("trailing bytes after the AC sequence")
+    acs = [ac for seq in decoded for ac in seq]
+    infos = [info for seq in _children(der) for ac in _children(seq) for info in _children(ac)[:1]]
+    if not acs:
+        raise _malformed("the VOMS extension holds no AC")
+    if len(infos) != len(acs):
+        raise _malformed("inconsistent AC encoding")
+    return [_RawAC(ac, info) for ac, info in zip(acs, infos)]
+
+
+def _children(tlv: bytes) -> list[bytes]:
+    """The complete TLVs inside the constructed DER TLV ``tlv``."""
+    start, end = _header(tlv, 0)
+    out, pos = [], start
+    while pos < end:
+        _, stop = _header(tlv, pos)
+        out.append(tlv[pos:stop])
+        pos = stop
+    return out
+
+
+def _header(data: bytes, pos: int) -> tuple[int, int]:
+    """(content start, TLV end) of the DER TLV at ``pos`` (single-byte tags only)."""
+    try:
+        length = data[pos + 1]
+        pos += 2
+        if length & 0x80:
+            n = length & 0x7F
+            length = int.from_bytes(data[pos:pos + n], "big")
+            pos += n
+    except IndexError:
+        raise _malformed("truncated DER") from None
+    if pos + length > len(data):
+        raise _malformed("truncated DER")
+    return pos, pos + length
+
+
+def _attributes(ac: rfc5755.AttributeCertificate, chain: list[x509.Certificate]) -> VomsAttributes:
+    info = ac["acinfo"]
+    policy, fqans = _fqan_attribute(info)
+    vo, sep, uri = policy.partition("://")
+    if not sep or not vo:
+        raise _malformed(f"policy authority {policy!r} is not <vo>://<host>:<port>")
+    issuer = info["issuer"]
+    if issuer.getName() != "v2Form":
+        raise _malformed("AC issuer is not in v2Form")
+    issuer_dn = _general_names_dn(issuer["v2Form"]["issuerName"])
+    signers = _embedded_certs(info)
+    holder = _holder_cert(info, chain)
+    period = info["attrCertValidityPeriod"]
+    return VomsAttributes(
+        vo=vo,
+        fqans=fqans,
+        holder_dn=slash_dn(holder.subject) if holder is not None else _holder_name(info),
+        holder_ca_dn=slash_dn(holder.issuer) if holder is not None else "",
+        issuer_dn=issuer_dn,
+        issuer_ca_dn=slash_dn(signers[0].issuer) if signers else "",
+        uri=uri,
+        not_before=_time(period["notBeforeTime"]),
+        not_after=_time(period["notAfterTime"]),
+    )
+
+
+def _fqan_attribute(info) -> tuple[str, tuple[str, ...]]:
+    for attribute in info["attributes"]:
+        if str(attribute["type"]) != VOMS_FQAN_ATTRIBUTE_OID:
+            continue
+        if len(attribute["values"]) != 1:
+            raise _malformed("the FQAN attribute must have one value")
+        try:
+            value, _ = decoder.decode(bytes(attribute["values"][0]), asn1Spec=rfc5755.IetfAttrSyntax())
+        except PyAsn1Error as exc:
+            raise _malformed(f"cannot decode the FQAN attribute ({exc})") from None
+        authority = value["policyAuthority"]
+        uris = [str(gn["uniformResourceIdentifier"]) for gn in authority
+                if gn.getName() == "uniformResourceIdentifier"] if authority.isValue else []
+        if not uris:
+            raise _malformed("the FQAN attribute has no policy authority URI")
+        fqans = []
+        for item in value["values"]:
+            kind = item.getName()
+            if kind == "octets":
+                fqans.append(bytes(item["octets"]).decode("utf-8", "replace"))
+            elif kind == "string":
+                fqans.append(str(item["string"]))
+        return uris[0], tuple(fqans)
+    raise _malformed("no FQAN attribute (1.3.6.1.4.1.8005.100.100.4)")
+
+
+def _name(name: rfc5280.Name) -> x509.Name:
+    rdns = []
+    try:
+        for rdn in name["rdnSequence"]:
+            attrs = []
+            for atv in rdn:
+                value, _ = decoder.decode(bytes(atv["value"]))
+                attrs.append(x509.NameAttribute(ObjectIdentifier(str(atv["type"])), str(value)))
+            rdns.append(x509.RelativeDistinguishedName(attrs))
+        return x509.Name(rdns)
+    except (PyAsn1Error, ValueError) as exc:
+        raise _malformed(f"unreadable distinguished name ({exc})") from None
+
+
+def _general_names_dn(names) -> str:
+    for gn in names:
+        if gn.getName() == "directoryName":
+            return slash_dn(_name(gn["directoryName"]))
+    raise _malformed("no directory name")
+
+
+def _holder_name(info) -> str:
+    base = info["holder"]["baseCertificateID"]
+    return _general_names_dn(base["issuer"]) if base.isValue else ""
+
+
+def _holder_cert(info, chain: list[x509.Certificate]) -> x509.Certificate | None:
+    """The chain certificate the AC holder names: its serial, and its issuer or subject.
+
+    RFC 5755 names the holder by (issuer, serial); voms-proxy-fake writes the holder's
+    own subject instead of its issuer, which libvomsapi accepts too.
+    """
+    base = info["holder"]["baseCertificateID"]
+    if not base.isValue:
+        return None
+    serial = int(base["serial"])
+    dn = _general_names_dn(base["issuer"])
+    for cert in chain:
+        if cert.serial_number == serial and dn in (slash_dn(cert.issuer), slash_dn(cert.subject)):
+            return cert
+    return None
+
+
+def _embedded_certs(info) -> list[x509.Certificate]:
+    extensions = info["extensions"]
+    if not extensions.isValue:
+        return []
+    for ext in extensions:
+        if str(ext["extnID"]) != VOMS_CERTSEQ_OID:
+            continue
+        der = bytes(ext["extnValue"])
+        try:
+            decoder.decode(der, asn1Spec=_CertSeq())  # shape check
+            ders = [c for seq in _children(der) for c in _children(seq)]
+            return [x509.load_der_x509_certificate(c) for c in ders]
+        except (PyAsn1Error, ValueError) as exc:
+            raise _malformed(f"unreadable embedded VOMS certificate ({exc})") from None
+    return []
+
+
+def _time(value) -> datetime:
+    try:
+        return _utc(value.asDateTime)
+    except (PyAsn1Error, ValueError) as exc:
+        raise _malformed(f"bad validity time ({exc})") from None
+
+
+def _utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(timezone.utc)
+    return at.astimezone(timezone.utc) if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+# --- verification ---
+
+
+def _verify(
+    raw: _RawAC, attrs: VomsAttributes, chain: list[x509.Certificate], vomsdir: str, ca_dir: str,
+    at: datetime | None,
+) -> str:
+    """"" when the AC verifies, else the reason."""
+    info = raw.ac["acinfo"]
+    if _holder_cert(info, chain) is None:
+        return "the AC holder is not a certificate of the chain"
+    embedded = _embedded_certs(info)
+    host = attrs.uri.rpartition(":")[0] or attrs.uri
+    vo_dir = Path(vomsdir) / attrs.vo
+    if embedded:
+        signer = embedded[0]
+        lsc = vo_dir / f"{host}.lsc"
+        if lsc.is_file():
+            problem = _check_lsc(lsc, embedded)
+        else:
+            problem = "" if _trusted_copy(signer, vo_dir, Path(vomsdir)) else f"no {lsc}"
+        if problem:
+            return problem
+    else:
+        found = _certs_named(attrs.issuer_dn, vo_dir, Path(vomsdir))
+        if not found:
+            return f"no certificate of VOMS server {attrs.issuer_dn} in {vomsdir}"
+        signer = found[0]
+    if slash_dn(signer.subject) != attrs.issuer_dn:
+        return "the embedded VOMS certificate is not the AC issuer"
+    problem = _check_signature(raw, signer)
+    if problem:
+        return problem
+    try:
+        verify_chain([signer, *[c for c in embedded[1:] if c.subject != c.issuer]], ca_dir, at=at)
+    except ProxyError as exc:
+        return f"VOMS server certificate: {exc}"
+    return ""
+
+
+def _check_lsc(lsc: Path, embedded: list[x509.Certificate]) -> str:
+    """Compare the DN list(s) of an .lsc with the embedded VOMS chain.
+
+    An .lsc holds the VOMS server DN, its issuer's DN, and further issuers for
+    intermediates; several chains may be separated by ``------NEXT CHAIN------``.
+    """
+    try:
+        text = lsc.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable {lsc}: {exc}"
+    chains, current = [], []
+    for line in (ln.strip() for ln in text.splitlines()):
+        if line.startswith("-"):
+            chains.append(current)
+            current = []
+        elif line and not line.startswith("#"):
+            current.append(line)
+    chains.append(current)
+    signers = [c for c in embedded if c.subject != c.issuer] or embedded[:1]
+    expected = [slash_dn(signers[0].subject)] + [slash_dn(c.issuer) for c in signers]
+    for dns in chains:
+        if dns and dns == expected[: len(dns)] and len(dns) >= 2:
+            return ""
+    return f"lsc mismatch: {lsc} does not list {expected[0]} issued by {expected[1]}"
+
+
+def _pem_certs(*dirs: Path) -> list[x509.Certificate]:
+    out = []
+    for directory in dirs:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path.is_file() and path.suffix != ".lsc":
+                try:
+                    out.extend(load_pem_chain(path.read_bytes()))
+                except (OSError, ProxyError):
+                    continue
+    return out
+
+
+def _trusted_copy(signer: x509.Certificate, *dirs: Path) -> bool:
+    return any(cert == signer for cert in _pem_certs(*dirs))
+
+
+def _certs_named(dn: str, *dirs: Path) -> list[x509.Certificate]:
+    return [cert for cert in _pem_certs(*dirs) if slash_dn(cert.subject) == dn]
+
+
+def _check_signature(raw: _RawAC, signer: x509.Certificate) -> str:
+    algorithm = str(raw.ac["signatureAlgorithm"]["algorithm"])
+    hash_cls = _SIGNATURE_HASHES.get(algorithm)
+    if hash_cls is None:
+        return f"unsupported AC signature algorithm {algorithm}"
+    signature = raw.ac["signatureValue"].asOctets()
+    key = signer.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, raw.acinfo_der, padding.PKCS1v15(), hash_cls())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, raw.acinfo_der, ec.ECDSA(hash_cls()))
+        else:
+            return "unsupported VOMS server key type"
+    except InvalidSignature:
+        return "Cannot verify AC signature"
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        return f"Cannot verify AC signature: {exc}"
+    return ""

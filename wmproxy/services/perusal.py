@@ -1,0 +1,92 @@
+"""File perusal: enableFilePerusal and getPerusalFiles (``wmproxy-behaviour.md`` §8).
+
+The job must have ``PerusalFileEnable = true``. While it runs, the execution worker
+copies what each listed file gained into chunks ``peek/<file>.<epoch seconds>`` every
+``PerusalTimeInterval`` seconds (at least ``[jobs] min_perusal_interval``);
+getPerusalFiles merges the chunks into ``peek/<file>-<first>-<last>`` and returns their
+URIs (all merged files so far with ``allChunks``).
+"""
+
+from __future__ import annotations
+
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
+from wmproxy.jdl import parse_jdl
+from wmproxy.services.access import live_job
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.uris import job_base_uri, select_protocols
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
+
+
+def perusal_interval(rt: Runtime, jdl: str) -> int | None:
+    """Seconds between perusal samples of a job, or None when its JDL does not enable perusal."""
+    ad = parse_jdl(jdl)
+    if ad.get("PerusalFileEnable") is not True:
+        return None
+    asked = ad.get("PerusalTimeInterval")
+    asked = asked if isinstance(asked, int) else 0
+    return max(asked, rt.settings.jobs.min_perusal_interval)
+
+
+def _check(rt: Runtime, uow: UnitOfWork, job: Job) -> None:
+    if uow.jobs.children(job.id):
+        raise OperationNotAllowedError("Perusal service not available for dag or collection type")
+    if perusal_interval(rt, job.jdl_original) is None:
+        raise OperationNotAllowedError("Perusal not enabled for this job")
+
+
+def _valid_name(name: str) -> str:
+    name = name.strip()
+    if not name or "/" in name or name in (".", "..") or "\x00" in name:
+        raise InvalidArgumentError("Provided file name not valid")
+    return name
+
+
+def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: list[str]) -> None:
+    """enableFilePerusal: the files to sample from now on; an empty list stops perusal.
+
+    Raises:
+        OperationNotAllowedError: perusal not enabled in the JDL, a compound job, or more
+            than ``[jobs] max_perusal_files`` names.
+        InvalidArgumentError: a name with ``/`` or empty.
+    """
+    names = [_valid_name(f) for f in files]
+    with rt.uow() as uow:
+        job = live_job(rt, uow, principal, job_id)
+        _check(rt, uow, job)
+        if len(names) > rt.settings.jobs.max_perusal_files:
+            raise OperationNotAllowedError("The maximum number of perusal files is reached")
+        job.perusal_files = "\n".join(dict.fromkeys(names)) or None
+
+
+def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all_chunks: bool,
+                  protocol: str | None) -> list[str]:
+    """getPerusalFiles: URIs of the newly merged parts of ``file`` (or of all parts).
+
+    Raises:
+        InvalidArgumentError: empty or invalid file name, unavailable protocol.
+        OperationNotAllowedError: perusal not enabled, or the job has not been started.
+    """
+    protocols = select_protocols(protocol, default="default")
+    if not file:
+        raise InvalidArgumentError("Provided file name not valid")
+    name = _valid_name(file)
+    with rt.uow() as uow:
+        job = live_job(rt, uow, principal, job_id, access="read")
+        _check(rt, uow, job)
+        if job.state == JobState.SUBMITTED.value:
+            raise OperationNotAllowedError("the job is not started")
+        base = job_base_uri(rt.settings, job.id)
+    new = rt.storage.merge_perusal_chunks(job_id, name)
+    names = rt.storage.merged_perusal_files(job_id, name) if all_chunks else new
+    return [f"{base}/peek/{n}" for _ in protocols for n in names]
+
+
+def perusal_lists(rt: Runtime, job_ids: list[str]) -> dict[str, list[str]]:
+    """For the execution worker: ``{job id: files under perusal}`` for those with any."""
+    if not job_ids:
+        return {}
+    with rt.uow() as uow:
+        jobs = [uow.jobs.get(job_id) for job_id in job_ids]
+        return {j.id: j.perusal_files.split("\n") for j in jobs if j is not None and j.perusal_files}
