@@ -1,0 +1,1 @@
+"""Helpers that start real grid peers (myproxy-server, ...) for the tests."""

@@ -1,0 +1,276 @@
+"""wmproxy.jdl.templates: the JDL of the five template operations (§9.1-§9.3)."""
+
+from __future__ import annotations
+
+import classad2
+import pytest
+
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError
+from wmproxy.jdl.description import describe
+from wmproxy.jdl.parse import parse_jdl
+from wmproxy.jdl.templates import (
+    GraphNode,
+    collection_template,
+    dag_template,
+    int_parametric_template,
+    job_template,
+    string_parametric_template,
+)
+
+REQ = "other.GlueCEStateFreeCPUs >= 1"
+RANK = "other.GlueCEStateFreeCPUs"
+PLACEHOLDER = "<put executable path>"
+
+
+def _expr(ad: classad2.ClassAd, name: str) -> str:
+    return " ".join(str(ad.lookup(name)).split())
+
+
+def _compact(ad: classad2.ClassAd, name: str) -> str:
+    return "".join(str(ad.lookup(name)).split())
+
+
+def _single_line(text: str) -> None:
+    assert "\n" not in text
+    assert text.startswith("[ ") and text.endswith(" ]")
+
+
+class TestJobTemplate:
+    def test_normal_job_has_the_base_attributes_only(self) -> None:
+        text = job_template(["NORMAL"], "/bin/hostname", "-f", REQ, RANK)
+        _single_line(text)
+        ad = parse_jdl(text)
+        assert sorted(ad.keys()) == ["Arguments", "Executable", "Rank", "Requirements"]
+        assert ad["Executable"] == "/bin/hostname"
+        assert ad["Arguments"] == "-f"
+        assert _expr(ad, "Requirements") == REQ
+        assert _expr(ad, "Rank") == RANK
+        assert describe(ad).job_type == "normal"
+
+    def test_empty_arguments_are_left_out(self) -> None:
+        ad = parse_jdl(job_template(["NORMAL"], "/bin/hostname", "", REQ, RANK))
+        assert "Arguments" not in ad
+
+    def test_strings_are_quoted_and_expressions_inserted_unquoted(self) -> None:
+        text = job_template(["NORMAL"], '/bin/echo', 'say "hi"\\', 'other.Name == "a;b"', "-1")
+        ad = parse_jdl(text)
+        assert ad["Arguments"] == 'say "hi"\\'
+        assert _expr(ad, "Requirements") == 'other.Name == "a;b"'
+        assert _expr(ad, "Rank") == "-1"
+
+    def test_job_type_names_are_case_insensitive(self) -> None:
+        ad = parse_jdl(job_template(["mpi"], "/bin/hostname", "", REQ, RANK))
+        assert ad["JobType"] == "mpich"
+
+    def test_parametric_merges_the_int_parametric_defaults_over_arguments(self) -> None:
+        ad = parse_jdl(job_template(["PARAMETRIC"], "/bin/cat", "user args", REQ, RANK))
+        assert ad["JobType"] == "parametric"
+        assert ad["Arguments"] == "_PARAM_"
+        assert ad["StdInput"] == "_PARAM_"
+        assert (ad["Parameters"], ad["ParameterStart"], ad["ParameterStep"]) == (4, 0, 1)
+        assert ad["Executable"] == "/bin/cat"
+
+    def test_interactive_sets_the_listener_port(self) -> None:
+        ad = parse_jdl(job_template(["INTERACTIVE"], "/bin/sh", "", REQ, RANK))
+        assert ad["JobType"] == "interactive"
+        assert ad["ListenerPort"] == 0
+
+    def test_mpi_sets_mpich_and_two_cpus(self) -> None:
+        ad = parse_jdl(job_template(["MPI"], "/bin/mpitest", "", REQ, RANK))
+        assert ad["JobType"] == "mpich"
+        assert ad["CpuNumber"] == 2
+        assert describe(ad).job_type == "mpich"
+
+    def test_several_types_make_a_job_type_list(self) -> None:
+        ad = parse_jdl(job_template(["MPI", "NORMAL", "INTERACTIVE", "MPI"], "/bin/sh", "", REQ, RANK))
+        assert ad["JobType"] == ["interactive", "mpich"]
+        assert ad["CpuNumber"] == 2
+        assert ad["ListenerPort"] == 0
+
+    @pytest.mark.parametrize("job_types", [None, []])
+    def test_null_or_empty_type_list_is_an_invalid_argument(self, job_types: list[str] | None) -> None:
+        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+            job_template(job_types, "/bin/sh", "", REQ, RANK)
+
+    def test_unknown_type_is_an_invalid_argument(self) -> None:
+        with pytest.raises(InvalidArgumentError, match="BATCH"):
+            job_template(["BATCH"], "/bin/sh", "", REQ, RANK)
+
+    @pytest.mark.parametrize(("job_type", "message"), [
+        ("PARTITIONABLE", "Partitionable jobs have been deprecated!"),
+        ("CHECKPOINTABLE", "Checkpointable jobs have been deprecated!"),
+    ])
+    def test_deprecated_types_are_refused(self, job_type: str, message: str) -> None:
+        with pytest.raises(InvalidJdlAttributeError, match=message):
+            job_template(["NORMAL", job_type], "/bin/sh", "", REQ, RANK)
+
+    def test_empty_executable_is_refused(self) -> None:
+        with pytest.raises(InvalidArgumentError, match="executable"):
+            job_template(["NORMAL"], "", "", REQ, RANK)
+
+
+class TestExpressions:
+    @pytest.mark.parametrize("bad", [
+        "", "   ", "1 +", "a b", 'x == "open', "true /* open comment",
+        'true; Executable = "/bin/evil"', "true ] [ Executable = 1", "a\n; b = 2",
+    ])
+    def test_requirements_must_be_exactly_one_expression(self, bad: str) -> None:
+        with pytest.raises(InvalidArgumentError, match="requirements is not a valid ClassAd expression"):
+            job_template(["NORMAL"], "/bin/sh", "", bad, RANK)
+
+    def test_rank_is_checked_too(self) -> None:
+        with pytest.raises(InvalidArgumentError, match="rank is not a valid ClassAd expression"):
+            collection_template(2, REQ, "other.A +")
+
+    def test_comments_and_complex_expressions_are_kept_on_one_line(self) -> None:
+        requirements = ('member("x",\n {"a", "b"}) && regexp("_PARAM_", other.GlueCEUniqueID)'
+                        " // trailing comment")
+        text = job_template(["NORMAL"], "/bin/sh", "", requirements, RANK)
+        _single_line(text)
+        assert 'regexp("_PARAM_",other.GlueCEUniqueID)' in _expr(parse_jdl(text), "Requirements")
+
+
+class TestIntParametricTemplate:
+    def test_ctb_example(self) -> None:
+        text = int_parametric_template(["test.sh", "input_PARAM_.txt"], 20, 100, 10, REQ, RANK)
+        _single_line(text)
+        ad = parse_jdl(text)
+        assert ad["test.sh"] == "_PARAM_"
+        assert ad["input_PARAM_.txt"] == "_PARAM_"
+        assert ad["JobType"] == "parametric"
+        assert (ad["Parameters"], ad["ParameterStart"], ad["ParameterStep"]) == (20, 100, 10)
+        assert _expr(ad, "Requirements") == REQ
+        assert _expr(ad, "Rank") == RANK
+        assert len(ad) == 8
+
+    def test_listed_attributes_get_the_param_placeholder(self) -> None:
+        ad = parse_jdl(int_parametric_template(["Arguments", "StdOutput", "arguments"], 5, 0, 1,
+                                               REQ, RANK))
+        assert ad["Arguments"] == "_PARAM_"
+        assert ad["StdOutput"] == "_PARAM_"
+
+    def test_zero_step_is_the_division_by_zero_error(self) -> None:
+        with pytest.raises(InvalidJdlAttributeError, match="ParameterStep must be different from zero"):
+            int_parametric_template(["Arguments"], 5, 0, 0, REQ, RANK)
+
+    @pytest.mark.parametrize(("param", "start", "step"), [(0, 0, 1), (5, -1, 1), (5, 0, -2)])
+    def test_out_of_range_numbers_are_refused(self, param: int, start: int, step: int) -> None:
+        with pytest.raises(InvalidArgumentError):
+            int_parametric_template(["Arguments"], param, start, step, REQ, RANK)
+
+    @pytest.mark.parametrize("attributes", [None, []])
+    def test_null_attributes_are_an_invalid_argument(self, attributes: list[str] | None) -> None:
+        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+            int_parametric_template(attributes, 5, 0, 1, REQ, RANK)
+
+    @pytest.mark.parametrize("name", ["", "Parameters", "requirements", "JobType"])
+    def test_empty_or_template_owned_attribute_is_refused(self, name: str) -> None:
+        with pytest.raises(InvalidArgumentError):
+            int_parametric_template(["Arguments", name], 5, 0, 1, REQ, RANK)
+
+
+class TestStringParametricTemplate:
+    def test_ctb_example(self) -> None:
+        text = string_parametric_template(["test.sh", "input_PARAM_.txt"], ["one", "two", "three"],
+                                          REQ, RANK)
+        _single_line(text)
+        ad = parse_jdl(text)
+        assert ad["Parameters"] == ["one", "two", "three"]
+        assert ad["JobType"] == "parametric"
+        assert ad["input_PARAM_.txt"] == "_PARAM_"
+        assert "ParameterStart" not in ad and "ParameterStep" not in ad
+
+    def test_values_are_string_literals(self) -> None:
+        ad = parse_jdl(string_parametric_template(["Arguments"], ['a "b"', "42"], REQ, RANK))
+        assert ad["Parameters"] == ['a "b"', "42"]
+
+    @pytest.mark.parametrize("params", [None, [], ["a", ""], ["a", "a"]])
+    def test_bad_parameter_lists_are_refused(self, params: list[str] | None) -> None:
+        with pytest.raises(InvalidArgumentError, match="Invalid Argument"):
+            string_parametric_template(["Arguments"], params, REQ, RANK)
+
+    def test_null_attributes_are_an_invalid_argument(self) -> None:
+        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+            string_parametric_template(None, ["a"], REQ, RANK)
+
+
+class TestCollectionTemplate:
+    def test_ctb_example_has_job_number_placeholder_nodes(self) -> None:
+        text = collection_template(4, "other.GlueCEInfoTotalCPUs >= 30", RANK)
+        _single_line(text)
+        assert text.startswith('[ Type = "collection"; Nodes = { [ Rank = ')
+        ad = parse_jdl(text)
+        assert sorted(ad.keys()) == ["Nodes", "Type"]
+        assert ad["Type"] == "collection"
+        nodes = ad["Nodes"]
+        assert [node["NodeName"] for node in nodes] == ["Node_0", "Node_1", "Node_2", "Node_3"]
+        for node in nodes:
+            assert sorted(node.keys()) == ["Executable", "NodeName", "Rank", "Requirements"]
+            assert node["Executable"] == PLACEHOLDER
+            assert _expr(node, "Requirements") == "other.GlueCEInfoTotalCPUs >= 30"
+            assert _expr(node, "Rank") == RANK
+
+    @pytest.mark.parametrize("job_number", [0, -3])
+    def test_job_number_must_be_positive(self, job_number: int) -> None:
+        with pytest.raises(InvalidArgumentError, match="jobNumber"):
+            collection_template(job_number, REQ, RANK)
+
+
+class TestDagTemplate:
+    def test_named_nodes_and_their_edges(self) -> None:
+        root = GraphNode(children=[GraphNode("nodeA", [GraphNode("nodeB")])])
+        text = dag_template(root, REQ, RANK)
+        _single_line(text)
+        assert text.startswith('[ Type = "dag"; nodes = [ nodeA = [ node_type = "edg-jdl"; description = [ ')
+        assert text.endswith("dependencies = { { nodeA, nodeB } } ] ]")
+        ad = parse_jdl(text)
+        assert ad["Type"] == "dag"
+        nodes = ad["nodes"]
+        assert sorted(nodes.keys()) == ["dependencies", "nodeA", "nodeB"]
+        for name in ("nodeA", "nodeB"):
+            assert nodes[name]["node_type"] == "edg-jdl"
+            description = nodes[name]["description"]
+            assert description["Executable"] == PLACEHOLDER
+            assert _expr(description, "Requirements") == REQ
+            assert _expr(description, "Rank") == RANK
+        assert _compact(nodes, "dependencies") == "{{nodeA,nodeB}}"
+
+    def test_shared_child_is_one_node_with_both_edges(self) -> None:
+        root = GraphNode(children=[
+            GraphNode("a", [GraphNode("b", [GraphNode("d")]), GraphNode("c", [GraphNode("d")])]),
+        ])
+        nodes = parse_jdl(dag_template(root, REQ, RANK))["nodes"]
+        assert sorted(nodes.keys()) == ["a", "b", "c", "d", "dependencies"]
+        assert _compact(nodes, "dependencies") == "{{a,b},{b,d},{a,c},{c,d}}"
+
+    def test_named_root_is_a_node_too(self) -> None:
+        nodes = parse_jdl(dag_template(GraphNode("top", [GraphNode("leaf")]), REQ, RANK))["nodes"]
+        assert _compact(nodes, "dependencies") == "{{top,leaf}}"
+
+    def test_independent_nodes_have_no_dependencies(self) -> None:
+        nodes = parse_jdl(dag_template(GraphNode(None, [GraphNode("x"), GraphNode("y")]), REQ, RANK))
+        assert nodes["nodes"]["dependencies"] == []
+
+    def test_null_dependencies_are_an_invalid_argument(self) -> None:
+        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+            dag_template(None, REQ, RANK)
+
+    def test_empty_root_is_the_empty_node_struct_error(self) -> None:
+        with pytest.raises(InvalidJdlAttributeError, match="Empty NodeStruct given"):
+            dag_template(GraphNode("alone"), REQ, RANK)
+
+    @pytest.mark.parametrize("name", ["node-1", "1st", "true", "dependencies", "a b"])
+    def test_node_names_must_be_attribute_names(self, name: str) -> None:
+        with pytest.raises(InvalidArgumentError, match="DAG node name"):
+            dag_template(GraphNode(children=[GraphNode(name)]), REQ, RANK)
+
+    def test_cycles_through_names_are_refused(self) -> None:
+        root = GraphNode(children=[GraphNode("a", [GraphNode("b", [GraphNode("a")])])])
+        with pytest.raises(InvalidArgumentError, match="cycle"):
+            dag_template(root, REQ, RANK)
+
+    def test_self_referencing_objects_are_refused(self) -> None:
+        loop = GraphNode("a")
+        loop.children.append(loop)
+        with pytest.raises(InvalidArgumentError, match="cycle"):
+            dag_template(GraphNode(children=[loop]), REQ, RANK)

@@ -1,0 +1,184 @@
+"""The MyProxy protocol client against Debian's real myproxy-server over real TLS (no mocks)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Pki
+from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
+    MyProxyServer,
+    free_port,
+    myproxy_server_factory,
+    store_renewable_credential,
+)
+from wmproxy.renewal.myproxy import (
+    MyProxyError,
+    MyProxyRefusedError,
+    MyProxyUnreachableError,
+    renew_proxy,
+)
+from wmproxy.security.chain import identity_dn, load_pem_chain, verify_chain
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
+
+SKEW = timedelta(seconds=60)
+
+
+class Service:
+    """The WMS host credential used as the MyProxy renewer."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.dn = slash_dn(load_pem_chain(cert.read_bytes())[0].subject)
+
+
+@pytest.fixture(scope="module")
+def service(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Service:
+    return Service(*pki.ca.issue_host("wms.localhost", tmp_path_factory.mktemp("wms")))
+
+
+@pytest.fixture(scope="module")
+def rogue(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Service:
+    return Service(*pki.ca.issue_host("rogue.localhost", tmp_path_factory.mktemp("rogue")))
+
+
+@pytest.fixture(scope="module")
+def myproxy(myproxy_server_factory, service: Service) -> MyProxyServer:  # noqa: F811
+    return myproxy_server_factory([service.dn])
+
+
+@pytest.fixture(scope="module")
+def alice_proxy(pki: Pki) -> Path:
+    return pki.proxy("alice", 6 * 3600)
+
+
+@pytest.fixture(scope="module")
+def alice_stored(myproxy: MyProxyServer, alice_proxy: Path, service: Service) -> str:
+    """Alice's credential stored the WMS way: DN as username, renewable by the service (-t 2 h)."""
+    return store_renewable_credential(myproxy, alice_proxy, service.dn, lifetime_hours=5, proxy_lifetime_hours=2)
+
+
+def renew(myproxy: MyProxyServer, service: Service, pki: Pki, proxy_pem: bytes, username: str, **kw) -> bytes:
+    args = dict(host_cert=str(service.cert), host_key=str(service.key), ca_dir=str(pki.ca_dir),
+                user_proxy_pem=proxy_pem, username=username, lifetime=3600, timeout=15.0)
+    args.update(kw)
+    return renew_proxy(myproxy.host, myproxy.port, **args)
+
+
+class TestRenewProxy:
+    def test_renewal_keeps_the_users_identity(self, myproxy, service, pki, alice_proxy, alice_stored):
+        assert alice_stored == pki.users["alice"].dn
+        pem = renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored)
+        cred = load_credential(pem)  # checks that the key matches the new proxy
+        assert cred.key is not None
+        assert identity_dn(cred.full_chain) == pki.users["alice"].dn
+        assert slash_dn(cred.cert.subject).startswith(pki.users["alice"].dn + "/CN=")
+        assert pem.index(b"PRIVATE KEY") < pem.index(b"CERTIFICATE-----", pem.index(b"PRIVATE KEY"))
+
+    def test_renewed_proxy_verifies_against_the_ca_directory(self, myproxy, service, pki, alice_proxy, alice_stored):
+        cred = load_credential(renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored))
+        verify_chain(cred.full_chain, str(pki.ca_dir))
+
+    def test_lifetime_requested_below_the_cap_is_honoured(self, myproxy, service, pki, alice_proxy, alice_stored):
+        before = datetime.now(timezone.utc)
+        cred = load_credential(renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, lifetime=1800))
+        assert cred.cert.not_valid_after_utc <= before + timedelta(seconds=1800) + SKEW
+
+    def test_lifetime_is_capped_by_what_the_server_grants(self, myproxy, service, pki, alice_proxy, alice_stored):
+        before = datetime.now(timezone.utc)
+        cred = load_credential(
+            renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, lifetime=48 * 3600)
+        )
+        # the credential was stored with -t 2 (hours): the server hands out at most 2 h
+        assert cred.cert.not_valid_after_utc <= before + timedelta(hours=2) + SKEW
+        assert cred.cert.not_valid_after_utc > before + timedelta(hours=1)
+
+    def test_server_wide_max_proxy_lifetime_caps_too(self, myproxy_server_factory, service, pki):  # noqa: F811
+        capped = myproxy_server_factory([service.dn], max_proxy_lifetime=1)
+        proxy = pki.proxy("bob", 6 * 3600)
+        username = store_renewable_credential(capped, proxy, service.dn, lifetime_hours=5, proxy_lifetime_hours=4)
+        before = datetime.now(timezone.utc)
+        cred = load_credential(renew(capped, service, pki, proxy.read_bytes(), username, lifetime=4 * 3600))
+        assert identity_dn(cred.full_chain) == pki.users["bob"].dn
+        assert cred.cert.not_valid_after_utc <= before + timedelta(hours=1) + SKEW
+
+
+class TestRefusals:
+    def test_renewer_not_authorized_is_refused_with_the_servers_reason(
+        self, myproxy, rogue, pki, alice_proxy, alice_stored
+    ):
+        with pytest.raises(MyProxyRefusedError) as info:
+            renew(myproxy, rogue, pki, alice_proxy.read_bytes(), alice_stored)
+        assert "authorized_renewers" in str(info.value)
+        assert rogue.dn in info.value.server_error
+        assert info.value.code == 1216
+
+    def test_expired_user_proxy_is_refused(self, myproxy, service, pki, alice_stored):
+        expired = make_proxy(pki.users["alice"].credential, lifetime=1)
+        time.sleep(1.5)
+        with pytest.raises(MyProxyRefusedError, match="certificate has expired"):
+            renew(myproxy, service, pki, credential_pem(expired), alice_stored)
+
+    def test_unknown_username_is_refused(self, myproxy, service, pki, alice_proxy, alice_stored):
+        with pytest.raises(MyProxyRefusedError, match="No credentials exist"):
+            renew(myproxy, service, pki, alice_proxy.read_bytes(), "/C=XX/O=nobody/CN=Nobody")
+
+    def test_proxy_of_another_user_is_refused(self, myproxy, service, pki, alice_stored):
+        with pytest.raises(MyProxyRefusedError, match="does not match"):
+            renew(myproxy, service, pki, pki.proxy("bob", 3600).read_bytes(), alice_stored)
+
+    def test_refusal_messages_carry_no_key_material(self, myproxy, rogue, pki, alice_proxy, alice_stored):
+        with pytest.raises(MyProxyError) as info:
+            renew(myproxy, rogue, pki, alice_proxy.read_bytes(), alice_stored)
+        assert "PRIVATE KEY" not in str(info.value)
+
+    def test_username_with_a_newline_is_rejected_before_connecting(self, service, pki, alice_proxy):
+        with pytest.raises(MyProxyError, match="invalid MyProxy username"):
+            renew_proxy("localhost", free_port(), host_cert=str(service.cert), host_key=str(service.key),
+                         ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
+                         username="x\nCOMMAND=3", lifetime=60, timeout=1.0)
+
+
+class TestUnreachable:
+    def test_closed_port_fails_fast(self, service, pki, alice_proxy):
+        start = time.monotonic()
+        with pytest.raises(MyProxyUnreachableError):
+            renew_proxy("127.0.0.1", free_port(), host_cert=str(service.cert), host_key=str(service.key),
+                        ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
+                        username=pki.users["alice"].dn, lifetime=60, timeout=10.0)
+        assert time.monotonic() - start < 2.0
+
+    @pytest.fixture()
+    def silent_server(self) -> Iterator[int]:
+        """Accepts TCP connections (kernel backlog) but never says a word."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(8)
+            yield sock.getsockname()[1]
+
+    def test_silent_server_times_out(self, silent_server, service, pki, alice_proxy):
+        start = time.monotonic()
+        with pytest.raises(MyProxyUnreachableError, match="timed out"):
+            renew_proxy("127.0.0.1", silent_server, host_cert=str(service.cert), host_key=str(service.key),
+                        ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
+                        username=pki.users["alice"].dn, lifetime=60, timeout=0.5)
+        assert 0.4 <= time.monotonic() - start < 3.0
+
+    def test_server_certificate_for_another_name_is_refused(self, myproxy, service, pki, alice_proxy, alice_stored):
+        with pytest.raises(MyProxyUnreachableError, match="presented a certificate"):
+            renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, server_dn="/C=XX/O=x/CN=myproxy")
+
+    def test_server_not_trusted_by_the_ca_directory_is_refused(
+        self, myproxy, service, pki, alice_proxy, alice_stored, tmp_path
+    ):
+        from wmproxy.security.pki import create_ca
+
+        other = create_ca(tmp_path / "certificates", "/C=YY/O=Elsewhere/CN=Other CA")
+        with pytest.raises(MyProxyUnreachableError, match="TLS handshake"):
+            renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, ca_dir=str(other.directory))

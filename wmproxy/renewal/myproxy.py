@@ -1,0 +1,393 @@
+"""MyProxy protocol client (MYPROXYv2 over TLS) for renewing users' proxies.
+
+The service renews a user's proxy the way the gLite proxy renewal daemon did with
+``myproxy_get_delegation()``: it authenticates with its **host credential**, sends a GET
+(COMMAND=0) with an empty passphrase for the credential stored under the user's DN, answers
+the server's ``X509_certificate`` authorization challenge with a signature made with the
+user's **still valid** proxy (proof of possession) plus that proxy's chain, then gets a
+new proxy certified for a fresh key (the delegation step).
+
+The server must authorize the service's DN (``authorized_renewers`` and the credential's
+renewer policy, ``myproxy-init -x -R '<service DN>'``) and allows a proxy no longer than
+its policy grants; an expired user proxy is refused, so renew before expiry.
+
+Wire protocol (gridcf/gct ``myproxy/source/PROTOCOL`` and the code; ``peers.md`` §5.3):
+every message is one TLS record; text messages are ``KEY=VALUE`` lines ended by a NUL.
+
+1. client → ``"0"`` (GSI "no delegation" byte)
+2. client → ``VERSION=MYPROXYv2\\nCOMMAND=0\\nUSERNAME=…\\nPASSPHRASE=\\nLIFETIME=<s>\\n\\0``
+3. server → ``RESPONSE=2`` + ``AUTHORIZATION_DATA=<method>:<challenge>`` lines
+   (or ``RESPONSE=0``: no further authorization; ``RESPONSE=1`` + ``ERROR=`` lines: refused)
+4. client → method id (4 bytes, id in the first), signature length (4 bytes, big endian),
+   PKCS#1 v1.5 signature of the challenge text, 1 byte certificate count, DER certificates
+   (proxy first)
+5. server → ``RESPONSE=0`` or ``RESPONSE=1`` + ``ERROR=`` lines
+6. client → DER certificate request for a fresh key
+7. server → 1 byte count + DER certificates (new proxy first), then ``RESPONSE=0``
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from wmproxy.errors import ProxyError, WMProxyError
+from wmproxy.security.chain import identity_dn
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.proxy import Credential, credential_pem, load_credential, public_key_der
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "MYPROXYv2"
+DEFAULT_PORT = 7512
+COMMAND_GET = 0
+RESPONSE_OK, RESPONSE_ERROR, RESPONSE_AUTHORIZATION = "0", "1", "2"
+# authorization method ids (myproxy_authorization.h) and the hash each one signs with
+_CERT_METHODS = {"X509_certificate_SHA256": (4, hashes.SHA256), "X509_certificate": (2, hashes.SHA1)}
+_MAX_MESSAGE = 1 << 20  # bytes; the server's own default request_size_limit
+
+
+class MyProxyError(WMProxyError):
+    """Renewing a proxy from a MyProxy server failed (1216, PROXY_RENEWAL_FAILURE)."""
+
+    code = 1216
+
+
+class MyProxyUnreachableError(MyProxyError):
+    """The MyProxy server cannot be reached: connection refused, timeout, TLS handshake or
+    server identity failure."""
+
+
+class MyProxyRefusedError(MyProxyError):
+    """The MyProxy server answered ``RESPONSE=1``; the message holds its ``ERROR`` text."""
+
+    def __init__(self, server_error: str) -> None:
+        super().__init__(f"MyProxy server refused the renewal: {server_error}")
+        self.server_error = server_error
+
+
+@dataclass
+class _Connection:
+    """A TLS connection with a read buffer and one deadline (monotonic seconds) for all I/O."""
+
+    sock: ssl.SSLSocket
+    deadline: float
+    where: str
+    buffer: bytearray = field(default_factory=bytearray)
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise MyProxyUnreachableError(f"MyProxy server {self.where} timed out")
+        self.sock.settimeout(left)
+
+    def send(self, data: bytes) -> None:
+        """Send one protocol message (one TLS record: the server reads one token per message)."""
+        self._arm()
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise MyProxyUnreachableError(f"MyProxy server {self.where} timed out") from None
+        except OSError as exc:
+            raise MyProxyError(f"connection to MyProxy server {self.where} lost: {exc}") from None
+
+    def _fill(self) -> None:
+        self._arm()
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            raise MyProxyUnreachableError(f"MyProxy server {self.where} timed out") from None
+        except OSError as exc:
+            raise MyProxyError(f"connection to MyProxy server {self.where} lost: {exc}") from None
+        if not chunk:
+            raise MyProxyError(f"MyProxy server {self.where} closed the connection")
+        self.buffer += chunk
+        if len(self.buffer) > _MAX_MESSAGE:
+            raise MyProxyError(f"MyProxy server {self.where} sent an oversized message")
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self._fill()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    def read_message(self) -> list[tuple[str, str]]:
+        """One NUL-terminated text message as ``(key, value)`` pairs. Leading NULs (an empty
+        record some servers send first under TLS 1.3) are skipped."""
+        while True:
+            while self.buffer[:1] == b"\0":
+                del self.buffer[:1]
+            end = self.buffer.find(b"\0")
+            if end >= 0:
+                break
+            self._fill()
+        text = bytes(self.buffer[:end]).decode("utf-8", "replace")
+        del self.buffer[: end + 1]
+        pairs: list[tuple[str, str]] = []
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                pairs.append((key.strip(), value))
+        return pairs
+
+    def read_certificates(self) -> list[x509.Certificate]:
+        """1 byte count, then that many DER certificates (lengths from their DER headers)."""
+        while True:
+            count = self.read_exact(1)[0]
+            if count:
+                break  # a lone NUL record is skipped like before a text message
+        certs: list[x509.Certificate] = []
+        for _ in range(count):
+            head = self.read_exact(2)
+            if head[0] != 0x30:
+                raise MyProxyError(f"MyProxy server {self.where} sent a malformed certificate")
+            if head[1] < 0x80:
+                body = head[1]
+                extra = b""
+            else:
+                extra = self.read_exact(head[1] & 0x7F)
+                body = int.from_bytes(extra, "big")
+            der = head + extra + self.read_exact(body)
+            try:
+                certs.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                raise MyProxyError(f"MyProxy server {self.where} sent a malformed certificate") from None
+        return certs
+
+
+def renew_proxy(
+    server: str,
+    port: int,
+    *,
+    host_cert: str,
+    host_key: str,
+    ca_dir: str,
+    user_proxy_pem: bytes,
+    username: str,
+    lifetime: int,
+    timeout: float = 30.0,
+    server_dn: str | None = None,
+    key_bits: int = 2048,
+) -> bytes:
+    """Renew a user's proxy from a MyProxy server (MyProxy protocol GET with X.509 renewal).
+
+    Args:
+        server: MyProxy host name (or IP) to connect to and to check the server's certificate
+            against.
+        port: MyProxy TCP port (usually 7512).
+        host_cert: PEM file of the service's certificate (the TLS client certificate; its DN
+            must be an authorized renewer of the credential).
+        host_key: PEM file of its unencrypted private key.
+        ca_dir: grid CA directory (``<hash>.0`` CA certs, ``<hash>.r0`` CRLs) that the
+            server's certificate must verify against.
+        user_proxy_pem: the user's current, still valid proxy in the grid proxy file layout
+            (cert, key, chain); its key signs the server's challenge and never leaves here.
+        username: name the credential is stored under; the user's DN for ``myproxy-init -d``.
+        lifetime: requested lifetime of the new proxy in seconds; the server may grant less
+            (its ``max_proxy_lifetime``, the credential's ``-t`` or remaining lifetime).
+        timeout: seconds for the whole exchange, connection included.
+        server_dn: if given, the server certificate's slash DN must equal it (like
+            ``MYPROXY_SERVER_DN``) instead of the host name check.
+        key_bits: RSA size of the new proxy key, in bits.
+
+    The server certificate must verify against ``ca_dir`` (CRLs checked) and name
+    ``server`` as MyProxy requires: a subjectAltName DNS/IP entry, or CN ``<server>``,
+    ``host/<server>`` or ``myproxy/<server>``.
+
+    Returns:
+        The new proxy in the grid proxy file layout: the new proxy certificate, its new
+        unencrypted private key (PEM), then the chain up to the user certificate.
+
+    Raises:
+        MyProxyUnreachableError: connection refused, timeout, TLS handshake failure or a
+            server certificate not naming ``server``.
+        MyProxyRefusedError: the server answered with ``ERROR`` lines (not an authorized
+            renewer, expired or revoked user proxy, no such credential...).
+        MyProxyError: unusable local credentials, a protocol violation, or a returned proxy
+            whose key or identity is not the expected one.
+    """
+    if any(c in username for c in "\n\r\0") or not username:
+        raise MyProxyError("invalid MyProxy username")
+    if lifetime <= 0:
+        raise MyProxyError(f"invalid proxy lifetime: {lifetime} s")
+    try:
+        user = load_credential(user_proxy_pem)
+    except ProxyError as exc:
+        raise MyProxyError(f"unusable user proxy: {exc}") from None
+    if user.key is None:
+        raise MyProxyError("the user proxy has no private key")
+    try:
+        user_dn = identity_dn(user.full_chain)
+    except ProxyError as exc:
+        raise MyProxyError(f"unusable user proxy: {exc}") from None
+    where = f"{server}:{port}"
+    context = _tls_context(host_cert, host_key, ca_dir)
+    deadline = time.monotonic() + timeout
+    conn = _connect(context, server, port, deadline, where, server_dn)
+    try:
+        log.debug("MyProxy GET for %s at %s, lifetime %d s", username, where, lifetime)
+        conn.send(b"0")
+        conn.send(
+            f"VERSION={PROTOCOL_VERSION}\nCOMMAND={COMMAND_GET}\nUSERNAME={username}\n"
+            f"PASSPHRASE=\nLIFETIME={int(lifetime)}\n".encode() + b"\0"
+        )
+        reply = conn.read_message()
+        status = _status(reply, where)
+        if status == RESPONSE_AUTHORIZATION:
+            conn.send(_authorization_answer(reply, user, where))
+            if _status(conn.read_message(), where) != RESPONSE_OK:
+                raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
+        elif status != RESPONSE_OK:
+            raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy")]))
+            .sign(key, hashes.SHA256())
+        )
+        conn.send(csr.public_bytes(serialization.Encoding.DER))
+        certs = conn.read_certificates()
+        _status(conn.read_message(), where)
+    finally:
+        _close(conn.sock)
+    if public_key_der(certs[0].public_key()) != public_key_der(key.public_key()):
+        raise MyProxyError(f"MyProxy server {where} returned a proxy for another key")
+    try:
+        new_dn = identity_dn(certs)
+    except ProxyError as exc:
+        raise MyProxyError(f"MyProxy server {where} returned an unusable chain: {exc}") from None
+    if new_dn != user_dn:
+        raise MyProxyError(f"MyProxy server {where} returned a proxy of {new_dn}, not of {user_dn}")
+    log.info("renewed proxy of %s from %s until %s", user_dn, where, certs[0].not_valid_after_utc.isoformat())
+    return credential_pem(Credential(certs[0], key, certs[1:]))
+
+
+def _tls_context(host_cert: str, host_key: str, ca_dir: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False  # MyProxy's own name rules, checked in _check_server_name
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN | ssl.VERIFY_X509_STRICT
+    try:
+        context.load_verify_locations(capath=str(ca_dir))
+        context.load_cert_chain(str(host_cert), str(host_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise MyProxyError(f"cannot load the service credential or CA directory: {exc}") from None
+    return context
+
+
+def _connect(
+    context: ssl.SSLContext, server: str, port: int, deadline: float, where: str, server_dn: str | None
+) -> _Connection:
+    try:
+        raw = socket.create_connection((server, port), timeout=max(deadline - time.monotonic(), 0.001))
+    except TimeoutError:
+        raise MyProxyUnreachableError(f"MyProxy server {where} timed out") from None
+    except OSError as exc:
+        raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {exc.strerror or exc}") from None
+    try:
+        raw.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock = context.wrap_socket(raw, server_hostname=None)
+    except TimeoutError:
+        _close(raw)
+        raise MyProxyUnreachableError(f"MyProxy server {where} timed out during the TLS handshake") from None
+    except (ssl.SSLError, OSError) as exc:
+        _close(raw)
+        raise MyProxyUnreachableError(f"TLS handshake with MyProxy server {where} failed: {exc}") from None
+    peer = x509.load_der_x509_certificate(sock.getpeercert(binary_form=True))
+    if server_dn is not None:
+        ok = slash_dn(peer.subject) == server_dn
+    else:
+        ok = _names_server(peer, server)
+    if not ok:
+        _close(sock)
+        raise MyProxyUnreachableError(
+            f"MyProxy server {where} presented a certificate for {slash_dn(peer.subject)}"
+        )
+    return _Connection(sock, deadline, where)
+
+
+def _names_server(cert: x509.Certificate, server: str) -> bool:
+    """MyProxy's server identity rule: SAN DNS/IP, or CN ``host``, ``host/host``, ``myproxy/host``."""
+    host = server.lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        if address is not None and address in san.get_values_for_type(x509.IPAddress):
+            return True
+        for name in san.get_values_for_type(x509.DNSName):
+            name = name.lower().rstrip(".")
+            if name == host or (
+                name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]
+            ):
+                return True
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return any(str(cn).lower() in (host, f"host/{host}", f"myproxy/{host}") for cn in cns)
+
+
+def _status(pairs: list[tuple[str, str]], where: str) -> str:
+    values = dict(pairs)
+    if values.get("VERSION") != PROTOCOL_VERSION:
+        raise MyProxyError(f"MyProxy server {where} speaks an unknown protocol version")
+    status = values.get("RESPONSE")
+    if status == RESPONSE_ERROR:
+        errors = [v.strip() for k, v in pairs if k == "ERROR" and v.strip()]
+        raise MyProxyRefusedError("; ".join(errors) or "no reason given")
+    if status not in (RESPONSE_OK, RESPONSE_AUTHORIZATION):
+        raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
+    return status
+
+
+def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where: str) -> bytes:
+    """Proof of possession of the user's proxy for the strongest X509_certificate method offered."""
+    offered: dict[str, str] = {}
+    for key, value in reply:
+        if key == "AUTHORIZATION_DATA":
+            method, _, challenge = value.partition(":")
+            offered[method] = challenge
+    for name, (method_id, hash_cls) in _CERT_METHODS.items():
+        if name in offered:
+            break
+    else:
+        raise MyProxyError(
+            f"MyProxy server {where} offers no certificate authorization (renewal is not enabled there)"
+        )
+    challenge = offered[name].encode()
+    signature = _sign(user.key, challenge, hash_cls())
+    chain = user.full_chain
+    if len(chain) > 255:
+        raise MyProxyError("the user proxy chain is too long")
+    certs = bytes([len(chain)]) + b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    return struct.pack("!B3x", method_id) + struct.pack("!I", len(signature)) + signature + certs
+
+
+def _sign(key: object, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), algorithm)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(algorithm))
+    raise MyProxyError("the user proxy key type cannot answer a MyProxy challenge")
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
