@@ -26,6 +26,9 @@ class SqlJobStore:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
 
+    def owned_by(self, owner_dn: str) -> Sequence[Job]:
+        return self.session.scalars(select(Job).where(Job.owner_dn == owner_dn)).all()
+
     def by_sandbox_dir(self, sandbox_dir: str) -> Job | None:
         return self.session.scalars(select(Job).where(Job.sandbox_dir == sandbox_dir)).one_or_none()
 
