@@ -11,6 +11,26 @@ from __future__ import annotations
 
 from wmproxy.client.client import WMProxyClient
 from wmproxy.client.faults import WMProxyClientError
-from wmproxy.client.models import JobIds, JobStatus, OutputFile
+from wmproxy.client.models import (
+    CEMatch,
+    GraphNode,
+    JobIds,
+    JobStatus,
+    OutputFile,
+    ProxyInfo,
+    Quota,
+    VOInfo,
+)
 
-__all__ = ["JobIds", "JobStatus", "OutputFile", "WMProxyClient", "WMProxyClientError"]
+__all__ = [
+    "CEMatch",
+    "GraphNode",
+    "JobIds",
+    "JobStatus",
+    "OutputFile",
+    "ProxyInfo",
+    "Quota",
+    "VOInfo",
+    "WMProxyClient",
+    "WMProxyClientError",
+]

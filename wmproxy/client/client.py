@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -11,7 +12,17 @@ from zeep.transports import Transport
 from wmproxy.client import models
 from wmproxy.client.delegation import Port, delegation_port, parse_version, sign_request
 from wmproxy.client.faults import translated_errors
-from wmproxy.client.models import JobIds, JobStatus, NewProxyRequest, OutputFile
+from wmproxy.client.jsdl import JsdlInput, jsdl_part
+from wmproxy.client.models import (
+    CEMatch,
+    GraphNode,
+    JobIds,
+    JobStatus,
+    NewProxyRequest,
+    OutputFile,
+    ProxyInfo,
+    Quota,
+)
 from wmproxy.client.session import grid_session
 from wmproxy.client.wsdl import BINDINGS, wsdl_path
 
@@ -57,9 +68,9 @@ class WMProxyClient:
         self._ports = {key: self._zeep.create_service(qname, endpoint) for key, qname in BINDINGS.items()}
         self._version: str | None = None
 
-    def _call(self, port: str, operation: str, *args: Any) -> Any:
+    def _call(self, port: str, operation: str, *args: Any, **kwargs: Any) -> Any:
         with translated_errors(operation):
-            return getattr(self._ports[port], operation)(*args)
+            return getattr(self._ports[port], operation)(*args, **kwargs)
 
     # --- service information ---
 
@@ -182,3 +193,155 @@ class WMProxyClient:
     def get_output_file_list(self, job_id: str, protocol: str = "https") -> list[OutputFile]:
         """WMProxy ``getOutputFileList``: ``[(uri, size in bytes), ...]`` of the output sandbox."""
         return models.output_files_from(self._call("wmproxy", "getOutputFileList", job_id, protocol))
+
+    # --- quota ---
+
+    def get_total_quota(self) -> Quota:
+        """WMProxy ``getTotalQuota``: ``(soft, hard)`` disk quota in bytes; ``(-1, -1)``
+        when the service has none (gLite clients then use :meth:`get_max_input_sandbox_size`)."""
+        return models.quota_from(self._call("wmproxy", "getTotalQuota"))
+
+    def get_free_quota(self) -> Quota:
+        """WMProxy ``getFreeQuota``: ``(soft, hard)`` bytes left; ``(-1, -1)`` without quota."""
+        return models.quota_from(self._call("wmproxy", "getFreeQuota"))
+
+    # --- matchmaking and JSDL ---
+
+    def job_list_match(self, jdl: str, delegation_id: str) -> list[CEMatch]:
+        """WMProxy ``jobListMatch``: ``[(ce_id, rank), ...]`` of the CEs matching a normal job.
+
+        An empty list means no CE matches (the service sends no fault for that).
+        """
+        return models.ce_matches_from(self._call("wmproxy", "jobListMatch", jdl, delegation_id))
+
+    def job_register_jsdl(self, jsdl: JsdlInput, delegation_id: str) -> JobIds:
+        """WMProxy ``jobRegisterJSDL``: :meth:`job_register` for a JSDL 1.0 job definition.
+
+        Args:
+            jsdl: a ``jsdl:JobDefinition`` element/tree or its XML as bytes/str (not modified).
+            delegation_id: as in :meth:`job_register`.
+        """
+        part = jsdl_part(jsdl, "jobRegisterJSDL")
+        return models.job_ids_from(
+            self._call("wmproxy", "jobRegisterJSDL", jsdl=part, delegationId=delegation_id)
+        )
+
+    def job_submit_jsdl(self, jsdl: JsdlInput, delegation_id: str) -> JobIds:
+        """WMProxy ``jobSubmitJSDL``: :meth:`job_submit` for a JSDL job definition
+        (on the wire ``delegationId`` comes first, as in gLite's WSDL)."""
+        part = jsdl_part(jsdl, "jobSubmitJSDL")
+        return models.job_ids_from(
+            self._call("wmproxy", "jobSubmitJSDL", delegationId=delegation_id, jsdl=part)
+        )
+
+    def job_list_match_jsdl(self, jsdl: JsdlInput, delegation_id: str) -> list[CEMatch]:
+        """WMProxy ``jobListMatchJSDL``: :meth:`job_list_match` for a JSDL job definition."""
+        part = jsdl_part(jsdl, "jobListMatchJSDL")
+        return models.ce_matches_from(
+            self._call("wmproxy", "jobListMatchJSDL", jsdl=part, delegationId=delegation_id)
+        )
+
+    # --- JDL templates ---
+
+    def get_job_template(
+        self,
+        job_types: Iterable[str],
+        executable: str,
+        arguments: str,
+        requirements: str,
+        rank: str,
+    ) -> str:
+        """WMProxy ``getJobTemplate``: a JDL template.
+
+        Args:
+            job_types: ``NORMAL``, ``PARAMETRIC``, ``INTERACTIVE``, ``MPI`` (combinable).
+            executable, arguments: string values of the template.
+            requirements, rank: ClassAd expressions (inserted unquoted).
+        """
+        return str(self._call(
+            "wmproxy", "getJobTemplate",
+            models.job_type_list_to(job_types), executable, arguments, requirements, rank,
+        ))
+
+    def get_dag_template(
+        self, graph: GraphNode, requirements: str, rank: str
+    ) -> str:
+        """WMProxy ``getDAGTemplate``: a DAG JDL template from a dependency tree
+        (see :class:`~wmproxy.client.models.GraphNode`)."""
+        return str(self._call("wmproxy", "getDAGTemplate", models.graph_to(graph), requirements, rank))
+
+    def get_collection_template(
+        self, job_number: int, requirements: str, rank: str
+    ) -> str:
+        """WMProxy ``getCollectionTemplate``: a collection of ``job_number`` nodes."""
+        return str(self._call("wmproxy", "getCollectionTemplate", int(job_number), requirements, rank))
+
+    def get_int_parametric_job_template(
+        self,
+        attributes: Iterable[str],
+        param: int,
+        start: int,
+        step: int,
+        requirements: str,
+        rank: str,
+    ) -> str:
+        """WMProxy ``getIntParametricJobTemplate``: ``Parameters = param``,
+        ``ParameterStart = start``, ``ParameterStep = step``; each of ``attributes`` is set
+        to ``"_PARAM_"``."""
+        return str(self._call(
+            "wmproxy", "getIntParametricJobTemplate",
+            models.string_list_to(attributes), int(param), int(start), int(step), requirements, rank,
+        ))
+
+    def get_string_parametric_job_template(
+        self,
+        attributes: Iterable[str],
+        params: Iterable[str],
+        requirements: str,
+        rank: str,
+    ) -> str:
+        """WMProxy ``getStringParametricJobTemplate``: ``Parameters = {"p1", ...}``."""
+        return str(self._call(
+            "wmproxy", "getStringParametricJobTemplate",
+            models.string_list_to(attributes), models.string_list_to(params), requirements, rank,
+        ))
+
+    # --- per-job ACLs ---
+
+    def get_acl_items(self, job_id: str) -> list[str]:
+        """WMProxy ``getACLItems``: the DNs allowed to access the job's sandboxes."""
+        return models.string_list_from(self._call("wmproxy", "getACLItems", job_id))
+
+    def add_acl_items(self, job_id: str, items: Iterable[str]) -> None:
+        """WMProxy ``addACLItems``: give these DNs read access to the job."""
+        self._call("wmproxy", "addACLItems", job_id, models.string_list_to(items))
+
+    def remove_acl_item(self, job_id: str, item: str) -> None:
+        """WMProxy ``removeACLItem``: remove one DN (the owner's cannot be removed)."""
+        self._call("wmproxy", "removeACLItem", job_id, item)
+
+    # --- proxy information ---
+
+    def get_delegated_proxy_info(self, delegation_id: str) -> ProxyInfo:
+        """WMProxy ``getDelegatedProxyInfo``: the caller's proxy delegated under ``delegation_id``."""
+        return models.proxy_info_from(self._call("wmproxy", "getDelegatedProxyInfo", delegation_id))
+
+    def get_job_proxy_info(self, job_id: str) -> ProxyInfo:
+        """WMProxy ``getJobProxyInfo``: the proxy the job runs with."""
+        return models.proxy_info_from(self._call("wmproxy", "getJobProxyInfo", job_id))
+
+    # --- file perusal ---
+
+    def enable_file_perusal(self, job_id: str, files: Iterable[str]) -> None:
+        """WMProxy ``enableFilePerusal``: output files to peek at while the job runs
+        (an empty list disables perusal). Needs ``PerusalFileEnable = true`` in the JDL."""
+        self._call("wmproxy", "enableFilePerusal", job_id, models.string_list_to(files))
+
+    def get_perusal_files(
+        self, job_id: str, file: str, all_chunks: bool = False, protocol: str = "https"
+    ) -> list[str]:
+        """WMProxy ``getPerusalFiles``: URIs of the newly merged chunks of ``file``
+        (all of them with ``all_chunks``); empty when nothing is new."""
+        return models.string_list_from(
+            self._call("wmproxy", "getPerusalFiles", job_id, file, bool(all_chunks), protocol)
+        )

@@ -30,7 +30,8 @@ class WMProxyClientError(Exception):
     Attributes:
         fault_type: WSDL fault element name (``JobUnknownFault``), ``DelegationException``,
             ``WMProxy Server Error`` for a fault without detail, or a client-side kind
-            (``ConnectionError``, ``TransferError``, ``ProxyError``, ``InvalidResponse``).
+            (``ConnectionError``, ``TransferError``, ``ProxyError``, ``InvalidResponse``,
+            ``InvalidJSDL``).
         description: one human readable sentence.
         error_code: the gLite decimal code (``"1218"``) when the server sent one, else None.
         method: the server method name from the fault detail, else the WSDL operation called.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 
@@ -162,3 +162,170 @@ def output_files_from(obj: Any) -> list[OutputFile]:
 def new_proxy_request_from(obj: Any) -> NewProxyRequest:
     """Convert a delegation-2 ``NewProxyReq``."""
     return NewProxyRequest(_get(obj, "proxyRequest") or "", _get(obj, "delegationID") or "")
+
+
+# --- quota, matchmaking, templates, ACLs, proxy info, perusal ---------------------------
+
+
+class Quota(NamedTuple):
+    """getTotalQuota/getFreeQuota: soft and hard limit in bytes (-1 when there is no quota)."""
+
+    soft: int
+    hard: int
+
+
+class CEMatch(NamedTuple):
+    """One ``StringAndLongType`` of jobListMatch: a computing element id and its rank."""
+
+    ce_id: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """``GraphStructType`` for getDAGTemplate: a node name and the nodes depending on it.
+
+    The root is usually unnamed (``name=None``, sent as ``xsi:nil``); every named node
+    becomes a DAG node and every (named parent, child) edge a dependency, e.g.
+    ``GraphNode(None, (GraphNode("a", (GraphNode("b"),)),))`` is ``a -> b``.
+    """
+
+    name: str | None
+    children: tuple[GraphNode, ...] = ()
+
+
+def _epoch(value: str) -> datetime | None:
+    """A decimal UNIX epoch string (as ProxyInfoStructType carries) as an aware UTC datetime."""
+    try:
+        return datetime.fromtimestamp(int(value.strip()), tz=timezone.utc)
+    except (ValueError, OverflowError, OSError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class VOInfo:
+    """``VOProxyInfoStructType``: one VOMS attribute certificate of a proxy.
+
+    Attributes:
+        user, user_ca: holder DN and its CA (slash form).
+        server, server_ca: VOMS server DN and its CA.
+        vo_name: the VO.
+        uri: ``host:port`` of the VOMS server.
+        start_time, end_time: AC validity as sent, decimal UNIX epoch seconds.
+        attributes: the FQANs, e.g. ``/dteam/Role=NULL/Capability=NULL``.
+    """
+
+    user: str
+    user_ca: str
+    server: str
+    server_ca: str
+    vo_name: str
+    uri: str
+    start_time: str
+    end_time: str
+    attributes: tuple[str, ...] = ()
+
+    @property
+    def start(self) -> datetime | None:
+        return _epoch(self.start_time)
+
+    @property
+    def end(self) -> datetime | None:
+        return _epoch(self.end_time)
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    """``ProxyInfoStructType`` of getDelegatedProxyInfo/getJobProxyInfo.
+
+    Attributes:
+        subject, issuer: slash-form DNs (``/C=IT/O=INFN/CN=John Doe/CN=proxy``).
+        identity: the issuer string in gLite (the user for a one-level proxy).
+        type: ``"proxy"`` (or ``"x509"``).
+        strength: key size in bits, as sent (``"2048"``).
+        start_time, end_time: validity as sent, decimal UNIX epoch seconds.
+        vos: one :class:`VOInfo` per VOMS attribute certificate.
+    """
+
+    subject: str
+    issuer: str
+    identity: str
+    type: str
+    strength: str
+    start_time: str
+    end_time: str
+    vos: tuple[VOInfo, ...] = ()
+
+    @property
+    def start(self) -> datetime | None:
+        """``start_time`` as an aware UTC datetime (None if not an epoch number)."""
+        return _epoch(self.start_time)
+
+    @property
+    def end(self) -> datetime | None:
+        """``end_time`` as an aware UTC datetime (None if not an epoch number)."""
+        return _epoch(self.end_time)
+
+    @property
+    def strength_bits(self) -> int | None:
+        try:
+            return int(self.strength)
+        except ValueError:
+            return None
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def quota_from(obj: Any) -> Quota:
+    """Convert the two-part (``softLimit``, ``hardLimit``) response of the quota operations."""
+    return Quota(int(_get(obj, "softLimit") or 0), int(_get(obj, "hardLimit") or 0))
+
+
+def ce_matches_from(obj: Any) -> list[CEMatch]:
+    """Convert ``CEIdAndRankList`` (a ``StringAndLongList``): name = CE id, size = rank."""
+    return [CEMatch(_str(_get(f, "name")), int(_get(f, "size") or 0)) for f in _items(obj, "file")]
+
+
+def vo_info_from(obj: Any) -> VOInfo:
+    return VOInfo(
+        user=_str(_get(obj, "User")),
+        user_ca=_str(_get(obj, "UserCA")),
+        server=_str(_get(obj, "Server")),
+        server_ca=_str(_get(obj, "ServerCA")),
+        vo_name=_str(_get(obj, "VOName")),
+        uri=_str(_get(obj, "URI")),
+        start_time=_str(_get(obj, "StartTime")),
+        end_time=_str(_get(obj, "EndTime")),
+        attributes=tuple(str(a) for a in _list(_get(obj, "Attribute")) if a is not None),
+    )
+
+
+def proxy_info_from(obj: Any) -> ProxyInfo:
+    """Convert a ``ProxyInfoStructType`` (with its ``VOsInfo*``)."""
+    return ProxyInfo(
+        subject=_str(_get(obj, "Subject")),
+        issuer=_str(_get(obj, "Issuer")),
+        identity=_str(_get(obj, "Identity")),
+        type=_str(_get(obj, "Type")),
+        strength=_str(_get(obj, "Strength")),
+        start_time=_str(_get(obj, "StartTime")),
+        end_time=_str(_get(obj, "EndTime")),
+        vos=tuple(vo_info_from(v) for v in _list(_get(obj, "VOsInfo")) if v is not None),
+    )
+
+
+def string_list_to(items: Iterable[str]) -> dict[str, list[str]]:
+    """A ``StringList`` request value."""
+    return {"Item": [str(i) for i in items]}
+
+
+def job_type_list_to(job_types: Iterable[str]) -> dict[str, list[str]]:
+    """A ``JobTypeList`` request value (``NORMAL``, ``PARAMETRIC``, ``INTERACTIVE``, ``MPI``...)."""
+    return {"jobType": [str(t).upper() for t in job_types]}
+
+
+def graph_to(node: GraphNode) -> dict[str, Any]:
+    """A ``GraphStructType`` request value, recursively."""
+    return {"name": node.name, "childrenJob": [graph_to(c) for c in node.children]}

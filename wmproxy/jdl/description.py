@@ -1,9 +1,9 @@
 """Validated, typed view of a job's JDL (``wmproxy-behaviour.md`` §3.1 steps 7-8, 12).
 
 :func:`describe` applies the checks the reference makes at registration and returns a
-:class:`JobDescription`. Only simple jobs are supported for now; the single place that
-refuses the others is :func:`_refuse_unsupported`. Collections, DAGs and parametric
-jobs will be expanded (§9.4, §9.5) before their nodes reach :func:`describe`.
+:class:`JobDescription`. Collections, DAGs and parametric jobs are validated by
+expanding them (:func:`wmproxy.jdl.compound.expand`, §9.4, §9.5), which describes
+every node; their description is that of the DAG-level ad.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class JobDescription:
         environment: ``Environment`` entries, each ``NAME=value``.
         virtual_organisation: ``VirtualOrganisation`` as written.
         myproxy_server: ``MyProxyServer``; ``None`` when absent or ``""``.
+        nodes: node names of a collection, DAG or parametric job in node order;
+            ``()`` for a simple job.
     """
 
     type: str = "job"
@@ -54,6 +56,7 @@ class JobDescription:
     environment: tuple[str, ...] = ()
     virtual_organisation: str | None = None
     myproxy_server: str | None = None
+    nodes: tuple[str, ...] = ()
 
 
 def describe(ad: classad2.ClassAd) -> JobDescription:
@@ -63,6 +66,11 @@ def describe(ad: classad2.ClassAd) -> JobDescription:
     the mandatory-attribute and type checks of the JDL library. Attribute names are
     case-insensitive. A single string is accepted where a list of strings is
     expected (``InputSandbox``, ``OutputSandbox``, ``Environment``).
+
+    A collection, DAG or parametric job is expanded with its default node limit and
+    every node is validated; the result describes the DAG-level ad (``Executable`` may
+    be ``""`` there; ``input_sandbox`` is the union of all nodes' entries) and lists
+    the node names. Use :func:`wmproxy.jdl.compound.expand` to get the nodes.
 
     Args:
         ad: the JDL as returned by :func:`wmproxy.jdl.parse_jdl`; not modified.
@@ -74,17 +82,19 @@ def describe(ad: classad2.ClassAd) -> JobDescription:
         InvalidJdlAttributeError: ``Type`` is not job/dag/collection ("Invalid Job
             Type: <type>"), or ``JobType`` lists more than one type ("Composite Job
             Type not yet supported").
-        InvalidArgumentError: a DAG, collection or parametric job ("... jobs are not
-            supported yet").
+        InvalidArgumentError: a compound job that cannot be expanded (no nodes, too
+            many, nested, nodes given by ``file``; see ``compound.expand``).
         JdlError: partitionable/checkpointable jobs ("... Jobs are Deprecated"), a
             missing mandatory attribute ("Mandatory attribute <name> not set"), an
             attribute of the wrong type (the message names it), an ``Environment``
             entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid
-            attribute already exists").
+            attribute already exists"); for a compound job also a bad node list,
+            dependency or parameter, and any node's error prefixed ``Node <name>: ``.
     """
     job_kind = _job_kind(ad)
     job_type = _job_type(ad) if job_kind == "job" else "normal"
-    _refuse_unsupported(job_kind, job_type)
+    if job_kind != "job" or job_type == "parametric":
+        return _describe_compound(ad, job_kind, job_type)
     _check_job_type(ad, job_type)
     if "edg_jobid" in ad:
         raise JdlError("jobid attribute already exists")
@@ -115,17 +125,28 @@ def describe(ad: classad2.ClassAd) -> JobDescription:
     )
 
 
-def _refuse_unsupported(job_kind: str, job_type: str) -> None:
-    """The one place that refuses what this version cannot register yet.
+def _describe_compound(ad: classad2.ClassAd, job_kind: str, job_type: str) -> JobDescription:
+    """Validate a collection, DAG or parametric job by expanding it (§9.4, §9.5)."""
+    from wmproxy.jdl.compound import expand  # noqa: PLC0415 - compound imports this module
 
-    Remove a case here when its expansion (``wmproxy-behaviour.md`` §9.4, §9.5) lands.
-    """
-    if job_kind == "dag":
-        raise InvalidArgumentError("DAG jobs are not supported yet")
-    if job_kind == "collection":
-        raise InvalidArgumentError("Collection jobs are not supported yet")
-    if job_type == "parametric":
-        raise InvalidArgumentError("Parametric jobs are not supported yet")
+    job = expand(ad)
+    assert job is not None  # the caller checked the kind
+    parent = job.parent_ad
+    return JobDescription(
+        type=job_kind,
+        job_type=job_type,
+        executable=_string(parent, "Executable") or "",
+        arguments=_string(parent, "Arguments") or "",
+        std_input=_string(parent, "StdInput"),
+        std_output=_string(parent, "StdOutput"),
+        std_error=_string(parent, "StdError"),
+        input_sandbox=_file_list(parent, "InputSandbox"),
+        output_sandbox=_file_list(parent, "OutputSandbox"),
+        environment=string_list(parent, "Environment"),
+        virtual_organisation=_string(parent, "VirtualOrganisation"),
+        myproxy_server=_string(parent, "MyProxyServer") or None,
+        nodes=tuple(node.name for node in job.nodes),
+    )
 
 
 def _job_kind(ad: classad2.ClassAd) -> str:

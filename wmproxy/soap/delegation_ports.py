@@ -14,7 +14,7 @@ from wmproxy.errors import NotSupportedError
 from wmproxy.services import delegation
 from wmproxy.soap.calls import delegation_call
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2
-from wmproxy.soap.types import DateTime_, NewProxyReq, Part, String
+from wmproxy.soap.types import DateTime_, NewProxyReq, NewProxyReq1, Part, String
 
 INTERFACE_VERSION = "2.0.0"
 
@@ -33,6 +33,34 @@ class Delegation1Port(ServiceBase):
         delegation_call(
             ctx, DELEGATION_1, "putProxy", lambda rt, p: delegation.store_proxy(rt, p, delegationID, proxy or "")
         )
+
+
+    # gridsite extension: htproxyput, htproxyrenew, htproxytime/htproxyunixtime and
+    # htproxydestroy call these in the delegation-1 namespace (peers.md §6.2).
+
+    @rpc(_returns=Part(NewProxyReq1), _out_variable_name="getNewProxyReqReturn")
+    def getNewProxyReq(ctx):  # noqa: N802, N805
+        def new_request(rt, p):  # type: ignore[no-untyped-def]
+            delegation_id, csr = delegation.create_new_proxy_request(rt, p)
+            return NewProxyReq1(proxyRequest=csr, delegationID=delegation_id)
+
+        return delegation_call(ctx, DELEGATION_1, "getNewProxyReq", new_request)
+
+    @rpc(String, _returns=String, _out_variable_name="renewProxyReqReturn")
+    def renewProxyReq(ctx, delegationID):  # noqa: N802, N803
+        return delegation_call(
+            ctx, DELEGATION_1, "renewProxyReq", lambda rt, p: delegation.renew_proxy_request(rt, p, delegationID)
+        )
+
+    @rpc(String, _returns=DateTime_, _out_variable_name="getTerminationTimeReturn")
+    def getTerminationTime(ctx, delegationID):  # noqa: N802, N803
+        return delegation_call(
+            ctx, DELEGATION_1, "getTerminationTime", lambda rt, p: delegation.termination_time(rt, p, delegationID)
+        )
+
+    @rpc(String)
+    def destroy(ctx, delegationID):  # noqa: N802, N803
+        delegation_call(ctx, DELEGATION_1, "destroy", lambda rt, p: delegation.destroy(rt, p, delegationID))
 
 
 class Delegation2Port(ServiceBase):

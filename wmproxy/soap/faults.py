@@ -41,10 +41,6 @@ FAULT_KINDS: dict[type[Exception], str] = {
     errors.WMProxyError: "GenericFault",
 }
 
-#: SOAP faultcode per fault kind: the caller's mistakes are Client faults.
-CLIENT_KINDS = {"AuthenticationFault", "AuthorizationFault", "InvalidArgumentFault", "JobUnknownFault",
-                "OperationNotAllowedFault"}
-
 
 def fault_kind(exc: Exception) -> str:
     for cls in type(exc).__mro__:
@@ -79,8 +75,8 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
         etree.SubElement(detail, name).text = text
     for cause in causes:
         etree.SubElement(detail, "FaultCause").text = cause
-    faultcode = "Client" if kind in CLIENT_KINDS else "Server"
-    return Fault(faultcode=faultcode, faultstring=message, detail=detail)
+    # The reference always sends SOAP-ENV:Server; clients branch on the detail element.
+    return Fault(faultcode="Server", faultstring=message, detail=detail)
 
 
 def delegation_fault(namespace: str, method: str, exc: Exception) -> Fault:

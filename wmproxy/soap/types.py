@@ -11,7 +11,7 @@ from typing import Any
 from spyne import Boolean, ComplexModel, DateTime, Integer, Long, Unicode
 from spyne.model.complex import SelfReference
 
-from wmproxy.soap.namespaces import DELEGATION_2, WMPROXY
+from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
 
 
 def Part(model: Any = Unicode, **kwargs: Any) -> Any:
@@ -103,6 +103,13 @@ class NewProxyReq(ComplexModel):
         ("proxyRequest", Part(Unicode, min_occurs=1, nillable=True)),
         ("delegationID", Part(Unicode, min_occurs=1, nillable=True)),
     ]
+
+
+class NewProxyReq1(ComplexModel):
+    """The same structure in the delegation-1 namespace (gridsite extension)."""
+
+    __namespace__ = DELEGATION_1
+    _type_info = NewProxyReq._type_info
 
 
 Long_ = Part(Long)

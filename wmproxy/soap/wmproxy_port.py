@@ -7,19 +7,28 @@ the result. Part names, response accessors and declared faults follow
 
 from __future__ import annotations
 
-from spyne import ServiceBase, rpc
+from spyne import AnyXml, ServiceBase, rpc
 
-from wmproxy.services import delegation, jobs, sandboxes, submission, uris
+from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl import templates
+from wmproxy.jdl.jsdl import jsdl_to_jdl
+from wmproxy.jdl.templates import GraphNode
+from wmproxy.services import acl, delegation, jobs, matchmaking, perusal, quota, sandboxes, submission, uris
 from wmproxy.soap import convert
 from wmproxy.soap.calls import wmproxy_call
 from wmproxy.soap.contract import operations_by_namespace
 from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.soap.types import (
+    Boolean_,
     DestURIsStructType,
+    GraphStructType,
+    Integer_,
     JobIdStructType,
+    JobTypeList,
     JobStatusStructType,
     Long_,
     Part,
+    ProxyInfoStructType,
     String,
     StringAndLongList,
     StringList,
@@ -31,7 +40,7 @@ DECLARED_FAULTS = operations_by_namespace()[WMPROXY]
 
 
 def _call(ctx, method, fn):  # type: ignore[no-untyped-def]
-    return wmproxy_call(ctx, method, DECLARED_FAULTS[method], fn)
+    return wmproxy_call(ctx, method, DECLARED_FAULTS.get(method, frozenset({"GenericFault"})), fn)
 
 
 class WMProxyPort(ServiceBase):
@@ -118,3 +127,136 @@ class WMProxyPort(ServiceBase):
     @rpc(String, String)
     def putProxy(ctx, delegationID, proxy):  # noqa: N802, N803
         _call(ctx, "putProxy", lambda rt, p: delegation.store_proxy(rt, p, delegationID, proxy or ""))
+
+    # --- quota (§4.4) ---
+
+    @rpc(_returns=(Long_, Long_), _out_variable_names=("softLimit", "hardLimit"))
+    def getTotalQuota(ctx):  # noqa: N802, N805
+        return _call(ctx, "getTotalQuota", lambda rt, p: quota.total_quota(rt, p))
+
+    @rpc(_returns=(Long_, Long_), _out_variable_names=("softLimit", "hardLimit"))
+    def getFreeQuota(ctx):  # noqa: N802, N805
+        return _call(ctx, "getFreeQuota", lambda rt, p: quota.free_quota(rt, p))
+
+    # --- per-job ACL (§6.4) ---
+
+    @rpc(String, _returns=Part(StringList), _out_variable_name="items")
+    def getACLItems(ctx, jobId):  # noqa: N802, N803
+        return _call(ctx, "getACLItems", lambda rt, p: StringList(Item=acl.get_acl_items(rt, p, jobId or "")))
+
+    @rpc(String, Part(StringList))
+    def addACLItems(ctx, jobId, items):  # noqa: N802, N803
+        _call(ctx, "addACLItems", lambda rt, p: acl.add_acl_items(rt, p, jobId or "", _items(items)))
+
+    @rpc(String, String)
+    def removeACLItem(ctx, jobId, item):  # noqa: N802, N803
+        _call(ctx, "removeACLItem", lambda rt, p: acl.remove_acl_item(rt, p, jobId or "", item or ""))
+
+    # --- proxy information (§5.5) ---
+
+    @rpc(String, _returns=Part(ProxyInfoStructType), _out_variable_name="items")
+    def getDelegatedProxyInfo(ctx, delegationID):  # noqa: N802, N803
+        return _call(
+            ctx,
+            "getDelegatedProxyInfo",
+            lambda rt, p: convert.proxy_info_struct(delegation.delegated_proxy_info(rt, p, delegationID or "")),
+        )
+
+    @rpc(String, _returns=Part(ProxyInfoStructType), _out_variable_name="items")
+    def getJobProxyInfo(ctx, jobId):  # noqa: N802, N803
+        return _call(
+            ctx, "getJobProxyInfo", lambda rt, p: convert.proxy_info_struct(jobs.job_proxy_info(rt, p, jobId or ""))
+        )
+
+    # --- perusal (§8) ---
+
+    @rpc(String, Part(StringList))
+    def enableFilePerusal(ctx, jobId, fileList):  # noqa: N802, N803
+        _call(ctx, "enableFilePerusal", lambda rt, p: perusal.enable_file_perusal(rt, p, jobId or "", _items(fileList)))
+
+    @rpc(String, String, Boolean_, String, _returns=Part(StringList), _out_variable_name="fileList")
+    def getPerusalFiles(ctx, jobId, file, allChunks, protocol):  # noqa: N802, N803
+        return _call(
+            ctx,
+            "getPerusalFiles",
+            lambda rt, p: StringList(
+                Item=perusal.perusal_files(rt, p, jobId or "", file or "", bool(allChunks), protocol)
+            ),
+        )
+
+    # --- templates (§9): strings in, JDL out; no job is touched ---
+
+    @rpc(Part(JobTypeList), String, String, String, String, _returns=String, _out_variable_name="jdl")
+    def getJobTemplate(ctx, jobType, executable, arguments, requirements, rank):  # noqa: N802, N803
+        return _call(ctx, "getJobTemplate", lambda rt, p: templates.job_template(
+            _list(jobType, "jobType"), executable or "", arguments or "", requirements or "", rank or ""))
+
+    @rpc(Part(GraphStructType), String, String, _returns=String, _out_variable_name="jdl")
+    def getDAGTemplate(ctx, dependencies, requirements, rank):  # noqa: N802
+        return _call(ctx, "getDAGTemplate", lambda rt, p: templates.dag_template(
+            _graph(dependencies), requirements or "", rank or ""))
+
+    @rpc(Integer_, String, String, _returns=String, _out_variable_name="jdl")
+    def getCollectionTemplate(ctx, jobNumber, requirements, rank):  # noqa: N802, N803
+        return _call(ctx, "getCollectionTemplate", lambda rt, p: templates.collection_template(
+            jobNumber if jobNumber is not None else 0, requirements or "", rank or ""))
+
+    @rpc(Part(StringList), Integer_, Integer_, Integer_, String, String, _returns=String, _out_variable_name="jdl")
+    def getIntParametricJobTemplate(ctx, attributes, param, parameterStart, parameterStep, requirements, rank):  # noqa: N802, N803
+        return _call(ctx, "getIntParametricJobTemplate", lambda rt, p: templates.int_parametric_template(
+            _list(attributes, "Item"), param if param is not None else 0, parameterStart or 0,
+            parameterStep if parameterStep is not None else 1, requirements or "", rank or ""))
+
+    @rpc(Part(StringList), Part(StringList), String, String, _returns=String, _out_variable_name="jdl")
+    def getStringParametricJobTemplate(ctx, attributes, param, requirements, rank):  # noqa: N802
+        return _call(ctx, "getStringParametricJobTemplate", lambda rt, p: templates.string_parametric_template(
+            _list(attributes, "Item"), _list(param, "Item"), requirements or "", rank or ""))
+
+    # --- matchmaking (§3.7) ---
+
+    @rpc(String, String, _returns=Part(StringAndLongList), _out_variable_name="CEIdAndRankList")
+    def jobListMatch(ctx, jdl, delegationId):  # noqa: N802, N803
+        return _call(ctx, "jobListMatch", lambda rt, p: convert.file_list(
+            matchmaking.list_match(rt, p, jdl or "", delegationId or "")))
+
+    # --- JSDL (§12): the JobDefinition is mapped onto the equivalent JDL ---
+
+    @rpc(Part(AnyXml), String, _returns=Part(JobIdStructType), _out_variable_name="jobIdStruct")
+    def jobRegisterJSDL(ctx, jsdl, delegationId):  # noqa: N802, N803
+        return _call(ctx, "jobRegisterJSDL", lambda rt, p: convert.job_id_struct(
+            submission.register_job(rt, p, _jdl_of(jsdl), delegationId)))
+
+    @rpc(String, Part(AnyXml), _returns=Part(JobIdStructType), _out_variable_name="jobIdStruct")
+    def jobSubmitJSDL(ctx, delegationId, jsdl):  # noqa: N802, N803
+        return _call(ctx, "jobSubmitJSDL", lambda rt, p: convert.job_id_struct(
+            submission.submit_job(rt, p, _jdl_of(jsdl), delegationId)))
+
+    @rpc(Part(AnyXml), String, _returns=Part(StringAndLongList), _out_variable_name="CEIdAndRankList")
+    def jobListMatchJSDL(ctx, jsdl, delegationId):  # noqa: N802, N803
+        return _call(ctx, "jobListMatchJSDL", lambda rt, p: convert.file_list(
+            matchmaking.list_match(rt, p, _jdl_of(jsdl), delegationId or "")))
+
+
+def _items(string_list) -> list[str]:  # type: ignore[no-untyped-def]
+    """The ``Item`` strings of a StringList argument (None when the part is absent)."""
+    return [item for item in (getattr(string_list, "Item", None) or []) if item is not None]
+
+
+def _list(value, field: str) -> list[str] | None:  # type: ignore[no-untyped-def]
+    """The strings of a list-typed part; None when the part itself is absent (→ "Invalid Argument")."""
+    if value is None:
+        return None
+    return [item for item in (getattr(value, field, None) or []) if item is not None]
+
+
+def _graph(value) -> GraphNode | None:  # type: ignore[no-untyped-def]
+    if value is None:
+        return None
+    return GraphNode(value.name, [_graph(child) for child in (value.childrenJob or []) if child is not None])
+
+
+def _jdl_of(jsdl) -> str:  # type: ignore[no-untyped-def]
+    """The JDL equivalent of the ``jsdl`` part (its element or its JobDefinition child)."""
+    if jsdl is None:
+        raise InvalidArgumentError("Invalid Argument: no JSDL JobDefinition given")
+    return jsdl_to_jdl(jsdl)

@@ -2,11 +2,16 @@
 
 Two views of "the same wire contract":
 
-* structure: every operation, part (name and type), fault (name and element) and
-  soap:body namespace of the reference is in ours, read with lxml;
+* structure: every operation of the three reference ports, with its parts (name
+  and type), faults (name and element) and soap:body namespace, is in ours, read
+  with lxml; plus the four GridSite delegation-1 extensions (getNewProxyReq,
+  renewProxyReq, getTerminationTime, destroy), shaped like their delegation-2
+  namesakes;
 * behaviour: zeep builds byte-for-byte the same request body (modulo prefixes)
   from both files, with the rpc wrapper in the port's namespace and unqualified
-  children.
+  children, for a call of every operation (JSDL ones included: our open
+  JobDefinition_Type fed by the client's converter gives the same XML as the
+  reference's typed JSDL schema).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import copy
+
 import pytest
 import zeep
 from lxml import etree
 
+from wmproxy.client.jsdl import jsdl_part
 from wmproxy.client.wsdl import wsdl_path
 
 REFERENCE_DIR = Path("/work/shared/reference/wsdl")
@@ -29,23 +37,38 @@ XSD_NS = "http://www.w3.org/2001/XMLSchema"
 WMP = "http://glite.org/wms/wmproxy"
 D1 = "http://www.gridsite.org/namespaces/delegation-1"
 D2 = "http://www.gridsite.org/namespaces/delegation-2"
+JSDL = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
+JSDL_POSIX = "http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
 
+# Every operation of the reference ports (TestStructure checks this list against the files).
 WMP_OPS = (
     "getVersion getJDL jobRegister jobStart jobSubmit jobCancel jobPurge getMaxInputSandboxSize "
     "getSandboxDestURI getSandboxBulkDestURI getTransferProtocols getOutputFileList getJobStatus "
-    "getProxyReq putProxy"
+    "getProxyReq putProxy "
+    "getTotalQuota getFreeQuota jobListMatch jobRegisterJSDL jobSubmitJSDL jobListMatchJSDL "
+    "getJobTemplate getDAGTemplate getCollectionTemplate getIntParametricJobTemplate "
+    "getStringParametricJobTemplate getACLItems addACLItems removeACLItem getDelegatedProxyInfo "
+    "getJobProxyInfo enableFilePerusal getPerusalFiles"
 ).split()
 D1_OPS = ["getProxyReq", "putProxy"]
 D2_OPS = (
     "getProxyReq putProxy getTerminationTime destroy getVersion getInterfaceVersion "
     "getNewProxyReq renewProxyReq getServiceMetadata"
 ).split()
+# GridSite extension: htproxyput & co. call these in the delegation-1 namespace.
+D1_EXTRAS = ["getNewProxyReq", "renewProxyReq", "getTerminationTime", "destroy"]
 
-# port name (same in both files) -> (namespace, operations of this issue)
+# port name (same in both files) -> (namespace, operations of the reference)
 PORTS = {
     "WMProxy_PortType": (WMP, WMP_OPS),
     "WMProxyDelegation_PortType": (D1, D1_OPS),
     "WMProxyDelegation2_PortType": (D2, D2_OPS),
+}
+# port name -> every operation of ours
+OUR_OPS = {
+    "WMProxy_PortType": WMP_OPS,
+    "WMProxyDelegation_PortType": D1_OPS + D1_EXTRAS,
+    "WMProxyDelegation2_PortType": D2_OPS,
 }
 
 needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason="reference WSDL not available")
@@ -126,7 +149,16 @@ def reference() -> WsdlModel:
 # --- structure ---------------------------------------------------------------------------
 
 
+def _binding_ops(model: WsdlModel, port: str) -> list[str]:
+    return [op.get("name") for op in model.port_binding(port).findall(f"{{{WSDL_NS}}}operation")]
+
+
 class TestStructure:
+    @needs_reference
+    @pytest.mark.parametrize("port", list(PORTS))
+    def test_operation_lists_are_those_of_the_reference(self, reference: WsdlModel, port: str) -> None:
+        assert sorted(_binding_ops(reference, port)) == sorted(PORTS[port][1])
+
     @needs_reference
     @pytest.mark.parametrize(
         ("port", "op"), [(p, o) for p, (_, ops) in PORTS.items() for o in ops]
@@ -135,15 +167,33 @@ class TestStructure:
         assert ours.operation(port, op) == reference.operation(port, op)
 
     @pytest.mark.parametrize("port", list(PORTS))
-    def test_port_has_exactly_the_operations_of_this_issue(self, ours: WsdlModel, port: str) -> None:
-        binding = ours.port_binding(port)
-        names = [op.get("name") for op in binding.findall(f"{{{WSDL_NS}}}operation")]
-        assert sorted(names) == sorted(PORTS[port][1])
+    def test_port_has_exactly_the_reference_operations_and_the_extensions(self, ours: WsdlModel, port: str) -> None:
+        assert sorted(_binding_ops(ours, port)) == sorted(OUR_OPS[port])
+
+    @pytest.mark.parametrize("op", D1_EXTRAS)
+    def test_delegation1_extension_is_shaped_like_delegation2(self, ours: WsdlModel, op: str) -> None:
+        """peers.md §6.2: same parts as delegation-2, delegation-1 body namespace and fault."""
+        d1 = ours.operation("WMProxyDelegation_PortType", op)
+        d2 = ours.operation("WMProxyDelegation2_PortType", op)
+        as_d2 = lambda parts: [(n, t.replace(f"{{{D1}}}", f"{{{D2}}}")) for n, t in parts]  # noqa: E731
+        assert as_d2(d1["input"]) == d2["input"]
+        assert as_d2(d1["output"]) == d2["output"]
+        assert d1["faults"] == [("DelegationException", f"{{{D1}}}DelegationException")]
+        assert d1["body"] == [("literal", D1)]
+
+    def test_delegation1_extension_parts(self, ours: WsdlModel) -> None:
+        port = "WMProxyDelegation_PortType"
+        assert ours.operation(port, "getNewProxyReq")["output"] == [("getNewProxyReqReturn", f"{{{D1}}}NewProxyReq")]
+        assert ours.operation(port, "renewProxyReq")["output"] == [("renewProxyReqReturn", f"{{{XSD_NS}}}string")]
+        assert ours.operation(port, "getTerminationTime")["output"] == [
+            ("getTerminationTimeReturn", f"{{{XSD_NS}}}dateTime")
+        ]
+        assert ours.operation(port, "destroy")["output"] == []
 
     @pytest.mark.parametrize("port", list(PORTS))
     def test_every_operation_is_rpc_literal_in_the_port_namespace(self, ours: WsdlModel, port: str) -> None:
         ns = PORTS[port][0]
-        for op in PORTS[port][1]:
+        for op in OUR_OPS[port]:
             info = ours.operation(port, op)
             assert info["style"] == "rpc"
             assert info["body"] == [("literal", ns)]
@@ -152,13 +202,13 @@ class TestStructure:
     def test_soap_action_is_empty_everywhere(self) -> None:
         root = etree.parse(str(wsdl_path())).getroot()
         actions = root.findall(f".//{{{SOAP_NS}}}operation")
-        assert len(actions) == len(WMP_OPS) + len(D1_OPS) + len(D2_OPS)
+        assert len(actions) == sum(len(ops) for ops in OUR_OPS.values())
         assert {a.get("soapAction") for a in actions} == {""}
 
     def test_schemas_are_unqualified_and_self_contained(self) -> None:
         root = etree.parse(str(wsdl_path())).getroot()
         schemas = root.findall(f".//{{{XSD_NS}}}schema")
-        assert {s.get("targetNamespace") for s in schemas} == {WMP, D1, D2}
+        assert {s.get("targetNamespace") for s in schemas} == {WMP, D1, D2, JSDL}
         for s in schemas:
             assert s.get("elementFormDefault") in (None, "unqualified")
         assert not root.findall(f".//{{{XSD_NS}}}import") and not root.findall(f".//{{{XSD_NS}}}include")
@@ -203,12 +253,102 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("WMProxyDelegation2_PortType", "getNewProxyReq", {}),
     ("WMProxyDelegation2_PortType", "renewProxyReq", {"delegationID": "d1"}),
     ("WMProxyDelegation2_PortType", "getServiceMetadata", {"key": "k"}),
+    # --- the rest of the WMProxy port ---
+    ("WMProxy_PortType", "getTotalQuota", {}),
+    ("WMProxy_PortType", "getFreeQuota", {}),
+    ("WMProxy_PortType", "jobListMatch", {"jdl": "[Executable=\"/bin/true\";]", "delegationId": "d1"}),
+    ("WMProxy_PortType", "getJobTemplate", {
+        "jobType": {"jobType": ["NORMAL", "MPI"]}, "executable": "/bin/ls", "arguments": "-l",
+        "requirements": "true", "rank": "-other.GlueCEStateEstimatedResponseTime",
+    }),
+    ("WMProxy_PortType", "getDAGTemplate", {
+        "dependencies": {"name": None, "childrenJob": [
+            {"name": "a", "childrenJob": [{"name": "b", "childrenJob": []}, {"name": "c"}]},
+        ]},
+        "requirements": "true", "rank": "0",
+    }),
+    ("WMProxy_PortType", "getCollectionTemplate", {"jobNumber": 3, "requirements": "true", "rank": "0"}),
+    ("WMProxy_PortType", "getIntParametricJobTemplate", {
+        "attributes": {"Item": ["Arguments", "StdInput"]}, "param": 20, "parameterStart": 100,
+        "parameterStep": 10, "requirements": "true", "rank": "0",
+    }),
+    ("WMProxy_PortType", "getStringParametricJobTemplate", {
+        "attributes": {"Item": ["Arguments"]}, "param": {"Item": ["one", "two", "three"]},
+        "requirements": "true", "rank": "0",
+    }),
+    ("WMProxy_PortType", "getACLItems", {"jobId": "https://h:9000/abc"}),
+    ("WMProxy_PortType", "addACLItems", {"jobId": "https://h:9000/abc", "items": {"Item": ["/C=XX/CN=a", "/C=XX/CN=b"]}}),
+    ("WMProxy_PortType", "removeACLItem", {"jobId": "https://h:9000/abc", "item": "/C=XX/CN=a"}),
+    ("WMProxy_PortType", "getDelegatedProxyInfo", {"delegationID": "d1"}),
+    ("WMProxy_PortType", "getJobProxyInfo", {"jobId": "https://h:9000/abc"}),
+    ("WMProxy_PortType", "enableFilePerusal", {"jobId": "https://h:9000/abc", "fileList": {"Item": ["out.txt"]}}),
+    ("WMProxy_PortType", "enableFilePerusal", {"jobId": "https://h:9000/abc", "fileList": {"Item": []}}),
+    ("WMProxy_PortType", "getPerusalFiles", {
+        "jobId": "https://h:9000/abc", "file": "out.txt", "allChunks": True, "protocol": "https",
+    }),
 ]
+
+# JSDL operations: ours takes the open JobDefinition_Type from the client's converter,
+# the reference its typed JSDL 1.0 schema; both must give the same XML.
+JSDL_DOC = (
+    f'<jsdl:JobDefinition xmlns:jsdl="{JSDL}" xmlns:jsdl-posix="{JSDL_POSIX}">'
+    "<jsdl:JobDescription>"
+    "<jsdl:JobIdentification><jsdl:JobName>hello</jsdl:JobName></jsdl:JobIdentification>"
+    "<jsdl:Application><jsdl:ApplicationName>echo</jsdl:ApplicationName>"
+    "<jsdl-posix:POSIXApplication><jsdl-posix:Executable>/bin/echo</jsdl-posix:Executable>"
+    "<jsdl-posix:Argument>hi</jsdl-posix:Argument></jsdl-posix:POSIXApplication>"
+    "</jsdl:Application>"
+    "</jsdl:JobDescription></jsdl:JobDefinition>"
+)
+
+
+def _posix_application() -> etree._Element:
+    return etree.fromstring(
+        f'<jsdl-posix:POSIXApplication xmlns:jsdl-posix="{JSDL_POSIX}">'
+        "<jsdl-posix:Executable>/bin/echo</jsdl-posix:Executable>"
+        "<jsdl-posix:Argument>hi</jsdl-posix:Argument></jsdl-posix:POSIXApplication>"
+    )
+
+
+REFERENCE_JSDL = {
+    "JobDescription": {
+        "JobIdentification": {"JobName": "hello"},
+        "Application": {"ApplicationName": "echo", "_value_1": [_posix_application()]},
+    }
+}
+JSDL_CALLS: list[tuple[str, list[str]]] = [
+    ("jobRegisterJSDL", ["jsdl", "delegationId"]),
+    ("jobSubmitJSDL", ["delegationId", "jsdl"]),  # gLite's part order
+    ("jobListMatchJSDL", ["jsdl", "delegationId"]),
+]
+
+# GridSite delegation-1 extension: not in the reference; the request shapes of peers.md §6.2.
+EXTRA_CALLS: list[tuple[str, str, dict[str, Any]]] = [
+    ("WMProxyDelegation_PortType", "getNewProxyReq", {}),
+    ("WMProxyDelegation_PortType", "renewProxyReq", {"delegationID": "dlg1"}),
+    ("WMProxyDelegation_PortType", "getTerminationTime", {"delegationID": "dlg1"}),
+    ("WMProxyDelegation_PortType", "destroy", {"delegationID": "dlg1"}),
+]
+
+
+def _fresh(value: Any) -> Any:
+    """A deep copy of a zeep call value (zeep moves lxml elements into the envelope)."""
+    if isinstance(value, etree._Element):
+        return copy.deepcopy(value)
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _body(client: zeep.Client, port: str, op: str, kwargs: dict[str, Any]) -> etree._Element:
     service = client.bind("WMProxy", port)
-    envelope = client.create_message(service, op, **kwargs)
+    envelope = client.create_message(service, op, **_fresh(kwargs))
     body = envelope.find("{http://schemas.xmlsoap.org/soap/envelope/}Body")
     (wrapper,) = list(body)
     return wrapper
@@ -230,14 +370,65 @@ def reference_client() -> zeep.Client:
 
 
 class TestZeepRequests:
-    @pytest.mark.parametrize(("port", "op", "kwargs"), CALLS, ids=[f"{p}.{o}" for p, o, _ in CALLS])
+    def test_every_operation_has_a_call(self) -> None:
+        called = {(p, o) for p, o, _ in CALLS + EXTRA_CALLS} | {("WMProxy_PortType", o) for o, _ in JSDL_CALLS}
+        assert called == {(p, o) for p, ops in OUR_OPS.items() for o in ops}
+
+    @pytest.mark.parametrize(
+        ("port", "op", "kwargs"), CALLS + EXTRA_CALLS, ids=[f"{p}.{o}" for p, o, _ in CALLS + EXTRA_CALLS]
+    )
     def test_wrapper_is_in_port_namespace_with_unqualified_children(
         self, our_client: zeep.Client, port: str, op: str, kwargs: dict[str, Any]
     ) -> None:
         wrapper = _body(our_client, port, op, kwargs)
         assert wrapper.tag == f"{{{PORTS[port][0]}}}{op}"
         assert [c.tag for c in wrapper] == list(kwargs)
-        assert [c.text or "" for c in wrapper] == list(kwargs.values())
+        for child, value in zip(wrapper, kwargs.values()):
+            if isinstance(value, dict):
+                assert all(etree.QName(el).namespace is None for el in child.iter(tag=etree.Element))
+            else:
+                assert (child.text or "") == _text(value)
+
+    def test_dag_root_name_is_nil(self, our_client: zeep.Client) -> None:
+        kwargs = next(k for _p, o, k in CALLS if o == "getDAGTemplate")
+        root = _body(our_client, "WMProxy_PortType", "getDAGTemplate", kwargs)[0]
+        assert root[0].tag == "name"
+        assert root[0].get("{http://www.w3.org/2001/XMLSchema-instance}nil") == "true"
+        assert [c.tag for c in root] == ["name", "childrenJob"]
+
+    @pytest.mark.parametrize(("op", "order"), JSDL_CALLS)
+    def test_jsdl_part_carries_the_jsdl_namespace_children(
+        self, our_client: zeep.Client, op: str, order: list[str]
+    ) -> None:
+        source = etree.fromstring(JSDL_DOC)
+        before = etree.tostring(source)
+        kwargs = {"jsdl": jsdl_part(source, op), "delegationId": "d1"}
+        wrapper = _body(our_client, "WMProxy_PortType", op, kwargs)
+        assert etree.tostring(source) == before  # the caller's document is untouched
+        assert wrapper.tag == f"{{{WMP}}}{op}"
+        assert [c.tag for c in wrapper] == order
+        jsdl = wrapper.find("jsdl")
+        assert jsdl is not None and not jsdl.attrib
+        (description,) = jsdl
+        assert description.tag == f"{{{JSDL}}}JobDescription"
+        assert description.prefix == "jsdl"  # gLite cuts the literal "<jsdl:JobDescription>"
+        assert description.findtext(f"{{{JSDL}}}Application/{{{JSDL_POSIX}}}POSIXApplication/{{{JSDL_POSIX}}}Executable") == "/bin/echo"
+        assert wrapper.findtext("delegationId") == "d1"
+
+    def test_jsdl_prefix_is_normalised(self, our_client: zeep.Client) -> None:
+        doc = JSDL_DOC.replace("jsdl:", "j:").replace("xmlns:jsdl=", "xmlns:j=")
+        kwargs = {"jsdl": jsdl_part(doc.encode(), "jobRegisterJSDL"), "delegationId": ""}
+        wrapper = _body(our_client, "WMProxy_PortType", "jobRegisterJSDL", kwargs)
+        assert b"<jsdl:JobDescription" in etree.tostring(wrapper)
+
+    @needs_reference
+    @pytest.mark.parametrize(("op", "_order"), JSDL_CALLS)
+    def test_jsdl_same_xml_as_reference(
+        self, our_client: zeep.Client, reference_client: zeep.Client, op: str, _order: list[str]
+    ) -> None:
+        ours = _body(our_client, "WMProxy_PortType", op, {"jsdl": jsdl_part(JSDL_DOC, op), "delegationId": "d1"})
+        ref = _body(reference_client, "WMProxy_PortType", op, {"jsdl": REFERENCE_JSDL, "delegationId": "d1"})
+        assert _shape(ours) == _shape(ref)
 
     @needs_reference
     @pytest.mark.parametrize(("port", "op", "kwargs"), CALLS, ids=[f"{p}.{o}" for p, o, _ in CALLS])
@@ -260,6 +451,8 @@ TYPES = {
     WMP: [
         "JdlType", "StringList", "DestURIStructType", "DestURIsStructType", "StringAndLongType",
         "StringAndLongList", "JobStatusStructType", "JobIdStructType", "BaseFaultType",
+        "ObjectType", "JobType", "JobTypeList", "GraphStructType", "VOProxyInfoStructType",
+        "ProxyInfoStructType",
         *(f"{k}FaultType" for k in (
             "Authentication", "Authorization", "InvalidArgument", "Generic", "GetQuotaManagement",
             "NoSuitableResources", "JobUnknown", "OperationNotAllowed", "ServerOverloaded",
@@ -268,6 +461,7 @@ TYPES = {
     D1: ["DelegationExceptionType"],
     D2: ["NewProxyReq"],
 }
+SIMPLE_TYPES = {"JdlType", "ObjectType", "JobType"}
 ELEMENTS = {
     WMP: [f"{k}Fault" for k in (
         "Authentication", "Authorization", "InvalidArgument", "Generic", "GetQuotaManagement",
@@ -323,7 +517,7 @@ class TestTypes:
             REFERENCE, REFERENCE_DIR / "WMProxy-gridsite-delegation-1.0.0.wsdl",
             REFERENCE_DIR / "WMProxy-gridsite-delegation-2.0.0.wsdl",
         )[ns]
-        kind = "simpleType" if name == "JdlType" else "complexType"
+        kind = "simpleType" if name in SIMPLE_TYPES else "complexType"
         assert _shape_of_type(_find(ours, kind, name)) == _shape_of_type(_find(ref, kind, name))
 
     @needs_reference
@@ -339,3 +533,29 @@ class TestTypes:
         assert (WsdlModel.qname(ours, ours.get("type")) if ours.get("type") else None) == (
             WsdlModel.qname(ref, ref.get("type")) if ref.get("type") else None
         )
+
+    @needs_reference
+    def test_delegation1_new_proxy_req_is_the_delegation2_one(self) -> None:
+        ours = _find(_schemas(wsdl_path())[D1], "complexType", "NewProxyReq")
+        ref = _find(_schemas(REFERENCE_DIR / "WMProxy-gridsite-delegation-2.0.0.wsdl")[D2], "complexType", "NewProxyReq")
+        assert _shape_of_type(ours) == _shape_of_type(ref)
+
+    def test_jsdl_job_definition_is_open(self) -> None:
+        """JobDefinition_Type in the JSDL namespace: any element (lax), the id attribute, others'."""
+        (schema,) = _schemas(wsdl_path())[JSDL]
+        assert [etree.QName(c).localname for c in schema if isinstance(c.tag, str)] == ["complexType"]
+        jd = _find([schema], "complexType", "JobDefinition_Type")
+        (any_,) = jd.iter(f"{{{XSD_NS}}}any")
+        assert (any_.get("namespace"), any_.get("processContents"), any_.get("minOccurs"), any_.get("maxOccurs")) == (
+            "##any", "lax", "0", "unbounded",
+        )
+        assert [a.get("name") for a in jd.iter(f"{{{XSD_NS}}}attribute")] == ["id"]
+        assert jd.find(f"{{{XSD_NS}}}anyAttribute") is not None
+
+    @needs_reference
+    def test_jsdl_attributes_match_reference(self) -> None:
+        ref = _find(_schemas(REFERENCE_DIR / "jsdl.xsd-18.xsd")[JSDL], "complexType", "JobDefinition_Type")
+        ours = _find(_schemas(wsdl_path())[JSDL], "complexType", "JobDefinition_Type")
+        attrs = lambda t: [(a.get("name"), a.get("type"), a.get("use")) for a in t.iter(f"{{{XSD_NS}}}attribute")]  # noqa: E731
+        assert attrs(ours) == attrs(ref)
+        assert ours.find(f"{{{XSD_NS}}}anyAttribute").attrib == ref.find(f"{{{XSD_NS}}}anyAttribute").attrib
