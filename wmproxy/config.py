@@ -2,7 +2,7 @@
 
 Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
 ``config_file`` argument; sections ``[database]``, ``[security]``, ``[service]``,
-``[sandbox]``, ``[execution]``, ``[jobs]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
+``[sandbox]``, ``[execution]``, ``[jobs]``, ``[renewal]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
 (e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
 :func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
 """
@@ -129,6 +129,28 @@ class JobsSettings:
 
 
 @dataclass(frozen=True)
+class RenewalSettings:
+    """Proxy renewal from MyProxy (``[renewal]`` section; anchors.md §2 for the defaults).
+
+    Attributes:
+        myproxy_server: default ``host[:port]`` for jobs whose JDL names none (the
+            analogue of ``MYPROXY_SERVER``); empty = no default.
+        myproxy_servers_by_vo: per-VO defaults, ``"atlas=myproxy.cern.ch, cms=host:7512"``.
+        cycle: seconds between renewal passes.
+        threshold: seconds of remaining life below which a proxy is renewed (30 min + 5 min skew).
+        lifetime: seconds of life asked of MyProxy (10 hours).
+        timeout: seconds one MyProxy exchange may take.
+    """
+
+    myproxy_server: str = ""
+    myproxy_servers_by_vo: str = ""
+    cycle: float = 300.0
+    threshold: int = 35 * 60
+    lifetime: int = 10 * 3600
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -136,6 +158,7 @@ class Settings:
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
+    renewal: RenewalSettings = field(default_factory=RenewalSettings)
 
 
 def _convert(value: str, target: Any, where: str) -> Any:

@@ -10,15 +10,15 @@ from wmproxy.errors import SandboxError
 from wmproxy.security.proxy import load_credential
 
 
-def stage_in(job_dir: Path, work_dir: Path, files: tuple[str, ...]) -> None:
-    """Copy the named input sandbox files from ``<job_dir>/input`` into ``work_dir``.
+def stage_in(isb_dir: Path, work_dir: Path, files: tuple[str, ...]) -> None:
+    """Copy the named input sandbox files from ``isb_dir`` (an ``input`` area) into ``work_dir``.
 
     Raises:
         SandboxError: a file named in the JDL's InputSandbox was never uploaded.
     """
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in files:
-        source = job_dir / "input" / name
+        source = isb_dir / name
         if not source.is_file() or source.is_symlink():
             raise SandboxError(f"input sandbox file {name} has not been uploaded")
         shutil.copyfile(source, work_dir / name)

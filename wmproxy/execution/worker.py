@@ -75,7 +75,7 @@ class ExecutionWorker:
         work_dir = Path(self.settings.work_dir) / to_filename(job_id)
         desc = order.description
         try:
-            stage_in(order.job_dir, work_dir, order.isb_files)
+            stage_in(order.isb_dir, work_dir, order.isb_files)
             proxy_file = write_job_proxy(order.job_dir, order.proxy_pem)
             if not service.set_state(self.rt, job_id, JobState.SCHEDULED):
                 shutil.rmtree(work_dir, ignore_errors=True)

@@ -65,6 +65,7 @@ def registered_ad(
     proxy_fqan: str | None,
     isb_base_uri: str,
     job_dir: str,
+    description: JobDescription | None = None,
 ) -> classad2.ClassAd:
     """Build the registered JDL (``JDLToStart``) of a simple job.
 
@@ -75,6 +76,8 @@ def registered_ad(
 
     Args:
         ad: the user's JDL; it is validated with :func:`describe` and not modified.
+        description: the ad's description when the caller already has it (the
+            DAG-level ad of a compound job, which :func:`describe` cannot take alone).
         job_id: the new job id, stored as ``edg_jobid``.
         certificate_subject: the caller's DN without proxy CNs.
         proxy_vo: VO of the delegated proxy's first FQAN, if any.
@@ -91,7 +94,8 @@ def registered_ad(
         InvalidArgumentError: see :func:`describe`.
         JdlError: see :func:`describe`.
     """
-    description = describe(ad)
+    if description is None:
+        description = describe(ad)
     out = classad2.ClassAd(str(ad))
     base = isb_base_uri.rstrip("/")
 

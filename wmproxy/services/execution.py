@@ -13,6 +13,7 @@ from pathlib import Path
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import JobDescription, describe, input_sandbox_files, parse_jdl
 from wmproxy.services.jobs import CANCELLED_BY_USER
+from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 
@@ -25,6 +26,7 @@ class StartOrder:
     description: JobDescription
     isb_files: tuple[str, ...]
     job_dir: Path
+    isb_dir: Path  # where the input files were uploaded (the parent's area for nodes)
     proxy_pem: bytes
     perusal_interval: int | None = None
 
@@ -53,6 +55,7 @@ def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
             description=description,
             isb_files=tuple(input_sandbox_files(description)),
             job_dir=rt.storage.job_dir(job.id),
+            isb_dir=rt.storage.job_dir(job.parent_id or job.id) / "input",
             proxy_pem=proxy_pem,
             perusal_interval=perusal_interval(rt, job.jdl_original),
         )
@@ -76,6 +79,12 @@ def set_state(
         uow.jobs.set_state(job, state.value, now, reason=reason, exit_code=exit_code)
         if backend_ref is not None:
             job.backend_ref = backend_ref
+        if state in FINAL_STATES:
+            on_node_ended(uow, job, now)
+        elif job.parent_id is not None:
+            parent = uow.jobs.get(job.parent_id)
+            if parent is not None:
+                refresh_parent(uow, parent, now)
         return True
 
 

@@ -6,12 +6,15 @@ References: ``wmproxy-behaviour.md`` §10 (getJobStatus), §1.3 (getJDL), §3.6 
 
 from __future__ import annotations
 
+import datetime as dt
+
 from dataclasses import dataclass, field
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import DelegationNotFoundError, InvalidArgumentError, OperationNotAllowedError
 from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
+from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import job_base_uri, select_protocols
@@ -94,7 +97,9 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
 
     A registered job that was never started is cancelled at once and its area removed;
     a queued job is cancelled before a worker takes it; a job a worker holds gets a
-    ``cancel`` request that the worker carries out (stopping the process).
+    ``cancel`` request that the worker carries out (stopping the process). Cancelling
+    a compound job cancels all its nodes; a node can be cancelled alone, and then the
+    DAG nodes depending on it are aborted.
 
     Raises:
         OperationNotAllowedError: the job has ended, or a cancel is already pending.
@@ -105,19 +110,38 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         state = JobState(job.state)
         if state in FINAL_STATES:
             raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
-        pending = uow.queue.pending_for(job.id)
-        if any(r.command == "cancel" for r in pending):
-            raise OperationNotAllowedError("Cancel has already been requested")
-        unclaimed_start = [r for r in pending if r.command == "start" and r.claimed_by is None]
-        if state == JobState.SUBMITTED or (state == JobState.WAITING and unclaimed_start):
-            for request in unclaimed_start:
-                uow.queue.complete(request, now)
-            uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
+        nodes = uow.jobs.children(job.id)
+        if nodes:
+            for node in nodes:
+                if JobState(node.state) not in FINAL_STATES:
+                    _cancel_one(rt, uow, node, now, quiet=True)
             if state == JobState.SUBMITTED:
-                rt.storage.remove_job_area(job.id)
+                uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
+            else:
+                refresh_parent(uow, job, now)
             return
-        assert state in ACTIVE_STATES
-        uow.queue.enqueue(job.id, "cancel", now)
+        _cancel_one(rt, uow, job, now)
+
+
+def _cancel_one(rt: Runtime, uow: UnitOfWork, job: Job, now: dt.datetime, *, quiet: bool = False) -> None:
+    """Cancel one simple job or node (see :func:`cancel_job`); ``quiet`` skips one whose
+    cancel is already pending instead of refusing."""
+    state = JobState(job.state)
+    pending = uow.queue.pending_for(job.id)
+    if any(r.command == "cancel" for r in pending):
+        if quiet:
+            return
+        raise OperationNotAllowedError("Cancel has already been requested")
+    if state in (JobState.SUBMITTED, JobState.WAITING):  # no worker holds it yet
+        for request in pending:
+            uow.queue.complete(request, now)
+        uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
+        if state == JobState.SUBMITTED and job.parent_id is None:
+            rt.storage.remove_job_area(job.id)
+        on_node_ended(uow, job, now)
+        return
+    assert state in ACTIVE_STATES
+    uow.queue.enqueue(job.id, "cancel", now)
 
 
 def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
@@ -131,6 +155,8 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     now = utcnow()
     with rt.uow() as uow:
         job = live_job(rt, uow, principal, job_id, for_update=True)
+        if job.parent_id is not None:
+            raise OperationNotAllowedError(f"the job is a DAG subjob. The parent is: {job.parent_id}")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value, JobState.CANCELLED.value):
             raise OperationNotAllowedError("Job current status doesn't allow purge operation")
         uow.jobs.set_state(job, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
@@ -150,6 +176,8 @@ def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str |
     protocols = select_protocols(protocol, default="default")
     with rt.uow() as uow:
         job = live_job(rt, uow, principal, job_id, access="read")
+        if uow.jobs.children(job.id):
+            raise OperationNotAllowedError("getOutputFileList operation not allowed for dag or collection type")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value):
             raise OperationNotAllowedError("Job current status doesn't allow getOutputFileList operation")
         base = job_base_uri(rt.settings, job.id)

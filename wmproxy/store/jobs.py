@@ -20,6 +20,12 @@ class SqlJobStore:
         self.session.add(JobEvent(job_id=job.id, state=job.state, reason=job.reason, at=job.created_at))
         self.session.flush()
 
+    def add_all(self, jobs: Sequence[Job]) -> None:
+        """Add many jobs (the nodes of a compound job) with one flush."""
+        self.session.add_all(jobs)
+        self.session.add_all(JobEvent(job_id=j.id, state=j.state, reason=j.reason, at=j.created_at) for j in jobs)
+        self.session.flush()
+
     def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = select(Job).where(Job.id == job_id)
         if for_update:

@@ -1,0 +1,164 @@
+"""Collections, DAGs and parametric jobs (Appendix A of wmproxy-behaviour.md) through the real service."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zeep
+from lxml import etree
+
+from tests.conftest import Pki
+from tests.integration.refclient import ReferenceClient, fault_detail, reference_client
+from tests.integration.service import Deployment
+from tests.integration.test_wire_reference import delegate
+
+pytestmark = pytest.mark.integration
+
+COLLECTION = """[ Type = "collection";
+Executable = "/bin/hostname";
+VirtualOrganisation = "dteam";
+requirements = true;
+Rank = 1;
+Nodes = { [JobType = "normal"; Executable = "/bin/echo"; Arguments = "one";
+           StdOutput = "job1.out"; StdError = "job1.err"; OutputSandbox = {"job1.err", "job1.out"}; ],
+          [JobType = "normal"; Executable = "/bin/echo"; Arguments = "two";
+           StdOutput = "job2.out"; StdError = "job2.err"; OutputSandbox = {"job2.err", "job2.out"}; ] };
+]"""
+
+DAG = """[ Type = "dag";
+VirtualOrganisation = "dteam";
+requirements = true;
+Rank = 1;
+nodes = [
+  nodeA = [ Description = [ Executable = "/bin/sh"; Arguments = "-c 'sleep 1; echo A; date +%s.%N'";
+                            StdOutput = "jobA.out"; OutputSandbox = {"jobA.out"}; ]; ];
+  nodeB = [ Description = [ Executable = "/bin/sh"; Arguments = "-c 'echo B; date +%s.%N'";
+                            StdOutput = "jobB.out"; OutputSandbox = {"jobB.out"}; ]; ];
+  dependencies = { { nodeA, nodeB } };
+];
+]"""
+
+FAILING_DAG = """[ Type = "dag";
+nodes = [
+  first = [ Description = [ Executable = "/bin/false"; ]; ];
+  second = [ Description = [ Executable = "/bin/true"; ]; ];
+  third = [ Description = [ Executable = "/bin/true"; ]; ];
+  dependencies = { { first, second }, { second, third } };
+];
+]"""
+
+PARAMETRIC = """[ JobType = "Parametric";
+Executable = "test.sh";
+Arguments = "input_PARAM_.txt";
+VirtualOrganisation = "dteam";
+requirements = true;
+StdOutput = "myoutput_PARAM_.txt";
+StdError = "myerror_PARAM_.txt";
+Parameters = 130;
+ParameterStart = 100;
+ParameterStep = 10;
+InputSandbox = { "test.sh", "input_PARAM_.txt"};
+OutputSandbox = {"myoutput_PARAM_.txt", "myerror_PARAM_.txt" };
+]"""
+
+
+@pytest.fixture(scope="module")
+def alice(deployment: Deployment, pki: Pki) -> ReferenceClient:
+    ref = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
+    delegate(ref, pki.users["alice"].proxy, "compound")
+    return ref
+
+
+def wait_final(ref: ReferenceClient, job_id: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = ref.wmproxy.getJobStatus(job_id)
+        if status.status.split(" ")[0] in ("Done", "Aborted", "Cancelled") and all(
+            c.status.split(" ")[0] in ("Done", "Aborted", "Cancelled") for c in status.childrenJob
+        ):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"{job_id} did not end: {status}")
+
+
+def outputs(ref: ReferenceClient, job_id: str) -> dict[str, bytes]:
+    files = ref.wmproxy.getOutputFileList(job_id, "https")
+    return {f.name.rsplit("/", 1)[1]: ref.session.get(f.name).content for f in files}
+
+
+def test_collection_registers_a_tree_and_runs_every_node(alice: ReferenceClient) -> None:
+    job = alice.wmproxy.jobRegister(COLLECTION, "compound")
+    assert [c.name for c in job.childrenJob] == ["Node_0", "Node_1"]
+    struct = alice.last_reply.find("jobIdStruct")
+    assert [c.tag for c in struct] == ["id", "name", "path", "childrenJob", "childrenJob"]
+    assert [c.tag for c in struct.find("childrenJob")] == ["id", "name", "path"]
+    bulk = alice.wmproxy.getSandboxBulkDestURI(job.id, "")
+    assert [entry.id for entry in bulk] == [job.id] + [c.id for c in job.childrenJob]
+    alice.wmproxy.jobStart(job.id)
+    status = wait_final(alice, job.id)
+    assert status.status == "Done (Exit Code 0)"
+    assert {c.jobid: c.status for c in status.childrenJob} == {c.id: "Done (Exit Code 0)" for c in job.childrenJob}
+    assert outputs(alice, job.childrenJob[0].id)["job1.out"] == b"one\n"
+    assert outputs(alice, job.childrenJob[1].id)["job2.out"] == b"two\n"
+    with pytest.raises(zeep.exceptions.Fault) as err:
+        alice.wmproxy.getOutputFileList(job.id, "")
+    assert etree.QName(fault_detail(err.value)).localname == "OperationNotAllowedFault"
+    alice.wmproxy.jobPurge(job.id)
+    assert alice.wmproxy.getJobStatus(job.childrenJob[0].id).status == "Cleared"
+
+
+def test_dag_runs_children_after_parents(alice: ReferenceClient) -> None:
+    job = alice.wmproxy.jobSubmit(DAG, "compound")
+    names = {c.name: c.id for c in job.childrenJob}
+    assert set(names) == {"nodeA", "nodeB"}
+    status = wait_final(alice, job.id)
+    assert status.status == "Done (Exit Code 0)"
+    a = outputs(alice, names["nodeA"])["jobA.out"].split()
+    b = outputs(alice, names["nodeB"])["jobB.out"].split()
+    assert a[0] == b"A" and b[0] == b"B"
+    assert float(b[1]) > float(a[1])  # B started after A ended
+
+
+def test_a_failed_parent_aborts_its_descendants(alice: ReferenceClient) -> None:
+    job = alice.wmproxy.jobSubmit(FAILING_DAG, "compound")
+    names = {c.name: c.id for c in job.childrenJob}
+    status = wait_final(alice, job.id)
+    by_id = {c.jobid: c.status for c in status.childrenJob}
+    assert by_id[names["first"]] == "Done (Exit Code 1)"
+    assert by_id[names["second"]] == "Aborted (dependency first did not end successfully)"
+    assert by_id[names["third"]] == "Aborted (dependency second did not end successfully)"
+    assert status.status.startswith("Aborted")
+
+
+def test_parametric_job_with_shared_input_sandbox(alice: ReferenceClient) -> None:
+    job = alice.wmproxy.jobRegister(PARAMETRIC, "compound")
+    assert [c.name for c in job.childrenJob] == ["Node_100", "Node_110", "Node_120"]
+    uri = alice.wmproxy.getSandboxDestURI(job.id, "https")[0]
+    script = b"#!/bin/sh\necho \"param file $1\"\ncat \"$1\"\n"
+    assert alice.session.put(f"{uri}/test.sh", data=script).ok
+    for value in (100, 110, 120):
+        assert alice.session.put(f"{uri}/input{value}.txt", data=f"data {value}\n".encode()).ok
+    alice.wmproxy.jobStart(job.id)
+    status = wait_final(alice, job.id)
+    assert status.status == "Done (Exit Code 0)", status
+    for child in job.childrenJob:
+        value = child.name.split("_")[1]
+        files = outputs(alice, child.id)
+        assert files[f"myoutput{value}.txt"] == f"param file input{value}.txt\ndata {value}\n".encode()
+
+
+def test_one_node_can_be_cancelled_alone_and_the_parent_cancels_all(alice: ReferenceClient) -> None:
+    slow = COLLECTION.replace('"/bin/echo"', '"/bin/sleep"').replace('"one"', '"30"').replace('"two"', '"30"')
+    job = alice.wmproxy.jobSubmit(slow, "compound")
+    first, second = (c.id for c in job.childrenJob)
+    alice.wmproxy.jobCancel(first)
+    deadline = time.monotonic() + 30
+    while alice.wmproxy.getJobStatus(first).status.split(" ")[0] != "Cancelled" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alice.wmproxy.getJobStatus(first).status == "Cancelled (Cancelled by user)"
+    assert alice.wmproxy.getJobStatus(second).status.split(" ")[0] in ("Waiting", "Ready", "Scheduled", "Running")
+    alice.wmproxy.jobCancel(job.id)
+    status = wait_final(alice, job.id, timeout=30)
+    assert {c.status for c in status.childrenJob} == {"Cancelled (Cancelled by user)"}
+    assert status.status == "Cancelled (Cancelled by user)"
