@@ -44,8 +44,29 @@ root = {state}/sandbox
 [execution]
 work_dir = {state}/work
 poll_interval = 0.2
+[jobs]
+quota_soft_limit = 40000000
+quota_hard_limit = 50000000
+min_perusal_interval = 1
+max_perusal_files = 3
+ce_catalogue = {state}/ce-catalogue.ads
 """
     )
+    (state / "ce-catalogue.ads").write_text(CE_CATALOGUE)
+
+
+#: The CEs jobListMatch sees in the integration tests.
+CE_CATALOGUE = """
+[ GlueCEUniqueID = "ce1.example.org:8443/cream-pbs-short"; GlueCEStateFreeCPUs = 12;
+  GlueCEStateStatus = "Production"; GlueHostMainMemoryRAMSize = 4096 ]
+[ GlueCEUniqueID = "ce2.example.org:8443/cream-pbs-long"; GlueCEStateFreeCPUs = 40;
+  GlueCEStateStatus = "Production"; GlueHostMainMemoryRAMSize = 16384 ]
+[ GlueCEUniqueID = "ce3.example.org:8443/cream-lsf-grid"; GlueCEStateFreeCPUs = 0;
+  GlueCEStateStatus = "Draining"; GlueHostMainMemoryRAMSize = 8192 ]
+[ GlueCEUniqueID = "ce4.example.org:8443/cream-pbs-atlas"; GlueCEStateFreeCPUs = 100;
+  GlueCEStateStatus = "Production"; GlueHostMainMemoryRAMSize = 4096;
+  Requirements = other.VirtualOrganisation == "atlas" ]
+"""
 
 
 @dataclass
