@@ -18,9 +18,10 @@ from wmproxy.store.schema import Job
 
 def start_nodes(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
     """jobStart of a compound job: every node becomes Waiting; those without parents are queued."""
+    blocked = uow.jobs.nodes_with_dependencies(parent.id)
     for node in uow.jobs.children(parent.id):
         uow.jobs.set_state(node, JobState.WAITING.value, now)
-        if not uow.jobs.dependencies(node.id):
+        if node.id not in blocked:
             uow.queue.enqueue(node.id, "start", now)
 
 

@@ -47,7 +47,9 @@ def status_text(job: Job) -> str:
 
 
 def _status(uow: UnitOfWork, job: Job) -> JobStatus:
-    children = tuple(_status(uow, child) for child in uow.jobs.children(job.id))
+    """The job's status and, for a compound job, its nodes' (nodes have no nodes: one query)."""
+    nodes = uow.jobs.children(job.id) if job.parent_id is None else ()
+    children = tuple(JobStatus(n.id, status_text(n), n.state, n.exit_code, n.reason) for n in nodes)
     return JobStatus(job.id, status_text(job), job.state, job.exit_code, job.reason, children)
 
 

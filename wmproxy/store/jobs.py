@@ -81,6 +81,14 @@ class SqlJobStore:
     def dependencies(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(JobDependency.depends_on).where(JobDependency.job_id == job_id)))
 
+    def nodes_with_dependencies(self, parent_id: str) -> set[str]:
+        """Ids of the nodes of ``parent_id`` that wait for another node."""
+        return set(
+            self.session.scalars(
+                select(JobDependency.job_id).join(Job, Job.id == JobDependency.job_id).where(Job.parent_id == parent_id)
+            )
+        )
+
     def dependents(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(JobDependency.job_id).where(JobDependency.depends_on == job_id)))
 
