@@ -9,6 +9,7 @@ Waiting and queues the execution request in the same transaction.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wmproxy.domain import JobState, Principal, child_job_id, job_relative_dir, new_job_id, utcnow
@@ -193,7 +194,7 @@ def _parent_description(compound: CompoundJob) -> JobDescription:
     )
 
 
-def _atomically(rt, work):  # type: ignore[no-untyped-def]
+def _atomically(rt: Runtime, work: Callable[[UnitOfWork, dt.datetime, list[str]], RegisteredJob]) -> RegisteredJob:
     """Run ``work(uow, now, created)`` in one unit of work; on any failure remove the
     job areas it created, so that nothing is left half-written."""
     created: list[str] = []
