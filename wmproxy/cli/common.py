@@ -125,3 +125,29 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable
             return lambda n: progress.advance(task_id, n)
 
         yield task
+
+
+def one_job_id(job_id: str | None, input_file: str | None) -> str:
+    """The single job id of a verb that takes one: ``JOBID`` or the only id of ``-i FILE``.
+
+    Raises:
+        click.UsageError: none given, both given, or the file holds several ids.
+        CliError: ``Input`` when the file cannot be read.
+    """
+    from wmproxy.cli import jobids
+
+    if job_id and input_file:
+        raise click.UsageError("the job id must not be given together with -i/--input")
+    if job_id:
+        return job_id
+    if not input_file:
+        raise click.UsageError("no job id given (JOBID or -i FILE)")
+    try:
+        ids = jobids.read_job_ids(input_file)
+    except OSError as exc:
+        raise CliError("Input", f"cannot read {input_file}: {exc.strerror}") from None
+    if len(ids) != 1:
+        raise click.UsageError(
+            f"{input_file} holds {len(ids)} job ids; this command accepts only one: adjust the file or give JOBID"
+        )
+    return ids[0]

@@ -44,3 +44,18 @@ def read_job_ids(path: str | os.PathLike[str]) -> list[str]:
         if line and not line.startswith("#"):
             ids.append(line)
     return ids
+
+
+def append_failed_job_id(path: str | os.PathLike[str], job_id: str) -> Path:
+    """Append a registered job whose start failed: the :data:`FAILED_HEADER` marker, then the id.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    target = Path(path).absolute()
+    exists = target.is_file() and target.stat().st_size > 0
+    with target.open("a", encoding="utf-8") as fh:
+        if not exists:
+            fh.write(HEADER + "\n")
+        fh.write(FAILED_HEADER + "\n" + job_id + "\n")
+    return target

@@ -9,9 +9,13 @@ import click
 
 from wmproxy.cli.cancel import cancel
 from wmproxy.cli.delegate import delegate_proxy
+from wmproxy.cli.info import info
+from wmproxy.cli.listmatch import list_match
 from wmproxy.cli.output import output
+from wmproxy.cli.perusal import perusal
 from wmproxy.cli.status import status
 from wmproxy.cli.submit import submit
+from wmproxy.cli.templates import templates
 
 
 def _version() -> str:
@@ -27,7 +31,7 @@ def cli() -> None:
     """gLite WMS-style job submission to a WMProxy service."""
 
 
-for _command in (delegate_proxy, submit, status, cancel, output):
+for _command in (delegate_proxy, submit, status, cancel, output, list_match, perusal, info, templates):
     cli.add_command(_command)
 
 

@@ -7,10 +7,11 @@ Only the tool name changes: ``glite-wms-job-submit Success`` becomes
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from wmproxy.client import JobIds, JobStatus
+from wmproxy.client import CEMatch, JobIds, JobStatus, ProxyInfo
 
 RULE = "=" * 74
 
@@ -43,6 +44,38 @@ def submit_text(job: JobIds, jobid_file: str | None = None) -> str:
         "The job has been successfully submitted to the WMProxy\n"
         "Your job identifier is:\n\n"
         f"{job.id}\n\n"
+        f"{saved}"
+        f"{RULE}\n"
+    )
+
+
+def register_text(job: JobIds, jobid_file: str | None = None) -> str:
+    """``submit --register-only`` text: registered, and how to start it (``peers.md`` §9.1)."""
+    saved = (
+        f"The job identifier has been saved in the following file:\n{jobid_file}\n\n" if jobid_file else ""
+    )
+    return (
+        f"\n{stripe('wmproxy submit Success')}\n\n"
+        "The job has been successfully registered to the WMProxy\n"
+        "Your job identifier is:\n\n"
+        f"{job.id}\n\n"
+        f"{saved}"
+        "To complete the operation start the job by issuing a submission with the option:\n"
+        f" --start {job.id}\n\n"
+        f"{RULE}\n"
+    )
+
+
+def start_text(job_id: str, jobid_file: str | None = None) -> str:
+    """``submit --start JOBID`` text."""
+    saved = (
+        f"The job identifier has been saved in the following file:\n{jobid_file}\n\n" if jobid_file else ""
+    )
+    return (
+        f"\n{stripe('wmproxy submit Success')}\n\n"
+        "The job has been successfully started to the WMProxy\n"
+        "Your job identifier is:\n\n"
+        f"{job_id}\n\n"
         f"{saved}"
         f"{RULE}\n"
     )
@@ -132,3 +165,140 @@ def output_text(job_id: str, directory: str, retrieved: bool) -> str:
     else:
         body = f"No output files to be retrieved for the job:\n{job_id}\n"
     return f"\n{rule}\n\n\t\t\tJOB GET OUTPUT OUTCOME\n\n{body}\n{rule}\n"
+
+
+def output_nodes_text(job_id: str, directory: str, nodes: Sequence[tuple[str, str, str]]) -> str:
+    """glite-wms-job-output text of a compound job: the parent, then one block per
+    ``(node name, job id, directory)``."""
+    rule = "=" * 80
+    blocks = "".join(
+        f"\tNode Name:\t{name}\n\tJobId:    \t{node_id}\n\tDir:      \t{node_dir}\n\n"
+        for name, node_id, node_dir in nodes
+    )
+    return (
+        f"\n{rule}\n\n\t\t\tJOB GET OUTPUT OUTCOME\n\n"
+        f"Output sandbox files for the DAG/Collection :\n{job_id}\n"
+        f"have been successfully retrieved and stored in the directory:\n{directory}\n\n"
+        f"{blocks}{rule}\n"
+    )
+
+
+def list_match_text(matches: Sequence[CEMatch], rank: bool) -> str:
+    """glite-wms-job-list-match text (``joblistmatch.cpp``); the failure sentence when empty."""
+    if not matches:
+        return (
+            f"\n{stripe('wmproxy list-match failure')}\n"
+            "No Computing Element matching your job requirements has been found!\n\n"
+            f"{RULE}\n"
+        )
+    tab = max(9, *(len(m.ce_id) for m in matches))
+    lines = [
+        "", RULE, "", "\t\t     COMPUTING ELEMENT IDs LIST ",
+        " The following CE(s) matching your job requirements have been found:", "",
+    ]
+    header = "\t*CEId*"
+    if rank:
+        header += " " * (tab - 9) + "*Rank*"
+    lines += [header, ""]
+    for m in matches:
+        lines.append(f" - {m.ce_id}" + (" " * (tab - len(m.ce_id) + 5) + str(m.rank) if rank else ""))
+    lines += ["", RULE, ""]
+    return "\n".join(lines) + "\n"
+
+
+def list_match_json(matches: Sequence[CEMatch], rank: bool) -> str:
+    """``{"result": "success", "ceid": [...], "rank": [...]}`` (rank only with --rank)."""
+    data: dict[str, Any] = {"result": "success", "ceid": [m.ce_id for m in matches]}
+    if rank:
+        data["rank"] = [m.rank for m in matches]
+    return json.dumps(data)
+
+
+_MONTHS = ("Jan", "Feb", "March", "Apr", "May", "June", "July", "Aug", "Sept", "Oct", "Nov", "Dec")
+
+
+def _field(label: str, value: str) -> str:
+    """``jobinfo.cpp field``: label padded to 12, ``: value``; nothing for an empty value."""
+    if not value:
+        return ""
+    return f"{label.ljust(12) if len(label) < 12 else label + ' '}: {value}\n"
+
+
+def date_string(epoch: int) -> str:
+    """``jobinfo.cpp getDateString``: ``DD Mon YYYY - hh:mm:ss`` in local time."""
+    t = time.localtime(epoch)
+    return f"{t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} - {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
+def time_left(seconds: int) -> str:
+    """``jobinfo.cpp timeString``: ``<n> days <hh> hours <mm> min <ss> sec`` (zero parts left out)."""
+    out = ""
+    days, rest = divmod(max(0, seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        out += f"{days} days "
+    if hours:
+        out += f"{hours:02d} hours "
+    if minutes:
+        out += f"{minutes:02d} min "
+    if secs:
+        out += f"{secs:02d} sec "
+    return out
+
+
+def _epoch(value: str) -> int | None:
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def proxy_info_lines(info: ProxyInfo, now: float | None = None) -> str:
+    """``jobinfo.cpp printProxyInfo``: the proxy fields, then one block per VO."""
+    now = time.time() if now is None else now
+    out = "".join(_field(k, v) for k, v in (
+        ("Subject", info.subject), ("Issuer", info.issuer), ("Identity", info.identity),
+        ("Type", info.type), ("Strength", info.strength),
+    ))
+    start, end = _epoch(info.start_time), _epoch(info.end_time)
+    if start is not None:
+        out += _field("StartDate", date_string(start))
+    if end is not None:
+        out += _field("Expiration", date_string(end))
+        out += _field("Timeleft", time_left(end - int(now)))
+    for vo in info.vos:
+        out += f"=== VO {vo.vo_name} extension information ===\n"
+        out += "".join(_field(k, v) for k, v in (
+            ("VO", vo.vo_name), ("Subject", vo.user), ("Issuer", vo.server), ("srvCA", vo.server_ca), ("URI", vo.uri),
+        ))
+        out += "".join(_field("Attribute", a) for a in vo.attributes)
+        vo_start, vo_end = _epoch(vo.start_time), _epoch(vo.end_time)
+        if vo_start is not None:
+            out += _field("StartTime", date_string(vo_start))
+        if vo_end is not None:
+            out += _field("Expiration", date_string(vo_end))
+            out += _field("Timeleft", time_left(vo_end - int(now)))
+    return out
+
+
+def info_text(header: str, body: str) -> str:
+    """glite-wms-job-info frame: stripe, header line, body, closing rule."""
+    return f"\n{stripe('wmproxy info Success')}\n\n{header}\n{body}\n{RULE}\n"
+
+
+def proxy_info_dict(info: ProxyInfo, now: float | None = None) -> dict[str, Any]:
+    """The proxy information as JSON-ready values (epoch seconds, seconds left)."""
+    now = time.time() if now is None else now
+    end = _epoch(info.end_time)
+    return {
+        "Subject": info.subject, "Issuer": info.issuer, "Identity": info.identity, "Type": info.type,
+        "Strength": info.strength, "StartTime": _epoch(info.start_time), "EndTime": end,
+        "Timeleft": None if end is None else max(0, end - int(now)),
+        "VOs": [
+            {"VO": vo.vo_name, "User": vo.user, "UserCA": vo.user_ca, "Server": vo.server, "ServerCA": vo.server_ca,
+             "URI": vo.uri, "Attributes": list(vo.attributes), "StartTime": _epoch(vo.start_time),
+             "EndTime": _epoch(vo.end_time)}
+            for vo in info.vos
+        ],
+    }

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from wmproxy.cli import common
-from wmproxy.client import JobIds, JobStatus, OutputFile, WMProxyClientError
+from wmproxy.client import CEMatch, GraphNode, JobIds, JobStatus, OutputFile, ProxyInfo, WMProxyClientError
 
 ENDPOINT = "https://wms.example.org:7443/glite_wms_wmproxy_server"
 JOB = "https://wms.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
@@ -25,6 +25,13 @@ class FakeClient:
         self.timeout = 5.0
         self.outputs: list[OutputFile] = []
         self.status = JobStatus(JOB, "Running")
+        self.registered: JobIds = JobIds(JOB, path="SandboxDir/Ab/x/input")
+        self.jdls: dict[tuple[str, str], str] = {}
+        self.matches: list[CEMatch] = []
+        self.perusal_uris: list[str] = []
+        self.proxy = ProxyInfo("/C=XX/CN=Alice/CN=123", "/C=XX/CN=Alice", "/C=XX/CN=Alice", "proxy", "2048",
+                               "1700000000", "1700003725")
+        self.outputs_by_job: dict[str, list[OutputFile]] = {}
 
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -44,7 +51,7 @@ class FakeClient:
 
     def job_register(self, jdl: str, delegation_id: str) -> JobIds:
         self._record("job_register", jdl, delegation_id)
-        return JobIds(JOB, path="SandboxDir/Ab/x/input")
+        return self.registered
 
     def get_max_input_sandbox_size(self) -> int:
         self._record("get_max_input_sandbox_size")
@@ -69,7 +76,51 @@ class FakeClient:
 
     def get_output_file_list(self, job_id: str, protocol: str = "https") -> list[OutputFile]:
         self._record("get_output_file_list", job_id, protocol)
-        return self.outputs
+        return self.outputs_by_job.get(job_id, self.outputs)
+
+    def get_jdl(self, job_id: str, kind: str = "ORIGINAL") -> str:
+        self._record("get_jdl", job_id, kind)
+        return self.jdls.get((job_id, kind), "[ Executable = \"/bin/true\" ]")
+
+    def job_list_match(self, jdl: str, delegation_id: str) -> list[CEMatch]:
+        self._record("job_list_match", jdl, delegation_id)
+        return self.matches
+
+    def enable_file_perusal(self, job_id: str, files: list[str]) -> None:
+        self._record("enable_file_perusal", job_id, list(files))
+
+    def get_perusal_files(self, job_id: str, file: str, all_chunks: bool = False, protocol: str = "https") -> list[str]:
+        self._record("get_perusal_files", job_id, file, all_chunks, protocol)
+        return self.perusal_uris
+
+    def get_job_proxy_info(self, job_id: str) -> ProxyInfo:
+        self._record("get_job_proxy_info", job_id)
+        return self.proxy
+
+    def get_delegated_proxy_info(self, delegation_id: str) -> ProxyInfo:
+        self._record("get_delegated_proxy_info", delegation_id)
+        return self.proxy
+
+    def get_job_template(self, job_types: Any, executable: str, arguments: str, requirements: str, rank: str) -> str:
+        self._record("get_job_template", tuple(job_types), executable, arguments, requirements, rank)
+        return "[ Executable = \"x\" ]"
+
+    def get_dag_template(self, graph: GraphNode, requirements: str, rank: str) -> str:
+        self._record("get_dag_template", graph, requirements, rank)
+        return "[ Type = \"dag\" ]"
+
+    def get_collection_template(self, job_number: int, requirements: str, rank: str) -> str:
+        self._record("get_collection_template", job_number, requirements, rank)
+        return "[ Type = \"collection\" ]"
+
+    def get_int_parametric_job_template(self, attributes: Any, param: int, start: int, step: int,
+                                        requirements: str, rank: str) -> str:
+        self._record("get_int_parametric_job_template", tuple(attributes), param, start, step, requirements, rank)
+        return "[ JobType = \"parametric\" ]"
+
+    def get_string_parametric_job_template(self, attributes: Any, params: Any, requirements: str, rank: str) -> str:
+        self._record("get_string_parametric_job_template", tuple(attributes), tuple(params), requirements, rank)
+        return "[ JobType = \"parametric\" ]"
 
 
 @pytest.fixture

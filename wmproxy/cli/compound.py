@@ -1,0 +1,180 @@
+"""Client side of collections, DAGs and parametric jobs (``wmproxy-behaviour.md`` §9.4, §9.5).
+
+* :func:`collection_jdl`: ``submit --collection DIR``, one node per ``*.jdl`` file, inlined.
+* :func:`upload_plan`: which local file goes to which name in the parent's input area.
+  The registered parent JDL lists every input file of every node once, as
+  ``<parent dest URI>/<name>`` (parametric ``_PARAM_`` entries already expanded); each
+  name is mapped back to a local file relative to the JDL file's directory.
+* :func:`node_names`: node name of each child id, for ``output`` (the service's status
+  tree carries ids only; the names are recomputed from the parent's ORIGINAL JDL).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from wmproxy.cli.common import CliError
+from wmproxy.cli.sandbox import _parse, input_sandbox_entries
+
+PARAM = "_PARAM_"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def is_compound(jdl_text: str) -> bool:
+    """Whether the JDL is a collection, a DAG or a parametric job (unparsable: False)."""
+    ad = _parse(jdl_text)
+    if ad is None:
+        return False
+    kind = _string(ad, "Type").lower()
+    job_type = _string(ad, "JobType").lower()
+    return kind in ("dag", "collection") or job_type == "parametric"
+
+
+def _string(ad: Any, name: str) -> str:
+    try:
+        value = ad[name] if name in ad else ""
+    except Exception:  # noqa: BLE001 - an expression that does not evaluate
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def sanitise(name: str) -> str:
+    """A node name fragment as ``bulk2dag`` makes it (``.``→``_``, ``/``→``I``, ``*``→``-``,
+    ``$``→``_S_``), any other character outside ``[A-Za-z0-9_-]`` becoming ``_``."""
+    name = name.replace(".", "_").replace("/", "I").replace("*", "-").replace("$", "_S_")
+    return _UNSAFE.sub("_", name)
+
+
+def collection_jdl(directory: str | os.PathLike[str]) -> str:
+    """A collection JDL whose nodes are the ``*.jdl`` files of ``directory`` (sorted), inlined.
+
+    Each node gets ``NodeName = "Node_<file name sanitised>"`` unless it has one.
+
+    Raises:
+        CliError: ``Collection`` when the directory has no ``*.jdl`` file, cannot be
+            read, or a file is not a JDL.
+    """
+    folder = Path(directory)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".jdl" and p.is_file())
+    except OSError as exc:
+        raise CliError("Collection", f"cannot read {folder}: {exc.strerror}") from None
+    if not files:
+        raise CliError("Collection", f"no *.jdl file in {folder}")
+    nodes = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError("Collection", f"cannot read {path}: {exc.strerror}") from None
+        ad = _parse(text)
+        if ad is None:
+            raise CliError("Collection", f"{path} is not a valid JDL")
+        if "NodeName" not in ad:
+            ad["NodeName"] = f"Node_{sanitise(path.name)}"
+        nodes.append(str(ad).strip())
+    return '[\n  Type = "collection";\n  Nodes = {\n' + ",\n".join(nodes) + "\n  };\n]\n"
+
+
+def _isb_strings(value: Any, inside_isb: bool = False) -> list[str]:
+    """Every string of every ``InputSandbox`` found in ``value`` (an ad, a list), recursively."""
+    import classad2
+
+    found: list[str] = []
+    if isinstance(value, classad2.ClassAd):
+        for key in list(value.keys()):
+            try:
+                item = value[key]
+            except Exception:  # noqa: BLE001
+                continue
+            found += _isb_strings(item, key.lower() == "inputsandbox")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found += _isb_strings(item, inside_isb)
+    elif isinstance(value, str) and inside_isb:
+        found.append(value)
+    return found
+
+
+def _local_candidates(jdl_text: str, jdl_dir: Path) -> tuple[dict[str, Path], list[tuple[re.Pattern[str], str]]]:
+    """``{file name: local path}`` of the plain local entries, and (name pattern, directory)
+    pairs for the parametric ones (``data/in_PARAM_.txt`` → ``in(.+)\\.txt`` in ``data``)."""
+    ad = _parse(jdl_text)
+    entries = _isb_strings(ad) if ad is not None else []
+    plain: dict[str, Path] = {}
+    parametric: list[tuple[re.Pattern[str], str]] = []
+    for entry in entries:
+        parts = urlsplit(entry)
+        if parts.scheme and parts.scheme != "file" and len(parts.scheme) > 1:
+            continue
+        local = parts.path if parts.scheme == "file" else entry
+        local = os.path.expanduser(local)
+        folder, name = os.path.split(local)
+        if PARAM in name:
+            pattern = re.compile("^" + ".+".join(re.escape(p) for p in name.split(PARAM)) + "$")
+            parametric.append((pattern, folder))
+        elif PARAM not in folder:
+            plain.setdefault(name, Path(jdl_dir, local))
+    return plain, parametric
+
+
+def upload_plan(registered_jdl: str, dest_uri: str, jdl_text: str, jdl_dir: str | os.PathLike[str]) -> list[Path]:
+    """The local files to PUT into ``dest_uri`` (the parent's input area), in JDL order.
+
+    Args:
+        registered_jdl: getJDL(parent, "REGISTERED").
+        dest_uri: the parent's https getSandboxDestURI.
+        jdl_text: the JDL as submitted.
+        jdl_dir: where relative entries are looked up.
+
+    Raises:
+        CliError: ``InputSandbox`` when a needed local file does not exist.
+    """
+    prefix = dest_uri.rstrip("/") + "/"
+    plain, parametric = _local_candidates(jdl_text, Path(jdl_dir))
+    files: list[Path] = []
+    for entry in input_sandbox_entries(registered_jdl):
+        if not entry.startswith(prefix):
+            continue
+        name = unquote(entry[len(prefix):])
+        path = plain.get(name)
+        if path is None:
+            folder = next((d for pattern, d in parametric if pattern.match(name)), "")
+            path = Path(jdl_dir, folder, name)
+        if not path.is_file():
+            raise CliError("InputSandbox", f"file not found: {path}")
+        if path not in files:
+            files.append(path)
+    return files
+
+
+def child_job_id(parent_id: str, index: int) -> str:
+    """Id of node ``index`` of a compound job (§2.3): base64url(MD5("<unique>,WMPROXY,<i>"))."""
+    parts = urlsplit(parent_id)
+    digest = hashlib.md5(f"{parts.path.lstrip('/')},WMPROXY,{index}".encode()).digest()  # noqa: S324
+    return f"https://{parts.netloc}/{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
+def node_names(parent_id: str, original_jdl: str, child_ids: list[str]) -> dict[str, str]:
+    """``{child id: node name}``: names recomputed from the parent's ORIGINAL JDL with the
+    service's expansion rules; a child whose name cannot be found gets ``Node_<i>`` by its
+    position in the node order, or its id's unique part."""
+    names: dict[str, str] = {}
+    try:
+        from wmproxy.jdl.compound import expand
+        from wmproxy.jdl.parse import parse_jdl
+
+        compound = expand(parse_jdl(original_jdl))
+        if compound is not None:
+            names = {child_job_id(parent_id, node.index): node.name for node in compound.nodes}
+    except Exception:  # noqa: BLE001 - fall back to positional names
+        names = {}
+    if not names:
+        names = {child_job_id(parent_id, i): f"Node_{i}" for i in range(len(child_ids))}
+    return {cid: names.get(cid) or sanitise(cid.rstrip("/").rsplit("/", 1)[-1]) for cid in child_ids}

@@ -1,0 +1,60 @@
+"""``wmproxy list-match``: glite-wms-job-list-match (jobListMatch)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import click
+
+from wmproxy.cli import common, render
+from wmproxy.cli.compound import is_compound
+
+
+@click.command("list-match")
+@click.argument("jdl_file", metavar="JDLFILE", type=click.Path(dir_okay=False))
+@click.option("-d", "--delegationid", "delegation_id", metavar="ID", help="Use this delegated proxy.")
+@click.option("-a", "--autm-delegation", "automatic", is_flag=True, help="Delegate now under a new id.")
+@click.option("--rank", is_flag=True, help="Show the rank of each CE.")
+@click.option("-o", "--output", "output_file", metavar="FILE", help="Write the CE list to FILE.")
+@common.common_options
+@common.reports_errors
+def list_match(
+    jdl_file: str,
+    delegation_id: str | None,
+    automatic: bool,
+    rank: bool,
+    output_file: str | None,
+    endpoint: str | None,
+    as_json: bool,
+) -> None:
+    """List the computing elements matching the job in JDLFILE, best rank first."""
+    if bool(delegation_id) == automatic:
+        raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
+    try:
+        jdl = Path(jdl_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise common.CliError("JDL", f"cannot read {jdl_file}: {exc.strerror}") from None
+    if is_compound(jdl):
+        raise common.CliError(
+            "Not supported Type", "DAG, collection and parametric jobs are not supported for list match"
+        )
+    client = common.make_client(common.Environment.load(endpoint))
+    if automatic:
+        # jobListMatch has no default delegation id (§3.7): delegate under a fresh one
+        delegation_id = client.delegate(f"listmatch-{secrets.token_hex(8)}")
+    matches = client.job_list_match(jdl, delegation_id or "")
+    text = render.list_match_json(matches, rank) if as_json else render.list_match_text(matches, rank)
+    if output_file:
+        try:
+            Path(output_file).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise common.CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
+        if not as_json:
+            click.echo(
+                f"\n{render.stripe('wmproxy list-match success', 84)}\n\n"
+                "Computing Element(s) matching your job requirements have been stored in the file:\n"
+                f"{Path(output_file).absolute()}\n\n{'=' * 84}\n"
+            )
+            return
+    click.echo(text, nl=as_json)
