@@ -32,6 +32,7 @@ ca_dir = {ca_dir}
 host_cert = {host_cert}
 host_key = {host_key}
 store_key_file = {state}/store.key
+vomsdir = {state}/vomsdir
 [service]
 host = localhost
 port = {port}

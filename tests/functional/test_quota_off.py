@@ -1,0 +1,92 @@
+"""getTotalQuota / getFreeQuota on a service whose quotas are off (``[jobs] quota_hard_limit = 0``,
+the default): GetQuotaManagementFault, the fault both operations declare (§1.3, §4.4).
+
+The WSGI application runs in-process with a fixed ``authenticate`` callable (no TLS); the
+requests are what a client built from the reference WSDL sends (rpc/literal, empty wrapper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from wmproxy.config import load_settings
+from wmproxy.domain import Principal
+from wmproxy.security.sealing import Sealer
+from wmproxy.services.runtime import Runtime
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.store.schema import Base
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+WMP = "http://glite.org/wms/wmproxy"
+ALICE = "/C=XX/O=wmproxy-test/OU=Users/CN=Alice"
+BASE_FAULT_FIELDS = ["methodName", "Timestamp", "ErrorCode", "Description", "FaultCause"]
+
+
+def make_app(tmp_path: Path, quota: str) -> WMProxyApplication:
+    key = tmp_path / "store.key"
+    key.write_bytes(Sealer.generate_key())
+    config = tmp_path / "wmproxy.conf"
+    config.write_text(
+        f"[database]\nurl = sqlite:///{tmp_path}/wmproxy.db\n"
+        f"[security]\nstore_key_file = {key}\nca_dir = {tmp_path}/certificates\n"
+        f"[sandbox]\nroot = {tmp_path}/sandbox\n"
+        f"[jobs]\n{quota}"
+    )
+    runtime = Runtime.from_settings(load_settings(config, environ={}))
+    Base.metadata.create_all(runtime.session_factory.kw["bind"])
+    return WMProxyApplication(runtime, authenticate=lambda environ: Principal(dn=ALICE))
+
+
+def post(app: Callable, operation: str) -> tuple[str, etree._Element]:
+    body = (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:{operation} xmlns:w="{WMP}"/></e:Body></e:Envelope>').encode()
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/glite_wms_wmproxy_server", "QUERY_STRING": "",
+        "CONTENT_TYPE": "text/xml; charset=utf-8", "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": BytesIO(body), "wsgi.url_scheme": "https", "SERVER_NAME": "localhost", "SERVER_PORT": "7443",
+        "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.errors": BytesIO(),
+    }
+    status: list[str] = []
+    chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
+    reply = etree.fromstring(b"".join(chunks))
+    return status[0], reply.find(f"{{{SOAP}}}Body")[0]
+
+
+@pytest.fixture
+def quotas_off(tmp_path: Path) -> WMProxyApplication:
+    return make_app(tmp_path, "quota_soft_limit = 0\nquota_hard_limit = 0\n")
+
+
+@pytest.mark.parametrize("operation", ["getTotalQuota", "getFreeQuota"])
+def test_quota_operations_fault_when_quotas_are_off(quotas_off: WMProxyApplication, operation: str) -> None:
+    status, body = post(quotas_off, operation)
+    assert status.startswith("500")
+    assert etree.QName(body) == etree.QName(SOAP, "Fault")
+    assert body.findtext("faultcode").endswith("Server")
+    assert body.findtext("faultstring") == "Quota management is not enabled on this service"
+    (detail,) = body.find("detail")
+    assert etree.QName(detail) == etree.QName(WMP, "GetQuotaManagementFault")
+    assert [c.tag for c in detail] == BASE_FAULT_FIELDS
+    assert detail.findtext("methodName") == operation
+    assert detail.findtext("ErrorCode") == "1224"
+    assert detail.findtext("Description") == "Quota management is not enabled on this service"
+
+
+def test_only_a_soft_limit_still_means_quotas_off(tmp_path: Path) -> None:
+    app = make_app(tmp_path, "quota_soft_limit = 1000\nquota_hard_limit = 0\n")
+    _, body = post(app, "getTotalQuota")
+    assert etree.QName(body) == etree.QName(SOAP, "Fault")
+    assert etree.QName(body.find("detail")[0]) == etree.QName(WMP, "GetQuotaManagementFault")
+
+
+def test_quotas_on_answer_in_process(tmp_path: Path) -> None:
+    app = make_app(tmp_path, "quota_soft_limit = 1000\nquota_hard_limit = 2000\n")
+    for operation in ("getTotalQuota", "getFreeQuota"):
+        status, body = post(app, operation)
+        assert status.startswith("200")
+        assert etree.QName(body) == etree.QName(WMP, f"{operation}Response")
+        assert [(c.tag, c.text) for c in body] == [("softLimit", "1000"), ("hardLimit", "2000")]
