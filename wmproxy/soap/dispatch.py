@@ -26,6 +26,11 @@ from wmproxy.soap.wmproxy_port import WMProxyPort
 
 log = logging.getLogger(__name__)
 
+# Spyne logs a traceback for every Fault a method raises; our faults are expected
+# answers, logged in one line by wmproxy.soap.faults. Spyne's own internal errors are
+# still logged (CRITICAL, on spyne.application.server).
+logging.getLogger("spyne.application").setLevel(logging.CRITICAL)
+
 #: Largest SOAP request accepted, bytes (JDLs of big collections stay far below).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 

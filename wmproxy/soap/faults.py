@@ -69,6 +69,7 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
         causes = [message]
     if declared is not None and kind not in declared:
         kind = "GenericFault"
+    log.info("%s %s (%s): %s", method or "request", kind, code, message)
     detail = etree.Element(f"{{{WMPROXY}}}{kind}", nsmap={"ns1": WMPROXY})
     for name, text in (("methodName", method), ("Timestamp", _timestamp()), ("ErrorCode", str(code)),
                        ("Description", message)):
