@@ -27,6 +27,20 @@ certfile = _settings.security.host_cert
 keyfile = _settings.security.host_key
 cert_reqs = ssl.CERT_REQUIRED
 accesslog = "-"
+loglevel = "info"
+# The application's own loggers (wmproxy.*: one line per fault, worker events) go to
+# stderr next to gunicorn's; nothing the service logs contains key material.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
 proc_name = "wmproxy"
 

@@ -88,6 +88,7 @@ def delegation_fault(namespace: str, method: str, exc: Exception) -> Fault:
         error_id = uuid.uuid4().hex[:12]
         log.exception("internal error %s in delegation %s", error_id, method)
         message = f"Internal server error (error id {error_id})"
+    log.info("%s DelegationException: %s", method or "request", message)
     field = "message" if namespace == DELEGATION_1 else "msg"
     assert namespace in (DELEGATION_1, DELEGATION_2)
     detail = etree.Element(f"{{{namespace}}}DelegationException", nsmap={"ns": namespace})
