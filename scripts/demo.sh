@@ -2,7 +2,20 @@
 # The wmproxy demo: a throwaway PKI, the service (gunicorn over TLS) and a worker on a
 # SQLite database, and a real job submitted, followed and retrieved with the CLI.
 # Fails (non-zero) if any step fails; stops every process it started.
+#
+# --long (make demo DEMO_ARGS=--long): a job that outlives its delegated proxy. A real
+# myproxy-server (Debian package myproxy-server) holds the user's renewable credential, the
+# proxy is delegated for 75 s and the renewal worker (wmproxy-renewal) renews it 65 s before
+# its end; the job prints the end of its X509_USER_PROXY every few seconds and ends Done.
 set -euo pipefail
+
+LONG=0
+for arg in "$@"; do
+    case "$arg" in
+        --long) LONG=1 ;;
+        *) echo "usage: $0 [--long]" >&2; exit 2 ;;
+    esac
+done
 
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -18,6 +31,7 @@ cleanup() {
     local rc=$?
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ -n "${MYPROXY_PID:-}" ]]; then kill -TERM "$MYPROXY_PID" 2>/dev/null || true; fi
     if [[ $rc -ne 0 ]]; then
         echo "demo FAILED (exit $rc); logs in $STATE/*.log" >&2
         tail -n 20 "$STATE"/*.log >&2 2>/dev/null || true
@@ -53,6 +67,45 @@ root = $STATE/sandbox
 work_dir = $STATE/work
 poll_interval = 0.2
 CONF
+
+if [[ $LONG == 1 ]]; then
+    step "myproxy-server on 127.0.0.1 with the user's credential, renewable by the service's DN"
+    [[ -x /usr/sbin/myproxy-server ]] || { echo "--long needs Debian's myproxy-server and myproxy packages" >&2; exit 1; }
+    # tests/peers/myproxy_server.py writes the server configuration (authorized_renewers =
+    # the service DN) and runs the real myproxy-init -d -n -x -R '<service DN>' as the user.
+    "$BIN/python" - "$STATE" > "$STATE/myproxy.env" <<'PY'
+import sys
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from tests.peers.myproxy_server import start_myproxy_server, store_renewable_credential
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.pki import CertificateAuthority
+
+state = Path(sys.argv[1])
+pki = state / "pki"
+ca_cert = next(x509.load_pem_x509_certificate(p.read_bytes()) for p in (pki / "certificates").glob("*.0"))
+ca = CertificateAuthority(ca_cert, load_pem_private_key((pki / "ca" / "ca-key.pem").read_bytes(), None),
+                          pki / "certificates")
+host_dn = slash_dn(load_pem_chain((pki / "host" / "hostcert.pem").read_bytes())[0].subject)
+server = start_myproxy_server(state / "myproxy", ca=ca, ca_dir=pki / "certificates", authorized_renewers=[host_dn])
+store_renewable_credential(server, pki / "user" / "x509up", host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
+print(f"MYPROXY_PORT={server.port}\nMYPROXY_PID={server.pid}\nHOST_DN='{host_dn}'")
+PY
+    # shellcheck disable=SC1091
+    source "$STATE/myproxy.env"
+    echo "myproxy-server on localhost:$MYPROXY_PORT (pid $MYPROXY_PID); authorized renewer: $HOST_DN"
+    grep -v '^#' "$STATE/myproxy/myproxy-server.config"
+    cat >> "$STATE/wmproxy.conf" <<CONF
+[renewal]
+cycle = 1
+threshold = 65
+lifetime = 240
+timeout = 5
+CONF
+    export WMPROXY_SECURITY_MIN_PROXY_LIFETIME=20
+fi
 export WMPROXY_CONFIG=$STATE/wmproxy.conf
 export GLITE_WMS_WMPROXY_ENDPOINT=https://localhost:$PORT/glite_wms_wmproxy_server
 
@@ -64,6 +117,10 @@ step "Service (gunicorn, HTTPS on 127.0.0.1:$PORT, client certificates required)
 PIDS+=($!)
 "$BIN/wmproxy-worker" --name demo-worker > "$STATE/worker.log" 2>&1 &
 PIDS+=($!)
+if [[ $LONG == 1 ]]; then
+    "$BIN/wmproxy-renewal" --name demo-renewal > "$STATE/renewal.log" 2>&1 &
+    PIDS+=($!)
+fi
 for _ in $(seq 1 100); do
     "$BIN/python" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
     sleep 0.1
@@ -92,10 +149,42 @@ cat > "$JOB/analyse.jdl" <<'JDL'
   OutputSandbox = { "std.out", "std.err", "sorted.txt" };
 ]
 JDL
+if [[ $LONG == 1 ]]; then
+    cat > "$JOB/analyse.sh" <<'SH'
+#!/bin/sh
+# outlives the 75 s proxy it was started with; prints the end of the proxy it sees
+for i in $(seq 1 18); do
+    echo "$(date -u +%H:%M:%S) X509_USER_PROXY ends $(openssl x509 -noout -enddate -in "$X509_USER_PROXY" | cut -d= -f2)"
+    sleep 5
+done
+echo "words in data.txt: $(wc -w < data.txt)"
+SH
+    cat > "$JOB/analyse.jdl" <<JDL
+[
+  Executable    = "analyse.sh";
+  StdOutput     = "std.out";
+  StdError      = "std.err";
+  MyProxyServer = "localhost:$MYPROXY_PORT";
+  InputSandbox  = { "analyse.sh", "data.txt" };
+  OutputSandbox = { "std.out", "std.err" };
+]
+JDL
+fi
 cat "$JOB/analyse.jdl"
 
-step "wmproxy delegate-proxy -d demo"
-"$BIN/wmproxy" delegate-proxy -d demo
+if [[ $LONG == 1 ]]; then
+    step "wmproxy delegate-proxy -d demo, from a 75 s proxy (the delegated proxy lives 75 s)"
+    "$BIN/python" -c "
+import sys
+from wmproxy.security.pki import write_proxy
+from wmproxy.security.proxy import load_credential
+write_proxy(load_credential(sys.argv[1], sys.argv[2]), sys.argv[3], lifetime=75)
+" "$USER_CERT" "$USER_KEY" "$STATE/short-proxy"
+    X509_USER_PROXY=$STATE/short-proxy "$BIN/wmproxy" delegate-proxy -d demo
+else
+    step "wmproxy delegate-proxy -d demo"
+    "$BIN/wmproxy" delegate-proxy -d demo
+fi
 
 step "wmproxy submit -d demo -o jobid.txt analyse.jdl"
 START=$(date +%s.%N)
@@ -123,5 +212,14 @@ END=$(date +%s.%N)
 step "The job's stdout"
 cat "$STATE/output/std.out"
 grep -q "words in data.txt: 4" "$STATE/output/std.out"
+if [[ $LONG == 1 ]]; then
+    step "The renewal worker's log"
+    grep -E "renewing proxy|renewed proxy|failed|aborted" "$STATE/renewal.log" | cut -d' ' -f2- || true
+    ends=$(grep -c "X509_USER_PROXY ends" "$STATE/output/std.out")
+    distinct=$(grep "X509_USER_PROXY ends" "$STATE/output/std.out" | cut -d' ' -f4- | sort -u | wc -l)
+    grep -q "renewed proxy demo of" "$STATE/renewal.log"
+    [[ $ends -ge 10 && $distinct -ge 2 ]] || { echo "the job's proxy was not renewed" >&2; exit 1; }
+    echo "the job ran past its first proxy's end and saw $distinct different proxy ends"
+fi
 "$BIN/python" -c "print(f'\nsubmit to output: {float($END) - float($START):.2f} s')"
 echo "demo OK"

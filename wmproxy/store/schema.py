@@ -151,3 +151,33 @@ class JobDependency(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     depends_on: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+
+
+class ProxyRenewal(Base):
+    """Renewal from MyProxy of one delegated proxy (owner DN, delegation id), shared by all
+    the jobs that use it (``wmproxy.services.renewal``).
+
+    ``claimed_by``/``claimed_until`` is the lease of the renewal worker holding the record
+    during a MyProxy exchange; ``next_attempt_at`` keeps the workers to one attempt per cycle.
+    The ``last_*`` columns and the counters are what operators and users see of the renewal.
+    """
+
+    __tablename__ = "proxy_renewals"
+    __table_args__ = (UniqueConstraint("owner_dn", "delegation_id", name="uq_proxy_renewals_owner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_dn: Mapped[str] = mapped_column(String(512))
+    delegation_id: Mapped[str] = mapped_column(String(64))
+    myproxy_server: Mapped[str] = mapped_column(String(255))  # host:port
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # MyProxy exchanges tried
+    renewals: Mapped[int] = mapped_column(Integer, default=0)  # of which gave a proxy
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_result: Mapped[str | None] = mapped_column(String(16))  # renewed, not-extended, unreachable, refused, failed
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_renewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    notes: Mapped[str | None] = mapped_column(Text)  # e.g. expired VOMS attributes of the renewed proxy

@@ -8,10 +8,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store.delegations import SqlDelegationStore
 from wmproxy.store.jobs import SqlExecutionQueue, SqlJobStore
+from wmproxy.store.renewals import SqlRenewalStore
 
 
 class UnitOfWork:
-    """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``."""
+    """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``, ``uow.renewals``."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
@@ -23,6 +24,7 @@ class UnitOfWork:
         self.jobs = SqlJobStore(self.session)
         self.delegations = SqlDelegationStore(self.session)
         self.queue = SqlExecutionQueue(self.session)
+        self.renewals = SqlRenewalStore(self.session)
         return self
 
     def __exit__(

@@ -1,0 +1,332 @@
+"""Proxy renewal from a real myproxy-server keeps jobs alive; expiry aborts them (issue 4).
+
+One deployment per database backend (gunicorn over TLS, an execution worker and **two**
+``wmproxy-renewal`` workers), Debian's myproxy-server on loopback, short proxies (45 s),
+a 30 s renewal threshold and a 1 s cycle. Every scenario is set up at once by the
+``world`` fixture, so their waits overlap; each test then checks one scenario:
+
+* ``renew``   (alice, server ``ok``): two running jobs on one credential, one MyProxy call;
+  stored and running proxies extended.
+* ``outage``  (alice, server ``paused``: SIGSTOP, so exchanges time out, then SIGCONT):
+  renewed when it is back, nothing aborted.
+* ``down``    (bob, server ``down``: stopped): a running and a registered job Aborted
+  "the user proxy expired" at expiry, the running process stopped.
+* ``refused`` (bob, server ``refusing``: our DN is not an authorized renewer): the refusal
+  is logged and recorded, jobs aborted at expiry.
+* ``none``    (alice, no MyProxyServer, no default): never renewed, aborted at expiry.
+* ``short``   (alice, server ``short``: the stored credential itself ends in ~60 s): MyProxy
+  never grants more; two workers make at most one attempt per cycle.
+* ``voms``    (alice, server ``ok``, a proxy whose VOMS AC expired while its X.509 part is
+  valid, made with voms-proxy-fake): renewed, the expired attributes reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Pki, need_peer
+from tests.integration.refclient import ReferenceClient, reference_client
+from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
+from tests.integration.test_wire_reference import delegate
+from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
+from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
+    MyProxyServer,
+    myproxy_server_factory,
+    store_renewable_credential,
+)
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.dn import slash_dn
+
+pytestmark = pytest.mark.integration
+
+LIFETIME = 45  # seconds of the delegated proxies
+THRESHOLD = 30  # renewal threshold: the first renewals are due ~15 s after delegation
+ASKED = 100  # renewal.lifetime (a quarter of it stays below the threshold)
+REASON = "the user proxy expired"
+NOBODY = "/C=XX/O=Nowhere/CN=not the wms"
+
+
+@dataclass
+class World:
+    dep: Deployment
+    db: sa.Engine
+    alice: ReferenceClient
+    bob: ReferenceClient
+    servers: dict[str, MyProxyServer]
+    t0: float  # monotonic time of the first delegation
+    jobs: dict[str, list[str]] = field(default_factory=dict)
+    delegated_end: dict[str, dt.datetime] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # job id -> pid of its process, once running
+
+    def wait_until(self, seconds_after_t0: float) -> None:
+        time.sleep(max(0.0, self.t0 + seconds_after_t0 - time.monotonic()))
+
+    def record(self, delegation_id: str) -> dict | None:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.text("select * from proxy_renewals where delegation_id = :d"),
+                               {"d": delegation_id}).mappings().one_or_none()
+        return dict(row) if row else None
+
+    def stored_end(self, delegation_id: str) -> dt.datetime:
+        with self.db.connect() as conn:
+            value = conn.execute(sa.text("select not_after from delegations where delegation_id = :d"),
+                                 {"d": delegation_id}).scalar_one()
+        return _utc(value)
+
+    def backend_pid(self, job_id: str) -> int | None:
+        with self.db.connect() as conn:
+            ref = conn.execute(sa.text("select backend_ref from jobs where id = :j"), {"j": job_id}).scalar_one()
+        return int(ref.rsplit(":", 1)[1]) if ref and ref.startswith("local:") else None
+
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.dep.state.glob("renewal-*.log")))
+
+
+def _utc(value: dt.datetime | str) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def wait_for(what: Callable[[], object], timeout: float, step: float = 0.25) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def job_proxy_end(pid: int) -> dt.datetime:
+    """notAfter of the file the job process sees as X509_USER_PROXY."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    path = next(e.split(b"=", 1)[1] for e in environ if e.startswith(b"X509_USER_PROXY="))
+    return load_pem_chain(Path(path.decode()).read_bytes())[0].not_valid_after_utc
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def sleeper(seconds: int, server: str | None = "") -> str:
+    """A JDL running sleep; ``server`` None = no MyProxyServer attribute."""
+    attr = "" if server is None else f'MyProxyServer = "{server}";'
+    return f'[ Executable = "/bin/sleep"; Arguments = "{seconds}"; {attr} ]'
+
+
+def start_renewal_worker(dep: Deployment, name: str) -> None:
+    log = open(dep.state / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+    dep.processes.append(subprocess.Popen(
+        [str(BIN / "wmproxy-renewal"), "--name", name], env=dep.env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO, start_new_session=True,
+    ))
+
+
+@pytest.fixture(scope="module")
+def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory) -> Iterator[World]:  # noqa: F811
+    host_dn = slash_dn(load_pem_chain(pki.host_cert.read_bytes())[0].subject)
+    alice_long, bob_long = pki.users["alice"].proxy, pki.users["bob"].proxy
+    servers = {
+        "ok": myproxy_server_factory([host_dn]),
+        "paused": myproxy_server_factory([host_dn]),
+        "down": myproxy_server_factory([host_dn]),
+        "refusing": myproxy_server_factory([NOBODY]),
+        "short": myproxy_server_factory([host_dn]),
+    }
+    for name, user_proxy in [("ok", alice_long), ("paused", alice_long), ("down", bob_long)]:
+        store_renewable_credential(servers[name], user_proxy, host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
+    store_renewable_credential(servers["refusing"], bob_long, NOBODY, lifetime_hours=2, proxy_lifetime_hours=1)
+    # a stored credential that itself ends in about a minute: MyProxy cannot grant more
+    store_renewable_credential(servers["short"], pki.proxy("alice", 55), host_dn, lifetime_hours=1,
+                               proxy_lifetime_hours=1)
+    servers["down"].stop()
+    voms_proxy = None
+    if shutil.which("voms-proxy-fake"):  # an AC that ended 1 h ago on a proxy valid for 24 h
+        voms_root = tmp_path_factory.mktemp("voms")
+        voms_proxy = fake_voms_proxy(pki, fake_voms_server(pki, voms_root), voms_root / "x509up",
+                                     "-pastac", "7200", "-vomslife", "1")
+    os.kill(servers["paused"].pid, signal.SIGSTOP)
+
+    state = tmp_path_factory.mktemp("state")
+    port = free_port()
+    config = state / "wmproxy.conf"
+    write_config(config, db_url=database_url, ca_dir=pki.ca_dir, host_cert=pki.host_cert, host_key=pki.host_key,
+                 state=state, port=port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "X509_"))}
+    env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(pki.ca_dir), PATH=f"{BIN}:{env.get('PATH', '')}",
+               WMPROXY_SECURITY_MIN_PROXY_LIFETIME="10", WMPROXY_RENEWAL_CYCLE="1",
+               WMPROXY_RENEWAL_THRESHOLD=str(THRESHOLD), WMPROXY_RENEWAL_LIFETIME=str(ASKED),
+               WMPROXY_RENEWAL_TIMEOUT="2", WMPROXY_EXECUTION_MAX_RUNNING="16")
+    dep = Deployment(config=config, state=state, port=port, env=env)
+    result = dep.run(str(BIN / "wmproxy-admin"), "init")
+    assert result.returncode == 0, result.stderr
+    db = sa.create_engine(database_url)
+    try:
+        dep.start_gunicorn()
+        dep.start_worker()
+        start_renewal_worker(dep, "renewal-1")
+        start_renewal_worker(dep, "renewal-2")
+        alice = reference_client(dep.endpoint, alice_long, pki.ca_dir)
+        bob = reference_client(dep.endpoint, bob_long, pki.ca_dir)
+        world = World(dep, db, alice, bob, servers, time.monotonic())
+        registered: list[str] = []
+
+        def submit(client: ReferenceClient, deleg: str, jdls: list[str], register_only: int = 0,
+                   signer: Path | None = None) -> None:
+            signer = signer or (alice_long if client is alice else bob_long)
+            delegate(client, signer, deleg, lifetime=LIFETIME)
+            world.delegated_end[deleg] = world.stored_end(deleg)
+            ids = [client.wmproxy.jobSubmit(j, deleg).id for j in jdls]
+            registered.extend(client.wmproxy.jobRegister(sleeper(300), deleg).id for _ in range(register_only))
+            ids += registered[len(registered) - register_only:]
+            world.jobs[deleg] = ids
+
+        at = lambda name: f"localhost:{servers[name].port}"  # noqa: E731
+        submit(alice, "renew", [sleeper(301, at("ok")), sleeper(302, at("ok"))])
+        submit(alice, "outage", [sleeper(303, at("paused"))])
+        submit(bob, "down", [sleeper(304, at("down"))], register_only=1)
+        submit(bob, "refused", [sleeper(305, at("refusing"))])
+        submit(alice, "none", [sleeper(306, None), sleeper(307, "")])
+        submit(alice, "short", [sleeper(308, at("short"))])
+        if voms_proxy is not None:
+            submit(alice, "voms", [sleeper(309, at("ok"))], signer=voms_proxy)
+        started = [j for deleg, ids in world.jobs.items() for j in ids if j not in registered]
+        assert wait_for(lambda: all(world.backend_pid(j) for j in started), 20), "jobs did not start"
+        world.pids = {j: world.backend_pid(j) for j in started}
+        assert all(process_alive(pid) for pid in world.pids.values())
+        yield world
+    finally:
+        try:
+            os.kill(servers["paused"].pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        dep.stop()
+        db.dispose()
+
+
+def status(client: ReferenceClient, job_id: str) -> str:
+    return client.wmproxy.getJobStatus(job_id).status
+
+
+class TestRenewal:
+    # in the order of the scenario's clock: each test waits for its moment
+    def test_renewal_extends_the_stored_and_the_running_jobs_proxy(self, world: World) -> None:
+        jobs = world.jobs["renew"]
+        pids = [world.pids[j] for j in jobs]
+        first = world.delegated_end["renew"]
+        assert all(abs((job_proxy_end(pid) - first).total_seconds()) < 2 for pid in pids), (
+            first, [job_proxy_end(pid) for pid in pids])
+        renewed = wait_for(lambda: (r := world.record("renew")) and r["renewals"] >= 1, 30)
+        assert renewed, world.log()
+        new_end = world.stored_end("renew")
+        # what MyProxy granted: myproxy-server hands out at least 5 minutes, whatever is asked
+        assert first + dt.timedelta(seconds=50) < new_end <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            seconds=max(ASKED, 300) + 1)
+        assert wait_for(lambda: all(abs((job_proxy_end(p) - new_end).total_seconds()) < 2 for p in pids), 5)
+        # the service shows the new end
+        assert int(world.alice.wmproxy.getDelegatedProxyInfo("renew").EndTime) == int(new_end.timestamp())
+        assert int(world.alice.wmproxy.getJobProxyInfo(jobs[0]).EndTime) == int(new_end.timestamp())
+        # the renewed proxy keeps alice's identity
+        assert world.alice.wmproxy.getJobProxyInfo(jobs[1]).Identity.endswith("/CN=Alice")
+
+    def test_server_down_then_back_before_expiry_renews_and_aborts_nothing(self, world: World) -> None:
+        # due at ~16 s; each attempt times out after 2 s and is retried on the next cycle
+        record = wait_for(lambda: (r := world.record("outage")) and r["attempts"] >= 2 and r, 15)
+        assert record and record["renewals"] == 0, world.record("outage")
+        assert record["last_result"] == "unreachable" and "timed out" in record["last_error"]
+        os.kill(world.servers["paused"].pid, signal.SIGCONT)
+        assert wait_for(lambda: world.record("outage")["renewals"] == 1, 15), world.record("outage")
+        assert world.stored_end("outage") > world.delegated_end["outage"] + dt.timedelta(seconds=40)
+        assert re.search(r"renewal of proxy outage .* failed \(unreachable\): MyProxy server \S+ timed out",
+                         world.log())
+
+    def test_renewer_not_authorized_is_logged_and_jobs_abort_at_expiry(self, world: World) -> None:
+        (job,) = world.jobs["refused"]
+        record = wait_for(lambda: (r := world.record("refused")) and r["attempts"] >= 1 and r, 30)
+        assert record["last_result"] == "refused"
+        assert "MyProxy server refused the renewal" in record["last_error"]
+        assert "authentication failed" in record["last_error"] or "not authorized" in record["last_error"]
+        assert re.search(r"renewal of proxy refused .* failed \(refused\): MyProxy server refused", world.log())
+        world.wait_until(LIFETIME + 1)
+        assert wait_for(lambda: status(world.bob, job) == f"Aborted ({REASON})", 10), status(world.bob, job)
+
+    def test_a_proxy_with_expired_voms_attributes_is_renewed_and_they_are_reported(self, world: World) -> None:
+        if "voms" not in world.jobs:
+            need_peer("voms-proxy-fake (voms-clients) is not installed")
+        record = wait_for(lambda: (r := world.record("voms")) and r["renewals"] >= 1 and r, 30)
+        assert record, world.record("voms")
+        assert "VOMS attributes expired while the X.509 proxy was valid: /atlas/Role=production" in record["notes"]
+        assert "the renewed proxy carries no VOMS attributes" in record["notes"]
+        assert re.search(r"WARNING .*renewal of proxy voms of .*: VOMS attributes expired", world.log())
+        assert world.stored_end("voms") > world.delegated_end["voms"] + dt.timedelta(seconds=40)
+
+    def test_two_jobs_on_one_credential_make_one_myproxy_call(self, world: World) -> None:
+        world.wait_until(LIFETIME + 3)  # the first proxy has expired by now
+        record = world.record("renew")
+        assert (record["attempts"], record["renewals"], record["last_result"]) == (1, 1, "renewed")
+        assert len(re.findall(r"renewing proxy renew of ", world.log())) == 1
+        for job_id in world.jobs["renew"] + world.jobs["outage"]:  # outage: nothing aborted either
+            assert status(world.alice, job_id) == "Running"
+
+    def test_server_down_until_expiry_aborts_the_jobs(self, world: World) -> None:
+        running, registered = world.jobs["down"]
+        pid = world.pids[running]
+        world.wait_until(LIFETIME + 1)
+        expected = f"Aborted ({REASON})"
+        assert wait_for(lambda: status(world.bob, running) == expected, 10), status(world.bob, running)
+        assert status(world.bob, registered) == expected
+        assert wait_for(lambda: not process_alive(pid), 15), "the running job was not stopped"
+        assert re.search(r"renewal of proxy down .* failed \(unreachable\): cannot connect", world.log())
+        assert world.stored_end("down") == world.delegated_end["down"]
+        assert wait_for(lambda: world.record("down") is None, 10), "record not deregistered"
+
+    def test_without_myproxy_server_never_renewed_and_aborted_at_expiry(self, world: World) -> None:
+        for job_id in world.jobs["none"]:
+            assert "MyProxyServer" not in world.alice.wmproxy.getJDL(job_id, "REGISTERED")
+        assert world.record("none") is None
+        world.wait_until(LIFETIME + 1)
+        assert world.stored_end("none") == world.delegated_end["none"]
+        for job_id in world.jobs["none"]:
+            assert wait_for(lambda j=job_id: status(world.alice, j) == f"Aborted ({REASON})", 10)
+        assert "renewing proxy none of" not in world.log()
+
+    def test_two_workers_renew_once_per_cycle_and_never_beyond_the_grant(self, world: World) -> None:
+        (job,) = world.jobs["short"]
+        world.wait_until(LIFETIME + 2)
+        log = world.log()
+        attempts = sorted(
+            dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+            for stamp in re.findall(r"^(\S+ \S+) INFO \S+: renewing proxy short of ", log, re.M)
+        )
+        assert len(attempts) >= 5, log[-3000:]
+        gaps = [(b - a).total_seconds() for a, b in zip(attempts, attempts[1:])]
+        assert min(gaps) >= 0.8, gaps  # one attempt per 1 s cycle, whichever worker makes it
+        record = world.record("short")
+        assert record is None or abs(record["attempts"] - len(attempts)) <= 1
+        # MyProxy grants no more than the stored credential's own end: never extended for long
+        assert world.stored_end("short") < world.delegated_end["short"] + dt.timedelta(seconds=30)
+        assert "not later than the stored one" in log or "renewed" in log
+        assert wait_for(lambda: status(world.alice, job) == f"Aborted ({REASON})", 20), status(world.alice, job)
+
+    def test_cancelled_jobs_deregister_the_credential(self, world: World) -> None:
+        running = [d for d in ("renew", "outage", "voms") if d in world.jobs]
+        for deleg in running:
+            for job_id in world.jobs[deleg]:
+                world.alice.wmproxy.jobCancel(job_id)
+        assert wait_for(lambda: all(world.record(d) is None for d in running), 20)

@@ -1,0 +1,160 @@
+"""The renewal decisions of ``wmproxy.services.renewal`` that need no database: which server,
+when, what is reported, and how a job's proxy file is replaced."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import Pki
+from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
+from wmproxy.config import RenewalSettings, Settings
+from wmproxy.errors import InvalidJdlAttributeError
+from wmproxy.jdl import parse_jdl
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.proxy import credential_pem, make_proxy
+from wmproxy.services.renewal import (
+    choose_myproxy_server,
+    expired_voms_attributes,
+    job_proxy_end,
+    parse_server,
+    push_job_proxy,
+    renewal_due,
+    renewal_margin,
+    vo_defaults,
+)
+
+JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
+MIN = dt.timedelta(minutes=1)
+
+
+def rt_with(**renewal: object) -> SimpleNamespace:
+    return SimpleNamespace(settings=Settings(renewal=RenewalSettings(**renewal)))  # type: ignore[arg-type]
+
+
+class TestChooseMyProxyServer:
+    def test_the_jdl_value_wins_and_stays(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; MyProxyServer = "myproxy.example.org:7600"; ]')
+        rt = rt_with(myproxy_server="default.example.org")
+        assert choose_myproxy_server(rt, ad, None) == "myproxy.example.org:7600"
+        assert ad["MyProxyServer"] == "myproxy.example.org:7600"
+
+    def test_without_the_attribute_the_vo_default_is_added(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; ]')
+        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch, cms=cms-px:7512")
+        assert choose_myproxy_server(rt, ad, "atlas") == "px.cern.ch"
+        assert ad["MyProxyServer"] == "px.cern.ch"
+
+    def test_without_a_vo_default_the_global_default_is_added(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; ]')
+        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch")
+        assert choose_myproxy_server(rt, ad, "dteam") == "global.example.org"
+        assert ad["MyProxyServer"] == "global.example.org"
+
+    def test_an_empty_vo_default_turns_renewal_off_for_that_vo(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; ]')
+        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="dteam=")
+        assert choose_myproxy_server(rt, ad, "dteam") is None
+        assert "MyProxyServer" not in ad
+
+    def test_an_empty_jdl_value_means_no_renewal_and_is_removed(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; MyProxyServer = ""; ]')
+        assert choose_myproxy_server(rt_with(myproxy_server="global.example.org"), ad, None) is None
+        assert "MyProxyServer" not in ad
+
+    def test_no_attribute_and_no_default_means_no_renewal(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; ]')
+        assert choose_myproxy_server(rt_with(), ad, "atlas") is None
+        assert "MyProxyServer" not in ad
+
+    @pytest.mark.parametrize("value", ['"host:0"', '"host:99999"', '"ho st"', '"host:port"', "42", '"-bad-"'])
+    def test_a_bad_value_is_a_jdl_attribute_error(self, value: str) -> None:
+        ad = parse_jdl(f'[ Executable = "a"; MyProxyServer = {value}; ]')
+        with pytest.raises(InvalidJdlAttributeError):
+            choose_myproxy_server(rt_with(), ad, None)
+
+
+class TestServerNames:
+    def test_port_defaults_to_7512(self) -> None:
+        assert parse_server("myproxy.cern.ch") == ("myproxy.cern.ch", 7512)
+        assert parse_server("localhost:7600") == ("localhost", 7600)
+
+    def test_vo_defaults(self) -> None:
+        assert vo_defaults(" atlas = a.org , cms=b:1,, dteam=") == {"atlas": "a.org", "cms": "b:1", "dteam": ""}
+
+
+class TestSchedule:
+    def test_defaults_renew_a_ten_hour_proxy_when_two_and_a_half_hours_remain(self) -> None:
+        margin = renewal_margin(35 * 60, 10 * 3600)
+        assert margin == 2.5 * 3600
+        end = NOW + dt.timedelta(hours=2, minutes=31)
+        assert not renewal_due(end, NOW, margin)
+        assert renewal_due(end, NOW + 2 * MIN, margin)
+
+    def test_the_threshold_applies_when_the_lifetime_asked_is_short(self) -> None:
+        assert renewal_margin(35 * 60, 3600) == 35 * 60
+
+    def test_a_short_grant_is_renewed_at_its_own_three_quarters_not_every_cycle(self) -> None:
+        renewed_at = NOW
+        end = NOW + dt.timedelta(hours=4)  # MyProxy granted 4 h of the 10 h asked
+        margin = renewal_margin(35 * 60, 10 * 3600, end, renewed_at)
+        assert margin == 3600
+        assert not renewal_due(end, NOW + dt.timedelta(hours=2), margin)
+        assert renewal_due(end, NOW + dt.timedelta(hours=3), margin)
+
+    def test_an_expired_proxy_is_never_due(self) -> None:
+        assert not renewal_due(NOW, NOW, 2100)
+        assert not renewal_due(NOW - MIN, NOW, 2100)
+
+
+class TestExpiredVomsAttributes:
+    def test_expired_acs_of_a_valid_proxy_are_reported(self, pki: Pki, tmp_path: Path) -> None:
+        server = fake_voms_server(pki, tmp_path)
+        # AC valid for 1 h starting 2 h ago; the X.509 proxy is valid for 24 h
+        pem = fake_voms_proxy(pki, server, tmp_path / "x509up", "-pastac", "7200", "-vomslife", "1").read_bytes()
+        now = dt.datetime.now(dt.timezone.utc)
+        assert load_pem_chain(pem)[0].not_valid_after_utc > now + dt.timedelta(hours=20)
+        (report,) = expired_voms_attributes(pem, now)
+        assert report.startswith("/atlas/Role=production/Capability=NULL ") and "(VO atlas, ended " in report
+
+    def test_valid_acs_and_plain_proxies_report_nothing(self, pki: Pki, tmp_path: Path) -> None:
+        server = fake_voms_server(pki, tmp_path)
+        pem = fake_voms_proxy(pki, server, tmp_path / "x509up").read_bytes()
+        assert expired_voms_attributes(pem, dt.datetime.now(dt.timezone.utc)) == ()
+        plain = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
+        assert expired_voms_attributes(plain, dt.datetime.now(dt.timezone.utc)) == ()
+
+
+class TestPushJobProxy:
+    @pytest.fixture()
+    def rt(self, tmp_path: Path) -> SimpleNamespace:
+        storage = FilesystemSandboxStorage(tmp_path / "sandbox")
+        storage.create_job_area(JOB)
+        return SimpleNamespace(storage=storage)
+
+    def test_replaces_the_file_by_rename_never_in_place(self, rt: SimpleNamespace, pki: Pki) -> None:
+        old = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
+        new = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=7200))
+        target = rt.storage.job_dir(JOB) / "user.proxy"
+        target.write_bytes(old)
+        os.chmod(target, 0o600)
+        with open(target, "rb") as reader:  # a job holding the old file open
+            assert push_job_proxy(rt, JOB, new)  # type: ignore[arg-type]
+            assert reader.read() == old  # the old inode was not truncated
+        assert target.read_bytes() == new
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        assert job_proxy_end(rt, JOB) == load_pem_chain(new)[0].not_valid_after_utc  # type: ignore[arg-type]
+        assert [p.name for p in target.parent.iterdir() if p.name.startswith(".user.proxy")] == []
+
+    def test_a_job_not_staged_yet_is_left_alone(self, rt: SimpleNamespace, pki: Pki) -> None:
+        pem = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
+        assert not push_job_proxy(rt, JOB, pem)  # type: ignore[arg-type]
+        assert not (rt.storage.job_dir(JOB) / "user.proxy").exists()
+        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]

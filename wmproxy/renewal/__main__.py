@@ -1,0 +1,42 @@
+"""``wmproxy-renewal``: renew delegated proxies from MyProxy until SIGTERM/SIGINT.
+
+SIGUSR1 starts a pass at once (as it forced a renewal in the original daemon). Several
+workers may run against one database.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from wmproxy.config import load_settings
+from wmproxy.renewal.worker import RenewalWorker
+from wmproxy.services.runtime import Runtime
+
+
+@click.command()
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="configuration file")
+@click.option("--name", default=None, help="worker name recorded on claimed renewal records")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="MyProxy exchanges run at once")
+@click.option("--once", is_flag=True, help="run one pass and exit")
+def main(config_file: str | None, name: str | None, threads: int, once: bool) -> None:
+    """Renew the proxies of long jobs from MyProxy and abort the jobs whose proxy expired."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(config_file)
+    worker = RenewalWorker(Runtime.from_settings(settings), name, threads)
+    if once:
+        worker.step()
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: worker.wake.set())
+    worker.run(stop)
+
+
+if __name__ == "__main__":
+    main()

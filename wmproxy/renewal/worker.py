@@ -1,0 +1,175 @@
+"""The renewal worker loop: every ``renewal.cycle`` seconds one pass over the credentials.
+
+A pass (:meth:`RenewalWorker.step`):
+
+1. aborts the jobs of credentials that have expired (renewable or not);
+2. removes the renewal records no job needs any more;
+3. renews the due credentials, up to ``threads`` MyProxy exchanges at once, each one
+   claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
+   that several workers on one database renew each credential once per cycle;
+4. rewrites the proxy files of running jobs that are older than the stored proxy.
+
+Each credential gets its own units of work, so one failure does not roll back the others.
+The decisions are in :mod:`wmproxy.services.renewal`; the MyProxy exchange is
+:func:`wmproxy.renewal.myproxy.renew_proxy`, authenticated with the service's host
+credential. A database error skips the rest of the pass and the next one is delayed
+(doubling up to 10 cycles).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from wmproxy.domain import utcnow
+from wmproxy.renewal.myproxy import MyProxyError, MyProxyRefusedError, MyProxyUnreachableError, renew_proxy
+from wmproxy.services import renewal as service
+from wmproxy.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_CYCLES = 10
+
+
+@dataclass
+class PassReport:
+    """What one pass did (for logs, tests and the benchmark)."""
+
+    aborted: int = 0
+    deregistered: int = 0
+    attempted: int = 0
+    renewed: int = 0
+    pushed: int = 0
+
+
+class RenewalWorker:
+    """Renews delegated proxies from MyProxy; ``step()`` is one pass, ``run()`` loops."""
+
+    def __init__(self, rt: Runtime, name: str | None = None, threads: int = 4,
+                 renew: Callable[..., bytes] = renew_proxy) -> None:
+        self.rt = rt
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.settings = rt.settings.renewal
+        self.threads = max(1, threads)
+        self.renew = renew
+        self.wake = threading.Event()  # set by SIGUSR1: pass now
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("renewal worker %s started (cycle %s s, threshold %s s, lifetime %s s, %d threads)",
+                 self.name, self.settings.cycle, self.settings.threshold, self.settings.lifetime, self.threads)
+        backoff = 1
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="renewal") as pool:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.step(pool)
+                    backoff = 1
+                except SQLAlchemyError as exc:
+                    log.error("renewal pass failed on the database: %s; next pass in %d cycle(s)", exc, backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_CYCLES)
+                self._sleep(stop, started + self.settings.cycle * backoff)
+        log.info("renewal worker %s stopped", self.name)
+
+    def _sleep(self, stop: threading.Event, until: float) -> None:
+        while not stop.is_set() and not self.wake.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            stop.wait(min(left, 0.2))
+        self.wake.clear()
+
+    def step(self, pool: ThreadPoolExecutor | None = None) -> PassReport:
+        """One pass (see the module docstring)."""
+        report = PassReport()
+        rt, now = self.rt, utcnow()
+        with rt.uow() as uow:
+            expired = service.expired_credentials(uow, now)
+        for owner_dn, delegation_id in expired:
+            with rt.uow() as uow:
+                report.aborted += len(service.abort_expired_credential(uow, rt, owner_dn, delegation_id, now))
+        with rt.uow() as uow:
+            report.deregistered = service.deregister_unused(uow, now)
+        with rt.uow() as uow:
+            due = service.due_renewals(uow, rt, now)
+        if pool is None or self.threads == 1 or len(due) <= 1:
+            results = [self._renew_one(record_id) for record_id in due]
+        else:
+            results = list(pool.map(self._renew_one, due))
+        for attempted, renewed, pushed in results:
+            report.attempted += attempted
+            report.renewed += renewed
+            report.pushed += pushed
+        report.pushed += self._refresh_stale()
+        if report.aborted or report.deregistered or report.attempted:
+            log.info("renewal pass: %d attempted, %d renewed, %d job proxies rewritten, %d jobs aborted, "
+                     "%d records removed", report.attempted, report.renewed, report.pushed, report.aborted,
+                     report.deregistered)
+        return report
+
+    def _renew_one(self, record_id: int) -> tuple[int, int, int]:
+        """Claim, ask MyProxy, store, push. Returns (attempted, renewed, files written)."""
+        rt = self.rt
+        try:
+            with rt.uow() as uow:
+                order = service.begin_renewal(uow, rt, record_id, self.name, utcnow())
+        except SQLAlchemyError as exc:
+            log.warning("could not claim renewal record %d: %s", record_id, exc)
+            return 0, 0, 0
+        if order is None:
+            return 0, 0, 0
+        outcome = self._exchange(order)
+        with rt.uow() as uow:
+            result, jobs = service.finish_renewal(uow, rt, order, outcome, utcnow())
+        pushed = self._push(jobs, outcome.proxy_pem) if jobs and outcome.proxy_pem is not None else 0
+        return 1, int(result == "renewed"), pushed
+
+    def _exchange(self, order: service.RenewalOrder) -> service.RenewalOutcome:
+        sec = self.rt.settings.security
+        log.info("renewing proxy %s of %s from %s:%d (%d s left)", order.delegation_id, order.owner_dn,
+                 order.host, order.port, (order.not_after - order.started_at).total_seconds())
+        try:
+            pem = self.renew(
+                order.host, order.port, host_cert=sec.host_cert, host_key=sec.host_key, ca_dir=sec.ca_dir,
+                user_proxy_pem=order.proxy_pem, username=order.owner_dn, lifetime=self.settings.lifetime,
+                timeout=self.settings.timeout,
+            )
+        except MyProxyUnreachableError as exc:
+            return service.RenewalOutcome("unreachable", error=str(exc))
+        except MyProxyRefusedError as exc:
+            return service.RenewalOutcome("refused", error=str(exc))
+        except MyProxyError as exc:
+            return service.RenewalOutcome("failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one credential must not stop the worker
+            log.exception("renewal of proxy %s of %s crashed", order.delegation_id, order.owner_dn)
+            return service.RenewalOutcome("failed", error=f"internal error: {type(exc).__name__}")
+        return service.RenewalOutcome("renewed", proxy_pem=pem)
+
+    def _push(self, job_ids: list[str], pem: bytes) -> int:
+        written = 0
+        for job_id in job_ids:
+            try:
+                written += service.push_job_proxy(self.rt, job_id, pem)
+            except OSError as exc:
+                log.warning("could not rewrite the proxy file of job %s: %s", job_id, exc)
+        return written
+
+    def _refresh_stale(self) -> int:
+        rt = self.rt
+        with rt.uow() as uow:
+            stale = service.stale_job_proxies(uow, rt)
+        written = 0
+        for (owner_dn, delegation_id), job_ids in stale.items():
+            with rt.uow() as uow:
+                pem = service.stored_proxy(uow, rt, owner_dn, delegation_id)
+            if pem is not None:
+                written += self._push(job_ids, pem)
+                log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", delegation_id, owner_dn, len(job_ids))
+        return written
