@@ -62,14 +62,15 @@ class Pki:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """CA (grid layout with CRL), host cert for localhost, users alice, bob, carol (revoked), dave (expired)."""
+    """CA (grid layout with CRL), host cert for localhost, users alice, bob, carol (revoked),
+    dave (expired) and mallory (valid, but not admitted by the test deployments' authorized_users)."""
     import datetime as dt
 
     root = tmp_path_factory.mktemp("pki")
     ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
     host_cert, host_key = ca.issue_host("localhost", root / "host")
     users: dict[str, User] = {}
-    for name in ("alice", "bob", "carol", "dave"):
+    for name in ("alice", "bob", "carol", "dave", "mallory"):
         kwargs = {}
         if name == "dave":
             kwargs["not_after"] = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)

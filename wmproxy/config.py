@@ -38,6 +38,9 @@ class SecuritySettings:
         ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs).
         vomsdir: VOMS trust anchors (``<vo>/<host>.lsc``) used to verify VOMS ACs.
         host_cert, host_key: PEM files of the service's host credential.
+        authorized_users: who may use the service: comma-separated DN globs, FQAN
+            globs (first FQAN) or ``*`` for every authenticated caller
+            (``wmproxy.services.authz``).
         store_key_file: file holding the Fernet key that encrypts stored proxies
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
         min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job.
@@ -49,6 +52,7 @@ class SecuritySettings:
     host_cert: str = "/etc/grid-security/hostcert.pem"
     host_key: str = "/etc/grid-security/hostkey.pem"
     store_key_file: str = "/var/lib/wmproxy/store.key"
+    authorized_users: str = "*"
     min_proxy_lifetime: int = 20 * 60
     delegation_key_bits: int = 2048
 
@@ -64,6 +68,7 @@ class ServiceSettings:
         jobid_port: port part of job ids (the L&B port in the reference, 9000).
         version: returned by getVersion; clients compare it with 2.2.0/2.9.0/3.0.0.
         max_input_sandbox_size: bytes, returned by getMaxInputSandboxSize and enforced on upload.
+        drain_file: while this file exists, new jobs are refused (empty = no drain switch).
     """
 
     host: str = field(default_factory=socket.getfqdn)
@@ -76,6 +81,7 @@ class ServiceSettings:
     version: str = "3.5.0"
     max_input_sandbox_size: int = 10_000_000
     default_protocol: str = "https"
+    drain_file: str = ""
 
     @property
     def endpoint(self) -> str:

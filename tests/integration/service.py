@@ -33,9 +33,11 @@ host_cert = {host_cert}
 host_key = {host_key}
 store_key_file = {state}/store.key
 vomsdir = {state}/vomsdir
+authorized_users = /C=XX/O=wmproxy-demo/OU=Users/CN=[!M]*, /atlas*
 [service]
 host = localhost
 port = {port}
+drain_file = {state}/drain
 bind = 127.0.0.1:{port}
 workers = 2
 threads = 4

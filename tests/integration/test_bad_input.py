@@ -235,3 +235,61 @@ class TestTlsAuthentication:
         path.write_bytes(credential_pem(cred))
         with pytest.raises((ssl.SSLError, OSError)):
             self._call(deployment, pki, path)
+
+
+class TestServiceAuthorization:
+    """[security] authorized_users admits only CNs not starting with M here; mallory is refused."""
+
+    @pytest.fixture(scope="class")
+    def mallory(self, deployment: Deployment, pki: Pki) -> ReferenceClient:
+        return reference_client(deployment.endpoint, pki.users["mallory"].proxy, pki.ca_dir)
+
+    @pytest.mark.parametrize(
+        ("operation", "args", "fault"),
+        [
+            ("getVersion", (), "GenericFault"),  # getVersion declares no AuthorizationFault
+            ("getTransferProtocols", (), "AuthorizationFault"),
+            ("getMaxInputSandboxSize", (), "AuthorizationFault"),
+            ("jobRegister", (JDL, "x"), "AuthorizationFault"),
+            ("getProxyReq", ("x",), "AuthorizationFault"),
+        ],
+    )
+    def test_a_caller_the_site_does_not_admit_is_refused(
+        self, mallory: ReferenceClient, operation: str, args: tuple, fault: str
+    ) -> None:
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            getattr(mallory.wmproxy, operation)(*args)
+        detail = fault_detail(err.value)
+        assert etree.QName(detail).localname == fault
+        assert detail.findtext("ErrorCode") == "1207"
+        assert detail.findtext("Description") == "Authorization error: user not authorized"
+
+    def test_refused_on_the_delegation_port_too(self, mallory: ReferenceClient) -> None:
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            mallory.deleg2.getProxyReq("x")
+        assert fault_detail(err.value).findtext("msg") == "Authorization error: user not authorized"
+
+    def test_refused_on_the_sandbox(self, mallory: ReferenceClient, alice: ReferenceClient) -> None:
+        job = alice.wmproxy.jobRegister(JDL, "bad-input")
+        uri = alice.wmproxy.getSandboxDestURI(job.id, "https")[0]
+        assert mallory.session.put(f"{uri}/x.txt", data=b"x").status_code == 403
+
+
+class TestDrain:
+    def test_new_work_is_refused_while_drained_and_the_rest_works(
+        self, alice: ReferenceClient, deployment: Deployment
+    ) -> None:
+        job = alice.wmproxy.jobRegister(JDL, "bad-input")
+        drain = deployment.state / "drain"
+        drain.write_text("maintenance\n")
+        try:
+            for call in (lambda: alice.wmproxy.jobSubmit(JDL, "bad-input"), lambda: alice.wmproxy.jobStart(job.id)):
+                with pytest.raises(zeep.exceptions.Fault) as err:
+                    call()
+                detail = fault_detail(err.value)
+                assert etree.QName(detail).localname == "AuthorizationFault"
+                assert detail.findtext("Description") == "Unavailable service (the server is temporarily drained)"
+            assert alice.wmproxy.getJobStatus(job.id).status == "Submitted"
+        finally:
+            drain.unlink()
+        alice.wmproxy.jobStart(job.id)

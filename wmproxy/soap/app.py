@@ -25,6 +25,7 @@ from wmproxy.domain import Principal
 from wmproxy.errors import WMProxyError
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.services import sandboxes
+from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
 from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
@@ -87,6 +88,7 @@ class WMProxyApplication:
 
     def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
         principal = self.authenticate(environ)
+        check_caller(self.runtime.settings, principal, "sandbox")
         sandboxes.authorize_area(self.runtime, principal, job_rel_dir, method)
 
     @staticmethod

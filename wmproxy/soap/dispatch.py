@@ -19,6 +19,9 @@ from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
 from wmproxy.errors import InvalidArgumentError, WMProxyError
+from wmproxy.services.authz import check_caller
+from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
+from wmproxy.soap.contract import operations_by_namespace
 from wmproxy.soap.delegation_ports import Delegation1Port, Delegation2Port
 from wmproxy.soap.faults import delegation_fault, wmproxy_fault
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, SOAP_ENV, WMPROXY
@@ -69,15 +72,25 @@ class SoapDispatcher:
         except WMProxyError as exc:
             return fault_response(start_response, wmproxy_fault("", exc))
         if namespace not in self.ports or operation not in self.operations[namespace]:
-            exc = InvalidArgumentError(f"Unknown operation {{{namespace}}}{operation}")
-            if namespace in (DELEGATION_1, DELEGATION_2):
-                return fault_response(start_response, delegation_fault(namespace, operation, exc))
-            return fault_response(start_response, wmproxy_fault(operation, exc))
+            return self._refuse(start_response, namespace, operation,
+                                InvalidArgumentError(f"Unknown operation {{{namespace}}}{operation}"))
+        try:
+            check_caller(environ[RUNTIME_KEY].settings, environ[PRINCIPAL_KEY], operation)
+        except WMProxyError as exc:
+            return self._refuse(start_response, namespace, operation, exc)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["REQUEST_METHOD"] = "POST"
         environ["QUERY_STRING"] = ""
         return self.ports[namespace](environ, start_response)
+
+
+    @staticmethod
+    def _refuse(start_response: Callable[..., Any], namespace: str, operation: str, exc: WMProxyError) -> list[bytes]:
+        if namespace in (DELEGATION_1, DELEGATION_2):
+            return fault_response(start_response, delegation_fault(namespace, operation, exc))
+        declared = operations_by_namespace().get(WMPROXY, {}).get(operation)
+        return fault_response(start_response, wmproxy_fault(operation, exc, declared))
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
