@@ -1,12 +1,58 @@
-"""``wmproxy info``: glite-wms-job-info (getJDL, getJobProxyInfo, getDelegatedProxyInfo)."""
+"""``wmproxy info``: glite-wms-job-info (getJDL, getJobProxyInfo, getDelegatedProxyInfo).
+
+``-p`` also shows the MyProxy renewal of the job's proxy (the getProxyRenewalInfo
+extension, issue 4) after the gLite proxy block; a service without the extension gives
+the gLite output alone.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.client import RenewalInfo, WMProxyClient, WMProxyClientError
+
+
+def renewal_of(client: WMProxyClient, job: str) -> RenewalInfo | None:
+    """The renewal state of the job's proxy, or None when the service cannot tell (an older
+    wmproxy or a gLite WMProxy without getProxyRenewalInfo, or any failure of that one
+    call: the proxy information already shown stands on its own)."""
+    try:
+        return client.get_proxy_renewal_info(job)
+    except WMProxyClientError:
+        return None
+
+
+def _utc_text(when: Any) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def renewal_lines(renewal: RenewalInfo) -> str:
+    """``Proxy renewal: <server> | not registered`` and ``Last renewal: <UTC time> (<result>)``
+    or ``Last renewal: never`` (plus the error of a failed attempt)."""
+    if not renewal.registered:
+        return "Proxy renewal: not registered\n"
+    out = f"Proxy renewal: {renewal.myproxy_server or 'registered'}\n"
+    if renewal.last_attempt is None:
+        return out + "Last renewal: never\n"
+    out += f"Last renewal: {_utc_text(renewal.last_attempt)} ({renewal.last_result or 'unknown'})\n"
+    if renewal.last_error and renewal.last_result != "renewed":
+        out += f"Renewal error: {' '.join(renewal.last_error.split())}\n"
+    return out
+
+
+def renewal_dict(renewal: RenewalInfo) -> dict[str, Any]:
+    """The renewal state as JSON-ready values (times in epoch seconds, as ``proxy``)."""
+    end = renewal.proxy_end
+    return {
+        "MyProxyServer": renewal.myproxy_server, "Registered": renewal.registered,
+        "LastAttempt": None if renewal.last_attempt is None else int(renewal.last_attempt.timestamp()),
+        "LastResult": renewal.last_result, "LastError": renewal.last_error, "Renewals": renewal.renewals,
+        "ProxyEndTime": None if end is None else int(end.timestamp()),
+    }
 
 
 @click.command("info")
@@ -50,11 +96,18 @@ def info(
     client = common.make_client(env)
     if proxy:
         details = client.get_job_proxy_info(job)
+        renewal = renewal_of(client, job)
         if as_json:
-            click.echo(json.dumps({"result": "success", "jobid": job, "proxy": render.proxy_info_dict(details)}))
+            result = {"result": "success", "jobid": job, "proxy": render.proxy_info_dict(details)}
+            if renewal is not None:
+                result["renewal"] = renewal_dict(renewal)
+            click.echo(json.dumps(result))
         else:
             header = f"Your proxy delegated to the endpoint {env.endpoint}\n for the job {job} :\n"
-            click.echo(render.info_text(header, render.proxy_info_lines(details)), nl=False)
+            body = render.proxy_info_lines(details)
+            if renewal is not None:
+                body += "\n" + renewal_lines(renewal)
+            click.echo(render.info_text(header, body), nl=False)
         return
     kind = "REGISTERED" if registered else "ORIGINAL"
     jdl = client.get_jdl(job, kind)

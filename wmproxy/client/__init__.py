@@ -19,6 +19,7 @@ from wmproxy.client.models import (
     OutputFile,
     ProxyInfo,
     Quota,
+    RenewalInfo,
     VOInfo,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "OutputFile",
     "ProxyInfo",
     "Quota",
+    "RenewalInfo",
     "VOInfo",
     "WMProxyClient",
     "WMProxyClientError",

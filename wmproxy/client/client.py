@@ -11,7 +11,7 @@ from zeep.transports import Transport
 
 from wmproxy.client import models
 from wmproxy.client.delegation import Port, delegation_port, parse_version, sign_request
-from wmproxy.client.faults import translated_errors
+from wmproxy.client.faults import WMProxyClientError, translated_errors
 from wmproxy.client.jsdl import JsdlInput, jsdl_part
 from wmproxy.client.models import (
     CEMatch,
@@ -22,6 +22,7 @@ from wmproxy.client.models import (
     OutputFile,
     ProxyInfo,
     Quota,
+    RenewalInfo,
 )
 from wmproxy.client.session import grid_session
 from wmproxy.client.wsdl import BINDINGS, wsdl_path
@@ -329,6 +330,25 @@ class WMProxyClient:
     def get_job_proxy_info(self, job_id: str) -> ProxyInfo:
         """WMProxy ``getJobProxyInfo``: the proxy the job runs with."""
         return models.proxy_info_from(self._call("wmproxy", "getJobProxyInfo", job_id))
+
+    def get_proxy_renewal_info(self, job_id: str) -> RenewalInfo:
+        """WMProxy ``getProxyRenewalInfo`` (project extension, not in the gLite WSDL): the
+        MyProxy renewal of the job's proxy (server, last attempt and result, proxy end).
+
+        A service without the operation answers with a fault (``InvalidArgumentFault``
+        "Unknown operation" from an older wmproxy, a detail-less fault from gLite); when the
+        WSDL was read from such a service (``<endpoint>?wsdl``) the operation is not even
+        known here: both raise :class:`WMProxyClientError`, the latter with fault type
+        ``UnsupportedOperation``.
+        """
+        try:
+            operation = self._ports["wmproxy"]["getProxyRenewalInfo"]
+        except (KeyError, AttributeError):
+            raise WMProxyClientError(
+                "UnsupportedOperation", "the service's WSDL has no getProxyRenewalInfo", None, "getProxyRenewalInfo"
+            ) from None
+        with translated_errors("getProxyRenewalInfo"):
+            return models.renewal_info_from(operation(job_id))
 
     # --- file perusal ---
 

@@ -316,6 +316,66 @@ def proxy_info_from(obj: Any) -> ProxyInfo:
     )
 
 
+@dataclass(frozen=True)
+class RenewalInfo:
+    """``ProxyRenewalInfoStructType`` of getProxyRenewalInfo (a project extension, issue 4).
+
+    Attributes:
+        myproxy_server: ``host:port`` the job's proxy is renewed from; None when not registered.
+        registered: whether the job's delegated credential is registered for renewal.
+        last_attempt: start of the last MyProxy exchange, aware UTC; None if never tried.
+        last_result: ``renewed``, ``not-extended``, ``unreachable``, ``refused`` or ``failed``.
+        last_error: the reason of the last failure, if any.
+        renewals: how many exchanges extended the proxy.
+        proxy_end_time: end of the stored proxy as sent, decimal UNIX epoch seconds.
+    """
+
+    myproxy_server: str | None
+    registered: bool
+    last_attempt: datetime | None = None
+    last_result: str | None = None
+    last_error: str | None = None
+    renewals: int = 0
+    proxy_end_time: str = ""
+
+    @property
+    def proxy_end(self) -> datetime | None:
+        """``proxy_end_time`` as an aware UTC datetime (None if not an epoch number)."""
+        return _epoch(self.proxy_end_time)
+
+
+def _utc(value: Any) -> datetime | None:
+    """An xsd:dateTime as zeep gives it (datetime, or text) → aware UTC (naive = UTC)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def renewal_info_from(obj: Any) -> RenewalInfo:
+    """Convert a ``ProxyRenewalInfoStructType``."""
+    registered = _get(obj, "registered")
+    if isinstance(registered, str):
+        registered = registered.strip().lower() in ("true", "1")
+    try:
+        renewals = int(_get(obj, "renewals") or 0)
+    except (TypeError, ValueError):
+        renewals = 0
+    return RenewalInfo(
+        myproxy_server=_get(obj, "myProxyServer") or None,
+        registered=bool(registered),
+        last_attempt=_utc(_get(obj, "lastAttempt")),
+        last_result=_get(obj, "lastResult") or None,
+        last_error=_get(obj, "lastError") or None,
+        renewals=renewals,
+        proxy_end_time=_str(_get(obj, "proxyEndTime")),
+    )
+
+
 def string_list_to(items: Iterable[str]) -> dict[str, list[str]]:
     """A ``StringList`` request value."""
     return {"Item": [str(i) for i in items]}

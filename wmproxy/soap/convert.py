@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.jobs import JobStatus
+from wmproxy.services.renewal_info import ProxyRenewalInfo
 from wmproxy.services.submission import RegisteredJob
 from wmproxy.soap import types
 
@@ -49,4 +50,17 @@ def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
             )
             for vo in info.vos
         ],
+    )
+
+
+def proxy_renewal_info_struct(info: ProxyRenewalInfo) -> types.ProxyRenewalInfoStructType:
+    """Times to the second (xsd:dateTime, UTC)."""
+    return types.ProxyRenewalInfoStructType(
+        myProxyServer=info.myproxy_server,
+        registered=info.registered,
+        lastAttempt=None if info.last_attempt is None else info.last_attempt.replace(microsecond=0),
+        lastResult=info.last_result,
+        lastError=info.last_error,
+        renewals=info.renewals,
+        proxyEndTime=info.proxy_end_time,
     )

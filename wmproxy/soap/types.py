@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spyne import Boolean, ComplexModel, DateTime, Integer, Long, Unicode
+from spyne import Boolean, ComplexModel, DateTime, Integer, Integer32, Long, Unicode
 from spyne.model.complex import SelfReference
 
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
@@ -81,6 +81,21 @@ class ProxyInfoStructType(ComplexModel):
         *[(name, Part(Unicode, min_occurs=1)) for name in
           ("Subject", "Issuer", "Identity", "Type", "Strength", "StartTime", "EndTime")],
         ("VOsInfo", Part(VOProxyInfoStructType, max_occurs="unbounded")),
+    ]
+
+
+class ProxyRenewalInfoStructType(ComplexModel):
+    """Extension (getProxyRenewalInfo): the MyProxy renewal of a job's proxy (not in the reference)."""
+
+    __namespace__ = WMPROXY
+    _type_info = [
+        ("myProxyServer", Part(Unicode, min_occurs=1, nillable=True)),
+        ("registered", Part(Boolean, min_occurs=1, nillable=False)),
+        ("lastAttempt", Part(DateTime, min_occurs=1, nillable=True)),
+        ("lastResult", Part(Unicode, min_occurs=1, nillable=True)),
+        ("lastError", Part(Unicode, min_occurs=1, nillable=True)),
+        ("renewals", Part(Integer32, min_occurs=1, nillable=False)),
+        ("proxyEndTime", Part(Unicode, min_occurs=1, nillable=False)),
     ]
 
 

@@ -13,7 +13,18 @@ from wmproxy.errors import InvalidArgumentError
 from wmproxy.jdl import templates
 from wmproxy.jdl.jsdl import jsdl_to_jdl
 from wmproxy.jdl.templates import GraphNode
-from wmproxy.services import acl, delegation, jobs, matchmaking, perusal, quota, sandboxes, submission, uris
+from wmproxy.services import (
+    acl,
+    delegation,
+    jobs,
+    matchmaking,
+    perusal,
+    quota,
+    renewal_info,
+    sandboxes,
+    submission,
+    uris,
+)
 from wmproxy.soap import convert
 from wmproxy.soap.calls import wmproxy_call
 from wmproxy.soap.contract import operations_by_namespace
@@ -29,6 +40,7 @@ from wmproxy.soap.types import (
     Long_,
     Part,
     ProxyInfoStructType,
+    ProxyRenewalInfoStructType,
     String,
     StringAndLongList,
     StringList,
@@ -166,6 +178,16 @@ class WMProxyPort(ServiceBase):
     def getJobProxyInfo(ctx, jobId):  # noqa: N802, N803
         return _call(
             ctx, "getJobProxyInfo", lambda rt, p: convert.proxy_info_struct(jobs.job_proxy_info(rt, p, jobId or ""))
+        )
+
+    # --- extension: MyProxy renewal of a job's proxy (issue 4; not in the reference WSDL) ---
+
+    @rpc(String, _returns=Part(ProxyRenewalInfoStructType), _out_variable_name="renewal")
+    def getProxyRenewalInfo(ctx, jobId):  # noqa: N802, N803
+        return _call(
+            ctx,
+            "getProxyRenewalInfo",
+            lambda rt, p: convert.proxy_renewal_info_struct(renewal_info.proxy_renewal_info(rt, p, jobId or "")),
         )
 
     # --- perusal (§8) ---

@@ -9,7 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from wmproxy.cli import common
-from wmproxy.client import CEMatch, GraphNode, JobIds, JobStatus, OutputFile, ProxyInfo, WMProxyClientError
+from wmproxy.client import (
+    CEMatch,
+    GraphNode,
+    JobIds,
+    JobStatus,
+    OutputFile,
+    ProxyInfo,
+    RenewalInfo,
+    WMProxyClientError,
+)
 
 ENDPOINT = "https://wms.example.org:7443/glite_wms_wmproxy_server"
 JOB = "https://wms.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
@@ -32,6 +41,7 @@ class FakeClient:
         self.proxy = ProxyInfo("/C=XX/CN=Alice/CN=123", "/C=XX/CN=Alice", "/C=XX/CN=Alice", "proxy", "2048",
                                "1700000000", "1700003725")
         self.outputs_by_job: dict[str, list[OutputFile]] = {}
+        self.renewal = RenewalInfo(None, False, proxy_end_time="1700003725")
 
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -96,6 +106,10 @@ class FakeClient:
     def get_job_proxy_info(self, job_id: str) -> ProxyInfo:
         self._record("get_job_proxy_info", job_id)
         return self.proxy
+
+    def get_proxy_renewal_info(self, job_id: str) -> RenewalInfo:
+        self._record("get_proxy_renewal_info", job_id)
+        return self.renewal
 
     def get_delegated_proxy_info(self, delegation_id: str) -> ProxyInfo:
         self._record("get_delegated_proxy_info", delegation_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,17 @@ from click.testing import CliRunner
 from wmproxy.cli import output, perusal, submit
 from wmproxy.cli.compound import child_job_id
 from wmproxy.cli.main import cli
-from wmproxy.client import CEMatch, GraphNode, JobIds, JobStatus, OutputFile, ProxyInfo, VOInfo, WMProxyClientError
+from wmproxy.client import (
+    CEMatch,
+    GraphNode,
+    JobIds,
+    JobStatus,
+    OutputFile,
+    ProxyInfo,
+    RenewalInfo,
+    VOInfo,
+    WMProxyClientError,
+)
 
 from .conftest import ENDPOINT, JOB, FakeClient
 
@@ -166,8 +177,78 @@ class TestInfo:
         assert json.loads(result.stdout)["type"] == "ORIGINAL"
         result = runner.invoke(cli, ["info", "-p", "--json", JOB])
         assert json.loads(result.stdout)["proxy"]["EndTime"] == 1700003725
-        assert fake.names() == ["get_jdl", "get_jdl", "get_job_proxy_info"]
+        assert fake.names() == ["get_jdl", "get_jdl", "get_job_proxy_info", "get_proxy_renewal_info"]
         assert [args[1] for name, args in fake.calls if name == "get_jdl"] == ["REGISTERED", "ORIGINAL"]
+
+    def test_job_proxy_with_its_last_renewal(self, runner: CliRunner, fake: FakeClient,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("time.time", lambda: 1700000000.0)
+        fake.renewal = RenewalInfo("myproxy.example.org:7512", True,
+                                   dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc), "renewed",
+                                   None, 1, "1700003725")
+        result = runner.invoke(cli, ["info", "-p", JOB])
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("get_job_proxy_info", (JOB,)), ("get_proxy_renewal_info", (JOB,))]
+        out = result.stdout
+        block = ("Timeleft    : 01 hours 02 min 05 sec \n\n"
+                 "Proxy renewal: myproxy.example.org:7512\n"
+                 "Last renewal: 2023-11-14 22:13:20 UTC (renewed)\n")
+        assert block in out, out
+        assert "Renewal error" not in out
+        assert out.endswith(block + "\n" + "=" * 74 + "\n")
+
+    def test_job_proxy_after_a_refused_renewal(self, runner: CliRunner, fake: FakeClient) -> None:
+        fake.renewal = RenewalInfo("mp:7512", True, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc),
+                                   "refused", "MyProxy server refused the renewal:\n  not authorized", 0, "1700003725")
+        out = runner.invoke(cli, ["info", "-p", JOB]).stdout
+        assert "Last renewal: 2023-11-14 22:13:20 UTC (refused)\n" in out
+        assert "Renewal error: MyProxy server refused the renewal: not authorized\n" in out
+
+    def test_job_proxy_registered_but_never_renewed_and_not_registered(self, runner: CliRunner,
+                                                                       fake: FakeClient) -> None:
+        fake.renewal = RenewalInfo("mp:7512", True, None, None, None, 0, "1700003725")
+        out = runner.invoke(cli, ["info", "-p", JOB]).stdout
+        assert "Proxy renewal: mp:7512\nLast renewal: never\n" in out
+        fake.renewal = RenewalInfo(None, False, None, None, None, 0, "1700003725")
+        out = runner.invoke(cli, ["info", "-p", JOB]).stdout
+        assert "Proxy renewal: not registered\n" in out and "Last renewal" not in out
+
+    def test_job_proxy_json_has_the_renewal(self, runner: CliRunner, fake: FakeClient,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("time.time", lambda: 1700000000.0)
+        fake.renewal = RenewalInfo("mp:7512", True, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc),
+                                   "unreachable", "cannot connect", 0, "1700003725")
+        result = runner.invoke(cli, ["info", "-p", "--json", JOB])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["proxy"]["Timeleft"] == 3725
+        assert data["renewal"] == {
+            "MyProxyServer": "mp:7512", "Registered": True, "LastAttempt": 1700000000,
+            "LastResult": "unreachable", "LastError": "cannot connect", "Renewals": 0, "ProxyEndTime": 1700003725,
+        }
+
+    @pytest.mark.parametrize("fault", [
+        WMProxyClientError("InvalidArgumentFault", "Unknown operation {http://glite.org/wms/wmproxy}getProxyRenewalInfo",
+                           "1225", "getProxyRenewalInfo"),
+        WMProxyClientError("WMProxy Server Error", "Method 'ns1:getProxyRenewalInfo' not implemented"),
+        WMProxyClientError("UnsupportedOperation", "the service's WSDL has no getProxyRenewalInfo"),
+    ])
+    def test_old_server_without_the_extension_gives_the_glite_output(
+        self, runner: CliRunner, fake: FakeClient, fault: WMProxyClientError, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("time.time", lambda: 1700000000.0)
+        fake.fail["get_proxy_renewal_info"] = fault
+        result = runner.invoke(cli, ["info", "-p", JOB])
+        assert result.exit_code == 0, result.output
+        assert "Timeleft    : " in result.stdout
+        assert "renewal" not in result.stdout.lower()
+        result = runner.invoke(cli, ["info", "-p", "--json", JOB])
+        assert result.exit_code == 0, result.output
+        assert "renewal" not in json.loads(result.stdout)
+
+    def test_delegated_proxy_does_not_ask_for_renewal(self, runner: CliRunner, fake: FakeClient) -> None:
+        assert runner.invoke(cli, ["info", "-d", "mine"]).exit_code == 0
+        assert fake.names() == ["get_delegated_proxy_info"]
 
     @pytest.mark.parametrize("args", [[JOB], ["--jdl", "-p", JOB], ["--jdl"], ["-d", "x", JOB]])
     def test_usage_errors(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:

@@ -11,7 +11,17 @@ import pytest
 import requests
 from lxml import etree
 
-from wmproxy.client import CEMatch, GraphNode, JobIds, ProxyInfo, Quota, VOInfo, WMProxyClient, WMProxyClientError
+from wmproxy.client import (
+    CEMatch,
+    GraphNode,
+    JobIds,
+    ProxyInfo,
+    Quota,
+    RenewalInfo,
+    VOInfo,
+    WMProxyClient,
+    WMProxyClientError,
+)
 
 from .conftest import FakeSession, envelope, response
 
@@ -327,6 +337,83 @@ class TestProxyInfo:
     def test_unparsable_times_and_strength(self) -> None:
         info = ProxyInfo("s", "i", "i", "proxy", "?", "", "soon")
         assert (info.start, info.end, info.strength_bits) == (None, None, None)
+
+
+class TestProxyRenewalInfo:
+    """getProxyRenewalInfo, the project's extension (not in the reference WSDL)."""
+
+    def test_registered_and_renewed(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
+        answer(
+            "<ns1:getProxyRenewalInfoResponse><renewal>"
+            "<myProxyServer>myproxy.example.org:7512</myProxyServer><registered>true</registered>"
+            "<lastAttempt>2011-03-13T07:06:40+00:00</lastAttempt><lastResult>renewed</lastResult>"
+            '<lastError xsi:nil="true"/><renewals>2</renewals><proxyEndTime>1300043200</proxyEndTime>'
+            "</renewal></ns1:getProxyRenewalInfoResponse>"
+        )
+        info = client.get_proxy_renewal_info(JOB)
+        el = wrapper(session)
+        assert el.tag == f"{{{WMP}}}getProxyRenewalInfo"
+        assert children(el) == [("jobId", JOB)]
+        assert info == RenewalInfo(
+            myproxy_server="myproxy.example.org:7512", registered=True,
+            last_attempt=datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc), last_result="renewed",
+            last_error=None, renewals=2, proxy_end_time="1300043200",
+        )
+        assert info.proxy_end == datetime(2011, 3, 13, 19, 6, 40, tzinfo=timezone.utc)
+
+    def test_not_registered(self, client: WMProxyClient, answer: Answer) -> None:
+        answer(
+            "<ns1:getProxyRenewalInfoResponse><renewal>"
+            '<myProxyServer xsi:nil="true"/><registered>false</registered><lastAttempt xsi:nil="true"/>'
+            '<lastResult xsi:nil="true"/><lastError xsi:nil="true"/><renewals>0</renewals>'
+            "<proxyEndTime>1300043200</proxyEndTime></renewal></ns1:getProxyRenewalInfoResponse>"
+        )
+        assert client.get_proxy_renewal_info(JOB) == RenewalInfo(None, False, None, None, None, 0, "1300043200")
+
+    def test_failed_attempt_in_another_zone_is_given_in_utc(self, client: WMProxyClient, answer: Answer) -> None:
+        answer(
+            "<ns1:getProxyRenewalInfoResponse><renewal>"
+            "<myProxyServer>mp:7512</myProxyServer><registered>true</registered>"
+            "<lastAttempt>2011-03-13T09:06:40+02:00</lastAttempt><lastResult>refused</lastResult>"
+            "<lastError>MyProxy server refused the renewal</lastError><renewals>0</renewals>"
+            "<proxyEndTime>1300043200</proxyEndTime></renewal></ns1:getProxyRenewalInfoResponse>"
+        )
+        info = client.get_proxy_renewal_info(JOB)
+        assert info.last_attempt == datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc)
+        assert info.last_attempt.utcoffset().total_seconds() == 0
+        assert (info.last_result, info.last_error) == ("refused", "MyProxy server refused the renewal")
+
+    def test_unknown_job(self, client: WMProxyClient, answer: Answer) -> None:
+        answer(
+            "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Server</faultcode><faultstring>Unknown job</faultstring>"
+            "<detail><ns1:JobUnknownFault><methodName>getProxyRenewalInfo</methodName>"
+            "<Timestamp>2011-03-13T07:06:40Z</Timestamp><ErrorCode>1218</ErrorCode>"
+            "<Description>Unknown job</Description></ns1:JobUnknownFault></detail></SOAP-ENV:Fault>"
+        )
+        with pytest.raises(WMProxyClientError) as err:
+            client.get_proxy_renewal_info(JOB)
+        assert (err.value.fault_type, err.value.error_code) == ("JobUnknownFault", "1218")
+
+    def test_old_glite_server_without_the_operation(self, client: WMProxyClient, session: FakeSession) -> None:
+        session.reply = lambda _el: response(500, envelope(
+            "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Client</faultcode>"
+            "<faultstring>Method 'ns1:getProxyRenewalInfo' not implemented</faultstring></SOAP-ENV:Fault>"
+        ))
+        with pytest.raises(WMProxyClientError) as err:
+            client.get_proxy_renewal_info(JOB)
+        assert err.value.fault_type == "WMProxy Server Error"
+        assert "not implemented" in err.value.description
+
+    def test_wsdl_of_a_service_without_the_operation(self, client: WMProxyClient, session: FakeSession) -> None:
+        class OldPort:
+            def __getitem__(self, name: str) -> object:
+                raise AttributeError(f"Service has no operation {name!r}")
+
+        client._ports["wmproxy"] = OldPort()  # what zeep builds from an older <endpoint>?wsdl
+        with pytest.raises(WMProxyClientError) as err:
+            client.get_proxy_renewal_info(JOB)
+        assert (err.value.fault_type, err.value.method) == ("UnsupportedOperation", "getProxyRenewalInfo")
+        assert session.posts == []
 
 
 class TestPerusal:

@@ -6,7 +6,8 @@ Two views of "the same wire contract":
   and type), faults (name and element) and soap:body namespace, is in ours, read
   with lxml; plus the four GridSite delegation-1 extensions (getNewProxyReq,
   renewProxyReq, getTerminationTime, destroy), shaped like their delegation-2
-  namesakes;
+  namesakes, and the one WMProxy extension (getProxyRenewalInfo), shaped like
+  getJobProxyInfo;
 * behaviour: zeep builds byte-for-byte the same request body (modulo prefixes)
   from both files, with the rpc wrapper in the port's namespace and unqualified
   children, for a call of every operation (JSDL ones included: our open
@@ -57,6 +58,8 @@ D2_OPS = (
 ).split()
 # GridSite extension: htproxyput & co. call these in the delegation-1 namespace.
 D1_EXTRAS = ["getNewProxyReq", "renewProxyReq", "getTerminationTime", "destroy"]
+# Project extension (issue 4): the MyProxy renewal state ProxyInfoStructType cannot carry.
+WMP_EXTRAS = ["getProxyRenewalInfo"]
 
 # port name (same in both files) -> (namespace, operations of the reference)
 PORTS = {
@@ -66,7 +69,7 @@ PORTS = {
 }
 # port name -> every operation of ours
 OUR_OPS = {
-    "WMProxy_PortType": WMP_OPS,
+    "WMProxy_PortType": WMP_OPS + WMP_EXTRAS,
     "WMProxyDelegation_PortType": D1_OPS + D1_EXTRAS,
     "WMProxyDelegation2_PortType": D2_OPS,
 }
@@ -189,6 +192,37 @@ class TestStructure:
             ("getTerminationTimeReturn", f"{{{XSD_NS}}}dateTime")
         ]
         assert ours.operation(port, "destroy")["output"] == []
+
+    def test_wmproxy_extension_is_shaped_like_get_job_proxy_info(self, ours: WsdlModel) -> None:
+        """getProxyRenewalInfo: jobId in, one ProxyRenewalInfoStructType out, getJobProxyInfo's faults."""
+        port = "WMProxy_PortType"
+        extension = ours.operation(port, "getProxyRenewalInfo")
+        model = ours.operation(port, "getJobProxyInfo")
+        assert extension["input"] == model["input"] == [("jobId", f"{{{XSD_NS}}}string")]
+        assert extension["output"] == [("renewal", f"{{{WMP}}}ProxyRenewalInfoStructType")]
+        assert extension["faults"] == model["faults"]
+        assert extension["binding_faults"] == model["binding_faults"]
+        assert extension["body"] == [("literal", WMP)]
+
+    def test_wmproxy_extension_type(self) -> None:
+        (schema,) = _schemas(wsdl_path())[WMP]
+        xsd = lambda name: f"{{{XSD_NS}}}{name}"  # noqa: E731
+        assert _shape_of_type(_find([schema], "complexType", "ProxyRenewalInfoStructType")) == [
+            ("myProxyServer", xsd("string"), "1", "1", "true"),
+            ("registered", xsd("boolean"), "1", "1", "false"),
+            ("lastAttempt", xsd("dateTime"), "1", "1", "true"),
+            ("lastResult", xsd("string"), "1", "1", "true"),
+            ("lastError", xsd("string"), "1", "1", "true"),
+            ("renewals", xsd("int"), "1", "1", "false"),
+            ("proxyEndTime", xsd("string"), "1", "1", "false"),
+        ]
+
+    @needs_reference
+    def test_wmproxy_extension_is_not_in_the_reference(self, reference: WsdlModel) -> None:
+        assert not set(WMP_EXTRAS) & set(_binding_ops(reference, "WMProxy_PortType"))
+        for f in (REFERENCE, REFERENCE_DIR / "WMProxy-gridsite-delegation-1.0.0.wsdl",
+                  REFERENCE_DIR / "WMProxy-gridsite-delegation-2.0.0.wsdl"):
+            assert b"ProxyRenewalInfo" not in f.read_bytes()
 
     @pytest.mark.parametrize("port", list(PORTS))
     def test_every_operation_is_rpc_literal_in_the_port_namespace(self, ours: WsdlModel, port: str) -> None:
@@ -328,6 +362,8 @@ EXTRA_CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("WMProxyDelegation_PortType", "renewProxyReq", {"delegationID": "dlg1"}),
     ("WMProxyDelegation_PortType", "getTerminationTime", {"delegationID": "dlg1"}),
     ("WMProxyDelegation_PortType", "destroy", {"delegationID": "dlg1"}),
+    # project extension: not in the reference
+    ("WMProxy_PortType", "getProxyRenewalInfo", {"jobId": "https://h:9000/abc"}),
 ]
 
 

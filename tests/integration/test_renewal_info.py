@@ -1,0 +1,277 @@
+"""getProxyRenewalInfo (the project's extension operation) and ``wmproxy info -p`` show the
+MyProxy renewal of a job's proxy, against a real myproxy-server (issue 4, "visible state").
+
+One deployment per database backend (gunicorn over TLS, an execution worker and a
+``wmproxy-renewal`` worker), Debian's myproxy-server on loopback, short proxies (45 s), a
+30 s renewal threshold and a 1 s cycle, as ``test_renewal.py``. The scenarios, all set up
+at once by the ``world`` fixture:
+
+* ``renew``   (server ``ok``): renewed after ~15 s → lastResult renewed, a later proxyEndTime;
+* ``waiting`` (server ``ok``, a 10 min proxy): registered, not due, never tried;
+* ``down``    (server stopped): the attempt fails → lastResult unreachable with the reason;
+* ``none``    (no MyProxyServer, no default): registered false.
+
+The calls go through a zeep client built from the project's WSDL (the reference one has
+no such operation), with the reply XML kept for assertions; the CLI runs as a user runs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zeep
+from lxml import etree
+from zeep.plugins import HistoryPlugin
+from zeep.transports import Transport
+
+from tests.conftest import Pki
+from tests.integration.refclient import (
+    D1,
+    D2,
+    WMP,
+    ReferenceClient,
+    assert_unqualified_children,
+    reference_client,
+    session_for,
+)
+from tests.integration.service import BIN, Deployment, free_port, write_config
+from tests.integration.test_operations import assert_fault
+from tests.integration.test_renewal import sleeper, start_renewal_worker
+from tests.integration.test_wire_reference import delegate
+from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
+    MyProxyServer,
+    myproxy_server_factory,
+    store_renewable_credential,
+)
+from wmproxy.client.wsdl import wsdl_path
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.dn import slash_dn
+
+pytestmark = pytest.mark.integration
+
+LIFETIME = 45  # seconds of the delegated proxies: renewal due ~15 s after delegation
+LONG_LIFETIME = 600  # "waiting": not due during the test
+THRESHOLD = 30
+ASKED = 100
+XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+FIELDS = ["myProxyServer", "registered", "lastAttempt", "lastResult", "lastError", "renewals", "proxyEndTime"]
+UNKNOWN_JOB = "https://localhost:9000/AAAAAAAAAAAAAAAAAAAAAA"
+
+
+def our_client(endpoint: str, proxy: Path, ca_dir: Path) -> ReferenceClient:
+    """A zeep client of the project's WSDL (it has getProxyRenewalInfo), reply XML kept."""
+    history = HistoryPlugin()
+    session = session_for(proxy, ca_dir)
+    client = zeep.Client(str(wsdl_path()), transport=Transport(session=session), plugins=[history])
+    return ReferenceClient(
+        client=client, history=history,
+        wmproxy=client.create_service(f"{{{WMP}}}WMProxy", endpoint),
+        deleg1=client.create_service(f"{{{WMP}}}Delegation1SoapBinding", endpoint),
+        deleg2=client.create_service(f"{{{WMP}}}DelegationSoapBinding", endpoint),
+        session=session,
+    )
+
+
+@dataclass
+class World:
+    dep: Deployment
+    alice: ReferenceClient  # the project's WSDL
+    alice_ref: ReferenceClient  # the reference WSDL
+    bob: ReferenceClient
+    alice_proxy: Path
+    servers: dict[str, MyProxyServer]
+    jobs: dict[str, str] = field(default_factory=dict)  # delegation id -> job id
+    delegated_end: dict[str, int] = field(default_factory=dict)  # delegation id -> epoch
+
+    def renewal(self, deleg: str) -> etree._Element:
+        """getProxyRenewalInfo of the scenario's job: the ``<renewal>`` element of the reply."""
+        self.alice.wmproxy.getProxyRenewalInfo(self.jobs[deleg])
+        reply = self.alice.last_reply
+        assert etree.QName(reply) == etree.QName(WMP, "getProxyRenewalInfoResponse")
+        assert [c.tag for c in reply] == ["renewal"]
+        assert_unqualified_children(reply)
+        (renewal,) = reply
+        assert [c.tag for c in renewal] == FIELDS
+        return renewal
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        env = dict(self.dep.env, GLITE_WMS_WMPROXY_ENDPOINT=self.dep.endpoint, X509_USER_PROXY=str(self.alice_proxy))
+        done = subprocess.run([str(BIN / "wmproxy"), *args], env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        return done.returncode, done.stdout, done.stderr
+
+
+def _log(world: World) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted(world.dep.state.glob("renewal-*.log")))[-3000:]
+
+
+def nil(el: etree._Element, name: str) -> bool:
+    child = el.find(name)
+    return child is not None and child.get(XSI_NIL) == "true" and not (child.text or "").strip()
+
+
+def attempted(world: World, deleg: str) -> etree._Element | None:
+    renewal = world.renewal(deleg)
+    return None if nil(renewal, "lastAttempt") else renewal
+
+
+def wait_for_renewal(what: Callable[[], etree._Element | None], timeout: float) -> etree._Element | None:
+    """Poll until ``what()`` gives an element (lxml elements are not tested for truth)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory) -> Iterator[World]:  # noqa: F811
+    host_dn = slash_dn(load_pem_chain(pki.host_cert.read_bytes())[0].subject)
+    alice_long = pki.users["alice"].proxy
+    servers = {"ok": myproxy_server_factory([host_dn]), "down": myproxy_server_factory([host_dn])}
+    for server in servers.values():
+        store_renewable_credential(server, alice_long, host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
+    servers["down"].stop()
+
+    state = tmp_path_factory.mktemp("state")
+    port = free_port()
+    config = state / "wmproxy.conf"
+    write_config(config, db_url=database_url, ca_dir=pki.ca_dir, host_cert=pki.host_cert, host_key=pki.host_key,
+                 state=state, port=port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "X509_"))}
+    env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(pki.ca_dir), PATH=f"{BIN}:{env.get('PATH', '')}",
+               WMPROXY_SECURITY_MIN_PROXY_LIFETIME="10", WMPROXY_RENEWAL_CYCLE="1",
+               WMPROXY_RENEWAL_THRESHOLD=str(THRESHOLD), WMPROXY_RENEWAL_LIFETIME=str(ASKED),
+               WMPROXY_RENEWAL_TIMEOUT="2")
+    dep = Deployment(config=config, state=state, port=port, env=env)
+    result = dep.run(str(BIN / "wmproxy-admin"), "init")
+    assert result.returncode == 0, result.stderr
+    world = None
+    try:
+        dep.start_gunicorn()
+        dep.start_worker()
+        start_renewal_worker(dep, "renewal-1")
+        alice_ref = reference_client(dep.endpoint, alice_long, pki.ca_dir)
+        world = World(dep, our_client(dep.endpoint, alice_long, pki.ca_dir), alice_ref,
+                      reference_client(dep.endpoint, pki.users["bob"].proxy, pki.ca_dir), alice_long, servers)
+        at = lambda name: f"localhost:{servers[name].port}"  # noqa: E731
+        for deleg, server, lifetime in [("renew", at("ok"), LIFETIME), ("waiting", at("ok"), LONG_LIFETIME),
+                                        ("down", at("down"), LIFETIME), ("none", None, LIFETIME)]:
+            delegate(alice_ref, alice_long, deleg, lifetime=lifetime)
+            world.delegated_end[deleg] = int(alice_ref.wmproxy.getDelegatedProxyInfo(deleg).EndTime)
+            world.jobs[deleg] = alice_ref.wmproxy.jobSubmit(sleeper(120, server), deleg).id
+        yield world
+    finally:
+        if world is not None:
+            for job_id in world.jobs.values():
+                try:
+                    world.alice_ref.wmproxy.jobCancel(job_id)
+                except zeep.exceptions.Fault:
+                    pass  # already ended (aborted at expiry)
+        dep.stop()
+
+
+class TestGetProxyRenewalInfo:
+    def test_registered_job_not_yet_due_was_never_tried(self, world: World) -> None:
+        renewal = world.renewal("waiting")
+        assert renewal.findtext("myProxyServer") == f"localhost:{world.servers['ok'].port}"
+        assert renewal.findtext("registered") == "true"
+        assert nil(renewal, "lastAttempt") and nil(renewal, "lastResult") and nil(renewal, "lastError")
+        assert renewal.findtext("renewals") == "0"
+        assert int(renewal.findtext("proxyEndTime")) == world.delegated_end["waiting"]
+        rc, out, err = world.cli("info", "-p", world.jobs["waiting"])
+        assert rc == 0, err
+        assert f"Proxy renewal: localhost:{world.servers['ok'].port}\nLast renewal: never\n" in out
+
+    def test_renewed_proxy_shows_the_result_and_the_later_end(self, world: World) -> None:
+        job = world.jobs["renew"]
+        renewal = wait_for_renewal(
+            lambda: r if (r := world.renewal("renew")).findtext("renewals") != "0" else None, 40)
+        assert renewal is not None, _log(world)
+        assert renewal.findtext("registered") == "true"
+        assert renewal.findtext("lastResult") == "renewed"
+        assert nil(renewal, "lastError")
+        assert renewal.findtext("renewals") == "1"
+        attempt = dt.datetime.fromisoformat(renewal.findtext("lastAttempt").replace("Z", "+00:00"))
+        assert attempt.utcoffset() == dt.timedelta(0)
+        assert abs((dt.datetime.now(dt.timezone.utc) - attempt).total_seconds()) < 60
+        end = int(renewal.findtext("proxyEndTime"))
+        # myproxy-server hands out at least 5 minutes, whatever is asked: far beyond the 45 s
+        assert end > world.delegated_end["renew"] + 50
+        # the same end as the reference operation shows
+        assert int(world.alice_ref.wmproxy.getJobProxyInfo(job).EndTime) == end
+
+        rc, out, err = world.cli("info", "-p", job)
+        assert rc == 0, err
+        assert f"Proxy renewal: localhost:{world.servers['ok'].port}\n" in out
+        stamp = attempt.strftime("%Y-%m-%d %H:%M:%S")
+        assert f"Last renewal: {stamp} UTC (renewed)\n" in out, out
+        assert re.search(r"^Timeleft    : .+\n\nProxy renewal: ", out, re.M), out
+        assert "Renewal error" not in out
+        rc, out, err = world.cli("info", "-p", "--json", job)
+        assert rc == 0, err
+        data = json.loads(out)
+        assert data["proxy"]["EndTime"] == end
+        assert data["renewal"] == {
+            "MyProxyServer": f"localhost:{world.servers['ok'].port}", "Registered": True,
+            "LastAttempt": int(attempt.timestamp()), "LastResult": "renewed", "LastError": None, "Renewals": 1,
+            "ProxyEndTime": end,
+        }
+
+    def test_unreachable_server_shows_the_failure(self, world: World) -> None:
+        renewal = wait_for_renewal(lambda: attempted(world, "down"), 40)
+        assert renewal is not None, _log(world)
+        assert renewal.findtext("lastResult") == "unreachable"
+        assert "cannot connect" in renewal.findtext("lastError")
+        assert renewal.findtext("renewals") == "0"
+        assert int(renewal.findtext("proxyEndTime")) == world.delegated_end["down"]
+        rc, out, err = world.cli("info", "-p", world.jobs["down"])
+        assert rc == 0, err
+        assert re.search(r"^Last renewal: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(unreachable\)\n"
+                         r"Renewal error: .*cannot connect", out, re.M), out
+
+    def test_job_without_myproxy_server_is_not_registered(self, world: World) -> None:
+        renewal = world.renewal("none")
+        assert renewal.findtext("registered") == "false"
+        assert nil(renewal, "myProxyServer") and nil(renewal, "lastAttempt") and nil(renewal, "lastResult")
+        assert renewal.findtext("renewals") == "0"
+        assert int(renewal.findtext("proxyEndTime")) == world.delegated_end["none"]
+        rc, out, err = world.cli("info", "-p", world.jobs["none"])
+        assert rc == 0, err
+        assert "Proxy renewal: not registered\n" in out and "Last renewal" not in out
+        rc, out, err = world.cli("info", "-p", "--json", world.jobs["none"])
+        assert json.loads(out)["renewal"]["Registered"] is False
+
+    def test_faults_are_those_of_get_job_proxy_info(self, world: World, pki: Pki) -> None:
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            world.alice.wmproxy.getProxyRenewalInfo(UNKNOWN_JOB)
+        assert_fault(err, "JobUnknownFault", "getProxyRenewalInfo", "1218")
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            world.alice.wmproxy.getProxyRenewalInfo("")
+        assert_fault(err, "InvalidArgumentFault", "getProxyRenewalInfo", "1225", "Provided Job Id not valid")
+        bob = our_client(world.dep.endpoint, pki.users["bob"].proxy, pki.ca_dir)
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            bob.wmproxy.getProxyRenewalInfo(world.jobs["renew"])
+        assert_fault(err, "AuthorizationFault", "getProxyRenewalInfo")
+        # the CLI: the unknown job fails on getJobProxyInfo first, in one line
+        rc, out, err_text = world.cli("info", "-p", UNKNOWN_JOB)
+        assert rc == 1 and err_text.startswith("Error - ") and len(err_text.splitlines()) == 1
+
+    def test_the_operation_is_served_in_the_wmproxy_namespace_only(self, world: World) -> None:
+        for ns in (D1, D2):
+            envelope = (f'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>'
+                        f'<n:getProxyRenewalInfo xmlns:n="{ns}"><jobId>{world.jobs["renew"]}</jobId>'
+                        "</n:getProxyRenewalInfo></e:Body></e:Envelope>")
+            reply = world.alice.session.post(world.dep.endpoint, data=envelope.encode(),
+                                             headers={"Content-Type": "text/xml; charset=utf-8"}, timeout=30)
+            assert reply.status_code == 500 and b"getProxyRenewalInfoResponse" not in reply.content
