@@ -264,10 +264,24 @@ class TestServiceAuthorization:
         assert detail.findtext("ErrorCode") == "1207"
         assert detail.findtext("Description") == "Authorization error: user not authorized"
 
-    def test_refused_on_the_delegation_port_too(self, mallory: ReferenceClient) -> None:
+    @pytest.mark.parametrize(
+        ("port", "operation", "args", "field"),
+        [
+            ("deleg2", "getProxyReq", ("x",), "msg"),
+            ("deleg2", "getVersion", (), "msg"),
+            ("deleg2", "getInterfaceVersion", (), "msg"),
+            ("deleg2", "getTerminationTime", ("x",), "msg"),
+            ("deleg1", "getProxyReq", ("x",), "message"),
+        ],
+    )
+    def test_refused_on_the_delegation_ports_too(
+        self, mallory: ReferenceClient, port: str, operation: str, args: tuple, field: str
+    ) -> None:
         with pytest.raises(zeep.exceptions.Fault) as err:
-            mallory.deleg2.getProxyReq("x")
-        assert fault_detail(err.value).findtext("msg") == "Authorization error: user not authorized"
+            getattr(getattr(mallory, port), operation)(*args)
+        detail = fault_detail(err.value)
+        assert etree.QName(detail).localname == "DelegationException"
+        assert detail.findtext(field) == "Authorization error: user not authorized"
 
     def test_refused_on_the_sandbox(self, mallory: ReferenceClient, alice: ReferenceClient) -> None:
         job = alice.wmproxy.jobRegister(JDL, "bad-input")

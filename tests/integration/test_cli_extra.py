@@ -274,3 +274,67 @@ def test_failed_start_is_marked_in_the_jobid_file(deployment: Deployment, delega
     rc, out, err = wmproxy(deployment, "submit", "--start", job_id, "-o", str(ids))
     assert rc == 1 and "Error - " in err
     assert not ids.exists()
+
+
+APPENDIX_A2 = """[ Type = "collection";
+Executable      = "/bin/hostname";
+VirtualOrganisation = "dteam";
+requirements    = other.GlueCEInfoTotalCPUs >=30 || true;
+Rank = other.GlueCEStateFreeCPUs;
+Nodes = { [JobType = "normal";
+Executable = "/bin/hostname" ;
+Arguments = "-f";
+StdOutput = "job1.out";
+StdError = "job1.err";
+OutputSandbox = {"job1.err", "job1.out" };
+],[JobType = "normal";
+Executable      = "/bin/hostname";
+Arguments = "-f";
+StdOutput = "job2.out";
+StdError = "job2.err";
+OutputSandbox = {"job2.err", "job2.out" };] };
+]
+"""
+
+APPENDIX_A3 = """[ Type = "dag";
+Executable      = "/bin/hostname";
+VirtualOrganisation = "dteam";
+requirements    = true;
+Rank = other.GlueCEStateFreeCPUs;
+FuzzyRank = true;
+nodes = [nodeA = [Description = [Executable = "/bin/hostname" ;
+StdOutput = "jobA.out";
+StdError = "jobA.err";
+OutputSandbox = {"jobA.err", "jobA.out" };];
+];
+nodeB = [Description = [Executable ="/bin/hostname";
+];
+];
+dependencies = 	{ { nodeA, nodeB}};
+];
+]
+"""
+
+
+@pytest.mark.parametrize(
+    ("jdl", "nodes", "outputs"),
+    [
+        (APPENDIX_A2, {"Node_0", "Node_1"}, {"Node_0": "job1.out", "Node_1": "job2.out"}),
+        (APPENDIX_A3, {"nodeA", "nodeB"}, {"nodeA": "jobA.out"}),
+    ],
+    ids=["A.2-collection", "A.3-dag"],
+)
+def test_appendix_a_compound_jobs_verbatim(
+    deployment: Deployment, delegated: str, tmp_path: Path, jdl: str, nodes: set[str], outputs: dict[str, str]
+) -> None:
+    import socket
+
+    (tmp_path / "job.jdl").write_text(jdl)
+    data = submit_json(deployment, "-d", delegated, str(tmp_path / "job.jdl"))
+    assert set(data["children"]) == nodes
+    entry = wait_for(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
+    assert entry["Current Status"] == "Done (Success)", entry
+    rc, out, err = wmproxy(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
+    assert rc == 0, err
+    for node, name in outputs.items():
+        assert (tmp_path / "out" / node / name).read_text().strip() in (socket.getfqdn(), socket.gethostname())
