@@ -1,12 +1,17 @@
 """The gridsite delegation ports served at the same endpoint (``wmproxy-behaviour.md`` §1.4, §5.2).
 
-Delegation-1 (``getProxyReq``, ``putProxy``) and delegation-2 (getVersion,
-getInterfaceVersion, getServiceMetadata, getProxyReq, getNewProxyReq, renewProxyReq,
-putProxy, getTerminationTime, destroy). Faults are ``DelegationException`` with
+Both namespaces offer the same six proxy operations, built once by :func:`_proxy_operations`:
+getProxyReq, putProxy, getNewProxyReq, renewProxyReq, getTerminationTime, destroy. In
+delegation-1 the last four are a gridsite extension that ``htproxyput``, ``htproxyrenew``,
+``htproxytime``/``htproxyunixtime`` and ``htproxydestroy`` call (peers.md §6.2); the
+WMProxy WSDL's delegation-1 has only the first two. Delegation-2 adds getVersion,
+getInterfaceVersion and getServiceMetadata. Faults are ``DelegationException`` with
 ``message`` (delegation-1) or ``msg`` (delegation-2).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from spyne import ServiceBase, rpc
 
@@ -19,100 +24,87 @@ from wmproxy.soap.types import DateTime_, NewProxyReq, NewProxyReq1, Part, Strin
 INTERFACE_VERSION = "2.0.0"
 
 
-class Delegation1Port(ServiceBase):
-    """gridsite delegation-1: what the WMProxy WSDL imports (getProxyReq, putProxy)."""
+def _proxy_operations(namespace: str, new_proxy_req: Any) -> dict[str, Any]:
+    """The six proxy operations of a delegation port in ``namespace``, as Spyne methods."""
 
     @rpc(String, _returns=String, _out_variable_name="getProxyReqReturn")
     def getProxyReq(ctx, delegationID):  # noqa: N802, N803
         return delegation_call(
-            ctx, DELEGATION_1, "getProxyReq", lambda rt, p: delegation.create_proxy_request(rt, p, delegationID)[1]
+            ctx, namespace, "getProxyReq", lambda rt, p: delegation.create_proxy_request(rt, p, delegationID)[1]
         )
 
     @rpc(String, String)
     def putProxy(ctx, delegationID, proxy):  # noqa: N802, N803
         delegation_call(
-            ctx, DELEGATION_1, "putProxy", lambda rt, p: delegation.store_proxy(rt, p, delegationID, proxy or "")
+            ctx, namespace, "putProxy", lambda rt, p: delegation.store_proxy(rt, p, delegationID, proxy or "")
         )
 
-
-    # gridsite extension: htproxyput, htproxyrenew, htproxytime/htproxyunixtime and
-    # htproxydestroy call these in the delegation-1 namespace (peers.md §6.2).
-
-    @rpc(_returns=Part(NewProxyReq1), _out_variable_name="getNewProxyReqReturn")
-    def getNewProxyReq(ctx):  # noqa: N802, N805
+    @rpc(_returns=Part(new_proxy_req), _out_variable_name="getNewProxyReqReturn")
+    def getNewProxyReq(ctx):  # noqa: N802
         def new_request(rt, p):  # type: ignore[no-untyped-def]
             delegation_id, csr = delegation.create_new_proxy_request(rt, p)
-            return NewProxyReq1(proxyRequest=csr, delegationID=delegation_id)
+            return new_proxy_req(proxyRequest=csr, delegationID=delegation_id)
 
-        return delegation_call(ctx, DELEGATION_1, "getNewProxyReq", new_request)
+        return delegation_call(ctx, namespace, "getNewProxyReq", new_request)
 
     @rpc(String, _returns=String, _out_variable_name="renewProxyReqReturn")
     def renewProxyReq(ctx, delegationID):  # noqa: N802, N803
         return delegation_call(
-            ctx, DELEGATION_1, "renewProxyReq", lambda rt, p: delegation.renew_proxy_request(rt, p, delegationID)
+            ctx, namespace, "renewProxyReq", lambda rt, p: delegation.renew_proxy_request(rt, p, delegationID)
         )
 
     @rpc(String, _returns=DateTime_, _out_variable_name="getTerminationTimeReturn")
     def getTerminationTime(ctx, delegationID):  # noqa: N802, N803
         return delegation_call(
-            ctx, DELEGATION_1, "getTerminationTime", lambda rt, p: delegation.termination_time(rt, p, delegationID)
+            ctx, namespace, "getTerminationTime", lambda rt, p: delegation.termination_time(rt, p, delegationID)
         )
 
     @rpc(String)
     def destroy(ctx, delegationID):  # noqa: N802, N803
-        delegation_call(ctx, DELEGATION_1, "destroy", lambda rt, p: delegation.destroy(rt, p, delegationID))
+        delegation_call(ctx, namespace, "destroy", lambda rt, p: delegation.destroy(rt, p, delegationID))
+
+    return {
+        "getProxyReq": getProxyReq,
+        "putProxy": putProxy,
+        "getNewProxyReq": getNewProxyReq,
+        "renewProxyReq": renewProxyReq,
+        "getTerminationTime": getTerminationTime,
+        "destroy": destroy,
+    }
 
 
-class Delegation2Port(ServiceBase):
-    """gridsite delegation-2."""
+@rpc(_returns=String, _out_variable_name="getVersionReturn")
+def _get_version(ctx):  # noqa: ANN001
+    return INTERFACE_VERSION
 
-    @rpc(_returns=String, _out_variable_name="getVersionReturn")
-    def getVersion(ctx):  # noqa: N802, N805
-        return INTERFACE_VERSION
 
-    @rpc(_returns=String, _out_variable_name="getInterfaceVersionReturn")
-    def getInterfaceVersion(ctx):  # noqa: N802, N805
-        return INTERFACE_VERSION
+@rpc(_returns=String, _out_variable_name="getInterfaceVersionReturn")
+def _get_interface_version(ctx):  # noqa: ANN001
+    return INTERFACE_VERSION
 
-    @rpc(String, _returns=String, _out_variable_name="getServiceMetadataReturn")
-    def getServiceMetadata(ctx, key):  # noqa: N802
-        def unsupported(rt, p):  # type: ignore[no-untyped-def]
-            raise NotSupportedError("Method not supported")
 
-        return delegation_call(ctx, DELEGATION_2, "getServiceMetadata", unsupported)
+@rpc(String, _returns=String, _out_variable_name="getServiceMetadataReturn")
+def _get_service_metadata(ctx, key):  # noqa: ANN001
+    def unsupported(rt, p):  # type: ignore[no-untyped-def]
+        raise NotSupportedError("Method not supported")
 
-    @rpc(String, _returns=String, _out_variable_name="getProxyReqReturn")
-    def getProxyReq(ctx, delegationID):  # noqa: N802, N803
-        return delegation_call(
-            ctx, DELEGATION_2, "getProxyReq", lambda rt, p: delegation.create_proxy_request(rt, p, delegationID)[1]
-        )
+    return delegation_call(ctx, DELEGATION_2, "getServiceMetadata", unsupported)
 
-    @rpc(_returns=Part(NewProxyReq), _out_variable_name="getNewProxyReqReturn")
-    def getNewProxyReq(ctx):  # noqa: N802, N805
-        def new_request(rt, p):  # type: ignore[no-untyped-def]
-            delegation_id, csr = delegation.create_new_proxy_request(rt, p)
-            return NewProxyReq(proxyRequest=csr, delegationID=delegation_id)
 
-        return delegation_call(ctx, DELEGATION_2, "getNewProxyReq", new_request)
+Delegation1Port = type(
+    "Delegation1Port",
+    (ServiceBase,),
+    {"__doc__": "gridsite delegation-1 (with the gridsite extension).", **_proxy_operations(DELEGATION_1, NewProxyReq1)},
+)
 
-    @rpc(String, _returns=String, _out_variable_name="renewProxyReqReturn")
-    def renewProxyReq(ctx, delegationID):  # noqa: N802, N803
-        return delegation_call(
-            ctx, DELEGATION_2, "renewProxyReq", lambda rt, p: delegation.renew_proxy_request(rt, p, delegationID)
-        )
-
-    @rpc(String, String)
-    def putProxy(ctx, delegationID, proxy):  # noqa: N802, N803
-        delegation_call(
-            ctx, DELEGATION_2, "putProxy", lambda rt, p: delegation.store_proxy(rt, p, delegationID, proxy or "")
-        )
-
-    @rpc(String, _returns=DateTime_, _out_variable_name="getTerminationTimeReturn")
-    def getTerminationTime(ctx, delegationID):  # noqa: N802, N803
-        return delegation_call(
-            ctx, DELEGATION_2, "getTerminationTime", lambda rt, p: delegation.termination_time(rt, p, delegationID)
-        )
-
-    @rpc(String)
-    def destroy(ctx, delegationID):  # noqa: N802, N803
-        delegation_call(ctx, DELEGATION_2, "destroy", lambda rt, p: delegation.destroy(rt, p, delegationID))
+Delegation2Port = type(
+    "Delegation2Port",
+    (ServiceBase,),
+    {
+        "__doc__": "gridsite delegation-2.",
+        **_proxy_operations(DELEGATION_2, NewProxyReq),
+        "getVersion": _get_version,
+        "getInterfaceVersion": _get_interface_version,
+        "getServiceMetadata": _get_service_metadata,
+    },
+)
