@@ -48,7 +48,8 @@ def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
         delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
         uow.jobs.set_state(job, JobState.READY.value, now)
         job.backend_ref = f"worker:{worker}"
-        description = describe(parse_jdl(job.jdl_original))
+        ad = parse_jdl(job.jdl_original)
+        description = describe(ad)
         proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
         return StartOrder(
             job_id=job.id,
@@ -57,7 +58,7 @@ def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
             job_dir=rt.storage.job_dir(job.id),
             isb_dir=rt.storage.job_dir(job.parent_id or job.id) / "input",
             proxy_pem=proxy_pem,
-            perusal_interval=perusal_interval(rt, job.jdl_original),
+            perusal_interval=perusal_interval(rt, ad),
         )
 
 

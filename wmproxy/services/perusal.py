@@ -9,6 +9,8 @@ URIs (all merged files so far with ``allChunks``).
 
 from __future__ import annotations
 
+import classad2
+
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
 from wmproxy.jdl import parse_jdl
@@ -19,9 +21,8 @@ from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
 
-def perusal_interval(rt: Runtime, jdl: str) -> int | None:
+def perusal_interval(rt: Runtime, ad: classad2.ClassAd) -> int | None:
     """Seconds between perusal samples of a job, or None when its JDL does not enable perusal."""
-    ad = parse_jdl(jdl)
     if ad.get("PerusalFileEnable") is not True:
         return None
     asked = ad.get("PerusalTimeInterval")
@@ -32,7 +33,7 @@ def perusal_interval(rt: Runtime, jdl: str) -> int | None:
 def _check(rt: Runtime, uow: UnitOfWork, job: Job) -> None:
     if uow.jobs.children(job.id):
         raise OperationNotAllowedError("Perusal service not available for dag or collection type")
-    if perusal_interval(rt, job.jdl_original) is None:
+    if perusal_interval(rt, parse_jdl(job.jdl_original)) is None:
         raise OperationNotAllowedError("Perusal not enabled for this job")
 
 
