@@ -23,6 +23,17 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+JDL_DATA = Path(__file__).resolve().parent / "unit" / "jdl" / "data"
+
+
+def appendix_jdl(name: str, vo: str = "dteam", requirements: str = "true",
+                 rank: str = "other.GlueCEStateFreeCPUs") -> str:
+    """A JDL of wmproxy-behaviour.md Appendix A kept in ``tests/unit/jdl/data`` with its
+    ``<VO>``, ``<REQ>`` and ``<RANK>`` placeholders filled in."""
+    text = (JDL_DATA / name).read_text()
+    return text.replace("<VO>", vo).replace("<REQ>", requirements).replace("<RANK>", rank)
+
+
 def need_peer(reason: str) -> None:
     """Fail under CI, skip elsewhere: a real peer the test needs is missing."""
     if IN_CI:

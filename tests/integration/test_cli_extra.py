@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pki
+from tests.conftest import Pki, appendix_jdl
 from tests.integration.service import Deployment
 from tests.integration.test_cli import status_of, wait_for, wmproxy
 
@@ -39,21 +39,7 @@ nodes = [
 ]"""
 
 #: Appendix A.4 with <VO> = dteam and <REQ> = true.
-PARAMETRIC = """[ JobType = "Parametric";
-Executable      = "test.sh";
-Arguments = "input_PARAM_.txt";
-VirtualOrganisation = "dteam";
-requirements    = true;
-Rank = other.GlueCEStateFreeCPUs;
-StdInput = "input_PARAM_.txt";
-StdOutput = "myoutput_PARAM_.txt";
-StdError = "myerror_PARAM_.txt";
-Parameters = 130;
-ParameterStart = 100;
-ParameterStep = 10;
-InputSandbox = { "test.sh", "input_PARAM_.txt"};
-OutputSandbox = {"myoutput_PARAM_.txt", "myerror_PARAM_.txt" };
-]"""
+PARAMETRIC = appendix_jdl("parametric.jdl")
 
 
 @pytest.fixture(scope="module")
@@ -276,44 +262,8 @@ def test_failed_start_is_marked_in_the_jobid_file(deployment: Deployment, delega
     assert not ids.exists()
 
 
-APPENDIX_A2 = """[ Type = "collection";
-Executable      = "/bin/hostname";
-VirtualOrganisation = "dteam";
-requirements    = other.GlueCEInfoTotalCPUs >=30 || true;
-Rank = other.GlueCEStateFreeCPUs;
-Nodes = { [JobType = "normal";
-Executable = "/bin/hostname" ;
-Arguments = "-f";
-StdOutput = "job1.out";
-StdError = "job1.err";
-OutputSandbox = {"job1.err", "job1.out" };
-],[JobType = "normal";
-Executable      = "/bin/hostname";
-Arguments = "-f";
-StdOutput = "job2.out";
-StdError = "job2.err";
-OutputSandbox = {"job2.err", "job2.out" };] };
-]
-"""
-
-APPENDIX_A3 = """[ Type = "dag";
-Executable      = "/bin/hostname";
-VirtualOrganisation = "dteam";
-requirements    = true;
-Rank = other.GlueCEStateFreeCPUs;
-FuzzyRank = true;
-nodes = [nodeA = [Description = [Executable = "/bin/hostname" ;
-StdOutput = "jobA.out";
-StdError = "jobA.err";
-OutputSandbox = {"jobA.err", "jobA.out" };];
-];
-nodeB = [Description = [Executable ="/bin/hostname";
-];
-];
-dependencies = 	{ { nodeA, nodeB}};
-];
-]
-"""
+APPENDIX_A2 = appendix_jdl("collection.jdl")
+APPENDIX_A3 = appendix_jdl("dag.jdl")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import zeep
 from lxml import etree
 
-from tests.conftest import Pki
+from tests.conftest import Pki, appendix_jdl
 from tests.integration.refclient import ReferenceClient, fault_detail, reference_client
 from tests.integration.service import Deployment
 from tests.integration.test_wire_reference import delegate
@@ -48,19 +48,8 @@ nodes = [
 ];
 ]"""
 
-PARAMETRIC = """[ JobType = "Parametric";
-Executable = "test.sh";
-Arguments = "input_PARAM_.txt";
-VirtualOrganisation = "dteam";
-requirements = true;
-StdOutput = "myoutput_PARAM_.txt";
-StdError = "myerror_PARAM_.txt";
-Parameters = 130;
-ParameterStart = 100;
-ParameterStep = 10;
-InputSandbox = { "test.sh", "input_PARAM_.txt"};
-OutputSandbox = {"myoutput_PARAM_.txt", "myerror_PARAM_.txt" };
-]"""
+#: Appendix A.4 with <VO> = dteam and <REQ> = true.
+PARAMETRIC = appendix_jdl("parametric.jdl")
 
 
 @pytest.fixture(scope="module")
