@@ -1,0 +1,417 @@
+"""The job wrapper, run for real: ``/usr/bin/python3 -I jobwrapper.py <work_dir>`` as the
+current user and, when the tests run as root, as a throwaway account (``wmpwrap01``,
+created with useradd; under CI=true failing to create it fails the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_peer
+from wmproxy.execution import identity, jobwrapper
+from wmproxy.execution.identity import Account, WrapperStatus
+from wmproxy.execution.jobwrapper import JobSpec, WrapperError
+
+JOB = "https://lb.example.org:9000/AbC-x_1yz"
+PYTHON = "/usr/bin/python3"
+DEADLINE = 60.0  # seconds; generous, the machine is shared
+
+
+def create_account(name: str) -> Iterator[Account]:
+    """Create the local account ``name`` for a test session, delete it afterwards."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        need_peer("running as another account needs root and useradd")
+    subprocess.run(["userdel", name], capture_output=True, check=False)  # leftover of a killed run
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        need_peer(f"useradd {name} failed: {made.stderr.strip()}")
+    try:
+        yield Account.from_name(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def job_account() -> Iterator[Account]:
+    yield from create_account("wmpwrap01")
+
+
+@pytest.fixture
+def work_root() -> Iterator[Path]:
+    """A work root every account can traverse (pytest's tmp_path is 0700 root)."""
+    root = Path(tempfile.mkdtemp(prefix="wmpwrap-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Runner:
+    """Prepares a work dir and runs the wrapper in it as ``account`` (None: ourselves)."""
+
+    root: Path
+    account: Account | None
+    count: int = 0
+
+    def work_dir(self) -> Path:
+        self.count += 1
+        return identity.prepare_work_dir(self.root, f"job{self.count}", self.account)
+
+    def stage(self, work: Path, name: str, text: str, mode: int = 0o644) -> Path:
+        path = work / name
+        path.write_text(text)
+        path.chmod(mode)
+        identity.hand_over(work, self.account)
+        return path
+
+    def start(self, work: Path, spec: JobSpec | None, umask: int = 0o077, **env: str) -> subprocess.Popen[bytes]:
+        """Start the wrapper; ``spec`` None keeps the ``job.json`` already there."""
+        if spec is not None:
+            identity.write_spec(work, spec, self.account)
+        switch: dict[str, object] = {}
+        if self.account is not None:
+            switch = {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
+        return subprocess.Popen(
+            [PYTHON, "-I", str(identity.WRAPPER_PATH), str(work)],
+            env={"PATH": "/usr/bin:/bin", **env},
+            cwd=work,
+            start_new_session=True,
+            umask=umask,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            **switch,  # type: ignore[arg-type]
+        )
+
+    def run(self, work: Path, spec: JobSpec | None, **env: str) -> tuple[int, WrapperStatus]:
+        process = self.start(work, spec, **env)
+        _, err = process.communicate(timeout=DEADLINE)
+        status = identity.read_status(work, self.account)
+        assert status is not None, err.decode()
+        return process.returncode, status
+
+
+@pytest.fixture(params=["self", "account"])
+def runner(request: pytest.FixtureRequest, work_root: Path) -> Runner:
+    if request.param == "self":
+        return Runner(work_root, None)
+    return Runner(work_root, request.getfixturevalue("job_account"))
+
+
+def sh(script: str, **kw: object) -> JobSpec:
+    args: dict[str, object] = {"job_id": JOB, "executable": "/bin/sh", "arguments": ["-c", script],
+                               "stdout": "std.out", "stderr": "std.err"}
+    args.update(kw)
+    return JobSpec(**args)  # type: ignore[arg-type]
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class TestOutcome:
+    def test_exit_code_times_and_started_file_are_recorded(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("echo out; echo err >&2; exit 7"))
+        assert code == 7
+        assert (status.exit_code, status.signal, status.failure) == (7, None, None)
+        assert status.payload_started and not status.succeeded
+        assert status.job_id == JOB
+        assert status.payload_started_at is not None
+        assert status.started_at <= status.payload_started_at <= status.ended_at
+        assert (work / "std.out").read_text() == "out\n"
+        assert (work / "std.err").read_text() == "err\n"
+        started = json.loads((work / ".wmproxy" / "started.json").read_text())
+        assert started["job_id"] == JOB and started["payload_pid"] > 0
+        assert identity.payload_started(work, runner.account)
+
+    def test_success(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("true"))
+        assert code == 0 and status.succeeded and status.shell_exit_code == 0
+
+    def test_payload_killed_by_a_signal(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("kill -KILL $$"))
+        assert (status.exit_code, status.signal, status.cancelled_by) == (None, 9, None)
+        assert code == 137 and status.shell_exit_code == 137
+
+    def test_missing_executable_is_a_failure_and_never_started(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, JobSpec(job_id=JOB, executable="no-such-program"))
+        assert code == jobwrapper.EXIT_NOT_FOUND
+        assert not status.payload_started and status.exit_code is None
+        assert status.failure is not None and "Job Wrapper error" in status.failure
+        assert "no-such-program" in status.failure
+        assert not (work / ".wmproxy" / "started.json").exists()
+        assert not identity.payload_started(work, runner.account)
+
+    def test_non_executable_absolute_file_is_a_failure(self, runner: Runner, work_root: Path) -> None:
+        data = work_root / "data.txt"
+        data.write_text("not a program\n")
+        data.chmod(0o644)
+        work = runner.work_dir()
+        code, status = runner.run(work, JobSpec(job_id=JOB, executable=str(data)))
+        assert code == jobwrapper.EXIT_NOT_EXECUTABLE
+        assert not status.payload_started and "not executable" in (status.failure or "")
+
+    def test_staged_executable_is_made_executable(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        runner.stage(work, "exe.sh", "#!/bin/sh\necho staged \"$@\"\n", mode=0o644)
+        code, status = runner.run(work, JobSpec(job_id=JOB, executable="exe.sh", arguments=["a b", "c"],
+                                                stdout="std.out"))
+        assert code == 0 and status.succeeded
+        assert (work / "std.out").read_text() == "staged a b c\n"
+        assert (work / "exe.sh").stat().st_mode & stat.S_IXUSR
+
+    def test_missing_stdin_fails_before_the_payload(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("touch ran", stdin="absent.txt"))
+        assert code == jobwrapper.EXIT_WRAPPER_ERROR
+        assert not status.payload_started and "StdInput" in (status.failure or "")
+        assert not (work / "ran").exists()
+
+    def test_stdin_is_read_from_the_work_dir(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        runner.stage(work, "in.txt", "hello\n")
+        code, _ = runner.run(work, sh("cat", stdin="in.txt", stderr="std.out"))
+        assert code == 0 and (work / "std.out").read_text() == "hello\n"
+
+
+class TestPrologueEpilogue:
+    def test_failed_prologue_fails_the_job_without_running_the_payload(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        runner.stage(work, "prologue.sh", "#!/bin/sh\necho \"$@\" > prologue.out\nexit 4\n")
+        code, status = runner.run(work, sh("touch payload-ran", prologue="prologue.sh",
+                                           prologue_arguments=["Prologue", "Arguments"]))
+        assert code == jobwrapper.EXIT_WRAPPER_ERROR
+        assert status.prologue is not None and status.prologue.exit_code == 4
+        assert not status.payload_started and "prologue failed" in (status.failure or "")
+        assert (work / "prologue.out").read_text() == "Prologue Arguments\n"
+        assert not (work / "payload-ran").exists()
+
+    def test_missing_prologue_fails_the_job(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("touch payload-ran", prologue="/no/such/prologue"))
+        assert code == jobwrapper.EXIT_WRAPPER_ERROR and not status.payload_started
+        assert status.prologue is not None and status.prologue.failure is not None
+        assert not (work / "payload-ran").exists()
+
+    def test_prologue_payload_epilogue_run_in_order(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        runner.stage(work, "log.sh", "#!/bin/sh\necho \"$@\" >> order.txt\n")
+        spec = JobSpec(job_id=JOB, executable="log.sh", arguments=["payload"], prologue="log.sh",
+                       prologue_arguments=["prologue"], epilogue="log.sh", epilogue_arguments=["epilogue"])
+        code, status = runner.run(work, spec)
+        assert code == 0 and status.succeeded
+        assert (work / "order.txt").read_text() == "prologue\npayload\nepilogue\n"
+        assert status.prologue is not None and status.prologue.succeeded
+        assert status.epilogue is not None and status.epilogue.succeeded
+
+    def test_failed_epilogue_is_recorded_and_fails_the_job(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("exit 0", epilogue="/bin/sh", epilogue_arguments=["-c", "exit 3"]))
+        assert status.exit_code == 0 and status.payload_started
+        assert status.epilogue is not None and status.epilogue.exit_code == 3
+        assert not status.succeeded and code == jobwrapper.EXIT_WRAPPER_ERROR
+
+
+class TestEnvironment:
+    def test_built_from_scratch(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        script = "env > env.txt; touch \"$HOME/home-ok\"; mktemp > mktemp.txt"
+        spec = sh(script, environment={"VAR": "TestVariable", "LD_PRELOAD": "/no/such/lib.so"}, proxy="user.proxy")
+        code, status = runner.run(work, spec, LD_PRELOAD="/no/such/worker.so", LD_LIBRARY_PATH="/opt/x",
+                                  PYTHONPATH="/opt/py", WMPROXY_DATABASE_URL="sqlite:///secret.db")
+        assert code == 0, (work / "std.err").read_text()
+        env = dict(line.split("=", 1) for line in (work / "env.txt").read_text().splitlines() if "=" in line)
+        expected = {"PATH", "LANG", "HOME", "TMPDIR", "GLITE_WMS_JOBID", "X509_USER_PROXY", "VAR", "PWD"}
+        expected |= {"USER", "LOGNAME"}
+        assert set(env) - {"SHLVL", "_", "OLDPWD"} == expected
+        assert env["HOME"] == str(work) and env["TMPDIR"] == str(work / "tmp")
+        assert env["X509_USER_PROXY"] == str(work / "user.proxy") and env["GLITE_WMS_JOBID"] == JOB
+        assert env["VAR"] == "TestVariable"
+        assert env["USER"] == pwd.getpwuid((runner.account.uid if runner.account else os.getuid())).pw_name
+        assert (work / "home-ok").exists()
+        made = Path((work / "mktemp.txt").read_text().strip())
+        assert made.parent == work / "tmp" and made.exists()
+        assert any("LD_PRELOAD" in note for note in status.notes)
+        assert (work / "std.err").read_text() == ""  # no loader complaint about a missing preload
+
+    def test_jdl_cannot_override_job_id_or_proxy(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        spec = sh("echo $GLITE_WMS_JOBID $X509_USER_PROXY", proxy="user.proxy",
+                  environment={"GLITE_WMS_JOBID": "forged", "X509_USER_PROXY": "/tmp/other"})
+        runner.run(work, spec)
+        assert (work / "std.out").read_text() == f"{JOB} {work / 'user.proxy'}\n"
+
+    def test_spec_umask_applies_whatever_the_spawner_umask(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, _ = runner.run(work, sh("echo data > made.txt; mkdir made.d"))  # spawned with umask 0o077
+        assert code == 0
+        assert stat.S_IMODE((work / "made.txt").stat().st_mode) == 0o644
+        assert stat.S_IMODE((work / "made.d").stat().st_mode) == 0o755
+        assert stat.S_IMODE((work / "std.out").stat().st_mode) == 0o644
+        assert (work / "made.txt").read_text() == "data\n"  # the worker (us) reads the output
+
+
+class TestConfinement:
+    def test_symlink_at_the_stdout_name_is_not_followed(self, runner: Runner, work_root: Path) -> None:
+        work = runner.work_dir()
+        victim = work_root / "victim.txt"
+        victim.write_text("precious\n")
+        victim.chmod(0o666)  # even a file the account may write is left alone
+        (work / "std.out").symlink_to(victim)
+        code, _ = runner.run(work, sh("echo output"))
+        assert code == 0
+        assert victim.read_text() == "precious\n"
+        assert not (work / "std.out").is_symlink() and (work / "std.out").read_text() == "output\n"
+
+    def test_symlinked_directory_in_a_std_name_is_not_followed(self, runner: Runner, work_root: Path) -> None:
+        work = runner.work_dir()
+        outside = work_root / "outside"
+        outside.mkdir(mode=0o777)
+        outside.chmod(0o777)
+        (work / "logs").symlink_to(outside)
+        code, status = runner.run(work, sh("echo output", stdout="logs/std.out"))
+        assert code == jobwrapper.EXIT_WRAPPER_ERROR and not status.payload_started
+        assert list(outside.iterdir()) == []
+
+    @pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", "", ".wmproxy/status.json"])
+    def test_std_names_outside_the_work_dir_are_refused(self, name: str) -> None:
+        with pytest.raises(WrapperError):
+            sh("true", stdout=name).check()
+
+    def test_unknown_spec_version_is_a_failure(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        identity.write_spec(work, sh("touch ran"), runner.account)
+        spec_path = work / ".wmproxy" / "job.json"
+        data = json.loads(spec_path.read_text())
+        data["version"] = 99
+        spec_path.write_text(json.dumps(data))  # as the worker (root or the owner)
+        code, status = runner.run(work, None)
+        assert code == jobwrapper.EXIT_WRAPPER_ERROR
+        assert not status.payload_started and "version" in (status.failure or "")
+        assert not (work / "ran").exists()
+
+
+class TestStatusFile:
+    def test_written_atomically_and_stale_status_removed_at_start(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        stale = work / ".wmproxy" / "status.json"
+        stale.write_text('{"version": 1, "exit_code": 0}')
+        if runner.account is not None:
+            os.chown(stale, runner.account.uid, runner.account.gid)
+        code, status = runner.run(work, sh("test -e .wmproxy/status.json && echo stale-visible; exit 5"))
+        assert code == 5 and status.exit_code == 5
+        assert (work / "std.out").read_text() == ""
+        leftovers = [p.name for p in (work / ".wmproxy").iterdir() if p.name.endswith(".tmp")]
+        assert leftovers == []
+        json.loads(stale.read_text())
+
+    def test_wrapper_needs_only_the_system_python_and_its_own_file(self, tmp_path: Path) -> None:
+        lone = tmp_path / "lone"
+        lone.mkdir()
+        shutil.copy(identity.WRAPPER_PATH, lone / "jobwrapper.py")
+        work = tmp_path / "work"
+        (work / ".wmproxy").mkdir(parents=True)
+        (work / ".wmproxy" / "job.json").write_text(sh("echo lone").to_json())
+        done = subprocess.run([PYTHON, "-I", str(lone / "jobwrapper.py"), str(work)], cwd=lone,
+                              env={}, capture_output=True, timeout=DEADLINE, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        assert (work / "std.out").read_text() == "lone\n"
+
+
+class TestCancel:
+    def _start_trapping(self, runner: Runner, work: Path, trap: str, grace: float) -> subprocess.Popen[bytes]:
+        script = f"{trap}; sleep 1000 & echo $! > child.pid; echo ready > ready; while :; do sleep 0.1; done"
+        process = runner.start(work, sh(script, kill_grace=grace))
+        wait_for(lambda: (work / "ready").exists() and (work / ".wmproxy" / "started.json").exists(), "the payload")
+        return process
+
+    def test_sigterm_is_forwarded_to_the_payload_group_and_recorded(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        process = self._start_trapping(runner, work, "trap 'echo got TERM; exit 42' TERM", grace=DEADLINE)
+        grandchild = int((work / "child.pid").read_text())
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=DEADLINE)
+        status = identity.read_status(work, runner.account)
+        assert status is not None
+        assert status.cancelled_by == signal.SIGTERM and status.payload_started
+        assert (status.exit_code, status.signal) == (42, None)
+        assert (work / "std.out").read_text() == "got TERM\n"
+        wait_for(lambda: not alive(grandchild), "the payload's background process to die")
+
+    def test_payload_ignoring_sigterm_is_killed_after_the_grace(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        process = self._start_trapping(runner, work, "trap '' TERM", grace=0.5)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=DEADLINE)
+        status = identity.read_status(work, runner.account)
+        assert status is not None and status.cancelled_by == signal.SIGTERM
+        assert status.signal == signal.SIGKILL and process.returncode == 128 + signal.SIGKILL
+
+    def test_cancel_during_the_prologue_skips_the_payload(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        prologue = "echo ready > ready; while :; do sleep 0.1; done"
+        process = runner.start(work, sh("touch payload-ran", prologue="/bin/sh",
+                                        prologue_arguments=["-c", prologue]))
+        wait_for(lambda: (work / "ready").exists(), "the prologue")
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=DEADLINE)
+        status = identity.read_status(work, runner.account)
+        assert status is not None and status.cancelled_by == signal.SIGINT
+        assert not status.payload_started and not (work / "payload-ran").exists()
+        assert status.prologue is not None and status.prologue.signal == signal.SIGTERM
+
+
+class TestAsTheMappedAccount:
+    def test_job_runs_as_the_account_without_extra_groups(self, job_account: Account, work_root: Path) -> None:
+        runner = Runner(work_root, job_account)
+        work = runner.work_dir()
+        code, _ = runner.run(work, sh("id -u; id -g; id -G"))
+        assert code == 0
+        assert (work / "std.out").read_text().split() == [str(job_account.uid), str(job_account.gid),
+                                                          str(job_account.gid)]
+
+    def test_job_cannot_read_a_root_only_file_next_to_the_work_root(self, job_account: Account,
+                                                                     work_root: Path) -> None:
+        key = work_root / "store.key"
+        key.write_text("-----BEGIN PRIVATE KEY-----\nnot-for-jobs\n")
+        key.chmod(0o600)
+        runner = Runner(work_root, job_account)
+        work = runner.work_dir()
+        code, status = runner.run(work, sh(f"cat {key}; echo rc=$?"))
+        assert code == 0 and status.exit_code == 0
+        out = (work / "std.out").read_text()
+        assert out == "rc=1\n"
+        assert "Permission denied" in (work / "std.err").read_text()

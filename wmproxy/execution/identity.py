@@ -1,0 +1,547 @@
+"""The identity switch: prepare a job's work dir for its mapped account, start the job
+wrapper (:mod:`wmproxy.execution.jobwrapper`) as that account, read its outcome back,
+and remove the work dir. The execution worker is the only privileged part of wmproxy;
+this module holds everything it does with its privileges.
+
+Layout of a work dir (``<work_root>/<name>``)::
+
+    <work_root>/             owned by the worker, not writable by group/other
+      <name>/                account:group 0700   (HOME of the job)
+        .wmproxy/            account:group 0700   wrapper state
+          job.json           account:group 0400   the JobSpec (written atomically)
+          wrapper.log        account:group 0600   wrapper's stdout/stderr
+          started.json       written by the wrapper once the payload has been executed
+          status.json        written by the wrapper when everything has ended
+        user.proxy           account:group 0600   the job's proxy copy
+        tmp/                 created by the wrapper (TMPDIR)
+
+Trust model: everything below ``<name>`` belongs to the account and the wrapper runs as
+the account, so the job can change any of it, including forging the exit code of its
+own job in ``status.json``; that is accepted (the same holds for the reference
+JobWrapper, which reports the outcome from the worker node as the job's user). What
+the job must not achieve is to make the worker act on anything else, hence:
+
+* the worker writes into the work dir only through descriptors (``O_NOFOLLOW``,
+  ``O_EXCL``, ``dir_fd``) and renames, so a symlink or hard link the job plants is
+  replaced, never followed (this host even runs with ``fs.protected_symlinks = 0``);
+* :func:`read_status` opens ``status.json`` without following symlinks and without
+  blocking on a FIFO, accepts only a small regular file owned by the account, and
+  checks every field's type; ``wrapper_pid`` in it is informational only: never signal
+  a pid read from the work dir (signal the pid returned by :func:`spawn_wrapper`);
+* :func:`remove_work_dir` uses :func:`shutil.rmtree`, which on Linux works on
+  descriptors and never follows symlinks, on a path whose parent (``work_root``) is
+  owned by the worker, so the job cannot swap the directory itself for a link.
+
+Privileges: run the worker as root, or as an unprivileged user holding exactly these
+capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
+
+* ``CAP_CHOWN``: hand the work dir, ``.wmproxy``, the spec, the log and the proxy copy
+  to the account (:func:`prepare_work_dir`, :func:`hand_over`, :func:`install_proxy`);
+* ``CAP_SETGID``: ``setgroups([])`` and ``setregid`` in the wrapper's child;
+* ``CAP_SETUID``: ``setreuid`` in the wrapper's child;
+* ``CAP_KILL``: signal the wrapper and the job's process groups (other uid);
+* ``CAP_DAC_OVERRIDE``: write the renewed proxy into the account's 0700 directory,
+  read outputs whatever their mode, and remove the work dir even where the job made
+  directories read-only. (``CAP_DAC_READ_SEARCH`` alone would cover reading only.)
+
+``CAP_FOWNER`` is not needed: the worker sets modes on files it has just created, before
+handing them over. The systemd unit must leave jobs alive when the worker stops
+(``KillMode=process``): the wrapper runs in its own session and records the outcome
+in ``status.json``, so a restarted worker reads the result of a job it did not see end.
+
+Without an account (``account=None``: no mapping configured) the wrapper runs as the
+worker's own user; a worker running as root must always pass an account
+(:class:`IdentityError` otherwise), so a job never runs as root by omission.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wmproxy.errors import WMProxyError
+from wmproxy.execution import jobwrapper
+from wmproxy.execution.jobwrapper import LOG_NAME, SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME, JobSpec
+
+WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
+"""The wrapper script shipped in the package; it must be readable by every account
+(the package installed in a world-readable location)."""
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+PROXY_NAME = "user.proxy"
+"""File name of the job's proxy copy in its work dir."""
+
+_MAX_STATUS_BYTES = 256 * 1024
+
+
+class IdentityError(WMProxyError):
+    """The work dir or the identity switch could not be set up (bad work root, unknown
+    account, a planted file in the way, a refused spawn as root). The message says
+    why and never holds key material."""
+
+
+class WrapperStatusError(IdentityError):
+    """``status.json`` or ``started.json`` exists but is not something the wrapper wrote
+    (not a regular file of the account, too large, not JSON, wrong field types)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A local account a job runs as (the result of the DN/FQAN mapping).
+
+    Attributes:
+        uid, gid: numeric user and primary group; supplementary groups are dropped.
+        name: the login name (for messages).
+    """
+
+    uid: int
+    gid: int
+    name: str
+
+    @classmethod
+    def from_name(cls, name: str) -> Account:
+        """The account ``name`` from the password database.
+
+        Raises:
+            IdentityError: no such account.
+        """
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise IdentityError(f"There is no local account {name!r}") from None
+        return cls(uid=entry.pw_uid, gid=entry.pw_gid, name=entry.pw_name)
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """How a prologue or epilogue ended: ``exit_code`` if it exited, ``signal`` if a
+    signal killed it, ``failure`` (a sentence) if it could not be started."""
+
+    exit_code: int | None
+    signal: int | None
+    failure: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when it exited with code 0."""
+        return self.failure is None and self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class WrapperStatus:
+    """The outcome the wrapper recorded in ``status.json`` (format: module docstring
+    of :mod:`wmproxy.execution.jobwrapper`). Times are timezone-aware UTC datetimes.
+
+    Attributes:
+        job_id: grid job id from the spec (None if the spec could not be read).
+        wrapper_pid: informational only; never signal it.
+        payload_started: whether the payload was executed (False: shallow retry is
+            possible; True: deep retry).
+        exit_code: the payload's exit code, None if it did not exit normally.
+        signal: the signal that killed the payload, else None.
+        cancelled_by: the signal (SIGTERM/SIGINT) the wrapper was cancelled with.
+        prologue, epilogue: their outcomes, None when not run.
+        failure: "Job Wrapper error: ..." when the payload did not run.
+        notes: remarks such as dropped ``LD_PRELOAD`` entries.
+    """
+
+    job_id: str | None
+    wrapper_pid: int
+    hostname: str
+    started_at: datetime.datetime
+    ended_at: datetime.datetime
+    payload_started: bool
+    payload_started_at: datetime.datetime | None
+    exit_code: int | None
+    signal: int | None
+    cancelled_by: int | None
+    prologue: PhaseOutcome | None
+    epilogue: PhaseOutcome | None
+    failure: str | None
+    notes: tuple[str, ...]
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the payload exited 0 and the epilogue, if any, exited 0 (the
+        reference fails a job whose epilogue fails)."""
+        epilogue_ok = self.epilogue is None or self.epilogue.succeeded
+        return self.payload_started and self.failure is None and self.exit_code == 0 and epilogue_ok
+
+    @property
+    def shell_exit_code(self) -> int | None:
+        """The payload's outcome as one number: exit code 0-255, 128+N for signal N,
+        None when the payload did not run."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.exit_code
+
+
+# --- preparing -------------------------------------------------------------------
+
+
+def prepare_work_dir(work_root: Path, name: str, account: Account | None) -> Path:
+    """Create ``<work_root>/<name>`` (0700) and its ``.wmproxy`` (0700), both owned by
+    ``account`` (by the worker's user when None).
+
+    ``work_root`` must be a real directory (not a symlink) owned by the worker's user
+    and not writable by group or others, so no job can replace its own directory.
+    The mapped accounts need search permission on ``work_root`` and its parents.
+
+    Returns:
+        the absolute work dir path.
+
+    Raises:
+        IdentityError: unsafe work root, ``name`` not one plain path component, or
+            the work dir already exists.
+    """
+    root = Path(os.path.abspath(work_root))
+    _check_work_root(root)
+    _check_name(name)
+    work_dir = root / name
+    try:
+        os.mkdir(work_dir, 0o700)
+    except FileExistsError:
+        raise IdentityError(f"The work directory {work_dir} already exists") from None
+    except OSError as exc:
+        raise IdentityError(f"Cannot create the work directory {work_dir}: {exc.strerror}") from None
+    with _DirFd(work_dir) as work_fd:
+        os.fchmod(work_fd, 0o700)
+        os.mkdir(STATE_DIR, 0o700, dir_fd=work_fd)
+        with _DirFd(STATE_DIR, work_fd) as state_fd:
+            os.fchmod(state_fd, 0o700)
+            _give(state_fd, account)
+        _give(work_fd, account)
+    return work_dir
+
+
+def _check_work_root(root: Path) -> None:
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise IdentityError(f"The work root {root} is not usable: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise IdentityError(f"The work root {root} is not a directory (or is a symbolic link)")
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise IdentityError(f"The work root {root} must be owned by the worker and not writable by others")
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise IdentityError(f"Invalid work directory name {name!r}")
+
+
+def hand_over(work_dir: Path, account: Account | None) -> None:
+    """Give everything below ``work_dir`` (e.g. the input sandbox staged by the worker)
+    to ``account``, without following symlinks. Call it before the job starts.
+
+    Raises:
+        IdentityError: a file could not be handed over.
+    """
+    if account is None:
+        return
+    try:
+        for top, dirs, files in os.walk(work_dir, followlinks=False):
+            for entry in (*dirs, *files):
+                os.chown(os.path.join(top, entry), account.uid, account.gid, follow_symlinks=False)
+    except OSError as exc:
+        raise IdentityError(f"Cannot hand the work directory over to {account.name}: {exc.strerror}") from None
+
+
+def write_spec(work_dir: Path, spec: JobSpec, account: Account | None) -> None:
+    """Write ``spec`` to ``.wmproxy/job.json`` (0400, owned by ``account``), replacing
+    any previous one atomically.
+
+    Raises:
+        IdentityError: the spec is invalid (the wrapper would refuse it) or cannot be
+            written.
+    """
+    try:
+        spec.check()
+    except jobwrapper.WrapperError as exc:
+        raise IdentityError(str(exc)) from None
+    with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
+        _replace_file(state_fd, SPEC_NAME, spec.to_json().encode(), 0o400, account)
+
+
+def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME) -> Path:
+    """Put the job's proxy (PEM bytes, with its key) into the work dir as ``name``,
+    mode 0600, owned by ``account``. Safe while the job runs (proxy renewal): the copy
+    is written to a fresh file and renamed over ``name``, so a link planted there is
+    replaced, not followed.
+
+    Returns:
+        the proxy copy's path.
+
+    Raises:
+        IdentityError: ``name`` is not a plain file name or the file cannot be written.
+    """
+    if not name or "/" in name or name in (".", "..", STATE_DIR):
+        raise IdentityError(f"Invalid proxy file name {name!r}")
+    with _DirFd(work_dir) as work_fd:
+        _replace_file(work_fd, name, proxy_pem, 0o600, account)
+    return Path(work_dir) / name
+
+
+# --- running ---------------------------------------------------------------------
+
+
+def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None) -> subprocess.Popen[bytes]:
+    """Start ``python3 -I jobwrapper.py <work_dir>`` as ``account``.
+
+    The wrapper leads a new session (its pid is also its process group id), has no
+    supplementary groups, umask 0o077 (it sets the spec's own umask), a minimal
+    environment (it builds the job's from scratch anyway), standard input from
+    ``/dev/null`` and output to a fresh ``.wmproxy/wrapper.log``. The interpreter is
+    ``python`` or else ``/usr/bin/python3`` (else the worker's own).
+
+    Returns:
+        the wrapper process; to cancel the job send SIGTERM to its pid: the wrapper
+        forwards it to the job and records the outcome.
+
+    Raises:
+        IdentityError: ``account`` is None while the worker runs as root, or the
+            wrapper could not be started.
+    """
+    if account is None and os.geteuid() == 0:
+        raise IdentityError("Refusing to run a job as root: no account was mapped")
+    interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
+    work_dir = Path(os.path.abspath(work_dir))
+    with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
+        log_fd = _fresh_file(state_fd, LOG_NAME, 0o600, account)
+    switch: dict[str, Any] = {}
+    if account is not None:
+        switch = {"user": account.uid, "group": account.gid, "extra_groups": []}
+    try:
+        return subprocess.Popen(  # noqa: S603 - fixed argv: interpreter, wrapper, work dir
+            [interpreter, "-I", str(WRAPPER_PATH), str(work_dir)],
+            cwd=work_dir,
+            env={"PATH": jobwrapper.BASE_PATH, "LANG": "C.UTF-8"},
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            close_fds=True,
+            start_new_session=True,
+            umask=0o077,
+            **switch,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise IdentityError(f"Cannot start the job wrapper: {exc}") from None
+    finally:
+        os.close(log_fd)
+
+
+# --- reading the outcome ----------------------------------------------------------
+
+
+def payload_started(work_dir: Path, account: Account | None) -> bool:
+    """True once the wrapper recorded that the payload was executed (``started.json``
+    or ``status.json``).
+
+    Raises:
+        WrapperStatusError: one of the files is present but unacceptable.
+    """
+    if _read_json(work_dir, STARTED_NAME, account) is not None:
+        return True
+    status = read_status(work_dir, account)
+    return status is not None and status.payload_started
+
+
+def read_status(work_dir: Path, account: Account | None) -> WrapperStatus | None:
+    """The wrapper's final status, None while it has not been written.
+
+    ``account`` is whom the file must belong to (the worker's user when None).
+
+    Raises:
+        WrapperStatusError: the file is a symlink, FIFO, too large, not owned by the
+            account, not JSON, or has a field of the wrong type.
+    """
+    data = _read_json(work_dir, STATUS_NAME, account)
+    if data is None:
+        return None
+    try:
+        return WrapperStatus(
+            job_id=_opt(data, "job_id", str),
+            wrapper_pid=_req(data, "wrapper_pid", int),
+            hostname=_req(data, "hostname", str),
+            started_at=_time(_req(data, "started_at", str)),
+            ended_at=_time(_req(data, "ended_at", str)),
+            payload_started=_req(data, "payload_started", bool),
+            payload_started_at=_opt_time(_opt(data, "payload_started_at", str)),
+            exit_code=_opt(data, "exit_code", int),
+            signal=_opt(data, "signal", int),
+            cancelled_by=_opt(data, "cancelled_by", int),
+            prologue=_phase(data.get("prologue")),
+            epilogue=_phase(data.get("epilogue")),
+            failure=_opt(data, "failure", str),
+            notes=tuple(_strings(data.get("notes", []))),
+        )
+    except (TypeError, ValueError) as exc:
+        raise WrapperStatusError(f"The job's {STATUS_NAME} is malformed: {exc}") from None
+
+
+def _read_json(work_dir: Path, name: str, account: Account | None) -> dict[str, Any] | None:
+    owner = os.geteuid() if account is None else account.uid
+    try:
+        with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=state_fd)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+                    raise WrapperStatusError(f"The job's {name} is not a regular file of the job's account")
+                raw = f.read(_MAX_STATUS_BYTES + 1)
+    except IdentityError:
+        raise
+    except OSError as exc:
+        raise WrapperStatusError(f"Cannot read the job's {name}: {exc.strerror}") from None
+    if len(raw) > _MAX_STATUS_BYTES:
+        raise WrapperStatusError(f"The job's {name} is too large")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise WrapperStatusError(f"The job's {name} is not JSON") from None
+    if not isinstance(data, dict) or data.get("version") != jobwrapper.SPEC_VERSION:
+        raise WrapperStatusError(f"The job's {name} has an unknown format")
+    return data
+
+
+def _req(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{key} must be {kind.__name__}")
+    return value
+
+
+def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
+    return None if data.get(key) is None else _req(data, key, kind)
+
+
+def _time(text: str) -> datetime.datetime:
+    if not text.endswith("Z"):
+        raise ValueError(f"{text!r} is not a UTC time")
+    return datetime.datetime.fromisoformat(text[:-1]).replace(tzinfo=datetime.UTC)
+
+
+def _opt_time(text: str | None) -> datetime.datetime | None:
+    return None if text is None else _time(text)
+
+
+def _phase(value: object) -> PhaseOutcome | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("a prologue/epilogue outcome must be an object")
+    return PhaseOutcome(
+        exit_code=_opt(value, "exit_code", int), signal=_opt(value, "signal", int), failure=_opt(value, "failure", str)
+    )
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError("notes must be a list of strings")
+    return value
+
+
+# --- removing --------------------------------------------------------------------
+
+
+def remove_work_dir(work_root: Path, name: str) -> None:
+    """Remove ``<work_root>/<name>`` and everything in it, never following a symlink
+    (the job may have planted some). Call it once the job's processes are gone. A
+    missing directory is not an error.
+
+    Raises:
+        IdentityError: unsafe work root, bad name, or the tree could not be removed.
+    """
+    root = Path(os.path.abspath(work_root))
+    _check_work_root(root)
+    _check_name(name)
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise IdentityError("This platform cannot remove a job's directory safely")
+    target = root / name
+    try:
+        shutil.rmtree(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise IdentityError(f"Cannot remove the work directory {target}: {exc.strerror or exc}") from None
+
+
+# --- descriptors -----------------------------------------------------------------
+
+
+class _DirFd:
+    """``with _DirFd(path[, dir_fd]) as fd``: a directory opened without following a
+    symlink at its last component."""
+
+    def __init__(self, path: Path | str, dir_fd: int | None = None) -> None:
+        self.path = path
+        self.dir_fd = dir_fd
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self.fd = os.open(self.path, flags, dir_fd=self.dir_fd)
+        except OSError as exc:
+            raise IdentityError(f"Cannot open the job directory {self.path}: {exc.strerror}") from None
+        return self.fd
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self.fd)
+
+
+def _give(fd: int, account: Account | None) -> None:
+    if account is not None:
+        os.fchown(fd, account.uid, account.gid)
+
+
+def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None) -> int:
+    """Create ``name`` anew (whatever was there is unlinked, never followed), with
+    ``mode``, owned by ``account``; return a write descriptor."""
+    try:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        raise IdentityError(f"Cannot create {name} in the job directory: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, mode)
+        _give(fd, account)
+    except OSError as exc:
+        os.close(fd)
+        raise IdentityError(f"Cannot set up {name} in the job directory: {exc.strerror}") from None
+    return fd
+
+
+def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Account | None) -> None:
+    """Write ``data`` to a fresh temporary file, fsync it, and rename it over ``name``."""
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = _fresh_file(dir_fd, tmp, mode, account)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None

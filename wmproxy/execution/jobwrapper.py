@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+"""The job wrapper: the one program every execution backend runs for a job (the analogue
+of the gLite WMS ``JobWrapper``), executed as the job's mapped account.
+
+Run as ``python3 -I <path>/jobwrapper.py <work_dir>``. It needs only the standard
+library of a system ``python3`` (3.7 or later) and never imports the ``wmproxy``
+package, so the same file runs on a batch node (``sbatch --uid/--gid``). The server side
+imports it only for :class:`JobSpec` and the file names below.
+
+Input: ``<work_dir>/.wmproxy/job.json`` (:data:`SPEC_NAME`, written by the worker; see
+:class:`JobSpec` for its fields). Steps:
+
+1. Build the environment from scratch (:func:`build_environment`); nothing of the
+   wrapper's own environment is passed on.
+2. Run the JDL ``Prologue`` with ``PrologueArguments``; a non-zero exit (or a signal,
+   or a prologue that cannot start) fails the job without running the payload, as in
+   the reference ("prologue failed": shallow retry, behaviour spec §C job-resubmit).
+3. Run the payload (``Executable``/``Arguments``) with ``StdInput``/``StdOutput``/
+   ``StdError`` confined to the work dir; write ``started.json`` as soon as it has
+   been executed.
+4. Run the JDL ``Epilogue`` with ``EpilogueArguments`` (unless cancelled) and record
+   its outcome. The reference counts a failed epilogue as a failed job (deep retry);
+   that decision is left to the reader of the status (:func:`job_succeeded`).
+5. Write ``status.json`` atomically (temporary file, fsync, rename, fsync of the
+   directory).
+
+Every child runs in its own process group inside the wrapper's session. SIGTERM or
+SIGINT to the wrapper is forwarded as SIGTERM to the running child's group, followed
+by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
+``cancelled_by`` are recorded. Processes a child leaves behind in its group are killed
+when it ends. Prologue and epilogue read ``/dev/null`` and write to the wrapper's own
+standard output and error (``.wmproxy/wrapper.log`` when started by
+``wmproxy.execution.identity``).
+
+Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
+
+    {"version": 1, "job_id": str, "wrapper_pid": int, "hostname": str,
+     "started_at": "2026-12-02T06:20:00.123456Z", "ended_at": "...Z",
+     "payload_started": bool, "payload_started_at": "...Z" | null,
+     "exit_code": int | null,     # payload's exit code when it exited
+     "signal": int | null,        # signal number that killed the payload
+     "cancelled_by": int | null,  # signal the wrapper received (SIGTERM/SIGINT)
+     "prologue": PHASE | null, "epilogue": PHASE | null,
+     "failure": str | null,       # "Job Wrapper error: ..." when the payload did not run
+     "notes": [str]}              # e.g. dropped LD_PRELOAD entries
+    PHASE = {"exit_code": int | null, "signal": int | null, "failure": str | null}
+
+``.wmproxy/started.json`` (:data:`STARTED_NAME`), written atomically once the payload has
+been executed: ``{"version": 1, "job_id", "wrapper_pid", "payload_pid",
+"payload_started_at"}``. Its presence tells a supervisor the job started (deep retry)
+rather than never started (shallow retry).
+
+Exit status of the wrapper process (a hint for batch systems; the status file is
+authoritative): the payload's exit code, 128+N when signal N killed it;
+:data:`EXIT_NOT_FOUND` (127) when the executable does not exist,
+:data:`EXIT_NOT_EXECUTABLE` (126) when it cannot be executed; :data:`EXIT_WRAPPER_ERROR`
+(1) for any other failure before the payload (bad spec, StdInput missing, prologue
+failed) and when the payload succeeded but the epilogue failed;
+:data:`EXIT_NO_STATUS` (2) when the status file itself could not be written.
+
+Environment of every child (:func:`build_environment`), later entries win:
+``PATH=/usr/local/bin:/usr/bin:/bin``, ``LANG=C.UTF-8``, ``HOME=<work_dir>`` (the
+job's own directory, as the local backend did: dotfiles stay with the job and go away
+with it), ``TMPDIR=<work_dir>/tmp`` (created, 0700), ``USER``/``LOGNAME`` of the current
+uid (from the password database, omitted if it has no entry), then the worker's
+``base_environment``, then JDL ``Environment``, then ``GLITE_WMS_JOBID`` and
+``X509_USER_PROXY`` (absolute path of the proxy copy), which cannot be overridden.
+``LD_PRELOAD``, ``LD_LIBRARY_PATH`` and ``PYTHON*`` never come from the wrapper's
+environment or ``base_environment``. A JDL ``LD_PRELOAD`` keeps only entries that
+exist (entries with a ``/``, relative to the work dir) or that the loader searches
+itself (bare names); a missing entry is dropped with a note, because the loader would
+otherwise print an error in every process of the payload.
+
+The umask of every child is the spec's ``umask`` (default 0o022: outputs readable by
+the worker and the owner's group even when the spawner's umask was 0o077).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+SPEC_VERSION = 1
+STATE_DIR = ".wmproxy"
+"""Directory inside the work dir holding the spec, status and wrapper log."""
+SPEC_NAME = "job.json"
+STATUS_NAME = "status.json"
+STARTED_NAME = "started.json"
+LOG_NAME = "wrapper.log"
+TMP_DIR = "tmp"
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+DEFAULT_UMASK = 0o022
+DEFAULT_KILL_GRACE = 10.0
+
+EXIT_WRAPPER_ERROR = 1
+EXIT_NO_STATUS = 2
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+_FORBIDDEN_OUTSIDE = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT")
+_MAX_SPEC_BYTES = 1 << 20
+
+
+class WrapperError(Exception):
+    """The payload could not be run; ``str()`` is the reason, ``exit_code`` the
+    wrapper's exit status."""
+
+    def __init__(self, reason: str, exit_code: int = EXIT_WRAPPER_ERROR) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the wrapper runs; stored as JSON in ``.wmproxy/job.json``.
+
+    Attributes:
+        job_id: grid job id, exported as ``GLITE_WMS_JOBID``.
+        executable: JDL ``Executable``: absolute path, path relative to the work dir
+            (made executable if it is a regular file of ours inside the work dir), or
+            a bare name looked up in the job's ``PATH``.
+        arguments: JDL ``Arguments`` already split into a list (no shell expansion).
+        stdin, stdout, stderr: JDL ``StdInput``/``StdOutput``/``StdError``, names
+            relative to the work dir without ``..``; None means ``/dev/null``. Outputs
+            are created fresh (an existing file or symlink at that name is replaced,
+            never followed); ``stdout == stderr`` shares one file.
+        environment: JDL ``Environment`` as a mapping.
+        proxy: name of the job's proxy copy relative to the work dir (exported as
+            ``X509_USER_PROXY``), None when the job has no proxy.
+        prologue, prologue_arguments, epilogue, epilogue_arguments: JDL ``Prologue``
+            and ``Epilogue`` resolved like ``executable``, with split arguments.
+        umask: umask of every child, an int such as 0o022.
+        kill_grace: seconds between the forwarded SIGTERM and SIGKILL.
+        base_environment: the worker's configured base variables (e.g. ``LANG``),
+            applied before JDL ``Environment``.
+    """
+
+    job_id: str
+    executable: str
+    arguments: list[str] = field(default_factory=list)
+    stdin: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    proxy: str | None = None
+    prologue: str | None = None
+    prologue_arguments: list[str] = field(default_factory=list)
+    epilogue: str | None = None
+    epilogue_arguments: list[str] = field(default_factory=list)
+    umask: int = DEFAULT_UMASK
+    kill_grace: float = DEFAULT_KILL_GRACE
+    base_environment: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The spec as the JSON text of ``job.json`` (with ``"version": 1``)."""
+        data: dict[str, Any] = {"version": SPEC_VERSION}
+        data.update(asdict(self))
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        """Parse and check ``job.json``.
+
+        Raises:
+            WrapperError: not JSON, unknown version, missing or mistyped field, a
+                Std* name escaping the work dir, an invalid environment name.
+        """
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise WrapperError(f"Job Wrapper error: the job description is not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.pop("version", None) != SPEC_VERSION:
+            raise WrapperError("Job Wrapper error: unsupported job description version")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WrapperError(f"Job Wrapper error: unknown job description fields {unknown}")
+        try:
+            spec = cls(**data)
+        except TypeError:
+            raise WrapperError("Job Wrapper error: the job description lacks job_id or executable") from None
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """Raise :class:`WrapperError` unless every field has the documented type and
+        every file name stays inside the work dir."""
+        _expect(isinstance(self.job_id, str) and self.job_id != "", "job_id")
+        _expect(isinstance(self.executable, str) and self.executable != "", "executable")
+        for name in ("arguments", "prologue_arguments", "epilogue_arguments"):
+            value = getattr(self, name)
+            _expect(isinstance(value, list) and all(isinstance(a, str) and "\0" not in a for a in value), name)
+        for name in ("stdin", "stdout", "stderr", "proxy"):
+            value = getattr(self, name)
+            if value is not None:
+                _expect(isinstance(value, str), name)
+                check_relative(value, name)
+                if name != "proxy" and value.split("/")[0] == STATE_DIR:
+                    raise WrapperError(f"Job Wrapper error: the {name} {value!r} is inside the wrapper's own directory")
+        for name in ("prologue", "epilogue"):
+            value = getattr(self, name)
+            _expect(value is None or (isinstance(value, str) and value != ""), name)
+        for name in ("environment", "base_environment"):
+            env = getattr(self, name)
+            _expect(isinstance(env, dict), name)
+            for key, value in env.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise WrapperError(f"Job Wrapper error: {name} entries must be strings")
+                if not key or "=" in key or "\0" in key or "\0" in value:
+                    raise WrapperError(f"Job Wrapper error: invalid environment variable name {key!r}")
+        _expect(isinstance(self.umask, int) and not isinstance(self.umask, bool) and 0 <= self.umask <= 0o777, "umask")
+        grace = self.kill_grace
+        _expect(isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0, "kill_grace")
+
+
+def _expect(ok: bool, name: str) -> None:
+    if not ok:
+        raise WrapperError(f"Job Wrapper error: invalid {name} in the job description")
+
+
+def check_relative(name: str, what: str) -> None:
+    """Raise :class:`WrapperError` unless ``name`` is a relative path without ``..``,
+    empty components or NUL (a file inside the work dir)."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        raise WrapperError(f"Job Wrapper error: the {what} {name!r} is not a file name inside the job directory")
+
+
+def utc_now() -> str:
+    """Current time as UTC ISO 8601 with a ``Z`` suffix."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- environment -----------------------------------------------------------------
+
+
+def build_environment(spec: JobSpec, work_dir: str, notes: list[str]) -> dict[str, str]:
+    """The complete environment of the job's children, built from nothing.
+
+    ``work_dir`` must be absolute. Dropped ``LD_PRELOAD`` entries are appended to
+    ``notes``. See the module docstring for the order.
+    """
+    env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": work_dir, "TMPDIR": os.path.join(work_dir, TMP_DIR)}
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = None
+    if user:
+        env["USER"] = env["LOGNAME"] = user
+    for key, value in spec.base_environment.items():
+        if key in _FORBIDDEN_OUTSIDE or key.startswith("PYTHON"):
+            notes.append(f"{key} of the worker's base environment ignored")
+            continue
+        env[key] = value
+    env.update(spec.environment)
+    if "LD_PRELOAD" in env:
+        kept = _usable_preload(env["LD_PRELOAD"], work_dir, notes)
+        if kept:
+            env["LD_PRELOAD"] = kept
+        else:
+            del env["LD_PRELOAD"]
+    env["GLITE_WMS_JOBID"] = spec.job_id
+    if spec.proxy is not None:
+        env["X509_USER_PROXY"] = os.path.join(work_dir, spec.proxy)
+    else:
+        env.pop("X509_USER_PROXY", None)
+    return env
+
+
+def _usable_preload(value: str, work_dir: str, notes: list[str]) -> str:
+    kept = []
+    for entry in value.replace(":", " ").split():
+        if "/" in entry and not os.path.isfile(os.path.join(work_dir, entry)):
+            notes.append(f"LD_PRELOAD entry {entry} does not exist: dropped")
+            continue
+        kept.append(entry)
+    return " ".join(kept)
+
+
+# --- files -----------------------------------------------------------------------
+
+
+def _open_dir_chain(root_fd: int, parts: list[str]) -> int:
+    """Open the directory ``parts`` below ``root_fd`` without following symlinks."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_confined(work_fd: int, name: str, write: bool, what: str) -> int:
+    """Open ``name`` below the work dir, following no symlink on the way.
+
+    For writing, any existing entry of that name (file or symlink) is removed and the
+    file is created fresh (``O_EXCL``, mode 0666 minus the umask).
+
+    Raises:
+        WrapperError: the name escapes the work dir or cannot be opened.
+    """
+    check_relative(name, what)
+    *dirs, last = name.split("/")
+    try:
+        dir_fd = _open_dir_chain(work_fd, dirs)
+        try:
+            if not write:
+                fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise WrapperError(f"Job Wrapper error: the {what} {name} is not a regular file")
+                return fd
+            try:
+                os.unlink(last, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(last, flags, 0o666, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise WrapperError(f"Job Wrapper error: cannot open the {what} {name}: {exc.strerror}") from None
+
+
+def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``name`` in the state dir: temporary file, fsync,
+    rename over ``name``, fsync of the directory."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    try:
+        os.unlink(tmp, dir_fd=state_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=state_fd)
+    try:
+        os.write(fd, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, name, src_dir_fd=state_fd, dst_dir_fd=state_fd)
+    os.fsync(state_fd)
+
+
+def _resolve_program(name: str, work_dir: str, work_fd: int, path: str, what: str) -> str:
+    """Absolute path of a JDL ``Executable``/``Prologue``/``Epilogue``.
+
+    A name relative to the work dir that is a regular file of ours inside it is made
+    executable by its owner (through an ``O_NOFOLLOW`` descriptor, never a symlink).
+
+    Raises:
+        WrapperError: not found (127) or not executable (126).
+    """
+    if "\0" in name:
+        raise WrapperError(f"Job Wrapper error: invalid {what} name", EXIT_WRAPPER_ERROR)
+    while name.startswith("./"):
+        name = name[2:]
+    if os.path.isabs(name):
+        candidate = name
+    elif os.path.lexists(os.path.join(work_dir, name)):
+        check_relative(name, what)
+        candidate = os.path.join(work_dir, name)
+        _make_executable(candidate, work_dir, work_fd, name)
+    elif "/" not in name:
+        found = shutil.which(name, path=path)
+        if found is None:
+            raise WrapperError(f"Job Wrapper error: the {what} {name} was not found", EXIT_NOT_FOUND)
+        candidate = found
+    else:
+        raise WrapperError(f"Job Wrapper error: the {what} {name} was not found", EXIT_NOT_FOUND)
+    if not os.path.exists(candidate):
+        raise WrapperError(f"Job Wrapper error: the {what} {name} was not found", EXIT_NOT_FOUND)
+    if not os.path.isfile(candidate) or not os.access(candidate, os.X_OK):
+        raise WrapperError(f"Job Wrapper error: the {what} {name} is not executable", EXIT_NOT_EXECUTABLE)
+    return candidate
+
+
+def _make_executable(candidate: str, work_dir: str, work_fd: int, name: str) -> None:
+    real_work = os.path.realpath(work_dir)
+    if not os.path.realpath(candidate).startswith(real_work + os.sep):
+        return
+    *dirs, last = name.split("/")
+    try:
+        dir_fd = _open_dir_chain(work_fd, dirs)
+        try:
+            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        return  # a symlink or unreadable: run it as it is
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & stat.S_IXUSR:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IXUSR)
+    finally:
+        os.close(fd)
+
+
+# --- running children ------------------------------------------------------------
+
+
+def _outcome(returncode: int) -> dict[str, Any]:
+    if returncode < 0:
+        return {"exit_code": None, "signal": -returncode, "failure": None}
+    return {"exit_code": returncode, "signal": None, "failure": None}
+
+
+def _shell_code(outcome: dict[str, Any]) -> int:
+    if outcome["signal"] is not None:
+        return 128 + int(outcome["signal"])
+    return int(outcome["exit_code"])
+
+
+class _Supervisor:
+    """Starts children in their own process groups and forwards SIGTERM/SIGINT."""
+
+    def __init__(self, grace: float = DEFAULT_KILL_GRACE) -> None:
+        self.grace = grace
+        self.current: subprocess.Popen[bytes] | None = None
+        self.cancelled_by: int | None = None
+        signal.signal(signal.SIGTERM, self._on_cancel)
+        signal.signal(signal.SIGINT, self._on_cancel)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def _on_cancel(self, signum: int, _frame: object) -> None:
+        if self.cancelled_by is not None:
+            return
+        self.cancelled_by = signum
+        self._forward()
+
+    def _forward(self) -> None:
+        if self.current is not None:
+            _killpg(self.current.pid, signal.SIGTERM)
+            signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.001))
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        if self.current is not None:
+            _killpg(self.current.pid, signal.SIGKILL)
+
+    def run(
+        self, argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int, stderr: int
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a new process group; OSError if it cannot be executed."""
+        process = subprocess.Popen(  # noqa: S603 - running the job's programs is the point
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            close_fds=True,
+            preexec_fn=os.setpgrp,  # noqa: PLW1509 - the wrapper has no threads; works before 3.11
+        )
+        self.current = process
+        if self.cancelled_by is not None:
+            self._forward()  # the signal came while the child was being started
+        return process
+
+    def wait(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        """Wait for ``process``, kill what it left in its group, return its outcome."""
+        returncode = process.wait()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.current = None
+        _killpg(process.pid, signal.SIGKILL)
+        return _outcome(returncode)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
+    if isinstance(exc, FileNotFoundError):
+        return WrapperError(f"Job Wrapper error: the {what} {name} was not found", EXIT_NOT_FOUND)
+    if isinstance(exc, PermissionError):
+        return WrapperError(f"Job Wrapper error: the {what} {name} is not executable", EXIT_NOT_EXECUTABLE)
+    reason = exc.strerror or str(exc)
+    return WrapperError(f"Job Wrapper error: cannot execute the {what} {name}: {reason}", EXIT_NOT_EXECUTABLE)
+
+
+# --- the wrapper -----------------------------------------------------------------
+
+
+class _Run:
+    """One execution of the wrapper in ``work_dir``."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.work_dir = os.path.abspath(work_dir)
+        self.status: dict[str, Any] = {
+            "version": SPEC_VERSION,
+            "job_id": None,
+            "wrapper_pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "started_at": utc_now(),
+            "ended_at": None,
+            "payload_started": False,
+            "payload_started_at": None,
+            "exit_code": None,
+            "signal": None,
+            "cancelled_by": None,
+            "prologue": None,
+            "epilogue": None,
+            "failure": None,
+            "notes": [],
+        }
+
+    def execute(self) -> int:
+        supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
+        try:
+            work_fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            state_fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=work_fd)
+        except OSError as exc:
+            _log(f"cannot open the job's state directory: {exc}")
+            return EXIT_NO_STATUS
+        for stale in (STATUS_NAME, STARTED_NAME):
+            try:
+                os.unlink(stale, dir_fd=state_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                _log(f"cannot remove a stale {stale}: {exc}")
+                return EXIT_NO_STATUS
+        try:
+            code = self._phases(supervisor, work_fd, state_fd)
+        except WrapperError as exc:
+            self.status["failure"] = str(exc)
+            code = exc.exit_code
+        self.status["cancelled_by"] = supervisor.cancelled_by
+        self.status["ended_at"] = utc_now()
+        for line in self.status["notes"]:
+            _log(line)
+        if self.status["failure"]:
+            _log(self.status["failure"])
+        try:
+            _write_atomic(state_fd, STATUS_NAME, self.status)
+        except OSError as exc:
+            _log(f"cannot write the status file: {exc}")
+            return EXIT_NO_STATUS
+        return code
+
+    def _phases(self, supervisor: _Supervisor, work_fd: int, state_fd: int) -> int:
+        spec = self._load_spec(state_fd)
+        supervisor.grace = float(spec.kill_grace)
+        os.umask(spec.umask)
+        os.chdir(self.work_dir)
+        env = build_environment(spec, self.work_dir, self.status["notes"])
+        self._make_tmpdir(work_fd)
+        if spec.prologue is not None:
+            outcome = self._side_program(supervisor, spec.prologue, spec.prologue_arguments, env, work_fd, "prologue")
+            if supervisor.cancelled_by is not None:
+                raise WrapperError("Job Wrapper error: cancelled during the prologue")
+            if outcome["failure"] is not None or outcome["exit_code"] != 0:
+                raise WrapperError(f"Job Wrapper error: the prologue failed ({_describe(outcome)})")
+        payload = self._payload(supervisor, spec, env, work_fd, state_fd)
+        if spec.epilogue is not None and supervisor.cancelled_by is None:
+            epilogue = self._side_program(supervisor, spec.epilogue, spec.epilogue_arguments, env, work_fd, "epilogue")
+            if _shell_code(payload) == 0 and (epilogue["failure"] is not None or epilogue["exit_code"] != 0):
+                return EXIT_WRAPPER_ERROR
+        return _shell_code(payload)
+
+    def _load_spec(self, state_fd: int) -> JobSpec:
+        try:
+            fd = os.open(SPEC_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state_fd)
+            with os.fdopen(fd, "rb") as f:
+                raw = f.read(_MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise WrapperError(f"Job Wrapper error: cannot read the job description: {exc.strerror}") from None
+        if len(raw) > _MAX_SPEC_BYTES:
+            raise WrapperError("Job Wrapper error: the job description is too large")
+        spec = JobSpec.from_json(raw.decode("utf-8", "replace"))
+        self.status["job_id"] = spec.job_id
+        return spec
+
+    @staticmethod
+    def _make_tmpdir(work_fd: int) -> None:
+        try:
+            os.mkdir(TMP_DIR, 0o700, dir_fd=work_fd)
+        except FileExistsError:
+            st = os.stat(TMP_DIR, dir_fd=work_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                raise WrapperError("Job Wrapper error: the job's tmp entry is not a directory of the job") from None
+        except OSError as exc:
+            raise WrapperError(f"Job Wrapper error: cannot create the job's TMPDIR: {exc.strerror}") from None
+
+    def _side_program(
+        self, supervisor: _Supervisor, name: str, arguments: list[str], env: dict[str, str], work_fd: int, what: str
+    ) -> dict[str, Any]:
+        try:
+            program = _resolve_program(name, self.work_dir, work_fd, env.get("PATH", BASE_PATH), what)
+            out, err = _inherited(1), _inherited(2)
+            process = supervisor.run([program, *arguments], env, self.work_dir, subprocess.DEVNULL, out, err)
+        except WrapperError as exc:
+            outcome: dict[str, Any] = {"exit_code": None, "signal": None, "failure": str(exc)}
+        except OSError as exc:
+            outcome = {"exit_code": None, "signal": None, "failure": str(_exec_failure(exc, name, what))}
+        else:
+            outcome = supervisor.wait(process)
+        self.status[what] = outcome
+        return outcome
+
+    def _payload(
+        self, supervisor: _Supervisor, spec: JobSpec, env: dict[str, str], work_fd: int, state_fd: int
+    ) -> dict[str, Any]:
+        program = _resolve_program(spec.executable, self.work_dir, work_fd, env.get("PATH", BASE_PATH), "executable")
+        fds: list[int] = []
+        try:
+            stdin = self._std(work_fd, spec.stdin, False, "StdInput", fds)
+            stdout = self._std(work_fd, spec.stdout, True, "StdOutput", fds)
+            if spec.stderr is not None and spec.stderr == spec.stdout:
+                stderr = stdout
+            else:
+                stderr = self._std(work_fd, spec.stderr, True, "StdError", fds)
+            if supervisor.cancelled_by is not None:
+                raise WrapperError("Job Wrapper error: cancelled before the payload started")
+            try:
+                process = supervisor.run([program, *spec.arguments], env, self.work_dir, stdin, stdout, stderr)
+            except OSError as exc:
+                raise _exec_failure(exc, spec.executable, "executable") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.status["payload_started"] = True
+        self.status["payload_started_at"] = utc_now()
+        started = {
+            "version": SPEC_VERSION,
+            "job_id": spec.job_id,
+            "wrapper_pid": os.getpid(),
+            "payload_pid": process.pid,
+            "payload_started_at": self.status["payload_started_at"],
+        }
+        try:
+            _write_atomic(state_fd, STARTED_NAME, started)
+        except OSError as exc:
+            self.status["notes"].append(f"cannot write {STARTED_NAME}: {exc.strerror}")
+        outcome = supervisor.wait(process)
+        self.status["exit_code"] = outcome["exit_code"]
+        self.status["signal"] = outcome["signal"]
+        return outcome
+
+    @staticmethod
+    def _std(work_fd: int, name: str | None, write: bool, what: str, fds: list[int]) -> int:
+        if name is None:
+            return subprocess.DEVNULL
+        fd = open_confined(work_fd, name, write, what)
+        fds.append(fd)
+        return fd
+
+
+def _inherited(fd: int) -> int:
+    """``fd`` if the wrapper has it open, else ``/dev/null``."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return subprocess.DEVNULL
+    return fd
+
+
+def _describe(outcome: dict[str, Any]) -> str:
+    if outcome["failure"] is not None:
+        return str(outcome["failure"])
+    if outcome["signal"] is not None:
+        return f"killed by signal {outcome['signal']}"
+    return f"exit code {outcome['exit_code']}"
+
+
+def _log(message: str) -> None:
+    stream: IO[str] = sys.stderr
+    try:
+        stream.write(f"{utc_now()} jobwrapper[{os.getpid()}]: {message}\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def job_succeeded(status: dict[str, Any]) -> bool:
+    """True when a status (as written to ``status.json``) describes a successful job:
+    the payload exited 0 and the epilogue, if any, exited 0 (the reference's rule)."""
+    if not status.get("payload_started") or status.get("exit_code") != 0 or status.get("failure"):
+        return False
+    epilogue = status.get("epilogue")
+    return epilogue is None or epilogue.get("exit_code") == 0
+
+
+def run(work_dir: str) -> int:
+    """Run the job described in ``<work_dir>/.wmproxy/job.json``; return the wrapper's
+    exit status (see the module docstring). Writes the status file unless that is
+    impossible (then :data:`EXIT_NO_STATUS`)."""
+    return _Run(work_dir).execute()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: ``jobwrapper.py <work_dir>``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        _log("usage: jobwrapper.py <work_dir>")
+        return EXIT_NO_STATUS
+    return run(args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
