@@ -214,13 +214,16 @@ def prepare_work_dir(work_root: Path, name: str, account: Account | None) -> Pat
         raise IdentityError(f"The work directory {work_dir} already exists") from None
     except OSError as exc:
         raise IdentityError(f"Cannot create the work directory {work_dir}: {exc.strerror}") from None
-    with _DirFd(work_dir) as work_fd:
-        os.fchmod(work_fd, 0o700)
-        os.mkdir(STATE_DIR, 0o700, dir_fd=work_fd)
-        with _DirFd(STATE_DIR, work_fd) as state_fd:
-            os.fchmod(state_fd, 0o700)
-            _give(state_fd, account)
-        _give(work_fd, account)
+    try:
+        with _DirFd(work_dir) as work_fd:
+            os.fchmod(work_fd, 0o700)
+            os.mkdir(STATE_DIR, 0o700, dir_fd=work_fd)
+            with _DirFd(STATE_DIR, work_fd) as state_fd:
+                os.fchmod(state_fd, 0o700)
+                _give(state_fd, account)
+            _give(work_fd, account)
+    except OSError as exc:
+        raise IdentityError(f"Cannot hand the work directory {work_dir} over: {exc.strerror}") from None
     return work_dir
 
 
@@ -334,7 +337,9 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             umask=0o077,
             **switch,
         )
-    except (OSError, subprocess.SubprocessError) as exc:
+    except OSError as exc:
+        raise IdentityError(f"Cannot start the job wrapper: {exc.strerror or exc}") from None
+    except subprocess.SubprocessError as exc:
         raise IdentityError(f"Cannot start the job wrapper: {exc}") from None
     finally:
         os.close(log_fd)

@@ -1,0 +1,372 @@
+"""The identity switch primitive: work dirs, proxy copies, spawning the wrapper as the
+mapped account, reading its status back defensively, and removing the work dir; plus
+a run of the whole cycle by an unprivileged worker holding only the capabilities the
+module docstring lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_peer
+from tests.unit.execution.test_jobwrapper import (  # noqa: F401 - fixtures
+    DEADLINE,
+    JOB,
+    alive,
+    create_account,
+    job_account,
+    sh,
+    wait_for,
+    work_root,
+)
+from wmproxy.execution import identity
+from wmproxy.execution.identity import Account, IdentityError, WrapperStatusError
+from wmproxy.execution.jobwrapper import JobSpec
+
+PROXY = b"-----BEGIN CERTIFICATE-----\nproxy\n-----END CERTIFICATE-----\n"
+WORKTREE = Path(identity.__file__).resolve().parents[2]
+CAPABILITIES = "+chown,+setuid,+setgid,+kill,+dac_override"
+
+
+@pytest.fixture(params=["self", "account"])
+def account(request: pytest.FixtureRequest) -> Account | None:
+    if request.param == "self":
+        return None
+    return request.getfixturevalue("job_account")  # type: ignore[no-any-return]
+
+
+def _owner(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def _expected_owner(account: Account | None) -> tuple[int, int]:
+    return (os.geteuid(), os.getegid()) if account is None else (account.uid, account.gid)
+
+
+class TestPrepareWorkDir:
+    def test_work_dir_and_state_dir_belong_to_the_account(self, work_root: Path, account: Account | None) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", account)
+        assert work == work_root / "job1"
+        assert _owner(work) == (*_expected_owner(account), 0o700)
+        assert _owner(work / ".wmproxy") == (*_expected_owner(account), 0o700)
+
+    def test_existing_work_dir_is_refused(self, work_root: Path) -> None:
+        identity.prepare_work_dir(work_root, "job1", None)
+        with pytest.raises(IdentityError, match="already exists"):
+            identity.prepare_work_dir(work_root, "job1", None)
+
+    @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x", "nul\0"])
+    def test_names_that_are_not_one_component_are_refused(self, work_root: Path, name: str) -> None:
+        with pytest.raises(IdentityError, match="Invalid"):
+            identity.prepare_work_dir(work_root, name, None)
+
+    def test_group_writable_work_root_is_refused(self, work_root: Path) -> None:
+        work_root.chmod(0o775)
+        with pytest.raises(IdentityError, match="not writable by others"):
+            identity.prepare_work_dir(work_root, "job1", None)
+
+    def test_symlinked_work_root_is_refused(self, work_root: Path) -> None:
+        (work_root / "real").mkdir()
+        (work_root / "link").symlink_to(work_root / "real")
+        with pytest.raises(IdentityError, match="symbolic link"):
+            identity.prepare_work_dir(work_root / "link", "job1", None)
+
+    def test_work_root_of_another_user_is_refused(self, work_root: Path, job_account: Account) -> None:
+        theirs = work_root / "theirs"
+        theirs.mkdir(mode=0o755)
+        os.chown(theirs, job_account.uid, job_account.gid)
+        with pytest.raises(IdentityError, match="owned by the worker"):
+            identity.prepare_work_dir(theirs, "job1", None)
+
+
+class TestFilesInTheWorkDir:
+    def test_spec_round_trips_and_is_read_only_for_the_account(self, work_root: Path,
+                                                                account: Account | None) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", account)
+        spec = sh("echo hi", environment={"A": "1"}, prologue="p.sh", prologue_arguments=["x"], umask=0o027)
+        identity.write_spec(work, spec, account)
+        path = work / ".wmproxy" / "job.json"
+        assert _owner(path) == (*_expected_owner(account), 0o400)
+        assert JobSpec.from_json(path.read_text()) == spec
+
+    def test_invalid_spec_is_refused_before_writing(self, work_root: Path) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        with pytest.raises(IdentityError, match="StdOutput|stdout"):
+            identity.write_spec(work, sh("true", stdout="../../etc/passwd"), None)
+        assert not (work / ".wmproxy" / "job.json").exists()
+
+    def test_proxy_copy_is_0600_of_the_account(self, work_root: Path, account: Account | None) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", account)
+        path = identity.install_proxy(work, PROXY, account)
+        assert path == work / identity.PROXY_NAME
+        assert _owner(path) == (*_expected_owner(account), 0o600)
+        assert path.read_bytes() == PROXY
+
+    @pytest.mark.parametrize("plant", ["symlink", "hardlink"])
+    def test_renewed_proxy_replaces_a_planted_link_without_following_it(self, work_root: Path, plant: str) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        victim = work_root / "victim"
+        victim.write_bytes(b"precious")
+        proxy = work / identity.PROXY_NAME
+        if plant == "symlink":
+            proxy.symlink_to(victim)
+        else:
+            os.link(victim, proxy)
+        identity.install_proxy(work, PROXY, None)
+        assert victim.read_bytes() == b"precious"
+        assert not proxy.is_symlink() and proxy.read_bytes() == PROXY
+        assert [p.name for p in work.iterdir() if p.name.endswith(".tmp")] == []
+
+    @pytest.mark.parametrize("name", ["", "a/b", "..", ".wmproxy"])
+    def test_bad_proxy_names_are_refused(self, work_root: Path, name: str) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        with pytest.raises(IdentityError):
+            identity.install_proxy(work, PROXY, None, name=name)
+
+    def test_hand_over_gives_staged_files_but_follows_no_symlink(self, work_root: Path,
+                                                                 job_account: Account) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", job_account)
+        (work / "sub").mkdir()
+        (work / "sub" / "input.txt").write_text("isb")
+        outside = work_root / "outside.txt"
+        outside.write_text("root's")
+        (work / "link").symlink_to(outside)
+        identity.hand_over(work, job_account)
+        assert _owner(work / "sub" / "input.txt")[:2] == (job_account.uid, job_account.gid)
+        assert _owner(work / "sub")[:2] == (job_account.uid, job_account.gid)
+        assert _owner(outside)[:2] == (os.geteuid(), os.getegid())
+
+
+class TestSpawnWrapper:
+    def test_root_worker_without_an_account_is_refused(self, work_root: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("only a root worker refuses a missing account")
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        identity.write_spec(work, sh("true"), None)
+        with pytest.raises(IdentityError, match="root"):
+            identity.spawn_wrapper(work, None)
+
+    def test_wrapper_runs_as_the_account_in_its_own_session(self, work_root: Path, job_account: Account) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", job_account)
+        identity.install_proxy(work, PROXY, job_account)
+        identity.write_spec(work, sh("id -u; id -G; cat \"$X509_USER_PROXY\"; echo ready > ready; "
+                                     "while test ! -e go; do sleep 0.1; done", proxy=identity.PROXY_NAME),
+                            job_account)
+        process = identity.spawn_wrapper(work, job_account)
+        try:
+            wait_for(lambda: (work / "ready").exists(), "the payload")
+            assert os.getsid(process.pid) == process.pid
+            assert os.stat(f"/proc/{process.pid}").st_uid == job_account.uid
+            (work / "go").touch()
+            assert process.wait(timeout=DEADLINE) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        out = (work / "std.out").read_bytes()
+        assert out == f"{job_account.uid}\n{job_account.gid}\n".encode() + PROXY
+        status = identity.read_status(work, job_account)
+        assert status is not None and status.succeeded
+        assert _owner(work / ".wmproxy" / "wrapper.log")[:2] == (job_account.uid, job_account.gid)
+
+    def test_outcome_survives_the_worker_that_spawned_it(self, work_root: Path, job_account: Account) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", job_account)
+        identity.write_spec(work, sh("while test ! -e go; do sleep 0.1; done; exit 9"), job_account)
+        worker = textwrap.dedent(f"""
+            from pathlib import Path
+            from wmproxy.execution import identity
+            account = identity.Account.from_name({job_account.name!r})
+            print(identity.spawn_wrapper(Path({str(work)!r}), account).pid)
+        """)
+        done = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, timeout=DEADLINE,
+                              check=True, env={"PYTHONPATH": str(WORKTREE), "PATH": "/usr/bin:/bin"})
+        wrapper_pid = int(done.stdout)  # the "worker" has exited; the job goes on
+        wait_for(lambda: identity.payload_started(work, job_account), "the payload to start")
+        assert identity.read_status(work, job_account) is None
+        (work / "go").touch()
+        wait_for(lambda: (work / ".wmproxy" / "status.json").exists(), "the status file")
+        status = identity.read_status(work, job_account)
+        assert status is not None and status.exit_code == 9 and status.wrapper_pid == wrapper_pid
+
+
+class TestReadStatus:
+    def _work(self, work_root: Path) -> Path:
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        return work
+
+    def _status(self, **changes: object) -> dict[str, object]:
+        data: dict[str, object] = {
+            "version": 1, "job_id": JOB, "wrapper_pid": 10, "hostname": "h",
+            "started_at": "2026-12-02T06:00:00.000000Z", "ended_at": "2026-12-02T06:00:01.000000Z",
+            "payload_started": True, "payload_started_at": "2026-12-02T06:00:00.500000Z", "exit_code": 0,
+            "signal": None, "cancelled_by": None, "prologue": None,
+            "epilogue": {"exit_code": 0, "signal": None, "failure": None}, "failure": None, "notes": [],
+        }
+        data.update(changes)
+        return data
+
+    def test_absent_while_the_job_runs(self, work_root: Path) -> None:
+        assert identity.read_status(self._work(work_root), None) is None
+
+    def test_well_formed_status_is_parsed(self, work_root: Path) -> None:
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status()))
+        status = identity.read_status(work, None)
+        assert status is not None and status.succeeded and status.ended_at.tzinfo is not None
+        assert status.ended_at > status.started_at
+
+    @pytest.mark.parametrize("changes", [
+        {"exit_code": "0"}, {"exit_code": True}, {"payload_started": 1}, {"started_at": "yesterday"},
+        {"started_at": "2026-12-02T06:00:00"}, {"notes": "x"}, {"epilogue": [0]}, {"version": 2},
+        {"wrapper_pid": None},
+    ])
+    def test_mistyped_status_is_refused(self, work_root: Path, changes: dict[str, object]) -> None:
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status(**changes)))
+        with pytest.raises(WrapperStatusError):
+            identity.read_status(work, None)
+
+    def test_not_json_is_refused(self, work_root: Path) -> None:
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text("exit_code=0")
+        with pytest.raises(WrapperStatusError, match="not JSON"):
+            identity.read_status(work, None)
+
+    def test_symlink_planted_as_status_is_not_followed(self, work_root: Path) -> None:
+        work = self._work(work_root)
+        target = work_root / "secret.json"
+        target.write_text(json.dumps(self._status()))
+        (work / ".wmproxy" / "status.json").symlink_to(target)
+        with pytest.raises(WrapperStatusError):
+            identity.read_status(work, None)
+
+    @pytest.mark.timeout(60)
+    def test_fifo_planted_as_status_does_not_block_the_worker(self, work_root: Path) -> None:
+        work = self._work(work_root)
+        os.mkfifo(work / ".wmproxy" / "status.json")
+        with pytest.raises(WrapperStatusError, match="regular file"):
+            identity.read_status(work, None)
+
+    def test_oversized_status_is_refused(self, work_root: Path) -> None:
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status(notes=["x" * 300_000])))
+        with pytest.raises(WrapperStatusError, match="too large"):
+            identity.read_status(work, None)
+
+    def test_status_not_owned_by_the_account_is_refused(self, work_root: Path, job_account: Account) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", job_account)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status()))  # root's, not the job's
+        with pytest.raises(WrapperStatusError, match="account"):
+            identity.read_status(work, job_account)
+
+
+class TestRemoveWorkDir:
+    def test_removes_read_only_trees_and_follows_no_symlink(self, work_root: Path) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        outside = work_root / "outside"
+        outside.mkdir()
+        (outside / "keep.txt").write_text("keep")
+        (work / "link").symlink_to(outside)
+        (work / "file-link").symlink_to(outside / "keep.txt")
+        locked = work / "locked"
+        locked.mkdir()
+        (locked / "f").write_text("x")
+        locked.chmod(0o500)
+        identity.remove_work_dir(work_root, "job1")
+        assert not work.exists()
+        assert (outside / "keep.txt").read_text() == "keep"
+
+    def test_missing_work_dir_is_fine(self, work_root: Path) -> None:
+        identity.remove_work_dir(work_root, "never-made")
+
+    @pytest.mark.parametrize("name", ["", "..", "a/b"])
+    def test_bad_names_are_refused(self, work_root: Path, name: str) -> None:
+        with pytest.raises(IdentityError):
+            identity.remove_work_dir(work_root, name)
+
+
+@pytest.fixture(scope="session")
+def worker_account() -> Iterator[Account]:
+    yield from create_account("wmpwrap02")
+
+
+_CYCLE = """
+import json, os, signal, sys, time
+from pathlib import Path
+from wmproxy.execution import identity
+from wmproxy.execution.jobwrapper import JobSpec
+root, job_name, proxy = Path(sys.argv[1]), sys.argv[2], b"proxy-pem"
+account = identity.Account.from_name(job_name)
+result = {"caps": [l for l in open("/proc/self/status") if l.startswith("CapEff")][0].split()[1]}
+try:
+    work = identity.prepare_work_dir(root, "job1", account)
+    identity.install_proxy(work, proxy, account)
+    identity.write_spec(work, JobSpec(job_id="j", executable="/bin/sh", stdout="out", proxy="user.proxy",
+        arguments=["-c", "mkdir locked; echo x > locked/f; chmod 500 locked; echo ready > ready; "
+                   "while :; do sleep 0.1; done"]), account)
+    wrapper = identity.spawn_wrapper(work, account)
+    result["wrapper_pid"] = wrapper.pid
+    deadline = time.monotonic() + 60
+    while not os.path.exists(work / "ready") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(wrapper.pid, signal.SIGTERM)
+    wrapper.wait(timeout=60)
+    status = identity.read_status(work, account)
+    identity.install_proxy(work, proxy, account)  # a renewal into the account's 0700 directory
+    result["cancelled_by"] = status.cancelled_by
+    result["started"] = status.payload_started
+    identity.remove_work_dir(root, "job1")
+    result["removed"] = not os.path.exists(work)
+except Exception as exc:
+    result["error"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(result))
+"""
+
+
+class TestPrivileges:
+    def _run_cycle(self, work_root: Path, worker: Account, job: Account, caps: str) -> dict[str, object]:
+        if shutil.which("setpriv") is None:
+            need_peer("setpriv (util-linux) runs the worker with chosen capabilities")
+        root = work_root / "worker-root"
+        root.mkdir(mode=0o755)
+        os.chown(root, worker.uid, worker.gid)
+        done = subprocess.run(
+            ["setpriv", f"--reuid={worker.uid}", f"--regid={worker.gid}", "--clear-groups",
+             f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", f"--bounding-set=-all,{caps}",
+             "/usr/bin/python3", "-I", "-c", f"import sys; sys.path.insert(0, {str(WORKTREE)!r})\n{_CYCLE}",
+             str(root), job.name],
+            capture_output=True, text=True, timeout=DEADLINE * 2, check=False, cwd="/",
+        )
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout)
+        pid = result.get("wrapper_pid")
+        if isinstance(pid, int) and alive(pid):  # the cycle failed to cancel its job: we do
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not alive(pid), "the left-over wrapper to end")
+        return result
+
+    def test_documented_capabilities_suffice_for_the_whole_cycle(self, work_root: Path, worker_account: Account,
+                                                                   job_account: Account) -> None:
+        result = self._run_cycle(work_root, worker_account, job_account, CAPABILITIES)
+        assert result.get("error") is None, result
+        assert result["caps"] == "00000000000000e3"  # CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID and no more
+        assert result == {**result, "cancelled_by": signal.SIGTERM, "started": True, "removed": True}
+
+    @pytest.mark.parametrize("dropped", ["chown", "setgid", "setuid", "kill", "dac_override"])
+    def test_each_documented_capability_is_needed(self, work_root: Path, worker_account: Account,
+                                                  job_account: Account, dropped: str) -> None:
+        caps = ",".join(c for c in CAPABILITIES.split(",") if c != f"+{dropped}")
+        result = self._run_cycle(work_root, worker_account, job_account, caps)
+        assert "Error" in str(result.get("error")), result
+        assert "removed" not in result
