@@ -71,7 +71,14 @@ from typing import Any
 
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import jobwrapper
-from wmproxy.execution.jobwrapper import LOG_NAME, SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME, JobSpec
+from wmproxy.execution.jobwrapper import (
+    LOG_NAME,
+    SPEC_NAME,
+    STARTED_NAME,
+    STATE_DIR,
+    STATUS_NAME,
+    JobSpec,
+)
 
 WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
 """The wrapper script shipped in the package; it must be readable by every account
@@ -321,11 +328,8 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     work_dir = Path(os.path.abspath(work_dir))
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
         log_fd = _fresh_file(state_fd, LOG_NAME, 0o600, account)
-    switch: dict[str, Any] = {}
-    if account is not None:
-        switch = {"user": account.uid, "group": account.gid, "extra_groups": []}
     try:
-        return subprocess.Popen(  # noqa: S603 - fixed argv: interpreter, wrapper, work dir
+        return subprocess.Popen(
             [interpreter, "-I", str(WRAPPER_PATH), str(work_dir)],
             cwd=work_dir,
             env={"PATH": jobwrapper.BASE_PATH, "LANG": "C.UTF-8"},
@@ -335,7 +339,9 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             close_fds=True,
             start_new_session=True,
             umask=0o077,
-            **switch,
+            user=None if account is None else account.uid,
+            group=None if account is None else account.gid,
+            extra_groups=None if account is None else [],
         )
     except OSError as exc:
         raise IdentityError(f"Cannot start the job wrapper: {exc.strerror or exc}") from None

@@ -19,19 +19,21 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_peer
-from tests.unit.execution.test_jobwrapper import (  # noqa: F401 - fixtures
+from tests.unit.execution import test_jobwrapper as wrapper_tests
+from tests.unit.execution.test_jobwrapper import (
     DEADLINE,
     JOB,
     alive,
     create_account,
-    job_account,
     sh,
     wait_for,
-    work_root,
 )
 from wmproxy.execution import identity
 from wmproxy.execution.identity import Account, IdentityError, WrapperStatusError
 from wmproxy.execution.jobwrapper import JobSpec
+
+job_account = wrapper_tests.job_account  # the fixtures, shared with the wrapper's tests
+work_root = wrapper_tests.work_root
 
 PROXY = b"-----BEGIN CERTIFICATE-----\nproxy\n-----END CERTIFICATE-----\n"
 WORKTREE = Path(identity.__file__).resolve().parents[2]

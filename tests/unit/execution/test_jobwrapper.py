@@ -83,26 +83,26 @@ class Runner:
         identity.hand_over(work, self.account)
         return path
 
-    def start(self, work: Path, spec: JobSpec | None, umask: int = 0o077, **env: str) -> subprocess.Popen[bytes]:
-        """Start the wrapper; ``spec`` None keeps the ``job.json`` already there."""
+    def start(self, work: Path, spec: JobSpec | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start the wrapper (umask 0o077, like a strict worker); ``spec`` None keeps the
+        ``job.json`` already there; ``env`` is added to the wrapper's own environment."""
         if spec is not None:
             identity.write_spec(work, spec, self.account)
-        switch: dict[str, object] = {}
-        if self.account is not None:
-            switch = {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
         return subprocess.Popen(
             [PYTHON, "-I", str(identity.WRAPPER_PATH), str(work)],
-            env={"PATH": "/usr/bin:/bin", **env},
+            env={"PATH": "/usr/bin:/bin", **(env or {})},
             cwd=work,
             start_new_session=True,
-            umask=umask,
+            umask=0o077,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            **switch,  # type: ignore[arg-type]
+            user=None if self.account is None else self.account.uid,
+            group=None if self.account is None else self.account.gid,
+            extra_groups=None if self.account is None else [],
         )
 
-    def run(self, work: Path, spec: JobSpec | None, **env: str) -> tuple[int, WrapperStatus]:
-        process = self.start(work, spec, **env)
+    def run(self, work: Path, spec: JobSpec | None, env: dict[str, str] | None = None) -> tuple[int, WrapperStatus]:
+        process = self.start(work, spec, env)
         _, err = process.communicate(timeout=DEADLINE)
         status = identity.read_status(work, self.account)
         assert status is not None, err.decode()
@@ -250,8 +250,9 @@ class TestEnvironment:
         work = runner.work_dir()
         script = "env > env.txt; touch \"$HOME/home-ok\"; mktemp > mktemp.txt"
         spec = sh(script, environment={"VAR": "TestVariable", "LD_PRELOAD": "/no/such/lib.so"}, proxy="user.proxy")
-        code, status = runner.run(work, spec, LD_PRELOAD="/no/such/worker.so", LD_LIBRARY_PATH="/opt/x",
-                                  PYTHONPATH="/opt/py", WMPROXY_DATABASE_URL="sqlite:///secret.db")
+        worker_env = {"LD_PRELOAD": "/no/such/worker.so", "LD_LIBRARY_PATH": "/opt/x", "PYTHONPATH": "/opt/py",
+                      "WMPROXY_DATABASE_URL": "sqlite:///secret.db"}
+        code, status = runner.run(work, spec, worker_env)
         assert code == 0, (work / "std.err").read_text()
         env = dict(line.split("=", 1) for line in (work / "env.txt").read_text().splitlines() if "=" in line)
         expected = {"PATH", "LANG", "HOME", "TMPDIR", "GLITE_WMS_JOBID", "X509_USER_PROXY", "VAR", "PWD"}
@@ -260,7 +261,7 @@ class TestEnvironment:
         assert env["HOME"] == str(work) and env["TMPDIR"] == str(work / "tmp")
         assert env["X509_USER_PROXY"] == str(work / "user.proxy") and env["GLITE_WMS_JOBID"] == JOB
         assert env["VAR"] == "TestVariable"
-        assert env["USER"] == pwd.getpwuid((runner.account.uid if runner.account else os.getuid())).pw_name
+        assert env["USER"] == pwd.getpwuid(runner.account.uid if runner.account else os.getuid()).pw_name
         assert (work / "home-ok").exists()
         made = Path((work / "mktemp.txt").read_text().strip())
         assert made.parent == work / "tmp" and made.exists()
