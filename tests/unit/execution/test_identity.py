@@ -25,6 +25,7 @@ from tests.unit.execution.test_jobwrapper import (
     JOB,
     alive,
     create_account,
+    kill_session,
     sh,
     wait_for,
 )
@@ -173,9 +174,8 @@ class TestSpawnWrapper:
             (work / "go").touch()
             assert process.wait(timeout=DEADLINE) == 0
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            kill_session(process.pid)
+            process.wait()
         out = (work / "std.out").read_bytes()
         assert out == f"{job_account.uid}\n{job_account.gid}\n".encode() + PROXY
         status = identity.read_status(work, job_account)
@@ -184,22 +184,28 @@ class TestSpawnWrapper:
 
     def test_outcome_survives_the_worker_that_spawned_it(self, work_root: Path, job_account: Account) -> None:
         work = identity.prepare_work_dir(work_root, "job1", job_account)
-        identity.write_spec(work, sh("while test ! -e go; do sleep 0.1; done; exit 9"), job_account)
+        identity.write_spec(work, sh("id -G; while test ! -e go; do sleep 0.1; done; exit 9"), job_account)
         worker = textwrap.dedent(f"""
             from pathlib import Path
             from wmproxy.execution import identity
             account = identity.Account.from_name({job_account.name!r})
             print(identity.spawn_wrapper(Path({str(work)!r}), account).pid)
         """)
+        # the "worker" holds a supplementary group the job must not inherit, then exits
         done = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, timeout=DEADLINE,
-                              check=True, env={"PYTHONPATH": str(WORKTREE), "PATH": "/usr/bin:/bin"})
-        wrapper_pid = int(done.stdout)  # the "worker" has exited; the job goes on
-        wait_for(lambda: identity.payload_started(work, job_account), "the payload to start")
-        assert identity.read_status(work, job_account) is None
-        (work / "go").touch()
-        wait_for(lambda: (work / ".wmproxy" / "status.json").exists(), "the status file")
+                              check=True, env={"PYTHONPATH": str(WORKTREE), "PATH": "/usr/bin:/bin"},
+                              extra_groups=[4242])
+        wrapper_pid = int(done.stdout)
+        try:
+            wait_for(lambda: identity.payload_started(work, job_account), "the payload to start")
+            assert identity.read_status(work, job_account) is None
+            (work / "go").touch()
+            wait_for(lambda: (work / ".wmproxy" / "status.json").exists(), "the status file")
+        finally:
+            kill_session(wrapper_pid)
         status = identity.read_status(work, job_account)
         assert status is not None and status.exit_code == 9 and status.wrapper_pid == wrapper_pid
+        assert (work / "std.out").read_text().split() == [str(job_account.gid)]
 
 
 class TestReadStatus:

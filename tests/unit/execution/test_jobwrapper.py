@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,7 @@ class Runner:
     root: Path
     account: Account | None
     count: int = 0
+    sessions: list[int] = field(default_factory=list)
 
     def work_dir(self) -> Path:
         self.count += 1
@@ -88,7 +89,7 @@ class Runner:
         ``job.json`` already there; ``env`` is added to the wrapper's own environment."""
         if spec is not None:
             identity.write_spec(work, spec, self.account)
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [PYTHON, "-I", str(identity.WRAPPER_PATH), str(work)],
             env={"PATH": "/usr/bin:/bin", **(env or {})},
             cwd=work,
@@ -100,6 +101,8 @@ class Runner:
             group=None if self.account is None else self.account.gid,
             extra_groups=None if self.account is None else [],
         )
+        self.sessions.append(process.pid)
+        return process
 
     def run(self, work: Path, spec: JobSpec | None, env: dict[str, str] | None = None) -> tuple[int, WrapperStatus]:
         process = self.start(work, spec, env)
@@ -110,10 +113,12 @@ class Runner:
 
 
 @pytest.fixture(params=["self", "account"])
-def runner(request: pytest.FixtureRequest, work_root: Path) -> Runner:
-    if request.param == "self":
-        return Runner(work_root, None)
-    return Runner(work_root, request.getfixturevalue("job_account"))
+def runner(request: pytest.FixtureRequest, work_root: Path) -> Iterator[Runner]:
+    account = None if request.param == "self" else request.getfixturevalue("job_account")
+    runner = Runner(work_root, account)
+    yield runner
+    for sid in runner.sessions:  # a failed test must not leave its job running
+        kill_session(sid)
 
 
 def sh(script: str, **kw: object) -> JobSpec:
@@ -136,6 +141,20 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of the session ``sid`` (a wrapper started by a test)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                os.kill(int(entry), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
 
 
 class TestOutcome:
