@@ -315,8 +315,11 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     ``python`` or else ``/usr/bin/python3`` (else the worker's own).
 
     Returns:
-        the wrapper process; to cancel the job send SIGTERM to its pid: the wrapper
-        forwards it to the job and records the outcome.
+        the wrapper process. Poll or wait it (it is the worker's child until the worker
+        exits). To cancel the job send SIGTERM to its pid: the wrapper forwards it to
+        the job's process group, SIGKILLs after the spec's ``kill_grace`` seconds and
+        records the outcome. A process the job moved out of its group with ``setsid``
+        is beyond the wrapper's reach.
 
     Raises:
         IdentityError: ``account`` is None while the worker runs as root, or the
@@ -375,6 +378,8 @@ def read_status(work_dir: Path, account: Account | None) -> WrapperStatus | None
     Raises:
         WrapperStatusError: the file is a symlink, FIFO, too large, not owned by the
             account, not JSON, or has a field of the wrong type.
+        IdentityError: the work dir or its ``.wmproxy`` cannot be opened (removed, or
+            replaced by a symlink).
     """
     data = _read_json(work_dir, STATUS_NAME, account)
     if data is None:
