@@ -34,6 +34,8 @@ _ATTEMPTS = 5
 
 
 class SqlPoolLeaseStore:
+    """Pool leases, each looked up by identity (pool, DN, group) or by account name."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
