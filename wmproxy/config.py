@@ -157,6 +157,35 @@ class RenewalSettings:
 
 
 @dataclass(frozen=True)
+class MappingSettings:
+    """Mapping of grid identities to local accounts, the LCMAPS analogue (``[mapping]``
+    section; ``docs/mapping.md``, ``wmproxy.security.gridmap`` for the file formats).
+
+    Attributes:
+        mode: ``none`` (jobs are not mapped; the default) or ``gridmap`` (every
+            jobRegister/jobSubmit is mapped, or refused with AuthorizationFault).
+        gridmap_file: grid-mapfile, ``"<DN>" account`` or ``"<DN>" .pool`` lines.
+        voms_rules_file: VOMS rules, ``"<FQAN pattern>" account`` or ``.pool`` lines,
+            matched on the caller's first FQAN, first matching rule wins.
+        ban_file: banned DNs and FQANs, one quoted pattern a line.
+        lease_idle_time: seconds a pool lease is kept after its last use once its
+            account has no live job (7 days, as a gridmapdir cleanup).
+    """
+
+    mode: str = "none"
+    gridmap_file: str = ""
+    voms_rules_file: str = ""
+    ban_file: str = ""
+    lease_idle_time: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "gridmap"):
+            raise ConfigError(f"[mapping] mode: expected none or gridmap, not {self.mode!r}")
+        if self.lease_idle_time < 0:
+            raise ConfigError("[mapping] lease_idle_time: must not be negative")
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -165,6 +194,7 @@ class Settings:
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
+    mapping: MappingSettings = field(default_factory=MappingSettings)
 
 
 def _convert(value: str, target: Any, where: str) -> Any:

@@ -63,6 +63,23 @@ class Principal:
         return self.fqans[0].lstrip("/").split("/", 1)[0] or None
 
 
+@dataclass(frozen=True)
+class LocalAccount:
+    """The local (Unix) account a grid identity is mapped to (``wmproxy-behaviour.md`` §6.3).
+
+    Attributes:
+        name: the account's user name (``wmpatl001``).
+        uid, gid: its numeric user id and primary group id.
+        pool: the pool the account was leased from (``wmpatl``, without the leading
+            dot of the mapfile), or None for a statically mapped account.
+    """
+
+    name: str
+    uid: int
+    gid: int
+    pool: str | None = None
+
+
 # --- job ids (wmproxy-behaviour.md §2) ---
 
 _UNIQUE_ALPHABET = set(string.ascii_letters + string.digits + "-_")

@@ -93,6 +93,7 @@ class Job(Base):
     sandbox_dir: Mapped[str] = mapped_column(String(512))  # relative to the sandbox root
     backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<pid>"
     perusal_files: Mapped[str | None] = mapped_column(Text)  # enableFilePerusal list, newline separated
+    local_account: Mapped[str | None] = mapped_column(String(64), index=True)  # mapped Unix account
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -181,3 +182,27 @@ class ProxyRenewal(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_renewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     notes: Mapped[str | None] = mapped_column(Text)  # e.g. expired VOMS attributes of the renewed proxy
+
+
+class PoolLease(Base):
+    """A pool account leased to one identity, the database form of a gridmapdir hard link.
+
+    The identity is (pool, owner DN, group): ``group`` is the VOMS rule pattern the
+    identity was mapped by, ``""`` for a grid-mapfile (DN) mapping. Both the account and
+    the identity are unique, so one account never serves two identities and one identity
+    holds at most one account of a pool, whichever worker or service node asks.
+    """
+
+    __tablename__ = "pool_leases"
+    __table_args__ = (
+        UniqueConstraint("account", name="uq_pool_leases_account"),
+        UniqueConstraint("pool", "owner_dn", "group_name", name="uq_pool_leases_identity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64))
+    owner_dn: Mapped[str] = mapped_column(String(512))
+    group_name: Mapped[str] = mapped_column(String(255))
+    leased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

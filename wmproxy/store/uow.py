@@ -8,11 +8,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store.delegations import SqlDelegationStore
 from wmproxy.store.jobs import SqlExecutionQueue, SqlJobStore
+from wmproxy.store.leases import SqlPoolLeaseStore
 from wmproxy.store.renewals import SqlRenewalStore
 
 
 class UnitOfWork:
-    """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``, ``uow.renewals``."""
+    """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``, ``uow.renewals``,
+    ``uow.leases``."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
@@ -25,6 +27,7 @@ class UnitOfWork:
         self.delegations = SqlDelegationStore(self.session)
         self.queue = SqlExecutionQueue(self.session)
         self.renewals = SqlRenewalStore(self.session)
+        self.leases = SqlPoolLeaseStore(self.session)
         return self
 
     def __exit__(

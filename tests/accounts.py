@@ -1,0 +1,114 @@
+"""Real local Unix accounts for the mapping tests, created and removed around a test session.
+
+Accounts are made with ``groupadd``/``useradd --system --no-create-home --shell
+/usr/sbin/nologin`` (the tests run as root, CI too). Every name carries a random
+per-session tag (``wmpqzk`` + ``atl001``), so they never collide with real accounts or
+with a concurrent test session, and the GECOS field records the creating process
+(``wmproxy test account pid=<pid>``) so that accounts left behind by a killed session
+are removed by the next one. Under ``CI=true`` failure to create them fails the tests.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import random
+import string
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+MARKER = "wmproxy test account pid="
+_TAG_LENGTH = 6
+
+
+@dataclass
+class AccountSet:
+    """The accounts of one session: ``name(short)`` gives the real name of ``short``."""
+
+    tag: str
+    groups: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+    def name(self, short: str) -> str:
+        return f"{self.tag}{short}"
+
+    def passwd(self, short: str) -> pwd.struct_passwd:
+        return pwd.getpwnam(self.name(short))
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale() -> None:
+    """Delete test accounts whose creating process is gone, and their sessions' groups."""
+    stale_tags = set()
+    for entry in pwd.getpwall():
+        if not entry.pw_gecos.startswith(MARKER):
+            continue
+        pid = entry.pw_gecos[len(MARKER):]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+        stale_tags.add(entry.pw_name[:_TAG_LENGTH])
+    used_gids = {entry.pw_gid for entry in pwd.getpwall()}
+    for group in grp.getgrall():
+        if group.gr_name[:_TAG_LENGTH] in stale_tags and group.gr_gid not in used_gids:
+            subprocess.run(["groupdel", group.gr_name], capture_output=True, check=False)
+
+
+def _new_tag() -> str:
+    while True:
+        tag = "wmp" + "".join(random.choices(string.ascii_lowercase, k=_TAG_LENGTH - 3))
+        if not any(e.pw_name.startswith(tag) for e in pwd.getpwall()) and not any(
+            g.gr_name.startswith(tag) for g in grp.getgrall()
+        ):
+            return tag
+
+
+@contextmanager
+def local_accounts(spec: dict[str, list[str]]) -> Iterator[AccountSet]:
+    """Create the accounts of ``spec`` and remove them afterwards, even on failure.
+
+    Args:
+        spec: group short name → its users' short names (``{"atl": ["atl001", ...]}``);
+            the group ``"root"`` puts users in the root group instead of a new group.
+
+    Raises:
+        OSError, subprocess.CalledProcessError: not root, or useradd/groupadd failed.
+    """
+    remove_stale()
+    accounts = AccountSet(_new_tag())
+    try:
+        for group, users in spec.items():
+            if group == "root":
+                group_name = "root"
+            else:
+                group_name = accounts.name(group)
+                _run("groupadd", "--system", group_name)
+                accounts.groups.append(group_name)
+            for user in users:
+                name = accounts.name(user)
+                _run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                     "--gid", group_name, "--comment", f"{MARKER}{os.getpid()}", name)
+                accounts.users.append(name)
+        yield accounts
+    finally:
+        for name in accounts.users:
+            subprocess.run(["userdel", name], capture_output=True, check=False)
+        for group_name in accounts.groups:
+            subprocess.run(["groupdel", group_name], capture_output=True, check=False)
+

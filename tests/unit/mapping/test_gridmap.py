@@ -1,0 +1,247 @@
+"""The mapping policy (grid-mapfile, VOMS rules, ban list) without accounts or database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wmproxy.config import ConfigError, MappingSettings, load_settings
+from wmproxy.errors import AuthorizationError
+from wmproxy.security.gridmap import (
+    MapEntry,
+    MappingError,
+    MappingNotAllowedError,
+    MappingPolicy,
+    decide,
+    normalise_fqan,
+    parse_banfile,
+    parse_mapfile,
+    pool_members,
+    read_policy,
+)
+
+ALICE = "/C=XX/O=Grid/CN=Alice Smith"
+BOB = "/C=XX/O=Grid/CN=Bob"
+
+SITE_VOMS_RULES = """\
+# the site's VOMS rules: first FQAN, first matching rule
+"/atlas/Role=production" .atlprd
+"/atlas/Role=pilot"      .atlplt
+"/lhcb/Role=pilot"       .lhcplt
+"/atlas/*"               atlasuser
+"/atlas"                 atlasuser
+"""
+
+
+class TestParseMapfile:
+    def test_quoted_dns_with_blanks_comments_and_escapes(self) -> None:
+        text = f'''
+# comment
+"{ALICE}" alice
+   "/C=XX/O=Grid/CN=Quote \\"Q\\" Back\\\\slash" qq
+/C=XX/O=Grid/CN=NoBlanks plain
+"/C=XX/O=Grid/CN=Pool" .wmpatl
+'''
+        entries = parse_mapfile(text)
+        assert [(e.pattern, e.target) for e in entries] == [
+            (ALICE, "alice"),
+            ('/C=XX/O=Grid/CN=Quote "Q" Back\\slash', "qq"),
+            ("/C=XX/O=Grid/CN=NoBlanks", "plain"),
+            ("/C=XX/O=Grid/CN=Pool", ".wmpatl"),
+        ]
+        assert entries[0].line == 3
+        assert entries[3].pool == "wmpatl" and entries[0].pool is None
+
+    @pytest.mark.parametrize("targets", ["first,second", "first second", "first, second,third"])
+    def test_several_accounts_on_a_line_the_first_wins(self, targets: str) -> None:
+        (entry,) = parse_mapfile(f'"{ALICE}" {targets}')
+        assert entry.target == "first"
+
+    @pytest.mark.parametrize(
+        ("line", "why"),
+        [
+            (f'"{ALICE}', "unterminated quote"),
+            (f'"{ALICE}"', "expected"),
+            (f'"{ALICE}" bad/name', "invalid account or pool name"),
+            (f'"{ALICE}" .', "invalid account or pool name"),
+        ],
+    )
+    def test_bad_lines_name_the_file_and_line(self, line: str, why: str) -> None:
+        with pytest.raises(MappingError) as info:
+            parse_mapfile(f"# header\n{line}\n", "/etc/grid-security/grid-mapfile")
+        assert f"/etc/grid-security/grid-mapfile line 2: {why}" in str(info.value)
+        assert str(info.value).startswith("LCMAPS failed to map user credential: ")
+
+    def test_voms_rules_are_stored_in_short_form(self) -> None:
+        (entry,) = parse_mapfile('"/atlas/Role=NULL/Capability=NULL" atlasuser', fqans=True)
+        assert entry.pattern == "/atlas"
+
+
+class TestNormaliseFqan:
+    @pytest.mark.parametrize(
+        ("fqan", "short"),
+        [
+            ("/atlas/Role=NULL/Capability=NULL", "/atlas"),
+            ("/atlas/Role=production/Capability=NULL", "/atlas/Role=production"),
+            ("/atlas/higgs/Role=NULL", "/atlas/higgs"),
+            ("/atlas", "/atlas"),
+            ("/lhcb/Role=pilot", "/lhcb/Role=pilot"),
+        ],
+    )
+    def test_null_role_and_capability_are_dropped(self, fqan: str, short: str) -> None:
+        assert normalise_fqan(fqan) == short
+
+
+class TestDecide:
+    def policy(self, gridmap: str = "", rules: str = SITE_VOMS_RULES, bans: str = "") -> MappingPolicy:
+        return MappingPolicy(parse_mapfile(gridmap), parse_mapfile(rules, fqans=True), parse_banfile(bans))
+
+    def test_static_account_from_the_grid_mapfile(self) -> None:
+        decision = decide(ALICE, (), self.policy(f'"{ALICE}" alice\n"{BOB}" .pool'))
+        assert (decision.account, decision.pool, decision.group) == ("alice", None, "")
+        assert decision.source == "grid-mapfile line 1"
+
+    def test_pool_from_the_grid_mapfile_has_the_empty_group(self) -> None:
+        decision = decide(BOB, (), self.policy(f'"{ALICE}" alice\n"{BOB}" .pool'))
+        assert (decision.account, decision.pool, decision.group) == (None, "pool", "")
+
+    def test_dn_wildcards(self) -> None:
+        policy = self.policy('"/C=XX/O=Grid/*" .grid\n')
+        assert decide(ALICE, (), policy).pool == "grid"
+        with pytest.raises(MappingError, match="no mapping for DN /C=YY/O=Grid/CN=x"):
+            decide("/C=YY/O=Grid/CN=x", (), policy)
+
+    @pytest.mark.parametrize(
+        ("fqan", "pool", "account"),
+        [
+            ("/atlas/Role=production/Capability=NULL", "atlprd", None),
+            ("/atlas/Role=pilot/Capability=NULL", "atlplt", None),
+            ("/lhcb/Role=pilot/Capability=NULL", "lhcplt", None),
+            ("/atlas/higgs/Role=NULL/Capability=NULL", None, "atlasuser"),
+            ("/atlas/Role=NULL/Capability=NULL", None, "atlasuser"),
+        ],
+    )
+    def test_the_first_matching_rule_on_the_first_fqan_wins(self, fqan: str, pool: str | None,
+                                                            account: str | None) -> None:
+        decision = decide(ALICE, (fqan, "/lhcb/Role=pilot"), self.policy())
+        assert (decision.pool, decision.account) == (pool, account)
+
+    def test_rule_order_decides_between_overlapping_rules(self) -> None:
+        fqans = ("/atlas/Role=production/Capability=NULL",)
+        specific_first = self.policy(rules='"/atlas/Role=production" .atlprd\n"/atlas/*" atlasuser\n')
+        general_first = self.policy(rules='"/atlas/*" atlasuser\n"/atlas/Role=production" .atlprd\n')
+        assert decide(ALICE, fqans, specific_first).pool == "atlprd"
+        assert decide(ALICE, fqans, general_first).account == "atlasuser"
+
+    def test_only_the_first_fqan_selects_a_rule(self) -> None:
+        with pytest.raises(MappingError, match="no mapping for DN .* with FQAN /cms"):
+            decide(ALICE, ("/cms/Role=NULL/Capability=NULL", "/atlas/Role=production"), self.policy())
+
+    def test_the_lease_group_is_the_matched_rule(self) -> None:
+        policy = self.policy(rules='"/atlas/*" .atl\n')
+        production = decide(ALICE, ("/atlas/Role=production",), policy)
+        higgs = decide(ALICE, ("/atlas/higgs",), policy)
+        assert production.group == higgs.group == "/atlas/*"
+        pilot = decide(ALICE, ("/atlas/Role=pilot",), self.policy())
+        assert pilot.group == "/atlas/Role=pilot"
+
+    def test_exact_vo_pattern_does_not_match_subgroups_or_roles(self) -> None:
+        policy = self.policy(rules='"/dteam" dteamuser\n')
+        assert decide(ALICE, ("/dteam/Role=NULL/Capability=NULL",), policy).account == "dteamuser"
+        with pytest.raises(MappingError):
+            decide(ALICE, ("/dteam/Role=lcgadmin",), policy)
+
+    def test_voms_rules_come_before_the_grid_mapfile_and_it_is_the_fallback(self) -> None:
+        policy = self.policy(gridmap=f'"{ALICE}" alice\n')
+        assert decide(ALICE, ("/atlas/Role=pilot",), policy).pool == "atlplt"
+        assert decide(ALICE, ("/cms",), policy).account == "alice"
+        assert decide(ALICE, (), policy).account == "alice"
+
+    def test_banned_dn(self) -> None:
+        policy = self.policy(gridmap=f'"{ALICE}" alice\n', bans=f'"{ALICE}"\n')
+        with pytest.raises(MappingError) as info:
+            decide(ALICE, ("/atlas/Role=pilot",), policy)
+        assert str(info.value) == f"LCMAPS failed to map user credential: the DN {ALICE} is banned"
+        assert info.value.code == 1207
+        assert decide(BOB, ("/atlas/Role=pilot",), policy).pool == "atlplt"
+
+    def test_banned_dn_by_wildcard(self) -> None:
+        policy = self.policy(gridmap='"/C=XX/*" .grid', bans='"/C=XX/O=Grid/CN=Bob*"')
+        with pytest.raises(MappingError, match="is banned"):
+            decide(BOB, (), policy)
+        assert decide(ALICE, (), policy).pool == "grid"
+
+    def test_banned_fqan_matches_any_of_the_callers_fqans(self) -> None:
+        policy = self.policy(bans='# pilots of atlas are suspended\n"/atlas/Role=pilot/Capability=NULL"\n')
+        with pytest.raises(MappingError, match=r"the FQAN /atlas/Role=pilot is banned"):
+            decide(ALICE, ("/atlas/Role=pilot/Capability=NULL",), policy)
+        with pytest.raises(MappingError, match=r"the FQAN /atlas/Role=pilot is banned"):
+            decide(ALICE, ("/atlas/Role=production", "/atlas/Role=pilot"), policy)
+        assert decide(ALICE, ("/atlas/Role=production",), policy).pool == "atlprd"
+
+    def test_no_fqan_and_no_grid_mapfile_line(self) -> None:
+        with pytest.raises(MappingError, match=f"no mapping for DN {ALICE}$"):
+            decide(ALICE, (), self.policy())
+
+
+class TestErrors:
+    def test_mapping_errors_are_authorization_errors_with_the_reference_codes(self) -> None:
+        assert issubclass(MappingError, AuthorizationError)
+        assert issubclass(MappingNotAllowedError, AuthorizationError)
+        assert MappingError("x").code == 1207
+        assert str(MappingNotAllowedError("account root (uid 0)")) == "Mapping not allowed: account root (uid 0)"
+        assert MappingNotAllowedError("x").code == 1208
+
+
+class TestPoolMembers:
+    def test_strict_prefix_then_digits_sorted(self) -> None:
+        names = ["atl010", "atl002", "atlprd001", "atl", "xatl001", "atl001", "atl01a"]
+        assert pool_members("atl", names) == ["atl001", "atl002", "atl010"]
+
+
+class TestReadPolicy:
+    def test_reads_the_three_files(self, tmp_path: Path) -> None:
+        (tmp_path / "grid-mapfile").write_text(f'"{ALICE}" alice\n')
+        (tmp_path / "voms").write_text(SITE_VOMS_RULES)
+        (tmp_path / "ban").write_text('"/lhcb/Role=pilot"\n')
+        policy = read_policy(str(tmp_path / "grid-mapfile"), str(tmp_path / "voms"), str(tmp_path / "ban"))
+        assert policy.gridmap == (MapEntry(ALICE, "alice", 1),)
+        assert len(policy.voms_rules) == 5
+        assert policy.bans == ("/lhcb/Role=pilot",)
+
+    def test_empty_paths_mean_no_file(self) -> None:
+        assert read_policy() == MappingPolicy()
+
+    def test_a_missing_configured_file_is_a_mapping_failure(self, tmp_path: Path) -> None:
+        with pytest.raises(MappingError, match="cannot read the grid-mapfile .*/absent"):
+            read_policy(str(tmp_path / "absent"))
+
+
+class TestMappingSettings:
+    def test_defaults_map_nobody(self) -> None:
+        settings = load_settings(environ={})
+        assert settings.mapping == MappingSettings()
+        assert settings.mapping.mode == "none"
+        assert settings.mapping.lease_idle_time == 7 * 24 * 3600
+
+    def test_read_from_the_mapping_section_and_the_environment(self, tmp_path: Path) -> None:
+        config = tmp_path / "wmproxy.conf"
+        config.write_text(
+            "[mapping]\nmode = gridmap\ngridmap_file = /etc/grid-security/grid-mapfile\n"
+            "voms_rules_file = /etc/wmproxy/voms-mapfile\nban_file = /etc/wmproxy/ban-mapfile\n"
+        )
+        settings = load_settings(config, environ={"WMPROXY_MAPPING_LEASE_IDLE_TIME": "3600"})
+        assert settings.mapping == MappingSettings(
+            mode="gridmap",
+            gridmap_file="/etc/grid-security/grid-mapfile",
+            voms_rules_file="/etc/wmproxy/voms-mapfile",
+            ban_file="/etc/wmproxy/ban-mapfile",
+            lease_idle_time=3600,
+        )
+
+    @pytest.mark.parametrize(("key", "value"), [("MODE", "lcmaps"), ("LEASE_IDLE_TIME", "-1"),
+                                                ("LEASE_IDLE_TIME", "week")])
+    def test_bad_values_are_refused_at_startup(self, key: str, value: str) -> None:
+        with pytest.raises(ConfigError, match="(?i)mapping"):
+            load_settings(environ={f"WMPROXY_MAPPING_{key}": value})

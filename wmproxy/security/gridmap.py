@@ -1,0 +1,268 @@
+"""Grid identity → local account policy: grid-mapfile, VOMS rules and ban list (the LCMAPS analogue).
+
+Pure: reads the three policy files and decides, for a DN and its FQANs, which static
+account or which account pool applies. Leasing a pool account (the gridmapdir) and
+resolving the account with ``pwd`` are ``wmproxy.services.mapping``'s job.
+
+The reference calls LCMAPS with the caller's DN and first FQAN
+(``wmproxy-behaviour.md`` §6.3); the file formats and matching rules follow the LCMAPS
+plug-ins ``lcmaps_localaccount``, ``lcmaps_poolaccount``, ``lcmaps_voms_poolaccount``,
+``lcmaps_ban_dn`` and ``lcmaps_ban_fqan``:
+
+* Every file has one entry a line; blank lines and lines starting with ``#`` are
+  ignored. A DN or FQAN is written in double quotes (``\\"`` and ``\\\\`` escape a quote
+  and a backslash inside them); without quotes it ends at the first blank.
+* grid-mapfile: ``"<DN pattern>" <account>`` or ``"<DN pattern>" .<pool>``. Several
+  accounts on a line (``a,b`` or ``a b``): the first one is used, as LCMAPS does.
+* VOMS rules: ``"<FQAN pattern>" <account>`` or ``"<FQAN pattern>" .<pool>`` (the
+  voms-grid-mapfile / groupmapfile format). Only the caller's **first** FQAN is
+  matched and the **first** matching rule wins.
+* ban list: ``"<DN pattern>"`` or ``"<FQAN pattern>"``, one per line. A pattern whose
+  first component holds ``=`` (``/C=IT/...``) is a DN, otherwise an FQAN; an FQAN
+  pattern bans the caller when it matches **any** of the caller's FQANs
+  (``lcmaps_ban_fqan``).
+* Patterns are anchored and case-sensitive; ``*`` matches any run of characters
+  (``/atlas/*`` matches ``/atlas/Role=pilot`` and ``/atlas/higgs`` but not ``/atlas``).
+* FQANs and FQAN patterns are compared in VOMS' short form: ``/Role=NULL`` and
+  ``/Capability=NULL`` are dropped, so ``/atlas/Role=NULL/Capability=NULL`` is ``/atlas``.
+* A pool ``.wmpatl`` is the set of existing accounts named ``wmpatl<digits>``
+  (``-strict_poolprefix_match yes``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from wmproxy.errors import AuthorizationError
+
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+class MappingError(AuthorizationError):
+    """The credential cannot be mapped to a local account: banned, no mapping, pool
+    exhausted, missing account or unreadable policy (1207, AuthorizationFault).
+
+    Message: "LCMAPS failed to map user credential: <why>" as in the reference.
+    """
+
+    code = 1207
+    prefix = "LCMAPS failed to map user credential: "
+
+
+class MappingNotAllowedError(AuthorizationError):
+    """The mapping resolved to a privileged account: uid 0, or the service's own uid or
+    group (1208 "Mapping not allowed", AuthorizationFault)."""
+
+    code = 1208
+    prefix = "Mapping not allowed: "
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    """One line of a grid-mapfile or of the VOMS rules: a pattern and its target.
+
+    Attributes:
+        pattern: DN or (normalised) FQAN pattern, ``*`` as wildcard.
+        target: account name, or pool name with its leading dot (``.wmpatl``).
+        line: line number in its file, for messages.
+    """
+
+    pattern: str
+    target: str
+    line: int = 0
+
+    @property
+    def pool(self) -> str | None:
+        """The pool name without the dot, or None for a static account."""
+        return self.target[1:] if self.target.startswith(".") else None
+
+
+@dataclass(frozen=True)
+class MappingPolicy:
+    """The site's whole mapping policy, as read from its three files."""
+
+    gridmap: tuple[MapEntry, ...] = ()
+    voms_rules: tuple[MapEntry, ...] = ()
+    bans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MappingDecision:
+    """What the policy says about one identity, before any account is looked up.
+
+    Attributes:
+        account: the static account name, or None when a pool applies.
+        pool: the pool name (without dot), or None for a static account.
+        group: the lease group: the matched VOMS rule's pattern for a VOMS mapping,
+            ``""`` for a grid-mapfile (DN) mapping. A pool lease belongs to
+            (pool, DN, group), as the gridmapdir's ``<DN>:<group>`` link.
+        source: ``"grid-mapfile"`` or ``"VOMS rules"`` with the line, for messages.
+    """
+
+    account: str | None
+    pool: str | None
+    group: str
+    source: str
+
+
+def normalise_fqan(fqan: str) -> str:
+    """VOMS short form: drop ``/Role=NULL`` and ``/Capability=NULL`` (``/atlas/Role=NULL/Capability=NULL`` → ``/atlas``)."""
+    parts = [p for p in fqan.strip().split("/") if p not in ("Role=NULL", "Capability=NULL")]
+    short = "/".join(parts)
+    return short.rstrip("/") or short
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Anchored, case-sensitive match with ``*`` = any run of characters."""
+    regex = ".*".join(re.escape(piece) for piece in pattern.split("*"))
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+def is_dn_pattern(pattern: str) -> bool:
+    """A DN's first component holds ``=`` (``/C=IT``); an FQAN's is the VO name."""
+    return "=" in pattern.lstrip("/").split("/", 1)[0]
+
+
+def pool_members(pool: str, accounts: list[str]) -> list[str]:
+    """The names in ``accounts`` that belong to ``pool`` (``<pool><digits>``), sorted."""
+    member = re.compile(re.escape(pool) + r"[0-9]+")
+    return sorted(name for name in accounts if member.fullmatch(name))
+
+
+def _split_subject(text: str, where: str) -> tuple[str, str]:
+    """Split ``"<subject>" rest`` or ``subject rest`` into (subject, rest)."""
+    if not text.startswith('"'):
+        pieces = text.split(None, 1)
+        return pieces[0], pieces[1].strip() if len(pieces) > 1 else ""
+    out: list[str] = []
+    i = 1
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if char == '"':
+            return "".join(out), text[i + 1 :].strip()
+        out.append(char)
+        i += 1
+    raise MappingError(f"{where}: unterminated quote")
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    result = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            result.append((number, line))
+    return result
+
+
+def parse_mapfile(text: str, name: str = "grid-mapfile", *, fqans: bool = False) -> tuple[MapEntry, ...]:
+    """Parse a grid-mapfile (DN patterns) or, with ``fqans=True``, a VOMS rules file.
+
+    Args:
+        text: the file's content.
+        name: file name used in messages.
+        fqans: the patterns are FQANs: store them normalised.
+
+    Raises:
+        MappingError: a line without a target, with an unterminated quote or an
+            invalid account or pool name (message names the file and line).
+    """
+    entries = []
+    for number, line in _lines(text):
+        where = f"{name} line {number}"
+        subject, rest = _split_subject(line, where)
+        targets = [t for t in re.split(r"[,\s]+", rest) if t]
+        if not subject or not targets:
+            raise MappingError(f"{where}: expected '\"<{'FQAN' if fqans else 'DN'}>\" <account>|.<pool>'")
+        target = targets[0]  # several accounts: the first wins, as LCMAPS
+        if not _ACCOUNT.fullmatch(target.removeprefix(".")):
+            raise MappingError(f"{where}: invalid account or pool name {target!r}")
+        entries.append(MapEntry(normalise_fqan(subject) if fqans else subject, target, number))
+    return tuple(entries)
+
+
+def parse_banfile(text: str, name: str = "ban list") -> tuple[str, ...]:
+    """Parse a ban list: one quoted (or blank-free) DN or FQAN pattern a line; FQANs normalised.
+
+    Raises:
+        MappingError: an unterminated quote (message names the file and line).
+    """
+    bans = []
+    for number, line in _lines(text):
+        subject, _ = _split_subject(line, f"{name} line {number}")
+        if subject:
+            bans.append(subject if is_dn_pattern(subject) else normalise_fqan(subject))
+    return tuple(bans)
+
+
+def _read(path: str, what: str) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise MappingError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
+def read_policy(gridmap_file: str = "", voms_rules_file: str = "", ban_file: str = "") -> MappingPolicy:
+    """Read the policy files; an empty path means "no such file configured".
+
+    Raises:
+        MappingError: a configured file cannot be read or has a syntax error.
+    """
+    return MappingPolicy(
+        gridmap=parse_mapfile(_read(gridmap_file, "grid-mapfile"), gridmap_file or "grid-mapfile"),
+        voms_rules=parse_mapfile(_read(voms_rules_file, "VOMS rules file"), voms_rules_file or "VOMS rules",
+                                 fqans=True),
+        bans=parse_banfile(_read(ban_file, "ban list"), ban_file or "ban list"),
+    )
+
+
+def _check_bans(dn: str, fqans: tuple[str, ...], bans: tuple[str, ...]) -> None:
+    for ban in bans:
+        if is_dn_pattern(ban):
+            if pattern_matches(ban, dn):
+                raise MappingError(f"the DN {dn} is banned")
+        else:
+            for fqan in fqans:
+                if pattern_matches(ban, fqan):
+                    raise MappingError(f"the FQAN {fqan} is banned")
+
+
+def _decision(entry: MapEntry, group: str, source: str) -> MappingDecision:
+    pool = entry.pool
+    return MappingDecision(account=None if pool else entry.target, pool=pool, group=group,
+                           source=f"{source} line {entry.line}")
+
+
+def decide(dn: str, fqans: tuple[str, ...], policy: MappingPolicy) -> MappingDecision:
+    """Decide the mapping of a caller (``wmproxy-behaviour.md`` §6.3).
+
+    Order: the ban list (the DN, and every FQAN); then the VOMS rules on the first
+    FQAN, first matching rule winning; then the grid-mapfile on the DN, first
+    matching line winning.
+
+    Args:
+        dn: the caller's DN in slash form.
+        fqans: the caller's FQANs, primary first (any form; normalised here).
+        policy: the site policy from :func:`read_policy`.
+
+    Raises:
+        MappingError: banned DN or FQAN, or no rule and no grid-mapfile line applies.
+    """
+    short = tuple(normalise_fqan(f) for f in fqans if f.strip())
+    _check_bans(dn, short, policy.bans)
+    if short:
+        for rule in policy.voms_rules:
+            if pattern_matches(rule.pattern, short[0]):
+                return _decision(rule, rule.pattern, "VOMS rules")
+    for entry in policy.gridmap:
+        if pattern_matches(entry.pattern, dn):
+            return _decision(entry, "", "grid-mapfile")
+    with_fqan = f" with FQAN {short[0]}" if short else ""
+    raise MappingError(f"no mapping for DN {dn}{with_fqan}")

@@ -1,0 +1,122 @@
+"""Mapping grid identities to local accounts at registration: the LCMAPS analogue
+(``wmproxy-behaviour.md`` §6.3; site configuration in ``docs/mapping.md``).
+
+The policy files are read on every call, so a site's edits apply to the next request
+without a restart, as LCMAPS rereads its grid-mapfile. A pool ``.wmpatl`` is the set of
+existing Unix accounts named ``wmpatl<digits>`` (``pwd``, so local files, LDAP or SSSD
+alike), handed out in name order; a pool account is leased in the database
+(``uow.leases``), so an identity keeps it across jobs, restarts and service nodes, and
+no account ever serves two identities: a pool account the policy also maps statically
+is never leased, and a static mapping to an account leased from a pool is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import pwd
+
+from wmproxy.domain import LocalAccount
+from wmproxy.security.gridmap import (
+    MappingDecision,
+    MappingError,
+    MappingNotAllowedError,
+    decide,
+    pool_members,
+    read_policy,
+)
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def map_identity(
+    uow: UnitOfWork, rt: Runtime, dn: str, fqans: tuple[str, ...], now: dt.datetime
+) -> LocalAccount | None:
+    """Map a caller to its local account, leasing a pool account when the policy says so.
+
+    Runs inside the caller's unit of work (jobRegister/jobSubmit), so a refused or
+    failed registration also gives back a lease it just took. The caller stores
+    ``account.name`` in ``jobs.local_account``.
+
+    Args:
+        dn: the caller's DN (slash form).
+        fqans: the caller's FQANs, primary first; only the first one selects a VOMS
+            rule, every one is checked against the ban list.
+        now: UTC time of the request (lease times).
+
+    Returns:
+        The account, or None when ``[mapping] mode = none``.
+
+    Raises:
+        MappingError: 1207 "LCMAPS failed to map user credential: ..." — banned DN or
+            FQAN, no mapping, pool without accounts, pool exhausted, account missing,
+            static account currently leased from a pool, unreadable policy file.
+        MappingNotAllowedError: 1208 "Mapping not allowed: ..." — the account is root
+            (uid 0), or has the service's own uid or primary group.
+    """
+    settings = rt.settings.mapping
+    if settings.mode == "none":
+        return None
+    policy = read_policy(settings.gridmap_file, settings.voms_rules_file, settings.ban_file)
+    decision = decide(dn, fqans, policy)
+    if decision.pool is None:
+        assert decision.account is not None
+        lease = uow.leases.for_account(decision.account)
+        if lease is not None:
+            raise MappingError(f"account {decision.account} ({decision.source}) is leased from pool .{lease.pool}"
+                               " to another identity")
+        account = _resolve(decision.account, None, decision)
+    else:
+        static = {entry.target for entry in (*policy.gridmap, *policy.voms_rules) if entry.pool is None}
+        account = _resolve(_lease(uow, dn, decision, static, now), decision.pool, decision)
+    log.info("mapped %s (%s) to %s by %s", dn, fqans[0] if fqans else "no FQAN", account.name, decision.source)
+    return account
+
+
+def release_idle_leases(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> int:
+    """Release the pool leases idle for ``[mapping] lease_idle_time`` seconds whose account
+    has no live job (none in a non-final state, none changed within the idle time).
+
+    The analogue of a gridmapdir cleanup (``lcg-expiregridmapdir``); a worker or an
+    operator calls it periodically.
+
+    Args:
+        now: UTC time; leases last used before ``now - lease_idle_time`` are candidates.
+
+    Returns:
+        How many leases were released.
+    """
+    cutoff = now - dt.timedelta(seconds=rt.settings.mapping.lease_idle_time)
+    released = uow.leases.release_idle(cutoff)
+    if released:
+        log.info("released idle pool leases: %s", ", ".join(released))
+    return len(released)
+
+
+def _lease(uow: UnitOfWork, dn: str, decision: MappingDecision, static: set[str], now: dt.datetime) -> str:
+    """Lease an account of the decision's pool; accounts the policy maps statically are not handed out."""
+    pool = decision.pool
+    assert pool is not None
+    members = [name for name in pool_members(pool, [entry.pw_name for entry in pwd.getpwall()])
+               if name not in static]
+    if not members:
+        raise MappingError(f"pool .{pool} ({decision.source}) has no accounts")
+    lease = uow.leases.acquire(pool, dn, decision.group, members, now)
+    if lease is None:
+        raise MappingError(f"pool .{pool} is exhausted: all {len(members)} accounts are leased")
+    return lease.account
+
+
+def _resolve(name: str, pool: str | None, decision: MappingDecision) -> LocalAccount:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise MappingError(f"account {name} ({decision.source}) does not exist") from None
+    if entry.pw_uid == 0 or entry.pw_uid == os.getuid():
+        raise MappingNotAllowedError(f"account {name} (uid {entry.pw_uid}) is privileged or the service's own")
+    if entry.pw_gid == os.getgid():
+        raise MappingNotAllowedError(f"account {name} (gid {entry.pw_gid}) is in the service's own group")
+    return LocalAccount(name=name, uid=entry.pw_uid, gid=entry.pw_gid, pool=pool)
