@@ -40,12 +40,12 @@ from tests.conftest import Pki, need_peer
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
 from tests.integration.test_wire_reference import delegate
-from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     MyProxyServer,
     myproxy_server_factory,
     store_renewable_credential,
 )
+from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.services.renewal import RETRY_FRACTION

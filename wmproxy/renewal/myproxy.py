@@ -307,7 +307,11 @@ def _connect(
     except (ssl.SSLError, OSError) as exc:
         _close(raw)
         raise MyProxyUnreachableError(f"TLS handshake with MyProxy server {where} failed: {exc}") from None
-    peer = load_der_certificate(sock.getpeercert(binary_form=True))
+    peer_der = sock.getpeercert(binary_form=True)
+    if peer_der is None:
+        _close(sock)
+        raise MyProxyUnreachableError(f"MyProxy server {where} presented no certificate")
+    peer = load_der_certificate(peer_der)
     if server_dn is not None:
         ok = slash_dn(peer.subject) == server_dn
     else:
@@ -347,9 +351,8 @@ def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where:
         raise MyProxyError(
             f"MyProxy server {where} offers no certificate authorization (renewal is not enabled there)"
         )
-    challenge = offered[name].encode()
     try:
-        signature = sign_challenge(user, challenge, hash_name)
+        signature = sign_challenge(user, offered[name].encode(), hash_name)
     except ProxyError as exc:
         raise MyProxyError(str(exc)) from None
     chain = chain_der(user.full_chain)

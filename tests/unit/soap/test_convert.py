@@ -45,7 +45,8 @@ class TestProxyRenewalInfoStruct:
     def test_end_as_epoch_and_attempt_to_the_second(self) -> None:
         end = datetime(2011, 3, 13, 7, 6, 40, 500_000, tzinfo=timezone.utc)
         attempt = datetime(2011, 3, 13, 6, 0, 1, 750_000, tzinfo=timezone.utc)
-        wire = proxy_renewal_info_struct(ProxyRenewalInfo("px.example.org:7512", True, attempt, "renewed", None, 2, end))
+        info = ProxyRenewalInfo("px.example.org:7512", True, attempt, "renewed", None, 2, end)
+        wire = proxy_renewal_info_struct(info)
         assert wire.proxyEndTime == "1300000000"
         assert wire.lastAttempt == attempt.replace(microsecond=0)
         assert (wire.myProxyServer, wire.registered, wire.lastResult, wire.renewals) == (
