@@ -12,10 +12,12 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 
@@ -134,6 +136,70 @@ class JobsSettings:
     ce_catalogue: str = ""
 
 
+#: MyProxy's port when a ``host[:port]`` names none.
+DEFAULT_MYPROXY_PORT = 7512
+
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def parse_host_port(value: str, default_port: int = DEFAULT_MYPROXY_PORT) -> tuple[str, int]:
+    """``"host[:port]"`` → ``(host, port)``; surrounding blanks are ignored.
+
+    Raises:
+        ValueError: not a DNS host name with an optional port in 1-65535.
+    """
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep:
+        host, port_text = value.strip(), str(default_port)
+    if not host or not _HOST.match(host) or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not host[:port]")
+    return host, int(port_text)
+
+
+def parse_vo_servers(text: str, where: str = "[renewal] myproxy_servers_by_vo") -> Mapping[str, str]:
+    """``"atlas=myproxy.cern.ch, cms=host:7512, dteam="`` → ``{vo: "host[:port]"}`` (read-only).
+
+    An empty server means "no renewal" for the VO. Blank items are skipped.
+
+    Raises:
+        ConfigError: an item without ``=`` or without a VO name, a VO named twice, or a
+            server that is not ``host[:port]`` (``where`` names the setting).
+    """
+    pairs: list[tuple[str, str]] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        vo, sep, server = (part.strip() for part in item.partition("="))
+        if not sep:
+            raise ConfigError(f"{where}: {item.strip()!r} is not vo=host[:port]")
+        pairs.append((vo, server))
+    if len({vo for vo, _ in pairs}) != len(pairs):
+        raise ConfigError(f"{where}: a VO is named twice in {text!r}")
+    return checked_vo_servers(dict(pairs), where)
+
+
+def checked_vo_servers(by_vo: Mapping[str, str], where: str = "[renewal] myproxy_servers_by_vo") -> Mapping[str, str]:
+    """``by_vo`` validated and frozen: VO names non-empty, servers ``host[:port]`` or "".
+
+    Raises:
+        ConfigError: an empty VO name or a server that is not ``host[:port]``.
+    """
+    result: dict[str, str] = {}
+    for vo, server in by_vo.items():
+        vo, server = vo.strip(), server.strip()
+        if not vo:
+            raise ConfigError(f"{where}: a per-VO server without a VO name")
+        if server:
+            try:
+                parse_host_port(server)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: VO {vo}: {exc}") from exc
+        result[vo] = server
+    return MappingProxyType(result)
+
+
 @dataclass(frozen=True)
 class RenewalSettings:
     """Proxy renewal from MyProxy (``[renewal]`` section; anchors.md §2 for the defaults).
@@ -141,19 +207,35 @@ class RenewalSettings:
     Attributes:
         myproxy_server: default ``host[:port]`` for jobs whose JDL names none (the
             analogue of ``MYPROXY_SERVER``); empty = no default.
-        myproxy_servers_by_vo: per-VO defaults, ``"atlas=myproxy.cern.ch, cms=host:7512"``.
+        myproxy_servers_by_vo: per-VO defaults, ``{vo: "host[:port]"}`` ("" = no renewal
+            for that VO). Configured as ``"atlas=myproxy.cern.ch, cms=host:7512"``; a
+            string given here is parsed once (:func:`parse_vo_servers`).
         cycle: seconds between renewal passes.
         threshold: seconds of remaining life below which a proxy is renewed (30 min + 5 min skew).
         lifetime: seconds of life asked of MyProxy (10 hours).
         timeout: seconds one MyProxy exchange may take.
+
+    Raises:
+        ConfigError: a bad ``myproxy_server`` or per-VO entry (at construction, i.e. at start).
     """
 
     myproxy_server: str = ""
-    myproxy_servers_by_vo: str = ""
+    myproxy_servers_by_vo: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     cycle: float = 300.0
     threshold: int = 35 * 60
     lifetime: int = 10 * 3600
     timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        by_vo: Mapping[str, str] | str = self.myproxy_servers_by_vo
+        parsed = parse_vo_servers(by_vo) if isinstance(by_vo, str) else checked_vo_servers(by_vo)
+        object.__setattr__(self, "myproxy_servers_by_vo", parsed)
+        object.__setattr__(self, "myproxy_server", self.myproxy_server.strip())
+        if self.myproxy_server:
+            try:
+                parse_host_port(self.myproxy_server)
+            except ValueError as exc:
+                raise ConfigError(f"[renewal] myproxy_server: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -198,6 +280,8 @@ class Settings:
 
 
 def _convert(value: str, target: Any, where: str) -> Any:
+    if target == "Mapping[str, str]":
+        return parse_vo_servers(value, where)
     try:
         if target is int or target == "int":
             return int(value)

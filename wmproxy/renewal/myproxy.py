@@ -28,23 +28,28 @@ every message is one TLS record; text messages are ``KEY=VALUE`` lines ended by 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from wmproxy.errors import ProxyError, WMProxyError
 from wmproxy.security.chain import identity_dn
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.proxy import Credential, credential_pem, load_credential, public_key_der
+from wmproxy.security.myproxy import (
+    RenewalRequest,
+    chain_der,
+    load_der_certificate,
+    names_myproxy_server,
+    sign_challenge,
+)
+from wmproxy.security.proxy import Credential, load_credential
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ DEFAULT_PORT = 7512
 COMMAND_GET = 0
 RESPONSE_OK, RESPONSE_ERROR, RESPONSE_AUTHORIZATION = "0", "1", "2"
 # authorization method ids (myproxy_authorization.h) and the hash each one signs with
-_CERT_METHODS = {"X509_certificate_SHA256": (4, hashes.SHA256), "X509_certificate": (2, hashes.SHA1)}
+_CERT_METHODS = {"X509_certificate_SHA256": (4, "sha256"), "X509_certificate": (2, "sha1")}
 _MAX_MESSAGE = 1 << 20  # bytes; the server's own default request_size_limit
 
 
@@ -160,8 +165,8 @@ class _Connection:
                 body = int.from_bytes(extra, "big")
             der = head + extra + self.read_exact(body)
             try:
-                certs.append(x509.load_der_x509_certificate(der))
-            except ValueError:
+                certs.append(load_der_certificate(der))
+            except ProxyError:
                 raise MyProxyError(f"MyProxy server {self.where} sent a malformed certificate") from None
         return certs
 
@@ -250,19 +255,16 @@ def renew_proxy(
                 raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
         elif status != RESPONSE_OK:
             raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
-        key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy")]))
-            .sign(key, hashes.SHA256())
-        )
-        conn.send(csr.public_bytes(serialization.Encoding.DER))
+        request = RenewalRequest.new(key_bits)
+        conn.send(request.csr_der)
         certs = conn.read_certificates()
         _status(conn.read_message(), where)
     finally:
         _close(conn.sock)
-    if public_key_der(certs[0].public_key()) != public_key_der(key.public_key()):
-        raise MyProxyError(f"MyProxy server {where} returned a proxy for another key")
+    try:
+        renewed = request.credential(certs)
+    except ProxyError as exc:
+        raise MyProxyError(f"MyProxy server {where} returned {exc}") from None
     try:
         new_dn = identity_dn(certs)
     except ProxyError as exc:
@@ -270,13 +272,13 @@ def renew_proxy(
     if new_dn != user_dn:
         raise MyProxyError(f"MyProxy server {where} returned a proxy of {new_dn}, not of {user_dn}")
     log.info("renewed proxy of %s from %s until %s", user_dn, where, certs[0].not_valid_after_utc.isoformat())
-    return credential_pem(Credential(certs[0], key, certs[1:]))
+    return renewed
 
 
 def _tls_context(host_cert: str, host_key: str, ca_dir: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False  # MyProxy's own name rules, checked in _check_server_name
+    context.check_hostname = False  # MyProxy's own name rules: names_myproxy_server
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN | ssl.VERIFY_X509_STRICT
     try:
@@ -305,41 +307,21 @@ def _connect(
     except (ssl.SSLError, OSError) as exc:
         _close(raw)
         raise MyProxyUnreachableError(f"TLS handshake with MyProxy server {where} failed: {exc}") from None
-    peer = x509.load_der_x509_certificate(sock.getpeercert(binary_form=True))
+    peer_der = sock.getpeercert(binary_form=True)
+    if peer_der is None:
+        _close(sock)
+        raise MyProxyUnreachableError(f"MyProxy server {where} presented no certificate")
+    peer = load_der_certificate(peer_der)
     if server_dn is not None:
         ok = slash_dn(peer.subject) == server_dn
     else:
-        ok = _names_server(peer, server)
+        ok = names_myproxy_server(peer, server)
     if not ok:
         _close(sock)
         raise MyProxyUnreachableError(
             f"MyProxy server {where} presented a certificate for {slash_dn(peer.subject)}"
         )
     return _Connection(sock, deadline, where)
-
-
-def _names_server(cert: x509.Certificate, server: str) -> bool:
-    """MyProxy's server identity rule: SAN DNS/IP, or CN ``host``, ``host/host``, ``myproxy/host``."""
-    host = server.lower().rstrip(".")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        if address is not None and address in san.get_values_for_type(x509.IPAddress):
-            return True
-        for name in san.get_values_for_type(x509.DNSName):
-            name = name.lower().rstrip(".")
-            if name == host or (
-                name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]
-            ):
-                return True
-    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return any(str(cn).lower() in (host, f"host/{host}", f"myproxy/{host}") for cn in cns)
 
 
 def _status(pairs: list[tuple[str, str]], where: str) -> str:
@@ -362,28 +344,22 @@ def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where:
         if key == "AUTHORIZATION_DATA":
             method, _, challenge = value.partition(":")
             offered[method] = challenge
-    for name, (method_id, hash_cls) in _CERT_METHODS.items():
+    for name, (method_id, hash_name) in _CERT_METHODS.items():
         if name in offered:
             break
     else:
         raise MyProxyError(
             f"MyProxy server {where} offers no certificate authorization (renewal is not enabled there)"
         )
-    challenge = offered[name].encode()
-    signature = _sign(user.key, challenge, hash_cls())
-    chain = user.full_chain
+    try:
+        signature = sign_challenge(user, offered[name].encode(), hash_name)
+    except ProxyError as exc:
+        raise MyProxyError(str(exc)) from None
+    chain = chain_der(user.full_chain)
     if len(chain) > 255:
         raise MyProxyError("the user proxy chain is too long")
-    certs = bytes([len(chain)]) + b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    certs = bytes([len(chain)]) + b"".join(chain)
     return struct.pack("!B3x", method_id) + struct.pack("!I", len(signature)) + signature + certs
-
-
-def _sign(key: object, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), algorithm)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(algorithm))
-    raise MyProxyError("the user proxy key type cannot answer a MyProxy challenge")
 
 
 def _close(sock: socket.socket) -> None:

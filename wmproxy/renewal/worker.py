@@ -94,7 +94,7 @@ class RenewalWorker:
             expired = service.expired_credentials(uow, now)
         for owner_dn, delegation_id in expired:
             with rt.uow() as uow:
-                report.aborted += len(service.abort_expired_credential(uow, rt, owner_dn, delegation_id, now))
+                report.aborted += len(service.abort_expired_credential(uow, owner_dn, delegation_id, now))
         with rt.uow() as uow:
             report.deregistered = service.deregister_unused(uow, now)
         with rt.uow() as uow:
@@ -133,8 +133,9 @@ class RenewalWorker:
 
     def _exchange(self, order: service.RenewalOrder) -> service.RenewalOutcome:
         sec = self.rt.settings.security
-        log.info("renewing proxy %s of %s from %s:%d (%d s left)", order.delegation_id, order.owner_dn,
-                 order.host, order.port, (order.not_after - order.started_at).total_seconds())
+        log.info("renewing proxy %s of %s from %s:%d (%d s left; claimed at %s)", order.delegation_id,
+                 order.owner_dn, order.host, order.port, (order.not_after - order.started_at).total_seconds(),
+                 order.started_at.isoformat())
         try:
             pem = self.renew(
                 order.host, order.port, host_cert=sec.host_cert, host_key=sec.host_key, ca_dir=sec.ca_dir,

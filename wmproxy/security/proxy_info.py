@@ -1,8 +1,8 @@
 """What getProxyInfo / getJobProxyInfo report about a proxy (``wmproxy-behaviour.md`` §5.5).
 
-Plain data in the wire formats of ProxyInfoStructType / VOProxyInfoStructType: slash
-DNs, key size in bits and times as decimal UNIX epoch seconds, all as strings. The SOAP
-port only copies the fields.
+Typed values for ProxyInfoStructType / VOProxyInfoStructType: slash DNs, the key size
+in bits (int) and times as aware UTC datetimes. The SOAP port formats them into the wire
+strings (``wmproxy.soap.convert``: decimal, times as UNIX epoch seconds).
 
 Two deliberate differences from the gLite HEAD server:
 
@@ -29,7 +29,7 @@ from wmproxy.security.voms import VomsAttributes, voms_attributes
 
 @dataclass
 class VOProxyInfo:
-    """One VOMS AC (VOProxyInfoStructType); times are epoch-second strings."""
+    """One VOMS AC (VOProxyInfoStructType); times are aware UTC."""
 
     user: str
     user_ca: str
@@ -37,32 +37,28 @@ class VOProxyInfo:
     server_ca: str
     vo_name: str
     uri: str
-    start_time: str
-    end_time: str
+    start_time: datetime
+    end_time: datetime
     attributes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ProxyInfo:
-    """A proxy or certificate (ProxyInfoStructType); times are epoch-second strings.
+    """A proxy or certificate (ProxyInfoStructType).
 
-    ``start_time``/``end_time`` are the leaf's notBefore and the earliest notAfter of
-    the chain (the effective lifetime; the leaf's own for proxies made by the usual tools).
+    ``strength`` is the leaf's public key size in bits. ``start_time``/``end_time`` (aware
+    UTC) are the leaf's notBefore and the earliest notAfter of the chain (the effective
+    lifetime; the leaf's own for proxies made by the usual tools).
     """
 
     subject: str
     issuer: str
     identity: str
     type: str
-    strength: str
-    start_time: str
-    end_time: str
+    strength: int
+    start_time: datetime
+    end_time: datetime
     vos: list[VOProxyInfo] = field(default_factory=list)
-
-
-def epoch(when: datetime) -> str:
-    """``when`` (aware) as decimal UNIX epoch seconds, e.g. ``"1300000000"``."""
-    return str(int(when.timestamp()))
 
 
 def proxy_info(pem: bytes, *, vomsdir: str | None = None, ca_dir: str | None = None) -> ProxyInfo:
@@ -95,9 +91,9 @@ def chain_proxy_info(
         issuer=slash_dn(leaf.issuer),
         identity=identity,
         type="proxy" if is_proxy(leaf) else "x509",
-        strength=str(key_bits(leaf)),
-        start_time=epoch(leaf.not_valid_before_utc),
-        end_time=epoch(min(c.not_valid_after_utc for c in chain)),
+        strength=key_bits(leaf),
+        start_time=leaf.not_valid_before_utc,
+        end_time=min(c.not_valid_after_utc for c in chain),
         vos=[vo_proxy_info(a) for a in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir)],
     )
 
@@ -111,8 +107,8 @@ def vo_proxy_info(attrs: VomsAttributes) -> VOProxyInfo:
         server_ca=attrs.issuer_ca_dn,
         vo_name=attrs.vo,
         uri=attrs.uri,
-        start_time=epoch(attrs.not_before),
-        end_time=epoch(attrs.not_after),
+        start_time=attrs.not_before,
+        end_time=attrs.not_after,
         attributes=list(attrs.fqans),
     )
 

@@ -172,6 +172,12 @@ def delegated_proxy_info(rt: Runtime, principal: Principal, delegation_id: str) 
 
 
 def describe_proxy(rt: Runtime, pem: bytes) -> ProxyInfo:
+    """The getProxyInfo data of a PEM proxy (typed: times aware UTC, key size in bits),
+    VOMS ACs read with the service's vomsdir and CA directory; no transaction.
+
+    Raises:
+        ProxyError: no or unreadable certificate, or a malformed VOMS AC.
+    """
     sec = rt.settings.security
     return proxy_info(pem, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
 

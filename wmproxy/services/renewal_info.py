@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from wmproxy.domain import Principal
 from wmproxy.errors import DelegationNotFoundError, InvalidArgumentError
-from wmproxy.security.proxy_info import epoch
 from wmproxy.services.access import live_job
 from wmproxy.services.renewal import renewal_status
 from wmproxy.services.runtime import Runtime
@@ -32,8 +31,8 @@ class ProxyRenewalInfo:
         last_result: ``renewed``, ``not-extended``, ``unreachable``, ``refused`` or ``failed``.
         last_error: the reason of the last failure (None after a success).
         renewals: MyProxy exchanges that gave a longer proxy.
-        proxy_end_time: notAfter of the stored proxy, decimal UNIX epoch seconds (as
-            ``ProxyInfoStructType.EndTime``).
+        proxy_end_time: notAfter of the stored proxy (aware UTC); the SOAP port sends it
+            as decimal UNIX epoch seconds, as ``ProxyInfoStructType.EndTime``.
     """
 
     myproxy_server: str | None
@@ -42,7 +41,7 @@ class ProxyRenewalInfo:
     last_result: str | None
     last_error: str | None
     renewals: int
-    proxy_end_time: str
+    proxy_end_time: dt.datetime
 
 
 def proxy_renewal_info(rt: Runtime, principal: Principal, job_id: str) -> ProxyRenewalInfo:
@@ -62,7 +61,7 @@ def proxy_renewal_info(rt: Runtime, principal: Principal, job_id: str) -> ProxyR
         if delegation is None:
             raise DelegationNotFoundError("Unable to get the job's delegated Proxy")
         status = renewal_status(uow, job.owner_dn, job.delegation_id)
-        end = epoch(delegation.not_after)
+        end = delegation.not_after
     if status is None:
         return ProxyRenewalInfo(None, False, None, None, None, 0, end)
     return ProxyRenewalInfo(

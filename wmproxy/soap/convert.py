@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.jobs import JobStatus
 from wmproxy.services.renewal_info import ProxyRenewalInfo
@@ -34,19 +36,26 @@ def file_list(entries: list[tuple[str, int]]) -> types.StringAndLongList:
     return types.StringAndLongList(file=[types.StringAndLongType(name=name, size=size) for name, size in entries])
 
 
+def epoch(when: dt.datetime) -> str:
+    """``when`` (aware) as the wire's decimal UNIX epoch seconds, e.g. ``"1300000000"``."""
+    return str(int(when.timestamp()))
+
+
 def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
+    """Key size as a decimal string of bits, times as :func:`epoch` strings."""
     return types.ProxyInfoStructType(
         Subject=info.subject,
         Issuer=info.issuer,
         Identity=info.identity,
         Type=info.type,
-        Strength=info.strength,
-        StartTime=info.start_time,
-        EndTime=info.end_time,
+        Strength=str(info.strength),
+        StartTime=epoch(info.start_time),
+        EndTime=epoch(info.end_time),
         VOsInfo=[
             types.VOProxyInfoStructType(
                 User=vo.user, UserCA=vo.user_ca, Server=vo.server, ServerCA=vo.server_ca, VOName=vo.vo_name,
-                URI=vo.uri, StartTime=vo.start_time, EndTime=vo.end_time, Attribute=list(vo.attributes),
+                URI=vo.uri, StartTime=epoch(vo.start_time), EndTime=epoch(vo.end_time),
+                Attribute=list(vo.attributes),
             )
             for vo in info.vos
         ],
@@ -54,7 +63,7 @@ def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
 
 
 def proxy_renewal_info_struct(info: ProxyRenewalInfo) -> types.ProxyRenewalInfoStructType:
-    """Times to the second (xsd:dateTime, UTC)."""
+    """Times to the second (xsd:dateTime, UTC); the proxy's end as :func:`epoch`."""
     return types.ProxyRenewalInfoStructType(
         myProxyServer=info.myproxy_server,
         registered=info.registered,
@@ -62,5 +71,5 @@ def proxy_renewal_info_struct(info: ProxyRenewalInfo) -> types.ProxyRenewalInfoS
         lastResult=info.last_result,
         lastError=info.last_error,
         renewals=info.renewals,
-        proxyEndTime=info.proxy_end_time,
+        proxyEndTime=epoch(info.proxy_end_time),
     )

@@ -120,8 +120,10 @@ class TestRefusals:
         assert info.value.code == 1216
 
     def test_expired_user_proxy_is_refused(self, myproxy, service, pki, alice_stored):
-        expired = make_proxy(pki.users["alice"].credential, lifetime=1)
-        time.sleep(1.5)
+        # back-dated: issued two minutes ago for one minute, so it ended a minute ago
+        issued = datetime.now(timezone.utc) - timedelta(minutes=2)
+        expired = make_proxy(pki.users["alice"].credential, lifetime=60, now=issued)
+        assert expired.cert.not_valid_after_utc < datetime.now(timezone.utc)
         with pytest.raises(MyProxyRefusedError, match="certificate has expired"):
             renew(myproxy, service, pki, credential_pem(expired), alice_stored)
 
@@ -146,13 +148,12 @@ class TestRefusals:
 
 
 class TestUnreachable:
-    def test_closed_port_fails_fast(self, service, pki, alice_proxy):
-        start = time.monotonic()
-        with pytest.raises(MyProxyUnreachableError):
+    def test_closed_port_fails_on_the_refusal_not_on_the_timeout(self, service, pki, alice_proxy):
+        # a 10 min timeout: the error must be the refusal, never a wait for the deadline
+        with pytest.raises(MyProxyUnreachableError, match="cannot connect to MyProxy server .*refused"):
             renew_proxy("127.0.0.1", free_port(), host_cert=str(service.cert), host_key=str(service.key),
                         ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
-                        username=pki.users["alice"].dn, lifetime=60, timeout=10.0)
-        assert time.monotonic() - start < 2.0
+                        username=pki.users["alice"].dn, lifetime=60, timeout=600.0)
 
     @pytest.fixture()
     def silent_server(self) -> Iterator[int]:
@@ -168,7 +169,7 @@ class TestUnreachable:
             renew_proxy("127.0.0.1", silent_server, host_cert=str(service.cert), host_key=str(service.key),
                         ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
                         username=pki.users["alice"].dn, lifetime=60, timeout=0.5)
-        assert 0.4 <= time.monotonic() - start < 3.0
+        assert time.monotonic() - start >= 0.4  # it waited for the deadline (no upper bound: load)
 
     def test_server_certificate_for_another_name_is_refused(self, myproxy, service, pki, alice_proxy, alice_stored):
         with pytest.raises(MyProxyUnreachableError, match="presented a certificate"):

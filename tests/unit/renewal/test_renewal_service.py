@@ -1,5 +1,6 @@
-"""The renewal decisions of ``wmproxy.services.renewal`` that need no database: which server,
-when, what is reported, and how a job's proxy file is replaced."""
+"""The renewal decisions of ``wmproxy.services.renewal`` that need no database: which server
+(and the per-VO defaults of the configuration), when, what is reported, and how a job's proxy
+file is replaced."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
-from wmproxy.config import RenewalSettings, Settings
+from wmproxy.config import ConfigError, RenewalSettings, Settings, load_settings
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
@@ -23,11 +24,11 @@ from wmproxy.services.renewal import (
     choose_myproxy_server,
     expired_voms_attributes,
     job_proxy_end,
+    myproxy_server_for,
     parse_server,
     push_job_proxy,
     renewal_due,
     renewal_margin,
-    vo_defaults,
 )
 
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
@@ -39,46 +40,64 @@ def rt_with(**renewal: object) -> SimpleNamespace:
     return SimpleNamespace(settings=Settings(renewal=RenewalSettings(**renewal)))  # type: ignore[arg-type]
 
 
-class TestChooseMyProxyServer:
-    def test_the_jdl_value_wins_and_stays(self) -> None:
-        ad = parse_jdl('[ Executable = "a"; MyProxyServer = "myproxy.example.org:7600"; ]')
-        rt = rt_with(myproxy_server="default.example.org")
-        assert choose_myproxy_server(rt, ad, None) == "myproxy.example.org:7600"
-        assert ad["MyProxyServer"] == "myproxy.example.org:7600"
+def settings(**renewal: object) -> RenewalSettings:
+    return RenewalSettings(**renewal)  # type: ignore[arg-type]
 
-    def test_without_the_attribute_the_vo_default_is_added(self) -> None:
-        ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch, cms=cms-px:7512")
-        assert choose_myproxy_server(rt, ad, "atlas") == "px.cern.ch"
-        assert ad["MyProxyServer"] == "px.cern.ch"
 
-    def test_without_a_vo_default_the_global_default_is_added(self) -> None:
+class TestMyProxyServerFor:
+    def test_the_jdl_value_wins_and_the_ad_is_left_alone(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; MyProxyServer = " myproxy.example.org:7600 "; ]')
+        before = str(ad)
+        assert myproxy_server_for(settings(myproxy_server="default.example.org"), ad, None) == \
+            "myproxy.example.org:7600"
+        assert str(ad) == before
+
+    def test_without_the_attribute_the_vo_default(self) -> None:
         ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch")
-        assert choose_myproxy_server(rt, ad, "dteam") == "global.example.org"
-        assert ad["MyProxyServer"] == "global.example.org"
+        s = settings(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch, cms=cms-px:7512")
+        assert myproxy_server_for(s, ad, "atlas") == "px.cern.ch"
+        assert myproxy_server_for(s, ad, "cms") == "cms-px:7512"
+        assert "MyProxyServer" not in ad
+
+    def test_without_a_vo_default_the_global_default(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; ]')
+        s = settings(myproxy_server="global.example.org", myproxy_servers_by_vo={"atlas": "px.cern.ch"})
+        assert myproxy_server_for(s, ad, "dteam") == "global.example.org"
+        assert myproxy_server_for(s, ad, None) == "global.example.org"
 
     def test_an_empty_vo_default_turns_renewal_off_for_that_vo(self) -> None:
         ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="dteam=")
-        assert choose_myproxy_server(rt, ad, "dteam") is None
-        assert "MyProxyServer" not in ad
+        s = settings(myproxy_server="global.example.org", myproxy_servers_by_vo="dteam=")
+        assert myproxy_server_for(s, ad, "dteam") is None
 
-    def test_an_empty_jdl_value_means_no_renewal_and_is_removed(self) -> None:
+    def test_an_empty_jdl_value_means_no_renewal(self) -> None:
         ad = parse_jdl('[ Executable = "a"; MyProxyServer = ""; ]')
-        assert choose_myproxy_server(rt_with(myproxy_server="global.example.org"), ad, None) is None
-        assert "MyProxyServer" not in ad
+        assert myproxy_server_for(settings(myproxy_server="global.example.org"), ad, None) is None
+        assert ad["MyProxyServer"] == ""
 
     def test_no_attribute_and_no_default_means_no_renewal(self) -> None:
-        ad = parse_jdl('[ Executable = "a"; ]')
-        assert choose_myproxy_server(rt_with(), ad, "atlas") is None
-        assert "MyProxyServer" not in ad
+        assert myproxy_server_for(settings(), parse_jdl('[ Executable = "a"; ]'), "atlas") is None
 
     @pytest.mark.parametrize("value", ['"host:0"', '"host:99999"', '"ho st"', '"host:port"', "42", '"-bad-"'])
     def test_a_bad_value_is_a_jdl_attribute_error(self, value: str) -> None:
         ad = parse_jdl(f'[ Executable = "a"; MyProxyServer = {value}; ]')
         with pytest.raises(InvalidJdlAttributeError):
-            choose_myproxy_server(rt_with(), ad, None)
+            myproxy_server_for(settings(), ad, None)
+
+
+class TestChooseMyProxyServer:
+    """The submission-side wrapper: the choice is written into the registered JDL."""
+
+    def test_a_default_is_added_to_the_ad(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; ]')
+        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch")
+        assert choose_myproxy_server(rt, ad, "atlas") == "px.cern.ch"  # type: ignore[arg-type]
+        assert ad["MyProxyServer"] == "px.cern.ch"
+
+    def test_an_empty_jdl_value_is_removed(self) -> None:
+        ad = parse_jdl('[ Executable = "a"; MyProxyServer = ""; ]')
+        assert choose_myproxy_server(rt_with(myproxy_server="global.example.org"), ad, None) is None  # type: ignore[arg-type]
+        assert "MyProxyServer" not in ad
 
 
 class TestServerNames:
@@ -86,8 +105,33 @@ class TestServerNames:
         assert parse_server("myproxy.cern.ch") == ("myproxy.cern.ch", 7512)
         assert parse_server("localhost:7600") == ("localhost", 7600)
 
-    def test_vo_defaults(self) -> None:
-        assert vo_defaults(" atlas = a.org , cms=b:1,, dteam=") == {"atlas": "a.org", "cms": "b:1", "dteam": ""}
+
+class TestPerVoDefaultsAreParsedOnceInTheConfiguration:
+    def test_the_configuration_syntax_gives_a_read_only_mapping(self) -> None:
+        s = load_settings(environ={"WMPROXY_RENEWAL_MYPROXY_SERVERS_BY_VO": " atlas = a.org , cms=b:1,, dteam="})
+        assert dict(s.renewal.myproxy_servers_by_vo) == {"atlas": "a.org", "cms": "b:1", "dteam": ""}
+        with pytest.raises(TypeError):
+            s.renewal.myproxy_servers_by_vo["lhcb"] = "c.org"  # type: ignore[index]
+
+    def test_the_ini_file_gives_the_same(self, tmp_path: Path) -> None:
+        ini = tmp_path / "wmproxy.ini"
+        ini.write_text("[renewal]\nmyproxy_server = px.example.org:7600\nmyproxy_servers_by_vo = atlas=a.org\n")
+        s = load_settings(ini, environ={})
+        assert (s.renewal.myproxy_server, dict(s.renewal.myproxy_servers_by_vo)) == (
+            "px.example.org:7600", {"atlas": "a.org"})
+
+    @pytest.mark.parametrize("text", ["atlas", "=a.org", "atlas=a.org, atlas=b.org", "atlas=ho st", "cms=b:0"])
+    def test_a_bad_entry_is_a_configuration_error_at_start(self, text: str) -> None:
+        with pytest.raises(ConfigError, match="WMPROXY_RENEWAL_MYPROXY_SERVERS_BY_VO"):
+            load_settings(environ={"WMPROXY_RENEWAL_MYPROXY_SERVERS_BY_VO": text})
+
+    def test_a_bad_global_default_is_a_configuration_error_at_start(self) -> None:
+        with pytest.raises(ConfigError, match="myproxy_server"):
+            load_settings(environ={"WMPROXY_RENEWAL_MYPROXY_SERVER": "host:99999"})
+
+    def test_settings_built_in_code_are_checked_too(self) -> None:
+        with pytest.raises(ConfigError):
+            RenewalSettings(myproxy_servers_by_vo={"atlas": "not a host"})
 
 
 class TestSchedule:

@@ -1,0 +1,262 @@
+"""The renewal services in-process on a real SQLite database (no TLS, no MyProxy): registration,
+schedule, attempts, expiry, deregistration and status, with explicit times (no wall clock)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Pki
+from wmproxy.config import RenewalSettings, SandboxSettings, SecuritySettings, Settings
+from wmproxy.domain import JobState, utcnow
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.proxy import credential_pem, make_proxy
+from wmproxy.security.sealing import Sealer
+from wmproxy.services.renewal import (
+    PROXY_EXPIRED_REASON,
+    RETRY_FRACTION,
+    RenewalOrder,
+    RenewalOutcome,
+    abort_expired_credential,
+    begin_renewal,
+    deregister_unused,
+    due_renewals,
+    expired_credentials,
+    finish_renewal,
+    push_job_proxy,
+    register_for_renewal,
+    renewal_status,
+    stale_job_proxies,
+    stored_proxy,
+)
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import make_engine, make_session_factory
+from wmproxy.store.schema import Base, Job
+
+CYCLE = 60.0
+DELEG = "d1"
+SERVER = "myproxy.example.org:7512"
+
+
+@pytest.fixture()
+def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
+    settings = Settings(
+        security=SecuritySettings(ca_dir=str(pki.ca_dir)),
+        sandbox=SandboxSettings(root=str(tmp_path / "sandbox")),
+        renewal=RenewalSettings(cycle=CYCLE, threshold=35 * 60, lifetime=10 * 3600, timeout=30.0),
+    )
+    engine = make_engine(f"sqlite:///{tmp_path}/wmproxy.db")
+    Base.metadata.create_all(engine)
+    yield Runtime(settings, make_session_factory(engine), Sealer(Sealer.generate_key()),
+                  FilesystemSandboxStorage(Path(settings.sandbox.root)))
+    engine.dispose()
+
+
+def proxy(pki: Pki, user: str, lifetime: int, now: dt.datetime | None = None) -> bytes:
+    return credential_pem(make_proxy(pki.users[user].credential, lifetime=lifetime, now=now))
+
+
+def end_of(pem: bytes) -> dt.datetime:
+    return min(c.not_valid_after_utc for c in load_pem_chain(pem))
+
+
+def delegate(rt: Runtime, dn: str, pem: bytes, now: dt.datetime) -> None:
+    with rt.uow() as uow:
+        uow.delegations.upsert(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), (), now)
+
+
+def add_job(rt: Runtime, dn: str, name: str, state: JobState, now: dt.datetime) -> str:
+    job_id = f"https://localhost:9000/{name:0<22}"
+    rt.storage.create_job_area(job_id)
+    with rt.uow() as uow:
+        uow.jobs.add(Job(id=job_id, owner_dn=dn, delegation_id=DELEG, state=state.value, jdl_original="[]",
+                         jdl_registered="[]", sandbox_dir=job_id.rsplit("/", 1)[1], created_at=now, updated_at=now))
+    return job_id
+
+
+def claim(rt: Runtime, now: dt.datetime) -> RenewalOrder:
+    """The order of the one due record, claimed by worker ``w1``."""
+    with rt.uow() as uow:
+        (record_id,) = due_renewals(uow, rt, now)
+        order = begin_renewal(uow, rt, record_id, "w1", now)
+    assert order is not None
+    return order
+
+
+@pytest.fixture()
+def alice(rt: Runtime, pki: Pki) -> tuple[str, dt.datetime]:
+    """Alice's credential, registered for renewal, ending in 20 min (below the 35 min threshold)."""
+    dn, now = pki.users["alice"].dn, utcnow()
+    delegate(rt, dn, proxy(pki, "alice", 20 * 60, now), now)
+    with rt.uow() as uow:
+        register_for_renewal(uow, rt, dn, DELEG, SERVER, now)
+    return dn, now
+
+
+class TestRegistration:
+    def test_one_record_per_credential_with_the_latest_server(self, rt: Runtime, alice) -> None:
+        dn, now = alice
+        with rt.uow() as uow:
+            register_for_renewal(uow, rt, dn, DELEG, "other.example.org", now)
+        with rt.uow() as uow:
+            register_for_renewal(uow, rt, dn, DELEG, None, now)  # no renewal asked: left alone
+        with rt.uow() as uow:
+            assert len(uow.renewals.candidates()) == 1
+            status = renewal_status(uow, dn, DELEG)
+        assert status is not None and status.myproxy_server == "other.example.org"
+        assert (status.attempts, status.renewals, status.last_result) == (0, 0, None)
+
+    def test_no_record_no_status(self, rt: Runtime) -> None:
+        with rt.uow() as uow:
+            assert renewal_status(uow, "/CN=nobody", DELEG) is None
+
+
+class TestSchedule:
+    def test_a_proxy_below_the_threshold_is_due(self, rt: Runtime, alice) -> None:
+        _, now = alice
+        with rt.uow() as uow:
+            assert len(due_renewals(uow, rt, now)) == 1
+
+    def test_a_long_proxy_is_not_due_yet(self, rt: Runtime, pki: Pki) -> None:
+        dn, now = pki.users["bob"].dn, utcnow()
+        delegate(rt, dn, proxy(pki, "bob", 3 * 3600, now), now)  # 3 h left; due at 2.5 h
+        with rt.uow() as uow:
+            register_for_renewal(uow, rt, dn, DELEG, SERVER, now)
+        with rt.uow() as uow:
+            assert due_renewals(uow, rt, now) == []
+            assert len(due_renewals(uow, rt, now + dt.timedelta(minutes=31))) == 1
+
+
+class TestAttempts:
+    def test_at_most_one_attempt_per_cycle_whatever_the_number_of_workers(self, rt: Runtime, alice) -> None:
+        _, start = alice
+        with rt.uow() as uow:
+            (record_id,) = due_renewals(uow, rt, start)
+        begun: list[tuple[str, dt.datetime]] = []
+        # four workers taking turns every third of a cycle, over ten cycles; every attempt fails
+        for tick in range(30):
+            now = start + dt.timedelta(seconds=tick * CYCLE / 3)
+            worker = f"w{tick % 4}"
+            with rt.uow() as uow:
+                order = begin_renewal(uow, rt, record_id, worker, now)
+            if order is not None:
+                begun.append((worker, now))
+                with rt.uow() as uow:
+                    finish_renewal(uow, rt, order, RenewalOutcome("unreachable", error="down"), now)
+        times = [now for _, now in begun]
+        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+        assert len(begun) == 10 and min(gaps) >= CYCLE * RETRY_FRACTION
+        assert {worker for worker, _ in begun} == {"w0", "w1", "w2", "w3"}  # whichever worker is awake
+        with rt.uow() as uow:
+            status = renewal_status(uow, alice[0], DELEG)
+        assert status is not None and status.attempts == len(begun)
+        assert (status.last_result, status.last_error, status.last_attempt_at) == ("unreachable", "down", times[-1])
+
+    def test_a_claimed_record_is_not_given_to_a_second_worker(self, rt: Runtime, alice) -> None:
+        _, now = alice
+        with rt.uow() as uow:
+            (record_id,) = due_renewals(uow, rt, now)
+            assert begin_renewal(uow, rt, record_id, "w1", now) is not None
+        # past the next attempt time (0.9 cycle) but within w1's lease (timeout + 30 s = 1 cycle)
+        later = now + dt.timedelta(seconds=0.95 * CYCLE)
+        with rt.uow() as uow:
+            assert due_renewals(uow, rt, later) == []
+            assert begin_renewal(uow, rt, record_id, "w2", later) is None
+
+    def test_a_longer_proxy_replaces_the_stored_one_and_names_the_held_jobs(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        dn, now = alice
+        running = add_job(rt, dn, "running", JobState.RUNNING, now)
+        add_job(rt, dn, "registered", JobState.SUBMITTED, now)
+        order = claim(rt, now)
+        assert (order.host, order.port) == ("myproxy.example.org", 7512)
+        renewed = proxy(pki, "alice", 10 * 3600)
+        with rt.uow() as uow:
+            result, jobs = finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=renewed), now)
+        assert (result, jobs) == ("renewed", [running])
+        with rt.uow() as uow:
+            assert stored_proxy(uow, rt, dn, DELEG) == renewed
+            assert uow.delegations.get(dn, DELEG).not_after == end_of(renewed)
+            status = renewal_status(uow, dn, DELEG)
+        assert status is not None and (status.renewals, status.last_result, status.last_renewed_at) == (
+            1, "renewed", now)
+
+    def test_a_shorter_proxy_is_not_stored(self, rt: Runtime, pki: Pki, alice) -> None:
+        dn, now = alice
+        order = claim(rt, now)
+        with rt.uow() as uow:
+            result, jobs = finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=proxy(
+                pki, "alice", 60)), now)
+            assert (result, jobs) == ("not-extended", [])
+            assert stored_proxy(uow, rt, dn, DELEG) == order.proxy_pem
+            assert "not later than the stored one" in renewal_status(uow, dn, DELEG).last_error
+
+    def test_a_proxy_of_another_user_is_refused(self, rt: Runtime, pki: Pki, alice) -> None:
+        dn, now = alice
+        order = claim(rt, now)
+        with rt.uow() as uow:
+            result, _ = finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=proxy(
+                pki, "bob", 10 * 3600)), now)
+            assert result == "failed"
+            assert f"proxy of {pki.users['bob'].dn}" in renewal_status(uow, dn, DELEG).last_error
+            assert stored_proxy(uow, rt, dn, DELEG) == order.proxy_pem
+
+
+class TestJobFiles:
+    def test_a_job_file_older_than_the_stored_proxy_is_stale_until_pushed(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        dn, now = alice
+        running = add_job(rt, dn, "running", JobState.RUNNING, now)
+        old = proxy(pki, "alice", 600, now)
+        (rt.storage.job_dir(running) / "user.proxy").write_bytes(old)
+        with rt.uow() as uow:
+            assert stale_job_proxies(uow, rt) == {(dn, DELEG): [running]}
+            current = stored_proxy(uow, rt, dn, DELEG)
+        assert current is not None and push_job_proxy(rt, running, current)
+        with rt.uow() as uow:
+            assert stale_job_proxies(uow, rt) == {}
+
+
+class TestExpiry:
+    def test_an_expired_credential_aborts_its_jobs_and_stops_the_running_one(self, rt: Runtime, alice) -> None:
+        dn, now = alice
+        running = add_job(rt, dn, "running", JobState.RUNNING, now)
+        registered = add_job(rt, dn, "registered", JobState.SUBMITTED, now)
+        done = add_job(rt, dn, "done", JobState.DONE, now)
+        later = now + dt.timedelta(minutes=21)  # the proxy ended at now + 20 min
+        with rt.uow() as uow:
+            assert expired_credentials(uow, now) == []
+            assert expired_credentials(uow, later) == [(dn, DELEG)]
+        with rt.uow() as uow:
+            assert sorted(abort_expired_credential(uow, dn, DELEG, later)) == sorted([running, registered])
+        with rt.uow() as uow:
+            for job_id in (running, registered):
+                job = uow.jobs.get(job_id)
+                assert (job.state, job.reason) == (JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+            assert uow.jobs.get(done).state == JobState.DONE.value
+            assert [r.command for r in uow.queue.pending_for(running)] == ["cancel"]
+            assert uow.queue.pending_for(registered) == []
+        with rt.uow() as uow:
+            assert deregister_unused(uow, later) == 1
+        with rt.uow() as uow:
+            assert renewal_status(uow, dn, DELEG) is None
+
+    def test_a_credential_renewed_meanwhile_aborts_nothing(self, rt: Runtime, alice) -> None:
+        dn, now = alice
+        add_job(rt, dn, "running", JobState.RUNNING, now)
+        with rt.uow() as uow:
+            assert abort_expired_credential(uow, dn, DELEG, now) == []
+
+    def test_a_record_in_use_stays(self, rt: Runtime, alice) -> None:
+        dn, now = alice
+        add_job(rt, dn, "running", JobState.RUNNING, now)
+        with rt.uow() as uow:
+            assert deregister_unused(uow, now) == 0
+        with rt.uow() as uow:
+            assert renewal_status(uow, dn, DELEG) is not None

@@ -1,0 +1,80 @@
+"""Checks on proxies met during MyProxy renewal (``wmproxy-behaviour.md`` §3.5; issue 4).
+
+Pure: PEM bytes in, typed values out. The renewal services
+(:mod:`wmproxy.services.renewal`) decide what to do with the answers:
+
+* :func:`check_renewed_proxy`: is what MyProxy returned a usable proxy of the owner,
+  and how long is it valid;
+* :func:`expired_voms_attributes` / :func:`has_voms_attributes`: the VOMS ACs a renewal
+  cannot refresh (MyProxy holds no VOMS attributes);
+* :func:`proxy_end`: notAfter of a job's proxy file, to find the files a renewal missed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from wmproxy.errors import ProxyError
+from wmproxy.security.chain import identity_dn, load_pem_chain, verify_chain
+from wmproxy.security.voms import voms_attributes
+
+
+@dataclass(frozen=True)
+class ProxyValidity:
+    """The validity of a proxy chain (aware UTC): the leaf's notBefore and the earliest
+    notAfter of the chain (the effective end)."""
+
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def check_renewed_proxy(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime) -> ProxyValidity:
+    """Check a proxy returned by MyProxy and return its validity.
+
+    Args:
+        pem: the proxy in grid file layout (certificate, key, chain), PEM.
+        owner_dn: slash DN the proxy must be of (the delegating user's identity).
+        ca_dir: grid CA directory the chain must verify against (with CRLs).
+        now: aware UTC time of the check.
+
+    Raises:
+        ProxyError: no or unreadable certificate, another identity than ``owner_dn``, or a
+            chain that does not verify at ``now`` (``ProxyVerificationError``).
+    """
+    chain = load_pem_chain(pem)
+    identity = identity_dn(chain)
+    if identity != owner_dn:
+        raise ProxyError(f"MyProxy returned a proxy of {identity}")
+    verify_chain(chain, ca_dir, at=now)
+    return ProxyValidity(chain[0].not_valid_before_utc, min(c.not_valid_after_utc for c in chain))
+
+
+def expired_voms_attributes(pem: bytes, now: dt.datetime) -> tuple[str, ...]:
+    """The VOMS ACs of the proxy that have ended at ``now`` (aware UTC), one text each:
+    ``"<FQANs or VO> (VO <vo>, ended <ISO time>)"``. An unreadable proxy has none."""
+    try:
+        acs = voms_attributes(load_pem_chain(pem))
+    except ProxyError:
+        return ()
+    return tuple(
+        f"{' '.join(ac.fqans) or ac.vo} (VO {ac.vo}, ended {ac.not_after.isoformat()})"
+        for ac in acs
+        if ac.not_after <= now
+    )
+
+
+def has_voms_attributes(pem: bytes) -> bool:
+    """Whether the proxy carries VOMS ACs (valid or not); False for an unreadable proxy."""
+    try:
+        return bool(voms_attributes(load_pem_chain(pem)))
+    except ProxyError:
+        return False
+
+
+def proxy_end(pem: bytes) -> dt.datetime | None:
+    """notAfter (aware UTC) of the first certificate of a proxy file; None if unreadable."""
+    try:
+        return load_pem_chain(pem)[0].not_valid_after_utc
+    except (ProxyError, ValueError, IndexError):
+        return None

@@ -1,0 +1,84 @@
+"""Proxy renewal from MyProxy (``wmproxy-behaviour.md`` §3.5; ``anchors.md`` §2; issue 4).
+
+A delegated credential, (owner DN, delegation id), is renewed from one MyProxy server for
+all the jobs that use it. The renewal worker (``wmproxy.renewal.worker``) owns the loop,
+the threads and the MyProxy exchange; the decisions are here, one concept per module:
+
+* :mod:`.registration`: which server (:func:`myproxy_server_for`) and the record
+  (:func:`register_for_renewal`);
+* :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`);
+* :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
+* :mod:`.jobfiles`: the ``user.proxy`` files of running jobs (:func:`push_job_proxy`);
+* :mod:`.expiry`: expired credentials abort their jobs, unused records go;
+* :mod:`.status`: what users see (:func:`renewal_status`).
+
+Pure crypto checks on the proxies are in :mod:`wmproxy.security.renewed`.
+"""
+
+from __future__ import annotations
+
+from wmproxy.config import DEFAULT_MYPROXY_PORT
+from wmproxy.security.renewed import expired_voms_attributes
+from wmproxy.services.renewal.attempt import (
+    LEASE_MARGIN,
+    RETRY_FRACTION,
+    RenewalOrder,
+    RenewalOutcome,
+    begin_renewal,
+    finish_renewal,
+)
+from wmproxy.services.renewal.expiry import (
+    NON_FINAL_STATES,
+    PROXY_EXPIRED_REASON,
+    abort_expired_credential,
+    deregister_unused,
+    expired_credentials,
+)
+from wmproxy.services.renewal.jobfiles import (
+    HELD_STATES,
+    job_proxy_end,
+    job_proxy_path,
+    push_job_proxy,
+    stale_job_proxies,
+    stored_proxy,
+)
+from wmproxy.services.renewal.registration import (
+    choose_myproxy_server,
+    myproxy_server_for,
+    parse_server,
+    register_for_renewal,
+)
+from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin
+from wmproxy.services.renewal.status import RenewalStatus, renewal_status
+
+__all__ = [
+    "DEFAULT_MYPROXY_PORT",
+    "HELD_STATES",
+    "LEASE_MARGIN",
+    "NON_FINAL_STATES",
+    "PLANNED_FRACTION",
+    "PROXY_EXPIRED_REASON",
+    "RETRY_FRACTION",
+    "RenewalOrder",
+    "RenewalOutcome",
+    "RenewalStatus",
+    "abort_expired_credential",
+    "begin_renewal",
+    "choose_myproxy_server",
+    "deregister_unused",
+    "due_renewals",
+    "expired_credentials",
+    "expired_voms_attributes",
+    "finish_renewal",
+    "job_proxy_end",
+    "job_proxy_path",
+    "myproxy_server_for",
+    "parse_server",
+    "push_job_proxy",
+    "register_for_renewal",
+    "renewal_due",
+    "renewal_margin",
+    "renewal_status",
+    "stale_job_proxies",
+    "stored_proxy",
+]

@@ -1,0 +1,187 @@
+"""One renewal attempt: claim a record, then store what MyProxy granted (issue 4).
+
+The renewal worker (``wmproxy.renewal.worker``) owns the threads and the MyProxy exchange;
+around it:
+
+* :func:`begin_renewal` claims a record (lease + next attempt time, so that several
+  workers try a credential at most once per cycle) and hands the worker the still valid
+  stored proxy, which proves possession to MyProxy;
+* :func:`finish_renewal` stores what MyProxy granted (sealed, and only if it ends later
+  than what is stored: renewal never extends beyond what MyProxy grants, and never
+  shortens) and records the attempt; the worker then rewrites the proxy files of the jobs
+  (:func:`wmproxy.services.renewal.jobfiles.push_job_proxy`).
+
+Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
+(that needs a VOMS server). Expired or lost VOMS attributes are logged and kept in the
+record's ``notes``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from wmproxy.errors import ProxyError
+from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
+from wmproxy.services.renewal.jobfiles import HELD_STATES
+from wmproxy.services.renewal.registration import parse_server
+from wmproxy.services.renewal.schedule import renewal_due, renewal_margin
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import ProxyRenewal
+
+log = logging.getLogger(__name__)
+
+#: Seconds a claim outlives the MyProxy timeout (then another worker may take the record).
+LEASE_MARGIN = 30.0
+#: Part of a cycle after which a record may be tried again (a little less than a cycle, so
+#: that a worker waking every cycle retries on each wake-up).
+RETRY_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class RenewalOrder:
+    """A claimed record: what the worker needs for one MyProxy exchange (times aware UTC)."""
+
+    record_id: int
+    owner_dn: str
+    delegation_id: str
+    host: str
+    port: int
+    proxy_pem: bytes  # the stored, still valid proxy (proof of possession)
+    not_after: dt.datetime  # of the stored proxy
+    started_at: dt.datetime  # the time of the claim
+    worker: str
+    expired_voms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RenewalOutcome:
+    """What the MyProxy exchange gave: a proxy (grid file layout), or a failure.
+
+    ``result`` is ``renewed`` with ``proxy_pem``, else ``unreachable`` (connection refused,
+    timeout, TLS), ``refused`` (MyProxy's ``ERROR`` answer) or ``failed``.
+    """
+
+    result: str
+    proxy_pem: bytes | None = None
+    error: str | None = None
+
+
+def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now: dt.datetime) -> RenewalOrder | None:
+    """Claim the record for ``worker`` at ``now`` (aware UTC) and return the order.
+
+    The claim holds for the MyProxy timeout plus :data:`LEASE_MARGIN` seconds and blocks
+    another attempt for :data:`RETRY_FRACTION` of a cycle. Returns None when another worker
+    has the record, it was tried this cycle, or the proxy is not due any more (renewed
+    meanwhile). Runs in the caller's transaction, whose commit publishes the claim.
+    """
+    settings = rt.settings.renewal
+    record = uow.renewals.claim(
+        record_id, worker, now,
+        lease_until=now + dt.timedelta(seconds=settings.timeout + LEASE_MARGIN),
+        next_attempt_at=now + dt.timedelta(seconds=settings.cycle * RETRY_FRACTION),
+    )
+    if record is None:
+        return None
+    delegation = uow.delegations.get(record.owner_dn, record.delegation_id)
+    margin = renewal_margin(settings.threshold, settings.lifetime,
+                            delegation.not_after if delegation else None, record.last_renewed_at)
+    if delegation is None or not renewal_due(delegation.not_after, now, margin):
+        _release(record, worker)
+        return None
+    host, port = parse_server(record.myproxy_server)
+    pem = rt.sealer.open(delegation.sealed_proxy)
+    return RenewalOrder(
+        record_id=record.id, owner_dn=record.owner_dn, delegation_id=record.delegation_id, host=host, port=port,
+        proxy_pem=pem, not_after=delegation.not_after, started_at=now, worker=worker,
+        expired_voms=expired_voms_attributes(pem, now),
+    )
+
+
+def finish_renewal(
+    uow: UnitOfWork, rt: Runtime, order: RenewalOrder, outcome: RenewalOutcome, now: dt.datetime
+) -> tuple[str, list[str]]:
+    """Record the attempt and, on success, replace the stored proxy in the same transaction.
+
+    The new proxy must be of the owner's identity and verify against the CA directory at
+    ``now`` (aware UTC); it is stored (sealed, with its end) only if it ends later than the
+    stored one. Returns the result (``renewed``, ``not-extended``, or the failure of
+    ``outcome``) and, when renewed, the ids of the jobs a worker holds, whose proxy files
+    are to be rewritten. Runs in the caller's transaction.
+    """
+    record = uow.renewals.by_id(order.record_id)
+    where = f"proxy {order.delegation_id} of {order.owner_dn} from {order.host}:{order.port}"
+    notes = _voms_notes(order)
+    result, error, pushed = outcome.result, outcome.error, []
+    if outcome.proxy_pem is not None:
+        result, error, new_end = _store(uow, rt, order, outcome.proxy_pem, now, notes)
+        if result == "renewed":
+            pushed = [j.id for j in uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES)]
+            log.info("renewed %s: valid until %s (was %s); %d running job(s) updated",
+                     where, new_end.isoformat(), order.not_after.isoformat(), len(pushed))
+    left = (order.not_after - now).total_seconds()
+    if result == "not-extended":
+        log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s", where, error, left)
+    elif result != "renewed":
+        log.warning("renewal of %s failed (%s): %s; the proxy expires in %d s, retrying each cycle",
+                    where, result, error, left)
+    for note in notes:
+        log.warning("renewal of %s: %s", where, note)
+    if record is not None:
+        _record_attempt(record, order, result, error, notes, now)
+    return result, pushed
+
+
+def _record_attempt(record: ProxyRenewal, order: RenewalOrder, result: str, error: str | None,
+                    notes: list[str], now: dt.datetime) -> None:
+    record.attempts = (record.attempts or 0) + 1
+    record.last_attempt_at = order.started_at
+    record.last_result = result
+    record.last_error = error
+    record.updated_at = now
+    if result == "renewed":
+        record.renewals = (record.renewals or 0) + 1
+        record.last_renewed_at = now
+        record.notes = "; ".join(notes) or None
+    elif notes:
+        record.notes = "; ".join(notes)
+    _release(record, order.worker)
+
+
+def _store(
+    uow: UnitOfWork, rt: Runtime, order: RenewalOrder, pem: bytes, now: dt.datetime, notes: list[str]
+) -> tuple[str, str | None, dt.datetime]:
+    """Replace the stored proxy with ``pem`` if usable and longer: (result, error, end)."""
+    try:
+        validity = check_renewed_proxy(pem, order.owner_dn, rt.settings.security.ca_dir, now)
+    except ProxyError as exc:
+        return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after
+    delegation = uow.renewals.lock_delegation(order.owner_dn, order.delegation_id)
+    if delegation is None:
+        return "failed", "the delegation was destroyed during the renewal", order.not_after
+    if validity.not_after <= delegation.not_after:
+        return ("not-extended", f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
+                f"the stored one ({delegation.not_after.isoformat()})", delegation.not_after)
+    if (order.expired_voms or has_voms_attributes(order.proxy_pem)) and not has_voms_attributes(pem):
+        notes.append("the renewed proxy carries no VOMS attributes (MyProxy holds none; "
+                     "refreshing them needs a VOMS server)")
+    delegation.sealed_proxy = rt.sealer.seal(pem)
+    delegation.not_before = validity.not_before
+    delegation.not_after = validity.not_after
+    delegation.updated_at = now
+    return "renewed", None, validity.not_after
+
+
+def _release(record: ProxyRenewal, worker: str) -> None:
+    if record.claimed_by == worker:
+        record.claimed_by = None
+        record.claimed_until = None
+
+
+def _voms_notes(order: RenewalOrder) -> list[str]:
+    if not order.expired_voms:
+        return []
+    return ["VOMS attributes expired while the X.509 proxy was valid: " + ", ".join(order.expired_voms)
+            + " (renewed without refreshing them: needs a VOMS server)"]

@@ -1,0 +1,82 @@
+"""Expired credentials and unused renewal records (``wmproxy-behaviour.md`` §3.5; issue 4).
+
+* :func:`abort_expired_credential`: once a credential has expired, jobs not yet running are
+  Aborted and running jobs stopped (a ``cancel`` request) and Aborted, with the reason
+  "the user proxy expired", whether or not the credential was registered for renewal.
+* :func:`deregister_unused`: a record no non-final job uses any more is removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from wmproxy.domain import FINAL_STATES, JobState
+from wmproxy.services.compound import on_node_ended
+from wmproxy.services.renewal.jobfiles import HELD_STATES
+from wmproxy.store import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+#: The abort reason of jobs whose proxy expired (the original's Globus error 131).
+PROXY_EXPIRED_REASON = "the user proxy expired"
+#: States of jobs that still need their credential (registration → deregistration).
+NON_FINAL_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
+
+
+def expired_credentials(uow: UnitOfWork, now: dt.datetime) -> list[tuple[str, str]]:
+    """(DN, delegation id) of the delegations expired at ``now`` (aware UTC) that non-final
+    jobs still use."""
+    return uow.renewals.expired_credentials(now, NON_FINAL_STATES)
+
+
+def abort_expired_credential(uow: UnitOfWork, owner_dn: str, delegation_id: str, now: dt.datetime) -> list[str]:
+    """Abort every non-final job of an expired credential with "the user proxy expired".
+
+    Runs in the caller's transaction, which it locks the delegation in. Jobs a worker holds
+    also get a ``cancel`` request (the worker stops the process and keeps the Aborted
+    state). Nodes go first, so DAG dependents and parents follow their rules
+    (:func:`wmproxy.services.compound.on_node_ended`). Nothing happens if the delegation
+    was renewed or replaced meanwhile. Returns the ids of the aborted jobs.
+    """
+    delegation = uow.renewals.lock_delegation(owner_dn, delegation_id)
+    if delegation is None or delegation.not_after > now:
+        return []
+    aborted: list[str] = []
+    for job in uow.renewals.jobs_of(owner_dn, delegation_id, NON_FINAL_STATES):
+        state = JobState(job.state)
+        if state in FINAL_STATES:
+            continue  # ended as a consequence of an earlier node (DAG, parent)
+        if job.parent_id is None and uow.jobs.children(job.id) and state != JobState.SUBMITTED:
+            continue  # a started compound job's state follows its nodes
+        if state.value in HELD_STATES:
+            uow.queue.enqueue(job.id, "cancel", now)
+        uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
+        on_node_ended(uow, job, now)
+        aborted.append(job.id)
+    if aborted:
+        log.warning("proxy %s of %s expired at %s: %d job(s) aborted (%s)", delegation_id, owner_dn,
+                    delegation.not_after.isoformat(), len(aborted), PROXY_EXPIRED_REASON)
+    return aborted
+
+
+def deregister_unused(uow: UnitOfWork, now: dt.datetime) -> int:
+    """Remove the records of credentials that no non-final job uses any more; returns how many.
+
+    Each record is locked before the check, so a registration running at the same time
+    either has already committed its job (seen here) or waits and re-creates the record.
+    Records a worker has claimed (lease after ``now``, aware UTC) wait for the next pass.
+    """
+    removed = 0
+    for candidate in uow.renewals.candidates():
+        if candidate.claimed_until is not None and candidate.claimed_until > now:
+            continue  # a worker is renewing it; next pass
+        record = uow.renewals.get(candidate.owner_dn, candidate.delegation_id, for_update=True)
+        if record is None:
+            continue
+        if not uow.renewals.has_jobs(record.owner_dn, record.delegation_id, NON_FINAL_STATES):
+            log.info("proxy %s of %s deregistered from renewal: no job uses it any more",
+                     record.delegation_id, record.owner_dn)
+            uow.renewals.delete(record)
+            removed += 1
+    return removed

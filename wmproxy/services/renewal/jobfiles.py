@@ -1,0 +1,85 @@
+"""The proxy files of running jobs: ``<jobdir>/user.proxy`` gets each renewed proxy (issue 4).
+
+After a renewal the worker rewrites the proxy file of every job a worker holds
+(:func:`push_job_proxy`); each pass also rewrites the files that ended up older than the
+stored proxy (:func:`stale_job_proxies`: a push lost to a crash, a job staged with the
+proxy read just before a renewal, a re-delegation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+
+from wmproxy.domain import JobState
+from wmproxy.security.renewed import proxy_end
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+
+#: States of jobs a worker holds; their ``user.proxy`` file gets the renewed proxy.
+HELD_STATES = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
+
+
+def job_proxy_path(rt: Runtime, job_id: str) -> Path:
+    """``<jobdir>/user.proxy``: the file the job sees as ``X509_USER_PROXY``."""
+    return rt.storage.job_dir(job_id) / "user.proxy"
+
+
+def push_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> bool:
+    """Replace the job's proxy file with ``pem`` (PEM, grid file layout), atomically.
+
+    A job whose file does not exist yet (not staged) is left alone: it gets the stored proxy
+    when it starts. Returns whether the file was written.
+
+    Raises:
+        OSError: the file could not be written (the old one is then intact).
+    """
+    if not job_proxy_path(rt, job_id).exists():
+        return False
+    _write_job_proxy(rt, job_id, pem)
+    return True
+
+
+def _write_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> Path:
+    """The one write of a job's proxy file: temporary file in the same directory, mode
+    0600, fsync, rename (never truncation). To become ``rt.storage.write_proxy``."""
+    target = job_proxy_path(rt, job_id)
+    fd, tmp = tempfile.mkstemp(prefix=".user.proxy.", suffix=".renewed", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def job_proxy_end(rt: Runtime, job_id: str) -> dt.datetime | None:
+    """notAfter (aware UTC) of the job's proxy file (None: no file or unreadable)."""
+    try:
+        return proxy_end(job_proxy_path(rt, job_id).read_bytes())
+    except OSError:
+        return None
+
+
+def stale_job_proxies(uow: UnitOfWork, rt: Runtime) -> dict[tuple[str, str], list[str]]:
+    """Jobs a worker holds whose proxy file ends before the stored proxy of their credential
+    (by more than a second): ``{(DN, delegation id): [job ids]}``."""
+    stale: dict[tuple[str, str], list[str]] = {}
+    for target in uow.renewals.held_jobs(HELD_STATES):
+        end = job_proxy_end(rt, target.job_id)
+        if end is not None and end < target.not_after - dt.timedelta(seconds=1):
+            stale.setdefault((target.owner_dn, target.delegation_id), []).append(target.job_id)
+    return stale
+
+
+def stored_proxy(uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str) -> bytes | None:
+    """The stored (unsealed) proxy PEM of (DN, id), None when the delegation is gone."""
+    row = uow.delegations.get(owner_dn, delegation_id)
+    return None if row is None else rt.sealer.open(row.sealed_proxy)

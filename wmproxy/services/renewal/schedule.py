@@ -1,0 +1,61 @@
+"""When a proxy is renewed (``anchors.md`` §2; issue 4).
+
+A proxy is renewed when less than ``renewal.threshold`` seconds are left (default 35 min:
+the original's 30 min Condor limit + 5 min clock skew), or earlier, when a quarter of
+``renewal.lifetime`` is left (the original's planned renewal at three quarters of a
+renewed proxy's lifetime: a 10 h proxy is renewed when 2.5 h remain). A failed attempt is
+retried on the next cycle, never more than once per cycle whatever the number of workers
+(the claim of :func:`wmproxy.services.renewal.attempt.begin_renewal`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+
+#: Fraction of a proxy's lifetime after which a planned renewal is due.
+PLANNED_FRACTION = 0.75
+
+
+def renewal_margin(threshold: float, lifetime: float, not_after: dt.datetime | None = None,
+                   renewed_at: dt.datetime | None = None) -> float:
+    """Seconds before its end at which a proxy is renewed.
+
+    The ``threshold`` (seconds; renew as soon as possible), or earlier, a quarter of the
+    ``lifetime`` (seconds) asked of MyProxy: the original's planned renewal, which lets a
+    job gain three quarters of a new lifetime (a 10 h proxy is renewed when 2.5 h remain).
+    When the stored proxy came from MyProxy (``renewed_at``, aware UTC) and MyProxy granted
+    less than asked (``not_after`` earlier), the quarter is of what it granted, so a short
+    grant is not renewed on every cycle. The proxy's own start is not used: delegated
+    proxies are back-dated for clock skew.
+    """
+    granted = float(lifetime)
+    if renewed_at is not None and not_after is not None:
+        granted = min(granted, max((not_after - renewed_at).total_seconds(), 0.0))
+    return max(float(threshold), granted * (1 - PLANNED_FRACTION))
+
+
+def renewal_due(not_after: dt.datetime, now: dt.datetime, margin: float) -> bool:
+    """Whether to renew now (aware UTC times, ``margin`` in seconds); an expired proxy
+    cannot be renewed (MyProxy refuses it)."""
+    return now < not_after and not_after - now <= dt.timedelta(seconds=margin)
+
+
+def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[int]:
+    """Ids of the renewal records to try at ``now`` (aware UTC): proxy due, not claimed by
+    a worker, not tried this cycle. Read-only, in the caller's transaction."""
+    settings = rt.settings.renewal
+    due = []
+    for c in uow.renewals.candidates():
+        if c.not_after is None:
+            continue  # delegation destroyed: nothing to renew
+        if c.claimed_until is not None and c.claimed_until > now:
+            continue
+        if c.next_attempt_at is not None and c.next_attempt_at > now:
+            continue
+        margin = renewal_margin(settings.threshold, settings.lifetime, c.not_after, c.last_renewed_at)
+        if renewal_due(c.not_after, now, margin):
+            due.append(c.id)
+    return due
