@@ -1,6 +1,6 @@
 """Proxy renewal from MyProxy (``wmproxy-behaviour.md`` §3.5; ``anchors.md`` §2; issue 4).
 
-Registration (:func:`choose_myproxy_server`, :func:`register_for_renewal`) attaches a
+Registration (:func:`myproxy_server_for`, :func:`register_for_renewal`) attaches a
 delegated credential, (owner DN, delegation id), to a MyProxy server: **one** record per
 credential, shared by all the jobs that use it. The renewal worker
 (``wmproxy.renewal.worker``) owns the loop, the threads and the MyProxy exchange; the
@@ -41,6 +41,7 @@ from pathlib import Path
 
 import classad2
 
+from wmproxy.config import RenewalSettings
 from wmproxy.domain import FINAL_STATES, JobState
 from wmproxy.errors import InvalidJdlAttributeError, ProxyError
 from wmproxy.security.chain import identity_dn, load_pem_chain, verify_chain
@@ -99,19 +100,23 @@ def vo_defaults(text: str) -> dict[str, str]:
     return result
 
 
-def choose_myproxy_server(rt: Runtime, ad: classad2.ClassAd, vo: str | None) -> str | None:
-    """The MyProxy server (``host[:port]``) the job's proxy is renewed from, or None.
+def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str | None) -> str | None:
+    """The MyProxy server (``host[:port]``) a job's proxy is renewed from, or None (§3.5).
 
     A non-empty ``MyProxyServer`` of the JDL wins. Without the attribute, the default of the
     job's VO (``renewal.myproxy_servers_by_vo``) or else the global default
-    (``renewal.myproxy_server``, the analogue of ``MYPROXY_SERVER``) is written into ``ad``
-    (the registered JDL). An empty value, in the JDL or as the default, means no renewal and
-    the attribute is removed.
+    (``renewal.myproxy_server``, the analogue of ``MYPROXY_SERVER``) applies. An empty
+    value, in the JDL or as the default, means no renewal. Pure: ``ad`` is not modified;
+    the caller writes the result into the registered JDL.
+
+    Args:
+        settings: the renewal settings.
+        ad: the user's JDL (of the job, node or DAG level).
+        vo: the VO of the delegated proxy's first FQAN, if any.
 
     Raises:
         InvalidJdlAttributeError: ``MyProxyServer`` is not a string of the form host[:port].
     """
-    settings = rt.settings.renewal
     if "MyProxyServer" in ad:
         value = ad.get("MyProxyServer")
         if not isinstance(value, str):
@@ -121,11 +126,8 @@ def choose_myproxy_server(rt: Runtime, ad: classad2.ClassAd, vo: str | None) -> 
         value = by_vo[vo] if vo is not None and vo in by_vo else settings.myproxy_server
     value = value.strip()
     if not value:
-        if "MyProxyServer" in ad:
-            del ad["MyProxyServer"]
         return None
     parse_server(value)
-    ad["MyProxyServer"] = value
     return value
 
 

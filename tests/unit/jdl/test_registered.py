@@ -16,24 +16,29 @@ from wmproxy.jdl import (
     parse_jdl,
     registered_ad,
 )
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
 
 DATA = Path(__file__).parent / "data"
 JOB_ID = "https://lb.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
-JOB_DIR = "/var/SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbCdEfGhIjKlMnOpQrStUv"
-ISB_BASE = "gsiftp://wms.example.org:2811" + JOB_DIR
+JOB_REL_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbCdEfGhIjKlMnOpQrStUv"
+JOB_DIR = "/var/" + JOB_REL_DIR
+ISB_BASE = "https://wms.example.org:7443/" + JOB_REL_DIR
+STORAGE = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443")
+AREA = STORAGE.job_area(JOB_ID)
 DN = "/C=XX/O=Grid/CN=Jane Doe"
 
 
 def _register(text: str, *, proxy_vo: str | None = "dteam",
-              proxy_fqan: str | None = "/dteam/Role=NULL/Capability=NULL") -> classad2.ClassAd:
+              proxy_fqan: str | None = "/dteam/Role=NULL/Capability=NULL",
+              myproxy_server: str | None = None) -> classad2.ClassAd:
     return registered_ad(
         parse_jdl(text),
+        AREA,
         job_id=JOB_ID,
         certificate_subject=DN,
         proxy_vo=proxy_vo,
         proxy_fqan=proxy_fqan,
-        isb_base_uri=ISB_BASE,
-        job_dir=JOB_DIR,
+        myproxy_server=myproxy_server,
     )
 
 
@@ -103,7 +108,8 @@ class TestRegisteredAd:
         assert "JobProvenance" not in ad
 
     def test_non_empty_myproxy_server_is_kept(self) -> None:
-        ad = _register('Executable = "a"; MyProxyServer = "myproxy.example.org";')
+        ad = _register('Executable = "a"; MyProxyServer = "myproxy.example.org";',
+                       myproxy_server="myproxy.example.org")
 
         assert ad["MyProxyServer"] == "myproxy.example.org"
 
@@ -125,8 +131,8 @@ class TestRegisteredAd:
         original = parse_jdl((DATA / "local_isb.jdl").read_text())
         before = jdl_lines(original)
 
-        registered_ad(original, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam",
-                      proxy_fqan=None, isb_base_uri=ISB_BASE, job_dir=JOB_DIR)
+        registered_ad(original, AREA, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam",
+                      proxy_fqan=None, myproxy_server=None)
 
         assert jdl_lines(original) == before
         assert "edg_jobid" not in original

@@ -13,16 +13,16 @@ import pytest
 
 from tests.conftest import Pki
 from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
-from wmproxy.config import RenewalSettings, Settings
+from wmproxy.config import RenewalSettings
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
 from wmproxy.services.renewal import (
-    choose_myproxy_server,
     expired_voms_attributes,
     job_proxy_end,
+    myproxy_server_for,
     parse_server,
     push_job_proxy,
     renewal_due,
@@ -35,50 +35,48 @@ NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 MIN = dt.timedelta(minutes=1)
 
 
-def rt_with(**renewal: object) -> SimpleNamespace:
-    return SimpleNamespace(settings=Settings(renewal=RenewalSettings(**renewal)))  # type: ignore[arg-type]
+def settings_with(**renewal: object) -> RenewalSettings:
+    return RenewalSettings(**renewal)  # type: ignore[arg-type]
 
 
-class TestChooseMyProxyServer:
-    def test_the_jdl_value_wins_and_stays(self) -> None:
+class TestMyProxyServerFor:
+    def test_the_jdl_value_wins_and_the_ad_is_not_modified(self) -> None:
         ad = parse_jdl('[ Executable = "a"; MyProxyServer = "myproxy.example.org:7600"; ]')
-        rt = rt_with(myproxy_server="default.example.org")
-        assert choose_myproxy_server(rt, ad, None) == "myproxy.example.org:7600"
-        assert ad["MyProxyServer"] == "myproxy.example.org:7600"
+        before = str(ad)
+        settings = settings_with(myproxy_server="default.example.org")
+        assert myproxy_server_for(settings, ad, None) == "myproxy.example.org:7600"
+        assert str(ad) == before
 
-    def test_without_the_attribute_the_vo_default_is_added(self) -> None:
+    def test_without_the_attribute_the_vo_default_applies(self) -> None:
         ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch, cms=cms-px:7512")
-        assert choose_myproxy_server(rt, ad, "atlas") == "px.cern.ch"
-        assert ad["MyProxyServer"] == "px.cern.ch"
+        settings = settings_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch, cms=cms-px:7512")
+        assert myproxy_server_for(settings, ad, "atlas") == "px.cern.ch"
+        assert "MyProxyServer" not in ad
 
-    def test_without_a_vo_default_the_global_default_is_added(self) -> None:
+    def test_without_a_vo_default_the_global_default_applies(self) -> None:
         ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch")
-        assert choose_myproxy_server(rt, ad, "dteam") == "global.example.org"
-        assert ad["MyProxyServer"] == "global.example.org"
+        settings = settings_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch")
+        assert myproxy_server_for(settings, ad, "dteam") == "global.example.org"
 
     def test_an_empty_vo_default_turns_renewal_off_for_that_vo(self) -> None:
         ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="dteam=")
-        assert choose_myproxy_server(rt, ad, "dteam") is None
-        assert "MyProxyServer" not in ad
+        settings = settings_with(myproxy_server="global.example.org", myproxy_servers_by_vo="dteam=")
+        assert myproxy_server_for(settings, ad, "dteam") is None
 
-    def test_an_empty_jdl_value_means_no_renewal_and_is_removed(self) -> None:
+    def test_an_empty_jdl_value_means_no_renewal_even_with_a_default(self) -> None:
         ad = parse_jdl('[ Executable = "a"; MyProxyServer = ""; ]')
-        assert choose_myproxy_server(rt_with(myproxy_server="global.example.org"), ad, None) is None
-        assert "MyProxyServer" not in ad
+        assert myproxy_server_for(settings_with(myproxy_server="global.example.org"), ad, None) is None
+        assert ad["MyProxyServer"] == ""
 
     def test_no_attribute_and_no_default_means_no_renewal(self) -> None:
         ad = parse_jdl('[ Executable = "a"; ]')
-        assert choose_myproxy_server(rt_with(), ad, "atlas") is None
-        assert "MyProxyServer" not in ad
+        assert myproxy_server_for(settings_with(), ad, "atlas") is None
 
     @pytest.mark.parametrize("value", ['"host:0"', '"host:99999"', '"ho st"', '"host:port"', "42", '"-bad-"'])
     def test_a_bad_value_is_a_jdl_attribute_error(self, value: str) -> None:
         ad = parse_jdl(f'[ Executable = "a"; MyProxyServer = {value}; ]')
         with pytest.raises(InvalidJdlAttributeError):
-            choose_myproxy_server(rt_with(), ad, None)
+            myproxy_server_for(settings_with(), ad, None)
 
 
 class TestServerNames:
