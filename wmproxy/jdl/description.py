@@ -108,7 +108,7 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
     if "edg_jobid" in ad:
         raise JdlError("jobid attribute already exists")
     description = read_description(ad)
-    if description.executable is None or "Executable" not in ad:
+    if "Executable" not in ad:
         raise JdlError("Mandatory attribute Executable not set")
     if not description.executable:
         raise JdlError("Attribute Executable must not be empty")
