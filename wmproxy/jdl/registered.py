@@ -150,7 +150,9 @@ def isb_file_names(registered: classad2.ClassAd, input_uri: str) -> tuple[str, .
 
     Args:
         registered: a JDL built by :func:`registered_ad`.
-        input_uri: the area's ``input_uri`` the local entries were mapped below.
+        input_uri: the area's ``input_uri`` the local entries were mapped below. Only
+            the URI paths are compared, so a service that has changed its host name or
+            port since registration still finds the files.
 
     Returns:
         File names of the ``InputSandbox`` entries below ``input_uri`` (remote entries
@@ -159,12 +161,24 @@ def isb_file_names(registered: classad2.ClassAd, input_uri: str) -> tuple[str, .
     Raises:
         JdlError: ``InputSandbox`` is not a list of strings.
     """
-    prefix = input_uri.rstrip("/") + "/"
+    prefix = _uri_path(input_uri).rstrip("/") + "/"
     names: list[str] = []
     for entry in string_list(registered, "InputSandbox"):
-        if entry.startswith(prefix) and entry[len(prefix):] not in names:
-            names.append(entry[len(prefix):])
+        path = _uri_path(entry)
+        name = path[len(prefix):]
+        if path.startswith(prefix) and name and "/" not in name and name not in names:
+            names.append(name)
     return tuple(names)
+
+
+def _uri_path(uri: str) -> str:
+    """``scheme://host:port/path`` → ``/path``, taken literally (file names may hold ``#``, ``?``)."""
+    match = URI_SCHEME.match(uri)
+    if match is None:
+        return uri
+    rest = uri[match.end():]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else ""
 
 
 def jdl_lines(ad: classad2.ClassAd) -> str:

@@ -332,3 +332,17 @@ class TestIsbFileNames:
     def test_only_entries_below_the_input_uri_are_names_to_stage(self) -> None:
         ad = _register((DATA / "local_isb.jdl").read_text())
         assert isb_file_names(ad, AREA.input_uri) == ("analyse.sh", "input.dat")
+
+    def test_a_changed_service_host_still_finds_the_files(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+        moved = FilesystemSandboxStorage("/var", base_url="https://alias.example.org:8443").job_area(JOB_ID)
+        assert isb_file_names(ad, moved.input_uri) == ("analyse.sh", "input.dat")
+
+    def test_entries_of_another_area_are_not_staged(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+        other = STORAGE.job_area(child_job_id(JOB_ID, 0))
+        assert isb_file_names(ad, other.input_uri) == ()
+
+    def test_file_names_with_uri_delimiters_are_taken_literally(self) -> None:
+        ad = _register('Executable = "a"; InputSandbox = { "in#1.txt", "what?.txt" };')
+        assert isb_file_names(ad, AREA.input_uri) == ("in#1.txt", "what?.txt")
