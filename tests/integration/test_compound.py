@@ -151,3 +151,63 @@ def test_one_node_can_be_cancelled_alone_and_the_parent_cancels_all(alice: Refer
     status = wait_final(alice, job.id, timeout=30)
     assert {c.status for c in status.childrenJob} == {"Cancelled (Cancelled by user)"}
     assert status.status == "Cancelled (Cancelled by user)"
+
+
+SHARED_ISB_DAG = """[ Type = "dag";
+InputSandbox = { "common.sh" };
+nodes = [
+  first = [ Description = [ Executable = "/bin/sh"; Arguments = "common.sh first";
+                            InputSandbox = { "common.sh" };
+                            StdOutput = "first.out"; OutputSandbox = { "first.out" }; ]; ];
+  second = [ Description = [ Executable = "/bin/sh"; Arguments = "common.sh second";
+                             InputSandbox = { "common.sh" };
+                             StdOutput = "second.out"; OutputSandbox = { "second.out" }; ]; ];
+  dependencies = { { first, second } };
+];
+]"""
+
+
+def test_a_node_registered_jdl_its_output_list_and_the_worker_agree(alice: ReferenceClient) -> None:
+    """Issue 7 point 1: the shared ISB is where it is uploaded, a node's outputs in its own area."""
+    from wmproxy.jdl import parse_jdl
+
+    job = alice.wmproxy.jobRegister(SHARED_ISB_DAG, "compound")
+    parent_input = alice.wmproxy.getSandboxDestURI(job.id, "https")[0]
+    assert alice.session.put(f"{parent_input}/common.sh", data=b'echo "node $1"\n').ok
+    alice.wmproxy.jobStart(job.id)
+    status = wait_final(alice, job.id)
+    assert status.status == "Done (Exit Code 0)", status
+
+    for child in job.childrenJob:
+        registered = parse_jdl(alice.wmproxy.getJDL(child.id, "REGISTERED"))
+        own_base = registered["WMPInputSandboxBaseURI"]
+        assert own_base.endswith(child.path.removesuffix("/input"))
+        assert registered["InputSandbox"] == [f"{parent_input}/common.sh"]
+        assert registered["InputSandboxPath"].endswith(job.path)
+        dest = registered["OutputSandboxDestURI"]
+        assert dest == [f"{own_base}/output/{child.name}.out"]
+        listed = [f.name for f in alice.wmproxy.getOutputFileList(child.id, "https")]
+        assert listed == dest
+        assert alice.session.get(dest[0]).content == f"node {child.name}\n".encode()
+
+    parent = alice.wmproxy.getJDL(job.id, "REGISTERED")
+    listing = parse_jdl(parent)["nodes"]
+    for child in job.childrenJob:
+        assert listing[child.name]["description"]["edg_jobid"] == child.id
+        assert listing[child.name]["node_type"] == "edg-jdl"
+
+
+@pytest.mark.parametrize(("attribute", "value"), [
+    ("StdOutput", '"../escape.out"'),
+    ("StdError", '"/tmp/escape.err"'),
+    ("OutputSandbox", '{ "ok.out", "sub/../../escape.out" }'),
+])
+def test_names_outside_the_work_dir_are_an_invalid_argument_fault(
+    alice: ReferenceClient, attribute: str, value: str
+) -> None:
+    """Issue 8 point 4, on the wire: refused at registration, the message names the attribute."""
+    with pytest.raises(zeep.exceptions.Fault) as err:
+        alice.wmproxy.jobRegister(f'[ Executable = "/bin/true"; {attribute} = {value}; ]', "compound")
+    detail = fault_detail(err.value)
+    assert etree.QName(detail).localname == "InvalidArgumentFault"
+    assert attribute in "".join(detail.itertext())

@@ -23,32 +23,30 @@ from wmproxy.cli.common import CliError
 from wmproxy.cli.sandbox import _parse, input_sandbox_entries
 
 PARAM = "_PARAM_"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def is_compound(jdl_text: str) -> bool:
-    """Whether the JDL is a collection, a DAG or a parametric job (unparsable: False)."""
+    """Whether the JDL is a collection, a DAG or a parametric job (unparsable or bad
+    ``Type``/``JobType``: False, the service reports those)."""
+    from wmproxy.errors import WMProxyError
+    from wmproxy.jdl.compound import compound_kind
+
     ad = _parse(jdl_text)
     if ad is None:
         return False
-    kind = _string(ad, "Type").lower()
-    job_type = _string(ad, "JobType").lower()
-    return kind in ("dag", "collection") or job_type == "parametric"
-
-
-def _string(ad: Any, name: str) -> str:
     try:
-        value = ad[name] if name in ad else ""
-    except Exception:  # noqa: BLE001 - an expression that does not evaluate
-        return ""
-    return value if isinstance(value, str) else ""
+        return compound_kind(ad) is not None
+    except WMProxyError:
+        return False
 
 
 def sanitise(name: str) -> str:
-    """A node name fragment as ``bulk2dag`` makes it (``.``→``_``, ``/``→``I``, ``*``→``-``,
-    ``$``→``_S_``), any other character outside ``[A-Za-z0-9_-]`` becoming ``_``."""
-    name = name.replace(".", "_").replace("/", "I").replace("*", "-").replace("$", "_S_")
-    return _UNSAFE.sub("_", name)
+    """A node name fragment as the service makes it (:func:`wmproxy.jdl.parametric.node_name`:
+    ``.``→``_``, ``/``→``I``, ``*``→``-``, ``$``→``_S_``, anything else outside
+    ``[A-Za-z0-9_-]`` → ``_``)."""
+    from wmproxy.jdl.parametric import node_name
+
+    return node_name(name)
 
 
 def collection_jdl(directory: str | os.PathLike[str]) -> str:

@@ -11,6 +11,7 @@ import click
 
 from wmproxy.cli import common
 from wmproxy.client import GraphNode
+from wmproxy.jdl.graph import CycleError, topological_order
 
 F = TypeVar("F", bound=Callable[..., Any])
 JOB_TYPES = ("NORMAL", "PARAMETRIC", "INTERACTIVE", "MPI")
@@ -69,15 +70,15 @@ def dependency_graph(nodes: tuple[str, ...], dependencies: tuple[tuple[str, str]
             children[parent].append(child)
         has_parent.add(child)
 
-    def build(name: str, path: tuple[str, ...]) -> GraphNode:
-        if name in path:
-            raise click.UsageError(f"dependency cycle through {name}")
-        return GraphNode(name, tuple(build(c, (*path, name)) for c in children[name]))
+    try:
+        topological_order(names, dependencies)
+    except CycleError as exc:
+        raise click.UsageError(f"dependency cycle: {exc}") from None
 
-    roots = [n for n in names if n not in has_parent]
-    if not roots:
-        raise click.UsageError("dependency cycle: every node has a parent")
-    return GraphNode(None, tuple(build(n, ()) for n in roots))
+    def build(name: str) -> GraphNode:
+        return GraphNode(name, tuple(build(c) for c in children[name]))
+
+    return GraphNode(None, tuple(build(n) for n in names if n not in has_parent))
 
 
 @templates.command("dag")

@@ -21,8 +21,8 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import ExecutionBackend, JobRunSpec, RunHandle
 from wmproxy.execution.staging import stage_in, stage_out, write_job_proxy
 from wmproxy.services import execution as service
-from wmproxy.services.perusal import perusal_lists
 from wmproxy.services.execution import StartOrder
+from wmproxy.services.perusal import perusal_lists
 from wmproxy.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ class ExecutionWorker:
         work_dir = Path(self.settings.work_dir) / to_filename(job_id)
         desc = order.description
         try:
-            stage_in(order.isb_dir, work_dir, order.isb_files)
-            proxy_file = write_job_proxy(order.job_dir, order.proxy_pem)
+            stage_in(order.area, work_dir, order.isb_files)
+            proxy_file = write_job_proxy(self.rt.storage, order.area, order.proxy_pem)
             if not service.set_state(self.rt, job_id, JobState.SCHEDULED):
                 shutil.rmtree(work_dir, ignore_errors=True)
                 return
@@ -111,8 +111,11 @@ class ExecutionWorker:
             del self.running[job_id]
             if job.order.perusal_interval is not None:
                 self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
-            missing = stage_out(job.work_dir, job.order.job_dir, job.order.description.output_sandbox)
-            reason = f"output sandbox files not produced: {', '.join(missing)}" if missing else None
+            try:
+                missing = stage_out(self.rt.storage, job.order.area, job.work_dir, job.order.description.output_sandbox)
+                reason = f"output sandbox files not produced: {', '.join(missing)}" if missing else None
+            except WMProxyError as exc:
+                reason = f"output sandbox not collected: {exc}"
             service.set_state(self.rt, job_id, JobState.DONE, exit_code=code, reason=reason)
             shutil.rmtree(job.work_dir, ignore_errors=True)
             log.info("job %s done, exit code %d", job_id, code)

@@ -1,33 +1,38 @@
-"""Validated, typed view of a job's JDL (``wmproxy-behaviour.md`` §3.1 steps 7-8, 12).
+"""Validated, typed view of a simple job's JDL (``wmproxy-behaviour.md`` §3.1 steps 7-8, 12).
 
-:func:`describe` applies the checks the reference makes at registration and returns a
-:class:`JobDescription`. Collections, DAGs and parametric jobs are validated by
-expanding them (:func:`wmproxy.jdl.compound.expand`, §9.4, §9.5), which describes
-every node; their description is that of the DAG-level ad.
+:func:`describe_simple` applies the checks the reference makes at registration and
+returns a :class:`JobDescription`; :func:`read_description` reads the same fields from
+an ad that has already been registered (it carries ``edg_jobid``). Collections, DAGs
+and parametric jobs are described by :mod:`wmproxy.jdl.compound`, which builds on
+this module (never the other way round).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import classad2
 
-from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
-
-JOB_TYPES_OF_TYPE = ("job", "dag", "collection")
-KNOWN_JOB_TYPES = (
-    "normal", "interactive", "mpich", "parametric", "partitionable", "checkpointable",
+from wmproxy.errors import JdlError
+from wmproxy.jdl.attributes import (
+    file_list,
+    job_kind,
+    job_type,
+    string_list,
+    string_value,
 )
+from wmproxy.jdl.sandbox import check_work_dir_name, local_file_names
+
 INTERACTIVE_ATTRIBUTES = ("ListenerHost", "ListenerPort", "ListenerPipeName")
+WORK_DIR_ATTRIBUTES = ("StdInput", "StdOutput", "StdError")
 
 _ENVIRONMENT_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=", re.ASCII)
 
 
 @dataclass(frozen=True)
 class JobDescription:
-    """What the service needs to know about a simple job's JDL.
+    """What the service needs to know about a job's JDL.
 
     Attributes:
         type: ``Type``, lowercase: ``job``, ``dag`` or ``collection``.
@@ -59,18 +64,23 @@ class JobDescription:
     nodes: tuple[str, ...] = ()
 
 
-def describe(ad: classad2.ClassAd) -> JobDescription:
-    """Validate a parsed JDL as jobRegister does and return its description.
+def is_simple(ad: classad2.ClassAd) -> bool:
+    """Whether the JDL is a simple job (not a collection, DAG or parametric job).
+
+    Raises:
+        InvalidJdlAttributeError, JdlError: bad ``Type`` or ``JobType`` (see
+            :func:`wmproxy.jdl.attributes.job_kind`, :func:`~wmproxy.jdl.attributes.job_type`).
+    """
+    return job_kind(ad) == "job" and job_type(ad) != "parametric"
+
+
+def describe_simple(ad: classad2.ClassAd) -> JobDescription:
+    """Validate a simple job's JDL as jobRegister does and return its description.
 
     Implements ``wmproxy-behaviour.md`` §3.1 steps 7 and 8 (``Type``, ``JobType``) and
     the mandatory-attribute and type checks of the JDL library. Attribute names are
     case-insensitive. A single string is accepted where a list of strings is
     expected (``InputSandbox``, ``OutputSandbox``, ``Environment``).
-
-    A collection, DAG or parametric job is expanded with its default node limit and
-    every node is validated; the result describes the DAG-level ad (``Executable`` may
-    be ``""`` there; ``input_sandbox`` is the union of all nodes' entries) and lists
-    the node names. Use :func:`wmproxy.jdl.compound.expand` to get the nodes.
 
     Args:
         ad: the JDL as returned by :func:`wmproxy.jdl.parse_jdl`; not modified.
@@ -82,165 +92,82 @@ def describe(ad: classad2.ClassAd) -> JobDescription:
         InvalidJdlAttributeError: ``Type`` is not job/dag/collection ("Invalid Job
             Type: <type>"), or ``JobType`` lists more than one type ("Composite Job
             Type not yet supported").
-        InvalidArgumentError: a compound job that cannot be expanded (no nodes, too
-            many, nested, nodes given by ``file``; see ``compound.expand``).
+        InvalidArgumentError: ``StdInput``/``StdOutput``/``StdError`` or an
+            ``OutputSandbox`` name is absolute or has a ``..`` component (the message
+            names the attribute); or the JDL is a compound job (use
+            :func:`wmproxy.jdl.describe`).
         JdlError: partitionable/checkpointable jobs ("... Jobs are Deprecated"), a
             missing mandatory attribute ("Mandatory attribute <name> not set"), an
             attribute of the wrong type (the message names it), an ``Environment``
             entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid
-            attribute already exists"); for a compound job also a bad node list,
-            dependency or parameter, and any node's error prefixed ``Node <name>: ``.
+            attribute already exists").
     """
-    job_kind = _job_kind(ad)
-    job_type = _job_type(ad) if job_kind == "job" else "normal"
-    if job_kind != "job" or job_type == "parametric":
-        return _describe_compound(ad, job_kind, job_type)
-    _check_job_type(ad, job_type)
+    if not is_simple(ad):
+        raise JdlError("A collection, DAG or parametric job is not a simple job")
+    _check_job_type(ad, job_type(ad))
     if "edg_jobid" in ad:
         raise JdlError("jobid attribute already exists")
-
-    executable = _string(ad, "Executable")
-    if executable is None:
+    description = read_description(ad)
+    if "Executable" not in ad:
         raise JdlError("Mandatory attribute Executable not set")
-    if not executable:
+    if not description.executable:
         raise JdlError("Attribute Executable must not be empty")
-    environment = string_list(ad, "Environment")
-    for entry in environment:
+    for entry in description.environment:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")
+    for attribute, value in zip(
+        WORK_DIR_ATTRIBUTES, (description.std_input, description.std_output, description.std_error)
+    ):
+        if value is not None:
+            check_work_dir_name(attribute, value)
+    for name in description.output_sandbox:
+        check_work_dir_name("OutputSandbox", name)
+    return description
 
+
+def read_description(ad: classad2.ClassAd) -> JobDescription:
+    """The typed fields of a JDL without the registration checks.
+
+    For ads already checked by :func:`describe_simple`, such as the registered JDL
+    (which carries ``edg_jobid``) or the DAG-level ad of a compound job (no
+    ``Executable``). ``type`` and ``job_type`` are read as written.
+
+    Raises:
+        InvalidJdlAttributeError, JdlError: an attribute of the wrong type.
+    """
     return JobDescription(
-        type=job_kind,
-        job_type=job_type,
-        executable=executable,
-        arguments=_string(ad, "Arguments") or "",
-        std_input=_string(ad, "StdInput"),
-        std_output=_string(ad, "StdOutput"),
-        std_error=_string(ad, "StdError"),
-        input_sandbox=_file_list(ad, "InputSandbox"),
-        output_sandbox=_file_list(ad, "OutputSandbox"),
-        environment=environment,
-        virtual_organisation=_string(ad, "VirtualOrganisation"),
-        myproxy_server=_string(ad, "MyProxyServer") or None,
+        type=job_kind(ad),
+        job_type=job_type(ad),
+        executable=string_value(ad, "Executable") or "",
+        arguments=string_value(ad, "Arguments") or "",
+        std_input=string_value(ad, "StdInput"),
+        std_output=string_value(ad, "StdOutput"),
+        std_error=string_value(ad, "StdError"),
+        input_sandbox=file_list(ad, "InputSandbox"),
+        output_sandbox=file_list(ad, "OutputSandbox"),
+        environment=string_list(ad, "Environment"),
+        virtual_organisation=string_value(ad, "VirtualOrganisation"),
+        myproxy_server=string_value(ad, "MyProxyServer") or None,
     )
 
 
-def _describe_compound(ad: classad2.ClassAd, job_kind: str, job_type: str) -> JobDescription:
-    """Validate a collection, DAG or parametric job by expanding it (§9.4, §9.5)."""
-    from wmproxy.jdl.compound import expand  # noqa: PLC0415 - compound imports this module
+def input_sandbox_files(description: JobDescription) -> list[str]:
+    """The file names the client must upload into the job's input area (§3.4, §4.1).
 
-    job = expand(ad)
-    assert job is not None  # the caller checked the kind
-    parent = job.parent_ad
-    return JobDescription(
-        type=job_kind,
-        job_type=job_type,
-        executable=_string(parent, "Executable") or "",
-        arguments=_string(parent, "Arguments") or "",
-        std_input=_string(parent, "StdInput"),
-        std_output=_string(parent, "StdOutput"),
-        std_error=_string(parent, "StdError"),
-        input_sandbox=_file_list(parent, "InputSandbox"),
-        output_sandbox=_file_list(parent, "OutputSandbox"),
-        environment=string_list(parent, "Environment"),
-        virtual_organisation=_string(parent, "VirtualOrganisation"),
-        myproxy_server=_string(parent, "MyProxyServer") or None,
-        nodes=tuple(node.name for node in job.nodes),
-    )
+    Returns:
+        File names of the local (non-remote) ``InputSandbox`` entries, in JDL order,
+        each once.
+    """
+    return local_file_names(description.input_sandbox)
 
 
-def _job_kind(ad: classad2.ClassAd) -> str:
-    """``Type``, lowercase, default ``job`` (§3.1 step 7)."""
-    if "Type" not in ad:
-        return "job"
-    value = ad["Type"]
-    if not isinstance(value, str) or value.lower() not in JOB_TYPES_OF_TYPE:
-        shown = value if isinstance(value, str) else str(ad.lookup("Type")).strip()
-        raise InvalidJdlAttributeError(f"Invalid Job Type: {shown}")
-    return value.lower()
-
-
-def _job_type(ad: classad2.ClassAd) -> str:
-    """``JobType``, lowercase, default ``normal`` (§3.1 step 8)."""
-    if "JobType" not in ad:
-        return "normal"
-    value = ad["JobType"]
-    if isinstance(value, list):
-        if len(value) > 1:
-            raise InvalidJdlAttributeError("Composite Job Type not yet supported")
-        if not value:
-            raise JdlError("Attribute JobType must not be an empty list")
-        value = value[0]
-    if not isinstance(value, str):
-        raise JdlError("Attribute JobType must be a string")
-    job_type = value.lower()
-    if job_type not in KNOWN_JOB_TYPES:
-        raise JdlError(f"Attribute JobType has an unknown value: {value}")
-    return job_type
-
-
-def _check_job_type(ad: classad2.ClassAd, job_type: str) -> None:
+def _check_job_type(ad: classad2.ClassAd, kind: str) -> None:
     """Deprecated job types and the interactive job's mandatory attributes (§3.1 step 8)."""
-    if job_type == "partitionable":
+    if kind == "partitionable":
         raise JdlError("Partitionable Jobs are Deprecated")
-    if job_type == "checkpointable":
+    if kind == "checkpointable":
         raise JdlError("Checkpointable Jobs are Deprecated")
-    if job_type == "interactive":
+    if kind == "interactive":
         for name in INTERACTIVE_ATTRIBUTES:
             if name not in ad:
                 raise JdlError(f"Mandatory attribute {name} not set")
-
-
-def _string(ad: classad2.ClassAd, name: str) -> str | None:
-    """A string-literal attribute, ``None`` when absent.
-
-    Raises:
-        JdlError: the attribute is not a string literal (``Executable = foo`` is an
-            attribute reference, ``"a" + "b"`` an expression; both are refused).
-    """
-    if name not in ad:
-        return None
-    value = ad[name]
-    if not isinstance(value, str):
-        raise JdlError(
-            f"Attribute {name} must be a string, not {_shown(ad, name)}"
-        )
-    return value
-
-
-def string_list(ad: classad2.ClassAd, name: str) -> tuple[str, ...]:
-    """A list-of-strings attribute; a single string counts as a one-element list.
-
-    Args:
-        ad: the JDL.
-        name: the attribute, case-insensitive.
-
-    Returns:
-        The strings, ``()`` when the attribute is absent.
-
-    Raises:
-        JdlError: the value is neither a string nor a list of string literals.
-    """
-    if name not in ad:
-        return ()
-    value: Any = ad[name]
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return tuple(value)
-    raise JdlError(
-        f"Attribute {name} must be a string or a list of strings, not {_shown(ad, name)}"
-    )
-
-
-def _file_list(ad: classad2.ClassAd, name: str) -> tuple[str, ...]:
-    """A sandbox file list: strings, none of them empty."""
-    files = string_list(ad, name)
-    if any(not entry.strip() for entry in files):
-        raise JdlError(f"Attribute {name} contains an empty file name")
-    return files
-
-
-def _shown(ad: classad2.ClassAd, name: str) -> str:
-    """The attribute's expression on one line, for error messages."""
-    return " ".join(str(ad.lookup(name)).split())

@@ -1,89 +1,103 @@
 """The registered JDL and its serialisation (``wmproxy-behaviour.md`` §3.1 steps 12-13, §3.2 8c).
 
-:func:`registered_ad` turns the user's JDL into the one stored as ``JDLToStart``;
-:func:`jdl_lines` is the text of ``JDLOriginal``/``JDLToStart`` that getJDL returns.
+:func:`registered_ad` builds the JDL stored as ``JDLToStart`` in one pass from the
+user's JDL, the job's area (paths and URIs computed by the storage layer, seen here
+through the :class:`RegisteredArea` protocol) and the MyProxy server chosen for it;
+:func:`jdl_lines` is the text of ``JDLOriginal``/``JDLToStart`` that getJDL returns;
+:func:`isb_file_names` reads back from a registered JDL which files the job's input
+area must hold.
 """
 
 from __future__ import annotations
 
 import math
-import posixpath
-import re
-from collections.abc import Iterable
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
 
 import classad2
 
 from wmproxy.errors import InvalidJdlAttributeError, JdlError
-from wmproxy.jdl.description import JobDescription, describe, string_list
+from wmproxy.jdl.attributes import set_list, string_list, string_value
+from wmproxy.jdl.compound import describe
+from wmproxy.jdl.description import JobDescription
+from wmproxy.jdl.sandbox import URI_SCHEME, file_name, has_wildcards, is_remote_uri
 
-_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_LOCAL_SCHEME = "file"
-_WILDCARDS = ("*", "?", "[")
-
-
-def is_remote_uri(entry: str) -> bool:
-    """Whether a sandbox entry names a remote file (``gsiftp://``, ``https://``...).
-
-    ``file://`` names a file on the client's machine, like a plain path: the client
-    uploads it (the gLite UI treats ``file://`` as its local protocol).
-
-    Args:
-        entry: an ``InputSandbox`` entry as written in the JDL.
-
-    Returns:
-        True for ``<scheme>://...`` with a scheme other than ``file``.
-    """
-    match = _URI_SCHEME.match(entry)
-    return match is not None and match.group(1).lower() != _LOCAL_SCHEME
+NODE_TYPE = "edg-jdl"
 
 
-def input_sandbox_files(description: JobDescription) -> list[str]:
-    """The file names the client must upload into ``<jobdir>/input`` (§3.4, §4.1).
+class RegisteredArea(Protocol):
+    """What the registered JDL needs of a job's area (``wmproxy.sandbox.storage.JobArea``)."""
 
-    Args:
-        description: the job's description.
+    @property
+    def base_uri(self) -> str:
+        """``WMPInputSandboxBaseURI``: URI of the job's own directory."""
+        ...
 
-    Returns:
-        Basenames of the local (non-remote) ``InputSandbox`` entries, in JDL order,
-        each once.
-    """
-    names: list[str] = []
-    for entry in description.input_sandbox:
-        if not is_remote_uri(entry):
-            name = _basename(entry)
-            if name not in names:
-                names.append(name)
-    return names
+    @property
+    def input_dir(self) -> Path:
+        """Where the job's input sandbox files are (a node's: the parent's input)."""
+        ...
+
+    @property
+    def input_uri(self) -> str:
+        """URI of ``input_dir``."""
+        ...
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the job's output sandbox is collected (always the job's own)."""
+        ...
+
+    @property
+    def output_uri(self) -> str:
+        """URI of ``output_dir``."""
+        ...
+
+    @property
+    def proxy_file(self) -> Path:
+        """The job's proxy file."""
+        ...
 
 
 def registered_ad(
     ad: classad2.ClassAd,
+    area: RegisteredArea,
     *,
     job_id: str,
     certificate_subject: str,
     proxy_vo: str | None,
     proxy_fqan: str | None,
-    isb_base_uri: str,
-    job_dir: str,
+    myproxy_server: str | None,
     description: JobDescription | None = None,
+    nodes: Sequence[tuple[str, classad2.ClassAd]] = (),
+    dependencies: Sequence[tuple[str, str]] = (),
 ) -> classad2.ClassAd:
-    """Build the registered JDL (``JDLToStart``) of a simple job.
+    """Build the registered JDL (``JDLToStart``) of a job, a node or a DAG level, in one pass.
 
     Implements ``wmproxy-behaviour.md`` §3.1 step 6 (VO check), step 8 (interactive
     ``Environment`` additions), step 12 (attributes set, removed and normalised) and
-    §3.2 step 8c (``OutputSandboxDestURI`` with the job's ``isb_base_uri`` as dest URI).
-    ``LB_sequence_code`` is left to the caller.
+    §3.2 step 8c (``OutputSandboxDestURI`` below the job's own output URI). Local
+    ``InputSandbox`` entries become ``<area.input_uri>/<file name>``: for a node that
+    is the parent's input area, where the files are really uploaded. The DAG level of
+    a compound job lists its registered nodes as the reference's ``JDLToStart`` does
+    (§9.4 step 9): ``nodes = [ <name> = [ description = [...]; node_type = "edg-jdl" ];
+    ...; dependencies = { {a, b} } ]``. ``LB_sequence_code`` is left out.
 
     Args:
-        ad: the user's JDL; it is validated with :func:`describe` and not modified.
-        description: the ad's description when the caller already has it (the
-            DAG-level ad of a compound job, which :func:`describe` cannot take alone).
+        ad: the user's JDL (for a compound job its DAG-level ad or a node's ad); not
+            modified. Validated with :func:`wmproxy.jdl.describe` unless
+            ``description`` is given.
+        area: the job's area (paths absolute, URIs https).
         job_id: the new job id, stored as ``edg_jobid``.
         certificate_subject: the caller's DN without proxy CNs.
         proxy_vo: VO of the delegated proxy's first FQAN, if any.
         proxy_fqan: the delegated proxy's first FQAN, stored as ``VOMS_FQAN``.
-        isb_base_uri: ``WMPInputSandboxBaseURI``, the gsiftp URI of the job directory.
-        job_dir: absolute path of the job directory on the server.
+        myproxy_server: the server the proxy is renewed from (``MyProxyServer``), or
+            None for no renewal (the attribute is then left out).
+        description: the ad's description when the caller already has it.
+        nodes: ``(node name, registered node ad)`` of a compound job's DAG level.
+        dependencies: ``(parent node, child node)`` pairs of the DAG level.
 
     Returns:
         A new ClassAd.
@@ -91,41 +105,80 @@ def registered_ad(
     Raises:
         InvalidJdlAttributeError: the JDL's ``VirtualOrganisation`` differs from
             ``proxy_vo`` (case-insensitive), or anything :func:`describe` raises.
-        InvalidArgumentError: see :func:`describe`.
-        JdlError: see :func:`describe`.
+        InvalidArgumentError, JdlError: see :func:`describe`; bad interactive
+            listener attributes or ``OutputSandboxBaseDestURI``.
     """
     if description is None:
         description = describe(ad)
     out = classad2.ClassAd(str(ad))
-    base = isb_base_uri.rstrip("/")
-
     _set_virtual_organisation(out, description.virtual_organisation, proxy_vo)
     out["edg_jobid"] = job_id
     out["CertificateSubject"] = certificate_subject
     if proxy_fqan:
         out["VOMS_FQAN"] = proxy_fqan
-    out["WMPInputSandboxBaseURI"] = base
-    out["InputSandboxPath"] = f"{job_dir}/input"
-    out["OutputSandboxPath"] = f"{job_dir}/output"
-    out["X509UserProxy"] = f"{job_dir}/user.proxy"
-    for name in ("MyProxyServer", "JobProvenance"):
-        if name in out and out[name] == "":
-            del out[name]
+    out["WMPInputSandboxBaseURI"] = area.base_uri
+    out["InputSandboxPath"] = str(area.input_dir)
+    out["OutputSandboxPath"] = str(area.output_dir)
+    out["X509UserProxy"] = str(area.proxy_file)
+    if "MyProxyServer" in out:
+        del out["MyProxyServer"]
+    if myproxy_server:
+        out["MyProxyServer"] = myproxy_server
+    if "JobProvenance" in out and out["JobProvenance"] == "":
+        del out["JobProvenance"]
 
     environment = list(description.environment)
     if description.job_type == "interactive":
         environment += _interactive_environment(out)
     if environment or "Environment" in out:
-        _set_list(out, "Environment", environment)
+        set_list(out, "Environment", environment)
     if "InputSandbox" in out:
-        _set_list(out, "InputSandbox", [
-            entry if is_remote_uri(entry) else f"{base}/input/{_basename(entry)}"
+        set_list(out, "InputSandbox", [
+            entry if is_remote_uri(entry) else f"{area.input_uri}/{file_name(entry)}"
             for entry in description.input_sandbox
         ])
     if "OutputSandbox" in out:
-        _set_list(out, "OutputSandbox", description.output_sandbox)
-        _set_output_destinations(out, description.output_sandbox, base)
+        set_list(out, "OutputSandbox", description.output_sandbox)
+        _set_output_destinations(out, description.output_sandbox, area.output_uri)
+    if nodes:
+        out["nodes"] = _node_list(nodes, dependencies)
     return out
+
+
+def isb_file_names(registered: classad2.ClassAd, input_uri: str) -> tuple[str, ...]:
+    """The files a registered job needs from its input area, in JDL order, each once.
+
+    Args:
+        registered: a JDL built by :func:`registered_ad`.
+        input_uri: the area's ``input_uri`` the local entries were mapped below. Only
+            the URI paths are compared, so a service that has changed its host name or
+            port since registration still finds the files.
+
+    Returns:
+        File names of the ``InputSandbox`` entries below ``input_uri`` (remote entries
+        are the job's own business).
+
+    Raises:
+        JdlError: ``InputSandbox`` is not a list of strings.
+    """
+    prefix = _uri_path(input_uri).rstrip("/") + "/"
+    names: list[str] = []
+    for entry in string_list(registered, "InputSandbox"):
+        path = _uri_path(entry)
+        name = path[len(prefix):]
+        if path.startswith(prefix) and name and "/" not in name and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _uri_path(uri: str) -> str:
+    """``scheme://host:port/path`` → ``/path``, taken literally (file names may hold ``#``, ``?``)."""
+    match = URI_SCHEME.match(uri)
+    if match is None:
+        return uri
+    rest = uri[match.end():]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else ""
 
 
 def jdl_lines(ad: classad2.ClassAd) -> str:
@@ -133,7 +186,8 @@ def jdl_lines(ad: classad2.ClassAd) -> str:
 
     The output is a bracketed new-format ClassAd that :func:`wmproxy.jdl.parse_jdl`
     reads back to an equal ad. Strings and lists of strings are written on one line
-    (``Environment = { "FOO=bar" };``); other expressions as classad2 prints them.
+    (``Environment = { "FOO=bar" };``); nested ClassAds (a DAG's ``nodes``) one
+    attribute per line, indented; other expressions as classad2 prints them.
 
     Args:
         ad: any ClassAd.
@@ -141,19 +195,39 @@ def jdl_lines(ad: classad2.ClassAd) -> str:
     Returns:
         ``"[\\n  Name = value;\\n  ...\\n]\\n"``.
     """
-    lines = [f"  {name} = {_value_text(ad, name)};" for name in ad.keys()]
-    return "[\n" + "\n".join(lines) + ("\n" if lines else "") + "]\n"
+    return _ad_text(ad, "") + "\n"
 
 
-def _value_text(ad: classad2.ClassAd, name: str) -> str:
+def _ad_text(ad: classad2.ClassAd, indent: str) -> str:
+    inner = indent + "  "
+    lines = [f"{inner}{name} = {_value_text(ad, name, inner)};" for name in ad.keys()]
+    return "[\n" + "\n".join(lines) + ("\n" if lines else "") + indent + "]"
+
+
+def _value_text(ad: classad2.ClassAd, name: str, indent: str) -> str:
     value = ad[name]
     if isinstance(value, str):
-        return classad2.quote(value)
+        return str(classad2.quote(value))
+    if isinstance(value, classad2.ClassAd):
+        return _ad_text(value, indent)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return "{ " + ", ".join(classad2.quote(item) for item in value) + " }" if value else "{ }"
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)  # classad2 prints 1.5 as 1.500000000000000E+00
-    return str(ad.lookup(name)).strip()
+    return " ".join(str(ad.lookup(name)).split())
+
+
+def _node_list(nodes: Sequence[tuple[str, classad2.ClassAd]], dependencies: Sequence[tuple[str, str]]) -> classad2.ClassAd:
+    """§9.4 step 9: ``[ <name> = [ description = ...; node_type = "edg-jdl" ]; dependencies = {...} ]``."""
+    listing = classad2.ClassAd()
+    for name, registered in nodes:
+        entry = classad2.ClassAd()
+        entry["description"] = classad2.ClassAd(str(registered))
+        entry["node_type"] = NODE_TYPE
+        listing[name] = entry
+    pairs = ", ".join(f"{{ {parent}, {child} }}" for parent, child in dependencies)
+    listing["dependencies"] = classad2.ExprTree(f"{{ {pairs} }}" if pairs else "{ }")
+    return listing
 
 
 def _set_virtual_organisation(out: classad2.ClassAd, jdl_vo: str | None, proxy_vo: str | None) -> None:
@@ -184,45 +258,29 @@ def _interactive_environment(out: classad2.ClassAd) -> list[str]:
     ]
 
 
-def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], base: str) -> None:
+def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], output_uri: str) -> None:
     """§3.2 step 8c: ``OutputSandboxDestURI``, or ``OutputSandboxBaseDestURI`` with wildcards."""
     if not files:
         return
-    if any(w in entry for entry in files for w in _WILDCARDS):
+    if has_wildcards(files):
         if "OutputSandboxBaseDestURI" not in out:
-            out["OutputSandboxBaseDestURI"] = f"{base}/output"
+            out["OutputSandboxBaseDestURI"] = output_uri
         return
     user_dest = string_list(out, "OutputSandboxDestURI")
-    base_dest = None
-    if "OutputSandboxBaseDestURI" in out:
-        value = out["OutputSandboxBaseDestURI"]
-        if not isinstance(value, str):
-            raise JdlError("Attribute OutputSandboxBaseDestURI must be a string")
-        base_dest = value.rstrip("/")
+    base_dest = string_value(out, "OutputSandboxBaseDestURI")
+    base_dest = base_dest.rstrip("/") if base_dest else None
     dest: list[str] = []
     for index, entry in enumerate(files):
         given = user_dest[index] if index < len(user_dest) else ""
-        if given and _URI_SCHEME.match(given):
+        if given and URI_SCHEME.match(given):
             dest.append(given)
         elif given:
-            dest.append(f"{base}/output/{given}")
+            dest.append(f"{output_uri}/{given}")
         elif base_dest:
-            dest.append(f"{base_dest}/{_basename(entry)}")
+            dest.append(f"{base_dest}/{file_name(entry)}")
         else:
-            dest.append(f"{base}/output/{_basename(entry)}")
-    _set_list(out, "OutputSandboxDestURI", dest)
+            dest.append(f"{output_uri}/{file_name(entry)}")
+    set_list(out, "OutputSandboxDestURI", dest)
 
 
-def _set_list(out: classad2.ClassAd, name: str, values: Iterable[str]) -> None:
-    """Set a list-of-strings attribute, keeping the user's spelling of its name."""
-    existing = next((key for key in out.keys() if key.lower() == name.lower()), name)
-    if existing in out:
-        del out[existing]
-    out[existing] = list(values)
-
-
-def _basename(entry: str) -> str:
-    """File name of a sandbox entry: a path, a ``file://`` URI or a remote URI."""
-    match = _URI_SCHEME.match(entry)
-    path = entry[match.end():] if match else entry
-    return posixpath.basename(path.rstrip("/"))
+__all__ = ["NODE_TYPE", "RegisteredArea", "isb_file_names", "jdl_lines", "registered_ad"]

@@ -21,6 +21,7 @@ from typing import Union
 import classad2
 
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError
+from wmproxy.jdl.graph import CycleError, topological_order
 
 PLACEHOLDER_EXECUTABLE = "<put executable path>"
 PARAM = "_PARAM_"
@@ -390,22 +391,11 @@ def _node_name(node: GraphNode) -> str | None:
 
 
 def _refuse_cycles(names: list[str], edges: list[tuple[str, str]]) -> None:
-    """Kahn's algorithm: a DAG's dependencies must not loop (``a -> b -> a``)."""
-    indegree = {name: 0 for name in names}
-    for _, child in edges:
-        indegree[child] += 1
-    ready = [name for name, count in indegree.items() if count == 0]
-    seen = 0
-    while ready:
-        current = ready.pop()
-        seen += 1
-        for parent, child in edges:
-            if parent == current:
-                indegree[child] -= 1
-                if indegree[child] == 0:
-                    ready.append(child)
-    if seen != len(names):
-        raise InvalidArgumentError("Invalid Argument: the dependencies graph contains a cycle")
+    """A DAG's dependencies must not loop (``a -> b -> a``)."""
+    try:
+        topological_order(names, edges)
+    except CycleError:
+        raise InvalidArgumentError("Invalid Argument: the dependencies graph contains a cycle") from None
 
 
 # --- single-line rendering ---

@@ -5,10 +5,16 @@ Layout (``wmproxy-behaviour.md`` §4.1), relative to the document root ``root``:
     <dir_name>/<first 2 chars of the unique id>/<to_filename(job id)>/
         input/     input sandbox: clients upload here (HTTPS PUT)
         output/    output sandbox: the execution worker writes here, clients GET
+        peek/      perusal chunks
+        user.proxy the job's proxy (:meth:`FilesystemSandboxStorage.write_proxy`)
 
-:class:`FilesystemSandboxStorage` is the only code that touches these directories.
-Every path a client sends goes through :meth:`FilesystemSandboxStorage.resolve`, which
-confines it to an existing job's ``input/`` or ``output/`` subtree.
+:class:`FilesystemSandboxStorage` is the only code that writes into these directories
+and the one that computes their paths and URIs (:class:`JobArea`, from
+:meth:`FilesystemSandboxStorage.job_area`). The nodes of a collection, DAG or
+parametric job share their parent's input area: a node's ``JobArea.input_dir`` is the
+parent's ``input/``, its output, peek and proxy are its own. Every path a client sends
+goes through :meth:`FilesystemSandboxStorage.resolve`, which confines it to an
+existing job's ``input/``, ``output/`` or ``peek/`` subtree.
 """
 
 from __future__ import annotations
@@ -19,11 +25,17 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from wmproxy import domain
-from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
+from wmproxy.errors import (
+    InvalidArgumentError,
+    QuotaExceededError,
+    SandboxError,
+    SandboxPathError,
+)
 
 CHUNK_SIZE = 64 * 1024
 """Bytes read from an upload stream at a time."""
@@ -36,6 +48,43 @@ OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 
 TMP_SUFFIX = ".wmproxy-part"
 """Suffix of in-progress temporary files; hidden from listings and output lists."""
+
+PROXY_FILE = "user.proxy"
+"""Name of the job's proxy file in its area (``X509UserProxy``, §3.1 step 12)."""
+
+
+@dataclass(frozen=True)
+class JobArea:
+    """Where a job's files are, on disk and as URIs: the one source of these paths.
+
+    Built by :meth:`FilesystemSandboxStorage.job_area`; nothing else derives them.
+
+    Attributes:
+        job_id: the job id.
+        rel_dir: ``<dir_name>/<2ch>/<to_filename(job id)>``, relative to the root.
+        dir: absolute path of the job's own directory.
+        input_dir: where this job's input sandbox files really are: ``<dir>/input``,
+            for a node of a compound job the parent's ``input``.
+        output_dir: ``<dir>/output`` (always the job's own).
+        peek_dir: ``<dir>/peek`` (perusal chunks).
+        proxy_file: ``<dir>/user.proxy``.
+        base_uri: ``<base URL>/<rel_dir>`` (``WMPInputSandboxBaseURI``).
+        input_uri: URI of ``input_dir``.
+        output_uri: URI of ``output_dir``.
+        peek_uri: URI of ``peek_dir``.
+    """
+
+    job_id: str
+    rel_dir: str
+    dir: Path
+    input_dir: Path
+    output_dir: Path
+    peek_dir: Path
+    proxy_file: Path
+    base_uri: str
+    input_uri: str
+    output_uri: str
+    peek_uri: str
 
 
 class ReadableStream(Protocol):
@@ -76,13 +125,16 @@ class FilesystemSandboxStorage:
     Args:
         root: the document root (``SandboxSettings.root``); may itself be a symlink.
         dir_name: name of the staging directory under the root (``SandboxDir``).
+        base_url: URL the document root is served at (``https://<host>:<port>``), the
+            prefix of every :class:`JobArea` URI; ``""`` gives root-relative URIs.
     """
 
-    def __init__(self, root: Path | str, dir_name: str = "SandboxDir") -> None:
+    def __init__(self, root: Path | str, dir_name: str = "SandboxDir", base_url: str = "") -> None:
         if not dir_name or "/" in dir_name or dir_name in (".", ".."):
             raise ValueError(f"invalid sandbox directory name: {dir_name!r}")
         self.root = Path(root)
         self.dir_name = dir_name
+        self.base_url = base_url.rstrip("/")
 
     # --- job areas ---
 
@@ -102,6 +154,35 @@ class FilesystemSandboxStorage:
             InvalidArgumentError: ``job_id`` is not a valid job id.
         """
         return self.root / self.job_rel_dir(job_id)
+
+    def job_area(self, job_id: str, parent_id: str | None = None) -> JobArea:
+        """The paths and URIs of a job's area (whether or not it exists).
+
+        Args:
+            job_id: the job, or a node of a compound job.
+            parent_id: the compound job ``job_id`` is a node of (its input sandbox is in
+                the parent's input area), None for a job of its own.
+
+        Raises:
+            InvalidArgumentError: ``job_id`` or ``parent_id`` is not a valid job id.
+        """
+        rel_dir = self.job_rel_dir(job_id)
+        input_rel = f"{self.job_rel_dir(parent_id) if parent_id else rel_dir}/input"
+        base_uri = f"{self.base_url}/{rel_dir}"
+        job_dir = self.root / rel_dir
+        return JobArea(
+            job_id=job_id,
+            rel_dir=rel_dir,
+            dir=job_dir,
+            input_dir=self.root / input_rel,
+            output_dir=job_dir / "output",
+            peek_dir=job_dir / "peek",
+            proxy_file=job_dir / PROXY_FILE,
+            base_uri=base_uri,
+            input_uri=f"{self.base_url}/{input_rel}",
+            output_uri=f"{base_uri}/output",
+            peek_uri=f"{base_uri}/peek",
+        )
 
     def has_job_area(self, job_id: str) -> bool:
         """True when the job area exists as a real directory (not a symlink)."""
@@ -324,6 +405,66 @@ class FilesystemSandboxStorage:
                 raise SandboxPathError(f"Not a directory: {'/'.join(rest[: i + 1])}")
         assert current == job_dir.joinpath(area, *rest)
         return ResolvedPath(job_rel_dir, current)
+
+    # --- the job's own files ---
+
+    def write_proxy(self, job_id: str, proxy_pem: bytes) -> Path:
+        """Write the job's proxy file ``<jobdir>/user.proxy`` (mode 0600, atomic replace).
+
+        The one writer of job proxy files: the execution worker at start and proxy
+        renewal afterwards both call it.
+
+        Args:
+            job_id: the job (its area must exist).
+            proxy_pem: the PEM proxy chain with its key.
+
+        Returns:
+            The proxy file's path (:attr:`JobArea.proxy_file`).
+
+        Raises:
+            SandboxError: the job area does not exist or the file cannot be written.
+        """
+        if not self.has_job_area(job_id):
+            raise SandboxError(f"The job directory of {job_id} does not exist")
+        target = self.job_area(job_id).proxy_file
+        self.write_file_atomic(target, proxy_pem, 0o600)
+        return target
+
+    def collect_output(self, job_id: str, work_dir: Path, names: tuple[str, ...]) -> list[str]:
+        """Copy the job's output sandbox files from ``work_dir`` into its ``output/`` (atomically each).
+
+        Args:
+            job_id: the job.
+            work_dir: the directory the job ran in.
+            names: ``OutputSandbox`` names relative to ``work_dir``; each is stored
+                under its file name.
+
+        Returns:
+            The names the job did not produce (missing, not a regular file, or
+            resolving outside ``work_dir``), in order.
+
+        Raises:
+            SandboxError: the job area does not exist or a file cannot be written.
+        """
+        output = self._area(job_id, "output")
+        top = work_dir.resolve()
+        missing: list[str] = []
+        for entry in names:
+            name = os.path.basename(entry)
+            source = (work_dir / entry).resolve()
+            if not source.is_relative_to(top) or not source.is_file():
+                missing.append(name)
+                continue
+            fd, tmp = _mkstemp(output / name)
+            try:
+                with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+                    os.fchmod(out.fileno(), 0o600)
+                    shutil.copyfileobj(data, out, CHUNK_SIZE)
+                os.replace(tmp, output / name)
+            except OSError as exc:
+                _unlink_quietly(tmp)
+                raise SandboxError(f"Unable to store the output file {name}: {exc.strerror}") from exc
+        return missing
 
     # --- writing ---
 

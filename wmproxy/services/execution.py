@@ -8,25 +8,35 @@ Running → Done (exit code) | Aborted (reason) | Cancelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
-from wmproxy.jdl import JobDescription, describe, input_sandbox_files, parse_jdl
-from wmproxy.services.jobs import CANCELLED_BY_USER
+from wmproxy.jdl import JobDescription, isb_file_names, parse_jdl, read_description
+from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.compound import on_node_ended, refresh_parent
+from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 
 
 @dataclass(frozen=True)
 class StartOrder:
-    """A job a worker has claimed: its description, area and proxy (grid file layout)."""
+    """A job a worker has claimed, read from its registered JDL and its job area.
+
+    Attributes:
+        job_id: the job.
+        description: the registered JDL's typed fields (``Executable``, ``Arguments``,
+            ``Std*``, ``Environment`` with the server's additions, ``OutputSandbox``).
+        isb_files: file names to copy from ``area.input_dir`` into the work directory
+            (the registered ``InputSandbox`` entries below ``area.input_uri``).
+        area: where the job's files are (a node's input is its parent's).
+        proxy_pem: the delegated proxy (PEM), for ``area.proxy_file``.
+        perusal_interval: seconds between perusal samples, None without perusal.
+    """
 
     job_id: str
     description: JobDescription
     isb_files: tuple[str, ...]
-    job_dir: Path
-    isb_dir: Path  # where the input files were uploaded (the parent's area for nodes)
+    area: JobArea
     proxy_pem: bytes
     perusal_interval: int | None = None
 
@@ -48,17 +58,16 @@ def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
         delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
         uow.jobs.set_state(job, JobState.READY.value, now)
         job.backend_ref = f"worker:{worker}"
-        ad = parse_jdl(job.jdl_original)
-        description = describe(ad)
+        registered = parse_jdl(job.jdl_registered)
+        area = rt.storage.job_area(job.id, job.parent_id)
         proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
         return StartOrder(
             job_id=job.id,
-            description=description,
-            isb_files=tuple(input_sandbox_files(description)),
-            job_dir=rt.storage.job_dir(job.id),
-            isb_dir=rt.storage.job_dir(job.parent_id or job.id) / "input",
+            description=read_description(registered),
+            isb_files=isb_file_names(registered, area.input_uri),
+            area=area,
             proxy_pem=proxy_pem,
-            perusal_interval=perusal_interval(rt, ad),
+            perusal_interval=perusal_interval(rt, registered),
         )
 
 

@@ -7,17 +7,20 @@ References: ``wmproxy-behaviour.md`` §10 (getJobStatus), §1.3 (getJDL), §3.6 
 from __future__ import annotations
 
 import datetime as dt
-
 from dataclasses import dataclass, field
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, utcnow
-from wmproxy.errors import DelegationNotFoundError, InvalidArgumentError, OperationNotAllowedError
+from wmproxy.errors import (
+    DelegationNotFoundError,
+    InvalidArgumentError,
+    OperationNotAllowedError,
+)
 from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.uris import job_base_uri, select_protocols
+from wmproxy.services.uris import select_protocols
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
@@ -182,6 +185,6 @@ def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str |
             raise OperationNotAllowedError("getOutputFileList operation not allowed for dag or collection type")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value):
             raise OperationNotAllowedError("Job current status doesn't allow getOutputFileList operation")
-        base = job_base_uri(rt.settings, job.id)
+        area = rt.storage.job_area(job.id, job.parent_id)
         files = rt.storage.output_files(job.id)
-        return [(f"{base}/output/{name}", size) for _ in protocols for name, size in files]
+        return [(f"{area.output_uri}/{name}", size) for _ in protocols for name, size in files]

@@ -16,13 +16,17 @@ from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.access import live_job
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.uris import job_base_uri, select_protocols
+from wmproxy.services.uris import select_protocols
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
 
 def perusal_interval(rt: Runtime, ad: classad2.ClassAd) -> int | None:
-    """Seconds between perusal samples of a job, or None when its JDL does not enable perusal."""
+    """Seconds between perusal samples of a job, or None when its JDL does not enable perusal.
+
+    Args:
+        ad: the job's registered JDL.
+    """
     if ad.get("PerusalFileEnable") is not True:
         return None
     asked = ad.get("PerusalTimeInterval")
@@ -33,7 +37,7 @@ def perusal_interval(rt: Runtime, ad: classad2.ClassAd) -> int | None:
 def _check(rt: Runtime, uow: UnitOfWork, job: Job) -> None:
     if uow.jobs.children(job.id):
         raise OperationNotAllowedError("Perusal service not available for dag or collection type")
-    if perusal_interval(rt, parse_jdl(job.jdl_original)) is None:
+    if perusal_interval(rt, parse_jdl(job.jdl_registered)) is None:
         raise OperationNotAllowedError("Perusal not enabled for this job")
 
 
@@ -78,10 +82,10 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
         _check(rt, uow, job)
         if job.state == JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the job is not started")
-        base = job_base_uri(rt.settings, job.id)
-    new = rt.storage.merge_perusal_chunks(job_id, name)
-    names = rt.storage.merged_perusal_files(job_id, name) if all_chunks else new
-    return [f"{base}/peek/{n}" for _ in protocols for n in names]
+        area = rt.storage.job_area(job.id, job.parent_id)
+    new = rt.storage.merge_perusal_chunks(area.job_id, name)
+    names = rt.storage.merged_perusal_files(area.job_id, name) if all_chunks else new
+    return [f"{area.peek_uri}/{n}" for _ in protocols for n in names]
 
 
 def perusal_lists(rt: Runtime, job_ids: list[str]) -> dict[str, list[str]]:

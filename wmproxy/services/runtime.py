@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from wmproxy.config import Settings
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.sealing import Sealer
+from wmproxy.services.uris import sandbox_base_url
 from wmproxy.store import UnitOfWork, make_engine, make_session_factory
 
 
@@ -29,7 +30,9 @@ class Runtime:
             settings=settings,
             session_factory=make_session_factory(engine),
             sealer=Sealer.from_key_file(settings.security.store_key_file),
-            storage=FilesystemSandboxStorage(Path(settings.sandbox.root), settings.sandbox.dir_name),
+            storage=FilesystemSandboxStorage(
+                Path(settings.sandbox.root), settings.sandbox.dir_name, base_url=sandbox_base_url(settings)
+            ),
         )
 
     def uow(self) -> UnitOfWork:

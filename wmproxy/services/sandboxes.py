@@ -12,7 +12,8 @@ from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.quota import upload_room
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.uris import job_base_uri, select_protocols
+from wmproxy.services.uris import select_protocols
+
 
 def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[str]:
     """getSandboxDestURI: the URIs of the job's ``input`` directory, one per protocol.
@@ -25,7 +26,7 @@ def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | No
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
         job = live_job(rt, uow, principal, job_id)
-        return [f"{job_base_uri(rt.settings, job.id)}/input" for _ in protocols]
+        return [f"{rt.storage.job_area(job.id).base_uri}/input" for _ in protocols]
 
 
 def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, list[str]]]:
@@ -34,7 +35,7 @@ def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str
     with rt.uow() as uow:
         job = live_job(rt, uow, principal, job_id)
         jobs = [job, *uow.jobs.children(job.id)]
-        return [(j.id, [f"{job_base_uri(rt.settings, j.id)}/input" for _ in protocols]) for j in jobs]
+        return [(j.id, [f"{rt.storage.job_area(j.id).base_uri}/input" for _ in protocols]) for j in jobs]
 
 
 def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> None:

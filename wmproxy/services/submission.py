@@ -12,16 +12,18 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wmproxy.domain import JobState, Principal, child_job_id, job_relative_dir, new_job_id, utcnow
+import classad2
+
+from wmproxy.domain import JobState, Principal, child_job_id, new_job_id, utcnow
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
-from wmproxy.jdl import CompoundJob, JobDescription, describe, expand, jdl_lines, parse_jdl, registered_ad
-from wmproxy.jdl.description import string_list
+from wmproxy.jdl import JobDescription, expand, jdl_lines, parse_jdl, registered_ad
+from wmproxy.jdl.description import describe_simple
+from wmproxy.sandbox.storage import JobArea
+from wmproxy.services.access import job_for
 from wmproxy.services.compound import start_nodes
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
-from wmproxy.services.renewal import choose_myproxy_server, register_for_renewal
-from wmproxy.services.access import job_for
+from wmproxy.services.renewal import myproxy_server_for, register_for_renewal
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.uris import job_base_uri
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
@@ -116,33 +118,42 @@ def _register(
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
     ad = parse_jdl(jdl)
     compound = expand(ad, max_nodes=settings.jobs.max_nodes)  # validates every node
-    description = describe(ad) if compound is None else _parent_description(compound)
+    description = describe_simple(ad) if compound is None else compound.description
     fqans = tuple(f for f in delegation.fqans.split("\n") if f)
     vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     job_id = new_job_id(settings.service.host, settings.service.jobid_port)
 
-    def area(this_id: str) -> str:
+    def create_area(this_id: str, parent_id: str | None = None) -> JobArea:
         rt.storage.create_job_area(this_id)
         created.append(this_id)
-        return job_relative_dir(this_id, settings.sandbox.dir_name)
+        return rt.storage.job_area(this_id, parent_id)
 
-    def register(this_id: str, this_ad, isb_base: str, rel_dir: str, desc=None):  # type: ignore[no-untyped-def]
+    def register(
+        this_id: str,
+        this_ad: classad2.ClassAd,
+        area: JobArea,
+        desc: JobDescription,
+        nodes: list[tuple[str, classad2.ClassAd]] | None = None,
+    ) -> tuple[classad2.ClassAd, str | None]:
+        server = myproxy_server_for(settings.renewal, this_ad, vo)
         registered = registered_ad(
             this_ad,
+            area,
             job_id=this_id,
             certificate_subject=principal.dn,
             proxy_vo=vo,
             proxy_fqan=fqans[0] if fqans else None,
-            isb_base_uri=isb_base,
-            job_dir=str(rt.storage.job_dir(this_id)),
+            myproxy_server=server,
             description=desc,
+            nodes=nodes or (),
+            dependencies=compound.dependencies if compound is not None and nodes else (),
         )
-        registered["WMPInputSandboxBaseURI"] = job_base_uri(settings, this_id)
-        return registered
+        return registered, server
 
-    def row(this_id: str, original, registered, rel_dir: str, parent_id=None, name=None) -> Job:  # type: ignore[no-untyped-def]
+    def row(area: JobArea, original: classad2.ClassAd, registered: classad2.ClassAd,
+            parent_id: str | None = None, name: str | None = None) -> Job:
         return Job(
-            id=this_id,
+            id=area.job_id,
             parent_id=parent_id,
             node_name=name,
             owner_dn=principal.dn,
@@ -150,48 +161,33 @@ def _register(
             state=JobState.SUBMITTED.value,
             jdl_original=jdl_lines(original),
             jdl_registered=jdl_lines(registered),
-            sandbox_dir=rel_dir,
+            sandbox_dir=area.rel_dir,
             created_at=now,
             updated_at=now,
         )
 
-    rel_dir = area(job_id)
-    parent_base = job_base_uri(settings, job_id)
-    parent_ad = ad if compound is None else compound.parent_ad
-    parent_registered = register(job_id, parent_ad, parent_base, rel_dir, description)
-    server = choose_myproxy_server(rt, parent_registered, vo)
-    uow.jobs.add(row(job_id, ad, parent_registered, rel_dir))
+    parent_area = create_area(job_id)
     children: list[RegisteredJob] = []
+    rows: list[Job] = []
+    registered_nodes: list[tuple[str, classad2.ClassAd]] = []
     if compound is not None:
         ids: dict[str, str] = {}
-        rows = []
         for node in compound.nodes:
-            node_id = child_job_id(job_id, node.index)
-            node_dir = area(node_id)
-            node_registered = register(node_id, node.ad, parent_base, node_dir, node.description)
-            choose_myproxy_server(rt, node_registered, vo)
-            rows.append(row(node_id, node.ad, node_registered, node_dir, parent_id=job_id, name=node.name))
-            ids[node.name] = node_id
-            children.append(RegisteredJob(job_id=node_id, name=node.name, path=f"{node_dir}/input"))
+            node_area = create_area(child_job_id(job_id, node.index), job_id)
+            node_registered, _ = register(node_area.job_id, node.ad, node_area, node.description)
+            registered_nodes.append((node.name, node_registered))
+            rows.append(row(node_area, node.ad, node_registered, parent_id=job_id, name=node.name))
+            ids[node.name] = node_area.job_id
+            children.append(RegisteredJob(job_id=node_area.job_id, name=node.name, path=f"{node_area.rel_dir}/input"))
+    parent_ad = ad if compound is None else compound.parent_ad
+    parent_registered, server = register(job_id, parent_ad, parent_area, description, registered_nodes)
+    uow.jobs.add(row(parent_area, ad, parent_registered))
+    if compound is not None:
         uow.jobs.add_all(rows)
         for before, after in compound.dependencies:
             uow.jobs.add_dependency(ids[after], ids[before])
-    register_for_renewal(uow, rt, principal.dn, delegation_id, server, now)
-    return RegisteredJob(job_id=job_id, name=None, path=f"{rel_dir}/input", children=tuple(children))
-
-
-def _parent_description(compound: CompoundJob) -> JobDescription:
-    """The DAG-level ad's description: what the parent itself carries (no executable)."""
-    ad = compound.parent_ad
-    vo = ad.get("VirtualOrganisation")
-    return JobDescription(
-        type="dag",
-        input_sandbox=tuple(string_list(ad, "InputSandbox")),
-        output_sandbox=tuple(string_list(ad, "OutputSandbox")),
-        environment=tuple(string_list(ad, "Environment")),
-        virtual_organisation=vo if isinstance(vo, str) and vo else None,
-        nodes=tuple(node.name for node in compound.nodes),
-    )
+    register_for_renewal(uow, principal.dn, delegation_id, server, now)
+    return RegisteredJob(job_id=job_id, name=None, path=f"{parent_area.rel_dir}/input", children=tuple(children))
 
 
 def _atomically(rt: Runtime, work: Callable[[UnitOfWork, dt.datetime, list[str]], RegisteredJob]) -> RegisteredJob:

@@ -8,7 +8,6 @@ the reference, whose default protocol was gsiftp).
 from __future__ import annotations
 
 from wmproxy.config import Settings
-from wmproxy.domain import job_relative_dir
 from wmproxy.errors import InvalidArgumentError
 
 PROTOCOLS = ("https",)
@@ -19,10 +18,14 @@ def transfer_protocols(settings: Settings) -> list[str]:
     return list(PROTOCOLS)
 
 
-def job_base_uri(settings: Settings, job_id: str) -> str:
-    """``https://<host>:<port>/SandboxDir/<2ch>/<encoded job id>`` (the WMPInputSandboxBaseURI)."""
+def sandbox_base_url(settings: Settings) -> str:
+    """``https://<host>:<port>``: where the sandbox document root is served (§4.3 step 3).
+
+    The storage layer (``FilesystemSandboxStorage(base_url=...)``) prefixes every job
+    area URI with it (``JobArea.base_uri`` = ``<this>/SandboxDir/<2ch>/<encoded id>``).
+    """
     svc = settings.service
-    return f"https://{svc.host}:{svc.port}/{job_relative_dir(job_id, settings.sandbox.dir_name)}"
+    return f"https://{svc.host}:{svc.port}"
 
 
 def select_protocols(protocol: str | None, *, default: str = "all") -> tuple[str, ...]:

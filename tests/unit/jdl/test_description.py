@@ -160,3 +160,42 @@ class TestDescribeRefused:
             _describe('Type = "bogus";')
 
         assert info.value.code == 1220
+
+
+class TestWorkDirNames:
+    """Issue 8 point 4: Std* and OutputSandbox names stay inside the job's work directory."""
+
+    @pytest.mark.parametrize("attribute", ["StdInput", "StdOutput", "StdError"])
+    @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "..", "sub/.."])
+    def test_std_streams_outside_the_work_dir_are_refused_naming_the_attribute(
+        self, attribute: str, name: str
+    ) -> None:
+        with pytest.raises(InvalidArgumentError) as info:
+            _describe(f'[ Executable = "a"; {attribute} = "{name}"; ]')
+        assert attribute in info.value.message
+        assert name in info.value.message
+
+    @pytest.mark.parametrize("name", ["../out.txt", "/tmp/out.txt", "d/../../out.txt"])
+    def test_output_sandbox_names_outside_the_work_dir_are_refused(self, name: str) -> None:
+        with pytest.raises(InvalidArgumentError) as info:
+            _describe(f'[ Executable = "a"; OutputSandbox = {{ "ok.txt", "{name}" }}; ]')
+        assert "OutputSandbox" in info.value.message
+
+    def test_relative_names_below_the_work_dir_are_accepted(self) -> None:
+        description = _describe(
+            '[ Executable = "a"; StdInput = "in/data..txt"; StdOutput = "out/std.out";'
+            ' StdError = "std.err"; OutputSandbox = { "out/std.out", "x..y" }; ]'
+        )
+        assert description.std_input == "in/data..txt"
+        assert description.output_sandbox == ("out/std.out", "x..y")
+
+    def test_a_node_outside_its_work_dir_is_refused_with_the_node_name(self) -> None:
+        jdl = '[ Type = "collection"; Nodes = { [ Executable = "a"; StdOutput = "../x"; NodeName = "n1"; ] }; ]'
+        with pytest.raises(InvalidArgumentError) as info:
+            _describe(jdl)
+        assert info.value.message.startswith("Node n1: Attribute StdOutput")
+
+    def test_an_inherited_bad_name_is_refused_too(self) -> None:
+        jdl = '[ Type = "collection"; OutputSandbox = { "/abs" }; Nodes = { [ Executable = "a"; ] }; ]'
+        with pytest.raises(InvalidArgumentError, match="OutputSandbox"):
+            _describe(jdl)

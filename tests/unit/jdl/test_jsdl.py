@@ -9,10 +9,11 @@ import pytest
 from lxml import etree
 
 from wmproxy.errors import InvalidArgumentError
-from wmproxy.jdl.description import describe
+from wmproxy.jdl import describe
 from wmproxy.jdl.jsdl import jsdl_to_jdl, parse_jsdl
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.registered import registered_ad
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
 
 DATA = Path(__file__).parent / "data" / "jsdl"
 JSDL = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
@@ -87,10 +88,12 @@ class TestStaging:
         assert ad["OutputSandboxDestURI"] == ["", "gsiftp://se.example.org:2811/results/histo.root"]
 
     def test_targets_without_uri_get_the_server_default_at_registration(self) -> None:
-        base = "gsiftp://wms.example.org:2811/var/SandboxDir/ab/job"
-        out = registered_ad(_convert("staging.xml"), job_id="https://lb:9000/x",
+        area = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443").job_area(
+            "https://lb:9000/abcdefghijklmnopqrstuv")
+        base = area.base_uri
+        out = registered_ad(_convert("staging.xml"), area, job_id=area.job_id,
                             certificate_subject="/CN=u", proxy_vo="dteam", proxy_fqan=None,
-                            isb_base_uri=base, job_dir="/var/SandboxDir/ab/job")
+                            myproxy_server=None)
         assert out["OutputSandboxDestURI"] == [
             f"{base}/output/std.out", "gsiftp://se.example.org:2811/results/histo.root"]
 

@@ -7,33 +7,41 @@ from pathlib import Path
 import classad2
 import pytest
 
+from wmproxy.domain import child_job_id
 from wmproxy.errors import InvalidJdlAttributeError, JdlError
 from wmproxy.jdl import (
     describe,
+    expand,
     input_sandbox_files,
     is_remote_uri,
+    isb_file_names,
     jdl_lines,
     parse_jdl,
     registered_ad,
 )
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
 
 DATA = Path(__file__).parent / "data"
 JOB_ID = "https://lb.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
-JOB_DIR = "/var/SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbCdEfGhIjKlMnOpQrStUv"
-ISB_BASE = "gsiftp://wms.example.org:2811" + JOB_DIR
+JOB_REL_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbCdEfGhIjKlMnOpQrStUv"
+JOB_DIR = "/var/" + JOB_REL_DIR
+ISB_BASE = "https://wms.example.org:7443/" + JOB_REL_DIR
+STORAGE = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443")
+AREA = STORAGE.job_area(JOB_ID)
 DN = "/C=XX/O=Grid/CN=Jane Doe"
 
 
 def _register(text: str, *, proxy_vo: str | None = "dteam",
-              proxy_fqan: str | None = "/dteam/Role=NULL/Capability=NULL") -> classad2.ClassAd:
+              proxy_fqan: str | None = "/dteam/Role=NULL/Capability=NULL",
+              myproxy_server: str | None = None) -> classad2.ClassAd:
     return registered_ad(
         parse_jdl(text),
+        AREA,
         job_id=JOB_ID,
         certificate_subject=DN,
         proxy_vo=proxy_vo,
         proxy_fqan=proxy_fqan,
-        isb_base_uri=ISB_BASE,
-        job_dir=JOB_DIR,
+        myproxy_server=myproxy_server,
     )
 
 
@@ -103,7 +111,8 @@ class TestRegisteredAd:
         assert "JobProvenance" not in ad
 
     def test_non_empty_myproxy_server_is_kept(self) -> None:
-        ad = _register('Executable = "a"; MyProxyServer = "myproxy.example.org";')
+        ad = _register('Executable = "a"; MyProxyServer = "myproxy.example.org";',
+                       myproxy_server="myproxy.example.org")
 
         assert ad["MyProxyServer"] == "myproxy.example.org"
 
@@ -125,8 +134,8 @@ class TestRegisteredAd:
         original = parse_jdl((DATA / "local_isb.jdl").read_text())
         before = jdl_lines(original)
 
-        registered_ad(original, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam",
-                      proxy_fqan=None, isb_base_uri=ISB_BASE, job_dir=JOB_DIR)
+        registered_ad(original, AREA, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam",
+                      proxy_fqan=None, myproxy_server=None)
 
         assert jdl_lines(original) == before
         assert "edg_jobid" not in original
@@ -241,3 +250,99 @@ class TestInputSandboxFiles:
     )
     def test_is_remote_uri(self, entry: str, remote: bool) -> None:
         assert is_remote_uri(entry) is remote
+
+
+DAG_JDL = """[ Type = "dag"; InputSandbox = { "common.sh" };
+nodes = [
+  a = [ description = [ Executable = "common.sh"; InputSandbox = { "common.sh", "data/a.dat" };
+                        StdOutput = "a.out"; OutputSandbox = { "a.out" }; ]; ];
+  b = [ description = [ Executable = "/bin/true"; OutputSandbox = { "b.out" }; StdOutput = "b.out"; ]; ];
+  dependencies = { { a, b } };
+]; ]"""
+
+
+def _register_dag() -> tuple[classad2.ClassAd, dict[str, classad2.ClassAd], dict[str, object]]:
+    job = expand(parse_jdl(DAG_JDL))
+    assert job is not None
+    nodes: dict[str, classad2.ClassAd] = {}
+    areas: dict[str, object] = {}
+    for node in job.nodes:
+        area = STORAGE.job_area(child_job_id(JOB_ID, node.index), JOB_ID)
+        areas[node.name] = area
+        nodes[node.name] = registered_ad(
+            node.ad, area, job_id=area.job_id, certificate_subject=DN, proxy_vo="dteam",
+            proxy_fqan=None, myproxy_server=None, description=node.description,
+        )
+    parent = registered_ad(
+        job.parent_ad, AREA, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam", proxy_fqan=None,
+        myproxy_server=None, description=job.description, nodes=list(nodes.items()),
+        dependencies=job.dependencies,
+    )
+    return parent, nodes, areas
+
+
+class TestRegisteredCompound:
+    """Issue 7 point 1: a node's registered JDL, its area and the worker agree."""
+
+    def test_a_node_reads_its_input_sandbox_from_the_parent_input_area(self) -> None:
+        _, nodes, _ = _register_dag()
+
+        assert nodes["a"]["InputSandboxPath"] == str(AREA.input_dir)
+        assert nodes["a"]["InputSandbox"] == [AREA.input_uri + "/common.sh", AREA.input_uri + "/a.dat"]
+        assert isb_file_names(nodes["a"], AREA.input_uri) == ("common.sh", "a.dat")
+
+    def test_a_node_writes_its_outputs_into_its_own_area(self) -> None:
+        _, nodes, areas = _register_dag()
+
+        for name in ("a", "b"):
+            area = areas[name]
+            assert nodes[name]["OutputSandboxPath"] == str(area.output_dir)  # type: ignore[attr-defined]
+            assert nodes[name]["OutputSandboxDestURI"] == [f"{area.output_uri}/{name}.out"]  # type: ignore[attr-defined]
+            assert nodes[name]["WMPInputSandboxBaseURI"] == area.base_uri  # type: ignore[attr-defined]
+            assert nodes[name]["X509UserProxy"] == str(area.proxy_file)  # type: ignore[attr-defined]
+            assert not nodes[name]["OutputSandboxDestURI"][0].startswith(AREA.base_uri + "/")
+
+    def test_the_dag_level_lists_its_registered_nodes_and_dependencies(self) -> None:
+        parent, nodes, _ = _register_dag()
+
+        listing = parent["nodes"]
+        assert sorted(k for k in listing.keys() if k != "dependencies") == ["a", "b"]
+        for name, node in nodes.items():
+            assert listing[name]["node_type"] == "edg-jdl"
+            assert listing[name]["description"]["edg_jobid"] == node["edg_jobid"]
+            assert listing[name]["description"]["OutputSandboxDestURI"] == node["OutputSandboxDestURI"]
+        assert " ".join(str(listing.lookup("dependencies")).split()) == "{ { a, b } }"
+        assert parent["InputSandbox"] == [AREA.input_uri + "/common.sh", AREA.input_uri + "/a.dat"]
+        assert parent["Type"] == "dag"
+
+    def test_the_registered_dag_round_trips_through_jdl_lines(self) -> None:
+        parent, _, _ = _register_dag()
+
+        text = jdl_lines(parent)
+
+        assert jdl_lines(parse_jdl(text)) == text
+        assert '      node_type = "edg-jdl";' in text
+
+    def test_the_myproxy_server_given_is_the_one_registered(self) -> None:
+        ad = _register('Executable = "a"; MyProxyServer = "";', myproxy_server="px.example.org:7512")
+        assert ad["MyProxyServer"] == "px.example.org:7512"
+
+
+class TestIsbFileNames:
+    def test_only_entries_below_the_input_uri_are_names_to_stage(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+        assert isb_file_names(ad, AREA.input_uri) == ("analyse.sh", "input.dat")
+
+    def test_a_changed_service_host_still_finds_the_files(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+        moved = FilesystemSandboxStorage("/var", base_url="https://alias.example.org:8443").job_area(JOB_ID)
+        assert isb_file_names(ad, moved.input_uri) == ("analyse.sh", "input.dat")
+
+    def test_entries_of_another_area_are_not_staged(self) -> None:
+        ad = _register((DATA / "local_isb.jdl").read_text())
+        other = STORAGE.job_area(child_job_id(JOB_ID, 0))
+        assert isb_file_names(ad, other.input_uri) == ()
+
+    def test_file_names_with_uri_delimiters_are_taken_literally(self) -> None:
+        ad = _register('Executable = "a"; InputSandbox = { "in#1.txt", "what?.txt" };')
+        assert isb_file_names(ad, AREA.input_uri) == ("in#1.txt", "what?.txt")

@@ -6,7 +6,7 @@ import classad2
 import pytest
 
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError
-from wmproxy.jdl.description import describe
+from wmproxy.jdl import describe
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.templates import (
     GraphNode,

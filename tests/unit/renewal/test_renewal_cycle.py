@@ -93,7 +93,7 @@ def alice(rt: Runtime, pki: Pki) -> tuple[str, dt.datetime]:
     dn, now = pki.users["alice"].dn, utcnow()
     delegate(rt, dn, proxy(pki, "alice", 20 * 60, now), now)
     with rt.uow() as uow:
-        register_for_renewal(uow, rt, dn, DELEG, SERVER, now)
+        register_for_renewal(uow, dn, DELEG, SERVER, now)
     return dn, now
 
 
@@ -101,9 +101,9 @@ class TestRegistration:
     def test_one_record_per_credential_with_the_latest_server(self, rt: Runtime, alice) -> None:
         dn, now = alice
         with rt.uow() as uow:
-            register_for_renewal(uow, rt, dn, DELEG, "other.example.org", now)
+            register_for_renewal(uow, dn, DELEG, "other.example.org", now)
         with rt.uow() as uow:
-            register_for_renewal(uow, rt, dn, DELEG, None, now)  # no renewal asked: left alone
+            register_for_renewal(uow, dn, DELEG, None, now)  # no renewal asked: left alone
         with rt.uow() as uow:
             assert len(uow.renewals.candidates()) == 1
             status = renewal_status(uow, dn, DELEG)
@@ -125,7 +125,7 @@ class TestSchedule:
         dn, now = pki.users["bob"].dn, utcnow()
         delegate(rt, dn, proxy(pki, "bob", 3 * 3600, now), now)  # 3 h left; due at 2.5 h
         with rt.uow() as uow:
-            register_for_renewal(uow, rt, dn, DELEG, SERVER, now)
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
         with rt.uow() as uow:
             assert due_renewals(uow, rt, now) == []
             assert len(due_renewals(uow, rt, now + dt.timedelta(minutes=31))) == 1

@@ -14,14 +14,13 @@ import pytest
 
 from tests.conftest import Pki
 from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
-from wmproxy.config import ConfigError, RenewalSettings, Settings, load_settings
+from wmproxy.config import ConfigError, RenewalSettings, load_settings
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
 from wmproxy.services.renewal import (
-    choose_myproxy_server,
     expired_voms_attributes,
     job_proxy_end,
     myproxy_server_for,
@@ -34,10 +33,6 @@ from wmproxy.services.renewal import (
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
 MIN = dt.timedelta(minutes=1)
-
-
-def rt_with(**renewal: object) -> SimpleNamespace:
-    return SimpleNamespace(settings=Settings(renewal=RenewalSettings(**renewal)))  # type: ignore[arg-type]
 
 
 def settings(**renewal: object) -> RenewalSettings:
@@ -83,21 +78,6 @@ class TestMyProxyServerFor:
         ad = parse_jdl(f'[ Executable = "a"; MyProxyServer = {value}; ]')
         with pytest.raises(InvalidJdlAttributeError):
             myproxy_server_for(settings(), ad, None)
-
-
-class TestChooseMyProxyServer:
-    """The submission-side wrapper: the choice is written into the registered JDL."""
-
-    def test_a_default_is_added_to_the_ad(self) -> None:
-        ad = parse_jdl('[ Executable = "a"; ]')
-        rt = rt_with(myproxy_server="global.example.org", myproxy_servers_by_vo="atlas=px.cern.ch")
-        assert choose_myproxy_server(rt, ad, "atlas") == "px.cern.ch"  # type: ignore[arg-type]
-        assert ad["MyProxyServer"] == "px.cern.ch"
-
-    def test_an_empty_jdl_value_is_removed(self) -> None:
-        ad = parse_jdl('[ Executable = "a"; MyProxyServer = ""; ]')
-        assert choose_myproxy_server(rt_with(myproxy_server="global.example.org"), ad, None) is None  # type: ignore[arg-type]
-        assert "MyProxyServer" not in ad
 
 
 class TestServerNames:

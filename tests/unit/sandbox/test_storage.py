@@ -250,3 +250,118 @@ class TestPerusalChunks:
         storage.write_perusal_chunk(JOB, "out.txt", b"d", 30)
         assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-30-30"]
         assert storage.merged_perusal_files(JOB, "out.txt") == ["out.txt-10-20", "out.txt-30-30"]
+
+
+OTHER_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbZZZZZZZZ"
+BASE_URL = "https://wms.example.org:7443"
+
+
+class TestJobAreaValue:
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> FilesystemSandboxStorage:
+        return FilesystemSandboxStorage(tmp_path / "root", base_url=BASE_URL + "/")
+
+    def test_a_job_of_its_own_has_everything_in_its_directory(self, storage: FilesystemSandboxStorage) -> None:
+        area = storage.job_area(JOB)
+
+        assert area.job_id == JOB
+        assert area.rel_dir == JOB_DIR
+        assert area.dir == storage.root / JOB_DIR == storage.job_dir(JOB)
+        assert area.input_dir == storage.root / JOB_DIR / "input"
+        assert area.output_dir == storage.root / JOB_DIR / "output"
+        assert area.peek_dir == storage.root / JOB_DIR / "peek"
+        assert area.proxy_file == storage.root / JOB_DIR / "user.proxy"
+        assert area.base_uri == f"{BASE_URL}/{JOB_DIR}"
+        assert area.input_uri == f"{BASE_URL}/{JOB_DIR}/input"
+        assert area.output_uri == f"{BASE_URL}/{JOB_DIR}/output"
+        assert area.peek_uri == f"{BASE_URL}/{JOB_DIR}/peek"
+
+    def test_a_node_reads_its_input_from_the_parent_and_keeps_the_rest_its_own(
+        self, storage: FilesystemSandboxStorage
+    ) -> None:
+        area = storage.job_area(OTHER, parent_id=JOB)
+
+        assert area.input_dir == storage.root / JOB_DIR / "input"
+        assert area.input_uri == f"{BASE_URL}/{JOB_DIR}/input"
+        assert area.dir == storage.root / OTHER_DIR
+        assert area.output_dir == storage.root / OTHER_DIR / "output"
+        assert area.output_uri == f"{BASE_URL}/{OTHER_DIR}/output"
+        assert area.proxy_file == storage.root / OTHER_DIR / "user.proxy"
+        assert area.base_uri == f"{BASE_URL}/{OTHER_DIR}"
+
+    def test_the_input_uri_is_the_url_of_the_input_dir(self, storage: FilesystemSandboxStorage) -> None:
+        for area in (storage.job_area(JOB), storage.job_area(OTHER, JOB)):
+            relative = area.input_dir.relative_to(storage.root).as_posix()
+            assert area.input_uri == f"{BASE_URL}/{relative}"
+            assert area.output_uri == f"{BASE_URL}/{area.output_dir.relative_to(storage.root).as_posix()}"
+
+    def test_an_invalid_parent_id_is_refused(self, storage: FilesystemSandboxStorage) -> None:
+        with pytest.raises(InvalidArgumentError):
+            storage.job_area(JOB, parent_id="https://h:9000/../../x")
+
+    def test_the_area_is_a_frozen_value(self, storage: FilesystemSandboxStorage) -> None:
+        area = storage.job_area(JOB)
+        with pytest.raises(AttributeError):
+            area.input_dir = Path("/tmp")  # type: ignore[misc]
+        assert area == storage.job_area(JOB)
+
+
+class TestWriteProxy:
+    def test_writes_user_proxy_with_mode_0600(self, storage: FilesystemSandboxStorage) -> None:
+        storage.create_job_area(JOB)
+
+        path = storage.write_proxy(JOB, b"PEM one")
+
+        assert path == storage.job_area(JOB).proxy_file
+        assert path.read_bytes() == b"PEM one"
+        assert _mode(path) == 0o600
+
+    def test_replaces_the_file_by_rename_and_leaves_no_temporary(self, storage: FilesystemSandboxStorage) -> None:
+        storage.create_job_area(JOB)
+        path = storage.write_proxy(JOB, b"PEM one")
+        before = path.stat().st_ino
+
+        storage.write_proxy(JOB, b"PEM two")
+
+        assert path.read_bytes() == b"PEM two"
+        assert path.stat().st_ino != before
+        assert sorted(p.name for p in path.parent.iterdir()) == ["input", "output", "peek", "user.proxy"]
+
+    def test_a_missing_job_area_is_a_sandbox_error(self, storage: FilesystemSandboxStorage) -> None:
+        with pytest.raises(SandboxError):
+            storage.write_proxy(JOB, b"PEM")
+        assert not storage.job_dir(JOB).exists()
+
+
+class TestCollectOutput:
+    def test_copies_the_named_files_under_their_file_names(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        storage.create_job_area(JOB)
+        work = tmp_path / "work"
+        (work / "sub").mkdir(parents=True)
+        (work / "a.out").write_bytes(b"A")
+        (work / "sub" / "b.out").write_bytes(b"B")
+
+        missing = storage.collect_output(JOB, work, ("a.out", "sub/b.out", "c.out"))
+
+        assert missing == ["c.out"]
+        assert storage.output_files(JOB) == [("a.out", 1), ("b.out", 1)]
+        assert (storage.job_area(JOB).output_dir / "b.out").read_bytes() == b"B"
+
+    def test_a_symlink_out_of_the_work_dir_is_not_collected(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        storage.create_job_area(JOB)
+        secret = tmp_path / "secret"
+        secret.write_bytes(b"key")
+        work = tmp_path / "work"
+        work.mkdir()
+        (work / "leak.out").symlink_to(secret)
+
+        assert storage.collect_output(JOB, work, ("leak.out",)) == ["leak.out"]
+        assert storage.output_files(JOB) == []
+
+    def test_a_missing_job_area_is_a_sandbox_error(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        with pytest.raises(SandboxError):
+            storage.collect_output(JOB, tmp_path, ())

@@ -43,7 +43,6 @@ from wmproxy.services.renewal.jobfiles import (
     stored_proxy,
 )
 from wmproxy.services.renewal.registration import (
-    choose_myproxy_server,
     myproxy_server_for,
     parse_server,
     register_for_renewal,
@@ -64,7 +63,6 @@ __all__ = [
     "RenewalStatus",
     "abort_expired_credential",
     "begin_renewal",
-    "choose_myproxy_server",
     "deregister_unused",
     "due_renewals",
     "expired_credentials",

@@ -9,8 +9,6 @@ proxy read just before a renewal, a re-delegation).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from pathlib import Path
 
 from wmproxy.domain import JobState
@@ -23,41 +21,24 @@ HELD_STATES = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.
 
 
 def job_proxy_path(rt: Runtime, job_id: str) -> Path:
-    """``<jobdir>/user.proxy``: the file the job sees as ``X509_USER_PROXY``."""
-    return rt.storage.job_dir(job_id) / "user.proxy"
+    """The job's proxy file (the job area's ``proxy_file``), what the job sees as ``X509_USER_PROXY``."""
+    return rt.storage.job_area(job_id).proxy_file
 
 
 def push_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> bool:
-    """Replace the job's proxy file with ``pem`` (PEM, grid file layout), atomically.
+    """Replace the job's proxy file with ``pem`` (PEM, grid file layout), atomically, through
+    the storage layer's one proxy writer (:meth:`FilesystemSandboxStorage.write_proxy`).
 
     A job whose file does not exist yet (not staged) is left alone: it gets the stored proxy
     when it starts. Returns whether the file was written.
 
     Raises:
-        OSError: the file could not be written (the old one is then intact).
+        SandboxError: the file could not be written (the old one is then intact).
     """
     if not job_proxy_path(rt, job_id).exists():
         return False
-    _write_job_proxy(rt, job_id, pem)
+    rt.storage.write_proxy(job_id, pem)
     return True
-
-
-def _write_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> Path:
-    """The one write of a job's proxy file: temporary file in the same directory, mode
-    0600, fsync, rename (never truncation). To become ``rt.storage.write_proxy``."""
-    target = job_proxy_path(rt, job_id)
-    fd, tmp = tempfile.mkstemp(prefix=".user.proxy.", suffix=".renewed", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def job_proxy_end(rt: Runtime, job_id: str) -> dt.datetime | None:

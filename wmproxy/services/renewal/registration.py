@@ -15,7 +15,6 @@ import classad2
 
 from wmproxy.config import RenewalSettings, parse_host_port
 from wmproxy.errors import InvalidJdlAttributeError
-from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -59,33 +58,14 @@ def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str 
     return value
 
 
-def choose_myproxy_server(rt: Runtime, ad: classad2.ClassAd, vo: str | None) -> str | None:
-    """:func:`myproxy_server_for`, written into ``ad`` (the registered JDL): the attribute is
-    set to the server, or removed when there is none.
-
-    Kept for ``services.submission`` until it calls :func:`myproxy_server_for` itself.
-
-    Raises:
-        InvalidJdlAttributeError: as :func:`myproxy_server_for`.
-    """
-    server = myproxy_server_for(rt.settings.renewal, ad, vo)
-    if server is None:
-        if "MyProxyServer" in ad:
-            del ad["MyProxyServer"]
-    else:
-        ad["MyProxyServer"] = server
-    return server
-
-
 def register_for_renewal(
-    uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str, server: str | None, now: dt.datetime
+    uow: UnitOfWork, owner_dn: str, delegation_id: str, server: str | None, now: dt.datetime
 ) -> None:
     """Attach the delegation of (DN, id) to renewal from ``server`` (one record per credential).
 
     Runs in the caller's transaction (the job registration). The latest registration's
     server is used for the credential; None (no renewal asked) leaves an existing record
-    alone, since the jobs share one proxy. ``now`` is aware UTC. ``rt`` is not used: it
-    stays until ``services.submission`` drops it from its call.
+    alone, since the jobs share one proxy. ``now`` is aware UTC.
     """
     if server is None:
         return

@@ -1,0 +1,166 @@
+"""Typed access to JDL attributes on top of classad2 (names are case-insensitive).
+
+Readers (:func:`string_value`, :func:`string_list`, :func:`file_list`,
+:func:`integer`, :func:`job_kind`, :func:`job_type`) raise :class:`JdlError` naming the
+attribute when its value has the wrong type; writers (:func:`set_list`,
+:func:`delete`) keep the user's spelling of an attribute name. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import classad2
+
+from wmproxy.errors import InvalidJdlAttributeError, JdlError
+
+JOB_TYPES_OF_TYPE = ("job", "dag", "collection")
+KNOWN_JOB_TYPES = (
+    "normal", "interactive", "mpich", "parametric", "partitionable", "checkpointable",
+)
+
+
+def string_value(ad: classad2.ClassAd, name: str) -> str | None:
+    """A string-literal attribute, ``None`` when absent.
+
+    Raises:
+        JdlError: the attribute is not a string literal (``Executable = foo`` is an
+            attribute reference, ``"a" + "b"`` an expression; both are refused).
+    """
+    if name not in ad:
+        return None
+    value = ad[name]
+    if not isinstance(value, str):
+        raise JdlError(f"Attribute {name} must be a string, not {text(ad, name)}")
+    return value
+
+
+def string_list(ad: classad2.ClassAd, name: str) -> tuple[str, ...]:
+    """A list-of-strings attribute; a single string counts as a one-element list.
+
+    Args:
+        ad: the JDL.
+        name: the attribute, case-insensitive.
+
+    Returns:
+        The strings, ``()`` when the attribute is absent.
+
+    Raises:
+        JdlError: the value is neither a string nor a list of string literals.
+    """
+    if name not in ad:
+        return ()
+    value: Any = ad[name]
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise JdlError(f"Attribute {name} must be a string or a list of strings, not {text(ad, name)}")
+
+
+def file_list(ad: classad2.ClassAd, name: str) -> tuple[str, ...]:
+    """A sandbox file list (:func:`string_list`) with no empty entry.
+
+    Raises:
+        JdlError: as :func:`string_list`, or an entry is empty or blank.
+    """
+    files = string_list(ad, name)
+    if any(not entry.strip() for entry in files):
+        raise JdlError(f"Attribute {name} contains an empty file name")
+    return files
+
+
+def integer(ad: classad2.ClassAd, name: str, default: int) -> int:
+    """An integer attribute, ``default`` when absent.
+
+    Raises:
+        JdlError: the value is not an integer (booleans are not integers here).
+    """
+    if name not in ad:
+        return default
+    value = ad[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JdlError(f"Attribute {name} must be an integer, not {text(ad, name)}")
+    return value
+
+
+def job_kind(ad: classad2.ClassAd) -> str:
+    """``Type``, lowercase, default ``job`` (``wmproxy-behaviour.md`` §3.1 step 7).
+
+    Raises:
+        InvalidJdlAttributeError: not job/dag/collection ("Invalid Job Type: <type>").
+    """
+    if "Type" not in ad:
+        return "job"
+    value = ad["Type"]
+    if not isinstance(value, str) or value.lower() not in JOB_TYPES_OF_TYPE:
+        shown = value if isinstance(value, str) else str(ad.lookup("Type")).strip()
+        raise InvalidJdlAttributeError(f"Invalid Job Type: {shown}")
+    return value.lower()
+
+
+def job_type(ad: classad2.ClassAd) -> str:
+    """``JobType``, lowercase, default ``normal`` (§3.1 step 8).
+
+    Raises:
+        InvalidJdlAttributeError: a list of more than one type ("Composite Job Type
+            not yet supported").
+        JdlError: an empty list, a non-string or an unknown type.
+    """
+    if "JobType" not in ad:
+        return "normal"
+    value = ad["JobType"]
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise InvalidJdlAttributeError("Composite Job Type not yet supported")
+        if not value:
+            raise JdlError("Attribute JobType must not be an empty list")
+        value = value[0]
+    if not isinstance(value, str):
+        raise JdlError("Attribute JobType must be a string")
+    kind = value.lower()
+    if kind not in KNOWN_JOB_TYPES:
+        raise JdlError(f"Attribute JobType has an unknown value: {value}")
+    return kind
+
+
+def spelling(ad: classad2.ClassAd, name: str) -> str:
+    """The ad's own spelling of attribute ``name`` (``name`` itself when absent)."""
+    return next((key for key in ad.keys() if key.lower() == name.lower()), name)
+
+
+def text(ad: classad2.ClassAd, name: str) -> str:
+    """The attribute's expression on one line, for error messages."""
+    return " ".join(str(ad.lookup(spelling(ad, name))).split())
+
+
+def shown(value: Any) -> str:
+    """Any value on one line, for error messages."""
+    return " ".join(str(value).split())
+
+
+def delete(ad: classad2.ClassAd, name: str) -> None:
+    """Remove attribute ``name`` if present."""
+    if name in ad:
+        del ad[name]
+
+
+def set_list(ad: classad2.ClassAd, name: str, values: Iterable[str]) -> None:
+    """Set a list-of-strings attribute, keeping the spelling of an existing one."""
+    key = spelling(ad, name)
+    delete(ad, name)
+    ad[key] = list(values)
+
+
+def fresh(ad: classad2.ClassAd) -> classad2.ClassAd:
+    """A deep copy sharing nothing with ``ad``."""
+    return classad2.ClassAd(str(ad))
+
+
+def copy_without(ad: classad2.ClassAd, names: Iterable[str]) -> classad2.ClassAd:
+    """A deep copy of ``ad`` without the attributes ``names``."""
+    out = fresh(ad)
+    for name in names:
+        delete(out, name)
+    return out

@@ -1,0 +1,152 @@
+"""Parametric jobs → one node ad per parameter value (``bulk2dag``, ``wmproxy-behaviour.md`` §9.4).
+
+``_PARAM_`` is replaced textually in every attribute's expression, as ``bulk2dag``
+does over the serialised ad, so ``regexp("_PARAM_", other.X)`` is substituted too. The
+value is escaped for a string literal (``"`` and ``\\``), which is where ``_PARAM_``
+normally appears. :func:`node_name` is also the sanitiser of collection ``NodeName``
+values. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import classad2
+
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
+from wmproxy.jdl.attributes import (
+    copy_without,
+    integer,
+    set_list,
+    shown,
+    spelling,
+    string_list,
+    text,
+)
+from wmproxy.jdl.parse import parse_jdl
+
+PARAM = "_PARAM_"
+#: Attributes ``bulk2dag`` hoists to the DAG level of a parametric job (§9.4 step 7).
+PARAMETRIC_DAG_ATTRIBUTES = (
+    "VirtualOrganisation", "HLRLocation", "MyProxyServer", "LBAddress",
+    "AllowZippedISB", "ZippedISB", "NodesCollocation",
+)
+PARAMETRIC_ONLY = ("JobType", "Parameters", "ParameterStart", "ParameterStep")
+
+_NAME_MAP = {".": "_", "/": "I", "*": "-", "$": "_S_"}
+_NAME_KEEP = re.compile(r"[A-Za-z0-9_-]", re.ASCII)
+REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*", re.ASCII)
+"""A bare attribute reference, as classad2 returns unevaluated names in lists."""
+
+
+def node_name(value: str) -> str:
+    """A name fragment from a ``NodeName`` or parameter value (§9.4 step 5, widened).
+
+    ``.``→``_``, ``/``→``I``, ``*``→``-``, ``$``→``_S_``; any other character outside
+    ``[A-Za-z0-9_-]`` becomes ``_``.
+    """
+    return "".join(
+        _NAME_MAP.get(char, char if _NAME_KEEP.fullmatch(char) else "_") for char in value
+    )
+
+
+def check_count(count: int, what: str, max_nodes: int) -> None:
+    """Refuse a compound job with no nodes or more than ``max_nodes``.
+
+    Raises:
+        InvalidArgumentError: the message names ``what`` and the counts.
+    """
+    if count == 0:
+        raise InvalidArgumentError(f"The {what} job has no nodes")
+    if count > max_nodes:
+        raise InvalidArgumentError(f"The {what} job has {count} nodes, more than the allowed {max_nodes}")
+
+
+def parametric_nodes(
+    ad: classad2.ClassAd, max_nodes: int
+) -> tuple[classad2.ClassAd, list[tuple[str, classad2.ClassAd]]]:
+    """§9.4 ``bulk2dag``: the DAG-level ad and one ``(Node_<value>, ad)`` per selected value.
+
+    Raises:
+        InvalidArgumentError: no values or more than ``max_nodes``.
+        InvalidJdlAttributeError: ``ParameterStep = 0``.
+        JdlError: bad ``Parameters``/``ParameterStart``/``ParameterStep``, or a value
+            that breaks the JDL when substituted.
+    """
+    values = parameter_values(ad, max_nodes)
+    template = copy_without(ad, PARAMETRIC_ONLY)
+    nodes = []
+    for value in values:
+        node = _substitute(template, value)
+        set_list(node, "Environment", [*string_list(node, "Environment"), f"ParameterValue={value}"])
+        nodes.append((f"Node_{node_name(value)}", node))
+
+    parent = classad2.ClassAd()
+    parent["Type"] = "dag"
+    for attribute in PARAMETRIC_DAG_ATTRIBUTES:
+        if attribute in ad:
+            parent[spelling(ad, attribute)] = ad.lookup(attribute)
+    first = nodes[0][1]
+    for attribute in ("Requirements", "Rank"):
+        if attribute in first:
+            parent[spelling(first, attribute)] = first.lookup(attribute)
+    return parent, nodes
+
+
+def parameter_values(ad: classad2.ClassAd, max_nodes: int) -> list[str]:
+    """§9.4 steps 2-4: ``iters[start]``, ``iters[start+step]``, ... (exclusive bound)."""
+    step = integer(ad, "ParameterStep", 1)
+    if step == 0:
+        raise InvalidJdlAttributeError(
+            "JDL Attribute ParameterStep must be different from zero, division by zero not allowed"
+        )
+    if step < 0:
+        raise JdlError(f"Attribute ParameterStep must be positive, not {step}")
+    start = integer(ad, "ParameterStart", 0)
+    if start < 0:
+        raise JdlError(f"Attribute ParameterStart must not be negative, not {start}")
+    if "Parameters" not in ad:
+        raise JdlError("Mandatory attribute Parameters not set")
+    parameters = ad["Parameters"]
+    if isinstance(parameters, int) and not isinstance(parameters, bool):
+        check_count(max(0, -(-(parameters - start) // step)), "parametric", max_nodes)
+        values = [str(value) for value in range(start, parameters, step)]
+    elif isinstance(parameters, list):
+        values = _flatten(parameters)[start::step]
+        check_count(len(values), "parametric", max_nodes)
+    else:
+        raise JdlError(f"Attribute Parameters must be an integer or a list, not {text(ad, 'Parameters')}")
+    return values
+
+
+def _flatten(items: list[Any]) -> list[str]:
+    """§9.4 step 3: strings as they are, numbers printed, bare names by their text."""
+    values: list[str] = []
+    for item in items:
+        if isinstance(item, list):
+            values.extend(_flatten(item))
+        elif isinstance(item, str):
+            values.append(item)
+        elif isinstance(item, bool):
+            values.append("true" if item else "false")
+        elif isinstance(item, (int, float)):
+            values.append(str(item))
+        elif isinstance(item, classad2.ExprTree) and REFERENCE.fullmatch(str(item).strip()):
+            values.append(str(item).strip())
+        else:
+            raise JdlError(f"Attribute Parameters: {shown(item)} is not a string, number or name")
+    return values
+
+
+def _substitute(template: classad2.ClassAd, value: str) -> classad2.ClassAd:
+    """A new ad: ``template`` serialised, ``_PARAM_`` replaced textually, parsed back.
+
+    ``classad2.ExprTree(text)`` ignores anything after a ``;``, so the substituted text
+    is re-parsed with :func:`wmproxy.jdl.parse_jdl` instead.
+    """
+    substituted = str(template).replace(PARAM, classad2.quote(value)[1:-1])
+    node = parse_jdl(substituted)
+    if {key.lower() for key in node.keys()} != {key.lower() for key in template.keys()}:
+        raise JdlError(f"The parameter value {value!r} breaks the JDL when substituted for _PARAM_")
+    return node

@@ -1,0 +1,107 @@
+"""Input and output sandbox entries of a JDL (``wmproxy-behaviour.md`` §3.1 step 12, §4).
+
+An ``InputSandbox`` entry is a local path (uploaded by the client into the job's
+input area under its file name), a ``file://`` URI (local too) or a remote URI that
+the job fetches itself. ``OutputSandbox`` and ``Std*`` names are relative to the
+job's work directory. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable
+
+from wmproxy.errors import InvalidArgumentError, JdlError
+
+URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+WILDCARDS = ("*", "?", "[")
+_LOCAL_SCHEME = "file"
+
+
+def is_remote_uri(entry: str) -> bool:
+    """Whether a sandbox entry names a remote file (``gsiftp://``, ``https://``...).
+
+    ``file://`` names a file on the client's machine, like a plain path: the client
+    uploads it (the gLite UI treats ``file://`` as its local protocol).
+
+    Args:
+        entry: an ``InputSandbox`` entry as written in the JDL.
+
+    Returns:
+        True for ``<scheme>://...`` with a scheme other than ``file``.
+    """
+    match = URI_SCHEME.match(entry)
+    return match is not None and match.group(1).lower() != _LOCAL_SCHEME
+
+
+def file_name(entry: str) -> str:
+    """File name of a sandbox entry: a path, a ``file://`` URI or a remote URI."""
+    match = URI_SCHEME.match(entry)
+    path = entry[match.end():] if match else entry
+    return posixpath.basename(path.rstrip("/"))
+
+
+def local_file_names(entries: Iterable[str]) -> list[str]:
+    """The file names the client must upload for ``entries`` (§3.4, §4.1).
+
+    Returns:
+        File names of the local (non-remote) entries, in order, each once.
+    """
+    names: list[str] = []
+    for entry in entries:
+        if not is_remote_uri(entry):
+            name = file_name(entry)
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def has_wildcards(names: Iterable[str]) -> bool:
+    """Whether any ``OutputSandbox`` name has a shell wildcard (``*``, ``?``, ``[``)."""
+    return any(w in name for name in names for w in WILDCARDS)
+
+
+def check_work_dir_name(attribute: str, name: str) -> None:
+    """Refuse a ``Std*``/``OutputSandbox`` name that would leave the job's work directory.
+
+    Args:
+        attribute: the attribute holding ``name`` (for the message).
+        name: a file name relative to the work directory.
+
+    Raises:
+        InvalidArgumentError: ``name`` is absolute or has a ``..`` component; the
+            message names the attribute.
+    """
+    if name.startswith("/") or ".." in name.split("/"):
+        raise InvalidArgumentError(
+            f"Attribute {attribute}: {name!r} must be a path inside the job's work directory "
+            "(no absolute path, no '..')"
+        )
+
+
+def isb_union(groups: Iterable[Iterable[str]]) -> list[str]:
+    """Every ``InputSandbox`` entry of ``groups`` once, in order (for one shared input area).
+
+    Raises:
+        JdlError: an empty entry, or two different local entries with the same file
+            name (``a/x.txt``, ``b/x.txt``) that one input area cannot hold.
+    """
+    entries: dict[str, None] = {}  # insertion-ordered set
+    by_name: dict[str, str] = {}
+    for group in groups:
+        for entry in group:
+            if entry in entries:
+                continue
+            if not entry.strip():
+                raise JdlError("Attribute InputSandbox contains an empty file name")
+            if not is_remote_uri(entry):
+                name = file_name(entry)
+                if name in by_name:
+                    raise JdlError(
+                        f"InputSandbox entries {by_name[name]} and {entry} have the same "
+                        f"file name {name}; the nodes of a job share one input area"
+                    )
+                by_name[name] = entry
+            entries[entry] = None
+    return list(entries)
