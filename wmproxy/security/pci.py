@@ -27,14 +27,14 @@ LIMITED_PROXY_OID = "1.3.6.1.4.1.3536.1.1.1.9"  # Globus limited proxy
 
 
 class _ProxyPolicy(univ.Sequence):
-    componentType = namedtype.NamedTypes(
+    componentType = namedtype.NamedTypes(  # noqa: N815 - pyasn1 API name
         namedtype.NamedType("policyLanguage", univ.ObjectIdentifier()),
         namedtype.OptionalNamedType("policy", univ.OctetString()),
     )
 
 
 class _ProxyCertInfo(univ.Sequence):
-    componentType = namedtype.NamedTypes(
+    componentType = namedtype.NamedTypes(  # noqa: N815 - pyasn1 API name
         namedtype.OptionalNamedType("pCPathLenConstraint", univ.Integer()),
         namedtype.NamedType("proxyPolicy", _ProxyPolicy()),
     )
@@ -58,7 +58,8 @@ def encode_pci(info: ProxyCertInfo) -> bytes:
     policy["policyLanguage"] = univ.ObjectIdentifier(info.policy_language)
     if info.policy is not None:
         policy["policy"] = info.policy
-    return encoder.encode(value)
+    der: bytes = encoder.encode(value)
+    return der
 
 
 def decode_pci(der: bytes) -> ProxyCertInfo:
