@@ -158,7 +158,8 @@ def make_proxy(
     *issuer.chain])``.
 
     Raises:
-        ProxyError: the issuer has no key, or has already expired at ``now``.
+        ProxyError: the issuer has no key, a key that cannot sign certificates (e.g. X25519), or has
+            already expired at ``now``.
     """
     if issuer.key is None:
         raise ProxyError("the issuing credential has no private key")
