@@ -27,14 +27,14 @@ LIMITED_PROXY_OID = "1.3.6.1.4.1.3536.1.1.1.9"  # Globus limited proxy
 
 
 class _ProxyPolicy(univ.Sequence):
-    componentType = namedtype.NamedTypes(  # noqa: N815 - pyasn1 API name
+    componentType = namedtype.NamedTypes(
         namedtype.NamedType("policyLanguage", univ.ObjectIdentifier()),
         namedtype.OptionalNamedType("policy", univ.OctetString()),
     )
 
 
 class _ProxyCertInfo(univ.Sequence):
-    componentType = namedtype.NamedTypes(  # noqa: N815 - pyasn1 API name
+    componentType = namedtype.NamedTypes(
         namedtype.OptionalNamedType("pCPathLenConstraint", univ.Integer()),
         namedtype.NamedType("proxyPolicy", _ProxyPolicy()),
     )

@@ -92,19 +92,19 @@ class VomsAttributes:
 
 
 class _ACs(univ.SequenceOf):
-    componentType = rfc5755.AttributeCertificate()  # noqa: N815 - pyasn1 API name
+    componentType = rfc5755.AttributeCertificate()
 
 
 class _ACSeqs(univ.SequenceOf):
-    componentType = _ACs()  # noqa: N815 - pyasn1 API name
+    componentType = _ACs()
 
 
 class _Certs(univ.SequenceOf):
-    componentType = rfc5280.Certificate()  # noqa: N815 - pyasn1 API name
+    componentType = rfc5280.Certificate()
 
 
 class _CertSeq(univ.SequenceOf):
-    componentType = _Certs()  # noqa: N815 - pyasn1 API name
+    componentType = _Certs()
 
 
 @dataclass(frozen=True)
