@@ -20,14 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.service import BIN, Deployment, free_port, write_config  # noqa: E402
-from wmproxy.client import WMProxyClient  # noqa: E402
-from wmproxy.security.pki import create_ca, write_proxy  # noqa: E402
+from tests.integration.service import BIN, Deployment, free_port, write_config
+from wmproxy.client import WMProxyClient
+from wmproxy.security.pki import create_ca, write_proxy
 
 
 def collection(nodes: int) -> str:
     body = ",\n".join(
-        f'  [ Executable = "/bin/echo"; Arguments = "node {i}"; StdOutput = "o{i}.txt"; OutputSandbox = {{"o{i}.txt"}}; ]'
+        f'  [ Executable = "/bin/echo"; Arguments = "node {i}"; StdOutput = "o{i}.txt";'
+        f' OutputSandbox = {{"o{i}.txt"}}; ]'
         for i in range(nodes)
     )
     return f'[ Type = "collection";\n  Requirements = true;\n  Nodes = {{\n{body}\n  }};\n]'

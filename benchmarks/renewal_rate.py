@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.peers.myproxy_server import have_myproxy, start_myproxy_server, store_renewable_credential  # noqa: E402
-from wmproxy.renewal.myproxy import renew_proxy  # noqa: E402
-from wmproxy.security.chain import identity_dn, load_pem_chain  # noqa: E402
-from wmproxy.security.dn import slash_dn  # noqa: E402
-from wmproxy.security.pki import create_ca, write_proxy  # noqa: E402
+from tests.peers.myproxy_server import have_myproxy, start_myproxy_server, store_renewable_credential
+from wmproxy.renewal.myproxy import renew_proxy
+from wmproxy.security.chain import identity_dn, load_pem_chain
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.pki import create_ca, write_proxy
 
 LIFETIME = 3600  # seconds requested per renewal
 

@@ -27,21 +27,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
+from alembic import command
+from alembic.config import Config
 
-from tests.peers.myproxy_server import have_myproxy, start_myproxy_server, store_renewable_credential  # noqa: E402
-from wmproxy.config import DatabaseSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings  # noqa: E402
-from wmproxy.domain import JobState, job_relative_dir, new_job_id, utcnow  # noqa: E402
-from wmproxy.renewal.worker import RenewalWorker  # noqa: E402
-from wmproxy.security.chain import load_pem_chain  # noqa: E402
-from wmproxy.security.dn import slash_dn  # noqa: E402
-from wmproxy.security.pki import create_ca, write_proxy  # noqa: E402
-from wmproxy.security.proxy import credential_pem, make_proxy  # noqa: E402
-from wmproxy.security.sealing import Sealer  # noqa: E402
-from wmproxy.services.renewal import job_proxy_end  # noqa: E402
-from wmproxy.services.runtime import Runtime  # noqa: E402
-from wmproxy.store.schema import Job, ProxyRenewal  # noqa: E402
+from tests.peers.myproxy_server import have_myproxy, start_myproxy_server, store_renewable_credential
+from wmproxy.config import DatabaseSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
+from wmproxy.domain import JobState, job_relative_dir, new_job_id, utcnow
+from wmproxy.renewal.worker import RenewalWorker
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.pki import create_ca, write_proxy
+from wmproxy.security.proxy import credential_pem, make_proxy
+from wmproxy.security.sealing import Sealer
+from wmproxy.services.renewal import job_proxy_end
+from wmproxy.services.runtime import Runtime
+from wmproxy.store.schema import Job, ProxyRenewal
 
 LIFETIME = 3600  # seconds asked per renewal
 SHORT = 900  # seconds of the delegated proxies: below the threshold, so all are due
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             env.update(server.env(), X509_USER_CERT=str(svc_cert), X509_USER_KEY=str(svc_key))
             out = root / "renewed.pem"
             start = time.perf_counter()
-            for user, proxy_file in zip(users, delegation_files):
+            for user, proxy_file in zip(users, delegation_files, strict=True):
                 subprocess.run(
                     ["myproxy-get-delegation", "-s", server.host, "-p", str(server.port),
                      "-l", slash_dn(user.cert.subject), "-a", str(proxy_file), "-t", str(LIFETIME // 3600),

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from wmproxy.errors import InvalidArgumentError
 
 
-class JobState(str, enum.Enum):
+class JobState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() of a state
     """Job states, named as the L&B states the reference reports (``wmproxy-behaviour.md`` §10)."""
 
     SUBMITTED = "Submitted"  # registered, not started
@@ -152,4 +152,4 @@ def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:
 
 def utcnow() -> datetime.datetime:
     """Current time, timezone-aware UTC."""
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

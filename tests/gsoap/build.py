@@ -28,11 +28,11 @@ GENERATED = ("soapC.cpp", "soapWMProxyProxy.cpp", "soapDelegationSoapBindingProx
 DEFAULT_CFLAGS = ["-DWITH_IPV6", "-DWITH_OPENSSL", "-DWITH_GZIP", "-DWITH_DOM"]
 
 
-class ToolchainMissing(RuntimeError):
+class ToolchainMissing(RuntimeError):  # noqa: N818 - imported by tests/integration/test_gsoap_client.py
     """wsdl2h, soapcpp2, a C++ compiler or libgsoapssl++ is not installed."""
 
 
-class BuildFailed(RuntimeError):
+class BuildFailed(RuntimeError):  # noqa: N818 - imported by tests/integration/test_gsoap_client.py
     pass
 
 
@@ -56,12 +56,13 @@ def _flags() -> tuple[list[str], list[str]]:
         cflags = subprocess.run([pkg, "--cflags", "gsoapssl++"], capture_output=True, text=True, check=False)
         libs = subprocess.run([pkg, "--libs", "gsoapssl++"], capture_output=True, text=True, check=False)
         if cflags.returncode == 0 and libs.returncode == 0:
-            return cflags.stdout.split(), libs.stdout.split() + ["-lssl", "-lcrypto", "-lz"]
+            return cflags.stdout.split(), [*libs.stdout.split(), "-lssl", "-lcrypto", "-lz"]
     return DEFAULT_CFLAGS, ["-lgsoapssl++", "-lssl", "-lcrypto", "-lz"]
 
 
 def _import_dir(soapcpp2: str) -> Path:
-    for candidate in (Path(soapcpp2).resolve().parents[1] / "share" / "gsoap" / "import", Path("/usr/share/gsoap/import")):
+    bundled = Path(soapcpp2).resolve().parents[1] / "share" / "gsoap" / "import"
+    for candidate in (bundled, Path("/usr/share/gsoap/import")):
         if (candidate / "stlvector.h").exists():
             return candidate
     raise ToolchainMissing("gSOAP import directory (share/gsoap/import/stlvector.h) not found")

@@ -161,7 +161,7 @@ def start_myproxy_server(
             launcher = subprocess.run(
                 [MYPROXY_SERVER, "-v", "-l", "127.0.0.1", "-p", str(port), "-c", str(config),
                  "-s", str(store), "-P", str(pid_file)],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=START_TIMEOUT,
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=START_TIMEOUT, check=False,
             )
         server = _wait_until_listening(port, pid_file)
         if launcher.returncode == 0 and server is not None:
@@ -218,7 +218,9 @@ def store_renewable_credential(
         args += ["-l", username]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("X509_", "MYPROXY_"))}
     env.update(server.env(), X509_USER_PROXY=str(user_proxy_path))
-    result = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
+    )
     if result.returncode != 0:
         raise MyProxyPeerError(f"myproxy-init failed ({result.returncode}): {result.stdout}{result.stderr}")
     return username

@@ -58,7 +58,7 @@ class Environment:
         endpoint = endpoint or env.get(ENDPOINT_ENV)
         if not endpoint:
             raise CliError("Configuration", f"no WMProxy endpoint: use -e/--endpoint or set {ENDPOINT_ENV}")
-        proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"
+        proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
         return cls(endpoint, proxy, env.get("X509_CERT_DIR") or DEFAULT_CA_DIR)
 
 
@@ -74,10 +74,9 @@ def make_client(env: Environment) -> WMProxyClient:
 def common_options(func: F) -> F:
     """``-e/--endpoint URL`` and ``--json`` for a verb."""
     func = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
-    func = click.option(
+    return click.option(
         "-e", "--endpoint", metavar="URL", help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."
     )(func)
-    return func
 
 
 def reports_errors(func: F) -> F:

@@ -39,8 +39,8 @@ def read_job_ids(path: str | os.PathLike[str]) -> list[str]:
         OSError: the file cannot be read.
     """
     ids = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             ids.append(line)
     return ids

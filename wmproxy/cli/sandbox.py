@@ -40,7 +40,7 @@ def input_sandbox_entries(jdl_text: str) -> list[str]:
     if ad is None:
         return []
     try:
-        value = ad["InputSandbox"] if "InputSandbox" in ad else None
+        value = ad.get("InputSandbox")
     except Exception:  # noqa: BLE001 - an expression that does not evaluate
         return []
     if isinstance(value, str):

@@ -60,8 +60,7 @@ def submit(
         raise click.UsageError("give exactly one of JDLFILE and --collection DIR")
     if collection_dir:
         jdl, jdl_dir = collection_jdl(collection_dir), Path(collection_dir).absolute()
-    else:
-        assert jdl_file is not None
+    elif jdl_file is not None:  # exactly one of the two, checked above
         try:
             jdl = Path(jdl_file).read_text(encoding="utf-8")
         except OSError as exc:

@@ -71,7 +71,7 @@ def _with_jsdl_prefix(root: etree._Element) -> etree._Element:
             nsmap[prefix] = href
     if JSDL_POSIX_NS not in nsmap.values() and "jsdl-posix" not in nsmap:
         nsmap["jsdl-posix"] = JSDL_POSIX_NS
-    copy = etree.Element(root.tag, attrib=dict(root.attrib), nsmap=nsmap)  # type: ignore[arg-type]
+    copy = etree.Element(root.tag, attrib=dict(root.attrib), nsmap=nsmap)
     copy.text = root.text
     for child in root:
         _copy_into(copy, child)
@@ -96,7 +96,7 @@ def jsdl_part(value: JsdlInput, method: str) -> dict[str, Any]:
     if qname.namespace != JSDL_NS or qname.localname not in ("JobDefinition", "JobDescription"):
         raise WMProxyClientError(
             "InvalidJSDL",
-            f"the root element must be {{{JSDL_NS}}}JobDefinition, not {root.tag}",
+            f"the root element must be {{{JSDL_NS}}}JobDefinition, not {qname.text}",
             None,
             method,
         )

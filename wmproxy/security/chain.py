@@ -12,7 +12,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -101,17 +101,21 @@ def identity_dn(chain: list[x509.Certificate]) -> str:
 # --- verification against a grid CA directory ---
 
 
+# (directory mtime, ((file name, mtime, size), ...)): a CA directory unchanged since it was parsed
+_Stamp = tuple[int, tuple[tuple[str, int, int], ...]]
+
+
 @dataclass(frozen=True)
 class _CaDir:
     certs: tuple[crypto.X509, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
 
 
-_cache: dict[str, tuple[tuple, _CaDir]] = {}
+_cache: dict[str, tuple[_Stamp, _CaDir]] = {}
 _cache_lock = threading.Lock()
 
 
-def _signature(ca_dir: str, names: list[str]) -> tuple:
+def _signature(ca_dir: str, names: list[str]) -> _Stamp:
     stamps = []
     for name in names:
         try:
@@ -138,12 +142,13 @@ def _load_ca_dir(ca_dir: str) -> _CaDir:
         hit = _cache.get(ca_dir)
         if hit and hit[0] == key:
             return hit[1]
-    certs, crls = [], []
+    certs: list[crypto.X509] = []
+    crls: list[x509.CertificateRevocationList] = []
     for name in names:
         try:
             with open(os.path.join(ca_dir, name), "rb") as fh:
                 data = fh.read()
-            if _CA_FILE_RE.match(name).group(1):
+            if name.rsplit(".", 1)[1].startswith("r"):  # <hash>.rN (names matched _CA_FILE_RE)
                 crls.append(x509.load_pem_x509_crl(data))
             else:
                 certs.extend(crypto.X509.from_cryptography(c) for c in load_pem_chain(data))
@@ -179,7 +184,7 @@ def verify_chain(
     store = crypto.X509Store()
     if at is not None:
         if at.tzinfo is not None:
-            at = at.astimezone(timezone.utc)
+            at = at.astimezone(UTC)
         store.set_time(at)  # before set_flags: set_time replaces the store's parameters
     store.set_flags(
         crypto.X509StoreFlags.ALLOW_PROXY_CERTS

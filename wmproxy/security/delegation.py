@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from wmproxy.errors import InvalidDelegationIdError, ProxyError, ProxyVerificationError
 from wmproxy.security.chain import chain_pem, identity_dn, is_proxy, load_pem_chain, verify_chain
-from wmproxy.security.proxy import public_key_der, utc_now
 from wmproxy.security.proxy import key_pem as _key_pem
+from wmproxy.security.proxy import public_key_der, utc_now
 from wmproxy.security.voms import primary_fqans
 
 CLOCK_SKEW = timedelta(seconds=5)

@@ -58,7 +58,8 @@ def encode_pci(info: ProxyCertInfo) -> bytes:
     policy["policyLanguage"] = univ.ObjectIdentifier(info.policy_language)
     if info.policy is not None:
         policy["policy"] = info.policy
-    return encoder.encode(value)
+    der: bytes = encoder.encode(value)
+    return der
 
 
 def decode_pci(der: bytes) -> ProxyCertInfo:

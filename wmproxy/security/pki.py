@@ -15,13 +15,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
 
@@ -92,7 +92,10 @@ class CertificateAuthority:
                  x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)])]
         return x509.Name(self._base_dn() + extra)
 
-    def _issue(self, subject, public_key, not_before, not_after, extensions) -> x509.Certificate:
+    def _issue(
+        self, subject: x509.Name, public_key: rsa.RSAPublicKey, not_before: datetime, not_after: datetime,
+        extensions: list[tuple[x509.ExtensionType, bool]],
+    ) -> x509.Certificate:
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject).issuer_name(self.cert.subject).public_key(public_key)
@@ -106,14 +109,16 @@ class CertificateAuthority:
             builder = builder.add_extension(ext, critical=critical)
         return builder.sign(self.key, hashes.SHA256())
 
-    def issue_host(self, cn: str, out_dir: str | os.PathLike, *, lifetime_days: int = 365) -> tuple[Path, Path]:
+    def issue_host(self, cn: str, out_dir: str | os.PathLike[str], *, lifetime_days: int = 365) -> tuple[Path, Path]:
         """Host credential ``/…/OU=Hosts/CN=<cn>`` with SAN DNS=cn, DNS=localhost, IP=127.0.0.1 and
         EKU serverAuth+clientAuth. Writes ``hostcert.pem`` (0644) and ``hostkey.pem`` (0600,
         unencrypted) in ``out_dir`` (created) and returns their paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        key, now = _key(), datetime.now(timezone.utc)
-        names = [x509.DNSName(cn)] + ([x509.DNSName("localhost")] if cn != "localhost" else [])
+        key, now = _key(), datetime.now(UTC)
+        names: list[x509.GeneralName] = [x509.DNSName(cn)]
+        if cn != "localhost":
+            names.append(x509.DNSName("localhost"))
         names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         cert = self._issue(self._subject("Hosts", cn), key.public_key(), now - timedelta(minutes=5),
                            now + timedelta(days=lifetime_days), [
@@ -127,7 +132,7 @@ class CertificateAuthority:
         return cert_path, key_path
 
     def issue_user(
-        self, cn: str, out_dir: str | os.PathLike | None = None, *, lifetime_days: float = 365,
+        self, cn: str, out_dir: str | os.PathLike[str] | None = None, *, lifetime_days: float = 365,
         not_after: datetime | None = None,
     ) -> Credential:
         """User credential ``/…/OU=Users/CN=<cn>`` (EKU clientAuth).
@@ -138,7 +143,7 @@ class CertificateAuthority:
                 makes an already expired user for tests.
             out_dir: if given (created), writes ``usercert.pem`` and ``userkey.pem``, both 0600.
         """
-        key, now = _key(), datetime.now(timezone.utc)
+        key, now = _key(), datetime.now(UTC)
         if not_after is None:
             not_after = now + timedelta(days=lifetime_days)
             not_before = now - timedelta(minutes=5)
@@ -157,12 +162,12 @@ class CertificateAuthority:
 
     def revoke(self, cert: x509.Certificate, when: datetime | None = None) -> None:
         """Add ``cert`` to the CRL and rewrite ``<hash>.r0``."""
-        self.revoked[cert.serial_number] = when or datetime.now(timezone.utc)
+        self.revoked[cert.serial_number] = when or datetime.now(UTC)
         self.write_crl()
 
     def write_crl(self) -> None:
         """(Re)write ``<hash>.r0``: the revoked serials, valid for 30 days from now."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.cert.subject)
@@ -180,8 +185,8 @@ class CertificateAuthority:
 
 
 def create_ca(
-    directory: str | os.PathLike, name: str = DEFAULT_CA_NAME, *,
-    key_path: str | os.PathLike | None = None, lifetime_days: int = 3650,
+    directory: str | os.PathLike[str], name: str = DEFAULT_CA_NAME, *,
+    key_path: str | os.PathLike[str] | None = None, lifetime_days: int = 3650,
 ) -> CertificateAuthority:
     """Create a self-signed CA and write its grid CA directory layout into ``directory``.
 
@@ -199,7 +204,7 @@ def create_ca(
     if key_path is not None and Path(key_path).resolve().parent == directory.resolve():
         raise ValueError("the CA key must not be written into the CA directory")
     directory.mkdir(parents=True, exist_ok=True)
-    key, now = _key(), datetime.now(timezone.utc)
+    key, now = _key(), datetime.now(UTC)
     subject = parse_slash_dn(name)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
@@ -232,7 +237,7 @@ def create_ca(
 
 
 def write_proxy(
-    user: Credential, path: str | os.PathLike, lifetime: int = 12 * 3600, limited: bool = False
+    user: Credential, path: str | os.PathLike[str], lifetime: int = 12 * 3600, limited: bool = False
 ) -> Credential:
     """Make an RFC 3820 proxy of ``user`` (lifetime in seconds) and write it in the grid
     proxy file layout with mode 0600. Raises ProxyError like :func:`make_proxy`."""

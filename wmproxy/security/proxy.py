@@ -11,12 +11,18 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+    PublicKeyTypes,
+)
 from cryptography.x509.oid import NameOID
 
 from wmproxy.errors import ProxyError
@@ -27,6 +33,9 @@ _KEY_RE = re.compile(
     rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----\r?\n.+?\r?\n-----END \1-----", re.DOTALL
 )
 BACKDATE = timedelta(minutes=5)
+_ISSUER_KEY_TYPES = (
+    rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey,
+)
 
 
 @dataclass
@@ -37,7 +46,7 @@ class Credential:
     """
 
     cert: x509.Certificate
-    key: object | None  # a cryptography private key
+    key: PrivateKeyTypes | None
     chain: list[x509.Certificate] = field(default_factory=list)
 
     @property
@@ -49,12 +58,12 @@ class Credential:
 def utc_now(now: datetime | None = None) -> datetime:
     """``now`` as an aware UTC datetime (naive means UTC); the current time when None."""
     if now is None:
-        return datetime.now(timezone.utc)
-    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        return datetime.now(UTC)
+    return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
 def load_credential(
-    source: str | os.PathLike | bytes, key_source: str | os.PathLike | bytes | None = None,
+    source: str | os.PathLike[str] | bytes, key_source: str | os.PathLike[str] | bytes | None = None,
     *, password: bytes | None = None,
 ) -> Credential:
     """Load a credential from PEM.
@@ -88,7 +97,7 @@ def load_credential(
     return Credential(certs[0], key, certs[1:])
 
 
-def _read(source: str | os.PathLike | bytes) -> bytes:
+def _read(source: str | os.PathLike[str] | bytes) -> bytes:
     if isinstance(source, bytes):
         return source
     try:
@@ -97,14 +106,14 @@ def _read(source: str | os.PathLike | bytes) -> bytes:
         raise ProxyError(f"cannot read credential {source}: {exc.strerror}") from None
 
 
-def public_key_der(public_key) -> bytes:
+def public_key_der(public_key: PublicKeyTypes) -> bytes:
     """DER SubjectPublicKeyInfo of a public key, for comparing keys."""
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def key_pem(key) -> bytes:
+def key_pem(key: PrivateKeyTypes) -> bytes:
     """Unencrypted PEM of a private key: traditional ``RSA PRIVATE KEY`` for RSA (what Globus
     and VOMS tools write), PKCS#8 otherwise."""
     fmt = (
@@ -125,7 +134,7 @@ def make_proxy(
     issuer: Credential,
     *,
     lifetime: int,
-    public_key=None,
+    public_key: CertificatePublicKeyTypes | None = None,
     key_bits: int = 2048,
     limited: bool = False,
     path_len: int | None = None,
@@ -149,10 +158,14 @@ def make_proxy(
     *issuer.chain])``.
 
     Raises:
-        ProxyError: the issuer has no key, or has already expired at ``now``.
+        ProxyError: the issuer has no key, a key that cannot sign certificates (e.g. X25519), or has
+            already expired at ``now``.
     """
     if issuer.key is None:
         raise ProxyError("the issuing credential has no private key")
+    if not isinstance(issuer.key, _ISSUER_KEY_TYPES):
+        raise ProxyError("the issuing credential's key type cannot sign certificates")
+    signing_key = issuer.key
     now = utc_now(now)
     ancestors = [issuer.cert, *issuer.chain]
     not_after = min([now + timedelta(seconds=lifetime)] + [c.not_valid_after_utc for c in ancestors])
@@ -164,9 +177,8 @@ def make_proxy(
         key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
         public_key = key.public_key()
     serial = secrets.randbits(31) | 1 << 30  # positive, 10 decimal digits
-    subject = x509.Name(
-        [*issuer.cert.subject.rdns, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, str(serial))])]
-    )
+    cn = x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, str(serial))])
+    subject = x509.Name([*issuer.cert.subject.rdns, cn])
     policy = LIMITED_PROXY_OID if limited else INHERIT_ALL_OID
     builder = (
         x509.CertificateBuilder()
@@ -185,21 +197,22 @@ def make_proxy(
             ),
             critical=True,
         )
-        .add_extension(_akid(issuer.cert), critical=False)
+        .add_extension(_akid(issuer.cert, signing_key), critical=False)
     )
-    cert = builder.sign(issuer.key, _hash_for(issuer.key))
+    cert = builder.sign(signing_key, _hash_for(signing_key))
     return Credential(cert, key, ancestors)
 
 
-def _akid(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def _akid(issuer: x509.Certificate, issuer_key: CertificateIssuerPrivateKeyTypes) -> x509.AuthorityKeyIdentifier:
+    """From the issuer's SKI, else from its public key (the public half of ``issuer_key``)."""
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
 
 
-def _hash_for(key):
+def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
     if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         return None
     return hashes.SHA256()

@@ -33,7 +33,7 @@ class Sealer:
         return Fernet.generate_key()
 
     @classmethod
-    def from_key_file(cls, path: str | os.PathLike, create: bool = False) -> Sealer:
+    def from_key_file(cls, path: str | os.PathLike[str], create: bool = False) -> Sealer:
         """Load the key from ``path``.
 
         With ``create=True`` a missing file is created atomically with a new key and mode

@@ -20,8 +20,9 @@ AC targeting and critical AC extensions are not checked.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ObjectIdentifier
 from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
-from pyasn1.type import univ
+from pyasn1.type import univ, useful
 from pyasn1_modules import rfc5280, rfc5755
 
 from wmproxy.errors import ProxyError
@@ -42,7 +43,7 @@ VOMS_AC_OID = ObjectIdentifier("1.3.6.1.4.1.8005.100.100.5")
 VOMS_FQAN_ATTRIBUTE_OID = "1.3.6.1.4.1.8005.100.100.4"
 VOMS_CERTSEQ_OID = "1.3.6.1.4.1.8005.100.100.10"
 
-_SIGNATURE_HASHES = {
+_SIGNATURE_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "1.2.840.113549.1.1.5": hashes.SHA1,
     "1.2.840.113549.1.1.11": hashes.SHA256,
     "1.2.840.113549.1.1.12": hashes.SHA384,
@@ -115,8 +116,8 @@ class _RawAC:
 def voms_attributes(
     chain: list[x509.Certificate],
     *,
-    vomsdir: str | os.PathLike | None = None,
-    ca_dir: str | os.PathLike | None = None,
+    vomsdir: str | os.PathLike[str] | None = None,
+    ca_dir: str | os.PathLike[str] | None = None,
     at: datetime | None = None,
 ) -> list[VomsAttributes]:
     """The VOMS ACs of a leaf-first proxy chain.
@@ -144,6 +145,8 @@ def voms_attributes(
             continue
         except ValueError as exc:
             raise ProxyError(f"unreadable certificate extensions: {exc}") from None
+        if not isinstance(ext.value, x509.UnrecognizedExtension):  # cryptography does not parse VOMS ACs
+            raise _malformed("the VOMS extension was parsed as a known extension type")
         raws = _decode_extension(ext.value.value)
         result = []
         for raw in raws:
@@ -185,7 +188,7 @@ def _decode_extension(der: bytes) -> list[_RawAC]:
         raise _malformed("the VOMS extension holds no AC")
     if len(infos) != len(acs):
         raise _malformed("inconsistent AC encoding")
-    return [_RawAC(ac, info) for ac, info in zip(acs, infos)]
+    return [_RawAC(ac, info) for ac, info in zip(acs, infos, strict=True)]
 
 
 def _children(tlv: bytes) -> list[bytes]:
@@ -241,7 +244,7 @@ def _attributes(ac: rfc5755.AttributeCertificate, chain: list[x509.Certificate])
     )
 
 
-def _fqan_attribute(info) -> tuple[str, tuple[str, ...]]:
+def _fqan_attribute(info: rfc5755.AttributeCertificateInfo) -> tuple[str, tuple[str, ...]]:
     for attribute in info["attributes"]:
         if str(attribute["type"]) != VOMS_FQAN_ATTRIBUTE_OID:
             continue
@@ -281,19 +284,19 @@ def _name(name: rfc5280.Name) -> x509.Name:
         raise _malformed(f"unreadable distinguished name ({exc})") from None
 
 
-def _general_names_dn(names) -> str:
+def _general_names_dn(names: rfc5280.GeneralNames) -> str:
     for gn in names:
         if gn.getName() == "directoryName":
             return slash_dn(_name(gn["directoryName"]))
     raise _malformed("no directory name")
 
 
-def _holder_name(info) -> str:
+def _holder_name(info: rfc5755.AttributeCertificateInfo) -> str:
     base = info["holder"]["baseCertificateID"]
     return _general_names_dn(base["issuer"]) if base.isValue else ""
 
 
-def _holder_cert(info, chain: list[x509.Certificate]) -> x509.Certificate | None:
+def _holder_cert(info: rfc5755.AttributeCertificateInfo, chain: list[x509.Certificate]) -> x509.Certificate | None:
     """The chain certificate the AC holder names: its serial, and its issuer or subject.
 
     RFC 5755 names the holder by (issuer, serial); voms-proxy-fake writes the holder's
@@ -310,7 +313,7 @@ def _holder_cert(info, chain: list[x509.Certificate]) -> x509.Certificate | None
     return None
 
 
-def _embedded_certs(info) -> list[x509.Certificate]:
+def _embedded_certs(info: rfc5755.AttributeCertificateInfo) -> list[x509.Certificate]:
     extensions = info["extensions"]
     if not extensions.isValue:
         return []
@@ -327,7 +330,7 @@ def _embedded_certs(info) -> list[x509.Certificate]:
     return []
 
 
-def _time(value) -> datetime:
+def _time(value: useful.GeneralizedTime) -> datetime:
     try:
         return _utc(value.asDateTime)
     except (PyAsn1Error, ValueError) as exc:
@@ -336,8 +339,8 @@ def _time(value) -> datetime:
 
 def _utc(at: datetime | None) -> datetime:
     if at is None:
-        return datetime.now(timezone.utc)
-    return at.astimezone(timezone.utc) if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        return datetime.now(UTC)
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 # --- verification ---
@@ -390,7 +393,8 @@ def _check_lsc(lsc: Path, embedded: list[x509.Certificate]) -> str:
         text = lsc.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         return f"unreadable {lsc}: {exc}"
-    chains, current = [], []
+    chains: list[list[str]] = []
+    current: list[str] = []
     for line in (ln.strip() for ln in text.splitlines()):
         if line.startswith("-"):
             chains.append(current)

@@ -28,39 +28,39 @@ def _proxy_operations(namespace: str, new_proxy_req: Any) -> dict[str, Any]:
     """The six proxy operations of a delegation port in ``namespace``, as Spyne methods."""
 
     @rpc(String, _returns=String, _out_variable_name="getProxyReqReturn")
-    def getProxyReq(ctx, delegationID):  # noqa: N802, N803
+    def getProxyReq(ctx, delegationID):
         return delegation_call(
             ctx, namespace, "getProxyReq", lambda rt, p: delegation.create_proxy_request(rt, p, delegationID)[1]
         )
 
     @rpc(String, String)
-    def putProxy(ctx, delegationID, proxy):  # noqa: N802, N803
+    def putProxy(ctx, delegationID, proxy):
         delegation_call(
             ctx, namespace, "putProxy", lambda rt, p: delegation.store_proxy(rt, p, delegationID, proxy or "")
         )
 
     @rpc(_returns=Part(new_proxy_req), _out_variable_name="getNewProxyReqReturn")
-    def getNewProxyReq(ctx):  # noqa: N802
-        def new_request(rt, p):  # type: ignore[no-untyped-def]
+    def getNewProxyReq(ctx):
+        def new_request(rt, p):
             delegation_id, csr = delegation.create_new_proxy_request(rt, p)
             return new_proxy_req(proxyRequest=csr, delegationID=delegation_id)
 
         return delegation_call(ctx, namespace, "getNewProxyReq", new_request)
 
     @rpc(String, _returns=String, _out_variable_name="renewProxyReqReturn")
-    def renewProxyReq(ctx, delegationID):  # noqa: N802, N803
+    def renewProxyReq(ctx, delegationID):
         return delegation_call(
             ctx, namespace, "renewProxyReq", lambda rt, p: delegation.renew_proxy_request(rt, p, delegationID)
         )
 
     @rpc(String, _returns=DateTime_, _out_variable_name="getTerminationTimeReturn")
-    def getTerminationTime(ctx, delegationID):  # noqa: N802, N803
+    def getTerminationTime(ctx, delegationID):
         return delegation_call(
             ctx, namespace, "getTerminationTime", lambda rt, p: delegation.termination_time(rt, p, delegationID)
         )
 
     @rpc(String)
-    def destroy(ctx, delegationID):  # noqa: N802, N803
+    def destroy(ctx, delegationID):
         delegation_call(ctx, namespace, "destroy", lambda rt, p: delegation.destroy(rt, p, delegationID))
 
     return {
@@ -74,18 +74,18 @@ def _proxy_operations(namespace: str, new_proxy_req: Any) -> dict[str, Any]:
 
 
 @rpc(_returns=String, _out_variable_name="getVersionReturn")
-def _get_version(ctx):  # noqa: ANN001
+def _get_version(ctx):
     return INTERFACE_VERSION
 
 
 @rpc(_returns=String, _out_variable_name="getInterfaceVersionReturn")
-def _get_interface_version(ctx):  # noqa: ANN001
+def _get_interface_version(ctx):
     return INTERFACE_VERSION
 
 
 @rpc(String, _returns=String, _out_variable_name="getServiceMetadataReturn")
-def _get_service_metadata(ctx, key):  # noqa: ANN001
-    def unsupported(rt, p):  # type: ignore[no-untyped-def]
+def _get_service_metadata(ctx, key):
+    def unsupported(rt, p):
         raise NotSupportedError("Method not supported")
 
     return delegation_call(ctx, DELEGATION_2, "getServiceMetadata", unsupported)
@@ -94,7 +94,10 @@ def _get_service_metadata(ctx, key):  # noqa: ANN001
 Delegation1Port = type(
     "Delegation1Port",
     (ServiceBase,),
-    {"__doc__": "gridsite delegation-1 (with the gridsite extension).", **_proxy_operations(DELEGATION_1, NewProxyReq1)},
+    {
+        "__doc__": "gridsite delegation-1 (with the gridsite extension).",
+        **_proxy_operations(DELEGATION_1, NewProxyReq1),
+    },
 )
 
 Delegation2Port = type(

@@ -50,7 +50,7 @@ def fault_kind(exc: Exception) -> str:
 
 
 def _timestamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None = None) -> Fault:
@@ -63,7 +63,7 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
         kind, code, message, causes = fault_kind(exc), exc.code, exc.message, exc.causes
     else:
         error_id = uuid.uuid4().hex[:12]
-        log.exception("internal error %s in %s", error_id, method)
+        log.error("internal error %s in %s", error_id, method, exc_info=exc)
         kind, code = "GenericFault", 1201
         message = f"Internal server error (error id {error_id}); please contact the service administrator"
         causes = [message]
@@ -86,11 +86,12 @@ def delegation_fault(namespace: str, method: str, exc: Exception) -> Fault:
         message = exc.message
     else:
         error_id = uuid.uuid4().hex[:12]
-        log.exception("internal error %s in delegation %s", error_id, method)
+        log.error("internal error %s in delegation %s", error_id, method, exc_info=exc)
         message = f"Internal server error (error id {error_id})"
     log.info("%s DelegationException: %s", method or "request", message)
     field = "message" if namespace == DELEGATION_1 else "msg"
-    assert namespace in (DELEGATION_1, DELEGATION_2)
+    if namespace not in (DELEGATION_1, DELEGATION_2):
+        raise ValueError(f"not a delegation namespace: {namespace}")
     detail = etree.Element(f"{{{namespace}}}DelegationException", nsmap={"ns": namespace})
     etree.SubElement(detail, field).text = message
     return Fault(faultcode="Server", faultstring=message, detail=detail)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Delete, Engine, Update, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -35,3 +35,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def rows_matched(session: Session, statement: Update | Delete) -> int:
+    """Execute an UPDATE or DELETE in ``session`` and return how many rows it matched."""
+    result = cast("CursorResult[Any]", session.execute(statement))
+    return result.rowcount

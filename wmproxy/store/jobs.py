@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from wmproxy.store.engine import rows_matched
 from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
 
@@ -132,12 +133,13 @@ class SqlExecutionQueue:
         request = self.session.scalars(stmt).one_or_none()
         if request is None:
             return None
-        won = self.session.execute(
+        won = rows_matched(
+            self.session,
             update(ExecutionRequest)
             .where(ExecutionRequest.id == request.id, ExecutionRequest.claimed_by.is_(None))
             .values(claimed_by=worker, claimed_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if won != 1:
             return None
         self.session.refresh(request)

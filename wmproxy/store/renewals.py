@@ -11,6 +11,7 @@ from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from wmproxy.store.engine import rows_matched
 from wmproxy.store.schema import Delegation, Job, ProxyRenewal
 
 
@@ -78,7 +79,8 @@ class SqlRenewalStore:
                 return row
             except IntegrityError:
                 row = self.get(owner_dn, delegation_id, for_update=True)
-                assert row is not None
+                if row is None:  # inserted concurrently, then deleted before we could read it
+                    raise
         row.myproxy_server = server
         row.updated_at = now
         self.session.flush()
@@ -114,12 +116,13 @@ class SqlRenewalStore:
             found = self.session.scalars(select(ProxyRenewal.id).where(free).with_for_update(skip_locked=True))
             if found.one_or_none() is None:
                 return None
-        won = self.session.execute(
+        won = rows_matched(
+            self.session,
             update(ProxyRenewal)
             .where(free)
             .values(claimed_by=worker, claimed_until=lease_until, next_attempt_at=next_attempt_at)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if won != 1:
             return None
         row = self.by_id(record_id)
