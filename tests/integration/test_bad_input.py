@@ -14,7 +14,8 @@ from lxml import etree
 from tests.conftest import Pki
 from tests.integration.refclient import SOAP, WMP, ReferenceClient, fault_detail, reference_client, session_for
 from tests.integration.service import Deployment
-from tests.integration.test_wire_reference import JDL, delegate
+from tests.support import ECHO_JDL as JDL
+from tests.support import delegate
 from wmproxy.config import load_settings
 
 pytestmark = pytest.mark.integration
