@@ -121,3 +121,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield f"sqlite:///{tmp_path_factory.mktemp('db')}/wmproxy.db"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated to the newest revision once per session; in-process tests copy it
+    (``tests.support.build_runtime(root, pki, template_db)``) instead of migrating each time."""
+    from tests.support import migrated_sqlite
+
+    return migrated_sqlite(tmp_path_factory.mktemp("template-db"))

@@ -16,7 +16,8 @@ Calling a deployment: :func:`run_cli` (the ``wmproxy`` command), :func:`cli_stat
 :func:`assert_fault` (a WMProxy typed fault seen by zeep).
 
 In-process services (no TLS, no processes): :func:`migrated_sqlite`, :func:`build_runtime`,
-:func:`principal_of`, :func:`delegate_in_process`.
+:func:`close_runtime`, :func:`principal_of`, :func:`principal_fixture`, :func:`delegate_in_process`; the SOAP application
+in-process: :class:`SoapApp` with :func:`caller_from_environ`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from tests.integration.service import Deployment
     from wmproxy.domain import Principal
     from wmproxy.services.runtime import Runtime
+    from wmproxy.soap.app import WMProxyApplication
 
 T = TypeVar("T")
 
@@ -241,6 +243,18 @@ def principal_of(pki: Pki, user: str, fqans: tuple[str, ...] = ()) -> Principal:
     return Principal(dn=pki.users[user].dn, fqans=fqans)
 
 
+def principal_fixture(user: str) -> Any:
+    """A function-scoped pytest fixture giving :func:`principal_of` ``user`` (no FQANs);
+    in a conftest: ``alice = principal_fixture("alice")``."""
+    import pytest
+
+    @pytest.fixture
+    def principal(pki: Pki) -> Principal:
+        return principal_of(pki, user)
+
+    return principal
+
+
 def delegate_in_process(rt: Runtime, principal: Principal, proxy_file: Path, delegation_id: str,
                         lifetime: int = 6 * 3600) -> str:
     """Delegate through the services as a client does (getProxyReq, sign with ``proxy_file``
@@ -252,3 +266,111 @@ def delegate_in_process(rt: Runtime, principal: Principal, proxy_file: Path, del
     signed = sign_proxy_request(csr.encode(), load_credential(proxy_file), lifetime=lifetime)
     store_proxy(rt, principal, delegation_id, signed.decode())
     return delegation_id
+
+
+# --- the SOAP application in-process ------------------------------------------------------------
+
+
+#: Environ key the tests' authenticate callable reads the caller from.
+CALLER_KEY = "tests.caller"
+
+
+def caller_from_environ(environ: dict[str, Any]) -> Principal:
+    """The ``authenticate`` of an in-process app: the Principal under :data:`CALLER_KEY`.
+
+    Raises:
+        AuthenticationError: none there (as the TLS resolver without a client certificate).
+    """
+    from wmproxy.domain import Principal
+    from wmproxy.errors import AuthenticationError
+
+    caller = environ.get(CALLER_KEY)
+    if caller is None:
+        raise AuthenticationError("Unable to get a valid user DN: no TLS client certificate")
+    assert isinstance(caller, Principal)
+    return caller
+
+
+@dataclasses.dataclass
+class Reply:
+    """A WSGI response: status line, headers, body bytes."""
+
+    status: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def element(self) -> etree._Element:
+        """The SOAP Body's first child."""
+        from lxml import etree
+
+        from wmproxy.soap.namespaces import SOAP_ENV
+
+        root = etree.fromstring(self.body)
+        assert root.tag == f"{{{SOAP_ENV}}}Envelope", self.body
+        return root.find(f"{{{SOAP_ENV}}}Body")[0]
+
+    @property
+    def fault_detail(self) -> etree._Element:
+        """The one child of the SOAP Fault's ``<detail>``."""
+        from wmproxy.soap.namespaces import SOAP_ENV
+
+        fault = self.element
+        assert fault.tag == f"{{{SOAP_ENV}}}Fault", self.body
+        detail = fault.find("detail")
+        assert detail is not None and len(detail) == 1, self.body
+        return detail[0]
+
+
+@dataclasses.dataclass
+class SoapApp:
+    """The WSGI application driven in-process: :meth:`request` sends raw bytes, :meth:`call`
+    an rpc/literal operation. Build the app with ``authenticate=caller_from_environ`` (the
+    app's own injection point; production uses the TLS resolver): each request then runs as
+    the ``caller`` Principal passed in, or unauthenticated with ``None``."""
+
+    app: WMProxyApplication
+    rt: Runtime
+
+    def request(self, body: bytes, caller: Principal | None, *, method: str = "POST", path: str | None = None,
+                query: str = "") -> Reply:
+        import io
+
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path or self.rt.settings.service.endpoint_path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "7443",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": "text/xml; charset=utf-8",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": io.StringIO(),
+            "wsgi.url_scheme": "https",
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        if caller is not None:
+            environ[CALLER_KEY] = caller
+        seen: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            seen["status"], seen["headers"] = status, dict(headers)
+
+        body_out = b"".join(self.app(environ, start_response))
+        return Reply(seen["status"], seen["headers"], body_out)
+
+    def call(self, namespace: str, operation: str, caller: Principal | None, prefix: str = "ns",
+             **parts: str) -> Reply:
+        """POST ``<prefix:operation xmlns:prefix=namespace>`` with unqualified ``parts`` (rpc/literal)."""
+        from xml.sax.saxutils import escape
+
+        from wmproxy.soap.namespaces import SOAP_ENV
+
+        inner = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in parts.items())
+        envelope = (f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}" xmlns:{prefix}="{namespace}"><SOAP-ENV:Body>'
+                    f"<{prefix}:{operation}>{inner}</{prefix}:{operation}></SOAP-ENV:Body></SOAP-ENV:Envelope>")
+        return self.request(envelope.encode(), caller)

@@ -12,18 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime, delegate_in_process, migrated_sqlite, principal_of
+from tests.support import build_runtime, close_runtime, delegate_in_process, principal_fixture
 from wmproxy.domain import Principal
 from wmproxy.services.runtime import Runtime
 
 #: The delegation id the ``delegated`` fixture stores for alice.
 DELEGATION = "unit"
 
-
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file that each test's database is copied from."""
-    return migrated_sqlite(tmp_path_factory.mktemp("template-db"))
+alice = principal_fixture("alice")
+bob = principal_fixture("bob")
 
 
 @pytest.fixture
@@ -31,16 +28,6 @@ def rt(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Runtime]:
     runtime = build_runtime(tmp_path / "state", pki, template_db)
     yield runtime
     close_runtime(runtime)
-
-
-@pytest.fixture
-def alice(pki: Pki) -> Principal:
-    return principal_of(pki, "alice")
-
-
-@pytest.fixture
-def bob(pki: Pki) -> Principal:
-    return principal_of(pki, "bob")
 
 
 @pytest.fixture
