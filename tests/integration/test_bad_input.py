@@ -12,7 +12,14 @@ import zeep
 from lxml import etree
 
 from tests.conftest import Pki
-from tests.integration.refclient import SOAP, WMP, ReferenceClient, fault_detail, reference_client, session_for
+from tests.integration.refclient import (
+    SOAP,
+    WMP,
+    ReferenceClient,
+    fault_detail,
+    reference_client,
+    session_for,
+)
 from tests.integration.service import Deployment
 from tests.support import ECHO_JDL as JDL
 from tests.support import delegate

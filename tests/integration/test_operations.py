@@ -39,7 +39,13 @@ from tests.integration.refclient import (
 from tests.integration.service import Deployment
 from tests.support import ECHO_JDL as JDL
 from tests.support import assert_fault, delegate, wait_for, wait_for_final
-from tests.unit.security.test_voms import FQANS, URI, VomsServer, fake_voms_proxy, write_lsc
+from tests.unit.security.test_voms import (
+    FQANS,
+    URI,
+    VomsServer,
+    fake_voms_proxy,
+    write_lsc,
+)
 from wmproxy.jdl import parse_jdl
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import load_credential, sign_proxy_request

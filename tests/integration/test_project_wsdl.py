@@ -4,7 +4,6 @@ service accepts and returns."""
 
 from __future__ import annotations
 
-
 import pytest
 import zeep
 from lxml import etree

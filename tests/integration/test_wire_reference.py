@@ -22,7 +22,8 @@ from tests.integration.refclient import (
 )
 from tests.integration.service import Deployment
 from tests.support import ECHO_JDL as JDL
-from tests.support import delegate
+from tests.support import delegate, wait_for_final
+from wmproxy.security.proxy import load_credential, sign_proxy_request
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime, delegate_in_process, principal_fixture
+from tests.support import (
+    build_runtime,
+    close_runtime,
+    delegate_in_process,
+    principal_fixture,
+)
 from wmproxy.domain import Principal
 from wmproxy.services.runtime import Runtime
 

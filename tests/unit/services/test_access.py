@@ -7,7 +7,12 @@ import pytest
 
 from tests.support import ECHO_JDL
 from wmproxy.domain import Principal
-from wmproxy.errors import AuthorizationError, InvalidArgumentError, JobNotFoundError, OperationNotAllowedError
+from wmproxy.errors import (
+    AuthorizationError,
+    InvalidArgumentError,
+    JobNotFoundError,
+    OperationNotAllowedError,
+)
 from wmproxy.services import acl, jobs
 from wmproxy.services.access import grants
 from wmproxy.services.runtime import Runtime

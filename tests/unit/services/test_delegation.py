@@ -12,7 +12,12 @@ from cryptography import x509
 from tests.conftest import Pki
 from tests.support import delegate_in_process
 from wmproxy.domain import Principal, utcnow
-from wmproxy.errors import DelegationError, DelegationNotFoundError, InvalidDelegationIdError, ProxyVerificationError
+from wmproxy.errors import (
+    DelegationError,
+    DelegationNotFoundError,
+    InvalidDelegationIdError,
+    ProxyVerificationError,
+)
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 from wmproxy.services import delegation
 from wmproxy.services.runtime import Runtime

@@ -6,7 +6,11 @@ import pytest
 
 from tests.support import ECHO_JDL
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.errors import InvalidArgumentError, JobNotFoundError, OperationNotAllowedError
+from wmproxy.errors import (
+    InvalidArgumentError,
+    JobNotFoundError,
+    OperationNotAllowedError,
+)
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, start_job

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.support import SoapApp, build_runtime, caller_from_environ, close_runtime, principal_fixture
+from tests.support import (
+    SoapApp,
+    build_runtime,
+    caller_from_environ,
+    close_runtime,
+    principal_fixture,
+)
 from wmproxy.soap.app import WMProxyApplication
 
 alice = principal_fixture("alice")

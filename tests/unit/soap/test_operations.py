@@ -120,7 +120,7 @@ class TestCallers:
 
     def test_drained_service_refuses_registration_only(self, soap: SoapApp, alice: Principal) -> None:
         drain = soap.rt.settings.service.drain_file
-        open(drain, "w").close()  # noqa: SIM115
+        open(drain, "w").close()
         reply = soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="x")
         detail = assert_wmproxy_fault(reply, "AuthorizationFault", "jobRegister", "1207")
         assert "temporarily drained" in (detail.findtext("Description") or "")
