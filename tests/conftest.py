@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     host_cert, host_key = ca.issue_host("localhost", root / "host")
     users: dict[str, User] = {}
     for name in ("alice", "bob", "carol", "dave", "mallory"):
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if name == "dave":
             kwargs["not_after"] = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
         cred = ca.issue_user(name.capitalize(), root / name, **kwargs)

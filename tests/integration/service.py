@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, *, db_url: str, ca_dir: Path, host_cert: Path, host_key: Path, state: Path,

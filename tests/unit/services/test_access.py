@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tests.support import ECHO_JDL
@@ -52,7 +54,7 @@ class TestOwnerAndOthers:
     @pytest.mark.parametrize("operation", ["status", "jdl", "acl", "cancel", "purge", "add_acl"])
     def test_another_user_is_refused_everything(self, rt: Runtime, bob: Principal, job_id: str,
                                                 operation: str) -> None:
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "status": lambda: jobs.job_status(rt, bob, job_id),
             "jdl": lambda: jobs.get_jdl(rt, bob, job_id, "ORIGINAL"),
             "acl": lambda: acl.get_acl_items(rt, bob, job_id),
