@@ -249,7 +249,8 @@ class TestServiceAuthorization:
     """[security] authorized_users admits only CNs not starting with M here; mallory is refused."""
 
     @pytest.fixture(scope="class")
-    def mallory(self, deployment: Deployment, pki: Pki) -> ReferenceClient:
+    @classmethod
+    def mallory(cls, deployment: Deployment, pki: Pki) -> ReferenceClient:
         return reference_client(deployment.endpoint, pki.users["mallory"].proxy, pki.ca_dir)
 
     @pytest.mark.parametrize(
