@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     host_cert, host_key = ca.issue_host("localhost", root / "host")
     users: dict[str, User] = {}
     for name in ("alice", "bob", "carol", "dave", "mallory"):
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if name == "dave":
             kwargs["not_after"] = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
         cred = ca.issue_user(name.capitalize(), root / name, **kwargs)
@@ -121,3 +122,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield f"sqlite:///{tmp_path_factory.mktemp('db')}/wmproxy.db"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated to the newest revision once per session; in-process tests copy it
+    (``tests.support.build_runtime(root, pki, template_db)``) instead of migrating each time."""
+    from tests.support import migrated_sqlite
+
+    return migrated_sqlite(tmp_path_factory.mktemp("template-db"))

@@ -8,9 +8,10 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support import WAIT_TIMEOUT, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -19,7 +20,7 @@ BIN = Path(sys.executable).parent
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, *, db_url: str, ca_dir: Path, host_cert: Path, host_key: Path, state: Path,
@@ -121,16 +122,17 @@ class Deployment:
         self.processes.clear()
 
 
-def wait_for_tls(port: int, timeout: float = 30.0) -> None:
+def wait_for_tls(port: int, timeout: float = WAIT_TIMEOUT) -> None:
     """Wait until something accepts TCP on ``port`` (the TLS handshake needs a client cert)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepts() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"service did not listen on {port} within {timeout} s")
+            return False
+
+    wait_for(accepts, what=f"the service to listen on port {port}", timeout=timeout, interval=0.1)
 
 
 def tls_client_context(ca_dir: Path, cert: Path | None) -> ssl.SSLContext:

@@ -12,9 +12,17 @@ import zeep
 from lxml import etree
 
 from tests.conftest import Pki
-from tests.integration.refclient import SOAP, WMP, ReferenceClient, fault_detail, reference_client, session_for
+from tests.integration.refclient import (
+    SOAP,
+    WMP,
+    ReferenceClient,
+    fault_detail,
+    reference_client,
+    session_for,
+)
 from tests.integration.service import Deployment
-from tests.integration.test_wire_reference import JDL, delegate
+from tests.support import ECHO_JDL as JDL
+from tests.support import delegate
 from wmproxy.config import load_settings
 
 pytestmark = pytest.mark.integration
@@ -241,7 +249,8 @@ class TestServiceAuthorization:
     """[security] authorized_users admits only CNs not starting with M here; mallory is refused."""
 
     @pytest.fixture(scope="class")
-    def mallory(self, deployment: Deployment, pki: Pki) -> ReferenceClient:
+    @classmethod
+    def mallory(cls, deployment: Deployment, pki: Pki) -> ReferenceClient:
         return reference_client(deployment.endpoint, pki.users["mallory"].proxy, pki.ca_dir)
 
     @pytest.mark.parametrize(

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Pki, appendix_jdl
 from tests.integration.service import Deployment
-from tests.integration.test_cli import status_of, wait_for, wmproxy
+from tests.support import cli_status, run_cli, wait_for, wait_for_cli_status
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +19,20 @@ MATCH = """[ Executable = "/bin/true"; VirtualOrganisation = "dteam";
   Rank = other.GlueCEStateFreeCPUs;
   Requirements = other.GlueCEStateStatus == "Production"; ]"""
 
-PERUSAL = """[ Executable = "/bin/sh";
-  Arguments = "-c \\"for i in 1 2 3 4 5 6; do echo line $i >> out.txt; sleep 1; done\\"";
-  OutputSandbox = {"out.txt"};
-  PerusalFileEnable = true; PerusalTimeInterval = 1; ]"""
+PERUSAL = (
+    '[ Executable = "/bin/sh";\n'
+    '  Arguments = "-c \\"for i in 1 2 3; do echo line $i >> out.txt; sleep 1; done; '
+    'for t in $(seq 600); do [ -e RELEASE ] && break; sleep 0.5; done; echo line 4 >> out.txt\\"";\n'
+    '  OutputSandbox = {"out.txt"};\n'
+    '  PerusalFileEnable = true; PerusalTimeInterval = 1; ]'
+)
+
+
+def perusal_jdl(release: Path) -> str:
+    """A job that writes lines 1-3 of out.txt, one a second, then waits (up to 300 s) until the
+    test creates ``release`` before writing line 4 and ending: it is surely running meanwhile."""
+    return PERUSAL.replace("RELEASE", str(release))
+
 
 DAG = """[ Type = "dag";
 VirtualOrganisation = "dteam";
@@ -44,13 +53,13 @@ PARAMETRIC = appendix_jdl("parametric.jdl")
 
 @pytest.fixture(scope="module")
 def delegated(deployment: Deployment) -> str:
-    rc, out, err = wmproxy(deployment, "delegate-proxy", "-d", "extra")
+    rc, out, err = run_cli(deployment, "delegate-proxy", "-d", "extra")
     assert rc == 0, err
     return "extra"
 
 
 def submit_json(deployment: Deployment, *args: str) -> dict:
-    rc, out, err = wmproxy(deployment, "submit", "--json", *args)
+    rc, out, err = run_cli(deployment, "submit", "--json", *args)
     assert rc == 0, err
     return json.loads(out)
 
@@ -59,7 +68,7 @@ class TestListMatch:
     def test_ranked_list_without_the_atlas_only_ce(self, deployment: Deployment, delegated: str,
                                                    tmp_path: Path) -> None:
         (tmp_path / "m.jdl").write_text(MATCH)
-        rc, out, err = wmproxy(deployment, "list-match", "-d", delegated, "--rank", str(tmp_path / "m.jdl"))
+        rc, out, err = run_cli(deployment, "list-match", "-d", delegated, "--rank", str(tmp_path / "m.jdl"))
         assert rc == 0, err
         assert "COMPUTING ELEMENT IDs LIST" in out
         assert " The following CE(s) matching your job requirements have been found:" in out
@@ -69,7 +78,7 @@ class TestListMatch:
 
     def test_json_and_automatic_delegation(self, deployment: Deployment, tmp_path: Path) -> None:
         (tmp_path / "m.jdl").write_text(MATCH)
-        rc, out, err = wmproxy(deployment, "list-match", "-a", "--json", "--rank", str(tmp_path / "m.jdl"))
+        rc, out, err = run_cli(deployment, "list-match", "-a", "--json", "--rank", str(tmp_path / "m.jdl"))
         assert rc == 0, err
         assert json.loads(out) == {
             "result": "success",
@@ -81,14 +90,14 @@ class TestListMatch:
         (tmp_path / "m.jdl").write_text(
             '[ Executable = "/bin/true"; Requirements = other.GlueCEStateFreeCPUs > 1000; ]'
         )
-        rc, out, err = wmproxy(deployment, "list-match", "-d", delegated, str(tmp_path / "m.jdl"))
+        rc, out, err = run_cli(deployment, "list-match", "-d", delegated, str(tmp_path / "m.jdl"))
         assert rc == 0, err
         assert "No Computing Element matching your job requirements has been found!" in out
 
 
 class TestInfo:
     def test_delegated_proxy(self, deployment: Deployment, delegated: str, pki: Pki) -> None:
-        rc, out, err = wmproxy(deployment, "info", "-d", delegated)
+        rc, out, err = run_cli(deployment, "info", "-d", delegated)
         assert rc == 0, err
         assert f"with delegationID {delegated}: " in out
         lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()
@@ -96,7 +105,7 @@ class TestInfo:
         assert lines["Subject"].startswith(pki.users["alice"].dn)
         assert lines["Type"] == "proxy"
         assert re.fullmatch(r"\d\d hours( \d\d min)?( \d\d sec)?", lines["Timeleft"])
-        rc, out, err = wmproxy(deployment, "info", "--json", "-d", delegated)
+        rc, out, err = run_cli(deployment, "info", "--json", "-d", delegated)
         data = json.loads(out)["proxy"]
         assert data["Identity"] and 0 < data["Timeleft"] <= 12 * 3600
 
@@ -105,47 +114,47 @@ class TestInfo:
         job_id = submit_json(deployment, "-d", delegated, str(tmp_path / "j.jdl"))["jobid"]
         ids = tmp_path / "ids"
         ids.write_text(f"###Submitted Job Ids###\n{job_id}\n")
-        rc, out, err = wmproxy(deployment, "info", "-p", "-i", str(ids))
+        rc, out, err = run_cli(deployment, "info", "-p", "-i", str(ids))
         assert rc == 0, err
         assert f"for the job {job_id} :" in out and "Subject     : " + pki.users["alice"].dn in out
-        rc, out, err = wmproxy(deployment, "info", "--jdl-original", job_id)
+        rc, out, err = run_cli(deployment, "info", "--jdl-original", job_id)
         assert rc == 0, err
         assert "The original JDL" in out and 'Arguments = "info test";' in out
-        rc, out, err = wmproxy(deployment, "info", "--json", "--jdl", job_id)
+        rc, out, err = run_cli(deployment, "info", "--json", "--jdl", job_id)
         jdl = json.loads(out)["jdl"]
         assert job_id in jdl and "InputSandboxPath" in jdl
 
     def test_unknown_delegation_is_one_line(self, deployment: Deployment) -> None:
-        rc, out, err = wmproxy(deployment, "info", "-d", "never-delegated")
+        rc, out, err = run_cli(deployment, "info", "-d", "never-delegated")
         assert rc == 1 and err.startswith("Error - ") and len(err.splitlines()) == 1
 
 
 class TestTemplates:
     def test_every_template(self, deployment: Deployment) -> None:
-        rc, out, err = wmproxy(deployment, "templates", "job", "--executable", "/bin/ls", "--arguments", "-l")
+        rc, out, err = run_cli(deployment, "templates", "job", "--executable", "/bin/ls", "--arguments", "-l")
         assert rc == 0, err
         assert '"/bin/ls"' in out and '"-l"' in out
-        rc, out, err = wmproxy(deployment, "templates", "collection", "-n", "3")
+        rc, out, err = run_cli(deployment, "templates", "collection", "-n", "3")
         assert rc == 0, err
         assert "Node_2" in out and "collection" in out
-        rc, out, err = wmproxy(deployment, "templates", "dag", "--dependency", "first", "second", "--json")
+        rc, out, err = run_cli(deployment, "templates", "dag", "--dependency", "first", "second", "--json")
         assert rc == 0, err
         jdl = json.loads(out)["jdl"]
         assert "first" in jdl and "second" in jdl and "dag" in jdl
-        rc, out, err = wmproxy(deployment, "templates", "parametric", "--attribute", "Arguments",
+        rc, out, err = run_cli(deployment, "templates", "parametric", "--attribute", "Arguments",
                                "--param", "20", "--start", "100", "--step", "10")
         assert rc == 0, err
         assert "_PARAM_" in out and "ParameterStart" in out
-        rc, out, err = wmproxy(deployment, "templates", "parametric", "--attribute", "Arguments",
+        rc, out, err = run_cli(deployment, "templates", "parametric", "--attribute", "Arguments",
                                "--value", "one", "--value", "two")
         assert rc == 0, err
         assert '"one"' in out and '"two"' in out
 
 
 def test_register_only_then_perusal_then_start(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
-    (tmp_path / "p.jdl").write_text(PERUSAL)
+    (tmp_path / "p.jdl").write_text(perusal_jdl(tmp_path / "release"))
     ids = tmp_path / "ids"
-    rc, out, err = wmproxy(deployment, "submit", "-d", delegated, "--register-only", "-o", str(ids),
+    rc, out, err = run_cli(deployment, "submit", "-d", delegated, "--register-only", "-o", str(ids),
                            str(tmp_path / "p.jdl"))
     assert rc == 0, err
     job_id = ids.read_text().splitlines()[1]
@@ -153,35 +162,48 @@ def test_register_only_then_perusal_then_start(deployment: Deployment, delegated
     assert (
         f"To complete the operation start the job by issuing a submission with the option:\n --start {job_id}\n"
     ) in out
-    assert status_of(deployment, job_id)["Current Status"] == "Submitted"
-    rc, out, err = wmproxy(deployment, "perusal", "--set", "-f", "out.txt", "-i", str(ids))
+    assert cli_status(deployment, job_id)["Current Status"] == "Submitted"
+    rc, out, err = run_cli(deployment, "perusal", "--set", "-f", "out.txt", "-i", str(ids))
     assert rc == 0, err
-    rc, out, err = wmproxy(deployment, "submit", "--start", job_id)
+    rc, out, err = run_cli(deployment, "submit", "--start", job_id)
     assert rc == 0, err
     assert "The job has been successfully started to the WMProxy" in out
-    wait_for(deployment, job_id, ("Running",))
+    wait_for_cli_status(deployment, job_id, ("Running",))
     peek = tmp_path / "peek"
-    deadline, out = time.monotonic() + 20, ""
-    while "line 2" not in out and time.monotonic() < deadline:
-        time.sleep(1)
-        rc, out, err = wmproxy(deployment, "perusal", "--get", "-f", "out.txt", "--dir", str(peek), job_id)
+
+    def peruse() -> str:
+        rc, out, err = run_cli(deployment, "perusal", "--get", "-f", "out.txt", "--dir", str(peek), job_id)
         assert rc == 0, err
-    assert "line 1\nline 2\n" in out
+        return out
+
+    # Each --get fetches (and prints) only the chunks merged since the previous one.
+    shown: list[str] = []
+
+    def perused_so_far() -> str:
+        shown.append(peruse())
+        chunks = sorted(peek.glob("out.txt-*"), key=lambda p: [int(n) for n in p.name.split("-")[1:]])
+        return "".join(c.read_text() for c in chunks)
+
+    content = wait_for(perused_so_far, lambda text: "line 2" in text, what="perusal chunks holding line 2",
+                       interval=1.0)
+    assert content.startswith("line 1\nline 2\n")
+    assert "line 1\n" in "".join(shown)
     assert any(p.name.startswith("out.txt-") for p in peek.iterdir())
-    wait_for(deployment, job_id, ("Done", "Aborted"))
-    rc, out, err = wmproxy(deployment, "perusal", "--get", "--all", "--nodisplay", "--json", "-f", "out.txt",
+    (tmp_path / "release").touch()
+    wait_for_cli_status(deployment, job_id, ("Done", "Aborted"))
+    rc, out, err = run_cli(deployment, "perusal", "--get", "--all", "--nodisplay", "--json", "-f", "out.txt",
                            "--dir", str(tmp_path / "all"), job_id)
     assert rc == 0, err
     chunks = json.loads(out)["chunks"]
     assert chunks and "line 1" in "".join(Path(c).read_text() for c in chunks)
-    rc, out, err = wmproxy(deployment, "perusal", "--unset", job_id)
+    rc, out, err = run_cli(deployment, "perusal", "--unset", job_id)
     assert rc == 0, err
 
 
 def test_perusal_limit_is_a_one_line_fault(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
-    (tmp_path / "p.jdl").write_text(PERUSAL)
+    (tmp_path / "p.jdl").write_text(perusal_jdl(tmp_path / "release"))
     job_id = submit_json(deployment, "-d", delegated, "--register-only", str(tmp_path / "p.jdl"))["jobid"]
-    rc, out, err = wmproxy(deployment, "perusal", "--set", *(f"-f{n}" for n in "abcd"), job_id)
+    rc, out, err = run_cli(deployment, "perusal", "--set", *(f"-f{n}" for n in "abcd"), job_id)
     assert rc == 1
     assert err == ("Error - OperationNotAllowedFault: The Operation is not allowed: "
                    "The maximum number of perusal files is reached\n")
@@ -203,17 +225,17 @@ def test_collection_from_a_directory(deployment: Deployment, delegated: str, tmp
     parent, children = data["parent"], data["children"]
     assert set(children) == {"Node_first_jdl", "Node_second_jdl"}
     assert ids.read_text().splitlines()[1:] == [parent]
-    entry = wait_for(deployment, parent, ("Done", "Aborted", "Cancelled"))
+    entry = wait_for_cli_status(deployment, parent, ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, out, err = wmproxy(deployment, "status", parent)
+    rc, out, err = run_cli(deployment, "status", parent)
     assert f"- Nodes information for: {parent}" in out
     assert all(f"    Status info for the Job : {cid}" in out for cid in children.values())
-    rc, out, err = wmproxy(deployment, "output", "--dir", str(tmp_path / "out"), "-i", str(ids))
+    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), "-i", str(ids))
     assert rc == 0, err
     assert "\tNode Name:\tNode_first_jdl\n" in out
     assert (tmp_path / "out" / "Node_first_jdl" / "first.out").read_text() == "node first\nshared data\n"
     assert (tmp_path / "out" / "Node_second_jdl" / "second.out").read_text() == "node second\nshared data\n"
-    assert status_of(deployment, parent)["Current Status"] == "Cleared"
+    assert cli_status(deployment, parent)["Current Status"] == "Cleared"
 
 
 def test_dag_with_a_node_input_file(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
@@ -222,12 +244,12 @@ def test_dag_with_a_node_input_file(deployment: Deployment, delegated: str, tmp_
     (tmp_path / "dag.jdl").write_text(DAG)
     data = submit_json(deployment, "-d", delegated, str(tmp_path / "dag.jdl"))
     assert set(data["children"]) == {"nodeA", "nodeB"}
-    entry = wait_for(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
+    entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, out, err = wmproxy(deployment, "status", "--json", data["parent"])
+    rc, out, err = run_cli(deployment, "status", "--json", data["parent"])
     statuses = json.loads(out)
     assert set(statuses[data["parent"]]["Nodes"]) == set(data["children"].values())
-    rc, out, err = wmproxy(deployment, "output", "--json", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, out, err = run_cli(deployment, "output", "--json", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     assert set(json.loads(out)["nodes"]) == {"nodeA", "nodeB"}
     assert (tmp_path / "out" / "nodeA" / "jobA.out").read_text() == "A from script\n"
@@ -241,9 +263,9 @@ def test_appendix_a4_parametric_job(deployment: Deployment, delegated: str, tmp_
     (tmp_path / "example_parametric.jdl").write_text(PARAMETRIC)
     data = submit_json(deployment, "-d", delegated, str(tmp_path / "example_parametric.jdl"))
     assert set(data["children"]) == {"Node_100", "Node_110", "Node_120"}
-    entry = wait_for(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
+    entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, out, err = wmproxy(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     for value in (100, 110, 120):
         node_dir = tmp_path / "out" / f"Node_{value}"
@@ -255,9 +277,9 @@ def test_failed_start_is_marked_in_the_jobid_file(deployment: Deployment, delega
     (tmp_path / "j.jdl").write_text('[ Executable = "/bin/true"; ]')
     ids = tmp_path / "ids"
     job_id = submit_json(deployment, "-d", delegated, "--register-only", str(tmp_path / "j.jdl"))["jobid"]
-    rc, out, err = wmproxy(deployment, "submit", "--start", job_id)
+    rc, out, err = run_cli(deployment, "submit", "--start", job_id)
     assert rc == 0, err
-    rc, out, err = wmproxy(deployment, "submit", "--start", job_id, "-o", str(ids))
+    rc, out, err = run_cli(deployment, "submit", "--start", job_id, "-o", str(ids))
     assert rc == 1 and "Error - " in err
     assert not ids.exists()
 
@@ -282,9 +304,9 @@ def test_appendix_a_compound_jobs_verbatim(
     (tmp_path / "job.jdl").write_text(jdl)
     data = submit_json(deployment, "-d", delegated, str(tmp_path / "job.jdl"))
     assert set(data["children"]) == nodes
-    entry = wait_for(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
+    entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, out, err = wmproxy(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     for node, name in outputs.items():
         assert (tmp_path / "out" / node / name).read_text().strip() in (socket.getfqdn(), socket.gethostname())

@@ -43,7 +43,7 @@ from cryptography import x509
 from tests.conftest import Pki, need_peer
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.service import Deployment
-from tests.integration.test_wire_reference import delegate
+from tests.support import delegate, wait_for
 from wmproxy.security.delegation import default_delegation_id
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import load_credential, sign_proxy_request
@@ -86,12 +86,10 @@ def server_log(deployment: Deployment) -> str:
     return (deployment.state / "gunicorn.log").read_text(errors="replace")
 
 
-def wait_for_log(deployment: Deployment, text: str, count: int, timeout: float = 15) -> None:
+def wait_for_log(deployment: Deployment, text: str, count: int) -> None:
     """htproxyput/htproxyrenew do not wait for putProxy's reply: wait for the server's refusal."""
-    deadline = time.monotonic() + timeout
-    while server_log(deployment).count(text) < count:
-        assert time.monotonic() < deadline, f"server never logged {text!r} {count} times"
-        time.sleep(0.2)
+    wait_for(lambda: server_log(deployment).count(text), lambda seen: seen >= count,
+             what=f"the server to log {text!r} {count} times")
 
 
 def ctime(epoch: int, zone: str | None = None) -> str:

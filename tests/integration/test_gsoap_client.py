@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import Pki, need_peer
 from tests.gsoap.build import BuildFailed, ToolchainMissing, build
 from tests.integration.service import Deployment
+from tests.support import wait_for_job_state
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 
 pytestmark = pytest.mark.integration
@@ -135,15 +136,9 @@ def register(client: GSoapClient, delegation: str) -> Reply:
     return client.ok("jobRegister", client.file("job.jdl", JDL), delegation)
 
 
-def wait_for_final(client: GSoapClient, job_id: str, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = client.ok("getJobStatus", job_id)["status"]
-        if status.split(" ", 1)[0] in ("Done", "Aborted", "Cancelled", "Cleared"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end within {timeout} s (last: {status!r})")
+def wait_for_final(client: GSoapClient, job_id: str) -> str:
+    """The job's status text through the gSOAP client once it has ended."""
+    return wait_for_job_state(lambda: str(client.ok("getJobStatus", job_id)["status"]), job=job_id)
 
 
 def assert_base_fault(reply: Reply, element: str, code: str, method: str) -> None:

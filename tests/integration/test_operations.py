@@ -37,15 +37,21 @@ from tests.integration.refclient import (
     reference_client,
 )
 from tests.integration.service import Deployment
-from tests.integration.test_wire_reference import JDL, delegate, wait_for_final
-from tests.unit.security.test_voms import FQANS, URI, VomsServer, fake_voms_proxy, write_lsc
+from tests.support import ECHO_JDL as JDL
+from tests.support import assert_fault, delegate, wait_for, wait_for_final
+from tests.unit.security.test_voms import (
+    FQANS,
+    URI,
+    VomsServer,
+    fake_voms_proxy,
+    write_lsc,
+)
 from wmproxy.jdl import parse_jdl
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 
 pytestmark = pytest.mark.integration
 
-BASE_FAULT_FIELDS = ["methodName", "Timestamp", "ErrorCode", "Description", "FaultCause"]
 JSDL_NS = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
 POSIX_NS = "http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
 EPOCH = re.compile(r"[0-9]{9,11}\Z")
@@ -64,21 +70,6 @@ def assert_reply(ref: ReferenceClient, operation: str, children: list[str] | Non
     if children is not None:
         assert [c.tag for c in reply] == children
     return reply
-
-
-def assert_fault(err: pytest.ExceptionInfo, kind: str, method: str, code: str | None = None,
-                 text: str | None = None) -> etree._Element:
-    """A WMProxy typed fault: ``<ns1:kind>`` of BaseFaultType with the expected fields."""
-    detail = fault_detail(err.value)
-    assert etree.QName(detail) == etree.QName(WMP, kind), etree.tostring(detail)
-    assert [c.tag for c in detail][:4] == BASE_FAULT_FIELDS[:4]
-    assert set(c.tag for c in detail) <= set(BASE_FAULT_FIELDS)
-    assert detail.findtext("methodName") == method
-    if code is not None:
-        assert detail.findtext("ErrorCode") == code
-    if text is not None:
-        assert text in detail.findtext("Description"), detail.findtext("Description")
-    return detail
 
 
 def soap_call(session: requests.Session, endpoint: str, ns: str, operation: str,
@@ -500,10 +491,22 @@ PERUSAL_JDL = """[
   PerusalTimeInterval = 1;
 ]"""
 
+#: Lines 1-3 one a second, then wait (up to 300 s) until the test creates RELEASE, then lines 4-6.
+HELD_PERUSAL_JDL = """[
+  Executable = "/bin/sh";
+  Arguments = "-c 'for i in 1 2 3; do echo line$i >> out.txt; sleep 1; done; for t in $(seq 600); do [ -e RELEASE ] && break; sleep 0.5; done; for i in 4 5 6; do echo line$i >> out.txt; sleep 1; done'";
+  StdOutput = "std.out";
+  OutputSandbox = {"std.out", "out.txt"};
+  PerusalFileEnable = true;
+  PerusalTimeInterval = 1;
+]"""
+
 
 class TestPerusal:
-    def test_running_job_is_perused_in_merged_chunks(self, alice: ReferenceClient, deployment: Deployment) -> None:
-        job = alice.wmproxy.jobRegister(PERUSAL_JDL, "ops")
+    def test_running_job_is_perused_in_merged_chunks(self, alice: ReferenceClient, deployment: Deployment,
+                                                      tmp_path: Path) -> None:
+        release = tmp_path / "release"
+        job = alice.wmproxy.jobRegister(HELD_PERUSAL_JDL.replace("RELEASE", str(release)), "ops")
         alice.wmproxy.enableFilePerusal(job.id, {"Item": ["out.txt"]})
         assert_reply(alice, "enableFilePerusal", [])
         with pytest.raises(zeep.exceptions.Fault) as err:
@@ -512,24 +515,27 @@ class TestPerusal:
 
         alice.wmproxy.jobStart(job.id)
         collected: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            status = alice.wmproxy.getJobStatus(job.id).status
+
+        def peruse() -> list[str]:
             uris = alice.wmproxy.getPerusalFiles(job.id, "out.txt", False, "")
             reply = assert_reply(alice, "getPerusalFiles", ["fileList"])
             assert {c.tag for c in reply.find("fileList")} <= {"Item"}
-            collected += uris or []
-            if status.startswith("Done"):
-                break
-            time.sleep(1.5)
-        assert status == "Done (Exit Code 0)"
-        collected += alice.wmproxy.getPerusalFiles(job.id, "out.txt", False, "") or []
+            collected.extend(uris or [])
+            return collected
+
+        # The job holds at line 3 until released: what is collected now was sampled while it ran.
+        wait_for(peruse, what="perusal chunks of the running job")
+        assert alice.wmproxy.getJobStatus(job.id).status == "Running"
+        sampled_while_running = len(collected)
+        release.touch()
+        assert wait_for_final(alice, job.id) == "Done (Exit Code 0)"
+        peruse()
+        assert len(collected) > sampled_while_running  # lines 4-6 were merged after the release
 
         prefix = f"https://localhost:{deployment.port}/SandboxDir/"
         assert collected and all(u.startswith(prefix) for u in collected)
         assert all(re.search(r"/peek/out\.txt-[0-9]+-[0-9]+\Z", u) for u in collected)
         assert len(collected) == len(set(collected))  # each call returns only what it merged
-        assert len(collected) >= 2, collected  # sampled while running, not only at the end
         content = b"".join(alice.session.get(u).content for u in collected)
         assert content == b"".join(b"line%d\n" % i for i in range(1, 7))
 

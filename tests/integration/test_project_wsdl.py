@@ -4,8 +4,6 @@ service accepts and returns."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import zeep
 from lxml import etree
@@ -15,6 +13,7 @@ from zeep.transports import Transport
 from tests.conftest import Pki
 from tests.integration.refclient import SOAP, assert_unqualified_children, session_for
 from tests.integration.service import Deployment
+from tests.support import wait_for
 from wmproxy.client.jsdl import jsdl_part
 from wmproxy.client.wsdl import BINDINGS
 from wmproxy.security.proxy import load_credential, sign_proxy_request
@@ -105,9 +104,8 @@ def test_every_operation_of_the_project_wsdl(deployment: Deployment, pki: Pki) -
     w(wmp, "getProxyRenewalInfo", job.id)
     w(wmp, "enableFilePerusal", job.id, {"Item": ["o"]})
     w(wmp, "jobStart", job.id)
-    deadline = time.monotonic() + 60
-    while not w(wmp, "getJobStatus", job.id).status.startswith("Done") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: str(w(wmp, "getJobStatus", job.id).status), lambda status: status.startswith("Done"),
+             what=f"{job.id} to be Done")
     w(wmp, "getPerusalFiles", job.id, "o", True, "https")
     w(wmp, "getOutputFileList", job.id, "https")
     w(wmp, "jobPurge", job.id)

@@ -5,7 +5,6 @@ typed fault details. zeep is lenient, so every call also checks the raw XML."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 import zeep
@@ -22,18 +21,11 @@ from tests.integration.refclient import (
     reference_client,
 )
 from tests.integration.service import Deployment
+from tests.support import ECHO_JDL as JDL
+from tests.support import delegate, wait_for_final
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 
 pytestmark = pytest.mark.integration
-
-JDL = """[
-  Executable = "/bin/echo";
-  Arguments = "hello grid";
-  StdOutput = "std.out";
-  StdError = "std.err";
-  OutputSandbox = {"std.out", "std.err"};
-]"""
-
 
 @pytest.fixture(scope="module")
 def alice(deployment: Deployment, pki: Pki) -> ReferenceClient:
@@ -43,13 +35,6 @@ def alice(deployment: Deployment, pki: Pki) -> ReferenceClient:
 @pytest.fixture(scope="module")
 def bob(deployment: Deployment, pki: Pki) -> ReferenceClient:
     return reference_client(deployment.endpoint, pki.users["bob"].proxy, pki.ca_dir)
-
-
-def delegate(ref: ReferenceClient, proxy_file, delegation_id: str, port: str = "deleg2", lifetime: int = 6 * 3600) -> None:
-    service = getattr(ref, port)
-    csr = service.getProxyReq(delegation_id)
-    signed = sign_proxy_request(csr.encode(), load_credential(proxy_file), lifetime=lifetime)
-    service.putProxy(delegation_id, signed.decode())
 
 
 def reply_name(ref: ReferenceClient) -> tuple[str, str]:
@@ -260,13 +245,3 @@ class TestJobOperations:
         with pytest.raises(zeep.exceptions.Fault):
             bob.wmproxy.jobStart(job.id)
         assert alice.wmproxy.getJobStatus(job.id).status == "Submitted"
-
-
-def wait_for_final(ref: ReferenceClient, job_id: str, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = ref.wmproxy.getJobStatus(job_id).status
-        if status.split(" ", 1)[0] in ("Done", "Aborted", "Cancelled", "Cleared"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end within {timeout} s (last: {status})")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
 from tests.integration.refclient import reference_client
 from tests.integration.service import Deployment
-from tests.integration.test_wire_reference import delegate
+from tests.support import delegate, wait_for_final
 from wmproxy.config import load_settings
 
 pytestmark = pytest.mark.integration
@@ -22,12 +20,8 @@ def test_two_workers_run_each_job_once(deployment: Deployment, pki: Pki) -> None
     delegate(ref, pki.users["alice"].proxy, "workers")
     jdl = '[ Executable = "/bin/sh"; Arguments = "-c \\"sleep 0.3; echo ran\\""; StdOutput = "o"; OutputSandbox = {"o"}; ]'
     job_ids = [ref.wmproxy.jobSubmit(jdl, "workers").id for _ in range(12)]
-    deadline = time.monotonic() + 90
-    pending = set(job_ids)
-    while pending and time.monotonic() < deadline:
-        pending = {j for j in pending if not ref.wmproxy.getJobStatus(j).status.startswith("Done")}
-        time.sleep(0.3)
-    assert not pending, f"jobs not done: {pending}"
+    for job_id in job_ids:
+        assert wait_for_final(ref, job_id).startswith("Done"), job_id
     engine = sa.create_engine(load_settings(deployment.config).database.url)
     with engine.connect() as conn:
         runs = dict(

@@ -63,7 +63,9 @@ def test_claims_in_order_and_only_once(factory) -> None:
         assert uow.queue.claim_next("w", utcnow(), command="start") is None
 
 
-def test_a_claim_in_progress_is_never_taken_by_another_worker(factory) -> None:
+def test_a_claim_in_progress_is_never_taken_by_another_worker(factory, database_url: str) -> None:
+    """While one worker's claim is uncommitted, another worker gets a different request:
+    on PostgreSQL at once (SKIP LOCKED), on SQLite after waiting for the holder's write lock."""
     _fill(factory, "race", 2)
     first_claimed = threading.Event()
     release = threading.Event()
@@ -74,11 +76,11 @@ def test_a_claim_in_progress_is_never_taken_by_another_worker(factory) -> None:
             request = uow.queue.claim_next("holder", utcnow(), command="start")
             results["holder"] = request.job_id if request else None
             first_claimed.set()
-            release.wait(5)
+            assert release.wait(120), "the test never released the holder"
 
     thread = threading.Thread(target=holder)
     thread.start()
-    assert first_claimed.wait(10)
+    assert first_claimed.wait(120)
     other: list[str | None] = []
 
     def second() -> None:
@@ -88,10 +90,15 @@ def test_a_claim_in_progress_is_never_taken_by_another_worker(factory) -> None:
 
     contender = threading.Thread(target=second)
     contender.start()
-    contender.join(0.5)  # PostgreSQL: SKIP LOCKED answers at once; SQLite: waits for the holder
+    if database_url.startswith("postgresql"):
+        contender.join(120)  # answers while the holder still holds its claim
+        assert not contender.is_alive() and thread.is_alive()
+    else:
+        contender.join(0.5)  # blocked on the holder's write lock; give it time to get there
     release.set()
-    thread.join(10)
-    contender.join(10)
+    thread.join(120)
+    contender.join(120)
+    assert not thread.is_alive() and not contender.is_alive()
     assert results["holder"] is not None and other[0] is not None
     assert results["holder"] != other[0]
 
@@ -115,6 +122,7 @@ def test_many_concurrent_claimers_take_each_request_exactly_once(factory) -> Non
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
     mine = [t for t in taken if t in set(ids)]
     assert sorted(mine) == sorted(ids)

@@ -1,0 +1,132 @@
+"""Who may act on a job: owner, ACL read grants by DN and FQAN, everybody else refused
+(services/access.py, services/acl.py; wmproxy-behaviour.md §6.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.support import ECHO_JDL
+from wmproxy.domain import Principal
+from wmproxy.errors import (
+    AuthorizationError,
+    InvalidArgumentError,
+    JobNotFoundError,
+    OperationNotAllowedError,
+)
+from wmproxy.services import acl, jobs
+from wmproxy.services.access import grants
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+
+ATLAS_PRODUCTION = "/atlas/Role=production/Capability=NULL"
+
+
+@pytest.fixture
+def job_id(rt: Runtime, alice: Principal, delegated: str) -> str:
+    return register_job(rt, alice, ECHO_JDL, delegated).job_id
+
+
+class TestGrants:
+    def test_dn_item_names_that_caller_only(self, alice: Principal, bob: Principal) -> None:
+        assert grants([alice.dn], alice)
+        assert not grants([alice.dn], bob)
+
+    def test_fqan_item_admits_equal_and_lower_fqans(self) -> None:
+        assert grants(["/atlas"], Principal("/CN=x", fqans=(ATLAS_PRODUCTION,)))
+        assert grants(["/atlas/Role=production/Capability=NULL"], Principal("/CN=x", fqans=(ATLAS_PRODUCTION,)))
+        assert grants(["/atlas/"], Principal("/CN=x", fqans=("/atlas/uk",)))
+
+    def test_fqan_item_is_not_a_string_prefix(self) -> None:
+        assert not grants(["/atlas"], Principal("/CN=x", fqans=("/atlasx/Role=NULL",)))
+        assert not grants(["/atlas/uk"], Principal("/CN=x", fqans=(ATLAS_PRODUCTION,)))
+        assert not grants(["/atlas"], Principal("/CN=x"))
+
+
+class TestOwnerAndOthers:
+    def test_owner_reads_and_changes_the_job(self, rt: Runtime, alice: Principal, job_id: str) -> None:
+        assert jobs.job_status(rt, alice, job_id).status == "Submitted"
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn]
+        jobs.cancel_job(rt, alice, job_id)
+        assert jobs.job_status(rt, alice, job_id).state == "Cancelled"
+
+    @pytest.mark.parametrize("operation", ["status", "jdl", "acl", "cancel", "purge", "add_acl"])
+    def test_another_user_is_refused_everything(self, rt: Runtime, bob: Principal, job_id: str,
+                                                operation: str) -> None:
+        calls: dict[str, Callable[[], object]] = {
+            "status": lambda: jobs.job_status(rt, bob, job_id),
+            "jdl": lambda: jobs.get_jdl(rt, bob, job_id, "ORIGINAL"),
+            "acl": lambda: acl.get_acl_items(rt, bob, job_id),
+            "cancel": lambda: jobs.cancel_job(rt, bob, job_id),
+            "purge": lambda: jobs.purge_job(rt, bob, job_id),
+            "add_acl": lambda: acl.add_acl_items(rt, bob, job_id, [bob.dn]),
+        }
+        with pytest.raises(AuthorizationError, match="Authorization error: user not authorized"):
+            calls[operation]()
+
+    def test_unknown_and_malformed_job_ids(self, rt: Runtime, alice: Principal) -> None:
+        with pytest.raises(JobNotFoundError) as err:
+            jobs.job_status(rt, alice, "https://localhost:9000/AAAAAAAAAAAAAAAAAAAAAA")
+        assert err.value.code == 1218
+        with pytest.raises(InvalidArgumentError, match="Provided Job Id not valid"):
+            jobs.job_status(rt, alice, "not a job id")
+
+
+class TestAclItems:
+    def test_dn_item_grants_read_but_not_write(self, rt: Runtime, alice: Principal, bob: Principal,
+                                               job_id: str) -> None:
+        acl.add_acl_items(rt, alice, job_id, [bob.dn])
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn, bob.dn]
+        assert jobs.job_status(rt, bob, job_id).status == "Submitted"
+        assert "/bin/echo" in jobs.get_jdl(rt, bob, job_id, "ORIGINAL")
+        assert acl.get_acl_items(rt, bob, job_id) == [alice.dn, bob.dn]
+        with pytest.raises(AuthorizationError):
+            jobs.cancel_job(rt, bob, job_id)
+        with pytest.raises(AuthorizationError):
+            acl.add_acl_items(rt, bob, job_id, ["/CN=friend-of-bob"])
+        assert jobs.job_status(rt, alice, job_id).state == "Submitted"
+
+    def test_fqan_item_grants_read_to_members_of_the_vo(self, rt: Runtime, alice: Principal, job_id: str) -> None:
+        acl.add_acl_items(rt, alice, job_id, ["/atlas"])
+        member = Principal("/C=XX/O=Elsewhere/CN=Member", fqans=(ATLAS_PRODUCTION,))
+        outsider = Principal("/C=XX/O=Elsewhere/CN=Member", fqans=("/dteam/Role=NULL/Capability=NULL",))
+        assert jobs.job_status(rt, member, job_id).status == "Submitted"
+        with pytest.raises(AuthorizationError):
+            jobs.job_status(rt, outsider, job_id)
+
+    def test_removing_an_item_takes_the_grant_back(self, rt: Runtime, alice: Principal, bob: Principal,
+                                                   job_id: str) -> None:
+        acl.add_acl_items(rt, alice, job_id, [bob.dn])
+        acl.remove_acl_item(rt, alice, job_id, bob.dn)
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn]
+        with pytest.raises(AuthorizationError):
+            jobs.job_status(rt, bob, job_id)
+
+    def test_duplicate_item_is_a_gacl_error(self, rt: Runtime, alice: Principal, bob: Principal,
+                                            job_id: str) -> None:
+        acl.add_acl_items(rt, alice, job_id, [bob.dn])
+        with pytest.raises(acl.AclError, match="the entry already exists") as err:
+            acl.add_acl_items(rt, alice, job_id, [bob.dn])
+        assert err.value.code == 1209
+        with pytest.raises(acl.AclError):
+            acl.add_acl_items(rt, alice, job_id, [alice.dn])
+
+    def test_a_failed_add_adds_nothing(self, rt: Runtime, alice: Principal, bob: Principal, job_id: str) -> None:
+        with pytest.raises(acl.AclError):
+            acl.add_acl_items(rt, alice, job_id, [bob.dn, bob.dn])
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn]
+
+    @pytest.mark.parametrize("items", [[], [""], ["  "], [ATLAS_PRODUCTION, ""]])
+    def test_empty_items_are_invalid(self, rt: Runtime, alice: Principal, job_id: str, items: list[str]) -> None:
+        with pytest.raises(InvalidArgumentError, match="empty ACL item"):
+            acl.add_acl_items(rt, alice, job_id, items)
+
+    def test_the_owner_cannot_be_removed(self, rt: Runtime, alice: Principal, job_id: str) -> None:
+        with pytest.raises(OperationNotAllowedError, match="registered the job is not allowed") as err:
+            acl.remove_acl_item(rt, alice, job_id, alice.dn)
+        assert err.value.code == 1226
+
+    def test_removing_an_absent_item(self, rt: Runtime, alice: Principal, job_id: str) -> None:
+        with pytest.raises(AuthorizationError, match="no such item /CN=nobody"):
+            acl.remove_acl_item(rt, alice, job_id, "/CN=nobody")

@@ -1,0 +1,79 @@
+"""getTotalQuota / getFreeQuota: per-user limits on the bytes of the user's job areas
+(services/quota.py; §4.4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL, build_runtime, close_runtime
+from wmproxy.domain import Principal
+from wmproxy.services import jobs, quota
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+
+SOFT, HARD = 40_000_000, 50_000_000
+
+
+def fill(rt: Runtime, job_id: str, size: int) -> None:
+    (rt.storage.job_dir(job_id) / "input" / "data.bin").write_bytes(b"x" * size)
+
+
+def test_total_quota_is_the_configured_limits(rt: Runtime, alice: Principal) -> None:
+    assert quota.total_quota(rt, alice) == (SOFT, HARD)
+
+
+def test_free_quota_counts_the_callers_job_areas_only(rt: Runtime, alice: Principal, bob: Principal,
+                                                     delegated: str) -> None:
+    assert quota.free_quota(rt, alice) == (SOFT, HARD)
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    fill(rt, job_id, 1000)
+    assert quota.free_quota(rt, alice) == (SOFT - 1000, HARD - 1000)
+    assert quota.free_quota(rt, bob) == (SOFT, HARD)
+    assert quota.upload_room(rt, alice.dn) == HARD - 1000
+
+
+def test_purged_jobs_no_longer_count(rt: Runtime, alice: Principal, delegated: str) -> None:
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    fill(rt, job_id, 5000)
+    jobs.cancel_job(rt, alice, job_id)  # a registered job's area goes at once
+    assert quota.free_quota(rt, alice) == (SOFT, HARD)
+
+
+def test_over_the_hard_limit_there_is_no_room(tmp_path: Path, pki: Pki, template_db: Path, alice: Principal) -> None:
+    from tests.support import delegate_in_process
+
+    small = build_runtime(tmp_path / "small", pki, template_db, jobs={"quota_soft_limit": 100, "quota_hard_limit": 200})
+    try:
+        delegation = delegate_in_process(small, alice, pki.users["alice"].proxy, "q")
+        job_id = register_job(small, alice, ECHO_JDL, delegation).job_id
+        fill(small, job_id, 150)
+        assert quota.free_quota(small, alice) == (-50, 50)
+        fill(small, job_id, 300)
+        assert quota.free_quota(small, alice) == (-200, -100)
+        assert quota.upload_room(small, alice.dn) == 0
+    finally:
+        close_runtime(small)
+
+
+def test_quotas_off_is_a_quota_management_fault(tmp_path: Path, pki: Pki, template_db: Path,
+                                                alice: Principal) -> None:
+    off = build_runtime(tmp_path / "off", pki, template_db, jobs={"quota_soft_limit": 0, "quota_hard_limit": 0})
+    try:
+        for call in (quota.total_quota, quota.free_quota):
+            with pytest.raises(quota.QuotaManagementError, match="Quota management is not enabled") as err:
+                call(off, alice)
+            assert err.value.code == 1224
+        assert quota.upload_room(off, alice.dn) is None
+    finally:
+        close_runtime(off)
+
+
+def test_soft_limit_defaults_to_the_hard_one(tmp_path: Path, pki: Pki, template_db: Path, alice: Principal) -> None:
+    hard_only = build_runtime(tmp_path / "hard", pki, template_db, jobs={"quota_soft_limit": 0, "quota_hard_limit": 7})
+    try:
+        assert quota.total_quota(hard_only, alice) == (7, 7)
+    finally:
+        close_runtime(hard_only)

@@ -1,0 +1,148 @@
+"""jobRegister, jobStart, jobSubmit through their public functions (services/submission.py; §3.1-§3.4).
+
+Only the public signatures are used: ``register_job(rt, principal, jdl, delegation_id)``,
+``start_job(rt, principal, job_id)``, ``submit_job(rt, principal, jdl, delegation_id)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL, delegate_in_process
+from wmproxy.domain import JobState, Principal, parse_job_id, utcnow
+from wmproxy.errors import (
+    AuthorizationError,
+    DelegationNotFoundError,
+    InvalidDelegationIdError,
+    JdlError,
+    JdlSyntaxError,
+    JobNotFoundError,
+    OperationNotAllowedError,
+    ProxyExpiredError,
+)
+from wmproxy.services import jobs
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job, start_job, submit_job
+
+
+def sandbox_areas(rt: Runtime) -> list[Path]:
+    root = Path(rt.settings.sandbox.root) / rt.settings.sandbox.dir_name
+    return sorted(p for p in root.glob("*/*") if p.is_dir()) if root.exists() else []
+
+
+def queued(rt: Runtime, job_id: str) -> list[str]:
+    with rt.uow() as uow:
+        return [r.command for r in uow.queue.pending_for(job_id)]
+
+
+class TestRegister:
+    def test_registered_job_has_an_id_an_input_area_and_is_submitted(self, rt: Runtime, alice: Principal,
+                                                                    delegated: str) -> None:
+        job = register_job(rt, alice, ECHO_JDL, delegated)
+        parse_job_id(job.job_id)
+        assert job.job_id.startswith("https://localhost:9000/")
+        assert job.name is None and job.children == ()
+        assert job.path.startswith("SandboxDir/") and job.path.endswith("/input")
+        assert (Path(rt.settings.sandbox.root) / job.path).is_dir()
+        assert jobs.job_status(rt, alice, job.job_id).state == "Submitted"
+        assert queued(rt, job.job_id) == []
+
+    def test_empty_delegation_id_means_the_default_one(self, rt: Runtime, alice: Principal, pki: Pki) -> None:
+        delegate_in_process(rt, alice, pki.users["alice"].proxy, "")
+        job = register_job(rt, alice, ECHO_JDL, "")
+        assert jobs.job_status(rt, alice, job.job_id).state == "Submitted"
+
+    def test_without_a_delegation(self, rt: Runtime, alice: Principal) -> None:
+        with pytest.raises(DelegationNotFoundError, match="Unable to get delegated Proxy") as err:
+            register_job(rt, alice, ECHO_JDL, "never-delegated")
+        assert err.value.code == 1215
+        assert sandbox_areas(rt) == []
+
+    def test_another_users_delegation_is_not_found(self, rt: Runtime, bob: Principal, delegated: str) -> None:
+        with pytest.raises(DelegationNotFoundError):
+            register_job(rt, bob, ECHO_JDL, delegated)
+
+    def test_unusable_delegation_id(self, rt: Runtime, alice: Principal) -> None:
+        with pytest.raises(InvalidDelegationIdError):
+            register_job(rt, alice, ECHO_JDL, "../etc")
+
+    def test_proxy_with_less_than_the_minimum_lifetime(self, rt: Runtime, alice: Principal, pki: Pki) -> None:
+        delegate_in_process(rt, alice, pki.users["alice"].proxy, "short", lifetime=10 * 60)
+        with pytest.raises(ProxyExpiredError, match="The delegated Proxy has expired") as err:
+            register_job(rt, alice, ECHO_JDL, "short")
+        assert err.value.code == 1213
+        assert sandbox_areas(rt) == []
+
+    @pytest.mark.parametrize(("jdl", "error", "message"), [
+        ("[ Executable = ; ]", JdlSyntaxError, "Unable to parse JDL"),
+        ("not a classad at all", JdlSyntaxError, "Unable to parse JDL"),
+        ('[ Arguments = "no executable"; ]', JdlError, "Mandatory attribute Executable not set"),
+    ])
+    def test_bad_jdl_is_refused_and_leaves_nothing(self, rt: Runtime, alice: Principal, delegated: str,
+                                                   jdl: str, error: type[JdlError], message: str) -> None:
+        with pytest.raises(error, match=message) as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.code == 1219
+        assert sandbox_areas(rt) == []
+
+
+class TestStart:
+    def test_start_queues_the_job_once(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        start_job(rt, alice, job_id)
+        assert jobs.job_status(rt, alice, job_id).state == "Waiting"
+        assert queued(rt, job_id) == ["start"]
+        with pytest.raises(OperationNotAllowedError, match="already in progress") as err:
+            start_job(rt, alice, job_id)
+        assert err.value.code == 1226
+        assert queued(rt, job_id) == ["start"]
+
+    def test_cancelled_job_cannot_start(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        jobs.cancel_job(rt, alice, job_id)
+        with pytest.raises(OperationNotAllowedError, match=r"job state \(CANCELLED\)"):
+            start_job(rt, alice, job_id)
+
+    def test_only_the_owner_starts(self, rt: Runtime, alice: Principal, bob: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        with pytest.raises(AuthorizationError):
+            start_job(rt, bob, job_id)
+        assert jobs.job_status(rt, alice, job_id).state == "Submitted"
+
+    def test_unknown_job(self, rt: Runtime, alice: Principal) -> None:
+        with pytest.raises(JobNotFoundError):
+            start_job(rt, alice, "https://localhost:9000/AAAAAAAAAAAAAAAAAAAAAA")
+
+    def test_purged_job_is_unknown(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            assert job is not None
+            uow.jobs.set_state(job, JobState.CLEARED.value, utcnow())
+        with pytest.raises(JobNotFoundError):
+            start_job(rt, alice, job_id)
+
+    def test_expired_delegation_refuses_the_start(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        with rt.uow() as uow:
+            row = uow.delegations.get(alice.dn, delegated)
+            assert row is not None
+            row.not_after = utcnow()  # back-dated instead of waiting for it to expire
+        with pytest.raises(ProxyExpiredError, match="The delegated Proxy has expired"):
+            start_job(rt, alice, job_id)
+        assert jobs.job_status(rt, alice, job_id).state == "Submitted"
+
+
+class TestSubmit:
+    def test_submit_registers_and_starts_in_one_step(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        job = submit_job(rt, alice, ECHO_JDL, delegated)
+        assert jobs.job_status(rt, alice, job.job_id).state == "Waiting"
+        assert queued(rt, job.job_id) == ["start"]
+
+    def test_failed_submit_leaves_nothing(self, rt: Runtime, alice: Principal) -> None:
+        with pytest.raises(DelegationNotFoundError):
+            submit_job(rt, alice, ECHO_JDL, "never-delegated")
+        assert sandbox_areas(rt) == []
