@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import pytest
 import zeep
@@ -11,7 +11,7 @@ from lxml import etree
 from tests.conftest import Pki, appendix_jdl
 from tests.integration.refclient import ReferenceClient, fault_detail, reference_client
 from tests.integration.service import Deployment
-from tests.integration.test_wire_reference import delegate
+from tests.support import FINAL_STATES, delegate, state_word, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
 
@@ -59,16 +59,15 @@ def alice(deployment: Deployment, pki: Pki) -> ReferenceClient:
     return ref
 
 
-def wait_final(ref: ReferenceClient, job_id: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = ref.wmproxy.getJobStatus(job_id)
-        if status.status.split(" ")[0] in ("Done", "Aborted", "Cancelled") and all(
-            c.status.split(" ")[0] in ("Done", "Aborted", "Cancelled") for c in status.childrenJob
-        ):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"{job_id} did not end: {status}")
+def ended(status: Any) -> bool:
+    """Whether a getJobStatus reply and all its node replies are in a final state."""
+    return state_word(status.status) in FINAL_STATES and all(
+        state_word(c.status) in FINAL_STATES for c in status.childrenJob)
+
+
+def wait_final(ref: ReferenceClient, job_id: str) -> Any:
+    """The getJobStatus reply of ``job_id`` once it and all its nodes are final (tests.support.wait_for)."""
+    return wait_for(lambda: ref.wmproxy.getJobStatus(job_id), ended, what=f"{job_id} and its nodes to end")
 
 
 def outputs(ref: ReferenceClient, job_id: str) -> dict[str, bytes]:
@@ -142,13 +141,11 @@ def test_one_node_can_be_cancelled_alone_and_the_parent_cancels_all(alice: Refer
     job = alice.wmproxy.jobSubmit(slow, "compound")
     first, second = (c.id for c in job.childrenJob)
     alice.wmproxy.jobCancel(first)
-    deadline = time.monotonic() + 30
-    while alice.wmproxy.getJobStatus(first).status.split(" ")[0] != "Cancelled" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_final(alice, first, states=("Cancelled",))
     assert alice.wmproxy.getJobStatus(first).status == "Cancelled (Cancelled by user)"
     assert alice.wmproxy.getJobStatus(second).status.split(" ")[0] in ("Waiting", "Ready", "Scheduled", "Running")
     alice.wmproxy.jobCancel(job.id)
-    status = wait_final(alice, job.id, timeout=30)
+    status = wait_final(alice, job.id)
     assert {c.status for c in status.childrenJob} == {"Cancelled (Cancelled by user)"}
     assert status.status == "Cancelled (Cancelled by user)"
 

@@ -39,7 +39,7 @@ from tests.integration.refclient import (
 from tests.integration.service import Deployment
 from tests.support import ECHO_JDL as JDL
 from tests.support import assert_fault, delegate, wait_for, wait_for_final
-from tests.unit.security.test_voms import (
+from tests.voms_support import (
     FQANS,
     URI,
     VomsServer,

@@ -22,14 +22,15 @@ a 30 s renewal threshold and a 1 s cycle. Every scenario is set up at once by th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import itertools
 import os
 import re
 import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +39,15 @@ import sqlalchemy as sa
 
 from tests.conftest import Pki, need_peer
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
-from tests.integration.test_wire_reference import delegate
+from tests.integration.renewal_support import sleeper, start_renewal_worker
+from tests.integration.service import BIN, Deployment, free_port, write_config
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     MyProxyServer,
     myproxy_server_factory,
     store_renewable_credential,
 )
-from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
+from tests.support import delegate, wait_for
+from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.services.renewal import RETRY_FRACTION
@@ -99,19 +101,7 @@ class World:
 def _utc(value: dt.datetime | str) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-
-
-def wait_for(what: Callable[[], object], timeout: float, step: float = 0.25) -> object:
-    """Poll ``what`` until it is truthy or ``timeout`` seconds have passed. Deadlines of
-    conditions that only have to happen eventually (aborts after expiry, deregistration)
-    are generous: the machine may be loaded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def job_proxy_end(pid: int) -> dt.datetime:
@@ -127,20 +117,6 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def sleeper(seconds: int, server: str | None = "") -> str:
-    """A JDL running sleep; ``server`` None = no MyProxyServer attribute."""
-    attr = "" if server is None else f'MyProxyServer = "{server}";'
-    return f'[ Executable = "/bin/sleep"; Arguments = "{seconds}"; {attr} ]'
-
-
-def start_renewal_worker(dep: Deployment, name: str) -> None:
-    log = open(dep.state / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-    dep.processes.append(subprocess.Popen(
-        [str(BIN / "wmproxy-renewal"), "--name", name], env=dep.env, stdout=log, stderr=subprocess.STDOUT,
-        cwd=REPO, start_new_session=True,
-    ))
 
 
 @pytest.fixture(scope="module")
@@ -212,15 +188,13 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
         if voms_proxy is not None:
             submit(alice, "voms", [sleeper(309, at("ok"))], signer=voms_proxy)
         started = [j for deleg, ids in world.jobs.items() for j in ids if j not in registered]
-        assert wait_for(lambda: all(world.backend_pid(j) for j in started), 60), "jobs did not start"
+        wait_for(lambda: all(world.backend_pid(j) for j in started), what="the jobs to start", timeout=60)
         world.pids = {j: world.backend_pid(j) for j in started}
         assert all(process_alive(pid) for pid in world.pids.values())
         yield world
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(servers["paused"].pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
         dep.stop()
         db.dispose()
 
@@ -237,13 +211,14 @@ class TestRenewal:
         first = world.delegated_end["renew"]
         assert all(abs((job_proxy_end(pid) - first).total_seconds()) < 2 for pid in pids), (
             first, [job_proxy_end(pid) for pid in pids])
-        renewed = wait_for(lambda: (r := world.record("renew")) and r["renewals"] >= 1, 30)
-        assert renewed, world.log()
+        wait_for(lambda: world.record("renew"), lambda r: r is not None and r["renewals"] >= 1,
+                 what="proxy renew to be renewed", timeout=30)
         new_end = world.stored_end("renew")
         # what MyProxy granted: myproxy-server hands out at least 5 minutes, whatever is asked
-        assert first + dt.timedelta(seconds=50) < new_end <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+        assert first + dt.timedelta(seconds=50) < new_end <= dt.datetime.now(dt.UTC) + dt.timedelta(
             seconds=max(ASKED, 300) + 1)
-        assert wait_for(lambda: all(abs((job_proxy_end(p) - new_end).total_seconds()) < 2 for p in pids), 30)
+        wait_for(lambda: all(abs((job_proxy_end(p) - new_end).total_seconds()) < 2 for p in pids),
+                 what="the running jobs to see the renewed proxy", timeout=30)
         # the service shows the new end
         assert int(world.alice.wmproxy.getDelegatedProxyInfo("renew").EndTime) == int(new_end.timestamp())
         assert int(world.alice.wmproxy.getJobProxyInfo(jobs[0]).EndTime) == int(new_end.timestamp())
@@ -252,29 +227,34 @@ class TestRenewal:
 
     def test_server_down_then_back_before_expiry_renews_and_aborts_nothing(self, world: World) -> None:
         # due at ~16 s; each attempt times out after 2 s and is retried on the next cycle
-        record = wait_for(lambda: (r := world.record("outage")) and r["attempts"] >= 2 and r, 15)
+        record = wait_for(lambda: world.record("outage"), lambda r: r is not None and r["attempts"] >= 2,
+                          what="two renewal attempts of proxy outage", timeout=15)
         assert record and record["renewals"] == 0, world.record("outage")
         assert record["last_result"] == "unreachable" and "timed out" in record["last_error"]
         os.kill(world.servers["paused"].pid, signal.SIGCONT)
-        assert wait_for(lambda: world.record("outage")["renewals"] == 1, 15), world.record("outage")
+        wait_for(lambda: world.record("outage"), lambda r: r["renewals"] == 1, what="proxy outage to be renewed",
+                 timeout=15)
         assert world.stored_end("outage") > world.delegated_end["outage"] + dt.timedelta(seconds=40)
         assert re.search(r"renewal of proxy outage .* failed \(unreachable\): MyProxy server \S+ timed out",
                          world.log())
 
     def test_renewer_not_authorized_is_logged_and_jobs_abort_at_expiry(self, world: World) -> None:
         (job,) = world.jobs["refused"]
-        record = wait_for(lambda: (r := world.record("refused")) and r["attempts"] >= 1 and r, 30)
+        record = wait_for(lambda: world.record("refused"), lambda r: r is not None and r["attempts"] >= 1,
+                          what="a renewal attempt of proxy refused", timeout=30)
         assert record["last_result"] == "refused"
         assert "MyProxy server refused the renewal" in record["last_error"]
         assert "authentication failed" in record["last_error"] or "not authorized" in record["last_error"]
         assert re.search(r"renewal of proxy refused .* failed \(refused\): MyProxy server refused", world.log())
         world.wait_until(LIFETIME + 1)
-        assert wait_for(lambda: status(world.bob, job) == f"Aborted ({REASON})", 60), status(world.bob, job)
+        wait_for(lambda: status(world.bob, job), lambda s: s == f"Aborted ({REASON})", what=f"{job} to abort",
+                 timeout=60)
 
     def test_a_proxy_with_expired_voms_attributes_is_renewed_and_they_are_reported(self, world: World) -> None:
         if "voms" not in world.jobs:
             need_peer("voms-proxy-fake (voms-clients) is not installed")
-        record = wait_for(lambda: (r := world.record("voms")) and r["renewals"] >= 1 and r, 30)
+        record = wait_for(lambda: world.record("voms"), lambda r: r is not None and r["renewals"] >= 1,
+                          what="proxy voms to be renewed", timeout=30)
         assert record, world.record("voms")
         assert "VOMS attributes expired while the X.509 proxy was valid: /atlas/Role=production" in record["notes"]
         assert "the renewed proxy carries no VOMS attributes" in record["notes"]
@@ -294,12 +274,12 @@ class TestRenewal:
         pid = world.pids[running]
         world.wait_until(LIFETIME + 1)
         expected = f"Aborted ({REASON})"
-        assert wait_for(lambda: status(world.bob, running) == expected, 60), status(world.bob, running)
+        wait_for(lambda: status(world.bob, running), lambda s: s == expected, what=f"{running} to abort", timeout=60)
         assert status(world.bob, registered) == expected
-        assert wait_for(lambda: not process_alive(pid), 60), "the running job was not stopped"
+        wait_for(lambda: not process_alive(pid), what="the running job to be stopped", timeout=60)
         assert re.search(r"renewal of proxy down .* failed \(unreachable\): cannot connect", world.log())
         assert world.stored_end("down") == world.delegated_end["down"]
-        assert wait_for(lambda: world.record("down") is None, 60), "record not deregistered"
+        wait_for(lambda: world.record("down") is None, what="proxy down to be deregistered", timeout=60)
 
     def test_without_myproxy_server_never_renewed_and_aborted_at_expiry(self, world: World) -> None:
         for job_id in world.jobs["none"]:
@@ -308,7 +288,8 @@ class TestRenewal:
         world.wait_until(LIFETIME + 1)
         assert world.stored_end("none") == world.delegated_end["none"]
         for job_id in world.jobs["none"]:
-            assert wait_for(lambda j=job_id: status(world.alice, j) == f"Aborted ({REASON})", 60)
+            wait_for(lambda j=job_id: status(world.alice, j), lambda s: s == f"Aborted ({REASON})",
+                     what=f"{job_id} to abort", timeout=60)
         assert "renewing proxy none of" not in world.log()
 
     def test_two_workers_renew_once_per_cycle_and_never_beyond_the_grant(self, world: World) -> None:
@@ -322,7 +303,7 @@ class TestRenewal:
             for stamp in re.findall(r"renewing proxy short of .*; claimed at (\S+)\)$", log, re.M)
         )
         assert len(claims) >= 3, log[-3000:]
-        gaps = [(b - a).total_seconds() for a, b in zip(claims, claims[1:])]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(claims)]
         # two workers, each passing every 1 s cycle: a claim blocks the record for 0.9 cycle
         # (RETRY_FRACTION), so whichever worker wins, claims are at least that far apart
         assert min(gaps) >= CYCLE * RETRY_FRACTION, gaps
@@ -331,11 +312,13 @@ class TestRenewal:
         # MyProxy grants no more than the stored credential's own end: never extended for long
         assert world.stored_end("short") < world.delegated_end["short"] + dt.timedelta(seconds=30)
         assert "not later than the stored one" in log or "renewed" in log
-        assert wait_for(lambda: status(world.alice, job) == f"Aborted ({REASON})", 60), status(world.alice, job)
+        wait_for(lambda: status(world.alice, job), lambda s: s == f"Aborted ({REASON})", what=f"{job} to abort",
+                 timeout=60)
 
     def test_cancelled_jobs_deregister_the_credential(self, world: World) -> None:
         running = [d for d in ("renew", "outage", "voms") if d in world.jobs]
         for deleg in running:
             for job_id in world.jobs[deleg]:
                 world.alice.wmproxy.jobCancel(job_id)
-        assert wait_for(lambda: all(world.record(d) is None for d in running), 60)
+        wait_for(lambda: all(world.record(d) is None for d in running), what="the credentials to be deregistered",
+                 timeout=60)

@@ -17,13 +17,13 @@ no such operation), with the reply XML kept for assertions; the CLI runs as a us
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,15 +43,14 @@ from tests.integration.refclient import (
     reference_client,
     session_for,
 )
+from tests.integration.renewal_support import sleeper, start_renewal_worker
 from tests.integration.service import BIN, Deployment, free_port, write_config
-from tests.integration.test_operations import assert_fault
-from tests.integration.test_renewal import sleeper, start_renewal_worker
-from tests.integration.test_wire_reference import delegate
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     MyProxyServer,
     myproxy_server_factory,
     store_renewable_credential,
 )
+from tests.support import assert_fault, delegate, wait_for
 from wmproxy.client.wsdl import wsdl_path
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
@@ -110,28 +109,9 @@ class World:
         return done.returncode, done.stdout, done.stderr
 
 
-def _log(world: World) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted(world.dep.state.glob("renewal-*.log")))[-3000:]
-
-
 def nil(el: etree._Element, name: str) -> bool:
     child = el.find(name)
     return child is not None and child.get(XSI_NIL) == "true" and not (child.text or "").strip()
-
-
-def attempted(world: World, deleg: str) -> etree._Element | None:
-    renewal = world.renewal(deleg)
-    return None if nil(renewal, "lastAttempt") else renewal
-
-
-def wait_for_renewal(what: Callable[[], etree._Element | None], timeout: float) -> etree._Element | None:
-    """Poll until ``what()`` gives an element (lxml elements are not tested for truth)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value is not None or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -174,10 +154,8 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
     finally:
         if world is not None:
             for job_id in world.jobs.values():
-                try:
+                with contextlib.suppress(zeep.exceptions.Fault):  # already ended (aborted at expiry)
                     world.alice_ref.wmproxy.jobCancel(job_id)
-                except zeep.exceptions.Fault:
-                    pass  # already ended (aborted at expiry)
         dep.stop()
 
 
@@ -195,16 +173,15 @@ class TestGetProxyRenewalInfo:
 
     def test_renewed_proxy_shows_the_result_and_the_later_end(self, world: World) -> None:
         job = world.jobs["renew"]
-        renewal = wait_for_renewal(
-            lambda: r if (r := world.renewal("renew")).findtext("renewals") != "0" else None, 40)
-        assert renewal is not None, _log(world)
+        renewal = wait_for(lambda: world.renewal("renew"), lambda r: r.findtext("renewals") != "0",
+                           what="proxy renew to be renewed", timeout=40, interval=0.5)
         assert renewal.findtext("registered") == "true"
         assert renewal.findtext("lastResult") == "renewed"
         assert nil(renewal, "lastError")
         assert renewal.findtext("renewals") == "1"
         attempt = dt.datetime.fromisoformat(renewal.findtext("lastAttempt").replace("Z", "+00:00"))
         assert attempt.utcoffset() == dt.timedelta(0)
-        assert abs((dt.datetime.now(dt.timezone.utc) - attempt).total_seconds()) < 60
+        assert abs((dt.datetime.now(dt.UTC) - attempt).total_seconds()) < 60
         end = int(renewal.findtext("proxyEndTime"))
         # myproxy-server hands out at least 5 minutes, whatever is asked: far beyond the 45 s
         assert end > world.delegated_end["renew"] + 50
@@ -229,8 +206,8 @@ class TestGetProxyRenewalInfo:
         }
 
     def test_unreachable_server_shows_the_failure(self, world: World) -> None:
-        renewal = wait_for_renewal(lambda: attempted(world, "down"), 40)
-        assert renewal is not None, _log(world)
+        renewal = wait_for(lambda: world.renewal("down"), lambda r: not nil(r, "lastAttempt"),
+                           what="a renewal attempt of proxy down", timeout=40, interval=0.5)
         assert renewal.findtext("lastResult") == "unreachable"
         assert "cannot connect" in renewal.findtext("lastError")
         assert renewal.findtext("renewals") == "0"

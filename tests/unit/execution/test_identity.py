@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_peer
-from tests.unit.execution import test_jobwrapper as wrapper_tests
-from tests.unit.execution.test_jobwrapper import (
+from tests.unit.execution.wrapper_support import (
     DEADLINE,
     JOB,
     alive,
@@ -32,9 +31,6 @@ from tests.unit.execution.test_jobwrapper import (
 from wmproxy.execution import identity
 from wmproxy.execution.identity import Account, IdentityError, WrapperStatusError
 from wmproxy.execution.jobwrapper import JobSpec
-
-job_account = wrapper_tests.job_account  # the fixtures, shared with the wrapper's tests
-work_root = wrapper_tests.work_root
 
 PROXY = b"-----BEGIN CERTIFICATE-----\nproxy\n-----END CERTIFICATE-----\n"
 WORKTREE = Path(identity.__file__).resolve().parents[2]

@@ -11,57 +11,16 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_peer
+from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON, alive, kill_session, sh, wait_for
 from wmproxy.execution import identity, jobwrapper
 from wmproxy.execution.identity import Account, WrapperStatus
 from wmproxy.execution.jobwrapper import JobSpec, WrapperError
-
-JOB = "https://lb.example.org:9000/AbC-x_1yz"
-PYTHON = "/usr/bin/python3"
-DEADLINE = 60.0  # seconds; generous, the machine is shared
-
-
-def create_account(name: str) -> Iterator[Account]:
-    """Create the local account ``name`` for a test session, delete it afterwards."""
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        need_peer("running as another account needs root and useradd")
-    subprocess.run(["userdel", name], capture_output=True, check=False)  # leftover of a killed run
-    made = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        need_peer(f"useradd {name} failed: {made.stderr.strip()}")
-    try:
-        yield Account.from_name(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, check=False)
-
-
-@pytest.fixture(scope="session")
-def job_account() -> Iterator[Account]:
-    yield from create_account("wmpwrap01")
-
-
-@pytest.fixture
-def work_root() -> Iterator[Path]:
-    """A work root every account can traverse (pytest's tmp_path is 0700 root)."""
-    root = Path(tempfile.mkdtemp(prefix="wmpwrap-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -71,7 +30,7 @@ class Runner:
     root: Path
     account: Account | None
     count: int = 0
-    sessions: list[int] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def work_dir(self) -> Path:
         self.count += 1
@@ -101,7 +60,7 @@ class Runner:
             group=None if self.account is None else self.account.gid,
             extra_groups=None if self.account is None else [],
         )
-        self.sessions.append(process.pid)
+        self.processes.append(process)
         return process
 
     def run(self, work: Path, spec: JobSpec | None, env: dict[str, str] | None = None) -> tuple[int, WrapperStatus]:
@@ -117,44 +76,11 @@ def runner(request: pytest.FixtureRequest, work_root: Path) -> Iterator[Runner]:
     account = None if request.param == "self" else request.getfixturevalue("job_account")
     runner = Runner(work_root, account)
     yield runner
-    for sid in runner.sessions:  # a failed test must not leave its job running
-        kill_session(sid)
-
-
-def sh(script: str, **kw: object) -> JobSpec:
-    args: dict[str, object] = {"job_id": JOB, "executable": "/bin/sh", "arguments": ["-c", script],
-                               "stdout": "std.out", "stderr": "std.err"}
-    args.update(kw)
-    return JobSpec(**args)  # type: ignore[arg-type]
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of the session ``sid`` (a wrapper started by a test)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                os.kill(int(entry), signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
+    for process in runner.processes:
+        kill_session(process.pid)  # a failed test must not leave its job running (the wrapper leads its session)
+        if process.stderr is not None:
+            process.stderr.close()
+        process.wait(timeout=DEADLINE)
 
 
 class TestOutcome:

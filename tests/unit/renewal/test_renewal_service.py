@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import Pki
-from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
+from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.config import ConfigError, RenewalSettings, load_settings
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
@@ -31,7 +31,7 @@ from wmproxy.services.renewal import (
 )
 
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
-NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
 
 
@@ -143,7 +143,7 @@ class TestExpiredVomsAttributes:
         server = fake_voms_server(pki, tmp_path)
         # AC valid for 1 h starting 2 h ago; the X.509 proxy is valid for 24 h
         pem = fake_voms_proxy(pki, server, tmp_path / "x509up", "-pastac", "7200", "-vomslife", "1").read_bytes()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         assert load_pem_chain(pem)[0].not_valid_after_utc > now + dt.timedelta(hours=20)
         (report,) = expired_voms_attributes(pem, now)
         assert report.startswith("/atlas/Role=production/Capability=NULL ") and "(VO atlas, ended " in report
@@ -151,13 +151,13 @@ class TestExpiredVomsAttributes:
     def test_valid_acs_and_plain_proxies_report_nothing(self, pki: Pki, tmp_path: Path) -> None:
         server = fake_voms_server(pki, tmp_path)
         pem = fake_voms_proxy(pki, server, tmp_path / "x509up").read_bytes()
-        assert expired_voms_attributes(pem, dt.datetime.now(dt.timezone.utc)) == ()
+        assert expired_voms_attributes(pem, dt.datetime.now(dt.UTC)) == ()
         plain = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
-        assert expired_voms_attributes(plain, dt.datetime.now(dt.timezone.utc)) == ()
+        assert expired_voms_attributes(plain, dt.datetime.now(dt.UTC)) == ()
 
 
 class TestPushJobProxy:
-    @pytest.fixture()
+    @pytest.fixture
     def rt(self, tmp_path: Path) -> SimpleNamespace:
         storage = FilesystemSandboxStorage(tmp_path / "sandbox")
         storage.create_job_area(JOB)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.conftest import need_peer
-from tests.unit.security.test_voms import FQANS, URI, fake_voms_proxy, fake_voms_server
+from tests.voms_support import FQANS, URI, fake_voms_proxy, fake_voms_server
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import chain_pem, load_pem_chain
 from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
@@ -28,7 +28,7 @@ def voms_proxy(pki, voms_server):
 
 
 def _epoch_now() -> int:
-    return int(datetime.now(timezone.utc).timestamp())
+    return int(datetime.now(UTC).timestamp())
 
 
 class TestProxyFields:
@@ -48,7 +48,7 @@ class TestProxyFields:
         info = proxy_info(voms_proxy.read_bytes())
         for value in (info.start_time, info.end_time, info.vos[0].start_time, info.vos[0].end_time):
             assert value.utcoffset() == timedelta(0)
-        assert info.start_time <= datetime.now(timezone.utc) < info.end_time
+        assert info.start_time <= datetime.now(UTC) < info.end_time
 
     def test_plain_certificate_is_x509(self, pki):
         user = pki.users["bob"].credential
@@ -88,12 +88,12 @@ class TestVoInfo:
         second = make_proxy(load_credential(voms_proxy), lifetime=600)
         info = proxy_info(chain_pem(second.full_chain))
         assert [vo.attributes for vo in info.vos] == [list(FQANS)]
-        assert info.end_time - datetime.now(timezone.utc) <= timedelta(seconds=600)
+        assert info.end_time - datetime.now(UTC) <= timedelta(seconds=600)
 
     def test_expired_ac_end_time_in_the_past(self, pki, voms_server, tmp_path):
         path = fake_voms_proxy(pki, voms_server, tmp_path / "old.pem", "-pastac", "48:00")
         (vo,) = proxy_info(path.read_bytes()).vos
-        assert vo.end_time < datetime.now(timezone.utc) - timedelta(hours=23)
+        assert vo.end_time < datetime.now(UTC) - timedelta(hours=23)
 
 
 def test_agrees_with_voms_proxy_info(voms_proxy, pki):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,61 +12,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import Pki, need_peer
+from tests.voms_support import FQANS, URI, VomsServer, fake_voms_proxy, fake_voms_server, write_lsc
 from wmproxy.errors import ProxyError, ProxyVerificationError
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.delegation import accept_delegated_proxy, new_proxy_request, voms_fqans
-from wmproxy.security.dn import slash_dn
 from wmproxy.security.pki import create_ca
 from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
 from wmproxy.security.voms import VOMS_AC_OID, primary_fqans, voms_attributes
-
-FQANS = ("/atlas/Role=production/Capability=NULL", "/atlas/Role=NULL/Capability=NULL",
-         "/atlas/uk/Role=NULL/Capability=NULL")
-URI = "voms.localhost:15001"
-
-
-@dataclass
-class VomsServer:
-    """A fake VOMS server: host cert issued by the test CA, and a vomsdir trusting it."""
-
-    cert: Path
-    key: Path
-    dn: str
-    vomsdir: Path
-
-
-def fake_voms_server(pki: Pki, root: Path) -> VomsServer:
-    cert, key = pki.ca.issue_host("voms.localhost", root / "voms")
-    dn = slash_dn(x509.load_pem_x509_certificate(cert.read_bytes()).subject)
-    vomsdir = root / "vomsdir"
-    write_lsc(vomsdir, dn, pki.ca.dn)
-    return VomsServer(cert, key, dn, vomsdir)
-
-
-def write_lsc(vomsdir: Path, dn: str, ca_dn: str, vo: str = "atlas", host: str = "voms.localhost") -> Path:
-    path = vomsdir / vo / f"{host}.lsc"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{dn}\n{ca_dn}\n")
-    return path
-
-
-def fake_voms_proxy(pki: Pki, server: VomsServer, out: Path, *args: str, user: str = "alice",
-                    fqans: tuple[str, ...] = FQANS) -> Path:
-    """Run voms-proxy-fake (``peers.md`` §4.1) for a test user; extra ``args`` are appended."""
-    binary = shutil.which("voms-proxy-fake")
-    if binary is None:
-        need_peer("voms-proxy-fake (voms-clients) is not installed")
-    home = pki.root / pki.users[user].name
-    cmd = [binary, "-rfc", "-q", "-cert", str(home / "usercert.pem"), "-key", str(home / "userkey.pem"),
-           "-certdir", str(pki.ca_dir), "-hostcert", str(server.cert), "-hostkey", str(server.key),
-           "-voms", "atlas", "-uri", URI, "-hours", "24", "-vomslife", "24", "-out", str(out)]
-    for fqan in fqans:
-        cmd += ["-fqan", fqan]
-    env = {**os.environ, "X509_CERT_DIR": str(pki.ca_dir), "HOME": str(out.parent)}
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +39,7 @@ def voms_chain(voms_proxy) -> list[x509.Certificate]:
 def _with_extension(value: bytes) -> list[x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broken")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(hours=1))
@@ -116,7 +65,7 @@ class TestParse:
 
     def test_validity_times(self, voms_chain):
         (ac,) = voms_attributes(voms_chain)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert ac.not_before.tzinfo is not None
         assert ac.not_after - ac.not_before == timedelta(hours=24)
         assert abs((ac.not_before - now).total_seconds()) < 600
@@ -206,7 +155,7 @@ class TestChainsAndLifetimes:
         # -vomslife 24 from 48 h ago: ended about 24 h ago
         (ac,) = voms_attributes(load_pem_chain(path.read_bytes()), vomsdir=str(voms_server.vomsdir),
                                 ca_dir=str(pki.ca_dir))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert ac.not_after < now - timedelta(hours=23)
         assert not ac.valid_at(now)
         assert ac.fqans == FQANS[1:2]

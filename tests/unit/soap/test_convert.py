@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
+from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.security.proxy_info import proxy_info
 from wmproxy.services.renewal_info import ProxyRenewalInfo
 from wmproxy.soap.convert import epoch, proxy_info_struct, proxy_renewal_info_struct
@@ -20,7 +20,7 @@ def voms_proxy(pki, tmp_path_factory):
 
 
 def test_epoch_is_decimal_unix_seconds() -> None:
-    assert epoch(datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc)) == "1300000000"
+    assert epoch(datetime(2011, 3, 13, 7, 6, 40, tzinfo=UTC)) == "1300000000"
     assert epoch(datetime(2011, 3, 13, 8, 6, 40, 999_999, tzinfo=timezone(timedelta(hours=1)))) == "1300000000"
 
 
@@ -43,8 +43,8 @@ class TestProxyInfoStruct:
 
 class TestProxyRenewalInfoStruct:
     def test_end_as_epoch_and_attempt_to_the_second(self) -> None:
-        end = datetime(2011, 3, 13, 7, 6, 40, 500_000, tzinfo=timezone.utc)
-        attempt = datetime(2011, 3, 13, 6, 0, 1, 750_000, tzinfo=timezone.utc)
+        end = datetime(2011, 3, 13, 7, 6, 40, 500_000, tzinfo=UTC)
+        attempt = datetime(2011, 3, 13, 6, 0, 1, 750_000, tzinfo=UTC)
         info = ProxyRenewalInfo("px.example.org:7512", True, attempt, "renewed", None, 2, end)
         wire = proxy_renewal_info_struct(info)
         assert wire.proxyEndTime == "1300000000"

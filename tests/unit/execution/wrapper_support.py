@@ -1,0 +1,74 @@
+"""Helpers shared by the job wrapper's and the identity layer's tests: the job id, the system
+python, a throwaway local account, job specs running ``/bin/sh -c``, and process probes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+
+from tests import support
+from tests.conftest import need_peer
+from wmproxy.execution.identity import Account
+from wmproxy.execution.jobwrapper import JobSpec
+
+JOB = "https://lb.example.org:9000/AbC-x_1yz"
+PYTHON = "/usr/bin/python3"
+DEADLINE = 60.0  # seconds; generous, the machine is shared
+
+
+def create_account(name: str) -> Iterator[Account]:
+    """Create the local account ``name`` for a test session, delete it afterwards."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        need_peer("running as another account needs root and useradd")
+    subprocess.run(["userdel", name], capture_output=True, check=False)  # leftover of a killed run
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        need_peer(f"useradd {name} failed: {made.stderr.strip()}")
+    try:
+        yield Account.from_name(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def sh(script: str, **kw: object) -> JobSpec:
+    """A job spec running ``/bin/sh -c script`` into std.out/std.err; ``kw`` overrides any field."""
+    args: dict[str, object] = {"job_id": JOB, "executable": "/bin/sh", "arguments": ["-c", script],
+                               "stdout": "std.out", "stderr": "std.err"}
+    args.update(kw)
+    return JobSpec(**args)  # type: ignore[arg-type]
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` every 0.05 s for up to :data:`DEADLINE` seconds (tests.support.wait_for)."""
+    support.wait_for(condition, what=what, timeout=DEADLINE, interval=0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of the session ``sid`` (a wrapper started by a test)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                os.kill(int(entry), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
