@@ -85,7 +85,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     for name in ("alice", "bob", "carol", "dave", "mallory"):
         kwargs: dict[str, Any] = {}
         if name == "dave":
-            kwargs["not_after"] = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+            kwargs["not_after"] = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
         cred = ca.issue_user(name.capitalize(), root / name, **kwargs)
         proxy = root / name / "x509up"
         if name != "dave":

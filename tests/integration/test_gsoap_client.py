@@ -176,8 +176,8 @@ class TestDelegation:
         reply = alice.delegate(f"gsoap-d{port or '2'}", port=port)
         assert reply.returncode == 0 and reply["ok"] == "1", str(reply)
         end = dt.datetime.fromtimestamp(int(alice.ok("getTerminationTime", f"gsoap-d{port or '2'}")
-                                            ["getTerminationTimeReturn"]), dt.timezone.utc)
-        now = dt.datetime.now(dt.timezone.utc)
+                                            ["getTerminationTimeReturn"]), dt.UTC)
+        now = dt.datetime.now(dt.UTC)
         assert now + dt.timedelta(hours=5) < end <= now + dt.timedelta(hours=6, minutes=5)
 
     def test_new_proxy_req_renew_and_destroy(self, alice: GSoapClient) -> None:

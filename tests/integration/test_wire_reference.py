@@ -78,7 +78,7 @@ class TestDelegation:
         assert len(alice.last_reply) == 0
         end = alice.deleg2.getTerminationTime(f"d-{port}")
         assert reply_name(alice) == (D2, "getTerminationTimeResponse")
-        assert end > dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5)
+        assert end > dt.datetime.now(dt.UTC) + dt.timedelta(hours=5)
 
     def test_get_proxy_req_reply_accessor_differs_per_namespace(self, alice: ReferenceClient) -> None:
         alice.wmproxy.getProxyReq("acc")
@@ -136,7 +136,7 @@ class TestDelegation:
         assert [c.tag for c in alice.last_reply] == ["renewProxyReqReturn"]
         signed = sign_proxy_request(csr.encode(), load_credential(pki.users["alice"].proxy), lifetime=7200)
         alice.deleg2.putProxy(new.delegationID, signed.decode())
-        assert alice.deleg2.getTerminationTime(new.delegationID) > dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+        assert alice.deleg2.getTerminationTime(new.delegationID) > dt.datetime.now(dt.UTC) + dt.timedelta(
             seconds=5400
         )
         with pytest.raises(zeep.exceptions.Fault):

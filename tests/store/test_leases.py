@@ -291,7 +291,7 @@ def accounts() -> Iterator[AccountSet]:
         context.__exit__(None, None, None)
 
 
-@pytest.fixture()
+@pytest.fixture
 def make_runtime(tmp_path: Path, factory: sessionmaker[Session], database_url: str,
                  accounts: AccountSet) -> Callable[..., Runtime]:
     """A Runtime whose ``[mapping]`` files are the site policy below, on the test database."""

@@ -40,8 +40,8 @@ def _fill(factory, prefix: str, count: int) -> list[str]:
 
 def test_migrations_reach_head(factory) -> None:
     with factory() as session:
-        from alembic.script import ScriptDirectory
         from alembic.config import Config
+        from alembic.script import ScriptDirectory
 
         from wmproxy.admin import REPO_ROOT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 
@@ -197,7 +197,7 @@ class GraphNode:
 def _epoch(value: str) -> datetime | None:
     """A decimal UNIX epoch string (as ProxyInfoStructType carries) as an aware UTC datetime."""
     try:
-        return datetime.fromtimestamp(int(value.strip()), tz=timezone.utc)
+        return datetime.fromtimestamp(int(value.strip()), tz=UTC)
     except (ValueError, OverflowError, OSError, AttributeError):
         return None
 
@@ -353,7 +353,7 @@ def _utc(value: Any) -> datetime | None:
             value = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
             return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def renewal_info_from(obj: Any) -> RenewalInfo:

@@ -113,22 +113,21 @@ def download_file(
     directory = Path(directory)
     target = directory / name
     partial = directory / f".{name}.part"
-    with translated_errors("download"):
-        with session.get(uri, stream=True, timeout=timeout) as response:
-            _check(response, "download", uri)
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                with partial.open("wb") as out:
-                    for chunk in response.iter_content(CHUNK):
-                        out.write(chunk)
-                        if progress is not None:
-                            progress(len(chunk))
-                partial.replace(target)
-            except OSError as exc:
-                partial.unlink(missing_ok=True)
-                raise WMProxyClientError(
-                    "TransferError", f"cannot write {target}: {exc.strerror}", None, "download"
-                ) from None
+    with translated_errors("download"), session.get(uri, stream=True, timeout=timeout) as response:
+        _check(response, "download", uri)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with partial.open("wb") as out:
+                for chunk in response.iter_content(CHUNK):
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            partial.replace(target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise WMProxyClientError(
+                "TransferError", f"cannot write {target}: {exc.strerror}", None, "download"
+            ) from None
     return target
 
 

@@ -148,7 +148,7 @@ class RenewalWorker:
             return service.RenewalOutcome("refused", error=str(exc))
         except MyProxyError as exc:
             return service.RenewalOutcome("failed", error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one credential must not stop the worker
+        except Exception as exc:
             log.exception("renewal of proxy %s of %s crashed", order.delegation_id, order.owner_dn)
             return service.RenewalOutcome("failed", error=f"internal error: {type(exc).__name__}")
         return service.RenewalOutcome("renewed", proxy_pem=pem)

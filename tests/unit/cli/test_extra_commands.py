@@ -184,7 +184,7 @@ class TestInfo:
                                              monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr("time.time", lambda: 1700000000.0)
         fake.renewal = RenewalInfo("myproxy.example.org:7512", True,
-                                   dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc), "renewed",
+                                   dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC), "renewed",
                                    None, 1, "1700003725")
         result = runner.invoke(cli, ["info", "-p", JOB])
         assert result.exit_code == 0, result.output
@@ -198,7 +198,7 @@ class TestInfo:
         assert out.endswith(block + "\n" + "=" * 74 + "\n")
 
     def test_job_proxy_after_a_refused_renewal(self, runner: CliRunner, fake: FakeClient) -> None:
-        fake.renewal = RenewalInfo("mp:7512", True, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc),
+        fake.renewal = RenewalInfo("mp:7512", True, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC),
                                    "refused", "MyProxy server refused the renewal:\n  not authorized", 0, "1700003725")
         out = runner.invoke(cli, ["info", "-p", JOB]).stdout
         assert "Last renewal: 2023-11-14 22:13:20 UTC (refused)\n" in out
@@ -216,7 +216,7 @@ class TestInfo:
     def test_job_proxy_json_has_the_renewal(self, runner: CliRunner, fake: FakeClient,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr("time.time", lambda: 1700000000.0)
-        fake.renewal = RenewalInfo("mp:7512", True, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc),
+        fake.renewal = RenewalInfo("mp:7512", True, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC),
                                    "unreachable", "cannot connect", 0, "1700003725")
         result = runner.invoke(cli, ["info", "-p", "--json", JOB])
         assert result.exit_code == 0, result.output

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
 from lxml import etree
 
-from wmproxy.client import JobIds, JobStatus, OutputFile, WMProxyClient, client as client_module
+from wmproxy.client import JobIds, JobStatus, OutputFile, WMProxyClient
+from wmproxy.client import client as client_module
 from wmproxy.client.delegation import delegation_port, parse_version
 from wmproxy.client.session import grid_session
 
@@ -217,7 +218,7 @@ class TestDelegation:
     def test_delegation2_extras(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
         answer("<ns1:getTerminationTimeResponse><getTerminationTimeReturn>2030-01-02T03:04:05Z"
                "</getTerminationTimeReturn></ns1:getTerminationTimeResponse>", D2)
-        assert client.get_termination_time("x") == datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        assert client.get_termination_time("x") == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
         answer("<ns1:destroyResponse/>", D2)
         assert client.destroy("x") is None
         assert sent(session) == (f"{{{D2}}}destroy", [("delegationID", "x")])

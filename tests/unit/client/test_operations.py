@@ -5,7 +5,7 @@ wrapper ``ns1:<op>Response`` in the wmproxy namespace, parts and fields unqualif
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -322,10 +322,10 @@ class TestProxyInfo:
                 ),
             ),
         )
-        assert info.start == datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc)
-        assert info.end == datetime(2011, 3, 13, 19, 6, 40, tzinfo=timezone.utc)
+        assert info.start == datetime(2011, 3, 13, 7, 6, 40, tzinfo=UTC)
+        assert info.end == datetime(2011, 3, 13, 19, 6, 40, tzinfo=UTC)
         assert info.strength_bits == 2048
-        assert info.vos[0].end == datetime.fromtimestamp(1300040000, tz=timezone.utc)
+        assert info.vos[0].end == datetime.fromtimestamp(1300040000, tz=UTC)
 
     def test_get_job_proxy_info_without_voms(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
         answer(f"<ns1:getJobProxyInfoResponse>{PROXY_INFO.format(vos='')}</ns1:getJobProxyInfoResponse>")
@@ -356,10 +356,10 @@ class TestProxyRenewalInfo:
         assert children(el) == [("jobId", JOB)]
         assert info == RenewalInfo(
             myproxy_server="myproxy.example.org:7512", registered=True,
-            last_attempt=datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc), last_result="renewed",
+            last_attempt=datetime(2011, 3, 13, 7, 6, 40, tzinfo=UTC), last_result="renewed",
             last_error=None, renewals=2, proxy_end_time="1300043200",
         )
-        assert info.proxy_end == datetime(2011, 3, 13, 19, 6, 40, tzinfo=timezone.utc)
+        assert info.proxy_end == datetime(2011, 3, 13, 19, 6, 40, tzinfo=UTC)
 
     def test_not_registered(self, client: WMProxyClient, answer: Answer) -> None:
         answer(
@@ -379,7 +379,7 @@ class TestProxyRenewalInfo:
             "<proxyEndTime>1300043200</proxyEndTime></renewal></ns1:getProxyRenewalInfoResponse>"
         )
         info = client.get_proxy_renewal_info(JOB)
-        assert info.last_attempt == datetime(2011, 3, 13, 7, 6, 40, tzinfo=timezone.utc)
+        assert info.last_attempt == datetime(2011, 3, 13, 7, 6, 40, tzinfo=UTC)
         assert info.last_attempt.utcoffset().total_seconds() == 0
         assert (info.last_result, info.last_error) == ("refused", "MyProxy server refused the renewal")
 
@@ -468,7 +468,7 @@ class TestDelegation1Extension:
         new = port.getNewProxyReq()
         assert (new.proxyRequest, new.delegationID) == ("CSR", "dlg1")
         assert port.renewProxyReq("dlg1") == "CSR2"
-        assert port.getTerminationTime("dlg1") == datetime(2026, 11, 21, 17, 39, tzinfo=timezone.utc)
+        assert port.getTerminationTime("dlg1") == datetime(2026, 11, 21, 17, 39, tzinfo=UTC)
         assert port.destroy("dlg1") is None
         assert [(etree.QName(w).namespace, etree.QName(w).localname, children(w)) for _u, w, _h in session.posts] == [
             (D1, "getNewProxyReq", []),

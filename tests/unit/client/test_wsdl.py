@@ -17,10 +17,9 @@ Two views of "the same wire contract":
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
-
-import copy
 
 import pytest
 import zeep
@@ -42,20 +41,9 @@ JSDL = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
 JSDL_POSIX = "http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
 
 # Every operation of the reference ports (TestStructure checks this list against the files).
-WMP_OPS = (
-    "getVersion getJDL jobRegister jobStart jobSubmit jobCancel jobPurge getMaxInputSandboxSize "
-    "getSandboxDestURI getSandboxBulkDestURI getTransferProtocols getOutputFileList getJobStatus "
-    "getProxyReq putProxy "
-    "getTotalQuota getFreeQuota jobListMatch jobRegisterJSDL jobSubmitJSDL jobListMatchJSDL "
-    "getJobTemplate getDAGTemplate getCollectionTemplate getIntParametricJobTemplate "
-    "getStringParametricJobTemplate getACLItems addACLItems removeACLItem getDelegatedProxyInfo "
-    "getJobProxyInfo enableFilePerusal getPerusalFiles"
-).split()
+WMP_OPS = ["getVersion", "getJDL", "jobRegister", "jobStart", "jobSubmit", "jobCancel", "jobPurge", "getMaxInputSandboxSize", "getSandboxDestURI", "getSandboxBulkDestURI", "getTransferProtocols", "getOutputFileList", "getJobStatus", "getProxyReq", "putProxy", "getTotalQuota", "getFreeQuota", "jobListMatch", "jobRegisterJSDL", "jobSubmitJSDL", "jobListMatchJSDL", "getJobTemplate", "getDAGTemplate", "getCollectionTemplate", "getIntParametricJobTemplate", "getStringParametricJobTemplate", "getACLItems", "addACLItems", "removeACLItem", "getDelegatedProxyInfo", "getJobProxyInfo", "enableFilePerusal", "getPerusalFiles"]
 D1_OPS = ["getProxyReq", "putProxy"]
-D2_OPS = (
-    "getProxyReq putProxy getTerminationTime destroy getVersion getInterfaceVersion "
-    "getNewProxyReq renewProxyReq getServiceMetadata"
-).split()
+D2_OPS = ["getProxyReq", "putProxy", "getTerminationTime", "destroy", "getVersion", "getInterfaceVersion", "getNewProxyReq", "renewProxyReq", "getServiceMetadata"]
 # GridSite extension: htproxyput & co. call these in the delegation-1 namespace.
 D1_EXTRAS = ["getNewProxyReq", "renewProxyReq", "getTerminationTime", "destroy"]
 # Project extension (issue 4): the MyProxy renewal state ProxyInfoStructType cannot carry.

@@ -147,7 +147,7 @@ class TestResources:
         assert not ce.matches(job)
 
     def test_exact_with_epsilon_is_a_range_and_x86_is_i686(self) -> None:
-        resources = f"""<a:Resources>
+        resources = """<a:Resources>
           <a:CPUArchitecture><a:CPUArchitectureName>x86_32</a:CPUArchitectureName></a:CPUArchitecture>
           <a:IndividualCPUCount><a:Exact epsilon="1">4</a:Exact></a:IndividualCPUCount>
         </a:Resources>"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -86,12 +86,12 @@ class TestRenewProxy:
         verify_chain(cred.full_chain, str(pki.ca_dir))
 
     def test_lifetime_requested_below_the_cap_is_honoured(self, myproxy, service, pki, alice_proxy, alice_stored):
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         cred = load_credential(renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, lifetime=1800))
         assert cred.cert.not_valid_after_utc <= before + timedelta(seconds=1800) + SKEW
 
     def test_lifetime_is_capped_by_what_the_server_grants(self, myproxy, service, pki, alice_proxy, alice_stored):
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         cred = load_credential(
             renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, lifetime=48 * 3600)
         )
@@ -103,7 +103,7 @@ class TestRenewProxy:
         capped = myproxy_server_factory([service.dn], max_proxy_lifetime=1)
         proxy = pki.proxy("bob", 6 * 3600)
         username = store_renewable_credential(capped, proxy, service.dn, lifetime_hours=5, proxy_lifetime_hours=4)
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         cred = load_credential(renew(capped, service, pki, proxy.read_bytes(), username, lifetime=4 * 3600))
         assert identity_dn(cred.full_chain) == pki.users["bob"].dn
         assert cred.cert.not_valid_after_utc <= before + timedelta(hours=1) + SKEW
@@ -121,9 +121,9 @@ class TestRefusals:
 
     def test_expired_user_proxy_is_refused(self, myproxy, service, pki, alice_stored):
         # back-dated: issued two minutes ago for one minute, so it ended a minute ago
-        issued = datetime.now(timezone.utc) - timedelta(minutes=2)
+        issued = datetime.now(UTC) - timedelta(minutes=2)
         expired = make_proxy(pki.users["alice"].credential, lifetime=60, now=issued)
-        assert expired.cert.not_valid_after_utc < datetime.now(timezone.utc)
+        assert expired.cert.not_valid_after_utc < datetime.now(UTC)
         with pytest.raises(MyProxyRefusedError, match="certificate has expired"):
             renew(myproxy, service, pki, credential_pem(expired), alice_stored)
 
@@ -155,7 +155,7 @@ class TestUnreachable:
                         ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
                         username=pki.users["alice"].dn, lifetime=60, timeout=600.0)
 
-    @pytest.fixture()
+    @pytest.fixture
     def silent_server(self) -> Iterator[int]:
         """Accepts TCP connections (kernel backlog) but never says a word."""
         with socket.socket() as sock:

@@ -42,7 +42,7 @@ DELEG = "d1"
 SERVER = "myproxy.example.org:7512"
 
 
-@pytest.fixture()
+@pytest.fixture
 def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
     settings = Settings(
         security=SecuritySettings(ca_dir=str(pki.ca_dir)),
@@ -87,7 +87,7 @@ def claim(rt: Runtime, now: dt.datetime) -> RenewalOrder:
     return order
 
 
-@pytest.fixture()
+@pytest.fixture
 def alice(rt: Runtime, pki: Pki) -> tuple[str, dt.datetime]:
     """Alice's credential, registered for renewal, ending in 20 min (below the 35 min threshold)."""
     dn, now = pki.users["alice"].dn, utcnow()

@@ -28,6 +28,6 @@ def proxy(user):
     return make_proxy(user, lifetime=3600)
 
 
-@pytest.fixture()
+@pytest.fixture
 def fresh_ca(tmp_path):
     return create_ca(tmp_path / "certificates")

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from wmproxy.errors import ProxyError, ProxyVerificationError
 from wmproxy.security.chain import (
-    chain_pem, der_chain_to_pem, end_entity, identity_dn, is_limited_proxy, is_proxy,
-    load_pem_chain, verify_chain,
+    chain_pem,
+    der_chain_to_pem,
+    end_entity,
+    identity_dn,
+    is_limited_proxy,
+    is_proxy,
+    load_pem_chain,
+    verify_chain,
 )
 from wmproxy.security.proxy import credential_pem, make_proxy
 
@@ -77,10 +83,10 @@ class TestVerifyChain:
 
     def test_expired_proxy_is_refused(self, ca, proxy):
         with pytest.raises(ProxyVerificationError, match="certificate has expired"):
-            verify_chain(proxy.full_chain, str(ca.directory), at=datetime.now(timezone.utc) + timedelta(hours=2))
+            verify_chain(proxy.full_chain, str(ca.directory), at=datetime.now(UTC) + timedelta(hours=2))
 
     def test_proxy_of_expired_user_is_refused(self, ca):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         user = ca.issue_user("Old Timer", lifetime_days=10, not_after=now - timedelta(days=1))
         proxy = make_proxy(user, lifetime=3600, now=now - timedelta(days=2))
         with pytest.raises(ProxyVerificationError, match="certificate has expired"):

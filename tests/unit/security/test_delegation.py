@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -10,14 +10,17 @@ from cryptography.x509.oid import NameOID
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
 from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain
 from wmproxy.security.delegation import (
-    accept_delegated_proxy, check_delegation_id, default_delegation_id, new_proxy_request,
+    accept_delegated_proxy,
+    check_delegation_id,
+    default_delegation_id,
+    new_proxy_request,
 )
 from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
 
 DN = "/C=XX/O=wmproxy-demo/OU=Users/CN=Jane Doe"
 
 
-@pytest.fixture()
+@pytest.fixture
 def request_pair():
     return new_proxy_request(bits=2048)
 
@@ -26,7 +29,7 @@ def _htproxyput_like(signer, public_key) -> bytes:
     """What gridsite htproxyput sends (peers.md 6.3): subject + CN, keyUsage, no proxyCertInfo."""
     subject = x509.Name([*signer.cert.subject.rdns, x509.RelativeDistinguishedName(
         [x509.NameAttribute(NameOID.COMMON_NAME, "12345")])])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(signer.cert.subject)
         .public_key(public_key).serial_number(12345)
@@ -84,14 +87,14 @@ class TestAcceptDelegatedProxy:
     def test_expired(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
         signed = sign_proxy_request(csr, proxy, lifetime=60)
-        later = datetime.now(timezone.utc) + timedelta(minutes=10)
+        later = datetime.now(UTC) + timedelta(minutes=10)
         with pytest.raises(ProxyVerificationError, match="expired"):
             accept_delegated_proxy(key_pem, signed, DN, str(ca.directory), now=later)
 
     def test_not_yet_valid(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
         signed = sign_proxy_request(csr, proxy, lifetime=60)
-        earlier = datetime.now(timezone.utc) - timedelta(hours=1)
+        earlier = datetime.now(UTC) - timedelta(hours=1)
         with pytest.raises(ProxyVerificationError, match="in the future"):
             accept_delegated_proxy(key_pem, signed, DN, str(ca.directory), now=earlier)
 

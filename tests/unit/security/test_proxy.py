@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -17,7 +17,12 @@ from wmproxy.security.delegation import new_proxy_request
 from wmproxy.security.pci import INHERIT_ALL_OID, LIMITED_PROXY_OID, PROXY_CERT_INFO_OID, proxy_cert_info
 from wmproxy.security.pki import write_proxy
 from wmproxy.security.proxy import (
-    Credential, credential_pem, load_credential, make_proxy, sign_proxy_request, time_left,
+    Credential,
+    credential_pem,
+    load_credential,
+    make_proxy,
+    sign_proxy_request,
+    time_left,
 )
 
 
@@ -39,7 +44,7 @@ class TestMakeProxy:
         assert proxy.key is not None
 
     def test_validity(self, user):
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+        now = datetime.now(UTC).replace(microsecond=0)
         cred = make_proxy(user, lifetime=7200, now=now)
         assert cred.cert.not_valid_after_utc == now + timedelta(seconds=7200)
         assert cred.cert.not_valid_before_utc == max(now - timedelta(minutes=5), user.cert.not_valid_before_utc)
@@ -114,7 +119,7 @@ class TestSignProxyRequest:
 
 
 def test_time_left(proxy):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert time_left(proxy.cert, now) == pytest.approx((proxy.cert.not_valid_after_utc - now).total_seconds())
     assert time_left(proxy.cert, now + timedelta(days=1)) < 0
 
