@@ -89,7 +89,7 @@ def _isb_strings(value: Any, inside_isb: bool = False) -> list[str]:
         for key in list(value.keys()):
             try:
                 item = value[key]
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S112 - an attribute classad2 cannot evaluate holds no ISB string
                 continue
             found += _isb_strings(item, key.lower() == "inputsandbox")
     elif isinstance(value, (list, tuple)):

@@ -8,12 +8,14 @@ the gLite output alone.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import click
 
 from wmproxy.cli import common, render
 from wmproxy.client import RenewalInfo, WMProxyClient, WMProxyClientError
+from wmproxy.client.client import JdlKind
 
 
 def renewal_of(client: WMProxyClient, job: str) -> RenewalInfo | None:
@@ -26,7 +28,7 @@ def renewal_of(client: WMProxyClient, job: str) -> RenewalInfo | None:
         return None
 
 
-def _utc_text(when: Any) -> str:
+def _utc_text(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -109,7 +111,7 @@ def info(
                 body += "\n" + renewal_lines(renewal)
             click.echo(render.info_text(header, body), nl=False)
         return
-    kind = "REGISTERED" if registered else "ORIGINAL"
+    kind: JdlKind = "REGISTERED" if registered else "ORIGINAL"
     jdl = client.get_jdl(job, kind)
     if as_json:
         click.echo(json.dumps({"result": "success", "jobid": job, "type": kind, "jdl": jdl}))

@@ -23,7 +23,7 @@ from wmproxy.client.transfer import download_file
 def default_dir(job_id: str) -> str:
     """gLite default: ``/tmp/<user>_<unique part of the job id>``."""
     unique = job_id.rstrip("/").rsplit("/", 1)[-1]
-    return os.path.join("/tmp", f"{getpass.getuser()}_{unique}")
+    return os.path.join("/tmp", f"{getpass.getuser()}_{unique}")  # noqa: S108 - gLite's documented default
 
 
 @click.command("output")

@@ -20,8 +20,7 @@ JOB_TYPES = ("NORMAL", "PARAMETRIC", "INTERACTIVE", "MPI")
 def _expressions(func: F) -> F:
     func = click.option("--rank", default="-other.GlueCEStateEstimatedResponseTime", show_default=True,
                         help="Rank expression.")(func)
-    func = click.option("--requirements", default="true", show_default=True, help="Requirements expression.")(func)
-    return func
+    return click.option("--requirements", default="true", show_default=True, help="Requirements expression.")(func)
 
 
 def _print(template: str, endpoint: str, as_json: bool) -> None:

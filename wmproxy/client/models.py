@@ -348,12 +348,14 @@ def _utc(value: Any) -> datetime | None:
     """An xsd:dateTime as zeep gives it (datetime, or text) → aware UTC (naive = UTC)."""
     if value is None:
         return None
-    if not isinstance(value, datetime):
+    if isinstance(value, datetime):
+        when = value
+    else:
         try:
-            value = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+            when = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
             return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def renewal_info_from(obj: Any) -> RenewalInfo:

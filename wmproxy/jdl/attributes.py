@@ -127,7 +127,7 @@ def job_type(ad: classad2.ClassAd) -> str:
 
 def spelling(ad: classad2.ClassAd, name: str) -> str:
     """The ad's own spelling of attribute ``name`` (``name`` itself when absent)."""
-    return next((key for key in ad.keys() if key.lower() == name.lower()), name)
+    return next((key for key in ad if key.lower() == name.lower()), name)
 
 
 def text(ad: classad2.ClassAd, name: str) -> str:

@@ -41,7 +41,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import classad2
@@ -112,7 +112,7 @@ class NodeSpec:
     ad: classad2.ClassAd
     index: int
     isb_files: tuple[str, ...] = ()
-    description: JobDescription = JobDescription()
+    description: JobDescription = field(default_factory=JobDescription)
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class CompoundJob:
     nodes: tuple[NodeSpec, ...]
     dependencies: tuple[tuple[str, str], ...] = ()
     parent_isb_files: tuple[str, ...] = ()
-    description: JobDescription = JobDescription()
+    description: JobDescription = field(default_factory=JobDescription)
 
     def node(self, name: str) -> NodeSpec:
         """The node called ``name`` (case-insensitive).
@@ -304,9 +304,9 @@ def _dag(ad: classad2.ClassAd, max_nodes: int) -> list[tuple[str, classad2.Class
             for index, element in enumerate(_node_elements(ad, "DAG", max_nodes))
         ]
     names = sorted(
-        (key for key in value.keys() if key.lower() != DEPENDENCIES.lower()),
+        (key for key in value if key.lower() != DEPENDENCIES.lower()),
         key=lambda key: (key.lower(), key),
-    )  # keys() is classad2's hash order, not the JDL's: sort for stable child ids
+    )  # iteration is classad2's hash order, not the JDL's: sort for stable child ids
     check_count(len(names), "DAG", max_nodes)
     nodes = []
     for name in names:

@@ -116,7 +116,7 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")
     for attribute, value in zip(
-        WORK_DIR_ATTRIBUTES, (description.std_input, description.std_output, description.std_error)
+        WORK_DIR_ATTRIBUTES, (description.std_input, description.std_output, description.std_error), strict=True
     ):
         if value is not None:
             check_work_dir_name(attribute, value)

@@ -147,6 +147,6 @@ def _substitute(template: classad2.ClassAd, value: str) -> classad2.ClassAd:
     """
     substituted = str(template).replace(PARAM, classad2.quote(value)[1:-1])
     node = parse_jdl(substituted)
-    if {key.lower() for key in node.keys()} != {key.lower() for key in template.keys()}:
+    if {key.lower() for key in node} != {key.lower() for key in template}:
         raise JdlError(f"The parameter value {value!r} breaks the JDL when substituted for _PARAM_")
     return node

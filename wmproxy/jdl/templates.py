@@ -157,7 +157,8 @@ def int_parametric_template(
             raise InvalidArgumentError(
                 f"Invalid Argument: {label} must be an integer >= {minimum}, not {value!r}"
             )
-    return _render(_parametric_common(names, requirements_expr, rank_expr) + [
+    return _render([
+        *_parametric_common(names, requirements_expr, rank_expr),
         ("Parameters", param),
         ("ParameterStart", parameter_start),
         ("ParameterStep", parameter_step),
@@ -199,7 +200,8 @@ def string_parametric_template(
         values.append(value)
     requirements_expr = _expression("requirements", requirements)
     rank_expr = _expression("rank", rank)
-    return _render(_parametric_common(names, requirements_expr, rank_expr) + [
+    return _render([
+        *_parametric_common(names, requirements_expr, rank_expr),
         ("Parameters", values),
     ])
 
@@ -335,7 +337,7 @@ def _parametric_common(names: list[str], requirements: classad2.ExprTree,
                        rank: classad2.ExprTree) -> _Ad:
     """§9.2: ``<attr> = "_PARAM_"`` for each name, Requirements, Rank and JobType."""
     ad: _Ad = [(name, PARAM) for name in names]
-    return ad + [("Requirements", requirements), ("Rank", rank), ("JobType", "parametric")]
+    return [*ad, ("Requirements", requirements), ("Rank", rank), ("JobType", "parametric")]
 
 
 def _expression(label: str, text: str) -> classad2.ExprTree:
@@ -418,7 +420,7 @@ def _value(value: _Value) -> str:
         return _one_line(str(value))
     if value and isinstance(value[0], tuple):
         return _render(value)  # type: ignore[arg-type]
-    return "{ " + ", ".join(_value(item) for item in value) + " }" if value else "{ }"  # type: ignore[arg-type]
+    return "{ " + ", ".join(_value(item) for item in value) + " }" if value else "{ }"
 
 
 def _name(name: str) -> str:

@@ -28,6 +28,7 @@ every message is one TLS record; text messages are ``KEY=VALUE`` lines ended by 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -312,10 +313,7 @@ def _connect(
         _close(sock)
         raise MyProxyUnreachableError(f"MyProxy server {where} presented no certificate")
     peer = load_der_certificate(peer_der)
-    if server_dn is not None:
-        ok = slash_dn(peer.subject) == server_dn
-    else:
-        ok = names_myproxy_server(peer, server)
+    ok = slash_dn(peer.subject) == server_dn if server_dn is not None else names_myproxy_server(peer, server)
     if not ok:
         _close(sock)
         raise MyProxyUnreachableError(
@@ -344,13 +342,12 @@ def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where:
         if key == "AUTHORIZATION_DATA":
             method, _, challenge = value.partition(":")
             offered[method] = challenge
-    for name, (method_id, hash_name) in _CERT_METHODS.items():
-        if name in offered:
-            break
-    else:
+    name = next((method for method in _CERT_METHODS if method in offered), None)  # the strongest first
+    if name is None:
         raise MyProxyError(
             f"MyProxy server {where} offers no certificate authorization (renewal is not enabled there)"
         )
+    method_id, hash_name = _CERT_METHODS[name]
     try:
         signature = sign_challenge(user, offered[name].encode(), hash_name)
     except ProxyError as exc:
@@ -363,7 +360,5 @@ def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass

@@ -108,7 +108,8 @@ class MappingDecision:
 
 
 def normalise_fqan(fqan: str) -> str:
-    """VOMS short form: drop ``/Role=NULL`` and ``/Capability=NULL`` (``/atlas/Role=NULL/Capability=NULL`` → ``/atlas``)."""
+    """VOMS short form: drop ``/Role=NULL`` and ``/Capability=NULL``
+    (``/atlas/Role=NULL/Capability=NULL`` → ``/atlas``)."""
     parts = [p for p in fqan.strip().split("/") if p not in ("Role=NULL", "Capability=NULL")]
     short = "/".join(parts)
     return short.rstrip("/") or short

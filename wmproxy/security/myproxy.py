@@ -39,8 +39,8 @@ def names_myproxy_server(cert: x509.Certificate, server: str) -> bool:
     if san is not None:
         if address is not None and address in san.get_values_for_type(x509.IPAddress):
             return True
-        for name in san.get_values_for_type(x509.DNSName):
-            name = name.lower().rstrip(".")
+        for dns_name in san.get_values_for_type(x509.DNSName):
+            name = dns_name.lower().rstrip(".")
             if name == host or (
                 name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]
             ):

@@ -145,7 +145,8 @@ def _cancel_one(rt: Runtime, uow: UnitOfWork, job: Job, now: dt.datetime, *, qui
             rt.storage.remove_job_area(job.id)
         on_node_ended(uow, job, now)
         return
-    assert state in ACTIVE_STATES
+    if state not in ACTIVE_STATES:  # the callers pass no ended job
+        raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
     uow.queue.enqueue(job.id, "cancel", now)
 
 

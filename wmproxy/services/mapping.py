@@ -62,16 +62,17 @@ def map_identity(
         return None
     policy = read_policy(settings.gridmap_file, settings.voms_rules_file, settings.ban_file)
     decision = decide(dn, fqans, policy)
-    if decision.pool is None:
-        assert decision.account is not None
+    if decision.pool is not None:
+        static = {entry.target for entry in (*policy.gridmap, *policy.voms_rules) if entry.pool is None}
+        account = _resolve(_lease(uow, dn, decision.pool, decision, static, now), decision.pool, decision)
+    elif decision.account is not None:
         lease = uow.leases.for_account(decision.account)
         if lease is not None:
             raise MappingError(f"account {decision.account} ({decision.source}) is leased from pool .{lease.pool}"
                                " to another identity")
         account = _resolve(decision.account, None, decision)
-    else:
-        static = {entry.target for entry in (*policy.gridmap, *policy.voms_rules) if entry.pool is None}
-        account = _resolve(_lease(uow, dn, decision, static, now), decision.pool, decision)
+    else:  # decide() names a static account or a pool
+        raise MappingError(f"no account and no pool ({decision.source})")
     log.info("mapped %s (%s) to %s by %s", dn, fqans[0] if fqans else "no FQAN", account.name, decision.source)
     return account
 
@@ -96,10 +97,8 @@ def release_idle_leases(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> int:
     return len(released)
 
 
-def _lease(uow: UnitOfWork, dn: str, decision: MappingDecision, static: set[str], now: dt.datetime) -> str:
-    """Lease an account of the decision's pool; accounts the policy maps statically are not handed out."""
-    pool = decision.pool
-    assert pool is not None
+def _lease(uow: UnitOfWork, dn: str, pool: str, decision: MappingDecision, static: set[str], now: dt.datetime) -> str:
+    """Lease an account of ``pool`` (the decision's); accounts the policy maps statically are not handed out."""
     members = [name for name in pool_members(pool, [entry.pw_name for entry in pwd.getpwall()])
                if name not in static]
     if not members:

@@ -306,7 +306,7 @@ class TestRegisteredCompound:
         parent, nodes, _ = _register_dag()
 
         listing = parent["nodes"]
-        assert sorted(k for k in listing.keys() if k != "dependencies") == ["a", "b"]
+        assert sorted(k for k in listing if k != "dependencies") == ["a", "b"]
         for name, node in nodes.items():
             assert listing[name]["node_type"] == "edg-jdl"
             assert listing[name]["description"]["edg_jobid"] == node["edg_jobid"]

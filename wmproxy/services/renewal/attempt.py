@@ -162,8 +162,8 @@ def _store(
     if delegation is None:
         return "failed", "the delegation was destroyed during the renewal", order.not_after
     if validity.not_after <= delegation.not_after:
-        return ("not-extended", f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
-                f"the stored one ({delegation.not_after.isoformat()})", delegation.not_after)
+        return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
+                                 f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after)
     if (order.expired_voms or has_voms_attributes(order.proxy_pem)) and not has_voms_attributes(pem):
         notes.append("the renewed proxy carries no VOMS attributes (MyProxy holds none; "
                      "refreshing them needs a VOMS server)")
