@@ -16,8 +16,8 @@ Calling a deployment: :func:`run_cli` (the ``wmproxy`` command), :func:`cli_stat
 :func:`assert_fault` (a WMProxy typed fault seen by zeep).
 
 In-process services (no TLS, no processes): :func:`migrated_sqlite`, :func:`build_runtime`,
-:func:`close_runtime`, :func:`principal_of`, :func:`principal_fixture`, :func:`delegate_in_process`; the SOAP application
-in-process: :class:`SoapApp` with :func:`caller_from_environ`.
+:func:`close_runtime`, :func:`principal_of`, :func:`principal_fixture`, :func:`delegate_in_process`;
+the SOAP application in-process: :class:`SoapApp` with :func:`caller_from_environ`.
 """
 
 from __future__ import annotations

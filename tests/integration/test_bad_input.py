@@ -80,7 +80,8 @@ class TestMalformedRequests:
         assert "Malformed SOAP request" in detail.findtext("Description")
 
     def test_unknown_operation_gets_typed_fault(self, deployment: Deployment, pki: Pki) -> None:
-        body = (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:noSuchOperation xmlns:w="{WMP}"/></e:Body></e:Envelope>').encode()
+        body = (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:noSuchOperation xmlns:w="{WMP}"/></e:Body>'
+                "</e:Envelope>").encode()
         status, envelope = post_raw(deployment, pki, body)
         assert status == 500
         detail = typed_fault(envelope)
@@ -88,7 +89,8 @@ class TestMalformedRequests:
         assert "Unknown operation" in detail.findtext("Description")
 
     def test_unknown_namespace_gets_typed_fault(self, deployment: Deployment, pki: Pki) -> None:
-        body = f'<e:Envelope xmlns:e="{SOAP}"><e:Body><x:getVersion xmlns:x="urn:other"/></e:Body></e:Envelope>'.encode()
+        body = (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><x:getVersion xmlns:x="urn:other"/></e:Body>'
+                "</e:Envelope>").encode()
         status, envelope = post_raw(deployment, pki, body)
         assert status == 500
         typed_fault(envelope)
@@ -110,7 +112,8 @@ class TestRejectedRegistrations:
             ("[ Executable = ; ]", "InvalidArgumentFault", "Unable to parse JDL"),
             ('[ Arguments = "x"; ]', "InvalidArgumentFault", "Mandatory attribute Executable not set"),
             ('[ Type = "weird"; Executable = "/bin/true"; ]', "GenericFault", "Invalid Job Type"),
-            ('[ Executable = "/bin/true"; edg_jobid = "x"; ]', "InvalidArgumentFault", "jobid attribute already exists"),
+            ('[ Executable = "/bin/true"; edg_jobid = "x"; ]', "InvalidArgumentFault",
+             "jobid attribute already exists"),
         ],
     )
     def test_bad_jdl(self, alice: ReferenceClient, footprint, jdl: str, fault: str, text: str) -> None:
@@ -220,8 +223,9 @@ class TestTlsAuthentication:
         if cert is not None:
             ctx.load_cert_chain(str(cert))
         body = f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:getVersion xmlns:w="{WMP}"/></e:Body></e:Envelope>'.encode()
-        request = urllib.request.Request(deployment.endpoint, data=body, headers={"Content-Type": "text/xml"})
-        with urllib.request.urlopen(request, context=ctx, timeout=10) as reply:
+        request = urllib.request.Request(  # noqa: S310 - the deployment's https endpoint
+            deployment.endpoint, data=body, headers={"Content-Type": "text/xml"})
+        with urllib.request.urlopen(request, context=ctx, timeout=10) as reply:  # noqa: S310 - https, as above
             return reply.status
 
     def test_valid_proxy_is_served(self, deployment: Deployment, pki: Pki) -> None:

@@ -61,7 +61,7 @@ def test_start_without_uploading_the_input_sandbox_aborts_with_reason(
     entry = wait_for_cli_status(deployment, job.id, ("Done", "Aborted"))
     assert entry["Current Status"] == "Aborted"
     assert entry["Status Reason"] == "input sandbox file gone.txt has not been uploaded"
-    rc, out, err = run_cli(deployment, "status", job.id)
+    _, out, _ = run_cli(deployment, "status", job.id)
     assert "Status Reason:      input sandbox file gone.txt has not been uploaded" in out
 
 

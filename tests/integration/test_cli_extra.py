@@ -53,7 +53,7 @@ PARAMETRIC = appendix_jdl("parametric.jdl")
 
 @pytest.fixture(scope="module")
 def delegated(deployment: Deployment) -> str:
-    rc, out, err = run_cli(deployment, "delegate-proxy", "-d", "extra")
+    rc, _, err = run_cli(deployment, "delegate-proxy", "-d", "extra")
     assert rc == 0, err
     return "extra"
 
@@ -125,7 +125,7 @@ class TestInfo:
         assert job_id in jdl and "InputSandboxPath" in jdl
 
     def test_unknown_delegation_is_one_line(self, deployment: Deployment) -> None:
-        rc, out, err = run_cli(deployment, "info", "-d", "never-delegated")
+        rc, _, err = run_cli(deployment, "info", "-d", "never-delegated")
         assert rc == 1 and err.startswith("Error - ") and len(err.splitlines()) == 1
 
 
@@ -203,7 +203,7 @@ def test_register_only_then_perusal_then_start(deployment: Deployment, delegated
 def test_perusal_limit_is_a_one_line_fault(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
     (tmp_path / "p.jdl").write_text(perusal_jdl(tmp_path / "release"))
     job_id = submit_json(deployment, "-d", delegated, "--register-only", str(tmp_path / "p.jdl"))["jobid"]
-    rc, out, err = run_cli(deployment, "perusal", "--set", *(f"-f{n}" for n in "abcd"), job_id)
+    rc, _, err = run_cli(deployment, "perusal", "--set", *(f"-f{n}" for n in "abcd"), job_id)
     assert rc == 1
     assert err == ("Error - OperationNotAllowedFault: The Operation is not allowed: "
                    "The maximum number of perusal files is reached\n")
@@ -277,9 +277,9 @@ def test_failed_start_is_marked_in_the_jobid_file(deployment: Deployment, delega
     (tmp_path / "j.jdl").write_text('[ Executable = "/bin/true"; ]')
     ids = tmp_path / "ids"
     job_id = submit_json(deployment, "-d", delegated, "--register-only", str(tmp_path / "j.jdl"))["jobid"]
-    rc, out, err = run_cli(deployment, "submit", "--start", job_id)
+    rc, _, err = run_cli(deployment, "submit", "--start", job_id)
     assert rc == 0, err
-    rc, out, err = run_cli(deployment, "submit", "--start", job_id, "-o", str(ids))
+    rc, _, err = run_cli(deployment, "submit", "--start", job_id, "-o", str(ids))
     assert rc == 1 and "Error - " in err
     assert not ids.exists()
 
@@ -306,7 +306,7 @@ def test_appendix_a_compound_jobs_verbatim(
     assert set(data["children"]) == nodes
     entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, _, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     for node, name in outputs.items():
         assert (tmp_path / "out" / node / name).read_text().strip() in (socket.getfqdn(), socket.gethostname())

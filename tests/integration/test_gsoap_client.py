@@ -99,7 +99,8 @@ class GSoapClient:
         path.write_text(content)
         return str(path)
 
-    def delegate(self, delegation_id: str, port: str = "", lifetime: int = 6 * 3600, signer: Path | None = None) -> Reply:
+    def delegate(self, delegation_id: str, port: str = "", lifetime: int = 6 * 3600,
+                 signer: Path | None = None) -> Reply:
         """getProxyReq + putProxy through gSOAP on one namespace ('' = delegation-2, '1', 'W')."""
         key = "request" if port == "W" else "getProxyReqReturn"
         csr = self.ok(f"getProxyReq{port}", delegation_id)[key]
@@ -218,7 +219,8 @@ class TestDelegation:
 
 
 class TestJobs:
-    def test_register_returns_id_nil_name_and_path(self, alice: GSoapClient, delegation: str, deployment: Deployment) -> None:
+    def test_register_returns_id_nil_name_and_path(self, alice: GSoapClient, delegation: str,
+                                                   deployment: Deployment) -> None:
         reply = register(alice, delegation)
         assert reply["jobIdStruct.nil"] == "0", str(reply)
         job_id = reply["id"]
@@ -235,7 +237,8 @@ class TestJobs:
             assert uris["path.nil"] == "0", str(uris)
             assert uris.items("path.Item") == [f"https://localhost:{deployment.port}/{reply['path']}"], str(uris)
 
-    def test_bulk_dest_uri_nests_item_in_item(self, alice: GSoapClient, delegation: str, deployment: Deployment) -> None:
+    def test_bulk_dest_uri_nests_item_in_item(self, alice: GSoapClient, delegation: str,
+                                              deployment: Deployment) -> None:
         job = register(alice, delegation)
         bulk = alice.ok("getSandboxBulkDestURI", job["id"], "https")
         assert (bulk["DestURIsStructType.nil"], bulk["Item.count"]) == ("0", "1"), str(bulk)
@@ -278,7 +281,7 @@ class TestJobs:
         assert_base_fault(alice.fault("jobCancel", job_id), "OperationNotAllowedFault", "1226", "jobCancel")
 
     @pytest.mark.parametrize(
-        "op,args",
+        ("op", "args"),
         [("jobStart", ()), ("jobCancel", ()), ("jobPurge", ()), ("getJDL", ("ORIGINAL",)),
          ("getOutputFileList", ("",)), ("getSandboxDestURI", ("https",))],
     )

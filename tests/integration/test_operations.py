@@ -62,7 +62,8 @@ NULL = zeep.xsd.SkipValue
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def assert_reply(ref: ReferenceClient, operation: str, children: list[str] | None = None, ns: str = WMP) -> etree._Element:
+def assert_reply(ref: ReferenceClient, operation: str, children: list[str] | None = None,
+                 ns: str = WMP) -> etree._Element:
     """The last reply is ``<ns:operationResponse>`` with unqualified descendants (and ``children``)."""
     reply = ref.last_reply
     assert etree.QName(reply) == etree.QName(ns, f"{operation}Response")
@@ -257,7 +258,8 @@ class TestTemplates:
         assert_fault(err, "InvalidArgumentFault", "getIntParametricJobTemplate", "1225", "Invalid Argument")
         with pytest.raises(zeep.exceptions.Fault) as err:
             alice.wmproxy.getIntParametricJobTemplate({"Item": ["Arguments"]}, 20, 0, 0, "true", "0")
-        assert_fault(err, "GenericFault", "getIntParametricJobTemplate", text="ParameterStep must be different from zero")
+        assert_fault(err, "GenericFault", "getIntParametricJobTemplate",
+                     text="ParameterStep must be different from zero")
 
     def test_get_string_parametric_job_template(self, alice: ReferenceClient) -> None:
         alice.wmproxy.getStringParametricJobTemplate({"Item": ["Arguments"]}, {"Item": ["one", "two", "three"]},
@@ -340,7 +342,8 @@ class TestAcl:
         assert alice.wmproxy.getACLItems(done_job) == [pki.users["alice"].dn]
         self._bob_refused(bob, done_job, output_uri)
 
-    def test_duplicate_item_is_an_authorization_fault_1209(self, alice: ReferenceClient, done_job: str, pki: Pki) -> None:
+    def test_duplicate_item_is_an_authorization_fault_1209(self, alice: ReferenceClient, done_job: str,
+                                                           pki: Pki) -> None:
         item = "/C=XX/O=Elsewhere/CN=Someone"
         alice.wmproxy.addACLItems(done_job, {"Item": [item]})
         with pytest.raises(zeep.exceptions.Fault) as err:
@@ -492,14 +495,17 @@ PERUSAL_JDL = """[
 ]"""
 
 #: Lines 1-3 one a second, then wait (up to 300 s) until the test creates RELEASE, then lines 4-6.
+HELD_SCRIPT = ("for i in 1 2 3; do echo line$i >> out.txt; sleep 1; done; "
+               "for t in $(seq 600); do [ -e RELEASE ] && break; sleep 0.5; done; "
+               "for i in 4 5 6; do echo line$i >> out.txt; sleep 1; done")
 HELD_PERUSAL_JDL = """[
   Executable = "/bin/sh";
-  Arguments = "-c 'for i in 1 2 3; do echo line$i >> out.txt; sleep 1; done; for t in $(seq 600); do [ -e RELEASE ] && break; sleep 0.5; done; for i in 4 5 6; do echo line$i >> out.txt; sleep 1; done'";
+  Arguments = "-c 'HELD_SCRIPT'";
   StdOutput = "std.out";
   OutputSandbox = {"std.out", "out.txt"};
   PerusalFileEnable = true;
   PerusalTimeInterval = 1;
-]"""
+]""".replace("HELD_SCRIPT", HELD_SCRIPT)
 
 
 class TestPerusal:
@@ -616,9 +622,11 @@ class TestJobListMatch:
         assert [(r.name, r.size) for r in result] == [(CE4, 100), (CE1, 12)]
 
     def test_fractional_rank_is_truncated_and_default_rank_is_zero(self, alice: ReferenceClient) -> None:
-        result = alice.wmproxy.jobListMatch(match_jdl("other.GlueCEStateFreeCPUs > 0", rank="other.GlueCEStateFreeCPUs / 8.0"), "ops")
+        result = alice.wmproxy.jobListMatch(
+            match_jdl("other.GlueCEStateFreeCPUs > 0", rank="other.GlueCEStateFreeCPUs / 8.0"), "ops")
         assert [(r.name, r.size) for r in result] == [(CE2, 5), (CE1, 1)]
-        result = alice.wmproxy.jobListMatch('[ Executable = "/bin/true"; Requirements = other.GlueHostMainMemoryRAMSize >= 8192; ]', "ops")
+        result = alice.wmproxy.jobListMatch(
+            '[ Executable = "/bin/true"; Requirements = other.GlueHostMainMemoryRAMSize >= 8192; ]', "ops")
         assert [(r.name, r.size) for r in result] == [(CE2, 0), (CE3, 0)]
 
     def test_no_match_is_an_empty_list(self, alice: ReferenceClient) -> None:
@@ -743,7 +751,8 @@ class TestDelegation2:
         reply = assert_reply(bob, "getNewProxyReq", ["getNewProxyReqReturn"], ns=D2)
         assert [c.tag for c in reply[0]] == ["proxyRequest", "delegationID"]
         assert new.proxyRequest.startswith("-----BEGIN CERTIFICATE REQUEST-----")
-        bob.deleg2.putProxy(new.delegationID, sign_proxy_request(new.proxyRequest.encode(), signer, lifetime=3600).decode())
+        bob.deleg2.putProxy(new.delegationID,
+                            sign_proxy_request(new.proxyRequest.encode(), signer, lifetime=3600).decode())
         first_end = bob.deleg2.getTerminationTime(new.delegationID)
 
         with pytest.raises(zeep.exceptions.Fault) as err:

@@ -22,7 +22,8 @@ from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
 
 pytestmark = pytest.mark.integration
 
-JDL = '[ Executable = "/bin/echo"; Arguments = "walk"; StdOutput = "o"; OutputSandbox = {"o"}; PerusalFileEnable = true; ]'
+JDL = ('[ Executable = "/bin/echo"; Arguments = "walk"; StdOutput = "o"; OutputSandbox = {"o"}; '
+       "PerusalFileEnable = true; ]")
 JSDL = b"""<jsdl:JobDefinition xmlns:jsdl="http://schemas.ggf.org/jsdl/2005/11/jsdl"
     xmlns:posix="http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"><jsdl:JobDescription><jsdl:Application>
     <posix:POSIXApplication><posix:Executable>/bin/true</posix:Executable></posix:POSIXApplication>

@@ -241,7 +241,7 @@ class TestGetProxyRenewalInfo:
             bob.wmproxy.getProxyRenewalInfo(world.jobs["renew"])
         assert_fault(err, "AuthorizationFault", "getProxyRenewalInfo")
         # the CLI: the unknown job fails on getJobProxyInfo first, in one line
-        rc, out, err_text = world.cli("info", "-p", UNKNOWN_JOB)
+        rc, _, err_text = world.cli("info", "-p", UNKNOWN_JOB)
         assert rc == 1 and err_text.startswith("Error - ") and len(err_text.splitlines()) == 1
 
     def test_the_operation_is_served_in_the_wmproxy_namespace_only(self, world: World) -> None:

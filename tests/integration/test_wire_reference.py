@@ -179,7 +179,8 @@ class TestJobOperations:
         status = alice.last_reply.find("JobStatusStruct")
         assert [c.tag for c in status] == ["jobid", "status"]
 
-    def test_registered_jdl_carries_the_reference_attributes(self, alice: ReferenceClient, delegation: str, pki: Pki) -> None:
+    def test_registered_jdl_carries_the_reference_attributes(self, alice: ReferenceClient, delegation: str,
+                                                             pki: Pki) -> None:
         job_id = alice.wmproxy.jobRegister(JDL, delegation).id
         registered = alice.wmproxy.getJDL(job_id, "REGISTERED")
         assert reply_name(alice) == (WMP, "getJDLResponse")
@@ -189,7 +190,8 @@ class TestJobOperations:
         original = alice.wmproxy.getJDL(job_id, "ORIGINAL")
         assert "edg_jobid" not in original and "/bin/echo" in original
 
-    def test_sandbox_uris_point_at_the_job_area(self, alice: ReferenceClient, delegation: str, deployment: Deployment) -> None:
+    def test_sandbox_uris_point_at_the_job_area(self, alice: ReferenceClient, delegation: str,
+                                                deployment: Deployment) -> None:
         job = alice.wmproxy.jobRegister(JDL, delegation)
         uris = alice.wmproxy.getSandboxDestURI(job.id, "")
         assert reply_name(alice) == (WMP, "getSandboxDestURIResponse")

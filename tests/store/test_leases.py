@@ -492,9 +492,14 @@ class TestRegistrationWiring:
         from wmproxy.errors import JdlSyntaxError
 
         rt = make_runtime()
-        with pytest.raises(JdlSyntaxError), rt.uow() as uow:
-            account = map_identity(uow, rt, BOB, (PILOT,), utcnow())
-            assert account is not None
-            raise JdlSyntaxError("a later step of jobRegister fails")
+
+        def register_failing_after_the_mapping() -> None:
+            with rt.uow() as uow:
+                account = map_identity(uow, rt, BOB, (PILOT,), utcnow())
+                assert account is not None
+                raise JdlSyntaxError("a later step of jobRegister fails")
+
+        with pytest.raises(JdlSyntaxError):
+            register_failing_after_the_mapping()
         with UnitOfWork(factory) as uow:
             assert uow.leases.all() == []

@@ -218,7 +218,7 @@ class TestOutput:
         assert got == [("https://w/o/out.txt", str(tmp_path / "out")), ("https://w/o/err.txt", str(tmp_path / "out"))]
         assert fake.names() == ["get_output_file_list", "job_purge"]
         assert fake.calls[0][1] == (JOB, "https")
-        assert "have been successfully retrieved and stored in the directory:\n" f"{tmp_path / 'out'}\n" in result.stdout
+        assert f"have been successfully retrieved and stored in the directory:\n{tmp_path / 'out'}\n" in result.stdout
 
     def test_nopurge(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         result = runner.invoke(cli, ["output", "--nopurge", "--dir", str(tmp_path), JOB])

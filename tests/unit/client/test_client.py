@@ -31,7 +31,8 @@ def sent(session: FakeSession, n: int = -1) -> tuple[str, list[tuple[str, str]]]
 
 
 class TestConstruction:
-    def test_all_ports_are_bound_to_the_endpoint(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
+    def test_all_ports_are_bound_to_the_endpoint(self, client: WMProxyClient, session: FakeSession,
+                                                 answer: Answer) -> None:
         answer("<ns1:jobStartResponse/>")
         client.job_start(JOB)
         url, _wrapper, headers = session.posts[0]
@@ -73,9 +74,11 @@ class TestJobs:
             "</jobIdStruct></ns1:jobRegisterResponse>"
         )
         job = client.job_register("[Executable=\"/bin/true\";]", "dg")
-        assert sent(session) == (f"{{{WMP}}}jobRegister", [("jdl", "[Executable=\"/bin/true\";]"), ("delegationId", "dg")])
+        assert sent(session) == (f"{{{WMP}}}jobRegister",
+                                 [("jdl", "[Executable=\"/bin/true\";]"), ("delegationId", "dg")])
         assert job == JobIds(
-            "https://lb:9000/P", None, "SandboxDir/P/x/input", (JobIds("https://lb:9000/C", "node1", "SandboxDir/C/y/input"),)
+            "https://lb:9000/P", None, "SandboxDir/P/x/input",
+            (JobIds("https://lb:9000/C", "node1", "SandboxDir/C/y/input"),),
         )
         assert [j.id for j in job.walk()] == ["https://lb:9000/P", "https://lb:9000/C"]
 
@@ -84,7 +87,8 @@ class TestJobs:
         assert client.job_submit("[]", "").id == "J"
         assert sent(session)[0] == f"{{{WMP}}}jobSubmit"
 
-    @pytest.mark.parametrize(("method", "op"), [("job_start", "jobStart"), ("job_cancel", "jobCancel"), ("job_purge", "jobPurge")])
+    @pytest.mark.parametrize(("method", "op"),
+                             [("job_start", "jobStart"), ("job_cancel", "jobCancel"), ("job_purge", "jobPurge")])
     def test_job_operations_without_result(
         self, client: WMProxyClient, session: FakeSession, answer: Answer, method: str, op: str
     ) -> None:
@@ -132,7 +136,8 @@ class TestSandboxAndInfo:
                "<file><name>https://h/o/std.out</name><size>12</size></file>"
                "<file><name>https://h/o/std.err</name><size>0</size></file>"
                "</OutputFileAndSizeList></ns1:getOutputFileListResponse>")
-        assert client.get_output_file_list(JOB) == [OutputFile("https://h/o/std.out", 12), OutputFile("https://h/o/std.err", 0)]
+        assert client.get_output_file_list(JOB) == [OutputFile("https://h/o/std.out", 12),
+                                                    OutputFile("https://h/o/std.err", 0)]
 
     def test_empty_output_file_list(self, client: WMProxyClient, answer: Answer) -> None:
         answer("<ns1:getOutputFileListResponse><OutputFileAndSizeList/></ns1:getOutputFileListResponse>")
@@ -176,11 +181,14 @@ class TestDelegation:
             q = etree.QName(el)
             seen.append(f"{q.namespace} {q.localname}")
             body = {
-                "getVersion": "<version>%s</version>" % version,
-                "getProxyReq": "<request>CSR</request>" if q.namespace == WMP else "<getProxyReqReturn>CSR</getProxyReqReturn>",
+                "getVersion": f"<version>{version}</version>",
+                "getProxyReq": (
+                    "<request>CSR</request>" if q.namespace == WMP else "<getProxyReqReturn>CSR</getProxyReqReturn>"
+                ),
                 "putProxy": "",
             }[q.localname]
-            return response(200, envelope(f"<ns1:{q.localname}Response>{body}</ns1:{q.localname}Response>", q.namespace))
+            return response(200, envelope(f"<ns1:{q.localname}Response>{body}</ns1:{q.localname}Response>",
+                                          q.namespace))
 
         session.reply = reply
         return seen
@@ -192,7 +200,8 @@ class TestDelegation:
         monkeypatch.setattr(client_module, "sign_request", lambda csr, proxy: f"SIGNED({csr},{proxy})")
         assert client.delegate("mine") == "mine"
         assert seen == [f"{WMP} getVersion", f"{D2} getProxyReq", f"{D2} putProxy"]
-        assert sent(session) == (f"{{{D2}}}putProxy", [("delegationID", "mine"), ("proxy", "SIGNED(CSR,/nonexistent/proxy)")])
+        assert sent(session) == (f"{{{D2}}}putProxy",
+                                 [("delegationID", "mine"), ("proxy", "SIGNED(CSR,/nonexistent/proxy)")])
 
     def test_delegate_uses_wmproxy_port_on_old_servers(
         self, client: WMProxyClient, session: FakeSession, monkeypatch: pytest.MonkeyPatch

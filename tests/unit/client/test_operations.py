@@ -50,7 +50,8 @@ def items(el: etree._Element | None) -> list[str]:
 
 
 class TestQuota:
-    @pytest.mark.parametrize(("method", "op"), [("get_total_quota", "getTotalQuota"), ("get_free_quota", "getFreeQuota")])
+    @pytest.mark.parametrize(("method", "op"),
+                             [("get_total_quota", "getTotalQuota"), ("get_free_quota", "getFreeQuota")])
     def test_two_longs(self, client: WMProxyClient, session: FakeSession, answer: Answer, method: str, op: str) -> None:
         answer(f"<ns1:{op}Response><softLimit>1073741824</softLimit><hardLimit>2147483648</hardLimit></ns1:{op}Response>")
         quota = getattr(client, method)()
@@ -69,7 +70,8 @@ class TestQuota:
             "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Server</faultcode><faultstring>Unable to get total quota</faultstring>"
             "<detail><ns1:GetQuotaManagementFault><methodName>getTotalQuota</methodName>"
             "<Timestamp>2013-01-01T10:00:00Z</Timestamp><ErrorCode>1203</ErrorCode>"
-            "<Description>Unable to get total quota</Description></ns1:GetQuotaManagementFault></detail></SOAP-ENV:Fault>"
+            "<Description>Unable to get total quota</Description></ns1:GetQuotaManagementFault></detail>"
+            "</SOAP-ENV:Fault>"
         )
         with pytest.raises(WMProxyClientError) as err:
             client.get_total_quota()
@@ -118,7 +120,8 @@ JSDL_DOC = (
     "<posix:Argument>hi</posix:Argument></posix:POSIXApplication></Application>"
     "</JobDescription></JobDefinition>"
 )
-JOB_ID_STRUCT = '<jobIdStruct><id>https://lb:9000/J</id><name xsi:nil="true"/><path>SandboxDir/J/x/input</path></jobIdStruct>'
+JOB_ID_STRUCT = ('<jobIdStruct><id>https://lb:9000/J</id><name xsi:nil="true"/>'
+                 "<path>SandboxDir/J/x/input</path></jobIdStruct>")
 
 
 class TestJsdl:
@@ -131,7 +134,8 @@ class TestJsdl:
     )
     @pytest.mark.parametrize("form", ["element", "tree", "bytes", "str"])
     def test_register_and_submit(
-        self, client: WMProxyClient, session: FakeSession, answer: Answer, method: str, op: str, order: list[str], form: str
+        self, client: WMProxyClient, session: FakeSession, answer: Answer, method: str, op: str, order: list[str],
+        form: str,
     ) -> None:
         answer(f"<ns1:{op}Response>{JOB_ID_STRUCT}</ns1:{op}Response>")
         doc = etree.fromstring(JSDL_DOC)
@@ -165,7 +169,8 @@ class TestJsdl:
             assert [c.tag for c in el] == ["jsdl", "delegationId"]
             assert len(el.find("jsdl")) == 1
 
-    def test_bare_job_description_is_accepted(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
+    def test_bare_job_description_is_accepted(self, client: WMProxyClient, session: FakeSession,
+                                              answer: Answer) -> None:
         answer(f"<ns1:jobRegisterJSDLResponse>{JOB_ID_STRUCT}</ns1:jobRegisterJSDLResponse>")
         client.job_register_jsdl(f'<JobDescription xmlns="{JSDL}"><JobIdentification/></JobDescription>', "dg")
         (description,) = wrapper(session).find("jsdl")
@@ -177,7 +182,8 @@ class TestJsdl:
         assert wrapper(session).find("jsdl").get("id") == "j1"
 
     @pytest.mark.parametrize("doc", ["<not-xml", "<JobDefinition/>", f'<Job xmlns="{JSDL}"/>'])
-    def test_invalid_jsdl_is_refused_before_sending(self, client: WMProxyClient, session: FakeSession, doc: str) -> None:
+    def test_invalid_jsdl_is_refused_before_sending(self, client: WMProxyClient, session: FakeSession,
+                                                    doc: str) -> None:
         with pytest.raises(WMProxyClientError) as err:
             client.job_submit_jsdl(doc, "dg")
         assert (err.value.fault_type, err.value.method) == ("InvalidJSDL", "jobSubmitJSDL")
@@ -188,7 +194,8 @@ class TestTemplates:
     def test_get_job_template(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
         answer('<ns1:getJobTemplateResponse><jdl>[ Executable = "/bin/ls"; JobType = { "mpich" } ]</jdl>'
                "</ns1:getJobTemplateResponse>")
-        jdl = client.get_job_template(["normal", "MPI"], "/bin/ls", "-l", "true", "-other.GlueCEStateEstimatedResponseTime")
+        jdl = client.get_job_template(["normal", "MPI"], "/bin/ls", "-l", "true",
+                                      "-other.GlueCEStateEstimatedResponseTime")
         assert jdl == '[ Executable = "/bin/ls"; JobType = { "mpich" } ]'
         el = wrapper(session)
         assert el.tag == f"{{{WMP}}}getJobTemplate"
@@ -208,14 +215,15 @@ class TestTemplates:
 
         def tree(node: etree._Element) -> tuple[str | None, list]:
             name = node.find("name")
-            assert name is not None and [c.tag for c in node][0] == "name"
+            assert name is not None and next(c.tag for c in node) == "name"
             value = None if name.get(XSI_NIL) == "true" else name.text
             return value, [tree(c) for c in node.findall("childrenJob")]
 
         assert tree(el.find("dependencies")) == (None, [("a", [("b", []), ("c", [])]), ("d", [])])
 
     def test_get_collection_template(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
-        answer('<ns1:getCollectionTemplateResponse><jdl>[ Type = "collection" ]</jdl></ns1:getCollectionTemplateResponse>')
+        answer('<ns1:getCollectionTemplateResponse><jdl>[ Type = "collection" ]</jdl>'
+               "</ns1:getCollectionTemplateResponse>")
         assert client.get_collection_template(3, "true", "0") == '[ Type = "collection" ]'
         assert children(wrapper(session)) == [("jobNumber", "3"), ("requirements", "true"), ("rank", "0")]
 
@@ -229,7 +237,8 @@ class TestTemplates:
         assert items(el.find("attributes")) == ["test.sh", "input_PARAM_.txt"]
         assert children(el)[1:4] == [("param", "20"), ("parameterStart", "100"), ("parameterStep", "10")]
 
-    def test_get_string_parametric_job_template(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
+    def test_get_string_parametric_job_template(self, client: WMProxyClient, session: FakeSession,
+                                                answer: Answer) -> None:
         answer('<ns1:getStringParametricJobTemplateResponse><jdl>[ Parameters = { "one" } ]</jdl>'
                "</ns1:getStringParametricJobTemplateResponse>")
         assert client.get_string_parametric_job_template(["Arguments"], ["one", "two", "three"], "true", "0") == (
@@ -424,7 +433,8 @@ class TestPerusal:
         assert (el.tag, [c.tag for c in el]) == (f"{{{WMP}}}enableFilePerusal", ["jobId", "fileList"])
         assert items(el.find("fileList")) == ["out.txt", "err.txt"]
 
-    def test_disable_file_perusal_sends_an_empty_list(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
+    def test_disable_file_perusal_sends_an_empty_list(self, client: WMProxyClient, session: FakeSession,
+                                                      answer: Answer) -> None:
         answer("<ns1:enableFilePerusalResponse/>")
         client.enable_file_perusal(JOB, [])
         assert items(wrapper(session).find("fileList")) == []
@@ -439,7 +449,8 @@ class TestPerusal:
         assert client.get_perusal_files(JOB, "out.txt", all_chunks, "https") == [
             "https://wms:7443/SandboxDir/Ab/x/peek/out.txt-1300000000-1300000300"
         ]
-        assert children(wrapper(session)) == [("jobId", JOB), ("file", "out.txt"), ("allChunks", text), ("protocol", "https")]
+        assert children(wrapper(session)) == [
+            ("jobId", JOB), ("file", "out.txt"), ("allChunks", text), ("protocol", "https")]
 
     def test_nothing_new(self, client: WMProxyClient, answer: Answer) -> None:
         answer("<ns1:getPerusalFilesResponse><fileList/></ns1:getPerusalFilesResponse>")

@@ -41,9 +41,16 @@ JSDL = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
 JSDL_POSIX = "http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
 
 # Every operation of the reference ports (TestStructure checks this list against the files).
-WMP_OPS = ["getVersion", "getJDL", "jobRegister", "jobStart", "jobSubmit", "jobCancel", "jobPurge", "getMaxInputSandboxSize", "getSandboxDestURI", "getSandboxBulkDestURI", "getTransferProtocols", "getOutputFileList", "getJobStatus", "getProxyReq", "putProxy", "getTotalQuota", "getFreeQuota", "jobListMatch", "jobRegisterJSDL", "jobSubmitJSDL", "jobListMatchJSDL", "getJobTemplate", "getDAGTemplate", "getCollectionTemplate", "getIntParametricJobTemplate", "getStringParametricJobTemplate", "getACLItems", "addACLItems", "removeACLItem", "getDelegatedProxyInfo", "getJobProxyInfo", "enableFilePerusal", "getPerusalFiles"]
+WMP_OPS = ["getVersion", "getJDL", "jobRegister", "jobStart", "jobSubmit", "jobCancel", "jobPurge",
+           "getMaxInputSandboxSize", "getSandboxDestURI", "getSandboxBulkDestURI", "getTransferProtocols",
+           "getOutputFileList", "getJobStatus", "getProxyReq", "putProxy", "getTotalQuota", "getFreeQuota",
+           "jobListMatch", "jobRegisterJSDL", "jobSubmitJSDL", "jobListMatchJSDL", "getJobTemplate", "getDAGTemplate",
+           "getCollectionTemplate", "getIntParametricJobTemplate", "getStringParametricJobTemplate", "getACLItems",
+           "addACLItems", "removeACLItem", "getDelegatedProxyInfo", "getJobProxyInfo", "enableFilePerusal",
+           "getPerusalFiles"]
 D1_OPS = ["getProxyReq", "putProxy"]
-D2_OPS = ["getProxyReq", "putProxy", "getTerminationTime", "destroy", "getVersion", "getInterfaceVersion", "getNewProxyReq", "renewProxyReq", "getServiceMetadata"]
+D2_OPS = ["getProxyReq", "putProxy", "getTerminationTime", "destroy", "getVersion", "getInterfaceVersion",
+          "getNewProxyReq", "renewProxyReq", "getServiceMetadata"]
 # GridSite extension: htproxyput & co. call these in the delegation-1 namespace.
 D1_EXTRAS = ["getNewProxyReq", "renewProxyReq", "getTerminationTime", "destroy"]
 # Project extension (issue 4): the MyProxy renewal state ProxyInfoStructType cannot carry.
@@ -299,7 +306,8 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
         "requirements": "true", "rank": "0",
     }),
     ("WMProxy_PortType", "getACLItems", {"jobId": "https://h:9000/abc"}),
-    ("WMProxy_PortType", "addACLItems", {"jobId": "https://h:9000/abc", "items": {"Item": ["/C=XX/CN=a", "/C=XX/CN=b"]}}),
+    ("WMProxy_PortType", "addACLItems",
+     {"jobId": "https://h:9000/abc", "items": {"Item": ["/C=XX/CN=a", "/C=XX/CN=b"]}}),
     ("WMProxy_PortType", "removeACLItem", {"jobId": "https://h:9000/abc", "item": "/C=XX/CN=a"}),
     ("WMProxy_PortType", "getDelegatedProxyInfo", {"delegationID": "d1"}),
     ("WMProxy_PortType", "getJobProxyInfo", {"jobId": "https://h:9000/abc"}),
@@ -407,7 +415,7 @@ class TestZeepRequests:
         wrapper = _body(our_client, port, op, kwargs)
         assert wrapper.tag == f"{{{PORTS[port][0]}}}{op}"
         assert [c.tag for c in wrapper] == list(kwargs)
-        for child, value in zip(wrapper, kwargs.values()):
+        for child, value in zip(wrapper, kwargs.values(), strict=True):
             if isinstance(value, dict):
                 assert all(etree.QName(el).namespace is None for el in child.iter(tag=etree.Element))
             else:
@@ -436,7 +444,8 @@ class TestZeepRequests:
         (description,) = jsdl
         assert description.tag == f"{{{JSDL}}}JobDescription"
         assert description.prefix == "jsdl"  # gLite cuts the literal "<jsdl:JobDescription>"
-        assert description.findtext(f"{{{JSDL}}}Application/{{{JSDL_POSIX}}}POSIXApplication/{{{JSDL_POSIX}}}Executable") == "/bin/echo"
+        path = f"{{{JSDL}}}Application/{{{JSDL_POSIX}}}POSIXApplication/{{{JSDL_POSIX}}}Executable"
+        assert description.findtext(path) == "/bin/echo"
         assert wrapper.findtext("delegationId") == "d1"
 
     def test_jsdl_prefix_is_normalised(self, our_client: zeep.Client) -> None:
@@ -561,7 +570,8 @@ class TestTypes:
     @needs_reference
     def test_delegation1_new_proxy_req_is_the_delegation2_one(self) -> None:
         ours = _find(_schemas(wsdl_path())[D1], "complexType", "NewProxyReq")
-        ref = _find(_schemas(REFERENCE_DIR / "WMProxy-gridsite-delegation-2.0.0.wsdl")[D2], "complexType", "NewProxyReq")
+        ref = _find(_schemas(REFERENCE_DIR / "WMProxy-gridsite-delegation-2.0.0.wsdl")[D2], "complexType",
+                    "NewProxyReq")
         assert _shape_of_type(ours) == _shape_of_type(ref)
 
     def test_jsdl_job_definition_is_open(self) -> None:

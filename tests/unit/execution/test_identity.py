@@ -101,7 +101,7 @@ class TestFilesInTheWorkDir:
 
     def test_invalid_spec_is_refused_before_writing(self, work_root: Path) -> None:
         work = identity.prepare_work_dir(work_root, "job1", None)
-        with pytest.raises(IdentityError, match="StdOutput|stdout"):
+        with pytest.raises(IdentityError, match=r"StdOutput|stdout"):
             identity.write_spec(work, sh("true", stdout="../../etc/passwd"), None)
         assert not (work / ".wmproxy" / "job.json").exists()
 
@@ -164,7 +164,7 @@ class TestSpawnWrapper:
                             job_account)
         process = identity.spawn_wrapper(work, job_account)
         try:
-            wait_for(lambda: (work / "ready").exists(), "the payload")
+            wait_for((work / "ready").exists, "the payload")
             assert os.getsid(process.pid) == process.pid
             assert os.stat(f"/proc/{process.pid}").st_uid == job_account.uid
             (work / "go").touch()
@@ -196,7 +196,7 @@ class TestSpawnWrapper:
             wait_for(lambda: identity.payload_started(work, job_account), "the payload to start")
             assert identity.read_status(work, job_account) is None
             (work / "go").touch()
-            wait_for(lambda: (work / ".wmproxy" / "status.json").exists(), "the status file")
+            wait_for((work / ".wmproxy" / "status.json").exists, "the status file")
         finally:
             kill_session(wrapper_pid)
         status = identity.read_status(work, job_account)
@@ -206,8 +206,7 @@ class TestSpawnWrapper:
 
 class TestReadStatus:
     def _work(self, work_root: Path) -> Path:
-        work = identity.prepare_work_dir(work_root, "job1", None)
-        return work
+        return identity.prepare_work_dir(work_root, "job1", None)
 
     def _status(self, **changes: object) -> dict[str, object]:
         data: dict[str, object] = {

@@ -331,7 +331,7 @@ class TestCancel:
         prologue = "echo ready > ready; while :; do sleep 0.1; done"
         process = runner.start(work, sh("touch payload-ran", prologue="/bin/sh",
                                         prologue_arguments=["-c", prologue]))
-        wait_for(lambda: (work / "ready").exists(), "the prologue")
+        wait_for((work / "ready").exists, "the prologue")
         process.send_signal(signal.SIGINT)
         process.wait(timeout=DEADLINE)
         status = identity.read_status(work, runner.account)

@@ -152,7 +152,7 @@ class TestStartFailures:
 
     def test_not_an_executable_format(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
         (work_dir / "data.bin").write_bytes(b"\x00\x01\x02 not a program")
-        with pytest.raises(BackendError, match="Cannot execute data.bin"):
+        with pytest.raises(BackendError, match=r"Cannot execute data\.bin"):
             backend.start(_spec(work_dir, "", executable="data.bin", arguments=""))
 
     def test_unbalanced_quotes(self, backend: LocalExecutionBackend, work_dir: Path) -> None:

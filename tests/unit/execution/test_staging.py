@@ -37,7 +37,7 @@ class TestStageIn:
 
     def test_a_file_never_uploaded_is_a_sandbox_error(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
         (storage.job_area(NODE).input_dir / "common.sh").write_bytes(b"in the node's own input")
-        with pytest.raises(SandboxError, match="common.sh"):
+        with pytest.raises(SandboxError, match=r"common\.sh"):
             stage_in(storage.job_area(NODE, PARENT), tmp_path / "work", ("common.sh",))
 
 
@@ -55,7 +55,8 @@ class TestStageOut:
 
 
 class TestWriteJobProxy:
-    def test_the_proxy_lands_in_the_area_proxy_file_with_mode_0600(self, storage: FilesystemSandboxStorage, pki: Pki) -> None:
+    def test_the_proxy_lands_in_the_area_proxy_file_with_mode_0600(self, storage: FilesystemSandboxStorage,
+                                                                   pki: Pki) -> None:
         pem = pki.users["alice"].proxy.read_bytes()
         area = storage.job_area(NODE, PARENT)
 

@@ -212,7 +212,7 @@ class TestDag:
     def test_an_invalid_node_is_reported_with_its_name(self) -> None:
         text = 'Type = "dag"; nodes = [ nodeA = [ description = [ Arguments = "1" ] ] ];'
 
-        with pytest.raises(JdlError, match="^Node nodeA: Mandatory attribute Executable not set$"):
+        with pytest.raises(JdlError, match=r"^Node nodeA: Mandatory attribute Executable not set$"):
             _expand(text)
 
 
@@ -341,9 +341,10 @@ class TestSharedInputSandbox:
         ]
 
     def test_a_reference_past_the_end_is_refused(self) -> None:
-        text = 'Type = "collection"; Executable = "e"; InputSandbox = { "x" }; Nodes = { [ InputSandbox = { root.InputSandbox[3] } ] };'
+        text = ('Type = "collection"; Executable = "e"; InputSandbox = { "x" }; '
+                "Nodes = { [ InputSandbox = { root.InputSandbox[3] } ] };")
 
-        with pytest.raises(JdlError, match="^Node Node_0: InputSandbox"):
+        with pytest.raises(JdlError, match=r"^Node Node_0: InputSandbox"):
             _expand(text)
 
     def test_two_files_with_the_same_name_are_refused(self) -> None:
@@ -352,7 +353,7 @@ class TestSharedInputSandbox:
             ' Nodes = { [ InputSandbox = { "a/x.txt" } ], [ InputSandbox = { "b/x.txt" } ] };'
         )
 
-        with pytest.raises(JdlError, match="a/x.txt and b/x.txt have the same file name x.txt"):
+        with pytest.raises(JdlError, match=r"a/x\.txt and b/x\.txt have the same file name x\.txt"):
             _expand(text)
 
 

@@ -146,7 +146,7 @@ class TestDescribeRefused:
         assert str(info.value) == message
 
     def test_type_is_checked_before_executable(self) -> None:
-        with pytest.raises(InvalidJdlAttributeError, match="^Invalid Job Type: 3$"):
+        with pytest.raises(InvalidJdlAttributeError, match=r"^Invalid Job Type: 3$"):
             _describe("Type = 3;")
 
     def test_unsupported_errors_use_the_invalid_argument_code(self) -> None:

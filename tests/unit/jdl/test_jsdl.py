@@ -102,12 +102,12 @@ class TestStaging:
          "neither Source nor Target"),
         ("<a:FileName>dir/x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag><a:Source/>",
          "plain file name"),
-        ("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>"
-         "<a:Source><a:URI>gsiftp://se/y.txt</a:URI></a:Source>", "differs from FileName"),
-        ("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>"
-         "<a:Target><a:URI>results/x.txt</a:URI></a:Target>", "not an absolute URI"),
-        ("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>"
-         "<a:DeleteOnTermination>false</a:DeleteOnTermination><a:Target/>", "DeleteOnTermination"),
+        (("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>"
+          "<a:Source><a:URI>gsiftp://se/y.txt</a:URI></a:Source>"), "differs from FileName"),
+        (("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>"
+          "<a:Target><a:URI>results/x.txt</a:URI></a:Target>"), "not an absolute URI"),
+        (("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>"
+          "<a:DeleteOnTermination>false</a:DeleteOnTermination><a:Target/>"), "DeleteOnTermination"),
     ])
     def test_stagings_that_cannot_be_expressed_are_refused(self, staging: str, message: str) -> None:
         text = _minimal(extra_description=f"<a:DataStaging>{staging}</a:DataStaging>")
@@ -121,15 +121,15 @@ class TestResources:
         assert ad["CpuNumber"] == 2
         assert _requirements(ad) == " && ".join([
             "other.GlueCEPolicyMaxCPUTime * 60 >= 3600",
-            '(other.GlueCEInfoHostName == "ce1.example.org" || '
-            'other.GlueCEInfoHostName == "ce2.example.org")',
+            ('(other.GlueCEInfoHostName == "ce1.example.org" || '
+             'other.GlueCEInfoHostName == "ce2.example.org")'),
             'other.GlueHostOperatingSystemRelease == "5.5"',
             'other.GlueHostArchitecturePlatformType == "x86_64"',
             "other.GlueHostProcessorClockSpeed * 1000000 > 2000000000",
             "other.GlueCEPolicyMaxCPUTime * 60 >= 86400",
             "(other.GlueHostArchitectureSMPSize == 4 || other.GlueHostArchitectureSMPSize == 8)",
-            "(other.GlueHostMainMemoryRAMSize * 1048576 >= 1073741824 && "
-            "other.GlueHostMainMemoryRAMSize * 1048576 <= 4294967296)",
+            ("(other.GlueHostMainMemoryRAMSize * 1048576 >= 1073741824 && "
+             "other.GlueHostMainMemoryRAMSize * 1048576 <= 4294967296)"),
             "other.GlueHostMainMemoryVirtualSize * 1048576 <= 8589934592",
         ])
 
@@ -163,10 +163,10 @@ class TestResources:
          "jsdl:Resources/jsdl:TotalCPUCount"),
         ("<a:IndividualPhysicalMemory><a:Exact>lots</a:Exact></a:IndividualPhysicalMemory>",
          "'lots' is not a number"),
-        ("<a:OperatingSystem><a:OperatingSystemType><a:OperatingSystemName>WINNT"
-         "</a:OperatingSystemName></a:OperatingSystemType></a:OperatingSystem>", "WINNT"),
-        ("<a:CPUArchitecture><a:CPUArchitectureName>other</a:CPUArchitectureName>"
-         "</a:CPUArchitecture>", "CPUArchitectureName other"),
+        (("<a:OperatingSystem><a:OperatingSystemType><a:OperatingSystemName>WINNT"
+          "</a:OperatingSystemName></a:OperatingSystemType></a:OperatingSystem>"), "WINNT"),
+        (("<a:CPUArchitecture><a:CPUArchitectureName>other</a:CPUArchitectureName>"
+          "</a:CPUArchitecture>"), "CPUArchitectureName other"),
         ("<a:IndividualDiskSpace><a:Exact>1</a:Exact></a:IndividualDiskSpace>",
          "jsdl:IndividualDiskSpace"),
     ])
@@ -217,8 +217,8 @@ class TestUnsupported:
             jsdl_to_jdl(parse_jsdl(_minimal(extra_application=element)))
 
     def test_missing_executable_and_application_are_refused(self) -> None:
-        no_exe = f'<JobDefinition xmlns="{JSDL}"><JobDescription><Application>' \
-                 f'<POSIXApplication xmlns="{POSIX}"/></Application></JobDescription></JobDefinition>'
+        no_exe = (f'<JobDefinition xmlns="{JSDL}"><JobDescription><Application>'
+                  f'<POSIXApplication xmlns="{POSIX}"/></Application></JobDescription></JobDefinition>')
         with pytest.raises(InvalidArgumentError, match="has no Executable"):
             jsdl_to_jdl(parse_jsdl(no_exe))
         no_app = f'<JobDefinition xmlns="{JSDL}"><JobDescription/></JobDefinition>'
@@ -241,8 +241,8 @@ class TestUnsupported:
 
 class TestParseJsdl:
     def test_doctype_and_entities_are_refused(self) -> None:
-        evil = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' \
-               b"<x>&e;</x>"
+        evil = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+                b"<x>&e;</x>")
         with pytest.raises(InvalidArgumentError):
             parse_jsdl(evil)
 

@@ -167,7 +167,7 @@ class TestRegisteredAd:
         assert "VOMS_FQAN" not in ad
 
     def test_existing_jobid_is_refused(self) -> None:
-        with pytest.raises(JdlError, match="^jobid attribute already exists$"):
+        with pytest.raises(JdlError, match=r"^jobid attribute already exists$"):
             _register('Executable = "a"; edg_jobid = "x";')
 
     def test_interactive_job_gets_listener_environment(self) -> None:

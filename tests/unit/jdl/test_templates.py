@@ -89,7 +89,7 @@ class TestJobTemplate:
 
     @pytest.mark.parametrize("job_types", [None, []])
     def test_null_or_empty_type_list_is_an_invalid_argument(self, job_types: list[str] | None) -> None:
-        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+        with pytest.raises(InvalidArgumentError, match=r"^Invalid Argument$"):
             job_template(job_types, "/bin/sh", "", REQ, RANK)
 
     def test_unknown_type_is_an_invalid_argument(self) -> None:
@@ -160,7 +160,7 @@ class TestIntParametricTemplate:
 
     @pytest.mark.parametrize("attributes", [None, []])
     def test_null_attributes_are_an_invalid_argument(self, attributes: list[str] | None) -> None:
-        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+        with pytest.raises(InvalidArgumentError, match=r"^Invalid Argument$"):
             int_parametric_template(attributes, 5, 0, 1, REQ, RANK)
 
     @pytest.mark.parametrize("name", ["", "Parameters", "requirements", "JobType"])
@@ -190,7 +190,7 @@ class TestStringParametricTemplate:
             string_parametric_template(["Arguments"], params, REQ, RANK)
 
     def test_null_attributes_are_an_invalid_argument(self) -> None:
-        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+        with pytest.raises(InvalidArgumentError, match=r"^Invalid Argument$"):
             string_parametric_template(None, ["a"], REQ, RANK)
 
 
@@ -252,7 +252,7 @@ class TestDagTemplate:
         assert nodes["nodes"]["dependencies"] == []
 
     def test_null_dependencies_are_an_invalid_argument(self) -> None:
-        with pytest.raises(InvalidArgumentError, match="^Invalid Argument$"):
+        with pytest.raises(InvalidArgumentError, match=r"^Invalid Argument$"):
             dag_template(None, REQ, RANK)
 
     def test_empty_root_is_the_empty_node_struct_error(self) -> None:

@@ -135,7 +135,7 @@ class TestDecide:
         assert decide(ALICE, fqans, general_first).account == "atlasuser"
 
     def test_only_the_first_fqan_selects_a_rule(self) -> None:
-        with pytest.raises(MappingError, match="no mapping for DN .* with FQAN /cms"):
+        with pytest.raises(MappingError, match=r"no mapping for DN .* with FQAN /cms"):
             decide(ALICE, ("/cms/Role=NULL/Capability=NULL", "/atlas/Role=production"), self.policy())
 
     def test_the_lease_group_is_the_matched_rule(self) -> None:
@@ -214,7 +214,7 @@ class TestReadPolicy:
         assert read_policy() == MappingPolicy()
 
     def test_a_missing_configured_file_is_a_mapping_failure(self, tmp_path: Path) -> None:
-        with pytest.raises(MappingError, match="cannot read the grid-mapfile .*/absent"):
+        with pytest.raises(MappingError, match=r"cannot read the grid-mapfile .*/absent"):
             read_policy(str(tmp_path / "absent"))
 
 
@@ -243,5 +243,5 @@ class TestMappingSettings:
     @pytest.mark.parametrize(("key", "value"), [("MODE", "lcmaps"), ("LEASE_IDLE_TIME", "-1"),
                                                 ("LEASE_IDLE_TIME", "week")])
     def test_bad_values_are_refused_at_startup(self, key: str, value: str) -> None:
-        with pytest.raises(ConfigError, match="(?i)mapping"):
+        with pytest.raises(ConfigError, match=r"(?i)mapping"):
             load_settings(environ={f"WMPROXY_MAPPING_{key}": value})

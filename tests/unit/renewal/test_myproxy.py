@@ -65,8 +65,8 @@ def alice_stored(myproxy: MyProxyServer, alice_proxy: Path, service: Service) ->
 
 
 def renew(myproxy: MyProxyServer, service: Service, pki: Pki, proxy_pem: bytes, username: str, **kw) -> bytes:
-    args = dict(host_cert=str(service.cert), host_key=str(service.key), ca_dir=str(pki.ca_dir),
-                user_proxy_pem=proxy_pem, username=username, lifetime=3600, timeout=15.0)
+    args = {"host_cert": str(service.cert), "host_key": str(service.key), "ca_dir": str(pki.ca_dir),
+            "user_proxy_pem": proxy_pem, "username": username, "lifetime": 3600, "timeout": 15.0}
     args.update(kw)
     return renew_proxy(myproxy.host, myproxy.port, **args)
 
@@ -150,7 +150,7 @@ class TestRefusals:
 class TestUnreachable:
     def test_closed_port_fails_on_the_refusal_not_on_the_timeout(self, service, pki, alice_proxy):
         # a 10 min timeout: the error must be the refusal, never a wait for the deadline
-        with pytest.raises(MyProxyUnreachableError, match="cannot connect to MyProxy server .*refused"):
+        with pytest.raises(MyProxyUnreachableError, match=r"cannot connect to MyProxy server .*refused"):
             renew_proxy("127.0.0.1", free_port(), host_cert=str(service.cert), host_key=str(service.key),
                         ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
                         username=pki.users["alice"].dn, lifetime=60, timeout=600.0)

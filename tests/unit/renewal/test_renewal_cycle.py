@@ -4,6 +4,7 @@ schedule, attempts, expiry, deregistration and status, with explicit times (no w
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,7 +149,7 @@ class TestAttempts:
                 with rt.uow() as uow:
                     finish_renewal(uow, rt, order, RenewalOutcome("unreachable", error="down"), now)
         times = [now for _, now in begun]
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert len(begun) == 10 and min(gaps) >= CYCLE * RETRY_FRACTION
         assert {worker for worker, _ in begun} == {"w0", "w1", "w2", "w3"}  # whichever worker is awake
         with rt.uow() as uow:

@@ -50,7 +50,7 @@ class TestProofOfPossession:
         ec_key = ec.generate_private_key(ec.SECP256R1())
         proxy = make_proxy(alice, lifetime=600, public_key=ec_key.public_key())
         signature = sign_challenge(Credential(proxy.cert, ec_key, proxy.chain), b"c", "sha1")
-        ec_key.public_key().verify(signature, b"c", ec.ECDSA(hashes.SHA1()))
+        ec_key.public_key().verify(signature, b"c", ec.ECDSA(hashes.SHA1()))  # noqa: S303 - MyProxy's SHA-1 method
 
     def test_without_a_key_no_proof(self, pki: Pki) -> None:
         alice = load_credential(pki.users["alice"].proxy)

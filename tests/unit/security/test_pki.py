@@ -24,7 +24,7 @@ class TestCreateCa:
             ca.directory / f"{ca.hash}.signing_policy").read_text()
 
     def test_key_not_in_ca_dir(self, tmp_path):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must not be written into the CA directory"):
             create_ca(tmp_path / "certs", key_path=tmp_path / "certs" / "ca.key")
 
     def test_host_cert(self, ca, tmp_path):

@@ -109,7 +109,8 @@ class TestSignProxyRequest:
         der = bytearray(x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER))
         der[-1] ^= 0xFF
         import base64
-        tampered = b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(bytes(der)) + b"-----END CERTIFICATE REQUEST-----\n"
+        tampered = (b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(bytes(der))
+                    + b"-----END CERTIFICATE REQUEST-----\n")
         with pytest.raises(ProxyError, match="bad signature"):
             sign_proxy_request(tampered, proxy, lifetime=60)
 
