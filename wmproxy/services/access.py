@@ -49,7 +49,7 @@ def job_for(uow: UnitOfWork, principal: Principal, job_id: str, *, access: Acces
     raise AuthorizationError("Authorization error: user not authorized")
 
 
-def live_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, *, access: Access = "write",
+def live_job(uow: UnitOfWork, rt: Runtime, principal: Principal, job_id: str, *, access: Access = "write",
              for_update: bool = False) -> Job:
     """:func:`job_for`, refusing purged jobs as unknown (as the reference, whose area is gone)."""
     job = job_for(uow, principal, job_id, access=access, for_update=for_update)

@@ -26,7 +26,7 @@ class AclError(AuthorizationError):
 def get_acl_items(rt: Runtime, principal: Principal, job_id: str) -> list[str]:
     """getACLItems: the owner's DN first, then the added items."""
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, access="read")
+        job = live_job(uow, rt, principal, job_id, access="read")
         return [job.owner_dn, *uow.jobs.acl_items(job.id)]
 
 
@@ -41,7 +41,7 @@ def add_acl_items(rt: Runtime, principal: Principal, job_id: str, items: list[st
     if not cleaned or any(not item for item in cleaned):
         raise InvalidArgumentError("Invalid Argument: empty ACL item")
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id)
+        job = live_job(uow, rt, principal, job_id)
         present = {job.owner_dn, *uow.jobs.acl_items(job.id)}
         for item in cleaned:
             if item in present:
@@ -58,7 +58,7 @@ def remove_acl_item(rt: Runtime, principal: Principal, job_id: str, item: str) -
         AuthorizationError: the item is not in the list (1207).
     """
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id)
+        job = live_job(uow, rt, principal, job_id)
         if item == job.owner_dn:
             raise OperationNotAllowedError(
                 "Removal of the item representing user that has registered the job is not allowed"

@@ -75,7 +75,7 @@ def get_jdl(rt: Runtime, principal: Principal, job_id: str, kind: str) -> str:
     if kind not in ("ORIGINAL", "REGISTERED"):
         raise InvalidArgumentError(f"Invalid Argument: JDL type {kind!r}")
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, access="read")
+        job = live_job(uow, rt, principal, job_id, access="read")
         return job.jdl_original if kind == "ORIGINAL" else job.jdl_registered
 
 
@@ -89,7 +89,7 @@ def job_proxy_info(rt: Runtime, principal: Principal, job_id: str) -> ProxyInfo:
     if not job_id:
         raise InvalidArgumentError("Provided Job Id not valid")
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, access="read")
+        job = live_job(uow, rt, principal, job_id, access="read")
         delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
         if delegation is None:
             raise DelegationNotFoundError("Unable to get the job's delegated Proxy")
@@ -111,7 +111,7 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     """
     now = utcnow()
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, for_update=True)
+        job = live_job(uow, rt, principal, job_id, for_update=True)
         state = JobState(job.state)
         if state in FINAL_STATES:
             raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
@@ -119,16 +119,16 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         if nodes:
             for node in nodes:
                 if JobState(node.state) not in FINAL_STATES:
-                    _cancel_one(rt, uow, node, now, quiet=True)
+                    _cancel_one(uow, rt, node, now, quiet=True)
             if state == JobState.SUBMITTED:
                 uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
             else:
                 refresh_parent(uow, job, now)
             return
-        _cancel_one(rt, uow, job, now)
+        _cancel_one(uow, rt, job, now)
 
 
-def _cancel_one(rt: Runtime, uow: UnitOfWork, job: Job, now: dt.datetime, *, quiet: bool = False) -> None:
+def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *, quiet: bool = False) -> None:
     """Cancel one simple job or node (see :func:`cancel_job`); ``quiet`` skips one whose
     cancel is already pending instead of refusing."""
     state = JobState(job.state)
@@ -160,7 +160,7 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     """
     now = utcnow()
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, for_update=True)
+        job = live_job(uow, rt, principal, job_id, for_update=True)
         if job.parent_id is not None:
             raise OperationNotAllowedError(f"the job is a DAG subjob. The parent is: {job.parent_id}")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value, JobState.CANCELLED.value):
@@ -181,7 +181,7 @@ def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str |
     """
     protocols = select_protocols(protocol, default="default")
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, access="read")
+        job = live_job(uow, rt, principal, job_id, access="read")
         if uow.jobs.children(job.id):
             raise OperationNotAllowedError("getOutputFileList operation not allowed for dag or collection type")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value):

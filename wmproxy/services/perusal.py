@@ -58,7 +58,7 @@ def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: l
     """
     names = [_valid_name(f) for f in files]
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id)
+        job = live_job(uow, rt, principal, job_id)
         _check(rt, uow, job)
         if len(names) > rt.settings.jobs.max_perusal_files:
             raise OperationNotAllowedError("The maximum number of perusal files is reached")
@@ -78,7 +78,7 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
         raise InvalidArgumentError("Provided file name not valid")
     name = _valid_name(file)
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, access="read")
+        job = live_job(uow, rt, principal, job_id, access="read")
         _check(rt, uow, job)
         if job.state == JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the job is not started")

@@ -56,7 +56,7 @@ def proxy_renewal_info(rt: Runtime, principal: Principal, job_id: str) -> ProxyR
     if not job_id:
         raise InvalidArgumentError("Provided Job Id not valid")
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id, access="read")
+        job = live_job(uow, rt, principal, job_id, access="read")
         delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
         if delegation is None:
             raise DelegationNotFoundError("Unable to get the job's delegated Proxy")

@@ -25,7 +25,7 @@ def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | No
     """
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id)
+        job = live_job(uow, rt, principal, job_id)
         return [f"{rt.storage.job_area(job.id).base_uri}/input" for _ in protocols]
 
 
@@ -33,7 +33,7 @@ def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str
     """getSandboxBulkDestURI: ``(job id, URIs)`` for the job first, then each node."""
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
-        job = live_job(rt, uow, principal, job_id)
+        job = live_job(uow, rt, principal, job_id)
         jobs = [job, *uow.jobs.children(job.id)]
         return [(j.id, [f"{rt.storage.job_area(j.id).base_uri}/input" for _ in protocols]) for j in jobs]
 
