@@ -22,18 +22,12 @@ import pytest
 from tests.conftest import Pki, need_peer
 from tests.gsoap.build import BuildFailed, ToolchainMissing, build
 from tests.integration.service import Deployment
-from tests.support import wait_for_job_state
+from tests.support import ECHO_JDL, wait_for_job_state
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 
 pytestmark = pytest.mark.integration
 
-JDL = """[
-  Executable = "/bin/echo";
-  Arguments = "hello grid";
-  StdOutput = "std.out";
-  StdError = "std.err";
-  OutputSandbox = {"std.out", "std.err"};
-]"""
+JDL = ECHO_JDL
 JOB_ID = re.compile(r"^https://[^/:]+:\d+/[A-Za-z0-9_-]{22}$")
 UNKNOWN_JOB = "https://localhost:9000/AAAAAAAAAAAAAAAAAAAAAA"
 
