@@ -140,6 +140,14 @@ def start_requests(rt: Runtime, job_id: str) -> int:
 WAIT_GO = "while [ ! -e go ]; do sleep 0.1; done; echo out; exit 5"
 
 
+def running(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str = "", extra: str = "") -> str:
+    """Submit a job (default: waits for a ``go`` file, then exits 5) and step ``worker`` until it runs."""
+    job_id = submit(rt, alice, script or WAIT_GO, extra)
+    worker.start()
+    until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+    return job_id
+
+
 class TestRun:
     def test_a_job_runs_as_its_mapped_account_and_ends_done(self, rt: Runtime, alice: Principal,
                                                             workers: Callable[[str], ExecutionWorker],
@@ -170,10 +178,8 @@ class TestRun:
 
     def test_cancel_stops_the_running_job(self, rt: Runtime, alice: Principal,
                                           workers: Callable[[str], ExecutionWorker]) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         worker = workers("w1")
-        worker.start()
-        until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, worker)
         pid = worker.running[job_id].handle.pid
         cancel_job(rt, alice, job_id)
         until(worker, in_state(rt, job_id, JobState.CANCELLED), "the job to be cancelled")
@@ -198,10 +204,8 @@ class TestAdoption:
     def test_a_dead_workers_running_job_is_adopted_and_ends_with_its_real_exit_code(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
     ) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         dead = workers("w-dead")
-        dead.start()
-        until(dead, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, dead)
         abandon(dead, rt)
         heir = workers("w-heir")
         heir.start()
@@ -217,10 +221,8 @@ class TestAdoption:
 
     def test_a_live_worker_is_not_adopted(self, rt: Runtime, alice: Principal,
                                           workers: Callable[[str], ExecutionWorker]) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         owner = workers("w-owner")
-        owner.start()
-        until(owner, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, owner)
         other = workers("w-other")
         other.start()
         assert other.running == {} and job_row(rt, job_id).worker == "w-owner"
@@ -266,10 +268,8 @@ class TestAdoption:
 
     def test_two_workers_racing_adopt_a_dead_workers_job_once(self, rt: Runtime, alice: Principal,
                                                               workers: Callable[[str], ExecutionWorker]) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         dead = workers("w-dead")
-        dead.start()
-        until(dead, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, dead)
         abandon(dead, rt)
         racers = [workers(f"w-race{i}") for i in range(3)]
         barrier = threading.Barrier(len(racers))
@@ -299,10 +299,8 @@ class TestAdoption:
     def test_a_worker_restarted_under_its_name_adopts_its_previous_lifes_jobs(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
     ) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         first_life = workers("w1")
-        first_life.start()
-        until(first_life, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, first_life)
         second_life = workers("w1")  # fresh heartbeat: no lease has to pass for its own jobs
         second_life.start()
         assert list(second_life.running) == [job_id]
@@ -323,10 +321,8 @@ class TestShutdown:
     def test_a_drained_worker_leaves_the_job_running_and_its_restart_finishes_it(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
     ) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         worker = workers("w1")
-        worker.start()
-        until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, worker)
         handle = worker.running[job_id].handle
         worker.stop()  # SIGTERM: drain
         assert handle.pid is not None and alive(handle.pid)
@@ -341,11 +337,9 @@ class TestShutdown:
 
     def test_cancel_running_on_exit_stops_the_jobs(self, rt: Runtime, alice: Principal,
                                                    workers: Callable[[str], ExecutionWorker]) -> None:
-        job_id = submit(rt, alice, WAIT_GO)
         worker = workers("w1")
         worker.cancel_running_on_exit = True
-        worker.start()
-        until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        job_id = running(rt, alice, worker)
         pid = worker.running[job_id].handle.pid
         worker.stop()
         row = job_row(rt, job_id)
