@@ -4,6 +4,7 @@ becomes the job's outcome."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,34 @@ class TestCapabilities:
         assert "lacks CAP_CHOWN" in done.stderr
         assert "Traceback" not in done.stderr
         assert not (tmp_path / "work").exists()
+
+
+def _worker(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "wmproxy-worker"), "-c", str(config)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+class TestStartupRefusals:
+    def test_a_root_worker_without_mapping_refuses_to_start(self, tmp_path: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("only a root worker is refused")
+        config = tmp_path / "wmproxy.conf"
+        config.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db.sqlite\n[execution]\nwork_dir = {tmp_path}/w\n")
+        done = _worker(config)
+        assert done.returncode == 3 and "runs as root" in done.stderr, done.stderr
+
+    def test_a_work_root_open_to_others_is_refused(self, tmp_path: Path) -> None:
+        (tmp_path / "grid-mapfile").write_text("")
+        (tmp_path / "work").mkdir()
+        (tmp_path / "work").chmod(0o777)
+        config = tmp_path / "wmproxy.conf"
+        config.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db.sqlite\n[execution]\nwork_dir = {tmp_path}/work\n"
+                          f"[mapping]\nmode = gridmap\ngridmap_file = {tmp_path}/grid-mapfile\n")
+        if missing_capabilities():
+            pytest.skip("the privilege check comes first")
+        done = _worker(config)
+        assert done.returncode == 3 and "unusable work root" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def _status(**changes: object) -> WrapperStatus:

@@ -33,6 +33,7 @@ from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
 from wmproxy.security.proxy import load_credential
 
 SCHEME = "local"
+WRAPPER_NAME = identity.WRAPPER_PATH.name
 #: Seconds after the wrapper's own kill grace before a cancel kills the whole session.
 CANCEL_MARGIN = 30.0
 _COPY_CHUNK = 64 * 1024
@@ -256,12 +257,18 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
     state = _proc_state(pid)
     if state is None or state == "Z":
         return False
-    return _cmdline(pid)[-2:] == [str(identity.WRAPPER_PATH), str(work_dir)]
+    return _runs_wrapper_for(_cmdline(pid), work_dir)
+
+
+def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:
+    """``argv`` is ``... jobwrapper.py <work_dir>`` (any installed copy of the wrapper, so a
+    job started before an upgrade is still recognised)."""
+    return len(argv) >= 2 and argv[-1] == str(work_dir) and os.path.basename(argv[-2]) == WRAPPER_NAME
 
 
 def _find_wrapper(work_dir: Path) -> int | None:
     for pid in _pids():
-        if _cmdline(pid)[-2:] == [str(identity.WRAPPER_PATH), str(work_dir)] and is_wrapper(pid, work_dir):
+        if _runs_wrapper_for(_cmdline(pid), work_dir) and is_wrapper(pid, work_dir):
             return pid
     return None
 
