@@ -152,7 +152,7 @@ class TestRun:
     def test_a_job_runs_as_its_mapped_account_and_ends_done(self, rt: Runtime, alice: Principal,
                                                             workers: Callable[[str], ExecutionWorker],
                                                             job_account: Account) -> None:
-        job_id = submit(rt, alice, "id -u; exit 3")
+        job_id = submit(rt, alice, "id -u; exit 3", 'LocalAccount = "root";')  # the user's own is replaced
         row = job_row(rt, job_id)
         assert row.local_account == job_account.name
         assert parse_jdl(row.jdl_registered)["LocalAccount"] == job_account.name
@@ -163,6 +163,26 @@ class TestRun:
         assert (row.exit_code, row.reason, row.worker) == (3, None, "w1")
         assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == f"{job_account.uid}\n"
         assert not any(Path(rt.settings.execution.work_dir).iterdir()), "the work dir was not removed"
+
+    def test_every_node_of_a_collection_runs_as_the_mapped_account(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], job_account: Account
+    ) -> None:
+        collection = (
+            '[ Type = "collection"; Nodes = {'
+            ' [ Executable = "/usr/bin/id"; Arguments = "-u"; StdOutput = "n.out"; OutputSandbox = {"n.out"}; ],'
+            ' [ Executable = "/usr/bin/id"; Arguments = "-u"; StdOutput = "n.out"; OutputSandbox = {"n.out"}; ] }; ]'
+        )
+        parent = submit_job(rt, alice, collection, "exec")
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, parent.job_id, JobState.DONE), "the collection to end")
+        assert len(parent.children) == 2
+        for node in parent.children:
+            row = job_row(rt, node.job_id)
+            assert (row.state, row.exit_code, row.local_account) == ("Done", 0, job_account.name)
+            assert parse_jdl(row.jdl_registered)["LocalAccount"] == job_account.name
+            output = rt.storage.job_area(node.job_id, parent.job_id).output_dir / "n.out"
+            assert output.read_text() == f"{job_account.uid}\n"
 
     def test_outputs_that_are_links_are_not_collected_and_the_status_says_why(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
