@@ -28,7 +28,7 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
-from wmproxy.execution.identity import Account, IdentityError, WrapperStatus, WrapperStatusError
+from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
 from wmproxy.security.proxy import load_credential
 
@@ -168,11 +168,14 @@ class LocalExecutionBackend:
         return RunHandle(ref=self._ref(pid, name), work_dir=work_dir, account=account, pid=pid)
 
     def release(self, handle: RunHandle) -> None:
-        """Remove the job's work dir with its proxy copy (never following links).
+        """Remove the job's proxy copy, then its work dir (never following links), so the
+        proxy is gone even if the job left something the worker cannot remove.
 
         Raises:
             BackendError: the directory could not be removed.
         """
+        with contextlib.suppress(OSError):
+            os.unlink(handle.work_dir / PROXY_NAME)
         self._remove(handle.work_dir.name)
 
     # --- helpers -------------------------------------------------------------------
