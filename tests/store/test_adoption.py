@@ -79,12 +79,11 @@ def workers(rt: Runtime, work_root: Path) -> Iterator[Callable[[str], ExecutionW
 
     yield make
     for worker in made:
-        for job in list(worker.running.values()):
-            pid = job.handle.pid
-            if pid is not None and alive(pid):
-                kill_session(pid)
-            if job.handle.process is not None:
-                job.handle.process.wait(timeout=DEADLINE)
+        for handle in [job.handle for job in worker.running.values()] + worker.detached:
+            if handle.pid is not None and alive(handle.pid):
+                kill_session(handle.pid)
+            if handle.process is not None:
+                handle.process.wait(timeout=DEADLINE)
 
 
 def submit(rt: Runtime, alice: Principal, script: str, extra: str = "") -> str:
@@ -328,6 +327,37 @@ class TestAdoption:
         until(second_life, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert job_row(rt, job_id).exit_code == 5 and running_events(rt, job_id) == 1
 
+    def test_a_worker_taken_for_dead_lets_go_of_its_jobs(self, rt: Runtime, alice: Principal,
+                                                         workers: Callable[[str], ExecutionWorker]) -> None:
+        stalled = workers("w-stalled")
+        job_id = running(rt, alice, stalled)
+        abandon(stalled, rt)
+        heir = workers("w-heir")
+        heir.start()
+        assert list(heir.running) == [job_id]
+        stalled._next_heartbeat = 0.0  # it wakes up: its next step heartbeats
+        stalled.step()
+        assert stalled.running == {}
+        with rt.uow() as uow:
+            assert uow.workers.get("w-stalled") is not None  # registered again, as a new life with no jobs
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(heir, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert job_row(rt, job_id).worker == "w-heir" and running_events(rt, job_id) == 1
+
+    def test_take_over_is_a_compare_and_set_on_the_seen_heartbeat(self, rt: Runtime) -> None:
+        old = utcnow() - dt.timedelta(seconds=2 * LEASE)
+        with rt.uow() as uow:
+            uow.workers.register("w-dead", "node1", 1, old)
+        with rt.uow() as uow:
+            (seen,) = uow.workers.stale("node1", utcnow() - dt.timedelta(seconds=LEASE), exclude="w-me")
+            uow.session.expunge(seen)
+        with rt.uow() as uow:
+            assert uow.workers.heartbeat("w-dead", "node1", 1, utcnow())  # it came back meanwhile
+        with rt.uow() as uow:
+            assert uow.workers.take_over(seen, "w-me", ["Running"]) is None
+            assert uow.workers.get("w-dead") is not None
+            assert not uow.workers.heartbeat("w-dead", "node1", 2, utcnow())  # another pid's heartbeat
+
     def test_a_name_held_by_another_live_process_is_refused(self, rt: Runtime) -> None:
         service.register_worker(rt, "w1", "node1", 4242, lambda pid: True)
         with pytest.raises(WorkerNameInUseError):
@@ -345,6 +375,7 @@ class TestShutdown:
         job_id = running(rt, alice, worker)
         handle = worker.running[job_id].handle
         worker.stop()  # SIGTERM: drain
+        assert worker.detached == [handle] and worker.running == {}
         assert handle.pid is not None and alive(handle.pid)
         assert job_row(rt, job_id).state == JobState.RUNNING.value
         restarted = workers("w1")
@@ -352,8 +383,6 @@ class TestShutdown:
         (work_dir(rt, job_id) / "go").write_text("")
         until(restarted, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert job_row(rt, job_id).exit_code == 5
-        assert handle.process is not None
-        handle.process.wait(timeout=DEADLINE)
 
     def test_cancel_running_on_exit_stops_the_jobs(self, rt: Runtime, alice: Principal,
                                                    workers: Callable[[str], ExecutionWorker]) -> None:
