@@ -60,7 +60,7 @@ def _build_context():
     return ctx
 
 
-def ssl_context(config, default_ssl_context_factory):  # noqa: ARG001 - gunicorn hook signature
+def ssl_context(config, default_ssl_context_factory):
     """gunicorn calls this for every accepted connection (sync/gthread workers)."""
     now = time.monotonic()
     if _cache["context"] is None or now - _cache["built"] > _CONTEXT_TTL:

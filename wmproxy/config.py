@@ -100,19 +100,40 @@ class SandboxSettings:
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    """Execution worker settings.
+    """Execution worker settings (``[execution]`` section).
 
     Attributes:
-        work_dir: where jobs run (one directory per job).
-        poll_interval: seconds between queue polls.
+        work_dir: the work root: one directory per job below it. Must be a real
+            directory owned by the worker's user and not writable by group or others
+            (``wmproxy.execution.identity.prepare_work_dir``); mapped accounts need
+            search permission on it and its parents.
+        poll_interval: seconds between queue polls while jobs run; an idle worker
+            polls up to ten times as often (a started job begins without waiting).
         max_running: jobs one worker runs at once.
-        backend: ``local`` (processes on this host).
+        backend: ``local`` (processes on this host, through the job wrapper).
+        heartbeat_lease: seconds after its last heartbeat a worker counts as dead and
+            its jobs are adopted by another worker (or by itself when restarted
+            under the same name); it heartbeats every ``heartbeat_lease / 4``.
+        kill_grace: seconds between the SIGTERM and the SIGKILL the job wrapper sends
+            a cancelled job's processes.
+
+    Raises:
+        ConfigError: a non-positive lease or poll interval, a negative grace, or
+            ``max_running`` below 1.
     """
 
     work_dir: str = "/var/lib/wmproxy/work"
     poll_interval: float = 1.0
     max_running: int = 4
     backend: str = "local"
+    heartbeat_lease: float = 60.0
+    kill_grace: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_lease <= 0 or self.poll_interval <= 0:
+            raise ConfigError("[execution] heartbeat_lease and poll_interval: must be positive")
+        if self.kill_grace < 0 or self.max_running < 1:
+            raise ConfigError("[execution] kill_grace must not be negative, max_running must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -187,8 +208,8 @@ def checked_vo_servers(by_vo: Mapping[str, str], where: str = "[renewal] myproxy
         ConfigError: an empty VO name or a server that is not ``host[:port]``.
     """
     result: dict[str, str] = {}
-    for vo, server in by_vo.items():
-        vo, server = vo.strip(), server.strip()
+    for raw_vo, raw_server in by_vo.items():
+        vo, server = raw_vo.strip(), raw_server.strip()
         if not vo:
             raise ConfigError(f"{where}: a per-VO server without a VO name")
         if server:
@@ -316,7 +337,7 @@ def load_settings(
         parser.read(config_file)
     areas: dict[str, Any] = {}
     for area in dataclasses.fields(Settings):
-        cls = area.default_factory  # type: ignore[misc]
+        cls = area.default_factory
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             raw = env.get(f"WMPROXY_{area.name.upper()}_{f.name.upper()}")

@@ -56,6 +56,7 @@ worker's own user; a worker running as root must always pass an account
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -234,6 +235,17 @@ def prepare_work_dir(work_root: Path, name: str, account: Account | None) -> Pat
     return work_dir
 
 
+def check_work_root(work_root: Path) -> None:
+    """Check that ``work_root`` is usable as :func:`prepare_work_dir` requires (a real
+    directory owned by the worker's user, not writable by group or others); the worker
+    calls it at startup so a wrong work root is refused once, not for every job.
+
+    Raises:
+        IdentityError: the work root is missing or unsafe.
+    """
+    _check_work_root(Path(os.path.abspath(work_root)))
+
+
 def _check_work_root(root: Path) -> None:
     try:
         st = os.lstat(root)
@@ -332,7 +344,7 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
         log_fd = _fresh_file(state_fd, LOG_NAME, 0o600, account)
     try:
-        return subprocess.Popen(
+        return subprocess.Popen(  # noqa: S603 - a fixed argv: the package's own wrapper
             [interpreter, "-I", str(WRAPPER_PATH), str(work_dir)],
             cwd=work_dir,
             env={"PATH": jobwrapper.BASE_PATH, "LANG": "C.UTF-8"},
@@ -528,10 +540,8 @@ def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None) -> i
     """Create ``name`` anew (whatever was there is unlinked, never followed), with
     ``mode``, owned by ``account``; return a write descriptor."""
     try:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, mode, dir_fd=dir_fd)
     except OSError as exc:
@@ -556,8 +566,6 @@ def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Accou
             os.fsync(f.fileno())
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
         raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None

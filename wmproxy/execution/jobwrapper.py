@@ -76,6 +76,7 @@ the worker and the owner's group even when the spawner's umask was 0o077).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -324,10 +325,8 @@ def open_confined(work_fd: int, name: str, write: bool, what: str) -> int:
                     os.close(fd)
                     raise WrapperError(f"Job Wrapper error: the {what} {name} is not a regular file")
                 return fd
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(last, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             return os.open(last, flags, 0o666, dir_fd=dir_fd)
         finally:
@@ -340,10 +339,8 @@ def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``name`` in the state dir: temporary file, fsync,
     rename over ``name``, fsync of the directory."""
     tmp = f".{name}.{os.getpid()}.tmp"
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp, dir_fd=state_fd)
-    except FileNotFoundError:
-        pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=state_fd)
     try:
         os.write(fd, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
@@ -453,7 +450,7 @@ class _Supervisor:
         self, argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int, stderr: int
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` in a new process group; OSError if it cannot be executed."""
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603 - running the user's payload is the point
             argv,
             cwd=cwd,
             env=env,
@@ -478,10 +475,8 @@ class _Supervisor:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:

@@ -39,9 +39,10 @@ def on_node_ended(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
             continue
         if not succeeded(node):
             _abort_subtree(uow, dependent, f"dependency {node.node_name} did not end successfully", now)
-        elif all(_done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)):
-            if dependent.state == JobState.WAITING.value:
-                uow.queue.enqueue(dependent.id, "start", now)
+        elif dependent.state == JobState.WAITING.value and all(
+            _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
+        ):
+            uow.queue.enqueue(dependent.id, "start", now)
     parent = uow.jobs.get(node.parent_id)
     if parent is not None:
         refresh_parent(uow, parent, now)

@@ -34,7 +34,7 @@ def perusal_interval(rt: Runtime, ad: classad2.ClassAd) -> int | None:
     return max(asked, rt.settings.jobs.min_perusal_interval)
 
 
-def _check(rt: Runtime, uow: UnitOfWork, job: Job) -> None:
+def _check(uow: UnitOfWork, rt: Runtime, job: Job) -> None:
     if uow.jobs.children(job.id):
         raise OperationNotAllowedError("Perusal service not available for dag or collection type")
     if perusal_interval(rt, parse_jdl(job.jdl_registered)) is None:
@@ -59,7 +59,7 @@ def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: l
     names = [_valid_name(f) for f in files]
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id)
-        _check(rt, uow, job)
+        _check(uow, rt, job)
         if len(names) > rt.settings.jobs.max_perusal_files:
             raise OperationNotAllowedError("The maximum number of perusal files is reached")
         job.perusal_files = "\n".join(dict.fromkeys(names)) or None
@@ -79,7 +79,7 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
     name = _valid_name(file)
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id, access="read")
-        _check(rt, uow, job)
+        _check(uow, rt, job)
         if job.state == JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the job is not started")
         area = rt.storage.job_area(job.id, job.parent_id)

@@ -1,29 +1,6 @@
-"""Fixtures of the execution tests: a throwaway local account and a work root every account can traverse."""
+"""Fixtures of the execution tests: a throwaway local account and a work root every account can traverse
+(defined in :mod:`tests.unit.execution.wrapper_support`, shared with the store's adoption tests)."""
 
-from __future__ import annotations
+from tests.unit.execution.wrapper_support import job_account, work_root
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from tests.unit.execution.wrapper_support import create_account
-from wmproxy.execution.identity import Account
-
-
-@pytest.fixture(scope="session")
-def job_account() -> Iterator[Account]:
-    yield from create_account("wmpwrap01")
-
-
-@pytest.fixture
-def work_root() -> Iterator[Path]:
-    """A work root every account can traverse (pytest's tmp_path is 0700 root)."""
-    root = Path(tempfile.mkdtemp(prefix="wmpwrap-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+__all__ = ["job_account", "work_root"]

@@ -7,7 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 from tests import support
 from tests.conftest import need_peer
@@ -72,3 +76,19 @@ def kill_session(sid: int) -> None:
                 os.kill(int(entry), signal.SIGKILL)
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
+
+
+@pytest.fixture(scope="session")
+def job_account() -> Iterator[Account]:
+    yield from create_account("wmpwrap01")
+
+
+@pytest.fixture
+def work_root() -> Iterator[Path]:
+    """A work root every account can traverse (pytest's tmp_path is 0700 root)."""
+    root = Path(tempfile.mkdtemp(prefix="wmpwrap-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
