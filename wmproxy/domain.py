@@ -136,6 +136,10 @@ def job_unique(job_id: str) -> str:
 _SAFE_FILENAME = set(string.ascii_letters + string.digits + ".- ")
 
 
+JOB_PROXY_NAME = "user.proxy"
+"""File name of a job's proxy copy in its work dir (what ``X509_USER_PROXY`` names)."""
+
+
 def to_filename(job_id: str) -> str:
     """Directory name of a job: every char outside ``[A-Za-z0-9.- ]`` → ``_`` + 2 lowercase hex.
 

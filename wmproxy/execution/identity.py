@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wmproxy.domain import JOB_PROXY_NAME
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import jobwrapper
 from wmproxy.execution.jobwrapper import (
@@ -86,7 +87,7 @@ WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
 (the package installed in a world-readable location)."""
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-PROXY_NAME = "user.proxy"
+PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
 _MAX_STATUS_BYTES = 256 * 1024

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import utcnow
+from wmproxy.errors import WMProxyError
+from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.renewal.myproxy import MyProxyError, MyProxyRefusedError, MyProxyUnreachableError, renew_proxy
 from wmproxy.services import renewal as service
 from wmproxy.services.runtime import Runtime
@@ -157,8 +159,8 @@ class RenewalWorker:
         written = 0
         for job_id in job_ids:
             try:
-                written += service.push_job_proxy(self.rt, job_id, pem)
-            except OSError as exc:
+                written += push_job_proxy(self.rt, job_id, pem)
+            except (OSError, WMProxyError) as exc:
                 log.warning("could not rewrite the proxy file of job %s: %s", job_id, exc)
         return written
 

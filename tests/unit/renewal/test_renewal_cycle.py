@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import Pki
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, utcnow
+from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
@@ -29,7 +30,6 @@ from wmproxy.services.renewal import (
     expired_credentials,
     finish_renewal,
     job_proxy_path,
-    push_job_proxy,
     register_for_renewal,
     renewal_status,
     stale_job_proxies,

@@ -17,6 +17,7 @@ from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.config import ConfigError, ExecutionSettings, RenewalSettings, Settings, load_settings
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
+from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
@@ -26,7 +27,6 @@ from wmproxy.services.renewal import (
     job_proxy_path,
     myproxy_server_for,
     parse_server,
-    push_job_proxy,
     renewal_due,
     renewal_margin,
 )

@@ -8,7 +8,7 @@ the threads and the MyProxy exchange; the decisions are here, one concept per mo
   (:func:`register_for_renewal`);
 * :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`);
 * :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
-* :mod:`.jobfiles`: the ``user.proxy`` files of running jobs (:func:`push_job_proxy`);
+* :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy;
 * :mod:`.expiry`: expired credentials abort their jobs, unused records go;
 * :mod:`.status`: what users see (:func:`renewal_status`).
 
@@ -38,7 +38,6 @@ from wmproxy.services.renewal.jobfiles import (
     HELD_STATES,
     job_proxy_end,
     job_proxy_path,
-    push_job_proxy,
     stale_job_proxies,
     stored_proxy,
 )
@@ -72,7 +71,6 @@ __all__ = [
     "job_proxy_path",
     "myproxy_server_for",
     "parse_server",
-    "push_job_proxy",
     "register_for_renewal",
     "renewal_due",
     "renewal_margin",

@@ -9,7 +9,7 @@ around it:
 * :func:`finish_renewal` stores what MyProxy granted (sealed, and only if it ends later
   than what is stored: renewal never extends beyond what MyProxy grants, and never
   shortens) and records the attempt; the worker then rewrites the proxy files of the jobs
-  (:func:`wmproxy.services.renewal.jobfiles.push_job_proxy`).
+  (:func:`wmproxy.renewal.jobfiles.push_job_proxy`).
 
 Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
 (that needs a VOMS server). Expired or lost VOMS attributes are logged and kept in the
