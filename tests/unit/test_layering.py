@@ -14,7 +14,8 @@ import pytest
 import wmproxy
 
 ROOT = Path(wmproxy.__file__).parent
-INNER = ("services", "store", "jdl", "security", "sandbox/storage.py", "errors.py", "domain.py", "config.py")
+INNER = ("services", "store", "jdl", "security", "sandbox/storage.py", "sandbox/confined.py",
+         "errors.py", "domain.py", "config.py")
 EDGES = ("wmproxy.soap", "wmproxy.sandbox.http", "wmproxy.renewal", "wmproxy.execution", "wmproxy.client",
          "wmproxy.cli", "wmproxy.admin", "spyne", "zeep", "gunicorn", "werkzeug", "click", "rich")
 

@@ -37,7 +37,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import BackendError, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
-from wmproxy.sandbox.storage import ConfinementError, open_confined
+from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists

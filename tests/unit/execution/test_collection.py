@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wmproxy.sandbox.storage import ConfinementError, FilesystemSandboxStorage, open_confined
+from wmproxy.sandbox.confined import ConfinementError, open_confined
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
 
 JOB = "https://lb.example.org:9000/CoLLectAAAAAAAAAAAAAAAA"
 
