@@ -100,19 +100,32 @@ class SandboxSettings:
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    """Execution worker settings.
+    """Execution worker settings (``[execution]`` section).
 
     Attributes:
-        work_dir: where jobs run (one directory per job).
-        poll_interval: seconds between queue polls.
+        work_dir: the work root: one directory per job below it. Must be a real
+            directory owned by the worker's user and not writable by group or others
+            (``wmproxy.execution.identity.prepare_work_dir``); mapped accounts need
+            search permission on it and its parents.
+        poll_interval: seconds between queue polls while jobs run; an idle worker
+            polls up to ten times as often (a started job begins without waiting).
         max_running: jobs one worker runs at once.
-        backend: ``local`` (processes on this host).
+        backend: ``local`` (processes on this host, through the job wrapper).
+        heartbeat_lease: seconds after its last heartbeat a worker counts as dead and
+            its jobs are adopted by another worker (or by itself when restarted
+            under the same name); it heartbeats every ``heartbeat_lease / 4``.
+        kill_grace: seconds between the SIGTERM and the SIGKILL the job wrapper sends
+            a cancelled job's processes.
+        job_umask: umask of the job's processes (readable outputs for collection).
     """
 
     work_dir: str = "/var/lib/wmproxy/work"
     poll_interval: float = 1.0
     max_running: int = 4
     backend: str = "local"
+    heartbeat_lease: float = 60.0
+    kill_grace: float = 10.0
+    job_umask: int = 0o022
 
 
 @dataclass(frozen=True)

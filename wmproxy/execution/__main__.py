@@ -1,33 +1,131 @@
-"""``wmproxy-worker``: run the execution worker until SIGTERM/SIGINT."""
+"""``wmproxy-worker``: run the execution worker until SIGTERM/SIGINT.
+
+Usage::
+
+    wmproxy-worker [-c CONFIG] [--name NAME] [--cancel-running-on-exit]
+
+Options:
+    -c, --config FILE            the configuration file (else ``WMPROXY_CONFIG``).
+    --name NAME                  the worker's stable name (default: the host name).
+                                 Give each worker on one host its own name; a worker
+                                 restarted under the same name adopts the jobs of its
+                                 previous life at once. Refused while another live
+                                 process heartbeats under that name.
+    --cancel-running-on-exit     on SIGTERM/SIGINT, cancel the running jobs (their
+                                 wrappers get SIGTERM, then SIGKILL after
+                                 ``[execution] kill_grace``; the jobs end Aborted)
+                                 before exiting. Without it the worker drains: it stops
+                                 claiming and exits, leaving running jobs to their
+                                 wrappers; they are adopted when a worker (re)starts on
+                                 the host.
+
+Privileges: with ``[mapping] mode`` other than ``none`` the worker runs every job as
+its mapped account and needs exactly the effective capabilities CAP_CHOWN, CAP_SETUID,
+CAP_SETGID, CAP_KILL and CAP_DAC_OVERRIDE (``wmproxy.execution.identity``; e.g.
+systemd ``AmbientCapabilities=``, with ``KillMode=process`` so stopping the worker
+leaves the jobs' wrappers alive); it refuses to start without them. With
+``mode = none`` it runs jobs as its own user and needs no capability (and, as root,
+refuses every job). The work root (``[execution] work_dir``) is created 0755 if missing.
+
+Exit status: 0 after a drain, 2 for a usage or configuration error, 3 when the
+privileges or the work root are wrong or the name is in use.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
+from pathlib import Path
 
 import click
 
-from wmproxy.config import load_settings
+from wmproxy.config import Settings, load_settings
+from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 
 
+#: CAP_CHOWN (0), CAP_DAC_OVERRIDE (1), CAP_KILL (5), CAP_SETGID (6), CAP_SETUID (7).
+class StartupError(click.ClickException):
+    """The worker cannot run as configured (privileges, work root, name); exit status 3."""
+
+    exit_code = 3
+
+
+REQUIRED_CAPABILITIES = {0: "CAP_CHOWN", 1: "CAP_DAC_OVERRIDE", 5: "CAP_KILL", 6: "CAP_SETGID", 7: "CAP_SETUID"}
+
+
+def missing_capabilities(status_text: str | None = None) -> list[str]:
+    """The capabilities of :data:`REQUIRED_CAPABILITIES` this process lacks, from the
+    ``CapEff`` line of ``/proc/self/status`` (or ``status_text``); all of them when it
+    cannot be read."""
+    if status_text is None:
+        try:
+            status_text = Path("/proc/self/status").read_text()
+        except OSError:
+            return list(REQUIRED_CAPABILITIES.values())
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return [name for bit, name in REQUIRED_CAPABILITIES.items() if not effective >> bit & 1]
+    return list(REQUIRED_CAPABILITIES.values())
+
+
+def check_privileges(settings: Settings) -> None:
+    """Refuse to run without what the configuration needs (see the module doc).
+
+    Raises:
+        StartupError: mapping is on and capabilities are missing.
+    """
+    if settings.mapping.mode == "none":
+        return
+    missing = missing_capabilities()
+    if missing:
+        raise StartupError(
+            f"[mapping] mode = {settings.mapping.mode} runs jobs as their mapped accounts, but this worker lacks "
+            f"{', '.join(missing)} (grant them as ambient capabilities, e.g. systemd AmbientCapabilities=)")
+
+
+def ensure_work_root(path: str) -> Path:
+    """Create the work root (0755) if it is missing and return it."""
+    root = Path(os.path.abspath(path))
+    if not root.exists():
+        root.mkdir(mode=0o755, parents=True)
+        root.chmod(0o755)
+    return root
+
+
 @click.command()
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="configuration file")
-@click.option("--name", default=None, help="worker name recorded on claimed jobs")
-def main(config_file: str | None, name: str | None) -> None:
+@click.option("--name", default=None, help="stable worker name (default: the host name)")
+@click.option("--cancel-running-on-exit", is_flag=True, default=False,
+              help="cancel running jobs on SIGTERM instead of leaving them to be adopted")
+def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool) -> None:
     """Take started jobs from the database queue and run them."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(config_file)
     if settings.execution.backend != "local":
         raise click.UsageError(f"unknown execution backend {settings.execution.backend!r}")
-    worker = ExecutionWorker(Runtime.from_settings(settings), LocalExecutionBackend(), name)
+    check_privileges(settings)
+    try:
+        root = ensure_work_root(settings.execution.work_dir)
+    except OSError as exc:
+        raise StartupError(f"cannot create the work root {settings.execution.work_dir}: {exc}") from exc
+    backend = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace)
+    worker = ExecutionWorker(Runtime.from_settings(settings), backend, name,
+                             cancel_running_on_exit=cancel_running_on_exit)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    worker.run(stop)
+    try:
+        worker.run(stop)
+    except WMProxyError as exc:
+        click.echo(f"wmproxy-worker: {exc}", err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,43 @@
-"""The execution worker loop: claim, stage, run, watch, collect.
+"""The execution worker loop: heartbeat, adopt, claim, prepare, spawn, watch, collect.
 
 Several workers may run against one database: claiming uses the queue's
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or compare-and-set (SQLite). A worker runs up
-to ``execution.max_running`` jobs at once and polls them every ``poll_interval`` seconds.
+to ``execution.max_running`` jobs at once, each through the job wrapper as its mapped
+account (``jobs.local_account``; the worker's own user without mapping), and polls
+them every ``poll_interval`` seconds (faster while idle, so a started job begins
+without waiting for a tick).
+
+No job is lost or run twice:
+
+* the wrapper is spawned only after the job is committed as Scheduled with a backend
+  reference naming its work dir, and a work dir holding ``started.json`` is never
+  prepared again;
+* the worker heartbeats every ``heartbeat_lease / 4`` seconds; at start and as often
+  as it heartbeats it adopts the jobs of dead workers on its host and its own previous
+  life's (:func:`wmproxy.services.execution.adopt_jobs`): running jobs are followed
+  through their wrapper and ``status.json``, claimed-but-never-started ones requeued;
+* stopping (SIGTERM) drains: the worker stops claiming and exits, leaving its jobs
+  running (each wrapper leads its own session); the next worker on the host, or this
+  one restarted under the same name, adopts them. Only ``cancel_running_on_exit``
+  (``wmproxy-worker --cancel-running-on-exit``) stops them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import shlex
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from wmproxy.domain import JobState, to_filename
+from wmproxy.domain import JobState
 from wmproxy.errors import WMProxyError
-from wmproxy.execution.backends import ExecutionBackend, JobRunSpec, RunHandle
-from wmproxy.execution.staging import stage_in, stage_out, write_job_proxy
+from wmproxy.execution.backends import BackendError, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.jobwrapper import JobSpec
+from wmproxy.sandbox.storage import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
@@ -27,39 +45,95 @@ from wmproxy.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+#: Fraction of ``poll_interval`` an idle worker waits between queue polls.
+IDLE_POLL_FRACTION = 0.2
+#: Bytes of a perused file copied per sample at most.
+PERUSAL_READ_LIMIT = 16 * 1024 * 1024
+
 
 @dataclass
 class RunningJob:
+    """A job this worker follows."""
+
     order: StartOrder
     handle: RunHandle
-    work_dir: Path
     next_sample: float = 0.0
     offsets: dict[str, int] = field(default_factory=dict)
+    cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
 
 
 class ExecutionWorker:
-    """Runs started jobs through ``backend``; ``step()`` is one cycle, ``run()`` loops."""
+    """Runs started jobs through ``backend``; ``step()`` is one cycle, ``run()`` loops.
 
-    def __init__(self, rt: Runtime, backend: ExecutionBackend, name: str | None = None) -> None:
+    Args:
+        rt: settings and collaborators.
+        backend: where jobs run.
+        name: the worker's stable name (default: the host name); a worker restarted
+            under the same name adopts its previous life's jobs.
+        cancel_running_on_exit: stop every running job when :meth:`run` ends instead of
+            leaving them to be adopted.
+    """
+
+    def __init__(self, rt: Runtime, backend: ExecutionBackend, name: str | None = None, *,
+                 cancel_running_on_exit: bool = False) -> None:
         self.rt = rt
         self.backend = backend
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.host = socket.gethostname()
+        self.name = name or self.host
+        self.pid = os.getpid()
         self.settings = rt.settings.execution
         self.running: dict[str, RunningJob] = {}
+        self.cancel_running_on_exit = cancel_running_on_exit
+        self._next_heartbeat = 0.0
+        self._registered = False
+
+    # --- the loop ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Register, adopt, then loop until ``stop`` is set; then drain (or cancel)."""
+        self.start()
         log.info("execution worker %s started (max %d jobs)", self.name, self.settings.max_running)
         while not stop.is_set():
             busy = self.step()
             if not busy:
-                stop.wait(self.settings.poll_interval)
-        for job_id in list(self.running):
-            self._cancel(job_id, reason="worker shut down")
+                idle = not self.running
+                stop.wait(self.settings.poll_interval * (IDLE_POLL_FRACTION if idle else 1.0))
+        self.stop()
+
+    def start(self) -> None:
+        """Register the heartbeat and adopt what is due (also called by :meth:`step`).
+
+        Raises:
+            WorkerNameInUseError: another live worker uses this name.
+        """
+        service.register_worker(self.rt, self.name, self.host, self.pid, _pid_alive)
+        self._registered = True
+        self._next_heartbeat = time.monotonic() + self._heartbeat_every()
+        self.adopt()
+
+    def stop(self) -> None:
+        """Drain: leave running jobs to their wrappers (adopted after a restart), or
+        cancel them when ``cancel_running_on_exit``."""
+        if self.cancel_running_on_exit and self.running:
+            self._cancel_all()
+        if self.running:
+            log.info("execution worker %s stops; %d job(s) keep running and will be adopted: %s",
+                     self.name, len(self.running), ", ".join(self.running))
+        else:
+            service.unregister_worker(self.rt, self.name, self.host, self.pid)
+        self.running.clear()
 
     def step(self) -> bool:
         """One cycle; returns True when a job was started (so the loop goes on at once)."""
+        if not self._registered:
+            self.start()
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat()
         for job_id in service.take_cancel_requests(self.rt, list(self.running)):
-            self._cancel(job_id)
+            self._cancel(job_id, "")
+        for job in self.running.values():
+            if job.cancel_reason is not None:
+                self.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
         self._reap()
         if len(self.running) >= self.settings.max_running:
@@ -70,55 +144,179 @@ class ExecutionWorker:
         self._start(order)
         return True
 
+    def _heartbeat_every(self) -> float:
+        return max(self.settings.heartbeat_lease / 4, 0.05)
+
+    def _heartbeat(self) -> None:
+        self._next_heartbeat = time.monotonic() + self._heartbeat_every()
+        if not service.heartbeat(self.rt, self.name, self.host, self.pid):
+            log.error("execution worker %s was taken for dead; its %d job(s) now belong to another worker",
+                      self.name, len(self.running))
+            self.running.clear()
+            self._registered = False
+            return
+        self.adopt()
+
+    # --- adoption ------------------------------------------------------------------
+
+    def adopt(self) -> list[str]:
+        """Adopt the jobs of dead workers on this host and of this name's previous life.
+
+        Returns:
+            The ids of the jobs now followed or requeued.
+        """
+        adopted: list[str] = []
+        for order in service.adopt_jobs(self.rt, self.name, self.host, set(self.running)):
+            try:
+                account = _account(order.local_account)
+            except WMProxyError as exc:
+                service.set_state(self.rt, order.job_id, JobState.ABORTED, reason=f"cannot adopt the job: {exc}")
+                continue
+            handle = self.backend.attach(order.backend_ref or "", account)
+            if handle is None:
+                log.warning("job %s: backend reference %r is not followable here", order.job_id, order.backend_ref)
+                continue
+            adopted.append(order.job_id)
+            if handle.pid is None and not self.backend.started(handle):
+                outcome = self.backend.poll(handle)
+                if outcome is not None and not outcome.recorded and not outcome.payload_started:
+                    # Scheduled, wrapper never spawned (or died before the payload): run it again once.
+                    self._release(handle)
+                    service.requeue_unstarted(self.rt, self.name, order.job_id, "its wrapper was never started")
+                    log.info("job %s requeued: its worker stopped before starting it", order.job_id)
+                    continue
+            self.running[order.job_id] = RunningJob(order, handle)
+            log.info("job %s adopted (%s)", order.job_id, handle.ref)
+        return adopted
+
+    # --- starting ------------------------------------------------------------------
+
     def _start(self, order: StartOrder) -> None:
         job_id = order.job_id
-        work_dir = Path(self.settings.work_dir) / to_filename(job_id)
-        desc = order.description
         try:
-            stage_in(order.area, work_dir, order.isb_files)
-            proxy_file = write_job_proxy(self.rt.storage, order.area, order.proxy_pem)
-            if not service.set_state(self.rt, job_id, JobState.SCHEDULED):
-                shutil.rmtree(work_dir, ignore_errors=True)
-                return
-            environment = dict(entry.split("=", 1) for entry in desc.environment)
-            handle = self.backend.start(
-                JobRunSpec(
-                    job_id=job_id,
-                    work_dir=work_dir,
-                    executable=desc.executable,
-                    arguments=desc.arguments,
-                    std_input=desc.std_input,
-                    std_output=desc.std_output,
-                    std_error=desc.std_error,
-                    environment=environment,
-                    proxy_file=proxy_file,
-                )
+            launch = JobLaunch(
+                job_id=job_id,
+                account=_account(order.local_account),
+                spec=self._spec(order),
+                input_dir=order.area.input_dir,
+                isb_files=order.isb_files,
+                proxy_pem=order.proxy_pem,
             )
+            handle = self.backend.prepare(launch)
         except WMProxyError as exc:
             log.info("job %s aborted before running: %s", job_id, exc)
             service.set_state(self.rt, job_id, JobState.ABORTED, reason=str(exc))
-            shutil.rmtree(work_dir, ignore_errors=True)
             return
-        self.running[job_id] = RunningJob(order, handle, work_dir)
-        service.set_state(self.rt, job_id, JobState.RUNNING, backend_ref=f"local:{self.name}:{handle.pid}")
-        log.info("job %s running as pid %d", job_id, handle.pid)
+        if not service.set_state(self.rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref):
+            self._release(handle)
+            return
+        try:
+            self.backend.spawn(handle)
+        except BackendError as exc:
+            log.info("job %s aborted: %s", job_id, exc)
+            service.set_state(self.rt, job_id, JobState.ABORTED, reason=str(exc))
+            self._release(handle)
+            return
+        self.running[job_id] = RunningJob(order, handle)
+        service.set_state(self.rt, job_id, JobState.RUNNING, backend_ref=handle.ref)
+        log.info("job %s running (%s)", job_id, handle.ref)
+
+    def _spec(self, order: StartOrder) -> JobSpec:
+        desc = order.description
+        environment: dict[str, str] = {}
+        for entry in desc.environment:
+            key, sep, value = entry.partition("=")
+            if not sep:
+                raise BackendError(f"Invalid Environment entry {entry!r}: expected NAME=value")
+            environment[key] = value
+        return JobSpec(
+            job_id=order.job_id,
+            executable=desc.executable,
+            arguments=_split(desc.arguments, "Arguments"),
+            stdin=desc.std_input or None,
+            stdout=desc.std_output or None,
+            stderr=desc.std_error or None,
+            environment=environment,
+            proxy=PROXY_NAME if order.proxy_pem else None,
+            prologue=order.prologue,
+            prologue_arguments=_split(order.prologue_arguments, "PrologueArguments"),
+            epilogue=order.epilogue,
+            epilogue_arguments=_split(order.epilogue_arguments, "EpilogueArguments"),
+            kill_grace=self.settings.kill_grace,
+        )
+
+    # --- ending --------------------------------------------------------------------
 
     def _reap(self) -> None:
         for job_id, job in list(self.running.items()):
-            code = self.backend.poll(job.handle)
-            if code is None:
+            outcome = self.backend.poll(job.handle)
+            if outcome is None:
                 continue
             del self.running[job_id]
-            if job.order.perusal_interval is not None:
-                self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
             try:
-                missing = stage_out(self.rt.storage, job.order.area, job.work_dir, job.order.description.output_sandbox)
-                reason = f"output sandbox files not produced: {', '.join(missing)}" if missing else None
-            except WMProxyError as exc:
-                reason = f"output sandbox not collected: {exc}"
-            service.set_state(self.rt, job_id, JobState.DONE, exit_code=code, reason=reason)
-            shutil.rmtree(job.work_dir, ignore_errors=True)
-            log.info("job %s done, exit code %d", job_id, code)
+                self._finish(job, outcome)
+            finally:
+                self._release(job.handle)
+
+    def _finish(self, job: RunningJob, outcome: JobOutcome) -> None:
+        job_id = job.order.job_id
+        if job.cancel_reason == "":
+            service.mark_cancelled(self.rt, job_id)
+            log.info("job %s cancelled", job_id)
+            return
+        if job.cancel_reason is not None:
+            service.set_state(self.rt, job_id, JobState.ABORTED, reason=job.cancel_reason)
+            return
+        if outcome.state == JobState.CANCELLED:
+            service.set_state(self.rt, job_id, JobState.ABORTED,
+                              reason="the job wrapper was stopped by a signal outside wmproxy")
+            return
+        if outcome.state != JobState.DONE:
+            log.info("job %s aborted: %s", job_id, outcome.reason)
+            service.set_state(self.rt, job_id, JobState.ABORTED, reason=outcome.reason)
+            return
+        if job.order.perusal_interval is not None:
+            self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
+        reasons = [outcome.reason] if outcome.reason else []
+        try:
+            missing = self.rt.storage.collect_output_files(
+                job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox)
+            reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
+        except WMProxyError as exc:
+            reasons.append(f"output sandbox not collected: {exc}")
+        service.set_state(self.rt, job_id, JobState.DONE, exit_code=outcome.exit_code,
+                          reason="; ".join(reasons) or None)
+        log.info("job %s done, exit code %s", job_id, outcome.exit_code)
+
+    def _release(self, handle: RunHandle) -> None:
+        try:
+            self.backend.release(handle)
+        except BackendError as exc:
+            log.warning("could not remove the work directory %s: %s", handle.work_dir, exc)
+
+    # --- cancelling ----------------------------------------------------------------
+
+    def _cancel(self, job_id: str, reason: str) -> None:
+        job = self.running.get(job_id)
+        if job is None or job.cancel_reason is not None:
+            return
+        job.cancel_reason = reason
+        self.backend.cancel(job.handle)
+        log.info("job %s: cancel sent to its wrapper", job_id)
+
+    def _cancel_all(self) -> None:
+        """Cancel every running job and wait for their wrappers (``--cancel-running-on-exit``)."""
+        for job_id in list(self.running):
+            self._cancel(job_id, "cancelled by the administrator at worker shutdown")
+        deadline = time.monotonic() + self.settings.kill_grace + 60.0
+        while self.running and time.monotonic() < deadline:
+            for job in self.running.values():
+                self.backend.cancel(job.handle)
+            self._reap()
+            if self.running:
+                time.sleep(0.1)
+
+    # --- perusal -------------------------------------------------------------------
 
     def _sample_perusal(self) -> None:
         """Copy what perused files gained into chunks, every PerusalTimeInterval seconds."""
@@ -132,30 +330,43 @@ class ExecutionWorker:
             self._sample(job, lists.get(job.order.job_id, []))
 
     def _sample(self, job: RunningJob, files: list[str]) -> None:
+        """Copy the new bytes of each perused regular file (never a symlink or hard link,
+        never outside the work dir: :func:`open_confined`)."""
         stamp = int(time.time())
         for name in files:
-            path = job.work_dir / name
             try:
-                size = path.stat().st_size
+                fd = open_confined(job.handle.work_dir, name)
+            except ConfinementError as exc:
+                if exc.reason != "not produced":
+                    log.info("job %s: perusal file %s refused: %s", job.order.job_id, name, exc.reason)
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
                 offset = job.offsets.get(name, 0)
                 if size <= offset:
                     continue
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read(size - offset)
-            except OSError:
-                continue
-            self.rt.storage.write_perusal_chunk(job.order.job_id, name, data, stamp)
+                handle.seek(offset)
+                data = handle.read(min(size - offset, PERUSAL_READ_LIMIT))
+            self.rt.storage.write_perusal_chunk(job.order.area.job_id, name, data, stamp)
             job.offsets[name] = offset + len(data)
 
-    def _cancel(self, job_id: str, reason: str | None = None) -> None:
-        job = self.running.pop(job_id, None)
-        if job is None:
-            return
-        self.backend.cancel(job.handle)
-        if reason is None:
-            service.mark_cancelled(self.rt, job_id)
-        else:
-            service.set_state(self.rt, job_id, JobState.ABORTED, reason=reason)
-        shutil.rmtree(job.work_dir, ignore_errors=True)
-        log.info("job %s stopped", job_id)
+
+def _split(text: str, what: str) -> list[str]:
+    try:
+        return shlex.split(text or "")
+    except ValueError as exc:
+        raise BackendError(f"Cannot parse the job's {what} {text!r}: {exc}") from None
+
+
+def _account(name: str | None) -> Account | None:
+    return None if name is None else Account.from_name(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

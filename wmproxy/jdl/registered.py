@@ -72,6 +72,7 @@ def registered_ad(
     description: JobDescription | None = None,
     nodes: Sequence[tuple[str, classad2.ClassAd]] = (),
     dependencies: Sequence[tuple[str, str]] = (),
+    local_account: str | None = None,
 ) -> classad2.ClassAd:
     """Build the registered JDL (``JDLToStart``) of a job, a node or a DAG level, in one pass.
 
@@ -98,6 +99,10 @@ def registered_ad(
         description: the ad's description when the caller already has it.
         nodes: ``(node name, registered node ad)`` of a compound job's DAG level.
         dependencies: ``(parent node, child node)`` pairs of the DAG level.
+        local_account: the Unix account the job runs as (the mapping's decision at
+            registration), stored as ``LocalAccount`` so the owner sees it; None (no
+            mapping configured) leaves the attribute out. A user-supplied
+            ``LocalAccount`` is always removed.
 
     Returns:
         A new ClassAd.
@@ -124,6 +129,10 @@ def registered_ad(
         del out["MyProxyServer"]
     if myproxy_server:
         out["MyProxyServer"] = myproxy_server
+    if "LocalAccount" in out:
+        del out["LocalAccount"]
+    if local_account:
+        out["LocalAccount"] = local_account
     if "JobProvenance" in out and out["JobProvenance"] == "":
         del out["JobProvenance"]
 

@@ -431,7 +431,26 @@ class FilesystemSandboxStorage:
         return target
 
     def collect_output(self, job_id: str, work_dir: Path, names: tuple[str, ...]) -> list[str]:
+        """Copy the job's output sandbox files from ``work_dir`` into its ``output/``
+        (:meth:`collect_output_files` without the reasons).
+
+        Returns:
+            The names that were not collected, in order.
+
+        Raises:
+            SandboxError: the job area does not exist or a file cannot be written.
+        """
+        return [name for name, _reason in self.collect_output_files(job_id, work_dir, names)]
+
+    def collect_output_files(
+        self, job_id: str, work_dir: Path, names: tuple[str, ...]
+    ) -> list[tuple[str, str]]:
         """Copy the job's output sandbox files from ``work_dir`` into its ``output/`` (atomically each).
+
+        Only regular files inside ``work_dir`` are copied, opened through descriptors
+        without following any symbolic link (:func:`open_confined`); a symlink, a hard
+        link (``st_nlink > 1``: the job could have linked a file it cannot read into its
+        directory), a FIFO or device, or a name leaving ``work_dir`` is not collected.
 
         Args:
             job_id: the job.
@@ -440,24 +459,25 @@ class FilesystemSandboxStorage:
                 under its file name.
 
         Returns:
-            The names the job did not produce (missing, not a regular file, or
-            resolving outside ``work_dir``), in order.
+            ``(name, reason)`` of each file not collected, in order; reasons are
+            ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a regular
+            file"``, ``"outside the work directory"``.
 
         Raises:
             SandboxError: the job area does not exist or a file cannot be written.
         """
         output = self._area(job_id, "output")
-        top = work_dir.resolve()
-        missing: list[str] = []
+        missing: list[tuple[str, str]] = []
         for entry in names:
             name = os.path.basename(entry)
-            source = (work_dir / entry).resolve()
-            if not source.is_relative_to(top) or not source.is_file():
-                missing.append(name)
+            try:
+                source = open_confined(work_dir, entry)
+            except ConfinementError as exc:
+                missing.append((name, exc.reason))
                 continue
             fd, tmp = _mkstemp(output / name)
             try:
-                with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+                with os.fdopen(fd, "wb") as out, os.fdopen(source, "rb") as data:
                     os.fchmod(out.fileno(), 0o600)
                     shutil.copyfileobj(data, out, CHUNK_SIZE)
                 os.replace(tmp, output / name)
@@ -546,6 +566,81 @@ class FilesystemSandboxStorage:
             _unlink_quietly(tmp)
             raise
         return total
+
+
+class ConfinementError(SandboxError):
+    """A file in a job's work dir that the worker must not read: ``reason`` is one of
+    ``not produced``, ``symbolic link``, ``hard link``, ``not a regular file``,
+    ``outside the work directory``."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def open_confined(work_dir: Path, rel_path: str) -> int:
+    """Open ``work_dir/rel_path`` for reading without following any symbolic link: each
+    directory component and the file itself are opened relative to the previous one
+    with ``O_NOFOLLOW``, so a link the job planted anywhere on the path is refused, and
+    the file is opened ``O_NONBLOCK`` so a FIFO cannot block the worker.
+
+    Returns:
+        A read descriptor of a regular file with one link (the caller closes it).
+
+    Raises:
+        ConfinementError: the file is missing, a symlink (or below one), a hard link,
+            not a regular file, or the path leaves ``work_dir`` (absolute, ``..``).
+    """
+    parts = [p for p in rel_path.split("/") if p not in ("", ".")]
+    if rel_path.startswith("/") or not parts or ".." in parts or any("\0" in p for p in parts):
+        raise ConfinementError(rel_path, "outside the work directory")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        dir_fd = os.open(work_dir, flags | os.O_DIRECTORY)
+    except OSError:
+        raise ConfinementError(rel_path, "not produced") from None
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise ConfinementError(rel_path, "not produced") from None
+            except OSError as exc:
+                raise ConfinementError(rel_path, _refusal(exc, part, dir_fd)) from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise ConfinementError(rel_path, "not produced") from None
+        except OSError as exc:
+            raise ConfinementError(rel_path, _refusal(exc, parts[-1], dir_fd)) from None
+    finally:
+        os.close(dir_fd)
+    st = os.fstat(fd)
+    reason = None
+    if not stat.S_ISREG(st.st_mode):
+        reason = "not a regular file"
+    elif st.st_nlink > 1:
+        reason = "hard link"
+    if reason is not None:
+        os.close(fd)
+        raise ConfinementError(rel_path, reason)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _refusal(exc: OSError, name: str, dir_fd: int) -> str:
+    """Why ``name`` (in ``dir_fd``) could not be opened."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        try:
+            if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                return "symbolic link"
+        except OSError:
+            pass
+        return "not a regular file"
+    return f"unreadable ({exc.strerror})"
 
 
 def _too_big(path: Path, limit: int) -> QuotaExceededError:

@@ -1,6 +1,8 @@
 """jobRegister, jobStart and jobSubmit (``wmproxy-behaviour.md`` §3.1-§3.4).
 
-Registration parses and checks the JDL, checks the delegated proxy, creates the job's
+Registration parses and checks the JDL, checks the delegated proxy, maps the caller to
+its local account (stored with every job row and shown as ``LocalAccount`` in the
+registered JDL), creates the job's
 sandbox area and stores the original and registered JDL, all or nothing: when anything
 fails, including the commit, the area is removed again. Starting changes the state to
 Waiting and queues the execution request in the same transaction.
@@ -22,6 +24,7 @@ from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.access import job_for
 from wmproxy.services.compound import start_nodes
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
+from wmproxy.services.mapping import map_identity
 from wmproxy.services.renewal import myproxy_server_for, register_for_renewal
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -53,6 +56,8 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
         ProxyExpiredError: the delegated proxy has expired or has less than
             ``security.min_proxy_lifetime`` seconds (default 20 minutes) left.
         JdlSyntaxError, JdlError, InvalidJdlAttributeError, InvalidArgumentError: bad JDL.
+        MappingError, MappingNotAllowedError: the caller cannot be mapped to a local
+            account (``wmproxy.services.mapping.map_identity``; AuthorizationFault).
     """
     return _atomically(rt, lambda uow, now, created: _register(uow, rt, principal, jdl, delegation_id, now, created))
 
@@ -116,10 +121,12 @@ def _register(
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
+    fqans = tuple(f for f in delegation.fqans.split("\n") if f)
+    account = map_identity(uow, rt, principal.dn, fqans, now)
+    local_account = account.name if account is not None else None
     ad = parse_jdl(jdl)
     compound = expand(ad, max_nodes=settings.jobs.max_nodes)  # validates every node
     description = describe_simple(ad) if compound is None else compound.description
-    fqans = tuple(f for f in delegation.fqans.split("\n") if f)
     vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     job_id = new_job_id(settings.service.host, settings.service.jobid_port)
 
@@ -147,6 +154,7 @@ def _register(
             description=desc,
             nodes=nodes or (),
             dependencies=compound.dependencies if compound is not None and nodes else (),
+            local_account=local_account,
         )
         return registered, server
 
@@ -162,6 +170,7 @@ def _register(
             jdl_original=jdl_lines(original),
             jdl_registered=jdl_lines(registered),
             sandbox_dir=area.rel_dir,
+            local_account=local_account,
             created_at=now,
             updated_at=now,
         )

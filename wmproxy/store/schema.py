@@ -91,7 +91,8 @@ class Job(Base):
     jdl_original: Mapped[str] = mapped_column(Text)
     jdl_registered: Mapped[str] = mapped_column(Text)
     sandbox_dir: Mapped[str] = mapped_column(String(512))  # relative to the sandbox root
-    backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<pid>"
+    backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<wrapper pid>:<work dir>"
+    worker: Mapped[str | None] = mapped_column(String(255), index=True)  # execution worker holding the job
     perusal_files: Mapped[str | None] = mapped_column(Text)  # enableFilePerusal list, newline separated
     local_account: Mapped[str | None] = mapped_column(String(64), index=True)  # mapped Unix account
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -206,3 +207,20 @@ class PoolLease(Base):
     group_name: Mapped[str] = mapped_column(String(255))
     leased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ExecutionWorkerRow(Base):
+    """A live (or dead) execution worker: its heartbeat tells the others whether its jobs
+    need adopting (``wmproxy.services.execution.adopt_jobs``).
+
+    ``name`` is stable across restarts (``wmproxy-worker --name``), so a restarted worker
+    finds its previous life's jobs (``jobs.worker``); ``host``/``pid`` say where it runs.
+    """
+
+    __tablename__ = "execution_workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

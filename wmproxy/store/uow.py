@@ -10,11 +10,12 @@ from wmproxy.store.delegations import SqlDelegationStore
 from wmproxy.store.jobs import SqlExecutionQueue, SqlJobStore
 from wmproxy.store.leases import SqlPoolLeaseStore
 from wmproxy.store.renewals import SqlRenewalStore
+from wmproxy.store.workers import SqlWorkerStore
 
 
 class UnitOfWork:
     """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``, ``uow.renewals``,
-    ``uow.leases``."""
+    ``uow.leases``, ``uow.workers``."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
@@ -28,6 +29,7 @@ class UnitOfWork:
         self.queue = SqlExecutionQueue(self.session)
         self.renewals = SqlRenewalStore(self.session)
         self.leases = SqlPoolLeaseStore(self.session)
+        self.workers = SqlWorkerStore(self.session)
         return self
 
     def __exit__(

@@ -1,251 +1,258 @@
+"""The local backend runs every job through the real job wrapper, as the job's mapped
+account when the tests run as root (a throwaway account, see test_jobwrapper), else as
+the test user; outcomes come from the wrapper's status.json."""
+
 from __future__ import annotations
 
 import os
 import signal
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wmproxy.execution.backends import UNKNOWN_EXIT_CODE, BackendError, JobRunSpec, RunHandle
-from wmproxy.execution.backends.local import LocalExecutionBackend
+from tests.conftest import Pki
+from tests.unit.execution import test_jobwrapper as wrapper_tests
+from tests.unit.execution.test_jobwrapper import DEADLINE, JOB, alive, kill_session, wait_for
+from wmproxy.domain import JobState, to_filename
+from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
+from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, JobSpec
+from wmproxy.security.proxy import credential_pem, make_proxy
 
-JOB = "https://lb.example.org:9000/AbC-x_1yz"
+job_account = wrapper_tests.job_account
+work_root = wrapper_tests.work_root
+HOST = "node1.example.org"
 
 
 @pytest.fixture
-def backend() -> LocalExecutionBackend:
-    return LocalExecutionBackend()
+def account(request: pytest.FixtureRequest) -> Account | None:
+    """The mapped account as root (a root worker never runs a job as itself), else None."""
+    if os.geteuid() == 0:
+        return request.getfixturevalue("job_account")  # type: ignore[no-any-return]
+    return None
 
 
 @pytest.fixture
-def work_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
+def backend(work_root: Path) -> Iterator[LocalExecutionBackend]:
+    backend = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=2.0)
+    (work_root / "jobs").mkdir(mode=0o755)
+    started: list[RunHandle] = []
+    original = backend.spawn
+
+    def spawn(handle: RunHandle) -> RunHandle:
+        started.append(original(handle))
+        return handle
+
+    backend.spawn = spawn  # type: ignore[method-assign]
+    yield backend
+    for handle in started:  # never leave a job of a failed test running
+        assert handle.pid is not None
+        if alive(handle.pid):
+            kill_session(handle.pid)
+        if handle.process is not None:
+            handle.process.wait(timeout=DEADLINE)
+
+
+@pytest.fixture
+def input_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "input"
     path.mkdir()
     return path
 
 
-def _spec(work_dir: Path, script: str, **kw: object) -> JobRunSpec:
-    args = {
-        "job_id": JOB,
-        "work_dir": work_dir,
-        "executable": "/bin/sh",
-        "arguments": f"-c {_quote(script)}",
-        "std_output": "std.out",
-        "std_error": "std.err",
-        "proxy_file": work_dir / "user.proxy",
-    }
-    args.update(kw)
-    return JobRunSpec(**args)  # type: ignore[arg-type]
+@pytest.fixture
+def proxy_pem(pki: Pki) -> bytes:
+    return credential_pem(make_proxy(pki.users["alice"].credential, lifetime=3600))
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
+def launch(input_dir: Path, account: Account | None, script: str, *, proxy_pem: bytes = b"",
+           isb: tuple[str, ...] = (), **spec: object) -> JobLaunch:
+    fields: dict[str, object] = {"job_id": JOB, "executable": "/bin/sh", "arguments": ["-c", script],
+                                 "stdout": "out", "stderr": "err", "proxy": PROXY_NAME if proxy_pem else None}
+    fields.update(spec)
+    return JobLaunch(job_id=JOB, account=account, spec=JobSpec(**fields),  # type: ignore[arg-type]
+                     input_dir=input_dir, isb_files=isb, proxy_pem=proxy_pem)
 
 
-def _wait(backend: LocalExecutionBackend, handle: RunHandle, timeout: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout
-    while (code := backend.poll(handle)) is None:
-        assert time.monotonic() < deadline, "job did not end"
-        time.sleep(0.02)
-    return code
+def run(backend: LocalExecutionBackend, job: JobLaunch) -> tuple[RunHandle, JobOutcome]:
+    handle = backend.spawn(backend.prepare(job))
+    deadline = time.monotonic() + DEADLINE
+    while (outcome := backend.poll(handle)) is None:
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.05)
+    return handle, outcome
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting for init to reap it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat_line[stat_line.rfind(")") + 2] != "Z"
+class TestOutcome:
+    def test_exit_code_and_outputs_in_the_work_dir(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                   account: Account | None) -> None:
+        handle, outcome = run(backend, launch(input_dir, account, "echo hello; echo oops >&2; exit 3"))
+        assert outcome == JobOutcome(JobState.DONE, exit_code=3, payload_started=True)
+        assert (handle.work_dir / "out").read_text() == "hello\n"
+        assert (handle.work_dir / "err").read_text() == "oops\n"
+        assert handle.work_dir == backend.work_root / to_filename(JOB)
 
+    def test_a_signal_is_128_plus_n(self, backend: LocalExecutionBackend, input_dir: Path,
+                                    account: Account | None) -> None:
+        _, outcome = run(backend, launch(input_dir, account, "kill -9 $$"))
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 128 + signal.SIGKILL)
 
-def _wait_for_file(path: Path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-    return path.read_text()
+    def test_a_missing_executable_aborts_with_the_wrappers_reason(self, backend: LocalExecutionBackend,
+                                                                   input_dir: Path, account: Account | None) -> None:
+        _, outcome = run(backend, launch(input_dir, account, "", executable="no-such-program", arguments=[]))
+        assert outcome.state == JobState.ABORTED and not outcome.payload_started
+        assert outcome.reason is not None and "no-such-program" in outcome.reason, outcome
 
-
-class TestRun:
-    def test_captures_stdout_stderr_and_exit_code(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        handle = backend.start(_spec(work_dir, "echo out; echo err >&2; exit 3"))
-        assert _wait(backend, handle) == 3
-        assert backend.poll(handle) == 3
-        assert (work_dir / "std.out").read_text() == "out\n"
-        assert (work_dir / "std.err").read_text() == "err\n"
-
-    def test_arguments_are_split_with_shell_quoting(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        spec = _spec(work_dir, "", arguments="-c 'printf \"%s|\" \"$@\"' sh 'a b' \"c\" $HOME")
-        assert _wait(backend, backend.start(spec)) == 0
-        assert (work_dir / "std.out").read_text() == "a b|c|$HOME|"
-
-    def test_same_file_for_output_and_error(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        spec = _spec(work_dir, "echo one; echo two >&2; echo three", std_error="std.out")
-        assert _wait(backend, backend.start(spec)) == 0
-        assert (work_dir / "std.out").read_text() == "one\ntwo\nthree\n"
-
-    def test_unnamed_streams_go_to_dev_null(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        spec = _spec(work_dir, "echo lost; read x; echo \"[$x]\" >&2", std_output=None, std_error=None)
-        assert _wait(backend, backend.start(spec)) == 0
-        assert sorted(os.listdir(work_dir)) == []
-
-    def test_stdin_from_a_file(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        (work_dir / "in.txt").write_text("line1\nline2\n")
-        spec = _spec(work_dir, "wc -l", std_input="in.txt")
-        assert _wait(backend, backend.start(spec)) == 0
-        assert (work_dir / "std.out").read_text().strip() == "2"
-
-    def test_environment_is_minimal_plus_jdl_and_proxy(
-        self, backend: LocalExecutionBackend, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+    def test_a_failing_prologue_aborts_without_running_the_payload(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:
-        monkeypatch.setenv("WORKER_SECRET", "do-not-leak")
-        spec = _spec(work_dir, "env", environment={"MY_VAR": "a value", "LANG": "fr_FR.UTF-8"})
-        assert _wait(backend, backend.start(spec)) == 0
-        env = dict(
-            line.split("=", 1) for line in (work_dir / "std.out").read_text().splitlines() if "=" in line
-        )
-        assert env["X509_USER_PROXY"] == str(work_dir / "user.proxy")
-        assert env["HOME"] == str(work_dir)
-        assert env["MY_VAR"] == "a value"
-        assert env["LANG"] == "fr_FR.UTF-8"
+        handle, outcome = run(backend, launch(input_dir, account, "echo ran > ran",
+                                              prologue="/bin/sh", prologue_arguments=["-c", "exit 5"]))
+        assert outcome.state == JobState.ABORTED and not outcome.payload_started
+        assert outcome.reason is not None and "rologue" in outcome.reason, outcome
+        assert not (handle.work_dir / "ran").exists()
+
+    def test_a_failing_epilogue_is_recorded_in_the_reason(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                          account: Account | None) -> None:
+        _, outcome = run(backend, launch(input_dir, account, "exit 0",
+                                         epilogue="/bin/sh", epilogue_arguments=["-c", "exit 4"]))
+        assert outcome == JobOutcome(JobState.DONE, exit_code=0, reason="epilogue failed with exit code 4",
+                                     payload_started=True)
+
+    def test_cancel_stops_the_job_and_the_wrapper_records_it(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                             account: Account | None) -> None:
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "echo up > up; while :; do sleep 0.1; done")))
+        wait_for((handle.work_dir / "up").exists, "the job to start")
+        assert backend.poll(handle) is None
+        backend.cancel(handle)
+        deadline = time.monotonic() + DEADLINE
+        while (outcome := backend.poll(handle)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert outcome.state == JobState.CANCELLED
+        assert handle.pid is not None and not alive(handle.pid)
+
+
+class TestEnvironmentAndFiles:
+    def test_environment_is_built_from_scratch(self, backend: LocalExecutionBackend, input_dir: Path,
+                                               account: Account | None, proxy_pem: bytes,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WMPROXY_WORKER_SECRET", "worker-only")
+        monkeypatch.setenv("LD_PRELOAD", "/nonexistent/evil.so")
+        handle, outcome = run(backend, launch(input_dir, account, "env > env.txt; id -u > uid.txt",
+                                              proxy_pem=proxy_pem))
+        assert outcome.exit_code == 0, outcome
+        env = dict(line.split("=", 1) for line in (handle.work_dir / "env.txt").read_text().splitlines() if "=" in line)
+        assert "WMPROXY_WORKER_SECRET" not in env and "LD_PRELOAD" not in env
+        assert env["HOME"] == str(handle.work_dir)
+        assert env["TMPDIR"].startswith(str(handle.work_dir) + "/")
+        assert env["X509_USER_PROXY"] == str(handle.work_dir / PROXY_NAME)
         assert env["GLITE_WMS_JOBID"] == JOB
-        assert "/bin" in env["PATH"].split(":")
-        assert "WORKER_SECRET" not in env
+        expected_uid = os.geteuid() if account is None else account.uid
+        assert int((handle.work_dir / "uid.txt").read_text()) == expected_uid
 
-    def test_proxy_cannot_be_overridden_by_the_jdl(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        spec = _spec(work_dir, 'echo "$X509_USER_PROXY"', environment={"X509_USER_PROXY": "/tmp/evil"})
-        assert _wait(backend, backend.start(spec)) == 0
-        assert (work_dir / "std.out").read_text().strip() == str(work_dir / "user.proxy")
-
-    def test_runs_in_the_work_dir(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        assert _wait(backend, backend.start(_spec(work_dir, "pwd"))) == 0
-        assert Path((work_dir / "std.out").read_text().strip()).resolve() == work_dir.resolve()
-
-    def test_staged_executable_is_made_executable(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        script = work_dir / "job.sh"
-        script.write_text("#!/bin/sh\necho \"staged $1\"\nexit 7\n")
-        script.chmod(0o600)
-        spec = _spec(work_dir, "", executable="job.sh", arguments="arg1")
-        assert _wait(backend, backend.start(spec)) == 7
-        assert script.stat().st_mode & stat.S_IXUSR
-        assert (work_dir / "std.out").read_text() == "staged arg1\n"
-
-    def test_killed_by_signal_reports_128_plus_n(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        assert _wait(backend, backend.start(_spec(work_dir, "kill -9 $$"))) == 128 + signal.SIGKILL
-
-
-class TestStartFailures:
-    def test_missing_executable(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        with pytest.raises(BackendError, match="not found"):
-            backend.start(_spec(work_dir, "", executable="nothere.sh"))
-
-    def test_missing_absolute_executable(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        with pytest.raises(BackendError, match="Cannot execute /no/such/bin"):
-            backend.start(_spec(work_dir, "", executable="/no/such/bin"))
-
-    def test_not_an_executable_format(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        (work_dir / "data.bin").write_bytes(b"\x00\x01\x02 not a program")
-        with pytest.raises(BackendError, match="Cannot execute data.bin"):
-            backend.start(_spec(work_dir, "", executable="data.bin", arguments=""))
-
-    def test_unbalanced_quotes(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        with pytest.raises(BackendError, match="Cannot parse the job arguments"):
-            backend.start(_spec(work_dir, "", arguments="'unterminated"))
-
-    def test_missing_stdin(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        with pytest.raises(BackendError, match="standard input"):
-            backend.start(_spec(work_dir, "cat", std_input="missing.txt"))
-
-    def test_missing_work_dir(self, backend: LocalExecutionBackend, tmp_path: Path) -> None:
-        with pytest.raises(BackendError, match="does not exist"):
-            backend.start(_spec(tmp_path / "nope", "true"))
-
-    def test_bad_environment_name(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        with pytest.raises(BackendError, match="Invalid environment variable"):
-            backend.start(_spec(work_dir, "true", environment={"A=B": "1"}))
-
-
-class TestCancel:
-    def test_cancel_kills_the_whole_process_group(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        handle = backend.start(_spec(work_dir, "sleep 60 & echo $! > child.pid; wait"))
-        child = int(_wait_for_file(work_dir / "child.pid"))
-        assert backend.poll(handle) is None
-        assert _alive(child)
-        backend.cancel(handle, grace=5.0)
-        assert backend.poll(handle) == 128 + signal.SIGTERM  # no escalation needed
-        assert not _alive(child)
-
-    def test_sigterm_ignored_escalates_to_sigkill(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        handle = backend.start(_spec(work_dir, "trap '' TERM; echo ready > ready; while :; do sleep 0.1; done"))
-        _wait_for_file(work_dir / "ready")
-        started = time.monotonic()
-        backend.cancel(handle, grace=0.5)
-        assert time.monotonic() - started > 0.4
-        assert backend.poll(handle) == 128 + signal.SIGKILL
-
-    def test_cancel_after_the_end_is_harmless(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        handle = backend.start(_spec(work_dir, "exit 0"))
-        assert _wait(backend, handle) == 0
-        backend.cancel(handle, grace=0.1)
-        assert backend.poll(handle) == 0
-
-    def test_leftover_background_processes_are_killed_when_the_job_ends(
-        self, backend: LocalExecutionBackend, work_dir: Path
+    def test_proxy_copy_is_0600_of_the_account_and_goes_with_the_work_dir(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, proxy_pem: bytes
     ) -> None:
-        handle = backend.start(_spec(work_dir, "sleep 60 & echo $! > child.pid"))
-        assert _wait(backend, handle) == 0
-        child = int(_wait_for_file(work_dir / "child.pid"))
-        deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not _alive(child)
+        handle = backend.prepare(launch(input_dir, account, "true", proxy_pem=proxy_pem))
+        st = os.lstat(handle.work_dir / PROXY_NAME)
+        owner = os.geteuid() if account is None else account.uid
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (owner, 0o600)
+        assert (handle.work_dir / PROXY_NAME).read_bytes() == proxy_pem
+        backend.release(handle)
+        assert not handle.work_dir.exists()
+
+    def test_input_sandbox_is_staged_and_handed_over(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                     account: Account | None) -> None:
+        (input_dir / "job.sh").write_text("#!/bin/sh\necho from-isb\n")
+        handle, outcome = run(backend, launch(input_dir, account, "", executable="job.sh", arguments=[],
+                                              isb=("job.sh",)))
+        assert outcome.exit_code == 0, outcome
+        assert (handle.work_dir / "out").read_text() == "from-isb\n"
+        owner = os.geteuid() if account is None else account.uid
+        assert os.lstat(handle.work_dir / "job.sh").st_uid == owner
+
+    @pytest.mark.parametrize("kind", ["missing", "symlink"])
+    def test_an_input_file_not_uploaded_refuses_the_start(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                          account: Account | None, tmp_path: Path, kind: str) -> None:
+        if kind == "symlink":
+            (tmp_path / "secret").write_text("key")
+            (input_dir / "job.sh").symlink_to(tmp_path / "secret")
+        with pytest.raises(BackendError, match=r"job\.sh has not been uploaded"):
+            backend.prepare(launch(input_dir, account, "true", isb=("job.sh",)))
+        assert not (backend.work_root / to_filename(JOB)).exists()
+
+    def test_a_broken_proxy_refuses_the_start(self, backend: LocalExecutionBackend, input_dir: Path,
+                                              account: Account | None) -> None:
+        with pytest.raises(BackendError):
+            backend.prepare(launch(input_dir, account, "true", proxy_pem=b"not a proxy"))
+        assert not (backend.work_root / to_filename(JOB)).exists()
 
 
-class TestRecreatedHandle:
-    def test_from_pid_polls_while_alive_then_reports_an_exit(
-        self, backend: LocalExecutionBackend, work_dir: Path
+class TestOnceOnly:
+    def test_a_leftover_work_dir_that_never_started_is_replaced(self, backend: LocalExecutionBackend,
+                                                                input_dir: Path, account: Account | None) -> None:
+        first = backend.prepare(launch(input_dir, account, "true"))
+        (first.work_dir / "leftover").write_text("x")
+        second = backend.prepare(launch(input_dir, account, "true"))
+        assert not (second.work_dir / "leftover").exists()
+
+    def test_a_work_dir_whose_payload_started_is_never_prepared_again(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:
-        original = backend.start(_spec(work_dir, "echo go > started; sleep 60"))
-        _wait_for_file(work_dir / "started")
-        handle = RunHandle.from_pid(original.pid)
-        assert backend.poll(handle) is None
-        backend.cancel(handle, grace=5.0)
-        code = backend.poll(handle)
-        assert code is not None
-        assert code in (128 + signal.SIGTERM, UNKNOWN_EXIT_CODE)
-        assert original.process is not None
-        original.process.wait(timeout=5)  # its status was taken behind Popen's back
+        handle, _ = run(backend, launch(input_dir, account, "exit 0"))
+        assert (handle.work_dir / STATE_DIR / STARTED_NAME).exists()
+        with pytest.raises(BackendError, match="already been started"):
+            backend.prepare(launch(input_dir, account, "true"))
 
-    def test_from_pid_of_a_foreign_process(self, backend: LocalExecutionBackend, work_dir: Path) -> None:
-        # the job's own session leader, started by an intermediate shell that exits at once,
-        # so it is not our child: like a job that survived a worker restart
-        launcher = backend.start(
-            _spec(
-                work_dir,
-                "setsid /bin/sh -c 'echo $$ > job.pid; exec sleep 60' </dev/null >/dev/null 2>&1 & "
-                "while [ ! -s job.pid ]; do sleep 0.01; done",  # else our leftover-killing gets it
-            )
-        )
-        assert _wait(backend, launcher) == 0
-        pid = int(_wait_for_file(work_dir / "job.pid"))
-        handle = RunHandle.from_pid(pid)
-        assert backend.poll(handle) is None
-        backend.cancel(handle, grace=5.0)
-        deadline = time.monotonic() + 5
-        while backend.poll(handle) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert backend.poll(handle) == UNKNOWN_EXIT_CODE
+    def test_a_root_worker_without_an_account_starts_nothing(self, backend: LocalExecutionBackend,
+                                                             input_dir: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("only a root worker refuses to run jobs as itself")
+        handle = backend.prepare(launch(input_dir, None, "true"))
+        with pytest.raises(BackendError, match="root"):
+            backend.spawn(handle)
 
-    def test_from_pid_of_a_vanished_process_is_unknown(self, backend: LocalExecutionBackend) -> None:
-        # a pid that certainly does not lead a session: our own (pytest is no session leader
-        # under most runners) would be flaky, so use a finished, reaped process
-        handle = backend.start(_spec(Path("/tmp"), "exit 0", std_output=None, std_error=None))
-        assert _wait(backend, handle) == 0
-        assert backend.poll(RunHandle.from_pid(handle.pid)) == UNKNOWN_EXIT_CODE
+
+class TestAttach:
+    def test_references_name_host_pid_and_work_dir(self) -> None:
+        assert parse_ref(f"local:{HOST}:123:job_dir") == (HOST, 123, "job_dir")
+        assert parse_ref(f"local:{HOST}:-:job_dir") == (HOST, None, "job_dir")
+        for ref in ("worker:w1", f"local:{HOST}:x1:job", f"local:{HOST}:12:", "slurm:1"):
+            assert parse_ref(ref) is None
+
+    def test_another_backend_instance_follows_a_running_job_to_its_end(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        script = "while [ ! -e go ]; do sleep 0.1; done; exit 7"
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
+        heir = LocalExecutionBackend(backend.work_root, HOST)
+        assert heir.attach(handle.ref, account) is not None
+        assert LocalExecutionBackend(backend.work_root, "other.example.org").attach(handle.ref, account) is None
+        adopted = heir.attach(handle.ref, account)
+        assert adopted is not None and adopted.pid == handle.pid and adopted.process is None
+        assert heir.poll(adopted) is None
+        (handle.work_dir / "go").write_text("")
+        deadline = time.monotonic() + DEADLINE
+        while (outcome := heir.poll(adopted)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 7)
+
+    def test_a_reference_without_pid_finds_the_wrapper_by_its_command_line(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        prepared = backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done"))
+        scheduled_ref = prepared.ref
+        assert scheduled_ref.split(":")[2] == "-"
+        assert backend.attach(scheduled_ref, account).pid is None  # type: ignore[union-attr]
+        handle = backend.spawn(prepared)
+        found = backend.attach(scheduled_ref, account)
+        assert found is not None and found.pid == handle.pid
+        assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir)
+        assert not is_wrapper(os.getpid(), handle.work_dir)
+        (handle.work_dir / "go").write_text("")

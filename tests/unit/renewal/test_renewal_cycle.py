@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from wmproxy.config import RenewalSettings, SandboxSettings, SecuritySettings, Settings
+from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, utcnow
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
@@ -27,6 +27,7 @@ from wmproxy.services.renewal import (
     due_renewals,
     expired_credentials,
     finish_renewal,
+    job_proxy_path,
     push_job_proxy,
     register_for_renewal,
     renewal_status,
@@ -47,6 +48,7 @@ def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
     settings = Settings(
         security=SecuritySettings(ca_dir=str(pki.ca_dir)),
         sandbox=SandboxSettings(root=str(tmp_path / "sandbox")),
+        execution=ExecutionSettings(work_dir=str(tmp_path / "work")),
         renewal=RenewalSettings(cycle=CYCLE, threshold=35 * 60, lifetime=10 * 3600, timeout=30.0),
     )
     engine = make_engine(f"sqlite:///{tmp_path}/wmproxy.db")
@@ -214,7 +216,8 @@ class TestJobFiles:
         dn, now = alice
         running = add_job(rt, dn, "running", JobState.RUNNING, now)
         old = proxy(pki, "alice", 600, now)
-        (rt.storage.job_dir(running) / "user.proxy").write_bytes(old)
+        job_proxy_path(rt, running).parent.mkdir(parents=True)
+        job_proxy_path(rt, running).write_bytes(old)
         with rt.uow() as uow:
             assert stale_job_proxies(uow, rt) == {(dn, DELEG): [running]}
             current = stored_proxy(uow, rt, dn, DELEG)

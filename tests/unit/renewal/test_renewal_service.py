@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.unit.security.test_voms import fake_voms_proxy, fake_voms_server
-from wmproxy.config import ConfigError, RenewalSettings, load_settings
+from wmproxy.config import ConfigError, ExecutionSettings, RenewalSettings, Settings, load_settings
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
@@ -23,6 +23,7 @@ from wmproxy.security.proxy import credential_pem, make_proxy
 from wmproxy.services.renewal import (
     expired_voms_attributes,
     job_proxy_end,
+    job_proxy_path,
     myproxy_server_for,
     parse_server,
     push_job_proxy,
@@ -161,12 +162,14 @@ class TestPushJobProxy:
     def rt(self, tmp_path: Path) -> SimpleNamespace:
         storage = FilesystemSandboxStorage(tmp_path / "sandbox")
         storage.create_job_area(JOB)
-        return SimpleNamespace(storage=storage)
+        settings = Settings(execution=ExecutionSettings(work_dir=str(tmp_path / "work")))
+        return SimpleNamespace(storage=storage, settings=settings)
 
     def test_replaces_the_file_by_rename_never_in_place(self, rt: SimpleNamespace, pki: Pki) -> None:
         old = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
         new = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=7200))
-        target = rt.storage.job_dir(JOB) / "user.proxy"
+        target = job_proxy_path(rt, JOB)  # type: ignore[arg-type]
+        target.parent.mkdir(parents=True)
         target.write_bytes(old)
         os.chmod(target, 0o600)
         with open(target, "rb") as reader:  # a job holding the old file open
@@ -180,5 +183,5 @@ class TestPushJobProxy:
     def test_a_job_not_staged_yet_is_left_alone(self, rt: SimpleNamespace, pki: Pki) -> None:
         pem = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
         assert not push_job_proxy(rt, JOB, pem)  # type: ignore[arg-type]
-        assert not (rt.storage.job_dir(JOB) / "user.proxy").exists()
+        assert not job_proxy_path(rt, JOB).exists()  # type: ignore[arg-type]
         assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]

@@ -1,9 +1,19 @@
-"""Execution backends: where and how the execution worker runs a job's executable.
+"""Execution backends: where and how the execution worker runs a job, always through the
+job wrapper (:mod:`wmproxy.execution.jobwrapper`) as the job's mapped account.
 
-The worker (``wmproxy.execution.worker``) stages the input sandbox into a work
-directory, builds a :class:`JobRunSpec`, starts it with an :class:`ExecutionBackend`,
-polls until it ends, then collects the output sandbox. The backend knows nothing of
-JDL, the database or sandboxes.
+The worker (``wmproxy.execution.worker``) claims a job and hands the backend a
+:class:`JobLaunch`. Starting takes two steps so that a job runs at most once:
+
+1. :meth:`ExecutionBackend.prepare` creates the job's work dir, stages the input
+   sandbox, hands everything to the account, installs the proxy copy and writes the
+   wrapper's spec; it returns the job's backend reference without a process.
+2. The worker commits the job as Scheduled with that reference (the work dir is now
+   recorded), then :meth:`ExecutionBackend.spawn` starts the wrapper and returns the
+   reference naming its process, which the worker commits with Running.
+
+:meth:`ExecutionBackend.poll` reads the outcome the wrapper recorded
+(:func:`outcome_of`); :meth:`ExecutionBackend.attach` follows a job of a dead worker
+from its stored reference (adoption). The backend knows nothing of the database.
 
 Implementations: :class:`wmproxy.execution.backends.local.LocalExecutionBackend`
 (processes on this host).
@@ -16,98 +26,162 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from wmproxy.domain import JobState
 from wmproxy.errors import WMProxyError
-
-UNKNOWN_EXIT_CODE = -1
-"""Reported by :meth:`ExecutionBackend.poll` when a job ended but its status could not
-be collected (the worker restarted and the process was not its child any more)."""
+from wmproxy.execution.identity import Account, WrapperStatus
+from wmproxy.execution.jobwrapper import JobSpec
 
 
 class BackendError(WMProxyError):
-    """A job could not be started (missing or non-executable executable, bad
-    arguments, unreadable standard input...). The message says why; the worker
-    reports it as the job's abort reason."""
+    """A job could not be started (work dir, staging, proxy, spec or wrapper spawn). The
+    message says why; the worker reports it as the job's abort reason."""
 
 
 @dataclass(frozen=True)
-class JobRunSpec:
-    """Everything a backend needs to run one job.
+class JobLaunch:
+    """Everything a backend needs to start one job.
 
     Attributes:
-        job_id: the grid job id (exported as ``GLITE_WMS_JOBID``).
-        work_dir: existing directory holding the staged input sandbox; the job runs
-            there and ``HOME`` points to it.
-        executable: JDL ``Executable``: an absolute path, or a name relative to
-            ``work_dir`` (a staged file, made executable by the backend).
-        arguments: JDL ``Arguments``, split with shell quoting rules (no expansion).
-        std_input, std_output, std_error: JDL ``StdInput``/``StdOutput``/``StdError``,
-            file names relative to ``work_dir``; None → ``/dev/null``. Output and
-            error may name the same file.
-        environment: JDL ``Environment`` as a mapping (``{"A": "1"}``).
-        proxy_file: the job's proxy, exported as ``X509_USER_PROXY``.
+        job_id: the grid job id.
+        account: the mapped account the job runs as; None (no mapping configured) runs
+            it as the worker's own user.
+        spec: what the wrapper runs (its ``proxy`` field names the proxy copy).
+        input_dir: the job area's input directory (a node's: its parent's).
+        isb_files: file names to copy from ``input_dir`` into the work dir.
+        proxy_pem: the delegated proxy with its key (PEM), installed as the copy.
     """
 
     job_id: str
-    work_dir: Path
-    executable: str
-    arguments: str = ""
-    std_input: str | None = None
-    std_output: str | None = None
-    std_error: str | None = None
-    environment: dict[str, str] = field(default_factory=dict)
-    proxy_file: Path = Path("/dev/null")
+    account: Account | None
+    spec: JobSpec
+    input_dir: Path
+    isb_files: tuple[str, ...] = ()
+    proxy_pem: bytes = b""
 
 
 @dataclass
 class RunHandle:
-    """A started job, as returned by :meth:`ExecutionBackend.start`.
+    """A job the backend started or attached to.
 
     Attributes:
-        pid: id of the job's main process; for the local backend it is also the id of
-            its session and process group. Store it to re-create the handle after a
-            worker restart with :meth:`from_pid`.
-        process: the ``Popen`` object while the starting worker holds it; None for a
-            re-created handle (then the exit code cannot be collected, see
-            :data:`UNKNOWN_EXIT_CODE`).
+        ref: the backend reference stored in ``jobs.backend_ref``.
+        work_dir: the job's work dir.
+        account: whom the work dir belongs to.
+        pid: the wrapper's pid (also its session and process group id), None before
+            :meth:`ExecutionBackend.spawn`.
+        process: the wrapper's ``Popen`` while the spawning worker holds it.
+        cancel_sent_at: monotonic time the cancel was sent, None if not cancelled.
     """
 
-    pid: int
+    ref: str
+    work_dir: Path
+    account: Account | None
+    pid: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
-    reaped_status: int | None = field(default=None, init=False, repr=False, compare=False)
-    """Exit code collected by a re-created handle whose pid happened to be our child."""
+    cancel_sent_at: float | None = None
 
-    @classmethod
-    def from_pid(cls, pid: int) -> RunHandle:
-        """Re-create a handle from a stored pid (worker restart)."""
-        return cls(pid=pid)
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended, as the worker records it.
+
+    Attributes:
+        state: Done (the payload ran; ``exit_code`` 0-255, 128+N for signal N),
+            Aborted (it never ran or its status is lost; ``reason`` says why) or
+            Cancelled (the wrapper was cancelled).
+        exit_code: the payload's exit code, None when it did not run.
+        reason: a sentence for the job's status (epilogue failure, wrapper error).
+        payload_started: whether the payload was executed (deep vs shallow failure).
+        recorded: whether the wrapper recorded the outcome (``status.json``); False
+            when it died without one.
+    """
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+    payload_started: bool = False
+    recorded: bool = True
+
+
+def outcome_of(status: WrapperStatus | None, payload_started: bool) -> JobOutcome:
+    """The outcome of a job whose wrapper has ended.
+
+    Args:
+        status: the wrapper's ``status.json`` (None: the wrapper died without one).
+        payload_started: whether ``started.json`` exists (used without a status).
+
+    Returns:
+        Cancelled when the wrapper was cancelled; Done with the payload's exit code
+        (128+N for signal N) when the payload ran, with the epilogue's failure as the
+        reason; Aborted with the wrapper's reason when the payload never ran, or when
+        no status exists ("deep" or "shallow" failure in the reason).
+    """
+    if status is None:
+        if payload_started:
+            return JobOutcome(JobState.ABORTED, reason="the job wrapper ended without recording the job's"
+                              " outcome after the payload had started (deep failure)", payload_started=True,
+                              recorded=False)
+        return JobOutcome(JobState.ABORTED, reason="the job wrapper ended before starting the payload"
+                          " (shallow failure)", recorded=False)
+    if status.cancelled_by is not None:
+        return JobOutcome(JobState.CANCELLED, exit_code=status.shell_exit_code,
+                          payload_started=status.payload_started)
+    if not status.payload_started:
+        return JobOutcome(JobState.ABORTED, reason=status.failure or "the payload was not started")
+    code = status.shell_exit_code
+    reasons: list[str] = []
+    if code is None:
+        reasons.append(status.failure or "the payload's exit status was lost")
+        code = 1
+    epilogue = status.epilogue
+    if epilogue is not None and not epilogue.succeeded:
+        if epilogue.failure is not None:
+            reasons.append(f"epilogue failed: {epilogue.failure}")
+        elif epilogue.signal is not None:
+            reasons.append(f"epilogue killed by signal {epilogue.signal}")
+        else:
+            reasons.append(f"epilogue failed with exit code {epilogue.exit_code}")
+    return JobOutcome(JobState.DONE, exit_code=code, reason="; ".join(reasons) or None, payload_started=True)
 
 
 class ExecutionBackend(Protocol):
-    """Runs jobs somewhere and reports when they end.
+    """Runs jobs through the job wrapper somewhere and reports how they ended."""
 
-    Exit codes reported by :meth:`poll`: 0-255 for a normal exit, 128+N for a job
-    killed by signal N (the shell convention), :data:`UNKNOWN_EXIT_CODE` (-1) when the
-    job ended but its status was lost.
-    """
-
-    def start(self, spec: JobRunSpec) -> RunHandle:
-        """Start the job and return at once.
+    def prepare(self, launch: JobLaunch) -> RunHandle:
+        """Create and fill the job's work dir; start nothing.
 
         Raises:
-            BackendError: the job cannot be started; nothing is left running.
+            BackendError: the work dir cannot be set up (it is removed again).
         """
         ...
 
-    def poll(self, handle: RunHandle) -> int | None:
-        """Return None while the job runs, then its exit code (see the class doc).
+    def spawn(self, handle: RunHandle) -> RunHandle:
+        """Start the wrapper of a prepared job; the returned handle names its process.
 
-        Never blocks; may be called again after the job ended (same answer, except
-        that a re-created handle always answers :data:`UNKNOWN_EXIT_CODE`).
+        Raises:
+            BackendError: the wrapper cannot be started.
         """
         ...
 
-    def cancel(self, handle: RunHandle, grace: float = 5.0) -> None:
-        """Stop the job and everything it started: SIGTERM, then SIGKILL after
-        ``grace`` seconds. Returns when the job is gone; a job that already ended is
-        not an error."""
+    def poll(self, handle: RunHandle) -> JobOutcome | None:
+        """None while the wrapper runs, then the job's outcome. Never blocks."""
+        ...
+
+    def cancel(self, handle: RunHandle) -> None:
+        """Ask the wrapper to stop the job (it records ``cancelled_by``); returns at once.
+        Calling it again after the wrapper's grace has passed kills the job's session."""
+        ...
+
+    def attach(self, ref: str, account: Account | None) -> RunHandle | None:
+        """Re-create the handle of a job from its stored reference (adoption); None when
+        the reference is not this backend's or names another host."""
+        ...
+
+    def started(self, handle: RunHandle) -> bool:
+        """Whether the job's payload has been executed (``started.json``)."""
+        ...
+
+    def release(self, handle: RunHandle) -> None:
+        """Remove the job's proxy copy and work dir (after collection). Never raises for
+        a missing directory."""
         ...

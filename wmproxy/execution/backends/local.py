@@ -1,255 +1,308 @@
-"""Run jobs as processes on the worker's own host.
+"""Run jobs on the worker's own host, through the job wrapper, as their mapped accounts.
 
-Each job is started in a new session (``start_new_session``), so the job and
-everything it forks share one process group whose id is the job's pid; cancelling
-signals the whole group. When the main process ends, leftover processes of its group
-are killed, so a job cannot leave daemons behind.
+Each job gets ``<work root>/<to_filename(job id)>`` (:func:`identity.prepare_work_dir`),
+its input sandbox copied in through descriptors (``O_EXCL | O_NOFOLLOW``), everything
+handed to the account, the proxy copy ``user.proxy`` (0600, the account's), and the
+wrapper's ``.wmproxy/job.json``. The wrapper (:func:`identity.spawn_wrapper`) leads its
+own session, so it survives the worker: a worker that stops (SIGTERM drain) or dies
+leaves its jobs running, and the worker that adopts them follows them here.
 
-Exit status after a worker restart: a handle re-created with ``RunHandle.from_pid``
-does not belong to the new worker process (the job was re-parented to init), so its
-exit code cannot be collected; :meth:`LocalExecutionBackend.poll` then answers None
-while the job's session still exists and :data:`UNKNOWN_EXIT_CODE` (-1) afterwards.
-(If the pid happens to be a child of the calling process, its real status is used.)
-A pid is taken as "still the job" only while it leads its own session, which guards
-against most pid reuse.
+Backend reference (``jobs.backend_ref``): ``local:<host>:<wrapper pid>:<work dir name>``,
+with ``-`` for the pid between :meth:`LocalExecutionBackend.prepare` and
+:meth:`LocalExecutionBackend.spawn`. A pid is trusted only while that process leads its
+own session and runs ``jobwrapper.py <work dir>`` (``/proc/<pid>/cmdline``), which guards
+against pid reuse; a pid read from the work dir is never signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import shutil
 import signal
+import socket
 import stat
-import subprocess
 import time
-from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
 
-from wmproxy.execution.backends import UNKNOWN_EXIT_CODE, BackendError, JobRunSpec, RunHandle
+from wmproxy.domain import JobState, to_filename
+from wmproxy.errors import WMProxyError
+from wmproxy.execution import identity
+from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
+from wmproxy.execution.identity import Account, IdentityError, WrapperStatus, WrapperStatusError
+from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
+from wmproxy.security.proxy import load_credential
 
-BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-"""``PATH`` of every job (JDL ``Environment`` may override it)."""
-
-_POLL_STEP = 0.05  # seconds between checks while cancelling
+SCHEME = "local"
+#: Seconds after the wrapper's own kill grace before a cancel kills the whole session.
+CANCEL_MARGIN = 30.0
+_COPY_CHUNK = 64 * 1024
 
 
 class LocalExecutionBackend:
-    """:class:`~wmproxy.execution.backends.ExecutionBackend` running local processes
-    as the worker's own user."""
+    """:class:`~wmproxy.execution.backends.ExecutionBackend` running the job wrapper on
+    this host.
 
-    def start(self, spec: JobRunSpec) -> RunHandle:
-        """Start ``spec`` as a process group leader in ``spec.work_dir``.
+    Args:
+        work_root: the work root (``[execution] work_dir``); see
+            :func:`identity.prepare_work_dir` for the ownership it needs.
+        host: this host's name, recorded in backend references.
+        kill_grace: the wrapper's seconds between SIGTERM and SIGKILL of a cancelled job.
+        python: the interpreter that runs the wrapper (default ``/usr/bin/python3``).
+    """
 
-        The environment is ``PATH``, ``HOME`` (= work dir), ``LANG``, ``GLITE_WMS_JOBID``,
-        then the JDL ``Environment``, then ``X509_USER_PROXY`` = ``spec.proxy_file``;
-        nothing else of the worker's environment leaks in.
+    def __init__(self, work_root: Path, host: str | None = None, *, kill_grace: float = 10.0,
+                 python: str | None = None) -> None:
+        self.work_root = Path(os.path.abspath(work_root))
+        self.host = host or socket.gethostname()
+        self.kill_grace = kill_grace
+        self.python = python
+
+    # --- starting ------------------------------------------------------------------
+
+    def prepare(self, launch: JobLaunch) -> RunHandle:
+        """Create the job's work dir and fill it; nothing runs yet.
+
+        A work dir left by an earlier attempt that never started the payload (a
+        requeued job) is removed first; one holding ``started.json`` is refused, so a
+        job never runs twice.
+
+        Returns:
+            A handle whose reference has no pid yet.
 
         Raises:
-            BackendError: no work dir, executable missing or not executable,
-                unparsable arguments, bad environment names, unreadable StdInput,
-                unwritable StdOutput/StdError.
+            BackendError: the work root is unsafe, an input sandbox file is missing or a
+                link, the proxy is unusable, the spec is invalid, or the account cannot
+                be given the files. The work dir is removed again.
         """
-        work_dir = Path(spec.work_dir)
-        if not work_dir.is_dir():
-            raise BackendError(f"The job working directory {work_dir} does not exist")
-        argv = [self._executable(spec.executable, work_dir)]
+        name = to_filename(launch.job_id)
+        work_dir = self.work_root / name
+        if os.path.lexists(work_dir):
+            if os.path.lexists(work_dir / STATE_DIR / STARTED_NAME):
+                raise BackendError(f"The job {launch.job_id} has already been started in {work_dir}")
+            self._remove(name)
         try:
-            argv += shlex.split(spec.arguments or "")
-        except ValueError as exc:
-            raise BackendError(f"Cannot parse the job arguments {spec.arguments!r}: {exc}") from None
-        env = _environment(spec, work_dir)
-        with ExitStack() as files:
-            stdin = _open(files, work_dir, spec.std_input, "rb", "standard input")
-            stdout = _open(files, work_dir, spec.std_output, "wb", "standard output")
-            if spec.std_error is not None and spec.std_error == spec.std_output:
-                stderr = stdout
-            else:
-                stderr = _open(files, work_dir, spec.std_error, "wb", "standard error")
-            try:
-                process = subprocess.Popen(  # noqa: S603 - running the user's job is the point
-                    argv,
-                    cwd=work_dir,
-                    env=env,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    close_fds=True,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise BackendError(f"Cannot execute {spec.executable}: {exc.strerror or exc}") from None
-        return RunHandle(pid=process.pid, process=process)
+            if launch.proxy_pem:
+                load_credential(launch.proxy_pem)  # never hand a broken credential to a job
+            identity.prepare_work_dir(self.work_root, name, launch.account)
+        except WMProxyError as exc:
+            raise BackendError(str(exc)) from None
+        try:
+            _stage_in(launch.input_dir, work_dir, launch.isb_files)
+            identity.hand_over(work_dir, launch.account)
+            if launch.proxy_pem and launch.spec.proxy:
+                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy)
+            identity.write_spec(work_dir, launch.spec, launch.account)
+        except WMProxyError as exc:
+            self._remove(name)
+            raise BackendError(str(exc)) from None
+        return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account)
 
-    def poll(self, handle: RunHandle) -> int | None:
-        """None while the job runs, else its exit code: 0-255, 128+N when killed by
-        signal N, -1 (:data:`UNKNOWN_EXIT_CODE`) for a re-created handle whose job ended."""
-        if handle.process is not None:
-            was_running = handle.process.returncode is None
-            code = handle.process.poll()
-            if code is None:
-                return None
-            if was_running:
-                _signal_group(handle.pid, signal.SIGKILL)  # leftovers of a finished job
-            return 128 - code if code < 0 else code
-        if handle.reaped_status is None:
-            _reap_foreign(handle)
-        if handle.reaped_status is not None:
-            return handle.reaped_status
-        return None if _session_alive(handle.pid) else UNKNOWN_EXIT_CODE
+    def spawn(self, handle: RunHandle) -> RunHandle:
+        """Start the wrapper of a prepared job as its account.
 
-    def cancel(self, handle: RunHandle, grace: float = 5.0) -> None:
-        """SIGTERM the job's process group, SIGKILL it after ``grace`` seconds.
-
-        Returns once the group is gone (for a handle from ``start``, the main process
-        is also reaped, so :meth:`poll` then reports 128+15 or 128+9).
+        Raises:
+            BackendError: the wrapper cannot be started (e.g. a root worker without an
+                account).
         """
-        if handle.process is not None and handle.process.returncode is not None:
-            _signal_group(handle.pid, signal.SIGKILL)
+        try:
+            process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
+        except IdentityError as exc:
+            raise BackendError(str(exc)) from None
+        handle.process = process
+        handle.pid = process.pid
+        handle.ref = self._ref(process.pid, handle.work_dir.name)
+        return handle
+
+    # --- following -----------------------------------------------------------------
+
+    def poll(self, handle: RunHandle) -> JobOutcome | None:
+        """None while the wrapper runs; then the outcome from ``status.json`` (see
+        :func:`~wmproxy.execution.backends.outcome_of`). A status the worker cannot
+        accept (forged, malformed) aborts the job with the reason."""
+        if self._running(handle):
+            return None
+        try:
+            status: WrapperStatus | None = identity.read_status(handle.work_dir, handle.account)
+        except WrapperStatusError as exc:
+            return JobOutcome(JobState.ABORTED, reason=str(exc), payload_started=True)
+        except IdentityError as exc:
+            return JobOutcome(JobState.ABORTED, reason=f"the job's work directory is gone: {exc}", recorded=False)
+        return outcome_of(status, (status is not None and status.payload_started) or self.started(handle))
+
+    def started(self, handle: RunHandle) -> bool:
+        """Whether ``started.json`` (or a status saying so) exists; an unreadable one counts
+        as started, so the job is never run again."""
+        try:
+            return identity.payload_started(handle.work_dir, handle.account)
+        except WrapperStatusError:
+            return True
+        except IdentityError:
+            return False
+
+    def cancel(self, handle: RunHandle) -> None:
+        """SIGTERM the wrapper (it stops the job and records ``cancelled_by``); once its
+        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session."""
+        if handle.pid is None or not self._running(handle):
             return
-        if handle.process is None and self.poll(handle) is not None:
-            _signal_group(handle.pid, signal.SIGKILL)
-            return
-        _signal_group(handle.pid, signal.SIGTERM)
-        if self._wait_gone(handle, grace):
-            return
-        _signal_group(handle.pid, signal.SIGKILL)
-        self._wait_gone(handle, 5.0)
+        now = time.monotonic()
+        if handle.cancel_sent_at is None:
+            handle.cancel_sent_at = now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGTERM)
+        elif now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
+            _kill_session(handle.pid)
 
-    @staticmethod
-    def _wait_gone(handle: RunHandle, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if handle.process is not None:
-                handle.process.poll()  # reap the leader, else its zombie keeps the group alive
-            elif handle.reaped_status is None:
-                _reap_foreign(handle)
-            if not _group_alive(handle.pid):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_STEP)
+    def attach(self, ref: str, account: Account | None) -> RunHandle | None:
+        """The handle of a job from its reference, for adoption: None unless the reference
+        is ``local`` and names this host. A reference without pid (the worker died
+        between committing Scheduled and Running) finds the wrapper, if one runs, by
+        its command line."""
+        parsed = parse_ref(ref)
+        if parsed is None or parsed[0] != self.host:
+            return None
+        _host, pid, name = parsed
+        work_dir = self.work_root / name
+        if pid is None:
+            pid = _find_wrapper(work_dir)
+        return RunHandle(ref=self._ref(pid, name), work_dir=work_dir, account=account, pid=pid)
 
-    @staticmethod
-    def _executable(name: str, work_dir: Path) -> str:
-        if not name:
-            raise BackendError("The job has no executable")
-        if os.path.isabs(name):
-            return name
-        candidate = work_dir / name
-        if candidate.is_file():
-            real_work = work_dir.resolve()
-            if real_work in candidate.resolve().parents:  # never chmod outside the work dir
-                mode = candidate.stat().st_mode
-                if not mode & stat.S_IXUSR:
-                    candidate.chmod(mode | stat.S_IXUSR)
-            return str(candidate.absolute())
-        found = shutil.which(name, path=BASE_PATH) if "/" not in name else None
-        if found is None:
-            raise BackendError(f"The executable {name} was not found in the job's working directory")
-        return found
+    def release(self, handle: RunHandle) -> None:
+        """Remove the job's work dir with its proxy copy (never following links).
 
+        Raises:
+            BackendError: the directory could not be removed.
+        """
+        self._remove(handle.work_dir.name)
 
-def _environment(spec: JobRunSpec, work_dir: Path) -> dict[str, str]:
-    env = {
-        "PATH": BASE_PATH,
-        "HOME": str(work_dir.absolute()),
-        "LANG": "C.UTF-8",
-        "GLITE_WMS_JOBID": spec.job_id,
-    }
-    for key, value in spec.environment.items():
-        if not key or "=" in key or "\x00" in key or "\x00" in value:
-            raise BackendError(f"Invalid environment variable {key!r}")
-        env[key] = value
-    env["X509_USER_PROXY"] = str(Path(spec.proxy_file).absolute())
-    return env
+    # --- helpers -------------------------------------------------------------------
+
+    def _ref(self, pid: int | None, name: str) -> str:
+        return f"{SCHEME}:{self.host}:{'-' if pid is None else pid}:{name}"
+
+    def _remove(self, name: str) -> None:
+        try:
+            identity.remove_work_dir(self.work_root, name)
+        except IdentityError as exc:
+            raise BackendError(str(exc)) from None
+
+    def _running(self, handle: RunHandle) -> bool:
+        if handle.pid is None:
+            return False
+        if handle.process is not None:
+            return handle.process.poll() is None
+        _reap_if_child(handle.pid)
+        return is_wrapper(handle.pid, handle.work_dir)
 
 
-def _open(files: ExitStack, work_dir: Path, name: str | None, mode: str, what: str) -> IO[Any] | int:
-    if not name:
-        return subprocess.DEVNULL
+def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
+    """``(host, wrapper pid or None, work dir name)`` of a local backend reference, None
+    for another backend's or a malformed one."""
+    parts = ref.split(":", 3)
+    if len(parts) != 4 or parts[0] != SCHEME or not parts[3]:
+        return None
+    if parts[2] == "-":
+        return parts[1], None, parts[3]
+    if not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2]), parts[3]
+
+
+def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...]) -> None:
+    """Copy input sandbox files into the fresh work dir through descriptors: the source
+    must be a regular file (not a link) of the job area, the target is created
+    ``O_EXCL | O_NOFOLLOW``, so nothing planted in the work dir is followed."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return files.enter_context(open(work_dir / name, mode))  # noqa: SIM115
-    except OSError as exc:
-        raise BackendError(f"Cannot open the job's {what} {name}: {exc.strerror}") from None
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while the process group has a member that is not a zombie.
-
-    Zombies are ignored (on Linux, via ``/proc``) because orphans are reaped by init,
-    which may be slow in containers; they no longer run anything.
-    """
+        src_dir = os.open(input_dir, flags | os.O_DIRECTORY)
+    except OSError:
+        if files:
+            raise identity.IdentityError(f"The input sandbox of the job ({input_dir}) does not exist") from None
+        return
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    states = _proc_states()
-    if states is None:
-        return True
-    return any(pgrp == pgid and state != "Z" for state, pgrp, _sid in states.values())
+        dst_dir = os.open(work_dir, flags | os.O_DIRECTORY)
+        try:
+            for name in files:
+                if not name or "/" in name or name in (".", ".."):
+                    raise identity.IdentityError(f"input sandbox file {name} has not been uploaded")
+                try:
+                    src = os.open(name, flags | os.O_NONBLOCK, dir_fd=src_dir)
+                except OSError:
+                    raise identity.IdentityError(f"input sandbox file {name} has not been uploaded") from None
+                with os.fdopen(src, "rb") as reader:
+                    if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+                        raise identity.IdentityError(f"input sandbox file {name} has not been uploaded")
+                    try:
+                        dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                      0o600, dir_fd=dst_dir)
+                    except OSError as exc:
+                        raise identity.IdentityError(f"Cannot stage {name}: {exc.strerror}") from None
+                    with os.fdopen(dst, "wb") as writer:
+                        while chunk := reader.read(_COPY_CHUNK):
+                            writer.write(chunk)
+        finally:
+            os.close(dst_dir)
+    finally:
+        os.close(src_dir)
 
 
-def _session_alive(pid: int) -> bool:
-    """True while ``pid`` runs (not a zombie) and still leads its own session, which
-    guards against pid reuse."""
+def is_wrapper(pid: int, work_dir: Path) -> bool:
+    """True while ``pid`` is a live (not zombie) session leader running
+    ``jobwrapper.py <work_dir>``."""
     try:
         if os.getsid(pid) != pid:
             return False
     except (ProcessLookupError, PermissionError):
         return False
-    info = _proc_state(pid)
-    if info is None:
-        return not os.path.isdir("/proc/self")  # gone meanwhile, or no procfs: trust getsid
-    return info[0] != "Z"
+    state = _proc_state(pid)
+    if state is None or state == "Z":
+        return False
+    return _cmdline(pid)[-2:] == [str(identity.WRAPPER_PATH), str(work_dir)]
 
 
-def _proc_state(pid: int) -> tuple[str, int, int] | None:
-    """``(state, pgrp, session)`` of ``pid`` from ``/proc/<pid>/stat``, None if unavailable."""
+def _find_wrapper(work_dir: Path) -> int | None:
+    for pid in _pids():
+        if _cmdline(pid)[-2:] == [str(identity.WRAPPER_PATH), str(work_dir)] and is_wrapper(pid, work_dir):
+            return pid
+    return None
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _proc_state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read().decode("ascii", "replace")
     except OSError:
         return None
-    fields = raw[raw.rfind(")") + 2 :].split()  # the command name may contain spaces and ')'
-    try:
-        return fields[0], int(fields[2]), int(fields[3])
-    except (IndexError, ValueError):
-        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0] if fields else None
 
 
-def _proc_states() -> dict[int, tuple[str, int, int]] | None:
-    """:func:`_proc_state` of every process, None without ``/proc``."""
-    try:
-        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return None
-    result: dict[int, tuple[str, int, int]] = {}
-    for pid in pids:
-        state = _proc_state(pid)
-        if state is not None:
-            result[pid] = state
-    return result
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (the wrapper and the job's groups)."""
+    for pid in _pids():
+        try:
+            if os.getsid(pid) == sid:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
 
 
-def _reap_foreign(handle: RunHandle) -> None:
-    """For a re-created handle: collect the status if the pid is (still) our child.
-
-    Usually it is not (the worker restarted); then nothing happens.
-    """
-    try:
-        pid, status = os.waitpid(handle.pid, os.WNOHANG)
-    except ChildProcessError:
-        return
-    if pid == handle.pid:
-        code = os.waitstatus_to_exitcode(status)
-        handle.reaped_status = 128 - code if code < 0 else code
+def _reap_if_child(pid: int) -> None:
+    """Collect ``pid``'s exit status if it happens to be our child (a wrapper the same
+    process spawned before it took itself for a new worker life); otherwise nothing."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,4 +1,9 @@
-"""The proxy files of running jobs: ``<jobdir>/user.proxy`` gets each renewed proxy (issue 4).
+"""The proxy copies of running jobs: ``<work root>/<job>/user.proxy`` gets each renewed
+proxy (issue 4; the copy lives in the job's work dir since issue 8, 0600 and owned by
+the job's mapped account, written by :func:`wmproxy.execution.identity.install_proxy`).
+
+The renewal worker therefore needs what the execution worker needs to write there when
+mapping is on: CAP_CHOWN and CAP_DAC_OVERRIDE (or to run as the same privileged user).
 
 After a renewal the worker rewrites the proxy file of every job a worker holds
 (:func:`push_job_proxy`); each pass also rewrites the files that ended up older than the
@@ -9,35 +14,48 @@ proxy read just before a renewal, a re-delegation).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
-from wmproxy.domain import JobState
+from wmproxy.domain import JobState, to_filename
+from wmproxy.errors import SandboxError
+from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, install_proxy
 from wmproxy.security.renewed import proxy_end
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 
-#: States of jobs a worker holds; their ``user.proxy`` file gets the renewed proxy.
+#: States of jobs a worker holds; their proxy copy gets the renewed proxy.
 HELD_STATES = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
 
 
 def job_proxy_path(rt: Runtime, job_id: str) -> Path:
-    """The job's proxy file (the job area's ``proxy_file``), what the job sees as ``X509_USER_PROXY``."""
-    return rt.storage.job_area(job_id).proxy_file
+    """The job's proxy copy in its work dir (``[execution] work_dir``), what the job sees
+    as ``X509_USER_PROXY``."""
+    return Path(rt.settings.execution.work_dir) / to_filename(job_id) / PROXY_NAME
 
 
 def push_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> bool:
-    """Replace the job's proxy file with ``pem`` (PEM, grid file layout), atomically, through
-    the storage layer's one proxy writer (:meth:`FilesystemSandboxStorage.write_proxy`).
+    """Replace the job's proxy copy with ``pem`` (PEM, grid file layout), atomically, 0600
+    and owned by the job's account, never following a link the job planted
+    (:func:`install_proxy`). The account is the owner of the job's work dir, which the
+    execution worker gave to the mapped account (``jobs.local_account``) and the job
+    cannot give away.
 
-    A job whose file does not exist yet (not staged) is left alone: it gets the stored proxy
-    when it starts. Returns whether the file was written.
+    A job without a copy (not started yet, or already ended and cleaned up) is left
+    alone: it gets the stored proxy when it starts. Returns whether the copy was written.
 
     Raises:
-        SandboxError: the file could not be written (the old one is then intact).
+        SandboxError: the copy could not be written (the old one is then intact).
     """
-    if not job_proxy_path(rt, job_id).exists():
-        return False
-    rt.storage.write_proxy(job_id, pem)
+    path = job_proxy_path(rt, job_id)
+    try:
+        if not os.path.lexists(path):
+            return False
+        owner = os.lstat(path.parent)
+        account = None if owner.st_uid == os.geteuid() else Account(owner.st_uid, owner.st_gid, str(owner.st_uid))
+        install_proxy(path.parent, pem, account)
+    except (OSError, IdentityError) as exc:
+        raise SandboxError(f"Unable to write the proxy of job {job_id}: {exc}") from None
     return True
 
 

@@ -1,0 +1,71 @@
+"""Collection from a job's work dir copies regular files only: no symlink is followed, no
+hard link taken, nothing outside the work dir read, and each refusal has a reason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wmproxy.sandbox.storage import ConfinementError, FilesystemSandboxStorage, open_confined
+
+JOB = "https://lb.example.org:9000/CoLLectAAAAAAAAAAAAAAAA"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> FilesystemSandboxStorage:
+    storage = FilesystemSandboxStorage(tmp_path / "root")
+    storage.create_job_area(JOB)
+    return storage
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    (path / "sub").mkdir(parents=True)
+    (tmp_path / "secret").write_text("the worker's key")
+    return path
+
+
+def test_regular_files_are_collected_and_everything_else_refused_with_its_reason(
+    storage: FilesystemSandboxStorage, work: Path, tmp_path: Path
+) -> None:
+    (work / "good.out").write_text("ok")
+    (work / "sub" / "nested.out").write_text("nested")
+    (work / "link.out").symlink_to(tmp_path / "secret")
+    (work / "inner-link.out").symlink_to(work / "good.out")  # even a link inside the work dir
+    os.link(tmp_path / "secret", work / "hard.out")
+    os.mkfifo(work / "fifo.out")
+    (work / "dir.out").mkdir()
+    (work / "via").symlink_to(tmp_path)
+    (tmp_path / "plain").write_text("outside")
+
+    missing = storage.collect_output_files(JOB, work, (
+        "good.out", "sub/nested.out", "link.out", "inner-link.out", "hard.out", "fifo.out", "dir.out",
+        "via/plain", "../secret", "/etc/passwd", "absent.out",
+    ))
+
+    assert missing == [
+        ("link.out", "symbolic link"),
+        ("inner-link.out", "symbolic link"),
+        ("hard.out", "hard link"),
+        ("fifo.out", "not a regular file"),
+        ("dir.out", "not a regular file"),
+        ("plain", "symbolic link"),
+        ("secret", "outside the work directory"),
+        ("passwd", "outside the work directory"),
+        ("absent.out", "not produced"),
+    ]
+    assert storage.output_files(JOB) == [("good.out", 2), ("nested.out", 6)]
+    assert storage.collect_output(JOB, work, ("link.out", "good.out")) == ["link.out"]
+
+
+def test_open_confined_gives_a_descriptor_of_the_file_itself(work: Path) -> None:
+    (work / "f").write_text("data")
+    fd = open_confined(work, "f")
+    with os.fdopen(fd, "rb") as f:
+        assert f.read() == b"data"
+    with pytest.raises(ConfinementError) as info:
+        open_confined(work / "missing-dir", "f")
+    assert info.value.reason == "not produced"

@@ -1,0 +1,121 @@
+"""Repository of execution worker heartbeats (``execution_workers``) and of the jobs each
+worker holds (``jobs.worker``).
+
+A worker registers under its name when it starts and refreshes ``heartbeat_at``
+periodically. A worker whose heartbeat is older than the lease is dead; another worker
+on its host (or the same worker restarted under the same name) takes its jobs over with
+:meth:`SqlWorkerStore.take_over`, a compare-and-set on the dead worker's row, so that
+with several workers racing exactly one of them adopts the jobs:
+
+* PostgreSQL (READ COMMITTED): the conditional DELETE locks the row; a concurrent
+  taker waits, then re-evaluates the condition and matches nothing.
+* SQLite: transactions start with ``BEGIN IMMEDIATE`` (``engine.py``), so writers are
+  serialised and the second taker no longer finds the row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from wmproxy.store.engine import rows_matched
+from wmproxy.store.schema import ExecutionWorkerRow, Job
+
+
+class SqlWorkerStore:
+    """Worker heartbeats, looked up by worker name."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, name: str, *, for_update: bool = False) -> ExecutionWorkerRow | None:
+        """The row of worker ``name``, if any."""
+        stmt = select(ExecutionWorkerRow).where(ExecutionWorkerRow.name == name)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def all(self) -> Sequence[ExecutionWorkerRow]:
+        """Every registered worker, by name."""
+        return self.session.scalars(select(ExecutionWorkerRow).order_by(ExecutionWorkerRow.name)).all()
+
+    def register(self, name: str, host: str, pid: int, now: dt.datetime) -> None:
+        """Record worker ``name`` as running on ``host`` as ``pid`` since ``now`` (its
+        previous row, if any, is replaced; its jobs stay its own)."""
+        row = self.get(name, for_update=True)
+        if row is None:
+            self.session.add(ExecutionWorkerRow(name=name, host=host, pid=pid, started_at=now, heartbeat_at=now))
+        else:
+            row.host, row.pid, row.started_at, row.heartbeat_at = host, pid, now, now
+        self.session.flush()
+
+    def heartbeat(self, name: str, host: str, pid: int, now: dt.datetime) -> bool:
+        """Refresh the heartbeat of ``name`` if it is still this process's (host, pid).
+
+        Returns False when the row is gone or belongs to another process: the worker
+        was taken for dead and its jobs adopted, so it must stop touching them.
+        """
+        return rows_matched(
+            self.session,
+            update(ExecutionWorkerRow)
+            .where(ExecutionWorkerRow.name == name, ExecutionWorkerRow.host == host, ExecutionWorkerRow.pid == pid)
+            .values(heartbeat_at=now)
+            .execution_options(synchronize_session=False),
+        ) == 1
+
+    def stale(self, host: str, cutoff: dt.datetime, exclude: str) -> Sequence[ExecutionWorkerRow]:
+        """Workers on ``host`` whose last heartbeat is before ``cutoff``, except ``exclude``."""
+        return self.session.scalars(
+            select(ExecutionWorkerRow)
+            .where(
+                ExecutionWorkerRow.host == host,
+                ExecutionWorkerRow.heartbeat_at < cutoff,
+                ExecutionWorkerRow.name != exclude,
+            )
+            .order_by(ExecutionWorkerRow.name)
+        ).all()
+
+    def take_over(self, dead: ExecutionWorkerRow, heir: str, states: Iterable[str]) -> int | None:
+        """Compare-and-set: remove the dead worker's row if its heartbeat is still the one
+        seen, and give its jobs in ``states`` to worker ``heir``.
+
+        Returns:
+            How many jobs changed hands, or None when another worker took the row over
+            first (or the dead worker came back and heartbeat meanwhile).
+        """
+        won = rows_matched(
+            self.session,
+            delete(ExecutionWorkerRow)
+            .where(ExecutionWorkerRow.name == dead.name, ExecutionWorkerRow.heartbeat_at == dead.heartbeat_at)
+            .execution_options(synchronize_session=False),
+        )
+        if won != 1:
+            return None
+        return rows_matched(
+            self.session,
+            update(Job)
+            .where(Job.worker == dead.name, Job.state.in_(list(states)))
+            .values(worker=heir)
+            .execution_options(synchronize_session=False),
+        )
+
+    def held_jobs(self, name: str, states: Iterable[str]) -> Sequence[Job]:
+        """Jobs in ``states`` held by worker ``name``, oldest first, locked for update."""
+        return self.session.scalars(
+            select(Job)
+            .where(Job.worker == name, Job.state.in_(list(states)))
+            .order_by(Job.created_at)
+            .with_for_update()
+        ).all()
+
+    def remove(self, name: str, host: str, pid: int) -> bool:
+        """Delete the row of ``name`` if it is this process's; True when deleted."""
+        return rows_matched(
+            self.session,
+            delete(ExecutionWorkerRow)
+            .where(ExecutionWorkerRow.name == name, ExecutionWorkerRow.host == host, ExecutionWorkerRow.pid == pid)
+            .execution_options(synchronize_session=False),
+        ) == 1
