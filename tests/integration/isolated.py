@@ -212,4 +212,8 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             if dep is not None:
                 dep.stop()
             kill_processes_of({e.pw_uid for e in (accounts.passwd(u) for u in ("svc", "ali", "bob"))})
+            keep = os.environ.get("WMPROXY_TEST_KEEP_LOGS")
+            if keep:  # a directory to copy the processes' logs to, for a failure's post-mortem
+                for log in root.glob("state/*.log"):
+                    shutil.copyfile(log, Path(keep) / f"{root.name}-{log.name}")
             shutil.rmtree(root, ignore_errors=True)
