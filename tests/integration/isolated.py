@@ -13,7 +13,7 @@ What it builds (as root, which CI is):
 - gunicorn as the service user without capabilities (setpriv ``--bounding-set=-all
   --no-new-privs``, as ``CapabilityBoundingSet=`` and ``NoNewPrivileges=`` in the unit);
 - the execution worker as the service user with exactly the 5 ambient capabilities of
-  wmproxy-worker.service.
+  wmproxy-worker.service (and ``--no-new-privs``, as ``NoNewPrivileges=`` there).
 
 The service user cannot execute the virtualenv's interpreter (it lives under /root), so
 the service processes run ``/usr/bin/python3 -m ...`` with the worktree and the
@@ -91,10 +91,8 @@ def setpriv(user: pwd.struct_passwd, caps: tuple[str, ...] = ()) -> list[str]:
     """argv prefix running a command as ``user`` (its groups) with exactly ``caps`` (ambient)."""
     wanted = ",".join(["-all", *(f"+{cap}" for cap in caps)])
     prefix = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
-              f"--inh-caps={wanted}", f"--bounding-set={wanted}"]
-    if caps:
-        return [*prefix, f"--ambient-caps={wanted}"]
-    return [*prefix, "--no-new-privs"]
+              f"--inh-caps={wanted}", f"--bounding-set={wanted}", "--no-new-privs"]
+    return [*prefix, f"--ambient-caps={wanted}"] if caps else prefix
 
 
 def processes_of(uids: set[int]) -> list[int]:
