@@ -151,7 +151,8 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
     """Build and start the deployment; stop it, kill the accounts' processes, remove everything after.
 
     Args:
-        mapping: ``gridmap`` (alice → ``ali``, bob → ``bob``) or ``none`` (jobs as the service user).
+        mapping: ``gridmap`` (alice → ``ali``, bob → ``bob``) or ``none`` (jobs as the service user;
+            the worker then has no capability, as wmproxy-worker needs none without mapping).
         execution: extra ``[execution]`` lines (``max_running``, ``heartbeat_lease``...).
         start_worker: start ``worker-1`` too.
     """
@@ -196,9 +197,11 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(root / "certificates"),
                        X509_USER_PROXY=str(pki.users["alice"].proxy), PATH=f"{BIN}:{env.get('PATH', '')}",
                        PYTHONPATH=f"{REPO}:{site_packages}", PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
+            # Without mapping the worker needs no capability (it runs jobs as itself).
+            worker_caps = WORKER_CAPS if mapping != "none" else ()
             dep = Deployment(config=config, state=state, port=port, env=env,
-                             service_prefix=setpriv(service), worker_prefix=setpriv(service, WORKER_CAPS),
-                             python=SYSTEM_PYTHON)
+                             service_prefix=setpriv(service), worker_prefix=setpriv(service, worker_caps),
+                             python=SYSTEM_PYTHON, shared=shared)
             result = dep.run(str(BIN / "wmproxy-admin"), "init", "--user", service.pw_name)
             assert result.returncode == 0, result.stderr
             iso = Isolated(dep, root, accounts, service, mapped, shared, host_key)

@@ -89,6 +89,9 @@ class Deployment:
     worker_prefix: list[str] = field(default_factory=list)
     #: interpreter for ``-m`` runs when the virtualenv's scripts cannot be used (another user); "" = the scripts.
     python: str = ""
+    #: a directory jobs can read and write (release files, markers); pytest's tmp_path is not reachable by
+    #: a job that runs as another user than root.
+    shared: Path | None = None
 
     @property
     def endpoint(self) -> str:

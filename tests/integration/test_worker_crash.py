@@ -120,6 +120,18 @@ def start(iso: Isolated, workers: dict[str, subprocess.Popen[bytes]], name: str)
     workers[name] = iso.start_worker(name)
 
 
+def run_batch(iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]],
+              name: str, jobs: int, running: int) -> dict[str, int]:
+    """Submit ``jobs`` jobs, start worker ``name``, wait until ``running`` of them have started;
+    returns nonce → pid of each running job."""
+    submit(iso, alice, batch, jobs)
+    start(iso, workers, name)
+    batch.wait_started(running)
+    pids = batch.job_pids()
+    assert len(pids) == running
+    return pids
+
+
 def kill_9(workers: dict[str, subprocess.Popen[bytes]], name: str) -> None:
     proc = workers.pop(name)
     os.kill(proc.pid, signal.SIGKILL)
@@ -140,11 +152,9 @@ class TestWorkerDeath:
     def test_kill_9_with_jobs_running_and_queued_then_restart(
         self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]
     ) -> None:
-        submit(iso, alice, batch, 2 * MAX_RUNNING)
-        start(iso, workers, "worker-a")
-        batch.wait_started(MAX_RUNNING)
-        running = batch.job_pids()
-        assert len(running) == MAX_RUNNING
+        running = run_batch(iso, alice, batch, workers, "worker-a", 2 * MAX_RUNNING, MAX_RUNNING)
+        statuses = collections.Counter(str(alice.wmproxy.getJobStatus(j).status) for j in batch.jobs)
+        assert statuses["Running"] == MAX_RUNNING  # and the other 20 wait their turn
         kill_9(workers, "worker-a")
         assert all(alive(pid) for pid in running.values())  # the jobs outlive their worker
         start(iso, workers, "worker-a")
@@ -154,14 +164,10 @@ class TestWorkerDeath:
     def test_sigterm_drains_jobs_keep_running_and_end_done_after_restart(
         self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]
     ) -> None:
-        submit(iso, alice, batch, 5)
-        start(iso, workers, "worker-t")
-        batch.wait_started(5)
-        running = batch.job_pids()
-        assert len(running) == 5
+        running = run_batch(iso, alice, batch, workers, "worker-t", 5, 5)
         proc = workers.pop("worker-t")
         proc.terminate()
-        assert proc.wait(timeout=WAIT_TIMEOUT) is not None
+        assert proc.wait(timeout=WAIT_TIMEOUT) == 0  # a drain is a clean exit
         assert all(alive(pid) for pid in running.values())
         for job_id in batch.jobs:
             assert str(alice.wmproxy.getJobStatus(job_id).status) == "Running"
@@ -172,9 +178,7 @@ class TestWorkerDeath:
     def test_another_worker_adopts_the_jobs_of_a_dead_one(
         self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]
     ) -> None:
-        submit(iso, alice, batch, 8)
-        start(iso, workers, "worker-x")
-        batch.wait_started(8)  # all on worker-x
+        run_batch(iso, alice, batch, workers, "worker-x", 8, 8)  # all on worker-x
         start(iso, workers, "worker-y")
         kill_9(workers, "worker-x")
         batch.release.touch()
