@@ -90,7 +90,9 @@ class World:
     def backend_pid(self, job_id: str) -> int | None:
         with self.db.connect() as conn:
             ref = conn.execute(sa.text("select backend_ref from jobs where id = :j"), {"j": job_id}).scalar_one()
-        return int(ref.rsplit(":", 1)[1]) if ref and ref.startswith("local:") else None
+        # local:<host>:<wrapper pid>:<work dir>; the wrapper leads the job's session
+        pid = ref.split(":")[2] if ref and ref.startswith("local:") else ""
+        return int(pid) if pid.isdigit() else None
 
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.dep.state.glob("renewal-*.log")))
@@ -115,10 +117,21 @@ def wait_for(what: Callable[[], object], timeout: float, step: float = 0.25) -> 
 
 
 def job_proxy_end(pid: int) -> dt.datetime:
-    """notAfter of the file the job process sees as X509_USER_PROXY."""
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    path = next(e.split(b"=", 1)[1] for e in environ if e.startswith(b"X509_USER_PROXY="))
-    return load_pem_chain(Path(path.decode()).read_bytes())[0].not_valid_after_utc
+    """notAfter of the file the job sees as X509_USER_PROXY: the environment of a process
+    of the session the job wrapper ``pid`` leads (the wrapper's own has no proxy)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != pid:
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        path = next((e.split(b"=", 1)[1] for e in environ if e.startswith(b"X509_USER_PROXY=")), None)
+        if path is not None:
+            return load_pem_chain(Path(path.decode()).read_bytes())[0].not_valid_after_utc
+    raise AssertionError(f"no process of the job session {pid} has X509_USER_PROXY")
 
 
 def process_alive(pid: int) -> bool:

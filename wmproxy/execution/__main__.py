@@ -24,8 +24,10 @@ its mapped account and needs exactly the effective capabilities CAP_CHOWN, CAP_S
 CAP_SETGID, CAP_KILL and CAP_DAC_OVERRIDE (``wmproxy.execution.identity``; e.g.
 systemd ``AmbientCapabilities=``, with ``KillMode=process`` so stopping the worker
 leaves the jobs' wrappers alive); it refuses to start without them. With
-``mode = none`` it runs jobs as its own user and needs no capability (and, as root,
-refuses every job). The work root (``[execution] work_dir``) is created 0755 if missing.
+``mode = none`` it runs jobs as its own user and needs no capability; as root it
+refuses to start (jobs would run as root). The work root (``[execution] work_dir``) is
+created 0755 if missing and must be owned by the worker's user, not writable by group
+or others.
 
 Exit status: 0 after a drain, 2 for a usage or configuration error, 3 when the
 privileges or the work root are wrong or the name is in use.
@@ -45,6 +47,7 @@ import click
 from wmproxy.config import Settings, load_settings
 from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.identity import IdentityError, check_work_root
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 
@@ -79,9 +82,13 @@ def check_privileges(settings: Settings) -> None:
     """Refuse to run without what the configuration needs (see the module doc).
 
     Raises:
-        StartupError: mapping is on and capabilities are missing.
+        StartupError: mapping is on and capabilities are missing, or mapping is off
+            and the worker runs as root (every job would run as root).
     """
     if settings.mapping.mode == "none":
+        if os.geteuid() == 0:
+            raise StartupError("[mapping] mode = none runs jobs as the worker's own user, and this worker runs as "
+                               "root: run it as the service user, or configure the mapping")
         return
     missing = missing_capabilities()
     if missing:
@@ -91,11 +98,20 @@ def check_privileges(settings: Settings) -> None:
 
 
 def ensure_work_root(path: str) -> Path:
-    """Create the work root (0755) if it is missing and return it."""
+    """Create the work root (0755) if it is missing, check it, and return it.
+
+    Raises:
+        StartupError: it cannot be created, or is not a directory owned by this user
+            and closed to group and others (``identity.check_work_root``).
+    """
     root = Path(os.path.abspath(path))
-    if not root.exists():
-        root.mkdir(mode=0o755, parents=True)
-        root.chmod(0o755)
+    try:
+        if not root.exists():
+            root.mkdir(mode=0o755, parents=True)
+            root.chmod(0o755)
+        check_work_root(root)
+    except (OSError, IdentityError) as exc:
+        raise StartupError(f"unusable work root {root}: {exc}") from exc
     return root
 
 
@@ -111,10 +127,7 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
     if settings.execution.backend != "local":
         raise click.UsageError(f"unknown execution backend {settings.execution.backend!r}")
     check_privileges(settings)
-    try:
-        root = ensure_work_root(settings.execution.work_dir)
-    except OSError as exc:
-        raise StartupError(f"cannot create the work root {settings.execution.work_dir}: {exc}") from exc
+    root = ensure_work_root(settings.execution.work_dir)
     backend = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace)
     worker = ExecutionWorker(Runtime.from_settings(settings), backend, name,
                              cancel_running_on_exit=cancel_running_on_exit)

@@ -234,6 +234,17 @@ def prepare_work_dir(work_root: Path, name: str, account: Account | None) -> Pat
     return work_dir
 
 
+def check_work_root(work_root: Path) -> None:
+    """Check that ``work_root`` is usable as :func:`prepare_work_dir` requires (a real
+    directory owned by the worker's user, not writable by group or others); the worker
+    calls it at startup so a wrong work root is refused once, not for every job.
+
+    Raises:
+        IdentityError: the work root is missing or unsafe.
+    """
+    _check_work_root(Path(os.path.abspath(work_root)))
+
+
 def _check_work_root(root: Path) -> None:
     try:
         st = os.lstat(root)

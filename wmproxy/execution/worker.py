@@ -83,6 +83,7 @@ class ExecutionWorker:
         self.pid = os.getpid()
         self.settings = rt.settings.execution
         self.running: dict[str, RunningJob] = {}
+        self.detached: list[RunHandle] = []  # wrappers this process spawned but no longer follows
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
         self._registered = False
@@ -121,12 +122,19 @@ class ExecutionWorker:
                      self.name, len(self.running), ", ".join(self.running))
         else:
             service.unregister_worker(self.rt, self.name, self.host, self.pid)
+        self._detach()
+
+    def _detach(self) -> None:
+        """Stop following every job; their wrappers keep running (and are still reaped
+        by :meth:`step` when they are this process's children)."""
+        self.detached += [job.handle for job in self.running.values() if job.handle.process is not None]
         self.running.clear()
 
     def step(self) -> bool:
         """One cycle; returns True when a job was started (so the loop goes on at once)."""
         if not self._registered:
             self.start()
+        self.detached = [h for h in self.detached if h.process is not None and h.process.poll() is None]
         if time.monotonic() >= self._next_heartbeat:
             self._heartbeat()
         for job_id in service.take_cancel_requests(self.rt, list(self.running)):
@@ -152,8 +160,8 @@ class ExecutionWorker:
         if not service.heartbeat(self.rt, self.name, self.host, self.pid):
             log.error("execution worker %s was taken for dead; its %d job(s) now belong to another worker",
                       self.name, len(self.running))
-            self.running.clear()
-            self._registered = False
+            self._detach()
+            self.start()  # a new life; refused if another live process took the name meanwhile
             return
         self.adopt()
 

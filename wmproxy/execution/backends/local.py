@@ -28,11 +28,12 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
-from wmproxy.execution.identity import Account, IdentityError, WrapperStatus, WrapperStatusError
+from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
 from wmproxy.security.proxy import load_credential
 
 SCHEME = "local"
+WRAPPER_NAME = identity.WRAPPER_PATH.name
 #: Seconds after the wrapper's own kill grace before a cancel kills the whole session.
 CANCEL_MARGIN = 30.0
 _COPY_CHUNK = 64 * 1024
@@ -167,11 +168,14 @@ class LocalExecutionBackend:
         return RunHandle(ref=self._ref(pid, name), work_dir=work_dir, account=account, pid=pid)
 
     def release(self, handle: RunHandle) -> None:
-        """Remove the job's work dir with its proxy copy (never following links).
+        """Remove the job's proxy copy, then its work dir (never following links), so the
+        proxy is gone even if the job left something the worker cannot remove.
 
         Raises:
             BackendError: the directory could not be removed.
         """
+        with contextlib.suppress(OSError):
+            os.unlink(handle.work_dir / PROXY_NAME)
         self._remove(handle.work_dir.name)
 
     # --- helpers -------------------------------------------------------------------
@@ -256,12 +260,18 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
     state = _proc_state(pid)
     if state is None or state == "Z":
         return False
-    return _cmdline(pid)[-2:] == [str(identity.WRAPPER_PATH), str(work_dir)]
+    return _runs_wrapper_for(_cmdline(pid), work_dir)
+
+
+def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:
+    """``argv`` is ``... jobwrapper.py <work_dir>`` (any installed copy of the wrapper, so a
+    job started before an upgrade is still recognised)."""
+    return len(argv) >= 2 and argv[-1] == str(work_dir) and os.path.basename(argv[-2]) == WRAPPER_NAME
 
 
 def _find_wrapper(work_dir: Path) -> int | None:
     for pid in _pids():
-        if _cmdline(pid)[-2:] == [str(identity.WRAPPER_PATH), str(work_dir)] and is_wrapper(pid, work_dir):
+        if _runs_wrapper_for(_cmdline(pid), work_dir) and is_wrapper(pid, work_dir):
             return pid
     return None
 

@@ -41,8 +41,9 @@ def push_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> bool:
     execution worker gave to the mapped account (``jobs.local_account``) and the job
     cannot give away.
 
-    A job without a copy (not started yet, or already ended and cleaned up) is left
-    alone: it gets the stored proxy when it starts. Returns whether the copy was written.
+    A job without a copy (not started yet, or already ended and cleaned up, even while
+    this call runs) is left alone: it gets the stored proxy when it starts. Returns
+    whether the copy was written.
 
     Raises:
         SandboxError: the copy could not be written (the old one is then intact).
@@ -55,6 +56,8 @@ def push_job_proxy(rt: Runtime, job_id: str, pem: bytes) -> bool:
         account = None if owner.st_uid == os.geteuid() else Account(owner.st_uid, owner.st_gid, str(owner.st_uid))
         install_proxy(path.parent, pem, account)
     except (OSError, IdentityError) as exc:
+        if not os.path.lexists(path.parent):
+            return False  # the job ended and its work dir was removed meanwhile
         raise SandboxError(f"Unable to write the proxy of job {job_id}: {exc}") from None
     return True
 

@@ -1,0 +1,399 @@
+"""The execution worker in-process on a real database (SQLite file and PostgreSQL): jobs run
+through the wrapper as the mapped account (a throwaway Unix account; the tests run as
+root), and none is lost or run twice when workers die, race, drain or restart.
+
+A "dead" worker is a worker object the test abandons (its wrappers keep running, in their
+own sessions) whose heartbeat the test back-dates past the lease: no sleeping."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Pki
+from tests.support import build_runtime, close_runtime, delegate_in_process, principal_of
+from tests.unit.execution import test_jobwrapper as wrapper_tests
+from tests.unit.execution.test_jobwrapper import DEADLINE, alive, kill_session
+from wmproxy.config import MappingSettings
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.execution.backends import JobLaunch
+from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.identity import Account
+from wmproxy.execution.worker import ExecutionWorker
+from wmproxy.jdl import parse_jdl
+from wmproxy.services import execution as service
+from wmproxy.services.execution import WorkerNameInUseError
+from wmproxy.services.jobs import cancel_job
+from wmproxy.services.perusal import enable_file_perusal
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
+from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
+
+job_account = wrapper_tests.job_account
+work_root = wrapper_tests.work_root
+LEASE = 60.0
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account) -> Iterator[Runtime]:
+    gridmap = tmp_path / "grid-mapfile"
+    gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
+    runtime = build_runtime(
+        tmp_path / "rt", pki, database={"url": database_url},
+        execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05, "kill_grace": 2.0},
+        jobs={"min_perusal_interval": 1},
+    )
+    runtime.settings = dataclasses.replace(
+        runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)))
+    with runtime.uow() as uow:  # one database per module: start every test from an empty queue
+        for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
+            uow.session.execute(sa.delete(table))
+    yield runtime
+    close_runtime(runtime)
+
+
+@pytest.fixture
+def alice(rt: Runtime, pki: Pki) -> Principal:
+    principal = principal_of(pki, "alice")
+    delegate_in_process(rt, principal, pki.users["alice"].proxy, "exec")
+    return principal
+
+
+@pytest.fixture
+def workers(rt: Runtime, work_root: Path) -> Iterator[Callable[[str], ExecutionWorker]]:
+    """``make(name)`` gives a worker; afterwards every wrapper a test left running is killed."""
+    made: list[ExecutionWorker] = []
+
+    def make(name: str) -> ExecutionWorker:
+        worker = ExecutionWorker(rt, LocalExecutionBackend(work_root, kill_grace=2.0), name)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        for handle in [job.handle for job in worker.running.values()] + worker.detached:
+            if handle.pid is not None and alive(handle.pid):
+                kill_session(handle.pid)
+            if handle.process is not None:
+                handle.process.wait(timeout=DEADLINE)
+
+
+def submit(rt: Runtime, alice: Principal, script: str, extra: str = "") -> str:
+    jdl = (f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; StdOutput = "out"; StdError = "err";'
+           f' OutputSandbox = {{"out", "err"}}; {extra} ]')
+    return submit_job(rt, alice, jdl, "exec").job_id
+
+
+def job_row(rt: Runtime, job_id: str) -> Job:
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        uow.session.expunge(job)
+        return job
+
+
+def until(worker: ExecutionWorker, condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        worker.step()
+        time.sleep(0.05)
+
+
+def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:
+    return lambda: job_row(rt, job_id).state in {s.value for s in states}
+
+
+def abandon(worker: ExecutionWorker, rt: Runtime) -> None:
+    """The worker dies: nothing of it runs any more and its heartbeat is older than the lease."""
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(ExecutionWorkerRow).where(ExecutionWorkerRow.name == worker.name)
+                            .values(heartbeat_at=utcnow() - dt.timedelta(seconds=2 * LEASE)))
+
+
+def work_dir(rt: Runtime, job_id: str) -> Path:
+    ref = job_row(rt, job_id).backend_ref
+    assert ref is not None
+    return Path(rt.settings.execution.work_dir) / ref.split(":", 3)[3]
+
+
+def running_events(rt: Runtime, job_id: str) -> int:
+    with rt.uow() as uow:
+        return sum(1 for e in uow.jobs.events(job_id) if e.state == JobState.RUNNING.value)
+
+
+def start_requests(rt: Runtime, job_id: str) -> int:
+    with rt.uow() as uow:
+        return len(uow.session.scalars(sa.select(ExecutionRequest).where(
+            ExecutionRequest.job_id == job_id, ExecutionRequest.command == "start")).all())
+
+
+WAIT_GO = "while [ ! -e go ]; do sleep 0.1; done; echo out; exit 5"
+
+
+def running(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str = "", extra: str = "") -> str:
+    """Submit a job (default: waits for a ``go`` file, then exits 5) and step ``worker`` until it runs."""
+    job_id = submit(rt, alice, script or WAIT_GO, extra)
+    worker.start()
+    until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+    return job_id
+
+
+class TestRun:
+    def test_a_job_runs_as_its_mapped_account_and_ends_done(self, rt: Runtime, alice: Principal,
+                                                            workers: Callable[[str], ExecutionWorker],
+                                                            job_account: Account) -> None:
+        job_id = submit(rt, alice, "id -u; exit 3", 'LocalAccount = "root";')  # the user's own is replaced
+        row = job_row(rt, job_id)
+        assert row.local_account == job_account.name
+        assert parse_jdl(row.jdl_registered)["LocalAccount"] == job_account.name
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.reason, row.worker) == (3, None, "w1")
+        assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == f"{job_account.uid}\n"
+        assert not any(Path(rt.settings.execution.work_dir).iterdir()), "the work dir was not removed"
+
+    def test_every_node_of_a_collection_runs_as_the_mapped_account(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], job_account: Account
+    ) -> None:
+        collection = (
+            '[ Type = "collection"; Nodes = {'
+            ' [ Executable = "/usr/bin/id"; Arguments = "-u"; StdOutput = "n.out"; OutputSandbox = {"n.out"}; ],'
+            ' [ Executable = "/usr/bin/id"; Arguments = "-u"; StdOutput = "n.out"; OutputSandbox = {"n.out"}; ] }; ]'
+        )
+        parent = submit_job(rt, alice, collection, "exec")
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, parent.job_id, JobState.DONE), "the collection to end")
+        assert len(parent.children) == 2
+        for node in parent.children:
+            row = job_row(rt, node.job_id)
+            assert (row.state, row.exit_code, row.local_account) == ("Done", 0, job_account.name)
+            assert parse_jdl(row.jdl_registered)["LocalAccount"] == job_account.name
+            output = rt.storage.job_area(node.job_id, parent.job_id).output_dir / "n.out"
+            assert output.read_text() == f"{job_account.uid}\n"
+
+    def test_outputs_that_are_links_are_not_collected_and_the_status_says_why(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        job_id = submit(rt, alice, "ln -s /etc/shadow out; exit 0", 'StdOutput = "o";')
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        row = job_row(rt, job_id)
+        assert row.exit_code == 0
+        assert row.reason is not None and "output sandbox file out not collected: symbolic link" in row.reason
+        assert not (rt.storage.job_area(job_id).output_dir / "out").exists()
+
+    def test_cancel_stops_the_running_job(self, rt: Runtime, alice: Principal,
+                                          workers: Callable[[str], ExecutionWorker]) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker)
+        pid = worker.running[job_id].handle.pid
+        cancel_job(rt, alice, job_id)
+        until(worker, in_state(rt, job_id, JobState.CANCELLED), "the job to be cancelled")
+        assert pid is not None and not alive(pid)
+
+    def test_perusal_copies_regular_files_and_refuses_symlinks(self, rt: Runtime, alice: Principal,
+                                                               workers: Callable[[str], ExecutionWorker]) -> None:
+        job_id = submit(rt, alice, "echo visible > real.txt; ln -s /etc/shadow link.txt; " + WAIT_GO,
+                        "PerusalFileEnable = true; PerusalTimeInterval = 1;")
+        enable_file_perusal(rt, alice, job_id, ["real.txt", "link.txt"])
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        peek = rt.storage.job_area(job_id).peek_dir
+        until(worker, lambda: any(p.name.startswith("real.txt.") for p in peek.iterdir()), "a perusal chunk")
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert not any(p.name.startswith("link.txt") for p in peek.iterdir())
+
+
+class TestAdoption:
+    def test_a_dead_workers_running_job_is_adopted_and_ends_with_its_real_exit_code(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        dead = workers("w-dead")
+        job_id = running(rt, alice, dead)
+        abandon(dead, rt)
+        heir = workers("w-heir")
+        heir.start()
+        assert list(heir.running) == [job_id]
+        assert job_row(rt, job_id).worker == "w-heir"
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(heir, in_state(rt, job_id, JobState.DONE), "the adopted job to end")
+        assert job_row(rt, job_id).exit_code == 5
+        assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+        assert running_events(rt, job_id) == 1
+        with rt.uow() as uow:
+            assert uow.workers.get("w-dead") is None
+
+    def test_a_live_worker_is_not_adopted(self, rt: Runtime, alice: Principal,
+                                          workers: Callable[[str], ExecutionWorker]) -> None:
+        owner = workers("w-owner")
+        job_id = running(rt, alice, owner)
+        other = workers("w-other")
+        other.start()
+        assert other.running == {} and job_row(rt, job_id).worker == "w-owner"
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(owner, in_state(rt, job_id, JobState.DONE), "the job to end")
+
+    def test_a_claimed_job_never_started_is_requeued_once(self, rt: Runtime, alice: Principal,
+                                                          workers: Callable[[str], ExecutionWorker]) -> None:
+        job_id = submit(rt, alice, "exit 0")
+        dead = workers("w-dead")
+        dead.start()
+        assert service.claim_next_start(rt, "w-dead") is not None  # claimed, then the worker died
+        abandon(dead, rt)
+        first, second = workers("w-a"), workers("w-b")
+        first.adopt()
+        second.adopt()
+        first.adopt()
+        assert job_row(rt, job_id).state == JobState.WAITING.value
+        assert start_requests(rt, job_id) == 2  # the original and exactly one requeue
+        second.start()
+        until(second, in_state(rt, job_id, JobState.DONE), "the requeued job to end")
+        assert running_events(rt, job_id) == 1
+
+    def test_a_scheduled_job_whose_wrapper_never_started_is_requeued_and_runs_once(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        job_id = submit(rt, alice, "exit 0")
+        dead = workers("w-dead")
+        dead.start()
+        order = service.claim_next_start(rt, "w-dead")
+        assert order is not None
+        # The worker prepared the work dir and committed Scheduled, then died before spawning.
+        launch_spec = dead._spec(order)
+        handle = dead.backend.prepare(JobLaunch(order.job_id, Account.from_name(order.local_account or ""),
+                                                launch_spec, order.area.input_dir, order.isb_files, order.proxy_pem))
+        assert service.set_state(rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref)
+        abandon(dead, rt)
+        heir = workers("w-heir")
+        heir.start()
+        assert heir.running == {} and job_row(rt, job_id).state == JobState.WAITING.value
+        until(heir, in_state(rt, job_id, JobState.DONE), "the requeued job to end")
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 2
+
+    def test_two_workers_racing_adopt_a_dead_workers_job_once(self, rt: Runtime, alice: Principal,
+                                                              workers: Callable[[str], ExecutionWorker]) -> None:
+        dead = workers("w-dead")
+        job_id = running(rt, alice, dead)
+        abandon(dead, rt)
+        racers = [workers(f"w-race{i}") for i in range(3)]
+        barrier = threading.Barrier(len(racers))
+        errors: list[BaseException] = []
+
+        def race(worker: ExecutionWorker) -> None:
+            try:
+                barrier.wait(DEADLINE)
+                worker.start()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=race, args=(w,)) for w in racers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE * 2)
+            assert not thread.is_alive()
+        assert errors == []
+        holders = [w for w in racers if job_id in w.running]
+        assert len(holders) == 1
+        assert job_row(rt, job_id).worker == holders[0].name
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(holders[0], in_state(rt, job_id, JobState.DONE), "the adopted job to end")
+        assert job_row(rt, job_id).exit_code == 5
+
+    def test_a_worker_restarted_under_its_name_adopts_its_previous_lifes_jobs(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        first_life = workers("w1")
+        job_id = running(rt, alice, first_life)
+        second_life = workers("w1")  # fresh heartbeat: no lease has to pass for its own jobs
+        second_life.start()
+        assert list(second_life.running) == [job_id]
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(second_life, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert job_row(rt, job_id).exit_code == 5 and running_events(rt, job_id) == 1
+
+    def test_a_worker_taken_for_dead_lets_go_of_its_jobs(self, rt: Runtime, alice: Principal,
+                                                         workers: Callable[[str], ExecutionWorker]) -> None:
+        stalled = workers("w-stalled")
+        job_id = running(rt, alice, stalled)
+        abandon(stalled, rt)
+        heir = workers("w-heir")
+        heir.start()
+        assert list(heir.running) == [job_id]
+        stalled._next_heartbeat = 0.0  # it wakes up: its next step heartbeats
+        stalled.step()
+        assert stalled.running == {}
+        with rt.uow() as uow:
+            assert uow.workers.get("w-stalled") is not None  # registered again, as a new life with no jobs
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(heir, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert job_row(rt, job_id).worker == "w-heir" and running_events(rt, job_id) == 1
+
+    def test_take_over_is_a_compare_and_set_on_the_seen_heartbeat(self, rt: Runtime) -> None:
+        old = utcnow() - dt.timedelta(seconds=2 * LEASE)
+        with rt.uow() as uow:
+            uow.workers.register("w-dead", "node1", 1, old)
+        with rt.uow() as uow:
+            (seen,) = uow.workers.stale("node1", utcnow() - dt.timedelta(seconds=LEASE), exclude="w-me")
+            uow.session.expunge(seen)
+        with rt.uow() as uow:
+            assert uow.workers.heartbeat("w-dead", "node1", 1, utcnow())  # it came back meanwhile
+        with rt.uow() as uow:
+            assert uow.workers.take_over(seen, "w-me", ["Running"]) is None
+            assert uow.workers.get("w-dead") is not None
+            assert not uow.workers.heartbeat("w-dead", "node1", 2, utcnow())  # another pid's heartbeat
+
+    def test_a_name_held_by_another_live_process_is_refused(self, rt: Runtime) -> None:
+        service.register_worker(rt, "w1", "node1", 4242, lambda pid: True)
+        with pytest.raises(WorkerNameInUseError):
+            service.register_worker(rt, "w1", "node1", 4343, lambda pid: True)
+        service.register_worker(rt, "w1", "node1", 4343, lambda pid: False)  # the old pid is gone: a restart
+        with pytest.raises(WorkerNameInUseError):
+            service.register_worker(rt, "w1", "node2", 1, lambda pid: False)
+
+
+class TestShutdown:
+    def test_a_drained_worker_leaves_the_job_running_and_its_restart_finishes_it(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker)
+        handle = worker.running[job_id].handle
+        worker.stop()  # SIGTERM: drain
+        assert worker.detached == [handle] and worker.running == {}
+        assert handle.pid is not None and alive(handle.pid)
+        assert job_row(rt, job_id).state == JobState.RUNNING.value
+        restarted = workers("w1")
+        restarted.start()
+        (work_dir(rt, job_id) / "go").write_text("")
+        until(restarted, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert job_row(rt, job_id).exit_code == 5
+
+    def test_cancel_running_on_exit_stops_the_jobs(self, rt: Runtime, alice: Principal,
+                                                   workers: Callable[[str], ExecutionWorker]) -> None:
+        worker = workers("w1")
+        worker.cancel_running_on_exit = True
+        job_id = running(rt, alice, worker)
+        pid = worker.running[job_id].handle.pid
+        worker.stop()
+        row = job_row(rt, job_id)
+        assert (row.state, row.reason) == (JobState.ABORTED.value, "cancelled by the administrator at worker shutdown")
+        assert pid is not None and not alive(pid)
+        with rt.uow() as uow:
+            assert uow.workers.get("w1") is None
+        assert os.listdir(rt.settings.execution.work_dir) == []
