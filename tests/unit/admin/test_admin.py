@@ -167,6 +167,13 @@ class TestProcessesRefuseToStart:
         assert done.returncode != 0
         assert f"chmod 600 {loose.parent}/db/wmproxy.db" in done.stderr and "Traceback" not in done.stderr
 
+    def test_execution_worker(self, loose: Path) -> None:
+        """Needs the lead's wiring of check_private_files into wmproxy/execution/__main__.py, first
+        thing after load_settings (before the privilege checks)."""
+        done = self.run(loose, str(BIN / "wmproxy-worker"), "--name", "modes")
+        assert done.returncode != 0
+        assert f"chmod 600 {loose.parent}/db/wmproxy.db" in done.stderr and "Traceback" not in done.stderr
+
     def test_gunicorn(self, loose: Path) -> None:
         repo = Path(__file__).resolve().parents[3]
         done = self.run(loose, str(BIN / "gunicorn"), "-c", str(repo / "deploy" / "gunicorn.conf.py"),
