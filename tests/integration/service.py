@@ -15,6 +15,7 @@ from tests.support import WAIT_TIMEOUT, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+LOG_MODE = 0o600
 
 
 def free_port() -> int:
@@ -102,7 +103,9 @@ class Deployment:
 
     def start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
         """Start ``argv`` in its own session, output appended to ``<state>/<log_name>``; stopped by :meth:`stop`."""
-        with open(self.state / log_name, "ab") as log:
+        # 0600: the state dir is traversable by job accounts, the logs are not for them.
+        fd = os.open(self.state / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_MODE)
+        with os.fdopen(fd, "ab") as log:
             proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                     start_new_session=True)
         self.processes.append(proc)
