@@ -116,7 +116,10 @@ class ExecutionSettings:
             under the same name); it heartbeats every ``heartbeat_lease / 4``.
         kill_grace: seconds between the SIGTERM and the SIGKILL the job wrapper sends
             a cancelled job's processes.
-        job_umask: umask of the job's processes (readable outputs for collection).
+
+    Raises:
+        ConfigError: a non-positive lease or poll interval, a negative grace, or
+            ``max_running`` below 1.
     """
 
     work_dir: str = "/var/lib/wmproxy/work"
@@ -125,7 +128,12 @@ class ExecutionSettings:
     backend: str = "local"
     heartbeat_lease: float = 60.0
     kill_grace: float = 10.0
-    job_umask: int = 0o022
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_lease <= 0 or self.poll_interval <= 0:
+            raise ConfigError("[execution] heartbeat_lease and poll_interval: must be positive")
+        if self.kill_grace < 0 or self.max_running < 1:
+            raise ConfigError("[execution] kill_grace must not be negative, max_running must be at least 1")
 
 
 @dataclass(frozen=True)
