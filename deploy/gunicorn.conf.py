@@ -1,7 +1,8 @@
 """gunicorn configuration of the wmproxy service: HTTPS with grid client authentication.
 
 Run: ``gunicorn -c deploy/gunicorn.conf.py wmproxy.soap.app:application`` with
-``WMPROXY_CONFIG`` naming the service configuration (see deploy/wmproxy.conf.example).
+``WMPROXY_CONFIG`` naming the service configuration (see deploy/wmproxy.conf.example),
+as the unprivileged service user (deploy/wmproxy.service).
 
 TLS: client certificates are required and verified against the grid CA directory
 (``<hash>.0`` CAs, ``<hash>.r0`` CRLs) with RFC 3820 proxies allowed and CRLs checked
@@ -10,11 +11,19 @@ proxies made by grid-proxy-init carry no Authority Key Identifier.
 """
 
 import ssl
+import sys
 import time
 
-from wmproxy.config import load_settings
+from wmproxy.config import ConfigError, load_settings
+from wmproxy.soap.app import check_start
 
 _settings = load_settings()
+# Refuse to start (before listening) on a store key or SQLite file that group/others can
+# read, with the file and the fix in one line; warn when jobs are not mapped.
+try:
+    check_start(_settings)
+except ConfigError as _exc:
+    sys.exit(f"wmproxy: refusing to start: {_exc}")
 
 bind = [_settings.service.bind]
 workers = _settings.service.workers
@@ -56,11 +65,12 @@ def _build_context():
     ctx.load_cert_chain(sec.host_cert, sec.host_key)
     ctx.load_verify_locations(capath=sec.ca_dir)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.verify_flags = (ctx.verify_flags & ~ssl.VERIFY_X509_STRICT) | ssl.VERIFY_ALLOW_PROXY_CERTS | ssl.VERIFY_CRL_CHECK_CHAIN
+    strict_off = ctx.verify_flags & ~ssl.VERIFY_X509_STRICT
+    ctx.verify_flags = strict_off | ssl.VERIFY_ALLOW_PROXY_CERTS | ssl.VERIFY_CRL_CHECK_CHAIN
     return ctx
 
 
-def ssl_context(config, default_ssl_context_factory):
+def ssl_context(config, default_ssl_context_factory):  # gunicorn hook signature
     """gunicorn calls this for every accepted connection (sync/gthread workers)."""
     now = time.monotonic()
     if _cache["context"] is None or now - _cache["built"] > _CONTEXT_TTL:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import random
+import secrets
 import string
 import subprocess
 from collections.abc import Iterator
@@ -72,7 +72,7 @@ def remove_stale() -> None:
 
 def _new_tag() -> str:
     while True:
-        tag = "wmp" + "".join(random.choices(string.ascii_lowercase, k=_TAG_LENGTH - 3))
+        tag = "wmp" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(_TAG_LENGTH - 3))
         if not any(e.pw_name.startswith(tag) for e in pwd.getpwall()) and not any(
             g.gr_name.startswith(tag) for g in grp.getgrall()
         ):

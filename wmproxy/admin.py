@@ -1,18 +1,33 @@
 """``wmproxy-admin``: site administration (initialise state, run database migrations).
 
-``wmproxy-admin init`` creates the sandbox and work directories, the key file that seals
-stored proxies (mode 0600) and brings the database to the newest Alembic revision.
+``wmproxy-admin init`` creates the state directories, the key file that seals stored
+proxies and the database (newest Alembic revision), and sets the modes that keep them
+from mapped grid accounts (:func:`initialise`). Run as root, ``--user <service user>``
+also hands them to the service user. Every other command first checks those modes
+(:func:`wmproxy.security.filemodes.check_private_files`) and refuses to run on a store
+key or SQLite file that group or others can read.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 import click
 
-from wmproxy.config import Settings, load_settings
+from wmproxy.config import ConfigError, Settings, load_settings
+from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Modes ``init`` sets: the sandbox root is private to the service user; the work root
+#: is traversable (jobs reach their own 0700 directory by name) but not listable.
+STORE_KEY_MODE = 0o600
+DATABASE_MODE = 0o600
+SANDBOX_ROOT_MODE = 0o700
+WORK_ROOT_MODE = 0o711
+STATE_DIR_MODE = 0o711
 
 
 def upgrade_database(settings: Settings, revision: str = "head") -> None:
@@ -27,15 +42,85 @@ def upgrade_database(settings: Settings, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
-def initialise(settings: Settings) -> None:
-    """Create directories and the store key, and migrate the database (idempotent)."""
+def service_account(user: str | None) -> tuple[int, int] | None:
+    """``(uid, gid)`` of the service user ``user`` (its primary group), or None for no user.
+
+    Raises:
+        ConfigError: the account does not exist, or another user than oneself is asked
+            for by a process that is not root (it could not chown to it).
+    """
+    if user is None:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"service user {user!r} does not exist (getent passwd {user})") from None
+    if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+        raise ConfigError(f"--user {user}: only root can hand the state files to another user")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _make_dirs(path: Path, owner: tuple[int, int] | None) -> None:
+    """Create ``path`` and missing parents; each directory created here gets STATE_DIR_MODE
+    and ``owner``. Existing directories are left as they are."""
+    missing: list[Path] = []
+    for directory in (path, *path.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        directory.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
+        os.chmod(directory, STATE_DIR_MODE)
+        if owner is not None:
+            os.chown(directory, *owner)
+
+
+def _settle(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
+    os.chmod(path, mode)
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def initialise(settings: Settings, user: str | None = None) -> None:
+    """Create the state and set its modes; migrate the database. Idempotent.
+
+    After it: store key 0600 (created with a new key if missing), SQLite file 0600 and its
+    ``-wal``/``-shm``/``-journal`` files 0600 if present, sandbox root 0700, work root 0711;
+    directories it creates on the way are 0711. With ``user`` all of these (and the
+    directories created) belong to that account and its primary group; existing parent
+    directories are never changed, so the database's directory must already be writable
+    by the service user if it exists (SQLite writes its journal there).
+
+    Args:
+        settings: the service's settings.
+        user: the service user's name (only root may name another account than its own).
+
+    Raises:
+        ConfigError: unknown ``user``, or not root and ``user`` is someone else.
+        OSError: a directory or file cannot be created, chmod-ed or chown-ed.
+        ValueError: the existing store key file holds no Fernet key.
+    """
     from wmproxy.security.sealing import Sealer
 
-    for directory in (settings.sandbox.root, settings.execution.work_dir):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    Path(settings.security.store_key_file).parent.mkdir(parents=True, exist_ok=True)
-    Sealer.from_key_file(settings.security.store_key_file, create=True)
+    owner = service_account(user)
+    for directory, mode in ((settings.sandbox.root, SANDBOX_ROOT_MODE), (settings.execution.work_dir, WORK_ROOT_MODE)):
+        _make_dirs(Path(directory), owner)
+        _settle(Path(directory), mode, owner)
+    key = Path(settings.security.store_key_file)
+    _make_dirs(key.parent, owner)
+    Sealer.from_key_file(key, create=True)
+    _settle(key, STORE_KEY_MODE, owner)
+    db = sqlite_path(settings.database.url)
+    if db is not None:
+        _make_dirs(db.parent, owner)
+        if not db.exists():
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_MODE))
+        _settle(db, DATABASE_MODE, owner)
     upgrade_database(settings)
+    if db is not None:
+        for path in (db, *(Path(f"{db}{suffix}") for suffix in SQLITE_COMPANIONS)):
+            if path.exists():
+                _settle(path, DATABASE_MODE, owner)
 
 
 @click.group()
@@ -43,14 +128,25 @@ def initialise(settings: Settings) -> None:
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Administer a wmproxy service."""
-    ctx.obj = load_settings(config_file)
+    try:
+        settings = load_settings(config_file)
+        if ctx.invoked_subcommand != "init":
+            check_private_files(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = settings
 
 
 @cli.command()
+@click.option("--user", default=None, metavar="NAME",
+              help="service user to own the state (the user gunicorn and the workers run as); needs root")
 @click.pass_obj
-def init(settings: Settings) -> None:
-    """Create state directories and the store key, then migrate the database."""
-    initialise(settings)
+def init(settings: Settings, user: str | None) -> None:
+    """Create state directories, the store key and the database, set their modes, migrate."""
+    try:
+        initialise(settings, user)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"initialised: database {settings.database.url}, sandboxes in {settings.sandbox.root}")
 
 

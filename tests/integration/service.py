@@ -15,6 +15,7 @@ from tests.support import WAIT_TIMEOUT, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+LOG_MODE = 0o600
 
 
 def free_port() -> int:
@@ -24,7 +25,8 @@ def free_port() -> int:
 
 
 def write_config(path: Path, *, db_url: str, ca_dir: Path, host_cert: Path, host_key: Path, state: Path,
-                 port: int, max_isb: int = 1_000_000) -> None:
+                 port: int, max_isb: int = 1_000_000, execution: str = "", extra: str = "") -> None:
+    """The deployment's INI file; ``execution`` adds lines to ``[execution]``, ``extra`` adds sections."""
     path.write_text(
         f"""[database]
 url = {db_url}
@@ -48,13 +50,14 @@ root = {state}/sandbox
 [execution]
 work_dir = {state}/work
 poll_interval = 0.2
+{execution}
 [jobs]
 quota_soft_limit = 40000000
 quota_hard_limit = 50000000
 min_perusal_interval = 1
 max_perusal_files = 3
 ce_catalogue = {state}/ce-catalogue.ads
-"""
+{extra}"""
     )
     (state / "ce-catalogue.ads").write_text(CE_CATALOGUE)
 
@@ -82,6 +85,14 @@ class Deployment:
     port: int
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: argv prefixes that switch identity (``setpriv ...``) for gunicorn and for the execution worker.
+    service_prefix: list[str] = field(default_factory=list)
+    worker_prefix: list[str] = field(default_factory=list)
+    #: interpreter for ``-m`` runs when the virtualenv's scripts cannot be used (another user); "" = the scripts.
+    python: str = ""
+    #: a directory jobs can read and write (release files, markers); pytest's tmp_path is not reachable by
+    #: a job that runs as another user than root.
+    shared: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -90,24 +101,33 @@ class Deployment:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=120, check=False)
 
-    def start_gunicorn(self) -> None:
-        log = open(self.state / "gunicorn.log", "ab")  # noqa: SIM115 - closed with the process
-        self.processes.append(
-            subprocess.Popen(
-                [str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "wmproxy.soap.app:application"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-            )
-        )
-        wait_for_tls(self.port)
-
-    def start_worker(self, name: str = "worker-1") -> subprocess.Popen[bytes]:
-        log = open(self.state / f"{name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [str(BIN / "wmproxy-worker"), "--name", name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=REPO, start_new_session=True,
-        )
+    def start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in its own session, output appended to ``<state>/<log_name>``; stopped by :meth:`stop`."""
+        # 0600: the state dir is traversable by job accounts, the logs are not for them.
+        fd = os.open(self.state / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_MODE)
+        with os.fdopen(fd, "ab") as log:
+            proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                    start_new_session=True)
         self.processes.append(proc)
         return proc
+
+    def start_gunicorn(self) -> subprocess.Popen[bytes]:
+        """gunicorn (as ``service_prefix`` says: e.g. setpriv to the service user), once it listens."""
+        command = [*self.service_prefix, *self.python_command("gunicorn", BIN / "gunicorn"),
+                   "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "wmproxy.soap.app:application"]
+        proc = self.start(command, "gunicorn.log")
+        wait_for_tls(self.port)
+        return proc
+
+    def start_worker(self, name: str = "worker-1") -> subprocess.Popen[bytes]:
+        """The execution worker ``name`` (as ``worker_prefix`` says: e.g. the service user with capabilities)."""
+        command = [*self.worker_prefix, *self.python_command("wmproxy.execution", BIN / "wmproxy-worker"),
+                   "--name", name]
+        return self.start(command, f"{name}.log")
+
+    def python_command(self, module: str, script: Path) -> list[str]:
+        """How to run ``module``: the virtualenv's ``script``, or ``<python> -m module`` when ``python`` is set."""
+        return [self.python, "-m", module] if self.python else [str(script)]
 
     def stop(self) -> None:
         for proc in reversed(self.processes):

@@ -22,7 +22,8 @@ def test_two_workers_run_each_job_once(deployment: Deployment, pki: Pki) -> None
     deployment.start_worker("worker-2")
     ref = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
     delegate(ref, pki.users["alice"].proxy, "workers")
-    jdl = '[ Executable = "/bin/sh"; Arguments = "-c \\"sleep 0.3; echo ran\\""; StdOutput = "o"; OutputSandbox = {"o"}; ]'
+    jdl = ('[ Executable = "/bin/sh"; Arguments = "-c \\"sleep 0.3; echo ran\\""; '
+           'StdOutput = "o"; OutputSandbox = {"o"}; ]')
     job_ids = [ref.wmproxy.jobSubmit(jdl, "workers").id for _ in range(12)]
     for job_id in job_ids:
         assert wait_for_final(ref, job_id).startswith("Done"), job_id

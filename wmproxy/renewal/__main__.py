@@ -1,7 +1,8 @@
 """``wmproxy-renewal``: renew delegated proxies from MyProxy until SIGTERM/SIGINT.
 
 SIGUSR1 starts a pass at once (as it forced a renewal in the original daemon). Several
-workers may run against one database.
+workers may run against one database. Refuses to start when the store key or the SQLite
+file is readable by group/others (:func:`wmproxy.security.filemodes.check_private_files`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import threading
 
 import click
 
-from wmproxy.config import load_settings
+from wmproxy.config import ConfigError, load_settings
 from wmproxy.renewal.worker import RenewalWorker
+from wmproxy.security.filemodes import check_private_files
 from wmproxy.services.runtime import Runtime
 
 
@@ -26,7 +28,11 @@ from wmproxy.services.runtime import Runtime
 def main(config_file: str | None, name: str | None, threads: int, once: bool) -> None:
     """Renew the proxies of long jobs from MyProxy and abort the jobs whose proxy expired."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(config_file)
+    try:
+        settings = load_settings(config_file)
+        check_private_files(settings)
+    except ConfigError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
     worker = RenewalWorker(Runtime.from_settings(settings), name, threads)
     if once:
         worker.step()

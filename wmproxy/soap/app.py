@@ -6,7 +6,10 @@ ports; ``/<SandboxDir>/...`` is the HTTPS sandbox edge. Every request is authent
 by its TLS client chain first.
 
 gunicorn entry point: ``wmproxy.soap.app:application`` (settings from ``WMPROXY_CONFIG``
-and ``WMPROXY_*`` variables, read once per worker process).
+and ``WMPROXY_*`` variables, read once per worker process). :func:`check_start` runs when
+gunicorn reads ``deploy/gunicorn.conf.py`` (before it listens) and again in
+:func:`create_app`: the service refuses to start on a store key or SQLite file that
+group/others can read, and warns when jobs are not mapped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from wmproxy.config import Settings, load_settings
 from wmproxy.domain import Principal
 from wmproxy.errors import WMProxyError
 from wmproxy.sandbox.http import SandboxApp
+from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.services import sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
@@ -97,9 +101,36 @@ class WMProxyApplication:
         return [body]
 
 
+#: Warnings this process has logged already (logged once per process, not per app built).
+_warned: set[str] = set()
+
+
+def check_start(settings: Settings) -> None:
+    """The start checks of the service process: private file modes, then (once per
+    process) the WARNING of ``[mapping] mode = none``.
+
+    Raises:
+        wmproxy.security.filemodes.FileModeError: the store key or the SQLite file is
+            readable by group/others (the message names the file and the fix).
+    """
+    check_private_files(settings)
+    warning = unmapped_exposure(settings)
+    if warning is not None and warning not in _warned:
+        _warned.add(warning)
+        log.warning("%s", warning)
+
+
 def create_app(settings: Settings | None = None, authenticate: Authenticate | None = None) -> WMProxyApplication:
-    """Build the application from ``settings`` (default: :func:`wmproxy.config.load_settings`)."""
-    return WMProxyApplication(Runtime.from_settings(settings or load_settings()), authenticate)
+    """Build the application from ``settings`` (default: :func:`wmproxy.config.load_settings`)
+    after :func:`check_start`.
+
+    Raises:
+        wmproxy.config.ConfigError: bad settings, or (FileModeError) private files readable
+            by group/others.
+    """
+    settings = settings or load_settings()
+    check_start(settings)
+    return WMProxyApplication(Runtime.from_settings(settings), authenticate)
 
 
 class _LazyApplication:

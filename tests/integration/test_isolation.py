@@ -1,0 +1,258 @@
+"""A hostile job against the privilege split (issue 8 point 2), on SQLite and PostgreSQL.
+
+The deployment (:mod:`tests.integration.isolated`): gunicorn as the service user without
+capabilities, the worker as the service user with its 5 capabilities, alice and bob mapped
+to two accounts. Bob's job tries what a hostile job would and prints one line per attempt
+(``read store.key: EACCES``); the assertions are on that output, retrieved through the
+service, so they state what the job itself saw.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import zeep.exceptions
+
+from tests.conftest import Pki
+from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
+from tests.integration.refclient import ReferenceClient, reference_client
+from tests.support import assert_fault, delegate, wait_for, wait_for_final
+from wmproxy.domain import to_filename
+
+pytestmark = pytest.mark.integration
+
+#: The hostile job: ``op:label:target`` arguments, one output line per attempt.
+ATTACK = r'''
+import errno, os, sys
+print(f"uid {os.getuid()} gid {os.getgid()} groups {sorted(os.getgroups())}", flush=True)
+with open("/proc/self/status") as status:
+    caps = [line.split() for line in status if line.startswith(("CapInh", "CapPrm", "CapEff", "CapAmb"))]
+print("caps " + " ".join(f"{name}{value}" for name, value in caps), flush=True)
+def attempt(op, target):
+    if op == "read":
+        with open(target, "rb") as handle:
+            handle.read(1)
+    elif op == "list":
+        os.listdir(target)
+    elif op == "kill":
+        # Signal 0: the kernel's permission check of kill(2) without delivery, so that a broken
+        # isolation fails this test instead of taking the deployment down for the following ones.
+        os.kill(int(target), 0)
+    elif op == "environ":
+        with open(f"/proc/{target}/environ", "rb") as handle:
+            handle.read()
+    elif op == "create":
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    else:
+        raise SystemExit(f"unknown op {op}")
+for spec in sys.argv[1:]:
+    op, label, target = spec.split(":", 2)
+    try:
+        attempt(op, target)
+        result = "OK"
+    except OSError as exc:
+        result = errno.errorcode.get(exc.errno, str(exc.errno))
+    print(f"{op} {label}: {result}", flush=True)
+'''
+
+#: alice's job: running until ``<shared>/release-alice`` exists.
+HOLD_JDL = """[
+  Executable = "/bin/sh";
+  Arguments = "-c 'echo held > held.txt; while [ ! -e {release} ]; do sleep 0.2; done'";
+  StdOutput = "std.out";
+  OutputSandbox = {{"std.out"}};
+]"""
+
+
+@pytest.fixture(scope="module")
+def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
+    with isolated_deployment(pki, database_url) as deployment:
+        (deployment.root / "attack.py").write_text(ATTACK)
+        os.chmod(deployment.root / "attack.py", 0o644)
+        yield deployment
+
+
+def client(iso: Isolated, pki: Pki, user: str) -> ReferenceClient:
+    ref = reference_client(iso.deployment.endpoint, pki.users[user].proxy, iso.root / "certificates")
+    delegate(ref, pki.users[user].proxy, "iso")
+    return ref
+
+
+@pytest.fixture(scope="module")
+def alice(iso: Isolated, pki: Pki) -> ReferenceClient:
+    return client(iso, pki, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(iso: Isolated, pki: Pki) -> ReferenceClient:
+    return client(iso, pki, "bob")
+
+
+def outputs(ref: ReferenceClient, job_id: str) -> dict[str, bytes]:
+    """The job's output sandbox as served: base name → content."""
+    files = ref.wmproxy.getOutputFileList(job_id, "https") or []
+    return {f.name.rsplit("/", 1)[-1]: ref.session.get(f.name).content for f in files}
+
+
+@contextmanager
+def held_job(iso: Isolated, alice: ReferenceClient, name: str) -> Iterator[tuple[str, Path, list[int]]]:
+    """Alice's job, running until released: ``(job id, work dir, pids of alice's account)``;
+    released and awaited (Done, exit code 0) on leaving."""
+    release = iso.shared / f"release-{name}"
+    job_id = alice.wmproxy.jobSubmit(HOLD_JDL.format(release=release), "iso").id
+    try:
+        uid = iso.mapped["alice"].pw_uid
+        wait_for(lambda: str(alice.wmproxy.getJobStatus(job_id).status), lambda s: s == "Running",
+                 what=f"alice's job {job_id} to run")
+        pids = wait_for(lambda: [p for p in processes_of({uid}) if comm(p) != "sleep"],
+                        lambda found: any(comm(p) == "sh" for p in found), what="alice's job's shell")
+        yield job_id, iso.work_root / to_filename(job_id), pids
+    finally:
+        release.touch()
+    assert wait_for_final(alice, job_id) == "Done (Exit Code 0)"
+    assert outputs(alice, job_id) == {"std.out": b""}
+
+
+def comm(pid: int) -> str:
+    """The command name of ``pid`` ("" once it has gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def proxy_of(pid: int) -> Path:
+    """X509_USER_PROXY of a job process, read as root from /proc."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    values = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"X509_USER_PROXY=")]
+    assert values, f"no X509_USER_PROXY in the environment of job process {pid}"
+    return Path(values[0].decode())
+
+
+def run_attack(iso: Isolated, bob: ReferenceClient, specs: list[str]) -> dict[str, str]:
+    args = " ".join(specs)
+    jdl = (f'[ Executable = "{SYSTEM_PYTHON}"; Arguments = "-I {iso.root / "attack.py"} {args}"; '
+           'StdOutput = "attack.out"; StdError = "attack.err"; OutputSandbox = {"attack.out", "attack.err"}; ]')
+    job_id = bob.wmproxy.jobSubmit(jdl, "iso").id
+    assert wait_for_final(bob, job_id) == "Done (Exit Code 0)"
+    files = outputs(bob, job_id)
+    assert files.get("attack.err", b"") == b"", files
+    results: dict[str, str] = {}
+    for line in files["attack.out"].decode().splitlines():
+        if line.startswith(("uid ", "caps ")):
+            results[line.split(" ", 1)[0]] = line
+        else:
+            attempt, _, outcome = line.partition(": ")
+            results[attempt] = outcome
+    return results
+
+
+class TestHostileJob:
+    def test_bobs_job_reaches_nothing_of_the_service_or_of_alice(self, iso: Isolated, alice: ReferenceClient,
+                                                                  bob: ReferenceClient, database_url: str) -> None:
+        with held_job(iso, alice, "attack") as (_, alice_dir, alice_pids):
+            self.attack_alice(iso, bob, database_url, alice_dir, alice_pids)
+
+    def attack_alice(self, iso: Isolated, bob: ReferenceClient, database_url: str, alice_dir: Path,
+                     alice_pids: list[int]) -> None:
+        alice_proxy = proxy_of(next(pid for pid in alice_pids if comm(pid) == "sh"))
+        assert alice_proxy.is_file() and alice_proxy.stat().st_uid == iso.mapped["alice"].pw_uid
+        gunicorn, worker = iso.deployment.processes[0].pid, iso.deployment.processes[1].pid
+        specs = [
+            f"read:store.key:{iso.store_key}",
+            f"read:host.key:{iso.host_key}",
+            f"read:alice.proxy:{alice_proxy}",
+            f"list:alice.dir:{alice_dir}",
+            f"read:alice.held:{alice_dir / 'held.txt'}",
+            f"list:sandbox.root:{iso.sandbox_root}",
+            f"list:work.root:{iso.work_root}",
+            f"create:work.root:{iso.work_root / 'planted'}",
+            f"list:state:{iso.state}",
+            f"environ:gunicorn:{gunicorn}",
+            f"environ:worker:{worker}",
+            f"kill:worker:{worker}",
+            f"kill:gunicorn:{gunicorn}",
+            *(f"kill:alice.job.{pid}:{pid}" for pid in alice_pids),
+        ]
+        expected = {spec.rsplit(":", 1)[0].replace(":", " ", 1): "EACCES" for spec in specs}
+        for spec in specs:
+            if spec.startswith("kill:"):
+                expected[spec.rsplit(":", 1)[0].replace(":", " ", 1)] = "EPERM"
+        if database_url.startswith("sqlite"):
+            specs.append(f"read:database:{iso.state / 'wmproxy.db'}")
+            expected["read database"] = "EACCES"
+        results = run_attack(iso, bob, specs)
+        bob_account = iso.mapped["bob"]
+        assert results.pop("uid").startswith(f"uid {bob_account.pw_uid} gid {bob_account.pw_gid} ")
+        results.pop("caps")
+        assert results == expected
+        # Nothing was disturbed: the service is alive, alice's job ends normally (held_job).
+        assert iso.deployment.processes[0].poll() is None and iso.deployment.processes[1].poll() is None
+
+    def test_alices_work_dir_is_hers_and_private(self, iso: Isolated, alice: ReferenceClient) -> None:
+        with held_job(iso, alice, "ls") as (_, alice_dir, _):
+            listing = subprocess.run(["ls", "-ld", str(alice_dir)], capture_output=True, text=True,
+                                     check=True).stdout
+            fields = listing.split()
+            assert fields[0] == "drwx------" and fields[2] == iso.mapped["alice"].pw_name, listing
+        assert stat.S_IMODE(iso.work_root.stat().st_mode) == 0o711
+        assert iso.work_root.stat().st_uid == iso.service.pw_uid
+
+    def test_the_job_runs_as_the_mapped_account_without_groups_or_capabilities(self, iso: Isolated,
+                                                                              bob: ReferenceClient) -> None:
+        results = run_attack(iso, bob, [])
+        # The worker's ambient capabilities survive its setreuid (no uid was 0) and the exec of the wrapper
+        # unless dropped: a job holding CAP_KILL or CAP_DAC_OVERRIDE could signal and read anything.
+        zero = "0000000000000000"
+        assert results["caps"] == f"caps CapInh:{zero} CapPrm:{zero} CapEff:{zero} CapAmb:{zero}"
+        bob_account = iso.mapped["bob"]
+        uid_line = f"uid {bob_account.pw_uid} gid {bob_account.pw_gid} groups "
+        assert results["uid"] in (uid_line + "[]", uid_line + f"[{bob_account.pw_gid}]")
+
+
+class TestCollectionRefusesLinks:
+    def test_output_sandbox_links_to_the_store_key_are_not_served(self, iso: Isolated, bob: ReferenceClient) -> None:
+        key = iso.store_key
+        script = (f"ln -s {key} sym.out; ln {key} hard-key.out 2>/dev/null; echo mine > own; ln own hard.out; "
+                  "echo fine > ok.out")
+        jdl = (f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; '
+               'OutputSandbox = {"sym.out", "hard-key.out", "hard.out", "ok.out"}; ]')
+        job_id = bob.wmproxy.jobSubmit(jdl, "iso").id
+        assert wait_for_final(bob, job_id).startswith("Done")
+        served = outputs(bob, job_id)
+        assert served == {"ok.out": b"fine\n"}
+        secret = subprocess.run(["cat", str(key)], capture_output=True, check=True).stdout.strip()
+        assert all(secret not in content for content in served.values())
+
+    def test_a_perused_symlink_to_the_store_key_is_not_served(self, iso: Isolated, bob: ReferenceClient) -> None:
+        release = iso.shared / "release-perusal"
+        script = (f"ln -s {iso.store_key} peek.txt; echo visible > real.txt; "
+                  f"while [ ! -e {release} ]; do sleep 0.2; done")
+        jdl = (f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; PerusalFileEnable = true; '
+               'PerusalTimeInterval = 1; ]')
+        job = bob.wmproxy.jobRegister(jdl, "iso")
+        bob.wmproxy.enableFilePerusal(job.id, {"Item": ["real.txt", "peek.txt"]})
+        bob.wmproxy.jobStart(job.id)
+        # real.txt was written after the link: once its chunk is served, peek.txt was sampled too.
+        uris = wait_for(lambda: bob.wmproxy.getPerusalFiles(job.id, "real.txt", True, "https"),
+                        what="a perusal chunk of real.txt")
+        assert b"".join(bob.session.get(u).content for u in uris) == b"visible\n"
+        assert bob.wmproxy.getPerusalFiles(job.id, "peek.txt", True, "https") in (None, [])
+        release.touch()
+        assert wait_for_final(bob, job.id).startswith("Done")
+        assert bob.wmproxy.getPerusalFiles(job.id, "peek.txt", True, "https") in (None, [])
+
+
+class TestRegistrationRefusesEscapes:
+    @pytest.mark.parametrize("attribute", ['StdOutput = "../../store.key"', 'OutputSandbox = {"/etc/shadow"}'])
+    def test_escaping_names_are_refused_on_the_wire(self, iso: Isolated, bob: ReferenceClient,
+                                                    attribute: str) -> None:
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            bob.wmproxy.jobRegister(f'[ Executable = "/bin/true"; {attribute}; ]', "iso")
+        assert_fault(err, "InvalidArgumentFault", "jobRegister")
