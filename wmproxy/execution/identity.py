@@ -87,6 +87,11 @@ WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
 (the package installed in a world-readable location)."""
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+SETPRIV = "/usr/bin/setpriv"
+"""util-linux ``setpriv``: clears the worker's inheritable and ambient capabilities before
+the wrapper runs (an ambient capability survives a change between two non-zero uids, so
+``Popen(user=...)`` alone would hand the worker's capabilities to the job)."""
+DROP_CAPABILITIES = ("--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--")
 PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
@@ -321,7 +326,10 @@ def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, nam
 def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None) -> subprocess.Popen[bytes]:
     """Start ``python3 -I jobwrapper.py <work_dir>`` as ``account``.
 
-    The wrapper leads a new session (its pid is also its process group id), has no
+    The wrapper holds no capability: when the worker has any (the documented five), the
+    wrapper is started through ``setpriv`` clearing the inheritable and ambient sets with
+    ``no_new_privs`` set, so neither the wrapper nor the job can hold or regain them. The
+    wrapper leads a new session (its pid is also its process group id), has no
     supplementary groups, umask 0o077 (it sets the spec's own umask), a minimal
     environment (it builds the job's from scratch anyway), standard input from
     ``/dev/null`` and output to a fresh ``.wmproxy/wrapper.log``. The interpreter is
@@ -341,12 +349,17 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     if account is None and os.geteuid() == 0:
         raise IdentityError("Refusing to run a job as root: no account was mapped")
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
+    prefix: list[str] = []
+    if holds_capabilities():
+        if not os.path.exists(SETPRIV):
+            raise IdentityError(f"Refusing to start a job: {SETPRIV} (util-linux) must drop the worker's capabilities")
+        prefix = [SETPRIV, *DROP_CAPABILITIES]
     work_dir = Path(os.path.abspath(work_dir))
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
         log_fd = _fresh_file(state_fd, LOG_NAME, 0o600, account)
     try:
         return subprocess.Popen(  # noqa: S603 - a fixed argv: the package's own wrapper
-            [interpreter, "-I", str(WRAPPER_PATH), str(work_dir)],
+            [*prefix, interpreter, "-I", str(WRAPPER_PATH), str(work_dir)],
             cwd=work_dir,
             env={"PATH": jobwrapper.BASE_PATH, "LANG": "C.UTF-8"},
             stdin=subprocess.DEVNULL,
@@ -365,6 +378,19 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
         raise IdentityError(f"Cannot start the job wrapper: {exc}") from None
     finally:
         os.close(log_fd)
+
+
+def holds_capabilities() -> bool:
+    """True when this process has a capability in its permitted, inheritable or ambient
+    set (``/proc/self/status``); root counts as holding them all."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            lines = [line.split() for line in status if line.startswith(("CapPrm:", "CapInh:", "CapAmb:"))]
+    except OSError:
+        return True  # unknown: drop them to be safe
+    return any(int(fields[1], 16) for fields in lines if len(fields) == 2)
 
 
 # --- reading the outcome ----------------------------------------------------------

@@ -316,13 +316,16 @@ try:
     work = identity.prepare_work_dir(root, "job1", account)
     identity.install_proxy(work, proxy, account)
     identity.write_spec(work, JobSpec(job_id="j", executable="/bin/sh", stdout="out", proxy="user.proxy",
-        arguments=["-c", "mkdir locked; echo x > locked/f; chmod 500 locked; echo ready > ready; "
+        arguments=["-c", "grep ^Cap /proc/self/status > caps.txt; "
+                   "mkdir locked; echo x > locked/f; chmod 500 locked; echo ready > ready; "
                    "while :; do sleep 0.1; done"]), account)
     wrapper = identity.spawn_wrapper(work, account)
     result["wrapper_pid"] = wrapper.pid
     deadline = time.monotonic() + 60
     while not os.path.exists(work / "ready") and time.monotonic() < deadline:
         time.sleep(0.05)
+    caps_lines = (work / "caps.txt").read_text().splitlines()
+    result["job_caps"] = {k.rstrip(":"): v for k, v in (line.split() for line in caps_lines)}
     os.kill(wrapper.pid, signal.SIGTERM)
     wrapper.wait(timeout=60)
     status = identity.read_status(work, account)
@@ -365,6 +368,12 @@ class TestPrivileges:
         assert result.get("error") is None, result
         assert result["caps"] == "00000000000000e3"  # CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID and no more
         assert result == {**result, "cancelled_by": signal.SIGTERM, "started": True, "removed": True}
+        # the job holds none of them (an ambient capability would survive the switch between two non-zero
+        # uids); the bounding set stays, but with no_new_privs and no file capabilities nothing regains them
+        job_caps = result["job_caps"]
+        assert isinstance(job_caps, dict)
+        assert {name: job_caps[name] for name in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == dict.fromkeys(
+            ("CapInh", "CapPrm", "CapEff", "CapAmb"), "0000000000000000"), job_caps
 
     @pytest.mark.parametrize("dropped", ["chown", "setgid", "setuid", "kill", "dac_override"])
     def test_each_documented_capability_is_needed(self, work_root: Path, worker_account: Account,
