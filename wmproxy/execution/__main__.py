@@ -49,6 +49,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import IdentityError, check_work_root
 from wmproxy.execution.worker import ExecutionWorker
+from wmproxy.security.filemodes import FileModeError, check_private_files, unmapped_exposure
 from wmproxy.services.runtime import Runtime
 
 
@@ -124,6 +125,12 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
     """Take started jobs from the database queue and run them."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(config_file)
+    try:
+        check_private_files(settings)
+    except FileModeError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
+    if (warning := unmapped_exposure(settings)) is not None:
+        logging.getLogger(__name__).warning("%s", warning)
     if settings.execution.backend != "local":
         raise click.UsageError(f"unknown execution backend {settings.execution.backend!r}")
     check_privileges(settings)
