@@ -31,7 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +147,7 @@ def _copy_public(src: Path, dst: Path) -> None:
 
 @contextmanager
 def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap", execution: str = "",
-                        start_worker: bool = True) -> Iterator[Isolated]:
+                        start_worker: bool = True, extra_env: Mapping[str, str] | None = None) -> Iterator[Isolated]:
     """Build and start the deployment; stop it, kill the accounts' processes, remove everything after.
 
     Args:
@@ -155,6 +155,7 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             the worker then has no capability, as wmproxy-worker needs none without mapping).
         execution: extra ``[execution]`` lines (``max_running``, ``heartbeat_lease``...).
         start_worker: start ``worker-1`` too.
+        extra_env: extra environment of every process (``WMPROXY_<AREA>_<KEY>`` settings).
     """
     _check_peers()
     with local_accounts({"svc": ["svc"], "ali": ["ali"], "bob": ["bob"]}) as accounts:
@@ -197,6 +198,7 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(root / "certificates"),
                        X509_USER_PROXY=str(pki.users["alice"].proxy), PATH=f"{BIN}:{env.get('PATH', '')}",
                        PYTHONPATH=f"{REPO}:{site_packages}", PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
+            env.update(extra_env or {})
             # Without mapping the worker needs no capability (it runs jobs as itself).
             worker_caps = WORKER_CAPS if mapping != "none" else ()
             dep = Deployment(config=config, state=state, port=port, env=env,
@@ -218,3 +220,42 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
                 for log in root.glob("state/*.log"):
                     shutil.copyfile(log, Path(keep) / f"{root.name}-{log.name}")
             shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def standard_deployment(pki: Pki, database_url: str, state: Path,
+                        extra_env: Mapping[str, str] | None = None) -> Iterator[Deployment]:
+    """gunicorn and one execution worker, jobs run without mapping, stopped afterwards.
+
+    As root (CI): :func:`isolated_deployment` with ``mapping="none"`` (the service user runs
+    gunicorn and the worker, and so the jobs: wmproxy-worker refuses to run jobs as root).
+    As another user: everything runs as that user, with its state in ``state`` (an empty
+    directory, e.g. from pytest's tmp_path_factory). Files a job must see go in
+    :meth:`Deployment.scratch`.
+
+    Args:
+        extra_env: ``WMPROXY_<AREA>_<KEY>`` settings of every process.
+    """
+    if os.geteuid() == 0:
+        with isolated_deployment(pki, database_url, mapping="none", extra_env=extra_env) as iso:
+            yield iso.deployment
+        return
+    port = free_port()
+    config = state / "wmproxy.conf"
+    write_config(config, db_url=database_url, ca_dir=pki.ca_dir, host_cert=pki.host_cert, host_key=pki.host_key,
+                 state=state, port=port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "X509_"))}
+    env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(pki.ca_dir), X509_USER_PROXY=str(pki.users["alice"].proxy),
+               PATH=f"{BIN}:{env.get('PATH', '')}")
+    env.update(extra_env or {})
+    shared = state / "shared"
+    shared.mkdir()
+    dep = Deployment(config=config, state=state, port=port, env=env, shared=shared)
+    result = dep.run(str(BIN / "wmproxy-admin"), "init")
+    assert result.returncode == 0, result.stderr
+    try:
+        dep.start_gunicorn()
+        dep.start_worker()
+        yield dep
+    finally:
+        dep.stop()

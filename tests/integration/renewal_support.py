@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from tests.integration.service import BIN, REPO, Deployment
+from tests.integration.service import BIN, Deployment
 
 
 def sleeper(seconds: int, server: str | None = "") -> str:
@@ -14,10 +12,8 @@ def sleeper(seconds: int, server: str | None = "") -> str:
 
 
 def start_renewal_worker(dep: Deployment, name: str) -> None:
-    """Start ``wmproxy-renewal --name <name>`` for ``dep``, logging to ``<state>/<name>.log``;
-    ``dep.stop()`` stops it with the deployment's other processes."""
-    with open(dep.state / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        dep.processes.append(subprocess.Popen(
-            [str(BIN / "wmproxy-renewal"), "--name", name], env=dep.env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=REPO, start_new_session=True,
-        ))
+    """Start ``wmproxy-renewal --name <name>`` for ``dep`` as the service (``service_prefix``: the
+    service user, without capabilities, when the deployment has one), logging to
+    ``<state>/<name>.log``; ``dep.stop()`` stops it with the deployment's other processes."""
+    command = [*dep.service_prefix, *dep.python_command("wmproxy.renewal", BIN / "wmproxy-renewal"), "--name", name]
+    dep.start(command, f"{name}.log")

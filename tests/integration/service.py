@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,15 @@ class Deployment:
     #: a directory jobs can read and write (release files, markers); pytest's tmp_path is not reachable by
     #: a job that runs as another user than root.
     shared: Path | None = None
+
+    def scratch(self, fallback: Path) -> Path:
+        """A fresh directory the deployment's jobs can read and write (release files, markers):
+        under :attr:`shared` when jobs run as another account, else ``fallback`` (pytest's tmp_path)."""
+        if self.shared is None:
+            return fallback
+        path = Path(tempfile.mkdtemp(dir=self.shared))
+        path.chmod(0o1777)
+        return path
 
     @property
     def endpoint(self) -> str:

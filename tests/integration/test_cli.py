@@ -76,7 +76,8 @@ def _group_alive(pgid: int) -> bool:
 def test_cancel_stops_a_running_job(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
     """The job records its process group, then would sleep 300 s and only then write "finished":
     after the cancel the group is gone and "finished" was never written."""
-    started, finished = tmp_path / "started", tmp_path / "finished"
+    scratch = deployment.scratch(tmp_path)
+    started, finished = scratch / "started", scratch / "finished"
     (tmp_path / "job.jdl").write_text(
         f'[ Executable = "/bin/sh"; Arguments = "-c \\"echo $$ > {started}; sleep 300; touch {finished}\\""; ]'
     )

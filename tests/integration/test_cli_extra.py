@@ -152,7 +152,8 @@ class TestTemplates:
 
 
 def test_register_only_then_perusal_then_start(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
-    (tmp_path / "p.jdl").write_text(perusal_jdl(tmp_path / "release"))
+    release = deployment.scratch(tmp_path) / "release"
+    (tmp_path / "p.jdl").write_text(perusal_jdl(release))
     ids = tmp_path / "ids"
     rc, out, err = run_cli(deployment, "submit", "-d", delegated, "--register-only", "-o", str(ids),
                            str(tmp_path / "p.jdl"))
@@ -189,7 +190,7 @@ def test_register_only_then_perusal_then_start(deployment: Deployment, delegated
     assert content.startswith("line 1\nline 2\n")
     assert "line 1\n" in "".join(shown)
     assert any(p.name.startswith("out.txt-") for p in peek.iterdir())
-    (tmp_path / "release").touch()
+    release.touch()
     wait_for_cli_status(deployment, job_id, ("Done", "Aborted"))
     rc, out, err = run_cli(deployment, "perusal", "--get", "--all", "--nodisplay", "--json", "-f", "out.txt",
                            "--dir", str(tmp_path / "all"), job_id)

@@ -511,7 +511,7 @@ HELD_PERUSAL_JDL = """[
 class TestPerusal:
     def test_running_job_is_perused_in_merged_chunks(self, alice: ReferenceClient, deployment: Deployment,
                                                       tmp_path: Path) -> None:
-        release = tmp_path / "release"
+        release = deployment.scratch(tmp_path) / "release"
         job = alice.wmproxy.jobRegister(HELD_PERUSAL_JDL.replace("RELEASE", str(release)), "ops")
         alice.wmproxy.enableFilePerusal(job.id, {"Item": ["out.txt"]})
         assert_reply(alice, "enableFilePerusal", [])

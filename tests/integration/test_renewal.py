@@ -38,9 +38,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki, need_peer
+from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.renewal_support import sleeper, start_renewal_worker
-from tests.integration.service import BIN, Deployment, free_port, write_config
+from tests.integration.service import Deployment
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     MyProxyServer,
     myproxy_server_factory,
@@ -48,6 +49,7 @@ from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
 )
 from tests.support import delegate, wait_for
 from tests.voms_support import fake_voms_proxy, fake_voms_server
+from wmproxy.config import load_settings
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.services.renewal import RETRY_FRACTION
@@ -157,23 +159,14 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
                                      "-pastac", "7200", "-vomslife", "1")
     os.kill(servers["paused"].pid, signal.SIGSTOP)
 
-    state = tmp_path_factory.mktemp("state")
-    port = free_port()
-    config = state / "wmproxy.conf"
-    write_config(config, db_url=database_url, ca_dir=pki.ca_dir, host_cert=pki.host_cert, host_key=pki.host_key,
-                 state=state, port=port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "X509_"))}
-    env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(pki.ca_dir), PATH=f"{BIN}:{env.get('PATH', '')}",
-               WMPROXY_SECURITY_MIN_PROXY_LIFETIME="10", WMPROXY_RENEWAL_CYCLE=str(CYCLE),
-               WMPROXY_RENEWAL_THRESHOLD=str(THRESHOLD), WMPROXY_RENEWAL_LIFETIME=str(ASKED),
-               WMPROXY_RENEWAL_TIMEOUT="2", WMPROXY_EXECUTION_MAX_RUNNING="16")
-    dep = Deployment(config=config, state=state, port=port, env=env)
-    result = dep.run(str(BIN / "wmproxy-admin"), "init")
-    assert result.returncode == 0, result.stderr
-    db = sa.create_engine(database_url)
-    try:
-        dep.start_gunicorn()
-        dep.start_worker()
+    extra_env = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": str(CYCLE),
+                     "WMPROXY_RENEWAL_THRESHOLD": str(THRESHOLD), "WMPROXY_RENEWAL_LIFETIME": str(ASKED),
+                     "WMPROXY_RENEWAL_TIMEOUT": "2", "WMPROXY_EXECUTION_MAX_RUNNING": "16"}
+    with contextlib.ExitStack() as stack:
+        stack.callback(_resume, servers["paused"].pid)
+        dep = stack.enter_context(standard_deployment(pki, database_url, tmp_path_factory.mktemp("state"), extra_env))
+        db = sa.create_engine(load_settings(dep.config).database.url)
+        stack.callback(db.dispose)
         start_renewal_worker(dep, "renewal-1")
         start_renewal_worker(dep, "renewal-2")
         alice = reference_client(dep.endpoint, alice_long, pki.ca_dir)
@@ -205,11 +198,11 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
         world.pids = {j: world.backend_pid(j) for j in started}
         assert all(process_alive(pid) for pid in world.pids.values())
         yield world
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(servers["paused"].pid, signal.SIGCONT)
-        dep.stop()
-        db.dispose()
+
+
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
 
 
 def status(client: ReferenceClient, job_id: str) -> str:

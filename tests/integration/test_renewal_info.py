@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from zeep.plugins import HistoryPlugin
 from zeep.transports import Transport
 
 from tests.conftest import Pki
+from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import (
     D1,
     D2,
@@ -44,7 +44,7 @@ from tests.integration.refclient import (
     session_for,
 )
 from tests.integration.renewal_support import sleeper, start_renewal_worker
-from tests.integration.service import BIN, Deployment, free_port, write_config
+from tests.integration.service import BIN, Deployment
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     MyProxyServer,
     myproxy_server_factory,
@@ -123,23 +123,13 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
         store_renewable_credential(server, alice_long, host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
     servers["down"].stop()
 
-    state = tmp_path_factory.mktemp("state")
-    port = free_port()
-    config = state / "wmproxy.conf"
-    write_config(config, db_url=database_url, ca_dir=pki.ca_dir, host_cert=pki.host_cert, host_key=pki.host_key,
-                 state=state, port=port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "X509_"))}
-    env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(pki.ca_dir), PATH=f"{BIN}:{env.get('PATH', '')}",
-               WMPROXY_SECURITY_MIN_PROXY_LIFETIME="10", WMPROXY_RENEWAL_CYCLE="1",
-               WMPROXY_RENEWAL_THRESHOLD=str(THRESHOLD), WMPROXY_RENEWAL_LIFETIME=str(ASKED),
-               WMPROXY_RENEWAL_TIMEOUT="2")
-    dep = Deployment(config=config, state=state, port=port, env=env)
-    result = dep.run(str(BIN / "wmproxy-admin"), "init")
-    assert result.returncode == 0, result.stderr
+    extra_env = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": "1",
+                     "WMPROXY_RENEWAL_THRESHOLD": str(THRESHOLD), "WMPROXY_RENEWAL_LIFETIME": str(ASKED),
+                     "WMPROXY_RENEWAL_TIMEOUT": "2"}
     world = None
-    try:
-        dep.start_gunicorn()
-        dep.start_worker()
+    with contextlib.ExitStack() as stack:
+        dep = stack.enter_context(standard_deployment(pki, database_url, tmp_path_factory.mktemp("state"), extra_env))
+        stack.callback(lambda: world is not None and cancel_all(world))
         start_renewal_worker(dep, "renewal-1")
         alice_ref = reference_client(dep.endpoint, alice_long, pki.ca_dir)
         world = World(dep, our_client(dep.endpoint, alice_long, pki.ca_dir), alice_ref,
@@ -151,12 +141,12 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
             world.delegated_end[deleg] = int(alice_ref.wmproxy.getDelegatedProxyInfo(deleg).EndTime)
             world.jobs[deleg] = alice_ref.wmproxy.jobSubmit(sleeper(120, server), deleg).id
         yield world
-    finally:
-        if world is not None:
-            for job_id in world.jobs.values():
-                with contextlib.suppress(zeep.exceptions.Fault):  # already ended (aborted at expiry)
-                    world.alice_ref.wmproxy.jobCancel(job_id)
-        dep.stop()
+
+
+def cancel_all(world: World) -> None:
+    for job_id in world.jobs.values():
+        with contextlib.suppress(zeep.exceptions.Fault):  # already ended (aborted at expiry)
+            world.alice_ref.wmproxy.jobCancel(job_id)
 
 
 class TestGetProxyRenewalInfo:
