@@ -7,6 +7,10 @@
 # myproxy-server (Debian package myproxy-server) holds the user's renewable credential, the
 # proxy is delegated for 75 s and the renewal worker (wmproxy-renewal) renews it 65 s before
 # its end; the job prints the end of its X509_USER_PROXY every few seconds and ends Done.
+#
+# Run as root, the demo maps the user to a throwaway local account (wmpdemo, removed at the
+# end) and the job runs as that account; run as another user, it runs with [mapping] mode =
+# none (jobs as that user: the service warns about what that exposes).
 set -euo pipefail
 
 LONG=0
@@ -26,12 +30,19 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 rm -rf "$STATE"
 mkdir -p "$STATE"
+chmod 0711 "$STATE"  # a mapped account traverses it to its work dir; the files in it stay private
+DEMO_ACCOUNT=""
 PIDS=()
 cleanup() {
     local rc=$?
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [[ -n "${MYPROXY_PID:-}" ]]; then kill -TERM "$MYPROXY_PID" 2>/dev/null || true; fi
+    if [[ -n "$DEMO_ACCOUNT" ]]; then
+        pkill -KILL -u "$DEMO_ACCOUNT" 2>/dev/null || true
+        userdel "$DEMO_ACCOUNT" 2>/dev/null || true
+        groupdel "$DEMO_ACCOUNT" 2>/dev/null || true
+    fi
     if [[ $rc -ne 0 ]]; then
         echo "demo FAILED (exit $rc); logs in $STATE/*.log" >&2
         tail -n 20 "$STATE"/*.log >&2 2>/dev/null || true
@@ -67,6 +78,19 @@ root = $STATE/sandbox
 work_dir = $STATE/work
 poll_interval = 0.2
 CONF
+
+if [[ $(id -u) -eq 0 ]]; then
+    step "Mapping: the grid user runs jobs as the throwaway local account wmpdemo (grid-mapfile)"
+    DEMO_ACCOUNT=wmpdemo
+    userdel "$DEMO_ACCOUNT" 2>/dev/null || true
+    groupdel "$DEMO_ACCOUNT" 2>/dev/null || true
+    useradd --system --user-group --no-create-home --shell /usr/sbin/nologin "$DEMO_ACCOUNT"
+    printf '"%s" %s\n' "$USER_DN" "$DEMO_ACCOUNT" > "$STATE/grid-mapfile"
+    cat "$STATE/grid-mapfile"
+    printf '[mapping]\nmode = gridmap\ngridmap_file = %s\n' "$STATE/grid-mapfile" >> "$STATE/wmproxy.conf"
+else
+    printf '[mapping]\nmode = none\n' >> "$STATE/wmproxy.conf"
+fi
 
 if [[ $LONG == 1 ]]; then
     step "myproxy-server on 127.0.0.1 with the user's credential, renewable by the service's DN"
