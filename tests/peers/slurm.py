@@ -46,10 +46,13 @@ import pytest
 
 DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "munge")
+START_ATTEMPTS = 3
 START_TIMEOUT = 60.0  # seconds: munged up, then the node idle in sinfo (about 3 s when idle)
 STOP_TIMEOUT = 15.0  # seconds a daemon gets between SIGTERM and SIGKILL
 MARKER = "WMPROXY_SLURM_ROOT"
 RECORD = "daemons.json"
+SESSION_PREFIX = "wmpslurm-"  # the session fixture's directories in the temporary directory
+OWNER = "pytest.pid"  # in such a directory: the pid of the pytest process that owns it
 
 
 class SlurmPeerError(RuntimeError):
@@ -273,7 +276,8 @@ class SlurmCluster:
     def start(self) -> SlurmCluster:
         """Write the key and configuration, start munged, slurmctld and slurmd, wait for the node.
 
-        Returns self once ``sinfo`` shows the node idle (within 60 s).
+        Returns self once ``sinfo`` shows the node idle (within 60 s). A failed start is
+        stopped and tried again with fresh ports and state, three times in all.
 
         Raises:
             SlurmPeerError: a program is missing or the cluster did not come up (logs attached);
@@ -284,18 +288,24 @@ class SlurmCluster:
             raise SlurmPeerError(missing)
         if (self.root / RECORD).exists():
             raise SlurmPeerError(f"a cluster is already recorded in {self.root}; stop it first")
-        try:
-            self._prepare()
-            self._start_munged()
-            self._wait(self._munge_works, "munged to answer")
-            for name in ("slurmctld", "slurmd"):
-                self._spawn(name, [DAEMONS[name], "-D", "-f", str(self.conf)]
-                            + (["-N", self.node] if name == "slurmd" else []))
-            self._wait(lambda: self.node_state() == "idle", f"node {self.node} to be idle")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(START_ATTEMPTS):  # a probed port may be taken before a daemon binds it
+            try:
+                self._prepare()
+                self._start_munged()
+                self._wait(self._munge_works, "munged to answer")
+                for name in ("slurmctld", "slurmd"):
+                    self._spawn(name, [DAEMONS[name], "-D", "-f", str(self.conf)]
+                                + (["-N", self.node] if name == "slurmd" else []))
+                self._wait(lambda: self.node_state() == "idle", f"node {self.node} to be idle")
+                return self
+            except SlurmPeerError:
+                self.stop()
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def _prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -303,8 +313,9 @@ class SlurmCluster:
         munge_dir = self.root / "munge"
         munge_dir.mkdir(mode=0o700, exist_ok=True)
         self.munge_socket.parent.mkdir(mode=0o755, exist_ok=True)
-        for sub in ("state", "spool"):
-            (self.root / sub).mkdir(mode=0o755, exist_ok=True)
+        for sub in ("state", "spool"):  # fresh: the state of a failed attempt names another cluster
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+            (self.root / sub).mkdir(mode=0o755)
         key = munge_dir / "munge.key"
         key.unlink(missing_ok=True)
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
@@ -451,14 +462,30 @@ class SlurmCluster:
         (self.root / RECORD).unlink(missing_ok=True)
 
 
+def remove_stale_clusters() -> None:
+    """Stop and delete the clusters of test sessions whose pytest process is gone (killed)."""
+    for owner in Path(tempfile.gettempdir()).glob(f"{SESSION_PREFIX}*/{OWNER}"):
+        try:
+            pid = int(owner.read_text())
+            os.kill(pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue
+        SlurmCluster(owner.parent).stop()
+        shutil.rmtree(owner.parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """One throwaway cluster (partitions ``debug``, ``long``) for the whole test session.
 
     Its directory is a fresh 0755 ``/tmp/wmpslurm-*`` (job accounts must reach the spool;
     pytest's tmp_path is 0700 root), removed afterwards; the cluster is stopped even when
-    tests fail. Without Slurm, without root, or when the cluster cannot start:
-    :func:`tests.conftest.need_peer` (fails under ``CI=true``, skips elsewhere).
+    tests fail, and the next session stops one left by a killed session. Without Slurm,
+    without root, or when the cluster cannot start: :func:`tests.conftest.need_peer` (fails
+    under ``CI=true``, skips elsewhere).
     """
     from tests.conftest import need_peer
 
@@ -467,7 +494,9 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         need_peer(missing)
     if os.geteuid() != 0:
         need_peer("the Slurm peer runs its daemons and sbatch --uid as root")
-    root = Path(tempfile.mkdtemp(prefix="wmpslurm-"))
+    remove_stale_clusters()
+    root = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX))
+    (root / OWNER).write_text(str(os.getpid()))
     cluster = SlurmCluster(root)
     try:
         try:
