@@ -2,10 +2,13 @@
 # Install and start what the test suite needs beyond Python packages:
 #   - Debian grid tools used as real peers (grid-proxy-info, myproxy, voms-proxy-fake, htcp...)
 #   - a running PostgreSQL server (the suite creates and drops its own databases)
+#   - Slurm (slurm-wlm: slurmctld, slurmd, client commands) and munge; nothing is started
+#     here: the tests start a throwaway cluster of their own (tests/peers/slurm.py)
 # Runs only what is missing. Needs root for apt-get; without root it only reports.
 set -euo pipefail
 
-PACKAGES=(openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make)
+PACKAGES=(openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
+          slurm-wlm munge)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -15,8 +18,12 @@ done
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         echo "installing: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # apt's chatter (debconf notes) is shown only when it fails.
+        if ! log=$(apt-get update -qq 2>&1 && DEBIAN_FRONTEND=noninteractive \
+                   apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1); then
+            echo "$log" >&2
+            exit 1
+        fi
     else
         echo "warning: missing Debian packages (run as root to install): ${missing[*]}" >&2
     fi

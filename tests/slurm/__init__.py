@@ -1,0 +1,1 @@
+"""Tests of the throwaway Slurm cluster (tests/peers/slurm.py) the batch-system tests use."""
