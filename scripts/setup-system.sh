@@ -7,7 +7,7 @@
 # Runs only what is missing. Needs root for apt-get; without root it only reports.
 set -euo pipefail
 
-PACKAGES=(openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
+PACKAGES=(python3 util-linux openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
           slurm-wlm munge)
 
 missing=()
