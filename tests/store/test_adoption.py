@@ -160,6 +160,16 @@ class TestRun:
         assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == f"{job_account.uid}\n"
         assert not any(Path(rt.settings.execution.work_dir).iterdir()), "the work dir was not removed"
 
+    def test_the_registered_jdl_names_the_proxy_copy_the_job_sees(self, rt: Runtime, alice: Principal,
+                                                                  workers: Callable[[str], ExecutionWorker]) -> None:
+        job_id = submit(rt, alice, "echo $X509_USER_PROXY")
+        registered = parse_jdl(job_row(rt, job_id).jdl_registered)["X509UserProxy"]
+        assert registered == str(rt.storage.job_area(job_id).proxy_file)
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == f"{registered}\n"
+
     def test_every_node_of_a_collection_runs_as_the_mapped_account(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], job_account: Account
     ) -> None:

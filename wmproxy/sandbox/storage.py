@@ -6,7 +6,10 @@ Layout (``wmproxy-behaviour.md`` §4.1), relative to the document root ``root``:
         input/     input sandbox: clients upload here (HTTPS PUT)
         output/    output sandbox: the execution worker writes here, clients GET
         peek/      perusal chunks
-        user.proxy the job's proxy (:meth:`FilesystemSandboxStorage.write_proxy`)
+
+and, relative to the work root (``[execution] work_dir``), the directory the job runs in,
+``<to_filename(job id)>/``, with the job's proxy copy ``user.proxy`` (written there as the
+job's account by the execution worker and the renewal worker, issue 8).
 
 :class:`FilesystemSandboxStorage` is the only code that writes into these directories
 and the one that computes their paths and URIs (:class:`JobArea`, from
@@ -50,10 +53,6 @@ OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 TMP_SUFFIX = ".wmproxy-part"
 """Suffix of in-progress temporary files; hidden from listings and output lists."""
 
-PROXY_FILE = "user.proxy"
-"""Name of the job's proxy file in its area (``X509UserProxy``, §3.1 step 12)."""
-
-
 @dataclass(frozen=True)
 class JobArea:
     """Where a job's files are, on disk and as URIs: the one source of these paths.
@@ -68,7 +67,8 @@ class JobArea:
             for a node of a compound job the parent's ``input``.
         output_dir: ``<dir>/output`` (always the job's own).
         peek_dir: ``<dir>/peek`` (perusal chunks).
-        proxy_file: ``<dir>/user.proxy``.
+        work_dir: ``<work root>/<to_filename(job id)>``, where the job runs.
+        proxy_file: ``<work_dir>/user.proxy``, the job's proxy copy (``X509UserProxy``).
         base_uri: ``<base URL>/<rel_dir>`` (``WMPInputSandboxBaseURI``).
         input_uri: URI of ``input_dir``.
         output_uri: URI of ``output_dir``.
@@ -81,6 +81,7 @@ class JobArea:
     input_dir: Path
     output_dir: Path
     peek_dir: Path
+    work_dir: Path
     proxy_file: Path
     base_uri: str
     input_uri: str
@@ -128,14 +129,17 @@ class FilesystemSandboxStorage:
         dir_name: name of the staging directory under the root (``SandboxDir``).
         base_url: URL the document root is served at (``https://<host>:<port>``), the
             prefix of every :class:`JobArea` URI; ``""`` gives root-relative URIs.
+        work_root: where jobs run (``[execution] work_dir``); default ``<root>/work``.
     """
 
-    def __init__(self, root: Path | str, dir_name: str = "SandboxDir", base_url: str = "") -> None:
+    def __init__(self, root: Path | str, dir_name: str = "SandboxDir", base_url: str = "",
+                 work_root: Path | str | None = None) -> None:
         if not dir_name or "/" in dir_name or dir_name in (".", ".."):
             raise ValueError(f"invalid sandbox directory name: {dir_name!r}")
         self.root = Path(root)
         self.dir_name = dir_name
         self.base_url = base_url.rstrip("/")
+        self.work_root = Path(os.path.abspath(work_root)) if work_root is not None else self.root / "work"
 
     # --- job areas ---
 
@@ -171,6 +175,7 @@ class FilesystemSandboxStorage:
         input_rel = f"{self.job_rel_dir(parent_id) if parent_id else rel_dir}/input"
         base_uri = f"{self.base_url}/{rel_dir}"
         job_dir = self.root / rel_dir
+        work_dir = self.work_root / domain.to_filename(job_id)
         return JobArea(
             job_id=job_id,
             rel_dir=rel_dir,
@@ -178,7 +183,8 @@ class FilesystemSandboxStorage:
             input_dir=self.root / input_rel,
             output_dir=job_dir / "output",
             peek_dir=job_dir / "peek",
-            proxy_file=job_dir / PROXY_FILE,
+            work_dir=work_dir,
+            proxy_file=work_dir / domain.JOB_PROXY_NAME,
             base_uri=base_uri,
             input_uri=f"{self.base_url}/{input_rel}",
             output_uri=f"{base_uri}/output",
@@ -409,28 +415,6 @@ class FilesystemSandboxStorage:
         return ResolvedPath(job_rel_dir, current)
 
     # --- the job's own files ---
-
-    def write_proxy(self, job_id: str, proxy_pem: bytes) -> Path:
-        """Write the job's proxy file ``<jobdir>/user.proxy`` (mode 0600, atomic replace).
-
-        The one writer of job proxy files: the execution worker at start and proxy
-        renewal afterwards both call it.
-
-        Args:
-            job_id: the job (its area must exist).
-            proxy_pem: the PEM proxy chain with its key.
-
-        Returns:
-            The proxy file's path (:attr:`JobArea.proxy_file`).
-
-        Raises:
-            SandboxError: the job area does not exist or the file cannot be written.
-        """
-        if not self.has_job_area(job_id):
-            raise SandboxError(f"The job directory of {job_id} does not exist")
-        target = self.job_area(job_id).proxy_file
-        self.write_file_atomic(target, proxy_pem, 0o600)
-        return target
 
     def collect_output(self, job_id: str, work_dir: Path, names: tuple[str, ...]) -> list[str]:
         """Copy the job's output sandbox files from ``work_dir`` into its ``output/``

@@ -31,7 +31,8 @@ class Runtime:
             session_factory=make_session_factory(engine),
             sealer=Sealer.from_key_file(settings.security.store_key_file),
             storage=FilesystemSandboxStorage(
-                Path(settings.sandbox.root), settings.sandbox.dir_name, base_url=sandbox_base_url(settings)
+                Path(settings.sandbox.root), settings.sandbox.dir_name, base_url=sandbox_base_url(settings),
+                work_root=settings.execution.work_dir,
             ),
         )
 

@@ -26,7 +26,7 @@ JOB_ID = "https://lb.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
 JOB_REL_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbCdEfGhIjKlMnOpQrStUv"
 JOB_DIR = "/var/" + JOB_REL_DIR
 ISB_BASE = "https://wms.example.org:7443/" + JOB_REL_DIR
-STORAGE = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443")
+STORAGE = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443", work_root="/var/lib/work")
 AREA = STORAGE.job_area(JOB_ID)
 DN = "/C=XX/O=Grid/CN=Jane Doe"
 
@@ -56,7 +56,8 @@ class TestRegisteredAd:
         assert ad["WMPInputSandboxBaseURI"] == ISB_BASE
         assert ad["InputSandboxPath"] == JOB_DIR + "/input"
         assert ad["OutputSandboxPath"] == JOB_DIR + "/output"
-        assert ad["X509UserProxy"] == JOB_DIR + "/user.proxy"
+        # the proxy copy the job sees is in its work dir (issue 8), not in the sandbox area
+        assert ad["X509UserProxy"] == "/var/lib/work/" + JOB_REL_DIR.rsplit("/", 1)[1] + "/user.proxy"
 
     def test_relative_and_absolute_local_isb_entries_become_uris_below_input(self) -> None:
         ad = _register((DATA / "local_isb.jdl").read_text())

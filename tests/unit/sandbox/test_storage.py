@@ -259,7 +259,7 @@ BASE_URL = "https://wms.example.org:7443"
 class TestJobAreaValue:
     @pytest.fixture
     def storage(self, tmp_path: Path) -> FilesystemSandboxStorage:
-        return FilesystemSandboxStorage(tmp_path / "root", base_url=BASE_URL + "/")
+        return FilesystemSandboxStorage(tmp_path / "root", base_url=BASE_URL + "/", work_root=tmp_path / "work")
 
     def test_a_job_of_its_own_has_everything_in_its_directory(self, storage: FilesystemSandboxStorage) -> None:
         area = storage.job_area(JOB)
@@ -270,7 +270,9 @@ class TestJobAreaValue:
         assert area.input_dir == storage.root / JOB_DIR / "input"
         assert area.output_dir == storage.root / JOB_DIR / "output"
         assert area.peek_dir == storage.root / JOB_DIR / "peek"
-        assert area.proxy_file == storage.root / JOB_DIR / "user.proxy"
+        work_dir = storage.work_root / JOB_DIR.rsplit("/", 1)[1]
+        assert storage.work_root == storage.root.parent / "work"
+        assert (area.work_dir, area.proxy_file) == (work_dir, work_dir / "user.proxy")
         assert area.base_uri == f"{BASE_URL}/{JOB_DIR}"
         assert area.input_uri == f"{BASE_URL}/{JOB_DIR}/input"
         assert area.output_uri == f"{BASE_URL}/{JOB_DIR}/output"
@@ -286,7 +288,7 @@ class TestJobAreaValue:
         assert area.dir == storage.root / OTHER_DIR
         assert area.output_dir == storage.root / OTHER_DIR / "output"
         assert area.output_uri == f"{BASE_URL}/{OTHER_DIR}/output"
-        assert area.proxy_file == storage.root / OTHER_DIR / "user.proxy"
+        assert area.proxy_file == storage.work_root / OTHER_DIR.rsplit("/", 1)[1] / "user.proxy"
         assert area.base_uri == f"{BASE_URL}/{OTHER_DIR}"
 
     def test_the_input_uri_is_the_url_of_the_input_dir(self, storage: FilesystemSandboxStorage) -> None:
@@ -304,33 +306,6 @@ class TestJobAreaValue:
         with pytest.raises(AttributeError):
             area.input_dir = Path("/tmp")  # type: ignore[misc]
         assert area == storage.job_area(JOB)
-
-
-class TestWriteProxy:
-    def test_writes_user_proxy_with_mode_0600(self, storage: FilesystemSandboxStorage) -> None:
-        storage.create_job_area(JOB)
-
-        path = storage.write_proxy(JOB, b"PEM one")
-
-        assert path == storage.job_area(JOB).proxy_file
-        assert path.read_bytes() == b"PEM one"
-        assert _mode(path) == 0o600
-
-    def test_replaces_the_file_by_rename_and_leaves_no_temporary(self, storage: FilesystemSandboxStorage) -> None:
-        storage.create_job_area(JOB)
-        path = storage.write_proxy(JOB, b"PEM one")
-        before = path.stat().st_ino
-
-        storage.write_proxy(JOB, b"PEM two")
-
-        assert path.read_bytes() == b"PEM two"
-        assert path.stat().st_ino != before
-        assert sorted(p.name for p in path.parent.iterdir()) == ["input", "output", "peek", "user.proxy"]
-
-    def test_a_missing_job_area_is_a_sandbox_error(self, storage: FilesystemSandboxStorage) -> None:
-        with pytest.raises(SandboxError):
-            storage.write_proxy(JOB, b"PEM")
-        assert not storage.job_dir(JOB).exists()
 
 
 class TestCollectOutput:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from wmproxy.domain import JOB_PROXY_NAME, JobState, to_filename
+from wmproxy.domain import JobState
 from wmproxy.security.renewed import proxy_end
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -24,9 +24,9 @@ HELD_STATES = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.
 
 
 def job_proxy_path(rt: Runtime, job_id: str) -> Path:
-    """The job's proxy copy in its work dir (``[execution] work_dir``), what the job sees
-    as ``X509_USER_PROXY``."""
-    return Path(rt.settings.execution.work_dir) / to_filename(job_id) / JOB_PROXY_NAME
+    """The job's proxy copy in its work dir (the job area's ``proxy_file``), what the job
+    sees as ``X509_USER_PROXY``."""
+    return rt.storage.job_area(job_id).proxy_file
 
 
 def job_proxy_end(rt: Runtime, job_id: str) -> dt.datetime | None:
