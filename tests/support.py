@@ -22,6 +22,7 @@ the SOAP application in-process: :class:`SoapApp` with :func:`caller_from_enviro
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import shutil
@@ -374,3 +375,17 @@ class SoapApp:
         envelope = (f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}" xmlns:{prefix}="{namespace}"><SOAP-ENV:Body>'
                     f"<{prefix}:{operation}>{inner}</{prefix}:{operation}></SOAP-ENV:Body></SOAP-ENV:Envelope>")
         return self.request(envelope.encode(), caller)
+
+
+def imported_modules(path: Path, *, with_names: bool = False) -> set[str]:
+    """Every module an absolute import statement of ``path`` names, lazy (function-level) ones
+    included; ``with_names`` adds ``module.name`` for each ``from module import name``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            if with_names:
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found

@@ -6,29 +6,18 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 import wmproxy
+from tests.support import imported_modules
 
 ROOT = Path(wmproxy.__file__).parent
 INNER = ("services", "store", "jdl", "security", "sandbox/storage.py", "sandbox/confined.py",
          "errors.py", "domain.py", "config.py")
 EDGES = ("wmproxy.soap", "wmproxy.sandbox.http", "wmproxy.renewal", "wmproxy.execution", "wmproxy.client",
          "wmproxy.cli", "wmproxy.admin", "spyne", "zeep", "gunicorn", "werkzeug", "click", "rich")
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module an import statement of ``path`` names (function-level imports included)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return found
 
 
 def inner_files() -> list[Path]:

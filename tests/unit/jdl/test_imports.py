@@ -6,25 +6,14 @@ import ast
 from pathlib import Path
 
 import wmproxy.jdl
+from tests.support import imported_modules
 
 PACKAGE = Path(wmproxy.jdl.__file__).parent
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module named by an import statement anywhere in the file (lazy ones included)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
 def _graph() -> dict[str, set[str]]:
     modules = {f"wmproxy.jdl.{p.stem}": p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    return {name: _imports(path) & modules.keys() for name, path in modules.items()}
+    return {name: imported_modules(path, with_names=True) & modules.keys() for name, path in modules.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -78,5 +67,5 @@ class TestJdlImportGraph:
     def test_jdl_imports_no_server_layer(self) -> None:
         forbidden = ("wmproxy.store", "wmproxy.services", "wmproxy.soap", "wmproxy.sandbox", "sqlalchemy", "spyne")
         for path in PACKAGE.glob("*.py"):
-            for name in _imports(path):
+            for name in imported_modules(path, with_names=True):
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
