@@ -19,7 +19,8 @@ Input: ``<work_dir>/.wmproxy/job.json`` (:data:`SPEC_NAME`, written by the worke
    been executed.
 4. Run the JDL ``Epilogue`` with ``EpilogueArguments`` (unless cancelled) and record
    its outcome. The reference counts a failed epilogue as a failed job (deep retry);
-   that decision is left to the reader of the status (:func:`job_succeeded`).
+   that decision is left to the reader of the status
+   (``wmproxy.execution.identity.WrapperStatus.succeeded``).
 5. Write ``status.json`` atomically (temporary file, fsync, rename, fsync of the
    directory).
 
@@ -680,15 +681,6 @@ def _log(message: str) -> None:
         stream.flush()
     except (OSError, ValueError):
         pass
-
-
-def job_succeeded(status: dict[str, Any]) -> bool:
-    """True when a status (as written to ``status.json``) describes a successful job:
-    the payload exited 0 and the epilogue, if any, exited 0 (the reference's rule)."""
-    if not status.get("payload_started") or status.get("exit_code") != 0 or status.get("failure"):
-        return False
-    epilogue = status.get("epilogue")
-    return epilogue is None or epilogue.get("exit_code") == 0
 
 
 def run(work_dir: str) -> int:

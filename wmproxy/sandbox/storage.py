@@ -416,18 +416,6 @@ class FilesystemSandboxStorage:
 
     # --- the job's own files ---
 
-    def collect_output(self, job_id: str, work_dir: Path, names: tuple[str, ...]) -> list[str]:
-        """Copy the job's output sandbox files from ``work_dir`` into its ``output/``
-        (:meth:`collect_output_files` without the reasons).
-
-        Returns:
-            The names that were not collected, in order.
-
-        Raises:
-            SandboxError: the job area does not exist or a file cannot be written.
-        """
-        return [name for name, _reason in self.collect_output_files(job_id, work_dir, names)]
-
     def collect_output_files(
         self, job_id: str, work_dir: Path, names: tuple[str, ...]
     ) -> list[tuple[str, str]]:

@@ -59,7 +59,7 @@ def test_regular_files_are_collected_and_everything_else_refused_with_its_reason
         ("absent.out", "not produced"),
     ]
     assert storage.output_files(JOB) == [("good.out", 2), ("nested.out", 6)]
-    assert storage.collect_output(JOB, work, ("link.out", "good.out")) == ["link.out"]
+    assert storage.collect_output_files(JOB, work, ("link.out", "good.out")) == [("link.out", "symbolic link")]
 
 
 def test_open_confined_gives_a_descriptor_of_the_file_itself(work: Path) -> None:

@@ -318,9 +318,9 @@ class TestCollectOutput:
         (work / "a.out").write_bytes(b"A")
         (work / "sub" / "b.out").write_bytes(b"B")
 
-        missing = storage.collect_output(JOB, work, ("a.out", "sub/b.out", "c.out"))
+        missing = storage.collect_output_files(JOB, work, ("a.out", "sub/b.out", "c.out"))
 
-        assert missing == ["c.out"]
+        assert missing == [("c.out", "not produced")]
         assert storage.output_files(JOB) == [("a.out", 1), ("b.out", 1)]
         assert (storage.job_area(JOB).output_dir / "b.out").read_bytes() == b"B"
 
@@ -334,9 +334,9 @@ class TestCollectOutput:
         work.mkdir()
         (work / "leak.out").symlink_to(secret)
 
-        assert storage.collect_output(JOB, work, ("leak.out",)) == ["leak.out"]
+        assert storage.collect_output_files(JOB, work, ("leak.out",)) == [("leak.out", "symbolic link")]
         assert storage.output_files(JOB) == []
 
     def test_a_missing_job_area_is_a_sandbox_error(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
         with pytest.raises(SandboxError):
-            storage.collect_output(JOB, tmp_path, ())
+            storage.collect_output_files(JOB, tmp_path, ())
