@@ -301,7 +301,7 @@ class TestRemoveWorkDir:
 
 @pytest.fixture(scope="session")
 def worker_account() -> Iterator[Account]:
-    yield from create_account("wmpwrap02")
+    yield from create_account("wrk")
 
 
 _CYCLE = """

@@ -1,5 +1,5 @@
 """The job wrapper, run for real: ``/usr/bin/python3 -I jobwrapper.py <work_dir>`` as the
-current user and, when the tests run as root, as a throwaway account (``wmpwrap01``,
+current user and, when the tests run as root, as a throwaway account (``wrap`` behind a random tag,
 created with useradd; under CI=true failing to create it fails the tests)."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
+from tests.accounts import local_accounts
 from tests.conftest import need_peer
 from wmproxy.execution.identity import Account
 from wmproxy.execution.jobwrapper import JobSpec
@@ -23,23 +24,19 @@ PYTHON = "/usr/bin/python3"
 DEADLINE = 60.0  # seconds; generous, the machine is shared
 
 
-def create_account(name: str) -> Iterator[Account]:
-    """Create the local account ``name`` for a test session, delete it afterwards."""
+def create_account(short: str) -> Iterator[Account]:
+    """Create a throwaway local account for a test session, delete it afterwards.
+
+    The real name is ``short`` behind the session's random tag (:func:`tests.accounts.local_accounts`),
+    so two test sessions on one machine never share an account.
+    """
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         need_peer("running as another account needs root and useradd")
-    subprocess.run(["userdel", name], capture_output=True, check=False)  # leftover of a killed run
-    made = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        need_peer(f"useradd {name} failed: {made.stderr.strip()}")
     try:
-        yield Account.from_name(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, check=False)
+        with local_accounts({short: [short]}) as accounts:
+            yield Account.from_name(accounts.name(short))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        need_peer(f"useradd for {short} failed: {getattr(exc, 'stderr', '') or exc}")
 
 
 def sh(script: str, **kw: object) -> JobSpec:
@@ -80,7 +77,7 @@ def kill_session(sid: int) -> None:
 
 @pytest.fixture(scope="session")
 def job_account() -> Iterator[Account]:
-    yield from create_account("wmpwrap01")
+    yield from create_account("wrap")
 
 
 @pytest.fixture
