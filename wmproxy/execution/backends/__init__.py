@@ -49,6 +49,12 @@ class JobLaunch:
         input_dir: the job area's input directory (a node's: its parent's).
         isb_files: file names to copy from ``input_dir`` into the work dir.
         proxy_pem: the delegated proxy with its key (PEM), installed as the copy.
+        ce_id: the CE the broker chose (``GlueCEUniqueID``), "" when unknown.
+        queue: the batch queue of that CE (a Slurm partition), None for the local backend.
+        wall_time: seconds the batch system may let the job run (the CE's
+            ``GlueCEPolicyMaxWallClockTime`` or the site default), None for no limit.
+        memory_mb: mebibytes of memory to ask the batch system for, None for its default.
+        attempt: 0 for the first run, n for the n-th resubmission (shallow or deep).
     """
 
     job_id: str
@@ -57,6 +63,11 @@ class JobLaunch:
     input_dir: Path
     isb_files: tuple[str, ...] = ()
     proxy_pem: bytes = b""
+    ce_id: str = ""
+    queue: str | None = None
+    wall_time: int | None = None
+    memory_mb: int | None = None
+    attempt: int = 0
 
 
 @dataclass
