@@ -289,6 +289,43 @@ class MappingSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """What one request, proxy or sandbox may hold (``[limits]`` section); anything over a
+    limit is refused with a typed fault before it is stored.
+
+    Attributes:
+        max_proxy_chain_depth: certificates below the end-entity certificate a client or
+            delegated proxy chain may have (proxies of proxies); 10.
+        max_request_bytes: bytes of one SOAP request (16 MiB, the documented JDL limit).
+        max_xml_depth: element nesting depth of one SOAP request.
+        max_xml_elements: elements in one SOAP request.
+        max_xml_attributes: attributes on one element.
+        max_input_sandbox_files, max_output_sandbox_files: files one job may list in its
+            InputSandbox/OutputSandbox (the reference's maxInputSandboxFiles /
+            maxOutputSandboxFiles; 0 = no limit).
+        max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
+    """
+
+    max_proxy_chain_depth: int = 10
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_xml_depth: int = 64
+    max_xml_elements: int = 200_000
+    max_xml_attributes: int = 64
+    max_input_sandbox_files: int = 0
+    max_output_sandbox_files: int = 0
+    max_sandbox_name_bytes: int = 255
+
+    def __post_init__(self) -> None:
+        for name in ("max_proxy_chain_depth", "max_request_bytes", "max_xml_depth", "max_xml_elements",
+                     "max_xml_attributes", "max_sandbox_name_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[limits] {name}: must be at least 1")
+        for name in ("max_input_sandbox_files", "max_output_sandbox_files"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[limits] {name}: must not be negative (0 = no limit)")
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -298,6 +335,7 @@ class Settings:
     jobs: JobsSettings = field(default_factory=JobsSettings)
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
     mapping: MappingSettings = field(default_factory=MappingSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
 
 def _convert(value: str, target: Any, where: str) -> Any:
