@@ -6,7 +6,8 @@
 # The load is Debian's `stress --cpu W` (W busy-looping processes; on 2 cores, load 4 + the
 # suite's own), started before the first run and stopped when the script ends. Each run is
 # `make test` (lint, then pytest) with CI=true, so a missing peer fails instead of skipping.
-# Logs: stress-logs/run-<i>.log and stress-logs/summary.txt (start, end, pytest's last line).
+# Logs: stress-logs/run-<i>.log, the service and worker logs of every integration deployment in
+# stress-logs/run-<i>-services/ (WMPROXY_TEST_KEEP_LOGS), and stress-logs/summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
@@ -20,7 +21,8 @@ summary=stress-logs/summary.txt
 echo "stress --cpu $WORKERS on $(nproc) cores; $RUNS runs of CI=true make test; $(git rev-parse --short HEAD)" >"$summary"
 for i in $(seq 1 "$RUNS"); do
     start=$(date -u +%FT%TZ)
-    if CI=true make test PYTEST_ARGS="${PYTEST_ARGS:---durations=25}" >"stress-logs/run-$i.log" 2>&1; then
+    mkdir -p "stress-logs/run-$i-services"
+    if WMPROXY_TEST_KEEP_LOGS="$PWD/stress-logs/run-$i-services" CI=true make test PYTEST_ARGS="${PYTEST_ARGS:---durations=25}" >"stress-logs/run-$i.log" 2>&1; then
         result=passed
     else
         result=FAILED

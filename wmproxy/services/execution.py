@@ -24,7 +24,7 @@ from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
-from wmproxy.store import UnitOfWork
+from wmproxy.store import JobLockedError, UnitOfWork
 from wmproxy.store.schema import Job
 
 #: States of a job a worker holds (``jobs.worker`` names it).
@@ -105,20 +105,27 @@ def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
     Returns None when nothing is queued, or when the claimed job was cancelled meanwhile.
     """
     now = utcnow()
-    with rt.uow() as uow:
-        request = uow.queue.claim_next(worker, now, command="start")
-        if request is None:
-            return None
-        uow.queue.complete(request, now)
-        job = uow.jobs.get(request.job_id, for_update=True)
-        if job is None or job.state != JobState.WAITING.value:
-            return None
-        delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
-        uow.jobs.set_state(job, JobState.READY.value, now)
-        job.worker = worker
-        job.backend_ref = None
-        proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
-        return _order(rt, job, proxy_pem)
+    try:
+        with rt.uow() as uow:
+            request = uow.queue.claim_next(worker, now, command="start")
+            if request is None:
+                return None
+            # The claimed request row is locked: never wait for the job's row while holding it
+            # (a jobCancel locks the job, then completes its queued request). Lock the job
+            # before completing the request: PostgreSQL checks the foreign key of a row
+            # updated twice in one transaction, with a share lock on the job's row.
+            job = uow.jobs.get(request.job_id, for_update=True, nowait=True)
+            uow.queue.complete(request, now)
+            if job is None or job.state != JobState.WAITING.value:
+                return None
+            delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
+            uow.jobs.set_state(job, JobState.READY.value, now)
+            job.worker = worker
+            job.backend_ref = None
+            proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
+            return _order(rt, job, proxy_pem)
+    except JobLockedError:
+        return None  # rolled back: the request stays queued for the next poll
 
 
 def set_state(

@@ -5,6 +5,7 @@ keys, proxies) arrive already sealed by ``wmproxy.security.sealing``.
 """
 
 from wmproxy.store.engine import make_engine, make_session_factory
+from wmproxy.store.jobs import JobLockedError
 from wmproxy.store.uow import UnitOfWork
 
-__all__ = ["UnitOfWork", "make_engine", "make_session_factory"]
+__all__ = ["JobLockedError", "UnitOfWork", "make_engine", "make_session_factory"]

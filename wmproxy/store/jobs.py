@@ -6,10 +6,19 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from wmproxy.store.engine import rows_matched
 from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
+
+#: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class JobLockedError(Exception):
+    """Another transaction holds the job's row or its compound job's (``get(..., nowait=True)``).
+    The current transaction must be rolled back."""
 
 
 class SqlJobStore:
@@ -27,11 +36,36 @@ class SqlJobStore:
         self.session.add_all(JobEvent(job_id=j.id, state=j.state, reason=j.reason, at=j.created_at) for j in jobs)
         self.session.flush()
 
-    def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
-        stmt = select(Job).where(Job.id == job_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).one_or_none()
+    def get(self, job_id: str, *, for_update: bool = False, nowait: bool = False) -> Job | None:
+        """The job, None if unknown; ``for_update`` locks it until the transaction ends.
+
+        One lock order everywhere: a node's compound job (its parent row) is locked before
+        the node, because changing a node changes its parent's state and cancelling a
+        compound job changes its nodes; so a worker, jobCancel and the renewal worker never
+        deadlock on PostgreSQL (SQLite serialises writers anyway).
+
+        Args:
+            nowait: with ``for_update``, refuse instead of waiting for a lock another
+                transaction holds (PostgreSQL ``NOWAIT``).
+
+        Raises:
+            JobLockedError: ``nowait`` and a row is locked; roll the transaction back.
+        """
+        if not for_update:
+            return self.session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+        parent_id = self.session.scalar(select(Job.parent_id).where(Job.id == job_id))
+        if parent_id is not None:
+            self._lock(parent_id, nowait)
+        return self._lock(job_id, nowait)
+
+    def _lock(self, job_id: str, nowait: bool) -> Job | None:
+        stmt = select(Job).where(Job.id == job_id).with_for_update(nowait=nowait)
+        try:
+            return self.session.scalars(stmt).one_or_none()
+        except OperationalError as exc:
+            if nowait and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise JobLockedError(job_id) from exc
+            raise
 
     def owned_by(self, owner_dn: str) -> Sequence[Job]:
         return self.session.scalars(select(Job).where(Job.owner_dn == owner_dn)).all()

@@ -49,6 +49,7 @@ def abort_expired_credential(uow: UnitOfWork, owner_dn: str, delegation_id: str,
             continue  # ended as a consequence of an earlier node (DAG, parent)
         if job.parent_id is None and uow.jobs.children(job.id) and state != JobState.SUBMITTED:
             continue  # a started compound job's state follows its nodes
+        uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
         if state.value in HELD_STATES:
             uow.queue.enqueue(job.id, "cancel", now)
         uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
