@@ -70,7 +70,7 @@ def workers(rt: Runtime, work_root: Path) -> Iterator[Callable[[str], ExecutionW
     made: list[ExecutionWorker] = []
 
     def make(name: str) -> ExecutionWorker:
-        worker = ExecutionWorker(rt, LocalExecutionBackend(work_root, kill_grace=2.0), name)
+        worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, name)
         made.append(worker)
         return worker
 
@@ -282,7 +282,7 @@ class TestAdoption:
         assert order is not None
         # The worker prepared the work dir and committed Scheduled, then died before spawning.
         launch_spec = dead._spec(order)
-        handle = dead.backend.prepare(JobLaunch(order.job_id, Account.from_name(order.local_account or ""),
+        handle = dead.backends["local"].prepare(JobLaunch(order.job_id, Account.from_name(order.local_account or ""),
                                                 launch_spec, order.area.input_dir, order.isb_files, order.proxy_pem))
         assert service.set_state(rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref)
         abandon(dead, rt)
