@@ -33,7 +33,6 @@ from wmproxy.services.brokering import (
     destination_of,
 )
 from wmproxy.services.compound import on_node_ended, refresh_parent
-from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.matchmaking import matching_ad, site_ces
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
@@ -282,11 +281,6 @@ def take_cancel_requests(rt: Runtime, job_ids: list[str]) -> list[str]:
             uow.queue.complete(request, now)
             found.append(request.job_id)
     return found
-
-
-def mark_cancelled(rt: Runtime, job_id: str) -> bool:
-    """The job was cancelled by its owner (jobCancel); False if it had already ended."""
-    return set_state(rt, job_id, JobState.CANCELLED, reason=CANCELLED_BY_USER)
 
 
 # --- heartbeats and adoption -------------------------------------------------------
