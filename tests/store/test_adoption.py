@@ -424,7 +424,8 @@ class TestRetries:
     """Shallow and deep resubmission with real wrappers: the reference's job-resubmit tests."""
 
     @pytest.mark.parametrize(("extra", "kind", "final", "cause"), [
-        ('ShallowRetryCount = 2; Prologue = "/bin/false";', "shallow", "hit job shallow retry count (2)", "prologue"),
+        ('ShallowRetryCount = 2; Prologue = "/bin/false";', "shallow", "hit job shallow retry count (2)",
+         "Job Wrapper error: the prologue failed (exit code 1)"),
         ('RetryCount = 2; Epilogue = "/bin/false";', "deep", "hit job retry count (2)",
          "epilogue failed with exit code 1"),
     ])

@@ -221,7 +221,7 @@ class ExecutionWorker:
     def _start(self, order: StartOrder) -> None:
         job_id = order.job_id
         backend = self.backends.get(order.backend)
-        if backend is None:  # claim_next_start was told our kinds: only a race gets here
+        if backend is None:  # defensive: claim_next_start hands out only the kinds it is given
             log.warning("job %s: CE %s needs the %s backend, which this worker lacks: put back in the queue",
                         job_id, order.ce_id, order.backend)
             service.requeue_unstarted(self.rt, self.name, job_id, f"no {order.backend} backend on worker {self.name}")

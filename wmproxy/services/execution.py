@@ -109,8 +109,9 @@ class StartOrder:
     attempt: int = 0
 
 
-def _order(rt: Runtime, job: Job, proxy_pem: bytes, destination: Destination | None = None) -> StartOrder:
-    registered = parse_jdl(job.jdl_registered)
+def _order(rt: Runtime, job: Job, proxy_pem: bytes, destination: Destination | None = None,
+           registered: classad2.ClassAd | None = None) -> StartOrder:
+    registered = registered if registered is not None else parse_jdl(job.jdl_registered)
     area = rt.storage.job_area(job.id, job.parent_id)
     if destination is None:
         kind = job.backend_ref.split(":", 1)[0] if job.backend_ref else "local"
@@ -222,7 +223,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
     job.worker = worker
     job.backend_ref = None
     proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
-    return _order(rt, job, proxy_pem, destination)
+    return _order(rt, job, proxy_pem, destination, registered)
 
 
 def _wait(uow: UnitOfWork, job: Job, request: ExecutionRequest, not_before: dt.datetime, reason: str,

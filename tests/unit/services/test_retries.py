@@ -19,7 +19,7 @@ from wmproxy.services.retries import AttemptEnd, end_attempt, verdict
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
 
-PROLOGUE_FAILED = "Job Wrapper error: prologue /bin/false failed with exit code 1"
+PROLOGUE_FAILED = "Job Wrapper error: the prologue failed (exit code 1)"
 EPILOGUE_FAILED = "epilogue failed with exit code 1"
 SHALLOW = AttemptEnd(JobState.ABORTED, reason=PROLOGUE_FAILED, payload_started=False)
 DEEP = AttemptEnd(JobState.ABORTED, exit_code=0, reason=EPILOGUE_FAILED, payload_started=True)
