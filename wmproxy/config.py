@@ -2,7 +2,8 @@
 
 Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
 ``config_file`` argument; sections ``[database]``, ``[security]``, ``[service]``,
-``[sandbox]``, ``[execution]``, ``[jobs]``, ``[renewal]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
+``[sandbox]``, ``[execution]``, ``[jobs]``, ``[renewal]``, ``[mapping]``, ``[brokering]``,
+``[slurm]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
 (e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
 :func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
 """
@@ -146,7 +147,8 @@ class JobsSettings:
         max_perusal_files: files one job may have under perusal (MaxPerusalFiles, 15).
         min_perusal_interval: seconds, lower bound of PerusalTimeInterval (1000).
         max_nodes: nodes one compound job may have.
-        ce_catalogue: file of CE ClassAds for jobListMatch (one ad per CE); empty = no CEs.
+        ce_catalogue: file of CE ClassAds, one per CE, the brokering target of jobStart
+            and jobListMatch (``docs/brokering.md``); empty = the one built-in local CE.
     """
 
     quota_soft_limit: int = 0
@@ -326,6 +328,83 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class BrokeringSettings:
+    """Matching of started jobs to CEs and their resubmission (``[brokering]`` section;
+    the reference's ``WorkloadManager`` keys, anchors.md §1.2 for the defaults).
+
+    Attributes:
+        match_retry_period: seconds a job nothing matches waits before it is matched
+            again (MatchRetryPeriod, 300).
+        expiry_period: seconds after its start (or its last resubmission) a job without
+            ``ExpiryTime`` may wait for a match before it is Aborted "request expired"
+            (ExpiryPeriod, 7200).
+        max_retry_count: site cap on deep resubmissions (MaxRetryCount, 10).
+        max_shallow_retry_count: site cap on shallow resubmissions (10).
+        ce_state_max_age: seconds a dynamic CE state (``ce_states``, e.g. refreshed
+            from Slurm) is laid over the catalogue; older states are ignored.
+        fuzzy_factor: steepness of the ``FuzzyRank`` selection (the reference's
+            stochastic selector, 1.0).
+
+    Raises:
+        ConfigError: a non-positive period or age, a negative cap or fuzzy factor.
+    """
+
+    match_retry_period: float = 300.0
+    expiry_period: float = 7200.0
+    max_retry_count: int = 10
+    max_shallow_retry_count: int = 10
+    ce_state_max_age: float = 600.0
+    fuzzy_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.match_retry_period, self.expiry_period, self.ce_state_max_age) <= 0:
+            raise ConfigError("[brokering] match_retry_period, expiry_period and ce_state_max_age: must be positive")
+        if min(self.max_retry_count, self.max_shallow_retry_count) < 0 or self.fuzzy_factor < 0:
+            raise ConfigError("[brokering] max_retry_count, max_shallow_retry_count and fuzzy_factor: "
+                              "must not be negative")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The Slurm cluster behind the CEs whose ``WMProxyBackend`` is ``"slurm"``
+    (``[slurm]`` section; each such CE names one ``SlurmPartition``).
+
+    Attributes:
+        conf: path of ``slurm.conf`` (``SLURM_CONF``); "" = Slurm's default.
+        bin_dir: directory of ``sbatch``, ``squeue``, ``scancel``, ...; "" = ``PATH``.
+        work_dir: the work root on the filesystem the Slurm nodes share (one directory
+            per job below it, as ``[execution] work_dir``).
+        refresh_interval: seconds between two refreshes of the Slurm CEs' dynamic
+            state (``sinfo``/``squeue``).
+        max_pending: seconds a job may stay pending in Slurm before it is taken back
+            and counted a shallow failure (the reference's
+            MaximumTimeAllowedForCondorMatch, 1800).
+        default_wall_time: seconds of wall time asked for a job whose CE publishes no
+            ``GlueCEPolicyMaxWallClockTime``; 0 = none (the partition's limit).
+        default_memory_mb: MB of memory asked for a job whose CE names none; 0 = none.
+        python: the interpreter that runs the job wrapper on the Slurm nodes.
+
+    Raises:
+        ConfigError: a non-positive interval, or a negative wait, wall time or memory.
+    """
+
+    conf: str = ""
+    bin_dir: str = ""
+    work_dir: str = "/var/lib/wmproxy/slurm-work"
+    refresh_interval: float = 60.0
+    max_pending: float = 1800.0
+    default_wall_time: int = 0
+    default_memory_mb: int = 0
+    python: str = "/usr/bin/python3"
+
+    def __post_init__(self) -> None:
+        if self.refresh_interval <= 0:
+            raise ConfigError("[slurm] refresh_interval: must be positive")
+        if min(self.max_pending, self.default_wall_time, self.default_memory_mb) < 0:
+            raise ConfigError("[slurm] max_pending, default_wall_time and default_memory_mb: must not be negative")
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -336,6 +415,8 @@ class Settings:
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
     mapping: MappingSettings = field(default_factory=MappingSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    brokering: BrokeringSettings = field(default_factory=BrokeringSettings)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
 def _convert(value: str, target: Any, where: str) -> Any:

@@ -1,17 +1,19 @@
 """Worker processes on one database: every started job runs exactly once, also across a
-SIGTERM drain and a restart."""
+SIGTERM drain and a restart; jobs are matched to the catalogue's CEs, retried shallow or
+deep as the reference's job-resubmit tests expect, and expire when nothing matches."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
 from tests.integration.refclient import reference_client
-from tests.integration.service import Deployment
+from tests.integration.service import CE_CATALOGUE, Deployment
 from tests.support import WAIT_TIMEOUT, delegate, wait_for_final, wait_for_job_state
 from wmproxy.config import load_settings
 
@@ -80,3 +82,56 @@ def test_sigterm_drains_and_the_restarted_worker_finishes_the_job(deployment: De
         assert runs == 1
     finally:
         engine.dispose()
+
+
+#: The reference's WMS-job-resubmit.sh JDLs (behaviour spec, Appendix A).
+RESUBMIT = """[ Executable = "/bin/hostname"; StdOutput = "std.out"; StdError = "std.err";
+  OutputSandbox = {{"std.out", "std.err"}}; {extra} ]"""
+
+
+@pytest.mark.parametrize(("extra", "kind", "status"), [
+    ('ShallowRetryCount = 2; Prologue = "/bin/false";', "shallow", "Aborted (hit job shallow retry count (2))"),
+    ('RetryCount = 2; Epilogue = "/bin/false";', "deep", "Aborted (hit job retry count (2))"),
+])
+def test_job_resubmit(deployment: Deployment, pki: Pki, extra: str, kind: str, status: str) -> None:
+    """A failing prologue is retried shallow, a failing epilogue deep, each twice; then the job
+    is Aborted with the reference's reason. Every attempt was matched to a CE of the catalogue."""
+    ref = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
+    delegate(ref, pki.users["alice"].proxy, "resubmit")
+    job_id = ref.wmproxy.jobSubmit(RESUBMIT.format(extra=extra), "resubmit").id
+    assert wait_for_final(ref, job_id) == status
+    engine = sa.create_engine(load_settings(deployment.config).database.url)
+    try:
+        with engine.connect() as conn:
+            reasons = list(conn.execute(sa.text("select reason from job_events where job_id = :j and state = 'Waiting'"
+                                                " and reason is not null order by id"), {"j": job_id}).scalars())
+            ready = list(conn.execute(sa.text("select reason from job_events where job_id = :j and state = 'Ready'"),
+                                      {"j": job_id}).scalars())
+            row = conn.execute(sa.text("select destination, shallow_retries, deep_retries from jobs where id = :j"),
+                               {"j": job_id}).one()
+    finally:
+        engine.dispose()
+    assert [r.split(":", 1)[0] for r in reasons] == [
+        f"{kind} resubmission 1 of 2 (attempt 2)", f"{kind} resubmission 2 of 2 (attempt 3)"]
+    assert (row[1], row[2]) == ((2, 0) if kind == "shallow" else (0, 2))
+    matched = [r.removeprefix("matched to CE ") for r in ready]
+    assert len(matched) == 3 and all(f'"{ce}"' in CE_CATALOGUE for ce in matched), ready  # matched anew each time
+    assert row[0] == matched[-1]
+
+
+def test_a_job_nothing_matches_expires(deployment: Deployment, pki: Pki) -> None:
+    """``Requirements = false`` waits for a match until its ExpiryTime, then "request expired"."""
+    ref = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
+    delegate(ref, pki.users["alice"].proxy, "expiry")
+    expiry = int(time.time()) + 3
+    job_id = ref.wmproxy.jobSubmit(f'[ Executable = "/bin/true"; Requirements = false; ExpiryTime = {expiry}; ]',
+                                   "expiry").id
+    assert wait_for_final(ref, job_id) == "Aborted (request expired)"
+    engine = sa.create_engine(load_settings(deployment.config).database.url)
+    try:
+        with engine.connect() as conn:
+            states = list(conn.execute(sa.text("select state from job_events where job_id = :j order by id"),
+                                       {"j": job_id}).scalars())
+    finally:
+        engine.dispose()
+    assert "Running" not in states and "Ready" not in states and states[-1] == "Aborted"

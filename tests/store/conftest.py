@@ -1,5 +1,26 @@
-"""Fixtures of the store tests that run jobs (adoption): the execution tests' throwaway account and work root."""
+"""Fixtures of the store tests: a session factory on each module's fresh database (SQLite file and
+PostgreSQL) migrated to the newest revision, and the execution tests' throwaway account and work root
+(for the tests that run jobs: adoption, retries)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.unit.execution.wrapper_support import job_account, work_root
+from wmproxy.admin import upgrade_database
+from wmproxy.config import DatabaseSettings, Settings
+from wmproxy.store import make_engine, make_session_factory
 
-__all__ = ["job_account", "work_root"]
+__all__ = ["factory", "job_account", "work_root"]
+
+
+@pytest.fixture(scope="module")
+def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the module's database, brought to the newest Alembic revision."""
+    upgrade_database(Settings(database=DatabaseSettings(url=database_url)))
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()

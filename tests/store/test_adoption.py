@@ -70,7 +70,7 @@ def workers(rt: Runtime, work_root: Path) -> Iterator[Callable[[str], ExecutionW
     made: list[ExecutionWorker] = []
 
     def make(name: str) -> ExecutionWorker:
-        worker = ExecutionWorker(rt, LocalExecutionBackend(work_root, kill_grace=2.0), name)
+        worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, name)
         made.append(worker)
         return worker
 
@@ -282,7 +282,7 @@ class TestAdoption:
         assert order is not None
         # The worker prepared the work dir and committed Scheduled, then died before spawning.
         launch_spec = dead._spec(order)
-        handle = dead.backend.prepare(JobLaunch(order.job_id, Account.from_name(order.local_account or ""),
+        handle = dead.backends["local"].prepare(JobLaunch(order.job_id, Account.from_name(order.local_account or ""),
                                                 launch_spec, order.area.input_dir, order.isb_files, order.proxy_pem))
         assert service.set_state(rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref)
         abandon(dead, rt)
@@ -404,3 +404,80 @@ class TestShutdown:
         with rt.uow() as uow:
             assert uow.workers.get("w1") is None
         assert os.listdir(rt.settings.execution.work_dir) == []
+
+
+def run_until(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str, extra: str,
+              state: JobState) -> tuple[str, Job]:
+    """Submit a job, step ``worker`` until the job is in ``state``; its id and row."""
+    job_id = submit(rt, alice, script, extra)
+    worker.start()
+    until(worker, in_state(rt, job_id, state), f"the job to reach {state.value}")
+    return job_id, job_row(rt, job_id)
+
+
+def events_of(rt: Runtime, job_id: str, state: JobState) -> list[str | None]:
+    with rt.uow() as uow:
+        return [e.reason for e in uow.jobs.events(job_id) if e.state == state.value]
+
+
+class TestRetries:
+    """Shallow and deep resubmission with real wrappers: the reference's job-resubmit tests."""
+
+    @pytest.mark.parametrize(("extra", "kind", "final", "cause"), [
+        ('ShallowRetryCount = 2; Prologue = "/bin/false";', "shallow", "hit job shallow retry count (2)",
+         "Job Wrapper error: the prologue failed (exit code 1)"),
+        ('RetryCount = 2; Epilogue = "/bin/false";', "deep", "hit job retry count (2)",
+         "epilogue failed with exit code 1"),
+    ])
+    def test_a_failing_prologue_or_epilogue_is_resubmitted_until_the_retry_count_is_hit(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], extra: str, kind: str,
+        final: str, cause: str
+    ) -> None:
+        job_id, row = run_until(rt, alice, workers("w1"), "exit 0", extra, JobState.ABORTED)
+        # A deep attempt's work dir (holding started.json) is removed before the next claim,
+        # so no attempt fails shallow on it.
+        counts = (2, 0) if kind == "shallow" else (0, 2)
+        assert (row.reason, row.shallow_retries, row.deep_retries) == (final, *counts)
+        resubmitted = [r.split(": ", 1) for r in events_of(rt, job_id, JobState.WAITING) if r]
+        assert [head for head, _ in resubmitted] == [
+            f"{kind} resubmission 1 of 2 (attempt 2)", f"{kind} resubmission 2 of 2 (attempt 3)"]
+        assert all(cause in why for _, why in resubmitted), resubmitted
+        assert running_events(rt, job_id) == 3  # the wrapper ran three times
+        assert os.listdir(rt.settings.execution.work_dir) == []
+
+    def test_a_job_that_cannot_be_prepared_is_a_shallow_failure(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        extra = 'InputSandbox = {"gone.txt"}; ShallowRetryCount = 1;'
+        job_id, row = run_until(rt, alice, workers("w1"), "exit 0", extra, JobState.ABORTED)
+        assert row.reason == "hit job shallow retry count (1)"
+        assert [r for r in events_of(rt, job_id, JobState.WAITING) if r] == [
+            "shallow resubmission 1 of 1 (attempt 2): input sandbox file gone.txt has not been uploaded"]
+        assert running_events(rt, job_id) == 0
+
+    def test_the_payloads_exit_code_is_never_retried(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        job_id, row = run_until(rt, alice, workers("w1"), "exit 3", "RetryCount = 2; ShallowRetryCount = 2;",
+                                JobState.DONE)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (3, 0, 0)
+        assert running_events(rt, job_id) == 1
+
+    def test_a_job_whose_ce_needs_a_backend_the_worker_lacks_stays_queued(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], tmp_path: Path
+    ) -> None:
+        catalogue = tmp_path / "slurm-only.ads"
+        catalogue.write_text('[ GlueCEUniqueID = "slurm.example.org:6817/slurm-batch"; WMProxyBackend = "slurm";'
+                             ' SlurmPartition = "batch"; GlueCEStateStatus = "Production" ]')
+        rt.settings = dataclasses.replace(
+            rt.settings, jobs=dataclasses.replace(rt.settings.jobs, ce_catalogue=str(catalogue)))
+        job_id = submit(rt, alice, "exit 0")
+        worker = workers("w1")
+        worker.start()
+        for _ in range(3):
+            assert worker.step() is False
+        row = job_row(rt, job_id)
+        assert (row.state, row.worker, row.destination) == ("Waiting", None, None)
+        assert row.reason == ("matched to CE slurm.example.org:6817/slurm-batch: "
+                              "waiting for a worker with its slurm backend")
+        assert start_requests(rt, job_id) == 1 and worker.running == {}

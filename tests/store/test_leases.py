@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.accounts import AccountSet, local_accounts
 from tests.conftest import need_peer
-from wmproxy.admin import upgrade_database
 from wmproxy.config import DatabaseSettings, MappingSettings, SandboxSettings, Settings
 from wmproxy.domain import JobState, LocalAccount, utcnow
 from wmproxy.errors import AuthorizationError
@@ -39,14 +38,6 @@ PILOT = "/atlas/Role=pilot/Capability=NULL"
 LHCB_PILOT = "/lhcb/Role=pilot/Capability=NULL"
 #: Deadline for a concurrent request to reach its wait (seconds); generous, the machine is shared.
 DEADLINE = 60.0
-
-
-@pytest.fixture(scope="module")
-def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade_database(Settings(database=DatabaseSettings(url=database_url)))
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture(autouse=True)

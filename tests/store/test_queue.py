@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 
-from wmproxy.admin import upgrade_database
-from wmproxy.config import DatabaseSettings, Settings
 from wmproxy.domain import utcnow
-from wmproxy.store import UnitOfWork, make_engine, make_session_factory
+from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
-
-
-@pytest.fixture(scope="module")
-def factory(database_url: str) -> Iterator:
-    upgrade_database(Settings(database=DatabaseSettings(url=database_url)))
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _job(job_id: str) -> Job:

@@ -136,7 +136,7 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
     check_privileges(settings)
     root = ensure_work_root(settings.execution.work_dir)
     backend = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace)
-    worker = ExecutionWorker(Runtime.from_settings(settings), backend, name,
+    worker = ExecutionWorker(Runtime.from_settings(settings), {"local": backend}, name,
                              cancel_running_on_exit=cancel_running_on_exit)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

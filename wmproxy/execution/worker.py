@@ -1,11 +1,18 @@
 """The execution worker loop: heartbeat, adopt, claim, prepare, spawn, watch, collect.
 
 Several workers may run against one database: claiming uses the queue's
-``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or compare-and-set (SQLite). A worker runs up
-to ``execution.max_running`` jobs at once, each through the job wrapper as its mapped
-account (``jobs.local_account``; the worker's own user without mapping), and polls
-them every ``poll_interval`` seconds (faster while idle, so a started job begins
-without waiting for a tick).
+``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or compare-and-set (SQLite). Claiming a job
+matches it to a CE (:func:`wmproxy.services.execution.claim_next_start`); the CE names
+the backend kind that runs it (``local``, ``slurm``), and the worker hands the job to
+its backend of that kind. A worker runs up to ``execution.max_running`` jobs at once,
+each through the job wrapper as its mapped account (``jobs.local_account``; the
+worker's own user without mapping), and polls them every ``poll_interval`` seconds
+(faster while idle, so a started job begins without waiting for a tick).
+
+When an attempt ends the worker collects the outputs of a Done job, releases the work
+dir, and only then reports the end (:func:`wmproxy.services.retries.end_attempt`), which
+may resubmit the job (shallow or deep retry): the next attempt never finds the old work
+dir. A backend that cannot prepare or spawn a job is a shallow failure.
 
 No job is lost or run twice:
 
@@ -30,6 +37,7 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from wmproxy.domain import JobState
@@ -41,6 +49,7 @@ from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
+from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,27 +66,32 @@ class RunningJob:
 
     order: StartOrder
     handle: RunHandle
+    backend: ExecutionBackend
     next_sample: float = 0.0
     offsets: dict[str, int] = field(default_factory=dict)
     cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
 
 
 class ExecutionWorker:
-    """Runs started jobs through ``backend``; ``step()`` is one cycle, ``run()`` loops.
+    """Runs started jobs through its backends; ``step()`` is one cycle, ``run()`` loops.
 
     Args:
         rt: settings and collaborators.
-        backend: where jobs run.
+        backends: where jobs run, by backend kind (``{"local": ..., "slurm": ...}``):
+            a job goes to the backend its CE names; a job whose CE names a kind this
+            worker lacks is left queued for another worker.
         name: the worker's stable name (default: the host name); a worker restarted
             under the same name adopts its previous life's jobs.
         cancel_running_on_exit: stop every running job when :meth:`run` ends instead of
             leaving them to be adopted.
     """
 
-    def __init__(self, rt: Runtime, backend: ExecutionBackend, name: str | None = None, *,
+    def __init__(self, rt: Runtime, backends: Mapping[str, ExecutionBackend], name: str | None = None, *,
                  cancel_running_on_exit: bool = False) -> None:
+        if not backends:
+            raise ValueError("an execution worker needs at least one backend")
         self.rt = rt
-        self.backend = backend
+        self.backends = dict(backends)
         self.host = socket.gethostname()
         self.name = name or self.host
         self.pid = os.getpid()
@@ -141,12 +155,16 @@ class ExecutionWorker:
             self._cancel(job_id, "")
         for job in self.running.values():
             if job.cancel_reason is not None:
-                self.backend.cancel(job.handle)  # escalates once the grace has passed
+                job.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
         self._reap()
         if len(self.running) >= self.settings.max_running:
             return False
-        order = service.claim_next_start(self.rt, self.name)
+        try:
+            order = service.claim_next_start(self.rt, self.name, backends=self.backends)
+        except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
+            log.error("cannot match the next job: %s", exc)
+            return False
         if order is None:
             return False
         self._start(order)
@@ -180,20 +198,21 @@ class ExecutionWorker:
             except WMProxyError as exc:
                 service.set_state(self.rt, order.job_id, JobState.ABORTED, reason=f"cannot adopt the job: {exc}")
                 continue
-            handle = self.backend.attach(order.backend_ref or "", account)
-            if handle is None:
+            backend = self.backends.get(order.backend)
+            handle = backend.attach(order.backend_ref or "", account) if backend is not None else None
+            if backend is None or handle is None:
                 log.warning("job %s: backend reference %r is not followable here", order.job_id, order.backend_ref)
                 continue
             adopted.append(order.job_id)
-            if handle.pid is None and not self.backend.started(handle):
-                outcome = self.backend.poll(handle)
+            if handle.pid is None and not backend.started(handle):
+                outcome = backend.poll(handle)
                 if outcome is not None and not outcome.recorded and not outcome.payload_started:
                     # Scheduled, wrapper never spawned (or died before the payload): run it again once.
-                    self._release(handle)
+                    self._release(backend, handle)
                     service.requeue_unstarted(self.rt, self.name, order.job_id, "its wrapper was never started")
                     log.info("job %s requeued: its worker stopped before starting it", order.job_id)
                     continue
-            self.running[order.job_id] = RunningJob(order, handle)
+            self.running[order.job_id] = RunningJob(order, handle, backend)
             log.info("job %s adopted (%s)", order.job_id, handle.ref)
         return adopted
 
@@ -201,6 +220,12 @@ class ExecutionWorker:
 
     def _start(self, order: StartOrder) -> None:
         job_id = order.job_id
+        backend = self.backends.get(order.backend)
+        if backend is None:  # defensive: claim_next_start hands out only the kinds it is given
+            log.warning("job %s: CE %s needs the %s backend, which this worker lacks: put back in the queue",
+                        job_id, order.ce_id, order.backend)
+            service.requeue_unstarted(self.rt, self.name, job_id, f"no {order.backend} backend on worker {self.name}")
+            return
         try:
             launch = JobLaunch(
                 job_id=job_id,
@@ -209,23 +234,28 @@ class ExecutionWorker:
                 input_dir=order.area.input_dir,
                 isb_files=order.isb_files,
                 proxy_pem=order.proxy_pem,
+                ce_id=order.ce_id,
+                queue=order.queue,
+                wall_time=order.wall_time,
+                memory_mb=order.memory_mb,
+                attempt=order.attempt,
             )
-            handle = self.backend.prepare(launch)
+            handle = backend.prepare(launch)
         except WMProxyError as exc:
-            log.info("job %s aborted before running: %s", job_id, exc)
-            service.set_state(self.rt, job_id, JobState.ABORTED, reason=str(exc))
+            log.info("job %s could not be prepared (shallow failure): %s", job_id, exc)
+            end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
             return
         if not service.set_state(self.rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref):
-            self._release(handle)
+            self._release(backend, handle)
             return
         try:
-            self.backend.spawn(handle)
+            backend.spawn(handle)
         except BackendError as exc:
-            log.info("job %s aborted: %s", job_id, exc)
-            service.set_state(self.rt, job_id, JobState.ABORTED, reason=str(exc))
-            self._release(handle)
+            log.info("job %s could not be started (shallow failure): %s", job_id, exc)
+            self._release(backend, handle)
+            end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
             return
-        self.running[job_id] = RunningJob(order, handle)
+        self.running[job_id] = RunningJob(order, handle, backend)
         service.set_state(self.rt, job_id, JobState.RUNNING, backend_ref=handle.ref)
         log.info("job %s running (%s)", job_id, handle.ref)
 
@@ -257,32 +287,35 @@ class ExecutionWorker:
 
     def _reap(self) -> None:
         for job_id, job in list(self.running.items()):
-            outcome = self.backend.poll(job.handle)
+            outcome = job.backend.poll(job.handle)
             if outcome is None:
                 continue
             del self.running[job_id]
+            released = False
             try:
-                self._finish(job, outcome)
+                end = self._attempt_end(job, outcome)
+                self._release(job.backend, job.handle)  # before the end is reported: a resubmission
+                released = True                         # must not find the old work dir
+                state = end_attempt(self.rt, job_id, end)
+                log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
+                         end.reason if end.exit_code is None else f"exit code {end.exit_code}",
+                         state.value if state is not None else "already ended")
             finally:
-                self._release(job.handle)
+                if not released:
+                    self._release(job.backend, job.handle)
 
-    def _finish(self, job: RunningJob, outcome: JobOutcome) -> None:
+    def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
+        """How the attempt ended; a Done job's outputs are collected here (from its work dir)."""
         job_id = job.order.job_id
         if job.cancel_reason == "":
-            service.mark_cancelled(self.rt, job_id)
-            log.info("job %s cancelled", job_id)
-            return
+            return AttemptEnd(JobState.CANCELLED)
         if job.cancel_reason is not None:
-            service.set_state(self.rt, job_id, JobState.ABORTED, reason=job.cancel_reason)
-            return
+            return AttemptEnd(JobState.ABORTED, reason=job.cancel_reason, retryable=False)
         if outcome.state == JobState.CANCELLED:
-            service.set_state(self.rt, job_id, JobState.ABORTED,
-                              reason="the job wrapper was stopped by a signal outside wmproxy")
-            return
+            return AttemptEnd(JobState.ABORTED, reason="the job wrapper was stopped by a signal outside wmproxy",
+                              payload_started=outcome.payload_started)
         if outcome.state != JobState.DONE:
-            log.info("job %s aborted: %s", job_id, outcome.reason)
-            service.set_state(self.rt, job_id, JobState.ABORTED, reason=outcome.reason)
-            return
+            return AttemptEnd(JobState.ABORTED, reason=outcome.reason, payload_started=outcome.payload_started)
         if job.order.perusal_interval is not None:
             self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
         reasons = [outcome.reason] if outcome.reason else []
@@ -292,13 +325,12 @@ class ExecutionWorker:
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
         except WMProxyError as exc:
             reasons.append(f"output sandbox not collected: {exc}")
-        service.set_state(self.rt, job_id, JobState.DONE, exit_code=outcome.exit_code,
-                          reason="; ".join(reasons) or None)
-        log.info("job %s done, exit code %s", job_id, outcome.exit_code)
+        return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
+                          payload_started=True)
 
-    def _release(self, handle: RunHandle) -> None:
+    def _release(self, backend: ExecutionBackend, handle: RunHandle) -> None:
         try:
-            self.backend.release(handle)
+            backend.release(handle)
         except BackendError as exc:
             log.warning("could not remove the work directory %s: %s", handle.work_dir, exc)
 
@@ -309,7 +341,7 @@ class ExecutionWorker:
         if job is None or job.cancel_reason is not None:
             return
         job.cancel_reason = reason
-        self.backend.cancel(job.handle)
+        job.backend.cancel(job.handle)
         log.info("job %s: cancel sent to its wrapper", job_id)
 
     def _cancel_all(self) -> None:
@@ -319,7 +351,7 @@ class ExecutionWorker:
         deadline = time.monotonic() + self.settings.kill_grace + 60.0
         while self.running and time.monotonic() < deadline:
             for job in self.running.values():
-                self.backend.cancel(job.handle)
+                job.backend.cancel(job.handle)
             self._reap()
             if self.running:
                 time.sleep(0.1)

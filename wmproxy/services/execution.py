@@ -1,16 +1,20 @@
 """What the execution worker does to jobs, one unit of work per step.
 
 The worker (``wmproxy.execution.worker``) owns processes, timing and signals; these
-functions own the state machine: Waiting → Ready (claimed) → Scheduled (work dir
-prepared, recorded in ``backend_ref``) → Running (wrapper spawned) → Done (exit code) |
-Aborted (reason) | Cancelled; and the bookkeeping that keeps a job from being lost or
-run twice: worker heartbeats (``execution_workers``), the worker holding each job
-(``jobs.worker``) and adoption of the jobs of dead workers (:func:`adopt_jobs`).
+functions own the state machine: Waiting → Ready (claimed and matched to a CE, stored in
+``jobs.destination``) → Scheduled (work dir prepared, recorded in ``backend_ref``) →
+Running (wrapper spawned) → Done (exit code) | Aborted (reason) | Cancelled, or back to
+Waiting for a resubmission (:mod:`wmproxy.services.retries`); and the bookkeeping that
+keeps a job from being lost or run twice: worker heartbeats (``execution_workers``), the
+worker holding each job (``jobs.worker``) and adoption of the jobs of dead workers
+(:func:`adopt_jobs`). Matching itself is :mod:`wmproxy.services.brokering`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import random
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -20,12 +24,30 @@ from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.jdl import JobDescription, isb_file_names, parse_jdl, read_description
 from wmproxy.sandbox.storage import JobArea
+from wmproxy.services.brokering import (
+    NO_MATCH,
+    REQUEST_EXPIRED,
+    Destination,
+    choose_ce,
+    deadline,
+    destination_of,
+)
 from wmproxy.services.compound import on_node_ended, refresh_parent
-from wmproxy.services.jobs import CANCELLED_BY_USER
+from wmproxy.services.matchmaking import matching_ad, site_ces
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork
-from wmproxy.store.schema import Job
+from wmproxy.store.schema import ExecutionRequest, Job
+
+log = logging.getLogger(__name__)
+
+#: Start requests one :func:`claim_next_start` call looks at before it gives up (each
+#: in its own transaction): requests that cannot run yet do not stall the worker.
+CLAIM_BATCH = 20
+#: Poll intervals a job waits when the claiming worker lacks its CE's backend, so that
+#: a worker that has it can take it first.
+BACKEND_WAIT_POLLS = 5
+_RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 
 #: States of a job a worker holds (``jobs.worker`` names it).
 HELD_STATES = (JobState.READY, JobState.SCHEDULED, JobState.RUNNING)
@@ -57,6 +79,13 @@ class StartOrder:
         state: the job's state when read (Ready for a claim; Scheduled or Running for
             an adopted job).
         backend_ref: the stored backend reference (adopted jobs), else None.
+        ce_id: the CE the job was matched to (``jobs.destination``), "" if none.
+        backend: the backend kind that runs it, ``"local"`` or ``"slurm"`` (for an
+            adopted job: the kind its ``backend_ref`` names).
+        queue, wall_time, memory_mb: the batch queue, wall-time limit (seconds) and
+            memory (MB) of the CE (:class:`~wmproxy.services.brokering.Destination`);
+            None for an adopted job.
+        attempt: 0 for the first run, n for the n-th resubmission (shallow or deep).
     """
 
     job_id: str
@@ -72,11 +101,21 @@ class StartOrder:
     epilogue_arguments: str = ""
     state: JobState = JobState.READY
     backend_ref: str | None = None
+    ce_id: str = ""
+    backend: str = "local"
+    queue: str | None = None
+    wall_time: int | None = None
+    memory_mb: int | None = None
+    attempt: int = 0
 
 
-def _order(rt: Runtime, job: Job, proxy_pem: bytes) -> StartOrder:
-    registered = parse_jdl(job.jdl_registered)
+def _order(rt: Runtime, job: Job, proxy_pem: bytes, destination: Destination | None = None,
+           registered: classad2.ClassAd | None = None) -> StartOrder:
+    registered = registered if registered is not None else parse_jdl(job.jdl_registered)
     area = rt.storage.job_area(job.id, job.parent_id)
+    if destination is None:
+        kind = job.backend_ref.split(":", 1)[0] if job.backend_ref else "local"
+        destination = Destination(ce_id=job.destination or "", backend=kind)
     return StartOrder(
         job_id=job.id,
         description=read_description(registered),
@@ -91,6 +130,12 @@ def _order(rt: Runtime, job: Job, proxy_pem: bytes) -> StartOrder:
         epilogue_arguments=_text(registered, "EpilogueArguments") or "",
         state=JobState(job.state),
         backend_ref=job.backend_ref,
+        ce_id=destination.ce_id,
+        backend=destination.backend,
+        queue=destination.queue,
+        wall_time=destination.wall_time,
+        memory_mb=destination.memory_mb,
+        attempt=job.shallow_retries + job.deep_retries,
     )
 
 
@@ -99,33 +144,101 @@ def _text(ad: classad2.ClassAd, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def claim_next_start(rt: Runtime, worker: str) -> StartOrder | None:
-    """Claim the oldest queued start request; the job becomes Ready, held by ``worker``.
+def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | None = None,
+                     rng: random.Random | None = None, now: dt.datetime | None = None) -> StartOrder | None:
+    """Claim the oldest due start request and match its job to a CE; the job becomes
+    Ready, held by ``worker``, with its destination stored and an event "matched to CE <id>".
 
-    Returns None when nothing is queued, or when the claimed job was cancelled meanwhile.
+    Each request is one transaction. A request whose job cannot run now does not make
+    the call return: up to :data:`CLAIM_BATCH` requests are looked at. Such a job is
+
+    * past its expiry (:func:`brokering.deadline`): Aborted "request expired";
+    * matched by no CE: left Waiting with the reason "BrokerHelper: no compatible
+      resources", its request due again after ``[brokering] match_retry_period`` (or at
+      its expiry, if sooner);
+    * matched to a CE whose backend is not in ``backends``: left Waiting, its request due
+      again after :data:`BACKEND_WAIT_POLLS` poll intervals, for a worker that has it.
+
+    Args:
+        worker: the claiming worker's name.
+        backends: the backend kinds the worker runs (None: every kind).
+        rng: random source of the CE choice (ties, ``FuzzyRank``); default a shared one.
+        now: the current time (UTC), default now.
+
+    Returns:
+        The order of the claimed job, or None when no due request can run now, or the
+        claimed job was cancelled meanwhile.
+
+    Raises:
+        SandboxError: the CE catalogue cannot be read (the request stays queued).
     """
-    now = utcnow()
-    try:
-        with rt.uow() as uow:
-            request = uow.queue.claim_next(worker, now, command="start")
-            if request is None:
-                return None
-            # The claimed request row is locked: never wait for the job's row while holding it
-            # (a jobCancel locks the job, then completes its queued request). Lock the job
-            # before completing the request: PostgreSQL checks the foreign key of a row
-            # updated twice in one transaction, with a share lock on the job's row.
-            job = uow.jobs.get(request.job_id, for_update=True, nowait=True)
-            uow.queue.complete(request, now)
-            if job is None or job.state != JobState.WAITING.value:
-                return None
-            delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
-            uow.jobs.set_state(job, JobState.READY.value, now)
-            job.worker = worker
-            job.backend_ref = None
-            proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
-            return _order(rt, job, proxy_pem)
-    except JobLockedError:
-        return None  # rolled back: the request stays queued for the next poll
+    now = now or utcnow()
+    for _ in range(CLAIM_BATCH):
+        try:
+            with rt.uow() as uow:
+                request = uow.queue.claim_next(worker, now, command="start")
+                if request is None:
+                    return None
+                order = _claim(rt, uow, request, worker, backends, rng or _RNG, now)
+        except JobLockedError:
+            return None  # rolled back: the request stays queued for the next poll
+        if order is not None:
+            return order
+    return None
+
+
+def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,
+           rng: random.Random, now: dt.datetime) -> StartOrder | None:
+    # The claimed request row is locked: never wait for the job's row while holding it (a
+    # jobCancel locks the job, then completes its queued request). The job is locked before
+    # the request is updated again: PostgreSQL checks the foreign key of a row updated twice
+    # in one transaction, with a share lock on the job's row.
+    job = uow.jobs.get(request.job_id, for_update=True, nowait=True)
+    if job is None or job.state != JobState.WAITING.value:
+        uow.queue.complete(request, now)
+        return None
+    settings = rt.settings
+    registered = parse_jdl(job.jdl_registered)
+    expires = deadline(registered, request.created_at, settings)
+    if now >= expires:
+        uow.queue.complete(request, now)
+        change_state(uow, job.id, JobState.ABORTED, now, reason=REQUEST_EXPIRED)
+        log.info("job %s: %s", job.id, REQUEST_EXPIRED)
+        return None
+    delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
+    fqans = [f for f in delegation.fqans.split("\n") if f] if delegation is not None else []
+    job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
+    chosen = choose_ce(job_ad, site_ces(rt, uow, now), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
+    if chosen is None:
+        submit_to = job_ad.get("SubmitTo")
+        reason = f"{NO_MATCH} (SubmitTo names no CE of this site: {submit_to})" if isinstance(submit_to, str) \
+            else NO_MATCH
+        retry = now + dt.timedelta(seconds=settings.brokering.match_retry_period)
+        _wait(uow, job, request, min(retry, expires), reason, now)
+        return None
+    destination = destination_of(chosen.ce, settings)
+    if backends is not None and destination.backend not in backends:
+        log.warning("job %s matched to CE %s, whose %s backend worker %s does not run: left for another worker",
+                    job.id, destination.ce_id, destination.backend, worker)
+        delay = dt.timedelta(seconds=BACKEND_WAIT_POLLS * settings.execution.poll_interval)
+        _wait(uow, job, request, min(now + delay, expires),
+              f"matched to CE {destination.ce_id}: waiting for a worker with its {destination.backend} backend", now)
+        return None
+    uow.queue.complete(request, now)
+    job.destination = destination.ce_id
+    uow.jobs.set_state(job, JobState.READY.value, now, reason=f"matched to CE {destination.ce_id}")
+    job.worker = worker
+    job.backend_ref = None
+    proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
+    return _order(rt, job, proxy_pem, destination, registered)
+
+
+def _wait(uow: UnitOfWork, job: Job, request: ExecutionRequest, not_before: dt.datetime, reason: str,
+          now: dt.datetime) -> None:
+    """The job stays Waiting (one event per new reason); its request is due at ``not_before``."""
+    uow.queue.postpone(request, not_before)
+    if job.reason != reason:
+        uow.jobs.set_state(job, JobState.WAITING.value, now, reason=reason)
 
 
 def set_state(
@@ -143,11 +256,13 @@ def set_state(
     always names its work dir before its wrapper is spawned.
     """
     with rt.uow() as uow:
-        return _set_state(uow, job_id, state, utcnow(), reason=reason, exit_code=exit_code, backend_ref=backend_ref)
+        return change_state(uow, job_id, state, utcnow(), reason=reason, exit_code=exit_code, backend_ref=backend_ref)
 
 
-def _set_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,
-               exit_code: int | None = None, backend_ref: str | None = None) -> bool:
+def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,
+                 exit_code: int | None = None, backend_ref: str | None = None) -> bool:
+    """:func:`set_state` in the caller's unit of work: the event, then the DAG's dependents
+    (a node that ended) or the parent's state (a node that moved on)."""
     job = uow.jobs.get(job_id, for_update=True)
     if job is None or JobState(job.state) in FINAL_STATES:
         return False
@@ -174,11 +289,6 @@ def take_cancel_requests(rt: Runtime, job_ids: list[str]) -> list[str]:
             uow.queue.complete(request, now)
             found.append(request.job_id)
     return found
-
-
-def mark_cancelled(rt: Runtime, job_id: str) -> bool:
-    """The job was cancelled by its owner (jobCancel); False if it had already ended."""
-    return set_state(rt, job_id, JobState.CANCELLED, reason=CANCELLED_BY_USER)
 
 
 # --- heartbeats and adoption -------------------------------------------------------

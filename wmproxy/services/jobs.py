@@ -31,7 +31,8 @@ CANCELLED_BY_USER = "Cancelled by user"
 class JobStatus:
     """getJobStatus result: ``status`` is the state name, followed for ended jobs by a
     parenthesised detail: ``Done (Exit Code 0)``, ``Aborted (<reason>)``,
-    ``Cancelled (Cancelled by user)``. ``state``, ``exit_code`` and ``reason`` are the parts."""
+    ``Cancelled (Cancelled by user)``. ``state``, ``exit_code`` and ``reason`` are the parts;
+    ``destination`` is the CE the job was last matched to (``GlueCEUniqueID``), if any."""
 
     job_id: str
     status: str
@@ -39,6 +40,7 @@ class JobStatus:
     exit_code: int | None = None
     reason: str | None = None
     children: tuple[JobStatus, ...] = field(default_factory=tuple)
+    destination: str | None = None
 
 
 def status_text(job: Job) -> str:
@@ -52,8 +54,9 @@ def status_text(job: Job) -> str:
 def _status(uow: UnitOfWork, job: Job) -> JobStatus:
     """The job's status and, for a compound job, its nodes' (nodes have no nodes: one query)."""
     nodes = uow.jobs.children(job.id) if job.parent_id is None else ()
-    children = tuple(JobStatus(n.id, status_text(n), n.state, n.exit_code, n.reason) for n in nodes)
-    return JobStatus(job.id, status_text(job), job.state, job.exit_code, job.reason, children)
+    children = tuple(JobStatus(n.id, status_text(n), n.state, n.exit_code, n.reason, destination=n.destination)
+                     for n in nodes)
+    return JobStatus(job.id, status_text(job), job.state, job.exit_code, job.reason, children, job.destination)
 
 
 def job_status(rt: Runtime, principal: Principal, job_id: str) -> JobStatus:

@@ -1,30 +1,67 @@
-"""jobListMatch: which CEs of the site's catalogue match a job (``wmproxy-behaviour.md`` §3.7).
+"""Matchmaking: which CEs of the site match a job (``wmproxy-behaviour.md`` §3.7), for
+jobListMatch and for the broker that places started jobs (:mod:`wmproxy.services.brokering`).
 
-The catalogue (``[jobs] ce_catalogue``) is a file of ClassAds, one per CE, each with
-``GlueCEUniqueID`` and whatever Glue attributes the site publishes. A CE matches when the
-job's ``Requirements`` hold with ``other`` = the CE and the CE's own ``Requirements`` (if
-any) hold with ``other`` = the job, both evaluated by classad2. ``Rank`` (default 0) is
-evaluated in the job with ``other`` = the CE; results are sorted by rank, highest first,
-and the rank is sent as a whole number (the reference's ``atol``). No match is an empty
-list, not a fault.
+The site's CEs are the catalogue (``[jobs] ce_catalogue``), a file of ClassAds, one per CE,
+each with ``GlueCEUniqueID``, the Glue attributes the site publishes and the backend that
+runs its jobs: ``WMProxyBackend = "local"`` (the default) or ``"slurm"`` with
+``SlurmPartition = "<partition>"``. Without a catalogue the site has one built-in local CE
+(:func:`builtin_ce`). The dynamic state recorded for a CE (``ce_states``, e.g. refreshed
+from Slurm) is laid over its catalogue ad while it is fresher than
+``[brokering] ce_state_max_age``.
+
+A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and the CE's own
+``Requirements`` (if any) hold with ``other`` = the job, both evaluated by classad2 (so
+``member``, ``anyMatch``, ``RegExp`` and the other ClassAd functions users write work).
+``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
+by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
+``atol``). No match is an empty list, not a fault.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import classad2
 
-from wmproxy.domain import Principal, utcnow
+from wmproxy.config import Settings
+from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError, SandboxError
 from wmproxy.jdl import describe, parse_jdl
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
 
 #: Seconds the delegated proxy must still be valid for a list-match.
 LISTMATCH_MIN_PROXY_LIFETIME = 60
+#: CE attribute naming the backend that runs the CE's jobs, and the backends known.
+BACKEND_ATTRIBUTE = "WMProxyBackend"
+BACKENDS = ("local", "slurm")
+#: CE attribute naming the Slurm partition of a Slurm CE.
+PARTITION_ATTRIBUTE = "SlurmPartition"
+#: The built-in CE's ``GlueCEPolicyMaxWallClockTime``: the Glue convention for "no limit".
+GLUE_UNLIMITED = 999_999_999
+#: States of a job that occupies a CPU of its CE.
+_OCCUPYING = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A CE that matches a job.
+
+    Attributes:
+        ce_id: its ``GlueCEUniqueID``.
+        rank: the job's ``Rank`` evaluated against it (0.0 when absent or not a number).
+        ce: its ClassAd (with the dynamic state laid over it).
+    """
+
+    ce_id: str
+    rank: float
+    ce: classad2.ClassAd
 
 
 @lru_cache(maxsize=4)
@@ -32,13 +69,28 @@ def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
     with open(path, encoding="utf-8") as handle:
         ads = tuple(classad2.parseAds(handle.read()))
     for ad in ads:
-        if not isinstance(ad.get("GlueCEUniqueID"), str):
+        ce_id = ad.get("GlueCEUniqueID")
+        if not isinstance(ce_id, str) or not ce_id:
             raise SandboxError(f"CE catalogue {path}: an entry has no GlueCEUniqueID")
+        backend = ad.get(BACKEND_ATTRIBUTE, "local")
+        if backend not in BACKENDS:
+            raise SandboxError(f"CE catalogue {path}: CE {ce_id}: {BACKEND_ATTRIBUTE} must be one of "
+                               f"{', '.join(BACKENDS)}, not {backend!r}")
+        partition = ad.get(PARTITION_ATTRIBUTE)
+        if backend == "slurm" and (not isinstance(partition, str) or not partition):
+            raise SandboxError(f"CE catalogue {path}: Slurm CE {ce_id} names no {PARTITION_ATTRIBUTE}")
     return ads
 
 
 def ce_catalogue(path: str) -> tuple[classad2.ClassAd, ...]:
-    """The CE ClassAds of ``path`` (re-read when the file changes); () when unset."""
+    """The CE ClassAds of ``path`` (re-read when the file changes); () when unset.
+
+    The ads are shared: never modify them (:func:`site_ces` copies those it changes).
+
+    Raises:
+        SandboxError: the file cannot be read, or a CE has no ``GlueCEUniqueID``, an
+            unknown ``WMProxyBackend`` or (Slurm) no ``SlurmPartition``.
+    """
     if not path:
         return ()
     try:
@@ -47,34 +99,123 @@ def ce_catalogue(path: str) -> tuple[classad2.ClassAd, ...]:
         raise SandboxError(f"Error during matchmaking: CE catalogue unreadable: {exc.strerror}") from exc
 
 
-def match(job: classad2.ClassAd, ces: tuple[classad2.ClassAd, ...]) -> list[tuple[str, int]]:
-    """``(CE id, rank)`` of the CEs that match ``job``, best rank first."""
+def builtin_ce_id(settings: Settings) -> str:
+    """``GlueCEUniqueID`` of the built-in local CE: ``<service host>:<port>/wmproxy-local``."""
+    return f"{settings.service.host}:{settings.service.port}/wmproxy-local"
+
+
+def builtin_ce(settings: Settings, running: int, waiting: int) -> classad2.ClassAd:
+    """The one CE of a site without catalogue: the execution workers' own hosts.
+
+    It is in production, has ``[execution] max_running`` CPUs of which ``running`` are
+    taken, ``waiting`` jobs queued, no wall-clock limit (``GLUE_UNLIMITED`` minutes), the
+    service host's memory, and the local backend: what a default site publishes, so the
+    usual ``other.GlueCEStateStatus == "Production"`` matches and ``Requirements = false``
+    never does.
+    """
+    cpus = settings.execution.max_running
+    free = max(cpus - running, 0)
+    ad = classad2.ClassAd()
+    ad["GlueCEUniqueID"] = builtin_ce_id(settings)
+    ad["GlueCEInfoHostName"] = settings.service.host
+    ad["GlueCEInfoLRMSType"] = "local"
+    ad["GlueCEStateStatus"] = "Production"
+    ad["GlueCEInfoTotalCPUs"] = cpus
+    ad["GlueCEStateFreeCPUs"] = free
+    ad["GlueCEStateRunningJobs"] = running
+    ad["GlueCEStateWaitingJobs"] = waiting
+    ad["GlueCEStateTotalJobs"] = running + waiting
+    ad["GlueCEStateEstimatedResponseTime"] = 0 if free else 60 * (waiting // cpus + 1)
+    ad["GlueCEPolicyMaxWallClockTime"] = GLUE_UNLIMITED
+    ad["GlueHostMainMemoryRAMSize"] = _host_memory_mb()
+    ad[BACKEND_ATTRIBUTE] = "local"
+    return ad
+
+
+def _host_memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    except (OSError, ValueError):
+        return 0
+
+
+def site_ces(rt: Runtime, uow: UnitOfWork, now: dt.datetime | None = None) -> tuple[classad2.ClassAd, ...]:
+    """The CEs jobs are matched against: the catalogue (or the built-in CE, with its
+    running and waiting counts from the jobs table) with the fresh dynamic states laid over.
+
+    Raises:
+        SandboxError: see :func:`ce_catalogue`.
+    """
+    now = now or utcnow()
+    settings = rt.settings
+    ces = ce_catalogue(settings.jobs.ce_catalogue)
+    if not ces:
+        ce_id = builtin_ce_id(settings)
+        ces = (builtin_ce(settings, uow.jobs.count_at(_OCCUPYING, destination=ce_id),
+                          uow.jobs.count_at((JobState.WAITING.value,))),)
+    states = uow.ce_states.fresh(now - dt.timedelta(seconds=settings.brokering.ce_state_max_age))
+    return tuple(with_state(ce, states[ce["GlueCEUniqueID"]]) if ce["GlueCEUniqueID"] in states else ce
+                 for ce in ces)
+
+
+def with_state(ce: classad2.ClassAd, attributes: Mapping[str, int | float | str]) -> classad2.ClassAd:
+    """A copy of ``ce`` with ``attributes`` set (the catalogue's ad is left alone)."""
+    copy = classad2.ClassAd(str(ce))
+    for name, value in attributes.items():
+        copy[name] = value
+    return copy
+
+
+def matching_ad(ad: classad2.ClassAd, dn: str, fqan: str | None) -> classad2.ClassAd:
+    """Give the job ad what CEs match on besides the JDL: ``CertificateSubject``,
+    ``VOMS_FQAN`` and (unless the JDL has one) ``VirtualOrganisation``, as the
+    reference's jobListMatch and WM do. Changes and returns ``ad``."""
+    ad["CertificateSubject"] = dn
+    if fqan:
+        ad["VOMS_FQAN"] = fqan
+        ad.setdefault("VirtualOrganisation", fqan.lstrip("/").split("/", 1)[0])
+    return ad
+
+
+def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[Match]:
+    """The CEs that match ``job``, best rank first (ties by CE id).
+
+    The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE.
+    """
+    requirements = job.lookup("Requirements") if "Requirements" in job else None
     rank_expr = job.lookup("Rank") if "Rank" in job else None
-    found: list[tuple[str, float]] = []
+    found: list[Match] = []
     for ce in ces:
-        if not _holds(job, ce) or ("Requirements" in ce and not _holds(ce, job)):
+        if requirements is not None and requirements.eval(scope=job, target=ce) is not True:
             continue
-        rank = rank_expr.eval(scope=job, target=ce) if rank_expr is not None else 0
-        value = float(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else 0.0
-        found.append((ce["GlueCEUniqueID"], value if math.isfinite(value) else 0.0))
-    found.sort(key=lambda item: (-item[1], item[0]))
-    return [(ce_id, int(rank)) for ce_id, rank in found]
+        if "Requirements" in ce and ce.lookup("Requirements").eval(scope=ce, target=job) is not True:
+            continue
+        found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
+    found.sort(key=lambda m: (-m.rank, m.ce_id))
+    return found
 
 
-def _holds(ad: classad2.ClassAd, other: classad2.ClassAd) -> bool:
-    """``ad.Requirements`` evaluated with ``other`` as the target is exactly true."""
-    if "Requirements" not in ad:
-        return True
-    return ad.lookup("Requirements").eval(scope=ad, target=other) is True
+def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classad2.ClassAd) -> float:
+    if rank_expr is None:
+        return 0.0
+    rank = rank_expr.eval(scope=job, target=ce)
+    value = float(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[tuple[str, int]]:
+    """``(CE id, rank as a whole number)`` of the CEs that match ``job``, best rank first."""
+    return [(m.ce_id, int(m.rank)) for m in matches(job, ces)]
 
 
 def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) -> list[tuple[str, int]]:
-    """jobListMatch.
+    """jobListMatch: the site's CEs (with their dynamic state) that match ``jdl``.
 
     Raises:
         InvalidArgumentError: empty delegation id ("Delegation id not valid"), bad JDL.
         DelegationNotFoundError, ProxyExpiredError: no usable delegated proxy.
         OperationNotAllowedError: not a normal job ("Operation permitted only for normal job").
+        SandboxError: the CE catalogue cannot be read.
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -82,6 +223,7 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
     with rt.uow() as uow:
         delegation = usable_proxy(uow, principal.dn, delegation_id, utcnow(), LISTMATCH_MIN_PROXY_LIFETIME)
         fqans = [f for f in delegation.fqans.split("\n") if f]
+        ces = site_ces(rt, uow)
     ad = parse_jdl(jdl)
     try:
         description = describe(ad)
@@ -89,8 +231,4 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         raise OperationNotAllowedError("Operation permitted only for normal job") from exc
     if description.type != "job" or description.job_type == "parametric":
         raise OperationNotAllowedError("Operation permitted only for normal job")
-    ad["CertificateSubject"] = principal.dn
-    if fqans:
-        ad["VOMS_FQAN"] = fqans[0]
-        ad.setdefault("VirtualOrganisation", fqans[0].lstrip("/").split("/", 1)[0])
-    return match(ad, ce_catalogue(rt.settings.jobs.ce_catalogue))
+    return match(matching_ad(ad, principal.dn, fqans[0] if fqans else None), ces)

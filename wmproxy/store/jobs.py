@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -127,6 +127,13 @@ class SqlJobStore:
     def dependents(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(JobDependency.job_id).where(JobDependency.depends_on == job_id)))
 
+    def count_at(self, states: Sequence[str], *, destination: str | None = None) -> int:
+        """How many jobs are in one of ``states`` (and matched to CE ``destination``, if given)."""
+        stmt = select(func.count()).select_from(Job).where(Job.state.in_(states))
+        if destination is not None:
+            stmt = stmt.where(Job.destination == destination)
+        return int(self.session.scalar(stmt) or 0)
+
     def events(self, job_id: str) -> Sequence[JobEvent]:
         return self.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
 
@@ -141,11 +148,13 @@ class SqlExecutionQueue:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def enqueue(self, job_id: str, command: str, now: dt.datetime) -> None:
-        self.session.add(ExecutionRequest(job_id=job_id, command=command, created_at=now))
+    def enqueue(self, job_id: str, command: str, now: dt.datetime, *, not_before: dt.datetime | None = None) -> None:
+        """Queue ``command`` for the job, claimable from ``not_before`` (default: at once)."""
+        self.session.add(ExecutionRequest(job_id=job_id, command=command, created_at=now, not_before=not_before))
 
     def claim_next(self, worker: str, now: dt.datetime, *, command: str) -> ExecutionRequest | None:
-        """Claim the oldest unclaimed ``command`` request for ``worker``; None when there is none.
+        """Claim the oldest unclaimed ``command`` request due at ``now`` (``not_before``
+        unset or passed) for ``worker``; None when there is none.
 
         PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never block
         on or take the same row. SQLite: the transaction began with ``BEGIN IMMEDIATE``
@@ -158,6 +167,7 @@ class SqlExecutionQueue:
                 ExecutionRequest.done_at.is_(None),
                 ExecutionRequest.claimed_by.is_(None),
                 ExecutionRequest.command == command,
+                or_(ExecutionRequest.not_before.is_(None), ExecutionRequest.not_before <= now),
             )
             .order_by(ExecutionRequest.id)
             .limit(1)
@@ -181,6 +191,13 @@ class SqlExecutionQueue:
 
     def complete(self, request: ExecutionRequest, now: dt.datetime) -> None:
         request.done_at = now
+
+    def postpone(self, request: ExecutionRequest, not_before: dt.datetime) -> None:
+        """Give a claimed request back, claimable again from ``not_before`` (its
+        ``created_at`` and place in the queue are kept)."""
+        request.claimed_by = None
+        request.claimed_at = None
+        request.not_before = not_before
 
     def pending_commands(self, job_ids: Sequence[str], command: str) -> Sequence[ExecutionRequest]:
         return self.session.scalars(

@@ -95,6 +95,9 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255), index=True)  # execution worker holding the job
     perusal_files: Mapped[str | None] = mapped_column(Text)  # enableFilePerusal list, newline separated
     local_account: Mapped[str | None] = mapped_column(String(64), index=True)  # mapped Unix account
+    destination: Mapped[str | None] = mapped_column(String(255))  # GlueCEUniqueID of the CE last matched
+    shallow_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # shallow resubmissions
+    deep_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # deep resubmissions
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -115,7 +118,9 @@ class ExecutionRequest(Base):
     """The execution queue: a worker claims a row, acts on it and marks it done.
 
     ``command`` is ``start`` or ``cancel``. Written in the same transaction as the job's
-    state change, so a started job is never lost and never queued twice.
+    state change, so a started job is never lost and never queued twice. A start request
+    nothing matched waits until ``not_before`` (the broker's match retry period); its
+    ``created_at`` is when the job's current matching began (its expiry counts from it).
     """
 
     __tablename__ = "execution_requests"
@@ -128,6 +133,20 @@ class ExecutionRequest(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())  # not claimable before (UTC)
+
+
+class CeState(Base):
+    """The dynamic state of one CE of the catalogue (Glue attributes such as
+    ``GlueCEStateFreeCPUs``, refreshed e.g. from Slurm), laid over its catalogue ad while
+    fresher than ``[brokering] ce_state_max_age``.
+    """
+
+    __tablename__ = "ce_states"
+
+    ce_id: Mapped[str] = mapped_column(String(255), primary_key=True)  # GlueCEUniqueID
+    attributes: Mapped[str] = mapped_column(Text)  # JSON object: Glue attribute name -> int, float or string
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class JobAclEntry(Base):

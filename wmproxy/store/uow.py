@@ -6,6 +6,7 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from wmproxy.store.ce_states import SqlCeStateStore
 from wmproxy.store.delegations import SqlDelegationStore
 from wmproxy.store.jobs import SqlExecutionQueue, SqlJobStore
 from wmproxy.store.leases import SqlPoolLeaseStore
@@ -15,7 +16,7 @@ from wmproxy.store.workers import SqlWorkerStore
 
 class UnitOfWork:
     """``with UnitOfWork(factory) as uow:`` gives ``uow.jobs``, ``uow.delegations``, ``uow.queue``, ``uow.renewals``,
-    ``uow.leases``, ``uow.workers``."""
+    ``uow.leases``, ``uow.workers``, ``uow.ce_states``."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
@@ -30,6 +31,7 @@ class UnitOfWork:
         self.renewals = SqlRenewalStore(self.session)
         self.leases = SqlPoolLeaseStore(self.session)
         self.workers = SqlWorkerStore(self.session)
+        self.ce_states = SqlCeStateStore(self.session)
         return self
 
     def __exit__(

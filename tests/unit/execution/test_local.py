@@ -113,11 +113,11 @@ class TestOutcome:
         assert outcome.reason is not None and "rologue" in outcome.reason, outcome
         assert not (handle.work_dir / "ran").exists()
 
-    def test_a_failing_epilogue_is_recorded_in_the_reason(self, backend: LocalExecutionBackend, input_dir: Path,
-                                                          account: Account | None) -> None:
+    def test_a_failing_epilogue_is_a_deep_failure_with_its_reason(self, backend: LocalExecutionBackend,
+                                                                  input_dir: Path, account: Account | None) -> None:
         _, outcome = run(backend, launch(input_dir, account, "exit 0",
                                          epilogue="/bin/sh", epilogue_arguments=["-c", "exit 4"]))
-        assert outcome == JobOutcome(JobState.DONE, exit_code=0, reason="epilogue failed with exit code 4",
+        assert outcome == JobOutcome(JobState.ABORTED, exit_code=0, reason="epilogue failed with exit code 4",
                                      payload_started=True)
 
     def test_cancel_stops_the_job_and_the_wrapper_records_it(self, backend: LocalExecutionBackend, input_dir: Path,

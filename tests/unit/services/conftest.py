@@ -6,8 +6,10 @@ Build variations with :func:`tests.support.build_runtime` (e.g. quotas off) in t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,9 @@ from tests.support import (
     close_runtime,
     delegate_in_process,
     principal_fixture,
+    principal_of,
 )
+from wmproxy.config import BrokeringSettings, SlurmSettings
 from wmproxy.domain import Principal
 from wmproxy.services.runtime import Runtime
 
@@ -39,3 +43,30 @@ def rt(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Runtime]:
 def delegated(rt: Runtime, alice: Principal, pki: Pki) -> str:
     """Alice's delegation ``unit`` (6 hours), stored through getProxyReq/putProxy."""
     return delegate_in_process(rt, alice, pki.users["alice"].proxy, DELEGATION)
+
+
+@pytest.fixture
+def broker_rt(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Callable[..., Runtime]]:
+    """``make(catalogue="", **brokering)``: a Runtime whose CE catalogue holds the ClassAds
+    ``catalogue`` (none: the built-in local CE) and whose ``[brokering]`` settings are
+    overridden by ``brokering`` (``[slurm]`` ones by a ``slurm`` dict); alice has her
+    ``unit`` delegation there."""
+    made: list[Runtime] = []
+
+    def make(catalogue: str = "", slurm: dict[str, Any] | None = None, **brokering: Any) -> Runtime:
+        root = tmp_path / f"broker{len(made)}"
+        root.mkdir()
+        path = ""
+        if catalogue:
+            path = str(root / "ce-catalogue.ads")
+            Path(path).write_text(catalogue)
+        runtime = build_runtime(root / "state", pki, template_db, jobs={"ce_catalogue": path})
+        runtime.settings = dataclasses.replace(
+            runtime.settings, brokering=BrokeringSettings(**brokering), slurm=SlurmSettings(**(slurm or {})))
+        made.append(runtime)
+        delegate_in_process(runtime, principal_of(pki, "alice"), pki.users["alice"].proxy, DELEGATION)
+        return runtime
+
+    yield make
+    for runtime in made:
+        close_runtime(runtime)

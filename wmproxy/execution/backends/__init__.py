@@ -16,7 +16,9 @@ The worker (``wmproxy.execution.worker``) claims a job and hands the backend a
 from its stored reference (adoption). The backend knows nothing of the database.
 
 Implementations: :class:`wmproxy.execution.backends.local.LocalExecutionBackend`
-(processes on this host).
+(processes on this host, kind ``local``). A worker holds one backend per kind and uses
+the one the job's CE names (``WMProxyBackend``); a backend reference starts with its
+kind (``local:``, ``slurm:``), so an adopted job goes back to the backend that started it.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from wmproxy.execution.jobwrapper import JobSpec
 
 
 class BackendError(WMProxyError):
-    """A job could not be started (work dir, staging, proxy, spec or wrapper spawn). The
-    message says why; the worker reports it as the job's abort reason."""
+    """A job could not be started (work dir, staging, proxy, spec, wrapper spawn, a batch
+    system that refuses it). The message says why; the worker reports it as a shallow
+    failure (resubmitted within ``ShallowRetryCount``, else the job's abort reason)."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,13 @@ class JobOutcome:
 
     Attributes:
         state: Done (the payload ran; ``exit_code`` 0-255, 128+N for signal N),
-            Aborted (it never ran or its status is lost; ``reason`` says why) or
-            Cancelled (the wrapper was cancelled).
+            Aborted (a failure outside the payload: it never ran, its status is lost,
+            or the epilogue failed; ``reason`` says why) or Cancelled (the wrapper was
+            cancelled).
         exit_code: the payload's exit code, None when it did not run.
         reason: a sentence for the job's status (epilogue failure, wrapper error).
-        payload_started: whether the payload was executed (deep vs shallow failure).
+        payload_started: whether the payload was executed: an Aborted outcome is a
+            deep failure if so, else a shallow one (``wmproxy.services.retries``).
         recorded: whether the wrapper recorded the outcome (``status.json``); False
             when it died without one.
     """
@@ -123,9 +128,11 @@ def outcome_of(status: WrapperStatus | None, payload_started: bool) -> JobOutcom
 
     Returns:
         Cancelled when the wrapper was cancelled; Done with the payload's exit code
-        (128+N for signal N) when the payload ran, with the epilogue's failure as the
-        reason; Aborted with the wrapper's reason when the payload never ran, or when
-        no status exists ("deep" or "shallow" failure in the reason).
+        (128+N for signal N) when the payload ran; Aborted with the wrapper's reason when
+        the payload never ran (a shallow failure), when no status exists ("deep" or
+        "shallow" failure in the reason), or when the epilogue failed after the payload
+        ran (a deep failure, as the reference's ``Epilogue = "/bin/false"`` test wants;
+        the payload's exit code is kept).
     """
     if status is None:
         if payload_started:
@@ -152,6 +159,7 @@ def outcome_of(status: WrapperStatus | None, payload_started: bool) -> JobOutcom
             reasons.append(f"epilogue killed by signal {epilogue.signal}")
         else:
             reasons.append(f"epilogue failed with exit code {epilogue.exit_code}")
+        return JobOutcome(JobState.ABORTED, exit_code=code, reason="; ".join(reasons), payload_started=True)
     return JobOutcome(JobState.DONE, exit_code=code, reason="; ".join(reasons) or None, payload_started=True)
 
 

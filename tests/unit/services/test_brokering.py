@@ -1,0 +1,373 @@
+"""Matching on start (services/brokering.py, services/execution.claim_next_start): the built-in
+local CE, the catalogue, Rank, SubmitTo, FuzzyRank, dynamic CE states, the match retry
+period and expiry ("request expired"), and what the order tells the worker."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import random
+from collections.abc import Callable
+
+import classad2
+import pytest
+
+from tests.unit.services.conftest import DELEGATION
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.errors import InvalidArgumentError, SandboxError
+from wmproxy.services import jobs
+from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
+from wmproxy.services.execution import BACKEND_WAIT_POLLS, StartOrder, claim_next_start
+from wmproxy.services.matchmaking import GLUE_UNLIMITED, builtin_ce, list_match, matches, site_ces
+from wmproxy.services.retries import AttemptEnd, end_attempt
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
+from wmproxy.store.schema import ExecutionRequest
+
+CE1 = "ce1.example.org:8443/cream-pbs-short"
+CE2 = "ce2.example.org:8443/cream-pbs-long"
+SLURM_CE = "slurm.example.org:6817/slurm-debug"
+ATLAS_CE = "ce4.example.org:8443/cream-pbs-atlas"
+CATALOGUE = f"""
+[ GlueCEUniqueID = "{CE1}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 12;
+  GlueCEPolicyMaxWallClockTime = 60 ]
+[ GlueCEUniqueID = "{CE2}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 40 ]
+[ GlueCEUniqueID = "{SLURM_CE}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 4;
+  WMProxyBackend = "slurm"; SlurmPartition = "debug"; GlueCEPolicyMaxWallClockTime = 30; WMProxyMemoryMB = 512 ]
+[ GlueCEUniqueID = "{ATLAS_CE}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 100;
+  Requirements = other.VirtualOrganisation == "atlas" ]
+"""
+BUILTIN = "localhost:7443/wmproxy-local"
+RankedRuntime = Callable[..., Runtime]
+
+
+def jdl(extra: str = "") -> str:
+    return f'[ Executable = "/bin/true"; {extra} ]'
+
+
+def submit(rt: Runtime, alice: Principal, extra: str = "") -> str:
+    return submit_job(rt, alice, jdl(extra), DELEGATION).job_id
+
+
+def claim(rt: Runtime, **kwargs: object) -> StartOrder | None:
+    return claim_next_start(rt, "w1", **kwargs)  # type: ignore[arg-type]
+
+
+def job_row(rt: Runtime, job_id: str) -> tuple[str, str | None, str | None]:
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        return job.state, job.reason, job.destination
+
+
+def events(rt: Runtime, job_id: str) -> list[tuple[str, str | None]]:
+    with rt.uow() as uow:
+        return [(e.state, e.reason) for e in uow.jobs.events(job_id)]
+
+
+def pending_start(rt: Runtime, job_id: str) -> ExecutionRequest:
+    with rt.uow() as uow:
+        [request] = [r for r in uow.queue.pending_for(job_id) if r.command == "start"]
+        uow.session.expunge(request)
+        return request
+
+
+def seeded(seed: int) -> random.Random:
+    """A reproducible random source: the distributions below are asserted on fixed draws."""
+    return random.Random(seed)  # noqa: S311 - brokering choices, not cryptography
+
+
+def ce_ad(ce_id: str, **attributes: object) -> classad2.ClassAd:
+    ad = classad2.ClassAd()
+    ad["GlueCEUniqueID"] = ce_id
+    for name, value in attributes.items():
+        ad[name] = value
+    return ad
+
+
+class TestBuiltinCe:
+    def test_a_site_without_catalogue_runs_jobs_on_its_builtin_local_ce(self, broker_rt: RankedRuntime,
+                                                                        alice: Principal) -> None:
+        rt = broker_rt()
+        job_id = submit(rt, alice, 'Requirements = other.GlueCEStateStatus == "Production"; '
+                                   "Rank = -other.GlueCEStateEstimatedResponseTime;")
+        order = claim(rt)
+        assert order is not None and order.job_id == job_id
+        assert (order.ce_id, order.backend, order.queue, order.wall_time, order.memory_mb, order.attempt) == (
+            BUILTIN, "local", None, None, None, 0)
+        assert job_row(rt, job_id) == ("Ready", f"matched to CE {BUILTIN}", BUILTIN)
+        assert events(rt, job_id)[-1] == ("Ready", f"matched to CE {BUILTIN}")
+        assert jobs.job_status(rt, alice, job_id).destination == BUILTIN
+
+    def test_it_publishes_what_a_default_site_does_and_counts_its_jobs(self, broker_rt: RankedRuntime,
+                                                                       alice: Principal) -> None:
+        rt = broker_rt()
+        ce = builtin_ce(rt.settings, running=3, waiting=5)
+        assert ce["GlueCEUniqueID"] == BUILTIN and ce["WMProxyBackend"] == "local"
+        assert (ce["GlueCEStateStatus"], ce["GlueCEInfoTotalCPUs"], ce["GlueCEStateFreeCPUs"]) == ("Production", 4, 1)
+        assert (ce["GlueCEStateRunningJobs"], ce["GlueCEStateWaitingJobs"], ce["GlueCEStateTotalJobs"]) == (3, 5, 8)
+        assert ce["GlueCEPolicyMaxWallClockTime"] == GLUE_UNLIMITED and ce["GlueHostMainMemoryRAMSize"] > 0
+        assert builtin_ce(rt.settings, running=6, waiting=0)["GlueCEStateFreeCPUs"] == 0
+        submit(rt, alice)
+        submit(rt, alice)
+        assert claim(rt) is not None
+        with rt.uow() as uow:
+            [live] = site_ces(rt, uow)
+        assert (live["GlueCEStateRunningJobs"], live["GlueCEStateFreeCPUs"]) == (1, 3)
+        assert live["GlueCEStateWaitingJobs"] == 1
+
+    def test_requirements_false_never_matches_it(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt()
+        job_id = submit(rt, alice, "Requirements = false;")
+        assert claim(rt) is None
+        assert job_row(rt, job_id) == ("Waiting", NO_MATCH, None)
+
+    def test_list_match_sees_the_builtin_ce(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt()
+        assert list_match(rt, alice, jdl("Rank = other.GlueCEStateFreeCPUs;"), DELEGATION) == [(BUILTIN, 4)]
+        assert list_match(rt, alice, jdl("Requirements = false;"), DELEGATION) == []
+
+
+class TestWaitingForAMatch:
+    def test_a_job_nothing_matches_waits_and_is_matched_again_after_the_retry_period(
+        self, broker_rt: RankedRuntime, alice: Principal
+    ) -> None:
+        rt = broker_rt(CATALOGUE, match_retry_period=60)
+        job_id = submit(rt, alice, "Requirements = other.GlueCEStateFreeCPUs > 50 && "
+                                   'other.GlueCEStateStatus == "Production";')
+        t0 = utcnow()
+        assert claim(rt, now=t0) is None
+        assert job_row(rt, job_id) == ("Waiting", NO_MATCH, None)
+        request = pending_start(rt, job_id)
+        assert (request.not_before, request.claimed_by) == (t0 + dt.timedelta(seconds=60), None)
+        assert claim(rt, now=t0 + dt.timedelta(seconds=30)) is None  # not due yet
+        assert pending_start(rt, job_id).not_before == t0 + dt.timedelta(seconds=60)
+        t1 = t0 + dt.timedelta(seconds=61)
+        assert claim(rt, now=t1) is None  # matched again: still nothing
+        assert pending_start(rt, job_id).not_before == t1 + dt.timedelta(seconds=60)
+        assert events(rt, job_id).count(("Waiting", NO_MATCH)) == 1  # one event per reason, not per retry
+        record_ce_state(rt, CE2, {"GlueCEStateFreeCPUs": 64}, now=t1)
+        t2 = t1 + dt.timedelta(seconds=61)
+        order = claim(rt, now=t2)
+        assert order is not None and order.ce_id == CE2
+        assert pending_start_count(rt, job_id) == 0
+
+    def test_a_job_whose_expiry_time_has_passed_is_aborted_without_running(self, broker_rt: RankedRuntime,
+                                                                           alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        job_id = submit(rt, alice, f"ExpiryTime = {int(utcnow().timestamp()) - 10};")
+        assert claim(rt) is None
+        assert job_row(rt, job_id)[:2] == ("Aborted", REQUEST_EXPIRED)
+        assert [state for state, _ in events(rt, job_id)] == ["Submitted", "Waiting", "Aborted"]
+        assert jobs.job_status(rt, alice, job_id).status == "Aborted (request expired)"
+        assert pending_start_count(rt, job_id) == 0
+
+    def test_an_unmatched_job_expires_at_its_expiry_time(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE, match_retry_period=300)
+        t0 = utcnow().replace(microsecond=0)
+        expiry = t0 + dt.timedelta(seconds=100)
+        job_id = submit(rt, alice, f"Requirements = false; ExpiryTime = {int(expiry.timestamp())};")
+        assert claim(rt, now=t0) is None
+        assert pending_start(rt, job_id).not_before == expiry  # re-checked at its expiry, not 300 s later
+        assert claim(rt, now=expiry - dt.timedelta(seconds=1)) is None
+        assert job_row(rt, job_id)[0] == "Waiting"
+        assert claim(rt, now=expiry) is None
+        assert job_row(rt, job_id)[:2] == ("Aborted", REQUEST_EXPIRED)
+
+    def test_without_expiry_time_the_sites_expiry_period_counts_from_the_start(
+        self, broker_rt: RankedRuntime, alice: Principal
+    ) -> None:
+        rt = broker_rt(CATALOGUE, match_retry_period=300, expiry_period=1000)
+        job_id = submit(rt, alice, "Requirements = false;")
+        started = pending_start(rt, job_id).created_at
+        for seconds in (0, 301, 602, 903):
+            assert claim(rt, now=started + dt.timedelta(seconds=seconds)) is None
+            assert job_row(rt, job_id)[0] == "Waiting"
+        assert pending_start(rt, job_id).not_before == started + dt.timedelta(seconds=1000)
+        assert claim(rt, now=started + dt.timedelta(seconds=1000)) is None
+        assert job_row(rt, job_id)[:2] == ("Aborted", REQUEST_EXPIRED)
+
+
+def pending_start_count(rt: Runtime, job_id: str) -> int:
+    with rt.uow() as uow:
+        return sum(1 for r in uow.queue.pending_for(job_id) if r.command == "start")
+
+
+class TestChoice:
+    def test_the_best_rank_wins_and_ce_requirements_apply(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        job_id = submit(rt, alice, "Rank = other.GlueCEStateFreeCPUs;")  # ce4 (100) wants atlas jobs only
+        order = claim(rt)
+        assert order is not None and (order.job_id, order.ce_id) == (job_id, CE2)
+
+    def test_ces_match_on_the_callers_certificate_subject(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; Requirements = other.CertificateSubject == "{alice.dn}" ]'
+                       f'[ GlueCEUniqueID = "{CE2}"; Requirements = other.CertificateSubject == "/CN=else" ]')
+        submit(rt, alice)
+        order = claim(rt)
+        assert order is not None and order.ce_id == CE1
+
+    def test_submit_to_names_the_ce_without_matchmaking(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        job_id = submit(rt, alice, f'Requirements = false; SubmitTo = "{CE1}";')
+        order = claim(rt)
+        assert order is not None and order.ce_id == CE1
+        assert job_row(rt, job_id) == ("Ready", f"matched to CE {CE1}", CE1)
+
+    def test_submit_to_an_unknown_ce_is_no_match(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        job_id = submit(rt, alice, 'SubmitTo = "nowhere.example.org:8443/cream-x";')
+        assert claim(rt) is None
+        assert job_row(rt, job_id) == (
+            "Waiting", f"{NO_MATCH} (SubmitTo names no CE of this site: nowhere.example.org:8443/cream-x)", None)
+
+    def test_a_dynamic_ce_state_changes_the_choice_while_it_is_fresh(self, broker_rt: RankedRuntime,
+                                                                     alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE, ce_state_max_age=600)
+        rank = "Rank = other.GlueCEStateFreeCPUs;"
+        record_ce_state(rt, CE1, {"GlueCEStateFreeCPUs": 500}, now=utcnow() - dt.timedelta(seconds=601))
+        submit(rt, alice, rank)
+        stale = claim(rt)
+        assert stale is not None and stale.ce_id == CE2
+        record_ce_state(rt, CE1, {"GlueCEStateFreeCPUs": 500, "GlueCEStateWaitingJobs": 0})
+        submit(rt, alice, rank)
+        fresh = claim(rt)
+        assert fresh is not None and fresh.ce_id == CE1
+        assert list_match(rt, alice, jdl(rank), DELEGATION)[0] == (CE1, 500)
+
+    def test_equal_best_ranks_are_chosen_between_at_random(self) -> None:
+        ces = [ce_ad("a", Score=5), ce_ad("b", Score=5), ce_ad("c", Score=1)]
+        job = classad2.ClassAd("[ Rank = other.Score ]")
+        rng = seeded(1)
+        chosen = collections.Counter(choice.ce_id for _ in range(400) if (choice := choose_ce(job, ces, rng)))
+        assert set(chosen) == {"a", "b"} and min(chosen.values()) > 120
+
+
+class TestFuzzyRank:
+    """The reference's stochastic selector: weight ``atan(f × (rank − mean)) + π/2``."""
+
+    CES = (ce_ad("low", Score=10), ce_ad("mid", Score=20), ce_ad("high", Score=30), ce_ad("off", Score=99))
+    JOB = "[ FuzzyRank = true; Rank = other.Score; Requirements = other.Score < 50 ]"
+
+    def draws(self, factor: float, n: int = 3000, seed: int = 7) -> collections.Counter[str]:
+        rng = seeded(seed)
+        job = classad2.ClassAd(self.JOB)
+        return collections.Counter(
+            choice.ce_id for _ in range(n) if (choice := choose_ce(job, self.CES, rng, fuzzy_factor=factor)))
+
+    def test_every_matching_ce_is_chosen_sometimes_the_best_most(self) -> None:
+        counts = self.draws(1.0)
+        assert set(counts) == {"low", "mid", "high"}  # "off" does not match
+        assert counts["high"] > counts["mid"] > counts["low"] > 0
+
+    def test_the_choice_follows_the_reference_weights(self) -> None:
+        # factor 0.1: atan(-1), atan(0), atan(1) + π/2 = π/4, π/2, 3π/4 → 1/6, 1/3, 1/2
+        counts = self.draws(0.1, n=6000)
+        for name, share in (("low", 1 / 6), ("mid", 1 / 3), ("high", 1 / 2)):
+            assert abs(counts[name] / 6000 - share) < 0.03, counts
+
+    def test_a_zero_factor_is_a_uniform_choice(self) -> None:
+        counts = self.draws(0.0)
+        assert all(abs(counts[name] / 3000 - 1 / 3) < 0.04 for name in ("low", "mid", "high")), counts
+
+    def test_without_fuzzy_rank_the_best_always_wins(self) -> None:
+        job = classad2.ClassAd("[ Rank = other.Score; Requirements = other.Score < 50 ]")
+        rng = seeded(3)
+        assert {choice.ce_id for _ in range(50) if (choice := choose_ce(job, self.CES, rng))} == {"high"}
+
+    def test_one_matching_ce_is_always_chosen(self) -> None:
+        [only] = matches(classad2.ClassAd("[ Rank = other.Score; Requirements = other.Score == 20 ]"), self.CES)
+        assert fuzzy_choice([only], seeded(0)) == only
+
+
+class TestDestination:
+    def test_a_slurm_ce_names_its_partition_wall_time_and_memory(self, broker_rt: RankedRuntime,
+                                                                 alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        submit(rt, alice, f'SubmitTo = "{SLURM_CE}";')
+        order = claim(rt)
+        assert order is not None
+        assert (order.ce_id, order.backend, order.queue, order.wall_time, order.memory_mb) == (
+            SLURM_CE, "slurm", "debug", 30 * 60, 512)
+
+    def test_site_defaults_fill_what_a_slurm_ce_does_not_publish(self, broker_rt: RankedRuntime,
+                                                                 alice: Principal) -> None:
+        rt = broker_rt(f'[ GlueCEUniqueID = "{SLURM_CE}"; WMProxyBackend = "slurm"; SlurmPartition = "batch" ]',
+                       slurm={"default_wall_time": 7200, "default_memory_mb": 2048})
+        submit(rt, alice)
+        order = claim(rt)
+        assert order is not None
+        assert (order.backend, order.queue, order.wall_time, order.memory_mb) == ("slurm", "batch", 7200, 2048)
+
+    def test_a_local_ce_has_no_queue_and_no_site_defaults(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE, slurm={"default_wall_time": 7200, "default_memory_mb": 2048})
+        submit(rt, alice, f'SubmitTo = "{CE2}";')
+        order = claim(rt)
+        assert order is not None and (order.backend, order.queue, order.wall_time, order.memory_mb) == (
+            "local", None, None, None)
+        submit(rt, alice, f'SubmitTo = "{CE1}";')
+        order = claim(rt)
+        assert order is not None and order.wall_time == 3600
+
+    def test_a_worker_without_the_ces_backend_leaves_the_job_queued_for_another(
+        self, broker_rt: RankedRuntime, alice: Principal
+    ) -> None:
+        rt = broker_rt(CATALOGUE)
+        job_id = submit(rt, alice, f'SubmitTo = "{SLURM_CE}";')
+        t0 = utcnow()
+        assert claim(rt, backends={"local"}, now=t0) is None
+        assert job_row(rt, job_id) == (
+            "Waiting", f"matched to CE {SLURM_CE}: waiting for a worker with its slurm backend", None)
+        poll = rt.settings.execution.poll_interval
+        assert pending_start(rt, job_id).not_before == t0 + dt.timedelta(seconds=BACKEND_WAIT_POLLS * poll)
+        order = claim(rt, backends={"local", "slurm"}, now=t0 + dt.timedelta(seconds=BACKEND_WAIT_POLLS * poll))
+        assert order is not None and (order.job_id, order.backend) == (job_id, "slurm")
+
+    def test_a_dag_node_is_matched_when_its_parent_is_done(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        dag = ('[ Type = "dag"; Rank = other.GlueCEStateFreeCPUs; nodes = [ '
+               'a = [ Description = [ Executable = "/bin/true"; ]; ]; b = [ Description = [ Executable = "/bin/true"; '
+               f'SubmitTo = "{CE1}"; ]; ]; dependencies = {{ {{ a, b }} }}; ]; ]')
+        parent = submit_job(rt, alice, dag, DELEGATION)
+        first = claim(rt)
+        assert first is not None and first.ce_id == CE2
+        assert claim(rt) is None  # b waits for a
+        end_attempt(rt, first.job_id, AttemptEnd(JobState.DONE, exit_code=0, payload_started=True))
+        second = claim(rt)
+        assert second is not None and second.job_id != first.job_id and second.ce_id == CE1
+        status = jobs.job_status(rt, alice, parent.job_id)
+        assert sorted(child.destination or "" for child in status.children) == [CE1, CE2]
+
+
+class TestCatalogueAndStates:
+    @pytest.mark.parametrize(("entry", "message"), [
+        ('[ GlueCEUniqueID = "x"; WMProxyBackend = "condor" ]', "WMProxyBackend must be one of local, slurm"),
+        ('[ GlueCEUniqueID = "x"; WMProxyBackend = "slurm" ]', "Slurm CE x names no SlurmPartition"),
+        ('[ GlueCEStateFreeCPUs = 1 ]', "an entry has no GlueCEUniqueID"),
+    ])
+    def test_a_bad_catalogue_entry_is_refused(self, broker_rt: RankedRuntime, alice: Principal, entry: str,
+                                              message: str) -> None:
+        rt = broker_rt(entry)
+        submit(rt, alice)
+        with pytest.raises(SandboxError, match=message):
+            claim(rt)
+
+    @pytest.mark.parametrize("attributes", [
+        {"Glue CE": 1}, {"GlueCEStateFreeCPUs": True}, {"GlueCEStateFreeCPUs": float("nan")},
+        {"GlueCEStateFreeCPUs": [1]},
+    ])
+    def test_a_bad_ce_state_is_refused(self, broker_rt: RankedRuntime, attributes: dict[str, object]) -> None:
+        rt = broker_rt(CATALOGUE)
+        with pytest.raises(InvalidArgumentError, match="CE state of"):
+            record_ce_state(rt, CE1, attributes)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="needs a CE id"):
+            record_ce_state(rt, "", {"GlueCEStateFreeCPUs": 1})
+
+    def test_a_new_state_replaces_the_previous_one(self, broker_rt: RankedRuntime) -> None:
+        rt = broker_rt(CATALOGUE)
+        record_ce_state(rt, CE1, {"GlueCEStateFreeCPUs": 1, "GlueCEStateStatus": "Draining"})
+        record_ce_state(rt, CE1, {"GlueCEStateFreeCPUs": 2, "GlueCEStateEstimatedResponseTime": 1.5})
+        with rt.uow() as uow:
+            ce1 = next(ce for ce in site_ces(rt, uow) if ce["GlueCEUniqueID"] == CE1)
+        assert (ce1["GlueCEStateFreeCPUs"], ce1["GlueCEStateStatus"], ce1["GlueCEStateEstimatedResponseTime"]) == (
+            2, "Production", 1.5)

@@ -1,0 +1,168 @@
+"""How a job's attempt ends: Done, Cancelled, Aborted, or resubmitted (shallow or deep
+retry), with the reference Workload Manager's semantics and wording (``docs/brokering.md``).
+
+* Done: the payload ran and the job ended normally; its own non-zero exit code is Done
+  (Exit Code N) and never retried.
+* Cancelled by its owner (a cancel request, even one still pending): never retried.
+* A **shallow** failure (the payload never started: the wrapper failed before it, the
+  prologue failed, staging failed, the backend refused or never scheduled the job) is
+  resubmitted while the job's shallow resubmissions are fewer than its
+  ``ShallowRetryCount`` and than ``[brokering] max_shallow_retry_count``;
+  ``ShallowRetryCount = -1`` turns shallow resubmission off (such failures count deep).
+* A **deep** failure (the payload started, but the job failed for a reason outside it:
+  the wrapper died, the node was lost, the batch system killed it, the epilogue failed)
+  likewise with ``RetryCount`` and ``[brokering] max_retry_count``.
+* When the count is reached the job is Aborted "hit job retry count (N)" / "hit job
+  shallow retry count (N)" (N: the job's count), or "hit max retry count (N)" / "hit max
+  shallow retry count (N)" when the site's cap is the lower one. A job that allowed no
+  resubmission at all (count 0 or absent) is Aborted with the failure's own reason.
+
+Each resubmission is an event: state Waiting, reason "<kind> resubmission <n> of
+<limit> (attempt <a>): <cause>"; the counters are ``jobs.shallow_retries`` and
+``jobs.deep_retries``; the job goes back through matching with a new start request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import classad2
+
+from wmproxy.config import BrokeringSettings
+from wmproxy.domain import FINAL_STATES, JobState, utcnow
+from wmproxy.jdl import parse_jdl
+from wmproxy.services.compound import refresh_parent
+from wmproxy.services.execution import change_state
+from wmproxy.services.jobs import CANCELLED_BY_USER
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How one attempt of a job ended, as its worker saw it.
+
+    Attributes:
+        state: Done (the payload ran and ended), Cancelled (by the job's owner) or
+            Aborted (a failure: see ``payload_started``).
+        exit_code: the payload's exit code (Done).
+        reason: a sentence for the status (Done: notes such as uncollected outputs;
+            Aborted: the failure).
+        payload_started: whether the payload was executed: a deep failure if so,
+            else a shallow one.
+        retryable: False for an abort that must not be retried (an administrator's
+            cancel).
+    """
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+    payload_started: bool = False
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happens after a failure: a resubmission (``resubmit``) with the event's
+    reason, or the job's final abort reason."""
+
+    resubmit: bool
+    reason: str
+
+
+def verdict(job_ad: classad2.ClassAd, payload_started: bool, shallow_done: int, deep_done: int, cause: str,
+            settings: BrokeringSettings) -> tuple[str, Verdict]:
+    """Classify a failure and decide on it (the reference's ``check_shallow_count`` /
+    ``check_deep_count``; the effective limit is ``max(0, min(job count, site cap))``).
+
+    Args:
+        job_ad: the registered JDL (``RetryCount``, ``ShallowRetryCount``).
+        payload_started: whether the payload ran.
+        shallow_done, deep_done: resubmissions made so far of each kind.
+        cause: the failure's reason.
+        settings: the site caps.
+
+    Returns:
+        ``("shallow" | "deep", Verdict)``.
+    """
+    shallow_count = _count(job_ad, "ShallowRetryCount")
+    kind = "deep" if payload_started or shallow_count == -1 else "shallow"
+    if kind == "shallow":
+        done, job_limit, site_limit, label = shallow_done, shallow_count, settings.max_shallow_retry_count, "shallow "
+    else:
+        done, job_limit, site_limit, label = deep_done, _count(job_ad, "RetryCount"), settings.max_retry_count, ""
+    job_limit = max(job_limit, 0)
+    if done >= job_limit:
+        return kind, Verdict(False, cause if job_limit == 0 else f"hit job {label}retry count ({job_limit})")
+    if done >= site_limit:
+        return kind, Verdict(False, f"hit max {label}retry count ({site_limit})")
+    attempt = shallow_done + deep_done + 2  # the 1-based number of the attempt about to run
+    limit = min(job_limit, site_limit)
+    return kind, Verdict(True, f"{kind} resubmission {done + 1} of {limit} (attempt {attempt}): {cause}")
+
+
+def _count(ad: classad2.ClassAd, name: str) -> int:
+    value = ad.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def end_attempt(rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime | None = None) -> JobState | None:
+    """Record how an attempt ended and decide what follows (see the module doc).
+
+    The worker calls this after releasing the attempt's work dir, so a resubmitted job
+    can be claimed (and prepared) again at once.
+
+    Args:
+        job_id: the job (or node).
+        end: how the attempt ended.
+        now: the current time (UTC), default now.
+
+    Returns:
+        The job's new state (Waiting when resubmitted), None when it had already ended.
+    """
+    now = now or utcnow()
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id, for_update=True)
+        if job is None or JobState(job.state) in FINAL_STATES:
+            return None
+        cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
+        if end.state == JobState.CANCELLED or (cancels and end.state != JobState.DONE):
+            for request in cancels:
+                uow.queue.complete(request, now)
+            change_state(uow, job_id, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
+            return JobState.CANCELLED
+        if end.state == JobState.DONE:
+            change_state(uow, job_id, JobState.DONE, now, reason=end.reason, exit_code=end.exit_code)
+            return JobState.DONE
+        cause = end.reason or "the job failed"
+        if not end.retryable:
+            change_state(uow, job_id, JobState.ABORTED, now, reason=cause)
+            return JobState.ABORTED
+        kind, decision = verdict(parse_jdl(job.jdl_registered), end.payload_started, job.shallow_retries,
+                                 job.deep_retries, cause, rt.settings.brokering)
+        if not decision.resubmit:
+            log.info("job %s aborted after a %s failure: %s", job_id, kind, decision.reason)
+            change_state(uow, job_id, JobState.ABORTED, now, reason=decision.reason)
+            return JobState.ABORTED
+        _resubmit(uow, job, kind, decision.reason, now)
+        log.info("job %s: %s", job_id, decision.reason)
+        return JobState.WAITING
+
+
+def _resubmit(uow: UnitOfWork, job: Job, kind: str, reason: str, now: dt.datetime) -> None:
+    """Back to Waiting with a new start request: the job is matched again."""
+    if kind == "shallow":
+        job.shallow_retries += 1
+    else:
+        job.deep_retries += 1
+    job.worker = None
+    job.backend_ref = None
+    uow.jobs.set_state(job, JobState.WAITING.value, now, reason=reason)
+    uow.queue.enqueue(job.id, "start", now)
+    if job.parent_id is not None and (parent := uow.jobs.get(job.parent_id)) is not None:
+        refresh_parent(uow, parent, now)
