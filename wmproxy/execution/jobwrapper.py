@@ -62,7 +62,10 @@ Environment of every child (:func:`build_environment`), later entries win:
 ``PATH=/usr/local/bin:/usr/bin:/bin``, ``LANG=C.UTF-8``, ``HOME=<work_dir>`` (the
 job's own directory, as the local backend did: dotfiles stay with the job and go away
 with it), ``TMPDIR=<work_dir>/tmp`` (created, 0700), ``USER``/``LOGNAME`` of the current
-uid (from the password database, omitted if it has no entry), then the worker's
+uid (from the password database, omitted if it has no entry), the batch system's
+description of the job's allocation (the wrapper's own ``SLURM_*`` variables when Slurm
+runs it: ``SLURM_JOB_ID``, ``SLURM_CPUS_ON_NODE``..., so the payload can use them and
+``srun``; the only part of the wrapper's environment passed on), then the worker's
 ``base_environment``, then JDL ``Environment``, then ``GLITE_WMS_JOBID`` and
 ``X509_USER_PROXY`` (absolute path of the proxy copy), which cannot be overridden.
 ``LD_PRELOAD``, ``LD_LIBRARY_PATH`` and ``PYTHON*`` never come from the wrapper's
@@ -102,6 +105,8 @@ TMP_DIR = "tmp"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_UMASK = 0o022
 DEFAULT_KILL_GRACE = 10.0
+BATCH_PREFIXES = ("SLURM_",)
+"""Variables of the wrapper's own environment passed to the job: the batch system's."""
 
 EXIT_WRAPPER_ERROR = 1
 EXIT_NO_STATUS = 2
@@ -259,6 +264,7 @@ def build_environment(spec: JobSpec, work_dir: str, notes: list[str]) -> dict[st
         user = None
     if user:
         env["USER"] = env["LOGNAME"] = user
+    env.update((key, value) for key, value in os.environ.items() if key.startswith(BATCH_PREFIXES))
     for key, value in spec.base_environment.items():
         if key in _FORBIDDEN_OUTSIDE or key.startswith("PYTHON"):
             notes.append(f"{key} of the worker's base environment ignored")
