@@ -144,17 +144,23 @@ class SlurmCluster:
             parents must be traversable too); holds ``slurm.conf``, the munge key and socket,
             state, spool, pid and log files, and the record of started daemons.
         partitions: partition names, all on the one node; the first is the default.
+        cpus: CPUs the node offers (default: this machine's); more than the machine has
+            overcommits it (``SlurmdParameters=config_overrides``), for many trivial jobs.
+        extra_config: further ``slurm.conf`` lines (e.g. ``SchedulerParameters=...``).
 
     Attributes:
         node: the node name (``hostname -s``), reached at 127.0.0.1.
         conf: path of ``slurm.conf``.
     """
 
-    def __init__(self, root_dir: str | os.PathLike[str], partitions: Sequence[str] = ("debug", "long")) -> None:
+    def __init__(self, root_dir: str | os.PathLike[str], partitions: Sequence[str] = ("debug", "long"), *,
+                 cpus: int | None = None, extra_config: Sequence[str] = ()) -> None:
         if not partitions:
             raise ValueError("at least one partition is needed")
         self.root = Path(root_dir).resolve()
         self.partitions = list(partitions)
+        self.node_cpus = cpus
+        self.extra_config = list(extra_config)
         self.node = socket.gethostname().split(".")[0]
         self.conf = self.root / "slurm.conf"
         self.munge_socket = self.root / "munge-run" / "munge.socket"
@@ -278,7 +284,8 @@ class SlurmCluster:
     def _config(self, ctld_port: int, slurmd_port: int) -> str:
         """``slurm.conf`` text: peers.md §13 values, own ports, every path under the root."""
         root = self.root
-        cpus = os.cpu_count() or 1
+        real = os.cpu_count() or 1
+        cpus = self.node_cpus or real
         memory = _memory_mb() * 8 // 10
         lines = [
             f"ClusterName=wmp{secrets.token_hex(3)}",
@@ -309,6 +316,9 @@ class SlurmCluster:
             "KillWait=5",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN",
         ]
+        if cpus != real:  # more job slots than cores (benchmarks of trivial jobs): slurmd trusts the config
+            lines.append("SlurmdParameters=config_overrides")
+        lines += self.extra_config
         for index, name in enumerate(self.partitions):
             default = "YES" if index == 0 else "NO"
             lines.append(f"PartitionName={name} Nodes={self.node} Default={default} MaxTime=INFINITE State=UP")

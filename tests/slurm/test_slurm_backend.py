@@ -75,6 +75,13 @@ class TestJobCycle:
         assert (outcome.state, outcome.exit_code, outcome.payload_started) == (JobState.DONE, 3, True)
         assert slurm_cluster.job(str(handle.pid))["JobState"] == "FAILED"  # Slurm saw the wrapper exit 3
 
+    def test_a_payload_killed_by_its_own_signal_is_done_not_a_slurm_failure(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        _, outcome = run_job(backend, launch(account, input_dir, "kill -KILL $$"))
+
+        assert (outcome.state, outcome.exit_code, outcome.reason) == (JobState.DONE, 137, None)
+
     def test_cancel_stops_the_payload_and_the_wrapper_records_it(
         self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
     ) -> None:

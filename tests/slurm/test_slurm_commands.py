@@ -117,7 +117,7 @@ class TestBatchScript:
             "#SBATCH --no-requeue", "#SBATCH --export=NONE", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
             f"#SBATCH --comment={JOB}", "#SBATCH --time=61", "#SBATCH --mem=512M",
         ]
-        assert lines[-1] == f"exec /usr/bin/python3 -I {wrapper} {WORK}"
+        assert lines[-1] == f"exec /usr/bin/python3 -I -S {wrapper} {WORK}"
 
     def test_no_limits_no_options(self) -> None:
         script = batch_script(self.launch(), WORK, WORK / "w.py", "/usr/bin/python3")

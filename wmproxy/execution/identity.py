@@ -332,9 +332,11 @@ def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, nam
 
 def write_state_file(work_dir: Path, name: str, data: bytes, mode: int, account: Account | None) -> Path:
     """Put ``data`` into ``.wmproxy/<name>`` of the work dir with ``mode``, owned by
-    ``account`` (the worker's user when None), replacing any previous file atomically
-    (a link planted there is replaced, not followed). A batch backend keeps what it
-    submits here (a copy of the wrapper, the batch script).
+    ``account`` (the worker's user when None), created fresh (whatever was there is
+    unlinked, a link is never followed). A batch backend keeps what it submits here (a
+    copy of the wrapper, the batch script), before the job is submitted. Not synced to
+    disk (unlike the spec): it is read at once, and a worker that crashes before
+    submitting prepares the job again.
 
     Returns:
         the file's path.
@@ -344,7 +346,12 @@ def write_state_file(work_dir: Path, name: str, data: bytes, mode: int, account:
     """
     _check_name(name)
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
-        _replace_file(state_fd, name, data, mode, account)
+        fd = _fresh_file(state_fd, name, mode, account)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None
     return Path(work_dir) / STATE_DIR / name
 
 
@@ -408,7 +415,9 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             close_fds=True,
             start_new_session=True,
             umask=0o077,
-            **_ids(account),
+            user=None if account is None else account.uid,
+            group=None if account is None else account.gid,
+            extra_groups=None if account is None else [],
         )
     except OSError as exc:
         raise IdentityError(f"Cannot start the job wrapper: {exc.strerror or exc}") from None
@@ -421,12 +430,13 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
 def run_as(argv: list[str], account: Account | None, *, env: dict[str, str], cwd: Path | None = None,
            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run a command (a batch system's client: ``sbatch``, ``scancel``) as ``account``,
-    holding none of the worker's capabilities, the way :func:`spawn_wrapper` starts the
-    wrapper: ``setpriv`` clears the inheritable and ambient sets with ``no_new_privs``,
-    the uid and gid are the account's, there are no supplementary groups, standard input
-    is ``/dev/null`` and the environment is exactly ``env``. The batch system then
-    authenticates the account's uid (munge), so the job is the account's without any
-    ``--uid`` privilege.
+    holding none of the worker's capabilities: ``setpriv`` switches to the account's uid
+    and gid without supplementary groups and clears the inheritable and ambient sets with
+    ``no_new_privs``, as for the wrapper (:func:`spawn_wrapper`; ``setpriv`` switching
+    itself lets Python start it with ``vfork``, which matters at a thousand submissions).
+    Standard input is ``/dev/null`` and the environment is exactly ``env``. The batch
+    system then authenticates the account's uid (munge), so the job is the account's
+    without any ``--uid`` privilege.
 
     Args:
         argv: absolute program path and arguments.
@@ -443,7 +453,12 @@ def run_as(argv: list[str], account: Account | None, *, env: dict[str, str], cwd
         IdentityError: ``account`` is None while the worker runs as root, or the
             command cannot be started.
     """
-    return _run([*_switch_prefix(account), *argv], argv[0], account, env, cwd, timeout)
+    if account is None:
+        return _run([*_switch_prefix(None), *argv], argv[0], env, cwd, timeout)
+    if not os.path.exists(SETPRIV):
+        raise IdentityError(f"Refusing to run {argv[0]} as {account.name}: {SETPRIV} (util-linux) is missing")
+    switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+    return _run([*switch, *argv], argv[0], env, cwd, timeout)
 
 
 def run_as_worker(argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
@@ -455,15 +470,15 @@ def run_as_worker(argv: list[str], *, env: dict[str, str], cwd: Path | None = No
         CommandTimeoutError: it did not end within ``timeout`` seconds.
         IdentityError: the command cannot be started.
     """
-    return _run(argv, argv[0], None, env, cwd, timeout)
+    return _run(argv, argv[0], env, cwd, timeout)
 
 
-def _run(argv: list[str], name: str, account: Account | None, env: dict[str, str], cwd: Path | None,
+def _run(argv: list[str], name: str, env: dict[str, str], cwd: Path | None,
          timeout: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(  # noqa: S603 - argv chosen by the backend, never by the job
             argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-            check=False, close_fds=True, umask=0o077, **_ids(account),
+            check=False, close_fds=True, umask=0o077,
         )
     except subprocess.TimeoutExpired:
         raise CommandTimeoutError(f"{name} did not answer within {timeout:g} s") from None
@@ -471,14 +486,6 @@ def _run(argv: list[str], name: str, account: Account | None, env: dict[str, str
         raise IdentityError(f"Cannot run {name}: {exc.strerror or exc}") from None
     except subprocess.SubprocessError as exc:
         raise IdentityError(f"Cannot run {name}: {exc}") from None
-
-
-def _ids(account: Account | None) -> dict[str, Any]:
-    """``Popen`` arguments switching to ``account`` (uid, gid, no supplementary groups);
-    none for the worker's own user."""
-    if account is None:
-        return {}
-    return {"user": account.uid, "group": account.gid, "extra_groups": []}
 
 
 def _switch_prefix(account: Account | None) -> list[str]:

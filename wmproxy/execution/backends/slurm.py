@@ -16,7 +16,9 @@ node needs only ``python3`` and the shared filesystem) and the batch script
   limit in MiB, when given;
 * ``--no-requeue`` (the WMS does the retrying: a job never runs twice behind its back)
   and ``--export=NONE`` (the wrapper builds the job's environment from nothing);
-* the script body ``exec <python> -I <work dir>/.wmproxy/jobwrapper.py <work dir>``.
+* the script body ``exec <python> -I -S <work dir>/.wmproxy/jobwrapper.py <work dir>`` (isolated,
+  no site: the wrapper needs only the standard library, and every millisecond of its start
+  counts at a thousand jobs).
 
 ``sbatch --parsable`` then runs as the account (:func:`wmproxy.execution.identity.run_as`:
 setpriv, no capability), so munge vouches for the account's uid and Slurm owns the job to
@@ -30,10 +32,12 @@ gone) the wrapper's ``status.json`` decides (:func:`outcome_of`). Without a stat
 (after ``status_grace`` seconds, for the shared filesystem to show it) Slurm's own end
 (``scontrol show job`` for ``MinJobAge`` seconds, else ``sacct`` where accounting runs)
 goes into the reason, and ``started.json`` tells deep from shallow. A wrapper that
-recorded a SIGTERM which wmproxy did not send was stopped by Slurm (NODE_FAIL, TIMEOUT,
-PREEMPTED...): Aborted with Slurm's state in the reason, not Cancelled. A job pending
-longer than ``max_pending`` seconds since Slurm's submit time (so the clock survives a
-worker restart) is scancelled and Aborted as never scheduled (shallow).
+recorded a signal which wmproxy did not send (its own SIGTERM, or the payload's: Slurm
+signals every process of the job) in a job Slurm ended as NODE_FAIL, TIMEOUT, PREEMPTED,
+OUT_OF_MEMORY... was stopped by Slurm: Aborted with Slurm's state in the reason, neither
+Cancelled nor Done. A job pending longer than ``max_pending`` seconds since Slurm's submit
+time (so the clock survives a worker restart) is scancelled and Aborted as never scheduled
+(shallow).
 
 Failure classification (the worker feeds it to the retry rules):
 
@@ -319,7 +323,8 @@ class SlurmExecutionBackend:
                 return _failure(followed.expired, started, recorded=False)
             return _failure(f"the job wrapper ended without recording the job's outcome; Slurm job {job_id}: "
                             f"{self._slurm_end(job_id, queued)}{self._log_tail(handle)}", started, recorded=False)
-        if status.cancelled_by is not None and not followed.cancelled:
+        signalled = status.cancelled_by is not None or status.signal is not None
+        if signalled and not followed.cancelled:  # Slurm may have signalled the wrapper or the payload
             if followed.expired is not None:
                 return _failure(followed.expired, started)
             end = self._end_of(job_id, queued)
@@ -493,7 +498,7 @@ def batch_script(launch: JobLaunch, work_dir: Path, wrapper: Path, python: str) 
         if launch.memory_mb <= 0:
             raise BackendError(f"Invalid memory limit {launch.memory_mb} MiB")
         options.append(f"--mem={launch.memory_mb}M")
-    command = shlex.join([python, "-I", str(wrapper), str(work_dir)])
+    command = shlex.join([python, "-I", "-S", str(wrapper), str(work_dir)])
     lines = ["#!/bin/sh", f"# wmproxy job {launch.job_id}", *(f"#SBATCH {option}" for option in options),
              f"exec {command}", ""]
     return "\n".join(lines)
