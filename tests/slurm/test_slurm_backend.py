@@ -21,6 +21,7 @@ from wmproxy.execution.backends import BackendError
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend, job_name, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import LOG_NAME, STATE_DIR
+from wmproxy.execution.slurm import SlurmCommands, SlurmError
 from wmproxy.security.proxy import credential_pem, make_proxy
 
 PROXY_CHECK = (
@@ -161,6 +162,21 @@ class TestAdoption:
         assert outcome.reason == "Slurm has no job for it: it was never submitted (shallow failure)"
         assert not second.started(adopted)
 
+    def test_a_submission_whose_answer_was_lost_is_found_by_name(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        class AnswerLost(SlurmCommands):  # sbatch did its work, then "timed out" before answering
+            def submit(self, script: Path, account: Account | None, cwd: Path) -> int:
+                self.submitted = super().submit(script, account, cwd)
+                raise SlurmError("sbatch did not answer within 60 s", command="sbatch", timed_out=True)
+
+        commands = AnswerLost(slurm_cluster.conf)
+        backend = make_backend(slurm_cluster, work_root, commands=commands)
+        handle, outcome = run_job(backend, launch(account, input_dir, "exit 6"))
+
+        assert handle.pid == commands.submitted
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 6)
+
     def test_references_of_other_backends_and_clusters_are_not_adopted(self, backend: SlurmExecutionBackend,
                                                                        account: Account) -> None:
         assert backend.attach("local:host:12:name", account) is None
@@ -285,7 +301,7 @@ class TestPrologueAndEpilogue:
         handle, outcome = run_job(backend, launch(account, input_dir, "exit 0", epilogue="/bin/sh",
                                                   epilogue_arguments=["-c", "exit 4"]))
 
-        assert outcome.payload_started
-        assert outcome.reason is not None and "epilogue failed with exit code 4" in outcome.reason
+        assert outcome.payload_started  # the state is outcome_of's decision (a deep failure in the reference)
+        assert outcome.reason is not None and "epilogue" in outcome.reason and "exit code 4" in outcome.reason
         status = identity.read_status(handle.work_dir, account)
         assert status is not None and status.epilogue is not None and status.epilogue.exit_code == 4

@@ -66,6 +66,7 @@ holds the Slurm job id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -113,7 +114,6 @@ _REF = re.compile(rf"{SCHEME}:([^:]*):(-|[0-9]+):(.+)", re.S)
 class _Followed:
     """What the backend remembers of one Slurm job it follows."""
 
-    since: float  # monotonic time it began to follow it
     cancelled: bool = False  # wmproxy sent the cancel
     killed: bool = False  # the final scancel (KILL) was sent
     expired: str | None = None  # the reason when it was cancelled for pending too long
@@ -217,17 +217,23 @@ class SlurmExecutionBackend:
         return handle
 
     def _submitted_anyway(self, handle: RunHandle) -> int | None:
-        """After an sbatch that timed out: the job it may have created after all."""
+        """After an sbatch that timed out: the job it may have created after all. When Slurm
+        cannot say, a job of that name is cancelled (best effort), so that a resubmission
+        never runs beside it."""
+        name = job_name(handle.work_dir.name)
         try:
-            found = self.commands.find(job_name(handle.work_dir.name), handle.work_dir)
-        except SlurmError:
+            found = self.commands.find(name, handle.work_dir)
+        except SlurmError as exc:
+            log.warning("sbatch of %s timed out and Slurm cannot be asked (%s); cancelling %s", handle.ref, exc, name)
+            with contextlib.suppress(SlurmError):
+                self.commands.run("scancel", f"--name={name}", account=handle.account, as_account=True)
             return None
         return None if found is None else found.job_id
 
     def _follow(self, handle: RunHandle, job_id: int) -> None:
         handle.pid = job_id
         handle.ref = self._ref(job_id, handle.work_dir.name)
-        self._followed.setdefault(job_id, _Followed(since=time.monotonic()))
+        self._followed.setdefault(job_id, _Followed())
 
     # --- following -----------------------------------------------------------------
 
@@ -238,7 +244,7 @@ class SlurmExecutionBackend:
         if handle.pid is None:
             return self._poll_unsubmitted(handle)
         job_id = handle.pid
-        followed = self._followed.setdefault(job_id, _Followed(since=time.monotonic()))
+        followed = self._followed.setdefault(job_id, _Followed())
         known, queued = self._lookup(job_id)
         if not known:
             return None
@@ -384,7 +390,7 @@ class SlurmExecutionBackend:
         job_id = handle.pid
         if job_id is None:
             return
-        followed = self._followed.setdefault(job_id, _Followed(since=time.monotonic()))
+        followed = self._followed.setdefault(job_id, _Followed())
         now = time.monotonic()
         queued = self._queue.get(job_id)
         try:
