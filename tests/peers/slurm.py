@@ -27,6 +27,7 @@ Command line, for the demo and for humans::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -38,11 +39,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import pytest
+
+from wmproxy.execution.slurm import CpuCounts, parse_cpus, parse_job_states, parse_scontrol
 
 DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "munge")
@@ -76,57 +78,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-@dataclass(frozen=True)
-class CpuCounts:
-    """CPUs from sinfo's ``%C`` (``allocated/idle/other/total``): ``idle`` is the free CPUs."""
-
-    allocated: int
-    idle: int
-    other: int
-    total: int
-
-
-def parse_cpus(sinfo_output: str) -> CpuCounts:
-    """CPU counts from ``sinfo -h -N -o '%N %C'`` (add ``-p PARTITION`` for one partition).
-
-    sinfo prints a node once per partition it belongs to; each node is counted once.
-
-    Raises:
-        ValueError: a line is not a node name and four slash-separated integers.
-    """
-    per_node: dict[str, list[int]] = {}
-    for line in sinfo_output.splitlines():
-        if not line.strip():
-            continue
-        node, counts = line.split()
-        fields = [int(part) for part in counts.split("/")]
-        if len(fields) != 4:
-            raise ValueError(f"not an A/I/O/T CPU count: {line!r}")
-        per_node[node] = fields
-    sums = [sum(fields[i] for fields in per_node.values()) for i in range(4)]
-    return CpuCounts(*sums)
-
-
-def parse_job_states(squeue_output: str) -> dict[str, str]:
-    """Job id → state from ``squeue -h -o '%i %T'`` (``PENDING``, ``RUNNING``, ...)."""
-    states = {}
-    for line in squeue_output.splitlines():
-        if line.strip():
-            job_id, state = line.split()
-            states[job_id] = state
-    return states
-
-
-def parse_scontrol(show_output: str) -> dict[str, str]:
-    """``Key=Value`` pairs of one ``scontrol show job|node`` record (values without spaces)."""
-    pairs = {}
-    for token in show_output.split():
-        key, sep, value = token.partition("=")
-        if sep:
-            pairs[key] = value
-    return pairs
 
 
 def _start_time(pid: int) -> str | None:
@@ -193,17 +144,23 @@ class SlurmCluster:
             parents must be traversable too); holds ``slurm.conf``, the munge key and socket,
             state, spool, pid and log files, and the record of started daemons.
         partitions: partition names, all on the one node; the first is the default.
+        cpus: CPUs the node offers (default: this machine's); more than the machine has
+            overcommits it (``SlurmdParameters=config_overrides``), for many trivial jobs.
+        extra_config: further ``slurm.conf`` lines (e.g. ``SchedulerParameters=...``).
 
     Attributes:
         node: the node name (``hostname -s``), reached at 127.0.0.1.
         conf: path of ``slurm.conf``.
     """
 
-    def __init__(self, root_dir: str | os.PathLike[str], partitions: Sequence[str] = ("debug", "long")) -> None:
+    def __init__(self, root_dir: str | os.PathLike[str], partitions: Sequence[str] = ("debug", "long"), *,
+                 cpus: int | None = None, extra_config: Sequence[str] = ()) -> None:
         if not partitions:
             raise ValueError("at least one partition is needed")
         self.root = Path(root_dir).resolve()
         self.partitions = list(partitions)
+        self.node_cpus = cpus
+        self.extra_config = list(extra_config)
         self.node = socket.gethostname().split(".")[0]
         self.conf = self.root / "slurm.conf"
         self.munge_socket = self.root / "munge-run" / "munge.socket"
@@ -327,7 +284,8 @@ class SlurmCluster:
     def _config(self, ctld_port: int, slurmd_port: int) -> str:
         """``slurm.conf`` text: peers.md §13 values, own ports, every path under the root."""
         root = self.root
-        cpus = os.cpu_count() or 1
+        real = os.cpu_count() or 1
+        cpus = self.node_cpus or real
         memory = _memory_mb() * 8 // 10
         lines = [
             f"ClusterName=wmp{secrets.token_hex(3)}",
@@ -354,14 +312,39 @@ class SlurmCluster:
             "SlurmdUser=root",
             f"SlurmctldPort={ctld_port}",
             f"SlurmdPort={slurmd_port}",
-            "ReturnToService=2",
+            "ReturnToService=1",  # a node an admin (or a test) set DOWN stays down until RESUME
             "KillWait=5",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN",
         ]
+        if cpus != real:  # more job slots than cores (benchmarks of trivial jobs): slurmd trusts the config
+            lines.append("SlurmdParameters=config_overrides")
+        lines += self.extra_config
         for index, name in enumerate(self.partitions):
             default = "YES" if index == 0 else "NO"
             lines.append(f"PartitionName={name} Nodes={self.node} Default={default} MaxTime=INFINITE State=UP")
         return "\n".join(lines) + "\n"
+
+    def crash_node(self) -> None:
+        """Kill the node as a power cut would: SIGKILL to slurmd, its job steps and every process
+        of the cluster's jobs (nothing gets to write a last word); slurmctld and munged keep
+        running. :meth:`start_slurmd` brings the node's daemon back."""
+        keep = {(int(str(r["pid"])), str(r["start"])) for r in self._records() if r["name"] != "slurmd"}
+        victims = [(pid, start) for pid, start in _marked_processes(self._markers()) if (pid, start) not in keep]
+        for sig in (signal.SIGSTOP, signal.SIGKILL):  # all frozen first: none sees another die
+            for pid, start in victims:
+                if _start_time(pid) == start:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+        for name, child in self._children:
+            if name == "slurmd":
+                child.wait()
+        self._children = [(name, child) for name, child in self._children if name != "slurmd"]
+
+    def start_slurmd(self) -> None:
+        """Start slurmd again (after :meth:`crash_node`) and wait until the controller hears it
+        (the node no longer marked not responding); a node set DOWN stays down until RESUME."""
+        self._spawn("slurmd", [DAEMONS["slurmd"], "-D", "-f", str(self.conf), "-N", self.node])
+        self._wait(lambda: not self.node_state().endswith("*"), f"slurmd on {self.node} to respond")
 
     def _start_munged(self) -> None:
         munge_dir = self.root / "munge"

@@ -1,4 +1,5 @@
-"""The session's throwaway Slurm cluster and one pool account to run jobs as."""
+"""The session's throwaway Slurm cluster, one pool account to run jobs as, and the Slurm
+backend's fixtures (:mod:`tests.slurm.slurm_support`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from tests.accounts import AccountSet, local_accounts
 from tests.peers.slurm import slurm_cluster
+from tests.slurm.slurm_support import account, backend, input_dir, work_root
 
-__all__ = ["pool_accounts", "slurm_cluster"]
+__all__ = ["account", "backend", "input_dir", "pool_accounts", "slurm_cluster", "work_root"]
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,8 @@ from typing import TypeVar
 import pytest
 
 from tests.accounts import AccountSet
-from tests.peers.slurm import (
-    RECORD,
-    CpuCounts,
-    SlurmCluster,
-    _start_time,
-    parse_cpus,
-    parse_job_states,
-    parse_scontrol,
-)
+from tests.peers.slurm import RECORD, SlurmCluster, _start_time
+from wmproxy.execution.slurm import CpuCounts, parse_cpus, parse_job_states, parse_scontrol
 
 T = TypeVar("T")
 DEADLINE = 120.0  # seconds: generous, the machine is shared

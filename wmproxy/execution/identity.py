@@ -10,6 +10,8 @@ Layout of a work dir (``<work_root>/<name>``)::
         .wmproxy/            account:group 0700   wrapper state
           job.json           account:group 0400   the JobSpec (written atomically)
           wrapper.log        account:group 0600   wrapper's stdout/stderr
+          jobwrapper.py      account:group 0500   copy of the wrapper (batch backends only)
+          slurm.sh           account:group 0400   the batch script (Slurm backend only)
           started.json       written by the wrapper once the payload has been executed
           status.json        written by the wrapper when everything has ended
         user.proxy           account:group 0600   the job's proxy copy
@@ -48,6 +50,9 @@ capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
 handing them over. The systemd unit must leave jobs alive when the worker stops
 (``KillMode=process``): the wrapper runs in its own session and records the outcome
 in ``status.json``, so a restarted worker reads the result of a job it did not see end.
+
+A batch backend submits as the account with :func:`run_as` (the same switch, applied to
+``sbatch``/``scancel``), so the batch system authenticates the account's uid itself.
 
 Without an account (``account=None``: no mapping configured) the wrapper runs as the
 worker's own user; a worker running as root must always pass an account
@@ -102,6 +107,11 @@ class IdentityError(WMProxyError):
     """The work dir or the identity switch could not be set up (bad work root, unknown
     account, a planted file in the way, a refused spawn as root). The message says
     why and never holds key material."""
+
+
+class CommandTimeoutError(IdentityError):
+    """A command run with :func:`run_as` did not end in time (it was killed); whether it
+    did its work is unknown."""
 
 
 class WrapperStatusError(IdentityError):
@@ -320,6 +330,49 @@ def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, nam
     return Path(work_dir) / name
 
 
+def write_state_file(work_dir: Path, name: str, data: bytes, mode: int, account: Account | None) -> Path:
+    """Put ``data`` into ``.wmproxy/<name>`` of the work dir with ``mode``, owned by
+    ``account`` (the worker's user when None), created fresh (whatever was there is
+    unlinked, a link is never followed). A batch backend keeps what it submits here (a
+    copy of the wrapper, the batch script), before the job is submitted. Not synced to
+    disk (unlike the spec): it is read at once, and a worker that crashes before
+    submitting prepares the job again.
+
+    Returns:
+        the file's path.
+
+    Raises:
+        IdentityError: ``name`` is not a plain file name or the file cannot be written.
+    """
+    _check_name(name)
+    with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
+        fd = _fresh_file(state_fd, name, mode, account)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None
+    return Path(work_dir) / STATE_DIR / name
+
+
+def install_wrapper(work_dir: Path, account: Account | None) -> Path:
+    """Copy the job wrapper (:data:`WRAPPER_PATH`, standard library only) into the work
+    dir as ``.wmproxy/jobwrapper.py`` (0500, the account's), so that a batch node needs
+    only a system ``python3`` and the shared filesystem, not the wmproxy package.
+
+    Returns:
+        the copy's path.
+
+    Raises:
+        IdentityError: the wrapper cannot be read or the copy cannot be written.
+    """
+    try:
+        source = WRAPPER_PATH.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"Cannot read the job wrapper {WRAPPER_PATH}: {exc.strerror}") from None
+    return write_state_file(work_dir, WRAPPER_PATH.name, source, 0o500, account)
+
+
 # --- running ---------------------------------------------------------------------
 
 
@@ -346,14 +399,8 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
         IdentityError: ``account`` is None while the worker runs as root, or the
             wrapper could not be started.
     """
-    if account is None and os.geteuid() == 0:
-        raise IdentityError("Refusing to run a job as root: no account was mapped")
+    prefix = _switch_prefix(account)
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
-    prefix: list[str] = []
-    if holds_capabilities():
-        if not os.path.exists(SETPRIV):
-            raise IdentityError(f"Refusing to start a job: {SETPRIV} (util-linux) must drop the worker's capabilities")
-        prefix = [SETPRIV, *DROP_CAPABILITIES]
     work_dir = Path(os.path.abspath(work_dir))
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
         log_fd = _fresh_file(state_fd, LOG_NAME, 0o600, account)
@@ -378,6 +425,84 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
         raise IdentityError(f"Cannot start the job wrapper: {exc}") from None
     finally:
         os.close(log_fd)
+
+
+def run_as(argv: list[str], account: Account | None, *, env: dict[str, str], cwd: Path | None = None,
+           timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run a command (a batch system's client: ``sbatch``, ``scancel``) as ``account``,
+    holding none of the worker's capabilities: ``setpriv`` switches to the account's uid
+    and gid without supplementary groups and clears the inheritable and ambient sets with
+    ``no_new_privs``, as for the wrapper (:func:`spawn_wrapper`; ``setpriv`` switching
+    itself lets Python start it with ``vfork``, which matters at a thousand submissions).
+    Standard input is ``/dev/null`` and the environment is exactly ``env``. The batch
+    system then authenticates the account's uid (munge), so the job is the account's
+    without any ``--uid`` privilege.
+
+    Args:
+        argv: absolute program path and arguments.
+        account: whom to run as; None runs as the worker's own user.
+        env: the complete environment.
+        cwd: working directory (the account must be able to enter it).
+        timeout: seconds before the command is killed.
+
+    Returns:
+        the finished command with its text output (any exit status).
+
+    Raises:
+        CommandTimeoutError: it did not end within ``timeout`` seconds.
+        IdentityError: ``account`` is None while the worker runs as root, or the
+            command cannot be started.
+    """
+    if account is None:
+        return _run([*_switch_prefix(None), *argv], argv[0], env, cwd, timeout)
+    if not os.path.exists(SETPRIV):
+        raise IdentityError(f"Refusing to run {argv[0]} as {account.name}: {SETPRIV} (util-linux) is missing")
+    switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+    return _run([*switch, *argv], argv[0], env, cwd, timeout)
+
+
+def run_as_worker(argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
+                  timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run a command as the worker itself (e.g. reading the batch system's state with
+    ``squeue``), otherwise like :func:`run_as`.
+
+    Raises:
+        CommandTimeoutError: it did not end within ``timeout`` seconds.
+        IdentityError: the command cannot be started.
+    """
+    return _run(argv, argv[0], env, cwd, timeout)
+
+
+def _run(argv: list[str], name: str, env: dict[str, str], cwd: Path | None,
+         timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(  # noqa: S603 - argv chosen by the backend, never by the job
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            check=False, close_fds=True, umask=0o077,
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandTimeoutError(f"{name} did not answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise IdentityError(f"Cannot run {name}: {exc.strerror or exc}") from None
+    except subprocess.SubprocessError as exc:
+        raise IdentityError(f"Cannot run {name}: {exc}") from None
+
+
+def _switch_prefix(account: Account | None) -> list[str]:
+    """The ``setpriv`` prefix that drops the worker's capabilities (empty when it holds
+    none).
+
+    Raises:
+        IdentityError: no account while running as root (a job never runs as root by
+            omission), or ``setpriv`` is missing while capabilities must be dropped.
+    """
+    if account is None and os.geteuid() == 0:
+        raise IdentityError("Refusing to run a job as root: no account was mapped")
+    if not holds_capabilities():
+        return []
+    if not os.path.exists(SETPRIV):
+        raise IdentityError(f"Refusing to start a job: {SETPRIV} (util-linux) must drop the worker's capabilities")
+    return [SETPRIV, *DROP_CAPABILITIES]
 
 
 def holds_capabilities() -> bool:

@@ -1,0 +1,307 @@
+"""The Slurm backend on a real (throwaway) Slurm: the job wrapper submitted with sbatch as the
+pool account, followed through squeue, its outcome from status.json, Slurm's own failures
+classified shallow or deep with Slurm's state in the reason (issue 9, point 3 and 5)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests import support
+from tests.conftest import Pki
+from tests.peers.slurm import SlurmCluster
+from tests.slurm.slurm_support import CLUSTER, launch, make_backend, run_job, wait_outcome, wait_started
+from wmproxy.domain import JobState, job_unique
+from wmproxy.execution import identity
+from wmproxy.execution.backends import BackendError
+from wmproxy.execution.backends.slurm import SlurmExecutionBackend, job_name, parse_ref
+from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.jobwrapper import LOG_NAME, STATE_DIR
+from wmproxy.execution.slurm import SlurmCommands, SlurmError
+from wmproxy.security.proxy import credential_pem, make_proxy
+
+PROXY_CHECK = (
+    'id -u > id.out; stat -c %a:%u "$X509_USER_PROXY" > proxy.out; '
+    'echo "$SLURM_JOB_ID $SLURM_JOB_PARTITION" > slurm.out; echo hello'
+)
+
+
+class TestJobCycle:
+    def test_a_job_runs_as_the_pool_account_with_its_outputs_and_a_private_proxy(
+        self, backend: SlurmExecutionBackend, slurm_cluster: SlurmCluster, account: Account, input_dir: Path,
+        pki: Pki,
+    ) -> None:
+        (input_dir / "data.txt").write_text("input sandbox\n")
+        proxy = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=3600))
+        job = replace(launch(account, input_dir, PROXY_CHECK + "; cat data.txt", queue="long", proxy_pem=proxy),
+                      isb_files=("data.txt",))
+
+        handle = backend.prepare(job)
+        assert handle.ref == f"slurm:{CLUSTER}:-:{handle.work_dir.name}"
+        script = (handle.work_dir / STATE_DIR / "slurm.sh").read_text()
+        assert "#SBATCH --partition=long" in script and "#SBATCH --no-requeue" in script
+        assert (handle.work_dir / STATE_DIR / "jobwrapper.py").read_bytes() == identity.WRAPPER_PATH.read_bytes()
+        backend.spawn(handle)
+        cluster, slurm_id, name = parse_ref(handle.ref) or ("", None, "")
+        assert (cluster, slurm_id, name) == (CLUSTER, handle.pid, handle.work_dir.name)
+
+        outcome = wait_outcome(backend, handle)
+
+        assert (outcome.state, outcome.exit_code, outcome.payload_started) == (JobState.DONE, 0, True)
+        work = handle.work_dir
+        assert (work / "std.out").read_text() == "hello\ninput sandbox\n"
+        assert (work / "id.out").read_text().strip() == str(account.uid)
+        assert (work / "proxy.out").read_text().strip() == f"600:{account.uid}"
+        proxy_stat = (work / PROXY_NAME).stat()
+        assert stat.S_IMODE(proxy_stat.st_mode) == 0o600 and proxy_stat.st_uid == account.uid
+        assert (work / "slurm.out").read_text().split() == [str(handle.pid), "long"]
+        record = slurm_cluster.job(str(handle.pid))
+        assert record["UserId"] == f"{account.name}({account.uid})"
+        assert record["JobName"] == job_name(work.name) == "wmp_" + job_unique(job.job_id)
+        assert record["WorkDir"] == str(work)
+        status = identity.read_status(work, account)
+        assert status is not None and status.exit_code == 0
+
+        backend.release(handle)
+        assert not work.exists()
+
+    def test_a_payload_exit_code_is_done_with_that_code(self, backend: SlurmExecutionBackend, account: Account,
+                                                        input_dir: Path, slurm_cluster: SlurmCluster) -> None:
+        handle, outcome = run_job(backend, launch(account, input_dir, "exit 3"))
+
+        assert (outcome.state, outcome.exit_code, outcome.payload_started) == (JobState.DONE, 3, True)
+        assert slurm_cluster.job(str(handle.pid))["JobState"] == "FAILED"  # Slurm saw the wrapper exit 3
+
+    def test_a_payload_killed_by_its_own_signal_is_done_not_a_slurm_failure(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        _, outcome = run_job(backend, launch(account, input_dir, "kill -KILL $$"))
+
+        assert (outcome.state, outcome.exit_code, outcome.reason) == (JobState.DONE, 137, None)
+
+    def test_cancel_stops_the_payload_and_the_wrapper_records_it(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        handle = backend.spawn(backend.prepare(launch(account, input_dir, "echo started; exec sleep 600")))
+        wait_started(backend, handle)
+
+        backend.cancel(handle)
+        backend.cancel(handle)  # idempotent
+        outcome = wait_outcome(backend, handle)
+
+        assert outcome.state == JobState.CANCELLED and outcome.payload_started
+        status = identity.read_status(handle.work_dir, account)
+        assert status is not None and status.cancelled_by == 15 and status.signal == 15
+
+    def test_cancel_removes_a_pending_job(self, backend: SlurmExecutionBackend, account: Account,
+                                          input_dir: Path, slurm_cluster: SlurmCluster) -> None:
+        slurm_cluster.run("scontrol", "update", f"NodeName={slurm_cluster.node}", "State=DOWN", "Reason=test")
+        handle = backend.spawn(backend.prepare(launch(account, input_dir, "echo never")))
+        support.wait_for(lambda: slurm_cluster.queue().get(str(handle.pid)), lambda s: s == "PENDING",
+                         what="the job to be pending")
+        assert backend.poll(handle) is None
+
+        backend.cancel(handle)
+        outcome = wait_outcome(backend, handle)
+
+        assert (outcome.state, outcome.payload_started) == (JobState.CANCELLED, False)
+        assert slurm_cluster.job(str(handle.pid))["JobState"] == "CANCELLED"
+
+
+class TestAdoption:
+    def test_a_fresh_backend_follows_a_running_job_to_its_end(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        first = make_backend(slurm_cluster, work_root)
+        handle = first.spawn(first.prepare(launch(account, input_dir, "while [ ! -e go ]; do sleep 0.1; done; exit 5")))
+        wait_started(first, handle)
+        del first  # the worker died
+
+        second = make_backend(slurm_cluster, work_root)
+        adopted = second.attach(handle.ref, account)
+        assert adopted is not None
+        assert (adopted.ref, adopted.pid, adopted.work_dir) == (handle.ref, handle.pid, handle.work_dir)
+        assert second.poll(adopted) is None
+        (handle.work_dir / "go").touch()
+        outcome = wait_outcome(second, adopted)
+
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 5)
+
+    def test_a_reference_without_slurm_id_finds_the_submitted_job(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        first = make_backend(slurm_cluster, work_root)
+        prepared = first.prepare(launch(account, input_dir, "exit 4"))
+        scheduled_ref = prepared.ref  # the worker died after sbatch, before committing the new reference
+        first.spawn(prepared)
+
+        second = make_backend(slurm_cluster, work_root)
+        adopted = second.attach(scheduled_ref, account)
+        assert adopted is not None and adopted.pid is None
+        outcome = wait_outcome(second, adopted)
+
+        assert adopted.pid == prepared.pid
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 4)
+
+    def test_a_job_never_submitted_is_reported_unstarted_for_a_requeue(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        first = make_backend(slurm_cluster, work_root)
+        prepared = first.prepare(launch(account, input_dir, "exit 0"))  # the worker died before sbatch
+
+        second = make_backend(slurm_cluster, work_root)
+        adopted = second.attach(prepared.ref, account)
+        assert adopted is not None
+        outcome = wait_outcome(second, adopted)
+
+        assert (outcome.state, outcome.recorded, outcome.payload_started) == (JobState.ABORTED, False, False)
+        assert outcome.reason == "Slurm has no job for it: it was never submitted (shallow failure)"
+        assert not second.started(adopted)
+
+    def test_a_submission_whose_answer_was_lost_is_found_by_name(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        class AnswerLost(SlurmCommands):  # sbatch did its work, then "timed out" before answering
+            def submit(self, script: Path, account: Account | None, cwd: Path) -> int:
+                self.submitted = super().submit(script, account, cwd)
+                raise SlurmError("sbatch did not answer within 60 s", command="sbatch", timed_out=True)
+
+        commands = AnswerLost(slurm_cluster.conf)
+        backend = make_backend(slurm_cluster, work_root, commands=commands)
+        handle, outcome = run_job(backend, launch(account, input_dir, "exit 6"))
+
+        assert handle.pid == commands.submitted
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 6)
+
+    def test_references_of_other_backends_and_clusters_are_not_adopted(self, backend: SlurmExecutionBackend,
+                                                                       account: Account) -> None:
+        assert backend.attach("local:host:12:name", account) is None
+        assert backend.attach("slurm:othercluster:12:name", account) is None
+        assert backend.attach(f"slurm:{CLUSTER}:x12:name", account) is None
+        assert backend.attach(f"slurm:{CLUSTER}:12:", account) is None
+
+
+class TestSlurmFailures:
+    def test_an_unknown_partition_is_refused_with_slurms_message(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        handle = backend.prepare(launch(account, input_dir, "exit 0", queue="nosuchpartition"))
+
+        with pytest.raises(BackendError, match="Invalid partition name specified"):
+            backend.spawn(handle)
+        backend.release(handle)
+
+    def test_an_inactive_partition_is_refused_with_slurms_message(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path, slurm_cluster: SlurmCluster
+    ) -> None:
+        slurm_cluster.run("scontrol", "update", "PartitionName=long", "State=INACTIVE")
+        try:
+            handle = backend.prepare(launch(account, input_dir, "exit 0", queue="long"))
+            with pytest.raises(BackendError, match="partition not available"):
+                backend.spawn(handle)
+        finally:
+            slurm_cluster.run("scontrol", "update", "PartitionName=long", "State=UP")
+
+    def test_no_account_as_root_is_refused(self, backend: SlurmExecutionBackend, input_dir: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("the refusal concerns a worker running as root")
+        handle = backend.prepare(launch(None, input_dir, "exit 0"))
+        with pytest.raises(BackendError, match="Refusing to run a job as root"):
+            backend.spawn(handle)
+
+    def test_a_job_never_scheduled_is_cancelled_after_max_pending_as_shallow(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        slurm_cluster.run("scontrol", "update", f"NodeName={slurm_cluster.node}", "State=DOWN", "Reason=test")
+        backend = make_backend(slurm_cluster, work_root, max_pending=1.0)
+        handle, outcome = run_job(backend, launch(account, input_dir, "echo never"))
+
+        assert (outcome.state, outcome.payload_started) == (JobState.ABORTED, False)
+        assert outcome.reason is not None
+        assert "did not schedule the job within 1 s" in outcome.reason and "shallow failure" in outcome.reason
+        assert slurm_cluster.job(str(handle.pid))["JobState"] == "CANCELLED"
+        assert not (handle.work_dir / "std.out").exists()
+
+    def test_a_node_going_down_under_a_running_job_is_a_deep_failure_naming_slurms_state(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path, slurm_cluster: SlurmCluster
+    ) -> None:
+        handle = backend.spawn(backend.prepare(launch(account, input_dir, "exec sleep 600")))
+        wait_started(backend, handle)
+
+        slurm_cluster.run("scontrol", "update", f"NodeName={slurm_cluster.node}", "State=DOWN", "Reason=test")
+        outcome = wait_outcome(backend, handle)
+
+        assert (outcome.state, outcome.payload_started) == (JobState.ABORTED, True)
+        assert outcome.reason is not None
+        assert "NODE_FAIL" in outcome.reason and "deep failure" in outcome.reason
+
+    def test_a_node_that_dies_under_a_running_job_is_a_deep_failure_without_status(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path, slurm_cluster: SlurmCluster
+    ) -> None:
+        handle = backend.spawn(backend.prepare(launch(account, input_dir, "exec sleep 600")))
+        wait_started(backend, handle)
+
+        slurm_cluster.crash_node()  # slurmd, the job step, the wrapper and the payload: all gone at once
+        try:  # what slurmctld does after SlurmdTimeout, at once
+            slurm_cluster.run("scontrol", "update", f"NodeName={slurm_cluster.node}", "State=DOWN", "Reason=crash")
+            outcome = wait_outcome(backend, handle)
+        finally:
+            slurm_cluster.start_slurmd()
+
+        assert (outcome.state, outcome.payload_started, outcome.recorded) == (JobState.ABORTED, True, False)
+        assert outcome.reason is not None
+        assert outcome.reason.startswith("the job wrapper ended without recording the job's outcome")
+        assert "NODE_FAIL" in outcome.reason and "deep failure" in outcome.reason
+        assert identity.read_status(handle.work_dir, account) is None
+
+    def test_a_wrapper_that_cannot_start_is_a_shallow_failure(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        backend = make_backend(slurm_cluster, work_root, python="/nonexistent/python3")
+        _, outcome = run_job(backend, launch(account, input_dir, "exit 0"))
+
+        assert (outcome.state, outcome.payload_started, outcome.recorded) == (JobState.ABORTED, False, False)
+        assert outcome.reason is not None
+        assert "FAILED" in outcome.reason and "shallow failure" in outcome.reason
+        assert "/nonexistent/python3" in outcome.reason  # the batch script's own error, from the log
+
+
+class TestPrologueAndEpilogue:
+    def test_a_failing_prologue_aborts_the_job_before_the_payload(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        prologue = {"prologue": "/bin/sh", "prologue_arguments": ["-c", "echo prologue-ran; exit 2"]}
+        handle, outcome = run_job(backend, launch(account, input_dir, "echo payload > payload.out", **prologue))
+
+        assert (outcome.state, outcome.payload_started) == (JobState.ABORTED, False)
+        assert outcome.reason is not None and "prologue failed (exit code 2)" in outcome.reason
+        assert not (handle.work_dir / "payload.out").exists()
+        assert "prologue-ran" in (handle.work_dir / STATE_DIR / LOG_NAME).read_text()
+
+    def test_the_epilogue_runs_after_the_payload_and_its_output_is_kept(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        epilogue = ["-c", "echo epilogue-ran; cat std.out > epilogue.out"]
+        handle, outcome = run_job(backend, launch(account, input_dir, "echo payload", epilogue="/bin/sh",
+                                                  epilogue_arguments=epilogue))
+
+        assert (outcome.state, outcome.exit_code, outcome.reason) == (JobState.DONE, 0, None)
+        assert (handle.work_dir / "epilogue.out").read_text() == "payload\n"
+        assert "epilogue-ran" in (handle.work_dir / STATE_DIR / LOG_NAME).read_text()
+        status = identity.read_status(handle.work_dir, account)
+        assert status is not None and status.epilogue is not None and status.epilogue.exit_code == 0
+
+    def test_a_failing_epilogue_is_recorded_in_the_outcome(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        handle, outcome = run_job(backend, launch(account, input_dir, "exit 0", epilogue="/bin/sh",
+                                                  epilogue_arguments=["-c", "exit 4"]))
+
+        assert outcome.payload_started  # the state is outcome_of's decision (a deep failure in the reference)
+        assert outcome.reason is not None and "epilogue" in outcome.reason and "exit code 4" in outcome.reason
+        status = identity.read_status(handle.work_dir, account)
+        assert status is not None and status.epilogue is not None and status.epilogue.exit_code == 4

@@ -1,0 +1,568 @@
+"""A small driver over the Slurm client commands (``sbatch``, ``squeue``, ``scontrol``,
+``sacct``, ``scancel``, ``sinfo``) and the parsers of their machine-readable output.
+
+Every command runs with a fixed environment (``PATH``, ``LANG``, ``SLURM_TIME_FORMAT=%s``
+so that times are Unix seconds whatever the time zone, and ``SLURM_CONF`` when a
+configuration file is given; nothing of the worker's own environment), a timeout, and
+standard input from ``/dev/null``. A command that fails raises
+:class:`SlurmError` carrying its standard error, which is Slurm's own message
+("Batch job submission failed: Invalid partition name specified").
+
+``sbatch`` and ``scancel`` run as the job's mapped account through
+:func:`wmproxy.execution.identity.run_as` (munge then authenticates that uid: no
+``--uid`` privilege is needed); the reading commands run as the worker's user, which
+must see every job (no ``PrivateData=jobs`` hiding other users' jobs from it).
+
+CE attributes of a partition (:meth:`SlurmCommands.partition_states`), Glue 1.3 names:
+
+* ``GlueCEInfoTotalCPUs``: CPUs of the partition's nodes (``sinfo %C`` total, every node
+  counted once);
+* ``GlueCEStateFreeCPUs`` and ``GlueCEStateFreeJobSlots``: idle CPUs of the nodes that can
+  run jobs (not down, drained, draining, failing or not responding);
+* ``GlueCEStateRunningJobs``: jobs RUNNING, CONFIGURING or COMPLETING there;
+  ``GlueCEStateWaitingJobs``: PENDING jobs; ``GlueCEStateTotalJobs``: every job squeue
+  lists there (a pending job submitted to several partitions counts in each);
+* ``GlueCEStateStatus`` (Glue 1.3: whether the queue accepts jobs and whether they are
+  served): ``Production`` when the partition is UP with at least one usable node,
+  ``Queueing`` when it accepts jobs that cannot run (DOWN, or UP without a usable node),
+  ``Draining`` when it runs its jobs but accepts none (DRAIN), ``Closed`` when neither
+  (INACTIVE);
+* ``GlueCEPolicyMaxWallClockTime``: the partition's ``MaxTime`` in minutes (rounded up);
+  absent when UNLIMITED;
+* ``GlueCEStateEstimatedResponseTime`` (seconds): 0 when a CPU is free; otherwise
+  ``(waiting jobs + 1) × mean_job_seconds / usable CPUs`` (the queue ahead, plus the job
+  itself, drained by every usable CPU at one mean job length each), rounded up; and
+  :data:`UNREACHABLE_RESPONSE_TIME` (the Glue information providers' "never") when the
+  partition has no usable CPU or does not run jobs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wmproxy.errors import WMProxyError
+from wmproxy.execution import identity
+from wmproxy.execution.identity import Account, CommandTimeoutError, IdentityError
+from wmproxy.execution.jobwrapper import BASE_PATH
+
+#: Seconds a Slurm command may take before it is killed.
+DEFAULT_TIMEOUT = 60.0
+#: Mean length of a job (seconds) assumed by the estimated response time.
+DEFAULT_MEAN_JOB_SECONDS = 3600
+#: ``GlueCEStateEstimatedResponseTime`` of a partition that cannot run the job (the value
+#: the Glue 1.3 information providers publish for "never").
+UNREACHABLE_RESPONSE_TIME = 2146660842
+#: Job states in which Slurm is done with a job (``squeue --states=all`` still lists them
+#: for ``MinJobAge`` seconds).
+FINAL_STATES = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+    "PREEMPTED", "REVOKED", "TIMEOUT",
+})
+#: Final states in which Slurm itself stopped (or never ran) the job, whatever the payload did.
+KILLED_BY_SLURM = frozenset({"BOOT_FAIL", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"})
+RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "COMPLETING"})
+PENDING_STATE = "PENDING"
+#: Base node states (``sinfo %T`` without its flag suffix) of nodes that can run jobs.
+USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
+_NODE_FLAGS = "*~#!%$@^-+"
+_QUEUE_FORMAT = "%i|%T|%V|%j|%r|%Z"
+_INVALID_JOB = "Invalid job id specified"
+
+
+class SlurmError(WMProxyError):
+    """A Slurm command failed, could not be run or did not answer in time.
+
+    Attributes:
+        command: the program (``sbatch``, ``squeue``, ...).
+        returncode: its exit status, None when it did not run or was killed.
+        stderr: its standard error (Slurm's message; its output when stderr is empty), stripped.
+        timed_out: whether it was killed after the timeout (its effect is unknown).
+    """
+
+    def __init__(self, message: str, *, command: str, returncode: int | None = None, stderr: str = "",
+                 timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr
+        self.timed_out = timed_out
+
+
+@dataclass(frozen=True)
+class CpuCounts:
+    """CPUs from sinfo's ``%C`` (``allocated/idle/other/total``): ``idle`` is the free CPUs."""
+
+    allocated: int
+    idle: int
+    other: int
+    total: int
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One line of ``squeue --states=all``.
+
+    Attributes:
+        job_id: the Slurm job id.
+        state: ``PENDING``, ``RUNNING``, ... or a final state (:data:`FINAL_STATES`).
+        submitted: submit time in Unix seconds, None when Slurm prints none.
+        name: the job name.
+        reason: why it is pending or how it ended (``Resources``, ``NodeDown``, ``None``).
+        work_dir: its working directory (``--chdir``).
+    """
+
+    job_id: int
+    state: str
+    submitted: float | None
+    name: str
+    reason: str
+    work_dir: str
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How Slurm says a job ended (``scontrol show job`` or ``sacct``).
+
+    Attributes:
+        state: the final state (``NODE_FAIL``, ``TIMEOUT``, ``CANCELLED``...).
+        reason: Slurm's reason code, "" when unknown.
+        exit_code: ``code:signal`` as Slurm prints it, "" when unknown.
+    """
+
+    state: str
+    reason: str = ""
+    exit_code: str = ""
+
+    def describe(self) -> str:
+        """``NODE_FAIL (reason NodeDown, exit code 0:9)``."""
+        details = [f"reason {self.reason}"] if self.reason and self.reason != "None" else []
+        if self.exit_code:
+            details.append(f"exit code {self.exit_code}")
+        return f"{self.state} ({', '.join(details)})" if details else self.state
+
+
+# --- parsers -------------------------------------------------------------------------
+
+
+def parse_cpus(sinfo_output: str) -> CpuCounts:
+    """CPU counts from ``sinfo -h -N -o '%N %C'`` (add ``-p PARTITION`` for one partition).
+
+    sinfo prints a node once per partition it belongs to; each node is counted once.
+
+    Raises:
+        ValueError: a line is not a node name and four slash-separated integers.
+    """
+    per_node: dict[str, list[int]] = {}
+    for line in sinfo_output.splitlines():
+        if not line.strip():
+            continue
+        node, counts = line.split()
+        per_node[node] = _cpu_fields(counts, line)
+    sums = [sum(fields[i] for fields in per_node.values()) for i in range(4)]
+    return CpuCounts(*sums)
+
+
+def _cpu_fields(counts: str, line: str) -> list[int]:
+    fields = [int(part) for part in counts.split("/")]
+    if len(fields) != 4:
+        raise ValueError(f"not an A/I/O/T CPU count: {line!r}")
+    return fields
+
+
+def parse_job_states(squeue_output: str) -> dict[str, str]:
+    """Job id → state from ``squeue -h -o '%i %T'`` (``PENDING``, ``RUNNING``, ...)."""
+    states = {}
+    for line in squeue_output.splitlines():
+        if line.strip():
+            job_id, state = line.split()
+            states[job_id] = state
+    return states
+
+
+_PAIR = re.compile(r"(?:^|\s)([^\s=]+)=(.*?)(?=\s+[^\s=]+=|\s*$)", re.S)
+
+
+def parse_scontrol(show_output: str) -> dict[str, str]:
+    """``Key=Value`` pairs of one ``scontrol -o show job|node|partition`` record.
+
+    A value may contain spaces (a node's ``Reason=test [root@...]``): it runs up to the
+    next ``Key=``.
+    """
+    return {match.group(1): match.group(2).strip() for match in _PAIR.finditer(show_output.strip())}
+
+
+def parse_queue(squeue_output: str) -> dict[int, QueuedJob]:
+    """Jobs from ``squeue -h -o '%i|%T|%V|%j|%r|%Z'`` run with ``SLURM_TIME_FORMAT=%s``.
+
+    Raises:
+        ValueError: a line has too few fields or a job id that is not a number.
+    """
+    jobs: dict[int, QueuedJob] = {}
+    for line in squeue_output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|", 5)
+        if len(fields) != 6 or not fields[0].isdigit():
+            raise ValueError(f"not an squeue line of the form {_QUEUE_FORMAT}: {line!r}")
+        job_id, state, submitted, name, reason, work_dir = fields
+        jobs[int(job_id)] = QueuedJob(int(job_id), state, _seconds(submitted), name, reason, work_dir)
+    return jobs
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_sacct(sacct_output: str) -> JobEnd | None:
+    """The job's end from ``sacct -n -P -X -o JobID,State,ExitCode`` (first line); sacct
+    writes ``CANCELLED by 0``, the state is the first word. None for no line."""
+    for line in sacct_output.splitlines():
+        fields = line.split("|")
+        if len(fields) >= 3 and fields[1]:
+            return JobEnd(state=fields[1].split()[0], exit_code=fields[2])
+    return None
+
+
+def parse_time_limit(text: str) -> int | None:
+    """Minutes of a Slurm time limit (``MaxTime``): ``minutes``, ``minutes:seconds``,
+    ``hours:minutes:seconds``, ``days-hours``, ``days-hours:minutes``,
+    ``days-hours:minutes:seconds``; seconds are rounded up to a minute. None for
+    ``UNLIMITED``/``INFINITE``.
+
+    Raises:
+        ValueError: any other text.
+    """
+    if text.upper() in ("UNLIMITED", "INFINITE", "NONE"):
+        return None
+    days, dash, clock = text.rpartition("-")
+    try:
+        parts = [int(part) for part in clock.split(":")]
+        day_count = int(days) if dash else 0
+    except ValueError:
+        raise ValueError(f"not a Slurm time limit: {text!r}") from None
+    if dash:  # days-hours[:minutes[:seconds]]
+        if len(parts) > 3:
+            raise ValueError(f"not a Slurm time limit: {text!r}")
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    elif len(parts) in (1, 2):  # minutes[:seconds]
+        hours, minutes, seconds = 0, parts[0], [*parts, 0][1]
+    else:
+        raise ValueError(f"not a Slurm time limit: {text!r}")
+    return day_count * 1440 + hours * 60 + minutes + math.ceil(seconds / 60)
+
+
+def time_limit(seconds: int) -> str:
+    """``sbatch --time`` value for ``seconds`` (Slurm counts whole minutes: rounded up,
+    at least one)."""
+    return str(max(1, math.ceil(seconds / 60)))
+
+
+def glue_status(partition_state: str, usable_nodes: int) -> str:
+    """``GlueCEStateStatus`` of a partition (module docstring)."""
+    state = partition_state.upper()
+    if state == "UP":
+        return "Production" if usable_nodes else "Queueing"
+    if state == "DOWN":
+        return "Queueing"
+    if state == "DRAIN":
+        return "Draining"
+    return "Closed"
+
+
+def response_time(free_cpus: int, usable_cpus: int, waiting: int, status: str,
+                  mean_job_seconds: int = DEFAULT_MEAN_JOB_SECONDS) -> int:
+    """``GlueCEStateEstimatedResponseTime`` in seconds (module docstring)."""
+    if status not in ("Production", "Draining") or usable_cpus <= 0:
+        return UNREACHABLE_RESPONSE_TIME
+    if free_cpus > 0:
+        return 0
+    return math.ceil((waiting + 1) * mean_job_seconds / usable_cpus)
+
+
+def partition_attributes(sinfo_output: str, squeue_output: str, scontrol_output: str,
+                         partitions: Iterable[str],
+                         mean_job_seconds: int = DEFAULT_MEAN_JOB_SECONDS) -> dict[str, dict[str, int | str]]:
+    """The Glue attributes of ``partitions`` (module docstring) from
+    ``sinfo -h -N -o '%N|%P|%C|%T'``, ``squeue -h -o '%P|%T'`` and
+    ``scontrol -o show partition``. A partition Slurm does not know is left out.
+
+    Raises:
+        ValueError: output of an unexpected shape.
+    """
+    shown = {pairs["PartitionName"]: pairs for line in scontrol_output.splitlines()
+             if "PartitionName" in (pairs := parse_scontrol(line))}
+    nodes: dict[str, dict[str, tuple[list[int], bool]]] = {}
+    for line in sinfo_output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 4:
+            raise ValueError(f"not an sinfo line of the form %N|%P|%C|%T: {line!r}")
+        node, partition, cpus, state = fields
+        usable = state.rstrip(_NODE_FLAGS) in USABLE_NODE_STATES and not state.endswith("*")
+        nodes.setdefault(partition.rstrip("*"), {})[node] = (_cpu_fields(cpus, line), usable)
+    jobs: dict[str, dict[str, int]] = {}
+    for line in squeue_output.splitlines():
+        if not line.strip():
+            continue
+        listed, _sep, state = line.partition("|")
+        for partition in listed.split(","):
+            counts = jobs.setdefault(partition, {"running": 0, "waiting": 0, "total": 0})
+            counts["total"] += 1
+            counts["running"] += state in RUNNING_STATES
+            counts["waiting"] += state == PENDING_STATE
+    result: dict[str, dict[str, int | str]] = {}
+    for name in partitions:
+        if name not in shown:
+            continue
+        members = nodes.get(name, {}).values()
+        total = sum(fields[3] for fields, _usable in members)
+        usable_cpus = sum(fields[3] for fields, usable in members if usable)
+        free = sum(fields[1] for fields, usable in members if usable)
+        status = glue_status(shown[name].get("State", ""), sum(1 for _f, usable in members if usable))
+        counts = jobs.get(name, {"running": 0, "waiting": 0, "total": 0})
+        attributes: dict[str, int | str] = {
+            "GlueCEInfoTotalCPUs": total,
+            "GlueCEStateFreeCPUs": free,
+            "GlueCEStateFreeJobSlots": free,
+            "GlueCEStateRunningJobs": counts["running"],
+            "GlueCEStateWaitingJobs": counts["waiting"],
+            "GlueCEStateTotalJobs": counts["total"],
+            "GlueCEStateStatus": status,
+            "GlueCEStateEstimatedResponseTime": response_time(free, usable_cpus, counts["waiting"], status,
+                                                              mean_job_seconds),
+        }
+        max_time = parse_time_limit(shown[name].get("MaxTime", "UNLIMITED"))
+        if max_time is not None:
+            attributes["GlueCEPolicyMaxWallClockTime"] = max_time
+        result[name] = attributes
+    return result
+
+
+# --- the commands ----------------------------------------------------------------------
+
+
+class SlurmCommands:
+    """Runs the Slurm client commands of one cluster.
+
+    Args:
+        slurm_conf: the cluster's ``slurm.conf`` (exported as ``SLURM_CONF``); None uses
+            Slurm's default (``/etc/slurm/slurm.conf`` or configless DNS lookup).
+        bin_dir: directory of the client programs; None looks them up in
+            ``/usr/local/bin:/usr/bin:/bin``.
+        timeout: seconds any command may take before it is killed.
+    """
+
+    def __init__(self, slurm_conf: str | os.PathLike[str] | None = None, bin_dir: str | os.PathLike[str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.slurm_conf = None if slurm_conf is None else Path(os.path.abspath(slurm_conf))
+        self.bin_dir = None if bin_dir is None else Path(os.path.abspath(bin_dir))
+        self.timeout = timeout
+        self._accounting: bool | None = None  # None: sacct not tried yet
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The complete environment of every command."""
+        env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "SLURM_TIME_FORMAT": "%s"}
+        if self.slurm_conf is not None:
+            env["SLURM_CONF"] = str(self.slurm_conf)
+        return env
+
+    def program(self, name: str) -> str:
+        """Absolute path of the client program ``name``.
+
+        Raises:
+            SlurmError: it is not installed there.
+        """
+        if self.bin_dir is not None:
+            path = self.bin_dir / name
+            if os.access(path, os.X_OK):
+                return str(path)
+            raise SlurmError(f"{path} is not an executable Slurm command", command=name)
+        found = shutil.which(name, path=BASE_PATH)
+        if found is None:
+            raise SlurmError(f"The Slurm command {name} is not installed (PATH {BASE_PATH})", command=name)
+        return found
+
+    def run(self, name: str, *args: str, account: Account | None = None, as_account: bool = False,
+            cwd: Path | None = None) -> str:
+        """Run ``name args`` and return its standard output.
+
+        Args:
+            name: the client program.
+            args: its arguments.
+            account: with ``as_account``: whom to run it as (None: the worker's user, which
+                :func:`identity.run_as` refuses for root).
+            as_account: switch to ``account`` (``sbatch``, ``scancel``); False runs the
+                command as the worker's user.
+            cwd: working directory.
+
+        Raises:
+            SlurmError: the command is missing, exits non-zero (Slurm's message in the
+                error), cannot be run as the account, or takes longer than the timeout
+                (``timed_out``).
+        """
+        argv = [self.program(name), *args]
+        try:
+            if as_account:
+                done = identity.run_as(argv, account, env=self.env, cwd=cwd, timeout=self.timeout)
+            else:
+                done = identity.run_as_worker(argv, env=self.env, cwd=cwd, timeout=self.timeout)
+        except CommandTimeoutError as exc:
+            raise SlurmError(str(exc), command=name, timed_out=True) from None
+        except IdentityError as exc:
+            raise SlurmError(str(exc), command=name) from None
+        if done.returncode != 0:
+            said = done.stderr.strip() or done.stdout.strip()  # scontrol says some errors on stdout
+            message = _message(said) or f"exit status {done.returncode}"
+            raise SlurmError(f"{name} failed: {message}", command=name, returncode=done.returncode, stderr=said)
+        return done.stdout
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def submit(self, script: Path, account: Account | None, cwd: Path) -> int:
+        """``sbatch --parsable <script>`` as ``account``; the script's ``#SBATCH`` lines
+        hold every option.
+
+        Returns:
+            the Slurm job id.
+
+        Raises:
+            SlurmError: sbatch refused the job (Slurm's message) or did not answer
+                (``timed_out``: the job may exist).
+        """
+        out = self.run("sbatch", "--parsable", str(script), account=account, as_account=True, cwd=cwd)
+        first = out.strip().split(";")[0]
+        if not first.isdigit():
+            raise SlurmError(f"sbatch printed no job id: {out.strip()!r}", command="sbatch")
+        return int(first)
+
+    def queue(self, job_ids: Sequence[int]) -> dict[int, QueuedJob]:
+        """The listed jobs Slurm still knows (``squeue --states=all``: active ones, and
+        ended ones for ``MinJobAge`` seconds); a job missing from the result has left.
+
+        Raises:
+            SlurmError: squeue failed (the controller does not answer).
+        """
+        if not job_ids:
+            return {}
+        try:
+            out = self.run("squeue", "-h", "--states=all", "-o", _QUEUE_FORMAT,
+                           "-j", ",".join(str(job_id) for job_id in job_ids))
+        except SlurmError as exc:
+            if _INVALID_JOB in exc.stderr:  # squeue -j with one id that has left fails so
+                return {}
+            raise
+        return _parse_queue(out)
+
+    def find(self, name: str, work_dir: Path) -> QueuedJob | None:
+        """The job named ``name`` running in ``work_dir`` that Slurm still knows (the
+        most recent one), None when there is none.
+
+        Raises:
+            SlurmError: squeue failed.
+        """
+        out = self.run("squeue", "-h", "--states=all", "-o", _QUEUE_FORMAT, "-n", name)
+        found = [job for job in _parse_queue(out).values() if job.work_dir == str(work_dir)]
+        return max(found, key=lambda job: job.job_id) if found else None
+
+    def job_end(self, job_id: int) -> JobEnd | None:
+        """How Slurm ended ``job_id``: ``scontrol show job`` while the controller keeps it
+        (``MinJobAge``), else ``sacct`` when accounting runs; None when neither knows.
+
+        Raises:
+            SlurmError: scontrol failed for another reason than an unknown job.
+        """
+        try:
+            shown = parse_scontrol(self.run("scontrol", "-o", "show", "job", str(job_id)))
+        except SlurmError as exc:
+            if _INVALID_JOB not in exc.stderr:
+                raise
+        else:
+            if "JobState" in shown:
+                return JobEnd(shown["JobState"], shown.get("Reason", ""), shown.get("ExitCode", ""))
+        return self.accounted_end(job_id)
+
+    def accounted_end(self, job_id: int) -> JobEnd | None:
+        """The job's end from ``sacct``; None when accounting does not run (remembered
+        after the first refusal) or has no record."""
+        if self._accounting is False:
+            return None
+        try:
+            out = self.run("sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "JobID,State,ExitCode")
+        except SlurmError:
+            self._accounting = False
+            return None
+        self._accounting = True
+        return parse_sacct(out)
+
+    def cancel(self, job_id: int, account: Account | None, *, signal: str | None = None,
+               batch_only: bool = False) -> None:
+        """``scancel`` as ``account``: with ``signal``, send it (``TERM``) instead of ending
+        the job, to the batch step only when ``batch_only``; without, end the job (its
+        processes get SIGTERM, then SIGKILL after the cluster's ``KillWait``).
+
+        Raises:
+            SlurmError: scancel failed (e.g. the job has already ended).
+        """
+        args = [f"--signal={signal}"] if signal else []
+        if batch_only:
+            args.append("--batch")
+        self.run("scancel", *args, str(job_id), account=account, as_account=True)
+
+    # --- partitions ------------------------------------------------------------------
+
+    def partition_states(self, partitions: Iterable[str],
+                         mean_job_seconds: int = DEFAULT_MEAN_JOB_SECONDS) -> dict[str, dict[str, int | str]]:
+        """The Glue CE attributes of each partition (module docstring), from one ``sinfo``,
+        one ``squeue`` and one ``scontrol show partition`` for all of them.
+
+        Returns:
+            partition name → attribute name → value; unknown partitions are left out.
+
+        Raises:
+            SlurmError: a command failed or printed something unexpected.
+        """
+        sinfo = self.run("sinfo", "-h", "-N", "-o", "%N|%P|%C|%T")
+        squeue = self.run("squeue", "-h", "-o", "%P|%T")
+        scontrol = self.run("scontrol", "-o", "show", "partition")
+        try:
+            return partition_attributes(sinfo, squeue, scontrol, partitions, mean_job_seconds)
+        except ValueError as exc:
+            raise SlurmError(f"unexpected Slurm output: {exc}", command="sinfo") from None
+
+    def partition_state(self, partition: str,
+                        mean_job_seconds: int = DEFAULT_MEAN_JOB_SECONDS) -> dict[str, int | str]:
+        """The Glue CE attributes of one partition (:meth:`partition_states`).
+
+        Raises:
+            SlurmError: a command failed, or Slurm has no such partition.
+        """
+        states = self.partition_states([partition], mean_job_seconds)
+        if partition not in states:
+            raise SlurmError(f"Slurm has no partition {partition!r}", command="scontrol")
+        return states[partition]
+
+
+def _parse_queue(out: str) -> dict[int, QueuedJob]:
+    try:
+        return parse_queue(out)
+    except ValueError as exc:
+        raise SlurmError(f"unexpected squeue output: {exc}", command="squeue") from None
+
+
+def _message(stderr: str) -> str:
+    """Slurm's message: the stderr lines, joined (``sbatch: error: `` prefixes kept out)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return "; ".join(re.sub(r"^\w+: (error|fatal): ", "", line) for line in lines)
