@@ -111,7 +111,9 @@ class ExecutionSettings:
         poll_interval: seconds between queue polls while jobs run; an idle worker
             polls up to ten times as often (a started job begins without waiting).
         max_running: jobs one worker runs at once.
-        backend: ``local`` (processes on this host, through the job wrapper).
+        backend: the backends this worker runs, comma-separated: ``local`` (processes on
+            this host) and ``slurm`` (the ``[slurm]`` cluster), both through the job wrapper;
+            a job goes to the backend of the CE it was matched to.
         heartbeat_lease: seconds after its last heartbeat a worker counts as dead and
             its jobs are adopted by another worker (or by itself when restarted
             under the same name); it heartbeats every ``heartbeat_lease / 4``.

@@ -46,10 +46,13 @@ import click
 
 from wmproxy.config import Settings, load_settings
 from wmproxy.errors import WMProxyError
+from wmproxy.execution.backends import ExecutionBackend
 from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.backends.slurm import SlurmExecutionBackend
 from wmproxy.execution.identity import IdentityError, check_work_root
-from wmproxy.execution.worker import ExecutionWorker
+from wmproxy.execution.worker import ExecutionWorker, PeriodicTask
 from wmproxy.security.filemodes import FileModeError, check_private_files, unmapped_exposure
+from wmproxy.services.brokering import refresh_ce_states
 from wmproxy.services.runtime import Runtime
 
 
@@ -60,6 +63,8 @@ class StartupError(click.ClickException):
     exit_code = 3
 
 
+#: Backend kinds ``[execution] backend`` may list.
+BACKEND_KINDS = ("local", "slurm")
 REQUIRED_CAPABILITIES = {0: "CAP_CHOWN", 1: "CAP_DAC_OVERRIDE", 5: "CAP_KILL", 6: "CAP_SETGID", 7: "CAP_SETUID"}
 
 
@@ -116,6 +121,49 @@ def ensure_work_root(path: str) -> Path:
     return root
 
 
+def backend_kinds(text: str) -> list[str]:
+    """The backend kinds of ``[execution] backend`` (comma-separated: ``local``, ``slurm``).
+
+    Raises:
+        click.UsageError: an empty list or an unknown kind (exit status 2).
+    """
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in BACKEND_KINDS]
+    if not kinds or unknown:
+        raise click.UsageError(f"[execution] backend: expected a comma-separated list of {', '.join(BACKEND_KINDS)}, "
+                               f"not {text!r}")
+    return kinds
+
+
+def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionBackend]:
+    """The backends of ``kinds``, their work roots created and checked.
+
+    Raises:
+        StartupError: a work root is unusable.
+    """
+    backends: dict[str, ExecutionBackend] = {}
+    if "local" in kinds:
+        backends["local"] = LocalExecutionBackend(ensure_work_root(settings.execution.work_dir),
+                                                  kill_grace=settings.execution.kill_grace)
+    if "slurm" in kinds:
+        slurm = settings.slurm
+        backends["slurm"] = SlurmExecutionBackend(
+            ensure_work_root(slurm.work_dir), slurm_conf=slurm.conf or None, bin_dir=slurm.bin_dir or None,
+            python=slurm.python, max_pending=slurm.max_pending, kill_grace=settings.execution.kill_grace)
+    return backends
+
+
+def ce_refreshers(rt: Runtime, backends: dict[str, ExecutionBackend]) -> list[PeriodicTask]:
+    """The worker's periodic tasks: with a Slurm backend, recording the dynamic state of the
+    catalogue's Slurm CEs (``sinfo``/``squeue``) every ``[slurm] refresh_interval`` seconds."""
+    slurm = backends.get("slurm")
+    if not isinstance(slurm, SlurmExecutionBackend):
+        return []
+    commands = slurm.commands
+    return [PeriodicTask("refreshing the Slurm CEs' state", rt.settings.slurm.refresh_interval,
+                         lambda: refresh_ce_states(rt, "slurm", commands.partition_states))]
+
+
 @click.command()
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="configuration file")
 @click.option("--name", default=None, help="stable worker name (default: the host name)")
@@ -131,13 +179,12 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
         raise StartupError(f"refusing to start: {exc}") from None
     if (warning := unmapped_exposure(settings)) is not None:
         logging.getLogger(__name__).warning("%s", warning)
-    if settings.execution.backend != "local":
-        raise click.UsageError(f"unknown execution backend {settings.execution.backend!r}")
+    kinds = backend_kinds(settings.execution.backend)
     check_privileges(settings)
-    root = ensure_work_root(settings.execution.work_dir)
-    backend = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace)
-    worker = ExecutionWorker(Runtime.from_settings(settings), {"local": backend}, name,
-                             cancel_running_on_exit=cancel_running_on_exit)
+    backends = build_backends(settings, kinds)
+    rt = Runtime.from_settings(settings)
+    worker = ExecutionWorker(rt, backends, name, cancel_running_on_exit=cancel_running_on_exit,
+                             periodic=ce_refreshers(rt, backends))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

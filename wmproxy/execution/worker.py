@@ -37,7 +37,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wmproxy.domain import JobState
@@ -72,6 +72,22 @@ class RunningJob:
     cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
 
 
+@dataclass
+class PeriodicTask:
+    """Something the worker does every ``interval`` seconds between cycles.
+
+    Attributes:
+        name: for the log.
+        interval: seconds between two runs (the first run is at the first cycle).
+        run: the task; an exception is logged and the task runs again after ``interval``.
+    """
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+    due: float = 0.0
+
+
 class ExecutionWorker:
     """Runs started jobs through its backends; ``step()`` is one cycle, ``run()`` loops.
 
@@ -84,10 +100,12 @@ class ExecutionWorker:
             under the same name adopts its previous life's jobs.
         cancel_running_on_exit: stop every running job when :meth:`run` ends instead of
             leaving them to be adopted.
+        periodic: tasks run at their own interval between cycles (e.g. refreshing the
+            Slurm CEs' dynamic state); a task's exception is logged, never fatal.
     """
 
     def __init__(self, rt: Runtime, backends: Mapping[str, ExecutionBackend], name: str | None = None, *,
-                 cancel_running_on_exit: bool = False) -> None:
+                 cancel_running_on_exit: bool = False, periodic: Sequence[PeriodicTask] = ()) -> None:
         if not backends:
             raise ValueError("an execution worker needs at least one backend")
         self.rt = rt
@@ -101,6 +119,7 @@ class ExecutionWorker:
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
         self._registered = False
+        self.periodic = list(periodic)
 
     # --- the loop ------------------------------------------------------------------
 
@@ -151,6 +170,7 @@ class ExecutionWorker:
         self.detached = [h for h in self.detached if h.process is not None and h.process.poll() is None]
         if time.monotonic() >= self._next_heartbeat:
             self._heartbeat()
+        self._run_periodic()
         for job_id in service.take_cancel_requests(self.rt, list(self.running)):
             self._cancel(job_id, "")
         for job in self.running.values():
@@ -169,6 +189,17 @@ class ExecutionWorker:
             return False
         self._start(order)
         return True
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for task in self.periodic:
+            if now < task.due:
+                continue
+            task.due = now + task.interval
+            try:
+                task.run()
+            except Exception as exc:  # noqa: BLE001 - a failed refresh must not stop the worker
+                log.warning("%s failed: %s", task.name, exc)
 
     def _heartbeat_every(self) -> float:
         return max(self.settings.heartbeat_lease / 4, 0.05)

@@ -19,7 +19,7 @@ import datetime as dt
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import classad2
@@ -27,7 +27,14 @@ import classad2
 from wmproxy.config import Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import InvalidArgumentError
-from wmproxy.services.matchmaking import BACKEND_ATTRIBUTE, GLUE_UNLIMITED, PARTITION_ATTRIBUTE, Match, matches
+from wmproxy.services.matchmaking import (
+    BACKEND_ATTRIBUTE,
+    GLUE_UNLIMITED,
+    PARTITION_ATTRIBUTE,
+    Match,
+    ce_catalogue,
+    matches,
+)
 from wmproxy.services.runtime import Runtime
 
 #: Why a job waits: the reference BrokerHelper's NoCompatibleCEs message.
@@ -162,3 +169,41 @@ def record_ce_state(rt: Runtime, ce_id: str, attributes: Mapping[str, int | floa
             raise InvalidArgumentError(f"CE state of {ce_id}: {name} = {value!r} is not an int, float or string")
     with rt.uow() as uow:
         uow.ce_states.put(ce_id, attributes, now or utcnow())
+
+
+def batch_queues(settings: Settings, backend: str) -> dict[str, str]:
+    """The catalogue's CEs of ``backend`` (e.g. ``"slurm"``): CE id → its queue
+    (``SlurmPartition``). The built-in CE is local and never listed.
+
+    Raises:
+        SandboxError: the catalogue cannot be read (:func:`matchmaking.ce_catalogue`).
+    """
+    return {ce["GlueCEUniqueID"]: str(ce[PARTITION_ATTRIBUTE])
+            for ce in ce_catalogue(settings.jobs.ce_catalogue)
+            if ce.get(BACKEND_ATTRIBUTE, "local") == backend and PARTITION_ATTRIBUTE in ce}
+
+
+def refresh_ce_states(rt: Runtime, backend: str,
+                      read: Callable[[list[str]], Mapping[str, Mapping[str, int | float | str]]]) -> int:
+    """Record the dynamic state of every CE of ``backend`` from ``read``.
+
+    Args:
+        backend: the backend kind (``"slurm"``).
+        read: queue names → queue name → Glue attributes (the Slurm backend's
+            ``partition_states``); a queue it leaves out keeps its previous state, which
+            matching ignores once older than ``[brokering] ce_state_max_age``.
+
+    Returns:
+        How many CEs were refreshed.
+    """
+    queues = batch_queues(rt.settings, backend)
+    if not queues:
+        return 0
+    states = read(sorted(set(queues.values())))
+    now = utcnow()
+    refreshed = 0
+    for ce_id, queue in queues.items():
+        if queue in states:
+            record_ce_state(rt, ce_id, states[queue], now)
+            refreshed += 1
+    return refreshed
