@@ -140,6 +140,13 @@ def wait_for_cli_status(deployment: Deployment, job_id: str, prefixes: tuple[str
 # --- the wire -----------------------------------------------------------------------------------
 
 
+def outputs(ref: ReferenceClient, job_id: str) -> dict[str, bytes]:
+    """The job's output sandbox as the service serves it (getOutputFileList, then GET of each
+    https URI): base name → content."""
+    files = ref.wmproxy.getOutputFileList(job_id, "https") or []
+    return {f.name.rsplit("/", 1)[-1]: ref.session.get(f.name).content for f in files}
+
+
 def delegate(ref: ReferenceClient, proxy_file: Path, delegation_id: str, port: str = "deleg2",
              lifetime: int = 6 * 3600) -> None:
     """getProxyReq + putProxy on ``port`` (``wmproxy``, ``deleg1`` or ``deleg2``), signing the

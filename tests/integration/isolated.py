@@ -145,9 +145,19 @@ def _copy_public(src: Path, dst: Path) -> None:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
+#: CEs on the throwaway Slurm cluster's partitions (``tests.peers.slurm``), added to the catalogue.
+SLURM_CES = """
+[ GlueCEUniqueID = "localhost:6817/slurm-debug"; WMProxyBackend = "slurm"; SlurmPartition = "debug";
+  GlueCEStateStatus = "Production"; GlueCEInfoHostName = "localhost" ]
+[ GlueCEUniqueID = "localhost:6817/slurm-long"; WMProxyBackend = "slurm"; SlurmPartition = "long";
+  GlueCEStateStatus = "Production"; GlueCEInfoHostName = "localhost" ]
+"""
+
+
 @contextmanager
 def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap", execution: str = "",
-                        start_worker: bool = True, extra_env: Mapping[str, str] | None = None) -> Iterator[Isolated]:
+                        start_worker: bool = True, extra_env: Mapping[str, str] | None = None,
+                        slurm_conf: Path | None = None) -> Iterator[Isolated]:
     """Build and start the deployment; stop it, kill the accounts' processes, remove everything after.
 
     Args:
@@ -156,6 +166,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
         execution: extra ``[execution]`` lines (``max_running``, ``heartbeat_lease``...).
         start_worker: start ``worker-1`` too.
         extra_env: extra environment of every process (``WMPROXY_<AREA>_<KEY>`` settings).
+        slurm_conf: a Slurm cluster's ``slurm.conf``: the worker then runs the local and
+            the Slurm backend (work root ``state/slurm-work``, CE state refreshed every
+            second) and the catalogue gains :data:`SLURM_CES`.
     """
     _check_peers()
     with local_accounts({"svc": ["svc"], "ali": ["ali"], "bob": ["bob"]}) as accounts:
@@ -198,6 +211,11 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(root / "certificates"),
                        X509_USER_PROXY=str(pki.users["alice"].proxy), PATH=f"{BIN}:{env.get('PATH', '')}",
                        PYTHONPATH=f"{REPO}:{site_packages}", PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
+            if slurm_conf is not None:
+                env.update(WMPROXY_EXECUTION_BACKEND="local,slurm", WMPROXY_SLURM_CONF=str(slurm_conf),
+                           WMPROXY_SLURM_WORK_DIR=str(state / "slurm-work"), WMPROXY_SLURM_REFRESH_INTERVAL="1")
+                with open(state / "ce-catalogue.ads", "a", encoding="utf-8") as catalogue:
+                    catalogue.write(SLURM_CES)
             env.update(extra_env or {})
             # Without mapping the worker needs no capability (it runs jobs as itself).
             worker_caps = WORKER_CAPS if mapping != "none" else ()

@@ -11,7 +11,7 @@ from lxml import etree
 from tests.conftest import Pki, appendix_jdl
 from tests.integration.refclient import ReferenceClient, fault_detail, reference_client
 from tests.integration.service import Deployment
-from tests.support import FINAL_STATES, delegate, state_word, wait_for, wait_for_final
+from tests.support import FINAL_STATES, delegate, outputs, state_word, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +68,6 @@ def ended(status: Any) -> bool:
 def wait_final(ref: ReferenceClient, job_id: str) -> Any:
     """The getJobStatus reply of ``job_id`` once it and all its nodes are final (tests.support.wait_for)."""
     return wait_for(lambda: ref.wmproxy.getJobStatus(job_id), ended, what=f"{job_id} and its nodes to end")
-
-
-def outputs(ref: ReferenceClient, job_id: str) -> dict[str, bytes]:
-    files = ref.wmproxy.getOutputFileList(job_id, "https")
-    return {f.name.rsplit("/", 1)[1]: ref.session.get(f.name).content for f in files}
 
 
 def test_collection_registers_a_tree_and_runs_every_node(alice: ReferenceClient) -> None:

@@ -22,7 +22,7 @@ import zeep.exceptions
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.support import assert_fault, delegate, wait_for, wait_for_final
+from tests.support import assert_fault, delegate, outputs, wait_for, wait_for_final
 from wmproxy.domain import to_filename
 
 pytestmark = pytest.mark.integration
@@ -92,12 +92,6 @@ def alice(iso: Isolated, pki: Pki) -> ReferenceClient:
 @pytest.fixture(scope="module")
 def bob(iso: Isolated, pki: Pki) -> ReferenceClient:
     return client(iso, pki, "bob")
-
-
-def outputs(ref: ReferenceClient, job_id: str) -> dict[str, bytes]:
-    """The job's output sandbox as served: base name → content."""
-    files = ref.wmproxy.getOutputFileList(job_id, "https") or []
-    return {f.name.rsplit("/", 1)[-1]: ref.session.get(f.name).content for f in files}
 
 
 @contextmanager
