@@ -104,10 +104,11 @@ class ExecutionSettings:
     """Execution worker settings (``[execution]`` section).
 
     Attributes:
-        work_dir: the work root: one directory per job below it. Must be a real
-            directory owned by the worker's user and not writable by group or others
-            (``wmproxy.execution.identity.prepare_work_dir``); mapped accounts need
-            search permission on it and its parents.
+        work_dir: the work root: one directory per job below it, for every backend (with
+            the ``slurm`` backend it must be on the filesystem the Slurm nodes share, at the
+            same path). Must be a real directory owned by the worker's user and not
+            writable by group or others (``wmproxy.execution.identity.prepare_work_dir``);
+            mapped accounts need search permission on it and its parents.
         poll_interval: seconds between queue polls while jobs run; an idle worker
             polls up to ten times as often (a started job begins without waiting).
         max_running: jobs one worker runs at once.
@@ -374,8 +375,6 @@ class SlurmSettings:
     Attributes:
         conf: path of ``slurm.conf`` (``SLURM_CONF``); "" = Slurm's default.
         bin_dir: directory of ``sbatch``, ``squeue``, ``scancel``, ...; "" = ``PATH``.
-        work_dir: the work root on the filesystem the Slurm nodes share (one directory
-            per job below it, as ``[execution] work_dir``).
         refresh_interval: seconds between two refreshes of the Slurm CEs' dynamic
             state (``sinfo``/``squeue``).
         max_pending: seconds a job may stay pending in Slurm before it is taken back
@@ -392,7 +391,6 @@ class SlurmSettings:
 
     conf: str = ""
     bin_dir: str = ""
-    work_dir: str = "/var/lib/wmproxy/slurm-work"
     refresh_interval: float = 60.0
     max_pending: float = 1800.0
     default_wall_time: int = 0

@@ -167,8 +167,7 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
         start_worker: start ``worker-1`` too.
         extra_env: extra environment of every process (``WMPROXY_<AREA>_<KEY>`` settings).
         slurm_conf: a Slurm cluster's ``slurm.conf``: the worker then runs the local and
-            the Slurm backend (work root ``state/slurm-work``, CE state refreshed every
-            second) and the catalogue gains :data:`SLURM_CES`.
+            the Slurm backend (CE state refreshed every second) and the catalogue gains :data:`SLURM_CES`.
     """
     _check_peers()
     with local_accounts({"svc": ["svc"], "ali": ["ali"], "bob": ["bob"]}) as accounts:
@@ -213,7 +212,7 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
                        PYTHONPATH=f"{REPO}:{site_packages}", PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
             if slurm_conf is not None:
                 env.update(WMPROXY_EXECUTION_BACKEND="local,slurm", WMPROXY_SLURM_CONF=str(slurm_conf),
-                           WMPROXY_SLURM_WORK_DIR=str(state / "slurm-work"), WMPROXY_SLURM_REFRESH_INTERVAL="1")
+                           WMPROXY_SLURM_REFRESH_INTERVAL="1")
                 with open(state / "ce-catalogue.ads", "a", encoding="utf-8") as catalogue:
                     catalogue.write(SLURM_CES)
             env.update(extra_env or {})

@@ -141,3 +141,21 @@ def test_kill_9_of_the_worker_with_jobs_in_slurm_then_restart(iso: Isolated, ali
     for job in jobs:
         assert wait_for_final(alice, job) == "Done (Exit Code 0)"
         assert outputs(alice, job)["std.out"] == b"released\n"
+
+
+def test_a_dag_runs_its_nodes_in_slurm_in_dependency_order(iso: Isolated, alice: ReferenceClient) -> None:
+    """nodeB runs only after nodeA ended: it finds the file nodeA wrote, and both ran in Slurm."""
+    mark = iso.shared / "dag-nodeA-done"
+    dag = ('[ Type = "dag"; Requirements = RegExp("slurm-debug", other.GlueCEUniqueID); nodes = [ '
+           'nodeA = [ Description = [ Executable = "/bin/sh"; Arguments = "-c \'sleep 1; echo A $SLURM_JOB_ID; '
+           f'touch {mark}\'"; StdOutput = "a.out"; OutputSandbox = {{"a.out"}}; ]; ]; '
+           'nodeB = [ Description = [ Executable = "/bin/sh"; Arguments = "-c \'echo B $SLURM_JOB_ID; '
+           f'test -e {mark}\'"; StdOutput = "b.out"; OutputSandbox = {{"b.out"}}; ]; ]; '
+           'dependencies = { { nodeA, nodeB } }; ]; ]')
+    job = alice.wmproxy.jobSubmit(dag, "slurm")
+    nodes = {c.name: c.id for c in job.childrenJob}
+    assert wait_for_final(alice, job.id) == "Done (Exit Code 0)"
+    for name, letter in (("nodeA", "A"), ("nodeB", "B")):
+        assert wait_for_final(alice, nodes[name]) == "Done (Exit Code 0)"
+        words = outputs(alice, nodes[name])[f"{letter.lower()}.out"].decode().split()
+        assert words[0] == letter and len(words) == 2, words  # a Slurm job id follows

@@ -136,19 +136,22 @@ def backend_kinds(text: str) -> list[str]:
 
 
 def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionBackend]:
-    """The backends of ``kinds``, their work roots created and checked.
+    """The backends of ``kinds``, sharing the one work root ``[execution] work_dir`` (created
+    and checked), so a job's work dir and proxy copy are where its registered JDL says
+    (``X509UserProxy``) whichever backend runs it; with Slurm it must be on the filesystem
+    the nodes share.
 
     Raises:
         StartupError: a work root is unusable.
     """
     backends: dict[str, ExecutionBackend] = {}
+    root = ensure_work_root(settings.execution.work_dir)
     if "local" in kinds:
-        backends["local"] = LocalExecutionBackend(ensure_work_root(settings.execution.work_dir),
-                                                  kill_grace=settings.execution.kill_grace)
+        backends["local"] = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace)
     if "slurm" in kinds:
         slurm = settings.slurm
         backends["slurm"] = SlurmExecutionBackend(
-            ensure_work_root(slurm.work_dir), slurm_conf=slurm.conf or None, bin_dir=slurm.bin_dir or None,
+            root, slurm_conf=slurm.conf or None, bin_dir=slurm.bin_dir or None,
             python=slurm.python, max_pending=slurm.max_pending, kill_grace=settings.execution.kill_grace)
     return backends
 
