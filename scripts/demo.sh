@@ -8,16 +8,23 @@
 # proxy is delegated for 75 s and the renewal worker (wmproxy-renewal) renews it 65 s before
 # its end; the job prints the end of its X509_USER_PROXY every few seconds and ends Done.
 #
+# --slurm (make demo DEMO_ARGS=--slurm, as root): a throwaway Slurm cluster (munged, slurmctld,
+# slurmd on this host, its own ports; tests/peers/slurm.py) behind a Slurm CE in the catalogue;
+# the job asks for that CE, is sbatched as the mapped account and shows its Slurm job id. The
+# cluster is stopped at the end.
+#
 # Run as root, the demo maps the user to a throwaway local account (wmpdemo, removed at the
 # end) and the job runs as that account; run as another user, it runs with [mapping] mode =
 # none (jobs as that user: the service warns about what that exposes).
 set -euo pipefail
 
 LONG=0
+SLURM=0
 for arg in "$@"; do
     case "$arg" in
         --long) LONG=1 ;;
-        *) echo "usage: $0 [--long]" >&2; exit 2 ;;
+        --slurm) SLURM=1 ;;
+        *) echo "usage: $0 [--long] [--slurm]" >&2; exit 2 ;;
     esac
 done
 
@@ -38,6 +45,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [[ -n "${MYPROXY_PID:-}" ]]; then kill -TERM "$MYPROXY_PID" 2>/dev/null || true; fi
+    if [[ $SLURM == 1 && -d "$STATE/slurm" ]]; then "$BIN/python" -m tests.peers.slurm stop "$STATE/slurm" || true; fi
     if [[ -n "$DEMO_ACCOUNT" ]]; then
         pkill -KILL -u "$DEMO_ACCOUNT" 2>/dev/null || true
         userdel "$DEMO_ACCOUNT" 2>/dev/null || true
@@ -130,6 +138,29 @@ timeout = 5
 CONF
     export WMPROXY_SECURITY_MIN_PROXY_LIFETIME=20
 fi
+if [[ $SLURM == 1 ]]; then
+    step "A throwaway Slurm cluster (munged, slurmctld, slurmd) and a catalogue with one Slurm CE"
+    [[ $(id -u) -eq 0 ]] || { echo "--slurm runs the Slurm daemons and sbatch as the mapped account: run it as root" >&2; exit 1; }
+    mkdir -m 0755 "$STATE/slurm"
+    "$BIN/python" -m tests.peers.slurm start "$STATE/slurm" > "$STATE/slurm.env"
+    # shellcheck disable=SC1091
+    source "$STATE/slurm.env"
+    echo "SLURM_CONF=$SLURM_CONF"
+    cat > "$STATE/ce-catalogue.ads" <<ADS
+[ GlueCEUniqueID = "localhost:$PORT/wmproxy-local"; GlueCEStateStatus = "Production" ]
+[ GlueCEUniqueID = "localhost:6817/slurm-debug"; WMProxyBackend = "slurm"; SlurmPartition = "debug";
+  GlueCEStateStatus = "Production" ]
+ADS
+    cat "$STATE/ce-catalogue.ads"
+    cat >> "$STATE/wmproxy.conf" <<CONF
+[jobs]
+ce_catalogue = $STATE/ce-catalogue.ads
+[slurm]
+conf = $SLURM_CONF
+refresh_interval = 2
+CONF
+    sed -i 's/^poll_interval = 0.2$/poll_interval = 0.2\nbackend = local, slurm/' "$STATE/wmproxy.conf"
+fi
 export WMPROXY_CONFIG=$STATE/wmproxy.conf
 export GLITE_WMS_WMPROXY_ENDPOINT=https://localhost:$PORT/glite_wms_wmproxy_server
 
@@ -194,6 +225,20 @@ SH
 ]
 JDL
 fi
+if [[ $SLURM == 1 ]]; then
+    cat > "$JOB/analyse.jdl" <<'JDL'
+[
+  Executable    = "analyse.sh";
+  Arguments     = "slurm";
+  StdOutput     = "std.out";
+  StdError      = "std.err";
+  InputSandbox  = { "analyse.sh", "data.txt" };
+  OutputSandbox = { "std.out", "std.err", "sorted.txt" };
+  Requirements  = RegExp("slurm", other.GlueCEUniqueID) && other.GlueCEStateFreeCPUs > 0;
+]
+JDL
+    sed -i 's/^echo "greeting: \$GREETING"$/echo "Slurm job $SLURM_JOB_ID in partition $SLURM_JOB_PARTITION"/' "$JOB/analyse.sh"
+fi
 cat "$JOB/analyse.jdl"
 
 if [[ $LONG == 1 ]]; then
@@ -236,6 +281,9 @@ END=$(date +%s.%N)
 step "The job's stdout"
 cat "$STATE/output/std.out"
 grep -q "words in data.txt: 4" "$STATE/output/std.out"
+if [[ $SLURM == 1 ]]; then
+    grep -q "Slurm job [0-9]* in partition debug" "$STATE/output/std.out" || { echo "the job did not run in Slurm" >&2; exit 1; }
+fi
 if [[ $LONG == 1 ]]; then
     step "The renewal worker's log"
     grep -E "renewing proxy|renewed proxy|failed|aborted" "$STATE/renewal.log" | cut -d' ' -f2- || true
