@@ -159,3 +159,20 @@ def test_a_dag_runs_its_nodes_in_slurm_in_dependency_order(iso: Isolated, alice:
         assert wait_for_final(alice, nodes[name]) == "Done (Exit Code 0)"
         words = outputs(alice, nodes[name])[f"{letter.lower()}.out"].decode().split()
         assert words[0] == letter and len(words) == 2, words  # a Slurm job id follows
+
+
+def test_perusal_of_a_job_running_in_slurm(iso: Isolated, alice: ReferenceClient) -> None:
+    """The worker samples a perused file of a Slurm job from the shared work dir while it runs."""
+    release = iso.shared / "release-slurm-perusal"
+    script = f"echo $SLURM_JOB_PARTITION > live.txt; while [ ! -e {release} ]; do sleep 0.2; done"
+    jdl = (f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; PerusalFileEnable = true; '
+           'PerusalTimeInterval = 1; Requirements = RegExp("slurm-debug", other.GlueCEUniqueID) ]')
+    job = alice.wmproxy.jobRegister(jdl, "slurm")
+    alice.wmproxy.enableFilePerusal(job.id, {"Item": ["live.txt"]})
+    alice.wmproxy.jobStart(job.id)
+    uris = wait_for(lambda: alice.wmproxy.getPerusalFiles(job.id, "live.txt", True, "https"),
+                    what="a perusal chunk of live.txt")
+    assert str(alice.wmproxy.getJobStatus(job.id).status) == "Running"  # sampled while it ran
+    assert b"".join(alice.session.get(u).content for u in uris) == b"debug\n"
+    release.touch()
+    assert wait_for_final(alice, job.id) == "Done (Exit Code 0)"
