@@ -53,11 +53,14 @@ def parse_jdl(text: str) -> classad2.ClassAd:
 
     Raises:
         JdlSyntaxError: the text is empty or is not exactly one ClassAd, for
-            example ``garbage``, ``Executable = ;``, unbalanced brackets or text
-            after the closing ``]``. The message starts with "Unable to parse JDL: ".
+            example ``garbage``, ``Executable = ;``, unbalanced brackets, text
+            after the closing ``]``, a NUL character or an attribute name starting with
+            ``__wmproxy``. The message starts with "Unable to parse JDL: ".
     """
     if not text or not text.strip():
         raise JdlSyntaxError("Unable to parse JDL: the JDL is empty")
+    if "\x00" in text:
+        raise JdlSyntaxError("Unable to parse JDL: the JDL contains a NUL character")
     body = _HASH_COMMENT_LINE.sub("", text)
     noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
     bracketed = body[noise.end() if noise else 0:].startswith("[")
@@ -68,7 +71,7 @@ def parse_jdl(text: str) -> classad2.ClassAd:
 
     try:
         wrapper = classad2.ClassAd(wrapper_text)
-    except classad2.ClassAdException as exc:
+    except (classad2.ClassAdException, ValueError) as exc:
         reason = classad2.lastError() or str(exc)
         raise JdlSyntaxError(f"Unable to parse JDL: {_clean_reason(reason)}") from None
 

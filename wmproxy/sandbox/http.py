@@ -50,6 +50,7 @@ from wmproxy.errors import (
     ProxyError,
     QuotaExceededError,
     SandboxFileCountError,
+    SandboxNameError,
     SandboxPathError,
     WMProxyError,
 )
@@ -260,6 +261,8 @@ class SandboxApp:
         destination = request.headers.get("Destination")
         if not destination:
             raise _HttpError(400, "MOVE needs a Destination header")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in destination):  # urlsplit would drop some silently
+            raise SandboxNameError("Sandbox paths may not contain control characters (newline, CR, ESC...)")
         dest_path = unquote(urlsplit(destination).path)
         prefix = request.script_root
         if prefix and dest_path.startswith(prefix + "/"):

@@ -39,10 +39,12 @@ from wmproxy.soap.wmproxy_port import WMProxyPort
 
 log = logging.getLogger(__name__)
 
-# Spyne logs a traceback for every Fault a method raises; our faults are expected
-# answers, logged in one line by wmproxy.soap.faults. Spyne's own internal errors are
-# still logged (CRITICAL, on spyne.application.server).
+# Spyne logs a traceback for every Fault a method raises and for every request it cannot
+# read (spyne.server._base); our faults are expected answers, logged in one line by
+# wmproxy.soap.faults, and an unexpected error is logged there with its traceback and error
+# id. Spyne's own CRITICAL messages are still logged.
 logging.getLogger("spyne.application").setLevel(logging.CRITICAL)
+logging.getLogger("spyne.server").setLevel(logging.CRITICAL)
 
 #: What Spyne may receive, as a multiple of ``[limits] max_request_bytes``: the request it
 #: gets is the checked one re-serialised as UTF-8, which can be longer than what was sent

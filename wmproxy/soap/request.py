@@ -171,8 +171,20 @@ def check_request(body: bytes, limits: LimitsSettings) -> SoapRequest:
             checker.event(kind, item)
     except etree.XMLSyntaxError as exc:
         reason = str(exc).replace(" (<string>, line 1)", "") or "not well-formed XML"
+        _learn_operation(checker, parser)
         raise checker.refuse(reason[:QUOTE_CHARS]) from None
     if not checker.operation:
         raise checker.refuse("no operation element in the SOAP Body")
     return SoapRequest(etree.tostring(root, encoding="UTF-8", xml_declaration=False), checker.namespace,
                        checker.operation)
+
+
+def _learn_operation(checker: _Checker, parser: etree.XMLPullParser) -> None:
+    """Let ``checker`` see the events parsed before a syntax error, so that the refusal
+    names the operation if the parser had reached it (a refusal they raise is dropped: the
+    syntax error is the one reported)."""
+    try:
+        for kind, item in parser.read_events():
+            checker.event(kind, item)
+    except MalformedRequestError:
+        return
