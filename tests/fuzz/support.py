@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections import Counter
@@ -32,11 +33,14 @@ if TYPE_CHECKING:
     from tests.support import SoapApp
     from wmproxy.services.runtime import Runtime
 
+#: Files the fuzzed job's input sandbox may hold (``tests/fuzz/conftest.py``).
+FUZZ_INPUT_FILES = 5
+
 #: Hostile cases tried in this session, by class ("xml", "sandbox", "jdl", "credentials"...).
 HOSTILE: Counter[str] = Counter()
 
 #: Examples per hypothesis property when ``WMPROXY_FUZZ_EXAMPLES`` is not set.
-FUZZ_EXAMPLES = 40
+FUZZ_EXAMPLES = 100
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 WMPROXY = "http://glite.org/wms/wmproxy"
@@ -44,6 +48,17 @@ DELEGATION_NAMESPACES = ("http://www.gridsite.org/namespaces/delegation-1",
                          "http://www.gridsite.org/namespaces/delegation-2")
 BASE_FAULT_FIELDS = ["methodName", "Timestamp", "ErrorCode", "Description"]
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
+
+
+@dataclasses.dataclass
+class FuzzService:
+    """The in-process service of ``tests/fuzz``, alice's delegation id and the fuzzed job
+    (id, input path relative to the sandbox root)."""
+
+    soap: SoapApp
+    delegation_id: str
+    job_id: str
+    input_path: str
 
 
 def tried(kind: str, count: int = 1) -> None:

@@ -121,8 +121,11 @@ class _Checker:
             if element.tag != _ENVELOPE:
                 raise self.refuse("not a SOAP 1.1 Envelope")
         if len(self.stack) == 2 and self.stack[-1] == _BODY and not self.operation:
-            qname = etree.QName(element)
-            self.namespace, self.operation = qname.namespace or "", qname.localname
+            tag = str(element.tag)  # not etree.QName: it refuses a tag with an undeclared prefix
+            if tag.startswith("{") and "}" in tag:
+                self.namespace, _, self.operation = tag[1:].partition("}")
+            else:
+                self.namespace, self.operation = "", tag
         self.elements += 1
         if self.elements > limits.max_xml_elements:
             raise self.refuse(f"more than {limits.max_xml_elements} elements")
