@@ -148,16 +148,43 @@ def tree_footprint(top: Path) -> frozenset[tuple[str, int]]:
     )
 
 
-def store_footprint(rt: Runtime) -> tuple[int, ...]:
-    """Rows of jobs, execution requests, delegations and pending delegation requests."""
+#: The tables whose rows :func:`store_footprint` counts.
+FOOTPRINT_TABLES = ("jobs", "execution_requests", "delegations", "delegation_requests")
+
+
+def _row_counts(bind: Any) -> tuple[int, ...]:
     import sqlalchemy as sa
 
-    bind = rt.session_factory.kw["bind"]
     with bind.connect() as conn:
         return tuple(
             conn.execute(sa.text(f"select count(*) from {table}")).scalar_one()  # noqa: S608 - fixed names
-            for table in ("jobs", "execution_requests", "delegations", "delegation_requests")
+            for table in FOOTPRINT_TABLES
         )
+
+
+def store_footprint(rt: Runtime) -> tuple[int, ...]:
+    """Rows of jobs, execution requests, delegations and pending delegation requests."""
+    return _row_counts(rt.session_factory.kw["bind"])
+
+
+def deployment_footprint(config: Path) -> tuple[tuple[int, ...], frozenset[tuple[str, int]]]:
+    """What requests write in a running deployment (its INI file): rows of jobs, delegations and
+    pending delegation requests, the job directories and everything in their ``input/``. Not the
+    queue, ``output/`` or ``peek/``: the execution worker changes those on its own."""
+    import sqlalchemy as sa
+
+    from wmproxy.config import load_settings
+
+    settings = load_settings(config)
+    engine = sa.create_engine(settings.database.url)
+    try:
+        rows = _row_counts(engine)
+    finally:
+        engine.dispose()
+    top = Path(settings.sandbox.root) / settings.sandbox.dir_name
+    entries = {entry for entry in tree_footprint(top)
+               if entry[0].count("/") < 2 or entry[0].split("/")[2] == "input"}
+    return (rows[0], rows[2], rows[3]), frozenset(entries)
 
 
 def wrapped(soap: SoapApp, **environ: str) -> SoapApp:
