@@ -2,8 +2,10 @@
 
 ``GET <endpoint>?wsdl`` returns ``wsdl/wmproxy.wsdl`` with the service addresses set
 to this deployment's endpoint; ``POST <endpoint>`` is dispatched to one of the three
-ports; ``/<SandboxDir>/...`` is the HTTPS sandbox edge. Every request is authenticated
-by its TLS client chain first.
+ports (``wmproxy.soap.dispatch``: the request is checked against ``[limits]``, then its
+caller authenticated by the TLS client chain, so that every refusal is the fault of the
+operation); ``/<SandboxDir>/...`` is the HTTPS sandbox edge, where the caller is
+authenticated before any file is looked at.
 
 gunicorn entry point: ``wmproxy.soap.app:application`` (settings from ``WMPROXY_CONFIG``
 and ``WMPROXY_*`` variables, read once per worker process). :func:`check_start` runs when
