@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import HealthCheck, settings
 from lxml import etree
 
+from wmproxy.soap.dispatch import ENVELOPE_PREFIX
+
 if TYPE_CHECKING:
     from tests.support import SoapApp
     from wmproxy.services.runtime import Runtime
@@ -99,11 +101,11 @@ def typed_fault(status: int | str, body: bytes, declared: dict[str, frozenset[st
     assert str(status).startswith("500"), (status, body[:300])
     assert b"Traceback" not in body and b"<html" not in body.lower()
     root = etree.fromstring(body)
-    assert root.tag == f"{{{SOAP_ENV}}}Envelope" and root.prefix == "SOAP-ENV", body[:300]
+    assert root.tag == f"{{{SOAP_ENV}}}Envelope" and root.prefix == ENVELOPE_PREFIX, body[:300]
     fault = root.find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
     assert fault is not None, body[:300]
     assert [child.tag for child in fault] == ["faultcode", "faultstring", "detail"], body[:300]  # no faultactor
-    assert fault.findtext("faultcode") == "SOAP-ENV:Server"
+    assert fault.findtext("faultcode") == f"{ENVELOPE_PREFIX}:Server"
     detail = fault.find("detail")
     assert detail is not None and len(detail) == 1, body[:300]
     element = detail[0]

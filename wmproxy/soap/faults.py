@@ -84,7 +84,7 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
         etree.SubElement(detail, name).text = text
     for cause in causes:
         etree.SubElement(detail, "FaultCause").text = cause
-    # The reference always sends SOAP-ENV:Server; clients branch on the detail element.
+    # The reference always sends the Server faultcode; clients branch on the detail element.
     return TypedFault(faultcode="Server", faultstring=message, detail=detail)
 
 
