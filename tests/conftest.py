@@ -131,3 +131,12 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support import migrated_sqlite
 
     return migrated_sqlite(tmp_path_factory.mktemp("template-db"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how many hostile cases the session tried (issue 10; ``tests/fuzz/support.py``)."""
+    from tests.fuzz.support import summary
+
+    line = summary()
+    if line:
+        terminalreporter.write_line(line)

@@ -1,5 +1,10 @@
 """VOMS helpers shared by test modules: a fake VOMS server (host cert from the test CA and a
-vomsdir trusting it) and VOMS proxies made by the real ``voms-proxy-fake`` (``peers.md`` §4.1)."""
+vomsdir trusting it) and VOMS proxies made by the real ``voms-proxy-fake`` (``peers.md`` §4.1).
+
+Forged ACs (issue 10): :func:`untrusted_voms_server` (certified by the test CA, but no .lsc
+names it) and :func:`fake_ca_voms_server` (a fake CA with the test CA's DN and another key
+certifies a server with the trusted server's DN, so every DN of the .lsc matches); pass
+them to :func:`fake_voms_proxy` to get a proxy carrying a forged AC."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from cryptography import x509
 
 from tests.conftest import Pki, need_peer
 from wmproxy.security.dn import slash_dn
+from wmproxy.security.pki import create_ca
 
 #: The FQANs :func:`fake_voms_proxy` puts in the AC by default, the primary one first.
 FQANS = ("/atlas/Role=production/Capability=NULL", "/atlas/Role=NULL/Capability=NULL",
@@ -39,6 +45,23 @@ def fake_voms_server(pki: Pki, root: Path) -> VomsServer:
     vomsdir = root / "vomsdir"
     write_lsc(vomsdir, dn, pki.ca.dn)
     return VomsServer(cert, key, dn, vomsdir)
+
+
+def untrusted_voms_server(pki: Pki, root: Path) -> VomsServer:
+    """A VOMS server certified by the test CA (``.../CN=voms-impostor.localhost``) whose DN no
+    .lsc lists; its ``vomsdir`` is empty (use the trusted server's)."""
+    cert, key = pki.ca.issue_host("voms-impostor.localhost", root / "impostor")
+    dn = slash_dn(x509.load_pem_x509_certificate(cert.read_bytes()).subject)
+    return VomsServer(cert, key, dn, root / "impostor-vomsdir")
+
+
+def fake_ca_voms_server(pki: Pki, root: Path) -> VomsServer:
+    """A VOMS server with the trusted ``voms.localhost`` DN, certified by a fake CA that has the
+    test CA's DN but its own key: the .lsc DN list matches, only the signatures tell."""
+    fake = create_ca(root / "fake-ca" / "certificates", pki.ca.dn)
+    cert, key = fake.issue_host("voms.localhost", root / "fake-voms")
+    dn = slash_dn(x509.load_pem_x509_certificate(cert.read_bytes()).subject)
+    return VomsServer(cert, key, dn, root / "fake-vomsdir")
 
 
 def write_lsc(vomsdir: Path, dn: str, ca_dn: str, vo: str = "atlas", host: str = "voms.localhost") -> Path:

@@ -46,6 +46,16 @@ class AuthorizationError(WMProxyError):
     code = 1207
 
 
+class LimitedProxyError(AuthorizationError):
+    """A limited proxy (RFC 3820 limited policy or legacy ``CN=limited proxy``) was used for
+    an operation that creates, starts, changes or delegates (1207, AuthorizationFault)."""
+
+
+class FqanMismatchError(AuthorizationError):
+    """The client proxy's primary FQAN differs from the delegated proxy's (1207; WMS 3.3
+    wording, WTS bug 54728)."""
+
+
 class ProxyError(WMProxyError):
     """A proxy certificate is missing, unreadable or invalid (1212)."""
 
@@ -143,6 +153,17 @@ class SandboxError(WMProxyError):
 
 class SandboxPathError(InvalidArgumentError):
     """A sandbox path escapes the job's area or names something that is not a file."""
+
+
+class SandboxNameError(InvalidArgumentError):
+    """A sandbox file name the service refuses: control characters, ``/``, ``.``/``..``,
+    or longer than ``[limits] max_sandbox_name_bytes`` (1225; HTTP 400)."""
+
+
+class SandboxFileCountError(InvalidArgumentError):
+    """A job lists or uploads more sandbox files than ``[limits] max_input_sandbox_files`` /
+    ``max_output_sandbox_files`` allow (1225; HTTP 403). The message starts with the
+    reference's "The maximum number of input|output sandbox files is reached"."""
 
 
 class QuotaExceededError(WMProxyError):

@@ -7,11 +7,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import zeep
 from lxml import etree
 
 from tests.conftest import Pki
+from tests.fuzz.support import deployment_footprint
 from tests.integration.refclient import (
     SOAP,
     WMP,
@@ -39,20 +39,8 @@ def alice(deployment: Deployment, pki: Pki) -> ReferenceClient:
 
 @pytest.fixture
 def footprint(deployment: Deployment):
-    """Counts of job rows, queue rows and sandbox directories, to compare before/after."""
-    settings = load_settings(deployment.config)
-    engine = sa.create_engine(settings.database.url)
-
-    def measure() -> tuple[int, int, int]:
-        with engine.connect() as conn:
-            jobs = conn.execute(sa.text("select count(*) from jobs")).scalar_one()
-            queue = conn.execute(sa.text("select count(*) from execution_requests")).scalar_one()
-        root = Path(settings.sandbox.root) / settings.sandbox.dir_name
-        dirs = sum(1 for p in root.glob("*/*") if p.is_dir()) if root.exists() else 0
-        return jobs, queue, dirs
-
-    yield measure
-    engine.dispose()
+    """Rows (jobs, queue, delegations, requests) and the sandbox tree, to compare before/after."""
+    return lambda: deployment_footprint(deployment.config)
 
 
 def post_raw(deployment: Deployment, pki: Pki, body: bytes) -> tuple[int, etree._Element]:
@@ -101,8 +89,10 @@ class TestMalformedRequests:
             f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:getJDL xmlns:w="{WMP}"><jobId>&x;</jobId>'
             "<type>ORIGINAL</type></w:getJDL></e:Body></e:Envelope>"
         ).encode()
-        _, envelope = post_raw(deployment, pki, body)
+        status, envelope = post_raw(deployment, pki, body)
         assert b"root:" not in etree.tostring(envelope)
+        assert status == 500
+        assert "DTD" in typed_fault(envelope).findtext("Description")
 
 
 class TestRejectedRegistrations:

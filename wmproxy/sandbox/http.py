@@ -11,10 +11,14 @@ DELETE     a file or an empty directory below ``input/``
 MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 =========  ==================================================================
 
-``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 403 for a
-path outside a sandbox or a refused caller, 404 for unknown jobs or files, 409 for a
-missing parent directory, 413 when the upload would exceed the input sandbox limit,
-405 for other methods. Error bodies are one line of plain text, never a traceback.
+``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 400 for a
+file name the service refuses (control characters such as newline, CR or ESC, DEL, or
+longer than ``[limits] max_sandbox_name_bytes``); 403 for a path outside a sandbox, a
+refused caller (a limited proxy may only read) or an upload over ``[limits]
+max_input_sandbox_files``; 404 for unknown jobs or files; 409 for a missing parent
+directory or a change of the input sandbox after jobStart; 413 when the upload would
+exceed the input sandbox size limit; 405 for other methods. Error bodies are one line of
+plain text, never a traceback.
 """
 
 from __future__ import annotations
@@ -39,13 +43,24 @@ from werkzeug.wsgi import wrap_file
 from wmproxy.errors import (
     AuthenticationError,
     AuthorizationError,
+    DelegationError,
     InvalidArgumentError,
     JobNotFoundError,
+    OperationNotAllowedError,
+    ProxyError,
     QuotaExceededError,
+    SandboxFileCountError,
+    SandboxNameError,
     SandboxPathError,
     WMProxyError,
 )
-from wmproxy.sandbox.storage import FilesystemSandboxStorage, UnknownJobAreaError, is_temporary
+from wmproxy.sandbox.storage import (
+    NAME_MAX,
+    FilesystemSandboxStorage,
+    UnknownJobAreaError,
+    check_file_name,
+    is_temporary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +72,10 @@ on the job area ``job_rel_dir`` (``SandboxDir/Ab/<job dir>``), else raise a WMPr
 InputLimit = Callable[[str], int]
 """``input_limit(job_rel_dir)``: bytes the job's ``input/`` may still take."""
 
+NewFileCheck = Callable[[str], None]
+"""``check_new_file(job_rel_dir)``: return if the job's ``input/`` may take one more file,
+else raise (SandboxFileCountError → 403)."""
+
 ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
 
 # Order matters: first match along this list wins (subclasses before bases).
@@ -64,8 +83,12 @@ _STATUS_OF: tuple[tuple[type[WMProxyError], int], ...] = (
     (UnknownJobAreaError, 404),
     (JobNotFoundError, 404),
     (SandboxPathError, 403),
+    (SandboxFileCountError, 403),
     (AuthenticationError, 403),
     (AuthorizationError, 403),
+    (ProxyError, 403),
+    (DelegationError, 403),
+    (OperationNotAllowedError, 409),
     (QuotaExceededError, 413),
     (InvalidArgumentError, 400),
 )
@@ -91,6 +114,9 @@ class SandboxApp:
         input_limit: ``input_limit(job_rel_dir)`` → bytes the job's input sandbox may
             still take (e.g. MaxInputSandboxSize − current input size). When a PUT
             replaces a file, that file's current size is added back.
+        check_new_file: ``check_new_file(job_rel_dir)`` before a PUT creates a file in the
+            job's input sandbox: raises to refuse (the file-count limit); default no check.
+        max_name_bytes: longest file name (bytes of UTF-8) a path component may have.
     """
 
     def __init__(
@@ -99,10 +125,14 @@ class SandboxApp:
         *,
         authorize: Authorize,
         input_limit: InputLimit,
+        check_new_file: NewFileCheck | None = None,
+        max_name_bytes: int = NAME_MAX,
     ) -> None:
         self.storage = storage
         self.authorize = authorize
         self.input_limit = input_limit
+        self.check_new_file = check_new_file or (lambda rel_dir: None)
+        self.max_name_bytes = max_name_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -129,6 +159,7 @@ class SandboxApp:
             raise _HttpError(405, f"Method {method} not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
         rel_path = request.path[1:]  # werkzeug collapses leading slashes to one
         job_rel_dir, area, rest = self.storage.split_path(rel_path)
+        self._check_names(rest)
         self.authorize(request.environ, job_rel_dir, method)
         resolved = self.storage.resolve(rel_path)
         path = resolved.path
@@ -146,8 +177,11 @@ class SandboxApp:
             return _delete(path)
         return self._move(request, job_rel_dir, path)
 
-    # --- handlers ---
+    def _check_names(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            check_file_name(name, self.max_name_bytes)
 
+    # --- handlers ---
 
     def _get(self, request: Request, path: Path, rest: tuple[str, ...]) -> Response:
         try:
@@ -215,6 +249,8 @@ class SandboxApp:
             if not stat.S_ISREG(st.st_mode):
                 raise _HttpError(409, "The target exists and is not a regular file")
             created, existing = False, st.st_size
+        if created:
+            self.check_new_file(job_rel_dir)
         limit = max(0, self.input_limit(job_rel_dir)) + existing
         self.storage.stream_into(path, request.stream, request.content_length, limit)
         if created:
@@ -225,6 +261,8 @@ class SandboxApp:
         destination = request.headers.get("Destination")
         if not destination:
             raise _HttpError(400, "MOVE needs a Destination header")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in destination):  # urlsplit would drop some silently
+            raise SandboxNameError("Sandbox paths may not contain control characters (newline, CR, ESC...)")
         dest_path = unquote(urlsplit(destination).path)
         prefix = request.script_root
         if prefix and dest_path.startswith(prefix + "/"):
@@ -232,6 +270,7 @@ class SandboxApp:
         if dest_path.startswith("//") or not dest_path.startswith("/"):
             raise SandboxPathError("Bad MOVE destination")
         dest_job, dest_area, dest_rest = self.storage.split_path(dest_path[1:])
+        self._check_names(dest_rest)
         if dest_job != job_rel_dir or dest_area != "input" or not dest_rest:
             raise SandboxPathError("MOVE is allowed only inside the same job's input sandbox")
         target = self.storage.resolve(dest_path[1:]).path

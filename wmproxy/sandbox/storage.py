@@ -37,6 +37,8 @@ from wmproxy.errors import (
     InvalidArgumentError,
     QuotaExceededError,
     SandboxError,
+    SandboxFileCountError,
+    SandboxNameError,
     SandboxPathError,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
@@ -119,6 +121,54 @@ class ResolvedPath(NamedTuple):
 def is_temporary(name: str) -> bool:
     """True for the names of this module's in-progress temporary files."""
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+NAME_MAX = 255
+"""Bytes of one file name the file system takes (Linux ``NAME_MAX``)."""
+
+
+def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox file name") -> str:
+    """Return ``name`` if it can name one sandbox file, else refuse it.
+
+    Refused: an empty name, ``.`` and ``..``, ``/`` or ``\\``, control characters (below
+    U+0020: newline, CR, ESC, NUL...; and DEL U+007F), text that is not valid Unicode, and a
+    name longer than ``max_bytes`` bytes of UTF-8 (at most :data:`NAME_MAX`).
+
+    Args:
+        what: what ``name`` is, for the message ("InputSandbox file name").
+
+    Raises:
+        SandboxNameError: the message says why; control characters are shown escaped.
+    """
+    shown = name.encode("unicode_escape", "backslashreplace").decode("ascii")[:80]
+    if name in ("", ".", ".."):
+        raise SandboxNameError(f"Invalid {what} {shown!r}: empty, '.' and '..' are not file names")
+    if "/" in name or "\\" in name:
+        raise SandboxNameError(f"Invalid {what} {shown!r}: '/' and '\\' are not allowed in a file name")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise SandboxNameError(f"Invalid {what} {shown!r}: control characters are not allowed")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise SandboxNameError(f"Invalid {what} {shown!r}: not valid Unicode") from None
+    limit = min(max_bytes, NAME_MAX)
+    if size > limit:
+        raise SandboxNameError(f"Invalid {what} {shown!r}...: {size} bytes long, at most {limit} allowed")
+    return name
+
+
+def check_file_count(area: str, count: int, limit: int) -> None:
+    """Refuse ``count`` files in the ``area`` ("input" or "output") sandbox over ``limit``
+    (``[limits] max_input_sandbox_files``/``max_output_sandbox_files``; 0 = no limit).
+
+    Raises:
+        SandboxFileCountError: "The maximum number of <area> sandbox files is reached"
+            (the reference's abort message) with the numbers.
+    """
+    if limit > 0 and count > limit:
+        raise SandboxFileCountError(
+            f"The maximum number of {area} sandbox files is reached: {count} files, at most {limit} allowed"
+        )
 
 
 class FilesystemSandboxStorage:
@@ -248,6 +298,14 @@ class FilesystemSandboxStorage:
         with contextlib.suppress(OSError):  # not empty (other jobs) or already gone
             job_dir.parent.rmdir()
 
+    def input_file_count(self, job_id: str) -> int:
+        """Regular files under the job's ``input/`` (recursively), in-progress uploads included.
+
+        Raises:
+            SandboxError: the job area does not exist.
+        """
+        return _tree_size(self._area(job_id, "input"), count=True)
+
     def input_size(self, job_id: str) -> int:
         """Total bytes of the regular files under the job's ``input/`` (recursively).
 
@@ -353,9 +411,12 @@ class FilesystemSandboxStorage:
         Raises:
             SandboxPathError: NUL, backslash, empty, ``.`` or ``..`` components, an
                 absolute path, a path outside ``<dir_name>/<2ch>/<job dir>/{input,output}``.
+            SandboxNameError: control characters (below U+0020, DEL).
         """
         if "\x00" in rel_path or "\\" in rel_path:
             raise SandboxPathError("Sandbox paths may not contain NUL or backslash characters")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in rel_path):
+            raise SandboxNameError("Sandbox paths may not contain control characters (newline, CR, ESC...)")
         if rel_path.startswith("/"):
             raise SandboxPathError("Sandbox paths must be relative to the document root")
         parts = rel_path.split("/")
@@ -562,9 +623,15 @@ def _mkdir(path: Path, mode: int, *, parents: bool = False) -> None:
     os.chmod(path, mode)
 
 
+#: Bytes of the target name kept in a temporary file's name: ``.<name>.<8 random>`` plus
+#: :data:`TMP_SUFFIX` then fits in :data:`NAME_MAX` even for a 255-byte target name.
+_TMP_NAME_BYTES = NAME_MAX - len(TMP_SUFFIX) - 2 - 8
+
+
 def _mkstemp(path: Path) -> tuple[int, str]:
+    stem = path.name.encode("utf-8", "surrogateescape")[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
     try:
-        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=TMP_SUFFIX)
     except OSError as exc:
         raise SandboxError(f"Unable to create {path.name}: {exc.strerror}") from exc
 
@@ -574,7 +641,8 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def _tree_size(top: Path) -> int:
+def _tree_size(top: Path, *, count: bool = False) -> int:
+    """Bytes of the regular files under ``top`` (or, with ``count``, how many there are)."""
     total = 0
     for dirpath, _dirs, files in os.walk(top):  # os.walk does not follow symlinked dirs
         for name in files:
@@ -583,7 +651,7 @@ def _tree_size(top: Path) -> int:
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                total += st.st_size
+                total += 1 if count else st.st_size
     return total
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 
 from wmproxy.errors import ProxyError, ProxyVerificationError
@@ -71,14 +72,59 @@ def is_proxy(cert: x509.Certificate) -> bool:
     return any(ext.oid == PROXY_CERT_INFO_OID for ext in cert.extensions)
 
 
+#: Last CN of a legacy (GT2) limited proxy's subject.
+LEGACY_LIMITED_CN = "limited proxy"
+
+
 def is_limited_proxy(cert: x509.Certificate) -> bool:
-    """True for an RFC 3820 proxy whose policy language is the Globus limited-proxy OID
-    (1.3.6.1.4.1.3536.1.1.1.9). A malformed proxyCertInfo counts as not limited."""
+    """True for a limited proxy: an RFC 3820 proxy whose policy language is the Globus
+    limited-proxy OID (1.3.6.1.4.1.3536.1.1.1.9), or a legacy GT2 proxy whose subject is
+    its issuer's plus ``CN=limited proxy``.
+
+    A malformed proxyCertInfo counts as limited: what it grants cannot be known, so the
+    proxy gets the least (the TLS layer refuses such certificates anyway).
+    """
     try:
         info = proxy_cert_info(cert)
     except ValueError:
-        return False
-    return info is not None and info.policy_language == LIMITED_PROXY_OID
+        return True
+    if info is not None:
+        return info.policy_language == LIMITED_PROXY_OID
+    return _legacy_proxy_cn(cert) == LEGACY_LIMITED_CN
+
+
+def has_limited_proxy(chain: list[x509.Certificate]) -> bool:
+    """True when a certificate of the leaf-first ``chain`` is a limited proxy
+    (:func:`is_limited_proxy`). A proxy signed by a limited proxy is limited too
+    (RFC 3820 §3.8: a proxy never has more rights than its issuer)."""
+    return any(is_limited_proxy(cert) for cert in chain)
+
+
+def proxy_depth(chain: list[x509.Certificate]) -> int:
+    """Proxy certificates above the end-entity certificate of the leaf-first ``chain``:
+    0 for a plain certificate, 1 for ``grid-proxy-init``'s proxy, 2 for a proxy of it...
+
+    Counts RFC 3820 proxies and legacy GT2 proxies (subject = issuer + one CN) from the leaf
+    down to the first certificate that is neither.
+    """
+    depth = 0
+    for cert in chain:
+        if not (is_proxy(cert) or _legacy_proxy_cn(cert) in ("proxy", LEGACY_LIMITED_CN)):
+            break
+        depth += 1
+    return depth
+
+
+def _legacy_proxy_cn(cert: x509.Certificate) -> str | None:
+    """The last CN of a certificate whose subject is its issuer's plus one CN (the shape of a
+    legacy GT2 proxy), else None."""
+    rdns = cert.subject.rdns
+    if len(rdns) < 2 or rdns[:-1] != cert.issuer.rdns:
+        return None
+    last = list(rdns[-1])
+    if len(last) != 1 or last[0].oid != NameOID.COMMON_NAME:
+        return None
+    return str(last[0].value)
 
 
 def end_entity(chain: list[x509.Certificate]) -> x509.Certificate:

@@ -20,13 +20,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from wmproxy.errors import InvalidDelegationIdError, ProxyError, ProxyVerificationError
-from wmproxy.security.chain import chain_pem, identity_dn, is_proxy, load_pem_chain, verify_chain
+from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyError, ProxyVerificationError
+from wmproxy.security.chain import (
+    chain_pem,
+    has_limited_proxy,
+    identity_dn,
+    is_proxy,
+    load_pem_chain,
+    proxy_depth,
+    verify_chain,
+)
 from wmproxy.security.proxy import key_pem as _key_pem
 from wmproxy.security.proxy import public_key_der, utc_now
-from wmproxy.security.voms import primary_fqans
+from wmproxy.security.voms import verified_fqans
 
 CLOCK_SKEW = timedelta(seconds=5)
+#: Proxy levels a delegated chain may have by default (``[limits] max_proxy_chain_depth``).
+MAX_PROXY_CHAIN_DEPTH = 10
 _DELEGATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -38,7 +48,8 @@ class DelegatedProxy:
         pem: grid proxy file layout: leaf cert, unencrypted private key, issuer chain.
         dn: caller identity (slash DN of the end-entity cert).
         not_before, not_after: validity of the leaf, UTC-aware.
-        fqans: VOMS FQANs of the chain (first = primary); see :func:`voms_fqans`.
+        fqans: the FQANs of the chain's VOMS ACs that verified at putProxy time (first =
+            primary; :func:`wmproxy.security.voms.verified_fqans`).
     """
 
     pem: bytes
@@ -67,28 +78,13 @@ def new_proxy_request(bits: int = 2048) -> tuple[bytes, bytes]:
     return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
 
 
-def voms_fqans(chain: Sequence[x509.Certificate]) -> tuple[str, ...]:
-    """FQANs of the first VOMS AC found in ``chain`` (first = primary), ``()`` without one.
-
-    The AC is not verified here (see :func:`wmproxy.security.voms.voms_attributes`).
-
-    Raises:
-        ProxyVerificationError: the VOMS extension is malformed.
-    """
-    try:
-        return primary_fqans(list(chain))
-    except ProxyVerificationError:
-        raise
-    except ProxyError as exc:
-        raise _refuse(str(exc.args[0])) from None
-
-
 def _refuse(message: str) -> ProxyVerificationError:
     return ProxyVerificationError(message)
 
 
 def accept_delegated_proxy(
-    key_pem: bytes, proxy_pem: bytes, caller_dn: str, ca_dir: str, now: datetime | None = None
+    key_pem: bytes, proxy_pem: bytes, caller_dn: str, ca_dir: str, now: datetime | None = None, *,
+    vomsdir: str | None = None, max_depth: int = MAX_PROXY_CHAIN_DEPTH,
 ) -> DelegatedProxy:
     """Check what a client sent to putProxy and build the credential to store.
 
@@ -98,15 +94,21 @@ def accept_delegated_proxy(
         caller_dn: slash DN of the authenticated caller (proxy CNs stripped).
         ca_dir: grid CA directory for :func:`~wmproxy.security.chain.verify_chain`.
         now: UTC time of the check (default now).
+        vomsdir: VOMS trust anchors; the stored FQANs are those of the ACs that verify
+            against it and ``ca_dir`` (none without it).
+        max_depth: most proxy levels the chain may have, the new proxy included.
 
     Checks, in order: the leaf certifies the pending key; it is an RFC 3820 proxy
     (gridsite ``htproxyput`` sends proxies without proxyCertInfo, refused here); it is
-    signed by the next cert and its subject is that cert's plus one CN; the chain's
-    identity is the caller; it is within its validity period (5 s clock skew); the
+    signed by the next cert and its subject is that cert's plus one CN; the chain has at
+    most ``max_depth`` proxy levels; no certificate of it is a limited proxy (a proxy
+    signed by a limited proxy is limited, and limited proxies grant data access only); the
+    chain's identity is the caller; it is within its validity period (5 s clock skew); the
     whole chain verifies against ``ca_dir`` (CRLs included).
 
     Raises:
         ProxyVerificationError: any check fails; the message says which.
+        LimitedProxyError: the chain holds a limited proxy (AuthorizationFault 1207).
     """
     now = utc_now(now)
     try:
@@ -125,6 +127,14 @@ def accept_delegated_proxy(
     if len(chain) < 2:
         raise _refuse("the delegated proxy comes without its issuer certificate")
     _check_issued_by(leaf, chain[1])
+    depth = proxy_depth(chain)
+    if depth > max_depth:
+        raise _refuse(f"the delegated proxy chain is too long: {depth} proxy levels, at most {max_depth} allowed")
+    if has_limited_proxy(chain):
+        raise LimitedProxyError(
+            "Authorization error: a limited proxy cannot be delegated: the delegated chain holds a limited "
+            "proxy, which grants data access only"
+        )
     try:
         dn = identity_dn(chain)
     except ProxyError as exc:
@@ -136,13 +146,17 @@ def accept_delegated_proxy(
     if leaf.not_valid_after_utc <= now:
         raise _refuse("the delegated proxy has expired")
     verify_chain(chain, ca_dir, at=now)
+    try:
+        fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=now)
+    except ProxyError as exc:
+        raise _refuse(str(exc.args[0])) from None
     rest = [c for c in chain[1:] if not _is_self_signed(c)]
     return DelegatedProxy(
         pem=chain_pem([leaf]) + _key_pem(key) + chain_pem(rest),
         dn=dn,
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
-        fqans=voms_fqans(chain),
+        fqans=fqans,
     )
 
 

@@ -29,7 +29,12 @@ from wmproxy.security.voms import VomsAttributes, voms_attributes
 
 @dataclass
 class VOProxyInfo:
-    """One VOMS AC (VOProxyInfoStructType); times are aware UTC."""
+    """One VOMS AC (VOProxyInfoStructType); times are aware UTC.
+
+    ``attributes`` holds the AC's FQANs only when it verified (``verified``); an AC that
+    did not verify keeps what it claims about its holder, issuer, VO and dates, no FQAN,
+    and the reason in ``verify_error``.
+    """
 
     user: str
     user_ca: str
@@ -40,6 +45,8 @@ class VOProxyInfo:
     start_time: datetime
     end_time: datetime
     attributes: list[str] = field(default_factory=list)
+    verified: bool = True
+    verify_error: str = ""
 
 
 @dataclass
@@ -61,22 +68,24 @@ class ProxyInfo:
     vos: list[VOProxyInfo] = field(default_factory=list)
 
 
-def proxy_info(pem: bytes, *, vomsdir: str | None = None, ca_dir: str | None = None) -> ProxyInfo:
+def proxy_info(pem: bytes, *, vomsdir: str | None, ca_dir: str | None, at: datetime | None = None) -> ProxyInfo:
     """Describe a grid proxy file (cert, key, chain) or a PEM chain, leaf first.
 
     Args:
         pem: PEM bytes; private key blocks are ignored.
-        vomsdir, ca_dir: passed to :func:`~wmproxy.security.voms.voms_attributes`; the
-            ACs are listed whether or not they verify.
+        vomsdir, ca_dir: what the VOMS ACs are verified against
+            (:func:`~wmproxy.security.voms.voms_attributes`); every AC is listed, with its
+            FQANs only if it verifies (``None``: nothing verifies).
+        at: time of the AC check (UTC, default now).
 
     Raises:
         ProxyError: no certificate, unreadable certificate or malformed VOMS AC.
     """
-    return chain_proxy_info(load_pem_chain(pem), vomsdir=vomsdir, ca_dir=ca_dir)
+    return chain_proxy_info(load_pem_chain(pem), vomsdir=vomsdir, ca_dir=ca_dir, at=at)
 
 
 def chain_proxy_info(
-    chain: list[x509.Certificate], *, vomsdir: str | None = None, ca_dir: str | None = None
+    chain: list[x509.Certificate], *, vomsdir: str | None, ca_dir: str | None, at: datetime | None = None
 ) -> ProxyInfo:
     """:func:`proxy_info` for an already parsed leaf-first chain. Raises ProxyError like it."""
     if not chain:
@@ -94,12 +103,12 @@ def chain_proxy_info(
         strength=key_bits(leaf),
         start_time=leaf.not_valid_before_utc,
         end_time=min(c.not_valid_after_utc for c in chain),
-        vos=[vo_proxy_info(a) for a in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir)],
+        vos=[vo_proxy_info(a) for a in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at)],
     )
 
 
 def vo_proxy_info(attrs: VomsAttributes) -> VOProxyInfo:
-    """The VOProxyInfoStructType fields of one AC."""
+    """The VOProxyInfoStructType fields of one AC; FQANs only if it verified."""
     return VOProxyInfo(
         user=attrs.holder_dn,
         user_ca=attrs.holder_ca_dn,
@@ -109,7 +118,9 @@ def vo_proxy_info(attrs: VomsAttributes) -> VOProxyInfo:
         uri=attrs.uri,
         start_time=attrs.not_before,
         end_time=attrs.not_after,
-        attributes=list(attrs.fqans),
+        attributes=list(attrs.fqans) if attrs.verified else [],
+        verified=attrs.verified,
+        verify_error="" if attrs.verified else attrs.verify_error or "not verified",
     )
 
 

@@ -7,14 +7,25 @@ Layout (``peers.md`` §4.3): the proxy extension ``1.3.6.1.4.1.8005.100.100.5`` 
 (certseq, ``SEQUENCE { SEQUENCE OF Certificate }``) embeds the VOMS server's
 certificate chain.
 
-Verification (optional, :func:`voms_attributes` with ``vomsdir`` and ``ca_dir``) does
-what libvomsapi's VERIFY_FULL does for the cases the service meets: the AC signature
-over the raw ``acinfo`` bytes with the embedded VOMS certificate, the
-``<vomsdir>/<vo>/<host>.lsc`` DN list (or, old style, a copy of the VOMS certificate in
-``<vomsdir>/<vo>/`` or ``<vomsdir>/``), the VOMS certificate chaining to ``ca_dir``
-and the AC holder being a certificate of the chain. The AC's own validity period is
-*not* part of ``verified``: expired ACs come back with their dates and callers decide.
-AC targeting and critical AC extensions are not checked.
+Verification is one function, :func:`_verify`, reached through :func:`voms_attributes`
+(with ``vomsdir`` and ``ca_dir``) and :func:`verified_fqans`; every service path that
+believes an FQAN (the caller's FQANs at the TLS edge, a delegated proxy's FQANs for the
+registered JDL's ``VOMS_FQAN``, mapping, ACL checks and getDelegatedProxyInfo /
+getJobProxyInfo) goes through it. It does what libvomsapi's VERIFY_FULL does for the
+cases the service meets:
+
+* the AC holder is a certificate of the chain (serial and issuer, or subject);
+* the signer is trusted: the embedded VOMS certificate chain matches the
+  ``<vomsdir>/<vo>/<host>.lsc`` DN list (or, old style, is a byte-identical copy of a
+  certificate in ``<vomsdir>/<vo>/`` or ``<vomsdir>/``), and that certificate verifies
+  against ``ca_dir`` by OpenSSL, which checks each issuer's *signature* (its key), so a
+  fake CA that copies the real CA's DN does not pass;
+* the AC signature over the raw ``acinfo`` bytes verifies with the signer's key;
+* the AC is inside its validity period at the time of the check.
+
+An AC that fails any check is returned with ``verified=False`` and the reason; such an AC
+is never a source of FQANs (:func:`verified_fqans` skips it). AC targeting and critical
+AC extensions are not checked.
 """
 
 from __future__ import annotations
@@ -69,8 +80,10 @@ class VomsAttributes:
         issuer_ca_dn: issuer DN of the VOMS certificate embedded in the AC, "" without one.
         uri: ``host:port`` of the VOMS server.
         not_before, not_after: AC validity, UTC-aware.
-        verified: True only if verification was asked for and passed.
-        verify_error: why verification failed ("" when verified or not asked for).
+        verified: True only if verification was asked for and passed (trust, signature,
+            holder and validity period, see the module docstring).
+        verify_error: why verification failed ("" when verified or not asked for); it names
+            no server path.
     """
 
     vo: str
@@ -130,10 +143,10 @@ def voms_attributes(
         chain: leaf first (proxies, user certificate, optionally the CA).
         vomsdir: ``X509_VOMS_DIR``-style directory with ``<vo>/<host>.lsc`` files.
         ca_dir: grid CA directory the VOMS server certificate must chain to.
-        at: time for the VOMS certificate chain check (default now).
+        at: time of the check (UTC; default now): AC validity and the VOMS certificate chain.
 
-    With both ``vomsdir`` and ``ca_dir`` each AC is verified (see the module docstring)
-    and ``verified``/``verify_error`` set; a failed check is not an exception.
+    With both ``vomsdir`` and ``ca_dir`` each AC is verified at ``at`` (see the module
+    docstring) and ``verified``/``verify_error`` set; a failed check is not an exception.
 
     Raises:
         ProxyError: the VOMS extension or an AC in it is malformed.
@@ -159,13 +172,27 @@ def voms_attributes(
     return []
 
 
-def primary_fqans(chain: list[x509.Certificate]) -> tuple[str, ...]:
-    """FQANs of the first AC of ``chain`` (first = primary), ``()`` without VOMS ACs.
+def verified_fqans(
+    chain: list[x509.Certificate],
+    *,
+    vomsdir: str | os.PathLike[str] | None,
+    ca_dir: str | os.PathLike[str] | None,
+    at: datetime | None = None,
+) -> tuple[str, ...]:
+    """The FQANs the service believes for a leaf-first chain: those of its VOMS ACs that
+    verify at ``at`` (:func:`voms_attributes`), in AC order, so the first is the primary FQAN.
 
-    Not verified. Raises ProxyError like :func:`voms_attributes`.
+    Unverifiable ACs (untrusted signer, bad signature, another holder, outside their validity
+    period) contribute nothing; without ``vomsdir`` or ``ca_dir`` nothing verifies and the
+    result is ``()``.
+
+    Raises:
+        ProxyError: the VOMS extension or an AC in it is malformed.
     """
-    acs = voms_attributes(chain)
-    return acs[0].fqans if acs else ()
+    if not vomsdir or not ca_dir:
+        return ()
+    acs = voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at)
+    return tuple(fqan for ac in acs if ac.verified for fqan in ac.fqans)
 
 
 # --- decoding ---
@@ -350,26 +377,32 @@ def _verify(
     raw: _RawAC, attrs: VomsAttributes, chain: list[x509.Certificate], vomsdir: str, ca_dir: str,
     at: datetime | None,
 ) -> str:
-    """"" when the AC verifies, else the reason."""
+    """"" when the AC verifies, else the reason (naming no server path)."""
     info = raw.ac["acinfo"]
     if _holder_cert(info, chain) is None:
         return "the AC holder is not a certificate of the chain"
+    when = _utc(at)
+    if not attrs.valid_at(when):
+        return (f"the AC is not valid at {when:%Y-%m-%d %H:%M:%S} UTC (valid from "
+                f"{attrs.not_before:%Y-%m-%d %H:%M:%S} to {attrs.not_after:%Y-%m-%d %H:%M:%S} UTC)")
     embedded = _embedded_certs(info)
     host = attrs.uri.rpartition(":")[0] or attrs.uri
+    if not _safe_component(attrs.vo) or not _safe_component(host):
+        return f"no trust anchor for VO {attrs.vo!r} and VOMS host {host!r}"
     vo_dir = Path(vomsdir) / attrs.vo
     if embedded:
         signer = embedded[0]
         lsc = vo_dir / f"{host}.lsc"
         if lsc.is_file():
-            problem = _check_lsc(lsc, embedded)
+            problem = _check_lsc(lsc, embedded, f"{attrs.vo}/{host}.lsc")
         else:
-            problem = "" if _trusted_copy(signer, vo_dir, Path(vomsdir)) else f"no {lsc}"
+            problem = "" if _trusted_copy(signer, vo_dir, Path(vomsdir)) else f"no {attrs.vo}/{host}.lsc in the vomsdir"
         if problem:
             return problem
     else:
         found = _certs_named(attrs.issuer_dn, vo_dir, Path(vomsdir))
         if not found:
-            return f"no certificate of VOMS server {attrs.issuer_dn} in {vomsdir}"
+            return f"no certificate of VOMS server {attrs.issuer_dn} in the vomsdir"
         signer = found[0]
     if slash_dn(signer.subject) != attrs.issuer_dn:
         return "the embedded VOMS certificate is not the AC issuer"
@@ -383,8 +416,14 @@ def _verify(
     return ""
 
 
-def _check_lsc(lsc: Path, embedded: list[x509.Certificate]) -> str:
-    """Compare the DN list(s) of an .lsc with the embedded VOMS chain.
+def _safe_component(name: str) -> bool:
+    """A VO or host name from the AC that may name a vomsdir entry (no path tricks)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+
+
+def _check_lsc(lsc: Path, embedded: list[x509.Certificate], label: str) -> str:
+    """Compare the DN list(s) of an .lsc with the embedded VOMS chain; ``label`` names the
+    file in messages (``<vo>/<host>.lsc``).
 
     An .lsc holds the VOMS server DN, its issuer's DN, and further issuers for
     intermediates; several chains may be separated by ``------NEXT CHAIN------``.
@@ -392,7 +431,7 @@ def _check_lsc(lsc: Path, embedded: list[x509.Certificate]) -> str:
     try:
         text = lsc.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        return f"unreadable {lsc}: {exc}"
+        return f"unreadable {label}: {type(exc).__name__}"
     chains: list[list[str]] = []
     current: list[str] = []
     for line in (ln.strip() for ln in text.splitlines()):
@@ -407,7 +446,7 @@ def _check_lsc(lsc: Path, embedded: list[x509.Certificate]) -> str:
     for dns in chains:
         if dns and dns == expected[: len(dns)] and len(dns) >= 2:
             return ""
-    return f"lsc mismatch: {lsc} does not list {expected[0]} issued by {expected[1]}"
+    return f"lsc mismatch: {label} does not list {expected[0]} issued by {expected[1]}"
 
 
 def _pem_certs(*dirs: Path) -> list[x509.Certificate]:

@@ -13,12 +13,17 @@ from wmproxy.domain import Principal, utcnow
 from wmproxy.errors import (
     DelegationError,
     DelegationNotFoundError,
+    FqanMismatchError,
     InvalidArgumentError,
+    LimitedProxyError,
     ProxyError,
     ProxyExpiredError,
 )
 from wmproxy.security import delegation as crypto
+from wmproxy.security.chain import has_limited_proxy, load_pem_chain
+from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
+from wmproxy.security.voms import verified_fqans
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Delegation
@@ -99,7 +104,11 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
         InvalidDelegationIdError: unusable delegation id.
         DelegationNotFoundError: no pending getProxyReq for (DN, id).
         ProxyVerificationError: the chain fails a check (key mismatch, not RFC 3820,
-            another identity, outside its validity, untrusted or revoked issuer).
+            another identity, outside its validity, untrusted or revoked issuer, more than
+            ``[limits] max_proxy_chain_depth`` proxy levels).
+        LimitedProxyError: the chain holds a limited proxy.
+
+    The stored FQANs are those of the VOMS ACs that verify now (vomsdir and CA directory).
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
     now = utcnow()
@@ -115,6 +124,8 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             principal.dn,
             rt.settings.security.ca_dir,
             now=now,
+            vomsdir=rt.settings.security.vomsdir,
+            max_depth=rt.settings.limits.max_proxy_chain_depth,
         )
         row = uow.delegations.upsert(
             principal.dn,
@@ -173,13 +184,56 @@ def delegated_proxy_info(rt: Runtime, principal: Principal, delegation_id: str) 
 
 def describe_proxy(rt: Runtime, pem: bytes) -> ProxyInfo:
     """The getProxyInfo data of a PEM proxy (typed: times aware UTC, key size in bits),
-    VOMS ACs read with the service's vomsdir and CA directory; no transaction.
+    VOMS ACs verified now against the service's vomsdir and CA directory (an AC that does
+    not verify is listed without FQANs, with the reason); no transaction.
 
     Raises:
         ProxyError: no or unreadable certificate, or a malformed VOMS AC.
     """
     sec = rt.settings.security
     return proxy_info(pem, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
+
+
+def believed_fqans(rt: Runtime, row: Delegation, now: dt.datetime, action: str) -> tuple[str, ...]:
+    """The FQANs the service believes for the stored proxy of ``row`` at ``now``: those of
+    its VOMS ACs that verify (:func:`wmproxy.security.voms.verified_fqans`), primary first.
+
+    Args:
+        action: what the proxy is about to be used for, for the message ("register jobs").
+
+    Raises:
+        LimitedProxyError: the stored chain holds a limited proxy (stored by an older
+            release or replaced by a MyProxy renewal); it cannot be used for ``action``.
+        ProxyError: the stored proxy or its VOMS extension is unreadable.
+    """
+    chain = load_pem_chain(rt.sealer.open(row.sealed_proxy))
+    if has_limited_proxy(chain):
+        raise LimitedProxyError(
+            f"Authorization error: delegated proxy {row.delegation_id!r} was signed by a limited proxy and "
+            f"cannot be used to {action}"
+        )
+    sec = rt.settings.security
+    return verified_fqans(chain, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
+
+
+def check_fqan_match(principal: Principal, delegated_fqans: tuple[str, ...]) -> None:
+    """The client proxy must present the delegated proxy's primary FQAN (WMS 3.3; WTS bug
+    54728, group *and* role compared, ``/Role=NULL`` and ``/Capability=NULL`` ignored).
+
+    Compared only when the delegated proxy has a (verified) FQAN: a delegation without VOMS
+    attributes grants no more than the client already has.
+
+    Raises:
+        FqanMismatchError: "Client proxy FQAN (<x>) does not match delegated proxy FQAN (<y>)",
+            ``<x>`` "no FQAN" when the client proxy has none.
+    """
+    if not delegated_fqans:
+        return
+    client = principal.fqans[0] if principal.fqans else ""
+    if normalise_fqan(client) != normalise_fqan(delegated_fqans[0]) or not client:
+        raise FqanMismatchError(
+            f"Client proxy FQAN ({client or 'no FQAN'}) does not match delegated proxy FQAN ({delegated_fqans[0]})"
+        )
 
 
 def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime, min_lifetime: int) -> Delegation:

@@ -1,14 +1,19 @@
 """Sandbox rules: URIs of job areas, transfer protocols, who may touch an area, size limits.
 
 Implements ``wmproxy-behaviour.md`` §4.3 (getSandboxDestURI / getSandboxBulkDestURI),
-§4.4 (MaxInputSandboxSize) and the owner-only access of the per-job area. The bytes
+§4.4 (MaxInputSandboxSize), the file-count limits of §3.2 step 8b (``maxInputSandboxFiles``,
+``maxOutputSandboxFiles``; here ``[limits]``, checked at registration and upload), the
+sandbox file names the service accepts, and the owner-only access of the per-job area. The bytes
 live in ``wmproxy.sandbox.storage``; the HTTP edge is ``wmproxy.sandbox.http``.
 """
 
 from __future__ import annotations
 
+from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
+from wmproxy.jdl import JobDescription, input_sandbox_files
+from wmproxy.sandbox.storage import check_file_count, check_file_name
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.quota import upload_room
 from wmproxy.services.runtime import Runtime
@@ -69,3 +74,44 @@ def input_room(rt: Runtime, job_rel_dir: str) -> int:
     quota_room = upload_room(rt, owner)
     return room if quota_room is None else min(room, quota_room)
 
+
+def check_sandbox_lists(limits: LimitsSettings, description: JobDescription) -> None:
+    """The registration checks of one job's InputSandbox and OutputSandbox (one node of a
+    compound job at a time).
+
+    The entries are counted against ``max_input_sandbox_files``/``max_output_sandbox_files``
+    (0 = no limit); the file name of each local InputSandbox entry and every component of
+    each OutputSandbox name must be a file name (:func:`wmproxy.sandbox.storage.check_file_name`
+    with ``max_sandbox_name_bytes``).
+
+    Raises:
+        SandboxFileCountError: "The maximum number of input|output sandbox files is reached".
+        SandboxNameError: a name with control characters, ``\\``, or too long.
+    """
+    check_file_count("input", len(description.input_sandbox), limits.max_input_sandbox_files)
+    check_file_count("output", len(description.output_sandbox), limits.max_output_sandbox_files)
+    for name in input_sandbox_files(description):
+        check_file_name(name, limits.max_sandbox_name_bytes, "InputSandbox file name")
+    for entry in description.output_sandbox:
+        for part in entry.split("/"):
+            if part not in ("", "."):
+                check_file_name(part, limits.max_sandbox_name_bytes, "OutputSandbox file name")
+
+
+def check_new_input_file(rt: Runtime, job_rel_dir: str) -> None:
+    """May one more file be created in the job's input area (``[limits]
+    max_input_sandbox_files``, 0 = no limit)?
+
+    Raises:
+        JobNotFoundError: no job has this area.
+        SandboxFileCountError: "The maximum number of input sandbox files is reached".
+    """
+    limit = rt.settings.limits.max_input_sandbox_files
+    if limit <= 0:
+        return
+    with rt.uow() as uow:
+        job = uow.jobs.by_sandbox_dir(job_rel_dir)
+        if job is None:
+            raise JobNotFoundError(job_rel_dir)
+        job_id = job.id
+    check_file_count("input", rt.storage.input_file_count(job_id) + 1, limit)

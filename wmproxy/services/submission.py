@@ -1,7 +1,9 @@
 """jobRegister, jobStart and jobSubmit (``wmproxy-behaviour.md`` §3.1-§3.4).
 
-Registration parses and checks the JDL, checks the delegated proxy, maps the caller to
-its local account (stored with every job row and shown as ``LocalAccount`` in the
+Registration parses and checks the JDL (with the sandbox file-count and file-name limits
+of ``[limits]``), checks the delegated proxy (usable lifetime, not limited, its primary
+FQAN the client's: WTS bug 54728) and takes its VOMS FQANs as they verify now, maps the
+caller to its local account (stored with every job row and shown as ``LocalAccount`` in the
 registered JDL), creates the job's
 sandbox area and stores the original and registered JDL, all or nothing: when anything
 fails, including the commit, the area is removed again. Starting changes the state to
@@ -23,10 +25,11 @@ from wmproxy.jdl.description import describe_simple
 from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.access import job_for
 from wmproxy.services.compound import start_nodes
-from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
+from wmproxy.services.delegation import believed_fqans, check_fqan_match, resolve_delegation_id, usable_proxy
 from wmproxy.services.mapping import map_identity
 from wmproxy.services.renewal import myproxy_server_for, register_for_renewal
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.sandboxes import check_sandbox_lists
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
@@ -55,7 +58,11 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
         InvalidDelegationIdError, DelegationNotFoundError: no usable delegation.
         ProxyExpiredError: the delegated proxy has expired or has less than
             ``security.min_proxy_lifetime`` seconds (default 20 minutes) left.
+        LimitedProxyError: the delegated proxy was signed by a limited proxy.
+        FqanMismatchError: the client proxy's primary FQAN is not the delegated proxy's.
         JdlSyntaxError, JdlError, InvalidJdlAttributeError, InvalidArgumentError: bad JDL.
+        SandboxFileCountError, SandboxNameError: an InputSandbox/OutputSandbox list over the
+            ``[limits]`` file count, or a file name the service refuses.
         MappingError, MappingNotAllowedError: the caller cannot be mapped to a local
             account (``wmproxy.services.mapping.map_identity``; AuthorizationFault).
     """
@@ -85,13 +92,16 @@ def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         AuthorizationError: job of another user.
         OperationNotAllowedError: already started, ended, or a node of a compound job.
         ProxyExpiredError: the job's delegated proxy has expired.
+        LimitedProxyError: the job's delegated proxy is now a limited one.
+        FqanMismatchError: the caller's primary FQAN is not the job's delegated proxy's.
     """
     now = utcnow()
     with rt.uow() as uow:
         job = job_for(uow, principal, job_id, for_update=True)
         if job.state == JobState.CLEARED.value:
             raise JobNotFoundError(job_id, rt.settings.service.endpoint)
-        usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)
+        row = usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)
+        check_fqan_match(principal, believed_fqans(rt, row, now, "start jobs"))
         _start(uow, job, now)
 
 
@@ -122,12 +132,15 @@ def _register(
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
-    fqans = tuple(f for f in delegation.fqans.split("\n") if f)
+    fqans = believed_fqans(rt, delegation, now, "register jobs")
+    check_fqan_match(principal, fqans)
     account = map_identity(uow, rt, principal.dn, fqans, now)
     local_account = account.name if account is not None else None
     ad = parse_jdl(jdl)
     compound = expand(ad, max_nodes=settings.jobs.max_nodes)  # validates every node
     description = describe_simple(ad) if compound is None else compound.description
+    for checked in [description] if compound is None else [node.description for node in compound.nodes]:
+        check_sandbox_lists(settings.limits, checked)
     vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     job_id = new_job_id(settings.service.host, settings.service.jobid_port)
 

@@ -2,8 +2,10 @@
 
 ``GET <endpoint>?wsdl`` returns ``wsdl/wmproxy.wsdl`` with the service addresses set
 to this deployment's endpoint; ``POST <endpoint>`` is dispatched to one of the three
-ports; ``/<SandboxDir>/...`` is the HTTPS sandbox edge. Every request is authenticated
-by its TLS client chain first.
+ports (``wmproxy.soap.dispatch``: the request is checked against ``[limits]``, then its
+caller authenticated by the TLS client chain, so that every refusal is the fault of the
+operation); ``/<SandboxDir>/...`` is the HTTPS sandbox edge, where the caller is
+authenticated before any file is looked at.
 
 gunicorn entry point: ``wmproxy.soap.app:application`` (settings from ``WMPROXY_CONFIG``
 and ``WMPROXY_*`` variables, read once per worker process). :func:`check_start` runs when
@@ -25,17 +27,15 @@ from lxml import etree
 
 from wmproxy.config import Settings, load_settings
 from wmproxy.domain import Principal
-from wmproxy.errors import WMProxyError
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.services import sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
 from wmproxy.soap.auth import tls_principal
-from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
+from wmproxy.soap.calls import RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
-from wmproxy.soap.dispatch import SoapDispatcher, fault_response
-from wmproxy.soap.faults import wmproxy_fault
+from wmproxy.soap.dispatch import SoapDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,18 @@ class WMProxyApplication:
     def __init__(self, runtime: Runtime, authenticate: Authenticate | None = None) -> None:
         self.runtime = runtime
         sec = runtime.settings.security
-        self.authenticate = authenticate or functools.partial(tls_principal, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
+        limits = runtime.settings.limits
+        self.authenticate = authenticate or functools.partial(
+            tls_principal, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, max_chain_depth=limits.max_proxy_chain_depth)
         self.endpoint_path = runtime.settings.service.endpoint_path
         self.sandbox_prefix = f"/{runtime.settings.sandbox.dir_name}/"
-        self.soap = SoapDispatcher()
+        self.soap = SoapDispatcher(limits, authenticate=self.authenticate)
         self.sandbox = SandboxApp(
             runtime.storage,
             authorize=self._authorize_sandbox,
             input_limit=lambda rel_dir: sandboxes.input_room(runtime, rel_dir),
+            check_new_file=lambda rel_dir: sandboxes.check_new_input_file(runtime, rel_dir),
+            max_name_bytes=limits.max_sandbox_name_bytes,
         )
 
     @cached_property
@@ -78,10 +82,6 @@ class WMProxyApplication:
         if path == self.endpoint_path and method == "GET" and environ.get("QUERY_STRING", "").lower() == "wsdl":
             return self._send(start_response, "200 OK", self.wsdl, "text/xml; charset=utf-8")
         if path == self.endpoint_path and method == "POST":
-            try:
-                environ[PRINCIPAL_KEY] = self.authenticate(environ)
-            except WMProxyError as exc:
-                return fault_response(start_response, wmproxy_fault("", exc))
             environ[RUNTIME_KEY] = self.runtime
             return self.soap(environ, start_response)
         if path.startswith(self.sandbox_prefix):
@@ -92,7 +92,7 @@ class WMProxyApplication:
 
     def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
         principal = self.authenticate(environ)
-        check_caller(self.runtime.settings, principal, "sandbox")
+        check_caller(self.runtime.settings, principal, f"sandbox {method}")
         sandboxes.authorize_area(self.runtime, principal, job_rel_dir, method)
 
     @staticmethod

@@ -42,7 +42,9 @@ def epoch(when: dt.datetime) -> str:
 
 
 def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
-    """Key size as a decimal string of bits, times as :func:`epoch` strings."""
+    """Key size as a decimal string of bits, times as :func:`epoch` strings. A VOMS AC that did
+    not verify is listed with the one Attribute ``not verified: <reason>`` (the WSDL needs at
+    least one; it is not an FQAN: it does not start with ``/``)."""
     return types.ProxyInfoStructType(
         Subject=info.subject,
         Issuer=info.issuer,
@@ -55,7 +57,7 @@ def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
             types.VOProxyInfoStructType(
                 User=vo.user, UserCA=vo.user_ca, Server=vo.server, ServerCA=vo.server_ca, VOName=vo.vo_name,
                 URI=vo.uri, StartTime=epoch(vo.start_time), EndTime=epoch(vo.end_time),
-                Attribute=list(vo.attributes),
+                Attribute=list(vo.attributes) if vo.verified else [f"not verified: {vo.verify_error}"],
             )
             for vo in info.vos
         ],

@@ -10,7 +10,10 @@ GenericFault with the same ErrorCode, so strict clients always get a declared fa
 Delegation ports: ``<detail><DelegationException><msg|message>`` (§1.4).
 
 Unexpected exceptions become GenericFault with an opaque error id; the traceback goes
-to the log, never on the wire.
+to the log, never on the wire. Errors Spyne raises itself while reading a request (a value
+of the wrong type, a missing part) become InvalidArgumentError first (:func:`spyne_error`),
+so every fault of the service, whoever found the problem, has this one format
+(``wmproxy.soap.dispatch.fault_response`` writes them all).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from lxml import etree
 from spyne import Fault
 
 from wmproxy import errors
+from wmproxy.soap.contract import operations_by_namespace
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,10 @@ FAULT_KINDS: dict[type[Exception], str] = {
 }
 
 
+class TypedFault(Fault):
+    """A Fault this module built: its ``detail`` is the typed element the WSDL declares."""
+
+
 def fault_kind(exc: Exception) -> str:
     for cls in type(exc).__mro__:
         if cls in FAULT_KINDS:
@@ -53,7 +61,7 @@ def _timestamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None = None) -> Fault:
+def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None = None) -> TypedFault:
     """The WMProxy-port Fault for ``exc`` raised by operation ``method``.
 
     Args:
@@ -76,11 +84,11 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
         etree.SubElement(detail, name).text = text
     for cause in causes:
         etree.SubElement(detail, "FaultCause").text = cause
-    # The reference always sends SOAP-ENV:Server; clients branch on the detail element.
-    return Fault(faultcode="Server", faultstring=message, detail=detail)
+    # The reference always sends the Server faultcode; clients branch on the detail element.
+    return TypedFault(faultcode="Server", faultstring=message, detail=detail)
 
 
-def delegation_fault(namespace: str, method: str, exc: Exception) -> Fault:
+def delegation_fault(namespace: str, method: str, exc: Exception) -> TypedFault:
     """The DelegationException Fault of the delegation-1 (``message``) or -2 (``msg``) port."""
     if isinstance(exc, errors.WMProxyError):
         message = exc.message
@@ -94,4 +102,28 @@ def delegation_fault(namespace: str, method: str, exc: Exception) -> Fault:
         raise ValueError(f"not a delegation namespace: {namespace}")
     detail = etree.Element(f"{{{namespace}}}DelegationException", nsmap={"ns": namespace})
     etree.SubElement(detail, field).text = message
-    return Fault(faultcode="Server", faultstring=message, detail=detail)
+    return TypedFault(faultcode="Server", faultstring=message, detail=detail)
+
+
+def port_fault(namespace: str, method: str, exc: Exception) -> TypedFault:
+    """The fault of ``method`` on the port of ``namespace`` for ``exc``: a DelegationException
+    on the delegation ports, else the WMProxy fault the operation declares (GenericFault when it
+    declares none that fits; any kind for a name the WSDL does not know)."""
+    if namespace in (DELEGATION_1, DELEGATION_2):
+        return delegation_fault(namespace, method, exc)
+    return wmproxy_fault(method, exc, operations_by_namespace().get(WMPROXY, {}).get(method))
+
+
+#: Characters of a Spyne fault string (which may quote the client's value) kept in a fault.
+QUOTED_CHARS = 200
+
+
+def spyne_error(error: BaseException) -> Exception:
+    """The domain error for an error Spyne raised itself while reading a request: its
+    ``Client.*`` faults (a value that is not of the part's type, ``abc`` or ``1e99`` for an
+    int; a part missing or repeated) become InvalidArgumentError "Invalid Argument: ...";
+    anything else is returned unchanged, to become an internal error with an error id."""
+    if isinstance(error, Fault) and str(error.faultcode).startswith("Client"):
+        text = " ".join(str(error.faultstring or "").split())[:QUOTED_CHARS] or "bad request"
+        return errors.InvalidArgumentError(f"Invalid Argument: {text}")
+    return error if isinstance(error, Exception) else RuntimeError(repr(error))

@@ -221,7 +221,8 @@ class WMProxyPort(ServiceBase):
     @rpc(Integer_, String, String, _returns=String, _out_variable_name="jdl")
     def getCollectionTemplate(ctx, jobNumber, requirements, rank):
         return _call(ctx, "getCollectionTemplate", lambda rt, p: templates.collection_template(
-            jobNumber if jobNumber is not None else 0, requirements or "", rank or ""))
+            _at_most(jobNumber if jobNumber is not None else 0, rt.settings.jobs.max_nodes, "jobNumber"),
+            requirements or "", rank or ""))
 
     @rpc(Part(StringList), Integer_, Integer_, Integer_, String, String, _returns=String, _out_variable_name="jdl")
     def getIntParametricJobTemplate(ctx, attributes, param, parameterStart, parameterStep, requirements, rank):
@@ -257,6 +258,14 @@ class WMProxyPort(ServiceBase):
     def jobListMatchJSDL(ctx, jsdl, delegationId):
         return _call(ctx, "jobListMatchJSDL", lambda rt, p: convert.file_list(
             matchmaking.list_match(rt, p, _jdl_of(jsdl), delegationId or "")))
+
+
+def _at_most(value: int, limit: int, name: str) -> int:
+    """``value`` if it is at most ``limit`` (a template of more nodes than a job may have would
+    only cost memory: 10**26 nodes once killed a worker)."""
+    if value > limit:
+        raise InvalidArgumentError(f"Invalid Argument: {name} must be at most {limit} (the most nodes a job may have)")
+    return value
 
 
 def _items(string_list) -> list[str]:

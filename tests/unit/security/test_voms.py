@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tests.voms_support import FQANS, URI, VomsServer, fake_voms_proxy, fake_voms_server, write_lsc
-from wmproxy.errors import ProxyError, ProxyVerificationError
+from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
-from wmproxy.security.delegation import accept_delegated_proxy, new_proxy_request, voms_fqans
+from wmproxy.security.delegation import accept_delegated_proxy, new_proxy_request
 from wmproxy.security.pki import create_ca
 from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
-from wmproxy.security.voms import VOMS_AC_OID, primary_fqans, voms_attributes
+from wmproxy.security.voms import VOMS_AC_OID, verified_fqans, voms_attributes
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +76,17 @@ class TestParse:
         assert ac.verified is False
         assert ac.verify_error == ""
 
-    def test_primary_fqans(self, voms_chain):
-        assert primary_fqans(voms_chain) == FQANS
+    def test_verified_fqans_primary_first(self, voms_chain, voms_server, pki):
+        assert verified_fqans(voms_chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir)) == FQANS
+
+    def test_no_fqans_without_trust_anchors(self, voms_chain, pki):
+        assert verified_fqans(voms_chain, vomsdir=None, ca_dir=str(pki.ca_dir)) == ()
+        assert verified_fqans(voms_chain, vomsdir="", ca_dir=str(pki.ca_dir)) == ()
 
     def test_plain_proxy_has_none(self, pki):
         chain = load_pem_chain(pki.users["alice"].proxy.read_bytes())
         assert voms_attributes(chain) == []
-        assert primary_fqans(chain) == ()
+        assert verified_fqans(chain, vomsdir="/nonexistent", ca_dir="/nonexistent") == ()
 
     def test_garbage_extension_is_a_proxy_error(self):
         with pytest.raises(ProxyError, match="malformed VOMS attribute certificate"):
@@ -147,9 +151,9 @@ class TestChainsAndLifetimes:
         assert ac.fqans == FQANS
         assert ac.verified, ac.verify_error
         third = make_proxy(second, lifetime=600)
-        assert primary_fqans(third.full_chain) == FQANS
+        assert verified_fqans(third.full_chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir)) == FQANS
 
-    def test_expired_ac_is_returned_with_its_dates(self, pki, voms_server, tmp_path):
+    def test_expired_ac_is_returned_with_its_dates_and_does_not_verify(self, pki, voms_server, tmp_path):
         path = fake_voms_proxy(pki, voms_server, tmp_path / "old.pem", "-pastac", "48:00",
                                fqans=FQANS[1:2])
         # -vomslife 24 from 48 h ago: ended about 24 h ago
@@ -159,22 +163,28 @@ class TestChainsAndLifetimes:
         assert ac.not_after < now - timedelta(hours=23)
         assert not ac.valid_at(now)
         assert ac.fqans == FQANS[1:2]
-        assert ac.verified, ac.verify_error  # signature and trust; the dates are the caller's
+        assert not ac.verified
+        assert "the AC is not valid at" in ac.verify_error
+        chain = load_pem_chain(path.read_bytes())
+        assert verified_fqans(chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir)) == ()
 
 
 class TestDelegationFqans:
-    def test_voms_fqans_reads_the_first_ac(self, voms_chain):
-        assert voms_fqans(voms_chain) == FQANS
+    def test_malformed_extension_is_a_proxy_error(self):
+        with pytest.raises(ProxyError, match="malformed"):
+            verified_fqans(_with_extension(b"\x04\x00"), vomsdir="/nonexistent", ca_dir="/nonexistent")
 
-    def test_voms_fqans_without_ac(self, pki):
-        assert voms_fqans(load_pem_chain(pki.users["alice"].proxy.read_bytes())) == ()
-
-    def test_voms_fqans_malformed(self):
-        with pytest.raises(ProxyVerificationError, match="malformed"):
-            voms_fqans(_with_extension(b"\x04\x00"))
-
-    def test_put_proxy_of_a_voms_proxy_stores_fqans(self, voms_proxy, pki):
+    def test_put_proxy_of_a_voms_proxy_stores_the_verified_fqans(self, voms_proxy, voms_server, pki):
         key, csr = new_proxy_request()
         signed = sign_proxy_request(csr, load_credential(voms_proxy), lifetime=3600)
-        delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir))
+        delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir),
+                                           vomsdir=str(voms_server.vomsdir))
         assert delegated.fqans == FQANS
+
+    def test_put_proxy_stores_no_fqans_it_cannot_verify(self, voms_proxy, pki, tmp_path):
+        key, csr = new_proxy_request()
+        signed = sign_proxy_request(csr, load_credential(voms_proxy), lifetime=3600)
+        assert accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir)).fqans == ()
+        delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir),
+                                           vomsdir=str(tmp_path))
+        assert delegated.fqans == ()

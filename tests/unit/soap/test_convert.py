@@ -14,9 +14,13 @@ from wmproxy.soap.convert import epoch, proxy_info_struct, proxy_renewal_info_st
 
 
 @pytest.fixture(scope="module")
-def voms_proxy(pki, tmp_path_factory):
-    server = fake_voms_server(pki, tmp_path_factory.mktemp("voms-convert"))
-    return fake_voms_proxy(pki, server, server.vomsdir.parent / "voms-proxy.pem")
+def voms_server(pki, tmp_path_factory):
+    return fake_voms_server(pki, tmp_path_factory.mktemp("voms-convert"))
+
+
+@pytest.fixture(scope="module")
+def voms_proxy(pki, voms_server):
+    return fake_voms_proxy(pki, voms_server, voms_server.vomsdir.parent / "voms-proxy.pem")
 
 
 def test_epoch_is_decimal_unix_seconds() -> None:
@@ -25,8 +29,8 @@ def test_epoch_is_decimal_unix_seconds() -> None:
 
 
 class TestProxyInfoStruct:
-    def test_strength_is_decimal_bits_and_times_epoch_second_strings(self, voms_proxy) -> None:
-        info = proxy_info(voms_proxy.read_bytes())
+    def test_strength_is_decimal_bits_and_times_epoch_second_strings(self, voms_proxy, voms_server, pki) -> None:
+        info = proxy_info(voms_proxy.read_bytes(), vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir))
         wire = proxy_info_struct(info)
         assert (wire.Subject, wire.Issuer, wire.Identity, wire.Type) == (
             info.subject, info.issuer, info.identity, "proxy")
@@ -39,6 +43,14 @@ class TestProxyInfoStruct:
         assert vo.Attribute == info.vos[0].attributes
         for value in (wire.StartTime, wire.EndTime, vo.StartTime, vo.EndTime):
             assert re.fullmatch(r"\d{10}", value)
+
+    def test_an_unverified_ac_is_listed_with_its_reason_instead_of_fqans(self, voms_proxy, pki, tmp_path) -> None:
+        info = proxy_info(voms_proxy.read_bytes(), vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir))
+        (vo,) = proxy_info_struct(info).VOsInfo
+        assert vo.VOName == "atlas"
+        (attribute,) = vo.Attribute
+        assert attribute.startswith("not verified: no atlas/voms.localhost.lsc")
+        assert not attribute.startswith("/")
 
 
 class TestProxyRenewalInfoStruct:

@@ -95,9 +95,9 @@ class TestDispatch:
 
 
 class TestCallers:
-    def test_unauthenticated_caller_is_an_authentication_fault(self, soap: SoapApp) -> None:
+    def test_unauthenticated_caller_is_an_authentication_fault_of_the_operation(self, soap: SoapApp) -> None:
         reply = soap.call(WMPROXY, "getVersion", None)
-        detail = assert_wmproxy_fault(reply, "AuthenticationFault", "", "1206")
+        detail = assert_wmproxy_fault(reply, "AuthenticationFault", "getVersion", "1206")
         assert "Unable to get a valid user DN" in (detail.findtext("Description") or "")
 
     def test_caller_the_site_does_not_admit(self, soap: SoapApp, mallory: Principal) -> None:
