@@ -7,7 +7,9 @@ as the unprivileged service user (deploy/wmproxy.service).
 TLS: client certificates are required and verified against the grid CA directory
 (``<hash>.0`` CAs, ``<hash>.r0`` CRLs) with RFC 3820 proxies allowed and CRLs checked
 along the whole chain (a revoked user's proxy is refused). X509_STRICT stays off:
-proxies made by grid-proxy-init carry no Authority Key Identifier.
+proxies made by grid-proxy-init carry no Authority Key Identifier. The handshake runs in
+each worker's event loop with a deadline (``wmproxy.soap.tls_worker``), so a request thread
+only ever serves a client that has completed it.
 """
 
 import ssl
@@ -27,7 +29,10 @@ except ConfigError as _exc:
 
 bind = [_settings.service.bind]
 workers = _settings.service.workers
-worker_class = "gthread"
+# gthread with the TLS handshake in the worker's event loop, not on a request thread, and a
+# deadline ([load] handshake_timeout): slow or stalled handshakes cannot hold the threads
+# (docs/load.md).
+worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"
 threads = _settings.service.threads
 timeout = 120
 graceful_timeout = 30

@@ -2,8 +2,8 @@
 
 Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
 ``config_file`` argument; sections ``[database]``, ``[security]``, ``[service]``,
-``[sandbox]``, ``[execution]``, ``[jobs]``, ``[renewal]``, ``[mapping]``, ``[brokering]``,
-``[slurm]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
+``[sandbox]``, ``[execution]``, ``[jobs]``, ``[renewal]``, ``[mapping]``, ``[limits]``,
+``[load]``, ``[brokering]``, ``[slurm]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
 (e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
 :func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
 """
@@ -44,6 +44,11 @@ class SecuritySettings:
         authorized_users: who may use the service: comma-separated DN globs, FQAN
             globs (first FQAN) or ``*`` for every authenticated caller
             (``wmproxy.services.authz``).
+        policy_file: the service policy, ``allow``/``deny`` lines of DN or FQAN globs
+            (``docs/load.md``, ``wmproxy.services.authz``), read again whenever its
+            modification time changes; a caller must pass both it and
+            ``authorized_users``; "" = no policy file. Missing or unreadable: everyone
+            is refused (the reference's "gacl file not found").
         store_key_file: file holding the Fernet key that encrypts stored proxies
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
         min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job.
@@ -56,6 +61,7 @@ class SecuritySettings:
     host_key: str = "/etc/grid-security/hostkey.pem"
     store_key_file: str = "/var/lib/wmproxy/store.key"
     authorized_users: str = "*"
+    policy_file: str = ""
     min_proxy_lifetime: int = 20 * 60
     delegation_key_bits: int = 2048
 
@@ -331,6 +337,72 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class LoadSettings:
+    """The load limiter and the slow-client defence (``[load]`` section; anchors.md §1.3
+    for the reference's load monitor, ``docs/load.md``). Over any threshold, new work
+    (jobRegister, jobSubmit, jobListMatch and their JSDL forms; not jobStart, reference bug
+    #40370) is refused with ServerOverloadedFault "System load is too high: ..." naming the
+    threshold and the measured value; every other operation keeps working. 0 turns a
+    threshold off; all are off by default (the reference's built-in values are in
+    ``deploy/wmproxy.conf.example``).
+
+    Attributes:
+        load1: 1-minute load average at or above which new work is refused (reference 10).
+        load5: 5-minute load average at or above which new work is refused while the
+            load rises (load1 > load5) (reference 10).
+        load15: 15-minute load average at or above which new work is refused while the
+            load rises (load1 > load15 and load5 > load15) (reference 10).
+        memory_usage: percent of memory in use (MemTotal - MemAvailable) at or above
+            which new work is refused (reference 95).
+        swap_usage: percent of swap in use at or above which new work is refused (95).
+        disk_usage: percent of the sandbox area's file system in use at or above which
+            new work is refused (95).
+        free_fds: free file descriptors (of this process and of the system, the fewer)
+            at or below which new work is refused (reference fdnum, 500).
+        queued_jobs: jobs started and waiting for a worker (Waiting, Ready) above which
+            new work is refused (reference jdnum, 500).
+        max_live_jobs: jobs (not nodes) one user (DN) may have that are not final;
+            registering or submitting another is refused.
+        max_jobs_per_submission: nodes one jobRegister/jobSubmit may create (a
+            collection, DAG or parametric job); more is refused.
+        sample_interval: seconds a sample of the system values (and of the queued jobs)
+            is reused, so a check costs little.
+        handshake_timeout: seconds a client has to complete the TLS handshake; the
+            handshake runs off the request threads (``wmproxy.soap.tls_worker``), a client
+            still in it after this is disconnected.
+
+    Raises:
+        ConfigError: a negative threshold or cap, a percentage over 100, or a
+            non-positive sample interval or handshake timeout.
+    """
+
+    load1: float = 0.0
+    load5: float = 0.0
+    load15: float = 0.0
+    memory_usage: float = 0.0
+    swap_usage: float = 0.0
+    disk_usage: float = 0.0
+    free_fds: int = 0
+    queued_jobs: int = 0
+    max_live_jobs: int = 0
+    max_jobs_per_submission: int = 0
+    sample_interval: float = 5.0
+    handshake_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        thresholds = ("load1", "load5", "load15", "memory_usage", "swap_usage", "disk_usage", "free_fds",
+                      "queued_jobs", "max_live_jobs", "max_jobs_per_submission")
+        for name in thresholds:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[load] {name}: must not be negative (0 = off)")
+        for name in ("memory_usage", "swap_usage", "disk_usage"):
+            if getattr(self, name) > 100:
+                raise ConfigError(f"[load] {name}: a percentage, at most 100")
+        if self.sample_interval <= 0 or self.handshake_timeout <= 0:
+            raise ConfigError("[load] sample_interval and handshake_timeout: must be positive")
+
+
+@dataclass(frozen=True)
 class BrokeringSettings:
     """Matching of started jobs to CEs and their resubmission (``[brokering]`` section;
     the reference's ``WorkloadManager`` keys, anchors.md §1.2 for the defaults).
@@ -415,6 +487,7 @@ class Settings:
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
     mapping: MappingSettings = field(default_factory=MappingSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    load: LoadSettings = field(default_factory=LoadSettings)
     brokering: BrokeringSettings = field(default_factory=BrokeringSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 

@@ -4,7 +4,9 @@ The site lists allowed callers in ``[security] authorized_users``: comma-separat
 patterns, each a DN glob (``/C=IT/O=INFN/*``), an FQAN glob matched against the caller's
 first FQAN (``/dteam*`` admits ``/dteam/Role=NULL/Capability=NULL``; ``/dteam`` alone
 admits only that exact FQAN, as the reference's anchored GACL patterns), or ``*`` for
-every authenticated caller (the default). While the file ``[service] drain_file`` exists,
+every authenticated caller (the default). ``[security] policy_file`` adds deny entries
+(:func:`policy_admits`, the reference's server GACL, ``wmproxy-behaviour.md`` §6.2): a
+caller must pass both. While the file ``[service] drain_file`` exists,
 new work is refused (jobRegister, jobSubmit, jobStart, jobListMatch and their JSDL forms)
 while everything else keeps working.
 
@@ -19,12 +21,17 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import os
+import threading
+from dataclasses import dataclass
 
 from wmproxy.config import Settings
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthorizationError, LimitedProxyError, ProxyError
 from wmproxy.security.chain import has_limited_proxy, load_pem_chain
+
+log = logging.getLogger(__name__)
 
 DRAINED_OPERATIONS = frozenset(
     {"jobRegister", "jobRegisterJSDL", "jobSubmit", "jobSubmitJSDL", "jobStart", "jobListMatch", "jobListMatchJSDL"}
@@ -79,6 +86,104 @@ def authorized(settings: Settings, principal: Principal) -> bool:
     return False
 
 
+class PolicyFileError(ValueError):
+    """A policy file line that is not ``allow <pattern>`` or ``deny <pattern>``."""
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """One line of the policy file: ``allow`` or ``deny``, of kind ``dn``, ``fqan`` or
+    ``any`` (the pattern ``*``)."""
+
+    allow: bool
+    kind: str
+    pattern: str
+
+    def matches(self, principal: Principal) -> bool:
+        if self.kind == "any":
+            return True
+        if self.kind == "dn":
+            return fnmatch.fnmatchcase(principal.dn, self.pattern)
+        return bool(principal.fqans) and fnmatch.fnmatchcase(principal.fqans[0], self.pattern)
+
+
+def parse_policy(text: str) -> tuple[PolicyEntry, ...]:
+    """The entries of a policy file: one ``allow <pattern>`` or ``deny <pattern>`` a line,
+    ``#`` comments and blank lines ignored; a pattern is ``*`` (any user), a DN glob
+    (``/C=IT/O=INFN/CN=*``) or an FQAN glob matched on the first FQAN (``/dteam*``), optionally
+    in double quotes (DNs with spaces may be written either way).
+
+    Raises:
+        PolicyFileError: a line with another keyword or without a pattern (its number in the message).
+    """
+    entries = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        pattern = rest.strip()
+        if len(pattern) >= 2 and pattern[0] == pattern[-1] == '"':
+            pattern = pattern[1:-1]
+        if keyword not in ("allow", "deny") or not pattern:
+            raise PolicyFileError(f"line {number}: expected 'allow <pattern>' or 'deny <pattern>'")
+        kind = "any" if pattern == "*" else "dn" if _is_dn_pattern(pattern) else "fqan"
+        entries.append(PolicyEntry(keyword == "allow", kind, pattern))
+    return tuple(entries)
+
+
+def decide(entries: tuple[PolicyEntry, ...], principal: Principal) -> bool:
+    """Does the policy admit ``principal``? The most specific kind of entry that matches
+    decides: the caller's DN, else the caller's first FQAN, else any-user entries; within a
+    kind a matching ``deny`` beats a matching ``allow``; nothing matching = refused. So a
+    person-DN allow wins over an FQAN deny and an any-user deny (reference test 38739), and
+    a person-DN deny refuses whatever the FQAN."""
+    for kind in ("dn", "fqan", "any"):
+        matching = [entry.allow for entry in entries if entry.kind == kind and entry.matches(principal)]
+        if matching:
+            return all(matching)
+    return False
+
+
+_policy_lock = threading.Lock()
+_policies: dict[str, tuple[tuple[int, int], tuple[PolicyEntry, ...] | None]] = {}
+
+
+def load_policy(path: str) -> tuple[PolicyEntry, ...] | None:
+    """The entries of the policy file ``path``, parsed again whenever its modification time
+    or size changes; None (everyone refused) when it is missing, unreadable or malformed
+    (logged)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        log.error("policy file %s: %s; every caller is refused", path, exc.strerror)
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _policy_lock:
+        kept = _policies.get(path)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+    entries: tuple[PolicyEntry, ...] | None
+    try:
+        with open(path, encoding="utf-8") as policy:
+            entries = parse_policy(policy.read())
+    except (OSError, UnicodeDecodeError, PolicyFileError) as exc:
+        log.error("policy file %s: %s; every caller is refused", path, exc)
+        entries = None
+    with _policy_lock:
+        _policies[path] = (stamp, entries)
+    return entries
+
+
+def policy_admits(settings: Settings, principal: Principal) -> bool:
+    """Does ``[security] policy_file`` admit this caller (True without a policy file)?"""
+    path = settings.security.policy_file
+    if not path:
+        return True
+    entries = load_policy(path)
+    return entries is not None and decide(entries, principal)
+
+
 @functools.lru_cache(maxsize=256)
 def _limited(chain_pem: bytes) -> bool:
     try:
@@ -94,8 +199,8 @@ def is_limited(principal: Principal) -> bool:
 
 
 def check_caller(settings: Settings, principal: Principal, operation: str) -> None:
-    """Refuse callers the site does not admit, limited proxies for what they may not do,
-    and new work while drained.
+    """Refuse callers the site does not admit (``authorized_users`` and the policy file),
+    limited proxies for what they may not do, and new work while drained.
 
     Args:
         operation: the SOAP operation's local name, or ``sandbox <HTTP method>``.
@@ -105,7 +210,7 @@ def check_caller(settings: Settings, principal: Principal, operation: str) -> No
             "Unavailable service (the server is temporarily drained)" (1207).
         LimitedProxyError: "Authorization error: a limited proxy cannot <action> ..." (1207).
     """
-    if not authorized(settings, principal):
+    if not authorized(settings, principal) or not policy_admits(settings, principal):
         raise AuthorizationError("Authorization error: user not authorized")
     action = LIMITED_PROXY_REFUSED.get(operation)
     if action is not None and is_limited(principal):

@@ -7,7 +7,8 @@ keys methods by one target namespace per application).
 A request goes through, in order: :func:`wmproxy.soap.request.read_body` and
 :func:`~wmproxy.soap.request.check_request` (size, DTD, processing instructions, depth,
 element and attribute counts, encoding: before Spyne sees a byte), the operation lookup,
-authentication and :func:`wmproxy.services.authz.check_caller`, then the Spyne port. Every
+authentication, :func:`wmproxy.services.authz.check_caller` and the load limiter
+(:func:`wmproxy.services.load.check_load`), then the Spyne port. Every
 refusal on the way, every fault a method raises and every error Spyne raises itself (a value
 of the wrong type, a missing part, an internal error) is written by :func:`fault_response`
 in one format: a SOAP 1.1 Fault with the typed detail the operation declares
@@ -30,6 +31,7 @@ from wmproxy.config import LimitsSettings
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, InvalidArgumentError, WMProxyError
 from wmproxy.services.authz import check_caller
+from wmproxy.services.load import check_load
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.delegation_ports import Delegation1Port, Delegation2Port
 from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
@@ -113,7 +115,9 @@ class SoapDispatcher:
                                 InvalidArgumentError(f"Unknown operation {{{namespace}}}{operation}"[:300]))
         try:
             principal = self._principal(environ)
-            check_caller(environ[RUNTIME_KEY].settings, principal, operation)
+            runtime = environ[RUNTIME_KEY]
+            check_caller(runtime.settings, principal, operation)
+            check_load(runtime, principal, operation)
         except WMProxyError as exc:
             return self._refuse(start_response, namespace, operation, exc)
         environ[PRINCIPAL_KEY] = principal

@@ -17,6 +17,7 @@ from wmproxy.services import (
     acl,
     delegation,
     jobs,
+    load,
     matchmaking,
     perusal,
     quota,
@@ -71,7 +72,7 @@ class WMProxyPort(ServiceBase):
         return _call(
             ctx,
             "jobRegister",
-            lambda rt, p: convert.job_id_struct(submission.register_job(rt, p, jdl or "", delegationId)),
+            lambda rt, p: _create(submission.register_job, rt, p, jdl or "", delegationId),
         )
 
     @rpc(String)
@@ -83,7 +84,7 @@ class WMProxyPort(ServiceBase):
         return _call(
             ctx,
             "jobSubmit",
-            lambda rt, p: convert.job_id_struct(submission.submit_job(rt, p, jdl or "", delegationId)),
+            lambda rt, p: _create(submission.submit_job, rt, p, jdl or "", delegationId),
         )
 
     @rpc(String)
@@ -246,18 +247,24 @@ class WMProxyPort(ServiceBase):
 
     @rpc(Part(AnyXml), String, _returns=Part(JobIdStructType), _out_variable_name="jobIdStruct")
     def jobRegisterJSDL(ctx, jsdl, delegationId):
-        return _call(ctx, "jobRegisterJSDL", lambda rt, p: convert.job_id_struct(
-            submission.register_job(rt, p, _jdl_of(jsdl), delegationId)))
+        return _call(ctx, "jobRegisterJSDL",
+                     lambda rt, p: _create(submission.register_job, rt, p, _jdl_of(jsdl), delegationId))
 
     @rpc(String, Part(AnyXml), _returns=Part(JobIdStructType), _out_variable_name="jobIdStruct")
     def jobSubmitJSDL(ctx, delegationId, jsdl):
-        return _call(ctx, "jobSubmitJSDL", lambda rt, p: convert.job_id_struct(
-            submission.submit_job(rt, p, _jdl_of(jsdl), delegationId)))
+        return _call(ctx, "jobSubmitJSDL",
+                     lambda rt, p: _create(submission.submit_job, rt, p, _jdl_of(jsdl), delegationId))
 
     @rpc(Part(AnyXml), String, _returns=Part(StringAndLongList), _out_variable_name="CEIdAndRankList")
     def jobListMatchJSDL(ctx, jsdl, delegationId):
         return _call(ctx, "jobListMatchJSDL", lambda rt, p: convert.file_list(
             matchmaking.list_match(rt, p, _jdl_of(jsdl), delegationId or "")))
+
+
+def _create(create, rt, principal, jdl: str, delegation_id):
+    """``create`` (register_job or submit_job) after the per-submission node cap of ``[load]``."""
+    load.check_submission_size(rt.settings, jdl)
+    return convert.job_id_struct(create(rt, principal, jdl, delegation_id))
 
 
 def _at_most(value: int, limit: int, name: str) -> int:

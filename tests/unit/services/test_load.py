@@ -1,0 +1,198 @@
+"""The load limiter (services/load.py; anchors.md §1.3): the reference's trip rules, the
+sampling cache, and the refusals through the SOAP edge in-process, thresholds forced low
+through the settings (never depending on how loaded this machine really is)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from tests.conftest import Pki
+from tests.support import (
+    ECHO_JDL,
+    SoapApp,
+    build_runtime,
+    caller_from_environ,
+    close_runtime,
+    delegate_in_process,
+    principal_of,
+)
+from wmproxy.config import ConfigError, LoadSettings
+from wmproxy.domain import Principal
+from wmproxy.errors import ServerOverloadedError
+from wmproxy.services.load import LoadMonitor, SystemSample, sample_system, tripped
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.soap.namespaces import DELEGATION_2, WMPROXY
+
+CALM = SystemSample(load1=1.0, load5=1.0, load15=1.0, memory_usage=10.0, swap_usage=0.0, disk_usage=10.0,
+                    free_fds=10_000)
+
+COLLECTION_OF_3 = """[
+  Type = "collection";
+  Nodes = { [ Executable = "/bin/true"; ], [ Executable = "/bin/true"; ], [ Executable = "/bin/true"; ] };
+]"""
+COLLECTION_OF_2 = """[
+  Type = "collection";
+  Nodes = { [ Executable = "/bin/true"; ], [ Executable = "/bin/true"; ] };
+]"""
+
+
+def sample(**values: Any) -> SystemSample:
+    return dataclasses.replace(CALM, **values)
+
+
+class TestTripRules:
+    def test_nothing_trips_with_every_threshold_off(self) -> None:
+        hot = sample(load1=99, load5=99, load15=99, memory_usage=100, swap_usage=100, disk_usage=100, free_fds=0)
+        assert tripped(LoadSettings(), hot) is None
+
+    def test_load1_trips_at_the_threshold(self) -> None:
+        assert tripped(LoadSettings(load1=10), sample(load1=9.99)) is None
+        assert tripped(LoadSettings(load1=10), sample(load1=10.0)) == "load1 10.00 >= 10"
+
+    def test_load5_trips_only_while_rising(self) -> None:
+        limits = LoadSettings(load5=10)
+        assert tripped(limits, sample(load1=9, load5=12)) is None  # falling
+        assert (tripped(limits, sample(load1=13, load5=12))
+                == "load5 12.00 >= 10 and rising (load1 13.00)")
+
+    def test_load15_trips_only_while_rising_over_both(self) -> None:
+        limits = LoadSettings(load15=10)
+        assert tripped(limits, sample(load1=13, load5=11, load15=12)) is None  # load5 below load15
+        assert tripped(limits, sample(load1=11, load5=13, load15=12)) is None  # load1 below load15
+        reason = tripped(limits, sample(load1=14, load5=13, load15=12))
+        assert reason is not None and reason.startswith("load15 12.00 >= 10 and rising")
+
+    @pytest.mark.parametrize("name", ["memory_usage", "swap_usage", "disk_usage"])
+    def test_usage_percentages(self, name: str) -> None:
+        limits = LoadSettings(**{name: 95})
+        assert tripped(limits, sample(**{name: 94.9})) is None
+        assert tripped(limits, sample(**{name: 95.0})) == f"{name} 95.0% >= 95%"
+
+    def test_free_fds_trips_at_or_below(self) -> None:
+        assert tripped(LoadSettings(free_fds=500), sample(free_fds=501)) is None
+        assert tripped(LoadSettings(free_fds=500), sample(free_fds=500)) == "free_fds 500 <= 500"
+
+    @pytest.mark.parametrize("bad", [{"load1": -1}, {"memory_usage": 101}, {"sample_interval": 0},
+                                     {"handshake_timeout": 0}, {"max_live_jobs": -2}])
+    def test_bad_settings_are_refused(self, bad: dict[str, float]) -> None:
+        with pytest.raises(ConfigError, match=r"\[load\]"):
+            LoadSettings(**bad)
+
+
+class TestSampling:
+    def test_sample_of_this_host_is_plausible(self, tmp_path: Path) -> None:
+        found = sample_system(str(tmp_path / "not" / "yet"))
+        assert min(found.load1, found.load5, found.load15) >= 0
+        for value in (found.memory_usage, found.swap_usage, found.disk_usage):
+            assert 0 <= value <= 100
+        assert found.memory_usage > 0  # this process alone uses some
+        assert found.free_fds > 0
+
+    def test_value_is_reused_within_the_interval(self) -> None:
+        now = [100.0]
+        reads: list[int] = []
+        monitor = LoadMonitor(clock=lambda: now[0])
+
+        def read() -> int:
+            reads.append(1)
+            return len(reads)
+
+        assert monitor.cached("k", 5.0, read) == 1
+        now[0] += 4.9
+        assert monitor.cached("k", 5.0, read) == 1
+        assert monitor.cached("other", 5.0, read) == 2
+        now[0] += 0.2
+        assert monitor.cached("k", 5.0, read) == 3
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Any]:
+    """``make(**load)``: the SOAP app in-process with ``[load]`` = ``load``, alice and bob
+    delegated as ``unit``; sampling is never reused (``sample_interval`` tiny)."""
+    made: list[SoapApp] = []
+
+    def make(**load: Any) -> SoapApp:
+        rt = build_runtime(tmp_path / f"state{len(made)}", pki, template_db)
+        rt.settings = dataclasses.replace(rt.settings, load=LoadSettings(sample_interval=1e-9, **load))
+        for user in ("alice", "bob"):
+            delegate_in_process(rt, principal_of(pki, user), pki.users[user].proxy, "unit")
+        app = SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        close_runtime(app.rt)
+
+
+def overloaded(reply: Any, method: str) -> str:
+    """The Description of the ServerOverloadedFault ``reply`` must be (BaseFaultType filled)."""
+    assert reply.status.startswith("500"), reply.body
+    detail = reply.fault_detail
+    assert etree.QName(detail) == etree.QName(WMPROXY, "ServerOverloadedFault"), reply.body
+    assert detail.findtext("methodName") == method
+    assert detail.findtext("ErrorCode") == str(ServerOverloadedError.code)
+    assert detail.findtext("Timestamp")
+    description = detail.findtext("Description") or ""
+    assert description.startswith("System load is too high: ")
+    assert detail.findtext("FaultCause") == description
+    return description
+
+
+def job_id_of(reply: Any) -> str:
+    assert reply.status.startswith("200"), reply.body
+    return str(reply.element.find("jobIdStruct").findtext("id"))
+
+
+class TestRefusals:
+    def test_load_average_over_threshold_refuses_new_work_only(self, loaded: Any, alice: Principal) -> None:
+        soap = loaded()
+        job_id = job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"))
+        soap.rt.settings = dataclasses.replace(soap.rt.settings, load=LoadSettings(load1=0.0001,
+                                                                                    sample_interval=1e-9))
+        for operation in ("jobRegister", "jobSubmit", "jobListMatch"):
+            description = overloaded(soap.call(WMPROXY, operation, alice, jdl=ECHO_JDL, delegationId="unit"),
+                                     operation)
+            assert description.startswith("System load is too high: load1 ")
+            assert description.endswith(" >= 0.0001")
+        # What is not new work keeps working: status, start (bug #40370), cancel, delegation.
+        for operation in ("getJobStatus", "jobStart", "getOutputFileList"):
+            assert "ServerOverloaded" not in soap.call(WMPROXY, operation, alice, jobId=job_id).body.decode()
+        assert soap.call(WMPROXY, "getVersion", alice).status.startswith("200")
+        assert soap.call(DELEGATION_2, "getProxyReq", alice, delegationID="more").status.startswith("200")
+        assert soap.call(WMPROXY, "jobCancel", alice, jobId=job_id).status.startswith("200")
+
+    def test_queued_jobs_over_threshold(self, loaded: Any, alice: Principal) -> None:
+        soap = loaded(queued_jobs=1)
+        for _ in range(2):
+            job_id_of(soap.call(WMPROXY, "jobSubmit", alice, jdl=ECHO_JDL, delegationId="unit"))
+        description = overloaded(soap.call(WMPROXY, "jobSubmit", alice, jdl=ECHO_JDL, delegationId="unit"),
+                                 "jobSubmit")
+        assert description == "System load is too high: queued_jobs 2 > 1"
+
+    def test_live_jobs_per_user(self, loaded: Any, alice: Principal, bob: Principal) -> None:
+        soap = loaded(max_live_jobs=1)
+        first = job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"))
+        description = overloaded(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"),
+                                 "jobRegister")
+        assert description == "System load is too high: max_live_jobs: 1 live jobs of this user, at most 1"
+        job_id_of(soap.call(WMPROXY, "jobRegister", bob, jdl=ECHO_JDL, delegationId="unit"))  # per user
+        assert soap.call(WMPROXY, "jobListMatch", alice, jdl=ECHO_JDL, delegationId="unit").status.startswith("200")
+        assert soap.call(WMPROXY, "jobCancel", alice, jobId=first).status.startswith("200")
+        job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"))
+
+    def test_jobs_per_submission(self, loaded: Any, alice: Principal) -> None:
+        soap = loaded(max_jobs_per_submission=2)
+        description = overloaded(
+            soap.call(WMPROXY, "jobSubmit", alice, jdl=COLLECTION_OF_3, delegationId="unit"), "jobSubmit")
+        assert description == "System load is too high: max_jobs_per_submission: 3 nodes, at most 2"
+        with soap.rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []  # nothing half-written
+        job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=COLLECTION_OF_2, delegationId="unit"))
+        job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"))
