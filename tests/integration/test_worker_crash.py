@@ -75,16 +75,21 @@ class Batch:
         return wait_for(self.started, lambda lines: len(lines) >= count, what=f"{count} jobs to start")
 
     def job_pids(self) -> dict[str, int]:
-        """nonce → pid of the job's shell (from /proc, as root)."""
-        pids = {}
+        """nonce → pid of the job's shell (from /proc, as root).
+
+        A child the shell has forked for ``sleep`` shows the shell's command line until it
+        execs: only a matching process whose parent does not match is the job's shell.
+        """
+        found: dict[int, tuple[str, int]] = {}  # pid → (nonce, parent pid)
         for entry in Path("/proc").iterdir():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
-            except OSError:
+                if len(argv) > 5 and argv[1].endswith(b"/job.sh") and argv[4] == str(self.markers).encode():
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    found[int(entry.name)] = (argv[2].decode(), int(stat[1]))
+            except (OSError, IndexError, ValueError):
                 continue
-            if len(argv) > 5 and argv[1].endswith(b"/job.sh") and argv[4] == str(self.markers).encode():
-                pids[argv[2].decode()] = int(entry.name)
-        return pids
+        return {nonce: pid for pid, (nonce, parent) in found.items() if parent not in found}
 
 
 @pytest.fixture
