@@ -1,5 +1,5 @@
 """``alembic revision`` writes a file that passes the project's ruff configuration
-(migrations/script.py.mako plus the post-write hook in alembic.ini)."""
+(wmproxy/migrations/script.py.mako plus the post-write hook in alembic.ini)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ def test_a_new_revision_is_ruff_clean(tmp_path: Path, hook: bool) -> None:
     empty revision does not use yet (F401), which the hook removes."""
     for name in ("alembic.ini", "pyproject.toml"):
         shutil.copy(REPO / name, tmp_path / name)
-    shutil.copytree(REPO / "migrations", tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "wmproxy" / "migrations", tmp_path / "wmproxy" / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     config = Config(str(tmp_path / "alembic.ini"))
     if not hook:
         config.set_section_option("post_write_hooks", "hooks", "")
     command.revision(config, message="probe the template", rev_id="9999")
-    (new,) = (tmp_path / "migrations" / "versions").glob("9999_*.py")
+    (new,) = (tmp_path / "wmproxy" / "migrations" / "versions").glob("9999_*.py")
     text = new.read_text()
     assert "revision: str = '9999'" in text and "def upgrade() -> None:" in text, text
     lint = ruff(new) if hook else ruff(new, "--ignore", "F401")

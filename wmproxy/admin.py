@@ -19,7 +19,8 @@ import click
 from wmproxy.config import ConfigError, Settings, load_settings
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The Alembic scripts, shipped inside the package (wheel and source tree alike).
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Modes ``init`` sets: the sandbox root is private to the service user; the work root
 #: is traversable (jobs reach their own 0700 directory by name) but not listable.
@@ -31,12 +32,12 @@ STATE_DIR_MODE = 0o711
 
 
 def upgrade_database(settings: Settings, revision: str = "head") -> None:
-    """Run the Alembic migrations in ``migrations/`` up to ``revision`` on settings' database."""
+    """Run the Alembic migrations in ``wmproxy/migrations/`` up to ``revision`` on settings' database."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["url"] = settings.database.url
     config.attributes["configure_logger"] = False
     command.upgrade(config, revision)

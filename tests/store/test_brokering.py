@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
-from wmproxy.admin import REPO_ROOT
+from wmproxy.admin import MIGRATIONS_DIR
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import CeState, ExecutionRequest, Job
@@ -45,7 +45,7 @@ def _claim(factory: sessionmaker[Session], now: dt.datetime) -> str | None:
 
 def _alembic(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["url"] = database_url
     config.attributes["configure_logger"] = False
     return config

@@ -31,10 +31,10 @@ def test_migrations_reach_head(factory) -> None:
         from alembic.config import Config
         from alembic.script import ScriptDirectory
 
-        from wmproxy.admin import REPO_ROOT
+        from wmproxy.admin import MIGRATIONS_DIR
 
         config = Config()
-        config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
         head = ScriptDirectory.from_config(config).get_current_head()
         assert session.execute(sa.text("select version_num from alembic_version")).scalar_one() == head
 

@@ -1,6 +1,6 @@
 """Where the client's WSDL lives and what its ports are called.
 
-The canonical file is ``<repo root>/wsdl/wmproxy.wsdl`` (also what the service serves
+The canonical file is ``wmproxy/wsdl/wmproxy.wsdl`` (also what the service serves
 at ``GET /glite_wms_wmproxy_server?wsdl``). When the package runs from a place
 without it (an installed wheel), :func:`wsdl_path` returns None and the client falls
 back to ``<endpoint>?wsdl``.
@@ -27,11 +27,7 @@ _FILE_NAME = "wmproxy.wsdl"
 def wsdl_path() -> Path | None:
     """The local WSDL file, or None when not found.
 
-    Looked up as package data first (``wmproxy/wsdl/wmproxy.wsdl``, if packaging puts
-    it there), then relative to the source tree (``<repo>/wsdl/wmproxy.wsdl``).
+    Package data (``wmproxy/wsdl/wmproxy.wsdl``), in the wheel and the source tree alike.
     """
-    package_root = Path(__file__).resolve().parents[1]  # .../wmproxy
-    for candidate in (package_root / "wsdl" / _FILE_NAME, package_root.parent / "wsdl" / _FILE_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
+    candidate = Path(__file__).resolve().parents[1] / "wsdl" / _FILE_NAME
+    return candidate if candidate.is_file() else None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lxml import etree
 
-WSDL_FILE = Path(__file__).resolve().parents[2] / "wsdl" / "wmproxy.wsdl"
+WSDL_FILE = Path(__file__).resolve().parents[1] / "wsdl" / "wmproxy.wsdl"
 _WSDL = "http://schemas.xmlsoap.org/wsdl/"
 _SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
 
