@@ -269,6 +269,8 @@ def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime
     uow.jobs.set_state(job, state.value, now, reason=reason, exit_code=exit_code)
     if backend_ref is not None:
         job.backend_ref = backend_ref
+    if backend_ref is not None and state == JobState.SCHEDULED:
+        uow.jobs.record_event(job, "backend_submitted", now, source="worker", reason=f"submitted to {backend_ref}")
     if state in FINAL_STATES:
         on_node_ended(uow, job, now)
     elif job.parent_id is not None:

@@ -150,6 +150,7 @@ def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *, qui
         return
     if state not in ACTIVE_STATES:  # the callers pass no ended job
         raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
+    uow.jobs.record_event(job, "cancel_requested", now, source="user", reason=CANCELLED_BY_USER)
     uow.queue.enqueue(job.id, "cancel", now)
 
 
@@ -169,6 +170,7 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value, JobState.CANCELLED.value):
             raise OperationNotAllowedError("Job current status doesn't allow purge operation")
         uow.jobs.set_state(job, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
+        uow.jobs.record_event(job, "purged", now, source="user", reason="job area removed")
         for child in uow.jobs.children(job.id):
             uow.jobs.set_state(child, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
             rt.storage.remove_job_area(child.id)

@@ -162,6 +162,7 @@ def _resubmit(uow: UnitOfWork, job: Job, kind: str, reason: str, now: dt.datetim
         job.deep_retries += 1
     job.worker = None
     job.backend_ref = None
+    uow.jobs.record_event(job, "retry", now, source="worker", reason=f"{kind} resubmission: {reason}")
     uow.jobs.set_state(job, JobState.WAITING.value, now, reason=reason)
     uow.queue.enqueue(job.id, "start", now)
     if job.parent_id is not None and (parent := uow.jobs.get(job.parent_id)) is not None:

@@ -23,6 +23,7 @@ from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
 from wmproxy.jdl import JobDescription, expand, jdl_lines, parse_jdl, registered_ad
 from wmproxy.jdl.description import describe_simple
 from wmproxy.sandbox.storage import JobArea
+from wmproxy.services import history
 from wmproxy.services.access import job_for
 from wmproxy.services.compound import start_nodes
 from wmproxy.services.delegation import believed_fqans, check_fqan_match, resolve_delegation_id, usable_proxy
@@ -102,6 +103,7 @@ def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
             raise JobNotFoundError(job_id, rt.settings.service.endpoint)
         row = usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)
         check_fqan_match(principal, believed_fqans(rt, row, now, "start jobs"))
+        history.note_input_sandbox(uow, rt, job, now)
         _start(uow, job, now)
 
 

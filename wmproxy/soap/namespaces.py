@@ -5,3 +5,6 @@ DELEGATION_1 = "http://www.gridsite.org/namespaces/delegation-1"
 DELEGATION_2 = "http://www.gridsite.org/namespaces/delegation-2"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
+#: Extension operations of this implementation (job history and listing, issue 12); described
+#: in ``wsdl/wmproxy-jobs.wsdl``, never in the reference WSDL.
+JOBS_1 = "http://wmproxy.org/namespaces/jobs-1"

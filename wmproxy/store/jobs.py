@@ -15,6 +15,38 @@ from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependen
 #: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
 _LOCK_NOT_AVAILABLE = "55P03"
 
+#: Who reports a job event.
+EVENT_SOURCES = ("service", "worker", "wrapper", "renewal", "user")
+
+#: The kind of event each state change records, and who reports it unless the caller says.
+STATE_EVENTS: dict[str, tuple[str, str]] = {
+    "Submitted": ("registered", "user"),
+    "Waiting": ("enqueued", "service"),
+    "Ready": ("matched", "worker"),
+    "Scheduled": ("scheduled", "worker"),
+    "Running": ("running", "worker"),
+    "Done": ("done", "wrapper"),
+    "Aborted": ("aborted", "worker"),
+    "Cancelled": ("cancelled", "service"),
+    "Cleared": ("cleared", "user"),
+}
+
+#: Every event kind: those of the state changes, then the notable actions that change no
+#: state (``state`` = a row written before migration 0008).
+EVENT_KINDS = (
+    *(kind for kind, _ in STATE_EVENTS.values()),
+    "sandbox_transferred", "backend_submitted", "retry", "cancel_requested",
+    "proxy_renewed", "renewal_failed", "purged", "state",
+)
+
+#: Kinds of the events that change the job's state (``state``: rows from before migration 0008).
+STATE_KINDS = (*(kind for kind, _ in STATE_EVENTS.values()), "state")
+
+
+def _state_event(job_id: str, state: str, reason: str | None, at: dt.datetime, source: str | None = None) -> JobEvent:
+    kind, default_source = STATE_EVENTS.get(state, ("state", "service"))
+    return JobEvent(job_id=job_id, state=state, reason=reason, at=at, kind=kind, source=source or default_source)
+
 
 class JobLockedError(Exception):
     """Another transaction holds the job's row or its compound job's (``get(..., nowait=True)``).
@@ -27,13 +59,13 @@ class SqlJobStore:
 
     def add(self, job: Job) -> None:
         self.session.add(job)
-        self.session.add(JobEvent(job_id=job.id, state=job.state, reason=job.reason, at=job.created_at))
+        self.session.add(_state_event(job.id, job.state, job.reason, job.created_at))
         self.session.flush()
 
     def add_all(self, jobs: Sequence[Job]) -> None:
         """Add many jobs (the nodes of a compound job) with one flush."""
         self.session.add_all(jobs)
-        self.session.add_all(JobEvent(job_id=j.id, state=j.state, reason=j.reason, at=j.created_at) for j in jobs)
+        self.session.add_all(_state_event(j.id, j.state, j.reason, j.created_at) for j in jobs)
         self.session.flush()
 
     def get(self, job_id: str, *, for_update: bool = False, nowait: bool = False) -> Job | None:
@@ -84,14 +116,36 @@ class SqlJobStore:
         *,
         reason: str | None = None,
         exit_code: int | None = None,
+        source: str | None = None,
     ) -> None:
-        """Change the job's state and record the event, in the caller's transaction."""
+        """Change the job's state and record the event, in the caller's transaction.
+
+        The event's kind follows the state (:data:`STATE_EVENTS`); ``source`` (one of
+        :data:`EVENT_SOURCES`) defaults to who usually reports that state.
+        """
         job.state = state
         job.reason = reason
         if exit_code is not None:
             job.exit_code = exit_code
         job.updated_at = now
-        self.session.add(JobEvent(job_id=job.id, state=state, reason=reason, at=now))
+        self.session.add(_state_event(job.id, state, reason, now, source))
+
+    def record_event(self, job: Job, kind: str, now: dt.datetime, *, source: str, reason: str | None = None) -> None:
+        """Record a notable action on the job that changes no state (a retry, a cancel request,
+        a renewed proxy, ...) in the caller's transaction, with the job's current state.
+
+        Args:
+            kind: one of :data:`EVENT_KINDS`.
+            now: when it happened (aware, UTC).
+            source: who reports it, one of :data:`EVENT_SOURCES`.
+            reason: free text shown to the user (a CE id, a backend id, an error).
+
+        Raises:
+            ValueError: unknown ``kind`` or ``source``.
+        """
+        if kind not in EVENT_KINDS or source not in EVENT_SOURCES:
+            raise ValueError(f"unknown job event kind {kind!r} or source {source!r}")
+        self.session.add(JobEvent(job_id=job.id, state=job.state, reason=reason, at=now, kind=kind, source=source))
 
     def acl_items(self, job_id: str) -> list[str]:
         return list(
@@ -135,7 +189,56 @@ class SqlJobStore:
         return int(self.session.scalar(stmt) or 0)
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
-        return self.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        """The job's state history: its state changes, oldest first (no other action)."""
+        return self.history(job_id, kinds=STATE_KINDS)
+
+    def history(
+        self,
+        job_id: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> Sequence[JobEvent]:
+        """All the job's events (state changes and other actions), oldest first; only those at
+        or after ``since``, at or before ``until`` and of one of ``kinds`` when given."""
+        stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+        if since is not None:
+            stmt = stmt.where(JobEvent.at >= since)
+        if until is not None:
+            stmt = stmt.where(JobEvent.at <= until)
+        if kinds is not None:
+            stmt = stmt.where(JobEvent.kind.in_(kinds))
+        return self.session.scalars(stmt.order_by(JobEvent.id)).all()
+
+    def listing_candidates(
+        self,
+        owner_dn: str,
+        *,
+        states: Sequence[str] | None = None,
+        exclude_states: Sequence[str] | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> tuple[Sequence[Job], Sequence[tuple[Job, str]]]:
+        """Top-level jobs (no nodes) matching the filters, newest first: those ``owner_dn``
+        owns, and ``(job, ACL item)`` of the others that have an ACL (the caller decides which
+        items name it). ``since``/``until`` bound the registration time (inclusive)."""
+        stmt = select(Job).where(Job.parent_id.is_(None))
+        if states:
+            stmt = stmt.where(Job.state.in_(states))
+        if exclude_states:
+            stmt = stmt.where(Job.state.not_in(exclude_states))
+        if since is not None:
+            stmt = stmt.where(Job.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Job.created_at <= until)
+        order = (Job.created_at.desc(), Job.id)
+        owned = self.session.scalars(stmt.where(Job.owner_dn == owner_dn).order_by(*order)).all()
+        shared = self.session.execute(
+            stmt.add_columns(JobAclEntry.item).join(JobAclEntry, JobAclEntry.job_id == Job.id)
+            .where(Job.owner_dn != owner_dn).order_by(*order)
+        ).all()
+        return owned, [(row[0], row[1]) for row in shared]
 
     def delete(self, job: Job) -> None:
         self.session.delete(job)

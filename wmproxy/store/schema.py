@@ -112,6 +112,10 @@ class JobEvent(Base):
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # What happened (``wmproxy.store.jobs.EVENT_KINDS``; rows older than 0008 are "state") and
+    # who reported it (``EVENT_SOURCES``): service, worker, wrapper, renewal or user.
+    kind: Mapped[str] = mapped_column(String(32), default="state", server_default="state")
+    source: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
 
 
 class ExecutionRequest(Base):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from wmproxy.errors import ProxyError
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
+from wmproxy.services import history
 from wmproxy.services.renewal.jobfiles import HELD_STATES
 from wmproxy.services.renewal.registration import parse_server
 from wmproxy.services.renewal.schedule import renewal_due, renewal_margin
@@ -131,6 +132,7 @@ def finish_renewal(
         log.warning("renewal of %s: %s", where, note)
     if record is not None:
         _record_attempt(record, order, result, error, notes, now)
+    history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now)
     return result, pushed
 
 

@@ -1,0 +1,213 @@
+"""Job history (issue 12): what happened to a job, when (UTC), who reported it and why, and
+the summary ``wmproxy status -v`` shows (destination, times, exit code, node counts).
+
+The reference kept this in the L&B server (``glite-wms-job-logging-info``,
+``glite-wms-job-status -v``; ``wmproxy-behaviour.md`` §11.2); here the events are the
+``job_events`` rows every state change and notable action writes
+(:meth:`wmproxy.store.jobs.SqlJobStore.set_state`, ``record_event``). The extension
+operation ``getJobEvents`` (namespace ``http://wmproxy.org/namespaces/jobs-1``) serves
+them to the owner and to the readers named in the job's ACL, also after a purge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl import parse_jdl
+from wmproxy.services.access import job_for
+from wmproxy.services.jobs import status_text
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+from wmproxy.store.jobs import EVENT_KINDS
+from wmproxy.store.schema import Job, JobEvent
+
+#: How the worker names a declared output file it could not collect in a Done job's reason.
+_NOT_COLLECTED = re.compile(r"output sandbox file (.+?) not collected: ([^;]+)")
+
+
+#: States in which a worker holds a job (whose proxy a renewal rewrites).
+_HELD = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
+
+@dataclass(frozen=True)
+class JobEventRecord:
+    """One event: ``at`` (aware UTC), ``kind`` (``wmproxy.store.jobs.EVENT_KINDS``), the job's
+    ``state`` after it, ``source`` (service, worker, wrapper, renewal, user) and ``reason``."""
+
+    at: dt.datetime
+    kind: str
+    state: str
+    source: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What ``status -v`` and ``status --all`` show of one job.
+
+    Attributes:
+        status: as getJobStatus sends it (``Done (Exit Code 0)``).
+        submitted, last_update: registration and last change (aware UTC).
+        state_times: when the job last entered each state it went through (aware UTC).
+        user_tags: the JDL ``UserTags`` as ``name -> text``.
+        node_states: for a compound job, how many nodes are in each state.
+        missing_outputs: ``(file name, why)`` of each declared output file not collected.
+    """
+
+    job_id: str
+    state: str
+    status: str
+    owner_dn: str
+    submitted: dt.datetime
+    last_update: dt.datetime
+    parent_id: str | None = None
+    node_name: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    destination: str | None = None
+    user_tags: dict[str, str] = field(default_factory=dict)
+    state_times: dict[str, dt.datetime] = field(default_factory=dict)
+    node_states: dict[str, int] = field(default_factory=dict)
+    missing_outputs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    """getJobEvents result: the job's summary and its events, oldest first."""
+
+    job: JobSummary
+    events: tuple[JobEventRecord, ...]
+
+
+def check_kinds(kinds: Sequence[str] | None) -> list[str] | None:
+    """The event kinds asked for, None for all.
+
+    Raises:
+        InvalidArgumentError: a kind outside ``EVENT_KINDS`` (the message lists them).
+    """
+    if not kinds:
+        return None
+    unknown = [k for k in kinds if k not in EVENT_KINDS]
+    if unknown:
+        raise InvalidArgumentError(f"Unknown event kind {unknown[0]!r}; known kinds: {', '.join(EVENT_KINDS)}")
+    return list(kinds)
+
+
+def check_period(since: dt.datetime | None, until: dt.datetime | None) -> None:
+    """Raises: InvalidArgumentError: ``since`` after ``until``, or a naive time."""
+    for value in (since, until):
+        if value is not None and value.tzinfo is None:
+            raise InvalidArgumentError("Times must carry a time zone (UTC)")
+    if since is not None and until is not None and since > until:
+        raise InvalidArgumentError("The start of the period (from) is after its end (to)")
+
+
+def job_history(
+    rt: Runtime,
+    principal: Principal,
+    job_id: str,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    kinds: Sequence[str] | None = None,
+) -> JobHistory:
+    """getJobEvents: the job's summary and its events in ``[since, until]`` of ``kinds``.
+
+    Purged (Cleared) jobs keep their history. Readers named in the job's ACL (or its
+    compound job's) may read it, as getJobStatus.
+
+    Args:
+        job_id: the job (or node) id.
+        since, until: inclusive bounds of the events' times (aware UTC), None = open.
+        kinds: event kinds to keep (``wmproxy.store.jobs.EVENT_KINDS``), None/empty = all.
+
+    Raises:
+        InvalidArgumentError: malformed job id, unknown kind, ``since`` after ``until``.
+        JobNotFoundError: no such job.
+        AuthorizationError: neither the owner nor an ACL reader.
+    """
+    check_period(since, until)
+    wanted = check_kinds(kinds)
+    with rt.uow() as uow:
+        job = job_for(uow, principal, job_id, access="read")
+        events = uow.jobs.history(job.id, since=since, until=until, kinds=wanted)
+        return JobHistory(summarise(uow, job), tuple(_record(e) for e in events))
+
+
+def summarise(uow: UnitOfWork, job: Job) -> JobSummary:
+    """The :class:`JobSummary` of a job read in ``uow``."""
+    state_times = {e.state: e.at for e in uow.jobs.events(job.id)}
+    nodes = uow.jobs.children(job.id) if job.parent_id is None else ()
+    return JobSummary(
+        job_id=job.id,
+        state=job.state,
+        status=status_text(job),
+        owner_dn=job.owner_dn,
+        submitted=job.created_at,
+        last_update=job.updated_at,
+        parent_id=job.parent_id,
+        node_name=job.node_name,
+        exit_code=job.exit_code,
+        reason=job.reason,
+        destination=job.destination,
+        user_tags=user_tags(job.jdl_registered),
+        state_times=state_times,
+        node_states=dict(Counter(n.state for n in nodes)),
+        missing_outputs=missing_outputs(job),
+    )
+
+
+def user_tags(jdl: str) -> dict[str, str]:
+    """The JDL's ``UserTags`` ClassAd as ``name -> value text`` (strings unquoted); {} if none."""
+    try:
+        tags = parse_jdl(jdl).get("UserTags")
+    except Exception:  # noqa: BLE001 - a stored JDL always parsed once; never fail a status on it
+        return {}
+    items = getattr(tags, "items", None)
+    if items is None:
+        return {}
+    return {str(k): str(v) for k, v in items()}
+
+
+def missing_outputs(job: Job) -> tuple[tuple[str, str], ...]:
+    """``(file name, why)`` of the declared output files a Done job did not leave behind."""
+    if job.state not in (JobState.DONE.value, JobState.CLEARED.value) or not job.reason:
+        return ()
+    return tuple((m.group(1), m.group(2).strip()) for m in _NOT_COLLECTED.finditer(job.reason))
+
+
+def _record(event: JobEvent) -> JobEventRecord:
+    return JobEventRecord(event.at, event.kind, event.state, event.source, event.reason)
+
+
+# --- recording notable actions (one call each from the services that do them) ---
+
+
+def note_input_sandbox(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime) -> None:
+    """At jobStart: record the input sandbox the user transferred (files, bytes), if any."""
+    count = rt.storage.input_file_count(job.id) if rt.storage.has_job_area(job.id) else 0
+    if count:
+        size = rt.storage.input_size(job.id)
+        uow.jobs.record_event(job, "sandbox_transferred", now, source="user",
+                              reason=f"input sandbox transferred: {count} file(s), {size} bytes")
+
+
+def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str, error: str | None,
+                 now: dt.datetime) -> None:
+    """After a renewal attempt of a delegation: ``proxy_renewed`` or ``renewal_failed`` on each
+    of its jobs a worker holds; a failure repeated with the same text is recorded once."""
+    jobs = uow.renewals.jobs_of(owner_dn, delegation_id, _HELD)
+    if result == "renewed":
+        for job in jobs:
+            uow.jobs.record_event(job, "proxy_renewed", now, source="renewal", reason="proxy renewed from MyProxy")
+        return
+    reason = f"proxy renewal {result}: {error}" if error else f"proxy renewal {result}"
+    for job in jobs:
+        last = uow.jobs.history(job.id, kinds=["proxy_renewed", "renewal_failed"])
+        if not last or last[-1].reason != reason:
+            uow.jobs.record_event(job, "renewal_failed", now, source="renewal", reason=reason)
