@@ -124,8 +124,11 @@ def run_cli(deployment: Deployment, *args: str, proxy: Path | None = None) -> tu
 def cli_status(deployment: Deployment, job_id: str) -> dict[str, Any]:
     """The job's entry of ``wmproxy status --json``."""
     rc, out, err = run_cli(deployment, "status", "--json", job_id)
-    assert rc == 0, err
-    entry: dict[str, Any] = json.loads(out)[job_id]
+    assert rc == 0, err or out
+    entry: dict[str, Any] = next(j for j in json.loads(out)["jobs"] if j["jobid"] == job_id)
+    # the keys of the JSON before its schema (docs/cli-json.md), which older tests read
+    entry.update({"Current Status": entry["current_status"], "Exit code": entry["exit_code"],
+                  "Status Reason": entry["status_reason"]})
     return entry
 
 

@@ -248,8 +248,8 @@ def test_dag_with_a_node_input_file(deployment: Deployment, delegated: str, tmp_
     entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
     rc, out, err = run_cli(deployment, "status", "--json", data["parent"])
-    statuses = json.loads(out)
-    assert set(statuses[data["parent"]]["Nodes"]) == set(data["children"].values())
+    statuses = json.loads(out)["jobs"][0]
+    assert {n["jobid"] for n in statuses["nodes"]} == set(data["children"].values())
     rc, out, err = run_cli(deployment, "output", "--json", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     assert set(json.loads(out)["nodes"]) == {"nodeA", "nodeB"}

@@ -11,6 +11,7 @@ from wmproxy.cli.cancel import cancel
 from wmproxy.cli.delegate import delegate_proxy
 from wmproxy.cli.info import info
 from wmproxy.cli.listmatch import list_match
+from wmproxy.cli.logginginfo import logging_info
 from wmproxy.cli.output import output
 from wmproxy.cli.perusal import perusal
 from wmproxy.cli.status import status
@@ -33,6 +34,7 @@ def cli() -> None:
 
 for _command in (delegate_proxy, submit, status, cancel, output, list_match, perusal, info, templates):
     cli.add_command(_command)
+cli.add_command(logging_info)
 
 
 def main(argv: list[str] | None = None) -> None:

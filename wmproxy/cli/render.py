@@ -6,14 +6,23 @@ Only the tool name changes: ``glite-wms-job-submit Success`` becomes
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
+import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from wmproxy.client import CEMatch, JobIds, JobStatus, ProxyInfo
+import click
+
+from wmproxy.client import CEMatch, JobIds, JobStatus, ProxyInfo, WMProxyClientError
+from wmproxy.client.jobs_ext import JobSummary
 
 RULE = "=" * 74
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def stripe(title: str, width: int = 74, char: str = "=") -> str:
@@ -94,53 +103,182 @@ def submit_json(job: JobIds, endpoint: str) -> str:
     return json.dumps(data)
 
 
-def _status_block(status: JobStatus, lines: list[str], indent: str = "") -> None:
-    lines.append(f"{indent}{'Status info for the Job :'} {status.job_id}")
-    lines.append(f"{indent}{'Current Status:'.ljust(20)}{status.display}")
+def _status_block(view: StatusView, lines: list[str], verbosity: int, indent: str = "") -> None:
+    """glite-wms-job-status block of one job (``wmsui_api.py printStatus``; labels ``ljust(20)``).
+
+    -v 0: id and Current Status; 1: + exit code, reason, missing outputs, destination,
+    submitted, node summary; 2: + parent/node name, owner, last update, the time each state was
+    entered, user tags; 3: + the registered JDL.
+    """
+    status, summary = view.status, view.summary
+
+    def add(label: str, value: object) -> None:
+        lines.append(f"{indent}{(label + ':').ljust(20)}{value}")
+
+    lines.append(f"{indent}Status info for the Job : {status.job_id}")
+    add("Current Status", status.display)
+    if verbosity < 1:
+        return
     if status.exit_code is not None:
-        lines.append(f"{indent}{'Exit code:'.ljust(20)}{status.exit_code}")
+        add("Exit code", status.exit_code)
     if status.reason:
-        lines.append(f"{indent}{'Status Reason:'.ljust(20)}{status.reason}")
+        add("Status Reason", status.reason)
+    if summary is None:
+        return
+    for name, why in summary.missing_outputs:
+        add("Missing output", f"{name} ({why})")
+    if summary.destination:
+        add("Destination", summary.destination)
+    add("Submitted", ctime(summary.submitted))
+    if summary.node_states:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.node_states.items()))
+        add("Nodes", f"{sum(summary.node_states.values())} ({counts})")
+    if verbosity < 2:
+        return
+    if summary.parent_id:
+        add("Parent Job", summary.parent_id)
+    if summary.node_name:
+        add("Node Name", summary.node_name)
+    add("Owner", summary.owner)
+    add("Last Update", ctime(summary.last_update))
+    lines.append(f"{indent}State times:")
+    for state, at in sorted(summary.state_times.items(), key=lambda item: item[1]):
+        lines.append(f"{indent}    - {state.ljust(15)} = {ctime(at)}")
+    for name, value in summary.user_tags.items():
+        add(f"User tag {name}", value)
+    if verbosity >= 3 and view.jdl:
+        lines.append(f"{indent}Jdl:")
+        lines += [f"{indent}    {line}" for line in view.jdl.strip().splitlines()]
 
 
-def status_text(statuses: Sequence[JobStatus]) -> str:
+@dataclass(frozen=True)
+class StatusView:
+    """What ``status`` prints of one job: getJobStatus, and (from -v 1, when the service has
+    the jobs-1 extension) the job's summary; from -v 3 the registered JDL; the nodes' views."""
+
+    status: JobStatus
+    summary: JobSummary | None = None
+    jdl: str | None = None
+    nodes: tuple[StatusView, ...] = ()
+
+
+def status_text(statuses: Sequence[JobStatus | StatusView], verbosity: int = 1) -> str:
     """glite-wms-job-status text: one BOOKKEEPING block per job, nodes indented below it."""
     lines = ["", stripe("wmproxy status Success"), "BOOKKEEPING INFORMATION:", ""]
-    for n, status in enumerate(statuses):
+    for n, item in enumerate(statuses):
+        view = item if isinstance(item, StatusView) else StatusView(item)
         if n:
             lines.append(RULE)
             lines.append("")
-        _status_block(status, lines)
-        if status.children:
-            lines += ["", f"- Nodes information for: {status.job_id}"]
-            for child in status.children:
+        _status_block(view, lines, verbosity)
+        if view.status.children:
+            nodes = {v.status.job_id: v for v in view.nodes}
+            lines += ["", f"- Nodes information for: {view.status.job_id}"]
+            for child in view.status.children:
                 lines.append("")
-                _status_block(child, lines, "    ")
+                _status_block(nodes.get(child.job_id, StatusView(child)), lines, verbosity, "    ")
     lines.append(RULE)
     return "\n".join(lines) + "\n"
 
 
-def _status_dict(status: JobStatus, parent: str | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"Current Status": status.display}
-    if status.exit_code is not None:
-        entry["Exit code"] = status.exit_code
-    if status.reason:
-        entry["Status Reason"] = status.reason
-    if parent:
-        entry["Parent Job"] = parent
+def ctime(at: dt.datetime) -> str:
+    """``Thu Nov  5 05:39:00 2026 UTC``: C ``ctime`` of the UTC time (the reference printed local time)."""
+    at = at.astimezone(dt.UTC)
+    return f"{at:%a %b} {at.day:2d} {at:%H:%M:%S %Y} UTC"
+
+
+def iso(at: dt.datetime | None) -> str | None:
+    """``2026-11-05T05:39:00Z`` (UTC, seconds), the time format of every ``--json`` document."""
+    return None if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def summary_dict(summary: JobSummary) -> dict[str, Any]:
+    """The ``--json`` keys a job summary adds (docs/cli-json.md)."""
+    return {
+        "destination": summary.destination,
+        "submitted": iso(summary.submitted),
+        "last_update": iso(summary.last_update),
+        "owner": summary.owner,
+        "parent_jobid": summary.parent_id,
+        "node_name": summary.node_name,
+        "state_times": {state: iso(at) for state, at in summary.state_times.items()},
+        "user_tags": dict(summary.user_tags),
+        "node_states": dict(summary.node_states),
+        "missing_outputs": [{"name": n, "reason": r} for n, r in summary.missing_outputs],
+    }
+
+
+def _status_dict(view: StatusView, verbosity: int) -> dict[str, Any]:
+    status = view.status
+    entry: dict[str, Any] = {
+        "jobid": status.job_id,
+        "current_status": status.display,
+        "state": status.state,
+        "exit_code": status.exit_code,
+        "status_reason": status.reason,
+    }
+    if view.summary is not None:
+        entry.update(summary_dict(view.summary))
+    if verbosity >= 3 and view.jdl is not None:
+        entry["jdl"] = view.jdl
     if status.children:
-        entry["Nodes"] = [c.job_id for c in status.children]
+        nodes = {v.status.job_id: v for v in view.nodes}
+        entry["nodes"] = [_status_dict(nodes.get(c.job_id, StatusView(c)), verbosity) for c in status.children]
     return entry
 
 
-def status_json(statuses: Sequence[JobStatus]) -> str:
-    """``{"<jobid>": {"Current Status": ..., ...}, ...}`` with one key per job and node."""
-    data: dict[str, Any] = {}
-    for status in statuses:
-        data[status.job_id] = _status_dict(status)
-        for child in status.children:
-            data[child.job_id] = _status_dict(child, status.job_id)
+def status_json(statuses: Sequence[JobStatus | StatusView], errors: Sequence[JobError] = (),
+                verbosity: int = 1) -> str:
+    """``{"result": ..., "jobs": [{"jobid": ..., "current_status": ..., ...}], "errors": [...]}``
+    (docs/cli-json.md)."""
+    views = [s if isinstance(s, StatusView) else StatusView(s) for s in statuses]
+    return batch_json("jobs", [_status_dict(v, verbosity) for v in views], errors)
+
+
+# --- JSON documents shared by every verb (docs/cli-json.md) ---
+
+
+@dataclass(frozen=True)
+class JobError:
+    """One job of a batch that failed: its id, the error type (a fault name such as
+    ``JobUnknownFault``, or a client-side kind) and one line of message."""
+
+    job_id: str
+    type: str
+    message: str
+
+
+def error_object(kind: str, message: str) -> dict[str, Any]:
+    """``{"type": <fault or error kind>, "message": <one line>}``."""
+    return {"type": kind, "message": " ".join(message.split())}
+
+
+def error_json(kind: str, message: str) -> str:
+    """The JSON document of a verb that failed as a whole:
+    ``{"result": "failure", "error": {"type": ..., "message": ...}}``."""
+    return json.dumps({"result": "failure", "error": error_object(kind, message)})
+
+
+def result_word(succeeded: int, failed: int) -> str:
+    """``success`` (no failure), ``partial`` (some of a batch failed) or ``failure`` (all failed)."""
+    if not failed:
+        return "success"
+    return "partial" if succeeded else "failure"
+
+
+def batch_json(key: str, items: Sequence[dict[str, Any]], errors: Sequence[JobError] = (),
+               **extra: Any) -> str:
+    """``{"result": <result_word>, <key>: [...], "errors": [{"jobid", "error": {...}}], **extra}``."""
+    data: dict[str, Any] = {"result": result_word(len(items), len(errors)), key: list(items)}
+    data.update(extra)
+    data["errors"] = [{"jobid": e.job_id, "error": error_object(e.type, e.message)} for e in errors]
     return json.dumps(data)
+
+
+def error_line(kind: str, message: str, job_id: str | None = None) -> str:
+    """``Error - <kind>: <message>`` (one line), naming the job of a batch when given."""
+    text = " ".join(message.split())
+    return f"Error - {kind}: {text}" + (f" (job {job_id})" if job_id and job_id not in text else "")
 
 
 def cancel_text(job_ids: Sequence[str]) -> str:
@@ -302,3 +440,23 @@ def proxy_info_dict(info: ProxyInfo, now: float | None = None) -> dict[str, Any]
             for vo in info.vos
         ],
     }
+
+
+def reports_errors_json(func: F) -> F:
+    """Like :func:`wmproxy.cli.common.reports_errors`, but a verb called with ``as_json=True``
+    prints :func:`error_json` on stdout (and nothing on stderr) before exiting 1."""
+    from wmproxy.cli.common import CliError, fail
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (WMProxyClientError, CliError) as exc:
+            kind, message = (exc.fault_type, exc.description) if isinstance(exc, WMProxyClientError) else (
+                exc.kind, exc.description)
+            if kwargs.get("as_json"):
+                click.echo(error_json(kind, message))
+                sys.exit(1)
+            fail(kind, message)
+
+    return wrapper  # type: ignore[return-value]

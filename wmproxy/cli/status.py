@@ -1,36 +1,96 @@
-"""``wmproxy status``: glite-wms-job-status, through WMProxy getJobStatus."""
+"""``wmproxy status``: glite-wms-job-status, through WMProxy getJobStatus and (for the
+details of ``-v`` and for ``--all``) the jobs-1 extension port (getJobEvents, listJobs)."""
 
 from __future__ import annotations
 
 import click
 
-from wmproxy.cli import common, jobids, render
+from wmproxy.cli import common, history_opts, render, render_history
+from wmproxy.cli.render import StatusView
+from wmproxy.client import WMProxyClient, WMProxyClientError
+from wmproxy.client.jobs_ext import JobsClient, JobSummary
 
 
 @click.command("status")
 @click.argument("job_ids", metavar="JOBID...", nargs=-1)
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
+@click.option("-v", "--verbosity", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="0: state only; 1: + reason, exit code, destination, submitted; 2: + times, owner, tags; 3: + JDL.")
+@click.option("--all", "all_jobs", is_flag=True, help="List all your jobs (and those shared with you).")
+@click.option("-s", "--status", "states", metavar="STATE", multiple=True, help="With --all: only jobs in STATE.")
+@click.option("--exclude", "excluded", metavar="STATE", multiple=True, help="With --all: leave out jobs in STATE.")
+@click.option("--from", "since", metavar="TIME", help="With --all: registered at or after TIME (UTC).")
+@click.option("--to", "until", metavar="TIME", help="With --all: registered at or before TIME (UTC).")
+@click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
+              help="With --all: only jobs whose JDL UserTags hold NAME=VALUE.")
 @common.common_options
-@common.reports_errors
-def status(job_ids: tuple[str, ...], input_file: str | None, endpoint: str | None, as_json: bool) -> None:
-    """Print the status of jobs (and of their nodes)."""
-    ids = _job_ids(job_ids, input_file)
+@render.reports_errors_json
+def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all_jobs: bool,
+           states: tuple[str, ...], excluded: tuple[str, ...], since: str | None, until: str | None,
+           user_tags: tuple[str, ...], endpoint: str | None, as_json: bool) -> None:
+    """Print the status of jobs (and of their nodes), or with --all list your jobs.
+
+    A batch (several ids, -i FILE) goes on past a job that fails; each failure is reported
+    and the exit status is 1 at the end.
+    """
+    filters = bool(states or excluded or since or until or user_tags)
+    if all_jobs and (job_ids or input_file):
+        raise click.UsageError("--all lists every job: give no JOBID nor -i")
+    if filters and not all_jobs:
+        raise click.UsageError("--status/--exclude/--from/--to/--user-tag filter --all")
+    if all_jobs:
+        _list(endpoint, as_json, states, excluded, since, until, user_tags)
+        return
+    ids = history_opts.batch_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
-    statuses = [client.get_job_status(j) for j in ids]
+    extension = _Extension(history_opts.jobs_client(client))
+    views, failed = history_opts.run_batch(ids, lambda j: _view(client, extension, j, verbosity))
+    history_opts.finish_batch(as_json, failed, lambda: render.status_json(views, failed, verbosity),
+                              lambda: render.status_text(views, verbosity) if views else "")
+
+
+class _Extension:
+    """The jobs-1 client, switched off after the service answers that it has no such port."""
+
+    def __init__(self, client: JobsClient) -> None:
+        self.client: JobsClient | None = client
+
+    def summary(self, job_id: str) -> JobSummary | None:
+        if self.client is None:
+            return None
+        try:
+            return self.client.get_job_events(job_id, kinds=["registered"]).job
+        except WMProxyClientError as exc:
+            if history_opts.lacks_extension(exc):
+                self.client = None
+                return None
+            raise
+
+
+def _view(client: WMProxyClient, extension: _Extension, job_id: str, verbosity: int) -> StatusView:
+    status = client.get_job_status(job_id)
+    if verbosity < 1:
+        return StatusView(status)
+    summary = extension.summary(job_id)
+    jdl = client.get_jdl(job_id, "REGISTERED") if verbosity >= 3 else None
+    nodes = tuple(StatusView(c, extension.summary(c.job_id)) for c in status.children) if verbosity >= 2 else ()
+    return StatusView(status, summary, jdl, nodes)
+
+
+def _list(endpoint: str | None, as_json: bool, states: tuple[str, ...], excluded: tuple[str, ...],
+          since: str | None, until: str | None, user_tags: tuple[str, ...]) -> None:
+    after = history_opts.parse_time(since, "--from")
+    before = history_opts.parse_time(until, "--to")
+    tags = history_opts.parse_user_tags(user_tags)
+    client = common.make_client(common.Environment.load(endpoint))
+    jobs = history_opts.jobs_client(client).list_all_jobs(
+        states=states, exclude_states=excluded, since=after, until=before, user_tags=tags)
     if as_json:
-        click.echo(render.status_json(statuses))
+        click.echo(render_history.job_list_json(jobs))
     else:
-        click.echo(render.status_text(statuses), nl=False)
+        click.echo(render_history.job_table(jobs), nl=False)
 
 
 def _job_ids(job_ids: tuple[str, ...], input_file: str | None) -> list[str]:
-    """Job ids from the arguments and/or ``-i FILE``. Raises click.UsageError when there are none."""
-    ids = list(job_ids)
-    if input_file:
-        try:
-            ids += jobids.read_job_ids(input_file)
-        except OSError as exc:
-            raise common.CliError("Input", f"cannot read {input_file}: {exc.strerror}") from None
-    if not ids:
-        raise click.UsageError("no job id given (JOBID or -i FILE)")
-    return ids
+    """Job ids from the arguments and/or ``-i FILE`` (``cancel`` and ``output`` use it too)."""
+    return history_opts.batch_ids(job_ids, input_file)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from wmproxy.cli import common
+from wmproxy.cli import common, history_opts
 from wmproxy.client import (
     CEMatch,
     GraphNode,
@@ -19,6 +19,8 @@ from wmproxy.client import (
     RenewalInfo,
     WMProxyClientError,
 )
+
+from .fake_jobs import FakeJobsClient
 
 ENDPOINT = "https://wms.example.org:7443/glite_wms_wmproxy_server"
 JOB = "https://wms.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
@@ -141,6 +143,7 @@ class FakeClient:
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     client = FakeClient()
     monkeypatch.setattr(common, "make_client", lambda env: client)
+    monkeypatch.setattr(history_opts, "jobs_client", lambda c: FakeJobsClient())
     monkeypatch.setenv("GLITE_WMS_WMPROXY_ENDPOINT", ENDPOINT)
     monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy.pem"))
     return client

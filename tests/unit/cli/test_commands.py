@@ -162,7 +162,7 @@ class TestStatus:
         result = runner.invoke(cli, ["status", "-i", str(ids), "--json"])
         assert result.exit_code == 0
         assert [args[0] for _, args in fake.calls] == [JOB, JOB + "2"]
-        assert set(json.loads(result.stdout)) == {JOB, JOB + "2"}
+        assert [j["jobid"] for j in json.loads(result.stdout)["jobs"]] == [JOB, JOB + "2"]
 
     def test_needs_a_job(self, runner: CliRunner, fake: FakeClient) -> None:
         assert runner.invoke(cli, ["status"]).exit_code == 2

@@ -83,11 +83,13 @@ class TestStatusText:
         assert f"- Nodes information for: {JOB}" in text
         assert f"    Status info for the Job : {JOB}1" in text
 
-    def test_json_has_one_key_per_job_and_node(self) -> None:
+    def test_json_has_one_entry_per_job_with_its_nodes(self) -> None:
         status = JobStatus(JOB, "Running", children=(JobStatus(JOB + "1", "Waiting"),))
         data = json.loads(render.status_json([status]))
-        assert data[JOB]["Current Status"] == "Running"
-        assert data[JOB + "1"] == {"Current Status": "Waiting", "Parent Job": JOB}
+        assert data["result"] == "success" and data["errors"] == []
+        assert data["jobs"][0]["current_status"] == "Running"
+        assert data["jobs"][0]["nodes"] == [{"jobid": JOB + "1", "current_status": "Waiting", "state": "Waiting",
+                                              "exit_code": None, "status_reason": None}]
 
 
 class TestOtherTexts:

@@ -1,0 +1,120 @@
+"""What ``status`` and ``logging-info`` share: ``--from/--to`` times, ``--user-tag``, the job
+ids of a batch, running a batch past its failures, and the jobs-1 extension client."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import click
+
+from wmproxy.cli import common, jobids
+from wmproxy.cli.render import JobError, error_line
+from wmproxy.client import WMProxyClient, WMProxyClientError
+from wmproxy.client.jobs_ext import JobsClient
+
+T = TypeVar("T")
+
+#: glite-wms-job-status/logging-info ``--from/--to`` format: ``MM:DD:hh:mm[:YYYY]``.
+_GLITE_TIME = re.compile(r"^(\d{1,2}):(\d{1,2}):(\d{1,2}):(\d{1,2})(?::(\d{4}))?$")
+
+
+def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -> dt.datetime | None:
+    """A ``--from``/``--to`` value as an aware UTC time, None when not given.
+
+    Accepts ISO 8601 (``2026-12-02T13:00:00Z``, ``2026-12-02 13:00``; no zone = UTC) and the
+    gLite ``MM:DD:hh:mm[:YYYY]`` (UTC; the year defaults to the current one).
+
+    Raises:
+        click.BadParameter: neither form.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    match = _GLITE_TIME.match(text)
+    try:
+        if match:
+            month, day, hour, minute = (int(g) for g in match.groups()[:4])
+            year = int(match.group(5)) if match.group(5) else (now or dt.datetime.now(dt.UTC)).year
+            return dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC)
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise click.BadParameter(f"{value!r} is not a time: use YYYY-MM-DDThh:mm[:ss][Z] or MM:DD:hh:mm[:YYYY] (UTC)",
+                                 param_hint=option)
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def parse_user_tags(values: Sequence[str]) -> dict[str, str]:
+    """``--user-tag name=value`` (repeatable) as a dict.
+
+    Raises:
+        click.BadParameter: a value without ``=`` or with an empty name.
+    """
+    tags: dict[str, str] = {}
+    for value in values:
+        name, sep, tag = value.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r}: expected <tag name>=<tag value>", param_hint="--user-tag")
+        tags[name.strip()] = tag.strip()
+    return tags
+
+
+def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
+    """Job ids from the arguments and/or ``-i FILE`` (a ``submit -o`` file), in order.
+
+    Raises:
+        click.UsageError: none given.
+        common.CliError: ``Input`` when the file cannot be read.
+    """
+    ids = list(job_ids)
+    if input_file:
+        try:
+            ids += jobids.read_job_ids(input_file)
+        except OSError as exc:
+            raise common.CliError("Input", f"cannot read {input_file}: {exc.strerror}") from None
+    if not ids:
+        raise click.UsageError("no job id given (JOBID or -i FILE)")
+    return ids
+
+
+def run_batch(ids: Sequence[str], one: Callable[[str], T]) -> tuple[list[T], list[JobError]]:
+    """``one(job_id)`` for each id, going on past a failure: the results, and one
+    :class:`JobError` per job that failed (a fault, a transport error)."""
+    done: list[T] = []
+    failed: list[JobError] = []
+    for job_id in ids:
+        try:
+            done.append(one(job_id))
+        except WMProxyClientError as exc:
+            failed.append(JobError(job_id, exc.fault_type, exc.description))
+    return done, failed
+
+
+def finish_batch(as_json: bool, failed: Sequence[JobError], json_doc: Callable[[], str],
+                 text: Callable[[], str]) -> None:
+    """Print a batch's outcome: the JSON document, or the text of the jobs that succeeded then
+    one ``Error - <type>: <message> (job <id>)`` line per failed job on stderr; exit 1 if any
+    job failed."""
+    if as_json:
+        click.echo(json_doc())
+    else:
+        click.echo(text(), nl=False)
+        for error in failed:
+            click.echo(error_line(error.type, error.message, error.job_id), err=True)
+    if failed:
+        sys.exit(1)
+
+
+def jobs_client(client: WMProxyClient) -> JobsClient:
+    """The jobs-1 extension client on the same endpoint and HTTPS session as ``client``."""
+    return JobsClient(client.endpoint, client.proxy_file, "", client.timeout, session=client.session)
+
+
+def lacks_extension(exc: WMProxyClientError) -> bool:
+    """Is this the answer of a service without the jobs-1 port (a gLite WMProxy)?"""
+    return "Unknown operation" in exc.description or exc.fault_type == "WMProxy Server Error"

@@ -1,0 +1,44 @@
+"""``wmproxy logging-info``: glite-wms-job-logging-info, through the jobs-1 extension
+operation getJobEvents (the service's own event history instead of an L&B server)."""
+
+from __future__ import annotations
+
+import click
+
+from wmproxy.cli import common, history_opts, render, render_history
+
+
+@click.command("logging-info")
+@click.argument("job_ids", metavar="JOBID...", nargs=-1)
+@click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
+@click.option("-v", "--verbosity", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="0: event and time; 1: + source and reason; 2: + job state; 3: + job id and event kind.")
+@click.option("--event", "events", metavar="EVENT", multiple=True,
+              help="Only these events (L&B name such as Match, or kind such as matched).")
+@click.option("--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
+@click.option("--from", "since", metavar="TIME", help="Only events at or after TIME (UTC).")
+@click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (UTC).")
+@common.common_options
+@render.reports_errors_json
+def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, events: tuple[str, ...],
+                 excluded: tuple[str, ...], since: str | None, until: str | None, endpoint: str | None,
+                 as_json: bool) -> None:
+    """Print the events of jobs: what happened, when (UTC), who reported it and why.
+
+    A batch (several ids, -i FILE) goes on past a job that fails; each failure is reported
+    and the exit status is 1 at the end.
+    """
+    after = history_opts.parse_time(since, "--from")
+    before = history_opts.parse_time(until, "--to")
+    ids = history_opts.batch_ids(job_ids, input_file)
+    kinds = render_history.kinds_for(events)
+    if excluded:
+        dropped = set(render_history.kinds_for(excluded))
+        kinds = [k for k in kinds or render_history.EVENT_NAMES if k not in dropped]
+        if not kinds:
+            raise click.UsageError("--exclude leaves no event to show")
+    client = history_opts.jobs_client(common.make_client(common.Environment.load(endpoint)))
+    found, failed = history_opts.run_batch(
+        ids, lambda j: client.get_job_events(j, since=after, until=before, kinds=kinds))
+    history_opts.finish_batch(as_json, failed, lambda: render_history.logging_info_json(found, failed),
+                              lambda: render_history.logging_info_text(found, verbosity) if found else "")
