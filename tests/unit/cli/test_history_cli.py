@@ -1,0 +1,177 @@
+"""logging-info, status -v/--all, batches and the JSON documents, against fake clients (issue 12)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from wmproxy.cli import history_opts, render
+from wmproxy.cli.main import cli
+from wmproxy.client import JobStatus, WMProxyClientError
+from wmproxy.client.jobs_ext import JobEvent, JobHistory
+
+from .conftest import JOB, FakeClient
+from .fake_jobs import T0, FakeJobsClient, summary
+
+UNKNOWN = WMProxyClientError("JobUnknownFault", "The job has not been registered", "1218", "getJobStatus")
+
+
+@pytest.fixture
+def jobs(monkeypatch: pytest.MonkeyPatch, fake: FakeClient) -> FakeJobsClient:
+    client = FakeJobsClient()
+    monkeypatch.setattr(history_opts, "jobs_client", lambda c: client)
+    return client
+
+
+class TestLoggingInfoText:
+    def test_reference_layout_at_each_verbosity(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        jobs.histories[JOB] = JobHistory(summary(JOB), (
+            JobEvent(T0, "registered", "Submitted", "user"),
+            JobEvent(T0 + dt.timedelta(seconds=2), "matched", "Ready", "worker", "matched to CE ce1:8443/q"),
+        ))
+        result = runner.invoke(cli, ["logging-info", "-v", "2", JOB])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "\n".join([
+            "", render.stripe("wmproxy logging-info Success"), "", "LOGGING INFORMATION:", "",
+            f"Printing info for the Job : {JOB}", " ",
+            "\t---", "Event: RegJob",
+            "- Source                     =    user",
+            "- Status                     =    Submitted",
+            "- Timestamp                  =    Thu Nov  5 05:39:00 2026 UTC",
+            "\t---", "Event: Match",
+            "- Reason                     =    matched to CE ce1:8443/q",
+            "- Source                     =    worker",
+            "- Status                     =    Ready",
+            "- Timestamp                  =    Thu Nov  5 05:39:02 2026 UTC",
+            "=" * 74, ""])
+        quiet = runner.invoke(cli, ["logging-info", "-v", "0", JOB]).stdout
+        assert "- Source" not in quiet and "- Reason" not in quiet and quiet.count("- Timestamp") == 2
+        full = runner.invoke(cli, ["logging-info", "-v", "3", JOB]).stdout
+        assert f"- Jobid                      =    {JOB}" in full
+        assert "- Kind                       =    matched" in full
+
+    def test_event_names_select_kinds(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        runner.invoke(cli, ["logging-info", "--event", "Cancel", "--event", "matched", JOB])
+        assert jobs.calls[-1][1][3] == ("cancel_requested", "cancelled", "matched")
+        runner.invoke(cli, ["logging-info", "--exclude", "RegJob", JOB])
+        assert "registered" not in jobs.calls[-1][1][3] and "done" in jobs.calls[-1][1][3]
+
+    def test_times_are_passed_as_utc(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        result = runner.invoke(cli, ["logging-info", "--from", "2026-11-05T06:00:00+01:00", "--to", "11:06:10:30:2026",
+                                     JOB])
+        assert result.exit_code == 0, result.output
+        _, since, until, _ = jobs.calls[-1][1]
+        assert (since, until) == (dt.datetime(2026, 11, 5, 5, 0, tzinfo=dt.UTC),
+                                  dt.datetime(2026, 11, 6, 10, 30, tzinfo=dt.UTC))
+
+
+class TestParseTime:
+    def test_forms(self) -> None:
+        now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+        assert history_opts.parse_time("03:04:05:06", "--from", now) == dt.datetime(2030, 3, 4, 5, 6, tzinfo=dt.UTC)
+        assert history_opts.parse_time("2026-01-02 03:04", "--from") == dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+        assert history_opts.parse_time(None, "--from") is None
+
+    @pytest.mark.parametrize("bad", ["yesterday", "13:40:10:10", "2026-13-01"])
+    def test_bad_time(self, bad: str) -> None:
+        with pytest.raises(click.BadParameter, match="is not a time"):
+            history_opts.parse_time(bad, "--to")
+
+    def test_user_tags(self) -> None:
+        assert history_opts.parse_user_tags(["a=1", " b = x y "]) == {"a": "1", "b": "x y"}
+        with pytest.raises(click.BadParameter):
+            history_opts.parse_user_tags(["novalue"])
+
+
+class TestStatusVerbosity:
+    def test_level_1_adds_destination_submitted_missing_outputs_and_node_summary(
+            self, runner: CliRunner, fake: FakeClient, jobs: FakeJobsClient) -> None:
+        fake.status = JobStatus(JOB, "Done (Exit Code 0)", exit_code=0)
+        jobs.histories[JOB] = JobHistory(summary(JOB, "Done", exit_code=0, missing_outputs=(("x.out", "not produced"),),
+                                                 node_states={"Done": 2, "Running": 1}), ())
+        lines = runner.invoke(cli, ["status", JOB]).stdout.splitlines()
+        assert "Missing output:     x.out (not produced)" in lines
+        assert "Destination:        localhost:7443/local-default" in lines
+        assert "Submitted:          Thu Nov  5 05:39:00 2026 UTC" in lines
+        assert "Nodes:              3 (2 Done, 1 Running)" in lines
+        assert "Owner:              /C=XX/O=Grid/CN=Alice" not in lines
+
+    def test_level_2_and_3(self, runner: CliRunner, fake: FakeClient, jobs: FakeJobsClient) -> None:
+        fake.jdls[(JOB, "REGISTERED")] = '[\n  Executable = "/bin/true"\n]'
+        out = runner.invoke(cli, ["status", "-v", "2", JOB]).stdout
+        assert "Owner:              /C=XX/O=Grid/CN=Alice" in out
+        assert "    - Waiting         = Thu Nov  5 05:39:01 2026 UTC" in out and "Jdl:" not in out
+        out = runner.invoke(cli, ["status", "-v", "3", JOB]).stdout
+        assert 'Jdl:\n    [\n      Executable = "/bin/true"\n    ]\n' in out
+
+    def test_level_0_asks_only_getjobstatus(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        out = runner.invoke(cli, ["status", "-v", "0", JOB]).stdout
+        assert "Current Status:     Running" in out and "Destination" not in out and jobs.calls == []
+
+    def test_a_service_without_the_extension_still_answers(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        jobs.fail[JOB] = WMProxyClientError(
+            "InvalidArgumentFault", "Unknown operation {http://wmproxy.org/namespaces/jobs-1}getJobEvents")
+        result = runner.invoke(cli, ["status", JOB, JOB])
+        assert result.exit_code == 0 and result.stdout.count("Current Status:     Running") == 2
+        assert len(jobs.calls) == 1  # asked once, then left alone
+
+
+class TestBatches:
+    def test_goes_on_past_a_bad_id_and_exits_1(self, runner: CliRunner, fake: FakeClient,
+                                                monkeypatch: pytest.MonkeyPatch, jobs: FakeJobsClient) -> None:
+        def status(job_id: str) -> JobStatus:
+            if job_id == "BAD":
+                raise UNKNOWN
+            return JobStatus(job_id, "Running")
+
+        monkeypatch.setattr(fake, "get_job_status", status)
+        result = runner.invoke(cli, ["status", JOB, "BAD", JOB + "2"])
+        assert result.exit_code == 1
+        assert f"Status info for the Job : {JOB}\n" in result.stdout
+        assert f"Status info for the Job : {JOB}2\n" in result.stdout
+        assert result.stderr == "Error - JobUnknownFault: The job has not been registered (job BAD)\n"
+        data = json.loads(runner.invoke(cli, ["status", "--json", JOB, "BAD"]).stdout)
+        assert data["result"] == "partial"
+        assert data["errors"] == [{"jobid": "BAD", "error": {"type": "JobUnknownFault",
+                                                             "message": "The job has not been registered"}}]
+        data = json.loads(runner.invoke(cli, ["status", "--json", "BAD"]).stdout)
+        assert (data["result"], data["jobs"]) == ("failure", [])
+
+    def test_whole_verb_error_is_a_json_object(self, runner: CliRunner, fake: FakeClient,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("GLITE_WMS_WMPROXY_ENDPOINT")
+        result = runner.invoke(cli, ["logging-info", "--json", JOB])
+        assert result.exit_code == 1 and result.stderr == ""
+        data = json.loads(result.stdout)
+        assert set(data) == {"result", "error"} and data["result"] == "failure"
+        assert data["error"]["type"] == "Configuration" and "no WMProxy endpoint" in data["error"]["message"]
+
+
+class TestAll:
+    def test_table_and_filters(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        jobs.jobs = [summary(JOB + "2", "Done", exit_code=1), summary(JOB, "Running", destination=None)]
+        result = runner.invoke(cli, ["status", "--all", "-s", "Done", "--exclude", "Aborted", "--from", "2026-11-01",
+                                     "--user-tag", "campaign=a"])
+        assert result.exit_code == 0, result.output
+        assert jobs.calls[-1] == ("list_all_jobs", {
+            "states": ("Done",), "exclude_states": ("Aborted",), "since": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+            "until": None, "user_tags": {"campaign": "a"}})
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == ["JOBID", "STATUS", "SUBMITTED", "(UTC)", "DESTINATION"]
+        assert lines[1].split()[:4] == [JOB + "2", "Done", "(Exit", "Code"]
+        assert lines[2].split() == [JOB, "Running", "2026-11-05", "05:39:00", "-"]
+        assert lines[-1] == "2 job(s): 1 Done, 1 Running"
+
+    def test_json(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        jobs.jobs = [summary(JOB)]
+        data = json.loads(runner.invoke(cli, ["status", "--all", "--json"]).stdout)
+        assert (data["result"], data["total"], data["errors"]) == ("success", 1, [])
+        assert data["jobs"][0]["jobid"] == JOB and data["jobs"][0]["submitted"] == "2026-11-05T05:39:00Z"
+
+    @pytest.mark.parametrize("args", [["--all", JOB], ["--status", "Done", JOB]])
+    def test_usage_errors(self, runner: CliRunner, jobs: FakeJobsClient, args: list[str]) -> None:
+        assert runner.invoke(cli, ["status", *args]).exit_code == 2
