@@ -111,3 +111,36 @@ class TestListing:
     def test_bad_filters_are_invalid_arguments(self, rt: Runtime, alice: Principal, bad: listing.JobFilter) -> None:
         with pytest.raises(InvalidArgumentError):
             listing.list_jobs(rt, alice, bad)
+
+
+class TestWorkerAndRenewalEvents:
+    def test_match_retry_and_backend_submission(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        from wmproxy.services.execution import claim_next_start, set_state
+        from wmproxy.services.retries import AttemptEnd, end_attempt
+        from wmproxy.services.submission import submit_job
+
+        job_id = submit_job(rt, alice, '[ Executable = "/bin/hostname"; ShallowRetryCount = 1; ]', delegated).job_id
+        order = claim_next_start(rt, "w1")
+        assert order is not None and order.job_id == job_id
+        set_state(rt, job_id, JobState.SCHEDULED, backend_ref="local:h:1:/work/x")
+        end_attempt(rt, job_id, AttemptEnd(JobState.ABORTED, reason="prologue failed", payload_started=False))
+        events = history.job_history(rt, alice, job_id).events
+        assert [e.kind for e in events] == ["registered", "enqueued", "matched", "scheduled", "backend_submitted",
+                                            "retry", "enqueued"]
+        by_kind = {e.kind: e for e in events}
+        assert by_kind["backend_submitted"].reason == "submitted to local:h:1:/work/x"
+        assert by_kind["retry"].source == "worker" and by_kind["retry"].reason.startswith("shallow resubmission: ")
+        assert by_kind["matched"].reason.startswith("matched to CE ")
+
+    def test_renewal_outcomes_on_held_jobs(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        move(rt, job_id, JobState.RUNNING)
+        for result, error in (("renewed", None), ("failed", "myproxy down"), ("failed", "myproxy down"),
+                              ("failed", "bad password")):
+            with rt.uow() as uow:
+                history.note_renewal(uow, alice.dn, delegated, result, error, utcnow())
+        events = history.job_history(rt, alice, job_id, kinds=["proxy_renewed", "renewal_failed"]).events
+        assert [(e.kind, e.source, e.reason) for e in events] == [
+            ("proxy_renewed", "renewal", "proxy renewed from MyProxy"),
+            ("renewal_failed", "renewal", "proxy renewal failed: myproxy down"),
+            ("renewal_failed", "renewal", "proxy renewal failed: bad password")]
