@@ -1,8 +1,10 @@
 """gunicorn configuration of the wmproxy service: HTTPS with grid client authentication.
 
-Run: ``gunicorn -c deploy/gunicorn.conf.py wmproxy.soap.app:application`` with
+Shipped in the package: ``wmproxy-server`` (:mod:`wmproxy.serve`) runs gunicorn with it,
+as does ``gunicorn -c python:wmproxy.gunicorn_conf wmproxy.soap.app:application``, with
 ``WMPROXY_CONFIG`` naming the service configuration (see deploy/wmproxy.conf.example),
-as the unprivileged service user (deploy/wmproxy.service).
+as the unprivileged service user (deploy/wmproxy.service). ``deploy/gunicorn.conf.py`` in
+the source tree is the same configuration, for ``gunicorn -c deploy/gunicorn.conf.py``.
 
 TLS: client certificates are required and verified against the grid CA directory
 (``<hash>.0`` CAs, ``<hash>.r0`` CRLs) with RFC 3820 proxies allowed and CRLs checked
@@ -12,9 +14,12 @@ each worker's event loop with a deadline (``wmproxy.soap.tls_worker``), so a req
 only ever serves a client that has completed it.
 """
 
+from __future__ import annotations
+
 import ssl
 import sys
 import time
+from typing import Any
 
 from wmproxy.config import ConfigError, load_settings
 from wmproxy.soap.app import check_start
@@ -44,7 +49,7 @@ accesslog = "-"
 loglevel = "info"
 # The application's own loggers (wmproxy.*: one line per fault, worker events) go to
 # stderr next to gunicorn's; nothing the service logs contains key material.
-logconfig_dict = {
+logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
@@ -60,10 +65,10 @@ proc_name = "wmproxy"
 
 #: Seconds a built SSL context is reused; CRL and CA updates are seen after this.
 _CONTEXT_TTL = 60
-_cache = {"context": None, "built": 0.0}
+_cache: dict[str, Any] = {"context": None, "built": 0.0}
 
 
-def _build_context():
+def _build_context() -> ssl.SSLContext:
     sec = _settings.security
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -75,10 +80,11 @@ def _build_context():
     return ctx
 
 
-def ssl_context(config, default_ssl_context_factory):  # gunicorn hook signature
+def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:  # gunicorn hook signature
     """gunicorn calls this for every accepted connection (sync/gthread workers)."""
     now = time.monotonic()
     if _cache["context"] is None or now - _cache["built"] > _CONTEXT_TTL:
         _cache["context"] = _build_context()
         _cache["built"] = now
-    return _cache["context"]
+    context: ssl.SSLContext = _cache["context"]
+    return context

@@ -157,7 +157,7 @@ SLURM_CES = """
 @contextmanager
 def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap", execution: str = "",
                         start_worker: bool = True, extra_env: Mapping[str, str] | None = None,
-                        slurm_conf: Path | None = None) -> Iterator[Isolated]:
+                        slurm_conf: Path | None = None, venv: Path | None = None) -> Iterator[Isolated]:
     """Build and start the deployment; stop it, kill the accounts' processes, remove everything after.
 
     Args:
@@ -168,6 +168,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
         extra_env: extra environment of every process (``WMPROXY_<AREA>_<KEY>`` settings).
         slurm_conf: a Slurm cluster's ``slurm.conf``: the worker then runs the local and
             the Slurm backend (CE state refreshed every second) and the catalogue gains :data:`SLURM_CES`.
+        venv: a virtualenv (readable by the accounts) whose scripts run every process, in the
+            deployment's directory, without the source tree on ``sys.path`` (a wheel install,
+            tests/packaging); default: this checkout through the system Python.
     """
     _check_peers()
     with local_accounts({"svc": ["svc"], "ali": ["ali"], "bob": ["bob"]}) as accounts:
@@ -210,6 +213,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(root / "certificates"),
                        X509_USER_PROXY=str(pki.users["alice"].proxy), PATH=f"{BIN}:{env.get('PATH', '')}",
                        PYTHONPATH=f"{REPO}:{site_packages}", PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
+            if venv is not None:
+                del env["PYTHONPATH"]
+                env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
             if slurm_conf is not None:
                 env.update(WMPROXY_EXECUTION_BACKEND="local,slurm", WMPROXY_SLURM_CONF=str(slurm_conf),
                            WMPROXY_SLURM_REFRESH_INTERVAL="1")
@@ -220,8 +226,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             worker_caps = WORKER_CAPS if mapping != "none" else ()
             dep = Deployment(config=config, state=state, port=port, env=env,
                              service_prefix=setpriv(service), worker_prefix=setpriv(service, worker_caps),
-                             python=SYSTEM_PYTHON, shared=shared)
-            result = dep.run(str(BIN / "wmproxy-admin"), "init", "--user", service.pw_name)
+                             python=SYSTEM_PYTHON if venv is None else "", shared=shared,
+                             bin_dir=BIN if venv is None else venv / "bin", cwd=REPO if venv is None else root)
+            result = dep.run(str(dep.bin_dir / "wmproxy-admin"), "init", "--user", service.pw_name)
             assert result.returncode == 0, result.stderr
             iso = Isolated(dep, root, accounts, service, mapped, shared, host_key)
             dep.start_gunicorn()
@@ -241,7 +248,7 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
 
 @contextmanager
 def standard_deployment(pki: Pki, database_url: str, state: Path,
-                        extra_env: Mapping[str, str] | None = None) -> Iterator[Deployment]:
+                        extra_env: Mapping[str, str] | None = None, venv: Path | None = None) -> Iterator[Deployment]:
     """gunicorn and one execution worker, jobs run without mapping, stopped afterwards.
 
     As root (CI): :func:`isolated_deployment` with ``mapping="none"`` (the service user runs
@@ -252,9 +259,10 @@ def standard_deployment(pki: Pki, database_url: str, state: Path,
 
     Args:
         extra_env: ``WMPROXY_<AREA>_<KEY>`` settings of every process.
+        venv: a virtualenv whose scripts run every process, in ``state`` (see :func:`isolated_deployment`).
     """
     if os.geteuid() == 0:
-        with isolated_deployment(pki, database_url, mapping="none", extra_env=extra_env) as iso:
+        with isolated_deployment(pki, database_url, mapping="none", extra_env=extra_env, venv=venv) as iso:
             yield iso.deployment
         return
     port = free_port()
@@ -268,7 +276,10 @@ def standard_deployment(pki: Pki, database_url: str, state: Path,
     shared = state / "shared"
     shared.mkdir()
     dep = Deployment(config=config, state=state, port=port, env=env, shared=shared)
-    result = dep.run(str(BIN / "wmproxy-admin"), "init")
+    if venv is not None:
+        dep.bin_dir, dep.cwd = venv / "bin", state
+        env["PATH"] = f"{dep.bin_dir}:{env['PATH']}"
+    result = dep.run(str(dep.bin_dir / "wmproxy-admin"), "init")
     assert result.returncode == 0, result.stderr
     try:
         dep.start_gunicorn()
