@@ -6,6 +6,12 @@ Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
 ``[load]``, ``[brokering]``, ``[slurm]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
 (e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
 :func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
+
+Strict: an unknown section, key or ``WMPROXY_<SECTION>_<KEY>`` variable is an error naming
+it, values are converted and range-checked at start (each dataclass's ``__post_init__``),
+and the file is read literally (no ``%`` interpolation). A new area is a frozen dataclass
+with an ``Attributes:`` docstring plus a field of :class:`Settings`; loading, checking and
+the reference (``docs/configuration.md``, :mod:`wmproxy.config_reference`) follow from it.
 """
 
 from __future__ import annotations

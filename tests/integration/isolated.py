@@ -41,8 +41,9 @@ from tests.conftest import IN_CI, Pki, need_peer
 from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
 from tests.support import wait_for
 
-#: The interpreter the service user runs (its venv's interpreter is under /root, 0700).
-SYSTEM_PYTHON = "/usr/bin/python3"
+#: The interpreter the service user runs (its venv's interpreter is under /root, 0700), of the tests'
+#: minor version: WMPROXY_TEST_SYSTEM_PYTHON (.ci/test-pythons.sh sets it for the 3.13 run) or the system's.
+SYSTEM_PYTHON = os.environ.get("WMPROXY_TEST_SYSTEM_PYTHON", "/usr/bin/python3")
 #: Modes of the deployment's root (traversable by every account) and of the shared marker directory.
 ROOT_MODE = 0o711
 SHARED_MODE = 0o1777

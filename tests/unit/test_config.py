@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from wmproxy.config import ConfigError, Settings, areas, env_name, keys, load_settings
 
@@ -58,7 +59,9 @@ class TestValues:
     def test_percent_in_a_url_is_taken_literally(self, tmp_path: Path) -> None:
         url = "postgresql+psycopg://wmproxy:p%40ss%25w@db.example.org/wmproxy"
         conf = write(tmp_path, f"[database]\nurl = {url}\n")
-        assert load_settings(conf, environ={}).database.url == url
+        loaded = load_settings(conf, environ={}).database.url
+        assert loaded == url
+        assert make_url(loaded).password == "p@ss%w"  # noqa: S105 -- a test URL, the decoded form
 
     def test_the_environment_overrides_the_file(self, tmp_path: Path) -> None:
         conf = write(tmp_path, "[execution]\nmax_running = 3\n")
