@@ -24,10 +24,11 @@ from typing import Any
 from wmproxy.config import ConfigError, load_settings
 from wmproxy.soap.app import check_start
 
-_settings = load_settings()
-# Refuse to start (before listening) on a store key or SQLite file that group/others can
-# read, with the file and the fix in one line; warn when jobs are not mapped.
+# Refuse to start (before listening) on a configuration error (an unknown section, key or
+# variable, a bad value) or a store key or SQLite file that group/others can read, with the
+# culprit and the fix in one line, never a traceback; warn when jobs are not mapped.
 try:
+    _settings = load_settings()
     check_start(_settings)
 except ConfigError as _exc:
     sys.exit(f"wmproxy: refusing to start: {_exc}")
