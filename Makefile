@@ -2,6 +2,7 @@
 #   make demo   set up a virtualenv, start the service and a worker on a throwaway PKI
 #               and SQLite database, and run a real job with the CLI
 #   make test   set up (system packages and PostgreSQL when run as root), lint, and run all tests
+#               on Python 3.11, and at the same time the 3.13 subset (.ci/test-pythons.sh)
 #   make lint   ruff and mypy only (configured in pyproject.toml)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,8 +28,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The whole suite on Python 3.11 and, concurrently, the 3.13 run (.venv313; what runs where:
+# .ci/test-pythons.sh). PYTHON313=/path/to/python3.13 if it is not under ~/.pyenv or on PATH.
 test: venv system lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	PYTEST_ARGS="$(PYTEST_ARGS)" MAKE="$(MAKE)" bash .ci/test-pythons.sh
 
 clean:
-	rm -rf $(VENV) demo-state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv313 test-3.13.log demo-state .pytest_cache .mypy_cache .ruff_cache

@@ -2,13 +2,14 @@
 # Install and start what the test suite needs beyond Python packages:
 #   - Debian grid tools used as real peers (grid-proxy-info, myproxy, voms-proxy-fake, htcp...)
 #   - a running PostgreSQL server (the suite creates and drops its own databases)
+#   - systemd (systemd-analyze verifies the units in deploy/; nothing is started)
 #   - Slurm (slurm-wlm: slurmctld, slurmd, client commands) and munge; nothing is started
 #     here: the tests start a throwaway cluster of their own (tests/peers/slurm.py)
 # Runs only what is missing. Needs root for apt-get; without root it only reports.
 set -euo pipefail
 
 PACKAGES=(python3 util-linux openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
-          slurm-wlm munge)
+          slurm-wlm munge systemd)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -111,13 +111,11 @@ def wait_for_final(ref: ReferenceClient, job_id: str, timeout: float = WAIT_TIME
 
 def run_cli(deployment: Deployment, *args: str, proxy: Path | None = None) -> tuple[int, str, str]:
     """Run ``wmproxy <args>`` against ``deployment`` (as alice unless ``proxy``); ``(rc, stdout, stderr)``."""
-    from tests.integration.service import BIN
-
     env = dict(deployment.env, GLITE_WMS_WMPROXY_ENDPOINT=deployment.endpoint)
     if proxy is not None:
         env["X509_USER_PROXY"] = str(proxy)
-    done = subprocess.run([str(BIN / "wmproxy"), *args], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run([str(deployment.bin_dir / "wmproxy"), *args], env=env, capture_output=True, text=True,
+                          timeout=300, check=False, cwd=deployment.cwd)
     return done.returncode, done.stdout, done.stderr
 
 

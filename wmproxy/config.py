@@ -6,12 +6,19 @@ Sources, later wins: built-in defaults, an INI file (``WMPROXY_CONFIG`` or the
 ``[load]``, ``[brokering]``, ``[slurm]``), then environment variables ``WMPROXY_<AREA>_<KEY>``
 (e.g. ``WMPROXY_DATABASE_URL``). Every entrypoint builds settings once with
 :func:`load_settings` and passes them down; nothing below an edge reads ``os.environ``.
+
+Strict: an unknown section, key or ``WMPROXY_<SECTION>_<KEY>`` variable is an error naming
+it, values are converted and range-checked at start (each dataclass's ``__post_init__``),
+and the file is read literally (no ``%`` interpolation). A new area is a frozen dataclass
+with an ``Attributes:`` docstring plus a field of :class:`Settings`; loading, checking and
+the reference (``docs/configuration.md``, :mod:`wmproxy.config_reference`) follow from it.
 """
 
 from __future__ import annotations
 
 import configparser
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -28,7 +35,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """``url``: SQLAlchemy URL; SQLite file by default, ``postgresql+psycopg://...`` in production."""
+    """The job store (``[database]`` section).
+
+    Attributes:
+        url: SQLAlchemy URL: an SQLite file (``sqlite:////var/lib/wmproxy/wmproxy.db``, one
+            node only) or PostgreSQL in production (``postgresql+psycopg://user:pass@host/db``;
+            ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``).
+            The default, ``sqlite:///wmproxy.db``, is relative to the working directory:
+            set it in every deployment.
+    """
 
     url: str = "sqlite:///wmproxy.db"
 
@@ -68,16 +83,25 @@ class SecuritySettings:
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """What the service tells clients about itself.
+    """The SOAP service and what it tells clients about itself (``[service]`` section).
 
     Attributes:
         host: host name used in job ids and sandbox URIs (default: this machine's FQDN).
-        port: HTTPS port of the service, used in sandbox URIs.
-        bind: gunicorn listen address; workers/threads: gunicorn process and thread counts.
+        port: HTTPS port of the service, used in sandbox URIs (1-65535).
+        bind: gunicorn listen address, ``host:port``.
+        workers: gunicorn worker processes.
+        threads: request threads per gunicorn worker process.
         jobid_port: port part of job ids (the L&B port in the reference, 9000).
+        endpoint_path: URL path of the one SOAP endpoint.
         version: returned by getVersion; clients compare it with 2.2.0/2.9.0/3.0.0.
         max_input_sandbox_size: bytes, returned by getMaxInputSandboxSize and enforced on upload.
+        default_protocol: sandbox transfer protocol; only ``https`` is offered
+            (``wmproxy.services.uris``).
         drain_file: while this file exists, new jobs are refused (empty = no drain switch).
+
+    Raises:
+        ConfigError: a port outside 1-65535, fewer than one worker or thread, a
+            protocol other than https.
     """
 
     host: str = field(default_factory=socket.getfqdn)
@@ -92,6 +116,15 @@ class ServiceSettings:
     default_protocol: str = "https"
     drain_file: str = ""
 
+    def __post_init__(self) -> None:
+        for name in ("port", "jobid_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ConfigError(f"[service] {name}: a TCP port, 1-65535")
+        if min(self.workers, self.threads) < 1:
+            raise ConfigError("[service] workers and threads: must be at least 1")
+        if self.default_protocol != "https":
+            raise ConfigError(f"[service] default_protocol: only https is offered, not {self.default_protocol!r}")
+
     @property
     def endpoint(self) -> str:
         return f"https://{self.host}:{self.port}{self.endpoint_path}"
@@ -99,7 +132,13 @@ class ServiceSettings:
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """``root``: document root; job areas live under ``<root>/SandboxDir``."""
+    """Job sandboxes (``[sandbox]`` section).
+
+    Attributes:
+        root: document root of the sandbox area; job areas live under ``<root>/<dir_name>``.
+            Several service nodes share it (one network file system).
+        dir_name: directory below ``root`` holding the job areas (the reference's SandboxDir).
+    """
 
     root: str = "/var/lib/wmproxy/sandbox"
     dir_name: str = "SandboxDir"
@@ -492,14 +531,26 @@ class Settings:
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
+#: ``WMPROXY_*`` variables that are not settings: the configuration file's path.
+NOT_SETTINGS = frozenset({"WMPROXY_CONFIG"})
+
+
 def _convert(value: str, target: Any, where: str) -> Any:
+    """``value`` (text from the file or the environment) as the field type ``target``.
+
+    Raises:
+        ConfigError: not an integer, a finite number or a boolean where one is expected.
+    """
     if target == "Mapping[str, str]":
         return parse_vo_servers(value, where)
     try:
         if target is int or target == "int":
             return int(value)
         if target is float or target == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if target is bool or target == "bool":
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -511,33 +562,106 @@ def _convert(value: str, target: Any, where: str) -> Any:
     return value
 
 
+def areas() -> dict[str, type[Any]]:
+    """``{section name: settings dataclass}`` of every area of :class:`Settings`, in order."""
+    return {area.name: area.default_factory for area in dataclasses.fields(Settings)}  # type: ignore[misc]
+
+
+def keys(area: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """``{key: field}`` of one area's dataclass."""
+    return {f.name: f for f in dataclasses.fields(area)}
+
+
+def env_name(section: str, key: str) -> str:
+    """``("database", "url")`` → ``WMPROXY_DATABASE_URL``."""
+    return f"WMPROXY_{section.upper()}_{key.upper()}"
+
+
+def _read_file(config_file: str | os.PathLike[str]) -> configparser.ConfigParser:
+    """The INI file, parsed literally (no ``%`` interpolation) and checked against the areas.
+
+    Raises:
+        ConfigError: missing or unreadable, not INI, keys outside a section or in
+            ``[DEFAULT]``, an unknown section or key (all named, with the file).
+    """
+    path = Path(config_file)
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0no default section")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    known = areas()
+    unknown_sections = [name for name in parser.sections() if name not in known]
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(f'[{n}]' for n in unknown_sections)}; "
+                          f"known: {', '.join(known)}")
+    unknown_keys = [f"[{section}] {key}" for section in parser.sections()
+                    for key in parser.options(section) if key not in keys(known[section])]
+    if unknown_keys:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown_keys)} (docs/configuration.md)")
+    return parser
+
+
+def _check_environment(env: Mapping[str, str]) -> None:
+    """Every ``WMPROXY_<SECTION>_<KEY>`` whose section is known names a known key.
+
+    Variables whose prefix names no section (e.g. the CLI's ``WMPROXY_ENDPOINT``) are
+    not settings and are left alone.
+
+    Raises:
+        ConfigError: naming the unknown variables.
+    """
+    known = areas()
+    # Longest section first, so a section whose name starts another's is matched whole.
+    prefixes = sorted(((f"WMPROXY_{name.upper()}_", name) for name in known), key=lambda p: -len(p[0]))
+    unknown = []
+    for variable in sorted(env):
+        if variable in NOT_SETTINGS:
+            continue
+        for prefix, section in prefixes:
+            if variable.startswith(prefix):
+                if variable[len(prefix):].lower() not in keys(known[section]):
+                    unknown.append(variable)
+                break
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)} (docs/configuration.md)")
+
+
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build :class:`Settings` from defaults, an INI file and ``WMPROXY_*`` variables.
 
+    Args:
+        config_file: INI file; default ``$WMPROXY_CONFIG``; none = defaults and environment.
+        environ: the environment (default ``os.environ``).
+
+    The file is read literally (``%`` is not special, so percent-encoded URLs work);
+    an environment variable ``WMPROXY_<SECTION>_<KEY>`` overrides the file's key.
+
     Raises:
-        ConfigError: the file is missing or a value cannot be converted.
+        ConfigError: the file is missing or unreadable; an unknown section, key or
+            ``WMPROXY_<SECTION>_<KEY>`` variable (named); a value that cannot be converted
+            or is out of range (named as ``[section] key`` or by its variable).
     """
     env = os.environ if environ is None else environ
     config_file = config_file or env.get("WMPROXY_CONFIG")
-    parser = configparser.ConfigParser()
-    if config_file:
-        if not Path(config_file).is_file():
-            raise ConfigError(f"configuration file not found: {config_file}")
-        parser.read(config_file)
-    areas: dict[str, Any] = {}
-    for area in dataclasses.fields(Settings):
-        cls = area.default_factory
+    parser = _read_file(config_file) if config_file else None
+    _check_environment(env)
+    built: dict[str, Any] = {}
+    for section, cls in areas().items():
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            raw = env.get(f"WMPROXY_{area.name.upper()}_{f.name.upper()}")
-            where = f"WMPROXY_{area.name.upper()}_{f.name.upper()}"
-            if raw is None and parser.has_option(area.name, f.name):
-                raw = parser.get(area.name, f.name)
-                where = f"[{area.name}] {f.name}"
+        for name, f in keys(cls).items():
+            where = env_name(section, name)
+            raw = env.get(where)
+            if raw is None and parser is not None and parser.has_option(section, name):
+                raw = parser.get(section, name)
+                where = f"[{section}] {name}"
             if raw is not None:
-                values[f.name] = _convert(raw, f.type, where)
-        areas[area.name] = cls(**values)  # type: ignore[operator]
-    return Settings(**areas)
+                values[name] = _convert(raw, f.type, where)
+        built[section] = cls(**values)
+    return Settings(**built)

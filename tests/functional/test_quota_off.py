@@ -7,13 +7,14 @@ requests are what a client built from the reference WSDL sends (rpc/literal, emp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from tests.support import close_runtime
 from wmproxy.config import load_settings
 from wmproxy.domain import Principal
 from wmproxy.security.sealing import Sealer
@@ -27,6 +28,18 @@ ALICE = "/C=XX/O=wmproxy-test/OU=Users/CN=Alice"
 BASE_FAULT_FIELDS = ["methodName", "Timestamp", "ErrorCode", "Description", "FaultCause"]
 
 
+#: Runtimes made by :func:`make_app` in the running test, disposed after it (Python 3.13 warns about
+#: an SQLite connection left for the garbage collector, whichever later test collects it).
+_RUNTIMES: list[Runtime] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_runtimes() -> Iterator[None]:
+    yield
+    while _RUNTIMES:
+        close_runtime(_RUNTIMES.pop())
+
+
 def make_app(tmp_path: Path, quota: str) -> WMProxyApplication:
     key = tmp_path / "store.key"
     key.write_bytes(Sealer.generate_key())
@@ -38,6 +51,7 @@ def make_app(tmp_path: Path, quota: str) -> WMProxyApplication:
         f"[jobs]\n{quota}"
     )
     runtime = Runtime.from_settings(load_settings(config, environ={}))
+    _RUNTIMES.append(runtime)
     Base.metadata.create_all(runtime.session_factory.kw["bind"])
     return WMProxyApplication(runtime, authenticate=lambda environ: Principal(dn=ALICE))
 

@@ -41,8 +41,9 @@ from tests.conftest import IN_CI, Pki, need_peer
 from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
 from tests.support import wait_for
 
-#: The interpreter the service user runs (its venv's interpreter is under /root, 0700).
-SYSTEM_PYTHON = "/usr/bin/python3"
+#: The interpreter the service user runs (its venv's interpreter is under /root, 0700), of the tests'
+#: minor version: WMPROXY_TEST_SYSTEM_PYTHON (.ci/test-pythons.sh sets it for the 3.13 run) or the system's.
+SYSTEM_PYTHON = os.environ.get("WMPROXY_TEST_SYSTEM_PYTHON", "/usr/bin/python3")
 #: Modes of the deployment's root (traversable by every account) and of the shared marker directory.
 ROOT_MODE = 0o711
 SHARED_MODE = 0o1777
@@ -157,7 +158,7 @@ SLURM_CES = """
 @contextmanager
 def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap", execution: str = "",
                         start_worker: bool = True, extra_env: Mapping[str, str] | None = None,
-                        slurm_conf: Path | None = None) -> Iterator[Isolated]:
+                        slurm_conf: Path | None = None, venv: Path | None = None) -> Iterator[Isolated]:
     """Build and start the deployment; stop it, kill the accounts' processes, remove everything after.
 
     Args:
@@ -168,6 +169,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
         extra_env: extra environment of every process (``WMPROXY_<AREA>_<KEY>`` settings).
         slurm_conf: a Slurm cluster's ``slurm.conf``: the worker then runs the local and
             the Slurm backend (CE state refreshed every second) and the catalogue gains :data:`SLURM_CES`.
+        venv: a virtualenv (readable by the accounts) whose scripts run every process, in the
+            deployment's directory, without the source tree on ``sys.path`` (a wheel install,
+            tests/packaging); default: this checkout through the system Python.
     """
     _check_peers()
     with local_accounts({"svc": ["svc"], "ali": ["ali"], "bob": ["bob"]}) as accounts:
@@ -210,6 +214,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             env.update(WMPROXY_CONFIG=str(config), X509_CERT_DIR=str(root / "certificates"),
                        X509_USER_PROXY=str(pki.users["alice"].proxy), PATH=f"{BIN}:{env.get('PATH', '')}",
                        PYTHONPATH=f"{REPO}:{site_packages}", PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
+            if venv is not None:
+                del env["PYTHONPATH"]
+                env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
             if slurm_conf is not None:
                 env.update(WMPROXY_EXECUTION_BACKEND="local,slurm", WMPROXY_SLURM_CONF=str(slurm_conf),
                            WMPROXY_SLURM_REFRESH_INTERVAL="1")
@@ -220,8 +227,9 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
             worker_caps = WORKER_CAPS if mapping != "none" else ()
             dep = Deployment(config=config, state=state, port=port, env=env,
                              service_prefix=setpriv(service), worker_prefix=setpriv(service, worker_caps),
-                             python=SYSTEM_PYTHON, shared=shared)
-            result = dep.run(str(BIN / "wmproxy-admin"), "init", "--user", service.pw_name)
+                             python=SYSTEM_PYTHON if venv is None else "", shared=shared,
+                             bin_dir=BIN if venv is None else venv / "bin", cwd=REPO if venv is None else root)
+            result = dep.run(str(dep.bin_dir / "wmproxy-admin"), "init", "--user", service.pw_name)
             assert result.returncode == 0, result.stderr
             iso = Isolated(dep, root, accounts, service, mapped, shared, host_key)
             dep.start_gunicorn()
@@ -241,7 +249,7 @@ def isolated_deployment(pki: Pki, database_url: str, *, mapping: str = "gridmap"
 
 @contextmanager
 def standard_deployment(pki: Pki, database_url: str, state: Path,
-                        extra_env: Mapping[str, str] | None = None) -> Iterator[Deployment]:
+                        extra_env: Mapping[str, str] | None = None, venv: Path | None = None) -> Iterator[Deployment]:
     """gunicorn and one execution worker, jobs run without mapping, stopped afterwards.
 
     As root (CI): :func:`isolated_deployment` with ``mapping="none"`` (the service user runs
@@ -252,9 +260,10 @@ def standard_deployment(pki: Pki, database_url: str, state: Path,
 
     Args:
         extra_env: ``WMPROXY_<AREA>_<KEY>`` settings of every process.
+        venv: a virtualenv whose scripts run every process, in ``state`` (see :func:`isolated_deployment`).
     """
     if os.geteuid() == 0:
-        with isolated_deployment(pki, database_url, mapping="none", extra_env=extra_env) as iso:
+        with isolated_deployment(pki, database_url, mapping="none", extra_env=extra_env, venv=venv) as iso:
             yield iso.deployment
         return
     port = free_port()
@@ -268,7 +277,10 @@ def standard_deployment(pki: Pki, database_url: str, state: Path,
     shared = state / "shared"
     shared.mkdir()
     dep = Deployment(config=config, state=state, port=port, env=env, shared=shared)
-    result = dep.run(str(BIN / "wmproxy-admin"), "init")
+    if venv is not None:
+        dep.bin_dir, dep.cwd = venv / "bin", state
+        env["PATH"] = f"{dep.bin_dir}:{env['PATH']}"
+    result = dep.run(str(dep.bin_dir / "wmproxy-admin"), "init")
     assert result.returncode == 0, result.stderr
     try:
         dep.start_gunicorn()

@@ -94,6 +94,10 @@ class Deployment:
     #: a directory jobs can read and write (release files, markers); pytest's tmp_path is not reachable by
     #: a job that runs as another user than root.
     shared: Path | None = None
+    #: the virtualenv whose scripts run the deployment (another one: e.g. a wheel installed outside the
+    #: source tree, tests/packaging) and the processes' working directory.
+    bin_dir: Path = BIN
+    cwd: Path = REPO
 
     def scratch(self, fallback: Path) -> Path:
         """A fresh directory the deployment's jobs can read and write (release files, markers):
@@ -109,29 +113,30 @@ class Deployment:
         return f"https://localhost:{self.port}/glite_wms_wmproxy_server"
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=120, check=False,
+                              cwd=self.cwd)
 
     def start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
         """Start ``argv`` in its own session, output appended to ``<state>/<log_name>``; stopped by :meth:`stop`."""
         # 0600: the state dir is traversable by job accounts, the logs are not for them.
         fd = os.open(self.state / log_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_MODE)
         with os.fdopen(fd, "ab") as log:
-            proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                                     start_new_session=True)
         self.processes.append(proc)
         return proc
 
     def start_gunicorn(self) -> subprocess.Popen[bytes]:
-        """gunicorn (as ``service_prefix`` says: e.g. setpriv to the service user), once it listens."""
-        command = [*self.service_prefix, *self.python_command("gunicorn", BIN / "gunicorn"),
-                   "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "wmproxy.soap.app:application"]
+        """``wmproxy-server``: gunicorn with the packaged configuration (as ``service_prefix`` says: e.g.
+        setpriv to the service user), once it listens."""
+        command = [*self.service_prefix, *self.python_command("wmproxy.serve", self.bin_dir / "wmproxy-server")]
         proc = self.start(command, "gunicorn.log")
         wait_for_tls(self.port)
         return proc
 
     def start_worker(self, name: str = "worker-1") -> subprocess.Popen[bytes]:
         """The execution worker ``name`` (as ``worker_prefix`` says: e.g. the service user with capabilities)."""
-        command = [*self.worker_prefix, *self.python_command("wmproxy.execution", BIN / "wmproxy-worker"),
+        command = [*self.worker_prefix, *self.python_command("wmproxy.execution", self.bin_dir / "wmproxy-worker"),
                    "--name", name]
         return self.start(command, f"{name}.log")
 

@@ -1,0 +1,108 @@
+"""The systemd units in deploy/: valid for systemd, hardened, programs from the installed package."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_peer
+from tests.integration.service import BIN, REPO
+
+DEPLOY = REPO / "deploy"
+UNITS = ("wmproxy.service", "wmproxy-worker.service", "wmproxy-renewal.service")
+#: Where the units expect the virtualenv (WMPROXY_VENV; deploy/install-units.sh writes another).
+DEFAULT_VENV = "/usr/lib/wmproxy/venv"
+#: What the execution worker needs to switch identity (wmproxy.execution.identity), and nothing else.
+WORKER_CAPS = {"CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE"}
+
+
+def directives(unit: Path) -> dict[str, list[str]]:
+    """``{"Section.Key": [values...]}`` of a unit file (comments and blank lines skipped)."""
+    found: dict[str, list[str]] = {}
+    section = ""
+    for raw in unit.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        found.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
+    return found
+
+
+def one(unit: str, key: str) -> str:
+    (value,) = directives(DEPLOY / unit)[f"Service.{key}"]
+    return value
+
+
+def install_units(venv: Path, unit_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(DEPLOY / "install-units.sh"), str(venv), str(unit_dir)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+class TestHardening:
+    def test_the_service_is_confined_without_privilege(self) -> None:
+        assert one("wmproxy.service", "ProtectSystem") == "strict"
+        assert one("wmproxy.service", "ReadWritePaths") == "/var/lib/wmproxy"
+        for key in ("PrivateTmp", "NoNewPrivileges", "ProtectHome", "PrivateDevices", "RestrictSUIDSGID"):
+            assert one("wmproxy.service", key) == "yes", key
+        assert one("wmproxy.service", "CapabilityBoundingSet") == ""
+        assert one("wmproxy.service", "AmbientCapabilities") == ""
+        assert one("wmproxy.service", "User") == "wmproxy"
+
+    def test_the_worker_has_only_the_capabilities_it_switches_identity_with(self) -> None:
+        assert set(one("wmproxy-worker.service", "CapabilityBoundingSet").split()) == WORKER_CAPS
+        assert set(one("wmproxy-worker.service", "AmbientCapabilities").split()) == WORKER_CAPS
+        assert one("wmproxy-worker.service", "NoNewPrivileges") == "yes"
+        assert one("wmproxy-worker.service", "KillMode") == "process"
+
+    def test_the_renewal_worker_has_fewer_capabilities_than_the_worker(self) -> None:
+        caps = set(one("wmproxy-renewal.service", "CapabilityBoundingSet").split())
+        assert caps < WORKER_CAPS
+        assert one("wmproxy-renewal.service", "ProtectSystem") == "strict"
+
+
+class TestPrograms:
+    @pytest.mark.parametrize("unit", UNITS)
+    def test_programs_are_the_packages_entry_points(self, unit: str) -> None:
+        scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+        found = directives(DEPLOY / unit)
+        commands = [v for k, values in found.items() if k.startswith("Service.Exec") for v in values]
+        programs = [c.split()[0].lstrip("+-!@:") for c in commands if "wmproxy" in c.split()[0]]
+        assert programs
+        for program in programs:
+            assert program.startswith(f"{DEFAULT_VENV}/bin/") and Path(program).name in scripts, program
+        text = (DEPLOY / unit).read_text()
+        assert not [bad for bad in ("/opt/wmproxy", ".venv", "gunicorn.conf", "deploy/") if bad in
+                    "\n".join(commands)], commands
+        assert "wmproxy-admin init" not in "\n".join(commands) and "migrate" not in "\n".join(commands), text
+
+    def test_install_units_writes_the_venv_path(self, tmp_path: Path) -> None:
+        done = install_units(BIN.parent, tmp_path)
+        assert done.returncode == 0, done.stderr
+        for unit in UNITS:
+            (command,) = directives(tmp_path / unit)["Service.ExecStart"]
+            assert command.startswith(f"{BIN}/wmproxy-"), command
+
+    def test_install_units_refuses_a_venv_without_the_server(self, tmp_path: Path) -> None:
+        done = install_units(tmp_path / "no-venv", tmp_path / "units")
+        assert done.returncode == 1 and "pip install 'wmproxy[server]'" in done.stderr
+        assert not (tmp_path / "units").exists()
+
+
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` of the units as installed for this checkout's virtualenv: no
+    warning at all (an unknown or misspelt directive is only a warning to systemd)."""
+    if shutil.which("systemd-analyze") is None:
+        need_peer("systemd-analyze (Debian package systemd) verifies the units")
+    done = install_units(BIN.parent, tmp_path)
+    assert done.returncode == 0, done.stderr
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", *(f"./{unit}" for unit in UNITS)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")

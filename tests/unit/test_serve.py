@@ -1,0 +1,32 @@
+"""wmproxy-server: gunicorn with the packaged configuration; a bad configuration stops it with
+one line naming the culprit, before it listens, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from wmproxy.serve import APPLICATION, GUNICORN_CONFIG, gunicorn_argv
+
+BIN = Path(sys.executable).parent
+
+
+def test_gunicorn_gets_the_packaged_configuration_and_the_application() -> None:
+    assert gunicorn_argv("/venv/bin/wmproxy-server", ["--log-level", "debug"]) == [
+        "/venv/bin/wmproxy-server", "-c", "python:wmproxy.gunicorn_conf", "--log-level", "debug",
+        "wmproxy.soap.app:application"]
+    assert (GUNICORN_CONFIG, APPLICATION) == ("python:wmproxy.gunicorn_conf", "wmproxy.soap.app:application")
+
+
+def test_a_misspelt_section_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    conf = tmp_path / "wmproxy.conf"
+    conf.write_text("[databse]\nurl = sqlite:///x.db\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+    env["WMPROXY_CONFIG"] = str(conf)
+    done = subprocess.run([str(BIN / "wmproxy-server")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1
+    assert f"wmproxy: refusing to start: {conf}: unknown section(s) [databse]" in done.stderr
+    assert "Traceback" not in done.stderr

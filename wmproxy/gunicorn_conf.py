@@ -1,0 +1,91 @@
+"""gunicorn configuration of the wmproxy service: HTTPS with grid client authentication.
+
+Shipped in the package: ``wmproxy-server`` (:mod:`wmproxy.serve`) runs gunicorn with it,
+as does ``gunicorn -c python:wmproxy.gunicorn_conf wmproxy.soap.app:application``, with
+``WMPROXY_CONFIG`` naming the service configuration (see deploy/wmproxy.conf.example),
+as the unprivileged service user (deploy/wmproxy.service). ``deploy/gunicorn.conf.py`` in
+the source tree is the same configuration, for ``gunicorn -c deploy/gunicorn.conf.py``.
+
+TLS: client certificates are required and verified against the grid CA directory
+(``<hash>.0`` CAs, ``<hash>.r0`` CRLs) with RFC 3820 proxies allowed and CRLs checked
+along the whole chain (a revoked user's proxy is refused). X509_STRICT stays off:
+proxies made by grid-proxy-init carry no Authority Key Identifier. The handshake runs in
+each worker's event loop with a deadline (``wmproxy.soap.tls_worker``), so a request thread
+only ever serves a client that has completed it.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import time
+from typing import Any
+
+from wmproxy.config import ConfigError, load_settings
+from wmproxy.soap.app import check_start
+
+# Refuse to start (before listening) on a configuration error (an unknown section, key or
+# variable, a bad value) or a store key or SQLite file that group/others can read, with the
+# culprit and the fix in one line, never a traceback; warn when jobs are not mapped.
+try:
+    _settings = load_settings()
+    check_start(_settings)
+except ConfigError as _exc:
+    sys.exit(f"wmproxy: refusing to start: {_exc}")
+
+bind = [_settings.service.bind]
+workers = _settings.service.workers
+# gthread with the TLS handshake in the worker's event loop, not on a request thread, and a
+# deadline ([load] handshake_timeout): slow or stalled handshakes cannot hold the threads
+# (docs/load.md).
+worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"
+threads = _settings.service.threads
+timeout = 120
+graceful_timeout = 30
+keepalive = 5
+certfile = _settings.security.host_cert
+keyfile = _settings.security.host_key
+cert_reqs = ssl.CERT_REQUIRED
+accesslog = "-"
+loglevel = "info"
+# The application's own loggers (wmproxy.*: one line per fault, worker events) go to
+# stderr next to gunicorn's; nothing the service logs contains key material.
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+proc_name = "wmproxy"
+
+#: Seconds a built SSL context is reused; CRL and CA updates are seen after this.
+_CONTEXT_TTL = 60
+_cache: dict[str, Any] = {"context": None, "built": 0.0}
+
+
+def _build_context() -> ssl.SSLContext:
+    sec = _settings.security
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(sec.host_cert, sec.host_key)
+    ctx.load_verify_locations(capath=sec.ca_dir)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    strict_off = ctx.verify_flags & ~ssl.VERIFY_X509_STRICT
+    ctx.verify_flags = strict_off | ssl.VERIFY_ALLOW_PROXY_CERTS | ssl.VERIFY_CRL_CHECK_CHAIN
+    return ctx
+
+
+def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:  # gunicorn hook signature
+    """gunicorn calls this for every accepted connection (sync/gthread workers)."""
+    now = time.monotonic()
+    if _cache["context"] is None or now - _cache["built"] > _CONTEXT_TTL:
+        _cache["context"] = _build_context()
+        _cache["built"] = now
+    context: ssl.SSLContext = _cache["context"]
+    return context
