@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, make_url, text
 
 from wmproxy.store.engine import make_engine
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 #: pg_advisory_lock key of a migration run (any constant; "wmproxy" in ASCII).
 MIGRATION_LOCK_ID = 0x776D70726F7879
+#: Mode of the SQLite lock file ``<database>.migrate-lock`` (empty).
+LOCK_FILE_MODE = 0o644
 
 
 def _alembic_config(url: str) -> Config:
@@ -77,11 +79,13 @@ def migration_lock(url: str) -> Iterator[None]:
         OSError: (SQLite) the lock file cannot be created next to the database.
     """
     if url.startswith("sqlite"):
-        database = url.split(":///", 1)[1] if ":///" in url else ""
+        database = make_url(url).database
         if not database or database == ":memory:":
             yield
             return
-        fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # Empty and world-readable: opened read-only, so a lock file root created at
+        # ``init --user`` still serves the service user's later ``migrate``.
+        fd = os.open(f"{database}.migrate-lock", os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
