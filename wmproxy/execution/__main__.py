@@ -182,15 +182,15 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
         check_private_files(settings)
     except FileModeError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
-    try:
-        check_store(settings)
-    except StoreStateError as exc:
-        raise StartupError(f"refusing to start: {exc}") from None
     if (warning := unmapped_exposure(settings)) is not None:
         logging.getLogger(__name__).warning("%s", warning)
     kinds = backend_kinds(settings.execution.backend)
     check_privileges(settings)
     backends = build_backends(settings, kinds)
+    try:
+        check_store(settings)
+    except StoreStateError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
     rt = Runtime.from_settings(settings)
     worker = ExecutionWorker(rt, backends, name, cancel_running_on_exit=cancel_running_on_exit,
                              periodic=[*ce_refreshers(rt, backends), *purge_tasks(rt)])

@@ -50,7 +50,7 @@ def check_schema(settings: Settings) -> None:
     except SQLAlchemyError as exc:
         raise StoreStateError(f"the database cannot be reached: {str(exc).splitlines()[0]}") from None
     if current != head:
-        where = "never migrated" if current is None else f"at revision {current}"
+        where = "not migrated yet" if current is None else f"at revision {current}"
         raise StoreStateError(f"the database schema is {where}, this wmproxy needs revision {head}: "
                               "run `wmproxy-admin migrate` (once, from any node) and start again")
 

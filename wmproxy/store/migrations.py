@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,13 @@ def head_revision() -> str:
     """The newest revision of the shipped migrations (e.g. ``"0007"``)."""
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    plugins = logging.getLogger("alembic.runtime.plugins")  # its INFO lines would land in every process's log
+    level = plugins.level
+    plugins.setLevel(logging.WARNING)
+    try:
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    finally:
+        plugins.setLevel(level)
     if head is None:  # pragma: no cover - the package always ships migrations
         raise RuntimeError(f"no Alembic revision under {MIGRATIONS_DIR}")
     return head
