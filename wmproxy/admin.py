@@ -232,3 +232,7 @@ for _command in (admintools.jobs, admintools.purge, admintools.stats, admintools
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,18 +7,21 @@ run from both nodes at once succeeds on both."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
+import zeep
 
 from tests.conftest import Pki, _postgres_database
 from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import reference_client
 from tests.integration.service import BIN, REPO, Deployment, free_port
-from tests.support import WAIT_TIMEOUT, delegate, outputs, wait_for, wait_for_final
+from tests.support import WAIT_TIMEOUT, assert_fault, delegate, outputs, wait_for, wait_for_final
 from wmproxy.security.sealing import Sealer
 from wmproxy.store.migrations import head_revision, schema_revisions
 
@@ -127,3 +130,32 @@ def test_migrate_from_both_nodes_at_once(node_a: Deployment, node_b: Deployment,
         _out, err = proc.communicate(timeout=WAIT_TIMEOUT)
         assert proc.returncode == 0, err
     assert schema_revisions(postgres_url) == (head_revision(), head_revision())
+
+
+def test_a_purged_job_answers_job_unknown_on_every_node(node_a: Deployment, node_b: Deployment, pki: Pki,
+                                                         postgres_url: str) -> None:
+    proxy = pki.users["alice"].proxy
+    on_a = reference_client(node_a.endpoint, proxy, pki.ca_dir)
+    on_b = reference_client(node_b.endpoint, proxy, pki.ca_dir)
+    delegate(on_a, proxy, "purged")
+    job_id = on_a.wmproxy.jobSubmit(JDL, "purged").id
+    assert wait_for_final(on_a, job_id) == "Done (Exit Code 0)"
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as conn:  # ended 8 days ago, as the purger will find it then
+            conn.execute(sa.text("update jobs set updated_at = updated_at - interval '8 days' where id = :j"),
+                         {"j": job_id})
+    finally:
+        engine.dispose()
+    done = subprocess.run([*node_b.service_prefix, *node_b.python_command("wmproxy.admin", BIN / "wmproxy-admin"),
+                           "purge", "--yes", "--json"], env=node_b.env, capture_output=True, text=True,
+                          timeout=WAIT_TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert job_id in {job["id"] for job in json.loads(done.stdout)["jobs"]}
+    for client in (on_a, on_b):
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            client.wmproxy.getOutputFileList(job_id, "https")
+        assert_fault(err, "JobUnknownFault", "getOutputFileList", code="1218", text="or it has been purged")
+        with pytest.raises(zeep.exceptions.Fault) as err:  # its WSDL declares no JobUnknownFault
+            client.wmproxy.getJobStatus(job_id)
+        assert_fault(err, "GenericFault", "getJobStatus", code="1218", text="or it has been purged")
