@@ -149,6 +149,7 @@ class TestWorkDirs:
         ended = add_job(rt, "ended-long-ago", "Done", created_days=6, updated_days=5)
         recent = add_job(rt, "ended-now", "Done", created_days=1, updated_days=0)
         names = {job: to_filename(job) for job in (running, ended, recent, BASE + "vanished")}
+        (root / "lost+found").mkdir()  # not a job's: never touched
         for name in names.values():
             (root / name).mkdir()
             (root / name / "std.out").write_text("x")
@@ -157,6 +158,7 @@ class TestWorkDirs:
         assert set(report.work_dirs) == {names[ended], names[BASE + "vanished"]}
         assert (root / names[running]).exists() and (root / names[recent]).exists()
         assert not (root / names[BASE + "vanished"]).exists()
+        assert (root / "lost+found").exists()
 
     def test_work_dir_names_map_back_to_job_ids(self) -> None:
         job_id = "https://wms.example.org:9000/AbC-x_1"
@@ -202,3 +204,17 @@ class TestCredentials:
         assert report.tombstones == 1
         with rt.uow() as uow:
             assert SqlHousekeepingStore(uow.session).tombstone(job_id) is None
+
+
+class TestWorkerTask:
+    def test_the_execution_worker_runs_the_purger_every_interval(self, rt: Runtime) -> None:
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        job_id = add_job(rt, "old", "Done", created_days=9, updated_days=8)
+        [task] = purge_tasks(rt)
+        assert task.interval == 21600
+        task.run()
+        assert not exists(rt, job_id)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(enabled=False))
+        assert purge_tasks(rt) == []

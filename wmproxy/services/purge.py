@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, utcnow
-from wmproxy.errors import WMProxyError
+from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
+from wmproxy.errors import InvalidArgumentError, WMProxyError
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
 
@@ -56,6 +56,17 @@ _ESCAPE = re.compile(r"_([0-9a-f]{2})")
 def job_id_of_work_dir(name: str) -> str:
     """The job id a work dir is named after (inverse of :func:`wmproxy.domain.to_filename`)."""
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _is_job_dir(name: str) -> bool:
+    job_id = job_id_of_work_dir(name)
+    if to_filename(job_id) != name:
+        return False
+    try:
+        parse_job_id(job_id)
+    except InvalidArgumentError:
+        return False
+    return True
 
 
 def _span(seconds: float) -> str:
@@ -148,6 +159,7 @@ def _purge_work_dirs(rt: Runtime, report: PurgeReport, final_before: dt.datetime
     except FileNotFoundError:
         return
     final = {s.value for s in FINAL_STATES}
+    names = [name for name in names if _is_job_dir(name)]  # nothing else in the work root is the purger's
     with rt.uow() as uow:
         jobs = {name: uow.jobs.get(job_id_of_work_dir(name)) for name in names}
     for name, job in jobs.items():
