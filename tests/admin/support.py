@@ -38,15 +38,19 @@ def settings_for(state: Path, url: str, pki: Pki) -> Settings:
 
 
 def write_ini(settings: Settings, path: Path) -> Path:
-    """The INI file of ``settings`` (the sections these tests set)."""
+    """The INI file of ``settings`` (the sections these tests set). As root, jobs are mapped
+    (``wmproxy-worker`` refuses to run jobs as root; root has the capabilities mapping needs)."""
     sec = settings.security
+    gridmap = path.with_name("grid-mapfile")
+    gridmap.write_text("")
+    mapping = f"mode = gridmap\ngridmap_file = {gridmap}\n" if os.geteuid() == 0 else "mode = none\n"
     path.write_text(
         f"[database]\nurl = {settings.database.url}\n"
         f"[security]\nstore_key_file = {sec.store_key_file}\nca_dir = {sec.ca_dir}\nhost_cert = {sec.host_cert}\n"
         f"host_key = {sec.host_key}\nvomsdir = {sec.vomsdir}\n"
         f"[service]\nhost = localhost\nport = 7443\ndrain_file = {settings.service.drain_file}\n"
         f"[sandbox]\nroot = {settings.sandbox.root}\n[execution]\nwork_dir = {settings.execution.work_dir}\n"
-        "[mapping]\nmode = none\n")
+        f"[mapping]\n{mapping}")
     return path
 
 
