@@ -1,4 +1,8 @@
-"""``wmproxy-admin``: site administration (initialise state, run database migrations).
+"""``wmproxy-admin``: site administration.
+
+Commands: ``init``, ``migrate`` (the only ways the schema changes; under a database lock),
+``rotate-store-key``, ``jobs list`` / ``jobs show``, ``purge`` (a dry run first),
+``drain on|off``, ``stats`` and ``check`` (docs/keys-and-lifecycle.md).
 
 ``wmproxy-admin init`` creates the state directories, the key file that seals stored
 proxies and the database (newest Alembic revision), and sets the modes that keep them
@@ -16,11 +20,13 @@ from pathlib import Path
 
 import click
 
+from wmproxy import admintools
 from wmproxy.config import ConfigError, Settings, load_settings
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
+from wmproxy.store.migrations import MIGRATIONS_DIR, upgrade
 
-#: The Alembic scripts, shipped inside the package (wheel and source tree alike).
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+__all__ = ["MIGRATIONS_DIR", "cli", "initialise", "main", "upgrade_database"]
+
 
 #: Modes ``init`` sets: the sandbox root is private to the service user; the work root
 #: is traversable (jobs reach their own 0700 directory by name) but not listable.
@@ -32,15 +38,9 @@ STATE_DIR_MODE = 0o711
 
 
 def upgrade_database(settings: Settings, revision: str = "head") -> None:
-    """Run the Alembic migrations in ``wmproxy/migrations/`` up to ``revision`` on settings' database."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["url"] = settings.database.url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, revision)
+    """Run the Alembic migrations in ``wmproxy/migrations/`` up to ``revision`` on settings'
+    database, under the migration lock (concurrent runs wait; ``wmproxy.store.migrations``)."""
+    upgrade(settings.database.url, revision)
 
 
 def service_account(user: str | None) -> tuple[int, int] | None:
@@ -85,7 +85,9 @@ def _settle(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
 def initialise(settings: Settings, user: str | None = None) -> None:
     """Create the state and set its modes; migrate the database. Idempotent.
 
-    After it: store key 0600 (created with a new key if missing), SQLite file 0600 and its
+    After it: store key 0600 (created with a new key if missing, but never for a database
+    that holds sealed data or records another key), its fingerprint recorded in the
+    database, SQLite file 0600 and its
     ``-wal``/``-shm``/``-journal`` files 0600 if present, sandbox root 0700, work root 0711;
     directories it creates on the way are 0711. With ``user`` all of these (and the
     directories created) belong to that account and its primary group; existing parent
@@ -100,8 +102,10 @@ def initialise(settings: Settings, user: str | None = None) -> None:
         ConfigError: unknown ``user``, or not root and ``user`` is someone else.
         OSError: a directory or file cannot be created, chmod-ed or chown-ed.
         ValueError: the existing store key file holds no Fernet key.
+        StoreStateError: the key file is missing for a database holding sealed data, or
+            is not the database's key (the message names the fix).
     """
-    from wmproxy.security.sealing import Sealer
+    from wmproxy.services.storekey import record_store_key
 
     owner = service_account(user)
     for directory, mode in ((settings.sandbox.root, SANDBOX_ROOT_MODE), (settings.execution.work_dir, WORK_ROOT_MODE)):
@@ -109,8 +113,6 @@ def initialise(settings: Settings, user: str | None = None) -> None:
         _settle(Path(directory), mode, owner)
     key = Path(settings.security.store_key_file)
     _make_dirs(key.parent, owner)
-    Sealer.from_key_file(key, create=True)
-    _settle(key, STORE_KEY_MODE, owner)
     db = sqlite_path(settings.database.url)
     if db is not None:
         _make_dirs(db.parent, owner)
@@ -118,10 +120,18 @@ def initialise(settings: Settings, user: str | None = None) -> None:
             os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_MODE))
         _settle(db, DATABASE_MODE, owner)
     upgrade_database(settings)
+    record_store_key(settings, create=True)
+    _settle(key, STORE_KEY_MODE, owner)
     if db is not None:
         for path in (db, *(Path(f"{db}{suffix}") for suffix in SQLITE_COMPANIONS)):
             if path.exists():
                 _settle(path, DATABASE_MODE, owner)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+#: Commands that run before or without the store checks (they set up, repair or report them).
+_UNCHECKED = {"init", "migrate", "check", "drain", "rotate-store-key"}
 
 
 @click.group()
@@ -129,10 +139,14 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Administer a wmproxy service."""
+    from wmproxy.services.storekey import check_store
+
     try:
         settings = load_settings(config_file)
-        if ctx.invoked_subcommand != "init":
+        if ctx.invoked_subcommand not in ("init", "check"):
             check_private_files(settings)
+        if ctx.invoked_subcommand not in _UNCHECKED:
+            check_store(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     ctx.obj = settings
@@ -143,7 +157,11 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
               help="service user to own the state (the user gunicorn and the workers run as); needs root")
 @click.pass_obj
 def init(settings: Settings, user: str | None) -> None:
-    """Create state directories, the store key and the database, set their modes, migrate."""
+    """Create state directories, the store key and the database, set their modes, migrate.
+
+    Never creates a new store key for a database that already holds sealed proxies: copy
+    the key file from another node or from its backup instead.
+    """
     try:
         initialise(settings, user)
     except ConfigError as exc:
@@ -155,9 +173,66 @@ def init(settings: Settings, user: str | None) -> None:
 @click.argument("revision", default="head")
 @click.pass_obj
 def migrate(settings: Settings, revision: str) -> None:
-    """Run the database migrations up to REVISION (default: head)."""
+    """Run the database migrations up to REVISION (default: head), under a database lock.
+
+    Also records this node's store key fingerprint if the database has none yet.
+    """
+    from wmproxy.services.storekey import StoreStateError, record_store_key
+
     upgrade_database(settings, revision)
+    try:
+        record_store_key(settings, create=False)
+    except StoreStateError as exc:
+        click.echo(f"warning: {exc}", err=True)
+    click.echo(f"database {settings.database.url}: at revision {revision}")
+
+
+@cli.command("rotate-store-key")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_obj
+def rotate_store_key_command(settings: Settings, yes: bool) -> None:
+    """Re-seal every stored proxy and pending key with a new store key, then retire the old key.
+
+    Stop the service and the workers on every node first; afterwards copy the new key file
+    to every node, then start them again.
+    """
+    from wmproxy.services.storekey import rotate_store_key
+
+    if not yes:
+        click.confirm("Are the service and the workers stopped on every node?", abort=True)
+    try:
+        done = rotate_store_key(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"re-sealed {done.delegations} delegation(s) and {done.requests} pending request(s)\n"
+               f"store key {settings.security.store_key_file}: {done.new_fingerprint}\n"
+               f"old key ({done.old_fingerprint}) kept as {done.retired}: copy the new key to every node and "
+               "to the backup, then remove the retired one")
+
+
+@cli.command()
+@click.argument("switch", type=click.Choice(["on", "off"]))
+@click.pass_obj
+def drain(settings: Settings, switch: str) -> None:
+    """Refuse new jobs (on) or accept them again (off): the ``[service] drain_file`` switch."""
+    path = settings.service.drain_file
+    if not path:
+        raise click.ClickException("[service] drain_file is not set: the service has no drain switch")
+    if switch == "on":
+        Path(path).write_text("drained by wmproxy-admin\n")
+        click.echo(f"draining: new jobs are refused while {path} exists")
+    else:
+        Path(path).unlink(missing_ok=True)
+        click.echo("not draining: new jobs are accepted")
+
+
+for _command in (admintools.jobs, admintools.purge, admintools.stats, admintools.check):
+    cli.add_command(_command)
 
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

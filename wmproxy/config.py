@@ -516,6 +516,51 @@ class SlurmSettings:
 
 
 @dataclass(frozen=True)
+class PurgeSettings:
+    """Lifecycle of jobs and credentials (``[purge]``; ``wmproxy.services.purge``), with the
+    reference's policy as defaults (anchors.md §1.5, row 7 and 17).
+
+    Attributes:
+        enabled: the execution workers run the purger every ``interval``.
+        interval: seconds between two purge passes (the reference: every 6 h).
+        final_age: seconds after its last state change that a Done, Aborted, Cancelled
+            or Cleared job is purged (the reference: 604800, 7 days).
+        forced_age: seconds after its registration that any job is purged whatever its
+            state (the reference's Sunday forced purge: 1296000, 15 days).
+        registered_age: seconds after its registration that a job never started
+            (Submitted: registered, or an interrupted jobSubmit) expires and is purged
+            (CREAM: REGISTERED after 2 days, 172800).
+        request_age: seconds a pending delegation request (getProxyReq without putProxy)
+            is kept (86400).
+        delegation_grace: seconds after its expiry that a delegated proxy no live job
+            uses is removed, with its renewal record (0).
+        tombstone_age: seconds a purged job's tombstone is kept (so it answers "... or it
+            has been purged"); 0 = forever (default 90 days).
+        batch: jobs removed per pass at most.
+
+    Raises:
+        ConfigError: a non-positive interval or batch, or a negative age.
+    """
+
+    enabled: bool = True
+    interval: float = 21600.0
+    final_age: float = 604800.0
+    forced_age: float = 1296000.0
+    registered_age: float = 172800.0
+    request_age: float = 86400.0
+    delegation_grace: float = 0.0
+    tombstone_age: float = 7776000.0
+    batch: int = 500
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.batch <= 0:
+            raise ConfigError("[purge] interval and batch: must be positive")
+        if min(self.final_age, self.forced_age, self.registered_age, self.request_age, self.delegation_grace,
+               self.tombstone_age) < 0:
+            raise ConfigError("[purge] ages: must not be negative")
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -529,6 +574,7 @@ class Settings:
     load: LoadSettings = field(default_factory=LoadSettings)
     brokering: BrokeringSettings = field(default_factory=BrokeringSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
 
 
 #: ``WMPROXY_*`` variables that are not settings: the configuration file's path.

@@ -50,10 +50,12 @@ from wmproxy.execution.backends import ExecutionBackend
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend
 from wmproxy.execution.identity import IdentityError, check_work_root
+from wmproxy.execution.purging import purge_tasks
 from wmproxy.execution.worker import ExecutionWorker, PeriodicTask
 from wmproxy.security.filemodes import FileModeError, check_private_files, unmapped_exposure
 from wmproxy.services.brokering import refresh_ce_states
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.storekey import StoreStateError, check_store
 
 
 #: CAP_CHOWN (0), CAP_DAC_OVERRIDE (1), CAP_KILL (5), CAP_SETGID (6), CAP_SETUID (7).
@@ -185,9 +187,13 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
     kinds = backend_kinds(settings.execution.backend)
     check_privileges(settings)
     backends = build_backends(settings, kinds)
+    try:
+        check_store(settings)
+    except StoreStateError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
     rt = Runtime.from_settings(settings)
     worker = ExecutionWorker(rt, backends, name, cancel_running_on_exit=cancel_running_on_exit,
-                             periodic=ce_refreshers(rt, backends))
+                             periodic=[*ce_refreshers(rt, backends), *purge_tasks(rt)])
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -17,6 +17,7 @@ from wmproxy.config import ConfigError, load_settings
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.filemodes import check_private_files
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.storekey import check_store
 
 
 @click.command()
@@ -31,6 +32,7 @@ def main(config_file: str | None, name: str | None, threads: int, once: bool) ->
     try:
         settings = load_settings(config_file)
         check_private_files(settings)
+        check_store(settings)
     except ConfigError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
     worker = RenewalWorker(Runtime.from_settings(settings), name, threads)

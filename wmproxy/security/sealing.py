@@ -1,11 +1,15 @@
 """Encryption of secrets at rest (delegation keys, stored proxies) with Fernet.
 
 Fernet = AES-128-CBC + HMAC-SHA256 with a timestamp; the key file holds one
-URL-safe base64 Fernet key.
+URL-safe base64 Fernet key. Its :attr:`Sealer.fingerprint` (SHA-256 of the key, hex) is
+what the database records to tell every process whether it holds the right key; the
+fingerprint reveals nothing of the key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +30,7 @@ class Sealer:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self.fingerprint = key_fingerprint(key)
 
     @staticmethod
     def generate_key() -> bytes:
@@ -51,6 +56,18 @@ class Sealer:
                     fh.write(Fernet.generate_key() + b"\n")
         return cls(path.read_bytes().strip())
 
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Sealer | None:
+        """The key of ``path``, None when the file does not exist.
+
+        Raises:
+            OSError: unreadable file; ValueError: it holds no Fernet key.
+        """
+        try:
+            return cls(Path(path).read_bytes().strip())
+        except FileNotFoundError:
+            return None
+
     def seal(self, data: bytes) -> bytes:
         """Encrypt and authenticate ``data``; returns a URL-safe base64 token (bytes)."""
         return self._fernet.encrypt(data)
@@ -65,3 +82,44 @@ class Sealer:
             return self._fernet.decrypt(token)
         except InvalidToken:
             raise WMProxyError("stored secret cannot be decrypted (wrong or changed store key?)") from None
+
+
+def key_fingerprint(key: bytes) -> str:
+    """``sha256:<hex>`` of a Fernet key (as written in the key file, base64)."""
+    return "sha256:" + hashlib.sha256(key.strip()).hexdigest()
+
+
+def write_new_key(path: str | os.PathLike[str]) -> Sealer:
+    """Write a new key to ``path`` (must not exist; mode 0600, fsync-ed) and return its Sealer.
+
+    Raises:
+        FileExistsError: ``path`` exists; OSError: cannot write.
+    """
+    key = Fernet.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Sealer(key)
+
+
+def retire_key_file(path: str | os.PathLike[str], replacement: str | os.PathLike[str],
+                    today: dt.date | None = None) -> Path:
+    """Move the key file ``path`` to ``<path>.retired-<YYYYMMDD>`` (``-2``, ``-3``... if
+    taken) and ``replacement`` into its place; returns the retired file.
+
+    Raises:
+        OSError: a rename failed (the retired key is then still at ``path``, or at the
+            returned name with ``replacement`` still in place).
+    """
+    path = Path(path)
+    stamp = (today or dt.datetime.now(dt.UTC).date()).strftime("%Y%m%d")
+    retired = path.with_name(f"{path.name}.retired-{stamp}")
+    suffix = 2
+    while retired.exists():
+        retired = path.with_name(f"{path.name}.retired-{stamp}-{suffix}")
+        suffix += 1
+    os.link(path, retired)
+    os.replace(replacement, path)
+    return retired

@@ -32,6 +32,7 @@ from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.services import sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.storekey import check_store
 from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
@@ -106,14 +107,17 @@ _warned: set[str] = set()
 
 
 def check_start(settings: Settings) -> None:
-    """The start checks of the service process: private file modes, then (once per
-    process) the WARNING of ``[mapping] mode = none``.
+    """The start checks of the service process: private file modes, schema and store key
+    (``services.storekey.check_store``), then (once per process) the WARNING of
+    ``[mapping] mode = none``.
 
     Raises:
         wmproxy.security.filemodes.FileModeError: the store key or the SQLite file is
             readable by group/others (the message names the file and the fix).
+        wmproxy.services.storekey.StoreStateError: older schema or another store key.
     """
     check_private_files(settings)
+    check_store(settings)
     warning = unmapped_exposure(settings)
     if warning is not None and warning not in _warned:
         _warned.add(warning)

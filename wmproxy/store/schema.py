@@ -247,3 +247,30 @@ class ExecutionWorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ServiceMeta(Base):
+    """Facts about the deployment every node must agree on, by name: ``store_key_fingerprint``
+    (SHA-256 of the store key, hex; never the key) is written by ``wmproxy-admin init``,
+    ``migrate`` and ``rotate-store-key``.
+    """
+
+    __tablename__ = "service_meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class PurgedJob(Base):
+    """Tombstone of a job the purger removed (``wmproxy.services.purge``): who owned it, the
+    state it was in and why it went. The job answers JobUnknownFault "... or it has been purged".
+    """
+
+    __tablename__ = "purged_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner_dn: Mapped[str] = mapped_column(String(512), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    purged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

@@ -1,0 +1,159 @@
+"""``wmproxy-admin jobs``, ``purge``, ``drain``, ``stats`` and ``check`` on an initialised
+deployment (each backend), driven through click as an operator types them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.admin.support import days_ago, job_row, write_ini
+from tests.conftest import Pki
+from wmproxy.admin import cli, initialise
+from wmproxy.admintools import check_ca_dir, parse_age
+from wmproxy.config import Settings
+from wmproxy.services.runtime import Runtime
+from wmproxy.store.schema import ExecutionRequest
+
+ALICE = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
+BOB = "/C=XX/O=wmproxy-demo/OU=Users/CN=Bob"
+BASE = "https://localhost:7443/"
+
+
+@pytest.fixture
+def config(settings: Settings, tmp_path: Path) -> Path:
+    initialise(settings)
+    rt = Runtime.from_settings(settings)
+    try:
+        with rt.uow() as uow:
+            rows = [job_row(BASE + "a-running", "Running", owner=ALICE, created=days_ago(0.5)),
+                    job_row(BASE + "a-old-done", "Done", owner=ALICE, created=days_ago(10), updated=days_ago(8)),
+                    job_row(BASE + "b-waiting", "Waiting", owner=BOB, created=days_ago(1)),
+                    job_row(BASE + "b-submitted", "Submitted", owner=BOB, created=days_ago(3))]
+            uow.session.add_all(rows)
+            uow.session.flush()
+            uow.session.add(ExecutionRequest(job_id=BASE + "b-waiting", command="start", created_at=days_ago(1)))
+            uow.jobs.set_state(rows[0], "Running", days_ago(0.4), reason="started")
+        for row in rows:
+            rt.storage.create_job_area(row.id)
+        (rt.storage.job_dir(BASE + "a-old-done") / "output" / "big").write_bytes(b"x" * 5000)
+    finally:
+        rt.session_factory.kw["bind"].dispose()
+    return write_ini(settings, tmp_path / "wmproxy.conf")
+
+
+def admin(config: Path, *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["-c", str(config), *args], input=stdin, catch_exceptions=False)
+
+
+class TestJobs:
+    def test_list_filters_by_owner_state_and_age(self, config: Path) -> None:
+        def ids(*args: str) -> set[str]:
+            result = admin(config, "jobs", "list", "--json", *args)
+            assert result.exit_code == 0, result.output
+            return {job["id"].removeprefix(BASE) for job in json.loads(result.output)}
+
+        assert ids() == {"a-running", "a-old-done", "b-waiting", "b-submitted"}
+        assert ids("--owner", BOB) == {"b-waiting", "b-submitted"}
+        assert ids("--state", "done", "--state", "Running") == {"a-running", "a-old-done"}
+        assert ids("--older-than", "2d") == {"a-old-done", "b-submitted"}
+        assert ids("--newer-than", "13h") == {"a-running"}
+
+    def test_list_prints_a_table(self, config: Path) -> None:
+        result = admin(config, "jobs", "list")
+        assert result.exit_code == 0 and "4 job(s)" in result.output and "Submitted" in result.output
+
+    def test_show_gives_owner_state_and_history(self, config: Path) -> None:
+        result = admin(config, "jobs", "show", BASE + "a-running", "--json")
+        data = json.loads(result.output)
+        assert data["owner"] == ALICE and data["state"] == "Running"
+        assert [e["state"] for e in data["events"]] == ["Running"]
+
+    def test_show_of_a_purged_job_says_when_and_why(self, config: Path) -> None:
+        assert admin(config, "purge", "--yes").exit_code == 0
+        data = json.loads(admin(config, "jobs", "show", BASE + "a-old-done", "--json").output)
+        assert data["state"] == "Done" and data["purged"] and "7 days" in data["purge_reason"]
+
+    def test_show_of_an_unknown_job_fails(self, config: Path) -> None:
+        result = admin(config, "jobs", "show", BASE + "nope")
+        assert result.exit_code == 1 and "no job" in result.output
+
+    def test_ages(self) -> None:
+        assert parse_age("7d") == dt.timedelta(days=7) and parse_age("90") == dt.timedelta(seconds=90)
+        with pytest.raises(Exception, match="expected a number"):
+            parse_age("soon")
+
+
+class TestPurge:
+    def test_dry_run_shows_what_would_go_and_keeps_it(self, config: Path) -> None:
+        result = admin(config, "purge", "--dry-run")
+        assert result.exit_code == 0
+        assert "would purge: 2 job(s)" in result.output
+        assert admin(config, "jobs", "list", "--json").output.count(BASE) == 4
+
+    def test_without_flags_the_dry_run_comes_first_and_no_keeps_everything(self, config: Path) -> None:
+        result = admin(config, "purge", stdin="n\n")
+        assert "would purge: 2 job(s)" in result.output and "Purge these now?" in result.output
+        assert admin(config, "jobs", "list", "--json").output.count(BASE) == 4
+
+    def test_confirmed_it_purges(self, config: Path) -> None:
+        result = admin(config, "purge", stdin="y\n")
+        assert result.exit_code == 0 and "purged: 2 job(s)" in result.output
+        left = {j["id"].removeprefix(BASE) for j in json.loads(admin(config, "jobs", "list", "--json").output)}
+        assert left == {"a-running", "b-waiting"}
+
+
+class TestDrain:
+    def test_on_and_off(self, config: Path, settings: Settings) -> None:
+        drain = Path(settings.service.drain_file)
+        assert admin(config, "drain", "on").exit_code == 0 and drain.exists()
+        assert admin(config, "drain", "off").exit_code == 0 and not drain.exists()
+
+
+class TestStats:
+    def test_jobs_by_state_and_owner_queue_and_disk(self, config: Path) -> None:
+        data = json.loads(admin(config, "stats", "--json").output)
+        assert data["jobs_by_state"] == {"Running": 1, "Done": 1, "Waiting": 1, "Submitted": 1}
+        assert data["jobs_by_owner"] == {ALICE: 2, BOB: 2}
+        assert data["queue_depth"] == 1
+        assert data["sandbox_bytes"] >= 5000
+
+
+def _expired_crl(pki: Pki, directory: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(pki.ca.cert.subject)
+           .last_update(now - dt.timedelta(days=40)).next_update(now - dt.timedelta(days=10))
+           .sign(pki.ca.key, hashes.SHA256()))
+    (directory / f"{pki.ca.hash}.r0").write_bytes(crl.public_bytes(Encoding.PEM))
+
+
+class TestCheck:
+    def test_a_sound_deployment_passes(self, config: Path) -> None:
+        result = admin(config, "check")
+        assert result.exit_code == 0, result.output
+        assert "PROBLEM" not in result.output
+
+    def test_an_expired_crl_a_loose_key_and_an_old_schema_are_problems(self, config: Path, settings: Settings,
+                                                                       pki: Pki, tmp_path: Path) -> None:
+        ca_copy = tmp_path / "ca-copy"
+        shutil.copytree(pki.ca_dir, ca_copy)
+        _expired_crl(pki, ca_copy)
+        assert any("expired" in p for p in check_ca_dir(str(ca_copy)))
+        config.write_text(config.read_text().replace(f"ca_dir = {pki.ca_dir}", f"ca_dir = {ca_copy}"))
+        Path(settings.security.store_key_file).chmod(0o644)
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 1
+        found = {c["check"]: c for c in json.loads(result.output)}
+        assert not found["CA directory"]["ok"] and "expired" in found["CA directory"]["detail"]
+        assert not found["file modes"]["ok"] and "chmod 600" in found["file modes"]["detail"]
+        assert found["schema"]["ok"] and found["store key"]["ok"] and found["configuration"]["ok"]
+
+    def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
+        assert check_ca_dir(str(tmp_path / "nowhere"))

@@ -1,0 +1,266 @@
+"""The store key: its fingerprint recorded at init, every process refusing another key or an
+older schema with the fix in the message (exit once, non-zero), init never creating a key for
+a database with sealed data, rotation re-sealing every row; concurrent migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import select
+
+from tests.admin.support import BIN, run, sealed_rows, write_ini
+from wmproxy.admin import initialise, upgrade_database
+from wmproxy.config import Settings
+from wmproxy.errors import WMProxyError
+from wmproxy.security.sealing import Sealer, key_fingerprint
+from wmproxy.services.storekey import StoreStateError, check_store, record_store_key, rotate_store_key
+from wmproxy.store import make_engine, make_session_factory
+from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
+from wmproxy.store.migrations import _alembic_config, head_revision, schema_revisions
+from wmproxy.store.schema import Delegation, DelegationRequest
+from wmproxy.store.uow import UnitOfWork
+
+DN = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
+
+
+def key_path(settings: Settings) -> Path:
+    return Path(settings.security.store_key_file)
+
+
+def recorded(settings: Settings) -> str | None:
+    engine = make_engine(settings.database.url)
+    try:
+        with UnitOfWork(make_session_factory(engine)) as uow:
+            return SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT)
+    finally:
+        engine.dispose()
+
+
+def db_dir(settings: Settings) -> None:
+    """The SQLite file's directory (init creates it; a bare migrate needs it)."""
+    if settings.database.url.startswith("sqlite"):
+        Path(settings.database.url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def store_sealed(settings: Settings, sealer: Sealer, delegation_id: str = "d1") -> None:
+    engine = make_engine(settings.database.url)
+    try:
+        with UnitOfWork(make_session_factory(engine)) as uow:
+            uow.session.add_all(sealed_rows(sealer, DN, delegation_id))
+    finally:
+        engine.dispose()
+
+
+def replace_key(settings: Settings) -> str:
+    """Put another key in the key file (as a node with its own key); returns its fingerprint."""
+    path = key_path(settings)
+    path.unlink()
+    path.write_bytes(Sealer.generate_key() + b"\n")
+    path.chmod(0o600)
+    return key_fingerprint(path.read_bytes())
+
+
+class TestInitRecordsTheKey:
+    def test_the_fingerprint_is_the_keys_sha256_never_the_key(self, settings: Settings) -> None:
+        initialise(settings)
+        key = key_path(settings).read_bytes().strip()
+        fingerprint = recorded(settings)
+        assert fingerprint == key_fingerprint(key) and fingerprint.startswith("sha256:")
+        assert key.decode() not in fingerprint
+        check_store(settings)
+
+    def test_init_again_keeps_the_key(self, settings: Settings) -> None:
+        initialise(settings)
+        before = key_path(settings).read_bytes()
+        initialise(settings)
+        assert key_path(settings).read_bytes() == before
+
+    def test_init_refuses_to_create_a_key_for_a_database_with_sealed_data(self, settings: Settings) -> None:
+        initialise(settings)
+        store_sealed(settings, Sealer.from_key_file(key_path(settings)))
+        key_path(settings).unlink()  # lost, or a second node without the key
+        with pytest.raises(StoreStateError, match="copy the key file from another node") as err:
+            initialise(settings)
+        assert "init never creates a new key" in str(err.value)
+        assert not key_path(settings).exists()
+
+    def test_init_refuses_to_create_a_key_when_another_is_recorded(self, settings: Settings) -> None:
+        initialise(settings)  # no sealed data yet, but the database belongs to a key
+        key_path(settings).unlink()
+        with pytest.raises(StoreStateError, match="copy the key file"):
+            initialise(settings)
+        assert not key_path(settings).exists()
+
+    def test_init_with_another_nodes_different_key_refuses(self, settings: Settings) -> None:
+        initialise(settings)
+        replace_key(settings)
+        with pytest.raises(StoreStateError, match="is not the key of this database"):
+            initialise(settings)
+
+
+class TestProcessesRefuseAnotherKey:
+    def test_check_store_names_the_fix(self, settings: Settings) -> None:
+        initialise(settings)
+        good = recorded(settings)
+        mine = replace_key(settings)
+        with pytest.raises(StoreStateError) as err:
+            check_store(settings)
+        message = str(err.value)
+        assert "copy the store key file from another node" in message
+        assert good[:19] in message and mine[:19] in message
+        assert key_path(settings).read_text().strip() not in message
+
+    def test_a_database_without_a_recorded_key_is_refused(self, settings: Settings) -> None:
+        db_dir(settings)
+        upgrade_database(settings)  # migrated, but never initialised
+        key_path(settings).parent.mkdir(parents=True)
+        key_path(settings).write_bytes(Sealer.generate_key())
+        with pytest.raises(StoreStateError, match="wmproxy-admin init"):
+            check_store(settings)
+
+    def test_migrate_records_the_key_of_an_older_deployment_after_checking_it(self, settings: Settings) -> None:
+        db_dir(settings)
+        upgrade_database(settings)
+        key_path(settings).parent.mkdir(parents=True)
+        key_path(settings).write_bytes(Sealer.generate_key())
+        store_sealed(settings, Sealer.from_key_file(key_path(settings)))
+        record_store_key(settings, create=False)
+        check_store(settings)
+        replace_key(settings)
+        with pytest.raises(StoreStateError):
+            check_store(settings)
+
+    def test_migrate_does_not_record_a_key_that_cannot_open_the_stored_proxies(self, settings: Settings) -> None:
+        db_dir(settings)
+        upgrade_database(settings)
+        store_sealed(settings, Sealer(Sealer.generate_key()))
+        key_path(settings).parent.mkdir(parents=True)
+        key_path(settings).write_bytes(Sealer.generate_key())
+        with pytest.raises(StoreStateError, match="cannot open the proxies"):
+            record_store_key(settings, create=False)
+        assert recorded(settings) is None
+
+    def test_the_worker_the_renewal_worker_and_admin_exit_once_with_the_message(
+            self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        replace_key(settings)
+        for argv, status in ((["wmproxy-worker", "--name", "w1"], 3), (["wmproxy-renewal", "--once"], 1),
+                             (["wmproxy-admin", "stats"], 1)):
+            done = run(*argv, config=config, timeout=60)  # a crash loop would not return
+            assert done.returncode == status, (argv, done.stdout, done.stderr)
+            assert "is not the key of this database" in done.stderr, (argv, done.stderr)
+            assert "copy the store key file from another node" in done.stderr
+            assert "Traceback" not in done.stderr
+
+    def test_check_reports_the_key_and_exits_non_zero(self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        assert run("wmproxy-admin", "check", config=config).returncode == 0
+        replace_key(settings)
+        done = run("wmproxy-admin", "check", config=config)
+        assert done.returncode == 1
+        assert "PROBLEM" in done.stdout and "store key" in done.stdout
+
+
+class TestOlderSchema:
+    def test_every_process_refuses_with_the_command_to_run(self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        command.downgrade(_alembic_config(settings.database.url), "0006")
+        assert schema_revisions(settings.database.url) == ("0006", head_revision())
+        with pytest.raises(StoreStateError, match="run `wmproxy-admin migrate`"):
+            check_store(settings)
+        for argv in (["wmproxy-worker", "--name", "w1"], ["wmproxy-renewal", "--once"], ["wmproxy-admin", "jobs",
+                                                                                         "list"]):
+            done = run(*argv, config=config, timeout=60)
+            assert done.returncode != 0 and "wmproxy-admin migrate" in done.stderr, (argv, done.stderr)
+        done = run("wmproxy-admin", "migrate", config=config)
+        assert done.returncode == 0, done.stderr
+        check_store(settings)
+
+
+class TestRotation:
+    def test_every_sealed_row_is_resealed_and_the_old_key_retired(self, settings: Settings) -> None:
+        initialise(settings)
+        old = Sealer.from_key_file(key_path(settings))
+        for delegation_id in ("d1", "d2", "d3"):
+            store_sealed(settings, old, delegation_id)
+        done = rotate_store_key(settings, today=dt.date(2026, 12, 2))
+        assert (done.delegations, done.requests) == (3, 3)
+        new = Sealer.from_key_file(key_path(settings))
+        assert new.fingerprint == done.new_fingerprint == recorded(settings) != old.fingerprint
+        assert done.retired == key_path(settings).with_name("store.key.retired-20261202")
+        assert Sealer.from_key_file(done.retired).fingerprint == old.fingerprint
+        assert not key_path(settings).with_name("store.key.new").exists()
+        assert oct(key_path(settings).stat().st_mode & 0o777) == "0o600"
+        engine = make_engine(settings.database.url)
+        try:
+            with UnitOfWork(make_session_factory(engine)) as uow:
+                for row in uow.session.scalars(select(Delegation)):
+                    assert new.open(row.sealed_proxy) == f"proxy of {row.delegation_id}".encode()
+                    with pytest.raises(WMProxyError):
+                        old.open(row.sealed_proxy)
+                for req in uow.session.scalars(select(DelegationRequest)):
+                    assert new.open(req.sealed_key) == f"key of {req.delegation_id}".encode()
+        finally:
+            engine.dispose()
+        check_store(settings)
+
+    def test_a_second_rotation_the_same_day_keeps_both_retired_keys(self, settings: Settings) -> None:
+        initialise(settings)
+        first = rotate_store_key(settings, today=dt.date(2026, 12, 2))
+        second = rotate_store_key(settings, today=dt.date(2026, 12, 2))
+        assert first.retired != second.retired and first.retired.exists() and second.retired.exists()
+
+    def test_a_row_sealed_with_another_key_aborts_the_rotation_unchanged(self, settings: Settings) -> None:
+        initialise(settings)
+        key_before = key_path(settings).read_bytes()
+        store_sealed(settings, Sealer.from_key_file(key_path(settings)), "d1")
+        store_sealed(settings, Sealer(Sealer.generate_key()), "d2")  # corrupt
+        with pytest.raises(WMProxyError):
+            rotate_store_key(settings)
+        assert key_path(settings).read_bytes() == key_before
+        assert recorded(settings) == key_fingerprint(key_before)
+        assert not key_path(settings).with_name("store.key.new").exists()
+
+    def test_the_admin_command(self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        before = recorded(settings)
+        done = run("wmproxy-admin", "rotate-store-key", "--yes", config=config)
+        assert done.returncode == 0, done.stderr
+        assert "retired" in done.stdout and recorded(settings) != before
+        assert run("wmproxy-admin", "check", config=config).returncode == 0
+
+
+class TestConcurrentMigrate:
+    def test_two_migrate_processes_on_a_fresh_database_both_succeed(self, settings: Settings,
+                                                                    tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        db_dir(settings)
+        if settings.database.url.startswith("sqlite"):  # as init leaves it: private (every command checks)
+            Path(settings.database.url.split(":///", 1)[1]).touch(mode=0o600)
+        argv = [str(BIN / "wmproxy-admin"), "migrate"]
+        env = {"WMPROXY_CONFIG": str(config), "PATH": str(BIN)}
+        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+        for status, _out, err in results:
+            assert status == 0, err
+        assert schema_revisions(settings.database.url) == (head_revision(), head_revision())
+
+
+def test_rotation_covers_every_binary_column_of_the_schema() -> None:
+    """A new sealed column (a LargeBinary) must be added to the rotation: this fails until it is."""
+    from sqlalchemy import LargeBinary
+
+    from wmproxy.store.schema import Base
+
+    binary = {(table.name, column.name) for table in Base.metadata.tables.values() for column in table.columns
+              if isinstance(column.type, LargeBinary)}
+    assert binary == {("delegations", "sealed_proxy"), ("delegation_requests", "sealed_key")}

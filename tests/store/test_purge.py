@@ -1,0 +1,220 @@
+"""The purger (``wmproxy.services.purge``) on each backend, with rows back-dated instead of
+waiting days: the reference's policy (7 days after the end, 15 days whatever the state,
+never-started jobs after 2 days), sandboxes, work dirs, credentials, tombstones, dry run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.admin.support import days_ago, job_row, sealed_rows, settings_for
+from tests.conftest import Pki, _postgres_database
+from wmproxy.admin import initialise
+from wmproxy.config import PurgeSettings
+from wmproxy.domain import Principal, to_filename, utcnow
+from wmproxy.errors import JobNotFoundError
+from wmproxy.execution.identity import remove_work_dir
+from wmproxy.services.access import job_for
+from wmproxy.services.purge import job_id_of_work_dir, purge
+from wmproxy.services.runtime import Runtime
+from wmproxy.store.housekeeping import SqlHousekeepingStore
+from wmproxy.store.schema import Delegation, DelegationRequest, Job, JobEvent, ProxyRenewal
+
+ALICE = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
+BASE = "https://localhost:7443/"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def rt(request: pytest.FixtureRequest, tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
+    urls = iter([f"sqlite:///{tmp_path}/db/wmproxy.db"]) if request.param == "sqlite" else _postgres_database()
+    url = next(urls)
+    settings = settings_for(tmp_path / "state", url, pki)
+    initialise(settings)
+    runtime = Runtime.from_settings(settings)
+    yield runtime
+    runtime.session_factory.kw["bind"].dispose()
+    for _ in urls:  # drop the PostgreSQL database
+        pass
+
+
+def add_job(rt: Runtime, name: str, state: str, *, created_days: float, updated_days: float | None = None,
+            nodes: int = 0, delegation_id: str = "d1") -> str:
+    """A job (with ``nodes`` nodes) registered ``created_days`` ago, last changed
+    ``updated_days`` ago, with its sandbox area; returns its id."""
+    job_id = BASE + name
+    created = days_ago(created_days)
+    updated = days_ago(updated_days if updated_days is not None else created_days)
+    with rt.uow() as uow:
+        uow.session.add(job_row(job_id, state, created=created, updated=updated, delegation_id=delegation_id))
+        uow.session.flush()
+        uow.session.add(JobEvent(job_id=job_id, state=state, reason=None, at=updated))
+        for i in range(nodes):
+            uow.session.add(job_row(f"{job_id}-node{i}", state, created=created, updated=updated, parent_id=job_id,
+                                    delegation_id=delegation_id))
+    for jid in (job_id, *(f"{job_id}-node{i}" for i in range(nodes))):
+        rt.storage.create_job_area(jid)
+        (rt.storage.job_dir(jid) / "output" / "std.out").write_text("out\n")
+    return job_id
+
+
+def exists(rt: Runtime, job_id: str) -> bool:
+    with rt.uow() as uow:
+        return uow.jobs.get(job_id) is not None
+
+
+class TestPolicy:
+    def test_the_reference_defaults(self) -> None:
+        policy = PurgeSettings()
+        assert (policy.final_age, policy.forced_age, policy.registered_age) == (604800, 1296000, 172800)
+        assert policy.interval == 6 * 3600
+
+    def test_ended_jobs_go_after_seven_days_with_their_sandbox(self, rt: Runtime) -> None:
+        old = {s: add_job(rt, f"old-{s.lower()}", s, created_days=9, updated_days=7.1)
+               for s in ("Done", "Aborted", "Cancelled", "Cleared")}
+        young = add_job(rt, "young-done", "Done", created_days=9, updated_days=6.9)
+        report = purge(rt)
+        assert {c.job_id for c in report.jobs} == set(old.values())
+        assert all(c.rule == "final" for c in report.jobs)
+        for job_id in old.values():
+            assert not exists(rt, job_id) and not rt.storage.job_dir(job_id).exists()
+        assert exists(rt, young) and rt.storage.job_dir(young).exists()
+
+    def test_never_started_jobs_expire_after_two_days(self, rt: Runtime) -> None:
+        # An interrupted jobSubmit leaves exactly this: a Submitted job nobody will start.
+        stale = add_job(rt, "interrupted-submit", "Submitted", created_days=2.1)
+        fresh = add_job(rt, "registered-yesterday", "Submitted", created_days=1)
+        report = purge(rt)
+        assert [(c.job_id, c.rule) for c in report.jobs] == [(stale, "registered")]
+        assert not exists(rt, stale) and exists(rt, fresh)
+
+    def test_the_forced_purge_takes_anything_after_fifteen_days_but_a_running_job(self, rt: Runtime) -> None:
+        # Changed yesterday (so not "final"), but registered 16 days ago.
+        done = add_job(rt, "old-done", "Done", created_days=16, updated_days=1)
+        running = add_job(rt, "old-running", "Running", created_days=16, updated_days=1)
+        waiting = add_job(rt, "old-waiting", "Waiting", created_days=16, updated_days=1)
+        report = purge(rt)
+        assert [(c.job_id, c.rule) for c in report.jobs] == [(done, "forced")]
+        assert exists(rt, running) and exists(rt, waiting)
+
+    def test_a_compound_job_goes_with_its_nodes_events_and_queue(self, rt: Runtime) -> None:
+        dag = add_job(rt, "dag", "Done", created_days=10, updated_days=8, nodes=3)
+        with rt.uow() as uow:
+            uow.queue.enqueue(dag, "start", days_ago(10))
+        purge(rt)
+        with rt.uow() as uow:
+            assert uow.session.scalars(select(Job)).all() == []
+            assert uow.session.scalars(select(JobEvent)).all() == []
+        for i in range(3):
+            assert not rt.storage.job_dir(f"{dag}-node{i}").exists()
+
+    def test_a_purged_job_answers_job_unknown_with_the_purged_text(self, rt: Runtime) -> None:
+        job_id = add_job(rt, "gone", "Done", created_days=9, updated_days=8)
+        purge(rt)
+        with rt.uow() as uow:
+            with pytest.raises(JobNotFoundError) as err:
+                job_for(uow, Principal(dn=ALICE), job_id)
+            tomb = SqlHousekeepingStore(uow.session).tombstone(job_id)
+        assert "or it has been purged" in str(err.value)
+        assert tomb is not None and tomb.owner_dn == ALICE and tomb.state == "Done"
+        assert "ended more than 7 days ago" in tomb.reason
+
+    def test_dry_run_removes_nothing(self, rt: Runtime) -> None:
+        job_id = add_job(rt, "old", "Aborted", created_days=9, updated_days=8)
+        report = purge(rt, dry_run=True)
+        assert [c.job_id for c in report.jobs] == [job_id] and report.dry_run
+        assert exists(rt, job_id) and rt.storage.job_dir(job_id).exists()
+
+    def test_a_job_that_changed_since_it_was_selected_stays(self, rt: Runtime) -> None:
+        job_id = add_job(rt, "raced", "Submitted", created_days=3)
+        later = utcnow() + dt.timedelta(days=30)  # everything is old from there
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            assert job is not None
+            uow.jobs.set_state(job, "Waiting", utcnow())
+        report = purge(rt, now=later)
+        assert report.jobs == [] and exists(rt, job_id)  # a live job is never forced
+
+
+class TestWorkDirs:
+    def test_leftover_work_dirs_of_gone_or_long_ended_jobs_are_removed(self, rt: Runtime) -> None:
+        root = Path(rt.settings.execution.work_dir)
+        root.mkdir(mode=0o755, exist_ok=True)
+        running = add_job(rt, "running", "Running", created_days=1)
+        ended = add_job(rt, "ended-long-ago", "Done", created_days=6, updated_days=5)
+        recent = add_job(rt, "ended-now", "Done", created_days=1, updated_days=0)
+        names = {job: to_filename(job) for job in (running, ended, recent, BASE + "vanished")}
+        (root / "lost+found").mkdir()  # not a job's: never touched
+        for name in names.values():
+            (root / name).mkdir()
+            (root / name / "std.out").write_text("x")
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(final_age=4 * 86400))
+        report = purge(rt, remove_work_dir=functools.partial(remove_work_dir, root))
+        assert set(report.work_dirs) == {names[ended], names[BASE + "vanished"]}
+        assert (root / names[running]).exists() and (root / names[recent]).exists()
+        assert not (root / names[BASE + "vanished"]).exists()
+        assert (root / "lost+found").exists()
+
+    def test_work_dir_names_map_back_to_job_ids(self) -> None:
+        job_id = "https://wms.example.org:9000/AbC-x_1"
+        assert job_id_of_work_dir(to_filename(job_id)) == job_id
+
+
+class TestCredentials:
+    def test_expired_unused_delegations_go_with_their_renewal_record(self, rt: Runtime) -> None:
+        now = utcnow()
+        with rt.uow() as uow:
+            for did, not_after in (("expired-unused", now - dt.timedelta(hours=1)),
+                                   ("expired-in-use", now - dt.timedelta(hours=1)),
+                                   ("valid", now + dt.timedelta(hours=5))):
+                delegation, _request = sealed_rows(rt.sealer, ALICE, did, not_after=not_after)
+                uow.session.add(delegation)
+                uow.session.add(ProxyRenewal(owner_dn=ALICE, delegation_id=did, myproxy_server="myproxy:7512",
+                                             created_at=now, updated_at=now, attempts=0, renewals=0))
+            uow.session.add(ProxyRenewal(owner_dn=ALICE, delegation_id="orphan", myproxy_server="myproxy:7512",
+                                         created_at=now, updated_at=now, attempts=0, renewals=0))
+        add_job(rt, "uses-expired", "Running", created_days=0.1, delegation_id="expired-in-use")
+        add_job(rt, "done-with-unused", "Done", created_days=1, delegation_id="expired-unused")
+        report = purge(rt)
+        assert report.delegations == [(ALICE, "expired-unused")]
+        assert report.renewals == [(ALICE, "orphan")]
+        with rt.uow() as uow:
+            assert sorted(uow.session.scalars(select(Delegation.delegation_id))) == ["expired-in-use", "valid"]
+            assert sorted(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["expired-in-use", "valid"]
+
+    def test_pending_requests_go_after_a_day(self, rt: Runtime) -> None:
+        with rt.uow() as uow:
+            for did, created in (("old", days_ago(1.1)), ("new", days_ago(0.5))):
+                _delegation, request = sealed_rows(rt.sealer, ALICE, did, request_created=created)
+                uow.session.add(request)
+        assert purge(rt, dry_run=True).requests == 1
+        assert purge(rt).requests == 1
+        with rt.uow() as uow:
+            assert list(uow.session.scalars(select(DelegationRequest.delegation_id))) == ["new"]
+
+    def test_old_tombstones_go(self, rt: Runtime) -> None:
+        job_id = add_job(rt, "gone", "Done", created_days=9, updated_days=8)
+        purge(rt)
+        report = purge(rt, now=utcnow() + dt.timedelta(days=91))
+        assert report.tombstones == 1
+        with rt.uow() as uow:
+            assert SqlHousekeepingStore(uow.session).tombstone(job_id) is None
+
+
+class TestWorkerTask:
+    def test_the_execution_worker_runs_the_purger_every_interval(self, rt: Runtime) -> None:
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        job_id = add_job(rt, "old", "Done", created_days=9, updated_days=8)
+        [task] = purge_tasks(rt)
+        assert task.interval == 21600
+        task.run()
+        assert not exists(rt, job_id)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(enabled=False))
+        assert purge_tasks(rt) == []

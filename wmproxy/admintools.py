@@ -1,0 +1,357 @@
+"""``wmproxy-admin`` commands for operators: ``jobs list`` / ``jobs show``, ``purge``,
+``stats`` and ``check`` (registered on the group in :mod:`wmproxy.admin`).
+
+Tables are printed with rich; ``--json`` prints one JSON document instead (times in UTC,
+ISO 8601; sizes in bytes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from wmproxy.config import ConfigError, Settings
+from wmproxy.domain import JobState, utcnow
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` → a timedelta.
+
+    Raises:
+        click.BadParameter: anything else.
+    """
+    match = _AGE.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r}: expected a number with an optional unit s, m, h, d or w (e.g. 7d)")
+    return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def _age(value: dt.datetime, now: dt.datetime) -> str:
+    seconds = int((now - value).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _runtime(settings: Settings) -> Any:
+    from wmproxy.services.runtime import Runtime
+
+    return Runtime.from_settings(settings)
+
+
+def _close(rt: Any) -> None:
+    bind = rt.session_factory.kw.get("bind")
+    if bind is not None:
+        bind.dispose()
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """List and show jobs."""
+
+
+@jobs.command("list")
+@click.option("--owner", default=None, metavar="DN", help="only jobs of this owner DN")
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState], case_sensitive=False),
+              help="only jobs in this state (repeatable)")
+@click.option("--older-than", default=None, metavar="AGE", help="registered more than AGE ago (e.g. 7d, 12h)")
+@click.option("--newer-than", default=None, metavar="AGE", help="registered less than AGE ago")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], older_than: str | None,
+              newer_than: str | None, limit: int, as_json: bool) -> None:
+    """Top-level jobs, newest first (nodes of a compound job: ``jobs show``)."""
+    from wmproxy.store.housekeeping import SqlHousekeepingStore
+
+    now = utcnow()
+    wanted = [next(s.value for s in JobState if s.value.lower() == st.lower()) for st in states]
+    rt = _runtime(settings)
+    try:
+        with rt.uow() as uow:
+            rows = SqlHousekeepingStore(uow.session).jobs(
+                owner_dn=owner, states=wanted, limit=limit,
+                older_than=now - parse_age(older_than) if older_than else None,
+                newer_than=now - parse_age(newer_than) if newer_than else None)
+            found = [{"id": j.id, "owner": j.owner_dn, "state": j.state, "created": _iso(j.created_at),
+                      "updated": _iso(j.updated_at), "age": _age(j.created_at, now), "destination": j.destination}
+                     for j in rows]
+    finally:
+        _close(rt)
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("job id", "owner", "state", "age", "updated")
+    for job in found:
+        table.add_row(job["id"], job["owner"], job["state"], job["age"], job["updated"])
+    Console().print(table)
+    click.echo(f"{len(found)} job(s)")
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def show_job(settings: Settings, job_id: str, as_json: bool) -> None:
+    """One job: owner, state, times, nodes and its state history (or when it was purged)."""
+    from wmproxy.store.housekeeping import SqlHousekeepingStore
+
+    rt = _runtime(settings)
+    try:
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            if job is None:
+                tomb = SqlHousekeepingStore(uow.session).tombstone(job_id)
+                if tomb is None:
+                    raise click.ClickException(f"no job {job_id} (never registered here, or purged long ago)")
+                data: dict[str, Any] = {"id": job_id, "owner": tomb.owner_dn, "state": tomb.state,
+                                        "purged": _iso(tomb.purged_at), "purge_reason": tomb.reason}
+            else:
+                data = {"id": job.id, "owner": job.owner_dn, "state": job.state, "exit_code": job.exit_code,
+                        "reason": job.reason, "delegation_id": job.delegation_id, "created": _iso(job.created_at),
+                        "updated": _iso(job.updated_at), "worker": job.worker, "local_account": job.local_account,
+                        "destination": job.destination, "sandbox_dir": job.sandbox_dir,
+                        "nodes": [{"id": n.id, "name": n.node_name, "state": n.state}
+                                  for n in uow.jobs.children(job.id)],
+                        "events": [{"at": _iso(e.at), "state": e.state, "reason": e.reason}
+                                   for e in uow.jobs.events(job.id)]}
+    finally:
+        _close(rt)
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(show_header=False)
+    for key, value in data.items():
+        if key in ("nodes", "events"):
+            continue
+        table.add_row(key, "" if value is None else str(value))
+    Console().print(table)
+    if data.get("nodes"):
+        nodes = Table("node", "name", "state", title="nodes")
+        for node in data["nodes"]:
+            nodes.add_row(node["id"], node["name"] or "", node["state"])
+        Console().print(nodes)
+    if data.get("events"):
+        events = Table("at", "state", "reason", title="history")
+        for event in data["events"]:
+            events.add_row(event["at"], event["state"], event["reason"] or "")
+        Console().print(events)
+
+
+# --- purge -----------------------------------------------------------------------------------
+
+
+def _work_dir_remover(settings: Settings) -> Callable[[str], None]:
+    from wmproxy.execution.identity import remove_work_dir
+
+    return functools.partial(remove_work_dir, Path(settings.execution.work_dir))
+
+
+def _print_purge(report: Any) -> None:
+    verb = "would purge" if report.dry_run else "purged"
+    table = Table("job id", "owner", "state", "rule", title=f"jobs ({verb})")
+    for job in report.jobs:
+        table.add_row(job.job_id, job.owner_dn, job.state, job.rule)
+    Console().print(table)
+    click.echo(f"{verb}: {len(report.jobs)} job(s), {len(report.work_dirs)} work dir(s), "
+               f"{len(report.delegations)} expired delegation(s), {len(report.renewals)} orphan renewal record(s), "
+               f"{report.requests} pending delegation request(s)")
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="only show what would be purged")
+@click.option("--yes", is_flag=True, help="purge without showing the dry run and asking first")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (with --dry-run or --yes)")
+@click.pass_obj
+def purge(settings: Settings, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Purge now with the [purge] policy: a dry run is shown first, then confirmed."""
+    from wmproxy.services.purge import purge as run_purge
+
+    rt = _runtime(settings)
+    try:
+        if not yes:
+            report = run_purge(rt, dry_run=True, remove_work_dir=_work_dir_remover(settings))
+            if as_json or dry_run:
+                _emit_purge(report, as_json)
+                return
+            _print_purge(report)
+            if report.empty or not click.confirm("Purge these now?"):
+                return
+        report = run_purge(rt, remove_work_dir=_work_dir_remover(settings))
+        _emit_purge(report, as_json)
+    finally:
+        _close(rt)
+    if report.errors:
+        raise SystemExit(1)
+
+
+def _emit_purge(report: Any, as_json: bool) -> None:
+    if not as_json:
+        _print_purge(report)
+        return
+    _print_json({"dry_run": report.dry_run, "errors": report.errors, "requests": report.requests,
+                 "jobs": [{"id": j.job_id, "owner": j.owner_dn, "state": j.state, "rule": j.rule} for j in report.jobs],
+                 "work_dirs": report.work_dirs, "delegations": [list(d) for d in report.delegations],
+                 "renewals": [list(r) for r in report.renewals]})
+
+
+# --- stats -----------------------------------------------------------------------------------
+
+
+def tree_bytes(top: Path) -> int:
+    """Bytes of the regular files under ``top`` (symlinks not followed; unreadable parts skipped)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(top, onerror=lambda _exc: None):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def stats(settings: Settings, as_json: bool) -> None:
+    """Jobs by state and owner, execution queue depth, disk used by sandboxes and work dirs."""
+    from wmproxy.store.housekeeping import SqlHousekeepingStore
+
+    rt = _runtime(settings)
+    try:
+        with rt.uow() as uow:
+            store = SqlHousekeepingStore(uow.session)
+            counts = store.counts_by_state_and_owner()
+            depth = store.queue_depth()
+    finally:
+        _close(rt)
+    by_state: dict[str, int] = {}
+    by_owner: dict[str, int] = {}
+    for state, owner, n in counts:
+        by_state[state] = by_state.get(state, 0) + n
+        by_owner[owner] = by_owner.get(owner, 0) + n
+    data = {"jobs_by_state": by_state, "jobs_by_owner": by_owner, "queue_depth": depth,
+            "sandbox_bytes": tree_bytes(Path(settings.sandbox.root) / settings.sandbox.dir_name),
+            "work_dir_bytes": tree_bytes(Path(settings.execution.work_dir))}
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("state", "jobs", title="jobs by state")
+    for state, n in sorted(by_state.items()):
+        table.add_row(state, str(n))
+    Console().print(table)
+    owners = Table("owner", "jobs", title="jobs by owner")
+    for owner, n in sorted(by_owner.items(), key=lambda item: -item[1]):
+        owners.add_row(owner, str(n))
+    Console().print(owners)
+    click.echo(f"queue depth: {depth}\nsandboxes: {data['sandbox_bytes']} bytes\n"
+               f"work dirs: {data['work_dir_bytes']} bytes")
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+def check_ca_dir(ca_dir: str, now: dt.datetime | None = None) -> list[str]:
+    """Problems of a grid CA directory: missing, no ``<hash>.N`` CA file, a CRL
+    (``<hash>.rN``) unreadable or past its nextUpdate. Empty when fine."""
+    from cryptography import x509
+
+    now = now or utcnow()
+    try:
+        names = sorted(os.listdir(ca_dir))
+    except OSError as exc:
+        return [f"CA directory {ca_dir}: {exc.strerror or exc}"]
+    problems = []
+    if not any(re.fullmatch(r"[0-9a-f]{8}\.\d+", n) for n in names):
+        problems.append(f"CA directory {ca_dir}: no CA certificate (<hash>.0)")
+    for name in names:
+        if not re.fullmatch(r"[0-9a-f]{8}\.r\d+", name):
+            continue
+        try:
+            crl = x509.load_pem_x509_crl(Path(ca_dir, name).read_bytes())
+        except (OSError, ValueError) as exc:
+            problems.append(f"CRL {name}: unreadable ({exc})")
+            continue
+        next_update = crl.next_update_utc
+        if next_update is not None and next_update < now:
+            problems.append(f"CRL {name}: expired at {_iso(next_update)} (run fetch-crl)")
+    return problems
+
+
+def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
+    from wmproxy.security.filemodes import check_private_files
+    from wmproxy.services.storekey import check_schema, check_store_key
+
+    def modes() -> str:
+        check_private_files(settings)
+        return "store key and database are private (0600)"
+
+    def schema() -> str:
+        check_schema(settings)
+        return "current"
+
+    def key() -> str:
+        return check_store_key(settings)
+
+    def ca() -> str:
+        problems = check_ca_dir(settings.security.ca_dir)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return f"{settings.security.ca_dir}: CA certificates present, CRLs fresh"
+
+    return [("configuration", lambda: "loads"), ("file modes", modes), ("schema", schema),
+            ("store key", key), ("CA directory", ca)]
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def check(settings: Settings, as_json: bool) -> None:
+    """Check configuration, file modes, schema, store key and CA directory; exit 1 on a problem."""
+    results = []
+    for name, run in _checks(settings):
+        try:
+            results.append((name, True, run()))
+        except (ConfigError, OSError, ValueError) as exc:
+            results.append((name, False, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is unreachable: a finding, not a crash
+            results.append((name, False, f"{type(exc).__name__}: {exc}"))
+    if as_json:
+        _print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in results])
+    else:
+        table = Table("check", "result", "detail")
+        for name, ok, detail in results:
+            table.add_row(name, "ok" if ok else "PROBLEM", detail)
+        Console(width=200).print(table)
+    if not all(ok for _n, ok, _d in results):
+        raise SystemExit(1)

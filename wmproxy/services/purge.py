@@ -1,0 +1,204 @@
+"""Lifecycle: the purger removes what the service no longer needs (the reference's
+``glite-wms-purgeStorage.sh`` and its forced Sunday run, CREAM's purge of REGISTERED jobs,
+the proxy cache purge).
+
+One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md §1.5):
+
+* **jobs** (a compound job with its nodes), oldest first, at most ``batch`` per pass:
+  ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
+  ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
+  interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
+  ``forced`` — registered ``forced_age`` ago (15 days), whatever the state, except a job a
+  worker is running (Waiting, Ready, Scheduled, Running: its worker owns its processes;
+  it is purged once it has ended). Each removal deletes the sandbox area, the row, the
+  nodes, events, queue entries and ACL, logs one line and leaves a tombstone
+  (``purged_jobs``), so the job id answers JobUnknownFault "... or it has been purged";
+* **work dirs** under ``[execution] work_dir`` whose job is gone, or ended ``final_age``
+  ago (left by a crash), when the caller can remove them (the execution worker);
+* **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
+  renewal records; renewal records whose delegation is gone;
+* **pending delegation requests** older than ``request_age``;
+* **tombstones** older than ``tombstone_age`` (0: kept).
+
+Several workers may run it at once: each job is removed under its row lock, and
+removing what is already gone is not an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
+from wmproxy.errors import InvalidArgumentError, WMProxyError
+from wmproxy.services.runtime import Runtime
+from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
+
+log = logging.getLogger(__name__)
+
+#: Why each rule purges, as logged and kept in the tombstone.
+RULE_REASONS = {
+    "final": "ended more than {final_age} ago",
+    "registered": "registered more than {registered_age} ago and never started",
+    "forced": "registered more than {forced_age} ago (forced purge)",
+}
+
+RemoveWorkDir = Callable[[str], None]
+
+_ESCAPE = re.compile(r"_([0-9a-f]{2})")
+
+
+def job_id_of_work_dir(name: str) -> str:
+    """The job id a work dir is named after (inverse of :func:`wmproxy.domain.to_filename`)."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _is_job_dir(name: str) -> bool:
+    job_id = job_id_of_work_dir(name)
+    if to_filename(job_id) != name:
+        return False
+    try:
+        parse_job_id(job_id)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
+
+
+@dataclass
+class PurgeReport:
+    """What one pass removed (or, in a dry run, would remove)."""
+
+    dry_run: bool
+    jobs: list[PurgeCandidate] = field(default_factory=list)
+    work_dirs: list[str] = field(default_factory=list)
+    delegations: list[tuple[str, str]] = field(default_factory=list)
+    renewals: list[tuple[str, str]] = field(default_factory=list)
+    requests: int = 0
+    tombstones: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.jobs or self.work_dirs or self.delegations or self.renewals or self.requests
+                    or self.tombstones)
+
+
+def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
+          remove_work_dir: RemoveWorkDir | None = None) -> PurgeReport:
+    """One purge pass with ``rt.settings.purge`` (see the module doc).
+
+    Args:
+        rt: the process runtime.
+        dry_run: only report what would go.
+        now: the time to measure ages from (UTC; default now).
+        remove_work_dir: removes ``<work root>/<name>`` (the execution worker's
+            ``identity.remove_work_dir``); None leaves work dirs alone.
+
+    Returns:
+        The report; a failure on one item is in ``errors`` and the pass goes on.
+    """
+    policy = rt.settings.purge
+    now = now or utcnow()
+    report = PurgeReport(dry_run=dry_run)
+    reasons = {rule: text.format(final_age=_span(policy.final_age), registered_age=_span(policy.registered_age),
+                                 forced_age=_span(policy.forced_age)) for rule, text in RULE_REASONS.items()}
+    final_before = now - dt.timedelta(seconds=policy.final_age)
+    with rt.uow() as uow:
+        store = SqlHousekeepingStore(uow.session)
+        candidates = store.purge_candidates(
+            final_states=[s.value for s in FINAL_STATES], final_before=final_before,
+            forced_before=now - dt.timedelta(seconds=policy.forced_age), registered_state=JobState.SUBMITTED.value,
+            registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch)
+    active = {s.value for s in ACTIVE_STATES}
+    for candidate in candidates:
+        if candidate.rule == "forced" and candidate.state in active:
+            continue
+        if dry_run:
+            report.jobs.append(candidate)
+            continue
+        try:
+            if _purge_job(rt, candidate, reasons[candidate.rule], now):
+                report.jobs.append(candidate)
+        except (WMProxyError, OSError) as exc:
+            report.errors.append(f"job {candidate.job_id}: {exc}")
+            log.warning("purge of job %s failed: %s", candidate.job_id, exc)
+    if remove_work_dir is not None:
+        _purge_work_dirs(rt, report, final_before, remove_work_dir)
+    _purge_credentials(rt, report, now)
+    return report
+
+
+def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.datetime) -> bool:
+    with rt.uow() as uow:
+        store = SqlHousekeepingStore(uow.session)
+        job = store.lock_job(candidate.job_id)
+        if job is None or job.state != candidate.state:  # gone, or changed since it was selected
+            return False
+        ids = store.remove_job(job, f"{candidate.state}: {reason}", now)
+        for job_id in ids:
+            rt.storage.remove_job_area(job_id)
+    log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
+             candidate.state, reason, len(ids) - 1)
+    return True
+
+
+def _purge_work_dirs(rt: Runtime, report: PurgeReport, final_before: dt.datetime,
+                     remove_work_dir: RemoveWorkDir) -> None:
+    root = Path(rt.settings.execution.work_dir)
+    try:
+        names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return
+    final = {s.value for s in FINAL_STATES}
+    names = [name for name in names if _is_job_dir(name)]  # nothing else in the work root is the purger's
+    with rt.uow() as uow:
+        jobs = {name: uow.jobs.get(job_id_of_work_dir(name)) for name in names}
+    for name, job in jobs.items():
+        if job is not None and not (job.state in final and job.updated_at < final_before):
+            continue
+        if report.dry_run:
+            report.work_dirs.append(name)
+            continue
+        try:
+            remove_work_dir(name)
+        except (WMProxyError, OSError) as exc:
+            report.errors.append(f"work dir {name}: {exc}")
+            log.warning("purge of work dir %s failed: %s", name, exc)
+            continue
+        report.work_dirs.append(name)
+        log.info("purged work dir %s (%s)", root / name, "job gone" if job is None else f"job {job.state}")
+
+
+def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> None:
+    policy = rt.settings.purge
+    unfinished = [s.value for s in JobState if s not in FINAL_STATES]
+    requests_before = now - dt.timedelta(seconds=policy.request_age)
+    with rt.uow() as uow:
+        store = SqlHousekeepingStore(uow.session)
+        report.delegations = store.unused_expired_delegations(
+            now - dt.timedelta(seconds=policy.delegation_grace), unfinished, limit=policy.batch)
+        report.renewals = store.orphan_renewals()
+        if report.dry_run:
+            report.requests = len(store.stale_requests(requests_before))
+            return
+        for dn, delegation_id in report.delegations:
+            store.remove_delegation(dn, delegation_id)
+            log.info("purged expired delegation %s of %s (and its renewal record)", delegation_id, dn)
+        for dn, delegation_id in report.renewals:
+            store.remove_renewal(dn, delegation_id)
+            log.info("purged renewal record of %s of %s (delegation gone)", delegation_id, dn)
+        report.requests = store.remove_requests(requests_before)
+        if report.requests:
+            log.info("purged %d pending delegation request(s) older than %s", report.requests,
+                     _span(policy.request_age))
+        if policy.tombstone_age:
+            report.tombstones = store.tombstones_before(now - dt.timedelta(seconds=policy.tombstone_age))

@@ -1,0 +1,205 @@
+"""Repository of the deployment's shared facts (``service_meta``), of the sealed columns
+(for a key rotation) and of what the purger removes (``wmproxy.services.purge``).
+
+Knows tables, not policy: the callers give the cut-off times and the states.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, exists, func, not_, or_, select
+from sqlalchemy.orm import Session
+
+from wmproxy.store.schema import (
+    Delegation,
+    DelegationRequest,
+    ExecutionRequest,
+    Job,
+    ProxyRenewal,
+    PurgedJob,
+    ServiceMeta,
+)
+
+#: ``service_meta`` name of the store key's fingerprint.
+STORE_KEY_FINGERPRINT = "store_key_fingerprint"
+
+
+@dataclass(frozen=True)
+class PurgeCandidate:
+    """A top-level job the purger may remove, and the rule that selected it."""
+
+    job_id: str
+    owner_dn: str
+    state: str
+    updated_at: dt.datetime
+    rule: str
+
+
+class SqlHousekeepingStore:
+    """``service_meta``, the sealed columns, purge candidates and tombstones."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # --- service_meta ---
+
+    def meta(self, name: str) -> str | None:
+        row = self.session.get(ServiceMeta, name)
+        return None if row is None else row.value
+
+    def put_meta(self, name: str, value: str, now: dt.datetime) -> None:
+        """Insert or replace ``name``; row-locked so two writers serialise."""
+        row = self.session.scalars(select(ServiceMeta).where(ServiceMeta.name == name).with_for_update()).one_or_none()
+        if row is None:
+            self.session.add(ServiceMeta(name=name, value=value, updated_at=now))
+        else:
+            row.value, row.updated_at = value, now
+        self.session.flush()
+
+    # --- sealed columns ---
+
+    def sealed_count(self) -> int:
+        """How many rows hold a sealed secret (delegations plus pending requests)."""
+        return (self.session.scalar(select(func.count()).select_from(Delegation)) or 0) + (
+            self.session.scalar(select(func.count()).select_from(DelegationRequest)) or 0)
+
+    def any_sealed(self) -> bytes | None:
+        """One sealed token (to test a key against), None when none is stored."""
+        token = self.session.scalar(select(Delegation.sealed_proxy).limit(1))
+        return token if token is not None else self.session.scalar(select(DelegationRequest.sealed_key).limit(1))
+
+    def sealed_rows_locked(self) -> tuple[Sequence[Delegation], Sequence[DelegationRequest]]:
+        """Every delegation and pending request, locked until the end of the transaction."""
+        delegations = self.session.scalars(select(Delegation).order_by(Delegation.id).with_for_update()).all()
+        requests = self.session.scalars(
+            select(DelegationRequest).order_by(DelegationRequest.id).with_for_update()).all()
+        return delegations, requests
+
+    # --- purge candidates ---
+
+    def purge_candidates(self, *, final_states: Iterable[str], final_before: dt.datetime,
+                         forced_before: dt.datetime, registered_state: str,
+                         registered_before: dt.datetime, limit: int) -> list[PurgeCandidate]:
+        """Top-level jobs (nodes go with their parent) to purge, oldest first:
+
+        * ``final``: in ``final_states`` and last changed before ``final_before``;
+        * ``registered``: in ``registered_state`` (never started) and registered before
+          ``registered_before``;
+        * ``forced``: created before ``forced_before``, whatever the state.
+        """
+        final = and_(Job.state.in_(list(final_states)), Job.updated_at < final_before)
+        registered = and_(Job.state == registered_state, Job.created_at < registered_before)
+        forced = Job.created_at < forced_before
+        stmt = (select(Job.id, Job.owner_dn, Job.state, Job.updated_at, Job.created_at)
+                .where(Job.parent_id.is_(None), or_(final, registered, forced))
+                .order_by(Job.updated_at).limit(limit))
+        out = []
+        for job_id, owner, state, updated, created in self.session.execute(stmt).all():
+            if state in set(final_states) and updated < final_before:
+                rule = "final"
+            elif state == registered_state and created < registered_before:
+                rule = "registered"
+            else:
+                rule = "forced"
+            out.append(PurgeCandidate(job_id, owner, state, updated, rule))
+        return out
+
+    def lock_job(self, job_id: str) -> Job | None:
+        """The job row, locked (NOWAIT on PostgreSQL is not used: a purge can wait)."""
+        return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+
+    def node_ids(self, parent_id: str) -> list[str]:
+        return list(self.session.scalars(select(Job.id).where(Job.parent_id == parent_id)).all())
+
+    def remove_job(self, job: Job, reason: str, now: dt.datetime) -> list[str]:
+        """Delete the job, its nodes and (by cascade) their events, queue entries, ACL and
+        dependencies; leave a tombstone for each. Returns the ids removed (nodes first)."""
+        ids = [*self.node_ids(job.id), job.id]
+        for job_id in ids:
+            self.session.merge(PurgedJob(job_id=job_id, owner_dn=job.owner_dn, state=job.state, reason=reason,
+                                         purged_at=now))
+        self.session.execute(delete(ExecutionRequest).where(ExecutionRequest.job_id.in_(ids)))
+        self.session.execute(delete(Job).where(Job.parent_id == job.id))
+        self.session.execute(delete(Job).where(Job.id == job.id))
+        self.session.flush()
+        return ids
+
+    def tombstone(self, job_id: str) -> PurgedJob | None:
+        return self.session.get(PurgedJob, job_id)
+
+    def tombstones_before(self, before: dt.datetime) -> int:
+        """Delete tombstones older than ``before``; returns how many went."""
+        result = self.session.execute(delete(PurgedJob).where(PurgedJob.purged_at < before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def job_exists(self, job_id: str) -> bool:
+        return bool(self.session.scalar(select(exists().where(Job.id == job_id))))
+
+    # --- credentials ---
+
+    def unused_expired_delegations(self, expired_before: dt.datetime, live_states: Iterable[str],
+                                   limit: int) -> list[tuple[str, str]]:
+        """(DN, id) of delegations that expired before ``expired_before`` and no job in
+        ``live_states`` uses."""
+        used = exists().where(Job.owner_dn == Delegation.owner_dn, Job.delegation_id == Delegation.delegation_id,
+                              Job.state.in_(list(live_states)))
+        stmt = (select(Delegation.owner_dn, Delegation.delegation_id)
+                .where(Delegation.not_after < expired_before, not_(used)).limit(limit))
+        return [(dn, did) for dn, did in self.session.execute(stmt).all()]
+
+    def remove_delegation(self, owner_dn: str, delegation_id: str) -> None:
+        """Delete the delegation of (DN, id) and its renewal record."""
+        self.session.execute(delete(Delegation).where(Delegation.owner_dn == owner_dn,
+                                                      Delegation.delegation_id == delegation_id))
+        self.session.execute(delete(ProxyRenewal).where(ProxyRenewal.owner_dn == owner_dn,
+                                                        ProxyRenewal.delegation_id == delegation_id))
+
+    def stale_requests(self, created_before: dt.datetime) -> list[tuple[str, str]]:
+        """(DN, id) of pending delegation requests created before ``created_before``."""
+        stmt = select(DelegationRequest.owner_dn, DelegationRequest.delegation_id).where(
+            DelegationRequest.created_at < created_before)
+        return [(dn, did) for dn, did in self.session.execute(stmt).all()]
+
+    def remove_requests(self, created_before: dt.datetime) -> int:
+        result = self.session.execute(delete(DelegationRequest).where(DelegationRequest.created_at < created_before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def orphan_renewals(self) -> list[tuple[str, str]]:
+        """(DN, id) of renewal records whose delegation is gone."""
+        has_delegation = exists().where(Delegation.owner_dn == ProxyRenewal.owner_dn,
+                                        Delegation.delegation_id == ProxyRenewal.delegation_id)
+        stmt = select(ProxyRenewal.owner_dn, ProxyRenewal.delegation_id).where(not_(has_delegation))
+        return [(dn, did) for dn, did in self.session.execute(stmt).all()]
+
+    def remove_renewal(self, owner_dn: str, delegation_id: str) -> None:
+        self.session.execute(delete(ProxyRenewal).where(ProxyRenewal.owner_dn == owner_dn,
+                                                        ProxyRenewal.delegation_id == delegation_id))
+
+    # --- what an operator sees ---
+
+    def jobs(self, *, owner_dn: str | None = None, states: Sequence[str] = (), older_than: dt.datetime | None = None,
+             newer_than: dt.datetime | None = None, limit: int = 1000) -> Sequence[Job]:
+        """Top-level jobs, newest first, filtered by owner DN, states and creation time."""
+        stmt = select(Job).where(Job.parent_id.is_(None))
+        if owner_dn:
+            stmt = stmt.where(Job.owner_dn == owner_dn)
+        if states:
+            stmt = stmt.where(Job.state.in_(list(states)))
+        if older_than is not None:
+            stmt = stmt.where(Job.created_at < older_than)
+        if newer_than is not None:
+            stmt = stmt.where(Job.created_at >= newer_than)
+        return self.session.scalars(stmt.order_by(Job.created_at.desc()).limit(limit)).all()
+
+    def counts_by_state_and_owner(self) -> list[tuple[str, str, int]]:
+        """(state, owner DN, count) of every job and node."""
+        stmt = select(Job.state, Job.owner_dn, func.count()).group_by(Job.state, Job.owner_dn).order_by(Job.state)
+        return [(state, owner, int(n)) for state, owner, n in self.session.execute(stmt).all()]
+
+    def queue_depth(self) -> int:
+        """Execution requests not done yet."""
+        return self.session.scalar(
+            select(func.count()).select_from(ExecutionRequest).where(ExecutionRequest.done_at.is_(None))) or 0
