@@ -35,7 +35,8 @@ from wmproxy.services.load import check_load
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.delegation_ports import Delegation1Port, Delegation2Port
 from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
-from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, SOAP_ENV, WMPROXY
+from wmproxy.soap.inspection_port import InspectionPort
+from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, INSPECTION, SOAP_ENV, WMPROXY
 from wmproxy.soap.request import MalformedRequestError, check_request, read_body
 from wmproxy.soap.wmproxy_port import WMProxyPort
 
@@ -98,6 +99,7 @@ class SoapDispatcher:
             WMPROXY: _Port(WMProxyPort, WMPROXY, spyne_bytes),
             DELEGATION_1: _Port(Delegation1Port, DELEGATION_1, spyne_bytes),
             DELEGATION_2: _Port(Delegation2Port, DELEGATION_2, spyne_bytes),
+            INSPECTION: _Port(InspectionPort, INSPECTION, spyne_bytes),
         }
         self.operations = {
             ns: {key.partition("}")[2] for key in port.app.interface.service_method_map}
