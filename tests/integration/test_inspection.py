@@ -59,11 +59,18 @@ def dep(inspection_deployment: tuple[Deployment, str]) -> Deployment:
     return deployment
 
 
-def submit(dep: Deployment, tmp_path: Path, script: str, name: str = "job") -> str:
+@pytest.fixture(scope="module")
+def requirements() -> str:
+    """The JDL Requirements of the jobs inspected (the Slurm tests send them to a Slurm CE)."""
+    return "true"
+
+
+def submit(dep: Deployment, tmp_path: Path, script: str, name: str = "job", requirements: str = "true") -> str:
+    """Submit ``script`` (a shell script, the job's executable) through the CLI; the job id."""
     (tmp_path / f"{name}.sh").write_text(script)
     (tmp_path / f"{name}.jdl").write_text(
         f'[ Executable = "{name}.sh"; InputSandbox = {{"{name}.sh"}}; StdOutput = "std.out";\n'
-        '  RetryCount = 0; ShallowRetryCount = 0; ]\n')
+        f'  RetryCount = 0; ShallowRetryCount = 0; Requirements = {requirements}; ]\n')
     ids = tmp_path / f"{name}.ids"
     rc, _out, err = run_cli(dep, "submit", "-d", "insp", "-o", str(ids), str(tmp_path / f"{name}.jdl"))
     assert rc == 0, err
@@ -71,8 +78,8 @@ def submit(dep: Deployment, tmp_path: Path, script: str, name: str = "job") -> s
 
 
 @pytest.fixture(scope="module")
-def running_job(dep: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    job_id = submit(dep, tmp_path_factory.mktemp("long"), LONG_JOB)
+def running_job(dep: Deployment, requirements: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    job_id = submit(dep, tmp_path_factory.mktemp("long"), LONG_JOB, requirements=requirements)
     wait_for_cli_status(dep, job_id, ("Running",))
     yield job_id
     run_cli(dep, "cancel", job_id)
@@ -150,8 +157,8 @@ def test_site_allow_list(dep: Deployment, running_job: str) -> None:
     assert rc == 1 and "not allowed" in err
 
 
-def test_ended_job_answers_at_once_with_its_final_state(dep: Deployment, tmp_path: Path) -> None:
-    job_id = submit(dep, tmp_path, "#!/bin/sh\nexit 0\n", "short")
+def test_ended_job_answers_at_once_with_its_final_state(dep: Deployment, requirements: str, tmp_path: Path) -> None:
+    job_id = submit(dep, tmp_path, "#!/bin/sh\nexit 0\n", "short", requirements)
     wait_for_cli_status(dep, job_id, ("Done", "Aborted"))
     rc, out, err = inspect(dep, job_id, "ls")
     assert rc == 1
@@ -180,10 +187,11 @@ def _is_wrapper_of(pid: int, work_dir: str) -> bool:
     return any(w.endswith("/jobwrapper.py") for w in words) and any(w.endswith("/" + work_dir) for w in words)
 
 
-def test_wrapper_killed_mid_request_ends_the_ask_with_an_error(dep: Deployment, tmp_path: Path) -> None:
+def test_wrapper_killed_mid_request_ends_the_ask_with_an_error(dep: Deployment, requirements: str,
+                                                              tmp_path: Path) -> None:
     from wmproxy.domain import to_filename
 
-    job_id = submit(dep, tmp_path, LONG_JOB, "victim")
+    job_id = submit(dep, tmp_path, LONG_JOB, "victim", requirements)
     wait_for_cli_status(dep, job_id, ("Running",))
     work_dir = to_filename(job_id)
     env = dict(dep.env, GLITE_WMS_WMPROXY_ENDPOINT=dep.endpoint)
