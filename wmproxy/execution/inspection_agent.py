@@ -76,6 +76,7 @@ class Agent:
         self.env = {k: v for k, v in environ.items() if k not in AGENT_VARIABLES}
         self.parent = os.getppid()
         self.stopping = False
+        self.busy = False  # running a command (SIGTERM then waits for it to be killed)
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, capath=environ.get("WMPROXY_INSPECTION_CA_DIR"))
         context.load_cert_chain(environ["X509_USER_PROXY"])
         self.context = context
@@ -176,12 +177,23 @@ class Agent:
                     truncated = True
                 chunks.append(data[:max(room, 0)])
                 kept += min(len(data), max(room, 0))
-        _kill_group(process.pid)
+        if not timed_out and not self.stopping:
+            timed_out = not self._exited(process.pid, deadline)
+        _kill_group(process.pid)  # what the command left behind; the leader, exited, still holds the group id
         stream.close()
         process.wait()
         if self.stopping or not self._parent_alive():
             raise _StopError("the job wrapper ended while a command was running")
         return b"".join(chunks), truncated, timed_out
+
+    def _exited(self, pid: int, deadline: float) -> bool:
+        """Wait (without reaping it) until ``pid`` has exited; False at ``deadline``."""
+        while True:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            if time.monotonic() >= deadline or self.stopping or not self._parent_alive():
+                return False
+            time.sleep(min(TICK / 4, max(0.0, deadline - time.monotonic())))
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -204,7 +216,12 @@ class Agent:
                 task = self.next_task()
                 failures = 0
                 if task is not None:
-                    self.post(str(task["request"]), self.run(task))
+                    self.busy = True
+                    try:
+                        outcome = self.run(task)
+                    finally:
+                        self.busy = False
+                    self.post(str(task["request"]), outcome)
             except _StopError as exc:
                 _log(f"stopping: {exc}")
                 return 0
@@ -236,9 +253,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def stop(_signum: int, _frame: object) -> None:
         agent.stopping = True
+        if not agent.busy:  # waiting on the service: leave at once (a running command is killed first)
+            raise _StopError("SIGTERM")
 
     signal.signal(signal.SIGTERM, stop)
-    return agent.loop()
+    try:
+        return agent.loop()
+    except _StopError:
+        return 0
 
 
 if __name__ == "__main__":
