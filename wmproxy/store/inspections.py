@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text, select
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from wmproxy.store.schema import Base, JobEvent, UTCDateTime
@@ -29,15 +29,15 @@ class InspectionRequest(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     requester_dn: Mapped[str] = mapped_column(String(512))
     argv: Mapped[str] = mapped_column(Text)  # JSON list of strings
-    time_limit: Mapped[float] = mapped_column()  # seconds
+    time_limit: Mapped[float] = mapped_column(Float())  # seconds
     output_cap: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))  # bytes
     state: Mapped[str] = mapped_column(String(16), index=True)
     asked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     exit_code: Mapped[int | None] = mapped_column(Integer)
-    timed_out: Mapped[bool] = mapped_column(default=False)
-    truncated: Mapped[bool] = mapped_column(default=False)
+    timed_out: Mapped[bool] = mapped_column(Boolean(), default=False)
+    truncated: Mapped[bool] = mapped_column(Boolean(), default=False)
     output: Mapped[bytes | None] = mapped_column(LargeBinary)  # at most output_cap bytes
     message: Mapped[str | None] = mapped_column(Text)  # why it failed, or the ended job's state
 
