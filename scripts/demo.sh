@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The wmproxy demo: a throwaway PKI, the service (gunicorn over TLS) and a worker on a
-# SQLite database, and a real job submitted, followed and retrieved with the CLI.
+# SQLite database, and a real job submitted, followed and retrieved with the CLI. While the
+# job runs, the demo inspects it (wmproxy inspect: ps and tail run inside the job, as its
+# account, through the job's agent; docs/inspection.md); the job waits for that.
 # Fails (non-zero) if any step fails; stops every process it started.
 #
 # --long (make demo DEMO_ARGS=--long): a job that outlives its delegated proxy. A real
