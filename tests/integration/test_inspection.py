@@ -147,6 +147,17 @@ def test_another_user_is_refused_until_granted(dep: Deployment, pki: Pki, runnin
     assert out.startswith("/")
 
 
+def test_a_limited_proxy_cannot_inspect(dep: Deployment, pki: Pki, running_job: str, tmp_path: Path) -> None:
+    from wmproxy.security.proxy import credential_pem, make_proxy
+
+    limited = tmp_path / "limited.pem"
+    limited.write_bytes(credential_pem(make_proxy(pki.users["alice"].credential, lifetime=3600, limited=True)))
+    limited.chmod(0o600)
+    rc, _out, err = inspect(dep, running_job, "pwd", proxy=limited)
+    assert rc == 1
+    assert "Error - AuthorizationFault: Authorization error: a limited proxy cannot inspect jobs" in err
+
+
 def test_site_allow_list(dep: Deployment, running_job: str) -> None:
     rc, _out, err = inspect(dep, running_job, "cat", "out.log")
     assert rc == 1

@@ -34,8 +34,9 @@ from pathlib import Path
 
 from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal
-from wmproxy.errors import AuthorizationError, InvalidArgumentError, OperationNotAllowedError
+from wmproxy.errors import AuthorizationError, InvalidArgumentError, LimitedProxyError, OperationNotAllowedError
 from wmproxy.services.access import job_for
+from wmproxy.services.authz import is_limited
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.inspections import (
@@ -190,11 +191,15 @@ def ask(rt: Runtime, principal: Principal, job_id: str, argv: list[str], time_li
         InvalidArgumentError: malformed job id or command, a negative time limit.
         JobNotFoundError: no such job.
         AuthorizationError: neither the owner nor in the job's ACL.
+        LimitedProxyError: a limited proxy (it grants data access only; a command runs in the job).
         OperationNotAllowedError: inspection off, program not allowed, a compound job, or
             a job that has not started running yet.
     """
     conf = rt.settings.inspection
     command = check_command(rt.settings, argv)
+    if is_limited(principal):
+        raise LimitedProxyError("Authorization error: a limited proxy cannot inspect jobs (inspectJob); "
+                                "limited proxies grant data access only")
     if time_limit is not None and time_limit < 0:
         raise InvalidArgumentError("Invalid Argument: negative inspection time limit")
     limit = conf.time_limit if not time_limit else min(float(time_limit), conf.time_limit)
