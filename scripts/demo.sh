@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The wmproxy demo: a throwaway PKI, the service (gunicorn over TLS) and a worker on a
-# SQLite database, and a real job submitted, followed and retrieved with the CLI.
+# SQLite database, and a real job submitted, followed and retrieved with the CLI. While the
+# job runs, the demo inspects it (wmproxy inspect: ps and tail run inside the job, as its
+# account, through the job's agent; docs/inspection.md); the job waits for that.
 # Fails (non-zero) if any step fails; stops every process it started.
 #
 # --long (make demo DEMO_ARGS=--long): a job that outlives its delegated proxy. A real
@@ -192,6 +194,9 @@ echo "proxy: $X509_USER_PROXY"
 echo "words in data.txt: $(wc -w < data.txt)"
 sort data.txt > sorted.txt
 echo "greeting: $GREETING"
+# lasts until the demo has inspected it (wmproxy inspect) and left a release file, 120 s at most
+i=0
+while [ ! -e release ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
 SH
 printf 'grid\nproxy\ndelegation\nsandbox\n' > "$JOB/data.txt"
 cat > "$JOB/analyse.jdl" <<'JDL'
@@ -260,8 +265,30 @@ START=$(date +%s.%N)
 "$BIN/wmproxy" submit -d demo -o "$STATE/jobid.txt" "$JOB/analyse.jdl"
 JOBID=$(tail -n 1 "$STATE/jobid.txt")
 
-step "Following the job"
+step "Following the job until it runs"
 last=""
+for _ in $(seq 1 600); do
+    status=$("$BIN/wmproxy" status --json "$JOBID" | "$BIN/python" -c \
+        'import json,sys; print(next(iter(json.load(sys.stdin).values()))["Current Status"])')
+    if [[ "$status" != "$last" ]]; then
+        printf '%s  %s\n' "$(date +%H:%M:%S.%N | cut -c1-12)" "$status"
+        last=$status
+    fi
+    case "$status" in Running*|Done*|Aborted*|Cancelled*|Cleared*) break ;; esac
+    sleep 0.2
+done
+[[ "$last" == Running* ]] || { echo "the job did not run: $last" >&2; exit 1; }
+
+step "wmproxy inspect $JOBID -- ps -o pid,etime,rss,args  (run inside the running job, as its account)"
+"$BIN/wmproxy" inspect "$JOBID" -- ps -o pid,etime,rss,args
+step "wmproxy inspect $JOBID -- tail -n 5 std.out"
+"$BIN/wmproxy" inspect "$JOBID" -- tail -n 5 std.out
+if [[ $LONG == 0 ]]; then
+    WORK_DIR=$STATE/work/$("$BIN/python" -c 'import sys; from wmproxy.domain import to_filename; print(to_filename(sys.argv[1]))' "$JOBID")
+    touch "$WORK_DIR/release"  # the job may end now
+fi
+
+step "Following the job"
 for _ in $(seq 1 600); do
     status=$("$BIN/wmproxy" status --json "$JOBID" | "$BIN/python" -c \
         'import json,sys; print(next(iter(json.load(sys.stdin).values()))["Current Status"])')

@@ -561,6 +561,44 @@ class PurgeSettings:
 
 
 @dataclass(frozen=True)
+class InspectionSettings:
+    """Live inspection of running jobs (``[inspection]`` section; ``docs/inspection.md``).
+
+    Attributes:
+        mode: ``off`` (refused), ``allow-list`` (only ``allowed_commands``) or ``any``.
+        allowed_commands: comma-separated program names (no ``/``) a user may run in a
+            job with ``mode = allow-list``; matched against the command's first word.
+        time_limit: seconds one inspection command may run at most (the user may ask less).
+        output_cap: bytes of a command's output (stdout and stderr merged) kept at most.
+        pickup_timeout: seconds a request may wait for the job's agent to take it before
+            it fails ("the job did not pick up the request").
+
+    Raises:
+        ConfigError: an unknown mode, a non-positive limit, cap or timeout, or a
+            command name with ``/``.
+    """
+
+    mode: str = "allow-list"
+    allowed_commands: str = "ps,ls,tail,head,cat,df,du,free,uptime,pwd,wc,pstree"
+    time_limit: float = 30.0
+    output_cap: int = 64 * 1024
+    pickup_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("off", "allow-list", "any"):
+            raise ConfigError(f"[inspection] mode: expected off, allow-list or any, not {self.mode!r}")
+        if min(self.time_limit, self.output_cap, self.pickup_timeout) <= 0:
+            raise ConfigError("[inspection] time_limit, output_cap and pickup_timeout: must be positive")
+        if any("/" in name for name in self.commands):
+            raise ConfigError("[inspection] allowed_commands: program names, without /")
+
+    @property
+    def commands(self) -> frozenset[str]:
+        """``allowed_commands`` as a set of names."""
+        return frozenset(name.strip() for name in self.allowed_commands.split(",") if name.strip())
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -575,6 +613,7 @@ class Settings:
     brokering: BrokeringSettings = field(default_factory=BrokeringSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
     purge: PurgeSettings = field(default_factory=PurgeSettings)
+    inspection: InspectionSettings = field(default_factory=InspectionSettings)
 
 
 #: ``WMPROXY_*`` variables that are not settings: the configuration file's path.

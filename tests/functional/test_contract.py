@@ -7,6 +7,7 @@ from lxml import etree
 from wmproxy.soap.app import published_wsdl
 from wmproxy.soap.contract import WSDL_FILE, operations_by_namespace
 from wmproxy.soap.dispatch import SoapDispatcher
+from wmproxy.soap.inspection_port import WSDL_FILE as INSPECTION_WSDL
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
 
 
@@ -14,6 +15,7 @@ def test_every_wsdl_operation_is_served_and_nothing_else() -> None:
     served = SoapDispatcher().operations
     declared = {ns: set(ops) for ns, ops in operations_by_namespace().items()}
     declared |= {ns: set(ops) for ns, ops in operations_by_namespace(WSDL_FILE.parent / "wmproxy-jobs.wsdl").items()}
+    declared.update({ns: set(ops) for ns, ops in operations_by_namespace(INSPECTION_WSDL).items()})
     assert declared == served
 
 

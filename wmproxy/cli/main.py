@@ -10,6 +10,7 @@ import click
 from wmproxy.cli.cancel import cancel
 from wmproxy.cli.delegate import delegate_proxy
 from wmproxy.cli.info import info
+from wmproxy.cli.inspect import inspect
 from wmproxy.cli.listmatch import list_match
 from wmproxy.cli.logginginfo import logging_info
 from wmproxy.cli.output import output
@@ -35,6 +36,7 @@ def cli() -> None:
 for _command in (delegate_proxy, submit, status, cancel, output, list_match, perusal, info, templates):
     cli.add_command(_command)
 cli.add_command(logging_info)
+cli.add_command(inspect)
 
 
 def main(argv: list[str] | None = None) -> None:

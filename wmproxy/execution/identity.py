@@ -370,6 +370,9 @@ def install_wrapper(work_dir: Path, account: Account | None) -> Path:
         source = WRAPPER_PATH.read_bytes()
     except OSError as exc:
         raise IdentityError(f"Cannot read the job wrapper {WRAPPER_PATH}: {exc.strerror}") from None
+    agent = WRAPPER_PATH.with_name(jobwrapper.INSPECTION_AGENT)  # started by the wrapper, copied beside it
+    if agent.is_file():
+        write_state_file(work_dir, agent.name, agent.read_bytes(), 0o500, account)
     return write_state_file(work_dir, WRAPPER_PATH.name, source, 0o500, account)
 
 

@@ -547,6 +547,7 @@ class _Run:
         except WrapperError as exc:
             self.status["failure"] = str(exc)
             code = exc.exit_code
+        _stop_inspection_agent(getattr(self, "agent", None))
         self.status["cancelled_by"] = supervisor.cancelled_by
         self.status["ended_at"] = utc_now()
         for line in self.status["notes"]:
@@ -566,6 +567,7 @@ class _Run:
         os.umask(spec.umask)
         os.chdir(self.work_dir)
         env = build_environment(spec, self.work_dir, self.status["notes"])
+        self.agent = _start_inspection_agent(env, self.work_dir)
         self._make_tmpdir(work_fd)
         if spec.prologue is not None:
             outcome = self._side_program(supervisor, spec.prologue, spec.prologue_arguments, env, work_fd, "prologue")
@@ -666,6 +668,46 @@ class _Run:
         fd = open_confined(work_fd, name, write, what)
         fds.append(fd)
         return fd
+
+
+# --- the inspection agent (docs/inspection.md) -------------------------------------
+
+INSPECTION_VARIABLES = ("WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR")
+INSPECTION_AGENT = "inspection_agent.py"
+
+
+def _start_inspection_agent(env: dict[str, str], work_dir: str) -> subprocess.Popen[bytes] | None:
+    """Start ``inspection_agent.py`` (beside this file) with ``env`` when the spec's
+    environment holds the agent's URL and the job has a proxy; the agent's variables are
+    removed from ``env``, so the job's own processes never see the job's secret."""
+    agent_env = dict(env)
+    for key in INSPECTION_VARIABLES:
+        env.pop(key, None)
+    if not agent_env.get(INSPECTION_VARIABLES[0]) or not agent_env.get("X509_USER_PROXY"):
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), INSPECTION_AGENT)
+    try:
+        return subprocess.Popen(  # noqa: S603 - a fixed argv: the agent shipped with the wrapper
+            [sys.executable, "-I", path, work_dir], cwd=work_dir, env=agent_env, stdin=subprocess.DEVNULL,
+            stdout=_inherited(2), stderr=_inherited(2), close_fds=True,
+        )
+    except OSError as exc:
+        _log(f"cannot start the inspection agent: {exc}")
+        return None
+
+
+def _stop_inspection_agent(agent: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the agent, SIGKILL it if it has not ended within 5 seconds."""
+    if agent is None:
+        return
+    with contextlib.suppress(OSError):
+        agent.terminate()
+    try:
+        agent.wait(5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            agent.kill()
+        agent.wait()
 
 
 def _inherited(fd: int) -> int:

@@ -47,6 +47,7 @@ from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
+from wmproxy.services import inspection
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
 from wmproxy.services.retries import AttemptEnd, end_attempt
@@ -312,6 +313,7 @@ class ExecutionWorker:
             epilogue=order.epilogue,
             epilogue_arguments=_split(order.epilogue_arguments, "EpilogueArguments"),
             kill_grace=self.settings.kill_grace,
+            base_environment=inspection.agent_environment(self.rt.settings, order.job_id),
         )
 
     # --- ending --------------------------------------------------------------------

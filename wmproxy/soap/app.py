@@ -27,10 +27,12 @@ from lxml import etree
 
 from wmproxy.config import Settings, load_settings
 from wmproxy.domain import Principal
+from wmproxy.inspection_http import InspectionAgentApp
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.services import sandboxes
 from wmproxy.services.authz import check_caller
+from wmproxy.services.inspection import AGENT_PATH
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.storekey import check_store
 from wmproxy.soap.auth import tls_principal
@@ -72,6 +74,7 @@ class WMProxyApplication:
             check_new_file=lambda rel_dir: sandboxes.check_new_input_file(runtime, rel_dir),
             max_name_bytes=limits.max_sandbox_name_bytes,
         )
+        self.inspection = InspectionAgentApp(runtime, self.authenticate)
 
     @cached_property
     def wsdl(self) -> bytes:
@@ -87,6 +90,8 @@ class WMProxyApplication:
             return self.soap(environ, start_response)
         if path.startswith(self.sandbox_prefix):
             return self.sandbox(environ, start_response)
+        if path.startswith(AGENT_PATH + "/"):
+            return self.inspection(environ, start_response)
         if path == self.endpoint_path:
             return self._send(start_response, "405 Method Not Allowed", b"use POST (SOAP) or GET ?wsdl\n")
         return self._send(start_response, "404 Not Found", b"not found\n")

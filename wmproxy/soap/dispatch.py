@@ -35,8 +35,9 @@ from wmproxy.services.load import check_load
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.delegation_ports import Delegation1Port, Delegation2Port
 from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
+from wmproxy.soap.inspection_port import InspectionPort
 from wmproxy.soap.jobs_port import JobsPort
-from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, JOBS_1, SOAP_ENV, WMPROXY
+from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, INSPECTION, JOBS_1, SOAP_ENV, WMPROXY
 from wmproxy.soap.request import MalformedRequestError, check_request, read_body
 from wmproxy.soap.wmproxy_port import WMProxyPort
 
@@ -100,6 +101,7 @@ class SoapDispatcher:
             DELEGATION_1: _Port(Delegation1Port, DELEGATION_1, spyne_bytes),
             DELEGATION_2: _Port(Delegation2Port, DELEGATION_2, spyne_bytes),
             JOBS_1: _Port(JobsPort, JOBS_1, spyne_bytes),
+            INSPECTION: _Port(InspectionPort, INSPECTION, spyne_bytes),
         }
         self.operations = {
             ns: {key.partition("}")[2] for key in port.app.interface.service_method_map}

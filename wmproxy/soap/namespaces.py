@@ -8,3 +8,5 @@ XSI = "http://www.w3.org/2001/XMLSchema-instance"
 #: Extension operations of this implementation (job history and listing, issue 12); described
 #: in ``wsdl/wmproxy-jobs.wsdl``, never in the reference WSDL.
 JOBS_1 = "http://wmproxy.org/namespaces/jobs-1"
+#: Live inspection of running jobs (issue 13); ``wsdl/wmproxy-inspection.wsdl``.
+INSPECTION = "http://wmproxy.org/namespaces/inspection-1"

@@ -1,0 +1,267 @@
+"""The job's inspection agent (JobMon; ``docs/inspection.md``), started by the job wrapper
+next to the payload, as the job's account, in the job's work dir.
+
+Run as ``python3 -I inspection_agent.py <work_dir>`` with the job's environment plus
+``WMPROXY_INSPECTION_URL`` (the service's agent URL), ``WMPROXY_INSPECTION_TOKEN`` (the
+job's secret) and ``WMPROXY_INSPECTION_CA_DIR`` (grid CA directory to verify the service);
+``X509_USER_PROXY`` is the job's proxy, its TLS client credential, and
+``GLITE_WMS_JOBID`` the job. Standard library only (a system ``python3``, 3.7 or later),
+like the wrapper it is copied with to batch nodes.
+
+Loop: an outgoing HTTPS long-poll ``GET <url>/next`` (worker nodes only make outgoing
+connections); for each request, run its argv (no shell) in the work dir with the job's
+environment (without the agent's own variables), stdout and stderr merged, in its own
+process group, killed (SIGKILL to the group) at the request's time limit, output kept up
+to the request's cap (the rest is read and dropped); then ``POST <url>/result``. The agent
+ends when the service answers 410 (the job is not running), when its parent (the wrapper)
+is gone, or on SIGTERM; a command it is running then is killed. Network errors are
+retried with a growing pause (at most :data:`MAX_PAUSE` seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+AGENT_VARIABLES = ("WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR")
+TOKEN_HEADER = "X-WMProxy-Inspection-Token"  # noqa: S105 - a header name
+#: Seconds of one long-poll asked of the service.
+POLL_WAIT = 25.0
+#: Longest pause after a failure, in seconds.
+MAX_PAUSE = 30.0
+#: Seconds between two looks at the parent and the running command.
+TICK = 0.2
+_READ_CHUNK = 64 * 1024
+
+
+class _StopError(Exception):
+    """The agent must end (its job is not running, its wrapper is gone, SIGTERM)."""
+
+
+def utc_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1_000_000):06d}Z"
+
+
+def _log(message: str) -> None:
+    try:
+        sys.stderr.write(f"{utc_now()} inspection-agent[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class Agent:
+    """One agent for one job; see the module docstring."""
+
+    def __init__(self, work_dir: str, environ: dict[str, str]) -> None:
+        self.work_dir = os.path.abspath(work_dir)
+        self.url = environ["WMPROXY_INSPECTION_URL"].rstrip("/")
+        self.token = environ["WMPROXY_INSPECTION_TOKEN"]
+        self.job_id = environ["GLITE_WMS_JOBID"]
+        self.env = {k: v for k, v in environ.items() if k not in AGENT_VARIABLES}
+        self.parent = os.getppid()
+        self.stopping = False
+        self.busy = False  # running a command (SIGTERM then waits for it to be killed)
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, capath=environ.get("WMPROXY_INSPECTION_CA_DIR"))
+        context.load_cert_chain(environ["X509_USER_PROXY"])
+        self.context = context
+
+    # --- the service -----------------------------------------------------------------
+
+    def _request(self, method: str, what: str, query: dict[str, str], body: bytes | None, timeout: float
+                 ) -> tuple[int, dict[str, str], bytes]:
+        query = dict(query, job=self.job_id)
+        url = f"{self.url}/{what}?{urllib.parse.urlencode(query)}"
+        headers = {TOKEN_HEADER: self.token}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 - https
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:  # noqa: S310
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers or {}), exc.read()[:500]
+
+    def next_task(self) -> dict[str, Any] | None:
+        status, headers, body = self._request("GET", "next", {"wait": str(POLL_WAIT)}, None, POLL_WAIT + 30)
+        if status == 200:
+            task: dict[str, Any] = json.loads(body.decode())
+            return task
+        if status == 204:
+            retry = headers.get("Retry-After")
+            if retry and retry.isdigit():
+                self._pause(float(retry))
+            return None
+        if status == 410:
+            raise _StopError(body.decode("utf-8", "replace").strip() or "the job is not running")
+        raise OSError(f"the service answered {status}: {body.decode('utf-8', 'replace').strip()}")
+
+    def post(self, request_id: str, outcome: dict[str, Any]) -> None:
+        body = json.dumps(outcome).encode()
+        for attempt in range(5):
+            try:
+                status, _headers, text = self._request("POST", "result", {"request": request_id}, body, 60)
+            except OSError as exc:
+                _log(f"cannot post the result of {request_id} (attempt {attempt + 1}): {exc}")
+                self._pause(2.0 * (attempt + 1))
+                continue
+            if status != 204:
+                _log(f"the service refused the result of {request_id}: {status} {text[:200]!r}")
+            return
+
+    # --- running a command -------------------------------------------------------------
+
+    def run(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Run one request; the outcome to post."""
+        argv = [str(word) for word in task["argv"]]
+        limit = float(task["time_limit"])
+        cap = int(task["output_cap"])
+        started = utc_now()
+        try:
+            process = subprocess.Popen(  # noqa: S603 - running the asked command is the point
+                argv, cwd=self.work_dir, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+            )
+        except OSError as exc:
+            return {"exit_code": None, "started_at": started, "ended_at": utc_now(), "timed_out": False,
+                    "truncated": False, "output": "", "error": f"cannot run {argv[0]}: {exc.strerror or exc}"}
+        output, truncated, timed_out = self._collect(process, limit, cap)
+        code = process.returncode
+        return {"exit_code": 128 - code if code < 0 else code, "started_at": started, "ended_at": utc_now(),
+                "timed_out": timed_out, "truncated": truncated, "output": base64.b64encode(output).decode(),
+                "error": None}
+
+    def _collect(self, process: subprocess.Popen[bytes], limit: float, cap: int) -> tuple[bytes, bool, bool]:
+        import selectors  # only when a command runs
+
+        deadline = time.monotonic() + limit
+        chunks: list[bytes] = []
+        kept = 0
+        truncated = timed_out = False
+        stream = process.stdout
+        if stream is None:
+            raise OSError("no pipe from the command")
+        fd = stream.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            open_ = True
+            while open_:
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                if self.stopping or not self._parent_alive():
+                    break
+                if not selector.select(min(TICK, max(0.0, deadline - time.monotonic()))):
+                    continue
+                data = os.read(fd, _READ_CHUNK)
+                if not data:
+                    open_ = False
+                    continue
+                room = cap - kept
+                if len(data) > room:
+                    truncated = True
+                chunks.append(data[:max(room, 0)])
+                kept += min(len(data), max(room, 0))
+        if not timed_out and not self.stopping:
+            timed_out = not self._exited(process.pid, deadline)
+        _kill_group(process.pid)  # what the command left behind; the leader, exited, still holds the group id
+        stream.close()
+        process.wait()
+        if self.stopping or not self._parent_alive():
+            raise _StopError("the job wrapper ended while a command was running")
+        return b"".join(chunks), truncated, timed_out
+
+    def _exited(self, pid: int, deadline: float) -> bool:
+        """Wait (without reaping it) until ``pid`` has exited; False at ``deadline``."""
+        while True:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            if time.monotonic() >= deadline or self.stopping or not self._parent_alive():
+                return False
+            time.sleep(min(TICK / 4, max(0.0, deadline - time.monotonic())))
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _parent_alive(self) -> bool:
+        return os.getppid() == self.parent
+
+    def _pause(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.stopping or not self._parent_alive():
+                raise _StopError("the job wrapper ended")
+            time.sleep(min(TICK, end - time.monotonic()))
+
+    def loop(self) -> int:
+        failures = 0
+        while True:
+            try:
+                if self.stopping or not self._parent_alive():
+                    return 0
+                task = self.next_task()
+                failures = 0
+                if task is not None:
+                    self.busy = True
+                    try:
+                        outcome = self.run(task)
+                    finally:
+                        self.busy = False
+                    self.post(str(task["request"]), outcome)
+            except _StopError as exc:
+                _log(f"stopping: {exc}")
+                return 0
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                failures += 1
+                _log(f"service unreachable or bad answer: {exc}")
+                try:
+                    self._pause(min(MAX_PAUSE, 2.0 ** min(failures, 5)))
+                except _StopError:
+                    return 0
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: ``inspection_agent.py <work_dir>``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        _log("usage: inspection_agent.py <work_dir>")
+        return 2
+    try:
+        agent = Agent(args[0], dict(os.environ))
+    except (KeyError, OSError, ssl.SSLError) as exc:
+        _log(f"cannot start: {exc}")
+        return 2
+
+    def stop(_signum: int, _frame: object) -> None:
+        agent.stopping = True
+        if not agent.busy:  # waiting on the service: leave at once (a running command is killed first)
+            raise _StopError("SIGTERM")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return agent.loop()
+    except _StopError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

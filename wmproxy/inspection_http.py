@@ -1,0 +1,163 @@
+"""The HTTPS edge the job agents talk to (``wmproxy/execution/inspection_agent.py``), below
+:data:`wmproxy.services.inspection.AGENT_PATH`; plain HTTP + JSON, not SOAP.
+
+The agent authenticates with the job's own proxy (TLS client chain: the owner's DN) and
+the job's secret in the ``X-WMProxy-Inspection-Token`` header:
+
+``GET <AGENT_PATH>/next?job=<job id>&wait=<seconds>``
+    long-poll for the next request: ``200`` ``{"request": id, "argv": [...],
+    "time_limit": s, "output_cap": bytes}``; ``204`` none within ``wait`` (a
+    ``Retry-After`` header asks the agent to pause first when the service is busy);
+    ``410`` the job is not running (the agent stops); ``403`` wrong credential or secret.
+``POST <AGENT_PATH>/result?job=<job id>&request=<id>``
+    JSON ``{"exit_code": int|null, "started_at": "...Z", "ended_at": "...Z",
+    "timed_out": bool, "truncated": bool, "error": str|null, "output": base64}``:
+    ``204`` recorded.
+
+Long-polls hold a request thread, so at most :data:`AGENT_WAIT_SHARE` of the process's
+threads wait for agents at once; the others get ``204`` with ``Retry-After`` at once.
+Errors are one line of text; no traceback, token or proxy is ever written or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from wmproxy.domain import Principal
+from wmproxy.errors import AuthenticationError, AuthorizationError, InvalidArgumentError, WMProxyError
+from wmproxy.services import inspection
+from wmproxy.services.authz import check_caller
+from wmproxy.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "HTTP_X_WMPROXY_INSPECTION_TOKEN"  # noqa: S105 - a header name
+#: Fraction of the process's request threads that may be held by agent long-polls.
+AGENT_WAIT_SHARE = 0.5
+#: Seconds an agent that found no free slot waits before it asks again.
+BUSY_RETRY_AFTER = 5
+#: Bytes of a posted result beyond the request's output cap (JSON, base64's third).
+POST_OVERHEAD = 64 * 1024
+
+Authenticate = Callable[[dict[str, Any]], Principal]
+
+
+class InspectionAgentApp:
+    """WSGI app for the agent paths.
+
+    Args:
+        runtime: the service runtime.
+        authenticate: environ → Principal (the TLS client chain).
+    """
+
+    def __init__(self, runtime: Runtime, authenticate: Authenticate) -> None:
+        self.runtime = runtime
+        self.authenticate = authenticate
+        slots = max(1, int(runtime.settings.service.threads * AGENT_WAIT_SHARE))
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        try:
+            principal = self.authenticate(environ)
+            check_caller(self.runtime.settings, principal, "inspection agent")
+            job_id, token = query.get("job", ""), str(environ.get(TOKEN_HEADER, ""))
+            if path == f"{inspection.AGENT_PATH}/next" and method == "GET":
+                return self._next(start_response, principal, job_id, token, query.get("wait", "0"))
+            if path == f"{inspection.AGENT_PATH}/result" and method == "POST":
+                outcome = _outcome(_read_body(environ, self.runtime.settings.inspection.output_cap))
+                inspection.agent_post(self.runtime, principal, job_id, token, query.get("request", ""), outcome)
+                return _send(start_response, "204 No Content", b"")
+            return _send(start_response, "404 Not Found", b"not found\n")
+        except inspection.JobNotRunningError as exc:
+            return _send(start_response, "410 Gone", f"{exc}\n".encode())
+        except (AuthenticationError, AuthorizationError) as exc:
+            log.info("inspection agent refused (%s): %s", path, exc)
+            return _send(start_response, "403 Forbidden", f"{exc}\n".encode())
+        except WMProxyError as exc:
+            return _send(start_response, "400 Bad Request", f"{exc}\n".encode())
+        except Exception:  # never a traceback on the wire
+            log.exception("inspection agent request failed")
+            return _send(start_response, "500 Internal Server Error", b"internal error\n")
+
+    def _next(self, start_response: Callable[..., Any], principal: Principal, job_id: str, token: str,
+              wait_text: str) -> list[bytes]:
+        try:
+            wait = float(wait_text)
+        except ValueError:
+            raise InvalidArgumentError("wait: not a number") from None
+        held = self._slots.acquire(blocking=False)
+        try:
+            task = inspection.agent_next(self.runtime, principal, job_id, token, wait if held else 0.0)
+        finally:
+            if held:
+                self._slots.release()
+        if task is None:
+            headers = [] if held else [("Retry-After", str(BUSY_RETRY_AFTER))]
+            return _send(start_response, "204 No Content", b"", headers)
+        body = json.dumps({"request": task.request_id, "argv": task.argv, "time_limit": task.time_limit,
+                           "output_cap": task.output_cap}).encode()
+        return _send(start_response, "200 OK", body, content_type="application/json")
+
+
+def _read_body(environ: dict[str, Any], output_cap: int) -> dict[str, Any]:
+    limit = output_cap * 4 // 3 + POST_OVERHEAD
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise InvalidArgumentError("bad Content-Length") from None
+    if length <= 0 or length > limit:
+        raise InvalidArgumentError(f"a result body must have 1 to {limit} bytes")
+    raw = environ["wsgi.input"].read(length)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidArgumentError("the result is not JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidArgumentError("the result is not a JSON object")
+    return data
+
+
+def _outcome(data: dict[str, Any]) -> inspection.AgentOutcome:
+    code = data.get("exit_code")
+    error = data.get("error")
+    if (code is not None and (not isinstance(code, int) or isinstance(code, bool))) or \
+            (error is not None and not isinstance(error, str)):
+        raise InvalidArgumentError("exit_code must be an integer or null, error a string or null")
+    try:
+        output = base64.b64decode(str(data.get("output", "")), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgumentError("output: not base64") from None
+    return inspection.AgentOutcome(
+        exit_code=code, started_at=_time(data.get("started_at")), ended_at=_time(data.get("ended_at")),
+        output=output, timed_out=data.get("timed_out") is True, truncated=data.get("truncated") is True,
+        error=error[:500] if error else None,
+    )
+
+
+def _time(value: object) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgumentError(f"not a UTC time: {str(value)[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidArgumentError("times must be UTC")
+    return parsed.astimezone(dt.UTC)
+
+
+def _send(start_response: Callable[..., Any], status: str, body: bytes, headers: list[tuple[str, str]] | None = None,
+          content_type: str = "text/plain") -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *(headers or [])])
+    return [body]

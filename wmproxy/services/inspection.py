@@ -1,0 +1,389 @@
+"""Live inspection of running jobs (JobMon; issue 13, ``docs/inspection.md``).
+
+A user asks for a command to be run inside a running job (:func:`ask`) and waits for the
+outcome (:func:`result`, bounded long-poll). The job's agent
+(``wmproxy/execution/inspection_agent.py``, started by the job wrapper) learns of requests
+through an outgoing HTTPS long-poll (:func:`agent_next`), authenticated with the job's own
+proxy (the owner's DN) plus a per-job secret (:func:`agent_token`, handed to the wrapper
+in its spec), runs the command as the job's account in its work dir with a time limit
+and an output cap, and posts the outcome (:func:`agent_post`).
+
+Rules: only the owner and the ACL entries the owner granted
+(:func:`wmproxy.services.access.job_for`, read access) may inspect; ``[inspection] mode``
+turns it off, limits it to ``allowed_commands`` or allows any command. A job that has
+ended answers at once with its final state. Every request is logged and recorded as a job
+event ("inspection: <command>"). A request never waits for ever: it fails when the agent
+does not take it within ``pickup_timeout`` seconds, when the command has not answered
+``time_limit + ANSWER_MARGIN`` seconds after it was taken, or when the job stops running.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wmproxy.config import Settings
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import AuthorizationError, InvalidArgumentError, LimitedProxyError, OperationNotAllowedError
+from wmproxy.services.access import job_for
+from wmproxy.services.authz import is_limited
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+from wmproxy.store.inspections import (
+    DONE,
+    ENDED,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    InspectionRequest,
+    SqlInspectionStore,
+)
+from wmproxy.store.schema import Job
+
+log = logging.getLogger(__name__)
+
+#: URL path below which the job agents talk to the service (``wmproxy.inspection_http``).
+AGENT_PATH = "/wmproxy-inspection/agent"
+#: Variables of the job wrapper's spec (``base_environment``) that start the agent; the
+#: wrapper keeps them out of the payload's environment.
+ENV_URL, ENV_TOKEN, ENV_CA_DIR = "WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR"
+#: Longest wait, in seconds, of one :func:`result` or :func:`agent_next` call.
+MAX_WAIT = 30.0
+#: Seconds after ``time_limit`` a taken request may still be answered (transfer, clocks).
+ANSWER_MARGIN = 30.0
+#: Seconds between two looks at the database while waiting.
+POLL_INTERVAL = 0.25
+MAX_ARGS, MAX_ARGV_BYTES = 256, 4096
+#: Characters of the command kept in a job event's reason.
+EVENT_COMMAND_CHARS = 200
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """What :func:`result` returns.
+
+    Attributes:
+        request_id, job_id: the request and its job.
+        state: ``pending``, ``running``, ``done``, ``failed`` or ``ended`` (the job had
+            already ended when asked; ``message`` gives its final state).
+        command: the argv asked.
+        asked_at, started_at, ended_at: UTC; started/ended None until known.
+        exit_code: the command's exit status (128+N when signal N killed it), None
+            until done.
+        timed_out: the command was killed at the time limit.
+        truncated: the output was cut at the output cap.
+        output: stdout and stderr merged, at most the cap (bytes).
+        message: why it failed, or the ended job's state.
+        job_state: the job's state when this was read.
+    """
+
+    request_id: str
+    job_id: str
+    state: str
+    command: list[str]
+    asked_at: dt.datetime
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    exit_code: int | None
+    timed_out: bool
+    truncated: bool
+    output: bytes
+    message: str
+    job_state: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    """A request handed to a job's agent: run ``argv`` for ``time_limit`` seconds at most,
+    keep ``output_cap`` bytes."""
+
+    request_id: str
+    argv: list[str]
+    time_limit: float
+    output_cap: int
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """What an agent posts: the exit status (None if the command could not start), the
+    run's UTC times, the output and the flags (``error``: why it could not run)."""
+
+    exit_code: int | None
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    output: bytes
+    timed_out: bool = False
+    truncated: bool = False
+    error: str | None = None
+
+
+class JobNotRunningError(OperationNotAllowedError):
+    """The job's agent asked for work while the job is not running (the agent stops)."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _store(uow: UnitOfWork) -> SqlInspectionStore:
+    return SqlInspectionStore(uow.session)
+
+
+# --- the user's side ---------------------------------------------------------------
+
+
+def check_command(settings: Settings, argv: list[str]) -> list[str]:
+    """The command, checked against ``[inspection]``.
+
+    Raises:
+        OperationNotAllowedError: inspection is off, or the program is not allowed.
+        InvalidArgumentError: an empty command, a NUL, more than 256 words or 4096 bytes.
+    """
+    conf = settings.inspection
+    if conf.mode == "off":
+        raise OperationNotAllowedError("Job inspection is disabled on this service")
+    if not argv or not argv[0]:
+        raise InvalidArgumentError("Invalid Argument: empty inspection command")
+    if len(argv) > MAX_ARGS or sum(len(a.encode()) for a in argv) > MAX_ARGV_BYTES or any("\0" in a for a in argv):
+        raise InvalidArgumentError(f"Invalid Argument: an inspection command has at most {MAX_ARGS} words, "
+                                   f"{MAX_ARGV_BYTES} bytes and no NUL")
+    if conf.mode == "allow-list" and argv[0] not in conf.commands:
+        allowed = ", ".join(sorted(conf.commands)) or "none"
+        raise OperationNotAllowedError(f"The command {argv[0][:64]!r} is not allowed for job inspection "
+                                       f"on this service (allowed: {allowed})")
+    return list(argv)
+
+
+def _job_to_inspect(uow: UnitOfWork, principal: Principal, job_id: str) -> Job:
+    job = job_for(uow, principal, job_id, access="read")
+    if uow.jobs.children(job.id):
+        raise OperationNotAllowedError("A compound job cannot be inspected: inspect one of its nodes")
+    return job
+
+
+def ask(rt: Runtime, principal: Principal, job_id: str, argv: list[str], time_limit: float | None = None) -> str:
+    """Ask the job ``job_id`` to run ``argv`` (no shell) in its work dir.
+
+    Args:
+        time_limit: seconds the command may run; None, 0 or more than
+            ``[inspection] time_limit`` means the site's limit.
+
+    Returns:
+        The request id, for :func:`result`. A job that has ended gets an ``ended``
+        request at once.
+
+    Raises:
+        InvalidArgumentError: malformed job id or command, a negative time limit.
+        JobNotFoundError: no such job.
+        AuthorizationError: neither the owner nor in the job's ACL.
+        LimitedProxyError: a limited proxy (it grants data access only; a command runs in the job).
+        OperationNotAllowedError: inspection off, program not allowed, a compound job, or
+            a job that has not started running yet.
+    """
+    conf = rt.settings.inspection
+    command = check_command(rt.settings, argv)
+    if is_limited(principal):
+        raise LimitedProxyError("Authorization error: a limited proxy cannot inspect jobs (inspectJob); "
+                                "limited proxies grant data access only")
+    if time_limit is not None and time_limit < 0:
+        raise InvalidArgumentError("Invalid Argument: negative inspection time limit")
+    limit = conf.time_limit if not time_limit else min(float(time_limit), conf.time_limit)
+    now = _now()
+    with rt.uow() as uow:
+        job = _job_to_inspect(uow, principal, job_id)
+        state = JobState(job.state)
+        if not state.is_final and state != JobState.RUNNING:
+            raise OperationNotAllowedError(f"The job is not running yet (state {state.value}): nothing to inspect")
+        request = InspectionRequest(
+            id=secrets.token_urlsafe(18), job_id=job.id, requester_dn=principal.dn, argv=json.dumps(command),
+            time_limit=limit, output_cap=conf.output_cap, state=PENDING, asked_at=now,
+            timed_out=False, truncated=False,
+        )
+        if state.is_final:
+            request.state, request.ended_at, request.message = ENDED, now, _ended_message(job)
+        _store(uow).add(request)
+        text = shlex.join(command)
+        _store(uow).add_event(job.id, job.state, f"inspection: {text[:EVENT_COMMAND_CHARS]}", now)
+    log.info("inspection %s of job %s by %s (%s): %s", request.id, job_id, principal.dn, request.state, text[:500])
+    return request.id
+
+
+def _ended_message(job: Job) -> str:
+    text = f"The job has ended: {job.state}"
+    if job.exit_code is not None and job.state == JobState.DONE.value:
+        text += f", exit code {job.exit_code}"
+    if job.reason:
+        text += f" ({job.reason})"
+    return text
+
+
+def result(rt: Runtime, principal: Principal, request_id: str, timeout: float,
+           sleep: Callable[[float], None] = time.sleep) -> InspectionResult:
+    """The request's outcome, waiting up to ``timeout`` seconds (at most :data:`MAX_WAIT`)
+    for it to finish; returns the current state when it has not.
+
+    Raises:
+        InvalidArgumentError: unknown request id (or its job was purged), negative timeout.
+        AuthorizationError: the caller did not ask this request.
+    """
+    if timeout < 0:
+        raise InvalidArgumentError("Invalid Argument: negative timeout")
+    deadline = time.monotonic() + min(timeout, MAX_WAIT)
+    while True:
+        found = _look(rt, principal, request_id)
+        if found.finished or time.monotonic() >= deadline:
+            return found
+        sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+
+def _look(rt: Runtime, principal: Principal, request_id: str) -> InspectionResult:
+    with rt.uow() as uow:
+        request = _store(uow).get(request_id)
+        if request is None:
+            raise InvalidArgumentError("Invalid Argument: unknown inspection request")
+        if request.requester_dn != principal.dn:
+            raise AuthorizationError("Authorization error: user not authorized")
+        job = uow.jobs.get(request.job_id)
+        job_state = job.state if job is not None else JobState.CLEARED.value
+        if request.state not in FINISHED:
+            reason = _stuck(rt.settings, request, job, _now())
+            if reason is not None:
+                request = _store(uow).get(request_id, for_update=True) or request
+                if request.state not in FINISHED:
+                    request.state, request.ended_at, request.message = FAILED, _now(), reason
+                    log.info("inspection %s of job %s failed: %s", request.id, request.job_id, reason)
+        return _result_of(request, job_state)
+
+
+def _stuck(settings: Settings, request: InspectionRequest, job: Job | None, now: dt.datetime) -> str | None:
+    """Why a pending or running request can no longer be answered, or None."""
+    if job is None or job.state != JobState.RUNNING.value:
+        state = job.state if job is not None else JobState.CLEARED.value
+        return f"The job stopped running (now {state}) before answering the inspection"
+    if request.state == PENDING and (now - request.asked_at).total_seconds() > settings.inspection.pickup_timeout:
+        return (f"The job did not pick up the inspection request within {settings.inspection.pickup_timeout:g} s "
+                "(its agent is not running or cannot reach the service)")
+    started = request.started_at
+    if request.state == RUNNING and started is not None and \
+            (now - started).total_seconds() > request.time_limit + ANSWER_MARGIN:
+        return f"The job took the inspection request but did not answer within {request.time_limit:g} s"
+    return None
+
+
+def _result_of(request: InspectionRequest, job_state: str) -> InspectionResult:
+    return InspectionResult(
+        request_id=request.id, job_id=request.job_id, state=request.state, command=json.loads(request.argv),
+        asked_at=request.asked_at, started_at=request.started_at, ended_at=request.ended_at,
+        exit_code=request.exit_code, timed_out=bool(request.timed_out), truncated=bool(request.truncated),
+        output=request.output or b"", message=request.message or "", job_state=job_state,
+    )
+
+
+# --- the job's side ----------------------------------------------------------------
+
+
+@functools.cache
+def _token_key(store_key_file: str) -> bytes:
+    return hashlib.sha256(b"wmproxy inspection agent\0" + Path(store_key_file).read_bytes().strip()).digest()
+
+
+def agent_token(settings: Settings, job_id: str) -> str:
+    """The per-job secret of the job's agent: HMAC-SHA256 of the job id under a key derived
+    from the store key (``[security] store_key_file``), so the service and every worker
+    derive it without storing it. Hex, 64 characters.
+
+    Raises:
+        OSError: the store key cannot be read.
+    """
+    return hmac.new(_token_key(settings.security.store_key_file), job_id.encode(), hashlib.sha256).hexdigest()
+
+
+def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
+    """The variables the execution worker puts in the wrapper spec's ``base_environment``
+    to start the job's agent: the agent URL (``[service] host``/``port``), the secret and
+    the CA directory to verify the service with. Empty when inspection is off."""
+    if settings.inspection.mode == "off":
+        return {}
+    svc = settings.service
+    return {
+        ENV_URL: f"https://{svc.host}:{svc.port}{AGENT_PATH}",
+        ENV_TOKEN: agent_token(settings, job_id),
+        ENV_CA_DIR: settings.security.ca_dir,
+    }
+
+
+def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, token: str) -> Job:
+    """The job whose agent is calling: the owner's credential and the job's secret."""
+    job = uow.jobs.get(job_id)
+    expected = agent_token(rt.settings, job_id)
+    if job is None or job.owner_dn != principal.dn or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise AuthorizationError("Authorization error: not the agent of this job")
+    return job
+
+
+def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait: float,
+               sleep: Callable[[float], None] = time.sleep) -> AgentTask | None:
+    """The next request for the job's agent, taken (``running``); None after ``wait``
+    seconds (at most :data:`MAX_WAIT`) without one.
+
+    Raises:
+        AuthorizationError: not the job owner's credential, or a wrong secret.
+        JobNotRunningError: the job is not running (the agent should stop).
+    """
+    deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT))
+    while True:
+        with rt.uow() as uow:
+            job = _agent_job(rt, uow, principal, job_id, token)
+            if job.state != JobState.RUNNING.value:
+                raise JobNotRunningError(f"The job is not running (state {job.state})")
+            request = _store(uow).next_pending(job_id)
+            if request is not None:
+                request.state, request.started_at = RUNNING, _now()
+                return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)
+        if time.monotonic() >= deadline:
+            return None
+        sleep(min(POLL_INTERVAL * 2, max(0.0, deadline - time.monotonic())))
+
+
+def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,
+               outcome: AgentOutcome) -> None:
+    """Record the outcome the job's agent posts for a request it took; the output is cut
+    at the request's cap. A request already finished (failed meanwhile) is left alone.
+
+    Raises:
+        AuthorizationError: not the job owner's credential, or a wrong secret.
+        InvalidArgumentError: no such request of this job.
+    """
+    with rt.uow() as uow:
+        _agent_job(rt, uow, principal, job_id, token)
+        request = _store(uow).get(request_id, for_update=True)
+        if request is None or request.job_id != job_id:
+            raise InvalidArgumentError("Invalid Argument: unknown inspection request")
+        if request.state in FINISHED:
+            log.info("inspection %s of job %s: late answer ignored (%s)", request_id, job_id, request.state)
+            return
+        request.state = DONE if outcome.error is None else FAILED
+        request.started_at = outcome.started_at or request.started_at
+        request.ended_at = outcome.ended_at or _now()
+        request.exit_code = outcome.exit_code
+        request.timed_out = outcome.timed_out
+        request.output = outcome.output[: request.output_cap]
+        request.truncated = outcome.truncated or len(outcome.output) > request.output_cap
+        request.message = outcome.error or ("killed at the time limit" if outcome.timed_out else None)
+    log.info("inspection %s of job %s: %s, exit code %s%s", request_id, job_id, request.state, outcome.exit_code,
+             ", timed out" if outcome.timed_out else "")

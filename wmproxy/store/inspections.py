@@ -1,0 +1,77 @@
+"""Inspection requests (live inspection of running jobs, ``docs/inspection.md``) and the
+job event each inspection leaves.
+
+A request goes ``pending`` (asked) → ``running`` (the job's agent took it) → ``done``
+(the agent posted a result) or ``failed`` (no answer in time, the job stopped); a request
+asked of a job that had already ended is created ``ended``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from wmproxy.store.schema import Base, JobEvent, UTCDateTime
+
+PENDING, RUNNING, DONE, FAILED, ENDED = "pending", "running", "done", "failed", "ended"
+FINISHED = frozenset({DONE, FAILED, ENDED})
+
+
+class InspectionRequest(Base):
+    """One inspection of one job: the command, who asked, and what came back."""
+
+    __tablename__ = "inspection_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # random, URL-safe
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    requester_dn: Mapped[str] = mapped_column(String(512))
+    argv: Mapped[str] = mapped_column(Text)  # JSON list of strings
+    time_limit: Mapped[float] = mapped_column(Float())  # seconds
+    output_cap: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))  # bytes
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    asked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    timed_out: Mapped[bool] = mapped_column(Boolean(), default=False)
+    truncated: Mapped[bool] = mapped_column(Boolean(), default=False)
+    output: Mapped[bytes | None] = mapped_column(LargeBinary)  # at most output_cap bytes
+    message: Mapped[str | None] = mapped_column(Text)  # why it failed, or the ended job's state
+
+
+class SqlInspectionStore:
+    """Inspection requests in the caller's session (the unit of work's)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, request: InspectionRequest) -> None:
+        self.session.add(request)
+
+    def get(self, request_id: str, *, for_update: bool = False) -> InspectionRequest | None:
+        stmt = select(InspectionRequest).where(InspectionRequest.id == request_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).first()
+
+    def next_pending(self, job_id: str) -> InspectionRequest | None:
+        """The oldest pending request of ``job_id``, locked (PostgreSQL) for the claim."""
+        stmt = (
+            select(InspectionRequest)
+            .where(InspectionRequest.job_id == job_id, InspectionRequest.state == PENDING)
+            .order_by(InspectionRequest.asked_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return self.session.scalars(stmt).first()
+
+    def of_job(self, job_id: str) -> Sequence[InspectionRequest]:
+        stmt = select(InspectionRequest).where(InspectionRequest.job_id == job_id).order_by(InspectionRequest.asked_at)
+        return self.session.scalars(stmt).all()
+
+    def add_event(self, job_id: str, state: str, reason: str, at: dt.datetime) -> None:
+        """A ``job_events`` row for an inspection; the job's state is left unchanged."""
+        self.session.add(JobEvent(job_id=job_id, state=state, reason=reason, at=at))
