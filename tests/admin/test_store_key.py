@@ -256,11 +256,13 @@ class TestConcurrentMigrate:
 
 
 def test_rotation_covers_every_binary_column_of_the_schema() -> None:
-    """A new sealed column (a LargeBinary) must be added to the rotation: this fails until it is."""
+    """A new sealed column (a LargeBinary) must be added to the rotation: this fails until it is.
+    Binary columns that hold no sealed data are listed as such."""
     from sqlalchemy import LargeBinary
 
     from wmproxy.store.schema import Base
 
     binary = {(table.name, column.name) for table in Base.metadata.tables.values() for column in table.columns
               if isinstance(column.type, LargeBinary)}
-    assert binary == {("delegations", "sealed_proxy"), ("delegation_requests", "sealed_key")}
+    not_sealed = {("inspection_requests", "output")}  # a command's output, shown to the job's owner
+    assert binary - not_sealed == {("delegations", "sealed_proxy"), ("delegation_requests", "sealed_key")}

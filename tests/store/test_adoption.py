@@ -39,12 +39,20 @@ from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobE
 LEASE = 60.0
 
 
+@pytest.fixture(scope="module")
+def store_key_dir(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store key per module database (the database records its key's fingerprint)."""
+    return tmp_path_factory.mktemp("store-key")
+
+
 @pytest.fixture
-def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account) -> Iterator[Runtime]:
+def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
+       store_key_dir: Path) -> Iterator[Runtime]:
     gridmap = tmp_path / "grid-mapfile"
     gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
     runtime = build_runtime(
         tmp_path / "rt", pki, database={"url": database_url},
+        security={"store_key_file": str(store_key_dir / "store.key")},
         execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05, "kill_grace": 2.0},
         jobs={"min_perusal_interval": 1},
     )
