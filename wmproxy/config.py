@@ -477,6 +477,25 @@ class SlurmSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Health and Prometheus metrics (``[metrics]``; ``wmproxy.monitoring``).
+
+    Attributes:
+        bind: ``host:port`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
+            ``/healthz``, ``/readyz``); keep it on loopback or a management network: it has
+            no authentication (and holds nothing sensitive).
+        dir: directory where the service processes keep their request counters
+            (prometheus_client multiprocess mode), read by ``wmproxy-metrics``; "" =
+            ``metrics`` next to the sandbox root. Best on a tmpfs cleared at boot.
+        crl_grace: seconds a CRL may be past its nextUpdate before ``/readyz`` fails.
+    """
+
+    bind: str = "127.0.0.1:9464"
+    dir: str = ""
+    crl_grace: float = 0.0
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -490,6 +509,7 @@ class Settings:
     load: LoadSettings = field(default_factory=LoadSettings)
     brokering: BrokeringSettings = field(default_factory=BrokeringSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def _convert(value: str, target: Any, where: str) -> Any:
