@@ -8,7 +8,8 @@
 set -euo pipefail
 
 PACKAGES=(python3 util-linux openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
-          slurm-wlm munge)
+          slurm-wlm munge
+          chromium chromium-driver libnss3-tools)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
