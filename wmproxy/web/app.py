@@ -160,7 +160,7 @@ class MonitorApp:
     def _job(self, principal: Principal, query: dict[str, str]) -> str:
         detail = self._detail(principal, query)
         picture = layout(detail.nodes, detail.edges) if detail.nodes else None
-        dag = self.templates.get_template("dag.svg").render(picture=picture, prefix=self.prefix) if picture else ""
+        dag = self.templates.get_template("dag.svg").render(picture=picture, job_link=self.job_link) if picture else ""
         return self.templates.get_template("job.html").render(
             principal=principal, prefix=self.prefix, detail=detail, dag=dag, job_link=self.job_link)
 
@@ -169,7 +169,7 @@ class MonitorApp:
         if not detail.nodes:
             raise PageError(404, "this job is not a compound job: it has no DAG")
         return self.templates.get_template("dag.svg").render(picture=layout(detail.nodes, detail.edges),
-                                                             prefix=self.prefix, standalone=True)
+                                                             job_link=self.job_link)
 
     def job_link(self, job_id: str) -> str:
         return f"{self.prefix}job?" + urlencode({"id": job_id})
