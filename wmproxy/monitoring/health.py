@@ -1,4 +1,5 @@
-"""Readiness of a service node: database reachable, schema current, CRLs fresh.
+"""Readiness of a service node: database reachable, schema current, CRLs fresh, service port
+accepting connections.
 
 Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass. The texts
 name what failed and the fix, and hold no secret (no database URL, no key path contents).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from cryptography import x509
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from wmproxy.config import Settings
+from wmproxy.config import Settings, parse_host_port
 
 #: Migrations shipped in the package (the Alembic head the database must be at).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -81,12 +83,29 @@ def crl_check(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> Check:
     return Check("crls", True, f"{len(names)} CRLs current")
 
 
+def service_check(bind: str, timeout: float = 5.0) -> Check:
+    """Does the service's ``[service] bind`` address accept a TCP connection (a wildcard
+    address is tried on loopback)? No TLS handshake is made."""
+    try:
+        host, port = parse_host_port(bind, 7443)
+    except ValueError:
+        host, port = bind.rpartition(":")[0], int(bind.rpartition(":")[2] or 7443)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))  # noqa: S104
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        return Check("service", False, f"{host}:{port} refuses connections ({type(exc).__name__}): is gunicorn up?")
+    return Check("service", True, f"listening on {host}:{port}")
+
+
 def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None) -> list[Check]:
-    """All readiness checks of this node, in order: database, schema, CRLs."""
+    """All readiness checks of this node, in order: database, schema, CRLs, service port."""
     now = now or dt.datetime.now(dt.UTC)
     database, revision = database_check(engine)
     checks = [database]
     if database.ok:
         checks.append(schema_check(revision, head_revision()))
     checks.append(crl_check(Path(settings.security.ca_dir), now, settings.metrics.crl_grace))
+    checks.append(service_check(settings.service.bind))
     return checks

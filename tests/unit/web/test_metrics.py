@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from pathlib import Path
 
 from prometheus_client import generate_latest
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Pki
 from tests.support import ECHO_JDL
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.monitoring.health import crl_check, readiness, schema_check
+from wmproxy.monitoring.health import crl_check, readiness, schema_check, service_check
 from wmproxy.monitoring.metrics import scrape_registry
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -46,7 +47,18 @@ def test_jobs_by_state_queue_and_purges(rt: Runtime, alice: Principal, delegated
 
 def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
     checks = readiness(rt.settings, rt.session_factory.kw["bind"])
-    assert [(c.name, c.ok) for c in checks] == [("database", True), ("schema", True), ("crls", True)], checks
+    assert [(c.name, c.ok) for c in checks[:3]] == [("database", True), ("schema", True), ("crls", True)], checks
+    assert checks[3].name == "service"
+
+
+def test_a_closed_service_port_fails_readiness() -> None:
+    with socket.socket() as sock:  # bound, not listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        check = service_check(f"0.0.0.0:{port}")
+        assert not check.ok and f"127.0.0.1:{port} refuses" in check.detail
+        sock.listen()
+        assert service_check(f"127.0.0.1:{port}").ok
 
 
 def test_schema_behind_or_missing_names_the_command() -> None:
