@@ -201,22 +201,29 @@ _RESPONSE_JOB_ID = re.compile(rb"<(?:[\w.-]+:)?id(?:\s[^>]*)?>\s*(https?://[^<\s
 _FAULT_TYPE = re.compile(rb"<detail>\s*<(?:[\w.-]+:)?([A-Za-z]{1,64})[\s>/]")
 
 
+#: Bytes of a request or answer searched for the job id: every operation that names a job has
+#: ``jobId`` as its first part, and an answer's JobIdStructType starts with its ``id``; the
+#: bound keeps the search cheap whatever the request holds (a JDL of 16 MiB full of ``<``).
+JOB_ID_SEARCH_BYTES = 16 * 1024
+
+
 def request_job_id(body: bytes) -> str | None:
-    """The job id a request names (its first ``jobId`` element), or None."""
-    match = _REQUEST_JOB_ID.search(body)
+    """The job id a request names (its first ``jobId`` element, within the first
+    :data:`JOB_ID_SEARCH_BYTES`), or None."""
+    match = _REQUEST_JOB_ID.search(body, 0, JOB_ID_SEARCH_BYTES)
     return match.group(1).decode("utf-8", "replace") if match else None
 
 
 def response_job_id(body: bytes) -> str | None:
     """The job id an answer created (the first ``id`` element holding a URL), or None."""
-    match = _RESPONSE_JOB_ID.search(body)
+    match = _RESPONSE_JOB_ID.search(body, 0, JOB_ID_SEARCH_BYTES)
     return match.group(1).decode("utf-8", "replace") if match else None
 
 
 def fault_type(body: bytes) -> str:
     """The type of the fault in ``body`` (``JobUnknownFault``, ``DelegationException``...),
     ``Fault`` when it names none."""
-    match = _FAULT_TYPE.search(body)
+    match = _FAULT_TYPE.search(body, 0, JOB_ID_SEARCH_BYTES)
     return match.group(1).decode("ascii") if match else "Fault"
 
 
