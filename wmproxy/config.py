@@ -488,11 +488,14 @@ class MetricsSettings:
             (prometheus_client multiprocess mode), read by ``wmproxy-metrics``; "" =
             ``metrics`` next to the sandbox root. Best on a tmpfs cleared at boot.
         crl_grace: seconds a CRL may be past its nextUpdate before ``/readyz`` fails.
+        sandbox_scan_interval: seconds between two walks of the sandbox area for
+            ``wmproxy_sandbox_bytes`` (scrapes in between get the last value); 0 = every scrape.
     """
 
     bind: str = "127.0.0.1:9464"
     dir: str = ""
     crl_grace: float = 0.0
+    sandbox_scan_interval: float = 300.0
 
 
 @dataclass(frozen=True)

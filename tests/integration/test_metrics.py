@@ -56,7 +56,7 @@ def _answers(url: str) -> bool:
 def metrics_url(deployment: Deployment) -> str:
     """The listener's base URL; the deployment stops it with its other processes."""
     port = free_port()
-    start_metrics(deployment, port)
+    start_metrics(deployment, port, WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL="0")
     return f"http://127.0.0.1:{port}"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,11 @@ def enable_request_metrics(directory: Path) -> None:
     global _current  # noqa: PLW0603 - one set of metrics per process
     if _current is not None:
         return
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # the service still serves; its requests are not counted
+        log.warning("request metrics off: cannot create [metrics] dir %s: %s", directory, exc.strerror)
+        return
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
@@ -102,6 +107,14 @@ class SiteCollector:
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
+        self._sandbox: tuple[float, int] | None = None  # (monotonic time of the walk, bytes)
+
+    def sandbox_bytes(self) -> int:
+        """Bytes of the sandbox area, walked at most every ``[metrics] sandbox_scan_interval`` s."""
+        now = time.monotonic()
+        if self._sandbox is None or now - self._sandbox[0] >= self.runtime.settings.metrics.sandbox_scan_interval:
+            self._sandbox = (now, directory_bytes(Path(self.runtime.settings.sandbox.root)))
+        return self._sandbox[1]
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -122,7 +135,7 @@ class SiteCollector:
         yield renewals
         yield CounterMetricFamily("wmproxy_purges", "Jobs purged (Cleared events)", value=totals.purges)
         yield GaugeMetricFamily("wmproxy_sandbox_bytes", "Bytes of the files in the sandbox area",
-                                value=directory_bytes(Path(self.runtime.settings.sandbox.root)))
+                                value=self.sandbox_bytes())
 
 
 def scrape_registry(runtime: Any, directory: Path) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
 from pathlib import Path
@@ -11,9 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL
+from wmproxy.config import MetricsSettings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.monitoring.health import crl_check, readiness, schema_check, service_check
-from wmproxy.monitoring.metrics import scrape_registry
+from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 
@@ -72,3 +74,12 @@ def test_an_expired_crl_fails_readiness(pki: Pki) -> None:
     check = crl_check(pki.ca_dir, later)
     assert not check.ok and "expired" in check.detail and "fetch-crl" in check.detail
     assert crl_check(pki.ca_dir, dt.datetime.now(dt.UTC)).ok
+
+
+def test_sandbox_size_is_walked_at_most_every_scan_interval(rt: Runtime) -> None:
+    collector = SiteCollector(rt)
+    before = collector.sandbox_bytes()
+    (Path(rt.settings.sandbox.root) / "extra.bin").write_bytes(b"x" * 1000)
+    assert collector.sandbox_bytes() == before  # within the default 300 s
+    rt.settings = dataclasses.replace(rt.settings, metrics=MetricsSettings(sandbox_scan_interval=0))
+    assert collector.sandbox_bytes() == before + 1000
