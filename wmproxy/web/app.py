@@ -3,7 +3,8 @@
 Pages:
 
 * ``<prefix>`` — the caller's jobs, newest first, with totals by state; query ``state``
-  (a job state), ``since`` / ``until`` (UTC date ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM``),
+  (a job state), ``since`` / ``until`` (UTC date ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM``;
+  ``until`` is exclusive, but a date alone includes that day),
   ``page`` (from 1), ``per_page`` (1..200);
 * ``<prefix>job?id=<job id>`` — one job: status, event timeline, destination CE, JDL,
   output files (links to the sandbox HTTPS paths), perusal files; for a compound job its
@@ -139,6 +140,8 @@ class MonitorApp:
         state = query.get("state") or None
         since = parse_time(query.get("since", ""), "since")
         until = parse_time(query.get("until", ""), "until")
+        if until is not None and len(query.get("until", "")) == len("YYYY-MM-DD"):
+            until += dt.timedelta(days=1)  # a date alone includes that day
         per_page = _int(query.get("per_page", ""), "per_page", 25)
         page = monitor.my_jobs(self.runtime, principal, state=state, since=since, until=until,
                                page=_int(query.get("page", ""), "page", 1), per_page=per_page)

@@ -67,6 +67,13 @@ class TestJobList:
         assert [a.text for a in doc.xpath('//table[@id="jobs"]//a')] == [ids[1]]
         _, doc = page(app, alice, "/monitor/", "since=2999-01-01")
         assert doc.xpath('//table[@id="jobs"]') == []
+        with rt.uow() as uow:
+            days = [job.created_at.strftime("%Y-%m-%d") for job in (uow.jobs.get(i) for i in ids) if job]
+        today = days[0]
+        _, doc = page(app, alice, "/monitor/", f"since={today}&until={today}")  # a date alone: the whole day
+        assert len(doc.xpath('//table[@id="jobs"]//a')) == days.count(today)
+        _, doc = page(app, alice, "/monitor/", f"until={today}T00:00")
+        assert doc.xpath('//table[@id="jobs"]') == []
         _, doc = page(app, alice, "/monitor/", "until=2999-01-01T00:00&per_page=2")
         first = [a.text for a in doc.xpath('//table[@id="jobs"]//a')]
         assert len(first) == 2 and "page 1 of 3" in doc.text_content()
