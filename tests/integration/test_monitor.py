@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 
 from tests.conftest import IN_CI, Pki, need_peer
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.integration.service import Deployment
+from tests.integration.service import Deployment, tls_client_context
 from tests.support import ECHO_JDL, delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
@@ -71,8 +72,10 @@ def nss_database(home: Path, pki: Pki, user: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = Path(os.environ.get("WMPROXY_TEST_ARTIFACTS") or tmp_path_factory.mktemp("artifacts")) / "monitor"
+def artifacts(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Path:
+    """``$WMPROXY_TEST_ARTIFACTS/monitor/<database backend>/``."""
+    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    path = Path(os.environ.get("WMPROXY_TEST_ARTIFACTS") or tmp_path_factory.mktemp("artifacts")) / "monitor" / backend
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -207,3 +210,20 @@ def test_another_users_job_is_refused(browser: Any, deployment: Deployment, jobs
     source = open_page(browser, deployment, "/monitor/dag.svg?id=" + quote(jobs["bob"], safe=""), artifacts,
                        "refused-dag")
     assert "403 Forbidden" in source and "bob" not in source.lower()
+
+
+def test_no_tls_session_is_resumed(deployment: Deployment, pki: Pki) -> None:
+    """A browser resumes TLS sessions, and a resumed session carries no client chain: the
+    service offers none (else every page after the first would be 'no TLS client certificate')."""
+    context = tls_client_context(pki.ca_dir, pki.users["alice"].proxy)
+    session = None
+    for _ in range(12):  # each gunicorn worker has its own ticket keys: try to reach the same one again
+        with socket.create_connection(("localhost", deployment.port), timeout=30) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"GET /monitor/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+            assert not tls.session_reused
+            assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+            session = tls.session

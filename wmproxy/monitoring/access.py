@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
 from wmproxy.monitoring import metrics
 
@@ -69,3 +71,14 @@ def record(op: str, dn: str | None, job: str | None, outcome: str, duration: flo
         fields["bytes"] = str(size)
     log.info("%s", format_line(fields))
     metrics.observe_request(op, outcome, duration, size)
+
+
+def observing(start_response: Callable[..., Any], seen: dict[str, Any]) -> Callable[..., Any]:
+    """A WSGI ``start_response`` that records ``status`` and ``headers`` in ``seen``, then
+    calls ``start_response``."""
+
+    def observe(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        seen["status"], seen["headers"] = status, headers
+        return start_response(status, headers) if exc_info is None else start_response(status, headers, exc_info)
+
+    return observe

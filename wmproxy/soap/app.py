@@ -108,15 +108,9 @@ class WMProxyApplication:
         the request body for uploads, the answer's Content-Length for downloads)."""
         started = time.monotonic()
         seen: dict[str, Any] = {}
-
-        def observe(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            seen["status"], seen["headers"] = status, headers
-            return start_response(status, headers, exc_info) if exc_info is not None \
-                else start_response(status, headers)
-
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         try:
-            return self.sandbox(environ, observe)
+            return self.sandbox(environ, access.observing(start_response, seen))
         finally:
             status = str(seen.get("status", "500"))
             size = _content_length(seen.get("headers", [])) if method == "GET" else _content_length(

@@ -111,13 +111,7 @@ class SoapDispatcher:
         """Serve one request and write its ``wmproxy.access`` line (:mod:`wmproxy.monitoring.access`)."""
         started = time.monotonic()
         seen: dict[str, Any] = {}
-
-        def observe(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            seen["status"] = status
-            return start_response(status, headers, exc_info) if exc_info is not None \
-                else start_response(status, headers)
-
-        body = self._dispatch(environ, observe, seen)
+        body = self._dispatch(environ, access.observing(start_response, seen), seen)
         self._log(seen, body, time.monotonic() - started)
         return body
 
