@@ -86,6 +86,14 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class PerusalFile:
+    """A file enabled for perusal and its parts merged so far (by getPerusalFiles), oldest first."""
+
+    name: str
+    parts: list[OutputFile]
+
+
+@dataclass(frozen=True)
 class JobDetail:
     """One job's page: its row, events oldest first, JDLs, output files, perusal files, and
     for a compound job its nodes and DAG edges ``(node id, node it depends on)``."""
@@ -99,7 +107,7 @@ class JobDetail:
     jdl_original: str
     jdl_registered: str
     output_files: list[OutputFile]
-    perusal_files: list[str]
+    perusal_files: list[PerusalFile]
     nodes: list[JobRow] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
 
@@ -157,6 +165,17 @@ def job_detail(rt: Runtime, principal: Principal, job_id: str) -> JobDetail:
             area = rt.storage.job_area(job.id, job.parent_id)
             outputs = [OutputFile(name, size, f"{area.output_uri}/{name}")
                        for name, size in rt.storage.output_files(job.id)]
-        perusal = [name for name in (job.perusal_files or "").splitlines() if name]
+        perusal = _perusal(rt, job)
         return JobDetail(_row(job), job.owner_dn, job.parent_id, job.exit_code, job.reason, events,
                          job.jdl_original, job.jdl_registered, outputs, perusal, nodes, edges)
+
+
+def _perusal(rt: Runtime, job: Job) -> list[PerusalFile]:
+    """The job's perusal files with the parts already merged (read only: nothing is merged here)."""
+    names = [name for name in (job.perusal_files or "").splitlines() if name]
+    if not names or not rt.storage.has_job_area(job.id) or not (rt.storage.job_dir(job.id) / "peek").is_dir():
+        return [PerusalFile(name, []) for name in names]
+    area = rt.storage.job_area(job.id, job.parent_id)
+    peek = rt.storage.job_dir(job.id) / "peek"
+    return [PerusalFile(name, [OutputFile(part, (peek / part).stat().st_size, f"{area.peek_uri}/{part}")
+                               for part in rt.storage.merged_perusal_files(job.id, name)]) for name in names]

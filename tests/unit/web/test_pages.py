@@ -142,6 +142,27 @@ class TestJobPage:
         assert (status, body) == ("200 OK", b"hello grid\n")
 
 
+    def test_perusal_files_link_their_merged_parts(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                  delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            assert job is not None
+            job.perusal_files = "std.out\nstd.err"
+        peek = rt.storage.job_dir(job_id) / "peek"
+        peek.mkdir(exist_ok=True)
+        (peek / "std.out-100-160").write_bytes(b"first lines\n")
+        (peek / "std.out.170").write_bytes(b"not merged yet\n")  # a chunk: the monitor merges nothing
+        _, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        items = doc.xpath('//ul[@id="perusal"]/li')
+        assert [li.text_content().split()[0] for li in items] == ["std.out", "std.err"]
+        (link,) = items[0].xpath("a")
+        peek_uri = rt.storage.job_area(job_id).peek_uri
+        assert (link.text, link.get("href")) == ("std.out-100-160", f"{peek_uri}/std.out-100-160")
+        assert "no part retrieved yet" in items[1].text_content()
+        assert (peek / "std.out.170").exists()
+
+
 class TestDag:
     def test_picture_places_nodes_by_dependency(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
                                                 delegated: str) -> None:
