@@ -599,6 +599,28 @@ class InspectionSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Health and Prometheus metrics (``[metrics]``; ``wmproxy.monitoring``).
+
+    Attributes:
+        bind: ``host:port`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
+            ``/healthz``, ``/readyz``); keep it on loopback or a management network: it has
+            no authentication (and holds nothing sensitive).
+        dir: directory where the service processes keep their request counters
+            (prometheus_client multiprocess mode), read by ``wmproxy-metrics``; "" =
+            ``metrics`` next to the sandbox root. Best on a tmpfs cleared at boot.
+        crl_grace: seconds a CRL may be past its nextUpdate before ``/readyz`` fails.
+        sandbox_scan_interval: seconds between two walks of the sandbox area for
+            ``wmproxy_sandbox_bytes`` (scrapes in between get the last value); 0 = every scrape.
+    """
+
+    bind: str = "127.0.0.1:9464"
+    dir: str = ""
+    crl_grace: float = 0.0
+    sandbox_scan_interval: float = 300.0
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -614,6 +636,7 @@ class Settings:
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
     purge: PurgeSettings = field(default_factory=PurgeSettings)
     inspection: InspectionSettings = field(default_factory=InspectionSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 #: ``WMPROXY_*`` variables that are not settings: the configuration file's path.

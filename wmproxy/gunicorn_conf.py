@@ -78,6 +78,10 @@ def _build_context() -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_REQUIRED
     strict_off = ctx.verify_flags & ~ssl.VERIFY_X509_STRICT
     ctx.verify_flags = strict_off | ssl.VERIFY_ALLOW_PROXY_CERTS | ssl.VERIFY_CRL_CHECK_CHAIN
+    # No session resumption: a resumed session has no verified client chain (OpenSSL keeps
+    # none), so the caller could not be named; browsers resume (the web monitor's downloads).
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
     return ctx
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Top-level modules of the ``server`` extra (pyproject.toml), as imported.
-SERVER_MODULES = ("spyne", "sqlalchemy", "alembic", "psycopg", "gunicorn", "werkzeug")
+SERVER_MODULES = ("spyne", "sqlalchemy", "alembic", "psycopg", "gunicorn", "werkzeug", "prometheus_client", "jinja2")
 
 #: The gunicorn configuration inside the package, in gunicorn's ``-c python:<module>`` form.
 GUNICORN_CONFIG = "python:wmproxy.gunicorn_conf"
@@ -77,6 +77,7 @@ def _delegate(command: str, target: str) -> Callable[[], Any]:
 admin = _delegate("wmproxy-admin", "wmproxy.admin:main")
 worker = _delegate("wmproxy-worker", "wmproxy.execution.__main__:main")
 renewal = _delegate("wmproxy-renewal", "wmproxy.renewal.__main__:main")
+metrics = _delegate("wmproxy-metrics", "wmproxy.monitoring.server:main")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str
         return [(j.id, [f"{rt.storage.job_area(j.id).base_uri}/input" for _ in protocols]) for j in jobs]
 
 
-def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> None:
-    """May ``principal`` use HTTP ``method`` on the job area ``job_rel_dir``?
+def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> str:
+    """May ``principal`` use HTTP ``method`` on the job area ``job_rel_dir``? Returns the job's id.
 
     The owner may read and write; ACL items (§6.4) may read (GET, HEAD).
 
@@ -60,6 +60,7 @@ def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: 
         job_for(uow, principal, job.id, access="read" if method in ("GET", "HEAD") else "write")
         if method in ("PUT", "DELETE", "MOVE") and job.state != JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the input sandbox cannot change after the job has been started")
+        return job.id
 
 
 def input_room(rt: Runtime, job_rel_dir: str) -> int:

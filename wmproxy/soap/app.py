@@ -5,7 +5,10 @@ to this deployment's endpoint; ``POST <endpoint>`` is dispatched to one of the t
 ports (``wmproxy.soap.dispatch``: the request is checked against ``[limits]``, then its
 caller authenticated by the TLS client chain, so that every refusal is the fault of the
 operation); ``/<SandboxDir>/...`` is the HTTPS sandbox edge, where the caller is
-authenticated before any file is looked at.
+authenticated before any file is looked at; ``/monitor/...`` is the read-only web job
+monitor (``wmproxy.web``), behind the same client-certificate authentication. Every SOAP
+operation and sandbox request writes one ``wmproxy.access`` line and is counted in the
+Prometheus request metrics (``wmproxy.monitoring``).
 
 gunicorn entry point: ``wmproxy.soap.app:application`` (settings from ``WMPROXY_CONFIG``
 and ``WMPROXY_*`` variables, read once per worker process). :func:`check_start` runs when
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +32,8 @@ from lxml import etree
 from wmproxy.config import Settings, load_settings
 from wmproxy.domain import Principal
 from wmproxy.inspection_http import InspectionAgentApp
+from wmproxy.monitoring import access
+from wmproxy.monitoring.metrics import enable_request_metrics, metrics_dir
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.services import sandboxes
@@ -36,9 +42,10 @@ from wmproxy.services.inspection import AGENT_PATH
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.storekey import check_store
 from wmproxy.soap.auth import tls_principal
-from wmproxy.soap.calls import RUNTIME_KEY
+from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
 from wmproxy.soap.dispatch import SoapDispatcher
+from wmproxy.web.app import MonitorApp
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,8 @@ class WMProxyApplication:
             max_name_bytes=limits.max_sandbox_name_bytes,
         )
         self.inspection = InspectionAgentApp(runtime, self.authenticate)
+        self.monitor_prefix = MONITOR_PREFIX
+        self.monitor = MonitorApp(runtime, self.authenticate, MONITOR_PREFIX)
 
     @cached_property
     def wsdl(self) -> bytes:
@@ -89,22 +98,64 @@ class WMProxyApplication:
             environ[RUNTIME_KEY] = self.runtime
             return self.soap(environ, start_response)
         if path.startswith(self.sandbox_prefix):
-            return self.sandbox(environ, start_response)
+            return self._sandbox(environ, start_response)
         if path.startswith(AGENT_PATH + "/"):
             return self.inspection(environ, start_response)
+        if path.startswith(self.monitor_prefix):
+            return self.monitor(environ, start_response)
+        if path == self.monitor_prefix.rstrip("/"):
+            return self._send(start_response, "301 Moved Permanently", b"", location=self.monitor_prefix)
         if path == self.endpoint_path:
             return self._send(start_response, "405 Method Not Allowed", b"use POST (SOAP) or GET ?wsdl\n")
         return self._send(start_response, "404 Not Found", b"not found\n")
 
+    def _sandbox(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The sandbox edge, with its ``wmproxy.access`` line (``op=sandbox_<METHOD>``, ``bytes``:
+        the request body for uploads, the answer's Content-Length for downloads)."""
+        started = time.monotonic()
+        seen: dict[str, Any] = {}
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        try:
+            return self.sandbox(environ, access.observing(start_response, seen))
+        finally:
+            status = str(seen.get("status", "500"))
+            size = _content_length(seen.get("headers", [])) if method == "GET" else _content_length(
+                [("Content-Length", str(environ.get("CONTENT_LENGTH") or "0"))])
+            principal = environ.get(PRINCIPAL_KEY)
+            access.record(f"sandbox_{method}" if method in SANDBOX_METHODS else "sandbox_other",
+                          principal.dn if isinstance(principal, Principal) else None,
+                          environ.get(JOB_KEY), "ok" if status.startswith("2") else f"http_{status[:3]}",
+                          time.monotonic() - started, size)
+
     def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
         principal = self.authenticate(environ)
+        environ[PRINCIPAL_KEY] = principal
         check_caller(self.runtime.settings, principal, f"sandbox {method}")
-        sandboxes.authorize_area(self.runtime, principal, job_rel_dir, method)
+        environ[JOB_KEY] = sandboxes.authorize_area(self.runtime, principal, job_rel_dir, method)
 
     @staticmethod
-    def _send(start_response: Callable[..., Any], status: str, body: bytes, ctype: str = "text/plain") -> list[bytes]:
-        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    def _send(start_response: Callable[..., Any], status: str, body: bytes, ctype: str = "text/plain",
+              location: str | None = None) -> list[bytes]:
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+        if location is not None:
+            headers.append(("Location", location))
+        start_response(status, headers)
         return [body]
+
+
+#: Where the web job monitor is served.
+MONITOR_PREFIX = "/monitor/"
+#: Sandbox methods named in the access log and metrics (anything else is ``sandbox_other``).
+SANDBOX_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "MOVE", "MKCOL", "OPTIONS", "PROPFIND"})
+#: environ key of the job whose area a sandbox request touches (set once authorised).
+JOB_KEY = "wmproxy.job_id"
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int:
+    for key, value in headers:
+        if key.lower() == "content-length" and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 #: Warnings this process has logged already (logged once per process, not per app built).
@@ -139,6 +190,7 @@ def create_app(settings: Settings | None = None, authenticate: Authenticate | No
     """
     settings = settings or load_settings()
     check_start(settings)
+    enable_request_metrics(metrics_dir(settings))
     return WMProxyApplication(Runtime.from_settings(settings), authenticate)
 
 

@@ -1,0 +1,126 @@
+"""Health, Prometheus metrics and the access log of a real deployment (gunicorn over TLS, a
+worker, and ``wmproxy-metrics`` on a loopback plain-HTTP port, all as the service user).
+
+The monitoring system needs no grid certificate: the scrapes below are plain HTTP without
+any credential, while the service port still refuses a client without a certificate.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import urllib.error
+import urllib.request
+
+import pytest
+import zeep
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Pki
+from tests.integration.refclient import ReferenceClient, reference_client
+from tests.integration.service import BIN, Deployment, free_port, tls_client_context
+from tests.support import ECHO_JDL, delegate, wait_for, wait_for_final
+
+pytestmark = pytest.mark.integration
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:  # noqa: S310 - a fixed http://127.0.0.1 URL
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def start_metrics(deployment: Deployment, port: int, **env: str) -> None:
+    """``wmproxy-metrics`` as the service processes run (the service user, when root)."""
+    argv = [*deployment.service_prefix, *deployment.python_command("wmproxy.monitoring", BIN / "wmproxy-metrics")]
+    saved = dict(deployment.env)
+    deployment.env.update(WMPROXY_METRICS_BIND=f"127.0.0.1:{port}", **env)
+    try:
+        deployment.start(argv, f"metrics-{port}.log")
+    finally:
+        deployment.env.clear()
+        deployment.env.update(saved)
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what=f"wmproxy-metrics on port {port}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return http_get(url)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def metrics_url(deployment: Deployment) -> str:
+    """The listener's base URL; the deployment stops it with its other processes."""
+    port = free_port()
+    start_metrics(deployment, port, WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL="0")
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def alice(deployment: Deployment, pki: Pki) -> ReferenceClient:
+    ref = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
+    delegate(ref, pki.users["alice"].proxy, "metrics")
+    return ref
+
+
+def scrape(metrics_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, text = http_get(f"{metrics_url}/metrics")
+    assert status == 200, text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_health_answers_without_a_certificate(metrics_url: str, deployment: Deployment, pki: Pki) -> None:
+    assert http_get(f"{metrics_url}/healthz") == (200, "ok\n")
+    status, text = http_get(f"{metrics_url}/readyz")
+    assert status == 200, text
+    assert [line.split()[:2] for line in text.splitlines()] == [["database", "ok"], ["schema", "ok"], ["crls", "ok"],
+                                                                     ["service", "ok"]]
+    # ... while the service port itself refuses a client without a certificate
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        urllib.request.urlopen(f"https://localhost:{deployment.port}/monitor/", timeout=30,
+                               context=tls_client_context(pki.ca_dir, None)).read()
+
+
+def test_readiness_fails_on_a_database_without_the_schema(deployment: Deployment) -> None:
+    port = free_port()
+    start_metrics(deployment, port, WMPROXY_DATABASE_URL=f"sqlite:///{deployment.state}/empty-{port}.db")
+    status, text = http_get(f"http://127.0.0.1:{port}/readyz")
+    assert status == 503
+    assert re.search(r"^schema FAIL .*wmproxy-admin migrate$", text, re.M), text
+
+
+def test_requests_jobs_and_faults_are_counted(metrics_url: str, alice: ReferenceClient, pki: Pki,
+                                              deployment: Deployment) -> None:
+    before = scrape(metrics_url)
+    job = alice.wmproxy.jobSubmit(ECHO_JDL, "metrics")
+    wait_for_final(alice, job.id)
+    bob = reference_client(deployment.endpoint, pki.users["bob"].proxy, pki.ca_dir)
+    with pytest.raises(zeep.exceptions.Fault):
+        bob.wmproxy.jobCancel(job.id)
+    after = scrape(metrics_url)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew("wmproxy_requests_total", operation="jobSubmit", outcome="ok") == 1
+    assert grew("wmproxy_requests_total", operation="jobCancel", outcome="AuthorizationFault") == 1
+    assert grew("wmproxy_request_duration_seconds_count", operation="jobSubmit") == 1
+    assert after[("wmproxy_jobs", (("state", "Done"),))] >= 1
+    assert ("wmproxy_execution_queue_depth", ()) in after
+    assert ("wmproxy_proxy_renewals_total", (("result", "ok"),)) in after
+    assert ("wmproxy_purges_total", ()) in after
+    assert after[("wmproxy_sandbox_bytes", ())] > 0
+    text = http_get(f"{metrics_url}/metrics")[1]
+    assert pki.users["alice"].dn not in text and job.id not in text  # nothing that names a user or a job
+    # the access log of the service: one line per operation, with the DN, the job and the outcome
+    log = (deployment.state / "gunicorn.log").read_text()
+    assert re.search(rf'op=jobCancel dn="{re.escape(pki.users["bob"].dn)}" job={re.escape(job.id)} '
+                     r"outcome=AuthorizationFault duration=\d+\.\d{4}", log), log[-3000:]
+    assert re.search(rf"op=jobSubmit dn=\S+ job={re.escape(job.id)} outcome=ok", log)
+    assert "BEGIN" not in log  # no PEM block (key, proxy, certificate) in the service's log

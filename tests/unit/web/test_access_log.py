@@ -1,0 +1,109 @@
+"""The ``wmproxy.access`` line of SOAP operations and sandbox requests, and its format."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from tests.support import ECHO_JDL
+from tests.unit.web.conftest import request
+from wmproxy.domain import Principal
+from wmproxy.monitoring.access import format_line, quote
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+from wmproxy.soap.app import WMProxyApplication
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+WMP = "http://glite.org/wms/wmproxy"
+LINE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def envelope(operation: str, inner: str = "") -> bytes:
+    return (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:{operation} xmlns:w="{WMP}">{inner}</w:{operation}>'
+            "</e:Body></e:Envelope>").encode()
+
+
+def parse(line: str) -> dict[str, str]:
+    return {k: (v[1:-1].replace('\\"', '"').replace("\\\\", "\\") if v.startswith('"') else v)
+            for k, v in LINE.findall(line)}
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
+    return [parse(r.getMessage()) for r in caplog.records if r.name == "wmproxy.access"]
+
+
+class TestFormat:
+    @pytest.mark.parametrize(("value", "written"), [
+        ("jobStart", "jobStart"), ("", '""'), ("/C=XX/CN=Jane Doe", '"/C=XX/CN=Jane Doe"'),
+        ('a"b\\c', '"a\\"b\\\\c"'), ("x\ny=1", '"x\\ny=1"'), ("bell\x07", '"bell\\x07"')])
+    def test_values_are_quoted_when_needed(self, value: str, written: str) -> None:
+        assert quote(value) == written
+
+    def test_a_hostile_value_cannot_forge_a_field(self) -> None:
+        line = format_line({"op": "jobStart", "dn": '/CN=x" outcome=ok job=evil', "outcome": "AuthorizationFault"})
+        assert parse(line) == {"op": "jobStart", "dn": '/CN=x" outcome=ok job=evil', "outcome": "AuthorizationFault"}
+
+
+class TestSoapLines:
+    def test_success_names_dn_operation_job_and_duration(self, app: WMProxyApplication, rt: Runtime,
+                                                         alice: Principal, delegated: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        caplog.set_level(logging.INFO, "wmproxy.access")
+        status, _, _ = request(app, alice, "/glite_wms_wmproxy_server", method="POST",
+                               body=envelope("getJobStatus", f"<jobId>{job_id}</jobId>"))
+        assert status == "200 OK"
+        (line,) = access_lines(caplog)
+        assert {k: line[k] for k in ("op", "dn", "job", "outcome")} == {
+            "op": "getJobStatus", "dn": alice.dn, "job": job_id, "outcome": "ok"}
+        assert float(line["duration"]) >= 0
+
+    def test_a_fault_names_its_type_and_never_the_jdl(self, app: WMProxyApplication, rt: Runtime,
+                                                      alice: Principal, bob: Principal, delegated: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        caplog.set_level(logging.INFO, "wmproxy.access")
+        request(app, bob, "/glite_wms_wmproxy_server", method="POST",
+                body=envelope("jobStart", f"<jobId>{job_id}</jobId>"))
+        request(app, alice, "/glite_wms_wmproxy_server", method="POST",
+                body=envelope("jobRegister", "<jdl>[ Executable = &quot;/bin/secret-thing&quot; ]</jdl>"
+                                             f"<delegationId>{delegated}</delegationId>"))
+        refused, registered = access_lines(caplog)
+        assert (refused["op"], refused["dn"], refused["job"], refused["outcome"]) == (
+            "jobStart", bob.dn, job_id, "AuthorizationFault")
+        assert registered["op"] == "jobRegister" and registered["outcome"] in ("ok", "InvalidArgumentFault")
+        assert all("secret-thing" not in r.getMessage() for r in caplog.records if r.name == "wmproxy.access")
+
+    def test_registration_names_the_new_job(self, app: WMProxyApplication, alice: Principal, delegated: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, "wmproxy.access")
+        jdl = ECHO_JDL.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+        inner = f"<jdl>{jdl}</jdl><delegationId>{delegated}</delegationId>"
+        status, _, body = request(app, alice, "/glite_wms_wmproxy_server", method="POST",
+                                  body=envelope("jobRegister", inner))
+        assert status == "200 OK", body
+        (line,) = access_lines(caplog)
+        assert line["outcome"] == "ok" and line["job"].startswith("https://") and line["job"].encode() in body
+
+    def test_an_unknown_operation_is_logged_as_unknown(self, app: WMProxyApplication, alice: Principal,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, "wmproxy.access")
+        request(app, alice, "/glite_wms_wmproxy_server", method="POST", body=envelope("noSuchOperation"))
+        (line,) = access_lines(caplog)
+        assert (line["op"], line["outcome"]) == ("unknown", "InvalidArgumentFault")
+
+
+def test_sandbox_requests_are_logged(app: WMProxyApplication, rt: Runtime, alice: Principal, bob: Principal,
+                                     delegated: str, caplog: pytest.LogCaptureFixture) -> None:
+    registered = register_job(rt, alice, ECHO_JDL, delegated)
+    path = "/" + rt.storage.job_rel_dir(registered.job_id) + "/input/data.txt"
+    caplog.set_level(logging.INFO, "wmproxy.access")
+    status, _, _ = request(app, alice, path, method="PUT", body=b"12345")
+    assert status.startswith("20")
+    request(app, bob, path)
+    put, get = access_lines(caplog)
+    assert (put["op"], put["dn"], put["job"], put["outcome"], put["bytes"]) == (
+        "sandbox_PUT", alice.dn, registered.job_id, "ok", "5")
+    assert (get["op"], get["dn"], get["outcome"]) == ("sandbox_GET", bob.dn, "http_403")

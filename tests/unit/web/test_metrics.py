@@ -1,0 +1,85 @@
+"""The scrape-time metrics of :class:`wmproxy.monitoring.metrics.SiteCollector` and the readiness checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import socket
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL
+from wmproxy.config import MetricsSettings
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.monitoring.health import crl_check, readiness, schema_check, service_check
+from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+
+
+def samples(registry: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(registry).decode()  # type: ignore[arg-type]
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_jobs_by_state_queue_and_purges(rt: Runtime, alice: Principal, delegated: str, tmp_path: Path) -> None:
+    ids = [register_job(rt, alice, ECHO_JDL, delegated).job_id for _ in range(3)]
+    now = utcnow()
+    with rt.uow() as uow:
+        job = uow.jobs.get(ids[0])
+        assert job is not None
+        uow.jobs.set_state(job, JobState.WAITING.value, now)
+        uow.queue.enqueue(job.id, "start", now)
+        done = uow.jobs.get(ids[1])
+        assert done is not None
+        uow.jobs.set_state(done, JobState.CLEARED.value, now)
+    got = samples(scrape_registry(rt, tmp_path / "metrics"))
+    assert got[("wmproxy_jobs", (("state", "Submitted"),))] == 1
+    assert got[("wmproxy_jobs", (("state", "Waiting"),))] == 1
+    assert got[("wmproxy_execution_queue_depth", ())] == 1
+    assert got[("wmproxy_purges_total", ())] == 1
+    assert got[("wmproxy_proxy_renewals_total", (("result", "failed"),))] == 0
+    assert got[("wmproxy_sandbox_bytes", ())] >= 0
+    assert alice.dn not in generate_latest(scrape_registry(rt, tmp_path / "m2")).decode()
+
+
+def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
+    checks = readiness(rt.settings, rt.session_factory.kw["bind"])
+    assert [(c.name, c.ok) for c in checks[:3]] == [("database", True), ("schema", True), ("crls", True)], checks
+    assert checks[3].name == "service"
+
+
+def test_a_closed_service_port_fails_readiness() -> None:
+    with socket.socket() as sock:  # bound, not listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        check = service_check(f"0.0.0.0:{port}")
+        assert not check.ok and f"127.0.0.1:{port} refuses" in check.detail
+        sock.listen()
+        assert service_check(f"127.0.0.1:{port}").ok
+
+
+def test_schema_behind_or_missing_names_the_command() -> None:
+    assert not schema_check("0005", "0006").ok and "wmproxy-admin migrate" in schema_check("0005", "0006").detail
+    assert not schema_check(None, "0006").ok
+    assert schema_check("0006", "0006").ok
+
+
+def test_an_expired_crl_fails_readiness(pki: Pki) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)
+    check = crl_check(pki.ca_dir, later)
+    assert not check.ok and "expired" in check.detail and "fetch-crl" in check.detail
+    assert crl_check(pki.ca_dir, dt.datetime.now(dt.UTC)).ok
+
+
+def test_sandbox_size_is_walked_at_most_every_scan_interval(rt: Runtime) -> None:
+    collector = SiteCollector(rt)
+    before = collector.sandbox_bytes()
+    (Path(rt.settings.sandbox.root) / "extra.bin").write_bytes(b"x" * 1000)
+    assert collector.sandbox_bytes() == before  # within the default 300 s
+    rt.settings = dataclasses.replace(rt.settings, metrics=MetricsSettings(sandbox_scan_interval=0))
+    assert collector.sandbox_bytes() == before + 1000

@@ -1,0 +1,191 @@
+"""The monitor's pages in-process: who sees what, filters, paging, escaping, the DAG picture."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import pytest
+from lxml import etree, html
+
+from tests.support import ECHO_JDL
+from tests.unit.web.conftest import request
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+from wmproxy.soap.app import WMProxyApplication
+
+#: A diamond: prepare → (left, right) → merge.
+DAG = """[ Type = "dag";
+nodes = [
+  prepare = [ Description = [ Executable = "/bin/true"; ]; ];
+  left = [ Description = [ Executable = "/bin/true"; ]; ];
+  right = [ Description = [ Executable = "/bin/true"; ]; ];
+  merge = [ Description = [ Executable = "/bin/true"; ]; ];
+  dependencies = { { prepare, left }, { prepare, right }, { {left, right}, merge } };
+];
+]"""
+HOSTILE_JDL = ECHO_JDL.replace('"hello grid"', '"<script>alert(1)</script>"')
+
+
+def set_state(rt: Runtime, job_id: str, state: JobState, **kwargs: object) -> None:
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        uow.jobs.set_state(job, state.value, utcnow(), **kwargs)  # type: ignore[arg-type]
+
+
+def page(app: WMProxyApplication, who: Principal, path: str, query: str = "") -> tuple[str, html.HtmlElement]:
+    status, headers, body = request(app, who, path, query)
+    assert headers["Content-Type"].startswith("text/html")
+    assert headers["Cache-Control"] == "no-store"
+    assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'none': no script at all
+    return status, html.fromstring(body)
+
+
+class TestJobList:
+    def test_lists_only_the_callers_jobs_with_totals(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                     bob: Principal, delegated: str) -> None:
+        mine = [register_job(rt, alice, ECHO_JDL, delegated).job_id for _ in range(3)]
+        set_state(rt, mine[0], JobState.WAITING)
+        status, doc = page(app, alice, "/monitor/")
+        assert status == "200 OK"
+        listed = [a.text for a in doc.xpath('//table[@id="jobs"]//a')]
+        assert sorted(listed) == sorted(mine)
+        totals = dict(zip([t.text_content() for t in doc.xpath('//table[@id="totals"]//th')],
+                          [t.text_content() for t in doc.xpath('//table[@id="totals"]//td')], strict=True))
+        assert (totals["Submitted"], totals["Waiting"], totals["Running"]) == ("2", "1", "0")
+        status, doc = page(app, bob, "/monitor/")
+        assert status == "200 OK" and doc.xpath('//table[@id="jobs"]') == []
+        assert "0 jobs" in doc.text_content()
+
+    def test_filters_by_state_and_time_and_pages(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                 delegated: str) -> None:
+        ids = [register_job(rt, alice, ECHO_JDL, delegated).job_id for _ in range(5)]
+        set_state(rt, ids[1], JobState.RUNNING)
+        _, doc = page(app, alice, "/monitor/", "state=Running")
+        assert [a.text for a in doc.xpath('//table[@id="jobs"]//a')] == [ids[1]]
+        _, doc = page(app, alice, "/monitor/", "since=2999-01-01")
+        assert doc.xpath('//table[@id="jobs"]') == []
+        with rt.uow() as uow:
+            days = [job.created_at.strftime("%Y-%m-%d") for job in (uow.jobs.get(i) for i in ids) if job]
+        today = days[0]
+        _, doc = page(app, alice, "/monitor/", f"since={today}&until={today}")  # a date alone: the whole day
+        assert len(doc.xpath('//table[@id="jobs"]//a')) == days.count(today)
+        _, doc = page(app, alice, "/monitor/", f"until={today}T00:00")
+        assert doc.xpath('//table[@id="jobs"]') == []
+        _, doc = page(app, alice, "/monitor/", "until=2999-01-01T00:00&per_page=2")
+        first = [a.text for a in doc.xpath('//table[@id="jobs"]//a')]
+        assert len(first) == 2 and "page 1 of 3" in doc.text_content()
+        next_link = doc.xpath('//a[@rel="next"]/@href')[0]
+        assert "per_page=2" in next_link and "page=2" in next_link
+        _, doc = page(app, alice, "/monitor/", next_link.lstrip("?"))
+        second = [a.text for a in doc.xpath('//table[@id="jobs"]//a')]
+        assert len(second) == 2 and not set(first) & set(second)
+
+    @pytest.mark.parametrize("query", ["state=Bogus", "since=yesterday", "page=0", "per_page=5000", "page=-1"])
+    def test_a_bad_filter_is_a_400_page(self, app: WMProxyApplication, alice: Principal, query: str) -> None:
+        status, doc = page(app, alice, "/monitor/", query)
+        assert status == "400 Bad Request"
+        assert doc.xpath('//p[@class="error"]')
+
+
+class TestJobPage:
+    def test_owner_sees_status_events_jdl_escaped(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                  delegated: str) -> None:
+        job_id = register_job(rt, alice, HOSTILE_JDL, delegated).job_id
+        set_state(rt, job_id, JobState.WAITING)
+        status, _, body = request(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert status == "200 OK"
+        assert b"<script>" not in body and b"&lt;script&gt;alert(1)&lt;/script&gt;" in body
+        doc = html.fromstring(body)
+        assert [row.xpath("td")[1].text_content() for row in doc.xpath('//table[@id="events"]/tr[td]')] == [
+            "Submitted", "Waiting"]
+        assert "Waiting" in doc.xpath('//td[@id="status"]')[0].text_content()
+
+    def test_another_users_job_is_refused(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                          bob: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        for path in ("/monitor/job", "/monitor/dag.svg"):
+            status, _, body = request(app, bob, path, "id=" + quote(job_id, safe=""))
+            assert status == "403 Forbidden"
+            assert job_id.encode() not in body and b"/bin/echo" not in body
+
+    def test_acl_reader_sees_the_job(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                     bob: Principal, delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        with rt.uow() as uow:
+            uow.jobs.add_acl_item(job_id, bob.dn)
+        status, _ = page(app, bob, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert status == "200 OK"
+        _, doc = page(app, bob, "/monitor/")  # the list stays bob's own
+        assert doc.xpath('//table[@id="jobs"]') == []
+
+    @pytest.mark.parametrize(("query", "code"), [("", "400"), ("id=not-a-job", "400"),
+                                                 ("id=https%3A%2F%2Flocalhost%3A7443%2FAAAAAAAAAAAAAAAAAAAAAA", "404")])
+    def test_unknown_or_malformed_ids(self, app: WMProxyApplication, alice: Principal, query: str, code: str) -> None:
+        status, _ = page(app, alice, "/monitor/job", query)
+        assert status.startswith(code)
+
+    def test_output_files_link_to_the_sandbox(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                              delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        output = rt.storage.job_dir(job_id) / "output"
+        output.mkdir(exist_ok=True)
+        (output / "std.out").write_text("hello grid\n")
+        set_state(rt, job_id, JobState.DONE, exit_code=0)
+        _, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        (link,) = doc.xpath('//table[@id="outputs"]//a')
+        assert link.text == "std.out"
+        assert link.get("href") == f"{rt.storage.job_area(job_id).output_uri}/std.out"
+        status, _, body = request(app, alice, re.sub(r"^https://[^/]+", "", link.get("href")))
+        assert (status, body) == ("200 OK", b"hello grid\n")
+
+
+    def test_perusal_files_link_their_merged_parts(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                  delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            assert job is not None
+            job.perusal_files = "std.out\nstd.err"
+        peek = rt.storage.job_dir(job_id) / "peek"
+        peek.mkdir(exist_ok=True)
+        (peek / "std.out-100-160").write_bytes(b"first lines\n")
+        (peek / "std.out.170").write_bytes(b"not merged yet\n")  # a chunk: the monitor merges nothing
+        _, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        items = doc.xpath('//ul[@id="perusal"]/li')
+        assert [li.text_content().split()[0] for li in items] == ["std.out", "std.err"]
+        (link,) = items[0].xpath("a")
+        peek_uri = rt.storage.job_area(job_id).peek_uri
+        assert (link.text, link.get("href")) == ("std.out-100-160", f"{peek_uri}/std.out-100-160")
+        assert "no part retrieved yet" in items[1].text_content()
+        assert (peek / "std.out.170").exists()
+
+
+class TestDag:
+    def test_picture_places_nodes_by_dependency(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                delegated: str) -> None:
+        job_id = register_job(rt, alice, DAG, delegated).job_id
+        status, headers, body = request(app, alice, "/monitor/dag.svg", "id=" + quote(job_id, safe=""))
+        assert (status, headers["Content-Type"]) == ("200 OK", "image/svg+xml")
+        svg = etree.fromstring(body)
+        ns = {"s": "http://www.w3.org/2000/svg"}
+        nodes = {g.xpath("s:text", namespaces=ns)[0].text: int(g.xpath("s:rect/@x", namespaces=ns)[0])
+                 for g in svg.xpath("//s:g[@class='node']", namespaces=ns)}
+        assert nodes["prepare"] < nodes["left"] == nodes["right"] < nodes["merge"]
+        assert len(svg.xpath("//s:line", namespaces=ns)) == 4
+        _, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert doc.xpath('//div[@id="dag"]/*[local-name()="svg"]')
+        assert len(doc.xpath('//table[@id="nodes"]/tr[td]')) == 4
+
+    def test_a_simple_job_has_no_picture(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                         delegated: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        status, _, _ = request(app, alice, "/monitor/dag.svg", "id=" + quote(job_id, safe=""))
+        assert status == "404 Not Found"
+
+
+def test_the_monitor_is_read_only(app: WMProxyApplication, alice: Principal) -> None:
+    status, _, _ = request(app, alice, "/monitor/", method="POST")
+    assert status == "405 Method Not Allowed"

@@ -1,0 +1,181 @@
+"""What the web job monitor and the metrics show: read-only views of jobs.
+
+Access follows the SOAP service (:mod:`wmproxy.services.access`): the job list and the
+totals hold only the caller's own jobs; one job's page is shown to its owner and to the
+readers its ACL names (as getJobStatus), and to nobody else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import InvalidArgumentError
+from wmproxy.services.access import job_for
+from wmproxy.services.jobs import status_text
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import monitoring as queries
+from wmproxy.store.schema import Job
+
+#: Jobs on one page of the list, at most.
+MAX_PAGE_SIZE = 200
+STATES = tuple(state.value for state in JobState)
+
+
+@dataclass(frozen=True)
+class SiteTotals:
+    """The scrape-time metrics of the whole service."""
+
+    jobs_by_state: dict[str, int]
+    queue_depth: int
+    renewals_ok: int
+    renewals_failed: int
+    purges: int
+
+
+def site_totals(rt: Runtime) -> SiteTotals:
+    """Jobs (and nodes) by state, pending execution requests, renewal results, purges."""
+    with rt.uow() as uow:
+        ok, failed = queries.renewal_counts(uow.session)
+        return SiteTotals(queries.jobs_by_state(uow.session), queries.queue_depth(uow.session), ok, failed,
+                          queries.event_count(uow.session, JobState.CLEARED.value))
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job of a list or one node of a compound job."""
+
+    job_id: str
+    name: str | None
+    state: str
+    status: str
+    destination: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of the caller's jobs, newest first; ``page`` counts from 1."""
+
+    rows: list[JobRow]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class Event:
+    state: str
+    reason: str | None
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file of the output sandbox: name, size in bytes, HTTPS URI of the sandbox edge."""
+
+    name: str
+    size: int
+    uri: str
+
+
+@dataclass(frozen=True)
+class PerusalFile:
+    """A file enabled for perusal and its parts merged so far (by getPerusalFiles), oldest first."""
+
+    name: str
+    parts: list[OutputFile]
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """One job's page: its row, events oldest first, JDLs, output files, perusal files, and
+    for a compound job its nodes and DAG edges ``(node id, node it depends on)``."""
+
+    job: JobRow
+    owner_dn: str
+    parent_id: str | None
+    exit_code: int | None
+    reason: str | None
+    events: list[Event]
+    jdl_original: str
+    jdl_registered: str
+    output_files: list[OutputFile]
+    perusal_files: list[PerusalFile]
+    nodes: list[JobRow] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _row(job: Job) -> JobRow:
+    return JobRow(job.id, job.node_name, job.state, status_text(job), job.destination, job.created_at,
+                  job.updated_at)
+
+
+def my_jobs(rt: Runtime, principal: Principal, *, state: str | None = None, since: dt.datetime | None = None,
+            until: dt.datetime | None = None, page: int = 1, per_page: int = 25) -> JobPage:
+    """The caller's top-level jobs, newest first, filtered by state and creation time.
+
+    Args:
+        state: a JobState name ("Running"...) or None for all.
+        since, until: UTC creation time bounds (inclusive, exclusive), or None.
+        page: from 1; per_page: 1..MAX_PAGE_SIZE.
+
+    Raises:
+        InvalidArgumentError: an unknown state, or a page or page size out of range.
+    """
+    if state is not None and state not in STATES:
+        raise InvalidArgumentError(f"unknown job state {state[:40]!r}")
+    if page < 1 or not 1 <= per_page <= MAX_PAGE_SIZE:
+        raise InvalidArgumentError(f"page must be >= 1 and page size within 1..{MAX_PAGE_SIZE}")
+    with rt.uow() as uow:
+        total, jobs = queries.owner_jobs_page(uow.session, principal.dn, state=state, since=since, until=until,
+                                              offset=(page - 1) * per_page, limit=per_page)
+        return JobPage([_row(job) for job in jobs], total, page, per_page)
+
+
+def my_totals(rt: Runtime, principal: Principal) -> dict[str, int]:
+    """State → number of the caller's top-level jobs, every state present (0 when none)."""
+    with rt.uow() as uow:
+        counts = queries.jobs_by_state(uow.session, principal.dn)
+    return {state: counts.get(state, 0) for state in STATES}
+
+
+def job_detail(rt: Runtime, principal: Principal, job_id: str) -> JobDetail:
+    """One job as its owner or an ACL reader may see it.
+
+    Raises:
+        InvalidArgumentError: malformed job id.
+        JobNotFoundError: no such job.
+        AuthorizationError: the caller is neither the owner nor an ACL reader.
+    """
+    with rt.uow() as uow:
+        job = job_for(uow, principal, job_id, access="read")
+        events = [Event(e.state, e.reason, e.at) for e in uow.jobs.events(job.id)]
+        nodes = [_row(n) for n in uow.jobs.children(job.id)] if job.parent_id is None else []
+        edges = queries.node_edges(uow.session, job.id) if nodes else []
+        outputs: list[OutputFile] = []
+        if not nodes and job.state in (JobState.DONE.value, JobState.ABORTED.value) \
+                and rt.storage.has_job_area(job.id):
+            area = rt.storage.job_area(job.id, job.parent_id)
+            outputs = [OutputFile(name, size, f"{area.output_uri}/{name}")
+                       for name, size in rt.storage.output_files(job.id)]
+        perusal = _perusal(rt, job)
+        return JobDetail(_row(job), job.owner_dn, job.parent_id, job.exit_code, job.reason, events,
+                         job.jdl_original, job.jdl_registered, outputs, perusal, nodes, edges)
+
+
+def _perusal(rt: Runtime, job: Job) -> list[PerusalFile]:
+    """The job's perusal files with the parts already merged (read only: nothing is merged here)."""
+    names = [name for name in (job.perusal_files or "").splitlines() if name]
+    if not names or not rt.storage.has_job_area(job.id) or not (rt.storage.job_dir(job.id) / "peek").is_dir():
+        return [PerusalFile(name, []) for name in names]
+    area = rt.storage.job_area(job.id, job.parent_id)
+    peek = rt.storage.job_dir(job.id) / "peek"
+    return [PerusalFile(name, [OutputFile(part, (peek / part).stat().st_size, f"{area.peek_uri}/{part}")
+                               for part in rt.storage.merged_perusal_files(job.id, name)]) for name in names]

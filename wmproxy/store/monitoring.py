@@ -1,0 +1,63 @@
+"""Read-only queries of the job monitor and the metrics (counts, pages of jobs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from wmproxy.store.schema import ExecutionRequest, Job, JobDependency, JobEvent, ProxyRenewal
+
+
+def jobs_by_state(session: Session, owner_dn: str | None = None) -> dict[str, int]:
+    """State → number of jobs (and nodes, when ``owner_dn`` is None; else the owner's top-level jobs)."""
+    stmt = select(Job.state, func.count()).group_by(Job.state)
+    if owner_dn is not None:
+        stmt = stmt.where(Job.owner_dn == owner_dn, Job.parent_id.is_(None))
+    return {state: int(count) for state, count in session.execute(stmt).all()}
+
+
+def queue_depth(session: Session) -> int:
+    """Execution requests not done yet."""
+    stmt = select(func.count()).select_from(ExecutionRequest).where(ExecutionRequest.done_at.is_(None))
+    return int(session.scalar(stmt) or 0)
+
+
+def renewal_counts(session: Session) -> tuple[int, int]:
+    """(renewals that gave a proxy, attempts that did not), summed over the renewal records."""
+    row = session.execute(select(func.coalesce(func.sum(ProxyRenewal.renewals), 0),
+                                 func.coalesce(func.sum(ProxyRenewal.attempts), 0))).one()
+    ok, attempts = int(row[0]), int(row[1])
+    return ok, max(attempts - ok, 0)
+
+
+def event_count(session: Session, state: str) -> int:
+    """Events into ``state`` recorded."""
+    return int(session.scalar(select(func.count()).select_from(JobEvent).where(JobEvent.state == state)) or 0)
+
+
+def owner_jobs_page(session: Session, owner_dn: str, *, state: str | None, since: dt.datetime | None,
+                    until: dt.datetime | None, offset: int, limit: int) -> tuple[int, Sequence[Job]]:
+    """(how many match, one page of them newest first): the owner's top-level jobs, filtered by
+    state and by creation time (``since`` inclusive, ``until`` exclusive, UTC)."""
+    where = [Job.owner_dn == owner_dn, Job.parent_id.is_(None)]
+    if state:
+        where.append(Job.state == state)
+    if since is not None:
+        where.append(Job.created_at >= since)
+    if until is not None:
+        where.append(Job.created_at < until)
+    total = int(session.scalar(select(func.count()).select_from(Job).where(*where)) or 0)
+    rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
+                           .offset(offset).limit(limit)).all()
+    return total, rows
+
+
+def node_edges(session: Session, parent_id: str) -> list[tuple[str, str]]:
+    """(node id, node it depends on) for the nodes of compound job ``parent_id``."""
+    stmt = (select(JobDependency.job_id, JobDependency.depends_on)
+            .join(Job, Job.id == JobDependency.job_id).where(Job.parent_id == parent_id)
+            .order_by(JobDependency.id))
+    return [(a, b) for a, b in session.execute(stmt).all()]
