@@ -19,9 +19,11 @@ def delegate_proxy(delegation_id: str | None, automatic: bool, endpoint: str | N
     if bool(delegation_id) == automatic:
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     env = common.Environment.load(endpoint)
-    client = common.make_client(env)
+    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime)
     used = client.delegate(None if automatic else delegation_id)
+    if automatic:
+        used = client.default_delegation_id() or used
     if as_json:
-        click.echo(json.dumps({"result": "success", "endpoint": env.endpoint, "delegationid": used}))
+        click.echo(json.dumps({"result": "success", "endpoint": client.endpoint, "delegationid": used}))
     else:
-        click.echo(render.delegate_text(env.endpoint, used), nl=False)
+        click.echo(render.delegate_text(client.endpoint, used), nl=False)

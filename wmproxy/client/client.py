@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
@@ -28,6 +30,8 @@ from wmproxy.client.session import grid_session
 from wmproxy.client.wsdl import BINDINGS, wsdl_path
 
 JdlKind = Literal["ORIGINAL", "REGISTERED"]
+
+log = logging.getLogger("wmproxy.client")
 
 
 class WMProxyClient:
@@ -70,8 +74,17 @@ class WMProxyClient:
         self._version: str | None = None
 
     def _call(self, port: str, operation: str, *args: Any, **kwargs: Any) -> Any:
-        with translated_errors(operation):
-            return getattr(self._ports[port], operation)(*args, **kwargs)
+        """One SOAP call; logged at DEBUG with its duration (never its arguments: a putProxy
+        argument is a proxy)."""
+        started = time.monotonic()
+        try:
+            with translated_errors(operation):
+                return getattr(self._ports[port], operation)(*args, **kwargs)
+        except WMProxyClientError as exc:
+            log.debug("%s %s failed after %.3f s: %s", self.endpoint, operation, time.monotonic() - started, exc)
+            raise
+        finally:
+            log.debug("%s %s: %.3f s", self.endpoint, operation, time.monotonic() - started)
 
     # --- service information ---
 
@@ -128,6 +141,20 @@ class WMProxyClient:
         csr = self.get_proxy_req(did, port=port)
         self.put_proxy(did, sign_request(csr, self.proxy_file), port=port)
         return did
+
+    def default_delegation_id(self) -> str | None:
+        """The id under which an automatic (empty id) delegation of this proxy is stored, as
+        the service reports it (getDelegatedProxyInfo of each candidate of
+        :func:`~wmproxy.client.delegation.default_id_candidates`); None when none is found."""
+        from wmproxy.client.delegation import default_id_candidates
+
+        for candidate in default_id_candidates(self.proxy_file):
+            try:
+                self.get_delegated_proxy_info(candidate)
+            except WMProxyClientError:
+                continue
+            return candidate
+        return None
 
     def get_new_proxy_req(self) -> NewProxyRequest:
         """delegation-2 ``getNewProxyReq``: a CSR plus the id the service chose."""

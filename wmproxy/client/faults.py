@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from lxml import etree
@@ -114,14 +115,58 @@ def translated_errors(method: str) -> Iterator[None]:
         raise WMProxyClientError(
             "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
         ) from None
-    except requests.exceptions.SSLError as exc:
-        raise WMProxyClientError("ConnectionError", f"TLS error: {_reason(exc)}", None, method) from None
     except requests.exceptions.RequestException as exc:
-        raise WMProxyClientError("ConnectionError", _reason(exc), None, method) from None
+        raise connection_error(exc, method) from None
     except (zeep_exceptions.Error, etree.XMLSyntaxError) as exc:
         raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
     except OSError as exc:  # requests raises it for an unusable CA path or client cert file
         raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
+
+
+def _where(exc: requests.exceptions.RequestException) -> str:
+    """``host:port`` of the failed request, or "the service"."""
+    url = getattr(exc.request, "url", None) if exc.request is not None else None
+    if not url:
+        return "the service"
+    parts = urlsplit(str(url))
+    return parts.netloc or "the service"
+
+
+def connection_error(exc: requests.exceptions.RequestException, method: str | None = None) -> WMProxyClientError:
+    """A transport failure as one sentence a person understands (issue 12).
+
+    ``ConnectionError`` for an endpoint that cannot be reached (refused, unknown host,
+    timeout, closed connection: e.g. ``http://`` sent to an https-only port), ``TLSError``
+    for a failed handshake (the service's certificate not trusted by ``X509_CERT_DIR`` or
+    not matching the host, or the service refusing the user's proxy).
+    """
+    where = _where(exc)
+    reason = _reason(exc)
+    low = reason.lower()
+    if isinstance(exc, requests.exceptions.SSLError):
+        if "certificate_verify_failed" in low or "certificate verify failed" in low:
+            if "hostname mismatch" in low or "doesn't match" in low or "ip address mismatch" in low:
+                text = f"the certificate of {where} does not match its host name ({reason})"
+            else:
+                text = (f"the certificate of {where} is not trusted by the CA directory (X509_CERT_DIR) or "
+                        f"its CRL: {reason}")
+        elif "alert" in low:
+            text = f"{where} refused the TLS handshake with your proxy: {reason}"
+        else:
+            text = f"TLS handshake with {where} failed: {reason}"
+        return WMProxyClientError("TLSError", text, None, method)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return WMProxyClientError("ConnectionError", f"no answer from {where} in time: {reason}", None, method)
+    if "refused" in low:
+        text = f"cannot connect to {where}: connection refused (no service listening there)"
+    elif "name or service not known" in low or "failed to resolve" in low or "nodename nor servname" in low:
+        text = f"cannot connect to {where}: unknown host name"
+    elif "remotedisconnected" in low or "connection aborted" in low or "reset by peer" in low:
+        text = (f"{where} closed the connection without an answer (is it an https:// WMProxy endpoint, "
+                "and does it accept your proxy?)")
+    else:
+        text = f"cannot connect to {where}: {reason}"
+    return WMProxyClientError("ConnectionError", text, None, method)
 
 
 def _reason(exc: Exception) -> str:
