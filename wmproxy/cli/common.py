@@ -34,6 +34,7 @@ _META = "wmproxy.options"
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("wmproxy.cli")
+log.addHandler(logging.NullHandler())  # errors are printed by fail(), logged only with --logfile/--debug
 
 
 @dataclass(frozen=True)

@@ -90,27 +90,29 @@ def parse(text: str, source: str) -> Any:
         raise CliError("JDL", f"{source}: syntax error at line {line}, column {column}{snippet} ({reason})") from None
 
 
-def _node_lists(ad: Any) -> list[tuple[Any, str]]:
-    """``(holder ad, attribute)`` of every node container: ``Nodes = {...}`` lists and the
-    old DAG form ``nodes = [ A = [...]; dependencies = ... ]``."""
-    import classad2
-
-    found = []
-    for key in list(ad):
-        if key.lower() == "nodes":
-            found.append((ad, key))
-            try:
-                value = ad[key]
-            except Exception:  # noqa: BLE001, S112 - not evaluable: nothing to inline
-                continue
-            if isinstance(value, classad2.ClassAd):
-                found += [(value, k) for k in value if k.lower() not in ("dependencies", "nodes")]
-    return found
+def _node_keys(ad: Any) -> list[str]:
+    """The attributes of ``ad`` holding its nodes: ``Nodes = {...}`` (a list of job ads) or
+    the old DAG form ``nodes = [ A = [ description = [...] ]; dependencies = ... ]``."""
+    return [key for key in ad if key.lower() == "nodes"]
 
 
-def _inline(node: Any, base: Path, seen: tuple[Path, ...]) -> Any:
-    """``node`` with its ``file`` attribute replaced by the attributes of that file (the
-    node's own attributes win), recursively for a node file that is a DAG itself."""
+def _old_form_nodes(nodes: Any) -> list[str]:
+    """Node names of an old-form ``nodes`` ad (every attribute but ``dependencies``)."""
+    return [key for key in nodes if key.lower() != "dependencies"]
+
+
+def _evaluated(ad: Any, key: str) -> Any:
+    try:
+        return ad[key]
+    except Exception:  # noqa: BLE001 - not evaluable: left to the service
+        return None
+
+
+def _inline(node: Any, base: Path, seen: tuple[Path, ...], *, as_description: bool = False) -> Any:
+    """``node`` with its ``file`` attribute replaced by the JDL of that file, recursively for
+    a node file that is a DAG itself: in a ``Nodes = {...}`` list the file's attributes and
+    the node's own (which win); in the old DAG form (``nodes = [ A = [ file = ... ] ]``,
+    ``as_description``) the node's ``Description``."""
     import classad2
 
     if not isinstance(node, classad2.ClassAd) or "file" not in node:
@@ -127,6 +129,13 @@ def _inline(node: Any, base: Path, seen: tuple[Path, ...]) -> Any:
         raise CliError("JDL", f"cannot read the node file {path}: {exc.strerror}") from None
     inner = parse(text, str(path))
     inline_node_files(inner, path.parent, (*seen, path))
+    if as_description:
+        out = classad2.ClassAd()
+        for key in node:
+            if key.lower() != "file":
+                out[key] = node.lookup(key)
+        out["Description"] = inner
+        return out
     for key in node:
         if key.lower() != "file":
             inner[key] = node.lookup(key)
@@ -146,19 +155,23 @@ def inline_node_files(ad: Any, base: Path, seen: tuple[Path, ...] = ()) -> bool:
     import classad2
 
     changed = False
-    for holder, key in _node_lists(ad):
-        try:
-            value = holder[key]
-        except Exception:  # noqa: BLE001, S112 - not evaluable: nothing to inline
-            continue
+    for key in _node_keys(ad):
+        value = _evaluated(ad, key)
         if isinstance(value, list):
             new = [_inline(n, base, seen) for n in value]
             if any(a is not b for a, b in zip(new, value, strict=True)):
-                holder[key] = new
+                ad[key] = new
                 changed = True
-        elif isinstance(value, classad2.ClassAd) and "file" in value:
-            holder[key] = _inline(value, base, seen)
-            changed = True
+        elif isinstance(value, classad2.ClassAd):
+            inlined = False
+            for name in _old_form_nodes(value):
+                node = _evaluated(value, name)
+                if isinstance(node, classad2.ClassAd) and "file" in node:
+                    value[name] = _inline(node, base, seen, as_description=True)
+                    inlined = True
+            if inlined:
+                ad[key] = value
+                changed = True
     return changed
 
 
@@ -186,23 +199,30 @@ def _unquote(value: str) -> str:
 
 
 def _for_each_ad(ad: Any, change: Any) -> bool:
-    """Apply ``change(node) -> bool`` to the ad and to every node, writing nodes back."""
+    """Apply ``change(job ad) -> bool`` to the ad and to every node's job ad (a ``Nodes``
+    list element, or an old-form node's ``description``), writing changed nodes back."""
     import classad2
 
     changed = bool(change(ad))
-    for holder, key in _node_lists(ad):
-        try:
-            value = holder[key]
-        except Exception:  # noqa: BLE001, S112
-            continue
+    for key in _node_keys(ad):
+        value = _evaluated(ad, key)
         if isinstance(value, list):
             flags = [change(n) if isinstance(n, classad2.ClassAd) else False for n in value]
             if any(flags):
-                holder[key] = value
+                ad[key] = value
                 changed = True
-        elif isinstance(value, classad2.ClassAd) and change(value):
-            holder[key] = value
-            changed = True
+        elif isinstance(value, classad2.ClassAd):
+            touched = False
+            for name in _old_form_nodes(value):
+                node = _evaluated(value, name)
+                description = _evaluated(node, "description") if isinstance(node, classad2.ClassAd) else None
+                if isinstance(description, classad2.ClassAd) and change(description):
+                    node["description"] = description
+                    value[name] = node
+                    touched = True
+            if touched:
+                ad[key] = value
+                changed = True
     return changed
 
 

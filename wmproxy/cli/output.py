@@ -138,11 +138,11 @@ def _children_if_compound(client: WMProxyClient, job_id: str, exc: WMProxyClient
 
 
 def _declared_outputs(client: WMProxyClient, job_id: str) -> list[str]:
-    """The file names the job's REGISTERED JDL declares in ``OutputSandbox`` (those going to the
-    job's own output area: none when ``OutputSandboxDestURI``/``OutputSandboxBaseDestURI`` sends
-    them elsewhere)."""
+    """The file names the job's ORIGINAL JDL declares in ``OutputSandbox`` that must be in its
+    own output area: none when ``OutputSandboxDestURI``/``OutputSandboxBaseDestURI`` sends
+    them elsewhere; names with wildcards are left out."""
     try:
-        ad = _parse(client.get_jdl(job_id, "REGISTERED"))
+        ad = _parse(client.get_jdl(job_id, "ORIGINAL"))
     except WMProxyClientError:
         return []
     if ad is None or "OutputSandboxDestURI" in ad or "OutputSandboxBaseDestURI" in ad:
@@ -152,7 +152,7 @@ def _declared_outputs(client: WMProxyClient, job_id: str) -> list[str]:
     except Exception:  # noqa: BLE001 - an expression that does not evaluate names nothing
         return []
     names = [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
-    return [os.path.basename(n) for n in names if n]
+    return [os.path.basename(n) for n in names if n and not any(w in n for w in "*?[")]
 
 
 def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool) -> tuple[list[str], list[str]]:

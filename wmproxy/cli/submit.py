@@ -222,7 +222,7 @@ def expiry_time(valid: str | None, valid_to: str | None, now: float | None = Non
     if not valid_to:
         return None
     parts = valid_to.split(":")
-    if len(parts) not in (2, 4, 5) or not all(p.isdigit() for p in parts):
+    if len(parts) not in (2, 3, 4, 5) or not all(p.isdigit() for p in parts):
         raise click.BadParameter(f"{valid_to!r} is not [MM:DD:]hh:mm[:YYYY]", param_hint="--to")
     today = datetime.fromtimestamp(moment).astimezone()  # local time, as the gLite UI
     month, day, year = today.month, today.day, today.year
