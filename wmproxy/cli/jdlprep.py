@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,24 +154,41 @@ def inline_node_files(ad: Any, base: Path, seen: tuple[Path, ...] = ()) -> bool:
     """
     import classad2
 
+    def listed(node: Any) -> Any:
+        return _inline(node, base, seen) if isinstance(node, classad2.ClassAd) and "file" in node else None
+
+    def old_form(node: Any) -> Any:
+        return _inline(node, base, seen, as_description=True) if "file" in node else None
+
+    return _rewrite_nodes(ad, listed, old_form)
+
+
+def _rewrite_nodes(ad: Any, listed: Callable[[Any], Any], old_form: Callable[[Any], Any]) -> bool:
+    """Replace nodes of ``ad``: ``listed(element)`` for each ``Nodes = {...}`` element and
+    ``old_form(node ad)`` for each node of the old DAG form, each returning the new node or
+    None to keep it; the node containers are written back when anything changed."""
+    import classad2
+
     changed = False
     for key in _node_keys(ad):
         value = _evaluated(ad, key)
+        touched = False
         if isinstance(value, list):
-            new = [_inline(n, base, seen) for n in value]
-            if any(a is not b for a, b in zip(new, value, strict=True)):
-                ad[key] = new
-                changed = True
+            for index, node in enumerate(value):
+                new = listed(node)
+                if new is not None:
+                    value[index] = new
+                    touched = True
         elif isinstance(value, classad2.ClassAd):
-            inlined = False
             for name in _old_form_nodes(value):
                 node = _evaluated(value, name)
-                if isinstance(node, classad2.ClassAd) and "file" in node:
-                    value[name] = _inline(node, base, seen, as_description=True)
-                    inlined = True
-            if inlined:
-                ad[key] = value
-                changed = True
+                new = old_form(node) if isinstance(node, classad2.ClassAd) else None
+                if new is not None:
+                    value[name] = new
+                    touched = True
+        if touched:
+            ad[key] = value
+            changed = True
     return changed
 
 
@@ -198,32 +215,23 @@ def _unquote(value: str) -> str:
         return value
 
 
-def _for_each_ad(ad: Any, change: Any) -> bool:
+def _for_each_ad(ad: Any, change: Callable[[Any], bool]) -> bool:
     """Apply ``change(job ad) -> bool`` to the ad and to every node's job ad (a ``Nodes``
     list element, or an old-form node's ``description``), writing changed nodes back."""
     import classad2
 
+    def listed(node: Any) -> Any:
+        return node if isinstance(node, classad2.ClassAd) and change(node) else None
+
+    def old_form(node: Any) -> Any:
+        description = _evaluated(node, "description")
+        if not isinstance(description, classad2.ClassAd) or not change(description):
+            return None
+        node["description"] = description
+        return node
+
     changed = bool(change(ad))
-    for key in _node_keys(ad):
-        value = _evaluated(ad, key)
-        if isinstance(value, list):
-            flags = [change(n) if isinstance(n, classad2.ClassAd) else False for n in value]
-            if any(flags):
-                ad[key] = value
-                changed = True
-        elif isinstance(value, classad2.ClassAd):
-            touched = False
-            for name in _old_form_nodes(value):
-                node = _evaluated(value, name)
-                description = _evaluated(node, "description") if isinstance(node, classad2.ClassAd) else None
-                if isinstance(description, classad2.ClassAd) and change(description):
-                    node["description"] = description
-                    value[name] = node
-                    touched = True
-            if touched:
-                ad[key] = value
-                changed = True
-    return changed
+    return _rewrite_nodes(ad, listed, old_form) or changed
 
 
 def set_defaults(ad: Any, defaults: Mapping[str, str]) -> bool:
