@@ -29,7 +29,7 @@ class TestSyntaxErrors:
         assert err.value.description.startswith("job.jdl: syntax error at line 3, column 3: 'Arguments = ;' (")
 
     def test_empty(self) -> None:
-        with pytest.raises(CliError, match="job.jdl: the JDL is empty"):
+        with pytest.raises(CliError, match=r"job\.jdl: the JDL is empty"):
             jdlprep.parse("  \n", "job.jdl")
 
 
@@ -60,7 +60,8 @@ class TestPrepare:
 
     def test_base_uri_environment_defaults_and_overrides(self, tmp_path: Path) -> None:
         out = classad2.ClassAd(jdlprep.prepare(
-            '[ Executable = "x"; InputSandboxBaseURI = "gsiftp://se/d/"; InputSandbox = {"a/in", "https://o/x", "/abs"};'
+            '[ Executable = "x"; InputSandboxBaseURI = "gsiftp://se/d/";'
+            ' InputSandbox = {"a/in", "https://o/x", "/abs"};'
             ' Environment = {"A=\'a b\'", "B=\\"c\\"", "C=plain"}; RetryCount = 0; ]', "j", tmp_path,
             defaults={"RetryCount": "3", "VirtualOrganisation": '"dteam"'},
             overrides={"SubmitTo": "ce:1/q", "ExpiryTime": 42}))
@@ -92,8 +93,8 @@ class TestExpiryTime:
 
         stamp = expiry_time(None, "12:05:2030", now=self.NOW)
         assert stamp is not None
-        assert datetime.fromtimestamp(stamp).strftime("%H:%M %Y") == "12:05 2030"
-        today = datetime.fromtimestamp(self.NOW)
+        assert datetime.fromtimestamp(stamp).astimezone().strftime("%H:%M %Y") == "12:05 2030"
+        today = datetime.fromtimestamp(self.NOW).astimezone()
         earlier = expiry_time(None, f"{today.hour:02d}:{today.minute:02d}", now=self.NOW + 60)
         assert earlier is not None and 0 < earlier - self.NOW <= 24 * 3600
 
