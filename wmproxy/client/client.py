@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
-import zeep
-from zeep.transports import Transport
-
-from wmproxy.client import models
+from wmproxy.client import envelope, models
 from wmproxy.client.delegation import Port, delegation_port, parse_version, sign_request
 from wmproxy.client.faults import WMProxyClientError, translated_errors
 from wmproxy.client.jsdl import JsdlInput, jsdl_part
@@ -27,7 +25,7 @@ from wmproxy.client.models import (
     RenewalInfo,
 )
 from wmproxy.client.session import grid_session
-from wmproxy.client.wsdl import BINDINGS, wsdl_path
+from wmproxy.client.wsdl import BINDINGS, WMP_NS, wsdl_path
 
 JdlKind = Literal["ORIGINAL", "REGISTERED"]
 
@@ -65,13 +63,34 @@ class WMProxyClient:
         self.proxy_file = proxy_file
         self.timeout = timeout
         self.session = session if session is not None else grid_session(proxy_file, ca_dir)
-        local = wsdl_path()
-        location = wsdl or (str(local) if local else f"{endpoint}?wsdl")
-        transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
-        with translated_errors("wsdl"):
-            self._zeep = zeep.Client(location, transport=transport)
-        self._ports = {key: self._zeep.create_service(qname, endpoint) for key, qname in BINDINGS.items()}
+        self._wsdl = wsdl
         self._version: str | None = None
+
+    @functools.cached_property
+    def _zeep(self) -> Any:
+        """The zeep client, built on first use: getVersion and getJobStatus go through
+        :mod:`.envelope` and need neither zeep nor the WSDL (issue 14: CLI start-up)."""
+        import zeep
+        from zeep.transports import Transport
+
+        local = wsdl_path()
+        location = self._wsdl or (str(local) if local else f"{self.endpoint}?wsdl")
+        transport = Transport(session=self.session, timeout=self.timeout, operation_timeout=self.timeout)
+        with translated_errors("wsdl"):
+            return zeep.Client(location, transport=transport)
+
+    @functools.cached_property
+    def _ports(self) -> dict[str, Any]:
+        return {key: self._zeep.create_service(qname, self.endpoint) for key, qname in BINDINGS.items()}
+
+    def _light_call(self, operation: str, *parts: tuple[str, str]) -> Any:
+        """A WMProxy-port call through :func:`.envelope.call` (string parts only), logged as
+        :meth:`_call`."""
+        started = time.monotonic()
+        try:
+            return envelope.call(self.session, self.endpoint, WMP_NS, operation, list(parts), self.timeout)
+        finally:
+            log.debug("%s %s: %.3f s", self.endpoint, operation, time.monotonic() - started)
 
     def _call(self, port: str, operation: str, *args: Any, **kwargs: Any) -> Any:
         """One SOAP call; logged at DEBUG with its duration (never its arguments: a putProxy
@@ -91,7 +110,7 @@ class WMProxyClient:
     def get_version(self) -> str:
         """WMProxy ``getVersion``: the service version, e.g. ``"3.5.0"`` (cached)."""
         if self._version is None:
-            self._version = str(self._call("wmproxy", "getVersion"))
+            self._version = str(self._light_call("getVersion") or "")
         return self._version
 
     def get_max_input_sandbox_size(self) -> int:
@@ -201,7 +220,7 @@ class WMProxyClient:
 
     def get_job_status(self, job_id: str) -> JobStatus:
         """WMProxy ``getJobStatus``: state name of the job and of its nodes."""
-        return models.job_status_from(self._call("wmproxy", "getJobStatus", job_id))
+        return models.job_status_from(self._light_call("getJobStatus", ("jobId", job_id)))
 
     def get_jdl(self, job_id: str, kind: JdlKind = "ORIGINAL") -> str:
         """WMProxy ``getJDL``: the JDL as sent (ORIGINAL) or as registered (REGISTERED)."""

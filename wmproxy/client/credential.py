@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 
 from wmproxy.client.faults import WMProxyClientError
 
+#: RFC 3820 proxyCertInfo (as :data:`wmproxy.security.chain.PROXY_CERT_INFO_OID`, whose module
+#: pulls in pyasn1: too slow to import for a check made at every CLI start)
+PROXY_CERT_INFO_OID = "1.3.6.1.5.5.7.1.14"
 _FIX = "create one with voms-proxy-init or grid-proxy-init, or set X509_USER_PROXY"
 
 
 def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = None) -> float:
-    """Check that ``proxy_file`` holds a usable proxy (cert, matching key, RFC 3820 or legacy
-    proxy) with at least ``min_lifetime`` seconds left.
+    """Check that ``proxy_file`` holds a usable proxy (an RFC 3820 proxy certificate first, its
+    key matching it) with at least ``min_lifetime`` seconds left.
 
     Args:
         proxy_file: ``X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``.
@@ -32,28 +35,42 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
             unreadable, no certificate or key, not a proxy, not yet valid, expired,
             less than ``min_lifetime`` left.
     """
-    from wmproxy.errors import WMProxyError
-    from wmproxy.security.chain import is_proxy
-    from wmproxy.security.proxy import load_credential
+    import ssl
+
+    from cryptography import x509
 
     if not os.path.exists(proxy_file):
         raise _error(f"no proxy file {proxy_file}: {_FIX}")
-    if not os.access(proxy_file, os.R_OK):
-        raise _error(f"the proxy file {proxy_file} is not readable")
     try:
-        cred = load_credential(proxy_file)
-    except WMProxyError as exc:
-        raise _error(f"{proxy_file} is not a proxy file ({exc}): {_FIX}") from None
-    if cred.key is None:
+        with open(proxy_file, "rb") as fh:
+            pem = fh.read()
+    except OSError as exc:
+        raise _error(f"the proxy file {proxy_file} is not readable: {exc.strerror}") from None
+    begin = pem.find(b"-----BEGIN CERTIFICATE-----")
+    finish = pem.find(b"-----END CERTIFICATE-----", begin)
+    try:
+        cert = x509.load_pem_x509_certificate(pem[begin:finish + 25]) if begin >= 0 and finish > 0 else None
+    except ValueError:
+        cert = None
+    if cert is None:
+        raise _error(f"{proxy_file} is not a proxy file (no readable certificate): {_FIX}")
+    if b"PRIVATE KEY-----" not in pem:
         raise _error(f"{proxy_file} holds no private key, so it is not a proxy file: {_FIX}")
-    if not is_proxy(cred.cert):
+    try:
+        # OpenSSL checks that the key is readable and belongs to the certificate, without the
+        # slow RSA consistency check of loading the key with cryptography (issue 14).
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(proxy_file)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _error(f"{proxy_file} is not a usable proxy file ({reason}): {_FIX}") from None
+    if not any(ext.oid.dotted_string == PROXY_CERT_INFO_OID for ext in cert.extensions):
         raise _error(f"{proxy_file} holds a certificate that is not a proxy: {_FIX}")
     moment = now or datetime.now(UTC)
-    if cred.cert.not_valid_before_utc > moment:
-        start = cred.cert.not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if cert.not_valid_before_utc > moment:
+        start = cert.not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
         raise _error(f"the proxy {proxy_file} is not valid before {start} (check the clock)")
-    left = (cred.cert.not_valid_after_utc - moment).total_seconds()
-    end = cred.cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    left = (cert.not_valid_after_utc - moment).total_seconds()
+    end = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
     if left <= 0:
         raise _error(f"the proxy {proxy_file} expired at {end}: {_FIX.split(', or')[0]}")
     if left < min_lifetime:

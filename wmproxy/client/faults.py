@@ -13,14 +13,17 @@ Both fault wire formats of the reference are understood (``wmproxy-behaviour.md`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from lxml import etree
-from zeep import exceptions as zeep_exceptions
+
+if TYPE_CHECKING:
+    from zeep import exceptions as zeep_exceptions
 
 SERVER_ERROR = "WMProxy Server Error"
 
@@ -73,8 +76,15 @@ def from_fault(fault: zeep_exceptions.Fault, method: str | None = None) -> WMPro
         fault: raised by a zeep service call; ``fault.detail`` is the ``<detail>`` element or None.
         method: the WSDL operation that was called, used when the detail names none.
     """
-    faultstring = (fault.message or "").strip()
-    detail = fault.detail
+    return fault_error(fault.message, fault.detail, method)
+
+
+def fault_error(
+    faultstring: str | None, detail: etree._Element | None, method: str | None = None
+) -> WMProxyClientError:
+    """A SOAP Fault (its ``faultstring`` and ``<detail>`` element, or None) as a
+    :class:`WMProxyClientError`; see :func:`from_fault`."""
+    faultstring = (faultstring or "").strip()
     element = None
     if detail is not None:
         element = next((c for c in detail if isinstance(c.tag, str)), None)
@@ -109,18 +119,23 @@ def translated_errors(method: str) -> Iterator[None]:
         yield
     except WMProxyClientError:
         raise
-    except zeep_exceptions.Fault as exc:
-        raise from_fault(exc, method) from None
-    except zeep_exceptions.TransportError as exc:
-        raise WMProxyClientError(
-            "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
-        ) from None
     except requests.exceptions.RequestException as exc:
         raise connection_error(exc, method) from None
-    except (zeep_exceptions.Error, etree.XMLSyntaxError) as exc:
+    except etree.XMLSyntaxError as exc:
         raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
     except OSError as exc:  # requests raises it for an unusable CA path or client cert file
         raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
+    except Exception as exc:
+        zeep_exceptions = sys.modules.get("zeep.exceptions")  # zeep is imported only when used
+        if zeep_exceptions is None or not isinstance(exc, zeep_exceptions.Error):
+            raise
+        if isinstance(exc, zeep_exceptions.Fault):
+            raise from_fault(exc, method) from None
+        if isinstance(exc, zeep_exceptions.TransportError):
+            raise WMProxyClientError(
+                "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
+            ) from None
+        raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
 
 
 def _where(exc: requests.exceptions.RequestException) -> str:
