@@ -7,6 +7,7 @@ import json
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.results import result_file_option
 
 
 @click.command("delegate-proxy")
@@ -14,6 +15,7 @@ from wmproxy.cli import common, render
 @click.option("-a", "--autm-delegation", "automatic", is_flag=True, help="Let the service choose the identifier.")
 @common.common_options
 @common.reports_errors
+@result_file_option
 def delegate_proxy(delegation_id: str | None, automatic: bool, endpoint: str | None, as_json: bool) -> None:
     """Delegate the user proxy to the WMProxy (getProxyReq, sign, putProxy)."""
     if bool(delegation_id) == automatic:

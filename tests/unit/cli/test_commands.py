@@ -270,3 +270,21 @@ class TestMain:
         result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
         assert result.exit_code == 1
         assert result.stderr.startswith("Error - ProxyError: no proxy file ")
+
+
+class TestResultFile:
+    def test_delegate_result_goes_to_the_file(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, ["delegate-proxy", "-d", "mine", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == ""
+        assert "with the delegation identifier: mine\n" in out.read_text()
+        assert result.stderr == f"The result has been written to {out}\n"
+
+    def test_errors_stay_on_stderr(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        fake.fail["delegate"] = WMProxyClientError("AuthorizationFault", "no")
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, ["delegate-proxy", "-d", "mine", "-o", str(out), "--json"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout) == {"error": {"type": "AuthorizationFault", "message": "no"}}
+        assert not out.exists()
