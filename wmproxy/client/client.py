@@ -24,7 +24,6 @@ from wmproxy.client.models import (
     Quota,
     RenewalInfo,
 )
-from wmproxy.client.session import grid_session
 from wmproxy.client.wsdl import BINDINGS, WMP_NS, wsdl_path
 
 JdlKind = Literal["ORIGINAL", "REGISTERED"]
@@ -62,9 +61,20 @@ class WMProxyClient:
         self.endpoint = endpoint
         self.proxy_file = proxy_file
         self.timeout = timeout
-        self.session = session if session is not None else grid_session(proxy_file, ca_dir)
+        self.ca_dir = ca_dir
+        if session is not None:
+            self.session = session
         self._wsdl = wsdl
         self._version: str | None = None
+
+    @functools.cached_property
+    def session(self) -> Any:
+        """The requests Session of zeep calls and sandbox transfers
+        (:func:`~wmproxy.client.session.grid_session`), made on first use (requests is not
+        imported by the light calls)."""
+        from wmproxy.client.session import grid_session
+
+        return grid_session(self.proxy_file, self.ca_dir)
 
     @functools.cached_property
     def _zeep(self) -> Any:
@@ -83,12 +93,23 @@ class WMProxyClient:
     def _ports(self) -> dict[str, Any]:
         return {key: self._zeep.create_service(qname, self.endpoint) for key, qname in BINDINGS.items()}
 
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST to the endpoint: through the requests session once there is one (zeep calls,
+        transfers, tests), else on a new standard-library connection (:mod:`.direct`)."""
+        if "session" in self.__dict__:
+            response = self.session.post(self.endpoint, data=body, headers=headers, timeout=self.timeout)
+            return int(response.status_code), bytes(response.content)
+        from wmproxy.client import direct
+
+        return direct.post(self.endpoint, body, headers, proxy_file=self.proxy_file, ca_dir=self.ca_dir,
+                           timeout=self.timeout)
+
     def _light_call(self, operation: str, *parts: tuple[str, str]) -> Any:
         """A WMProxy-port call through :func:`.envelope.call` (string parts only), logged as
         :meth:`_call`."""
         started = time.monotonic()
         try:
-            return envelope.call(self.session, self.endpoint, WMP_NS, operation, list(parts), self.timeout)
+            return envelope.call(self._post, WMP_NS, operation, list(parts))
         finally:
             log.debug("%s %s: %.3f s", self.endpoint, operation, time.monotonic() - started)
 

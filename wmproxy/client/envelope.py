@@ -11,9 +11,9 @@ strings use it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import requests
 from lxml import etree
 
 from wmproxy.client.faults import WMProxyClientError, fault_error, translated_errors
@@ -53,25 +53,29 @@ def _value(element: etree._Element) -> Any:
     return out
 
 
-def call(
-    session: requests.Session, endpoint: str, namespace: str, operation: str, parts: list[tuple[str, str]],
-    timeout: float | None = None,
-) -> Any:
+#: ``post(body, headers) -> (HTTP status, reply body)``
+Post = Callable[[bytes, dict[str, str]], tuple[int, bytes]]
+
+
+def call(post: Post, namespace: str, operation: str, parts: list[tuple[str, str]]) -> Any:
     """POST one call and return its single result part (see :func:`_value`), None when empty.
+
+    Args:
+        post: sends the request (:func:`wmproxy.client.direct.post`, or a requests session's).
+        namespace: the port namespace.
+        operation: the WSDL operation.
+        parts: ``[(part name, string value)]`` in WSDL order.
 
     Raises:
         WMProxyClientError: the SOAP fault, a transport/TLS failure (``ConnectionError``,
             ``TLSError``) or a reply that is not a SOAP envelope (``InvalidResponse``).
     """
     with translated_errors(operation):
-        response = session.post(
-            endpoint, data=request_body(namespace, operation, parts),
-            headers={"SOAPAction": '""', "Content-Type": "text/xml; charset=utf-8"}, timeout=timeout,
-        )
-        if response.status_code not in (200, 500) or not response.content:
-            raise WMProxyClientError("ConnectionError", f"HTTP {response.status_code} from the service", None,
-                                     operation)
-        root = etree.fromstring(response.content, _PARSER)
+        status, content = post(request_body(namespace, operation, parts),
+                               {"SOAPAction": '""', "Content-Type": "text/xml; charset=utf-8"})
+        if status not in (200, 500) or not content:
+            raise WMProxyClientError("ConnectionError", f"HTTP {status} from the service", None, operation)
+        root = etree.fromstring(content, _PARSER)
         body = root.find(f"{{{SOAP_ENV}}}Body")
         first = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
         if first is None:
@@ -80,8 +84,7 @@ def call(
             faultstring = first.findtext("faultstring")
             detail = first.find("detail")
             raise fault_error(faultstring, detail, operation)
-        if response.status_code != 200:
-            raise WMProxyClientError("ConnectionError", f"HTTP {response.status_code} from the service", None,
-                                     operation)
+        if status != 200:
+            raise WMProxyClientError("ConnectionError", f"HTTP {status} from the service", None, operation)
         part = next((c for c in first if isinstance(c.tag, str)), None)
         return None if part is None else _value(part)

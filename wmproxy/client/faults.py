@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
 from lxml import etree
 
 if TYPE_CHECKING:
+    import requests
     from zeep import exceptions as zeep_exceptions
 
 SERVER_ERROR = "WMProxy Server Error"
@@ -119,14 +119,15 @@ def translated_errors(method: str) -> Iterator[None]:
         yield
     except WMProxyClientError:
         raise
-    except requests.exceptions.RequestException as exc:
-        raise connection_error(exc, method) from None
     except etree.XMLSyntaxError as exc:
         raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
-    except OSError as exc:  # requests raises it for an unusable CA path or client cert file
-        raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
     except Exception as exc:
-        zeep_exceptions = sys.modules.get("zeep.exceptions")  # zeep is imported only when used
+        requests = sys.modules.get("requests")  # requests and zeep are imported only when used
+        if requests is not None and isinstance(exc, requests.exceptions.RequestException):
+            raise connection_error(exc, method) from None
+        if isinstance(exc, OSError):  # requests raises it for an unusable CA path or client cert file
+            raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
+        zeep_exceptions = sys.modules.get("zeep.exceptions")
         if zeep_exceptions is None or not isinstance(exc, zeep_exceptions.Error):
             raise
         if isinstance(exc, zeep_exceptions.Fault):
@@ -148,17 +149,33 @@ def _where(exc: requests.exceptions.RequestException) -> str:
 
 
 def connection_error(exc: requests.exceptions.RequestException, method: str | None = None) -> WMProxyClientError:
+    """A requests failure as one sentence a person understands (:func:`transport_error`)."""
+    import requests
+
+    tls = isinstance(exc, requests.exceptions.SSLError)
+    timeout = isinstance(exc, requests.exceptions.Timeout)
+    return transport_error(_where(exc), _reason(exc), method, tls=tls, timeout=timeout)
+
+
+def transport_error(
+    where: str, reason: str, method: str | None = None, *, tls: bool = False, timeout: bool = False
+) -> WMProxyClientError:
     """A transport failure as one sentence a person understands (issue 12).
 
     ``ConnectionError`` for an endpoint that cannot be reached (refused, unknown host,
     timeout, closed connection: e.g. ``http://`` sent to an https-only port), ``TLSError``
     for a failed handshake (the service's certificate not trusted by ``X509_CERT_DIR`` or
     not matching the host, or the service refusing the user's proxy).
+
+    Args:
+        where: ``host:port``.
+        reason: the one-line low-level reason (OpenSSL's, the socket's).
+        method: the operation, for the error.
+        tls: the TLS handshake failed.
+        timeout: nothing came back in time.
     """
-    where = _where(exc)
-    reason = _reason(exc)
     low = reason.lower()
-    if isinstance(exc, requests.exceptions.SSLError):
+    if tls:
         if "certificate_verify_failed" in low or "certificate verify failed" in low:
             if "hostname mismatch" in low or "doesn't match" in low or "ip address mismatch" in low:
                 text = f"the certificate of {where} does not match its host name ({reason})"
@@ -170,7 +187,7 @@ def connection_error(exc: requests.exceptions.RequestException, method: str | No
         else:
             text = f"TLS handshake with {where} failed: {reason}"
         return WMProxyClientError("TLSError", text, None, method)
-    if isinstance(exc, requests.exceptions.Timeout):
+    if timeout:
         return WMProxyClientError("ConnectionError", f"no answer from {where} in time: {reason}", None, method)
     if "refused" in low:
         text = f"cannot connect to {where}: connection refused (no service listening there)"
