@@ -14,6 +14,10 @@ registers one job, then in each window runs, interleaved, ``--runs`` times each:
 Prints per window the median wall time of each, then the ratios status/raw and help/raw as
 min/median/max over the windows (target: status ≤ 3 × raw).
 
+The commands run without ``PYTHONDONTWRITEBYTECODE``, as on a user's machine (pip compiles
+an installed package's bytecode): the warm-up run writes the ``__pycache__`` files, so the
+measured runs do not compile wmproxy's sources each time.
+
     .venv/bin/python benchmarks/cli_startup.py [--windows 5] [--runs 5]
 """
 
@@ -80,7 +84,8 @@ def main() -> None:
         config = root / "wmproxy.conf"
         write_config(config, db_url=f"sqlite:///{root}/wmproxy.db", ca_dir=root / "certificates",
                      host_cert=host_cert, host_key=host_key, state=root, port=port)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "X509_", "GLITE_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("WMPROXY_", "X509_", "GLITE_")) and k != "PYTHONDONTWRITEBYTECODE"}
         env["WMPROXY_CONFIG"] = str(config)
         dep = Deployment(config=config, state=root, port=port, env=env)
         assert dep.run(str(BIN / "wmproxy-admin"), "init").returncode == 0

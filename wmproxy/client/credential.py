@@ -7,8 +7,12 @@ from the TLS handshake (``[SSL] PEM lib (_ssl.c:3905)``,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from wmproxy.client.faults import WMProxyClientError
 
@@ -37,8 +41,6 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
     """
     import ssl
 
-    from cryptography import x509
-
     if not os.path.exists(proxy_file):
         raise _error(f"no proxy file {proxy_file}: {_FIX}")
     try:
@@ -46,13 +48,8 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
             pem = fh.read()
     except OSError as exc:
         raise _error(f"the proxy file {proxy_file} is not readable: {exc.strerror}") from None
-    begin = pem.find(b"-----BEGIN CERTIFICATE-----")
-    finish = pem.find(b"-----END CERTIFICATE-----", begin)
-    try:
-        cert = x509.load_pem_x509_certificate(pem[begin:finish + 25]) if begin >= 0 and finish > 0 else None
-    except ValueError:
-        cert = None
-    if cert is None:
+    facts = _certificate_facts(pem)
+    if facts is None:
         raise _error(f"{proxy_file} is not a proxy file (no readable certificate): {_FIX}")
     if b"PRIVATE KEY-----" not in pem:
         raise _error(f"{proxy_file} holds no private key, so it is not a proxy file: {_FIX}")
@@ -63,14 +60,15 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise _error(f"{proxy_file} is not a usable proxy file ({reason}): {_FIX}") from None
-    if not any(ext.oid.dotted_string == PROXY_CERT_INFO_OID for ext in cert.extensions):
+    proxy, not_before, not_after = facts
+    if not proxy:
         raise _error(f"{proxy_file} holds a certificate that is not a proxy: {_FIX}")
     moment = now or datetime.now(UTC)
-    if cert.not_valid_before_utc > moment:
-        start = cert.not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if not_before > moment:
+        start = not_before.strftime("%Y-%m-%d %H:%M:%S UTC")
         raise _error(f"the proxy {proxy_file} is not valid before {start} (check the clock)")
-    left = (cert.not_valid_after_utc - moment).total_seconds()
-    end = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    left = (not_after - moment).total_seconds()
+    end = not_after.strftime("%Y-%m-%d %H:%M:%S UTC")
     if left <= 0:
         raise _error(f"the proxy {proxy_file} expired at {end}: {_FIX.split(', or')[0]}")
     if left < min_lifetime:
@@ -79,6 +77,66 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
             f"least {min_lifetime // 60} minutes: renew it with voms-proxy-init or grid-proxy-init"
         )
     return left
+
+
+def _certificate_facts(pem: bytes) -> tuple[bool, datetime, datetime] | None:
+    """``(is an RFC 3820 proxy, notBefore, notAfter)`` of the first certificate of ``pem``, or
+    None when there is none. Remembered per certificate (SHA-256 of its PEM block) in
+    ``$XDG_CACHE_HOME/wmproxy/proxy-certificates.json`` (0600, dates only), so that a CLI start
+    with a proxy already seen does not import cryptography (issue 14)."""
+    begin = pem.find(b"-----BEGIN CERTIFICATE-----")
+    finish = pem.find(b"-----END CERTIFICATE-----", begin)
+    if begin < 0 or finish < 0:
+        return None
+    block = pem[begin:finish + 25]
+    digest = hashlib.sha256(block).hexdigest()
+    cache = _cache_file()
+    known = _read_cache(cache)
+    entry = known.get(digest)
+    if isinstance(entry, list) and len(entry) == 3:
+        return bool(entry[0]), datetime.fromtimestamp(entry[1], UTC), datetime.fromtimestamp(entry[2], UTC)
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(block)
+        proxy = any(ext.oid.dotted_string == PROXY_CERT_INFO_OID for ext in cert.extensions)
+    except ValueError:
+        return None
+    facts = (proxy, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    recent = dict(list(known.items())[-(_CACHE_ENTRIES - 1):])
+    recent[digest] = [proxy, facts[1].timestamp(), facts[2].timestamp()]
+    _write_cache(cache, recent)
+    return facts
+
+
+_CACHE_ENTRIES = 16
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "wmproxy", "proxy-certificates.json")
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    """Best effort: a cache that cannot be written only costs time."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".proxy-certificates.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, path)
+    except OSError:
+        return
 
 
 def _error(text: str) -> WMProxyClientError:
