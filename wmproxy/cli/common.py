@@ -119,12 +119,14 @@ def check_endpoint(url: str) -> None:
         )
 
 
-def make_client(env: Environment, *, min_lifetime: int = 0) -> WMProxyClient:
+def make_client(env: Environment, *, min_lifetime: int = 0, short_is_fatal: bool = True) -> WMProxyClient:
     """The client used by every verb (tests replace this function).
 
-    Checks the user proxy first (:func:`wmproxy.client.credential.check_proxy`: missing,
-    unreadable, not a proxy, expired, less than ``min_lifetime`` seconds left) and the CA
-    directory. With several endpoints each is probed with getVersion in turn and the first
+    Checks the CA directory and the user proxy first
+    (:func:`wmproxy.client.credential.check_proxy`: missing, unreadable, not a proxy,
+    expired); a proxy with less than ``min_lifetime`` seconds left is an error, or with
+    ``short_is_fatal`` False a warning on stderr (``delegate-proxy``: a service configured
+    for short proxies may accept it). With several endpoints each is probed with getVersion in turn and the first
     that answers is used; an endpoint that cannot be reached (connection or TLS failure) is
     reported as a warning and the next one tried, as the gLite UI does.
 
@@ -138,7 +140,12 @@ def make_client(env: Environment, *, min_lifetime: int = 0) -> WMProxyClient:
 
     if not os.path.isdir(env.ca_dir):
         raise CliError("Configuration", f"CA directory not found: {env.ca_dir} (set X509_CERT_DIR)")
-    check_proxy(env.proxy_file, min_lifetime)
+    left = check_proxy(env.proxy_file)
+    if left < min_lifetime:
+        short = short_proxy(env.proxy_file, left, min_lifetime)
+        if short_is_fatal:
+            raise WMProxyClientError("ProxyError", short, None, "local proxy check")
+        click.echo(f"Warning - {short}", err=True)
     timeout = env.config.timeout
     endpoints = env.endpoints or (env.endpoint,)
     if len(endpoints) == 1:
@@ -157,6 +164,13 @@ def make_client(env: Environment, *, min_lifetime: int = 0) -> WMProxyClient:
             continue
         return client
     raise WMProxyClientError("ConnectionError", "unable to contact any specified endpoint: " + "; ".join(failures))
+
+
+def short_proxy(proxy_file: str, left: float, min_lifetime: int) -> str:
+    """The words for a proxy with ``left`` seconds, less than ``min_lifetime``."""
+    return (f"the proxy {proxy_file} has {int(left // 60)} minutes left; the service needs at least "
+            f"{min_lifetime // 60} minutes (default [jobs] min_proxy_lifetime) to register jobs with it: renew it "
+            "with voms-proxy-init or grid-proxy-init")
 
 
 #: client error kinds after which the next configured endpoint is tried

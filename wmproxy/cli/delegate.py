@@ -21,7 +21,7 @@ def delegate_proxy(delegation_id: str | None, automatic: bool, endpoint: str | N
     if bool(delegation_id) == automatic:
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     env = common.Environment.load(endpoint)
-    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime)
+    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime, short_is_fatal=False)
     used = client.delegate(None if automatic else delegation_id)
     if automatic:
         used = client.default_delegation_id() or used

@@ -109,7 +109,8 @@ def submit(
     compound = is_compound(jdl)
     files = [] if compound else local_input_files(jdl, jdl_dir)
     quiet = nomsg or as_json
-    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime)
+    # with -a the new delegation lives as long as the local proxy: too short, the service refuses it
+    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime if automatic else 0)
     if not quiet:
         click.echo(f"\nConnecting to the service {client.endpoint}\n")
     if automatic:

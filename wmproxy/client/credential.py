@@ -73,8 +73,8 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
         raise _error(f"the proxy {proxy_file} expired at {end}: {_FIX.split(', or')[0]}")
     if left < min_lifetime:
         raise _error(
-            f"the proxy {proxy_file} has {int(left // 60)} minutes left (until {end}); the service needs at "
-            f"least {min_lifetime // 60} minutes: renew it with voms-proxy-init or grid-proxy-init"
+            f"the proxy {proxy_file} has {int(left // 60)} minutes left (until {end}); at least "
+            f"{min_lifetime // 60} minutes are needed: renew it with voms-proxy-init or grid-proxy-init"
         )
     return left
 

@@ -33,7 +33,7 @@ def test_a_valid_proxy_and_the_cache_of_its_certificate(pki: Pki, cache_home: Pa
 
 def test_expired_and_too_short(pki: Pki) -> None:
     proxy = pki.proxy("alice", 600)
-    with pytest.raises(WMProxyClientError, match=r"has [0-9] minutes left .* needs at least 20 minutes"):
+    with pytest.raises(WMProxyClientError, match=r"has [0-9] minutes left .* at least 20 minutes are needed"):
         check_proxy(str(proxy), 1200)
     with pytest.raises(WMProxyClientError, match=r"expired at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"):
         check_proxy(str(proxy), now=datetime.now(UTC) + timedelta(hours=1))
