@@ -62,6 +62,21 @@ class ClientConfig:
     source: str | None = None
 
 
+def jdl_defaults(config: ClientConfig, *, myproxy: bool = True) -> dict[str, str]:
+    """Attributes (name → ClassAd expression text) added to a JDL that lacks them: the
+    ``[jdl-defaults]``, the VO and (with ``myproxy``) the MyProxy server of the configuration,
+    else ``$MYPROXY_SERVER`` (gLite UI)."""
+    import json
+
+    defaults = dict(config.jdl_defaults)
+    if config.vo:
+        defaults.setdefault("VirtualOrganisation", json.dumps(config.vo))
+    server = config.myproxy_server or os.environ.get("MYPROXY_SERVER")
+    if myproxy and server:
+        defaults.setdefault("MyProxyServer", json.dumps(server))
+    return defaults
+
+
 def load(path: str | None, environ: dict[str, str] | None = None) -> ClientConfig:
     """The configuration of ``path``, else of ``$WMPROXY_CLIENT_CONFIG``, else the defaults.
 

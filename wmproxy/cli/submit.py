@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from wmproxy.cli import common, jdlprep, jobids, render
+from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
@@ -165,23 +166,13 @@ def _read_jdl(path: str) -> str:
 
 def _defaults(env: common.Environment, default_jdl: str | None) -> dict[str, str]:
     """Attributes added when the JDL lacks them: ``--default-jdl FILE`` first, then the
-    configuration's ``[jdl-defaults]``, VO and MyProxy server (``$MYPROXY_SERVER`` too, as the
-    gLite UI)."""
-    import json
-    import os
-
+    configuration's (:func:`wmproxy.cli.clientconf.jdl_defaults`)."""
     defaults: dict[str, str] = {}
     if default_jdl:
         ad = jdlprep.parse(_read_jdl(default_jdl), default_jdl)
         defaults.update({key: str(ad.lookup(key)) for key in ad})
-    config = env.config
-    for key, value in config.jdl_defaults.items():
+    for key, value in jdl_defaults(env.config).items():
         defaults.setdefault(key, value)
-    if config.vo:
-        defaults.setdefault("VirtualOrganisation", json.dumps(config.vo))
-    myproxy = config.myproxy_server or os.environ.get("MYPROXY_SERVER")
-    if myproxy:
-        defaults.setdefault("MyProxyServer", json.dumps(myproxy))
     return defaults
 
 
