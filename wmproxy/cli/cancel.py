@@ -1,4 +1,9 @@
-"""``wmproxy cancel``: glite-wms-job-cancel."""
+"""``wmproxy cancel``: glite-wms-job-cancel.
+
+Every job is tried: a job that cannot be cancelled (unknown id, already ended, not the
+caller's) is reported on its own line and the others are still cancelled; the exit
+status is 1 when any failed (issue 12).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.results import write_result
 from wmproxy.cli.status import _job_ids
 from wmproxy.client import WMProxyClientError
 
@@ -14,23 +20,21 @@ from wmproxy.client import WMProxyClientError
 @click.command("cancel")
 @click.argument("job_ids", metavar="JOBID...", nargs=-1)
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
+@click.option("-o", "--output", "output_file", metavar="FILE", help="Append the result to FILE instead of printing it.")
 @click.option("--noint", is_flag=True, help="Do not ask for confirmation.")
 @common.common_options
 @common.reports_errors
-def cancel(job_ids: tuple[str, ...], input_file: str | None, noint: bool, endpoint: str | None, as_json: bool) -> None:
+def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | None, noint: bool,
+           endpoint: str | None, as_json: bool) -> None:
     """Cancel jobs (jobCancel). Asks for confirmation unless --noint or --json."""
     ids = _job_ids(job_ids, input_file)
     env = common.Environment.load(endpoint)
-    if not (noint or as_json):
-        answer = click.prompt(
-            "Are you sure you want to remove specified job(s) [y/n]y", default="y", show_default=False,
-            prompt_suffix=" :", err=True,
-        )
-        if answer.strip().lower() not in ("y", "yes"):
-            click.echo("bye", err=True)
-            return
+    if not as_json and not common.confirm("Are you sure you want to remove specified job(s)"):
+        click.echo("bye", err=True)
+        return
     client = common.make_client(env)
     done: list[str] = []
+    failed: list[dict[str, str]] = []
     errors: list[WMProxyClientError] = []
     for job_id in ids:
         try:
@@ -38,14 +42,20 @@ def cancel(job_ids: tuple[str, ...], input_file: str | None, noint: bool, endpoi
             done.append(job_id)
         except WMProxyClientError as exc:
             errors.append(exc)
-            if len(ids) > 1:
-                click.echo(f"Error - {exc.fault_type}: {exc.description}", err=True)
+            failed.append({"jobid": job_id, "type": exc.fault_type, "message": exc.description})
+            if len(ids) > 1 and not as_json:
+                click.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
+    if len(ids) == 1 and errors:
+        common.fail(errors[0].fault_type, errors[0].description)
     if as_json:
-        click.echo(json.dumps({"result": "success" if not errors else "failure", "endpoint": env.endpoint,
-                               "jobids": done}))
+        result: dict[str, object] = {"result": "success" if not errors else "failure",
+                                     "endpoint": client.endpoint, "jobids": done}
+        if failed:
+            result["failed"] = failed
+        write_result(json.dumps(result) + "\n", output_file)
     elif done:
-        click.echo(render.cancel_text(done), nl=False)
+        write_result(render.cancel_text(done), output_file)
     if errors:
-        if len(ids) == 1:
-            common.fail(errors[0].fault_type, errors[0].description)
+        if not as_json:
+            click.echo(f"Error - {len(errors)} of {len(ids)} job(s) could not be cancelled", err=True)
         raise SystemExit(1)

@@ -3,84 +3,265 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
-from wmproxy.client import WMProxyClient, WMProxyClientError
+from wmproxy.cli import clientconf
+from wmproxy.cli.clientconf import ClientConfig
+from wmproxy.cli.errors import CliError
+from wmproxy.client.faults import WMProxyClientError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from wmproxy.client import WMProxyClient
+
+__all__ = ["CliError", "Environment", "WMProxyClientError", "common_options", "fail", "make_client"]
 
 ENDPOINT_ENV = "GLITE_WMS_WMPROXY_ENDPOINT"
 DEFAULT_CA_DIR = "/etc/grid-security/certificates"
+_META = "wmproxy.options"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+log = logging.getLogger("wmproxy.cli")
+log.addHandler(logging.NullHandler())  # errors are printed by fail(), logged only with --logfile/--debug
 
-class CliError(Exception):
-    """A local problem reported like a fault: ``Error - <kind>: <description>``."""
 
-    def __init__(self, kind: str, description: str) -> None:
-        super().__init__(f"{kind}: {description}")
-        self.kind = kind
-        self.description = description
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every verb takes besides ``-e`` and ``--json`` (gLite UI spelling).
+
+    Attributes:
+        config_file: ``-c/--config FILE``.
+        logfile: ``--logfile FILE``: the run's log is appended there.
+        debug: ``--debug``: log every call (on stderr, and in the log file).
+        noint: ``--noint``: never ask; answers are "yes".
+    """
+
+    config_file: str | None = None
+    logfile: str | None = None
+    debug: bool = False
+    noint: bool = False
+
+
+def run_options() -> RunOptions:
+    """The current verb's :class:`RunOptions` (defaults outside a click context)."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_root().meta.get(_META) if ctx is not None else None
+    return found if isinstance(found, RunOptions) else RunOptions()
+
+
+def json_requested() -> bool:
+    """Whether the running verb was given ``--json``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
 
 
 @dataclass(frozen=True)
 class Environment:
-    """Where to connect and with which credentials, read once from options and environment.
+    """Where to connect and with which credentials, read once from options, environment and
+    the client configuration file.
 
     Attributes:
-        endpoint: ``-e`` or ``$GLITE_WMS_WMPROXY_ENDPOINT``.
+        endpoint: the first endpoint to try: ``-e``, else ``$GLITE_WMS_WMPROXY_ENDPOINT``,
+            else the first of the configuration's ``endpoints``.
         proxy_file: ``$X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``.
         ca_dir: ``$X509_CERT_DIR`` or ``/etc/grid-security/certificates``.
+        endpoints: every endpoint in failover order (``endpoint`` first).
+        config: the client configuration (:mod:`wmproxy.cli.clientconf`).
     """
 
     endpoint: str
     proxy_file: str
     ca_dir: str
+    endpoints: tuple[str, ...] = ()
+    config: ClientConfig = field(default_factory=ClientConfig)
 
     @classmethod
     def load(cls, endpoint: str | None, environ: dict[str, str] | None = None) -> Environment:
-        """Raises: CliError("Configuration") when no endpoint is given anywhere."""
+        """Raises: CliError("Configuration") when no endpoint is given anywhere, an endpoint is
+        not an ``https://`` URL, or the configuration file is unusable."""
         env = dict(os.environ) if environ is None else environ
-        endpoint = endpoint or env.get(ENDPOINT_ENV)
-        if not endpoint:
-            raise CliError("Configuration", f"no WMProxy endpoint: use -e/--endpoint or set {ENDPOINT_ENV}")
+        config = clientconf.load(run_options().config_file, env)
+        first = endpoint or env.get(ENDPOINT_ENV)
+        endpoints = (first,) if first else config.endpoints
+        if not endpoints:
+            raise CliError(
+                "Configuration", f"no WMProxy endpoint: use -e/--endpoint, set {ENDPOINT_ENV} or list "
+                "endpoints in the configuration file (-c)"
+            )
+        for url in endpoints:
+            check_endpoint(url)
         proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
-        return cls(endpoint, proxy, env.get("X509_CERT_DIR") or DEFAULT_CA_DIR)
+        return cls(endpoints[0], proxy, env.get("X509_CERT_DIR") or DEFAULT_CA_DIR, tuple(endpoints), config)
 
 
-def make_client(env: Environment) -> WMProxyClient:
-    """The client used by every verb (tests replace this function)."""
-    if not os.path.isfile(env.proxy_file):
-        raise CliError("ProxyError", f"proxy file not found: {env.proxy_file} (set X509_USER_PROXY)")
+def check_endpoint(url: str) -> None:
+    """Raises: CliError("Configuration") unless ``url`` is ``https://host[:port]/path``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest.split("/", 1)[0]:
+        raise CliError("Configuration", f"the endpoint {url!r} is not a URL: use https://<host>:<port>/<path>")
+    if scheme.lower() != "https":
+        raise CliError(
+            "Configuration",
+            f"the endpoint {url} uses {scheme}://: a WMProxy is reached over https:// only "
+            f"(https://{rest})",
+        )
+
+
+def make_client(env: Environment, *, min_lifetime: int = 0, short_is_fatal: bool = True) -> WMProxyClient:
+    """The client used by every verb (tests replace this function).
+
+    Checks the CA directory and the user proxy first
+    (:func:`wmproxy.client.credential.check_proxy`: missing, unreadable, not a proxy,
+    expired); a proxy with less than ``min_lifetime`` seconds left is an error, or with
+    ``short_is_fatal`` False a warning on stderr (``delegate-proxy``: a service configured
+    for short proxies may accept it). With several endpoints each is probed with getVersion in turn and the first
+    that answers is used; an endpoint that cannot be reached (connection or TLS failure) is
+    reported as a warning and the next one tried, as the gLite UI does.
+
+    Raises:
+        CliError: ``Configuration`` for a missing CA directory.
+        WMProxyClientError: ``ProxyError`` from the proxy check; ``ConnectionError`` when no
+            endpoint answers (every endpoint's reason is listed).
+    """
+    from wmproxy.client import WMProxyClient
+    from wmproxy.client.credential import check_proxy
+
     if not os.path.isdir(env.ca_dir):
         raise CliError("Configuration", f"CA directory not found: {env.ca_dir} (set X509_CERT_DIR)")
-    return WMProxyClient(env.endpoint, env.proxy_file, env.ca_dir)
+    left = check_proxy(env.proxy_file)
+    if left < min_lifetime:
+        short = short_proxy(env.proxy_file, left, min_lifetime)
+        if short_is_fatal:
+            raise WMProxyClientError("ProxyError", short, None, "local proxy check")
+        click.echo(f"Warning - {short}", err=True)
+    timeout = env.config.timeout
+    endpoints = env.endpoints or (env.endpoint,)
+    if len(endpoints) == 1:
+        return WMProxyClient(endpoints[0], env.proxy_file, env.ca_dir, timeout)
+    failures = []
+    for url in endpoints:
+        client = WMProxyClient(url, env.proxy_file, env.ca_dir, timeout)
+        try:
+            client.get_version()
+        except WMProxyClientError as exc:
+            if exc.fault_type not in FAILOVER_ERRORS:
+                raise
+            failures.append(f"{url} ({exc.description})")
+            log.info("endpoint %s failed: %s", url, exc.description)
+            click.echo(f"Warning - {url}: {exc.description}; switching to the next WMProxy server", err=True)
+            continue
+        return client
+    raise WMProxyClientError("ConnectionError", "unable to contact any specified endpoint: " + "; ".join(failures))
+
+
+def short_proxy(proxy_file: str, left: float, min_lifetime: int) -> str:
+    """The words for a proxy with ``left`` seconds, less than ``min_lifetime``."""
+    return (f"the proxy {proxy_file} has {int(left // 60)} minutes left; the service needs at least "
+            f"{min_lifetime // 60} minutes (default [jobs] min_proxy_lifetime) to register jobs with it: renew it "
+            "with voms-proxy-init or grid-proxy-init")
+
+
+#: client error kinds after which the next configured endpoint is tried
+FAILOVER_ERRORS = ("ConnectionError", "TLSError")
 
 
 def common_options(func: F) -> F:
-    """``-e/--endpoint URL`` and ``--json`` for a verb."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
-    return click.option(
-        "-e", "--endpoint", metavar="URL", help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."
-    )(func)
+    """The options of every verb: ``-e/--endpoint URL``, ``--json``, ``-c/--config FILE``,
+    ``--logfile FILE``, ``--debug``, ``--noint`` and ``--version`` (client and server version).
+
+    The last five are taken off before the verb runs (:func:`run_options` gives them back);
+    a verb with its own ``noint`` parameter still receives it.
+    """
+    takes_noint = "noint" in inspect.signature(func).parameters
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = RunOptions(kwargs.pop("config_file"), kwargs.pop("logfile"), kwargs.pop("debug"),
+                             kwargs["noint"] if takes_noint else kwargs.pop("noint"))
+        show_version = kwargs.pop("show_version")
+        click.get_current_context().find_root().meta[_META] = options
+        _setup_logging(options)
+        if show_version:
+            return _print_versions(kwargs.get("endpoint"), bool(kwargs.get("as_json")))
+        return func(*args, **kwargs)
+
+    wrapper = _guarded(wrapper)
+    for decorator in (
+        click.option("--version", "show_version", is_flag=True,
+                     help="Print the client and the service version (getVersion), then exit."),
+        click.option("--debug", is_flag=True, help="Log every call on stderr (and in --logfile)."),
+        click.option("--logfile", metavar="FILE", help="Append a log of this run to FILE."),
+        click.option("-c", "--config", "config_file", metavar="FILE",
+                     help="Client configuration file (endpoints, VO, MyProxy server; see docs/cli.md)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("-e", "--endpoint", metavar="URL", help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."),
+    ):
+        wrapper = decorator(wrapper)
+    if not takes_noint:
+        wrapper = click.option("--noint", is_flag=True, help="Never ask for confirmation.")(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
-def reports_errors(func: F) -> F:
-    """Print ``Error - <type>: <description>`` on stderr and exit 1 instead of a traceback."""
+def _setup_logging(options: RunOptions) -> None:
+    """``--logfile`` gets INFO (DEBUG with ``--debug``), stderr gets DEBUG with ``--debug``.
+    Only the ``wmproxy`` loggers: zeep and urllib3 log whole messages, delegated proxies
+    included, and are left quiet."""
+    if not (options.logfile or options.debug):
+        return
+    root = logging.getLogger("wmproxy")
+    root.setLevel(logging.DEBUG if options.debug else logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if options.logfile:
+        try:
+            handler: logging.Handler = logging.FileHandler(options.logfile, encoding="utf-8")
+        except OSError as exc:
+            raise CliError("Configuration", f"cannot write the log file {options.logfile}: {exc.strerror}") from None
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if options.debug:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    log.info("wmproxy %s", " ".join(sys.argv[1:]))
+
+
+def client_version() -> str:
+    """The installed wmproxy package version."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("wmproxy")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare tree
+        return "unknown"
+
+
+def _print_versions(endpoint: str | None, as_json: bool) -> None:
+    env = Environment.load(endpoint)
+    client = make_client(env)
+    server = client.get_version()
+    if as_json:
+        click.echo(json.dumps({"result": "success", "client": client_version(), "endpoint": client.endpoint,
+                               "server": server}))
+    else:
+        click.echo(f"wmproxy client version {client_version()}\n\nConnecting to the service {client.endpoint}\n\n"
+                   f"Version successfully retrieved :\nWMProxy Version: {server}")
+
+
+def _guarded(func: F) -> F:
+    """Print ``Error - <type>: <description>`` (a JSON error object under ``--json``) and exit
+    1 instead of a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -94,20 +275,50 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def reports_errors(func: F) -> F:
+    """Print ``Error - <type>: <description>`` on stderr and exit 1 instead of a traceback."""
+    return _guarded(func)
+
+
+def error_json(kind: str, description: str) -> str:
+    """The ``--json`` document of a verb that failed as a whole (docs/cli-json.md):
+    ``{"result": "failure", "error": {"type": kind, "message": description}}``."""
+    from wmproxy.cli.render import error_json as document
+
+    return document(kind, description)
+
+
 def fail(kind: str, description: str) -> None:
-    """Report one error line on stderr and exit with status 1."""
-    click.echo(f"Error - {kind}: {' '.join(description.split())}", err=True)
+    """Report one error and exit with status 1: ``Error - <kind>: <description>`` on stderr,
+    or under ``--json`` the :func:`error_json` object on stdout."""
+    log.error("%s: %s", kind, description)
+    if json_requested():
+        click.echo(error_json(kind, description))
+    else:
+        click.echo(f"Error - {kind}: {' '.join(description.split())}", err=True)
     sys.exit(1)
+
+
+def confirm(question: str) -> bool:
+    """Ask ``question [y/n]y :`` on stderr; True at once with ``--noint`` (gLite UI)."""
+    if run_options().noint:
+        return True
+    answer = click.prompt(f"{question} [y/n]y", default="y", show_default=False, prompt_suffix=" :", err=True)
+    return answer.strip().lower() in ("y", "yes")
 
 
 def error_console() -> Console:
     """Console for progress bars and prompts: stderr, so stdout stays parseable."""
+    from rich.console import Console
+
     return Console(stderr=True)
 
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """Rich progress on stderr; yields ``task(label, total bytes) -> advance(bytes)``."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     console = error_console()
     with Progress(
         TextColumn("{task.description}"),

@@ -102,7 +102,9 @@ def _isb_strings(value: Any, inside_isb: bool = False) -> list[str]:
 
 def _local_candidates(jdl_text: str, jdl_dir: Path) -> tuple[dict[str, Path], list[tuple[re.Pattern[str], str]]]:
     """``{file name: local path}`` of the plain local entries, and (name pattern, directory)
-    pairs for the parametric ones (``data/in_PARAM_.txt`` → ``in(.+)\\.txt`` in ``data``)."""
+    pairs for the parametric ones: ``data/in_PARAM_.txt`` → ``in(.+)\\.txt`` in ``data``;
+    ``_PARAM_`` in the directory too (``run_PARAM_/in_PARAM_.txt``) is filled in with the
+    value the name matched."""
     ad = _parse(jdl_text)
     entries = _isb_strings(ad) if ad is not None else []
     plain: dict[str, Path] = {}
@@ -115,11 +117,30 @@ def _local_candidates(jdl_text: str, jdl_dir: Path) -> tuple[dict[str, Path], li
         local = os.path.expanduser(local)
         folder, name = os.path.split(local)
         if PARAM in name:
-            pattern = re.compile("^" + ".+".join(re.escape(p) for p in name.split(PARAM)) + "$")
+            pattern = re.compile("^" + "(?P<param>.+)".join(re.escape(p) for p in name.split(PARAM, 1))
+                                 .replace(re.escape(PARAM), "(?P=param)") + "$")
             parametric.append((pattern, folder))
-        elif PARAM not in folder:
+        elif PARAM in folder:
+            parametric.append((re.compile("^" + re.escape(name) + "$"), folder))
+        else:
             plain.setdefault(name, Path(jdl_dir, local))
     return plain, parametric
+
+
+def _parametric_path(name: str, parametric: list[tuple[re.Pattern[str], str]], jdl_dir: Path) -> Path:
+    """The local file of an expanded parametric input ``name``: the directory of the entry
+    whose pattern matches, with its ``_PARAM_`` replaced by the matched value."""
+    for pattern, folder in parametric:
+        match = pattern.match(name)
+        if not match:
+            continue
+        value = match.groupdict().get("param")
+        if PARAM not in folder:
+            return Path(jdl_dir, folder, name)
+        if value is not None:
+            return Path(jdl_dir, folder.replace(PARAM, value), name)
+        # the name alone does not tell the value: try another entry
+    return Path(jdl_dir, name)
 
 
 def upload_plan(registered_jdl: str, dest_uri: str, jdl_text: str, jdl_dir: str | os.PathLike[str]) -> list[Path]:
@@ -143,8 +164,7 @@ def upload_plan(registered_jdl: str, dest_uri: str, jdl_text: str, jdl_dir: str 
         name = unquote(entry[len(prefix):])
         path = plain.get(name)
         if path is None:
-            folder = next((d for pattern, d in parametric if pattern.match(name)), "")
-            path = Path(jdl_dir, folder, name)
+            path = _parametric_path(name, parametric, Path(jdl_dir))
         if not path.is_file():
             raise CliError("InputSandbox", f"file not found: {path}")
         if path not in files:

@@ -7,6 +7,7 @@ import json
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.results import result_file_option
 
 
 @click.command("delegate-proxy")
@@ -14,14 +15,17 @@ from wmproxy.cli import common, render
 @click.option("-a", "--autm-delegation", "automatic", is_flag=True, help="Let the service choose the identifier.")
 @common.common_options
 @common.reports_errors
+@result_file_option
 def delegate_proxy(delegation_id: str | None, automatic: bool, endpoint: str | None, as_json: bool) -> None:
     """Delegate the user proxy to the WMProxy (getProxyReq, sign, putProxy)."""
     if bool(delegation_id) == automatic:
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     env = common.Environment.load(endpoint)
-    client = common.make_client(env)
+    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime, short_is_fatal=False)
     used = client.delegate(None if automatic else delegation_id)
+    if automatic:
+        used = client.default_delegation_id() or used
     if as_json:
-        click.echo(json.dumps({"result": "success", "endpoint": env.endpoint, "delegationid": used}))
+        click.echo(json.dumps({"result": "success", "endpoint": client.endpoint, "delegationid": used}))
     else:
-        click.echo(render.delegate_text(env.endpoint, used), nl=False)
+        click.echo(render.delegate_text(client.endpoint, used), nl=False)

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.results import result_file_option
 from wmproxy.client import RenewalInfo, WMProxyClient, WMProxyClientError
 from wmproxy.client.client import JdlKind
 
@@ -67,6 +68,7 @@ def renewal_dict(renewal: RenewalInfo) -> dict[str, Any]:
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read the job id from a submit -o file.")
 @common.common_options
 @common.reports_errors
+@result_file_option
 def info(
     job_id: str | None,
     registered: bool,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from wmproxy.cli import common, render
+from wmproxy.cli import common, jdlprep, render
+from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import is_compound
 
 
@@ -35,11 +36,14 @@ def list_match(
         jdl = Path(jdl_file).read_text(encoding="utf-8")
     except OSError as exc:
         raise common.CliError("JDL", f"cannot read {jdl_file}: {exc.strerror}") from None
+    env = common.Environment.load(endpoint)
+    jdl = jdlprep.prepare(jdl, jdl_file, Path(jdl_file).absolute().parent,
+                          defaults=jdl_defaults(env.config, myproxy=False))
     if is_compound(jdl):
         raise common.CliError(
             "Not supported Type", "DAG, collection and parametric jobs are not supported for list match"
         )
-    client = common.make_client(common.Environment.load(endpoint))
+    client = common.make_client(env)
     if automatic:
         # jobListMatch has no default delegation id (§3.7): delegate under a fresh one
         delegation_id = client.delegate(f"listmatch-{secrets.token_hex(8)}")

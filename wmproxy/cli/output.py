@@ -3,6 +3,13 @@
 A compound job (getOutputFileList refuses the parent; getJobStatus lists its nodes) is
 retrieved node by node into ``<dir>/<NodeName>/``; then the parent is purged, which
 purges every node.
+
+Several jobs (arguments or ``-i FILE``) are retrieved one after the other: a job that
+fails is reported and the others are still retrieved; the exit status is 1 when any
+failed. With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
+note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
+A file the JDL declares in ``OutputSandbox`` that the job did not produce is named as
+missing.
 """
 
 from __future__ import annotations
@@ -16,44 +23,140 @@ import click
 
 from wmproxy.cli import common, render
 from wmproxy.cli.compound import node_names
-from wmproxy.client import WMProxyClient, WMProxyClientError
+from wmproxy.cli.sandbox import _parse
+from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import download_file
 
 
 def default_dir(job_id: str) -> str:
     """gLite default: ``/tmp/<user>_<unique part of the job id>``."""
+    return os.path.join("/tmp", job_subdir(job_id))  # noqa: S108 - gLite's documented default
+
+
+def job_subdir(job_id: str) -> str:
+    """``<user>_<unique part of the job id>``: a job's directory under ``--dir``."""
     unique = job_id.rstrip("/").rsplit("/", 1)[-1]
-    return os.path.join("/tmp", f"{getpass.getuser()}_{unique}")  # noqa: S108 - gLite's documented default
+    return f"{getpass.getuser()}_{unique}"
+
+
+def target_dir(job_id: str, directory: str | None, several: bool, nosubdir: bool) -> str:
+    """Where a job's files go: ``--dir D`` for one job (or with ``--nosubdir``),
+    ``D/<user>_<id>`` for each of several jobs, ``/tmp/<user>_<id>`` without ``--dir``
+    (``/tmp`` itself with ``--nosubdir``)."""
+    if directory is None:
+        return "/tmp" if nosubdir else default_dir(job_id)  # noqa: S108 - gLite's documented default
+    base = os.path.abspath(directory)
+    return base if nosubdir or not several else os.path.join(base, job_subdir(job_id))
+
+
+class _AlreadyRetrievedError(Exception):
+    """A job of ``-i FILE`` whose output was already retrieved."""
 
 
 @click.command("output")
 @click.argument("job_ids", metavar="JOBID...", nargs=-1)
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
-@click.option("--dir", "directory", metavar="DIR", help="Where to store the files (default /tmp/<user>_<id>).")
+@click.option("--dir", "directory", metavar="DIR",
+              help="Store the files in DIR (several jobs: DIR/<user>_<id>; default /tmp/<user>_<id>).")
+@click.option("--nosubdir", is_flag=True, help="Store every job's files directly in --dir, no <user>_<id>.")
+@click.option("--list-only", is_flag=True, help="List the output files (URI, size) without retrieving them.")
+@click.option("--proto", default="https", show_default=True, type=click.Choice(["https"]),
+              help="Transfer protocol (this service offers https only).")
 @click.option("-n", "--nopurge", is_flag=True, help="Do not purge the job after retrieval.")
 @common.common_options
 @common.reports_errors
-def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | None, nopurge: bool,
-           endpoint: str | None, as_json: bool) -> None:
+def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | None, nosubdir: bool,
+           list_only: bool, proto: str, nopurge: bool, endpoint: str | None, as_json: bool) -> None:
     """Retrieve the output sandbox of JOBID (of every node for a compound job)."""
     from wmproxy.cli.status import _job_ids
 
     ids = _job_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
-    results = []
+    results: list[dict[str, Any]] = []
+    failures: list[tuple[str, WMProxyClientError]] = []
     for job_id in ids:
-        if directory and len(ids) == 1:
-            target = os.path.abspath(directory)
-        elif directory:
-            target = os.path.join(os.path.abspath(directory), os.path.basename(default_dir(job_id)))
-        else:
-            target = default_dir(job_id)
-        results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json, as_json=as_json))
+        try:
+            if list_only:
+                results.append(_list(client, job_id, proto, as_json))
+                continue
+            target = target_dir(job_id, directory, len(ids) > 1, nosubdir)
+            results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
+                                     as_json=as_json, skip_cleared=input_file is not None))
+        except _AlreadyRetrievedError:
+            results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
+            if not as_json:
+                click.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
+        except WMProxyClientError as exc:
+            if len(ids) == 1:
+                raise
+            failures.append((job_id, exc))
+            results.append({"result": "failure", "jobid": job_id,
+                            "error": {"type": exc.fault_type, "message": exc.description}})
+            if not as_json:
+                click.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if as_json:
-        click.echo(json.dumps(results[0] if len(results) == 1 else {"result": "success", "jobs": results}))
+        click.echo(json.dumps(results[0] if len(results) == 1 else
+                              {"result": "failure" if failures else "success", "jobs": results}))
+    if failures:
+        if not as_json:
+            click.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
+                       err=True)
+        raise SystemExit(1)
 
 
-def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool) -> list[str]:
+def _list(client: WMProxyClient, job_id: str, proto: str, as_json: bool) -> dict[str, Any]:
+    """``--list-only``: getOutputFileList of the job, or of each node of a compound job."""
+    try:
+        listed = {job_id: client.get_output_file_list(job_id, proto)}
+    except WMProxyClientError as exc:
+        children = _children_if_compound(client, job_id, exc)
+        listed = {c: client.get_output_file_list(c, proto) for c in children}
+    result = {"result": "success", "jobid": job_id,
+              "files": {jid: [{"uri": f.uri, "size": f.size} for f in files] for jid, files in listed.items()}}
+    if not as_json:
+        click.echo(_list_text(listed), nl=False)
+    return result
+
+
+def _list_text(listed: dict[str, list[OutputFile]]) -> str:
+    rule = "=" * 80
+    blocks = []
+    for jid, files in listed.items():
+        lines = "".join(f" - {f.uri}\n   size (bytes): {f.size}\n" for f in files) or " (no output files)\n"
+        blocks.append(f"Output sandbox files for the job:\n{jid}\n\n{lines}")
+    return f"\n{rule}\n\n\t\t\tJOB GET OUTPUT OUTCOME\n\n" + "\n".join(blocks) + f"\n{rule}\n"
+
+
+def _children_if_compound(client: WMProxyClient, job_id: str, exc: WMProxyClientError) -> list[str]:
+    """The node ids of a DAG/collection parent (which has no output of its own:
+    OperationNotAllowedFault); re-raises ``exc`` for any other job."""
+    if exc.fault_type == "OperationNotAllowedFault":
+        children = [c.job_id for c in client.get_job_status(job_id).children]
+        if children:
+            return children
+    raise exc
+
+
+def _declared_outputs(client: WMProxyClient, job_id: str) -> list[str]:
+    """The file names the job's ORIGINAL JDL declares in ``OutputSandbox`` that must be in its
+    own output area: none when ``OutputSandboxDestURI``/``OutputSandboxBaseDestURI`` sends
+    them elsewhere; names with wildcards are left out."""
+    try:
+        ad = _parse(client.get_jdl(job_id, "ORIGINAL"))
+    except WMProxyClientError:
+        return []
+    if ad is None or "OutputSandboxDestURI" in ad or "OutputSandboxBaseDestURI" in ad:
+        return []
+    try:
+        value = ad.get("OutputSandbox")
+    except Exception:  # noqa: BLE001 - an expression that does not evaluate names nothing
+        return []
+    names = [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
+    return [os.path.basename(n) for n in names if n and not any(w in n for w in "*?[")]
+
+
+def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool) -> tuple[list[str], list[str]]:
+    """Download every listed output file; returns (stored paths, declared files missing)."""
     files = client.get_output_file_list(job_id, "https")
     stored = []
     with common.progress_bar(progress) as task:
@@ -61,44 +164,69 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
             label = f.uri.rsplit("/", 1)[-1]
             path = download_file(client.session, f.uri, target, progress=task(label, f.size), timeout=client.timeout)
             stored.append(str(path))
-    return stored
+    got = {os.path.basename(p) for p in stored}
+    missing = [name for name in _declared_outputs(client, job_id) if name not in got]
+    return stored, missing
+
+
+def _missing_text(job_id: str, missing: list[str]) -> str:
+    return "".join(f"Warning - {job_id}: output file {name} declared in OutputSandbox was not produced by the job "
+                   "(missing)\n" for name in missing)
 
 
 def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool, progress: bool,
-              as_json: bool) -> dict[str, Any]:
+              as_json: bool, skip_cleared: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"result": "success", "jobid": job_id, "dir": target}
+    children: list[str] = []
     try:
-        stored = _download_all(client, job_id, target, progress)
-        children: tuple[Any, ...] = ()
+        stored, missing = _download_all(client, job_id, target, progress)
     except WMProxyClientError as exc:
-        # a DAG/collection parent has no output of its own (OperationNotAllowedFault)
-        children = client.get_job_status(job_id).children if exc.fault_type == "OperationNotAllowedFault" else ()
-        if not children:
-            raise
+        if _cleared(client, job_id):
+            if skip_cleared:
+                raise _AlreadyRetrievedError(job_id) from None
+            raise WMProxyClientError(exc.fault_type, "the output of this job has already been retrieved "
+                                     "(the job is Cleared)", exc.error_code, exc.method) from None
+        children = _children_if_compound(client, job_id, exc)
+    notes = ""
     if children:
-        child_ids = [c.job_id for c in children]
-        names = node_names(job_id, client.get_jdl(job_id, "ORIGINAL"), child_ids)
+        names = node_names(job_id, client.get_jdl(job_id, "ORIGINAL"), children)
         nodes: dict[str, Any] = {}
         shown = []
-        for child_id in child_ids:
+        for child_id in children:
             node_dir = os.path.join(target, names[child_id])
             try:
-                node_files = _download_all(client, child_id, node_dir, progress)
+                node_files, node_missing = _download_all(client, child_id, node_dir, progress)
             except WMProxyClientError as exc:
                 click.echo(f"Warning - node {names[child_id]}: {exc.fault_type}: {exc.description}", err=True)
-                node_files = []
-            nodes[names[child_id]] = {"jobid": child_id, "dir": node_dir, "files": node_files}
+                node_files, node_missing = [], []
+            notes += _missing_text(child_id, node_missing)
+            nodes[names[child_id]] = {"jobid": child_id, "dir": node_dir, "files": node_files,
+                                      "missing": node_missing}
             shown.append((names[child_id], child_id, node_dir))
         result["nodes"] = nodes
         text = render.output_nodes_text(job_id, target, shown)
     else:
-        result["files"] = stored
+        result["files"], result["missing"] = stored, missing
+        notes = _missing_text(job_id, missing)
         text = render.output_text(job_id, target, bool(stored))
+        if missing:
+            text = text.replace("have been successfully retrieved", "have been retrieved", 1)
+            text = text.replace(f"{target}\n", f"{target}\nbut these declared output files are missing: "
+                                f"{', '.join(missing)}\n", 1)
     if not nopurge:
         try:
             client.job_purge(job_id)
         except WMProxyClientError as exc:
             click.echo(f"Warning - JobPurging not allowed ({exc.fault_type}: {exc.description})", err=True)
+    if notes:
+        click.echo(notes, nl=False, err=True)
     if not as_json:
         click.echo(text, nl=False)
     return result
+
+
+def _cleared(client: WMProxyClient, job_id: str) -> bool:
+    try:
+        return client.get_job_status(job_id).state == "Cleared"
+    except WMProxyClientError:
+        return False

@@ -7,17 +7,29 @@ a single jobSubmit when there is nothing to upload.
 Compound jobs (collections, DAGs, parametric jobs) are always registered first: the
 input sandbox of all nodes is uploaded once into the parent's area, the file names
 taken from the parent's REGISTERED JDL (:func:`wmproxy.cli.compound.upload_plan`),
-then the parent is started. ``--register-only`` stops before jobStart and
-``--start JOBID`` does only jobStart.
+then the parent is started. ``--register-only`` stops before jobStart (uploading
+the input sandbox only with ``--transfer-files``, as the gLite UI) and ``--start JOBID``
+does only jobStart.
+
+The JDL file goes through :func:`wmproxy.cli.jdlprep.prepare` first: syntax errors with
+line and column, ``file =`` nodes inlined, ``InputSandboxBaseURI``, ``Environment``
+quotes, and the options and configuration that set attributes (``-r``/``-i`` →
+``SubmitTo``, ``--nodes-resource`` → each node's ``SubmitTo``, ``--valid``/``--to`` →
+``ExpiryTime``, ``--default-jdl``, the configuration's VO, MyProxy server and
+``[jdl-defaults]``).
 """
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from wmproxy.cli import common, jobids, render
+from wmproxy.cli import common, jdlprep, jobids, render
+from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
@@ -34,6 +46,17 @@ from wmproxy.client.transfer import upload_file
 @click.option("--start", "start_id", metavar="JOBID", help="Start a job registered with --register-only.")
 @click.option("--collection", "collection_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="Submit a collection of every *.jdl file in DIR.")
+@click.option("-r", "--resource", metavar="CEID", help="Send the job to this CE (JDL SubmitTo; no matchmaking).")
+@click.option("-i", "--input", "ce_file", metavar="FILE",
+              help="Choose the CE from the CE ids in FILE (the first one with --noint).")
+@click.option("--nodes-resource", metavar="CEID", help="Send every node of a DAG/collection to this CE.")
+@click.option("-v", "--valid", metavar="hh:mm", help="The job expires if not matched within hh:mm (ExpiryTime).")
+@click.option("--to", "valid_to", metavar="[MM:DD:]hh:mm[:YYYY]",
+              help="The job expires if not matched by this local time (ExpiryTime).")
+@click.option("--default-jdl", metavar="FILE", help="Add the attributes of this JDL file the job lacks.")
+@click.option("--transfer-files", is_flag=True, help="With --register-only: upload the input sandbox too.")
+@click.option("--proto", default="https", show_default=True, type=click.Choice(["https"]),
+              help="Input sandbox transfer protocol (this service offers https only).")
 @common.common_options
 @common.reports_errors
 def submit(
@@ -45,6 +68,14 @@ def submit(
     register_only: bool,
     start_id: str | None,
     collection_dir: str | None,
+    resource: str | None,
+    ce_file: str | None,
+    nodes_resource: str | None,
+    valid: str | None,
+    valid_to: str | None,
+    default_jdl: str | None,
+    transfer_files: bool,
+    proto: str,
     endpoint: str | None,
     as_json: bool,
 ) -> None:
@@ -58,34 +89,52 @@ def submit(
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     if bool(jdl_file) == bool(collection_dir):
         raise click.UsageError("give exactly one of JDLFILE and --collection DIR")
+    if resource and ce_file:
+        raise click.UsageError("give at most one of -r/--resource and -i/--input")
+    if valid and valid_to:
+        raise click.UsageError("give at most one of -v/--valid and --to")
+    env = common.Environment.load(endpoint)
     if collection_dir:
-        jdl, jdl_dir = collection_jdl(collection_dir), Path(collection_dir).absolute()
+        jdl, jdl_dir, source = collection_jdl(collection_dir), Path(collection_dir).absolute(), collection_dir
     elif jdl_file is not None:  # exactly one of the two, checked above
-        try:
-            jdl = Path(jdl_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise common.CliError("JDL", f"cannot read {jdl_file}: {exc.strerror}") from None
-        jdl_dir = Path(jdl_file).absolute().parent
+        jdl, jdl_dir, source = _read_jdl(jdl_file), Path(jdl_file).absolute().parent, jdl_file
+    overrides: dict[str, Any] = {}
+    submit_to = resource or (_choose_ce(ce_file) if ce_file else None)
+    if submit_to:
+        overrides["SubmitTo"] = submit_to
+    expiry = expiry_time(valid, valid_to)
+    if expiry is not None:
+        overrides["ExpiryTime"] = expiry
+    jdl = jdlprep.prepare(jdl, source, jdl_dir, defaults=_defaults(env, default_jdl), overrides=overrides,
+                          node_overrides={"SubmitTo": nodes_resource} if nodes_resource else None)
     compound = is_compound(jdl)
     files = [] if compound else local_input_files(jdl, jdl_dir)
-    env = common.Environment.load(endpoint)
     quiet = nomsg or as_json
+    # with -a the new delegation lives as long as the local proxy: too short, the service refuses it
+    client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime if automatic else 0)
     if not quiet:
-        click.echo(f"\nConnecting to the service {env.endpoint}\n")
-    client = common.make_client(env)
+        click.echo(f"\nConnecting to the service {client.endpoint}\n")
     if automatic:
         delegation_id = client.delegate(None)
     did = delegation_id or ""
     progress = not quiet
+    upload = transfer_files or not register_only
     if compound:
         job = client.job_register(jdl, did)
-        _upload_compound(client, job, jdl, jdl_dir, progress=progress)
+        if upload:
+            _upload_compound(client, job, jdl, jdl_dir, progress=progress)
+        else:
+            _tell_files(upload_plan(client.get_jdl(job.id, "REGISTERED"), _https_dest(client, job.id), jdl, jdl_dir),
+                        _https_dest(client, job.id), quiet)
         started = False
     elif files or register_only:
-        if files:
+        if files and upload:
             _check_size(client, files)
         job = client.job_register(jdl, did)
-        _upload(client, job.id, files, progress=progress)
+        if upload:
+            _upload(client, job.id, files, progress=progress)
+        elif files:
+            _tell_files(files, _https_dest(client, job.id), quiet)
         started = False
     else:
         job = client.job_submit(jdl, did)
@@ -99,13 +148,100 @@ def submit(
             raise
     saved = _save(jobid_file, job.id) if jobid_file else None
     if as_json:
-        click.echo(render.submit_json(job, env.endpoint))
+        click.echo(render.submit_json(job, client.endpoint))
     elif nomsg:
         click.echo(job.id)
     elif register_only:
         click.echo(render.register_text(job, saved), nl=False)
     else:
         click.echo(render.submit_text(job, saved), nl=False)
+
+
+def _read_jdl(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise common.CliError("JDL", f"cannot read {path}: {exc.strerror}") from None
+
+
+def _defaults(env: common.Environment, default_jdl: str | None) -> dict[str, str]:
+    """Attributes added when the JDL lacks them: ``--default-jdl FILE`` first, then the
+    configuration's (:func:`wmproxy.cli.clientconf.jdl_defaults`)."""
+    defaults: dict[str, str] = {}
+    if default_jdl:
+        ad = jdlprep.parse(_read_jdl(default_jdl), default_jdl)
+        defaults.update({key: str(ad.lookup(key)) for key in ad})
+    for key, value in jdl_defaults(env.config).items():
+        defaults.setdefault(key, value)
+    return defaults
+
+
+def _choose_ce(path: str) -> str:
+    """The CE of ``-i FILE`` (one CE id a line, ``#`` comments): the only or, with ``--noint``,
+    the first; else the user picks one by number."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise common.CliError("Input", f"cannot read {path}: {exc.strerror}") from None
+    ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not ces:
+        raise common.CliError("Input", f"{path} holds no CE id")
+    if len(ces) == 1 or common.run_options().noint:
+        return ces[0]
+    for number, ce in enumerate(ces, 1):
+        click.echo(f"{number} : {ce}", err=True)
+    choice = click.prompt("Choose one CE in the list", type=click.IntRange(1, len(ces)), default=1, err=True)
+    return ces[choice - 1]
+
+
+def expiry_time(valid: str | None, valid_to: str | None, now: float | None = None) -> int | None:
+    """``ExpiryTime`` (seconds since the epoch) of ``--valid hh:mm`` (from now) or
+    ``--to [MM:DD:]hh:mm[:YYYY]`` (local time; today, or tomorrow when hh:mm has passed and no
+    date is given).
+
+    Raises:
+        click.BadParameter: a malformed value, or a time not in the future.
+    """
+    moment = time.time() if now is None else now
+    if valid:
+        parts = valid.split(":")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) > 59:
+            raise click.BadParameter(f"{valid!r} is not hh:mm", param_hint="--valid")
+        seconds = int(parts[0]) * 3600 + int(parts[1]) * 60
+        if seconds <= 0:
+            raise click.BadParameter("the validity must be longer than 00:00", param_hint="--valid")
+        return int(moment) + seconds
+    if not valid_to:
+        return None
+    parts = valid_to.split(":")
+    if len(parts) not in (2, 3, 4, 5) or not all(p.isdigit() for p in parts):
+        raise click.BadParameter(f"{valid_to!r} is not [MM:DD:]hh:mm[:YYYY]", param_hint="--to")
+    today = datetime.fromtimestamp(moment).astimezone()  # local time, as the gLite UI
+    month, day, year = today.month, today.day, today.year
+    if len(parts) >= 4:
+        month, day = int(parts[0]), int(parts[1])
+        parts = parts[2:]
+    if len(parts) == 3:
+        year = int(parts[2])
+    try:
+        when = datetime(year, month, day, int(parts[0]), int(parts[1]), tzinfo=today.tzinfo)
+    except ValueError as exc:
+        raise click.BadParameter(f"{valid_to!r}: {exc}", param_hint="--to") from None
+    stamp = int(when.timestamp())
+    if stamp <= moment and len(valid_to.split(":")) == 2:
+        stamp += 24 * 3600
+    if stamp <= moment:
+        raise click.BadParameter(f"{valid_to} is not in the future", param_hint="--to")
+    return stamp
+
+
+def _tell_files(files: list[Path], dest: str, quiet: bool) -> None:
+    """``--register-only`` without ``--transfer-files``: which files to upload, and where."""
+    if quiet or not files:
+        return
+    listed = "".join(f" - {f}\n" for f in files)
+    click.echo(f"The following local input sandbox file(s) must be transferred to\n{dest}\n"
+               f"before the job is started:\n{listed}")
 
 
 def _start_only(job_id: str, jobid_file: str | None, nomsg: bool, endpoint: str | None, as_json: bool) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
-import zeep
-from zeep.transports import Transport
-
-from wmproxy.client import models
+from wmproxy.client import envelope, models
 from wmproxy.client.delegation import Port, delegation_port, parse_version, sign_request
 from wmproxy.client.faults import WMProxyClientError, translated_errors
 from wmproxy.client.jsdl import JsdlInput, jsdl_part
@@ -24,10 +24,11 @@ from wmproxy.client.models import (
     Quota,
     RenewalInfo,
 )
-from wmproxy.client.session import grid_session
-from wmproxy.client.wsdl import BINDINGS, wsdl_path
+from wmproxy.client.wsdl import BINDINGS, WMP_NS, wsdl_path
 
 JdlKind = Literal["ORIGINAL", "REGISTERED"]
+
+log = logging.getLogger("wmproxy.client")
 
 
 class WMProxyClient:
@@ -60,25 +61,77 @@ class WMProxyClient:
         self.endpoint = endpoint
         self.proxy_file = proxy_file
         self.timeout = timeout
-        self.session = session if session is not None else grid_session(proxy_file, ca_dir)
-        local = wsdl_path()
-        location = wsdl or (str(local) if local else f"{endpoint}?wsdl")
-        transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
-        with translated_errors("wsdl"):
-            self._zeep = zeep.Client(location, transport=transport)
-        self._ports = {key: self._zeep.create_service(qname, endpoint) for key, qname in BINDINGS.items()}
+        self.ca_dir = ca_dir
+        if session is not None:
+            self.session = session
+        self._wsdl = wsdl
         self._version: str | None = None
 
+    @functools.cached_property
+    def session(self) -> Any:
+        """The requests Session of zeep calls and sandbox transfers
+        (:func:`~wmproxy.client.session.grid_session`), made on first use (requests is not
+        imported by the light calls)."""
+        from wmproxy.client.session import grid_session
+
+        return grid_session(self.proxy_file, self.ca_dir)
+
+    @functools.cached_property
+    def _zeep(self) -> Any:
+        """The zeep client, built on first use: getVersion and getJobStatus go through
+        :mod:`.envelope` and need neither zeep nor the WSDL (issue 14: CLI start-up)."""
+        import zeep
+        from zeep.transports import Transport
+
+        local = wsdl_path()
+        location = self._wsdl or (str(local) if local else f"{self.endpoint}?wsdl")
+        transport = Transport(session=self.session, timeout=self.timeout, operation_timeout=self.timeout)
+        with translated_errors("wsdl"):
+            return zeep.Client(location, transport=transport)
+
+    @functools.cached_property
+    def _ports(self) -> dict[str, Any]:
+        return {key: self._zeep.create_service(qname, self.endpoint) for key, qname in BINDINGS.items()}
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST to the endpoint: through the requests session once there is one (zeep calls,
+        transfers, tests), else on a new standard-library connection (:mod:`.direct`)."""
+        if "session" in self.__dict__:
+            response = self.session.post(self.endpoint, data=body, headers=headers, timeout=self.timeout)
+            return int(response.status_code), bytes(response.content)
+        from wmproxy.client import direct
+
+        return direct.post(self.endpoint, body, headers, proxy_file=self.proxy_file, ca_dir=self.ca_dir,
+                           timeout=self.timeout)
+
+    def _light_call(self, operation: str, *parts: tuple[str, str]) -> Any:
+        """A WMProxy-port call through :func:`.envelope.call` (string parts only), logged as
+        :meth:`_call`."""
+        started = time.monotonic()
+        try:
+            return envelope.call(self._post, WMP_NS, operation, list(parts))
+        finally:
+            log.debug("%s %s: %.3f s", self.endpoint, operation, time.monotonic() - started)
+
     def _call(self, port: str, operation: str, *args: Any, **kwargs: Any) -> Any:
-        with translated_errors(operation):
-            return getattr(self._ports[port], operation)(*args, **kwargs)
+        """One SOAP call; logged at DEBUG with its duration (never its arguments: a putProxy
+        argument is a proxy)."""
+        started = time.monotonic()
+        try:
+            with translated_errors(operation):
+                return getattr(self._ports[port], operation)(*args, **kwargs)
+        except WMProxyClientError as exc:
+            log.debug("%s %s failed after %.3f s: %s", self.endpoint, operation, time.monotonic() - started, exc)
+            raise
+        finally:
+            log.debug("%s %s: %.3f s", self.endpoint, operation, time.monotonic() - started)
 
     # --- service information ---
 
     def get_version(self) -> str:
         """WMProxy ``getVersion``: the service version, e.g. ``"3.5.0"`` (cached)."""
         if self._version is None:
-            self._version = str(self._call("wmproxy", "getVersion"))
+            self._version = str(self._light_call("getVersion") or "")
         return self._version
 
     def get_max_input_sandbox_size(self) -> int:
@@ -129,6 +182,20 @@ class WMProxyClient:
         self.put_proxy(did, sign_request(csr, self.proxy_file), port=port)
         return did
 
+    def default_delegation_id(self) -> str | None:
+        """The id under which an automatic (empty id) delegation of this proxy is stored, as
+        the service reports it (getDelegatedProxyInfo of each candidate of
+        :func:`~wmproxy.client.delegation.default_id_candidates`); None when none is found."""
+        from wmproxy.client.delegation import default_id_candidates
+
+        for candidate in default_id_candidates(self.proxy_file):
+            try:
+                self.get_delegated_proxy_info(candidate)
+            except WMProxyClientError:
+                continue
+            return candidate
+        return None
+
     def get_new_proxy_req(self) -> NewProxyRequest:
         """delegation-2 ``getNewProxyReq``: a CSR plus the id the service chose."""
         return models.new_proxy_request_from(self._call("delegation2", "getNewProxyReq"))
@@ -174,7 +241,7 @@ class WMProxyClient:
 
     def get_job_status(self, job_id: str) -> JobStatus:
         """WMProxy ``getJobStatus``: state name of the job and of its nodes."""
-        return models.job_status_from(self._call("wmproxy", "getJobStatus", job_id))
+        return models.job_status_from(self._light_call("getJobStatus", ("jobId", job_id)))
 
     def get_jdl(self, job_id: str, kind: JdlKind = "ORIGINAL") -> str:
         """WMProxy ``getJDL``: the JDL as sent (ORIGINAL) or as registered (REGISTERED)."""

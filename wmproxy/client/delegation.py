@@ -61,3 +61,27 @@ def sign_request(csr_pem: str, proxy_file: str) -> str:
         return sign_proxy_request(csr_pem.encode(), signer, lifetime=lifetime).decode()
     except WMProxyError as exc:
         raise WMProxyClientError("ProxyError", str(exc), None, "putProxy") from None
+
+
+def default_id_candidates(proxy_file: str) -> list[str]:
+    """The ids the service may have chosen for an automatic (empty id) delegation from this
+    proxy: its default id over the DN with the proxy's FQANs, then over the DN alone (the
+    service counts only FQANs it can verify; the client cannot tell which).
+
+    Returns:
+        Candidate ids, most likely first; empty when the proxy cannot be read.
+    """
+    from wmproxy.errors import WMProxyError
+    from wmproxy.security.chain import identity_dn
+    from wmproxy.security.delegation import default_delegation_id
+    from wmproxy.security.proxy import load_credential
+    from wmproxy.security.voms import voms_attributes
+
+    try:
+        chain = load_credential(proxy_file).full_chain
+        dn = identity_dn(chain)
+        fqans = [fqan for ac in voms_attributes(chain) for fqan in ac.fqans]
+    except WMProxyError:
+        return []
+    candidates = [default_delegation_id(dn, fqans)] if fqans else []
+    return [*candidates, default_delegation_id(dn)]

@@ -13,13 +13,17 @@ Both fault wire formats of the reference are understood (``wmproxy-behaviour.md`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import requests
 from lxml import etree
-from zeep import exceptions as zeep_exceptions
+
+if TYPE_CHECKING:
+    import requests
+    from zeep import exceptions as zeep_exceptions
 
 SERVER_ERROR = "WMProxy Server Error"
 
@@ -72,8 +76,15 @@ def from_fault(fault: zeep_exceptions.Fault, method: str | None = None) -> WMPro
         fault: raised by a zeep service call; ``fault.detail`` is the ``<detail>`` element or None.
         method: the WSDL operation that was called, used when the detail names none.
     """
-    faultstring = (fault.message or "").strip()
-    detail = fault.detail
+    return fault_error(fault.message, fault.detail, method)
+
+
+def fault_error(
+    faultstring: str | None, detail: etree._Element | None, method: str | None = None
+) -> WMProxyClientError:
+    """A SOAP Fault (its ``faultstring`` and ``<detail>`` element, or None) as a
+    :class:`WMProxyClientError`; see :func:`from_fault`."""
+    faultstring = (faultstring or "").strip()
     element = None
     if detail is not None:
         element = next((c for c in detail if isinstance(c.tag, str)), None)
@@ -108,20 +119,86 @@ def translated_errors(method: str) -> Iterator[None]:
         yield
     except WMProxyClientError:
         raise
-    except zeep_exceptions.Fault as exc:
-        raise from_fault(exc, method) from None
-    except zeep_exceptions.TransportError as exc:
-        raise WMProxyClientError(
-            "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
-        ) from None
-    except requests.exceptions.SSLError as exc:
-        raise WMProxyClientError("ConnectionError", f"TLS error: {_reason(exc)}", None, method) from None
-    except requests.exceptions.RequestException as exc:
-        raise WMProxyClientError("ConnectionError", _reason(exc), None, method) from None
-    except (zeep_exceptions.Error, etree.XMLSyntaxError) as exc:
+    except etree.XMLSyntaxError as exc:
         raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
-    except OSError as exc:  # requests raises it for an unusable CA path or client cert file
-        raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
+    except Exception as exc:
+        requests = sys.modules.get("requests")  # requests and zeep are imported only when used
+        if requests is not None and isinstance(exc, requests.exceptions.RequestException):
+            raise connection_error(exc, method) from None
+        if isinstance(exc, OSError):  # requests raises it for an unusable CA path or client cert file
+            raise WMProxyClientError("ConnectionError", str(exc) or type(exc).__name__, None, method) from None
+        zeep_exceptions = sys.modules.get("zeep.exceptions")
+        if zeep_exceptions is None or not isinstance(exc, zeep_exceptions.Error):
+            raise
+        if isinstance(exc, zeep_exceptions.Fault):
+            raise from_fault(exc, method) from None
+        if isinstance(exc, zeep_exceptions.TransportError):
+            raise WMProxyClientError(
+                "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
+            ) from None
+        raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
+
+
+def _where(exc: requests.exceptions.RequestException) -> str:
+    """``host:port`` of the failed request, or "the service"."""
+    url = getattr(exc.request, "url", None) if exc.request is not None else None
+    if not url:
+        return "the service"
+    parts = urlsplit(str(url))
+    return parts.netloc or "the service"
+
+
+def connection_error(exc: requests.exceptions.RequestException, method: str | None = None) -> WMProxyClientError:
+    """A requests failure as one sentence a person understands (:func:`transport_error`)."""
+    import requests
+
+    tls = isinstance(exc, requests.exceptions.SSLError)
+    timeout = isinstance(exc, requests.exceptions.Timeout)
+    return transport_error(_where(exc), _reason(exc), method, tls=tls, timeout=timeout)
+
+
+def transport_error(
+    where: str, reason: str, method: str | None = None, *, tls: bool = False, timeout: bool = False
+) -> WMProxyClientError:
+    """A transport failure as one sentence a person understands (issue 12).
+
+    ``ConnectionError`` for an endpoint that cannot be reached (refused, unknown host,
+    timeout, closed connection: e.g. ``http://`` sent to an https-only port), ``TLSError``
+    for a failed handshake (the service's certificate not trusted by ``X509_CERT_DIR`` or
+    not matching the host, or the service refusing the user's proxy).
+
+    Args:
+        where: ``host:port``.
+        reason: the one-line low-level reason (OpenSSL's, the socket's).
+        method: the operation, for the error.
+        tls: the TLS handshake failed.
+        timeout: nothing came back in time.
+    """
+    low = reason.lower()
+    if tls:
+        if "certificate_verify_failed" in low or "certificate verify failed" in low:
+            if "hostname mismatch" in low or "doesn't match" in low or "ip address mismatch" in low:
+                text = f"the certificate of {where} does not match its host name ({reason})"
+            else:
+                text = (f"the certificate of {where} is not trusted by the CA directory (X509_CERT_DIR) or "
+                        f"its CRL: {reason}")
+        elif "alert" in low:
+            text = f"{where} refused the TLS handshake with your proxy: {reason}"
+        else:
+            text = f"TLS handshake with {where} failed: {reason}"
+        return WMProxyClientError("TLSError", text, None, method)
+    if timeout:
+        return WMProxyClientError("ConnectionError", f"no answer from {where} in time: {reason}", None, method)
+    if "refused" in low:
+        text = f"cannot connect to {where}: connection refused (no service listening there)"
+    elif "name or service not known" in low or "failed to resolve" in low or "nodename nor servname" in low:
+        text = f"cannot connect to {where}: unknown host name"
+    elif "remotedisconnected" in low or "connection aborted" in low or "reset by peer" in low:
+        text = (f"{where} closed the connection without an answer (is it an https:// WMProxy endpoint, "
+                "and does it accept your proxy?)")
+    else:
+        text = f"cannot connect to {where}: {reason}"
+    return WMProxyClientError("ConnectionError", text, None, method)
 
 
 def _reason(exc: Exception) -> str:

@@ -44,6 +44,11 @@ class FakeClient:
                                "1700000000", "1700003725")
         self.outputs_by_job: dict[str, list[OutputFile]] = {}
         self.renewal = RenewalInfo(None, False, proxy_end_time="1700003725")
+        self.endpoint = ENDPOINT
+        self.default_id: str | None = None
+
+    def default_delegation_id(self) -> str | None:
+        return self.default_id
 
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -142,7 +147,7 @@ class FakeClient:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     client = FakeClient()
-    monkeypatch.setattr(common, "make_client", lambda env: client)
+    monkeypatch.setattr(common, "make_client", lambda env, **kw: client)
     monkeypatch.setattr(history_opts, "jobs_client", lambda c: FakeJobsClient())
     monkeypatch.setenv("GLITE_WMS_WMPROXY_ENDPOINT", ENDPOINT)
     monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy.pem"))

@@ -38,7 +38,7 @@ class TestEnvironment:
         assert env.ca_dir == "/etc/grid-security/certificates"
 
     def test_x509_variables(self) -> None:
-        env = common.Environment.load("e", {"X509_USER_PROXY": "/p", "X509_CERT_DIR": "/ca"})
+        env = common.Environment.load("https://e", {"X509_USER_PROXY": "/p", "X509_CERT_DIR": "/ca"})
         assert (env.proxy_file, env.ca_dir) == ("/p", "/ca")
 
     def test_no_endpoint_is_a_one_line_error(self, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +73,7 @@ class TestDelegateProxy:
 
     def test_endpoint_option(self, runner: CliRunner, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
         seen: list[common.Environment] = []
-        monkeypatch.setattr(common, "make_client", lambda env: seen.append(env) or fake)
+        monkeypatch.setattr(common, "make_client", lambda env, **kw: seen.append(env) or fake)
         runner.invoke(cli, ["delegate-proxy", "-d", "x", "-e", "https://other:7443/w"])
         assert seen[0].endpoint == "https://other:7443/w"
 
@@ -216,14 +216,14 @@ class TestOutput:
         result = runner.invoke(cli, ["output", JOB, "--dir", str(tmp_path / "out")])
         assert result.exit_code == 0, result.output
         assert got == [("https://w/o/out.txt", str(tmp_path / "out")), ("https://w/o/err.txt", str(tmp_path / "out"))]
-        assert fake.names() == ["get_output_file_list", "job_purge"]
+        assert fake.names() == ["get_output_file_list", "get_jdl", "job_purge"]
         assert fake.calls[0][1] == (JOB, "https")
         assert f"have been successfully retrieved and stored in the directory:\n{tmp_path / 'out'}\n" in result.stdout
 
     def test_nopurge(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         result = runner.invoke(cli, ["output", "--nopurge", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 0
-        assert fake.names() == ["get_output_file_list"]
+        assert fake.names() == ["get_output_file_list", "get_jdl"]
         assert f"No output files to be retrieved for the job:\n{JOB}\n" in result.stdout
 
     def test_purge_refused_is_a_warning(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
@@ -266,6 +266,26 @@ class TestMain:
 
     def test_missing_proxy_file(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
         monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "absent"))
+        monkeypatch.setenv("X509_CERT_DIR", str(tmp_path))
         result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
         assert result.exit_code == 1
-        assert result.stderr.startswith("Error - ProxyError: proxy file not found")
+        assert result.stderr.startswith("Error - ProxyError: no proxy file ")
+
+
+class TestResultFile:
+    def test_delegate_result_goes_to_the_file(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, ["delegate-proxy", "-d", "mine", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == ""
+        assert "with the delegation identifier: mine\n" in out.read_text()
+        assert result.stderr == f"The result has been written to {out}\n"
+
+    def test_errors_stay_on_stderr(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
+        fake.fail["delegate"] = WMProxyClientError("AuthorizationFault", "no")
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, ["delegate-proxy", "-d", "mine", "-o", str(out), "--json"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout) == {"result": "failure",
+                                             "error": {"type": "AuthorizationFault", "message": "no"}}
+        assert not out.exists()

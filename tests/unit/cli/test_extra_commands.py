@@ -293,7 +293,8 @@ class TestTwoPhaseSubmit:
     ) -> None:
         (tmp_path / "a.sh").write_text("echo")
         (tmp_path / "j.jdl").write_text('[ Executable = "a.sh"; InputSandbox = {"a.sh"}; ]')
-        result = runner.invoke(cli, ["submit", "-d", "dg", "--register-only", str(tmp_path / "j.jdl")])
+        result = runner.invoke(cli, ["submit", "-d", "dg", "--register-only", "--transfer-files",
+                                     str(tmp_path / "j.jdl")])
         assert result.exit_code == 0, result.output
         assert fake.names() == ["get_max_input_sandbox_size", "job_register", "get_sandbox_dest_uri", "upload"]
         assert "The job has been successfully registered to the WMProxy\n" in result.stdout
@@ -301,6 +302,18 @@ class TestTwoPhaseSubmit:
             "To complete the operation start the job by issuing a submission with the option:\n"
             f" --start {JOB}\n"
         ) in result.stdout
+
+    def test_register_only_without_transfer_files_names_the_files(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, uploads: list[tuple[str, Path]]
+    ) -> None:
+        (tmp_path / "a.sh").write_text("echo")
+        (tmp_path / "j.jdl").write_text('[ Executable = "a.sh"; InputSandbox = {"a.sh"}; ]')
+        result = runner.invoke(cli, ["submit", "-d", "dg", "--register-only", str(tmp_path / "j.jdl")])
+        assert result.exit_code == 0, result.output
+        assert fake.names() == ["job_register", "get_sandbox_dest_uri"]
+        assert ("The following local input sandbox file(s) must be transferred to\n"
+                "https://wms.example.org:7443/SandboxDir/Ab/x/input\nbefore the job is started:\n"
+                f" - {tmp_path / 'a.sh'}\n") in result.stdout
 
     def test_register_only_without_files_registers(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         (tmp_path / "j.jdl").write_text('[ Executable = "/bin/true"; ]')

@@ -56,7 +56,9 @@ class TestConstruction:
                 return response(200, local.read_bytes())
 
         monkeypatch.setattr(client_module, "wsdl_path", lambda: None)
-        WMProxyClient(ENDPOINT, "/p", "/ca", session=WsdlSession())
+        client = WMProxyClient(ENDPOINT, "/p", "/ca", session=WsdlSession())
+        assert fetched == []  # the WSDL is read when a call first needs zeep
+        assert "getACLItems" in dir(client._ports["wmproxy"])
         assert fetched == [f"{ENDPOINT}?wsdl"]
 
     def test_default_session(self) -> None:

@@ -127,13 +127,13 @@ class TestTransportErrors:
         with pytest.raises(WMProxyClientError) as err:
             client.get_version()
         assert err.value.fault_type == "ConnectionError"
-        assert "Connection refused" in err.value.description
+        assert "connection refused (no service listening there)" in err.value.description
 
     def test_tls_failure(self) -> None:
         with pytest.raises(WMProxyClientError) as err, translated_errors("getVersion"):
             raise requests.exceptions.SSLError("certificate verify failed")
-        assert err.value.fault_type == "ConnectionError"
-        assert err.value.description.startswith("TLS error: certificate verify failed")
+        assert err.value.fault_type == "TLSError"
+        assert err.value.description.startswith("the certificate of the service is not trusted by the CA directory")
 
     def test_garbage_response(self, client: WMProxyClient, session: FakeSession) -> None:
         session.reply = lambda _el: response(200, b"<html>not soap</html>", "text/html")

@@ -1,0 +1,143 @@
+"""The user's proxy checked before any connection, with reasons a person understands.
+
+Without this check a missing, expired or wrong credential surfaces as an OpenSSL error
+from the TLS handshake (``[SSL] PEM lib (_ssl.c:3905)``,
+``SSLV3_ALERT_CERTIFICATE_EXPIRED``): issue 12.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wmproxy.client.faults import WMProxyClientError
+
+#: RFC 3820 proxyCertInfo (as :data:`wmproxy.security.chain.PROXY_CERT_INFO_OID`, whose module
+#: pulls in pyasn1: too slow to import for a check made at every CLI start)
+PROXY_CERT_INFO_OID = "1.3.6.1.5.5.7.1.14"
+_FIX = "create one with voms-proxy-init or grid-proxy-init, or set X509_USER_PROXY"
+
+
+def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = None) -> float:
+    """Check that ``proxy_file`` holds a usable proxy (an RFC 3820 proxy certificate first, its
+    key matching it) with at least ``min_lifetime`` seconds left.
+
+    Args:
+        proxy_file: ``X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``.
+        min_lifetime: seconds the proxy must still be valid (0: only not expired).
+        now: the current time (aware, UTC), for tests.
+
+    Returns:
+        The seconds left.
+
+    Raises:
+        WMProxyClientError: ``ProxyError`` naming the file and what is wrong: missing,
+            unreadable, no certificate or key, not a proxy, not yet valid, expired,
+            less than ``min_lifetime`` left.
+    """
+    import ssl
+
+    if not os.path.exists(proxy_file):
+        raise _error(f"no proxy file {proxy_file}: {_FIX}")
+    try:
+        with open(proxy_file, "rb") as fh:
+            pem = fh.read()
+    except OSError as exc:
+        raise _error(f"the proxy file {proxy_file} is not readable: {exc.strerror}") from None
+    facts = _certificate_facts(pem)
+    if facts is None:
+        raise _error(f"{proxy_file} is not a proxy file (no readable certificate): {_FIX}")
+    if b"PRIVATE KEY-----" not in pem:
+        raise _error(f"{proxy_file} holds no private key, so it is not a proxy file: {_FIX}")
+    try:
+        # OpenSSL checks that the key is readable and belongs to the certificate, without the
+        # slow RSA consistency check of loading the key with cryptography (issue 14).
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(proxy_file)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _error(f"{proxy_file} is not a usable proxy file ({reason}): {_FIX}") from None
+    proxy, not_before, not_after = facts
+    if not proxy:
+        raise _error(f"{proxy_file} holds a certificate that is not a proxy: {_FIX}")
+    moment = now or datetime.now(UTC)
+    if not_before > moment:
+        start = not_before.strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise _error(f"the proxy {proxy_file} is not valid before {start} (check the clock)")
+    left = (not_after - moment).total_seconds()
+    end = not_after.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if left <= 0:
+        raise _error(f"the proxy {proxy_file} expired at {end}: {_FIX.split(', or')[0]}")
+    if left < min_lifetime:
+        raise _error(
+            f"the proxy {proxy_file} has {int(left // 60)} minutes left (until {end}); at least "
+            f"{min_lifetime // 60} minutes are needed: renew it with voms-proxy-init or grid-proxy-init"
+        )
+    return left
+
+
+def _certificate_facts(pem: bytes) -> tuple[bool, datetime, datetime] | None:
+    """``(is an RFC 3820 proxy, notBefore, notAfter)`` of the first certificate of ``pem``, or
+    None when there is none. Remembered per certificate (SHA-256 of its PEM block) in
+    ``$XDG_CACHE_HOME/wmproxy/proxy-certificates.json`` (0600, dates only), so that a CLI start
+    with a proxy already seen does not import cryptography (issue 14)."""
+    begin = pem.find(b"-----BEGIN CERTIFICATE-----")
+    finish = pem.find(b"-----END CERTIFICATE-----", begin)
+    if begin < 0 or finish < 0:
+        return None
+    block = pem[begin:finish + 25]
+    digest = hashlib.sha256(block).hexdigest()
+    cache = _cache_file()
+    known = _read_cache(cache)
+    entry = known.get(digest)
+    if isinstance(entry, list) and len(entry) == 3:
+        return bool(entry[0]), datetime.fromtimestamp(entry[1], UTC), datetime.fromtimestamp(entry[2], UTC)
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(block)
+        proxy = any(ext.oid.dotted_string == PROXY_CERT_INFO_OID for ext in cert.extensions)
+    except ValueError:
+        return None
+    facts = (proxy, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    recent = dict(list(known.items())[-(_CACHE_ENTRIES - 1):])
+    recent[digest] = [proxy, facts[1].timestamp(), facts[2].timestamp()]
+    _write_cache(cache, recent)
+    return facts
+
+
+_CACHE_ENTRIES = 16
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "wmproxy", "proxy-certificates.json")
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    """Best effort: a cache that cannot be written only costs time."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".proxy-certificates.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, path)
+    except OSError:
+        return
+
+
+def _error(text: str) -> WMProxyClientError:
+    return WMProxyClientError("ProxyError", text, None, "local proxy check")
