@@ -4,10 +4,13 @@ Several workers may run against one database: claiming uses the queue's
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or compare-and-set (SQLite). Claiming a job
 matches it to a CE (:func:`wmproxy.services.execution.claim_next_start`); the CE names
 the backend kind that runs it (``local``, ``slurm``), and the worker hands the job to
-its backend of that kind. A worker runs up to ``execution.max_running`` jobs at once,
-each through the job wrapper as its mapped account (``jobs.local_account``; the
-worker's own user without mapping), and polls them every ``poll_interval`` seconds
-(faster while idle, so a started job begins without waiting for a tick).
+its backend of that kind. A worker follows up to ``[execution] max_running`` local jobs
+and, separately, ``[slurm] max_submitted`` Slurm jobs at once, each through the job
+wrapper as its mapped account (``jobs.local_account``; the worker's own user without
+mapping). It polls its jobs every ``poll_interval`` seconds and, while a backend has
+room, the queue five times as often; a queued job (PostgreSQL NOTIFY) or a wrapper's
+exit wakes it at once (:mod:`wmproxy.execution.wakeup`), so a started job begins
+without waiting for a tick.
 
 When an attempt ends the worker collects the outputs of a Done job, releases the work
 dir, and only then reports the end (:func:`wmproxy.services.retries.end_attempt`), which
@@ -45,6 +48,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import BackendError, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
+from wmproxy.execution.wakeup import Wakeup
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services.execution import StartOrder
@@ -120,19 +124,51 @@ class ExecutionWorker:
         self._next_heartbeat = 0.0
         self._registered = False
         self.periodic = list(periodic)
+        self.limits = {kind: self._limit(kind) for kind in self.backends}
+        self.wakeup = Wakeup(rt.session_factory.kw.get("bind"))
+
+    def _limit(self, kind: str) -> int:
+        """Jobs of backend ``kind`` this worker follows at most: ``[slurm] max_submitted``
+        for Slurm, ``[execution] max_running`` for the local backend (and any other)."""
+        if kind == "slurm":
+            return self.rt.settings.slurm.max_submitted
+        return self.settings.max_running
+
+    def _with_room(self) -> list[str]:
+        """The backend kinds below their limit."""
+        counts = dict.fromkeys(self.backends, 0)
+        for job in self.running.values():
+            counts[job.order.backend] = counts.get(job.order.backend, 0) + 1
+        return [kind for kind in self.backends if counts[kind] < self.limits[kind]]
 
     # --- the loop ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Register, adopt, then loop until ``stop`` is set; then drain (or cancel)."""
         self.start()
-        log.info("execution worker %s started (max %d jobs)", self.name, self.settings.max_running)
-        while not stop.is_set():
-            busy = self.step()
-            if not busy:
-                idle = not self.running
-                stop.wait(self.settings.poll_interval * (IDLE_POLL_FRACTION if idle else 1.0))
+        log.info("execution worker %s started (at most %s jobs)", self.name,
+                 ", ".join(f"{n} {kind}" for kind, n in self.limits.items()))
+        try:
+            while not stop.is_set():
+                busy = self.step()
+                if not busy and not stop.is_set():
+                    self._wait()
+        finally:
+            self.wakeup.close()
         self.stop()
+
+    def _wait(self) -> None:
+        """Sleep until a poll is due: ``poll_interval`` when every backend is full, its
+        :data:`IDLE_POLL_FRACTION` while a job could be claimed; woken earlier by a queued
+        request (PostgreSQL NOTIFY) or the exit of a wrapper this process spawned
+        (:class:`~wmproxy.execution.wakeup.Wakeup`)."""
+        room = bool(self._with_room())
+        timeout = self.settings.poll_interval * (IDLE_POLL_FRACTION if room else 1.0)
+        if room and self.wakeup.listening:
+            timeout = self.settings.poll_interval  # a queued job wakes the worker at once
+        self.wakeup.watch(job.handle.process.pid for job in self.running.values()
+                          if job.handle.process is not None and job.handle.process.poll() is None)
+        self.wakeup.wait(timeout)
 
     def start(self) -> None:
         """Register the heartbeat and adopt what is due (also called by :meth:`step`).
@@ -178,10 +214,11 @@ class ExecutionWorker:
                 job.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
         self._reap()
-        if len(self.running) >= self.settings.max_running:
+        room = self._with_room()
+        if not room:
             return False
         try:
-            order = service.claim_next_start(self.rt, self.name, backends=self.backends)
+            order = service.claim_next_start(self.rt, self.name, backends=room, full=set(self.backends) - set(room))
         except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
             log.error("cannot match the next job: %s", exc)
             return False

@@ -145,7 +145,8 @@ def _text(ad: classad2.ClassAd, name: str) -> str | None:
 
 
 def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | None = None,
-                     rng: random.Random | None = None, now: dt.datetime | None = None) -> StartOrder | None:
+                     full: Collection[str] = (), rng: random.Random | None = None,
+                     now: dt.datetime | None = None) -> StartOrder | None:
     """Claim the oldest due start request and match its job to a CE; the job becomes
     Ready, held by ``worker``, with its destination stored and an event "matched to CE <id>".
 
@@ -157,11 +158,14 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
       resources", its request due again after ``[brokering] match_retry_period`` (or at
       its expiry, if sooner);
     * matched to a CE whose backend is not in ``backends``: left Waiting, its request due
-      again after :data:`BACKEND_WAIT_POLLS` poll intervals, for a worker that has it.
+      again after :data:`BACKEND_WAIT_POLLS` poll intervals, for a worker that has it;
+    * matched to a CE whose backend is in ``full`` (the worker runs it but is at its
+      limit for it): given back unchanged, due again after one poll interval.
 
     Args:
         worker: the claiming worker's name.
-        backends: the backend kinds the worker runs (None: every kind).
+        backends: the backend kinds the worker can take a job for now (None: every kind).
+        full: the backend kinds the worker runs but has no room for now.
         rng: random source of the CE choice (ties, ``FuzzyRank``); default a shared one.
         now: the current time (UTC), default now.
 
@@ -179,7 +183,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
                 request = uow.queue.claim_next(worker, now, command="start")
                 if request is None:
                     return None
-                order = _claim(rt, uow, request, worker, backends, rng or _RNG, now)
+                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now)
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
         if order is not None:
@@ -188,7 +192,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
 
 
 def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,
-           rng: random.Random, now: dt.datetime) -> StartOrder | None:
+           full: Collection[str], rng: random.Random, now: dt.datetime) -> StartOrder | None:
     # The claimed request row is locked: never wait for the job's row while holding it (a
     # jobCancel locks the job, then completes its queued request). The job is locked before
     # the request is updated again: PostgreSQL checks the foreign key of a row updated twice
@@ -217,6 +221,9 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
         _wait(uow, job, request, min(retry, expires), reason, now)
         return None
     destination = destination_of(chosen.ce, settings)
+    if destination.backend in full:  # this worker runs it, but is at its limit: ask again soon
+        uow.queue.postpone(request, now + dt.timedelta(seconds=settings.execution.poll_interval))
+        return None
     if backends is not None and destination.backend not in backends:
         log.warning("job %s matched to CE %s, whose %s backend worker %s does not run: left for another worker",
                     job.id, destination.ce_id, destination.backend, worker)
