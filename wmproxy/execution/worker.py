@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 #: Fraction of ``poll_interval`` an idle worker waits between queue polls.
 IDLE_POLL_FRACTION = 0.2
+#: Jobs one cycle claims and starts at most (while a backend has room) before it looks
+#: at its running jobs again.
+STARTS_PER_STEP = 8
 #: Bytes of a perused file copied per sample at most.
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 
@@ -200,7 +203,9 @@ class ExecutionWorker:
         self.running.clear()
 
     def step(self) -> bool:
-        """One cycle; returns True when a job was started (so the loop goes on at once)."""
+        """One cycle: heartbeat, cancels, perusal, reaping, then claiming and starting up to
+        :data:`STARTS_PER_STEP` jobs while a backend has room; returns True when a job
+        was started (so the loop goes on at once)."""
         if not self._registered:
             self.start()
         self.detached = [h for h in self.detached if h.process is not None and h.process.poll() is None]
@@ -214,18 +219,19 @@ class ExecutionWorker:
                 job.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
         self._reap()
-        room = self._with_room()
-        if not room:
-            return False
-        try:
-            order = service.claim_next_start(self.rt, self.name, backends=room, full=set(self.backends) - set(room))
-        except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
-            log.error("cannot match the next job: %s", exc)
-            return False
-        if order is None:
-            return False
-        self._start(order)
-        return True
+        started = 0
+        while started < STARTS_PER_STEP and (room := self._with_room()):
+            try:
+                order = service.claim_next_start(self.rt, self.name, backends=room,
+                                                 full=set(self.backends) - set(room))
+            except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
+                log.error("cannot match the next job: %s", exc)
+                break
+            if order is None:
+                break
+            self._start(order)
+            started += 1
+        return started > 0
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
