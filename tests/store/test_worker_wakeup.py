@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,19 @@ class TestQueueNotification:
         except RuntimeError:
             pass
         assert not wakeup.wait(1.0)
+
+
+class TestIdle:
+    def test_with_nothing_to_watch_it_sleeps_for_the_timeout(self, tmp_path: Path) -> None:
+        waker = Wakeup(None)  # SQLite: no notifications
+        begin = time.monotonic()
+        assert not waker.wait(0.3)
+        assert time.monotonic() - begin >= 0.3  # slept, never a busy loop
+
+    def test_a_set_stop_event_ends_the_wait(self) -> None:
+        stop = threading.Event()
+        stop.set()
+        assert not Wakeup(None).wait(3600, stop)  # returns at once instead of in an hour
 
 
 class TestChildExit:

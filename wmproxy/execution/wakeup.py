@@ -21,6 +21,8 @@ import contextlib
 import logging
 import os
 import select
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +31,9 @@ from sqlalchemy import Engine
 from wmproxy.store.jobs import QUEUE_CHANNEL
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two looks at the stop event while waiting.
+STOP_CHECK = 0.1
 
 
 class Wakeup:
@@ -74,21 +79,33 @@ class Wakeup:
             except (OSError, AttributeError):  # gone already (then the next step reaps it), or no pidfd
                 continue
 
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when woken by a notification or an exit."""
+    def wait(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Block up to ``timeout`` seconds, or until ``stop`` is set (looked at every
+        :data:`STOP_CHECK` seconds); True when woken by a notification or an exit."""
         self._listen()
         fds = list(self._pidfds.values())
         if self._conn is not None:
             fds.append(self._conn.fileno())
-        if not fds:
-            return False
-        try:
-            ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
-        except (OSError, ValueError):
-            ready = []
-        if self._conn is not None:
-            self._drain()
-        return bool(ready)
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                return False
+            slice_ = min(remaining, STOP_CHECK)
+            if not fds:
+                if stop is not None:
+                    stop.wait(slice_)
+                else:
+                    time.sleep(slice_)
+                continue
+            try:
+                ready, _, _ = select.select(fds, [], [], slice_)
+            except (OSError, ValueError):
+                ready = []
+            if self._conn is not None:
+                self._drain()
+            if ready:
+                return True
 
     def _drain(self) -> None:
         try:

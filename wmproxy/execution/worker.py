@@ -155,12 +155,12 @@ class ExecutionWorker:
             while not stop.is_set():
                 busy = self.step()
                 if not busy and not stop.is_set():
-                    self._wait()
+                    self._wait(stop)
         finally:
             self.wakeup.close()
         self.stop()
 
-    def _wait(self) -> None:
+    def _wait(self, stop: threading.Event) -> None:
         """Sleep until a poll is due: ``poll_interval`` when every backend is full, its
         :data:`IDLE_POLL_FRACTION` while a job could be claimed; woken earlier by a queued
         request (PostgreSQL NOTIFY) or the exit of a wrapper this process spawned
@@ -171,7 +171,7 @@ class ExecutionWorker:
             timeout = self.settings.poll_interval  # a queued job wakes the worker at once
         self.wakeup.watch(job.handle.process.pid for job in self.running.values()
                           if job.handle.process is not None and job.handle.process.poll() is None)
-        self.wakeup.wait(timeout)
+        self.wakeup.wait(timeout, stop)
 
     def start(self) -> None:
         """Register the heartbeat and adopt what is due (also called by :meth:`step`).
