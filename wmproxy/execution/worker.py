@@ -220,6 +220,7 @@ class ExecutionWorker:
         self._sample_perusal()
         self._reap()
         started = 0
+        spawned: list[tuple[str, str]] = []  # (job id, backend reference) to record as Running
         while started < STARTS_PER_STEP and (room := self._with_room()):
             try:
                 order = service.claim_next_start(self.rt, self.name, backends=room,
@@ -229,8 +230,11 @@ class ExecutionWorker:
                 break
             if order is None:
                 break
-            self._start(order)
+            if (ref := self._start(order)) is not None:
+                spawned.append((order.job_id, ref))
             started += 1
+        if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
+            service.mark_running(self.rt, spawned)
         return started > 0
 
     def _run_periodic(self) -> None:
@@ -292,14 +296,16 @@ class ExecutionWorker:
 
     # --- starting ------------------------------------------------------------------
 
-    def _start(self, order: StartOrder) -> None:
+    def _start(self, order: StartOrder) -> str | None:
+        """Prepare and spawn the job; returns its backend reference once the wrapper runs
+        (the caller records it with the Running state), None when it did not start."""
         job_id = order.job_id
         backend = self.backends.get(order.backend)
         if backend is None:  # defensive: claim_next_start hands out only the kinds it is given
             log.warning("job %s: CE %s needs the %s backend, which this worker lacks: put back in the queue",
                         job_id, order.ce_id, order.backend)
             service.requeue_unstarted(self.rt, self.name, job_id, f"no {order.backend} backend on worker {self.name}")
-            return
+            return None
         try:
             launch = JobLaunch(
                 job_id=job_id,
@@ -318,20 +324,20 @@ class ExecutionWorker:
         except WMProxyError as exc:
             log.info("job %s could not be prepared (shallow failure): %s", job_id, exc)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
-            return
+            return None
         if not service.set_state(self.rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref):
             self._release(backend, handle)
-            return
+            return None
         try:
             backend.spawn(handle)
         except BackendError as exc:
             log.info("job %s could not be started (shallow failure): %s", job_id, exc)
             self._release(backend, handle)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
-            return
+            return None
         self.running[job_id] = RunningJob(order, handle, backend)
-        service.set_state(self.rt, job_id, JobState.RUNNING, backend_ref=handle.ref)
         log.info("job %s running (%s)", job_id, handle.ref)
+        return handle.ref
 
     def _spec(self, order: StartOrder) -> JobSpec:
         desc = order.description

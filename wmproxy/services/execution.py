@@ -15,10 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import classad2
+from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.errors import WMProxyError
@@ -264,6 +265,29 @@ def set_state(
     """
     with rt.uow() as uow:
         return change_state(uow, job_id, state, utcnow(), reason=reason, exit_code=exit_code, backend_ref=backend_ref)
+
+
+def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
+    """Record jobs whose wrappers run as Running with their backend reference (``(job id,
+    reference)`` pairs), in one transaction: one commit for a cycle's starts. A job that
+    ended meanwhile (cancelled) is left alone, as :func:`set_state` does.
+
+    Jobs are locked in one global order (a node's compound job first, as
+    :meth:`~wmproxy.store.jobs.SqlJobStore.get`, then by id), so two workers doing this
+    never deadlock. Should the transaction fail anyway, each job is recorded on its own.
+    """
+    now = utcnow()
+    with rt.uow() as uow:
+        parents = uow.jobs.parents_of([job_id for job_id, _ in started])
+    ordered = sorted(started, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
+    try:
+        with rt.uow() as uow:
+            for job_id, ref in ordered:
+                change_state(uow, job_id, JobState.RUNNING, now, backend_ref=ref)
+    except SQLAlchemyError as exc:
+        log.warning("recording %d started jobs at once failed (%s); one by one", len(ordered), exc)
+        for job_id, ref in ordered:
+            set_state(rt, job_id, JobState.RUNNING, backend_ref=ref)
 
 
 def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,

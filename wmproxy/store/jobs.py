@@ -76,6 +76,11 @@ class SqlJobStore:
     def children(self, parent_id: str) -> Sequence[Job]:
         return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()
 
+    def parents_of(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        """Job id → its compound job's id (None for a simple job or a compound job itself)."""
+        rows = self.session.execute(select(Job.id, Job.parent_id).where(Job.id.in_(job_ids))).all()
+        return {row[0]: row[1] for row in rows}
+
     def has_children_in(self, parent_id: str, states: Sequence[str]) -> bool:
         """Whether a node of ``parent_id`` is in one of ``states`` (one existence query on
         the ``(parent_id, state)`` index, whatever the number of nodes)."""
