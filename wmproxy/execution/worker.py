@@ -53,7 +53,7 @@ from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
-from wmproxy.services.retries import AttemptEnd, end_attempt
+from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -366,23 +366,30 @@ class ExecutionWorker:
     # --- ending --------------------------------------------------------------------
 
     def _reap(self) -> None:
-        for job_id, job in list(self.running.items()):
-            outcome = job.backend.poll(job.handle)
-            if outcome is None:
-                continue
-            del self.running[job_id]
-            released = False
-            try:
-                end = self._attempt_end(job, outcome)
-                self._release(job.backend, job.handle)  # before the end is reported: a resubmission
-                released = True                         # must not find the old work dir
-                state = end_attempt(self.rt, job_id, end)
-                log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
-                         end.reason if end.exit_code is None else f"exit code {end.exit_code}",
-                         state.value if state is not None else "already ended")
-            finally:
-                if not released:
-                    self._release(job.backend, job.handle)
+        """Collect the jobs whose attempt ended: outputs, work dir released, then every end
+        recorded in one transaction (:func:`~wmproxy.services.retries.end_attempts`)."""
+        ends: list[tuple[str, AttemptEnd]] = []
+        try:
+            for job_id, job in list(self.running.items()):
+                outcome = job.backend.poll(job.handle)
+                if outcome is None:
+                    continue
+                del self.running[job_id]
+                released = False
+                try:
+                    end = self._attempt_end(job, outcome)
+                    self._release(job.backend, job.handle)  # before the end is reported: a resubmission
+                    released = True                         # must not find the old work dir
+                    ends.append((job_id, end))
+                finally:
+                    if not released:
+                        self._release(job.backend, job.handle)
+        finally:
+            if ends:
+                for (job_id, end), state in zip(ends, end_attempts(self.rt, ends), strict=True):
+                    log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
+                             end.reason if end.exit_code is None else f"exit code {end.exit_code}",
+                             state.value if state is not None else "already ended")
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         """How the attempt ended; a Done job's outputs are collected here (from its work dir)."""
