@@ -17,6 +17,7 @@ import logging
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import classad2
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,6 +49,7 @@ CLAIM_BATCH = 20
 #: Poll intervals a job waits when the claiming worker lacks its CE's backend, so that
 #: a worker that has it can take it first.
 BACKEND_WAIT_POLLS = 5
+_T = TypeVar("_T")
 _RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 
 #: States of a job a worker holds (``jobs.worker`` names it).
@@ -267,6 +269,16 @@ def set_state(
         return change_state(uow, job_id, state, utcnow(), reason=reason, exit_code=exit_code, backend_ref=backend_ref)
 
 
+def in_lock_order(rt: Runtime, pairs: Sequence[tuple[str, _T]]) -> list[tuple[str, _T]]:
+    """``(job id, anything)`` pairs sorted in the order one transaction locks several jobs
+    in: by compound job (a node's parent is locked before the node,
+    :meth:`~wmproxy.store.jobs.SqlJobStore.get`), then by id; two transactions following
+    it never wait for each other in a cycle."""
+    with rt.uow() as uow:
+        parents = uow.jobs.parents_of([job_id for job_id, _ in pairs])
+    return sorted(pairs, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
+
+
 def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
     """Record jobs whose wrappers run as Running with their backend reference (``(job id,
     reference)`` pairs), in one transaction: one commit for a cycle's starts. A job that
@@ -277,9 +289,7 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
     never deadlock. Should the transaction fail anyway, each job is recorded on its own.
     """
     now = utcnow()
-    with rt.uow() as uow:
-        parents = uow.jobs.parents_of([job_id for job_id, _ in started])
-    ordered = sorted(started, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
+    ordered = in_lock_order(rt, started)
     try:
         with rt.uow() as uow:
             for job_id, ref in ordered:

@@ -36,7 +36,7 @@ from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.compound import refresh_parent
-from wmproxy.services.execution import change_state
+from wmproxy.services.execution import change_state, in_lock_order
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -146,9 +146,7 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
     """
     now = now or utcnow()
     states: dict[str, JobState | None] = {}
-    with rt.uow() as uow:
-        parents = uow.jobs.parents_of([job_id for job_id, _ in ends])
-    ordered = sorted(ends, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
+    ordered = in_lock_order(rt, ends)
     try:
         with rt.uow() as uow:
             for job_id, end in ordered:
