@@ -1,19 +1,25 @@
-"""Jobs per second through the execution worker with mapping on and off, vs a plain subprocess loop.
+"""Jobs per second of trivial jobs through the execution worker (local backend), mapping off
+and on, vs a plain subprocess loop, in interleaved windows (issue 14: mapping off >= 0.25 of the
+plain loop; worker CPU <= 5 ms per job).
 
 Standalone, as root (it creates throwaway accounts): ``.venv/bin/python
-benchmarks/execution_mapping.py [--jobs 500] [--max-running 8]``.
+benchmarks/execution_mapping.py [--jobs-per-window 200] [--windows 5] [--max-running 8]``.
 
-For each mode a fresh SQLite state (``wmproxy-admin init --user``) is filled in-process with N
-started ``/bin/true`` jobs of one user (delegation + jobSubmit through the services); then one
-``wmproxy-worker`` process is started as the service user, as deploy/wmproxy-worker.service
-starts it, and timed from its start until every job is final:
+Two fresh SQLite states (``wmproxy-admin init --user``), one per mode, are filled in-process
+with windows × W registered ``/bin/true`` jobs of one user (delegation + jobRegister through
+the services), and one ``wmproxy-worker`` process is started per state as the service user, as
+deploy/wmproxy-worker.service starts it, with the default ``poll_interval`` (1 s):
 
 - mapping on (``gridmap``): the worker holds its 5 ambient capabilities and runs each job as
   the user's mapped account (work dir and proxy copy handed over, wrapper started as the account);
 - mapping off (``none``): the worker has no capability and runs each job as itself.
 
-The plain loop runs ``subprocess.run(["/bin/true"])`` N times. Figures include the worker's
-start (about a second; small against N=500). Printed: jobs/s of each and the ratios.
+Then, window after window: the plain loop runs ``subprocess.run(["/bin/true"])`` W times; W jobs
+of the mapping-off state are started (one transaction doing what jobStart does: Waiting + a
+start request) and timed until all are Done; the same for mapping on. Each window gives the
+ratios of adjacent measurements (so load changes affect both sides alike) and each worker's CPU
+(user + system, from /proc, its wrappers not included) per job. Printed: every window, then
+min/median/max of each figure over the windows.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,20 +47,80 @@ from tests.integration.isolated import SYSTEM_PYTHON, WORKER_CAPS, kill_processe
 from tests.support import delegate_in_process
 from wmproxy.admin import initialise
 from wmproxy.config import load_settings
-from wmproxy.domain import JobState, Principal
+from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.pki import create_ca, write_proxy
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.submission import submit_job
+from wmproxy.services.submission import register_job
 
 FINAL = [s.value for s in (JobState.DONE, JobState.ABORTED, JobState.CANCELLED, JobState.CLEARED)]
-TIMEOUT = 3600.0  # seconds one mode may take at most
+TIMEOUT = 1800.0  # seconds one window may take at most
 ROOT_MODE = 0o711  # the accounts traverse the benchmark's root
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def run_worker_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str, Path | str],
-                    svc: str, account: str) -> float:
-    """Seconds the worker took to end ``jobs`` started jobs in ``mode`` (``gridmap`` or ``none``)."""
+@dataclass
+class Mode:
+    """One worker on its own state: ``gridmap`` (mapping on) or ``none`` (mapping off)."""
+
+    name: str
+    rt: Runtime
+    engine: sa.Engine
+    worker: subprocess.Popen[bytes]
+    log: Path
+    pending: list[str] = field(default_factory=list)  # registered job ids not started yet
+
+    def cpu_seconds(self) -> float:
+        """The worker process's own user + system CPU (not its reaped children's)."""
+        fields = Path(f"/proc/{self.worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+    def window(self, jobs: int) -> tuple[float, float]:
+        """Start ``jobs`` registered jobs at once; (seconds until all ended, worker CPU seconds)."""
+        batch, self.pending = self.pending[:jobs], self.pending[jobs:]
+        cpu = self.cpu_seconds()
+        now = utcnow()
+        with self.rt.uow() as uow:  # what jobStart does, for the whole window in one transaction
+            for job_id in batch:
+                job = uow.jobs.get(job_id, for_update=True)
+                assert job is not None
+                uow.jobs.set_state(job, JobState.WAITING.value, now)
+                uow.queue.enqueue(job_id, "start", now)
+        begin = time.monotonic()
+        query = sa.text("select count(*) from jobs where state in :s and id in :ids").bindparams(
+            sa.bindparam("s", expanding=True), sa.bindparam("ids", expanding=True))
+        while True:
+            with self.engine.connect() as conn:
+                done = conn.execute(query, {"s": FINAL, "ids": batch}).scalar_one()
+            if done >= len(batch):
+                return time.monotonic() - begin, self.cpu_seconds() - cpu
+            if self.worker.poll() is not None:
+                raise RuntimeError(f"the {self.name} worker exited ({self.worker.returncode}):\n"
+                                   + self.log.read_text(errors="replace")[-2000:])
+            if time.monotonic() - begin > TIMEOUT:
+                raise RuntimeError(f"{done} of {len(batch)} jobs final after {TIMEOUT:g} s")
+            time.sleep(0.02)
+
+    def check_and_stop(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                states: dict[str, int] = dict(conn.execute(sa.text(
+                    "select state, count(*) from jobs where state != 'Submitted' group by state")).all())
+            if set(states) != {JobState.DONE.value}:
+                raise RuntimeError(f"not every {self.name} job ended Done: {states}")
+        finally:
+            if self.worker.poll() is None:
+                os.killpg(self.worker.pid, signal.SIGTERM)
+                self.worker.wait(timeout=120)
+            self.engine.dispose()
+            rt_bind = self.rt.session_factory.kw.get("bind")
+            if rt_bind is not None:
+                rt_bind.dispose()
+
+
+def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str, Path | str],
+               svc: str, account: str) -> Mode:
+    """A state for ``mode`` (``gridmap`` or ``none``) with ``jobs`` registered jobs and its worker."""
     import pwd
 
     service = pwd.getpwnam(svc)
@@ -68,8 +136,7 @@ def run_worker_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dic
         f"[security]\nca_dir = {pki['ca_dir']}\nstore_key_file = {state}/store.key\nauthorized_users = *\n"
         f"[service]\nhost = localhost\nport = 7443\n"
         f"[sandbox]\nroot = {state}/sandbox\n"
-        f"[execution]\nwork_dir = {state}/work\npoll_interval = 0.2\nmax_running = {max_running}\n"
-        f"heartbeat_lease = 60\n"
+        f"[execution]\nwork_dir = {state}/work\nmax_running = {max_running}\nheartbeat_lease = 60\n"
         f"[mapping]\nmode = {mode}\ngridmap_file = {gridmap}\n"
     )
     os.chmod(config, 0o644)
@@ -78,50 +145,22 @@ def run_worker_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dic
     rt = Runtime.from_settings(settings)
     principal = Principal(dn=str(pki["dn"]))
     delegation = delegate_in_process(rt, principal, Path(pki["proxy"]), "bench")
-    for _ in range(jobs):
-        submit_job(rt, principal, '[ Executable = "/bin/true"; ]', delegation)
+    pending = [register_job(rt, principal, '[ Executable = "/bin/true"; ]', delegation).job_id for _ in range(jobs)]
     # The job areas were made here, as root: hand the whole state to the service user, as if
     # gunicorn (running as the service user) had made them.
     subprocess.run(["chown", "-R", f"{service.pw_uid}:{service.pw_gid}", str(state)], check=True)
     initialise(settings, user=svc)
-    engine = sa.create_engine(settings.database.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "PYTHON"))}
     env.update(WMPROXY_CONFIG=str(config), PYTHONPATH=f"{REPO}:{sysconfig.get_paths()['purelib']}",
                PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
     caps = WORKER_CAPS if mode != "none" else ()
-    with open(root / f"worker-{mode}.log", "ab") as log:
-        begin = time.monotonic()
+    log = root / f"worker-{mode}.log"
+    with open(log, "ab") as out:
         worker = subprocess.Popen(
             [*setpriv(service, caps), SYSTEM_PYTHON, "-m", "wmproxy.execution", "--name", f"bench-{mode}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )
-    try:
-        while True:
-            with engine.connect() as conn:
-                done = conn.execute(sa.text("select count(*) from jobs where state in :s").bindparams(
-                    sa.bindparam("s", expanding=True)), {"s": FINAL}).scalar_one()
-            if done >= jobs:
-                elapsed = time.monotonic() - begin
-                break
-            if worker.poll() is not None:
-                tail = (root / f"worker-{mode}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the worker exited ({worker.returncode}):\n{tail}")
-            if time.monotonic() - begin > TIMEOUT:
-                raise RuntimeError(f"{done} of {jobs} jobs final after {TIMEOUT:g} s")
-            time.sleep(0.1)
-        with engine.connect() as conn:
-            states = dict(conn.execute(sa.text("select state, count(*) from jobs group by state")).all())
-        if states != {JobState.DONE.value: jobs}:
-            raise RuntimeError(f"not every job ended Done: {states}")
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=120)
-        engine.dispose()
-        rt_bind = rt.session_factory.kw.get("bind")
-        if rt_bind is not None:
-            rt_bind.dispose()
-    return elapsed
+    return Mode(mode, rt, sa.create_engine(settings.database.url), worker, log, pending)
 
 
 def plain_loop(jobs: int) -> float:
@@ -131,9 +170,14 @@ def plain_loop(jobs: int) -> float:
     return time.monotonic() - begin
 
 
+def spread(values: list[float], fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=500, help="trivial jobs per measurement, default 500")
+    parser.add_argument("--jobs-per-window", type=int, default=200, help="trivial jobs per window, default 200")
+    parser.add_argument("--windows", type=int, default=5, help="windows, default 5")
     parser.add_argument("--max-running", type=int, default=8, help="[execution] max_running, default 8")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -143,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("setpriv") is None or not os.path.exists(SYSTEM_PYTHON):
         print(f"needs setpriv (util-linux) and {SYSTEM_PYTHON}", file=sys.stderr)
         return 2
+    n, windows = args.jobs_per_window, args.windows
     with local_accounts({"svc": ["svc"], "usr": ["usr"]}) as accounts:
         root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir="/var/tmp"))
+        modes: list[Mode] = []
         try:
             os.chmod(root, ROOT_MODE)
             ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
@@ -155,24 +201,36 @@ def main(argv: list[str] | None = None) -> int:
             write_proxy(cred, proxy, lifetime=12 * 3600)
             pki: dict[str, Path | str] = {"ca_dir": root / "certificates", "proxy": proxy,
                                           "dn": slash_dn(cred.cert.subject)}
-            n = args.jobs
-            print(f"{n} trivial jobs, max_running {args.max_running}, SQLite, worker as service user "
-                  f"{accounts.name('svc')}")
-            seconds = {
-                "mapping on": run_worker_mode(root, "gridmap", n, args.max_running, pki, accounts.name("svc"),
-                                              accounts.name("usr")),
-                "mapping off": run_worker_mode(root, "none", n, args.max_running, pki, accounts.name("svc"),
-                                               accounts.name("usr")),
-                "subprocess /bin/true": plain_loop(n),
-            }
-            rates = {name: n / s for name, s in seconds.items()}
-            for name, rate in rates.items():
-                print(f"  {name:22} {seconds[name]:8.2f} s  {rate:8.1f} jobs/s")
-            plain = rates["subprocess /bin/true"]
-            print(f"  ratio mapping on / mapping off:  {rates['mapping on'] / rates['mapping off']:.3f}")
-            print(f"  ratio mapping on / subprocess:   {rates['mapping on'] / plain:.4f}")
-            print(f"  ratio mapping off / subprocess:  {rates['mapping off'] / plain:.4f}")
+            for kind in ("none", "gridmap"):
+                modes.append(start_mode(root, kind, n * windows, args.max_running, pki, accounts.name("svc"),
+                                        accounts.name("usr")))
+            time.sleep(3.0)  # both workers up and idle before the first window
+            print(f"{windows} windows of {n} trivial jobs, max_running {args.max_running}, SQLite, poll_interval 1 s, "
+                  f"worker as service user {accounts.name('svc')}, {os.cpu_count()} cores")
+            ratio_off: list[float] = []
+            ratio_on: list[float] = []
+            cpu: dict[str, list[float]] = {"none": [], "gridmap": []}
+            for index in range(windows):
+                plain = n / plain_loop(n)
+                rates: dict[str, float] = {}
+                for mode in modes:
+                    seconds, cpu_seconds = mode.window(n)
+                    rates[mode.name] = n / seconds
+                    cpu[mode.name].append(cpu_seconds / n * 1000)
+                ratio_off.append(rates["none"] / plain)
+                ratio_on.append(rates["gridmap"] / plain)
+                print(f"  window {index + 1}: subprocess {plain:7.1f} jobs/s | mapping off {rates['none']:6.1f} jobs/s "
+                      f"(ratio {ratio_off[-1]:.3f}, worker CPU {cpu['none'][-1]:.2f} ms/job) | mapping on "
+                      f"{rates['gridmap']:6.1f} jobs/s (ratio {ratio_on[-1]:.3f}, worker CPU "
+                      f"{cpu['gridmap'][-1]:.2f} ms/job)")
+            print("min / median / max over the windows:")
+            print(f"  ratio mapping off / subprocess: {spread(ratio_off, '.3f')}   (target >= 0.25)")
+            print(f"  ratio mapping on / subprocess:  {spread(ratio_on, '.3f')}")
+            print(f"  worker CPU ms/job, mapping off: {spread(cpu['none'], '.2f')}   (target <= 5)")
+            print(f"  worker CPU ms/job, mapping on:  {spread(cpu['gridmap'], '.2f')}")
         finally:
+            for mode in modes:
+                mode.check_and_stop()
             kill_processes_of({accounts.passwd("svc").pw_uid, accounts.passwd("usr").pw_uid})
             shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -156,7 +156,8 @@ class ExecutionSettings:
             mapped accounts need search permission on it and its parents.
         poll_interval: seconds between queue polls while jobs run; an idle worker
             polls up to ten times as often (a started job begins without waiting).
-        max_running: jobs one worker runs at once.
+        max_running: jobs one worker runs at once on the ``local`` backend (Slurm jobs
+            count against ``[slurm] max_submitted`` instead).
         backend: the backends this worker runs, comma-separated: ``local`` (processes on
             this host) and ``slurm`` (the ``[slurm]`` cluster), both through the job wrapper;
             a job goes to the backend of the CE it was matched to.
@@ -495,9 +496,12 @@ class SlurmSettings:
             ``GlueCEPolicyMaxWallClockTime``; 0 = none (the partition's limit).
         default_memory_mb: MB of memory asked for a job whose CE names none; 0 = none.
         python: the interpreter that runs the job wrapper on the Slurm nodes.
+        max_submitted: Slurm jobs (pending or running) one worker follows at once,
+            apart from its local jobs (``[execution] max_running``).
 
     Raises:
-        ConfigError: a non-positive interval, or a negative wait, wall time or memory.
+        ConfigError: a non-positive interval, or a negative wait, wall time or memory,
+            or ``max_submitted`` below 1.
     """
 
     conf: str = ""
@@ -507,10 +511,13 @@ class SlurmSettings:
     default_wall_time: int = 0
     default_memory_mb: int = 0
     python: str = "/usr/bin/python3"
+    max_submitted: int = 1000
 
     def __post_init__(self) -> None:
         if self.refresh_interval <= 0:
             raise ConfigError("[slurm] refresh_interval: must be positive")
+        if self.max_submitted < 1:
+            raise ConfigError("[slurm] max_submitted: must be at least 1")
         if min(self.max_pending, self.default_wall_time, self.default_memory_mb) < 0:
             raise ConfigError("[slurm] max_pending, default_wall_time and default_memory_mb: must not be negative")
 

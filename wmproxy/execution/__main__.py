@@ -141,7 +141,7 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
     """The backends of ``kinds``, sharing the one work root ``[execution] work_dir`` (created
     and checked), so a job's work dir and proxy copy are where its registered JDL says
     (``X509UserProxy``) whichever backend runs it; with Slurm it must be on the filesystem
-    the nodes share.
+    the nodes share. Released work dirs are removed in the background.
 
     Raises:
         StartupError: a work root is unusable.
@@ -149,12 +149,14 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
     backends: dict[str, ExecutionBackend] = {}
     root = ensure_work_root(settings.execution.work_dir)
     if "local" in kinds:
-        backends["local"] = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace)
+        backends["local"] = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace,
+                                                  background_removal=True)
     if "slurm" in kinds:
         slurm = settings.slurm
         backends["slurm"] = SlurmExecutionBackend(
             root, slurm_conf=slurm.conf or None, bin_dir=slurm.bin_dir or None,
-            python=slurm.python, max_pending=slurm.max_pending, kill_grace=settings.execution.kill_grace)
+            python=slurm.python, max_pending=slurm.max_pending, kill_grace=settings.execution.kill_grace,
+            background_removal=True)
     return backends
 
 

@@ -295,9 +295,11 @@ def hand_over(work_dir: Path, account: Account | None) -> None:
         raise IdentityError(f"Cannot hand the work directory over to {account.name}: {exc.strerror}") from None
 
 
-def write_spec(work_dir: Path, spec: JobSpec, account: Account | None) -> None:
+def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: bool = True) -> None:
     """Write ``spec`` to ``.wmproxy/job.json`` (0400, owned by ``account``), replacing
-    any previous one atomically.
+    any previous one atomically; fsynced unless ``sync`` is False (a freshly prepared
+    job: a spec lost to a crash leaves a work dir without ``started.json``, which is
+    prepared again).
 
     Raises:
         IdentityError: the spec is invalid (the wrapper would refuse it) or cannot be
@@ -308,14 +310,15 @@ def write_spec(work_dir: Path, spec: JobSpec, account: Account | None) -> None:
     except jobwrapper.WrapperError as exc:
         raise IdentityError(str(exc)) from None
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
-        _replace_file(state_fd, SPEC_NAME, spec.to_json().encode(), 0o400, account)
+        _replace_file(state_fd, SPEC_NAME, spec.to_json().encode(), 0o400, account, sync=sync)
 
 
-def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME) -> Path:
+def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME,
+                  *, sync: bool = True) -> Path:
     """Put the job's proxy (PEM bytes, with its key) into the work dir as ``name``,
     mode 0600, owned by ``account``. Safe while the job runs (proxy renewal): the copy
-    is written to a fresh file and renamed over ``name``, so a link planted there is
-    replaced, not followed.
+    is written to a fresh file, fsynced (unless ``sync`` is False: a job not started
+    yet) and renamed over ``name``, so a link planted there is replaced, not followed.
 
     Returns:
         the proxy copy's path.
@@ -326,7 +329,7 @@ def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, nam
     if not name or "/" in name or name in (".", "..", STATE_DIR):
         raise IdentityError(f"Invalid proxy file name {name!r}")
     with _DirFd(work_dir) as work_fd:
-        _replace_file(work_fd, name, proxy_pem, 0o600, account)
+        _replace_file(work_fd, name, proxy_pem, 0o600, account, sync=sync)
     return Path(work_dir) / name
 
 
@@ -640,6 +643,34 @@ def _strings(value: object) -> list[str]:
 # --- removing --------------------------------------------------------------------
 
 
+#: Name prefix of a work dir set aside for removal (:func:`discard_work_dir`).
+DISCARDED_PREFIX = ".discarded."
+
+
+def discard_work_dir(work_root: Path, name: str) -> str | None:
+    """Set ``<work_root>/<name>`` aside for removal with one rename (to a hidden
+    :data:`DISCARDED_PREFIX` name), so that a job's next attempt never finds it while the
+    slow removal (:func:`remove_work_dir`) can happen later, off the worker's path.
+
+    Returns:
+        The new name below ``work_root``, None when there was no such directory.
+
+    Raises:
+        IdentityError: unsafe work root, bad name, or the rename failed.
+    """
+    root = Path(os.path.abspath(work_root))
+    _check_work_root(root)
+    _check_name(name)
+    new_name = f"{DISCARDED_PREFIX}{name}.{secrets.token_hex(4)}"
+    try:
+        os.rename(root / name, root / new_name)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IdentityError(f"Cannot set the work directory {root / name} aside: {exc.strerror or exc}") from None
+    return new_name
+
+
 def remove_work_dir(work_root: Path, name: str) -> None:
     """Remove ``<work_root>/<name>`` and everything in it, never following a symlink
     (the job may have planted some). Call it once the job's processes are gone. A
@@ -710,15 +741,17 @@ def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None) -> i
     return fd
 
 
-def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Account | None) -> None:
-    """Write ``data`` to a fresh temporary file, fsync it, and rename it over ``name``."""
+def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Account | None,
+                  *, sync: bool = True) -> None:
+    """Write ``data`` to a fresh temporary file, fsync it (when ``sync``), and rename it over ``name``."""
     tmp = f".{name}.{secrets.token_hex(8)}.tmp"
     fd = _fresh_file(dir_fd, tmp, mode, account)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         with contextlib.suppress(OSError):

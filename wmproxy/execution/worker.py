@@ -4,10 +4,13 @@ Several workers may run against one database: claiming uses the queue's
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or compare-and-set (SQLite). Claiming a job
 matches it to a CE (:func:`wmproxy.services.execution.claim_next_start`); the CE names
 the backend kind that runs it (``local``, ``slurm``), and the worker hands the job to
-its backend of that kind. A worker runs up to ``execution.max_running`` jobs at once,
-each through the job wrapper as its mapped account (``jobs.local_account``; the
-worker's own user without mapping), and polls them every ``poll_interval`` seconds
-(faster while idle, so a started job begins without waiting for a tick).
+its backend of that kind. A worker follows up to ``[execution] max_running`` local jobs
+and, separately, ``[slurm] max_submitted`` Slurm jobs at once, each through the job
+wrapper as its mapped account (``jobs.local_account``; the worker's own user without
+mapping). It polls its jobs every ``poll_interval`` seconds and, while a backend has
+room, the queue five times as often; a queued job (PostgreSQL NOTIFY) or a wrapper's
+exit wakes it at once (:mod:`wmproxy.execution.wakeup`), so a started job begins
+without waiting for a tick.
 
 When an attempt ends the worker collects the outputs of a Done job, releases the work
 dir, and only then reports the end (:func:`wmproxy.services.retries.end_attempt`), which
@@ -45,18 +48,22 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import BackendError, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
+from wmproxy.execution.wakeup import Wakeup
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services import inspection
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
-from wmproxy.services.retries import AttemptEnd, end_attempt
+from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 #: Fraction of ``poll_interval`` an idle worker waits between queue polls.
 IDLE_POLL_FRACTION = 0.2
+#: Jobs one cycle claims and starts at most (while a backend has room) before it looks
+#: at its running jobs again.
+STARTS_PER_STEP = 8
 #: Bytes of a perused file copied per sample at most.
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 
@@ -121,19 +128,51 @@ class ExecutionWorker:
         self._next_heartbeat = 0.0
         self._registered = False
         self.periodic = list(periodic)
+        self.limits = {kind: self._limit(kind) for kind in self.backends}
+        self.wakeup = Wakeup(rt.session_factory.kw.get("bind"))
+
+    def _limit(self, kind: str) -> int:
+        """Jobs of backend ``kind`` this worker follows at most: ``[slurm] max_submitted``
+        for Slurm, ``[execution] max_running`` for the local backend (and any other)."""
+        if kind == "slurm":
+            return self.rt.settings.slurm.max_submitted
+        return self.settings.max_running
+
+    def _with_room(self) -> list[str]:
+        """The backend kinds below their limit."""
+        counts = dict.fromkeys(self.backends, 0)
+        for job in self.running.values():
+            counts[job.order.backend] = counts.get(job.order.backend, 0) + 1
+        return [kind for kind in self.backends if counts[kind] < self.limits[kind]]
 
     # --- the loop ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Register, adopt, then loop until ``stop`` is set; then drain (or cancel)."""
         self.start()
-        log.info("execution worker %s started (max %d jobs)", self.name, self.settings.max_running)
-        while not stop.is_set():
-            busy = self.step()
-            if not busy:
-                idle = not self.running
-                stop.wait(self.settings.poll_interval * (IDLE_POLL_FRACTION if idle else 1.0))
+        log.info("execution worker %s started (at most %s jobs)", self.name,
+                 ", ".join(f"{n} {kind}" for kind, n in self.limits.items()))
+        try:
+            while not stop.is_set():
+                busy = self.step()
+                if not busy and not stop.is_set():
+                    self._wait(stop)
+        finally:
+            self.wakeup.close()
         self.stop()
+
+    def _wait(self, stop: threading.Event) -> None:
+        """Sleep until a poll is due: ``poll_interval`` when every backend is full, its
+        :data:`IDLE_POLL_FRACTION` while a job could be claimed; woken earlier by a queued
+        request (PostgreSQL NOTIFY) or the exit of a wrapper this process spawned
+        (:class:`~wmproxy.execution.wakeup.Wakeup`)."""
+        room = bool(self._with_room())
+        timeout = self.settings.poll_interval * (IDLE_POLL_FRACTION if room else 1.0)
+        if room and self.wakeup.listening:
+            timeout = self.settings.poll_interval  # a queued job wakes the worker at once
+        self.wakeup.watch(job.handle.process.pid for job in self.running.values()
+                          if job.handle.process is not None and job.handle.process.poll() is None)
+        self.wakeup.wait(timeout, stop)
 
     def start(self) -> None:
         """Register the heartbeat and adopt what is due (also called by :meth:`step`).
@@ -165,7 +204,9 @@ class ExecutionWorker:
         self.running.clear()
 
     def step(self) -> bool:
-        """One cycle; returns True when a job was started (so the loop goes on at once)."""
+        """One cycle: heartbeat, cancels, perusal, reaping, then claiming and starting up to
+        :data:`STARTS_PER_STEP` jobs while a backend has room; returns True when a job
+        was started (so the loop goes on at once)."""
         if not self._registered:
             self.start()
         self.detached = [h for h in self.detached if h.process is not None and h.process.poll() is None]
@@ -179,17 +220,23 @@ class ExecutionWorker:
                 job.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
         self._reap()
-        if len(self.running) >= self.settings.max_running:
-            return False
-        try:
-            order = service.claim_next_start(self.rt, self.name, backends=self.backends)
-        except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
-            log.error("cannot match the next job: %s", exc)
-            return False
-        if order is None:
-            return False
-        self._start(order)
-        return True
+        started = 0
+        spawned: list[tuple[str, str]] = []  # (job id, backend reference) to record as Running
+        while started < STARTS_PER_STEP and (room := self._with_room()):
+            try:
+                order = service.claim_next_start(self.rt, self.name, backends=room,
+                                                 full=set(self.backends) - set(room))
+            except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
+                log.error("cannot match the next job: %s", exc)
+                break
+            if order is None:
+                break
+            if (ref := self._start(order)) is not None:
+                spawned.append((order.job_id, ref))
+            started += 1
+        if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
+            service.mark_running(self.rt, spawned)
+        return started > 0
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -250,14 +297,16 @@ class ExecutionWorker:
 
     # --- starting ------------------------------------------------------------------
 
-    def _start(self, order: StartOrder) -> None:
+    def _start(self, order: StartOrder) -> str | None:
+        """Prepare and spawn the job; returns its backend reference once the wrapper runs
+        (the caller records it with the Running state), None when it did not start."""
         job_id = order.job_id
         backend = self.backends.get(order.backend)
         if backend is None:  # defensive: claim_next_start hands out only the kinds it is given
             log.warning("job %s: CE %s needs the %s backend, which this worker lacks: put back in the queue",
                         job_id, order.ce_id, order.backend)
             service.requeue_unstarted(self.rt, self.name, job_id, f"no {order.backend} backend on worker {self.name}")
-            return
+            return None
         try:
             launch = JobLaunch(
                 job_id=job_id,
@@ -276,20 +325,20 @@ class ExecutionWorker:
         except WMProxyError as exc:
             log.info("job %s could not be prepared (shallow failure): %s", job_id, exc)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
-            return
+            return None
         if not service.set_state(self.rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref):
             self._release(backend, handle)
-            return
+            return None
         try:
             backend.spawn(handle)
         except BackendError as exc:
             log.info("job %s could not be started (shallow failure): %s", job_id, exc)
             self._release(backend, handle)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
-            return
+            return None
         self.running[job_id] = RunningJob(order, handle, backend)
-        service.set_state(self.rt, job_id, JobState.RUNNING, backend_ref=handle.ref)
         log.info("job %s running (%s)", job_id, handle.ref)
+        return handle.ref
 
     def _spec(self, order: StartOrder) -> JobSpec:
         desc = order.description
@@ -319,23 +368,30 @@ class ExecutionWorker:
     # --- ending --------------------------------------------------------------------
 
     def _reap(self) -> None:
-        for job_id, job in list(self.running.items()):
-            outcome = job.backend.poll(job.handle)
-            if outcome is None:
-                continue
-            del self.running[job_id]
-            released = False
-            try:
-                end = self._attempt_end(job, outcome)
-                self._release(job.backend, job.handle)  # before the end is reported: a resubmission
-                released = True                         # must not find the old work dir
-                state = end_attempt(self.rt, job_id, end)
-                log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
-                         end.reason if end.exit_code is None else f"exit code {end.exit_code}",
-                         state.value if state is not None else "already ended")
-            finally:
-                if not released:
-                    self._release(job.backend, job.handle)
+        """Collect the jobs whose attempt ended: outputs, work dir released, then every end
+        recorded in one transaction (:func:`~wmproxy.services.retries.end_attempts`)."""
+        ends: list[tuple[str, AttemptEnd]] = []
+        try:
+            for job_id, job in list(self.running.items()):
+                outcome = job.backend.poll(job.handle)
+                if outcome is None:
+                    continue
+                del self.running[job_id]
+                released = False
+                try:
+                    end = self._attempt_end(job, outcome)
+                    self._release(job.backend, job.handle)  # before the end is reported: a resubmission
+                    released = True                         # must not find the old work dir
+                    ends.append((job_id, end))
+                finally:
+                    if not released:
+                        self._release(job.backend, job.handle)
+        finally:
+            if ends:
+                for (job_id, end), state in zip(ends, end_attempts(self.rt, ends), strict=True):
+                    log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
+                             end.reason if end.exit_code is None else f"exit code {end.exit_code}",
+                             state.value if state is not None else "already ended")
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         """How the attempt ended; a Done job's outputs are collected here (from its work dir)."""

@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import classad2
+from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.errors import WMProxyError
@@ -47,6 +49,7 @@ CLAIM_BATCH = 20
 #: Poll intervals a job waits when the claiming worker lacks its CE's backend, so that
 #: a worker that has it can take it first.
 BACKEND_WAIT_POLLS = 5
+_T = TypeVar("_T")
 _RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 
 #: States of a job a worker holds (``jobs.worker`` names it).
@@ -145,7 +148,8 @@ def _text(ad: classad2.ClassAd, name: str) -> str | None:
 
 
 def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | None = None,
-                     rng: random.Random | None = None, now: dt.datetime | None = None) -> StartOrder | None:
+                     full: Collection[str] = (), rng: random.Random | None = None,
+                     now: dt.datetime | None = None) -> StartOrder | None:
     """Claim the oldest due start request and match its job to a CE; the job becomes
     Ready, held by ``worker``, with its destination stored and an event "matched to CE <id>".
 
@@ -157,11 +161,14 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
       resources", its request due again after ``[brokering] match_retry_period`` (or at
       its expiry, if sooner);
     * matched to a CE whose backend is not in ``backends``: left Waiting, its request due
-      again after :data:`BACKEND_WAIT_POLLS` poll intervals, for a worker that has it.
+      again after :data:`BACKEND_WAIT_POLLS` poll intervals, for a worker that has it;
+    * matched to a CE whose backend is in ``full`` (the worker runs it but is at its
+      limit for it): given back unchanged, due again after one poll interval.
 
     Args:
         worker: the claiming worker's name.
-        backends: the backend kinds the worker runs (None: every kind).
+        backends: the backend kinds the worker can take a job for now (None: every kind).
+        full: the backend kinds the worker runs but has no room for now.
         rng: random source of the CE choice (ties, ``FuzzyRank``); default a shared one.
         now: the current time (UTC), default now.
 
@@ -179,7 +186,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
                 request = uow.queue.claim_next(worker, now, command="start")
                 if request is None:
                     return None
-                order = _claim(rt, uow, request, worker, backends, rng or _RNG, now)
+                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now)
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
         if order is not None:
@@ -188,7 +195,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
 
 
 def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,
-           rng: random.Random, now: dt.datetime) -> StartOrder | None:
+           full: Collection[str], rng: random.Random, now: dt.datetime) -> StartOrder | None:
     # The claimed request row is locked: never wait for the job's row while holding it (a
     # jobCancel locks the job, then completes its queued request). The job is locked before
     # the request is updated again: PostgreSQL checks the foreign key of a row updated twice
@@ -217,6 +224,9 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
         _wait(uow, job, request, min(retry, expires), reason, now)
         return None
     destination = destination_of(chosen.ce, settings)
+    if destination.backend in full:  # this worker runs it, but is at its limit: ask again soon
+        uow.queue.postpone(request, now + dt.timedelta(seconds=settings.execution.poll_interval))
+        return None
     if backends is not None and destination.backend not in backends:
         log.warning("job %s matched to CE %s, whose %s backend worker %s does not run: left for another worker",
                     job.id, destination.ce_id, destination.backend, worker)
@@ -257,6 +267,37 @@ def set_state(
     """
     with rt.uow() as uow:
         return change_state(uow, job_id, state, utcnow(), reason=reason, exit_code=exit_code, backend_ref=backend_ref)
+
+
+def in_lock_order(rt: Runtime, pairs: Sequence[tuple[str, _T]]) -> list[tuple[str, _T]]:
+    """``(job id, anything)`` pairs sorted in the order one transaction locks several jobs
+    in: by compound job (a node's parent is locked before the node,
+    :meth:`~wmproxy.store.jobs.SqlJobStore.get`), then by id; two transactions following
+    it never wait for each other in a cycle."""
+    with rt.uow() as uow:
+        parents = uow.jobs.parents_of([job_id for job_id, _ in pairs])
+    return sorted(pairs, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
+
+
+def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
+    """Record jobs whose wrappers run as Running with their backend reference (``(job id,
+    reference)`` pairs), in one transaction: one commit for a cycle's starts. A job that
+    ended meanwhile (cancelled) is left alone, as :func:`set_state` does.
+
+    Jobs are locked in one global order (a node's compound job first, as
+    :meth:`~wmproxy.store.jobs.SqlJobStore.get`, then by id), so two workers doing this
+    never deadlock. Should the transaction fail anyway, each job is recorded on its own.
+    """
+    now = utcnow()
+    ordered = in_lock_order(rt, started)
+    try:
+        with rt.uow() as uow:
+            for job_id, ref in ordered:
+                change_state(uow, job_id, JobState.RUNNING, now, backend_ref=ref)
+    except SQLAlchemyError as exc:
+        log.warning("recording %d started jobs at once failed (%s); one by one", len(ordered), exc)
+        for job_id, ref in ordered:
+            set_state(rt, job_id, JobState.RUNNING, backend_ref=ref)
 
 
 def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,

@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import classad2
+from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.compound import refresh_parent
-from wmproxy.services.execution import change_state
+from wmproxy.services.execution import change_state, in_lock_order
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -127,31 +129,60 @@ def end_attempt(rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime | No
     """
     now = now or utcnow()
     with rt.uow() as uow:
-        job = uow.jobs.get(job_id, for_update=True)
-        if job is None or JobState(job.state) in FINAL_STATES:
-            return None
-        cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
-        if end.state == JobState.CANCELLED or (cancels and end.state != JobState.DONE):
-            for request in cancels:
-                uow.queue.complete(request, now)
-            change_state(uow, job_id, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
-            return JobState.CANCELLED
-        if end.state == JobState.DONE:
-            change_state(uow, job_id, JobState.DONE, now, reason=end.reason, exit_code=end.exit_code)
-            return JobState.DONE
-        cause = end.reason or "the job failed"
-        if not end.retryable:
-            change_state(uow, job_id, JobState.ABORTED, now, reason=cause)
-            return JobState.ABORTED
-        kind, decision = verdict(parse_jdl(job.jdl_registered), end.payload_started, job.shallow_retries,
-                                 job.deep_retries, cause, rt.settings.brokering)
-        if not decision.resubmit:
-            log.info("job %s aborted after a %s failure: %s", job_id, kind, decision.reason)
-            change_state(uow, job_id, JobState.ABORTED, now, reason=decision.reason)
-            return JobState.ABORTED
-        _resubmit(uow, job, kind, decision.reason, now)
-        log.info("job %s: %s", job_id, decision.reason)
-        return JobState.WAITING
+        return _end_in(uow, rt, job_id, end, now)
+
+
+def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
+                 now: dt.datetime | None = None) -> list[JobState | None]:
+    """:func:`end_attempt` for several jobs in one transaction (one commit for the jobs a
+    worker cycle found ended), in the order given.
+
+    Jobs are locked in one global order (a node's compound job first, then by id), so two
+    workers doing this never deadlock; should the transaction fail anyway, each job is
+    recorded on its own.
+
+    Returns:
+        Each job's new state, as :func:`end_attempt` returns it.
+    """
+    now = now or utcnow()
+    states: dict[str, JobState | None] = {}
+    ordered = in_lock_order(rt, ends)
+    try:
+        with rt.uow() as uow:
+            for job_id, end in ordered:
+                states[job_id] = _end_in(uow, rt, job_id, end, now)
+    except SQLAlchemyError as exc:
+        log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), exc)
+        states = {job_id: end_attempt(rt, job_id, end, now) for job_id, end in ordered}
+    return [states[job_id] for job_id, _ in ends]
+
+
+def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime) -> JobState | None:
+    job = uow.jobs.get(job_id, for_update=True)
+    if job is None or JobState(job.state) in FINAL_STATES:
+        return None
+    cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
+    if end.state == JobState.CANCELLED or (cancels and end.state != JobState.DONE):
+        for request in cancels:
+            uow.queue.complete(request, now)
+        change_state(uow, job_id, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
+        return JobState.CANCELLED
+    if end.state == JobState.DONE:
+        change_state(uow, job_id, JobState.DONE, now, reason=end.reason, exit_code=end.exit_code)
+        return JobState.DONE
+    cause = end.reason or "the job failed"
+    if not end.retryable:
+        change_state(uow, job_id, JobState.ABORTED, now, reason=cause)
+        return JobState.ABORTED
+    kind, decision = verdict(parse_jdl(job.jdl_registered), end.payload_started, job.shallow_retries,
+                             job.deep_retries, cause, rt.settings.brokering)
+    if not decision.resubmit:
+        log.info("job %s aborted after a %s failure: %s", job_id, kind, decision.reason)
+        change_state(uow, job_id, JobState.ABORTED, now, reason=decision.reason)
+        return JobState.ABORTED
+    _resubmit(uow, job, kind, decision.reason, now)
+    log.info("job %s: %s", job_id, decision.reason)
+    return JobState.WAITING
 
 
 def _resubmit(uow: UnitOfWork, job: Job, kind: str, reason: str, now: dt.datetime) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -107,6 +107,17 @@ class SqlJobStore:
 
     def children(self, parent_id: str) -> Sequence[Job]:
         return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()
+
+    def parents_of(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        """Job id → its compound job's id (None for a simple job or a compound job itself)."""
+        rows = self.session.execute(select(Job.id, Job.parent_id).where(Job.id.in_(job_ids))).all()
+        return {row[0]: row[1] for row in rows}
+
+    def has_children_in(self, parent_id: str, states: Sequence[str]) -> bool:
+        """Whether a node of ``parent_id`` is in one of ``states`` (one existence query on
+        the ``(parent_id, state)`` index, whatever the number of nodes)."""
+        stmt = select(Job.id).where(Job.parent_id == parent_id, Job.state.in_(states)).limit(1)
+        return self.session.scalars(stmt).first() is not None
 
     def set_state(
         self,
@@ -245,6 +256,11 @@ class SqlJobStore:
         self.session.flush()
 
 
+#: PostgreSQL channel notified in the transaction that queues a request (workers LISTEN on it).
+QUEUE_CHANNEL = "wmproxy_execution_queue"
+_NOTIFIED = "wmproxy.queue_notified"
+
+
 class SqlExecutionQueue:
     """The execution requests table used as a work queue by the workers."""
 
@@ -252,8 +268,17 @@ class SqlExecutionQueue:
         self.session = session
 
     def enqueue(self, job_id: str, command: str, now: dt.datetime, *, not_before: dt.datetime | None = None) -> None:
-        """Queue ``command`` for the job, claimable from ``not_before`` (default: at once)."""
+        """Queue ``command`` for the job, claimable from ``not_before`` (default: at once).
+
+        On PostgreSQL the transaction also notifies :data:`QUEUE_CHANNEL` (once per
+        transaction; delivered at commit, dropped on rollback), so a listening worker
+        starts the job without waiting for its next poll.
+        """
         self.session.add(ExecutionRequest(job_id=job_id, command=command, created_at=now, not_before=not_before))
+        if not_before is None and not self.session.info.get(_NOTIFIED) \
+                and self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
+            self.session.info[_NOTIFIED] = True
 
     def claim_next(self, worker: str, now: dt.datetime, *, command: str) -> ExecutionRequest | None:
         """Claim the oldest unclaimed ``command`` request due at ``now`` (``not_before``

@@ -102,6 +102,11 @@ class Job(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+
+#: A compound job's state is decided by "is a node in one of these states" (issue 14: no
+#: load of every node at each node change).
+Index("ix_jobs_parent_state", Job.parent_id, Job.state)
+
 class JobEvent(Base):
     """State history of a job, oldest first (what L&B events were to the reference)."""
 

@@ -144,6 +144,8 @@ class SlurmExecutionBackend:
         timeout: seconds a Slurm command may take.
         commands: the Slurm driver (built from ``slurm_conf``/``bin_dir``/``timeout``
             when None).
+        background_removal: as :class:`LocalExecutionBackend`'s: released work dirs are
+            set aside with one rename and removed by a background thread.
 
     Raises:
         ValueError: the work root has characters Slurm would misread.
@@ -153,7 +155,8 @@ class SlurmExecutionBackend:
                  bin_dir: str | os.PathLike[str] | None = None, python: str = "/usr/bin/python3",
                  max_pending: float = 1800.0, kill_grace: float = 10.0, cluster: str = "",
                  refresh: float = DEFAULT_REFRESH, status_grace: float = DEFAULT_STATUS_GRACE,
-                 timeout: float = DEFAULT_TIMEOUT, commands: SlurmCommands | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, commands: SlurmCommands | None = None,
+                 background_removal: bool = False) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         if _UNSAFE_PATH.search(str(self.work_root)):
             raise ValueError(f"The Slurm work root {self.work_root} must not hold whitespace, %, quotes or \\")
@@ -166,7 +169,8 @@ class SlurmExecutionBackend:
         self.cluster = cluster
         self.refresh = refresh
         self.status_grace = status_grace
-        self._files = LocalExecutionBackend(self.work_root, kill_grace=kill_grace, python=python)
+        self._files = LocalExecutionBackend(self.work_root, kill_grace=kill_grace, python=python,
+                                            background_removal=background_removal)
         self._followed: dict[int, _Followed] = {}
         self._queue: dict[int, QueuedJob] = {}
         self._queried: set[int] = set()  # the ids the last squeue asked for

@@ -1,0 +1,179 @@
+"""Per-node cost of executing a collection of trivial nodes, small vs large (issue 14: a 10,000-node
+collection costs per node what a 100-node one does; no O(N²) in the parent's state).
+
+Standalone, as root (it creates a throwaway mapped account): ``.venv/bin/python
+benchmarks/collection_execution.py [--small 100] [--large 1000] [--windows 10] [--max-running 8]``.
+
+A fresh SQLite state gets a ``--small``-node and a ``--large``-node collection of ``/bin/true``
+nodes (jobRegister and jobStart through the services), and an in-process execution worker (local
+backend, mapping on, the production settings otherwise) runs each collection until the parent
+has ended Done. The worker's process CPU and the wall time are sampled each time another
+1/``windows`` of the nodes has ended, giving per-node cost per window; the small collection is
+run ``windows`` times for as many samples. CPU is the worker thread's own (not the sampler's,
+nor the background removal of work dirs). Printed: per-node CPU and wall (ms) as
+min/median/max over the windows for each size, and the ratios large/small of the medians
+(1.0 = no growth with the collection's size). The large collection's last window is the one an
+O(N²) parent refresh would hurt most, so its figure is printed too.
+
+The default large size is 1,000, not 10,000: the trivial nodes run at about 10 per second on
+the 2 loaded cores of the development machine, so 10,000 nodes take over 15 minutes; give
+``--large 10000`` where there is time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import sqlalchemy as sa
+
+from tests.accounts import local_accounts
+from tests.support import delegate_in_process
+from wmproxy.admin import initialise
+from wmproxy.config import load_settings
+from wmproxy.domain import FINAL_STATES, JobState, Principal
+from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.worker import ExecutionWorker
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.pki import create_ca, write_proxy
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job, start_job
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
+
+FINAL = [s.value for s in FINAL_STATES]
+ROOT_MODE = 0o711  # the mapped account traverses the benchmark's root
+TIMEOUT = 7200.0  # seconds one collection may take at most
+
+
+def collection(nodes: int) -> str:
+    body = ",\n".join('  [ Executable = "/bin/true"; ]' for _ in range(nodes))
+    return f'[ Type = "collection";\n  Nodes = {{\n{body}\n  }};\n]'
+
+
+def run_collection(rt: Runtime, principal: Principal, delegation: str, worker: ExecutionWorker, nodes: int,
+                   windows: int) -> tuple[list[float], list[float]]:
+    """Run one collection; (CPU ms per node, wall ms per node) of each window of nodes."""
+    parent = register_job(rt, principal, collection(nodes), delegation).job_id
+    start_job(rt, principal, parent)
+    marks = [round(nodes * (i + 1) / windows) for i in range(windows)]
+    cpu_ms: list[float] = []
+    wall_ms: list[float] = []
+    stop = threading.Event()
+    progress: list[tuple[int, float, float]] = []  # (nodes ended, process CPU, wall) at each mark
+
+    def watch() -> None:
+        begin = time.monotonic()
+        while not stop.is_set():
+            with rt.uow() as uow:
+                ended = _ended_nodes(uow, parent)
+            while marks and ended >= marks[0]:
+                progress.append((marks.pop(0), time.clock_gettime(worker_clock), time.monotonic()))
+            if ended >= nodes:
+                with rt.uow() as uow:
+                    row = uow.jobs.get(parent)
+                    if row is not None and row.state in FINAL:
+                        stop.set()
+            if time.monotonic() - begin > TIMEOUT:
+                stop.set()
+            time.sleep(0.05)
+
+    worker_clock = time.pthread_getcpuclockid(threading.get_ident())  # the worker runs in this thread
+    watcher = threading.Thread(target=watch, daemon=True)
+    start = (0, time.clock_gettime(worker_clock), time.monotonic())
+    watcher.start()
+    worker.run(stop)
+    watcher.join()
+    with rt.uow() as uow:
+        row = uow.jobs.get(parent)
+        assert row is not None
+        if row.state != JobState.DONE.value or row.exit_code != 0:
+            raise RuntimeError(f"the collection ended {row.state} ({row.reason})")
+    previous = start
+    for mark in progress:
+        count = mark[0] - previous[0]
+        if count > 0:
+            cpu_ms.append((mark[1] - previous[1]) / count * 1000)
+            wall_ms.append((mark[2] - previous[2]) / count * 1000)
+        previous = mark
+    return cpu_ms, wall_ms
+
+
+def _ended_nodes(uow: UnitOfWork, parent: str) -> int:
+    query = sa.select(sa.func.count()).select_from(Job).where(Job.parent_id == parent, Job.state.in_(FINAL))
+    return int(uow.session.scalar(query) or 0)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):7.2f} / {statistics.median(values):7.2f} / {max(values):7.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=100, help="nodes of the small collection, default 100")
+    parser.add_argument("--large", type=int, default=1000, help="nodes of the large collection, default 1000")
+    parser.add_argument("--windows", type=int, default=10, help="windows per collection, default 10")
+    parser.add_argument("--max-running", type=int, default=8, help="[execution] max_running, default 8")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("collection_execution.py must run as root: it creates a mapped account (useradd)", file=sys.stderr)
+        return 2
+    with local_accounts({"usr": ["usr"]}) as accounts:
+        root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir="/var/tmp"))
+        try:
+            os.chmod(root, ROOT_MODE)
+            ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
+            cred = ca.issue_user("Bench", root / "user")
+            proxy = root / "user" / "x509up"
+            write_proxy(cred, proxy, lifetime=12 * 3600)
+            dn = slash_dn(cred.cert.subject)
+            gridmap = root / "grid-mapfile"
+            gridmap.write_text(f'"{dn}" {accounts.name("usr")}\n')
+            (root / "work").mkdir(mode=0o755)
+            config = root / "wmproxy.conf"
+            config.write_text(
+                f"[database]\nurl = sqlite:///{root}/wmproxy.db\n"
+                f"[security]\nca_dir = {root}/certificates\nstore_key_file = {root}/store.key\nauthorized_users = *\n"
+                f"[service]\nhost = localhost\nport = 7443\n[sandbox]\nroot = {root}/sandbox\n"
+                f"[execution]\nwork_dir = {root}/work\nmax_running = {args.max_running}\n"
+                f"[jobs]\nmax_nodes = {max(args.large, args.small)}\n"
+                f"[mapping]\nmode = gridmap\ngridmap_file = {gridmap}\n")
+            settings = load_settings(config)
+            initialise(settings)
+            rt = Runtime.from_settings(settings)
+            principal = Principal(dn=dn)
+            delegation = delegate_in_process(rt, principal, proxy, "bench")
+            worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(root / "work", background_removal=True)},
+                                     "bench")
+            small_cpu: list[float] = []
+            small_wall: list[float] = []
+            for _ in range(args.windows):
+                cpu, wall = run_collection(rt, principal, delegation, worker, args.small, 1)
+                small_cpu += cpu
+                small_wall += wall
+            large_cpu, large_wall = run_collection(rt, principal, delegation, worker, args.large, args.windows)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"collections of /bin/true nodes, SQLite, in-process worker (local backend, mapping on, "
+          f"max_running {args.max_running}), {os.cpu_count()} cores")
+    print("per node, ms, min / median / max over the windows:")
+    print(f"  {args.small:6d} nodes ({args.windows} runs): CPU {spread(small_cpu)}   wall {spread(small_wall)}")
+    print(f"  {args.large:6d} nodes ({args.windows} windows): CPU {spread(large_cpu)}   wall {spread(large_wall)}")
+    print(f"  {args.large:6d} nodes, last window:   CPU {large_cpu[-1]:7.2f}             wall {large_wall[-1]:7.2f}")
+    print(f"ratio large/small of the medians: CPU {statistics.median(large_cpu) / statistics.median(small_cpu):.2f}, "
+          f"wall {statistics.median(large_wall) / statistics.median(small_wall):.2f} (target about 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""What wakes the execution worker, and its per-backend limits (issue 14, issue 9), on a real
+database (SQLite file and PostgreSQL) with the worker in-process.
+
+* PostgreSQL: the transaction that queues a start request notifies the listening worker at
+  commit (never on rollback); SQLite has no notification and polls.
+* The exit of a wrapper the worker spawned wakes it (pidfd).
+* ``[execution] max_running`` caps the local backend only; ``[slurm] max_submitted`` the
+  Slurm backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Pki
+from tests.support import build_runtime, close_runtime, delegate_in_process, principal_of
+from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
+from wmproxy.config import MappingSettings, SlurmSettings
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.backends.slurm import SlurmExecutionBackend
+from wmproxy.execution.identity import Account
+from wmproxy.execution.wakeup import Wakeup
+from wmproxy.execution.worker import ExecutionWorker
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
+from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
+
+#: Seconds a wait may take when something must wake it (never reached when it works).
+WOKEN_WITHIN = 60.0
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account) -> Iterator[Runtime]:
+    gridmap = tmp_path / "grid-mapfile"
+    gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
+    runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+                            execution={"work_dir": str(work_root), "poll_interval": 0.05, "max_running": 1})
+    runtime.settings = dataclasses.replace(
+        runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)),
+        slurm=SlurmSettings(max_submitted=7))
+    with runtime.uow() as uow:  # one database per module: start every test from an empty queue
+        for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
+            uow.session.execute(sa.delete(table))
+    yield runtime
+    close_runtime(runtime)
+
+
+@pytest.fixture
+def alice(rt: Runtime, pki: Pki) -> Principal:
+    principal = principal_of(pki, "alice")
+    delegate_in_process(rt, principal, pki.users["alice"].proxy, "wake")
+    return principal
+
+
+@pytest.fixture
+def wakeup(rt: Runtime) -> Iterator[Wakeup]:
+    waker = Wakeup(rt.session_factory.kw["bind"])
+    yield waker
+    waker.close()
+
+
+def _engine_name(rt: Runtime) -> str:
+    return str(rt.session_factory.kw["bind"].dialect.name)
+
+
+class TestQueueNotification:
+    def test_a_committed_start_wakes_the_listening_worker_on_postgresql(self, rt: Runtime, alice: Principal,
+                                                                       wakeup: Wakeup) -> None:
+        wakeup.wait(0)  # opens the LISTEN connection
+        if _engine_name(rt) != "postgresql":
+            assert not wakeup.listening  # SQLite: no notifications, the worker polls
+            return
+        assert wakeup.listening
+        submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake")
+        begin = time.monotonic()
+        assert wakeup.wait(WOKEN_WITHIN), "jobSubmit's start request did not wake the listener"
+        assert time.monotonic() - begin < WOKEN_WITHIN
+
+    def test_a_rolled_back_enqueue_does_not_wake_it(self, rt: Runtime, alice: Principal, wakeup: Wakeup) -> None:
+        wakeup.wait(0)
+        job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake").job_id
+        wakeup.wait(WOKEN_WITHIN)  # consume the submit's notification
+        uow = rt.uow()
+        try:
+            with uow:
+                uow.queue.enqueue(job_id, "cancel", utcnow())
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        assert not wakeup.wait(1.0)
+
+
+class TestIdle:
+    def test_with_nothing_to_watch_it_sleeps_for_the_timeout(self, tmp_path: Path) -> None:
+        waker = Wakeup(None)  # SQLite: no notifications
+        begin = time.monotonic()
+        assert not waker.wait(0.3)
+        assert time.monotonic() - begin >= 0.3  # slept, never a busy loop
+
+    def test_a_set_stop_event_ends_the_wait(self) -> None:
+        stop = threading.Event()
+        stop.set()
+        assert not Wakeup(None).wait(3600, stop)  # returns at once instead of in an hour
+
+
+class TestChildExit:
+    def test_the_exit_of_a_watched_child_wakes_the_worker(self, wakeup: Wakeup, tmp_path: Path) -> None:
+        gate = tmp_path / "go"
+        child = subprocess.Popen(["/bin/sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done"])
+        try:
+            wakeup.watch([child.pid])
+            assert not wakeup.wait(0.2)  # still running: nothing to wake for
+            gate.touch()
+            assert wakeup.wait(WOKEN_WITHIN), "the child's exit did not wake the worker"
+        finally:
+            child.wait(timeout=DEADLINE)
+
+
+class TestLimits:
+    def test_max_running_caps_the_local_backend_and_max_submitted_slurm(
+            self, rt: Runtime, alice: Principal, work_root: Path, tmp_path: Path) -> None:
+        slurm = SlurmExecutionBackend(work_root, slurm_conf=tmp_path / "no-slurm.conf")
+        worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0),
+                                      "slurm": slurm}, "w-limits")
+        assert worker.limits == {"local": 1, "slurm": 7}
+        script = "while [ ! -e go ]; do sleep 0.1; done"
+        jobs = [submit_job(rt, alice, f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; ]',
+                           "wake").job_id for _ in range(2)]
+        try:
+            worker.start()
+            deadline = time.monotonic() + DEADLINE
+            while not worker.running:
+                assert time.monotonic() < deadline, "no job started"
+                worker.step()
+            for _ in range(20):  # the local backend is full: the second job is not claimed
+                worker.step()
+            assert len(worker.running) == 1
+            assert worker._with_room() == ["slurm"]
+            with rt.uow() as uow:
+                states = {j: str(getattr(uow.jobs.get(j), "state", "")) for j in jobs}
+            assert sorted(states.values()) == sorted([JobState.RUNNING.value, JobState.WAITING.value])
+        finally:
+            for job in worker.running.values():
+                if job.handle.pid is not None and alive(job.handle.pid):
+                    kill_session(job.handle.pid)
+                if job.handle.process is not None:
+                    job.handle.process.wait(timeout=DEADLINE)
