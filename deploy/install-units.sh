@@ -11,7 +11,7 @@ case $venv in
     /*) ;;
     *) echo "install-units.sh: WMPROXY_VENV must be an absolute path: $venv" >&2; exit 2 ;;
 esac
-for program in wmproxy-server wmproxy-worker wmproxy-renewal wmproxy-admin; do
+for program in wmproxy-server wmproxy-worker wmproxy-renewal wmproxy-metrics wmproxy-admin; do
     if [ ! -x "$venv/bin/$program" ]; then
         echo "install-units.sh: $venv/bin/$program missing: pip install 'wmproxy[server]' into $venv first" >&2
         exit 1
@@ -19,7 +19,7 @@ for program in wmproxy-server wmproxy-worker wmproxy-renewal wmproxy-admin; do
 done
 here=$(dirname "$0")
 mkdir -p "$unit_dir"
-for unit in wmproxy.service wmproxy-worker.service wmproxy-renewal.service; do
+for unit in wmproxy.service wmproxy-worker.service wmproxy-renewal.service wmproxy-metrics.service; do
     sed "s|/usr/lib/wmproxy/venv/|$venv/|g" "$here/$unit" > "$unit_dir/$unit.tmp"
     chmod 0644 "$unit_dir/$unit.tmp"
     mv "$unit_dir/$unit.tmp" "$unit_dir/$unit"

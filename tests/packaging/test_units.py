@@ -13,7 +13,7 @@ from tests.conftest import need_peer
 from tests.integration.service import BIN, REPO
 
 DEPLOY = REPO / "deploy"
-UNITS = ("wmproxy.service", "wmproxy-worker.service", "wmproxy-renewal.service")
+UNITS = ("wmproxy.service", "wmproxy-worker.service", "wmproxy-renewal.service", "wmproxy-metrics.service")
 #: Where the units expect the virtualenv (WMPROXY_VENV; deploy/install-units.sh writes another).
 DEFAULT_VENV = "/usr/lib/wmproxy/venv"
 #: What the execution worker needs to switch identity (wmproxy.execution.identity), and nothing else.
@@ -66,6 +66,15 @@ class TestHardening:
         caps = set(one("wmproxy-renewal.service", "CapabilityBoundingSet").split())
         assert caps < WORKER_CAPS
         assert one("wmproxy-renewal.service", "ProtectSystem") == "strict"
+
+    def test_the_metrics_listener_has_no_capability(self) -> None:
+        assert one("wmproxy-metrics.service", "CapabilityBoundingSet") == ""
+        assert one("wmproxy-metrics.service", "AmbientCapabilities") == ""
+        assert one("wmproxy-metrics.service", "ProtectSystem") == "strict"
+        assert one("wmproxy-metrics.service", "NoNewPrivileges") == "yes"
+
+    def test_a_worker_that_refused_to_start_is_not_restarted(self) -> None:
+        assert one("wmproxy-worker.service", "RestartPreventExitStatus") == "3"
 
 
 class TestPrograms:

@@ -133,7 +133,8 @@ class SiteCollector:
         renewals.add_metric(["ok"], totals.renewals_ok)
         renewals.add_metric(["failed"], totals.renewals_failed)
         yield renewals
-        yield CounterMetricFamily("wmproxy_purges", "Jobs purged (Cleared events)", value=totals.purges)
+        yield CounterMetricFamily("wmproxy_purges", "Jobs cleared, and jobs removed by the purger (tombstones kept)",
+                                 value=totals.purges)
         yield GaugeMetricFamily("wmproxy_sandbox_bytes", "Bytes of the files in the sandbox area",
                                 value=self.sandbox_bytes())
 

@@ -35,11 +35,12 @@ class SiteTotals:
 
 
 def site_totals(rt: Runtime) -> SiteTotals:
-    """Jobs (and nodes) by state, pending execution requests, renewal results, purges."""
+    """Jobs (and nodes) by state, pending execution requests, renewal results, purges (jobs
+    cleared by jobPurge or output retrieval whose rows remain, plus the purger's tombstones)."""
     with rt.uow() as uow:
         ok, failed = queries.renewal_counts(uow.session)
         return SiteTotals(queries.jobs_by_state(uow.session), queries.queue_depth(uow.session), ok, failed,
-                          queries.event_count(uow.session, JobState.CLEARED.value))
+                          queries.event_count(uow.session, JobState.CLEARED.value) + queries.purged_count(uow.session))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from wmproxy.store.schema import ExecutionRequest, Job, JobDependency, JobEvent, ProxyRenewal
+from wmproxy.store.schema import ExecutionRequest, Job, JobDependency, JobEvent, ProxyRenewal, PurgedJob
 
 
 def jobs_by_state(session: Session, owner_dn: str | None = None) -> dict[str, int]:
@@ -36,6 +36,11 @@ def renewal_counts(session: Session) -> tuple[int, int]:
 def event_count(session: Session, state: str) -> int:
     """Events into ``state`` recorded."""
     return int(session.scalar(select(func.count()).select_from(JobEvent).where(JobEvent.state == state)) or 0)
+
+
+def purged_count(session: Session) -> int:
+    """Jobs the purger removed whose tombstones are still kept (``[purge] tombstone_age``)."""
+    return int(session.scalar(select(func.count()).select_from(PurgedJob)) or 0)
 
 
 def owner_jobs_page(session: Session, owner_dn: str, *, state: str | None, since: dt.datetime | None,

@@ -18,6 +18,7 @@ from wmproxy.monitoring.health import crl_check, readiness, schema_check, servic
 from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
+from wmproxy.store.schema import PurgedJob
 
 
 def samples(registry: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,6 +46,13 @@ def test_jobs_by_state_queue_and_purges(rt: Runtime, alice: Principal, delegated
     assert got[("wmproxy_proxy_renewals_total", (("result", "failed"),))] == 0
     assert got[("wmproxy_sandbox_bytes", ())] >= 0
     assert alice.dn not in generate_latest(scrape_registry(rt, tmp_path / "m2")).decode()
+
+
+def test_jobs_the_purger_removed_count_as_purges(rt: Runtime, tmp_path: Path) -> None:
+    with rt.uow() as uow:
+        uow.session.add(PurgedJob(job_id="https://localhost:9000/gone", owner_dn="/CN=x", state="Done",
+                                  reason="ended 7 days ago", purged_at=utcnow()))
+    assert samples(scrape_registry(rt, tmp_path / "metrics"))[("wmproxy_purges_total", ())] == 1
 
 
 def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
