@@ -29,7 +29,7 @@ from wmproxy.config import Settings, load_settings
 from wmproxy.domain import Principal
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
-from wmproxy.services import sandboxes
+from wmproxy.services import delegation_keys, sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
 from wmproxy.soap.auth import tls_principal
@@ -70,6 +70,7 @@ class WMProxyApplication:
             input_limit=lambda rel_dir: sandboxes.input_room(runtime, rel_dir),
             check_new_file=lambda rel_dir: sandboxes.check_new_input_file(runtime, rel_dir),
             max_name_bytes=limits.max_sandbox_name_bytes,
+            record_bytes=lambda rel_dir, delta, apply: sandboxes.change_area_bytes(runtime, rel_dir, delta, apply),
         )
 
     @cached_property
@@ -130,7 +131,9 @@ def create_app(settings: Settings | None = None, authenticate: Authenticate | No
     """
     settings = settings or load_settings()
     check_start(settings)
-    return WMProxyApplication(Runtime.from_settings(settings), authenticate)
+    runtime = Runtime.from_settings(settings)
+    delegation_keys.ensure_filler(runtime)  # this worker tops up the pool of getProxyReq keys
+    return WMProxyApplication(runtime, authenticate)
 
 
 class _LazyApplication:

@@ -73,6 +73,10 @@ class SqlJobStore:
     def by_sandbox_dir(self, sandbox_dir: str) -> Job | None:
         return self.session.scalars(select(Job).where(Job.sandbox_dir == sandbox_dir)).one_or_none()
 
+    def owners(self) -> list[str]:
+        """The distinct owner DNs of the jobs table."""
+        return list(self.session.scalars(select(Job.owner_dn).distinct()))
+
     def children(self, parent_id: str) -> Sequence[Job]:
         return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()
 
