@@ -25,9 +25,15 @@ class SqlJobStore:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, *, flush: bool = True) -> None:
+        """Add the job and its first event; ``flush=False`` leaves the INSERTs to the next flush."""
         self.session.add(job)
         self.session.add(JobEvent(job_id=job.id, state=job.state, reason=job.reason, at=job.created_at))
+        if flush:
+            self.session.flush()
+
+    def flush(self) -> None:
+        """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
         self.session.flush()
 
     def add_all(self, jobs: Sequence[Job]) -> None:
