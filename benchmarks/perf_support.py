@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.service import BIN, Deployment, free_port, wait_for_tls, write_config  # noqa: E402
-from wmproxy.security.pki import create_ca, write_proxy  # noqa: E402
+from tests.integration.service import BIN, Deployment, free_port, wait_for_tls, write_config
+from wmproxy.security.pki import create_ca, write_proxy
 
 POSTGRES_ADMIN_URL = os.environ.get("WMPROXY_TEST_POSTGRES", "postgresql+psycopg://postgres@localhost/postgres")
 ENDPOINT_PATH = "/glite_wms_wmproxy_server"
@@ -179,16 +179,15 @@ def _client(job: Job) -> tuple[int, float]:
     return count, now - start
 
 
-_pool: multiprocessing.pool.Pool | None = None
+_pools: dict[str, multiprocessing.pool.Pool] = {}
 
 
 def rate(port: int, s: Site, action: Action, clients: int, seconds: float) -> float:
     """Operations per second of ``clients`` persistent connections (one process each) for ``seconds``."""
-    global _pool
-    if _pool is None:
-        _pool = multiprocessing.get_context("fork").Pool(4)
+    if "clients" not in _pools:
+        _pools["clients"] = multiprocessing.get_context("fork").Pool(4)
     jobs = [Job(port, str(s.ca_dir), str(s.proxy), seconds, action, c) for c in range(clients)]
-    results = _pool.map(_client, jobs)
+    results = _pools["clients"].map(_client, jobs)
     return sum(count / elapsed for count, elapsed in results)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import (  # noqa: E402
+from perf_support import (
     DELEGATION2_NS,
     WMPROXY_NS,
     Site,
