@@ -58,6 +58,11 @@ class Site:
     def port(self) -> int:
         return self.deployment.port
 
+    @property
+    def pgid(self) -> int:
+        """Process group of the service's gunicorn (master and workers)."""
+        return self.deployment.processes[0].pid
+
 
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
@@ -113,21 +118,23 @@ def site(root: Path, database_url: str, *, extra: str = "", max_isb: int = 1_000
         dep.stop()
 
 
-def start_other_app(s: Site, app: str, env: dict[str, str] | None = None) -> int:
+def start_other_app(s: Site, app: str, env: dict[str, str] | None = None) -> tuple[int, int]:
     """Another gunicorn with the deployment's own configuration (same TLS settings, workers,
-    threads) serving the WSGI ``app`` on a new port; stopped with the deployment."""
+    threads) serving the WSGI ``app`` on a new port; stopped with the deployment. Returns
+    ``(port, process group id)``."""
     port = free_port()
     dep = s.deployment
     saved = dict(dep.env)
     dep.env.update(env or {})
     dep.env["WMPROXY_SERVICE_BIND"] = f"127.0.0.1:{port}"
     try:
-        dep.start([str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), app], f"gunicorn-{port}.log")
+        proc = dep.start([str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), app],
+                         f"gunicorn-{port}.log")
     finally:
         dep.env.clear()
         dep.env.update(saved)
     wait_for_tls(port)
-    return port
+    return port, proc.pid
 
 
 def client_context(ca_dir: Path, proxy: Path) -> ssl.SSLContext:
@@ -182,13 +189,43 @@ def _client(job: Job) -> tuple[int, float]:
 _pools: dict[str, multiprocessing.pool.Pool] = {}
 
 
-def rate(port: int, s: Site, action: Action, clients: int, seconds: float) -> float:
-    """Operations per second of ``clients`` persistent connections (one process each) for ``seconds``."""
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``
+    (a gunicorn master started in its own session, and its workers)."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window: operations per second, and server CPU seconds per operation."""
+
+    rate: float
+    cpu_per_op: float
+
+
+def rate(port: int, s: Site, action: Action, clients: int, seconds: float, pgid: int | None = None) -> Window:
+    """``clients`` persistent connections (one process each) doing ``action`` for ``seconds``;
+    with ``pgid``, the CPU the server's process group spent meanwhile is divided by the operations."""
     if "clients" not in _pools:
         _pools["clients"] = multiprocessing.get_context("fork").Pool(4)
     jobs = [Job(port, str(s.ca_dir), str(s.proxy), seconds, action, c) for c in range(clients)]
+    before = group_cpu(pgid) if pgid else 0.0
     results = _pools["clients"].map(_client, jobs)
-    return sum(count / elapsed for count, elapsed in results)
+    used = group_cpu(pgid) - before if pgid else 0.0
+    operations = sum(count for count, _ in results)
+    return Window(sum(count / elapsed for count, elapsed in results), used / max(operations, 1))
 
 
 def summary(values: Sequence[float]) -> str:

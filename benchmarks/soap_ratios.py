@@ -13,8 +13,11 @@ with a proxy, one process each), every round measures four adjacent windows:
 Before every window the service's pool of delegation keys is topped up
 (``[security] delegation_key_pool``, here 128), so no window shares the CPU with the
 background key generation; the delegation window runs 1 s so its requests are served from
-the pool. Printed: getVersion/trivial, jobSubmit/getVersion and delegation/getVersion
-(operations per second; one delegation = getProxyReq + putProxy), min/median/max over rounds.
+the pool. Printed: getVersion/trivial, jobSubmit/getVersion and delegation/getVersion, each
+twice: as operations per second (one delegation = getProxyReq + putProxy), and as the
+inverse ratio of the server's CPU seconds per operation (user + system of the gunicorn
+process group, from /proc), which a loaded machine disturbs much less; min/median/max over
+rounds.
 
     .venv/bin/python benchmarks/soap_ratios.py [--rounds 5] [--seconds 2] [--databases sqlite,postgresql]
 """
@@ -107,26 +110,35 @@ def run(kind: str, rounds: int, seconds: float) -> None:
             reply = root / "getVersion.reply"
             reply.write_bytes(post(ctx_conn, GET_VERSION))
             ctx_conn.close()
-            trivial = start_other_app(s, "benchmarks.trivial_wsgi:application", {"WMPROXY_BENCH_REPLY": str(reply)})
+            trivial, trivial_pgid = start_other_app(
+                s, "benchmarks.trivial_wsgi:application", {"WMPROXY_BENCH_REPLY": str(reply)})
             for clients in (1, 4):
-                gv_trivial, submit_gv, deleg_gv = [], [], []
+                ratios: dict[str, list[float]] = {}
                 for _ in range(rounds):
                     wait_pool_full(s)
-                    t = rate(trivial, s, get_version, clients, seconds)
+                    t = rate(trivial, s, get_version, clients, seconds, trivial_pgid)
                     wait_pool_full(s)
-                    g = rate(s.port, s, get_version, clients, seconds)
+                    g = rate(s.port, s, get_version, clients, seconds, s.pgid)
                     wait_pool_full(s)
-                    j = rate(s.port, s, job_submit, clients, seconds)
+                    j = rate(s.port, s, job_submit, clients, seconds, s.pgid)
                     wait_pool_full(s)
-                    d = rate(s.port, s, delegate, clients, 1.0)
-                    gv_trivial.append(g / t)
-                    submit_gv.append(j / g)
-                    deleg_gv.append(d / g)
-                    print(f"  [{kind}, {clients} client(s)] trivial {t:.0f}/s  getVersion {g:.0f}/s  "
-                          f"jobSubmit {j:.0f}/s  delegation {d:.1f}/s", flush=True)
-                report(f"getVersion / trivial WSGI ({kind}, {clients} client(s))", gv_trivial, 0.6)
-                report(f"jobSubmit / getVersion ({kind}, {clients} client(s))", submit_gv, 0.5)
-                report(f"delegation / getVersion ({kind}, {clients} client(s))", deleg_gv, 0.3)
+                    d = rate(s.port, s, delegate, clients, 1.0, s.pgid)
+                    for name, value in (
+                        ("getVersion / trivial WSGI, throughput", g.rate / t.rate),
+                        ("getVersion / trivial WSGI, server CPU", t.cpu_per_op / g.cpu_per_op),
+                        ("jobSubmit / getVersion, throughput", j.rate / g.rate),
+                        ("jobSubmit / getVersion, server CPU", g.cpu_per_op / j.cpu_per_op),
+                        ("delegation / getVersion, throughput", d.rate / g.rate),
+                        ("delegation / getVersion, server CPU", g.cpu_per_op / d.cpu_per_op),
+                    ):
+                        ratios.setdefault(name, []).append(value)
+                    print(f"  [{kind}, {clients} client(s)] per second: trivial {t.rate:.0f}, getVersion {g.rate:.0f}, "
+                          f"jobSubmit {j.rate:.0f}, delegation {d.rate:.1f}; server CPU ms per operation: "
+                          f"{t.cpu_per_op * 1000:.2f}, {g.cpu_per_op * 1000:.2f}, {j.cpu_per_op * 1000:.2f}, "
+                          f"{d.cpu_per_op * 1000:.2f}", flush=True)
+                for name, values in ratios.items():
+                    target = 0.6 if name.startswith("getVersion") else 0.5 if name.startswith("jobSubmit") else 0.3
+                    report(f"{name} ({kind}, {clients} client(s))", values, target)
 
 
 def main() -> None:

@@ -6,8 +6,10 @@ their CSR by :func:`wmproxy.security.delegation.new_proxy_request`, sealed with 
 key and kept in the database (``delegation_key_pool``). :func:`claim_key` deletes the row it
 returns in the caller's transaction, so each key serves exactly one request, whichever
 process asks. A daemon thread in each gunicorn worker (:func:`ensure_filler`, started
-by ``wmproxy.soap.app.create_app``) keeps ``[security] delegation_key_pool`` keys ready; when the pool is
-empty (a burst, or the pool turned off with 0) the key is generated inline as before.
+by ``wmproxy.soap.app.create_app``) keeps ``[security] delegation_key_pool`` keys ready,
+generating them once no key has been claimed for :data:`QUIET_PERIOD` seconds (a burst of
+requests keeps the CPU); when the pool is empty (a long burst, or the pool turned off with
+0) the key is generated inline as before.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from wmproxy.domain import utcnow
 from wmproxy.security import delegation as crypto
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds the filler sleeps between checks of the pool when nothing wakes it.
 FILL_INTERVAL = 5.0
+#: Seconds without a claim before the filler generates keys: during a burst of getProxyReq
+#: the worker's CPU goes to the requests; the pool is topped up once the burst is over.
+QUIET_PERIOD = 1.0
 
 
 def claim_key(rt: Runtime, uow: UnitOfWork) -> tuple[bytes, bytes] | None:
@@ -50,9 +56,10 @@ def new_key(rt: Runtime) -> tuple[bytes, bytes]:
     return rt.sealer.seal(key_pem), csr_pem
 
 
-def fill_pool(rt: Runtime, target: int | None = None, stop: threading.Event | None = None) -> int:
+def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], bool] | None = None) -> int:
     """Generate keys until the pool holds ``target`` (default ``[security] delegation_key_pool``)
-    keys of the configured size; each key is committed on its own. Returns how many were added.
+    keys of the configured size, or until ``interrupted()`` is true (checked before each key);
+    each key is committed on its own. Returns how many were added.
 
     Several processes may fill at once: the pool may then briefly hold a few keys more
     than ``target``, never fewer than asked.
@@ -60,7 +67,7 @@ def fill_pool(rt: Runtime, target: int | None = None, stop: threading.Event | No
     bits = rt.settings.security.delegation_key_bits
     target = rt.settings.security.delegation_key_pool if target is None else target
     added = 0
-    while stop is None or not stop.is_set():
+    while interrupted is None or not interrupted():
         with rt.uow() as uow:
             if uow.key_pool.size(bits) >= target:
                 break
@@ -81,12 +88,15 @@ class _Filler:
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            self.wake.clear()
+            while self.wake.is_set() and not self.stop.is_set():  # wait for a quiet moment
+                self.wake.clear()
+                self.wake.wait(QUIET_PERIOD)
             try:
-                fill_pool(self.rt, stop=self.stop)
+                fill_pool(self.rt, interrupted=lambda: self.stop.is_set() or self.wake.is_set())
             except Exception:  # the database may be away for a while: retry at the next tick
                 log.exception("could not top up the delegation key pool")
-            self.wake.wait(FILL_INTERVAL)
+            if not self.wake.is_set():
+                self.wake.wait(FILL_INTERVAL)
 
 
 _fillers: dict[int, _Filler] = {}
