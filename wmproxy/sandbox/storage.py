@@ -611,8 +611,9 @@ class FilesystemSandboxStorage:
                     raise InvalidArgumentError(
                         f"Upload of {path.name} truncated: {total} of {length} bytes received"
                     )
+                # No fsync (issue 14): the rename below keeps readers from a partial file; an upload is
+                # not promised to survive a power loss, which a client sees as a missing input file.
                 out.flush()
-                os.fdatasync(out.fileno())
             if commit is None:
                 os.replace(tmp, path)
             else:
