@@ -36,6 +36,7 @@ from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
 from wmproxy.soap.dispatch import SoapDispatcher
+from wmproxy.soap.memory import release_after
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class WMProxyApplication:
             return self._send(start_response, "200 OK", self.wsdl, "text/xml; charset=utf-8")
         if path == self.endpoint_path and method == "POST":
             environ[RUNTIME_KEY] = self.runtime
-            return self.soap(environ, start_response)
+            return release_after(environ, self.soap(environ, start_response))
         if path.startswith(self.sandbox_prefix):
             return self.sandbox(environ, start_response)
         if path == self.endpoint_path:
