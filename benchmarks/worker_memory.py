@@ -21,16 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from collection_1000 import collection
 from perf_support import Site, database, site
-
-
-def collection(nodes: int) -> str:
-    body = ",\n".join(
-        f'  [ Executable = "/bin/echo"; Arguments = "node {i}"; StdOutput = "o{i}.txt";'
-        f' OutputSandbox = {{"o{i}.txt"}}; ]'
-        for i in range(nodes)
-    )
-    return f'[ Type = "collection";\n  Requirements = true;\n  Nodes = {{\n{body}\n  }};\n]'
 
 
 def worker_pid(s: Site) -> int:
