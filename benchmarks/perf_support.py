@@ -228,6 +228,14 @@ def rate(port: int, s: Site, action: Action, clients: int, seconds: float, pgid:
     return Window(sum(count / elapsed for count, elapsed in results), used / max(operations, 1))
 
 
+def close_clients() -> None:
+    """Stop the client processes (their state belongs to one deployment: call at its end)."""
+    pool = _pools.pop("clients", None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
 def summary(values: Sequence[float]) -> str:
     return f"min {min(values):.3f}  median {statistics.median(values):.3f}  max {max(values):.3f}"
 

@@ -82,7 +82,8 @@ def main() -> None:
             f.write(os.urandom(size % CHUNK))
         raw_dir = root / "raw"
         raw_dir.mkdir()
-        with database("sqlite", root) as url, site(root, url, max_isb=2 * size) as s:
+        no_quota = {"WMPROXY_JOBS_QUOTA_SOFT_LIMIT": "0", "WMPROXY_JOBS_QUOTA_HARD_LIMIT": "0"}
+        with database("sqlite", root) as url, site(root, url, max_isb=2 * size, env=no_quota) as s:
             from wmproxy.client import WMProxyClient
 
             client = WMProxyClient(s.deployment.endpoint, str(s.proxy), str(s.ca_dir))

@@ -38,6 +38,7 @@ from perf_support import (
     DELEGATION2_NS,
     WMPROXY_NS,
     Site,
+    close_clients,
     database,
     envelope,
     post,
@@ -139,6 +140,7 @@ def run(kind: str, rounds: int, seconds: float) -> None:
                 for name, values in ratios.items():
                     target = 0.6 if name.startswith("getVersion") else 0.5 if name.startswith("jobSubmit") else 0.3
                     report(f"{name} ({kind}, {clients} client(s))", values, target)
+            close_clients()  # they hold this deployment's credential
 
 
 def main() -> None:
