@@ -269,8 +269,12 @@ class SandboxApp:
         if created:
             self.check_new_file(job_rel_dir)
         limit = max(0, self.input_limit(job_rel_dir)) + existing
+        length = request.content_length
+        # With a Content-Length, stream_into reads exactly that many bytes: read the server's own
+        # input stream, not werkzeug's wrapper around it (two more copies of every block).
+        stream = request.environ["wsgi.input"] if length is not None else request.stream
         self.storage.stream_into(
-            path, request.stream, request.content_length, limit,
+            path, stream, length, limit,
             commit=lambda total, replace: self.record_bytes(job_rel_dir, total - existing, replace),
         )
         if created:
