@@ -36,7 +36,7 @@ from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
 from wmproxy.soap.dispatch import SoapDispatcher
-from wmproxy.soap.memory import release_after
+from wmproxy.soap.memory import limit_arenas, release_after
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None, authenticate: Authenticate | No
     """
     settings = settings or load_settings()
     check_start(settings)
+    limit_arenas()  # before this worker's request threads allocate
     runtime = Runtime.from_settings(settings)
     delegation_keys.ensure_filler(runtime)  # this worker tops up the pool of getProxyReq keys
     return WMProxyApplication(runtime, authenticate)

@@ -41,6 +41,24 @@ def _load_trim() -> Any:
 
 _malloc_trim = _load_trim()
 
+#: glibc ``mallopt`` parameter M_ARENA_MAX, and the arenas a process may have: by default glibc
+#: gives each request thread a heap of its own (up to 8 per core), each keeping the high-water
+#: mark of the requests it served; two arenas are plenty for four request threads.
+M_ARENA_MAX = -8
+ARENAS = 2
+
+
+def limit_arenas() -> None:
+    """Limit glibc's malloc arenas to :data:`ARENAS` in this process (and the processes it forks:
+    call it before the request threads start); nothing where ``mallopt`` does not exist."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(M_ARENA_MAX, ARENAS)
+    except (OSError, AttributeError):  # not glibc
+        return
+
 
 def release_memory() -> None:
     """Collect every generation, then hand glibc's free heap memory back to the kernel (where
