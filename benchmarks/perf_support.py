@@ -16,7 +16,6 @@ import ssl
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.conftest import _postgres_database
 from tests.integration.service import BIN, Deployment, free_port, wait_for_tls, write_config
 from wmproxy.security.pki import create_ca, write_proxy
 
-POSTGRES_ADMIN_URL = os.environ.get("WMPROXY_TEST_POSTGRES", "postgresql+psycopg://postgres@localhost/postgres")
 ENDPOINT_PATH = "/glite_wms_wmproxy_server"
 WMPROXY_NS = "http://glite.org/wms/wmproxy"
 DELEGATION2_NS = "http://www.gridsite.org/namespaces/delegation-2"
@@ -65,28 +64,11 @@ class Site:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database (trust auth on localhost), dropped afterwards."""
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"wmproxy_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextlib.contextmanager
 def database(kind: str, root: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{root}/wmproxy.db"
     else:
-        with postgres_database() as url:
+        with contextlib.contextmanager(_postgres_database)() as url:  # the tests' fresh database
             yield url
 
 
