@@ -226,7 +226,7 @@ def drain(settings: Settings, switch: str) -> None:
         click.echo("not draining: new jobs are accepted")
 
 
-for _command in (admintools.jobs, admintools.purge, admintools.stats, admintools.check):
+for _command in (admintools.jobs, admintools.purge, admintools.stats, admintools.check, admintools.recount_usage):
     cli.add_command(_command)
 
 

@@ -278,6 +278,29 @@ def stats(settings: Settings, as_json: bool) -> None:
                f"work dirs: {data['work_dir_bytes']} bytes")
 
 
+@click.command("recount-usage")
+@click.option("--owner", default=None, metavar="DN", help="only this owner's counter (default: every owner)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
+    """Set the per-user sandbox usage counters (the quota) to what the job areas hold on disk:
+    after a crash, a restore or a manual change in the sandbox area."""
+    from wmproxy.services.quota import recount_usage as recount
+
+    rt = _runtime(settings)
+    try:
+        counted = recount(rt, owner)
+    finally:
+        _close(rt)
+    if as_json:
+        _print_json({"usage_bytes": counted})
+        return
+    table = Table("owner", "bytes", title="sandbox usage recounted")
+    for dn, used in sorted(counted.items()):
+        table.add_row(dn, str(used))
+    Console().print(table)
+
+
 # --- check -----------------------------------------------------------------------------------
 
 

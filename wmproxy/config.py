@@ -68,6 +68,9 @@ class SecuritySettings:
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
         min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job.
         delegation_key_bits: RSA key size of the server-side delegation key.
+        delegation_key_pool: server keys (with their CSRs) kept ready, sealed, in the
+            database and topped up in the background, so getProxyReq does not generate
+            an RSA key while the client waits; 0 = generate each key on the request path.
     """
 
     ca_dir: str = "/etc/grid-security/certificates"
@@ -79,6 +82,7 @@ class SecuritySettings:
     policy_file: str = ""
     min_proxy_lifetime: int = 20 * 60
     delegation_key_bits: int = 2048
+    delegation_key_pool: int = 16
 
 
 @dataclass(frozen=True)

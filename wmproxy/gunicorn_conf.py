@@ -16,6 +16,7 @@ only ever serves a client that has completed it.
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 import time
@@ -41,6 +42,10 @@ workers = _settings.service.workers
 worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"
 threads = _settings.service.threads
 timeout = 120
+# The heartbeat file each worker touches on every loop turn: on tmpfs, not the disk (issue 14).
+# gunicorn makes it with mkstemp and unlinks it at once.
+_SHM = "/dev/shm"  # noqa: S108
+worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
 graceful_timeout = 30
 keepalive = 5
 certfile = _settings.security.host_cert

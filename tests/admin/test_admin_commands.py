@@ -110,6 +110,23 @@ class TestPurge:
         assert left == {"a-running", "b-waiting"}
 
 
+class TestUsage:
+    def test_recount_sets_the_counters_from_the_disk_and_the_purge_takes_the_bytes_off(
+            self, config: Path, settings: Settings) -> None:
+        from wmproxy.services.quota import used_bytes
+
+        result = admin(config, "recount-usage", "--json")
+        assert result.exit_code == 0, result.output
+        counted = json.loads(result.output)["usage_bytes"]
+        assert counted[ALICE] >= 5000 and counted[BOB] < 5000
+        assert admin(config, "purge", "--yes").exit_code == 0  # a-old-done (5000 bytes) goes
+        rt = Runtime.from_settings(settings)
+        try:
+            assert used_bytes(rt, ALICE) == counted[ALICE] - 5000
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+
+
 class TestDrain:
     def test_on_and_off(self, config: Path, settings: Settings) -> None:
         drain = Path(settings.service.drain_file)

@@ -217,6 +217,24 @@ class TestRotation:
         second = rotate_store_key(settings, today=dt.date(2026, 12, 2))
         assert first.retired != second.retired and first.retired.exists() and second.retired.exists()
 
+    def test_the_pool_of_delegation_keys_is_emptied(self, settings: Settings) -> None:
+        from sqlalchemy import func
+
+        from wmproxy.domain import utcnow
+        from wmproxy.store.keypool import PooledDelegationKey, SqlDelegationKeyPool
+
+        initialise(settings)
+        engine = make_engine(settings.database.url)
+        factory = make_session_factory(engine)
+        try:
+            with factory() as session, session.begin():
+                SqlDelegationKeyPool(session).add(b"sealed", "csr", 2048, utcnow())
+            rotate_store_key(settings)
+            with factory() as session:
+                assert session.scalar(select(func.count()).select_from(PooledDelegationKey)) == 0
+        finally:
+            engine.dispose()
+
     def test_a_row_sealed_with_another_key_aborts_the_rotation_unchanged(self, settings: Settings) -> None:
         initialise(settings)
         key_before = key_path(settings).read_bytes()
@@ -265,4 +283,5 @@ def test_rotation_covers_every_binary_column_of_the_schema() -> None:
     binary = {(table.name, column.name) for table in Base.metadata.tables.values() for column in table.columns
               if isinstance(column.type, LargeBinary)}
     not_sealed = {("inspection_requests", "output")}  # a command's output, shown to the job's owner
-    assert binary - not_sealed == {("delegations", "sealed_proxy"), ("delegation_requests", "sealed_key")}
+    discarded = {("delegation_key_pool", "sealed_key")}  # unused keys: emptied by the rotation
+    assert binary - not_sealed - discarded == {("delegations", "sealed_proxy"), ("delegation_requests", "sealed_key")}

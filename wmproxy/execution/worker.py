@@ -54,6 +54,7 @@ from wmproxy.services import execution as service
 from wmproxy.services import inspection
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
+from wmproxy.services.quota import count_output
 from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 
@@ -411,6 +412,7 @@ class ExecutionWorker:
         try:
             missing = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox)
+            count_output(self.rt, job.order.area.job_id)
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
         except WMProxyError as exc:
             reasons.append(f"output sandbox not collected: {exc}")

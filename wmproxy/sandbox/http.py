@@ -55,6 +55,7 @@ from wmproxy.errors import (
     WMProxyError,
 )
 from wmproxy.sandbox.storage import (
+    CHUNK_SIZE,
     NAME_MAX,
     FilesystemSandboxStorage,
     UnknownJobAreaError,
@@ -75,6 +76,16 @@ InputLimit = Callable[[str], int]
 NewFileCheck = Callable[[str], None]
 """``check_new_file(job_rel_dir)``: return if the job's ``input/`` may take one more file,
 else raise (SandboxFileCountError → 403)."""
+
+RecordBytes = Callable[[str, int, Callable[[], None]], None]
+"""``record_bytes(job_rel_dir, delta, apply)``: call ``apply()`` (the rename or unlink that
+adds ``delta`` bytes to the job area, negative for fewer) inside the transaction that adds
+``delta`` to the owner's usage counter; raise (QuotaExceededError → 413) to refuse."""
+
+
+def _apply_only(job_rel_dir: str, delta: int, apply: Callable[[], None]) -> None:
+    apply()
+
 
 ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
 
@@ -116,6 +127,8 @@ class SandboxApp:
             replaces a file, that file's current size is added back.
         check_new_file: ``check_new_file(job_rel_dir)`` before a PUT creates a file in the
             job's input sandbox: raises to refuse (the file-count limit); default no check.
+        record_bytes: ``record_bytes(job_rel_dir, delta, apply)`` around each change of the
+            bytes an area holds (upload, delete, overwriting move); default: just ``apply()``.
         max_name_bytes: longest file name (bytes of UTF-8) a path component may have.
     """
 
@@ -127,12 +140,14 @@ class SandboxApp:
         input_limit: InputLimit,
         check_new_file: NewFileCheck | None = None,
         max_name_bytes: int = NAME_MAX,
+        record_bytes: RecordBytes | None = None,
     ) -> None:
         self.storage = storage
         self.authorize = authorize
         self.input_limit = input_limit
         self.check_new_file = check_new_file or (lambda rel_dir: None)
         self.max_name_bytes = max_name_bytes
+        self.record_bytes = record_bytes or _apply_only
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -174,7 +189,7 @@ class SandboxApp:
                 return _mkdir(path)
             return self._put(request, job_rel_dir, path)
         if method == "DELETE":
-            return _delete(path)
+            return self._delete(job_rel_dir, path)
         return self._move(request, job_rel_dir, path)
 
     def _check_names(self, names: tuple[str, ...]) -> None:
@@ -213,7 +228,9 @@ class SandboxApp:
             response.headers["Content-Length"] = str(st.st_size)  # Response(b"") set it to 0
             return response
         f = os.fdopen(fd, "rb")
-        return Response(wrap_file(request.environ, f), status=200, headers=headers, direct_passthrough=True)
+        # 1 MiB blocks: the server's file wrapper reads 8 kB at a time by default (no sendfile over TLS).
+        body = wrap_file(request.environ, f, buffer_size=CHUNK_SIZE)
+        return Response(body, status=200, headers=headers, direct_passthrough=True)
 
     def _listing(self, request: Request, path: Path) -> Response:
         rows = []
@@ -252,9 +269,33 @@ class SandboxApp:
         if created:
             self.check_new_file(job_rel_dir)
         limit = max(0, self.input_limit(job_rel_dir)) + existing
-        self.storage.stream_into(path, request.stream, request.content_length, limit)
+        length = request.content_length
+        # With a Content-Length, stream_into reads exactly that many bytes: read the server's own
+        # input stream, not werkzeug's wrapper around it (two more copies of every block).
+        stream = request.environ["wsgi.input"] if length is not None else request.stream
+        self.storage.stream_into(
+            path, stream, length, limit,
+            commit=lambda total, replace: self.record_bytes(job_rel_dir, total - existing, replace),
+        )
         if created:
             return _text(201, "Created")
+        return Response(status=204)
+
+    def _delete(self, job_rel_dir: str, path: Path) -> Response:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise _HttpError(404, "No such file") from None
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(path)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise _HttpError(409, "The directory is not empty") from None
+                raise
+        else:
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            self.record_bytes(job_rel_dir, -size, lambda: os.unlink(path))
         return Response(status=204)
 
     def _move(self, request: Request, job_rel_dir: str, path: Path) -> Response:
@@ -283,7 +324,8 @@ class SandboxApp:
             raise _HttpError(412, "The destination exists")
         if existed and os.path.isdir(target) and not os.path.islink(target):
             raise _HttpError(409, "The destination is a directory")
-        os.replace(path, target)
+        overwritten = _file_size(target) if existed else 0
+        self.record_bytes(job_rel_dir, -overwritten, lambda: os.replace(path, target))
         return Response(status=204) if existed else _text(201, "Created")
 
 
@@ -299,21 +341,13 @@ def _mkdir(path: Path) -> Response:
     return _text(201, "Created")
 
 
-def _delete(path: Path) -> Response:
+def _file_size(path: Path) -> int:
+    """Bytes of the regular file at ``path`` (0 for anything else)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise _HttpError(404, "No such file") from None
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            os.rmdir(path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise _HttpError(409, "The directory is not empty") from None
-            raise
-    else:
-        os.unlink(path)
-    return Response(status=204)
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _close_quietly(fd: int) -> None:

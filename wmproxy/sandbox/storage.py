@@ -28,6 +28,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -43,7 +44,7 @@ from wmproxy.errors import (
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 1024 * 1024
 """Bytes read from an upload stream at a time."""
 
 AREAS = ("input", "output", "peek")
@@ -89,6 +90,10 @@ class JobArea:
     input_uri: str
     output_uri: str
     peek_uri: str
+
+
+Commit = Callable[[int, Callable[[], None]], None]
+"""``commit(bytes written, replace)``: see :meth:`FilesystemSandboxStorage.stream_into`."""
 
 
 class ReadableStream(Protocol):
@@ -279,16 +284,21 @@ class FilesystemSandboxStorage:
             raise SandboxError(f"Unable to create the job directory {job_dir}: {exc.strerror}") from exc
         return job_dir
 
-    def remove_job_area(self, job_id: str) -> None:
+    def remove_job_area(self, job_id: str) -> int:
         """Delete the job area and, if it is now empty, its 2-char fan-out directory.
 
         A missing area is not an error. Symlinks inside the area are removed, never followed.
+
+        Returns:
+            Bytes of the regular files the area held (what the owner's usage counter
+            loses; 0 for a missing area).
 
         Raises:
             InvalidArgumentError: invalid job id.
             SandboxError: the area exists but cannot be removed.
         """
         job_dir = self.job_dir(job_id)
+        freed = _tree_size(job_dir) if job_dir.is_dir() else 0
         try:
             shutil.rmtree(job_dir)
         except FileNotFoundError:
@@ -297,6 +307,7 @@ class FilesystemSandboxStorage:
             raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
         with contextlib.suppress(OSError):  # not empty (other jobs) or already gone
             job_dir.parent.rmdir()
+        return freed
 
     def input_file_count(self, job_id: str) -> int:
         """Regular files under the job's ``input/`` (recursively), in-progress uploads included.
@@ -361,6 +372,11 @@ class FilesystemSandboxStorage:
         """Total bytes of the regular files in the whole job area (0 when it does not exist)."""
         job_dir = self.job_dir(job_id)
         return _tree_size(job_dir) if job_dir.is_dir() else 0
+
+    def output_bytes(self, job_id: str) -> int:
+        """Total bytes of the regular files under the job's ``output/`` (0 when it does not exist)."""
+        output = self.job_dir(job_id) / "output"
+        return _tree_size(output) if output.is_dir() else 0
 
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
@@ -547,7 +563,10 @@ class FilesystemSandboxStorage:
             _unlink_quietly(tmp)
             raise
 
-    def stream_into(self, path: Path, stream: ReadableStream, length: int | None, limit: int) -> int:
+    def stream_into(
+        self, path: Path, stream: ReadableStream, length: int | None, limit: int, *,
+        commit: Commit | None = None,
+    ) -> int:
         """Copy an upload into ``path`` atomically, at most ``limit`` bytes.
 
         Args:
@@ -556,6 +575,9 @@ class FilesystemSandboxStorage:
             length: announced size in bytes (``Content-Length``), or None (chunked):
                 then the stream is read until it ends.
             limit: maximum bytes accepted.
+            commit: ``commit(bytes written, replace)`` once the data is on disk: it must
+                call ``replace()`` (the atomic rename into ``path``), e.g. inside the
+                transaction that counts the bytes; if it raises, nothing is left on disk.
 
         Returns:
             Bytes written.
@@ -589,9 +611,13 @@ class FilesystemSandboxStorage:
                     raise InvalidArgumentError(
                         f"Upload of {path.name} truncated: {total} of {length} bytes received"
                     )
+                # No fsync (issue 14): the rename below keeps readers from a partial file; an upload is
+                # not promised to survive a power loss, which a client sees as a missing input file.
                 out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
+            if commit is None:
+                os.replace(tmp, path)
+            else:
+                commit(total, lambda: os.replace(tmp, path))
         except OSError as exc:
             _unlink_quietly(tmp)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -24,6 +24,7 @@ from wmproxy.security.chain import has_limited_proxy, load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
 from wmproxy.security.voms import verified_fqans
+from wmproxy.services.delegation_keys import claim_key, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Delegation
@@ -44,7 +45,10 @@ def resolve_delegation_id(principal: Principal, delegation_id: str | None) -> st
 
 
 def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str | None) -> tuple[str, str]:
-    """getProxyReq: make a server key pair and return ``(delegation id, PEM CSR)``.
+    """getProxyReq: take a server key pair and return ``(delegation id, PEM CSR)``.
+
+    The key comes from the pool of pre-generated keys (:mod:`wmproxy.services.delegation_keys`),
+    or is generated now when the pool is empty; it serves this request only.
 
     The private key is sealed and kept as the pending request of (DN, id); an older
     pending request for the same scope is replaced. A stored proxy is left untouched
@@ -54,9 +58,14 @@ def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str |
         InvalidDelegationIdError: unusable delegation id.
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
-    key_pem, csr_pem = crypto.new_proxy_request(rt.settings.security.delegation_key_bits)
     with rt.uow() as uow:
-        uow.delegations.put_request(principal.dn, delegation_id, rt.sealer.seal(key_pem), csr_pem.decode(), utcnow())
+        pooled = claim_key(rt, uow)
+        if pooled is not None:
+            uow.delegations.put_request(principal.dn, delegation_id, pooled[0], pooled[1].decode(), utcnow())
+            return delegation_id, pooled[1].decode()
+    sealed_key, csr_pem = new_key(rt)  # outside a transaction: it takes a while
+    with rt.uow() as uow:
+        uow.delegations.put_request(principal.dn, delegation_id, sealed_key, csr_pem.decode(), utcnow())
     return delegation_id, csr_pem.decode()
 
 

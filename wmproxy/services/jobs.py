@@ -19,6 +19,7 @@ from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
+from wmproxy.services.quota import release_area
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import select_protocols
 from wmproxy.store import UnitOfWork
@@ -145,7 +146,7 @@ def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *, qui
             uow.queue.complete(request, now)
         uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
         if state == JobState.SUBMITTED and job.parent_id is None:
-            rt.storage.remove_job_area(job.id)
+            release_area(uow, rt, job.owner_dn, job.id)
         on_node_ended(uow, job, now)
         return
     if state not in ACTIVE_STATES:  # the callers pass no ended job
@@ -173,8 +174,8 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         uow.jobs.record_event(job, "purged", now, source="user", reason="job area removed")
         for child in uow.jobs.children(job.id):
             uow.jobs.set_state(child, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
-            rt.storage.remove_job_area(child.id)
-        rt.storage.remove_job_area(job.id)
+            release_area(uow, rt, child.owner_dn, child.id)
+        release_area(uow, rt, job.owner_dn, job.id)
 
 
 def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, int]]:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
 from wmproxy.errors import InvalidArgumentError, WMProxyError
+from wmproxy.services.quota import release_area
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
 
@@ -144,8 +145,8 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
         if job is None or job.state != candidate.state:  # gone, or changed since it was selected
             return False
         ids = store.remove_job(job, f"{candidate.state}: {reason}", now)
-        for job_id in ids:
-            rt.storage.remove_job_area(job_id)
+        for job_id in ids:  # the bytes leave the owner's usage counter in this transaction
+            release_area(uow, rt, candidate.owner_dn, job_id)
     log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
              candidate.state, reason, len(ids) - 1)
     return True

@@ -7,9 +7,12 @@ and ``quota_hard_limit``). Uploads beyond the hard limit are refused (HTTP 413).
 
 from __future__ import annotations
 
-from wmproxy.domain import JobState, Principal
+from collections.abc import Callable
+
+from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
 
 
 class QuotaManagementError(QuotaExceededError):
@@ -24,10 +27,66 @@ def _limits(rt: Runtime) -> tuple[int, int]:
 
 
 def used_bytes(rt: Runtime, owner_dn: str) -> int:
-    """Bytes held by the sandbox areas of ``owner_dn``'s jobs."""
+    """Bytes held by the sandbox areas of ``owner_dn``'s jobs: the usage counter, kept by
+    every change of those bytes (:func:`change_usage`, :func:`count_output`,
+    :func:`release_area`), one row read whatever the number of jobs."""
     with rt.uow() as uow:
-        job_ids = [job.id for job in uow.jobs.owned_by(owner_dn) if job.state != JobState.CLEARED.value]
-    return sum(rt.storage.area_bytes(job_id) for job_id in job_ids)
+        return uow.usage.used(owner_dn)
+
+
+def change_usage(rt: Runtime, owner_dn: str, delta: int, apply: Callable[[], None]) -> None:
+    """Run ``apply()`` (the rename or unlink that changes ``owner_dn``'s bytes by ``delta``)
+    in the transaction that adds ``delta`` to the usage counter; the counter row is locked
+    meanwhile, so concurrent uploads of one user are checked against the quota in turn.
+
+    Raises:
+        QuotaExceededError: quotas are on and ``delta`` > 0 would take the user over the
+            hard limit (nothing is applied).
+    """
+    hard = rt.settings.jobs.quota_hard_limit
+    with rt.uow() as uow:
+        used = uow.usage.used(owner_dn, for_update=True)
+        if delta > 0 and hard > 0 and used + delta > hard:
+            raise QuotaExceededError(
+                f"The upload exceeds the user's disk quota: {used} of {hard} bytes used, {delta} more asked"
+            )
+        uow.usage.add(owner_dn, delta, utcnow())
+        apply()
+
+
+def count_output(rt: Runtime, job_id: str) -> None:
+    """Add the bytes of a job's collected output sandbox to its owner's counter (once, when
+    the execution worker has collected it); an unknown job is ignored."""
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        if job is not None:
+            uow.usage.add(job.owner_dn, rt.storage.output_bytes(job_id), utcnow())
+
+
+def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> None:
+    """Remove a job area in ``uow``'s transaction and take its bytes off ``owner_dn``'s counter."""
+    uow.usage.add(owner_dn, -rt.storage.remove_job_area(job_id), utcnow())
+
+
+def recount_usage(rt: Runtime, owner_dn: str | None = None) -> dict[str, int]:
+    """Recount the usage counters from the disk: walk the job areas of every live (not
+    Cleared) job of ``owner_dn`` (default: of every owner with jobs or a counter) and set
+    the counter to what they hold. For ``wmproxy-admin`` after a crash or a manual change
+    in the sandbox area; each owner's row is locked while it is counted.
+
+    Returns ``{owner DN: bytes}`` of the owners recounted.
+    """
+    with rt.uow() as uow:
+        owners = [owner_dn] if owner_dn is not None else sorted(set(uow.jobs.owners()) | set(uow.usage.owners()))
+    counted: dict[str, int] = {}
+    for owner in owners:
+        with rt.uow() as uow:
+            uow.usage.used(owner, for_update=True)
+            job_ids = [job.id for job in uow.jobs.owned_by(owner) if job.state != JobState.CLEARED.value]
+            total = sum(rt.storage.area_bytes(job_id) for job_id in job_ids)
+            uow.usage.set(owner, total, utcnow())
+            counted[owner] = total
+    return counted
 
 
 def total_quota(rt: Runtime, principal: Principal) -> tuple[int, int]:

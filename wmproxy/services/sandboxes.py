@@ -9,13 +9,15 @@ live in ``wmproxy.sandbox.storage``; the HTTP edge is ``wmproxy.sandbox.http``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
 from wmproxy.jdl import JobDescription, input_sandbox_files
 from wmproxy.sandbox.storage import check_file_count, check_file_name
 from wmproxy.services.access import job_for, live_job
-from wmproxy.services.quota import upload_room
+from wmproxy.services.quota import change_usage, upload_room
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import select_protocols
 
@@ -74,6 +76,23 @@ def input_room(rt: Runtime, job_rel_dir: str) -> int:
     room = max(0, rt.settings.service.max_input_sandbox_size - rt.storage.input_size(job_id))
     quota_room = upload_room(rt, owner)
     return room if quota_room is None else min(room, quota_room)
+
+
+def change_area_bytes(rt: Runtime, job_rel_dir: str, delta: int, apply: Callable[[], None]) -> None:
+    """The sandbox edge's ``record_bytes``: ``apply()`` the upload, delete or overwriting move
+    that changes the job area ``job_rel_dir`` by ``delta`` bytes, in the transaction that
+    updates its owner's usage counter (:func:`wmproxy.services.quota.change_usage`).
+
+    Raises:
+        JobNotFoundError: no job has this area.
+        QuotaExceededError: the upload would take the owner over the hard quota.
+    """
+    with rt.uow() as uow:
+        job = uow.jobs.by_sandbox_dir(job_rel_dir)
+        if job is None:
+            raise JobNotFoundError(job_rel_dir)
+        owner = job.owner_dn
+    change_usage(rt, owner, delta, apply)
 
 
 def check_sandbox_lists(limits: LimitsSettings, description: JobDescription) -> None:

@@ -170,7 +170,8 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
 
     Steps: check the current key (:func:`check_store_key`); write the new key to
     ``<key>.new`` (0600); in one transaction lock and re-seal every delegation and pending
-    delegation request and record the new fingerprint; then keep the old key as
+    delegation request, discard the pool of pre-generated delegation keys (never handed out)
+    and record the new fingerprint; then keep the old key as
     ``<key>.retired-<YYYYMMDD>`` and move the new one into place. Stop the service and the
     workers of every node first, and copy the new key to them before starting them again.
 
@@ -198,6 +199,7 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
                     row.sealed_proxy = new.seal(old.open(row.sealed_proxy))
                 for req in requests:
                     req.sealed_key = new.seal(old.open(req.sealed_key))
+                store.discard_key_pool()  # unused pre-generated keys: made again under the new key
                 store.put_meta(STORE_KEY_FINGERPRINT, new.fingerprint, utcnow())
         except BaseException:
             os.unlink(staged)

@@ -67,18 +67,18 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
         MappingError, MappingNotAllowedError: the caller cannot be mapped to a local
             account (``wmproxy.services.mapping.map_identity``; AuthorizationFault).
     """
-    return _atomically(rt, lambda uow, now, created: _register(uow, rt, principal, jdl, delegation_id, now, created))
+    return _atomically(
+        rt, lambda uow, now, created: _register(uow, rt, principal, jdl, delegation_id, now, created)[0])
 
 
 def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
     """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction."""
 
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
-        registered = _register(uow, rt, principal, jdl, delegation_id, now, created)
-        job = uow.jobs.get(registered.job_id)
-        if job is None:  # added by _register in this very transaction
-            raise JobNotFoundError(registered.job_id, rt.settings.service.endpoint)
-        _start(uow, job, now)
+        # The row _register added is started as it is (not read back, its nodes not asked for):
+        # a simple job is inserted once, already Waiting, with its two events.
+        registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
+        _start(uow, job, now, compound=bool(registered.children))
         return registered
 
     return _atomically(rt, work)
@@ -107,10 +107,12 @@ def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         _start(uow, job, now)
 
 
-def _start(uow: UnitOfWork, job: Job, now: dt.datetime) -> None:
+def _start(uow: UnitOfWork, job: Job, now: dt.datetime, *, compound: bool | None = None) -> None:
+    """Start ``job``; ``compound`` says whether it has nodes (None: ask the store)."""
     if job.parent_id is not None:
         raise OperationNotAllowedError(f"the job is a DAG subjob. The parent is: {job.parent_id}")
-    compound = bool(uow.jobs.children(job.id))
+    if compound is None:
+        compound = bool(uow.jobs.children(job.id))
     if job.state in (JobState.ABORTED.value, JobState.CANCELLED.value):
         raise OperationNotAllowedError(f"job state ({job.state.upper()}) doesn't allow start operation")
     if job.state != JobState.SUBMITTED.value:
@@ -119,6 +121,7 @@ def _start(uow: UnitOfWork, job: Job, now: dt.datetime) -> None:
     if compound:
         start_nodes(uow, job, now)
     else:
+        uow.jobs.flush()  # a just-added job goes in as Waiting, before the request that refers to it
         uow.queue.enqueue(job.id, "start", now)
 
 
@@ -130,7 +133,8 @@ def _register(
     delegation_id: str | None,
     now: dt.datetime,
     created: list[str],
-) -> RegisteredJob:
+) -> tuple[RegisteredJob, Job]:
+    """Register the job (see :func:`register_job`); returns it and its (parent) row."""
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
@@ -206,13 +210,16 @@ def _register(
             children.append(RegisteredJob(job_id=node_area.job_id, name=node.name, path=f"{node_area.rel_dir}/input"))
     parent_ad = ad if compound is None else compound.parent_ad
     parent_registered, server = register(job_id, parent_ad, parent_area, description, registered_nodes)
-    uow.jobs.add(row(parent_area, ad, parent_registered))
+    parent_row = row(parent_area, ad, parent_registered)
+    uow.jobs.add(parent_row, flush=compound is not None)  # the nodes' rows refer to it
     if compound is not None:
         uow.jobs.add_all(rows)
         for before, after in compound.dependencies:
             uow.jobs.add_dependency(ids[after], ids[before])
     register_for_renewal(uow, principal.dn, delegation_id, server, now)
-    return RegisteredJob(job_id=job_id, name=None, path=f"{parent_area.rel_dir}/input", children=tuple(children))
+    registered_job = RegisteredJob(
+        job_id=job_id, name=None, path=f"{parent_area.rel_dir}/input", children=tuple(children))
+    return registered_job, parent_row
 
 
 def _atomically(rt: Runtime, work: Callable[[UnitOfWork, dt.datetime, list[str]], RegisteredJob]) -> RegisteredJob:

@@ -36,7 +36,7 @@ from wmproxy.monitoring import access
 from wmproxy.monitoring.metrics import enable_request_metrics, metrics_dir
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
-from wmproxy.services import sandboxes
+from wmproxy.services import delegation_keys, sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.inspection import AGENT_PATH
 from wmproxy.services.runtime import Runtime
@@ -45,6 +45,7 @@ from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
 from wmproxy.soap.dispatch import SoapDispatcher
+from wmproxy.soap.memory import limit_arenas, release_after
 from wmproxy.web.app import MonitorApp
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class WMProxyApplication:
             input_limit=lambda rel_dir: sandboxes.input_room(runtime, rel_dir),
             check_new_file=lambda rel_dir: sandboxes.check_new_input_file(runtime, rel_dir),
             max_name_bytes=limits.max_sandbox_name_bytes,
+            record_bytes=lambda rel_dir, delta, apply: sandboxes.change_area_bytes(runtime, rel_dir, delta, apply),
         )
         self.inspection = InspectionAgentApp(runtime, self.authenticate)
         self.monitor_prefix = MONITOR_PREFIX
@@ -96,7 +98,7 @@ class WMProxyApplication:
             return self._send(start_response, "200 OK", self.wsdl, "text/xml; charset=utf-8")
         if path == self.endpoint_path and method == "POST":
             environ[RUNTIME_KEY] = self.runtime
-            return self.soap(environ, start_response)
+            return release_after(environ, self.soap(environ, start_response))
         if path.startswith(self.sandbox_prefix):
             return self._sandbox(environ, start_response)
         if path.startswith(AGENT_PATH + "/"):
@@ -191,7 +193,10 @@ def create_app(settings: Settings | None = None, authenticate: Authenticate | No
     settings = settings or load_settings()
     check_start(settings)
     enable_request_metrics(metrics_dir(settings))
-    return WMProxyApplication(Runtime.from_settings(settings), authenticate)
+    limit_arenas()  # before this worker's request threads allocate
+    runtime = Runtime.from_settings(settings)
+    delegation_keys.ensure_filler(runtime)  # this worker tops up the pool of getProxyReq keys
+    return WMProxyApplication(runtime, authenticate)
 
 
 class _LazyApplication:

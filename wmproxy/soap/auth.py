@@ -12,12 +12,15 @@ FQANs from the VOMS ACs that verify (:func:`wmproxy.security.voms.verified_fqans
 from __future__ import annotations
 
 import ssl
+import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, ProxyError
 from wmproxy.security.chain import der_chain_to_pem, identity_dn, load_pem_chain, proxy_depth
-from wmproxy.security.voms import verified_fqans
+from wmproxy.security.voms import verified_fqans, voms_attributes
 
 
 def verified_chain_der(sock: Any) -> list[bytes]:
@@ -44,6 +47,12 @@ def tls_principal(
     FQANs come from the VOMS ACs of the chain that verify against ``vomsdir`` and
     ``ca_dir`` now; without both, the caller has no FQANs.
 
+    The Principal of a verified chain is kept (:data:`CACHE_SIZE` chains, per process) and
+    reused by the next requests presenting the same chain (keep-alive or new connections,
+    each verified by the TLS handshake, CRLs included) until the first certificate of the
+    chain or one of its VOMS ACs expires or becomes valid, and at most :data:`CACHE_TTL`
+    seconds (changes in the vomsdir or CA directory are seen after that).
+
     Args:
         max_chain_depth: most proxy levels the client chain may have (None: no limit).
 
@@ -57,6 +66,20 @@ def tls_principal(
     ders = verified_chain_der(sock)
     if not ders:
         raise AuthenticationError("Unable to get a valid user DN: no TLS client certificate")
+    key = (tuple(ders), vomsdir, ca_dir, max_chain_depth)
+    now = time.time()
+    cached = _cache.get(key, now)
+    if cached is not None:
+        return cached
+    principal, valid_until = _principal_of(ders, vomsdir=vomsdir, ca_dir=ca_dir, max_chain_depth=max_chain_depth)
+    _cache.put(key, principal, min(valid_until, now + CACHE_TTL))
+    return principal
+
+
+def _principal_of(
+    ders: list[bytes], *, vomsdir: str | None, ca_dir: str | None, max_chain_depth: int | None,
+) -> tuple[Principal, float]:
+    """The Principal of a DER chain and until when (POSIX seconds) it stays the same."""
     chain_pem = der_chain_to_pem(ders)
     chain = load_pem_chain(chain_pem)
     depth = proxy_depth(chain)
@@ -66,6 +89,51 @@ def tls_principal(
         )
     try:
         fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir)
+        acs = voms_attributes(chain) if vomsdir and ca_dir else []
     except ProxyError as exc:
         raise AuthenticationError(f"Unusable client credential: {exc}") from None
-    return Principal(dn=identity_dn(chain), chain_pem=chain_pem, fqans=fqans)
+    now = time.time()
+    changes = [c.not_valid_after_utc.timestamp() for c in chain]
+    for ac in acs:
+        changes += [t for t in (ac.not_before.timestamp(), ac.not_after.timestamp()) if t > now]
+    return Principal(dn=identity_dn(chain), chain_pem=chain_pem, fqans=fqans), min(changes)
+
+
+#: Verified chains whose Principal is kept per process.
+CACHE_SIZE = 1024
+#: Longest time (seconds) a kept Principal is reused.
+CACHE_TTL = 300.0
+
+
+class _PrincipalCache:
+    """A small thread-safe LRU of ``key → (Principal, valid until)``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, tuple[Principal, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, now: float) -> Principal | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if now >= item[1]:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Any, principal: Principal, valid_until: float) -> None:
+        with self._lock:
+            self._items[key] = (principal, valid_until)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_cache = _PrincipalCache(CACHE_SIZE)

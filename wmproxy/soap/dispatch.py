@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from typing import Any
 
 from lxml import etree
 from spyne import Application
+from spyne import const as spyne_const
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
@@ -74,6 +76,10 @@ class _Port(WsgiApplication):
         )
         super().__init__(app, max_content_length=max_bytes)
         self.namespace = namespace
+        # Spyne runs a full gc.collect() at the end of a request when the last one is more than
+        # MIN_GC_INTERVAL seconds old (for its file attachments, which this service has none of):
+        # a 50-220 ms pause about once a second per worker. Python's own generational GC stays.
+        spyne_const.MIN_GC_INTERVAL = math.inf
 
     def handle_error(self, p_ctx: Any, others: Any, error: Any, start_response: Callable[..., Any]) -> list[bytes]:
         if isinstance(error, TypedFault):

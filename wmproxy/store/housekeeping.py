@@ -78,6 +78,13 @@ class SqlHousekeepingStore:
             select(DelegationRequest).order_by(DelegationRequest.id).with_for_update()).all()
         return delegations, requests
 
+    def discard_key_pool(self) -> int:
+        """Remove every pre-generated delegation key (sealed with the key being retired; never
+        handed out, so nothing depends on them); the service's fillers make new ones."""
+        from wmproxy.store.keypool import PooledDelegationKey
+
+        return int(self.session.execute(delete(PooledDelegationKey)).rowcount or 0)  # type: ignore[attr-defined]
+
     # --- purge candidates ---
 
     def purge_candidates(self, *, final_states: Iterable[str], final_before: dt.datetime,

@@ -57,9 +57,15 @@ class SqlJobStore:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, *, flush: bool = True) -> None:
+        """Add the job and its first event; ``flush=False`` leaves the INSERTs to the next flush."""
         self.session.add(job)
         self.session.add(_state_event(job.id, job.state, job.reason, job.created_at))
+        if flush:
+            self.session.flush()
+
+    def flush(self) -> None:
+        """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
         self.session.flush()
 
     def add_all(self, jobs: Sequence[Job]) -> None:
@@ -104,6 +110,10 @@ class SqlJobStore:
 
     def by_sandbox_dir(self, sandbox_dir: str) -> Job | None:
         return self.session.scalars(select(Job).where(Job.sandbox_dir == sandbox_dir)).one_or_none()
+
+    def owners(self) -> list[str]:
+        """The distinct owner DNs of the jobs table."""
+        return list(self.session.scalars(select(Job.owner_dn).distinct()))
 
     def children(self, parent_id: str) -> Sequence[Job]:
         return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()

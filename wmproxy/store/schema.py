@@ -90,7 +90,7 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     jdl_original: Mapped[str] = mapped_column(Text)
     jdl_registered: Mapped[str] = mapped_column(Text)
-    sandbox_dir: Mapped[str] = mapped_column(String(512))  # relative to the sandbox root
+    sandbox_dir: Mapped[str] = mapped_column(String(512), index=True)  # relative to the sandbox root
     backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<wrapper pid>:<work dir>"
     worker: Mapped[str | None] = mapped_column(String(255), index=True)  # execution worker holding the job
     perusal_files: Mapped[str | None] = mapped_column(Text)  # enableFilePerusal list, newline separated

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import Pki
 from tests.support import ECHO_JDL, build_runtime, close_runtime
 from wmproxy.domain import Principal
-from wmproxy.services import jobs, quota
+from wmproxy.errors import QuotaExceededError
+from wmproxy.services import jobs, quota, sandboxes
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 
@@ -18,7 +19,19 @@ SOFT, HARD = 40_000_000, 50_000_000
 
 
 def fill(rt: Runtime, job_id: str, size: int) -> None:
-    (rt.storage.job_dir(job_id) / "input" / "data.bin").write_bytes(b"x" * size)
+    """Put ``size`` bytes in the job's input area as the sandbox edge does (counted)."""
+    path = rt.storage.job_dir(job_id) / "input" / "data.bin"
+    old = path.stat().st_size if path.exists() else 0
+    sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), size - old,
+                                lambda: path.write_bytes(b"x" * size))
+
+
+def fill_output(rt: Runtime, job_id: str, size: int) -> None:
+    """``size`` bytes of output sandbox, counted as the execution worker does after collecting."""
+    output = rt.storage.job_dir(job_id) / "output"
+    output.mkdir(exist_ok=True)
+    (output / "out.bin").write_bytes(b"y" * size)
+    quota.count_output(rt, job_id)
 
 
 def test_total_quota_is_the_configured_limits(rt: Runtime, alice: Principal) -> None:
@@ -51,7 +64,10 @@ def test_over_the_hard_limit_there_is_no_room(tmp_path: Path, pki: Pki, template
         job_id = register_job(small, alice, ECHO_JDL, delegation).job_id
         fill(small, job_id, 150)
         assert quota.free_quota(small, alice) == (-50, 50)
-        fill(small, job_id, 300)
+        with pytest.raises(QuotaExceededError, match="disk quota"):
+            fill(small, job_id, 300)  # an upload is refused past the hard limit, and not written
+        assert (small.storage.job_dir(job_id) / "input" / "data.bin").stat().st_size == 150
+        fill_output(small, job_id, 150)  # a job's output is kept even past it
         assert quota.free_quota(small, alice) == (-200, -100)
         assert quota.upload_room(small, alice.dn) == 0
     finally:

@@ -1,0 +1,230 @@
+"""Shared harness of the issue-14 benchmarks: a throwaway PKI and deployment (gunicorn over TLS
+with client authentication, SQLite or a fresh PostgreSQL database), persistent HTTPS clients in
+separate processes, and side-by-side windows reported as ratios (min/median/max).
+
+Absolute numbers move with the machine's load; each ratio compares figures measured in
+adjacent windows of the same round, so the ratios move much less.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import multiprocessing
+import os
+import ssl
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import _postgres_database
+from tests.integration.service import BIN, Deployment, free_port, wait_for_tls, write_config
+from wmproxy.security.pki import create_ca, write_proxy
+
+ENDPOINT_PATH = "/glite_wms_wmproxy_server"
+WMPROXY_NS = "http://glite.org/wms/wmproxy"
+DELEGATION2_NS = "http://www.gridsite.org/namespaces/delegation-2"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def envelope(namespace: str, operation: str, **parts: str) -> bytes:
+    """An rpc/literal SOAP 1.1 request (unqualified parts), as the reference clients send."""
+    from xml.sax.saxutils import escape
+
+    inner = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in parts.items())
+    return (f'<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}" '
+            f'xmlns:ns="{namespace}"><SOAP-ENV:Body><ns:{operation}>{inner}</ns:{operation}>'
+            f"</SOAP-ENV:Body></SOAP-ENV:Envelope>").encode()
+
+
+@dataclass
+class Site:
+    """A running deployment plus what clients need to reach it."""
+
+    root: Path
+    deployment: Deployment
+    proxy: Path
+    ca_dir: Path
+    database_url: str
+
+    @property
+    def port(self) -> int:
+        return self.deployment.port
+
+    @property
+    def pgid(self) -> int:
+        """Process group of the service's gunicorn (master and workers)."""
+        return self.deployment.processes[0].pid
+
+
+@contextlib.contextmanager
+def database(kind: str, root: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{root}/wmproxy.db"
+    else:
+        with contextlib.contextmanager(_postgres_database)() as url:  # the tests' fresh database
+            yield url
+
+
+@contextlib.contextmanager
+def site(root: Path, database_url: str, *, extra: str = "", max_isb: int = 1_000_000,
+         env: dict[str, str] | None = None) -> Iterator[Site]:
+    """PKI, configuration (``extra`` appended: more sections; ``env``: ``WMPROXY_*`` overrides),
+    ``wmproxy-admin init`` and gunicorn; stopped afterwards."""
+    ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
+    host_cert, host_key = ca.issue_host("localhost", root / "host")
+    user = ca.issue_user("Bench User", root / "user")
+    proxy = root / "user" / "x509up"
+    write_proxy(user, proxy, lifetime=3600 * 12)
+    port = free_port()
+    config = root / "wmproxy.conf"
+    write_config(config, db_url=database_url, ca_dir=root / "certificates", host_cert=host_cert,
+                 host_key=host_key, state=root, port=port, max_isb=max_isb, extra=extra)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+    environment.update(env or {})
+    environment["WMPROXY_CONFIG"] = str(config)
+    dep = Deployment(config=config, state=root, port=port, env=environment)
+    init = dep.run(str(BIN / "wmproxy-admin"), "init")
+    if init.returncode != 0:
+        raise SystemExit(f"wmproxy-admin init failed: {init.stderr}")
+    dep.start_gunicorn()
+    try:
+        yield Site(root, dep, proxy, root / "certificates", database_url)
+    finally:
+        dep.stop()
+
+
+def start_other_app(s: Site, app: str, env: dict[str, str] | None = None) -> tuple[int, int]:
+    """Another gunicorn with the deployment's own configuration (same TLS settings, workers,
+    threads) serving the WSGI ``app`` on a new port; stopped with the deployment. Returns
+    ``(port, process group id)``."""
+    port = free_port()
+    dep = s.deployment
+    saved = dict(dep.env)
+    dep.env.update(env or {})
+    dep.env["WMPROXY_SERVICE_BIND"] = f"127.0.0.1:{port}"
+    try:
+        proc = dep.start([str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), app],
+                         f"gunicorn-{port}.log")
+    finally:
+        dep.env.clear()
+        dep.env.update(saved)
+    wait_for_tls(port)
+    return port, proc.pid
+
+
+def client_context(ca_dir: Path, proxy: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(capath=str(ca_dir))
+    ctx.load_cert_chain(str(proxy))
+    return ctx
+
+
+def post(conn: http.client.HTTPSConnection, body: bytes) -> bytes:
+    conn.request("POST", ENDPOINT_PATH, body=body, headers={"Content-Type": "text/xml; charset=utf-8",
+                                                            "SOAPAction": '""'})
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
+    return data
+
+
+# --- windows of load from client processes ----------------------------------------------------
+
+Action = Callable[[http.client.HTTPSConnection, int], None]
+"""``action(connection, i)``: one operation (the i-th of this client in this window)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    port: int
+    ca_dir: str
+    proxy: str
+    seconds: float
+    action: Action
+    client: int
+
+
+def _client(job: Job) -> tuple[int, float]:
+    ctx = client_context(Path(job.ca_dir), Path(job.proxy))
+    conn = http.client.HTTPSConnection("localhost", job.port, context=ctx, timeout=120)
+    job.action(conn, -1 - job.client)  # connect and warm up outside the window
+    count = 0
+    start = time.perf_counter()
+    end = start + job.seconds
+    while True:
+        job.action(conn, job.client * 1_000_000 + count)
+        count += 1
+        now = time.perf_counter()
+        if now >= end:
+            break
+    conn.close()
+    return count, now - start
+
+
+_pools: dict[str, multiprocessing.pool.Pool] = {}
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``
+    (a gunicorn master started in its own session, and its workers)."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window: operations per second, and server CPU seconds per operation."""
+
+    rate: float
+    cpu_per_op: float
+
+
+def rate(port: int, s: Site, action: Action, clients: int, seconds: float, pgid: int | None = None) -> Window:
+    """``clients`` persistent connections (one process each) doing ``action`` for ``seconds``;
+    with ``pgid``, the CPU the server's process group spent meanwhile is divided by the operations."""
+    if "clients" not in _pools:
+        _pools["clients"] = multiprocessing.get_context("fork").Pool(4)
+    jobs = [Job(port, str(s.ca_dir), str(s.proxy), seconds, action, c) for c in range(clients)]
+    before = group_cpu(pgid) if pgid else 0.0
+    results = _pools["clients"].map(_client, jobs)
+    used = group_cpu(pgid) - before if pgid else 0.0
+    operations = sum(count for count, _ in results)
+    return Window(sum(count / elapsed for count, elapsed in results), used / max(operations, 1))
+
+
+def close_clients() -> None:
+    """Stop the client processes (their state belongs to one deployment: call at its end)."""
+    pool = _pools.pop("clients", None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+def summary(values: Sequence[float]) -> str:
+    return f"min {min(values):.3f}  median {statistics.median(values):.3f}  max {max(values):.3f}"
+
+
+def report(name: str, values: Sequence[float], target: float | None = None) -> None:
+    """Print one ratio line: ``name  min … median … max …  (target ≥ x: met|NOT met)``."""
+    verdict = ""
+    if target is not None:
+        verdict = f"  (target >= {target}: {'met' if statistics.median(values) >= target else 'NOT met'} at the median)"
+    print(f"{name:<58} {summary(values)}{verdict}", flush=True)

@@ -1,0 +1,105 @@
+"""The per-user sandbox usage counter (issue 14): changed by the sandbox edge's uploads,
+deletes and overwriting moves in the transaction that commits the bytes, by purges and by the
+worker's output collection; always equal to a walk of the user's job areas
+(:func:`wmproxy.services.quota.recount_usage`, for ``wmproxy-admin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from werkzeug.test import Client
+
+from tests.support import CALLER_KEY, ECHO_JDL, caller_from_environ
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.services import jobs, quota
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.store.schema import Job
+
+
+@pytest.fixture
+def edge(rt: Runtime) -> Client:
+    return Client(WMProxyApplication(rt, authenticate=caller_from_environ))
+
+
+def _as(principal: Principal) -> dict[str, Any]:
+    return {"environ_overrides": {CALLER_KEY: principal}}
+
+
+def _walk(rt: Runtime, owner: str) -> int:
+    with rt.uow() as uow:
+        ids = [j.id for j in uow.jobs.owned_by(owner) if j.state != JobState.CLEARED.value]
+    return sum(rt.storage.area_bytes(i) for i in ids)
+
+
+def _input(rt: Runtime, job_id: str) -> str:
+    return f"/{rt.storage.job_rel_dir(job_id)}/input"
+
+
+def test_uploads_deletes_and_moves_keep_the_counter_equal_to_the_disk(
+    rt: Runtime, edge: Client, alice: Principal, bob: Principal, delegated: str
+) -> None:
+    first = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    second = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    steps = [
+        ("PUT", f"{_input(rt, first)}/a.bin", b"a" * 1000, 201),
+        ("PUT", f"{_input(rt, second)}/b.bin", b"b" * 2500, 201),
+        ("PUT", f"{_input(rt, first)}/a.bin", b"a" * 400, 204),  # replaced: 600 bytes less
+        ("PUT", f"{_input(rt, first)}/c.bin", b"c" * 700, 201),
+        ("DELETE", f"{_input(rt, second)}/b.bin", b"", 204),
+    ]
+    for method, path, data, status in steps:
+        assert edge.open(path, method=method, data=data, **_as(alice)).status_code == status
+        assert quota.used_bytes(rt, alice.dn) == _walk(rt, alice.dn)
+    moved = edge.open(f"{_input(rt, first)}/c.bin", method="MOVE", **_as(alice),
+                      headers={"Destination": f"{_input(rt, first)}/a.bin"})
+    assert moved.status_code == 204  # a.bin (400 bytes) overwritten by c.bin (700)
+    assert quota.used_bytes(rt, alice.dn) == _walk(rt, alice.dn) == 700
+    assert quota.used_bytes(rt, bob.dn) == 0
+
+
+def test_a_refused_upload_changes_nothing(rt: Runtime, edge: Client, alice: Principal, delegated: str) -> None:
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    too_big = rt.settings.service.max_input_sandbox_size + 1
+    response = edge.open(f"{_input(rt, job_id)}/big.bin", method="PUT", data=b"x" * too_big, **_as(alice))
+    assert response.status_code == 413
+    assert quota.used_bytes(rt, alice.dn) == 0 == _walk(rt, alice.dn)
+
+
+def test_purge_and_cancel_take_the_areas_bytes_off(
+    rt: Runtime, edge: Client, alice: Principal, delegated: str
+) -> None:
+    cancelled = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    purged = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    for job_id in (cancelled, purged):
+        edge.open(f"{_input(rt, job_id)}/in.bin", method="PUT", data=b"i" * 800, **_as(alice))
+    jobs.cancel_job(rt, alice, cancelled)
+    assert quota.used_bytes(rt, alice.dn) == 800 == _walk(rt, alice.dn)
+    output = rt.storage.job_dir(purged) / "output"
+    output.mkdir(exist_ok=True)
+    (output / "out.txt").write_bytes(b"o" * 300)
+    quota.count_output(rt, purged)
+    assert quota.used_bytes(rt, alice.dn) == 1100 == _walk(rt, alice.dn)
+    with rt.uow() as uow:
+        row = uow.session.get(Job, purged)
+        assert row is not None
+        row.state = JobState.DONE.value
+    jobs.purge_job(rt, alice, purged)
+    assert quota.used_bytes(rt, alice.dn) == 0 == _walk(rt, alice.dn)
+
+
+def test_recount_sets_the_counter_to_what_the_areas_hold(
+    rt: Runtime, alice: Principal, bob: Principal, delegated: str
+) -> None:
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    (rt.storage.job_dir(job_id) / "input" / "by-hand.bin").write_bytes(b"h" * 1234)  # behind the service's back
+    assert quota.used_bytes(rt, alice.dn) == 0
+    assert quota.recount_usage(rt, alice.dn) == {alice.dn: 1234}
+    assert quota.used_bytes(rt, alice.dn) == 1234
+    with rt.uow() as uow:
+        uow.usage.add(bob.dn, 99, utcnow())  # a counter without jobs behind it
+    assert quota.recount_usage(rt) == {alice.dn: 1234, bob.dn: 0}
+    assert quota.used_bytes(rt, bob.dn) == 0
+

@@ -1,0 +1,136 @@
+"""The pool of pre-generated delegation keys: getProxyReq hands out a key made earlier
+instead of generating an RSA key while the client waits (issue 14).
+
+Keys are RSA ``[security] delegation_key_bits`` (2048, the reference's size), made with
+their CSR by :func:`wmproxy.security.delegation.new_proxy_request`, sealed with the store
+key and kept in the database (``delegation_key_pool``). :func:`claim_key` deletes the row it
+returns in the caller's transaction, so each key serves exactly one request, whichever
+process asks. A daemon thread in each gunicorn worker (:func:`ensure_filler`, started
+by ``wmproxy.soap.app.create_app``) keeps ``[security] delegation_key_pool`` keys ready,
+generating them once no key has been claimed for :data:`QUIET_PERIOD` seconds (a burst of
+requests keeps the CPU); when the pool is empty (a long burst, or the pool turned off with
+0) the key is generated inline as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from wmproxy.domain import utcnow
+from wmproxy.security import delegation as crypto
+from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+#: Seconds the filler sleeps between checks of the pool when nothing wakes it.
+FILL_INTERVAL = 5.0
+#: Seconds without a claim before the filler generates keys: during a burst of getProxyReq
+#: the worker's CPU goes to the requests; the pool is topped up once the burst is over.
+QUIET_PERIOD = 1.0
+
+
+def claim_key(rt: Runtime, uow: UnitOfWork) -> tuple[bytes, bytes] | None:
+    """A pooled server key for one getProxyReq: ``(sealed private key PEM, CSR PEM)``, or
+    None when the pool is empty or off (then use :func:`new_key`).
+
+    The row is deleted in ``uow``'s transaction: the key serves this request only. Wakes
+    this process's filler.
+    """
+    if rt.settings.security.delegation_key_pool <= 0:
+        return None
+    claimed = uow.key_pool.claim(rt.settings.security.delegation_key_bits)
+    _wake(rt)
+    if claimed is None:
+        return None
+    sealed_key, csr_pem = claimed
+    return sealed_key, csr_pem.encode()
+
+
+def new_key(rt: Runtime) -> tuple[bytes, bytes]:
+    """A server key generated now (the empty-pool fallback): ``(sealed private key PEM, CSR PEM)``."""
+    key_pem, csr_pem = crypto.new_proxy_request(rt.settings.security.delegation_key_bits)
+    return rt.sealer.seal(key_pem), csr_pem
+
+
+def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], bool] | None = None) -> int:
+    """Generate keys until the pool holds ``target`` (default ``[security] delegation_key_pool``)
+    keys of the configured size, or until ``interrupted()`` is true (checked before each key);
+    each key is committed on its own. Returns how many were added.
+
+    Several processes may fill at once: the pool may then briefly hold a few keys more
+    than ``target``, never fewer than asked.
+    """
+    bits = rt.settings.security.delegation_key_bits
+    target = rt.settings.security.delegation_key_pool if target is None else target
+    added = 0
+    while interrupted is None or not interrupted():
+        with rt.uow() as uow:
+            if uow.key_pool.size(bits) >= target:
+                break
+        key_pem, csr_pem = crypto.new_proxy_request(bits)
+        with rt.uow() as uow:
+            uow.key_pool.add(rt.sealer.seal(key_pem), csr_pem.decode(), bits, utcnow())
+        added += 1
+    return added
+
+
+class _Filler:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.pid = os.getpid()
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="delegation-key-pool", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            while self.wake.is_set() and not self.stop.is_set():  # wait for a quiet moment
+                self.wake.clear()
+                self.wake.wait(QUIET_PERIOD)
+            try:
+                fill_pool(self.rt, interrupted=lambda: self.stop.is_set() or self.wake.is_set())
+            except Exception:  # the database may be away for a while: retry at the next tick
+                log.exception("could not top up the delegation key pool")
+            if not self.wake.is_set():
+                self.wake.wait(FILL_INTERVAL)
+
+
+_fillers: dict[int, _Filler] = {}
+_lock = threading.Lock()
+
+
+def ensure_filler(rt: Runtime) -> None:
+    """Start the background filler of ``rt``'s pool in this process if it is not running
+    (once per process and runtime; a forked child starts its own). No-op when the pool is off."""
+    if rt.settings.security.delegation_key_pool <= 0:
+        return
+    filler = _fillers.get(id(rt))
+    if filler is not None and filler.pid == os.getpid() and filler.thread.is_alive():
+        return
+    with _lock:
+        filler = _fillers.get(id(rt))
+        if filler is not None and filler.pid == os.getpid() and filler.thread.is_alive():
+            return
+        filler = _Filler(rt)
+        _fillers[id(rt)] = filler
+        filler.thread.start()
+
+
+def stop_filler(rt: Runtime, timeout: float = 60.0) -> None:
+    """Stop ``rt``'s filler in this process (tests, shutdown); waits up to ``timeout`` seconds."""
+    filler = _fillers.pop(id(rt), None)
+    if filler is None or filler.pid != os.getpid():
+        return
+    filler.stop.set()
+    filler.wake.set()
+    filler.thread.join(timeout)
+
+
+def _wake(rt: Runtime) -> None:
+    filler = _fillers.get(id(rt))
+    if filler is not None:
+        filler.wake.set()
