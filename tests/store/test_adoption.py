@@ -39,12 +39,6 @@ from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobE
 LEASE = 60.0
 
 
-@pytest.fixture(scope="module")
-def store_key_dir(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One store key per module database (the database records its key's fingerprint)."""
-    return tmp_path_factory.mktemp("store-key")
-
-
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
        store_key_dir: Path) -> Iterator[Runtime]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.admin import MIGRATIONS_DIR
 from wmproxy.store import UnitOfWork
-from wmproxy.store.schema import Job, JobAclEntry
+from wmproxy.store.schema import Job, JobAclEntry, UTCDateTime
 
 T0 = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
 
@@ -41,8 +41,9 @@ class TestMigration0008:
             engine.dispose()
             assert {"kind", "source"}.isdisjoint(c["name"] for c in sa.inspect(engine).get_columns("job_events"))
             with engine.begin() as conn:
-                conn.execute(sa.text("insert into job_events (job_id, state, reason, at) values (:j, 'Running', "
-                                     "'old row', :at)"), {"j": job_id, "at": T0})
+                insert = sa.text("insert into job_events (job_id, state, reason, at) values (:j, 'Running', "
+                                 "'old row', :at)").bindparams(sa.bindparam("at", type_=UTCDateTime()))
+                conn.execute(insert, {"j": job_id, "at": T0})
         finally:
             command.upgrade(config, "head")
             engine.dispose()

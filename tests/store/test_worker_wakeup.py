@@ -39,10 +39,12 @@ WOKEN_WITHIN = 60.0
 
 
 @pytest.fixture
-def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account) -> Iterator[Runtime]:
+def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
+       store_key_dir: Path) -> Iterator[Runtime]:
     gridmap = tmp_path / "grid-mapfile"
     gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
     runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+                            security={"store_key_file": str(store_key_dir / "store.key")},
                             execution={"work_dir": str(work_root), "poll_interval": 0.05, "max_running": 1})
     runtime.settings = dataclasses.replace(
         runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)),
