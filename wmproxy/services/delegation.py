@@ -8,6 +8,10 @@ in the same scope. Another DN can neither see, use, replace nor destroy it.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
+
+from cryptography import x509
 
 from wmproxy.domain import Principal, utcnow
 from wmproxy.errors import (
@@ -215,14 +219,49 @@ def believed_fqans(rt: Runtime, row: Delegation, now: dt.datetime, action: str) 
             release or replaced by a MyProxy renewal); it cannot be used for ``action``.
         ProxyError: the stored proxy or its VOMS extension is unreadable.
     """
-    chain = load_pem_chain(rt.sealer.open(row.sealed_proxy))
-    if has_limited_proxy(chain):
+    chain, limited = _stored_chain(rt, row.sealed_proxy)
+    if limited:
         raise LimitedProxyError(
             f"Authorization error: delegated proxy {row.delegation_id!r} was signed by a limited proxy and "
             f"cannot be used to {action}"
         )
     sec = rt.settings.security
     return verified_fqans(chain, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
+
+
+#: Stored proxies whose chain was already unsealed and parsed, per worker: ``(store key
+#: fingerprint, sealed bytes)`` -> (leaf-first chain, has a limited proxy). The key is the whole sealed token, so a
+#: replaced or re-sealed proxy is a new entry; what depends on the time (validity, VOMS ACs)
+#: is still checked on every call. Certificates only, no private key. Bounded LRU.
+_STORED_CHAINS: OrderedDict[tuple[str, bytes], tuple[list[x509.Certificate], bool]] = OrderedDict()
+_STORED_CHAINS_LOCK = threading.Lock()
+#: Entries kept in :data:`_STORED_CHAINS`.
+STORED_CHAINS_MAX = 256
+
+
+def _stored_chain(rt: Runtime, sealed: bytes) -> tuple[list[x509.Certificate], bool]:
+    """The leaf-first chain of a sealed stored proxy and whether it holds a limited proxy
+    (:func:`wmproxy.security.chain.has_limited_proxy`), unsealed and parsed once per worker
+    (issue 14: the Fernet open, the PEM parse and the proxyCertInfo decoding were a sixth of
+    a jobSubmit).
+
+    Raises:
+        ProxyError: the stored proxy is unreadable (never cached).
+        WMProxyError: the seal does not open with the store key (never cached).
+    """
+    key = (rt.sealer.fingerprint, bytes(sealed))  # certificates only: the cache holds no private key
+    with _STORED_CHAINS_LOCK:
+        found = _STORED_CHAINS.get(key)
+        if found is not None:
+            _STORED_CHAINS.move_to_end(key)
+            return found
+    chain = load_pem_chain(rt.sealer.open(sealed))
+    entry = (chain, has_limited_proxy(chain))
+    with _STORED_CHAINS_LOCK:
+        _STORED_CHAINS[key] = entry
+        while len(_STORED_CHAINS) > STORED_CHAINS_MAX:
+            _STORED_CHAINS.popitem(last=False)
+    return entry
 
 
 def check_fqan_match(principal: Principal, delegated_fqans: tuple[str, ...]) -> None:

@@ -36,6 +36,8 @@ from wmproxy.store.schema import Job
 
 #: Seconds a job's proxy must still be valid for jobStart (the reference's "≤ 1 minute" rule).
 START_MIN_PROXY_LIFETIME = 60
+#: Node rows of a compound job added and flushed together (see :func:`_register`).
+NODE_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -197,15 +199,15 @@ def _register(
 
     parent_area = create_area(job_id)
     children: list[RegisteredJob] = []
-    rows: list[Job] = []
     registered_nodes: list[tuple[str, classad2.ClassAd]] = []
+    node_areas: list[JobArea] = []
     if compound is not None:
         ids: dict[str, str] = {}
         for node in compound.nodes:
             node_area = create_area(child_job_id(job_id, node.index), job_id)
             node_registered, _ = register(node_area.job_id, node.ad, node_area, node.description)
             registered_nodes.append((node.name, node_registered))
-            rows.append(row(node_area, node.ad, node_registered, parent_id=job_id, name=node.name))
+            node_areas.append(node_area)
             ids[node.name] = node_area.job_id
             children.append(RegisteredJob(job_id=node_area.job_id, name=node.name, path=f"{node_area.rel_dir}/input"))
     parent_ad = ad if compound is None else compound.parent_ad
@@ -213,7 +215,15 @@ def _register(
     parent_row = row(parent_area, ad, parent_registered)
     uow.jobs.add(parent_row, flush=compound is not None)  # the nodes' rows refer to it
     if compound is not None:
-        uow.jobs.add_all(rows)
+        # The node rows (ORM objects and their JDL texts) are made and sent NODE_BATCH at a time
+        # and dropped once flushed, so a 10,000-node request never holds them all (issue 14).
+        for first in range(0, len(node_areas), NODE_BATCH):
+            rows = [row(node_area, node.ad, node_registered, parent_id=job_id, name=node.name)
+                    for node_area, node, (_, node_registered) in zip(
+                        node_areas[first:first + NODE_BATCH], compound.nodes[first:first + NODE_BATCH],
+                        registered_nodes[first:first + NODE_BATCH], strict=True)]
+            uow.jobs.add_all(rows)
+            rows = []
         for before, after in compound.dependencies:
             uow.jobs.add_dependency(ids[after], ids[before])
     register_for_renewal(uow, principal.dn, delegation_id, server, now)
