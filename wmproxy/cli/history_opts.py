@@ -83,14 +83,21 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
 
 
 def run_batch(ids: Sequence[str], one: Callable[[str], T]) -> tuple[list[T], list[JobError]]:
-    """``one(job_id)`` for each id, going on past a failure: the results, and one
-    :class:`JobError` per job that failed (a fault, a transport error)."""
+    """``one(job_id)`` for each id, going on past a job's failure: the results, and one
+    :class:`JobError` per job that failed (a fault).
+
+    Raises:
+        WMProxyClientError: the service cannot be reached or trusted (``ConnectionError``,
+            ``TLSError``): no later job would fare better, so the verb fails as a whole.
+    """
     done: list[T] = []
     failed: list[JobError] = []
     for job_id in ids:
         try:
             done.append(one(job_id))
         except WMProxyClientError as exc:
+            if exc.fault_type in common.FAILOVER_ERRORS:
+                raise
             failed.append(JobError(job_id, exc.fault_type, exc.description))
     return done, failed
 
