@@ -11,6 +11,7 @@ database (SQLite file and PostgreSQL) with the worker in-process.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import threading
 import time
@@ -38,8 +39,18 @@ from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobE
 WOKEN_WITHIN = 60.0
 
 
+@pytest.fixture(scope="module")
+def module_store_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store key per module database (it holds the sealed proxies of every test)."""
+    return tmp_path_factory.mktemp("key") / "store.key"
+
+
 @pytest.fixture
-def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account) -> Iterator[Runtime]:
+def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
+       module_store_key: Path) -> Iterator[Runtime]:
+    (tmp_path / "rt").mkdir()
+    if module_store_key.exists():
+        shutil.copy2(module_store_key, tmp_path / "rt" / "store.key")
     gridmap = tmp_path / "grid-mapfile"
     gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
     runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
@@ -47,6 +58,8 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account
     runtime.settings = dataclasses.replace(
         runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)),
         slurm=SlurmSettings(max_submitted=7))
+    if not module_store_key.exists():
+        shutil.copy2(tmp_path / "rt" / "store.key", module_store_key)
     with runtime.uow() as uow:  # one database per module: start every test from an empty queue
         for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
             uow.session.execute(sa.delete(table))

@@ -275,7 +275,14 @@ def in_lock_order(rt: Runtime, pairs: Sequence[tuple[str, _T]]) -> list[tuple[st
     :meth:`~wmproxy.store.jobs.SqlJobStore.get`), then by id; two transactions following
     it never wait for each other in a cycle."""
     with rt.uow() as uow:
-        parents = uow.jobs.parents_of([job_id for job_id, _ in pairs])
+        return lock_order(uow, pairs)
+
+
+def lock_order(uow: UnitOfWork, pairs: Sequence[tuple[str, _T]]) -> list[tuple[str, _T]]:
+    """:func:`in_lock_order` inside the caller's transaction (one query, no lock taken)."""
+    if len(pairs) < 2:
+        return list(pairs)
+    parents = uow.jobs.parents_of([job_id for job_id, _ in pairs])
     return sorted(pairs, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
 
 
@@ -289,9 +296,10 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
     never deadlock. Should the transaction fail anyway, each job is recorded on its own.
     """
     now = utcnow()
-    ordered = in_lock_order(rt, started)
+    ordered = list(started)
     try:
         with rt.uow() as uow:
+            ordered = lock_order(uow, started)
             for job_id, ref in ordered:
                 change_state(uow, job_id, JobState.RUNNING, now, backend_ref=ref)
     except SQLAlchemyError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, inspect, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,9 @@ class JobLockedError(Exception):
 class SqlJobStore:
     def __init__(self, session: Session) -> None:
         self.session = session
+        # Rows this transaction holds locked: a second get(for_update=True) of one of them
+        # (the worker's end path locks a job, then changes its state) costs no statement.
+        self._locked: dict[str, Job] = {}
 
     def add(self, job: Job) -> None:
         self.session.add(job)
@@ -85,15 +88,27 @@ class SqlJobStore:
         """
         if not for_update:
             return self.session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+        if (held := self._held(job_id)) is not None:
+            return held
         parent_id = self.session.scalar(select(Job.parent_id).where(Job.id == job_id))
-        if parent_id is not None:
+        if parent_id is not None and self._held(parent_id) is None:
             self._lock(parent_id, nowait)
         return self._lock(job_id, nowait)
+
+    def _held(self, job_id: str) -> Job | None:
+        """The job if this transaction locked it already and it is still in the session."""
+        job = self._locked.get(job_id)
+        if job is None or job not in self.session or inspect(job).deleted:
+            return None
+        return job
 
     def _lock(self, job_id: str, nowait: bool) -> Job | None:
         stmt = select(Job).where(Job.id == job_id).with_for_update(nowait=nowait)
         try:
-            return self.session.scalars(stmt).one_or_none()
+            job = self.session.scalars(stmt).one_or_none()
+            if job is not None:
+                self._locked[job_id] = job
+            return job
         except OperationalError as exc:
             if nowait and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise JobLockedError(job_id) from exc
