@@ -59,6 +59,7 @@ class SqlJobStore:
         # Rows this transaction holds locked: a second get(for_update=True) of one of them
         # (the worker's end path locks a job, then changes its state) costs no statement.
         self._locked: dict[str, Job] = {}
+        self._serialised: bool | None = None
 
     def add(self, job: Job) -> None:
         self.session.add(job)
@@ -90,10 +91,19 @@ class SqlJobStore:
             return self.session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
         if (held := self._held(job_id)) is not None:
             return held
+        if self._one_writer():  # SQLite: the transaction holds the whole database, no row locks to order
+            return self._lock(job_id, nowait)
         parent_id = self.session.scalar(select(Job.parent_id).where(Job.id == job_id))
         if parent_id is not None and self._held(parent_id) is None:
             self._lock(parent_id, nowait)
         return self._lock(job_id, nowait)
+
+    def _one_writer(self) -> bool:
+        """True on SQLite (``BEGIN IMMEDIATE``: one writing transaction at a time, ``FOR
+        UPDATE`` is not rendered), where locking the parent first would only cost a query."""
+        if self._serialised is None:
+            self._serialised = self.session.get_bind().dialect.name == "sqlite"
+        return self._serialised
 
     def _held(self, job_id: str) -> Job | None:
         """The job if this transaction locked it already and it is still in the session."""
@@ -213,6 +223,17 @@ class SqlJobStore:
         if destination is not None:
             stmt = stmt.where(Job.destination == destination)
         return int(self.session.scalar(stmt) or 0)
+
+    def count_at_ce_and_waiting(self, states: Sequence[str], destination: str,
+                                waiting: Sequence[str]) -> tuple[int, int]:
+        """``(count_at(states, destination=destination), count_at(waiting))`` in one query
+        (the built-in CE's running and waiting counts at each match)."""
+        stmt = select(
+            func.count().filter(Job.state.in_(states), Job.destination == destination),
+            func.count().filter(Job.state.in_(waiting)),
+        ).where(Job.state.in_([*states, *waiting]))
+        row = self.session.execute(stmt).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
         """The job's state history: its state changes, oldest first (no other action)."""
