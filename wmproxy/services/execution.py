@@ -308,6 +308,31 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
             set_state(rt, job_id, JobState.RUNNING, backend_ref=ref)
 
 
+def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]:
+    """Record prepared jobs as Scheduled with their backend reference (``(job id,
+    reference)`` pairs) and the event "submitted to <reference>", in one transaction, before
+    their wrappers are spawned (a crash after it: adoption finds the reference). Locks as
+    :func:`mark_running`, falling back to one job per transaction should it fail.
+
+    Returns:
+        The ids of the jobs recorded; a job that ended meanwhile (cancelled) is left alone
+        and must not be spawned.
+    """
+    now = utcnow()
+    done: set[str] = set()
+    ordered = list(prepared)
+    try:
+        with rt.uow() as uow:
+            ordered = lock_order(uow, prepared)
+            for job_id, ref in ordered:
+                if change_state(uow, job_id, JobState.SCHEDULED, now, backend_ref=ref):
+                    done.add(job_id)
+    except SQLAlchemyError as exc:
+        log.warning("recording %d scheduled jobs at once failed (%s); one by one", len(ordered), exc)
+        done = {job_id for job_id, ref in ordered if set_state(rt, job_id, JobState.SCHEDULED, backend_ref=ref)}
+    return done
+
+
 def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,
                  exit_code: int | None = None, backend_ref: str | None = None) -> bool:
     """:func:`set_state` in the caller's unit of work: the event, then the DAG's dependents
