@@ -81,6 +81,8 @@ class TestSchema:
             assert uow.jobs.count_at(("Ready", "Scheduled", "Running"), destination="ce1") == 2
             assert uow.jobs.count_at(("Running",)) == 2
             assert uow.jobs.count_at(("Waiting",)) == 1
+            assert uow.jobs.count_at_ce_and_waiting(("Ready", "Scheduled", "Running"), "ce1", ("Waiting",)) == (2, 1)
+            assert uow.jobs.count_at_ce_and_waiting(("Running",), "ce2", ("Waiting", "Ready")) == (1, 2)
 
 
 class TestNotBefore:

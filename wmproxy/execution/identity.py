@@ -383,7 +383,7 @@ def install_wrapper(work_dir: Path, account: Account | None) -> Path:
 
 
 def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None) -> subprocess.Popen[bytes]:
-    """Start ``python3 -I jobwrapper.py <work_dir>`` as ``account``.
+    """Start ``python3 -I -S jobwrapper.py <work_dir>`` as ``account``.
 
     The wrapper holds no capability: when the worker has any (the documented five), the
     wrapper is started through ``setpriv`` clearing the inheritable and ambient sets with
@@ -412,7 +412,7 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
         log_fd = _fresh_file(state_fd, LOG_NAME, 0o600, account)
     try:
         return subprocess.Popen(  # noqa: S603 - a fixed argv: the package's own wrapper
-            [*prefix, interpreter, "-I", str(WRAPPER_PATH), str(work_dir)],
+            [*prefix, interpreter, "-I", "-S", str(WRAPPER_PATH), str(work_dir)],
             cwd=work_dir,
             env={"PATH": jobwrapper.BASE_PATH, "LANG": "C.UTF-8"},
             stdin=subprocess.DEVNULL,

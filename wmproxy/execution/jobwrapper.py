@@ -1,7 +1,7 @@
 """The job wrapper: the one program every execution backend runs for a job (the analogue
 of the gLite WMS ``JobWrapper``), executed as the job's mapped account.
 
-Run as ``python3 -I <path>/jobwrapper.py <work_dir>``. It needs only the standard
+Run as ``python3 -I -S <path>/jobwrapper.py <work_dir>``. It needs only the standard
 library of a system ``python3`` (3.7 or later) and never imports the ``wmproxy``
 package, so the same file runs on a batch node (``sbatch --uid/--gid``). The server side
 imports it only for :class:`JobSpec` and the file names below.
@@ -89,10 +89,10 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 
 # Imported for the type checker only: every import costs each job's start on a batch node
-# (typing, socket, datetime and shutil together about a fifth of the wrapper's own time).
+# (typing, socket, datetime and shutil together about a fifth of the wrapper's own time;
+# dataclasses, with inspect and ast, another sixth: JobSpec is a plain class).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any
@@ -129,7 +129,11 @@ class WrapperError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True)
+_SPEC_FIELDS = ("job_id", "executable", "arguments", "stdin", "stdout", "stderr", "environment", "proxy",
+                "prologue", "prologue_arguments", "epilogue", "epilogue_arguments", "umask", "kill_grace",
+                "base_environment")
+
+
 class JobSpec:
     """What the wrapper runs; stored as JSON in ``.wmproxy/job.json``.
 
@@ -154,26 +158,67 @@ class JobSpec:
             applied before JDL ``Environment``.
     """
 
+    __slots__ = _SPEC_FIELDS
+
     job_id: str
     executable: str
-    arguments: list[str] = field(default_factory=list)
-    stdin: str | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    environment: dict[str, str] = field(default_factory=dict)
-    proxy: str | None = None
-    prologue: str | None = None
-    prologue_arguments: list[str] = field(default_factory=list)
-    epilogue: str | None = None
-    epilogue_arguments: list[str] = field(default_factory=list)
-    umask: int = DEFAULT_UMASK
-    kill_grace: float = DEFAULT_KILL_GRACE
-    base_environment: dict[str, str] = field(default_factory=dict)
+    arguments: list[str]
+    stdin: str | None
+    stdout: str | None
+    stderr: str | None
+    environment: dict[str, str]
+    proxy: str | None
+    prologue: str | None
+    prologue_arguments: list[str]
+    epilogue: str | None
+    epilogue_arguments: list[str]
+    umask: int
+    kill_grace: float
+    base_environment: dict[str, str]
+
+    def __init__(
+        self, job_id: str, executable: str, arguments: list[str] | None = None, stdin: str | None = None,
+        stdout: str | None = None, stderr: str | None = None, environment: dict[str, str] | None = None,
+        proxy: str | None = None, prologue: str | None = None, prologue_arguments: list[str] | None = None,
+        epilogue: str | None = None, epilogue_arguments: list[str] | None = None, umask: int = DEFAULT_UMASK,
+        kill_grace: float = DEFAULT_KILL_GRACE, base_environment: dict[str, str] | None = None,
+    ) -> None:
+        values = {
+            "job_id": job_id, "executable": executable,
+            "arguments": [] if arguments is None else arguments, "stdin": stdin, "stdout": stdout,
+            "stderr": stderr, "environment": {} if environment is None else environment, "proxy": proxy,
+            "prologue": prologue, "prologue_arguments": [] if prologue_arguments is None else prologue_arguments,
+            "epilogue": epilogue, "epilogue_arguments": [] if epilogue_arguments is None else epilogue_arguments,
+            "umask": umask, "kill_grace": kill_grace,
+            "base_environment": {} if base_environment is None else base_environment,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"JobSpec is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"JobSpec is frozen: cannot delete {name}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name (lists and mappings copied)."""
+        return {name: _copied(getattr(self, name)) for name in _SPEC_FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _SPEC_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside, as the dataclass was
+
+    def __repr__(self) -> str:
+        return "JobSpec(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _SPEC_FIELDS) + ")"
 
     def to_json(self) -> str:
         """The spec as the JSON text of ``job.json`` (with ``"version": 1``)."""
         data: dict[str, Any] = {"version": SPEC_VERSION}
-        data.update(asdict(self))
+        data.update(self.as_dict())
         return json.dumps(data, indent=1, sort_keys=True)
 
     @classmethod
@@ -190,7 +235,7 @@ class JobSpec:
             raise WrapperError(f"Job Wrapper error: the job description is not JSON: {exc}") from None
         if not isinstance(data, dict) or data.pop("version", None) != SPEC_VERSION:
             raise WrapperError("Job Wrapper error: unsupported job description version")
-        known = set(cls.__dataclass_fields__)
+        known = set(_SPEC_FIELDS)
         unknown = sorted(set(data) - known)
         if unknown:
             raise WrapperError(f"Job Wrapper error: unknown job description fields {unknown}")
@@ -230,6 +275,10 @@ class JobSpec:
         _expect(isinstance(self.umask, int) and not isinstance(self.umask, bool) and 0 <= self.umask <= 0o777, "umask")
         grace = self.kill_grace
         _expect(isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0, "kill_grace")
+
+
+def _copied(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
 def _expect(ok: bool, name: str) -> None:

@@ -139,10 +139,10 @@ class ExecutionWorker:
             return self.rt.settings.slurm.max_submitted
         return self.settings.max_running
 
-    def _with_room(self) -> list[str]:
-        """The backend kinds below their limit."""
+    def _with_room(self, prepared: Sequence[RunningJob] = ()) -> list[str]:
+        """The backend kinds below their limit (counting the ``prepared`` jobs too)."""
         counts = dict.fromkeys(self.backends, 0)
-        for job in self.running.values():
+        for job in [*self.running.values(), *prepared]:
             counts[job.order.backend] = counts.get(job.order.backend, 0) + 1
         return [kind for kind in self.backends if counts[kind] < self.limits[kind]]
 
@@ -222,8 +222,8 @@ class ExecutionWorker:
         self._sample_perusal()
         self._reap()
         started = 0
-        spawned: list[tuple[str, str]] = []  # (job id, backend reference) to record as Running
-        while started < STARTS_PER_STEP and (room := self._with_room()):
+        prepared: list[RunningJob] = []  # claimed and prepared this cycle, not spawned yet
+        while started < STARTS_PER_STEP and (room := self._with_room(prepared)):
             try:
                 order = service.claim_next_start(self.rt, self.name, backends=room,
                                                  full=set(self.backends) - set(room))
@@ -232,9 +232,10 @@ class ExecutionWorker:
                 break
             if order is None:
                 break
-            if (ref := self._start(order)) is not None:
-                spawned.append((order.job_id, ref))
+            if (ready := self._prepare(order)) is not None:
+                prepared.append(ready)
             started += 1
+        spawned = self._spawn(prepared)
         if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
             service.mark_running(self.rt, spawned)
         return started > 0
@@ -298,9 +299,9 @@ class ExecutionWorker:
 
     # --- starting ------------------------------------------------------------------
 
-    def _start(self, order: StartOrder) -> str | None:
-        """Prepare and spawn the job; returns its backend reference once the wrapper runs
-        (the caller records it with the Running state), None when it did not start."""
+    def _prepare(self, order: StartOrder) -> RunningJob | None:
+        """Prepare the job's work dir through its backend; None when it cannot start (then
+        it is requeued or has ended Aborted)."""
         job_id = order.job_id
         backend = self.backends.get(order.backend)
         if backend is None:  # defensive: claim_next_start hands out only the kinds it is given
@@ -327,19 +328,33 @@ class ExecutionWorker:
             log.info("job %s could not be prepared (shallow failure): %s", job_id, exc)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
             return None
-        if not service.set_state(self.rt, job_id, JobState.SCHEDULED, backend_ref=handle.ref):
-            self._release(backend, handle)
-            return None
-        try:
-            backend.spawn(handle)
-        except BackendError as exc:
-            log.info("job %s could not be started (shallow failure): %s", job_id, exc)
-            self._release(backend, handle)
-            end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
-            return None
-        self.running[job_id] = RunningJob(order, handle, backend)
-        log.info("job %s running (%s)", job_id, handle.ref)
-        return handle.ref
+        return RunningJob(order, handle, backend)
+
+    def _spawn(self, prepared: Sequence[RunningJob]) -> list[tuple[str, str]]:
+        """Record the prepared jobs Scheduled with their backend references (one
+        transaction, before any spawn, so a crash never loses a running wrapper), then
+        spawn each; returns the ``(job id, backend reference)`` of those whose wrapper runs
+        (the caller records them Running)."""
+        if not prepared:
+            return []
+        scheduled = service.mark_scheduled(self.rt, [(job.order.job_id, job.handle.ref) for job in prepared])
+        spawned: list[tuple[str, str]] = []
+        for job in prepared:
+            job_id = job.order.job_id
+            if job_id not in scheduled:  # ended meanwhile (cancelled)
+                self._release(job.backend, job.handle)
+                continue
+            try:
+                job.backend.spawn(job.handle)
+            except BackendError as exc:
+                log.info("job %s could not be started (shallow failure): %s", job_id, exc)
+                self._release(job.backend, job.handle)
+                end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
+                continue
+            self.running[job_id] = job
+            log.info("job %s running (%s)", job_id, job.handle.ref)
+            spawned.append((job_id, job.handle.ref))
+        return spawned
 
     def _spec(self, order: StartOrder) -> JobSpec:
         desc = order.description

@@ -275,7 +275,14 @@ def in_lock_order(rt: Runtime, pairs: Sequence[tuple[str, _T]]) -> list[tuple[st
     :meth:`~wmproxy.store.jobs.SqlJobStore.get`), then by id; two transactions following
     it never wait for each other in a cycle."""
     with rt.uow() as uow:
-        parents = uow.jobs.parents_of([job_id for job_id, _ in pairs])
+        return lock_order(uow, pairs)
+
+
+def lock_order(uow: UnitOfWork, pairs: Sequence[tuple[str, _T]]) -> list[tuple[str, _T]]:
+    """:func:`in_lock_order` inside the caller's transaction (one query, no lock taken)."""
+    if len(pairs) < 2:
+        return list(pairs)
+    parents = uow.jobs.parents_of([job_id for job_id, _ in pairs])
     return sorted(pairs, key=lambda pair: (parents.get(pair[0]) or pair[0], pair[0]))
 
 
@@ -289,15 +296,41 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
     never deadlock. Should the transaction fail anyway, each job is recorded on its own.
     """
     now = utcnow()
-    ordered = in_lock_order(rt, started)
+    ordered = list(started)
     try:
         with rt.uow() as uow:
+            ordered = lock_order(uow, started)
             for job_id, ref in ordered:
                 change_state(uow, job_id, JobState.RUNNING, now, backend_ref=ref)
     except SQLAlchemyError as exc:
         log.warning("recording %d started jobs at once failed (%s); one by one", len(ordered), exc)
         for job_id, ref in ordered:
             set_state(rt, job_id, JobState.RUNNING, backend_ref=ref)
+
+
+def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]:
+    """Record prepared jobs as Scheduled with their backend reference (``(job id,
+    reference)`` pairs) and the event "submitted to <reference>", in one transaction, before
+    their wrappers are spawned (a crash after it: adoption finds the reference). Locks as
+    :func:`mark_running`, falling back to one job per transaction should it fail.
+
+    Returns:
+        The ids of the jobs recorded; a job that ended meanwhile (cancelled) is left alone
+        and must not be spawned.
+    """
+    now = utcnow()
+    done: set[str] = set()
+    ordered = list(prepared)
+    try:
+        with rt.uow() as uow:
+            ordered = lock_order(uow, prepared)
+            for job_id, ref in ordered:
+                if change_state(uow, job_id, JobState.SCHEDULED, now, backend_ref=ref):
+                    done.add(job_id)
+    except SQLAlchemyError as exc:
+        log.warning("recording %d scheduled jobs at once failed (%s); one by one", len(ordered), exc)
+        done = {job_id for job_id, ref in ordered if set_state(rt, job_id, JobState.SCHEDULED, backend_ref=ref)}
+    return done
 
 
 def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,

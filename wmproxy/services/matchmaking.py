@@ -151,8 +151,7 @@ def site_ces(rt: Runtime, uow: UnitOfWork, now: dt.datetime | None = None) -> tu
     ces = ce_catalogue(settings.jobs.ce_catalogue)
     if not ces:
         ce_id = builtin_ce_id(settings)
-        ces = (builtin_ce(settings, uow.jobs.count_at(_OCCUPYING, destination=ce_id),
-                          uow.jobs.count_at((JobState.WAITING.value,))),)
+        ces = (builtin_ce(settings, *uow.jobs.count_at_ce_and_waiting(_OCCUPYING, ce_id, (JobState.WAITING.value,))),)
     states = uow.ce_states.fresh(now - dt.timedelta(seconds=settings.brokering.ce_state_max_age))
     return tuple(with_state(ce, states[ce["GlueCEUniqueID"]]) if ce["GlueCEUniqueID"] in states else ce
                  for ce in ces)

@@ -36,7 +36,7 @@ from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.compound import refresh_parent
-from wmproxy.services.execution import change_state, in_lock_order
+from wmproxy.services.execution import change_state, lock_order
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -146,9 +146,10 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
     """
     now = now or utcnow()
     states: dict[str, JobState | None] = {}
-    ordered = in_lock_order(rt, ends)
+    ordered = list(ends)
     try:
         with rt.uow() as uow:
+            ordered = lock_order(uow, ends)
             for job_id, end in ordered:
                 states[job_id] = _end_in(uow, rt, job_id, end, now)
     except SQLAlchemyError as exc:

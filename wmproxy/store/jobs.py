@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, inspect, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,10 @@ class JobLockedError(Exception):
 class SqlJobStore:
     def __init__(self, session: Session) -> None:
         self.session = session
+        # Rows this transaction holds locked: a second get(for_update=True) of one of them
+        # (the worker's end path locks a job, then changes its state) costs no statement.
+        self._locked: dict[str, Job] = {}
+        self._serialised: bool | None = None
 
     def add(self, job: Job, *, flush: bool = True) -> None:
         """Add the job and its first event; ``flush=False`` leaves the INSERTs to the next flush."""
@@ -91,15 +95,36 @@ class SqlJobStore:
         """
         if not for_update:
             return self.session.scalars(select(Job).where(Job.id == job_id)).one_or_none()
+        if (held := self._held(job_id)) is not None:
+            return held
+        if self._one_writer():  # SQLite: the transaction holds the whole database, no row locks to order
+            return self._lock(job_id, nowait)
         parent_id = self.session.scalar(select(Job.parent_id).where(Job.id == job_id))
-        if parent_id is not None:
+        if parent_id is not None and self._held(parent_id) is None:
             self._lock(parent_id, nowait)
         return self._lock(job_id, nowait)
+
+    def _one_writer(self) -> bool:
+        """True on SQLite (``BEGIN IMMEDIATE``: one writing transaction at a time, ``FOR
+        UPDATE`` is not rendered), where locking the parent first would only cost a query."""
+        if self._serialised is None:
+            self._serialised = self.session.get_bind().dialect.name == "sqlite"
+        return self._serialised
+
+    def _held(self, job_id: str) -> Job | None:
+        """The job if this transaction locked it already and it is still in the session."""
+        job = self._locked.get(job_id)
+        if job is None or job not in self.session or inspect(job).deleted:
+            return None
+        return job
 
     def _lock(self, job_id: str, nowait: bool) -> Job | None:
         stmt = select(Job).where(Job.id == job_id).with_for_update(nowait=nowait)
         try:
-            return self.session.scalars(stmt).one_or_none()
+            job = self.session.scalars(stmt).one_or_none()
+            if job is not None:
+                self._locked[job_id] = job
+            return job
         except OperationalError as exc:
             if nowait and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise JobLockedError(job_id) from exc
@@ -208,6 +233,17 @@ class SqlJobStore:
         if destination is not None:
             stmt = stmt.where(Job.destination == destination)
         return int(self.session.scalar(stmt) or 0)
+
+    def count_at_ce_and_waiting(self, states: Sequence[str], destination: str,
+                                waiting: Sequence[str]) -> tuple[int, int]:
+        """``(count_at(states, destination=destination), count_at(waiting))`` in one query
+        (the built-in CE's running and waiting counts at each match)."""
+        stmt = select(
+            func.count().filter(Job.state.in_(states), Job.destination == destination),
+            func.count().filter(Job.state.in_(waiting)),
+        ).where(Job.state.in_([*states, *waiting]))
+        row = self.session.execute(stmt).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
         """The job's state history: its state changes, oldest first (no other action)."""

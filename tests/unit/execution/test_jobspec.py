@@ -1,0 +1,51 @@
+"""JobSpec, the wrapper's input, as a plain class (no ``dataclasses``: the wrapper's start
+costs every job), and what the wrapper imports when a backend starts it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.unit.execution.wrapper_support import PYTHON
+from wmproxy.execution import identity
+from wmproxy.execution.jobwrapper import DEFAULT_KILL_GRACE, DEFAULT_UMASK, JobSpec, WrapperError
+
+
+def test_defaults_are_fresh_per_spec() -> None:
+    first, second = JobSpec(job_id="j1", executable="/bin/true"), JobSpec(job_id="j2", executable="/bin/true")
+    assert first.arguments == [] and first.environment == {} and first.base_environment == {}
+    assert first.arguments is not second.arguments and first.environment is not second.environment
+    assert (first.umask, first.kill_grace, first.stdin, first.proxy) == (DEFAULT_UMASK, DEFAULT_KILL_GRACE, None, None)
+
+
+def test_a_spec_is_frozen_and_compared_by_value() -> None:
+    spec = JobSpec(job_id="j", executable="run.sh", arguments=["a"], environment={"A": "1"})
+    with pytest.raises(AttributeError):
+        spec.executable = "other"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del spec.job_id  # type: ignore[misc]
+    assert spec == JobSpec(job_id="j", executable="run.sh", arguments=["a"], environment={"A": "1"})
+    assert spec != JobSpec(job_id="j", executable="run.sh", arguments=["b"], environment={"A": "1"})
+    assert "executable='run.sh'" in repr(spec)
+
+
+def test_json_round_trip_and_unknown_fields() -> None:
+    spec = JobSpec(job_id="j", executable="run.sh", arguments=["a b"], stdout="out", stderr="out",
+                   environment={"A": "1"}, proxy="user.proxy", prologue="pro.sh", prologue_arguments=["x"],
+                   umask=0o027, kill_grace=2.5, base_environment={"LANG": "C"})
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert spec.as_dict()["arguments"] is not spec.arguments
+    with pytest.raises(WrapperError, match="unknown job description fields"):
+        JobSpec.from_json('{"version": 1, "job_id": "j", "executable": "x", "colour": "red"}')
+    with pytest.raises(WrapperError, match="lacks job_id or executable"):
+        JobSpec.from_json('{"version": 1, "job_id": "j"}')
+
+
+def test_the_wrapper_starts_without_site_and_heavy_modules() -> None:
+    done = subprocess.run([PYTHON, "-I", "-S", "-X", "importtime", str(identity.WRAPPER_PATH), "/nonexistent/work"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "json" in imported and "subprocess" in imported  # the measurement saw the wrapper's imports
+    assert not imported & {"site", "dataclasses", "inspect", "typing", "socket", "datetime", "shutil"}
+    assert done.returncode != 0
