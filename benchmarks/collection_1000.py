@@ -12,17 +12,17 @@ started: the numbers are the service's, not the jobs'.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.integration.service import BIN, Deployment, free_port, write_config
+from perf_support import Site, site
+
 from wmproxy.client import WMProxyClient
-from wmproxy.security.pki import create_ca, write_proxy
 
 
 def collection(nodes: int) -> str:
@@ -40,46 +40,35 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
-        host_cert, host_key = ca.issue_host("localhost", root / "host")
-        user = ca.issue_user("Bench User", root / "user")
-        proxy = root / "user" / "x509up"
-        write_proxy(user, proxy, lifetime=3600 * 12)
-        port = free_port()
-        config = root / "wmproxy.conf"
-        db = args.database_url or f"sqlite:///{root}/wmproxy.db"
-        write_config(config, db_url=db, ca_dir=root / "certificates", host_cert=host_cert, host_key=host_key,
-                     state=root, port=port)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
-        env["WMPROXY_CONFIG"] = str(config)
-        dep = Deployment(config=config, state=root, port=port, env=env)
-        assert dep.run(str(BIN / "wmproxy-admin"), "init").returncode == 0
-        dep.start_gunicorn()
-        try:
-            client = WMProxyClient(dep.endpoint, str(proxy), str(root / "certificates"))
-            client.delegate("bench")
-            jdl = collection(args.nodes)
-            t0 = time.perf_counter()
-            job = client.job_register(jdl, "bench")
-            t1 = time.perf_counter()
-            client.job_start(job.id)
-            t2 = time.perf_counter()
-            status = client.get_job_status(job.id)
-            t3 = time.perf_counter()
-            uris = client.get_sandbox_bulk_dest_uri(job.id, "https")
-            t4 = time.perf_counter()
-            assert len(job.children) == args.nodes and len(status.children) == args.nodes
-            assert len(uris) == args.nodes + 1
-            print(f"nodes:                    {args.nodes}")
-            print(f"database:                 {db.split(':')[0]}")
-            print(f"jobRegister:              {t1 - t0:.2f} s")
-            print(f"jobStart:                 {t2 - t1:.2f} s")
-            print(f"register + start:         {t2 - t0:.2f} s")
-            print(f"getJobStatus (tree):      {t3 - t2:.2f} s")
-            print(f"getSandboxBulkDestURI:    {t4 - t3:.2f} s")
-        finally:
-            dep.stop()
+        db = args.database_url or f"sqlite:///{tmp}/wmproxy.db"
+        with site(Path(tmp), db) as s:
+            run(s, args.nodes)
+
+
+def run(s: Site, nodes: int) -> None:
+    """Register, start and follow one ``nodes``-node collection on the running site ``s``."""
+    db = s.database_url
+    client = WMProxyClient(s.deployment.endpoint, str(s.proxy), str(s.ca_dir))
+    client.delegate("bench")
+    jdl = collection(nodes)
+    t0 = time.perf_counter()
+    job = client.job_register(jdl, "bench")
+    t1 = time.perf_counter()
+    client.job_start(job.id)
+    t2 = time.perf_counter()
+    status = client.get_job_status(job.id)
+    t3 = time.perf_counter()
+    uris = client.get_sandbox_bulk_dest_uri(job.id, "https")
+    t4 = time.perf_counter()
+    assert len(job.children) == nodes and len(status.children) == nodes
+    assert len(uris) == nodes + 1
+    print(f"nodes:                    {nodes}")
+    print(f"database:                 {db.split(':')[0]}")
+    print(f"jobRegister:              {t1 - t0:.2f} s")
+    print(f"jobStart:                 {t2 - t1:.2f} s")
+    print(f"register + start:         {t2 - t0:.2f} s")
+    print(f"getJobStatus (tree):      {t3 - t2:.2f} s")
+    print(f"getSandboxBulkDestURI:    {t4 - t3:.2f} s")
 
 
 if __name__ == "__main__":
