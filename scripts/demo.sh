@@ -269,7 +269,7 @@ step "Following the job until it runs"
 last=""
 for _ in $(seq 1 600); do
     status=$("$BIN/wmproxy" status --json "$JOBID" | "$BIN/python" -c \
-        'import json,sys; print(next(iter(json.load(sys.stdin).values()))["Current Status"])')
+        'import json,sys; print(json.load(sys.stdin)["jobs"][0]["current_status"])')
     if [[ "$status" != "$last" ]]; then
         printf '%s  %s\n' "$(date +%H:%M:%S.%N | cut -c1-12)" "$status"
         last=$status
@@ -291,7 +291,7 @@ fi
 step "Following the job"
 for _ in $(seq 1 600); do
     status=$("$BIN/wmproxy" status --json "$JOBID" | "$BIN/python" -c \
-        'import json,sys; print(next(iter(json.load(sys.stdin).values()))["Current Status"])')
+        'import json,sys; print(json.load(sys.stdin)["jobs"][0]["current_status"])')
     if [[ "$status" != "$last" ]]; then
         printf '%s  %s\n' "$(date +%H:%M:%S.%N | cut -c1-12)" "$status"
         last=$status
