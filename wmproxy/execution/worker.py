@@ -78,6 +78,9 @@ class RunningJob:
     backend: ExecutionBackend
     next_sample: float = 0.0
     offsets: dict[str, int] = field(default_factory=dict)
+    #: the newest perusal chunk's timestamp per file: each chunk gets a later one, so no chunk
+    #: is ever written twice and no two merged files share a name
+    stamps: dict[str, int] = field(default_factory=dict)
     cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
 
 
@@ -493,7 +496,9 @@ class ExecutionWorker:
                     continue
                 handle.seek(offset)
                 data = handle.read(min(size - offset, PERUSAL_READ_LIMIT))
-            self.rt.storage.write_perusal_chunk(job.order.area.job_id, name, data, stamp)
+            chunk_stamp = max(stamp, job.stamps.get(name, 0) + 1)
+            self.rt.storage.write_perusal_chunk(job.order.area.job_id, name, data, chunk_stamp)
+            job.stamps[name] = chunk_stamp
             job.offsets[name] = offset + len(data)
 
 

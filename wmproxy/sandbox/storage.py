@@ -330,10 +330,16 @@ class FilesystemSandboxStorage:
     # --- perusal (wmproxy-behaviour.md §8) ---
 
     def write_perusal_chunk(self, job_id: str, name: str, data: bytes, timestamp: int) -> None:
-        """Append ``data`` to the chunk ``peek/<name>.<timestamp>`` (epoch seconds)."""
+        """Write ``data`` as the new chunk ``peek/<name>.<timestamp>`` (epoch seconds), whole
+        or not at all (a temporary name, then a rename), so that getPerusalFiles merging at the
+        same moment sees either nothing or all of it. Chunks are never appended to: the caller
+        gives each chunk of a file its own, increasing timestamp.
+        """
         peek = self._area(job_id, "peek")
-        with open(peek / f"{name}.{timestamp}", "ab") as chunk:
+        tmp = peek / f".{name}.{timestamp}{TMP_SUFFIX}"
+        with open(tmp, "wb") as chunk:
             chunk.write(data)
+        os.replace(tmp, peek / f"{name}.{timestamp}")
 
     def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
-from wmproxy.sandbox.storage import FilesystemSandboxStorage, UnknownJobAreaError
+from wmproxy.sandbox.storage import TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 OTHER = "https://lb.example.org:9000/AbZZZZZZZZ"
@@ -240,16 +240,27 @@ class TestPerusalChunks:
         storage.create_job_area(JOB)
         storage.write_perusal_chunk(JOB, "out.txt", b"b", 20)
         storage.write_perusal_chunk(JOB, "out.txt", b"a", 10)
-        storage.write_perusal_chunk(JOB, "out.txt", b"c", 20)
+        storage.write_perusal_chunk(JOB, "out.txt", b"c", 21)
         storage.write_perusal_chunk(JOB, "out.txt.bak", b"x", 5)
-        assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-10-20"]
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-10-21"]
         peek = storage.job_dir(JOB) / "peek"
-        assert (peek / "out.txt-10-20").read_bytes() == b"abc"
-        assert sorted(os.listdir(peek)) == ["out.txt-10-20", "out.txt.bak.5"]
+        assert (peek / "out.txt-10-21").read_bytes() == b"abc"
+        assert sorted(os.listdir(peek)) == ["out.txt-10-21", "out.txt.bak.5"]
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         storage.write_perusal_chunk(JOB, "out.txt", b"d", 30)
         assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-30-30"]
-        assert storage.merged_perusal_files(JOB, "out.txt") == ["out.txt-10-20", "out.txt-30-30"]
+        assert storage.merged_perusal_files(JOB, "out.txt") == ["out.txt-10-21", "out.txt-30-30"]
+
+    def test_a_chunk_being_written_is_not_merged(self, storage: FilesystemSandboxStorage) -> None:
+        """A chunk appears whole under its name (written under a hidden name, then renamed): a
+        merge running meanwhile never reads it half written, nor deletes bytes it did not read."""
+        storage.create_job_area(JOB)
+        peek = storage.job_dir(JOB) / "peek"
+        (peek / f".out.txt.40{TMP_SUFFIX}").write_bytes(b"half")  # a write in progress
+        storage.write_perusal_chunk(JOB, "out.txt", b"whole", 41)
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-41-41"]
+        assert (peek / "out.txt-41-41").read_bytes() == b"whole"
+        assert (peek / f".out.txt.40{TMP_SUFFIX}").exists()
 
 
 OTHER_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbZZZZZZZZ"
