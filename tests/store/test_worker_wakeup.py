@@ -83,14 +83,13 @@ class TestQueueNotification:
             return
         assert wakeup.listening
         submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake")
-        begin = time.monotonic()
         assert wakeup.wait(WOKEN_WITHIN), "jobSubmit's start request did not wake the listener"
-        assert time.monotonic() - begin < WOKEN_WITHIN
 
     def test_a_rolled_back_enqueue_does_not_wake_it(self, rt: Runtime, alice: Principal, wakeup: Wakeup) -> None:
         wakeup.wait(0)
         job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake").job_id
-        wakeup.wait(WOKEN_WITHIN)  # consume the submit's notification
+        if wakeup.listening:  # PostgreSQL: consume the submit's notification (SQLite sends none)
+            assert wakeup.wait(WOKEN_WITHIN)
         uow = rt.uow()
         try:
             with uow:
