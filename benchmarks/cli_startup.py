@@ -33,10 +33,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.integration.service import BIN, Deployment, free_port, write_config
+from perf_support import site
+
+from tests.integration.service import BIN
 from wmproxy.client import WMProxyClient
-from wmproxy.security.pki import create_ca, write_proxy
 
 RAW = r"""
 import http.client, ssl, sys
@@ -73,60 +75,44 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
-        host_cert, host_key = ca.issue_host("localhost", root / "host")
-        user = ca.issue_user("Bench User", root / "user")
-        proxy = root / "user" / "x509up"
-        write_proxy(user, proxy, lifetime=3600 * 12)
-        port = free_port()
-        config = root / "wmproxy.conf"
-        write_config(config, db_url=f"sqlite:///{root}/wmproxy.db", ca_dir=root / "certificates",
-                     host_cert=host_cert, host_key=host_key, state=root, port=port)
+    with tempfile.TemporaryDirectory() as tmp, site(Path(tmp), f"sqlite:///{tmp}/wmproxy.db") as s:
+        root, port, proxy, ca_dir = s.root, s.port, s.proxy, s.ca_dir
+        client = WMProxyClient(s.deployment.endpoint, str(proxy), str(ca_dir))
+        client.delegate("bench")
+        job = client.job_register('[ Executable = "/bin/true"; ]', "bench").id
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("WMPROXY_", "X509_", "GLITE_")) and k != "PYTHONDONTWRITEBYTECODE"}
-        env["WMPROXY_CONFIG"] = str(config)
-        dep = Deployment(config=config, state=root, port=port, env=env)
-        assert dep.run(str(BIN / "wmproxy-admin"), "init").returncode == 0
-        dep.start_gunicorn()
-        try:
-            client = WMProxyClient(dep.endpoint, str(proxy), str(root / "certificates"))
-            client.delegate("bench")
-            job = client.job_register('[ Executable = "/bin/true"; ]', "bench").id
-            user_env = dict(env, X509_USER_PROXY=str(proxy), X509_CERT_DIR=str(root / "certificates"),
-                            GLITE_WMS_WMPROXY_ENDPOINT=dep.endpoint, HOME=str(root))
-            python = sys.executable
-            commands = {
-                "raw": [python, "-c", RAW, "localhost", str(port), "/glite_wms_wmproxy_server", str(proxy),
-                        str(root / "certificates"), job],
-                "status": [str(BIN / "wmproxy"), "status", job],
-                "help": [str(BIN / "wmproxy"), "--help"],
-                "python": [python, "-c", "pass"],
-            }
-            for argv in commands.values():  # warm the page cache and any user cache once
-                timed(argv, user_env)
-            ratios: dict[str, list[float]] = {"status/raw": [], "help/raw": []}
-            medians: dict[str, list[float]] = {name: [] for name in commands}
-            for window in range(args.windows):
-                times: dict[str, list[float]] = {name: [] for name in commands}
-                for _ in range(args.runs):
-                    for name, argv in commands.items():
-                        times[name].append(timed(argv, user_env))
-                med = {name: statistics.median(values) for name, values in times.items()}
-                for name in commands:
-                    medians[name].append(med[name])
-                ratios["status/raw"].append(med["status"] / med["raw"])
-                ratios["help/raw"].append(med["help"] / med["raw"])
-                print(f"window {window + 1}: " + "  ".join(f"{n} {med[n] * 1000:.0f} ms" for n in commands))
-            print()
-            for name, values in medians.items():
-                print(f"{name:>10} (s, medians of windows): {spread(values)}")
-            for name, values in ratios.items():
-                print(f"{name:>10} (ratio):                 {spread(values)}")
-            print("target: status/raw <= 3.00")
-        finally:
-            dep.stop()
+        user_env = dict(env, X509_USER_PROXY=str(proxy), X509_CERT_DIR=str(ca_dir),
+                        GLITE_WMS_WMPROXY_ENDPOINT=s.deployment.endpoint, HOME=str(root))
+        python = sys.executable
+        commands = {
+            "raw": [python, "-c", RAW, "localhost", str(port), "/glite_wms_wmproxy_server", str(proxy),
+                    str(ca_dir), job],
+            "status": [str(BIN / "wmproxy"), "status", job],
+            "help": [str(BIN / "wmproxy"), "--help"],
+            "python": [python, "-c", "pass"],
+        }
+        for argv in commands.values():  # warm the page cache and any user cache once
+            timed(argv, user_env)
+        ratios: dict[str, list[float]] = {"status/raw": [], "help/raw": []}
+        medians: dict[str, list[float]] = {name: [] for name in commands}
+        for window in range(args.windows):
+            times: dict[str, list[float]] = {name: [] for name in commands}
+            for _ in range(args.runs):
+                for name, argv in commands.items():
+                    times[name].append(timed(argv, user_env))
+            med = {name: statistics.median(values) for name, values in times.items()}
+            for name in commands:
+                medians[name].append(med[name])
+            ratios["status/raw"].append(med["status"] / med["raw"])
+            ratios["help/raw"].append(med["help"] / med["raw"])
+            print(f"window {window + 1}: " + "  ".join(f"{n} {med[n] * 1000:.0f} ms" for n in commands))
+        print()
+        for name, values in medians.items():
+            print(f"{name:>10} (s, medians of windows): {spread(values)}")
+        for name, values in ratios.items():
+            print(f"{name:>10} (ratio):                 {spread(values)}")
+        print("target: status/raw <= 3.00")
 
 
 if __name__ == "__main__":

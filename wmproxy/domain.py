@@ -1,4 +1,6 @@
-"""Plain domain values shared by every layer: job states, principals, job ids.
+"""Plain domain values shared by every layer: job states, principals, job ids, and the
+values the extension ports carry (job history and listing, inspection results), which the
+service builds and the client reads back.
 
 Nothing here touches SOAP, the database or the file system.
 """
@@ -157,3 +159,109 @@ def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:
 def utcnow() -> datetime.datetime:
     """Current time, timezone-aware UTC."""
     return datetime.datetime.now(datetime.UTC)
+
+
+# --- values of the extension ports (jobs-1, inspection-1), one type on both sides ---
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job (getJobEvents): ``at`` (aware UTC), ``kind`` (``registered``,
+    ``matched``, ``retry``, ... : ``wmproxy.store.jobs.EVENT_KINDS``), the job's ``state``
+    after it, ``source`` (service, worker, wrapper, renewal, user) and ``reason``."""
+
+    at: datetime.datetime
+    kind: str
+    state: str
+    source: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as getJobEvents and listJobs describe it (what ``status -v`` and ``status --all`` show).
+
+    Attributes:
+        status: as getJobStatus sends it (``Done (Exit Code 0)``).
+        owner_dn: the owner's DN.
+        submitted, last_update: registration and last change (aware UTC).
+        state_times: when the job last entered each state it went through (aware UTC).
+        user_tags: the JDL ``UserTags`` as ``name -> text``.
+        node_states: for a compound job, how many nodes are in each state.
+        missing_outputs: ``(file name, why)`` of each declared output file not collected.
+    """
+
+    job_id: str
+    state: str
+    status: str
+    owner_dn: str
+    submitted: datetime.datetime
+    last_update: datetime.datetime
+    parent_id: str | None = None
+    node_name: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    destination: str | None = None
+    user_tags: dict[str, str] = field(default_factory=dict)
+    state_times: dict[str, datetime.datetime] = field(default_factory=dict)
+    node_states: dict[str, int] = field(default_factory=dict)
+    missing_outputs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    """getJobEvents: the job's summary and its events, oldest first."""
+
+    job: JobSummary
+    events: tuple[JobEvent, ...]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """listJobs: one page of jobs (newest first) and the number of jobs matching in all."""
+
+    jobs: tuple[JobSummary, ...]
+    total: int
+
+
+#: Inspection request states after which a request changes no more.
+INSPECTION_FINISHED = frozenset({"done", "failed", "ended"})
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """An inspection request (getInspectionResult, the WSDL's InspectionResultType).
+
+    Attributes:
+        request_id, job_id: the request and its job.
+        state: ``pending``, ``running``, ``done``, ``failed`` or ``ended`` (the job had
+            already ended when asked; ``message`` gives its final state).
+        command: the argv asked.
+        asked_at, started_at, ended_at: aware UTC; started/ended None until known.
+        exit_code: the command's exit status (128+N when signal N killed it), None
+            until done.
+        timed_out: the command was killed at the time limit.
+        truncated: the output was cut at the output cap.
+        output: stdout and stderr merged, at most the cap (bytes).
+        message: why it failed, or the ended job's state.
+        job_state: the job's state when this was read.
+    """
+
+    request_id: str
+    job_id: str
+    state: str
+    command: list[str]
+    asked_at: datetime.datetime | None
+    started_at: datetime.datetime | None
+    ended_at: datetime.datetime | None
+    exit_code: int | None
+    timed_out: bool
+    truncated: bool
+    output: bytes
+    message: str
+    job_state: str
+
+    @property
+    def finished(self) -> bool:
+        """The request changes no more (done, failed or ended)."""
+        return self.state in INSPECTION_FINISHED

@@ -11,7 +11,8 @@ import sys
 import click
 
 from wmproxy.cli import common
-from wmproxy.client.inspection import Inspection, InspectionClient
+from wmproxy.client.inspection import InspectionClient
+from wmproxy.domain import InspectionResult
 
 
 def make_inspection_client(env: common.Environment) -> InspectionClient:
@@ -48,7 +49,7 @@ def _iso(when: dt.datetime | None) -> str | None:
     return when.isoformat().replace("+00:00", "Z") if when is not None else None
 
 
-def _as_dict(found: Inspection) -> dict[str, object]:
+def _as_dict(found: InspectionResult) -> dict[str, object]:
     iso = _iso
     return {
         "request": found.request_id, "job": found.job_id, "state": found.state, "command": found.command,
@@ -58,7 +59,7 @@ def _as_dict(found: Inspection) -> dict[str, object]:
     }
 
 
-def _print(found: Inspection) -> None:
+def _print(found: InspectionResult) -> None:
     if found.state == "ended":
         click.echo(found.message)
         return

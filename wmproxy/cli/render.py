@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from wmproxy.client import CEMatch, JobIds, JobStatus, ProxyInfo, WMProxyClientError
-from wmproxy.client.jobs_ext import JobSummary
+from wmproxy.domain import JobSummary
 
 RULE = "=" * 74
 
@@ -139,7 +139,7 @@ def _status_block(view: StatusView, lines: list[str], verbosity: int, indent: st
         add("Parent Job", summary.parent_id)
     if summary.node_name:
         add("Node Name", summary.node_name)
-    add("Owner", summary.owner)
+    add("Owner", summary.owner_dn)
     add("Last Update", ctime(summary.last_update))
     lines.append(f"{indent}State times:")
     for state, at in sorted(summary.state_times.items(), key=lambda item: item[1]):
@@ -198,7 +198,7 @@ def summary_dict(summary: JobSummary) -> dict[str, Any]:
         "destination": summary.destination,
         "submitted": iso(summary.submitted),
         "last_update": iso(summary.last_update),
-        "owner": summary.owner,
+        "owner": summary.owner_dn,
         "parent_jobid": summary.parent_id,
         "node_name": summary.node_name,
         "state_times": {state: iso(at) for state, at in summary.state_times.items()},

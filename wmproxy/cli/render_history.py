@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from wmproxy.cli.render import RULE, JobError, batch_json, ctime, iso, stripe, summary_dict
-from wmproxy.client.jobs_ext import JobEvent, JobHistory, JobSummary
+from wmproxy.domain import JobEvent, JobHistory, JobSummary
 
 #: L&B event name shown for each event kind of the service.
 EVENT_NAMES = {

@@ -10,7 +10,8 @@ import click
 from wmproxy.cli import common, history_opts, render, render_history
 from wmproxy.cli.render import StatusView
 from wmproxy.client import WMProxyClient, WMProxyClientError
-from wmproxy.client.jobs_ext import JobsClient, JobSummary
+from wmproxy.client.jobs_ext import JobsClient
+from wmproxy.domain import JobSummary
 
 
 @click.command("status")

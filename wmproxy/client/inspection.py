@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +13,13 @@ from zeep.transports import Transport
 
 from wmproxy.client.faults import WMProxyClientError, translated_errors
 from wmproxy.client.session import grid_session
+from wmproxy.domain import InspectionResult
 
 INSPECTION_NS = "http://wmproxy.org/namespaces/inspection-1"
 BINDING = f"{{{INSPECTION_NS}}}Inspection"
 WSDL_FILE = Path(__file__).resolve().parents[1] / "wsdl" / "wmproxy-inspection.wsdl"
 #: Seconds one getInspectionResult call waits on the service (it allows at most 30).
 WAIT_PER_CALL = 25
-#: States after which a request changes no more.
-FINISHED = frozenset({"done", "failed", "ended"})
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """An inspection request as the service reports it (fields as in the WSDL's
-    InspectionResultType; times are timezone-aware UTC, ``output`` raw bytes)."""
-
-    request_id: str
-    job_id: str
-    state: str
-    command: list[str]
-    asked_at: dt.datetime | None
-    started_at: dt.datetime | None
-    ended_at: dt.datetime | None
-    exit_code: int | None
-    timed_out: bool
-    truncated: bool
-    output: bytes
-    message: str
-    job_state: str
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
 
 
 def _utc(value: Any) -> dt.datetime | None:
@@ -54,8 +28,8 @@ def _utc(value: Any) -> dt.datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _inspection(raw: Any) -> Inspection:
-    return Inspection(
+def _inspection(raw: Any) -> InspectionResult:
+    return InspectionResult(
         request_id=str(raw.requestId), job_id=str(raw.jobId), state=str(raw.state),
         command=[str(w) for w in (raw.command.word if raw.command is not None else [])],
         asked_at=_utc(raw.askedAt), started_at=_utc(raw.startedAt), ended_at=_utc(raw.endedAt),
@@ -97,13 +71,14 @@ class InspectionClient:
         with translated_errors("inspectJob"):
             return str(self._port.inspectJob(jobId=job_id, command={"word": list(argv)}, timeLimit=time_limit))
 
-    def get_result(self, request_id: str, wait: int = WAIT_PER_CALL) -> Inspection:
+    def get_result(self, request_id: str, wait: int = WAIT_PER_CALL) -> InspectionResult:
         """``getInspectionResult``: the request, after waiting up to ``wait`` seconds for it
         to finish."""
         with translated_errors("getInspectionResult"):
             return _inspection(self._port.getInspectionResult(requestId=request_id, timeout=wait))
 
-    def inspect(self, job_id: str, argv: list[str], time_limit: int = 0, *, deadline: float = 900.0) -> Inspection:
+    def inspect(self, job_id: str, argv: list[str], time_limit: int = 0, *,
+                deadline: float = 900.0) -> InspectionResult:
         """Ask and wait until the request has finished.
 
         Args:

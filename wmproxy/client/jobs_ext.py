@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from zeep.transports import Transport
 
 from wmproxy.client.faults import translated_errors
 from wmproxy.client.session import grid_session
+from wmproxy.domain import JobEvent, JobHistory, JobPage, JobSummary
 
 JOBS_NS = "http://wmproxy.org/namespaces/jobs-1"
 BINDING = f"{{{JOBS_NS}}}WMProxyJobs"
@@ -27,56 +27,6 @@ BINDING = f"{{{JOBS_NS}}}WMProxyJobs"
 def jobs_wsdl_path() -> Path:
     """The extension port's WSDL, shipped with the package."""
     return Path(__file__).resolve().parents[1] / "wsdl" / "wmproxy-jobs.wsdl"
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """One event of a job: ``at`` (aware UTC), ``kind`` (``registered``, ``matched``,
-    ``retry``, ...), the job's ``state`` after it, ``source`` (service, worker, wrapper,
-    renewal, user) and ``reason``."""
-
-    at: dt.datetime
-    kind: str
-    state: str
-    source: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """A job as getJobEvents and listJobs describe it (times aware UTC)."""
-
-    job_id: str
-    state: str
-    status: str
-    owner: str
-    submitted: dt.datetime
-    last_update: dt.datetime
-    parent_id: str | None = None
-    node_name: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    destination: str | None = None
-    user_tags: dict[str, str] = field(default_factory=dict)
-    state_times: dict[str, dt.datetime] = field(default_factory=dict)
-    node_states: dict[str, int] = field(default_factory=dict)
-    missing_outputs: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class JobHistory:
-    """getJobEvents: the job's summary and its events, oldest first."""
-
-    job: JobSummary
-    events: tuple[JobEvent, ...]
-
-
-@dataclass(frozen=True)
-class JobPage:
-    """listJobs: one page of jobs (newest first) and the number of jobs matching in all."""
-
-    jobs: tuple[JobSummary, ...]
-    total: int
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -95,7 +45,7 @@ def _summary(s: Any) -> JobSummary:
     last_update = _utc(s.lastUpdate)
     assert submitted is not None and last_update is not None  # noqa: S101 - required by the schema
     return JobSummary(
-        job_id=s.jobId, state=s.state, status=s.status, owner=s.owner, submitted=submitted,
+        job_id=s.jobId, state=s.state, status=s.status, owner_dn=s.owner, submitted=submitted,
         last_update=last_update, parent_id=s.parentJobId, node_name=s.nodeName,
         exit_code=None if s.exitCode is None else int(s.exitCode), reason=s.reason, destination=s.destination,
         user_tags={t.name: t.value for t in s.userTag or ()},

@@ -15,9 +15,8 @@ import datetime as dt
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from wmproxy.domain import JobState, Principal
+from wmproxy.domain import JobEvent, JobHistory, JobState, JobSummary, Principal
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.access import job_for
@@ -25,7 +24,8 @@ from wmproxy.services.jobs import status_text
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.jobs import EVENT_KINDS
-from wmproxy.store.schema import Job, JobEvent
+from wmproxy.store.schema import Job
+from wmproxy.store.schema import JobEvent as JobEventRow
 
 #: How the worker names a declared output file it could not collect in a Done job's reason.
 _NOT_COLLECTED = re.compile(r"output sandbox file (.+?) not collected: ([^;]+)")
@@ -33,56 +33,6 @@ _NOT_COLLECTED = re.compile(r"output sandbox file (.+?) not collected: ([^;]+)")
 
 #: States in which a worker holds a job (whose proxy a renewal rewrites).
 _HELD = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
-
-@dataclass(frozen=True)
-class JobEventRecord:
-    """One event: ``at`` (aware UTC), ``kind`` (``wmproxy.store.jobs.EVENT_KINDS``), the job's
-    ``state`` after it, ``source`` (service, worker, wrapper, renewal, user) and ``reason``."""
-
-    at: dt.datetime
-    kind: str
-    state: str
-    source: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """What ``status -v`` and ``status --all`` show of one job.
-
-    Attributes:
-        status: as getJobStatus sends it (``Done (Exit Code 0)``).
-        submitted, last_update: registration and last change (aware UTC).
-        state_times: when the job last entered each state it went through (aware UTC).
-        user_tags: the JDL ``UserTags`` as ``name -> text``.
-        node_states: for a compound job, how many nodes are in each state.
-        missing_outputs: ``(file name, why)`` of each declared output file not collected.
-    """
-
-    job_id: str
-    state: str
-    status: str
-    owner_dn: str
-    submitted: dt.datetime
-    last_update: dt.datetime
-    parent_id: str | None = None
-    node_name: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    destination: str | None = None
-    user_tags: dict[str, str] = field(default_factory=dict)
-    state_times: dict[str, dt.datetime] = field(default_factory=dict)
-    node_states: dict[str, int] = field(default_factory=dict)
-    missing_outputs: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class JobHistory:
-    """getJobEvents result: the job's summary and its events, oldest first."""
-
-    job: JobSummary
-    events: tuple[JobEventRecord, ...]
-
 
 def check_kinds(kinds: Sequence[str] | None) -> list[str] | None:
     """The event kinds asked for, None for all.
@@ -181,8 +131,8 @@ def missing_outputs(job: Job) -> tuple[tuple[str, str], ...]:
     return tuple((m.group(1), m.group(2).strip()) for m in _NOT_COLLECTED.finditer(job.reason))
 
 
-def _record(event: JobEvent) -> JobEventRecord:
-    return JobEventRecord(event.at, event.kind, event.state, event.source, event.reason)
+def _record(event: JobEventRow) -> JobEvent:
+    return JobEvent(event.at, event.kind, event.state, event.source, event.reason)
 
 
 # --- recording notable actions (one call each from the services that do them) ---

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wmproxy.config import Settings
-from wmproxy.domain import JobState, Principal
+from wmproxy.domain import InspectionResult, JobState, Principal
 from wmproxy.errors import AuthorizationError, InvalidArgumentError, LimitedProxyError, OperationNotAllowedError
 from wmproxy.services.access import job_for
 from wmproxy.services.authz import is_limited
@@ -67,44 +67,6 @@ POLL_INTERVAL = 0.25
 MAX_ARGS, MAX_ARGV_BYTES = 256, 4096
 #: Characters of the command kept in a job event's reason.
 EVENT_COMMAND_CHARS = 200
-
-
-@dataclass(frozen=True)
-class InspectionResult:
-    """What :func:`result` returns.
-
-    Attributes:
-        request_id, job_id: the request and its job.
-        state: ``pending``, ``running``, ``done``, ``failed`` or ``ended`` (the job had
-            already ended when asked; ``message`` gives its final state).
-        command: the argv asked.
-        asked_at, started_at, ended_at: UTC; started/ended None until known.
-        exit_code: the command's exit status (128+N when signal N killed it), None
-            until done.
-        timed_out: the command was killed at the time limit.
-        truncated: the output was cut at the output cap.
-        output: stdout and stderr merged, at most the cap (bytes).
-        message: why it failed, or the ended job's state.
-        job_state: the job's state when this was read.
-    """
-
-    request_id: str
-    job_id: str
-    state: str
-    command: list[str]
-    asked_at: dt.datetime
-    started_at: dt.datetime | None
-    ended_at: dt.datetime | None
-    exit_code: int | None
-    timed_out: bool
-    truncated: bool
-    output: bytes
-    message: str
-    job_state: str
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
 
 
 @dataclass(frozen=True)

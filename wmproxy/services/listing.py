@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from wmproxy.domain import JobState, Principal
+from wmproxy.domain import JobPage, JobState, Principal
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.services.access import grants
-from wmproxy.services.history import JobSummary, check_period, summarise, user_tags
+from wmproxy.services.history import check_period, summarise, user_tags
 from wmproxy.services.runtime import Runtime
 
 #: Most jobs one listJobs page holds.
@@ -39,14 +39,6 @@ class JobFilter:
     user_tags: dict[str, str] = field(default_factory=dict)
     offset: int = 0
     limit: int = 100
-
-
-@dataclass(frozen=True)
-class JobPage:
-    """listJobs result: one page of jobs (newest first) and how many match in all."""
-
-    jobs: tuple[JobSummary, ...]
-    total: int
 
 
 def _check_states(states: tuple[str, ...]) -> list[str]:

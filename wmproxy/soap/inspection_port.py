@@ -16,6 +16,7 @@ from pathlib import Path
 
 from spyne import Boolean, ByteArray, ComplexModel, DateTime, Integer, ServiceBase, Unicode, rpc
 
+from wmproxy.domain import InspectionResult
 from wmproxy.services import inspection
 from wmproxy.soap.calls import wmproxy_call
 from wmproxy.soap.namespaces import INSPECTION
@@ -60,7 +61,7 @@ def _call(ctx, method, fn):
     return wmproxy_call(ctx, method, DECLARED_FAULTS, fn)
 
 
-def _result(r: inspection.InspectionResult) -> InspectionResultType:
+def _result(r: InspectionResult) -> InspectionResultType:
     return InspectionResultType(
         requestId=r.request_id, jobId=r.job_id, state=r.state, command=CommandType(word=r.command),
         askedAt=r.asked_at, startedAt=r.started_at, endedAt=r.ended_at, exitCode=r.exit_code,

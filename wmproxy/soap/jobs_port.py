@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from spyne import ComplexModel, DateTime, Integer, ServiceBase, Unicode, rpc
 
+from wmproxy.domain import JobSummary
 from wmproxy.services import history, listing
 from wmproxy.soap.calls import wmproxy_call
 from wmproxy.soap.namespaces import JOBS_1
@@ -105,7 +106,7 @@ class JobListType(ComplexModel):
     _type_info = [("job", _many(JobSummaryType)), ("total", Part(Integer, min_occurs=1))]
 
 
-def summary_type(s: history.JobSummary) -> JobSummaryType:
+def summary_type(s: JobSummary) -> JobSummaryType:
     return JobSummaryType(
         jobId=s.job_id, parentJobId=s.parent_id, nodeName=s.node_name, state=s.state, status=s.status,
         owner=s.owner_dn, submitted=s.submitted, lastUpdate=s.last_update, exitCode=s.exit_code,

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from wmproxy.domain import INSPECTION_FINISHED
 from wmproxy.store.schema import Base, JobEvent, UTCDateTime
 
 PENDING, RUNNING, DONE, FAILED, ENDED = "pending", "running", "done", "failed", "ended"
-FINISHED = frozenset({DONE, FAILED, ENDED})
+FINISHED = INSPECTION_FINISHED
+assert {DONE, FAILED, ENDED} == FINISHED  # noqa: S101 - the states named here
 
 
 class InspectionRequest(Base):

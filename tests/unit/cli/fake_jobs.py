@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from wmproxy.client import WMProxyClientError
-from wmproxy.client.jobs_ext import JobEvent, JobHistory, JobPage, JobSummary
+from wmproxy.domain import JobEvent, JobHistory, JobPage, JobSummary
 
 T0 = dt.datetime(2026, 11, 5, 5, 39, 0, tzinfo=dt.UTC)
 
 
 def summary(job_id: str, state: str = "Running", **kwargs: Any) -> JobSummary:
     values: dict[str, Any] = {
-        "job_id": job_id, "state": state, "status": state, "owner": "/C=XX/O=Grid/CN=Alice",
+        "job_id": job_id, "state": state, "status": state, "owner_dn": "/C=XX/O=Grid/CN=Alice",
         "submitted": T0, "last_update": T0 + dt.timedelta(seconds=70), "destination": "localhost:7443/local-default",
         "state_times": {"Submitted": T0, "Waiting": T0 + dt.timedelta(seconds=1)},
     }

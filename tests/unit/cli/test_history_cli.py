@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from wmproxy.cli import history_opts, render
 from wmproxy.cli.main import cli
 from wmproxy.client import JobStatus, WMProxyClientError
-from wmproxy.client.jobs_ext import JobEvent, JobHistory
+from wmproxy.domain import JobEvent, JobHistory
 
 from .conftest import JOB, FakeClient
 from .fake_jobs import T0, FakeJobsClient, summary
