@@ -284,3 +284,44 @@ def test_cancel_request_and_purge_are_events(deployment: Deployment, delegated: 
 def test_reference_wsdl_does_not_describe_the_extension() -> None:
     assert "jobs-1" not in WSDL_FILE.read_text()
     assert "getJobEvents" in (WSDL_FILE.parent / "wmproxy-jobs.wsdl").read_text()
+
+
+class TestLightSummary:
+    """``wmproxy status`` reads the jobs-1 summary without zeep (issue 14): the light reply
+    must read back as what zeep reads from the same service."""
+
+    def test_light_summary_equals_the_zeep_clients(self, deployment: Deployment, pki: Pki, done_job: str) -> None:
+        from wmproxy.client import WMProxyClient, jobs_ext
+
+        alice = pki.users["alice"]
+        client = WMProxyClient(deployment.endpoint, str(alice.proxy), str(pki.ca_dir))
+        light = jobs_ext.job_summary(client.post, done_job)
+        full = jobs_ext.JobsClient(deployment.endpoint, str(alice.proxy), str(pki.ca_dir)).get_job_events(
+            done_job, kinds=["registered"]).job
+        assert light == full
+        assert light.user_tags == {"campaign": "hist-a", "run": "1"} and light.destination
+        assert light.missing_outputs == (("nothere.txt", "not produced"),)
+        assert {"Submitted", "Running", "Done"} <= set(light.state_times)
+
+    def test_unknown_job_is_the_services_fault(self, deployment: Deployment, pki: Pki) -> None:
+        from wmproxy.client import WMProxyClient, WMProxyClientError, jobs_ext
+
+        alice = pki.users["alice"]
+        client = WMProxyClient(deployment.endpoint, str(alice.proxy), str(pki.ca_dir))
+        with pytest.raises(WMProxyClientError) as caught:
+            jobs_ext.job_summary(client.post, UNKNOWN)
+        assert caught.value.fault_type == "JobUnknownFault"
+
+    def test_status_imports_neither_zeep_nor_requests(self, deployment: Deployment, done_job: str) -> None:
+        import subprocess
+        import sys
+
+        env = dict(deployment.env, GLITE_WMS_WMPROXY_ENDPOINT=deployment.endpoint)
+        code = ("import sys; from wmproxy.cli.main import main\n"
+                "try:\n    main(['status', sys.argv[1]])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print(sorted(m for m in ('zeep', 'requests') if m in sys.modules))")
+        done = subprocess.run([sys.executable, "-c", code, done_job], env=env, capture_output=True, text=True,
+                              timeout=300, check=False, cwd=deployment.cwd)
+        assert done.returncode == 0, done.stderr
+        assert "Destination:" in done.stdout
+        assert done.stdout.splitlines()[-1] == "[]"

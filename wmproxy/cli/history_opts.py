@@ -7,14 +7,17 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from wmproxy.cli import common, jobids
 from wmproxy.cli.render import JobError, error_line
 from wmproxy.client import WMProxyClient, WMProxyClientError
-from wmproxy.client.jobs_ext import JobsClient
+from wmproxy.domain import JobSummary
+
+if TYPE_CHECKING:  # zeep is imported only by the verbs that call the jobs-1 port
+    from wmproxy.client.jobs_ext import JobsClient
 
 T = TypeVar("T")
 
@@ -117,8 +120,18 @@ def finish_batch(as_json: bool, failed: Sequence[JobError], json_doc: Callable[[
         sys.exit(1)
 
 
+def job_summary(client: WMProxyClient, job_id: str) -> JobSummary:
+    """The jobs-1 summary of a job on ``client``'s endpoint, read without zeep
+    (:func:`wmproxy.client.jobs_ext.job_summary`)."""
+    from wmproxy.client import jobs_ext
+
+    return jobs_ext.job_summary(client.post, job_id)
+
+
 def jobs_client(client: WMProxyClient) -> JobsClient:
     """The jobs-1 extension client on the same endpoint and HTTPS session as ``client``."""
+    from wmproxy.client.jobs_ext import JobsClient
+
     return JobsClient(client.endpoint, client.proxy_file, "", client.timeout, session=client.session)
 
 

@@ -10,7 +10,6 @@ import click
 from wmproxy.cli import common, history_opts, render, render_history
 from wmproxy.cli.render import StatusView
 from wmproxy.client import WMProxyClient, WMProxyClientError
-from wmproxy.client.jobs_ext import JobsClient
 from wmproxy.domain import JobSummary
 
 
@@ -46,28 +45,25 @@ def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all
         return
     ids = history_opts.batch_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
-    extension = _Extension(lambda: history_opts.jobs_client(client))
+    extension = _Extension(lambda job_id: history_opts.job_summary(client, job_id))
     views, failed = history_opts.run_batch(ids, lambda j: _view(client, extension, j, verbosity))
     history_opts.finish_batch(as_json, failed, lambda: render.status_json(views, failed, verbosity),
                               lambda: render.status_text(views, verbosity) if views else "")
 
 
 class _Extension:
-    """The jobs-1 client, built on first use (not at all for ``-v 0``) and switched off after
-    the service answers that it has no such port."""
+    """The jobs-1 summary of a job (not asked for ``-v 0``), switched off after the service
+    answers that it has no such port."""
 
-    def __init__(self, make: Callable[[], JobsClient]) -> None:
-        self.make = make
-        self.client: JobsClient | None = None
+    def __init__(self, read: Callable[[str], JobSummary]) -> None:
+        self.read = read
         self.absent = False
 
     def summary(self, job_id: str) -> JobSummary | None:
         if self.absent:
             return None
-        if self.client is None:
-            self.client = self.make()
         try:
-            return self.client.get_job_events(job_id, kinds=["registered"]).job
+            return self.read(job_id)
         except WMProxyClientError as exc:
             if history_opts.lacks_extension(exc):
                 self.absent = True

@@ -104,6 +104,15 @@ class WMProxyClient:
         return direct.post(self.endpoint, body, headers, proxy_file=self.proxy_file, ca_dir=self.ca_dir,
                            timeout=self.timeout)
 
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST one SOAP request to the endpoint, ``(HTTP status, reply body)``: the light
+        path of the extension ports (:func:`wmproxy.client.jobs_ext.job_summary`).
+
+        Raises:
+            WMProxyClientError: a transport or TLS failure.
+        """
+        return self._post(body, headers)
+
     def _light_call(self, operation: str, *parts: tuple[str, str]) -> Any:
         """A WMProxy-port call through :func:`.envelope.call` (string parts only), logged as
         :meth:`_call`."""

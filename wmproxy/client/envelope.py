@@ -6,12 +6,12 @@ The request is what zeep sends for these operations (wrapper element in the port
 unqualified parts); the reply's part becomes the plain values :mod:`.models` converts
 (text, or a dict of child names, repeated children as lists). Faults are read as zeep's
 are read (:func:`wmproxy.client.faults.fault_error`). Only operations whose parts are
-strings use it.
+strings (or lists of strings) use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lxml import etree
@@ -27,9 +27,20 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def request_body(namespace: str, operation: str, parts: list[tuple[str, str]]) -> bytes:
-    """The SOAP 1.1 envelope of an rpc/literal call with string ``parts`` ``[(name, value)]``."""
-    inner = "".join(f"<{name}>{_escape(value)}</{name}>" for name, value in parts)
+#: A part: a string, or a sequence of ``(child name, string)`` (a list type such as
+#: ``EventKindList``: one unqualified child element each).
+PartValue = str | Sequence[tuple[str, str]]
+
+
+def _element(name: str, value: PartValue) -> str:
+    if isinstance(value, str):
+        return f"<{name}>{_escape(value)}</{name}>"
+    return f"<{name}>" + "".join(_element(child, text) for child, text in value) + f"</{name}>"
+
+
+def request_body(namespace: str, operation: str, parts: Sequence[tuple[str, PartValue]]) -> bytes:
+    """The SOAP 1.1 envelope of an rpc/literal call with ``parts`` ``[(name, value)]``."""
+    inner = "".join(_element(name, value) for name, value in parts)
     return (
         f'<?xml version="1.0" encoding="utf-8"?>\n<soap-env:Envelope xmlns:soap-env="{SOAP_ENV}"><soap-env:Body>'
         f'<ns0:{operation} xmlns:ns0="{namespace}">{inner}</ns0:{operation}></soap-env:Body></soap-env:Envelope>'
@@ -57,14 +68,15 @@ def _value(element: etree._Element) -> Any:
 Post = Callable[[bytes, dict[str, str]], tuple[int, bytes]]
 
 
-def call(post: Post, namespace: str, operation: str, parts: list[tuple[str, str]]) -> Any:
+def call(post: Post, namespace: str, operation: str, parts: Sequence[tuple[str, PartValue]]) -> Any:
     """POST one call and return its single result part (see :func:`_value`), None when empty.
 
     Args:
         post: sends the request (:func:`wmproxy.client.direct.post`, or a requests session's).
         namespace: the port namespace.
         operation: the WSDL operation.
-        parts: ``[(part name, string value)]`` in WSDL order.
+        parts: ``[(part name, value)]`` in WSDL order (see :data:`PartValue`); an optional
+            part left out is omitted.
 
     Raises:
         WMProxyClientError: the SOAP fault, a transport/TLS failure (``ConnectionError``,

@@ -12,12 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import zeep
-from zeep import xsd
-from zeep.transports import Transport
-
-from wmproxy.client.faults import translated_errors
-from wmproxy.client.session import grid_session
+from wmproxy.client import envelope
+from wmproxy.client.faults import WMProxyClientError, translated_errors
 from wmproxy.domain import JobEvent, JobHistory, JobPage, JobSummary
 
 JOBS_NS = "http://wmproxy.org/namespaces/jobs-1"
@@ -37,6 +33,8 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 
 def _part(value: Any) -> Any:
     """An rpc part left out of the request when None (zeep requires every part otherwise)."""
+    from zeep import xsd
+
     return xsd.SkipValue if value is None else value
 
 
@@ -71,6 +69,11 @@ class JobsClient:
 
     def __init__(self, endpoint: str, proxy_file: str, ca_dir: str, timeout: float = 120.0, *,
                  session: Any = None) -> None:
+        import zeep  # here, not at import: ``wmproxy status`` reads summaries without zeep (job_summary)
+        from zeep.transports import Transport
+
+        from wmproxy.client.session import grid_session
+
         self.endpoint = endpoint
         self.session = session if session is not None else grid_session(proxy_file, ca_dir)
         transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
@@ -89,7 +92,7 @@ class JobsClient:
         """
         with translated_errors("getJobEvents"):
             result = self._port.getJobEvents(job_id, _part(since), _part(until),
-                                             {"kind": list(kinds)} if kinds else xsd.SkipValue)
+                                             {"kind": list(kinds)} if kinds else _part(None))
         return JobHistory(
             _summary(result.job),
             tuple(JobEvent(_utc(e.time) or dt.datetime.min.replace(tzinfo=dt.UTC), e.kind, e.state, e.source,
@@ -124,3 +127,63 @@ class JobsClient:
             jobs += page.jobs
             if not page.jobs or len(jobs) >= page.total:
                 return jobs
+
+
+# --- the light path: getJobEvents without zeep (``wmproxy status``, issue 14) ---
+
+
+def job_summary(post: envelope.Post, job_id: str) -> JobSummary:
+    """getJobEvents of the job's registration event only, read for its summary: one POST
+    through :func:`wmproxy.client.envelope.call` (no WSDL, no zeep).
+
+    Args:
+        post: sends the request (:meth:`wmproxy.client.WMProxyClient.post`).
+        job_id: the job (or node) id.
+
+    Raises:
+        WMProxyClientError: the service's fault (a gLite WMProxy has no such operation), a
+            transport failure, or a reply without the summary (``InvalidResponse``).
+    """
+    events = envelope.call(post, JOBS_NS, "getJobEvents", [("jobId", job_id), ("kinds", [("kind", "registered")])])
+    job = events.get("job") if isinstance(events, dict) else None
+    if not isinstance(job, dict):
+        raise WMProxyClientError("InvalidResponse", "getJobEvents: no job summary in the reply", None, "getJobEvents")
+    return _summary_of(job)
+
+
+def _many(value: Any) -> list[dict[str, Any]]:
+    """A repeated element of :func:`envelope._value` (absent, one dict or a list) as a list."""
+    if value is None or value == "":
+        return []
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, dict)]
+
+
+def _text(value: Any) -> str | None:
+    """An optional (nillable) string element: None when absent or empty."""
+    return value if isinstance(value, str) and value != "" else None
+
+
+def _time(value: Any) -> dt.datetime | None:
+    text = _text(value)
+    return None if text is None else _utc(dt.datetime.fromisoformat(text))
+
+
+def _summary_of(s: dict[str, Any]) -> JobSummary:
+    """The JobSummaryType of a light reply (element name -> text or nested dict)."""
+    submitted, last_update = _time(s.get("submitted")), _time(s.get("lastUpdate"))
+    if submitted is None or last_update is None:
+        raise WMProxyClientError("InvalidResponse", "getJobEvents: a summary without its times", None, "getJobEvents")
+    exit_code = _text(s.get("exitCode"))
+    return JobSummary(
+        job_id=str(s.get("jobId", "")), state=str(s.get("state", "")), status=str(s.get("status", "")),
+        owner_dn=str(s.get("owner", "")), submitted=submitted, last_update=last_update,
+        parent_id=_text(s.get("parentJobId")), node_name=_text(s.get("nodeName")),
+        exit_code=None if exit_code is None else int(exit_code), reason=_text(s.get("reason")),
+        destination=_text(s.get("destination")),
+        user_tags={str(t.get("name", "")): str(t.get("value", "")) for t in _many(s.get("userTag"))},
+        state_times={str(t.get("state")): when for t in _many(s.get("stateTime"))
+                     if (when := _time(t.get("time"))) is not None},
+        node_states={str(c.get("state")): int(c.get("count", 0)) for c in _many(s.get("nodeState"))},
+        missing_outputs=tuple((str(m.get("name", "")), str(m.get("reason", "")))
+                              for m in _many(s.get("missingOutput"))),
+    )

@@ -149,6 +149,9 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     client = FakeClient()
     monkeypatch.setattr(common, "make_client", lambda env, **kw: client)
     monkeypatch.setattr(history_opts, "jobs_client", lambda c: FakeJobsClient())
+    # the light summary read of ``status`` goes to whatever jobs_client a test installs
+    monkeypatch.setattr(history_opts, "job_summary",
+                        lambda c, job_id: history_opts.jobs_client(c).get_job_events(job_id, kinds=["registered"]).job)
     monkeypatch.setenv("GLITE_WMS_WMPROXY_ENDPOINT", ENDPOINT)
     monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy.pem"))
     return client
