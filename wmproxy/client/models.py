@@ -202,8 +202,25 @@ def _epoch(value: str) -> datetime | None:
         return None
 
 
+class _EpochValidity:
+    """``start``/``end`` of a value whose ``start_time``/``end_time`` are epoch strings."""
+
+    start_time: str
+    end_time: str
+
+    @property
+    def start(self) -> datetime | None:
+        """``start_time`` as an aware UTC datetime (None if not an epoch number)."""
+        return _epoch(self.start_time)
+
+    @property
+    def end(self) -> datetime | None:
+        """``end_time`` as an aware UTC datetime (None if not an epoch number)."""
+        return _epoch(self.end_time)
+
+
 @dataclass(frozen=True)
-class VOInfo:
+class VOInfo(_EpochValidity):
     """``VOProxyInfoStructType``: one VOMS attribute certificate of a proxy.
 
     Attributes:
@@ -225,17 +242,9 @@ class VOInfo:
     end_time: str
     attributes: tuple[str, ...] = ()
 
-    @property
-    def start(self) -> datetime | None:
-        return _epoch(self.start_time)
-
-    @property
-    def end(self) -> datetime | None:
-        return _epoch(self.end_time)
-
 
 @dataclass(frozen=True)
-class ProxyInfo:
+class ProxyInfo(_EpochValidity):
     """``ProxyInfoStructType`` of getDelegatedProxyInfo/getJobProxyInfo.
 
     Attributes:
@@ -255,16 +264,6 @@ class ProxyInfo:
     start_time: str
     end_time: str
     vos: tuple[VOInfo, ...] = ()
-
-    @property
-    def start(self) -> datetime | None:
-        """``start_time`` as an aware UTC datetime (None if not an epoch number)."""
-        return _epoch(self.start_time)
-
-    @property
-    def end(self) -> datetime | None:
-        """``end_time`` as an aware UTC datetime (None if not an epoch number)."""
-        return _epoch(self.end_time)
 
     @property
     def strength_bits(self) -> int | None:
