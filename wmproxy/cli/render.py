@@ -45,33 +45,23 @@ def delegate_text(endpoint: str, delegation_id: str) -> str:
 
 def submit_text(job: JobIds, jobid_file: str | None = None) -> str:
     """glite-wms-job-submit success text; mentions ``jobid_file`` when ``-o`` was given."""
-    saved = (
-        f"The job identifier has been saved in the following file:\n{jobid_file}\n\n" if jobid_file else ""
-    )
-    return (
-        f"\n{stripe('wmproxy submit Success')}\n\n"
-        "The job has been successfully submitted to the WMProxy\n"
-        "Your job identifier is:\n\n"
-        f"{job.id}\n\n"
-        f"{saved}"
-        f"{RULE}\n"
-    )
+    return _submission_text(job, "submitted", "", jobid_file)
 
 
 def register_text(job: JobIds, jobid_file: str | None = None) -> str:
     """``submit --register-only`` text: registered, and how to start it (``peers.md`` §9.1)."""
-    saved = (
-        f"The job identifier has been saved in the following file:\n{jobid_file}\n\n" if jobid_file else ""
-    )
+    start = f"To complete the operation start the job by issuing a submission with the option:\n --start {job.id}\n\n"
+    return _submission_text(job, "registered", start, jobid_file)
+
+
+def _submission_text(job: JobIds, done: str, after: str, jobid_file: str | None) -> str:
+    saved = f"The job identifier has been saved in the following file:\n{jobid_file}\n\n" if jobid_file else ""
     return (
         f"\n{stripe('wmproxy submit Success')}\n\n"
-        "The job has been successfully registered to the WMProxy\n"
+        f"The job has been successfully {done} to the WMProxy\n"
         "Your job identifier is:\n\n"
         f"{job.id}\n\n"
-        f"{saved}"
-        "To complete the operation start the job by issuing a submission with the option:\n"
-        f" --start {job.id}\n\n"
-        f"{RULE}\n"
+        f"{saved}{after}{RULE}\n"
     )
 
 
