@@ -421,3 +421,16 @@ class TestJobArrays:
             with pytest.raises(BackendError, match="Invalid partition name specified"):
                 backend.spawn(handle)
             backend.release(handle)
+
+    def test_a_task_whose_wrapper_cannot_start_is_a_shallow_failure_with_its_log(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        backend = make_backend(slurm_cluster, work_root, python="/nonexistent/python3")
+        handles = self.spawn_cycle(backend, [launch(account, input_dir, "exit 0") for _ in range(2)])
+        assert all("_" in (parse_ref(handle.ref) or ("", "", ""))[1] for handle in handles)  # tasks of an array
+
+        for handle in handles:
+            outcome = wait_outcome(backend, handle)
+            assert (outcome.state, outcome.payload_started, outcome.recorded) == (JobState.ABORTED, False, False)
+            assert outcome.reason is not None and "shallow failure" in outcome.reason
+            assert "/nonexistent/python3" in outcome.reason  # the task's own error, from its wrapper.log
