@@ -4,6 +4,7 @@ classified shallow or deep with Slurm's state in the reason (issue 9, point 3 an
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import stat
 from dataclasses import replace
@@ -14,10 +15,18 @@ import pytest
 from tests import support
 from tests.conftest import Pki
 from tests.peers.slurm import SlurmCluster
-from tests.slurm.slurm_support import CLUSTER, launch, make_backend, run_job, wait_outcome, wait_started
+from tests.slurm.slurm_support import (
+    CLUSTER,
+    launch,
+    make_backend,
+    resume_node,
+    run_job,
+    wait_outcome,
+    wait_started,
+)
 from wmproxy.domain import JobState, job_unique
 from wmproxy.execution import identity
-from wmproxy.execution.backends import BackendError
+from wmproxy.execution.backends import BackendError, JobLaunch, RunHandle
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend, job_name, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import LOG_NAME, STATE_DIR
@@ -44,10 +53,14 @@ class TestJobCycle:
         assert handle.ref == f"slurm:{CLUSTER}:-:{handle.work_dir.name}"
         script = (handle.work_dir / STATE_DIR / "slurm.sh").read_text()
         assert "#SBATCH --partition=long" in script and "#SBATCH --no-requeue" in script
-        assert (handle.work_dir / STATE_DIR / "jobwrapper.py").read_bytes() == identity.WRAPPER_PATH.read_bytes()
+        shared = [path for path in handle.work_dir.parent.iterdir() if path.name.startswith(".wmproxy-wrapper-")]
+        assert len(shared) == 1 and f" {shared[0]}/jobwrapper.py " in script.splitlines()[-1]
+        assert (shared[0] / "jobwrapper.py").read_bytes() == identity.WRAPPER_PATH.read_bytes()
+        compiled = shared[0] / "__pycache__" / Path(importlib.util.cache_from_source("jobwrapper.py")).name
+        assert stat.S_IMODE(compiled.stat().st_mode) == 0o444 and stat.S_IMODE(shared[0].stat().st_mode) == 0o755
         backend.spawn(handle)
         cluster, slurm_id, name = parse_ref(handle.ref) or ("", None, "")
-        assert (cluster, slurm_id, name) == (CLUSTER, handle.pid, handle.work_dir.name)
+        assert (cluster, slurm_id, name) == (CLUSTER, str(handle.pid), handle.work_dir.name)
 
         outcome = wait_outcome(backend, handle)
 
@@ -305,3 +318,119 @@ class TestPrologueAndEpilogue:
         assert outcome.reason is not None and "epilogue" in outcome.reason and "exit code 4" in outcome.reason
         status = identity.read_status(handle.work_dir, account)
         assert status is not None and status.epilogue is not None and status.epilogue.exit_code == 4
+
+
+class TestJobArrays:
+    """The jobs of one worker cycle that share account, partition and limits go to Slurm as one
+    job array (one sbatch); each task is followed, cancelled and adopted on its own."""
+
+    @staticmethod
+    def spawn_cycle(backend: SlurmExecutionBackend, jobs: list[JobLaunch]) -> list[RunHandle]:
+        handles = [backend.prepare(job) for job in jobs]
+        backend.spawn_batch(handles)
+        return [backend.spawn(handle) for handle in handles]
+
+    def test_one_array_per_partition_each_task_runs_its_own_job(
+        self, backend: SlurmExecutionBackend, slurm_cluster: SlurmCluster, account: Account, input_dir: Path
+    ) -> None:
+        jobs = [launch(account, input_dir, f"echo task $SLURM_ARRAY_TASK_ID; exit {code}") for code in (3, 4, 5)]
+        alone = launch(account, input_dir, "exit 6", queue="long")
+        handles = self.spawn_cycle(backend, [jobs[0], alone, jobs[1], jobs[2]])
+        arrayed = [handles[0], handles[2], handles[3]]
+
+        ids = [(parse_ref(handle.ref) or ("", None, ""))[1] for handle in arrayed]
+        assert ids == [f"{arrayed[0].pid}_0", f"{arrayed[0].pid}_1", f"{arrayed[0].pid}_2"]
+        assert (parse_ref(handles[1].ref) or ("", None, ""))[1] == str(handles[1].pid)  # alone: a plain job
+        outcomes = [wait_outcome(backend, handle) for handle in handles]
+
+        assert [(o.state, o.exit_code) for o in outcomes] == [(JobState.DONE, c) for c in (3, 6, 4, 5)]
+        for index, handle in enumerate(arrayed):
+            assert (handle.work_dir / "std.out").read_text() == f"task {index}\n"
+            marker = (handle.work_dir / STATE_DIR / "slurm-task").read_text()
+            assert marker == f"{job_name(arrayed[0].work_dir.name)} {index}\n"
+        record = slurm_cluster.job(f"{arrayed[0].pid}_1")
+        assert (record["ArrayJobId"], record["ArrayTaskId"]) == (str(arrayed[0].pid), "1")
+        assert record["JobName"] == job_name(arrayed[0].work_dir.name)
+        assert record["Comment"] == ",".join(job.job_id for job in jobs)
+        assert record["UserId"].startswith(f"{account.name}(")
+
+    def test_cancelling_one_task_leaves_the_others_running(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        wait_go = "while [ ! -e go ]; do sleep 0.1; done; exit 7"
+        first, second = self.spawn_cycle(backend, [launch(account, input_dir, wait_go) for _ in range(2)])
+        wait_started(backend, first)
+        wait_started(backend, second)
+
+        backend.cancel(first)
+        cancelled = wait_outcome(backend, first)
+        assert backend.poll(second) is None
+        (second.work_dir / "go").touch()
+        done = wait_outcome(backend, second)
+
+        assert (cancelled.state, cancelled.payload_started) == (JobState.CANCELLED, True)
+        assert (done.state, done.exit_code) == (JobState.DONE, 7)
+
+    def test_a_pending_task_is_cancelled_alone(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path, slurm_cluster: SlurmCluster
+    ) -> None:
+        slurm_cluster.run("scontrol", "update", f"NodeName={slurm_cluster.node}", "State=DOWN", "Reason=test")
+        first, second = self.spawn_cycle(backend, [launch(account, input_dir, f"exit {c}") for c in (1, 2)])
+        support.wait_for(lambda: slurm_cluster.queue().get(f"{first.pid}_[0-1]"), lambda state: state == "PENDING",
+                         what="the array to be pending")
+        assert backend.poll(first) is None and backend.poll(second) is None
+
+        backend.cancel(first)
+        cancelled = wait_outcome(backend, first)
+        resume_node(slurm_cluster)
+        done = wait_outcome(backend, second)
+
+        assert (cancelled.state, cancelled.payload_started) == (JobState.CANCELLED, False)
+        assert (done.state, done.exit_code) == (JobState.DONE, 2)
+
+    def test_a_fresh_backend_adopts_tasks_by_their_references_with_or_without_id(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        first = make_backend(slurm_cluster, work_root)
+        wait_go = "while [ ! -e go ]; do sleep 0.1; done; exit {}"
+        prepared = [first.prepare(launch(account, input_dir, wait_go.format(code))) for code in (8, 9)]
+        scheduled_refs = [handle.ref for handle in prepared]  # what the worker committed before sbatch
+        first.spawn_batch(prepared)
+        spawned_ref = first.spawn(prepared[0]).ref
+        first.spawn(prepared[1])
+        del first  # the worker died; only the first job's reference with its task id was committed
+
+        second = make_backend(slurm_cluster, work_root)
+        by_id = second.attach(spawned_ref, account)
+        without_id = second.attach(scheduled_refs[1], account)
+        assert by_id is not None and without_id is not None and without_id.pid is None
+        assert second.poll(by_id) is None and second.poll(without_id) is None
+        assert without_id.ref == prepared[1].ref  # found as task 1 of the array
+        for handle in prepared:
+            (handle.work_dir / "go").touch()
+
+        assert [(o.state, o.exit_code) for o in (wait_outcome(second, by_id), wait_outcome(second, without_id))] \
+            == [(JobState.DONE, 8), (JobState.DONE, 9)]
+
+    def test_a_refused_array_fails_each_of_its_jobs(
+        self, backend: SlurmExecutionBackend, account: Account, input_dir: Path
+    ) -> None:
+        handles = [backend.prepare(launch(account, input_dir, "exit 0", queue="nosuchpartition")) for _ in range(2)]
+        backend.spawn_batch(handles)
+        for handle in handles:
+            with pytest.raises(BackendError, match="Invalid partition name specified"):
+                backend.spawn(handle)
+            backend.release(handle)
+
+    def test_a_task_whose_wrapper_cannot_start_is_a_shallow_failure_with_its_log(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        backend = make_backend(slurm_cluster, work_root, python="/nonexistent/python3")
+        handles = self.spawn_cycle(backend, [launch(account, input_dir, "exit 0") for _ in range(2)])
+        assert all("_" in (parse_ref(handle.ref) or ("", "", ""))[1] for handle in handles)  # tasks of an array
+
+        for handle in handles:
+            outcome = wait_outcome(backend, handle)
+            assert (outcome.state, outcome.payload_started, outcome.recorded) == (JobState.ABORTED, False, False)
+            assert outcome.reason is not None and "shallow failure" in outcome.reason
+            assert "/nonexistent/python3" in outcome.reason  # the task's own error, from its wrapper.log

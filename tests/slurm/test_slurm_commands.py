@@ -3,13 +3,21 @@ command output (no cluster needed), and the driver's typed errors on a real one.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 
 from tests.peers.slurm import SlurmCluster
 from wmproxy.execution.backends import BackendError, JobLaunch
-from wmproxy.execution.backends.slurm import SlurmExecutionBackend, batch_script, job_name, parse_ref
+from wmproxy.execution.backends.slurm import (
+    WRAPPER_BOOT,
+    SlurmExecutionBackend,
+    array_script,
+    batch_script,
+    job_name,
+    parse_ref,
+)
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.execution.slurm import (
     UNREACHABLE_RESPONSE_TIME,
@@ -36,13 +44,18 @@ class TestParsers:
         assert parse_scontrol("AllocNode:Sid=localhost:7616 CPUs/Task=1")["CPUs/Task"] == "1"
 
     def test_squeue_lines_with_times_in_unix_seconds(self) -> None:
-        out = "12|PENDING|1796205663|wmp_a|ReqNodeNotAvail, UnavailableNodes:vm|/work/a|b\n13|COMPLETED|N/A|x|None|/w\n"
+        out = ("12|PENDING|1796205663|wmp_a|ReqNodeNotAvail, UnavailableNodes:vm|/work/a|b\n"
+               "13|COMPLETED|N/A|x|None|/w\n14_2|RUNNING|1796205663|wmp_b|None|/w\n")
         assert parse_queue(out) == {
-            12: QueuedJob(12, "PENDING", 1796205663.0, "wmp_a", "ReqNodeNotAvail, UnavailableNodes:vm", "/work/a|b"),
-            13: QueuedJob(13, "COMPLETED", None, "x", "None", "/w"),
+            "12": QueuedJob("12", "PENDING", 1796205663.0, "wmp_a", "ReqNodeNotAvail, UnavailableNodes:vm",
+                            "/work/a|b"),
+            "13": QueuedJob("13", "COMPLETED", None, "x", "None", "/w"),
+            "14_2": QueuedJob("14_2", "RUNNING", 1796205663.0, "wmp_b", "None", "/w"),
         }
         with pytest.raises(ValueError, match="squeue line"):
             parse_queue("12|PENDING\n")
+        with pytest.raises(ValueError, match="squeue line"):  # an unexpanded array (squeue without -r)
+            parse_queue("14_[0-3]|PENDING|N/A|x|None|/w\n")
 
     def test_sacct_gives_the_first_word_of_the_state(self) -> None:
         assert parse_sacct("7|CANCELLED by 0|0:15\n") == JobEnd("CANCELLED", exit_code="0:15")
@@ -107,7 +120,7 @@ class TestBatchScript:
         return JobLaunch(**values)  # type: ignore[arg-type]
 
     def test_every_option_is_an_sbatch_line_and_the_wrapper_is_execed(self) -> None:
-        wrapper = WORK / ".wmproxy" / "jobwrapper.py"
+        wrapper = WORK.with_name(".wmproxy-wrapper-0123")
         script = batch_script(self.launch(wall_time=3601, memory_mb=512), WORK, wrapper, "/usr/bin/python3")
         lines = script.splitlines()
         assert lines[0] == "#!/bin/sh"
@@ -117,7 +130,28 @@ class TestBatchScript:
             "#SBATCH --no-requeue", "#SBATCH --export=NONE", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
             f"#SBATCH --comment={JOB}", "#SBATCH --time=61", "#SBATCH --mem=512M",
         ]
-        assert lines[-1] == f"exec /usr/bin/python3 -I -S {wrapper} {WORK}"
+        assert lines[-1] == f"exec /usr/bin/python3 -I -S -c {shlex.quote(WRAPPER_BOOT)} {wrapper}/jobwrapper.py {WORK}"
+
+    def test_a_job_array_picks_the_work_dir_of_its_task(self) -> None:
+        other = WORK.with_name("second")
+        wrapper = WORK.with_name(".wmproxy-wrapper-0123")
+        script = array_script([(WORK, JOB), (other, "https://wms.example.org:9000/second")], name="wmp_AbC-x_1yz",
+                              work_root=WORK.parent, wrapper_dir=wrapper, python="/usr/bin/python3", queue="debug",
+                              wall_time=60)
+        lines = script.splitlines()
+        assert [line for line in lines if line.startswith("#SBATCH")] == [
+            "#SBATCH --partition=debug", "#SBATCH --job-name=wmp_AbC-x_1yz", "#SBATCH --array=0-1",
+            f"#SBATCH --chdir={WORK.parent}", "#SBATCH --output=/dev/null", "#SBATCH --error=/dev/null",
+            "#SBATCH --no-requeue", "#SBATCH --export=NONE", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+            "#SBATCH --time=1", f"#SBATCH --comment={JOB},https://wms.example.org:9000/second",
+        ]
+        assert f"0) d={WORK} ;;" in lines and f"1) d={other} ;;" in lines
+        boot = shlex.quote(WRAPPER_BOOT)
+        assert lines[-2:] == ['exec >"$d"/.wmproxy/wrapper.log 2>&1',
+                              f'exec /usr/bin/python3 -I -S -c {boot} {wrapper}/jobwrapper.py "$d"']
+        with pytest.raises(BackendError, match="cannot go into"):
+            array_script([(WORK.with_name("a b"), JOB)], name="n", work_root=WORK.parent, wrapper_dir=wrapper,
+                         python="/usr/bin/python3", queue="debug")
 
     def test_no_limits_no_options(self) -> None:
         script = batch_script(self.launch(), WORK, WORK / "w.py", "/usr/bin/python3")
@@ -138,9 +172,11 @@ class TestBatchScript:
             SlurmExecutionBackend(tmp_path, cluster="a:b")
 
     def test_references_and_job_names(self) -> None:
-        assert parse_ref(f"slurm:c1:42:{WORK.name}") == ("c1", 42, WORK.name)
+        assert parse_ref(f"slurm:c1:42:{WORK.name}") == ("c1", "42", WORK.name)
+        assert parse_ref(f"slurm:c1:42_7:{WORK.name}") == ("c1", "42_7", WORK.name)
         assert parse_ref(f"slurm::-:{WORK.name}") == ("", None, WORK.name)
         assert parse_ref("local:h:42:x") is None and parse_ref("slurm:c:4x:x") is None
+        assert parse_ref("slurm:c:4_:x") is None
         assert job_name(WORK.name) == "wmp_AbC-x_1yz"
 
 
@@ -157,6 +193,6 @@ class TestCommands:
 
     def test_a_job_slurm_no_longer_knows_has_no_end(self, slurm_cluster: SlurmCluster) -> None:
         commands = SlurmCommands(slurm_cluster.conf)
-        assert commands.job_end(999999) is None  # no accounting on the throwaway cluster
-        assert commands.queue([999999]) == {}
-        assert commands.queue([999998, 999999]) == {}
+        assert commands.job_end("999999") is None  # no accounting on the throwaway cluster
+        assert commands.queue(["999999"]) == {}
+        assert commands.queue(["999998", "999999_3"]) == {}

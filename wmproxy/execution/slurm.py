@@ -73,6 +73,8 @@ USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "pla
 _NODE_FLAGS = "*~#!%$@^-+"
 _QUEUE_FORMAT = "%i|%T|%V|%j|%r|%Z"
 _INVALID_JOB = "Invalid job id specified"
+#: A Slurm job id: ``123``, or ``123_4`` for task 4 of the job array 123.
+_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")
 
 
 class SlurmError(WMProxyError):
@@ -109,7 +111,7 @@ class QueuedJob:
     """One line of ``squeue --states=all``.
 
     Attributes:
-        job_id: the Slurm job id.
+        job_id: the Slurm job id: ``123``, or ``123_4`` for task 4 of the job array 123.
         state: ``PENDING``, ``RUNNING``, ... or a final state (:data:`FINAL_STATES`).
         submitted: submit time in Unix seconds, None when Slurm prints none.
         name: the job name.
@@ -117,7 +119,7 @@ class QueuedJob:
         work_dir: its working directory (``--chdir``).
     """
 
-    job_id: int
+    job_id: str
     state: str
     submitted: float | None
     name: str
@@ -197,22 +199,29 @@ def parse_scontrol(show_output: str) -> dict[str, str]:
     return {match.group(1): match.group(2).strip() for match in _PAIR.finditer(show_output.strip())}
 
 
-def parse_queue(squeue_output: str) -> dict[int, QueuedJob]:
-    """Jobs from ``squeue -h -o '%i|%T|%V|%j|%r|%Z'`` run with ``SLURM_TIME_FORMAT=%s``.
+def parse_queue(squeue_output: str) -> dict[str, QueuedJob]:
+    """Jobs from ``squeue -h -r -o '%i|%T|%V|%j|%r|%Z'`` run with ``SLURM_TIME_FORMAT=%s``,
+    by job id (``123``, or ``123_4`` for a task of a job array: ``-r`` lists each task).
 
     Raises:
-        ValueError: a line has too few fields or a job id that is not a number.
+        ValueError: a line has too few fields or a job id that is neither a number nor
+            ``<number>_<number>``.
     """
-    jobs: dict[int, QueuedJob] = {}
+    jobs: dict[str, QueuedJob] = {}
     for line in squeue_output.splitlines():
         if not line.strip():
             continue
         fields = line.split("|", 5)
-        if len(fields) != 6 or not fields[0].isdigit():
+        if len(fields) != 6 or not _JOB_ID.fullmatch(fields[0]):
             raise ValueError(f"not an squeue line of the form {_QUEUE_FORMAT}: {line!r}")
         job_id, state, submitted, name, reason, work_dir = fields
-        jobs[int(job_id)] = QueuedJob(int(job_id), state, _seconds(submitted), name, reason, work_dir)
+        jobs[job_id] = QueuedJob(job_id, state, _seconds(submitted), name, reason, work_dir)
     return jobs
+
+
+def base_job_id(job_id: str) -> str:
+    """The job id of a job array's task (``123`` of ``123_4``); a plain job id as it is."""
+    return job_id.partition("_")[0]
 
 
 def _seconds(text: str) -> float | None:
@@ -433,10 +442,10 @@ class SlurmCommands:
 
     def submit(self, script: Path, account: Account | None, cwd: Path) -> int:
         """``sbatch --parsable <script>`` as ``account``; the script's ``#SBATCH`` lines
-        hold every option.
+        hold every option (``--array`` for a job array).
 
         Returns:
-            the Slurm job id.
+            the Slurm job id (of a job array: its base id, task N is ``<id>_<N>``).
 
         Raises:
             SlurmError: sbatch refused the job (Slurm's message) or did not answer
@@ -448,36 +457,41 @@ class SlurmCommands:
             raise SlurmError(f"sbatch printed no job id: {out.strip()!r}", command="sbatch")
         return int(first)
 
-    def queue(self, job_ids: Sequence[int]) -> dict[int, QueuedJob]:
-        """The listed jobs Slurm still knows (``squeue --states=all``: active ones, and
-        ended ones for ``MinJobAge`` seconds); a job missing from the result has left.
+    def queue(self, job_ids: Sequence[str]) -> dict[str, QueuedJob]:
+        """The jobs Slurm still knows among ``job_ids`` (``123`` or ``123_4``) and the other
+        tasks of their job arrays, from one ``squeue -r --states=all -j <base ids>``:
+        active ones, and ended ones for ``MinJobAge`` seconds; a job missing from the
+        result has left.
 
         Raises:
             SlurmError: squeue failed (the controller does not answer).
         """
         if not job_ids:
             return {}
+        bases = dict.fromkeys(base_job_id(str(job_id)) for job_id in job_ids)
         try:
-            out = self.run("squeue", "-h", "--states=all", "-o", _QUEUE_FORMAT,
-                           "-j", ",".join(str(job_id) for job_id in job_ids))
+            out = self.run("squeue", "-h", "-r", "--states=all", "-o", _QUEUE_FORMAT, "-j", ",".join(bases))
         except SlurmError as exc:
             if _INVALID_JOB in exc.stderr:  # squeue -j with one id that has left fails so
                 return {}
             raise
         return _parse_queue(out)
 
-    def find(self, name: str, work_dir: Path) -> QueuedJob | None:
+    def find(self, name: str, work_dir: Path, task: int | None = None) -> QueuedJob | None:
         """The job named ``name`` running in ``work_dir`` that Slurm still knows (the
-        most recent one), None when there is none.
+        most recent one), None when there is none; with ``task``, that task of the job
+        array of that name and directory.
 
         Raises:
             SlurmError: squeue failed.
         """
-        out = self.run("squeue", "-h", "--states=all", "-o", _QUEUE_FORMAT, "-n", name)
-        found = [job for job in _parse_queue(out).values() if job.work_dir == str(work_dir)]
-        return max(found, key=lambda job: job.job_id) if found else None
+        out = self.run("squeue", "-h", "-r", "--states=all", "-o", _QUEUE_FORMAT, "-n", name)
+        found = [job for job in _parse_queue(out).values() if job.work_dir == str(work_dir)
+                 and (task is None) == ("_" not in job.job_id)
+                 and (task is None or job.job_id.endswith(f"_{task}"))]
+        return max(found, key=lambda job: int(base_job_id(job.job_id))) if found else None
 
-    def job_end(self, job_id: int) -> JobEnd | None:
+    def job_end(self, job_id: str) -> JobEnd | None:
         """How Slurm ended ``job_id``: ``scontrol show job`` while the controller keeps it
         (``MinJobAge``), else ``sacct`` when accounting runs; None when neither knows.
 
@@ -494,7 +508,7 @@ class SlurmCommands:
                 return JobEnd(shown["JobState"], shown.get("Reason", ""), shown.get("ExitCode", ""))
         return self.accounted_end(job_id)
 
-    def accounted_end(self, job_id: int) -> JobEnd | None:
+    def accounted_end(self, job_id: str) -> JobEnd | None:
         """The job's end from ``sacct``; None when accounting does not run (remembered
         after the first refusal) or has no record."""
         if self._accounting is False:
@@ -507,7 +521,7 @@ class SlurmCommands:
         self._accounting = True
         return parse_sacct(out)
 
-    def cancel(self, job_id: int, account: Account | None, *, signal: str | None = None,
+    def cancel(self, job_id: str, account: Account | None, *, signal: str | None = None,
                batch_only: bool = False) -> None:
         """``scancel`` as ``account``: with ``signal``, send it (``TERM``) instead of ending
         the job, to the batch step only when ``batch_only``; without, end the job (its
@@ -555,7 +569,7 @@ class SlurmCommands:
         return states[partition]
 
 
-def _parse_queue(out: str) -> dict[int, QueuedJob]:
+def _parse_queue(out: str) -> dict[str, QueuedJob]:
     try:
         return parse_queue(out)
     except ValueError as exc:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from wmproxy.domain import JobState
 from wmproxy.errors import WMProxyError
-from wmproxy.execution.backends import BackendError, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.execution.wakeup import Wakeup
@@ -341,6 +341,10 @@ class ExecutionWorker:
         if not prepared:
             return []
         scheduled = service.mark_scheduled(self.rt, [(job.order.job_id, job.handle.ref) for job in prepared])
+        ready = [job for job in prepared if job.order.job_id in scheduled]
+        for backend in {id(job.backend): job.backend for job in ready}.values():
+            if isinstance(backend, BatchSpawning):  # e.g. one Slurm job array for the cycle's jobs
+                backend.spawn_batch([job.handle for job in ready if job.backend is backend])
         spawned: list[tuple[str, str]] = []
         for job in prepared:
             job_id = job.order.job_id

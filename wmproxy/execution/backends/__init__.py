@@ -24,9 +24,10 @@ kind (``local:``, ``slurm:``), so an adopted job goes back to the backend that s
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wmproxy.domain import JobState
 from wmproxy.errors import WMProxyError
@@ -203,4 +204,15 @@ class ExecutionBackend(Protocol):
     def release(self, handle: RunHandle) -> None:
         """Remove the job's proxy copy and work dir (after collection). Never raises for
         a missing directory."""
+        ...
+
+
+@runtime_checkable
+class BatchSpawning(Protocol):
+    """Optional hook of an :class:`ExecutionBackend` that starts several prepared jobs at once."""
+
+    def spawn_batch(self, handles: Sequence[RunHandle]) -> None:
+        """Start some of these prepared (and recorded Scheduled) jobs together, e.g. as one
+        Slurm job array; :meth:`ExecutionBackend.spawn` is still called for each handle
+        afterwards and starts the rest (or raises why it failed). Never raises."""
         ...

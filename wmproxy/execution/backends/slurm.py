@@ -4,9 +4,8 @@ cluster's nodes share.
 
 The work dir is the local backend's (:meth:`LocalExecutionBackend.prepare
 <wmproxy.execution.backends.local.LocalExecutionBackend.prepare>`: input sandbox, proxy
-copy, spec) plus, in ``.wmproxy/``, a copy of the wrapper (standard library only, so a
-node needs only ``python3`` and the shared filesystem) and the batch script
-``slurm.sh``, whose ``#SBATCH`` lines carry every option:
+copy, spec) plus, in ``.wmproxy/``, the batch script ``slurm.sh``, whose ``#SBATCH`` lines
+carry every option:
 
 * ``--partition`` the CE's queue, ``--job-name=wmp_<last part of the job id>``,
   ``--comment=<job id>``;
@@ -16,15 +15,27 @@ node needs only ``python3`` and the shared filesystem) and the batch script
   limit in MiB, when given;
 * ``--no-requeue`` (the WMS does the retrying: a job never runs twice behind its back)
   and ``--export=NONE`` (the wrapper builds the job's environment from nothing);
-* the script body ``exec <python> -I -S <work dir>/.wmproxy/jobwrapper.py <work dir>`` (isolated,
-  no site: the wrapper needs only the standard library, and every millisecond of its start
-  counts at a thousand jobs).
+* the script body ``exec <python> -I -S -c <import the wrapper> <wrapper dir> <work dir>``
+  (isolated, no site: the wrapper needs only the standard library, and every millisecond
+  of its start counts at a thousand jobs). The wrapper (standard library only, so a node
+  needs only ``python3`` and the shared filesystem) is in one directory of the work root
+  per wrapper version (:func:`install_shared_wrapper`) with its byte code, compiled once by
+  the worker, so a node does not compile it again for every job.
+
+Job arrays: the worker hands the jobs of one cycle to :meth:`SlurmExecutionBackend.spawn_batch`
+before spawning each; those sharing account, partition and limits go to Slurm as one job array
+(``--array=0-<N-1>``, :func:`array_script`: one sbatch, one account switch and one
+controller request for N jobs), task K running the K-th job's wrapper in its work dir. A
+task is the Slurm job ``<array id>_<K>`` in the reference, squeue, scancel and scontrol;
+each job's ``.wmproxy/slurm-task`` says ``<array name> <K>`` (written before sbatch, so a
+reference stored without id still finds its task). A job alone of its kind (a retry, say)
+is submitted alone with its ``slurm.sh``.
 
 ``sbatch --parsable`` then runs as the account (:func:`wmproxy.execution.identity.run_as`:
 setpriv, no capability), so munge vouches for the account's uid and Slurm owns the job to
 it; with no account (mapping off) as the worker's own user, and never as root.
 
-Following: one ``squeue --states=all -j <every followed job>`` per ``refresh`` seconds
+Following: one ``squeue -r --states=all -j <every followed job or array>`` per ``refresh`` seconds
 serves every :meth:`SlurmExecutionBackend.poll` in between, so a worker following a
 thousand jobs asks Slurm once a second, not a thousand times. A job Slurm still lists
 as pending, running or completing is running; once it has left (a final state, or
@@ -56,22 +67,30 @@ prologue failed                              Aborted, not started     shallow
 cancelled by wmproxy                         Cancelled                none
 =========================================== ======================== ==============
 
-Backend reference: ``slurm:<cluster>:<Slurm job id>:<work dir name>`` with ``-`` for the
+Backend reference: ``slurm:<cluster>:<Slurm job id>:<work dir name>`` (the id ``123`` or
+``123_4`` for task 4 of an array) with ``-`` for the
 id between :meth:`~SlurmExecutionBackend.prepare` and :meth:`~SlurmExecutionBackend.spawn`.
 Slurm job ids are global to a cluster, so any worker configured for the same cluster
 (and work root) adopts the job; a reference without id is resolved by the job's name and
-work dir in ``squeue``, or requeued when Slurm never saw the job. :attr:`RunHandle.pid`
-holds the Slurm job id.
+work dir in ``squeue`` (or its ``slurm-task``), or requeued when Slurm never saw the job.
+:attr:`RunHandle.pid` holds the Slurm job id (of an array task: the array's).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import logging
 import os
+import py_compile
 import re
 import shlex
+import shutil
+import stat
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +100,7 @@ from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
 from wmproxy.execution.backends.local import CANCEL_MARGIN, LocalExecutionBackend
 from wmproxy.execution.identity import Account, IdentityError, WrapperStatusError
-from wmproxy.execution.jobwrapper import LOG_NAME, STATE_DIR
+from wmproxy.execution.jobwrapper import INSPECTION_AGENT, LOG_NAME, STATE_DIR
 from wmproxy.execution.slurm import (
     DEFAULT_TIMEOUT,
     FINAL_STATES,
@@ -91,6 +110,7 @@ from wmproxy.execution.slurm import (
     QueuedJob,
     SlurmCommands,
     SlurmError,
+    base_job_id,
     time_limit,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
@@ -99,6 +119,19 @@ log = logging.getLogger(__name__)
 
 SCHEME = "slurm"
 SCRIPT_NAME = "slurm.sh"
+#: The batch script of a job array, in the work dir of its task 0.
+ARRAY_SCRIPT_NAME = "slurm-array.sh"
+#: ``<job array name> <task>`` of a job submitted as a task of a job array, written before sbatch.
+TASK_NAME = "slurm-task"
+#: Directory (in the work root, one per wrapper version) of the wrapper every Slurm job runs.
+WRAPPER_DIR_PREFIX = ".wmproxy-wrapper-"
+#: The batch script's Python: import the wrapper (its first argument, the shared copy's path)
+#: from its directory, so that the byte code the worker compiled there is used, and run it on
+#: the work dir (its second argument). The command line still shows ``.../jobwrapper.py``.
+WRAPPER_BOOT = ("import sys; w = sys.argv.pop(1); sys.path = [w.rpartition('/')[0]] + [p for p in sys.path if p]; "
+                "import jobwrapper; sys.exit(jobwrapper.main())")
+#: Jobs one job array carries at most (below Slurm's default ``MaxArraySize`` of 1001).
+DEFAULT_MAX_ARRAY = 1000
 NAME_PREFIX = "wmp_"
 #: Seconds between two squeue calls that serve every poll in between.
 DEFAULT_REFRESH = 1.0
@@ -107,7 +140,7 @@ DEFAULT_STATUS_GRACE = 5.0
 _UNSAFE_PATH = re.compile(r"[\s%\\\"']")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _LOG_TAIL_BYTES = 4096
-_REF = re.compile(rf"{SCHEME}:([^:]*):(-|[0-9]+):(.+)", re.S)
+_REF = re.compile(rf"{SCHEME}:([^:]*):(-|[0-9]+(?:_[0-9]+)?):(.+)", re.S)
 
 
 @dataclass
@@ -118,6 +151,22 @@ class _Followed:
     killed: bool = False  # the final scancel (KILL) was sent
     expired: str | None = None  # the reason when it was cancelled for pending too long
     ended_at: float | None = None  # monotonic time it was first seen gone without status
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a prepared job's submission needs beyond its work dir: jobs with equal
+    ``batch_key`` (account, partition, limits) may share one job array."""
+
+    job_id: str
+    queue: str
+    wall_time: int | None
+    memory_mb: int | None
+    uid: int | None
+
+    @property
+    def batch_key(self) -> tuple[int | None, str, int | None, int | None]:
+        return self.uid, self.queue, self.wall_time, self.memory_mb
 
 
 class SlurmExecutionBackend:
@@ -146,6 +195,8 @@ class SlurmExecutionBackend:
             when None).
         background_removal: as :class:`LocalExecutionBackend`'s: released work dirs are
             set aside with one rename and removed by a background thread.
+        max_array: jobs one job array of :meth:`spawn_batch` carries at most (1: none,
+            every job its own sbatch); at most the cluster's ``MaxArraySize`` - 1.
 
     Raises:
         ValueError: the work root has characters Slurm would misread.
@@ -156,12 +207,15 @@ class SlurmExecutionBackend:
                  max_pending: float = 1800.0, kill_grace: float = 10.0, cluster: str = "",
                  refresh: float = DEFAULT_REFRESH, status_grace: float = DEFAULT_STATUS_GRACE,
                  timeout: float = DEFAULT_TIMEOUT, commands: SlurmCommands | None = None,
-                 background_removal: bool = False) -> None:
+                 background_removal: bool = False, max_array: int = DEFAULT_MAX_ARRAY) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         if _UNSAFE_PATH.search(str(self.work_root)):
             raise ValueError(f"The Slurm work root {self.work_root} must not hold whitespace, %, quotes or \\")
         if ":" in cluster:
             raise ValueError(f"Invalid Slurm cluster name {cluster!r}")
+        if max_array < 1:
+            raise ValueError(f"Invalid job array size {max_array}")
+        self.max_array = max_array
         self.commands = commands or SlurmCommands(slurm_conf, bin_dir, timeout)
         self.python = python
         self.max_pending = max_pending
@@ -171,9 +225,12 @@ class SlurmExecutionBackend:
         self.status_grace = status_grace
         self._files = LocalExecutionBackend(self.work_root, kill_grace=kill_grace, python=python,
                                             background_removal=background_removal)
-        self._followed: dict[int, _Followed] = {}
-        self._queue: dict[int, QueuedJob] = {}
-        self._queried: set[int] = set()  # the ids the last squeue asked for
+        self._followed: dict[str, _Followed] = {}
+        self._queue: dict[str, QueuedJob] = {}
+        self._queried: set[str] = set()  # the ids the last squeue asked for
+        self._prepared: dict[Path, _Prepared] = {}  # work dir → prepared, not yet spawned
+        self._batched: dict[Path, str | BackendError] = {}  # work dir → its task's id, or why its array failed
+        self._wrapper_dir: Path | None = None  # the shared wrapper, once installed
         self._queue_at = float("-inf")  # monotonic time of the last squeue
 
     # --- starting ------------------------------------------------------------------
@@ -192,14 +249,70 @@ class SlurmExecutionBackend:
         handle = self._files.prepare(launch)
         work_dir = handle.work_dir
         try:
-            wrapper = identity.install_wrapper(work_dir, launch.account)
-            script = batch_script(launch, work_dir, wrapper, self.python)
+            script = batch_script(launch, work_dir, self._wrapper(), self.python)
             identity.write_state_file(work_dir, SCRIPT_NAME, script.encode(), 0o400, launch.account)
         except WMProxyError as exc:
             self._files.release(handle)
             raise BackendError(str(exc)) from None
         handle.ref = self._ref(None, work_dir.name)
+        self._prepared[work_dir] = _Prepared(launch.job_id, launch.queue, launch.wall_time, launch.memory_mb,
+                                             None if launch.account is None else launch.account.uid)
         return handle
+
+    def _wrapper(self) -> Path:
+        """The shared wrapper directory (:func:`install_shared_wrapper`), installed at first use."""
+        if self._wrapper_dir is None:
+            self._wrapper_dir = install_shared_wrapper(self.work_root)
+        return self._wrapper_dir
+
+    def spawn_batch(self, handles: Sequence[RunHandle]) -> None:
+        """Submit prepared jobs that share their account, partition and limits as job
+        arrays, one ``sbatch`` (one account switch, one controller request) for up to
+        ``max_array`` jobs; task N of the array runs the N-th job's wrapper. Jobs alone of
+        their kind are left to :meth:`spawn`, which afterwards completes every handle (or
+        raises the array's refusal). Never raises; an array that cannot be written leaves
+        its jobs to :meth:`spawn` one by one.
+
+        Args:
+            handles: prepared handles (:meth:`prepare`), in the order of their tasks.
+        """
+        groups: dict[tuple[int | None, str, int | None, int | None], list[tuple[RunHandle, _Prepared]]] = {}
+        for handle in handles:
+            prepared = self._prepared.get(handle.work_dir)
+            if prepared is not None and handle.pid is None and handle.work_dir not in self._batched:
+                groups.setdefault(prepared.batch_key, []).append((handle, prepared))
+        for members in groups.values():
+            for start in range(0, len(members), self.max_array):
+                chunk = members[start:start + self.max_array]
+                if len(chunk) > 1:
+                    self._submit_array(chunk)
+
+    def _submit_array(self, chunk: list[tuple[RunHandle, _Prepared]]) -> None:
+        first = chunk[0][0]
+        name = job_name(first.work_dir.name)
+        try:
+            for index, (handle, _prepared) in enumerate(chunk):
+                identity.write_state_file(handle.work_dir, TASK_NAME, f"{name} {index}\n".encode(), 0o400,
+                                          handle.account)
+            shared = chunk[0][1]
+            script = array_script([(h.work_dir, p.job_id) for h, p in chunk], name=name, work_root=self.work_root,
+                                  wrapper_dir=self._wrapper(), python=self.python, queue=shared.queue,
+                                  wall_time=shared.wall_time, memory_mb=shared.memory_mb)
+            path = identity.write_state_file(first.work_dir, ARRAY_SCRIPT_NAME, script.encode(), 0o400, first.account)
+        except WMProxyError as exc:
+            log.warning("cannot write the job array of %d jobs (each is submitted alone): %s", len(chunk), exc)
+            return
+        try:
+            array_id: int | None = self.commands.submit(path, first.account, first.work_dir)
+        except SlurmError as exc:
+            array_id = self._submitted_anyway(name, self.work_root, first.account, 0) if exc.timed_out else None
+            if array_id is None:
+                error = BackendError(f"Slurm refused the job: {exc}")
+                for handle, _prepared in chunk:
+                    self._batched[handle.work_dir] = error
+                return
+        for index, (handle, _prepared) in enumerate(chunk):
+            self._batched[handle.work_dir] = f"{array_id}_{index}"
 
     def spawn(self, handle: RunHandle) -> RunHandle:
         """``sbatch`` the prepared job as its account; the handle then names the Slurm job.
@@ -209,35 +322,47 @@ class SlurmExecutionBackend:
                 partition, impossible limits, controller unreachable), or no account was
                 mapped while the worker runs as root.
         """
+        self._prepared.pop(handle.work_dir, None)
+        batched = self._batched.pop(handle.work_dir, None)
+        if isinstance(batched, BackendError):
+            raise batched
+        if batched is not None:  # a task of a job array spawn_batch submitted
+            self._follow(handle, batched)
+            return handle
         script = handle.work_dir / STATE_DIR / SCRIPT_NAME
         try:
             job_id = self.commands.submit(script, handle.account, handle.work_dir)
         except SlurmError as exc:
-            found = self._submitted_anyway(handle) if exc.timed_out else None
+            found = self._submitted_anyway(job_name(handle.work_dir.name), handle.work_dir, handle.account, None) \
+                if exc.timed_out else None
             if found is None:
                 raise BackendError(f"Slurm refused the job: {exc}") from None
             job_id = found
-        self._follow(handle, job_id)
+        self._follow(handle, str(job_id))
         return handle
 
-    def _submitted_anyway(self, handle: RunHandle) -> int | None:
-        """After an sbatch that timed out: the job it may have created after all. When Slurm
-        cannot say, a job of that name is cancelled (best effort), so that a resubmission
-        never runs beside it."""
-        name = job_name(handle.work_dir.name)
+    def _submitted_anyway(self, name: str, work_dir: Path, account: Account | None, task: int | None) -> int | None:
+        """After an sbatch that timed out: the job (the job array, with ``task``) it may
+        have created after all. When Slurm cannot say, a job of that name is cancelled
+        (best effort), so that a resubmission never runs beside it."""
         try:
-            found = self.commands.find(name, handle.work_dir)
+            found = self.commands.find(name, work_dir, task)
         except SlurmError as exc:
-            log.warning("sbatch of %s timed out and Slurm cannot be asked (%s); cancelling %s", handle.ref, exc, name)
+            log.warning("sbatch of %s timed out and Slurm cannot be asked (%s); cancelling it", name, exc)
             with contextlib.suppress(SlurmError):
-                self.commands.run("scancel", f"--name={name}", account=handle.account, as_account=True)
+                self.commands.run("scancel", f"--name={name}", account=account, as_account=True)
             return None
-        return None if found is None else found.job_id
+        return None if found is None else int(base_job_id(found.job_id))
 
-    def _follow(self, handle: RunHandle, job_id: int) -> None:
-        handle.pid = job_id
+    def _follow(self, handle: RunHandle, job_id: str) -> None:
+        handle.pid = int(base_job_id(job_id))
         handle.ref = self._ref(job_id, handle.work_dir.name)
         self._followed.setdefault(job_id, _Followed())
+
+    def _slurm_id(self, handle: RunHandle) -> str | None:
+        """The Slurm job id (``123`` or ``123_4``) of a spawned or adopted job."""
+        parsed = parse_ref(handle.ref)
+        return None if parsed is None else parsed[1]
 
     # --- following -----------------------------------------------------------------
 
@@ -245,9 +370,9 @@ class SlurmExecutionBackend:
         """None while Slurm lists the job as active (or cannot be asked); then its outcome
         (module docstring). Runs at most one ``squeue`` per ``refresh`` seconds for all
         jobs; a job pending too long is scancelled here."""
-        if handle.pid is None:
+        job_id = self._slurm_id(handle)
+        if handle.pid is None or job_id is None:
             return self._poll_unsubmitted(handle)
-        job_id = handle.pid
         followed = self._followed.setdefault(job_id, _Followed())
         known, queued = self._lookup(job_id)
         if not known:
@@ -265,7 +390,7 @@ class SlurmExecutionBackend:
         """A job adopted from a reference without Slurm job id: follow the job sbatch made
         if Slurm knows one, else report that it never ran (the worker requeues it)."""
         try:
-            found = self.commands.find(job_name(handle.work_dir.name), handle.work_dir)
+            found = self._find_submitted(handle)
         except SlurmError as exc:
             log.warning("cannot look %s up in Slurm: %s", handle.work_dir.name, exc)
             return None
@@ -282,7 +407,23 @@ class SlurmExecutionBackend:
             return _failure("Slurm has no job for it: it was never submitted", False, recorded=False)
         return outcome_of(None, started)
 
-    def _lookup(self, job_id: int) -> tuple[bool, QueuedJob | None]:
+    def _find_submitted(self, handle: RunHandle) -> QueuedJob | None:
+        """The Slurm job of a job whose reference has no id: its task in the job array its
+        ``slurm-task`` names, else the job of its own name and work dir."""
+        try:
+            fd = open_confined(handle.work_dir, f"{STATE_DIR}/{TASK_NAME}")
+        except ConfinementError:
+            task = None
+        else:
+            with os.fdopen(fd, "rb") as stream:
+                task = stream.read(256).decode(errors="replace").split()
+        if task and len(task) == 2 and task[1].isdigit():
+            found = self.commands.find(task[0], self.work_root, int(task[1]))
+            if found is not None:
+                return found
+        return self.commands.find(job_name(handle.work_dir.name), handle.work_dir)
+
+    def _lookup(self, job_id: str) -> tuple[bool, QueuedJob | None]:
         """``(known, queued)``: whether the last squeue (refreshed when older than
         ``refresh``) asked for the job, and its line (None: Slurm no longer lists it)."""
         now = time.monotonic()
@@ -309,13 +450,13 @@ class SlurmExecutionBackend:
         try:
             self.commands.cancel(queued.job_id, handle.account)
         except SlurmError as exc:
-            log.warning("cannot cancel Slurm job %d pending for %.0f s: %s", queued.job_id, pending, exc)
+            log.warning("cannot cancel Slurm job %s pending for %.0f s: %s", queued.job_id, pending, exc)
             return
         followed.expired = (f"Slurm did not schedule the job within {self.max_pending:g} s (Slurm job "
                             f"{queued.job_id} pending, reason {queued.reason}); it was cancelled")
-        log.info("Slurm job %d cancelled after %.0f s pending (%s)", queued.job_id, pending, queued.reason)
+        log.info("Slurm job %s cancelled after %.0f s pending (%s)", queued.job_id, pending, queued.reason)
 
-    def _ended(self, handle: RunHandle, job_id: int, followed: _Followed,
+    def _ended(self, handle: RunHandle, job_id: str, followed: _Followed,
                queued: QueuedJob | None) -> JobOutcome | None:
         status = self._status(handle)
         if isinstance(status, JobOutcome):
@@ -354,17 +495,17 @@ class SlurmExecutionBackend:
     def _started(self, handle: RunHandle, status: identity.WrapperStatus | None) -> bool:
         return (status is not None and status.payload_started) or self.started(handle)
 
-    def _end_of(self, job_id: int, queued: QueuedJob | None) -> JobEnd | None:
+    def _end_of(self, job_id: str, queued: QueuedJob | None) -> JobEnd | None:
         try:
             end = self.commands.job_end(job_id)
         except SlurmError as exc:
-            log.warning("cannot read how Slurm ended job %d: %s", job_id, exc)
+            log.warning("cannot read how Slurm ended job %s: %s", job_id, exc)
             end = None
         if end is None and queued is not None:
             end = JobEnd(queued.state, queued.reason)
         return end
 
-    def _slurm_end(self, job_id: int, queued: QueuedJob | None) -> str:
+    def _slurm_end(self, job_id: str, queued: QueuedJob | None) -> str:
         end = self._end_of(job_id, queued)
         return "no longer known to Slurm" if end is None else end.describe()
 
@@ -391,8 +532,8 @@ class SlurmExecutionBackend:
         records ``cancelled_by``); once ``kill_grace`` plus the margin has passed,
         ``scancel`` ends the job (SIGKILL after Slurm's ``KillWait``). Idempotent; Slurm's
         complaints about a job that has already ended are ignored."""
-        job_id = handle.pid
-        if job_id is None:
+        job_id = self._slurm_id(handle)
+        if handle.pid is None or job_id is None:
             return
         followed = self._followed.setdefault(job_id, _Followed())
         now = time.monotonic()
@@ -412,7 +553,7 @@ class SlurmExecutionBackend:
                 followed.killed = True
                 self.commands.cancel(job_id, handle.account)
         except SlurmError as exc:
-            log.info("scancel of Slurm job %d: %s", job_id, exc)
+            log.info("scancel of Slurm job %s: %s", job_id, exc)
 
     def attach(self, ref: str, account: Account | None) -> RunHandle | None:
         """The handle of a job from its reference (any worker of this cluster): None unless
@@ -422,7 +563,8 @@ class SlurmExecutionBackend:
         if parsed is None or parsed[0] != self.cluster:
             return None
         _cluster, job_id, name = parsed
-        handle = RunHandle(ref=self._ref(job_id, name), work_dir=self.work_root / name, account=account, pid=job_id)
+        handle = RunHandle(ref=self._ref(job_id, name), work_dir=self.work_root / name, account=account,
+                           pid=None if job_id is None else int(base_job_id(job_id)))
         if job_id is not None:
             self._follow(handle, job_id)
         return handle
@@ -433,16 +575,19 @@ class SlurmExecutionBackend:
         Raises:
             BackendError: the directory could not be removed.
         """
-        if handle.pid is not None:
-            self._forget(handle.pid)
+        job_id = self._slurm_id(handle)
+        if job_id is not None:
+            self._forget(job_id)
+        self._prepared.pop(handle.work_dir, None)
+        self._batched.pop(handle.work_dir, None)
         self._files.release(handle)
 
     # --- helpers -------------------------------------------------------------------
 
-    def _forget(self, job_id: int) -> None:
+    def _forget(self, job_id: str) -> None:
         self._followed.pop(job_id, None)
 
-    def _ref(self, job_id: int | None, name: str) -> str:
+    def _ref(self, job_id: str | None, name: str) -> str:
         return f"{SCHEME}:{self.cluster}:{'-' if job_id is None else job_id}:{name}"
 
 
@@ -453,14 +598,15 @@ def _failure(reason: str, started: bool, *, recorded: bool = True) -> JobOutcome
                       recorded=recorded)
 
 
-def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
-    """``(cluster, Slurm job id or None, work dir name)`` of a Slurm backend reference,
-    None for another backend's or a malformed one."""
+def parse_ref(ref: str) -> tuple[str, str | None, str] | None:
+    """``(cluster, Slurm job id or None, work dir name)`` of a Slurm backend reference
+    (the id ``123``, or ``123_4`` for task 4 of a job array), None for another backend's
+    or a malformed one."""
     match = _REF.fullmatch(ref)
     if match is None:
         return None
     cluster, job_id, name = match.groups()
-    return cluster, None if job_id == "-" else int(job_id), name
+    return cluster, None if job_id == "-" else job_id, name
 
 
 def job_name(work_dir_name: str) -> str:
@@ -474,41 +620,168 @@ def _job_id_of(work_dir_name: str) -> str:
     return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), work_dir_name)
 
 
-def batch_script(launch: JobLaunch, work_dir: Path, wrapper: Path, python: str) -> str:
+def install_shared_wrapper(work_root: Path) -> Path:
+    """The directory ``<work root>/.wmproxy-wrapper-<digest>`` holding the job wrapper, its
+    inspection agent and the wrapper's byte code compiled by this interpreter (hash-checked
+    against the source, so a node whose ``python3`` has the same version skips compiling
+    its ~800 lines at every job start; another version compiles in memory). Created once per
+    wrapper version (the digest of the files), owned by the worker's user, 0755/0444, by a
+    rename, so workers sharing the work root may race; an existing one is used when it is a
+    real directory of the worker's user.
+
+    Returns:
+        the directory's path.
+
+    Raises:
+        BackendError: the wrapper cannot be read or the directory cannot be created.
+    """
+    names = [identity.WRAPPER_PATH.name, INSPECTION_AGENT]
+    try:
+        sources = {name: data for name in names
+                   if (data := _read_if_exists(identity.WRAPPER_PATH.with_name(name))) is not None}
+    except OSError as exc:
+        raise BackendError(f"Cannot read the job wrapper {identity.WRAPPER_PATH}: {exc.strerror}") from None
+    digest = hashlib.sha256(b"".join(name.encode() + b"\0" + data + b"\0" for name, data in sources.items()))
+    final = work_root / f"{WRAPPER_DIR_PREFIX}{digest.hexdigest()[:16]}"
+    if _owned_directory(final):
+        return final
+    try:
+        building = Path(tempfile.mkdtemp(prefix=f"{WRAPPER_DIR_PREFIX}new-", dir=work_root))
+        try:
+            for name, data in sources.items():
+                (building / name).write_bytes(data)
+                (building / name).chmod(0o444)
+            wrapper = building / identity.WRAPPER_PATH.name
+            compiled = Path(importlib.util.cache_from_source(str(wrapper)))
+            py_compile.compile(str(wrapper), cfile=str(compiled), doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+            compiled.chmod(0o444)
+            compiled.parent.chmod(0o755)
+            building.chmod(0o755)
+            os.rename(building, final)
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)
+            if not _owned_directory(final):  # not another worker's rename first
+                raise
+    except (OSError, py_compile.PyCompileError) as exc:
+        raise BackendError(f"Cannot install the job wrapper in {work_root}: {exc}") from None
+    return final
+
+
+def _read_if_exists(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _owned_directory(path: Path) -> bool:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def _wrapper_command(python: str, wrapper_dir: Path, work_dir: str) -> str:
+    """``exec <python> -I -S -c <boot> <wrapper dir>/jobwrapper.py <work dir>`` (``work_dir`` as shell text)."""
+    wrapper = str(wrapper_dir / identity.WRAPPER_PATH.name)
+    return f"exec {shlex.join([python, '-I', '-S', '-c', WRAPPER_BOOT, wrapper])} {work_dir}"
+
+
+def batch_script(launch: JobLaunch, work_dir: Path, wrapper_dir: Path, python: str) -> str:
     """The ``sbatch`` script of a job (module docstring): ``#SBATCH`` lines, then the
-    wrapper's command line.
+    wrapper's command line (the shared wrapper of :func:`install_shared_wrapper` in
+    ``wrapper_dir``).
 
     Raises:
         BackendError: the partition or a limit cannot be written as an option.
     """
-    queue = launch.queue or ""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", queue):
-        raise BackendError(f"Invalid Slurm partition name {queue!r}")
-    if _UNSAFE_PATH.search(str(work_dir)) or _UNSAFE_PATH.search(python):
-        raise BackendError(f"The work directory {work_dir} or interpreter {python} cannot go into #SBATCH lines")
+    _check_paths(work_dir, python)
     log_file = work_dir / STATE_DIR / LOG_NAME
     options = [
-        f"--partition={queue}",
+        f"--partition={_partition(launch.queue)}",
         f"--job-name={job_name(work_dir.name)}",
         f"--chdir={work_dir}",
         f"--output={log_file}",
         f"--error={log_file}",
-        "--no-requeue",
-        "--export=NONE",
-        "--nodes=1",
-        "--ntasks=1",
+        *_FIXED_OPTIONS,
     ]
-    if re.fullmatch(r"[\w.:/@-]+", launch.job_id):
+    if re.fullmatch(_COMMENT_ID, launch.job_id):
         options.append(f"--comment={launch.job_id}")
-    if launch.wall_time is not None:
-        if launch.wall_time <= 0:
-            raise BackendError(f"Invalid wall-clock limit {launch.wall_time} s")
-        options.append(f"--time={time_limit(launch.wall_time)}")
-    if launch.memory_mb is not None:
-        if launch.memory_mb <= 0:
-            raise BackendError(f"Invalid memory limit {launch.memory_mb} MiB")
-        options.append(f"--mem={launch.memory_mb}M")
-    command = shlex.join([python, "-I", "-S", str(wrapper), str(work_dir)])
+    options += _limit_options(launch.wall_time, launch.memory_mb)
     lines = ["#!/bin/sh", f"# wmproxy job {launch.job_id}", *(f"#SBATCH {option}" for option in options),
-             f"exec {command}", ""]
+             _wrapper_command(python, wrapper_dir, shlex.quote(str(work_dir))), ""]
     return "\n".join(lines)
+
+
+def array_script(jobs: Sequence[tuple[Path, str]], *, name: str, work_root: Path, wrapper_dir: Path, python: str,
+                 queue: str | None,
+                 wall_time: int | None = None, memory_mb: int | None = None) -> str:
+    """The ``sbatch`` script of a job array whose task N runs the wrapper of the N-th of
+    ``jobs`` (``(work dir, grid job id)``; they share the partition ``queue`` and the limits,
+    seconds and MiB as in :class:`JobLaunch`):
+    ``--array=0-<N-1>``, ``--job-name`` the first job's name, ``--comment`` the grid job
+    ids in task order (comma-separated, when they fit), ``--chdir`` the work root and no
+    Slurm output file; the script goes to the task's work dir and sends its output to
+    the task's ``.wmproxy/wrapper.log``, as the single job's ``--output`` does.
+
+    Raises:
+        BackendError: the partition, a limit or a path cannot be written into the script.
+    """
+    _check_paths(work_root, python)
+    options = [
+        f"--partition={_partition(queue)}",
+        f"--job-name={name}",
+        f"--array=0-{len(jobs) - 1}",
+        f"--chdir={work_root}",
+        "--output=/dev/null",
+        "--error=/dev/null",
+        *_FIXED_OPTIONS,
+        *_limit_options(wall_time, memory_mb),
+    ]
+    comment = ",".join(job_id for _work_dir, job_id in jobs)
+    if all(re.fullmatch(_COMMENT_ID, job_id) for _work_dir, job_id in jobs) and len(comment) <= _MAX_COMMENT:
+        options.append(f"--comment={comment}")
+    lines = ["#!/bin/sh", f"# wmproxy job array of {len(jobs)} jobs: task N runs the N-th work dir below",
+             *(f"#SBATCH {option}" for option in options), 'case "$SLURM_ARRAY_TASK_ID" in']
+    for index, (work_dir, _job_id) in enumerate(jobs):
+        _check_paths(work_dir, python)
+        lines.append(f"{index}) d={shlex.quote(str(work_dir))} ;;")
+    lines += ["*) echo \"no job for task $SLURM_ARRAY_TASK_ID\" >&2; exit 1 ;;", "esac",
+              'cd "$d" || exit 1', f'exec >"$d"/{STATE_DIR}/{LOG_NAME} 2>&1',
+              _wrapper_command(python, wrapper_dir, '"$d"'), ""]
+    return "\n".join(lines)
+
+
+_COMMENT_ID = r"[\w.:/@-]+"
+_MAX_COMMENT = 4000
+
+
+def _check_paths(work_dir: Path, python: str) -> None:
+    if _UNSAFE_PATH.search(str(work_dir)) or _UNSAFE_PATH.search(python):
+        raise BackendError(f"The work directory {work_dir} or interpreter {python} cannot go into #SBATCH lines")
+
+
+def _partition(queue: str | None) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", queue or ""):
+        raise BackendError(f"Invalid Slurm partition name {queue!r}")
+    return queue or ""
+
+
+#: ``--no-requeue``, ``--export=NONE``, one task on one node: every job's.
+_FIXED_OPTIONS = ("--no-requeue", "--export=NONE", "--nodes=1", "--ntasks=1")
+
+
+def _limit_options(wall_time: int | None, memory_mb: int | None) -> list[str]:
+    """``--time`` (minutes, rounded up) and ``--mem`` (MiB) when given."""
+    options = []
+    if wall_time is not None:
+        if wall_time <= 0:
+            raise BackendError(f"Invalid wall-clock limit {wall_time} s")
+        options.append(f"--time={time_limit(wall_time)}")
+    if memory_mb is not None:
+        if memory_mb <= 0:
+            raise BackendError(f"Invalid memory limit {memory_mb} MiB")
+        options.append(f"--mem={memory_mb}M")
+    return options
