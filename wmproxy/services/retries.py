@@ -59,6 +59,10 @@ class AttemptEnd:
             else a shallow one.
         retryable: False for an abort that must not be retried (an administrator's
             cancel).
+        output_bytes: bytes of output sandbox the worker collected into the job area for
+            this attempt, added to the owner's usage counter in the same transaction
+            (whatever the job's state; :func:`wmproxy.services.quota.count_output` did it
+            in a transaction of its own).
     """
 
     state: JobState
@@ -66,6 +70,7 @@ class AttemptEnd:
     reason: str | None = None
     payload_started: bool = False
     retryable: bool = True
+    output_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
 
 def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime) -> JobState | None:
     job = uow.jobs.get(job_id, for_update=True)
+    if job is not None and end.output_bytes:  # collected whatever happens next: counted
+        uow.usage.add(job.owner_dn, end.output_bytes, now)
     if job is None or JobState(job.state) in FINAL_STATES:
         return None
     cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
