@@ -47,6 +47,7 @@ class Wakeup:
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
         self._conn: Any = None  # psycopg.Connection while listening
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
+        self.notified = False  # a queue notification arrived since the caller last cleared this
 
     @property
     def listening(self) -> bool:
@@ -110,6 +111,8 @@ class Wakeup:
             except (OSError, ValueError):
                 ready = []
             if self._conn is not None:
+                if self._conn.fileno() in ready:
+                    self.notified = True
                 self._drain()
             if ready:
                 if gather > 0 and any(fd in pidfds for fd in ready):

@@ -133,6 +133,7 @@ class ExecutionWorker:
         self.detached: list[RunHandle] = []  # wrappers this process spawned but no longer follows
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
+        self._next_cancel_check = 0.0
         self._registered = False
         self.periodic = list(periodic)
         self.limits = {kind: self._limit(kind) for kind in self.backends}
@@ -224,8 +225,7 @@ class ExecutionWorker:
         if time.monotonic() >= self._next_heartbeat:
             self._heartbeat()
         self._run_periodic()
-        for job_id in service.take_cancel_requests(self.rt, list(self.running)):
-            self._cancel(job_id, "")
+        self._take_cancels()
         for job in self.running.values():
             if job.cancel_reason is not None:
                 job.backend.cancel(job.handle)  # escalates once the grace has passed
@@ -241,6 +241,19 @@ class ExecutionWorker:
         if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
             service.mark_running(self.rt, spawned)
         return bool(orders)
+
+    def _take_cancels(self) -> None:
+        """Send the cancels queued for running jobs. The queue is looked at when the worker
+        was woken by a queue notification (PostgreSQL), else at most every
+        :data:`IDLE_POLL_FRACTION` × ``poll_interval`` seconds (as SQLite polls for starts), not
+        at every cycle: one transaction per cycle was one per job when wrappers end one by one."""
+        now = time.monotonic()
+        notified, self.wakeup.notified = self.wakeup.notified, False
+        if not self.running or (now < self._next_cancel_check and not notified):
+            return
+        self._next_cancel_check = now + self.settings.poll_interval * IDLE_POLL_FRACTION
+        for job_id in service.take_cancel_requests(self.rt, list(self.running)):
+            self._cancel(job_id, "")
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
