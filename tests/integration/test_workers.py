@@ -105,8 +105,8 @@ def test_job_resubmit(deployment: Deployment, pki: Pki, extra: str, kind: str, s
         with engine.connect() as conn:
             reasons = list(conn.execute(sa.text("select reason from job_events where job_id = :j and state = 'Waiting'"
                                                 " and reason is not null order by id"), {"j": job_id}).scalars())
-            ready = list(conn.execute(sa.text("select reason from job_events where job_id = :j and state = 'Ready'"),
-                                      {"j": job_id}).scalars())
+            ready = list(conn.execute(sa.text("select reason from job_events where job_id = :j and state = 'Ready'"
+                                              " order by id"), {"j": job_id}).scalars())
             row = conn.execute(sa.text("select destination, shallow_retries, deep_retries from jobs where id = :j"),
                                {"j": job_id}).one()
     finally:

@@ -257,6 +257,19 @@ class TestAdoption:
         (work_dir(rt, job_id) / "go").write_text("")
         until(owner, in_state(rt, job_id, JobState.DONE), "the job to end")
 
+    def test_a_batch_claim_keeps_what_it_took_before_a_job_another_transaction_holds(
+            self, rt: Runtime, alice: Principal) -> None:
+        if rt.settings.database.url.startswith("sqlite"):
+            pytest.skip("row locks (NOWAIT) exist on PostgreSQL only: a SQLite writer holds the whole database")
+        first, held = submit(rt, alice, "exit 0"), submit(rt, alice, "exit 0")
+        with rt.uow() as holder:  # a jobCancel, say, holding the second job's row
+            assert holder.jobs.get(held, for_update=True) is not None
+            orders = service.claim_starts(rt, "w-batch", {"local": 8}, limit=8)
+            assert [order.job_id for order in orders] == [first]  # the savepoint gave the second one back
+        assert job_row(rt, first).state == JobState.READY.value
+        assert job_row(rt, held).state == JobState.WAITING.value and job_row(rt, held).worker is None
+        assert [order.job_id for order in service.claim_starts(rt, "w-batch", {"local": 8}, limit=8)] == [held]
+
     def test_a_claimed_job_never_started_is_requeued_once(self, rt: Runtime, alice: Principal,
                                                           workers: Callable[[str], ExecutionWorker]) -> None:
         job_id = submit(rt, alice, "exit 0")

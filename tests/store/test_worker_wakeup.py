@@ -125,6 +125,33 @@ class TestChildExit:
         finally:
             child.wait(timeout=DEADLINE)
 
+    def test_woken_by_one_exit_it_gathers_the_others_that_follow(self, wakeup: Wakeup, tmp_path: Path) -> None:
+        gate = tmp_path / "go"
+        first = subprocess.Popen(["/bin/sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.01; done"])
+        second = subprocess.Popen(["/bin/sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.01; done; sleep 0.2"])
+        try:
+            wakeup.watch([first.pid, second.pid])
+            gate.touch()
+            assert wakeup.wait(WOKEN_WITHIN, gather=WOKEN_WITHIN)
+            # returned once both had exited (the second 0.2 s after the first), not at the first exit
+            assert second.wait(timeout=0) is not None
+        finally:
+            first.wait(timeout=DEADLINE)
+            second.wait(timeout=DEADLINE)
+
+    def test_without_gather_it_returns_at_the_first_exit(self, wakeup: Wakeup, tmp_path: Path) -> None:
+        gate = tmp_path / "go"
+        first = subprocess.Popen(["/bin/true"])
+        second = subprocess.Popen(["/bin/sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done"])
+        try:
+            wakeup.watch([first.pid, second.pid])
+            assert wakeup.wait(WOKEN_WITHIN)
+            assert second.poll() is None  # still waiting for its gate: the wait did not wait for it
+        finally:
+            gate.touch()
+            first.wait(timeout=DEADLINE)
+            second.wait(timeout=DEADLINE)
+
 
 class TestLimits:
     def test_max_running_caps_the_local_backend_and_max_submitted_slurm(

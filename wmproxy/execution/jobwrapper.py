@@ -78,23 +78,27 @@ The umask of every child is the spec's ``umask`` (default 0o022: outputs readabl
 the worker and the owner's group even when the spawner's umask was 0o077).
 """
 
+# ruff: noqa: SIM105 - try/except/pass instead of contextlib.suppress: importing contextlib
+# (with collections and functools) costs every job's start about 2 ms of CPU
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
 import signal
 import stat
-import subprocess
 import sys
 import time
 
 # Imported for the type checker only: every import costs each job's start on a batch node
 # (typing, socket, datetime and shutil together about a fifth of the wrapper's own time;
-# dataclasses, with inspect and ast, another sixth: JobSpec is a plain class).
+# dataclasses, with inspect and ast, another sixth: JobSpec is a plain class; subprocess,
+# with threading, selectors and locale, and contextlib, with collections and functools,
+# another fifth: children are started with os.posix_spawn, subprocess is imported only
+# for the inspection agent or on a Python older than 3.8).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from typing import IO, Any
 
 SPEC_VERSION = 1
@@ -384,8 +388,10 @@ def open_confined(work_fd: int, name: str, write: bool, what: str) -> int:
                     os.close(fd)
                     raise WrapperError(f"Job Wrapper error: the {what} {name} is not a regular file")
                 return fd
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(last, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             return os.open(last, flags, 0o666, dir_fd=dir_fd)
         finally:
@@ -398,8 +404,10 @@ def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``name`` in the state dir: temporary file, fsync,
     rename over ``name``, fsync of the directory."""
     tmp = f".{name}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
+    try:
         os.unlink(tmp, dir_fd=state_fd)
+    except FileNotFoundError:
+        pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=state_fd)
     try:
         os.write(fd, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
@@ -481,12 +489,82 @@ def _shell_code(outcome: dict[str, Any]) -> int:
     return int(outcome["exit_code"])
 
 
+DEVNULL = -3
+"""A child's standard stream from or to ``/dev/null`` (the value of ``subprocess.DEVNULL``)."""
+
+
+class _Child:
+    """A child started by :func:`_spawn`: its pid (also its process group id)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def wait(self) -> int:
+        """Wait for the child; its return code (``-N`` when signal N killed it)."""
+        _pid, status = os.waitpid(self.pid, 0)  # retried after a signal handler ran (PEP 475)
+        if os.WIFSIGNALED(status):
+            return -os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int,
+           stderr: int) -> _Child | subprocess.Popen[bytes]:
+    """Start ``argv[0]`` (an absolute path) in a new process group, in ``cwd``, with
+    exactly ``env`` and the given standard streams (descriptors or :data:`DEVNULL`).
+
+    ``os.posix_spawn`` (Python 3.8+; ``vfork`` and ``exec`` in the C library, no Python
+    code in the child) with SIGPIPE and SIGXFSZ back to their defaults, as ``subprocess``
+    restores them; the child inherits only its three standard streams (every descriptor
+    the wrapper opens is non-inheritable, and those it inherited are made so by
+    :func:`_no_inherited_descriptors`). Older Pythons use ``subprocess``.
+
+    Raises:
+        OSError: the program cannot be executed (``FileNotFoundError``,
+            ``PermissionError``...).
+    """
+    if not hasattr(os, "posix_spawn"):
+        import subprocess
+
+        return subprocess.Popen(  # noqa: S603 - running the user's payload is the point
+            argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
+            preexec_fn=os.setpgrp,  # noqa: PLW1509 - the wrapper has no threads
+        )
+    actions: list[tuple[Any, ...]] = []
+    for target, source in ((0, stdin), (1, stdout), (2, stderr)):
+        if source == DEVNULL:
+            actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, os.O_RDWR, 0))
+        else:
+            actions.append((os.POSIX_SPAWN_DUP2, source, target))
+    if os.getcwd() != cwd:
+        os.chdir(cwd)
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
+                         setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    return _Child(pid)
+
+
+def _no_inherited_descriptors() -> None:
+    """Make every descriptor above 2 the wrapper inherited (from a batch system's step
+    daemon, say) non-inheritable, so that no child gets it (``subprocess``'s
+    ``close_fds``)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed meanwhile
+
+
 class _Supervisor:
     """Starts children in their own process groups and forwards SIGTERM/SIGINT."""
 
     def __init__(self, grace: float = DEFAULT_KILL_GRACE) -> None:
         self.grace = grace
-        self.current: subprocess.Popen[bytes] | None = None
+        self.current: _Child | subprocess.Popen[bytes] | None = None
         self.cancelled_by: int | None = None
         signal.signal(signal.SIGTERM, self._on_cancel)
         signal.signal(signal.SIGINT, self._on_cancel)
@@ -509,24 +587,15 @@ class _Supervisor:
 
     def run(
         self, argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int, stderr: int
-    ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in a new process group; OSError if it cannot be executed."""
-        process = subprocess.Popen(  # noqa: S603 - running the user's payload is the point
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            close_fds=True,
-            preexec_fn=os.setpgrp,  # noqa: PLW1509 - the wrapper has no threads; works before 3.11
-        )
+    ) -> _Child | subprocess.Popen[bytes]:
+        """Start ``argv`` in a new process group (:func:`_spawn`); OSError if it cannot be executed."""
+        process = _spawn(argv, env, cwd, stdin, stdout, stderr)
         self.current = process
         if self.cancelled_by is not None:
             self._forward()  # the signal came while the child was being started
         return process
 
-    def wait(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    def wait(self, process: _Child | subprocess.Popen[bytes]) -> dict[str, Any]:
         """Wait for ``process``, kill what it left in its group, return its outcome."""
         returncode = process.wait()
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -536,8 +605,10 @@ class _Supervisor:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:
         os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
@@ -577,6 +648,7 @@ class _Run:
 
     def execute(self) -> int:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
+        _no_inherited_descriptors()
         try:
             work_fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             state_fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=work_fd)
@@ -661,7 +733,7 @@ class _Run:
         try:
             program = _resolve_program(name, self.work_dir, work_fd, env.get("PATH", BASE_PATH), what)
             out, err = _inherited(1), _inherited(2)
-            process = supervisor.run([program, *arguments], env, self.work_dir, subprocess.DEVNULL, out, err)
+            process = supervisor.run([program, *arguments], env, self.work_dir, DEVNULL, out, err)
         except WrapperError as exc:
             outcome: dict[str, Any] = {"exit_code": None, "signal": None, "failure": str(exc)}
         except OSError as exc:
@@ -713,7 +785,7 @@ class _Run:
     @staticmethod
     def _std(work_fd: int, name: str | None, write: bool, what: str, fds: list[int]) -> int:
         if name is None:
-            return subprocess.DEVNULL
+            return DEVNULL
         fd = open_confined(work_fd, name, write, what)
         fds.append(fd)
         return fd
@@ -735,6 +807,8 @@ def _start_inspection_agent(env: dict[str, str], work_dir: str) -> subprocess.Po
     if not agent_env.get(INSPECTION_VARIABLES[0]) or not agent_env.get("X509_USER_PROXY"):
         return None
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), INSPECTION_AGENT)
+    import subprocess  # only here: most jobs run without the agent
+
     try:
         return subprocess.Popen(  # noqa: S603 - a fixed argv: the agent shipped with the wrapper
             [sys.executable, "-I", path, work_dir], cwd=work_dir, env=agent_env, stdin=subprocess.DEVNULL,
@@ -749,13 +823,19 @@ def _stop_inspection_agent(agent: subprocess.Popen[bytes] | None) -> None:
     """SIGTERM the agent, SIGKILL it if it has not ended within 5 seconds."""
     if agent is None:
         return
-    with contextlib.suppress(OSError):
+    import subprocess  # imported by _start_inspection_agent already
+
+    try:
         agent.terminate()
+    except OSError:
+        pass
     try:
         agent.wait(5)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):
+        try:
             agent.kill()
+        except OSError:
+            pass
         agent.wait()
 
 
@@ -764,7 +844,7 @@ def _inherited(fd: int) -> int:
     try:
         os.fstat(fd)
     except OSError:
-        return subprocess.DEVNULL
+        return DEVNULL
     return fd
 
 

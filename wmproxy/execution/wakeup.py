@@ -47,6 +47,7 @@ class Wakeup:
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
         self._conn: Any = None  # psycopg.Connection while listening
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
+        self.notified = False  # a queue notification arrived since the caller last cleared this
 
     @property
     def listening(self) -> bool:
@@ -79,11 +80,18 @@ class Wakeup:
             except (OSError, AttributeError):  # gone already (then the next step reaps it), or no pidfd
                 continue
 
-    def wait(self, timeout: float, stop: threading.Event | None = None) -> bool:
+    def wait(self, timeout: float, stop: threading.Event | None = None, *, gather: float = 0.0) -> bool:
         """Block up to ``timeout`` seconds, or until ``stop`` is set (looked at every
-        :data:`STOP_CHECK` seconds); True when woken by a notification or an exit."""
+        :data:`STOP_CHECK` seconds); True when woken by a notification or an exit.
+
+        Args:
+            gather: seconds to keep waiting, once a watched process has exited, for the
+                others to exit too (returning as soon as all have), so that the caller
+                records several ends in one transaction; 0 returns at the first exit.
+        """
         self._listen()
-        fds = list(self._pidfds.values())
+        pidfds = list(self._pidfds.values())
+        fds = list(pidfds)
         if self._conn is not None:
             fds.append(self._conn.fileno())
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -103,9 +111,24 @@ class Wakeup:
             except (OSError, ValueError):
                 ready = []
             if self._conn is not None:
+                if self._conn.fileno() in ready:
+                    self.notified = True
                 self._drain()
             if ready:
+                if gather > 0 and any(fd in pidfds for fd in ready):
+                    self._gather([fd for fd in pidfds if fd not in ready], gather)
                 return True
+
+    @staticmethod
+    def _gather(pending: list[int], seconds: float) -> None:
+        """Wait up to ``seconds`` for every pidfd of ``pending`` to become ready."""
+        deadline = time.monotonic() + seconds
+        while pending and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                ready, _, _ = select.select(pending, [], [], remaining)
+            except (OSError, ValueError):
+                return
+            pending = [fd for fd in pending if fd not in ready]
 
     def _drain(self) -> None:
         try:

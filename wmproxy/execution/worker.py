@@ -54,7 +54,6 @@ from wmproxy.services import execution as service
 from wmproxy.services import inspection
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
-from wmproxy.services.quota import count_output
 from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 
@@ -65,6 +64,10 @@ IDLE_POLL_FRACTION = 0.2
 #: Jobs one cycle claims and starts at most (while a backend has room) before it looks
 #: at its running jobs again.
 STARTS_PER_STEP = 8
+#: Seconds the worker, woken by a wrapper's exit, waits at most for the other running
+#: wrappers to exit too, so that one cycle records several ends (and claims as many jobs)
+#: in one transaction each; a lone running job is not delayed at all.
+GATHER_ENDS = 0.03
 #: Bytes of a perused file copied per sample at most.
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 
@@ -130,6 +133,7 @@ class ExecutionWorker:
         self.detached: list[RunHandle] = []  # wrappers this process spawned but no longer follows
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
+        self._next_cancel_check = 0.0
         self._registered = False
         self.periodic = list(periodic)
         self.limits = {kind: self._limit(kind) for kind in self.backends}
@@ -142,12 +146,16 @@ class ExecutionWorker:
             return self.rt.settings.slurm.max_submitted
         return self.settings.max_running
 
-    def _with_room(self, prepared: Sequence[RunningJob] = ()) -> list[str]:
-        """The backend kinds below their limit (counting the ``prepared`` jobs too)."""
+    def _room(self) -> dict[str, int]:
+        """Free slots per backend kind: its limit minus the jobs it runs (never below 0)."""
         counts = dict.fromkeys(self.backends, 0)
-        for job in [*self.running.values(), *prepared]:
+        for job in self.running.values():
             counts[job.order.backend] = counts.get(job.order.backend, 0) + 1
-        return [kind for kind in self.backends if counts[kind] < self.limits[kind]]
+        return {kind: max(self.limits[kind] - counts[kind], 0) for kind in self.backends}
+
+    def _with_room(self) -> list[str]:
+        """The backend kinds below their limit."""
+        return [kind for kind, free in self._room().items() if free > 0]
 
     # --- the loop ------------------------------------------------------------------
 
@@ -176,7 +184,7 @@ class ExecutionWorker:
             timeout = self.settings.poll_interval  # a queued job wakes the worker at once
         self.wakeup.watch(job.handle.process.pid for job in self.running.values()
                           if job.handle.process is not None and job.handle.process.poll() is None)
-        self.wakeup.wait(timeout, stop)
+        self.wakeup.wait(timeout, stop, gather=GATHER_ENDS)
 
     def start(self) -> None:
         """Register the heartbeat and adopt what is due (also called by :meth:`step`).
@@ -217,31 +225,35 @@ class ExecutionWorker:
         if time.monotonic() >= self._next_heartbeat:
             self._heartbeat()
         self._run_periodic()
-        for job_id in service.take_cancel_requests(self.rt, list(self.running)):
-            self._cancel(job_id, "")
+        self._take_cancels()
         for job in self.running.values():
             if job.cancel_reason is not None:
                 job.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
         self._reap()
-        started = 0
-        prepared: list[RunningJob] = []  # claimed and prepared this cycle, not spawned yet
-        while started < STARTS_PER_STEP and (room := self._with_room(prepared)):
-            try:
-                order = service.claim_next_start(self.rt, self.name, backends=room,
-                                                 full=set(self.backends) - set(room))
-            except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the request stays queued
-                log.error("cannot match the next job: %s", exc)
-                break
-            if order is None:
-                break
-            if (ready := self._prepare(order)) is not None:
-                prepared.append(ready)
-            started += 1
+        try:  # one transaction for the cycle's claims
+            orders = service.claim_starts(self.rt, self.name, self._room(), limit=STARTS_PER_STEP)
+        except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the requests stay queued
+            log.error("cannot match the next job: %s", exc)
+            orders = []
+        prepared = [ready for order in orders if (ready := self._prepare(order)) is not None]
         spawned = self._spawn(prepared)
         if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
             service.mark_running(self.rt, spawned)
-        return started > 0
+        return bool(orders)
+
+    def _take_cancels(self) -> None:
+        """Send the cancels queued for running jobs. The queue is looked at when the worker
+        was woken by a queue notification (PostgreSQL), else at most every
+        :data:`IDLE_POLL_FRACTION` × ``poll_interval`` seconds (as SQLite polls for starts), not
+        at every cycle: one transaction per cycle was one per job when wrappers end one by one."""
+        now = time.monotonic()
+        notified, self.wakeup.notified = self.wakeup.notified, False
+        if not self.running or (now < self._next_cancel_check and not notified):
+            return
+        self._next_cancel_check = now + self.settings.poll_interval * IDLE_POLL_FRACTION
+        for job_id in service.take_cancel_requests(self.rt, list(self.running)):
+            self._cancel(job_id, "")
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -431,15 +443,16 @@ class ExecutionWorker:
         if job.order.perusal_interval is not None:
             self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
         reasons = [outcome.reason] if outcome.reason else []
+        output_bytes = 0
         try:
             missing = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox)
-            count_output(self.rt, job.order.area.job_id)
+            output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
         except WMProxyError as exc:
             reasons.append(f"output sandbox not collected: {exc}")
         return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
-                          payload_started=True)
+                          payload_started=True, output_bytes=output_bytes)
 
     def _release(self, backend: ExecutionBackend, handle: RunHandle) -> None:
         try:

@@ -12,10 +12,11 @@ worker holding each job (``jobs.worker``) and adoption of the jobs of dead worke
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -192,6 +193,59 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
         if order is not None:
             return order
     return None
+
+
+def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: int,
+                 rng: random.Random | None = None, now: dt.datetime | None = None) -> list[StartOrder]:
+    """:func:`claim_next_start` for up to ``limit`` jobs in one transaction (one commit for
+    the jobs a worker cycle takes), oldest request first.
+
+    Each request is handled as :func:`claim_next_start` handles it (expired, unmatched,
+    waiting for another worker's backend, postponed while its backend is full). At most
+    ``limit`` + :data:`CLAIM_BATCH` requests are looked at.
+
+    Args:
+        worker: the claiming worker's name.
+        room: free slots per backend kind the worker runs (``{"local": 3, "slurm": 0}``);
+            a job matched to a kind whose slots the batch has used up is given back,
+            due again after one poll interval; a kind not in ``room`` is another worker's.
+        limit: jobs to claim at most (>= 0).
+        rng: random source of the CE choice; default a shared one.
+        now: the current time (UTC), default now.
+
+    Returns:
+        The orders of the claimed jobs, in claim order (may be empty). On PostgreSQL each
+        request is claimed in a savepoint: a job locked by another transaction (``NOWAIT``)
+        ends the batch, keeping the jobs claimed before it; its request stays queued.
+
+    Raises:
+        SandboxError: the CE catalogue cannot be read (the batch is rolled back, every
+            request stays queued).
+    """
+    now = now or utcnow()
+    left = dict(room)
+    orders: list[StartOrder] = []
+    if limit <= 0 or not any(n > 0 for n in left.values()):
+        return orders
+    with rt.uow() as uow:
+        savepoints = uow.session.get_bind().dialect.name == "postgresql"
+        for _ in range(limit + CLAIM_BATCH):
+            backends = [kind for kind, n in left.items() if n > 0]
+            if len(orders) >= limit or not backends:
+                break
+            full = [kind for kind, n in left.items() if n <= 0]
+            try:
+                with uow.session.begin_nested() if savepoints else contextlib.nullcontext():
+                    request = uow.queue.claim_next(worker, now, command="start")
+                    if request is None:
+                        break
+                    order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now)
+            except JobLockedError:
+                break  # the savepoint rolled back: the request stays queued for the next poll
+            if order is not None:
+                orders.append(order)
+                left[order.backend] -= 1
+    return orders
 
 
 def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,

@@ -40,7 +40,7 @@ from wmproxy.services.execution import change_state, lock_order
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
-from wmproxy.store.schema import Job
+from wmproxy.store.schema import ExecutionRequest, Job
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class AttemptEnd:
             else a shallow one.
         retryable: False for an abort that must not be retried (an administrator's
             cancel).
+        output_bytes: bytes of output sandbox the worker collected into the job area for
+            this attempt, added to the owner's usage counter in the same transaction
+            (whatever the job's state; :func:`wmproxy.services.quota.count_output` did it
+            in a transaction of its own).
     """
 
     state: JobState
@@ -66,6 +70,7 @@ class AttemptEnd:
     reason: str | None = None
     payload_started: bool = False
     retryable: bool = True
+    output_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,19 +155,30 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
     try:
         with rt.uow() as uow:
             ordered = lock_order(uow, ends)
+            for job_id, _end in ordered:  # every job locked first, so that one query finds their cancels
+                uow.jobs.get(job_id, for_update=True)
+            cancels: dict[str, list[ExecutionRequest]] = {job_id: [] for job_id, _end in ordered}
+            for request in uow.queue.pending_commands(list(cancels), "cancel"):
+                cancels[request.job_id].append(request)
             for job_id, end in ordered:
-                states[job_id] = _end_in(uow, rt, job_id, end, now)
+                states[job_id] = _end_in(uow, rt, job_id, end, now, cancels[job_id])
     except SQLAlchemyError as exc:
         log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), exc)
         states = {job_id: end_attempt(rt, job_id, end, now) for job_id, end in ordered}
     return [states[job_id] for job_id, _ in ends]
 
 
-def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime) -> JobState | None:
+def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime,
+            cancels: list[ExecutionRequest] | None = None) -> JobState | None:
+    """Record one end in ``uow``; ``cancels``: the job's pending cancel requests when the
+    caller read them (the job locked), else they are read here."""
     job = uow.jobs.get(job_id, for_update=True)
+    if job is not None and end.output_bytes:  # collected whatever happens next: counted
+        uow.usage.add(job.owner_dn, end.output_bytes, now)
     if job is None or JobState(job.state) in FINAL_STATES:
         return None
-    cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
+    if cancels is None:
+        cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
     if end.state == JobState.CANCELLED or (cancels and end.state != JobState.DONE):
         for request in cancels:
             uow.queue.complete(request, now)

@@ -104,6 +104,33 @@ class TestOutcome:
         code, status = runner.run(work, sh("true"))
         assert code == 0 and status.succeeded and status.shell_exit_code == 0
 
+    def test_the_payload_leads_its_own_group_with_default_signals_and_no_inherited_descriptor(
+            self, work_root: Path) -> None:
+        runner = Runner(work_root, None)
+        work = runner.work_dir()
+        identity.write_spec(work, sh('echo "$$ $(ps -o pgid= -p $$) $(ps -o sid= -p $$)"; '
+                                     "grep ^SigIgn: /proc/self/status; "
+                                     "for fd in 0 1 2 57; do [ -e /proc/self/fd/$fd ] && echo open $fd; done; "
+                                     "true"), None)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 57)  # an inheritable descriptor the wrapper's parent passed on (a batch daemon's)
+        try:
+            process = subprocess.Popen([PYTHON, "-I", "-S", str(identity.WRAPPER_PATH), str(work)], cwd=work,
+                                       start_new_session=True, pass_fds=(57,), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+            runner.processes.append(process)
+            _, err = process.communicate(timeout=DEADLINE)
+        finally:
+            for fd in (read_end, write_end, 57):
+                os.close(fd)
+        assert process.returncode == 0, err.decode()
+        ids, ignored, *open_fds = (work / "std.out").read_text().splitlines()
+        pid, pgid, sid = (int(x) for x in ids.split())
+        assert pid == pgid and sid == process.pid  # its own group, inside the wrapper's session
+        ignored_mask = int(ignored.split()[1], 16)  # Python ignores both: the payload gets the defaults back
+        assert not ignored_mask & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), hex(ignored_mask)
+        assert open_fds == ["open 0", "open 1", "open 2"]  # descriptor 57 never reached the payload
+
     def test_payload_killed_by_a_signal(self, runner: Runner) -> None:
         work = runner.work_dir()
         code, status = runner.run(work, sh("kill -KILL $$"))

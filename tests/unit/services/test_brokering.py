@@ -17,7 +17,7 @@ from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError
 from wmproxy.services import jobs
 from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
-from wmproxy.services.execution import BACKEND_WAIT_POLLS, StartOrder, claim_next_start
+from wmproxy.services.execution import BACKEND_WAIT_POLLS, StartOrder, claim_next_start, claim_starts
 from wmproxy.services.matchmaking import GLUE_UNLIMITED, builtin_ce, list_match, matches, site_ces
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
@@ -322,6 +322,33 @@ class TestDestination:
         assert pending_start(rt, job_id).not_before == t0 + dt.timedelta(seconds=BACKEND_WAIT_POLLS * poll)
         order = claim(rt, backends={"local", "slurm"}, now=t0 + dt.timedelta(seconds=BACKEND_WAIT_POLLS * poll))
         assert order is not None and (order.job_id, order.backend) == (job_id, "slurm")
+
+    def test_a_batch_claims_the_oldest_jobs_up_to_its_limit(self, broker_rt: RankedRuntime,
+                                                             alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        job_ids = [submit(rt, alice, f'SubmitTo = "{CE1}";') for _ in range(3)]
+        assert claim_starts(rt, "w1", {"local": 8}, limit=0) == []
+        first = claim_starts(rt, "w1", {"local": 8}, limit=2)
+        assert [order.job_id for order in first] == job_ids[:2]
+        assert [job_row(rt, j) for j in job_ids[:2]] == [("Ready", f"matched to CE {CE1}", CE1)] * 2
+        assert [order.job_id for order in claim_starts(rt, "w1", {"local": 8}, limit=2)] == job_ids[2:]
+        assert claim_starts(rt, "w1", {"local": 8}, limit=2) == []
+
+    def test_a_batch_gives_back_a_job_whose_backend_it_has_filled(self, broker_rt: RankedRuntime,
+                                                                alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        slurm_1 = submit(rt, alice, f'SubmitTo = "{SLURM_CE}";')
+        local = submit(rt, alice, f'SubmitTo = "{CE1}";')
+        slurm_2 = submit(rt, alice, f'SubmitTo = "{SLURM_CE}";')
+        t0 = utcnow()
+        orders = claim_starts(rt, "w1", {"local": 2, "slurm": 1}, limit=8, now=t0)
+        assert [(order.job_id, order.backend) for order in orders] == [(slurm_1, "slurm"), (local, "local")]
+        assert job_row(rt, slurm_2)[0] == "Waiting"  # given back unchanged, due after one poll interval
+        poll = rt.settings.execution.poll_interval
+        later = t0 + dt.timedelta(seconds=poll)
+        assert pending_start(rt, slurm_2).not_before == later
+        assert claim_starts(rt, "w1", {"local": 0, "slurm": 0}, limit=8, now=later) == []  # no room: none looked at
+        assert [order.job_id for order in claim_starts(rt, "w1", {"slurm": 1}, limit=8, now=later)] == [slurm_2]
 
     def test_a_dag_node_is_matched_when_its_parent_is_done(self, broker_rt: RankedRuntime, alice: Principal) -> None:
         rt = broker_rt(CATALOGUE)

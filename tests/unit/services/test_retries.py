@@ -15,7 +15,7 @@ from wmproxy.domain import JobState, Principal
 from wmproxy.jdl import parse_jdl
 from wmproxy.services import jobs
 from wmproxy.services.execution import StartOrder, claim_next_start
-from wmproxy.services.retries import AttemptEnd, end_attempt, verdict
+from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts, verdict
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
 
@@ -154,6 +154,22 @@ class TestNotRetried:
         assert row(rt, job_id)[:2] == ("Cancelled", "Cancelled by user")
         with rt.uow() as uow:
             assert uow.queue.pending_for(job_id) == []
+
+    def test_ends_recorded_together_see_each_jobs_own_pending_cancel(self, broker_rt: RankedRuntime,
+                                                                      alice: Principal) -> None:
+        rt = broker_rt()
+        cancelled, failed, done = (submit(rt, alice, "RetryCount = 3; ShallowRetryCount = 3;") for _ in range(3))
+        for job_id in (cancelled, failed, done):
+            claimed(rt, job_id)
+        jobs.cancel_job(rt, alice, cancelled)  # its worker gets a cancel request; the others do not
+        ok = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True)
+        assert end_attempts(rt, [(cancelled, DEEP), (failed, DEEP), (done, ok)]) == [
+            JobState.CANCELLED, JobState.WAITING, JobState.DONE]
+        assert row(rt, cancelled)[:2] == ("Cancelled", "Cancelled by user")
+        assert row(rt, failed)[4] == 1  # resubmitted (deep)
+        with rt.uow() as uow:
+            assert [r.command for r in uow.queue.pending_for(cancelled)] == []  # the cancel was completed
+            assert [r.command for r in uow.queue.pending_for(failed)] == ["start"]
 
     def test_an_abort_that_is_not_retryable_ends_the_job(self, broker_rt: RankedRuntime, alice: Principal) -> None:
         rt = broker_rt()
