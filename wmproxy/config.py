@@ -502,10 +502,13 @@ class SlurmSettings:
         python: the interpreter that runs the job wrapper on the Slurm nodes.
         max_submitted: Slurm jobs (pending or running) one worker follows at once,
             apart from its local jobs (``[execution] max_running``).
+        max_array: jobs one Slurm job array carries at most (the jobs of one worker cycle
+            sharing account, partition and limits go to Slurm in one ``sbatch --array``);
+            1 = one ``sbatch`` per job. Keep it below the cluster's ``MaxArraySize``.
 
     Raises:
         ConfigError: a non-positive interval, or a negative wait, wall time or memory,
-            or ``max_submitted`` below 1.
+            or ``max_submitted`` or ``max_array`` below 1.
     """
 
     conf: str = ""
@@ -516,12 +519,15 @@ class SlurmSettings:
     default_memory_mb: int = 0
     python: str = "/usr/bin/python3"
     max_submitted: int = 1000
+    max_array: int = 1000
 
     def __post_init__(self) -> None:
         if self.refresh_interval <= 0:
             raise ConfigError("[slurm] refresh_interval: must be positive")
         if self.max_submitted < 1:
             raise ConfigError("[slurm] max_submitted: must be at least 1")
+        if self.max_array < 1:
+            raise ConfigError("[slurm] max_array: must be at least 1")
         if min(self.max_pending, self.default_wall_time, self.default_memory_mb) < 0:
             raise ConfigError("[slurm] max_pending, default_wall_time and default_memory_mb: must not be negative")
 

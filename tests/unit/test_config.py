@@ -77,12 +77,21 @@ class TestValues:
         ("service", "default_protocol", "gsiftp", r"only https"),
         ("renewal", "myproxy_server", "not a host!", r"\[renewal\] myproxy_server"),
         ("mapping", "mode", "lcmaps", r"\[mapping\] mode"),
+        ("slurm", "max_array", "0", r"\[slurm\] max_array: must be at least 1"),
     ])
     def test_a_bad_value_is_refused_naming_the_setting(self, tmp_path: Path, section: str, key: str, value: str,
                                                        message: str) -> None:
         conf = write(tmp_path, f"[{section}]\n{key} = {value}\n")
         with pytest.raises(ConfigError, match=message):
             load_settings(conf, environ={})
+
+    def test_slurm_max_array_reaches_the_backend(self, tmp_path: Path) -> None:
+        from wmproxy.execution.__main__ import build_backends
+
+        settings = load_settings(write(tmp_path, f"[execution]\nwork_dir = {tmp_path / 'work'}\n"
+                                                 "[slurm]\nmax_array = 50\n"), environ={})
+        backend = build_backends(settings, ["slurm"])["slurm"]
+        assert getattr(backend, "max_array", None) == 50
 
     def test_a_bad_environment_value_names_the_variable(self) -> None:
         with pytest.raises(ConfigError, match="WMPROXY_SERVICE_THREADS: cannot convert"):
