@@ -2,12 +2,17 @@
 plainest TLS PUT/GET of the same file, side by side in one run.
 
 The baseline (``benchmarks/raw_transfer_wsgi.py``) runs under gunicorn with the service's own
-configuration (TLS with client certificates and proxies, workers, threads). Each round uploads
-the file to a registered job's input sandbox and to the baseline, then downloads both, one
-after the other, each on a new connection. Printed: edge throughput / baseline throughput,
-min/median/max over rounds (targets: upload ≥ 0.8, download ≥ 0.9).
+configuration (TLS with client certificates and proxies, workers, threads); it stores an upload
+as the edge does (a temporary file renamed over the target). Each round uploads the file to a
+registered job's input sandbox and to the baseline, then downloads both, each on a new
+connection; the edge goes first in odd rounds and the baseline in even ones, so that a swing of
+the machine's load, or the state one transfer leaves (page cache, dirty pages), falls on both.
+Printed: edge throughput / baseline throughput, min/median/max over rounds (targets: upload ≥ 0.8,
+download ≥ 0.9), and the inverse ratio of the server CPU (user + system, the gunicorn process
+group) per transfer, which moves less with the load. ``--in-place-baseline`` also measures the
+baseline of the first two passes, which truncated the target and rewrote it in place.
 
-    .venv/bin/python benchmarks/sandbox_transfer.py [--megabytes 200] [--rounds 5]
+    .venv/bin/python benchmarks/sandbox_transfer.py [--megabytes 200] [--rounds 6] [--in-place-baseline]
 """
 
 from __future__ import annotations
@@ -19,13 +24,21 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import Site, client_context, database, site, start_other_app
+from perf_support import Site, client_context, database, group_cpu, site, start_other_app
 
 CHUNK = 1024 * 1024
+
+
+def measured(pgid: int, transfer: Callable[[], float]) -> tuple[float, float]:
+    """``(bytes per second, server CPU seconds)`` of one ``transfer()`` (which returns its rate)."""
+    before = group_cpu(pgid)
+    rate = transfer()
+    return rate, group_cpu(pgid) - before
 
 
 def put(s: Site, port: int, path: str, source: Path) -> float:
@@ -63,14 +76,16 @@ def get(s: Site, port: int, path: str) -> float:
 
 def line(name: str, values: list[float], target: float) -> str:
     verdict = "met" if statistics.median(values) >= target else "NOT met"
-    return (f"{name:<46} min {min(values):.3f}  median {statistics.median(values):.3f}  max {max(values):.3f}"
+    return (f"{name:<58} min {min(values):.3f}  median {statistics.median(values):.3f}  max {max(values):.3f}"
             f"  (target >= {target}: {verdict} at the median)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--megabytes", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--in-place-baseline", action="store_true",
+                        help="also measure the earlier baseline, which rewrote its file in place")
     args = parser.parse_args()
     size = args.megabytes * 1000 * 1000
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,22 +105,47 @@ def main() -> None:
             client.delegate("bench")
             job = client.job_register('[ Executable = "/bin/true"; Requirements = true; ]', "bench")
             edge_path = client.get_sandbox_dest_uri(job.id, "https")[0].split(f":{s.port}", 1)[1] + "/payload.bin"
-            raw_port, _ = start_other_app(s, "benchmarks.raw_transfer_wsgi:application",
-                                          {"WMPROXY_BENCH_RAW_DIR": str(raw_dir)})
-            up: list[float] = []
-            down: list[float] = []
-            for _ in range(args.rounds):
-                raw_up = put(s, raw_port, "/payload.bin", source)
-                edge_up = put(s, s.port, edge_path, source)
-                raw_down = get(s, raw_port, "/payload.bin")
-                edge_down = get(s, s.port, edge_path)
-                up.append(edge_up / raw_up)
-                down.append(edge_down / raw_down)
-                print(f"  upload MB/s: raw {raw_up / 1e6:.0f}, edge {edge_up / 1e6:.0f}; "
-                      f"download MB/s: raw {raw_down / 1e6:.0f}, edge {edge_down / 1e6:.0f}", flush=True)
-            print(line(f"sandbox upload / raw TLS PUT ({args.megabytes} MB)", up, 0.8))
-            print(line(f"sandbox download / raw TLS GET ({args.megabytes} MB)", down, 0.9))
-
+            servers = {"edge": (s.port, s.pgid, edge_path)}
+            raw_port, raw_pgid = start_other_app(s, "benchmarks.raw_transfer_wsgi:application",
+                                                 {"WMPROXY_BENCH_RAW_DIR": str(raw_dir)})
+            servers["raw"] = (raw_port, raw_pgid, "/payload.bin")
+            if args.in_place_baseline:
+                in_place_dir = root / "in-place"
+                in_place_dir.mkdir()
+                port, pgid = start_other_app(s, "benchmarks.raw_transfer_wsgi:application",
+                                             {"WMPROXY_BENCH_RAW_DIR": str(in_place_dir),
+                                              "WMPROXY_BENCH_RAW_IN_PLACE": "1"})
+                servers["in-place"] = (port, pgid, "/payload.bin")
+            ratios: dict[str, list[float]] = {}
+            for r in range(args.rounds):
+                order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                up: dict[str, tuple[float, float]] = {}
+                down: dict[str, tuple[float, float]] = {}
+                for name in order:
+                    port, pgid, path = servers[name]
+                    up[name] = measured(pgid, lambda port=port, path=path: put(s, port, path, source))
+                for name in order:
+                    port, pgid, path = servers[name]
+                    down[name] = measured(pgid, lambda port=port, path=path: get(s, port, path))
+                for base in servers:
+                    if base == "edge":
+                        continue
+                    for what, values in (("upload", up), ("download", down)):
+                        ratios.setdefault(f"{what} rate {base}", []).append(values["edge"][0] / values[base][0])
+                        edge_cpu = max(values["edge"][1], 1e-3)
+                        ratios.setdefault(f"{what} cpu {base}", []).append(values[base][1] / edge_cpu)
+                print(f"  round {r + 1} ({order[0]} first): " + "; ".join(
+                    f"{name} up {up[name][0] / 1e6:.0f} MB/s {up[name][1]:.2f} s CPU, "
+                    f"down {down[name][0] / 1e6:.0f} MB/s {down[name][1]:.2f} s CPU" for name in servers), flush=True)
+            for base in servers:
+                if base == "edge":
+                    continue
+                label = "raw TLS" if base == "raw" else "in-place raw"
+                mb = args.megabytes
+                print(line(f"sandbox upload / {label} PUT ({mb} MB)", ratios[f"upload rate {base}"], 0.8))
+                print(line(f"sandbox download / {label} GET ({mb} MB)", ratios[f"download rate {base}"], 0.9))
+                print(line(f"  upload, inverse ratio of server CPU ({label})", ratios[f"upload cpu {base}"], 0.8))
+                print(line(f"  download, inverse ratio of server CPU ({label})", ratios[f"download cpu {base}"], 0.9))
 
 if __name__ == "__main__":
     main()
