@@ -30,6 +30,10 @@ def run(kind: str, rounds: int, seconds: float) -> None:
         root = Path(tmp)
         with database(kind, root) as url, site(root, url, env={"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL)}) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
+            from wmproxy.client import WMProxyClient
+
+            # The first request loads the application, which starts the pool's filler.
+            WMProxyClient(s.deployment.endpoint, str(s.proxy), str(s.ca_dir)).delegate("bench")
             for clients in (1, 4):
                 throughput: list[float] = []
                 cpu: list[float] = []
