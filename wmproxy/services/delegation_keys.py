@@ -7,8 +7,9 @@ key and kept in the database (``delegation_key_pool``). :func:`claim_key` delete
 returns in the caller's transaction, so each key serves exactly one request, whichever
 process asks. A daemon thread in each gunicorn worker (:func:`ensure_filler`, started
 by ``wmproxy.soap.app.create_app``) keeps ``[security] delegation_key_pool`` keys ready,
-generating them once no key has been claimed for :data:`QUIET_PERIOD` seconds (a burst of
-requests keeps the CPU); when the pool is empty (a long burst, or the pool turned off with
+generating them once no key has been claimed, by this or any other process, for
+:data:`QUIET_PERIOD` seconds (a burst of requests keeps the CPU; another worker's claims show
+as a pool that shrank); when the pool is empty (a long burst, or the pool turned off with
 0) the key is generated inline as before.
 """
 
