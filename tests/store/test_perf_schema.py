@@ -1,10 +1,12 @@
 """Migration 0010 on a real database (SQLite file and PostgreSQL): the index on the jobs' sandbox
-directory, the delegation key pool (each key claimed once under concurrency) and the per-user
-sandbox usage counter (issue 14)."""
+directory, the delegation key pool (each key claimed once under concurrency), the per-user
+sandbox usage counter, and the delegation repository's one-statement steps (issue 14)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.keypool import PooledDelegationKey
+from wmproxy.store.schema import Delegation, DelegationRequest
 from wmproxy.store.usage import SandboxUsage
 
 ALICE = "/C=XX/O=Grid/CN=Alice"
@@ -26,6 +29,8 @@ def _empty(factory: sessionmaker[Session]) -> None:
     with UnitOfWork(factory) as uow:
         uow.session.execute(sa.delete(PooledDelegationKey))
         uow.session.execute(sa.delete(SandboxUsage))
+        uow.session.execute(sa.delete(DelegationRequest))
+        uow.session.execute(sa.delete(Delegation))
 
 
 class TestMigration:
@@ -140,24 +145,98 @@ class TestUsageCounter:
             assert uow.usage.used(ALICE) == 0
 
     def test_concurrent_additions_all_count(self, factory: sessionmaker[Session]) -> None:
-        errors: list[BaseException] = []
-        start = threading.Barrier(8)
-
         def add() -> None:
-            try:
-                start.wait(DEADLINE)
-                for _ in range(5):
-                    with UnitOfWork(factory) as uow:
-                        uow.usage.used(ALICE, for_update=True)
-                        uow.usage.add(ALICE, 10, utcnow())
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for _ in range(5):
+                with UnitOfWork(factory) as uow:
+                    uow.usage.used(ALICE, for_update=True)
+                    uow.usage.add(ALICE, 10, utcnow())
 
-        threads = [threading.Thread(target=add) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(DEADLINE)
-        assert errors == []
+        _race(8, add)
         with UnitOfWork(factory) as uow:
             assert uow.usage.used(ALICE) == 8 * 5 * 10
+
+
+class TestDelegationSteps:
+    """The delegation repository's one-statement steps: a pending request is replaced by an
+    upsert and taken once by ``DELETE ... RETURNING``, a rolled-back take leaves it pending,
+    and the stored proxy's upsert keeps the row of a replaced proxy."""
+
+    def test_a_request_is_replaced_and_taken_once(self, factory: sessionmaker[Session]) -> None:
+        now = utcnow()
+        with UnitOfWork(factory) as uow:
+            uow.delegations.put_request(ALICE, "d", b"old-key", "old-csr", now)
+            uow.delegations.put_request(BOB, "d", b"bobs-key", "bobs-csr", now)
+        with UnitOfWork(factory) as uow:
+            uow.delegations.put_request(ALICE, "d", b"new-key", "new-csr", now)
+        with UnitOfWork(factory) as uow:
+            request = uow.delegations.get_request(ALICE, "d")
+            assert request is not None and (request.sealed_key, request.csr_pem) == (b"new-key", "new-csr")
+            assert uow.delegations.take_request(ALICE, "d") == b"new-key"
+            assert uow.delegations.take_request(ALICE, "d") is None
+        with UnitOfWork(factory) as uow:
+            assert uow.delegations.get_request(ALICE, "d") is None
+            assert uow.delegations.take_request(BOB, "d") == b"bobs-key"
+
+
+    def test_a_rolled_back_take_leaves_the_request(self, factory: sessionmaker[Session]) -> None:
+        with UnitOfWork(factory) as uow:
+            uow.delegations.put_request(ALICE, "d", b"key", "csr", utcnow())
+        uow = UnitOfWork(factory)
+        uow.__enter__()
+        assert uow.delegations.take_request(ALICE, "d") == b"key"
+        uow.__exit__(RuntimeError, RuntimeError("the proxy was refused"), None)
+        with UnitOfWork(factory) as uow:
+            assert uow.delegations.take_request(ALICE, "d") == b"key"
+
+
+    def test_concurrent_takers_get_the_request_once(self, factory: sessionmaker[Session]) -> None:
+        with UnitOfWork(factory) as uow:
+            uow.delegations.put_request(ALICE, "d", b"key", "csr", utcnow())
+        got: list[bytes | None] = []
+
+        def take() -> None:
+            with UnitOfWork(factory) as uow:
+                got.append(uow.delegations.take_request(ALICE, "d"))
+
+        _race(6, take)
+        assert sorted(got, key=lambda g: g is None) == [b"key"] + [None] * 5
+
+
+    def test_a_replaced_proxy_keeps_its_row(self, factory: sessionmaker[Session]) -> None:
+        created = utcnow()
+        later = created + dt.timedelta(minutes=5)
+        with UnitOfWork(factory) as uow:
+            first = uow.delegations.put_proxy(ALICE, "d", b"p1", created, created + dt.timedelta(hours=1), ("/vo",),
+                                              created)
+            uow.delegations.put_proxy(BOB, "d", b"b1", created, created + dt.timedelta(hours=1), (), created)
+        with UnitOfWork(factory) as uow:
+            second = uow.delegations.put_proxy(ALICE, "d", b"p2", later, later + dt.timedelta(hours=2),
+                                               ("/vo", "/vo/g"), later)
+        assert (second.id, second.created_at) == (first.id, created)
+        with UnitOfWork(factory) as uow:
+            row = uow.delegations.get(ALICE, "d")
+            assert row is not None
+            assert (row.id, row.sealed_proxy, row.fqans, row.created_at) == (first.id, b"p2", "/vo\n/vo/g", created)
+            assert (row.not_before, row.not_after, row.updated_at) == (later, later + dt.timedelta(hours=2), later)
+            bobs = uow.delegations.get(BOB, "d")
+            assert bobs is not None and bobs.sealed_proxy == b"b1"
+
+
+def _race(threads: int, work: Callable[[], None]) -> None:
+    """Run ``work`` in ``threads`` threads started together; none of them may fail."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def run() -> None:
+        try:
+            start.wait(DEADLINE)
+            work()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join(DEADLINE)
+    assert errors == []

@@ -126,13 +126,13 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
     delegation_id = resolve_delegation_id(principal, delegation_id)
     now = utcnow()
     with rt.uow() as uow:
-        request = uow.delegations.get_request(principal.dn, delegation_id)
-        if request is None:
+        sealed_key = uow.delegations.take_request(principal.dn, delegation_id)  # kept if anything below fails
+        if sealed_key is None:
             raise DelegationNotFoundError(
                 f"Unable to store client Proxy: no proxy request for delegation id {delegation_id!r}"
             )
         accepted = crypto.accept_delegated_proxy(
-            rt.sealer.open(request.sealed_key),
+            rt.sealer.open(sealed_key),
             proxy_pem.encode(),
             principal.dn,
             rt.settings.security.ca_dir,
@@ -140,7 +140,7 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             vomsdir=rt.settings.security.vomsdir,
             max_depth=rt.settings.limits.max_proxy_chain_depth,
         )
-        row = uow.delegations.upsert(
+        return uow.delegations.put_proxy(
             principal.dn,
             delegation_id,
             rt.sealer.seal(accepted.pem),
@@ -149,8 +149,6 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             accepted.fqans,
             now,
         )
-        uow.delegations.delete_request(request)
-    return row
 
 
 def termination_time(rt: Runtime, principal: Principal, delegation_id: str | None) -> dt.datetime:

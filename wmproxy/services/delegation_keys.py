@@ -7,8 +7,9 @@ key and kept in the database (``delegation_key_pool``). :func:`claim_key` delete
 returns in the caller's transaction, so each key serves exactly one request, whichever
 process asks. A daemon thread in each gunicorn worker (:func:`ensure_filler`, started
 by ``wmproxy.soap.app.create_app``) keeps ``[security] delegation_key_pool`` keys ready,
-generating them once no key has been claimed for :data:`QUIET_PERIOD` seconds (a burst of
-requests keeps the CPU); when the pool is empty (a long burst, or the pool turned off with
+generating them once no key has been claimed, by this or any other process, for
+:data:`QUIET_PERIOD` seconds (a burst of requests keeps the CPU; another worker's claims show
+as a pool that shrank); when the pool is empty (a long burst, or the pool turned off with
 0) the key is generated inline as before.
 """
 
@@ -56,10 +57,16 @@ def new_key(rt: Runtime) -> tuple[bytes, bytes]:
     return rt.sealer.seal(key_pem), csr_pem
 
 
-def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], bool] | None = None) -> int:
+def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], bool] | None = None,
+              *, yield_to_claims: bool = False) -> int:
     """Generate keys until the pool holds ``target`` (default ``[security] delegation_key_pool``)
     keys of the configured size, or until ``interrupted()`` is true (checked before each key);
     each key is committed on its own. Returns how many were added.
+
+    With ``yield_to_claims``, also stop as soon as the pool holds fewer keys than after this
+    call's previous key: some process (another gunicorn worker) is claiming keys, so
+    requests are being served, and they keep the CPU (what a process's own claims do through
+    ``interrupted``).
 
     Several processes may fill at once: the pool may then briefly hold a few keys more
     than ``target``, never fewer than asked.
@@ -67,15 +74,23 @@ def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], 
     bits = rt.settings.security.delegation_key_bits
     target = rt.settings.security.delegation_key_pool if target is None else target
     added = 0
+    expected = 0
     while interrupted is None or not interrupted():
-        with rt.uow() as uow:
-            if uow.key_pool.size(bits) >= target:
-                break
+        size = pool_size(rt)
+        if size >= target or (yield_to_claims and size < expected):
+            break
         key_pem, csr_pem = crypto.new_proxy_request(bits)
         with rt.uow() as uow:
             uow.key_pool.add(rt.sealer.seal(key_pem), csr_pem.decode(), bits, utcnow())
         added += 1
+        expected = size + 1
     return added
+
+
+def pool_size(rt: Runtime) -> int:
+    """Keys of the configured size in the pool (all processes')."""
+    with rt.uow() as uow:
+        return uow.key_pool.size(rt.settings.security.delegation_key_bits)
 
 
 class _Filler:
@@ -92,11 +107,24 @@ class _Filler:
                 self.wake.clear()
                 self.wake.wait(QUIET_PERIOD)
             try:
-                fill_pool(self.rt, interrupted=lambda: self.stop.is_set() or self.wake.is_set())
+                if self._quiet_and_short():
+                    fill_pool(self.rt, interrupted=lambda: self.stop.is_set() or self.wake.is_set(),
+                              yield_to_claims=True)
             except Exception:  # the database may be away for a while: retry at the next tick
                 log.exception("could not top up the delegation key pool")
             if not self.wake.is_set():
                 self.wake.wait(FILL_INTERVAL)
+
+    def _quiet_and_short(self) -> bool:
+        """True when the pool is short of keys and no process claimed one for
+        :data:`QUIET_PERIOD` seconds (the other workers' claims do not wake this filler: they
+        show as a pool that shrank meanwhile)."""
+        before = pool_size(self.rt)
+        if before >= self.rt.settings.security.delegation_key_pool:
+            return False
+        if self.wake.wait(QUIET_PERIOD) or self.stop.is_set():
+            return False
+        return pool_size(self.rt) >= before
 
 
 _fillers: dict[int, _Filler] = {}

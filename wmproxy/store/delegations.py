@@ -3,11 +3,51 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from wmproxy.store.schema import Delegation, DelegationRequest
+
+_requests = cast(Table, DelegationRequest.__table__)
+_delegations = cast(Table, Delegation.__table__)
+
+
+_TAKE_REQUEST = (
+    delete(_requests)
+    .where(_requests.c.owner_dn == bindparam("owner_dn"), _requests.c.delegation_id == bindparam("delegation_id"))
+    .returning(_requests.c.sealed_key)
+)
+
+
+@dataclass(frozen=True)
+class _Upserts:
+    put_request: Any
+    put_proxy: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Upserts:
+    """The upserts of a dialect (``postgresql`` or ``sqlite``), built once: their values are
+    bound at execution. Built per call, their construction cost about as much as running them."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    request = insert(_requests)
+    proxy = insert(_delegations)
+    updated = ("sealed_proxy", "not_before", "not_after", "fqans", "updated_at")
+    return _Upserts(
+        put_request=request.on_conflict_do_update(
+            index_elements=[_requests.c.owner_dn, _requests.c.delegation_id],
+            set_={name: request.excluded[name] for name in ("sealed_key", "csr_pem", "created_at")},
+        ),
+        put_proxy=proxy.on_conflict_do_update(
+            index_elements=[_delegations.c.owner_dn, _delegations.c.delegation_id],
+            set_={name: proxy.excluded[name] for name in updated},
+        ).returning(_delegations.c.id, _delegations.c.created_at),
+    )
 
 
 class SqlDelegationStore:
@@ -17,18 +57,20 @@ class SqlDelegationStore:
         self.session = session
 
     def put_request(self, owner_dn: str, delegation_id: str, sealed_key: bytes, csr_pem: str, now: dt.datetime) -> None:
-        """Store a pending request, replacing an older one for the same (DN, id)."""
-        self.session.execute(
-            delete(DelegationRequest).where(
-                DelegationRequest.owner_dn == owner_dn, DelegationRequest.delegation_id == delegation_id
-            )
-        )
-        self.session.add(
-            DelegationRequest(
-                owner_dn=owner_dn, delegation_id=delegation_id, sealed_key=sealed_key, csr_pem=csr_pem, created_at=now
-            )
-        )
-        self.session.flush()
+        """Store a pending request, replacing an older one for the same (DN, id) (one upsert
+        statement on the (DN, id) unique constraint)."""
+        conn = self.session.connection()
+        conn.execute(_statements(conn.dialect.name).put_request, {
+            "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_key": sealed_key, "csr_pem": csr_pem,
+            "created_at": now})
+
+    def take_request(self, owner_dn: str, delegation_id: str) -> bytes | None:
+        """Delete the pending request of (DN, id) in this transaction and return its sealed
+        key, or None when there is none. A rolled-back transaction leaves the request pending;
+        a concurrent taker of the same request waits for this transaction and then gets None."""
+        row = self.session.connection().execute(
+            _TAKE_REQUEST, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
+        return None if row is None else bytes(row[0])
 
     def get_request(self, owner_dn: str, delegation_id: str) -> DelegationRequest | None:
         return self.session.scalars(
@@ -67,6 +109,25 @@ class SqlDelegationStore:
         row.updated_at = now
         self.session.flush()
         return row
+
+    def put_proxy(
+        self,
+        owner_dn: str,
+        delegation_id: str,
+        sealed_proxy: bytes,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        fqans: tuple[str, ...],
+        now: dt.datetime,
+    ) -> Delegation:
+        """:meth:`upsert` in one statement (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``,
+        no ORM load of the old row): returns the stored row, detached from the session."""
+        values = {"sealed_proxy": sealed_proxy, "not_before": not_before, "not_after": not_after,
+                  "fqans": "\n".join(fqans), "updated_at": now}
+        conn = self.session.connection()
+        key, created_at = conn.execute(_statements(conn.dialect.name).put_proxy, {
+            "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": now, **values}).one()
+        return Delegation(id=key, owner_dn=owner_dn, delegation_id=delegation_id, created_at=created_at, **values)
 
     def delete(self, row: Delegation) -> None:
         self.session.delete(row)

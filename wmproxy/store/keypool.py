@@ -9,8 +9,9 @@ process or thread asks.
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
-from sqlalchemy import Integer, LargeBinary, Text, delete, func, select
+from sqlalchemy import Integer, LargeBinary, Table, Text, bindparam, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from wmproxy.store.schema import Base, UTCDateTime
@@ -48,24 +49,28 @@ class SqlDelegationKeyPool:
         """Take one key of ``key_bits`` bits out of the pool: ``(sealed key, CSR PEM)``, or None
         when the pool has none (or every one is being claimed by another transaction).
 
-        The row is deleted in the caller's transaction; a concurrent claimer skips it
-        (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite transactions are serialised by
-        ``BEGIN IMMEDIATE``), so a key is never given twice.
+        The oldest row is deleted in the caller's transaction by one statement
+        (``DELETE ... WHERE id = (SELECT ... LIMIT 1) RETURNING``); a concurrent claimer skips
+        it (PostgreSQL ``FOR UPDATE SKIP LOCKED`` in the subquery; SQLite transactions are
+        serialised by ``BEGIN IMMEDIATE``), so a key is never given twice.
         """
-        key_id = self.session.scalar(
-            select(PooledDelegationKey.id)
-            .where(PooledDelegationKey.key_bits == key_bits)
-            .order_by(PooledDelegationKey.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        if key_id is None:
-            return None
-        row = self.session.execute(
-            delete(PooledDelegationKey)
-            .where(PooledDelegationKey.id == key_id)
-            .returning(PooledDelegationKey.sealed_key, PooledDelegationKey.csr_pem)
-        ).one_or_none()
+        row = self.session.connection().execute(_CLAIM, {"bits": key_bits}).one_or_none()
         if row is None:
             return None
         return row[0], row[1]
+
+
+_pool = cast(Table, PooledDelegationKey.__table__)
+#: The claim, built once (Core, on the table: no ORM bookkeeping for a row that is deleted).
+_CLAIM = (
+    delete(_pool)
+    .where(
+        _pool.c.id == select(_pool.c.id)
+        .where(_pool.c.key_bits == bindparam("bits"))
+        .order_by(_pool.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .returning(_pool.c.sealed_key, _pool.c.csr_pem)
+)

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from wmproxy.errors import ProxyError, ProxyVerificationError
 from wmproxy.security.chain import (
+    _pem_blocks,
     chain_pem,
     der_chain_to_pem,
     end_entity,
@@ -30,6 +31,23 @@ class TestLoadPemChain:
     def test_garbage_raises_proxy_error(self, data):
         with pytest.raises(ProxyError):
             load_pem_chain(data)
+
+    def test_blocks_are_those_the_regular_expression_finds(self, proxy):
+        """The block scanner finds what ``BEGIN\r?\n.+?\r?\nEND`` (DOTALL) found before it."""
+        import re
+
+        reference = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
+        pem = chain_pem(proxy.full_chain)
+        begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+        cases = [
+            pem, pem.replace(b"\n", b"\r\n"), b"text\n" + pem + b"more text\n" + pem,
+            begin + end, begin + b"\n" + end, begin + b"\n\n" + end, begin + b"\nx\n" + end,
+            begin + b"x\nA\n" + end + begin + b"\r\nB\r\n" + end, begin + b"\nA\n" + begin + b"\nB\n" + end,
+            begin + b"\nA", begin + b"\n\r\n" + end, pem[:-30],
+        ]
+        for data in cases:
+            assert _pem_blocks(data) == reference.findall(data), data
+        assert load_pem_chain(pem.replace(b"\n", b"\r\n")) == proxy.full_chain
 
     def test_der_chain_to_pem(self, proxy):
         ders = [c.public_bytes(Encoding.DER) for c in proxy.full_chain]
@@ -85,6 +103,20 @@ class TestVerifyChain:
     def test_expired_proxy_is_refused(self, ca, proxy):
         with pytest.raises(ProxyVerificationError, match="certificate has expired"):
             verify_chain(proxy.full_chain, str(ca.directory), at=datetime.now(UTC) + timedelta(hours=2))
+
+    def test_each_call_is_verified_at_its_own_time(self, ca, proxy):
+        """Verifications at the clock's time share a store; other times get their own, so
+        alternating times never reuse another call's time."""
+        now = datetime.now(UTC)
+        later = now + timedelta(hours=2)
+        for at in (now, later, None, later.replace(tzinfo=None), now, later):
+            if at is None or at == now:
+                verify_chain(proxy.full_chain, str(ca.directory), at=at)
+            else:
+                with pytest.raises(ProxyVerificationError, match="certificate has expired"):
+                    verify_chain(proxy.full_chain, str(ca.directory), at=at)
+        with pytest.raises(ProxyVerificationError, match="not yet valid"):
+            verify_chain(proxy.full_chain, str(ca.directory), at=now - timedelta(days=400))
 
     def test_proxy_of_expired_user_is_refused(self, ca):
         now = datetime.now(UTC)

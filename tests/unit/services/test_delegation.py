@@ -68,6 +68,24 @@ class TestRequestAndStore:
         with pytest.raises(DelegationNotFoundError):
             delegation.termination_time(rt, alice, "stolen")
 
+    def test_a_refused_proxy_leaves_the_request_for_a_retry(self, rt: Runtime, alice: Principal, pki: Pki) -> None:
+        _, csr = delegation.create_proxy_request(rt, alice, "retry")
+        with pytest.raises(ProxyVerificationError):
+            delegation.store_proxy(rt, alice, "retry", signed_by(pki, "bob", csr))
+        row = delegation.store_proxy(rt, alice, "retry", signed_by(pki, "alice", csr))
+        assert delegation.termination_time(rt, alice, "retry") == row.not_after
+
+    def test_a_replaced_proxy_keeps_its_row_and_creation_time(self, rt: Runtime, alice: Principal, pki: Pki) -> None:
+        _, csr = delegation.create_proxy_request(rt, alice, "again")
+        first = delegation.store_proxy(rt, alice, "again", signed_by(pki, "alice", csr, lifetime=3600))
+        _, csr = delegation.create_proxy_request(rt, alice, "again")
+        second = delegation.store_proxy(rt, alice, "again", signed_by(pki, "alice", csr, lifetime=2 * 3600))
+        assert (second.id, second.created_at) == (first.id, first.created_at)
+        assert second.not_after > first.not_after and second.updated_at >= first.updated_at
+        with rt.uow() as uow:
+            stored = uow.delegations.get(alice.dn, "again")
+            assert stored is not None and stored.sealed_proxy == second.sealed_proxy
+
     def test_proxy_for_another_key_is_refused(self, rt: Runtime, alice: Principal, pki: Pki) -> None:
         _, first = delegation.create_proxy_request(rt, alice, "rekeyed")
         delegation.create_proxy_request(rt, alice, "rekeyed")  # replaces the pending key

@@ -88,6 +88,25 @@ class TestPool:
         assert x509.load_pem_x509_csr(csr.encode()).public_key().key_size == 3072  # type: ignore[union-attr]
         assert len(_pool(rt)) == 1
 
+    def test_a_filler_yields_when_another_process_claims(self, rt: Runtime, alice: Principal,
+                                                         tmp_path: Path, pki: Pki) -> None:
+        """The filler's fill stops once the pool shrinks between two of its keys: another worker
+        (here another Runtime on the same database, as another process) serves requests."""
+        other = dataclasses.replace(rt)  # its own identity: what it claims does not wake rt's filler
+        looks = []
+
+        def claim_elsewhere() -> bool:
+            looks.append(1)
+            if len(looks) == 2:  # after the first key: another process claims it
+                delegation.create_proxy_request(other, alice, "elsewhere")
+            return False
+
+        assert delegation_keys.fill_pool(rt, 5, claim_elsewhere, yield_to_claims=True) == 1
+        assert _pool(rt) == []
+        with rt.uow() as uow:
+            assert uow.delegations.get_request(alice.dn, "elsewhere") is not None
+        assert delegation_keys.fill_pool(rt, 2, lambda: False) == 2  # without yielding: fills up
+
 
 @pytest.fixture
 def small_pool(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Runtime]:
