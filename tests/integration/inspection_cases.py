@@ -188,3 +188,23 @@ def wrapper_killed_mid_request_ends_the_ask_with_an_error(dep: Deployment, requi
     assert ask.returncode == 1, (out, err)
     assert "Error - InspectionFailed: The job stopped running" in err, (out, err)
     wait_for(lambda: not _pids("sleep 4321"), what="the inspection command to be killed with its wrapper")
+
+
+#: The shared cases, each collected by :func:`collect` as ``test_<name>``.
+CASES = (
+    output_exit_code_time_and_account,
+    the_job_secret_is_in_neither_the_commands_nor_the_payloads_environment,
+    time_limit_kills_the_command,
+    output_is_capped,
+    another_user_is_refused_until_granted,
+    site_allow_list,
+    ended_job_answers_at_once_with_its_final_state,
+    wrapper_killed_mid_request_ends_the_ask_with_an_error,
+)
+
+
+def collect(namespace: dict[str, object]) -> None:
+    """Put every case into a test module's ``namespace`` under its test name; the module
+    provides ``inspection_deployment`` (and ``requirements``) for the cases' fixtures."""
+    for case in CASES:
+        namespace[f"test_{case.__name__}"] = case

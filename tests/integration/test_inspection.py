@@ -26,29 +26,9 @@ from tests.integration.service import Deployment
 
 pytestmark = pytest.mark.integration
 
-# The shared cases, collected here under test names.
-test_output_exit_code_time_and_account = cases.output_exit_code_time_and_account
-test_the_job_secret_is_in_neither_the_commands_nor_the_payloads_environment = (
-    cases.the_job_secret_is_in_neither_the_commands_nor_the_payloads_environment)
-test_time_limit_kills_the_command = cases.time_limit_kills_the_command
-test_output_is_capped = cases.output_is_capped
-test_another_user_is_refused_until_granted = cases.another_user_is_refused_until_granted
-test_site_allow_list = cases.site_allow_list
-test_ended_job_answers_at_once_with_its_final_state = cases.ended_job_answers_at_once_with_its_final_state
-test_wrapper_killed_mid_request_ends_the_ask_with_an_error = cases.wrapper_killed_mid_request_ends_the_ask_with_an_error
+cases.collect(globals())  # the shared cases, as test_<name>
 
-__all__ = [
-    "dep",
-    "running_job",
-    "test_another_user_is_refused_until_granted",
-    "test_ended_job_answers_at_once_with_its_final_state",
-    "test_output_exit_code_time_and_account",
-    "test_output_is_capped",
-    "test_site_allow_list",
-    "test_the_job_secret_is_in_neither_the_commands_nor_the_payloads_environment",
-    "test_time_limit_kills_the_command",
-    "test_wrapper_killed_mid_request_ends_the_ask_with_an_error",
-]
+__all__ = ["dep", "running_job"]  # fixtures the shared cases use
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,25 @@ PostgreSQL) migrated to the newest revision, and the execution tests' throwaway 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.conftest import Pki
+from tests.support import build_runtime, close_runtime
 from tests.unit.execution.wrapper_support import job_account, work_root
 from wmproxy.admin import upgrade_database
-from wmproxy.config import DatabaseSettings, Settings
+from wmproxy.config import DatabaseSettings, MappingSettings, Settings
+from wmproxy.execution.identity import Account
+from wmproxy.services.runtime import Runtime
 from wmproxy.store import make_engine, make_session_factory
+from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
 
 __all__ = ["factory", "job_account", "store_key_dir", "work_root"]
 
@@ -32,3 +41,29 @@ def store_key_dir(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
     """One store key per module database: the database records its key's fingerprint, so every
     runtime built on it (``tests.support.build_runtime``) must use the same key file."""
     return tmp_path_factory.mktemp("store-key")
+
+
+@contextlib.contextmanager
+def mapped_runtime(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path, job_account: Account, *,
+                   replace: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Iterator[Runtime]:
+    """A runtime on the module's database (its one store key) that maps alice to
+    ``job_account`` by a grid-mapfile, with the execution queue, jobs and workers emptied
+    first (one database per module: every test starts from an empty queue).
+
+    Args:
+        replace: further ``Settings`` fields set as they are (e.g. ``slurm=SlurmSettings(...)``).
+        sections: ``build_runtime`` sections (``execution={...}``, ``jobs={...}``).
+    """
+    gridmap = tmp_path / "grid-mapfile"
+    gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
+    runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+                            security={"store_key_file": str(store_key_dir / "store.key")}, **sections)
+    runtime.settings = dataclasses.replace(
+        runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)), **(replace or {}))
+    with runtime.uow() as uow:
+        for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
+            uow.session.execute(sa.delete(table))
+    try:
+        yield runtime
+    finally:
+        close_runtime(runtime)

@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime, delegate_in_process, principal_of
+from tests.store.conftest import mapped_runtime
+from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
-from wmproxy.config import MappingSettings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -34,7 +34,7 @@ from wmproxy.services.jobs import cancel_job
 from wmproxy.services.perusal import enable_file_perusal
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
-from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
+from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job
 
 LEASE = 60.0
 
@@ -42,21 +42,11 @@ LEASE = 60.0
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
        store_key_dir: Path) -> Iterator[Runtime]:
-    gridmap = tmp_path / "grid-mapfile"
-    gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
-    runtime = build_runtime(
-        tmp_path / "rt", pki, database={"url": database_url},
-        security={"store_key_file": str(store_key_dir / "store.key")},
-        execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05, "kill_grace": 2.0},
-        jobs={"min_perusal_interval": 1},
-    )
-    runtime.settings = dataclasses.replace(
-        runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)))
-    with runtime.uow() as uow:  # one database per module: start every test from an empty queue
-        for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
-            uow.session.execute(sa.delete(table))
-    yield runtime
-    close_runtime(runtime)
+    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
+                        execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05,
+                                   "kill_grace": 2.0},
+                        jobs={"min_perusal_interval": 1}) as runtime:
+        yield runtime
 
 
 @pytest.fixture

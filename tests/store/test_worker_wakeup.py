@@ -10,7 +10,6 @@ database (SQLite file and PostgreSQL) with the worker in-process.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import threading
 import time
@@ -18,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime, delegate_in_process, principal_of
+from tests.store.conftest import mapped_runtime
+from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
-from wmproxy.config import MappingSettings, SlurmSettings
+from wmproxy.config import SlurmSettings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend
@@ -32,7 +31,6 @@ from wmproxy.execution.wakeup import Wakeup
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
-from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
 
 #: Seconds a wait may take when something must wake it (never reached when it works).
 WOKEN_WITHIN = 60.0
@@ -41,19 +39,10 @@ WOKEN_WITHIN = 60.0
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
        store_key_dir: Path) -> Iterator[Runtime]:
-    gridmap = tmp_path / "grid-mapfile"
-    gridmap.write_text(f'"{pki.users["alice"].dn}" {job_account.name}\n')
-    runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
-                            security={"store_key_file": str(store_key_dir / "store.key")},
-                            execution={"work_dir": str(work_root), "poll_interval": 0.05, "max_running": 1})
-    runtime.settings = dataclasses.replace(
-        runtime.settings, mapping=MappingSettings(mode="gridmap", gridmap_file=str(gridmap)),
-        slurm=SlurmSettings(max_submitted=7))
-    with runtime.uow() as uow:  # one database per module: start every test from an empty queue
-        for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
-            uow.session.execute(sa.delete(table))
-    yield runtime
-    close_runtime(runtime)
+    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
+                        execution={"work_dir": str(work_root), "poll_interval": 0.05, "max_running": 1},
+                        replace={"slurm": SlurmSettings(max_submitted=7)}) as runtime:
+        yield runtime
 
 
 @pytest.fixture
