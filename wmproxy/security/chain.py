@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -282,10 +282,10 @@ def _store(ca_dir: str, loaded: _CaDir, at: datetime | None) -> crypto.X509Store
 
 #: OpenSSL copies of certificates seen in chains, by DER (the issuers of delegated proxies and
 #: of VOMS servers repeat from call to call); bounded LRU, per process.
-_openssl_certs: OrderedDict[bytes, crypto.X509] = OrderedDict()
-_openssl_certs_lock = threading.Lock()
 #: Entries kept in :data:`_openssl_certs`.
 OPENSSL_CERTS_MAX = 256
+_openssl_certs: LRUCache[bytes, crypto.X509] = LRUCache(OPENSSL_CERTS_MAX)
+_openssl_certs_lock = threading.Lock()
 
 
 def _openssl_cert(cert: x509.Certificate) -> crypto.X509:
@@ -293,14 +293,11 @@ def _openssl_cert(cert: x509.Certificate) -> crypto.X509:
     der = cert.public_bytes(Encoding.DER)
     with _openssl_certs_lock:
         found = _openssl_certs.get(der)
-        if found is not None:
-            _openssl_certs.move_to_end(der)
-            return found
+    if found is not None:
+        return found
     converted = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
     with _openssl_certs_lock:
         _openssl_certs[der] = converted
-        while len(_openssl_certs) > OPENSSL_CERTS_MAX:
-            _openssl_certs.popitem(last=False)
     return converted
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections import OrderedDict
 
+from cachetools import LRUCache
 from cryptography import x509
 
 from wmproxy.domain import Principal, utcnow
@@ -231,10 +231,10 @@ def believed_fqans(rt: Runtime, row: Delegation, now: dt.datetime, action: str) 
 #: fingerprint, sealed bytes)`` -> (leaf-first chain, has a limited proxy). The key is the whole sealed token, so a
 #: replaced or re-sealed proxy is a new entry; what depends on the time (validity, VOMS ACs)
 #: is still checked on every call. Certificates only, no private key. Bounded LRU.
-_STORED_CHAINS: OrderedDict[tuple[str, bytes], tuple[list[x509.Certificate], bool]] = OrderedDict()
-_STORED_CHAINS_LOCK = threading.Lock()
 #: Entries kept in :data:`_STORED_CHAINS`.
 STORED_CHAINS_MAX = 256
+_STORED_CHAINS: LRUCache[tuple[str, bytes], tuple[list[x509.Certificate], bool]] = LRUCache(STORED_CHAINS_MAX)
+_STORED_CHAINS_LOCK = threading.Lock()
 
 
 def _stored_chain(rt: Runtime, sealed: bytes) -> tuple[list[x509.Certificate], bool]:
@@ -250,15 +250,12 @@ def _stored_chain(rt: Runtime, sealed: bytes) -> tuple[list[x509.Certificate], b
     key = (rt.sealer.fingerprint, bytes(sealed))  # certificates only: the cache holds no private key
     with _STORED_CHAINS_LOCK:
         found = _STORED_CHAINS.get(key)
-        if found is not None:
-            _STORED_CHAINS.move_to_end(key)
-            return found
+    if found is not None:
+        return found
     chain = load_pem_chain(rt.sealer.open(sealed))
     entry = (chain, has_limited_proxy(chain))
     with _STORED_CHAINS_LOCK:
         _STORED_CHAINS[key] = entry
-        while len(_STORED_CHAINS) > STORED_CHAINS_MAX:
-            _STORED_CHAINS.popitem(last=False)
     return entry
 
 

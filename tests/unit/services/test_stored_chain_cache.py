@@ -4,6 +4,7 @@ never hides a change: a replaced proxy is read again, the time checks run on eve
 from __future__ import annotations
 
 import pytest
+from cachetools import LRUCache
 
 from tests.conftest import Pki
 from tests.unit.services.conftest import DELEGATION
@@ -34,7 +35,7 @@ def test_same_row_parsed_once_and_a_replaced_proxy_is_read_again(
 
 def test_cache_is_bounded(rt: Runtime, alice: Principal, delegated: str, pki: Pki,
                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delegation, "STORED_CHAINS_MAX", 2)
+    monkeypatch.setattr(delegation, "_STORED_CHAINS", LRUCache(2))
     with rt.uow() as uow:
         row = uow.delegations.get(alice.dn, DELEGATION)
         assert row is not None
