@@ -66,10 +66,14 @@ def record(op: str, dn: str | None, job: str | None, outcome: str, duration: flo
         dn: caller DN or None; job: job id or None; outcome: ``ok`` or the fault type;
         duration: seconds; size: bytes moved by a sandbox request.
     """
-    fields = {"op": op, "dn": dn or "-", "job": job or "-", "outcome": outcome, "duration": f"{duration:.4f}"}
-    if size is not None:
-        fields["bytes"] = str(size)
-    log.info("%s", format_line(fields))
+    if log.isEnabledFor(logging.INFO):
+        fields = {"op": op, "dn": dn or "-", "job": job or "-", "outcome": outcome, "duration": f"{duration:.4f}"}
+        if size is not None:
+            fields["bytes"] = str(size)
+        # Logger.info without its search of the caller's frame (findCaller): the line comes
+        # from here. Filters and handlers run as for log.info.
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (format_line(fields),), None,
+                                  func="record"))
     metrics.observe_request(op, outcome, duration, size)
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,16 @@ class _RequestMetrics:
     requests: Any
     duration: Any
     sandbox_bytes: Any
+    #: The labelled children already looked up, by label values (``labels()`` checks and locks
+    #: on every call; the label values are bounded: operations, outcomes, directions).
+    children: dict[tuple[str, ...], Any] = field(default_factory=dict)
+
+    def child(self, metric: str, *labels: str) -> Any:
+        key = (metric, *labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = getattr(self, metric).labels(*labels)
+        return found
 
 
 _current: _RequestMetrics | None = None
@@ -76,10 +86,10 @@ def observe_request(operation: str, outcome: str, duration: float, size: int | N
     current = _current
     if current is None:
         return
-    current.requests.labels(operation, outcome).inc()
-    current.duration.labels(operation).observe(duration)
+    current.child("requests", operation, outcome).inc()
+    current.child("duration", operation).observe(duration)
     if size:
-        current.sandbox_bytes.labels("out" if operation == "sandbox_GET" else "in").inc(size)
+        current.child("sandbox_bytes", "out" if operation == "sandbox_GET" else "in").inc(size)
 
 
 def directory_bytes(root: Path) -> int:

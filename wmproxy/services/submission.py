@@ -69,18 +69,29 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
         MappingError, MappingNotAllowedError: the caller cannot be mapped to a local
             account (``wmproxy.services.mapping.map_identity``; AuthorizationFault).
     """
-    return _atomically(
-        rt, lambda uow, now, created: _register(uow, rt, principal, jdl, delegation_id, now, created)[0])
+    def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
+        registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
+        if not registered.children:
+            uow.jobs.insert(job, (JobState.SUBMITTED.value,))
+        return registered
+
+    return _atomically(rt, work)
 
 
 def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
     """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction."""
 
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
-        # The row _register added is started as it is (not read back, its nodes not asked for):
-        # a simple job is inserted once, already Waiting, with its two events.
+        # The row _register made is started as it is (not read back, its nodes not asked for).
         registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
-        _start(uow, job, now, compound=bool(registered.children))
+        if registered.children:
+            _start(uow, job, now, compound=True)
+        else:
+            # A simple job goes in once, already Waiting, with its two events (Submitted,
+            # Waiting) and its start request: three Core INSERTs, no ORM flush (issue 14).
+            job.state, job.updated_at = JobState.WAITING.value, now
+            uow.jobs.insert(job, (JobState.SUBMITTED.value, JobState.WAITING.value))
+            uow.queue.insert(job.id, "start", now)
         return registered
 
     return _atomically(rt, work)
@@ -136,7 +147,8 @@ def _register(
     now: dt.datetime,
     created: list[str],
 ) -> tuple[RegisteredJob, Job]:
-    """Register the job (see :func:`register_job`); returns it and its (parent) row."""
+    """Register the job (see :func:`register_job`); returns it and its (parent) row, which is
+    added to the session for a compound job and left to the caller to insert for a simple one."""
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
@@ -213,7 +225,8 @@ def _register(
     parent_ad = ad if compound is None else compound.parent_ad
     parent_registered, server = register(job_id, parent_ad, parent_area, description, registered_nodes)
     parent_row = row(parent_area, ad, parent_registered)
-    uow.jobs.add(parent_row, flush=compound is not None)  # the nodes' rows refer to it
+    if compound is not None:
+        uow.jobs.add(parent_row)  # the nodes' rows refer to it; a simple job's row is inserted by the caller
     if compound is not None:
         # The node rows (ORM objects and their JDL texts) are made and sent NODE_BATCH at a time
         # and dropped once flushed, so a 10,000-node request never holds them all (issue 14).

@@ -28,6 +28,7 @@ from typing import Any
 from lxml import etree
 from spyne import Application
 from spyne import const as spyne_const
+from spyne.evmgr import EventManager
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
@@ -55,12 +56,48 @@ log = logging.getLogger(__name__)
 logging.getLogger("spyne.application").setLevel(logging.CRITICAL)
 logging.getLogger("spyne.server").setLevel(logging.CRITICAL)
 
-#: What Spyne may receive, as a multiple of ``[limits] max_request_bytes``: the request it
-#: gets is the checked one re-serialised as UTF-8, which can be longer than what was sent
-#: (a one-byte character of ISO-8859-1 takes up to 3 bytes, a CR is written ``&#13;``).
+#: What Spyne may receive, as a multiple of ``[limits] max_request_bytes`` (it is handed the
+#: checked request itself, at most ``max_request_bytes``; the factor is a margin).
 SPYNE_SIZE_FACTOR = 8
 
+#: environ key of the request's envelope as parsed and checked by
+#: :func:`wmproxy.soap.request.check_request`: the port's protocol takes it from there.
+CHECKED_ENVELOPE_KEY = "wmproxy.envelope"
+#: The elements with an ``id`` attribute, what ``lxml.etree.XMLID`` returns next to the root
+#: (Spyne resolves SOAP-encoding ``href`` references with it).
+_FIND_IDS = etree.XPath("//*[string(@id)]")
+
+
+class _CheckedSoap11(Soap11):
+    """SOAP 1.1 whose incoming document is the envelope the dispatcher already parsed and
+    checked (``environ[CHECKED_ENVELOPE_KEY]``): the request is parsed once, not twice."""
+
+    def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
+        environ = getattr(ctx.transport, "req_env", None) or {}
+        root = environ.get(CHECKED_ENVELOPE_KEY)
+        if root is None:
+            super().create_in_document(ctx, charset)
+            return
+        ctx.in_document = (root, {element.get("id"): element for element in _FIND_IDS(root)})
+
 Authenticate = Callable[[dict[str, Any]], Principal]
+
+
+class _EventManager(EventManager):
+    """Spyne's EventManager without the empty ordered set it builds for every event that has
+    no listener (each request fires about 17 events, twice each; this service listens to none)."""
+
+    def fire_event(self, event_name: Any, ctx: Any, *args: Any, **kwargs: Any) -> None:
+        handlers = self.handlers.get(event_name)
+        if handlers:
+            for handler in handlers:
+                handler(ctx, *args, **kwargs)
+
+
+def _quiet(manager: EventManager) -> None:
+    """Give ``manager`` the cheaper :meth:`_EventManager.fire_event` (same listeners, same order)."""
+    if type(manager) is EventManager:
+        manager.__class__ = _EventManager
 
 
 class _Port(WsgiApplication):
@@ -71,11 +108,14 @@ class _Port(WsgiApplication):
             [service],
             tns=namespace,
             name=service.__name__,
-            in_protocol=Soap11(validator="soft", huge_tree=True),  # the limits were applied before
+            in_protocol=_CheckedSoap11(validator="soft", huge_tree=True),  # the limits were applied before
             out_protocol=Soap11(),
         )
         super().__init__(app, max_content_length=max_bytes)
         self.namespace = namespace
+        for manager in (app.event_manager, self.event_manager, *(
+                m for d in app.interface.service_method_map.values() for x in d for m in x.event_managers)):
+            _quiet(manager)
         # Spyne runs a full gc.collect() at the end of a request when the last one is more than
         # MIN_GC_INTERVAL seconds old (for its file attachments, which this service has none of):
         # a 50-220 ms pause about once a second per worker. Python's own generational GC stays.
@@ -143,7 +183,7 @@ class SoapDispatcher:
             seen.update(namespace=exc.namespace, operation=exc.operation)
             return fault_response(start_response, port_fault(exc.namespace, exc.operation, exc))
         namespace, operation = request.namespace, request.operation
-        seen.update(namespace=namespace, operation=operation, job=request_job_id(request.body))
+        seen.update(namespace=namespace, operation=operation, job=request.job_id())
         if namespace not in self.ports or operation not in self.operations[namespace]:
             return self._refuse(start_response, namespace, operation,
                                 InvalidArgumentError(f"Unknown operation {{{namespace}}}{operation}"[:300]))
@@ -156,6 +196,7 @@ class SoapDispatcher:
         except WMProxyError as exc:
             return self._refuse(start_response, namespace, operation, exc)
         environ[PRINCIPAL_KEY] = principal
+        environ[CHECKED_ENVELOPE_KEY] = request.root
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["CONTENT_LENGTH"] = str(len(request.body))
         environ["CONTENT_TYPE"] = "text/xml; charset=utf-8"
@@ -197,25 +238,16 @@ class SoapDispatcher:
         return fault_response(start_response, port_fault(namespace, operation, exc))
 
 
-#: The first ``jobId`` element of a request, and the ``id`` of a JobIdStructType in an answer
-#: (jobRegister, jobSubmit): what the access log names as the job.
-_REQUEST_JOB_ID = re.compile(rb"<(?:[\w.-]+:)?jobId(?:\s[^>]*)?>\s*([^<\s]{1,512})")
+#: The ``id`` of a JobIdStructType in an answer (jobRegister, jobSubmit): what the access log
+#: names as the job the request created.
 _RESPONSE_JOB_ID = re.compile(rb"<(?:[\w.-]+:)?id(?:\s[^>]*)?>\s*(https?://[^<\s]{1,512})")
 #: The detail element of a fault: its local name is the fault type.
 _FAULT_TYPE = re.compile(rb"<detail>\s*<(?:[\w.-]+:)?([A-Za-z]{1,64})[\s>/]")
 
 
-#: Bytes of a request or answer searched for the job id: every operation that names a job has
-#: ``jobId`` as its first part, and an answer's JobIdStructType starts with its ``id``; the
-#: bound keeps the search cheap whatever the request holds (a JDL of 16 MiB full of ``<``).
+#: Bytes of an answer searched for the job id (a JobIdStructType starts with its ``id``) or
+#: the fault type; the bound keeps the search cheap whatever the answer holds.
 JOB_ID_SEARCH_BYTES = 16 * 1024
-
-
-def request_job_id(body: bytes) -> str | None:
-    """The job id a request names (its first ``jobId`` element, within the first
-    :data:`JOB_ID_SEARCH_BYTES`), or None."""
-    match = _REQUEST_JOB_ID.search(body, 0, JOB_ID_SEARCH_BYTES)
-    return match.group(1).decode("utf-8", "replace") if match else None
 
 
 def response_job_id(body: bytes) -> str | None:

@@ -11,7 +11,8 @@ What a request may be (``[limits]``, :class:`wmproxy.config.LimitsSettings`):
   ``max_xml_attributes`` attributes plus namespace declarations on any one element;
 * in any encoding the XML specification allows and libxml2 knows, named by the XML
   declaration or a byte order mark (UTF-8 without either); the HTTP charset is not used.
-  The document is handed to Spyne re-serialised as UTF-8.
+  The parsed document itself is handed to Spyne (``wmproxy.soap.dispatch``), which does not
+  parse the request a second time.
 
 The document is read in one pass by an ``lxml`` pull parser in 64 KiB slices, each limit
 checked as the elements arrive, so the work is linear in the request size and a refused
@@ -60,11 +61,35 @@ class MalformedRequestError(InvalidArgumentError):
 
 @dataclass(frozen=True)
 class SoapRequest:
-    """A checked request: the envelope as UTF-8 bytes and the operation it names."""
+    """A checked request: the parsed envelope (without comments), the bytes received and
+    the operation it names."""
 
+    root: etree._Element
     body: bytes
     namespace: str
     operation: str
+
+    def job_id(self) -> str | None:
+        """The text of the first ``jobId`` element (any namespace) among the first
+        :data:`JOB_ID_SEARCH_ELEMENTS` elements of the operation's parts, or None: the job
+        the access log names."""
+        body = self.root.find(_BODY)
+        operation = body[0] if body is not None and len(body) else None
+        if operation is None:
+            return None
+        for seen, element in enumerate(operation.iter()):
+            if seen > JOB_ID_SEARCH_ELEMENTS:
+                return None
+            tag = element.tag
+            if isinstance(tag, str) and (tag == "jobId" or tag.endswith("}jobId")):
+                text = (element.text or "").strip()
+                return text[:512] or None
+        return None
+
+
+#: Elements of a request searched for its ``jobId`` (every operation that names a job has it as
+#: its first part; the bound keeps the search cheap whatever the request holds).
+JOB_ID_SEARCH_ELEMENTS = 64
 
 
 def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
@@ -144,7 +169,7 @@ def check_request(body: bytes, limits: LimitsSettings) -> SoapRequest:
     """Parse and check a SOAP request (see the module docstring); linear in its size.
 
     Returns:
-        :class:`SoapRequest`: the envelope re-serialised as UTF-8, without comments, and
+        :class:`SoapRequest`: the parsed envelope, without comments, ``body`` itself, and
         the (namespace, local name) of the Body's first element.
 
     Raises:
@@ -178,8 +203,7 @@ def check_request(body: bytes, limits: LimitsSettings) -> SoapRequest:
         raise checker.refuse(reason[:QUOTE_CHARS]) from None
     if not checker.operation:
         raise checker.refuse("no operation element in the SOAP Body")
-    return SoapRequest(etree.tostring(root, encoding="UTF-8", xml_declaration=False), checker.namespace,
-                       checker.operation)
+    return SoapRequest(root, body, checker.namespace, checker.operation)
 
 
 def _learn_operation(checker: _Checker, parser: etree.XMLPullParser) -> None:

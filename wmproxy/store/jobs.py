@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import func, inspect, or_, select, text, update
+from sqlalchemy import Table, func, insert, inspect, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,11 @@ from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependen
 
 #: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
 _LOCK_NOT_AVAILABLE = "55P03"
+
+#: The tables the Core INSERTs of :meth:`SqlJobStore.insert` and :meth:`SqlExecutionQueue.insert` write.
+_JOBS = cast(Table, Job.__table__)
+_EVENTS = cast(Table, JobEvent.__table__)
+_REQUESTS = cast(Table, ExecutionRequest.__table__)
 
 #: Who reports a job event.
 EVENT_SOURCES = ("service", "worker", "wrapper", "renewal", "user")
@@ -67,6 +73,30 @@ class SqlJobStore:
         self.session.add(_state_event(job.id, job.state, job.reason, job.created_at))
         if flush:
             self.session.flush()
+
+    def insert(self, job: Job, history: Sequence[str]) -> None:
+        """INSERT a new ``job`` at once, with one event per state of ``history`` (oldest first,
+        each at ``job.created_at``; its last is ``job.state``), in two statements.
+
+        Core INSERTs, not the ORM's unit of work: the row object stays outside the session
+        (nothing of this transaction reads it back), and the events go in one multi-row INSERT
+        without fetching their ids. Columns the object leaves unset get their defaults.
+        Pending ORM changes of the session are flushed first.
+
+        Raises:
+            ValueError: ``history`` is empty or does not end with ``job.state``.
+        """
+        if not history or history[-1] != job.state:
+            raise ValueError(f"the history of a new job must end with its state {job.state!r}: {history!r}")
+        self.session.flush()  # Core statements do not autoflush; nothing to do when nothing is pending
+        values = {c.key: job.__dict__[c.key] for c in _JOBS.columns if c.key in job.__dict__}
+        self.session.execute(insert(_JOBS), values)
+        events = [_state_event(job.id, state, job.reason if state == job.state else None, job.created_at)
+                  for state in history]
+        # One multi-row VALUES statement: an executemany of two rows costs psycopg a pipeline.
+        self.session.execute(insert(_EVENTS).values([
+            {"job_id": e.job_id, "state": e.state, "reason": e.reason, "at": e.at, "kind": e.kind, "source": e.source}
+            for e in events]))
 
     def flush(self) -> None:
         """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
@@ -321,8 +351,21 @@ class SqlExecutionQueue:
         starts the job without waiting for its next poll.
         """
         self.session.add(ExecutionRequest(job_id=job_id, command=command, created_at=now, not_before=not_before))
-        if not_before is None and not self.session.info.get(_NOTIFIED) \
-                and self.session.get_bind().dialect.name == "postgresql":
+        if not_before is None:
+            self._notify()
+
+    def insert(self, job_id: str, command: str, now: dt.datetime) -> None:
+        """:meth:`enqueue` for a job due at once, as one Core INSERT sent now (the request
+        object is not kept in the session; the job's row must be in the database or pending
+        in the session, which is flushed first)."""
+        self.session.flush()
+        self.session.execute(insert(_REQUESTS),
+                             {"job_id": job_id, "command": command, "created_at": now, "not_before": None})
+        self._notify()
+
+    def _notify(self) -> None:
+        """PostgreSQL: notify :data:`QUEUE_CHANNEL` once per transaction (delivered at commit)."""
+        if not self.session.info.get(_NOTIFIED) and self.session.get_bind().dialect.name == "postgresql":
             self.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
             self.session.info[_NOTIFIED] = True
 

@@ -1,0 +1,88 @@
+"""The Core INSERTs of a simple jobRegister/jobSubmit (``SqlJobStore.insert``,
+``SqlExecutionQueue.insert``) on a real database (SQLite file and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from wmproxy.domain import utcnow
+from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import ExecutionRequest, Job
+
+
+def _job(job_id: str, state: str, now: dt.datetime, parent_id: str | None = None) -> Job:
+    return Job(id=job_id, parent_id=parent_id, owner_dn="/CN=core", delegation_id="d", state=state,
+               jdl_original="[ a = 1 ]", jdl_registered="[ a = 1; b = 2 ]", sandbox_dir=job_id.rsplit("/", 1)[1],
+               local_account="pool01", created_at=now, updated_at=now)
+
+
+def test_a_started_job_goes_in_with_its_history_and_its_request(factory) -> None:
+    now = utcnow().replace(microsecond=0)
+    job_id = "https://h:9000/core-started"
+    with UnitOfWork(factory) as uow:
+        uow.jobs.insert(_job(job_id, "Waiting", now), ("Submitted", "Waiting"))
+        uow.queue.insert(job_id, "start", now)
+        assert job_id not in {getattr(o, "id", None) for o in uow.session}  # not kept in the session
+    with UnitOfWork(factory) as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        assert (job.state, job.owner_dn, job.jdl_registered, job.local_account) == (
+            "Waiting", "/CN=core", "[ a = 1; b = 2 ]", "pool01")
+        assert (job.shallow_retries, job.deep_retries, job.exit_code, job.reason) == (0, 0, None, None)
+        assert job.created_at == now
+        events = uow.jobs.events(job_id)
+        assert [(e.state, e.kind, e.source, e.at) for e in events] == [
+            ("Submitted", "registered", "user", now), ("Waiting", "enqueued", "service", now)]
+        claimed = uow.queue.claim_next("w-core", now, command="start")
+        assert claimed is not None and claimed.job_id == job_id and claimed.created_at == now
+
+
+def test_a_registered_job_has_one_event_and_no_request(factory) -> None:
+    now = utcnow()
+    job_id = "https://h:9000/core-registered"
+    with UnitOfWork(factory) as uow:
+        uow.jobs.insert(_job(job_id, "Submitted", now), ("Submitted",))
+    with UnitOfWork(factory) as uow:
+        assert [e.state for e in uow.jobs.events(job_id)] == ["Submitted"]
+        assert uow.session.scalar(
+            sa.select(sa.func.count()).select_from(ExecutionRequest).where(ExecutionRequest.job_id == job_id)) == 0
+
+
+def test_pending_rows_of_the_session_go_first(factory) -> None:
+    """A row the ORM still holds (here the parent the new row refers to) is flushed before
+    the Core INSERT, so the foreign key holds on both databases."""
+    now = utcnow()
+    parent, child = "https://h:9000/core-parent", "https://h:9000/core-child"
+    with UnitOfWork(factory) as uow:
+        uow.jobs.add(_job(parent, "Submitted", now), flush=False)
+        uow.jobs.insert(_job(child, "Submitted", now, parent_id=parent), ("Submitted",))
+    with UnitOfWork(factory) as uow:
+        assert [j.id for j in uow.jobs.children(parent)] == [child]
+
+
+def test_a_rolled_back_insert_leaves_nothing(factory) -> None:
+    now = utcnow()
+    job_id = "https://h:9000/core-rolled-back"
+
+    def fail_after_the_inserts() -> None:
+        with UnitOfWork(factory) as uow:
+            uow.jobs.insert(_job(job_id, "Waiting", now), ("Submitted", "Waiting"))
+            uow.queue.insert(job_id, "start", now)
+            raise RuntimeError("the submission failed after the INSERTs")
+
+    with pytest.raises(RuntimeError):
+        fail_after_the_inserts()
+    with UnitOfWork(factory) as uow:
+        assert uow.jobs.get(job_id) is None
+        assert list(uow.jobs.events(job_id)) == []
+
+
+@pytest.mark.parametrize("history", [(), ("Submitted",), ("Waiting", "Submitted")])
+def test_the_history_must_end_with_the_state(factory, history: tuple[str, ...]) -> None:
+    with UnitOfWork(factory) as uow:
+        job = _job("https://h:9000/core-bad", "Waiting", utcnow())
+        with pytest.raises(ValueError, match="must end with its state"):
+            uow.jobs.insert(job, history)
