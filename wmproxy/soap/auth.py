@@ -14,8 +14,9 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
+
+from cachetools import LRUCache
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, ProxyError
@@ -106,30 +107,27 @@ CACHE_TTL = 300.0
 
 
 class _PrincipalCache:
-    """A small thread-safe LRU of ``key → (Principal, valid until)``."""
+    """A thread-safe LRU (cachetools) of ``key → (Principal, valid until)``; an entry read at
+    or after its end is dropped."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[Any, tuple[Principal, float]] = OrderedDict()
+        self._items: LRUCache[Any, tuple[Principal, float]] = LRUCache(size)
         self._lock = threading.Lock()
 
     def get(self, key: Any, now: float) -> Principal | None:
+        """The kept Principal, None when absent or ended at ``now`` (UNIX seconds)."""
         with self._lock:
             item = self._items.get(key)
-            if item is None:
-                return None
-            if now >= item[1]:
+            if item is not None and now >= item[1]:
                 del self._items[key]
                 return None
-            self._items.move_to_end(key)
-            return item[0]
+        return None if item is None else item[0]
 
     def put(self, key: Any, principal: Principal, valid_until: float) -> None:
+        """Keep ``principal`` until ``valid_until`` (UNIX seconds)."""
         with self._lock:
             self._items[key] = (principal, valid_until)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
