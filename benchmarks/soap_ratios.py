@@ -19,7 +19,11 @@ inverse ratio of the server's CPU seconds per operation (user + system of the gu
 process group, from /proc), which a loaded machine disturbs much less; min/median/max over
 rounds.
 
+With ``--only delegation`` a round measures the getVersion and delegation windows alone (no
+trivial app, no jobSubmit): the delegation figure in less time.
+
     .venv/bin/python benchmarks/soap_ratios.py [--rounds 5] [--seconds 2] [--databases sqlite,postgresql]
+        [--only delegation]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from perf_support import (
     DELEGATION2_NS,
     WMPROXY_NS,
     Site,
+    Window,
     close_clients,
     database,
     envelope,
@@ -98,59 +103,64 @@ def wait_pool_full(s: Site, deadline: float = 600.0) -> None:
     time.sleep(0.5)  # the filler goes back to sleep
 
 
-def run(kind: str, rounds: int, seconds: float) -> None:
+def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False) -> None:
+    """Every figure, or with ``only_delegation`` the getVersion and delegation windows alone."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         with database(kind, root) as url, site(root, url, env={"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL)}) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
             from wmproxy.client import WMProxyClient
 
+            # The first request loads the application, which starts the pool's filler.
             WMProxyClient(s.deployment.endpoint, str(s.proxy), str(s.ca_dir)).delegate("bench")
-            ctx_conn = http.client.HTTPSConnection(
-                "localhost", s.port, context=__import__("perf_support").client_context(s.ca_dir, s.proxy))
-            reply = root / "getVersion.reply"
-            reply.write_bytes(post(ctx_conn, GET_VERSION))
-            ctx_conn.close()
-            trivial, trivial_pgid = start_other_app(
-                s, "benchmarks.trivial_wsgi:application", {"WMPROXY_BENCH_REPLY": str(reply)})
+            if not only_delegation:
+                ctx_conn = http.client.HTTPSConnection(
+                    "localhost", s.port, context=__import__("perf_support").client_context(s.ca_dir, s.proxy))
+                reply = root / "getVersion.reply"
+                reply.write_bytes(post(ctx_conn, GET_VERSION))
+                ctx_conn.close()
+                trivial, trivial_pgid = start_other_app(
+                    s, "benchmarks.trivial_wsgi:application", {"WMPROXY_BENCH_REPLY": str(reply)})
             for clients in (1, 4):
                 ratios: dict[str, list[float]] = {}
                 for _ in range(rounds):
+                    windows: dict[str, Window] = {}
+                    if not only_delegation:
+                        wait_pool_full(s)
+                        windows["trivial"] = rate(trivial, s, get_version, clients, seconds, trivial_pgid)
                     wait_pool_full(s)
-                    t = rate(trivial, s, get_version, clients, seconds, trivial_pgid)
+                    windows["getVersion"] = rate(s.port, s, get_version, clients, seconds, s.pgid)
+                    if not only_delegation:
+                        wait_pool_full(s)
+                        windows["jobSubmit"] = rate(s.port, s, job_submit, clients, seconds, s.pgid)
                     wait_pool_full(s)
-                    g = rate(s.port, s, get_version, clients, seconds, s.pgid)
-                    wait_pool_full(s)
-                    j = rate(s.port, s, job_submit, clients, seconds, s.pgid)
-                    wait_pool_full(s)
-                    d = rate(s.port, s, delegate, clients, 1.0, s.pgid)
-                    for name, value in (
-                        ("getVersion / trivial WSGI, throughput", g.rate / t.rate),
-                        ("getVersion / trivial WSGI, server CPU", t.cpu_per_op / g.cpu_per_op),
-                        ("jobSubmit / getVersion, throughput", j.rate / g.rate),
-                        ("jobSubmit / getVersion, server CPU", g.cpu_per_op / j.cpu_per_op),
-                        ("delegation / getVersion, throughput", d.rate / g.rate),
-                        ("delegation / getVersion, server CPU", g.cpu_per_op / d.cpu_per_op),
-                    ):
-                        ratios.setdefault(name, []).append(value)
-                    print(f"  [{kind}, {clients} client(s)] per second: trivial {t.rate:.0f}, getVersion {g.rate:.0f}, "
-                          f"jobSubmit {j.rate:.0f}, delegation {d.rate:.1f}; server CPU ms per operation: "
-                          f"{t.cpu_per_op * 1000:.2f}, {g.cpu_per_op * 1000:.2f}, {j.cpu_per_op * 1000:.2f}, "
-                          f"{d.cpu_per_op * 1000:.2f}", flush=True)
+                    windows["delegation"] = rate(s.port, s, delegate, clients, 1.0, s.pgid)
+                    # (figure, numerator, denominator): each as throughput and as inverse server CPU
+                    for name, top, base in (("getVersion / trivial WSGI", "getVersion", "trivial"),
+                                            ("jobSubmit / getVersion", "jobSubmit", "getVersion"),
+                                            ("delegation / getVersion", "delegation", "getVersion")):
+                        if top in windows and base in windows:
+                            w, b = windows[top], windows[base]
+                            ratios.setdefault(f"{name}, throughput", []).append(w.rate / b.rate)
+                            ratios.setdefault(f"{name}, server CPU", []).append(b.cpu_per_op / w.cpu_per_op)
+                    print(f"  [{kind}, {clients} client(s)] per second: "
+                          + ", ".join(f"{n} {w.rate:.1f}" for n, w in windows.items())
+                          + "; server CPU ms per operation: "
+                          + ", ".join(f"{w.cpu_per_op * 1000:.2f}" for w in windows.values()), flush=True)
                 for name, values in ratios.items():
                     target = 0.6 if name.startswith("getVersion") else 0.5 if name.startswith("jobSubmit") else 0.3
                     report(f"{name} ({kind}, {clients} client(s))", values, target)
             close_clients()  # they hold this deployment's credential
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--only", choices=["delegation"], help="measure only delegation against getVersion")
     args = parser.parse_args()
     for kind in args.databases.split(","):
-        run(kind, args.rounds, args.seconds)
+        run(kind, args.rounds, args.seconds, only_delegation=args.only == "delegation")
 
 
 if __name__ == "__main__":
