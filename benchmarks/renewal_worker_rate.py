@@ -134,8 +134,8 @@ def seed(rt: Runtime, users: list, root: Path, port: int) -> list[Path]:
             dn = slash_dn(user.cert.subject)
             proxy = make_proxy(user, lifetime=SHORT)
             pem = credential_pem(proxy)
-            uow.delegations.upsert(dn, "bench", rt.sealer.seal(pem), proxy.cert.not_valid_before_utc,
-                                   proxy.cert.not_valid_after_utc, (), now)
+            uow.delegations.put_proxy(dn, "bench", rt.sealer.seal(pem), proxy.cert.not_valid_before_utc,
+                                      proxy.cert.not_valid_after_utc, (), now)
             job_id = new_job_id("localhost", 9000)
             rt.storage.create_job_area(job_id)
             (rt.storage.job_dir(job_id) / "user.proxy").write_bytes(pem)

@@ -87,29 +87,6 @@ class SqlDelegationStore:
             select(Delegation).where(Delegation.owner_dn == owner_dn, Delegation.delegation_id == delegation_id)
         ).one_or_none()
 
-    def upsert(
-        self,
-        owner_dn: str,
-        delegation_id: str,
-        sealed_proxy: bytes,
-        not_before: dt.datetime,
-        not_after: dt.datetime,
-        fqans: tuple[str, ...],
-        now: dt.datetime,
-    ) -> Delegation:
-        """Insert or replace the delegated proxy of (DN, id)."""
-        row = self.get(owner_dn, delegation_id)
-        if row is None:
-            row = Delegation(owner_dn=owner_dn, delegation_id=delegation_id, created_at=now)
-            self.session.add(row)
-        row.sealed_proxy = sealed_proxy
-        row.not_before = not_before
-        row.not_after = not_after
-        row.fqans = "\n".join(fqans)
-        row.updated_at = now
-        self.session.flush()
-        return row
-
     def put_proxy(
         self,
         owner_dn: str,
@@ -120,8 +97,9 @@ class SqlDelegationStore:
         fqans: tuple[str, ...],
         now: dt.datetime,
     ) -> Delegation:
-        """:meth:`upsert` in one statement (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``,
-        no ORM load of the old row): returns the stored row, detached from the session."""
+        """Insert or replace the delegated proxy of (DN, id) in one statement (``INSERT ... ON
+        CONFLICT DO UPDATE ... RETURNING``, no ORM load of the old row): returns the stored
+        row, detached from the session; a replaced row keeps its id and ``created_at``."""
         values = {"sealed_proxy": sealed_proxy, "not_before": not_before, "not_after": not_after,
                   "fqans": "\n".join(fqans), "updated_at": now}
         conn = self.session.connection()

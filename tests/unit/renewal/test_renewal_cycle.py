@@ -69,7 +69,7 @@ def end_of(pem: bytes) -> dt.datetime:
 
 def delegate(rt: Runtime, dn: str, pem: bytes, now: dt.datetime) -> None:
     with rt.uow() as uow:
-        uow.delegations.upsert(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), (), now)
+        uow.delegations.put_proxy(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), (), now)
 
 
 def add_job(rt: Runtime, dn: str, name: str, state: JobState, now: dt.datetime) -> str:

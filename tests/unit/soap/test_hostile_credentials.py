@@ -217,8 +217,8 @@ class TestLimitedProxies:
         job_id, _ = registered_job(soap, alice, "swapped")
         limited = make_proxy(load_credential(pki.users["alice"].proxy), lifetime=6 * 3600, limited=True)
         with soap.rt.uow() as uow:
-            uow.delegations.upsert(alice.dn, "swapped", soap.rt.sealer.seal(credential_pem(limited)),
-                                   limited.cert.not_valid_before_utc, limited.cert.not_valid_after_utc, (), utcnow())
+            uow.delegations.put_proxy(alice.dn, "swapped", soap.rt.sealer.seal(credential_pem(limited)),
+                                      limited.cert.not_valid_before_utc, limited.cert.not_valid_after_utc, (), utcnow())
         before = store_footprint(soap.rt), tree_footprint(Path(soap.rt.settings.sandbox.root))
         fault(register(soap, alice, "swapped"), "AuthorizationFault", "jobRegister",
               "was signed by a limited proxy and cannot be used to register jobs")
