@@ -247,10 +247,9 @@ class TestAdoption:
         (work_dir(rt, job_id) / "go").write_text("")
         until(owner, in_state(rt, job_id, JobState.DONE), "the job to end")
 
+    @pytest.mark.postgresql_only  # row locks (NOWAIT): a SQLite writer holds the whole database
     def test_a_batch_claim_keeps_what_it_took_before_a_job_another_transaction_holds(
             self, rt: Runtime, alice: Principal) -> None:
-        if rt.settings.database.url.startswith("sqlite"):
-            pytest.skip("row locks (NOWAIT) exist on PostgreSQL only: a SQLite writer holds the whole database")
         first, held = submit(rt, alice, "exit 0"), submit(rt, alice, "exit 0")
         with rt.uow() as holder:  # a jobCancel, say, holding the second job's row
             assert holder.jobs.get(held, for_update=True) is not None
