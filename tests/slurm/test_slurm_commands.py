@@ -127,7 +127,7 @@ class TestBatchScript:
         assert [line for line in lines if line.startswith("#SBATCH")] == [
             "#SBATCH --partition=debug", "#SBATCH --job-name=wmp_AbC-x_1yz", f"#SBATCH --chdir={WORK}",
             f"#SBATCH --output={WORK}/.wmproxy/wrapper.log", f"#SBATCH --error={WORK}/.wmproxy/wrapper.log",
-            "#SBATCH --no-requeue", "#SBATCH --export=NONE", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+            "#SBATCH --no-requeue", "#SBATCH --export=ALL", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
             f"#SBATCH --comment={JOB}", "#SBATCH --time=61", "#SBATCH --mem=512M",
         ]
         assert lines[-1] == f"exec /usr/bin/python3 -I -S -c {shlex.quote(WRAPPER_BOOT)} {wrapper}/jobwrapper.py {WORK}"
@@ -142,7 +142,7 @@ class TestBatchScript:
         assert [line for line in lines if line.startswith("#SBATCH")] == [
             "#SBATCH --partition=debug", "#SBATCH --job-name=wmp_AbC-x_1yz", "#SBATCH --array=0-1",
             f"#SBATCH --chdir={WORK.parent}", "#SBATCH --output=/dev/null", "#SBATCH --error=/dev/null",
-            "#SBATCH --no-requeue", "#SBATCH --export=NONE", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+            "#SBATCH --no-requeue", "#SBATCH --export=ALL", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
             "#SBATCH --time=1", f"#SBATCH --comment={JOB},https://wms.example.org:9000/second",
         ]
         assert f"0) d={WORK} ;;" in lines and f"1) d={other} ;;" in lines

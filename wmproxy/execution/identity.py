@@ -8,7 +8,7 @@ Layout of a work dir (``<work_root>/<name>``)::
     <work_root>/             owned by the worker, not writable by group/other
       <name>/                account:group 0700   (HOME of the job)
         .wmproxy/            account:group 0700   wrapper state
-          job.json           account:group 0400   the JobSpec (written atomically)
+          job.marshal        account:group 0400   the JobSpec (JobSpec.to_bytes, written atomically)
           wrapper.log        account:group 0600   wrapper's stdout/stderr
           jobwrapper.py      account:group 0500   copy of the wrapper (batch backends only)
           slurm.sh           account:group 0400   the batch script (Slurm backend only)
@@ -296,7 +296,8 @@ def hand_over(work_dir: Path, account: Account | None) -> None:
 
 
 def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: bool = True) -> None:
-    """Write ``spec`` to ``.wmproxy/job.json`` (0400, owned by ``account``), replacing
+    """Write ``spec`` to ``.wmproxy/job.marshal`` (:meth:`JobSpec.to_bytes
+    <wmproxy.execution.jobwrapper.JobSpec.to_bytes>`, 0400, owned by ``account``), replacing
     any previous one atomically; fsynced unless ``sync`` is False (a freshly prepared
     job: a spec lost to a crash leaves a work dir without ``started.json``, which is
     prepared again).
@@ -310,7 +311,7 @@ def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: 
     except jobwrapper.WrapperError as exc:
         raise IdentityError(str(exc)) from None
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
-        _replace_file(state_fd, SPEC_NAME, spec.to_json().encode(), 0o400, account, sync=sync)
+        _replace_file(state_fd, SPEC_NAME, spec.to_bytes(), 0o400, account, sync=sync)
 
 
 def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME,

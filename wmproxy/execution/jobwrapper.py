@@ -6,8 +6,10 @@ library of a system ``python3`` (3.7 or later) and never imports the ``wmproxy``
 package, so the same file runs on a batch node (``sbatch --uid/--gid``). The server side
 imports it only for :class:`JobSpec` and the file names below.
 
-Input: ``<work_dir>/.wmproxy/job.json`` (:data:`SPEC_NAME`, written by the worker; see
-:class:`JobSpec` for its fields). Steps:
+Input: ``<work_dir>/.wmproxy/job.marshal`` (:data:`SPEC_NAME`, written by the worker:
+:meth:`JobSpec.to_bytes`, see :class:`JobSpec` for its fields; a work dir prepared by an
+older worker has ``job.json`` instead, :data:`LEGACY_SPEC_NAME`, read when there is no
+``job.marshal``). Steps:
 
 1. Build the environment from scratch (:func:`build_environment`); nothing of the
    wrapper's own environment is passed on.
@@ -22,7 +24,10 @@ Input: ``<work_dir>/.wmproxy/job.json`` (:data:`SPEC_NAME`, written by the worke
    that decision is left to the reader of the status
    (``wmproxy.execution.identity.WrapperStatus.succeeded``).
 5. Write ``status.json`` atomically (temporary file, fsync, rename, fsync of the
-   directory).
+   directory). The wrapper's JSON files are written by :func:`dumps`, whose text is
+   ``json.dumps(value, indent=1, sort_keys=True)``'s without importing ``json`` (which
+   with ``re``, ``enum``, ``functools`` and ``collections`` was about three quarters of the
+   wrapper's import time).
 
 Every child runs in its own process group inside the wrapper's session. SIGTERM or
 SIGINT to the wrapper is forwarded as SIGTERM to the running child's group, followed
@@ -82,10 +87,9 @@ the worker and the owner's group even when the spawner's umask was 0o077).
 # (with collections and functools) costs every job's start about 2 ms of CPU
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import pwd
-import signal
 import stat
 import sys
 import time
@@ -98,13 +102,25 @@ import time
 # for the inspection agent or on a Python older than 3.8).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     import subprocess
     from typing import IO, Any
+else:
+    try:  # the C module under signal: signal.py imports enum (with functools, collections)
+        import _signal as signal
+    except ImportError:  # not CPython
+        import signal
 
 SPEC_VERSION = 1
 STATE_DIR = ".wmproxy"
 """Directory inside the work dir holding the spec, status and wrapper log."""
-SPEC_NAME = "job.json"
+SPEC_NAME = "job.marshal"
+"""The spec the worker writes (:meth:`JobSpec.to_bytes`)."""
+LEGACY_SPEC_NAME = "job.json"
+"""The spec as workers before ``job.marshal`` wrote it (:meth:`JobSpec.to_json`), read when
+:data:`SPEC_NAME` is missing."""
+#: The ``marshal`` format of :data:`SPEC_NAME`: version 4, read by every Python 3.4 or later.
+SPEC_MARSHAL_VERSION = 4
 STATUS_NAME = "status.json"
 STARTED_NAME = "started.json"
 LOG_NAME = "wrapper.log"
@@ -139,7 +155,7 @@ _SPEC_FIELDS = ("job_id", "executable", "arguments", "stdin", "stdout", "stderr"
 
 
 class JobSpec:
-    """What the wrapper runs; stored as JSON in ``.wmproxy/job.json``.
+    """What the wrapper runs; stored in ``.wmproxy/job.marshal`` (:meth:`to_bytes`).
 
     Attributes:
         job_id: grid job id, exported as ``GLITE_WMS_JOBID``.
@@ -219,28 +235,59 @@ class JobSpec:
     def __repr__(self) -> str:
         return "JobSpec(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _SPEC_FIELDS) + ")"
 
-    def to_json(self) -> str:
-        """The spec as the JSON text of ``job.json`` (with ``"version": 1``)."""
+    def to_bytes(self) -> bytes:
+        """The spec as the bytes of ``job.marshal``: ``marshal`` (version 4) of a plain dict
+        of the fields (str, int, float, None, lists of str, dicts of str to str) with
+        ``"version": 1``; read back without importing anything (:meth:`from_bytes`)."""
         data: dict[str, Any] = {"version": SPEC_VERSION}
         data.update(self.as_dict())
-        return json.dumps(data, indent=1, sort_keys=True)
+        return marshal.dumps(data, SPEC_MARSHAL_VERSION)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> JobSpec:
+        """Parse and check ``job.marshal`` (:meth:`to_bytes`). ``marshal`` is not meant for
+        untrusted data, but the file is the account's own and the wrapper runs as the
+        account: a forged spec harms nothing the job could not harm anyway; every field's
+        type is checked (:meth:`check`), so no code object or other type gets through.
+
+        Raises:
+            WrapperError: not a marshalled mapping, unknown version, missing or mistyped
+                field, a Std* name escaping the work dir, an invalid environment name.
+        """
+        try:
+            data = marshal.loads(raw)  # noqa: S302 - the account's own file, every field checked
+        except (EOFError, ValueError, TypeError) as exc:
+            raise WrapperError(f"Job Wrapper error: the job description is unreadable: {exc}") from None
+        return cls._from_mapping(data)
+
+    def to_json(self) -> str:
+        """The spec as the JSON text of the legacy ``job.json`` (with ``"version": 1``)."""
+        data: dict[str, Any] = {"version": SPEC_VERSION}
+        data.update(self.as_dict())
+        return dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
-        """Parse and check ``job.json``.
+        """Parse and check the legacy ``job.json`` (imports ``json``: only for a work dir
+        an older worker prepared).
 
         Raises:
-            WrapperError: not JSON, unknown version, missing or mistyped field, a
-                Std* name escaping the work dir, an invalid environment name.
+            WrapperError: not JSON, or as :meth:`from_bytes`.
         """
+        import json
+
         try:
             data = json.loads(text)
         except ValueError as exc:
             raise WrapperError(f"Job Wrapper error: the job description is not JSON: {exc}") from None
+        return cls._from_mapping(data)
+
+    @classmethod
+    def _from_mapping(cls, data: object) -> JobSpec:
         if not isinstance(data, dict) or data.pop("version", None) != SPEC_VERSION:
             raise WrapperError("Job Wrapper error: unsupported job description version")
         known = set(_SPEC_FIELDS)
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=repr)
         if unknown:
             raise WrapperError(f"Job Wrapper error: unknown job description fields {unknown}")
         try:
@@ -410,12 +457,97 @@ def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
         pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=state_fd)
     try:
-        os.write(fd, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
+        os.write(fd, dumps(data).encode() + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, name, src_dir_fd=state_fd, dst_dir_fd=state_fd)
     os.fsync(state_fd)
+
+
+# --- JSON output without the json module ----------------------------------------------
+
+_JSON_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
+
+
+def dumps(value: object) -> str:
+    """``json.dumps(value, indent=1, sort_keys=True)``, character for character, for the
+    values the wrapper writes: dicts with str keys, lists and tuples, str, int, float,
+    bool and None (``ensure_ascii``: everything outside printable ASCII as ``\\uXXXX``,
+    surrogate pairs beyond the BMP; ``NaN``/``Infinity`` as ``json`` writes them).
+
+    Raises:
+        TypeError: a value or key of another type (``json`` converts non-str keys; this
+            refuses them).
+        ValueError: a container that contains itself.
+    """
+    parts: list[str] = []
+    _encode(value, parts, "\n", set())
+    return "".join(parts)
+
+
+def _encode(value: object, parts: list[str], newline: str, active: set[int]) -> None:
+    if value is None or value is True or value is False:
+        parts.append(_JSON_CONSTANTS[value])
+    elif isinstance(value, str):
+        parts.append(_json_string(value))
+    elif isinstance(value, int):
+        parts.append(int.__repr__(value))
+    elif isinstance(value, float):
+        parts.append(_json_float(value))
+    elif isinstance(value, (dict, list, tuple)):
+        if not value:
+            parts.append("{}" if isinstance(value, dict) else "[]")
+            return
+        if id(value) in active:
+            raise ValueError("Circular reference detected")
+        active.add(id(value))
+        inner = newline + " "
+        if isinstance(value, dict):
+            parts.append("{")
+            for index, key in enumerate(sorted(value)):
+                if not isinstance(key, str):
+                    raise TypeError(f"keys must be str, not {key.__class__.__name__}")
+                parts.append(("," if index else "") + inner + _json_string(key) + ": ")
+                _encode(value[key], parts, inner, active)
+            parts.append(newline + "}")
+        else:
+            parts.append("[")
+            for index, item in enumerate(value):
+                parts.append(("," if index else "") + inner)
+                _encode(item, parts, inner, active)
+            parts.append(newline + "]")
+        active.discard(id(value))
+    else:
+        raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _json_string(text: str) -> str:
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'
+    out = []
+    for char in text:
+        if char in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[char])
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            code = ord(char)
+            if code > 0xFFFF:
+                code -= 0x10000
+                out.append(f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
+
+
+def _json_float(number: float) -> str:
+    if number != number:
+        return "NaN"
+    if number in (float("inf"), float("-inf")):
+        return "Infinity" if number > 0 else "-Infinity"
+    return float.__repr__(number)
 
 
 def _resolve_program(name: str, work_dir: str, work_fd: int, path: str, what: str) -> str:
@@ -704,15 +836,20 @@ class _Run:
         return _shell_code(payload)
 
     def _load_spec(self, state_fd: int) -> JobSpec:
+        legacy = False
         try:
-            fd = os.open(SPEC_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state_fd)
+            try:
+                fd = os.open(SPEC_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state_fd)
+            except FileNotFoundError:  # a work dir an older worker prepared
+                fd = os.open(LEGACY_SPEC_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state_fd)
+                legacy = True
             with os.fdopen(fd, "rb") as f:
                 raw = f.read(_MAX_SPEC_BYTES + 1)
         except OSError as exc:
             raise WrapperError(f"Job Wrapper error: cannot read the job description: {exc.strerror}") from None
         if len(raw) > _MAX_SPEC_BYTES:
             raise WrapperError("Job Wrapper error: the job description is too large")
-        spec = JobSpec.from_json(raw.decode("utf-8", "replace"))
+        spec = JobSpec.from_json(raw.decode("utf-8", "replace")) if legacy else JobSpec.from_bytes(raw)
         self.status["job_id"] = spec.job_id
         return spec
 
@@ -866,7 +1003,7 @@ def _log(message: str) -> None:
 
 
 def run(work_dir: str) -> int:
-    """Run the job described in ``<work_dir>/.wmproxy/job.json``; return the wrapper's
+    """Run the job described in ``<work_dir>/.wmproxy/job.marshal``; return the wrapper's
     exit status (see the module docstring). Writes the status file unless that is
     impossible (then :data:`EXIT_NO_STATUS`)."""
     return _Run(work_dir).execute()

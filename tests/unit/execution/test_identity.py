@@ -95,15 +95,15 @@ class TestFilesInTheWorkDir:
         work = identity.prepare_work_dir(work_root, "job1", account)
         spec = sh("echo hi", environment={"A": "1"}, prologue="p.sh", prologue_arguments=["x"], umask=0o027)
         identity.write_spec(work, spec, account)
-        path = work / ".wmproxy" / "job.json"
+        path = work / ".wmproxy" / "job.marshal"
         assert _owner(path) == (*_expected_owner(account), 0o400)
-        assert JobSpec.from_json(path.read_text()) == spec
+        assert JobSpec.from_bytes(path.read_bytes()) == spec
 
     def test_invalid_spec_is_refused_before_writing(self, work_root: Path) -> None:
         work = identity.prepare_work_dir(work_root, "job1", None)
         with pytest.raises(IdentityError, match=r"StdOutput|stdout"):
             identity.write_spec(work, sh("true", stdout="../../etc/passwd"), None)
-        assert not (work / ".wmproxy" / "job.json").exists()
+        assert not (work / ".wmproxy" / "job.marshal").exists()
 
     def test_proxy_copy_is_0600_of_the_account(self, work_root: Path, account: Account | None) -> None:
         work = identity.prepare_work_dir(work_root, "job1", account)

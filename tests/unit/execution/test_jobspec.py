@@ -46,8 +46,10 @@ def test_the_wrapper_starts_without_site_and_heavy_modules() -> None:
     done = subprocess.run([PYTHON, "-I", "-S", "-X", "importtime", str(identity.WRAPPER_PATH), "/nonexistent/work"],
                           capture_output=True, text=True, timeout=60, check=False)
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "json" in imported and "pwd" in imported  # the measurement saw the wrapper's imports
-    # children start through os.posix_spawn: neither subprocess nor contextlib (nor what they import)
+    assert "pwd" in imported and "_signal" in imported  # the measurement saw the wrapper's imports
+    # children start through os.posix_spawn: neither subprocess nor contextlib (nor what they import);
+    # the spec is marshal, the status JSON is jobwrapper.dumps, signals come from _signal: no json, re, enum
     assert not imported & {"site", "dataclasses", "inspect", "typing", "socket", "datetime", "shutil", "subprocess",
-                           "contextlib", "threading", "selectors"}
+                           "contextlib", "threading", "selectors", "json", "re", "enum", "functools", "collections",
+                           "signal"}
     assert done.returncode != 0

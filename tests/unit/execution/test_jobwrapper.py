@@ -5,6 +5,7 @@ created with useradd; under CI=true failing to create it fails the tests)."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import pwd
 import shutil
@@ -45,7 +46,7 @@ class Runner:
 
     def start(self, work: Path, spec: JobSpec | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start the wrapper (umask 0o077, like a strict worker); ``spec`` None keeps the
-        ``job.json`` already there; ``env`` is added to the wrapper's own environment."""
+        ``job.marshal`` already there; ``env`` is added to the wrapper's own environment."""
         if spec is not None:
             identity.write_spec(work, spec, self.account)
         process = subprocess.Popen(
@@ -287,10 +288,10 @@ class TestConfinement:
     def test_unknown_spec_version_is_a_failure(self, runner: Runner) -> None:
         work = runner.work_dir()
         identity.write_spec(work, sh("touch ran"), runner.account)
-        spec_path = work / ".wmproxy" / "job.json"
-        data = json.loads(spec_path.read_text())
+        spec_path = work / ".wmproxy" / "job.marshal"
+        data = marshal.loads(spec_path.read_bytes())  # noqa: S302 - the test's own file
         data["version"] = 99
-        spec_path.write_text(json.dumps(data))  # as the worker (root or the owner)
+        spec_path.write_bytes(marshal.dumps(data, 4))  # as the worker (root or the owner)
         code, status = runner.run(work, None)
         assert code == jobwrapper.EXIT_WRAPPER_ERROR
         assert not status.payload_started and "version" in (status.failure or "")
@@ -317,7 +318,7 @@ class TestStatusFile:
         shutil.copy(identity.WRAPPER_PATH, lone / "jobwrapper.py")
         work = tmp_path / "work"
         (work / ".wmproxy").mkdir(parents=True)
-        (work / ".wmproxy" / "job.json").write_text(sh("echo lone").to_json())
+        (work / ".wmproxy" / "job.marshal").write_bytes(sh("echo lone").to_bytes())
         done = subprocess.run([PYTHON, "-I", str(lone / "jobwrapper.py"), str(work)], cwd=lone,
                               env={}, capture_output=True, timeout=DEADLINE, check=False)
         assert done.returncode == 0, done.stderr.decode()

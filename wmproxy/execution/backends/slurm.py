@@ -14,7 +14,13 @@ carry every option:
 * ``--time`` the CE's wall-clock limit in whole minutes (rounded up), ``--mem`` the memory
   limit in MiB, when given;
 * ``--no-requeue`` (the WMS does the retrying: a job never runs twice behind its back)
-  and ``--export=NONE`` (the wrapper builds the job's environment from nothing);
+  and ``--export=ALL``: the batch job gets sbatch's environment, which is the fixed one of
+  :attr:`SlurmCommands.env <wmproxy.execution.slurm.SlurmCommands.env>` (``PATH``, ``LANG``,
+  ``SLURM_*``), nothing of the worker's; the wrapper then builds the job's environment from
+  nothing, passing on only the ``SLURM_*`` variables. Not ``--export=NONE``: it implies
+  ``--get-user-env``, so slurmd ran ``su - <account>`` for a login environment at every job
+  start (the job wrapper would discard it anyway), which cost the node more than the
+  wrapper's own start;
 * the script body ``exec <python> -I -S -c <import the wrapper> <wrapper dir> <work dir>``
   (isolated, no site: the wrapper needs only the standard library, and every millisecond
   of its start counts at a thousand jobs). The wrapper (standard library only, so a node
@@ -769,8 +775,9 @@ def _partition(queue: str | None) -> str:
     return queue or ""
 
 
-#: ``--no-requeue``, ``--export=NONE``, one task on one node: every job's.
-_FIXED_OPTIONS = ("--no-requeue", "--export=NONE", "--nodes=1", "--ntasks=1")
+#: ``--no-requeue``, ``--export=ALL`` (not NONE: no ``su -`` on the node), one task on one
+#: node: every job's.
+_FIXED_OPTIONS = ("--no-requeue", "--export=ALL", "--nodes=1", "--ntasks=1")
 
 
 def _limit_options(wall_time: int | None, memory_mb: int | None) -> list[str]:
