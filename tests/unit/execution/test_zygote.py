@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from tests.unit.execution.test_local import HOST, account, input_dir, launch, run
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session, wait_for
 from wmproxy.domain import JobState
-from wmproxy.execution.backends import JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.backends.local import (
     LocalExecutionBackend,
     is_process,
@@ -27,7 +28,7 @@ from wmproxy.execution.backends.local import (
     ref_start_time,
 )
 from wmproxy.execution.identity import WRAPPER_PATH, Account
-from wmproxy.execution.zygote import start_time
+from wmproxy.execution.zygote import Zygote, start_time
 
 __all__ = ["account", "input_dir"]  # fixtures shared with test_local
 
@@ -101,9 +102,12 @@ class TestForked:
 
     def test_several_jobs_of_a_batch_in_one_round_trip(self, backend: LocalExecutionBackend, input_dir: Path,
                                                        account: Account | None) -> None:
-        handles = [backend.prepare(_job(input_dir, account, f"exit {index}", index)) for index in range(3)]
+        script = "while [ ! -e go ]; do sleep 0.1; done; exit {}"
+        handles = [backend.prepare(_job(input_dir, account, script.format(index), index)) for index in range(3)]
         backend.spawn_batch(handles)
         assert all(h.pid is not None and ref_start_time(h.ref) is not None for h in handles)
+        for handle in handles:
+            (handle.work_dir / "go").write_text("")
         for index, handle in enumerate(handles):
             assert backend.spawn(handle) is handle  # already started: spawn changes nothing
             wait_for(lambda h=handle: backend.poll(h) is not None, "the job to end")  # type: ignore[misc]
@@ -148,3 +152,29 @@ class TestFallback:
         assert handle.process is not None and outcome.state == JobState.DONE
         handle.process.wait(timeout=DEADLINE)
         assert not backend._zygotes
+
+
+FORGING_ZYGOTE = """
+import os, sys
+fd = int(sys.argv[1])
+with os.fdopen(os.dup(fd), "rb") as requests:
+    for _line in requests:
+        os.write(fd, b"1 0\\n")  # names init, which the worker could be made to signal
+"""
+
+
+class TestUntrusted:
+    def test_a_pid_that_is_not_the_zygotes_child_is_refused(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture
+    ) -> None:
+        script = tmp_path / "forger.py"
+        script.write_text(FORGING_ZYGOTE)
+        key = None if account is None else (account.uid, account.gid)
+        backend._zygotes[key] = Zygote([sys.executable, str(script)], str(WRAPPER_PATH), sys.executable)
+        handle = backend.prepare(_job(input_dir, account, "exit 0", 0))
+        with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"), \
+                pytest.raises(BackendError, match="not its child"):
+            backend.spawn(handle)
+        assert handle.pid is None and not backend._zygotes  # closed: its account's wrappers started directly
+        assert any("fork server" in r.getMessage() for r in caplog.records)

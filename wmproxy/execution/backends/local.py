@@ -78,7 +78,7 @@ class LocalExecutionBackend:
         self.use_zygotes = zygotes
         self._zygotes: dict[tuple[int, int] | None, Zygote] = {}
         self._fallback_until: dict[tuple[int, int] | None, float] = {}
-        self._refused: dict[int, str] = {}  # id(handle) -> why the zygote refused it
+        self._launched: dict[int, str | None] = {}  # id(handle) -> None: forked by a zygote, else why not
         weakref.finalize(self, _close_zygotes, self._zygotes)
 
     # --- starting ------------------------------------------------------------------
@@ -129,14 +129,13 @@ class LocalExecutionBackend:
             BackendError: the wrapper cannot be started (e.g. a root worker without an
                 account).
         """
-        refused = self._refused.pop(id(handle), None)
-        if refused is not None:
-            raise BackendError(refused)
-        if handle.pid is None:
+        if id(handle) not in self._launched and handle.pid is None:
             self.spawn_batch([handle])
-            refused = self._refused.pop(id(handle), None)
+        if id(handle) in self._launched:
+            refused = self._launched.pop(id(handle))
             if refused is not None:
                 raise BackendError(refused)
+            return handle  # the pid is None when the wrapper ended before it could be checked
         if handle.pid is None:
             try:
                 process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
@@ -174,12 +173,24 @@ class LocalExecutionBackend:
                         handle.pid = pid
                         handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid))
                 continue
+            forged = False
             for handle, result in zip(group, results, strict=True):
                 if isinstance(result, ZygoteRefusedError):
-                    self._refused[id(handle)] = str(result)
-                else:
+                    self._launched[id(handle)] = str(result)
+                    continue
+                # Never trust the zygote (it runs as the account) with a pid the worker may signal:
+                # the pid must be its own child, leading its own session; the start time is read here.
+                started = _child_of(result[0], launcher.process.pid)
+                if started is False:
+                    forged = True
+                    self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
+                    continue
+                self._launched[id(handle)] = None
+                if started is not None:  # None: it has ended and been reaped already (its status tells)
                     handle.pid = result[0]
-                    handle.ref = self._ref(result[0], handle.work_dir.name, result[1])
+                    handle.ref = self._ref(result[0], handle.work_dir.name, started)
+            if forged:
+                self._zygote_failed(account, "it named a process that is not its child")
 
     def _zygote(self, account: Account | None) -> Zygote | None:
         """The account's running zygote, started if needed; None while it is in its
@@ -464,6 +475,23 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
     if state is None or state == "Z":
         return False
     return _runs_wrapper_for(_cmdline(pid), work_dir)
+
+
+def _child_of(pid: int, parent: int) -> int | bool | None:
+    """The start time of ``pid`` if it is a child of ``parent`` leading its own session;
+    None if it is gone (ended and reaped); False if it is another process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        if int(fields[1]) != parent or int(fields[3]) != pid:
+            return False
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return False
 
 
 def is_process(pid: int, started: int) -> bool:
