@@ -480,12 +480,9 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
 def _child_of(pid: int, parent: int) -> int | bool | None:
     """The start time of ``pid`` if it is a child of ``parent`` leading its own session;
     None if it is gone (ended and reaped); False if it is another process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
     try:
         if int(fields[1]) != parent or int(fields[3]) != pid:
             return False
@@ -498,16 +495,22 @@ def is_process(pid: int, started: int) -> bool:
     """True while ``pid`` is a live (not zombie) session leader that started at ``started``
     (clock ticks after boot, field 22 of ``/proc/<pid>/stat``): the wrapper a zygote forked,
     never a later process that reused its pid."""
+    fields = _stat_fields(pid)
+    try:
+        return fields is not None and fields[0] != b"Z" and int(fields[3]) == pid and int(fields[19]) == started
+    except (IndexError, ValueError):
+        return False
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the state first), None if
+    the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
-        return False
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        return fields[0] != b"Z" and int(fields[3]) == pid and int(fields[19]) == started
-    except (IndexError, ValueError):
-        return False
+        return None
+    return raw[raw.rfind(b")") + 2 :].split()
 
 
 def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:
