@@ -87,6 +87,27 @@ class TestForked:
         finally:
             _cleanup(handle)
 
+    def test_the_zygote_holds_no_capability_and_no_secret_of_the_worker(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done")))
+        try:
+            (launcher,) = backend._zygotes.values()
+            status = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{launcher.process.pid}/status").read_text().splitlines() if ":" in line)
+            assert int(status["Uid"].split()[0]) == (os.getuid() if account is None else account.uid)
+            if os.geteuid() == 0:
+                assert {int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {0}
+                assert status["NoNewPrivs"].strip() == "1" and status["Groups"].strip() in ("", str(account.gid))
+            assert handle.pid is not None
+            assert int(Path(f"/proc/{handle.pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == \
+                launcher.process.pid  # the wrapper is the zygote's child
+            modules = Path(f"/proc/{launcher.process.pid}/maps").read_text()
+            assert "sqlalchemy" not in modules and "cryptography" not in modules  # no wmproxy server code
+            (handle.work_dir / "go").write_text("")
+        finally:
+            _cleanup(handle)
+
     def test_a_wrong_start_time_is_another_process(self, backend: LocalExecutionBackend, input_dir: Path,
                                                    account: Account | None) -> None:
         handle, outcome = run(backend, launch(input_dir, account, "exit 4"))
