@@ -25,6 +25,7 @@ min/median/max of each figure over the windows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -74,6 +75,16 @@ class Mode:
         """The worker process's own user + system CPU (not its reaped children's)."""
         fields = Path(f"/proc/{self.worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+    def side_cpu_seconds(self) -> float:
+        """The CPU of the worker's threads other than its main one (the work dir remover)."""
+        total = 0
+        for task in Path(f"/proc/{self.worker.pid}/task").iterdir():
+            if task.name != str(self.worker.pid):
+                with contextlib.suppress(OSError):
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])
+        return total / CLOCK_TICK
 
     def window(self, jobs: int) -> tuple[float, float]:
         """Start ``jobs`` registered jobs at once; (seconds until all ended, worker CPU seconds)."""
@@ -210,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
             ratio_off: list[float] = []
             ratio_on: list[float] = []
             cpu: dict[str, list[float]] = {"none": [], "gridmap": []}
+            side_cpu: dict[str, list[float]] = {"none": [], "gridmap": []}  # of which other threads
             for index in range(windows):
                 plain = n / plain_loop(n)
                 rates: dict[str, float] = {}
                 for mode in modes:
+                    side = mode.side_cpu_seconds()
                     seconds, cpu_seconds = mode.window(n)
                     rates[mode.name] = n / seconds
                     cpu[mode.name].append(cpu_seconds / n * 1000)
+                    side_cpu[mode.name].append((mode.side_cpu_seconds() - side) / n * 1000)
                 ratio_off.append(rates["none"] / plain)
                 ratio_on.append(rates["gridmap"] / plain)
                 print(f"  window {index + 1}: subprocess {plain:7.1f} jobs/s | mapping off {rates['none']:6.1f} jobs/s "
@@ -228,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ratio mapping on / subprocess:  {spread(ratio_on, '.3f')}")
             print(f"  worker CPU ms/job, mapping off: {spread(cpu['none'], '.2f')}   (target <= 5)")
             print(f"  worker CPU ms/job, mapping on:  {spread(cpu['gridmap'], '.2f')}")
+            print(f"  of which threads other than the main one (work dir removal), mapping off: "
+                  f"{spread(side_cpu['none'], '.2f')}, on: {spread(side_cpu['gridmap'], '.2f')}")
         finally:
             for mode in modes:
                 mode.check_and_stop()

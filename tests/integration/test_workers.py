@@ -66,7 +66,7 @@ def test_sigterm_drains_and_the_restarted_worker_finishes_the_job(deployment: De
 
     try:
         holder, backend_ref, _ = row()
-        wrapper_pid, work_name = int(backend_ref.split(":")[2]), backend_ref.split(":", 3)[3]
+        wrapper_pid, work_name = int(backend_ref.split(":")[2].split("@")[0]), backend_ref.split(":", 3)[3]
         worker = next(p for p in deployment.processes if isinstance(p.args, list) and p.args[-1] == holder)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=WAIT_TIMEOUT) == 0

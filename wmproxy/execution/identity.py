@@ -758,3 +758,31 @@ def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Accou
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None
+
+
+def zygote_command(account: Account | None, *, python: str | None = None) -> list[str]:
+    """The command starting a wrapper fork server (:mod:`wmproxy.execution.zygote`) as
+    ``account``, holding none of the worker's capabilities: ``setpriv`` switches to the
+    account's uid and gid without supplementary groups and clears the inheritable and
+    ambient sets with ``no_new_privs`` (as :func:`run_as`); without an account it runs as
+    the worker's own user, through ``setpriv`` dropping the capabilities when the worker
+    holds any (as :func:`spawn_wrapper`). Every wrapper it forks inherits exactly that.
+
+    Returns:
+        ``[setpriv ..., python, "-I", "-S", <zygote.py>]``; the caller appends the
+        zygote's own arguments.
+
+    Raises:
+        IdentityError: ``account`` is None while the worker runs as root, or ``setpriv``
+            is missing while an account or capabilities need it.
+    """
+    from wmproxy.execution import zygote
+
+    interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
+    script = str(Path(zygote.__file__).resolve())
+    if account is None:
+        return [*_switch_prefix(None), interpreter, "-I", "-S", script]
+    if not os.path.exists(SETPRIV):
+        raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
+    switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+    return [*switch, interpreter, "-I", "-S", script]

@@ -172,6 +172,10 @@ class ExecutionWorker:
         finally:
             self.wakeup.close()
         self.stop()
+        for backend in self.backends.values():
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()  # e.g. the local backend's zygotes (their wrappers keep running)
 
     def _wait(self, stop: threading.Event) -> None:
         """Sleep until a poll is due: ``poll_interval`` when every backend is full, its
@@ -182,9 +186,23 @@ class ExecutionWorker:
         timeout = self.settings.poll_interval * (IDLE_POLL_FRACTION if room else 1.0)
         if room and self.wakeup.listening:
             timeout = self.settings.poll_interval  # a queued job wakes the worker at once
-        self.wakeup.watch(job.handle.process.pid for job in self.running.values()
-                          if job.handle.process is not None and job.handle.process.poll() is None)
+        self.wakeup.watch(self._watched())
         self.wakeup.wait(timeout, stop, gather=GATHER_ENDS)
+
+    def _watched(self) -> list[int]:
+        """The wrapper pids whose exit should wake the worker: its own children still running,
+        and the local wrappers it follows (forked by a zygote, or adopted), which were
+        running at this cycle's reaping; a pidfd also works for a process that is not a
+        child. (A Slurm handle's pid is a Slurm job id.)"""
+        pids = []
+        for job in self.running.values():
+            process = job.handle.process
+            if process is not None:
+                if process.poll() is None:
+                    pids.append(process.pid)
+            elif job.handle.pid is not None and job.order.backend == "local":
+                pids.append(job.handle.pid)
+        return pids
 
     def start(self) -> None:
         """Register the heartbeat and adopt what is due (also called by :meth:`step`).
@@ -211,8 +229,10 @@ class ExecutionWorker:
 
     def _detach(self) -> None:
         """Stop following every job; their wrappers keep running (and are still reaped
-        by :meth:`step` when they are this process's children)."""
-        self.detached += [job.handle for job in self.running.values() if job.handle.process is not None]
+        by :meth:`step` when they are this process's children; the local wrappers a zygote
+        forked are listed too until the next step)."""
+        self.detached += [job.handle for job in self.running.values()
+                          if job.handle.process is not None or job.order.backend == "local"]
         self.running.clear()
 
     def step(self) -> bool:

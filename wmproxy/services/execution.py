@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import classad2
 from sqlalchemy.exc import SQLAlchemyError
@@ -187,7 +187,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
                 request = uow.queue.claim_next(worker, now, command="start")
                 if request is None:
                     return None
-                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now)
+                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, {})
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
         if order is not None:
@@ -202,7 +202,8 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
 
     Each request is handled as :func:`claim_next_start` handles it (expired, unmatched,
     waiting for another worker's backend, postponed while its backend is full). At most
-    ``limit`` + :data:`CLAIM_BATCH` requests are looked at.
+    ``limit`` + :data:`CLAIM_BATCH` requests are looked at. The delegation of the jobs of one
+    owner and delegation id is read and its proxy unsealed once per batch, not per job.
 
     Args:
         worker: the claiming worker's name.
@@ -227,6 +228,7 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     orders: list[StartOrder] = []
     if limit <= 0 or not any(n > 0 for n in left.values()):
         return orders
+    credentials: dict[tuple[str, str | None], _Credential] = {}  # the batch's delegations, looked up once
     with rt.uow() as uow:
         savepoints = uow.session.get_bind().dialect.name == "postgresql"
         for _ in range(limit + CLAIM_BATCH):
@@ -239,7 +241,7 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
                     request = uow.queue.claim_next(worker, now, command="start")
                     if request is None:
                         break
-                    order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now)
+                    order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials)
             except JobLockedError:
                 break  # the savepoint rolled back: the request stays queued for the next poll
             if order is not None:
@@ -248,8 +250,16 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     return orders
 
 
+class _Credential(NamedTuple):
+    """A delegation's FQANs and its unsealed proxy (PEM, ``b""`` when the delegation is gone)."""
+
+    fqans: list[str]
+    proxy_pem: bytes
+
+
 def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,
-           full: Collection[str], rng: random.Random, now: dt.datetime) -> StartOrder | None:
+           full: Collection[str], rng: random.Random, now: dt.datetime,
+           credentials: dict[tuple[str, str | None], _Credential]) -> StartOrder | None:
     # The claimed request row is locked: never wait for the job's row while holding it (a
     # jobCancel locks the job, then completes its queued request). The job is locked before
     # the request is updated again: PostgreSQL checks the foreign key of a row updated twice
@@ -266,8 +276,13 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
         change_state(uow, job.id, JobState.ABORTED, now, reason=REQUEST_EXPIRED)
         log.info("job %s: %s", job.id, REQUEST_EXPIRED)
         return None
-    delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
-    fqans = [f for f in delegation.fqans.split("\n") if f] if delegation is not None else []
+    key = (job.owner_dn, job.delegation_id)
+    if key not in credentials:  # one look-up and one unsealing per delegation and claim batch
+        delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
+        credentials[key] = _Credential(
+            [f for f in delegation.fqans.split("\n") if f] if delegation is not None else [],
+            rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b"")
+    fqans, proxy_pem = credentials[key]
     job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
     chosen = choose_ce(job_ad, site_ces(rt, uow, now), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
     if chosen is None:
@@ -293,7 +308,6 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
     uow.jobs.set_state(job, JobState.READY.value, now, reason=f"matched to CE {destination.ce_id}")
     job.worker = worker
     job.backend_ref = None
-    proxy_pem = rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b""
     return _order(rt, job, proxy_pem, destination, registered)
 
 
@@ -345,15 +359,16 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
     reference)`` pairs), in one transaction: one commit for a cycle's starts. A job that
     ended meanwhile (cancelled) is left alone, as :func:`set_state` does.
 
-    Jobs are locked in one global order (a node's compound job first, as
-    :meth:`~wmproxy.store.jobs.SqlJobStore.get`, then by id), so two workers doing this
-    never deadlock. Should the transaction fail anyway, each job is recorded on its own.
+    Jobs are locked together first, in one global order (a node's compound job first, as
+    :meth:`~wmproxy.store.jobs.SqlJobStore.get`, then by id; two statements at most:
+    :meth:`~wmproxy.store.jobs.SqlJobStore.lock_all`), so two workers doing this never
+    deadlock. Should the transaction fail anyway, each job is recorded on its own.
     """
     now = utcnow()
     ordered = list(started)
     try:
         with rt.uow() as uow:
-            ordered = lock_order(uow, started)
+            uow.jobs.lock_all([job_id for job_id, _ in ordered])
             for job_id, ref in ordered:
                 change_state(uow, job_id, JobState.RUNNING, now, backend_ref=ref)
     except SQLAlchemyError as exc:
@@ -377,7 +392,7 @@ def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]
     ordered = list(prepared)
     try:
         with rt.uow() as uow:
-            ordered = lock_order(uow, prepared)
+            uow.jobs.lock_all([job_id for job_id, _ in ordered])
             for job_id, ref in ordered:
                 if change_state(uow, job_id, JobState.SCHEDULED, now, backend_ref=ref):
                     done.add(job_id)

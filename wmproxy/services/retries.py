@@ -36,7 +36,7 @@ from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.compound import refresh_parent
-from wmproxy.services.execution import change_state, lock_order
+from wmproxy.services.execution import change_state
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -142,9 +142,9 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
     """:func:`end_attempt` for several jobs in one transaction (one commit for the jobs a
     worker cycle found ended), in the order given.
 
-    Jobs are locked in one global order (a node's compound job first, then by id), so two
-    workers doing this never deadlock; should the transaction fail anyway, each job is
-    recorded on its own.
+    Jobs are locked together first, in one global order (a node's compound job first, then
+    by id: :meth:`~wmproxy.store.jobs.SqlJobStore.lock_all`), so two workers doing this never
+    deadlock; should the transaction fail anyway, each job is recorded on its own.
 
     Returns:
         Each job's new state, as :func:`end_attempt` returns it.
@@ -154,9 +154,7 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
     ordered = list(ends)
     try:
         with rt.uow() as uow:
-            ordered = lock_order(uow, ends)
-            for job_id, _end in ordered:  # every job locked first, so that one query finds their cancels
-                uow.jobs.get(job_id, for_update=True)
+            uow.jobs.lock_all([job_id for job_id, _end in ordered])  # so that one query finds their cancels
             cancels: dict[str, list[ExecutionRequest]] = {job_id: [] for job_id, _end in ordered}
             for request in uow.queue.pending_commands(list(cancels), "cancel"):
                 cancels[request.job_id].append(request)

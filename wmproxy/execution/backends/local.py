@@ -25,6 +25,8 @@ import socket
 import stat
 import threading
 import time
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +36,7 @@ from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
+from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
 from wmproxy.security.chain import load_pem_chain
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,13 @@ WRAPPER_NAME = identity.WRAPPER_PATH.name
 #: Seconds after the wrapper's own kill grace before a cancel kills the whole session.
 CANCEL_MARGIN = 30.0
 _COPY_CHUNK = 64 * 1024
+#: Seconds an account's wrappers are started by the worker itself after its zygote failed.
+ZYGOTE_RETRY = 60.0
+#: Seconds without a job after which an account's zygote is closed and a new one started at
+#: the account's next job. A pool account goes to another identity only after a much longer
+#: idle time (``[mapping] lease_idle_time``), so a zygote never serves two grid users even if
+#: a job of the first one took it over.
+ZYGOTE_IDLE = 60.0
 
 
 class LocalExecutionBackend:
@@ -58,15 +68,24 @@ class LocalExecutionBackend:
         background_removal: :meth:`release` sets the work dir aside with one rename and
             a background thread removes it (and whatever an earlier life set aside), so
             the worker does not wait for the filesystem; default: removed at once.
+        zygotes: fork the wrappers from one long-lived process per account
+            (:mod:`wmproxy.execution.zygote`) rather than start an interpreter per job;
+            False starts each wrapper with :func:`identity.spawn_wrapper`.
     """
 
     def __init__(self, work_root: Path, host: str | None = None, *, kill_grace: float = 10.0,
-                 python: str | None = None, background_removal: bool = False) -> None:
+                 python: str | None = None, background_removal: bool = False, zygotes: bool = True) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         self.host = host or socket.gethostname()
         self.kill_grace = kill_grace
         self.python = python
         self._remover = _Remover.of(self.work_root) if background_removal else None
+        self.use_zygotes = zygotes
+        self._zygotes: dict[tuple[int, int] | None, Zygote] = {}
+        self._fallback_until: dict[tuple[int, int] | None, float] = {}
+        self._last_used: dict[tuple[int, int] | None, float] = {}
+        self._launched: dict[int, str | None] = {}  # id(handle) -> None: forked by a zygote, else why not
+        weakref.finalize(self, _close_zygotes, self._zygotes)
 
     # --- starting ------------------------------------------------------------------
 
@@ -109,20 +128,128 @@ class LocalExecutionBackend:
         return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account)
 
     def spawn(self, handle: RunHandle) -> RunHandle:
-        """Start the wrapper of a prepared job as its account.
+        """Start the wrapper of a prepared job as its account (unless :meth:`spawn_batch`
+        already has): forked by the account's zygote, else started by the worker.
 
         Raises:
             BackendError: the wrapper cannot be started (e.g. a root worker without an
                 account).
         """
-        try:
-            process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
-        except IdentityError as exc:
-            raise BackendError(str(exc)) from None
-        handle.process = process
-        handle.pid = process.pid
-        handle.ref = self._ref(process.pid, handle.work_dir.name)
+        if id(handle) not in self._launched and handle.pid is None:
+            self.spawn_batch([handle])
+        if id(handle) in self._launched:
+            refused = self._launched.pop(id(handle))
+            if refused is not None:
+                raise BackendError(refused)
+            return handle  # the pid is None when the wrapper ended before it could be checked
+        if handle.pid is None:
+            try:
+                process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
+            except IdentityError as exc:
+                raise BackendError(str(exc)) from None
+            handle.process = process
+            handle.pid = process.pid
+            handle.ref = self._ref(process.pid, handle.work_dir.name)
         return handle
+
+    def spawn_batch(self, handles: Sequence[RunHandle]) -> None:
+        """Have each account's zygote (:mod:`wmproxy.execution.zygote`, started at its first
+        job) fork the wrappers of these prepared jobs, one round trip per account; the
+        handles then name the wrappers (pid and start time). A job the zygote refuses is
+        refused by :meth:`spawn`; a zygote that fails is closed and its account's jobs are
+        started by the worker itself (:meth:`spawn`) for :data:`ZYGOTE_RETRY` seconds,
+        which is logged once. Never raises."""
+        if not self.use_zygotes:
+            return
+        self._close_idle_zygotes()
+        by_account: dict[Account | None, list[RunHandle]] = {}
+        for handle in handles:
+            if handle.pid is None:
+                by_account.setdefault(handle.account, []).append(handle)
+        for account, group in by_account.items():
+            launcher = self._zygote(account)
+            if launcher is None:
+                continue
+            try:
+                results = launcher.request([str(h.work_dir) for h in group])
+            except ZygoteError as exc:
+                self._zygote_failed(account, str(exc))
+                for handle in group:  # the zygote may have forked some before it failed
+                    pid = _find_wrapper(handle.work_dir)
+                    if pid is not None:
+                        handle.pid = pid
+                        handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid))
+                continue
+            forged = False
+            for handle, result in zip(group, results, strict=True):
+                if isinstance(result, ZygoteRefusedError):
+                    self._launched[id(handle)] = str(result)
+                    continue
+                # Never trust the zygote (it runs as the account) with a pid the worker may signal:
+                # the pid must be its own child, leading its own session; the start time is read here.
+                started = _child_of(result[0], launcher.process.pid)
+                if started is False:
+                    forged = True
+                    self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
+                    continue
+                self._launched[id(handle)] = None
+                if started is not None:  # None: it has ended and been reaped already (its status tells)
+                    handle.pid = result[0]
+                    handle.ref = self._ref(result[0], handle.work_dir.name, started)
+            if forged:
+                self._zygote_failed(account, "it named a process that is not its child")
+
+    def _zygote(self, account: Account | None) -> Zygote | None:
+        """The account's running zygote, started if needed; None while it is in its
+        fallback period or cannot be started."""
+        key = None if account is None else (account.uid, account.gid)
+        launcher = self._zygotes.get(key)
+        if launcher is not None:
+            if launcher.process.poll() is None:
+                self._last_used[key] = time.monotonic()
+                return launcher
+            self._zygote_failed(account, f"it exited with status {launcher.process.returncode}")
+            return None
+        if time.monotonic() < self._fallback_until.get(key, 0.0):
+            return None
+        python = self.python or identity.SYSTEM_PYTHON
+        try:
+            launcher = Zygote(identity.zygote_command(account, python=self.python), str(identity.WRAPPER_PATH),
+                              python)
+        except (ZygoteError, IdentityError) as exc:
+            self._zygote_failed(account, str(exc))
+            return None
+        self._zygotes[key] = launcher
+        self._last_used[key] = time.monotonic()
+        return launcher
+
+    def _close_idle_zygotes(self) -> None:
+        """Close the zygotes that forked nothing for :data:`ZYGOTE_IDLE` seconds."""
+        now = time.monotonic()
+        for key in [k for k, used in self._last_used.items() if now - used >= ZYGOTE_IDLE]:
+            del self._last_used[key]
+            launcher = self._zygotes.pop(key, None)
+            if launcher is not None:
+                with contextlib.suppress(OSError):
+                    launcher.close()
+
+    def _zygote_failed(self, account: Account | None, why: str) -> None:
+        key = None if account is None else (account.uid, account.gid)
+        launcher = self._zygotes.pop(key, None)
+        self._last_used.pop(key, None)
+        if launcher is not None:
+            with contextlib.suppress(OSError):
+                launcher.close()
+        first = self._fallback_until.get(key, 0.0) == 0.0
+        self._fallback_until[key] = time.monotonic() + ZYGOTE_RETRY
+        if first:
+            log.warning("the wrapper fork server of %s failed (%s): the worker starts the wrappers itself "
+                        "for %g s, then tries again; further failures are not logged",
+                        "the worker's user" if account is None else account.name, why, ZYGOTE_RETRY)
+
+    def close(self) -> None:
+        """Stop the zygotes (their wrappers keep running)."""
+        _close_zygotes(self._zygotes)
 
     # --- following -----------------------------------------------------------------
 
@@ -175,7 +302,10 @@ class LocalExecutionBackend:
         work_dir = self.work_root / name
         if pid is None:
             pid = _find_wrapper(work_dir)
-        return RunHandle(ref=self._ref(pid, name), work_dir=work_dir, account=account, pid=pid)
+            ref = self._ref(pid, name, None if pid is None else start_time(pid))
+        else:
+            ref = self._ref(pid, name, ref_start_time(ref))
+        return RunHandle(ref=ref, work_dir=work_dir, account=account, pid=pid)
 
     def release(self, handle: RunHandle) -> None:
         """Remove the job's proxy copy, then its work dir (never following links), so the
@@ -198,8 +328,12 @@ class LocalExecutionBackend:
 
     # --- helpers -------------------------------------------------------------------
 
-    def _ref(self, pid: int | None, name: str) -> str:
-        return f"{SCHEME}:{self.host}:{'-' if pid is None else pid}:{name}"
+    def _ref(self, pid: int | None, name: str, started: int | None = None) -> str:
+        if pid is None:
+            return f"{SCHEME}:{self.host}:-:{name}"
+        if started is None:
+            return f"{SCHEME}:{self.host}:{pid}:{name}"
+        return f"{SCHEME}:{self.host}:{pid}@{started}:{name}"
 
     def _remove(self, name: str) -> None:
         try:
@@ -212,21 +346,47 @@ class LocalExecutionBackend:
             return False
         if handle.process is not None:
             return handle.process.poll() is None
+        started = ref_start_time(handle.ref)
+        if started is not None:  # forked by a zygote: not our child
+            return is_process(handle.pid, started)
         _reap_if_child(handle.pid)
         return is_wrapper(handle.pid, handle.work_dir)
 
 
+def _close_zygotes(zygotes: dict[tuple[int, int] | None, Zygote]) -> None:
+    for launcher in zygotes.values():
+        with contextlib.suppress(OSError):
+            launcher.close()
+    zygotes.clear()
+
+
 def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
     """``(host, wrapper pid or None, work dir name)`` of a local backend reference, None
-    for another backend's or a malformed one."""
+    for another backend's or a malformed one.
+
+    References: ``local:<host>:<pid>@<start time>:<work dir name>`` (the wrapper's pid and
+    its start time, field 22 of ``/proc/<pid>/stat``, which together name one process
+    whatever the pid's reuse), ``local:<host>:<pid>:<work dir name>`` (a wrapper recognised
+    by its command line: the worker started it itself, or an older worker did) and
+    ``local:<host>:-:<work dir name>`` (Scheduled, no wrapper known yet)."""
     parts = ref.split(":", 3)
     if len(parts) != 4 or parts[0] != SCHEME or not parts[3]:
         return None
     if parts[2] == "-":
         return parts[1], None, parts[3]
-    if not parts[2].isdigit():
+    pid, at, started = parts[2].partition("@")
+    if not pid.isdigit() or (at and not started.isdigit()):
         return None
-    return parts[1], int(parts[2]), parts[3]
+    return parts[1], int(pid), parts[3]
+
+
+def ref_start_time(ref: str) -> int | None:
+    """The wrapper's start time a local backend reference records, None if it has none."""
+    parts = ref.split(":", 3)
+    if len(parts) != 4:
+        return None
+    _pid, at, started = parts[2].partition("@")
+    return int(started) if at and started.isdigit() else None
 
 
 class _Remover:
@@ -335,6 +495,42 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
     if state is None or state == "Z":
         return False
     return _runs_wrapper_for(_cmdline(pid), work_dir)
+
+
+def _child_of(pid: int, parent: int) -> int | bool | None:
+    """The start time of ``pid`` if it is a child of ``parent`` leading its own session;
+    None if it is gone (ended and reaped); False if it is another process."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    try:
+        if int(fields[1]) != parent or int(fields[3]) != pid:
+            return False
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return False
+
+
+def is_process(pid: int, started: int) -> bool:
+    """True while ``pid`` is a live (not zombie) session leader that started at ``started``
+    (clock ticks after boot, field 22 of ``/proc/<pid>/stat``): the wrapper a zygote forked,
+    never a later process that reused its pid."""
+    fields = _stat_fields(pid)
+    try:
+        return fields is not None and fields[0] != b"Z" and int(fields[3]) == pid and int(fields[19]) == started
+    except (IndexError, ValueError):
+        return False
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the state first), None if
+    the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :].split()
 
 
 def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:

@@ -1,0 +1,218 @@
+"""The local backend forks wrappers from a zygote per account (wmproxy.execution.zygote): the
+wrapper runs as the account in its own session, is not the worker's child, is named by pid
+and start time (a pid reused by another process is not taken for it), looks like a wrapper
+on its command line; a broken zygote makes the backend start wrappers itself for a while."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit.execution.test_local import HOST, account, input_dir, launch, run
+from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session, wait_for
+from wmproxy.domain import JobState
+from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.backends.local import (
+    LocalExecutionBackend,
+    is_process,
+    is_wrapper,
+    parse_ref,
+    ref_start_time,
+)
+from wmproxy.execution.identity import WRAPPER_PATH, Account
+from wmproxy.execution.zygote import Zygote, start_time
+
+__all__ = ["account", "input_dir"]  # fixtures shared with test_local
+
+
+@pytest.fixture
+def backend(work_root: Path) -> Iterator[LocalExecutionBackend]:
+    backend = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=2.0)
+    (work_root / "jobs").mkdir(mode=0o755)
+    yield backend
+    backend.close()
+
+
+def _job(input_dir: Path, account: Account | None, script: str, index: int) -> JobLaunch:
+    job = launch(input_dir, account, script)
+    return dataclasses.replace(job, job_id=f"{job.job_id}-{index}")
+
+
+def _cleanup(handle: RunHandle) -> None:
+    if handle.pid is not None and alive(handle.pid):
+        kill_session(handle.pid)
+    if handle.process is not None:
+        handle.process.wait(timeout=DEADLINE)
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+class TestForked:
+    def test_the_wrapper_is_forked_by_the_zygote_as_the_account_in_its_own_session(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done")))
+        try:
+            assert handle.process is None and handle.pid is not None  # not the worker's child
+            parsed = parse_ref(handle.ref)
+            assert parsed == (HOST, handle.pid, handle.work_dir.name)
+            assert ref_start_time(handle.ref) == start_time(handle.pid)
+            assert os.getsid(handle.pid) == handle.pid
+            assert _uid(handle.pid) == (os.getuid() if account is None else account.uid)
+            argv = [p for p in Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0") if p]
+            assert argv[-2:] == [str(WRAPPER_PATH).encode(), str(handle.work_dir).encode()]
+            assert is_wrapper(handle.pid, handle.work_dir)
+            assert backend.poll(handle) is None
+            heir = LocalExecutionBackend(backend.work_root, HOST).attach(handle.ref, account)  # a new worker life
+            assert heir is not None and heir.pid == handle.pid and heir.ref == handle.ref
+            (handle.work_dir / "go").write_text("")
+            deadline = time.monotonic() + DEADLINE
+            while (outcome := backend.poll(heir)) is None:
+                assert time.monotonic() < deadline, "the job did not end"
+                time.sleep(0.05)
+            assert outcome == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+        finally:
+            _cleanup(handle)
+
+    def test_the_zygote_holds_no_capability_and_no_secret_of_the_worker(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done")))
+        try:
+            (launcher,) = backend._zygotes.values()
+            status = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{launcher.process.pid}/status").read_text().splitlines() if ":" in line)
+            assert int(status["Uid"].split()[0]) == (os.getuid() if account is None else account.uid)
+            if os.geteuid() == 0:
+                assert {int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {0}
+                assert status["NoNewPrivs"].strip() == "1" and status["Groups"].strip() in ("", str(account.gid))
+            assert handle.pid is not None
+            assert int(Path(f"/proc/{handle.pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == \
+                launcher.process.pid  # the wrapper is the zygote's child
+            modules = Path(f"/proc/{launcher.process.pid}/maps").read_text()
+            assert "sqlalchemy" not in modules and "cryptography" not in modules  # no wmproxy server code
+            (handle.work_dir / "go").write_text("")
+        finally:
+            _cleanup(handle)
+
+    def test_a_wrong_start_time_is_another_process(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                   account: Account | None) -> None:
+        handle, outcome = run(backend, launch(input_dir, account, "exit 4"))
+        assert outcome.exit_code == 4
+        started = start_time(os.getpid())
+        assert started is not None
+        assert is_process(os.getpid(), started) is (os.getsid(0) == os.getpid())
+        assert not is_process(os.getpid(), started + 1)
+        reused = f"local:{HOST}:{os.getpid()}@{started + 1}:{handle.work_dir.name}"
+        stale = backend.attach(reused, account)
+        assert stale is not None and stale.pid == os.getpid()
+        assert backend.poll(stale) is not None  # never taken for a running wrapper
+
+    def test_several_jobs_of_a_batch_in_one_round_trip(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                       account: Account | None) -> None:
+        script = "while [ ! -e go ]; do sleep 0.1; done; exit {}"
+        handles = [backend.prepare(_job(input_dir, account, script.format(index), index)) for index in range(3)]
+        backend.spawn_batch(handles)
+        assert all(h.pid is not None and ref_start_time(h.ref) is not None for h in handles)
+        for handle in handles:
+            (handle.work_dir / "go").write_text("")
+        for index, handle in enumerate(handles):
+            assert backend.spawn(handle) is handle  # already started: spawn changes nothing
+            wait_for(lambda h=handle: backend.poll(h) is not None, "the job to end")  # type: ignore[misc]
+            assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=index, payload_started=True)
+
+    def test_a_work_dir_the_zygote_cannot_enter_is_refused(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                           account: Account | None) -> None:
+        handle = backend.prepare(launch(input_dir, account, "true"))
+        for entry in sorted(handle.work_dir.rglob("*"), reverse=True):
+            entry.unlink() if not entry.is_dir() or entry.is_symlink() else entry.rmdir()
+        handle.work_dir.rmdir()
+        with pytest.raises(Exception, match="Cannot start the job wrapper"):
+            backend.spawn(handle)
+        assert backend._zygotes  # the zygote is fine and kept
+
+
+class TestIdle:
+    def test_an_idle_zygote_is_closed_and_the_next_job_gets_a_new_one(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A pool account may later go to another grid user: a zygote that a job of the first
+        user could have taken over must not fork the second user's wrappers."""
+        run(backend, _job(input_dir, account, "true", 0))
+        (first,) = backend._zygotes.values()
+        monkeypatch.setattr("wmproxy.execution.backends.local.ZYGOTE_IDLE", 0.0)
+        handle, outcome = run(backend, _job(input_dir, account, "exit 3", 1))
+        assert outcome.exit_code == 3 and handle.process is None  # forked by a zygote
+        (second,) = backend._zygotes.values()
+        assert second is not first
+        first.process.wait(timeout=DEADLINE)  # the idle one was told to go, and went
+
+
+class TestFallback:
+    def test_a_dead_zygote_is_replaced_by_direct_starts_logged_once(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        caplog: pytest.LogCaptureFixture
+    ) -> None:
+        first, _ = run(backend, launch(input_dir, account, "true"))
+        assert first.process is None
+        (launcher,) = backend._zygotes.values()
+        os.kill(launcher.process.pid, signal.SIGKILL)
+        launcher.process.wait(timeout=DEADLINE)
+        with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"):
+            for index in range(2):
+                handle, outcome = run(backend, _job(input_dir, account, "exit 5", index))
+                assert outcome.exit_code == 5
+                assert handle.process is not None  # started by the worker itself
+                assert ref_start_time(handle.ref) is None
+                handle.process.wait(timeout=DEADLINE)
+        assert len([r for r in caplog.records if "fork server" in r.getMessage()]) == 1
+        assert not backend._zygotes
+
+    def test_without_zygotes_the_worker_starts_the_wrapper(self, work_root: Path, input_dir: Path,
+                                                           account: Account | None) -> None:
+        backend = LocalExecutionBackend(work_root / "plain", HOST, kill_grace=2.0, zygotes=False)
+        (work_root / "plain").mkdir(mode=0o755)
+        handle, outcome = run(backend, launch(input_dir, account, "exit 0"))
+        assert handle.process is not None and outcome.state == JobState.DONE
+        handle.process.wait(timeout=DEADLINE)
+        assert not backend._zygotes
+
+
+FORGING_ZYGOTE = """
+import os, sys
+fd = int(sys.argv[1])
+with os.fdopen(os.dup(fd), "rb") as requests:
+    for _line in requests:
+        os.write(fd, b"1 0\\n")  # names init, which the worker could be made to signal
+"""
+
+
+class TestUntrusted:
+    def test_a_pid_that_is_not_the_zygotes_child_is_refused(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture
+    ) -> None:
+        script = tmp_path / "forger.py"
+        script.write_text(FORGING_ZYGOTE)
+        key = None if account is None else (account.uid, account.gid)
+        backend._zygotes[key] = Zygote([sys.executable, str(script)], str(WRAPPER_PATH), sys.executable)
+        handle = backend.prepare(_job(input_dir, account, "exit 0", 0))
+        with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"), \
+                pytest.raises(BackendError, match="not its child"):
+            backend.spawn(handle)
+        assert handle.pid is None and not backend._zygotes  # closed: its account's wrappers started directly
+        assert any("fork server" in r.getMessage() for r in caplog.records)

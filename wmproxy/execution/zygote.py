@@ -1,0 +1,256 @@
+"""A fork server for job wrappers ("zygote"): one small long-lived process per account that
+forks a ready job wrapper per job instead of the worker starting a Python interpreter for each.
+
+The worker (:class:`Zygote`, used by the local backend) starts ``python3 -I -S zygote.py``
+once per account, as that account and without any capability (``setpriv --reuid --regid
+--clear-groups`` dropping the inheritable and ambient sets, ``no_new_privs``: the same switch
+as :func:`wmproxy.execution.identity.spawn_wrapper`), with a socket as descriptor 3. The
+zygote imports the job wrapper (:mod:`wmproxy.execution.jobwrapper`, standard library only)
+and nothing else of wmproxy: its memory, which every wrapper it forks inherits, holds no
+secret of the worker (the store key, the database, other accounts' proxies).
+
+Protocol (one line each way per job, UTF-8)::
+
+    worker -> zygote   <absolute work dir>\\n
+    zygote -> worker   <pid> <start time>\\n      the wrapper runs (start time: field 22 of
+                                                  /proc/<pid>/stat, clock ticks since boot)
+                       E <message>\\n             this job's wrapper could not be set up
+
+For each request the zygote forks a child that leads a new session, enters the work dir
+(never following a link), opens a fresh ``.wmproxy/wrapper.log`` as its standard output and
+error, reads ``/dev/null``, sets umask 0o077, closes every other descriptor, shows
+``<python> -I -S <wrapper path> <work dir>`` as its command line (so that it is recognised
+like a wrapper the worker started itself) and runs :func:`jobwrapper.run`; the zygote
+answers once the child has done all that but running the job. The zygote reaps its children
+and exits at end of file on its socket (the worker stopped or died): the wrappers, each
+leading its own session, keep running and are adopted as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
+
+STATE_DIR = ".wmproxy"
+LOG_NAME = "wrapper.log"
+#: Bytes reserved in the zygote's command line for its children's (work dir paths included).
+TITLE_ROOM = 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Seconds the worker waits for a zygote's answer before it takes the zygote for broken.
+REPLY_TIMEOUT = 30.0
+
+
+class ZygoteError(Exception):
+    """The zygote is unusable (it could not start, died, or gave no or a malformed answer):
+    the caller starts its wrappers another way for a while."""
+
+
+class ZygoteRefusedError(Exception):
+    """The zygote is fine but could not set up this job's wrapper (the message says why)."""
+
+
+class Zygote:
+    """The worker's end of one zygote process.
+
+    Args:
+        command: the command that starts ``zygote.py`` as the account
+            (:func:`wmproxy.execution.identity.zygote_command`).
+        wrapper: the job wrapper script the children run (also their command line).
+        python: the interpreter shown in the children's command line.
+
+    Raises:
+        ZygoteError: the process cannot be started.
+    """
+
+    def __init__(self, command: list[str], wrapper: str, python: str) -> None:
+        import subprocess
+
+        ours, theirs = socket.socketpair()
+        try:
+            self.process: subprocess.Popen[bytes] = subprocess.Popen(  # noqa: S603 - fixed argv
+                [*command, str(theirs.fileno()), python, wrapper, "x" * TITLE_ROOM],
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True, cwd="/", umask=0o077,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            ours.close()
+            raise ZygoteError(f"cannot start the wrapper fork server: {exc}") from None
+        finally:
+            theirs.close()
+        ours.settimeout(REPLY_TIMEOUT)
+        self._sock = ours
+        self._reader = ours.makefile("rb")
+
+    def request(self, work_dirs: list[str]) -> list[tuple[int, int | None] | ZygoteRefusedError]:
+        """Start a wrapper in each of ``work_dirs`` (absolute paths): its ``(pid, start time)``
+        or why it was refused, in order. All requests are sent before the first answer is
+        read, so the zygote forks while the worker waits once.
+
+        Raises:
+            ZygoteError: the zygote died or answered nothing usable (in time); whether some
+                wrappers of this call were started is then unknown.
+        """
+        try:
+            self._sock.sendall(b"".join(d.encode() + b"\n" for d in work_dirs))
+            answers = [self._reader.readline() for _ in work_dirs]
+        except OSError as exc:
+            raise ZygoteError(f"the wrapper fork server does not answer: {exc}") from None
+        results: list[tuple[int, int | None] | ZygoteRefusedError] = []
+        for answer in answers:
+            text = answer.decode(errors="replace").rstrip("\n")
+            if text.startswith("E "):
+                results.append(ZygoteRefusedError(text[2:]))
+                continue
+            pid, _, started = text.partition(" ")
+            if not pid.isdigit() or not (started.isdigit() or started == "-"):
+                raise ZygoteError(f"the wrapper fork server gave a malformed answer {text[:80]!r}")
+            results.append((int(pid), int(started) if started.isdigit() else None))
+        return results
+
+    def close(self) -> None:
+        """Close the socket (the zygote exits at end of file) and reap the process."""
+        import subprocess
+
+        self._reader.close()
+        self._sock.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (clock ticks after boot), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        return int(raw[raw.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --- the zygote process (standard library only) ----------------------------------
+
+
+def _reap(_signum: int = 0, _frame: object = None) -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _set_title(title: bytes) -> None:
+    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``), as
+    ``setproctitle`` does, when it fits in the area the kernel reserved for it."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            raw = f.read()
+        fields = raw[raw.rfind(b")") + 2:].split()
+        arg_start, arg_end = int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return
+    if len(title) + 1 > arg_end - arg_start:
+        return
+    import ctypes
+
+    ctypes.memmove(arg_start, title + b"\0" * (arg_end - arg_start - len(title)), arg_end - arg_start)
+
+
+def _child(work_dir: str, title: bytes, report: int, run: object) -> None:
+    """In the forked child: set the wrapper up, tell the zygote, run the job; never returns."""
+    code = 2
+    try:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.umask(0o077)
+        try:
+            work_fd = os.open(work_dir, _DIR_FLAGS)
+            os.fchdir(work_fd)
+            state_fd = os.open(STATE_DIR, _DIR_FLAGS, dir_fd=work_fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(LOG_NAME, dir_fd=state_fd)
+            log_fd = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                             dir_fd=state_fd)
+        except OSError as exc:
+            os.write(report, f"E Cannot start the job wrapper in {work_dir}: {exc.strerror}".encode())
+            os._exit(code)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.closerange(3, report)
+        os.closerange(report + 1, 1 << 16)
+        _set_title(title)
+        os.write(report, b"ok")
+        os.close(report)
+        code = run(work_dir)  # type: ignore[operator]
+    except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
+        code = 2
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 2)
+
+
+def _serve(fd: int, python: str, wrapper: str) -> int:
+    sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
+    import jobwrapper  # type: ignore[import-not-found,unused-ignore]
+
+    signal.signal(signal.SIGCHLD, _reap)
+    reader = os.fdopen(os.dup(fd), "rb")
+    for raw in reader:
+        line = raw.rstrip(b"\n")
+        title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), line])
+        reply = _fork(line.decode(errors="replace"), title, jobwrapper.run)
+        os.write(fd, reply.encode() + b"\n")
+    return 0
+
+
+def _fork(work_dir: str, title: bytes, run: object) -> str:
+    if not os.path.isabs(work_dir) or "\n" in work_dir:
+        return "E the work dir must be an absolute path"
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # not reaped before its start time is read
+    try:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_end)
+            os.close(write_end)
+            return f"E Cannot start the job wrapper: {exc.strerror}"
+        if pid == 0:
+            os.close(read_end)
+            _child(work_dir, title, write_end, run)
+        os.close(write_end)
+        chunks = []
+        while chunk := os.read(read_end, 4096):
+            chunks.append(chunk)
+        os.close(read_end)
+        answer = b"".join(chunks).decode(errors="replace")
+        if answer != "ok":
+            return answer.replace("\n", " ") if answer.startswith("E ") else "E the job wrapper died at its start"
+        started = start_time(pid)
+        return f"{pid} {started if started is not None else '-'}"
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+if __name__ == "__main__":
+    # argv: zygote.py <socket fd> <python> <wrapper path> <room for the children's command lines>
+    sys.exit(_serve(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
