@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any
 
+from wmproxy.allocator import tune_allocator
 from wmproxy.config import ConfigError, load_settings
 from wmproxy.soap.app import check_start
 
@@ -98,3 +99,9 @@ def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext
         _cache["built"] = now
     context: ssl.SSLContext = _cache["context"]
     return context
+
+
+def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
+    """gunicorn calls this in each new worker before it serves: glibc's mmap and trim thresholds
+    are fixed there, so the blocks of a big request go back to the kernel (issue 14)."""
+    tune_allocator()
