@@ -12,12 +12,21 @@ bytes are free there (also raised dynamically, to twice the mmap threshold).
 mapped (and unmapped when freed), and a heap is trimmed as soon as :data:`TRIM_THRESHOLD` bytes
 are free at its top. Setting either turns glibc's dynamic adjustment off. Ordinary requests
 allocate far below 256 kB per block, so they never notice.
+
+CPython's own allocator (pymalloc) serves every object of up to 512 bytes from 1 MiB arenas and
+gives an arena back only once every object in it is gone: the few objects that outlive a big
+request (cache entries, a new connection's state) keep whole arenas resident, 6-8 MB after a
+10,000-node jobRegister. :func:`exec_with_system_malloc` re-executes the gunicorn master with
+``PYTHONMALLOC=malloc`` (read by the interpreter at start only), so its workers allocate every
+object from glibc, whose free pages :func:`wmproxy.soap.memory.release_memory` can give back.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import sys
 from typing import Any
 
 #: glibc ``mallopt`` parameters (malloc.h).
@@ -58,3 +67,26 @@ def tune_allocator() -> bool:
     mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     trim_set = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     return bool(mmap_set) and bool(trim_set)
+
+
+#: The variable that selects CPython's allocator; read once, when the interpreter starts.
+PYTHONMALLOC = "PYTHONMALLOC"
+
+
+def exec_with_system_malloc() -> None:
+    """Replace this process (same pid, same open files) by the same command line with
+    ``PYTHONMALLOC=malloc``, unless ``PYTHONMALLOC`` is set already (also by this very step: it
+    runs once) or there is no glibc (musl and macOS keep pymalloc). Returns only in those cases.
+
+    Call it before the process opens anything it must not hand down (sockets, threads): the
+    gunicorn master's ``on_starting`` hook. ``PYTHONMALLOC=pymalloc`` in the environment keeps
+    CPython's allocator.
+
+    Raises:
+        OSError: the interpreter could not be executed again.
+    """
+    if os.environ.get(PYTHONMALLOC) is not None or _mallopt() is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execve(sys.executable, sys.orig_argv, {**os.environ, PYTHONMALLOC: "malloc"})  # noqa: S606 -- this very command

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,32 @@ def test_without_glibc_nothing_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     such C library runs here)."""
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert allocator.tune_allocator() is False
+
+
+_REEXEC = r"""
+import os
+from wmproxy.allocator import exec_with_system_malloc
+print(os.getpid(), os.environ.get("PYTHONMALLOC"), flush=True)
+exec_with_system_malloc()
+print("returned", flush=True)
+"""
+
+
+def _reexec(**env: str) -> list[str]:
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    out = subprocess.run([sys.executable, "-c", _REEXEC], capture_output=True, text=True, check=True,
+                         env={**base, **env}).stdout
+    return out.splitlines()
+
+
+def test_the_process_starts_again_once_with_the_system_malloc() -> None:
+    first, second, last = _reexec()
+    pid = first.split()[0]
+    assert first == f"{pid} None"
+    assert second == f"{pid} malloc"  # the same process, with the same command line
+    assert last == "returned"
+
+
+def test_a_chosen_allocator_is_kept() -> None:
+    assert _reexec(PYTHONMALLOC="pymalloc")[1:] == ["returned"]
+    assert _reexec(PYTHONMALLOC="pymalloc")[0].endswith(" pymalloc")
