@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,8 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collection_1000 import collection
-from perf_support import database, site
-from worker_memory import memory, small_requests, worker_pid
+from worker_memory import memory, small_requests, warm_worker
+
+
+def _data_file(log: Path) -> Path | None:
+    """The data file heaptrack names in its output (it is named after heaptrack's pid, not the worker's)."""
+    found = re.search(r'heaptrack output will be written to "([^"]+)"', log.read_text())
+    return Path(found.group(1)) if found else None
 
 
 def _attach(pid: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -35,7 +41,7 @@ def _attach(pid: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
     proc = subprocess.Popen(["heaptrack", "-p", str(pid)], cwd=out, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if "injecting heaptrack" in log.read_text() or list(out.glob(f"heaptrack.*.{pid}.*")):
+        if "injection finished" in log.read_text():
             time.sleep(5)  # the injection runs gdb; let the preload library start recording
             return proc, log
         if proc.poll() is not None:
@@ -45,40 +51,26 @@ def _attach(pid: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 
 def run(kind: str, nodes: int, rounds: int, leaks: int, out: Path) -> None:
-    from wmproxy.client import WMProxyClient
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        env = {"WMPROXY_SERVICE_WORKERS": "1", "WMPROXY_JOBS_MAX_NODES": str(max(nodes, 10000)),
-               "WMPROXY_LIMITS_MAX_REQUEST_BYTES": str(64 * 1024 * 1024)}
-        with database(kind, root) as url, site(root, url, env=env) as s:
-            client = WMProxyClient(s.deployment.endpoint, str(s.proxy), str(s.ca_dir), timeout=1800)
-            client.delegate("bench")
-            simple = client.job_register('[ Executable = "/bin/true"; Requirements = true; ]', "bench")
-            for _ in range(3):
-                small_requests(client, simple.id)
-                client.job_register(collection(20), "bench")
-            small_requests(client, simple.id)
-            pid = worker_pid(s)
-            idle = memory(pid)
-            tracker, log = _attach(pid, out)
-            small_requests(client, simple.id)
-            jdl = collection(nodes)
-            for r in range(rounds):
-                client.job_register(jdl, "bench")
-                small_requests(client, simple.id)
-                print(f"  [{kind}] round {r + 1}: RSS {memory(pid):.1f} MB (idle {idle:.1f} MB, "
-                      f"+{memory(pid) - idle:.1f} MB; heaptrack's own bookkeeping included)", flush=True)
-            os.kill(pid, signal.SIGKILL)
-            tracker.wait(timeout=600)
-    data = sorted(out.glob(f"heaptrack.*.{pid}.*"))
-    if not data:
+    with warm_worker(kind, nodes, 20, {}) as (client, simple_id, pid):
+        idle = memory(pid)
+        tracker, log = _attach(pid, out)
+        small_requests(client, simple_id)
+        jdl = collection(nodes)
+        for r in range(rounds):
+            client.job_register(jdl, "bench")
+            small_requests(client, simple_id)
+            print(f"  [{kind}] round {r + 1}: RSS {memory(pid):.1f} MB (idle {idle:.1f} MB, "
+                  f"+{memory(pid) - idle:.1f} MB; heaptrack's own bookkeeping included)", flush=True)
+        os.kill(pid, signal.SIGKILL)
+        tracker.wait(timeout=600)
+    data = _data_file(log)
+    if data is None or not data.exists():
         raise SystemExit(f"no heaptrack data for {pid}:\n{log.read_text()}")
-    report = subprocess.run(["heaptrack_print", "-f", str(data[0]), "--print-leaks", "1", "--print-peaks", "0",
+    report = subprocess.run(["heaptrack_print", "-f", str(data), "--print-leaks", "1", "--print-peaks", "0",
                              "--print-allocators", "0", "--print-temporary", "0", "--peak-limit", str(leaks)],
                             capture_output=True, text=True, check=False).stdout
-    print(f"  [{kind}] heaptrack data: {data[0]}")
-    print(report[report.find("MOST MEMORY LEAKED"):] if "MOST MEMORY LEAKED" in report else report)
+    print(f"  [{kind}] heaptrack data: {data}")
+    print(report[report.find("MEMORY LEAKS"):] if "MEMORY LEAKS" in report else report)
 
 
 def main() -> None:
