@@ -10,7 +10,8 @@ collection of ``--nodes`` nodes, reads the peak (VmHWM) and, after a few small r
 the RSS. Repeated ``--rounds`` times in the same worker; the idle size is the one measured before
 the first big request. Printed: RSS after − idle in MB per round (target ≤ 20 MB) and the peak.
 ``--env NAME=VALUE`` sets an environment variable of the service (e.g. ``PYTHONMALLOC=malloc``)
-to compare allocator settings.
+to compare allocator settings: the service runs with ``PYTHONMALLOC=malloc`` (its gunicorn
+master re-executes itself so, ``wmproxy.allocator``) unless ``--env PYTHONMALLOC=pymalloc``.
 
     .venv/bin/python benchmarks/worker_memory.py [--nodes 10000] [--rounds 3] [--databases sqlite,postgresql]
 """
@@ -18,11 +19,14 @@ to compare allocator settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,7 +56,10 @@ def small_requests(client: object, job_id: str) -> None:
         client.get_job_status(job_id)  # type: ignore[attr-defined]
 
 
-def run(kind: str, nodes: int, rounds: int, warm_nodes: int, extra_env: dict[str, str]) -> None:
+@contextlib.contextmanager
+def warm_worker(kind: str, nodes: int, warm_nodes: int, extra_env: dict[str, str]) -> Iterator[tuple[Any, str, int]]:
+    """A deployment on ``kind`` with one gunicorn worker warmed up as the module says: yields the
+    client, the simple job's id (for :func:`small_requests`) and the worker's pid."""
     from wmproxy.client import WMProxyClient
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,24 +73,28 @@ def run(kind: str, nodes: int, rounds: int, warm_nodes: int, extra_env: dict[str
             for _ in range(3):
                 small_requests(client, simple.id)
                 client.job_register(collection(warm_nodes), "bench")
-            pid = worker_pid(s)
-            jdl = collection(nodes)
-            growth = []
             small_requests(client, simple.id)
-            idle = memory(pid)
-            for r in range(rounds):
-                job = client.job_register(jdl, "bench")
-                assert len(job.children) == nodes
-                peak = memory(pid, "VmHWM")
-                small_requests(client, simple.id)
-                after = memory(pid)
-                growth.append(after - idle)
-                print(f"  [{kind}] round {r + 1}: idle {idle:.1f} MB, peak {peak:.1f} MB, after {after:.1f} MB "
-                      f"(+{after - idle:.1f} MB)", flush=True)
-            verdict = "met" if max(growth) <= 20 else "NOT met"
-            print(f"{'RSS after a ' + str(nodes) + '-node jobRegister - idle RSS (' + kind + '), MB':<64} "
-                  f"min {min(growth):.1f}  median {statistics.median(growth):.1f}  max {max(growth):.1f}"
-                  f"  (target <= 20 MB: {verdict} for every round)", flush=True)
+            yield client, simple.id, worker_pid(s)
+
+
+def run(kind: str, nodes: int, rounds: int, warm_nodes: int, extra_env: dict[str, str]) -> None:
+    with warm_worker(kind, nodes, warm_nodes, extra_env) as (client, simple_id, pid):
+        jdl = collection(nodes)
+        growth = []
+        idle = memory(pid)
+        for r in range(rounds):
+            job = client.job_register(jdl, "bench")
+            assert len(job.children) == nodes
+            peak = memory(pid, "VmHWM")
+            small_requests(client, simple_id)
+            after = memory(pid)
+            growth.append(after - idle)
+            print(f"  [{kind}] round {r + 1}: idle {idle:.1f} MB, peak {peak:.1f} MB, after {after:.1f} MB "
+                  f"(+{after - idle:.1f} MB)", flush=True)
+        verdict = "met" if max(growth) <= 20 else "NOT met"
+        print(f"{'RSS after a ' + str(nodes) + '-node jobRegister - idle RSS (' + kind + '), MB':<64} "
+              f"min {min(growth):.1f}  median {statistics.median(growth):.1f}  max {max(growth):.1f}"
+              f"  (target <= 20 MB: {verdict} for every round)", flush=True)
 
 
 def main() -> None:

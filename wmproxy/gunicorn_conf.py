@@ -19,11 +19,14 @@ from __future__ import annotations
 import os
 import ssl
 import sys
+import threading
 import time
 from typing import Any
 
+from wmproxy.allocator import exec_with_system_malloc, tune_allocator
 from wmproxy.config import ConfigError, load_settings
 from wmproxy.soap.app import check_start
+from wmproxy.soap.memory import BIG_REQUEST_BYTES, release_memory
 
 # Refuse to start (before listening) on a configuration error (an unknown section, key or
 # variable, a bad value) or a store key or SQLite file that group/others can read, with the
@@ -98,3 +101,35 @@ def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext
         _cache["built"] = now
     context: ssl.SSLContext = _cache["context"]
     return context
+
+
+def on_starting(server: Any) -> None:  # gunicorn hook signature
+    """gunicorn calls this in the master before it listens or forks: the master starts again
+    with ``PYTHONMALLOC=malloc`` (unless the variable is set), so that its workers give the
+    memory of a big request back (issue 14; :func:`wmproxy.allocator.exec_with_system_malloc`)."""
+    exec_with_system_malloc()
+
+
+def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
+    """gunicorn calls this in each new worker before it serves: glibc's mmap and trim thresholds
+    are fixed there, so the blocks of a big request go back to the kernel (issue 14)."""
+    tune_allocator()
+
+
+#: Seconds after a big request has ended before its memory is released once more.
+_RELEASE_DELAY = 0.5
+
+
+def post_request(worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> None:  # gunicorn hook signature
+    """gunicorn calls this after each request, while its environ, response and response body
+    are still referenced: the release at the response's close (:mod:`wmproxy.soap.memory`) cannot
+    free them. After a request of ``BIG_REQUEST_BYTES`` or more, the memory is released once more
+    :data:`_RELEASE_DELAY` s later on a thread of its own, when the request thread has let them go."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length >= BIG_REQUEST_BYTES:
+        timer = threading.Timer(_RELEASE_DELAY, release_memory)
+        timer.daemon = True
+        timer.start()

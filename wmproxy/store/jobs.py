@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from wmproxy.store.engine import rows_matched
+from wmproxy.store.retire import retire_connection_after
 from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
 #: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
@@ -72,6 +73,7 @@ class SqlJobStore:
         """Add the job and its first event; ``flush=False`` leaves the INSERTs to the next flush."""
         self.session.add(job)
         self.session.add(_state_event(job.id, job.state, job.reason, job.created_at))
+        retire_connection_after(self.session, (job,))  # a huge JDL: the pool's connection is not reused (issue 14)
         if flush:
             self.session.flush()
 
@@ -107,6 +109,7 @@ class SqlJobStore:
         """Add many jobs (the nodes of a compound job) with one flush."""
         self.session.add_all(jobs)
         self.session.add_all(_state_event(j.id, j.state, j.reason, j.created_at) for j in jobs)
+        retire_connection_after(self.session, jobs)  # a huge JDL: the pool's connection is not reused (issue 14)
         self.session.flush()
 
     def get(self, job_id: str, *, for_update: bool = False, nowait: bool = False) -> Job | None:
