@@ -50,6 +50,12 @@ def _statements(dialect: str) -> _Upserts:
     )
 
 
+def put_request_statement(dialect: str) -> Any:
+    """The pending request's upsert of ``dialect`` (built once), for a repository that stores a
+    request in the same transaction (the key pool's claim)."""
+    return _statements(dialect).put_request
+
+
 class SqlDelegationStore:
     """Rows are always looked up by (owner DN, delegation id): another DN never sees them."""
 
