@@ -41,9 +41,32 @@ def load_pem_chain(data: bytes) -> list[x509.Certificate]:
     if not blocks:
         raise ProxyError("no PEM certificate found")
     try:
-        return [x509.load_pem_x509_certificate(block) for block in blocks]
+        return [_load_pem_certificate(block) for block in blocks]
     except ValueError as exc:
         raise ProxyError(f"unreadable PEM certificate: {exc}") from None
+
+
+#: Certificates parsed from PEM blocks, by the block's bytes: the issuers of a delegated or
+#: client chain (the user's certificate, the client's proxy) repeat from call to call. Bounded
+#: LRU, per process; certificates are immutable, so the threads share them.
+#: Entries kept in :data:`_pem_certificates`.
+PEM_CERTIFICATES_MAX = 256
+_pem_certificates: LRUCache[bytes, x509.Certificate] = LRUCache(PEM_CERTIFICATES_MAX)
+_pem_certificates_lock = threading.Lock()
+
+
+def _load_pem_certificate(block: bytes) -> x509.Certificate:
+    """The certificate of one PEM block, parsed once per distinct block (issue 14: the
+    parse of the chain's repeated issuers). Raises ValueError for an unreadable block
+    (never cached)."""
+    with _pem_certificates_lock:
+        found = _pem_certificates.get(block)
+    if found is not None:
+        return found
+    cert = x509.load_pem_x509_certificate(block)
+    with _pem_certificates_lock:
+        _pem_certificates[block] = cert
+    return cert
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:

@@ -38,6 +38,7 @@ CLOCK_SKEW = timedelta(seconds=5)
 #: Proxy levels a delegated chain may have by default (``[limits] max_proxy_chain_depth``).
 MAX_PROXY_CHAIN_DEPTH = 10
 _DELEGATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_RSA_KEY_PEM = b"-----BEGIN RSA PRIVATE KEY-----\n"
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,11 @@ def accept_delegated_proxy(
     except ProxyError as exc:
         raise _refuse(str(exc.args[0])) from None
     rest = [c for c in chain[1:] if not _is_self_signed(c)]
+    # The pending key as made by new_proxy_request (traditional RSA PEM) is stored as it is:
+    # serialising it again gives the same bytes.
+    stored_key = key_pem if key_pem.startswith(_RSA_KEY_PEM) else _key_pem(key)
     return DelegatedProxy(
-        pem=chain_pem([leaf]) + _key_pem(key) + chain_pem(rest),
+        pem=chain_pem([leaf]) + stored_key + chain_pem(rest),
         dn=dn,
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,

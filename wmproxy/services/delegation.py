@@ -28,7 +28,7 @@ from wmproxy.security.chain import has_limited_proxy, load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
 from wmproxy.security.voms import verified_fqans
-from wmproxy.services.delegation_keys import claim_key, new_key
+from wmproxy.services.delegation_keys import claim_request, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Delegation
@@ -63,10 +63,9 @@ def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str |
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
     with rt.uow() as uow:
-        pooled = claim_key(rt, uow)
+        pooled = claim_request(rt, uow, principal.dn, delegation_id)
         if pooled is not None:
-            uow.delegations.put_request(principal.dn, delegation_id, pooled[0], pooled[1].decode(), utcnow())
-            return delegation_id, pooled[1].decode()
+            return delegation_id, pooled
     sealed_key, csr_pem = new_key(rt)  # outside a transaction: it takes a while
     with rt.uow() as uow:
         uow.delegations.put_request(principal.dn, delegation_id, sealed_key, csr_pem.decode(), utcnow())

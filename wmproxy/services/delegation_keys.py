@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from wmproxy.domain import utcnow
@@ -34,21 +35,24 @@ FILL_INTERVAL = 5.0
 QUIET_PERIOD = 1.0
 
 
-def claim_key(rt: Runtime, uow: UnitOfWork) -> tuple[bytes, bytes] | None:
-    """A pooled server key for one getProxyReq: ``(sealed private key PEM, CSR PEM)``, or
-    None when the pool is empty or off (then use :func:`new_key`).
+def claim_request(rt: Runtime, uow: UnitOfWork, dn: str, delegation_id: str) -> str | None:
+    """Store a pooled server key as the pending request of (``dn``, ``delegation_id``) for one
+    getProxyReq (replacing an older pending request) and return its CSR PEM; None when the
+    pool is empty or off (then use :func:`new_key`).
 
-    The row is deleted in ``uow``'s transaction: the key serves this request only. Wakes
-    this process's filler.
+    The key's row is deleted in ``uow``'s transaction: the key serves this request only (on
+    PostgreSQL the claim and the request are one statement). Records the time of the claim
+    for this process's filler, which then waits for a quiet moment (a time stamp, not an
+    event: setting a ``threading.Event`` per claim took its lock and notified the sleeping
+    filler on every request).
     """
     if rt.settings.security.delegation_key_pool <= 0:
         return None
-    claimed = uow.key_pool.claim(rt.settings.security.delegation_key_bits)
-    _wake(rt)
-    if claimed is None:
-        return None
-    sealed_key, csr_pem = claimed
-    return sealed_key, csr_pem.encode()
+    csr_pem = uow.key_pool.claim_into_request(rt.settings.security.delegation_key_bits, dn, delegation_id, utcnow())
+    filler = _fillers.get(id(rt))
+    if filler is not None:
+        filler.last_claim = time.monotonic()
+    return csr_pem
 
 
 def new_key(rt: Runtime) -> tuple[bytes, bytes]:
@@ -97,32 +101,48 @@ class _Filler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.pid = os.getpid()
-        self.wake = threading.Event()
+        #: ``time.monotonic()`` of this process's latest claim (written by the request threads).
+        self.last_claim = float("-inf")
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="delegation-key-pool", daemon=True)
 
+    def _claimed_since(self, moment: float) -> bool:
+        return self.last_claim >= moment
+
     def _run(self) -> None:
         while not self.stop.is_set():
-            while self.wake.is_set() and not self.stop.is_set():  # wait for a quiet moment
-                self.wake.clear()
-                self.wake.wait(QUIET_PERIOD)
+            quiet = time.monotonic() - self.last_claim
+            if quiet < QUIET_PERIOD:  # wait for a quiet moment
+                self.stop.wait(QUIET_PERIOD - quiet)
+                continue
             try:
                 if self._quiet_and_short():
-                    fill_pool(self.rt, interrupted=lambda: self.stop.is_set() or self.wake.is_set(),
-                              yield_to_claims=True)
+                    fill_pool(self.rt, interrupted=self._interrupted_from(time.monotonic()), yield_to_claims=True)
             except Exception:  # the database may be away for a while: retry at the next tick
                 log.exception("could not top up the delegation key pool")
-            if not self.wake.is_set():
-                self.wake.wait(FILL_INTERVAL)
+            self._idle()
+
+    def _interrupted_from(self, started: float) -> Callable[[], bool]:
+        return lambda: self.stop.is_set() or self._claimed_since(started)
+
+    def _idle(self) -> None:
+        """Sleep up to :data:`FILL_INTERVAL` seconds, checking every :data:`QUIET_PERIOD`
+        whether this process claimed a key meanwhile (then the pool is topped up once quiet)."""
+        seen = self.last_claim
+        end = time.monotonic() + FILL_INTERVAL
+        while self.last_claim == seen and not self.stop.wait(min(QUIET_PERIOD, max(end - time.monotonic(), 0))):
+            if time.monotonic() >= end:
+                return
 
     def _quiet_and_short(self) -> bool:
         """True when the pool is short of keys and no process claimed one for
-        :data:`QUIET_PERIOD` seconds (the other workers' claims do not wake this filler: they
-        show as a pool that shrank meanwhile)."""
+        :data:`QUIET_PERIOD` seconds (the other workers' claims show as a pool that shrank
+        meanwhile)."""
         before = pool_size(self.rt)
         if before >= self.rt.settings.security.delegation_key_pool:
             return False
-        if self.wake.wait(QUIET_PERIOD) or self.stop.is_set():
+        checked = time.monotonic()
+        if self.stop.wait(QUIET_PERIOD) or self._claimed_since(checked):
             return False
         return pool_size(self.rt) >= before
 
@@ -154,11 +174,4 @@ def stop_filler(rt: Runtime, timeout: float = 60.0) -> None:
     if filler is None or filler.pid != os.getpid():
         return
     filler.stop.set()
-    filler.wake.set()
     filler.thread.join(timeout)
-
-
-def _wake(rt: Runtime) -> None:
-    filler = _fillers.get(id(rt))
-    if filler is not None:
-        filler.wake.set()

@@ -24,6 +24,14 @@ _TAKE_REQUEST = (
 )
 
 
+#: The lookups by (DN, id), built once: building the ORM select per call cost about as much as
+#: running it (issue 14).
+_GET_REQUEST = select(DelegationRequest).where(
+    DelegationRequest.owner_dn == bindparam("owner_dn"), DelegationRequest.delegation_id == bindparam("delegation_id"))
+_GET = select(Delegation).where(
+    Delegation.owner_dn == bindparam("owner_dn"), Delegation.delegation_id == bindparam("delegation_id"))
+
+
 @dataclass(frozen=True)
 class _Upserts:
     put_request: Any
@@ -50,6 +58,12 @@ def _statements(dialect: str) -> _Upserts:
     )
 
 
+def put_request_statement(dialect: str) -> Any:
+    """The pending request's upsert of ``dialect`` (built once), for a repository that stores a
+    request in the same transaction (the key pool's claim)."""
+    return _statements(dialect).put_request
+
+
 class SqlDelegationStore:
     """Rows are always looked up by (owner DN, delegation id): another DN never sees them."""
 
@@ -74,18 +88,13 @@ class SqlDelegationStore:
 
     def get_request(self, owner_dn: str, delegation_id: str) -> DelegationRequest | None:
         return self.session.scalars(
-            select(DelegationRequest).where(
-                DelegationRequest.owner_dn == owner_dn, DelegationRequest.delegation_id == delegation_id
-            )
-        ).one_or_none()
+            _GET_REQUEST, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
 
     def delete_request(self, request: DelegationRequest) -> None:
         self.session.delete(request)
 
     def get(self, owner_dn: str, delegation_id: str) -> Delegation | None:
-        return self.session.scalars(
-            select(Delegation).where(Delegation.owner_dn == owner_dn, Delegation.delegation_id == delegation_id)
-        ).one_or_none()
+        return self.session.scalars(_GET, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
 
     def put_proxy(
         self,

@@ -9,12 +9,15 @@ process or thread asks.
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+import functools
+from typing import Any, cast
 
-from sqlalchemy import Integer, LargeBinary, Table, Text, bindparam, delete, func, select
+from sqlalchemy import Integer, LargeBinary, String, Table, Text, bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from wmproxy.store.schema import Base, UTCDateTime
+from wmproxy.store.delegations import put_request_statement
+from wmproxy.store.schema import Base, DelegationRequest, UTCDateTime
 
 
 class PooledDelegationKey(Base):
@@ -59,6 +62,30 @@ class SqlDelegationKeyPool:
             return None
         return row[0], row[1]
 
+    def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str, now: dt.datetime) -> str | None:
+        """Take one key of ``key_bits`` bits out of the pool (as :meth:`claim`) and store it as
+        the pending delegation request of (``owner_dn``, ``delegation_id``), replacing an older
+        one (as ``SqlDelegationStore.put_request``), in the caller's transaction. Returns the
+        key's CSR PEM, or None when the pool has no free key (nothing is stored then).
+
+        PostgreSQL does both in one statement, one round-trip (``WITH k AS (DELETE ...
+        RETURNING ...) INSERT ... SELECT ... FROM k ON CONFLICT ... RETURNING``); SQLite, whose
+        ``WITH`` cannot hold a ``DELETE``, in two.
+        """
+        conn = self.session.connection()
+        if conn.dialect.name == "postgresql":
+            row = conn.execute(_claim_into_request(), {
+                "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id,
+                "created_at": now}).one_or_none()
+            return None if row is None else str(row[0])
+        claimed = self.claim(key_bits)
+        if claimed is None:
+            return None
+        conn.execute(put_request_statement(conn.dialect.name), {
+            "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_key": claimed[0],
+            "csr_pem": claimed[1], "created_at": now})
+        return claimed[1]
+
 
 _pool = cast(Table, PooledDelegationKey.__table__)
 #: The claim, built once (Core, on the table: no ORM bookkeeping for a row that is deleted).
@@ -74,3 +101,19 @@ _CLAIM = (
     )
     .returning(_pool.c.sealed_key, _pool.c.csr_pem)
 )
+
+
+@functools.cache
+def _claim_into_request() -> Any:
+    """PostgreSQL: :data:`_CLAIM` as a data-modifying CTE feeding the pending request's upsert."""
+    requests = cast(Table, DelegationRequest.__table__)
+    key = _CLAIM.cte("k")
+    insert = postgresql.insert(requests).from_select(
+        ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"],
+        select(bindparam("owner_dn", type_=String()), bindparam("delegation_id", type_=String()),
+               key.c.sealed_key, key.c.csr_pem, bindparam("created_at", type_=UTCDateTime())),
+    ).add_cte(key)
+    return insert.on_conflict_do_update(
+        index_elements=[requests.c.owner_dn, requests.c.delegation_id],
+        set_={name: insert.excluded[name] for name in ("sealed_key", "csr_pem", "created_at")},
+    ).returning(requests.c.csr_pem)
