@@ -294,8 +294,11 @@ class FilesystemSandboxStorage:
         """
         for _attempt in range(3):  # a concurrent remove_job_area may rmdir the fan-out dir
             try:
-                _mkdir(self.root / self.dir_name, 0o755, parents=True)
-                _mkdir(job_dir.parent, 0o755)
+                try:
+                    _mkdir(job_dir.parent, 0o755)
+                except FileNotFoundError:  # a new sandbox root
+                    _mkdir(self.root / self.dir_name, 0o755, parents=True)
+                    _mkdir(job_dir.parent, 0o755)
                 _mkdir(job_dir, 0o700)
                 return
             except FileNotFoundError:
@@ -691,12 +694,10 @@ def _mkdir(path: Path, mode: int, *, parents: bool = False) -> None:
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.mkdir(path, mode)
+        _mkdir_new(path, mode)
     except FileExistsError:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise
-        return
-    os.chmod(path, mode)
 
 
 #: Bytes of the target name kept in a temporary file's name: ``.<name>.<8 random>`` plus

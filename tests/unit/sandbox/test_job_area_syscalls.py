@@ -1,6 +1,7 @@
-"""A new job area costs four ``mkdir`` calls (the job directory and its three areas) and no
-``chmod`` under an ordinary umask, and still gets exactly its modes under one that would take
-bits away (wmproxy/sandbox/storage.py, ``create_job_area``)."""
+"""A new job area costs four ``mkdir`` calls (the job directory and its three areas; two more
+under a new fan-out directory) and no ``chmod`` under an ordinary umask, and still gets
+exactly its modes under one that would take bits away (wmproxy/sandbox/storage.py,
+``create_job_area``)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,17 @@ def test_a_new_area_under_an_existing_fan_out_costs_four_mkdirs(tmp_path: Path, 
     job_dir = storage.create_job_area(JOB)
     assert calls == [f"mkdir {job_dir.name}", *(f"mkdir {area}" for area in AREAS)]
     assert all(_mode(path) == 0o700 for path in (job_dir, *(job_dir / area for area in AREAS)))
+
+
+def test_a_new_fan_out_directory_costs_one_more(tmp_path: Path, calls: list[str], umask: Any) -> None:
+    umask(0o022)
+    storage = FilesystemSandboxStorage(tmp_path / "root")
+    storage.create_job_area("https://lb.example.org:9000/ZZfirstjob")  # the staging directory exists
+    calls.clear()
+    job_dir = storage.create_job_area(JOB)
+    assert calls == [f"mkdir {job_dir.name}", f"mkdir {job_dir.parent.name}", f"mkdir {job_dir.name}",
+                     *(f"mkdir {area}" for area in AREAS)]
+    assert _mode(job_dir.parent) == 0o755
 
 
 def test_modes_are_exact_under_a_umask_that_takes_bits_away(tmp_path: Path, umask: Any) -> None:
