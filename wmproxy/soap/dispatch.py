@@ -261,12 +261,17 @@ class SoapDispatcher:
             return self._refuse(start_response, namespace, operation, exc)
         environ[PRINCIPAL_KEY] = principal
         environ[CHECKED_ENVELOPE_KEY] = request.root
+        constant = self.lean and (namespace, operation) in CONSTANT_REPLIES and _bare(request.root)
+        kept = self._memo.get((namespace, operation)) if constant else None
+        if kept is not None and kept[0] is runtime:
+            start_response(kept[1], list(kept[2]))
+            return [kept[3]]
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["CONTENT_LENGTH"] = str(len(request.body))
         environ["CONTENT_TYPE"] = "text/xml; charset=utf-8"
         environ["REQUEST_METHOD"] = "POST"
         environ["QUERY_STRING"] = ""
-        if self.lean and (namespace, operation) in CONSTANT_REPLIES and _bare(request.root):
+        if constant:
             return self._constant(namespace, operation, runtime, environ, start_response)
         return self._serve(namespace, operation, environ, start_response)
 
@@ -280,12 +285,9 @@ class SoapDispatcher:
 
     def _constant(self, namespace: str, operation: str, runtime: Any, environ: dict[str, Any],
                   start_response: Callable[..., Any]) -> list[bytes]:
-        """An operation of :data:`CONSTANT_REPLIES`: the first successful answer for this runtime,
-        kept, is sent again (the caller was authenticated, authorised and load-checked already)."""
-        kept = self._memo.get((namespace, operation))
-        if kept is not None and kept[0] is runtime:
-            start_response(kept[1], list(kept[2]))
-            return [kept[3]]
+        """An operation of :data:`CONSTANT_REPLIES` not answered yet for this runtime: served, and
+        its answer kept when it is a success (:meth:`_dispatch` sends it again, once the caller
+        is authenticated, authorised and load-checked)."""
         seen: dict[str, Any] = {}
         body = self._serve(namespace, operation, environ, access.observing(start_response, seen))
         if str(seen.get("status", "")).startswith("200") and len(body) == 1:
