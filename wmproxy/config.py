@@ -43,9 +43,18 @@ class DatabaseSettings:
             ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``).
             The default, ``sqlite:///wmproxy.db``, is relative to the working directory:
             set it in every deployment.
+        ping_after_idle: seconds a pooled PostgreSQL connection may stay unused before its
+            next use is preceded by a ``SELECT 1`` (a connection the server or a firewall
+            closed meanwhile is then replaced instead of failing the request); connections
+            used more recently are handed out without the round trip. 0 = ping on every use.
     """
 
     url: str = "sqlite:///wmproxy.db"
+    ping_after_idle: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ping_after_idle < float("inf"):
+            raise ConfigError("[database] ping_after_idle: seconds, 0 or more")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
@@ -268,21 +269,41 @@ class FilesystemSandboxStorage:
         """
         job_dir = self.job_dir(job_id)
         try:
-            for _attempt in range(3):  # a concurrent remove_job_area may rmdir the fan-out dir
-                try:
-                    _mkdir(self.root / self.dir_name, 0o755, parents=True)
-                    _mkdir(job_dir.parent, 0o755)
-                    _mkdir(job_dir, 0o700)
-                    break
-                except FileNotFoundError:
-                    continue
-            else:
-                raise SandboxError(f"Unable to create the job directory {job_dir}")
+            try:  # the common case, a new job under an existing fan-out directory: 4 mkdir calls
+                _mkdir_new(job_dir, 0o700)
+            except FileNotFoundError:
+                self._create_parents_and(job_dir)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(job_dir).st_mode):
+                    raise
+                for area in AREAS:
+                    _mkdir(job_dir / area, 0o700)
+                return job_dir
             for area in AREAS:
-                _mkdir(job_dir / area, 0o700)
+                _mkdir_new(job_dir / area, 0o700)
         except OSError as exc:
             raise SandboxError(f"Unable to create the job directory {job_dir}: {exc.strerror}") from exc
         return job_dir
+
+    def _create_parents_and(self, job_dir: Path) -> None:
+        """Create the staging and fan-out directories (0755) that are missing, then ``job_dir``.
+
+        Raises:
+            SandboxError: a concurrent ``remove_job_area`` kept removing the fan-out directory.
+            OSError: a directory cannot be created.
+        """
+        for _attempt in range(3):  # a concurrent remove_job_area may rmdir the fan-out dir
+            try:
+                try:
+                    _mkdir(job_dir.parent, 0o755)
+                except FileNotFoundError:  # a new sandbox root
+                    _mkdir(self.root / self.dir_name, 0o755, parents=True)
+                    _mkdir(job_dir.parent, 0o755)
+                _mkdir(job_dir, 0o700)
+                return
+            except FileNotFoundError:
+                continue
+        raise SandboxError(f"Unable to create the job directory {job_dir}")
 
     def remove_job_area(self, job_id: str) -> int:
         """Delete the job area and, if it is now empty, its 2-char fan-out directory.
@@ -642,17 +663,41 @@ def _too_big(path: Path, limit: int) -> QuotaExceededError:
     )
 
 
+def _mkdir_new(path: Path, mode: int) -> None:
+    """Create ``path`` with exactly ``mode``: one ``mkdir`` call, and a ``chmod`` only when the
+    process umask takes bits of ``mode`` away.
+
+    Raises:
+        FileExistsError, FileNotFoundError, OSError: as ``os.mkdir``.
+    """
+    os.mkdir(path, mode)
+    if mode & _process_umask():
+        os.chmod(path, mode)
+
+
+@functools.cache
+def _process_umask() -> int:
+    """The process umask, read once (``/proc/self/status``; the service never changes it);
+    0o777 when it cannot be read, so that every mode is set explicitly."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
 def _mkdir(path: Path, mode: int, *, parents: bool = False) -> None:
     """Create ``path`` with exactly ``mode`` (umask ignored) unless it exists as a directory."""
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.mkdir(path, mode)
+        _mkdir_new(path, mode)
     except FileExistsError:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise
-        return
-    os.chmod(path, mode)
 
 
 #: Bytes of the target name kept in a temporary file's name: ``.<name>.<8 random>`` plus

@@ -25,7 +25,7 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.database.url)
+        engine = make_engine(settings.database.url, ping_after_idle=settings.database.ping_after_idle)
         return cls(
             settings=settings,
             session_factory=make_session_factory(engine),

@@ -23,14 +23,17 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from inspect import isgenerator
 from typing import Any
 
 from lxml import etree
-from spyne import Application
+from spyne import Application, Fault
 from spyne import const as spyne_const
+from spyne.application import get_fault_string_from_exception
+from spyne.const.http import HTTP_200
 from spyne.evmgr import EventManager
 from spyne.protocol.soap import Soap11
-from spyne.server.wsgi import WsgiApplication
+from spyne.server.wsgi import WsgiApplication, WsgiMethodContext, _gen_http_headers
 
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import Principal
@@ -100,6 +103,10 @@ def _quiet(manager: EventManager) -> None:
         manager.__class__ = _EventManager
 
 
+#: The events of Spyne's WSGI server that the lean loop (:meth:`_Port.serve`) does not fire.
+_WSGI_EVENTS = ("wsgi_call", "wsgi_return", "wsgi_close", "wsgi_exception")
+
+
 class _Port(WsgiApplication):
     """A Spyne WSGI port whose errors are written by :func:`fault_response` like all others."""
 
@@ -120,6 +127,59 @@ class _Port(WsgiApplication):
         # MIN_GC_INTERVAL seconds old (for its file attachments, which this service has none of):
         # a 50-220 ms pause about once a second per worker. Python's own generational GC stays.
         spyne_const.MIN_GC_INTERVAL = math.inf
+        #: Whether :meth:`serve` may take the lean loop: nothing listens to the WSGI events it
+        #: does not fire, and no method sends MTOM attachments.
+        self.lean = not any(self.event_manager.handlers.get(name) for name in _WSGI_EVENTS) and not any(
+            descriptor.mtom for group in app.interface.service_method_map.values() for descriptor in group)
+
+    def serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """The lean request loop: Spyne's ``handle_rpc`` without its WSGI edge.
+
+        The same Spyne objects in the same order (method context, the checked envelope as the
+        in-document, decompose, deserialise, call, serialise with this port's protocols), without
+        what the dispatcher has done already or what this service never uses: the URL
+        reconstruction and WSDL test, the re-read of ``wsgi.input`` and the HTTP charset,
+        chunking and the lazily chained body. Errors go to :meth:`handle_error`, as on the full
+        path, so faults are byte for byte the same. A port whose methods use anything this loop
+        does not handle (MTOM, auxiliary methods, a generator) is served by
+        :class:`WsgiApplication` itself (``self.lean`` is False, or per request below).
+
+        Returns:
+            the body in one chunk, after ``start_response`` (status, Spyne's headers with
+            ``Content-Length``).
+        """
+        if not self.lean:
+            return list(WsgiApplication.__call__(self, environ, start_response))
+        p_ctx = WsgiMethodContext(self, environ, self.app.out_protocol.mime_type)
+        contexts = self.generate_contexts(p_ctx, None)
+        p_ctx, others = contexts[0], contexts[1:]
+        if others:  # auxiliary contexts: never made by this service's ports
+            raise RuntimeError("auxiliary method contexts are not served")
+        p_ctx.active = True
+        if p_ctx.in_error:
+            return self.handle_error(p_ctx, others, p_ctx.in_error, start_response)
+        self.get_in_object(p_ctx)
+        if p_ctx.in_error:
+            return self.handle_error(p_ctx, others, p_ctx.in_error, start_response)
+        self.get_out_object(p_ctx)
+        if p_ctx.out_error:
+            return self.handle_error(p_ctx, others, p_ctx.out_error, start_response)
+        out = p_ctx.out_object
+        if not out or (len(out) == 1 and isgenerator(next(iter(out)))):
+            raise RuntimeError("a generator or no result from a Spyne method")
+        if p_ctx.transport.resp_code is None:
+            p_ctx.transport.resp_code = HTTP_200
+        try:
+            self.get_out_string(p_ctx)
+        except Exception as exc:  # noqa: BLE001 - as Spyne: a serialisation error is a Server fault
+            p_ctx.out_error = Fault("Server", get_fault_string_from_exception(exc))
+            return self.handle_error(p_ctx, others, p_ctx.out_error, start_response)
+        body = b"".join(p_ctx.out_string)
+        headers = p_ctx.transport.resp_headers
+        headers["Content-Length"] = str(len(body))
+        start_response(p_ctx.transport.resp_code, _gen_http_headers(headers))
+        p_ctx.close()
+        return [body]
 
     def handle_error(self, p_ctx: Any, others: Any, error: Any, start_response: Callable[..., Any]) -> list[bytes]:
         if isinstance(error, TypedFault):
@@ -152,6 +212,10 @@ class SoapDispatcher:
             JOBS_1: _Port(JobsPort, JOBS_1, spyne_bytes),
             INSPECTION: _Port(InspectionPort, INSPECTION, spyne_bytes),
         }
+        #: Serve through :meth:`_Port.serve` and :data:`CONSTANT_REPLIES` (False: every request
+        #: through Spyne's ``WsgiApplication``, the reference the lean loop is tested against).
+        self.lean = True
+        self._memo: dict[tuple[str, str], tuple[Any, str, tuple[tuple[str, str], ...], bytes]] = {}
         self.operations = {
             ns: {key.partition("}")[2] for key in port.app.interface.service_method_map}
             for ns, port in self.ports.items()
@@ -197,11 +261,18 @@ class SoapDispatcher:
             return self._refuse(start_response, namespace, operation, exc)
         environ[PRINCIPAL_KEY] = principal
         environ[CHECKED_ENVELOPE_KEY] = request.root
+        constant = self.lean and (namespace, operation) in CONSTANT_REPLIES and _bare(request.root)
+        kept = self._memo.get((namespace, operation)) if constant else None
+        if kept is not None and kept[0] is runtime:
+            start_response(kept[1], list(kept[2]))
+            return [kept[3]]
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["CONTENT_LENGTH"] = str(len(request.body))
         environ["CONTENT_TYPE"] = "text/xml; charset=utf-8"
         environ["REQUEST_METHOD"] = "POST"
         environ["QUERY_STRING"] = ""
+        if constant:
+            return self._constant(namespace, operation, runtime, environ, start_response)
         return self._serve(namespace, operation, environ, start_response)
 
     def _principal(self, environ: dict[str, Any]) -> Principal:
@@ -212,23 +283,39 @@ class SoapDispatcher:
             raise AuthenticationError("Unable to get a valid user DN: no TLS client certificate")
         return principal
 
+    def _constant(self, namespace: str, operation: str, runtime: Any, environ: dict[str, Any],
+                  start_response: Callable[..., Any]) -> list[bytes]:
+        """An operation of :data:`CONSTANT_REPLIES` not answered yet for this runtime: served, and
+        its answer kept when it is a success (:meth:`_dispatch` sends it again, once the caller
+        is authenticated, authorised and load-checked)."""
+        seen: dict[str, Any] = {}
+        body = self._serve(namespace, operation, environ, access.observing(start_response, seen))
+        if str(seen.get("status", "")).startswith("200") and len(body) == 1:
+            self._memo[(namespace, operation)] = (runtime, seen["status"], tuple(seen["headers"]), body[0])
+        return body
+
     def _serve(self, namespace: str, operation: str, environ: dict[str, Any],
                start_response: Callable[..., Any]) -> list[bytes]:
         """Run the Spyne port to completion (its body may be produced lazily), so that an
-        error anywhere still becomes a typed fault before anything is sent."""
+        error anywhere still becomes a typed fault before anything is sent: the lean loop
+        (:meth:`_Port.serve`), or with ``lean`` False Spyne's own ``WsgiApplication``."""
         seen: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
             seen["status"], seen["headers"] = status, headers
             return _no_write
 
+        port = self.ports[namespace]
         try:
-            chunks = [bytes(chunk) for chunk in self.ports[namespace](environ, capture)]
+            if self.lean:
+                chunks = port.serve(environ, capture)
+            else:
+                chunks = [bytes(chunk) for chunk in WsgiApplication.__call__(port, environ, capture)]
         except Exception as exc:  # noqa: BLE001 - whatever broke, the client gets a typed fault
             return self._refuse(start_response, namespace, operation, exc)
         if "status" not in seen:
             return self._refuse(start_response, namespace, operation, RuntimeError("the port sent no status"))
-        body = b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = [(k, v) for k, v in seen["headers"] if k.lower() != "content-length"]
         start_response(seen["status"], [*headers, ("Content-Length", str(len(body)))])
         return [body]
@@ -236,6 +323,28 @@ class SoapDispatcher:
     @staticmethod
     def _refuse(start_response: Callable[..., Any], namespace: str, operation: str, exc: Exception) -> list[bytes]:
         return fault_response(start_response, port_fault(namespace, operation, exc))
+
+
+#: Operations whose answer depends on nothing but the service's settings (not on the caller,
+#: the time, the store or any part): once one has been answered for a runtime, a request
+#: naming it with an empty operation element gets the same bytes again, without Spyne.
+CONSTANT_REPLIES = frozenset({
+    (WMPROXY, "getVersion"), (WMPROXY, "getMaxInputSandboxSize"), (WMPROXY, "getTransferProtocols"),
+    (DELEGATION_1, "getVersion"), (DELEGATION_2, "getVersion"),
+    (DELEGATION_1, "getInterfaceVersion"), (DELEGATION_2, "getInterfaceVersion"),
+})
+
+
+def _bare(root: etree._Element) -> bool:
+    """True for ``<Envelope><Body><op/></Body></Envelope>``: no Header, no attribute on the
+    Body or the operation, an operation element without children or text."""
+    if len(root) != 1 or root.attrib:
+        return False
+    body = root[0]
+    if len(body) != 1 or body.attrib or (body.text or "").strip() or (body[0].tail or "").strip():
+        return False
+    operation = body[0]
+    return not len(operation) and not operation.attrib and not (operation.text or "").strip()
 
 
 #: The ``id`` of a JobIdStructType in an answer (jobRegister, jobSubmit): what the access log

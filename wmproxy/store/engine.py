@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Delete, Engine, Update, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+#: Default of ``[database] ping_after_idle`` (seconds).
+PING_AFTER_IDLE = 5.0
+#: ``ConnectionRecord.info`` key: when (``time.monotonic()``) the connection went back to the pool.
+_IDLE_SINCE = "wmproxy.idle_since"
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for several processes."""
+
+def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for several processes.
+
+    Other databases: a pooled connection unused for more than ``ping_after_idle`` seconds is
+    checked with the dialect's ping (``SELECT 1``) when it is next checked out, and replaced
+    when the database reports it disconnected (:func:`_ping_after_idle`); ``pool_pre_ping=True``
+    in ``kwargs`` pings on every checkout instead.
+    """
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
@@ -32,8 +45,35 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_after_idle(engine, ping_after_idle)
+    return engine
+
+
+def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """SQLAlchemy's pessimistic disconnect handling, limited to connections that sat in the pool
+    for more than ``idle_seconds``: a busy service's transactions skip the ``SELECT 1`` round
+    trip that ``pool_pre_ping`` costs each of them. A ping that fails with a disconnect raises
+    ``DisconnectionError``, on which the pool discards the connection and connects anew
+    (``pool_pre_ping``'s own recovery); any other error propagates."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # a new connection, or one used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                raise DisconnectionError(f"pooled connection lost while idle: {exc}") from exc
+            raise
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, and_, func, insert, inspect, or_, select, text, update
+from sqlalchemy import Table, TextClause, and_, bindparam, func, insert, inspect, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -49,6 +50,21 @@ EVENT_KINDS = (
 
 #: Kinds of the events that change the job's state (``state``: rows from before migration 0008).
 STATE_KINDS = (*(kind for kind, _ in STATE_EVENTS.values()), "state")
+
+
+#: The columns a new job's events are inserted with.
+_EVENT_COLUMNS = ("job_id", "state", "reason", "at", "kind", "source")
+
+
+@functools.cache
+def _events_insert(rows: int) -> TextClause:
+    """The multi-row INSERT of ``rows`` events, parameters ``<column>_<row>``, as one textual
+    statement per row count: SQLAlchemy compiles it once (a multi-row ``insert().values([...])``
+    is never cached, so it was compiled on every call)."""
+    values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in _EVENT_COLUMNS) + ")" for i in range(rows))
+    sql = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - schema names, bound values
+    return text(sql).bindparams(
+        *(bindparam(f"{c}_{i}", type_=_EVENTS.c[c].type) for i in range(rows) for c in _EVENT_COLUMNS))
 
 
 def _state_event(job_id: str, state: str, reason: str | None, at: dt.datetime, source: str | None = None) -> JobEvent:
@@ -96,10 +112,10 @@ class SqlJobStore:
         self.session.execute(insert(_JOBS), values)
         events = [_state_event(job.id, state, job.reason if state == job.state else None, job.created_at)
                   for state in history]
-        # One multi-row VALUES statement: an executemany of two rows costs psycopg a pipeline.
-        self.session.execute(insert(_EVENTS).values([
-            {"job_id": e.job_id, "state": e.state, "reason": e.reason, "at": e.at, "kind": e.kind, "source": e.source}
-            for e in events]))
+        # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
+        # built once per row count so that its compiled form is reused.
+        self.session.execute(_events_insert(len(events)), {
+            f"{column}_{i}": getattr(e, column) for i, e in enumerate(events) for column in _EVENT_COLUMNS})
 
     def flush(self) -> None:
         """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
@@ -376,6 +392,8 @@ class SqlJobStore:
 #: PostgreSQL channel notified in the transaction that queues a request (workers LISTEN on it).
 QUEUE_CHANNEL = "wmproxy_execution_queue"
 _NOTIFIED = "wmproxy.queue_notified"
+#: PostgreSQL: an execution request's INSERT that also notifies :data:`QUEUE_CHANNEL`.
+_INSERT_NOTIFYING = insert(_REQUESTS).returning(func.pg_notify(QUEUE_CHANNEL, ""))
 
 
 class SqlExecutionQueue:
@@ -400,9 +418,13 @@ class SqlExecutionQueue:
         object is not kept in the session; the job's row must be in the database or pending
         in the session, which is flushed first)."""
         self.session.flush()
-        self.session.execute(insert(_REQUESTS),
-                             {"job_id": job_id, "command": command, "created_at": now, "not_before": None})
-        self._notify()
+        values = {"job_id": job_id, "command": command, "created_at": now, "not_before": None}
+        if not self.session.info.get(_NOTIFIED) and self.session.get_bind().dialect.name == "postgresql":
+            # the transaction's one notification in the INSERT's own round trip (RETURNING)
+            self.session.execute(_INSERT_NOTIFYING, values)
+            self.session.info[_NOTIFIED] = True
+        else:
+            self.session.execute(insert(_REQUESTS), values)
 
     def _notify(self) -> None:
         """PostgreSQL: notify :data:`QUEUE_CHANNEL` once per transaction (delivered at commit)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,16 +28,48 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.session = self._factory()
         self.session.begin()
-        self.jobs = SqlJobStore(self.session)
-        self.delegations = SqlDelegationStore(self.session)
-        self.queue = SqlExecutionQueue(self.session)
-        self.renewals = SqlRenewalStore(self.session)
-        self.leases = SqlPoolLeaseStore(self.session)
-        self.workers = SqlWorkerStore(self.session)
-        self.ce_states = SqlCeStateStore(self.session)
-        self.key_pool = SqlDelegationKeyPool(self.session)
-        self.usage = SqlSandboxUsageStore(self.session)
+        for name in _REPOSITORIES:  # a reused UnitOfWork: the repositories of its last session go
+            self.__dict__.pop(name, None)
         return self
+
+    # The repositories are made on first use: a transaction pays for the ones it touches
+    # (a jobSubmit uses three of nine).
+
+    @cached_property
+    def jobs(self) -> SqlJobStore:
+        return SqlJobStore(self.session)
+
+    @cached_property
+    def delegations(self) -> SqlDelegationStore:
+        return SqlDelegationStore(self.session)
+
+    @cached_property
+    def queue(self) -> SqlExecutionQueue:
+        return SqlExecutionQueue(self.session)
+
+    @cached_property
+    def renewals(self) -> SqlRenewalStore:
+        return SqlRenewalStore(self.session)
+
+    @cached_property
+    def leases(self) -> SqlPoolLeaseStore:
+        return SqlPoolLeaseStore(self.session)
+
+    @cached_property
+    def workers(self) -> SqlWorkerStore:
+        return SqlWorkerStore(self.session)
+
+    @cached_property
+    def ce_states(self) -> SqlCeStateStore:
+        return SqlCeStateStore(self.session)
+
+    @cached_property
+    def key_pool(self) -> SqlDelegationKeyPool:
+        return SqlDelegationKeyPool(self.session)
+
+    @cached_property
+    def usage(self) -> SqlSandboxUsageStore:
+        return SqlSandboxUsageStore(self.session)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -48,3 +81,7 @@ class UnitOfWork:
                 self.session.rollback()
         finally:
             self.session.close()
+
+
+#: The repository properties of :class:`UnitOfWork`.
+_REPOSITORIES = ("jobs", "delegations", "queue", "renewals", "leases", "workers", "ce_states", "key_pool", "usage")
