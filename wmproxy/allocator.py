@@ -39,14 +39,22 @@ MMAP_THRESHOLD = 256 * 1024
 TRIM_THRESHOLD = 1024 * 1024
 
 
-def _mallopt() -> Any:
-    """glibc's ``mallopt``, None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+def glibc_function(name: str) -> Any:
+    """The C library's function ``name`` (a ctypes function), or None where the C library has
+    none (musl, macOS: ``mallopt``, ``malloc_trim`` are glibc's)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        function = ctypes.CDLL(name).mallopt
+        return getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
+        return None
+
+
+def _mallopt() -> Any:
+    """glibc's ``mallopt``, None where the C library has none."""
+    function = glibc_function("mallopt")
+    if function is None:
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int)
     function.restype = ctypes.c_int

@@ -15,12 +15,12 @@ client does not wait for it.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from wmproxy.allocator import glibc_function
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +28,7 @@ log = logging.getLogger(__name__)
 #: of about 4,000 nodes; ordinary requests are a few kB).
 BIG_REQUEST_BYTES = 1024 * 1024
 
-
-def _load_trim() -> Any:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_malloc_trim = _load_trim()
+_malloc_trim = glibc_function("malloc_trim")
 
 #: glibc ``mallopt`` parameter M_ARENA_MAX, and the arenas a process may have: by default glibc
 #: gives each request thread a heap of its own (up to 8 per core), each keeping the high-water
@@ -51,13 +40,9 @@ ARENAS = 2
 def limit_arenas() -> None:
     """Limit glibc's malloc arenas to :data:`ARENAS` in this process (and the processes it forks:
     call it before the request threads start); nothing where ``mallopt`` does not exist."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        ctypes.CDLL(name).mallopt(M_ARENA_MAX, ARENAS)
-    except (OSError, AttributeError):  # not glibc
-        return
+    mallopt = glibc_function("mallopt")
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, ARENAS)
 
 
 def release_memory() -> None:
