@@ -50,6 +50,7 @@ from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
 from tests.support import delegate, wait_for
 from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.config import load_settings
+from wmproxy.execution.backends.local import parse_ref
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.services.renewal import RETRY_FRACTION
@@ -94,9 +95,9 @@ class World:
     def backend_pid(self, job_id: str) -> int | None:
         with self.db.connect() as conn:
             ref = conn.execute(sa.text("select backend_ref from jobs where id = :j"), {"j": job_id}).scalar_one()
-        # local:<host>:<wrapper pid>:<work dir>; the wrapper leads the job's session
-        pid = ref.split(":")[2] if ref and ref.startswith("local:") else ""
-        return int(pid) if pid.isdigit() else None
+        # local:<host>:<wrapper pid>[@<start time>]:<work dir>; the wrapper leads the job's session
+        parsed = parse_ref(ref) if ref else None
+        return None if parsed is None else parsed[1]
 
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.dep.state.glob("renewal-*.log")))

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.store.test_locking import _family, _job
+from tests.store.locking_support import family, job_row
 from wmproxy.store import JobLockedError, UnitOfWork
 
 
@@ -31,10 +31,10 @@ class _Statements:
 @pytest.fixture
 def jobs(factory: sessionmaker[Session], request: pytest.FixtureRequest) -> list[str]:
     name = request.node.name.replace("[", "-").replace("]", "")
-    parent, node = _family(factory, name)
+    parent, node = family(factory, name)
     single = f"https://h:9000/{name}-single"
     with UnitOfWork(factory) as uow:
-        uow.jobs.add(_job(single))
+        uow.jobs.add(job_row(single))
     return [node, single, parent]
 
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import _postgres_database
+from tests.store.locking_support import family
 from wmproxy.admin import upgrade_database
 from wmproxy.config import DatabaseSettings, Settings
 from wmproxy.domain import utcnow
 from wmproxy.store import JobLockedError, UnitOfWork, make_engine, make_session_factory
-from wmproxy.store.schema import Job
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +27,8 @@ def factory() -> Iterator:
         engine.dispose()
 
 
-def _job(job_id: str, parent_id: str | None = None) -> Job:
-    now = utcnow()
-    return Job(id=job_id, parent_id=parent_id, owner_dn="/CN=x", delegation_id="d", state="Waiting",
-               jdl_original="[]", jdl_registered="[]", sandbox_dir=job_id, created_at=now, updated_at=now)
-
-
-def _family(factory, name: str) -> tuple[str, str]:
-    parent, node = f"https://h:9000/{name}", f"https://h:9000/{name}-node"
-    with UnitOfWork(factory) as uow:
-        uow.jobs.add(_job(parent))
-        uow.jobs.add(_job(node, parent))
-    return parent, node
-
-
 def test_locking_a_node_takes_its_compound_job_first(factory) -> None:
-    parent, node = _family(factory, "order")
+    parent, node = family(factory, "order")
     with UnitOfWork(factory) as holder:
         assert holder.jobs.get(parent, for_update=True) is not None
         with pytest.raises(JobLockedError), UnitOfWork(factory) as other:
@@ -63,10 +49,10 @@ def _claim_then_lock(factory, node: str) -> None:
         worker.queue.complete(request, utcnow())
 
 
-def test_a_claim_gives_way_to_a_cancel_holding_the_job(factory) -> None:
+def test_a_claim_gives_way_to_a_cancel_holding_thejob_row(factory) -> None:
     """The cancel locks the node, then completes its queued start request; the worker has
     claimed that request (row locked) and must not wait for the node: it rolls back."""
-    _parent, node = _family(factory, "claim")
+    _parent, node = family(factory, "claim")
     with UnitOfWork(factory) as uow:
         uow.queue.enqueue(node, "start", utcnow())
     with UnitOfWork(factory) as cancel:

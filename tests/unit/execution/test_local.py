@@ -14,23 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.unit.execution.wrapper_support import DEADLINE, JOB, alive, kill_session, wait_for
+from tests.unit.execution.wrapper_support import DEADLINE, HOST, JOB, alive, kill_session, launch, run, wait_for
 from wmproxy.domain import JobState, to_filename
-from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.backends import BackendError, JobOutcome, RunHandle
 from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, Account
-from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, JobSpec
+from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
 from wmproxy.security.proxy import credential_pem, make_proxy
-
-HOST = "node1.example.org"
-
-
-@pytest.fixture
-def account(request: pytest.FixtureRequest) -> Account | None:
-    """The mapped account as root (a root worker never runs a job as itself), else None."""
-    if os.geteuid() == 0:
-        return request.getfixturevalue("job_account")  # type: ignore[no-any-return]
-    return None
 
 
 @pytest.fixture
@@ -55,33 +45,8 @@ def backend(work_root: Path) -> Iterator[LocalExecutionBackend]:
 
 
 @pytest.fixture
-def input_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "input"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def proxy_pem(pki: Pki) -> bytes:
     return credential_pem(make_proxy(pki.users["alice"].credential, lifetime=3600))
-
-
-def launch(input_dir: Path, account: Account | None, script: str, *, proxy_pem: bytes = b"",
-           isb: tuple[str, ...] = (), **spec: object) -> JobLaunch:
-    fields: dict[str, object] = {"job_id": JOB, "executable": "/bin/sh", "arguments": ["-c", script],
-                                 "stdout": "out", "stderr": "err", "proxy": PROXY_NAME if proxy_pem else None}
-    fields.update(spec)
-    return JobLaunch(job_id=JOB, account=account, spec=JobSpec(**fields),  # type: ignore[arg-type]
-                     input_dir=input_dir, isb_files=isb, proxy_pem=proxy_pem)
-
-
-def run(backend: LocalExecutionBackend, job: JobLaunch) -> tuple[RunHandle, JobOutcome]:
-    handle = backend.spawn(backend.prepare(job))
-    deadline = time.monotonic() + DEADLINE
-    while (outcome := backend.poll(handle)) is None:
-        assert time.monotonic() < deadline, "the job did not end"
-        time.sleep(0.05)
-    return handle, outcome
 
 
 class TestOutcome:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.execution.test_local import HOST, account, input_dir, launch, run
-from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session, wait_for
+from tests.unit.execution.wrapper_support import DEADLINE, HOST, alive, kill_session, launch, run, wait_for
 from wmproxy.domain import JobState
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.backends.local import (
@@ -29,8 +28,6 @@ from wmproxy.execution.backends.local import (
 )
 from wmproxy.execution.identity import WRAPPER_PATH, Account
 from wmproxy.execution.zygote import Zygote, start_time
-
-__all__ = ["account", "input_dir"]  # fixtures shared with test_local
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 from tests import support
 from tests.accounts import local_accounts
 from tests.conftest import need_peer
-from wmproxy.execution.identity import Account
+from wmproxy.execution.backends import JobLaunch, JobOutcome, RunHandle
+from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
@@ -89,3 +92,40 @@ def work_root() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+#: The host name the local backend tests record in references.
+HOST = "node1.example.org"
+
+
+@pytest.fixture
+def account(request: pytest.FixtureRequest) -> Account | None:
+    """The mapped account as root (a root worker never runs a job as itself), else None."""
+    if os.geteuid() == 0:
+        return request.getfixturevalue("job_account")  # type: ignore[no-any-return]
+    return None
+
+
+@pytest.fixture
+def input_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "input"
+    path.mkdir()
+    return path
+
+
+def launch(input_dir: Path, account: Account | None, script: str, *, proxy_pem: bytes = b"",
+           isb: tuple[str, ...] = (), **spec: object) -> JobLaunch:
+    fields: dict[str, object] = {"job_id": JOB, "executable": "/bin/sh", "arguments": ["-c", script],
+                                 "stdout": "out", "stderr": "err", "proxy": PROXY_NAME if proxy_pem else None}
+    fields.update(spec)
+    return JobLaunch(job_id=JOB, account=account, spec=JobSpec(**fields),  # type: ignore[arg-type]
+                     input_dir=input_dir, isb_files=isb, proxy_pem=proxy_pem)
+
+
+def run(backend: LocalExecutionBackend, job: JobLaunch) -> tuple[RunHandle, JobOutcome]:
+    handle = backend.spawn(backend.prepare(job))
+    deadline = time.monotonic() + DEADLINE
+    while (outcome := backend.poll(handle)) is None:
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.05)
+    return handle, outcome
