@@ -21,7 +21,11 @@ For each request the zygote forks a child that leads a new session, enters the w
 error, reads ``/dev/null``, sets umask 0o077, closes every other descriptor, shows
 ``<python> -I -S <wrapper path> <work dir>`` as its command line (so that it is recognised
 like a wrapper the worker started itself) and runs :func:`jobwrapper.run`; the zygote
-answers once the child has done all that but running the job. The zygote reaps its children
+answers once the child has done all that but running the job. The requests that arrive
+together (one :meth:`Zygote.request`) are forked all at once before the first answer is
+awaited, so the children set themselves up side by side rather than one after the other;
+the answers are still sent in the order of the requests. ``ctypes`` (for the command line)
+is imported once by the zygote, not by every child. The zygote reaps its children
 and exits at end of file on its socket (the worker stopped or died): the wrappers, each
 leading its own session, keep running and are adopted as before.
 """
@@ -208,47 +212,70 @@ def _child(work_dir: str, title: bytes, report: int, run: object) -> None:
 
 def _serve(fd: int, python: str, wrapper: str) -> int:
     sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
+    import ctypes  # noqa: F401 - imported once here: each child's _set_title needs it (3-14 ms to import)
+
     import jobwrapper  # type: ignore[import-not-found,unused-ignore]
 
     signal.signal(signal.SIGCHLD, _reap)
-    reader = os.fdopen(os.dup(fd), "rb")
-    for raw in reader:
-        line = raw.rstrip(b"\n")
-        title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), line])
-        reply = _fork(line.decode(errors="replace"), title, jobwrapper.run)
-        os.write(fd, reply.encode() + b"\n")
-    return 0
+    pending = b""
+    while True:
+        data = os.read(fd, 65536)  # every request the worker sent at once, usually
+        if not data:
+            return 0
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()  # an incomplete last line waits for the next read
+        if lines:
+            os.write(fd, "".join(reply + "\n" for reply in _fork_all(lines, python, wrapper, jobwrapper.run)).encode())
 
 
-def _fork(work_dir: str, title: bytes, run: object) -> str:
+def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object) -> list[str]:
+    """Fork a child for each requested work dir (all of them first, so that they set
+    themselves up side by side), then collect their answers, in order."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # not reaped before their start times are read
+    try:
+        started: list[tuple[int, int] | str] = []
+        for line in lines:
+            title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), line])
+            started.append(_fork(line.decode(errors="replace"), title, run))
+        return [_answer(child) for child in started]
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def _fork(work_dir: str, title: bytes, run: object) -> tuple[int, int] | str:
+    """``(pid, read end of its report pipe)``, or the refusal to answer."""
     if not os.path.isabs(work_dir) or "\n" in work_dir:
         return "E the work dir must be an absolute path"
     read_end, write_end = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # not reaped before its start time is read
     try:
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(read_end)
-            os.close(write_end)
-            return f"E Cannot start the job wrapper: {exc.strerror}"
-        if pid == 0:
-            os.close(read_end)
-            _child(work_dir, title, write_end, run)
-        os.close(write_end)
-        chunks = []
-        while chunk := os.read(read_end, 4096):
-            chunks.append(chunk)
+        pid = os.fork()
+    except OSError as exc:
         os.close(read_end)
-        answer = b"".join(chunks).decode(errors="replace")
-        if answer != "ok":
-            return answer.replace("\n", " ") if answer.startswith("E ") else "E the job wrapper died at its start"
-        started = start_time(pid)
-        return f"{pid} {started if started is not None else '-'}"
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        os.close(write_end)
+        return f"E Cannot start the job wrapper: {exc.strerror}"
+    if pid == 0:
+        os.close(read_end)
+        _child(work_dir, title, write_end, run)
+    os.close(write_end)
+    return pid, read_end
+
+
+def _answer(child: tuple[int, int] | str) -> str:
+    """Wait for a forked child's report: its ``<pid> <start time>`` line, or the refusal."""
+    if isinstance(child, str):
+        return child
+    pid, read_end = child
+    chunks = []
+    while chunk := os.read(read_end, 4096):
+        chunks.append(chunk)
+    os.close(read_end)
+    answer = b"".join(chunks).decode(errors="replace")
+    if answer != "ok":
+        return answer.replace("\n", " ") if answer.startswith("E ") else "E the job wrapper died at its start"
+    started = start_time(pid)
+    return f"{pid} {started if started is not None else '-'}"
 
 
 if __name__ == "__main__":

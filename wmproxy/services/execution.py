@@ -36,7 +36,7 @@ from wmproxy.services.brokering import (
     destination_of,
 )
 from wmproxy.services.compound import on_node_ended, refresh_parent
-from wmproxy.services.matchmaking import matching_ad, site_ces
+from wmproxy.services.matchmaking import SiteView, matching_ad
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork
@@ -187,7 +187,8 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
                 request = uow.queue.claim_next(worker, now, command="start")
                 if request is None:
                     return None
-                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, {})
+                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, {},
+                               SiteView(rt, uow, now))
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
         if order is not None:
@@ -230,6 +231,7 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
         return orders
     credentials: dict[tuple[str, str | None], _Credential] = {}  # the batch's delegations, looked up once
     with rt.uow() as uow:
+        site: SiteView | None = None  # the site's CEs, read once at the batch's first request
         savepoints = uow.session.get_bind().dialect.name == "postgresql"
         for _ in range(limit + CLAIM_BATCH):
             backends = [kind for kind, n in left.items() if n > 0]
@@ -241,7 +243,8 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
                     request = uow.queue.claim_next(worker, now, command="start")
                     if request is None:
                         break
-                    order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials)
+                    site = site or SiteView(rt, uow, now)
+                    order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials, site)
             except JobLockedError:
                 break  # the savepoint rolled back: the request stays queued for the next poll
             if order is not None:
@@ -259,7 +262,7 @@ class _Credential(NamedTuple):
 
 def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,
            full: Collection[str], rng: random.Random, now: dt.datetime,
-           credentials: dict[tuple[str, str | None], _Credential]) -> StartOrder | None:
+           credentials: dict[tuple[str, str | None], _Credential], site: SiteView) -> StartOrder | None:
     # The claimed request row is locked: never wait for the job's row while holding it (a
     # jobCancel locks the job, then completes its queued request). The job is locked before
     # the request is updated again: PostgreSQL checks the foreign key of a row updated twice
@@ -274,6 +277,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
     if now >= expires:
         uow.queue.complete(request, now)
         change_state(uow, job.id, JobState.ABORTED, now, reason=REQUEST_EXPIRED)
+        site.ended_waiting()
         log.info("job %s: %s", job.id, REQUEST_EXPIRED)
         return None
     key = (job.owner_dn, job.delegation_id)
@@ -284,7 +288,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
             rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b"")
     fqans, proxy_pem = credentials[key]
     job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
-    chosen = choose_ce(job_ad, site_ces(rt, uow, now), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
+    chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
     if chosen is None:
         submit_to = job_ad.get("SubmitTo")
         reason = f"{NO_MATCH} (SubmitTo names no CE of this site: {submit_to})" if isinstance(submit_to, str) \
@@ -306,6 +310,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
     uow.queue.complete(request, now)
     job.destination = destination.ce_id
     uow.jobs.set_state(job, JobState.READY.value, now, reason=f"matched to CE {destination.ce_id}")
+    site.claimed(destination.ce_id)
     job.worker = worker
     job.backend_ref = None
     return _order(rt, job, proxy_pem, destination, registered)

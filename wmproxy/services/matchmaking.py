@@ -146,15 +146,64 @@ def site_ces(rt: Runtime, uow: UnitOfWork, now: dt.datetime | None = None) -> tu
     Raises:
         SandboxError: see :func:`ce_catalogue`.
     """
-    now = now or utcnow()
-    settings = rt.settings
-    ces = ce_catalogue(settings.jobs.ce_catalogue)
-    if not ces:
-        ce_id = builtin_ce_id(settings)
-        ces = (builtin_ce(settings, *uow.jobs.count_at_ce_and_waiting(_OCCUPYING, ce_id, (JobState.WAITING.value,))),)
-    states = uow.ce_states.fresh(now - dt.timedelta(seconds=settings.brokering.ce_state_max_age))
-    return tuple(with_state(ce, states[ce["GlueCEUniqueID"]]) if ce["GlueCEUniqueID"] in states else ce
-                 for ce in ces)
+    return SiteView(rt, uow, now or utcnow()).ces()
+
+
+class SiteView:
+    """The site's CEs as :func:`site_ces` gives them, read once for a claim batch (one
+    transaction claiming several jobs) instead of once per claimed job.
+
+    The catalogue and the fresh dynamic states are read when the view is made: they change
+    at most at a catalogue edit or a state refresh (``[brokering] ce_state_max_age``, the
+    Slurm refresh interval), so a batch, which lasts well under a second, sees what a
+    per-job read would have seen except for a change committed by another process during
+    the batch. The built-in CE's running and waiting counts are read once too and then
+    kept up to date by the batch itself (:meth:`claimed`, :meth:`ended_waiting`): its own
+    claims are the only changes of its transaction, so Rank and Requirements see the counts
+    a per-job query would have returned, except for jobs other processes queue, claim or
+    end during the batch (on PostgreSQL a per-job query would see those; the bound is the
+    batch's duration).
+
+    Args:
+        rt: settings (the catalogue path, ``ce_state_max_age``, the built-in CE).
+        uow: the batch's unit of work (two queries at most, here).
+        now: the batch's time (UTC), for the states' freshness.
+
+    Raises:
+        SandboxError: see :func:`ce_catalogue`.
+    """
+
+    def __init__(self, rt: Runtime, uow: UnitOfWork, now: dt.datetime) -> None:
+        self.settings = rt.settings
+        self.catalogue = ce_catalogue(self.settings.jobs.ce_catalogue)
+        self.builtin_id = None if self.catalogue else builtin_ce_id(self.settings)
+        self.running = self.waiting = 0
+        if self.builtin_id is not None:
+            self.running, self.waiting = uow.jobs.count_at_ce_and_waiting(
+                _OCCUPYING, self.builtin_id, (JobState.WAITING.value,))
+        self.states = uow.ce_states.fresh(now - dt.timedelta(seconds=self.settings.brokering.ce_state_max_age))
+        self._ces: tuple[classad2.ClassAd, ...] | None = None
+
+    def ces(self) -> tuple[classad2.ClassAd, ...]:
+        """The CEs to match against now (the same ads until a count changes)."""
+        if self._ces is None:
+            ces = self.catalogue or (builtin_ce(self.settings, self.running, self.waiting),)
+            self._ces = tuple(with_state(ce, self.states[ce["GlueCEUniqueID"]])
+                              if ce["GlueCEUniqueID"] in self.states else ce for ce in ces)
+        return self._ces
+
+    def claimed(self, ce_id: str) -> None:
+        """A Waiting job of the batch became Ready at ``ce_id``."""
+        if self.builtin_id is not None:
+            self.waiting = max(self.waiting - 1, 0)
+            self.running += ce_id == self.builtin_id
+            self._ces = None
+
+    def ended_waiting(self) -> None:
+        """A Waiting job of the batch ended (its request expired)."""
+        if self.builtin_id is not None:
+            self.waiting = max(self.waiting - 1, 0)
+            self._ces = None
 
 
 def with_state(ce: classad2.ClassAd, attributes: Mapping[str, int | float | str]) -> classad2.ClassAd:

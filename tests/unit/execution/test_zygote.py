@@ -131,6 +131,26 @@ class TestForked:
             wait_for(lambda h=handle: backend.poll(h) is not None, "the job to end")  # type: ignore[misc]
             assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=index, payload_started=True)
 
+    def test_a_refused_work_dir_inside_a_batch_leaves_the_others_started_in_order(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        # the zygote forks every child of a batch before it awaits the first answer
+        handles = [backend.prepare(_job(input_dir, account, f"exit {index}", index)) for index in range(3)]
+        gone = handles[1].work_dir
+        for entry in sorted(gone.rglob("*"), reverse=True):
+            entry.unlink() if not entry.is_dir() or entry.is_symlink() else entry.rmdir()
+        gone.rmdir()
+        backend.spawn_batch(handles)
+        assert handles[1].pid is None
+        assert [h.pid is not None for h in (handles[0], handles[2])] == [True, True]
+        assert backend._zygotes  # the zygote is fine and kept
+        for index in (0, 2):
+            handle = handles[index]
+            wait_for(lambda h=handle: backend.poll(h) is not None, "the job to end")  # type: ignore[misc]
+            assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=index, payload_started=True)
+        with pytest.raises(Exception, match="Cannot start the job wrapper"):
+            backend.spawn(handles[1])
+
     def test_a_work_dir_the_zygote_cannot_enter_is_refused(self, backend: LocalExecutionBackend, input_dir: Path,
                                                            account: Account | None) -> None:
         handle = backend.prepare(launch(input_dir, account, "true"))
