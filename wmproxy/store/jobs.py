@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, TextClause, and_, bindparam, func, insert, inspect, or_, select, text, update
 from sqlalchemy.exc import OperationalError
@@ -109,13 +109,20 @@ class SqlJobStore:
             raise ValueError(f"the history of a new job must end with its state {job.state!r}: {history!r}")
         self.session.flush()  # Core statements do not autoflush; nothing to do when nothing is pending
         values = {c.key: job.__dict__[c.key] for c in _JOBS.columns if c.key in job.__dict__}
-        self.session.execute(insert(_JOBS), values)
-        events = [_state_event(job.id, state, job.reason if state == job.state else None, job.created_at)
-                  for state in history]
+        # On the session's connection: the statements are Core ones, the ORM's execute path
+        # (its plugins and events) only added work (issue 14).
+        conn = self.session.connection()
+        conn.execute(insert(_JOBS), values)
         # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
-        # built once per row count so that its compiled form is reused.
-        self.session.execute(_events_insert(len(events)), {
-            f"{column}_{i}": getattr(e, column) for i, e in enumerate(events) for column in _EVENT_COLUMNS})
+        # built once per row count so that its compiled form is reused; its values straight from
+        # STATE_EVENTS, as _state_event would make them (no JobEvent objects).
+        params: dict[str, Any] = {}
+        for i, state in enumerate(history):
+            kind, source = STATE_EVENTS.get(state, ("state", "service"))
+            params.update({f"job_id_{i}": job.id, f"state_{i}": state, f"at_{i}": job.created_at,
+                           f"reason_{i}": job.reason if state == job.state else None,
+                           f"kind_{i}": kind, f"source_{i}": source})
+        conn.execute(_events_insert(len(history)), params)
 
     def flush(self) -> None:
         """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
@@ -419,12 +426,13 @@ class SqlExecutionQueue:
         in the session, which is flushed first)."""
         self.session.flush()
         values = {"job_id": job_id, "command": command, "created_at": now, "not_before": None}
-        if not self.session.info.get(_NOTIFIED) and self.session.get_bind().dialect.name == "postgresql":
+        conn = self.session.connection()
+        if not self.session.info.get(_NOTIFIED) and conn.dialect.name == "postgresql":
             # the transaction's one notification in the INSERT's own round trip (RETURNING)
-            self.session.execute(_INSERT_NOTIFYING, values)
+            conn.execute(_INSERT_NOTIFYING, values)
             self.session.info[_NOTIFIED] = True
         else:
-            self.session.execute(insert(_REQUESTS), values)
+            conn.execute(insert(_REQUESTS), values)
 
     def _notify(self) -> None:
         """PostgreSQL: notify :data:`QUEUE_CHANNEL` once per transaction (delivered at commit)."""
