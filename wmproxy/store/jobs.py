@@ -23,6 +23,9 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _JOBS = cast(Table, Job.__table__)
 _EVENTS = cast(Table, JobEvent.__table__)
 _REQUESTS = cast(Table, ExecutionRequest.__table__)
+#: A new job's INSERT and the attribute names it takes from the row object, built once.
+_INSERT_JOB = insert(_JOBS)
+_JOB_KEYS = tuple(c.key for c in _JOBS.columns)
 
 #: Who reports a job event.
 EVENT_SOURCES = ("service", "worker", "wrapper", "renewal", "user")
@@ -108,11 +111,12 @@ class SqlJobStore:
         if not history or history[-1] != job.state:
             raise ValueError(f"the history of a new job must end with its state {job.state!r}: {history!r}")
         self.session.flush()  # Core statements do not autoflush; nothing to do when nothing is pending
-        values = {c.key: job.__dict__[c.key] for c in _JOBS.columns if c.key in job.__dict__}
+        attrs = job.__dict__
+        values = {key: attrs[key] for key in _JOB_KEYS if key in attrs}
         # On the session's connection: the statements are Core ones, the ORM's execute path
         # (its plugins and events) only added work (issue 14).
         conn = self.session.connection()
-        conn.execute(insert(_JOBS), values)
+        conn.execute(_INSERT_JOB, values)
         # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
         # built once per row count so that its compiled form is reused; its values straight from
         # STATE_EVENTS, as _state_event would make them (no JobEvent objects).
@@ -400,7 +404,8 @@ class SqlJobStore:
 QUEUE_CHANNEL = "wmproxy_execution_queue"
 _NOTIFIED = "wmproxy.queue_notified"
 #: PostgreSQL: an execution request's INSERT that also notifies :data:`QUEUE_CHANNEL`.
-_INSERT_NOTIFYING = insert(_REQUESTS).returning(func.pg_notify(QUEUE_CHANNEL, ""))
+_INSERT_REQUEST = insert(_REQUESTS)
+_INSERT_NOTIFYING = _INSERT_REQUEST.returning(func.pg_notify(QUEUE_CHANNEL, ""))
 
 
 class SqlExecutionQueue:
@@ -432,7 +437,7 @@ class SqlExecutionQueue:
             conn.execute(_INSERT_NOTIFYING, values)
             self.session.info[_NOTIFIED] = True
         else:
-            conn.execute(insert(_REQUESTS), values)
+            conn.execute(_INSERT_REQUEST, values)
 
     def _notify(self) -> None:
         """PostgreSQL: notify :data:`QUEUE_CHANNEL` once per transaction (delivered at commit)."""
