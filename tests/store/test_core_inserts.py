@@ -40,6 +40,36 @@ def test_a_started_job_goes_in_with_its_history_and_its_request(factory) -> None
         assert claimed is not None and claimed.job_id == job_id and claimed.created_at == now
 
 
+def test_a_job_inserted_with_its_request_is_the_same_as_in_three_steps(factory) -> None:
+    """``insert(..., request="start")`` (on PostgreSQL one statement) leaves the rows that
+    ``insert`` then ``queue.insert`` leave, and counts as the transaction's notification."""
+    now = utcnow().replace(microsecond=0)
+    rows = {}
+    for job_id, together in (("https://h:9000/core-one-go", True), ("https://h:9000/core-steps", False)):
+        with UnitOfWork(factory) as uow:
+            if together:
+                uow.jobs.insert(_job(job_id, "Waiting", now), ("Submitted", "Waiting"), request="start")
+                assert uow.session.info.get("wmproxy.queue_notified") is (
+                    True if uow.session.get_bind().dialect.name == "postgresql" else None)
+            else:
+                uow.jobs.insert(_job(job_id, "Waiting", now), ("Submitted", "Waiting"))
+                uow.queue.insert(job_id, "start", now)
+        with UnitOfWork(factory) as uow:
+            job = uow.jobs.get(job_id)
+            assert job is not None
+            request = uow.session.scalars(sa.select(ExecutionRequest).where(ExecutionRequest.job_id == job_id)).one()
+            rows[together] = (
+                (job.state, job.owner_dn, job.jdl_original, job.jdl_registered, job.sandbox_dir, job.local_account,
+                 job.shallow_retries, job.deep_retries, job.exit_code, job.reason, job.created_at, job.updated_at),
+                [(e.state, e.kind, e.source, e.reason, e.at) for e in uow.jobs.events(job_id)],
+                (request.command, request.created_at, request.claimed_by, request.not_before, request.done_at))
+    one_go, steps = rows[True], rows[False]
+    assert one_go[0][4] == "core-one-go" and steps[0][4] == "core-steps"
+    assert (one_go[0][:4], one_go[0][5:], one_go[1:]) == (steps[0][:4], steps[0][5:], steps[1:])
+    assert one_go[1] == [("Submitted", "registered", "user", None, now), ("Waiting", "enqueued", "service", None, now)]
+    assert one_go[2] == ("start", now, None, None, None)
+
+
 def test_a_registered_job_has_one_event_and_no_request(factory) -> None:
     now = utcnow()
     job_id = "https://h:9000/core-registered"

@@ -31,6 +31,7 @@ from wmproxy.security.voms import verified_fqans
 from wmproxy.services.delegation_keys import claim_request, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.delegations import StoredProxy
 from wmproxy.store.schema import Delegation
 
 #: A proxy starting later than this (seconds) is refused (clock skew, §5.3).
@@ -204,7 +205,7 @@ def describe_proxy(rt: Runtime, pem: bytes) -> ProxyInfo:
     return proxy_info(pem, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
 
 
-def believed_fqans(rt: Runtime, row: Delegation, now: dt.datetime, action: str) -> tuple[str, ...]:
+def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str) -> tuple[str, ...]:
     """The FQANs the service believes for the stored proxy of ``row`` at ``now``: those of
     its VOMS ACs that verify (:func:`wmproxy.security.voms.verified_fqans`), primary first.
 
@@ -278,7 +279,7 @@ def check_fqan_match(principal: Principal, delegated_fqans: tuple[str, ...]) -> 
         )
 
 
-def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime, min_lifetime: int) -> Delegation:
+def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime, min_lifetime: int) -> StoredProxy:
     """The stored proxy of (DN, id) if it is valid now and for ``min_lifetime`` more seconds.
 
     Raises:
@@ -287,7 +288,9 @@ def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime,
         ProxyExpiredError: expired or fewer than ``min_lifetime`` seconds left
             ("The delegated Proxy has expired", the WMS 3.3 wording).
     """
-    row = _get(uow, dn, delegation_id)
+    row = uow.delegations.stored_proxy(dn, delegation_id)
+    if row is None:
+        raise _not_found(delegation_id)
     if row.not_before > now + dt.timedelta(seconds=NOT_BEFORE_SKEW):
         raise ProxyError("proxy validity starting time in the future\nPlease check client date/time")
     if row.not_after <= now:
@@ -302,5 +305,9 @@ def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime,
 def _get(uow: UnitOfWork, dn: str, delegation_id: str) -> Delegation:
     row = uow.delegations.get(dn, delegation_id)
     if row is None:
-        raise DelegationNotFoundError(f"Unable to get delegated Proxy for delegation id {delegation_id!r}")
+        raise _not_found(delegation_id)
     return row
+
+
+def _not_found(delegation_id: str) -> DelegationNotFoundError:
+    return DelegationNotFoundError(f"Unable to get delegated Proxy for delegation id {delegation_id!r}")

@@ -88,10 +88,10 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
             _start(uow, job, now, compound=True)
         else:
             # A simple job goes in once, already Waiting, with its two events (Submitted,
-            # Waiting) and its start request: three Core INSERTs, no ORM flush (issue 14).
+            # Waiting) and its start request: three Core INSERTs on SQLite, one statement on
+            # PostgreSQL, no ORM flush (issue 14).
             job.state, job.updated_at = JobState.WAITING.value, now
-            uow.jobs.insert(job, (JobState.SUBMITTED.value, JobState.WAITING.value))
-            uow.queue.insert(job.id, "start", now)
+            uow.jobs.insert(job, (JobState.SUBMITTED.value, JobState.WAITING.value), request="start")
         return registered
 
     return _atomically(rt, work)

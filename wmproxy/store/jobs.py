@@ -5,9 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, TextClause, and_, bindparam, func, insert, inspect, or_, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    TextClause,
+    and_,
+    bindparam,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -23,6 +36,9 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _JOBS = cast(Table, Job.__table__)
 _EVENTS = cast(Table, JobEvent.__table__)
 _REQUESTS = cast(Table, ExecutionRequest.__table__)
+#: A new job's INSERT and the attribute names it takes from the row object, built once.
+_INSERT_JOB = insert(_JOBS)
+_JOB_KEYS = tuple(c.key for c in _JOBS.columns)
 
 #: Who reports a job event.
 EVENT_SOURCES = ("service", "worker", "wrapper", "renewal", "user")
@@ -56,15 +72,35 @@ STATE_KINDS = (*(kind for kind, _ in STATE_EVENTS.values()), "state")
 _EVENT_COLUMNS = ("job_id", "state", "reason", "at", "kind", "source")
 
 
+def _events_sql(rows: int) -> tuple[str, list[BindParameter[Any]]]:
+    """The multi-row INSERT of ``rows`` events (parameters ``<column>_<row>``) and its typed binds."""
+    values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in _EVENT_COLUMNS) + ")" for i in range(rows))
+    sql = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - schema names, bound values
+    return sql, [bindparam(f"{c}_{i}", type_=_EVENTS.c[c].type) for i in range(rows) for c in _EVENT_COLUMNS]
+
+
 @functools.cache
 def _events_insert(rows: int) -> TextClause:
     """The multi-row INSERT of ``rows`` events, parameters ``<column>_<row>``, as one textual
     statement per row count: SQLAlchemy compiles it once (a multi-row ``insert().values([...])``
     is never cached, so it was compiled on every call)."""
-    values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in _EVENT_COLUMNS) + ")" for i in range(rows))
-    sql = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - schema names, bound values
+    sql, binds = _events_sql(rows)
+    return text(sql).bindparams(*binds)
+
+
+@functools.cache
+def _started_insert(keys: tuple[str, ...], rows: int) -> TextClause:
+    """PostgreSQL: a new job's row (columns ``keys``), its ``rows`` events and its execution
+    request with the queue's notification, as one statement of data-modifying CTEs (the
+    foreign keys are checked at its end, when the job's row is there). Parameters: the job's
+    columns by name, the events' ``<column>_<row>``, the request's ``request_command``."""
+    events, event_binds = _events_sql(rows)
+    job = f"INSERT INTO {_JOBS.name} ({', '.join(keys)}) VALUES ({', '.join(f':{k}' for k in keys)})"  # noqa: S608 - schema names, bound values
+    request = f"INSERT INTO {_REQUESTS.name} (job_id, command, created_at) VALUES (:id, :request_command, :created_at)"  # noqa: S608 - schema names, bound values
+    sql = f"WITH j AS ({job}), e AS ({events}) {request} RETURNING pg_notify('{QUEUE_CHANNEL}', '')"
     return text(sql).bindparams(
-        *(bindparam(f"{c}_{i}", type_=_EVENTS.c[c].type) for i in range(rows) for c in _EVENT_COLUMNS))
+        *(bindparam(k, type_=_JOBS.c[k].type) for k in keys), *event_binds,
+        bindparam("request_command", type_=_REQUESTS.c.command.type))
 
 
 def _state_event(job_id: str, state: str, reason: str | None, at: dt.datetime, source: str | None = None) -> JobEvent:
@@ -93,9 +129,14 @@ class SqlJobStore:
         if flush:
             self.session.flush()
 
-    def insert(self, job: Job, history: Sequence[str]) -> None:
+    def insert(self, job: Job, history: Sequence[str], *, request: str | None = None) -> None:
         """INSERT a new ``job`` at once, with one event per state of ``history`` (oldest first,
         each at ``job.created_at``; its last is ``job.state``), in two statements.
+
+        With ``request`` (a command such as "start"), the job's execution request due at once
+        goes in as well, created at ``job.created_at``, as :meth:`SqlExecutionQueue.insert`
+        would add it: on PostgreSQL the job, its events and the request (with the queue's
+        notification) are one statement, on SQLite three.
 
         Core INSERTs, not the ORM's unit of work: the row object stays outside the session
         (nothing of this transaction reads it back), and the events go in one multi-row INSERT
@@ -108,14 +149,29 @@ class SqlJobStore:
         if not history or history[-1] != job.state:
             raise ValueError(f"the history of a new job must end with its state {job.state!r}: {history!r}")
         self.session.flush()  # Core statements do not autoflush; nothing to do when nothing is pending
-        values = {c.key: job.__dict__[c.key] for c in _JOBS.columns if c.key in job.__dict__}
-        self.session.execute(insert(_JOBS), values)
-        events = [_state_event(job.id, state, job.reason if state == job.state else None, job.created_at)
-                  for state in history]
+        attrs = job.__dict__
+        values = {key: attrs[key] for key in _JOB_KEYS if key in attrs}
         # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
-        # built once per row count so that its compiled form is reused.
-        self.session.execute(_events_insert(len(events)), {
-            f"{column}_{i}": getattr(e, column) for i, e in enumerate(events) for column in _EVENT_COLUMNS})
+        # built once per row count so that its compiled form is reused; its values straight from
+        # STATE_EVENTS, as _state_event would make them (no JobEvent objects).
+        events: dict[str, Any] = {}
+        for i, state in enumerate(history):
+            kind, source = STATE_EVENTS.get(state, ("state", "service"))
+            events.update({f"job_id_{i}": job.id, f"state_{i}": state, f"at_{i}": job.created_at,
+                           f"reason_{i}": job.reason if state == job.state else None,
+                           f"kind_{i}": kind, f"source_{i}": source})
+        # On the session's connection: the statements are Core ones, the ORM's execute path
+        # (its plugins and events) only added work (issue 14).
+        conn = self.session.connection()
+        if request is not None and conn.dialect.name == "postgresql":
+            conn.execute(_started_insert(tuple(values), len(history)),
+                         {**values, **events, "request_command": request})
+            self.session.info[_NOTIFIED] = True  # the transaction's notification is sent
+            return
+        conn.execute(_INSERT_JOB, values)
+        conn.execute(_events_insert(len(history)), events)
+        if request is not None:
+            SqlExecutionQueue(self.session).insert(job.id, request, job.created_at)
 
     def flush(self) -> None:
         """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
@@ -393,7 +449,8 @@ class SqlJobStore:
 QUEUE_CHANNEL = "wmproxy_execution_queue"
 _NOTIFIED = "wmproxy.queue_notified"
 #: PostgreSQL: an execution request's INSERT that also notifies :data:`QUEUE_CHANNEL`.
-_INSERT_NOTIFYING = insert(_REQUESTS).returning(func.pg_notify(QUEUE_CHANNEL, ""))
+_INSERT_REQUEST = insert(_REQUESTS)
+_INSERT_NOTIFYING = _INSERT_REQUEST.returning(func.pg_notify(QUEUE_CHANNEL, ""))
 
 
 class SqlExecutionQueue:
@@ -419,12 +476,13 @@ class SqlExecutionQueue:
         in the session, which is flushed first)."""
         self.session.flush()
         values = {"job_id": job_id, "command": command, "created_at": now, "not_before": None}
-        if not self.session.info.get(_NOTIFIED) and self.session.get_bind().dialect.name == "postgresql":
+        conn = self.session.connection()
+        if not self.session.info.get(_NOTIFIED) and conn.dialect.name == "postgresql":
             # the transaction's one notification in the INSERT's own round trip (RETURNING)
-            self.session.execute(_INSERT_NOTIFYING, values)
+            conn.execute(_INSERT_NOTIFYING, values)
             self.session.info[_NOTIFIED] = True
         else:
-            self.session.execute(insert(_REQUESTS), values)
+            conn.execute(_INSERT_REQUEST, values)
 
     def _notify(self) -> None:
         """PostgreSQL: notify :data:`QUEUE_CHANNEL` once per transaction (delivered at commit)."""

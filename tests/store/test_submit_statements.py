@@ -1,0 +1,70 @@
+"""The SQL statements of one simple jobSubmit, counted on each database (issue 14).
+
+A jobSubmit's transaction is pinned statement by statement (kind and table), so a change that
+adds a round trip to the submission path (an ORM flush, a lazy load, a re-read of a row the
+registration already has) shows here, not only in a benchmark.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL, build_runtime, close_runtime, delegate_in_process, principal_of
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
+    rt = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+                       security={"store_key_file": str(store_key_dir / "store.key")})
+    try:
+        yield rt
+    finally:
+        close_runtime(rt)
+
+
+def _shape(statement: str) -> str:
+    """``INSERT jobs``, ``SELECT delegations``...: the statement's verb and first table."""
+    text = " ".join(statement.split())
+    verb = text.split(" ", 1)[0].upper()
+    match = re.search(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", text, re.IGNORECASE)
+    return f"{verb} {match.group(1) if match else ''}".strip()
+
+
+def _statements_of(rt: Runtime, call: Any) -> list[str]:
+    engine = rt.session_factory.kw["bind"]
+    seen: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(_shape(statement))
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        call()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    return seen
+
+
+def test_one_simple_job_submit_is_these_statements(runtime: Runtime, pki: Pki, database_url: str) -> None:
+    alice = principal_of(pki, "alice")
+    delegate_in_process(runtime, alice, pki.users["alice"].proxy, "count")
+    submit_job(runtime, alice, ECHO_JDL, "count")  # the first call of a process may set things up
+    seen = _statements_of(runtime, lambda: submit_job(runtime, alice, ECHO_JDL, "count"))
+    if database_url.startswith("sqlite"):
+        # The engine opens the transaction itself with BEGIN IMMEDIATE (wmproxy/store/engine.py);
+        # then the delegation's lookup, the job row, its two events (one multi-row INSERT), the
+        # start request.
+        assert seen == ["BEGIN", "SELECT delegations", "INSERT jobs", "INSERT job_events", "INSERT execution_requests"]
+    else:
+        # The job row, its events and its start request are one statement of data-modifying
+        # CTEs, with the transaction's pg_notify as its RETURNING.
+        assert seen == ["SELECT delegations", "WITH jobs"]
