@@ -7,11 +7,11 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import random
-from collections.abc import Callable
 
 import classad2
 import pytest
 
+from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, jdl, job_row, submit
 from tests.unit.services.conftest import DELEGATION
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError
@@ -37,27 +37,8 @@ CATALOGUE = f"""
 [ GlueCEUniqueID = "{ATLAS_CE}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 100;
   Requirements = other.VirtualOrganisation == "atlas" ]
 """
-BUILTIN = "localhost:7443/wmproxy-local"
-RankedRuntime = Callable[..., Runtime]
-
-
-def jdl(extra: str = "") -> str:
-    return f'[ Executable = "/bin/true"; {extra} ]'
-
-
-def submit(rt: Runtime, alice: Principal, extra: str = "") -> str:
-    return submit_job(rt, alice, jdl(extra), DELEGATION).job_id
-
-
 def claim(rt: Runtime, **kwargs: object) -> StartOrder | None:
     return claim_next_start(rt, "w1", **kwargs)  # type: ignore[arg-type]
-
-
-def job_row(rt: Runtime, job_id: str) -> tuple[str, str | None, str | None]:
-    with rt.uow() as uow:
-        job = uow.jobs.get(job_id)
-        assert job is not None
-        return job.state, job.reason, job.destination
 
 
 def events(rt: Runtime, job_id: str) -> list[tuple[str, str | None]]:

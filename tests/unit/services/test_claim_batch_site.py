@@ -3,7 +3,7 @@ and waiting counts still follow the batch's own claims, job by job, as a query p
 
 from __future__ import annotations
 
-from tests.unit.services.test_brokering import BUILTIN, RankedRuntime, job_row, submit
+from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, job_row, submit
 from wmproxy.domain import Principal, utcnow
 from wmproxy.services.brokering import NO_MATCH
 from wmproxy.services.execution import claim_starts
