@@ -83,5 +83,5 @@ class UnitOfWork:
             self.session.close()
 
 
-#: The repository properties of :class:`UnitOfWork`.
-_REPOSITORIES = ("jobs", "delegations", "queue", "renewals", "leases", "workers", "ce_states", "key_pool", "usage")
+#: The repository properties of :class:`UnitOfWork` (its cached properties).
+_REPOSITORIES = tuple(name for name, value in vars(UnitOfWork).items() if isinstance(value, cached_property))
