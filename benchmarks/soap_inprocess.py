@@ -1,12 +1,18 @@
-"""In-process profile of the SOAP hot path: getVersion and jobSubmit driven through the WSGI
-application (no TLS, no gunicorn), on SQLite or PostgreSQL.
+"""In-process profile of the SOAP hot path: getVersion, jobSubmit and delegation driven through
+the WSGI application (no TLS, no gunicorn), on SQLite or PostgreSQL.
 
 Prints CPU milliseconds per call (process time, min/median/max over windows), and with
 ``--profile OP`` the top of a cProfile of that operation (sorted by cumulative time). It is a
 tool for finding what to cut, not a target: the issue-14 figures are ``soap_ratios.py``'s.
 
+One delegation is a delegation-2 getProxyReq and a putProxy, as in ``soap_ratios.py``; only
+the server's part is timed and profiled: the key pool is filled before each window (the keys
+are made once, then sealed again and inserted per window, outside the timed part) and the
+client signs the CSR between the two requests with the clock and the profiler stopped. Its
+figure is the CPU of the pair, printed with the pair over one getVersion.
+
     .venv/bin/python benchmarks/soap_inprocess.py [--database sqlite|postgresql] [--calls 2000]
-        [--windows 5] [--profile getVersion|jobSubmit] [--top 40]
+        [--windows 5] [--profile getVersion|jobSubmit|delegation] [--top 40] [--only delegation]
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import WMPROXY_NS, database, envelope
+from perf_support import DELEGATION2_NS, WMPROXY_NS, database, envelope
 
 from wmproxy.security.pki import create_ca, write_proxy
 
@@ -34,8 +40,66 @@ SUBMIT = envelope(WMPROXY_NS, "jobSubmit", jdl='[ Executable = "/bin/true"; Requ
                   delegationId="bench")
 
 
-def build(root: Path, url: str) -> Callable[[bytes], bytes]:
-    """The application on a fresh store with one delegated proxy ``bench``; returns ``post(body)``."""
+class Bench:
+    """The in-process application (``post(body)``) and what a delegation window needs."""
+
+    def __init__(self, post: Callable[[bytes], bytes], rt: Any, proxy: Path) -> None:
+        self.post = post
+        self.rt = rt
+        self.proxy = proxy
+        self._keys: list[tuple[bytes, bytes]] = []
+        self._credential: Any = None
+
+    def fill_pool(self, keys: int) -> None:
+        """Put ``keys`` distinct pooled keys in the (empty) pool: made once, sealed again per call."""
+        from wmproxy.domain import utcnow
+        from wmproxy.security.delegation import new_proxy_request
+
+        bits = self.rt.settings.security.delegation_key_bits
+        while len(self._keys) < keys:
+            self._keys.append(new_proxy_request(bits))
+        with self.rt.uow() as uow:
+            for key_pem, csr_pem in self._keys[:keys]:
+                uow.key_pool.add(self.rt.sealer.seal(key_pem), csr_pem.decode(), bits, utcnow())
+
+    def delegations(self, count: int, window: int, profiler: cProfile.Profile | None = None) -> float:
+        """``count`` delegations (getProxyReq, client signature, putProxy) from a filled pool;
+        returns the process CPU seconds of the two requests (the signature not included)."""
+        from lxml import etree
+
+        from wmproxy.security.proxy import load_credential, sign_proxy_request
+
+        if self._credential is None:
+            self._credential = load_credential(self.proxy)
+        self.fill_pool(count)
+        used = 0.0
+        for i in range(count):
+            delegation_id = f"w{window}x{i}"
+            if profiler is not None:
+                profiler.enable()
+            start = time.process_time()
+            reply = self.post(envelope(DELEGATION2_NS, "getProxyReq", delegationID=delegation_id))
+            used += time.process_time() - start
+            if profiler is not None:
+                profiler.disable()
+            csr = etree.fromstring(reply).findtext(".//getProxyReqReturn")
+            assert csr, reply[:400]
+            signed = sign_proxy_request(csr.encode(), self._credential, lifetime=3600)
+            body = envelope(DELEGATION2_NS, "putProxy", delegationID=delegation_id, proxy=signed.decode())
+            if profiler is not None:
+                profiler.enable()
+            start = time.process_time()
+            reply = self.post(body)
+            used += time.process_time() - start
+            if profiler is not None:
+                profiler.disable()
+            assert b"putProxyResponse" in reply, reply[:600]
+        return used
+
+
+def build(root: Path, url: str) -> Bench:
+    """The application on a fresh store with one delegated proxy ``bench`` (the key pool on,
+    its filler not started: :meth:`Bench.fill_pool` fills it)."""
     from tests.support import delegate_in_process
     from wmproxy.admin import initialise
     from wmproxy.config import (
@@ -58,7 +122,7 @@ def build(root: Path, url: str) -> Callable[[bytes], bytes]:
     settings = Settings(
         database=DatabaseSettings(url=url),
         security=SecuritySettings(ca_dir=str(root / "certificates"), vomsdir=str(root / "vomsdir"),
-                                  store_key_file=str(root / "store.key"), delegation_key_pool=0),
+                                  store_key_file=str(root / "store.key"), delegation_key_pool=1),
         service=ServiceSettings(host="localhost", port=7443, drain_file=str(root / "drain")),
         sandbox=SandboxSettings(root=str(root / "sandbox")),
         execution=ExecutionSettings(work_dir=str(root / "work")),
@@ -83,7 +147,7 @@ def build(root: Path, url: str) -> Callable[[bytes], bytes]:
             close()
         return reply
 
-    return post
+    return Bench(post, rt, proxy)
 
 
 def main() -> None:
@@ -91,34 +155,51 @@ def main() -> None:
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--calls", type=int, default=2000, help="getVersion calls per window (jobSubmit: a tenth)")
     parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--profile", choices=["getVersion", "jobSubmit"])
+    parser.add_argument("--profile", choices=["getVersion", "jobSubmit", "delegation"])
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--callees", help="also print the callees of the functions matching this")
+    parser.add_argument("--only", choices=["delegation"], help="getVersion and delegation only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, database(args.database, Path(tmp)) as url:
-        post = build(Path(tmp), url)
+        bench = build(Path(tmp), url)
+        post = bench.post
         assert b"<version>" in post(GET_VERSION) or b"version" in post(GET_VERSION)
         reply = post(SUBMIT)
         assert b"https://" in reply, reply[:400]
+        delegations = max(1, args.calls // 20)
+        bench.delegations(2, -1)  # warm-up
         ops = {"getVersion": (GET_VERSION, args.calls), "jobSubmit": (SUBMIT, max(1, args.calls // 10))}
+        if args.only == "delegation":
+            del ops["jobSubmit"]
         if args.profile:
-            body, calls = ops[args.profile]
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(calls):
-                post(body)
-            profiler.disable()
+            profiler = cProfile.Profile(time.process_time)  # CPU, as the figures
+            if args.profile == "delegation":
+                bench.delegations(delegations, 0, profiler)
+            else:
+                body, calls = ops[args.profile]
+                profiler.enable()
+                for _ in range(calls):
+                    post(body)
+                profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+            if args.callees:
+                pstats.Stats(profiler).sort_stats("cumulative").print_callees(args.callees)
             return
-        for name, (body, calls) in ops.items():
-            per_call = []
-            for _ in range(args.windows):
+        figures: dict[str, list[float]] = {}
+        for window in range(args.windows):
+            for name, (body, calls) in ops.items():
                 start = time.process_time()
                 for _ in range(calls):
                     post(body)
-                per_call.append((time.process_time() - start) / calls * 1000)
-            print(f"{name} ({args.database}): CPU ms per call min/median/max "
-                  f"{min(per_call):.3f} / {statistics.median(per_call):.3f} / {max(per_call):.3f}", flush=True)
+                figures.setdefault(name, []).append((time.process_time() - start) / calls * 1000)
+            pair = bench.delegations(delegations, window) / delegations * 1000
+            figures.setdefault("delegation (getProxyReq + putProxy)", []).append(pair)
+            figures.setdefault("delegation / getVersion, inverse CPU", []).append(figures["getVersion"][-1] / pair)
+        for name, values in figures.items():
+            unit = "" if "/" in name else " CPU ms per call"
+            print(f"{name} ({args.database}):{unit} min/median/max "
+                  f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}", flush=True)
 
 
 if __name__ == "__main__":
