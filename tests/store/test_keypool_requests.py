@@ -4,12 +4,11 @@ database (SQLite file and PostgreSQL): each key serves one request, concurrent c
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.store.locking_support import run_together
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.keypool import PooledDelegationKey
@@ -80,24 +79,12 @@ class TestClaimIntoRequest:
     def test_concurrent_requests_get_each_key_once(self, factory: sessionmaker[Session]) -> None:
         keys = 8
         _add(factory, *((f"sealed-{i}".encode(), f"csr-{i}", 2048) for i in range(keys)))
-        got: list[str | None] = []
-        errors: list[BaseException] = []
-        start = threading.Barrier(2 * keys)
 
-        def claim(n: int) -> None:
-            try:
-                start.wait(DEADLINE)
-                with UnitOfWork(factory) as uow:
-                    got.append(uow.key_pool.claim_into_request(2048, ALICE, f"d{n}", utcnow()))
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+        def claim(n: int) -> str | None:
+            with UnitOfWork(factory) as uow:
+                return uow.key_pool.claim_into_request(2048, ALICE, f"d{n}", utcnow())
 
-        threads = [threading.Thread(target=claim, args=(n,)) for n in range(2 * keys)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(DEADLINE)
-        assert errors == []
+        got = run_together(2 * keys, claim, DEADLINE)
         served = sorted(csr for csr in got if csr is not None)
         assert served == sorted({f"csr-{i}" for i in range(keys)})  # each key once, none lost
         stored = _requests(factory)

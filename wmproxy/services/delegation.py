@@ -31,6 +31,7 @@ from wmproxy.security.voms import verified_fqans
 from wmproxy.services.delegation_keys import claim_request, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.delegation_writes import delegation_writes
 from wmproxy.store.delegations import StoredProxy
 from wmproxy.store.schema import Delegation
 
@@ -63,10 +64,9 @@ def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str |
         InvalidDelegationIdError: unusable delegation id.
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
-    with rt.uow() as uow:
-        pooled = claim_request(rt, uow, principal.dn, delegation_id)
-        if pooled is not None:
-            return delegation_id, pooled
+    pooled = claim_request(rt, principal.dn, delegation_id)
+    if pooled is not None:
+        return delegation_id, pooled
     sealed_key, csr_pem = new_key(rt)  # outside a transaction: it takes a while
     with rt.uow() as uow:
         uow.delegations.put_request(principal.dn, delegation_id, sealed_key, csr_pem.decode(), utcnow())
@@ -125,8 +125,10 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
     now = utcnow()
-    with rt.uow() as uow:
-        sealed_key = uow.delegations.take_request(principal.dn, delegation_id)  # kept if anything below fails
+    # The request is taken and the proxy stored in one transaction on the driver's connection
+    # (wmproxy.store.delegation_writes): rolled back, the request stays pending, if anything fails.
+    with delegation_writes(rt.session_factory).put_proxy_transaction() as tx:
+        sealed_key = tx.take_request(principal.dn, delegation_id)  # kept if anything below fails
         if sealed_key is None:
             raise DelegationNotFoundError(
                 f"Unable to store client Proxy: no proxy request for delegation id {delegation_id!r}"
@@ -140,7 +142,7 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             vomsdir=rt.settings.security.vomsdir,
             max_depth=rt.settings.limits.max_proxy_chain_depth,
         )
-        return uow.delegations.put_proxy(
+        return tx.put_proxy(
             principal.dn,
             delegation_id,
             rt.sealer.seal(accepted.pem),

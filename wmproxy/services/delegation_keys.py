@@ -24,7 +24,7 @@ from collections.abc import Callable
 from wmproxy.domain import utcnow
 from wmproxy.security import delegation as crypto
 from wmproxy.services.runtime import Runtime
-from wmproxy.store import UnitOfWork
+from wmproxy.store.delegation_writes import delegation_writes
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +35,22 @@ FILL_INTERVAL = 5.0
 QUIET_PERIOD = 1.0
 
 
-def claim_request(rt: Runtime, uow: UnitOfWork, dn: str, delegation_id: str) -> str | None:
+def claim_request(rt: Runtime, dn: str, delegation_id: str) -> str | None:
     """Store a pooled server key as the pending request of (``dn``, ``delegation_id``) for one
     getProxyReq (replacing an older pending request) and return its CSR PEM; None when the
     pool is empty or off (then use :func:`new_key`).
 
-    The key's row is deleted in ``uow``'s transaction: the key serves this request only (on
-    PostgreSQL the claim and the request are one statement). Records the time of the claim
+    The key's row is deleted in the same transaction, its own
+    (:meth:`wmproxy.store.delegation_writes.DelegationWrites.claim_into_request`): the key
+    serves this request only (on PostgreSQL the claim and the request are one statement). Records the time of the claim
     for this process's filler, which then waits for a quiet moment (a time stamp, not an
     event: setting a ``threading.Event`` per claim took its lock and notified the sleeping
     filler on every request).
     """
     if rt.settings.security.delegation_key_pool <= 0:
         return None
-    csr_pem = uow.key_pool.claim_into_request(rt.settings.security.delegation_key_bits, dn, delegation_id, utcnow())
+    csr_pem = delegation_writes(rt.session_factory).claim_into_request(
+        rt.settings.security.delegation_key_bits, dn, delegation_id, utcnow())
     filler = _fillers.get(id(rt))
     if filler is not None:
         filler.last_claim = time.monotonic()

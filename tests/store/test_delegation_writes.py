@@ -1,0 +1,162 @@
+"""getProxyReq's and putProxy's transactions on the driver's connection
+(``wmproxy.store.delegation_writes``), on a real database (SQLite file and PostgreSQL): the same
+rows as the ORM repositories write, each pooled key served once, nothing written by a transaction
+that fails, a request taken by one putProxy only."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.store.locking_support import run_together
+from wmproxy.domain import utcnow
+from wmproxy.store import UnitOfWork
+from wmproxy.store.delegation_writes import delegation_writes
+from wmproxy.store.keypool import PooledDelegationKey
+from wmproxy.store.schema import Delegation, DelegationRequest
+
+ALICE = "/C=XX/O=Grid/CN=Alice"
+BOB = "/C=XX/O=Grid/CN=Bob"
+#: Seconds a racing thread may take; generous, the machine is shared.
+DEADLINE = 120.0
+NOT_BEFORE = dt.datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=dt.UTC)
+NOT_AFTER = dt.datetime(2026, 12, 2, 10, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _empty(factory: sessionmaker[Session]) -> None:
+    with UnitOfWork(factory) as uow:
+        for table in (PooledDelegationKey, DelegationRequest, Delegation):
+            uow.session.execute(sa.delete(table))
+
+
+def _requests(factory: sessionmaker[Session]) -> dict[tuple[str, str], tuple[bytes, str, dt.datetime]]:
+    with factory() as session:
+        return {(r.owner_dn, r.delegation_id): (r.sealed_key, r.csr_pem, r.created_at)
+                for r in session.scalars(sa.select(DelegationRequest))}
+
+
+def _delegations(factory: sessionmaker[Session]) -> dict[tuple[str, str], Delegation]:
+    with factory() as session:
+        return {(r.owner_dn, r.delegation_id): r for r in session.scalars(sa.select(Delegation))}
+
+
+def _add(factory: sessionmaker[Session], *keys: tuple[bytes, str, int]) -> None:
+    with UnitOfWork(factory) as uow:
+        for sealed, csr, bits in keys:
+            uow.key_pool.add(sealed, csr, bits, utcnow())
+
+
+def _pool(factory: sessionmaker[Session], bits: int = 2048) -> int:
+    with UnitOfWork(factory) as uow:
+        return uow.key_pool.size(bits)
+
+
+class TestClaim:
+    def test_the_oldest_key_of_the_size_becomes_the_request(self, factory: sessionmaker[Session]) -> None:
+        _add(factory, (b"sealed-a", "csr-a", 2048), (b"sealed-b", "csr-b", 4096), (b"sealed-c", "csr-c", 2048))
+        now = utcnow()
+        assert delegation_writes(factory).claim_into_request(2048, ALICE, "d1", now) == "csr-a"
+        assert _requests(factory) == {(ALICE, "d1"): (b"sealed-a", "csr-a", now)}
+        assert (_pool(factory, 2048), _pool(factory, 4096)) == (1, 1)
+
+    def test_a_new_request_replaces_the_older_one_of_its_dn_and_id_only(self, factory: sessionmaker[Session]) -> None:
+        _add(factory, *((f"sealed-{c}".encode(), f"csr-{c}", 2048) for c in "abc"))
+        writes = delegation_writes(factory)
+        writes.claim_into_request(2048, ALICE, "d1", utcnow())
+        writes.claim_into_request(2048, BOB, "d1", utcnow())
+        assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == "csr-c"
+        assert {k: v[:2] for k, v in _requests(factory).items()} == {
+            (ALICE, "d1"): (b"sealed-c", "csr-c"), (BOB, "d1"): (b"sealed-b", "csr-b")}
+
+    def test_an_empty_pool_stores_nothing(self, factory: sessionmaker[Session]) -> None:
+        _add(factory, (b"sealed-big", "csr-big", 4096))
+        assert delegation_writes(factory).claim_into_request(2048, ALICE, "d1", utcnow()) is None
+        assert _requests(factory) == {}
+        assert _pool(factory, 4096) == 1
+
+    def test_concurrent_requests_get_each_key_once(self, factory: sessionmaker[Session]) -> None:
+        keys = 8
+        _add(factory, *((f"sealed-{i}".encode(), f"csr-{i}", 2048) for i in range(keys)))
+
+        def claim(n: int) -> str | None:
+            return delegation_writes(factory).claim_into_request(2048, ALICE, f"d{n}", utcnow())
+
+        got = run_together(2 * keys, claim, DEADLINE)
+        served = sorted(csr for csr in got if csr is not None)
+        assert served == sorted(f"csr-{i}" for i in range(keys))  # each key once, none lost
+        stored = _requests(factory)
+        assert sorted(csr for _, csr, _ in stored.values()) == served
+        assert all(sealed == f"sealed-{csr.split('-')[1]}".encode() for sealed, csr, _ in stored.values())
+
+
+def _pending(factory: sessionmaker[Session], dn: str, delegation_id: str, sealed: bytes) -> None:
+    with UnitOfWork(factory) as uow:
+        uow.delegations.put_request(dn, delegation_id, sealed, "csr", utcnow())
+
+
+class TestPutProxy:
+    def test_take_and_store_write_the_rows_the_orm_repository_writes(self, factory: sessionmaker[Session]) -> None:
+        _pending(factory, ALICE, "d1", b"key-1")
+        now = utcnow()
+        with delegation_writes(factory).put_proxy_transaction() as tx:
+            assert tx.take_request(ALICE, "d1") == b"key-1"
+            made = tx.put_proxy(ALICE, "d1", b"proxy-1", NOT_BEFORE, NOT_AFTER, ("/vo", "/vo/g"), now)
+        with UnitOfWork(factory) as uow:  # the same through the ORM repository, for comparison
+            uow.delegations.put_proxy(ALICE, "d2", b"proxy-1", NOT_BEFORE, NOT_AFTER, ("/vo", "/vo/g"), now)
+        rows = _delegations(factory)
+        columns = ("sealed_proxy", "not_before", "not_after", "fqans", "created_at", "updated_at")
+        assert [getattr(rows[ALICE, "d1"], c) for c in columns] == [getattr(rows[ALICE, "d2"], c) for c in columns]
+        assert rows[ALICE, "d1"].not_before == NOT_BEFORE and rows[ALICE, "d1"].created_at == now
+        assert (made.id, made.created_at, made.fqans) == (rows[ALICE, "d1"].id, now, "/vo\n/vo/g")
+        assert made.created_at.tzinfo is not None
+        assert _requests(factory) == {}
+
+    def test_a_replaced_proxy_keeps_its_row_and_creation_time(self, factory: sessionmaker[Session]) -> None:
+        first = utcnow()
+        _pending(factory, ALICE, "d1", b"key-1")
+        with delegation_writes(factory).put_proxy_transaction() as tx:
+            tx.take_request(ALICE, "d1")
+            original = tx.put_proxy(ALICE, "d1", b"proxy-1", NOT_BEFORE, NOT_AFTER, (), first)
+        _pending(factory, ALICE, "d1", b"key-2")
+        later = first + dt.timedelta(seconds=30)
+        with delegation_writes(factory).put_proxy_transaction() as tx:
+            assert tx.take_request(ALICE, "d1") == b"key-2"
+            replaced = tx.put_proxy(ALICE, "d1", b"proxy-2", NOT_BEFORE, NOT_AFTER, (), later)
+        assert (replaced.id, replaced.created_at, replaced.updated_at) == (original.id, first, later)
+        row = _delegations(factory)[ALICE, "d1"]
+        assert (row.sealed_proxy, row.created_at, row.updated_at) == (b"proxy-2", first, later)
+
+    def test_a_failing_transaction_leaves_the_request_pending_and_stores_nothing(
+            self, factory: sessionmaker[Session]) -> None:
+        _pending(factory, ALICE, "d1", b"key-1")
+
+        def refused() -> None:
+            with delegation_writes(factory).put_proxy_transaction() as tx:
+                assert tx.take_request(ALICE, "d1") == b"key-1"
+                tx.put_proxy(ALICE, "d1", b"proxy-1", NOT_BEFORE, NOT_AFTER, (), utcnow())
+                raise RuntimeError("refused")
+
+        with pytest.raises(RuntimeError, match="refused"):
+            refused()
+        assert _delegations(factory) == {}
+        assert [v[0] for v in _requests(factory).values()] == [b"key-1"]
+
+    def test_another_dn_cannot_take_the_request(self, factory: sessionmaker[Session]) -> None:
+        _pending(factory, ALICE, "d1", b"key-1")
+        with delegation_writes(factory).put_proxy_transaction() as tx:
+            assert tx.take_request(BOB, "d1") is None
+        assert list(_requests(factory)) == [(ALICE, "d1")]
+
+    def test_concurrent_takers_of_one_request_get_it_once(self, factory: sessionmaker[Session]) -> None:
+        _pending(factory, ALICE, "d1", b"key-1")
+
+        def take(n: int) -> bytes | None:
+            with delegation_writes(factory).put_proxy_transaction() as tx:
+                return tx.take_request(ALICE, "d1")
+
+        got = run_together(4, take, DEADLINE)
+        assert sorted(got, key=lambda v: v or b"") == [None, None, None, b"key-1"]

@@ -1,0 +1,167 @@
+"""getProxyReq's and putProxy's transactions on the database driver's own connection (issue 14).
+
+The statements are those of :class:`~wmproxy.store.keypool.SqlDelegationKeyPool` and
+:class:`~wmproxy.store.delegations.SqlDelegationStore`, compiled once per engine by
+SQLAlchemy and run on a pooled DBAPI connection (``Engine.raw_connection``: the pool's
+checkout events, such as the ping after idle, still run): no ORM session and no execution
+context per statement. In process that was about 0.2 ms of CPU per transaction on SQLite and
+0.15 ms per statement on PostgreSQL, a third of the service's part of a delegation.
+
+A transaction is committed when its ``with`` block ends cleanly and rolled back on any
+exception (nothing half-written); on SQLite it starts with ``BEGIN IMMEDIATE`` as every
+other transaction of the service does (``wmproxy.store.engine``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from wmproxy.store import keypool
+from wmproxy.store.delegations import _TAKE_REQUEST, _statements
+from wmproxy.store.schema import Delegation, UTCDateTime
+
+
+class _Compiled:
+    """One statement compiled for a dialect: its SQL text and the values SQLAlchemy binds
+    itself (``LIMIT 1``...); run with named parameters on a DBAPI cursor."""
+
+    def __init__(self, statement: Any, dialect: Any, column_keys: list[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = compiled.string
+        self.fixed = {name: value for name, value in compiled.params.items() if value is not None}
+
+    def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
+        cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
+        return cursor.fetchone()
+
+
+_REQUEST_COLUMNS = ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"]
+_PROXY_COLUMNS = ["owner_dn", "delegation_id", "sealed_proxy", "not_before", "not_after", "fqans",
+                  "created_at", "updated_at"]
+
+
+class DelegationWrites:
+    """The delegation transactions of one engine (:func:`delegation_writes` keeps one per engine).
+
+    Args:
+        engine: the service's engine (SQLite or PostgreSQL).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        name = engine.dialect.name
+        self.sqlite = name == "sqlite"
+        # sqlite3 takes named parameters (":name") as well as the dialect's "?"; psycopg's is "%(name)s"
+        dialect = sqlite.dialect(paramstyle="named") if self.sqlite else engine.dialect
+        stored = UTCDateTime().dialect_impl(engine.dialect)
+        bind = stored.bind_processor(engine.dialect)
+        result = stored.result_processor(engine.dialect, None)
+        #: A UTC datetime as the column stores it, and back (the ORM's conversions).
+        self._bind_time: Callable[[dt.datetime], Any] = bind or (lambda value: value)
+        self._read_time: Callable[[Any], Any] = result or (lambda value: value)
+        upserts = _statements(name)
+        self._take = _Compiled(_TAKE_REQUEST, dialect)
+        self._put_proxy = _Compiled(upserts.put_proxy, dialect, _PROXY_COLUMNS)
+        if self.sqlite:
+            self._claim = _Compiled(keypool._CLAIM, dialect)
+            self._put_request = _Compiled(upserts.put_request, dialect, _REQUEST_COLUMNS)
+        else:
+            self._claim_into_request = _Compiled(keypool._claim_into_request(), dialect)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        conn = self.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            if self.sqlite:
+                cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (engine.py)
+            try:
+                yield cursor
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        finally:
+            conn.close()  # back to the pool (which rolls back whatever is left)
+
+    def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str, now: dt.datetime) -> str | None:
+        """:meth:`~wmproxy.store.keypool.SqlDelegationKeyPool.claim_into_request` in its own
+        transaction: the oldest pooled key of ``key_bits`` bits (deleted, so it serves one request
+        only; PostgreSQL skips the keys other transactions are claiming) becomes the pending
+        request of (``owner_dn``, ``delegation_id``), replacing an older one. Returns its CSR
+        PEM, or None when the pool has no free key (nothing is written then)."""
+        created = self._bind_time(now)
+        with self._transaction() as cursor:
+            if not self.sqlite:
+                row = self._claim_into_request.execute(cursor, {
+                    "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": created})
+                return None if row is None else str(row[0])
+            claimed = self._claim.execute(cursor, {"bits": key_bits})
+            if claimed is None:
+                return None
+            self._put_request.execute(cursor, {
+                "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_key": claimed[0],
+                "csr_pem": claimed[1], "created_at": created})
+            return str(claimed[1])
+
+    @contextmanager
+    def put_proxy_transaction(self) -> Iterator[ProxyTransaction]:
+        """One putProxy: take the pending request, then store the proxy, in one transaction that
+        is rolled back (the request stays pending) if the block raises."""
+        with self._transaction() as cursor:
+            yield ProxyTransaction(self, cursor)
+
+
+class ProxyTransaction:
+    """The statements of :meth:`DelegationWrites.put_proxy_transaction`; the signatures are
+    :class:`~wmproxy.store.delegations.SqlDelegationStore`'s."""
+
+    def __init__(self, writes: DelegationWrites, cursor: Any) -> None:
+        self._writes = writes
+        self._cursor = cursor
+
+    def take_request(self, owner_dn: str, delegation_id: str) -> bytes | None:
+        """As ``SqlDelegationStore.take_request``: the pending request of (DN, id) deleted in this
+        transaction, its sealed key returned (None when there is none; a concurrent taker of the
+        same request waits for this transaction, then gets None)."""
+        row = self._writes._take.execute(self._cursor, {"owner_dn": owner_dn, "delegation_id": delegation_id})
+        return None if row is None else bytes(row[0])
+
+    def put_proxy(self, owner_dn: str, delegation_id: str, sealed_proxy: bytes, not_before: dt.datetime,
+                  not_after: dt.datetime, fqans: tuple[str, ...], now: dt.datetime) -> Delegation:
+        """As ``SqlDelegationStore.put_proxy``: insert or replace the proxy of (DN, id) in one
+        statement; returns the stored row (not attached to any session); a replaced row keeps its
+        id and ``created_at``."""
+        bind = self._writes._bind_time
+        key, created_at = self._writes._put_proxy.execute(self._cursor, {
+            "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_proxy": sealed_proxy,
+            "not_before": bind(not_before), "not_after": bind(not_after), "fqans": "\n".join(fqans),
+            "created_at": bind(now), "updated_at": bind(now)})
+        return Delegation(id=key, owner_dn=owner_dn, delegation_id=delegation_id, sealed_proxy=sealed_proxy,
+                          not_before=not_before, not_after=not_after, fqans="\n".join(fqans),
+                          created_at=self._writes._read_time(created_at), updated_at=now)
+
+
+_writes: weakref.WeakKeyDictionary[Engine, DelegationWrites] = weakref.WeakKeyDictionary()
+_writes_lock = threading.Lock()
+
+
+def delegation_writes(session_factory: sessionmaker[Session]) -> DelegationWrites:
+    """The :class:`DelegationWrites` of the engine ``session_factory`` is bound to (made once)."""
+    engine: Engine = session_factory.kw["bind"]
+    found = _writes.get(engine)
+    if found is None:
+        with _writes_lock:
+            found = _writes.get(engine)
+            if found is None:
+                found = _writes[engine] = DelegationWrites(engine)
+    return found
