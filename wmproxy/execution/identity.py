@@ -723,12 +723,14 @@ def _give(fd: int, account: Account | None) -> None:
         os.fchown(fd, account.uid, account.gid)
 
 
-def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None) -> int:
-    """Create ``name`` anew (whatever was there is unlinked, never followed), with
-    ``mode``, owned by ``account``; return a write descriptor."""
+def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None, *, unlink: bool = True) -> int:
+    """Create ``name`` anew (whatever was there is unlinked, never followed; ``unlink=False``
+    for a random name nothing can be at: ``O_EXCL`` refuses it anyway), with ``mode``,
+    owned by ``account``; return a write descriptor."""
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, mode, dir_fd=dir_fd)
     except OSError as exc:
@@ -746,7 +748,7 @@ def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Accou
                   *, sync: bool = True) -> None:
     """Write ``data`` to a fresh temporary file, fsync it (when ``sync``), and rename it over ``name``."""
     tmp = f".{name}.{secrets.token_hex(8)}.tmp"
-    fd = _fresh_file(dir_fd, tmp, mode, account)
+    fd = _fresh_file(dir_fd, tmp, mode, account, unlink=False)  # 64 random bits: never there
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

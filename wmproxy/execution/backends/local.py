@@ -118,7 +118,8 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
         try:
             _stage_in(launch.input_dir, work_dir, launch.isb_files)
-            identity.hand_over(work_dir, launch.account)
+            if launch.isb_files:  # else the work dir holds only .wmproxy, given to the account already
+                identity.hand_over(work_dir, launch.account)
             if launch.proxy_pem and launch.spec.proxy:  # not fsynced: a crash before the start means a new prepare
                 identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False)
             identity.write_spec(work_dir, launch.spec, launch.account, sync=False)
