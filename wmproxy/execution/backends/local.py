@@ -327,16 +327,17 @@ class LocalExecutionBackend:
         if discarded is not None:
             self._remover.put(discarded)
 
-    def tidy(self) -> int:
-        """Remove the work dirs :meth:`release` set aside (``background_removal``); the
-        worker calls it when it is about to wait. Returns how many were pending.
+    def tidy(self, budget: float | None = None) -> int:
+        """Remove the work dirs :meth:`release` set aside (``background_removal``), all of
+        them or, with ``budget``, for about that many seconds (at least one); the worker
+        calls it when it is about to wait. Returns how many were pending.
 
         Never raises (a directory that cannot be removed is logged)."""
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
         if pending:
-            self._remover.run()
+            self._remover.run(budget)
         return pending
 
     # --- helpers -------------------------------------------------------------------
@@ -431,15 +432,19 @@ class _Remover:
     def put(self, name: str) -> None:
         self.pending.append(name)
 
-    def run(self) -> None:
-        """Remove every pending work dir (one that cannot be removed is logged and dropped)."""
-        with self._lock:
-            names, self.pending = self.pending, []
-        for name in names:
+    def run(self, budget: float | None = None) -> None:
+        """Remove the pending work dirs, oldest first: all of them, or while ``budget``
+        seconds have not passed (at least one). One that cannot be removed is logged and
+        dropped."""
+        end = None if budget is None else time.monotonic() + budget
+        while self.pending:
+            name = self.pending.pop(0)
             try:
                 identity.remove_work_dir(self.work_root, name)
             except IdentityError as exc:
                 log.warning("could not remove the discarded work directory %s: %s", name, exc)
+            if end is not None and time.monotonic() >= end:
+                return
 
 
 def check_proxy_shape(proxy_pem: bytes) -> None:

@@ -588,9 +588,9 @@ class SlurmExecutionBackend:
         self._batched.pop(handle.work_dir, None)
         self._files.release(handle)
 
-    def tidy(self) -> int:
+    def tidy(self, budget: float | None = None) -> int:
         """Remove the released work dirs set aside (as :meth:`LocalExecutionBackend.tidy`)."""
-        return self._files.tidy()
+        return self._files.tidy(budget)
 
     # --- helpers -------------------------------------------------------------------
 
