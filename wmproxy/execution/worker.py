@@ -488,6 +488,9 @@ class ExecutionWorker:
             self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
         reasons = [outcome.reason] if outcome.reason else []
         output_bytes = 0
+        if not job.order.description.output_sandbox:  # nothing to collect: nothing was ever collected either
+            return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
+                              payload_started=True)
         try:
             missing = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox)
