@@ -121,8 +121,9 @@ class LocalExecutionBackend:
             if launch.isb_files:  # else the work dir holds only .wmproxy, given to the account already
                 identity.hand_over(work_dir, launch.account)
             if launch.proxy_pem and launch.spec.proxy:  # not fsynced: a crash before the start means a new prepare
-                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False)
-            identity.write_spec(work_dir, launch.spec, launch.account, sync=False)
+                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False,
+                                       fresh=launch.spec.proxy not in launch.isb_files)  # else it replaces the file
+            identity.write_spec(work_dir, launch.spec, launch.account, sync=False, fresh=True)
         except WMProxyError as exc:
             self._remove(name)
             raise BackendError(str(exc)) from None
