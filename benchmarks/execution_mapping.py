@@ -77,7 +77,8 @@ class Mode:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
     def side_cpu_seconds(self) -> float:
-        """The CPU of the worker's threads other than its main one (the work dir remover)."""
+        """The CPU of the worker's threads other than its main one (none since the work dirs are
+        removed by the main thread when it is idle; an earlier worker had a remover thread)."""
         total = 0
         for task in Path(f"/proc/{self.worker.pid}/task").iterdir():
             if task.name != str(self.worker.pid):
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio_off: list[float] = []
             ratio_on: list[float] = []
             cpu: dict[str, list[float]] = {"none": [], "gridmap": []}
-            side_cpu: dict[str, list[float]] = {"none": [], "gridmap": []}  # of which other threads
+            side_cpu: dict[str, list[float]] = {"none": [], "gridmap": []}  # of which other threads (if any)
             for index in range(windows):
                 plain = n / plain_loop(n)
                 rates: dict[str, float] = {}
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ratio mapping on / subprocess:  {spread(ratio_on, '.3f')}")
             print(f"  worker CPU ms/job, mapping off: {spread(cpu['none'], '.2f')}   (target <= 5)")
             print(f"  worker CPU ms/job, mapping on:  {spread(cpu['gridmap'], '.2f')}")
-            print(f"  of which threads other than the main one (work dir removal), mapping off: "
+            print(f"  of which threads other than the main one (an older worker's work dir remover), mapping off: "
                   f"{spread(side_cpu['none'], '.2f')}, on: {spread(side_cpu['gridmap'], '.2f')}")
         finally:
             for mode in modes:

@@ -51,6 +51,21 @@ def test_claims_in_order_and_only_once(factory) -> None:
         assert uow.queue.claim_next("w", utcnow(), command="start") is None
 
 
+def test_a_batch_claim_takes_the_oldest_and_gives_back_what_it_releases(factory) -> None:
+    ids = _fill(factory, "batch", 5)
+    with UnitOfWork(factory) as uow:
+        requests = uow.queue.claim_many("w", utcnow(), command="start", limit=3)
+        assert [r.job_id for r in requests] == ids[:3]
+        assert {r.claimed_by for r in requests} == {"w"}
+        uow.queue.release(requests[1:])  # acted on the first one only
+    with factory() as session:
+        claimed = dict(session.execute(sa.text(
+            "select job_id, claimed_by from execution_requests where job_id like '%batch%'")).all())
+    assert claimed == {ids[0]: "w", ids[1]: None, ids[2]: None, ids[3]: None, ids[4]: None}
+    with UnitOfWork(factory) as uow:  # the released ones are due again, in their old order
+        assert [r.job_id for r in uow.queue.claim_many("w2", utcnow(), command="start", limit=10)] == ids[1:]
+
+
 def test_a_claim_in_progress_is_never_taken_by_another_worker(factory, database_url: str) -> None:
     """While one worker's claim is uncommitted, another worker gets a different request:
     on PostgreSQL at once (SKIP LOCKED), on SQLite after waiting for the holder's write lock."""

@@ -295,12 +295,15 @@ def hand_over(work_dir: Path, account: Account | None) -> None:
         raise IdentityError(f"Cannot hand the work directory over to {account.name}: {exc.strerror}") from None
 
 
-def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: bool = True) -> None:
+def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: bool = True,
+               fresh: bool = False) -> None:
     """Write ``spec`` to ``.wmproxy/job.marshal`` (:meth:`JobSpec.to_bytes
     <wmproxy.execution.jobwrapper.JobSpec.to_bytes>`, 0400, owned by ``account``), replacing
     any previous one atomically; fsynced unless ``sync`` is False (a freshly prepared
     job: a spec lost to a crash leaves a work dir without ``started.json``, which is
-    prepared again).
+    prepared again). ``fresh``: the work dir was just made and nothing runs in it yet, so
+    the file is created at its name (``O_EXCL``, a planted entry is refused) instead of
+    renamed over it.
 
     Raises:
         IdentityError: the spec is invalid (the wrapper would refuse it) or cannot be
@@ -311,15 +314,16 @@ def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: 
     except jobwrapper.WrapperError as exc:
         raise IdentityError(str(exc)) from None
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
-        _replace_file(state_fd, SPEC_NAME, spec.to_bytes(), 0o400, account, sync=sync)
+        _replace_file(state_fd, SPEC_NAME, spec.to_bytes(), 0o400, account, sync=sync, fresh=fresh)
 
 
 def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME,
-                  *, sync: bool = True) -> Path:
+                  *, sync: bool = True, fresh: bool = False) -> Path:
     """Put the job's proxy (PEM bytes, with its key) into the work dir as ``name``,
     mode 0600, owned by ``account``. Safe while the job runs (proxy renewal): the copy
     is written to a fresh file, fsynced (unless ``sync`` is False: a job not started
     yet) and renamed over ``name``, so a link planted there is replaced, not followed.
+    ``fresh``: as :func:`write_spec`'s (created at ``name`` with ``O_EXCL``, no rename).
 
     Returns:
         the proxy copy's path.
@@ -330,7 +334,7 @@ def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, nam
     if not name or "/" in name or name in (".", "..", STATE_DIR):
         raise IdentityError(f"Invalid proxy file name {name!r}")
     with _DirFd(work_dir) as work_fd:
-        _replace_file(work_fd, name, proxy_pem, 0o600, account, sync=sync)
+        _replace_file(work_fd, name, proxy_pem, 0o600, account, sync=sync, fresh=fresh)
     return Path(work_dir) / name
 
 
@@ -723,12 +727,14 @@ def _give(fd: int, account: Account | None) -> None:
         os.fchown(fd, account.uid, account.gid)
 
 
-def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None) -> int:
-    """Create ``name`` anew (whatever was there is unlinked, never followed), with
-    ``mode``, owned by ``account``; return a write descriptor."""
+def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None, *, unlink: bool = True) -> int:
+    """Create ``name`` anew (whatever was there is unlinked, never followed; ``unlink=False``
+    for a random name nothing can be at: ``O_EXCL`` refuses it anyway), with ``mode``,
+    owned by ``account``; return a write descriptor."""
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, mode, dir_fd=dir_fd)
     except OSError as exc:
@@ -743,17 +749,19 @@ def _fresh_file(dir_fd: int, name: str, mode: int, account: Account | None) -> i
 
 
 def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Account | None,
-                  *, sync: bool = True) -> None:
-    """Write ``data`` to a fresh temporary file, fsync it (when ``sync``), and rename it over ``name``."""
-    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
-    fd = _fresh_file(dir_fd, tmp, mode, account)
+                  *, sync: bool = True, fresh: bool = False) -> None:
+    """Write ``data`` to a fresh temporary file, fsync it (when ``sync``), and rename it over
+    ``name``; ``fresh``: create ``name`` itself (``O_EXCL``: refused if anything is there)."""
+    tmp = name if fresh else f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = _fresh_file(dir_fd, tmp, mode, account, unlink=False)  # fresh, or 64 random bits: never there
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             if sync:
                 os.fsync(f.fileno())
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if not fresh:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)

@@ -68,6 +68,12 @@ STARTS_PER_STEP = 8
 #: wrappers to exit too, so that one cycle records several ends (and claims as many jobs)
 #: in one transaction each; a lone running job is not delayed at all.
 GATHER_ENDS = 0.03
+#: Busy cycles (each started a job) after which the backends remove all the work dirs
+#: released meanwhile even though the worker is not about to wait (:meth:`ExecutionWorker._tidy`).
+TIDY_EVERY = 16
+#: Seconds a worker about to wait spends removing released work dirs at most (then it waits,
+#: and goes on at its next idle moment), so a wrapper's exit is not left unseen for long.
+TIDY_BUDGET = 0.01
 #: Bytes of a perused file copied per sample at most.
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 
@@ -138,6 +144,7 @@ class ExecutionWorker:
         self.periodic = list(periodic)
         self.limits = {kind: self._limit(kind) for kind in self.backends}
         self.wakeup = Wakeup(rt.session_factory.kw.get("bind"))
+        self._busy_since_tidy = 0
 
     def _limit(self, kind: str) -> int:
         """Jobs of backend ``kind`` this worker follows at most: ``[slurm] max_submitted``
@@ -260,7 +267,24 @@ class ExecutionWorker:
         spawned = self._spawn(prepared)
         if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
             service.mark_running(self.rt, spawned)
+        self._tidy(busy=bool(orders))
         return bool(orders)
+
+    def _tidy(self, *, busy: bool) -> None:
+        """Have the backends remove the work dirs they set aside at release (their ``tidy``,
+        if any): for :data:`TIDY_BUDGET` seconds once the cycle started no job (the worker is
+        about to wait), all of them after :data:`TIDY_EVERY` busy cycles in a row. The removal
+        stays off the path from a job's end to the next start while the worker has anything
+        to do, in its own thread."""
+        self._busy_since_tidy = self._busy_since_tidy + 1 if busy else 0
+        if busy and self._busy_since_tidy < TIDY_EVERY:
+            return
+        budget = None if busy else TIDY_BUDGET
+        self._busy_since_tidy = 0
+        for backend in self.backends.values():
+            tidy = getattr(backend, "tidy", None)
+            if callable(tidy):
+                tidy(budget)
 
     def _take_cancels(self) -> None:
         """Send the cancels queued for running jobs. The queue is looked at when the worker
@@ -464,6 +488,9 @@ class ExecutionWorker:
             self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
         reasons = [outcome.reason] if outcome.reason else []
         output_bytes = 0
+        if not job.order.description.output_sandbox:  # nothing to collect: nothing was ever collected either
+            return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
+                              payload_started=True)
         try:
             missing = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox)

@@ -12,7 +12,6 @@ worker holding each job (``jobs.worker``) and adoption of the jobs of dead worke
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -216,9 +215,15 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
         now: the current time (UTC), default now.
 
     Returns:
-        The orders of the claimed jobs, in claim order (may be empty). On PostgreSQL each
-        request is claimed in a savepoint: a job locked by another transaction (``NOWAIT``)
-        ends the batch, keeping the jobs claimed before it; its request stays queued.
+        The orders of the claimed jobs, in claim order (may be empty). On SQLite the
+        requests are claimed together, as many as the worker can still take (two
+        statements, :meth:`~wmproxy.store.jobs.SqlExecutionQueue.claim_many`; again while
+        some yield no job), and their jobs read in one statement. On PostgreSQL each request
+        is claimed and handled in a savepoint: a job locked by another transaction
+        (``NOWAIT``) ends the batch, keeping the jobs claimed before it; its request stays
+        queued. (A request claimed ahead of its job's lock could not be given back there:
+        updating it again makes PostgreSQL check its foreign key with a share lock on the
+        job's row, which the other transaction holds.)
 
     Raises:
         SandboxError: the CE catalogue cannot be read (the batch is rolled back, every
@@ -230,27 +235,54 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     if limit <= 0 or not any(n > 0 for n in left.values()):
         return orders
     credentials: dict[tuple[str, str | None], _Credential] = {}  # the batch's delegations, looked up once
+    looked = 0
     with rt.uow() as uow:
         site: SiteView | None = None  # the site's CEs, read once at the batch's first request
         savepoints = uow.session.get_bind().dialect.name == "postgresql"
-        for _ in range(limit + CLAIM_BATCH):
-            backends = [kind for kind, n in left.items() if n > 0]
-            if len(orders) >= limit or not backends:
+        while looked < limit + CLAIM_BATCH:
+            # Claim at most what the worker can still take: a request that yields no job
+            # (expired, unmatched, postponed) makes the loop claim again.
+            want = min(limit - len(orders), sum(n for n in left.values() if n > 0), limit + CLAIM_BATCH - looked)
+            if want <= 0:
                 break
-            full = [kind for kind, n in left.items() if n <= 0]
-            try:
-                with uow.session.begin_nested() if savepoints else contextlib.nullcontext():
-                    request = uow.queue.claim_next(worker, now, command="start")
-                    if request is None:
-                        break
-                    site = site or SiteView(rt, uow, now)
-                    order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials, site)
-            except JobLockedError:
-                break  # the savepoint rolled back: the request stays queued for the next poll
-            if order is not None:
-                orders.append(order)
-                left[order.backend] -= 1
+            if savepoints:  # PostgreSQL: one request per savepoint, claimed inside it (see below)
+                try:
+                    with uow.session.begin_nested():
+                        looked += 1
+                        request = uow.queue.claim_next(worker, now, command="start")
+                        if request is None:
+                            break
+                        site = site or SiteView(rt, uow, now)
+                        backends, full = _kinds(left)
+                        order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials, site)
+                except JobLockedError:  # the savepoint rolled back: the request stays queued for the next poll
+                    break
+                if order is not None:
+                    orders.append(order)
+                    left[order.backend] -= 1
+                continue
+            # SQLite (one writer, no row locks): the requests and their jobs in one statement each.
+            requests = uow.queue.claim_many(worker, now, command="start", limit=want)
+            if not requests:
+                break
+            uow.jobs.lock_all([request.job_id for request in requests])
+            site = site or SiteView(rt, uow, now)
+            for index, request in enumerate(requests):
+                backends, full = _kinds(left)
+                if len(orders) >= limit or not backends:  # defensive: want never claims more
+                    uow.queue.release(requests[index:])
+                    return orders
+                looked += 1
+                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials, site)
+                if order is not None:
+                    orders.append(order)
+                    left[order.backend] -= 1
     return orders
+
+
+def _kinds(left: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """The backend kinds with room left and those without."""
+    return [kind for kind, n in left.items() if n > 0], [kind for kind, n in left.items() if n <= 0]
 
 
 class _Credential(NamedTuple):

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BindParameter,
+    Select,
     Table,
     TextClause,
     and_,
@@ -25,7 +26,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from wmproxy.store.engine import rows_matched
 from wmproxy.store.retire import retire_connection_after
 from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
@@ -453,6 +453,21 @@ _INSERT_REQUEST = insert(_REQUESTS)
 _INSERT_NOTIFYING = _INSERT_REQUEST.returning(func.pg_notify(QUEUE_CHANNEL, ""))
 
 
+def _claimable(command: str, now: dt.datetime, limit: int) -> Select[ExecutionRequest]:
+    """The oldest ``limit`` unclaimed ``command`` requests due at ``now``."""
+    return (
+        select(ExecutionRequest)
+        .where(
+            ExecutionRequest.done_at.is_(None),
+            ExecutionRequest.claimed_by.is_(None),
+            ExecutionRequest.command == command,
+            or_(ExecutionRequest.not_before.is_(None), ExecutionRequest.not_before <= now),
+        )
+        .order_by(ExecutionRequest.id)
+        .limit(limit)
+    )
+
+
 class SqlExecutionQueue:
     """The execution requests table used as a work queue by the workers."""
 
@@ -492,42 +507,47 @@ class SqlExecutionQueue:
 
     def claim_next(self, worker: str, now: dt.datetime, *, command: str) -> ExecutionRequest | None:
         """Claim the oldest unclaimed ``command`` request due at ``now`` (``not_before``
-        unset or passed) for ``worker``; None when there is none.
+        unset or passed) for ``worker``; None when there is none (:meth:`claim_many` of one)."""
+        claimed = self.claim_many(worker, now, command=command, limit=1)
+        return claimed[0] if claimed else None
+
+    def claim_many(self, worker: str, now: dt.datetime, *, command: str, limit: int) -> list[ExecutionRequest]:
+        """Claim up to ``limit`` (>= 1) of the oldest unclaimed ``command`` requests due at
+        ``now`` (``not_before`` unset or passed) for ``worker``, oldest first, in two
+        statements whatever their number: one SELECT, one UPDATE. Empty when there is none.
 
         PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never block
         on or take the same row. SQLite: the transaction began with ``BEGIN IMMEDIATE``
         (see ``engine.py``), which serialises writers, and the conditional UPDATE below is
-        a compare-and-set that only one worker can win.
+        a compare-and-set that only one worker can win (``RETURNING`` names the rows won).
+
+        A claimed request the caller does not act on goes back with :meth:`release` in the
+        same transaction.
         """
-        stmt = (
-            select(ExecutionRequest)
-            .where(
-                ExecutionRequest.done_at.is_(None),
-                ExecutionRequest.claimed_by.is_(None),
-                ExecutionRequest.command == command,
-                or_(ExecutionRequest.not_before.is_(None), ExecutionRequest.not_before <= now),
-            )
-            .order_by(ExecutionRequest.id)
-            .limit(1)
-        )
+        stmt = _claimable(command, now, limit)
         if self.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
-        request = self.session.scalars(stmt).one_or_none()
-        if request is None:
-            return None
-        won = rows_matched(
-            self.session,
+        requests = list(self.session.scalars(stmt))
+        if not requests:
+            return []
+        won = set(self.session.scalars(
             update(ExecutionRequest)
-            .where(ExecutionRequest.id == request.id, ExecutionRequest.claimed_by.is_(None))
+            .where(ExecutionRequest.id.in_([r.id for r in requests]), ExecutionRequest.claimed_by.is_(None))
             .values(claimed_by=worker, claimed_at=now)
-            .execution_options(synchronize_session=False),
-        )
-        if won != 1:
-            return None
-        # what the UPDATE wrote, without reading the row back (no other column changed)
-        set_committed_value(request, "claimed_by", worker)
-        set_committed_value(request, "claimed_at", now)
-        return request
+            .returning(ExecutionRequest.id)
+            .execution_options(synchronize_session=False)))
+        requests = [request for request in requests if request.id in won]
+        for request in requests:  # what the UPDATE wrote, without reading the rows back
+            set_committed_value(request, "claimed_by", worker)
+            set_committed_value(request, "claimed_at", now)
+        return requests
+
+    def release(self, requests: Sequence[ExecutionRequest]) -> None:
+        """Give requests this transaction claimed (:meth:`claim_many`) and did not act on back
+        unchanged: unclaimed, due as before."""
+        for request in requests:
+            request.claimed_by = None
+            request.claimed_at = None
 
     def complete(self, request: ExecutionRequest, now: dt.datetime) -> None:
         request.done_at = now

@@ -127,6 +127,29 @@ class TestFilesInTheWorkDir:
         assert not proxy.is_symlink() and proxy.read_bytes() == PROXY
         assert [p.name for p in work.iterdir() if p.name.endswith(".tmp")] == []
 
+    @pytest.mark.parametrize("plant", ["symlink", "hardlink"])
+    def test_a_fresh_copy_refuses_a_planted_link_without_following_it(self, work_root: Path, plant: str) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        victim = work_root / "victim"
+        victim.write_bytes(b"precious")
+        for path in (work / identity.PROXY_NAME, work / ".wmproxy" / "job.marshal"):
+            if plant == "symlink":
+                path.symlink_to(victim)
+            else:
+                os.link(victim, path)
+        with pytest.raises(IdentityError):
+            identity.install_proxy(work, PROXY, None, sync=False, fresh=True)
+        with pytest.raises(IdentityError):
+            identity.write_spec(work, sh("true"), None, sync=False, fresh=True)
+        assert victim.read_bytes() == b"precious"
+
+    def test_a_fresh_copy_is_written_at_its_name(self, work_root: Path, account: Account | None) -> None:
+        work = identity.prepare_work_dir(work_root, "job1", account)
+        path = identity.install_proxy(work, PROXY, account, sync=False, fresh=True)
+        identity.write_spec(work, sh("true"), account, sync=False, fresh=True)
+        assert _owner(path) == (*_expected_owner(account), 0o600) and path.read_bytes() == PROXY
+        assert sorted(p.name for p in (work / ".wmproxy").iterdir()) == ["job.marshal"]
+
     @pytest.mark.parametrize("name", ["", "a/b", "..", ".wmproxy"])
     def test_bad_proxy_names_are_refused(self, work_root: Path, name: str) -> None:
         work = identity.prepare_work_dir(work_root, "job1", None)

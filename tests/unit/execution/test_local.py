@@ -180,6 +180,25 @@ class TestOnceOnly:
             backend.spawn(handle)
 
 
+class TestBackgroundRemoval:
+    def test_a_released_work_dir_is_set_aside_at_once_and_removed_by_tidy(
+        self, work_root: Path, input_dir: Path, account: Account | None
+    ) -> None:
+        root = work_root / "tidy"
+        root.mkdir(mode=0o755)
+        left = root / ".discarded.from-a-previous-life"
+        (left / "tmp").mkdir(parents=True)  # what a stopped worker set aside and never removed
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, background_removal=True)
+        handle, outcome = run(backend, launch(input_dir, account, "mkdir -p a/b; echo x > a/b/f; exit 0"))
+        assert outcome is not None and outcome.exit_code == 0
+        backend.release(handle)
+        assert not handle.work_dir.exists()  # a next attempt never finds it
+        assert sorted(p.name.startswith(".discarded.") for p in root.iterdir()) == [True, True]
+        assert backend.tidy() == 2
+        assert list(root.iterdir()) == []
+        assert backend.tidy() == 0
+
+
 class TestAttach:
     def test_references_name_host_pid_and_work_dir(self) -> None:
         assert parse_ref(f"local:{HOST}:123:job_dir") == (HOST, 123, "job_dir")

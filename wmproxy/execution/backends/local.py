@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import signal
 import socket
 import stat
@@ -66,8 +65,9 @@ class LocalExecutionBackend:
         kill_grace: the wrapper's seconds between SIGTERM and SIGKILL of a cancelled job.
         python: the interpreter that runs the wrapper (default ``/usr/bin/python3``).
         background_removal: :meth:`release` sets the work dir aside with one rename and
-            a background thread removes it (and whatever an earlier life set aside), so
-            the worker does not wait for the filesystem; default: removed at once.
+            :meth:`tidy` removes it later (with whatever an earlier life set aside), so
+            the worker does not wait for the filesystem while it starts and ends jobs;
+            default: removed at once.
         zygotes: fork the wrappers from one long-lived process per account
             (:mod:`wmproxy.execution.zygote`) rather than start an interpreter per job;
             False starts each wrapper with :func:`identity.spawn_wrapper`.
@@ -118,10 +118,12 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
         try:
             _stage_in(launch.input_dir, work_dir, launch.isb_files)
-            identity.hand_over(work_dir, launch.account)
+            if launch.isb_files:  # else the work dir holds only .wmproxy, given to the account already
+                identity.hand_over(work_dir, launch.account)
             if launch.proxy_pem and launch.spec.proxy:  # not fsynced: a crash before the start means a new prepare
-                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False)
-            identity.write_spec(work_dir, launch.spec, launch.account, sync=False)
+                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False,
+                                       fresh=launch.spec.proxy not in launch.isb_files)  # else it replaces the file
+            identity.write_spec(work_dir, launch.spec, launch.account, sync=False, fresh=True)
         except WMProxyError as exc:
             self._remove(name)
             raise BackendError(str(exc)) from None
@@ -326,6 +328,19 @@ class LocalExecutionBackend:
         if discarded is not None:
             self._remover.put(discarded)
 
+    def tidy(self, budget: float | None = None) -> int:
+        """Remove the work dirs :meth:`release` set aside (``background_removal``), all of
+        them or, with ``budget``, for about that many seconds (at least one); the worker
+        calls it when it is about to wait. Returns how many were pending.
+
+        Never raises (a directory that cannot be removed is logged)."""
+        if self._remover is None:
+            return 0
+        pending = len(self._remover.pending)
+        if pending:
+            self._remover.run(budget)
+        return pending
+
     # --- helpers -------------------------------------------------------------------
 
     def _ref(self, pid: int | None, name: str, started: int | None = None) -> str:
@@ -390,9 +405,14 @@ def ref_start_time(ref: str) -> int | None:
 
 
 class _Remover:
-    """A daemon thread removing work dirs set aside by :func:`identity.discard_work_dir`;
-    at start it also queues those a previous worker life left. One per work root and
-    process (:meth:`of`), whatever the number of backends sharing the root."""
+    """The work dirs set aside by :func:`identity.discard_work_dir`, removed when the worker
+    has nothing else to do (:meth:`LocalExecutionBackend.tidy`); at start it also takes those
+    a previous worker life left. One per work root and process (:meth:`of`), whatever the
+    number of backends sharing the root.
+
+    Not a thread: a thread removing directories while the worker's main thread claims and
+    starts jobs made the two take the GIL from each other at every system call (about 40
+    futex calls per job, issue 14)."""
 
     _by_root: ClassVar[dict[Path, _Remover]] = {}
     _lock = threading.Lock()
@@ -406,23 +426,26 @@ class _Remover:
 
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
-        self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.pending: list[str] = []
         with contextlib.suppress(OSError):
-            for name in os.listdir(work_root):
-                if name.startswith(identity.DISCARDED_PREFIX):
-                    self.queue.put(name)
-        threading.Thread(target=self._run, name="work-dir-remover", daemon=True).start()
+            self.pending = [name for name in os.listdir(work_root) if name.startswith(identity.DISCARDED_PREFIX)]
 
     def put(self, name: str) -> None:
-        self.queue.put(name)
+        self.pending.append(name)
 
-    def _run(self) -> None:
-        while True:
-            name = self.queue.get()
+    def run(self, budget: float | None = None) -> None:
+        """Remove the pending work dirs, oldest first: all of them, or while ``budget``
+        seconds have not passed (at least one). One that cannot be removed is logged and
+        dropped."""
+        end = None if budget is None else time.monotonic() + budget
+        while self.pending:
+            name = self.pending.pop(0)
             try:
                 identity.remove_work_dir(self.work_root, name)
             except IdentityError as exc:
                 log.warning("could not remove the discarded work directory %s: %s", name, exc)
+            if end is not None and time.monotonic() >= end:
+                return
 
 
 def check_proxy_shape(proxy_pem: bytes) -> None:

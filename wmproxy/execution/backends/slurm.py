@@ -200,7 +200,7 @@ class SlurmExecutionBackend:
         commands: the Slurm driver (built from ``slurm_conf``/``bin_dir``/``timeout``
             when None).
         background_removal: as :class:`LocalExecutionBackend`'s: released work dirs are
-            set aside with one rename and removed by a background thread.
+            set aside with one rename and removed by :meth:`tidy`.
         max_array: jobs one job array of :meth:`spawn_batch` carries at most (1: none,
             every job its own sbatch); at most the cluster's ``MaxArraySize`` - 1.
 
@@ -587,6 +587,10 @@ class SlurmExecutionBackend:
         self._prepared.pop(handle.work_dir, None)
         self._batched.pop(handle.work_dir, None)
         self._files.release(handle)
+
+    def tidy(self, budget: float | None = None) -> int:
+        """Remove the released work dirs set aside (as :meth:`LocalExecutionBackend.tidy`)."""
+        return self._files.tidy(budget)
 
     # --- helpers -------------------------------------------------------------------
 
