@@ -297,7 +297,10 @@ class FilesystemSandboxStorage:
         ``input/``, the first output file's ``output/``, the first perusal chunk's ``peek/``.
 
         Never creates the job directory itself: a job area removed meanwhile stays removed.
-        Concurrent callers are fine (an existing directory is success).
+        Concurrent callers are fine (an existing directory is success). The area gets the
+        job directory's owner and group, as when registration made all three: a process of
+        another uid that made it (a root worker under a non-root server) hands it over
+        when it may (``CAP_CHOWN``); the deployment's units run both as the service user.
 
         Args:
             job_rel_dir: ``<dir_name>/<2ch>/<job dir>`` (:meth:`job_rel_dir`, or checked
@@ -316,6 +319,7 @@ class FilesystemSandboxStorage:
         path = self.root / job_rel_dir / area
         try:
             _mkdir_new(path, 0o700)
+            _owned_like_parent(path)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 raise SandboxError(f"The {area} sandbox of /{job_rel_dir} is not a directory") from None
@@ -743,6 +747,16 @@ def _mkdir_new(path: Path, mode: int) -> None:
     os.mkdir(path, mode)
     if mode & _process_umask():
         os.chmod(path, mode)
+
+
+def _owned_like_parent(path: Path) -> None:
+    """Give the new directory ``path`` its parent's owner and group when they are not this
+    process's (nothing to do in the usual case: one ``lstat``); left as it is when the
+    process may not chown."""
+    parent = os.lstat(path.parent)
+    if (parent.st_uid, parent.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):
+            os.chown(path, parent.st_uid, parent.st_gid, follow_symlinks=False)
 
 
 @functools.cache

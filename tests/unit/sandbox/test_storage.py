@@ -76,6 +76,16 @@ class TestJobArea:
             storage.write_perusal_chunk(JOB, "out.txt", b"x", 1)
         assert not job_dir.exists() and not job_dir.parent.exists()
 
+    @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
+    def test_an_area_made_by_another_uid_gets_the_job_directory_owner(
+        self, storage: FilesystemSandboxStorage
+    ) -> None:
+        job_dir = storage.create_job_area(JOB)  # as the server (here: uid 65534) made it at registration
+        os.chown(job_dir, 65534, 65534)
+        output = storage.create_area(JOB_DIR, "output")  # as a root worker would, later
+        st = os.lstat(output)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o700)
+
     def test_a_file_in_the_place_of_an_area_is_refused(self, storage: FilesystemSandboxStorage) -> None:
         job_dir = storage.create_job_area(JOB)
         (job_dir / "input").write_bytes(b"not a directory")
