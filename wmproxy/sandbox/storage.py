@@ -208,6 +208,9 @@ class FilesystemSandboxStorage:
         self.dir_name = dir_name
         self.base_url = base_url.rstrip("/")
         self.work_root = Path(os.path.abspath(work_root)) if work_root is not None else self.root / "work"
+        # A request asks for the same job's paths several times (jobSubmit: create, then the
+        # JobArea): the id check and to_filename are done once per recent job (issue 14).
+        self._rel_dirs = functools.lru_cache(maxsize=1024)(self._job_rel_dir)
 
     # --- job areas ---
 
@@ -217,6 +220,9 @@ class FilesystemSandboxStorage:
         Raises:
             InvalidArgumentError: ``job_id`` is not a valid job id.
         """
+        return self._rel_dirs(job_id)
+
+    def _job_rel_dir(self, job_id: str) -> str:
         domain.parse_job_id(job_id)  # the 2-char fan-out must not be '..' or contain '/'
         return domain.job_relative_dir(job_id, self.dir_name)
 
@@ -243,12 +249,12 @@ class FilesystemSandboxStorage:
         input_rel = f"{self.job_rel_dir(parent_id) if parent_id else rel_dir}/input"
         base_uri = f"{self.base_url}/{rel_dir}"
         job_dir = self.root / rel_dir
-        work_dir = self.work_root / domain.to_filename(job_id)
+        work_dir = self.work_root / rel_dir.rsplit("/", 1)[1]  # to_filename(job_id)
         return JobArea(
             job_id=job_id,
             rel_dir=rel_dir,
             dir=job_dir,
-            input_dir=self.root / input_rel,
+            input_dir=self.root / input_rel if parent_id else job_dir / "input",
             output_dir=job_dir / "output",
             peek_dir=job_dir / "peek",
             work_dir=work_dir,
