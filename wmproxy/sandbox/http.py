@@ -288,10 +288,8 @@ class SandboxApp:
         # With a Content-Length, stream_into reads exactly that many bytes: read the server's own
         # input stream, not werkzeug's wrapper around it (two more copies of every block).
         stream = request.environ["wsgi.input"] if length is not None else request.stream
-        if create_input is not None:
-            create_input()
         self.storage.stream_into(
-            path, stream, length, limit,
+            path, stream, length, limit, prepare=create_input,
             commit=lambda total, replace: self.record_bytes(job_rel_dir, total - existing, replace),
         )
         if created:

@@ -672,7 +672,7 @@ class FilesystemSandboxStorage:
 
     def stream_into(
         self, path: Path, stream: ReadableStream, length: int | None, limit: int, *,
-        commit: Commit | None = None,
+        commit: Commit | None = None, prepare: Callable[[], object] | None = None,
     ) -> int:
         """Copy an upload into ``path`` atomically, at most ``limit`` bytes.
 
@@ -685,6 +685,8 @@ class FilesystemSandboxStorage:
             commit: ``commit(bytes written, replace)`` once the data is on disk: it must
                 call ``replace()`` (the atomic rename into ``path``), e.g. inside the
                 transaction that counts the bytes; if it raises, nothing is left on disk.
+            prepare: called once an announced ``length`` is within ``limit``, before anything
+                is written (e.g. :meth:`create_area` for the first upload into ``input/``).
 
         Returns:
             Bytes written.
@@ -698,6 +700,8 @@ class FilesystemSandboxStorage:
         path = Path(path)
         if length is not None and length > limit:
             raise _too_big(path, limit)
+        if prepare is not None:
+            prepare()
         fd, tmp = _mkstemp(path)
         total = 0
         try:

@@ -106,7 +106,7 @@ class TestPut:
             environ_overrides={"wsgi.input_terminated": True},
         )
         assert response.status_code == 413
-        assert os.listdir(_job_dir(storage) / "input") == []
+        assert [p for p in _job_dir(storage).rglob("*") if not p.is_dir()] == []
 
     def test_chunked_upload_within_limit(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         response = client.put(
@@ -351,6 +351,16 @@ class TestAreasMadeByTheirFirstWrite:
         assert (_job_dir(storage) / "input" / "sub").is_dir()
         assert _put(client, f"{INPUT}/sub/f", b"1").status_code == 201
 
+    def test_a_first_upload_refused_before_writing_makes_nothing(
+        self, client: Client, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        assert _put(client, f"{INPUT}/big", b"x" * (MAX_INPUT + 1)).status_code == 413  # announced size
+        assert client.put(f"{INPUT}/f", data=b"x", headers={"X-Test-User": "mallory"}).status_code == 403
+        full = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda rel_dir: MAX_INPUT,
+                                 check_new_file=lambda rel_dir: _refuse_count()))
+        assert _put(full, f"{INPUT}/f", b"x").status_code == 403  # over the file count
+        assert os.listdir(_job_dir(storage)) == []
+
     def test_a_nested_path_needs_its_parent_and_makes_nothing(
         self, client: Client, storage: FilesystemSandboxStorage
     ) -> None:
@@ -397,3 +407,9 @@ class TestAreasMadeByTheirFirstWrite:
         assert response.status_code == 404
         assert "No such job sandbox" in response.get_data(as_text=True)
         assert not _job_dir(storage).exists() and not _job_dir(storage).parent.exists()
+
+
+def _refuse_count() -> None:
+    from wmproxy.errors import SandboxFileCountError
+
+    raise SandboxFileCountError("The maximum number of input sandbox files is reached")
