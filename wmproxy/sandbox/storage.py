@@ -11,7 +11,8 @@ Registration creates only the job directory (issue 14: one ``mkdir`` per job, no
 each of ``input/``, ``output/`` and ``peek/`` is created (0700, race-safe) by the first
 write into it: an upload (:meth:`FilesystemSandboxStorage.create_area`), the collection of
 the output sandbox, the first perusal chunk. Until then a missing area of an existing job
-directory reads as an empty one everywhere. Only the job directory is ever created at
+directory reads as an empty one everywhere (and an empty one, e.g. left by a first upload
+refused while streaming, as a missing one). Only the job directory is ever created at
 registration and never by a later write, so a write racing ``remove_job_area`` cannot
 bring a removed job area back (its ``mkdir`` of the area fails with ENOENT).
 
