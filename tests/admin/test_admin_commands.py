@@ -43,7 +43,7 @@ def config(settings: Settings, tmp_path: Path) -> Path:
             uow.jobs.set_state(rows[0], "Running", days_ago(0.4), reason="started")
         for row in rows:
             rt.storage.create_job_area(row.id)
-        (rt.storage.job_dir(BASE + "a-old-done") / "output" / "big").write_bytes(b"x" * 5000)
+        (rt.storage.create_area(rt.storage.job_rel_dir(BASE + "a-old-done"), "output") / "big").write_bytes(b"x" * 5000)
     finally:
         rt.session_factory.kw["bind"].dispose()
     return write_ini(settings, tmp_path / "wmproxy.conf")

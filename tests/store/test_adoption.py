@@ -212,7 +212,8 @@ class TestRun:
         worker.start()
         until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
         peek = rt.storage.job_area(job_id).peek_dir
-        until(worker, lambda: any(p.name.startswith("real.txt.") for p in peek.iterdir()), "a perusal chunk")
+        until(worker, lambda: peek.is_dir() and any(p.name.startswith("real.txt.") for p in peek.iterdir()),
+              "a perusal chunk (its first makes peek/)")
         (work_dir(rt, job_id) / "go").write_text("")
         until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert not any(p.name.startswith("link.txt") for p in peek.iterdir())

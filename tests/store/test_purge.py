@@ -59,7 +59,7 @@ def add_job(rt: Runtime, name: str, state: str, *, created_days: float, updated_
                                     delegation_id=delegation_id))
     for jid in (job_id, *(f"{job_id}-node{i}" for i in range(nodes))):
         rt.storage.create_job_area(jid)
-        (rt.storage.job_dir(jid) / "output" / "std.out").write_text("out\n")
+        (rt.storage.create_area(rt.storage.job_rel_dir(jid), "output") / "std.out").write_text("out\n")
     return job_id
 
 

@@ -179,15 +179,25 @@ class SandboxApp:
         resolved = self.storage.resolve(rel_path)
         path = resolved.path
         if method in ("GET", "HEAD"):
+            if not resolved.area_exists:  # not written to yet: an empty directory
+                if rest:
+                    raise _HttpError(404, f"No such file: {'/'.join(rest)}")
+                return self._listing(request, None)
             return self._get(request, path, rest)
         if area != "input":
             raise AuthorizationError("The output sandbox is read-only")
         if not rest:
             raise SandboxPathError(f"{method} of the input sandbox directory itself is not allowed")
         if method == "PUT":
+            # The first upload into a job's input/ creates it (never the job directory: a
+            # purged job's area is not brought back); deeper paths need their parent first.
+            create_input = (
+                (lambda: self.storage.create_area(job_rel_dir, area))
+                if not resolved.area_exists and len(rest) == 1 else None
+            )
             if request.path.endswith("/"):
-                return _mkdir(path)
-            return self._put(request, job_rel_dir, path)
+                return _mkdir(path, create_input)
+            return self._put(request, job_rel_dir, path, create_input)
         if method == "DELETE":
             return self._delete(job_rel_dir, path)
         return self._move(request, job_rel_dir, path)
@@ -232,10 +242,13 @@ class SandboxApp:
         body = wrap_file(request.environ, f, buffer_size=CHUNK_SIZE)
         return Response(body, status=200, headers=headers, direct_passthrough=True)
 
-    def _listing(self, request: Request, path: Path) -> Response:
+    def _listing(self, request: Request, path: Path | None) -> Response:
+        """The directory page of ``path`` (None: an area not created yet, listed empty)."""
         rows = []
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        entries: list[os.DirEntry[str]] = []
+        if path is not None:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
             if is_temporary(entry.name):
                 continue
@@ -254,8 +267,10 @@ class SandboxApp:
             return response
         return Response(body, status=200, headers=headers)
 
-    def _put(self, request: Request, job_rel_dir: str, path: Path) -> Response:
-        if not path.parent.is_dir():
+    def _put(self, request: Request, job_rel_dir: str, path: Path,
+             create_input: Callable[[], object] | None) -> Response:
+        """Upload into ``path``; ``create_input`` (when given) makes the missing ``input/`` first."""
+        if create_input is None and not path.parent.is_dir():
             raise _HttpError(409, "The parent directory does not exist; create it first (PUT to '<dir>/')")
         existing = 0
         try:
@@ -274,7 +289,7 @@ class SandboxApp:
         # input stream, not werkzeug's wrapper around it (two more copies of every block).
         stream = request.environ["wsgi.input"] if length is not None else request.stream
         self.storage.stream_into(
-            path, stream, length, limit,
+            path, stream, length, limit, prepare=create_input,
             commit=lambda total, replace: self.record_bytes(job_rel_dir, total - existing, replace),
         )
         if created:
@@ -329,8 +344,11 @@ class SandboxApp:
         return Response(status=204) if existed else _text(201, "Created")
 
 
-def _mkdir(path: Path) -> Response:
-    if not path.parent.is_dir():
+def _mkdir(path: Path, create_input: Callable[[], object] | None) -> Response:
+    """PUT of a directory; ``create_input`` (when given) makes the missing ``input/`` first."""
+    if create_input is not None:
+        create_input()
+    elif not path.parent.is_dir():
         raise _HttpError(409, "The parent directory does not exist")
     try:
         os.mkdir(path, 0o700)

@@ -7,6 +7,15 @@ Layout (``wmproxy-behaviour.md`` §4.1), relative to the document root ``root``:
         output/    output sandbox: the execution worker writes here, clients GET
         peek/      perusal chunks
 
+Registration creates only the job directory (issue 14: one ``mkdir`` per job, not four);
+each of ``input/``, ``output/`` and ``peek/`` is created (0700, race-safe) by the first
+write into it: an upload (:meth:`FilesystemSandboxStorage.create_area`), the collection of
+the output sandbox, the first perusal chunk. Until then a missing area of an existing job
+directory reads as an empty one everywhere (and an empty one, e.g. left by a first upload
+refused while streaming, as a missing one). Only the job directory is ever created at
+registration and never by a later write, so a write racing ``remove_job_area`` cannot
+bring a removed job area back (its ``mkdir`` of the area fails with ENOENT).
+
 and, relative to the work root (``[execution] work_dir``), the directory the job runs in,
 ``<to_filename(job id)>/``, with the job's proxy copy ``user.proxy`` (written there as the
 job's account by the execution worker and the renewal worker, issue 8).
@@ -116,12 +125,16 @@ class ResolvedPath(NamedTuple):
 
     Attributes:
         job_rel_dir: ``<dir_name>/<2ch>/<job dir>``, the job area relative to the root.
-        path: absolute real path inside the job's ``input/`` or ``output/`` subtree;
-            its last component may not exist yet.
+        path: absolute real path inside the job's ``input/``, ``output/`` or ``peek/``
+            subtree; its last component may not exist yet.
+        area_exists: False when the job directory exists but this area has not been
+            created yet (nothing written to it): it reads as an empty directory, and
+            nothing below it exists.
     """
 
     job_rel_dir: str
     path: Path
+    area_exists: bool = True
 
 
 def is_temporary(name: str) -> bool:
@@ -196,6 +209,9 @@ class FilesystemSandboxStorage:
         self.dir_name = dir_name
         self.base_url = base_url.rstrip("/")
         self.work_root = Path(os.path.abspath(work_root)) if work_root is not None else self.root / "work"
+        # A request asks for the same job's paths several times (jobSubmit: create, then the
+        # JobArea): the id check and to_filename are done once per recent job (issue 14).
+        self._rel_dirs = functools.lru_cache(maxsize=1024)(self._job_rel_dir)
 
     # --- job areas ---
 
@@ -205,6 +221,9 @@ class FilesystemSandboxStorage:
         Raises:
             InvalidArgumentError: ``job_id`` is not a valid job id.
         """
+        return self._rel_dirs(job_id)
+
+    def _job_rel_dir(self, job_id: str) -> str:
         domain.parse_job_id(job_id)  # the 2-char fan-out must not be '..' or contain '/'
         return domain.job_relative_dir(job_id, self.dir_name)
 
@@ -231,12 +250,12 @@ class FilesystemSandboxStorage:
         input_rel = f"{self.job_rel_dir(parent_id) if parent_id else rel_dir}/input"
         base_uri = f"{self.base_url}/{rel_dir}"
         job_dir = self.root / rel_dir
-        work_dir = self.work_root / domain.to_filename(job_id)
+        work_dir = self.work_root / rel_dir.rsplit("/", 1)[1]  # to_filename(job_id)
         return JobArea(
             job_id=job_id,
             rel_dir=rel_dir,
             dir=job_dir,
-            input_dir=self.root / input_rel,
+            input_dir=self.root / input_rel if parent_id else job_dir / "input",
             output_dir=job_dir / "output",
             peek_dir=job_dir / "peek",
             work_dir=work_dir,
@@ -255,35 +274,67 @@ class FilesystemSandboxStorage:
             return False
 
     def create_job_area(self, job_id: str) -> Path:
-        """Create ``<jobdir>/input`` and ``<jobdir>/output``; idempotent.
+        """Create the job directory (mode 0700) and nothing in it; idempotent.
 
-        The job directory and its two areas get mode 0700, the staging and fan-out
-        directories 0755 when this call creates them.
+        ``input/``, ``output/`` and ``peek/`` are made by their first write (see the module
+        docstring); the staging and fan-out directories get 0755 when this call creates them.
 
         Returns:
             The job directory.
 
         Raises:
             InvalidArgumentError: invalid job id.
-            SandboxError: the directories cannot be created.
+            SandboxError: the directory cannot be created (or a non-directory is in its place).
         """
         job_dir = self.job_dir(job_id)
         try:
-            try:  # the common case, a new job under an existing fan-out directory: 4 mkdir calls
+            try:  # the common case, a new job under an existing fan-out directory: one mkdir call
                 _mkdir_new(job_dir, 0o700)
             except FileNotFoundError:
                 self._create_parents_and(job_dir)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(job_dir).st_mode):
                     raise
-                for area in AREAS:
-                    _mkdir(job_dir / area, 0o700)
-                return job_dir
-            for area in AREAS:
-                _mkdir_new(job_dir / area, 0o700)
         except OSError as exc:
             raise SandboxError(f"Unable to create the job directory {job_dir}: {exc.strerror}") from exc
         return job_dir
+
+    def create_area(self, job_rel_dir: str, area: str) -> Path:
+        """Create ``<job dir>/<area>`` (mode 0700) unless it exists: the first upload's
+        ``input/``, the first output file's ``output/``, the first perusal chunk's ``peek/``.
+
+        Never creates the job directory itself: a job area removed meanwhile stays removed.
+        Concurrent callers are fine (an existing directory is success). The area gets the
+        job directory's owner and group, as when registration made all three: a process of
+        another uid that made it (a root worker under a non-root server) hands it over
+        when it may (``CAP_CHOWN``); the deployment's units run both as the service user.
+
+        Args:
+            job_rel_dir: ``<dir_name>/<2ch>/<job dir>`` (:meth:`job_rel_dir`, or checked
+                by :meth:`split_path`).
+            area: ``"input"``, ``"output"`` or ``"peek"``.
+
+        Returns:
+            The area's absolute path.
+
+        Raises:
+            UnknownJobAreaError: the job directory does not exist (never registered, or removed).
+            SandboxError: something else is in the area's place, or the directory cannot be made.
+        """
+        if area not in AREAS:
+            raise ValueError(f"not a job sandbox area: {area!r}")
+        path = self.root / job_rel_dir / area
+        try:
+            _mkdir_new(path, 0o700)
+            _owned_like_parent(path)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise SandboxError(f"The {area} sandbox of /{job_rel_dir} is not a directory") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None
+        except OSError as exc:
+            raise SandboxError(f"Unable to create the {area} sandbox of /{job_rel_dir}: {exc.strerror}") from exc
+        return path
 
     def _create_parents_and(self, job_dir: Path) -> None:
         """Create the staging and fan-out directories (0755) that are missing, then ``job_dir``.
@@ -331,22 +382,24 @@ class FilesystemSandboxStorage:
         return freed
 
     def input_file_count(self, job_id: str) -> int:
-        """Regular files under the job's ``input/`` (recursively), in-progress uploads included.
+        """Regular files under the job's ``input/`` (recursively), in-progress uploads included;
+        0 while nothing has been uploaded (no ``input/`` yet).
 
         Raises:
             SandboxError: the job area does not exist.
         """
-        return _tree_size(self._area(job_id, "input"), count=True)
+        return _tree_size(self._area(job_id, "input", must_exist=False), count=True)
 
     def input_size(self, job_id: str) -> int:
         """Total bytes of the regular files under the job's ``input/`` (recursively).
 
-        In-progress uploads count too, so concurrent uploads are judged conservatively.
+        In-progress uploads count too, so concurrent uploads are judged conservatively; 0
+        while nothing has been uploaded (no ``input/`` yet).
 
         Raises:
             SandboxError: the job area does not exist.
         """
-        return _tree_size(self._area(job_id, "input"))
+        return _tree_size(self._area(job_id, "input", must_exist=False))
 
     # --- perusal (wmproxy-behaviour.md §8) ---
 
@@ -354,9 +407,12 @@ class FilesystemSandboxStorage:
         """Write ``data`` as the new chunk ``peek/<name>.<timestamp>`` (epoch seconds), whole
         or not at all (a temporary name, then a rename), so that getPerusalFiles merging at the
         same moment sees either nothing or all of it. Chunks are never appended to: the caller
-        gives each chunk of a file its own, increasing timestamp.
+        gives each chunk of a file its own, increasing timestamp. The first chunk creates ``peek/``.
+
+        Raises:
+            SandboxError: the job area does not exist.
         """
-        peek = self._area(job_id, "peek")
+        peek = self._area(job_id, "peek", create=True)
         tmp = peek / f".{name}.{timestamp}{TMP_SUFFIX}"
         with open(tmp, "wb") as chunk:
             chunk.write(data)
@@ -365,9 +421,15 @@ class FilesystemSandboxStorage:
     def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.
 
-        The chunks are deleted. Returns the names of the merged files made now ([] if none).
+        The chunks are deleted. Returns the names of the merged files made now ([] if none,
+        as for a job without ``peek/``: no chunk written yet).
+
+        Raises:
+            SandboxError: the job area does not exist.
         """
-        peek = self._area(job_id, "peek")
+        peek = self._area(job_id, "peek", must_exist=False)
+        if not peek.is_dir():
+            return []
         chunks = sorted(
             (int(p.name.rsplit(".", 1)[1]), p)
             for p in peek.glob(f"{_glob_escape(name)}.*")
@@ -386,8 +448,14 @@ class FilesystemSandboxStorage:
         return [merged]
 
     def merged_perusal_files(self, job_id: str, name: str) -> list[str]:
-        """Every merged file of ``name`` so far, oldest first."""
-        peek = self._area(job_id, "peek")
+        """Every merged file of ``name`` so far, oldest first ([] without ``peek/``).
+
+        Raises:
+            SandboxError: the job area does not exist.
+        """
+        peek = self._area(job_id, "peek", must_exist=False)
+        if not peek.is_dir():
+            return []
         found = []
         for p in peek.glob(f"{_glob_escape(name)}-*-*"):
             first, _, last = p.name[len(name) + 1 :].partition("-")
@@ -429,9 +497,16 @@ class FilesystemSandboxStorage:
                 result.append((entry.name, st.st_size))
         return sorted(result)
 
-    def _area(self, job_id: str, area: str, *, must_exist: bool = True) -> Path:
+    def _area(self, job_id: str, area: str, *, must_exist: bool = True, create: bool = False) -> Path:
+        """The path of a job's ``area``; with ``create`` made (:meth:`create_area`) if missing.
+
+        Raises:
+            SandboxError: the job directory does not exist, or (``must_exist``) the area does not.
+        """
         if not self.has_job_area(job_id):
             raise SandboxError(f"The job directory of {job_id} does not exist")
+        if create:
+            return self.create_area(self.job_rel_dir(job_id), area)
         path = self.job_dir(job_id) / area
         if must_exist and not path.is_dir():
             raise SandboxError(f"The {area} sandbox directory of {job_id} does not exist")
@@ -483,10 +558,11 @@ class FilesystemSandboxStorage:
 
         Returns:
             :class:`ResolvedPath`. The path may not exist; every existing component
-            is a real directory (or, for the last one, a non-symlink).
+            is a real directory (or, for the last one, a non-symlink). An area of an
+            existing job directory that has not been created yet gives ``area_exists=False``.
 
         Raises:
-            UnknownJobAreaError: no such job area, or its ``input``/``output`` is missing.
+            UnknownJobAreaError: no such job area (no job directory).
             SandboxPathError: a syntactically bad path (see :meth:`split_path`), a
                 symlink anywhere below the root, or a non-directory in the middle.
         """
@@ -497,7 +573,11 @@ class FilesystemSandboxStorage:
             current = current / name
             try:
                 st = os.lstat(current)
-            except (FileNotFoundError, NotADirectoryError):
+            except FileNotFoundError:
+                if i == 3:  # the job directory exists, this area is made by its first write
+                    return ResolvedPath(job_rel_dir, job_dir.joinpath(area, *rest), area_exists=False)
+                raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None
+            except NotADirectoryError:
                 raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None
             if not stat.S_ISDIR(st.st_mode):  # symlinks included
                 if i < 3:
@@ -544,7 +624,8 @@ class FilesystemSandboxStorage:
         Raises:
             SandboxError: the job area does not exist or a file cannot be written.
         """
-        output = self._area(job_id, "output")
+        # A job's first output sandbox creates output/ (a job without one leaves none).
+        output = self._area(job_id, "output", must_exist=False, create=bool(names))
         missing: list[tuple[str, str]] = []
         for entry in names:
             name = os.path.basename(entry)
@@ -592,7 +673,7 @@ class FilesystemSandboxStorage:
 
     def stream_into(
         self, path: Path, stream: ReadableStream, length: int | None, limit: int, *,
-        commit: Commit | None = None,
+        commit: Commit | None = None, prepare: Callable[[], object] | None = None,
     ) -> int:
         """Copy an upload into ``path`` atomically, at most ``limit`` bytes.
 
@@ -605,6 +686,8 @@ class FilesystemSandboxStorage:
             commit: ``commit(bytes written, replace)`` once the data is on disk: it must
                 call ``replace()`` (the atomic rename into ``path``), e.g. inside the
                 transaction that counts the bytes; if it raises, nothing is left on disk.
+            prepare: called once an announced ``length`` is within ``limit``, before anything
+                is written (e.g. :meth:`create_area` for the first upload into ``input/``).
 
         Returns:
             Bytes written.
@@ -618,6 +701,8 @@ class FilesystemSandboxStorage:
         path = Path(path)
         if length is not None and length > limit:
             raise _too_big(path, limit)
+        if prepare is not None:
+            prepare()
         fd, tmp = _mkstemp(path)
         total = 0
         try:
@@ -673,6 +758,16 @@ def _mkdir_new(path: Path, mode: int) -> None:
     os.mkdir(path, mode)
     if mode & _process_umask():
         os.chmod(path, mode)
+
+
+def _owned_like_parent(path: Path) -> None:
+    """Give the new directory ``path`` its parent's owner and group when they are not this
+    process's (nothing to do in the usual case: one ``lstat``); left as it is when the
+    process may not chown."""
+    parent = os.lstat(path.parent)
+    if (parent.st_uid, parent.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):
+            os.chown(path, parent.st_uid, parent.st_gid, follow_symlinks=False)
 
 
 @functools.cache

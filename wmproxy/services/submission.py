@@ -5,7 +5,8 @@ of ``[limits]``), checks the delegated proxy (usable lifetime, not limited, its 
 FQAN the client's: WTS bug 54728) and takes its VOMS FQANs as they verify now, maps the
 caller to its local account (stored with every job row and shown as ``LocalAccount`` in the
 registered JDL), creates the job's
-sandbox area and stores the original and registered JDL, all or nothing: when anything
+directory in the sandbox area (only it: ``input/``, ``output/`` and ``peek/`` come with their
+first write, ``wmproxy.sandbox.storage``) and stores the original and registered JDL, all or nothing: when anything
 fails, including the commit, the area is removed again. Starting changes the state to
 Waiting and queues the execution request in the same transaction.
 """

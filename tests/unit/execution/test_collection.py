@@ -4,6 +4,7 @@ hard link taken, nothing outside the work dir read, and each refusal has a reaso
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,19 @@ def test_regular_files_are_collected_and_everything_else_refused_with_its_reason
     ]
     assert storage.output_files(JOB) == [("good.out", 2), ("nested.out", 6)]
     assert storage.collect_output_files(JOB, work, ("link.out", "good.out")) == [("link.out", "symbolic link")]
+
+
+def test_the_first_collected_output_makes_a_private_output_area(storage: FilesystemSandboxStorage,
+                                                                 work: Path) -> None:
+    job_dir = storage.job_dir(JOB)
+    assert storage.collect_output_files(JOB, work, ()) == []
+    assert os.listdir(job_dir) == []  # registration made only the job directory; no outputs, no output/
+    (work / "good.out").write_text("ok")
+    assert storage.collect_output_files(JOB, work, ("good.out", "absent.out")) == [("absent.out", "not produced")]
+    assert os.listdir(job_dir) == ["output"]
+    assert stat.S_IMODE(os.lstat(job_dir / "output").st_mode) == 0o700
+    assert os.lstat(job_dir / "output").st_uid == os.geteuid()  # the worker's, as registration's were
+    assert storage.output_files(JOB) == [("good.out", 2)]
 
 
 def test_open_confined_gives_a_descriptor_of_the_file_itself(work: Path) -> None:

@@ -148,6 +148,18 @@ class TestEnvironmentAndFiles:
             backend.prepare(launch(input_dir, account, "true", isb=("job.sh",)))
         assert not (backend.work_root / to_filename(JOB)).exists()
 
+    def test_no_input_area_yet_is_an_empty_input_sandbox(self, backend: LocalExecutionBackend, tmp_path: Path,
+                                                         account: Account | None) -> None:
+        # input/ is made by the first upload: a job that uploaded nothing has none.
+        never_uploaded = tmp_path / "job" / "input"
+        handle, outcome = run(backend, launch(never_uploaded, account, "echo ran"))
+        assert outcome.exit_code == 0, outcome
+        assert (handle.work_dir / "out").read_text() == "ran\n"
+        backend.release(handle)
+        with pytest.raises(BackendError, match=r"input sandbox file job\.sh has not been uploaded"):
+            backend.prepare(launch(never_uploaded, account, "true", isb=("job.sh", "data")))
+        assert not never_uploaded.exists()
+
     def test_a_broken_proxy_refuses_the_start(self, backend: LocalExecutionBackend, input_dir: Path,
                                               account: Account | None) -> None:
         with pytest.raises(BackendError):

@@ -69,6 +69,11 @@ def _job_dir(storage: FilesystemSandboxStorage) -> Path:
     return storage.job_dir(JOB)
 
 
+def _area(storage: FilesystemSandboxStorage, area: str) -> Path:
+    """The job's ``area`` as its first write (upload, collected output) leaves it."""
+    return storage.create_area(JOB_DIR, area)
+
+
 class TestPut:
     def test_upload_creates_file(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         response = _put(client, f"{INPUT}/data.txt", b"hello")
@@ -101,7 +106,7 @@ class TestPut:
             environ_overrides={"wsgi.input_terminated": True},
         )
         assert response.status_code == 413
-        assert os.listdir(_job_dir(storage) / "input") == []
+        assert [p for p in _job_dir(storage).rglob("*") if not p.is_dir()] == []
 
     def test_chunked_upload_within_limit(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         response = client.put(
@@ -116,7 +121,10 @@ class TestPut:
     def test_put_into_output_is_forbidden(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         response = _put(client, f"{OUTPUT}/std.out", b"forged")
         assert response.status_code == 403
-        assert not (_job_dir(storage) / "output" / "std.out").exists()
+        assert not (_job_dir(storage) / "output").exists()  # not even the area is made
+        _area(storage, "output")
+        assert _put(client, f"{OUTPUT}/std.out", b"forged").status_code == 403
+        assert os.listdir(_job_dir(storage) / "output") == []
 
     def test_trailing_slash_makes_a_directory(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         response = _put(client, f"{INPUT}/sub/", b"")
@@ -141,7 +149,7 @@ class TestPut:
     ) -> None:
         outside = tmp_path / "outside"
         outside.mkdir()
-        (_job_dir(storage) / "input" / "esc").symlink_to(outside)
+        (_area(storage, "input") / "esc").symlink_to(outside)
         response = _put(client, f"{INPUT}/esc/pwned", b"x")
         assert response.status_code == 403
         assert list(outside.iterdir()) == []
@@ -155,7 +163,7 @@ class TestPut:
 
 class TestGet:
     def test_file_has_bytes_length_and_date(self, client: Client, storage: FilesystemSandboxStorage) -> None:
-        out = _job_dir(storage) / "output" / "std.out"
+        out = _area(storage, "output") / "std.out"
         out.write_bytes(b"result\n")
         os.utime(out, (1_700_000_000, 1_700_000_000))
         response = client.get(f"{OUTPUT}/std.out", headers=OWNER, buffered=True)
@@ -166,7 +174,7 @@ class TestGet:
         assert parsedate_to_datetime(raw["Last-Modified"]).timestamp() == 1_700_000_000
 
     def test_head_has_the_same_headers_and_no_body(self, client: Client, storage: FilesystemSandboxStorage) -> None:
-        (_job_dir(storage) / "output" / "big").write_bytes(b"x" * 12345)
+        (_area(storage, "output") / "big").write_bytes(b"x" * 12345)
         response = client.head(f"{OUTPUT}/big", headers=OWNER)
         assert response.status_code == 200
         assert response.data == b""
@@ -180,7 +188,7 @@ class TestGet:
         assert client.get(f"{INPUT}/blob", headers=OWNER, buffered=True).data == data
 
     def test_directory_listing_has_hrefs(self, client: Client, storage: FilesystemSandboxStorage) -> None:
-        output = _job_dir(storage) / "output"
+        output = _area(storage, "output")
         (output / "a b.txt").write_bytes(b"1")
         (output / "sub").mkdir()
         (output / ".out.x.wmproxy-part").write_bytes(b"in progress")
@@ -198,7 +206,7 @@ class TestGet:
         assert client.get(path, headers=OWNER).status_code == 404
 
     def test_symlink_to_outside_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
-        (_job_dir(storage) / "output" / "passwd").symlink_to("/etc/passwd")
+        (_area(storage, "output") / "passwd").symlink_to("/etc/passwd")
         response = client.get(f"{OUTPUT}/passwd", headers=OWNER)
         assert response.status_code == 403
         assert b"root:" not in response.data
@@ -217,7 +225,7 @@ class TestAuthorization:
     def test_other_user_is_403_before_any_file_access(
         self, client: Client, authorizer: FakeAuthorizer, storage: FilesystemSandboxStorage
     ) -> None:
-        (_job_dir(storage) / "output" / "std.out").write_bytes(b"private")
+        (_area(storage, "output") / "std.out").write_bytes(b"private")
         response = client.get(f"{OUTPUT}/std.out", headers={"X-Test-User": "mallory"})
         assert response.status_code == 403
         assert b"private" not in response.data
@@ -264,9 +272,9 @@ class TestDeleteMoveAndMethods:
         assert client.delete(f"{INPUT}/d", headers=OWNER).status_code == 409
 
     def test_delete_in_output_is_forbidden(self, client: Client, storage: FilesystemSandboxStorage) -> None:
-        (_job_dir(storage) / "output" / "std.out").write_bytes(b"x")
+        (_area(storage, "output") / "std.out").write_bytes(b"x")
         assert client.delete(f"{OUTPUT}/std.out", headers=OWNER).status_code == 403
-        assert (_job_dir(storage) / "output" / "std.out").exists()
+        assert (_area(storage, "output") / "std.out").exists()
 
     def test_move_inside_input(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         _put(client, f"{INPUT}/a", b"1")
@@ -288,3 +296,120 @@ class TestDeleteMoveAndMethods:
         response = client.post(f"{INPUT}/a", data=b"x", headers=OWNER)
         assert response.status_code == 405
         assert "PUT" in response.headers["Allow"]
+
+
+class TestAreasMadeByTheirFirstWrite:
+    """Registration makes only the job directory; an area not written to yet answers exactly
+    as an empty one did when registration made all three."""
+
+    @pytest.mark.parametrize("area", ["input", "output", "peek"])
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    @pytest.mark.parametrize("slash", ["", "/"])
+    def test_a_missing_area_lists_as_an_empty_one(
+        self, client: Client, storage: FilesystemSandboxStorage, area: str, method: str, slash: str
+    ) -> None:
+        path = f"/{JOB_DIR}/{area}{slash}"
+        before = client.open(path, method=method, headers=OWNER)
+        assert not (_job_dir(storage) / area).exists()
+        _area(storage, area)
+        after = client.open(path, method=method, headers=OWNER)
+        assert before.status_code == after.status_code == 200
+        assert before.get_data() == after.get_data()
+        assert before.headers.to_wsgi_list() == after.headers.to_wsgi_list()
+
+    @pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+    def test_a_file_of_a_missing_area_is_404_as_in_an_empty_one(
+        self, client: Client, storage: FilesystemSandboxStorage, method: str
+    ) -> None:
+        before = client.open(f"{INPUT}/f", method=method, headers=OWNER)
+        _area(storage, "input")
+        after = client.open(f"{INPUT}/f", method=method, headers=OWNER)
+        assert before.status_code == after.status_code == 404
+        assert before.get_data() == after.get_data()
+
+    def test_a_move_in_a_missing_area_is_404_and_makes_nothing(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        response = client.open(f"{INPUT}/a", method="MOVE",
+                               headers={**OWNER, "Destination": f"https://wms:7443{INPUT}/b"})
+        assert response.status_code == 404
+        assert os.listdir(_job_dir(storage)) == []
+
+    def test_the_first_upload_makes_a_private_input_then_lists_and_serves_it(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        assert os.listdir(_job_dir(storage)) == []
+        assert _put(client, f"{INPUT}/data.txt", b"hello").status_code == 201
+        assert os.listdir(_job_dir(storage)) == ["input"]
+        assert (_job_dir(storage) / "input").stat().st_mode & 0o777 == 0o700
+        hrefs = re.findall(r'<a href="([^"]*)"', client.get(f"{INPUT}/", headers=OWNER).get_data(as_text=True))
+        assert hrefs == ["data.txt"]
+        assert client.get(f"{INPUT}/data.txt", headers=OWNER, buffered=True).data == b"hello"
+
+    def test_the_first_directory_upload_makes_input(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        assert _put(client, f"{INPUT}/sub/", b"").status_code == 201
+        assert (_job_dir(storage) / "input" / "sub").is_dir()
+        assert _put(client, f"{INPUT}/sub/f", b"1").status_code == 201
+
+    def test_a_first_upload_refused_before_writing_makes_nothing(
+        self, client: Client, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        assert _put(client, f"{INPUT}/big", b"x" * (MAX_INPUT + 1)).status_code == 413  # announced size
+        assert client.put(f"{INPUT}/f", data=b"x", headers={"X-Test-User": "mallory"}).status_code == 403
+        full = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda rel_dir: MAX_INPUT,
+                                 check_new_file=lambda rel_dir: _refuse_count()))
+        assert _put(full, f"{INPUT}/f", b"x").status_code == 403  # over the file count
+        assert os.listdir(_job_dir(storage)) == []
+
+    def test_a_nested_path_needs_its_parent_and_makes_nothing(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        assert _put(client, f"{INPUT}/no/f", b"1").status_code == 409
+        assert _put(client, f"{INPUT}/no/such/", b"").status_code == 409
+        assert os.listdir(_job_dir(storage)) == []
+
+    def test_concurrent_first_uploads_both_land(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        import threading
+
+        barrier = threading.Barrier(8)
+        statuses: list[int] = []
+
+        def upload(i: int) -> None:
+            barrier.wait()
+            statuses.append(_put(Client(client.application), f"{INPUT}/f{i}", b"x").status_code)
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [201] * 8
+        assert sorted(os.listdir(_job_dir(storage) / "input")) == sorted(f"f{i}" for i in range(8))
+
+    def test_an_upload_after_the_area_was_removed_does_not_bring_it_back(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        # The job is purged before the upload (the authorizer still says yes)...
+        storage.remove_job_area(JOB)
+        for path in (f"{INPUT}/f", f"{INPUT}/d/"):
+            assert _put(client, path, b"x").status_code == 404
+        assert not _job_dir(storage).exists() and not _job_dir(storage).parent.exists()
+
+    def test_an_upload_racing_the_removal_does_not_bring_the_area_back(
+        self, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        def purged_meanwhile(job_rel_dir: str) -> int:  # after the path was resolved, before input/ is made
+            storage.remove_job_area(JOB)
+            return MAX_INPUT
+
+        client = Client(SandboxApp(storage, authorize=authorizer, input_limit=purged_meanwhile))
+        response = _put(client, f"{INPUT}/f", b"x")
+        assert response.status_code == 404
+        assert "No such job sandbox" in response.get_data(as_text=True)
+        assert not _job_dir(storage).exists() and not _job_dir(storage).parent.exists()
+
+
+def _refuse_count() -> None:
+    from wmproxy.errors import SandboxFileCountError
+
+    raise SandboxFileCountError("The maximum number of input sandbox files is reached")

@@ -1,7 +1,7 @@
-"""A new job area costs four ``mkdir`` calls (the job directory and its three areas; two more
-under a new fan-out directory) and no ``chmod`` under an ordinary umask, and still gets
-exactly its modes under one that would take bits away (wmproxy/sandbox/storage.py,
-``create_job_area``)."""
+"""A new job area costs one ``mkdir`` call (the job directory; its three areas are made by
+their first write; two more under a new fan-out directory) and no ``chmod`` under an
+ordinary umask, and every directory still gets exactly its mode under one that would take
+bits away (wmproxy/sandbox/storage.py, ``create_job_area`` and ``create_area``)."""
 
 from __future__ import annotations
 
@@ -58,15 +58,15 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_a_new_area_under_an_existing_fan_out_costs_four_mkdirs(tmp_path: Path, calls: list[str],
-                                                                umask: Any) -> None:
+def test_a_new_area_under_an_existing_fan_out_costs_one_mkdir(tmp_path: Path, calls: list[str],
+                                                              umask: Any) -> None:
     umask(0o022)
     storage = FilesystemSandboxStorage(tmp_path / "root")
     storage.create_job_area(NEIGHBOUR)
     calls.clear()
     job_dir = storage.create_job_area(JOB)
-    assert calls == [f"mkdir {job_dir.name}", *(f"mkdir {area}" for area in AREAS)]
-    assert all(_mode(path) == 0o700 for path in (job_dir, *(job_dir / area for area in AREAS)))
+    assert calls == [f"mkdir {job_dir.name}"]
+    assert _mode(job_dir) == 0o700 and os.listdir(job_dir) == []
 
 
 def test_a_new_fan_out_directory_costs_one_more(tmp_path: Path, calls: list[str], umask: Any) -> None:
@@ -75,9 +75,20 @@ def test_a_new_fan_out_directory_costs_one_more(tmp_path: Path, calls: list[str]
     storage.create_job_area("https://lb.example.org:9000/ZZfirstjob")  # the staging directory exists
     calls.clear()
     job_dir = storage.create_job_area(JOB)
-    assert calls == [f"mkdir {job_dir.name}", f"mkdir {job_dir.parent.name}", f"mkdir {job_dir.name}",
-                     *(f"mkdir {area}" for area in AREAS)]
+    assert calls == [f"mkdir {job_dir.name}", f"mkdir {job_dir.parent.name}", f"mkdir {job_dir.name}"]
     assert _mode(job_dir.parent) == 0o755
+
+
+def test_an_area_costs_one_mkdir_at_its_first_write_and_none_after(tmp_path: Path, calls: list[str],
+                                                                    umask: Any) -> None:
+    umask(0o022)
+    storage = FilesystemSandboxStorage(tmp_path / "root")
+    job_dir = storage.create_job_area(JOB)
+    calls.clear()
+    storage.write_perusal_chunk(JOB, "out.txt", b"1", 1)
+    storage.write_perusal_chunk(JOB, "out.txt", b"2", 2)
+    assert calls == ["mkdir peek", "mkdir peek"]  # the second finds it made (EEXIST): no chmod
+    assert _mode(job_dir / "peek") == 0o700
 
 
 def test_modes_are_exact_under_a_umask_that_takes_bits_away(tmp_path: Path, umask: Any) -> None:
@@ -86,20 +97,24 @@ def test_modes_are_exact_under_a_umask_that_takes_bits_away(tmp_path: Path, umas
     job_dir = storage.create_job_area(JOB)
     assert _mode(storage.root / storage.dir_name) == 0o755
     assert _mode(job_dir.parent) == 0o755
+    assert _mode(job_dir) == 0o700
+    for area in AREAS:
+        storage.create_area(storage.job_rel_dir(JOB), area)
     assert all(_mode(path) == 0o700 for path in (job_dir, *(job_dir / area for area in AREAS)))
     second = storage.create_job_area(NEIGHBOUR)
-    assert all(_mode(path) == 0o700 for path in (second, *(second / area for area in AREAS)))
+    assert _mode(second) == 0o700
 
 
-def test_an_existing_area_is_completed_and_a_file_in_its_place_refused(tmp_path: Path, umask: Any) -> None:
+def test_an_existing_area_is_kept_and_a_file_in_its_place_refused(tmp_path: Path, umask: Any) -> None:
     from wmproxy.errors import SandboxError
 
     umask(0o022)
     storage = FilesystemSandboxStorage(tmp_path / "root")
     job_dir = storage.create_job_area(JOB)
-    (job_dir / "peek").rmdir()
+    (job_dir / "input").mkdir()
+    (job_dir / "input" / "f").write_bytes(b"x")
     assert storage.create_job_area(JOB) == job_dir
-    assert _mode(job_dir / "peek") == 0o700
+    assert (job_dir / "input" / "f").read_bytes() == b"x"
     blocker = storage.job_dir(NEIGHBOUR)
     blocker.write_bytes(b"not a directory")
     with pytest.raises(SandboxError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
-from wmproxy.sandbox.storage import TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
+from wmproxy.sandbox.storage import AREAS, TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 OTHER = "https://lb.example.org:9000/AbZZZZZZZZ"
@@ -24,30 +24,89 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _written(storage: FilesystemSandboxStorage, job_id: str) -> Path:
+    """A registered job's directory after its first upload, output and perusal chunk: the
+    three areas exist (registration alone makes only the job directory)."""
+    job_dir = storage.create_job_area(job_id)
+    for area in AREAS:
+        storage.create_area(storage.job_rel_dir(job_id), area)
+    return job_dir
+
+
 class TestJobArea:
     def test_job_dir_follows_the_reference_layout(self, storage: FilesystemSandboxStorage) -> None:
         assert storage.job_dir(JOB) == storage.root / JOB_DIR
 
     def test_invalid_job_id_cannot_escape_the_fan_out(self, storage: FilesystemSandboxStorage) -> None:
-        with pytest.raises(InvalidArgumentError):
-            storage.job_dir("https://h:9000/../../x")
+        for _ in range(2):  # the paths of recent jobs are kept: a refusal never is
+            with pytest.raises(InvalidArgumentError):
+                storage.job_dir("https://h:9000/../../x")
 
-    def test_create_makes_input_and_output_with_private_modes(self, storage: FilesystemSandboxStorage) -> None:
+    def test_create_makes_only_the_private_job_directory(self, storage: FilesystemSandboxStorage) -> None:
         job_dir = storage.create_job_area(JOB)
         assert job_dir == storage.root / JOB_DIR
-        for path in (job_dir, job_dir / "input", job_dir / "output"):
-            assert path.is_dir() and _mode(path) == 0o700
+        assert job_dir.is_dir() and _mode(job_dir) == 0o700
+        assert os.listdir(job_dir) == []  # input/, output/, peek/ come with their first write
         assert _mode(job_dir.parent) == 0o755
         assert _mode(storage.root / "SandboxDir") == 0o755
 
     def test_create_is_idempotent(self, storage: FilesystemSandboxStorage) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         (job_dir / "input" / "f").write_bytes(b"x")
         assert storage.create_job_area(JOB) == job_dir
         assert (job_dir / "input" / "f").read_bytes() == b"x"
 
-    def test_remove_deletes_area_and_empty_fan_out_dir(self, storage: FilesystemSandboxStorage) -> None:
+    @pytest.mark.parametrize("area", AREAS)
+    def test_an_area_is_created_private_once_and_then_kept(self, storage: FilesystemSandboxStorage,
+                                                           area: str) -> None:
         job_dir = storage.create_job_area(JOB)
+        assert storage.create_area(JOB_DIR, area) == job_dir / area
+        assert _mode(job_dir / area) == 0o700
+        (job_dir / area / "f").write_bytes(b"x")
+        assert storage.create_area(JOB_DIR, area) == job_dir / area  # a second (racing) writer: fine
+        assert (job_dir / area / "f").read_bytes() == b"x"
+
+    def test_creating_an_area_never_brings_a_removed_job_back(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        storage.remove_job_area(JOB)
+        with pytest.raises(UnknownJobAreaError):
+            storage.create_area(JOB_DIR, "input")
+        with pytest.raises(SandboxError):
+            storage.collect_output_files(JOB, job_dir, ("out.txt",))
+        with pytest.raises(SandboxError):
+            storage.write_perusal_chunk(JOB, "out.txt", b"x", 1)
+        assert not job_dir.exists() and not job_dir.parent.exists()
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
+    def test_an_area_made_by_another_uid_gets_the_job_directory_owner(
+        self, storage: FilesystemSandboxStorage
+    ) -> None:
+        job_dir = storage.create_job_area(JOB)  # as the server (here: uid 65534) made it at registration
+        os.chown(job_dir, 65534, 65534)
+        output = storage.create_area(JOB_DIR, "output")  # as a root worker would, later
+        st = os.lstat(output)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o700)
+
+    def test_a_file_in_the_place_of_an_area_is_refused(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        (job_dir / "input").write_bytes(b"not a directory")
+        with pytest.raises(SandboxError, match="not a directory"):
+            storage.create_area(JOB_DIR, "input")
+
+    def test_areas_not_written_yet_read_as_empty(self, storage: FilesystemSandboxStorage) -> None:
+        storage.create_job_area(JOB)
+        assert storage.input_size(JOB) == 0
+        assert storage.input_file_count(JOB) == 0
+        assert storage.output_files(JOB) == []
+        assert storage.output_bytes(JOB) == 0
+        assert storage.area_bytes(JOB) == 0
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == []
+        assert storage.merged_perusal_files(JOB, "out.txt") == []
+        assert storage.collect_output_files(JOB, storage.root, ()) == []  # no output sandbox: no output/
+        assert os.listdir(storage.job_dir(JOB)) == []
+
+    def test_remove_deletes_area_and_empty_fan_out_dir(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = _written(storage, JOB)
         (job_dir / "input" / "f").write_bytes(b"x")
         storage.remove_job_area(JOB)
         assert not job_dir.exists()
@@ -56,7 +115,7 @@ class TestJobArea:
         storage.remove_job_area(JOB)  # already gone: fine
 
     def test_remove_keeps_fan_out_dir_of_other_jobs(self, storage: FilesystemSandboxStorage) -> None:
-        storage.create_job_area(JOB)
+        _written(storage, JOB)
         other = storage.create_job_area(OTHER)
         storage.remove_job_area(JOB)
         assert other.is_dir()
@@ -65,7 +124,7 @@ class TestJobArea:
         outside = tmp_path / "precious"
         outside.mkdir()
         (outside / "keep").write_bytes(b"1")
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         (job_dir / "input" / "link").symlink_to(outside)
         storage.remove_job_area(JOB)
         assert (outside / "keep").read_bytes() == b"1"
@@ -73,7 +132,7 @@ class TestJobArea:
 
 class TestSizes:
     def test_input_size_sums_files_recursively(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         (job_dir / "input" / "a").write_bytes(b"12345")
         (job_dir / "input" / "sub").mkdir()
         (job_dir / "input" / "sub" / "b").write_bytes(b"123")
@@ -87,7 +146,7 @@ class TestSizes:
             storage.input_size(JOB)
 
     def test_output_files_skips_markers_dirs_and_links(self, storage: FilesystemSandboxStorage) -> None:
-        out = storage.create_job_area(JOB) / "output"
+        out = _written(storage, JOB) / "output"
         (out / "std.out").write_bytes(b"hello")
         (out / "a.err").write_bytes(b"")
         (out / ".gacl").write_bytes(b"acl")
@@ -97,13 +156,13 @@ class TestSizes:
         assert storage.output_files(JOB) == [("a.err", 0), ("std.out", 5)]
 
     def test_output_files_of_area_without_output_is_empty(self, storage: FilesystemSandboxStorage) -> None:
-        (storage.create_job_area(JOB) / "output").rmdir()
+        storage.create_job_area(JOB)
         assert storage.output_files(JOB) == []
 
 
 class TestWriteFileAtomic:
     def test_writes_with_mode_and_leaves_no_temp(self, storage: FilesystemSandboxStorage) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         target = job_dir / "JDLOriginal"
         storage.write_file_atomic(target, b"[ Executable = \"/bin/true\" ]")
         storage.write_file_atomic(target, b"new", mode=0o640)
@@ -118,20 +177,20 @@ class TestWriteFileAtomic:
 
 class TestStreamInto:
     def test_copies_in_chunks(self, storage: FilesystemSandboxStorage) -> None:
-        target = storage.create_job_area(JOB) / "input" / "f.bin"
+        target = _written(storage, JOB) / "input" / "f.bin"
         data = os.urandom(200_000)
         assert storage.stream_into(target, io.BytesIO(data), len(data), limit=200_000) == 200_000
         assert target.read_bytes() == data
 
     def test_without_length_reads_to_the_end(self, storage: FilesystemSandboxStorage) -> None:
-        target = storage.create_job_area(JOB) / "input" / "f.bin"
+        target = _written(storage, JOB) / "input" / "f.bin"
         assert storage.stream_into(target, io.BytesIO(b"abc"), None, limit=3) == 3
         assert target.read_bytes() == b"abc"
 
     def test_announced_length_over_limit_is_refused_before_reading(
         self, storage: FilesystemSandboxStorage
     ) -> None:
-        input_dir = storage.create_job_area(JOB) / "input"
+        input_dir = _written(storage, JOB) / "input"
         stream = io.BytesIO(b"x" * 11)
         with pytest.raises(QuotaExceededError, match="exceeds the maximum input sandbox size of 10 bytes"):
             storage.stream_into(input_dir / "f", stream, 11, limit=10)
@@ -141,20 +200,20 @@ class TestStreamInto:
     def test_unannounced_stream_over_limit_is_refused_and_cleaned(
         self, storage: FilesystemSandboxStorage
     ) -> None:
-        input_dir = storage.create_job_area(JOB) / "input"
+        input_dir = _written(storage, JOB) / "input"
         with pytest.raises(QuotaExceededError):
             storage.stream_into(input_dir / "f", io.BytesIO(b"x" * 100_000), None, limit=70_000)
         assert os.listdir(input_dir) == []
 
     def test_existing_file_survives_a_refused_upload(self, storage: FilesystemSandboxStorage) -> None:
-        target = storage.create_job_area(JOB) / "input" / "f"
+        target = _written(storage, JOB) / "input" / "f"
         target.write_bytes(b"old")
         with pytest.raises(QuotaExceededError):
             storage.stream_into(target, io.BytesIO(b"x" * 10), None, limit=5)
         assert target.read_bytes() == b"old"
 
     def test_truncated_upload_is_refused(self, storage: FilesystemSandboxStorage) -> None:
-        input_dir = storage.create_job_area(JOB) / "input"
+        input_dir = _written(storage, JOB) / "input"
         with pytest.raises(InvalidArgumentError, match="truncated"):
             storage.stream_into(input_dir / "f", io.BytesIO(b"abc"), 10, limit=100)
         assert os.listdir(input_dir) == []
@@ -162,16 +221,24 @@ class TestStreamInto:
 
 class TestResolve:
     def test_maps_a_path_inside_input(self, storage: FilesystemSandboxStorage) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         resolved = storage.resolve(f"{JOB_DIR}/input/file.txt")
-        assert resolved == (JOB_DIR, job_dir / "input" / "file.txt")
+        assert resolved == (JOB_DIR, job_dir / "input" / "file.txt", True)
+
+    def test_an_area_not_written_yet_resolves_as_missing_and_empty(self, storage: FilesystemSandboxStorage) -> None:
+        job_dir = storage.create_job_area(JOB)
+        for path in (f"{JOB_DIR}/input", f"{JOB_DIR}/output/", f"{JOB_DIR}/input/a/b"):
+            resolved = storage.resolve(path)
+            assert not resolved.area_exists
+            assert resolved.path == job_dir / path.rstrip("/").split("/", 3)[3]
+        assert os.listdir(job_dir) == []
 
     def test_area_itself_and_trailing_slash(self, storage: FilesystemSandboxStorage) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         assert storage.resolve(f"{JOB_DIR}/output/").path == job_dir / "output"
 
     def test_missing_intermediate_dirs_are_allowed(self, storage: FilesystemSandboxStorage) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         assert storage.resolve(f"{JOB_DIR}/input/a/b/c").path == job_dir / "input" / "a" / "b" / "c"
 
     @pytest.mark.parametrize(
@@ -193,7 +260,7 @@ class TestResolve:
         ],
     )
     def test_refuses_paths_outside_input_output_and_peek(self, storage: FilesystemSandboxStorage, path: str) -> None:
-        storage.create_job_area(JOB)
+        _written(storage, JOB)
         with pytest.raises(SandboxPathError):
             storage.resolve(path)
 
@@ -202,7 +269,7 @@ class TestResolve:
             storage.resolve(f"{JOB_DIR}/input/f")
 
     def test_symlink_inside_input_is_refused(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         (job_dir / "input" / "escape").symlink_to(tmp_path)
         (job_dir / "input" / "file-link").symlink_to("/etc/passwd")
         with pytest.raises(SandboxPathError, match="Symbolic links"):
@@ -211,7 +278,7 @@ class TestResolve:
             storage.resolve(f"{JOB_DIR}/input/file-link")
 
     def test_symlinked_area_is_refused(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         (job_dir / "output").rmdir()
         (job_dir / "output").symlink_to(tmp_path)
         with pytest.raises(SandboxPathError):
@@ -226,7 +293,7 @@ class TestResolve:
             storage.resolve(f"{JOB_DIR}/input/x")
 
     def test_file_used_as_directory_is_refused(self, storage: FilesystemSandboxStorage) -> None:
-        job_dir = storage.create_job_area(JOB)
+        job_dir = _written(storage, JOB)
         (job_dir / "input" / "f").write_bytes(b"x")
         with pytest.raises(SandboxPathError, match="Not a directory"):
             storage.resolve(f"{JOB_DIR}/input/f/g")
@@ -237,7 +304,7 @@ class TestResolve:
 
 class TestPerusalChunks:
     def test_chunks_merge_in_time_order_and_disappear(self, storage: FilesystemSandboxStorage) -> None:
-        storage.create_job_area(JOB)
+        _written(storage, JOB)
         storage.write_perusal_chunk(JOB, "out.txt", b"b", 20)
         storage.write_perusal_chunk(JOB, "out.txt", b"a", 10)
         storage.write_perusal_chunk(JOB, "out.txt", b"c", 21)
@@ -254,7 +321,7 @@ class TestPerusalChunks:
     def test_a_chunk_being_written_is_not_merged(self, storage: FilesystemSandboxStorage) -> None:
         """A chunk appears whole under its name (written under a hidden name, then renamed): a
         merge running meanwhile never reads it half written, nor deletes bytes it did not read."""
-        storage.create_job_area(JOB)
+        _written(storage, JOB)
         peek = storage.job_dir(JOB) / "peek"
         (peek / f".out.txt.40{TMP_SUFFIX}").write_bytes(b"half")  # a write in progress
         storage.write_perusal_chunk(JOB, "out.txt", b"whole", 41)
@@ -323,7 +390,7 @@ class TestCollectOutput:
     def test_copies_the_named_files_under_their_file_names(
         self, storage: FilesystemSandboxStorage, tmp_path: Path
     ) -> None:
-        storage.create_job_area(JOB)
+        _written(storage, JOB)
         work = tmp_path / "work"
         (work / "sub").mkdir(parents=True)
         (work / "a.out").write_bytes(b"A")
@@ -338,7 +405,7 @@ class TestCollectOutput:
     def test_a_symlink_out_of_the_work_dir_is_not_collected(
         self, storage: FilesystemSandboxStorage, tmp_path: Path
     ) -> None:
-        storage.create_job_area(JOB)
+        _written(storage, JOB)
         secret = tmp_path / "secret"
         secret.write_bytes(b"key")
         work = tmp_path / "work"

@@ -121,7 +121,7 @@ class TestOutputFiles:
             jobs.output_files(rt, alice, job_id, None)
 
     def test_lists_the_output_area_with_sizes(self, rt: Runtime, alice: Principal, job_id: str) -> None:
-        (rt.storage.job_dir(job_id) / "output" / "std.out").write_bytes(b"hello grid\n")
+        (rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output") / "std.out").write_bytes(b"hello grid\n")
         set_state(rt, job_id, JobState.DONE, exit_code=0)
         [(uri, size)] = jobs.output_files(rt, alice, job_id, "https")
         assert uri.startswith("https://localhost:7443/SandboxDir/") and uri.endswith("/output/std.out")

@@ -20,7 +20,7 @@ SOFT, HARD = 40_000_000, 50_000_000
 
 def fill(rt: Runtime, job_id: str, size: int) -> None:
     """Put ``size`` bytes in the job's input area as the sandbox edge does (counted)."""
-    path = rt.storage.job_dir(job_id) / "input" / "data.bin"
+    path = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "input") / "data.bin"
     old = path.stat().st_size if path.exists() else 0
     sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), size - old,
                                 lambda: path.write_bytes(b"x" * size))

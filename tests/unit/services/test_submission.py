@@ -46,7 +46,9 @@ class TestRegister:
         assert job.job_id.startswith("https://localhost:9000/")
         assert job.name is None and job.children == ()
         assert job.path.startswith("SandboxDir/") and job.path.endswith("/input")
-        assert (Path(rt.settings.sandbox.root) / job.path).is_dir()
+        # The job directory is made at registration, its input/ by the first upload (issue 14).
+        assert (Path(rt.settings.sandbox.root) / job.path).parent.is_dir()
+        assert not (Path(rt.settings.sandbox.root) / job.path).exists()
         assert jobs.job_status(rt, alice, job.job_id).state == "Submitted"
         assert queued(rt, job.job_id) == []
 

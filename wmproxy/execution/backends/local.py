@@ -471,10 +471,17 @@ def check_proxy_shape(proxy_pem: bytes) -> None:
 def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...]) -> None:
     """Copy input sandbox files into the fresh work dir through descriptors: the source
     must be a regular file (not a link) of the job area, the target is created
-    ``O_EXCL | O_NOFOLLOW``, so nothing planted in the work dir is followed."""
+    ``O_EXCL | O_NOFOLLOW``, so nothing planted in the work dir is followed.
+
+    ``input/`` is made by the first upload: without it nothing was uploaded, which is fine
+    for an empty ``files`` and "input sandbox file <first> has not been uploaded" otherwise."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         src_dir = os.open(input_dir, flags | os.O_DIRECTORY)
+    except FileNotFoundError:
+        if files:
+            raise identity.IdentityError(f"input sandbox file {files[0]} has not been uploaded") from None
+        return
     except OSError:
         if files:
             raise identity.IdentityError(f"The input sandbox of the job ({input_dir}) does not exist") from None
