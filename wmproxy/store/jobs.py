@@ -53,6 +53,20 @@ _UPDATE_STATE = (
 )
 
 
+#: :meth:`SqlJobStore.lock_states`' statements, built once (an expanding ``ids`` parameter: no
+#: bound parameter built per id at each call): SQLite's one SELECT, PostgreSQL's two levels
+#: (jobs that are not nodes and the nodes' compound jobs, then the nodes) in the order of ``lock_all``.
+_STATE_COLUMNS = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id)
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_STATES_OF = select(*_STATE_COLUMNS).where(_JOBS.c.id.in_(_IDS))
+_LOCK_TOPS = select(*_STATE_COLUMNS).where(or_(
+    and_(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_(None)),
+    _JOBS.c.id.in_(select(_JOBS.c.parent_id).where(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_not(None))),
+)).order_by(_JOBS.c.id).with_for_update()
+_LOCK_NODES = (select(*_STATE_COLUMNS).where(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_not(None))
+               .order_by(_JOBS.c.id).with_for_update())
+
+
 class StateChange(NamedTuple):
     """One job's change for :meth:`SqlJobStore.set_states`.
 
@@ -333,17 +347,11 @@ class SqlJobStore:
         wanted = list(dict.fromkeys(job_ids))
         if not wanted:
             return {}
-        cols = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id)
         conn = self.session.connection()
         if self._one_writer():
-            rows = list(conn.execute(select(*cols).where(_JOBS.c.id.in_(wanted))))
+            rows = list(conn.execute(_STATES_OF, {"ids": wanted}))
         else:
-            parents = select(_JOBS.c.parent_id).where(_JOBS.c.id.in_(wanted), _JOBS.c.parent_id.is_not(None))
-            tops = select(*cols).where(or_(and_(_JOBS.c.id.in_(wanted), _JOBS.c.parent_id.is_(None)),
-                                           _JOBS.c.id.in_(parents)))
-            nodes = select(*cols).where(_JOBS.c.id.in_(wanted), _JOBS.c.parent_id.is_not(None))
-            rows = [*conn.execute(tops.order_by(_JOBS.c.id).with_for_update()),
-                    *conn.execute(nodes.order_by(_JOBS.c.id).with_for_update())]
+            rows = [*conn.execute(_LOCK_TOPS, {"ids": wanted}), *conn.execute(_LOCK_NODES, {"ids": wanted})]
         keep = set(wanted)
         return {row[0]: (row[1], row[2]) for row in rows if row[0] in keep}
 
