@@ -555,6 +555,13 @@ _INSERT_REQUEST = insert(_REQUESTS)
 _INSERT_NOTIFYING = _INSERT_REQUEST.returning(func.pg_notify(QUEUE_CHANNEL, ""))
 
 
+_PENDING_COMMANDS = select(ExecutionRequest).where(
+    ExecutionRequest.job_id.in_(_IDS),
+    ExecutionRequest.command == bindparam("command", type_=_REQUESTS.c.command.type),
+    ExecutionRequest.done_at.is_(None),
+)
+
+
 def _claimable(command: str, now: dt.datetime, limit: int) -> Select[ExecutionRequest]:
     """The oldest ``limit`` unclaimed ``command`` requests due at ``now``."""
     return (
@@ -662,13 +669,9 @@ class SqlExecutionQueue:
         request.not_before = not_before
 
     def pending_commands(self, job_ids: Sequence[str], command: str) -> Sequence[ExecutionRequest]:
-        return self.session.scalars(
-            select(ExecutionRequest).where(
-                ExecutionRequest.job_id.in_(job_ids),
-                ExecutionRequest.command == command,
-                ExecutionRequest.done_at.is_(None),
-            )
-        ).all()
+        """The pending (not done) ``command`` requests of ``job_ids`` (one SELECT built once:
+        the worker asks each cycle)."""
+        return self.session.scalars(_PENDING_COMMANDS, {"ids": list(job_ids), "command": command}).all()
 
     def pending_for(self, job_id: str) -> Sequence[ExecutionRequest]:
         return self.session.scalars(
