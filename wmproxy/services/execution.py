@@ -39,6 +39,7 @@ from wmproxy.services.matchmaking import SiteView, matching_ad
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork
+from wmproxy.store.jobs import StateChange
 from wmproxy.store.schema import ExecutionRequest, Job
 
 log = logging.getLogger(__name__)
@@ -405,9 +406,7 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
     ordered = list(started)
     try:
         with rt.uow() as uow:
-            uow.jobs.lock_all([job_id for job_id, _ in ordered])
-            for job_id, ref in ordered:
-                change_state(uow, job_id, JobState.RUNNING, now, backend_ref=ref)
+            _change_states(uow, JobState.RUNNING, now, ordered)
     except SQLAlchemyError as exc:
         log.warning("recording %d started jobs at once failed (%s); one by one", len(ordered), exc)
         for job_id, ref in ordered:
@@ -429,13 +428,38 @@ def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]
     ordered = list(prepared)
     try:
         with rt.uow() as uow:
-            uow.jobs.lock_all([job_id for job_id, _ in ordered])
-            for job_id, ref in ordered:
-                if change_state(uow, job_id, JobState.SCHEDULED, now, backend_ref=ref):
-                    done.add(job_id)
+            done = _change_states(uow, JobState.SCHEDULED, now, ordered)
     except SQLAlchemyError as exc:
         log.warning("recording %d scheduled jobs at once failed (%s); one by one", len(ordered), exc)
         done = {job_id for job_id, ref in ordered if set_state(rt, job_id, JobState.SCHEDULED, backend_ref=ref)}
+    return done
+
+
+def _change_states(uow: UnitOfWork, state: JobState, now: dt.datetime, refs: Sequence[tuple[str, str]]) -> set[str]:
+    """:func:`change_state` with ``backend_ref`` for each ``(job id, reference)`` of ``refs``
+    (Scheduled or Running), the jobs locked together first (:meth:`~wmproxy.store.jobs.
+    SqlJobStore.lock_states`: the order of ``lock_all``). The simple jobs' changes go in two
+    Core statements (:meth:`~wmproxy.store.jobs.SqlJobStore.set_states`: the same rows as
+    :func:`change_state` writes, without the ORM's unit of work); a node goes through
+    :func:`change_state` (its compound job's state follows). Returns the ids changed (a job
+    that ended meanwhile is left alone)."""
+    found = uow.jobs.lock_states([job_id for job_id, _ in refs])
+    simple: list[StateChange] = []
+    nodes: list[tuple[str, str]] = []
+    for job_id, ref in refs:
+        row = found.get(job_id)
+        if row is None or JobState(row[0]) in FINAL_STATES:
+            continue
+        if row[1] is None:
+            simple.append(StateChange(job_id, backend_ref=ref, submitted=state == JobState.SCHEDULED))
+        else:
+            nodes.append((job_id, ref))
+    uow.jobs.set_states(state.value, now, simple)
+    done = {change.job_id for change in simple}
+    uow.jobs.lock_all([job_id for job_id, _ in nodes])  # the nodes' ORM rows, in one statement or two
+    for job_id, ref in nodes:
+        if change_state(uow, job_id, state, now, backend_ref=ref):
+            done.add(job_id)
     return done
 
 

@@ -40,6 +40,7 @@ from wmproxy.services.execution import change_state
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.jobs import StateChange
 from wmproxy.store.schema import ExecutionRequest, Job
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,21 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
     ordered = list(ends)
     try:
         with rt.uow() as uow:
-            uow.jobs.lock_all([job_id for job_id, _end in ordered])  # so that one query finds their cancels
+            found = uow.jobs.lock_states([job_id for job_id, _end in ordered])  # so that one query finds their cancels
             cancels: dict[str, list[ExecutionRequest]] = {job_id: [] for job_id, _end in ordered}
             for request in uow.queue.pending_commands(list(cancels), "cancel"):
                 cancels[request.job_id].append(request)
-            for job_id, end in ordered:
+            # A simple job Done with no cancel pending and no output to count: its row and event in
+            # the cycle's two Core statements (SqlJobStore.set_states, what change_state writes).
+            done = [StateChange(job_id, reason=end.reason, exit_code=end.exit_code) for job_id, end in ordered
+                    if (row := found.get(job_id)) is not None and row[1] is None and end.state == JobState.DONE
+                    and JobState(row[0]) not in FINAL_STATES and not cancels[job_id] and not end.output_bytes]
+            uow.jobs.set_states(JobState.DONE.value, now, done)
+            states = {job_id: None for job_id, _end in ordered if job_id not in found}  # unknown: nothing to record
+            states.update((change.job_id, JobState.DONE) for change in done)
+            rest = [(job_id, end) for job_id, end in ordered if job_id not in states]
+            uow.jobs.lock_all([job_id for job_id, _end in rest])  # ORM rows of the others, in one statement or two
+            for job_id, end in rest:
                 states[job_id] = _end_in(uow, rt, job_id, end, now, cancels[job_id])
     except SQLAlchemyError as exc:
         log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BindParameter,
@@ -39,6 +39,52 @@ _REQUESTS = cast(Table, ExecutionRequest.__table__)
 #: A new job's INSERT and the attribute names it takes from the row object, built once.
 _INSERT_JOB = insert(_JOBS)
 _JOB_KEYS = tuple(c.key for c in _JOBS.columns)
+
+#: A job's state change by :meth:`SqlJobStore.set_states` (executemany parameters ``b_<column>``):
+#: ``exit_code`` and ``backend_ref`` stay as they are when the parameter is NULL.
+_UPDATE_STATE = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), reason=bindparam("b_reason"),
+            exit_code=func.coalesce(bindparam("b_exit_code", type_=_JOBS.c.exit_code.type), _JOBS.c.exit_code),
+            backend_ref=func.coalesce(bindparam("b_backend_ref", type_=_JOBS.c.backend_ref.type),
+                                      _JOBS.c.backend_ref),
+            updated_at=bindparam("b_updated_at", type_=_JOBS.c.updated_at.type))
+)
+
+
+#: :meth:`SqlJobStore.lock_states`' statements, built once (an expanding ``ids`` parameter: no
+#: bound parameter built per id at each call): SQLite's one SELECT, PostgreSQL's two levels
+#: (jobs that are not nodes and the nodes' compound jobs, then the nodes) in the order of ``lock_all``.
+_STATE_COLUMNS = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id)
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_STATES_OF = select(*_STATE_COLUMNS).where(_JOBS.c.id.in_(_IDS))
+_LOCK_TOPS = select(*_STATE_COLUMNS).where(or_(
+    and_(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_(None)),
+    _JOBS.c.id.in_(select(_JOBS.c.parent_id).where(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_not(None))),
+)).order_by(_JOBS.c.id).with_for_update()
+_LOCK_NODES = (select(*_STATE_COLUMNS).where(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_not(None))
+               .order_by(_JOBS.c.id).with_for_update())
+
+
+class StateChange(NamedTuple):
+    """One job's change for :meth:`SqlJobStore.set_states`.
+
+    Attributes:
+        job_id: the job.
+        reason: its new reason (None clears it), also the state event's.
+        exit_code: its exit code, None: unchanged.
+        backend_ref: its backend reference, None: unchanged.
+        submitted: also record the event "submitted to <backend_ref>" (kind
+            ``backend_submitted``, source worker) after the state event.
+    """
+
+    job_id: str
+    reason: str | None = None
+    exit_code: int | None = None
+    backend_ref: str | None = None
+    submitted: bool = False
+
 
 #: Who reports a job event.
 EVENT_SOURCES = ("service", "worker", "wrapper", "renewal", "user")
@@ -286,6 +332,62 @@ class SqlJobStore:
                 self._locked[row.id] = row
         return {job_id: held for job_id in job_ids if (held := self._held(job_id)) is not None}
 
+    def lock_states(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Lock several jobs for the transaction as :meth:`lock_all` does (the same statements
+        and lock order), reading only their state and compound job: Core rows, no ORM objects.
+
+        Args:
+            job_ids: the jobs to lock (repeats and unknown ids allowed).
+
+        Returns:
+            Job id → ``(state, parent id or None)``, for the ids that exist. Changes to them
+            go through :meth:`set_states` (or :meth:`get` with ``for_update``, which selects
+            the row again: it is not held by :meth:`_held`).
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        conn = self.session.connection()
+        if self._one_writer():
+            rows = list(conn.execute(_STATES_OF, {"ids": wanted}))
+        else:
+            rows = [*conn.execute(_LOCK_TOPS, {"ids": wanted}), *conn.execute(_LOCK_NODES, {"ids": wanted})]
+        keep = set(wanted)
+        return {row[0]: (row[1], row[2]) for row in rows if row[0] in keep}
+
+    def set_states(self, state: str, now: dt.datetime, changes: Sequence[StateChange]) -> None:
+        """:meth:`set_state` (and for each change with ``submitted``, :meth:`record_event` of a
+        "backend_submitted" event "submitted to <backend_ref>") for several jobs this
+        transaction locked (:meth:`lock_states`), as two Core statements whatever their number:
+        one UPDATE sent as an executemany and one multi-row INSERT of the events, in the order
+        of ``changes`` (each job's state event before its other one). The same rows as the ORM
+        path; nothing is read back and no ORM object is changed: the caller holds none of these
+        jobs in the session (pending ORM changes are flushed first).
+
+        Args:
+            state: the jobs' new state (the events' kind and source follow it, :data:`STATE_EVENTS`).
+            now: when (aware, UTC): ``updated_at`` and the events' ``at``.
+            changes: one per job; ``exit_code`` and ``backend_ref`` left unchanged when None.
+        """
+        if not changes:
+            return
+        self.session.flush()  # Core statements do not autoflush
+        conn = self.session.connection()
+        conn.execute(_UPDATE_STATE, [
+            {"b_id": c.job_id, "b_state": state, "b_reason": c.reason, "b_exit_code": c.exit_code,
+             "b_backend_ref": c.backend_ref, "b_updated_at": now} for c in changes])
+        kind, source = STATE_EVENTS.get(state, ("state", "service"))
+        events: list[tuple[str, str | None, str, str]] = []
+        for c in changes:
+            events.append((c.job_id, c.reason, kind, source))
+            if c.submitted:
+                events.append((c.job_id, f"submitted to {c.backend_ref}", "backend_submitted", "worker"))
+        values: dict[str, Any] = {}
+        for i, (job_id, reason, event_kind, event_source) in enumerate(events):
+            values.update({f"job_id_{i}": job_id, f"state_{i}": state, f"reason_{i}": reason, f"at_{i}": now,
+                           f"kind_{i}": event_kind, f"source_{i}": event_source})
+        conn.execute(_events_insert(len(events)), values)
+
     def parents_of(self, job_ids: Sequence[str]) -> dict[str, str | None]:
         """Job id → its compound job's id (None for a simple job or a compound job itself)."""
         rows = self.session.execute(select(Job.id, Job.parent_id).where(Job.id.in_(job_ids))).all()
@@ -453,6 +555,13 @@ _INSERT_REQUEST = insert(_REQUESTS)
 _INSERT_NOTIFYING = _INSERT_REQUEST.returning(func.pg_notify(QUEUE_CHANNEL, ""))
 
 
+_PENDING_COMMANDS = select(ExecutionRequest).where(
+    ExecutionRequest.job_id.in_(_IDS),
+    ExecutionRequest.command == bindparam("command", type_=_REQUESTS.c.command.type),
+    ExecutionRequest.done_at.is_(None),
+)
+
+
 def _claimable(command: str, now: dt.datetime, limit: int) -> Select[ExecutionRequest]:
     """The oldest ``limit`` unclaimed ``command`` requests due at ``now``."""
     return (
@@ -560,13 +669,9 @@ class SqlExecutionQueue:
         request.not_before = not_before
 
     def pending_commands(self, job_ids: Sequence[str], command: str) -> Sequence[ExecutionRequest]:
-        return self.session.scalars(
-            select(ExecutionRequest).where(
-                ExecutionRequest.job_id.in_(job_ids),
-                ExecutionRequest.command == command,
-                ExecutionRequest.done_at.is_(None),
-            )
-        ).all()
+        """The pending (not done) ``command`` requests of ``job_ids`` (one SELECT built once:
+        the worker asks each cycle)."""
+        return self.session.scalars(_PENDING_COMMANDS, {"ids": list(job_ids), "command": command}).all()
 
     def pending_for(self, job_id: str) -> Sequence[ExecutionRequest]:
         return self.session.scalars(
