@@ -53,18 +53,37 @@ _UPDATE_STATE = (
 )
 
 
-#: :meth:`SqlJobStore.lock_states`' statements, built once (an expanding ``ids`` parameter: no
-#: bound parameter built per id at each call): SQLite's one SELECT, PostgreSQL's two levels
-#: (jobs that are not nodes and the nodes' compound jobs, then the nodes) in the order of ``lock_all``.
 _STATE_COLUMNS = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id)
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
-_STATES_OF = select(*_STATE_COLUMNS).where(_JOBS.c.id.in_(_IDS))
-_LOCK_TOPS = select(*_STATE_COLUMNS).where(or_(
-    and_(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_(None)),
-    _JOBS.c.id.in_(select(_JOBS.c.parent_id).where(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_not(None))),
-)).order_by(_JOBS.c.id).with_for_update()
-_LOCK_NODES = (select(*_STATE_COLUMNS).where(_JOBS.c.id.in_(_IDS), _JOBS.c.parent_id.is_not(None))
-               .order_by(_JOBS.c.id).with_for_update())
+
+
+class _LockStatements(NamedTuple):
+    """The statements that lock a set of jobs (the expanding parameter ``ids``), in the one
+    order of :meth:`SqlJobStore.lock_all`: SQLite's one SELECT (``one_writer``); PostgreSQL's
+    two levels, first the jobs that are not nodes and the nodes' compound jobs (``tops``),
+    then the nodes (``nodes``), each ``ORDER BY id FOR UPDATE``."""
+
+    one_writer: Select[Any]
+    tops: Select[Any]
+    nodes: Select[Any]
+
+
+def _lock_statements(*what: Any) -> _LockStatements:
+    """:class:`_LockStatements` selecting ``what`` (the ORM entity, or columns), built once
+    (an expanding ``ids`` parameter: no bound parameter built per id at each call)."""
+    wanted = _JOBS.c.id.in_(_IDS)
+    is_node = _JOBS.c.parent_id.is_not(None)
+    compound_jobs = select(_JOBS.c.parent_id).where(wanted, is_node)
+    return _LockStatements(
+        select(*what).where(wanted),
+        select(*what).where(or_(and_(wanted, _JOBS.c.parent_id.is_(None)), _JOBS.c.id.in_(compound_jobs)))
+        .order_by(_JOBS.c.id).with_for_update(),
+        select(*what).where(wanted, is_node).order_by(_JOBS.c.id).with_for_update(),
+    )
+
+
+_LOCK_JOBS = _lock_statements(Job)  # lock_all
+_LOCK_STATES = _lock_statements(*_STATE_COLUMNS)  # lock_states
 
 
 class StateChange(NamedTuple):
@@ -320,14 +339,11 @@ class SqlJobStore:
         if len(wanted) == 1:
             self.get(wanted[0], for_update=True)
         elif wanted:
+            params = {"ids": wanted}
             if self._one_writer():
-                rows = list(self.session.scalars(select(Job).where(Job.id.in_(wanted))))
+                rows = list(self.session.scalars(_LOCK_JOBS.one_writer, params))
             else:
-                parents = select(Job.parent_id).where(Job.id.in_(wanted), Job.parent_id.is_not(None))
-                tops = select(Job).where(or_(and_(Job.id.in_(wanted), Job.parent_id.is_(None)), Job.id.in_(parents)))
-                nodes = select(Job).where(Job.id.in_(wanted), Job.parent_id.is_not(None))
-                rows = [*self.session.scalars(tops.order_by(Job.id).with_for_update()),
-                        *self.session.scalars(nodes.order_by(Job.id).with_for_update())]
+                rows = [*self.session.scalars(_LOCK_JOBS.tops, params), *self.session.scalars(_LOCK_JOBS.nodes, params)]
             for row in rows:
                 self._locked[row.id] = row
         return {job_id: held for job_id in job_ids if (held := self._held(job_id)) is not None}
@@ -348,10 +364,11 @@ class SqlJobStore:
         if not wanted:
             return {}
         conn = self.session.connection()
+        params = {"ids": wanted}
         if self._one_writer():
-            rows = list(conn.execute(_STATES_OF, {"ids": wanted}))
+            rows = list(conn.execute(_LOCK_STATES.one_writer, params))
         else:
-            rows = [*conn.execute(_LOCK_TOPS, {"ids": wanted}), *conn.execute(_LOCK_NODES, {"ids": wanted})]
+            rows = [*conn.execute(_LOCK_STATES.tops, params), *conn.execute(_LOCK_STATES.nodes, params)]
         keep = set(wanted)
         return {row[0]: (row[1], row[2]) for row in rows if row[0] in keep}
 
