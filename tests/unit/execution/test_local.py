@@ -37,8 +37,8 @@ def backend(work_root: Path) -> Iterator[LocalExecutionBackend]:
     backend.spawn = spawn  # type: ignore[method-assign]
     yield backend
     for handle in started:  # never leave a job of a failed test running
-        assert handle.pid is not None
-        if alive(handle.pid):
+        # pid None: the wrapper ended (and was reaped) before the worker read its start time
+        if handle.pid is not None and alive(handle.pid):
             kill_session(handle.pid)
         if handle.process is not None:
             handle.process.wait(timeout=DEADLINE)

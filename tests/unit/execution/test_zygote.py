@@ -134,8 +134,10 @@ class TestForked:
     def test_a_refused_work_dir_inside_a_batch_leaves_the_others_started_in_order(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:
-        # the zygote forks every child of a batch before it awaits the first answer
-        handles = [backend.prepare(_job(input_dir, account, f"exit {index}", index)) for index in range(3)]
+        # the zygote forks every child of a batch before it awaits the first answer; the jobs
+        # wait for "go", so none can end (and be reaped) before the worker checks its pid
+        script = "while [ ! -e go ]; do sleep 0.1; done; exit {}"
+        handles = [backend.prepare(_job(input_dir, account, script.format(index), index)) for index in range(3)]
         gone = handles[1].work_dir
         for entry in sorted(gone.rglob("*"), reverse=True):
             entry.unlink() if not entry.is_dir() or entry.is_symlink() else entry.rmdir()
@@ -144,6 +146,8 @@ class TestForked:
         assert handles[1].pid is None
         assert [h.pid is not None for h in (handles[0], handles[2])] == [True, True]
         assert backend._zygotes  # the zygote is fine and kept
+        for index in (0, 2):
+            (handles[index].work_dir / "go").write_text("")
         for index in (0, 2):
             handle = handles[index]
             wait_for(lambda h=handle: backend.poll(h) is not None, "the job to end")  # type: ignore[misc]
