@@ -139,7 +139,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     generated and skipped."""
     drop = [item for item in items if item.get_closest_marker("postgresql_only")
             and getattr(item, "callspec", None) is not None
-            and item.callspec.params.get("database_url") == "sqlite"]  # type: ignore[attr-defined]
+            and "sqlite" in (item.callspec.params.get("database_url"),  # type: ignore[attr-defined]
+                             item.callspec.params.get("database_kind"))]  # type: ignore[attr-defined]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = [item for item in items if item not in drop]

@@ -127,6 +127,38 @@ def kill_processes_of(uids: set[int]) -> None:
                  what="killed job processes to vanish", timeout=30)
 
 
+def kill_jobs_of(deployment: Deployment) -> None:
+    """SIGKILL the session of every job wrapper of ``deployment`` still running (the wrappers
+    lead their sessions; their command line ends with the wrapper and the work dir under
+    ``<state>/work``): a shared deployment's next module must not find its slots taken by
+    jobs that an earlier module left running. The worker then records those jobs as it
+    records any wrapper that died."""
+    work = f"{deployment.state}/work/"
+
+    def wrappers() -> set[int]:
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+            except OSError:
+                continue
+            if len(argv) >= 2 and argv[-1].startswith(work) and argv[-2].endswith("jobwrapper.py"):
+                found.add(int(entry.name))
+        return found
+
+    for _ in range(20):
+        sessions = wrappers()
+        if not sessions:
+            return
+        for sid in sessions:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(sid, signal.SIGKILL)
+        wait_for(lambda s=sessions: wrappers() & s, lambda alive: not alive, what="killed job wrappers to vanish",  # type: ignore[misc]
+                 timeout=30)
+
+
 def _check_peers() -> None:
     if os.geteuid() != 0:
         if IN_CI:

@@ -25,11 +25,19 @@ import pytest
 from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 
 from tests.conftest import IN_CI, Pki, need_peer
+from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.service import Deployment, tls_client_context
 from tests.support import ECHO_JDL, delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def deployment(pki: Pki, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A deployment of this module's own (it counts the rows of its job list), on a fresh database."""
+    with standard_deployment(pki, database_url, tmp_path_factory.mktemp("state")) as dep:
+        yield dep
 
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 TOOLS = ("chromium", "chromedriver", "certutil", "pk12util")

@@ -7,17 +7,26 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
+from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import reference_client
 from tests.integration.service import CE_CATALOGUE, Deployment
 from tests.support import WAIT_TIMEOUT, delegate, wait_for_final, wait_for_job_state
 from wmproxy.config import load_settings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def deployment(pki: Pki, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A deployment of this module's own (its tests start, stop and add workers), on a fresh database."""
+    with standard_deployment(pki, database_url, tmp_path_factory.mktemp("state")) as dep:
+        yield dep
 
 
 def test_two_workers_run_each_job_once(deployment: Deployment, pki: Pki) -> None:
