@@ -35,7 +35,8 @@ by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
 ``cancelled_by`` are recorded. Processes a child leaves behind in its group are killed
 when it ends. Prologue and epilogue read ``/dev/null`` and write to the wrapper's own
 standard output and error (``.wmproxy/wrapper.log`` when started by
-``wmproxy.execution.identity``).
+``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
+writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
 
 Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
 
@@ -758,8 +759,9 @@ def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
 class _Run:
     """One execution of the wrapper in ``work_dir``."""
 
-    def __init__(self, work_dir: str) -> None:
+    def __init__(self, work_dir: str, inherited_checked: bool = False) -> None:
         self.work_dir = os.path.abspath(work_dir)
+        self.inherited_checked = inherited_checked
         self.status: dict[str, Any] = {
             "version": SPEC_VERSION,
             "job_id": None,
@@ -780,7 +782,8 @@ class _Run:
 
     def execute(self) -> int:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
-        _no_inherited_descriptors()
+        if not self.inherited_checked:
+            _no_inherited_descriptors()
         try:
             work_fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             state_fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=work_fd)
@@ -977,7 +980,8 @@ def _stop_inspection_agent(agent: subprocess.Popen[bytes] | None) -> None:
 
 
 def _inherited(fd: int) -> int:
-    """``fd`` if the wrapper has it open, else ``/dev/null``."""
+    """``fd`` if the wrapper has it open, else ``/dev/null`` (the deferred log created first)."""
+    _open_log()
     try:
         os.fstat(fd)
     except OSError:
@@ -993,7 +997,28 @@ def _describe(outcome: dict[str, Any]) -> str:
     return f"exit code {outcome['exit_code']}"
 
 
+#: The directory descriptor of a log not created yet (:func:`run`'s ``log_dir``), at most one.
+_DEFERRED_LOG: list[int] = []
+
+
+def _open_log() -> None:
+    """Create the deferred ``wrapper.log`` (:func:`run`'s ``log_dir``) and make it the standard
+    output and error, once; it stays ``/dev/null`` if the file cannot be created."""
+    if not _DEFERRED_LOG:
+        return
+    dir_fd = _DEFERRED_LOG.pop()
+    try:
+        fd = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+    except OSError:
+        return
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def _log(message: str) -> None:
+    _open_log()
     stream: IO[str] = sys.stderr
     try:
         stream.write(f"{utc_now()} jobwrapper[{os.getpid()}]: {message}\n")
@@ -1002,11 +1027,32 @@ def _log(message: str) -> None:
         pass
 
 
-def run(work_dir: str) -> int:
+def run(work_dir: str, log_dir: int | None = None) -> int:
     """Run the job described in ``<work_dir>/.wmproxy/job.marshal``; return the wrapper's
     exit status (see the module docstring). Writes the status file unless that is
-    impossible (then :data:`EXIT_NO_STATUS`)."""
-    return _Run(work_dir).execute()
+    impossible (then :data:`EXIT_NO_STATUS`).
+
+    ``log_dir``: given by the zygote (:mod:`wmproxy.execution.zygote`), whose child has
+    ``/dev/null`` as its standard streams and no other inheritable descriptor: the descriptor
+    of the ``.wmproxy`` directory, where the wrapper creates :data:`LOG_NAME` fresh (0600, no
+    link followed) and makes it its standard output and error before it first writes a line
+    or starts a prologue, epilogue or inspection agent (:func:`_open_log`); a wrapper with
+    nothing to say leaves no log. None: the standard streams are used as they are."""
+    if log_dir is not None:
+        _DEFERRED_LOG.append(log_dir)
+    return _Run(work_dir, inherited_checked=log_dir is not None).execute()
+
+
+def prepare_fork() -> None:
+    """Set up, in a process that forks wrappers (the zygote, before each batch), what every
+    wrapper would otherwise set up itself: the C library's name service switch for the
+    password database (:func:`build_environment`'s user name) and its time zone data
+    (:func:`utc_now`). Never raises."""
+    try:
+        pwd.getpwuid(os.getuid())
+    except KeyError:
+        pass
+    utc_now()
 
 
 def main(argv: list[str] | None = None) -> int:
