@@ -1023,19 +1023,29 @@ _DEFERRED_LOG: list[int] = []
 
 
 def _open_log() -> None:
-    """Create the deferred ``wrapper.log`` (:func:`run`'s ``log_dir``) and make it the standard
-    output and error, once; it stays ``/dev/null`` if the file cannot be created."""
+    """Create the deferred ``wrapper.log`` (:func:`run`'s ``log_dir``; an entry of that name is
+    replaced, never followed) and make it the standard output and error, once; they stay
+    ``/dev/null`` if the file cannot be created."""
     if not _DEFERRED_LOG:
         return
     dir_fd = _DEFERRED_LOG.pop()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+        try:
+            fd = os.open(LOG_NAME, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:  # the job made one meanwhile (it runs as the account): replaced
+            os.unlink(LOG_NAME, dir_fd=dir_fd)
+            fd = os.open(LOG_NAME, flags, 0o600, dir_fd=dir_fd)
     except OSError:
         return
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the job's umask
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    except OSError:
+        pass  # the streams stay /dev/null
+    finally:
+        os.close(fd)
 
 
 def _log(message: str) -> None:
