@@ -129,9 +129,11 @@ def main() -> int:
                     wait[name].append(w)
                     cpu[name].append(c)
                 shutil.rmtree(root / "work", ignore_errors=True)
-                print(f"  window {window + 1}: wait this {wait['this'][-1]:.1f} | {args.base} {wait['base'][-1]:.1f}"
-                      f" ms/request; CPU this {cpu['this'][-1]:.2f} | {args.base} {cpu['base'][-1]:.2f} ms/job",
-                      flush=True)
+                line = (f"  window {window + 1}: wait this {wait['this'][-1]:.1f} | {args.base}"
+                        f" {wait['base'][-1]:.1f} ms/request")
+                if spec is not None:  # without a payload the wrappers may not have ended yet
+                    line += f"; CPU this {cpu['this'][-1]:.2f} | {args.base} {cpu['base'][-1]:.2f} ms/job"
+                print(line, flush=True)
         finally:
             for zygote in zygotes.values():
                 zygote.close()
