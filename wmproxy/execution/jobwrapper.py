@@ -52,8 +52,8 @@ Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
     PHASE = {"exit_code": int | null, "signal": int | null, "failure": str | null}
 
 ``.wmproxy/started.json`` (:data:`STARTED_NAME`), created (``O_EXCL``, fsync of the file and
-of its directory) once the payload has been executed: ``{"version": 1, "job_id", "wrapper_pid", "payload_pid",
-"payload_started_at"}``. Its presence tells a supervisor the job started (deep retry)
+of its directory) once the payload has been executed: ``{"version": 1, "job_id",
+"wrapper_pid", "payload_pid", "payload_started_at"}``. Its presence tells a supervisor the job started (deep retry)
 rather than never started (shallow retry).
 
 Exit status of the wrapper process (a hint for batch systems; the status file is

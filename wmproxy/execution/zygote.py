@@ -174,8 +174,8 @@ def _title_area() -> tuple[int, int] | None:
 def _set_title(title: bytes, area: tuple[int, int] | None) -> None:
     """Overwrite this process's command line in place (``/proc/<pid>/cmdline``), as
     ``setproctitle`` does, when it fits in ``area`` (:func:`_title_area`), the room the
-    kernel reserved for it: written through ``/proc/self/mem`` (no ``ctypes`` in the zygote,
-    whose every page each fork maps again), else with ``ctypes``."""
+    kernel reserved for it: written through ``/proc/self/mem`` (no ``ctypes`` in the zygote: less
+    memory for each fork to map and each child to touch), else with ``ctypes``."""
     if area is None or len(title) + 1 > area[1] - area[0]:
         return
     start, end = area
