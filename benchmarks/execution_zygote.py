@@ -1,17 +1,27 @@
-"""How long the worker waits for a zygote to fork a batch of job wrappers, this tree's
-``zygote.py`` against another revision's (default ``main``), side by side (issue 14: the
-worker blocks on the zygote's answers while it starts a cycle's jobs).
+"""What a trivial job's wrapper costs, this tree's ``zygote.py`` and ``jobwrapper.py`` against
+another revision's (default ``main``), side by side (issue 14): how long the worker waits for a
+zygote to fork a batch of job wrappers, and the CPU each job costs outside the worker (the
+zygote's fork, the wrapper it forks, the payload the wrapper starts).
 
-``.venv/bin/python benchmarks/execution_zygote.py [--windows 5] [--batches 20] [--batch 8] [--base main]``
+``.venv/bin/python benchmarks/execution_zygote.py [--windows 5] [--batches 20] [--batch 8] [--base main]
+[--payload none|true]``
 
 Both zygotes run as the current user (``python3 -I -S zygote.py``, as
-:func:`~wmproxy.execution.identity.zygote_command` starts it without an account) and are
-driven by this tree's :class:`~wmproxy.execution.zygote.Zygote` (the protocol is the same).
-Each request names ``--batch`` fresh work dirs holding an empty ``.wmproxy``; each forked
-wrapper finds no spec, records that in its status file and exits, so only the fork and set-up
-are timed. Per window the two zygotes take turns, ``--batches`` requests each. Printed per
-window: milliseconds per batch (wall time of :meth:`Zygote.request`) and the ratio this tree
-/ base; then min / median / max over the windows.
+:func:`~wmproxy.execution.identity.zygote_command` starts it without an account), each with
+its own revision's wrapper beside it, and are driven by this tree's
+:class:`~wmproxy.execution.zygote.Zygote` (the protocol is the same). Each request names
+``--batch`` fresh work dirs (under ``/var/tmp``, a disk) holding ``.wmproxy``:
+
+- ``--payload true`` (default): with a spec running ``/bin/true``, as the worker writes it;
+  after each request the benchmark waits until the zygote has reaped every wrapper. The CPU
+  per job is the zygote's own user + system time plus that of its reaped children (the
+  wrappers, which include their payloads), from ``/proc/<zygote>/stat``.
+- ``--payload none``: without a spec (each wrapper records that and exits), so that mostly
+  the fork and set-up are timed; the requests follow one another without waiting.
+
+Per window the two zygotes take turns, ``--batches`` requests each. Printed per window: the
+worker's wait per request (wall time of :meth:`Zygote.request`), the CPU per job, and the
+ratios this tree / base; then min / median / max over the windows.
 """
 
 from __future__ import annotations
@@ -29,25 +39,61 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wmproxy.execution.identity import SYSTEM_PYTHON, WRAPPER_PATH
+from wmproxy.execution.identity import SYSTEM_PYTHON
+from wmproxy.execution.jobwrapper import SPEC_NAME, STATE_DIR, JobSpec
 from wmproxy.execution.zygote import Zygote
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+SOURCES = ("wmproxy/execution/zygote.py", "wmproxy/execution/jobwrapper.py")
 
-def batch_ms(zygote: Zygote, root: Path, batches: int, size: int, tag: str) -> float:
-    """Mean wall milliseconds of one ``request`` of ``size`` fresh work dirs."""
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (its reaped children included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICK
+
+
+def has_children(pid: int) -> bool:
+    return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, spec: bytes | None,
+                ) -> tuple[float, float]:
+    """(mean wall ms of one ``request`` of ``size`` fresh work dirs, CPU ms per job)."""
+    pid = zygote.process.pid
     total = 0.0
+    cpu = cpu_seconds(pid)
     for b in range(batches):
         dirs = []
         for i in range(size):
             work = root / f"{tag}-{b}-{i}"
-            (work / ".wmproxy").mkdir(parents=True)
+            (work / STATE_DIR).mkdir(parents=True)
+            if spec is not None:
+                (work / STATE_DIR / SPEC_NAME).write_bytes(spec)
             dirs.append(str(work))
         begin = time.perf_counter()
         answers = zygote.request(dirs)
         total += time.perf_counter() - begin
         if any(isinstance(a, Exception) for a in answers):
             raise RuntimeError(f"a wrapper was refused: {answers}")
-    return total / batches * 1000
+        if spec is not None:
+            deadline = time.monotonic() + 60
+            while has_children(pid):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the wrappers did not end within 60 s")
+                time.sleep(0.002)
+    if spec is not None:
+        while has_children(pid):
+            time.sleep(0.002)
+    return total / batches * 1000, (cpu_seconds(pid) - cpu) * 1000 / (batches * size)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def _ratios(figures: dict[str, list[float]]) -> list[float]:
+    return [t / b for t, b in zip(figures["this"], figures["base"], strict=True)]
 
 
 def main() -> int:
@@ -56,37 +102,49 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=20, help="requests per zygote and window (default 20)")
     parser.add_argument("--batch", type=int, default=8, help="work dirs per request (default 8, max_running)")
     parser.add_argument("--base", default="main", help="the git revision to compare with (default main)")
+    parser.add_argument("--payload", choices=("none", "true"), default="true",
+                        help="true: a spec running /bin/true (default); none: no spec")
     args = parser.parse_args()
     python = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable
+    spec = None if args.payload == "none" else JobSpec(job_id="https://lb.example.org:9000/bench",
+                                                       executable="/bin/true").to_bytes()
     root = Path(tempfile.mkdtemp(prefix="wmproxy-zygote-", dir="/var/tmp"))
     try:
-        base_script = root / "base-zygote.py"
-        show = ["git", "-C", str(REPO), "show", f"{args.base}:wmproxy/execution/zygote.py"]
-        base_script.write_bytes(subprocess.run(show, check=True, capture_output=True).stdout)
-        this_script = REPO / "wmproxy/execution/zygote.py"
-        zygotes = {name: Zygote([python, "-I", "-S", str(script)], str(WRAPPER_PATH), python)
-                   for name, script in (("this", this_script), ("base", base_script))}
-        figures: dict[str, list[float]] = {"this": [], "base": [], "ratio": []}
-        print(f"{args.windows} windows, {args.batches} requests of {args.batch} work dirs per zygote and window")
+        trees = {"this": REPO / "wmproxy/execution", "base": root / "base"}
+        trees["base"].mkdir()
+        for source in SOURCES:
+            show = ["git", "-C", str(REPO), "show", f"{args.base}:{source}"]
+            text = subprocess.run(show, check=True, capture_output=True).stdout
+            (trees["base"] / Path(source).name).write_bytes(text)
+        zygotes = {name: Zygote([python, "-I", "-S", str(tree / "zygote.py")], str(tree / "jobwrapper.py"), python)
+                   for name, tree in trees.items()}
+        wait: dict[str, list[float]] = {"this": [], "base": []}
+        cpu: dict[str, list[float]] = {"this": [], "base": []}
+        print(f"{args.windows} windows, {args.batches} requests of {args.batch} work dirs per zygote and window,"
+              f" payload {args.payload}, {os.cpu_count()} cores")
         try:
             for window in range(args.windows):
-                ms = {}
                 for name in ("base", "this") if window % 2 else ("this", "base"):
-                    ms[name] = batch_ms(zygotes[name], root / "work", args.batches, args.batch, f"{name}{window}")
+                    w, c = run_batches(zygotes[name], root / "work", args.batches, args.batch, f"{name}{window}", spec)
+                    wait[name].append(w)
+                    cpu[name].append(c)
                 shutil.rmtree(root / "work", ignore_errors=True)
-                figures["this"].append(ms["this"])
-                figures["base"].append(ms["base"])
-                figures["ratio"].append(ms["this"] / ms["base"])
-                print(f"  window {window + 1}: this {ms['this']:.1f} ms/batch | {args.base} {ms['base']:.1f} ms/batch"
-                      f" | ratio {ms['this'] / ms['base']:.2f}")
+                line = (f"  window {window + 1}: wait this {wait['this'][-1]:.1f} | {args.base}"
+                        f" {wait['base'][-1]:.1f} ms/request")
+                if spec is not None:  # without a payload the wrappers may not have ended yet
+                    line += f"; CPU this {cpu['this'][-1]:.2f} | {args.base} {cpu['base'][-1]:.2f} ms/job"
+                print(line, flush=True)
         finally:
             for zygote in zygotes.values():
                 zygote.close()
         print("min / median / max over the windows:")
-        for key, label in (("this", "this tree, ms/batch"), ("base", f"{args.base}, ms/batch"),
-                           ("ratio", f"this / {args.base}")):
-            values = figures[key]
-            print(f"  {label}: {min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}")
+        print(f"  wait, this tree: {_spread(wait['this'])} ms/request")
+        print(f"  wait, {args.base}: {_spread(wait['base'])} ms/request")
+        print(f"  wait, this / {args.base}: {_spread(_ratios(wait))}")
+        if spec is not None:
+            print(f"  CPU, this tree: {_spread(cpu['this'])} ms/job (zygote + wrapper + payload)")
+            print(f"  CPU, {args.base}: {_spread(cpu['base'])} ms/job")
+            print(f"  CPU, this / {args.base}: {_spread(_ratios(cpu))}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

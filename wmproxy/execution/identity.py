@@ -9,7 +9,8 @@ Layout of a work dir (``<work_root>/<name>``)::
       <name>/                account:group 0700   (HOME of the job)
         .wmproxy/            account:group 0700   wrapper state
           job.marshal        account:group 0400   the JobSpec (JobSpec.to_bytes, written atomically)
-          wrapper.log        account:group 0600   wrapper's stdout/stderr
+          wrapper.log        account:group 0600   wrapper's stdout/stderr (from a zygote: only once
+                                                  the wrapper writes to it)
           jobwrapper.py      account:group 0500   copy of the wrapper (batch backends only)
           slurm.sh           account:group 0400   the batch script (Slurm backend only)
           started.json       written by the wrapper once the payload has been executed

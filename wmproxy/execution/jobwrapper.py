@@ -35,7 +35,8 @@ by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
 ``cancelled_by`` are recorded. Processes a child leaves behind in its group are killed
 when it ends. Prologue and epilogue read ``/dev/null`` and write to the wrapper's own
 standard output and error (``.wmproxy/wrapper.log`` when started by
-``wmproxy.execution.identity``).
+``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
+writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
 
 Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
 
@@ -50,9 +51,9 @@ Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
      "notes": [str]}              # e.g. dropped LD_PRELOAD entries
     PHASE = {"exit_code": int | null, "signal": int | null, "failure": str | null}
 
-``.wmproxy/started.json`` (:data:`STARTED_NAME`), written atomically once the payload has
-been executed: ``{"version": 1, "job_id", "wrapper_pid", "payload_pid",
-"payload_started_at"}``. Its presence tells a supervisor the job started (deep retry)
+``.wmproxy/started.json`` (:data:`STARTED_NAME`), created (``O_EXCL``, fsync of the file and
+of its directory) once the payload has been executed: ``{"version": 1, "job_id",
+"wrapper_pid", "payload_pid", "payload_started_at"}``. Its presence tells a supervisor the job started (deep retry)
 rather than never started (shallow retry).
 
 Exit status of the wrapper process (a hint for batch systems; the status file is
@@ -465,6 +466,27 @@ def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
     os.fsync(state_fd)
 
 
+def _write_new(state_fd: int, name: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to a new file ``name`` in the state dir (``O_EXCL``, fsync, fsync
+    of the directory), for ``started.json``: no temporary file, so one inode and no rename
+    (each new inode cost about 1 ms of CPU on this host's file system). A reader may find it
+    empty or partial (a crash between its creation and the fsync), which its readers take
+    for present (``LocalExecutionBackend.started``), as it is: the payload was started
+    before. An entry already there (the job planted one) is replaced (:func:`_write_atomic`)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o644, dir_fd=state_fd)
+    except FileExistsError:
+        _write_atomic(state_fd, name, data)
+        return
+    try:
+        os.write(fd, dumps(data).encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.fsync(state_fd)
+
+
 # --- JSON output without the json module ----------------------------------------------
 
 _JSON_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -758,8 +780,9 @@ def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
 class _Run:
     """One execution of the wrapper in ``work_dir``."""
 
-    def __init__(self, work_dir: str) -> None:
+    def __init__(self, work_dir: str, inherited_checked: bool = False) -> None:
         self.work_dir = os.path.abspath(work_dir)
+        self.inherited_checked = inherited_checked
         self.status: dict[str, Any] = {
             "version": SPEC_VERSION,
             "job_id": None,
@@ -780,7 +803,8 @@ class _Run:
 
     def execute(self) -> int:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
-        _no_inherited_descriptors()
+        if not self.inherited_checked:
+            _no_inherited_descriptors()
         try:
             work_fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             state_fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=work_fd)
@@ -911,7 +935,7 @@ class _Run:
             "payload_started_at": self.status["payload_started_at"],
         }
         try:
-            _write_atomic(state_fd, STARTED_NAME, started)
+            _write_new(state_fd, STARTED_NAME, started)
         except OSError as exc:
             self.status["notes"].append(f"cannot write {STARTED_NAME}: {exc.strerror}")
         outcome = supervisor.wait(process)
@@ -977,7 +1001,8 @@ def _stop_inspection_agent(agent: subprocess.Popen[bytes] | None) -> None:
 
 
 def _inherited(fd: int) -> int:
-    """``fd`` if the wrapper has it open, else ``/dev/null``."""
+    """``fd`` if the wrapper has it open, else ``/dev/null`` (the deferred log created first)."""
+    _open_log()
     try:
         os.fstat(fd)
     except OSError:
@@ -993,7 +1018,38 @@ def _describe(outcome: dict[str, Any]) -> str:
     return f"exit code {outcome['exit_code']}"
 
 
+#: The directory descriptor of a log not created yet (:func:`run`'s ``log_dir``), at most one.
+_DEFERRED_LOG: list[int] = []
+
+
+def _open_log() -> None:
+    """Create the deferred ``wrapper.log`` (:func:`run`'s ``log_dir``; an entry of that name is
+    replaced, never followed) and make it the standard output and error, once; they stay
+    ``/dev/null`` if the file cannot be created."""
+    if not _DEFERRED_LOG:
+        return
+    dir_fd = _DEFERRED_LOG.pop()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(LOG_NAME, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:  # the job made one meanwhile (it runs as the account): replaced
+            os.unlink(LOG_NAME, dir_fd=dir_fd)
+            fd = os.open(LOG_NAME, flags, 0o600, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # whatever the job's umask
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    except OSError:
+        pass  # the streams stay /dev/null
+    finally:
+        os.close(fd)
+
+
 def _log(message: str) -> None:
+    _open_log()
     stream: IO[str] = sys.stderr
     try:
         stream.write(f"{utc_now()} jobwrapper[{os.getpid()}]: {message}\n")
@@ -1002,11 +1058,32 @@ def _log(message: str) -> None:
         pass
 
 
-def run(work_dir: str) -> int:
+def run(work_dir: str, log_dir: int | None = None) -> int:
     """Run the job described in ``<work_dir>/.wmproxy/job.marshal``; return the wrapper's
     exit status (see the module docstring). Writes the status file unless that is
-    impossible (then :data:`EXIT_NO_STATUS`)."""
-    return _Run(work_dir).execute()
+    impossible (then :data:`EXIT_NO_STATUS`).
+
+    ``log_dir``: given by the zygote (:mod:`wmproxy.execution.zygote`), whose child has
+    ``/dev/null`` as its standard streams and no other inheritable descriptor: the descriptor
+    of the ``.wmproxy`` directory, where the wrapper creates :data:`LOG_NAME` fresh (0600, no
+    link followed) and makes it its standard output and error before it first writes a line
+    or starts a prologue, epilogue or inspection agent (:func:`_open_log`); a wrapper with
+    nothing to say leaves no log. None: the standard streams are used as they are."""
+    if log_dir is not None:
+        _DEFERRED_LOG.append(log_dir)
+    return _Run(work_dir, inherited_checked=log_dir is not None).execute()
+
+
+def prepare_fork() -> None:
+    """Set up, in a process that forks wrappers (the zygote, before each batch), what every
+    wrapper would otherwise set up itself: the C library's name service switch for the
+    password database (:func:`build_environment`'s user name) and its time zone data
+    (:func:`utc_now`). Never raises."""
+    try:
+        pwd.getpwuid(os.getuid())
+    except KeyError:
+        pass
+    utc_now()
 
 
 def main(argv: list[str] | None = None) -> int:

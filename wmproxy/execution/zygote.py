@@ -16,16 +16,21 @@ Protocol (one line each way per job, UTF-8)::
                                                   /proc/<pid>/stat, clock ticks since boot)
                        E <message>\\n             this job's wrapper could not be set up
 
-For each request the zygote forks a child that leads a new session, enters the work dir
-(never following a link), opens a fresh ``.wmproxy/wrapper.log`` as its standard output and
-error, reads ``/dev/null``, sets umask 0o077, closes every other descriptor, shows
-``<python> -I -S <wrapper path> <work dir>`` as its command line (so that it is recognised
-like a wrapper the worker started itself) and runs :func:`jobwrapper.run`; the zygote
-answers once the child has done all that but running the job. The requests that arrive
-together (one :meth:`Zygote.request`) are forked all at once before the first answer is
-awaited, so the children set themselves up side by side rather than one after the other;
-the answers are still sent in the order of the requests. ``ctypes`` (for the command line)
-is imported once by the zygote, not by every child. The zygote reaps its children
+For each request the zygote forks a child that leads a new session, closes every descriptor
+but its standard ones, which it points to ``/dev/null``, sets umask 0o077, enters the work
+dir (never following a link), removes a ``.wmproxy/wrapper.log`` left by an earlier run,
+shows ``<python> -I -S <wrapper path> <work dir>`` as its command line (so that it is
+recognised like a wrapper the worker started itself; written through ``/proc/self/mem``, so
+the zygote imports no ``ctypes``) and runs :func:`jobwrapper.run` with the ``.wmproxy``
+directory as its ``log_dir``: the wrapper creates a fresh ``wrapper.log`` as its standard
+output and error when it first has something to write there (a trivial job's wrapper
+creates none: on a file system without a journal each new inode cost about 1 ms of CPU
+here). The zygote answers once the child has done all that but running the job. The
+requests that arrive together (one :meth:`Zygote.request`) are forked all at once before
+the first answer is awaited, so the children set themselves up side by side rather than one
+after the other; the answers are still sent in the order of the requests. Before a batch
+the zygote calls :func:`jobwrapper.prepare_fork`, so that its children find the C
+library's password database and time zone set up. The zygote reaps its children
 and exits at end of file on its socket (the worker stopped or died): the wrappers, each
 leading its own session, keep running and are adopted as before.
 """
@@ -154,52 +159,77 @@ def _reap(_signum: int = 0, _frame: object = None) -> None:
             return
 
 
-def _set_title(title: bytes) -> None:
-    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``), as
-    ``setproctitle`` does, when it fits in the area the kernel reserved for it."""
+def _title_area() -> tuple[int, int] | None:
+    """``(start, end)`` of this process's command line in its memory (fields 48 and 49 of
+    ``/proc/self/stat``), None if unreadable; a forked child has the same."""
     try:
         with open("/proc/self/stat", "rb") as f:
             raw = f.read()
         fields = raw[raw.rfind(b")") + 2:].split()
-        arg_start, arg_end = int(fields[45]), int(fields[46])
+        return int(fields[45]), int(fields[46])
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_title(title: bytes, area: tuple[int, int] | None) -> None:
+    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``), as
+    ``setproctitle`` does, when it fits in ``area`` (:func:`_title_area`), the room the
+    kernel reserved for it: written through ``/proc/self/mem`` (no ``ctypes`` in the zygote: less
+    memory for each fork to map and each child to touch), else with ``ctypes``."""
+    if area is None or len(title) + 1 > area[1] - area[0]:
         return
-    if len(title) + 1 > arg_end - arg_start:
-        return
+    start, end = area
+    padded = title + b"\0" * (end - start - len(title))
+    try:
+        fd = os.open("/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.pwrite(fd, padded, start) == len(padded):
+                return
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     import ctypes
 
-    ctypes.memmove(arg_start, title + b"\0" * (arg_end - arg_start - len(title)), arg_end - arg_start)
+    ctypes.memmove(start, padded, len(padded))
 
 
-def _child(work_dir: str, title: bytes, report: int, run: object) -> None:
-    """In the forked child: set the wrapper up, tell the zygote, run the job; never returns."""
+def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, run: object) -> None:
+    """In the forked child: set the wrapper up, tell the zygote, run the job; never returns.
+
+    Standard input, output and error are ``/dev/null``; the wrapper creates a fresh
+    ``.wmproxy/wrapper.log`` and makes it its standard output and error when it first has
+    something to write there (:func:`jobwrapper.run`'s ``log_dir``), so a job whose wrapper
+    logs nothing creates no file for it. A ``wrapper.log`` left by an earlier run is removed.
+    """
     code = 2
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.umask(0o077)
+        os.closerange(3, report)
+        os.closerange(report + 1, 1 << 16)
+        null = os.open(os.devnull, os.O_RDWR)  # before the directories: 0, 1 and 2 are taken
+        for fd in (0, 1, 2):
+            if fd != null:
+                os.dup2(null, fd)
+        if null > 2:
+            os.close(null)
         try:
             work_fd = os.open(work_dir, _DIR_FLAGS)
             os.fchdir(work_fd)
             state_fd = os.open(STATE_DIR, _DIR_FLAGS, dir_fd=work_fd)
+            os.close(work_fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(LOG_NAME, dir_fd=state_fd)
-            log_fd = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                             dir_fd=state_fd)
         except OSError as exc:
             os.write(report, f"E Cannot start the job wrapper in {work_dir}: {exc.strerror}".encode())
             os._exit(code)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.closerange(3, report)
-        os.closerange(report + 1, 1 << 16)
-        _set_title(title)
+        _set_title(title, area)
         os.write(report, b"ok")
         os.close(report)
-        code = run(work_dir)  # type: ignore[operator]
+        code = run(work_dir, log_dir=state_fd)  # type: ignore[operator]
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
         code = 2
     finally:
@@ -212,10 +242,12 @@ def _child(work_dir: str, title: bytes, report: int, run: object) -> None:
 
 def _serve(fd: int, python: str, wrapper: str) -> int:
     sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
-    import ctypes  # noqa: F401 - imported once here: each child's _set_title needs it (3-14 ms to import)
-
     import jobwrapper  # type: ignore[import-not-found,unused-ignore]
 
+    while (spare := os.open(os.devnull, os.O_RDWR)) <= 2:  # 0, 1 and 2 open: never a child's report pipe
+        pass
+    os.close(spare)
+    area = _title_area()
     signal.signal(signal.SIGCHLD, _reap)
     pending = b""
     while True:
@@ -225,10 +257,13 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
         lines = (pending + data).split(b"\n")
         pending = lines.pop()  # an incomplete last line waits for the next read
         if lines:
-            os.write(fd, "".join(reply + "\n" for reply in _fork_all(lines, python, wrapper, jobwrapper.run)).encode())
+            jobwrapper.prepare_fork()
+            replies = _fork_all(lines, python, wrapper, jobwrapper.run, area)
+            os.write(fd, "".join(reply + "\n" for reply in replies).encode())
 
 
-def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object) -> list[str]:
+def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object,
+              area: tuple[int, int] | None = None) -> list[str]:
     """Fork a child for each requested work dir (all of them first, so that they set
     themselves up side by side), then collect their answers, in order."""
     sys.stdout.flush()
@@ -238,13 +273,13 @@ def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object) -> lis
         started: list[tuple[int, int] | str] = []
         for line in lines:
             title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), line])
-            started.append(_fork(line.decode(errors="replace"), title, run))
+            started.append(_fork(line.decode(errors="replace"), title, area, run))
         return [_answer(child) for child in started]
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
-def _fork(work_dir: str, title: bytes, run: object) -> tuple[int, int] | str:
+def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object) -> tuple[int, int] | str:
     """``(pid, read end of its report pipe)``, or the refusal to answer."""
     if not os.path.isabs(work_dir) or "\n" in work_dir:
         return "E the work dir must be an absolute path"
@@ -257,7 +292,7 @@ def _fork(work_dir: str, title: bytes, run: object) -> tuple[int, int] | str:
         return f"E Cannot start the job wrapper: {exc.strerror}"
     if pid == 0:
         os.close(read_end)
-        _child(work_dir, title, write_end, run)
+        _child(work_dir, title, area, write_end, run)
     os.close(write_end)
     return pid, read_end
 

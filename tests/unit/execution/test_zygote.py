@@ -38,8 +38,8 @@ def backend(work_root: Path) -> Iterator[LocalExecutionBackend]:
     backend.close()
 
 
-def _job(input_dir: Path, account: Account | None, script: str, index: int) -> JobLaunch:
-    job = launch(input_dir, account, script)
+def _job(input_dir: Path, account: Account | None, script: str, index: int, **spec: object) -> JobLaunch:
+    job = launch(input_dir, account, script, **spec)
     return dataclasses.replace(job, job_id=f"{job.job_id}-{index}")
 
 
@@ -101,9 +101,30 @@ class TestForked:
                 launcher.process.pid  # the wrapper is the zygote's child
             modules = Path(f"/proc/{launcher.process.pid}/maps").read_text()
             assert "sqlalchemy" not in modules and "cryptography" not in modules  # no wmproxy server code
+            assert "_ctypes" not in modules  # the children's command lines are written through /proc/self/mem
             (handle.work_dir / "go").write_text("")
         finally:
             _cleanup(handle)
+
+    def test_a_wrapper_log_only_when_the_wrapper_has_something_to_write(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        quiet, outcome = run(backend, _job(input_dir, account, "exit 0", 0))
+        assert outcome.exit_code == 0
+        assert not (quiet.work_dir / ".wmproxy" / "wrapper.log").exists()
+        chatty = backend.prepare(_job(input_dir, account, "exit 0", 1, prologue="/bin/sh",
+                                      prologue_arguments=["-c", "echo prologue-ran"]))
+        log = chatty.work_dir / ".wmproxy" / "wrapper.log"
+        log.write_text("an earlier run's log\n")
+        backend.spawn(chatty)
+        wait_for(lambda: backend.poll(chatty) is not None, "the job to end")
+        assert backend.poll(chatty) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+        assert log.read_text() == "prologue-ran\n"
+        st = log.stat()
+        assert (st.st_mode & 0o777, st.st_uid) == (0o600, os.getuid() if account is None else account.uid)
+        missing, outcome = run(backend, _job(input_dir, account, "exit 0", 2, executable="/nonexistent/program"))
+        assert not outcome.payload_started
+        assert "/nonexistent/program was not found" in (missing.work_dir / ".wmproxy" / "wrapper.log").read_text()
 
     def test_a_wrong_start_time_is_another_process(self, backend: LocalExecutionBackend, input_dir: Path,
                                                    account: Account | None) -> None:
