@@ -39,8 +39,8 @@ from wmproxy.services.matchmaking import SiteView, matching_ad
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork
-from wmproxy.store.jobs import StateChange
-from wmproxy.store.schema import ExecutionRequest, Job
+from wmproxy.store.jobs import ClaimedJob, ClaimedRequest, RequestChange, StateChange
+from wmproxy.store.schema import Job
 
 log = logging.getLogger(__name__)
 
@@ -113,33 +113,38 @@ class StartOrder:
     attempt: int = 0
 
 
-def _order(rt: Runtime, job: Job, proxy_pem: bytes, destination: Destination | None = None,
-           registered: classad2.ClassAd | None = None) -> StartOrder:
-    registered = registered if registered is not None else parse_jdl(job.jdl_registered)
-    area = rt.storage.job_area(job.id, job.parent_id)
-    if destination is None:
-        kind = job.backend_ref.split(":", 1)[0] if job.backend_ref else "local"
-        destination = Destination(ce_id=job.destination or "", backend=kind)
+def _order(rt: Runtime, job: Job, proxy_pem: bytes) -> StartOrder:
+    """The order of a job a worker holds (adoption: its destination and backend from the row)."""
+    kind = job.backend_ref.split(":", 1)[0] if job.backend_ref else "local"
+    return _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
+                        JobState(job.state), job.backend_ref, proxy_pem,
+                        Destination(ce_id=job.destination or "", backend=kind), parse_jdl(job.jdl_registered))
+
+
+def _start_order(rt: Runtime, job_id: str, parent_id: str | None, local_account: str | None, attempt: int,
+                 state: JobState, backend_ref: str | None, proxy_pem: bytes, destination: Destination,
+                 registered: classad2.ClassAd) -> StartOrder:
+    area = rt.storage.job_area(job_id, parent_id)
     return StartOrder(
-        job_id=job.id,
+        job_id=job_id,
         description=read_description(registered),
         isb_files=isb_file_names(registered, area.input_uri),
         area=area,
         proxy_pem=proxy_pem,
         perusal_interval=perusal_interval(rt, registered),
-        local_account=job.local_account,
+        local_account=local_account,
         prologue=_text(registered, "Prologue"),
         prologue_arguments=_text(registered, "PrologueArguments") or "",
         epilogue=_text(registered, "Epilogue"),
         epilogue_arguments=_text(registered, "EpilogueArguments") or "",
-        state=JobState(job.state),
-        backend_ref=job.backend_ref,
+        state=state,
+        backend_ref=backend_ref,
         ce_id=destination.ce_id,
         backend=destination.backend,
         queue=destination.queue,
         wall_time=destination.wall_time,
         memory_mb=destination.memory_mb,
-        attempt=job.shallow_retries + job.deep_retries,
+        attempt=attempt,
     )
 
 
@@ -184,11 +189,15 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     for _ in range(CLAIM_BATCH):
         try:
             with rt.uow() as uow:
-                request = uow.queue.claim_next(worker, now, command="start")
-                if request is None:
+                claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
+                if not claimed:
                     return None
-                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, {},
-                               SiteView(rt, uow, now))
+                request = claimed[0]
+                job = uow.jobs.lock_claims([request.job_id], nowait=True).get(request.job_id)
+                writes = _ClaimWrites(worker, now)
+                order = _claim(rt, uow, request, job, backends, full, rng or _RNG, {}, SiteView(rt, uow, now),
+                               writes)
+                writes.flush(uow)
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
         if order is not None:
@@ -216,10 +225,16 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
         now: the current time (UTC), default now.
 
     Returns:
-        The orders of the claimed jobs, in claim order (may be empty). On SQLite the
+        The orders of the claimed jobs, in claim order (may be empty). The statements are
+        Core ones built once, no ORM objects: the requests claimed
+        (:meth:`~wmproxy.store.jobs.SqlExecutionQueue.claim_rows`), their jobs locked and read
+        (:meth:`~wmproxy.store.jobs.SqlJobStore.lock_claims`), and at the end of the
+        transaction the requests' changes in one executemany UPDATE, the Ready jobs in one
+        UPDATE and one events INSERT (the rows the ORM path wrote; an expired job is aborted
+        through :func:`change_state`). On SQLite the
         requests are claimed together, as many as the worker can still take (two
-        statements, :meth:`~wmproxy.store.jobs.SqlExecutionQueue.claim_many`; again while
-        some yield no job), and their jobs read in one statement. On PostgreSQL each request
+        statements; again while some yield no job), and their jobs read in one statement.
+        On PostgreSQL each request
         is claimed and handled in a savepoint: a job locked by another transaction
         (``NOWAIT``) ends the batch, keeping the jobs claimed before it; its request stays
         queued. (A request claimed ahead of its job's lock could not be given back there:
@@ -232,53 +247,85 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     """
     now = now or utcnow()
     left = dict(room)
-    orders: list[StartOrder] = []
     if limit <= 0 or not any(n > 0 for n in left.values()):
-        return orders
+        return []
+    with rt.uow() as uow:
+        writes = _ClaimWrites(worker, now)
+        orders = _claim_batch(rt, uow, worker, left, limit, rng or _RNG, now, writes)
+        writes.flush(uow)
+    return orders
+
+
+def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int], limit: int, rng: random.Random,
+                 now: dt.datetime, writes: _ClaimWrites) -> list[StartOrder]:
+    """:func:`claim_starts` in its transaction; the changes are collected in ``writes``."""
+    orders: list[StartOrder] = []
     credentials: dict[tuple[str, str | None], _Credential] = {}  # the batch's delegations, looked up once
     looked = 0
-    with rt.uow() as uow:
-        site: SiteView | None = None  # the site's CEs, read once at the batch's first request
-        savepoints = uow.session.get_bind().dialect.name == "postgresql"
-        while looked < limit + CLAIM_BATCH:
-            # Claim at most what the worker can still take: a request that yields no job
-            # (expired, unmatched, postponed) makes the loop claim again.
-            want = min(limit - len(orders), sum(n for n in left.values() if n > 0), limit + CLAIM_BATCH - looked)
-            if want <= 0:
+    site: SiteView | None = None  # the site's CEs, read once at the batch's first request
+    savepoints = uow.session.get_bind().dialect.name == "postgresql"
+    while looked < limit + CLAIM_BATCH:
+        # Claim at most what the worker can still take: a request that yields no job
+        # (expired, unmatched, postponed) makes the loop claim again.
+        want = min(limit - len(orders), sum(n for n in left.values() if n > 0), limit + CLAIM_BATCH - looked)
+        if want <= 0:
+            break
+        if savepoints:  # PostgreSQL: one request per savepoint, claimed inside it (see claim_starts)
+            try:
+                with uow.session.begin_nested():
+                    looked += 1
+                    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
+                    if not claimed:
+                        break
+                    request = claimed[0]
+                    job = uow.jobs.lock_claims([request.job_id], nowait=True).get(request.job_id)
+                    site = site or SiteView(rt, uow, now)
+                    backends, full = _kinds(left)
+                    order = _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes)
+            except JobLockedError:  # the savepoint rolled back: the request stays queued for the next poll
                 break
-            if savepoints:  # PostgreSQL: one request per savepoint, claimed inside it (see below)
-                try:
-                    with uow.session.begin_nested():
-                        looked += 1
-                        request = uow.queue.claim_next(worker, now, command="start")
-                        if request is None:
-                            break
-                        site = site or SiteView(rt, uow, now)
-                        backends, full = _kinds(left)
-                        order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials, site)
-                except JobLockedError:  # the savepoint rolled back: the request stays queued for the next poll
-                    break
-                if order is not None:
-                    orders.append(order)
-                    left[order.backend] -= 1
-                continue
-            # SQLite (one writer, no row locks): the requests and their jobs in one statement each.
-            requests = uow.queue.claim_many(worker, now, command="start", limit=want)
-            if not requests:
-                break
-            uow.jobs.lock_all([request.job_id for request in requests])
-            site = site or SiteView(rt, uow, now)
-            for index, request in enumerate(requests):
-                backends, full = _kinds(left)
-                if len(orders) >= limit or not backends:  # defensive: want never claims more
-                    uow.queue.release(requests[index:])
-                    return orders
-                looked += 1
-                order = _claim(rt, uow, request, worker, backends, full, rng or _RNG, now, credentials, site)
-                if order is not None:
-                    orders.append(order)
-                    left[order.backend] -= 1
+            if order is not None:
+                orders.append(order)
+                left[order.backend] -= 1
+            continue
+        # SQLite (one writer, no row locks): the requests and their jobs in one statement each.
+        writes.flush(uow)  # what an earlier round decided, before the queue is read again
+        requests = uow.queue.claim_rows(worker, now, command="start", limit=want)
+        if not requests:
+            break
+        jobs = uow.jobs.lock_claims([request.job_id for request in requests])
+        site = site or SiteView(rt, uow, now)
+        for index, request in enumerate(requests):
+            backends, full = _kinds(left)
+            if len(orders) >= limit or not backends:  # defensive: want never claims more
+                writes.requests.extend(RequestChange.postponed(r, r.not_before) for r in requests[index:])
+                return orders
+            looked += 1
+            order = _claim(rt, uow, request, jobs.get(request.job_id), backends, full, rng, credentials, site, writes)
+            if order is not None:
+                orders.append(order)
+                left[order.backend] -= 1
     return orders
+
+
+class _ClaimWrites:
+    """What a claim transaction changes, collected and written together at its end (:meth:`flush`):
+    the requests as one executemany UPDATE (:meth:`~wmproxy.store.jobs.SqlExecutionQueue.settle`),
+    the Ready jobs as one UPDATE and one events INSERT (:meth:`~wmproxy.store.jobs.SqlJobStore.set_ready`),
+    the jobs left Waiting with a new reason likewise (:meth:`~wmproxy.store.jobs.SqlJobStore.set_states`)."""
+
+    def __init__(self, worker: str, now: dt.datetime) -> None:
+        self.worker = worker
+        self.now = now
+        self.requests: list[RequestChange] = []
+        self.ready: list[tuple[str, str]] = []  # (job id, CE id)
+        self.waiting: list[StateChange] = []
+
+    def flush(self, uow: UnitOfWork) -> None:
+        uow.queue.settle(self.requests)
+        uow.jobs.set_ready(self.now, self.worker, self.ready)
+        uow.jobs.set_states(JobState.WAITING.value, self.now, self.waiting)
+        self.requests, self.ready, self.waiting = [], [], []
 
 
 def _kinds(left: Mapping[str, int]) -> tuple[list[str], list[str]]:
@@ -293,22 +340,22 @@ class _Credential(NamedTuple):
     proxy_pem: bytes
 
 
-def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str, backends: Collection[str] | None,
-           full: Collection[str], rng: random.Random, now: dt.datetime,
-           credentials: dict[tuple[str, str | None], _Credential], site: SiteView) -> StartOrder | None:
-    # The claimed request row is locked: never wait for the job's row while holding it (a
-    # jobCancel locks the job, then completes its queued request). The job is locked before
-    # the request is updated again: PostgreSQL checks the foreign key of a row updated twice
-    # in one transaction, with a share lock on the job's row.
-    job = uow.jobs.get(request.job_id, for_update=True, nowait=True)
+def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,
+           backends: Collection[str] | None, full: Collection[str], rng: random.Random,
+           credentials: dict[tuple[str, str | None], _Credential], site: SiteView,
+           writes: _ClaimWrites) -> StartOrder | None:
+    # The caller locked the job (``lock_claims``) before any further change to the claimed
+    # request: PostgreSQL checks the foreign key of a row updated twice in one transaction,
+    # with a share lock on the job's row. The request and job changes go to ``writes``.
+    now, worker = writes.now, writes.worker
     if job is None or job.state != JobState.WAITING.value:
-        uow.queue.complete(request, now)
+        writes.requests.append(RequestChange.completed(request, worker, now))
         return None
     settings = rt.settings
     registered = parse_jdl(job.jdl_registered)
     expires = deadline(registered, request.created_at, settings)
     if now >= expires:
-        uow.queue.complete(request, now)
+        writes.requests.append(RequestChange.completed(request, worker, now))
         change_state(uow, job.id, JobState.ABORTED, now, reason=REQUEST_EXPIRED)
         site.ended_waiting()
         log.info("job %s: %s", job.id, REQUEST_EXPIRED)
@@ -327,34 +374,33 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ExecutionRequest, worker: str,
         reason = f"{NO_MATCH} (SubmitTo names no CE of this site: {submit_to})" if isinstance(submit_to, str) \
             else NO_MATCH
         retry = now + dt.timedelta(seconds=settings.brokering.match_retry_period)
-        _wait(uow, job, request, min(retry, expires), reason, now)
+        _wait(writes, job, request, min(retry, expires), reason)
         return None
     destination = destination_of(chosen.ce, settings)
     if destination.backend in full:  # this worker runs it, but is at its limit: ask again soon
-        uow.queue.postpone(request, now + dt.timedelta(seconds=settings.execution.poll_interval))
+        writes.requests.append(RequestChange.postponed(
+            request, now + dt.timedelta(seconds=settings.execution.poll_interval)))
         return None
     if backends is not None and destination.backend not in backends:
         log.warning("job %s matched to CE %s, whose %s backend worker %s does not run: left for another worker",
                     job.id, destination.ce_id, destination.backend, worker)
         delay = dt.timedelta(seconds=BACKEND_WAIT_POLLS * settings.execution.poll_interval)
-        _wait(uow, job, request, min(now + delay, expires),
-              f"matched to CE {destination.ce_id}: waiting for a worker with its {destination.backend} backend", now)
+        _wait(writes, job, request, min(now + delay, expires),
+              f"matched to CE {destination.ce_id}: waiting for a worker with its {destination.backend} backend")
         return None
-    uow.queue.complete(request, now)
-    job.destination = destination.ce_id
-    uow.jobs.set_state(job, JobState.READY.value, now, reason=f"matched to CE {destination.ce_id}")
+    writes.requests.append(RequestChange.completed(request, worker, now))
+    writes.ready.append((job.id, destination.ce_id))
     site.claimed(destination.ce_id)
-    job.worker = worker
-    job.backend_ref = None
-    return _order(rt, job, proxy_pem, destination, registered)
+    return _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
+                        JobState.READY, None, proxy_pem, destination, registered)
 
 
-def _wait(uow: UnitOfWork, job: Job, request: ExecutionRequest, not_before: dt.datetime, reason: str,
-          now: dt.datetime) -> None:
+def _wait(writes: _ClaimWrites, job: ClaimedJob, request: ClaimedRequest, not_before: dt.datetime,
+          reason: str) -> None:
     """The job stays Waiting (one event per new reason); its request is due at ``not_before``."""
-    uow.queue.postpone(request, not_before)
+    writes.requests.append(RequestChange.postponed(request, not_before))
     if job.reason != reason:
-        uow.jobs.set_state(job, JobState.WAITING.value, now, reason=reason)
+        writes.waiting.append(StateChange(job.id, reason=reason))
 
 
 def set_state(

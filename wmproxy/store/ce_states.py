@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,12 @@ from wmproxy.store.schema import CeState
 
 #: What a CE attribute value may be.
 Attribute = int | float | str
+
+
+_STATES = cast(Table, CeState.__table__)
+#: :meth:`SqlCeStateStore.fresh`'s query, built once (a worker's claim batch reads it).
+_FRESH = select(_STATES.c.ce_id, _STATES.c.attributes).where(
+    _STATES.c.updated_at >= bindparam("since", type_=_STATES.c.updated_at.type))
 
 
 class SqlCeStateStore:
@@ -35,5 +42,6 @@ class SqlCeStateStore:
 
     def fresh(self, since: dt.datetime) -> dict[str, dict[str, Attribute]]:
         """``{ce id: attributes}`` of the states recorded at or after ``since``."""
-        rows = self.session.scalars(select(CeState).where(CeState.updated_at >= since)).all()
-        return {row.ce_id: json.loads(row.attributes) for row in rows}
+        self.session.flush()  # a Core statement: no autoflush of the transaction's changes
+        rows = self.session.connection().execute(_FRESH, {"since": since})
+        return {ce_id: json.loads(attributes) for ce_id, attributes in rows}

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BindParameter,
+    Connection,
+    Integer,
     Select,
     Table,
     TextClause,
@@ -68,22 +70,62 @@ class _LockStatements(NamedTuple):
     nodes: Select[Any]
 
 
-def _lock_statements(*what: Any) -> _LockStatements:
+def _lock_statements(*what: Any, nowait: bool = False) -> _LockStatements:
     """:class:`_LockStatements` selecting ``what`` (the ORM entity, or columns), built once
-    (an expanding ``ids`` parameter: no bound parameter built per id at each call)."""
+    (an expanding ``ids`` parameter: no bound parameter built per id at each call);
+    ``nowait``: PostgreSQL refuses a row another transaction holds instead of waiting."""
     wanted = _JOBS.c.id.in_(_IDS)
     is_node = _JOBS.c.parent_id.is_not(None)
     compound_jobs = select(_JOBS.c.parent_id).where(wanted, is_node)
     return _LockStatements(
         select(*what).where(wanted),
         select(*what).where(or_(and_(wanted, _JOBS.c.parent_id.is_(None)), _JOBS.c.id.in_(compound_jobs)))
-        .order_by(_JOBS.c.id).with_for_update(),
-        select(*what).where(wanted, is_node).order_by(_JOBS.c.id).with_for_update(),
+        .order_by(_JOBS.c.id).with_for_update(nowait=nowait),
+        select(*what).where(wanted, is_node).order_by(_JOBS.c.id).with_for_update(nowait=nowait),
     )
 
 
 _LOCK_JOBS = _lock_statements(Job)  # lock_all
 _LOCK_STATES = _lock_statements(*_STATE_COLUMNS)  # lock_states
+
+#: What a claim reads of a job (:meth:`SqlJobStore.lock_claims`), as :class:`ClaimedJob`.
+_CLAIM_COLUMNS = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id, _JOBS.c.reason, _JOBS.c.jdl_registered,
+                  _JOBS.c.owner_dn, _JOBS.c.delegation_id, _JOBS.c.local_account, _JOBS.c.shallow_retries,
+                  _JOBS.c.deep_retries)
+_LOCK_CLAIMS = _lock_statements(*_CLAIM_COLUMNS)
+_LOCK_CLAIMS_NOWAIT = _lock_statements(*_CLAIM_COLUMNS, nowait=True)
+
+#: A claimed job becoming Ready (:meth:`SqlJobStore.set_ready`, executemany parameters ``b_<column>``).
+_UPDATE_READY = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), reason=bindparam("b_reason"), destination=bindparam("b_destination"),
+            worker=bindparam("b_worker"), backend_ref=None,
+            updated_at=bindparam("b_updated_at", type_=_JOBS.c.updated_at.type))
+)
+
+
+class ClaimedJob(NamedTuple):
+    """What a claim reads of a job it locked (:meth:`SqlJobStore.lock_claims`)."""
+
+    id: str
+    state: str
+    parent_id: str | None
+    reason: str | None
+    jdl_registered: str
+    owner_dn: str
+    delegation_id: str
+    local_account: str | None
+    shallow_retries: int
+    deep_retries: int
+
+
+#: :meth:`SqlJobStore.count_at_ce_and_waiting`, built once (expanding parameters).
+_COUNT_AT_CE_AND_WAITING = select(
+    func.count().filter(_JOBS.c.state.in_(bindparam("states", expanding=True)),
+                        _JOBS.c.destination == bindparam("destination", type_=_JOBS.c.destination.type)),
+    func.count().filter(_JOBS.c.state.in_(bindparam("waiting", expanding=True))),
+).where(_JOBS.c.state.in_(bindparam("either", expanding=True)))
 
 
 class StateChange(NamedTuple):
@@ -151,6 +193,16 @@ def _events_insert(rows: int) -> TextClause:
     is never cached, so it was compiled on every call)."""
     sql, binds = _events_sql(rows)
     return text(sql).bindparams(*binds)
+
+
+def _insert_events(conn: Connection, state: str, now: dt.datetime,
+                   events: Sequence[tuple[str, str | None, str, str]]) -> None:
+    """One multi-row INSERT of ``(job id, reason, kind, source)`` events, all with ``state`` at ``now``."""
+    values: dict[str, Any] = {}
+    for i, (job_id, reason, kind, source) in enumerate(events):
+        values.update({f"job_id_{i}": job_id, f"state_{i}": state, f"reason_{i}": reason, f"at_{i}": now,
+                       f"kind_{i}": kind, f"source_{i}": source})
+    conn.execute(_events_insert(len(events)), values)
 
 
 @functools.cache
@@ -399,11 +451,62 @@ class SqlJobStore:
             events.append((c.job_id, c.reason, kind, source))
             if c.submitted:
                 events.append((c.job_id, f"submitted to {c.backend_ref}", "backend_submitted", "worker"))
-        values: dict[str, Any] = {}
-        for i, (job_id, reason, event_kind, event_source) in enumerate(events):
-            values.update({f"job_id_{i}": job_id, f"state_{i}": state, f"reason_{i}": reason, f"at_{i}": now,
-                           f"kind_{i}": event_kind, f"source_{i}": event_source})
-        conn.execute(_events_insert(len(events)), values)
+        _insert_events(conn, state, now, events)
+
+    def lock_claims(self, job_ids: Sequence[str], *, nowait: bool = False) -> dict[str, ClaimedJob]:
+        """Lock several jobs for a claim as :meth:`lock_all` does (the same statements and lock
+        order), reading what the claim needs of them (:class:`ClaimedJob`): Core rows, no ORM
+        objects.
+
+        Args:
+            job_ids: the jobs to lock (repeats and unknown ids allowed).
+            nowait: refuse instead of waiting for a row another transaction holds
+                (PostgreSQL ``NOWAIT``).
+
+        Returns:
+            Job id → :class:`ClaimedJob`, for the ids that exist. Changes to them go through
+            :meth:`set_ready`, :meth:`set_states` or :meth:`get` with ``for_update`` (which
+            selects the row again).
+
+        Raises:
+            JobLockedError: ``nowait`` and a row is locked; roll the transaction (or savepoint) back.
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        conn = self.session.connection()
+        params = {"ids": wanted}
+        statements = _LOCK_CLAIMS_NOWAIT if nowait else _LOCK_CLAIMS
+        try:
+            if self._one_writer():
+                rows = list(conn.execute(statements.one_writer, params))
+            else:
+                rows = [*conn.execute(statements.tops, params), *conn.execute(statements.nodes, params)]
+        except OperationalError as exc:
+            if nowait and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise JobLockedError(",".join(wanted)) from exc
+            raise
+        keep = set(wanted)
+        return {row[0]: ClaimedJob(*row) for row in rows if row[0] in keep}
+
+    def set_ready(self, now: dt.datetime, worker: str, claims: Sequence[tuple[str, str]]) -> None:
+        """:meth:`set_state` Ready with the reason "matched to CE <ce id>", ``destination`` the CE,
+        ``worker`` the claiming worker and no backend reference, for each ``(job id, CE id)`` of
+        ``claims`` (jobs this transaction locked, :meth:`lock_claims`), as two Core statements
+        whatever their number (an executemany UPDATE and one multi-row INSERT of the "matched"
+        events, in the order of ``claims``): the rows the ORM path of a claim writes. Pending
+        ORM changes are flushed first.
+        """
+        if not claims:
+            return
+        self.session.flush()  # Core statements do not autoflush
+        conn = self.session.connection()
+        state = "Ready"
+        conn.execute(_UPDATE_READY, [
+            {"b_id": job_id, "b_state": state, "b_reason": f"matched to CE {ce_id}", "b_destination": ce_id,
+             "b_worker": worker, "b_updated_at": now} for job_id, ce_id in claims])
+        kind, source = STATE_EVENTS[state]
+        _insert_events(conn, state, now, [(job_id, f"matched to CE {ce_id}", kind, source) for job_id, ce_id in claims])
 
     def parents_of(self, job_ids: Sequence[str]) -> dict[str, str | None]:
         """Job id → its compound job's id (None for a simple job or a compound job itself)."""
@@ -500,11 +603,10 @@ class SqlJobStore:
                                 waiting: Sequence[str]) -> tuple[int, int]:
         """``(count_at(states, destination=destination), count_at(waiting))`` in one query
         (the built-in CE's running and waiting counts at each match)."""
-        stmt = select(
-            func.count().filter(Job.state.in_(states), Job.destination == destination),
-            func.count().filter(Job.state.in_(waiting)),
-        ).where(Job.state.in_([*states, *waiting]))
-        row = self.session.execute(stmt).one()
+        self.session.flush()  # a Core statement: no autoflush of the transaction's changes
+        row = self.session.connection().execute(_COUNT_AT_CE_AND_WAITING, {
+            "states": list(states), "destination": destination, "waiting": list(waiting),
+            "either": [*states, *waiting]}).one()
         return int(row[0] or 0), int(row[1] or 0)
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
@@ -577,6 +679,73 @@ _PENDING_COMMANDS = select(ExecutionRequest).where(
     ExecutionRequest.command == bindparam("command", type_=_REQUESTS.c.command.type),
     ExecutionRequest.done_at.is_(None),
 )
+
+
+def _claimable_rows(*, skip_locked: bool) -> Select[Any]:
+    """:func:`_claimable` as columns (:class:`ClaimedRequest`), built once: parameters
+    ``command``, ``now`` and ``limit``; PostgreSQL's ``FOR UPDATE SKIP LOCKED`` with ``skip_locked``."""
+    r = _REQUESTS.c
+    stmt = (
+        select(r.id, r.job_id, r.created_at, r.not_before)
+        .where(r.done_at.is_(None), r.claimed_by.is_(None), r.command == bindparam("command", type_=r.command.type),
+               or_(r.not_before.is_(None), r.not_before <= bindparam("now", type_=r.not_before.type)))
+        .order_by(r.id)
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    return stmt.with_for_update(skip_locked=True) if skip_locked else stmt
+
+
+_CLAIMABLE_ROWS = _claimable_rows(skip_locked=False)
+_CLAIMABLE_ROWS_LOCKED = _claimable_rows(skip_locked=True)
+#: The compare-and-set UPDATE of a claim (parameters ``ids``, ``worker``, ``now``); returns the ids won.
+_CLAIM_ROWS = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)), _REQUESTS.c.claimed_by.is_(None))
+    .values(claimed_by=bindparam("worker"), claimed_at=bindparam("now", type_=_REQUESTS.c.claimed_at.type))
+    .returning(_REQUESTS.c.id)
+)
+#: A claimed request settled (:meth:`SqlExecutionQueue.settle`, executemany parameters ``b_<column>``).
+_SETTLE = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("b_id"))
+    .values(done_at=bindparam("b_done_at", type_=_REQUESTS.c.done_at.type),
+            claimed_by=bindparam("b_claimed_by"),
+            claimed_at=bindparam("b_claimed_at", type_=_REQUESTS.c.claimed_at.type),
+            not_before=bindparam("b_not_before", type_=_REQUESTS.c.not_before.type))
+)
+
+
+class ClaimedRequest(NamedTuple):
+    """A start (or other) request claimed by :meth:`SqlExecutionQueue.claim_rows`, as read
+    before the claim: ``not_before`` is its due time (None: at once)."""
+
+    id: int
+    job_id: str
+    created_at: dt.datetime
+    not_before: dt.datetime | None
+
+
+class RequestChange(NamedTuple):
+    """What :meth:`SqlExecutionQueue.settle` writes to a claimed request: every column the ORM
+    path may change (``complete``: ``done_at``; ``postpone``/``release``: unclaimed, due at
+    ``not_before``)."""
+
+    id: int
+    done_at: dt.datetime | None
+    claimed_by: str | None
+    claimed_at: dt.datetime | None
+    not_before: dt.datetime | None
+
+    @classmethod
+    def completed(cls, request: ClaimedRequest, worker: str, now: dt.datetime) -> RequestChange:
+        """:meth:`SqlExecutionQueue.complete` of a request ``worker`` claimed at ``now``."""
+        return cls(request.id, now, worker, now, request.not_before)
+
+    @classmethod
+    def postponed(cls, request: ClaimedRequest, not_before: dt.datetime | None) -> RequestChange:
+        """:meth:`SqlExecutionQueue.postpone` to ``not_before`` (:meth:`SqlExecutionQueue.release`:
+        the request's own ``not_before``)."""
+        return cls(request.id, None, None, None, not_before)
 
 
 def _claimable(command: str, now: dt.datetime, limit: int) -> Select[ExecutionRequest]:
@@ -667,6 +836,28 @@ class SqlExecutionQueue:
             set_committed_value(request, "claimed_by", worker)
             set_committed_value(request, "claimed_at", now)
         return requests
+
+    def claim_rows(self, worker: str, now: dt.datetime, *, command: str, limit: int) -> list[ClaimedRequest]:
+        """:meth:`claim_many` as Core statements built once (no ORM objects): the same two
+        statements, the same rows claimed. The claimed requests are settled with :meth:`settle`
+        (each one: completed, postponed or released) in the same transaction."""
+        conn = self.session.connection()
+        stmt = _CLAIMABLE_ROWS_LOCKED if conn.dialect.name == "postgresql" else _CLAIMABLE_ROWS
+        rows = [ClaimedRequest(*row) for row in conn.execute(stmt, {"command": command, "now": now, "limit": limit})]
+        if not rows:
+            return []
+        won = set(conn.scalars(_CLAIM_ROWS, {"ids": [row.id for row in rows], "worker": worker, "now": now}))
+        return [row for row in rows if row.id in won]
+
+    def settle(self, changes: Sequence[RequestChange]) -> None:
+        """Write the claimed requests' changes (:class:`RequestChange`) as one UPDATE sent as an
+        executemany, whatever their number. Pending ORM changes are flushed first."""
+        if not changes:
+            return
+        self.session.flush()  # Core statements do not autoflush
+        self.session.connection().execute(_SETTLE, [
+            {"b_id": c.id, "b_done_at": c.done_at, "b_claimed_by": c.claimed_by, "b_claimed_at": c.claimed_at,
+             "b_not_before": c.not_before} for c in changes])
 
     def release(self, requests: Sequence[ExecutionRequest]) -> None:
         """Give requests this transaction claimed (:meth:`claim_many`) and did not act on back
