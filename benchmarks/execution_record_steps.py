@@ -67,7 +67,7 @@ def measure(cycles: int) -> tuple[float, float]:
                 uow.jobs.set_state(job, JobState.WAITING.value, now)
                 uow.queue.enqueue(job_id, "start", now)
         start = time.process_time()
-        orders = service.claim_starts(rt, "bench", {"local": 8}, limit=8)
+        orders = service.claim_starts(rt, "bench", {"local": PER}, limit=8)  # as many free slots as jobs queued
         claimed = time.process_time()
         if sorted(order.job_id for order in orders) != sorted(ids):
             raise SystemExit(f"claimed {[order.job_id for order in orders]}, not {ids}")

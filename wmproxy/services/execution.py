@@ -362,7 +362,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         return None
     key = (job.owner_dn, job.delegation_id)
     if key not in credentials:  # one look-up and one unsealing per delegation and claim batch
-        delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
+        delegation = uow.delegations.stored_proxy(job.owner_dn, job.delegation_id)  # Core, no ORM object
         credentials[key] = _Credential(
             [f for f in delegation.fqans.split("\n") if f] if delegation is not None else [],
             rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b"")
