@@ -203,3 +203,18 @@ def test_a_claim_nowait_refuses_a_job_another_transaction_holds(factory: session
             return  # SQLite: one writing transaction at a time, no row locks
         with pytest.raises(JobLockedError), UnitOfWork(factory) as uow:
             uow.jobs.lock_claims([node], nowait=True)  # its compound job first: refused
+
+
+def test_take_pending_completes_what_the_orm_path_completes(factory: sessionmaker[Session]) -> None:
+    orm, core, quiet = _new(factory), _new(factory), _new(factory)
+    with UnitOfWork(factory) as uow:
+        for job_id in (orm, core):
+            uow.queue.enqueue(job_id, "cancel", _NOW)
+    with UnitOfWork(factory) as uow:  # what take_cancel_requests wrote through the ORM before exec9
+        for request in uow.queue.pending_commands([orm], "cancel"):
+            uow.queue.complete(request, _LATER)
+    with UnitOfWork(factory) as uow:
+        assert uow.queue.take_pending([core, quiet, orm], "cancel", _LATER) == [core]
+        assert uow.queue.take_pending([quiet], "cancel", _LATER) == []
+    assert _request_row(factory, core) == _request_row(factory, orm)
+    assert _request_row(factory, core)["done_at"] == _LATER

@@ -534,13 +534,8 @@ def take_cancel_requests(rt: Runtime, job_ids: list[str]) -> list[str]:
     """Jobs among ``job_ids`` with a pending cancel request; the requests are marked done."""
     if not job_ids:
         return []
-    now = utcnow()
-    found: list[str] = []
-    with rt.uow() as uow:
-        for request in uow.queue.pending_commands(job_ids, "cancel"):
-            uow.queue.complete(request, now)
-            found.append(request.job_id)
-    return found
+    with rt.uow() as uow:  # Core statements (the worker asks every few cycles), no ORM objects
+        return uow.queue.take_pending(job_ids, "cancel", utcnow())
 
 
 # --- heartbeats and adoption -------------------------------------------------------
