@@ -92,6 +92,36 @@ class TestClaim:
         assert sorted(csr for _, csr, _ in stored.values()) == served
         assert all(sealed == f"sealed-{csr.split('-')[1]}".encode() for sealed, csr, _ in stored.values())
 
+    def test_connections_go_back_to_the_pool_transactional(self, factory: sessionmaker[Session]) -> None:
+        """PostgreSQL's claim runs in autocommit (one statement); the connection it used must go
+        back to the pool out of autocommit, after a claim and after a failing one, or the next
+        transactions on it would not be atomic."""
+        engine = factory.kw["bind"]
+        postgres = engine.dialect.name == "postgresql"
+        autocommit: list[bool] = []
+
+        def checked_in(dbapi_conn: object, _record: object) -> None:
+            autocommit.append(bool(dbapi_conn.autocommit) if postgres else False)  # type: ignore[attr-defined]
+
+        _add(factory, (b"sealed-a", "csr-a", 2048))
+        sa.event.listen(engine, "checkin", checked_in)
+        try:
+            writes = delegation_writes(factory)
+            assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == "csr-a"
+            assert writes.claim_into_request(2048, ALICE, "d2", utcnow()) is None
+            if postgres:  # SQLite compares a text with an integer column without an error
+                with pytest.raises(engine.dialect.loaded_dbapi.DataError, match=r"(?i)integer"):
+                    writes.claim_into_request("not bits", ALICE, "d3", utcnow())  # type: ignore[arg-type]
+        finally:
+            sa.event.remove(engine, "checkin", checked_in)
+        assert len(autocommit) == (3 if postgres else 2)
+        assert not any(autocommit)
+        with UnitOfWork(factory) as uow:  # the next transaction on the pool rolls back as one
+            uow.delegations.put_request(ALICE, "d4", b"sealed-x", "csr-x", utcnow())
+            uow.session.flush()
+            uow.session.rollback()
+        assert set(_requests(factory)) == {(ALICE, "d1")}
+
 
 def _pending(factory: sessionmaker[Session], dn: str, delegation_id: str, sealed: bytes) -> None:
     with UnitOfWork(factory) as uow:

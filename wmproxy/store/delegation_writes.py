@@ -93,6 +93,23 @@ class DelegationWrites:
         finally:
             conn.close()  # back to the pool (which rolls back whatever is left)
 
+    @contextmanager
+    def _single_statement(self) -> Iterator[Any]:
+        """PostgreSQL: a cursor for one statement that is its own transaction (autocommit): no
+        ``BEGIN`` and ``COMMIT`` round trips (issue 14: they were about 0.1-0.2 ms of psycopg's
+        CPU per transaction). A failing statement changes nothing."""
+        conn = self.engine.raw_connection()
+        driver: Any = conn.driver_connection  # psycopg's Connection
+        try:
+            driver.autocommit = True  # the connection is idle: checked in after a commit or rollback
+            yield conn.cursor()
+        finally:
+            try:
+                driver.autocommit = False
+            except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool in autocommit
+                conn.invalidate()
+            conn.close()  # back to the pool
+
     def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str, now: dt.datetime) -> str | None:
         """:meth:`~wmproxy.store.keypool.SqlDelegationKeyPool.claim_into_request` in its own
         transaction: the oldest pooled key of ``key_bits`` bits (deleted, so it serves one request
@@ -100,11 +117,12 @@ class DelegationWrites:
         request of (``owner_dn``, ``delegation_id``), replacing an older one. Returns its CSR
         PEM, or None when the pool has no free key (nothing is written then)."""
         created = self._bind_time(now)
-        with self._transaction() as cursor:
-            if not self.sqlite:
+        if not self.sqlite:  # one statement (a data-modifying WITH): atomic by itself
+            with self._single_statement() as cursor:
                 row = self._claim_into_request.execute(cursor, {
                     "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": created})
                 return None if row is None else str(row[0])
+        with self._transaction() as cursor:
             claimed = self._claim.execute(cursor, {"bits": key_bits})
             if claimed is None:
                 return None

@@ -7,8 +7,11 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from wmproxy.errors import ProxyError, ProxyVerificationError
+from wmproxy.security import chain as chain_module
 from wmproxy.security.chain import (
     _pem_blocks,
+    certificate_der,
+    certificate_pem,
     chain_pem,
     der_chain_to_pem,
     end_entity,
@@ -52,6 +55,24 @@ class TestLoadPemChain:
     def test_der_chain_to_pem(self, proxy):
         ders = [c.public_bytes(Encoding.DER) for c in proxy.full_chain]
         assert der_chain_to_pem(ders) == chain_pem(proxy.full_chain)
+
+
+class TestEncodings:
+    def test_the_encodings_are_cryptographys(self, ca, proxy):
+        chain = [*proxy.full_chain, ca.cert]
+        for _ in range(2):  # encoded, then kept
+            assert [certificate_der(c) for c in chain] == [c.public_bytes(Encoding.DER) for c in chain]
+            assert [certificate_pem(c) for c in chain] == [c.public_bytes(Encoding.PEM) for c in chain]
+            assert chain_pem(chain) == b"".join(c.public_bytes(Encoding.PEM) for c in chain)
+
+    def test_an_entry_serves_its_own_certificate_object_only(self, ca, proxy):
+        """Entries are found by ``id``: one left by another object under the same id (an id
+        reused after the object was freed) is replaced, never returned."""
+        cert, other = proxy.cert, ca.cert
+        with chain_module._encodings_lock:
+            chain_module._encodings[id(cert)] = [other, b"other's DER", b"other's PEM"]
+        assert certificate_pem(cert) == cert.public_bytes(Encoding.PEM)
+        assert certificate_der(cert) == cert.public_bytes(Encoding.DER)
 
 
 class TestProxyTests:
