@@ -16,6 +16,7 @@ raises while reading a request stays its own. Faults of the call are the port's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +39,11 @@ CONTENT_TYPE = "text/xml; charset=utf-8"
 _ENVELOPE = f"{{{SOAP_ENV}}}Envelope"
 _BODY = f"{{{SOAP_ENV}}}Body"
 _NIL = f"{{{XSI}}}nil"
+#: Text that lxml writes as it is (ASCII, no markup character, no control character): a job id
+#: and a job's relative input path always are (``wmproxy.domain.to_filename``).
+_VERBATIM = re.compile(r"[A-Za-z0-9._~:/%+=@,;!$*()' -]*").fullmatch
+_ID_MARK = "JOB-ID-MARK"
+_PATH_MARK = "JOB-PATH-MARK"
 
 #: ``handler(envelope, runtime, principal)`` → the reply's body (HTTP :data:`STATUS`), the typed
 #: fault to send instead, or None when the request is not of the shape the handler serves
@@ -97,8 +103,26 @@ class JobIdReply:
         self.nsmap = dict(nsmap)
         self.response = response
         self.accessor = accessor
+        # A simple job's reply (no nodes, no name, an id and a path that need no escaping) is
+        # these bytes around its id and path: written once by write() around two marks.
+        head, rest = self.write(RegisteredJob(_ID_MARK, None, _PATH_MARK)).split(_ID_MARK.encode())
+        middle, tail = rest.split(_PATH_MARK.encode())
+        self._simple = (head, middle, tail)
 
     def __call__(self, job: RegisteredJob) -> bytes:
+        """The reply for ``job``: what :meth:`write` makes, for a simple job from the kept bytes."""
+        if job.name is None and not job.children and job.path is not None and _VERBATIM(job.job_id) \
+                and _VERBATIM(job.path):
+            head, middle, tail = self._simple
+            return b"".join((head, job.job_id.encode(), middle, job.path.encode(), tail))
+        return self.write(job)
+
+    def write(self, job: RegisteredJob) -> bytes:
+        """The reply for ``job``, built with lxml as Spyne builds it.
+
+        Raises:
+            ValueError: a value lxml refuses (a control character), as in Spyne.
+        """
         envelope = etree.Element(_ENVELOPE, nsmap=self.nsmap)
         body = etree.Element(_BODY)
         _job_struct(etree.SubElement(etree.SubElement(body, self.response), self.accessor), job)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from spyne import MethodContext
 
@@ -62,6 +64,31 @@ class TestReplyWriter:
         with pytest.raises(ValueError, match="XML compatible") as ours:
             _writer(dispatcher, "jobSubmit")(job)
         assert str(ours.value) == str(spyne.value)
+
+
+_DISPATCHER = SoapDispatcher()
+
+
+#: Text of every kind: what lxml writes as it is (the kept bytes), what it escapes, what it refuses.
+_TEXT = st.one_of(st.text(alphabet="Aa0._~:/%+=@,;!$*()' -", max_size=40), st.text(max_size=20))
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(job_id=_TEXT, path=st.one_of(st.none(), _TEXT), name=st.one_of(st.none(), _TEXT))
+def test_kept_bytes_and_lxml_write_what_spyne_writes(job_id: str, path: str | None, name: str | None) -> None:
+    job = RegisteredJob(job_id, name, path)
+    writer = _writer(_DISPATCHER, "jobSubmit")
+    try:
+        expected: bytes | str = _spyne_reply(_DISPATCHER, "jobSubmit", job)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: bytes | str = writer(job)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, bytes):
+        assert writer.write(job) == got
 
 
 def _writer(dispatcher: SoapDispatcher, method: str) -> direct.JobIdReply:
