@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import classad2
 
@@ -72,7 +73,7 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
     """
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
         registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
-        if not registered.children:
+        if not isinstance(job, Job):  # a simple job: its column values
             uow.jobs.insert(job, (JobState.SUBMITTED.value,))
         return registered
 
@@ -85,13 +86,13 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
         # The row _register made is started as it is (not read back, its nodes not asked for).
         registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
-        if registered.children:
+        if isinstance(job, Job):
             _start(uow, job, now, compound=True)
         else:
             # A simple job goes in once, already Waiting, with its two events (Submitted,
-            # Waiting) and its start request: three Core INSERTs on SQLite, one statement on
-            # PostgreSQL, no ORM flush (issue 14).
-            job.state, job.updated_at = JobState.WAITING.value, now
+            # Waiting) and its start request: three INSERTs on SQLite, one statement on
+            # PostgreSQL, no ORM object or flush (issue 14).
+            job["state"], job["updated_at"] = JobState.WAITING.value, now
             uow.jobs.insert(job, (JobState.SUBMITTED.value, JobState.WAITING.value), request="start")
         return registered
 
@@ -147,9 +148,10 @@ def _register(
     delegation_id: str | None,
     now: dt.datetime,
     created: list[str],
-) -> tuple[RegisteredJob, Job]:
-    """Register the job (see :func:`register_job`); returns it and its (parent) row, which is
-    added to the session for a compound job and left to the caller to insert for a simple one."""
+) -> tuple[RegisteredJob, Job | dict[str, Any]]:
+    """Register the job (see :func:`register_job`); returns it and its (parent) row: for a
+    compound job the :class:`Job` added to the session, for a simple one its column values,
+    left to the caller to insert (``SqlJobStore.insert``)."""
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
@@ -194,21 +196,21 @@ def _register(
         return registered, server
 
     def row(area: JobArea, original: classad2.ClassAd, registered: classad2.ClassAd,
-            parent_id: str | None = None, name: str | None = None) -> Job:
-        return Job(
-            id=area.job_id,
-            parent_id=parent_id,
-            node_name=name,
-            owner_dn=principal.dn,
-            delegation_id=delegation_id,
-            state=JobState.SUBMITTED.value,
-            jdl_original=jdl_lines(original),
-            jdl_registered=jdl_lines(registered),
-            sandbox_dir=area.rel_dir,
-            local_account=local_account,
-            created_at=now,
-            updated_at=now,
-        )
+            parent_id: str | None = None, name: str | None = None) -> dict[str, Any]:
+        return {
+            "id": area.job_id,
+            "parent_id": parent_id,
+            "node_name": name,
+            "owner_dn": principal.dn,
+            "delegation_id": delegation_id,
+            "state": JobState.SUBMITTED.value,
+            "jdl_original": jdl_lines(original),
+            "jdl_registered": jdl_lines(registered),
+            "sandbox_dir": area.rel_dir,
+            "local_account": local_account,
+            "created_at": now,
+            "updated_at": now,
+        }
 
     parent_area = create_area(job_id)
     children: list[RegisteredJob] = []
@@ -225,14 +227,17 @@ def _register(
             children.append(RegisteredJob(job_id=node_area.job_id, name=node.name, path=f"{node_area.rel_dir}/input"))
     parent_ad = ad if compound is None else compound.parent_ad
     parent_registered, server = register(job_id, parent_ad, parent_area, description, registered_nodes)
-    parent_row = row(parent_area, ad, parent_registered)
+    # A simple job's row is the caller's to insert, as column values (no ORM object, issue 14);
+    # a compound job's is added here, as the nodes' rows refer to it.
+    parent_values = row(parent_area, ad, parent_registered)
+    parent_row: Job | dict[str, Any] = parent_values
     if compound is not None:
-        uow.jobs.add(parent_row)  # the nodes' rows refer to it; a simple job's row is inserted by the caller
-    if compound is not None:
+        parent_row = Job(**parent_values)
+        uow.jobs.add(parent_row)
         # The node rows (ORM objects and their JDL texts) are made and sent NODE_BATCH at a time
         # and dropped once flushed, so a 10,000-node request never holds them all (issue 14).
         for first in range(0, len(node_areas), NODE_BATCH):
-            rows = [row(node_area, node.ad, node_registered, parent_id=job_id, name=node.name)
+            rows = [Job(**row(node_area, node.ad, node_registered, parent_id=job_id, name=node.name))
                     for node_area, node, (_, node_registered) in zip(
                         node_areas[first:first + NODE_BATCH], compound.nodes[first:first + NODE_BATCH],
                         registered_nodes[first:first + NODE_BATCH], strict=True)]

@@ -41,6 +41,7 @@ from wmproxy.errors import AuthenticationError, InvalidArgumentError, WMProxyErr
 from wmproxy.monitoring import access
 from wmproxy.services.authz import check_caller
 from wmproxy.services.load import check_load
+from wmproxy.soap import direct
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.delegation_ports import Delegation1Port, Delegation2Port
 from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
@@ -220,6 +221,12 @@ class SoapDispatcher:
             ns: {key.partition("}")[2] for key in port.app.interface.service_method_map}
             for ns, port in self.ports.items()
         }
+        #: Operations served without Spyne's per-call machinery when the request has the plain
+        #: shape (``wmproxy.soap.direct``), with ``lean`` only, while their port may take its lean loop.
+        wmproxy_port = self.ports[WMPROXY]
+        self.direct: dict[tuple[str, str], direct.Handler] = {
+            (WMPROXY, operation): handler for operation, handler in direct.handlers(wmproxy_port.app).items()
+        } if getattr(wmproxy_port, "lean", False) else {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Serve one request and write its ``wmproxy.access`` line (:mod:`wmproxy.monitoring.access`)."""
@@ -266,6 +273,15 @@ class SoapDispatcher:
         if kept is not None and kept[0] is runtime:
             start_response(kept[1], list(kept[2]))
             return [kept[3]]
+        handler = self.direct.get((namespace, operation)) if self.lean else None
+        if handler is not None:
+            answer = handler(request.root, runtime, principal)
+            if isinstance(answer, bytes):
+                start_response(direct.STATUS, [("Content-Type", direct.CONTENT_TYPE),
+                                               ("Content-Length", str(len(answer)))])
+                return [answer]
+            if answer is not None:
+                return fault_response(start_response, answer)
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["CONTENT_LENGTH"] = str(len(request.body))
         environ["CONTENT_TYPE"] = "text/xml; charset=utf-8"

@@ -261,10 +261,16 @@ class WMProxyPort(ServiceBase):
             matchmaking.list_match(rt, p, _jdl_of(jsdl), delegationId or "")))
 
 
-def _create(create, rt, principal, jdl: str, delegation_id):
-    """``create`` (register_job or submit_job) after the per-submission node cap of ``[load]``."""
+def create_job(create, rt, principal, jdl: str, delegation_id):
+    """``create`` (register_job or submit_job) after the per-submission node cap of ``[load]``;
+    returns its RegisteredJob (``wmproxy.soap.direct`` serves the plain requests with it)."""
     load.check_submission_size(rt.settings, jdl)
-    return convert.job_id_struct(create(rt, principal, jdl, delegation_id))
+    return create(rt, principal, jdl, delegation_id)
+
+
+def _create(create, rt, principal, jdl: str, delegation_id):
+    """:func:`create_job` as the JobIdStructType the Spyne methods return."""
+    return convert.job_id_struct(create_job(create, rt, principal, jdl, delegation_id))
 
 
 def _at_most(value: int, limit: int, name: str) -> int:

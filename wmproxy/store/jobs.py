@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from wmproxy.store import prepared
 from wmproxy.store.retire import retire_connection_after
 from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
@@ -38,8 +39,7 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _JOBS = cast(Table, Job.__table__)
 _EVENTS = cast(Table, JobEvent.__table__)
 _REQUESTS = cast(Table, ExecutionRequest.__table__)
-#: A new job's INSERT and the attribute names it takes from the row object, built once.
-_INSERT_JOB = insert(_JOBS)
+#: The attribute names a new job's INSERT takes from the row object.
 _JOB_KEYS = tuple(c.key for c in _JOBS.columns)
 
 #: A job's state change by :meth:`SqlJobStore.set_states` (executemany parameters ``b_<column>``):
@@ -246,49 +246,61 @@ class SqlJobStore:
         if flush:
             self.session.flush()
 
-    def insert(self, job: Job, history: Sequence[str], *, request: str | None = None) -> None:
+    def insert(self, job: Job | Mapping[str, Any], history: Sequence[str], *, request: str | None = None) -> None:
         """INSERT a new ``job`` at once, with one event per state of ``history`` (oldest first,
-        each at ``job.created_at``; its last is ``job.state``), in two statements.
+        each at the job's ``created_at``; its last is the job's ``state``), in two statements.
 
-        With ``request`` (a command such as "start"), the job's execution request due at once
-        goes in as well, created at ``job.created_at``, as :meth:`SqlExecutionQueue.insert`
-        would add it: on PostgreSQL the job, its events and the request (with the queue's
-        notification) are one statement, on SQLite three.
+        ``job`` is a :class:`Job` outside the session or the job's column values by column key
+        (``id``, ``state``, ``created_at`` at least; issue 14: a simple jobSubmit makes no ORM
+        object). With ``request`` (a command such as "start"), the job's execution request due
+        at once goes in as well, created at the job's ``created_at``, as
+        :meth:`SqlExecutionQueue.insert` would add it: on PostgreSQL the job, its events and
+        the request (with the queue's notification) are one statement, on SQLite three.
 
-        Core INSERTs, not the ORM's unit of work: the row object stays outside the session
-        (nothing of this transaction reads it back), and the events go in one multi-row INSERT
-        without fetching their ids. Columns the object leaves unset get their defaults.
-        Pending ORM changes of the session are flushed first.
+        Not the ORM's unit of work: the row stays outside the session (nothing of this
+        transaction reads it back), the events go in one multi-row INSERT without fetching
+        their ids, and each statement is compiled once per dialect and sent as the driver's
+        SQL (:mod:`wmproxy.store.prepared`; the engine's statement events see it). Columns
+        the values leave out get their defaults. Pending ORM changes of the session are
+        flushed first.
 
         Raises:
-            ValueError: ``history`` is empty or does not end with ``job.state``.
+            ValueError: ``history`` is empty or does not end with the job's state.
+            KeyError: a value names no column of ``jobs``, or ``id``, ``state`` or
+                ``created_at`` is missing.
         """
-        if not history or history[-1] != job.state:
-            raise ValueError(f"the history of a new job must end with its state {job.state!r}: {history!r}")
-        self.session.flush()  # Core statements do not autoflush; nothing to do when nothing is pending
-        attrs = job.__dict__
-        values = {key: attrs[key] for key in _JOB_KEYS if key in attrs}
+        if isinstance(job, Mapping):
+            values = dict(job)
+        else:
+            attrs = job.__dict__
+            values = {key: attrs[key] for key in _JOB_KEYS if key in attrs}
+        job_id, state, created_at, reason = values["id"], values["state"], values["created_at"], values.get("reason")
+        if not history or history[-1] != state:
+            raise ValueError(f"the history of a new job must end with its state {state!r}: {history!r}")
+        self.session.flush()  # these statements do not autoflush; nothing to do when nothing is pending
+        for key, default in prepared.scalar_defaults(_JOBS).items():
+            values.setdefault(key, default)  # as Core's insert() adds them
         # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
-        # built once per row count so that its compiled form is reused; its values straight from
-        # STATE_EVENTS, as _state_event would make them (no JobEvent objects).
+        # its values straight from STATE_EVENTS, as _state_event would make them (no JobEvent objects).
         events: dict[str, Any] = {}
-        for i, state in enumerate(history):
-            kind, source = STATE_EVENTS.get(state, ("state", "service"))
-            events.update({f"job_id_{i}": job.id, f"state_{i}": state, f"at_{i}": job.created_at,
-                           f"reason_{i}": job.reason if state == job.state else None,
+        for i, event_state in enumerate(history):
+            kind, source = STATE_EVENTS.get(event_state, ("state", "service"))
+            events.update({f"job_id_{i}": job_id, f"state_{i}": event_state, f"at_{i}": created_at,
+                           f"reason_{i}": reason if event_state == state else None,
                            f"kind_{i}": kind, f"source_{i}": source})
-        # On the session's connection: the statements are Core ones, the ORM's execute path
-        # (its plugins and events) only added work (issue 14).
         conn = self.session.connection()
-        if request is not None and conn.dialect.name == "postgresql":
-            conn.execute(_started_insert(tuple(values), len(history)),
-                         {**values, **events, "request_command": request})
+        dialect, keys, rows = conn.dialect, tuple(values), len(history)
+        if request is not None and dialect.name == "postgresql":
+            prepared.statement(dialect, ("started", keys, rows), lambda: _started_insert(keys, rows)).execute(
+                conn, {**values, **events, "request_command": request})
             self.session.info[_NOTIFIED] = True  # the transaction's notification is sent
             return
-        conn.execute(_INSERT_JOB, values)
-        conn.execute(_events_insert(len(history)), events)
-        if request is not None:
-            SqlExecutionQueue(self.session).insert(job.id, request, job.created_at)
+        prepared.statement(dialect, ("job", keys), lambda: prepared.row_insert(_JOBS, keys)).execute(conn, values)
+        prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows)).execute(conn, events)
+        if request is not None:  # SQLite: no notification (SqlExecutionQueue.insert sends none there)
+            request_keys = ("job_id", "command", "created_at")
+            prepared.statement(dialect, "request", lambda: prepared.row_insert(_REQUESTS, request_keys)).execute(
+                conn, {"job_id": job_id, "command": request, "created_at": created_at})
 
     def flush(self) -> None:
         """Send the pending changes (e.g. jobs added with ``flush=False``) to the database."""
