@@ -88,6 +88,28 @@ def test_a_big_job_retires_the_connection_and_the_next_transaction_works(session
         assert uow.jobs.get("https://h:9000/after-big") is not None
 
 
+def test_a_big_simple_job_inserted_from_its_values_retires_the_connection(sessions) -> None:
+    # the path of a simple jobSubmit/jobRegister (SqlJobStore.insert, no ORM object)
+    now = utcnow()
+    with UnitOfWork(sessions) as uow:
+        small = _job("https://h:9000/insert-small", now)
+        uow.jobs.insert({k: getattr(small, k) for k in ("id", "owner_dn", "delegation_id", "state", "jdl_original",
+                                                       "jdl_registered", "sandbox_dir", "created_at", "updated_at")},
+                        ("Submitted",))
+        kept = _driver_connection(uow)
+    with UnitOfWork(sessions) as uow:
+        assert _driver_connection(uow) is kept
+        big = _job("https://h:9000/insert-big", now, RETIRE_BYTES)
+        uow.jobs.insert({k: getattr(big, k) for k in ("id", "owner_dn", "delegation_id", "state", "jdl_original",
+                                                     "jdl_registered", "sandbox_dir", "created_at", "updated_at")},
+                        ("Submitted",))
+        retired = _driver_connection(uow)
+    assert retired is kept and _is_closed(retired)
+    with UnitOfWork(sessions) as uow:
+        job = uow.jobs.get("https://h:9000/insert-big")
+        assert job is not None and len(job.jdl_registered) > RETIRE_BYTES
+
+
 def test_batches_that_add_up_to_the_limit_retire_the_connection(sessions) -> None:
     """The count is per transaction: batches below the limit each, above it together."""
     now = utcnow()

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from wmproxy.store import prepared
-from wmproxy.store.retire import retire_connection_after
+from wmproxy.store.retire import retire_after_bytes, retire_connection_after
 from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
 #: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
@@ -288,6 +288,9 @@ class SqlJobStore:
             events.update({f"job_id_{i}": job_id, f"state_{i}": event_state, f"at_{i}": created_at,
                            f"reason_{i}": reason if event_state == state else None,
                            f"kind_{i}": kind, f"source_{i}": source})
+        # a huge JDL: the pool's connection is not reused (issue 14)
+        jdl = len(values.get("jdl_original") or "") + len(values.get("jdl_registered") or "")
+        retire_after_bytes(self.session, jdl)
         conn = self.session.connection()
         dialect, keys, rows = conn.dialect, tuple(values), len(history)
         if request is not None and dialect.name == "postgresql":

@@ -44,11 +44,17 @@ def retire_connection_after(session: Session, jobs: Iterable[Job]) -> None:
     Detaching changes nothing for the transaction in progress; it never raises by itself
     (opening the connection, if the session had none yet, may raise what a flush would).
     """
+    retire_after_bytes(session, jdl_bytes(jobs))
+
+
+def retire_after_bytes(session: Session, written: int) -> None:
+    """:func:`retire_connection_after` for ``written`` characters of JDL text this
+    transaction of ``session`` writes (a job inserted from its column values)."""
     transaction: SessionTransaction | None = session.get_transaction()
     counted, total, retired = session.info.get(_COUNT, (None, 0, False))
     if counted is not transaction:
         total, retired = 0, False
-    total += jdl_bytes(jobs)
+    total += written
     if not retired and total >= RETIRE_BYTES:
         connection = session.connection()
         if isinstance(connection.engine.pool, QueuePool):
