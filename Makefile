@@ -34,4 +34,4 @@ test: venv system lint
 	PYTEST_ARGS="$(PYTEST_ARGS)" MAKE="$(MAKE)" bash .ci/test-pythons.sh
 
 clean:
-	rm -rf $(VENV) .venv313 test-3.13.log demo-state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv313 test-3.13.log test-3.11-side.log demo-state .pytest_cache .mypy_cache .ruff_cache
