@@ -26,7 +26,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from wmproxy.store import prepared
 from wmproxy.store.retire import retire_after_bytes, retire_connection_after
@@ -707,8 +706,9 @@ _COMPLETE = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id")).values(
 
 
 def _claimable_rows(*, skip_locked: bool) -> Select[Any]:
-    """:func:`_claimable` as columns (:class:`ClaimedRequest`), built once: parameters
-    ``command``, ``now`` and ``limit``; PostgreSQL's ``FOR UPDATE SKIP LOCKED`` with ``skip_locked``."""
+    """The oldest ``limit`` unclaimed ``command`` requests due at ``now`` (parameters), as
+    :class:`ClaimedRequest` columns, built once; PostgreSQL's ``FOR UPDATE SKIP LOCKED`` with
+    ``skip_locked``."""
     r = _REQUESTS.c
     stmt = (
         select(r.id, r.job_id, r.created_at, r.not_before)
@@ -773,21 +773,6 @@ class RequestChange(NamedTuple):
         return cls(request.id, None, None, None, not_before)
 
 
-def _claimable(command: str, now: dt.datetime, limit: int) -> Select[ExecutionRequest]:
-    """The oldest ``limit`` unclaimed ``command`` requests due at ``now``."""
-    return (
-        select(ExecutionRequest)
-        .where(
-            ExecutionRequest.done_at.is_(None),
-            ExecutionRequest.claimed_by.is_(None),
-            ExecutionRequest.command == command,
-            or_(ExecutionRequest.not_before.is_(None), ExecutionRequest.not_before <= now),
-        )
-        .order_by(ExecutionRequest.id)
-        .limit(limit)
-    )
-
-
 class SqlExecutionQueue:
     """The execution requests table used as a work queue by the workers."""
 
@@ -832,40 +817,32 @@ class SqlExecutionQueue:
         return claimed[0] if claimed else None
 
     def claim_many(self, worker: str, now: dt.datetime, *, command: str, limit: int) -> list[ExecutionRequest]:
+        """:meth:`claim_rows` (the same two statements, the same requests claimed, oldest
+        first; empty when there is none), the claimed requests read back as ORM objects for
+        callers that settle them with :meth:`complete`, :meth:`postpone` or :meth:`release`
+        in the same transaction. Pending ORM changes are flushed first."""
+        self.session.flush()  # claim_rows' Core statements do not autoflush
+        rows = self.claim_rows(worker, now, command=command, limit=limit)
+        if not rows:
+            return []
+        loaded = {request.id: request for request in self.session.scalars(  # fresh even if loaded before
+            select(ExecutionRequest).where(ExecutionRequest.id.in_([row.id for row in rows]))
+            .execution_options(populate_existing=True))}
+        return [loaded[row.id] for row in rows]
+
+    def claim_rows(self, worker: str, now: dt.datetime, *, command: str, limit: int) -> list[ClaimedRequest]:
         """Claim up to ``limit`` (>= 1) of the oldest unclaimed ``command`` requests due at
-        ``now`` (``not_before`` unset or passed) for ``worker``, oldest first, in two
-        statements whatever their number: one SELECT, one UPDATE. Empty when there is none.
+        ``now`` (``not_before`` unset or passed) for ``worker``, oldest first, in two Core
+        statements built once, whatever their number: one SELECT, one UPDATE. Empty when
+        there is none.
 
         PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never block
         on or take the same row. SQLite: the transaction began with ``BEGIN IMMEDIATE``
-        (see ``engine.py``), which serialises writers, and the conditional UPDATE below is
-        a compare-and-set that only one worker can win (``RETURNING`` names the rows won).
+        (see ``engine.py``), which serialises writers, and the conditional UPDATE is a
+        compare-and-set that only one worker can win (``RETURNING`` names the rows won).
 
-        A claimed request the caller does not act on goes back with :meth:`release` in the
-        same transaction.
-        """
-        stmt = _claimable(command, now, limit)
-        if self.session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        requests = list(self.session.scalars(stmt))
-        if not requests:
-            return []
-        won = set(self.session.scalars(
-            update(ExecutionRequest)
-            .where(ExecutionRequest.id.in_([r.id for r in requests]), ExecutionRequest.claimed_by.is_(None))
-            .values(claimed_by=worker, claimed_at=now)
-            .returning(ExecutionRequest.id)
-            .execution_options(synchronize_session=False)))
-        requests = [request for request in requests if request.id in won]
-        for request in requests:  # what the UPDATE wrote, without reading the rows back
-            set_committed_value(request, "claimed_by", worker)
-            set_committed_value(request, "claimed_at", now)
-        return requests
-
-    def claim_rows(self, worker: str, now: dt.datetime, *, command: str, limit: int) -> list[ClaimedRequest]:
-        """:meth:`claim_many` as Core statements built once (no ORM objects): the same two
-        statements, the same rows claimed. The claimed requests are settled with :meth:`settle`
-        (each one: completed, postponed or released) in the same transaction."""
+        The claimed requests are settled with :meth:`settle` (each one: completed, postponed
+        or released) in the same transaction."""
         conn = self.session.connection()
         stmt = _CLAIMABLE_ROWS_LOCKED if conn.dialect.name == "postgresql" else _CLAIMABLE_ROWS
         rows = [ClaimedRequest(*row) for row in conn.execute(stmt, {"command": command, "now": now, "limit": limit})]
