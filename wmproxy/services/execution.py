@@ -189,11 +189,10 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     for _ in range(CLAIM_BATCH):
         try:
             with rt.uow() as uow:
-                claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
-                if not claimed:
+                one = _claim_one(uow, worker, now)
+                if one is None:
                     return None
-                request = claimed[0]
-                job = uow.jobs.lock_claims([request.job_id], nowait=True).get(request.job_id)
+                request, job = one
                 writes = _ClaimWrites(worker, now)
                 order = _claim(rt, uow, request, job, backends, full, rng or _RNG, {}, SiteView(rt, uow, now),
                                writes)
@@ -274,11 +273,10 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
             try:
                 with uow.session.begin_nested():
                     looked += 1
-                    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
-                    if not claimed:
+                    one = _claim_one(uow, worker, now)
+                    if one is None:
                         break
-                    request = claimed[0]
-                    job = uow.jobs.lock_claims([request.job_id], nowait=True).get(request.job_id)
+                    request, job = one
                     site = site or SiteView(rt, uow, now)
                     backends, full = _kinds(left)
                     order = _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes)
@@ -306,6 +304,20 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
                 orders.append(order)
                 left[order.backend] -= 1
     return orders
+
+
+def _claim_one(uow: UnitOfWork, worker: str, now: dt.datetime) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
+    """The oldest start request due, claimed, and its job locked at once (None: no request).
+
+    Raises:
+        JobLockedError: PostgreSQL: another transaction holds the job (``NOWAIT``): the
+            caller rolls the claim back, the request stays queued.
+    """
+    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
+    if not claimed:
+        return None
+    request = claimed[0]
+    return request, uow.jobs.lock_claims([request.job_id], nowait=True).get(request.job_id)
 
 
 class _ClaimWrites:
