@@ -4,7 +4,7 @@ zygote to fork a batch of job wrappers, and the CPU each job costs outside the w
 zygote's fork, the wrapper it forks, the payload the wrapper starts).
 
 ``.venv/bin/python benchmarks/execution_zygote.py [--windows 5] [--batches 20] [--batch 8] [--base main]
-[--payload none|true]``
+[--payload none|true|agent]``
 
 Both zygotes run as the current user (``python3 -I -S zygote.py``, as
 :func:`~wmproxy.execution.identity.zygote_command` starts it without an account), each with
@@ -16,6 +16,10 @@ its own revision's wrapper beside it, and are driven by this tree's
   after each request the benchmark waits until the zygote has reaped every wrapper. The CPU
   per job is the zygote's own user + system time plus that of its reaped children (the
   wrappers, which include their payloads), from ``/proc/<zygote>/stat``.
+- ``--payload agent``: the same with the spec the worker writes for a job with a proxy while
+  inspection is on: a proxy copy (a real RFC 3820 proxy of a throwaway CA) and the inspection
+  agent's variables in ``base_environment`` (``[inspection] agent_delay`` at its default; the
+  agent URL refuses connections, so a started agent stays up retrying until its wrapper stops it).
 - ``--payload none``: without a spec (each wrapper records that and exits), so that mostly
   the fork and set-up are timed; the requests follow one another without waiting.
 
@@ -44,7 +48,8 @@ from wmproxy.execution.jobwrapper import SPEC_NAME, STATE_DIR, JobSpec
 from wmproxy.execution.zygote import Zygote
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-SOURCES = ("wmproxy/execution/zygote.py", "wmproxy/execution/jobwrapper.py")
+SOURCES = ("wmproxy/execution/zygote.py", "wmproxy/execution/jobwrapper.py", "wmproxy/execution/inspection_agent.py")
+PROXY = "proxy.pem"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -58,7 +63,7 @@ def has_children(pid: int) -> bool:
 
 
 def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, spec: bytes | None,
-                ) -> tuple[float, float]:
+                proxy: bytes | None = None) -> tuple[float, float]:
     """(mean wall ms of one ``request`` of ``size`` fresh work dirs, CPU ms per job)."""
     pid = zygote.process.pid
     total = 0.0
@@ -70,6 +75,9 @@ def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, s
             (work / STATE_DIR).mkdir(parents=True)
             if spec is not None:
                 (work / STATE_DIR / SPEC_NAME).write_bytes(spec)
+            if proxy is not None:
+                (work / PROXY).write_bytes(proxy)
+                (work / PROXY).chmod(0o600)
             dirs.append(str(work))
         begin = time.perf_counter()
         answers = zygote.request(dirs)
@@ -88,6 +96,30 @@ def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, s
     return total / batches * 1000, (cpu_seconds(pid) - cpu) * 1000 / (batches * size)
 
 
+def _inspected_job(root: Path) -> tuple[bytes, bytes]:
+    """The spec of a ``/bin/true`` job with a proxy while inspection is on, as the worker
+    writes it (``wmproxy.services.inspection.agent_environment``, default settings), and the
+    proxy's bytes (a user of a throwaway CA under ``root``)."""
+    import dataclasses
+
+    from wmproxy.config import SecuritySettings, ServiceSettings, Settings
+    from wmproxy.security.pki import create_ca, write_proxy
+    from wmproxy.services.inspection import agent_environment
+
+    ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
+    cred = ca.issue_user("Bench", root / "user")
+    write_proxy(cred, root / "user" / "x509up", lifetime=12 * 3600)
+    (root / "store.key").write_bytes(os.urandom(32).hex().encode())
+    security = SecuritySettings(store_key_file=str(root / "store.key"), ca_dir=str(root / "certificates"))
+    settings = dataclasses.replace(
+        Settings(), security=security,
+        service=dataclasses.replace(ServiceSettings(), host="127.0.0.1", port=1))  # refused: the agent retries
+    job_id = "https://lb.example.org:9000/bench"
+    spec = JobSpec(job_id=job_id, executable="/bin/true", proxy=PROXY,
+                   base_environment=agent_environment(settings, job_id))
+    return spec.to_bytes(), (root / "user" / "x509up").read_bytes()
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
@@ -102,14 +134,19 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=20, help="requests per zygote and window (default 20)")
     parser.add_argument("--batch", type=int, default=8, help="work dirs per request (default 8, max_running)")
     parser.add_argument("--base", default="main", help="the git revision to compare with (default main)")
-    parser.add_argument("--payload", choices=("none", "true"), default="true",
-                        help="true: a spec running /bin/true (default); none: no spec")
+    parser.add_argument("--payload", choices=("none", "true", "agent"), default="true",
+                        help="true: a spec running /bin/true (default); agent: the same job with a proxy and "
+                             "inspection on; none: no spec")
     args = parser.parse_args()
     python = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable
-    spec = None if args.payload == "none" else JobSpec(job_id="https://lb.example.org:9000/bench",
-                                                       executable="/bin/true").to_bytes()
     root = Path(tempfile.mkdtemp(prefix="wmproxy-zygote-", dir="/var/tmp"))
+    spec: bytes | None = None
+    proxy: bytes | None = None
     try:
+        if args.payload == "true":
+            spec = JobSpec(job_id="https://lb.example.org:9000/bench", executable="/bin/true").to_bytes()
+        elif args.payload == "agent":
+            spec, proxy = _inspected_job(root)
         trees = {"this": REPO / "wmproxy/execution", "base": root / "base"}
         trees["base"].mkdir()
         for source in SOURCES:
@@ -125,7 +162,8 @@ def main() -> int:
         try:
             for window in range(args.windows):
                 for name in ("base", "this") if window % 2 else ("this", "base"):
-                    w, c = run_batches(zygotes[name], root / "work", args.batches, args.batch, f"{name}{window}", spec)
+                    w, c = run_batches(zygotes[name], root / "work", args.batches, args.batch, f"{name}{window}", spec,
+                                       proxy)
                     wait[name].append(w)
                     cpu[name].append(c)
                 shutil.rmtree(root / "work", ignore_errors=True)

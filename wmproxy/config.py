@@ -598,10 +598,13 @@ class InspectionSettings:
         output_cap: bytes of a command's output (stdout and stderr merged) kept at most.
         pickup_timeout: seconds a request may wait for the job's agent to take it before
             it fails ("the job did not pick up the request").
+        agent_delay: seconds a job must still be running, after its wrapper started, before
+            the wrapper starts the job's agent; 0 starts it at once. A job that ends sooner,
+            which nobody could inspect anyway, pays no agent (a Python start with ``ssl``).
 
     Raises:
-        ConfigError: an unknown mode, a non-positive limit, cap or timeout, or a
-            command name with ``/``.
+        ConfigError: an unknown mode, a non-positive limit, cap or timeout, a negative
+            agent delay, or a command name with ``/``.
     """
 
     mode: str = "allow-list"
@@ -609,12 +612,15 @@ class InspectionSettings:
     time_limit: float = 30.0
     output_cap: int = 64 * 1024
     pickup_timeout: float = 60.0
+    agent_delay: float = 2.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("off", "allow-list", "any"):
             raise ConfigError(f"[inspection] mode: expected off, allow-list or any, not {self.mode!r}")
         if min(self.time_limit, self.output_cap, self.pickup_timeout) <= 0:
             raise ConfigError("[inspection] time_limit, output_cap and pickup_timeout: must be positive")
+        if not self.agent_delay >= 0:  # NaN too
+            raise ConfigError("[inspection] agent_delay: must be 0 or more seconds")
         if any("/" in name for name in self.commands):
             raise ConfigError("[inspection] allowed_commands: program names, without /")
 

@@ -80,6 +80,14 @@ exist (entries with a ``/``, relative to the work dir) or that the loader search
 itself (bare names); a missing entry is dropped with a note, because the loader would
 otherwise print an error in every process of the payload.
 
+Inspection agent (``docs/inspection.md``): when the spec's ``base_environment`` holds
+``WMPROXY_INSPECTION_URL`` and the job has a proxy, the wrapper starts ``inspection_agent.py``
+(beside this file) once the job has run ``WMPROXY_INSPECTION_DELAY`` seconds and still runs
+(prologue, payload or epilogue; waited for through a pidfd and ``select.poll``), or at once
+when the delay is 0 or missing or there is no pidfd (Python before 3.9, Linux before 5.3),
+and stops it when the job ends. The ``WMPROXY_INSPECTION_*`` variables are removed from the
+children's environment.
+
 The umask of every child is the spec's ``umask`` (default 0o022: outputs readable by
 the worker and the owner's group even when the spawner's umask was 0o077).
 """
@@ -105,6 +113,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
     import subprocess
+    from collections.abc import Callable
     from typing import IO, Any
 else:
     try:  # the C module under signal: signal.py imports enum (with functools, collections)
@@ -720,6 +729,9 @@ class _Supervisor:
         self.grace = grace
         self.current: _Child | subprocess.Popen[bytes] | None = None
         self.cancelled_by: int | None = None
+        #: ``(monotonic deadline, start)``: ``start()`` is called once a child is still running
+        #: at the deadline (:meth:`defer`).
+        self.deferred: tuple[float, Callable[[], None]] | None = None
         signal.signal(signal.SIGTERM, self._on_cancel)
         signal.signal(signal.SIGINT, self._on_cancel)
         signal.signal(signal.SIGALRM, self._on_alarm)
@@ -749,13 +761,50 @@ class _Supervisor:
             self._forward()  # the signal came while the child was being started
         return process
 
+    def defer(self, delay: float, start: Callable[[], None]) -> None:
+        """Call ``start()`` (once) if, ``delay`` seconds from now, a child :meth:`wait` waits
+        for is still running and the wrapper was not cancelled; the inspection agent's start."""
+        self.deferred = (time.monotonic() + delay, start)
+
     def wait(self, process: _Child | subprocess.Popen[bytes]) -> dict[str, Any]:
         """Wait for ``process``, kill what it left in its group, return its outcome."""
+        if self.deferred is not None:
+            deadline, start = self.deferred
+            if _running_at(process, deadline) and self.cancelled_by is None:
+                self.deferred = None
+                start()
         returncode = process.wait()
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.current = None
         _killpg(process.pid, signal.SIGKILL)
         return _outcome(returncode)
+
+
+def _running_at(process: _Child | subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait until ``process`` exits or the ``time.monotonic()`` ``deadline`` passes, whichever
+    comes first; True when it still runs then. The child is not reaped. Through a pidfd
+    (``os.pidfd_open``, Python 3.9+ on Linux 5.3+) and ``select.poll``, which PEP 475 resumes
+    after a signal handler (SIGTERM forwarding, the kill grace's SIGALRM) with the time left.
+    Without a pidfd it answers True at once (the deferred start then happens at once)."""
+    if not hasattr(os, "pidfd_open") or not isinstance(process, _Child):
+        return True
+    import select  # already loaded in a zygote's child (socket imports it); a C module elsewhere
+
+    try:
+        fd = os.pidfd_open(process.pid)
+    except OSError:  # a kernel without pidfd (before 5.3)
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if poller.poll(int(min(left, 3600.0) * 1000) + 1):
+                return False
+    finally:
+        os.close(fd)
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -800,6 +849,7 @@ class _Run:
             "failure": None,
             "notes": [],
         }
+        self.agent: subprocess.Popen[bytes] | None = None
 
     def execute(self) -> int:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
@@ -824,7 +874,7 @@ class _Run:
         except WrapperError as exc:
             self.status["failure"] = str(exc)
             code = exc.exit_code
-        _stop_inspection_agent(getattr(self, "agent", None))
+        _stop_inspection_agent(self.agent)
         self.status["cancelled_by"] = supervisor.cancelled_by
         self.status["ended_at"] = utc_now()
         for line in self.status["notes"]:
@@ -844,7 +894,12 @@ class _Run:
         os.umask(spec.umask)
         os.chdir(self.work_dir)
         env = build_environment(spec, self.work_dir, self.status["notes"])
-        self.agent = _start_inspection_agent(env, self.work_dir)
+        agent_env, delay = _inspection_environment(env)
+        if agent_env is not None:
+            if delay > 0:  # most jobs end sooner, and nobody could inspect them then anyway
+                supervisor.defer(delay, lambda: self._start_agent(agent_env))
+            else:
+                self._start_agent(agent_env)
         self._make_tmpdir(work_fd)
         if spec.prologue is not None:
             outcome = self._side_program(supervisor, spec.prologue, spec.prologue_arguments, env, work_fd, "prologue")
@@ -876,6 +931,9 @@ class _Run:
         spec = JobSpec.from_json(raw.decode("utf-8", "replace")) if legacy else JobSpec.from_bytes(raw)
         self.status["job_id"] = spec.job_id
         return spec
+
+    def _start_agent(self, agent_env: dict[str, str]) -> None:
+        self.agent = _start_inspection_agent(agent_env, self.work_dir)
 
     @staticmethod
     def _make_tmpdir(work_fd: int) -> None:
@@ -954,19 +1012,33 @@ class _Run:
 
 # --- the inspection agent (docs/inspection.md) -------------------------------------
 
-INSPECTION_VARIABLES = ("WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR")
+INSPECTION_VARIABLES = ("WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR",
+                        "WMPROXY_INSPECTION_DELAY")
 INSPECTION_AGENT = "inspection_agent.py"
 
 
-def _start_inspection_agent(env: dict[str, str], work_dir: str) -> subprocess.Popen[bytes] | None:
-    """Start ``inspection_agent.py`` (beside this file) with ``env`` when the spec's
-    environment holds the agent's URL and the job has a proxy; the agent's variables are
-    removed from ``env``, so the job's own processes never see the job's secret."""
+def _inspection_environment(env: dict[str, str]) -> tuple[dict[str, str] | None, float]:
+    """Take the agent's variables out of ``env`` (the job's own processes never see the job's
+    secret); return the agent's environment, None when the spec's environment holds no agent
+    URL or the job has no proxy, and the seconds the job must still run before the agent
+    starts (``WMPROXY_INSPECTION_DELAY``; 0, at once, when missing, as older workers meant, or
+    not a positive number; ``inf``: never)."""
     agent_env = dict(env)
     for key in INSPECTION_VARIABLES:
         env.pop(key, None)
+    text = agent_env.pop(INSPECTION_VARIABLES[3], "")
     if not agent_env.get(INSPECTION_VARIABLES[0]) or not agent_env.get("X509_USER_PROXY"):
-        return None
+        return None, 0.0
+    try:
+        delay = float(text)
+    except ValueError:
+        delay = 0.0
+    return agent_env, delay if delay > 0 else 0.0  # NaN too
+
+
+def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> subprocess.Popen[bytes] | None:
+    """Start ``inspection_agent.py`` (beside this file) with ``agent_env``
+    (:func:`_inspection_environment`) in ``work_dir``; None if it cannot be started (logged)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), INSPECTION_AGENT)
     import subprocess  # only here: most jobs run without the agent
 

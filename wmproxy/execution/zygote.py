@@ -37,15 +37,23 @@ leading its own session, keep running and are adopted as before.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import sys
-from typing import TYPE_CHECKING
 
+# The zygote process imports this module and the job wrapper only, and every module it holds is
+# memory each forked wrapper maps, copies on write as it touches it and unmaps at its exit:
+# socket (with selectors, enum, functools, collections), typing (with re) and contextlib were
+# half of the zygote's private memory. The worker's side imports socket and subprocess lazily.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+    import socket
     import subprocess
+else:
+    try:  # the C module under signal: signal.py imports enum (with functools, collections)
+        import _signal as signal
+    except ImportError:  # not CPython
+        import signal
 
 STATE_DIR = ".wmproxy"
 LOG_NAME = "wrapper.log"
@@ -79,6 +87,7 @@ class Zygote:
     """
 
     def __init__(self, command: list[str], wrapper: str, python: str) -> None:
+        import socket
         import subprocess
 
         ours, theirs = socket.socketpair()
@@ -94,7 +103,7 @@ class Zygote:
         finally:
             theirs.close()
         ours.settimeout(REPLY_TIMEOUT)
-        self._sock = ours
+        self._sock: socket.socket = ours
         self._reader = ours.makefile("rb")
 
     def request(self, work_dirs: list[str]) -> list[tuple[int, int | None] | ZygoteRefusedError]:
@@ -221,8 +230,10 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
             os.fchdir(work_fd)
             state_fd = os.open(STATE_DIR, _DIR_FLAGS, dir_fd=work_fd)
             os.close(work_fd)
-            with contextlib.suppress(FileNotFoundError):
+            try:  # noqa: SIM105 - no contextlib in the zygote (see the imports)
                 os.unlink(LOG_NAME, dir_fd=state_fd)
+            except FileNotFoundError:
+                pass
         except OSError as exc:
             os.write(report, f"E Cannot start the job wrapper in {work_dir}: {exc.strerror}".encode())
             os._exit(code)
@@ -243,6 +254,9 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
 def _serve(fd: int, python: str, wrapper: str) -> int:
     sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
     import jobwrapper  # type: ignore[import-not-found,unused-ignore]
+
+    if hasattr(os, "pidfd_open"):
+        import select  # noqa: F401 - loaded once here for every wrapper's wait for its inspection agent delay
 
     while (spare := os.open(os.devnull, os.O_RDWR)) <= 2:  # 0, 1 and 2 open: never a child's report pipe
         pass

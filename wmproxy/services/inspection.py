@@ -58,6 +58,8 @@ AGENT_PATH = "/wmproxy-inspection/agent"
 #: Variables of the job wrapper's spec (``base_environment``) that start the agent; the
 #: wrapper keeps them out of the payload's environment.
 ENV_URL, ENV_TOKEN, ENV_CA_DIR = "WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR"
+#: The wrapper's delay before it starts the agent (``[inspection] agent_delay``, seconds).
+ENV_DELAY = "WMPROXY_INSPECTION_DELAY"
 #: Longest wait, in seconds, of one :func:`result` or :func:`agent_next` call.
 MAX_WAIT = 30.0
 #: Seconds after ``time_limit`` a taken request may still be answered (transfer, clocks).
@@ -277,8 +279,10 @@ def agent_token(settings: Settings, job_id: str) -> str:
 
 def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
     """The variables the execution worker puts in the wrapper spec's ``base_environment``
-    to start the job's agent: the agent URL (``[service] host``/``port``), the secret and
-    the CA directory to verify the service with. Empty when inspection is off."""
+    to start the job's agent: the agent URL (``[service] host``/``port``), the secret, the
+    CA directory to verify the service with and the seconds the job must still run before
+    its wrapper starts the agent (``[inspection] agent_delay``, as ``repr`` of a float).
+    Empty when inspection is off (no agent starts)."""
     if settings.inspection.mode == "off":
         return {}
     svc = settings.service
@@ -286,6 +290,7 @@ def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
         ENV_URL: f"https://{svc.host}:{svc.port}{AGENT_PATH}",
         ENV_TOKEN: agent_token(settings, job_id),
         ENV_CA_DIR: settings.security.ca_dir,
+        ENV_DELAY: repr(float(settings.inspection.agent_delay)),
     }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Pki
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON, alive, kill_session, sh, wait_for
 from wmproxy.execution import identity, jobwrapper
 from wmproxy.execution.identity import Account, WrapperStatus
@@ -75,6 +76,16 @@ class Runner:
 @pytest.fixture(params=["self", "account"])
 def runner(request: pytest.FixtureRequest, work_root: Path) -> Iterator[Runner]:
     account = None if request.param == "self" else request.getfixturevalue("job_account")
+    yield from _runner(work_root, account)
+
+
+@pytest.fixture
+def own_runner(work_root: Path) -> Iterator[Runner]:
+    """A :class:`Runner` running wrappers as ourselves only."""
+    yield from _runner(work_root, None)
+
+
+def _runner(work_root: Path, account: Account | None) -> Iterator[Runner]:
     runner = Runner(work_root, account)
     yield runner
     for process in runner.processes:
@@ -366,6 +377,74 @@ class TestCancel:
         assert status is not None and status.cancelled_by == signal.SIGINT
         assert not status.payload_started and not (work / "payload-ran").exists()
         assert status.prologue is not None and status.prologue.signal == signal.SIGTERM
+
+
+class TestInspectionAgent:
+    """The wrapper starts the inspection agent only for a job still running after
+    ``WMPROXY_INSPECTION_DELAY`` seconds (0: at once). The payload itself looks for an agent
+    in the wrapper's session (``pgrep -s 0``); the agent, given a real proxy and a service
+    that refuses connections, stays up retrying until the wrapper stops it."""
+
+    PROBE = "pgrep -s 0 -f 'inspection_agen[t].py' >/dev/null"  # [t]: not the probing shell itself
+
+    @staticmethod
+    def _spec(runner: Runner, work: Path, pki: Pki, script: str, delay: str, **kw: object) -> JobSpec:
+        shutil.copyfile(pki.users["alice"].proxy, work / "proxy.pem")
+        (work / "proxy.pem").chmod(0o600)
+        agent = {"WMPROXY_INSPECTION_URL": "https://127.0.0.1:1/wmproxy-inspection/agent",
+                 "WMPROXY_INSPECTION_TOKEN": "0" * 64, "WMPROXY_INSPECTION_CA_DIR": str(pki.ca_dir),
+                 "WMPROXY_INSPECTION_DELAY": delay}
+        return sh(script, proxy="proxy.pem", base_environment=agent, **kw)
+
+    def test_a_quick_job_starts_no_agent_and_an_immediate_one_is_seen(self, own_runner: Runner, pki: Pki) -> None:
+        runner = own_runner
+        script = f"if {self.PROBE}; then echo agent; else echo none; fi; env > payload.env"
+        quick = runner.work_dir()
+        code, status = runner.run(quick, self._spec(runner, quick, pki, script, "30.0"))
+        assert code == 0 and status.succeeded
+        assert (quick / "std.out").read_text() == "none\n"
+        assert "WMPROXY_INSPECTION" not in (quick / "payload.env").read_text()
+        at_once = runner.work_dir()  # the probe does see an agent: delay 0 starts it before the payload
+        code, status = runner.run(at_once, self._spec(runner, at_once, pki, script, "0"))
+        assert code == 0 and (at_once / "std.out").read_text() == "agent\n"
+        assert "WMPROXY_INSPECTION" not in (at_once / "payload.env").read_text()
+
+    def test_a_job_still_running_after_the_delay_gets_its_agent_stopped_with_the_wrapper(
+            self, own_runner: Runner, pki: Pki) -> None:
+        runner = own_runner
+        work = runner.work_dir()
+        script = (f"n=0; until {self.PROBE}; do n=$((n+1)); [ $n -gt {int(DEADLINE * 10)} ] && exit 3; "
+                  "sleep 0.1; done; echo seen")
+        process = runner.start(work, self._spec(runner, work, pki, script, "0.3"))
+        _, err = process.communicate(timeout=DEADLINE * 2)
+        status = identity.read_status(work, runner.account)
+        assert status is not None and status.succeeded, err.decode()
+        assert (work / "std.out").read_text() == "seen\n"
+        assert subprocess.run(["pgrep", "-s", str(process.pid), "-f", "inspection_agent.py"],
+                              check=False).returncode == 1  # the wrapper stopped it before it ended
+
+    def test_the_agent_starts_during_an_epilogue_still_running_after_the_delay(
+            self, own_runner: Runner, pki: Pki) -> None:
+        runner = own_runner
+        work = runner.work_dir()
+        wait = f"n=0; until {self.PROBE}; do n=$((n+1)); [ $n -gt {int(DEADLINE * 10)} ] && exit 3; sleep 0.1; done"
+        spec = self._spec(runner, work, pki, "echo payload", "0.5", epilogue="/bin/sh",
+                          epilogue_arguments=["-c", wait + "; echo seen > epilogue.out"])
+        code, status = runner.run(work, spec)
+        assert code == 0 and status.epilogue is not None and status.epilogue.exit_code == 0
+        assert (work / "epilogue.out").read_text() == "seen\n"
+
+    def test_sigterm_and_the_kill_grace_work_while_the_agent_is_awaited(self, own_runner: Runner, pki: Pki) -> None:
+        runner = own_runner
+        work = runner.work_dir()
+        script = "trap '' TERM; echo ready > ready; while :; do sleep 0.1; done"
+        process = runner.start(work, self._spec(runner, work, pki, script, "3600", kill_grace=0.5))
+        wait_for(lambda: (work / "ready").exists() and (work / ".wmproxy" / "started.json").exists(), "the payload")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=DEADLINE)
+        status = identity.read_status(work, runner.account)
+        assert status is not None and status.cancelled_by == signal.SIGTERM
+        assert status.signal == signal.SIGKILL and process.returncode == 128 + signal.SIGKILL
 
 
 class TestAsTheMappedAccount:

@@ -258,3 +258,22 @@ class TestUntrusted:
             backend.spawn(handle)
         assert handle.pid is None and not backend._zygotes  # closed: its account's wrappers started directly
         assert any("fork server" in r.getMessage() for r in caplog.records)
+
+
+class TestLean:
+    def test_the_zygote_holds_only_the_modules_its_wrappers_need(self) -> None:
+        """Every module the zygote imports is memory each forked wrapper maps, copies on write
+        and unmaps: the zygote's interpreter, as it starts (``-I -S``), imports ``zygote`` and
+        ``jobwrapper`` (and ``select`` for the wrapper's pidfd wait), none of these heavier ones."""
+        import subprocess
+
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        python = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable
+        code = "import sys; sys.path.insert(0, sys.argv[1]); import zygote, jobwrapper; print(*sorted(sys.modules))"
+        out = subprocess.run([python, "-I", "-S", "-c", code, str(WRAPPER_PATH.parent)], check=True,
+                             capture_output=True, text=True, timeout=DEADLINE).stdout.split()
+        assert {"zygote", "jobwrapper"} <= set(out)
+        heavy = {"socket", "selectors", "typing", "contextlib", "enum", "functools", "collections", "re",
+                 "subprocess", "threading", "json", "wmproxy"}
+        assert heavy.isdisjoint(out), sorted(heavy & set(out))

@@ -13,6 +13,7 @@ from wmproxy.config import ConfigError, InspectionSettings, SecuritySettings, Se
 from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
 from wmproxy.services.inspection import (
     ENV_CA_DIR,
+    ENV_DELAY,
     ENV_TOKEN,
     ENV_URL,
     agent_environment,
@@ -58,7 +59,8 @@ class TestCheckCommand:
 
 class TestSettings:
     @pytest.mark.parametrize("kwargs", [{"mode": "some"}, {"time_limit": 0}, {"output_cap": -1},
-                                        {"pickup_timeout": 0}, {"allowed_commands": "ls,/bin/rm"}])
+                                        {"pickup_timeout": 0}, {"allowed_commands": "ls,/bin/rm"},
+                                        {"agent_delay": -1}, {"agent_delay": float("nan")}])
     def test_bad_values_are_refused_at_start(self, kwargs: dict[str, object]) -> None:
         with pytest.raises(ConfigError, match=r"\[inspection\]"):
             InspectionSettings(**kwargs)  # type: ignore[arg-type]
@@ -76,12 +78,13 @@ class TestAgentSecret:
         (tmp_path / "other" / "store.key").write_bytes(b"z" * 44)
         assert agent_token(settings(tmp_path), "j") != agent_token(settings(tmp_path / "other"), "j")
 
-    def test_the_agent_environment_names_the_service_and_its_ca_dir(self, tmp_path: Path) -> None:
-        conf = dataclasses.replace(settings(tmp_path), service=dataclasses.replace(Settings().service,
+    def test_the_agent_environment_names_the_service_its_ca_dir_and_the_delay(self, tmp_path: Path) -> None:
+        conf = dataclasses.replace(settings(tmp_path, agent_delay=1.5), service=dataclasses.replace(Settings().service,
                                                                                   host="wms.example.org", port=7443))
         env = agent_environment(conf, "j")
         assert env == {ENV_URL: "https://wms.example.org:7443/wmproxy-inspection/agent",
-                       ENV_TOKEN: agent_token(conf, "j"), ENV_CA_DIR: "/grid/certificates"}
+                       ENV_TOKEN: agent_token(conf, "j"), ENV_CA_DIR: "/grid/certificates", ENV_DELAY: "1.5"}
+        assert agent_environment(settings(tmp_path), "j")[ENV_DELAY] == "2.0"  # the default
 
     def test_no_agent_when_inspection_is_off(self, tmp_path: Path) -> None:
         assert agent_environment(settings(tmp_path, mode="off"), "j") == {}
