@@ -31,7 +31,7 @@ from wmproxy.security.voms import verified_fqans
 from wmproxy.services.delegation_keys import claim_request, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
-from wmproxy.store.delegation_writes import delegation_writes
+from wmproxy.store.delegation_writes import StoredDelegation, delegation_writes
 from wmproxy.store.delegations import StoredProxy
 from wmproxy.store.schema import Delegation
 
@@ -107,8 +107,9 @@ def renew_proxy_request(rt: Runtime, principal: Principal, delegation_id: str | 
     return create_proxy_request(rt, principal, delegation_id)[1]
 
 
-def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, proxy_pem: str) -> Delegation:
-    """putProxy: verify the signed proxy against the pending key and store it sealed.
+def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, proxy_pem: str) -> StoredDelegation:
+    """putProxy: verify the signed proxy against the pending key and store it sealed; returns
+    the stored row's values.
 
     Args:
         proxy_pem: PEM chain, the new proxy first, then the signer's chain (no key).

@@ -41,7 +41,7 @@ from wmproxy.errors import AuthenticationError, InvalidArgumentError, WMProxyErr
 from wmproxy.monitoring import access
 from wmproxy.services.authz import check_caller
 from wmproxy.services.load import check_load
-from wmproxy.soap import direct
+from wmproxy.soap import direct, direct_delegation
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.delegation_ports import Delegation1Port, Delegation2Port
 from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
@@ -227,6 +227,7 @@ class SoapDispatcher:
         self.direct: dict[tuple[str, str], direct.Handler] = {
             (WMPROXY, operation): handler for operation, handler in direct.handlers(wmproxy_port.app).items()
         } if getattr(wmproxy_port, "lean", False) else {}
+        self.direct.update(direct_delegation.handlers(self.ports))  # getProxyReq, putProxy
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Serve one request and write its ``wmproxy.access`` line (:mod:`wmproxy.monitoring.access`)."""

@@ -150,7 +150,7 @@ def test_both_paths_answer_alike(soap: SoapApp, alice: Principal, pki: Pki, oper
     delegate_in_process(soap.rt, alice, pki.users["alice"].proxy, "direct")
     delegate_in_process(soap.rt, alice, pki.users["alice"].proxy, "")  # the default id
     dispatcher = soap.app.soap
-    assert set(dispatcher.direct) == {(WMPROXY, "jobRegister"), (WMPROXY, "jobSubmit")}
+    assert {(WMPROXY, "jobRegister"), (WMPROXY, "jobSubmit")} <= set(dispatcher.direct)  # and the delegation ones
     statuses = set()
     for name, (inner, header, attributes, _) in SHAPES.items():
         body = _envelope(inner, header, attributes).replace(b"OP", operation.encode())
