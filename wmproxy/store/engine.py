@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, Engine, Update, create_engine, event
+from sqlalchemy import CursorResult, Delete, Engine, Update, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,7 +16,8 @@ _IDLE_SINCE = "wmproxy.idle_since"
 
 
 def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for several processes.
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for several processes,
+    and a pool that hands out the connection returned last (its page cache is still valid).
 
     Other databases: a pooled connection unused for more than ``ping_after_idle`` seconds is
     checked with the dialect's ping (``SELECT 1``) when it is next checked out, and replaced
@@ -25,6 +26,8 @@ def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs:
     """
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
+        if _queue_pooled(url, kwargs):
+            kwargs.setdefault("pool_use_lifo", True)
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -49,6 +52,15 @@ def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs:
     if not kwargs.get("pool_pre_ping"):
         _ping_after_idle(engine, ping_after_idle)
     return engine
+
+
+def _queue_pooled(url: str, kwargs: dict[str, Any]) -> bool:
+    """Whether SQLAlchemy gives the SQLite ``url`` its ``QueuePool`` (a database file and no pool
+    of the caller's); an in-memory database gets a pool of one connection per thread instead."""
+    if "poolclass" in kwargs or "pool" in kwargs:
+        return False
+    parsed = make_url(url)
+    return bool(parsed.database) and parsed.database != ":memory:" and parsed.query.get("mode") != "memory"
 
 
 def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
