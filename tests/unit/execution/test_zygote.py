@@ -21,6 +21,9 @@ from wmproxy.domain import JobState
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.backends.local import (
     LocalExecutionBackend,
+    _child_in,
+    _child_of,
+    _stat_fields,
     is_process,
     is_wrapper,
     parse_ref,
@@ -258,6 +261,45 @@ class TestUntrusted:
             backend.spawn(handle)
         assert handle.pid is None and not backend._zygotes  # closed: its account's wrappers started directly
         assert any("fork server" in r.getMessage() for r in caplog.records)
+
+
+class TestChildOf:
+    """``_child_of``: which pid a zygote names is adopted (real processes of this machine)."""
+
+    def test_its_own_child_leading_a_session_gives_its_start_time(self) -> None:
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            assert _child_of(child.pid, os.getpid()) == start_time(child.pid)
+            assert _child_of(child.pid, os.getppid()) is False  # not that process's child
+        finally:
+            child.kill()
+            child.wait()
+        assert _child_of(child.pid, os.getpid()) is None  # reaped
+
+    def test_another_process_is_refused(self) -> None:
+        assert _child_of(1, os.getpid()) is False  # init leads its own session, has no parent
+        assert _child_of(os.getpid(), os.getppid()) is False  # a child, not a session leader
+
+    def test_a_wrapper_being_reaped_as_its_stat_is_read_is_taken_as_ended(self) -> None:
+        """While the zygote reaps a wrapper, its stat shows it dead (``X``) with parent and
+        session 0: the fields of a real child's stat, as the kernel shows them at that instant
+        (which no test can hold still), are an ended wrapper, not a forged pid; a live process
+        showing parent and session 0 (a kernel thread, or an init started without a session)
+        is still refused."""
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            fields = _stat_fields(child.pid)
+        finally:
+            child.kill()
+            child.wait()
+        assert fields is not None and _child_in(fields, child.pid, os.getpid()) == int(fields[19])
+        reaping = [b"X", b"0", b"0", b"0", *fields[4:]]
+        assert _child_in(reaping, child.pid, os.getpid()) is None
+        assert _child_in([b"S", *reaping[1:]], child.pid, os.getpid()) is False
 
 
 class TestLean:

@@ -529,16 +529,29 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
 
 def _child_of(pid: int, parent: int) -> int | bool | None:
     """The start time of ``pid`` if it is a child of ``parent`` leading its own session;
-    None if it is gone (ended and reaped); False if it is another process."""
+    None if it is gone (ended and reaped, or being reaped as it was read); False if it is
+    another process (:func:`_child_in` on its ``/proc/<pid>/stat``)."""
     fields = _stat_fields(pid)
-    if fields is None:
-        return None
+    return None if fields is None else _child_in(fields, pid, parent)
+
+
+def _child_in(fields: list[bytes], pid: int, parent: int) -> int | bool | None:
+    """:func:`_child_of` on the ``/proc/<pid>/stat`` fields after the command name.
+
+    A quick job's wrapper may be reaped by the zygote while its stat is read: the kernel then
+    shows it dead (state ``X``), with neither parent nor session (both 0) for a moment. Taken
+    for a forged pid, that aborted the job and closed the zygote (seen once in about 20,000
+    ``/bin/true`` jobs); it is a wrapper that has ended: None adopts nothing, the pid is never
+    signalled and the job's status file tells how it ended."""
     try:
-        if int(fields[1]) != parent or int(fields[3]) != pid:
-            return False
-        return int(fields[19])
+        ppid, session, started = int(fields[1]), int(fields[3]), int(fields[19])
     except (IndexError, ValueError):
         return False
+    if ppid == parent and session == pid:
+        return started
+    if fields[0] == b"X":
+        return None
+    return False
 
 
 def is_process(pid: int, started: int) -> bool:
