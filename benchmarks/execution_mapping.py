@@ -146,7 +146,11 @@ class Mode:
                 states: dict[str, int] = dict(conn.execute(sa.text(
                     "select state, count(*) from jobs where state != 'Submitted' group by state")).all())
             if set(states) != {JobState.DONE.value}:
-                raise RuntimeError(f"not every {self.name} job ended Done: {states}")
+                with self.engine.connect() as conn:
+                    reasons = conn.execute(sa.text(
+                        "select state, reason from jobs where state not in ('Submitted', 'Done') limit 5")).all()
+                raise RuntimeError(f"not every {self.name} job ended Done: {states}; for instance {reasons}\n"
+                                   + self.log.read_text(errors="replace")[-3000:])
         finally:
             if self.worker.poll() is None:
                 os.killpg(self.worker.pid, signal.SIGTERM)
@@ -274,10 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  of which threads other than the main one (an older worker's work dir remover), mapping off: "
                   f"{spread(side_cpu['none'], '.2f')}, on: {spread(side_cpu['gridmap'], '.2f')}")
         finally:
-            for mode in modes:
-                mode.check_and_stop()
+            failures: list[str] = []
+            for mode in modes:  # every worker stopped, even when one mode's jobs did not all end Done
+                try:
+                    mode.check_and_stop()
+                except RuntimeError as exc:
+                    failures.append(str(exc))
             kill_processes_of({accounts.passwd("svc").pw_uid, accounts.passwd("usr").pw_uid})
             shutil.rmtree(root, ignore_errors=True)
+            if failures:
+                raise RuntimeError("\n".join(failures))
     return 0
 
 
