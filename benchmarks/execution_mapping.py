@@ -3,7 +3,8 @@ and on, vs a plain subprocess loop, in interleaved windows (issue 14: mapping of
 plain loop; worker CPU <= 5 ms per job).
 
 Standalone, as root (it creates throwaway accounts): ``.venv/bin/python
-benchmarks/execution_mapping.py [--jobs-per-window 200] [--windows 5] [--max-running 8]``.
+benchmarks/execution_mapping.py [--jobs-per-window 200] [--windows 5] [--max-running 8]
+[--root /var/tmp]``.
 
 Two fresh SQLite states (``wmproxy-admin init --user``), one per mode, are filled in-process
 with windows × W registered ``/bin/true`` jobs of one user (delegation + jobRegister through
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs-per-window", type=int, default=200, help="trivial jobs per window, default 200")
     parser.add_argument("--windows", type=int, default=5, help="windows, default 5")
     parser.add_argument("--max-running", type=int, default=8, help="[execution] max_running, default 8")
+    parser.add_argument("--root", default="/var/tmp",  # noqa: S108 - mkdtemp makes a private directory in it
+                        help="directory under which the states (SQLite databases, work dirs) are made, default "
+                             "/var/tmp; /dev/shm shows what the file system costs (docs/performance.md)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("execution_mapping.py must run as root: it creates a service account and a mapped account "
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n, windows = args.jobs_per_window, args.windows
     with local_accounts({"svc": ["svc"], "usr": ["usr"]}) as accounts:
-        root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir="/var/tmp"))
+        root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir=args.root))
         modes: list[Mode] = []
         try:
             os.chmod(root, ROOT_MODE)
