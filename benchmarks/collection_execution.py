@@ -36,7 +36,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from perf_support import sqlite_reader
 
 from tests.accounts import local_accounts
 from tests.support import delegate_in_process
@@ -112,11 +114,9 @@ ENDED_NODES = "select count(*) from jobs where parent_id = ? and state in (?, ?,
 
 
 def _reader(rt: Runtime) -> sqlite3.Connection:
-    """A plain read-only ``sqlite3`` connection (autocommit: each query sees the latest commits)
-    to the benchmark's database, for the sampler: SQLAlchemy's session per look cost the
-    process (and the worker thread's GIL) more than the sampling needs."""
-    path = rt.settings.database.url.removeprefix("sqlite:///")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    """The benchmark's database for the sampler (:func:`perf_support.sqlite_reader`): SQLAlchemy's
+    session per look cost the process (and the worker thread's GIL) more than the sampling needs."""
+    return sqlite_reader(rt.settings.database.url.removeprefix("sqlite:///"))
 
 
 def spread(values: list[float]) -> str:

@@ -30,7 +30,6 @@ import contextlib
 import os
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,8 +41,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import sqlalchemy as sa
+from perf_support import sqlite_reader
 
 from tests.accounts import local_accounts
 from tests.integration.isolated import SYSTEM_PYTHON, WORKER_CAPS, kill_processes_of, setpriv
@@ -74,8 +75,7 @@ class FinalCounter:
     def __init__(self, engine: sa.Engine) -> None:
         path = engine.url.database
         assert engine.url.get_backend_name() == "sqlite" and path, engine.url
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                    check_same_thread=False)
+        self.conn = sqlite_reader(path)
 
     def count(self) -> int:
         """Jobs in a final state now."""

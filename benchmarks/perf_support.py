@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import multiprocessing
 import os
+import sqlite3
 import ssl
 import statistics
 import sys
@@ -117,6 +118,14 @@ def start_other_app(s: Site, app: str, env: dict[str, str] | None = None) -> tup
         dep.env.update(saved)
     wait_for_tls(port)
     return port, proc.pid
+
+
+def sqlite_reader(path: str) -> sqlite3.Connection:
+    """A plain read-only ``sqlite3`` connection to the database file ``path``, in autocommit
+    (each query sees the latest commits), usable from any thread: for a benchmark's wait or
+    sampling loop, which SQLAlchemy (a session or pooled connection per look) made cost a
+    share of the CPU being measured."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
 
 
 def client_context(ca_dir: Path, proxy: Path) -> ssl.SSLContext:
