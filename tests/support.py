@@ -85,6 +85,15 @@ def wait_for(probe: Callable[[], T], until: Callable[[T], object] = bool, *, wha
         time.sleep(interval)
 
 
+def bytes_or_refusal(write: Callable[..., bytes], *args: Any) -> bytes | str:
+    """``write(*args)``, or the text of the ValueError it raises (lxml refusing a character):
+    for comparing a reply writer with Spyne's serialiser, refusals included."""
+    try:
+        return write(*args)
+    except ValueError as exc:
+        return str(exc)
+
+
 def state_word(status: str) -> str:
     """``"Done (Exit Code 0)"`` → ``"Done"``: the state of a getJobStatus status text."""
     return status.split(" ", 1)[0]
