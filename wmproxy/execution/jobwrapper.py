@@ -788,7 +788,7 @@ def _running_at(process: _Child | subprocess.Popen[bytes], deadline: float) -> b
     Without a pidfd it answers True at once (the deferred start then happens at once)."""
     if not hasattr(os, "pidfd_open") or not isinstance(process, _Child):
         return True
-    import select  # already loaded in a zygote's child (socket imports it); a C module elsewhere
+    import select  # the zygote loads it before it forks (zygote._serve); a C module elsewhere
 
     try:
         fd = os.pidfd_open(process.pid)
