@@ -8,13 +8,16 @@ Layout of a work dir (``<work_root>/<name>``)::
     <work_root>/             owned by the worker, not writable by group/other
       <name>/                account:group 0700   (HOME of the job)
         .wmproxy/            account:group 0700   wrapper state
-          job.marshal        account:group 0400   the JobSpec (JobSpec.to_bytes, written atomically)
+          job.marshal        account:group 0400   the JobSpec (JobSpec.to_bytes, written atomically;
+                                                  a wrapper forked by a zygote has it in memory:
+                                                  not written then)
           wrapper.log        account:group 0600   wrapper's stdout/stderr (from a zygote: only once
                                                   the wrapper writes to it)
           jobwrapper.py      account:group 0500   copy of the wrapper (batch backends only)
           slurm.sh           account:group 0400   the batch script (Slurm backend only)
           started.json       written by the wrapper once the payload has been executed
-          status.json        written by the wrapper when everything has ended
+          status.json        written by the wrapper when everything has ended (started.json
+                                                  rewritten and renamed, when there was one)
         user.proxy           account:group 0600   the job's proxy copy
         tmp/                 created by the wrapper (TMPDIR)
 
@@ -310,12 +313,34 @@ def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: 
         IdentityError: the spec is invalid (the wrapper would refuse it) or cannot be
             written.
     """
+    check_spec(spec)
+    write_spec_bytes(work_dir, spec.to_bytes(), account, sync=sync, fresh=fresh)
+
+
+def check_spec(spec: JobSpec) -> None:
+    """Refuse a spec the wrapper would refuse (:meth:`JobSpec.check
+    <wmproxy.execution.jobwrapper.JobSpec.check>`).
+
+    Raises:
+        IdentityError: why.
+    """
     try:
         spec.check()
     except jobwrapper.WrapperError as exc:
         raise IdentityError(str(exc)) from None
+
+
+def write_spec_bytes(work_dir: Path, spec: bytes, account: Account | None, *, sync: bool = False,
+                     fresh: bool = False) -> None:
+    """:func:`write_spec` for a spec already checked (:func:`check_spec`) and encoded
+    (:meth:`JobSpec.to_bytes <wmproxy.execution.jobwrapper.JobSpec.to_bytes>`); not fsynced
+    unless ``sync``.
+
+    Raises:
+        IdentityError: the file cannot be written.
+    """
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
-        _replace_file(state_fd, SPEC_NAME, spec.to_bytes(), 0o400, account, sync=sync, fresh=fresh)
+        _replace_file(state_fd, SPEC_NAME, spec, 0o400, account, sync=sync, fresh=fresh)
 
 
 def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME,
@@ -546,10 +571,11 @@ def payload_started(work_dir: Path, account: Account | None) -> bool:
     return status is not None and status.payload_started
 
 
-def read_status(work_dir: Path, account: Account | None) -> WrapperStatus | None:
+def read_status(work_dir: Path, account: Account | None, *, any_owner: bool = False) -> WrapperStatus | None:
     """The wrapper's final status, None while it has not been written.
 
-    ``account`` is whom the file must belong to (the worker's user when None).
+    ``account`` is whom the file must belong to (the worker's user when None); ``any_owner``:
+    whoever owns it (a work dir an earlier attempt left, whose account may have been another).
 
     Raises:
         WrapperStatusError: the file is a symlink, FIFO, too large, not owned by the
@@ -557,7 +583,7 @@ def read_status(work_dir: Path, account: Account | None) -> WrapperStatus | None
         IdentityError: the work dir or its ``.wmproxy`` cannot be opened (removed, or
             replaced by a symlink).
     """
-    data = _read_json(work_dir, STATUS_NAME, account)
+    data = _read_json(work_dir, STATUS_NAME, account, any_owner=any_owner)
     if data is None:
         return None
     try:
@@ -581,7 +607,8 @@ def read_status(work_dir: Path, account: Account | None) -> WrapperStatus | None
         raise WrapperStatusError(f"The job's {STATUS_NAME} is malformed: {exc}") from None
 
 
-def _read_json(work_dir: Path, name: str, account: Account | None) -> dict[str, Any] | None:
+def _read_json(work_dir: Path, name: str, account: Account | None, *, any_owner: bool = False
+               ) -> dict[str, Any] | None:
     owner = os.geteuid() if account is None else account.uid
     try:
         with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
@@ -591,7 +618,7 @@ def _read_json(work_dir: Path, name: str, account: Account | None) -> dict[str, 
                 return None
             with os.fdopen(fd, "rb") as f:
                 st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+                if not stat.S_ISREG(st.st_mode) or (st.st_uid != owner and not any_owner):
                     raise WrapperStatusError(f"The job's {name} is not a regular file of the job's account")
                 raw = f.read(_MAX_STATUS_BYTES + 1)
     except IdentityError:

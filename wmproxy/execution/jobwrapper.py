@@ -9,7 +9,8 @@ imports it only for :class:`JobSpec` and the file names below.
 Input: ``<work_dir>/.wmproxy/job.marshal`` (:data:`SPEC_NAME`, written by the worker:
 :meth:`JobSpec.to_bytes`, see :class:`JobSpec` for its fields; a work dir prepared by an
 older worker has ``job.json`` instead, :data:`LEGACY_SPEC_NAME`, read when there is no
-``job.marshal``). Steps:
+``job.marshal``), or the same bytes in memory (:func:`run`'s ``spec``: a wrapper forked by
+the zygote, whose work dir has no ``job.marshal``). Steps:
 
 1. Build the environment from scratch (:func:`build_environment`); nothing of the
    wrapper's own environment is passed on.
@@ -23,11 +24,12 @@ older worker has ``job.json`` instead, :data:`LEGACY_SPEC_NAME`, read when there
    its outcome. The reference counts a failed epilogue as a failed job (deep retry);
    that decision is left to the reader of the status
    (``wmproxy.execution.identity.WrapperStatus.succeeded``).
-5. Write ``status.json`` atomically (temporary file, fsync, rename, fsync of the
-   directory). The wrapper's JSON files are written by :func:`dumps`, whose text is
-   ``json.dumps(value, indent=1, sort_keys=True)``'s without importing ``json`` (which
-   with ``re``, ``enum``, ``functools`` and ``collections`` was about three quarters of the
-   wrapper's import time).
+5. Write ``status.json`` atomically: when the payload was started, into ``started.json``
+   (rewritten, fsync, renamed to ``status.json``, fsync of the directory: no new inode),
+   else into a temporary file (fsync, rename, fsync of the directory). The wrapper's JSON
+   files are written by :func:`dumps`, whose text is ``json.dumps(value, indent=1,
+   sort_keys=True)``'s without importing ``json`` (which with ``re``, ``enum``,
+   ``functools`` and ``collections`` was about three quarters of the wrapper's import time).
 
 Every child runs in its own process group inside the wrapper's session. SIGTERM or
 SIGINT to the wrapper is forwarded as SIGTERM to the running child's group, followed
@@ -54,7 +56,9 @@ Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
 ``.wmproxy/started.json`` (:data:`STARTED_NAME`), created (``O_EXCL``, fsync of the file and
 of its directory) once the payload has been executed: ``{"version": 1, "job_id",
 "wrapper_pid", "payload_pid", "payload_started_at"}``. Its presence tells a supervisor the job started (deep retry)
-rather than never started (shallow retry).
+rather than never started (shallow retry). At the end the wrapper writes the final status into
+it and renames it to ``status.json`` (whose ``payload_started`` then says the same), so a
+finished job's state dir holds ``status.json`` only.
 
 Exit status of the wrapper process (a hint for batch systems; the status file is
 authoritative): the payload's exit code, 128+N when signal N killed it;
@@ -475,24 +479,50 @@ def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
     os.fsync(state_fd)
 
 
-def _write_new(state_fd: int, name: str, data: dict[str, Any]) -> None:
+def _write_new(state_fd: int, name: str, data: dict[str, Any]) -> int | None:
     """Write ``data`` as JSON to a new file ``name`` in the state dir (``O_EXCL``, fsync, fsync
     of the directory), for ``started.json``: no temporary file, so one inode and no rename
     (each new inode cost about 1 ms of CPU on this host's file system). A reader may find it
     empty or partial (a crash between its creation and the fsync), which its readers take
     for present (``LocalExecutionBackend.started``), as it is: the payload was started
-    before. An entry already there (the job planted one) is replaced (:func:`_write_atomic`)."""
+    before. Returns its descriptor, kept open for the final status (:func:`_finish_started`).
+    An entry already there (the job planted one) is replaced (:func:`_write_atomic`): then
+    None."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(name, flags, 0o644, dir_fd=state_fd)
     except FileExistsError:
         _write_atomic(state_fd, name, data)
-        return
+        return None
     try:
         os.write(fd, dumps(data).encode() + b"\n")
         os.fsync(fd)
+        os.fsync(state_fd)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _finish_started(state_fd: int, fd: int, data: dict[str, Any]) -> None:
+    """Write the final status ``data`` into ``started.json`` (open as ``fd``, closed here) and
+    rename it to ``status.json``: the status needs no inode of its own (a temporary file
+    was one more new inode per job, about 1 ms of CPU on this host's file system).
+
+    Every state a crash can leave is read as before: ``started.json`` present (complete,
+    partial or holding the final status: the payload started, its status is lost), or
+    ``status.json`` complete (its content is fsynced before the rename, and the rename is
+    fsynced through the directory before the wrapper exits and the worker reads it)."""
+    try:
+        raw = dumps(data).encode() + b"\n"
+        written = os.pwrite(fd, raw, 0)
+        while written < len(raw):
+            written += os.pwrite(fd, raw[written:], written)
+        os.ftruncate(fd, len(raw))
+        os.fsync(fd)
     finally:
         os.close(fd)
+    os.rename(STARTED_NAME, STATUS_NAME, src_dir_fd=state_fd, dst_dir_fd=state_fd)
     os.fsync(state_fd)
 
 
@@ -829,9 +859,11 @@ def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
 class _Run:
     """One execution of the wrapper in ``work_dir``."""
 
-    def __init__(self, work_dir: str, inherited_checked: bool = False) -> None:
+    def __init__(self, work_dir: str, inherited_checked: bool = False, spec: bytes | None = None) -> None:
         self.work_dir = os.path.abspath(work_dir)
         self.inherited_checked = inherited_checked
+        self.spec = spec  # the spec's bytes handed over by the zygote, else read from job.marshal
+        self.started_fd: int | None = None  # started.json, open until the status is written into it
         self.status: dict[str, Any] = {
             "version": SPEC_VERSION,
             "job_id": None,
@@ -882,7 +914,12 @@ class _Run:
         if self.status["failure"]:
             _log(self.status["failure"])
         try:
-            _write_atomic(state_fd, STATUS_NAME, self.status)
+            try:
+                if self.started_fd is None:
+                    raise FileNotFoundError(STARTED_NAME)
+                _finish_started(state_fd, self.started_fd, self.status)
+            except OSError:  # no started.json (the payload never ran), or the job removed it
+                _write_atomic(state_fd, STATUS_NAME, self.status)
         except OSError as exc:
             _log(f"cannot write the status file: {exc}")
             return EXIT_NO_STATUS
@@ -916,6 +953,20 @@ class _Run:
 
     def _load_spec(self, state_fd: int) -> JobSpec:
         legacy = False
+        if self.spec is not None:
+            raw = self.spec
+        else:
+            raw, legacy = self._read_spec(state_fd)
+        if len(raw) > _MAX_SPEC_BYTES:
+            raise WrapperError("Job Wrapper error: the job description is too large")
+        spec = JobSpec.from_json(raw.decode("utf-8", "replace")) if legacy else JobSpec.from_bytes(raw)
+        self.status["job_id"] = spec.job_id
+        return spec
+
+    @staticmethod
+    def _read_spec(state_fd: int) -> tuple[bytes, bool]:
+        """The bytes of ``job.marshal`` (or of the legacy ``job.json``: then True)."""
+        legacy = False
         try:
             try:
                 fd = os.open(SPEC_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state_fd)
@@ -926,11 +977,7 @@ class _Run:
                 raw = f.read(_MAX_SPEC_BYTES + 1)
         except OSError as exc:
             raise WrapperError(f"Job Wrapper error: cannot read the job description: {exc.strerror}") from None
-        if len(raw) > _MAX_SPEC_BYTES:
-            raise WrapperError("Job Wrapper error: the job description is too large")
-        spec = JobSpec.from_json(raw.decode("utf-8", "replace")) if legacy else JobSpec.from_bytes(raw)
-        self.status["job_id"] = spec.job_id
-        return spec
+        return raw, legacy
 
     def _start_agent(self, agent_env: dict[str, str]) -> None:
         self.agent = _start_inspection_agent(agent_env, self.work_dir)
@@ -993,7 +1040,7 @@ class _Run:
             "payload_started_at": self.status["payload_started_at"],
         }
         try:
-            _write_new(state_fd, STARTED_NAME, started)
+            self.started_fd = _write_new(state_fd, STARTED_NAME, started)
         except OSError as exc:
             self.status["notes"].append(f"cannot write {STARTED_NAME}: {exc.strerror}")
         outcome = supervisor.wait(process)
@@ -1130,7 +1177,7 @@ def _log(message: str) -> None:
         pass
 
 
-def run(work_dir: str, log_dir: int | None = None) -> int:
+def run(work_dir: str, log_dir: int | None = None, spec: bytes | None = None) -> int:
     """Run the job described in ``<work_dir>/.wmproxy/job.marshal``; return the wrapper's
     exit status (see the module docstring). Writes the status file unless that is
     impossible (then :data:`EXIT_NO_STATUS`).
@@ -1140,10 +1187,14 @@ def run(work_dir: str, log_dir: int | None = None) -> int:
     of the ``.wmproxy`` directory, where the wrapper creates :data:`LOG_NAME` fresh (0600, no
     link followed) and makes it its standard output and error before it first writes a line
     or starts a prologue, epilogue or inspection agent (:func:`_open_log`); a wrapper with
-    nothing to say leaves no log. None: the standard streams are used as they are."""
+    nothing to say leaves no log. None: the standard streams are used as they are.
+
+    ``spec``: the bytes of the job's spec (:meth:`JobSpec.to_bytes`) as the worker handed them
+    to the zygote, which then has no ``job.marshal`` to read (one file fewer per job); None:
+    read from the work dir."""
     if log_dir is not None:
         _DEFERRED_LOG.append(log_dir)
-    return _Run(work_dir, inherited_checked=log_dir is not None).execute()
+    return _Run(work_dir, inherited_checked=log_dir is not None, spec=spec).execute()
 
 
 def prepare_fork() -> None:

@@ -11,7 +11,11 @@ secret of the worker (the store key, the database, other accounts' proxies).
 
 Protocol (one line each way per job, UTF-8)::
 
-    worker -> zygote   <absolute work dir>\\n
+    worker -> zygote   <absolute work dir>\\n     the wrapper reads .wmproxy/job.marshal
+                       <absolute work dir>\\0<spec>\\n
+                                                  <spec>: the job's spec (JobSpec.to_bytes) in
+                                                  hexadecimal, handed to the wrapper in memory:
+                                                  the worker writes no job.marshal
     zygote -> worker   <pid> <start time>\\n      the wrapper runs (start time: field 22 of
                                                   /proc/<pid>/stat, clock ticks since boot)
                        E <message>\\n             this job's wrapper could not be set up
@@ -106,17 +110,23 @@ class Zygote:
         self._sock: socket.socket = ours
         self._reader = ours.makefile("rb")
 
-    def request(self, work_dirs: list[str]) -> list[tuple[int, int | None] | ZygoteRefusedError]:
+    def request(self, work_dirs: list[str], specs: list[bytes | None] | None = None
+                ) -> list[tuple[int, int | None] | ZygoteRefusedError]:
         """Start a wrapper in each of ``work_dirs`` (absolute paths): its ``(pid, start time)``
         or why it was refused, in order. All requests are sent before the first answer is
-        read, so the zygote forks while the worker waits once.
+        read, so the zygote forks while the worker waits once. ``specs``: for each work dir,
+        the job's spec (:meth:`JobSpec.to_bytes
+        <wmproxy.execution.jobwrapper.JobSpec.to_bytes>`) handed to its wrapper, or None
+        (the wrapper reads ``.wmproxy/job.marshal``).
 
         Raises:
             ZygoteError: the zygote died or answered nothing usable (in time); whether some
                 wrappers of this call were started is then unknown.
         """
         try:
-            self._sock.sendall(b"".join(d.encode() + b"\n" for d in work_dirs))
+            given = specs if specs is not None else [None] * len(work_dirs)
+            self._sock.sendall(b"".join(d.encode() + (b"" if spec is None else b"\0" + spec.hex().encode()) + b"\n"
+                                        for d, spec in zip(work_dirs, given, strict=True)))
             answers = [self._reader.readline() for _ in work_dirs]
         except OSError as exc:
             raise ZygoteError(f"the wrapper fork server does not answer: {exc}") from None
@@ -203,7 +213,8 @@ def _set_title(title: bytes, area: tuple[int, int] | None) -> None:
     ctypes.memmove(start, padded, len(padded))
 
 
-def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, run: object) -> None:
+def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, run: object,
+           spec: bytes | None = None) -> None:
     """In the forked child: set the wrapper up, tell the zygote, run the job; never returns.
 
     Standard input, output and error are ``/dev/null``; the wrapper creates a fresh
@@ -240,7 +251,7 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
         _set_title(title, area)
         os.write(report, b"ok")
         os.close(report)
-        code = run(work_dir, log_dir=state_fd)  # type: ignore[operator]
+        code = run(work_dir, log_dir=state_fd, spec=spec)  # type: ignore[operator]
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
         code = 2
     finally:
@@ -286,17 +297,24 @@ def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object,
     try:
         started: list[tuple[int, int] | str] = []
         for line in lines:
-            title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), line])
-            started.append(_fork(line.decode(errors="replace"), title, area, run))
+            path, _, spec = line.partition(b"\0")
+            title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), path])
+            started.append(_fork(path.decode(errors="replace"), title, area, run, spec or None))
         return [_answer(child) for child in started]
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
-def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object) -> tuple[int, int] | str:
-    """``(pid, read end of its report pipe)``, or the refusal to answer."""
+def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object,
+          spec: bytes | None = None) -> tuple[int, int] | str:
+    """``(pid, read end of its report pipe)``, or the refusal to answer. ``spec``: the job's
+    spec in hexadecimal (the protocol's), None to have the wrapper read ``job.marshal``."""
     if not os.path.isabs(work_dir) or "\n" in work_dir:
         return "E the work dir must be an absolute path"
+    try:
+        raw = None if spec is None else bytes.fromhex(spec.decode("ascii"))
+    except ValueError:
+        return "E the job's spec is not hexadecimal"
     read_end, write_end = os.pipe()
     try:
         pid = os.fork()
@@ -306,7 +324,7 @@ def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object
         return f"E Cannot start the job wrapper: {exc.strerror}"
     if pid == 0:
         os.close(read_end)
-        _child(work_dir, title, area, write_end, run)
+        _child(work_dir, title, area, write_end, run, raw)
     os.close(write_end)
     return pid, read_end
 

@@ -98,7 +98,16 @@ def _runner(work_root: Path, account: Account | None) -> Iterator[Runner]:
 class TestOutcome:
     def test_exit_code_times_and_started_file_are_recorded(self, runner: Runner) -> None:
         work = runner.work_dir()
-        code, status = runner.run(work, sh("echo out; echo err >&2; exit 7"))
+        process = runner.start(work, sh("echo out; echo err >&2; while test ! -e go; do sleep 0.05; done; exit 7"))
+        started_path = work / ".wmproxy" / "started.json"
+        wait_for(lambda: started_path.exists() and started_path.read_bytes().endswith(b"\n"), "started.json")
+        started = json.loads(started_path.read_text())
+        assert started["job_id"] == JOB and started["payload_pid"] > 0
+        assert identity.payload_started(work, runner.account)
+        (work / "go").write_text("")
+        _, err = process.communicate(timeout=DEADLINE)
+        code, status = process.returncode, identity.read_status(work, runner.account)
+        assert status is not None, err.decode()
         assert code == 7
         assert (status.exit_code, status.signal, status.failure) == (7, None, None)
         assert status.payload_started and not status.succeeded
@@ -107,9 +116,21 @@ class TestOutcome:
         assert status.started_at <= status.payload_started_at <= status.ended_at
         assert (work / "std.out").read_text() == "out\n"
         assert (work / "std.err").read_text() == "err\n"
-        started = json.loads((work / ".wmproxy" / "started.json").read_text())
-        assert started["job_id"] == JOB and started["payload_pid"] > 0
         assert identity.payload_started(work, runner.account)
+        # started.json became status.json: one inode for both, no temporary file left
+        assert sorted(p.name for p in (work / ".wmproxy").iterdir()) == ["job.marshal", "status.json"]
+
+    def test_a_job_that_removes_started_json_still_gets_its_status(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, sh("rm .wmproxy/started.json; exit 3"))
+        assert code == 3 and status.payload_started and status.exit_code == 3
+        assert sorted(p.name for p in (work / ".wmproxy").iterdir()) == ["job.marshal", "status.json"]
+
+    def test_a_payload_that_never_ran_leaves_a_status_and_no_started_file(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        code, status = runner.run(work, JobSpec(job_id=JOB, executable="/nonexistent/program"))
+        assert code == 127 and not status.payload_started
+        assert sorted(p.name for p in (work / ".wmproxy").iterdir()) == ["job.marshal", "status.json"]
 
     def test_success(self, runner: Runner) -> None:
         work = runner.work_dir()

@@ -19,7 +19,7 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.execution.backends import BackendError, JobOutcome, RunHandle
 from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, Account
-from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
+from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME
 from wmproxy.security.proxy import credential_pem, make_proxy
 
 
@@ -179,9 +179,34 @@ class TestOnceOnly:
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:
         handle, _ = run(backend, launch(input_dir, account, "exit 0"))
-        assert (handle.work_dir / STATE_DIR / STARTED_NAME).exists()
+        assert not (handle.work_dir / STATE_DIR / STARTED_NAME).exists()  # renamed to status.json at the end
         with pytest.raises(BackendError, match="already been started"):
             backend.prepare(launch(input_dir, account, "true"))
+
+    def test_a_work_dir_whose_status_says_started_is_never_prepared_again(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle, _ = run(backend, launch(input_dir, account, "exit 0"))
+        status = handle.work_dir / STATE_DIR / STATUS_NAME
+        text = status.read_text()
+        (handle.work_dir / STATE_DIR / STARTED_NAME).unlink(missing_ok=True)  # as the wrapper leaves it
+        with pytest.raises(BackendError, match="already been started"):
+            backend.prepare(launch(input_dir, account, "true"))
+        status.write_text("{")  # unreadable: taken as started
+        with pytest.raises(BackendError, match="already been started"):
+            backend.prepare(launch(input_dir, account, "true"))
+        status.write_text(text.replace('"payload_started": true', '"payload_started": false'))
+        backend.prepare(launch(input_dir, account, "true"))  # never started (e.g. its prologue failed): again
+
+    def test_a_job_forked_by_the_zygote_gets_its_spec_in_memory(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle = backend.prepare(launch(input_dir, account, "exit 4"))
+        assert not (handle.work_dir / STATE_DIR / SPEC_NAME).exists()  # one inode fewer per job
+        backend.spawn(handle)
+        wait_for(lambda: backend.poll(handle) is not None, "the job to end")
+        assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=4, payload_started=True)
+        assert handle.process is None and not (handle.work_dir / STATE_DIR / SPEC_NAME).exists()
 
     def test_a_root_worker_without_an_account_starts_nothing(self, backend: LocalExecutionBackend,
                                                              input_dir: Path) -> None:

@@ -86,6 +86,9 @@ class RunHandle:
             :meth:`ExecutionBackend.spawn`.
         process: the wrapper's ``Popen`` while the spawning worker holds it.
         cancel_sent_at: monotonic time the cancel was sent, None if not cancelled.
+        spec: the job's spec (``JobSpec.to_bytes``) not written to the work dir yet: the
+            local backend hands it to the wrapper through its zygote, and writes
+            ``.wmproxy/job.marshal`` only when it starts the wrapper itself; None once written.
     """
 
     ref: str
@@ -94,6 +97,7 @@ class RunHandle:
     pid: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     cancel_sent_at: float | None = None
+    spec: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
-from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR
+from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
 from wmproxy.security.chain import load_pem_chain
 
@@ -107,7 +107,7 @@ class LocalExecutionBackend:
         name = to_filename(launch.job_id)
         work_dir = self.work_root / name
         if os.path.lexists(work_dir):
-            if os.path.lexists(work_dir / STATE_DIR / STARTED_NAME):
+            if _ever_started(work_dir):
                 raise BackendError(f"The job {launch.job_id} has already been started in {work_dir}")
             self._remove(name)
         try:
@@ -123,11 +123,16 @@ class LocalExecutionBackend:
             if launch.proxy_pem and launch.spec.proxy:  # not fsynced: a crash before the start means a new prepare
                 identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False,
                                        fresh=launch.spec.proxy not in launch.isb_files)  # else it replaces the file
-            identity.write_spec(work_dir, launch.spec, launch.account, sync=False, fresh=True)
+            if self.use_zygotes:  # handed to the wrapper through the zygote: no job.marshal (an inode)
+                identity.check_spec(launch.spec)
+                spec: bytes | None = launch.spec.to_bytes()
+            else:
+                identity.write_spec(work_dir, launch.spec, launch.account, sync=False, fresh=True)
+                spec = None
         except WMProxyError as exc:
             self._remove(name)
             raise BackendError(str(exc)) from None
-        return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account)
+        return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account, spec=spec)
 
     def spawn(self, handle: RunHandle) -> RunHandle:
         """Start the wrapper of a prepared job as its account (unless :meth:`spawn_batch`
@@ -146,6 +151,9 @@ class LocalExecutionBackend:
             return handle  # the pid is None when the wrapper ended before it could be checked
         if handle.pid is None:
             try:
+                if handle.spec is not None:  # no zygote took it: the wrapper reads it from the work dir
+                    identity.write_spec_bytes(handle.work_dir, handle.spec, handle.account)
+                    handle.spec = None
                 process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
             except IdentityError as exc:
                 raise BackendError(str(exc)) from None
@@ -173,7 +181,7 @@ class LocalExecutionBackend:
             if launcher is None:
                 continue
             try:
-                results = launcher.request([str(h.work_dir) for h in group])
+                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group])
             except ZygoteError as exc:
                 self._zygote_failed(account, str(exc))
                 for handle in group:  # the zygote may have forked some before it failed
@@ -195,6 +203,7 @@ class LocalExecutionBackend:
                     self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
                     continue
                 self._launched[id(handle)] = None
+                handle.spec = None  # the wrapper has it
                 if started is not None:  # None: it has ended and been reaped already (its status tells)
                     handle.pid = result[0]
                     handle.ref = self._ref(result[0], handle.work_dir.name, started)
@@ -446,6 +455,22 @@ class _Remover:
                 log.warning("could not remove the discarded work directory %s: %s", name, exc)
             if end is not None and time.monotonic() >= end:
                 return
+
+
+def _ever_started(work_dir: Path) -> bool:
+    """Whether a work dir left behind ever ran its payload: ``started.json`` is there (whatever
+    it holds), or a ``status.json`` (the wrapper renames ``started.json`` to it at the end) that
+    says so or cannot be read."""
+    state = work_dir / STATE_DIR
+    if os.path.lexists(state / STARTED_NAME):
+        return True
+    if not os.path.lexists(state / STATUS_NAME):
+        return False
+    try:
+        status = identity.read_status(work_dir, None, any_owner=True)
+    except (WrapperStatusError, IdentityError):
+        return True
+    return status is None or status.payload_started
 
 
 def check_proxy_shape(proxy_pem: bytes) -> None:

@@ -229,8 +229,8 @@ class SlurmExecutionBackend:
         self.cluster = cluster
         self.refresh = refresh
         self.status_grace = status_grace
-        self._files = LocalExecutionBackend(self.work_root, kill_grace=kill_grace, python=python,
-                                            background_removal=background_removal)
+        self._files = LocalExecutionBackend(self.work_root, kill_grace=kill_grace, python=python,  # no zygotes:
+                                            background_removal=background_removal, zygotes=False)  # job.marshal
         self._followed: dict[str, _Followed] = {}
         self._queue: dict[str, QueuedJob] = {}
         self._queried: set[str] = set()  # the ids the last squeue asked for
