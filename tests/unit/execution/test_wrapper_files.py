@@ -1,7 +1,9 @@
 """How the job wrapper writes ``started.json``: a new file (``O_EXCL``, no temporary name),
 read back by the worker as written; an entry planted under that name (the job runs as the
-same account) is replaced, never followed. Likewise the ``wrapper.log`` a wrapper forked by
-the zygote creates when it first writes."""
+same account) is replaced, never followed. Its final status goes into that file, renamed to
+``status.json``. Likewise the ``wrapper.log`` a wrapper forked by the zygote creates when it
+first writes. What a trivial job's wrapper asks of the file system: three fsyncs, two new
+inodes (``tmp/`` and ``started.json``)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.execution.wrapper_support import DEADLINE, PYTHON
+from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON
 from wmproxy.execution import identity
 from wmproxy.execution.backends import RunHandle
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import WRAPPER_PATH
-from wmproxy.execution.jobwrapper import LOG_NAME, STARTED_NAME, STATE_DIR, _write_new
+from wmproxy.execution.jobwrapper import (
+    LOG_NAME,
+    STARTED_NAME,
+    STATE_DIR,
+    STATUS_NAME,
+    JobSpec,
+    _finish_started,
+    _write_new,
+)
 
 DATA = {"version": 1, "job_id": "https://lb.example.org:9000/AbC", "wrapper_pid": 7, "payload_pid": 8,
         "payload_started_at": "2026-12-03T10:00:00.000000Z"}
@@ -37,7 +47,9 @@ def state(tmp_path: Path) -> Iterator[int]:
 
 
 def test_started_json_is_created_as_the_worker_reads_it(tmp_path: Path, state: int) -> None:
-    _write_new(state, STARTED_NAME, DATA)
+    fd = _write_new(state, STARTED_NAME, DATA)
+    assert fd is not None
+    os.close(fd)
     assert json.loads((tmp_path / STATE_DIR / STARTED_NAME).read_text()) == DATA
     assert identity.payload_started(tmp_path, None)
     assert os.listdir(tmp_path / STATE_DIR) == [STARTED_NAME]  # no temporary file left
@@ -47,10 +59,43 @@ def test_a_planted_entry_is_replaced_not_followed(tmp_path: Path, state: int) ->
     target = tmp_path / "elsewhere"
     target.write_text("untouched")
     (tmp_path / STATE_DIR / STARTED_NAME).symlink_to(target)
-    _write_new(state, STARTED_NAME, DATA)
+    assert _write_new(state, STARTED_NAME, DATA) is None  # written aside and renamed: nothing kept open
     started = tmp_path / STATE_DIR / STARTED_NAME
     assert not started.is_symlink() and json.loads(started.read_text()) == DATA
     assert target.read_text() == "untouched"
+
+
+def test_the_final_status_is_started_json_renamed(tmp_path: Path, state: int) -> None:
+    fd = _write_new(state, STARTED_NAME, DATA)
+    assert fd is not None
+    inode = (tmp_path / STATE_DIR / STARTED_NAME).stat().st_ino
+    final = {**DATA, "payload_started": True, "notes": ["a longer record than the first " * 20]}
+    _finish_started(state, fd, final)
+    assert os.listdir(tmp_path / STATE_DIR) == [STATUS_NAME]
+    assert (tmp_path / STATE_DIR / STATUS_NAME).stat().st_ino == inode
+    assert json.loads((tmp_path / STATE_DIR / STATUS_NAME).read_text()) == final
+    short = {"version": 1}
+    fd = _write_new(state, STARTED_NAME, final)
+    assert fd is not None
+    _finish_started(state, fd, short)  # shorter than what was there: nothing of it left
+    assert json.loads((tmp_path / STATE_DIR / STATUS_NAME).read_text()) == short
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
+def test_a_trivial_jobs_wrapper_makes_two_inodes_and_three_fsyncs(tmp_path: Path) -> None:
+    work = identity.prepare_work_dir(tmp_path, "job", None)
+    identity.write_spec(work, JobSpec(job_id=JOB, executable="/bin/true"), None)  # no StdOutput/StdError
+    trace = tmp_path / "trace"
+    traced = "trace=fsync,fdatasync,openat,mkdirat,mkdir"
+    wrapper = [PYTHON, "-I", "-S", str(WRAPPER_PATH), str(work)]
+    subprocess.run(["/usr/bin/strace", "-f", "-qq", "-o", str(trace), "-e", traced, *wrapper],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=DEADLINE, check=True)
+    calls = trace.read_text().splitlines()
+    assert identity.read_status(work, None) is not None
+    assert len([c for c in calls if "fsync(" in c or "fdatasync(" in c]) == 3
+    created = [c for c in calls if ("O_CREAT" in c and "= -1" not in c and "/dev/null" not in c) or "mkdir" in c]
+    assert len(created) == 2, created  # tmp/ and started.json, which becomes status.json
+    assert sorted(os.listdir(work / STATE_DIR)) == ["job.marshal", STATUS_NAME]
 
 
 def test_an_empty_started_json_counts_as_started(tmp_path: Path) -> None:
