@@ -9,7 +9,9 @@ zygote's fork, the wrapper it forks, the payload the wrapper starts).
 Both zygotes run as the current user (``python3 -I -S zygote.py``, as
 :func:`~wmproxy.execution.identity.zygote_command` starts it without an account), each with
 its own revision's wrapper beside it, and are driven by this tree's
-:class:`~wmproxy.execution.zygote.Zygote` (the protocol is the same). Each request names
+:class:`~wmproxy.execution.zygote.Zygote` (the protocol is the same; with ``--inline`` this
+tree's zygote gets the specs with the requests, as this tree's local backend sends them, while
+the base's wrappers read ``job.marshal``). Each request names
 ``--batch`` fresh work dirs (under ``/var/tmp``, a disk) holding ``.wmproxy``:
 
 - ``--payload true`` (default): with a spec running ``/bin/true``, as the worker writes it;
@@ -63,8 +65,10 @@ def has_children(pid: int) -> bool:
 
 
 def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, spec: bytes | None,
-                proxy: bytes | None = None) -> tuple[float, float]:
-    """(mean wall ms of one ``request`` of ``size`` fresh work dirs, CPU ms per job)."""
+                proxy: bytes | None = None, inline: bool = False) -> tuple[float, float]:
+    """(mean wall ms of one ``request`` of ``size`` fresh work dirs, CPU ms per job). ``inline``:
+    the spec goes with the request (as this tree's local backend sends it), not into
+    ``job.marshal``."""
     pid = zygote.process.pid
     total = 0.0
     cpu = cpu_seconds(pid)
@@ -73,14 +77,14 @@ def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, s
         for i in range(size):
             work = root / f"{tag}-{b}-{i}"
             (work / STATE_DIR).mkdir(parents=True)
-            if spec is not None:
+            if spec is not None and not inline:
                 (work / STATE_DIR / SPEC_NAME).write_bytes(spec)
             if proxy is not None:
                 (work / PROXY).write_bytes(proxy)
                 (work / PROXY).chmod(0o600)
             dirs.append(str(work))
         begin = time.perf_counter()
-        answers = zygote.request(dirs)
+        answers = zygote.request(dirs, [spec] * size) if inline and spec is not None else zygote.request(dirs)
         total += time.perf_counter() - begin
         if any(isinstance(a, Exception) for a in answers):
             raise RuntimeError(f"a wrapper was refused: {answers}")
@@ -137,6 +141,9 @@ def main() -> int:
     parser.add_argument("--payload", choices=("none", "true", "agent"), default="true",
                         help="true: a spec running /bin/true (default); agent: the same job with a proxy and "
                              "inspection on; none: no spec")
+    parser.add_argument("--inline", action="store_true",
+                        help="this tree's zygote gets the specs with the requests (as its local backend sends them), "
+                             "the base's reads job.marshal (a base whose zygote takes no specs)")
     args = parser.parse_args()
     python = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable
     root = Path(tempfile.mkdtemp(prefix="wmproxy-zygote-", dir="/var/tmp"))
@@ -163,7 +170,7 @@ def main() -> int:
             for window in range(args.windows):
                 for name in ("base", "this") if window % 2 else ("this", "base"):
                     w, c = run_batches(zygotes[name], root / "work", args.batches, args.batch, f"{name}{window}", spec,
-                                       proxy)
+                                       proxy, inline=name == "this" and args.inline)
                     wait[name].append(w)
                     cpu[name].append(c)
                 shutil.rmtree(root / "work", ignore_errors=True)
