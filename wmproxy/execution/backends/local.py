@@ -3,9 +3,11 @@
 Each job gets ``<work root>/<to_filename(job id)>`` (:func:`identity.prepare_work_dir`),
 its input sandbox copied in through descriptors (``O_EXCL | O_NOFOLLOW``), everything
 handed to the account, the proxy copy ``user.proxy`` (0600, the account's), and the
-wrapper's ``.wmproxy/job.marshal``. The wrapper (:func:`identity.spawn_wrapper`) leads its
-own session, so it survives the worker: a worker that stops (SIGTERM drain) or dies
-leaves its jobs running, and the worker that adopts them follows them here.
+wrapper's spec: sent with the zygote's request (:mod:`wmproxy.execution.zygote`), or written
+to ``.wmproxy/job.marshal`` when the worker starts the wrapper itself
+(:func:`identity.spawn_wrapper`). The wrapper leads its own session, so it survives the
+worker: a worker that stops (SIGTERM drain) or dies leaves its jobs running, and the worker
+that adopts them follows them here.
 
 Backend reference (``jobs.backend_ref``): ``local:<host>:<wrapper pid>:<work dir name>``,
 with ``-`` for the pid between :meth:`LocalExecutionBackend.prepare` and
