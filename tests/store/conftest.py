@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,35 @@ def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(database_url)
     yield make_session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def down_to(factory: sessionmaker[Session],
+            database_url: str) -> Callable[[str], contextlib.AbstractContextManager[None]]:
+    """``with down_to("0011"):`` runs its block on the module's database migrated down to that
+    revision (the factory's pooled connections dropped), then brings it back to the newest one."""
+    from alembic import command
+    from alembic.config import Config
+
+    from wmproxy.admin import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = database_url
+    config.attributes["configure_logger"] = False
+    engine = factory.kw["bind"]
+
+    @contextlib.contextmanager
+    def migrated(revision: str) -> Iterator[None]:
+        try:
+            command.downgrade(config, revision)
+            engine.dispose()
+            yield
+        finally:
+            command.upgrade(config, "head")
+            engine.dispose()
+
+    return migrated
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
-from wmproxy.admin import MIGRATIONS_DIR
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job, JobAclEntry, UTCDateTime
 
@@ -29,24 +28,15 @@ def _add_job(factory: sessionmaker[Session], name: str, owner: str = "/CN=owner"
 
 class TestMigration0008:
     def test_rows_written_before_it_are_state_changes_reported_by_the_service(
-            self, factory: sessionmaker[Session], database_url: str) -> None:
+            self, factory: sessionmaker[Session], down_to: Callable[[str], AbstractContextManager[None]]) -> None:
         job_id = _add_job(factory, "old")
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.attributes["url"] = database_url
-        config.attributes["configure_logger"] = False
         engine = factory.kw["bind"]
-        try:
-            command.downgrade(config, "0008-1")
-            engine.dispose()
+        with down_to("0008-1"):
             assert {"kind", "source"}.isdisjoint(c["name"] for c in sa.inspect(engine).get_columns("job_events"))
             with engine.begin() as conn:
                 insert = sa.text("insert into job_events (job_id, state, reason, at) values (:j, 'Running', "
                                  "'old row', :at)").bindparams(sa.bindparam("at", type_=UTCDateTime()))
                 conn.execute(insert, {"j": job_id, "at": T0})
-        finally:
-            command.upgrade(config, "head")
-            engine.dispose()
         with UnitOfWork(factory) as uow:
             events = uow.jobs.history(job_id)
             assert [(e.state, e.kind, e.source, e.reason) for e in events] == [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import classad2
@@ -35,28 +34,28 @@ class RegisteredArea(Protocol):
         ...
 
     @property
-    def input_dir(self) -> Path:
-        """Where the job's input sandbox files are (a node's: the parent's input)."""
+    def input_text(self) -> str:
+        """Where the job's input sandbox files are (a node's: the parent's input), as text."""
         ...
 
     @property
     def input_uri(self) -> str:
-        """URI of ``input_dir``."""
+        """URI of ``input_text``."""
         ...
 
     @property
-    def output_dir(self) -> Path:
-        """Where the job's output sandbox is collected (always the job's own)."""
+    def output_text(self) -> str:
+        """Where the job's output sandbox is collected (always the job's own), as text."""
         ...
 
     @property
     def output_uri(self) -> str:
-        """URI of ``output_dir``."""
+        """URI of ``output_text``."""
         ...
 
     @property
-    def proxy_file(self) -> Path:
-        """The job's proxy file."""
+    def proxy_text(self) -> str:
+        """The job's proxy file, as text."""
         ...
 
 
@@ -89,7 +88,7 @@ def registered_ad(
         ad: the user's JDL (for a compound job its DAG-level ad or a node's ad); not
             modified. Validated with :func:`wmproxy.jdl.describe` unless
             ``description`` is given.
-        area: the job's area (paths absolute, URIs https).
+        area: the job's area (paths absolute, as text; URIs https).
         job_id: the new job id, stored as ``edg_jobid``.
         certificate_subject: the caller's DN without proxy CNs.
         proxy_vo: VO of the delegated proxy's first FQAN, if any.
@@ -122,9 +121,9 @@ def registered_ad(
     if proxy_fqan:
         out["VOMS_FQAN"] = proxy_fqan
     out["WMPInputSandboxBaseURI"] = area.base_uri
-    out["InputSandboxPath"] = str(area.input_dir)
-    out["OutputSandboxPath"] = str(area.output_dir)
-    out["X509UserProxy"] = str(area.proxy_file)
+    out["InputSandboxPath"] = area.input_text
+    out["OutputSandboxPath"] = area.output_text
+    out["X509UserProxy"] = area.proxy_text
     if "MyProxyServer" in out:
         del out["MyProxyServer"]
     if myproxy_server:

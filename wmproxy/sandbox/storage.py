@@ -66,11 +66,18 @@ OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 TMP_SUFFIX = ".wmproxy-part"
 """Suffix of in-progress temporary files; hidden from listings and output lists."""
 
+def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
+    """A :class:`JobArea` attribute: the :class:`~pathlib.Path` of ``text(area)``, made once."""
+    return functools.cached_property(lambda area: Path(text(area)))
+
+
 @dataclass(frozen=True)
 class JobArea:
     """Where a job's files are, on disk and as URIs: the one source of these paths.
 
-    Built by :meth:`FilesystemSandboxStorage.job_area`; nothing else derives them.
+    Built by :meth:`FilesystemSandboxStorage.job_area`; nothing else derives them. The
+    paths are kept as text and made :class:`~pathlib.Path` objects on first use (a jobSubmit
+    reads three of the six: issue 14).
 
     Attributes:
         job_id: the job id.
@@ -86,20 +93,36 @@ class JobArea:
         input_uri: URI of ``input_dir``.
         output_uri: URI of ``output_dir``.
         peek_uri: URI of ``peek_dir``.
+        dir_text, input_text, work_text: ``dir``, ``input_dir`` and ``work_dir`` as text
+            (``output_text`` and ``proxy_text`` are ``output_dir`` and ``proxy_file``'s).
     """
 
     job_id: str
     rel_dir: str
-    dir: Path
-    input_dir: Path
-    output_dir: Path
-    peek_dir: Path
-    work_dir: Path
-    proxy_file: Path
     base_uri: str
     input_uri: str
     output_uri: str
     peek_uri: str
+    dir_text: str
+    input_text: str
+    work_text: str
+
+    @property
+    def output_text(self) -> str:
+        """``output_dir`` as text."""
+        return f"{self.dir_text}/output"
+
+    @property
+    def proxy_text(self) -> str:
+        """``proxy_file`` as text."""
+        return f"{self.work_text}/{domain.JOB_PROXY_NAME}"
+
+    dir = _path_of(lambda area: area.dir_text)
+    input_dir = _path_of(lambda area: area.input_text)
+    output_dir = _path_of(lambda area: area.output_text)
+    peek_dir = _path_of(lambda area: f"{area.dir_text}/peek")
+    work_dir = _path_of(lambda area: area.work_text)
+    proxy_file = _path_of(lambda area: area.proxy_text)
 
 
 Commit = Callable[[int, Callable[[], None]], None]
@@ -209,6 +232,8 @@ class FilesystemSandboxStorage:
         self.dir_name = dir_name
         self.base_url = base_url.rstrip("/")
         self.work_root = Path(os.path.abspath(work_root)) if work_root is not None else self.root / "work"
+        # The roots as text, for the job areas' paths (joined as text: issue 14).
+        self._root_text, self._work_root_text = str(self.root), str(self.work_root)
         # A request asks for the same job's paths several times (jobSubmit: create, then the
         # JobArea): the id check and to_filename are done once per recent job (issue 14).
         self._rel_dirs = functools.lru_cache(maxsize=1024)(self._job_rel_dir)
@@ -249,21 +274,16 @@ class FilesystemSandboxStorage:
         rel_dir = self.job_rel_dir(job_id)
         input_rel = f"{self.job_rel_dir(parent_id) if parent_id else rel_dir}/input"
         base_uri = f"{self.base_url}/{rel_dir}"
-        job_dir = self.root / rel_dir
-        work_dir = self.work_root / rel_dir.rsplit("/", 1)[1]  # to_filename(job_id)
         return JobArea(
             job_id=job_id,
             rel_dir=rel_dir,
-            dir=job_dir,
-            input_dir=self.root / input_rel if parent_id else job_dir / "input",
-            output_dir=job_dir / "output",
-            peek_dir=job_dir / "peek",
-            work_dir=work_dir,
-            proxy_file=work_dir / domain.JOB_PROXY_NAME,
             base_uri=base_uri,
             input_uri=f"{self.base_url}/{input_rel}",
             output_uri=f"{base_uri}/output",
             peek_uri=f"{base_uri}/peek",
+            dir_text=os.path.join(self._root_text, rel_dir),
+            input_text=os.path.join(self._root_text, input_rel),
+            work_text=os.path.join(self._work_root_text, rel_dir.rsplit("/", 1)[1]),  # to_filename(job_id)
         )
 
     def has_job_area(self, job_id: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -81,7 +82,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # the job id URL
-    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     node_name: Mapped[str | None] = mapped_column(String(255))
     owner_dn: Mapped[str] = mapped_column(String(512), index=True)
     delegation_id: Mapped[str] = mapped_column(String(64))
@@ -92,9 +93,9 @@ class Job(Base):
     jdl_registered: Mapped[str] = mapped_column(Text)
     sandbox_dir: Mapped[str] = mapped_column(String(512), index=True)  # relative to the sandbox root
     backend_ref: Mapped[str | None] = mapped_column(String(255))  # e.g. "local:<host>:<wrapper pid>:<work dir>"
-    worker: Mapped[str | None] = mapped_column(String(255), index=True)  # execution worker holding the job
+    worker: Mapped[str | None] = mapped_column(String(255))  # execution worker holding the job
     perusal_files: Mapped[str | None] = mapped_column(Text)  # enableFilePerusal list, newline separated
-    local_account: Mapped[str | None] = mapped_column(String(64), index=True)  # mapped Unix account
+    local_account: Mapped[str | None] = mapped_column(String(64))  # mapped Unix account
     destination: Mapped[str | None] = mapped_column(String(255))  # GlueCEUniqueID of the CE last matched
     shallow_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # shallow resubmissions
     deep_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # deep resubmissions
@@ -103,9 +104,27 @@ class Job(Base):
 
 
 
+def _partial_index(name: str, *columns: Any) -> Index:
+    """An index of the rows whose first column is not NULL, on SQLite and PostgreSQL alike.
+
+    A job is inserted with no parent (unless it is a node), no worker and, without a mapping,
+    no local account: those rows stay out of these b-trees, and a submission writes four of
+    the table's b-trees instead of eight (migration 0012, issue 14). A query with ``column =
+    value`` (or ``IN``) implies ``column IS NOT NULL``, so both databases use the index for
+    it; nothing looks jobs up by ``IS NULL`` of these columns through an index.
+    """
+    where = columns[0].is_not(None)
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 #: A compound job's state is decided by "is a node in one of these states" (issue 14: no
-#: load of every node at each node change).
-Index("ix_jobs_parent_state", Job.parent_id, Job.state)
+#: load of every node at each node change). It also serves ``parent_id = ?`` alone (a
+#: compound job's nodes): a separate index on ``parent_id`` would be its prefix.
+_partial_index("ix_jobs_parent_state", Job.parent_id, Job.state)
+#: The jobs a worker holds (adoption, a restarted worker's jobs).
+_partial_index("ix_jobs_worker", Job.worker)
+#: Whether an account has live jobs (the pool's idle leases).
+_partial_index("ix_jobs_local_account", Job.local_account)
 
 class JobEvent(Base):
     """State history of a job, oldest first (what L&B events were to the reference)."""

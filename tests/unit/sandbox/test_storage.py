@@ -379,6 +379,21 @@ class TestJobAreaValue:
         with pytest.raises(InvalidArgumentError):
             storage.job_area(JOB, parent_id="https://h:9000/../../x")
 
+    @pytest.mark.parametrize(("root", "work_root"), [
+        ("/", None), ("/srv/sandbox/", "/var/work/"), ("//srv//sandbox", "//var/./work"), ("rel/root", "rel/work")])
+    def test_the_paths_as_text_are_the_paths(self, root: str, work_root: str | None) -> None:
+        """The text forms the registered JDL is written from are the paths themselves, whatever
+        the spelling of the roots (a trailing slash, doubled slashes, ``.``, the root directory,
+        a relative root)."""
+        storage = FilesystemSandboxStorage(root, base_url=BASE_URL, work_root=work_root)
+        for area in (storage.job_area(JOB), storage.job_area(OTHER, JOB)):
+            texts = (area.dir_text, area.input_text, area.output_text, area.work_text, area.proxy_text)
+            paths = (area.dir, area.input_dir, area.output_dir, area.work_dir, area.proxy_file)
+            assert texts == tuple(str(path) for path in paths)
+            assert area.dir == storage.root / area.rel_dir == storage.job_dir(area.job_id)
+            assert area.work_dir == storage.work_root / area.rel_dir.rsplit("/", 1)[1]
+            assert area.peek_dir == area.dir / "peek"
+
     def test_the_area_is_a_frozen_value(self, storage: FilesystemSandboxStorage) -> None:
         area = storage.job_area(JOB)
         with pytest.raises(AttributeError):
