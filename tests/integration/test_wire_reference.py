@@ -141,6 +141,9 @@ class TestDelegation:
         )
         with pytest.raises(zeep.exceptions.Fault):
             alice.deleg2.renewProxyReq("no-such-delegation")
+        # The deployment is shared: alice's default delegation, left valid, would refuse a later
+        # test's getNewProxyReq ("Previous client delegated proxy still valid").
+        alice.deleg2.destroy(new.delegationID)
 
     def test_get_service_metadata_is_not_supported(self, alice: ReferenceClient) -> None:
         with pytest.raises(zeep.exceptions.Fault) as err:
