@@ -480,6 +480,11 @@ class SlurmExecutionBackend:
                 return _failure(followed.expired, started, recorded=False)
             return _failure(f"the job wrapper ended without recording the job's outcome; Slurm job {job_id}: "
                             f"{self._slurm_end(job_id, queued)}{self._log_tail(handle)}", started, recorded=False)
+        if followed.cancelled and status.cancelled_by is None and status.signal is not None:
+            # Cancelled by wmproxy, the payload killed by a signal, but no cancelled_by: Slurm
+            # signalled the payload too (a plain scancel, or the job's end), and the wrapper
+            # recorded its death before it handled its own SIGTERM. Still the job we cancelled.
+            return JobOutcome(JobState.CANCELLED, exit_code=status.shell_exit_code, payload_started=started)
         signalled = status.cancelled_by is not None or status.signal is not None
         if signalled and not followed.cancelled:  # Slurm may have signalled the wrapper or the payload
             if followed.expired is not None:
