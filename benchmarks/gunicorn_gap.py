@@ -39,7 +39,6 @@ import argparse
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import soap_ratios
-from perf_support import client_context, database, group_cpu, post, site
+from perf_support import client_context, database, group_cpu, post, site, summary
 
 #: Requests one operation makes.
 REQUESTS = {"getVersion": 1, "jobSubmit": 1, "delegation": 2}
@@ -178,10 +177,6 @@ def gunicorn_window(s: Any, op: str, calls: int, window: int, pooled: bool) -> f
         conn.close()
 
 
-def spread(values: list[float]) -> str:
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
@@ -233,8 +228,8 @@ def main() -> None:
         k = REQUESTS[op]
         gaps = [(g - k * bg) - (i - k * bi) for g, i, bg, bi in zip(
             figures[op]["gunicorn"], figures[op]["in process"], base["gunicorn"], base["in process"], strict=True)]
-        print(f"  {op:<11} gunicorn {spread(figures[op]['gunicorn'])}  in process {spread(figures[op]['in process'])}"
-              + ("" if op == "getVersion" else f"  gap {spread(gaps)}"), flush=True)
+        print(f"  {op:<11} gunicorn {summary(figures[op]['gunicorn'])}  in process {summary(figures[op]['in process'])}"
+              + ("" if op == "getVersion" else f"  gap {summary(gaps)}"), flush=True)
 
 
 if __name__ == "__main__":
