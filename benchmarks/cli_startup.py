@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import site
+from perf_support import site, summary
 
 from tests.integration.service import BIN
 from wmproxy.client import WMProxyClient
@@ -64,10 +64,6 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     if done.returncode != 0:
         raise SystemExit(f"{argv[:3]} failed: {done.stderr or done.stdout}")
     return elapsed
-
-
-def spread(values: list[float]) -> str:
-    return f"min {min(values):.2f}  median {statistics.median(values):.2f}  max {max(values):.2f}"
 
 
 def main() -> None:
@@ -109,9 +105,9 @@ def main() -> None:
             print(f"window {window + 1}: " + "  ".join(f"{n} {med[n] * 1000:.0f} ms" for n in commands))
         print()
         for name, values in medians.items():
-            print(f"{name:>10} (s, medians of windows): {spread(values)}")
+            print(f"{name:>10} (s, medians of windows): {summary(values, 2)}")
         for name, values in ratios.items():
-            print(f"{name:>10} (ratio):                 {spread(values)}")
+            print(f"{name:>10} (ratio):                 {summary(values, 2)}")
         print("target: status/raw <= 3.00")
 
 

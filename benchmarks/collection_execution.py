@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from perf_support import sqlite_reader
+from perf_support import sqlite_reader, summary
 
 from tests.accounts import local_accounts
 from tests.support import delegate_in_process
@@ -119,10 +119,6 @@ def _reader(rt: Runtime) -> sqlite3.Connection:
     return sqlite_reader(rt.settings.database.url.removeprefix("sqlite:///"))
 
 
-def spread(values: list[float]) -> str:
-    return f"{min(values):7.2f} / {statistics.median(values):7.2f} / {max(values):7.2f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=100, help="nodes of the small collection, default 100")
@@ -171,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print(f"collections of /bin/true nodes, SQLite, in-process worker (local backend, mapping on, "
           f"max_running {args.max_running}), {os.cpu_count()} cores")
-    print("per node, ms, min / median / max over the windows:")
-    print(f"  {args.small:6d} nodes ({args.windows} runs): CPU {spread(small_cpu)}   wall {spread(small_wall)}")
-    print(f"  {args.large:6d} nodes ({args.windows} windows): CPU {spread(large_cpu)}   wall {spread(large_wall)}")
-    print(f"  {args.large:6d} nodes, last window:   CPU {large_cpu[-1]:7.2f}             wall {large_wall[-1]:7.2f}")
+    print("per node, ms, over the windows:")
+    print(f"  {args.small:6d} nodes ({args.windows} runs): CPU {summary(small_cpu, 2)}   wall {summary(small_wall, 2)}")
+    print(f"  {args.large:6d} nodes ({args.windows} windows): CPU {summary(large_cpu, 2)}   "
+          f"wall {summary(large_wall, 2)}")
+    print(f"  {args.large:6d} nodes, last window:   CPU {large_cpu[-1]:.2f}   wall {large_wall[-1]:.2f}")
     print(f"ratio large/small of the medians: CPU {statistics.median(large_cpu) / statistics.median(small_cpu):.2f}, "
           f"wall {statistics.median(large_wall) / statistics.median(small_wall):.2f} (target about 1)")
     return 0

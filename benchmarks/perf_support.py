@@ -227,8 +227,10 @@ def close_clients() -> None:
         pool.join()
 
 
-def summary(values: Sequence[float]) -> str:
-    return f"min {min(values):.3f}  median {statistics.median(values):.3f}  max {max(values):.3f}"
+def summary(values: Sequence[float], digits: int = 3) -> str:
+    """``min … median … max …`` of ``values`` with ``digits`` decimals."""
+    return (f"min {min(values):.{digits}f}  median {statistics.median(values):.{digits}f}  "
+            f"max {max(values):.{digits}f}")
 
 
 def report(name: str, values: Sequence[float], target: float | None = None) -> None:
