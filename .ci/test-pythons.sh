@@ -2,9 +2,9 @@
 # `make test`: the whole suite on Python 3.11 (.venv) and, at the same time, the 3.13 run (.venv313).
 #
 # What runs where (README "Python versions"):
-#   3.11  every test (PYTEST_ARGS are passed on); without PYTEST_ARGS, SIDE_311 (tests/slurm) runs in a
-#         second 3.11 session after the 3.13 run, beside the main 3.11 session, which skips it
-#         (log in $LOG_SIDE, printed at the end)
+#   3.11  every test (PYTEST_ARGS are passed on); without PYTEST_ARGS, SIDE_311 (tests/slurm and the two
+#         MyProxy renewal modules) runs in a second 3.11 session after the 3.13 run, beside the main
+#         3.11 session, which skips it (log in $LOG_SIDE, printed at the end)
 #   3.13  TESTS_313: unit, functional (the SOAP contract in process), fuzz, store (SQLite and
 #         PostgreSQL), the layout checks, the unit files, and an integration slice: the CLI end to
 #         end (test_cli.py), every SOAP operation (test_operations.py) and the workers
@@ -30,10 +30,13 @@ PYTHON313=${PYTHON313:-$(command -v python3.13 || true)}
 
 run_313=""
 env_313=()
-# The full suite (no PYTEST_ARGS): SIDE_311's directories run in a second 3.11 session once the
-# 3.13 run is done, beside the main 3.11 run (which skips them). The suite mostly waits for
-# processes (load about 1.5 on the 2 cores), so this takes about 5 minutes off the wall time.
-SIDE_311=${SIDE_311-tests/slurm}
+# The full suite (no PYTEST_ARGS): SIDE_311's directories and files run in a second 3.11 session
+# once the 3.13 run is done, beside the main 3.11 run (which skips them). The suite mostly waits for
+# processes (load about 1.5 on the 2 cores), so this takes minutes off the wall time. What goes
+# there balances the two: the main session took 23:34 and 3.13 + Slurm 13:57 (7:30 + 6:27) in one
+# clean-clone run (3 December 2026); test_renewal.py and test_renewal_info.py (about 230 s, each
+# with its own myproxy-server on a free port, as tests/slurm's renewal test has) move over.
+SIDE_311=${SIDE_311-tests/slurm tests/integration/test_renewal.py tests/integration/test_renewal_info.py}
 LOG_SIDE=${LOG_SIDE:-test-3.11-side.log}
 [[ -n "${PYTEST_ARGS:-}" ]] && SIDE_311=""
 if [[ "${SKIP_313:-}" == "1" && "${CI:-}" != "true" ]]; then
