@@ -270,7 +270,7 @@ def check_work_root(work_root: Path) -> None:
     _check_work_root(Path(os.path.abspath(work_root)))
 
 
-def _check_work_root(root: Path) -> None:
+def _check_work_root(root: Path | str) -> None:
     try:
         st = os.lstat(root)
     except OSError as exc:
@@ -738,12 +738,13 @@ def recycle_work_dir(work_root: Path, name: str, account: Account | None) -> str
         The spare's name below ``work_root`` (:data:`SPARE_PREFIX`), or None (not recycled;
         its non-directory entries may have been unlinked).
     """
-    root = Path(os.path.abspath(work_root))
+    root = os.path.abspath(work_root)  # strings, not Paths: pathlib was a fifth of this function's CPU
     _check_work_root(root)
     _check_name(name)
     owner = _owner(account)
+    work_dir = os.path.join(root, name)
     try:
-        with _DirFd(root / name) as work_fd:
+        with _DirFd(work_dir) as work_fd:
             if not _plain_dir(work_fd, owner):
                 return None
             for entry in os.listdir(work_fd):
@@ -757,7 +758,7 @@ def recycle_work_dir(work_root: Path, name: str, account: Account | None) -> str
                         if not _unlink_plain(sub_fd, entry):
                             return None
         spare = f"{SPARE_PREFIX}{secrets.token_hex(8)}"
-        os.rename(root / name, root / spare)
+        os.rename(work_dir, os.path.join(root, spare))
     except (OSError, IdentityError):
         return None
     return spare
@@ -778,19 +779,20 @@ def reuse_work_dir(work_root: Path, spare: str, name: str, account: Account | No
         IdentityError: unsafe work root or bad name, or a spare that failed the check could
             not be removed.
     """
-    root = Path(os.path.abspath(work_root))
+    root = os.path.abspath(work_root)
     _check_work_root(root)
     _check_name(name)
     _check_name(spare)
     if not spare.startswith(SPARE_PREFIX):
         raise IdentityError(f"Invalid spare work directory name {spare!r}")
+    work_dir = os.path.join(root, name)
     try:
-        os.rename(root / spare, root / name)
+        os.rename(os.path.join(root, spare), work_dir)
     except OSError:
         return False
     owner = _owner(account)
     try:
-        with _DirFd(root / name) as work_fd:
+        with _DirFd(work_dir) as work_fd:
             if _plain_dir(work_fd, owner) and sorted(os.listdir(work_fd)) == sorted(_SKELETON):
                 for sub in _SKELETON:
                     with _DirFd(sub, work_fd) as sub_fd:
@@ -800,7 +802,7 @@ def reuse_work_dir(work_root: Path, spare: str, name: str, account: Account | No
                     return True
     except (OSError, IdentityError):
         pass
-    remove_work_dir(root, name)
+    remove_work_dir(Path(root), name)
     return False
 
 
