@@ -9,6 +9,7 @@ import dataclasses
 import os
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -390,6 +391,25 @@ class TestSpareWorkDirs:
         second = recycling.prepare(_another(input_dir, account, "exit 0"))
         assert sorted(os.listdir(second.work_dir)) == [".wmproxy"]  # a new one
         assert _spares(root) == []
+
+    def test_a_spare_that_fails_its_check_and_cannot_be_removed_does_not_fail_the_job(
+        self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("needs root: an immutable file (chattr +i)")
+        first, _ = run(recycling, launch(input_dir, account, "exit 0"))
+        recycling.release(first)
+        [spare] = _spares(root := recycling.work_root)
+        late = spare / "tmp" / "late"
+        late.write_text("x")
+        subprocess.run(["chattr", "+i", str(late)], check=True)
+        try:
+            second = recycling.prepare(_another(input_dir, account, "exit 0"))
+            assert sorted(os.listdir(second.work_dir)) == [".wmproxy"]  # a new one
+            [aside] = [p for p in root.iterdir() if p.name.startswith(".discarded.") and p != second.work_dir]
+            assert not aside.name.startswith(SPARE_PREFIX) and (aside / "tmp" / "late").exists()
+        finally:
+            subprocess.run(["chattr", "-R", "-i", str(root)], check=False)
 
     def test_idle_spares_are_removed_by_tidy_and_a_dead_workers_at_start(
         self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch

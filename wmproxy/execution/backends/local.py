@@ -292,7 +292,14 @@ class LocalExecutionBackend:
         if not spares:
             return False
         self._spares_used[key] = time.monotonic()
-        return identity.reuse_work_dir(self.work_root, spares.pop(), name, account)
+        try:
+            return identity.reuse_work_dir(self.work_root, spares.pop(), name, account)
+        except IdentityError as exc:  # it failed the check and could not be removed: set it aside
+            log.warning("could not remove a spare work directory that failed its check: %s", exc)
+            discarded = identity.discard_work_dir(self.work_root, name)
+            if discarded is not None and self._remover is not None:
+                self._remover.put(discarded)
+            return False
 
     def _recycle(self, handle: RunHandle) -> bool:
         """Keep the released work dir as a spare of its account if it can be
