@@ -10,7 +10,7 @@ into place with :func:`identity.reuse_work_dir`; the proxy copy with
 :func:`identity.install_proxy`), the wrapper's side done here (``tmp/``, ``.wmproxy/status.json``
 of a few hundred bytes), then the release: the proxy copy unlinked and
 :func:`identity.remove_work_dir` (``shutil.rmtree``), or :func:`identity.recycle_work_dir`. Printed
-per window: microseconds of wall time and of CPU (user + system of this process) per work dir;
+per window: microseconds of wall time and of CPU (this process's, ``time.process_time``) per work dir;
 then min/median/max of the ratios reuse / new over the windows. On a disk mounted with
 ``discard`` each removed directory is a synchronous block discard, which the wall time shows.
 """
@@ -71,11 +71,10 @@ def one_reused(root: Path, name: str, spares: list[str]) -> None:
 def window(root: Path, dirs: int, one: Callable[[Path, str, list[str]], None], spares: list[str],
            tag: str) -> tuple[float, float]:
     """Microseconds of wall time and CPU per work dir."""
-    cpu0, wall0 = os.times(), time.perf_counter()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(dirs):
         one(root, f"{tag}{i}", spares)
-    cpu1, wall = os.times(), time.perf_counter() - wall0
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     return wall / dirs * 1e6, cpu / dirs * 1e6
 
 
