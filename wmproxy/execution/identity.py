@@ -20,8 +20,8 @@ Layout of a work dir (``<work_root>/<name>``)::
                                                   rewritten and renamed, when there was one)
         user.proxy           account:group 0600   the job's proxy copy
         tmp/                 created by the wrapper (TMPDIR), unless the work dir is a reused one
-      .discarded.spare.<random>/   an emptied work dir (the three directories above) kept for the
-                                   next job of its account (:func:`recycle_work_dir`)
+      .spare.<random>/       an emptied work dir (the three directories above) kept for the
+                             next job of its account (:func:`recycle_work_dir`)
 
 Trust model: everything below ``<name>`` belongs to the account and the wrapper runs as
 the account, so the job can change any of it, including forging the exit code of its
@@ -709,9 +709,11 @@ def discard_work_dir(work_root: Path, name: str) -> str | None:
 
 
 #: Name prefix of an emptied work dir kept for the next job of its account
-#: (:func:`recycle_work_dir`); under :data:`DISCARDED_PREFIX`, so what a worker's earlier
-#: life left is removed like a discarded work dir, and the purger never takes it for a job's.
-SPARE_PREFIX = f"{DISCARDED_PREFIX}spare."
+#: (:func:`recycle_work_dir`). Not a job's name, so the purger never takes it. Whoever renames
+#: a spare owns it: the worker that made it, to reuse it (:func:`reuse_work_dir`), or a worker
+#: starting on the same work root, to remove it (:func:`discard_work_dir`), so a spare is never
+#: removed while a job uses it, whatever the number of workers sharing the root.
+SPARE_PREFIX = ".spare."
 #: What a work dir kept for reuse holds (and nothing inside them).
 _SKELETON = (STATE_DIR, TMP_DIR)
 _FS_IOC_GETFLAGS = 0x80086601

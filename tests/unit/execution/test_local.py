@@ -434,6 +434,26 @@ class TestSpareWorkDirs:
         assert reborn.tidy() == 1
         assert list(root.iterdir()) == []
 
+    def test_a_worker_starting_on_the_same_root_takes_the_spares_with_a_rename(
+        self, work_root: Path, input_dir: Path, account: Account | None
+    ) -> None:
+        """Two workers may share a work root: the one starting takes the other's spares by
+        renaming them before it removes them, so the other never reuses one being removed; it
+        prepares new dirs."""
+        root = work_root / "shared"
+        root.mkdir(mode=0o755)
+        first = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+        handle, _ = run(first, launch(input_dir, account, "exit 0"))
+        first.release(handle)
+        [spare] = _spares(root)
+        local._Remover._by_root.pop(root)  # the other worker is another process
+        second = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+        assert _spares(root) == [] and not spare.exists()
+        handle = first.prepare(_another(input_dir, account, "exit 0"))  # its spare is gone: a new dir
+        assert sorted(os.listdir(handle.work_dir)) == [".wmproxy"]
+        assert second.tidy() == 1
+        assert [p.name for p in root.iterdir()] == [handle.work_dir.name]
+
 
 @contextlib.contextmanager
 def _other_account() -> Iterator[Account]:

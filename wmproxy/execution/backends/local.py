@@ -83,7 +83,8 @@ class LocalExecutionBackend:
             rather than remove it and create a new one: three inodes fewer to create and
             remove per job. Spares are removed after :data:`SPARE_IDLE` seconds without a
             job of their account (:meth:`tidy`) and by :meth:`close`; what a worker that
-            died left is removed like a discarded work dir. Default: off.
+            died left is set aside and removed by the next worker to start on the work root
+            (another worker on the same root then prepares new dirs). Default: off.
     """
 
     def __init__(self, work_root: Path, host: str | None = None, *, kill_grace: float = 10.0,
@@ -515,8 +516,16 @@ class _Remover:
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
         self.pending: list[str] = []
-        with contextlib.suppress(OSError):
-            self.pending = [name for name in os.listdir(work_root) if name.startswith(identity.DISCARDED_PREFIX)]
+        try:
+            names = os.listdir(work_root)
+        except OSError:
+            return
+        self.pending = [name for name in names if name.startswith(identity.DISCARDED_PREFIX)]
+        for name in names:  # spares: taken with a rename first, so one another worker reuses is never removed
+            if name.startswith(identity.SPARE_PREFIX):
+                with contextlib.suppress(identity.IdentityError):
+                    if (discarded := identity.discard_work_dir(work_root, name)) is not None:
+                        self.pending.append(discarded)
 
     def put(self, name: str) -> None:
         self.pending.append(name)
