@@ -414,12 +414,8 @@ class TestSpareWorkDirs:
     def test_idle_spares_are_removed_by_tidy_and_a_dead_workers_at_start(
         self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        root = work_root / "idle"
-        root.mkdir(mode=0o755)
-        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
-        handle, _ = run(backend, launch(input_dir, account, "exit 0"))
-        backend.release(handle)
-        [spare] = _spares(root)
+        backend, spare = _with_a_spare(work_root / "idle", input_dir, account)
+        root = backend.work_root
         assert backend.tidy() == 0  # used just now: kept
         assert _spares(root) == [spare]
         monkeypatch.setattr(local, "SPARE_IDLE", 0.0)
@@ -440,12 +436,8 @@ class TestSpareWorkDirs:
         """Two workers may share a work root: the one starting takes the other's spares by
         renaming them before it removes them, so the other never reuses one being removed; it
         prepares new dirs."""
-        root = work_root / "shared"
-        root.mkdir(mode=0o755)
-        first = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
-        handle, _ = run(first, launch(input_dir, account, "exit 0"))
-        first.release(handle)
-        [spare] = _spares(root)
+        first, spare = _with_a_spare(work_root / "shared", input_dir, account)
+        root = first.work_root
         local._Remover._by_root.pop(root)  # the other worker is another process
         second = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
         assert _spares(root) == [] and not spare.exists()
@@ -453,6 +445,17 @@ class TestSpareWorkDirs:
         assert sorted(os.listdir(handle.work_dir)) == [".wmproxy"]
         assert second.tidy() == 1
         assert [p.name for p in root.iterdir()] == [handle.work_dir.name]
+
+
+def _with_a_spare(root: Path, input_dir: Path, account: Account | None) -> tuple[LocalExecutionBackend, Path]:
+    """A backend on a new work root ``root`` (background removal, reusing work dirs) that has run
+    and released one job, and the spare it kept."""
+    root.mkdir(mode=0o755)
+    backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+    handle, _ = run(backend, launch(input_dir, account, "exit 0"))
+    backend.release(handle)
+    [spare] = _spares(root)
+    return backend, spare
 
 
 @contextlib.contextmanager
