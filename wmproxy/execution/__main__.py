@@ -141,7 +141,8 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
     """The backends of ``kinds``, sharing the one work root ``[execution] work_dir`` (created
     and checked), so a job's work dir and proxy copy are where its registered JDL says
     (``X509UserProxy``) whichever backend runs it; with Slurm it must be on the filesystem
-    the nodes share. Released work dirs are removed in the background.
+    the nodes share. Released work dirs are removed in the background; the local backend's
+    are emptied and reused by their account's next jobs when they can be.
 
     Raises:
         StartupError: a work root is unusable.
@@ -150,7 +151,7 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
     root = ensure_work_root(settings.execution.work_dir)
     if "local" in kinds:
         backends["local"] = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace,
-                                                  background_removal=True)
+                                                  background_removal=True, reuse_work_dirs=True)
     if "slurm" in kinds:
         slurm = settings.slurm
         backends["slurm"] = SlurmExecutionBackend(

@@ -918,12 +918,13 @@ class _Run:
         if self.status["failure"]:
             _log(self.status["failure"])
         try:
-            try:
-                if self.started_fd is None:
-                    raise FileNotFoundError(STARTED_NAME)
-                _finish_started(state_fd, self.started_fd, self.status)
-            except OSError:  # no started.json (the payload never ran), or the job removed it
+            if self.started_fd is None:  # the payload never ran: no started.json to finish
                 _write_atomic(state_fd, STATUS_NAME, self.status)
+            else:
+                try:
+                    _finish_started(state_fd, self.started_fd, self.status)
+                except OSError:  # the job removed started.json (or it could not be rewritten)
+                    _write_atomic(state_fd, STATUS_NAME, self.status)
         except OSError as exc:
             _log(f"cannot write the status file: {exc}")
             return EXIT_NO_STATUS

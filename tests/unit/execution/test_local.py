@@ -4,9 +4,12 @@ the test user; outcomes come from the wrapper's status.json."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +17,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.unit.execution.wrapper_support import DEADLINE, HOST, JOB, alive, kill_session, launch, run, wait_for
+from tests.unit.execution.wrapper_support import (
+    DEADLINE,
+    HOST,
+    JOB,
+    alive,
+    create_account,
+    kill_session,
+    launch,
+    run,
+    wait_for,
+)
 from wmproxy.domain import JobState, to_filename
-from wmproxy.execution.backends import BackendError, JobOutcome, RunHandle
+from wmproxy.execution import identity
+from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, local
 from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
-from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.identity import PROXY_NAME, SPARE_PREFIX, Account
 from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME
 from wmproxy.security.proxy import credential_pem, make_proxy
 
@@ -274,3 +288,176 @@ class TestAttach:
         assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir)
         assert not is_wrapper(os.getpid(), handle.work_dir)
         (handle.work_dir / "go").write_text("")
+
+
+def _another(input_dir: Path, account: Account | None, script: str, **kw: object) -> JobLaunch:
+    """:func:`launch` of another job (its own id, so its own work dir)."""
+    return dataclasses.replace(launch(input_dir, account, script, job_id=JOB + "2", **kw), job_id=JOB + "2")
+
+
+def _spares(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.name.startswith(SPARE_PREFIX))
+
+
+class TestSpareWorkDirs:
+    """``reuse_work_dirs``: a released work dir of the usual layout is emptied and kept for
+    the next job of the same account; anything unusual is removed as before."""
+
+    @pytest.fixture
+    def recycling(self, work_root: Path) -> Iterator[LocalExecutionBackend]:
+        root = work_root / "spares"
+        root.mkdir(mode=0o755)
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True)
+        yield backend
+        backend.close()
+
+    def test_the_next_job_of_the_account_starts_in_the_emptied_work_dir(
+        self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None, proxy_pem: bytes
+    ) -> None:
+        root = recycling.work_root
+        leave = ("echo x > left; touch .hidden; ln -s /etc/passwd link; ln -s /nowhere dangling; mkfifo fifo; "
+                 "echo y > ro; chmod 400 ro; touch none; chmod 000 none; echo t > tmp/t; touch .wmproxy/extra")
+        first, outcome = run(recycling, launch(input_dir, account, leave, proxy_pem=proxy_pem))
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 0), outcome
+        inode = os.stat(first.work_dir).st_ino
+        recycling.release(first)
+        assert not os.path.lexists(first.work_dir)
+        [spare] = _spares(root)
+        assert os.stat(spare).st_ino == inode
+        owner = (os.geteuid(), os.getegid()) if account is None else (account.uid, account.gid)
+        second = recycling.prepare(_another(input_dir, account, "ls -A > listing", proxy_pem=proxy_pem))
+        assert os.stat(second.work_dir).st_ino == inode and _spares(root) == []
+        assert sorted(os.listdir(second.work_dir)) == [".wmproxy", "tmp", PROXY_NAME]
+        assert os.listdir(second.work_dir / STATE_DIR) == [] and os.listdir(second.work_dir / "tmp") == []
+        for path in (second.work_dir, second.work_dir / STATE_DIR, second.work_dir / "tmp"):
+            st = os.lstat(path)
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (*owner, 0o700), path
+        proxy = os.lstat(second.work_dir / PROXY_NAME)
+        assert (proxy.st_uid, proxy.st_gid, stat.S_IMODE(proxy.st_mode)) == (*owner, 0o600)
+        recycling.spawn(second)
+        wait_for(lambda: recycling.poll(second) is not None, "the second job's end")
+        assert recycling.poll(second) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+        assert (second.work_dir / "listing").read_text().split() == [".wmproxy", "err", "listing", "out", "tmp",
+                                                                     PROXY_NAME]
+        recycling.release(second)
+        recycling.close()
+        assert list(root.iterdir()) == []  # no spare outlives the backend
+
+    @pytest.mark.parametrize("script", [
+        "mkdir -p a/b; echo x > a/b/f",                                 # a directory of the job's
+        "mkdir ro; touch ro/f; chmod 500 ro",                          # a read-only one
+        "chmod 000 tmp",                                               # the TMPDIR made unusable
+        "chmod 755 .",                                                 # the work dir opened to others
+        "rmdir tmp; ln -s /etc tmp",                                   # a link in place of tmp/
+        "chmod 711 .wmproxy",                                          # .wmproxy another mode
+        "chattr +D tmp",                                               # an inode flag (dirsync)
+        "/usr/bin/python3 -c \"import os; os.setxattr('tmp', 'user.x', b'1')\"",  # an extended attribute
+    ])
+    def test_a_work_dir_with_anything_unusual_is_removed_not_kept(
+        self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None, script: str
+    ) -> None:
+        handle, outcome = run(recycling, launch(input_dir, account, f"{script} && exit 0"))
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 0), outcome
+        recycling.release(handle)
+        assert list(recycling.work_root.iterdir()) == []
+
+    def test_a_spare_is_never_given_to_another_account(
+        self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        if account is None:
+            pytest.skip("needs root: a second account")
+        root = recycling.work_root
+        first, _ = run(recycling, launch(input_dir, account, "exit 0"))
+        recycling.release(first)
+        [spare] = _spares(root)
+        with contextlib.ExitStack() as stack:
+            other = stack.enter_context(_other_account())
+            handle = recycling.prepare(_another(input_dir, other, "exit 0"))
+            st = os.lstat(handle.work_dir)
+            assert (st.st_uid, st.st_gid) == (other.uid, other.gid)
+            assert _spares(root) == [spare]  # still the first account's
+            recycling.release(handle)
+            # and the check at reuse refuses it even when asked: the spare is removed
+            assert not identity.reuse_work_dir(root, spare.name, to_filename(JOB + "3"), other)
+            assert list(root.iterdir()) == []
+
+    def test_a_spare_written_into_since_its_release_is_not_reused(
+        self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        first, _ = run(recycling, launch(input_dir, account, "exit 0"))
+        recycling.release(first)
+        [spare] = _spares(root := recycling.work_root)
+        (spare / "tmp" / "late").write_text("written by a process of the job still running")
+        second = recycling.prepare(_another(input_dir, account, "exit 0"))
+        assert sorted(os.listdir(second.work_dir)) == [".wmproxy"]  # a new one
+        assert _spares(root) == []
+
+    def test_a_spare_that_fails_its_check_and_cannot_be_removed_does_not_fail_the_job(
+        self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("needs root: an immutable file (chattr +i)")
+        first, _ = run(recycling, launch(input_dir, account, "exit 0"))
+        recycling.release(first)
+        [spare] = _spares(root := recycling.work_root)
+        late = spare / "tmp" / "late"
+        late.write_text("x")
+        subprocess.run(["chattr", "+i", str(late)], check=True)
+        try:
+            second = recycling.prepare(_another(input_dir, account, "exit 0"))
+            assert sorted(os.listdir(second.work_dir)) == [".wmproxy"]  # a new one
+            [aside] = [p for p in root.iterdir() if p.name.startswith(".discarded.") and p != second.work_dir]
+            assert not aside.name.startswith(SPARE_PREFIX) and (aside / "tmp" / "late").exists()
+        finally:
+            subprocess.run(["chattr", "-R", "-i", str(root)], check=False)
+
+    def test_idle_spares_are_removed_by_tidy_and_a_dead_workers_at_start(
+        self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        backend, spare = _with_a_spare(work_root / "idle", input_dir, account)
+        root = backend.work_root
+        assert backend.tidy() == 0  # used just now: kept
+        assert _spares(root) == [spare]
+        monkeypatch.setattr(local, "SPARE_IDLE", 0.0)
+        backend.tidy()
+        assert list(root.iterdir()) == []
+        # a spare a worker that died left behind is removed by the next life's remover
+        handle, _ = run(backend, launch(input_dir, account, "exit 0"))
+        backend.release(handle)
+        [spare] = _spares(root)
+        local._Remover._by_root.pop(root)  # a new process: nothing known of the old one's spares
+        reborn = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+        assert reborn.tidy() == 1
+        assert list(root.iterdir()) == []
+
+    def test_a_worker_starting_on_the_same_root_takes_the_spares_with_a_rename(
+        self, work_root: Path, input_dir: Path, account: Account | None
+    ) -> None:
+        """Two workers may share a work root: the one starting takes the other's spares by
+        renaming them before it removes them, so the other never reuses one being removed; it
+        prepares new dirs."""
+        first, spare = _with_a_spare(work_root / "shared", input_dir, account)
+        root = first.work_root
+        local._Remover._by_root.pop(root)  # the other worker is another process
+        second = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+        assert _spares(root) == [] and not spare.exists()
+        handle = first.prepare(_another(input_dir, account, "exit 0"))  # its spare is gone: a new dir
+        assert sorted(os.listdir(handle.work_dir)) == [".wmproxy"]
+        assert second.tidy() == 1
+        assert [p.name for p in root.iterdir()] == [handle.work_dir.name]
+
+
+def _with_a_spare(root: Path, input_dir: Path, account: Account | None) -> tuple[LocalExecutionBackend, Path]:
+    """A backend on a new work root ``root`` (background removal, reusing work dirs) that has run
+    and released one job, and the spare it kept."""
+    root.mkdir(mode=0o755)
+    backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+    handle, _ = run(backend, launch(input_dir, account, "exit 0"))
+    backend.release(handle)
+    [spare] = _spares(root)
+    return backend, spare
+
+
+@contextlib.contextmanager
+def _other_account() -> Iterator[Account]:
+    yield from create_account("wrapb")

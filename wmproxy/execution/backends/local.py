@@ -54,6 +54,10 @@ ZYGOTE_RETRY = 60.0
 #: idle time (``[mapping] lease_idle_time``), so a zygote never serves two grid users even if
 #: a job of the first one took it over.
 ZYGOTE_IDLE = 60.0
+#: Emptied work dirs kept for an account's next jobs (``reuse_work_dirs``) at most.
+MAX_SPARES = 32
+#: Seconds without a job of an account after which its spare work dirs are removed.
+SPARE_IDLE = 60.0
 
 
 class LocalExecutionBackend:
@@ -73,10 +77,19 @@ class LocalExecutionBackend:
         zygotes: fork the wrappers from one long-lived process per account
             (:mod:`wmproxy.execution.zygote`) rather than start an interpreter per job;
             False starts each wrapper with :func:`identity.spawn_wrapper`.
+        reuse_work_dirs: :meth:`release` empties a work dir of the usual layout and keeps
+            it, with its ``.wmproxy`` and ``tmp/``, as a spare for the next job of the same
+            account (:func:`identity.recycle_work_dir`, :func:`identity.reuse_work_dir`),
+            rather than remove it and create a new one: three inodes fewer to create and
+            remove per job. Spares are removed after :data:`SPARE_IDLE` seconds without a
+            job of their account (:meth:`tidy`) and by :meth:`close`; what a worker that
+            died left is set aside and removed by the next worker to start on the work root
+            (another worker on the same root then prepares new dirs). Default: off.
     """
 
     def __init__(self, work_root: Path, host: str | None = None, *, kill_grace: float = 10.0,
-                 python: str | None = None, background_removal: bool = False, zygotes: bool = True) -> None:
+                 python: str | None = None, background_removal: bool = False, zygotes: bool = True,
+                 reuse_work_dirs: bool = False) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         self.host = host or socket.gethostname()
         self.kill_grace = kill_grace
@@ -87,6 +100,9 @@ class LocalExecutionBackend:
         self._fallback_until: dict[tuple[int, int] | None, float] = {}
         self._last_used: dict[tuple[int, int] | None, float] = {}
         self._launched: dict[int, str | None] = {}  # id(handle) -> None: forked by a zygote, else why not
+        self.reuse_work_dirs = reuse_work_dirs
+        self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
+        self._spares_used: dict[tuple[int, int] | None, float] = {}
         weakref.finalize(self, _close_zygotes, self._zygotes)
 
     # --- starting ------------------------------------------------------------------
@@ -115,7 +131,8 @@ class LocalExecutionBackend:
         try:
             if launch.proxy_pem:
                 check_proxy_shape(launch.proxy_pem)  # never hand a broken credential to a job
-            identity.prepare_work_dir(self.work_root, name, launch.account)
+            if not self._reuse_spare(name, launch.account):
+                identity.prepare_work_dir(self.work_root, name, launch.account)
         except WMProxyError as exc:
             raise BackendError(str(exc)) from None
         try:
@@ -261,8 +278,64 @@ class LocalExecutionBackend:
                         "the worker's user" if account is None else account.name, why, ZYGOTE_RETRY)
 
     def close(self) -> None:
-        """Stop the zygotes (their wrappers keep running)."""
+        """Stop the zygotes (their wrappers keep running) and remove the spare work dirs."""
         _close_zygotes(self._zygotes)
+        for key in list(self._spares):
+            self._drop_spares(key, at_once=True)
+
+    # --- spare work dirs (reuse_work_dirs) -----------------------------------------
+
+    def _reuse_spare(self, name: str, account: Account | None) -> bool:
+        """Make a spare of ``account`` the work dir ``name`` (checked empty and the account's
+        there); False when there is none or it failed the check."""
+        key = None if account is None else (account.uid, account.gid)
+        spares = self._spares.get(key)
+        if not spares:
+            return False
+        self._spares_used[key] = time.monotonic()
+        try:
+            return identity.reuse_work_dir(self.work_root, spares.pop(), name, account)
+        except IdentityError as exc:  # it failed the check and could not be removed: set it aside
+            log.warning("could not remove a spare work directory that failed its check: %s", exc)
+            discarded = identity.discard_work_dir(self.work_root, name)
+            if discarded is not None and self._remover is not None:
+                self._remover.put(discarded)
+            return False
+
+    def _recycle(self, handle: RunHandle) -> bool:
+        """Keep the released work dir as a spare of its account if it can be
+        (:func:`identity.recycle_work_dir`); False: it is still there, to be removed."""
+        if not self.reuse_work_dirs:
+            return False
+        account = handle.account
+        key = None if account is None else (account.uid, account.gid)
+        spares = self._spares.setdefault(key, [])
+        if len(spares) >= MAX_SPARES:
+            return False
+        spare = identity.recycle_work_dir(self.work_root, handle.work_dir.name, account)
+        if spare is None:
+            return False
+        spares.append(spare)
+        self._spares_used[key] = time.monotonic()
+        return True
+
+    def _drop_idle_spares(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, used in self._spares_used.items() if now - used >= SPARE_IDLE]:
+            self._drop_spares(key)
+
+    def _drop_spares(self, key: tuple[int, int] | None, *, at_once: bool = False) -> None:
+        """Remove the spares of ``key``'s account: later (:meth:`tidy`) with
+        ``background_removal`` unless ``at_once``, else now (a failure is logged)."""
+        self._spares_used.pop(key, None)
+        for spare in self._spares.pop(key, []):
+            if self._remover is not None and not at_once:
+                self._remover.put(spare)
+                continue
+            try:
+                identity.remove_work_dir(self.work_root, spare)
+            except IdentityError as exc:
+                log.warning("could not remove the spare work directory %s: %s", spare, exc)
 
     # --- following -----------------------------------------------------------------
 
@@ -322,13 +395,17 @@ class LocalExecutionBackend:
 
     def release(self, handle: RunHandle) -> None:
         """Remove the job's proxy copy, then its work dir (never following links), so the
-        proxy is gone even if the job left something the worker cannot remove.
+        proxy is gone even if the job left something the worker cannot remove. With
+        ``reuse_work_dirs``, a work dir of the usual layout is emptied and kept as a spare of
+        its account instead (:func:`identity.recycle_work_dir`).
 
         Raises:
             BackendError: the directory could not be removed.
         """
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
+        if self._recycle(handle):
+            return
         if self._remover is None:
             self._remove(handle.work_dir.name)
             return
@@ -345,6 +422,7 @@ class LocalExecutionBackend:
         calls it when it is about to wait. Returns how many were pending.
 
         Never raises (a directory that cannot be removed is logged)."""
+        self._drop_idle_spares()
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
@@ -438,8 +516,16 @@ class _Remover:
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
         self.pending: list[str] = []
-        with contextlib.suppress(OSError):
-            self.pending = [name for name in os.listdir(work_root) if name.startswith(identity.DISCARDED_PREFIX)]
+        try:
+            names = os.listdir(work_root)
+        except OSError:
+            return
+        self.pending = [name for name in names if name.startswith(identity.DISCARDED_PREFIX)]
+        for name in names:  # spares: taken with a rename first, so one another worker reuses is never removed
+            if name.startswith(identity.SPARE_PREFIX):
+                with contextlib.suppress(identity.IdentityError):
+                    if (discarded := identity.discard_work_dir(work_root, name)) is not None:
+                        self.pending.append(discarded)
 
     def put(self, name: str) -> None:
         self.pending.append(name)
