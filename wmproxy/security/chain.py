@@ -380,13 +380,35 @@ def verify_chain(
             "certificate has expired", "unable to get local issuer certificate",
             "unable to get certificate CRL"; or an empty chain / unreadable CA dir.
     """
+    _verified_path(chain, ca_dir, at)
+
+
+def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None) -> bool:
+    """:func:`verify_chain`, and whether the path OpenSSL verified goes from ``chain[0]`` to
+    ``chain[1]`` (the same DER): then OpenSSL has checked that ``chain[1]``'s subject is
+    ``chain[0]``'s issuer and ``chain[0]``'s signature with ``chain[1]``'s public key. False
+    when OpenSSL took another of the untrusted certificates as the issuer (it picks them by
+    name), or the chain has one certificate.
+
+    Raises:
+        ProxyVerificationError: as :func:`verify_chain`.
+    """
+    path = _verified_path(chain, ca_dir, at)
+    return (
+        len(chain) > 1 and len(path) > 1
+        and crypto.dump_certificate(crypto.FILETYPE_ASN1, path[1]) == certificate_der(chain[1])
+    )
+
+
+def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | None) -> list[crypto.X509]:
+    """The verification of :func:`verify_chain`; returns the path OpenSSL verified, leaf first."""
     if not chain:
         raise ProxyVerificationError("empty certificate chain")
     store = _store(ca_dir, _load_ca_dir(ca_dir), at)
     leaf = _openssl_cert(chain[0])
     untrusted = [_openssl_cert(c) for c in chain[1:]]
     try:
-        crypto.X509StoreContext(store, leaf, untrusted).verify_certificate()
+        return crypto.X509StoreContext(store, leaf, untrusted).get_verified_chain()
     except crypto.X509StoreContextError as exc:
         depth = ""
         if exc.certificate is not None:

@@ -20,6 +20,7 @@ from wmproxy.security.chain import (
     is_proxy,
     load_pem_chain,
     verify_chain,
+    verify_delegated_chain,
 )
 from wmproxy.security.proxy import credential_pem, make_proxy
 
@@ -97,6 +98,14 @@ class TestProxyTests:
 class TestVerifyChain:
     def test_proxy_verifies(self, ca, proxy):
         verify_chain(proxy.full_chain, str(ca.directory))
+
+    def test_delegated_chain_says_whether_the_path_goes_through_the_next_certificate(self, ca, user, proxy):
+        second = make_proxy(proxy, lifetime=600)
+        assert verify_delegated_chain(second.full_chain, str(ca.directory)) is True
+        other = make_proxy(user, lifetime=600)  # another proxy of the user, not second's issuer
+        # OpenSSL picks second's issuer by name among the untrusted certificates: not chain[1]
+        assert verify_delegated_chain([second.cert, other.cert, proxy.cert, user.cert], str(ca.directory)) is False
+        assert verify_delegated_chain([user.cert], str(ca.directory)) is False
 
     def test_two_level_and_limited_proxies_verify(self, ca, proxy):
         verify_chain(make_proxy(proxy, lifetime=600).full_chain, str(ca.directory))

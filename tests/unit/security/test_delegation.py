@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
@@ -118,6 +119,30 @@ class TestAcceptDelegatedProxy:
         with pytest.raises(ProxyVerificationError, match="not signed by"):
             accept_delegated_proxy(key_pem, chain_pem([chain[0], other.cert, user.cert]), DN, str(ca.directory))
 
+    def test_next_cert_named_as_the_issuer_but_not_the_signer(self, ca, user, proxy, request_pair):
+        """chain[1] has the leaf issuer's subject (and passes the subject rule) but another key;
+        the real issuer comes later in the chain. OpenSSL builds its path through the real issuer
+        (the leaf's AKID does not match chain[1]'s SKI) and verifies it: the signature check of
+        chain[1] must still refuse (issue 14: it no longer runs when OpenSSL's path proves it)."""
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
+        assert chain[1] == proxy.cert
+        twin = _twin(proxy.cert, user)
+        sent = chain_pem([chain[0], twin, proxy.cert, user.cert])
+        verify_chain(load_pem_chain(sent), str(ca.directory))  # OpenSSL alone accepts this chain
+        with pytest.raises(ProxyVerificationError, match="not signed by"):
+            accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+
+    @pytest.mark.parametrize("caller", [DN, "/C=XX/O=wmproxy-demo/OU=Users/CN=Mallory"])
+    def test_a_bad_signature_is_reported_before_later_checks(self, ca, user, proxy, request_pair, caller):
+        """A leaf signed by another key than chain[1]'s: the signature's refusal comes first,
+        whether or not a later check (the caller's identity) also fails."""
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
+        sent = chain_pem([chain[0], _twin(proxy.cert, user), user.cert])
+        with pytest.raises(ProxyVerificationError, match="not signed by"):
+            accept_delegated_proxy(key_pem, sent, caller, str(ca.directory))
+
     def test_leaf_alone(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
         leaf = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))[0]
@@ -145,3 +170,18 @@ class TestDelegationIds:
     def test_refuses(self, bad):
         with pytest.raises(InvalidDelegationIdError, match="invalid delegation id"):
             check_delegation_id(bad)
+
+
+def _twin(cert: x509.Certificate, signer) -> x509.Certificate:
+    """A proxy with ``cert``'s subject, issuer and validity but its own key and SKI, signed by
+    ``signer`` (the issuer of ``cert``)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    builder = (
+        x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    for ext in cert.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder.sign(signer.key, hashes.SHA256())
