@@ -8,6 +8,7 @@ critical proxyCertInfo extension (``peers.md`` §0, §2.4).
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
 import threading
@@ -64,10 +65,68 @@ def _load_pem_certificate(block: bytes) -> x509.Certificate:
         found = _pem_certificates.get(block)
     if found is not None:
         return found
-    cert = x509.load_pem_x509_certificate(block)
+    cert = _from_plain_block(block)
+    if cert is None:
+        cert = x509.load_pem_x509_certificate(block)
     with _pem_certificates_lock:
         _pem_certificates[block] = cert
     return cert
+
+
+def _from_plain_block(block: bytes) -> x509.Certificate | None:
+    """The certificate of a block :func:`_plain_der` reads, parsed from that DER (kept as its
+    encoding), or None (another block, or a DER cryptography refuses: its PEM reader then raises
+    the same error)."""
+    der = _plain_der(block)
+    if der is None:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    _remember_der(cert, der)
+    return cert
+
+
+_BASE64_LINES = re.compile(rb"[A-Za-z0-9+/=\r\n]*").fullmatch
+
+
+def _plain_der(block: bytes) -> bytes | None:
+    """The DER of a ``CERTIFICATE`` block (:func:`_pem_blocks`) whose body is canonical base64
+    in non-empty lines (``\n`` or ``\r\n`` ends, no header, nothing else), or None for any other body
+    (cryptography's PEM reader then parses the block).
+
+    ``load_pem_x509_certificate`` decodes such a body to the same DER and parses it with
+    ``load_der_x509_certificate``: parsing the DER here gives the same certificate and the same
+    errors, and keeps the DER (issue 14: a new delegated proxy was encoded again to DER for
+    OpenSSL and to PEM for the stored credential, about 35 us of a putProxy).
+    """
+    body = block[len(_BEGIN):-len(_END)]
+    if not _BASE64_LINES(body):
+        return None
+    lines = body.split(b"\n")
+    if lines[0] not in (b"", b"\r") or lines[-1] != b"":
+        return None
+    inner = [line[:-1] if line.endswith(b"\r") else line for line in lines[1:-1]]
+    if not inner or not all(inner):  # cryptography refuses an empty line
+        return None
+    text = b"".join(inner)
+    if b"\r" in text:
+        return None
+    try:
+        der = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        return None
+    # canonical only (no non-zero trailing bits): what cryptography's base64 decoder accepts
+    return der if binascii.b2a_base64(der, newline=False) == text else None
+
+
+def _pem_of_der(der: bytes) -> bytes:
+    """``cert.public_bytes(Encoding.PEM)`` of the certificate whose DER is ``der``: the base64 in
+    lines of 64 characters between the ``CERTIFICATE`` lines, ``\n`` line ends."""
+    text = binascii.b2a_base64(der, newline=False)
+    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+    return b"\n".join([_BEGIN, *lines, _END, b""])
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:
@@ -120,13 +179,26 @@ def _encoding(cert: x509.Certificate, index: int, encoding: Encoding) -> bytes:
         entry = _encodings.get(key)
     if entry is not None and entry[0] is cert and entry[index] is not None:
         return cast(bytes, entry[index])
-    value = cert.public_bytes(encoding)
+    if index == 2 and entry is not None and entry[0] is cert and entry[1] is not None:
+        value = _pem_of_der(entry[1])
+    else:
+        value = cert.public_bytes(encoding)
     with _encodings_lock:
         entry = _encodings.get(key)
         if entry is None or entry[0] is not cert:
             entry = _encodings[key] = [cert, None, None]
         entry[index] = value
     return value
+
+
+def _remember_der(cert: x509.Certificate, der: bytes) -> None:
+    """Keep ``der``, the bytes ``cert`` was parsed from (strict DER: the same bytes as
+    ``cert.public_bytes(Encoding.DER)``), as its DER encoding."""
+    with _encodings_lock:
+        entry = _encodings.get(id(cert))
+        if entry is None or entry[0] is not cert:
+            entry = _encodings[id(cert)] = [cert, None, None]
+        entry[1] = der
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:
