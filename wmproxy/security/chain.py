@@ -12,6 +12,7 @@ import binascii
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -321,7 +322,7 @@ _cache: dict[str, tuple[_Stamp, _CaDir]] = {}
 _cache_lock = threading.Lock()
 
 
-def _signature(ca_dir: str, names: list[str]) -> _Stamp:
+def _signature(ca_dir: str, names: list[str], directory_mtime_ns: int) -> _Stamp:
     stamps = []
     for name in names:
         try:
@@ -329,7 +330,41 @@ def _signature(ca_dir: str, names: list[str]) -> _Stamp:
         except FileNotFoundError:
             continue
         stamps.append((name, st.st_mtime_ns, st.st_size))
-    return (os.stat(ca_dir).st_mtime_ns, tuple(stamps))
+    return (directory_mtime_ns, tuple(stamps))
+
+
+#: A directory whose last change (mtime, ctime) is this many nanoseconds old or more is settled:
+#: its listing is kept until its stat changes. A more recent one is listed again on every call,
+#: because a second change within the file system's timestamp granularity would leave the same
+#: times.
+SETTLED_NS = 2_000_000_000
+#: Per CA directory path: (its (st_dev, st_ino, st_mtime_ns, st_ctime_ns) when listed, settled,
+#: the names of its CA certificates and CRLs, sorted).
+_listings: dict[str, tuple[tuple[int, int, int, int], list[str]]] = {}
+
+
+def _ca_names(ca_dir: str) -> tuple[list[str], int]:
+    """The sorted ``<hash>.N`` and ``<hash>.rN`` names of ``ca_dir`` and its mtime (ns).
+
+    A directory's entries change only with its mtime and ctime: while its ``stat`` is the one
+    of a settled directory (:data:`SETTLED_NS`) listed before, that listing is used (issue 14:
+    listing and matching an IGTF directory of a thousand entries cost every putProxy a listing;
+    a ``stat`` of each listed file still tells a CRL or CA rewritten in place).
+    """
+    try:
+        st = os.stat(ca_dir)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        with _cache_lock:
+            kept = _listings.get(ca_dir)
+        if kept is not None and kept[0] == stamp:
+            return kept[1], st.st_mtime_ns
+        names = sorted(n for n in os.listdir(ca_dir) if _CA_FILE_RE.match(n))
+    except OSError as exc:
+        raise ProxyVerificationError(f"cannot read CA directory {ca_dir}: {exc}") from None
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS:
+        with _cache_lock:
+            _listings[ca_dir] = (stamp, names)
+    return names, st.st_mtime_ns
 
 
 def _load_ca_dir(ca_dir: str) -> _CaDir:
@@ -339,11 +374,8 @@ def _load_ca_dir(ca_dir: str) -> _CaDir:
     or a new CA is picked up on the next call while repeated calls only ``stat``.
     Unreadable files are skipped (as OpenSSL's hash-dir lookup does).
     """
-    try:
-        names = sorted(n for n in os.listdir(ca_dir) if _CA_FILE_RE.match(n))
-    except OSError as exc:
-        raise ProxyVerificationError(f"cannot read CA directory {ca_dir}: {exc}") from None
-    key = _signature(ca_dir, names)
+    names, directory_mtime_ns = _ca_names(ca_dir)
+    key = _signature(ca_dir, names, directory_mtime_ns)
     with _cache_lock:
         hit = _cache.get(ca_dir)
         if hit and hit[0] == key:

@@ -233,6 +233,23 @@ class TestVerifyChain:
         with pytest.raises(ProxyVerificationError, match="unable to get certificate CRL"):
             verify_chain(proxy.full_chain, str(fresh_ca.directory))
 
+    def test_a_ca_added_to_a_settled_directory_is_seen(self, fresh_ca, other_ca, monkeypatch):
+        """The listing of a settled CA directory is kept while its stat is unchanged: a CA added
+        to it (which changes the directory's mtime) is seen on the next call."""
+        import os
+        import shutil
+
+        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+        directory = fresh_ca.directory
+        os.utime(directory, (1_000_000_000, 1_000_000_000))
+        stranger = make_proxy(other_ca.issue_user("Stranger"), lifetime=600)
+        with pytest.raises(ProxyVerificationError, match="unable to get local issuer certificate"):
+            verify_chain(stranger.full_chain, str(directory))
+        assert str(directory) in chain_module._listings  # the listing is kept
+        shutil.copy(other_ca.cert_path, directory / other_ca.cert_path.name)
+        shutil.copy(other_ca.crl_path, directory / other_ca.crl_path.name)
+        verify_chain(stranger.full_chain, str(directory))
+
     def test_missing_ca_dir(self, tmp_path, proxy):
         with pytest.raises(ProxyVerificationError, match="cannot read CA directory"):
             verify_chain(proxy.full_chain, str(tmp_path / "nope"))

@@ -112,6 +112,33 @@ class TestAcceptDelegatedProxy:
         with pytest.raises(ProxyVerificationError, match="certificate revoked"):
             accept_delegated_proxy(key_pem, signed, DN, str(fresh_ca.directory))
 
+    def test_a_crl_rewritten_in_place_is_seen_by_the_next_put(self, fresh_ca, tmp_path, monkeypatch):
+        """A CRL revoking the caller, written over the old one in place (the CA directory's own
+        stat unchanged, its listing kept): the next putProxy is refused."""
+        import os
+
+        from wmproxy.security import chain as chain_module
+        from wmproxy.security.pki import CertificateAuthority
+
+        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+        user = fresh_ca.issue_user("Jane Doe")
+        caller = make_proxy(user, lifetime=3600)
+        directory = fresh_ca.directory
+        os.utime(directory, (1_000_000_000, 1_000_000_000))
+        key_pem, csr = new_proxy_request(bits=2048)
+        accept_delegated_proxy(key_pem, sign_proxy_request(csr, caller, lifetime=60), DN, str(directory))
+        assert str(directory) in chain_module._listings
+        scratch = CertificateAuthority(fresh_ca.cert, fresh_ca.key, tmp_path / "scratch")
+        scratch.revoke(user.cert)
+        before = os.stat(directory)
+        with open(fresh_ca.crl_path, "wb") as fh:  # in place: same inode, the directory untouched
+            fh.write(scratch.crl_path.read_bytes())
+        after = os.stat(directory)
+        assert (before.st_mtime_ns, before.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
+        key_pem, csr = new_proxy_request(bits=2048)
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            accept_delegated_proxy(key_pem, sign_proxy_request(csr, caller, lifetime=60), DN, str(directory))
+
     def test_leaf_not_signed_by_next_cert(self, ca, user, proxy, request_pair):
         key_pem, csr = request_pair
         chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
