@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import os
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -124,10 +125,9 @@ def _plain_der(block: bytes) -> bytes | None:
 
 def _pem_of_der(der: bytes) -> bytes:
     """``cert.public_bytes(Encoding.PEM)`` of the certificate whose DER is ``der``: the base64 in
-    lines of 64 characters between the ``CERTIFICATE`` lines, ``\n`` line ends."""
-    text = binascii.b2a_base64(der, newline=False)
-    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
-    return b"\n".join([_BEGIN, *lines, _END, b""])
+    lines of 64 characters between the ``CERTIFICATE`` lines, ``\n`` line ends, as the standard
+    library's ``ssl.DER_cert_to_PEM_cert`` writes it."""
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:
