@@ -8,9 +8,12 @@ critical proxyCertInfo extension (``peers.md`` §0, §2.4).
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
+import ssl
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -64,10 +67,67 @@ def _load_pem_certificate(block: bytes) -> x509.Certificate:
         found = _pem_certificates.get(block)
     if found is not None:
         return found
-    cert = x509.load_pem_x509_certificate(block)
+    cert = _from_plain_block(block)
+    if cert is None:
+        cert = x509.load_pem_x509_certificate(block)
     with _pem_certificates_lock:
         _pem_certificates[block] = cert
     return cert
+
+
+def _from_plain_block(block: bytes) -> x509.Certificate | None:
+    """The certificate of a block :func:`_plain_der` reads, parsed from that DER (kept as its
+    encoding), or None (another block, or a DER cryptography refuses: its PEM reader then raises
+    the same error)."""
+    der = _plain_der(block)
+    if der is None:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    _remember_der(cert, der)
+    return cert
+
+
+_BASE64_LINES = re.compile(rb"[A-Za-z0-9+/=\r\n]*").fullmatch
+
+
+def _plain_der(block: bytes) -> bytes | None:
+    """The DER of a ``CERTIFICATE`` block (:func:`_pem_blocks`) whose body is canonical base64
+    in non-empty lines (``\n`` or ``\r\n`` ends, no header, nothing else), or None for any other body
+    (cryptography's PEM reader then parses the block).
+
+    ``load_pem_x509_certificate`` decodes such a body to the same DER and parses it with
+    ``load_der_x509_certificate``: parsing the DER here gives the same certificate and the same
+    errors, and keeps the DER (issue 14: a new delegated proxy was encoded again to DER for
+    OpenSSL and to PEM for the stored credential, about 35 us of a putProxy).
+    """
+    body = block[len(_BEGIN):-len(_END)]
+    if not _BASE64_LINES(body):
+        return None
+    lines = body.split(b"\n")
+    if lines[0] not in (b"", b"\r") or lines[-1] != b"":
+        return None
+    inner = [line[:-1] if line.endswith(b"\r") else line for line in lines[1:-1]]
+    if not inner or not all(inner):  # cryptography refuses an empty line
+        return None
+    text = b"".join(inner)
+    if b"\r" in text:
+        return None
+    try:
+        der = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        return None
+    # canonical only (no non-zero trailing bits): what cryptography's base64 decoder accepts
+    return der if binascii.b2a_base64(der, newline=False) == text else None
+
+
+def _pem_of_der(der: bytes) -> bytes:
+    """``cert.public_bytes(Encoding.PEM)`` of the certificate whose DER is ``der``: the base64 in
+    lines of 64 characters between the ``CERTIFICATE`` lines, ``\n`` line ends, as the standard
+    library's ``ssl.DER_cert_to_PEM_cert`` writes it."""
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:
@@ -120,13 +180,26 @@ def _encoding(cert: x509.Certificate, index: int, encoding: Encoding) -> bytes:
         entry = _encodings.get(key)
     if entry is not None and entry[0] is cert and entry[index] is not None:
         return cast(bytes, entry[index])
-    value = cert.public_bytes(encoding)
+    if index == 2 and entry is not None and entry[0] is cert and entry[1] is not None:
+        value = _pem_of_der(entry[1])
+    else:
+        value = cert.public_bytes(encoding)
     with _encodings_lock:
         entry = _encodings.get(key)
         if entry is None or entry[0] is not cert:
             entry = _encodings[key] = [cert, None, None]
         entry[index] = value
     return value
+
+
+def _remember_der(cert: x509.Certificate, der: bytes) -> None:
+    """Keep ``der``, the bytes ``cert`` was parsed from (strict DER: the same bytes as
+    ``cert.public_bytes(Encoding.DER)``), as its DER encoding."""
+    with _encodings_lock:
+        entry = _encodings.get(id(cert))
+        if entry is None or entry[0] is not cert:
+            entry = _encodings[id(cert)] = [cert, None, None]
+        entry[1] = der
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:
@@ -249,7 +322,7 @@ _cache: dict[str, tuple[_Stamp, _CaDir]] = {}
 _cache_lock = threading.Lock()
 
 
-def _signature(ca_dir: str, names: list[str]) -> _Stamp:
+def _signature(ca_dir: str, names: list[str], directory_mtime_ns: int) -> _Stamp:
     stamps = []
     for name in names:
         try:
@@ -257,7 +330,41 @@ def _signature(ca_dir: str, names: list[str]) -> _Stamp:
         except FileNotFoundError:
             continue
         stamps.append((name, st.st_mtime_ns, st.st_size))
-    return (os.stat(ca_dir).st_mtime_ns, tuple(stamps))
+    return (directory_mtime_ns, tuple(stamps))
+
+
+#: A directory whose last change (mtime, ctime) is this many nanoseconds old or more is settled:
+#: its listing is kept until its stat changes. A more recent one is listed again on every call,
+#: because a second change within the file system's timestamp granularity would leave the same
+#: times.
+SETTLED_NS = 2_000_000_000
+#: Per CA directory path: (its (st_dev, st_ino, st_mtime_ns, st_ctime_ns) when listed, settled,
+#: the names of its CA certificates and CRLs, sorted).
+_listings: dict[str, tuple[tuple[int, int, int, int], list[str]]] = {}
+
+
+def _ca_names(ca_dir: str) -> tuple[list[str], int]:
+    """The sorted ``<hash>.N`` and ``<hash>.rN`` names of ``ca_dir`` and its mtime (ns).
+
+    A directory's entries change only with its mtime and ctime: while its ``stat`` is the one
+    of a settled directory (:data:`SETTLED_NS`) listed before, that listing is used (issue 14:
+    listing and matching an IGTF directory of a thousand entries cost every putProxy a listing;
+    a ``stat`` of each listed file still tells a CRL or CA rewritten in place).
+    """
+    try:
+        st = os.stat(ca_dir)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        with _cache_lock:
+            kept = _listings.get(ca_dir)
+        if kept is not None and kept[0] == stamp:
+            return kept[1], st.st_mtime_ns
+        names = sorted(n for n in os.listdir(ca_dir) if _CA_FILE_RE.match(n))
+    except OSError as exc:
+        raise ProxyVerificationError(f"cannot read CA directory {ca_dir}: {exc}") from None
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS:
+        with _cache_lock:
+            _listings[ca_dir] = (stamp, names)
+    return names, st.st_mtime_ns
 
 
 def _load_ca_dir(ca_dir: str) -> _CaDir:
@@ -267,11 +374,8 @@ def _load_ca_dir(ca_dir: str) -> _CaDir:
     or a new CA is picked up on the next call while repeated calls only ``stat``.
     Unreadable files are skipped (as OpenSSL's hash-dir lookup does).
     """
-    try:
-        names = sorted(n for n in os.listdir(ca_dir) if _CA_FILE_RE.match(n))
-    except OSError as exc:
-        raise ProxyVerificationError(f"cannot read CA directory {ca_dir}: {exc}") from None
-    key = _signature(ca_dir, names)
+    names, directory_mtime_ns = _ca_names(ca_dir)
+    key = _signature(ca_dir, names, directory_mtime_ns)
     with _cache_lock:
         hit = _cache.get(ca_dir)
         if hit and hit[0] == key:
@@ -380,13 +484,35 @@ def verify_chain(
             "certificate has expired", "unable to get local issuer certificate",
             "unable to get certificate CRL"; or an empty chain / unreadable CA dir.
     """
+    _verified_path(chain, ca_dir, at)
+
+
+def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None) -> bool:
+    """:func:`verify_chain`, and whether the path OpenSSL verified goes from ``chain[0]`` to
+    ``chain[1]`` (the same DER): then OpenSSL has checked that ``chain[1]``'s subject is
+    ``chain[0]``'s issuer and ``chain[0]``'s signature with ``chain[1]``'s public key. False
+    when OpenSSL took another of the untrusted certificates as the issuer (it picks them by
+    name), or the chain has one certificate.
+
+    Raises:
+        ProxyVerificationError: as :func:`verify_chain`.
+    """
+    path = _verified_path(chain, ca_dir, at)
+    return (
+        len(chain) > 1 and len(path) > 1
+        and crypto.dump_certificate(crypto.FILETYPE_ASN1, path[1]) == certificate_der(chain[1])
+    )
+
+
+def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | None) -> list[crypto.X509]:
+    """The verification of :func:`verify_chain`; returns the path OpenSSL verified, leaf first."""
     if not chain:
         raise ProxyVerificationError("empty certificate chain")
     store = _store(ca_dir, _load_ca_dir(ca_dir), at)
     leaf = _openssl_cert(chain[0])
     untrusted = [_openssl_cert(c) for c in chain[1:]]
     try:
-        crypto.X509StoreContext(store, leaf, untrusted).verify_certificate()
+        return crypto.X509StoreContext(store, leaf, untrusted).get_verified_chain()
     except crypto.X509StoreContextError as exc:
         depth = ""
         if exc.certificate is not None:

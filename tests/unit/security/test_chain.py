@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from wmproxy.security.chain import (
     is_proxy,
     load_pem_chain,
     verify_chain,
+    verify_delegated_chain,
 )
 from wmproxy.security.proxy import credential_pem, make_proxy
 
@@ -37,7 +39,6 @@ class TestLoadPemChain:
 
     def test_blocks_are_those_the_regular_expression_finds(self, proxy):
         """The block scanner finds what ``BEGIN\r?\n.+?\r?\nEND`` (DOTALL) found before it."""
-        import re
 
         reference = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
         pem = chain_pem(proxy.full_chain)
@@ -75,6 +76,74 @@ class TestEncodings:
         assert certificate_der(cert) == cert.public_bytes(Encoding.DER)
 
 
+def _blocks(cert) -> dict[str, bytes]:
+    """PEM blocks of ``cert`` in the shapes a client may send, and broken ones."""
+    import binascii
+
+    text = binascii.b2a_base64(cert.public_bytes(Encoding.DER), newline=False)
+
+    def block(width: int, eol: bytes = b"\n", head: bytes = b"\n", tail: bytes = b"\n", body: bytes = text) -> bytes:
+        lines = eol.join(body[i:i + width] for i in range(0, len(body), width))
+        return b"-----BEGIN CERTIFICATE-----" + head + lines + tail + b"-----END CERTIFICATE-----"
+
+    stripped = text.rstrip(b"=")
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    # the last character before the padding with its unused low bit set (a non-canonical encoding)
+    loose = stripped[:-1] + bytes([alphabet[alphabet.index(stripped[-1]) ^ 1]]) + text[len(stripped):]
+    if stripped == text:  # a DER of 3n bytes: no padding, no unused bits
+        loose = stripped
+    return {
+        "64": block(64), "76": block(76), "one line": block(len(text)), "width 1": block(1),
+        "crlf": block(64, b"\r\n", b"\r\n", b"\r\n"), "mixed": block(64, b"\r\n", b"\n", b"\r\n"),
+        "blank line": block(64, b"\n\n"), "cr only": block(64, b"\r"), "spaces": block(64, b" \n"),
+        "no padding": block(64, body=stripped), "loose bits": block(64, body=loose),
+        "header": block(64, head=b"\nProc-Type: 4,ENCRYPTED\n\n"),
+        "short": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+        "truncated": block(64, body=text[:400]),
+    }
+
+
+class TestPlainBlocks:
+    """Blocks of canonical base64 are parsed from their DER (which is kept); the others by
+    cryptography's PEM reader: either way the outcome is cryptography's (issue 14)."""
+
+    @pytest.mark.parametrize("shape", [
+        "64", "76", "one line", "width 1", "crlf", "mixed", "blank line", "cr only", "spaces", "no padding",
+        "loose bits", "header", "short", "truncated"])
+    @pytest.mark.parametrize("which", ["ca", "user", "proxy"])
+    def test_same_outcome_as_cryptography(self, ca, user, proxy, shape, which):
+        from cryptography import x509
+
+        cert = {"ca": ca.cert, "user": user.cert, "proxy": proxy.cert}[which]
+        block = _blocks(cert)[shape]
+        with chain_module._pem_certificates_lock:
+            chain_module._pem_certificates.pop(block, None)
+        try:
+            expected = x509.load_pem_x509_certificate(block)
+        except ValueError as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+        if refused:
+            with pytest.raises(ValueError, match=re.escape(refused)):
+                chain_module._load_pem_certificate(block)
+            return
+        parsed = chain_module._load_pem_certificate(block)
+        assert parsed == expected
+        assert certificate_der(parsed) == expected.public_bytes(Encoding.DER)
+        assert certificate_pem(parsed) == expected.public_bytes(Encoding.PEM)
+
+    def test_plain_blocks_keep_their_der(self, proxy):
+        block = _blocks(proxy.cert)["76"]
+        assert chain_module._plain_der(block) == proxy.cert.public_bytes(Encoding.DER)
+        blocks = _blocks(proxy.cert)
+        shapes = ["blank line", "cr only", "spaces", "header"]
+        if blocks["no padding"] != blocks["64"]:  # a DER of 3n bytes has no padding
+            shapes += ["no padding", "loose bits"]
+        for shape in shapes:
+            assert chain_module._plain_der(blocks[shape]) is None, shape
+
+
 class TestProxyTests:
     def test_is_proxy(self, user, proxy):
         assert is_proxy(proxy.cert)
@@ -97,6 +166,14 @@ class TestProxyTests:
 class TestVerifyChain:
     def test_proxy_verifies(self, ca, proxy):
         verify_chain(proxy.full_chain, str(ca.directory))
+
+    def test_delegated_chain_says_whether_the_path_goes_through_the_next_certificate(self, ca, user, proxy):
+        second = make_proxy(proxy, lifetime=600)
+        assert verify_delegated_chain(second.full_chain, str(ca.directory)) is True
+        other = make_proxy(user, lifetime=600)  # another proxy of the user, not second's issuer
+        # OpenSSL picks second's issuer by name among the untrusted certificates: not chain[1]
+        assert verify_delegated_chain([second.cert, other.cert, proxy.cert, user.cert], str(ca.directory)) is False
+        assert verify_delegated_chain([user.cert], str(ca.directory)) is False
 
     def test_two_level_and_limited_proxies_verify(self, ca, proxy):
         verify_chain(make_proxy(proxy, lifetime=600).full_chain, str(ca.directory))
@@ -155,6 +232,23 @@ class TestVerifyChain:
         fresh_ca.crl_path.unlink()
         with pytest.raises(ProxyVerificationError, match="unable to get certificate CRL"):
             verify_chain(proxy.full_chain, str(fresh_ca.directory))
+
+    def test_a_ca_added_to_a_settled_directory_is_seen(self, fresh_ca, other_ca, monkeypatch):
+        """The listing of a settled CA directory is kept while its stat is unchanged: a CA added
+        to it (which changes the directory's mtime) is seen on the next call."""
+        import os
+        import shutil
+
+        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+        directory = fresh_ca.directory
+        os.utime(directory, (1_000_000_000, 1_000_000_000))
+        stranger = make_proxy(other_ca.issue_user("Stranger"), lifetime=600)
+        with pytest.raises(ProxyVerificationError, match="unable to get local issuer certificate"):
+            verify_chain(stranger.full_chain, str(directory))
+        assert str(directory) in chain_module._listings  # the listing is kept
+        shutil.copy(other_ca.cert_path, directory / other_ca.cert_path.name)
+        shutil.copy(other_ca.crl_path, directory / other_ca.crl_path.name)
+        verify_chain(stranger.full_chain, str(directory))
 
     def test_missing_ca_dir(self, tmp_path, proxy):
         with pytest.raises(ProxyVerificationError, match="cannot read CA directory"):

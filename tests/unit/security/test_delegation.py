@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
@@ -111,12 +112,63 @@ class TestAcceptDelegatedProxy:
         with pytest.raises(ProxyVerificationError, match="certificate revoked"):
             accept_delegated_proxy(key_pem, signed, DN, str(fresh_ca.directory))
 
+    def test_a_crl_rewritten_in_place_is_seen_by_the_next_put(self, fresh_ca, tmp_path, monkeypatch):
+        """A CRL revoking the caller, written over the old one in place (the CA directory's own
+        stat unchanged, its listing kept): the next putProxy is refused."""
+        import os
+
+        from wmproxy.security import chain as chain_module
+        from wmproxy.security.pki import CertificateAuthority
+
+        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+        user = fresh_ca.issue_user("Jane Doe")
+        caller = make_proxy(user, lifetime=3600)
+        directory = fresh_ca.directory
+        os.utime(directory, (1_000_000_000, 1_000_000_000))
+        key_pem, csr = new_proxy_request(bits=2048)
+        accept_delegated_proxy(key_pem, sign_proxy_request(csr, caller, lifetime=60), DN, str(directory))
+        assert str(directory) in chain_module._listings
+        scratch = CertificateAuthority(fresh_ca.cert, fresh_ca.key, tmp_path / "scratch")
+        scratch.revoke(user.cert)
+        before = os.stat(directory)
+        with open(fresh_ca.crl_path, "wb") as fh:  # in place: same inode, the directory untouched
+            fh.write(scratch.crl_path.read_bytes())
+        after = os.stat(directory)
+        assert (before.st_mtime_ns, before.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
+        key_pem, csr = new_proxy_request(bits=2048)
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            accept_delegated_proxy(key_pem, sign_proxy_request(csr, caller, lifetime=60), DN, str(directory))
+
     def test_leaf_not_signed_by_next_cert(self, ca, user, proxy, request_pair):
         key_pem, csr = request_pair
         chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
         other = make_proxy(user, lifetime=60)
         with pytest.raises(ProxyVerificationError, match="not signed by"):
             accept_delegated_proxy(key_pem, chain_pem([chain[0], other.cert, user.cert]), DN, str(ca.directory))
+
+    def test_next_cert_named_as_the_issuer_but_not_the_signer(self, ca, user, proxy, request_pair):
+        """chain[1] has the leaf issuer's subject (and passes the subject rule) but another key;
+        the real issuer comes later in the chain. OpenSSL builds its path through the real issuer
+        (the leaf's AKID does not match chain[1]'s SKI) and verifies it: the signature check of
+        chain[1] must still refuse (issue 14: it no longer runs when OpenSSL's path proves it)."""
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
+        assert chain[1] == proxy.cert
+        twin = _twin(proxy.cert, user)
+        sent = chain_pem([chain[0], twin, proxy.cert, user.cert])
+        verify_chain(load_pem_chain(sent), str(ca.directory))  # OpenSSL alone accepts this chain
+        with pytest.raises(ProxyVerificationError, match="not signed by"):
+            accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+
+    @pytest.mark.parametrize("caller", [DN, "/C=XX/O=wmproxy-demo/OU=Users/CN=Mallory"])
+    def test_a_bad_signature_is_reported_before_later_checks(self, ca, user, proxy, request_pair, caller):
+        """A leaf signed by another key than chain[1]'s: the signature's refusal comes first,
+        whether or not a later check (the caller's identity) also fails."""
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))
+        sent = chain_pem([chain[0], _twin(proxy.cert, user), user.cert])
+        with pytest.raises(ProxyVerificationError, match="not signed by"):
+            accept_delegated_proxy(key_pem, sent, caller, str(ca.directory))
 
     def test_leaf_alone(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
@@ -145,3 +197,18 @@ class TestDelegationIds:
     def test_refuses(self, bad):
         with pytest.raises(InvalidDelegationIdError, match="invalid delegation id"):
             check_delegation_id(bad)
+
+
+def _twin(cert: x509.Certificate, signer) -> x509.Certificate:
+    """A proxy with ``cert``'s subject, issuer and validity but its own key and SKI, signed by
+    ``signer`` (the issuer of ``cert``)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    builder = (
+        x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    for ext in cert.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder.sign(signer.key, hashes.SHA256())
