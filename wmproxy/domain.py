@@ -148,7 +148,15 @@ def to_filename(job_id: str) -> str:
     ``https://wms.example.org:9000/AbC-x_1`` → ``https_3a_2f_2fwms.example.org_3a9000_2fAbC-x_5f1``
     (glite ``to_filename``, ``wmproxy-behaviour.md`` §2.2).
     """
+    if job_id.isascii():  # every id of this service but one whose host name is not ASCII
+        # one lookup per character in a table made once: a third of the generator's CPU (issue 14)
+        return "".join(map(_ASCII_FILENAME_CHARS.__getitem__, job_id))
     return "".join(c if c in _SAFE_FILENAME else f"_{ord(c):02x}" for c in job_id)
+
+
+#: What :func:`to_filename` writes for each ASCII character.
+_ASCII_FILENAME_CHARS = {chr(code): chr(code) if chr(code) in _SAFE_FILENAME else f"_{code:02x}"
+                         for code in range(128)}
 
 
 def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:

@@ -40,17 +40,35 @@ def _shape(statement: str) -> str:
 
 
 def _statements_of(rt: Runtime, call: Any) -> list[str]:
+    """The statements ``call`` sends, by shape. On SQLite, those SQLite itself runs (the driver's
+    trace callback on each connection the call checks out): the engine sends ``BEGIN IMMEDIATE``
+    on the driver's connection, not through SQLAlchemy's statement events (issue 14), and
+    ``COMMIT`` is the driver's. On PostgreSQL, those SQLAlchemy sends (``before_cursor_execute``);
+    psycopg's own ``BEGIN`` and ``COMMIT`` are not among them."""
     engine = rt.session_factory.kw["bind"]
     seen: list[str] = []
 
     def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.append(_shape(statement))
 
-    sa.event.listen(engine, "before_cursor_execute", note)
+    def trace(statement: str) -> None:
+        seen.append(_shape(statement) if not statement.upper().startswith("BEGIN") else " ".join(statement.split()))
+
+    def checked_out(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_conn.set_trace_callback(trace)
+
+    def checked_in(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_trace_callback(None)
+
+    sqlite = engine.dialect.name == "sqlite"
+    listeners = [("checkout", checked_out), ("checkin", checked_in)] if sqlite else [("before_cursor_execute", note)]
+    for name, listener in listeners:
+        sa.event.listen(engine, name, listener)
     try:
         call()
     finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
+        for name, listener in listeners:
+            sa.event.remove(engine, name, listener)
     return seen
 
 
@@ -62,8 +80,9 @@ def test_one_simple_job_submit_is_these_statements(runtime: Runtime, pki: Pki, d
     if database_url.startswith("sqlite"):
         # The engine opens the transaction itself with BEGIN IMMEDIATE (wmproxy/store/engine.py);
         # then the delegation's lookup, the job row, its two events (one multi-row INSERT), the
-        # start request.
-        assert seen == ["BEGIN", "SELECT delegations", "INSERT jobs", "INSERT job_events", "INSERT execution_requests"]
+        # start request, the commit.
+        assert seen == ["BEGIN IMMEDIATE", "SELECT delegations", "INSERT jobs", "INSERT job_events",
+                        "INSERT execution_requests", "COMMIT"]
     else:
         # The job row, its events and its start request are one statement of data-modifying
         # CTEs, with the transaction's pg_notify as its RETURNING.

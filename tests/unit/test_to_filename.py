@@ -1,0 +1,43 @@
+"""``domain.to_filename`` (a job's directory name) against its definition: every character
+outside ``[A-Za-z0-9.- ]`` becomes ``_`` and its code point in (at least two) lowercase hex
+digits (glite's ``to_filename``). The ASCII fast path must write what the definition writes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wmproxy.domain import new_job_id, to_filename
+
+_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.- ")
+
+
+def _definition(text: str) -> str:
+    return "".join(c if c in _SAFE else f"_{ord(c):02x}" for c in text)
+
+
+def test_the_reference_example() -> None:
+    assert to_filename("https://wms.example.org:9000/AbC-x_1") == "https_3a_2f_2fwms.example.org_3a9000_2fAbC-x_5f1"
+
+
+def test_every_ascii_character_and_a_few_past_it() -> None:
+    for code in [*range(128), 0x80, 0xE9, 0xFF, 0x100, 0x3B1, 0x20AC, 0x1F600]:
+        assert to_filename(chr(code)) == _definition(chr(code)), hex(code)
+    assert to_filename("\x00") == "_00"
+    assert to_filename("é") == "_e9"
+    assert to_filename("€") == "_20ac"
+
+
+def test_a_new_job_id() -> None:
+    job_id = new_job_id("wms.example.org", 9000)
+    assert to_filename(job_id) == _definition(job_id)
+
+
+@given(st.text())
+def test_any_text_is_named_as_the_definition_names_it(text: str) -> None:
+    assert to_filename(text) == _definition(text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_any_ascii_text_is_named_as_the_definition_names_it(text: str) -> None:
+    assert to_filename(text) == _definition(text)
