@@ -232,7 +232,7 @@ class LocalExecutionBackend:
     def _zygote(self, account: Account | None) -> Zygote | None:
         """The account's running zygote, started if needed; None while it is in its
         fallback period or cannot be started."""
-        key = None if account is None else (account.uid, account.gid)
+        key = _account_key(account)
         launcher = self._zygotes.get(key)
         if launcher is not None:
             if launcher.process.poll() is None:
@@ -264,7 +264,7 @@ class LocalExecutionBackend:
                     launcher.close()
 
     def _zygote_failed(self, account: Account | None, why: str) -> None:
-        key = None if account is None else (account.uid, account.gid)
+        key = _account_key(account)
         launcher = self._zygotes.pop(key, None)
         self._last_used.pop(key, None)
         if launcher is not None:
@@ -288,7 +288,7 @@ class LocalExecutionBackend:
     def _reuse_spare(self, name: str, account: Account | None) -> bool:
         """Make a spare of ``account`` the work dir ``name`` (checked empty and the account's
         there); False when there is none or it failed the check."""
-        key = None if account is None else (account.uid, account.gid)
+        key = _account_key(account)
         spares = self._spares.get(key)
         if not spares:
             return False
@@ -308,7 +308,7 @@ class LocalExecutionBackend:
         if not self.reuse_work_dirs:
             return False
         account = handle.account
-        key = None if account is None else (account.uid, account.gid)
+        key = _account_key(account)
         spares = self._spares.setdefault(key, [])
         if len(spares) >= MAX_SPARES:
             return False
@@ -455,6 +455,12 @@ class LocalExecutionBackend:
             return is_process(handle.pid, started)
         _reap_if_child(handle.pid)
         return is_wrapper(handle.pid, handle.work_dir)
+
+
+def _account_key(account: Account | None) -> tuple[int, int] | None:
+    """What the zygotes and spare work dirs are kept by: the account's (uid, gid), None for the
+    worker's own user."""
+    return None if account is None else (account.uid, account.gid)
 
 
 def _close_zygotes(zygotes: dict[tuple[int, int] | None, Zygote]) -> None:
