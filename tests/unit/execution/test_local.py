@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import stat
@@ -416,6 +417,7 @@ class TestSpareWorkDirs:
     ) -> None:
         backend, spare = _with_a_spare(work_root / "idle", input_dir, account)
         root = backend.work_root
+        monkeypatch.setattr(local, "SPARE_IDLE", math.inf)  # however slow this machine: not idle yet
         assert backend.tidy() == 0  # used just now: kept
         assert _spares(root) == [spare]
         monkeypatch.setattr(local, "SPARE_IDLE", 0.0)
