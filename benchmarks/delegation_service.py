@@ -28,6 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from perf_support import summary
+
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED = 20
 #: Distinct RSA keys behind the pooled rows of a run.
@@ -95,10 +97,6 @@ def _run(repo: Path, database_kind: str, pairs: int) -> dict[str, float]:
     return {k: float(v) for k, v in result.items()}
 
 
-def _spread(values: list[float]) -> str:
-    return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
@@ -119,10 +117,10 @@ def main() -> None:
         for side in sides if round_ % 2 == 0 else sides[::-1]:
             figures[side].append(_run(side, args.database, args.pairs))
     print(f"{args.database}, {args.pairs} pairs a round, {args.rounds} rounds; "
-          "CPU ms per call, medians of the rounds' min / median / max")
+          "CPU ms per call over the rounds (each round's figure a median)")
     for part in ("getProxyReq", "putProxy", "pair"):
         line = f"  {part:12s}" + " | ".join(
-            f"{side}: {_spread([f[part] for f in figures[side]])}" for side in sides)
+            f"{side}: {summary([f[part] for f in figures[side]])}" for side in sides)
         print(line)
 
 
