@@ -11,7 +11,8 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database created thro
 commit until the worker has claimed it (the job has left Waiting), read every 5 ms; the next job
 is submitted once this one has ended, after a random pause, so submissions land at random
 points of the worker's cycle. Printed: min / median / max of that latency per database, against
-the poll interval: PostgreSQL wakes the worker by NOTIFY, SQLite is polled every 0.2 s.
+the poll interval: PostgreSQL wakes the worker by NOTIFY, SQLite by its inotify watch of the
+database's directory (where that cannot be set up, the worker polls SQLite every 0.2 s).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir="/var/tmp"))
         try:
             os.chmod(root, ROOT_MODE)
-            results["SQLite (polled)"] = latencies(root, f"sqlite:///{root}/wmproxy.db", args.jobs,
+            results["SQLite (inotify)"] = latencies(root, f"sqlite:///{root}/wmproxy.db", args.jobs,
                                                    accounts.name("usr"))
             pg_url = args.postgres_url.rsplit("/", 1)[0] + f"/{name}"
             results["PostgreSQL (NOTIFY)"] = latencies(root, pg_url, args.jobs, accounts.name("usr"))
