@@ -10,8 +10,11 @@ For each database (a fresh SQLite file; a fresh PostgreSQL database created thro
 ``--jobs`` times: jobSubmit of a ``/bin/true`` job through the services, and the time from its
 commit until the worker has claimed it (the job has left Waiting), read every 5 ms; the next job
 is submitted once this one has ended, after a random pause, so submissions land at random
-points of the worker's cycle. Printed: min / median / max of that latency per database, against
-the poll interval: PostgreSQL wakes the worker by NOTIFY, SQLite is polled every 0.2 s.
+points of the worker's cycle. Before the jobs, the worker thread's CPU time over
+``--idle`` seconds of idleness (``/proc/self/task/<tid>/schedstat``: its idle polls). Printed:
+min / median / max of that latency per database, and the idle CPU, against the poll interval:
+PostgreSQL wakes the worker by NOTIFY, SQLite by its inotify watch of the database's directory
+(where that cannot be set up, the worker polls SQLite every 0.2 s).
 """
 
 from __future__ import annotations
@@ -50,8 +53,14 @@ ROOT_MODE = 0o711  # the mapped account traverses the benchmark's root
 DEADLINE = 120.0  # seconds a job may take to be claimed and to end
 
 
-def latencies(root: Path, url: str, jobs: int, account: str) -> list[float]:
-    """Seconds from each jobSubmit's commit until the worker claimed the job."""
+def thread_cpu(tid: int) -> float:
+    """Seconds the thread ``tid`` of this process has run on a CPU."""
+    return int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def latencies(root: Path, url: str, jobs: int, account: str, idle: float) -> tuple[list[float], float]:
+    """Seconds from each jobSubmit's commit until the worker claimed the job, and the worker
+    thread's CPU milliseconds per second while idle for ``idle`` seconds before."""
     state = root / f"state-{uuid.uuid4().hex[:6]}"
     state.mkdir(mode=0o711)
     (state / "work").mkdir(mode=0o755)
@@ -84,6 +93,10 @@ def latencies(root: Path, url: str, jobs: int, account: str) -> list[float]:
     rng = random.Random(7)  # noqa: S311 - pauses, not cryptography
     try:
         time.sleep(2.0)  # the worker registered, idle
+        tid = thread.native_id or 0
+        cpu_before = thread_cpu(tid)
+        time.sleep(idle)
+        idle_cpu = (thread_cpu(tid) - cpu_before) * 1000 / idle
         for _ in range(jobs):
             time.sleep(rng.uniform(0.2, 0.7))
             job_id = submit_job(rt, principal, '[ Executable = "/bin/true"; ]', delegation).job_id
@@ -107,12 +120,13 @@ def latencies(root: Path, url: str, jobs: int, account: str) -> list[float]:
         bind = rt.session_factory.kw.get("bind")
         if bind is not None:
             bind.dispose()
-    return found
+    return found, idle_cpu
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20, help="jobs per database, default 20")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idleness measured, default 5")
     parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL, help="an admin URL that may CREATE DATABASE")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -122,15 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     name = f"wmproxy_bench_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    results: dict[str, list[float]] = {}
+    results: dict[str, tuple[list[float], float]] = {}
     with local_accounts({"usr": ["usr"]}) as accounts:
         root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir="/var/tmp"))
         try:
             os.chmod(root, ROOT_MODE)
-            results["SQLite (polled)"] = latencies(root, f"sqlite:///{root}/wmproxy.db", args.jobs,
-                                                   accounts.name("usr"))
+            results["SQLite"] = latencies(root, f"sqlite:///{root}/wmproxy.db", args.jobs,
+                                                   accounts.name("usr"), args.idle)
             pg_url = args.postgres_url.rsplit("/", 1)[0] + f"/{name}"
-            results["PostgreSQL (NOTIFY)"] = latencies(root, pg_url, args.jobs, accounts.name("usr"))
+            results["PostgreSQL (NOTIFY)"] = latencies(root, pg_url, args.jobs, accounts.name("usr"), args.idle)
         finally:
             shutil.rmtree(root, ignore_errors=True)
             with admin.connect() as conn:
@@ -139,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.jobs} jobs per database, one at a time at random moments, idle in-process worker, "
           f"poll_interval 1 s, {os.cpu_count()} cores")
     print("seconds from jobSubmit's commit until the worker claimed the job, min / median / max:")
-    for label, values in results.items():
+    for label, (values, _) in results.items():
         print(f"  {label:22} {min(values):6.3f} / {statistics.median(values):6.3f} / {max(values):6.3f}")
+    print(f"the idle worker thread's CPU over {args.idle:g} s (its idle polls), ms per second:")
+    for label, (_, idle_cpu) in results.items():
+        print(f"  {label:22} {idle_cpu:6.2f}")
     return 0
 
 

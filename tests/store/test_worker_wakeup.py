@@ -2,7 +2,8 @@
 database (SQLite file and PostgreSQL) with the worker in-process.
 
 * PostgreSQL: the transaction that queues a start request notifies the listening worker at
-  commit (never on rollback); SQLite has no notification and polls.
+  commit (never on rollback); SQLite: the worker watches the database's directory (inotify), and
+  a rolled-back transaction writes nothing there (test_sqlite_wakeup.py: commits that wake it).
 * The exit of a wrapper the worker spawned wakes it (pidfd).
 * ``[execution] max_running`` caps the local backend only; ``[slurm] max_submitted`` the
   Slurm backend.
@@ -66,27 +67,40 @@ def _engine_name(rt: Runtime) -> str:
 class TestQueueNotification:
     def test_a_committed_start_wakes_the_listening_worker_on_postgresql(self, rt: Runtime, alice: Principal,
                                                                        wakeup: Wakeup) -> None:
-        wakeup.wait(0)  # opens the LISTEN connection
-        if _engine_name(rt) != "postgresql":
-            assert not wakeup.listening  # SQLite: no notifications, the worker polls
-            return
+        wakeup.wait(0)  # opens the LISTEN connection (SQLite: the directory watch)
         assert wakeup.listening
+        if _engine_name(rt) != "postgresql":
+            return  # SQLite: only a commit made during the wait wakes it (test_sqlite_wakeup.py)
         submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake")
         assert wakeup.wait(WOKEN_WITHIN), "jobSubmit's start request did not wake the listener"
 
     def test_a_rolled_back_enqueue_does_not_wake_it(self, rt: Runtime, alice: Principal, wakeup: Wakeup) -> None:
         wakeup.wait(0)
         job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake").job_id
-        if wakeup.listening:  # PostgreSQL: consume the submit's notification (SQLite sends none)
+        postgresql = _engine_name(rt) == "postgresql"
+        if postgresql:  # consume the submit's notification (SQLite: dropped when the next wait begins)
             assert wakeup.wait(WOKEN_WITHIN)
-        uow = rt.uow()
+
+        def rolled_back() -> None:
+            uow = rt.uow()
+            try:
+                with uow:
+                    uow.queue.enqueue(job_id, "cancel", utcnow())
+                    raise RuntimeError("roll back")
+            except RuntimeError:
+                pass
+
+        if postgresql:  # a notification would wait in the connection
+            rolled_back()
+            assert not wakeup.wait(1.0)
+            return
+        # SQLite: events that arrive before a wait begins are dropped; roll back during the wait
+        timer = threading.Timer(0.3, rolled_back)
+        timer.start()
         try:
-            with uow:
-                uow.queue.enqueue(job_id, "cancel", utcnow())
-                raise RuntimeError("roll back")
-        except RuntimeError:
-            pass
-        assert not wakeup.wait(1.0)
+            assert not wakeup.wait(1.5)
+        finally:
+            timer.join()
 
 
 class TestIdle:

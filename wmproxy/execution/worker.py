@@ -186,15 +186,17 @@ class ExecutionWorker:
 
     def _wait(self, stop: threading.Event) -> None:
         """Sleep until a poll is due: ``poll_interval`` when every backend is full, its
-        :data:`IDLE_POLL_FRACTION` while a job could be claimed; woken earlier by a queued
-        request (PostgreSQL NOTIFY) or the exit of a wrapper this process spawned
+        :data:`IDLE_POLL_FRACTION` while a job could be claimed and nothing wakes the worker
+        for it; woken earlier by a queued request (PostgreSQL NOTIFY, an SQLite commit seen
+        by inotify) or the exit of a wrapper this process spawned
         (:class:`~wmproxy.execution.wakeup.Wakeup`)."""
         room = bool(self._with_room())
-        timeout = self.settings.poll_interval * (IDLE_POLL_FRACTION if room else 1.0)
+        fraction = self.settings.poll_interval * IDLE_POLL_FRACTION
+        timeout = fraction if room else self.settings.poll_interval
         if room and self.wakeup.listening:
             timeout = self.settings.poll_interval  # a queued job wakes the worker at once
         self.wakeup.watch(self._watched())
-        self.wakeup.wait(timeout, stop, gather=GATHER_ENDS)
+        self.wakeup.wait(timeout, stop, gather=GATHER_ENDS, recheck=fraction if room else None)
 
     def _watched(self) -> list[int]:
         """The wrapper pids whose exit should wake the worker: its own children still running,
