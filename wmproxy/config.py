@@ -167,8 +167,10 @@ class ExecutionSettings:
             same path). Must be a real directory owned by the worker's user and not
             writable by group or others (``wmproxy.execution.identity.prepare_work_dir``);
             mapped accounts need search permission on it and its parents.
-        poll_interval: seconds between queue polls while jobs run; an idle worker
-            polls up to ten times as often (a started job begins without waiting).
+        poll_interval: seconds between queue polls while jobs run. An idle worker is woken
+            by a queued job (PostgreSQL NOTIFY, or on an SQLite file an inotify watch of its
+            directory) and polls every ``poll_interval`` as well; without either it polls
+            five times as often.
         max_running: jobs one worker runs at once on the ``local`` backend (Slurm jobs
             count against ``[slurm] max_submitted`` instead).
         backend: the backends this worker runs, comma-separated: ``local`` (processes on
