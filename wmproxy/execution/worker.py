@@ -26,6 +26,10 @@ No job is lost or run twice:
   as it heartbeats it adopts the jobs of dead workers on its host and its own previous
   life's (:func:`wmproxy.services.execution.adopt_jobs`): running jobs are followed
   through their wrapper and ``status.json``, claimed-but-never-started ones requeued;
+* a job prepared ahead of a free slot (short jobs: :data:`READ_AHEAD_RUNTIME`) is
+  recorded Scheduled before it is held, is known to the worker's own adoption, is
+  cancelled without running, and goes back to the queue (work dir released first) at a
+  drain or after :data:`READ_AHEAD_HOLD` seconds without a slot;
 * stopping (SIGTERM) drains: the worker stops claiming and exits, leaving its jobs
   running (each wrapper leads its own session); the next worker on the host, or this
   one restarted under the same name, adopts them. Only ``cancel_running_on_exit``
