@@ -4,12 +4,12 @@ plain loop; worker CPU <= 5 ms per job).
 
 Standalone, as root (it creates throwaway accounts): ``.venv/bin/python
 benchmarks/execution_mapping.py [--jobs-per-window 200] [--windows 5] [--max-running 8]
-[--root /var/tmp]``.
+[--root /var/tmp] [--poll-interval 1]``.
 
 Two fresh SQLite states (``wmproxy-admin init --user``), one per mode, are filled in-process
 with windows × W registered ``/bin/true`` jobs of one user (delegation + jobRegister through
 the services), and one ``wmproxy-worker`` process is started per state as the service user, as
-deploy/wmproxy-worker.service starts it, with the default ``poll_interval`` (1 s):
+deploy/wmproxy-worker.service starts it, with the default ``poll_interval`` (1 s; ``--poll-interval`` sets another):
 
 - mapping on (``gridmap``): the worker holds its 5 ambient capabilities and runs each job as
   the user's mapped account (work dir and proxy copy handed over, wrapper started as the account);
@@ -164,7 +164,7 @@ class Mode:
 
 
 def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str, Path | str],
-               svc: str, account: str) -> Mode:
+               svc: str, account: str, poll_interval: float = 1.0) -> Mode:
     """A state for ``mode`` (``gridmap`` or ``none``) with ``jobs`` registered jobs and its worker."""
     import pwd
 
@@ -182,6 +182,7 @@ def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str
         f"[service]\nhost = localhost\nport = 7443\n"
         f"[sandbox]\nroot = {state}/sandbox\n"
         f"[execution]\nwork_dir = {state}/work\nmax_running = {max_running}\nheartbeat_lease = 60\n"
+        f"poll_interval = {poll_interval}\n"
         f"[mapping]\nmode = {mode}\ngridmap_file = {gridmap}\n"
     )
     os.chmod(config, 0o644)
@@ -227,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="/var/tmp",  # noqa: S108 - mkdtemp makes a private directory in it
                         help="directory under which the states (SQLite databases, work dirs) are made, default "
                              "/var/tmp; /dev/shm shows what the file system costs (docs/performance.md)")
+    parser.add_argument("--poll-interval", type=float, default=1.0,
+                        help="the workers' [execution] poll_interval in seconds, default 1 (the default setting); "
+                             "an idle SQLite worker polls the queue every fifth of it")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("execution_mapping.py must run as root: it creates a service account and a mapped account "
@@ -251,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                                           "dn": slash_dn(cred.cert.subject)}
             for kind in ("none", "gridmap"):
                 modes.append(start_mode(root, kind, n * windows, args.max_running, pki, accounts.name("svc"),
-                                        accounts.name("usr")))
+                                        accounts.name("usr"), args.poll_interval))
             time.sleep(3.0)  # both workers up and idle before the first window
-            print(f"{windows} windows of {n} trivial jobs, max_running {args.max_running}, SQLite, poll_interval 1 s, "
+            print(f"{windows} windows of {n} trivial jobs, max_running {args.max_running}, SQLite, "
+                  f"poll_interval {args.poll_interval:g} s, "
                   f"worker as service user {accounts.name('svc')}, {os.cpu_count()} cores")
             ratio_off: list[float] = []
             ratio_on: list[float] = []

@@ -26,6 +26,10 @@ No job is lost or run twice:
   as it heartbeats it adopts the jobs of dead workers on its host and its own previous
   life's (:func:`wmproxy.services.execution.adopt_jobs`): running jobs are followed
   through their wrapper and ``status.json``, claimed-but-never-started ones requeued;
+* a job prepared ahead of a free slot (short jobs: :data:`READ_AHEAD_RUNTIME`) is
+  recorded Scheduled before it is held, is known to the worker's own adoption, is
+  cancelled without running, and goes back to the queue (work dir released first) at a
+  drain or after :data:`READ_AHEAD_HOLD` seconds without a slot;
 * stopping (SIGTERM) drains: the worker stops claiming and exits, leaving its jobs
   running (each wrapper leads its own session); the next worker on the host, or this
   one restarted under the same name, adopts them. Only ``cancel_running_on_exit``
@@ -74,6 +78,15 @@ TIDY_EVERY = 16
 #: Seconds a worker about to wait spends removing released work dirs at most (then it waits,
 #: and goes on at its next idle moment), so a wrapper's exit is not left unseen for long.
 TIDY_BUDGET = 0.01
+#: Seconds a job ran at most for its end to count as a short job's. Each short job that a cycle
+#: found ended has the cycle claim and prepare one more job of its backend kind ahead of a
+#: free slot (up to :data:`STARTS_PER_STEP` per kind held at once), recorded Scheduled: the
+#: next cycle spawns it as soon as a slot frees, before its own bookkeeping, instead of
+#: claiming, preparing and scheduling it while no job runs.
+READ_AHEAD_RUNTIME = 0.5
+#: Seconds a job prepared ahead waits for a slot at most; then its work dir is released and
+#: it is put back in the queue, for any worker (:meth:`ExecutionWorker._put_back`).
+READ_AHEAD_HOLD = 1.0
 #: Bytes of a perused file copied per sample at most.
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 
@@ -91,6 +104,7 @@ class RunningJob:
     #: is ever written twice and no two merged files share a name
     stamps: dict[str, int] = field(default_factory=dict)
     cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
+    since: float = 0.0  # monotonic seconds: when its wrapper was spawned (0: adopted), or prepared ahead
 
 
 @dataclass
@@ -136,6 +150,8 @@ class ExecutionWorker:
         self.pid = os.getpid()
         self.settings = rt.settings.execution
         self.running: dict[str, RunningJob] = {}
+        #: jobs prepared ahead of a free slot and recorded Scheduled, not spawned yet (in claim order)
+        self.ahead: dict[str, RunningJob] = {}
         self.detached: list[RunHandle] = []  # wrappers this process spawned but no longer follows
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
@@ -226,7 +242,10 @@ class ExecutionWorker:
 
     def stop(self) -> None:
         """Drain: leave running jobs to their wrappers (adopted after a restart), or
-        cancel them when ``cancel_running_on_exit``."""
+        cancel them when ``cancel_running_on_exit``. The jobs prepared ahead (never spawned)
+        have their work dirs released and go back to the queue."""
+        for job in list(self.ahead.values()):
+            self._put_back(job, "its worker stopped before starting it")
         if self.cancel_running_on_exit and self.running:
             self._cancel_all()
         if self.running:
@@ -243,11 +262,14 @@ class ExecutionWorker:
         self.detached += [job.handle for job in self.running.values()
                           if job.handle.process is not None or job.order.backend == "local"]
         self.running.clear()
+        self.ahead.clear()  # Scheduled, never spawned: the worker that adopts them requeues them
 
     def step(self) -> bool:
-        """One cycle: heartbeat, cancels, perusal, reaping, then claiming and starting up to
-        :data:`STARTS_PER_STEP` jobs while a backend has room; returns True when a job
-        was started (so the loop goes on at once)."""
+        """One cycle: heartbeat, cancels, perusal; the running jobs that ended are found, the
+        jobs prepared ahead spawned into the slots they free, then the ends recorded; then up
+        to :data:`STARTS_PER_STEP` jobs claimed and started while a backend has room, and
+        as many as short jobs ended claimed and prepared ahead (:data:`READ_AHEAD_RUNTIME`);
+        returns True when a job was started (so the loop goes on at once)."""
         if not self._registered:
             self.start()
         self.detached = [h for h in self.detached if h.process is not None and h.process.poll() is None]
@@ -259,18 +281,80 @@ class ExecutionWorker:
             if job.cancel_reason is not None:
                 job.backend.cancel(job.handle)  # escalates once the grace has passed
         self._sample_perusal()
-        self._reap()
+        ended = self._ended()
+        spawned = self._launch(self._due_ahead())  # before the ends' bookkeeping: the slots are free now
+        self._record_ends(ended)
+        room = self._room()
+        wanted = self._read_ahead(ended)
+        claim = {kind: min(room[kind], STARTS_PER_STEP) + wanted.get(kind, 0) for kind in room}
         try:  # one transaction for the cycle's claims
-            orders = service.claim_starts(self.rt, self.name, self._room(), limit=STARTS_PER_STEP)
+            orders = service.claim_starts(self.rt, self.name, claim,
+                                          limit=min(sum(room.values()), STARTS_PER_STEP) + sum(wanted.values()))
         except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the requests stay queued
             log.error("cannot match the next job: %s", exc)
             orders = []
         prepared = [ready for order in orders if (ready := self._prepare(order)) is not None]
-        spawned = self._spawn(prepared)
+        at_once, later = [], []
+        for job in self._schedule(prepared):
+            if room.get(job.order.backend, 0) > 0:
+                room[job.order.backend] -= 1
+                at_once.append(job)
+            else:
+                later.append(job)
+        spawned += self._launch(at_once)
+        held_since = time.monotonic()
+        for job in later:
+            job.since = held_since
+            self.ahead[job.order.job_id] = job
         if spawned:  # one transaction for the cycle's starts (a crash before it: adoption finds the wrappers)
             service.mark_running(self.rt, spawned)
-        self._tidy(busy=bool(orders))
-        return bool(orders)
+        self._put_back_stale()
+        busy = bool(spawned) or len(orders) > len(later)
+        self._tidy(busy=busy)
+        return busy
+
+    def _read_ahead(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> dict[str, int]:
+        """Jobs to prepare ahead per backend kind: one per job of the kind that ended after
+        running less than :data:`READ_AHEAD_RUNTIME` seconds, up to :data:`STARTS_PER_STEP`
+        held ahead at once."""
+        now = time.monotonic()
+        short: dict[str, int] = {}
+        for job, _outcome in ended:
+            if job.since and now - job.since < READ_AHEAD_RUNTIME:
+                short[job.order.backend] = short.get(job.order.backend, 0) + 1
+        for job in self.ahead.values():
+            short[job.order.backend] = short.get(job.order.backend, 0) - 1
+        return {kind: min(n, STARTS_PER_STEP - sum(1 for j in self.ahead.values() if j.order.backend == kind))
+                for kind, n in short.items() if n > 0 and kind in self.backends}
+
+    def _due_ahead(self) -> list[RunningJob]:
+        """The jobs prepared ahead that the backends have room for now, oldest first, taken
+        out of :attr:`ahead` (the caller spawns them)."""
+        room = self._room()
+        due = []
+        for job_id, job in list(self.ahead.items()):
+            if room.get(job.order.backend, 0) > 0:
+                room[job.order.backend] -= 1
+                due.append(self.ahead.pop(job_id))
+        return due
+
+    def _put_back_stale(self) -> None:
+        """Put back the jobs prepared ahead more than :data:`READ_AHEAD_HOLD` seconds ago: the
+        running jobs did not end as soon as expected, and another worker may have room."""
+        if not self.ahead:
+            return
+        cutoff = time.monotonic() - READ_AHEAD_HOLD
+        for job in [job for job in self.ahead.values() if job.since < cutoff]:
+            self._put_back(job, f"no slot on worker {self.name} within {READ_AHEAD_HOLD:g} s")
+
+    def _put_back(self, job: RunningJob, reason: str) -> None:
+        """A job prepared ahead goes back to the queue, never spawned: its work dir released
+        first, then Waiting with a new start request (:func:`~wmproxy.services.execution.
+        requeue_unstarted`)."""
+        del self.ahead[job.order.job_id]
+        self._release(job.backend, job.handle)
+        if service.requeue_unstarted(self.rt, self.name, job.order.job_id, reason):
+            log.info("job %s prepared ahead put back in the queue: %s", job.order.job_id, reason)
 
     def _tidy(self, *, busy: bool) -> None:
         """Have the backends remove the work dirs they set aside at release (their ``tidy``,
@@ -295,11 +379,17 @@ class ExecutionWorker:
         at every cycle: one transaction per cycle was one per job when wrappers end one by one."""
         now = time.monotonic()
         notified, self.wakeup.notified = self.wakeup.notified, False
-        if not self.running or (now < self._next_cancel_check and not notified):
+        if not (self.running or self.ahead) or (now < self._next_cancel_check and not notified):
             return
         self._next_cancel_check = now + self.settings.poll_interval * IDLE_POLL_FRACTION
-        for job_id in service.take_cancel_requests(self.rt, list(self.running)):
-            self._cancel(job_id, "")
+        for job_id in service.take_cancel_requests(self.rt, [*self.running, *self.ahead]):
+            ahead = self.ahead.pop(job_id, None)
+            if ahead is None:
+                self._cancel(job_id, "")
+                continue
+            self._release(ahead.backend, ahead.handle)  # never spawned: nothing to stop
+            end_attempt(self.rt, job_id, AttemptEnd(JobState.CANCELLED))
+            log.info("job %s cancelled before its wrapper was spawned", job_id)
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -334,7 +424,7 @@ class ExecutionWorker:
             The ids of the jobs now followed or requeued.
         """
         adopted: list[str] = []
-        for order in service.adopt_jobs(self.rt, self.name, self.host, set(self.running)):
+        for order in service.adopt_jobs(self.rt, self.name, self.host, {*self.running, *self.ahead}):
             try:
                 account = _account(order.local_account)
             except WMProxyError as exc:
@@ -391,24 +481,30 @@ class ExecutionWorker:
             return None
         return RunningJob(order, handle, backend)
 
-    def _spawn(self, prepared: Sequence[RunningJob]) -> list[tuple[str, str]]:
+    def _schedule(self, prepared: Sequence[RunningJob]) -> list[RunningJob]:
         """Record the prepared jobs Scheduled with their backend references (one
-        transaction, before any spawn, so a crash never loses a running wrapper), then
-        spawn each; returns the ``(job id, backend reference)`` of those whose wrapper runs
-        (the caller records them Running)."""
+        transaction, before any spawn, so a crash never loses a running wrapper); returns
+        those recorded (a job that ended meanwhile, cancelled, has its work dir released)."""
         if not prepared:
             return []
         scheduled = service.mark_scheduled(self.rt, [(job.order.job_id, job.handle.ref) for job in prepared])
-        ready = [job for job in prepared if job.order.job_id in scheduled]
+        for job in prepared:
+            if job.order.job_id not in scheduled:  # ended meanwhile (cancelled)
+                self._release(job.backend, job.handle)
+        return [job for job in prepared if job.order.job_id in scheduled]
+
+    def _launch(self, ready: Sequence[RunningJob]) -> list[tuple[str, str]]:
+        """Spawn the wrappers of Scheduled jobs; returns the ``(job id, backend reference)`` of
+        those whose wrapper runs (the caller records them Running); a job whose wrapper cannot
+        start is a shallow failure."""
+        if not ready:
+            return []
         for backend in {id(job.backend): job.backend for job in ready}.values():
             if isinstance(backend, BatchSpawning):  # e.g. one Slurm job array for the cycle's jobs
                 backend.spawn_batch([job.handle for job in ready if job.backend is backend])
         spawned: list[tuple[str, str]] = []
-        for job in prepared:
+        for job in ready:
             job_id = job.order.job_id
-            if job_id not in scheduled:  # ended meanwhile (cancelled)
-                self._release(job.backend, job.handle)
-                continue
             try:
                 job.backend.spawn(job.handle)
             except BackendError as exc:
@@ -416,6 +512,7 @@ class ExecutionWorker:
                 self._release(job.backend, job.handle)
                 end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
                 continue
+            job.since = time.monotonic()
             self.running[job_id] = job
             log.info("job %s running (%s)", job_id, job.handle.ref)
             spawned.append((job_id, job.handle.ref))
@@ -449,25 +546,41 @@ class ExecutionWorker:
     # --- ending --------------------------------------------------------------------
 
     def _reap(self) -> None:
-        """Collect the jobs whose attempt ended: outputs, work dir released, then every end
-        recorded in one transaction (:func:`~wmproxy.services.retries.end_attempts`)."""
-        ends: list[tuple[str, AttemptEnd]] = []
-        try:
-            for job_id, job in list(self.running.items()):
-                outcome = job.backend.poll(job.handle)
-                if outcome is None:
-                    continue
+        """Collect the jobs whose attempt ended (:meth:`_ended`, :meth:`_record_ends`)."""
+        self._record_ends(self._ended())
+
+    def _ended(self) -> list[tuple[RunningJob, JobOutcome]]:
+        """The followed jobs whose attempt ended, with their outcomes, no longer followed
+        (their slots are free); the caller records them (:meth:`_record_ends`)."""
+        ended: list[tuple[RunningJob, JobOutcome]] = []
+        for job_id, job in list(self.running.items()):
+            outcome = job.backend.poll(job.handle)
+            if outcome is not None:
                 del self.running[job_id]
+                ended.append((job, outcome))
+        return ended
+
+    def _record_ends(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> None:
+        """Outputs collected, work dir released, then every end recorded in one transaction
+        (:func:`~wmproxy.services.retries.end_attempts`). Should collecting raise, the jobs not
+        handled yet are followed again (their wrappers have ended: the next cycle retries)."""
+        ends: list[tuple[str, AttemptEnd]] = []
+        done = 0
+        try:
+            for job, outcome in ended:
                 released = False
                 try:
                     end = self._attempt_end(job, outcome)
                     self._release(job.backend, job.handle)  # before the end is reported: a resubmission
                     released = True                         # must not find the old work dir
-                    ends.append((job_id, end))
+                    ends.append((job.order.job_id, end))
                 finally:
+                    done += 1
                     if not released:
                         self._release(job.backend, job.handle)
         finally:
+            for job, _outcome in ended[done:]:
+                self.running[job.order.job_id] = job
             if ends:
                 for (job_id, end), state in zip(ends, end_attempts(self.rt, ends), strict=True):
                     log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
