@@ -134,13 +134,21 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the SQLite variant of a test marked ``postgresql_only``: behaviour that exists on
-    PostgreSQL alone (row locks, ``SKIP LOCKED``) is not generated for SQLite at all, rather than
-    generated and skipped."""
-    drop = [item for item in items if item.get_closest_marker("postgresql_only")
-            and getattr(item, "callspec", None) is not None
-            and "sqlite" in (item.callspec.params.get("database_url"),  # type: ignore[attr-defined]
-                             item.callspec.params.get("database_kind"))]  # type: ignore[attr-defined]
+    """Deselect the SQLite variant of a test marked ``postgresql_only`` (behaviour that exists on
+    PostgreSQL alone: row locks, ``SKIP LOCKED``) and the PostgreSQL variant of one marked
+    ``sqlite_only`` (the worker's inotify watch of the database file), rather than generating
+    and skipping them."""
+
+    def kind(item: pytest.Item) -> str | None:
+        params = item.callspec.params  # type: ignore[attr-defined]
+        for value in (params.get("database_url"), params.get("database_kind")):
+            if isinstance(value, str):
+                return "sqlite" if "sqlite" in value else "postgresql"
+        return None
+
+    drop = [item for item in items if getattr(item, "callspec", None) is not None
+            and ((item.get_closest_marker("postgresql_only") and kind(item) == "sqlite")
+                 or (item.get_closest_marker("sqlite_only") and kind(item) == "postgresql"))]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = [item for item in items if item not in drop]

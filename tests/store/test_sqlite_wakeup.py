@@ -201,13 +201,12 @@ class CountingWorker(ExecutionWorker):
         return super().step()
 
 
+@pytest.mark.sqlite_only  # PostgreSQL wakes the worker by NOTIFY (test_worker_wakeup.py)
 def test_an_idle_worker_claims_a_started_job_without_a_poll_tick(
         tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
         store_key_dir: Path) -> None:
     """With a poll interval of an hour (an idle poll every 720 s), a submitted job is claimed
     and run at once, and the idle worker's cycles stay few (no loop on its own commits)."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL wakes the worker by NOTIFY (test_worker_wakeup.py)")
     with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
                         execution={"work_dir": str(work_root), "poll_interval": 3600.0}) as rt:
         alice = principal_of(pki, "alice")
