@@ -302,6 +302,41 @@ class TestChildOf:
         assert _child_in([b"S", *reaping[1:]], child.pid, os.getpid()) is False
 
 
+    def test_a_wrapper_reaped_between_the_state_and_the_parent_is_read_again(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The kernel reads the state first, then the parent and session under the task's
+        signal lock; a wrapper reaped in between shows ``Z`` (or ``R``) with parent 0 and
+        session -1 (one job of 400 ``/bin/true`` jobs aborted so, "named a process that is not
+        its child"). That instant cannot be held still for a test: the two reads ``_child_of``
+        makes are given here, as ``/proc`` showed them. A second read that finds the task gone
+        or dead is an ended wrapper; a live process without a parent stays refused."""
+        import subprocess
+
+        from wmproxy.execution.backends import local
+
+        child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            fields = _stat_fields(child.pid)
+        finally:
+            child.kill()
+            child.wait()
+        assert fields is not None
+        released = [b"Z", b"0", b"-1", b"-1", *fields[4:]]
+
+        def reads(*answers: list[bytes] | None) -> None:
+            pending = list(answers)
+            monkeypatch.setattr(local, "_stat_fields", lambda pid: pending.pop(0))
+
+        reads(released, None)  # gone at the second read
+        assert _child_of(child.pid, os.getpid()) is None
+        reads([b"R", *released[1:]], [b"X", b"0", b"-1", b"-1", *fields[4:]])  # dead at the second read
+        assert _child_of(child.pid, os.getpid()) is None
+        reads([b"S", *released[1:]], [b"S", *released[1:]])  # a live process without a parent
+        assert _child_of(child.pid, os.getpid()) is False
+        reads([b"S", b"1", *fields[2:]])  # another parent: refused at once, no second read
+        assert _child_of(child.pid, os.getpid()) is False
+
+
 class TestLean:
     def test_the_zygote_holds_only_the_modules_its_wrappers_need(self) -> None:
         """Every module the zygote imports is memory each forked wrapper maps, copies on write

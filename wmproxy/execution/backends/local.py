@@ -649,9 +649,21 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
 def _child_of(pid: int, parent: int) -> int | bool | None:
     """The start time of ``pid`` if it is a child of ``parent`` leading its own session;
     None if it is gone (ended and reaped, or being reaped as it was read); False if it is
-    another process (:func:`_child_in` on its ``/proc/<pid>/stat``)."""
+    another process (:func:`_child_in` on its ``/proc/<pid>/stat``).
+
+    The kernel (``do_task_stat``) reads a task's state before its parent and session, and
+    shows parent 0 (session 0 or -1) once the task's signal handlers are released: a quick
+    wrapper reaped between the two reads shows the state it had (``Z``, even ``R``) with no
+    parent. Such a stat is read a second time: the task is then gone or dead (``X``), while a
+    live process without a parent (an init) shows the same again and is still refused."""
     fields = _stat_fields(pid)
-    return None if fields is None else _child_in(fields, pid, parent)
+    if fields is None:
+        return None
+    found = _child_in(fields, pid, parent)
+    if found is False and fields[1:2] == [b"0"]:
+        fields = _stat_fields(pid)
+        found = None if fields is None else _child_in(fields, pid, parent)
+    return found
 
 
 def _child_in(fields: list[bytes], pid: int, parent: int) -> int | bool | None:
