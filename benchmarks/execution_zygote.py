@@ -17,7 +17,8 @@ the base's wrappers read ``job.marshal``). Each request names
 - ``--payload true`` (default): with a spec running ``/bin/true``, as the worker writes it;
   after each request the benchmark waits until the zygote has reaped every wrapper. The CPU
   per job is the zygote's own user + system time plus that of its reaped children (the
-  wrappers, which include their payloads), from ``/proc/<zygote>/stat``.
+  wrappers, which include their payloads), from ``/proc/<zygote>/stat``, and so are the minor
+  page faults per job (load-independent: the copy-on-write faults of the forked wrappers).
 - ``--payload agent``: the same with the spec the worker writes for a job with a proxy while
   inspection is on: a proxy copy (a real RFC 3820 proxy of a throwaway CA) and the inspection
   agent's variables in ``base_environment`` (``[inspection] agent_delay`` at its default; the
@@ -54,10 +55,12 @@ SOURCES = ("wmproxy/execution/zygote.py", "wmproxy/execution/jobwrapper.py", "wm
 PROXY = "proxy.pem"
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of ``pid`` (its reaped children included)."""
+def usage(pid: int) -> tuple[float, int]:
+    """(utime + stime + cutime + cstime in seconds, minflt + cminflt) of ``pid``, its reaped
+    children included. Minor faults (the copy-on-write faults of a forked wrapper among them)
+    depend on the code run, not on the machine's load."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / CLOCK_TICK
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICK, int(fields[7]) + int(fields[8])
 
 
 def has_children(pid: int) -> bool:
@@ -65,13 +68,14 @@ def has_children(pid: int) -> bool:
 
 
 def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, spec: bytes | None,
-                proxy: bytes | None = None, inline: bool = False) -> tuple[float, float]:
-    """(mean wall ms of one ``request`` of ``size`` fresh work dirs, CPU ms per job). ``inline``:
+                proxy: bytes | None = None, inline: bool = False) -> tuple[float, float, float]:
+    """(mean wall ms of one ``request`` of ``size`` fresh work dirs, CPU ms per job, minor faults
+    per job). ``inline``:
     the spec goes with the request (as this tree's local backend sends it), not into
     ``job.marshal``."""
     pid = zygote.process.pid
     total = 0.0
-    cpu = cpu_seconds(pid)
+    cpu, faults = usage(pid)
     for b in range(batches):
         dirs = []
         for i in range(size):
@@ -97,7 +101,9 @@ def run_batches(zygote: Zygote, root: Path, batches: int, size: int, tag: str, s
     if spec is not None:
         while has_children(pid):
             time.sleep(0.002)
-    return total / batches * 1000, (cpu_seconds(pid) - cpu) * 1000 / (batches * size)
+    cpu_after, faults_after = usage(pid)
+    jobs = batches * size
+    return total / batches * 1000, (cpu_after - cpu) * 1000 / jobs, (faults_after - faults) / jobs
 
 
 def _inspected_job(root: Path) -> tuple[bytes, bytes]:
@@ -164,20 +170,23 @@ def main() -> int:
                    for name, tree in trees.items()}
         wait: dict[str, list[float]] = {"this": [], "base": []}
         cpu: dict[str, list[float]] = {"this": [], "base": []}
+        faults: dict[str, list[float]] = {"this": [], "base": []}
         print(f"{args.windows} windows, {args.batches} requests of {args.batch} work dirs per zygote and window,"
               f" payload {args.payload}, {os.cpu_count()} cores")
         try:
             for window in range(args.windows):
                 for name in ("base", "this") if window % 2 else ("this", "base"):
-                    w, c = run_batches(zygotes[name], root / "work", args.batches, args.batch, f"{name}{window}", spec,
-                                       proxy, inline=name == "this" and args.inline)
+                    w, c, f = run_batches(zygotes[name], root / "work", args.batches, args.batch,
+                                          f"{name}{window}", spec, proxy, inline=name == "this" and args.inline)
                     wait[name].append(w)
                     cpu[name].append(c)
+                    faults[name].append(f)
                 shutil.rmtree(root / "work", ignore_errors=True)
                 line = (f"  window {window + 1}: wait this {wait['this'][-1]:.1f} | {args.base}"
                         f" {wait['base'][-1]:.1f} ms/request")
                 if spec is not None:  # without a payload the wrappers may not have ended yet
-                    line += f"; CPU this {cpu['this'][-1]:.2f} | {args.base} {cpu['base'][-1]:.2f} ms/job"
+                    line += (f"; CPU this {cpu['this'][-1]:.2f} | {args.base} {cpu['base'][-1]:.2f} ms/job"
+                             f"; minor faults this {faults['this'][-1]:.0f} | {args.base} {faults['base'][-1]:.0f}")
                 print(line, flush=True)
         finally:
             for zygote in zygotes.values():
@@ -190,6 +199,9 @@ def main() -> int:
             print(f"  CPU, this tree: {_spread(cpu['this'])} ms/job (zygote + wrapper + payload)")
             print(f"  CPU, {args.base}: {_spread(cpu['base'])} ms/job")
             print(f"  CPU, this / {args.base}: {_spread(_ratios(cpu))}")
+            print(f"  minor faults per job, this tree: {_spread(faults['this'])};"
+                  f" {args.base}: {_spread(faults['base'])}")
+            print(f"  minor faults, this / {args.base}: {_spread(_ratios(faults))}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
