@@ -11,15 +11,25 @@ import dataclasses
 import datetime as dt
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
+from tests.store.worker_support import (
+    LEASE,
+    WAIT_GO,
+    abandon,
+    in_state,
+    job_row,
+    running_events,
+    start_requests,
+    submit,
+    until,
+    work_dir,
+)
 from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
@@ -34,9 +44,7 @@ from wmproxy.services.jobs import cancel_job
 from wmproxy.services.perusal import enable_file_perusal
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
-from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job
-
-LEASE = 60.0
+from wmproxy.store.schema import Job
 
 
 @pytest.fixture
@@ -75,57 +83,6 @@ def workers(rt: Runtime, work_root: Path) -> Iterator[Callable[[str], ExecutionW
                 handle.process.wait(timeout=DEADLINE)
 
 
-def submit(rt: Runtime, alice: Principal, script: str, extra: str = "") -> str:
-    jdl = (f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; StdOutput = "out"; StdError = "err";'
-           f' OutputSandbox = {{"out", "err"}}; {extra} ]')
-    return submit_job(rt, alice, jdl, "exec").job_id
-
-
-def job_row(rt: Runtime, job_id: str) -> Job:
-    with rt.uow() as uow:
-        job = uow.jobs.get(job_id)
-        assert job is not None
-        uow.session.expunge(job)
-        return job
-
-
-def until(worker: ExecutionWorker, condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        worker.step()
-        time.sleep(0.05)
-
-
-def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:
-    return lambda: job_row(rt, job_id).state in {s.value for s in states}
-
-
-def abandon(worker: ExecutionWorker, rt: Runtime) -> None:
-    """The worker dies: nothing of it runs any more and its heartbeat is older than the lease."""
-    with rt.uow() as uow:
-        uow.session.execute(sa.update(ExecutionWorkerRow).where(ExecutionWorkerRow.name == worker.name)
-                            .values(heartbeat_at=utcnow() - dt.timedelta(seconds=2 * LEASE)))
-
-
-def work_dir(rt: Runtime, job_id: str) -> Path:
-    ref = job_row(rt, job_id).backend_ref
-    assert ref is not None
-    return Path(rt.settings.execution.work_dir) / ref.split(":", 3)[3]
-
-
-def running_events(rt: Runtime, job_id: str) -> int:
-    with rt.uow() as uow:
-        return sum(1 for e in uow.jobs.events(job_id) if e.state == JobState.RUNNING.value)
-
-
-def start_requests(rt: Runtime, job_id: str) -> int:
-    with rt.uow() as uow:
-        return len(uow.session.scalars(sa.select(ExecutionRequest).where(
-            ExecutionRequest.job_id == job_id, ExecutionRequest.command == "start")).all())
-
-
-WAIT_GO = "while [ ! -e go ]; do sleep 0.1; done; echo out; exit 5"
 
 
 def running(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str = "", extra: str = "") -> str:

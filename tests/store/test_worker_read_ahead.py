@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.store.test_adoption import (
+from tests.store.worker_support import (
+    LEASE,
     WAIT_GO,
     abandon,
     in_state,
@@ -37,8 +38,6 @@ from wmproxy.execution.identity import Account
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.jobs import cancel_job
 from wmproxy.services.runtime import Runtime
-
-LEASE = 60.0
 
 
 @pytest.fixture
