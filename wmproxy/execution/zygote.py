@@ -179,6 +179,15 @@ def _reap(_signum: int = 0, _frame: object = None) -> None:
             return
 
 
+def _drain(fd: int) -> None:
+    """Read a non-blocking pipe until it is empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def _title_area() -> tuple[int, int] | None:
     """``(start, end)`` of this process's command line in its memory (fields 48 and 49 of
     ``/proc/self/stat``), None if unreadable; a forked child has the same."""
@@ -226,6 +235,7 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
     code = 2
     try:
         os.setsid()
+        signal.set_wakeup_fd(-1)  # the zygote's pipe: closed below, and its number reused
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.umask(0o077)
@@ -265,16 +275,26 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
 
 def _serve(fd: int, python: str, wrapper: str) -> int:
     sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
-    import jobwrapper  # type: ignore[import-not-found,unused-ignore]
+    import select  # also every wrapper's, for its wait for its inspection agent delay: loaded once here
 
-    if hasattr(os, "pidfd_open"):
-        import select  # noqa: F401 - loaded once here for every wrapper's wait for its inspection agent delay
+    import jobwrapper  # type: ignore[import-not-found,unused-ignore]
 
     while (spare := os.open(os.devnull, os.O_RDWR)) <= 2:  # 0, 1 and 2 open: never a child's report pipe
         pass
     os.close(spare)
     area = _title_area()
+    # A SIGCHLD that arrives after the interpreter last looked for signals and before the wait
+    # for the next request blocks would be handled only when that request comes: the wrappers
+    # ended meanwhile would stay zombies. The signal's C handler also writes a byte to this pipe,
+    # which the wait watches beside the socket, so the zygote wakes and reaps them at once.
+    wake, wake_write = os.pipe()
+    for end in (wake, wake_write):
+        os.set_blocking(end, False)
+    signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, _reap)
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
+    waiting.register(wake, select.POLLIN)
     # Every object the zygote holds now (the wrapper's modules) goes to the collector's permanent
     # generation: a wrapper's collections never write to their headers, so the pages holding them
     # stay shared with the zygote (about 28 of a trivial job's 525 minor faults fewer).
@@ -282,6 +302,12 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
     gc.freeze()
     pending = b""
     while True:
+        ready = {ready_fd for ready_fd, _events in waiting.poll()}
+        if wake in ready:
+            _drain(wake)
+            _reap()
+        if fd not in ready:
+            continue
         data = os.read(fd, 65536)  # every request the worker sent at once, usually
         if not data:
             return 0

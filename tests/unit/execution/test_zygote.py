@@ -207,6 +207,28 @@ class TestIdle:
         first.process.wait(timeout=DEADLINE)  # the idle one was told to go, and went
 
 
+    def test_wrappers_ending_while_the_zygote_waits_are_reaped_without_another_request(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """The zygote reaps its ended wrappers as they end, not when the worker next asks it for
+        something: a SIGCHLD that lands just before the zygote blocks in its wait for the next
+        request wakes it through the signal's wake-up pipe (a job that exits at once ends in
+        that window now and then)."""
+        for batch in range(5):
+            handles = [backend.prepare(_job(input_dir, account, "exit 0", 10 * batch + index)) for index in range(8)]
+            backend.spawn_batch(handles)
+            (launcher,) = backend._zygotes.values()
+            pids = [h.pid for h in handles]
+
+            def none_left(pids: list[int | None] = pids, parent: int = launcher.process.pid) -> bool:
+                return not any((fields := _stat_fields(pid)) is not None and int(fields[1]) == parent
+                               for pid in pids if pid is not None)
+
+            wait_for(none_left, "the zygote to reap its ended wrappers")
+            for handle in handles:
+                assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+
+
 class TestFallback:
     def test_a_dead_zygote_is_replaced_by_direct_starts_logged_once(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
