@@ -268,6 +268,67 @@ with os.fdopen(os.dup(fd), "rb") as requests:
 """
 
 
+#: A zygote that dies at its first request, forking nothing and answering nothing.
+DYING_ZYGOTE = """
+import os, sys
+os.read(int(sys.argv[1]), 65536)
+os._exit(1)
+"""
+
+
+def _runs(handle: RunHandle) -> int:
+    """How often the job's payload ran (it appends a line to ``runs`` in its work dir)."""
+    path = handle.work_dir / "runs"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _dying_zygote(backend: LocalExecutionBackend, account: Account | None, tmp_path: Path) -> None:
+    script = tmp_path / "dying.py"
+    script.write_text(DYING_ZYGOTE)
+    key = None if account is None else (account.uid, account.gid)
+    backend._zygotes[key] = Zygote([sys.executable, str(script)], str(WRAPPER_PATH), sys.executable)
+
+
+class TestLostZygote:
+    def test_a_job_that_ran_before_its_zygote_died_unanswered_is_not_started_again(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path
+    ) -> None:
+        """The zygote forked the wrapper, which ran its payload and ended, then the zygote died
+        before it answered: no wrapper to find, but the work dir shows the payload started."""
+        handle = backend.prepare(_job(input_dir, account, "echo run >> runs; exit 3", 0))
+        forked = dataclasses.replace(handle)  # what the zygote forked, as another handle
+        other = LocalExecutionBackend(backend.work_root, HOST, kill_grace=2.0)
+        try:
+            other.spawn(forked)
+            wait_for(lambda: other.poll(forked) is not None, "the job to end")
+        finally:
+            other.close()
+        _dying_zygote(backend, account, tmp_path)
+        backend.spawn_batch([handle])
+        assert not backend._zygotes and handle.pid is None
+        assert backend.spawn(handle) is handle and handle.process is None  # not started again
+        assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=3, payload_started=True)
+        assert _runs(handle) == 1
+
+    def test_a_zygote_dying_before_it_forks_leaves_the_jobs_to_the_worker_once(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path
+    ) -> None:
+        _dying_zygote(backend, account, tmp_path)
+        script = "echo run >> runs; while [ ! -e go ]; do sleep 0.1; done; exit {}"
+        handles = [backend.prepare(_job(input_dir, account, script.format(index), index)) for index in range(2)]
+        backend.spawn_batch(handles)
+        assert not backend._zygotes and all(h.pid is None for h in handles)  # no wrapper found
+        for index, handle in enumerate(handles):
+            try:
+                assert backend.spawn(handle) is handle and handle.process is not None  # started by the worker
+                (handle.work_dir / "go").write_text("")
+                wait_for(lambda h=handle: backend.poll(h) is not None, "the job to end")  # type: ignore[misc]
+                assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=index, payload_started=True)
+                assert _runs(handle) == 1
+            finally:
+                _cleanup(handle)
+
+
 class TestUntrusted:
     def test_a_pid_that_is_not_the_zygotes_child_is_refused(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path,

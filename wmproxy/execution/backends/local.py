@@ -202,12 +202,7 @@ class LocalExecutionBackend:
             try:
                 results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group])
             except ZygoteError as exc:
-                self._zygote_failed(account, str(exc))
-                for handle in group:  # the zygote may have forked some before it failed
-                    pid = _find_wrapper(handle.work_dir)
-                    if pid is not None:
-                        handle.pid = pid
-                        handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid))
+                self._zygote_lost(account, group, str(exc))
                 continue
             forged = False
             for handle, result in zip(group, results, strict=True):
@@ -228,6 +223,22 @@ class LocalExecutionBackend:
                     handle.ref = self._ref(result[0], handle.work_dir.name, started)
             if forged:
                 self._zygote_failed(account, "it named a process that is not its child")
+
+    def _zygote_lost(self, account: Account | None, group: Sequence[RunHandle], why: str) -> None:
+        """The account's zygote failed while it had ``group``'s requests: closed (its account's
+        wrappers started by the worker for a while), and the wrappers it may have forked
+        before it failed found by their work dirs; a wrapper that ran its payload and ended
+        meanwhile (:func:`_ever_started`) is taken as started, without pid (its status
+        tells), never started a second time; the others are started by :meth:`spawn`."""
+        self._zygote_failed(account, why)
+        for handle in group:
+            pid = _find_wrapper(handle.work_dir)
+            if pid is not None:
+                handle.pid = pid
+                handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid))
+            elif _ever_started(handle.work_dir):
+                self._launched[id(handle)] = None
+                handle.spec = None
 
     def _zygote(self, account: Account | None) -> Zygote | None:
         """The account's running zygote, started if needed; None while it is in its
