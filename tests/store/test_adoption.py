@@ -83,8 +83,6 @@ def workers(rt: Runtime, work_root: Path) -> Iterator[Callable[[str], ExecutionW
                 handle.process.wait(timeout=DEADLINE)
 
 
-
-
 def running(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str = "", extra: str = "") -> str:
     """Submit a job (default: waits for a ``go`` file, then exits 5) and step ``worker`` until it runs."""
     job_id = submit(rt, alice, script or WAIT_GO, extra)

@@ -206,7 +206,6 @@ class TestIdle:
         assert second is not first
         first.process.wait(timeout=DEADLINE)  # the idle one was told to go, and went
 
-
     def test_wrappers_ending_while_the_zygote_waits_are_reaped_without_another_request(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:
@@ -282,9 +281,10 @@ def _runs(handle: RunHandle) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _dying_zygote(backend: LocalExecutionBackend, account: Account | None, tmp_path: Path) -> None:
-    script = tmp_path / "dying.py"
-    script.write_text(DYING_ZYGOTE)
+def _fake_zygote(backend: LocalExecutionBackend, account: Account | None, tmp_path: Path, source: str) -> None:
+    """Make the Python program ``source`` (e.g. :data:`DYING_ZYGOTE`) ``account``'s zygote."""
+    script = tmp_path / "zygote.py"
+    script.write_text(source)
     key = None if account is None else (account.uid, account.gid)
     backend._zygotes[key] = Zygote([sys.executable, str(script)], str(WRAPPER_PATH), sys.executable)
 
@@ -303,7 +303,7 @@ class TestLostZygote:
             wait_for(lambda: other.poll(forked) is not None, "the job to end")
         finally:
             other.close()
-        _dying_zygote(backend, account, tmp_path)
+        _fake_zygote(backend, account, tmp_path, DYING_ZYGOTE)
         backend.spawn_batch([handle])
         assert not backend._zygotes and handle.pid is None
         assert backend.spawn(handle) is handle and handle.process is None  # not started again
@@ -313,7 +313,7 @@ class TestLostZygote:
     def test_a_zygote_dying_before_it_forks_leaves_the_jobs_to_the_worker_once(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path
     ) -> None:
-        _dying_zygote(backend, account, tmp_path)
+        _fake_zygote(backend, account, tmp_path, DYING_ZYGOTE)
         script = "echo run >> runs; while [ ! -e go ]; do sleep 0.1; done; exit {}"
         handles = [backend.prepare(_job(input_dir, account, script.format(index), index)) for index in range(2)]
         backend.spawn_batch(handles)
@@ -334,10 +334,7 @@ class TestUntrusted:
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path,
         caplog: pytest.LogCaptureFixture
     ) -> None:
-        script = tmp_path / "forger.py"
-        script.write_text(FORGING_ZYGOTE)
-        key = None if account is None else (account.uid, account.gid)
-        backend._zygotes[key] = Zygote([sys.executable, str(script)], str(WRAPPER_PATH), sys.executable)
+        _fake_zygote(backend, account, tmp_path, FORGING_ZYGOTE)
         handle = backend.prepare(_job(input_dir, account, "exit 0", 0))
         with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"), \
                 pytest.raises(BackendError, match="not its child"):
