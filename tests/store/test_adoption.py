@@ -1,20 +1,25 @@
 """The execution worker in-process on a real database (SQLite file and PostgreSQL): jobs run
 through the wrapper as the mapped account (a throwaway Unix account; the tests run as
-root), and none is lost or run twice when workers die, race, drain or restart.
+root), and none is lost or run twice when workers die, race, drain or restart, or when the
+database or the sandbox's file system fails as a job ends.
 
 A "dead" worker is a worker object the test abandons (its wrappers keep running, in their
 own sessions) whose heartbeat the test back-dates past the lease: no sleeping."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
@@ -22,6 +27,8 @@ from tests.store.worker_support import (
     LEASE,
     WAIT_GO,
     abandon,
+    database_held,
+    impatient,
     in_state,
     job_row,
     running_events,
@@ -42,6 +49,7 @@ from wmproxy.services import execution as service
 from wmproxy.services.execution import WorkerNameInUseError
 from wmproxy.services.jobs import cancel_job
 from wmproxy.services.perusal import enable_file_perusal
+from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempts
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
 from wmproxy.store.schema import Job
@@ -364,6 +372,119 @@ class TestShutdown:
         with rt.uow() as uow:
             assert uow.workers.get("w1") is None
         assert os.listdir(rt.settings.execution.work_dir) == []
+
+
+class TestOutage:
+    """A job that ends while the database or the sandbox's file system fails keeps its end and
+    its outputs: recorded once they work again, the job never run twice."""
+
+    def test_an_end_the_database_does_not_take_is_kept_and_recorded_once_it_does(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker)
+        # Cancels looked for every 6 s, not at every step: on SQLite, where every transaction
+        # fails while the database is held, a step then gets past them to the job's end.
+        worker.settings = dataclasses.replace(worker.settings, poll_interval=30.0)
+        go = work_dir(rt, job_id) / "go"
+        with impatient(rt), database_held(rt, job_id):
+            go.write_text("")
+            until(worker, lambda: bool(worker.unrecorded), "the end kept, not recorded", tolerate=(OperationalError,))
+            [(kept, end)] = worker.unrecorded
+            assert (kept, end.state, end.exit_code) == (job_id, JobState.DONE, 5)
+        assert job_row(rt, job_id).state == JobState.RUNNING.value
+        assert worker.adopt() == []  # the heartbeat's adoption would find no work dir: it must not follow the job
+        until(worker, in_state(rt, job_id, JobState.DONE), "the kept end to be recorded")
+        assert worker.unrecorded == [] and worker.running == {}
+        assert job_row(rt, job_id).exit_code == 5
+        assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+    def test_the_worker_loop_rides_out_the_outage(self, rt: Runtime, alice: Principal,
+                                                  workers: Callable[[str], ExecutionWorker],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+        worker = workers("w1")
+        job_id = submit(rt, alice, WAIT_GO)
+        stop = threading.Event()
+        loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        with impatient(rt):
+            loop.start()
+            try:
+                wait_for(in_state(rt, job_id, JobState.RUNNING), "the job to run")
+                go = work_dir(rt, job_id) / "go"
+                with database_held(rt, job_id):
+                    go.write_text("")
+                    # SQLite: every cycle fails (logged); PostgreSQL: only the end's record waits
+                    wait_for(lambda: bool(worker.unrecorded) or "a cycle failed on the database" in caplog.text,
+                             "the outage seen by the worker")
+                wait_for(in_state(rt, job_id, JobState.DONE), "the kept end to be recorded")
+                assert loop.is_alive()
+            finally:
+                stop.set()
+                loop.join(DEADLINE)
+        assert not loop.is_alive()
+        assert job_row(rt, job_id).exit_code == 5 and running_events(rt, job_id) == 1
+
+    def test_outputs_a_full_sandbox_cannot_take_wait_in_the_work_dir(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker)
+        with full_file_system(rt.storage.job_area(job_id).output_dir) as filler:
+            (work_dir(rt, job_id) / "go").write_text("")
+            until(worker, lambda: job_id in worker.running and worker.running[job_id].end_failures > 0,
+                  "a failed collection")
+            assert (work_dir(rt, job_id) / "out").read_text() == "out\n"  # kept for the next try
+            assert job_row(rt, job_id).state == JobState.RUNNING.value
+            filler.unlink()  # the administrator frees space
+            until(worker, in_state(rt, job_id, JobState.DONE), "the outputs to be collected")
+            assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.reason) == (5, None)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+
+    def test_ends_recorded_one_by_one_name_those_the_database_refused(self, rt: Runtime, alice: Principal) -> None:
+        free, held = submit(rt, alice, "exit 0"), submit(rt, alice, "exit 0")
+        done = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True)
+        sqlite = rt.settings.database.url.startswith("sqlite")
+        with impatient(rt), database_held(rt, held):
+            if sqlite:  # every transaction fails: the database's own error
+                with pytest.raises(OperationalError):
+                    end_attempts(rt, [(free, done), (held, done)])
+            else:  # the batch waits for the held row and fails; one by one, the free job's end goes in
+                with pytest.raises(EndsNotRecordedError) as refused:
+                    end_attempts(rt, [(free, done), (held, done)])
+                assert (refused.value.states, refused.value.failed) == ({free: JobState.DONE}, [held])
+        assert job_row(rt, free).state == (JobState.WAITING if sqlite else JobState.DONE).value
+        assert job_row(rt, held).state == JobState.WAITING.value
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def full_file_system(path: Path) -> Iterator[Path]:
+    """``path`` (made here) as a mount point of a one-page tmpfs that a file fills; the file
+    is given, for the test to remove (space freed); unmounted after."""
+    path.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs", str(path)], check=True)
+    try:
+        filler = path / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"x" * 512)
+        finally:
+            os.close(fd)
+        yield filler
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 def run_until(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str, extra: str,

@@ -1,16 +1,21 @@
 """Helpers for the tests that run the execution worker in-process on a real database
 (tests/store/test_adoption.py, test_worker_read_ahead.py): submit a shell job, read its row,
-step a worker until a condition holds, and make a worker "die" by back-dating its heartbeat
-past :data:`LEASE` (no sleeping)."""
+step a worker until a condition holds, make a worker "die" by back-dating its heartbeat
+past :data:`LEASE` (no sleeping), and make the database refuse the worker's writes for a
+while (:func:`database_held`)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from tests.unit.execution.wrapper_support import DEADLINE
 from wmproxy.domain import JobState, Principal, utcnow
@@ -37,12 +42,66 @@ def job_row(rt: Runtime, job_id: str) -> Job:
         return job
 
 
-def until(worker: ExecutionWorker, condition: Callable[[], bool], what: str) -> None:
+def until(worker: ExecutionWorker, condition: Callable[[], bool], what: str,
+          tolerate: tuple[type[Exception], ...] = ()) -> None:
+    """Step ``worker`` until ``condition()`` holds (failing after the suites' deadline); a step
+    raising one of ``tolerate`` is taken as the worker's loop takes it: the next step follows."""
     deadline = time.monotonic() + DEADLINE
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        worker.step()
+        with contextlib.suppress(*tolerate):
+            worker.step()
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def impatient(rt: Runtime, patience: float = 0.2) -> Iterator[None]:
+    """While inside, the runtime's new connections give up waiting for a lock after
+    ``patience`` seconds (SQLite ``busy_timeout``, PostgreSQL ``lock_timeout``) instead of the
+    service's 30; its pooled connections are closed on the way in and out. Enter it before a
+    worker thread starts: SQLAlchemy's event lists are not for changing under a running thread."""
+    engine: sa.Engine = rt.session_factory.kw["bind"]
+    sqlite = engine.dialect.name == "sqlite"
+    wait_ms = int(patience * 1000)
+
+    def set_patience(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={wait_ms}" if sqlite else f"SET lock_timeout = {wait_ms}")
+        cursor.close()
+        if not sqlite:
+            dbapi_conn.commit()  # else the first rollback takes the setting back
+
+    sa.event.listen(engine, "connect", set_patience)
+    engine.dispose()
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, "connect", set_patience)
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def database_held(rt: Runtime, job_id: str) -> Iterator[None]:
+    """An outage as the worker sees it (with :func:`impatient`): while inside, another
+    connection holds what recording ``job_id``'s end needs: on SQLite the database's write
+    lock, so every transaction of the runtime fails (reading through ``rt`` too: every
+    transaction there begins IMMEDIATE); on PostgreSQL the job's row."""
+    engine: sa.Engine = rt.session_factory.kw["bind"]
+    if engine.dialect.name == "sqlite":
+        holder = sqlite3.connect(str(engine.url.database), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            holder.close()
+        return
+    other = sa.create_engine(engine.url, poolclass=NullPool)
+    try:
+        with other.connect() as conn:
+            assert conn.execute(sa.select(Job.id).where(Job.id == job_id).with_for_update()).all()
+            yield
+    finally:
+        other.dispose()
 
 
 def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:

@@ -17,6 +17,14 @@ dir, and only then reports the end (:func:`wmproxy.services.retries.end_attempt`
 may resubmit the job (shallow or deep retry): the next attempt never finds the old work
 dir. A backend that cannot prepare or spawn a job is a shallow failure.
 
+An end is never lost to an outage: a job whose outputs cannot be collected (the sandbox's
+file system full, the database unavailable, an unexpected error) keeps its work dir and is
+tried again, after :data:`END_RETRY_FIRST` seconds doubled per failure up to
+:data:`END_RETRY_MAX`; ends the database does not take are kept in memory
+(:attr:`ExecutionWorker.unrecorded`) and recorded at the next cycle; a cycle that fails on
+the database is logged and the loop goes on after a back-off (up to
+:data:`DATABASE_BACKOFF_MAX` seconds), its jobs still followed.
+
 No job is lost or run twice:
 
 * the wrapper is spawned only after the job is committed as Scheduled with a backend
@@ -38,6 +46,8 @@ No job is lost or run twice:
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import os
 import shlex
@@ -46,6 +56,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import JobState
 from wmproxy.errors import WMProxyError
@@ -58,8 +70,9 @@ from wmproxy.services import execution as service
 from wmproxy.services import inspection
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
-from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts
+from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import database_reason
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +102,18 @@ READ_AHEAD_RUNTIME = 0.5
 READ_AHEAD_HOLD = 1.0
 #: Bytes of a perused file copied per sample at most.
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
+#: Seconds after which the worker tries again to collect an attempt's end that it could not
+#: collect (the sandbox's file system full, the database unavailable, an unexpected error);
+#: doubled at each further failure, up to :data:`END_RETRY_MAX`. The job keeps its work dir
+#: (its outputs) and its slot meanwhile; a cancel is taken at once.
+END_RETRY_FIRST = 1.0
+#: Seconds between two tries to collect an attempt's end at most.
+END_RETRY_MAX = 300.0
+#: Seconds the loop waits at most after cycles that failed on the database: ``poll_interval``
+#: after the first, doubled at each further one up to this.
+DATABASE_BACKOFF_MAX = 30.0
+#: ``errno`` values of a sandbox write that a later try can get past (space or quota freed).
+_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -105,6 +130,10 @@ class RunningJob:
     stamps: dict[str, int] = field(default_factory=dict)
     cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
     since: float = 0.0  # monotonic seconds: when its wrapper was spawned (0: adopted), or prepared ahead
+    #: the attempt's outcome, once it ended and its end could not be collected (tried again later)
+    ended: JobOutcome | None = None
+    end_failures: int = 0  # tries to collect its end that failed
+    retry_end_at: float = 0.0  # monotonic seconds: when its end is tried again
 
 
 @dataclass
@@ -153,6 +182,9 @@ class ExecutionWorker:
         #: jobs prepared ahead of a free slot and recorded Scheduled, not spawned yet (in claim order)
         self.ahead: dict[str, RunningJob] = {}
         self.detached: list[RunHandle] = []  # wrappers this process spawned but no longer follows
+        #: ends of attempts (job id, end) whose work dirs are released but that the database has
+        #: not taken yet: recorded at the next cycle, and never adopted meanwhile
+        self.unrecorded: list[tuple[str, AttemptEnd]] = []
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
         self._next_cancel_check = 0.0
@@ -187,9 +219,21 @@ class ExecutionWorker:
         self.start()
         log.info("execution worker %s started (at most %s jobs)", self.name,
                  ", ".join(f"{n} {kind}" for kind, n in self.limits.items()))
+        failures = 0
         try:
             while not stop.is_set():
-                busy = self.step()
+                try:
+                    busy = self.step()
+                except SQLAlchemyError as exc:  # an outage: the jobs stay followed, nothing is lost
+                    failures += 1
+                    pause = min(self.settings.poll_interval * 2 ** (failures - 1), DATABASE_BACKOFF_MAX)
+                    log.error("execution worker %s: a cycle failed on the database (%s); next cycle in %g s",
+                              self.name, database_reason(exc), pause)
+                    stop.wait(pause)
+                    continue
+                if failures:
+                    log.info("execution worker %s: the database answers again", self.name)
+                    failures = 0
                 if not busy and not stop.is_set():
                     self._wait(stop)
         finally:
@@ -221,6 +265,8 @@ class ExecutionWorker:
         child. (A Slurm handle's pid is a Slurm job id.)"""
         pids = []
         for job in self.running.values():
+            if job.ended is not None:  # ended; its end is tried again at its time
+                continue
             process = job.handle.process
             if process is not None:
                 if process.poll() is None:
@@ -243,7 +289,12 @@ class ExecutionWorker:
     def stop(self) -> None:
         """Drain: leave running jobs to their wrappers (adopted after a restart), or
         cancel them when ``cancel_running_on_exit``. The jobs prepared ahead (never spawned)
-        have their work dirs released and go back to the queue."""
+        have their work dirs released and go back to the queue. Ends not recorded yet are tried
+        once more; those the database still does not take are logged (their jobs, adopted after
+        a restart, find no work dir: a shallow failure, or a deep one if the payload had started)."""
+        if not self._record_unrecorded():
+            log.error("execution worker %s stops with %d end(s) not recorded: %s", self.name, len(self.unrecorded),
+                      "; ".join(f"{job_id} {end.state.value}" for job_id, end in self.unrecorded))
         for job in list(self.ahead.values()):
             self._put_back(job, "its worker stopped before starting it")
         if self.cancel_running_on_exit and self.running:
@@ -270,6 +321,7 @@ class ExecutionWorker:
         to :data:`STARTS_PER_STEP` jobs claimed and started while a backend has room, and
         as many as short jobs ended claimed and prepared ahead (:data:`READ_AHEAD_RUNTIME`);
         returns True when a job was started (so the loop goes on at once)."""
+        self._record_unrecorded()  # before the heartbeat's adoption, which must not find them
         if not self._registered:
             self.start()
         self.detached = [h for h in self.detached if h.process is not None and h.process.poll() is None]
@@ -424,7 +476,8 @@ class ExecutionWorker:
             The ids of the jobs now followed or requeued.
         """
         adopted: list[str] = []
-        for order in service.adopt_jobs(self.rt, self.name, self.host, {*self.running, *self.ahead}):
+        known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded)}
+        for order in service.adopt_jobs(self.rt, self.name, self.host, known):
             try:
                 account = _account(order.local_account)
             except WMProxyError as exc:
@@ -553,42 +606,91 @@ class ExecutionWorker:
         """The followed jobs whose attempt ended, with their outcomes, no longer followed
         (their slots are free); the caller records them (:meth:`_record_ends`)."""
         ended: list[tuple[RunningJob, JobOutcome]] = []
+        now = time.monotonic()
         for job_id, job in list(self.running.items()):
-            outcome = job.backend.poll(job.handle)
+            if job.ended is not None:  # its end could not be collected: tried again when due, or cancelled
+                if now < job.retry_end_at and job.cancel_reason is None:
+                    continue
+                outcome: JobOutcome | None = job.ended
+            else:
+                outcome = job.backend.poll(job.handle)
             if outcome is not None:
                 del self.running[job_id]
                 ended.append((job, outcome))
         return ended
 
     def _record_ends(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> None:
-        """Outputs collected, work dir released, then every end recorded in one transaction
-        (:func:`~wmproxy.services.retries.end_attempts`). Should collecting raise, the jobs not
-        handled yet are followed again (their wrappers have ended: the next cycle retries)."""
-        ends: list[tuple[str, AttemptEnd]] = []
-        done = 0
+        """Each attempt's end made (a Done job's outputs collected: :meth:`_attempt_end`) and its
+        work dir released, then every end recorded in one transaction
+        (:func:`~wmproxy.services.retries.end_attempts`). A job whose end cannot be made keeps
+        its work dir and is followed again (:meth:`_end_later`); ends the database does not
+        take wait in :attr:`unrecorded` (:meth:`_record_unrecorded`)."""
+        for job, outcome in ended:
+            try:
+                end = self._attempt_end(job, outcome)
+            except Exception as exc:  # noqa: BLE001 - tried again later, the outputs kept in the work dir
+                self._end_later(job, outcome, exc)
+                continue
+            self._release(job.backend, job.handle)  # before the end is recorded: a resubmission
+            self.unrecorded.append((job.order.job_id, end))  # must not find the old work dir
+        self._record_unrecorded()
+
+    def _end_later(self, job: RunningJob, outcome: JobOutcome, exc: Exception) -> None:
+        """Follow again a job whose end could not be made: tried after :data:`END_RETRY_FIRST`
+        seconds, doubled per failure up to :data:`END_RETRY_MAX` (a cancel at once)."""
+        job.ended = outcome
+        job.end_failures += 1
+        delay = min(END_RETRY_FIRST * 2 ** (job.end_failures - 1), END_RETRY_MAX)
+        job.retry_end_at = time.monotonic() + delay
+        self.running[job.order.job_id] = job
+        if isinstance(exc, SQLAlchemyError):
+            why = f"the database failed ({database_reason(exc)})"
+        elif isinstance(exc, WMProxyError):
+            why = str(exc)
+        else:  # a defect: its traceback for the log
+            log.error("job %s: collecting the end of its attempt failed", job.order.job_id, exc_info=exc)
+            why = f"{exc.__class__.__name__}: {exc}"
+        log.error("job %s: its end is not collected yet (%s); its work dir is kept, next try in %g s (try %d)",
+                  job.order.job_id, why, delay, job.end_failures + 1)
+
+    def _record_unrecorded(self) -> bool:
+        """Record the ends in :attr:`unrecorded` in one transaction; those the database does
+        not take stay there (logged). Returns True when none is left."""
+        if not self.unrecorded:
+            return True
+        ends, self.unrecorded = self.unrecorded, []
         try:
-            for job, outcome in ended:
-                released = False
-                try:
-                    end = self._attempt_end(job, outcome)
-                    self._release(job.backend, job.handle)  # before the end is reported: a resubmission
-                    released = True                         # must not find the old work dir
-                    ends.append((job.order.job_id, end))
-                finally:
-                    done += 1
-                    if not released:
-                        self._release(job.backend, job.handle)
-        finally:
-            for job, _outcome in ended[done:]:
-                self.running[job.order.job_id] = job
-            if ends:
-                for (job_id, end), state in zip(ends, end_attempts(self.rt, ends), strict=True):
-                    log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
-                             end.reason if end.exit_code is None else f"exit code {end.exit_code}",
-                             state.value if state is not None else "already ended")
+            states = dict(zip((job_id for job_id, _end in ends), end_attempts(self.rt, ends), strict=True))
+        except EndsNotRecordedError as exc:
+            states = exc.states
+            failed = set(exc.failed)
+            self.unrecorded = [(job_id, end) for job_id, end in ends if job_id in failed]
+            log.error("%d ended attempt(s) not recorded, kept for the next cycle: %s",
+                      len(self.unrecorded), database_reason(exc.cause))
+        except SQLAlchemyError as exc:
+            self.unrecorded = ends + self.unrecorded
+            log.error("%d ended attempt(s) not recorded, kept for the next cycle: %s", len(ends), database_reason(exc))
+            return False
+        for job_id, end in ends:
+            if job_id in states:
+                state = states[job_id]
+                log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
+                         end.reason if end.exit_code is None else f"exit code {end.exit_code}",
+                         state.value if state is not None else "already ended")
+        return not self.unrecorded
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
-        """How the attempt ended; a Done job's outputs are collected here (from its work dir)."""
+        """How the attempt ended (with its attempt number); a Done job's outputs are collected
+        here (from its work dir).
+
+        Raises:
+            SandboxError: the sandbox's file system is full (or the owner's quota there): the
+                outputs stay in the work dir for a later try.
+            SQLAlchemyError: the database failed (perusal files).
+        """
+        return dataclasses.replace(self._end_of(job, outcome), attempt=job.order.attempt)
+
+    def _end_of(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         job_id = job.order.job_id
         if job.cancel_reason == "":
             return AttemptEnd(JobState.CANCELLED)
@@ -612,6 +714,8 @@ class ExecutionWorker:
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
         except WMProxyError as exc:
+            if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in _STORAGE_FULL:
+                raise
             reasons.append(f"output sandbox not collected: {exc}")
         return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
                           payload_started=True, output_bytes=output_bytes)

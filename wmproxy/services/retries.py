@@ -39,7 +39,7 @@ from wmproxy.services.compound import refresh_parent
 from wmproxy.services.execution import change_state
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
-from wmproxy.store import UnitOfWork
+from wmproxy.store import UnitOfWork, database_reason
 from wmproxy.store.jobs import StateChange
 from wmproxy.store.schema import ExecutionRequest, Job
 
@@ -64,6 +64,10 @@ class AttemptEnd:
             this attempt, added to the owner's usage counter in the same transaction
             (whatever the job's state; :func:`wmproxy.services.quota.count_output` did it
             in a transaction of its own).
+        attempt: the attempt this end is of (0 for the first run, n for the n-th
+            resubmission: :attr:`~wmproxy.services.execution.StartOrder.attempt`); an end
+            recorded again once its job was resubmitted (its first recording's outcome
+            unknown to the worker) is ignored. None: the job's current attempt.
     """
 
     state: JobState
@@ -72,6 +76,25 @@ class AttemptEnd:
     payload_started: bool = False
     retryable: bool = True
     output_bytes: int = 0
+    attempt: int | None = None
+
+
+class EndsNotRecordedError(Exception):
+    """:func:`end_attempts` could record only some of the ends: the database failed for the
+    others, each on its own too.
+
+    Attributes:
+        states: the new state of each job whose end was recorded, by job id (as
+            :func:`end_attempt` returns it).
+        failed: the ids of the jobs whose end was not recorded, in the order given.
+        cause: the last database error.
+    """
+
+    def __init__(self, states: dict[str, JobState | None], failed: list[str], cause: SQLAlchemyError) -> None:
+        super().__init__(f"{len(failed)} end(s) not recorded: {cause.__class__.__name__}")
+        self.states = states
+        self.failed = failed
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,10 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
 
     Returns:
         Each job's new state, as :func:`end_attempt` returns it.
+
+    Raises:
+        EndsNotRecordedError: recording one by one failed for some jobs (the others are recorded).
+        SQLAlchemyError: the database failed before any end was recorded.
     """
     now = now or utcnow()
     states: dict[str, JobState | None] = {}
@@ -172,8 +199,18 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
             for job_id, end in rest:
                 states[job_id] = _end_in(uow, rt, job_id, end, now, cancels[job_id])
     except SQLAlchemyError as exc:
-        log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), exc)
-        states = {job_id: end_attempt(rt, job_id, end, now) for job_id, end in ordered}
+        log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), database_reason(exc))
+        states, failed, cause = {}, [], exc
+        for job_id, end in ordered:
+            try:
+                states[job_id] = end_attempt(rt, job_id, end, now)
+            except SQLAlchemyError as one:
+                failed.append(job_id)
+                cause = one
+        if failed:
+            if len(failed) == len(ordered):
+                raise cause from None
+            raise EndsNotRecordedError(states, failed, cause) from cause
     return [states[job_id] for job_id, _ in ends]
 
 
@@ -182,9 +219,14 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
     """Record one end in ``uow``; ``cancels``: the job's pending cancel requests when the
     caller read them (the job locked), else they are read here."""
     job = uow.jobs.get(job_id, for_update=True)
-    if job is not None and end.output_bytes:  # collected whatever happens next: counted
+    if job is None:
+        return None
+    if end.attempt is not None and job.shallow_retries + job.deep_retries != end.attempt:
+        log.info("job %s: the end of attempt %d was recorded already", job_id, end.attempt)
+        return None
+    if end.output_bytes:  # collected whatever happens next: counted
         uow.usage.add(job.owner_dn, end.output_bytes, now)
-    if job is None or JobState(job.state) in FINAL_STATES:
+    if JobState(job.state) in FINAL_STATES:
         return None
     if cancels is None:
         cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]

@@ -5,8 +5,8 @@ keys, proxies) arrive already sealed by ``wmproxy.security.sealing``.
 """
 
 from wmproxy.store import inspections  # noqa: F401 - puts inspection_requests in the schema's metadata
-from wmproxy.store.engine import make_engine, make_session_factory
+from wmproxy.store.engine import database_reason, make_engine, make_session_factory
 from wmproxy.store.jobs import JobLockedError
 from wmproxy.store.uow import UnitOfWork
 
-__all__ = ["JobLockedError", "UnitOfWork", "make_engine", "make_session_factory"]
+__all__ = ["JobLockedError", "UnitOfWork", "database_reason", "make_engine", "make_session_factory"]

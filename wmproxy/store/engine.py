@@ -6,13 +6,23 @@ import time
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Delete, Engine, Update, create_engine, event, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 #: Default of ``[database] ping_after_idle`` (seconds).
 PING_AFTER_IDLE = 5.0
 #: ``ConnectionRecord.info`` key: when (``time.monotonic()``) the connection went back to the pool.
 _IDLE_SINCE = "wmproxy.idle_since"
+
+
+def database_reason(exc: SQLAlchemyError) -> str:
+    """What went wrong, for a log line: the driver's message of a failed statement (e.g.
+    "database is locked", "terminating connection due to administrator command") without
+    SQLAlchemy's rendering of the statement and its parameters (which may hold sealed secrets),
+    else the error's class name."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{exc.__class__.__name__}: {str(exc.orig).strip() or exc.orig.__class__.__name__}"
+    return exc.__class__.__name__
 
 
 def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs: Any) -> Engine:

@@ -4,6 +4,7 @@ own exit code, cancels, and DAG/collection nodes with DefaultNode(Shallow)RetryC
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import classad2
@@ -187,6 +188,20 @@ class TestNotRetried:
         end_attempt(rt, job_id, AttemptEnd(JobState.DONE, exit_code=0, payload_started=True))
         assert end_attempt(rt, job_id, DEEP) is None
         assert row(rt, job_id)[0] == "Done"
+
+    def test_an_attempts_end_recorded_again_after_its_resubmission_is_ignored(
+        self, broker_rt: RankedRuntime, alice: Principal
+    ) -> None:
+        rt = broker_rt()
+        job_id = submit(rt, alice, "RetryCount = 3;")
+        first = dataclasses.replace(DEEP, attempt=claimed(rt, job_id).attempt)
+        assert end_attempt(rt, job_id, first) == JobState.WAITING
+        assert end_attempt(rt, job_id, first) is None  # a worker that did not learn the first went through
+        assert row(rt, job_id)[::4] == ("Waiting", 1)
+        second = dataclasses.replace(DEEP, attempt=claimed(rt, job_id).attempt)
+        assert (first.attempt, second.attempt) == (0, 1)
+        assert end_attempt(rt, job_id, second) == JobState.WAITING
+        assert row(rt, job_id)[::4] == ("Waiting", 2)
 
 
 class TestSiteCaps:
