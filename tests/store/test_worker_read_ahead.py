@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
@@ -21,6 +22,8 @@ from tests.store.worker_support import (
     LEASE,
     WAIT_GO,
     abandon,
+    database_held,
+    impatient,
     in_state,
     job_row,
     running_events,
@@ -138,6 +141,18 @@ class TestReadAhead:
         until(worker, in_state(rt, ahead, JobState.CANCELLED), "the cancel")
         assert worker.ahead == {} and not prepared.exists() and running_events(rt, ahead) == 0
         assert list(worker.running) == [waiting]
+
+    @pytest.mark.postgresql_only  # SQLite's outage stops the cycle before any cancel is taken
+    def test_a_cancel_taken_while_the_database_fails_is_kept_and_recorded(
+            self, rt: Runtime, owner: Principal, workers: Callable[[str], ExecutionWorker]) -> None:
+        worker = workers("w-cancel-outage")
+        _waiting, ahead = one_ahead(rt, owner, worker)
+        cancel_job(rt, owner, ahead)
+        with impatient(rt), database_held(rt, ahead):  # the cancel is taken, its record refused
+            until(worker, lambda: ahead not in worker.ahead, "the cancel taken", tolerate=(OperationalError,))
+            assert [job_id for job_id, _end in worker.unrecorded] == [ahead]
+        until(worker, in_state(rt, ahead, JobState.CANCELLED), "the cancel recorded")
+        assert running_events(rt, ahead) == 0 and start_requests(rt, ahead) == 1
 
     def test_a_drain_puts_the_job_prepared_ahead_back_in_the_queue(
             self, rt: Runtime, owner: Principal, workers: Callable[[str], ExecutionWorker]) -> None:

@@ -440,7 +440,8 @@ class ExecutionWorker:
                 self._cancel(job_id, "")
                 continue
             self._release(ahead.backend, ahead.handle)  # never spawned: nothing to stop
-            end_attempt(self.rt, job_id, AttemptEnd(JobState.CANCELLED))
+            # recorded with the cycle's ends; kept should the database fail (the cancel was taken)
+            self.unrecorded.append((job_id, AttemptEnd(JobState.CANCELLED, attempt=ahead.order.attempt)))
             log.info("job %s cancelled before its wrapper was spawned", job_id)
 
     def _run_periodic(self) -> None:
