@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from wmproxy.store import make_engine
+from wmproxy.store import database_reason, make_engine
 
 
 @pytest.fixture
@@ -52,3 +52,16 @@ def test_a_begin_refused_by_a_locked_database_is_sqlalchemys_operational_error(
         other.execute("ROLLBACK")
         with conn.begin():  # the same connection begins once the lock is free
             assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+
+def test_a_failed_statement_is_logged_by_the_drivers_message_without_its_parameters(
+        engine_and_other: tuple[sa.Engine, sqlite3.Connection]) -> None:
+    engine, _other = engine_and_other
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE sealed (id INTEGER PRIMARY KEY, blob TEXT)")
+        conn.execute(sa.text("INSERT INTO sealed VALUES (1, 'x')"))
+    with pytest.raises(sa.exc.IntegrityError) as failed, engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO sealed VALUES (1, :blob)"), {"blob": "SEALED-SECRET"})
+    assert "SEALED-SECRET" in str(failed.value)  # SQLAlchemy's own rendering shows the parameters
+    assert database_reason(failed.value) == "IntegrityError: UNIQUE constraint failed: sealed.id"
+    assert database_reason(sa.exc.NoSuchTableError("x")) == "NoSuchTableError"

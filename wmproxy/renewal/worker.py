@@ -35,6 +35,7 @@ from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.renewal.myproxy import MyProxyError, MyProxyRefusedError, MyProxyUnreachableError, renew_proxy
 from wmproxy.services import renewal as service
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import database_reason
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class RenewalWorker:
                     self.step(pool)
                     backoff = 1
                 except SQLAlchemyError as exc:
-                    log.error("renewal pass failed on the database: %s; next pass in %d cycle(s)", exc, backoff)
+                    log.error("renewal pass failed on the database: %s; next pass in %d cycle(s)",
+                              database_reason(exc), backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_CYCLES)
                 self._sleep(stop, started + self.settings.cycle * backoff)
         log.info("renewal worker %s stopped", self.name)
@@ -123,7 +125,7 @@ class RenewalWorker:
             with rt.uow() as uow:
                 order = service.begin_renewal(uow, rt, record_id, self.name, utcnow())
         except SQLAlchemyError as exc:
-            log.warning("could not claim renewal record %d: %s", record_id, exc)
+            log.warning("could not claim renewal record %d: %s", record_id, database_reason(exc))
             return 0, 0, 0
         if order is None:
             return 0, 0, 0

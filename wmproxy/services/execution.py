@@ -38,7 +38,7 @@ from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.matchmaking import SiteView, matching_ad
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
-from wmproxy.store import JobLockedError, UnitOfWork
+from wmproxy.store import JobLockedError, UnitOfWork, database_reason
 from wmproxy.store.jobs import ClaimedJob, ClaimedRequest, RequestChange, StateChange
 from wmproxy.store.schema import Job
 
@@ -466,7 +466,7 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
         with rt.uow() as uow:
             _change_states(uow, JobState.RUNNING, now, ordered)
     except SQLAlchemyError as exc:
-        log.warning("recording %d started jobs at once failed (%s); one by one", len(ordered), exc)
+        log.warning("recording %d started jobs at once failed (%s); one by one", len(ordered), database_reason(exc))
         for job_id, ref in ordered:
             set_state(rt, job_id, JobState.RUNNING, backend_ref=ref)
 
@@ -488,7 +488,7 @@ def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]
         with rt.uow() as uow:
             done = _change_states(uow, JobState.SCHEDULED, now, ordered)
     except SQLAlchemyError as exc:
-        log.warning("recording %d scheduled jobs at once failed (%s); one by one", len(ordered), exc)
+        log.warning("recording %d scheduled jobs at once failed (%s); one by one", len(ordered), database_reason(exc))
         done = {job_id for job_id, ref in ordered if set_state(rt, job_id, JobState.SCHEDULED, backend_ref=ref)}
     return done
 
