@@ -91,7 +91,7 @@ def test_set_states_of_several_jobs_keeps_each_jobs_event_order(factory: session
 def test_lock_states_reads_state_and_compound_job(factory: sessionmaker[Session]) -> None:
     parent, node = family(factory, f"states-{uuid.uuid4().hex}")
     with UnitOfWork(factory) as uow:
-        assert uow.jobs.lock_states([node]) == {node: ("Waiting", parent)}
+        assert uow.jobs.lock_states([node]) == {node: ("Waiting", parent, 0)}
         assert uow.jobs.lock_states([]) == {}
 
 

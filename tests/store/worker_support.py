@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,11 +109,19 @@ def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:
     return lambda: job_row(rt, job_id).state in {s.value for s in states}
 
 
-def abandon(worker: ExecutionWorker, rt: Runtime) -> None:
-    """The worker dies: nothing of it runs any more and its heartbeat is older than the lease."""
+def abandon(worker: ExecutionWorker, rt: Runtime, *, process_lives: bool = False) -> None:
+    """The worker dies: nothing of it runs any more, its heartbeat is older than the lease and
+    its row names a process that has exited (the worker object lives on in the test's process).
+    ``process_lives``: only the heartbeat gets old (a worker that cannot heartbeat, e.g. through
+    a database outage); its row keeps the test's own pid."""
+    values: dict[str, object] = {"heartbeat_at": utcnow() - dt.timedelta(seconds=2 * LEASE)}
+    if not process_lives:
+        exited = subprocess.Popen(["true"])
+        exited.wait()
+        values["pid"] = exited.pid
     with rt.uow() as uow:
         uow.session.execute(sa.update(ExecutionWorkerRow).where(ExecutionWorkerRow.name == worker.name)
-                            .values(heartbeat_at=utcnow() - dt.timedelta(seconds=2 * LEASE)))
+                            .values(**values))
 
 
 def work_dir(rt: Runtime, job_id: str) -> Path:

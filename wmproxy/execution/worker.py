@@ -22,8 +22,9 @@ file system full, the database unavailable, an unexpected error) keeps its work 
 tried again, after :data:`END_RETRY_FIRST` seconds doubled per failure up to
 :data:`END_RETRY_MAX`; ends the database does not take are kept in memory
 (:attr:`ExecutionWorker.unrecorded`) and recorded at the next cycle; a cycle that fails on
-the database is logged and the loop goes on after a back-off (up to
-:data:`DATABASE_BACKOFF_MAX` seconds), its jobs still followed.
+the database or the file system is logged and the loop goes on after a back-off (up to
+:data:`DATABASE_BACKOFF_MAX` seconds), its jobs still followed. Another worker on the host
+takes a worker's jobs over only once its process is gone, not merely its heartbeat late.
 
 No job is lost or run twice:
 
@@ -46,6 +47,7 @@ No job is lost or run twice:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -109,6 +111,10 @@ PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 END_RETRY_FIRST = 1.0
 #: Seconds between two tries to collect an attempt's end at most.
 END_RETRY_MAX = 300.0
+#: Tries to collect an attempt's end after which a failure other than an outage (the database
+#: failing, the sandbox's file system full: tried as long as it lasts) ends the attempt Aborted,
+#: not retried, with the failure as its reason (about 25 minutes with :data:`END_RETRY_FIRST`).
+END_TRIES = 12
 #: Seconds the loop waits at most after cycles that failed on the database: ``poll_interval``
 #: after the first, doubled at each further one up to this.
 DATABASE_BACKOFF_MAX = 30.0
@@ -224,18 +230,24 @@ class ExecutionWorker:
             while not stop.is_set():
                 try:
                     busy = self.step()
-                except SQLAlchemyError as exc:  # an outage: the jobs stay followed, nothing is lost
+                except (SQLAlchemyError, OSError) as exc:  # an outage: the jobs stay followed, nothing is lost
                     failures += 1
                     pause = min(self.settings.poll_interval * 2 ** (failures - 1), DATABASE_BACKOFF_MAX)
-                    log.error("execution worker %s: a cycle failed on the database (%s); next cycle in %g s",
-                              self.name, database_reason(exc), pause)
+                    where = "on the database" if isinstance(exc, SQLAlchemyError) else "on the file system"
+                    log.error("execution worker %s: a cycle failed %s (%s); next cycle in %g s", self.name, where,
+                              database_reason(exc) if isinstance(exc, SQLAlchemyError) else exc, pause)
                     stop.wait(pause)
                     continue
                 if failures:
-                    log.info("execution worker %s: the database answers again", self.name)
+                    log.info("execution worker %s: cycles succeed again", self.name)
                     failures = 0
                 if not busy and not stop.is_set():
                     self._wait(stop)
+        except BaseException:  # a defect: the process ends (and is restarted), the kept ends first
+            with contextlib.suppress(Exception):
+                self._record_unrecorded()
+            self._log_unrecorded("ends")
+            raise
         finally:
             self.wakeup.close()
         self.stop()
@@ -289,22 +301,33 @@ class ExecutionWorker:
     def stop(self) -> None:
         """Drain: leave running jobs to their wrappers (adopted after a restart), or
         cancel them when ``cancel_running_on_exit``. The jobs prepared ahead (never spawned)
-        have their work dirs released and go back to the queue. Ends not recorded yet are tried
-        once more; those the database still does not take are logged (their jobs, adopted after
-        a restart, find no work dir: a shallow failure, or a deep one if the payload had started)."""
-        if not self._record_unrecorded():
-            log.error("execution worker %s stops with %d end(s) not recorded: %s", self.name, len(self.unrecorded),
+        have their work dirs released and go back to the queue (should the database refuse,
+        adoption requeues them). A job whose end is being retried is never cancelled: its work
+        dir stays for adoption. Ends not recorded yet are tried once more, last; those the
+        database still does not take are logged by job id (their jobs, adopted after a restart,
+        find no work dir: a shallow failure, resubmitted within the job's counts; a cancel of a
+        job prepared ahead is lost that way and the job runs)."""
+        try:
+            for job in list(self.ahead.values()):
+                self._put_back(job, "its worker stopped before starting it")
+            if self.cancel_running_on_exit and self.running:
+                self._cancel_all()
+            if self.running:
+                log.info("execution worker %s stops; %d job(s) keep running and will be adopted: %s",
+                         self.name, len(self.running), ", ".join(self.running))
+            elif not self.unrecorded:
+                service.unregister_worker(self.rt, self.name, self.host, self.pid)
+        except SQLAlchemyError as exc:
+            log.error("execution worker %s stops during a database outage (%s)", self.name, database_reason(exc))
+        finally:
+            self._record_unrecorded()
+            self._log_unrecorded("stops")
+            self._detach()
+
+    def _log_unrecorded(self, what: str) -> None:
+        if self.unrecorded:
+            log.error("execution worker %s %s with %d end(s) not recorded: %s", self.name, what, len(self.unrecorded),
                       "; ".join(f"{job_id} {end.state.value}" for job_id, end in self.unrecorded))
-        for job in list(self.ahead.values()):
-            self._put_back(job, "its worker stopped before starting it")
-        if self.cancel_running_on_exit and self.running:
-            self._cancel_all()
-        if self.running:
-            log.info("execution worker %s stops; %d job(s) keep running and will be adopted: %s",
-                     self.name, len(self.running), ", ".join(self.running))
-        else:
-            service.unregister_worker(self.rt, self.name, self.host, self.pid)
-        self._detach()
 
     def _detach(self) -> None:
         """Stop following every job; their wrappers keep running (and are still reaped
@@ -335,9 +358,9 @@ class ExecutionWorker:
         self._sample_perusal()
         ended = self._ended()
         spawned = self._launch(self._due_ahead())  # before the ends' bookkeeping: the slots are free now
-        self._record_ends(ended)
+        made = self._record_ends(ended)
         room = self._room()
-        wanted = self._read_ahead(ended)
+        wanted = self._read_ahead(made)
         claim = {kind: min(room[kind], STARTS_PER_STEP) + wanted.get(kind, 0) for kind in room}
         try:  # one transaction for the cycle's claims
             orders = service.claim_starts(self.rt, self.name, claim,
@@ -345,9 +368,18 @@ class ExecutionWorker:
         except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the requests stay queued
             log.error("cannot match the next job: %s", exc)
             orders = []
-        prepared = [ready for order in orders if (ready := self._prepare(order)) is not None]
+        prepared: list[RunningJob] = []
+        try:
+            for order in orders:
+                if (ready := self._prepare(order)) is not None:
+                    prepared.append(ready)
+            scheduled = self._schedule(prepared)
+        except BaseException:  # the cycle fails: no prepared work dir (with its proxy copy) is left behind;
+            for job in prepared:  # the claimed jobs are requeued by the next heartbeat's adoption
+                self._release(job.backend, job.handle)
+            raise
         at_once, later = [], []
-        for job in self._schedule(prepared):
+        for job in scheduled:
             if room.get(job.order.backend, 0) > 0:
                 room[job.order.backend] -= 1
                 at_once.append(job)
@@ -478,7 +510,7 @@ class ExecutionWorker:
         """
         adopted: list[str] = []
         known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded)}
-        for order in service.adopt_jobs(self.rt, self.name, self.host, known):
+        for order in service.adopt_jobs(self.rt, self.name, self.host, known, _pid_alive):
             try:
                 account = _account(order.local_account)
             except WMProxyError as exc:
@@ -605,54 +637,70 @@ class ExecutionWorker:
 
     def _ended(self) -> list[tuple[RunningJob, JobOutcome]]:
         """The followed jobs whose attempt ended, with their outcomes, no longer followed
-        (their slots are free); the caller records them (:meth:`_record_ends`)."""
+        (their slots are free; a job whose end is tried again keeps its slot until its end is
+        made); the caller records them (:meth:`_record_ends`)."""
         ended: list[tuple[RunningJob, JobOutcome]] = []
         now = time.monotonic()
         for job_id, job in list(self.running.items()):
-            if job.ended is not None:  # its end could not be collected: tried again when due, or cancelled
-                if now < job.retry_end_at and job.cancel_reason is None:
-                    continue
-                outcome: JobOutcome | None = job.ended
-            else:
-                outcome = job.backend.poll(job.handle)
+            if job.ended is not None:  # its end could not be made: tried again when due (or cancelled),
+                if now >= job.retry_end_at or job.cancel_reason is not None:  # its slot held meanwhile
+                    ended.append((job, job.ended))
+                continue
+            outcome = job.backend.poll(job.handle)
             if outcome is not None:
                 del self.running[job_id]
                 ended.append((job, outcome))
         return ended
 
-    def _record_ends(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> None:
+    def _record_ends(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> list[tuple[RunningJob, JobOutcome]]:
         """Each attempt's end made (a Done job's outputs collected: :meth:`_attempt_end`) and its
         work dir released, then every end recorded in one transaction
         (:func:`~wmproxy.services.retries.end_attempts`). A job whose end cannot be made keeps
         its work dir and is followed again (:meth:`_end_later`); ends the database does not
-        take wait in :attr:`unrecorded` (:meth:`_record_unrecorded`)."""
+        take wait in :attr:`unrecorded` (:meth:`_record_unrecorded`). Returns the jobs whose
+        end was made."""
+        made = []
         for job, outcome in ended:
             try:
                 end = self._attempt_end(job, outcome)
             except Exception as exc:  # noqa: BLE001 - tried again later, the outputs kept in the work dir
-                self._end_later(job, outcome, exc)
-                continue
+                given_up = self._end_later(job, outcome, exc)
+                if given_up is None:
+                    continue
+                end = given_up
+            self.running.pop(job.order.job_id, None)
             self._release(job.backend, job.handle)  # before the end is recorded: a resubmission
             self.unrecorded.append((job.order.job_id, end))  # must not find the old work dir
+            made.append((job, outcome))
         self._record_unrecorded()
+        return made
 
-    def _end_later(self, job: RunningJob, outcome: JobOutcome, exc: Exception) -> None:
+    def _end_later(self, job: RunningJob, outcome: JobOutcome, exc: Exception) -> AttemptEnd | None:
         """Follow again a job whose end could not be made: tried after :data:`END_RETRY_FIRST`
-        seconds, doubled per failure up to :data:`END_RETRY_MAX` (a cancel at once)."""
-        job.ended = outcome
+        seconds, doubled per failure up to :data:`END_RETRY_MAX` (a cancel at once). After
+        :data:`END_TRIES` failures that are not an outage, the end to record instead (Aborted,
+        not retried: the payload may have run)."""
         job.end_failures += 1
-        delay = min(END_RETRY_FIRST * 2 ** (job.end_failures - 1), END_RETRY_MAX)
-        job.retry_end_at = time.monotonic() + delay
-        self.running[job.order.job_id] = job
+        outage = isinstance(exc, SQLAlchemyError) or _storage_full(exc)
         if isinstance(exc, SQLAlchemyError):
             why = f"the database failed ({database_reason(exc)})"
-        elif isinstance(exc, WMProxyError):
+        elif isinstance(exc, WMProxyError | OSError):
             why = str(exc)
         else:  # a defect: its traceback for the log
             log.error("job %s: collecting the end of its attempt failed", job.order.job_id, exc_info=exc)
             why = f"{exc.__class__.__name__}: {exc}"
+        if not outage and job.end_failures >= END_TRIES:
+            log.error("job %s: its end could not be collected in %d tries (%s); it is aborted", job.order.job_id,
+                      job.end_failures, why)
+            return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {why}",
+                              payload_started=outcome.payload_started, retryable=False, attempt=job.order.attempt)
+        job.ended = outcome
+        delay = min(END_RETRY_FIRST * 2 ** (job.end_failures - 1), END_RETRY_MAX)
+        job.retry_end_at = time.monotonic() + delay
+        self.running[job.order.job_id] = job
         log.error("job %s: its end is not collected yet (%s); its work dir is kept, next try in %g s (try %d)",
                   job.order.job_id, why, delay, job.end_failures + 1)
+        return None
 
     def _record_unrecorded(self) -> bool:
         """Record the ends in :attr:`unrecorded` in one transaction; those the database does
@@ -672,6 +720,9 @@ class ExecutionWorker:
             self.unrecorded = ends + self.unrecorded
             log.error("%d ended attempt(s) not recorded, kept for the next cycle: %s", len(ends), database_reason(exc))
             return False
+        except BaseException:
+            self.unrecorded = ends + self.unrecorded
+            raise
         for job_id, end in ends:
             if job_id in states:
                 state = states[job_id]
@@ -702,8 +753,14 @@ class ExecutionWorker:
                               payload_started=outcome.payload_started)
         if outcome.state != JobState.DONE:
             return AttemptEnd(JobState.ABORTED, reason=outcome.reason, payload_started=outcome.payload_started)
-        if job.order.perusal_interval is not None:
-            self._sample(job, perusal_lists(self.rt, [job_id]).get(job_id, []))
+        if job.order.perusal_interval is not None:  # the last chunks; a failure other than an outage is logged
+            files = perusal_lists(self.rt, [job_id]).get(job_id, [])
+            try:
+                self._sample(job, files)
+            except (OSError, WMProxyError) as exc:
+                if _storage_full(exc):
+                    raise
+                log.warning("job %s: the last perusal chunks were not kept: %s", job_id, exc)
         reasons = [outcome.reason] if outcome.reason else []
         output_bytes = 0
         if not job.order.description.output_sandbox:  # nothing to collect: nothing was ever collected either
@@ -715,7 +772,7 @@ class ExecutionWorker:
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
         except WMProxyError as exc:
-            if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in _STORAGE_FULL:
+            if _storage_full(exc):
                 raise
             reasons.append(f"output sandbox not collected: {exc}")
         return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
@@ -739,28 +796,33 @@ class ExecutionWorker:
 
     def _cancel_all(self) -> None:
         """Cancel every running job and wait for their wrappers (``--cancel-running-on-exit``)."""
-        for job_id in list(self.running):
+        live = [job_id for job_id, job in self.running.items() if job.ended is None]  # an ended one keeps its end
+        for job_id in live:
             self._cancel(job_id, "cancelled by the administrator at worker shutdown")
         deadline = time.monotonic() + self.settings.kill_grace + 60.0
-        while self.running and time.monotonic() < deadline:
-            for job in self.running.values():
-                job.backend.cancel(job.handle)
+        while any(job_id in self.running for job_id in live) and time.monotonic() < deadline:
+            for job_id in live:
+                if (job := self.running.get(job_id)) is not None:
+                    job.backend.cancel(job.handle)
             self._reap()
-            if self.running:
-                time.sleep(0.1)
+            time.sleep(0.1)
 
     # --- perusal -------------------------------------------------------------------
 
     def _sample_perusal(self) -> None:
         """Copy what perused files gained into chunks, every PerusalTimeInterval seconds."""
         now = time.monotonic()
-        due = [j for j in self.running.values() if j.order.perusal_interval is not None and j.next_sample <= now]
+        due = [j for j in self.running.values()
+               if j.order.perusal_interval is not None and j.next_sample <= now and j.ended is None]
         if not due:
             return
         lists = perusal_lists(self.rt, [j.order.job_id for j in due])
         for job in due:
             job.next_sample = now + float(job.order.perusal_interval or 0)
-            self._sample(job, lists.get(job.order.job_id, []))
+            try:
+                self._sample(job, lists.get(job.order.job_id, []))
+            except (OSError, WMProxyError) as exc:  # e.g. the sandbox full: the same bytes at the next sample
+                log.warning("job %s: perusal sample not kept: %s", job.order.job_id, exc)
 
     def _sample(self, job: RunningJob, files: list[str]) -> None:
         """Copy the new bytes of each perused regular file (never a symlink or hard link,
@@ -795,6 +857,13 @@ def _split(text: str, what: str) -> list[str]:
 
 def _account(name: str | None) -> Account | None:
     return None if name is None else Account.from_name(name)
+
+
+def _storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the OSError it was raised from) says the file system is full or
+    the quota reached: a later try can succeed."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in _STORAGE_FULL
 
 
 def _pid_alive(pid: int) -> bool:

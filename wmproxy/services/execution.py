@@ -593,11 +593,14 @@ def unregister_worker(rt: Runtime, name: str, host: str, pid: int) -> None:
             uow.workers.remove(name, host, pid)
 
 
-def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str]) -> list[StartOrder]:
+def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
+               alive: Callable[[int], bool] | None = None) -> list[StartOrder]:
     """Take over the jobs of dead workers on ``host`` and return the held jobs to follow.
 
     In one transaction: every other worker on ``host`` whose heartbeat is older than
-    ``[execution] heartbeat_lease`` is removed by compare-and-set and its held jobs
+    ``[execution] heartbeat_lease`` and whose process is gone (``alive(pid)`` False; a
+    worker that lives but cannot heartbeat, e.g. through a database outage, keeps its jobs
+    and the ends it holds in memory) is removed by compare-and-set and its held jobs
     become ``name``'s (several workers racing: exactly one wins each dead worker). Then
     every job ``name`` holds that is not in ``known`` (the jobs the calling process
     follows already; this includes its own previous life's jobs) is looked at:
@@ -618,6 +621,10 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str]) -> lis
     follow: list[StartOrder] = []
     with rt.uow() as uow:
         for dead in uow.workers.stale(host, cutoff, exclude=name):
+            if alive is not None and alive(dead.pid):
+                log.warning("execution worker %s on this host has not heartbeat since %s but its process %d lives:"
+                            " its jobs are left to it", dead.name, dead.heartbeat_at.isoformat(), dead.pid)
+                continue
             uow.workers.take_over(dead, name, _HELD)
         for job in uow.workers.held_jobs(name, _HELD):
             if job.id in known:

@@ -190,7 +190,8 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
             # the cycle's two Core statements (SqlJobStore.set_states, what change_state writes).
             done = [StateChange(job_id, reason=end.reason, exit_code=end.exit_code) for job_id, end in ordered
                     if (row := found.get(job_id)) is not None and row[1] is None and end.state == JobState.DONE
-                    and JobState(row[0]) not in FINAL_STATES and not cancels[job_id] and not end.output_bytes]
+                    and JobState(row[0]) not in FINAL_STATES and not cancels[job_id] and not end.output_bytes
+                    and end.attempt in (None, row[2])]  # else _end_in ignores it: recorded already
             uow.jobs.set_states(JobState.DONE.value, now, done)
             states = {job_id: None for job_id, _end in ordered if job_id not in found}  # unknown: nothing to record
             states.update((change.job_id, JobState.DONE) for change in done)

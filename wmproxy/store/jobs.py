@@ -54,7 +54,7 @@ _UPDATE_STATE = (
 )
 
 
-_STATE_COLUMNS = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id)
+_STATE_COLUMNS = (_JOBS.c.id, _JOBS.c.state, _JOBS.c.parent_id, _JOBS.c.shallow_retries, _JOBS.c.deep_retries)
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 
 
@@ -414,7 +414,7 @@ class SqlJobStore:
                 self._locked[row.id] = row
         return {job_id: held for job_id in job_ids if (held := self._held(job_id)) is not None}
 
-    def lock_states(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    def lock_states(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str | None, int]]:
         """Lock several jobs for the transaction as :meth:`lock_all` does (the same statements
         and lock order), reading only their state and compound job: Core rows, no ORM objects.
 
@@ -422,7 +422,8 @@ class SqlJobStore:
             job_ids: the jobs to lock (repeats and unknown ids allowed).
 
         Returns:
-            Job id → ``(state, parent id or None)``, for the ids that exist. Changes to them
+            Job id → ``(state, parent id or None, attempt)``, for the ids that exist (the
+            attempt: the job's shallow plus deep resubmissions so far). Changes to them
             go through :meth:`set_states` (or :meth:`get` with ``for_update``, which selects
             the row again: it is not held by :meth:`_held`).
         """
@@ -436,7 +437,7 @@ class SqlJobStore:
         else:
             rows = [*conn.execute(_LOCK_STATES.tops, params), *conn.execute(_LOCK_STATES.nodes, params)]
         keep = set(wanted)
-        return {row[0]: (row[1], row[2]) for row in rows if row[0] in keep}
+        return {row[0]: (row[1], row[2], row[3] + row[4]) for row in rows if row[0] in keep}
 
     def set_states(self, state: str, now: dt.datetime, changes: Sequence[StateChange]) -> None:
         """:meth:`set_state` (and for each change with ``submitted``, :meth:`record_event` of a
