@@ -443,6 +443,25 @@ class TestOutage:
         assert (row.exit_code, row.reason) == (5, None)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
 
+    def test_perusal_samples_a_full_sandbox_cannot_take_are_taken_once_it_can(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        caplog: pytest.LogCaptureFixture
+    ) -> None:
+        job_id = submit(rt, alice, "echo visible > real.txt; " + WAIT_GO,
+                        "PerusalFileEnable = true; PerusalTimeInterval = 1;")
+        enable_file_perusal(rt, alice, job_id, ["real.txt"])
+        worker = workers("w1")
+        worker.start()
+        until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
+        peek = rt.storage.job_area(job_id).peek_dir
+        with full_file_system(peek) as filler:
+            until(worker, lambda: "perusal sample not kept" in caplog.text, "a sample refused")  # no step raised
+            filler.unlink()
+            until(worker, lambda: any(p.name.startswith("real.txt.") for p in peek.iterdir()), "a perusal chunk")
+            (work_dir(rt, job_id) / "go").write_text("")
+            until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert job_row(rt, job_id).exit_code == 5 and running_events(rt, job_id) == 1
+
     def test_a_worker_that_cannot_heartbeat_but_lives_keeps_its_jobs(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
     ) -> None:
