@@ -456,6 +456,7 @@ class TestOutage:
         peek = rt.storage.job_area(job_id).peek_dir
         with full_file_system(peek) as filler:
             until(worker, lambda: "perusal sample not kept" in caplog.text, "a sample refused")  # no step raised
+            assert [p.name for p in peek.iterdir()] == ["filler"]  # no partial chunk left
             filler.unlink()
             until(worker, lambda: any(p.name.startswith("real.txt.") for p in peek.iterdir()), "a perusal chunk")
             (work_dir(rt, job_id) / "go").write_text("")

@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import errno
+import functools
 import logging
 import os
 import shlex
@@ -67,6 +69,7 @@ from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBac
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.execution.wakeup import Wakeup
+from wmproxy.execution.zygote import start_time
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services import inspection
@@ -111,9 +114,10 @@ PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 END_RETRY_FIRST = 1.0
 #: Seconds between two tries to collect an attempt's end at most.
 END_RETRY_MAX = 300.0
-#: Tries to collect an attempt's end after which a failure other than an outage (the database
-#: failing, the sandbox's file system full: tried as long as it lasts) ends the attempt Aborted,
-#: not retried, with the failure as its reason (about 25 minutes with :data:`END_RETRY_FIRST`).
+#: Failures to collect an attempt's end, other than an outage (the database failing, the
+#: sandbox's file system full: tried as long as it lasts), after which the attempt ends Aborted,
+#: not retried, with the failure as its reason (about 18 minutes after the first try when all
+#: failures are of that kind: 1 + 2 + ... + 256 + 300 + 300 seconds).
 END_TRIES = 12
 #: Seconds the loop waits at most after cycles that failed on the database: ``poll_interval``
 #: after the first, doubled at each further one up to this.
@@ -139,6 +143,7 @@ class RunningJob:
     #: the attempt's outcome, once it ended and its end could not be collected (tried again later)
     ended: JobOutcome | None = None
     end_failures: int = 0  # tries to collect its end that failed
+    end_defects: int = 0  # those that failed other than by an outage (END_TRIES)
     retry_end_at: float = 0.0  # monotonic seconds: when its end is tried again
 
 
@@ -231,6 +236,8 @@ class ExecutionWorker:
                 try:
                     busy = self.step()
                 except (SQLAlchemyError, OSError) as exc:  # an outage: the jobs stay followed, nothing is lost
+                    if isinstance(exc, OSError) and not (_storage_full(exc) or exc.errno == errno.EIO):
+                        raise  # e.g. EMFILE, EACCES: the process ends, and its restart may mend it
                     failures += 1
                     pause = min(self.settings.poll_interval * 2 ** (failures - 1), DATABASE_BACKOFF_MAX)
                     where = "on the database" if isinstance(exc, SQLAlchemyError) else "on the file system"
@@ -309,9 +316,13 @@ class ExecutionWorker:
         job prepared ahead is lost that way and the job runs)."""
         try:
             for job in list(self.ahead.values()):
-                self._put_back(job, "its worker stopped before starting it")
+                try:
+                    self._put_back(job, "its worker stopped before starting it")
+                except SQLAlchemyError as exc:  # released already: adoption requeues it
+                    log.error("job %s prepared ahead not put back (%s)", job.order.job_id, database_reason(exc))
             if self.cancel_running_on_exit and self.running:
-                self._cancel_all()
+                self._cancel_all()  # needs no database until the ends, which are kept
+            self._record_unrecorded()
             if self.running:
                 log.info("execution worker %s stops; %d job(s) keep running and will be adopted: %s",
                          self.name, len(self.running), ", ".join(self.running))
@@ -320,7 +331,6 @@ class ExecutionWorker:
         except SQLAlchemyError as exc:
             log.error("execution worker %s stops during a database outage (%s)", self.name, database_reason(exc))
         finally:
-            self._record_unrecorded()
             self._log_unrecorded("stops")
             self._detach()
 
@@ -510,7 +520,7 @@ class ExecutionWorker:
         """
         adopted: list[str] = []
         known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded)}
-        for order in service.adopt_jobs(self.rt, self.name, self.host, known, _pid_alive):
+        for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive):
             try:
                 account = _account(order.local_account)
             except WMProxyError as exc:
@@ -682,6 +692,7 @@ class ExecutionWorker:
         not retried: the payload may have run)."""
         job.end_failures += 1
         outage = isinstance(exc, SQLAlchemyError) or _storage_full(exc)
+        job.end_defects += 0 if outage else 1
         if isinstance(exc, SQLAlchemyError):
             why = f"the database failed ({database_reason(exc)})"
         elif isinstance(exc, WMProxyError | OSError):
@@ -689,7 +700,7 @@ class ExecutionWorker:
         else:  # a defect: its traceback for the log
             log.error("job %s: collecting the end of its attempt failed", job.order.job_id, exc_info=exc)
             why = f"{exc.__class__.__name__}: {exc}"
-        if not outage and job.end_failures >= END_TRIES:
+        if job.end_defects >= END_TRIES:
             log.error("job %s: its end could not be collected in %d tries (%s); it is aborted", job.order.job_id,
                       job.end_failures, why)
             return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {why}",
@@ -864,6 +875,27 @@ def _storage_full(exc: BaseException) -> bool:
     the quota reached: a later try can succeed."""
     cause = exc if isinstance(exc, OSError) else exc.__cause__
     return isinstance(cause, OSError) and cause.errno in _STORAGE_FULL
+
+
+def worker_alive(pid: int, started_at: dt.datetime) -> bool:
+    """Whether process ``pid`` on this host lives and can be the worker that registered at
+    ``started_at`` (UTC): a process that started later (a reused pid, or any process after a
+    reboot) is not. Without a readable ``/proc/<pid>/stat``, whether the pid exists."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return _pid_alive(pid)
+    started = _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    return started <= started_at.timestamp() + 2.0  # btime is whole seconds
+
+
+@functools.cache
+def _boot_time() -> float:
+    """The host's boot time (epoch seconds, ``btime`` of ``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        for line in stat:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
 
 
 def _pid_alive(pid: int) -> bool:

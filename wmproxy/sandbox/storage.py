@@ -431,12 +431,17 @@ class FilesystemSandboxStorage:
 
         Raises:
             SandboxError: the job area does not exist.
+            OSError: the chunk cannot be written (e.g. the file system full); nothing is left.
         """
         peek = self._area(job_id, "peek", create=True)
         tmp = peek / f".{name}.{timestamp}{TMP_SUFFIX}"
-        with open(tmp, "wb") as chunk:
-            chunk.write(data)
-        os.replace(tmp, peek / f"{name}.{timestamp}")
+        try:
+            with open(tmp, "wb") as chunk:
+                chunk.write(data)
+            os.replace(tmp, peek / f"{name}.{timestamp}")
+        except OSError:
+            _unlink_quietly(str(tmp))
+            raise
 
     def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.

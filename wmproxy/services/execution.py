@@ -594,11 +594,12 @@ def unregister_worker(rt: Runtime, name: str, host: str, pid: int) -> None:
 
 
 def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
-               alive: Callable[[int], bool] | None = None) -> list[StartOrder]:
+               alive: Callable[[int, dt.datetime], bool] | None = None) -> list[StartOrder]:
     """Take over the jobs of dead workers on ``host`` and return the held jobs to follow.
 
     In one transaction: every other worker on ``host`` whose heartbeat is older than
-    ``[execution] heartbeat_lease`` and whose process is gone (``alive(pid)`` False; a
+    ``[execution] heartbeat_lease`` and whose process is gone (``alive(pid, started_at)``
+    False: no such process, or one started after the worker registered; a
     worker that lives but cannot heartbeat, e.g. through a database outage, keeps its jobs
     and the ends it holds in memory) is removed by compare-and-set and its held jobs
     become ``name``'s (several workers racing: exactly one wins each dead worker). Then
@@ -621,7 +622,7 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
     follow: list[StartOrder] = []
     with rt.uow() as uow:
         for dead in uow.workers.stale(host, cutoff, exclude=name):
-            if alive is not None and alive(dead.pid):
+            if alive is not None and alive(dead.pid, dead.started_at):
                 log.warning("execution worker %s on this host has not heartbeat since %s but its process %d lives:"
                             " its jobs are left to it", dead.name, dead.heartbeat_at.isoformat(), dead.pid)
                 continue
