@@ -154,6 +154,21 @@ class TestReadAhead:
         until(worker, in_state(rt, ahead, JobState.CANCELLED), "the cancel recorded")
         assert running_events(rt, ahead) == 0 and start_requests(rt, ahead) == 1
 
+    def test_a_drain_during_an_outage_leaves_the_job_prepared_ahead_to_adoption(
+            self, rt: Runtime, owner: Principal, workers: Callable[[str], ExecutionWorker]) -> None:
+        worker = workers("w-drain")
+        waiting, ahead = one_ahead(rt, owner, worker)
+        prepared = work_dir(rt, ahead)
+        with impatient(rt), database_held(rt, ahead):
+            worker.stop()  # SIGTERM while the job cannot be put back: no exception, nothing held
+            assert worker.ahead == {} and worker.running == {} and not prepared.exists()
+        assert job_row(rt, ahead).state == JobState.SCHEDULED.value  # not requeued yet
+        restarted = workers("w-drain")
+        restarted.start()  # its adoption finds the job never started: back in the queue, once
+        assert job_row(rt, ahead).state == JobState.WAITING.value and start_requests(rt, ahead) == 2
+        finish(rt, restarted, waiting, ahead)
+        assert running_events(rt, ahead) == 1
+
     def test_a_drain_puts_the_job_prepared_ahead_back_in_the_queue(
             self, rt: Runtime, owner: Principal, workers: Callable[[str], ExecutionWorker]) -> None:
         worker = workers("w-drain")
