@@ -67,7 +67,8 @@ class AttemptEnd:
         attempt: the attempt this end is of (0 for the first run, n for the n-th
             resubmission: :attr:`~wmproxy.services.execution.StartOrder.attempt`); an end
             recorded again once its job was resubmitted (its first recording's outcome
-            unknown to the worker) is ignored. None: the job's current attempt.
+            unknown to the worker) is ignored. None: the job's current attempt. A Done end
+            recorded again once its job is Done is ignored too (its bytes counted once).
     """
 
     state: JobState
@@ -224,6 +225,9 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
         return None
     if end.attempt is not None and job.shallow_retries + job.deep_retries != end.attempt:
         log.info("job %s: the end of attempt %d was recorded already", job_id, end.attempt)
+        return None
+    if end.state == JobState.DONE and job.state == JobState.DONE.value:  # only an end makes a job Done: this one,
+        log.info("job %s: its Done end was recorded already", job_id)  # again (its commit's outcome was lost)
         return None
     if end.output_bytes:  # collected whatever happens next: counted
         uow.usage.add(job.owner_dn, end.output_bytes, now)

@@ -14,7 +14,7 @@ from tests.unit.services.conftest import DELEGATION
 from wmproxy.config import BrokeringSettings
 from wmproxy.domain import JobState, Principal
 from wmproxy.jdl import parse_jdl
-from wmproxy.services import jobs
+from wmproxy.services import jobs, quota
 from wmproxy.services.execution import StartOrder, claim_next_start
 from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts, verdict
 from wmproxy.services.runtime import Runtime
@@ -202,6 +202,22 @@ class TestNotRetried:
         assert (first.attempt, second.attempt) == (0, 1)
         assert end_attempt(rt, job_id, second) == JobState.WAITING
         assert row(rt, job_id)[::4] == ("Waiting", 2)
+
+    def test_a_done_end_recorded_again_counts_its_outputs_once(self, broker_rt: RankedRuntime,
+                                                               alice: Principal) -> None:
+        rt = broker_rt()
+        job_id = submit(rt, alice, "RetryCount = 3;")
+        done = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, output_bytes=1000,
+                          attempt=claimed(rt, job_id).attempt)
+        assert end_attempt(rt, job_id, done) == JobState.DONE
+        assert quota.used_bytes(rt, alice.dn) == 1000
+        # the worker did not learn that the first commit went through: the same end again, alone
+        # and among a cycle's ends (whose quick Done path leaves ends with outputs to _end_in)
+        assert end_attempt(rt, job_id, done) is None
+        assert end_attempts(rt, [(job_id, done)]) == [None]
+        assert end_attempt(rt, job_id, dataclasses.replace(done, attempt=None)) is None
+        assert quota.used_bytes(rt, alice.dn) == 1000
+        assert row(rt, job_id)[:3] == ("Done", None, 0)
 
 
 class TestSiteCaps:
