@@ -706,7 +706,7 @@ class ExecutionWorker:
             return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {why}",
                               payload_started=outcome.payload_started, retryable=False, attempt=job.order.attempt)
         job.ended = outcome
-        delay = min(END_RETRY_FIRST * 2 ** (job.end_failures - 1), END_RETRY_MAX)
+        delay = end_retry_delay(job.end_failures)
         job.retry_end_at = time.monotonic() + delay
         self.running[job.order.job_id] = job
         log.error("job %s: its end is not collected yet (%s); its work dir is kept, next try in %g s (try %d)",
@@ -857,6 +857,13 @@ class ExecutionWorker:
             self.rt.storage.write_perusal_chunk(job.order.area.job_id, name, data, chunk_stamp)
             job.stamps[name] = chunk_stamp
             job.offsets[name] = offset + len(data)
+
+
+def end_retry_delay(failures: int) -> float:
+    """Seconds before the next try at collecting an end that failed ``failures`` times (>= 1):
+    :data:`END_RETRY_FIRST`, doubled per failure, at most :data:`END_RETRY_MAX`, however long
+    the outage (the exponent is bounded: a float overflows past 2**1023)."""
+    return min(END_RETRY_FIRST * 2.0 ** min(failures - 1, 64), END_RETRY_MAX)
 
 
 def _split(text: str, what: str) -> list[str]:
