@@ -443,6 +443,52 @@ class TestOutage:
         assert (row.exit_code, row.reason) == (5, None)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
 
+    def test_an_end_that_fails_other_than_by_an_outage_is_tried_end_tries_times_then_aborted(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tries = 3
+        monkeypatch.setattr("wmproxy.execution.worker.END_TRIES", tries)
+        monkeypatch.setattr("wmproxy.execution.worker.END_RETRY_FIRST", 0.01)
+        monkeypatch.setattr("wmproxy.execution.worker.END_RETRY_MAX", 0.02)
+        worker = workers("w1")
+        # Retries allowed: only the end's "not retryable" keeps the job from being resubmitted.
+        job_id = running(rt, alice, worker, extra="RetryCount = 2; ShallowRetryCount = 2;")
+        followed = worker.running[job_id]
+        with full_file_system(rt.storage.job_area(job_id).output_dir):  # an outage: not counted
+            (work_dir(rt, job_id) / "go").write_text("")
+            until(worker, lambda: job_id not in worker.running or followed.end_failures > tries,
+                  "failed collections")
+            assert job_id in worker.running and followed.end_defects == 0
+        outage_failures = followed.end_failures
+        # The job area's fan-out directory (<SandboxDir>/<2ch>) a regular file: the job area
+        # cannot be reached (lstat: ENOTDIR, a raw OSError, neither full nor the database).
+        fan_out = rt.storage.job_dir(job_id).parent
+        aside = fan_out.with_name(fan_out.name + ".aside")
+        fan_out.rename(aside)
+        fan_out.write_text("")
+        try:
+            until(worker, lambda: job_id not in worker.running or followed.end_defects >= tries - 1,
+                  "failed collections other than by an outage")
+            assert job_id in worker.running and followed.end_defects == tries - 1
+            assert job_row(rt, job_id).state == JobState.RUNNING.value
+            assert (work_dir(rt, job_id) / "out").read_text() == "out\n"  # kept for the next try
+            until(worker, in_state(rt, job_id, JobState.ABORTED), "the job to be aborted")
+        finally:
+            fan_out.unlink()
+            aside.rename(fan_out)
+        assert followed.end_defects == tries and followed.end_failures == outage_failures + tries
+        assert worker.running == {} and worker.unrecorded == []
+        reason = job_row(rt, job_id).reason or ""
+        assert reason.startswith("the worker could not collect the job's end: ") and "Not a directory" in reason
+        for _ in range(3):  # not resubmitted: no step finds it queued again
+            worker.step()
+        row = job_row(rt, job_id)
+        assert (row.state, row.shallow_retries, row.deep_retries) == (JobState.ABORTED.value, 0, 0)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+        assert [r.levelname for r in caplog.records
+                if f"could not be collected in {outage_failures + tries} tries" in r.getMessage()] == ["ERROR"]
+
     def test_perusal_samples_a_full_sandbox_cannot_take_are_taken_once_it_can(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
         caplog: pytest.LogCaptureFixture
