@@ -134,13 +134,27 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 _UNCHECKED = {"init", "migrate", "check", "drain", "rotate-store-key"}
 
 
-@click.group()
+_HELP_ASKED = "wmproxy.admin.help"
+
+
+class _AdminGroup(click.Group):
+    """Notes whether ``--help`` is among the arguments (a command's help is then shown
+    without loading the configuration or checking the store)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_HELP_ASKED] = "--help" in args
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_AdminGroup)
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="configuration file")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Administer a wmproxy service."""
     from wmproxy.services.storekey import check_store
 
+    if ctx.meta.get(_HELP_ASKED):  # a command's help needs neither the configuration nor the store
+        return
     try:
         settings = load_settings(config_file)
         if ctx.invoked_subcommand not in ("init", "check"):

@@ -146,6 +146,16 @@ class TestAdminCommand:
         assert runner.invoke(cli, ["-c", str(config), "migrate"]).exit_code == 0
 
 
+def test_a_commands_help_needs_neither_the_configuration_nor_the_store(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.conf")
+    runner = CliRunner()
+    for args in (["jobs", "--help"], ["jobs", "list", "--help"], ["purge", "--help"], ["migrate", "--help"]):
+        result = runner.invoke(cli, ["-c", missing, *args])
+        assert (result.exit_code, result.output.split(" ", 1)[0]) == (0, "Usage:"), args
+    result = runner.invoke(cli, ["-c", missing, "jobs", "list"])
+    assert result.exit_code == 1 and "configuration file not found" in result.output
+    assert os.listdir(tmp_path) == []  # no database made
+
 class TestProcessesRefuseToStart:
     """The real entry points, as separate processes, on a store key left 0644."""
 
