@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -42,6 +44,7 @@ from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.ends_journal import journal_path
 from wmproxy.execution.identity import Account
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.jdl import parse_jdl
@@ -382,14 +385,7 @@ class TestOutage:
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
     ) -> None:
         worker = workers("w1")
-        job_id = running(rt, alice, worker)
-        # Cancels looked for every 6 s, not at every step: on SQLite, where every transaction
-        # fails while the database is held, a step then gets past them to the job's end.
-        worker.settings = dataclasses.replace(worker.settings, poll_interval=30.0)
-        go = work_dir(rt, job_id) / "go"
-        with impatient(rt), database_held(rt, job_id):
-            go.write_text("")
-            until(worker, lambda: bool(worker.unrecorded), "the end kept, not recorded", tolerate=(OperationalError,))
+        with ended_in_an_outage(rt, alice, worker) as job_id:
             [(kept, end)] = worker.unrecorded
             assert (kept, end.state, end.exit_code) == (job_id, JobState.DONE, 5)
         assert job_row(rt, job_id).state == JobState.RUNNING.value
@@ -489,6 +485,51 @@ class TestOutage:
         assert [r.levelname for r in caplog.records
                 if f"could not be collected in {outage_failures + tries} tries" in r.getMessage()] == ["ERROR"]
 
+    def test_ends_a_drain_could_not_record_are_recorded_by_the_restarted_worker(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        worker = workers("w1")
+        with ended_in_an_outage(rt, alice, worker) as job_id:
+            worker.stop()  # SIGTERM during the outage: the end is in the journal
+        journal = journal_path(worker.work_root, "w1")
+        assert [job for job, _end in json.loads(journal.read_text())["ends"]] == [job_id]
+        for item, mode in ((journal.parent, 0o700), (journal, 0o600)):
+            assert (stat.S_IMODE(os.lstat(item).st_mode), os.lstat(item).st_uid) == (mode, os.geteuid())
+        written_by_a_gone_process(journal)
+        assert job_row(rt, job_id).state == JobState.RUNNING.value
+        restarted = workers("w1")
+        restarted.start()  # the journal taken before adoption: the job (no work dir) is not adopted
+        assert restarted.running == {} and [job for job, _end in restarted.unrecorded] == [job_id]
+        until(restarted, in_state(rt, job_id, JobState.DONE), "the journaled end to be recorded")
+        assert not journal.exists()
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+        assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+
+    def test_a_dead_workers_journal_is_taken_over_by_a_peer_a_live_ones_is_not(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        owner = workers("w-owner")
+        with ended_in_an_outage(rt, alice, owner) as job_id:
+            pass
+        journal = journal_path(owner.work_root, "w-owner")
+        assert journal.exists()
+        abandon(owner, rt, process_lives=True)  # it lives but cannot heartbeat
+        peer = workers("w-peer")
+        peer.start()
+        assert peer.unrecorded == [] and peer.running == {} and journal.exists()
+        abandon(owner, rt)  # now it dies, its ends in its journal only
+        written_by_a_gone_process(journal)
+        peer.adopt()
+        assert [job for job, _end in peer.unrecorded] == [job_id] and peer.running == {}
+        assert not journal.exists()  # the peer's own journal holds the end now
+        until(peer, in_state(rt, job_id, JobState.DONE), "the taken end to be recorded")
+        assert not journal_path(peer.work_root, "w-peer").exists()
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
     def test_perusal_samples_a_full_sandbox_cannot_take_are_taken_once_it_can(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
         caplog: pytest.LogCaptureFixture
@@ -548,6 +589,30 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
                 return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def ended_in_an_outage(rt: Runtime, alice: Principal, worker: ExecutionWorker) -> Iterator[str]:
+    """A job of ``worker`` runs, then ends while the database is held (:func:`database_held`):
+    inside, the job's id, its end kept in ``worker.unrecorded``; the database is released after."""
+    job_id = running(rt, alice, worker)
+    # Cancels looked for every 6 s, not at every step: on SQLite, where every transaction
+    # fails while the database is held, a step then gets past them to the job's end.
+    worker.settings = dataclasses.replace(worker.settings, poll_interval=30.0)
+    go = work_dir(rt, job_id) / "go"
+    with impatient(rt), database_held(rt, job_id):
+        go.write_text("")
+        until(worker, lambda: bool(worker.unrecorded), "the end kept, not recorded", tolerate=(OperationalError,))
+        yield job_id
+
+
+def written_by_a_gone_process(journal: Path) -> None:
+    """The journal's writer has exited, as :func:`abandon`'s worker: its pid is an exited process's
+    (the worker objects of these tests all live in the test's process)."""
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    doc = json.loads(journal.read_text())
+    journal.write_text(json.dumps({**doc, "pid": exited.pid}))
 
 
 @contextlib.contextmanager

@@ -21,7 +21,9 @@ An end is never lost to an outage: a job whose outputs cannot be collected (the 
 file system full, the database unavailable, an unexpected error) keeps its work dir and is
 tried again, after :data:`END_RETRY_FIRST` seconds doubled per failure up to
 :data:`END_RETRY_MAX`; ends the database does not take are kept in memory
-(:attr:`ExecutionWorker.unrecorded`) and recorded at the next cycle; a cycle that fails on
+(:attr:`ExecutionWorker.unrecorded`), written to the worker's ends journal on disk
+(:mod:`~wmproxy.execution.ends_journal`, taken over by the next worker on the host should this
+one stop or die first) and recorded at the next cycle; a cycle that fails on
 the database or the file system is logged and the loop goes on after a back-off (up to
 :data:`DATABASE_BACKOFF_MAX` seconds), its jobs still followed. Another worker on the host
 takes a worker's jobs over only once its process is gone, not merely its heartbeat late.
@@ -60,11 +62,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import JobState
 from wmproxy.errors import WMProxyError
+from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
@@ -196,6 +200,9 @@ class ExecutionWorker:
         #: ends of attempts (job id, end) whose work dirs are released but that the database has
         #: not taken yet: recorded at the next cycle, and never adopted meanwhile
         self.unrecorded: list[tuple[str, AttemptEnd]] = []
+        #: the work root (``[execution] work_dir``), where :attr:`unrecorded` is journaled
+        self.work_root = Path(os.path.abspath(self.settings.work_dir))
+        self._journal: Path | None = None  # this worker's ends journal, while it holds one
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
         self._next_cancel_check = 0.0
@@ -311,9 +318,9 @@ class ExecutionWorker:
         have their work dirs released and go back to the queue (should the database refuse,
         adoption requeues them). A job whose end is being retried is never cancelled: its work
         dir stays for adoption. Ends not recorded yet are tried once more, last; those the
-        database still does not take are logged by job id (their jobs, adopted after a restart,
-        find no work dir: a shallow failure, resubmitted within the job's counts; a cancel of a
-        job prepared ahead is lost that way and the job runs)."""
+        database still does not take are logged by job id and stay in the worker's ends journal,
+        which the next worker on the host (this one restarted) takes over and records before it
+        adopts their jobs."""
         try:
             for job in list(self.ahead.values()):
                 try:
@@ -336,7 +343,9 @@ class ExecutionWorker:
 
     def _log_unrecorded(self, what: str) -> None:
         if self.unrecorded:
-            log.error("execution worker %s %s with %d end(s) not recorded: %s", self.name, what, len(self.unrecorded),
+            kept = f"kept in {self._journal}" if self._journal is not None else "NOT journaled"
+            log.error("execution worker %s %s with %d end(s) not recorded (%s): %s", self.name, what,
+                      len(self.unrecorded), kept,
                       "; ".join(f"{job_id} {end.state.value}" for job_id, end in self.unrecorded))
 
     def _detach(self) -> None:
@@ -519,6 +528,7 @@ class ExecutionWorker:
             The ids of the jobs now followed or requeued.
         """
         adopted: list[str] = []
+        self._take_journals()
         known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded)}
         for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive):
             try:
@@ -734,6 +744,8 @@ class ExecutionWorker:
         except BaseException:
             self.unrecorded = ends + self.unrecorded
             raise
+        finally:
+            self._keep_journal()
         for job_id, end in ends:
             if job_id in states:
                 state = states[job_id]
@@ -741,6 +753,47 @@ class ExecutionWorker:
                          end.reason if end.exit_code is None else f"exit code {end.exit_code}",
                          state.value if state is not None else "already ended")
         return not self.unrecorded
+
+    def _keep_journal(self) -> bool:
+        """Write :attr:`unrecorded` to this worker's ends journal
+        (:mod:`~wmproxy.execution.ends_journal`), or remove the journal once nothing is left
+        (no file operation while there is neither). Returns False when the journal could not
+        be written (logged: the ends are then kept in memory only)."""
+        try:
+            if self.unrecorded:
+                self._journal = ends_journal.save(self.work_root, self.name, self.host, self.pid, self.unrecorded)
+            elif self._journal is not None:
+                ends_journal.remove(self._journal)
+                self._journal = None
+        except OSError as exc:
+            log.error("execution worker %s: its ends journal could not be written (%s); %d end(s) kept in memory"
+                      " only", self.name, exc, len(self.unrecorded))
+            return False
+        return True
+
+    def _take_journals(self) -> None:
+        """Take over the ends journals of gone workers on this host (this name's previous life
+        included): their ends join :attr:`unrecorded`, so adoption leaves their jobs alone, and
+        are recorded at the next cycle; a peer's file is removed once this worker's own journal
+        holds them."""
+        taken = list(ends_journal.left_behind(self.work_root, self.host, worker_alive, (self.name, self.pid)))
+        if not taken:
+            return
+        have = {job_id for job_id, _end in self.unrecorded}
+        for journal in taken:
+            new = [(job_id, end) for job_id, end in journal.ends if job_id not in have]
+            have.update(job_id for job_id, _end in new)
+            self.unrecorded += new
+            log.warning("execution worker %s takes over %d end(s) that worker %s (pid %d) could not record: %s",
+                        self.name, len(new), journal.worker, journal.pid, ", ".join(job_id for job_id, _end in new))
+        if not self._keep_journal():
+            return  # theirs stay: should this worker die, the next one takes them again
+        for journal in taken:
+            if journal.path != self._journal:  # this name's previous life: the same file, rewritten
+                try:
+                    ends_journal.remove(journal.path)
+                except OSError as exc:
+                    log.error("ends journal %s taken over but not removed: %s", journal.path, exc)
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         """How the attempt ended (with its attempt number); a Done job's outputs are collected
