@@ -141,7 +141,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     def kind(item: pytest.Item) -> str | None:
         params = item.callspec.params  # type: ignore[attr-defined]
-        for value in (params.get("database_url"), params.get("database_kind")):
+        for value in (params.get("database_url"), params.get("database_kind"), params.get("fresh_url")):
             if isinstance(value, str):
                 return "sqlite" if "sqlite" in value else "postgresql"
         return None

@@ -16,6 +16,7 @@ from tests.admin.support import BIN, run, sealed_rows, write_ini
 from wmproxy.admin import initialise, upgrade_database
 from wmproxy.config import Settings
 from wmproxy.errors import WMProxyError
+from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint
 from wmproxy.services.storekey import StoreStateError, check_store, record_store_key, rotate_store_key
 from wmproxy.store import make_engine, make_session_factory
@@ -183,6 +184,21 @@ class TestOlderSchema:
         assert done.returncode == 0, done.stderr
         check_store(settings)
 
+
+    @pytest.mark.sqlite_only
+    def test_a_missing_sqlite_database_is_named_never_created(self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        db = sqlite_path(settings.database.url)
+        assert db is not None
+        db.unlink()  # e.g. [database] url mistyped on this node
+        for argv in (["wmproxy-worker", "--name", "w1"], ["wmproxy-renewal", "--once"],
+                     ["wmproxy-admin", "jobs", "list"], ["wmproxy-admin", "check"]):
+            done = run(*argv, config=config, timeout=60)
+            assert done.returncode != 0 and f"there is no database at {db}" in done.stdout + done.stderr, argv
+            assert not db.exists(), argv
+        with pytest.raises(StoreStateError, match="run `wmproxy-admin init`"):
+            check_store(settings)
 
 class TestRotation:
     def test_every_sealed_row_is_resealed_and_the_old_key_retired(self, settings: Settings) -> None:

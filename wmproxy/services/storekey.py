@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
+from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, write_new_key
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
@@ -38,13 +39,24 @@ def _uow(settings: Settings) -> tuple[UnitOfWork, Engine]:
     return UnitOfWork(make_session_factory(engine)), engine
 
 
+def _require_database_file(settings: Settings) -> None:
+    """Refuse an SQLite database file that does not exist instead of creating it (empty,
+    with the umask's mode) by connecting."""
+    db = sqlite_path(settings.database.url)
+    if db is not None and not db.exists():
+        raise StoreStateError(f"there is no database at {db.absolute()} ([database] url): run `wmproxy-admin init` "
+                              "for a new service, or set [database] url to the existing one")
+
+
 def check_schema(settings: Settings) -> None:
     """Refuse a database not at the revision this code needs.
 
     Raises:
         StoreStateError: "database schema is at revision X, this wmproxy needs Y: run
-            wmproxy-admin migrate".
+            wmproxy-admin migrate"; an SQLite file that does not exist (it is not created:
+            ``wmproxy-admin init`` creates it with its mode).
     """
+    _require_database_file(settings)
     try:
         current, head = schema_revisions(settings.database.url)
     except SQLAlchemyError as exc:
@@ -59,8 +71,9 @@ def check_store_key(settings: Settings) -> str:
     """Refuse a store key that is not the database's; returns the fingerprint.
 
     Raises:
-        StoreStateError: the key file is missing or unreadable, no fingerprint is recorded
-            (``wmproxy-admin init`` records it), or the key differs from the recorded one.
+        StoreStateError: the key file is missing or unreadable, the SQLite database file
+            does not exist, no fingerprint is recorded (``wmproxy-admin init`` records it), or
+            the key differs from the recorded one.
     """
     path = settings.security.store_key_file
     try:
@@ -71,6 +84,7 @@ def check_store_key(settings: Settings) -> str:
     if sealer is None:
         raise StoreStateError(f"store key {path} is missing: copy it from another node of this service or from "
                               "its backup (a new key cannot open the proxies already stored)")
+    _require_database_file(settings)
     uow, engine = _uow(settings)
     try:
         with uow:
