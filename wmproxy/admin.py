@@ -134,42 +134,39 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 _UNCHECKED = {"init", "migrate", "check", "drain", "rotate-store-key"}
 
 
-_HELP_ASKED = "wmproxy.admin.help"
+def _checked_settings(config_file: str | None, command: str | None) -> Settings:
+    """The settings of ``config_file``, checked as ``command`` needs: the private files' modes
+    (all but ``init`` and ``check``, which report or repair them) and the store (schema and key;
+    not for the commands in :data:`_UNCHECKED`).
+
+    Raises:
+        click.ClickException: a configuration error or a failed check, with its fix.
+    """
+    from wmproxy.services.storekey import check_store
+
+    try:
+        settings = load_settings(config_file)
+        if command not in ("init", "check"):
+            check_private_files(settings)
+        if command not in _UNCHECKED:
+            check_store(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings
 
 
-class _AdminGroup(click.Group):
-    """Notes whether ``--help`` is among the arguments (a command's help is then shown
-    without loading the configuration or checking the store)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta[_HELP_ASKED] = "--help" in args
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=_AdminGroup)
+@click.group()
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="configuration file")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Administer a wmproxy service."""
-    from wmproxy.services.storekey import check_store
-
-    if ctx.meta.get(_HELP_ASKED):  # a command's help needs neither the configuration nor the store
-        return
-    try:
-        settings = load_settings(config_file)
-        if ctx.invoked_subcommand not in ("init", "check"):
-            check_private_files(settings)
-        if ctx.invoked_subcommand not in _UNCHECKED:
-            check_store(settings)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    ctx.obj = settings
+    ctx.obj = admintools.AdminSetup(config_file, ctx.invoked_subcommand, _checked_settings)
 
 
 @cli.command()
 @click.option("--user", default=None, metavar="NAME",
               help="service user to own the state (the user gunicorn and the workers run as); needs root")
-@click.pass_obj
+@admintools.pass_settings
 def init(settings: Settings, user: str | None) -> None:
     """Create state directories, the store key and the database, set their modes, migrate.
 
@@ -185,7 +182,7 @@ def init(settings: Settings, user: str | None) -> None:
 
 @cli.command()
 @click.argument("revision", default="head")
-@click.pass_obj
+@admintools.pass_settings
 def migrate(settings: Settings, revision: str) -> None:
     """Run the database migrations up to REVISION (default: head), under a database lock.
 
@@ -203,7 +200,7 @@ def migrate(settings: Settings, revision: str) -> None:
 
 @cli.command("rotate-store-key")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@click.pass_obj
+@admintools.pass_settings
 def rotate_store_key_command(settings: Settings, yes: bool) -> None:
     """Re-seal every stored proxy and pending key with a new store key, then retire the old key.
 
@@ -226,7 +223,7 @@ def rotate_store_key_command(settings: Settings, yes: bool) -> None:
 
 @cli.command()
 @click.argument("switch", type=click.Choice(["on", "off"]))
-@click.pass_obj
+@admintools.pass_settings
 def drain(settings: Settings, switch: str) -> None:
     """Refuse new jobs (on) or accept them again (off): the ``[service] drain_file`` switch."""
     path = settings.service.drain_file

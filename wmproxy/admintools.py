@@ -28,6 +28,45 @@ _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+class AdminSetup:
+    """What ``wmproxy-admin``'s own options say (``-c``) and which command runs. The settings
+    are loaded and checked only when a command body runs (:func:`pass_settings`), after click
+    parsed that command's arguments: its ``--help`` needs neither the configuration nor the
+    store, however the arguments read.
+
+    Args:
+        config_file: the ``-c`` file, or None (``$WMPROXY_CONFIG``, else the defaults).
+        command: the top-level command (``init``, ``jobs``...).
+        check: loads the settings and runs the checks this command needs (raises
+            :class:`click.ClickException` with the fix).
+    """
+
+    def __init__(self, config_file: str | None, command: str | None,
+                 check: Callable[[str | None, str | None], Settings]) -> None:
+        self.config_file = config_file
+        self.command = command
+        self._check = check
+        self._settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self._check(self.config_file, self.command)
+        return self._settings
+
+
+def pass_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """As :func:`click.pass_obj`, with the settings the group's :class:`AdminSetup` loads and checks."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        setup = click.get_current_context().find_object(AdminSetup)
+        if setup is None:  # not under wmproxy-admin's group (a test invoking the command alone)
+            raise click.ClickException("no wmproxy-admin setup: run the command through wmproxy-admin")
+        return command(setup.settings(), *args, **kwargs)
+
+    return run
+
+
 def parse_age(text: str) -> dt.timedelta:
     """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` → a timedelta.
 
@@ -84,7 +123,7 @@ def jobs() -> None:
 @click.option("--newer-than", default=None, metavar="AGE", help="registered less than AGE ago")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.pass_obj
+@pass_settings
 def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], older_than: str | None,
               newer_than: str | None, limit: int, as_json: bool) -> None:
     """Top-level jobs, newest first (nodes of a compound job: ``jobs show``)."""
@@ -117,7 +156,7 @@ def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], ol
 @jobs.command("show")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.pass_obj
+@pass_settings
 def show_job(settings: Settings, job_id: str, as_json: bool) -> None:
     """One job: owner, state, times, nodes and its state history (or when it was purged)."""
     from wmproxy.store.housekeeping import SqlHousekeepingStore
@@ -190,7 +229,7 @@ def _print_purge(report: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="only show what would be purged")
 @click.option("--yes", is_flag=True, help="purge without showing the dry run and asking first")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (with --dry-run or --yes)")
-@click.pass_obj
+@pass_settings
 def purge(settings: Settings, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Purge now with the [purge] policy: a dry run is shown first, then confirmed."""
     from wmproxy.services.purge import purge as run_purge
@@ -242,7 +281,7 @@ def tree_bytes(top: Path) -> int:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.pass_obj
+@pass_settings
 def stats(settings: Settings, as_json: bool) -> None:
     """Jobs by state and owner, execution queue depth, disk used by sandboxes and work dirs."""
     from wmproxy.store.housekeeping import SqlHousekeepingStore
@@ -281,7 +320,7 @@ def stats(settings: Settings, as_json: bool) -> None:
 @click.command("recount-usage")
 @click.option("--owner", default=None, metavar="DN", help="only this owner's counter (default: every owner)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.pass_obj
+@pass_settings
 def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
     """Set the per-user sandbox usage counters (the quota) to what the job areas hold on disk:
     after a crash, a restore or a manual change in the sandbox area."""
@@ -358,7 +397,7 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@click.pass_obj
+@pass_settings
 def check(settings: Settings, as_json: bool) -> None:
     """Check configuration, file modes, schema, store key and CA directory; exit 1 on a problem."""
     results = []

@@ -152,8 +152,11 @@ def test_a_commands_help_needs_neither_the_configuration_nor_the_store(tmp_path:
     for args in (["jobs", "--help"], ["jobs", "list", "--help"], ["purge", "--help"], ["migrate", "--help"]):
         result = runner.invoke(cli, ["-c", missing, *args])
         assert (result.exit_code, result.output.split(" ", 1)[0]) == (0, "Usage:"), args
-    result = runner.invoke(cli, ["-c", missing, "jobs", "list"])
-    assert result.exit_code == 1 and "configuration file not found" in result.output
+    # not a help: "--help" as an option's value, or after "--"; the configuration is read then
+    for args in (["jobs", "list"], ["jobs", "list", "--owner", "--help"], ["jobs", "show", "--", "--help"]):
+        result = runner.invoke(cli, ["-c", missing, *args])
+        assert result.exit_code == 1 and "configuration file not found" in result.output, args
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert os.listdir(tmp_path) == []  # no database made
 
 class TestProcessesRefuseToStart:
