@@ -25,8 +25,9 @@ the zygote, whose work dir has no ``job.marshal``). Steps:
    that decision is left to the reader of the status
    (``wmproxy.execution.identity.WrapperStatus.succeeded``).
 5. Write ``status.json`` atomically: when the payload was started, into ``started.json``
-   (rewritten, fsync, renamed to ``status.json``, fsync of the directory: no new inode),
-   else into a temporary file (fsync, rename, fsync of the directory). The wrapper's JSON
+   (rewritten and renamed to ``status.json``: no new inode, no fsync; see
+   :func:`_finish_started` for what a host crash can leave), else into a temporary file
+   (fsync, rename, fsync of the directory). The wrapper's JSON
    files are written by :func:`dumps`, whose text is ``json.dumps(value, indent=1,
    sort_keys=True)``'s without importing ``json`` (which with ``re``, ``enum``,
    ``functools`` and ``collections`` was about three quarters of the wrapper's import time).
@@ -513,21 +514,25 @@ def _finish_started(state_fd: int, fd: int, data: dict[str, Any]) -> None:
     rename it to ``status.json``: the status needs no inode of its own (a temporary file
     was one more new inode per job, about 1 ms of CPU on this host's file system).
 
-    Every state a crash can leave is read as before: ``started.json`` present (complete,
-    partial or holding the final status: the payload started, its status is lost), or
-    ``status.json`` complete (its content is fsynced before the rename, and the rename is
-    fsynced through the directory before the wrapper exits and the worker reads it)."""
+    Neither the content nor the rename is synced (issue 14: the two fsyncs were about a fifth of
+    a trivial job's wall time through the local backend). The worker reads the status after the
+    wrapper has exited, through the same page cache (or, on a shared file system, after the
+    close that flushes it), so it always finds the final status. Only a crash of the host
+    before the worker has recorded the end can lose it, and what it can leave is a deep
+    failure, as a wrapper that died after starting the payload: ``started.json`` (the rename
+    lost; its name was synced when it was created: the payload is never taken for not
+    started), or a ``status.json`` that does not parse as a status (its content lost or torn,
+    or ``started.json``'s, which lacks the status's required fields). A status that parses is
+    the whole final one."""
     try:
         raw = dumps(data).encode() + b"\n"
         written = os.pwrite(fd, raw, 0)
         while written < len(raw):
             written += os.pwrite(fd, raw[written:], written)
         os.ftruncate(fd, len(raw))
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(STARTED_NAME, STATUS_NAME, src_dir_fd=state_fd, dst_dir_fd=state_fd)
-    os.fsync(state_fd)
 
 
 # --- JSON output without the json module ----------------------------------------------

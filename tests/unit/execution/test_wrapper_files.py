@@ -2,8 +2,9 @@
 read back by the worker as written; an entry planted under that name (the job runs as the
 same account) is replaced, never followed. Its final status goes into that file, renamed to
 ``status.json``. Likewise the ``wrapper.log`` a wrapper forked by the zygote creates when it
-first writes. What a trivial job's wrapper asks of the file system: three fsyncs, two new
-inodes (``tmp/`` and ``started.json``)."""
+first writes. What a trivial job's wrapper asks of the file system: one fsync (of
+``started.json``), two new inodes (``tmp/`` and ``started.json``). What a host crash can leave of
+the final status, which is not synced, is a deep failure, never another outcome."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON
+from wmproxy.domain import JobState
 from wmproxy.execution import identity
 from wmproxy.execution.backends import RunHandle
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -82,7 +84,7 @@ def test_the_final_status_is_started_json_renamed(tmp_path: Path, state: int) ->
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
-def test_a_trivial_jobs_wrapper_makes_two_inodes_and_three_fsyncs(tmp_path: Path) -> None:
+def test_a_trivial_jobs_wrapper_makes_two_inodes_and_one_fsync(tmp_path: Path) -> None:
     work = identity.prepare_work_dir(tmp_path, "job", None)
     identity.write_spec(work, JobSpec(job_id=JOB, executable="/bin/true"), None)  # no StdOutput/StdError
     trace = tmp_path / "trace"
@@ -92,10 +94,30 @@ def test_a_trivial_jobs_wrapper_makes_two_inodes_and_three_fsyncs(tmp_path: Path
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=DEADLINE, check=True)
     calls = trace.read_text().splitlines()
     assert identity.read_status(work, None) is not None
-    assert len([c for c in calls if "fsync(" in c or "fdatasync(" in c]) == 3
+    syncs = [c for c in calls if "fsync(" in c or "fdatasync(" in c or "sync_file_range(" in c]
+    assert len(syncs) == 1, syncs  # started.json's: the payload is never taken for not started
     created = [c for c in calls if ("O_CREAT" in c and "= -1" not in c and "/dev/null" not in c) or "mkdir" in c]
     assert len(created) == 2, created  # tmp/ and started.json, which becomes status.json
     assert sorted(os.listdir(work / STATE_DIR)) == ["job.marshal", STATUS_NAME]
+
+
+@pytest.mark.parametrize("left", [
+    pytest.param({STARTED_NAME: json.dumps(DATA)}, id="the-rename-lost"),
+    pytest.param({STATUS_NAME: json.dumps(DATA)}, id="the-rename-kept-the-content-not"),
+    pytest.param({STATUS_NAME: ""}, id="an-empty-status"),
+    pytest.param({STATUS_NAME: '{"version": 1, "payload_started": true, "exit_c'}, id="a-torn-status"),
+])
+def test_what_a_host_crash_leaves_of_the_final_status_is_a_deep_failure(tmp_path: Path, left: dict[str, str]) -> None:
+    work = tmp_path / "job"
+    (work / STATE_DIR).mkdir(parents=True)
+    for name, text in left.items():
+        (work / STATE_DIR / name).write_text(text)
+    backend = LocalExecutionBackend(tmp_path, "node1.example.org", zygotes=False)
+    handle = RunHandle(ref="local:node1.example.org:-:job", work_dir=work, account=None)
+    outcome = backend.poll(handle)  # the wrapper is gone: the worker reads what is there
+    assert outcome is not None
+    assert (outcome.state, outcome.payload_started, outcome.exit_code) == (JobState.ABORTED, True, None)
+    assert backend.started(handle)  # never prepared or run again as a job that did not start
 
 
 def test_an_empty_started_json_counts_as_started(tmp_path: Path) -> None:
