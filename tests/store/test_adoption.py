@@ -491,7 +491,7 @@ class TestOutage:
         worker = workers("w1")
         with ended_in_an_outage(rt, alice, worker) as job_id:
             worker.stop()  # SIGTERM during the outage: the end is in the journal
-        journal = journal_path(worker.work_root, "w1")
+        journal = journal_path(worker.work_root, worker.host, worker.pid, "w1")
         assert [job for job, _end in json.loads(journal.read_text())["ends"]] == [job_id]
         for item, mode in ((journal.parent, 0o700), (journal, 0o600)):
             assert (stat.S_IMODE(os.lstat(item).st_mode), os.lstat(item).st_uid) == (mode, os.geteuid())
@@ -513,19 +513,19 @@ class TestOutage:
         owner = workers("w-owner")
         with ended_in_an_outage(rt, alice, owner) as job_id:
             pass
-        journal = journal_path(owner.work_root, "w-owner")
+        journal = journal_path(owner.work_root, owner.host, owner.pid, "w-owner")
         assert journal.exists()
-        abandon(owner, rt, process_lives=True)  # it lives but cannot heartbeat
+        abandon(owner, rt)  # its row names a gone process, its journal's writer (this process) lives
         peer = workers("w-peer")
-        peer.start()
+        peer.start()  # takes the owner's jobs over, but not one a journal holds the end of
         assert peer.unrecorded == [] and peer.running == {} and journal.exists()
-        abandon(owner, rt)  # now it dies, its ends in its journal only
-        written_by_a_gone_process(journal)
+        assert job_row(rt, job_id).state == JobState.RUNNING.value
+        written_by_a_gone_process(journal)  # now its writer is gone too
         peer.adopt()
         assert [job for job, _end in peer.unrecorded] == [job_id] and peer.running == {}
         assert not journal.exists()  # the peer's own journal holds the end now
         until(peer, in_state(rt, job_id, JobState.DONE), "the taken end to be recorded")
-        assert not journal_path(peer.work_root, "w-peer").exists()
+        assert os.listdir(journal.parent) == []
         row = job_row(rt, job_id)
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
@@ -567,14 +567,20 @@ class TestOutage:
         free, held = submit(rt, alice, "exit 0"), submit(rt, alice, "exit 0")
         done = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True)
         sqlite = rt.settings.database.url.startswith("sqlite")
+        calls: list[str] = []  # the worker journals its ends there: before any one-by-one record
+
+        def before_one_by_one() -> None:
+            calls.append(job_row(rt, free).state if not sqlite else "journaled")
+
         with impatient(rt), database_held(rt, held):
             if sqlite:  # every transaction fails: the database's own error
                 with pytest.raises(OperationalError):
-                    end_attempts(rt, [(free, done), (held, done)])
+                    end_attempts(rt, [(free, done), (held, done)], before_one_by_one=before_one_by_one)
             else:  # the batch waits for the held row and fails; one by one, the free job's end goes in
                 with pytest.raises(EndsNotRecordedError) as refused:
-                    end_attempts(rt, [(free, done), (held, done)])
+                    end_attempts(rt, [(free, done), (held, done)], before_one_by_one=before_one_by_one)
                 assert (refused.value.states, refused.value.failed) == ({free: JobState.DONE}, [held])
+        assert calls == ["journaled" if sqlite else JobState.WAITING.value]  # once, none recorded yet
         assert job_row(rt, free).state == (JobState.WAITING if sqlite else JobState.DONE).value
         assert job_row(rt, held).state == JobState.WAITING.value
 

@@ -6,13 +6,13 @@ find the old one). When the database refuses the record (an outage) the end live
 worker's memory (:attr:`~wmproxy.execution.worker.ExecutionWorker.unrecorded`). Should the
 worker then stop or die, adoption would find the job Running with no work dir: a shallow
 failure, and a Done job run again. So the worker writes the ends it keeps to
-``<work root>/.unrecorded-ends/<worker name>.json`` each time the database refuses them, and
-removes the file once they are recorded. The next worker on the host (this one restarted, or a
-peer adopting a dead worker's jobs) takes over the files of workers that are gone before it
-adopts: their ends are recorded as they would have been, and their jobs are not adopted.
+``<work root>/.unrecorded-ends/<host>.<pid>.<worker name>.json`` as soon as the database refuses
+them, and removes the file once they are recorded. Any worker on the host takes over the files
+of workers whose process is gone (this one restarted, a peer) and records their ends; no worker
+adopts a job that a journal on its host holds an end of, whoever holds it.
 
 Recording an end twice is harmless (:class:`~wmproxy.services.retries.AttemptEnd`'s attempt
-guard, and a Done job is never Done again), so two workers taking the same file is safe.
+guard; a Done or Cleared job is never ended again), so two workers taking the same file is safe.
 
 File (JSON, 0600, in a 0700 directory of the worker's user, written to a temporary file, synced
 and renamed)::
@@ -33,7 +33,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 DIR_NAME = ".unrecorded-ends"
 _SUFFIX = ".json"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Bytes a journal may have at most (a worker holds at most its slots' and read-ahead's ends).
+MAX_BYTES = 16 * 1024 * 1024
+#: Characters of the worker's name kept in the file name (the file holds the whole name).
+_NAME_ROOM = 100
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,17 @@ class Journal:
     ends: list[tuple[str, AttemptEnd]]
 
 
-def journal_path(work_root: Path, worker: str) -> Path:
-    """The journal file of worker ``worker`` below ``work_root``."""
-    return work_root / DIR_NAME / f"{to_filename(worker)}{_SUFFIX}"
+def journal_path(work_root: Path, host: str, pid: int, worker: str) -> Path:
+    """The journal file of the worker process ``pid`` named ``worker`` on ``host`` below
+    ``work_root`` (one per process: a name reused by another process, or on another host of a
+    shared work root, never shares it)."""
+    return work_root / DIR_NAME / f"{to_filename(host)}.{pid}.{to_filename(worker)[:_NAME_ROOM]}{_SUFFIX}"
 
 
 def save(work_root: Path, worker: str, host: str, pid: int, ends: Sequence[tuple[str, AttemptEnd]]) -> Path:
-    """Write ``ends`` as worker ``worker``'s journal, replacing the previous one atomically and
-    durably (the file and its directory synced); creates the journal directory (0700).
+    """Write ``ends`` as the journal of worker process ``pid``, replacing its previous one
+    atomically and durably (the file and its directory synced); creates the journal directory
+    (0700).
 
     Returns:
         The journal's path.
@@ -85,14 +92,11 @@ def save(work_root: Path, worker: str, host: str, pid: int, ends: Sequence[tuple
         OSError: it cannot be written (e.g. the work root's file system is full), or the
             journal directory is not a directory of this user closed to others.
     """
-    path = journal_path(work_root, worker)
+    path = journal_path(work_root, host, pid, worker)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path.parent, 0o700)
-    dir_fd = os.open(path.parent, _DIR_FLAGS)
+    dir_fd = _open_dir(path.parent)
     try:
-        st = os.fstat(dir_fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise PermissionError(f"{path.parent} must be a directory of the worker's user closed to others")
         data = json.dumps({
             "worker": worker, "host": host, "pid": pid, "written_at": utcnow().isoformat(),
             "ends": [[job_id, {**asdict(end), "state": end.state.value}] for job_id, end in ends],
@@ -128,45 +132,62 @@ def remove(path: Path) -> None:
         os.unlink(path)
 
 
-def left_behind(work_root: Path, host: str, alive: Callable[[int, dt.datetime], bool],
-                own: tuple[str, int]) -> Iterator[Journal]:
-    """The journals below ``work_root`` of workers on ``host`` that are gone: their process
-    is not alive (``alive(pid, written_at)`` False), or the journal is of worker ``own[0]``
-    written by another process than ``own[1]`` (this worker's previous life). Journals of
-    other hosts (a work root shared with Slurm nodes) and of live workers are left alone; an
-    unreadable or malformed one is logged and skipped."""
+def journals(work_root: Path, host: str) -> list[Journal]:
+    """The journals below ``work_root`` written on ``host`` (those of other hosts, on a work
+    root shared with Slurm nodes, are their workers'). A file that is not a journal this user
+    wrote (a link, another owner, too large, not one) is logged and skipped, as is a journal
+    directory that is not this user's and closed to others.
+    """
     directory = work_root / DIR_NAME
     try:
-        names = sorted(os.listdir(directory))
+        dir_fd = _open_dir(directory)
     except FileNotFoundError:
-        return
+        return []
     except OSError as exc:
-        log.error("cannot list the ends journals in %s: %s", directory, exc)
-        return
-    for name in names:
-        if name.startswith(".") or not name.endswith(_SUFFIX):
-            continue
-        path = directory / name
-        try:
-            journal = _read(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("ends journal %s is unreadable and left alone: %s", path, exc)
-            continue
-        if journal.host != host:
-            continue
-        if journal.worker == own[0]:
-            if journal.pid != own[1]:
-                yield journal
-        elif not alive(journal.pid, journal.written_at):
-            yield journal
+        log.error("cannot read the ends journals in %s: %s", directory, exc)
+        return []
+    found = []
+    try:
+        for name in sorted(os.listdir(dir_fd)):
+            if name.startswith(".") or not name.endswith(_SUFFIX):
+                continue
+            try:
+                journal = _read(dir_fd, directory / name)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
+                continue
+            if journal.host == host:
+                found.append(journal)
+    finally:
+        os.close(dir_fd)
+    return found
 
 
-def _read(path: Path) -> Journal:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _open_dir(directory: Path) -> int:
+    """The journal directory, opened without following a link.
+
+    Raises:
+        OSError: it cannot be opened, or is not a directory of this user closed to others
+            (PermissionError).
+    """
+    dir_fd = os.open(directory, _DIR_FLAGS)
+    st = os.fstat(dir_fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(dir_fd)
+        raise PermissionError(f"{directory} must be a directory of the worker's user closed to others")
+    return dir_fd
+
+
+def _read(dir_fd: int, path: Path) -> Journal:
+    fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as source:
-        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-            raise ValueError("not a regular file")
-        doc = json.loads(source.read())
+        st = os.fstat(source.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise ValueError("not a regular file of the worker's user")
+        raw = source.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ValueError(f"larger than {MAX_BYTES} bytes")
+    doc = json.loads(raw)
     ends = []
     for job_id, fields in doc["ends"]:
         end = AttemptEnd(**{**fields, "state": JobState(fields["state"])})

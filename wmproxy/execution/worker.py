@@ -203,6 +203,10 @@ class ExecutionWorker:
         #: the work root (``[execution] work_dir``), where :attr:`unrecorded` is journaled
         self.work_root = Path(os.path.abspath(self.settings.work_dir))
         self._journal: Path | None = None  # this worker's ends journal, while it holds one
+        self._journaled: list[tuple[str, AttemptEnd]] = []  # what it holds (not written again)
+        #: journals of gone workers whose ends this one took: removed once its own journal holds
+        #: them (or they are recorded), never taken again meanwhile
+        self._taken: set[Path] = set()
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
         self._next_cancel_check = 0.0
@@ -528,8 +532,8 @@ class ExecutionWorker:
             The ids of the jobs now followed or requeued.
         """
         adopted: list[str] = []
-        self._take_journals()
-        known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded)}
+        journaled = self._take_journals()
+        known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded), *journaled}
         for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive):
             try:
                 account = _account(order.local_account)
@@ -729,8 +733,9 @@ class ExecutionWorker:
         if not self.unrecorded:
             return True
         ends, self.unrecorded = self.unrecorded, []
-        try:
-            states = dict(zip((job_id for job_id, _end in ends), end_attempts(self.rt, ends), strict=True))
+        try:  # journaled before the one-by-one records (each up to the busy timeout) should the batch fail
+            states = dict(zip((job_id for job_id, _end in ends), end_attempts(
+                self.rt, ends, before_one_by_one=lambda: self._keep_journal([*ends, *self.unrecorded])), strict=True))
         except EndsNotRecordedError as exc:
             states = exc.states
             failed = set(exc.failed)
@@ -754,46 +759,63 @@ class ExecutionWorker:
                          state.value if state is not None else "already ended")
         return not self.unrecorded
 
-    def _keep_journal(self) -> bool:
-        """Write :attr:`unrecorded` to this worker's ends journal
+    def _keep_journal(self, ends: Sequence[tuple[str, AttemptEnd]] | None = None) -> bool:
+        """Write ``ends`` (default :attr:`unrecorded`) to this worker's ends journal
         (:mod:`~wmproxy.execution.ends_journal`), or remove the journal once nothing is left
-        (no file operation while there is neither). Returns False when the journal could not
-        be written (logged: the ends are then kept in memory only)."""
+        (no file operation while there is neither); the journals taken from gone workers are
+        removed once this one holds their ends. Returns False when the journal could not be
+        written (logged: the ends are then kept in memory only).
+
+        Raises:
+            nothing: a failure to remove a file is logged (it is removed at the next call).
+        """
+        ends = list(self.unrecorded if ends is None else ends)
         try:
-            if self.unrecorded:
-                self._journal = ends_journal.save(self.work_root, self.name, self.host, self.pid, self.unrecorded)
-            elif self._journal is not None:
+            if ends and (self._journal is None or ends != self._journaled):  # an outage's cycles: once
+                self._journal = ends_journal.save(self.work_root, self.name, self.host, self.pid, ends)
+                self._journaled = ends
+            elif not ends and self._journal is not None:
                 ends_journal.remove(self._journal)
-                self._journal = None
+                self._journal, self._journaled = None, []
         except OSError as exc:
             log.error("execution worker %s: its ends journal could not be written (%s); %d end(s) kept in memory"
-                      " only", self.name, exc, len(self.unrecorded))
+                      " only", self.name, exc, len(ends))
             return False
+        for path in sorted(self._taken):
+            try:
+                if path != self._journal:  # (a gone process's pid in the name, reused by this one)
+                    ends_journal.remove(path)
+                self._taken.discard(path)
+            except OSError as exc:
+                log.error("ends journal %s taken over but not removed: %s", path, exc)
         return True
 
-    def _take_journals(self) -> None:
-        """Take over the ends journals of gone workers on this host (this name's previous life
-        included): their ends join :attr:`unrecorded`, so adoption leaves their jobs alone, and
-        are recorded at the next cycle; a peer's file is removed once this worker's own journal
-        holds them."""
-        taken = list(ends_journal.left_behind(self.work_root, self.host, worker_alive, (self.name, self.pid)))
-        if not taken:
-            return
+    def _take_journals(self) -> set[str]:
+        """Take over the ends journals on this host of workers whose process is gone (this
+        name's previous life included): their ends join :attr:`unrecorded` and are recorded at
+        the next cycle; their files are removed once this worker's own journal holds them.
+
+        Returns:
+            The jobs with an end in any journal on this host (live workers' too): adoption
+            must leave them alone, whoever records them.
+        """
+        journaled: set[str] = set()
         have = {job_id for job_id, _end in self.unrecorded}
-        for journal in taken:
+        taken = False
+        for journal in ends_journal.journals(self.work_root, self.host):
+            journaled.update(job_id for job_id, _end in journal.ends)
+            if journal.pid == self.pid or journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
+                continue
             new = [(job_id, end) for job_id, end in journal.ends if job_id not in have]
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
+            self._taken.add(journal.path)
+            taken = True
             log.warning("execution worker %s takes over %d end(s) that worker %s (pid %d) could not record: %s",
                         self.name, len(new), journal.worker, journal.pid, ", ".join(job_id for job_id, _end in new))
-        if not self._keep_journal():
-            return  # theirs stay: should this worker die, the next one takes them again
-        for journal in taken:
-            if journal.path != self._journal:  # this name's previous life: the same file, rewritten
-                try:
-                    ends_journal.remove(journal.path)
-                except OSError as exc:
-                    log.error("ends journal %s taken over but not removed: %s", journal.path, exc)
+        if taken:
+            self._keep_journal()  # theirs are removed only once this worker's journal holds their ends
+        return journaled
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         """How the attempt ended (with its attempt number); a Done job's outputs are collected

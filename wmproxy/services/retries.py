@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import classad2
@@ -68,7 +68,8 @@ class AttemptEnd:
             resubmission: :attr:`~wmproxy.services.execution.StartOrder.attempt`); an end
             recorded again once its job was resubmitted (its first recording's outcome
             unknown to the worker) is ignored. None: the job's current attempt. A Done end
-            recorded again once its job is Done is ignored too (its bytes counted once).
+            recorded again once its job is Done is ignored too (its bytes counted once), and
+            any end of a purged (Cleared) job.
     """
 
     state: JobState
@@ -162,14 +163,16 @@ def end_attempt(rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime | No
         return _end_in(uow, rt, job_id, end, now)
 
 
-def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
-                 now: dt.datetime | None = None) -> list[JobState | None]:
+def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.datetime | None = None, *,
+                 before_one_by_one: Callable[[], object] | None = None) -> list[JobState | None]:
     """:func:`end_attempt` for several jobs in one transaction (one commit for the jobs a
     worker cycle found ended), in the order given.
 
     Jobs are locked together first, in one global order (a node's compound job first, then
     by id: :meth:`~wmproxy.store.jobs.SqlJobStore.lock_all`), so two workers doing this never
-    deadlock; should the transaction fail anyway, each job is recorded on its own.
+    deadlock; should the transaction fail anyway, each job is recorded on its own, after
+    ``before_one_by_one()`` (the worker journals the ends there: each of those records may wait
+    for the database's busy or lock timeout).
 
     Returns:
         Each job's new state, as :func:`end_attempt` returns it.
@@ -202,6 +205,8 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]],
                 states[job_id] = _end_in(uow, rt, job_id, end, now, cancels[job_id])
     except SQLAlchemyError as exc:
         log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), database_reason(exc))
+        if before_one_by_one is not None:
+            before_one_by_one()
         states, failed, cause = {}, [], exc
         for job_id, end in ordered:
             try:
@@ -225,6 +230,9 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
         return None
     if end.attempt is not None and job.shallow_retries + job.deep_retries != end.attempt:
         log.info("job %s: the end of attempt %d was recorded already", job_id, end.attempt)
+        return None
+    if job.state == JobState.CLEARED.value:  # purged: its job area, and what it counted, are gone
+        log.info("job %s: purged before the end of its attempt was recorded", job_id)
         return None
     if end.state == JobState.DONE and job.state == JobState.DONE.value:  # only an end makes a job Done: this one,
         log.info("job %s: its Done end was recorded already", job_id)  # again (its commit's outcome was lost)

@@ -1,11 +1,10 @@
 """The execution worker's ends journal (wmproxy.execution.ends_journal): the ends the database
-did not take, written durably to the work root, read back whole, and handed only to the next
-worker of the same host once their writer is gone."""
+did not take, written durably to the work root, one file per worker process, read back whole,
+and only this host's and this user's (which of them to take is the worker's: test_adoption)."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import os
 import stat
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from wmproxy.domain import JobState
-from wmproxy.execution.ends_journal import DIR_NAME, journal_path, left_behind, remove, save
+from wmproxy.execution.ends_journal import DIR_NAME, MAX_BYTES, journal_path, journals, remove, save
 from wmproxy.services.retries import AttemptEnd
 
 DONE = AttemptEnd(JobState.DONE, exit_code=5, reason="output sandbox file x not collected: missing",
@@ -26,23 +25,23 @@ ENDS = [("https://wms.example.org:9000/a", DONE), ("https://wms.example.org:9000
         ("https://wms.example.org:9000/c", ABORTED)]
 
 
-def _nobody(_pid: int, _written_at: dt.datetime) -> bool:
-    return False
-
-
-def _everybody(_pid: int, _written_at: dt.datetime) -> bool:
-    return True
-
-
 def test_ends_are_read_back_as_written(tmp_path: Path) -> None:
     path = save(tmp_path, "w/1", "host-a", 4242, ENDS)
-    assert path == journal_path(tmp_path, "w/1") and path.parent == tmp_path / DIR_NAME
-    assert "/" not in path.name  # a worker's name is a file name
-    [journal] = left_behind(tmp_path, "host-a", _nobody, ("other", 1))
+    assert path == journal_path(tmp_path, "host-a", 4242, "w/1") and path.parent == tmp_path / DIR_NAME
+    assert path.name == "host-a.4242.w_2f1.json"  # a worker's name is a file name
+    [journal] = journals(tmp_path, "host-a")
     assert (journal.path, journal.worker, journal.host, journal.pid) == (path, "w/1", "host-a", 4242)
     assert journal.ends == ENDS
     assert journal.written_at.tzinfo is not None
     assert os.listdir(path.parent) == [path.name]  # no temporary file left
+
+
+def test_one_file_per_process_whatever_the_name(tmp_path: Path) -> None:
+    names = {save(tmp_path, name, "host-a", pid, ENDS).name for name, pid in
+             (("w1", 1), ("w1", 2), (".hidden", 3), ("x" * 300, 4))}
+    assert len(names) == 4 and not any(n.startswith(".") or len(n) > 200 for n in names)
+    assert sorted(j.pid for j in journals(tmp_path, "host-a")) == [1, 2, 3, 4]
+    assert {j.worker for j in journals(tmp_path, "host-a")} == {"w1", ".hidden", "x" * 300}
 
 
 def test_the_journal_is_closed_to_others(tmp_path: Path) -> None:
@@ -55,61 +54,56 @@ def test_the_journal_is_closed_to_others(tmp_path: Path) -> None:
 def test_a_new_journal_replaces_the_old_and_remove_ends_it(tmp_path: Path) -> None:
     save(tmp_path, "w1", "host-a", 1, ENDS)
     path = save(tmp_path, "w1", "host-a", 1, ENDS[1:])
-    [journal] = left_behind(tmp_path, "host-a", _nobody, ("other", 1))
+    [journal] = journals(tmp_path, "host-a")
     assert journal.ends == ENDS[1:]
     remove(path)
     remove(path)  # gone already: nothing to do
-    assert list(left_behind(tmp_path, "host-a", _nobody, ("other", 1))) == []
+    assert journals(tmp_path, "host-a") == []
 
 
-def test_only_gone_workers_of_this_host_are_handed_over(tmp_path: Path) -> None:
-    save(tmp_path, "live", "host-a", 10, ENDS)
-    save(tmp_path, "elsewhere", "host-b", 11, ENDS)  # a work root shared with other hosts
-    save(tmp_path, "me", "host-a", 12, ENDS)  # this worker's current life
-    asked: list[int] = []
-
-    def alive(pid: int, written_at: dt.datetime) -> bool:
-        asked.append(pid)
-        return pid == 10
-
-    assert list(left_behind(tmp_path, "host-a", alive, ("me", 12))) == []
-    assert asked == [10]
-    [previous] = left_behind(tmp_path, "host-a", alive, ("me", 13))  # this name's previous life
-    assert (previous.worker, previous.pid) == ("me", 12)
-    assert {j.worker for j in left_behind(tmp_path, "host-a", _nobody, ("me", 12))} == {"live"}
-    assert list(left_behind(tmp_path, "host-c", _everybody, ("me", 12))) == []
+def test_only_this_hosts_journals_are_read(tmp_path: Path) -> None:
+    save(tmp_path, "w1", "host-a", 10, ENDS)
+    save(tmp_path, "w1", "host-b", 10, ENDS)  # a work root shared with other hosts
+    assert [(j.host, j.pid) for j in journals(tmp_path, "host-a")] == [("host-a", 10)]
+    assert journals(tmp_path, "host-c") == []
 
 
-def test_an_unreadable_journal_is_logged_and_left(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_what_is_not_a_journal_of_this_user_is_logged_and_left(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     good = save(tmp_path, "good", "host-a", 1, ENDS)
     for name, content in (("truncated.json", good.read_bytes()[:40]), ("state.json", good.read_bytes().replace(
-            b'"Done"', b'"Nonsense"')), ("fields.json", b'{"worker": "x"}')):
+            b'"Done"', b'"Nonsense"')), ("fields.json", b'{"worker": "x"}'), ("big.json", b" " * (MAX_BYTES + 1))):
         (good.parent / name).write_bytes(content)
     (good.parent / "link.json").symlink_to(good)
-    found = list(left_behind(tmp_path, "host-a", _nobody, ("me", 2)))
-    assert [j.worker for j in found] == ["good"]
-    for name in ("truncated.json", "state.json", "fields.json", "link.json"):
+    (good.parent / "other.json").write_bytes(good.read_bytes())
+    os.chown(good.parent / "other.json", 65534, 65534)  # nobody's
+    assert [j.worker for j in journals(tmp_path, "host-a")] == ["good"]
+    for name in ("truncated.json", "state.json", "fields.json", "big.json", "link.json", "other.json"):
         assert f"{name} is unreadable and left alone" in caplog.text
         assert os.path.lexists(good.parent / name)
 
 
 def test_no_journal_directory_is_no_journal(tmp_path: Path) -> None:
-    assert list(left_behind(tmp_path, "host-a", _nobody, ("me", 1))) == []
+    assert journals(tmp_path, "host-a") == []
 
 
-def test_a_journal_directory_open_to_others_or_planted_as_a_link_is_refused(tmp_path: Path) -> None:
-    elsewhere = tmp_path / "elsewhere"
+def test_a_journal_directory_open_to_others_or_planted_as_a_link_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    elsewhere = tmp_path / "other-root"
     elsewhere.mkdir(mode=0o700)
-    (tmp_path / DIR_NAME).symlink_to(elsewhere)
+    save(elsewhere, "w9", "host-a", 9, ENDS)
+    (tmp_path / DIR_NAME).symlink_to(elsewhere / DIR_NAME)
     with pytest.raises(OSError, match=r"Too many levels of symbolic links|Not a directory"):
         save(tmp_path, "w1", "host-a", 1, ENDS)
-    assert os.listdir(elsewhere) == []
+    assert journals(tmp_path, "host-a") == []  # the link's target is not read either
+    assert "cannot read the ends journals" in caplog.text
     (tmp_path / DIR_NAME).unlink()
     (tmp_path / DIR_NAME).mkdir(mode=0o700)
     os.chmod(tmp_path / DIR_NAME, 0o755)  # noqa: S103 - the defect under test
     with pytest.raises(PermissionError, match="closed to others"):
         save(tmp_path, "w1", "host-a", 1, ENDS)
     assert os.listdir(tmp_path / DIR_NAME) == []
+    assert journals(tmp_path, "host-a") == []
 
 
 def test_a_failed_write_leaves_the_previous_journal(tmp_path: Path) -> None:
@@ -124,7 +118,7 @@ def test_a_failed_write_leaves_the_previous_journal(tmp_path: Path) -> None:
         with pytest.raises(OSError, match="No space left") as refused:
             save(root, "w1", "host-a", 1, ENDS * 3)
         assert refused.value.errno == errno.ENOSPC
-        [journal] = left_behind(root, "host-a", _nobody, ("me", 1))
+        [journal] = journals(root, "host-a")
         assert journal.ends == ENDS
         assert os.listdir(root / DIR_NAME) == [journal.path.name]  # the temporary file removed
     finally:

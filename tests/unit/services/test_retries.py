@@ -203,10 +203,13 @@ class TestNotRetried:
         assert end_attempt(rt, job_id, second) == JobState.WAITING
         assert row(rt, job_id)[::4] == ("Waiting", 2)
 
-    def test_a_done_end_recorded_again_counts_its_outputs_once(self, broker_rt: RankedRuntime,
+    def test_a_done_end_recorded_again_or_after_the_purge_counts_its_outputs_once(self, broker_rt: RankedRuntime,
                                                                alice: Principal) -> None:
         rt = broker_rt()
         job_id = submit(rt, alice, "RetryCount = 3;")
+        output = rt.storage.job_area(job_id).output_dir
+        output.mkdir(mode=0o700)
+        (output / "out").write_bytes(b"x" * 1000)  # as the worker collected it
         done = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, output_bytes=1000,
                           attempt=claimed(rt, job_id).attempt)
         assert end_attempt(rt, job_id, done) == JobState.DONE
@@ -218,6 +221,10 @@ class TestNotRetried:
         assert end_attempt(rt, job_id, dataclasses.replace(done, attempt=None)) is None
         assert quota.used_bytes(rt, alice.dn) == 1000
         assert row(rt, job_id)[:3] == ("Done", None, 0)
+        jobs.purge_job(rt, alice, job_id)  # its area and what it counted are gone
+        assert quota.used_bytes(rt, alice.dn) == 0
+        assert end_attempt(rt, job_id, done) is None  # e.g. from a journal taken days later
+        assert quota.used_bytes(rt, alice.dn) == 0 and row(rt, job_id)[0] == "Cleared"
 
 
 class TestSiteCaps:
