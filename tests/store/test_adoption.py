@@ -495,7 +495,7 @@ class TestOutage:
         assert [job for job, _end in json.loads(journal.read_text())["ends"]] == [job_id]
         for item, mode in ((journal.parent, 0o700), (journal, 0o600)):
             assert (stat.S_IMODE(os.lstat(item).st_mode), os.lstat(item).st_uid) == (mode, os.geteuid())
-        written_by_a_gone_process(journal)
+        written_by_a_gone_process(journal, same_pid=True)  # the restarted process got the same pid
         assert job_row(rt, job_id).state == JobState.RUNNING.value
         restarted = workers("w1")
         restarted.start()  # the journal taken before adoption: the job (no work dir) is not adopted
@@ -612,13 +612,19 @@ def ended_in_an_outage(rt: Runtime, alice: Principal, worker: ExecutionWorker) -
         yield job_id
 
 
-def written_by_a_gone_process(journal: Path) -> None:
-    """The journal's writer has exited, as :func:`abandon`'s worker: its pid is an exited process's
-    (the worker objects of these tests all live in the test's process)."""
-    exited = subprocess.Popen(["true"])
-    exited.wait()
+def written_by_a_gone_process(journal: Path, *, same_pid: bool = False) -> None:
+    """The journal's writer has exited, as :func:`abandon`'s worker (the worker objects of these
+    tests all live in the test's process): its pid is an exited process's, or with ``same_pid``
+    this process's pid reused (a worker restarted as pid 1 of a container): written before this
+    process started."""
     doc = json.loads(journal.read_text())
-    journal.write_text(json.dumps({**doc, "pid": exited.pid}))
+    if same_pid:
+        doc["written_at"] = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).isoformat()
+    else:
+        exited = subprocess.Popen(["true"])
+        exited.wait()
+        doc["pid"] = exited.pid
+    journal.write_text(json.dumps(doc))
 
 
 @contextlib.contextmanager

@@ -34,8 +34,9 @@ import os
 import secrets
 import stat
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from wmproxy.domain import JobState, to_filename, utcnow
 from wmproxy.services.retries import AttemptEnd
@@ -50,6 +51,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_BYTES = 16 * 1024 * 1024
 #: Characters of the worker's name kept in the file name (the file holds the whole name).
 _NAME_ROOM = 100
+#: Process ids are below this (the kernel's ``pid_max`` is at most 2**22).
+_PID_LIMIT = 2**22 + 1
+#: Times the directory is read again when a journal vanishes while it is read.
+_RESCANS = 5
+_END_FIELDS = {field.name for field in fields(AttemptEnd)}
 
 
 @dataclass(frozen=True)
@@ -134,32 +140,56 @@ def remove(path: Path) -> None:
 
 def journals(work_root: Path, host: str) -> list[Journal]:
     """The journals below ``work_root`` written on ``host`` (those of other hosts, on a work
-    root shared with Slurm nodes, are their workers'). A file that is not a journal this user
-    wrote (a link, another owner, too large, not one) is logged and skipped, as is a journal
-    directory that is not this user's and closed to others.
+    root shared with Slurm nodes, are their workers' and are not read). A file that is not a
+    journal this user wrote (a link, another owner, too large, not one, a field of the wrong
+    type) is logged and skipped, as is a journal directory that is not this user's and closed
+    to others. A file removed while it is read (a worker took it over and holds its ends in its
+    own, written first) has the directory read again, so the taker's journal is seen.
     """
     directory = work_root / DIR_NAME
-    try:
-        dir_fd = _open_dir(directory)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        log.error("cannot read the ends journals in %s: %s", directory, exc)
-        return []
+    prefix = f"{to_filename(host)}."
+    for _pass in range(_RESCANS):
+        try:
+            dir_fd = _open_dir(directory)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.error("cannot read the ends journals in %s: %s", directory, exc)
+            return []
+        try:
+            found = _scan(dir_fd, directory, prefix, host)
+        except FileNotFoundError:
+            continue  # taken over meanwhile: read the directory again
+        except OSError as exc:
+            log.error("cannot read the ends journals in %s: %s", directory, exc)
+            return []
+        finally:
+            os.close(dir_fd)
+        return found
+    log.error("the ends journals in %s kept changing while read: %d passes", directory, _RESCANS)
+    return []
+
+
+def _scan(dir_fd: int, directory: Path, prefix: str, host: str) -> list[Journal]:
+    """Read this host's journals in the directory open as ``dir_fd``.
+
+    Raises:
+        FileNotFoundError: a listed journal was removed before it was read.
+        OSError: the directory cannot be listed.
+    """
     found = []
-    try:
-        for name in sorted(os.listdir(dir_fd)):
-            if name.startswith(".") or not name.endswith(_SUFFIX):
-                continue
-            try:
-                journal = _read(dir_fd, directory / name)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
-                continue
-            if journal.host == host:
-                found.append(journal)
-    finally:
-        os.close(dir_fd)
+    for name in sorted(os.listdir(dir_fd)):
+        if not name.startswith(prefix) or not name.endswith(_SUFFIX):
+            continue
+        try:
+            journal = _read(dir_fd, directory / name)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
+            continue
+        if journal.host == host:
+            found.append(journal)
     return found
 
 
@@ -179,18 +209,55 @@ def _open_dir(directory: Path) -> int:
 
 
 def _read(dir_fd: int, path: Path) -> Journal:
+    """One journal, every field checked.
+
+    Raises:
+        FileNotFoundError: it was removed meanwhile.
+        OSError, ValueError, KeyError, TypeError: it is not a journal of this user.
+    """
     fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as source:
         st = os.fstat(source.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise ValueError("not a regular file of the worker's user")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise ValueError("not a regular file of the worker's user closed to others")
         raw = source.read(MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
         raise ValueError(f"larger than {MAX_BYTES} bytes")
     doc = json.loads(raw)
+    written_at = dt.datetime.fromisoformat(_typed(doc, "written_at", str))
+    if written_at.tzinfo is None:
+        raise ValueError("written_at has no time zone")
+    pid = _typed(doc, "pid", int)
+    if not 0 < pid < _PID_LIMIT:
+        raise ValueError(f"pid {pid} out of range")
     ends = []
-    for job_id, fields in doc["ends"]:
-        end = AttemptEnd(**{**fields, "state": JobState(fields["state"])})
-        ends.append((str(job_id), end))
-    written_at = dt.datetime.fromisoformat(doc["written_at"])
-    return Journal(path, str(doc["worker"]), str(doc["host"]), int(doc["pid"]), written_at, ends)
+    for item in _typed(doc, "ends", list):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
+            raise ValueError("an end is not [job id, fields]")
+        job_id, values = item
+        if set(values) != _END_FIELDS:
+            raise ValueError(f"the end of {job_id} has the fields {sorted(values)}")
+        exit_code, attempt = _typed(values, "exit_code", int, none=True), _typed(values, "attempt", int, none=True)
+        output_bytes = _typed(values, "output_bytes", int)
+        if output_bytes < 0 or (attempt is not None and attempt < 0):
+            raise ValueError(f"the end of {job_id} has a negative count")
+        ends.append((job_id, AttemptEnd(
+            JobState(_typed(values, "state", str)), exit_code=exit_code,
+            reason=_typed(values, "reason", str, none=True), payload_started=_typed(values, "payload_started", bool),
+            retryable=_typed(values, "retryable", bool), output_bytes=output_bytes, attempt=attempt)))
+    return Journal(path, _typed(doc, "worker", str), _typed(doc, "host", str), pid, written_at, ends)
+
+
+def _typed(doc: dict[str, Any], key: str, kind: type, *, none: bool = False) -> Any:
+    """``doc[key]`` if it is a ``kind`` (a bool is not an int), or None when ``none`` allows it.
+
+    Raises:
+        KeyError: it is missing.
+        ValueError: it has another type.
+    """
+    value = doc[key]
+    if value is None and none:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{key} is not a {kind.__name__}")
+    return value

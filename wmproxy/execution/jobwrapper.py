@@ -516,9 +516,10 @@ def _finish_started(state_fd: int, fd: int, data: dict[str, Any]) -> None:
 
     Neither the content nor the rename is synced (issue 14: the two fsyncs were about a fifth of
     a trivial job's wall time through the local backend). The worker reads the status after the
-    wrapper has exited, through the same page cache (or, on a shared file system, after the
-    close that flushes it), so it always finds the final status. Only a crash of the host
-    before the worker has recorded the end can lose it, and what it can leave is a deep
+    wrapper has exited, through the same page cache (or, on a shared file system, through its
+    coherence: NFS flushes at close), so it always finds the final status. Only a crash of the
+    host (or of a batch node before its file system wrote the status back) before the worker
+    has durably recorded the end can lose it, and what it can leave is a deep
     failure, as a wrapper that died after starting the payload: ``started.json`` (the rename
     lost; its name was synced when it was created: the payload is never taken for not
     started), or a ``status.json`` that does not parse as a status (its content lost or torn,

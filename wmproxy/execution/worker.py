@@ -804,7 +804,8 @@ class ExecutionWorker:
         taken = False
         for journal in ends_journal.journals(self.work_root, self.host):
             journaled.update(job_id for job_id, _end in journal.ends)
-            if journal.pid == self.pid or journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
+            # this process's own journal is alive; one an earlier process with the same pid left is not
+            if journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
                 continue
             new = [(job_id, end) for job_id, end in journal.ends if job_id not in have]
             have.update(job_id for job_id, _end in new)

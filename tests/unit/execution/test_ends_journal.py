@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -61,11 +62,13 @@ def test_a_new_journal_replaces_the_old_and_remove_ends_it(tmp_path: Path) -> No
     assert journals(tmp_path, "host-a") == []
 
 
-def test_only_this_hosts_journals_are_read(tmp_path: Path) -> None:
+def test_only_this_hosts_journals_are_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     save(tmp_path, "w1", "host-a", 10, ENDS)
-    save(tmp_path, "w1", "host-b", 10, ENDS)  # a work root shared with other hosts
+    other = save(tmp_path, "w1", "host-b", 10, ENDS)  # a work root shared with other hosts
     assert [(j.host, j.pid) for j in journals(tmp_path, "host-a")] == [("host-a", 10)]
     assert journals(tmp_path, "host-c") == []
+    other.write_text("being written on host-b")
+    assert len(journals(tmp_path, "host-a")) == 1 and "unreadable" not in caplog.text  # not even opened
 
 
 def test_what_is_not_a_journal_of_this_user_is_logged_and_left(tmp_path: Path,
@@ -74,11 +77,27 @@ def test_what_is_not_a_journal_of_this_user_is_logged_and_left(tmp_path: Path,
     for name, content in (("truncated.json", good.read_bytes()[:40]), ("state.json", good.read_bytes().replace(
             b'"Done"', b'"Nonsense"')), ("fields.json", b'{"worker": "x"}'), ("big.json", b" " * (MAX_BYTES + 1))):
         (good.parent / name).write_bytes(content)
+    fields = json.loads(good.read_text())
+    end = fields["ends"][0][1]
+    for name, doc in (("pid.json", {**fields, "pid": 10**30}), ("bool.json", {**fields, "pid": True}),
+                      ("naive.json", {**fields, "written_at": "2026-12-04T10:00:00"}),
+                      ("attempt.json", {**fields, "ends": [["j", {**end, "attempt": "0"}]]}),
+                      ("bytes.json", {**fields, "ends": [["j", {**end, "output_bytes": "12"}]]}),
+                      ("negative.json", {**fields, "ends": [["j", {**end, "output_bytes": -1}]]}),
+                      ("extra.json", {**fields, "ends": [["j", {**end, "extra": 1}]]}),
+                      ("shape.json", {**fields, "ends": [["j"]]})):
+        (good.parent / name).write_text(json.dumps(doc))
     (good.parent / "link.json").symlink_to(good)
     (good.parent / "other.json").write_bytes(good.read_bytes())
     os.chown(good.parent / "other.json", 65534, 65534)  # nobody's
+    (good.parent / "open.json").write_bytes(good.read_bytes())
+    os.chmod(good.parent / "open.json", 0o644)
+    bad = ["truncated", "state", "fields", "big", "pid", "bool", "naive", "attempt", "bytes", "negative", "extra",
+           "shape", "link", "other", "open"]
+    for name in bad:  # every name this host's, as a journal's
+        os.rename(good.parent / f"{name}.json", good.parent / f"host-a.{name}.json")
     assert [j.worker for j in journals(tmp_path, "host-a")] == ["good"]
-    for name in ("truncated.json", "state.json", "fields.json", "big.json", "link.json", "other.json"):
+    for name in (f"host-a.{name}.json" for name in bad):
         assert f"{name} is unreadable and left alone" in caplog.text
         assert os.path.lexists(good.parent / name)
 
