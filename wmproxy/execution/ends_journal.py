@@ -185,7 +185,7 @@ def _scan(dir_fd: int, directory: Path, prefix: str, host: str) -> list[Journal]
             journal = _read(dir_fd, directory / name)
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
             continue
         if journal.host == host:
@@ -213,7 +213,7 @@ def _read(dir_fd: int, path: Path) -> Journal:
 
     Raises:
         FileNotFoundError: it was removed meanwhile.
-        OSError, ValueError, KeyError, TypeError: it is not a journal of this user.
+        OSError, ValueError, KeyError, TypeError, RecursionError: it is not a journal of this user.
     """
     fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as source:

@@ -87,13 +87,14 @@ def test_what_is_not_a_journal_of_this_user_is_logged_and_left(tmp_path: Path,
                       ("extra.json", {**fields, "ends": [["j", {**end, "extra": 1}]]}),
                       ("shape.json", {**fields, "ends": [["j"]]})):
         (good.parent / name).write_text(json.dumps(doc))
+    (good.parent / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # json's recursion limit
     (good.parent / "link.json").symlink_to(good)
     (good.parent / "other.json").write_bytes(good.read_bytes())
     os.chown(good.parent / "other.json", 65534, 65534)  # nobody's
     (good.parent / "open.json").write_bytes(good.read_bytes())
     os.chmod(good.parent / "open.json", 0o644)
     bad = ["truncated", "state", "fields", "big", "pid", "bool", "naive", "attempt", "bytes", "negative", "extra",
-           "shape", "link", "other", "open"]
+           "shape", "deep", "link", "other", "open"]
     for name in bad:  # every name this host's, as a journal's
         os.rename(good.parent / f"{name}.json", good.parent / f"host-a.{name}.json")
     assert [j.worker for j in journals(tmp_path, "host-a")] == ["good"]
