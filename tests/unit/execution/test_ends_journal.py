@@ -74,33 +74,38 @@ def test_only_this_hosts_journals_are_read(tmp_path: Path, caplog: pytest.LogCap
 def test_what_is_not_a_journal_of_this_user_is_logged_and_left(tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     good = save(tmp_path, "good", "host-a", 1, ENDS)
-    for name, content in (("truncated.json", good.read_bytes()[:40]), ("state.json", good.read_bytes().replace(
-            b'"Done"', b'"Nonsense"')), ("fields.json", b'{"worker": "x"}'), ("big.json", b" " * (MAX_BYTES + 1))):
-        (good.parent / name).write_bytes(content)
     fields = json.loads(good.read_text())
     end = fields["ends"][0][1]
-    for name, doc in (("pid.json", {**fields, "pid": 10**30}), ("bool.json", {**fields, "pid": True}),
-                      ("naive.json", {**fields, "written_at": "2026-12-04T10:00:00"}),
-                      ("attempt.json", {**fields, "ends": [["j", {**end, "attempt": "0"}]]}),
-                      ("bytes.json", {**fields, "ends": [["j", {**end, "output_bytes": "12"}]]}),
-                      ("negative.json", {**fields, "ends": [["j", {**end, "output_bytes": -1}]]}),
-                      ("extra.json", {**fields, "ends": [["j", {**end, "extra": 1}]]}),
-                      ("shape.json", {**fields, "ends": [["j"]]})):
-        (good.parent / name).write_text(json.dumps(doc))
-    (good.parent / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # json's recursion limit
-    (good.parent / "link.json").symlink_to(good)
-    (good.parent / "other.json").write_bytes(good.read_bytes())
-    os.chown(good.parent / "other.json", 65534, 65534)  # nobody's
-    (good.parent / "open.json").write_bytes(good.read_bytes())
-    os.chmod(good.parent / "open.json", 0o644)
-    bad = ["truncated", "state", "fields", "big", "pid", "bool", "naive", "attempt", "bytes", "negative", "extra",
-           "shape", "deep", "link", "other", "open"]
-    for name in bad:  # every name this host's, as a journal's
-        os.rename(good.parent / f"{name}.json", good.parent / f"host-a.{name}.json")
+    bad = {  # name: (content, why it is refused)
+        "truncated": (good.read_bytes()[:40], "Unterminated string"),
+        "state": (good.read_bytes().replace(b'"Done"', b'"Nonsense"'), "is not a valid JobState"),
+        "fields": (b'{"worker": "x"}', "written_at"),
+        "big": (b" " * (MAX_BYTES + 1), "larger than"),
+        "pid": (json.dumps({**fields, "pid": 10**30}).encode(), "out of range"),
+        "bool": (json.dumps({**fields, "pid": True}).encode(), "pid is not a int"),
+        "naive": (json.dumps({**fields, "written_at": "2026-12-04T10:00:00"}).encode(), "no time zone"),
+        "attempt": (json.dumps({**fields, "ends": [["j", {**end, "attempt": "0"}]]}).encode(), "attempt is not"),
+        "bytes": (json.dumps({**fields, "ends": [["j", {**end, "output_bytes": "12"}]]}).encode(), "output_bytes"),
+        "negative": (json.dumps({**fields, "ends": [["j", {**end, "output_bytes": -1}]]}).encode(), "negative"),
+        "extra": (json.dumps({**fields, "ends": [["j", {**end, "extra": 1}]]}).encode(), "has the fields"),
+        "shape": (json.dumps({**fields, "ends": [["j"]]}).encode(), "not [job id, fields]"),
+        "deep": (b"[" * 100_000 + b"]" * 100_000, "recursion"),  # json's recursion limit
+        "open": (good.read_bytes(), "closed to others"),
+        "other": (good.read_bytes(), "closed to others"),
+    }
+    for name, (content, _why) in bad.items():  # every name this host's, as a journal's
+        path = good.parent / f"host-a.{name}.json"
+        path.write_bytes(content)
+        os.chmod(path, 0o644 if name == "open" else 0o600)
+    os.chown(good.parent / "host-a.other.json", 65534, 65534)  # nobody's
+    (good.parent / "host-a.link.json").symlink_to(good)
+    bad["link"] = (b"", "Too many levels of symbolic links")
     assert [j.worker for j in journals(tmp_path, "host-a")] == ["good"]
-    for name in (f"host-a.{name}.json" for name in bad):
-        assert f"{name} is unreadable and left alone" in caplog.text
-        assert os.path.lexists(good.parent / name)
+    lines = {r.getMessage().split(" is unreadable")[0]: r.getMessage() for r in caplog.records}
+    for name, (_content, why) in bad.items():
+        path = good.parent / f"host-a.{name}.json"
+        assert why in lines[f"ends journal {path}"], (name, lines[f"ends journal {path}"])
+        assert os.path.lexists(path)
 
 
 def test_no_journal_directory_is_no_journal(tmp_path: Path) -> None:
