@@ -65,17 +65,30 @@ def alive(pid: int) -> bool:
 
 
 def kill_session(sid: int) -> None:
-    """SIGKILL every process of the session ``sid`` (a wrapper started by a test)."""
+    """SIGKILL every process of the session ``sid`` (a wrapper started by a test), until a look
+    at ``/proc`` finds none alive: a process born after a look (a payload the wrapper was
+    spawning as it was killed) is killed by the next, never left looping with its work dir gone."""
+    deadline = time.monotonic() + DEADLINE
+    while _kill_session_once(sid):
+        assert time.monotonic() < deadline, f"processes of session {sid} outlived {DEADLINE} s of SIGKILLs"
+        time.sleep(0.01)
+
+
+def _kill_session_once(sid: int) -> bool:
+    """SIGKILL the processes of session ``sid`` listed now; whether any of them was not a zombie."""
+    found = False
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
+            if int(fields[3]) == sid and fields[0] != "Z":
                 os.kill(int(entry), signal.SIGKILL)
+                found = True
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
+    return found
 
 
 @pytest.fixture(scope="session")
