@@ -735,7 +735,7 @@ class ExecutionWorker:
         ends, self.unrecorded = self.unrecorded, []
         try:  # journaled before the one-by-one records (each up to the busy timeout) should the batch fail
             states = dict(zip((job_id for job_id, _end in ends), end_attempts(
-                self.rt, ends, before_one_by_one=lambda: self._keep_journal([*ends, *self.unrecorded])), strict=True))
+                self.rt, ends, before_one_by_one=lambda: self._keep_journal(ends)), strict=True))
         except EndsNotRecordedError as exc:
             states = exc.states
             failed = set(exc.failed)
