@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from wmproxy.domain import JobState
-from wmproxy.execution.ends_journal import DIR_NAME, MAX_BYTES, journal_path, journals, remove, save
+from wmproxy.execution import ends_journal
+from wmproxy.execution.ends_journal import DIR_NAME, MAX_BYTES, Journal, journal_path, journals, remove, save
 from wmproxy.services.retries import AttemptEnd
 
 DONE = AttemptEnd(JobState.DONE, exit_code=5, reason="output sandbox file x not collected: missing",
@@ -148,3 +149,40 @@ def test_a_failed_write_leaves_the_previous_journal(tmp_path: Path) -> None:
         assert os.listdir(root / DIR_NAME) == [journal.path.name]  # the temporary file removed
     finally:
         subprocess.run(["umount", "--lazy", str(root)], check=True)
+
+
+def test_a_journal_taken_over_while_the_directory_is_read_is_found_in_its_takers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = save(tmp_path, "w1", "host-a", 10, ENDS[:1])
+    gone = save(tmp_path, "w2", "host-a", 20, ENDS[1:])  # its worker is gone
+    read = ends_journal._read
+    takeovers = []
+
+    def read_while_a_peer_takes_over(dir_fd: int, path: Path) -> Journal:
+        if not takeovers:  # between the listing and the read of w2's journal, a peer takes it over:
+            takeovers.append(save(tmp_path, "w3", "host-a", 30, ENDS[1:]))  # its own journal first,
+            remove(gone)  # then the file it took
+        return read(dir_fd, path)
+
+    monkeypatch.setattr(ends_journal, "_read", read_while_a_peer_takes_over)
+    found = journals(tmp_path, "host-a")
+    assert [(j.path, j.ends) for j in found] == [(first, ENDS[:1]), (takeovers[0], ENDS[1:])]
+    assert "unreadable" not in caplog.text  # the vanished file was not taken for a bad one
+
+
+def test_a_directory_that_keeps_changing_while_read_gives_no_journal_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    save(tmp_path, "w1", "host-a", 10, ENDS)
+    read = ends_journal._read
+    pids = iter(range(11, 100))
+
+    def read_while_it_is_replaced(dir_fd: int, path: Path) -> Journal:
+        remove(path)  # each time, taken over by a new process before it is read
+        save(tmp_path, "w1", "host-a", next(pids), ENDS)
+        return read(dir_fd, path)
+
+    monkeypatch.setattr(ends_journal, "_read", read_while_it_is_replaced)
+    assert journals(tmp_path, "host-a") == []
+    assert "kept changing while read: 5 passes" in caplog.text
