@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -33,6 +34,7 @@ from tests.store.worker_support import (
     impatient,
     in_state,
     job_row,
+    left_in_work_root,
     running_events,
     start_requests,
     submit,
@@ -42,6 +44,7 @@ from tests.store.worker_support import (
 from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.ends_journal import journal_path
@@ -116,7 +119,7 @@ class TestRun:
         row = job_row(rt, job_id)
         assert (row.exit_code, row.reason, row.worker) == (3, None, "w1")
         assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == f"{job_account.uid}\n"
-        assert not any(Path(rt.settings.execution.work_dir).iterdir()), "the work dir was not removed"
+        assert left_in_work_root(rt) == [], "the work dir was not removed"
 
     def test_the_registered_jdl_names_the_proxy_copy_the_job_sees(self, rt: Runtime, alice: Principal,
                                                                   workers: Callable[[str], ExecutionWorker]) -> None:
@@ -362,6 +365,50 @@ class TestShutdown:
         until(restarted, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert job_row(rt, job_id).exit_code == 5
 
+    def test_the_ends_of_the_cycle_a_worker_is_killed_in_are_recorded_by_its_restart(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        worker = workers("w1")
+        jobs = [running(rt, alice, worker), running(rt, alice, worker)]
+        dirs = [work_dir(rt, job_id) for job_id in jobs]
+        pids = [worker.running[job_id].handle.pid for job_id in jobs]
+        journal = journal_path(worker.work_root, worker.host, worker.pid, "w1")
+        left: dict[str, bytes] = {}  # the journal directory as a SIGKILL during the commit leaves it
+
+        def killed_in_the_commit(*args: object, **kwargs: object) -> None:
+            assert not any(d.exists() for d in dirs)  # released: their status.json is gone
+            left.update({p.name: p.read_bytes() for p in journal.parent.iterdir()} if journal.parent.exists() else {})
+            raise Killed
+
+        monkeypatch.setattr("wmproxy.execution.worker.end_attempts", killed_in_the_commit)
+        for directory in dirs:
+            (directory / "go").write_text("")
+        wait_for(lambda: not any(pid is not None and alive(pid) for pid in pids), "both wrappers to exit")
+        with pytest.raises(Killed):
+            worker.step()  # both ends made and released in this cycle; killed before the commit
+        monkeypatch.undo()
+        for written in journal.parent.iterdir():  # what the process ran after the kill (a finally) never ran
+            written.unlink()
+        for name, data in left.items():
+            fd = os.open(journal.parent / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        assert list(left) == [journal.name]
+        assert {job_id for job_id, _end in json.loads(left[journal.name])["ends"]} == set(jobs)
+        written_by_a_gone_process(journal, same_pid=True)  # restarted with the same pid
+        assert {job_row(rt, job_id).state for job_id in jobs} == {JobState.RUNNING.value}
+        restarted = workers("w1")
+        restarted.start()  # the journal taken before adoption: the jobs (no work dir) are not adopted
+        assert restarted.running == {} and {job_id for job_id, _end in restarted.unrecorded} == set(jobs)
+        until(restarted, lambda: all(in_state(rt, job_id, JobState.DONE)() for job_id in jobs), "the ends recorded")
+        assert not journal.exists()
+        for job_id in jobs:
+            row = job_row(rt, job_id)
+            assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+            assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+            assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+
     def test_cancel_running_on_exit_stops_the_jobs(self, rt: Runtime, alice: Principal,
                                                    workers: Callable[[str], ExecutionWorker]) -> None:
         worker = workers("w1")
@@ -374,7 +421,7 @@ class TestShutdown:
         assert pid is not None and not alive(pid)
         with rt.uow() as uow:
             assert uow.workers.get("w1") is None
-        assert os.listdir(rt.settings.execution.work_dir) == []
+        assert left_in_work_root(rt) == []
 
 
 class TestOutage:
@@ -395,6 +442,29 @@ class TestOutage:
         assert job_row(rt, job_id).exit_code == 5
         assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+    def test_the_cycles_journal_is_synced_once_the_database_refuses_its_ends(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        writes: list[tuple[list[str], bool]] = []
+        save = ends_journal.save
+
+        def watched(*args: Any, durable: bool = True) -> Path:
+            writes.append(([job_id for job_id, _end in args[4]], durable))
+            return save(*args, durable=durable)
+
+        monkeypatch.setattr(ends_journal, "save", watched)
+        worker = workers("w1")
+        with ended_in_an_outage(rt, alice, worker) as job_id:
+            for _ in range(3):  # more cycles of the outage: the journal is not written again
+                with contextlib.suppress(OperationalError):
+                    worker.step()
+        # before the release, unsynced (a killed process's page cache); synced at the refusal
+        assert writes == [([job_id], False), ([job_id], True)]
+        until(worker, in_state(rt, job_id, JobState.DONE), "the kept end to be recorded")
+        assert not journal_path(worker.work_root, worker.host, worker.pid, "w1").exists()
+        assert len(writes) == 2
 
     def test_the_worker_loop_rides_out_the_outage(self, rt: Runtime, alice: Principal,
                                                   workers: Callable[[str], ExecutionWorker],
@@ -585,6 +655,11 @@ class TestOutage:
         assert job_row(rt, held).state == JobState.WAITING.value
 
 
+class Killed(BaseException):
+    """The worker process killed (SIGKILL): what it would run after this, its ``finally`` blocks
+    included, is not what a killed process leaves; the test puts the disk back as it was."""
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Wait for ``condition()`` while a worker thread runs; a look that meets the database
     held or busy (the impatient runtime gives up after 0.2 s) counts as not yet."""
@@ -684,7 +759,7 @@ class TestRetries:
             f"{kind} resubmission 1 of 2 (attempt 2)", f"{kind} resubmission 2 of 2 (attempt 3)"]
         assert all(cause in why for _, why in resubmitted), resubmitted
         assert running_events(rt, job_id) == 3  # the wrapper ran three times
-        assert os.listdir(rt.settings.execution.work_dir) == []
+        assert left_in_work_root(rt) == []
 
     def test_a_job_that_cannot_be_prepared_is_a_shallow_failure(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import sqlite3
 import subprocess
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from tests.unit.execution.wrapper_support import DEADLINE
 from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
@@ -122,6 +124,17 @@ def abandon(worker: ExecutionWorker, rt: Runtime, *, process_lives: bool = False
     with rt.uow() as uow:
         uow.session.execute(sa.update(ExecutionWorkerRow).where(ExecutionWorkerRow.name == worker.name)
                             .values(**values))
+
+
+def left_in_work_root(rt: Runtime) -> list[str]:
+    """What is in the work root besides an empty ends-journal directory (the worker keeps it:
+    every cycle's ends are journaled there until their commit): [] once every work dir is gone
+    and every end recorded."""
+    root = Path(rt.settings.execution.work_dir)
+    names = sorted(os.listdir(root))
+    if JOURNALS in names and not os.listdir(root / JOURNALS):
+        names.remove(JOURNALS)
+    return names
 
 
 def work_dir(rt: Runtime, job_id: str) -> Path:

@@ -23,7 +23,9 @@ tried again, after :data:`END_RETRY_FIRST` seconds doubled per failure up to
 :data:`END_RETRY_MAX`; ends the database does not take are kept in memory
 (:attr:`ExecutionWorker.unrecorded`), written to the worker's ends journal on disk
 (:mod:`~wmproxy.execution.ends_journal`, taken over by the next worker on the host should this
-one stop or die first) and recorded at the next cycle; a cycle that fails on
+one stop or die first) and recorded at the next cycle. Every cycle's ends are in that journal
+before their work dirs are released, so a worker killed (SIGKILL, the OOM killer) between a
+release and the commit of the end loses no end either; a cycle that fails on
 the database or the file system is logged and the loop goes on after a back-off (up to
 :data:`DATABASE_BACKOFF_MAX` seconds), its jobs still followed. Another worker on the host
 takes a worker's jobs over only once its process is gone, not merely its heartbeat late.
@@ -204,6 +206,7 @@ class ExecutionWorker:
         self.work_root = Path(os.path.abspath(self.settings.work_dir))
         self._journal: Path | None = None  # this worker's ends journal, while it holds one
         self._journaled: list[tuple[str, AttemptEnd]] = []  # what it holds (not written again)
+        self._synced = False  # whether that journal was synced to disk
         #: journals of gone workers whose ends this one took: removed once its own journal holds
         #: them (or they are recorded), never taken again meanwhile
         self._taken: set[Path] = set()
@@ -683,7 +686,7 @@ class ExecutionWorker:
         its work dir and is followed again (:meth:`_end_later`); ends the database does not
         take wait in :attr:`unrecorded` (:meth:`_record_unrecorded`). Returns the jobs whose
         end was made."""
-        made = []
+        made: list[tuple[RunningJob, JobOutcome, AttemptEnd]] = []
         for job, outcome in ended:
             try:
                 end = self._attempt_end(job, outcome)
@@ -692,12 +695,17 @@ class ExecutionWorker:
                 if given_up is None:
                     continue
                 end = given_up
+            made.append((job, outcome, end))
+        if made:  # in the journal before any work dir (its status.json) is gone: a SIGKILL from the
+            # releases to the commit below leaves the ends there, not a Running job without a work dir
+            self._keep_journal([*self.unrecorded, *((job.order.job_id, end) for job, _outcome, end in made)],
+                               durable=False)
+        for job, _outcome, end in made:
             self.running.pop(job.order.job_id, None)
             self._release(job.backend, job.handle)  # before the end is recorded: a resubmission
             self.unrecorded.append((job.order.job_id, end))  # must not find the old work dir
-            made.append((job, outcome))
         self._record_unrecorded()
-        return made
+        return [(job, outcome) for job, outcome, _end in made]
 
     def _end_later(self, job: RunningJob, outcome: JobOutcome, exc: Exception) -> AttemptEnd | None:
         """Follow again a job whose end could not be made: tried after :data:`END_RETRY_FIRST`
@@ -759,24 +767,31 @@ class ExecutionWorker:
                          state.value if state is not None else "already ended")
         return not self.unrecorded
 
-    def _keep_journal(self, ends: Sequence[tuple[str, AttemptEnd]] | None = None) -> bool:
+    def _keep_journal(self, ends: Sequence[tuple[str, AttemptEnd]] | None = None, *, durable: bool = True) -> bool:
         """Write ``ends`` (default :attr:`unrecorded`) to this worker's ends journal
         (:mod:`~wmproxy.execution.ends_journal`), or remove the journal once nothing is left
         (no file operation while there is neither); the journals taken from gone workers are
         removed once this one holds their ends. Returns False when the journal could not be
         written (logged: the ends are then kept in memory only).
 
+        Args:
+            durable: synced to disk (ends the database refused, which may be held for long);
+                False for a cycle's ends before their commit: the journal then outlives this
+                process (SIGKILL), not a crash of the host, which also loses the unsynced
+                status files those ends were read from (read as deep failures after it).
+
         Raises:
             nothing: a failure to remove a file is logged (it is removed at the next call).
         """
         ends = list(self.unrecorded if ends is None else ends)
-        try:
-            if ends and (self._journal is None or ends != self._journaled):  # an outage's cycles: once
-                self._journal = ends_journal.save(self.work_root, self.name, self.host, self.pid, ends)
-                self._journaled = ends
+        try:  # an outage's cycles write the same ends once (made durable once)
+            if ends and (self._journal is None or ends != self._journaled or (durable and not self._synced)):
+                self._journal = ends_journal.save(self.work_root, self.name, self.host, self.pid, ends,
+                                                  durable=durable)
+                self._journaled, self._synced = ends, durable
             elif not ends and self._journal is not None:
                 ends_journal.remove(self._journal)
-                self._journal, self._journaled = None, []
+                self._journal, self._journaled, self._synced = None, [], False
         except OSError as exc:
             log.error("execution worker %s: its ends journal could not be written (%s); %d end(s) kept in memory"
                       " only", self.name, exc, len(ends))
