@@ -365,28 +365,40 @@ class TestShutdown:
         until(restarted, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert job_row(rt, job_id).exit_code == 5
 
+    @pytest.mark.parametrize("killed_in", ["the-commit", "the-releases"])
     def test_the_ends_of_the_cycle_a_worker_is_killed_in_are_recorded_by_its_restart(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
-        monkeypatch: pytest.MonkeyPatch
+        monkeypatch: pytest.MonkeyPatch, killed_in: str
     ) -> None:
         worker = workers("w1")
         jobs = [running(rt, alice, worker), running(rt, alice, worker)]
         dirs = [work_dir(rt, job_id) for job_id in jobs]
         pids = [worker.running[job_id].handle.pid for job_id in jobs]
         journal = journal_path(worker.work_root, worker.host, worker.pid, "w1")
-        left: dict[str, bytes] = {}  # the journal directory as a SIGKILL during the commit leaves it
+        left: dict[str, bytes] = {}  # the journal directory as a SIGKILL there leaves it
+        release = worker._release
+        released: list[Path] = []
 
-        def killed_in_the_commit(*args: object, **kwargs: object) -> None:
-            assert not any(d.exists() for d in dirs)  # released: their status.json is gone
+        def killed(*args: object, **kwargs: object) -> None:
+            assert [d.exists() for d in dirs] == [False, killed_in == "the-releases"]
             left.update({p.name: p.read_bytes() for p in journal.parent.iterdir()} if journal.parent.exists() else {})
             raise Killed
 
-        monkeypatch.setattr("wmproxy.execution.worker.end_attempts", killed_in_the_commit)
+        def release_then_killed(backend: Any, handle: Any) -> None:
+            if released:  # the second release: killed before it
+                killed()
+            released.append(handle.work_dir)
+            release(backend, handle)
+
+        if killed_in == "the-commit":
+            monkeypatch.setattr("wmproxy.execution.worker.end_attempts", killed)
+        else:
+            monkeypatch.setattr(worker, "_release", release_then_killed)
         for directory in dirs:
             (directory / "go").write_text("")
         wait_for(lambda: not any(pid is not None and alive(pid) for pid in pids), "both wrappers to exit")
         with pytest.raises(Killed):
-            worker.step()  # both ends made and released in this cycle; killed before the commit
+            worker.step()  # both ends made in this cycle; killed before the commit or between releases
         monkeypatch.undo()
         for written in journal.parent.iterdir():  # what the process ran after the kill (a finally) never ran
             written.unlink()
@@ -399,10 +411,13 @@ class TestShutdown:
         written_by_a_gone_process(journal, same_pid=True)  # restarted with the same pid
         assert {job_row(rt, job_id).state for job_id in jobs} == {JobState.RUNNING.value}
         restarted = workers("w1")
-        restarted.start()  # the journal taken before adoption: the jobs (no work dir) are not adopted
-        assert restarted.running == {} and {job_id for job_id, _end in restarted.unrecorded} == set(jobs)
+        restarted.start()  # the journal taken before adoption: the jobs without a work dir are not adopted
+        if killed_in == "the-commit":
+            assert restarted.running == {} and {job_id for job_id, _end in restarted.unrecorded} == set(jobs)
+        else:  # the one not released yet is adopted, its status read again from its work dir
+            assert list(restarted.running) == [jobs[1]] and [j for j, _end in restarted.unrecorded] == [jobs[0]]
         until(restarted, lambda: all(in_state(rt, job_id, JobState.DONE)() for job_id in jobs), "the ends recorded")
-        assert not journal.exists()
+        assert not journal.exists() and left_in_work_root(rt) == []  # every work dir released
         for job_id in jobs:
             row = job_row(rt, job_id)
             assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)

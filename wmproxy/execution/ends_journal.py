@@ -153,13 +153,17 @@ def remove(path: Path) -> None:
         os.unlink(path)
 
 
-def journals(work_root: Path, host: str) -> list[Journal]:
+def journals(work_root: Path, host: str) -> list[Journal] | None:
     """The journals below ``work_root`` written on ``host`` (those of other hosts, on a work
     root shared with Slurm nodes, are their workers' and are not read). A file that is not a
     journal this user wrote (a link, another owner, too large, not one, a field of the wrong
     type) is logged and skipped, as is a journal directory that is not this user's and closed
     to others. A file removed while it is read (a worker took it over and holds its ends in its
     own, written first) has the directory read again, so the taker's journal is seen.
+
+    Returns:
+        The journals, or None when the directory kept changing while read (logged): which
+        jobs the journals hold is then not known.
     """
     directory = work_root / DIR_NAME
     prefix = f"{to_filename(host)}."
@@ -182,7 +186,7 @@ def journals(work_root: Path, host: str) -> list[Journal]:
             os.close(dir_fd)
         return found
     log.error("the ends journals in %s kept changing while read: %d passes", directory, _RESCANS)
-    return []
+    return None
 
 
 def _scan(dir_fd: int, directory: Path, prefix: str, host: str) -> list[Journal]:

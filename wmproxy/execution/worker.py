@@ -68,7 +68,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from wmproxy.domain import JobState
+from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
@@ -536,6 +536,10 @@ class ExecutionWorker:
         """
         adopted: list[str] = []
         journaled = self._take_journals()
+        if journaled is None:
+            log.warning("execution worker %s puts adoption off to its next heartbeat: the ends journals could "
+                        "not be read", self.name)
+            return adopted
         known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded), *journaled}
         for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive):
             try:
@@ -699,7 +703,7 @@ class ExecutionWorker:
         if made:  # in the journal before any work dir (its status.json) is gone: a SIGKILL from the
             # releases to the commit below leaves the ends there, not a Running job without a work dir
             self._keep_journal([*self.unrecorded, *((job.order.job_id, end) for job, _outcome, end in made)],
-                               durable=False)
+                               durable=bool(self.unrecorded))  # refused or taken ends: kept synced
         for job, _outcome, end in made:
             self.running.pop(job.order.job_id, None)
             self._release(job.backend, job.handle)  # before the end is recorded: a resubmission
@@ -805,24 +809,33 @@ class ExecutionWorker:
                 log.error("ends journal %s taken over but not removed: %s", path, exc)
         return True
 
-    def _take_journals(self) -> set[str]:
+    def _take_journals(self) -> set[str] | None:
         """Take over the ends journals on this host of workers whose process is gone (this
         name's previous life included): their ends join :attr:`unrecorded` and are recorded at
         the next cycle; their files are removed once this worker's own journal holds them.
 
         Returns:
             The jobs with an end in any journal on this host (live workers' too): adoption
-            must leave them alone, whoever records them.
+            must leave them alone, whoever records them; None when the journals could not be
+            read (adoption waits for the next heartbeat).
         """
         journaled: set[str] = set()
         have = {job_id for job_id, _end in self.unrecorded}
         taken = False
-        for journal in ends_journal.journals(self.work_root, self.host):
-            journaled.update(job_id for job_id, _end in journal.ends)
+        found = ends_journal.journals(self.work_root, self.host)
+        if found is None:  # the directory kept changing: which jobs the journals hold is not known
+            return None
+        for journal in found:
             # this process's own journal is alive; one an earlier process with the same pid left is not
             if journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
+                journaled.update(job_id for job_id, _end in journal.ends)
                 continue
-            new = [(job_id, end) for job_id, end in journal.ends if job_id not in have]
+            # An end whose work dir is still there (its writer was killed before it released it):
+            # not taken; adoption follows the job and reads its status there again. (Both
+            # backends name a job's work dir after its id in the one work root.)
+            new = [(job_id, end) for job_id, end in journal.ends
+                   if job_id not in have and not os.path.lexists(self.work_root / to_filename(job_id))]
+            journaled.update(job_id for job_id, _end in new)
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
             self._taken.add(journal.path)
