@@ -481,6 +481,32 @@ class TestOutage:
         assert not journal_path(worker.work_root, worker.host, worker.pid, "w1").exists()
         assert len(writes) == 2
 
+    def test_a_journal_holding_refused_ends_stays_synced_when_the_next_ends_join_it(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        writes: list[tuple[list[str], bool]] = []
+        save = ends_journal.save
+
+        def watched(*args: Any, durable: bool = True) -> Path:
+            writes.append(([job_id for job_id, _end in args[4]], durable))
+            return save(*args, durable=durable)
+
+        monkeypatch.setattr(ends_journal, "save", watched)
+        worker = workers("w1")
+        other = running(rt, alice, worker)
+        go = work_dir(rt, other) / "go"
+        with ended_in_an_outage(rt, alice, worker) as job_id:
+            go.write_text("")
+            until(worker, lambda: other not in worker.running, "the other job's end", tolerate=(OperationalError,))
+        # the refused end's journal was synced; written again with the next end before its release,
+        # it is synced again: never an unsynced file in place of a synced one
+        assert writes[:2] == [([job_id], False), ([job_id], True)]
+        assert ([job_id, other], True) in writes
+        assert all(durable for ids, durable in writes[1:] if job_id in ids), writes
+        until(worker, lambda: all(in_state(rt, j, JobState.DONE)() for j in (job_id, other)), "both ends recorded")
+        assert not journal_path(worker.work_root, worker.host, worker.pid, "w1").exists()
+
     def test_the_worker_loop_rides_out_the_outage(self, rt: Runtime, alice: Principal,
                                                   workers: Callable[[str], ExecutionWorker],
                                                   caplog: pytest.LogCaptureFixture) -> None:
@@ -611,6 +637,41 @@ class TestOutage:
         assert not journal.exists()  # the peer's own journal holds the end now
         until(peer, in_state(rt, job_id, JobState.DONE), "the taken end to be recorded")
         assert os.listdir(journal.parent) == []
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+    def test_adoption_waits_while_the_journals_cannot_be_read(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        owner = workers("w-owner")
+        with ended_in_an_outage(rt, alice, owner) as job_id:
+            pass
+        journal = journal_path(owner.work_root, owner.host, owner.pid, "w-owner")
+        abandon(owner, rt)
+        written_by_a_gone_process(journal)  # a dead worker: its jobs and its journal are for the taking
+        read = ends_journal._read
+
+        def taken_over_while_read(dir_fd: int, path: Path) -> ends_journal.Journal:
+            data = path.read_bytes()  # at every pass, replaced between the listing and the read
+            path.unlink()
+            try:
+                return read(dir_fd, path)
+            finally:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+
+        monkeypatch.setattr(ends_journal, "_read", taken_over_while_read)
+        peer = workers("w-peer")
+        peer.start()  # the owner's job (no work dir) is not adopted while its end may be in a journal
+        assert peer.running == {} and peer.unrecorded == [] and "puts adoption off" in caplog.text
+        assert job_row(rt, job_id).state == JobState.RUNNING.value
+        monkeypatch.undo()
+        peer.adopt()
+        assert [job for job, _end in peer.unrecorded] == [job_id] and peer.running == {}
+        until(peer, in_state(rt, job_id, JobState.DONE), "the taken end to be recorded")
         row = job_row(rt, job_id)
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
