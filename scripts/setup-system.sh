@@ -9,7 +9,7 @@
 set -euo pipefail
 
 PACKAGES=(python3 util-linux openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
-          slurm-wlm munge systemd
+          slurm-wlm munge systemd strace
           chromium chromium-driver libnss3-tools)
 
 missing=()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pki
+from tests.conftest import Pki, need_peer
 from tests.integration.isolated import Isolated, isolated_deployment
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.support import WAIT_TIMEOUT, delegate, wait_for, wait_for_final
+from wmproxy.domain import JOB_PROXY_NAME, to_filename
+from wmproxy.execution.jobwrapper import STATE_DIR, STATUS_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +156,14 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def traced(pid: int) -> bool:
+    """Whether every thread of ``pid`` has a tracer (strace attached)."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    return bool(tasks) and all(
+        int(line.split()[1]) != 0 for task in tasks for line in (task / "status").read_text().splitlines()
+        if line.startswith("TracerPid:"))
+
+
 class TestWorkerDeath:
     def test_kill_9_with_jobs_running_and_queued_then_restart(
         self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]
@@ -164,6 +175,37 @@ class TestWorkerDeath:
         assert all(alive(pid) for pid in running.values())  # the jobs outlive their worker
         start(iso, workers, "worker-a")
         batch.release.touch()
+        assert_each_done_once(alice, batch)
+
+    def test_kill_9_between_two_releases_of_a_cycle_then_restart(
+        self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]
+    ) -> None:
+        if shutil.which("strace") is None:
+            need_peer("strace kills the worker at a chosen system call")
+        run_batch(iso, alice, batch, workers, "worker-r", 2, 2)
+        worker = workers["worker-r"]
+        dirs = [iso.work_root / to_filename(job_id) for job_id in batch.jobs]
+        # Both jobs end while the worker is stopped: it finds both ends in one cycle when it goes on.
+        os.kill(worker.pid, signal.SIGSTOP)
+        batch.release.touch()
+        wait_for(lambda: [(d / STATE_DIR / STATUS_NAME).exists() for d in dirs], all, what="both jobs' final status")
+        # SIGKILL at the second unlink of a proxy copy, the first thing a release does: the
+        # cycle's first job released (its work dir gone), the second not, no end committed.
+        proxies = [str(d / JOB_PROXY_NAME) for d in dirs]
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-p", str(worker.pid),
+                                   *(arg for path in proxies for arg in ("-P", path)), "-e", "trace=unlink,unlinkat",
+                                   "-e", "inject=unlink,unlinkat:signal=KILL:when=2"])
+        try:
+            wait_for(lambda: traced(worker.pid), bool, what="strace to attach")
+            os.kill(worker.pid, signal.SIGCONT)
+            assert worker.wait(timeout=WAIT_TIMEOUT) == -signal.SIGKILL
+        finally:
+            if tracer.poll() is None:
+                tracer.kill()
+            tracer.wait(timeout=WAIT_TIMEOUT)
+        workers.pop("worker-r")
+        assert [d.exists() for d in dirs].count(True) == 1  # killed between the two releases
+        start(iso, workers, "worker-r")
         assert_each_done_once(alice, batch)
 
     def test_sigterm_drains_jobs_keep_running_and_end_done_after_restart(
