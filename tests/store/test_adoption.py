@@ -507,6 +507,21 @@ class TestOutage:
         until(worker, lambda: all(in_state(rt, j, JobState.DONE)() for j in (job_id, other)), "both ends recorded")
         assert not journal_path(worker.work_root, worker.host, worker.pid, "w1").exists()
 
+    def test_a_journal_the_file_system_cannot_take_does_not_hold_the_ends_back(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        caplog: pytest.LogCaptureFixture
+    ) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker)
+        with full_file_system(worker.work_root / ends_journal.DIR_NAME):
+            (work_dir(rt, job_id) / "go").write_text("")
+            until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        assert "its ends journal could not be written before the commit" in caplog.text
+        assert "kept in memory only" not in caplog.text  # recorded at once: not kept anywhere
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+        assert worker.unrecorded == [] and left_in_work_root(rt) == []
+
     def test_the_worker_loop_rides_out_the_outage(self, rt: Runtime, alice: Principal,
                                                   workers: Callable[[str], ExecutionWorker],
                                                   caplog: pytest.LogCaptureFixture) -> None:

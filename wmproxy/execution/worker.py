@@ -797,8 +797,12 @@ class ExecutionWorker:
                 ends_journal.remove(self._journal)
                 self._journal, self._journaled, self._synced = None, [], False
         except OSError as exc:
-            log.error("execution worker %s: its ends journal could not be written (%s); %d end(s) kept in memory"
-                      " only", self.name, exc, len(ends))
+            if durable:
+                log.error("execution worker %s: its ends journal could not be written (%s); %d end(s) kept in memory"
+                          " only", self.name, exc, len(ends))
+            else:  # the cycle's commit follows at once: only a kill before it would lose them
+                log.warning("execution worker %s: its ends journal could not be written before the commit (%s)",
+                            self.name, exc)
             return False
         for path in sorted(self._taken):
             try:
