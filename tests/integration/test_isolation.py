@@ -24,6 +24,7 @@ from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deploym
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.support import assert_fault, delegate, outputs, wait_for, wait_for_final
 from wmproxy.domain import to_filename
+from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +159,11 @@ class TestHostileJob:
         alice_proxy = proxy_of(next(pid for pid in alice_pids if comm(pid) == "sh"))
         assert alice_proxy.is_file() and alice_proxy.stat().st_uid == iso.mapped["alice"].pw_uid
         gunicorn, worker = iso.deployment.processes[0].pid, iso.deployment.processes[1].pid
+        # A job that ended: the worker's ends journal directory exists (each cycle's ends go there).
+        assert wait_for_final(bob, bob.wmproxy.jobSubmit('[ Executable = "/bin/true"; ]', "iso").id) == \
+            "Done (Exit Code 0)"
+        journals = iso.work_root / JOURNALS
+        assert (stat.S_IMODE(journals.stat().st_mode), journals.stat().st_uid) == (0o700, iso.service.pw_uid)
         specs = [
             f"read:store.key:{iso.store_key}",
             f"read:host.key:{iso.host_key}",
@@ -167,6 +173,8 @@ class TestHostileJob:
             f"list:sandbox.root:{iso.sandbox_root}",
             f"list:work.root:{iso.work_root}",
             f"create:work.root:{iso.work_root / 'planted'}",
+            f"list:ends.journals:{journals}",  # a planted journal would record ends the job chose
+            f"create:ends.journal:{journals / 'planted.json'}",
             f"list:state:{iso.state}",
             f"environ:gunicorn:{gunicorn}",
             f"environ:worker:{worker}",
