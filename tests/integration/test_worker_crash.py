@@ -156,6 +156,21 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def working_in(dirs: list[Path]) -> list[int]:
+    """Pids of the processes whose working directory is one of ``dirs`` or below (a job's wrapper
+    and payload run in its work dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if any(cwd == str(d) or cwd.startswith(f"{d}/") for d in dirs):
+                found.append(int(entry.name))
+    return found
+
+
 def traced(pid: int) -> bool:
     """Whether every thread of ``pid`` has a tracer (strace attached)."""
     tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -189,6 +204,7 @@ class TestWorkerDeath:
         os.kill(worker.pid, signal.SIGSTOP)
         batch.release.touch()
         wait_for(lambda: [(d / STATE_DIR / STATUS_NAME).exists() for d in dirs], all, what="both jobs' final status")
+        wait_for(lambda: working_in(dirs), lambda pids: not pids, what="both jobs' wrappers to exit")
         # SIGKILL at the second unlink of a proxy copy, the first thing a release does: the
         # cycle's first job released (its work dir gone), the second not, no end committed.
         proxies = [str(d / JOB_PROXY_NAME) for d in dirs]
@@ -206,7 +222,8 @@ class TestWorkerDeath:
         workers.pop("worker-r")
         assert [d.exists() for d in dirs].count(True) == 1  # killed between the two releases
         start(iso, workers, "worker-r")
-        assert_each_done_once(alice, batch)
+        assert_each_done_once(alice, batch)  # the journal's ends, the second's work dir removed first
+        assert not any(d.exists() for d in dirs)
 
     def test_sigterm_drains_jobs_keep_running_and_end_done_after_restart(
         self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]

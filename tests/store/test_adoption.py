@@ -29,6 +29,7 @@ from tests.store.conftest import mapped_runtime
 from tests.store.worker_support import (
     LEASE,
     WAIT_GO,
+    Killed,
     abandon,
     database_held,
     impatient,
@@ -48,7 +49,8 @@ from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.ends_journal import journal_path
-from wmproxy.execution.identity import Account
+from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.jobwrapper import STATE_DIR, STATUS_NAME
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.jdl import parse_jdl
 from wmproxy.services import execution as service
@@ -365,7 +367,7 @@ class TestShutdown:
         until(restarted, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert job_row(rt, job_id).exit_code == 5
 
-    @pytest.mark.parametrize("killed_in", ["the-commit", "the-releases"])
+    @pytest.mark.parametrize("killed_in", ["the-commit", "the-releases", "a-release"])
     def test_the_ends_of_the_cycle_a_worker_is_killed_in_are_recorded_by_its_restart(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
         monkeypatch: pytest.MonkeyPatch, killed_in: str
@@ -380,12 +382,15 @@ class TestShutdown:
         released: list[Path] = []
 
         def killed(*args: object, **kwargs: object) -> None:
-            assert [d.exists() for d in dirs] == [False, killed_in == "the-releases"]
+            assert [d.exists() for d in dirs] == [False, killed_in != "the-commit"]
             left.update({p.name: p.read_bytes() for p in journal.parent.iterdir()} if journal.parent.exists() else {})
             raise Killed
 
         def release_then_killed(backend: Any, handle: Any) -> None:
-            if released:  # the second release: killed before it
+            if released:  # the second release: killed before it, or in it once the status is unlinked
+                if killed_in == "a-release":
+                    (handle.work_dir / PROXY_NAME).unlink()
+                    (handle.work_dir / STATE_DIR / STATUS_NAME).unlink()
                 killed()
             released.append(handle.work_dir)
             release(backend, handle)
@@ -411,11 +416,9 @@ class TestShutdown:
         written_by_a_gone_process(journal, same_pid=True)  # restarted with the same pid
         assert {job_row(rt, job_id).state for job_id in jobs} == {JobState.RUNNING.value}
         restarted = workers("w1")
-        restarted.start()  # the journal taken before adoption: the jobs without a work dir are not adopted
-        if killed_in == "the-commit":
-            assert restarted.running == {} and {job_id for job_id, _end in restarted.unrecorded} == set(jobs)
-        else:  # the one not released yet is adopted, its status read again from its work dir
-            assert list(restarted.running) == [jobs[1]] and [j for j, _end in restarted.unrecorded] == [jobs[0]]
+        restarted.start()  # the journal taken before adoption: its ends are recorded, its jobs not adopted
+        assert restarted.running == {} and {job_id for job_id, _end in restarted.unrecorded} == set(jobs)
+        assert not any(d.exists() for d in dirs)  # a work dir left by the kill removed before the record
         until(restarted, lambda: all(in_state(rt, job_id, JobState.DONE)() for job_id in jobs), "the ends recorded")
         assert not journal.exists() and left_in_work_root(rt) == []  # every work dir released
         for job_id in jobs:
@@ -656,6 +659,27 @@ class TestOutage:
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
 
+    def test_a_taken_end_of_an_earlier_attempt_leaves_the_current_attempts_work_dir_alone(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker)
+        directory = work_dir(rt, job_id)
+        exited = subprocess.Popen(["true"])
+        exited.wait()
+        # A gone worker's journal with an end of another attempt (recorded already: the job was
+        # resubmitted since, and this attempt's work dir has the same name).
+        stale = ends_journal.save(worker.work_root, "w-gone", worker.host, exited.pid,
+                                  [(job_id, AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, attempt=7))])
+        worker.adopt()
+        assert worker.unrecorded == [] and list(worker.running) == [job_id] and not stale.exists()
+        assert (directory / STATE_DIR).is_dir()  # left to the attempt that runs
+        (directory / "go").write_text("")
+        until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+        assert running_events(rt, job_id) == 1
+
     def test_adoption_waits_while_the_journals_cannot_be_read(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -745,10 +769,6 @@ class TestOutage:
         assert job_row(rt, free).state == (JobState.WAITING if sqlite else JobState.DONE).value
         assert job_row(rt, held).state == JobState.WAITING.value
 
-
-class Killed(BaseException):
-    """The worker process killed (SIGKILL): what it would run after this, its ``finally`` blocks
-    included, is not what a killed process leaves; the test puts the disk back as it was."""
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:

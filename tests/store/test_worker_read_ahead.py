@@ -10,6 +10,8 @@ prepared work dir removed, and never more than one job running."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from tests.store.conftest import mapped_runtime
 from tests.store.worker_support import (
     LEASE,
     WAIT_GO,
+    Killed,
     abandon,
     database_held,
     impatient,
@@ -37,6 +40,7 @@ from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal
 from wmproxy.execution import worker as worker_module
 from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.ends_journal import journal_path
 from wmproxy.execution.identity import Account
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.jobs import cancel_job
@@ -141,6 +145,39 @@ class TestReadAhead:
         until(worker, in_state(rt, ahead, JobState.CANCELLED), "the cancel")
         assert worker.ahead == {} and not prepared.exists() and running_events(rt, ahead) == 0
         assert list(worker.running) == [waiting]
+
+    def test_a_cancel_taken_in_the_cycle_the_worker_is_killed_in_is_recorded_by_its_restart(
+            self, rt: Runtime, owner: Principal, workers: Callable[[str], ExecutionWorker],
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        worker = workers("w-cancel-kill")
+        journal = journal_path(worker.work_root, worker.host, worker.pid, "w-cancel-kill")
+        waiting, ahead = one_ahead(rt, owner, worker)
+        prepared = work_dir(rt, ahead)
+        left: dict[str, bytes] = {}
+
+        def killed(*args: object, **kwargs: object) -> None:  # in the cycle's commit
+            assert not prepared.exists()  # released: the cancel taken, nothing to adopt
+            left.update({p.name: p.read_bytes() for p in journal.parent.iterdir()})
+            raise Killed
+
+        monkeypatch.setattr(worker_module, "end_attempts", killed)
+        cancel_job(rt, owner, ahead)
+        with pytest.raises(Killed):
+            until(worker, lambda: False, "the kill")
+        monkeypatch.undo()
+        for written in journal.parent.iterdir():  # what ran after the kill never ran
+            written.unlink()
+        fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(left[journal.name])
+        doc = json.loads(journal.read_text())
+        assert [(job_id, end["state"]) for job_id, end in doc["ends"]] == [(ahead, "Cancelled")]
+        doc["written_at"] = "2000-01-01T00:00:00+00:00"  # restarted with the same pid
+        journal.write_text(json.dumps(doc))
+        restarted = workers("w-cancel-kill")
+        restarted.start()
+        until(restarted, in_state(rt, ahead, JobState.CANCELLED), "the journaled cancel recorded")
+        assert running_events(rt, ahead) == 0 and list(restarted.running) == [waiting]
 
     @pytest.mark.postgresql_only  # SQLite's outage stops the cycle before any cancel is taken
     def test_a_cancel_taken_while_the_database_fails_is_kept_and_recorded(

@@ -126,6 +126,11 @@ def abandon(worker: ExecutionWorker, rt: Runtime, *, process_lives: bool = False
                             .values(**values))
 
 
+class Killed(BaseException):
+    """The worker process killed (SIGKILL): what it would run after this, its ``finally`` blocks
+    included, is not what a killed process leaves; the test puts the disk back as it was."""
+
+
 def left_in_work_root(rt: Runtime) -> list[str]:
     """What is in the work root besides an empty ends-journal directory (the worker keeps it:
     every cycle's ends are journaled there until their commit): [] once every work dir is gone

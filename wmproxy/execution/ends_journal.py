@@ -162,8 +162,9 @@ def journals(work_root: Path, host: str) -> list[Journal] | None:
     own, written first) has the directory read again, so the taker's journal is seen.
 
     Returns:
-        The journals, or None when the directory kept changing while read (logged): which
-        jobs the journals hold is then not known.
+        The journals ([] without a journal directory), or None when the directory cannot be
+        read (not one of this user closed to others, an I/O error) or kept changing while read
+        (logged): which jobs the journals hold is then not known.
     """
     directory = work_root / DIR_NAME
     prefix = f"{to_filename(host)}."
@@ -174,14 +175,14 @@ def journals(work_root: Path, host: str) -> list[Journal] | None:
             return []
         except OSError as exc:
             log.error("cannot read the ends journals in %s: %s", directory, exc)
-            return []
+            return None
         try:
             found = _scan(dir_fd, directory, prefix, host)
         except FileNotFoundError:
             continue  # taken over meanwhile: read the directory again
         except OSError as exc:
             log.error("cannot read the ends journals in %s: %s", directory, exc)
-            return []
+            return None
         finally:
             os.close(dir_fd)
         return found

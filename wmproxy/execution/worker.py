@@ -72,7 +72,7 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
-from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, remove_work_dir
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.execution.wakeup import Wakeup
 from wmproxy.execution.zygote import start_time
@@ -497,9 +497,11 @@ class ExecutionWorker:
             if ahead is None:
                 self._cancel(job_id, "")
                 continue
+            # recorded with the cycle's ends; journaled before the release (the cancel was taken)
+            end = AttemptEnd(JobState.CANCELLED, attempt=ahead.order.attempt)
+            self._keep_journal([*self.unrecorded, (job_id, end)], durable=bool(self.unrecorded))
             self._release(ahead.backend, ahead.handle)  # never spawned: nothing to stop
-            # recorded with the cycle's ends; kept should the database fail (the cancel was taken)
-            self.unrecorded.append((job_id, AttemptEnd(JobState.CANCELLED, attempt=ahead.order.attempt)))
+            self.unrecorded.append((job_id, end))
             log.info("job %s cancelled before its wrapper was spawned", job_id)
 
     def _run_periodic(self) -> None:
@@ -834,11 +836,14 @@ class ExecutionWorker:
             if journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
                 journaled.update(job_id for job_id, _end in journal.ends)
                 continue
-            # An end whose work dir is still there (its writer was killed before it released it):
-            # not taken; adoption follows the job and reads its status there again. (Both
-            # backends name a job's work dir after its id in the one work root.)
-            new = [(job_id, end) for job_id, end in journal.ends
-                   if job_id not in have and not os.path.lexists(self.work_root / to_filename(job_id))]
+            new = [(job_id, end) for job_id, end in journal.ends if job_id not in have]
+            try:
+                new = self._without_work_dirs(new)
+            except IdentityError as exc:  # taken at a later heartbeat; its jobs left alone meanwhile
+                log.error("ends journal %s not taken over: a work dir of its jobs cannot be removed: %s",
+                          journal.path, exc)
+                journaled.update(job_id for job_id, _end in journal.ends)
+                continue
             journaled.update(job_id for job_id, _end in new)
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
@@ -849,6 +854,35 @@ class ExecutionWorker:
         if taken:
             self._keep_journal()  # theirs are removed only once this worker's journal holds their ends
         return journaled
+
+    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]]) -> list[tuple[str, AttemptEnd]]:
+        """The ends of a gone worker's journal still to record, with no work dir of theirs left.
+
+        A work dir still under a job's name (both backends name it after the job id in the one
+        work root) means its writer was killed before or while it released it (its status
+        may be half gone). If the job is still on the journaled attempt, the dir is that
+        attempt's: removed now, before the end is recorded (a resubmission must not find it),
+        and the journaled end is the one recorded (it may say what the dir cannot: a cancel,
+        the outputs collected). Otherwise the end was recorded already and the dir is a later
+        attempt's: left alone, and the end dropped.
+
+        Raises:
+            IdentityError: a work dir could not be removed (nothing is taken then).
+            SQLAlchemyError: the database failed.
+        """
+        left = [job_id for job_id, _end in ends if os.path.lexists(self.work_root / to_filename(job_id))]
+        if not left:
+            return ends
+        attempts = service.attempts_in_flight(self.rt, left)
+        kept = []
+        for job_id, end in ends:
+            if job_id in left:
+                if job_id not in attempts or (end.attempt is not None and attempts[job_id] != end.attempt):
+                    continue
+                remove_work_dir(self.work_root, to_filename(job_id))
+                log.warning("job %s: the work dir its ended attempt left is removed", job_id)
+            kept.append((job_id, end))
+        return kept
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         """How the attempt ended (with its attempt number); a Done job's outputs are collected

@@ -637,6 +637,16 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
     return follow
 
 
+def attempts_in_flight(rt: Runtime, job_ids: Collection[str]) -> dict[str, int]:
+    """The attempt number (shallow plus deep retries) of each of ``job_ids`` that is still
+    Scheduled or Running: the jobs whose current attempt's end is not recorded yet."""
+    in_flight = {JobState.SCHEDULED.value, JobState.RUNNING.value}
+    with rt.uow() as uow:
+        jobs = [uow.jobs.get(job_id) for job_id in job_ids]
+        return {job.id: job.shallow_retries + job.deep_retries for job in jobs
+                if job is not None and job.state in in_flight}
+
+
 def requeue_unstarted(rt: Runtime, name: str, job_id: str, reason: str) -> bool:
     """Put a Ready or Scheduled job held by ``name`` whose wrapper never ran back in the
     queue (Waiting + a new start request), once: False if it is not held by ``name`` in

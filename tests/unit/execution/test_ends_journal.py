@@ -121,7 +121,7 @@ def test_a_journal_directory_open_to_others_or_planted_as_a_link_is_refused(
     (tmp_path / DIR_NAME).symlink_to(elsewhere / DIR_NAME)
     with pytest.raises(OSError, match=r"Too many levels of symbolic links|Not a directory"):
         save(tmp_path, "w1", "host-a", 1, ENDS)
-    assert journals(tmp_path, "host-a") == []  # the link's target is not read either
+    assert journals(tmp_path, "host-a") is None  # not read (nor the link's target), and not known
     assert "cannot read the ends journals" in caplog.text
     (tmp_path / DIR_NAME).unlink()
     (tmp_path / DIR_NAME).mkdir(mode=0o700)
@@ -129,7 +129,7 @@ def test_a_journal_directory_open_to_others_or_planted_as_a_link_is_refused(
     with pytest.raises(PermissionError, match="closed to others"):
         save(tmp_path, "w1", "host-a", 1, ENDS)
     assert os.listdir(tmp_path / DIR_NAME) == []
-    assert journals(tmp_path, "host-a") == []
+    assert journals(tmp_path, "host-a") is None
 
 
 def test_a_failed_write_leaves_the_previous_journal(tmp_path: Path) -> None:
