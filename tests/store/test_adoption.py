@@ -659,21 +659,24 @@ class TestOutage:
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
 
-    def test_a_taken_end_of_an_earlier_attempt_leaves_the_current_attempts_work_dir_alone(
-        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    @pytest.mark.parametrize("attempt", [0, 7], ids=["the-same-attempt", "an-earlier-attempt"])
+    def test_a_taken_end_leaves_a_work_dir_another_worker_follows_alone(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], attempt: int
     ) -> None:
         worker = workers("w1")
         job_id = running(rt, alice, worker)
         directory = work_dir(rt, job_id)
         exited = subprocess.Popen(["true"])
         exited.wait()
-        # A gone worker's journal with an end of another attempt (recorded already: the job was
-        # resubmitted since, and this attempt's work dir has the same name).
-        stale = ends_journal.save(worker.work_root, "w-gone", worker.host, exited.pid,
-                                  [(job_id, AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, attempt=7))])
-        worker.adopt()
-        assert worker.unrecorded == [] and list(worker.running) == [job_id] and not stale.exists()
-        assert (directory / STATE_DIR).is_dir()  # left to the attempt that runs
+        # A gone worker's journal with an end of this job while w1 runs it: of an earlier attempt
+        # (recorded already, the job resubmitted since), or of this one (w-gone held it, then w1
+        # adopted it without seeing the journal and runs it): the work dir is w1's run's.
+        stale = ends_journal.save(worker.work_root, "w-gone", worker.host, exited.pid, [
+            (job_id, AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, attempt=attempt))])
+        peer = workers("w2")
+        peer.start()
+        assert peer.unrecorded == [] and peer.running == {} and not stale.exists()
+        assert (directory / STATE_DIR).is_dir() and list(worker.running) == [job_id]  # left to w1's run
         (directory / "go").write_text("")
         until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
         row = job_row(rt, job_id)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -57,6 +58,8 @@ _NAME_ROOM = 100
 _PID_LIMIT = 2**22 + 1
 #: Times the directory is read again when a journal vanishes while it is read.
 _RESCANS = 5
+#: Errors of reading a journal that say nothing of the journal (the process or the disk).
+_PASSING = frozenset({errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EAGAIN})
 _END_NAMES = tuple(field.name for field in fields(AttemptEnd))
 _END_FIELDS = set(_END_NAMES)
 
@@ -157,14 +160,15 @@ def journals(work_root: Path, host: str) -> list[Journal] | None:
     """The journals below ``work_root`` written on ``host`` (those of other hosts, on a work
     root shared with Slurm nodes, are their workers' and are not read). A file that is not a
     journal this user wrote (a link, another owner, too large, not one, a field of the wrong
-    type) is logged and skipped, as is a journal directory that is not this user's and closed
-    to others. A file removed while it is read (a worker took it over and holds its ends in its
-    own, written first) has the directory read again, so the taker's journal is seen.
+    type) is logged and skipped. A file removed while it is read (a worker took it over and
+    holds its ends in its own, written first) has the directory read again, so the taker's
+    journal is seen.
 
     Returns:
-        The journals ([] without a journal directory), or None when the directory cannot be
-        read (not one of this user closed to others, an I/O error) or kept changing while read
-        (logged): which jobs the journals hold is then not known.
+        The journals ([] without a journal directory), or None (logged) when the directory
+        cannot be read (not a directory of this user closed to others), a journal cannot be
+        read for a reason that says nothing of it (an I/O error, no file descriptor left), or
+        the directory kept changing while read: which jobs the journals hold is then not known.
     """
     directory = work_root / DIR_NAME
     prefix = f"{to_filename(host)}."
@@ -205,7 +209,12 @@ def _scan(dir_fd: int, directory: Path, prefix: str, host: str) -> list[Journal]
             journal = _read(dir_fd, directory / name)
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        except OSError as exc:
+            if exc.errno in _PASSING:
+                raise  # the journal may be fine: which jobs it holds is not known
+            log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
+            continue
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
             continue
         if journal.host == host:

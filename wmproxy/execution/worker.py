@@ -72,7 +72,7 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
-from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, remove_work_dir
+from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.execution.wakeup import Wakeup
 from wmproxy.execution.zygote import start_time
@@ -498,10 +498,10 @@ class ExecutionWorker:
                 self._cancel(job_id, "")
                 continue
             # recorded with the cycle's ends; journaled before the release (the cancel was taken)
-            end = AttemptEnd(JobState.CANCELLED, attempt=ahead.order.attempt)
-            self._keep_journal([*self.unrecorded, (job_id, end)], durable=bool(self.unrecorded))
+            durable = bool(self.unrecorded)
+            self.unrecorded.append((job_id, AttemptEnd(JobState.CANCELLED, attempt=ahead.order.attempt)))
+            self._keep_journal(durable=durable)
             self._release(ahead.backend, ahead.handle)  # never spawned: nothing to stop
-            self.unrecorded.append((job_id, end))
             log.info("job %s cancelled before its wrapper was spawned", job_id)
 
     def _run_periodic(self) -> None:
@@ -539,8 +539,8 @@ class ExecutionWorker:
         adopted: list[str] = []
         journaled = self._take_journals()
         if journaled is None:
-            log.warning("execution worker %s puts adoption off to its next heartbeat: the ends journals could "
-                        "not be read", self.name)
+            log.error("execution worker %s puts adoption off to its next heartbeat: the ends journals could "
+                      "not be read", self.name)
             return adopted
         known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded), *journaled}
         for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive):
@@ -836,14 +836,8 @@ class ExecutionWorker:
             if journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
                 journaled.update(job_id for job_id, _end in journal.ends)
                 continue
-            new = [(job_id, end) for job_id, end in journal.ends if job_id not in have]
-            try:
-                new = self._without_work_dirs(new)
-            except IdentityError as exc:  # taken at a later heartbeat; its jobs left alone meanwhile
-                log.error("ends journal %s not taken over: a work dir of its jobs cannot be removed: %s",
-                          journal.path, exc)
-                journaled.update(job_id for job_id, _end in journal.ends)
-                continue
+            new = self._without_work_dirs([(job_id, end) for job_id, end in journal.ends if job_id not in have],
+                                          journal.worker)
             journaled.update(job_id for job_id, _end in new)
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
@@ -855,32 +849,43 @@ class ExecutionWorker:
             self._keep_journal()  # theirs are removed only once this worker's journal holds their ends
         return journaled
 
-    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]]) -> list[tuple[str, AttemptEnd]]:
+    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]], writer: str) -> list[tuple[str, AttemptEnd]]:
         """The ends of a gone worker's journal still to record, with no work dir of theirs left.
 
         A work dir still under a job's name (both backends name it after the job id in the one
         work root) means its writer was killed before or while it released it (its status
-        may be half gone). If the job is still on the journaled attempt, the dir is that
-        attempt's: removed now, before the end is recorded (a resubmission must not find it),
-        and the journaled end is the one recorded (it may say what the dir cannot: a cancel,
-        the outputs collected). Otherwise the end was recorded already and the dir is a later
-        attempt's: left alone, and the end dropped.
+        may be half gone). If the job is still on the journaled attempt and held by the
+        journal's writer (no other worker, nor this one, follows it), the dir is that
+        attempt's: released now as the writer would have (its backend's ``release``), before
+        the end is recorded (a resubmission must not find it), and the journaled end is the
+        one recorded (it may say what the dir cannot: a cancel, the outputs collected).
+        Otherwise the dir is a run that some worker follows (a later attempt, or this one
+        adopted or claimed again): left alone, and the end dropped.
 
         Raises:
-            IdentityError: a work dir could not be removed (nothing is taken then).
-            SQLAlchemyError: the database failed.
+            SQLAlchemyError: the database failed (nothing is taken then).
         """
         left = [job_id for job_id, _end in ends if os.path.lexists(self.work_root / to_filename(job_id))]
         if not left:
             return ends
-        attempts = service.attempts_in_flight(self.rt, left)
+        held = service.attempts_in_flight(self.rt, left)
         kept = []
         for job_id, end in ends:
             if job_id in left:
-                if job_id not in attempts or (end.attempt is not None and attempts[job_id] != end.attempt):
+                info = held.get(job_id)
+                backend = self.backends.get(info.backend_ref.split(":", 1)[0]) if info and info.backend_ref else None
+                handle = None
+                if (backend is not None and info is not None and info.worker == writer
+                        and job_id not in self.running and job_id not in self.ahead
+                        and (end.attempt is None or info.attempt == end.attempt)):
+                    with contextlib.suppress(WMProxyError):
+                        handle = backend.attach(info.backend_ref or "", _account(info.local_account))
+                if backend is None or handle is None:
+                    log.warning("job %s: a journaled end of worker %s dropped: its work dir is followed by another run",
+                                job_id, writer)
                     continue
-                remove_work_dir(self.work_root, to_filename(job_id))
-                log.warning("job %s: the work dir its ended attempt left is removed", job_id)
+                self._release(backend, handle)
+                log.warning("job %s: the work dir worker %s left of its ended attempt is released", job_id, writer)
             kept.append((job_id, end))
         return kept
 

@@ -637,14 +637,23 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
     return follow
 
 
-def attempts_in_flight(rt: Runtime, job_ids: Collection[str]) -> dict[str, int]:
-    """The attempt number (shallow plus deep retries) of each of ``job_ids`` that is still
-    Scheduled or Running: the jobs whose current attempt's end is not recorded yet."""
+class InFlight(NamedTuple):
+    """A job whose current attempt's end is not recorded yet (Scheduled or Running)."""
+
+    attempt: int  # shallow plus deep retries
+    worker: str | None  # the worker that holds it
+    backend_ref: str | None
+    local_account: str | None
+
+
+def attempts_in_flight(rt: Runtime, job_ids: Collection[str]) -> dict[str, InFlight]:
+    """Those of ``job_ids`` that are still Scheduled or Running, by job id."""
     in_flight = {JobState.SCHEDULED.value, JobState.RUNNING.value}
     with rt.uow() as uow:
         jobs = [uow.jobs.get(job_id) for job_id in job_ids]
-        return {job.id: job.shallow_retries + job.deep_retries for job in jobs
-                if job is not None and job.state in in_flight}
+        return {job.id: InFlight(job.shallow_retries + job.deep_retries, job.worker, job.backend_ref,
+                                 job.local_account)
+                for job in jobs if job is not None and job.state in in_flight}
 
 
 def requeue_unstarted(rt: Runtime, name: str, job_id: str, reason: str) -> bool:

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import resource
 import stat
 import subprocess
 from pathlib import Path
@@ -186,3 +187,26 @@ def test_a_directory_that_keeps_changing_while_read_gives_no_answer_and_says_so(
     monkeypatch.setattr(ends_journal, "_read", read_while_it_is_replaced)
     assert journals(tmp_path, "host-a") is None  # not known, not none
     assert "kept changing while read: 5 passes" in caplog.text
+
+
+def test_a_journal_not_opened_for_want_of_file_descriptors_makes_the_answer_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    save(tmp_path, "w1", "host-a", 10, ENDS)
+    read = ends_journal._read
+
+    def read_without_descriptors(dir_fd: int, path: Path) -> Journal:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest_free = os.dup(0)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # the next open: EMFILE
+        try:
+            return read(dir_fd, path)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    monkeypatch.setattr(ends_journal, "_read", read_without_descriptors)
+    assert journals(tmp_path, "host-a") is None  # the journal may be fine: not known, not skipped
+    assert "Too many open files" in caplog.text and "unreadable and left alone" not in caplog.text
+    monkeypatch.undo()
+    assert [j.pid for j in journals(tmp_path, "host-a") or []] == [10]
