@@ -48,7 +48,6 @@ from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
-from wmproxy.execution.ends_journal import journal_path
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import STATE_DIR, STATUS_NAME
 from wmproxy.execution.worker import ExecutionWorker
@@ -376,7 +375,7 @@ class TestShutdown:
         jobs = [running(rt, alice, worker), running(rt, alice, worker)]
         dirs = [work_dir(rt, job_id) for job_id in jobs]
         pids = [worker.running[job_id].handle.pid for job_id in jobs]
-        journal = journal_path(worker.work_root, worker.host, worker.pid, "w1")
+        journal = worker.journal_path
         left: dict[str, bytes] = {}  # the journal directory as a SIGKILL there leaves it
         release = worker._release
         released: list[Path] = []
@@ -413,7 +412,8 @@ class TestShutdown:
                 out.write(data)
         assert list(left) == [journal.name]
         assert {job_id for job_id, _end in json.loads(left[journal.name])["ends"]} == set(jobs)
-        written_by_a_gone_process(journal, same_pid=True)  # restarted with the same pid
+        # Restarted at once with the same pid (pid 1 of a container): the journal written just now,
+        # by this pid, is its previous life's all the same (another life, another file).
         assert {job_row(rt, job_id).state for job_id in jobs} == {JobState.RUNNING.value}
         restarted = workers("w1")
         restarted.start()  # the journal taken before adoption: its ends are recorded, its jobs not adopted
@@ -468,9 +468,9 @@ class TestOutage:
         writes: list[tuple[list[str], bool]] = []
         save = ends_journal.save
 
-        def watched(*args: Any, durable: bool = True) -> Path:
+        def watched(*args: Any, durable: bool = True, **kwargs: Any) -> Path:
             writes.append(([job_id for job_id, _end in args[4]], durable))
-            return save(*args, durable=durable)
+            return save(*args, durable=durable, **kwargs)
 
         monkeypatch.setattr(ends_journal, "save", watched)
         worker = workers("w1")
@@ -481,7 +481,7 @@ class TestOutage:
         # before the release, unsynced (a killed process's page cache); synced at the refusal
         assert writes == [([job_id], False), ([job_id], True)]
         until(worker, in_state(rt, job_id, JobState.DONE), "the kept end to be recorded")
-        assert not journal_path(worker.work_root, worker.host, worker.pid, "w1").exists()
+        assert not worker.journal_path.exists()
         assert len(writes) == 2
 
     def test_a_journal_holding_refused_ends_stays_synced_when_the_next_ends_join_it(
@@ -491,9 +491,9 @@ class TestOutage:
         writes: list[tuple[list[str], bool]] = []
         save = ends_journal.save
 
-        def watched(*args: Any, durable: bool = True) -> Path:
+        def watched(*args: Any, durable: bool = True, **kwargs: Any) -> Path:
             writes.append(([job_id for job_id, _end in args[4]], durable))
-            return save(*args, durable=durable)
+            return save(*args, durable=durable, **kwargs)
 
         monkeypatch.setattr(ends_journal, "save", watched)
         worker = workers("w1")
@@ -508,7 +508,7 @@ class TestOutage:
         assert ([job_id, other], True) in writes
         assert all(durable for ids, durable in writes[1:] if job_id in ids), writes
         until(worker, lambda: all(in_state(rt, j, JobState.DONE)() for j in (job_id, other)), "both ends recorded")
-        assert not journal_path(worker.work_root, worker.host, worker.pid, "w1").exists()
+        assert not worker.journal_path.exists()
 
     def test_a_journal_the_file_system_cannot_take_does_not_hold_the_ends_back(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
@@ -620,7 +620,7 @@ class TestOutage:
         worker = workers("w1")
         with ended_in_an_outage(rt, alice, worker) as job_id:
             worker.stop()  # SIGTERM during the outage: the end is in the journal
-        journal = journal_path(worker.work_root, worker.host, worker.pid, "w1")
+        journal = worker.journal_path
         assert [job for job, _end in json.loads(journal.read_text())["ends"]] == [job_id]
         for item, mode in ((journal.parent, 0o700), (journal, 0o600)):
             assert (stat.S_IMODE(os.lstat(item).st_mode), os.lstat(item).st_uid) == (mode, os.geteuid())
@@ -642,9 +642,10 @@ class TestOutage:
         owner = workers("w-owner")
         with ended_in_an_outage(rt, alice, owner) as job_id:
             pass
-        journal = journal_path(owner.work_root, owner.host, owner.pid, "w-owner")
+        journal = owner.journal_path
         assert journal.exists()
-        abandon(owner, rt)  # its row names a gone process, its journal's writer (this process) lives
+        written_by_a_live_process(journal)  # (this test's workers share its pid)
+        abandon(owner, rt)  # its row names a gone process, its journal's writer lives
         peer = workers("w-peer")
         peer.start()  # takes the owner's jobs over, but not one a journal holds the end of
         assert peer.unrecorded == [] and peer.running == {} and journal.exists()
@@ -675,10 +676,15 @@ class TestOutage:
             (job_id, AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, attempt=attempt))])
         peer = workers("w2")
         peer.start()
-        assert peer.unrecorded == [] and peer.running == {} and not stale.exists()
+        assert peer.unrecorded == [] and peer.running == {}
         assert (directory / STATE_DIR).is_dir() and list(worker.running) == [job_id]  # left to w1's run
+        assert stale.exists() == (attempt == 0)  # the same attempt's end left to w1, which holds the job
+        worker.adopt()
+        assert worker.unrecorded == [] and stale.exists() == (attempt == 0)  # w1 runs it: not taken yet
         (directory / "go").write_text("")
         until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
+        worker.adopt()  # its work dir released: the journal taken, its end recorded again, and ignored
+        until(worker, lambda: worker.unrecorded == [] and not stale.exists(), "the stale journal taken")
         row = job_row(rt, job_id)
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1
@@ -690,7 +696,7 @@ class TestOutage:
         owner = workers("w-owner")
         with ended_in_an_outage(rt, alice, owner) as job_id:
             pass
-        journal = journal_path(owner.work_root, owner.host, owner.pid, "w-owner")
+        journal = owner.journal_path
         abandon(owner, rt)
         written_by_a_gone_process(journal)  # a dead worker: its jobs and its journal are for the taking
         read = ends_journal._read
@@ -799,6 +805,13 @@ def ended_in_an_outage(rt: Runtime, alice: Principal, worker: ExecutionWorker) -
         go.write_text("")
         until(worker, lambda: bool(worker.unrecorded), "the end kept, not recorded", tolerate=(OperationalError,))
         yield job_id
+
+
+def written_by_a_live_process(journal: Path) -> None:
+    """The journal's writer is another process that lives (init, started before it wrote)."""
+    doc = json.loads(journal.read_text())
+    doc["pid"] = 1
+    journal.write_text(json.dumps(doc))
 
 
 def written_by_a_gone_process(journal: Path, *, same_pid: bool = False) -> None:

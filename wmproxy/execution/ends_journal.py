@@ -6,15 +6,19 @@ find the old one). Until the database takes the record the end lives in the work
 (:attr:`~wmproxy.execution.worker.ExecutionWorker.unrecorded`): for the moment of the commit,
 or for as long as an outage lasts. Should the worker stop or die meanwhile, adoption would find
 the job Running with no work dir: a shallow failure, and a Done job run again. So the worker
-writes a cycle's ends to ``<work root>/.unrecorded-ends/<host>.<pid>.<worker name>.json`` before
+writes a cycle's ends to ``<work root>/.unrecorded-ends/<host>.<pid>.<life>.<worker name>.json``
+(``life``: a random token per process life) before
 it releases their work dirs (not synced: what a killed process wrote is still read; a host crash
 loses the unsynced status files too), writes the file again, synced, as soon as the database
 refuses them, and removes it once they are recorded. Any worker on the host takes over the files
 of workers whose process is gone (this one restarted, a peer) and records their ends; no worker
 adopts a job that a journal on its host holds an end of, whoever holds it.
 
-Recording an end twice is harmless (:class:`~wmproxy.services.retries.AttemptEnd`'s attempt
-guard; a Done or Cleared job is never ended again), so two workers taking the same file is safe.
+A worker takes a journal over only under its ``flock`` (:func:`lock`), held until the file is
+removed, so two workers never act on the same ends (the taker may release a work dir the dead
+writer left). Recording an end twice is harmless all the same
+(:class:`~wmproxy.services.retries.AttemptEnd`'s attempt guard; a Done or Cleared job is never
+ended again).
 
 File (JSON, 0600, in a 0700 directory of the worker's user, written to a temporary file, synced
 when kept through an outage, and renamed)::
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -85,15 +90,37 @@ class Journal:
     ends: list[tuple[str, AttemptEnd]]
 
 
-def journal_path(work_root: Path, host: str, pid: int, worker: str) -> Path:
+def journal_path(work_root: Path, host: str, pid: int, worker: str, life: str = "") -> Path:
     """The journal file of the worker process ``pid`` named ``worker`` on ``host`` below
-    ``work_root`` (one per process: a name reused by another process, or on another host of a
-    shared work root, never shares it)."""
-    return work_root / DIR_NAME / f"{to_filename(host)}.{pid}.{to_filename(worker)[:_NAME_ROOM]}{_SUFFIX}"
+    ``work_root``, ``life`` a token the process chose at random (one file per process life: a
+    name reused by another process, a pid reused by a restarted worker as pid 1 of a container,
+    or another host of a shared work root never shares it)."""
+    pid_part = f"{pid}.{life}" if life else str(pid)
+    return work_root / DIR_NAME / f"{to_filename(host)}.{pid_part}.{to_filename(worker)[:_NAME_ROOM]}{_SUFFIX}"
+
+
+def lock(path: Path) -> int | None:
+    """Take the journal ``path`` for this process: its exclusive ``flock``, without waiting,
+    held by the returned descriptor until it is closed (or the process ends); None when
+    another process holds it or the file is gone. A worker takes a gone worker's journal over
+    only under this lock, so two never act on the same ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def save(work_root: Path, worker: str, host: str, pid: int, ends: Sequence[tuple[str, AttemptEnd]], *,
-         durable: bool = True) -> Path:
+         durable: bool = True, life: str = "") -> Path:
     """Write ``ends`` as the journal of worker process ``pid``, replacing its previous one
     atomically and, with ``durable``, durably (the file and its directory synced); creates the
     journal directory (0700). Without ``durable`` the journal outlives the worker's process but
@@ -106,7 +133,7 @@ def save(work_root: Path, worker: str, host: str, pid: int, ends: Sequence[tuple
         OSError: it cannot be written (e.g. the work root's file system is full), or the
             journal directory is not a directory of this user closed to others.
     """
-    path = journal_path(work_root, host, pid, worker)
+    path = journal_path(work_root, host, pid, worker, life)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path.parent, 0o700)
     dir_fd = _open_dir(path.parent)

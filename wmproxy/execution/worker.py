@@ -58,6 +58,7 @@ import errno
 import functools
 import logging
 import os
+import secrets
 import shlex
 import socket
 import threading
@@ -207,9 +208,14 @@ class ExecutionWorker:
         self._journal: Path | None = None  # this worker's ends journal, while it holds one
         self._journaled: list[tuple[str, AttemptEnd]] = []  # what it holds (not written again)
         self._synced = False  # whether that journal was synced to disk
-        #: journals of gone workers whose ends this one took: removed once its own journal holds
-        #: them (or they are recorded), never taken again meanwhile
-        self._taken: set[Path] = set()
+        #: journals of gone workers whose ends this one took, with the descriptor holding each
+        #: one's lock (:func:`~wmproxy.execution.ends_journal.lock`): removed once its own journal
+        #: holds them (or they are recorded), never taken again meanwhile
+        self._taken: dict[Path, int] = {}
+        #: this process life's journal file (a random token: a restart with the same pid as
+        #: pid 1 of a container never writes over its previous life's journal)
+        self._life = secrets.token_hex(4)
+        self.journal_path = ends_journal.journal_path(self.work_root, self.host, self.pid, self.name, self._life)
         self.cancel_running_on_exit = cancel_running_on_exit
         self._next_heartbeat = 0.0
         self._next_cancel_check = 0.0
@@ -793,7 +799,7 @@ class ExecutionWorker:
         try:  # an outage's cycles write the same ends once (made durable once)
             if ends and (self._journal is None or ends != self._journaled or (durable and not self._synced)):
                 self._journal = ends_journal.save(self.work_root, self.name, self.host, self.pid, ends,
-                                                  durable=durable)
+                                                  durable=durable, life=self._life)
                 self._journaled, self._synced = ends, durable
             elif not ends and self._journal is not None:
                 ends_journal.remove(self._journal)
@@ -808,11 +814,11 @@ class ExecutionWorker:
             return False
         for path in sorted(self._taken):
             try:
-                if path != self._journal:  # (a gone process's pid in the name, reused by this one)
-                    ends_journal.remove(path)
-                self._taken.discard(path)
+                ends_journal.remove(path)
             except OSError as exc:
                 log.error("ends journal %s taken over but not removed: %s", path, exc)
+                continue
+            os.close(self._taken.pop(path))  # its lock, held until the file is gone
         return True
 
     def _take_journals(self) -> set[str] | None:
@@ -832,16 +838,31 @@ class ExecutionWorker:
         if found is None:  # the directory kept changing: which jobs the journals hold is not known
             return None
         for journal in found:
-            # this process's own journal is alive; one an earlier process with the same pid left is not
-            if journal.path in self._taken or worker_alive(journal.pid, journal.written_at):
-                journaled.update(job_id for job_id, _end in journal.ends)
+            ids = [job_id for job_id, _end in journal.ends]
+            # This life's own journal, and any other process's that lives, are not taken; another
+            # file with this pid is a previous life's (one file per life), whatever its time says.
+            if journal.path == self.journal_path or journal.path in self._taken or (
+                    journal.pid != self.pid and worker_alive(journal.pid, journal.written_at)):
+                journaled.update(ids)
                 continue
-            new = self._without_work_dirs([(job_id, end) for job_id, end in journal.ends if job_id not in have],
-                                          journal.worker)
+            fd = ends_journal.lock(journal.path)
+            if fd is None:  # another worker is taking it over (or has)
+                journaled.update(ids)
+                continue
+            try:
+                new = self._without_work_dirs([(job_id, end) for job_id, end in journal.ends if job_id not in have],
+                                              journal.worker)
+            except BaseException:
+                os.close(fd)
+                raise
+            if new is None:  # a work dir it left cannot be released here (yet): taken at a later heartbeat
+                os.close(fd)
+                journaled.update(ids)
+                continue
             journaled.update(job_id for job_id, _end in new)
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
-            self._taken.add(journal.path)
+            self._taken[journal.path] = fd
             taken = True
             log.warning("execution worker %s takes over %d end(s) that worker %s (pid %d) could not record: %s",
                         self.name, len(new), journal.worker, journal.pid, ", ".join(job_id for job_id, _end in new))
@@ -849,18 +870,21 @@ class ExecutionWorker:
             self._keep_journal()  # theirs are removed only once this worker's journal holds their ends
         return journaled
 
-    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]], writer: str) -> list[tuple[str, AttemptEnd]]:
-        """The ends of a gone worker's journal still to record, with no work dir of theirs left.
+    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]],
+                           writer: str) -> list[tuple[str, AttemptEnd]] | None:
+        """The ends of a gone worker's journal (taken under its lock) still to record, with no
+        work dir of theirs left; None when the journal cannot be taken over here yet.
 
         A work dir still under a job's name (both backends name it after the job id in the one
-        work root) means its writer was killed before or while it released it (its status
-        may be half gone). If the job is still on the journaled attempt and held by the
-        journal's writer (no other worker, nor this one, follows it), the dir is that
-        attempt's: released now as the writer would have (its backend's ``release``), before
-        the end is recorded (a resubmission must not find it), and the journaled end is the
-        one recorded (it may say what the dir cannot: a cancel, the outputs collected).
-        Otherwise the dir is a run that some worker follows (a later attempt, or this one
-        adopted or claimed again): left alone, and the end dropped.
+        work root) means the writer was killed before or while it released it (its status may
+        be half gone). If the job is still on the journaled attempt, the dir is that attempt's:
+        released now as the writer would have (its backend's ``release``), before the end is
+        recorded (a resubmission must not find it), and the journaled end is the one recorded
+        (it may say what the dir cannot: a cancel, the outputs collected). This worker does so
+        for a job held by the writer or by itself (adopted meanwhile) and followed by no run
+        here; a job another worker holds is left to it (None), as is one whose backend this
+        worker lacks or whose wrapper still runs. A dir under that name while the job is on a
+        later attempt (or ended) is that attempt's: left alone, and the end dropped.
 
         Raises:
             SQLAlchemyError: the database failed (nothing is taken then).
@@ -871,21 +895,30 @@ class ExecutionWorker:
         held = service.attempts_in_flight(self.rt, left)
         kept = []
         for job_id, end in ends:
-            if job_id in left:
-                info = held.get(job_id)
-                backend = self.backends.get(info.backend_ref.split(":", 1)[0]) if info and info.backend_ref else None
-                handle = None
-                if (backend is not None and info is not None and info.worker == writer
-                        and job_id not in self.running and job_id not in self.ahead
-                        and (end.attempt is None or info.attempt == end.attempt)):
-                    with contextlib.suppress(WMProxyError):
-                        handle = backend.attach(info.backend_ref or "", _account(info.local_account))
-                if backend is None or handle is None:
-                    log.warning("job %s: a journaled end of worker %s dropped: its work dir is followed by another run",
-                                job_id, writer)
-                    continue
-                self._release(backend, handle)
-                log.warning("job %s: the work dir worker %s left of its ended attempt is released", job_id, writer)
+            if job_id not in left:
+                kept.append((job_id, end))
+                continue
+            info = held.get(job_id)
+            if info is None or (end.attempt is not None and info.attempt != end.attempt):
+                log.warning("job %s: a journaled end of worker %s dropped: its work dir is a later attempt's",
+                            job_id, writer)
+                continue
+            if info.worker not in (writer, self.name) or job_id in self.running or job_id in self.ahead:
+                log.info("job %s: a journaled end of worker %s is left to worker %s, which holds the job",
+                         job_id, writer, info.worker)
+                return None
+            backend = self.backends.get((info.backend_ref or "").split(":", 1)[0])
+            try:
+                handle = backend.attach(info.backend_ref or "", _account(info.local_account)) if backend else None
+            except WMProxyError as exc:
+                log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer, exc)
+                return None
+            if backend is None or handle is None or backend.poll(handle) is None:
+                log.error("job %s: the work dir worker %s left cannot be released here (no %r backend, or its "
+                          "wrapper runs)", job_id, writer, info.backend_ref)
+                return None
+            self._release(backend, handle)
+            log.warning("job %s: the work dir worker %s left of its ended attempt is released", job_id, writer)
             kept.append((job_id, end))
         return kept
 
@@ -939,7 +972,7 @@ class ExecutionWorker:
     def _release(self, backend: ExecutionBackend, handle: RunHandle) -> None:
         try:
             backend.release(handle)
-        except BackendError as exc:
+        except WMProxyError as exc:  # BackendError, or IdentityError from the work root's checks
             log.warning("could not remove the work directory %s: %s", handle.work_dir, exc)
 
     # --- cancelling ----------------------------------------------------------------

@@ -17,7 +17,16 @@ import pytest
 
 from wmproxy.domain import JobState
 from wmproxy.execution import ends_journal
-from wmproxy.execution.ends_journal import DIR_NAME, MAX_BYTES, Journal, journal_path, journals, remove, save
+from wmproxy.execution.ends_journal import (
+    DIR_NAME,
+    MAX_BYTES,
+    Journal,
+    journal_path,
+    journals,
+    lock,
+    remove,
+    save,
+)
 from wmproxy.services.retries import AttemptEnd
 
 DONE = AttemptEnd(JobState.DONE, exit_code=5, reason="output sandbox file x not collected: missing",
@@ -210,3 +219,17 @@ def test_a_journal_not_opened_for_want_of_file_descriptors_makes_the_answer_unkn
     assert "Too many open files" in caplog.text and "unreadable and left alone" not in caplog.text
     monkeypatch.undo()
     assert [j.pid for j in journals(tmp_path, "host-a") or []] == [10]
+
+
+def test_a_journal_is_taken_by_one_process_at_a_time(tmp_path: Path) -> None:
+    path = save(tmp_path, "w1", "host-a", 10, ENDS, life="0a1b2c3d")
+    assert path.name == "host-a.10.0a1b2c3d.w1.json"  # one file per process life
+    first = lock(path)
+    assert first is not None
+    assert lock(path) is None  # another open of it (another worker): busy, not waited for
+    os.close(first)
+    second = lock(path)
+    assert second is not None
+    os.close(second)
+    remove(path)
+    assert lock(path) is None  # taken and removed already
