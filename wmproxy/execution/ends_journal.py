@@ -102,19 +102,37 @@ def journal_path(work_root: Path, host: str, pid: int, worker: str, life: str = 
 def lock(path: Path) -> int | None:
     """Take the journal ``path`` for this process: its exclusive ``flock``, without waiting,
     held by the returned descriptor until it is closed (or the process ends); None when
-    another process holds it or the file is gone. A worker takes a gone worker's journal over
-    only under this lock, so two never act on the same ends."""
+    another process holds it, the file is gone (taken over and removed meanwhile) or cannot be
+    opened (logged). A worker takes a gone worker's journal over only under this lock, so two
+    never act on the same ends. On a file system without ``flock`` (NFS without its lock
+    manager, Lustre mounted ``noflock``) the journal is taken without the lock (logged).
+    The file is opened for writing: NFS grants an exclusive lock only on such a descriptor.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        log.error("ends journal %s cannot be opened to be taken over: %s", path, exc)
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            log.warning("ends journal %s taken over without a lock (%s): the file system has no flock", path, exc)
+        if os.fstat(fd).st_nlink == 0:  # removed by the worker that held it before this lock
+            os.close(fd)
+            return None
+    except OSError as exc:
+        log.error("ends journal %s cannot be taken over: %s", path, exc)
         os.close(fd)
         return None
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
     return fd
 
