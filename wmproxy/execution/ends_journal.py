@@ -252,14 +252,9 @@ def _scan(dir_fd: int, directory: Path, prefix: str, host: str) -> list[Journal]
             continue
         try:
             journal = _read(dir_fd, directory / name)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            if exc.errno in _PASSING:
-                raise  # the journal may be fine: which jobs it holds is not known
-            log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
-            continue
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and exc.errno in _PASSING):
+                raise  # removed meanwhile, or the journal may be fine: which jobs it holds is not known
             log.error("ends journal %s is unreadable and left alone: %s", directory / name, exc)
             continue
         if journal.host == host:

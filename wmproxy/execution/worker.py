@@ -835,7 +835,7 @@ class ExecutionWorker:
         have = {job_id for job_id, _end in self.unrecorded}
         taken = False
         found = ends_journal.journals(self.work_root, self.host)
-        if found is None:  # the directory kept changing: which jobs the journals hold is not known
+        if found is None:  # unreadable, or kept changing: which jobs the journals hold is not known
             return None
         for journal in found:
             ids = [job_id for job_id, _end in journal.ends]
@@ -907,7 +907,7 @@ class ExecutionWorker:
                 log.info("job %s: a journaled end of worker %s is left to worker %s, which holds the job",
                          job_id, writer, info.worker)
                 return None
-            backend = self.backends.get((info.backend_ref or "").split(":", 1)[0])
+            backend = self.backends.get(info.backend)
             try:
                 handle = backend.attach(info.backend_ref or "", _account(info.local_account)) if backend else None
             except WMProxyError as exc:

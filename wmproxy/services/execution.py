@@ -113,9 +113,15 @@ class StartOrder:
     attempt: int = 0
 
 
+def _backend_kind(backend_ref: str | None) -> str:
+    """The backend kind a stored backend reference names (``local:...``, ``slurm:...``); ``local``
+    for none."""
+    return backend_ref.split(":", 1)[0] if backend_ref else "local"
+
+
 def _order(rt: Runtime, job: Job, proxy_pem: bytes) -> StartOrder:
     """The order of a job a worker holds (adoption: its destination and backend from the row)."""
-    kind = job.backend_ref.split(":", 1)[0] if job.backend_ref else "local"
+    kind = _backend_kind(job.backend_ref)
     return _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
                         JobState(job.state), job.backend_ref, proxy_pem,
                         Destination(ce_id=job.destination or "", backend=kind), parse_jdl(job.jdl_registered))
@@ -642,6 +648,7 @@ class InFlight(NamedTuple):
 
     attempt: int  # shallow plus deep retries
     worker: str | None  # the worker that holds it
+    backend: str  # the kind its backend_ref names
     backend_ref: str | None
     local_account: str | None
 
@@ -651,8 +658,8 @@ def attempts_in_flight(rt: Runtime, job_ids: Collection[str]) -> dict[str, InFli
     in_flight = {JobState.SCHEDULED.value, JobState.RUNNING.value}
     with rt.uow() as uow:
         jobs = [uow.jobs.get(job_id) for job_id in job_ids]
-        return {job.id: InFlight(job.shallow_retries + job.deep_retries, job.worker, job.backend_ref,
-                                 job.local_account)
+        return {job.id: InFlight(job.shallow_retries + job.deep_retries, job.worker, _backend_kind(job.backend_ref),
+                                 job.backend_ref, job.local_account)
                 for job in jobs if job is not None and job.state in in_flight}
 
 
