@@ -73,6 +73,20 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account
 
 
 @pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], bool]]:
+    """Every ends journal written from now on, as (its job ids, whether it was synced)."""
+    written: list[tuple[list[str], bool]] = []
+    save = ends_journal.save
+
+    def watched(*args: Any, durable: bool = True, **kwargs: Any) -> Path:
+        written.append(([job_id for job_id, _end in args[4]], durable))
+        return save(*args, durable=durable, **kwargs)
+
+    monkeypatch.setattr(ends_journal, "save", watched)
+    return written
+
+
+@pytest.fixture
 def alice(rt: Runtime, pki: Pki) -> Principal:
     principal = principal_of(pki, "alice")
     delegate_in_process(rt, principal, pki.users["alice"].proxy, "exec")
@@ -463,16 +477,8 @@ class TestOutage:
 
     def test_the_cycles_journal_is_synced_once_the_database_refuses_its_ends(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
-        monkeypatch: pytest.MonkeyPatch
+        writes: list[tuple[list[str], bool]]
     ) -> None:
-        writes: list[tuple[list[str], bool]] = []
-        save = ends_journal.save
-
-        def watched(*args: Any, durable: bool = True, **kwargs: Any) -> Path:
-            writes.append(([job_id for job_id, _end in args[4]], durable))
-            return save(*args, durable=durable, **kwargs)
-
-        monkeypatch.setattr(ends_journal, "save", watched)
         worker = workers("w1")
         with ended_in_an_outage(rt, alice, worker) as job_id:
             for _ in range(3):  # more cycles of the outage: the journal is not written again
@@ -486,16 +492,8 @@ class TestOutage:
 
     def test_a_journal_holding_refused_ends_stays_synced_when_the_next_ends_join_it(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
-        monkeypatch: pytest.MonkeyPatch
+        writes: list[tuple[list[str], bool]]
     ) -> None:
-        writes: list[tuple[list[str], bool]] = []
-        save = ends_journal.save
-
-        def watched(*args: Any, durable: bool = True, **kwargs: Any) -> Path:
-            writes.append(([job_id for job_id, _end in args[4]], durable))
-            return save(*args, durable=durable, **kwargs)
-
-        monkeypatch.setattr(ends_journal, "save", watched)
         worker = workers("w1")
         other = running(rt, alice, worker)
         go = work_dir(rt, other) / "go"
