@@ -2,7 +2,8 @@
 #   make demo   set up a virtualenv, start the service and a worker on a throwaway PKI
 #               and SQLite database, and run a real job with the CLI
 #   make test   set up (system packages and PostgreSQL when run as root), lint, and run all tests
-#               on Python 3.11, and at the same time the 3.13 subset (.ci/test-pythons.sh)
+#               on Python 3.11, and at the same time the 3.13 subset and the Slurm tests
+#               (.ci/test-pythons.sh; PYTEST_WORKERS=0 runs the 3.11 session in one process)
 #   make lint   ruff and mypy only (configured in pyproject.toml)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,7 +29,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The whole suite on Python 3.11 and, concurrently, the 3.13 run (.venv313; what runs where:
+# The whole suite on Python 3.11 (in pytest-xdist processes) and, concurrently, the 3.13 run
+# (.venv313) and the Slurm tests (what runs where:
 # .ci/test-pythons.sh). PYTHON313=/path/to/python3.13 if it is not under ~/.pyenv or on PATH.
 test: venv system lint
 	PYTEST_ARGS="$(PYTEST_ARGS)" MAKE="$(MAKE)" bash .ci/test-pythons.sh

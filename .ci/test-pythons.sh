@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# `make test`: the whole suite on Python 3.11 (.venv) and, at the same time, the 3.13 run (.venv313).
+# `make test`: the whole suite on Python 3.11 (.venv) and, at the same time, the 3.13 run (.venv313)
+# and the Slurm tests.
 #
 # What runs where (README "Python versions"):
-#   3.11  every test (PYTEST_ARGS are passed on); without PYTEST_ARGS, SIDE_311 (tests/slurm and the two
-#         MyProxy renewal modules) runs in a second 3.11 session after the 3.13 run, beside the main
-#         3.11 session, which skips it (log in $LOG_SIDE, printed at the end)
-#   3.13  TESTS_313: unit, functional (the SOAP contract in process), fuzz, store (SQLite and
-#         PostgreSQL), the layout checks, the unit files, and an integration slice: the CLI end to
-#         end (test_cli.py), every SOAP operation (test_operations.py) and the workers
-#         (test_workers.py), each on SQLite and PostgreSQL with real gunicorn and worker processes.
-#         Not on 3.13: the rest of integration/, slurm/ and packaging/test_wheel.py (time).
+#   3.11  every test (PYTEST_ARGS are passed on), in PYTEST_WORKERS pytest-xdist processes (default
+#         3; 0 for one process), each test file in one of them (--dist loadfile: a module's
+#         deployment is started once). Without PYTEST_ARGS, SIDE_311 (tests/slurm: one throwaway
+#         Slurm cluster per session) runs in a second, single-process 3.11 session beside the
+#         others (log in $LOG_SIDE, printed at the end), and the main session skips it.
+#   3.13  TESTS_313, in PYTEST_WORKERS_313 processes (default 2): unit, functional (the SOAP contract
+#         in process), fuzz, store (SQLite and PostgreSQL), the layout checks, the unit files, and an
+#         integration slice: the CLI end to end (test_cli.py), every SOAP operation
+#         (test_operations.py) and the workers (test_workers.py), each on SQLite and PostgreSQL with
+#         real gunicorn and worker processes. Not on 3.13: the rest of integration/, slurm/ and
+#         packaging/test_wheel.py (time).
 # As root the integration tests run the service and the worker as a throwaway service user, who
 # cannot reach an interpreter under /root/.pyenv: a copy of the 3.13 interpreter and its standard
 # library (no site-packages) is kept in SHARED_PY313 and named by WMPROXY_TEST_SYSTEM_PYTHON, with
 # LD_LIBRARY_PATH for its libpython (jobs still run /usr/bin/python3's job wrapper).
-# Both runs share the 2 cores; the 3.13 run is a fraction of the 3.11 one, so the two together stay
-# within the CI budget (25 minutes). Its output goes to $LOG_313 and is printed at the end. Under
-# CI=true a missing Python 3.13 fails; elsewhere it is skipped with a warning, as it is with
-# SKIP_313=1 (e.g. `make test SKIP_313=1 PYTEST_ARGS=tests/unit`).
+# The suite mostly waits for processes it started (one process used about 1.1 of the 2 cores), so
+# the three sessions run at once: in one clean-clone run (4 December 2026) one process per session,
+# the 3.13 run and then Slurm after it took 15:44 in all, and 3 pytest-xdist processes brought the
+# main session from 12:57 to 6:26. Every test waits for conditions with generous deadlines, never
+# for a speed, so the extra load changes no outcome. The 3.13 output goes to $LOG_313 and is
+# printed at the end. Under CI=true a missing Python 3.13 fails; elsewhere it is skipped with a
+# warning, as it is with SKIP_313=1 (e.g. `make test SKIP_313=1 PYTEST_ARGS=tests/unit`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,13 +37,9 @@ PYTHON313=${PYTHON313:-$(command -v python3.13 || true)}
 
 run_313=""
 env_313=()
-# The full suite (no PYTEST_ARGS): SIDE_311's directories and files run in a second 3.11 session
-# once the 3.13 run is done, beside the main 3.11 run (which skips them). The suite mostly waits for
-# processes (load about 1.5 on the 2 cores), so this takes minutes off the wall time. What goes
-# there balances the two: the main session took 23:34 and 3.13 + Slurm 13:57 (7:30 + 6:27) in one
-# clean-clone run (3 December 2026); test_renewal.py and test_renewal_info.py (about 230 s, each
-# with its own myproxy-server on a free port, as tests/slurm's renewal test has) move over.
-SIDE_311=${SIDE_311-tests/slurm tests/integration/test_renewal.py tests/integration/test_renewal_info.py}
+WORKERS=${PYTEST_WORKERS:-3}
+WORKERS_313=${PYTEST_WORKERS_313:-2}
+SIDE_311=${SIDE_311-tests/slurm}
 LOG_SIDE=${LOG_SIDE:-test-3.11-side.log}
 [[ -n "${PYTEST_ARGS:-}" ]] && SIDE_311=""
 if [[ "${SKIP_313:-}" == "1" && "${CI:-}" != "true" ]]; then
@@ -70,43 +73,37 @@ fi
 
 rc_dir=$(mktemp -d)
 trap 'rm -rf "$rc_dir"' EXIT
-pid_bg=""
+pids=()
 side_ignore=()
 for dir in $SIDE_311; do side_ignore+=("--ignore=$dir"); done
-if [[ -n "$run_313" || -n "$SIDE_311" ]]; then
-    (
-        if [[ -n "$run_313" ]]; then
-            # shellcheck disable=SC2086  # TESTS_313 is a list of paths
-            env "${env_313[@]}" .venv313/bin/pytest -q -p no:cacheprovider $TESTS_313 > "$LOG_313" 2>&1
-            echo $? > "$rc_dir/313"
-        fi
-        if [[ -n "$SIDE_311" ]]; then
-            # shellcheck disable=SC2086  # SIDE_311 is a list of paths
-            .venv/bin/pytest -q -p no:cacheprovider $SIDE_311 > "$LOG_SIDE" 2>&1
-            echo $? > "$rc_dir/side"
-        fi
-    ) &
-    pid_bg=$!
+if [[ -n "$run_313" ]]; then
+    # shellcheck disable=SC2086  # TESTS_313 is a list of paths
+    (env "${env_313[@]}" .venv313/bin/pytest -q -p no:cacheprovider -n "$WORKERS_313" --dist loadfile $TESTS_313 \
+         > "$LOG_313" 2>&1; echo $? > "$rc_dir/313") &
+    pids+=($!)
+fi
+if [[ -n "$SIDE_311" ]]; then
+    # shellcheck disable=SC2086  # SIDE_311 is a list of paths
+    (.venv/bin/pytest -q -p no:cacheprovider -p no:xdist $SIDE_311 > "$LOG_SIDE" 2>&1; echo $? > "$rc_dir/side") &
+    pids+=($!)
 fi
 
 # shellcheck disable=SC2086  # PYTEST_ARGS are pytest's words
-.venv/bin/pytest "${side_ignore[@]}" ${PYTEST_ARGS:-}
+.venv/bin/pytest -n "$WORKERS" --dist loadfile "${side_ignore[@]}" ${PYTEST_ARGS:-}
 rc_311=$?
 
 rc_313=0
 rc_side=0
-if [[ -n "$pid_bg" ]]; then
-    wait "$pid_bg"
-    if [[ -n "$run_313" ]]; then
-        rc_313=$(cat "$rc_dir/313" 2>/dev/null || echo 1)
-        echo "=== Python 3.13 run ($TESTS_313): exit status $rc_313, full log in $LOG_313 ==="
-        if ((rc_313)); then cat "$LOG_313"; else tail -n 5 "$LOG_313"; fi
-    fi
-    if [[ -n "$SIDE_311" ]]; then
-        rc_side=$(cat "$rc_dir/side" 2>/dev/null || echo 1)
-        echo "=== Python 3.11 side run ($SIDE_311): exit status $rc_side, full log in $LOG_SIDE ==="
-        if ((rc_side)); then cat "$LOG_SIDE"; else tail -n 40 "$LOG_SIDE"; fi
-    fi
+for pid in "${pids[@]}"; do wait "$pid"; done
+if [[ -n "$run_313" ]]; then
+    rc_313=$(cat "$rc_dir/313" 2>/dev/null || echo 1)
+    echo "=== Python 3.13 run ($TESTS_313): exit status $rc_313, full log in $LOG_313 ==="
+    if ((rc_313)); then cat "$LOG_313"; else tail -n 5 "$LOG_313"; fi
+fi
+if [[ -n "$SIDE_311" ]]; then
+    rc_side=$(cat "$rc_dir/side" 2>/dev/null || echo 1)
+    echo "=== Python 3.11 side run ($SIDE_311): exit status $rc_side, full log in $LOG_SIDE ==="
+    if ((rc_side)); then cat "$LOG_SIDE"; else tail -n 40 "$LOG_SIDE"; fi
 fi
 echo "=== Python 3.11: exit status $rc_311 (side run $rc_side); Python 3.13: exit status $rc_313 ==="
 ((rc_311 == 0 && rc_side == 0 && rc_313 == 0))

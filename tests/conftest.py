@@ -154,8 +154,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in drop]
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker, hand the hostile cases it tried to the controller
+    (``workeroutput``, read by :func:`pytest_testnodedown`)."""
+    from tests.fuzz.support import HOSTILE
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["hostile_cases"] = dict(HOSTILE)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown with -p no:xdist
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the pytest-xdist controller, add up the hostile cases a worker tried."""
+    from tests.fuzz.support import tried
+
+    for kind, count in getattr(node, "workeroutput", {}).get("hostile_cases", {}).items():
+        tried(kind, count)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print how many hostile cases the session tried (issue 10; ``tests/fuzz/support.py``)."""
+    """Print how many hostile cases the session tried (issue 10; ``tests/fuzz/support.py``),
+    its pytest-xdist workers' included."""
     from tests.fuzz.support import summary
 
     line = summary()
