@@ -28,7 +28,6 @@ import logging
 import secrets
 import shlex
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,10 +195,10 @@ def _ended_message(job: Job) -> str:
     return text
 
 
-def result(rt: Runtime, principal: Principal, request_id: str, timeout: float,
-           sleep: Callable[[float], None] = time.sleep) -> InspectionResult:
+def result(rt: Runtime, principal: Principal, request_id: str, timeout: float) -> InspectionResult:
     """The request's outcome, waiting up to ``timeout`` seconds (at most :data:`MAX_WAIT`)
-    for it to finish; returns the current state when it has not.
+    for it to finish; returns the current state when it has not, or once the service
+    stops (``rt.stopping``).
 
     Raises:
         InvalidArgumentError: unknown request id (or its job was purged), negative timeout.
@@ -212,7 +211,8 @@ def result(rt: Runtime, principal: Principal, request_id: str, timeout: float,
         found = _look(rt, principal, request_id)
         if found.finished or time.monotonic() >= deadline:
             return found
-        sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+        if rt.stopping.wait(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic()))):
+            return found
 
 
 def _look(rt: Runtime, principal: Principal, request_id: str) -> InspectionResult:
@@ -303,10 +303,10 @@ def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, 
     return job
 
 
-def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait: float,
-               sleep: Callable[[float], None] = time.sleep) -> AgentTask | None:
+def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait: float) -> AgentTask | None:
     """The next request for the job's agent, taken (``running``); None after ``wait``
-    seconds (at most :data:`MAX_WAIT`) without one.
+    seconds (at most :data:`MAX_WAIT`) without one, or once the service stops
+    (``rt.stopping``: the agent asks again, of the service restarted).
 
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
@@ -322,9 +322,9 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
             if request is not None:
                 request.state, request.started_at = RUNNING, _now()
                 return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or rt.stopping.wait(min(POLL_INTERVAL * 2,
+                                                                  max(0.0, deadline - time.monotonic()))):
             return None
-        sleep(min(POLL_INTERVAL * 2, max(0.0, deadline - time.monotonic())))
 
 
 def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,

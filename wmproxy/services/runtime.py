@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,12 +17,18 @@ from wmproxy.store import UnitOfWork, make_engine, make_session_factory
 
 @dataclass
 class Runtime:
-    """Settings plus the process-wide collaborators (database, sealer, sandbox storage)."""
+    """Settings plus the process-wide collaborators (database, sealer, sandbox storage).
+
+    ``stopping`` is set when the process begins to stop (the gunicorn worker's SIGTERM,
+    :mod:`wmproxy.soap.tls_worker`): a request held open to wait (an inspection long-poll) is
+    answered at once, so a graceful stop does not wait out the hold.
+    """
 
     settings: Settings
     session_factory: sessionmaker[Session]
     sealer: Sealer
     storage: FilesystemSandboxStorage
+    stopping: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

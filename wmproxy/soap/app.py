@@ -209,5 +209,11 @@ class _LazyApplication:
             self._app = create_app()
         return self._app(environ, start_response)
 
+    def stop(self) -> None:
+        """The worker begins to stop (its SIGTERM): requests held open to wait are answered
+        at once (``Runtime.stopping``); safe to call from a signal handler."""
+        if self._app is not None:
+            self._app.runtime.stopping.set()
+
 
 application = _LazyApplication()

@@ -48,6 +48,14 @@ class HandshakeWorker(ThreadWorker):
         self.handshake_timeout = load_settings().load.handshake_timeout
         super().init_process()
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM, a graceful stop: the application's held waits (inspection long-polls, up to
+        30 s) are answered at once (its ``stop``), then gthread waits for the requests in flight."""
+        stop = getattr(self.wsgi, "stop", None)
+        if callable(stop):
+            stop()
+        super().handle_exit(sig, frame)
+
     def accept(self, listener: socket.socket) -> None:
         """Accept one connection and start its handshake (without a request thread)."""
         if not self.cfg.is_ssl:
