@@ -15,16 +15,20 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime
+from tests.support import build_runtime, close_runtime, delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import job_account, work_root
 from wmproxy.admin import upgrade_database
 from wmproxy.config import DatabaseSettings, MappingSettings, Settings
+from wmproxy.domain import Principal
 from wmproxy.execution.identity import Account
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import make_engine, make_session_factory
 from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
 
-__all__ = ["factory", "job_account", "store_key_dir", "work_root"]
+__all__ = ["alice", "factory", "job_account", "store_key_dir", "work_root"]
+
+#: The delegation id of alice's proxy in the store tests' runtimes (``alice``); their jobs name it.
+DELEGATION = "exec"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,14 @@ def down_to(factory: sessionmaker[Session],
             engine.dispose()
 
     return migrated
+
+
+@pytest.fixture
+def alice(rt: Runtime, pki: Pki) -> Principal:
+    """alice, with a proxy delegated under :data:`DELEGATION` to the requesting module's ``rt``."""
+    principal = principal_of(pki, "alice")
+    delegate_in_process(rt, principal, pki.users["alice"].proxy, DELEGATION)
+    return principal
 
 
 @pytest.fixture(scope="module")

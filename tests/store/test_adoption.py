@@ -42,7 +42,6 @@ from tests.store.worker_support import (
     until,
     work_dir,
 )
-from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution import ends_journal
@@ -85,12 +84,6 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], bool]]:
     monkeypatch.setattr(ends_journal, "save", watched)
     return written
 
-
-@pytest.fixture
-def alice(rt: Runtime, pki: Pki) -> Principal:
-    principal = principal_of(pki, "alice")
-    delegate_in_process(rt, principal, pki.users["alice"].proxy, "exec")
-    return principal
 
 
 @pytest.fixture

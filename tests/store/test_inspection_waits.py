@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime, delegate_in_process, principal_of
+from tests.support import build_runtime, close_runtime
 from wmproxy.domain import JobState, Principal
 from wmproxy.services import inspection
 from wmproxy.services.runtime import Runtime
@@ -33,17 +33,11 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iter
         close_runtime(runtime)
 
 
-@pytest.fixture
-def alice(rt: Runtime, pki: Pki) -> Principal:
-    principal = principal_of(pki, "alice")
-    delegate_in_process(rt, principal, pki.users["alice"].proxy, "insp")
-    return principal
-
 
 @pytest.fixture
 def running_job(rt: Runtime, alice: Principal) -> str:
     """A job marked Running (no worker: nothing here answers the agent's side)."""
-    job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "insp").job_id
+    job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "exec").job_id
     with rt.uow() as uow:
         uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state=JobState.RUNNING.value))
     return job_id

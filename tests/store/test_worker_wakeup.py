@@ -21,7 +21,6 @@ import pytest
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.config import SlurmSettings
 from wmproxy.domain import JobState, Principal, utcnow
@@ -46,12 +45,6 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account
         yield runtime
 
 
-@pytest.fixture
-def alice(rt: Runtime, pki: Pki) -> Principal:
-    principal = principal_of(pki, "alice")
-    delegate_in_process(rt, principal, pki.users["alice"].proxy, "wake")
-    return principal
-
 
 @pytest.fixture
 def wakeup(rt: Runtime) -> Iterator[Wakeup]:
@@ -71,12 +64,12 @@ class TestQueueNotification:
         assert wakeup.listening
         if _engine_name(rt) != "postgresql":
             return  # SQLite: only a commit made during the wait wakes it (test_sqlite_wakeup.py)
-        submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake")
+        submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "exec")
         assert wakeup.wait(WOKEN_WITHIN), "jobSubmit's start request did not wake the listener"
 
     def test_a_rolled_back_enqueue_does_not_wake_it(self, rt: Runtime, alice: Principal, wakeup: Wakeup) -> None:
         wakeup.wait(0)
-        job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "wake").job_id
+        job_id = submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "exec").job_id
         postgresql = _engine_name(rt) == "postgresql"
         if postgresql:  # consume the submit's notification (SQLite: dropped when the next wait begins)
             assert wakeup.wait(WOKEN_WITHIN)
@@ -165,7 +158,7 @@ class TestLimits:
         assert worker.limits == {"local": 1, "slurm": 7}
         script = "while [ ! -e go ]; do sleep 0.1; done"
         jobs = [submit_job(rt, alice, f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; ]',
-                           "wake").job_id for _ in range(2)]
+                           "exec").job_id for _ in range(2)]
         try:
             worker.start()
             deadline = time.monotonic() + DEADLINE
