@@ -173,11 +173,13 @@ def refill_cpu_per_key(s: Site, left: int) -> float:
 KEYS_INCLUDED = "delegation / getVersion, server CPU with key generation"
 
 
-def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False) -> None:
-    """Every figure, or with ``only_delegation`` the getVersion and delegation windows alone."""
+def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
+        env: dict[str, str] | None = None, client_counts: tuple[int, ...] = (1, 4)) -> None:
+    """Every figure, or with ``only_delegation`` the getVersion and delegation windows alone;
+    ``env`` is added to the service's (and the trivial app's) environment."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        with database(kind, root) as url, site(root, url, env={"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL)}) as s:
+        with database(kind, root) as url, site(root, url, env={"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL), **(env or {})}) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
             from wmproxy.client import WMProxyClient
 
@@ -191,7 +193,7 @@ def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False) -
                 ctx_conn.close()
                 trivial, trivial_pgid = start_other_app(
                     s, "benchmarks.trivial_wsgi:application", {"WMPROXY_BENCH_REPLY": str(reply)})
-            for clients in (1, 4):
+            for clients in client_counts:
                 ratios: dict[str, list[float]] = {}
                 for _ in range(rounds):
                     windows: dict[str, Window] = {}
@@ -236,9 +238,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--only", choices=["delegation"], help="measure only delegation against getVersion")
+    parser.add_argument("--clients", default="1,4", help="client counts, comma-separated (default 1,4)")
+    parser.add_argument("--env", action="append", default=[], metavar="VAR=value",
+                        help="added to the service's environment, e.g. WMPROXY_SERVICE_THREADS=2")
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
+    clients = tuple(int(n) for n in args.clients.split(","))
     for kind in args.databases.split(","):
-        run(kind, args.rounds, args.seconds, only_delegation=args.only == "delegation")
+        run(kind, args.rounds, args.seconds, only_delegation=args.only == "delegation", env=env,
+            client_counts=clients)
 
 
 if __name__ == "__main__":
