@@ -179,7 +179,8 @@ def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
     ``env`` is added to the service's (and the trivial app's) environment."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        with database(kind, root) as url, site(root, url, env={"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL), **(env or {})}) as s:
+        service_env = {"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL), **(env or {})}
+        with database(kind, root) as url, site(root, url, env=service_env) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
             from wmproxy.client import WMProxyClient
 

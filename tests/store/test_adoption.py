@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Pki
@@ -346,6 +347,32 @@ class TestAdoption:
             assert uow.workers.take_over(seen, "w-me", ["Running"]) is None
             assert uow.workers.get("w-dead") is not None
             assert not uow.workers.heartbeat("w-dead", "node1", 2, utcnow())  # another pid's heartbeat
+
+    def test_a_dead_workers_jobs_go_to_heirs_with_their_backend_and_its_row_stays_until_all_have(
+            self, rt: Runtime, alice: Principal) -> None:
+        jobs = {ref: submit(rt, alice, "true") for ref in ("local:x", "slurm:42", None, "ready")}
+        with rt.uow() as uow:
+            uow.workers.register("w-dead", "node1", 1, utcnow() - dt.timedelta(seconds=2 * LEASE))
+            for ref, job_id in jobs.items():
+                state = JobState.READY if ref == "ready" else JobState.RUNNING
+                uow.session.execute(sa.update(Job).where(Job.id == job_id).values(
+                    state=state.value, worker="w-dead", backend_ref=None if ref == "ready" else ref))
+
+        def heir_takes(heir: str, kinds: set[str]) -> int | None:
+            with rt.uow() as uow:
+                (seen,) = uow.workers.stale("node1", utcnow() - dt.timedelta(seconds=LEASE), exclude=heir)
+                return uow.workers.take_over(seen, heir, ["Ready", "Running"], backend_kinds=kinds,
+                                             any_backend=("Ready",))
+
+        assert heir_takes("w-local", {"local"}) == 3  # local:x, the job with no reference, the Ready one
+        assert {ref: job_row(rt, job_id).worker for ref, job_id in jobs.items()} == {
+            "local:x": "w-local", "slurm:42": "w-dead", None: "w-local", "ready": "w-local"}
+        with rt.uow() as uow:
+            assert uow.workers.get("w-dead") is not None  # still holds a Slurm job
+        assert heir_takes("w-slurm", {"slurm"}) == 1
+        assert job_row(rt, jobs["slurm:42"]).worker == "w-slurm"
+        with rt.uow() as uow:
+            assert uow.workers.get("w-dead") is None  # nothing left to it
 
     def test_a_name_held_by_another_live_process_is_refused(self, rt: Runtime) -> None:
         service.register_worker(rt, "w1", "node1", 4242, lambda pid: True)
@@ -680,6 +707,32 @@ class TestOutage:
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1
 
+    def test_a_journal_whose_work_dir_needs_a_backend_the_taker_lacks_is_left_to_one_that_has_it(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], work_root: Path
+    ) -> None:
+        from wmproxy.execution.backends.slurm import SlurmExecutionBackend
+
+        owner = workers("w-owner")
+        job_id, directory = exited_unreleased(rt, alice, owner)
+        # Killed between its journal and the release: the end journaled, the work dir left.
+        journal = ends_journal.save(owner.work_root, owner.name, owner.host, os.getpid(), [
+            (job_id, AttemptEnd(JobState.DONE, exit_code=5, payload_started=True, attempt=0))])
+        abandon(owner, rt)
+        written_by_a_gone_process(journal)
+        slurm_only = ExecutionWorker(rt, {"slurm": SlurmExecutionBackend(work_root)}, "w-slurm")
+        slurm_only.start()  # can neither release the local work dir nor follow the job: it takes neither
+        assert slurm_only.unrecorded == [] and slurm_only.running == {} and journal.exists()
+        assert (directory / STATE_DIR).is_dir() and job_row(rt, job_id).state == JobState.RUNNING.value
+        assert job_row(rt, job_id).worker == owner.name  # not taken over by a worker that cannot follow it
+        peer = workers("w-local")
+        peer.start()  # has the local backend: releases the dir, records the journaled end
+        assert [job for job, _end in peer.unrecorded] == [job_id] and peer.running == {}
+        assert not directory.exists()
+        until(peer, in_state(rt, job_id, JobState.DONE), "the taken end to be recorded")
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1 and left_in_work_root(rt) == []
+
     def test_adoption_waits_while_the_journals_cannot_be_read(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -796,6 +849,16 @@ def ended_in_an_outage(rt: Runtime, alice: Principal, worker: ExecutionWorker) -
         go.write_text("")
         until(worker, lambda: bool(worker.unrecorded), "the end kept, not recorded", tolerate=(OperationalError,))
         yield job_id
+
+
+def exited_unreleased(rt: Runtime, alice: Principal, worker: ExecutionWorker) -> tuple[str, Path]:
+    """A job ``worker`` runs whose wrapper has exited (exit code 5), the worker not stepped
+    since: (job id, its work dir, not released yet)."""
+    job_id = running(rt, alice, worker)
+    pid = worker.running[job_id].handle.pid
+    (work_dir(rt, job_id) / "go").write_text("")
+    wait_for(lambda: pid is None or not alive(pid), "the wrapper to exit")
+    return job_id, work_dir(rt, job_id)
 
 
 def written_by_a_live_process(journal: Path) -> None:

@@ -549,7 +549,7 @@ class ExecutionWorker:
                       "not be read", self.name)
             return adopted
         known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded), *journaled}
-        for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive):
+        for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive, self.backends.keys()):
             try:
                 account = _account(order.local_account)
             except WMProxyError as exc:
@@ -914,8 +914,8 @@ class ExecutionWorker:
                 log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer, exc)
                 return None
             if backend is None or handle is None or backend.poll(handle) is None:
-                log.error("job %s: the work dir worker %s left cannot be released here (no %r backend, or its "
-                          "wrapper runs)", job_id, writer, info.backend_ref)
+                log.error("job %s: the work dir worker %s left cannot be released here (no %s backend, or its "
+                          "wrapper runs)", job_id, writer, info.backend)
                 return None
             self._release(backend, handle)
             log.warning("job %s: the work dir worker %s left of its ended attempt is released", job_id, writer)

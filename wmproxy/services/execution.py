@@ -600,8 +600,14 @@ def unregister_worker(rt: Runtime, name: str, host: str, pid: int) -> None:
 
 
 def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
-               alive: Callable[[int, dt.datetime], bool] | None = None) -> list[StartOrder]:
+               alive: Callable[[int, dt.datetime], bool] | None = None,
+               backend_kinds: Collection[str] | None = None) -> list[StartOrder]:
     """Take over the jobs of dead workers on ``host`` and return the held jobs to follow.
+
+    With ``backend_kinds`` (the backends the worker has: ``local``, ``slurm``), a dead
+    worker's Scheduled and Running jobs of another backend are not taken: they stay the dead
+    worker's, whose row is kept for a worker that has their backend (before, a Slurm-only
+    worker took a dead worker's local jobs and could not follow them: they stayed Running).
 
     In one transaction: every other worker on ``host`` whose heartbeat is older than
     ``[execution] heartbeat_lease`` and whose process is gone (``alive(pid, started_at)``
@@ -632,7 +638,8 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
                 log.warning("execution worker %s on this host has not heartbeat since %s but its process %d lives:"
                             " its jobs are left to it", dead.name, dead.heartbeat_at.isoformat(), dead.pid)
                 continue
-            uow.workers.take_over(dead, name, _HELD)
+            uow.workers.take_over(dead, name, _HELD, backend_kinds=backend_kinds,
+                                  any_backend=(JobState.READY.value,))
         for job in uow.workers.held_jobs(name, _HELD):
             if job.id in known:
                 continue

@@ -16,9 +16,9 @@ with several workers racing exactly one of them adopts the jobs:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from wmproxy.store.engine import rows_matched
@@ -78,29 +78,40 @@ class SqlWorkerStore:
             .order_by(ExecutionWorkerRow.name)
         ).all()
 
-    def take_over(self, dead: ExecutionWorkerRow, heir: str, states: Iterable[str]) -> int | None:
-        """Compare-and-set: remove the dead worker's row if its heartbeat is still the one
-        seen, and give its jobs in ``states`` to worker ``heir``.
+    def take_over(self, dead: ExecutionWorkerRow, heir: str, states: Iterable[str], *,
+                  backend_kinds: Collection[str] | None = None, any_backend: Collection[str] = ()) -> int | None:
+        """Compare-and-set: give the dead worker's jobs in ``states`` to worker ``heir`` and
+        remove its row, if its heartbeat is still the one seen.
+
+        Args:
+            backend_kinds: when given, only the jobs whose ``backend_ref`` names one of these
+                kinds (``<kind>:...``; none counts as ``local``), or whose state is in
+                ``any_backend``, change hands; the row stays while the dead worker holds other
+                jobs in ``states``, for a worker with their backend.
 
         Returns:
             How many jobs changed hands, or None when another worker took the row over
             first (or the dead worker came back and heartbeat meanwhile).
         """
-        won = rows_matched(
-            self.session,
-            delete(ExecutionWorkerRow)
-            .where(ExecutionWorkerRow.name == dead.name, ExecutionWorkerRow.heartbeat_at == dead.heartbeat_at)
-            .execution_options(synchronize_session=False),
-        )
+        seen = (ExecutionWorkerRow.name == dead.name, ExecutionWorkerRow.heartbeat_at == dead.heartbeat_at)
+        held = (Job.worker == dead.name, Job.state.in_(list(states)))
+        if backend_kinds is None:
+            won = rows_matched(self.session, delete(ExecutionWorkerRow).where(*seen)
+                               .execution_options(synchronize_session=False))
+            if won != 1:
+                return None
+            return rows_matched(self.session, update(Job).where(*held).values(worker=heir)
+                                .execution_options(synchronize_session=False))
+        # The row is locked (and checked) first, as the delete does: two heirs never both win it.
+        won = rows_matched(self.session, update(ExecutionWorkerRow).where(*seen)
+                           .values(heartbeat_at=dead.heartbeat_at).execution_options(synchronize_session=False))
         if won != 1:
             return None
-        return rows_matched(
-            self.session,
-            update(Job)
-            .where(Job.worker == dead.name, Job.state.in_(list(states)))
-            .values(worker=heir)
-            .execution_options(synchronize_session=False),
-        )
+        moved = rows_matched(self.session, update(Job).where(*held, _of_kinds(backend_kinds, any_backend))
+                             .values(worker=heir).execution_options(synchronize_session=False))
+        self.session.execute(delete(ExecutionWorkerRow).where(*seen, ~exists().where(*held))
+                             .execution_options(synchronize_session=False))
+        return moved
 
     def held_jobs(self, name: str, states: Iterable[str]) -> Sequence[Job]:
         """Jobs in ``states`` held by worker ``name``, oldest first, locked for update."""
@@ -119,3 +130,14 @@ class SqlWorkerStore:
             .where(ExecutionWorkerRow.name == name, ExecutionWorkerRow.host == host, ExecutionWorkerRow.pid == pid)
             .execution_options(synchronize_session=False),
         ) == 1
+
+
+def _of_kinds(kinds: Collection[str], any_backend: Collection[str]) -> ColumnElement[bool]:
+    """Jobs whose backend reference names one of ``kinds`` (none: ``local``), or in a state
+    of ``any_backend``."""
+    matches: list[ColumnElement[bool]] = [Job.backend_ref.startswith(f"{kind}:", autoescape=True) for kind in kinds]
+    if "local" in kinds:
+        matches.append(Job.backend_ref.is_(None))
+    if any_backend:
+        matches.append(Job.state.in_(list(any_backend)))
+    return or_(*matches) if matches else Job.id.is_(None)
