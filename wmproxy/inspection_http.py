@@ -103,7 +103,9 @@ class InspectionAgentApp:
             if held:
                 self._slots.release()
         if task is None:
-            headers = [] if held else [("Retry-After", str(BUSY_RETRY_AFTER))]
+            # Busy, or the service stopping (asked again at once, the restarting service would refuse it).
+            busy = not held or self.runtime.stopping.is_set()
+            headers = [("Retry-After", str(BUSY_RETRY_AFTER))] if busy else []
             return _send(start_response, "204 No Content", b"", headers)
         body = json.dumps({"request": task.request_id, "argv": task.argv, "time_limit": task.time_limit,
                            "output_cap": task.output_cap}).encode()

@@ -638,8 +638,12 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
                 log.warning("execution worker %s on this host has not heartbeat since %s but its process %d lives:"
                             " its jobs are left to it", dead.name, dead.heartbeat_at.isoformat(), dead.pid)
                 continue
-            uow.workers.take_over(dead, name, _HELD, backend_kinds=backend_kinds,
-                                  any_backend=(JobState.READY.value,))
+            moved = uow.workers.take_over(dead, name, _HELD, backend_kinds=backend_kinds,
+                                          any_backend=(JobState.READY.value,))
+            if moved is not None and backend_kinds is not None and uow.workers.get(dead.name) is not None:
+                log.warning("execution worker %s on this host is gone; worker %s lacks the backend of some of its "
+                            "jobs (it has %s): they wait for a worker that has it", dead.name, name,
+                            ", ".join(sorted(backend_kinds)))
         for job in uow.workers.held_jobs(name, _HELD):
             if job.id in known:
                 continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -200,20 +201,34 @@ def create_app(settings: Settings | None = None, authenticate: Authenticate | No
 
 
 class _LazyApplication:
-    """Builds the app on the first request, inside the gunicorn worker (not the master)."""
+    """Builds the app on the first request, inside the gunicorn worker (not the master), once
+    (request threads race for it)."""
 
-    _app: WMProxyApplication | None = None
+    def __init__(self) -> None:
+        self._app: WMProxyApplication | None = None
+        self._building = threading.Lock()
+        self._stopping = False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if self._app is None:
-            self._app = create_app()
-        return self._app(environ, start_response)
+        app = self._app
+        if app is None:
+            with self._building:
+                if self._app is None:
+                    built = create_app()
+                    if self._stopping:  # stopped while it was built
+                        built.runtime.stopping.set()
+                    self._app = built
+                app = self._app
+        return app(environ, start_response)
 
     def stop(self) -> None:
         """The worker begins to stop (its SIGTERM): requests held open to wait are answered
-        at once (``Runtime.stopping``); safe to call from a signal handler."""
-        if self._app is not None:
-            self._app.runtime.stopping.set()
+        at once (``Runtime.stopping``), also those of an app built after this; safe to call
+        from a signal handler (no lock taken)."""
+        self._stopping = True
+        app = self._app
+        if app is not None:
+            app.runtime.stopping.set()
 
 
 application = _LazyApplication()

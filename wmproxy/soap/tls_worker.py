@@ -51,7 +51,7 @@ class HandshakeWorker(ThreadWorker):
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM, a graceful stop: the application's held waits (inspection long-polls, up to
         30 s) are answered at once (its ``stop``), then gthread waits for the requests in flight."""
-        stop = getattr(self.wsgi, "stop", None)
+        stop = getattr(getattr(self, "wsgi", None), "stop", None)  # None while the app still loads
         if callable(stop):
             stop()
         super().handle_exit(sig, frame)
