@@ -44,7 +44,7 @@ from tests.store.worker_support import (
     work_dir,
 )
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
-from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.domain import JobState, Principal, to_filename, utcnow
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -732,6 +732,35 @@ class TestOutage:
         row = job_row(rt, job_id)
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1 and left_in_work_root(rt) == []
+
+    def test_a_journal_of_two_backends_is_split_between_the_heirs_that_have_them(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], work_root: Path
+    ) -> None:
+        owner = workers("w-owner")  # had the local and the Slurm backend
+        local_job, local_dir = exited_unreleased(rt, alice, owner)
+        slurm_job = submit(rt, alice, "true")
+        with rt.uow() as uow:
+            uow.session.execute(sa.update(Job).where(Job.id == slurm_job).values(
+                state=JobState.RUNNING.value, worker=owner.name, backend_ref="slurm:4242"))
+        slurm_dir = work_root / to_filename(slurm_job)
+        slurm_dir.mkdir()  # the Slurm job's work dir, left as well
+        ends = [(job_id, AttemptEnd(JobState.DONE, exit_code=code, payload_started=True, attempt=0))
+                for job_id, code in ((local_job, 5), (slurm_job, 3))]
+        journal = ends_journal.save(owner.work_root, owner.name, owner.host, os.getpid(), ends)
+        abandon(owner, rt)
+        written_by_a_gone_process(journal)
+        gone_pid = json.loads(journal.read_text())["pid"]
+        heir = workers("w-local")  # lacks the Slurm backend
+        heir.start()  # takes the local job's end, leaves the Slurm job's in a journal of the owner's
+        assert [job for job, _end in heir.unrecorded] == [local_job] and not local_dir.exists()
+        until(heir, in_state(rt, local_job, JobState.DONE), "the local job's end to be recorded")
+        (rest,) = ends_journal.journals(work_root, heir.host) or []
+        assert (rest.worker, rest.pid, [job for job, _end in rest.ends]) == (owner.name, gone_pid, [slurm_job])
+        assert rest.ends[0][1].exit_code == 3 and not journal.exists() and slurm_dir.is_dir()
+        assert (job_row(rt, slurm_job).state, job_row(rt, slurm_job).worker) == (JobState.RUNNING.value, owner.name)
+        heir.adopt()  # nothing more for it: the rest stays as it is
+        assert heir.unrecorded == [] and ends_journal.journals(work_root, heir.host) == [rest]
+        assert job_row(rt, local_job).exit_code == 5 and running_events(rt, local_job) == 1
 
     def test_adoption_waits_while_the_journals_cannot_be_read(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],

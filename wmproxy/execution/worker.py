@@ -850,16 +850,25 @@ class ExecutionWorker:
                 journaled.update(ids)
                 continue
             try:
-                new = self._without_work_dirs([(job_id, end) for job_id, end in journal.ends if job_id not in have],
-                                              journal.worker)
-            except BaseException:
-                os.close(fd)
-                raise
-            if new is None:  # a work dir it left cannot be released here (yet): taken at a later heartbeat
+                new, rest = self._without_work_dirs(
+                    [(job_id, end) for job_id, end in journal.ends if job_id not in have], journal.worker)
+                if rest and new:  # the rest, for the workers that hold those jobs or have their backend
+                    ends_journal.save(self.work_root, journal.worker, journal.host, journal.pid, rest,
+                                      life=secrets.token_hex(4))
+            except OSError as exc:  # the rest could not be written: the journal stays whole
+                log.error("execution worker %s cannot split the ends journal of worker %s: %s", self.name,
+                          journal.worker, exc)
                 os.close(fd)
                 journaled.update(ids)
                 continue
-            journaled.update(job_id for job_id, _end in new)
+            except BaseException:
+                os.close(fd)
+                raise
+            if not new and rest:  # no work dir it left can be released here (yet): taken at a later heartbeat
+                os.close(fd)
+                journaled.update(ids)
+                continue
+            journaled.update(job_id for job_id, _end in [*new, *rest])  # the rest: in their new journal
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
             self._taken[journal.path] = fd
@@ -870,10 +879,11 @@ class ExecutionWorker:
             self._keep_journal()  # theirs are removed only once this worker's journal holds their ends
         return journaled
 
-    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]],
-                           writer: str) -> list[tuple[str, AttemptEnd]] | None:
-        """The ends of a gone worker's journal (taken under its lock) still to record, with no
-        work dir of theirs left; None when the journal cannot be taken over here yet.
+    def _without_work_dirs(self, ends: list[tuple[str, AttemptEnd]], writer: str
+                           ) -> tuple[list[tuple[str, AttemptEnd]], list[tuple[str, AttemptEnd]]]:
+        """(The ends of a gone worker's journal, taken under its lock, that this worker records,
+        with no work dir of theirs left; the ends it cannot take over, which stay journaled
+        under the writer's name for another worker or a later heartbeat.)
 
         A work dir still under a job's name (both backends name it after the job id in the one
         work root) means the writer was killed before or while it released it (its status may
@@ -882,18 +892,20 @@ class ExecutionWorker:
         recorded (a resubmission must not find it), and the journaled end is the one recorded
         (it may say what the dir cannot: a cancel, the outputs collected). This worker does so
         for a job held by the writer or by itself (adopted meanwhile) and followed by no run
-        here; a job another worker holds is left to it (None), as is one whose backend this
-        worker lacks or whose wrapper still runs. A dir under that name while the job is on a
-        later attempt (or ended) is that attempt's: left alone, and the end dropped.
+        here; the end of a job another worker holds is left to it, as is one whose backend this
+        worker lacks (a dead worker's jobs go to heirs by backend) or whose wrapper still runs.
+        A dir under that name while the job is on a later attempt (or ended) is that attempt's:
+        left alone, and the end dropped.
 
         Raises:
             SQLAlchemyError: the database failed (nothing is taken then).
         """
         left = [job_id for job_id, _end in ends if os.path.lexists(self.work_root / to_filename(job_id))]
         if not left:
-            return ends
+            return ends, []
         held = service.attempts_in_flight(self.rt, left)
-        kept = []
+        kept: list[tuple[str, AttemptEnd]] = []
+        rest: list[tuple[str, AttemptEnd]] = []
         for job_id, end in ends:
             if job_id not in left:
                 kept.append((job_id, end))
@@ -906,21 +918,24 @@ class ExecutionWorker:
             if info.worker not in (writer, self.name) or job_id in self.running or job_id in self.ahead:
                 log.info("job %s: a journaled end of worker %s is left to worker %s, which holds the job",
                          job_id, writer, info.worker)
-                return None
+                rest.append((job_id, end))
+                continue
             backend = self.backends.get(info.backend)
             try:
                 handle = backend.attach(info.backend_ref or "", _account(info.local_account)) if backend else None
             except WMProxyError as exc:
                 log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer, exc)
-                return None
+                rest.append((job_id, end))
+                continue
             if backend is None or handle is None or backend.poll(handle) is None:
                 log.error("job %s: the work dir worker %s left cannot be released here (no %s backend, or its "
                           "wrapper runs)", job_id, writer, info.backend)
-                return None
+                rest.append((job_id, end))
+                continue
             self._release(backend, handle)
             log.warning("job %s: the work dir worker %s left of its ended attempt is released", job_id, writer)
             kept.append((job_id, end))
-        return kept
+        return kept, rest
 
     def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
         """How the attempt ended (with its attempt number); a Done job's outputs are collected
