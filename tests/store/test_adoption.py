@@ -733,8 +733,10 @@ class TestOutage:
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1 and left_in_work_root(rt) == []
 
+    @pytest.mark.parametrize("full", [False, True], ids=["split", "no-room-for-the-rest-at-first"])
     def test_a_journal_of_two_backends_is_split_between_the_heirs_that_have_them(
-        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], work_root: Path
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], work_root: Path,
+        caplog: pytest.LogCaptureFixture, full: bool
     ) -> None:
         owner = workers("w-owner")  # had the local and the Slurm backend
         local_job, local_dir = exited_unreleased(rt, alice, owner)
@@ -746,20 +748,33 @@ class TestOutage:
         slurm_dir.mkdir()  # the Slurm job's work dir, left as well
         ends = [(job_id, AttemptEnd(JobState.DONE, exit_code=code, payload_started=True, attempt=0))
                 for job_id, code in ((local_job, 5), (slurm_job, 3))]
-        journal = ends_journal.save(owner.work_root, owner.name, owner.host, os.getpid(), ends)
-        abandon(owner, rt)
-        written_by_a_gone_process(journal)
-        gone_pid = json.loads(journal.read_text())["pid"]
-        heir = workers("w-local")  # lacks the Slurm backend
-        heir.start()  # takes the local job's end, leaves the Slurm job's in a journal of the owner's
-        assert [job for job, _end in heir.unrecorded] == [local_job] and not local_dir.exists()
-        until(heir, in_state(rt, local_job, JobState.DONE), "the local job's end to be recorded")
-        (rest,) = ends_journal.journals(work_root, heir.host) or []
-        assert (rest.worker, rest.pid, [job for job, _end in rest.ends]) == (owner.name, gone_pid, [slurm_job])
-        assert rest.ends[0][1].exit_code == 3 and not journal.exists() and slurm_dir.is_dir()
-        assert (job_row(rt, slurm_job).state, job_row(rt, slurm_job).worker) == (JobState.RUNNING.value, owner.name)
-        heir.adopt()  # nothing more for it: the rest stays as it is
-        assert heir.unrecorded == [] and ends_journal.journals(work_root, heir.host) == [rest]
+        with contextlib.ExitStack() as stack:
+            if full:  # the journal directory a tmpfs the journal is written to, then filled
+                stack.enter_context(full_file_system(work_root / ends_journal.DIR_NAME, pages=4)).unlink()
+            journal = ends_journal.save(owner.work_root, owner.name, owner.host, os.getpid(), ends)
+            abandon(owner, rt)
+            written_by_a_gone_process(journal)
+            written = json.loads(journal.read_text())
+            if full:
+                fill(journal.parent / "filler")
+            heir = workers("w-local")  # lacks the Slurm backend
+            heir.start()  # takes the local job's end, leaves the Slurm job's in a journal of the owner's
+            assert [job for job, _end in heir.unrecorded] == [local_job] and not local_dir.exists()
+            until(heir, in_state(rt, local_job, JobState.DONE), "the local job's end to be recorded")
+            if full:  # the journal stays whole until the rest can be written
+                assert journal.exists() and "cannot split the ends journal" in caplog.text
+                (journal.parent / "filler").unlink()
+                heir.adopt()  # the local end taken again (recorded twice: ignored), the rest written
+                until(heir, lambda: heir.unrecorded == [] and not journal.exists(), "the journal split")
+            (rest,) = ends_journal.journals(work_root, heir.host) or []
+            assert (rest.worker, rest.pid, [job for job, _end in rest.ends]) == (owner.name, written["pid"],
+                                                                                   [slurm_job])
+            assert rest.written_at.isoformat() == written["written_at"]  # as gone as the journal it came from
+            assert rest.ends[0][1].exit_code == 3 and not journal.exists() and slurm_dir.is_dir()
+            assert (job_row(rt, slurm_job).state, job_row(rt, slurm_job).worker) == (JobState.RUNNING.value,
+                                                                                     owner.name)
+            heir.adopt()  # nothing more for it: the rest stays as it is
+            assert heir.unrecorded == [] and ends_journal.journals(work_root, heir.host) == [rest]
         assert job_row(rt, local_job).exit_code == 5 and running_events(rt, local_job) == 1
 
     def test_adoption_waits_while_the_journals_cannot_be_read(
@@ -913,23 +928,27 @@ def written_by_a_gone_process(journal: Path, *, same_pid: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def full_file_system(path: Path) -> Iterator[Path]:
-    """``path`` (made here) as a mount point of a one-page tmpfs that a file fills; the file
-    is given, for the test to remove (space freed); unmounted after."""
+def full_file_system(path: Path, pages: int = 1) -> Iterator[Path]:
+    """``path`` (made here) as a mount point of a tmpfs of ``pages`` 4 kB pages that a file
+    fills; the file is given, for the test to remove (space freed); unmounted after."""
     path.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs", str(path)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={4 * pages}k,mode=0700", "tmpfs", str(path)], check=True)
     try:
-        filler = path / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"x" * 512)
-        finally:
-            os.close(fd)
-        yield filler
+        fill(path / "filler")
+        yield path / "filler"
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 512)
+    finally:
+        os.close(fd)
 
 
 def run_until(rt: Runtime, alice: Principal, worker: ExecutionWorker, script: str, extra: str,

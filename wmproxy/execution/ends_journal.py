@@ -138,11 +138,14 @@ def lock(path: Path) -> int | None:
 
 
 def save(work_root: Path, worker: str, host: str, pid: int, ends: Sequence[tuple[str, AttemptEnd]], *,
-         durable: bool = True, life: str = "") -> Path:
+         durable: bool = True, life: str = "", written_at: dt.datetime | None = None) -> Path:
     """Write ``ends`` as the journal of worker process ``pid``, replacing its previous one
     atomically and, with ``durable``, durably (the file and its directory synced); creates the
     journal directory (0700). Without ``durable`` the journal outlives the worker's process but
     not a crash of the host (the worker's journal of a cycle's ends before their commit).
+    ``written_at`` (UTC, default now) is what takers compare the writer's process with: a
+    journal split off a gone worker's keeps that journal's time, so that a process that took
+    the pid since is not taken for the writer.
 
     Returns:
         The journal's path.
@@ -157,7 +160,7 @@ def save(work_root: Path, worker: str, host: str, pid: int, ends: Sequence[tuple
     dir_fd = _open_dir(path.parent)
     try:
         data = json.dumps({
-            "worker": worker, "host": host, "pid": pid, "written_at": utcnow().isoformat(),
+            "worker": worker, "host": host, "pid": pid, "written_at": (written_at or utcnow()).isoformat(),
             "ends": [[job_id, _end_fields(end)] for job_id, end in ends],
         }).encode()
         tmp = f".{path.name}.{secrets.token_hex(8)}.tmp"

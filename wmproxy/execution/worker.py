@@ -852,15 +852,6 @@ class ExecutionWorker:
             try:
                 new, rest = self._without_work_dirs(
                     [(job_id, end) for job_id, end in journal.ends if job_id not in have], journal.worker)
-                if rest and new:  # the rest, for the workers that hold those jobs or have their backend
-                    ends_journal.save(self.work_root, journal.worker, journal.host, journal.pid, rest,
-                                      life=secrets.token_hex(4))
-            except OSError as exc:  # the rest could not be written: the journal stays whole
-                log.error("execution worker %s cannot split the ends journal of worker %s: %s", self.name,
-                          journal.worker, exc)
-                os.close(fd)
-                journaled.update(ids)
-                continue
             except BaseException:
                 os.close(fd)
                 raise
@@ -868,11 +859,23 @@ class ExecutionWorker:
                 os.close(fd)
                 journaled.update(ids)
                 continue
-            journaled.update(job_id for job_id, _end in [*new, *rest])  # the rest: in their new journal
+            removable = True  # the journal, once this worker's own holds the ends taken here
+            if rest:  # the rest, for the workers that hold those jobs or have their backend
+                try:
+                    ends_journal.save(self.work_root, journal.worker, journal.host, journal.pid, rest,
+                                      life=secrets.token_hex(4), written_at=journal.written_at)
+                except OSError as exc:  # the journal stays whole (its ends taken here recorded twice: harmless)
+                    log.error("execution worker %s cannot split the ends journal of worker %s (it stays whole): %s",
+                              self.name, journal.worker, exc)
+                    removable = False
+            journaled.update(job_id for job_id, _end in [*new, *rest])  # the rest: in a journal still
             have.update(job_id for job_id, _end in new)
             self.unrecorded += new
-            self._taken[journal.path] = fd
-            taken = True
+            if removable:
+                self._taken[journal.path] = fd
+                taken = True
+            else:
+                os.close(fd)
             log.warning("execution worker %s takes over %d end(s) that worker %s (pid %d) could not record: %s",
                         self.name, len(new), journal.worker, journal.pid, ", ".join(job_id for job_id, _end in new))
         if taken:
