@@ -25,7 +25,7 @@ from wmproxy.services.runtime import Runtime
 from wmproxy.store import make_engine, make_session_factory
 from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, JobEvent
 
-__all__ = ["alice", "factory", "job_account", "store_key_dir", "work_root"]
+__all__ = ["alice", "factory", "job_account", "rt", "store_key_dir", "work_root"]
 
 #: The delegation id of alice's proxy in the store tests' runtimes (``alice``); their jobs name it.
 DELEGATION = "exec"
@@ -67,6 +67,18 @@ def down_to(factory: sessionmaker[Session],
             engine.dispose()
 
     return migrated
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
+    """A runtime on the module's database (its one store key), with the test deployments'
+    settings; a module that needs other settings defines its own ``rt``."""
+    runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+                            security={"store_key_file": str(store_key_dir / "store.key")})
+    try:
+        yield runtime
+    finally:
+        close_runtime(runtime)
 
 
 @pytest.fixture

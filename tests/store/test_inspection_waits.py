@@ -5,15 +5,11 @@ SIGTERM in ``wmproxy.soap.tls_worker``): a graceful stop no longer waits out a h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime
 from wmproxy.domain import JobState, Principal
 from wmproxy.services import inspection
 from wmproxy.services.runtime import Runtime
@@ -21,17 +17,6 @@ from wmproxy.services.submission import submit_job
 from wmproxy.store.schema import Job
 
 HOLD = 30.0  # seconds asked: the longest hold (inspection.MAX_WAIT)
-
-
-@pytest.fixture
-def rt(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
-    runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
-                            security={"store_key_file": str(store_key_dir / "store.key")})
-    try:
-        yield runtime
-    finally:
-        close_runtime(runtime)
-
 
 
 @pytest.fixture

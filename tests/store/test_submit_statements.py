@@ -8,27 +8,14 @@ registration already has) shows here, not only in a benchmark.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
-from tests.support import ECHO_JDL, build_runtime, close_runtime, delegate_in_process, principal_of
+from tests.support import ECHO_JDL, delegate_in_process, principal_of
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
-    rt = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
-                       security={"store_key_file": str(store_key_dir / "store.key")})
-    try:
-        yield rt
-    finally:
-        close_runtime(rt)
 
 
 def _shape(statement: str) -> str:
@@ -72,11 +59,11 @@ def _statements_of(rt: Runtime, call: Any) -> list[str]:
     return seen
 
 
-def test_one_simple_job_submit_is_these_statements(runtime: Runtime, pki: Pki, database_url: str) -> None:
+def test_one_simple_job_submit_is_these_statements(rt: Runtime, pki: Pki, database_url: str) -> None:
     alice = principal_of(pki, "alice")
-    delegate_in_process(runtime, alice, pki.users["alice"].proxy, "count")
-    submit_job(runtime, alice, ECHO_JDL, "count")  # the first call of a process may set things up
-    seen = _statements_of(runtime, lambda: submit_job(runtime, alice, ECHO_JDL, "count"))
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, "count")
+    submit_job(rt, alice, ECHO_JDL, "count")  # the first call of a process may set things up
+    seen = _statements_of(rt, lambda: submit_job(rt, alice, ECHO_JDL, "count"))
     if database_url.startswith("sqlite"):
         # The engine opens the transaction itself with BEGIN IMMEDIATE (wmproxy/store/engine.py);
         # then the delegation's lookup, the job row, its two events (one multi-row INSERT), the
