@@ -95,19 +95,13 @@ class SqlWorkerStore:
         """
         seen = (ExecutionWorkerRow.name == dead.name, ExecutionWorkerRow.heartbeat_at == dead.heartbeat_at)
         held = (Job.worker == dead.name, Job.state.in_(list(states)))
-        if backend_kinds is None:
-            won = rows_matched(self.session, delete(ExecutionWorkerRow).where(*seen)
-                               .execution_options(synchronize_session=False))
-            if won != 1:
-                return None
-            return rows_matched(self.session, update(Job).where(*held).values(worker=heir)
-                                .execution_options(synchronize_session=False))
-        # The row is locked (and checked) first, as the delete does: two heirs never both win it.
+        # The row is locked (and checked) first: two heirs never both win it.
         won = rows_matched(self.session, update(ExecutionWorkerRow).where(*seen)
                            .values(heartbeat_at=dead.heartbeat_at).execution_options(synchronize_session=False))
         if won != 1:
             return None
-        moved = rows_matched(self.session, update(Job).where(*held, _of_kinds(backend_kinds, any_backend))
+        followable = () if backend_kinds is None else (_of_kinds(backend_kinds, any_backend),)
+        moved = rows_matched(self.session, update(Job).where(*held, *followable)
                              .values(worker=heir).execution_options(synchronize_session=False))
         self.session.execute(delete(ExecutionWorkerRow).where(*seen, ~exists().where(*held))
                              .execution_options(synchronize_session=False))
