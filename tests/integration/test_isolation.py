@@ -105,13 +105,26 @@ def held_job(iso: Isolated, alice: ReferenceClient, name: str) -> Iterator[tuple
         uid = iso.mapped["alice"].pw_uid
         wait_for(lambda: str(alice.wmproxy.getJobStatus(job_id).status), lambda s: s == "Running",
                  what=f"alice's job {job_id} to run")
-        pids = wait_for(lambda: [p for p in processes_of({uid}) if comm(p) != "sleep"],
+        pids = wait_for(lambda: [p for p in processes_of({uid}) if lasting(p)],
                         lambda found: any(comm(p) == "sh" for p in found), what="alice's job's shell")
         yield job_id, iso.work_root / to_filename(job_id), pids
     finally:
         release.touch()
     assert wait_for_final(alice, job_id) == "Done (Exit Code 0)"
     assert outputs(alice, job_id) == {"std.out": b""}
+
+
+def lasting(pid: int) -> bool:
+    """Whether ``pid`` is one of the held job's lasting processes: not its loop's ``sleep``, nor
+    the loop's fork that has not exec'd ``sleep`` yet (an ``sh`` whose parent is ``sh``), nor gone."""
+    name = comm(pid)
+    if name in ("", "sleep"):
+        return False
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    return not (name == "sh" and comm(parent) == "sh")
 
 
 def comm(pid: int) -> str:
