@@ -568,20 +568,31 @@ class TestOutage:
         assert not loop.is_alive()
         assert job_row(rt, job_id).exit_code == 5 and running_events(rt, job_id) == 1
 
+    @pytest.mark.parametrize("full", ["output", "job directory"])
     def test_outputs_a_full_sandbox_cannot_take_wait_in_the_work_dir(
-        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], full: str
     ) -> None:
         worker = workers("w1")
         job_id = running(rt, alice, worker)
-        with full_file_system(rt.storage.job_area(job_id).output_dir) as filler:
+        area = rt.storage.job_area(job_id)
+        if full == "output":  # the job directory exists (as after jobRegister), output/ cannot be filled
+            rt.storage.create_job_area(job_id)
+            where = area.output_dir
+        else:  # jobSubmit made no job directory: the worker cannot make it (no inode left)
+            assert not rt.storage.has_job_area(job_id)
+            where = rt.storage.job_dir(job_id).parent  # its fan-out directory, in a used sandbox root
+            where.parent.mkdir(parents=True, exist_ok=True)
+        with full_file_system(where, inodes=None if full == "output" else 8):
             (work_dir(rt, job_id) / "go").write_text("")
             until(worker, lambda: job_id in worker.running and worker.running[job_id].end_failures > 0,
                   "a failed collection")
             assert (work_dir(rt, job_id) / "out").read_text() == "out\n"  # kept for the next try
             assert job_row(rt, job_id).state == JobState.RUNNING.value
-            filler.unlink()  # the administrator frees space
+            for taken in where.glob("filler*"):  # the administrator frees space
+                taken.unlink()
             until(worker, in_state(rt, job_id, JobState.DONE), "the outputs to be collected")
-            assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+            assert (area.output_dir / "out").read_text() == "out\n"
+            assert stat.S_IMODE(os.lstat(area.dir).st_mode) == 0o700
         row = job_row(rt, job_id)
         assert (row.exit_code, row.reason) == (5, None)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
@@ -598,6 +609,7 @@ class TestOutage:
         # Retries allowed: only the end's "not retryable" keeps the job from being resubmitted.
         job_id = running(rt, alice, worker, extra="RetryCount = 2; ShallowRetryCount = 2;")
         followed = worker.running[job_id]
+        rt.storage.create_job_area(job_id)
         with full_file_system(rt.storage.job_area(job_id).output_dir):  # an outage: not counted
             (work_dir(rt, job_id) / "go").write_text("")
             until(worker, lambda: job_id not in worker.running or followed.end_failures > tries,
@@ -823,6 +835,7 @@ class TestOutage:
         worker.start()
         until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
         peek = rt.storage.job_area(job_id).peek_dir
+        rt.storage.create_job_area(job_id)  # jobSubmit made none; the first sample may have made it
         with full_file_system(peek) as filler:
             until(worker, lambda: "perusal sample not kept" in caplog.text, "a sample refused")  # no step raised
             assert [p.name for p in peek.iterdir()] == ["filler"]  # no partial chunk left
@@ -928,13 +941,20 @@ def written_by_a_gone_process(journal: Path, *, same_pid: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def full_file_system(path: Path, pages: int = 1) -> Iterator[Path]:
-    """``path`` (made here) as a mount point of a tmpfs of ``pages`` 4 kB pages that a file
-    fills; the file is given, for the test to remove (space freed); unmounted after."""
+def full_file_system(path: Path, pages: int = 1, inodes: int | None = None) -> Iterator[Path]:
+    """``path`` (made here) as a mount point of a tmpfs of ``pages`` 4 kB pages (and, when
+    given, ``inodes`` inodes, its root and the file included) that a file fills; the file is
+    given, for the test to remove (space freed); unmounted after."""
     path.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={4 * pages}k,mode=0700", "tmpfs", str(path)], check=True)
+    options = f"size={4 * pages}k,mode=0700" + (f",nr_inodes={inodes}" if inodes else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
     try:
         fill(path / "filler")
+        for n in range(inodes or 0):  # then every inode left: empty files filler.<n>
+            try:
+                os.close(os.open(path / f"filler.{n}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError:
+                break
         yield path / "filler"
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=True)

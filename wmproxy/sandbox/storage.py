@@ -7,14 +7,20 @@ Layout (``wmproxy-behaviour.md`` §4.1), relative to the document root ``root``:
         output/    output sandbox: the execution worker writes here, clients GET
         peek/      perusal chunks
 
-Registration creates only the job directory (issue 14: one ``mkdir`` per job, not four);
+jobRegister creates only the job directory (issue 14: one ``mkdir`` per job, not four);
 each of ``input/``, ``output/`` and ``peek/`` is created (0700, race-safe) by the first
 write into it: an upload (:meth:`FilesystemSandboxStorage.create_area`), the collection of
 the output sandbox, the first perusal chunk. Until then a missing area of an existing job
-directory reads as an empty one everywhere (and an empty one, e.g. left by a first upload
-refused while streaming, as a missing one). Only the job directory is ever created at
-registration and never by a later write, so a write racing ``remove_job_area`` cannot
-bring a removed job area back (its ``mkdir`` of the area fails with ENOENT).
+reads as an empty one everywhere (and an empty one, e.g. left by a first upload refused
+while streaming, as a missing one).
+
+jobSubmit creates no directory at all: its job is started at once, so no client may
+upload into it, and the job directory is made by the execution's first write (output
+sandbox, perusal chunk). Such a write happens only while the job is active, and an active
+job's area is never removed (jobPurge and the purger take only ended or never-started
+jobs), so it cannot bring a removed area back. A client's upload never creates the job
+directory: a write racing ``remove_job_area`` of a registered job cannot bring its area
+back (the ``mkdir`` of ``input/`` fails with ENOENT).
 
 and, relative to the work root (``[execution] work_dir``), the directory the job runs in,
 ``<to_filename(job id)>/``, with the job's proxy copy ``user.proxy`` (written there as the
@@ -293,11 +299,17 @@ class FilesystemSandboxStorage:
         except FileNotFoundError:
             return False
 
-    def create_job_area(self, job_id: str) -> Path:
+    def create_job_area(self, job_id: str, *, hand_over: bool = False) -> Path:
         """Create the job directory (mode 0700) and nothing in it; idempotent.
 
         ``input/``, ``output/`` and ``peek/`` are made by their first write (see the module
         docstring); the staging and fan-out directories get 0755 when this call creates them.
+
+        Args:
+            job_id: the job.
+            hand_over: give each directory this call creates its parent's owner and group
+                when they are not this process's and it may (the execution worker making
+                the job directory of a job started by jobSubmit; ``CAP_CHOWN``).
 
         Returns:
             The job directory.
@@ -311,10 +323,14 @@ class FilesystemSandboxStorage:
             try:  # the common case, a new job under an existing fan-out directory: one mkdir call
                 _mkdir_new(job_dir, 0o700)
             except FileNotFoundError:
-                self._create_parents_and(job_dir)
+                self._create_parents_and(job_dir, hand_over)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(job_dir).st_mode):
                     raise
+                return job_dir
+            else:
+                if hand_over:
+                    _owned_like_parent(job_dir)
         except OSError as exc:
             raise SandboxError(f"Unable to create the job directory {job_dir}: {exc.strerror}") from exc
         return job_dir
@@ -356,21 +372,27 @@ class FilesystemSandboxStorage:
             raise SandboxError(f"Unable to create the {area} sandbox of /{job_rel_dir}: {exc.strerror}") from exc
         return path
 
-    def _create_parents_and(self, job_dir: Path) -> None:
-        """Create the staging and fan-out directories (0755) that are missing, then ``job_dir``.
+    def _create_parents_and(self, job_dir: Path, hand_over: bool = False) -> None:
+        """Create the staging and fan-out directories (0755) that are missing, then ``job_dir``;
+        with ``hand_over`` each one made here gets its parent's owner (see :meth:`create_job_area`).
 
         Raises:
             SandboxError: a concurrent ``remove_job_area`` kept removing the fan-out directory.
             OSError: a directory cannot be created.
         """
+        def make(path: Path, mode: int) -> None:
+            if _mkdir(path, mode) and hand_over:
+                _owned_like_parent(path)
+
         for _attempt in range(3):  # a concurrent remove_job_area may rmdir the fan-out dir
             try:
                 try:
-                    _mkdir(job_dir.parent, 0o755)
+                    make(job_dir.parent, 0o755)
                 except FileNotFoundError:  # a new sandbox root
-                    _mkdir(self.root / self.dir_name, 0o755, parents=True)
-                    _mkdir(job_dir.parent, 0o755)
-                _mkdir(job_dir, 0o700)
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    make(self.root / self.dir_name, 0o755)
+                    make(job_dir.parent, 0o755)
+                make(job_dir, 0o700)
                 return
             except FileNotFoundError:
                 continue
@@ -404,9 +426,6 @@ class FilesystemSandboxStorage:
     def input_file_count(self, job_id: str) -> int:
         """Regular files under the job's ``input/`` (recursively), in-progress uploads included;
         0 while nothing has been uploaded (no ``input/`` yet).
-
-        Raises:
-            SandboxError: the job area does not exist.
         """
         return _tree_size(self._area(job_id, "input", must_exist=False), count=True)
 
@@ -415,9 +434,6 @@ class FilesystemSandboxStorage:
 
         In-progress uploads count too, so concurrent uploads are judged conservatively; 0
         while nothing has been uploaded (no ``input/`` yet).
-
-        Raises:
-            SandboxError: the job area does not exist.
         """
         return _tree_size(self._area(job_id, "input", must_exist=False))
 
@@ -430,7 +446,7 @@ class FilesystemSandboxStorage:
         gives each chunk of a file its own, increasing timestamp. The first chunk creates ``peek/``.
 
         Raises:
-            SandboxError: the job area does not exist.
+            SandboxError: the job's ``peek/`` (or its job directory) cannot be made.
             OSError: the chunk cannot be written (e.g. the file system full); nothing is left.
         """
         peek = self._area(job_id, "peek", create=True)
@@ -448,9 +464,6 @@ class FilesystemSandboxStorage:
 
         The chunks are deleted. Returns the names of the merged files made now ([] if none,
         as for a job without ``peek/``: no chunk written yet).
-
-        Raises:
-            SandboxError: the job area does not exist.
         """
         peek = self._area(job_id, "peek", must_exist=False)
         if not peek.is_dir():
@@ -474,9 +487,6 @@ class FilesystemSandboxStorage:
 
     def merged_perusal_files(self, job_id: str, name: str) -> list[str]:
         """Every merged file of ``name`` so far, oldest first ([] without ``peek/``).
-
-        Raises:
-            SandboxError: the job area does not exist.
         """
         peek = self._area(job_id, "peek", must_exist=False)
         if not peek.is_dir():
@@ -504,9 +514,6 @@ class FilesystemSandboxStorage:
         ``.gacl``, ``Maradona.output``, symlinks, directories and in-progress
         temporary files are left out (``wmproxy-behaviour.md`` §4.5). A job area
         without ``output/`` (not started yet) has no output files.
-
-        Raises:
-            SandboxError: the job area does not exist.
         """
         output = self._area(job_id, "output", must_exist=False)
         result: list[tuple[str, int]] = []
@@ -523,14 +530,19 @@ class FilesystemSandboxStorage:
         return sorted(result)
 
     def _area(self, job_id: str, area: str, *, must_exist: bool = True, create: bool = False) -> Path:
-        """The path of a job's ``area``; with ``create`` made (:meth:`create_area`) if missing.
+        """The path of a job's ``area``.
+
+        With ``create`` the area is made (:meth:`create_area`) if missing, and the job
+        directory before it if that is missing too: only the execution of an active job
+        writes this way (see the module docstring). Without ``must_exist`` a missing area,
+        or job directory, is a path that does not exist (read as an empty area).
 
         Raises:
-            SandboxError: the job directory does not exist, or (``must_exist``) the area does not.
+            SandboxError: (``must_exist``) the area does not exist, or it cannot be made.
         """
-        if not self.has_job_area(job_id):
-            raise SandboxError(f"The job directory of {job_id} does not exist")
         if create:
+            if not self.has_job_area(job_id):  # a job started by jobSubmit: its first write
+                self.create_job_area(job_id, hand_over=True)
             return self.create_area(self.job_rel_dir(job_id), area)
         path = self.job_dir(job_id) / area
         if must_exist and not path.is_dir():
@@ -578,16 +590,20 @@ class FilesystemSandboxStorage:
     def resolve(self, rel_path: str) -> ResolvedPath:
         """Map a client path to a real path inside an existing job's ``input/`` or ``output/``.
 
+        The caller has checked that the job exists (the sandbox edge asks the store first).
+
         Args:
             rel_path: as for :meth:`split_path`.
 
         Returns:
             :class:`ResolvedPath`. The path may not exist; every existing component
-            is a real directory (or, for the last one, a non-symlink). An area of an
-            existing job directory that has not been created yet gives ``area_exists=False``.
+            is a real directory (or, for the last one, a non-symlink). An area that has not
+            been created yet, or whose job directory has not (a job started by jobSubmit,
+            until its execution writes), gives ``area_exists=False``.
 
         Raises:
-            UnknownJobAreaError: no such job area (no job directory).
+            UnknownJobAreaError: something other than a directory where the job's
+                directory or its fan-out directory should be.
             SandboxPathError: a syntactically bad path (see :meth:`split_path`), a
                 symlink anywhere below the root, or a non-directory in the middle.
         """
@@ -598,10 +614,8 @@ class FilesystemSandboxStorage:
             current = current / name
             try:
                 st = os.lstat(current)
-            except FileNotFoundError:
-                if i == 3:  # the job directory exists, this area is made by its first write
-                    return ResolvedPath(job_rel_dir, job_dir.joinpath(area, *rest), area_exists=False)
-                raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None
+            except FileNotFoundError:  # the area, or the job directory, is made by its first write
+                return ResolvedPath(job_rel_dir, job_dir.joinpath(area, *rest), area_exists=False)
             except NotADirectoryError:
                 raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None
             if not stat.S_ISDIR(st.st_mode):  # symlinks included
@@ -647,7 +661,8 @@ class FilesystemSandboxStorage:
             file"``, ``"outside the work directory"``.
 
         Raises:
-            SandboxError: the job area does not exist or a file cannot be written.
+            SandboxError: ``output/`` (or the job directory) cannot be made, or a file cannot
+                be written.
         """
         # A job's first output sandbox creates output/ (a job without one leaves none).
         output = self._area(job_id, "output", must_exist=False, create=bool(names))
@@ -809,15 +824,16 @@ def _process_umask() -> int:
     return 0o777
 
 
-def _mkdir(path: Path, mode: int, *, parents: bool = False) -> None:
-    """Create ``path`` with exactly ``mode`` (umask ignored) unless it exists as a directory."""
-    if parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _mkdir(path: Path, mode: int) -> bool:
+    """Create ``path`` with exactly ``mode`` (umask ignored) unless it exists as a directory;
+    True when this call created it."""
     try:
         _mkdir_new(path, mode)
     except FileExistsError:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise
+        return False
+    return True
 
 
 #: Bytes of the target name kept in a temporary file's name: ``.<name>.<8 random>`` plus

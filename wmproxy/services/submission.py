@@ -81,11 +81,14 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
 
 
 def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
-    """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction."""
+    """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction; no job
+    directory is made (the execution makes it with its first write, see ``wmproxy.sandbox.storage``)."""
 
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
         # The row _register made is started as it is (not read back, its nodes not asked for).
-        registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
+        # No job directory is made: nothing may be uploaded into a started job, and its
+        # execution makes the directory with its first write (issue 14: no mkdir here).
+        registered, job = _register(uow, rt, principal, jdl, delegation_id, now, None)
         if isinstance(job, Job):
             _start(uow, job, now, compound=True)
         else:
@@ -147,11 +150,12 @@ def _register(
     jdl: str,
     delegation_id: str | None,
     now: dt.datetime,
-    created: list[str],
+    created: list[str] | None,
 ) -> tuple[RegisteredJob, Job | dict[str, Any]]:
     """Register the job (see :func:`register_job`); returns it and its (parent) row: for a
     compound job the :class:`Job` added to the session, for a simple one its column values,
-    left to the caller to insert (``SqlJobStore.insert``)."""
+    left to the caller to insert (``SqlJobStore.insert``). The job directories made are
+    appended to ``created``; with None none is made (jobSubmit)."""
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
     delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
@@ -168,8 +172,9 @@ def _register(
     job_id = new_job_id(settings.service.host, settings.service.jobid_port)
 
     def create_area(this_id: str, parent_id: str | None = None) -> JobArea:
-        rt.storage.create_job_area(this_id)
-        created.append(this_id)
+        if created is not None:
+            rt.storage.create_job_area(this_id)
+            created.append(this_id)
         return rt.storage.job_area(this_id, parent_id)
 
     def register(

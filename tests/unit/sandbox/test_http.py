@@ -335,6 +335,27 @@ class TestAreasMadeByTheirFirstWrite:
         assert response.status_code == 404
         assert os.listdir(_job_dir(storage)) == []
 
+    @pytest.mark.parametrize("area", ["input", "output", "peek"])
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    def test_a_job_without_a_directory_lists_as_one_with_empty_areas(
+        self, client: Client, storage: FilesystemSandboxStorage, area: str, method: str
+    ) -> None:
+        # A job sent with jobSubmit: found by the authorizer (the store), no directory until it runs.
+        empty = client.open(f"/{JOB_DIR}/{area}/", method=method, headers=OWNER)
+        storage.remove_job_area(JOB)
+        response = client.open(f"/{JOB_DIR}/{area}/", method=method, headers=OWNER)
+        assert response.status_code == empty.status_code == 200
+        assert response.get_data() == empty.get_data()
+        assert response.headers.to_wsgi_list() == empty.headers.to_wsgi_list()
+        assert client.open(f"/{JOB_DIR}/{area}/f", method=method, headers=OWNER).status_code == 404
+        assert not storage.job_dir(JOB).parent.exists()  # reading made nothing, not even the fan-out
+
+    def test_an_upload_never_makes_the_job_directory(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        storage.remove_job_area(JOB)  # removed (purged), or never made (jobSubmit: uploads are refused first)
+        assert _put(client, f"{INPUT}/data.txt", b"hello").status_code == 404
+        assert _put(client, f"{INPUT}/sub/", b"").status_code == 404
+        assert not storage.job_dir(JOB).parent.exists()
+
     def test_the_first_upload_makes_a_private_input_then_lists_and_serves_it(
         self, client: Client, storage: FilesystemSandboxStorage
     ) -> None:

@@ -66,16 +66,50 @@ class TestJobArea:
         assert storage.create_area(JOB_DIR, area) == job_dir / area  # a second (racing) writer: fine
         assert (job_dir / area / "f").read_bytes() == b"x"
 
-    def test_creating_an_area_never_brings_a_removed_job_back(self, storage: FilesystemSandboxStorage) -> None:
+    def test_an_upload_never_brings_a_removed_job_back(self, storage: FilesystemSandboxStorage) -> None:
         job_dir = storage.create_job_area(JOB)
         storage.remove_job_area(JOB)
         with pytest.raises(UnknownJobAreaError):
             storage.create_area(JOB_DIR, "input")
-        with pytest.raises(SandboxError):
-            storage.collect_output_files(JOB, job_dir, ("out.txt",))
-        with pytest.raises(SandboxError):
-            storage.write_perusal_chunk(JOB, "out.txt", b"x", 1)
         assert not job_dir.exists() and not job_dir.parent.exists()
+
+    def test_the_first_write_of_an_execution_makes_the_missing_job_directory(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        # A job started by jobSubmit has no job directory until its output or perusal is written.
+        work = tmp_path / "work"
+        work.mkdir()
+        (work / "out.txt").write_bytes(b"result")
+        assert storage.collect_output_files(JOB, work, ("out.txt",)) == []
+        job_dir = storage.root / JOB_DIR
+        assert (job_dir / "output" / "out.txt").read_bytes() == b"result"
+        assert [_mode(p) for p in (job_dir, job_dir / "output", job_dir.parent)] == [0o700, 0o700, 0o755]
+        storage.write_perusal_chunk(OTHER, "out.txt", b"x", 1)
+        assert (storage.job_dir(OTHER) / "peek" / "out.txt.1").read_bytes() == b"x"
+        assert _mode(storage.job_dir(OTHER)) == 0o700
+
+    def test_a_job_without_a_directory_reads_as_empty(self, storage: FilesystemSandboxStorage) -> None:
+        assert storage.output_files(JOB) == []
+        assert storage.input_size(JOB) == storage.input_file_count(JOB) == 0
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == []
+        assert storage.merged_perusal_files(JOB, "out.txt") == []
+        assert storage.area_bytes(JOB) == storage.output_bytes(JOB) == 0
+        assert not storage.root.exists()  # reading made nothing
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
+    def test_a_job_directory_made_by_another_uid_gets_the_owner_of_its_parent(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        storage.create_job_area(OTHER)  # the server (here: uid 65534) made the root and the fan-out at registration
+        for path in (storage.root, storage.root / "SandboxDir", storage.job_dir(OTHER).parent):
+            os.chown(path, 65534, 65534)
+        storage.write_perusal_chunk(JOB, "out.txt", b"x", 1)  # a root worker, later: same fan-out "Ab"
+        job_dir = storage.job_dir(JOB)
+        assert [(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in (job_dir, job_dir / "peek")] == [(65534, 65534)] * 2
+        third = "https://lb.example.org:9000/QqQQQQQQQQ"  # a new fan-out directory too
+        storage.write_perusal_chunk(third, "out.txt", b"x", 1)
+        for path in (storage.job_dir(third), storage.job_dir(third).parent):
+            assert (os.lstat(path).st_uid, os.lstat(path).st_gid) == (65534, 65534)
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
     def test_an_area_made_by_another_uid_gets_the_job_directory_owner(
@@ -140,10 +174,6 @@ class TestSizes:
         big.write_bytes(b"x" * 1000)
         (job_dir / "input" / "link").symlink_to(big)
         assert storage.input_size(JOB) == 8
-
-    def test_input_size_of_unknown_job_fails(self, storage: FilesystemSandboxStorage) -> None:
-        with pytest.raises(SandboxError):
-            storage.input_size(JOB)
 
     def test_output_files_skips_markers_dirs_and_links(self, storage: FilesystemSandboxStorage) -> None:
         out = _written(storage, JOB) / "output"
@@ -264,7 +294,23 @@ class TestResolve:
         with pytest.raises(SandboxPathError):
             storage.resolve(path)
 
-    def test_unknown_job_area(self, storage: FilesystemSandboxStorage) -> None:
+    def test_a_job_directory_not_made_yet_resolves_as_an_area_not_made_yet(
+        self, storage: FilesystemSandboxStorage
+    ) -> None:
+        # The sandbox edge has found the job in the store first: a job started by jobSubmit.
+        for path in (f"{JOB_DIR}/input/f", f"{JOB_DIR}/output/"):
+            resolved = storage.resolve(path)
+            assert not resolved.area_exists
+            assert resolved.path == storage.root.joinpath(*path.rstrip("/").split("/"))
+        assert not storage.root.exists()
+
+    @pytest.mark.parametrize("level", [1, 2])
+    def test_a_file_in_the_place_of_the_job_or_fan_out_directory_is_an_unknown_area(
+        self, storage: FilesystemSandboxStorage, level: int
+    ) -> None:
+        target = storage.root.joinpath(*JOB_DIR.split("/")[: level + 1])
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"not a directory")
         with pytest.raises(UnknownJobAreaError):
             storage.resolve(f"{JOB_DIR}/input/f")
 
@@ -430,6 +476,6 @@ class TestCollectOutput:
         assert storage.collect_output_files(JOB, work, ("leak.out",)) == [("leak.out", "symbolic link")]
         assert storage.output_files(JOB) == []
 
-    def test_a_missing_job_area_is_a_sandbox_error(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
-        with pytest.raises(SandboxError):
-            storage.collect_output_files(JOB, tmp_path, ())
+    def test_no_output_sandbox_makes_no_directory(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        assert storage.collect_output_files(JOB, tmp_path, ()) == []
+        assert not storage.root.exists()

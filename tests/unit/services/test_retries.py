@@ -207,7 +207,7 @@ class TestNotRetried:
                                                                alice: Principal) -> None:
         rt = broker_rt()
         job_id = submit(rt, alice, "RetryCount = 3;")
-        output = rt.storage.job_area(job_id).output_dir
+        output = rt.storage.create_job_area(job_id) / "output"  # jobSubmit made none: the worker makes it
         output.mkdir(mode=0o700)
         (output / "out").write_bytes(b"x" * 1000)  # as the worker collected it
         done = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, output_bytes=1000,

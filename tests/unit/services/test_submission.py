@@ -144,6 +144,17 @@ class TestSubmit:
         assert jobs.job_status(rt, alice, job.job_id).state == "Waiting"
         assert queued(rt, job.job_id) == ["start"]
 
+    def test_submit_makes_no_job_directory(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        # Nothing may be uploaded into a started job; its execution makes the directory (issue 14).
+        simple = submit_job(rt, alice, ECHO_JDL, delegated)
+        collection = submit_job(rt, alice, '[ Type = "collection"; nodes = { [ Executable = "/bin/true"; ], '
+                                            '[ Executable = "/bin/true"; ] } ]', delegated)
+        assert len(collection.children) == 2
+        assert simple.path.endswith("/input") and sandbox_areas(rt) == []
+        assert not rt.storage.has_job_area(simple.job_id)
+        registered = register_job(rt, alice, ECHO_JDL, delegated)
+        assert sandbox_areas(rt) == [rt.storage.job_dir(registered.job_id)]
+
     def test_failed_submit_leaves_nothing(self, rt: Runtime, alice: Principal) -> None:
         with pytest.raises(DelegationNotFoundError):
             submit_job(rt, alice, ECHO_JDL, "never-delegated")
