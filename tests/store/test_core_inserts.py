@@ -116,3 +116,22 @@ def test_the_history_must_end_with_the_state(factory, history: tuple[str, ...]) 
         job = _job("https://h:9000/core-bad", "Waiting", utcnow())
         with pytest.raises(ValueError, match="must end with its state"):
             uow.jobs.insert(job, history)
+
+
+@pytest.mark.parametrize("request_command", [None, "start"])
+def test_a_refused_insert_is_sqlalchemys_integrity_error_and_leaves_nothing(factory, request_command) -> None:
+    """The INSERTs go to the driver's connection (``DriverStatement.send``): a row the database
+    refuses (here a job id taken) is raised as SQLAlchemy raises a failed statement's, and the
+    transaction is rolled back whole (no event, no request of the refused job)."""
+    now = utcnow().replace(microsecond=0)
+    job_id = f"https://h:9000/core-twice-{request_command}"
+    with UnitOfWork(factory) as uow:
+        uow.jobs.insert(_job(job_id, "Submitted", now), ("Submitted",))
+    with pytest.raises(sa.exc.IntegrityError) as raised, UnitOfWork(factory) as uow:
+        uow.jobs.insert(_job(job_id, "Waiting", now), ("Submitted", "Waiting"), request=request_command)
+    assert "jobs" in str(raised.value.statement)
+    with UnitOfWork(factory) as uow:
+        assert [e.state for e in uow.jobs.events(job_id)] == ["Submitted"]
+        assert uow.session.scalar(
+            sa.select(sa.func.count()).select_from(ExecutionRequest).where(ExecutionRequest.job_id == job_id)) == 0
+        uow.jobs.insert(_job(job_id + "-next", "Submitted", now), ("Submitted",))  # the pooled connection still serves

@@ -259,7 +259,8 @@ class SqlJobStore:
         Not the ORM's unit of work: the row stays outside the session (nothing of this
         transaction reads it back), the events go in one multi-row INSERT without fetching
         their ids, and each statement is compiled once per dialect and sent as the driver's
-        SQL (:mod:`wmproxy.store.prepared`; the engine's statement events see it). Columns
+        SQL (:mod:`wmproxy.store.prepared`; on SQLite on the driver's own connection, which
+        the engine's statement events do not see; PostgreSQL's one statement they see). Columns
         the values leave out get their defaults. Pending ORM changes of the session are
         flushed first.
 
@@ -297,11 +298,12 @@ class SqlJobStore:
                 conn, {**values, **events, "request_command": request})
             self.session.info[_NOTIFIED] = True  # the transaction's notification is sent
             return
-        prepared.statement(dialect, ("job", keys), lambda: prepared.row_insert(_JOBS, keys)).execute(conn, values)
-        prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows)).execute(conn, events)
+        # No result is read: sent on the driver's connection (prepared.DriverStatement.send).
+        prepared.statement(dialect, ("job", keys), lambda: prepared.row_insert(_JOBS, keys)).send(conn, values)
+        prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows)).send(conn, events)
         if request is not None:  # SQLite: no notification (SqlExecutionQueue.insert sends none there)
             request_keys = ("job_id", "command", "created_at")
-            prepared.statement(dialect, "request", lambda: prepared.row_insert(_REQUESTS, request_keys)).execute(
+            prepared.statement(dialect, "request", lambda: prepared.row_insert(_REQUESTS, request_keys)).send(
                 conn, {"job_id": job_id, "command": request, "created_at": created_at})
 
     def flush(self) -> None:
