@@ -568,29 +568,41 @@ class TestOutage:
         assert not loop.is_alive()
         assert job_row(rt, job_id).exit_code == 5 and running_events(rt, job_id) == 1
 
-    @pytest.mark.parametrize("full", ["output", "job directory"])
     def test_outputs_a_full_sandbox_cannot_take_wait_in_the_work_dir(
-        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], full: str
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
     ) -> None:
         worker = workers("w1")
         job_id = running(rt, alice, worker)
-        area = rt.storage.job_area(job_id)
-        if full == "output":  # the job directory exists (as after jobRegister), output/ cannot be filled
-            rt.storage.create_job_area(job_id)
-            where = area.output_dir
-        else:  # jobSubmit made no job directory: the worker cannot make it (no inode left)
-            assert not rt.storage.has_job_area(job_id)
-            where = rt.storage.job_dir(job_id).parent  # its fan-out directory, in a used sandbox root
-            where.parent.mkdir(parents=True, exist_ok=True)
-        with full_file_system(where, inodes=None if full == "output" else 8):
+        with full_file_system(rt.storage.job_area(job_id).output_dir) as filler:
             (work_dir(rt, job_id) / "go").write_text("")
             until(worker, lambda: job_id in worker.running and worker.running[job_id].end_failures > 0,
                   "a failed collection")
             assert (work_dir(rt, job_id) / "out").read_text() == "out\n"  # kept for the next try
             assert job_row(rt, job_id).state == JobState.RUNNING.value
-            for taken in where.glob("filler*"):  # the administrator frees space
-                taken.unlink()
+            filler.unlink()  # the administrator frees space
             until(worker, in_state(rt, job_id, JobState.DONE), "the outputs to be collected")
+            assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"
+        row = job_row(rt, job_id)
+        assert (row.exit_code, row.reason) == (5, None)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+    def test_a_job_whose_directory_a_full_sandbox_cannot_take_waits_then_runs(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        job_id = submit(rt, alice, "echo out; exit 5")  # jobSubmit: no job directory yet
+        assert not rt.storage.has_job_area(job_id)
+        fan_out = rt.storage.job_dir(job_id).parent  # in a used sandbox root, a full file system
+        fan_out.parent.mkdir(parents=True, exist_ok=True)
+        worker = workers("w1")
+        with full_file_system(fan_out, inodes=8):  # no inode left for the job directory
+            worker.start()
+            until(worker, lambda: (job_row(rt, job_id).reason or "").startswith(service.NO_JOB_DIRECTORY),
+                  "the claim to leave the job Waiting")
+            assert job_row(rt, job_id).state == JobState.WAITING.value and worker.running == {}
+            for taken in fan_out.glob("filler*"):  # the administrator frees space
+                taken.unlink()
+            until(worker, in_state(rt, job_id, JobState.DONE), "the job to run")
+            area = rt.storage.job_area(job_id)
             assert (area.output_dir / "out").read_text() == "out\n"
             assert stat.S_IMODE(os.lstat(area.dir).st_mode) == 0o700
         row = job_row(rt, job_id)
@@ -609,7 +621,6 @@ class TestOutage:
         # Retries allowed: only the end's "not retryable" keeps the job from being resubmitted.
         job_id = running(rt, alice, worker, extra="RetryCount = 2; ShallowRetryCount = 2;")
         followed = worker.running[job_id]
-        rt.storage.create_job_area(job_id)
         with full_file_system(rt.storage.job_area(job_id).output_dir):  # an outage: not counted
             (work_dir(rt, job_id) / "go").write_text("")
             until(worker, lambda: job_id not in worker.running or followed.end_failures > tries,
@@ -835,7 +846,6 @@ class TestOutage:
         worker.start()
         until(worker, in_state(rt, job_id, JobState.RUNNING), "the job to run")
         peek = rt.storage.job_area(job_id).peek_dir
-        rt.storage.create_job_area(job_id)  # jobSubmit made none; the first sample may have made it
         with full_file_system(peek) as filler:
             until(worker, lambda: "perusal sample not kept" in caplog.text, "a sample refused")  # no step raised
             assert [p.name for p in peek.iterdir()] == ["filler"]  # no partial chunk left

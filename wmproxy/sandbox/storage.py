@@ -15,12 +15,13 @@ reads as an empty one everywhere (and an empty one, e.g. left by a first upload 
 while streaming, as a missing one).
 
 jobSubmit creates no directory at all: its job is started at once, so no client may
-upload into it, and the job directory is made by the execution's first write (output
-sandbox, perusal chunk). Such a write happens only while the job is active, and an active
-job's area is never removed (jobPurge and the purger take only ended or never-started
-jobs), so it cannot bring a removed area back. A client's upload never creates the job
-directory: a write racing ``remove_job_area`` of a registered job cannot bring its area
-back (the ``mkdir`` of ``input/`` fails with ENOENT).
+upload into it. The execution worker makes the job directory when it claims the job
+(``wmproxy.services.execution``), in the claim's transaction, with the job's row locked and
+still Waiting: a removal of the area (jobPurge, the purger, which lock the row) comes
+before it, and then there is no claim, or after it. No write ever creates the job
+directory: a write racing ``remove_job_area`` (an upload, or the output or a perusal chunk
+of a job aborted while it still ran and purged at once) cannot bring a removed area back
+(its ``mkdir`` of the area fails with ENOENT).
 
 and, relative to the work root (``[execution] work_dir``), the directory the job runs in,
 ``<to_filename(job id)>/``, with the job's proxy copy ``user.proxy`` (written there as the
@@ -156,9 +157,9 @@ class ResolvedPath(NamedTuple):
         job_rel_dir: ``<dir_name>/<2ch>/<job dir>``, the job area relative to the root.
         path: absolute real path inside the job's ``input/``, ``output/`` or ``peek/``
             subtree; its last component may not exist yet.
-        area_exists: False when the job directory exists but this area has not been
-            created yet (nothing written to it): it reads as an empty directory, and
-            nothing below it exists.
+        area_exists: False when this area has not been created yet (nothing written to
+            it), or its job directory has not (a job sent with jobSubmit, not claimed yet):
+            it reads as an empty directory, and nothing below it exists.
     """
 
     job_rel_dir: str
@@ -309,7 +310,7 @@ class FilesystemSandboxStorage:
             job_id: the job.
             hand_over: give each directory this call creates its parent's owner and group
                 when they are not this process's and it may (the execution worker making
-                the job directory of a job started by jobSubmit; ``CAP_CHOWN``).
+                the job directory of a job sent with jobSubmit when it claims it; ``CAP_CHOWN``).
 
         Returns:
             The job directory.
@@ -446,7 +447,7 @@ class FilesystemSandboxStorage:
         gives each chunk of a file its own, increasing timestamp. The first chunk creates ``peek/``.
 
         Raises:
-            SandboxError: the job's ``peek/`` (or its job directory) cannot be made.
+            SandboxError: the job area does not exist, or its ``peek/`` cannot be made.
             OSError: the chunk cannot be written (e.g. the file system full); nothing is left.
         """
         peek = self._area(job_id, "peek", create=True)
@@ -532,17 +533,18 @@ class FilesystemSandboxStorage:
     def _area(self, job_id: str, area: str, *, must_exist: bool = True, create: bool = False) -> Path:
         """The path of a job's ``area``.
 
-        With ``create`` the area is made (:meth:`create_area`) if missing, and the job
-        directory before it if that is missing too: only the execution of an active job
-        writes this way (see the module docstring). Without ``must_exist`` a missing area,
-        or job directory, is a path that does not exist (read as an empty area).
+        With ``create`` the area is made (:meth:`create_area`) if missing, never the job
+        directory. Without ``must_exist`` a missing area, or job directory (a job sent with
+        jobSubmit that no worker has claimed yet), is a path that does not exist (read as an
+        empty area).
 
         Raises:
-            SandboxError: (``must_exist``) the area does not exist, or it cannot be made.
+            SandboxError: (``create``) the job directory does not exist, or the area cannot
+                be made; (``must_exist``) the area does not exist.
         """
         if create:
-            if not self.has_job_area(job_id):  # a job started by jobSubmit: its first write
-                self.create_job_area(job_id, hand_over=True)
+            if not self.has_job_area(job_id):
+                raise SandboxError(f"The job directory of {job_id} does not exist")
             return self.create_area(self.job_rel_dir(job_id), area)
         path = self.job_dir(job_id) / area
         if must_exist and not path.is_dir():
@@ -598,8 +600,8 @@ class FilesystemSandboxStorage:
         Returns:
             :class:`ResolvedPath`. The path may not exist; every existing component
             is a real directory (or, for the last one, a non-symlink). An area that has not
-            been created yet, or whose job directory has not (a job started by jobSubmit,
-            until its execution writes), gives ``area_exists=False``.
+            been created yet, or whose job directory has not (a job sent with jobSubmit that
+            no worker has claimed yet), gives ``area_exists=False``.
 
         Raises:
             UnknownJobAreaError: something other than a directory where the job's
@@ -661,8 +663,8 @@ class FilesystemSandboxStorage:
             file"``, ``"outside the work directory"``.
 
         Raises:
-            SandboxError: ``output/`` (or the job directory) cannot be made, or a file cannot
-                be written.
+            SandboxError: the job area does not exist (with a file to collect), ``output/``
+                cannot be made, or a file cannot be written.
         """
         # A job's first output sandbox creates output/ (a job without one leaves none).
         output = self._area(job_id, "output", must_exist=False, create=bool(names))

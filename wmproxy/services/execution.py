@@ -23,7 +23,7 @@ import classad2
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
-from wmproxy.errors import WMProxyError
+from wmproxy.errors import SandboxError, WMProxyError
 from wmproxy.jdl import JobDescription, isb_file_names, parse_jdl, read_description
 from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.brokering import (
@@ -50,6 +50,9 @@ CLAIM_BATCH = 20
 #: Poll intervals a job waits when the claiming worker lacks its CE's backend, so that
 #: a worker that has it can take it first.
 BACKEND_WAIT_POLLS = 5
+#: The reason of a claimed job left Waiting because its job directory cannot be made (the
+#: sandbox's file system full, say); the error follows.
+NO_JOB_DIRECTORY = "the job directory cannot be made"
 _T = TypeVar("_T")
 _RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 
@@ -175,7 +178,12 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     * matched to a CE whose backend is not in ``backends``: left Waiting, its request due
       again after :data:`BACKEND_WAIT_POLLS` poll intervals, for a worker that has it;
     * matched to a CE whose backend is in ``full`` (the worker runs it but is at its
-      limit for it): given back unchanged, due again after one poll interval.
+      limit for it): given back unchanged, due again after one poll interval;
+    * sent with jobSubmit and its job directory cannot be made (the sandbox's file system
+      full, say): left Waiting with the reason :data:`NO_JOB_DIRECTORY` and the error, due
+      again after one poll interval (or at its expiry, if sooner).
+
+    A claimed job's directory is made here if it has none yet (a job sent with jobSubmit).
 
     Args:
         worker: the claiming worker's name.
@@ -216,7 +224,8 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     the jobs a worker cycle takes), oldest request first.
 
     Each request is handled as :func:`claim_next_start` handles it (expired, unmatched,
-    waiting for another worker's backend, postponed while its backend is full). At most
+    waiting for another worker's backend, postponed while its backend is full, its job
+    directory made or left Waiting without one). At most
     ``limit`` + :data:`CLAIM_BATCH` requests are looked at. The delegation of the jobs of one
     owner and delegation id is read and its proxy unsealed once per batch, not per job.
 
@@ -405,6 +414,16 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         delay = dt.timedelta(seconds=BACKEND_WAIT_POLLS * settings.execution.poll_interval)
         _wait(writes, job, request, min(now + delay, expires),
               f"matched to CE {destination.ce_id}: waiting for a worker with its {destination.backend} backend")
+        return None
+    try:
+        # A job sent with jobSubmit has no job directory yet (jobRegister made its own): made
+        # here, while its row is locked and Waiting, so no removal of its area can come in
+        # between (wmproxy.sandbox.storage). Without it the job waits, until its expiry.
+        rt.storage.create_job_area(job.id, hand_over=True)
+    except SandboxError as exc:
+        log.warning("job %s: %s", job.id, exc)
+        retry = now + dt.timedelta(seconds=settings.execution.poll_interval)
+        _wait(writes, job, request, min(retry, expires), f"{NO_JOB_DIRECTORY}: {exc}")
         return None
     writes.requests.append(RequestChange.completed(request, worker, now))
     writes.ready.append((job.id, destination.ce_id))

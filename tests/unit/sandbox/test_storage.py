@@ -66,27 +66,18 @@ class TestJobArea:
         assert storage.create_area(JOB_DIR, area) == job_dir / area  # a second (racing) writer: fine
         assert (job_dir / area / "f").read_bytes() == b"x"
 
-    def test_an_upload_never_brings_a_removed_job_back(self, storage: FilesystemSandboxStorage) -> None:
+    def test_creating_an_area_never_brings_a_removed_job_back(self, storage: FilesystemSandboxStorage,
+                                                               tmp_path: Path) -> None:
         job_dir = storage.create_job_area(JOB)
         storage.remove_job_area(JOB)
+        (tmp_path / "out.txt").write_bytes(b"x")
         with pytest.raises(UnknownJobAreaError):
             storage.create_area(JOB_DIR, "input")
+        with pytest.raises(SandboxError):  # a job aborted while it ran, purged before its end
+            storage.collect_output_files(JOB, tmp_path, ("out.txt",))
+        with pytest.raises(SandboxError):
+            storage.write_perusal_chunk(JOB, "out.txt", b"x", 1)
         assert not job_dir.exists() and not job_dir.parent.exists()
-
-    def test_the_first_write_of_an_execution_makes_the_missing_job_directory(
-        self, storage: FilesystemSandboxStorage, tmp_path: Path
-    ) -> None:
-        # A job started by jobSubmit has no job directory until its output or perusal is written.
-        work = tmp_path / "work"
-        work.mkdir()
-        (work / "out.txt").write_bytes(b"result")
-        assert storage.collect_output_files(JOB, work, ("out.txt",)) == []
-        job_dir = storage.root / JOB_DIR
-        assert (job_dir / "output" / "out.txt").read_bytes() == b"result"
-        assert [_mode(p) for p in (job_dir, job_dir / "output", job_dir.parent)] == [0o700, 0o700, 0o755]
-        storage.write_perusal_chunk(OTHER, "out.txt", b"x", 1)
-        assert (storage.job_dir(OTHER) / "peek" / "out.txt.1").read_bytes() == b"x"
-        assert _mode(storage.job_dir(OTHER)) == 0o700
 
     def test_a_job_without_a_directory_reads_as_empty(self, storage: FilesystemSandboxStorage) -> None:
         assert storage.output_files(JOB) == []
@@ -97,19 +88,17 @@ class TestJobArea:
         assert not storage.root.exists()  # reading made nothing
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
-    def test_a_job_directory_made_by_another_uid_gets_the_owner_of_its_parent(
-        self, storage: FilesystemSandboxStorage, tmp_path: Path
-    ) -> None:
+    def test_a_job_directory_handed_over_gets_the_owner_of_its_parent(self, storage: FilesystemSandboxStorage) -> None:
         storage.create_job_area(OTHER)  # the server (here: uid 65534) made the root and the fan-out at registration
         for path in (storage.root, storage.root / "SandboxDir", storage.job_dir(OTHER).parent):
             os.chown(path, 65534, 65534)
-        storage.write_perusal_chunk(JOB, "out.txt", b"x", 1)  # a root worker, later: same fan-out "Ab"
-        job_dir = storage.job_dir(JOB)
-        assert [(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in (job_dir, job_dir / "peek")] == [(65534, 65534)] * 2
+        job_dir = storage.create_job_area(JOB, hand_over=True)  # a root worker claiming a job: same fan-out "Ab"
+        assert (os.lstat(job_dir).st_uid, os.lstat(job_dir).st_gid, _mode(job_dir)) == (65534, 65534, 0o700)
         third = "https://lb.example.org:9000/QqQQQQQQQQ"  # a new fan-out directory too
-        storage.write_perusal_chunk(third, "out.txt", b"x", 1)
+        storage.create_job_area(third, hand_over=True)
         for path in (storage.job_dir(third), storage.job_dir(third).parent):
             assert (os.lstat(path).st_uid, os.lstat(path).st_gid) == (65534, 65534)
+        assert os.lstat(storage.create_job_area("https://lb.example.org:9000/Zz0")).st_uid == 0  # not handed over
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
     def test_an_area_made_by_another_uid_gets_the_job_directory_owner(

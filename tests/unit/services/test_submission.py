@@ -6,6 +6,8 @@ Only the public signatures are used: ``register_job(rt, principal, jdl, delegati
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from wmproxy.errors import (
     ProxyExpiredError,
 )
 from wmproxy.services import jobs
+from wmproxy.services.execution import claim_next_start
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, start_job, submit_job
 
@@ -154,6 +157,15 @@ class TestSubmit:
         assert not rt.storage.has_job_area(simple.job_id)
         registered = register_job(rt, alice, ECHO_JDL, delegated)
         assert sandbox_areas(rt) == [rt.storage.job_dir(registered.job_id)]
+
+    def test_the_claim_of_a_submitted_job_makes_its_directory(self, rt: Runtime, alice: Principal,
+                                                              delegated: str) -> None:
+        job = submit_job(rt, alice, ECHO_JDL, delegated)
+        order = claim_next_start(rt, "w1")
+        assert order is not None and order.job_id == job.job_id
+        job_dir = rt.storage.job_dir(job.job_id)
+        assert sandbox_areas(rt) == [job_dir] and os.listdir(job_dir) == []
+        assert stat.S_IMODE(os.lstat(job_dir).st_mode) == 0o700
 
     def test_failed_submit_leaves_nothing(self, rt: Runtime, alice: Principal) -> None:
         with pytest.raises(DelegationNotFoundError):
