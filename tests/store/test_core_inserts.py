@@ -135,3 +135,25 @@ def test_a_refused_insert_is_sqlalchemys_integrity_error_and_leaves_nothing(fact
         assert uow.session.scalar(
             sa.select(sa.func.count()).select_from(ExecutionRequest).where(ExecutionRequest.job_id == job_id)) == 0
         uow.jobs.insert(_job(job_id + "-next", "Submitted", now), ("Submitted",))  # the pooled connection still serves
+
+
+def test_an_insert_on_a_lost_connection_is_a_disconnect_and_the_next_transaction_works(factory) -> None:
+    """The driver's connection gone under the transaction (the database restarted, say): the
+    INSERT sent on it is raised as SQLAlchemy's disconnect, its connection invalidated, and
+    the pool connects anew for the next unit of work."""
+    now = utcnow().replace(microsecond=0)
+    job_id = "https://h:9000/core-lost-connection"
+
+    def insert_on_a_lost_connection() -> None:
+        with UnitOfWork(factory) as uow:
+            uow.session.connection().connection.dbapi_connection.close()
+            uow.jobs.insert(_job(job_id, "Submitted", now), ("Submitted",))
+
+    with pytest.raises(sa.exc.DBAPIError) as raised:
+        insert_on_a_lost_connection()
+    assert raised.value.connection_invalidated
+    assert "INSERT INTO jobs" in str(raised.value.statement)  # the INSERT's error, not the rollback's
+    with UnitOfWork(factory) as uow:
+        uow.jobs.insert(_job(job_id, "Submitted", now), ("Submitted",))
+    with UnitOfWork(factory) as uow:
+        assert [e.state for e in uow.jobs.events(job_id)] == ["Submitted"]

@@ -63,14 +63,15 @@ class DriverStatement:
             sqlalchemy.exc.DBAPIError: the database refused the statement.
         """
         parameters = self._parameters(values)
-        # The DBAPI connection (a detached one too: a transaction that retires its connection).
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = None
         try:
+            # The DBAPI connection (a detached one too: a transaction that retires its connection).
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             cursor.execute(self.sql, parameters)
         except BaseException as exc:  # noqa: BLE001 - re-raised wrapped, as SQLAlchemy does for its own statements
+            # SQLAlchemy closes the cursor (a connection it invalidates is closed: no close here).
             conn._handle_dbapi_exception(exc, self.sql, parameters, cursor, None)
-        finally:
-            cursor.close()
+        cursor.close()
 
     def _parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         processed = []
