@@ -44,6 +44,7 @@ from tests.store.worker_support import (
     work_dir,
 )
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
+from wmproxy.config import BrokeringSettings
 from wmproxy.domain import JobState, Principal, to_filename, utcnow
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import JobLaunch
@@ -68,7 +69,9 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account
     with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
                         execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05,
                                    "kill_grace": 2.0},
-                        jobs={"min_perusal_interval": 1}) as runtime:
+                        jobs={"min_perusal_interval": 1},
+                        # a job left Waiting (no job directory) is claimed again soon
+                        replace={"brokering": BrokeringSettings(match_retry_period=0.5)}) as runtime:
         yield runtime
 
 

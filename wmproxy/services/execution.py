@@ -181,7 +181,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
       limit for it): given back unchanged, due again after one poll interval;
     * sent with jobSubmit and its job directory cannot be made (the sandbox's file system
       full, say): left Waiting with the reason :data:`NO_JOB_DIRECTORY` and the error, due
-      again after one poll interval (or at its expiry, if sooner).
+      again after ``[brokering] match_retry_period`` (or at its expiry, if sooner).
 
     A claimed job's directory is made here if it has none yet (a job sent with jobSubmit).
 
@@ -418,11 +418,12 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     try:
         # A job sent with jobSubmit has no job directory yet (jobRegister made its own): made
         # here, while its row is locked and Waiting, so no removal of its area can come in
-        # between (wmproxy.sandbox.storage). Without it the job waits, until its expiry.
+        # between (wmproxy.sandbox.storage). Without it the job waits as an unmatched one does
+        # (not every poll: such requests, the oldest due, would fill every claim batch).
         rt.storage.create_job_area(job.id, hand_over=True)
     except SandboxError as exc:
         log.warning("job %s: %s", job.id, exc)
-        retry = now + dt.timedelta(seconds=settings.execution.poll_interval)
+        retry = now + dt.timedelta(seconds=settings.brokering.match_retry_period)
         _wait(writes, job, request, min(retry, expires), f"{NO_JOB_DIRECTORY}: {exc}")
         return None
     writes.requests.append(RequestChange.completed(request, worker, now))

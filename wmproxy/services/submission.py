@@ -4,11 +4,12 @@ Registration parses and checks the JDL (with the sandbox file-count and file-nam
 of ``[limits]``), checks the delegated proxy (usable lifetime, not limited, its primary
 FQAN the client's: WTS bug 54728) and takes its VOMS FQANs as they verify now, maps the
 caller to its local account (stored with every job row and shown as ``LocalAccount`` in the
-registered JDL), creates the job's
-directory in the sandbox area (only it: ``input/``, ``output/`` and ``peek/`` come with their
-first write, ``wmproxy.sandbox.storage``) and stores the original and registered JDL, all or nothing: when anything
-fails, including the commit, the area is removed again. Starting changes the state to
-Waiting and queues the execution request in the same transaction.
+registered JDL), creates the job's directory in the sandbox area for jobRegister (only it:
+``input/``, ``output/`` and ``peek/`` come with their first write; jobSubmit makes none, the
+execution worker makes it when it claims the job: ``wmproxy.sandbox.storage``) and stores the
+original and registered JDL, all or nothing: when anything fails, including the commit, the
+area is removed again. Starting changes the state to Waiting and queues the execution request
+in the same transaction.
 """
 
 from __future__ import annotations
@@ -82,12 +83,13 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
 
 def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
     """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction; no job
-    directory is made (the execution makes it with its first write, see ``wmproxy.sandbox.storage``)."""
+    directory is made (the execution worker makes it when it claims the job,
+    ``wmproxy.services.execution``)."""
 
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
         # The row _register made is started as it is (not read back, its nodes not asked for).
-        # No job directory is made: nothing may be uploaded into a started job, and its
-        # execution makes the directory with its first write (issue 14: no mkdir here).
+        # No job directory is made: nothing may be uploaded into a started job, and the worker
+        # that claims it makes the directory (issue 14: no mkdir here).
         registered, job = _register(uow, rt, principal, jdl, delegation_id, now, None)
         if isinstance(job, Job):
             _start(uow, job, now, compound=True)

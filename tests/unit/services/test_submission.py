@@ -6,6 +6,7 @@ Only the public signatures are used: ``register_job(rt, principal, jdl, delegati
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 from pathlib import Path
@@ -26,7 +27,7 @@ from wmproxy.errors import (
     ProxyExpiredError,
 )
 from wmproxy.services import jobs
-from wmproxy.services.execution import claim_next_start
+from wmproxy.services.execution import NO_JOB_DIRECTORY, claim_next_start
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, start_job, submit_job
 
@@ -166,6 +167,23 @@ class TestSubmit:
         job_dir = rt.storage.job_dir(job.job_id)
         assert sandbox_areas(rt) == [job_dir] and os.listdir(job_dir) == []
         assert stat.S_IMODE(os.lstat(job_dir).st_mode) == 0o700
+
+    def test_a_job_whose_directory_cannot_be_made_waits_as_an_unmatched_one(
+        self, rt: Runtime, alice: Principal, delegated: str
+    ) -> None:
+        job = submit_job(rt, alice, ECHO_JDL, delegated)
+        fan_out = rt.storage.job_dir(job.job_id).parent
+        fan_out.parent.mkdir(parents=True)
+        fan_out.write_bytes(b"")  # a file where the fan-out directory should be
+        before = utcnow()
+        assert claim_next_start(rt, "w1") is None
+        assert jobs.job_status(rt, alice, job.job_id).state == "Waiting"
+        with rt.uow() as uow:
+            row = uow.jobs.get(job.job_id)
+            assert row is not None and (row.reason or "").startswith(f"{NO_JOB_DIRECTORY}: ")
+            [request] = uow.queue.pending_for(job.job_id)
+            # not again at the next poll: due after [brokering] match_retry_period
+            assert request.not_before >= before + dt.timedelta(seconds=rt.settings.brokering.match_retry_period)
 
     def test_failed_submit_leaves_nothing(self, rt: Runtime, alice: Principal) -> None:
         with pytest.raises(DelegationNotFoundError):
