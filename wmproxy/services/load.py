@@ -175,9 +175,9 @@ def _queued_jobs(rt: Runtime) -> int:
 
 
 def _live_jobs(rt: Runtime, owner_dn: str) -> int:
+    """The jobs (not nodes) of ``owner_dn`` not in a final state, counted by the database."""
     with rt.uow() as uow:
-        final = {state.value for state in FINAL_STATES}
-        return sum(1 for job in uow.jobs.owned_by(owner_dn) if job.parent_id is None and job.state not in final)
+        return uow.jobs.live_count(owner_dn, [state.value for state in FINAL_STATES])
 
 
 def check_load(rt: Runtime, principal: Principal, operation: str, monitor: LoadMonitor = MONITOR) -> None:

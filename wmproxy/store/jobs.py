@@ -609,6 +609,14 @@ class SqlJobStore:
     def dependents(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(JobDependency.job_id).where(JobDependency.depends_on == job_id)))
 
+    def live_count(self, owner_dn: str, final_states: Sequence[str]) -> int:
+        """How many jobs (not nodes) ``owner_dn`` has in no state of ``final_states``: one
+        COUNT over the owner's rows, no row loaded (the ``[load] max_live_jobs`` check of
+        every jobRegister and jobSubmit, issue 14)."""
+        stmt = select(func.count()).select_from(Job).where(
+            Job.owner_dn == owner_dn, Job.parent_id.is_(None), Job.state.not_in(final_states))
+        return int(self.session.scalar(stmt) or 0)
+
     def count_at(self, states: Sequence[str], *, destination: str | None = None) -> int:
         """How many jobs are in one of ``states`` (and matched to CE ``destination``, if given)."""
         stmt = select(func.count()).select_from(Job).where(Job.state.in_(states))
