@@ -14,9 +14,9 @@ from wmproxy.store.schema import Job
 T = TypeVar("T")
 
 
-def job_row(job_id: str, parent_id: str | None = None) -> Job:
+def job_row(job_id: str, parent_id: str | None = None, *, owner_dn: str = "/CN=x", state: str = "Waiting") -> Job:
     now = utcnow()
-    return Job(id=job_id, parent_id=parent_id, owner_dn="/CN=x", delegation_id="d", state="Waiting",
+    return Job(id=job_id, parent_id=parent_id, owner_dn=owner_dn, delegation_id="d", state=state,
                jdl_original="[]", jdl_registered="[]", sandbox_dir=job_id, created_at=now, updated_at=now)
 
 

@@ -616,7 +616,8 @@ class FilesystemSandboxStorage:
             current = current / name
             try:
                 st = os.lstat(current)
-            except FileNotFoundError:  # the area, or the job directory, is made by its first write
+            except FileNotFoundError:  # the area is made by its first write, the job directory of a
+                # job sent with jobSubmit by the claim of a worker
                 return ResolvedPath(job_rel_dir, job_dir.joinpath(area, *rest), area_exists=False)
             except NotADirectoryError:
                 raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/{area}") from None

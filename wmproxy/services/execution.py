@@ -400,8 +400,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         submit_to = job_ad.get("SubmitTo")
         reason = f"{NO_MATCH} (SubmitTo names no CE of this site: {submit_to})" if isinstance(submit_to, str) \
             else NO_MATCH
-        retry = now + dt.timedelta(seconds=settings.brokering.match_retry_period)
-        _wait(writes, job, request, min(retry, expires), reason)
+        _wait(writes, job, request, settings.brokering.match_retry_period, expires, reason)
         return None
     destination = destination_of(chosen.ce, settings)
     if destination.backend in full:  # this worker runs it, but is at its limit: ask again soon
@@ -411,8 +410,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     if backends is not None and destination.backend not in backends:
         log.warning("job %s matched to CE %s, whose %s backend worker %s does not run: left for another worker",
                     job.id, destination.ce_id, destination.backend, worker)
-        delay = dt.timedelta(seconds=BACKEND_WAIT_POLLS * settings.execution.poll_interval)
-        _wait(writes, job, request, min(now + delay, expires),
+        _wait(writes, job, request, BACKEND_WAIT_POLLS * settings.execution.poll_interval, expires,
               f"matched to CE {destination.ce_id}: waiting for a worker with its {destination.backend} backend")
         return None
     try:
@@ -423,8 +421,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         rt.storage.create_job_area(job.id, hand_over=True)
     except SandboxError as exc:
         log.warning("job %s: %s", job.id, exc)
-        retry = now + dt.timedelta(seconds=settings.brokering.match_retry_period)
-        _wait(writes, job, request, min(retry, expires), f"{NO_JOB_DIRECTORY}: {exc}")
+        _wait(writes, job, request, settings.brokering.match_retry_period, expires, f"{NO_JOB_DIRECTORY}: {exc}")
         return None
     writes.requests.append(RequestChange.completed(request, worker, now))
     writes.ready.append((job.id, destination.ce_id))
@@ -433,10 +430,11 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
                         JobState.READY, None, proxy_pem, destination, registered)
 
 
-def _wait(writes: _ClaimWrites, job: ClaimedJob, request: ClaimedRequest, not_before: dt.datetime,
-          reason: str) -> None:
-    """The job stays Waiting (one event per new reason); its request is due at ``not_before``."""
-    writes.requests.append(RequestChange.postponed(request, not_before))
+def _wait(writes: _ClaimWrites, job: ClaimedJob, request: ClaimedRequest, seconds: float,
+          expires: dt.datetime, reason: str) -> None:
+    """The job stays Waiting (one event per new reason); its request is due again ``seconds``
+    from the claim's time, or at the job's expiry (``expires``, UTC) if sooner."""
+    writes.requests.append(RequestChange.postponed(request, min(writes.now + dt.timedelta(seconds=seconds), expires)))
     if job.reason != reason:
         writes.waiting.append(StateChange(job.id, reason=reason))
 

@@ -86,7 +86,8 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
     directory is made (the execution worker makes it when it claims the job,
     ``wmproxy.services.execution``)."""
 
-    def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
+    now = utcnow()
+    with rt.uow() as uow:  # nothing on disk to undo on a failure (see _atomically)
         # The row _register made is started as it is (not read back, its nodes not asked for).
         # No job directory is made: nothing may be uploaded into a started job, and the worker
         # that claims it makes the directory (issue 14: no mkdir here).
@@ -100,8 +101,6 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
             job["state"], job["updated_at"] = JobState.WAITING.value, now
             uow.jobs.insert(job, (JobState.SUBMITTED.value, JobState.WAITING.value), request="start")
         return registered
-
-    return _atomically(rt, work)
 
 
 def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
