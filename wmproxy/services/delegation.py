@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import weakref
 
 from cachetools import LRUCache
 from cryptography import x509
@@ -294,6 +295,15 @@ def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime,
     row = uow.delegations.stored_proxy(dn, delegation_id)
     if row is None:
         raise _not_found(delegation_id)
+    return check_usable(row, now, min_lifetime)
+
+
+def check_usable(row: StoredProxy, now: dt.datetime, min_lifetime: int) -> StoredProxy:
+    """:func:`usable_proxy`'s checks of a stored proxy already read; returns ``row``.
+
+    Raises:
+        ProxyError, ProxyExpiredError: as :func:`usable_proxy`.
+    """
     if row.not_before > now + dt.timedelta(seconds=NOT_BEFORE_SKEW):
         raise ProxyError("proxy validity starting time in the future\nPlease check client date/time")
     if row.not_after <= now:
@@ -303,6 +313,39 @@ def usable_proxy(uow: UnitOfWork, dn: str, delegation_id: str, now: dt.datetime,
             f"The delegated Proxy has expired or has less than {min_lifetime // 60} minutes left"
         )
     return row
+
+
+#: The stored proxy last read for each (DN, delegation id), per engine (issue 14: jobSubmit's
+#: guarded write, :func:`recent_proxy`). Sealed proxies only, as read from the store; a bounded LRU.
+RECENT_PROXIES_MAX = 256
+_RECENT: weakref.WeakKeyDictionary[object, LRUCache[tuple[str, str], StoredProxy]] = weakref.WeakKeyDictionary()
+_RECENT_LOCK = threading.Lock()
+
+
+def recent_proxy(rt: Runtime, dn: str, delegation_id: str) -> StoredProxy | None:
+    """The stored proxy of (DN, id) as this process last read it (:func:`remember_proxy`), or
+    None. It may have been replaced or destroyed since: only a write that checks the store
+    still holds it (``wmproxy.store.job_writes``) may rely on it."""
+    with _RECENT_LOCK:
+        kept = _RECENT.get(rt.session_factory)
+        return None if kept is None else kept.get((dn, delegation_id))
+
+
+def remember_proxy(rt: Runtime, dn: str, row: StoredProxy) -> None:
+    """Keep ``row``, the stored proxy of (DN, ``row.delegation_id``) just read, for :func:`recent_proxy`."""
+    with _RECENT_LOCK:
+        kept = _RECENT.get(rt.session_factory)
+        if kept is None:
+            kept = _RECENT[rt.session_factory] = LRUCache(RECENT_PROXIES_MAX)
+        kept[(dn, row.delegation_id)] = row
+
+
+def forget_proxy(rt: Runtime, dn: str, delegation_id: str) -> None:
+    """Drop what :func:`recent_proxy` keeps for (DN, id) (the store holds another proxy or none)."""
+    with _RECENT_LOCK:
+        kept = _RECENT.get(rt.session_factory)
+        if kept is not None:
+            kept.pop((dn, delegation_id), None)
 
 
 def _get(uow: UnitOfWork, dn: str, delegation_id: str) -> Delegation:

@@ -10,6 +10,11 @@ execution worker makes it when it claims the job: ``wmproxy.sandbox.storage``) a
 original and registered JDL, all or nothing: when anything fails, including the commit, the
 area is removed again. Starting changes the state to Waiting and queues the execution request
 in the same transaction.
+
+A simple jobSubmit, once this process has read the caller's stored proxy, is checked against
+that copy and written by one write that the store refuses unless it still holds the same sealed
+proxy (``wmproxy.store.job_writes``; issue 14): on PostgreSQL one statement with no transaction
+round trips. Anything that write cannot answer goes through the unit of work as before.
 """
 
 from __future__ import annotations
@@ -22,19 +27,31 @@ from typing import Any
 import classad2
 
 from wmproxy.domain import JobState, Principal, child_job_id, new_job_id, utcnow
-from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, WMProxyError
 from wmproxy.jdl import JobDescription, expand, jdl_lines, parse_jdl, registered_ad
+from wmproxy.jdl.compound import compound_kind
 from wmproxy.jdl.description import describe_simple
 from wmproxy.sandbox.storage import JobArea
 from wmproxy.services import history
 from wmproxy.services.access import job_for
 from wmproxy.services.compound import start_nodes
-from wmproxy.services.delegation import believed_fqans, check_fqan_match, resolve_delegation_id, usable_proxy
+from wmproxy.services.delegation import (
+    believed_fqans,
+    check_fqan_match,
+    check_usable,
+    forget_proxy,
+    recent_proxy,
+    remember_proxy,
+    resolve_delegation_id,
+    usable_proxy,
+)
 from wmproxy.services.mapping import map_identity
 from wmproxy.services.renewal import myproxy_server_for, register_for_renewal
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.sandboxes import check_sandbox_lists
 from wmproxy.store import UnitOfWork
+from wmproxy.store.delegations import StoredProxy
+from wmproxy.store.job_writes import job_writes
 from wmproxy.store.schema import Job
 
 #: Seconds a job's proxy must still be valid for jobStart (the reference's "≤ 1 minute" rule).
@@ -73,7 +90,7 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
             account (``wmproxy.services.mapping.map_identity``; AuthorizationFault).
     """
     def work(uow: UnitOfWork, now: dt.datetime, created: list[str]) -> RegisteredJob:
-        registered, job = _register(uow, rt, principal, jdl, delegation_id, now, created)
+        registered, job, _ = _register(uow, rt, principal, jdl, delegation_id, now, created)
         if not isinstance(job, Job):  # a simple job: its column values
             uow.jobs.insert(job, (JobState.SUBMITTED.value,))
         return registered
@@ -84,14 +101,25 @@ def register_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str
 def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None) -> RegisteredJob:
     """jobSubmit: :func:`register_job` and :func:`start_job` in one transaction; no job
     directory is made (the execution worker makes it when it claims the job,
-    ``wmproxy.services.execution``)."""
+    ``wmproxy.services.execution``).
 
+    A simple job, with no local account mapping and no MyProxy renewal to register, is
+    checked against the stored proxy this process last read for the caller's delegation id
+    and written with one guarded write (:func:`_submit_guarded`); in every other case, and
+    whenever the store holds another proxy by then, in a unit of work that reads the stored
+    proxy first. Both check the same and raise the same faults (:func:`register_job`'s).
+    """
     now = utcnow()
+    guarded = rt.settings.mapping.mode == "none"
+    if guarded:
+        done = _submit_guarded(rt, principal, jdl, delegation_id, now)
+        if done is not None:
+            return done
     with rt.uow() as uow:  # nothing on disk to undo on a failure (see _atomically)
         # The row _register made is started as it is (not read back, its nodes not asked for).
         # No job directory is made: nothing may be uploaded into a started job, and the worker
         # that claims it makes the directory (issue 14: no mkdir here).
-        registered, job = _register(uow, rt, principal, jdl, delegation_id, now, None)
+        registered, job, proxy = _register(uow, rt, principal, jdl, delegation_id, now, None)
         if isinstance(job, Job):
             _start(uow, job, now, compound=True)
         else:
@@ -99,8 +127,56 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
             # Waiting) and its start request: three INSERTs on SQLite, one statement on
             # PostgreSQL, no ORM object or flush (issue 14).
             job["state"], job["updated_at"] = JobState.WAITING.value, now
-            uow.jobs.insert(job, (JobState.SUBMITTED.value, JobState.WAITING.value), request="start")
-        return registered
+            uow.jobs.insert(job, _SUBMITTED_HISTORY, request="start")
+    if guarded:
+        remember_proxy(rt, principal.dn, proxy)
+    return registered
+
+
+#: A jobSubmit'd simple job's states: registered, then started.
+_SUBMITTED_HISTORY = (JobState.SUBMITTED.value, JobState.WAITING.value)
+
+
+class _NeedsTransaction(Exception):  # noqa: N818 - a signal between two functions, never raised out of this module
+    """The job needs a unit of work: a compound job, or a MyProxy renewal to register."""
+
+
+def _submit_guarded(
+    rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None, now: dt.datetime
+) -> RegisteredJob | None:
+    """jobSubmit of a simple job as one guarded write (issue 14): registered with the stored
+    proxy this process last read for (DN, delegation id) (``recent_proxy``), then written only
+    if the store still holds that proxy (:meth:`wmproxy.store.job_writes.JobWrites.insert_started`:
+    on PostgreSQL one statement and no transaction round trips).
+
+    Returns None, having written nothing, when that does not apply or cannot answer: no proxy
+    read yet, a compound job, a renewal to register, a JDL too large for one write, any fault
+    (the proxy kept may be older than the store's: the unit of work reads the store and
+    answers), or a store that holds another proxy now (it is forgotten). The caller then
+    submits in a unit of work.
+    """
+    try:
+        resolved = resolve_delegation_id(principal, delegation_id)
+    except WMProxyError:
+        return None
+    proxy = recent_proxy(rt, principal.dn, resolved)
+    if proxy is None:
+        return None
+    try:
+        registered, job, _ = _register(None, rt, principal, jdl, resolved, now, None, proxy=proxy)
+    except (_NeedsTransaction, WMProxyError):
+        return None
+    assert not isinstance(job, Job)  # noqa: S101 - _register raises _NeedsTransaction for a compound job
+    job["state"], job["updated_at"] = JobState.WAITING.value, now
+    writes = job_writes(rt.session_factory)
+    if not writes.takes(job):
+        return None
+    if not writes.insert_started(
+            job, _SUBMITTED_HISTORY, "start",
+            owner_dn=principal.dn, delegation_id=resolved, sealed_proxy=proxy.sealed_proxy):
+        forget_proxy(rt, principal.dn, resolved)
+        return None
+    return registered
 
 
 def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
@@ -145,31 +221,47 @@ def _start(uow: UnitOfWork, job: Job, now: dt.datetime, *, compound: bool | None
 
 
 def _register(
-    uow: UnitOfWork,
+    uow: UnitOfWork | None,
     rt: Runtime,
     principal: Principal,
     jdl: str,
     delegation_id: str | None,
     now: dt.datetime,
     created: list[str] | None,
-) -> tuple[RegisteredJob, Job | dict[str, Any]]:
-    """Register the job (see :func:`register_job`); returns it and its (parent) row: for a
-    compound job the :class:`Job` added to the session, for a simple one its column values,
-    left to the caller to insert (``SqlJobStore.insert``). The job directories made are
-    appended to ``created``; with None none is made (jobSubmit)."""
+    *,
+    proxy: StoredProxy | None = None,
+) -> tuple[RegisteredJob, Job | dict[str, Any], StoredProxy]:
+    """Register the job (see :func:`register_job`); returns it, its (parent) row and the stored
+    proxy it was checked against. The row is, for a compound job, the :class:`Job` added to
+    the session, for a simple one its column values, left to the caller to insert
+    (``SqlJobStore.insert``). The job directories made are appended to ``created``; with None
+    none is made (jobSubmit).
+
+    With no ``uow`` (:func:`_submit_guarded`): the job is checked against ``proxy`` (the store
+    is not read), local account mapping must be off, and a job that would write to the store
+    here (a compound job, a MyProxy renewal to register) raises :class:`_NeedsTransaction`
+    before anything is written.
+    """
     settings = rt.settings
     delegation_id = resolve_delegation_id(principal, delegation_id)
-    delegation = usable_proxy(uow, principal.dn, delegation_id, now, settings.security.min_proxy_lifetime)
+    min_lifetime = settings.security.min_proxy_lifetime
+    if uow is None:
+        assert proxy is not None and settings.mapping.mode == "none"  # noqa: S101 - _submit_guarded's call
+        delegation = check_usable(proxy, now, min_lifetime)
+    else:
+        delegation = usable_proxy(uow, principal.dn, delegation_id, now, min_lifetime)
     fqans = believed_fqans(rt, delegation, now, "register jobs")
     check_fqan_match(principal, fqans)
-    account = map_identity(uow, rt, principal.dn, fqans, now)
+    account = None if uow is None else map_identity(uow, rt, principal.dn, fqans, now)
     local_account = account.name if account is not None else None
     ad = parse_jdl(jdl)
+    vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
+    if uow is None and (compound_kind(ad) is not None or myproxy_server_for(settings.renewal, ad, vo) is not None):
+        raise _NeedsTransaction  # before the JDL's work: the unit of work does it again
     compound = expand(ad, max_nodes=settings.jobs.max_nodes)  # validates every node
     description = describe_simple(ad) if compound is None else compound.description
     for checked in [description] if compound is None else [node.description for node in compound.nodes]:
         check_sandbox_lists(settings.limits, checked)
-    vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     job_id = new_job_id(settings.service.host, settings.service.jobid_port)
 
     def create_area(this_id: str, parent_id: str | None = None) -> JobArea:
@@ -237,7 +329,7 @@ def _register(
     # a compound job's is added here, as the nodes' rows refer to it.
     parent_values = row(parent_area, ad, parent_registered)
     parent_row: Job | dict[str, Any] = parent_values
-    if compound is not None:
+    if compound is not None and uow is not None:  # (no uow: a simple job, see above)
         parent_row = Job(**parent_values)
         uow.jobs.add(parent_row)
         # The node rows (ORM objects and their JDL texts) are made and sent NODE_BATCH at a time
@@ -251,10 +343,11 @@ def _register(
             rows = []
         for before, after in compound.dependencies:
             uow.jobs.add_dependency(ids[after], ids[before])
-    register_for_renewal(uow, principal.dn, delegation_id, server, now)
+    if uow is not None:
+        register_for_renewal(uow, principal.dn, delegation_id, server, now)
     registered_job = RegisteredJob(
         job_id=job_id, name=None, path=f"{parent_area.rel_dir}/input", children=tuple(children))
-    return registered_job, parent_row
+    return registered_job, parent_row, delegation
 
 
 def _atomically(rt: Runtime, work: Callable[[UnitOfWork, dt.datetime, list[str]], RegisteredJob]) -> RegisteredJob:

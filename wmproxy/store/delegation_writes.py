@@ -15,8 +15,6 @@ other transaction of the service does (``wmproxy.store.engine``).
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import keypool
 from wmproxy.store.delegations import _TAKE_REQUEST, _statements
+from wmproxy.store.engine import per_engine
 from wmproxy.store.schema import UTCDateTime
 
 
@@ -187,17 +186,6 @@ class ProxyTransaction:
                                 self._writes._read_time(created_at), now)
 
 
-_writes: weakref.WeakKeyDictionary[Engine, DelegationWrites] = weakref.WeakKeyDictionary()
-_writes_lock = threading.Lock()
-
-
 def delegation_writes(session_factory: sessionmaker[Session]) -> DelegationWrites:
     """The :class:`DelegationWrites` of the engine ``session_factory`` is bound to (made once)."""
-    engine: Engine = session_factory.kw["bind"]
-    found = _writes.get(engine)
-    if found is None:
-        with _writes_lock:
-            found = _writes.get(engine)
-            if found is None:
-                found = _writes[engine] = DelegationWrites(engine)
-    return found
+    return per_engine(session_factory, DelegationWrites)

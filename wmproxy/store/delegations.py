@@ -116,8 +116,9 @@ class SqlDelegationStore:
 
     def stored_proxy(self, owner_dn: str, delegation_id: str) -> StoredProxy | None:
         """The stored proxy of (DN, id) as a :class:`StoredProxy` read with one Core SELECT of
-        its five columns, or None when there is none; read in this transaction every time
-        (never cached: a destroyed or replaced proxy is seen at once)."""
+        its five columns, or None when there is none; read in this transaction every time. (A
+        copy a service keeps is only relied on by a write that checks the store still holds
+        the same sealed proxy: ``wmproxy.store.job_writes``.)"""
         row = self.session.connection().execute(
             _GET_STORED, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
         if row is None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any, cast
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, CursorResult, Delete, Engine, Update, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
@@ -13,6 +16,27 @@ from sqlalchemy.orm import Session, sessionmaker
 PING_AFTER_IDLE = 5.0
 #: ``ConnectionRecord.info`` key: when (``time.monotonic()``) the connection went back to the pool.
 _IDLE_SINCE = "wmproxy.idle_since"
+
+
+_T = TypeVar("_T")
+_PER_ENGINE: weakref.WeakKeyDictionary[Engine, dict[Callable[[Engine], Any], Any]] = weakref.WeakKeyDictionary()
+_PER_ENGINE_LOCK = threading.Lock()
+
+
+def per_engine(session_factory: sessionmaker[Session], make: Callable[[Engine], _T]) -> _T:
+    """The one ``make(engine)`` of the engine ``session_factory`` is bound to: made on the first
+    call for that engine and ``make``, kept as long as the engine (e.g. a class whose instances
+    hold statements compiled for the engine's dialect)."""
+    engine: Engine = session_factory.kw["bind"]
+    kept = _PER_ENGINE.get(engine)
+    found = kept.get(make) if kept is not None else None
+    if found is None:
+        with _PER_ENGINE_LOCK:
+            kept = _PER_ENGINE.setdefault(engine, {})
+            found = kept.get(make)
+            if found is None:
+                found = kept[make] = make(engine)
+    return cast(_T, found)
 
 
 def database_reason(exc: SQLAlchemyError) -> str:

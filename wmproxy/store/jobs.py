@@ -219,6 +219,34 @@ def _started_insert(keys: tuple[str, ...], rows: int) -> TextClause:
         bindparam("request_command", type_=_REQUESTS.c.command.type))
 
 
+def new_job_rows(job: Mapping[str, Any], history: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The INSERT parameters of a new job given by its column values (``id``, ``state``,
+    ``created_at`` at least) and its ``history`` of states, oldest first: the job's values with
+    the scalar defaults of the columns it leaves out (as Core's ``insert()`` adds them), and its
+    events' ``<column>_<row>`` values for one multi-row INSERT, each at the job's ``created_at``,
+    as :data:`STATE_EVENTS` says (the job's ``reason`` on the event of its current state).
+
+    Raises:
+        ValueError: ``history`` is empty or does not end with the job's state.
+        KeyError: ``id``, ``state`` or ``created_at`` is missing.
+    """
+    values = dict(job)
+    job_id, state, created_at, reason = values["id"], values["state"], values["created_at"], values.get("reason")
+    if not history or history[-1] != state:
+        raise ValueError(f"the history of a new job must end with its state {state!r}: {history!r}")
+    for key, default in prepared.scalar_defaults(_JOBS).items():
+        values.setdefault(key, default)
+    # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
+    # its values straight from STATE_EVENTS, as _state_event would make them (no JobEvent objects).
+    events: dict[str, Any] = {}
+    for i, event_state in enumerate(history):
+        kind, source = STATE_EVENTS.get(event_state, ("state", "service"))
+        events.update({f"job_id_{i}": job_id, f"state_{i}": event_state, f"at_{i}": created_at,
+                       f"reason_{i}": reason if event_state == state else None,
+                       f"kind_{i}": kind, f"source_{i}": source})
+    return values, events
+
+
 def _state_event(job_id: str, state: str, reason: str | None, at: dt.datetime, source: str | None = None) -> JobEvent:
     kind, default_source = STATE_EVENTS.get(state, ("state", "service"))
     return JobEvent(job_id=job_id, state=state, reason=reason, at=at, kind=kind, source=source or default_source)
@@ -269,25 +297,12 @@ class SqlJobStore:
             KeyError: a value names no column of ``jobs``, or ``id``, ``state`` or
                 ``created_at`` is missing.
         """
-        if isinstance(job, Mapping):
-            values = dict(job)
-        else:
+        if not isinstance(job, Mapping):
             attrs = job.__dict__
-            values = {key: attrs[key] for key in _JOB_KEYS if key in attrs}
-        job_id, state, created_at, reason = values["id"], values["state"], values["created_at"], values.get("reason")
-        if not history or history[-1] != state:
-            raise ValueError(f"the history of a new job must end with its state {state!r}: {history!r}")
+            job = {key: attrs[key] for key in _JOB_KEYS if key in attrs}
+        values, events = new_job_rows(job, history)
+        job_id, created_at = values["id"], values["created_at"]
         self.session.flush()  # these statements do not autoflush; nothing to do when nothing is pending
-        for key, default in prepared.scalar_defaults(_JOBS).items():
-            values.setdefault(key, default)  # as Core's insert() adds them
-        # One multi-row VALUES statement (an executemany of two rows costs psycopg a pipeline),
-        # its values straight from STATE_EVENTS, as _state_event would make them (no JobEvent objects).
-        events: dict[str, Any] = {}
-        for i, event_state in enumerate(history):
-            kind, source = STATE_EVENTS.get(event_state, ("state", "service"))
-            events.update({f"job_id_{i}": job_id, f"state_{i}": event_state, f"at_{i}": created_at,
-                           f"reason_{i}": reason if event_state == state else None,
-                           f"kind_{i}": kind, f"source_{i}": source})
         # a huge JDL: the pool's connection is not reused (issue 14)
         jdl = len(values.get("jdl_original") or "") + len(values.get("jdl_registered") or "")
         retire_after_bytes(self.session, jdl)

@@ -49,7 +49,7 @@ class DriverStatement:
         Raises:
             KeyError: a parameter has no value.
         """
-        return conn.exec_driver_sql(self.sql, self._parameters(values))
+        return conn.exec_driver_sql(self.sql, self.parameters(values))
 
     def send(self, conn: Connection, values: Mapping[str, Any]) -> None:
         """Send the statement on the driver's own connection under ``conn``, reading no result:
@@ -62,7 +62,7 @@ class DriverStatement:
             KeyError: a parameter has no value.
             sqlalchemy.exc.DBAPIError: the database refused the statement.
         """
-        parameters = self._parameters(values)
+        parameters = self.parameters(values)
         cursor = None
         try:
             # The DBAPI connection (a detached one too: a transaction that retires its connection).
@@ -73,7 +73,13 @@ class DriverStatement:
             conn._handle_dbapi_exception(exc, self.sql, parameters, cursor, None)
         cursor.close()
 
-    def _parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The parameters the driver receives for ``values`` (every parameter by name), each
+        through its type's bind processor, in the dialect's paramstyle.
+
+        Raises:
+            KeyError: a parameter has no value.
+        """
         processed = []
         for name, process in self.order:
             value = values[name]
