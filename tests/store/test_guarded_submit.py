@@ -9,14 +9,16 @@ must answer from the store, not from what was kept, and write nothing it refuses
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
 from tests.store.conftest import DELEGATION
-from tests.support import ECHO_JDL, delegate_in_process
+from tests.support import ECHO_JDL, build_runtime, close_runtime, delegate_in_process, wait_for
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import DelegationNotFoundError, ProxyExpiredError
 from wmproxy.execution.wakeup import Wakeup
@@ -52,27 +54,67 @@ def test_the_second_submit_is_written_by_the_guarded_write_with_its_events_and_r
         assert [ad["CertificateSubject"] for ad in ads] == [alice.dn, alice.dn]
 
 
-def test_a_destroyed_delegation_refuses_the_next_submit_and_nothing_is_written(
-        rt: Runtime, alice: Principal) -> None:
+@pytest.fixture
+def other(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
+    """Another process of the service on the same database (another gunicorn worker, a node)."""
+    runtime = build_runtime(tmp_path / "other", pki, database={"url": database_url},
+                            security={"store_key_file": str(store_key_dir / "store.key")})
+    try:
+        yield runtime
+    finally:
+        close_runtime(runtime)
+
+
+def test_a_delegation_another_process_destroyed_refuses_the_next_submit_and_nothing_is_written(
+        rt: Runtime, other: Runtime, alice: Principal) -> None:
     submit_job(rt, alice, ECHO_JDL, DELEGATION)
-    destroy(rt, alice, DELEGATION)
+    destroy(other, alice, DELEGATION)
+    assert recent_proxy(rt, alice.dn, DELEGATION) is not None  # this process does not know
     before = _counts(rt)
     with pytest.raises(DelegationNotFoundError):
+        submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    assert _counts(rt) == before
+    assert recent_proxy(rt, alice.dn, DELEGATION) is None  # forgotten once the store refused it
+
+
+def test_a_proxy_another_process_replaced_is_the_one_checked(
+        rt: Runtime, other: Runtime, alice: Principal, pki: Pki) -> None:
+    submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    # Another worker's putProxy: a proxy valid for 10 minutes, less than the 20 a job needs.
+    delegate_in_process(other, alice, pki.users["alice"].proxy, DELEGATION, lifetime=600)
+    before = _counts(rt)
+    with pytest.raises(ProxyExpiredError, match="less than 20 minutes left"):
         submit_job(rt, alice, ECHO_JDL, DELEGATION)
     assert _counts(rt) == before
     assert recent_proxy(rt, alice.dn, DELEGATION) is None
 
 
-def test_a_replaced_proxy_is_the_one_checked(rt: Runtime, alice: Principal, pki: Pki) -> None:
+def test_putproxy_and_destroy_in_this_process_replace_and_drop_the_kept_proxy(
+        rt: Runtime, alice: Principal, pki: Pki) -> None:
     submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, DELEGATION, lifetime=7200)
     kept = recent_proxy(rt, alice.dn, DELEGATION)
-    # Another worker's putProxy: a proxy valid for 10 minutes, less than the 20 a job needs.
-    delegate_in_process(rt, alice, pki.users["alice"].proxy, DELEGATION, lifetime=600)
-    before = _counts(rt)
-    with pytest.raises(ProxyExpiredError, match="less than 20 minutes left"):
-        submit_job(rt, alice, ECHO_JDL, DELEGATION)
-    assert _counts(rt) == before
-    assert recent_proxy(rt, alice.dn, DELEGATION) is not kept
+    with rt.uow() as uow:
+        assert kept == uow.delegations.stored_proxy(alice.dn, DELEGATION)
+    destroy(rt, alice, DELEGATION)
+    assert recent_proxy(rt, alice.dn, DELEGATION) is None
+
+
+def test_a_compound_job_and_a_renewal_go_through_the_unit_of_work(rt: Runtime, alice: Principal) -> None:
+    submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    assert recent_proxy(rt, alice.dn, DELEGATION) is not None
+    collection = submit_job(rt, alice, '[ Type = "collection"; nodes = { [ Executable = "/bin/true"; ], '
+                                        '[ Executable = "/bin/false"; ] }; ]', DELEGATION)
+    renewed = submit_job(rt, alice, ECHO_JDL.replace("[", '[ MyProxyServer = "myproxy.example.org";', 1),
+                         DELEGATION)
+    with rt.uow() as uow:
+        nodes = uow.jobs.children(collection.job_id)
+        assert sorted(node.id for node in nodes) == sorted(child.job_id for child in collection.children)
+        assert {node.state for node in nodes} == {JobState.WAITING.value}
+        record = uow.renewals.get(alice.dn, DELEGATION)
+        assert record is not None and record.myproxy_server == "myproxy.example.org"
+        job = uow.jobs.get(renewed.job_id)
+        assert job is not None and 'MyProxyServer = "myproxy.example.org"' in job.jdl_registered
 
 
 def test_the_store_refuses_the_write_for_another_proxy_and_takes_it_for_the_same(
@@ -88,6 +130,13 @@ def test_the_store_refuses_the_write_for_another_proxy_and_takes_it_for_the_same
                 "created_at": now, "updated_at": now}
 
     writes = job_writes(rt.session_factory)
+    engine = rt.session_factory.kw["bind"]
+    checked_in: list[object] = []
+
+    def note(dbapi_conn: Any, _record: Any) -> None:
+        checked_in.append(getattr(dbapi_conn, "autocommit", None))
+
+    sa.event.listen(engine, "checkin", note)
     before = _counts(rt)
     for owner, delegation_id, sealed in ((alice.dn, DELEGATION, kept.sealed_proxy + b"x"),
                                          (alice.dn, "other", kept.sealed_proxy),
@@ -97,7 +146,10 @@ def test_the_store_refuses_the_write_for_another_proxy_and_takes_it_for_the_same
     assert _counts(rt) == before
     assert writes.insert_started(job("https://h:9000/taken000"), ("Submitted", "Waiting"), "start",
                                  owner_dn=alice.dn, delegation_id=DELEGATION, sealed_proxy=kept.sealed_proxy)
+    sa.event.remove(engine, "checkin", note)
     assert _counts(rt) == (before[0] + 1, before[1] + 2, before[2] + 1)
+    if engine.dialect.name == "postgresql":  # the statement's autocommit does not go back to the pool
+        assert checked_in and not any(checked_in), checked_in
 
 
 def test_a_refused_statement_writes_nothing(rt: Runtime, alice: Principal) -> None:
@@ -106,7 +158,7 @@ def test_a_refused_statement_writes_nothing(rt: Runtime, alice: Principal) -> No
     assert kept is not None
     now = utcnow()
     before = _counts(rt)
-    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):  # the driver's own error
+    with pytest.raises(sa.exc.IntegrityError):  # raised as SQLAlchemy raises a refused statement
         job_writes(rt.session_factory).insert_started(
             {"id": job.job_id, "owner_dn": alice.dn, "delegation_id": DELEGATION, "state": "Waiting",
              "jdl_original": "[]", "jdl_registered": "[]", "sandbox_dir": "x/y", "created_at": now,
@@ -131,3 +183,43 @@ def test_the_guarded_write_wakes_the_listening_worker_on_postgresql(
         assert waker.wait(WOKEN_WITHIN), "the guarded write's start request did not wake the listener"
     finally:
         waker.close()
+
+
+def test_a_lost_connection_is_a_disconnect_and_the_next_submit_works(
+        rt: Runtime, alice: Principal, database_url: str) -> None:
+    """The pooled connection gone under the guarded write (PostgreSQL: its backend terminated, as
+    by a restart; SQLite: the driver's connection closed as the write checks it out): the write's
+    error is SQLAlchemy's disconnect, the connection is invalidated, nothing is written, and the
+    next jobSubmit connects anew."""
+    submit_job(rt, alice, ECHO_JDL, DELEGATION)  # the pool keeps one connection, idle
+    before = _counts(rt)
+    engine = rt.session_factory.kw["bind"]
+    broken: list[object] = []
+
+    def close_once(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if not broken:
+            broken.append(dbapi_conn)
+            dbapi_conn.close()
+
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "checkout", close_once)
+    else:
+        with engine.connect() as conn:
+            pid = conn.connection.driver_connection.info.backend_pid
+        killer = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+        with killer.connect() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            wait_for(lambda: other.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                           {"pid": pid}).scalar_one(), lambda n: n == 0,
+                     what="the terminated backend to go", timeout=60)
+        killer.dispose()
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    finally:
+        if engine.dialect.name == "sqlite":
+            sa.event.remove(engine, "checkout", close_once)
+    assert raised.value.connection_invalidated
+    assert _counts(rt) == before
+    submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    assert _counts(rt) == (before[0] + 1, before[1] + 2, before[2] + 1)

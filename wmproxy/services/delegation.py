@@ -144,7 +144,7 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             vomsdir=rt.settings.security.vomsdir,
             max_depth=rt.settings.limits.max_proxy_chain_depth,
         )
-        return tx.put_proxy(
+        stored = tx.put_proxy(
             principal.dn,
             delegation_id,
             rt.sealer.seal(accepted.pem),
@@ -153,6 +153,10 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             accepted.fqans,
             now,
         )
+    # Committed: this process's next jobSubmits with it check it without reading it again.
+    remember_proxy(rt, principal.dn, StoredProxy(
+        delegation_id, stored.sealed_proxy, stored.not_before, stored.not_after, stored.fqans))
+    return stored
 
 
 def termination_time(rt: Runtime, principal: Principal, delegation_id: str | None) -> dt.datetime:
@@ -180,6 +184,7 @@ def destroy(rt: Runtime, principal: Principal, delegation_id: str | None) -> Non
         request = uow.delegations.get_request(principal.dn, delegation_id)
         if request is not None:
             uow.delegations.delete_request(request)
+    forget_proxy(rt, principal.dn, delegation_id)
 
 
 def delegated_proxy_info(rt: Runtime, principal: Principal, delegation_id: str) -> ProxyInfo:
@@ -315,24 +320,26 @@ def check_usable(row: StoredProxy, now: dt.datetime, min_lifetime: int) -> Store
     return row
 
 
-#: The stored proxy last read for each (DN, delegation id), per engine (issue 14: jobSubmit's
-#: guarded write, :func:`recent_proxy`). Sealed proxies only, as read from the store; a bounded LRU.
+#: The stored proxy this process last read or stored for each (DN, delegation id), per session
+#: factory (one per runtime; issue 14: jobSubmit's guarded write, :func:`recent_proxy`). Sealed
+#: proxies only, as the store holds them; a bounded LRU (about 7 kB an entry).
 RECENT_PROXIES_MAX = 256
 _RECENT: weakref.WeakKeyDictionary[object, LRUCache[tuple[str, str], StoredProxy]] = weakref.WeakKeyDictionary()
 _RECENT_LOCK = threading.Lock()
 
 
 def recent_proxy(rt: Runtime, dn: str, delegation_id: str) -> StoredProxy | None:
-    """The stored proxy of (DN, id) as this process last read it (:func:`remember_proxy`), or
-    None. It may have been replaced or destroyed since: only a write that checks the store
-    still holds it (``wmproxy.store.job_writes``) may rely on it."""
+    """The stored proxy of (DN, id) as this process last read or stored it (:func:`remember_proxy`;
+    putProxy, jobSubmit), or None. Another process may have replaced or destroyed it since: only
+    a write that checks the store still holds it (``wmproxy.store.job_writes``) may rely on it."""
     with _RECENT_LOCK:
         kept = _RECENT.get(rt.session_factory)
         return None if kept is None else kept.get((dn, delegation_id))
 
 
 def remember_proxy(rt: Runtime, dn: str, row: StoredProxy) -> None:
-    """Keep ``row``, the stored proxy of (DN, ``row.delegation_id``) just read, for :func:`recent_proxy`."""
+    """Keep ``row``, the stored proxy of (DN, ``row.delegation_id``) just read or stored, for
+    :func:`recent_proxy`."""
     with _RECENT_LOCK:
         kept = _RECENT.get(rt.session_factory)
         if kept is None:

@@ -51,7 +51,7 @@ from wmproxy.services.runtime import Runtime
 from wmproxy.services.sandboxes import check_sandbox_lists
 from wmproxy.store import UnitOfWork
 from wmproxy.store.delegations import StoredProxy
-from wmproxy.store.job_writes import job_writes
+from wmproxy.store.job_writes import JobWrites, job_writes
 from wmproxy.store.schema import Job
 
 #: Seconds a job's proxy must still be valid for jobStart (the reference's "≤ 1 minute" rule).
@@ -110,16 +110,25 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
     proxy first. Both check the same and raise the same faults (:func:`register_job`'s).
     """
     now = utcnow()
-    guarded = rt.settings.mapping.mode == "none"
+    renewal = rt.settings.renewal
+    # No guarded write where it cannot apply: a mapping, a MyProxy server every job without
+    # one of its own is renewed from, a JDL too long for one write.
+    writes = job_writes(rt.session_factory)
+    guarded = (rt.settings.mapping.mode == "none" and not renewal.myproxy_server.strip()
+               and not renewal.myproxy_servers_by_vo and writes.may_take(jdl))
+    parsed = None
     if guarded:
-        done = _submit_guarded(rt, principal, jdl, delegation_id, now)
+        try:
+            done = _submit_guarded(rt, writes, principal, jdl, delegation_id, now)
+        except _NeedsTransaction as needs:  # a compound job, a renewal: the JDL is parsed already
+            done, parsed = None, needs.ad
         if done is not None:
             return done
     with rt.uow() as uow:  # nothing on disk to undo on a failure (see _atomically)
         # The row _register made is started as it is (not read back, its nodes not asked for).
         # No job directory is made: nothing may be uploaded into a started job, and the worker
         # that claims it makes the directory (issue 14: no mkdir here).
-        registered, job, proxy = _register(uow, rt, principal, jdl, delegation_id, now, None)
+        registered, job, proxy = _register(uow, rt, principal, jdl, delegation_id, now, None, ad=parsed)
         if isinstance(job, Job):
             _start(uow, job, now, compound=True)
         else:
@@ -138,11 +147,16 @@ _SUBMITTED_HISTORY = (JobState.SUBMITTED.value, JobState.WAITING.value)
 
 
 class _NeedsTransaction(Exception):  # noqa: N818 - a signal between two functions, never raised out of this module
-    """The job needs a unit of work: a compound job, or a MyProxy renewal to register."""
+    """The job needs a unit of work: a compound job, or a MyProxy renewal to register. ``ad``
+    is its JDL as parsed (not parsed again)."""
+
+    def __init__(self, ad: classad2.ClassAd) -> None:
+        super().__init__()
+        self.ad = ad
 
 
 def _submit_guarded(
-    rt: Runtime, principal: Principal, jdl: str, delegation_id: str | None, now: dt.datetime
+    rt: Runtime, writes: JobWrites, principal: Principal, jdl: str, delegation_id: str | None, now: dt.datetime
 ) -> RegisteredJob | None:
     """jobSubmit of a simple job as one guarded write (issue 14): registered with the stored
     proxy this process last read for (DN, delegation id) (``recent_proxy``), then written only
@@ -150,10 +164,12 @@ def _submit_guarded(
     on PostgreSQL one statement and no transaction round trips).
 
     Returns None, having written nothing, when that does not apply or cannot answer: no proxy
-    read yet, a compound job, a renewal to register, a JDL too large for one write, any fault
-    (the proxy kept may be older than the store's: the unit of work reads the store and
-    answers), or a store that holds another proxy now (it is forgotten). The caller then
-    submits in a unit of work.
+    read yet, a JDL too large for one write, any fault (the proxy kept may be older than the
+    store's: the unit of work reads the store and answers), or a store that holds another proxy
+    now (it is forgotten). The caller then submits in a unit of work.
+
+    Raises:
+        _NeedsTransaction: a compound job or a renewal to register (nothing written).
     """
     try:
         resolved = resolve_delegation_id(principal, delegation_id)
@@ -164,11 +180,10 @@ def _submit_guarded(
         return None
     try:
         registered, job, _ = _register(None, rt, principal, jdl, resolved, now, None, proxy=proxy)
-    except (_NeedsTransaction, WMProxyError):
+    except WMProxyError:
         return None
     assert not isinstance(job, Job)  # noqa: S101 - _register raises _NeedsTransaction for a compound job
     job["state"], job["updated_at"] = JobState.WAITING.value, now
-    writes = job_writes(rt.session_factory)
     if not writes.takes(job):
         return None
     if not writes.insert_started(
@@ -230,12 +245,13 @@ def _register(
     created: list[str] | None,
     *,
     proxy: StoredProxy | None = None,
+    ad: classad2.ClassAd | None = None,
 ) -> tuple[RegisteredJob, Job | dict[str, Any], StoredProxy]:
     """Register the job (see :func:`register_job`); returns it, its (parent) row and the stored
     proxy it was checked against. The row is, for a compound job, the :class:`Job` added to
     the session, for a simple one its column values, left to the caller to insert
     (``SqlJobStore.insert``). The job directories made are appended to ``created``; with None
-    none is made (jobSubmit).
+    none is made (jobSubmit). ``ad``: ``jdl`` parsed already (not modified).
 
     With no ``uow`` (:func:`_submit_guarded`): the job is checked against ``proxy`` (the store
     is not read), local account mapping must be off, and a job that would write to the store
@@ -254,10 +270,11 @@ def _register(
     check_fqan_match(principal, fqans)
     account = None if uow is None else map_identity(uow, rt, principal.dn, fqans, now)
     local_account = account.name if account is not None else None
-    ad = parse_jdl(jdl)
+    if ad is None:
+        ad = parse_jdl(jdl)
     vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     if uow is None and (compound_kind(ad) is not None or myproxy_server_for(settings.renewal, ad, vo) is not None):
-        raise _NeedsTransaction  # before the JDL's work: the unit of work does it again
+        raise _NeedsTransaction(ad)  # before the JDL's work, which the unit of work does
     compound = expand(ad, max_nodes=settings.jobs.max_nodes)  # validates every node
     description = describe_simple(ad) if compound is None else compound.description
     for checked in [description] if compound is None else [node.description for node in compound.nodes]:

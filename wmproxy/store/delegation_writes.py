@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import keypool
 from wmproxy.store.delegations import _TAKE_REQUEST, _statements
-from wmproxy.store.engine import per_engine
+from wmproxy.store.engine import per_factory
 from wmproxy.store.schema import UTCDateTime
 
 
@@ -149,7 +149,7 @@ class StoredDelegation:
     id: int
     owner_dn: str
     delegation_id: str
-    sealed_proxy: bytes
+    sealed_proxy: bytes = field(repr=False)  # the proxy's private key, sealed
     not_before: dt.datetime
     not_after: dt.datetime
     fqans: str
@@ -187,5 +187,5 @@ class ProxyTransaction:
 
 
 def delegation_writes(session_factory: sessionmaker[Session]) -> DelegationWrites:
-    """The :class:`DelegationWrites` of the engine ``session_factory`` is bound to (made once)."""
-    return per_engine(session_factory, DelegationWrites)
+    """The :class:`DelegationWrites` of ``session_factory``'s engine (made once per factory)."""
+    return per_factory(session_factory, DelegationWrites)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, select
@@ -44,7 +44,7 @@ class StoredProxy:
     :meth:`SqlDelegationStore.stored_proxy`); the attributes are :class:`Delegation`'s."""
 
     delegation_id: str
-    sealed_proxy: bytes
+    sealed_proxy: bytes = field(repr=False)  # the proxy's private key, sealed
     not_before: dt.datetime
     not_after: dt.datetime
     fqans: str  # newline separated, primary first

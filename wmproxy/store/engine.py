@@ -19,23 +19,24 @@ _IDLE_SINCE = "wmproxy.idle_since"
 
 
 _T = TypeVar("_T")
-_PER_ENGINE: weakref.WeakKeyDictionary[Engine, dict[Callable[[Engine], Any], Any]] = weakref.WeakKeyDictionary()
-_PER_ENGINE_LOCK = threading.Lock()
+_PER_FACTORY: weakref.WeakKeyDictionary[sessionmaker[Session], dict[Callable[[Engine], Any], Any]] = (
+    weakref.WeakKeyDictionary())
+_PER_FACTORY_LOCK = threading.Lock()
 
 
-def per_engine(session_factory: sessionmaker[Session], make: Callable[[Engine], _T]) -> _T:
-    """The one ``make(engine)`` of the engine ``session_factory`` is bound to: made on the first
-    call for that engine and ``make``, kept as long as the engine (e.g. a class whose instances
-    hold statements compiled for the engine's dialect)."""
-    engine: Engine = session_factory.kw["bind"]
-    kept = _PER_ENGINE.get(engine)
+def per_factory(session_factory: sessionmaker[Session], make: Callable[[Engine], _T]) -> _T:
+    """The one ``make(engine)`` of ``session_factory`` and the engine it is bound to: made on
+    the first call for that factory and ``make``, kept as long as the factory (e.g. a class
+    whose instances hold statements compiled for the engine's dialect; they may hold the
+    engine, not the factory)."""
+    kept = _PER_FACTORY.get(session_factory)
     found = kept.get(make) if kept is not None else None
     if found is None:
-        with _PER_ENGINE_LOCK:
-            kept = _PER_ENGINE.setdefault(engine, {})
+        with _PER_FACTORY_LOCK:
+            kept = _PER_FACTORY.setdefault(session_factory, {})
             found = kept.get(make)
             if found is None:
-                found = kept[make] = make(engine)
+                found = kept[make] = make(session_factory.kw["bind"])
     return cast(_T, found)
 
 

@@ -10,8 +10,9 @@ putProxy, a MyProxy renewal, a new store key, seals it anew), and the events and
 follow the job's row. On PostgreSQL that is one statement run as its own transaction
 (autocommit): no ``BEGIN``, ``SELECT`` and ``COMMIT`` round trips, about 0.25 ms of the
 service's CPU per jobSubmit through psycopg and SQLAlchemy. On SQLite it is one ``BEGIN
-IMMEDIATE`` transaction of three INSERTs, the first one guarded, on a pooled DBAPI connection
-(``Engine.raw_connection``: the pool's checkout events still run), without an ORM session.
+IMMEDIATE`` transaction of three INSERTs, the first one guarded. Both are sent on the driver's
+connection under a SQLAlchemy ``Connection`` (the pool's checkout events run, and a driver error
+is raised as SQLAlchemy raises its statements'), without an ORM session or execution contexts.
 
 Nothing is half-written: a statement that fails, or a guard that finds another proxy (or none),
 leaves no row of the job.
@@ -19,6 +20,7 @@ leaves no row of the job.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import prepared
 from wmproxy.store.delegations import _delegations
-from wmproxy.store.engine import per_engine
+from wmproxy.store.engine import per_factory
 from wmproxy.store.jobs import _EVENT_COLUMNS, _EVENTS, _JOBS, _REQUESTS, QUEUE_CHANNEL, _events_insert, new_job_rows
 from wmproxy.store.retire import RETIRE_BYTES
 
@@ -36,7 +38,6 @@ from wmproxy.store.retire import RETIRE_BYTES
 #: unit of work's insert retires a connection that carried that much (``wmproxy.store.retire``).
 MAX_JDL_CHARS = RETIRE_BYTES
 
-_GUARD = ("guard_owner_dn", "guard_delegation_id", "guard_sealed_proxy")
 _REQUEST_KEYS = ("job_id", "command", "created_at")
 
 
@@ -96,9 +97,16 @@ class JobWrites:
         self.sqlite = engine.dialect.name == "sqlite"
 
     def takes(self, job: Mapping[str, Any]) -> bool:
-        """Whether :meth:`insert_started` takes ``job`` (column values): JDL texts of at most
-        :data:`MAX_JDL_CHARS` characters together."""
-        return len(job.get("jdl_original") or "") + len(job.get("jdl_registered") or "") <= MAX_JDL_CHARS
+        """Whether :meth:`insert_started` takes ``job`` (column values): JDL texts of fewer than
+        :data:`MAX_JDL_CHARS` characters together (the unit of work retires a connection at
+        that many)."""
+        return len(job.get("jdl_original") or "") + len(job.get("jdl_registered") or "") < MAX_JDL_CHARS
+
+    @staticmethod
+    def may_take(jdl: str) -> bool:
+        """Whether a job of the JDL text ``jdl`` may fit :meth:`takes` (its registered JDL is
+        longer than ``jdl``), known before the job is registered."""
+        return 2 * len(jdl) < MAX_JDL_CHARS
 
     def insert_started(self, job: Mapping[str, Any], history: Sequence[str], request: str, *,
                        owner_dn: str, delegation_id: str, sealed_proxy: bytes) -> bool:
@@ -116,8 +124,10 @@ class JobWrites:
                 :meth:`takes` refuses the job (nothing is written).
             KeyError: a value names no column of ``jobs``, or ``id``, ``state`` or
                 ``created_at`` is missing.
-            Exception: the driver's error when the database refuses a statement (psycopg's or
-                sqlite3's, not wrapped; nothing is written).
+            sqlalchemy.exc.DBAPIError: the database refused a statement or the commit, raised
+                as SQLAlchemy raises its own statements' errors (a disconnect invalidates the
+                pool's connections). Nothing is written, except that a disconnect during
+                PostgreSQL's one statement leaves unknown whether it was committed.
         """
         if not self.takes(job):
             raise ValueError("JDL texts too long for one write: insert them in a unit of work")
@@ -125,48 +135,65 @@ class JobWrites:
         guard = {"guard_owner_dn": owner_dn, "guard_delegation_id": delegation_id,
                  "guard_sealed_proxy": sealed_proxy}
         dialect, keys, rows = self.engine.dialect, tuple(values), len(history)
-        conn = self.engine.raw_connection()
-        try:
-            cursor = conn.cursor()
-            if not self.sqlite:
-                statement = prepared.statement(dialect, ("guarded-started", keys, rows),
-                                               lambda: _guarded_started_insert(keys, rows))
-                parameters = statement.parameters({**values, **events, **guard, "request_command": request})
-                # psycopg's Connection, idle: it was checked in after a commit or a rollback
-                driver: Any = conn.driver_connection
-                driver.autocommit = True  # one statement, its own transaction
-                try:
-                    cursor.execute(statement.sql, parameters)
-                    return cursor.fetchone() is not None
-                finally:
-                    try:
-                        driver.autocommit = False
-                    except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool in autocommit
-                        conn.invalidate()
-            job_insert = prepared.statement(dialect, ("guarded-job", keys), lambda: _guarded_job_insert(keys))
-            event_insert = prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows))
-            request_insert = prepared.statement(dialect, "request",
-                                                lambda: prepared.row_insert(_REQUESTS, _REQUEST_KEYS))
-            cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (engine.py)
+        # SQLAlchemy's Connection, for its error handling only: the statements go to the
+        # driver's connection under it, which SQLAlchemy never begins a transaction on.
+        with self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            sent: tuple[str, Any] = ("", ())  # the statement being sent, for the error
+            cursor = None
             try:
-                cursor.execute(job_insert.sql, job_insert.parameters({**values, **guard}))
+                cursor = driver.cursor()
+                if not self.sqlite:
+                    statement = prepared.statement(dialect, ("guarded-started", keys, rows),
+                                                   lambda: _guarded_started_insert(keys, rows))
+                    sent = (statement.sql, statement.parameters(
+                        {**values, **events, **guard, "request_command": request}))
+                    driver.autocommit = True  # one statement, its own transaction (the connection is idle)
+                    try:
+                        cursor.execute(*sent)
+                        written = cursor.fetchone() is not None
+                    finally:
+                        with contextlib.suppress(Exception):  # else it stays on: invalidated below
+                            driver.autocommit = False
+                    if driver.autocommit:
+                        conn.invalidate()  # never back to the pool in autocommit
+                    return written
+                job_insert = prepared.statement(dialect, ("guarded-job", keys), lambda: _guarded_job_insert(keys))
+                event_insert = prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows))
+                request_insert = prepared.statement(dialect, "request",
+                                                    lambda: prepared.row_insert(_REQUESTS, _REQUEST_KEYS))
+                sent = ("BEGIN IMMEDIATE", ())  # the connection is in autocommit mode (engine.py)
+                cursor.execute(*sent)
+                sent = (job_insert.sql, job_insert.parameters({**values, **guard}))
+                cursor.execute(*sent)
                 if cursor.rowcount != 1:
-                    conn.rollback()
+                    sent = ("ROLLBACK", ())
+                    driver.rollback()
                     return False
-                cursor.execute(event_insert.sql, event_insert.parameters(events))
-                cursor.execute(request_insert.sql, request_insert.parameters(
+                sent = (event_insert.sql, event_insert.parameters(events))
+                cursor.execute(*sent)
+                sent = (request_insert.sql, request_insert.parameters(
                     {"job_id": values["id"], "command": request, "created_at": values["created_at"]}))
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-            return True
-        finally:
-            conn.close()  # back to the pool (which rolls back whatever is left)
+                cursor.execute(*sent)
+                sent = ("COMMIT", ())
+                driver.commit()
+                return True
+            except BaseException as exc:
+                if self.sqlite:
+                    with contextlib.suppress(Exception):  # the error that counts is the one raised
+                        driver.rollback()
+                try:
+                    # Raises: a driver error wrapped in DBAPIError (a disconnect invalidates this
+                    # connection and the pool's older ones), anything else as it is.
+                    conn._handle_dbapi_exception(exc, sent[0], sent[1], cursor, None)
+                finally:
+                    if not self.sqlite and driver.autocommit and not conn.invalidated:
+                        conn.invalidate(exc)  # never back to the pool in autocommit
+                raise  # not reached
 
 
 def job_writes(session_factory: sessionmaker[Session]) -> JobWrites:
-    """The :class:`JobWrites` of the engine ``session_factory`` is bound to (made once)."""
-    return per_engine(session_factory, JobWrites)
+    """The :class:`JobWrites` of ``session_factory``'s engine (made once per factory)."""
+    return per_factory(session_factory, JobWrites)
 
 
