@@ -69,16 +69,25 @@ def down_to(factory: sessionmaker[Session],
     return migrated
 
 
-@pytest.fixture
-def rt(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
-    """A runtime on the module's database (its one store key), with the test deployments'
-    settings; a module that needs other settings defines its own ``rt``."""
-    runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+@contextlib.contextmanager
+def store_runtime(root: Path, pki: Pki, database_url: str, store_key_dir: Path,
+                  **database: Any) -> Iterator[Runtime]:
+    """A runtime under ``root`` on the module's database (its one store key), with the test
+    deployments' settings (``database``: more ``[database]`` fields); closed at the end."""
+    runtime = build_runtime(root, pki, database={"url": database_url, **database},
                             security={"store_key_file": str(store_key_dir / "store.key")})
     try:
         yield runtime
     finally:
         close_runtime(runtime)
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
+    """A runtime on the module's database (its one store key), with the test deployments'
+    settings; a module that needs other settings defines its own ``rt``."""
+    with store_runtime(tmp_path / "rt", pki, database_url, store_key_dir) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Pki
-from tests.store.conftest import DELEGATION
-from tests.support import ECHO_JDL, build_runtime, close_runtime, delegate_in_process, wait_for
+from tests.store.conftest import DELEGATION, store_runtime
+from tests.support import ECHO_JDL, delegate_in_process, principal_of, wait_for
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import DelegationNotFoundError, ProxyExpiredError
 from wmproxy.execution.wakeup import Wakeup
@@ -57,12 +57,8 @@ def test_the_second_submit_is_written_by_the_guarded_write_with_its_events_and_r
 @pytest.fixture
 def other(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
     """Another process of the service on the same database (another gunicorn worker, a node)."""
-    runtime = build_runtime(tmp_path / "other", pki, database={"url": database_url},
-                            security={"store_key_file": str(store_key_dir / "store.key")})
-    try:
+    with store_runtime(tmp_path / "other", pki, database_url, store_key_dir) as runtime:
         yield runtime
-    finally:
-        close_runtime(runtime)
 
 
 def test_a_delegation_another_process_destroyed_refuses_the_next_submit_and_nothing_is_written(
@@ -186,11 +182,18 @@ def test_the_guarded_write_wakes_the_listening_worker_on_postgresql(
 
 
 def test_a_lost_connection_is_a_disconnect_and_the_next_submit_works(
-        rt: Runtime, alice: Principal, database_url: str) -> None:
+        tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> None:
     """The pooled connection gone under the guarded write (PostgreSQL: its backend terminated, as
     by a restart; SQLite: the driver's connection closed as the write checks it out): the write's
     error is SQLAlchemy's disconnect, the connection is invalidated, nothing is written, and the
-    next jobSubmit connects anew."""
+    next jobSubmit connects anew. (No ping at checkout, however long the test takes.)"""
+    with store_runtime(tmp_path / "no-ping", pki, database_url, store_key_dir, ping_after_idle=24 * 3600) as rt:
+        alice = principal_of(pki, "alice")
+        delegate_in_process(rt, alice, pki.users["alice"].proxy, DELEGATION)
+        _lose_the_connection_under_a_submit(rt, alice, database_url)
+
+
+def _lose_the_connection_under_a_submit(rt: Runtime, alice: Principal, database_url: str) -> None:
     submit_job(rt, alice, ECHO_JDL, DELEGATION)  # the pool keeps one connection, idle
     before = _counts(rt)
     engine = rt.session_factory.kw["bind"]
@@ -204,6 +207,7 @@ def test_a_lost_connection_is_a_disconnect_and_the_next_submit_works(
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "checkout", close_once)
     else:
+        assert engine.pool.checkedin() == 1  # so the write checks out the connection terminated here
         with engine.connect() as conn:
             pid = conn.connection.driver_connection.info.backend_pid
         killer = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
