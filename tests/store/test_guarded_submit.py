@@ -2,9 +2,10 @@
 process read last is written only if the store still holds that proxy (wmproxy.store.job_writes,
 wmproxy.services.submission._submit_guarded); on both databases.
 
-Each test first submits once, so that the process keeps the stored proxy, then changes the
-store behind it, as another gunicorn worker or the renewal worker would: the next jobSubmit
-must answer from the store, not from what was kept, and write nothing it refuses.
+The process keeps the stored proxy it stored (the ``alice`` fixture's putProxy) or read (a
+jobSubmit's unit of work). The tests change the store behind it, as another gunicorn worker or
+the renewal worker would: the next jobSubmit must answer from the store, not from what was
+kept, and write nothing it refuses.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import DelegationNotFoundError, ProxyExpiredError
 from wmproxy.execution.wakeup import Wakeup
 from wmproxy.jdl import parse_jdl
-from wmproxy.services.delegation import destroy, recent_proxy
+from wmproxy.services.delegation import destroy, forget_proxy, recent_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
-from wmproxy.store.job_writes import job_writes
+from wmproxy.store.job_writes import JobWrites, job_writes
 
 #: Seconds a listener may take to see the queue's notification (a loaded machine).
 WOKEN_WITHIN = 60.0
@@ -39,10 +40,21 @@ def _counts(rt: Runtime) -> tuple[int, int, int]:
 
 
 def test_the_second_submit_is_written_by_the_guarded_write_with_its_events_and_request(
-        rt: Runtime, alice: Principal) -> None:
+        rt: Runtime, alice: Principal, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = job_writes(rt.session_factory)
+    guarded: list[bool] = []
+
+    def insert_started(*args: Any, **kwargs: Any) -> bool:
+        guarded.append(JobWrites.insert_started(writes, *args, **kwargs))
+        return guarded[-1]
+
+    monkeypatch.setattr(writes, "insert_started", insert_started)
+    forget_proxy(rt, alice.dn, DELEGATION)  # as in a process that did not serve the putProxy
     first = submit_job(rt, alice, ECHO_JDL, DELEGATION)
-    assert recent_proxy(rt, alice.dn, DELEGATION) is not None  # kept by the first one's unit of work
+    assert guarded == []  # the unit of work, which keeps the proxy it read
+    assert recent_proxy(rt, alice.dn, DELEGATION) is not None
     second = submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    assert guarded == [True]
     with rt.uow() as uow:
         jobs = {job_id: uow.jobs.get(job_id) for job_id in (first.job_id, second.job_id)}
         for job_id, job in jobs.items():
@@ -195,6 +207,7 @@ def test_a_lost_connection_is_a_disconnect_and_the_next_submit_works(
 
 def _lose_the_connection_under_a_submit(rt: Runtime, alice: Principal, database_url: str) -> None:
     submit_job(rt, alice, ECHO_JDL, DELEGATION)  # the pool keeps one connection, idle
+    assert recent_proxy(rt, alice.dn, DELEGATION) is not None  # the next submit is the guarded write
     before = _counts(rt)
     engine = rt.session_factory.kw["bind"]
     broken: list[object] = []
@@ -227,3 +240,23 @@ def _lose_the_connection_under_a_submit(rt: Runtime, alice: Principal, database_
     assert _counts(rt) == before
     submit_job(rt, alice, ECHO_JDL, DELEGATION)
     assert _counts(rt) == (before[0] + 1, before[1] + 2, before[2] + 1)
+
+
+def test_a_failed_write_names_no_sealed_proxy(rt: Runtime, alice: Principal) -> None:
+    """A refused guarded write's error (logged with its traceback by the SOAP edge) holds the
+    statement, not its values: not the sealed proxy, the DN or the JDL."""
+    job = submit_job(rt, alice, ECHO_JDL, DELEGATION)
+    kept = recent_proxy(rt, alice.dn, DELEGATION)
+    assert kept is not None
+    now = utcnow()
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        job_writes(rt.session_factory).insert_started(
+            {"id": job.job_id, "owner_dn": alice.dn, "delegation_id": DELEGATION, "state": "Waiting",
+             "jdl_original": "[ secret-jdl ]", "jdl_registered": "[]", "sandbox_dir": "x/y",
+             "created_at": now, "updated_at": now},
+            ("Submitted", "Waiting"), "start", owner_dn=alice.dn, delegation_id=DELEGATION,
+            sealed_proxy=kept.sealed_proxy)
+    text = str(raised.value)
+    assert "INSERT INTO jobs" in text
+    for secret in (kept.sealed_proxy.decode()[:40], alice.dn, "secret-jdl"):
+        assert secret not in text

@@ -11,10 +11,11 @@ original and registered JDL, all or nothing: when anything fails, including the 
 area is removed again. Starting changes the state to Waiting and queues the execution request
 in the same transaction.
 
-A simple jobSubmit, once this process has read the caller's stored proxy, is checked against
-that copy and written by one write that the store refuses unless it still holds the same sealed
-proxy (``wmproxy.store.job_writes``; issue 14): on PostgreSQL one statement with no transaction
-round trips. Anything that write cannot answer goes through the unit of work as before.
+A simple jobSubmit, once this process has read or stored the caller's delegated proxy, is
+checked against that copy and written by one write that the store refuses unless it still
+holds the same sealed proxy (``wmproxy.store.job_writes``; issue 14): on PostgreSQL one
+statement with no transaction round trips. Anything that write cannot answer goes through the
+unit of work as before.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def submit_job(rt: Runtime, principal: Principal, jdl: str, delegation_id: str |
     directory is made (the execution worker makes it when it claims the job,
     ``wmproxy.services.execution``).
 
-    A simple job, with no local account mapping and no MyProxy renewal to register, is
-    checked against the stored proxy this process last read for the caller's delegation id
+    A simple job, with no local account mapping, no MyProxy renewal to register and no MyProxy
+    default configured, is checked against the stored proxy this process last read or stored
+    for the caller's delegation id
     and written with one guarded write (:func:`_submit_guarded`); in every other case, and
     whenever the store holds another proxy by then, in a unit of work that reads the stored
     proxy first. Both check the same and raise the same faults (:func:`register_job`'s).
@@ -159,9 +161,10 @@ def _submit_guarded(
     rt: Runtime, writes: JobWrites, principal: Principal, jdl: str, delegation_id: str | None, now: dt.datetime
 ) -> RegisteredJob | None:
     """jobSubmit of a simple job as one guarded write (issue 14): registered with the stored
-    proxy this process last read for (DN, delegation id) (``recent_proxy``), then written only
-    if the store still holds that proxy (:meth:`wmproxy.store.job_writes.JobWrites.insert_started`:
-    on PostgreSQL one statement and no transaction round trips).
+    proxy this process last read or stored for (DN, delegation id) (``recent_proxy``), then
+    written only if the store still holds that proxy
+    (:meth:`wmproxy.store.job_writes.JobWrites.insert_started`: on PostgreSQL one statement and
+    no transaction round trips).
 
     Returns None, having written nothing, when that does not apply or cannot answer: no proxy
     read yet, a JDL too large for one write, any fault (the proxy kept may be older than the

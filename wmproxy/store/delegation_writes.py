@@ -50,7 +50,7 @@ _PROXY_COLUMNS = ["owner_dn", "delegation_id", "sealed_proxy", "not_before", "no
 
 
 class DelegationWrites:
-    """The delegation transactions of one engine (:func:`delegation_writes` keeps one per engine).
+    """The delegation transactions of one engine (:func:`delegation_writes` keeps one per session factory).
 
     Args:
         engine: the service's engine (SQLite or PostgreSQL).

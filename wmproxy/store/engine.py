@@ -58,7 +58,12 @@ def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs:
     checked with the dialect's ping (``SELECT 1``) when it is next checked out, and replaced
     when the database reports it disconnected (:func:`_ping_after_idle`); ``pool_pre_ping=True``
     in ``kwargs`` pings on every checkout instead.
+
+    Every engine hides the values of a failed statement in its error (``hide_parameters``).
     """
+    # A failed statement's error (and so a log line with its traceback) names the statement,
+    # never its values: they may be a sealed proxy or key, a DN, a whole JDL.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
         if _queue_pooled(url, kwargs):

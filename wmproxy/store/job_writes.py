@@ -86,7 +86,7 @@ def _guarded_started_insert(keys: tuple[str, ...], rows: int) -> TextClause:
 
 
 class JobWrites:
-    """The guarded jobSubmit write of one engine (:func:`job_writes` keeps one per engine).
+    """The guarded jobSubmit write of one engine (:func:`job_writes` keeps one per session factory).
 
     Args:
         engine: the service's engine (SQLite or PostgreSQL).
@@ -135,6 +135,24 @@ class JobWrites:
         guard = {"guard_owner_dn": owner_dn, "guard_delegation_id": delegation_id,
                  "guard_sealed_proxy": sealed_proxy}
         dialect, keys, rows = self.engine.dialect, tuple(values), len(history)
+        # The statements and their parameters first: an error there is not the database's.
+        if self.sqlite:
+            job_insert = prepared.statement(dialect, ("guarded-job", keys), lambda: _guarded_job_insert(keys))
+            event_insert = prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows))
+            request_insert = prepared.statement(dialect, "request",
+                                                lambda: prepared.row_insert(_REQUESTS, _REQUEST_KEYS))
+            statements = [
+                ("BEGIN IMMEDIATE", ()),  # the connection is in autocommit mode (engine.py)
+                (job_insert.sql, job_insert.parameters({**values, **guard})),
+                (event_insert.sql, event_insert.parameters(events)),
+                (request_insert.sql, request_insert.parameters(
+                    {"job_id": values["id"], "command": request, "created_at": values["created_at"]})),
+            ]
+        else:
+            started = prepared.statement(dialect, ("guarded-started", keys, rows),
+                                         lambda: _guarded_started_insert(keys, rows))
+            statements = [(started.sql, started.parameters(
+                {**values, **events, **guard, "request_command": request}))]
         # SQLAlchemy's Connection, for its error handling only: the statements go to the
         # driver's connection under it, which SQLAlchemy never begins a transaction on.
         with self.engine.connect() as conn:
@@ -144,12 +162,9 @@ class JobWrites:
             try:
                 cursor = driver.cursor()
                 if not self.sqlite:
-                    statement = prepared.statement(dialect, ("guarded-started", keys, rows),
-                                                   lambda: _guarded_started_insert(keys, rows))
-                    sent = (statement.sql, statement.parameters(
-                        {**values, **events, **guard, "request_command": request}))
                     driver.autocommit = True  # one statement, its own transaction (the connection is idle)
                     try:
+                        sent = statements[0]
                         cursor.execute(*sent)
                         written = cursor.fetchone() is not None
                     finally:
@@ -158,23 +173,14 @@ class JobWrites:
                     if driver.autocommit:
                         conn.invalidate()  # never back to the pool in autocommit
                     return written
-                job_insert = prepared.statement(dialect, ("guarded-job", keys), lambda: _guarded_job_insert(keys))
-                event_insert = prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows))
-                request_insert = prepared.statement(dialect, "request",
-                                                    lambda: prepared.row_insert(_REQUESTS, _REQUEST_KEYS))
-                sent = ("BEGIN IMMEDIATE", ())  # the connection is in autocommit mode (engine.py)
-                cursor.execute(*sent)
-                sent = (job_insert.sql, job_insert.parameters({**values, **guard}))
-                cursor.execute(*sent)
-                if cursor.rowcount != 1:
+                for sent in statements[:2]:
+                    cursor.execute(*sent)
+                if cursor.rowcount != 1:  # the guard: the delegation holds another proxy or none
                     sent = ("ROLLBACK", ())
                     driver.rollback()
                     return False
-                sent = (event_insert.sql, event_insert.parameters(events))
-                cursor.execute(*sent)
-                sent = (request_insert.sql, request_insert.parameters(
-                    {"job_id": values["id"], "command": request, "created_at": values["created_at"]}))
-                cursor.execute(*sent)
+                for sent in statements[2:]:
+                    cursor.execute(*sent)
                 sent = ("COMMIT", ())
                 driver.commit()
                 return True
@@ -183,13 +189,14 @@ class JobWrites:
                     with contextlib.suppress(Exception):  # the error that counts is the one raised
                         driver.rollback()
                 try:
-                    # Raises: a driver error wrapped in DBAPIError (a disconnect invalidates this
-                    # connection and the pool's older ones), anything else as it is.
-                    conn._handle_dbapi_exception(exc, sent[0], sent[1], cursor, None)
+                    if isinstance(exc, dialect.loaded_dbapi.Error | KeyboardInterrupt | SystemExit):
+                        # A driver error wrapped in DBAPIError as SQLAlchemy wraps its statements'
+                        # (a disconnect invalidates this connection and the pool's older ones).
+                        conn._handle_dbapi_exception(exc, sent[0], sent[1], cursor, None)
                 finally:
                     if not self.sqlite and driver.autocommit and not conn.invalidated:
                         conn.invalidate(exc)  # never back to the pool in autocommit
-                raise  # not reached
+                raise
 
 
 def job_writes(session_factory: sessionmaker[Session]) -> JobWrites:
