@@ -132,9 +132,11 @@ class TestPutProxy:
     def test_take_and_store_write_the_rows_the_orm_repository_writes(self, factory: sessionmaker[Session]) -> None:
         _pending(factory, ALICE, "d1", b"key-1")
         now = utcnow()
-        with delegation_writes(factory).put_proxy_transaction() as tx:
-            assert tx.take_request(ALICE, "d1") == b"key-1"
-            made = tx.put_proxy(ALICE, "d1", b"proxy-1", NOT_BEFORE, NOT_AFTER, ("/vo", "/vo/g"), now)
+        writes = delegation_writes(factory)
+        assert writes.pending_key(ALICE, "d1") == b"key-1"
+        made = writes.put_proxy_for_request(ALICE, "d1", b"key-1", b"proxy-1", NOT_BEFORE, NOT_AFTER,
+                                            ("/vo", "/vo/g"), now)
+        assert made is not None
         with UnitOfWork(factory) as uow:  # the same through the ORM repository, for comparison
             uow.delegations.put_proxy(ALICE, "d2", b"proxy-1", NOT_BEFORE, NOT_AFTER, ("/vo", "/vo/g"), now)
         rows = _delegations(factory)
@@ -147,46 +149,56 @@ class TestPutProxy:
 
     def test_a_replaced_proxy_keeps_its_row_and_creation_time(self, factory: sessionmaker[Session]) -> None:
         first = utcnow()
+        writes = delegation_writes(factory)
         _pending(factory, ALICE, "d1", b"key-1")
-        with delegation_writes(factory).put_proxy_transaction() as tx:
-            tx.take_request(ALICE, "d1")
-            original = tx.put_proxy(ALICE, "d1", b"proxy-1", NOT_BEFORE, NOT_AFTER, (), first)
+        original = writes.put_proxy_for_request(ALICE, "d1", b"key-1", b"proxy-1", NOT_BEFORE, NOT_AFTER, (), first)
         _pending(factory, ALICE, "d1", b"key-2")
         later = first + dt.timedelta(seconds=30)
-        with delegation_writes(factory).put_proxy_transaction() as tx:
-            assert tx.take_request(ALICE, "d1") == b"key-2"
-            replaced = tx.put_proxy(ALICE, "d1", b"proxy-2", NOT_BEFORE, NOT_AFTER, (), later)
+        assert writes.pending_key(ALICE, "d1") == b"key-2"
+        replaced = writes.put_proxy_for_request(ALICE, "d1", b"key-2", b"proxy-2", NOT_BEFORE, NOT_AFTER, (), later)
+        assert original is not None and replaced is not None
         assert (replaced.id, replaced.created_at, replaced.updated_at) == (original.id, first, later)
         row = _delegations(factory)[ALICE, "d1"]
         assert (row.sealed_proxy, row.created_at, row.updated_at) == (b"proxy-2", first, later)
 
-    def test_a_failing_transaction_leaves_the_request_pending_and_stores_nothing(
-            self, factory: sessionmaker[Session]) -> None:
+    def test_a_request_replaced_since_its_key_was_read_stores_nothing(self, factory: sessionmaker[Session]) -> None:
         _pending(factory, ALICE, "d1", b"key-1")
+        writes = delegation_writes(factory)
+        read = writes.pending_key(ALICE, "d1")
+        _pending(factory, ALICE, "d1", b"key-2")  # a new getProxyReq while the proxy was checked
+        assert writes.put_proxy_for_request(ALICE, "d1", read or b"", b"proxy-1", NOT_BEFORE, NOT_AFTER, (),
+                                            utcnow()) is None
+        assert _delegations(factory) == {}
+        assert [v[0] for v in _requests(factory).values()] == [b"key-2"]  # the new request stays pending
 
-        def refused() -> None:
-            with delegation_writes(factory).put_proxy_transaction() as tx:
-                assert tx.take_request(ALICE, "d1") == b"key-1"
-                tx.put_proxy(ALICE, "d1", b"proxy-1", NOT_BEFORE, NOT_AFTER, (), utcnow())
-                raise RuntimeError("refused")
-
-        with pytest.raises(RuntimeError, match="refused"):
-            refused()
+    def test_a_refused_store_leaves_the_request_pending(self, factory: sessionmaker[Session]) -> None:
+        _pending(factory, ALICE, "d1", b"key-1")
+        engine = factory.kw["bind"]
+        with pytest.raises(engine.dialect.loaded_dbapi.Error):  # a NOT NULL column left NULL
+            delegation_writes(factory).put_proxy_for_request(
+                ALICE, "d1", b"key-1", None, NOT_BEFORE, NOT_AFTER, (), utcnow())  # type: ignore[arg-type]
         assert _delegations(factory) == {}
         assert [v[0] for v in _requests(factory).values()] == [b"key-1"]
 
     def test_another_dn_cannot_take_the_request(self, factory: sessionmaker[Session]) -> None:
         _pending(factory, ALICE, "d1", b"key-1")
-        with delegation_writes(factory).put_proxy_transaction() as tx:
-            assert tx.take_request(BOB, "d1") is None
+        writes = delegation_writes(factory)
+        assert writes.pending_key(BOB, "d1") is None
+        assert writes.put_proxy_for_request(BOB, "d1", b"key-1", b"proxy", NOT_BEFORE, NOT_AFTER, (),
+                                            utcnow()) is None
         assert list(_requests(factory)) == [(ALICE, "d1")]
+        assert _delegations(factory) == {}
 
     def test_concurrent_takers_of_one_request_get_it_once(self, factory: sessionmaker[Session]) -> None:
         _pending(factory, ALICE, "d1", b"key-1")
 
-        def take(n: int) -> bytes | None:
-            with delegation_writes(factory).put_proxy_transaction() as tx:
-                return tx.take_request(ALICE, "d1")
+        def take(n: int) -> int | None:
+            stored = delegation_writes(factory).put_proxy_for_request(
+                ALICE, "d1", b"key-1", f"proxy-{n}".encode(), NOT_BEFORE, NOT_AFTER, (), utcnow())
+            return None if stored is None else n
 
         got = run_together(4, take, DEADLINE)
-        assert sorted(got, key=lambda v: v or b"") == [None, None, None, b"key-1"]
+        taken = [n for n in got if n is not None]
+        assert len(taken) == 1
+        assert _delegations(factory)[ALICE, "d1"].sealed_proxy == f"proxy-{taken[0]}".encode()
+        assert _requests(factory) == {}

@@ -127,32 +127,35 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
     now = utcnow()
-    # The request is taken and the proxy stored in one transaction on the driver's connection
-    # (wmproxy.store.delegation_writes): rolled back, the request stays pending, if anything fails.
-    with delegation_writes(rt.session_factory).put_proxy_transaction() as tx:
-        sealed_key = tx.take_request(principal.dn, delegation_id)  # kept if anything below fails
-        if sealed_key is None:
-            raise DelegationNotFoundError(
-                f"Unable to store client Proxy: no proxy request for delegation id {delegation_id!r}"
-            )
-        accepted = crypto.accept_delegated_proxy(
-            rt.sealer.open(sealed_key),
-            proxy_pem.encode(),
-            principal.dn,
-            rt.settings.security.ca_dir,
-            now=now,
-            vomsdir=rt.settings.security.vomsdir,
-            max_depth=rt.settings.limits.max_proxy_chain_depth,
-        )
-        stored = tx.put_proxy(
-            principal.dn,
-            delegation_id,
-            rt.sealer.seal(accepted.pem),
-            accepted.not_before,
-            accepted.not_after,
-            accepted.fqans,
-            now,
-        )
+    # The pending request's key is read, the proxy checked against it, then the request taken
+    # and the proxy stored in one transaction, only if the request still holds that key
+    # (wmproxy.store.delegation_writes; on PostgreSQL two statements, no BEGIN or COMMIT, issue
+    # 14). Nothing is written when a check fails: the request stays pending.
+    writes = delegation_writes(rt.session_factory)
+    sealed_key = writes.pending_key(principal.dn, delegation_id)
+    if sealed_key is None:
+        raise _no_request(delegation_id)
+    accepted = crypto.accept_delegated_proxy(
+        rt.sealer.open(sealed_key),
+        proxy_pem.encode(),
+        principal.dn,
+        rt.settings.security.ca_dir,
+        now=now,
+        vomsdir=rt.settings.security.vomsdir,
+        max_depth=rt.settings.limits.max_proxy_chain_depth,
+    )
+    stored = writes.put_proxy_for_request(
+        principal.dn,
+        delegation_id,
+        sealed_key,
+        rt.sealer.seal(accepted.pem),
+        accepted.not_before,
+        accepted.not_after,
+        accepted.fqans,
+        now,
+    )
+    if stored is None:  # taken by a concurrent putProxy, or replaced by a new getProxyReq
+        raise _no_request(delegation_id)
     # Committed: this process's next jobSubmits with it check it without reading it again.
     remember_proxy(rt, principal.dn, StoredProxy(
         delegation_id, stored.sealed_proxy, stored.not_before, stored.not_after, stored.fqans))
@@ -360,6 +363,11 @@ def _get(uow: UnitOfWork, dn: str, delegation_id: str) -> Delegation:
     if row is None:
         raise _not_found(delegation_id)
     return row
+
+
+def _no_request(delegation_id: str) -> DelegationNotFoundError:
+    return DelegationNotFoundError(
+        f"Unable to store client Proxy: no proxy request for delegation id {delegation_id!r}")
 
 
 def _not_found(delegation_id: str) -> DelegationNotFoundError:

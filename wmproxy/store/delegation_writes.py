@@ -9,7 +9,11 @@ context per statement. In process that was about 0.2 ms of CPU per transaction o
 
 A transaction is committed when its ``with`` block ends cleanly and rolled back on any
 exception (nothing half-written); on SQLite it starts with ``BEGIN IMMEDIATE`` as every
-other transaction of the service does (``wmproxy.store.engine``).
+other transaction of the service does (``wmproxy.store.engine``). putProxy reads the pending
+request's key first, without a lock, and takes the request only if it still holds that key
+when the proxy is stored (:meth:`DelegationWrites.put_proxy_for_request`): the proxy's checks
+run outside any transaction (on SQLite no write lock is held while OpenSSL verifies), and on
+PostgreSQL the two writes are one statement.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, TextClause, bindparam, delete, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import keypool
-from wmproxy.store.delegations import _TAKE_REQUEST, _statements
+from wmproxy.store.delegations import _delegations, _requests, _statements
 from wmproxy.store.engine import per_factory
 from wmproxy.store.schema import UTCDateTime
 
@@ -47,6 +51,29 @@ class _Compiled:
 _REQUEST_COLUMNS = ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"]
 _PROXY_COLUMNS = ["owner_dn", "delegation_id", "sealed_proxy", "not_before", "not_after", "fqans",
                   "created_at", "updated_at"]
+#: The columns a replaced proxy's row takes from the new one (it keeps its id and created_at).
+_UPDATED = ("sealed_proxy", "not_before", "not_after", "fqans", "updated_at")
+
+#: The sealed key of (DN, id)'s pending request, read without a lock.
+_PENDING_KEY = select(_requests.c.sealed_key).where(
+    _requests.c.owner_dn == bindparam("owner_dn"), _requests.c.delegation_id == bindparam("delegation_id"))
+#: SQLite: the pending request of (DN, id), deleted only while it holds the key read.
+_TAKE_KEY = delete(_requests).where(
+    _requests.c.owner_dn == bindparam("owner_dn"), _requests.c.delegation_id == bindparam("delegation_id"),
+    _requests.c.sealed_key == bindparam("sealed_key"))
+
+
+def _take_key_and_put_proxy() -> TextClause:
+    """PostgreSQL: :data:`_TAKE_KEY` and the proxy's upsert (``put_proxy``'s) as one statement:
+    the proxy is stored only if the request was deleted; ``RETURNING id, created_at``."""
+    updated = ", ".join(f"{name} = excluded.{name}" for name in _UPDATED)
+    sql = (f"WITH t AS (DELETE FROM {_requests.name} WHERE owner_dn = :owner_dn "  # noqa: S608 - schema names, bound values
+           "AND delegation_id = :delegation_id AND sealed_key = :sealed_key RETURNING 1) "
+           f"INSERT INTO {_delegations.name} ({', '.join(_PROXY_COLUMNS)}) "
+           f"SELECT {', '.join(f':{name}' for name in _PROXY_COLUMNS)} FROM t "
+           f"ON CONFLICT (owner_dn, delegation_id) DO UPDATE SET {updated} RETURNING id, created_at")
+    return text(sql).bindparams(bindparam("sealed_key", type_=_requests.c.sealed_key.type),
+                                *(bindparam(name, type_=_delegations.c[name].type) for name in _PROXY_COLUMNS))
 
 
 class DelegationWrites:
@@ -69,8 +96,12 @@ class DelegationWrites:
         self._bind_time: Callable[[dt.datetime], Any] = bind or (lambda value: value)
         self._read_time: Callable[[Any], Any] = result or (lambda value: value)
         upserts = _statements(name)
-        self._take = _Compiled(_TAKE_REQUEST, dialect)
         self._put_proxy = _Compiled(upserts.put_proxy, dialect, _PROXY_COLUMNS)
+        self._pending_key = _Compiled(_PENDING_KEY, dialect)
+        if self.sqlite:
+            self._take_key = _Compiled(_TAKE_KEY, dialect)
+        else:
+            self._take_key_and_put = _Compiled(_take_key_and_put_proxy(), dialect)
         if self.sqlite:
             self._claim = _Compiled(keypool._CLAIM, dialect)
             self._put_request = _Compiled(upserts.put_request, dialect, _REQUEST_COLUMNS)
@@ -131,17 +162,56 @@ class DelegationWrites:
                 "csr_pem": claimed[1], "created_at": created})
             return str(claimed[1])
 
-    @contextmanager
-    def put_proxy_transaction(self) -> Iterator[ProxyTransaction]:
-        """One putProxy: take the pending request, then store the proxy, in one transaction that
-        is rolled back (the request stays pending) if the block raises."""
-        with self._transaction() as cursor:
-            yield ProxyTransaction(self, cursor)
+    def pending_key(self, owner_dn: str, delegation_id: str) -> bytes | None:
+        """The sealed key of the pending request of (DN, id), read in a transaction of its own
+        (no lock: it may be taken or replaced right after), or None when there is none."""
+        params = {"owner_dn": owner_dn, "delegation_id": delegation_id}
+        if self.sqlite:  # a read in the connection's autocommit mode: no write lock
+            conn = self.engine.raw_connection()
+            try:
+                row = self._pending_key.execute(conn.cursor(), params)
+            finally:
+                conn.close()
+        else:
+            with self._single_statement() as cursor:
+                row = self._pending_key.execute(cursor, params)
+        return None if row is None else bytes(row[0])
+
+    def put_proxy_for_request(self, owner_dn: str, delegation_id: str, sealed_key: bytes, sealed_proxy: bytes,
+                              not_before: dt.datetime, not_after: dt.datetime, fqans: tuple[str, ...],
+                              now: dt.datetime) -> StoredDelegation | None:
+        """putProxy's write: delete the pending request of (DN, id) if it still holds
+        ``sealed_key`` (the key :meth:`pending_key` read and the proxy was checked against) and
+        store the proxy (inserted, or replacing the row of (DN, id), which keeps its id and
+        ``created_at``: the upsert of ``SqlDelegationStore.put_proxy``), in one transaction (on
+        PostgreSQL one statement in autocommit). Returns the stored row's values, or None with
+        nothing written when the request was taken or replaced meanwhile; a concurrent taker of
+        the same request waits for this transaction, then gets None."""
+        bind = self._bind_time
+        joined = "\n".join(fqans)
+        values = {"owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_proxy": sealed_proxy,
+                  "not_before": bind(not_before), "not_after": bind(not_after), "fqans": joined,
+                  "created_at": bind(now), "updated_at": bind(now)}
+        if self.sqlite:
+            with self._transaction() as cursor:
+                cursor.execute(self._take_key.sql, {**self._take_key.fixed, "owner_dn": owner_dn,
+                                                    "delegation_id": delegation_id, "sealed_key": sealed_key})
+                if cursor.rowcount != 1:
+                    return None  # nothing was written: the commit is empty
+                row = self._put_proxy.execute(cursor, values)
+        else:
+            with self._single_statement() as cursor:
+                row = self._take_key_and_put.execute(cursor, {**values, "sealed_key": sealed_key})
+            if row is None:
+                return None
+        key, created_at = row
+        return StoredDelegation(key, owner_dn, delegation_id, sealed_proxy, not_before, not_after, joined,
+                                self._read_time(created_at), now)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredDelegation:
-    """The row :meth:`ProxyTransaction.put_proxy` stored, with the columns of
+    """The row :meth:`DelegationWrites.put_proxy_for_request` stored, with the columns of
     :class:`~wmproxy.store.schema.Delegation` (times UTC-aware; ``fqans`` newline separated,
     primary first). A plain value: building the ORM object cost about 3-4 % of a putProxy's CPU
     in process (issue 14), and nothing reads it through a session."""
@@ -155,35 +225,6 @@ class StoredDelegation:
     fqans: str
     created_at: dt.datetime
     updated_at: dt.datetime
-
-
-class ProxyTransaction:
-    """The statements of :meth:`DelegationWrites.put_proxy_transaction`; the signatures are
-    :class:`~wmproxy.store.delegations.SqlDelegationStore`'s."""
-
-    def __init__(self, writes: DelegationWrites, cursor: Any) -> None:
-        self._writes = writes
-        self._cursor = cursor
-
-    def take_request(self, owner_dn: str, delegation_id: str) -> bytes | None:
-        """As ``SqlDelegationStore.take_request``: the pending request of (DN, id) deleted in this
-        transaction, its sealed key returned (None when there is none; a concurrent taker of the
-        same request waits for this transaction, then gets None)."""
-        row = self._writes._take.execute(self._cursor, {"owner_dn": owner_dn, "delegation_id": delegation_id})
-        return None if row is None else bytes(row[0])
-
-    def put_proxy(self, owner_dn: str, delegation_id: str, sealed_proxy: bytes, not_before: dt.datetime,
-                  not_after: dt.datetime, fqans: tuple[str, ...], now: dt.datetime) -> StoredDelegation:
-        """As ``SqlDelegationStore.put_proxy``: insert or replace the proxy of (DN, id) in one
-        statement; returns the stored row's values; a replaced row keeps its id and ``created_at``."""
-        bind = self._writes._bind_time
-        joined = "\n".join(fqans)
-        key, created_at = self._writes._put_proxy.execute(self._cursor, {
-            "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_proxy": sealed_proxy,
-            "not_before": bind(not_before), "not_after": bind(not_after), "fqans": joined,
-            "created_at": bind(now), "updated_at": bind(now)})
-        return StoredDelegation(key, owner_dn, delegation_id, sealed_proxy, not_before, not_after, joined,
-                                self._writes._read_time(created_at), now)
 
 
 def delegation_writes(session_factory: sessionmaker[Session]) -> DelegationWrites:
