@@ -165,11 +165,25 @@ class TestPutProxy:
         _pending(factory, ALICE, "d1", b"key-1")
         writes = delegation_writes(factory)
         read = writes.pending_key(ALICE, "d1")
+        assert read == b"key-1"
         _pending(factory, ALICE, "d1", b"key-2")  # a new getProxyReq while the proxy was checked
-        assert writes.put_proxy_for_request(ALICE, "d1", read or b"", b"proxy-1", NOT_BEFORE, NOT_AFTER, (),
+        assert writes.put_proxy_for_request(ALICE, "d1", read, b"proxy-1", NOT_BEFORE, NOT_AFTER, (),
                                             utcnow()) is None
         assert _delegations(factory) == {}
         assert [v[0] for v in _requests(factory).values()] == [b"key-2"]  # the new request stays pending
+
+    def test_an_old_key_does_not_replace_a_stored_proxy(self, factory: sessionmaker[Session]) -> None:
+        first = utcnow()
+        writes = delegation_writes(factory)
+        _pending(factory, ALICE, "d1", b"key-1")
+        assert writes.put_proxy_for_request(ALICE, "d1", b"key-1", b"proxy-1", NOT_BEFORE, NOT_AFTER, (), first)
+        _pending(factory, ALICE, "d1", b"key-2")
+        # A putProxy checked against the used key-1 (a replayed body): nothing changes.
+        assert writes.put_proxy_for_request(ALICE, "d1", b"key-1", b"proxy-old", NOT_BEFORE, NOT_AFTER, (),
+                                            first + dt.timedelta(seconds=30)) is None
+        row = _delegations(factory)[ALICE, "d1"]
+        assert (row.sealed_proxy, row.updated_at) == (b"proxy-1", first)
+        assert [v[0] for v in _requests(factory).values()] == [b"key-2"]
 
     def test_a_refused_store_leaves_the_request_pending(self, factory: sessionmaker[Session]) -> None:
         _pending(factory, ALICE, "d1", b"key-1")

@@ -117,7 +117,8 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
 
     Raises:
         InvalidDelegationIdError: unusable delegation id.
-        DelegationNotFoundError: no pending getProxyReq for (DN, id).
+        DelegationNotFoundError: no pending getProxyReq for (DN, id), or its request was
+            replaced (a new getProxyReq) or used (another putProxy) while the proxy was checked.
         ProxyVerificationError: the chain fails a check (key mismatch, not RFC 3820,
             another identity, outside its validity, untrusted or revoked issuer, more than
             ``[limits] max_proxy_chain_depth`` proxy levels).
@@ -155,7 +156,9 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
         now,
     )
     if stored is None:  # taken by a concurrent putProxy, or replaced by a new getProxyReq
-        raise _no_request(delegation_id)
+        raise DelegationNotFoundError(
+            f"Unable to store client Proxy: the proxy request for delegation id {delegation_id!r} was replaced "
+            "or used while the proxy was checked")
     # Committed: this process's next jobSubmits with it check it without reading it again.
     remember_proxy(rt, principal.dn, StoredProxy(
         delegation_id, stored.sealed_proxy, stored.not_before, stored.not_after, stored.fqans))

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import keypool
-from wmproxy.store.delegations import _delegations, _requests, _statements
+from wmproxy.store.delegations import PROXY_UPDATED, _delegations, _requests, _statements
 from wmproxy.store.engine import per_factory
 from wmproxy.store.schema import UTCDateTime
 
@@ -51,8 +51,6 @@ class _Compiled:
 _REQUEST_COLUMNS = ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"]
 _PROXY_COLUMNS = ["owner_dn", "delegation_id", "sealed_proxy", "not_before", "not_after", "fqans",
                   "created_at", "updated_at"]
-#: The columns a replaced proxy's row takes from the new one (it keeps its id and created_at).
-_UPDATED = ("sealed_proxy", "not_before", "not_after", "fqans", "updated_at")
 
 #: The sealed key of (DN, id)'s pending request, read without a lock.
 _PENDING_KEY = select(_requests.c.sealed_key).where(
@@ -66,7 +64,7 @@ _TAKE_KEY = delete(_requests).where(
 def _take_key_and_put_proxy() -> TextClause:
     """PostgreSQL: :data:`_TAKE_KEY` and the proxy's upsert (``put_proxy``'s) as one statement:
     the proxy is stored only if the request was deleted; ``RETURNING id, created_at``."""
-    updated = ", ".join(f"{name} = excluded.{name}" for name in _UPDATED)
+    updated = ", ".join(f"{name} = excluded.{name}" for name in PROXY_UPDATED)
     sql = (f"WITH t AS (DELETE FROM {_requests.name} WHERE owner_dn = :owner_dn "  # noqa: S608 - schema names, bound values
            "AND delegation_id = :delegation_id AND sealed_key = :sealed_key RETURNING 1) "
            f"INSERT INTO {_delegations.name} ({', '.join(_PROXY_COLUMNS)}) "

@@ -56,6 +56,11 @@ class _Upserts:
     put_proxy: Any
 
 
+#: The columns a replaced delegated proxy's row takes from the new one (it keeps its id and
+#: ``created_at``).
+PROXY_UPDATED = ("sealed_proxy", "not_before", "not_after", "fqans", "updated_at")
+
+
 @functools.cache
 def _statements(dialect: str) -> _Upserts:
     """The upserts of a dialect (``postgresql`` or ``sqlite``), built once: their values are
@@ -63,7 +68,7 @@ def _statements(dialect: str) -> _Upserts:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     request = insert(_requests)
     proxy = insert(_delegations)
-    updated = ("sealed_proxy", "not_before", "not_after", "fqans", "updated_at")
+    updated = PROXY_UPDATED
     return _Upserts(
         put_request=request.on_conflict_do_update(
             index_elements=[_requests.c.owner_dn, _requests.c.delegation_id],
