@@ -110,7 +110,7 @@ class TestClaim:
             assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == "csr-a"
             assert writes.claim_into_request(2048, ALICE, "d2", utcnow()) is None
             if postgres:  # SQLite compares a text with an integer column without an error
-                with pytest.raises(engine.dialect.loaded_dbapi.DataError, match=r"(?i)integer"):
+                with pytest.raises(sa.exc.DataError, match=r"(?i)integer"):
                     writes.claim_into_request("not bits", ALICE, "d3", utcnow())  # type: ignore[arg-type]
         finally:
             sa.event.remove(engine, "checkin", checked_in)
@@ -187,8 +187,7 @@ class TestPutProxy:
 
     def test_a_refused_store_leaves_the_request_pending(self, factory: sessionmaker[Session]) -> None:
         _pending(factory, ALICE, "d1", b"key-1")
-        engine = factory.kw["bind"]
-        with pytest.raises(engine.dialect.loaded_dbapi.Error):  # a NOT NULL column left NULL
+        with pytest.raises(sa.exc.IntegrityError):  # a NOT NULL column left NULL, raised as SQLAlchemy raises it
             delegation_writes(factory).put_proxy_for_request(
                 ALICE, "d1", b"key-1", None, NOT_BEFORE, NOT_AFTER, (), utcnow())  # type: ignore[arg-type]
         assert _delegations(factory) == {}
@@ -216,3 +215,36 @@ class TestPutProxy:
         assert len(taken) == 1
         assert _delegations(factory)[ALICE, "d1"].sealed_proxy == f"proxy-{taken[0]}".encode()
         assert _requests(factory) == {}
+
+
+@pytest.mark.parametrize("call", ["claim", "pending_key", "put_proxy"])
+def test_a_lost_connection_is_a_disconnect_and_the_next_call_works(factory: sessionmaker[Session], call: str) -> None:
+    """The driver's connection gone as a delegation write checks it out (a database restart,
+    say): the error is SQLAlchemy's disconnect, the connection is invalidated, nothing is
+    written, and the next call connects anew."""
+    _add(factory, (b"sealed-a", "csr-a", 2048))
+    _pending(factory, ALICE, "d1", b"key-1")
+    engine = factory.kw["bind"]
+    writes = delegation_writes(factory)
+    calls = {
+        "claim": lambda: writes.claim_into_request(2048, ALICE, "d2", utcnow()),
+        "pending_key": lambda: writes.pending_key(ALICE, "d1"),
+        "put_proxy": lambda: writes.put_proxy_for_request(ALICE, "d1", b"key-1", b"proxy-1", NOT_BEFORE,
+                                                          NOT_AFTER, (), utcnow()),
+    }
+    broken: list[object] = []
+
+    def close_once(dbapi_conn: object, _record: object, _proxy: object) -> None:
+        if not broken:
+            broken.append(dbapi_conn)
+            dbapi_conn.close()  # type: ignore[attr-defined]
+
+    sa.event.listen(engine, "checkout", close_once)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            calls[call]()
+    finally:
+        sa.event.remove(engine, "checkout", close_once)
+    assert raised.value.connection_invalidated
+    assert set(_requests(factory)) == {(ALICE, "d1")} and _delegations(factory) == {}
+    assert calls[call]() is not None

@@ -2,10 +2,11 @@
 
 The statements are those of :class:`~wmproxy.store.keypool.SqlDelegationKeyPool` and
 :class:`~wmproxy.store.delegations.SqlDelegationStore`, compiled once per engine by
-SQLAlchemy and run on a pooled DBAPI connection (``Engine.raw_connection``: the pool's
-checkout events, such as the ping after idle, still run): no ORM session and no execution
-context per statement. In process that was about 0.2 ms of CPU per transaction on SQLite and
-0.15 ms per statement on PostgreSQL, a third of the service's part of a delegation.
+SQLAlchemy and run on the driver's connection under a SQLAlchemy ``Connection`` (the pool's
+checkout events, such as the ping after idle, still run, and a driver error is raised as
+SQLAlchemy raises its statements'): no ORM session and no execution context per statement.
+In process those were about 0.2 ms of CPU per transaction on SQLite and 0.15 ms per statement
+on PostgreSQL, a third of the service's part of a delegation.
 
 A transaction is committed when its ``with`` block ends cleanly and rolled back on any
 exception (nothing half-written); on SQLite it starts with ``BEGIN IMMEDIATE`` as every
@@ -18,13 +19,14 @@ PostgreSQL the two writes are one statement.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, TextClause, bindparam, delete, select, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, delete, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +48,37 @@ class _Compiled:
     def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
         cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
         return cursor.fetchone()
+
+
+class _DriverCursor:
+    """The driver's cursor under a SQLAlchemy ``Connection`` (which never begins a transaction
+    of its own on it): a driver error is raised as SQLAlchemy raises a failed statement's,
+    wrapped in ``DBAPIError`` (a disconnect invalidates the connection and the pool's older
+    ones; the engine hides the statement's values)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._errors = (conn.dialect.loaded_dbapi.Error, KeyboardInterrupt, SystemExit)
+        self._cursor: Any = None
+        self._cursor = self.call("", conn.connection.driver_connection.cursor)  # type: ignore[union-attr]
+
+    def call(self, sql: str, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)``, on behalf of the statement ``sql``, its driver error wrapped."""
+        try:
+            return function(*args)
+        except self._errors as exc:
+            self._conn._handle_dbapi_exception(exc, sql, args[1] if len(args) > 1 else (), self._cursor, None)
+            raise  # not reached: the handler raises
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.call(sql, self._cursor.execute, sql, params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
 
 
 _REQUEST_COLUMNS = ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"]
@@ -107,37 +140,40 @@ class DelegationWrites:
             self._claim_into_request = _Compiled(keypool._claim_into_request(), dialect)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        conn = self.engine.raw_connection()
-        try:
-            cursor = conn.cursor()
+    def _transaction(self) -> Iterator[_DriverCursor]:
+        """A cursor in one transaction, committed when the block ends cleanly and rolled back on
+        any exception (on SQLite begun with ``BEGIN IMMEDIATE``)."""
+        with self.engine.connect() as conn:
+            cursor = _DriverCursor(conn)
+            driver: Any = conn.connection.driver_connection
             if self.sqlite:
                 cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (engine.py)
             try:
                 yield cursor
+                cursor.call("COMMIT", driver.commit)
             except BaseException:
-                conn.rollback()
+                if not conn.invalidated:
+                    with contextlib.suppress(Exception):  # the error that counts is the one raised
+                        driver.rollback()
                 raise
-            conn.commit()
-        finally:
-            conn.close()  # back to the pool (which rolls back whatever is left)
 
     @contextmanager
-    def _single_statement(self) -> Iterator[Any]:
+    def _single_statement(self) -> Iterator[_DriverCursor]:
         """PostgreSQL: a cursor for one statement that is its own transaction (autocommit): no
         ``BEGIN`` and ``COMMIT`` round trips (issue 14: they were about 0.1-0.2 ms of psycopg's
         CPU per transaction). A failing statement changes nothing."""
-        conn = self.engine.raw_connection()
-        driver: Any = conn.driver_connection  # psycopg's Connection
-        try:
-            driver.autocommit = True  # the connection is idle: checked in after a commit or rollback
-            yield conn.cursor()
-        finally:
+        with self.engine.connect() as conn:
+            cursor = _DriverCursor(conn)
+            driver: Any = conn.connection.driver_connection  # psycopg's Connection, idle
+            cursor.call("", setattr, driver, "autocommit", True)
             try:
-                driver.autocommit = False
-            except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool in autocommit
-                conn.invalidate()
-            conn.close()  # back to the pool
+                yield cursor
+            finally:
+                if not conn.invalidated:
+                    with contextlib.suppress(Exception):  # else it stays on: invalidated below
+                        driver.autocommit = False
+                    if driver.autocommit:
+                        conn.invalidate()  # never back to the pool in autocommit
 
     def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str, now: dt.datetime) -> str | None:
         """:meth:`~wmproxy.store.keypool.SqlDelegationKeyPool.claim_into_request` in its own
@@ -165,11 +201,8 @@ class DelegationWrites:
         (no lock: it may be taken or replaced right after), or None when there is none."""
         params = {"owner_dn": owner_dn, "delegation_id": delegation_id}
         if self.sqlite:  # a read in the connection's autocommit mode: no write lock
-            conn = self.engine.raw_connection()
-            try:
-                row = self._pending_key.execute(conn.cursor(), params)
-            finally:
-                conn.close()
+            with self.engine.connect() as conn:
+                row = self._pending_key.execute(_DriverCursor(conn), params)
         else:
             with self._single_statement() as cursor:
                 row = self._pending_key.execute(cursor, params)
