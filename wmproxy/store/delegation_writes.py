@@ -2,15 +2,16 @@
 
 The statements are those of :class:`~wmproxy.store.keypool.SqlDelegationKeyPool` and
 :class:`~wmproxy.store.delegations.SqlDelegationStore`, compiled once per engine by
-SQLAlchemy and run on the driver's connection under a SQLAlchemy ``Connection`` (the pool's
-checkout events, such as the ping after idle, still run, and a driver error is raised as
-SQLAlchemy raises its statements'): no ORM session and no execution context per statement.
+SQLAlchemy and run on the driver's connection under a SQLAlchemy ``Connection``
+(:mod:`wmproxy.store.driver`: the pool's checkout events, such as the ping after idle, still
+run, and a driver error is raised as SQLAlchemy raises its statements'): no ORM session and no
+execution context per statement.
 In process those were about 0.2 ms of CPU per transaction on SQLite and 0.15 ms per statement
 on PostgreSQL, a third of the service's part of a delegation.
 
 A transaction is committed when its ``with`` block ends cleanly and rolled back on any
 exception (nothing half-written); on SQLite it starts with ``BEGIN IMMEDIATE`` as every
-other transaction of the service does (``wmproxy.store.engine``). putProxy reads the pending
+other transaction of the service does (``wmproxy.store.driver.transaction``). putProxy reads the pending
 request's key first, without a lock, and takes the request only if it still holds that key
 when the proxy is stored (:meth:`DelegationWrites.put_proxy_for_request`): the proxy's checks
 run outside any transaction (on SQLite no write lock is held while OpenSSL verifies), and on
@@ -19,19 +20,18 @@ PostgreSQL the two writes are one statement.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, bindparam, delete, select, text
+from sqlalchemy import Engine, TextClause, bindparam, delete, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import keypool
 from wmproxy.store.delegations import PROXY_UPDATED, _delegations, _requests, _statements
+from wmproxy.store.driver import DriverCursor, single_statement, transaction
 from wmproxy.store.engine import per_factory
 from wmproxy.store.schema import UTCDateTime
 
@@ -48,37 +48,6 @@ class _Compiled:
     def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
         cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
         return cursor.fetchone()
-
-
-class _DriverCursor:
-    """The driver's cursor under a SQLAlchemy ``Connection`` (which never begins a transaction
-    of its own on it): a driver error is raised as SQLAlchemy raises a failed statement's,
-    wrapped in ``DBAPIError`` (a disconnect invalidates the connection and the pool's older
-    ones; the engine hides the statement's values)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._errors = (conn.dialect.loaded_dbapi.Error, KeyboardInterrupt, SystemExit)
-        self._cursor: Any = None
-        self._cursor = self.call("", conn.connection.driver_connection.cursor)  # type: ignore[union-attr]
-
-    def call(self, sql: str, function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)``, on behalf of the statement ``sql``, its driver error wrapped."""
-        try:
-            return function(*args)
-        except self._errors as exc:
-            self._conn._handle_dbapi_exception(exc, sql, args[1] if len(args) > 1 else (), self._cursor, None)
-            raise  # not reached: the handler raises
-
-    def execute(self, sql: str, params: Any = ()) -> None:
-        self.call(sql, self._cursor.execute, sql, params)
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    @property
-    def rowcount(self) -> int:
-        return int(self._cursor.rowcount)
 
 
 _REQUEST_COLUMNS = ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"]
@@ -131,49 +100,11 @@ class DelegationWrites:
         self._pending_key = _Compiled(_PENDING_KEY, dialect)
         if self.sqlite:
             self._take_key = _Compiled(_TAKE_KEY, dialect)
-        else:
-            self._take_key_and_put = _Compiled(_take_key_and_put_proxy(), dialect)
-        if self.sqlite:
             self._claim = _Compiled(keypool._CLAIM, dialect)
             self._put_request = _Compiled(upserts.put_request, dialect, _REQUEST_COLUMNS)
         else:
+            self._take_key_and_put = _Compiled(_take_key_and_put_proxy(), dialect)
             self._claim_into_request = _Compiled(keypool._claim_into_request(), dialect)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[_DriverCursor]:
-        """A cursor in one transaction, committed when the block ends cleanly and rolled back on
-        any exception (on SQLite begun with ``BEGIN IMMEDIATE``)."""
-        with self.engine.connect() as conn:
-            cursor = _DriverCursor(conn)
-            driver: Any = conn.connection.driver_connection
-            if self.sqlite:
-                cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (engine.py)
-            try:
-                yield cursor
-                cursor.call("COMMIT", driver.commit)
-            except BaseException:
-                if not conn.invalidated:
-                    with contextlib.suppress(Exception):  # the error that counts is the one raised
-                        driver.rollback()
-                raise
-
-    @contextmanager
-    def _single_statement(self) -> Iterator[_DriverCursor]:
-        """PostgreSQL: a cursor for one statement that is its own transaction (autocommit): no
-        ``BEGIN`` and ``COMMIT`` round trips (issue 14: they were about 0.1-0.2 ms of psycopg's
-        CPU per transaction). A failing statement changes nothing."""
-        with self.engine.connect() as conn:
-            cursor = _DriverCursor(conn)
-            driver: Any = conn.connection.driver_connection  # psycopg's Connection, idle
-            cursor.call("", setattr, driver, "autocommit", True)
-            try:
-                yield cursor
-            finally:
-                if not conn.invalidated:
-                    with contextlib.suppress(Exception):  # else it stays on: invalidated below
-                        driver.autocommit = False
-                    if driver.autocommit:
-                        conn.invalidate()  # never back to the pool in autocommit
 
     def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str, now: dt.datetime) -> str | None:
         """:meth:`~wmproxy.store.keypool.SqlDelegationKeyPool.claim_into_request` in its own
@@ -183,11 +114,11 @@ class DelegationWrites:
         PEM, or None when the pool has no free key (nothing is written then)."""
         created = self._bind_time(now)
         if not self.sqlite:  # one statement (a data-modifying WITH): atomic by itself
-            with self._single_statement() as cursor:
+            with single_statement(self.engine) as cursor:
                 row = self._claim_into_request.execute(cursor, {
                     "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": created})
                 return None if row is None else str(row[0])
-        with self._transaction() as cursor:
+        with transaction(self.engine) as cursor:
             claimed = self._claim.execute(cursor, {"bits": key_bits})
             if claimed is None:
                 return None
@@ -202,9 +133,9 @@ class DelegationWrites:
         params = {"owner_dn": owner_dn, "delegation_id": delegation_id}
         if self.sqlite:  # a read in the connection's autocommit mode: no write lock
             with self.engine.connect() as conn:
-                row = self._pending_key.execute(_DriverCursor(conn), params)
+                row = self._pending_key.execute(DriverCursor(conn), params)
         else:
-            with self._single_statement() as cursor:
+            with single_statement(self.engine) as cursor:
                 row = self._pending_key.execute(cursor, params)
         return None if row is None else bytes(row[0])
 
@@ -224,14 +155,14 @@ class DelegationWrites:
                   "not_before": bind(not_before), "not_after": bind(not_after), "fqans": joined,
                   "created_at": bind(now), "updated_at": bind(now)}
         if self.sqlite:
-            with self._transaction() as cursor:
+            with transaction(self.engine) as cursor:
                 cursor.execute(self._take_key.sql, {**self._take_key.fixed, "owner_dn": owner_dn,
                                                     "delegation_id": delegation_id, "sealed_key": sealed_key})
                 if cursor.rowcount != 1:
                     return None  # nothing was written: the commit is empty
                 row = self._put_proxy.execute(cursor, values)
         else:
-            with self._single_statement() as cursor:
+            with single_statement(self.engine) as cursor:
                 row = self._take_key_and_put.execute(cursor, {**values, "sealed_key": sealed_key})
             if row is None:
                 return None

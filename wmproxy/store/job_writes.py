@@ -11,8 +11,9 @@ follow the job's row. On PostgreSQL that is one statement run as its own transac
 (autocommit): no ``BEGIN``, ``SELECT`` and ``COMMIT`` round trips, about 0.25 ms of the
 service's CPU per jobSubmit through psycopg and SQLAlchemy. On SQLite it is one ``BEGIN
 IMMEDIATE`` transaction of three INSERTs, the first one guarded. Both are sent on the driver's
-connection under a SQLAlchemy ``Connection`` (the pool's checkout events run, and a driver error
-is raised as SQLAlchemy raises its statements'), without an ORM session or execution contexts.
+connection under a SQLAlchemy ``Connection`` (:mod:`wmproxy.store.driver`: the pool's checkout
+events run, and a driver error is raised as SQLAlchemy raises its statements'), without an ORM
+session or execution contexts.
 
 Nothing is half-written: a statement that fails, or a guard that finds another proxy (or none),
 leaves no row of the job.
@@ -20,7 +21,6 @@ leaves no row of the job.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import prepared
 from wmproxy.store.delegations import _delegations
+from wmproxy.store.driver import single_statement, transaction
 from wmproxy.store.engine import per_factory
 from wmproxy.store.jobs import _EVENT_COLUMNS, _EVENTS, _JOBS, _REQUESTS, QUEUE_CHANNEL, _events_insert, new_job_rows
 from wmproxy.store.retire import RETIRE_BYTES
@@ -136,67 +137,29 @@ class JobWrites:
                  "guard_sealed_proxy": sealed_proxy}
         dialect, keys, rows = self.engine.dialect, tuple(values), len(history)
         # The statements and their parameters first: an error there is not the database's.
-        if self.sqlite:
-            job_insert = prepared.statement(dialect, ("guarded-job", keys), lambda: _guarded_job_insert(keys))
-            event_insert = prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows))
-            request_insert = prepared.statement(dialect, "request",
-                                                lambda: prepared.row_insert(_REQUESTS, _REQUEST_KEYS))
-            statements = [
-                ("BEGIN IMMEDIATE", ()),  # the connection is in autocommit mode (engine.py)
-                (job_insert.sql, job_insert.parameters({**values, **guard})),
-                (event_insert.sql, event_insert.parameters(events)),
-                (request_insert.sql, request_insert.parameters(
-                    {"job_id": values["id"], "command": request, "created_at": values["created_at"]})),
-            ]
-        else:
+        if not self.sqlite:
             started = prepared.statement(dialect, ("guarded-started", keys, rows),
                                          lambda: _guarded_started_insert(keys, rows))
-            statements = [(started.sql, started.parameters(
-                {**values, **events, **guard, "request_command": request}))]
-        # SQLAlchemy's Connection, for its error handling only: the statements go to the
-        # driver's connection under it, which SQLAlchemy never begins a transaction on.
-        with self.engine.connect() as conn:
-            driver: Any = conn.connection.driver_connection
-            sent: tuple[str, Any] = ("", ())  # the statement being sent, for the error
-            cursor = None
-            try:
-                cursor = driver.cursor()
-                if not self.sqlite:
-                    driver.autocommit = True  # one statement, its own transaction (the connection is idle)
-                    try:
-                        sent = statements[0]
-                        cursor.execute(*sent)
-                        written = cursor.fetchone() is not None
-                    finally:
-                        with contextlib.suppress(Exception):  # else it stays on: invalidated below
-                            driver.autocommit = False
-                    if driver.autocommit:
-                        conn.invalidate()  # never back to the pool in autocommit
-                    return written
-                for sent in statements[:2]:
-                    cursor.execute(*sent)
-                if cursor.rowcount != 1:  # the guard: the delegation holds another proxy or none
-                    sent = ("ROLLBACK", ())
-                    driver.rollback()
-                    return False
-                for sent in statements[2:]:
-                    cursor.execute(*sent)
-                sent = ("COMMIT", ())
-                driver.commit()
-                return True
-            except BaseException as exc:
-                if self.sqlite:
-                    with contextlib.suppress(Exception):  # the error that counts is the one raised
-                        driver.rollback()
-                try:
-                    if isinstance(exc, dialect.loaded_dbapi.Error | KeyboardInterrupt | SystemExit):
-                        # A driver error wrapped in DBAPIError as SQLAlchemy wraps its statements'
-                        # (a disconnect invalidates this connection and the pool's older ones).
-                        conn._handle_dbapi_exception(exc, sent[0], sent[1], cursor, None)
-                finally:
-                    if not self.sqlite and driver.autocommit and not conn.invalidated:
-                        conn.invalidate(exc)  # never back to the pool in autocommit
-                raise
+            parameters = started.parameters({**values, **events, **guard, "request_command": request})
+            with single_statement(self.engine) as cursor:
+                cursor.execute(started.sql, parameters)
+                return cursor.fetchone() is not None
+        job_insert = prepared.statement(dialect, ("guarded-job", keys), lambda: _guarded_job_insert(keys))
+        event_insert = prepared.statement(dialect, ("events", rows), lambda: _events_insert(rows))
+        request_insert = prepared.statement(dialect, "request", lambda: prepared.row_insert(_REQUESTS, _REQUEST_KEYS))
+        statements = [
+            (event_insert.sql, event_insert.parameters(events)),
+            (request_insert.sql, request_insert.parameters(
+                {"job_id": values["id"], "command": request, "created_at": values["created_at"]})),
+        ]
+        job_parameters = job_insert.parameters({**values, **guard})
+        with transaction(self.engine) as cursor:
+            cursor.execute(job_insert.sql, job_parameters)
+            if cursor.rowcount != 1:  # the guard: the delegation holds another proxy or none
+                return False  # nothing written: the transaction commits empty
+            for sql, parameters in statements:
+                cursor.execute(sql, parameters)
+        return True
 
 
 def job_writes(session_factory: sessionmaker[Session]) -> JobWrites:
