@@ -32,7 +32,7 @@ from wmproxy.store import prepared
 from wmproxy.store.delegations import _delegations
 from wmproxy.store.driver import single_statement, transaction
 from wmproxy.store.engine import per_factory
-from wmproxy.store.jobs import _EVENT_COLUMNS, _EVENTS, _JOBS, _REQUESTS, QUEUE_CHANNEL, _events_insert, new_job_rows
+from wmproxy.store.jobs import _JOBS, _REQUESTS, _events_insert, new_job_rows, started_insert
 from wmproxy.store.retire import RETIRE_BYTES
 
 #: Jobs whose JDL texts together are longer than this (characters) are not written here: the
@@ -65,25 +65,9 @@ def _guarded_job_insert(keys: tuple[str, ...]) -> TextClause:
     return text(sql).bindparams(*_job_binds(keys), *_guard_binds())
 
 
-@functools.cache
 def _guarded_started_insert(keys: tuple[str, ...], rows: int) -> TextClause:
-    """PostgreSQL: the guarded job row, its ``rows`` events and its request with the queue's
-    notification, as one statement of data-modifying CTEs; the events and the request take the
-    job's id from its INSERT's ``RETURNING``, so none is written when the guard fails. It
-    returns one row (the notification's) when the job was written, none otherwise."""
-    job = (f"INSERT INTO {_JOBS.name} ({', '.join(keys)}) "
-           f"SELECT {', '.join(f':{key}' for key in keys)} WHERE {_guard_sql()} RETURNING id")
-    event_rows = " UNION ALL ".join(
-        "SELECT j.id, " + ", ".join(f":{column}_{i}" for column in _EVENT_COLUMNS[1:]) + " FROM j"  # noqa: S608 - bound values
-        for i in range(rows))
-    events = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) {event_rows}"
-    request = (f"INSERT INTO {_REQUESTS.name} ({', '.join(_REQUEST_KEYS)}) "  # noqa: S608 - schema names, bound values
-               f"SELECT j.id, :request_command, :created_at FROM j RETURNING pg_notify('{QUEUE_CHANNEL}', '')")
-    event_binds = [bindparam(f"{column}_{i}", type_=_EVENTS.c[column].type)
-                   for i in range(rows) for column in _EVENT_COLUMNS[1:]]
-    return text(f"WITH j AS ({job}), e AS ({events}) {request}").bindparams(
-        *_job_binds(keys), *_guard_binds(), *event_binds,
-        bindparam("request_command", type_=_REQUESTS.c.command.type))
+    """PostgreSQL: the started job's one statement (``jobs.started_insert``), its row guarded."""
+    return started_insert(keys, rows, _guard_sql(), _guard_binds())
 
 
 class JobWrites:

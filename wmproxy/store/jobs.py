@@ -204,18 +204,28 @@ def _insert_events(conn: Connection, state: str, now: dt.datetime,
     conn.execute(_events_insert(len(events)), values)
 
 
-@functools.cache
-def _started_insert(keys: tuple[str, ...], rows: int) -> TextClause:
+def started_insert(keys: tuple[str, ...], rows: int, where: str = "",
+                   where_binds: Sequence[BindParameter[Any]] = ()) -> TextClause:
     """PostgreSQL: a new job's row (columns ``keys``), its ``rows`` events and its execution
     request with the queue's notification, as one statement of data-modifying CTEs (the
-    foreign keys are checked at its end, when the job's row is there). Parameters: the job's
-    columns by name, the events' ``<column>_<row>``, the request's ``request_command``."""
-    events, event_binds = _events_sql(rows)
-    job = f"INSERT INTO {_JOBS.name} ({', '.join(keys)}) VALUES ({', '.join(f':{k}' for k in keys)})"  # noqa: S608 - schema names, bound values
-    request = f"INSERT INTO {_REQUESTS.name} (job_id, command, created_at) VALUES (:id, :request_command, :created_at)"  # noqa: S608 - schema names, bound values
-    sql = f"WITH j AS ({job}), e AS ({events}) {request} RETURNING pg_notify('{QUEUE_CHANNEL}', '')"
-    return text(sql).bindparams(
-        *(bindparam(k, type_=_JOBS.c[k].type) for k in keys), *event_binds,
+    foreign keys are checked at its end, when the job's row is there). The events and the
+    request take the job's id from its INSERT's ``RETURNING``; with ``where`` (an SQL condition,
+    its parameters ``where_binds``) the job's row is inserted only when it holds, and then
+    nothing at all is. Parameters: the job's columns by name, the events' ``<column>_<row>``
+    (``job_id_<row>`` not used), the request's ``request_command``. The statement returns one
+    row (the notification's) when the job was written, none otherwise."""
+    condition = f" WHERE {where}" if where else ""
+    job = (f"INSERT INTO {_JOBS.name} ({', '.join(keys)}) "
+           f"SELECT {', '.join(f':{k}' for k in keys)}{condition} RETURNING id")
+    columns = _EVENT_COLUMNS[1:]
+    event_rows = " UNION ALL ".join(
+        "SELECT j.id, " + ", ".join(f":{c}_{i}" for c in columns) + " FROM j" for i in range(rows))  # noqa: S608 - bound values
+    events = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) {event_rows}"
+    request = (f"INSERT INTO {_REQUESTS.name} (job_id, command, created_at) "  # noqa: S608 - schema names, bound values
+               f"SELECT j.id, :request_command, :created_at FROM j RETURNING pg_notify('{QUEUE_CHANNEL}', '')")
+    return text(f"WITH j AS ({job}), e AS ({events}) {request}").bindparams(
+        *(bindparam(k, type_=_JOBS.c[k].type) for k in keys), *where_binds,
+        *(bindparam(f"{c}_{i}", type_=_EVENTS.c[c].type) for i in range(rows) for c in columns),
         bindparam("request_command", type_=_REQUESTS.c.command.type))
 
 
@@ -309,7 +319,7 @@ class SqlJobStore:
         conn = self.session.connection()
         dialect, keys, rows = conn.dialect, tuple(values), len(history)
         if request is not None and dialect.name == "postgresql":
-            prepared.statement(dialect, ("started", keys, rows), lambda: _started_insert(keys, rows)).execute(
+            prepared.statement(dialect, ("started", keys, rows), lambda: started_insert(keys, rows)).execute(
                 conn, {**values, **events, "request_command": request})
             self.session.info[_NOTIFIED] = True  # the transaction's notification is sent
             return
