@@ -111,10 +111,14 @@ class ServiceSettings:
         default_protocol: sandbox transfer protocol; only ``https`` is offered
             (``wmproxy.services.uris``).
         drain_file: while this file exists, new jobs are refused (empty = no drain switch).
+        graceful_timeout: seconds a stopping gunicorn worker (SIGTERM, a restart) has to finish
+            the requests in flight before it is killed, 1-3600. Requests held open to wait
+            (inspection long-polls) are answered at once when the stop begins. Keep systemd's
+            ``TimeoutStopSec`` of the service (90 s by default) above it.
 
     Raises:
         ConfigError: a port outside 1-65535, fewer than one worker or thread, a
-            protocol other than https.
+            protocol other than https, a graceful timeout outside 1-3600 seconds.
     """
 
     host: str = field(default_factory=socket.getfqdn)
@@ -128,8 +132,11 @@ class ServiceSettings:
     max_input_sandbox_size: int = 10_000_000
     default_protocol: str = "https"
     drain_file: str = ""
+    graceful_timeout: int = 30
 
     def __post_init__(self) -> None:
+        if not 1 <= self.graceful_timeout <= 3600:
+            raise ConfigError("[service] graceful_timeout: 1-3600 seconds")
         for name in ("port", "jobid_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise ConfigError(f"[service] {name}: a TCP port, 1-65535")

@@ -49,7 +49,7 @@ timeout = 120
 # gunicorn makes it with mkstemp and unlinks it at once.
 _SHM = "/dev/shm"  # noqa: S108
 worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
-graceful_timeout = 30
+graceful_timeout = _settings.service.graceful_timeout
 keepalive = 5
 certfile = _settings.security.host_cert
 keyfile = _settings.security.host_key

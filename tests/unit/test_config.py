@@ -75,6 +75,8 @@ class TestValues:
         ("service", "port", "70000", r"\[service\] port: a TCP port"),
         ("service", "workers", "0", r"\[service\] workers and threads"),
         ("service", "default_protocol", "gsiftp", r"only https"),
+        ("service", "graceful_timeout", "0", r"\[service\] graceful_timeout: 1-3600 seconds"),
+        ("service", "graceful_timeout", "3601", r"\[service\] graceful_timeout: 1-3600 seconds"),
         ("renewal", "myproxy_server", "not a host!", r"\[renewal\] myproxy_server"),
         ("mapping", "mode", "lcmaps", r"\[mapping\] mode"),
         ("slurm", "max_array", "0", r"\[slurm\] max_array: must be at least 1"),

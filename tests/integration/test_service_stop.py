@@ -1,0 +1,115 @@
+"""A graceful stop of the real service (SIGTERM to the gunicorn master) while a request is held
+open to wait: a ``getInspectionResult`` of a request the job's agent never takes holds for up to
+30 s, and gunicorn kills a worker whose requests outlast ``[service] graceful_timeout``, here
+15 s. The held request must be answered when the stop begins, with the request's current
+state, and the service exit cleanly; without the worker's stop hook
+(``HandshakeWorker.handle_exit`` → ``Runtime.stopping``) the worker is killed and the client
+gets no answer. Both databases; nothing here measures time."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from lxml import etree
+
+from tests.conftest import Pki
+from tests.integration.isolated import standard_deployment
+from tests.integration.refclient import reference_client
+from tests.integration.service import Deployment, tls_client_context
+from tests.support import WAIT_TIMEOUT, delegate, wait_for, wait_for_job_state
+from wmproxy.client.inspection import INSPECTION_NS, InspectionClient
+from wmproxy.config import load_settings
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = {
+    "WMPROXY_INSPECTION_MODE": "allow-list",
+    "WMPROXY_INSPECTION_ALLOWED_COMMANDS": "ps",
+    # The job's agent never starts, so an inspection request stays pending (and the result wait holds).
+    "WMPROXY_INSPECTION_AGENT_DELAY": "3600",
+    "WMPROXY_INSPECTION_PICKUP_TIMEOUT": "3600",
+    # Below the hold (30 s): a held request not answered when the stop begins is cut off.
+    "WMPROXY_SERVICE_GRACEFUL_TIMEOUT": "15",
+}
+HOLD = 30  # seconds the result wait is asked to hold (the service's longest)
+
+
+def result_request(request_id: str, timeout: int) -> bytes:
+    return (f'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>'
+            f'<i:getInspectionResult xmlns:i="{INSPECTION_NS}"><requestId>{request_id}</requestId>'
+            f"<timeout>{timeout}</timeout></i:getInspectionResult></e:Body></e:Envelope>").encode()
+
+
+def inspection_state(reply: bytes) -> tuple[str, str]:
+    """(requestId, state) of a getInspectionResult reply."""
+    root = etree.fromstring(reply)
+    return root.findtext(".//requestId") or "", root.findtext(".//state") or ""
+
+
+def unread_bytes(server_port: int, client_port: int) -> int | None:
+    """Bytes the kernel holds for the service's end of the connection from ``client_port``
+    (``rx_queue`` of /proc/net/tcp and tcp6), None while no such connection is established."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if (state == "01" and int(local.rsplit(":", 1)[1], 16) == server_port
+                    and int(remote.rsplit(":", 1)[1], 16) == client_port):
+                return int(queues.split(":")[1], 16)
+    return None
+
+
+@pytest.fixture
+def deployment(pki: Pki, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with standard_deployment(pki, database_url, tmp_path_factory.mktemp("state"), extra_env=SETTINGS) as dep:
+        yield dep
+
+
+def test_a_held_result_wait_is_answered_when_the_service_stops(deployment: Deployment, pki: Pki,
+                                                               tmp_path: Path) -> None:
+    proxy = pki.users["alice"].proxy
+    ref = reference_client(deployment.endpoint, proxy, pki.ca_dir)
+    delegate(ref, proxy, "stop")
+    release = deployment.scratch(tmp_path) / "go"
+    job_id = ref.wmproxy.jobSubmit(
+        f'[ Executable = "/bin/sh"; Arguments = "-c \'while [ ! -e {release} ]; do sleep 0.2; done\'"; ]',
+        "stop").id
+    engine = sa.create_engine(load_settings(deployment.config).database.url)
+    try:
+        wait_for_job_state(lambda: ref.wmproxy.getJobStatus(job_id).status, ("Running",), job=job_id)
+        request_id = InspectionClient(deployment.endpoint, str(proxy), str(pki.ca_dir)).inspect_job(job_id, ["ps"])
+        conn = http.client.HTTPSConnection("localhost", deployment.port,
+                                           context=tls_client_context(pki.ca_dir, proxy), timeout=WAIT_TIMEOUT)
+        headers = {"Content-Type": "text/xml; charset=utf-8"}
+        # A first call on the connection (answered at once), so the held one comes in on a kept-alive
+        # connection and is read by a request thread, not by the handshake.
+        conn.request("POST", "/glite_wms_wmproxy_server", result_request(request_id, 0), headers)
+        first = conn.getresponse()
+        assert first.status == 200
+        assert inspection_state(first.read()) == (request_id, "pending")
+        conn.request("POST", "/glite_wms_wmproxy_server", result_request(request_id, HOLD), headers)
+        client_port = conn.sock.getsockname()[1]
+        wait_for(lambda: unread_bytes(deployment.port, client_port), lambda left: left == 0,
+                 what="the service to read the held request", interval=0.05)
+        master = next(p for p in deployment.processes if any("wmproxy-server" in str(a) or "wmproxy.serve" in str(a)
+                                                              for a in p.args))
+        master.send_signal(signal.SIGTERM)
+        reply = conn.getresponse()  # without the stop hook: RemoteDisconnected when the worker is killed
+        assert reply.status == 200
+        assert inspection_state(reply.read()) == (request_id, "pending")
+        assert master.wait(timeout=WAIT_TIMEOUT) == 0
+        conn.close()
+    finally:
+        release.write_text("")
+
+        def state() -> str:
+            with engine.connect() as db:
+                return str(db.execute(sa.text("select state from jobs where id = :j"), {"j": job_id}).scalar_one())
+
+        wait_for(state, lambda s: s == "Done", what=f"{job_id} to end")  # nothing is left running
+        engine.dispose()
