@@ -111,10 +111,10 @@ class ServiceSettings:
         default_protocol: sandbox transfer protocol; only ``https`` is offered
             (``wmproxy.services.uris``).
         drain_file: while this file exists, new jobs are refused (empty = no drain switch).
-        graceful_timeout: seconds a stopping gunicorn worker (SIGTERM, a restart) has to finish
-            the requests in flight before it is killed, 1-3600. Requests held open to wait
-            (inspection long-polls) are answered at once when the stop begins. Keep systemd's
-            ``TimeoutStopSec`` of the service (90 s by default) above it.
+        graceful_timeout: seconds a gunicorn worker has, when the service stops or restarts
+            (SIGTERM), to finish the requests in flight before it is killed, 1-3600. Requests
+            held open to wait (inspection long-polls) are answered at once when the stop begins.
+            Keep ``TimeoutStopSec`` of ``wmproxy.service`` (90 s as shipped) above it.
 
     Raises:
         ConfigError: a port outside 1-65535, fewer than one worker or thread, a

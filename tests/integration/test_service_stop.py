@@ -4,7 +4,8 @@ open to wait: a ``getInspectionResult`` of a request the job's agent never takes
 15 s. The held request must be answered when the stop begins, with the request's current
 state, and the service exit cleanly; without the worker's stop hook
 (``HandshakeWorker.handle_exit`` → ``Runtime.stopping``) the worker is killed and the client
-gets no answer. Both databases; nothing here measures time."""
+gets no answer. Both databases. Every wait is for a condition; the margins are the 15 s a
+stopping worker has to answer and the 15 s between the grace's end and the hold's."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.conftest import Pki
 from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import reference_client
 from tests.integration.service import Deployment, tls_client_context
-from tests.support import WAIT_TIMEOUT, delegate, wait_for, wait_for_job_state
+from tests.support import FINAL_STATES, WAIT_TIMEOUT, delegate, wait_for, wait_for_job_state
 from wmproxy.client.inspection import INSPECTION_NS, InspectionClient
 from wmproxy.config import load_settings
 
@@ -51,17 +52,26 @@ def inspection_state(reply: bytes) -> tuple[str, str]:
     return root.findtext(".//requestId") or "", root.findtext(".//state") or ""
 
 
-def unread_bytes(server_port: int, client_port: int) -> int | None:
-    """Bytes the kernel holds for the service's end of the connection from ``client_port``
-    (``rx_queue`` of /proc/net/tcp and tcp6), None while no such connection is established."""
+def queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """(tx_queue, rx_queue) of the established TCP connection from ``local_port`` to
+    ``remote_port`` on this host (/proc/net/tcp and tcp6), None if there is none."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
-            if (state == "01" and int(local.rsplit(":", 1)[1], 16) == server_port
-                    and int(remote.rsplit(":", 1)[1], 16) == client_port):
-                return int(queues.split(":")[1], 16)
+            local, remote, state, tx_rx = fields[1], fields[2], fields[3], fields[4]
+            if (state == "01" and int(local.rsplit(":", 1)[1], 16) == local_port
+                    and int(remote.rsplit(":", 1)[1], 16) == remote_port):
+                tx, rx = tx_rx.split(":")
+                return int(tx, 16), int(rx, 16)
     return None
+
+
+def read_by_the_service(server_port: int, client_port: int) -> bool:
+    """Every byte the client sent was taken by the service process: the service's kernel
+    acknowledged them all (the client's send queue is empty) and holds none unread (the
+    service's receive queue is empty)."""
+    client, server = queues(client_port, server_port), queues(server_port, client_port)
+    return client is not None and server is not None and client[0] == 0 and server[1] == 0
 
 
 @pytest.fixture
@@ -80,36 +90,33 @@ def test_a_held_result_wait_is_answered_when_the_service_stops(deployment: Deplo
         f'[ Executable = "/bin/sh"; Arguments = "-c \'while [ ! -e {release} ]; do sleep 0.2; done\'"; ]',
         "stop").id
     engine = sa.create_engine(load_settings(deployment.config).database.url)
+    conn = http.client.HTTPSConnection("localhost", deployment.port, context=tls_client_context(pki.ca_dir, proxy),
+                                       timeout=WAIT_TIMEOUT)
     try:
         wait_for_job_state(lambda: ref.wmproxy.getJobStatus(job_id).status, ("Running",), job=job_id)
-        request_id = InspectionClient(deployment.endpoint, str(proxy), str(pki.ca_dir)).inspect_job(job_id, ["ps"])
-        conn = http.client.HTTPSConnection("localhost", deployment.port,
-                                           context=tls_client_context(pki.ca_dir, proxy), timeout=WAIT_TIMEOUT)
-        headers = {"Content-Type": "text/xml; charset=utf-8"}
-        # A first call on the connection (answered at once), so the held one comes in on a kept-alive
-        # connection and is read by a request thread, not by the handshake.
-        conn.request("POST", "/glite_wms_wmproxy_server", result_request(request_id, 0), headers)
-        first = conn.getresponse()
-        assert first.status == 200
-        assert inspection_state(first.read()) == (request_id, "pending")
-        conn.request("POST", "/glite_wms_wmproxy_server", result_request(request_id, HOLD), headers)
+        inspection = InspectionClient(deployment.endpoint, str(proxy), str(pki.ca_dir))
+        request_id = inspection.inspect_job(job_id, ["ps"])
+        assert inspection.get_result(request_id, wait=0).state == "pending"
+        conn.request("POST", "/glite_wms_wmproxy_server", result_request(request_id, HOLD),
+                     {"Content-Type": "text/xml; charset=utf-8"})
         client_port = conn.sock.getsockname()[1]
-        wait_for(lambda: unread_bytes(deployment.port, client_port), lambda left: left == 0,
+        # Taken by a request thread (the handshake reads its own records only): a stop now lets it finish.
+        wait_for(lambda: read_by_the_service(deployment.port, client_port),
                  what="the service to read the held request", interval=0.05)
-        master = next(p for p in deployment.processes if any("wmproxy-server" in str(a) or "wmproxy.serve" in str(a)
-                                                              for a in p.args))
+        master = next(p for p in deployment.processes
+                      if any("wmproxy-server" in str(a) or "wmproxy.serve" in str(a) for a in p.args))
         master.send_signal(signal.SIGTERM)
         reply = conn.getresponse()  # without the stop hook: RemoteDisconnected when the worker is killed
         assert reply.status == 200
         assert inspection_state(reply.read()) == (request_id, "pending")
         assert master.wait(timeout=WAIT_TIMEOUT) == 0
-        conn.close()
     finally:
+        conn.close()
         release.write_text("")
 
         def state() -> str:
             with engine.connect() as db:
                 return str(db.execute(sa.text("select state from jobs where id = :j"), {"j": job_id}).scalar_one())
 
-        wait_for(state, lambda s: s == "Done", what=f"{job_id} to end")  # nothing is left running
+        wait_for(state, lambda s: s in FINAL_STATES, what=f"{job_id} to end")  # nothing is left running
         engine.dispose()

@@ -30,3 +30,21 @@ def test_a_misspelt_section_stops_the_server_with_one_line(tmp_path: Path) -> No
     assert done.returncode == 1
     assert f"wmproxy: refusing to start: {conf}: unknown section(s) [databse]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_graceful_timeout_setting_reaches_gunicorn(tmp_path: Path) -> None:
+    """``[service] graceful_timeout`` (here from the environment) is gunicorn's ``graceful_timeout``;
+    the packaged configuration module read in a process of its own, as gunicorn reads it."""
+    from wmproxy.admin import initialise
+    from wmproxy.config import load_settings
+
+    conf = tmp_path / "wmproxy.conf"
+    conf.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db/wmproxy.db\n[security]\n"
+                    f"store_key_file = {tmp_path}/keys/store.key\n[sandbox]\nroot = {tmp_path}/sandbox\n"
+                    f"[execution]\nwork_dir = {tmp_path}/work\n")
+    initialise(load_settings(conf, environ={}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+    env.update(WMPROXY_CONFIG=str(conf), WMPROXY_SERVICE_GRACEFUL_TIMEOUT="7")
+    done = subprocess.run([sys.executable, "-c", "import wmproxy.gunicorn_conf as c; print(c.graceful_timeout)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout.split()[-1:]) == (0, ["7"]), done.stderr
