@@ -45,8 +45,12 @@ class _Compiled:
         self.sql = compiled.string
         self.fixed = {name: value for name, value in compiled.params.items() if value is not None}
 
-    def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
+    def run(self, cursor: Any, params: Mapping[str, Any]) -> None:
         cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
+
+    def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
+        """:meth:`run`, then the first row it returned."""
+        self.run(cursor, params)
         return cursor.fetchone()
 
 
@@ -156,8 +160,8 @@ class DelegationWrites:
                   "created_at": bind(now), "updated_at": bind(now)}
         if self.sqlite:
             with transaction(self.engine) as cursor:
-                cursor.execute(self._take_key.sql, {**self._take_key.fixed, "owner_dn": owner_dn,
-                                                    "delegation_id": delegation_id, "sealed_key": sealed_key})
+                self._take_key.run(cursor, {"owner_dn": owner_dn, "delegation_id": delegation_id,
+                                            "sealed_key": sealed_key})
                 if cursor.rowcount != 1:
                     return None  # nothing was written: the commit is empty
                 row = self._put_proxy.execute(cursor, values)

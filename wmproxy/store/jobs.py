@@ -178,20 +178,15 @@ STATE_KINDS = (*(kind for kind, _ in STATE_EVENTS.values()), "state")
 _EVENT_COLUMNS = ("job_id", "state", "reason", "at", "kind", "source")
 
 
-def _events_sql(rows: int) -> tuple[str, list[BindParameter[Any]]]:
-    """The multi-row INSERT of ``rows`` events (parameters ``<column>_<row>``) and its typed binds."""
-    values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in _EVENT_COLUMNS) + ")" for i in range(rows))
-    sql = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - schema names, bound values
-    return sql, [bindparam(f"{c}_{i}", type_=_EVENTS.c[c].type) for i in range(rows) for c in _EVENT_COLUMNS]
-
-
 @functools.cache
 def _events_insert(rows: int) -> TextClause:
     """The multi-row INSERT of ``rows`` events, parameters ``<column>_<row>``, as one textual
     statement per row count: SQLAlchemy compiles it once (a multi-row ``insert().values([...])``
     is never cached, so it was compiled on every call)."""
-    sql, binds = _events_sql(rows)
-    return text(sql).bindparams(*binds)
+    values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in _EVENT_COLUMNS) + ")" for i in range(rows))
+    sql = f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - schema names, bound values
+    return text(sql).bindparams(
+        *(bindparam(f"{c}_{i}", type_=_EVENTS.c[c].type) for i in range(rows) for c in _EVENT_COLUMNS))
 
 
 def _insert_events(conn: Connection, state: str, now: dt.datetime,
