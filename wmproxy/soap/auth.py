@@ -2,11 +2,14 @@
 
 gunicorn terminates TLS with ``CERT_REQUIRED``, ``VERIFY_ALLOW_PROXY_CERTS`` and
 ``VERIFY_CRL_CHECK_CHAIN`` against the grid CA directory (``deploy/gunicorn.conf.py``),
-so a request only reaches the app with a valid, unrevoked chain. Here we read that
-verified chain from the socket, refuse chains with more than ``[limits]
-max_proxy_chain_depth`` proxy levels (OpenSSL's own limit is 100), name the caller by the
-end-entity certificate's DN in slash form (RFC 3820: proxies are skipped) and take its
-FQANs from the VOMS ACs that verify (:func:`wmproxy.security.voms.verified_fqans`).
+so a connection only starts with a valid, unrevoked chain. A kept-alive connection can
+outlive that check, so the chain is verified again against the CA directory as it is then
+(CRLs included) whenever its Principal is made: at least every :data:`CACHE_TTL` seconds,
+and as soon as its first certificate has expired. Here we read the verified chain from the
+socket, refuse chains with more than ``[limits] max_proxy_chain_depth`` proxy levels
+(OpenSSL's own limit is 100), name the caller by the end-entity certificate's DN in slash
+form (RFC 3820: proxies are skipped) and take its FQANs from the VOMS ACs that verify
+(:func:`wmproxy.security.voms.verified_fqans`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from cachetools import LRUCache
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, ProxyError
-from wmproxy.security.chain import der_chain_to_pem, identity_dn, load_pem_chain, proxy_depth
+from wmproxy.security.chain import der_chain_to_pem, identity_dn, load_pem_chain, proxy_depth, verify_chain
 from wmproxy.security.voms import verified_fqans, voms_attributes
 
 
@@ -52,14 +56,18 @@ def tls_principal(
     reused by the next requests presenting the same chain (keep-alive or new connections,
     each verified by the TLS handshake, CRLs included) until the first certificate of the
     chain or one of its VOMS ACs expires or becomes valid, and at most :data:`CACHE_TTL`
-    seconds (changes in the vomsdir or CA directory are seen after that).
+    seconds (changes in the vomsdir or CA directory are seen after that). With ``ca_dir``, a
+    Principal is only made for a chain that verifies against it at that moment: a connection
+    kept alive past the end of its proxy, or past a CRL that revokes it, is refused from then
+    on, not only at its next handshake.
 
     Args:
         max_chain_depth: most proxy levels the client chain may have (None: no limit).
 
     Raises:
         AuthenticationError: no TLS socket, no client certificate, a chain with more than
-            ``max_chain_depth`` proxy levels, or a malformed VOMS extension.
+            ``max_chain_depth`` proxy levels, a chain that no longer verifies against
+            ``ca_dir`` (expired, revoked), or a malformed VOMS extension.
     """
     sock = environ.get("gunicorn.socket")
     if not isinstance(sock, ssl.SSLSocket):
@@ -79,8 +87,14 @@ def tls_principal(
 
 def _principal_of(
     ders: list[bytes], *, vomsdir: str | None, ca_dir: str | None, max_chain_depth: int | None,
+    at: datetime | None = None,
 ) -> tuple[Principal, float]:
-    """The Principal of a DER chain and until when (POSIX seconds) it stays the same."""
+    """The Principal of a DER chain and until when (POSIX seconds) it stays the same; with
+    ``ca_dir``, only for a chain that verifies against it at ``at`` (UTC; default now).
+
+    Raises:
+        AuthenticationError: as :func:`tls_principal`.
+    """
     chain_pem = der_chain_to_pem(ders)
     chain = load_pem_chain(chain_pem)
     depth = proxy_depth(chain)
@@ -88,12 +102,19 @@ def _principal_of(
         raise AuthenticationError(
             f"The client proxy chain is too long: {depth} proxy levels, at most {max_chain_depth} allowed"
         )
+    if ca_dir is not None:
+        # The handshake verified the chain when the connection started; on a kept-alive
+        # connection that may be long ago, and the proxy may have expired or been revoked since.
+        try:
+            verify_chain(chain, ca_dir, at=at)
+        except ProxyError as exc:
+            raise AuthenticationError(f"The client credential is no longer valid: {exc}") from None
     try:
-        fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir)
+        fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at)
         acs = voms_attributes(chain) if vomsdir and ca_dir else []
     except ProxyError as exc:
         raise AuthenticationError(f"Unusable client credential: {exc}") from None
-    now = time.time()
+    now = time.time() if at is None else at.timestamp()
     changes = [c.not_valid_after_utc.timestamp() for c in chain]
     for ac in acs:
         changes += [t for t in (ac.not_before.timestamp(), ac.not_after.timestamp()) if t > now]
@@ -102,8 +123,10 @@ def _principal_of(
 
 #: Verified chains whose Principal is kept per process.
 CACHE_SIZE = 1024
-#: Longest time (seconds) a kept Principal is reused.
-CACHE_TTL = 300.0
+#: Longest time (seconds) a kept Principal is reused: a CRL or vomsdir change reaches a
+#: kept-alive connection after this, as it reaches new handshakes after the SSL context's own
+#: 60 s (``wmproxy.gunicorn_conf``).
+CACHE_TTL = 60.0
 
 
 class _PrincipalCache:

@@ -9,8 +9,10 @@ socket is wrapped non-blocking (``do_handshake_on_connect=False``), each
 ``do_handshake()`` step runs when the socket is ready, and a client that has not finished
 within ``[load] handshake_timeout`` seconds is disconnected. Only a connection that has
 completed the handshake, i.e. presented a client certificate the CA directory verifies,
-reaches a request thread. Everything else (keep-alive, the request threads, the
-application) is gunicorn's ``gthread`` worker unchanged.
+reaches a request thread, and only once its request has begun to arrive: until then it waits
+in the loop as an idle kept-alive connection does (gunicorn's keep-alive timeout). Everything
+else (keep-alive, the request threads, the application) is gunicorn's ``gthread`` worker
+unchanged.
 
 Use: ``worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"`` (deploy/gunicorn.conf.py).
 """
@@ -98,7 +100,17 @@ class HandshakeWorker(ThreadWorker):
         conn = TConn(self.cfg, tls, address, server)
         conn.initialized = True
         conn.parser = http.get_parser(self.cfg, tls, address)
-        self.enqueue_req(conn)
+        if tls.pending():  # the request came with the handshake's last flight
+            conn.data_ready = True
+            self.enqueue_req(conn)
+            return
+        # Nothing to read yet: the connection waits in the loop, as a kept-alive one does, and
+        # goes to a request thread when its request arrives; one silent for gunicorn's
+        # keep-alive timeout is closed (gunicorn's pending connections). Handed to a thread
+        # now, it would hold the thread in a blocking read without a deadline.
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(tls, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def _wait(self, tls: ssl.SSLSocket, event: int) -> None:
         deadline, address, server, registered = self.handshaking[tls]

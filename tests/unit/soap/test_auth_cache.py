@@ -105,3 +105,52 @@ def test_the_cache_keeps_at_most_its_size() -> None:
         cache.put(i, Principal(dn=f"/CN={i}"), 100.0)
     assert cache.get(0, 0.0) is None
     assert cache.get(2, 0.0) == Principal(dn="/CN=2")
+
+
+def _own_pki(root: Path) -> Pki:
+    """A CA of the test's own (its CRL is rewritten here), its host and one user, Erin."""
+    from wmproxy.security.pki import create_ca, write_proxy
+
+    ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
+    host_cert, host_key = ca.issue_host("localhost", root / "host")
+    erin = ca.issue_user("Erin", root / "erin")
+    proxy = root / "erin" / "x509up"
+    write_proxy(erin, proxy, lifetime=3600)
+    from tests.conftest import User
+
+    return Pki(root, ca, root / "certificates", host_cert, host_key, {"erin": User("erin", erin, proxy)})
+
+
+def test_a_chain_revoked_after_its_handshake_is_refused_once_its_principal_lapses(tmp_path: Path) -> None:
+    """A kept-alive connection outlives its handshake: when the kept Principal lapses
+    (CACHE_TTL), the chain is verified again and a CRL published since refuses it."""
+    own = _own_pki(tmp_path)
+    auth._cache.clear()
+    server, client = _tls_pair(own, own.users["erin"].proxy)
+    try:
+        environ = {"gunicorn.socket": server}
+        assert auth.tls_principal(environ, ca_dir=str(own.ca_dir)).dn == own.users["erin"].dn
+        own.ca.revoke(own.users["erin"].credential.cert)
+        assert auth.tls_principal(environ, ca_dir=str(own.ca_dir)).dn == own.users["erin"].dn  # still kept
+        auth._cache.clear()  # what CACHE_TTL does
+        with pytest.raises(AuthenticationError, match="revoked"):
+            auth.tls_principal(environ, ca_dir=str(own.ca_dir))
+    finally:
+        client.close()
+        server.close()
+        auth._cache.clear()
+
+
+def test_a_chain_past_its_end_gets_no_principal(alice_socket: ssl.SSLSocket, pki: Pki) -> None:
+    """The Principal of a chain is made only while the chain verifies: after the end of its
+    proxy (a kept-alive connection whose Principal lapsed with it) it is refused."""
+    import datetime as dt
+
+    ders = auth.verified_chain_der(alice_socket)
+    end = x509.load_der_x509_certificate(ders[0]).not_valid_after_utc
+    principal, _ = auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None,
+                                      at=end - dt.timedelta(seconds=5))
+    assert principal.dn == pki.users["alice"].dn
+    with pytest.raises(AuthenticationError, match="expired"):
+        auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None,
+                           at=end + dt.timedelta(seconds=5))
