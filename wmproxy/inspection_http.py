@@ -14,8 +14,11 @@ the job's secret in the ``X-WMProxy-Inspection-Token`` header:
     "timed_out": bool, "truncated": bool, "error": str|null, "output": base64}``:
     ``204`` recorded.
 
-Long-polls hold a request thread, so at most :data:`AGENT_WAIT_SHARE` of the process's
-threads wait for agents at once; the others get ``204`` with ``Retry-After`` at once.
+Long-polls hold a request thread, so at most
+:data:`~wmproxy.services.inspection.AGENT_WAIT_SHARE` of the process's threads wait for agents
+at once, and agents and users' ``getInspectionResult`` waits together leave one thread free
+(:class:`~wmproxy.services.inspection.HeldWaits`); the others get ``204`` with ``Retry-After``
+at once.
 Errors are one line of text; no traceback, token or proxy is ever written or logged.
 """
 
@@ -26,7 +29,6 @@ import binascii
 import datetime as dt
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -40,8 +42,6 @@ from wmproxy.services.runtime import Runtime
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "HTTP_X_WMPROXY_INSPECTION_TOKEN"  # noqa: S105 - a header name
-#: Fraction of the process's request threads that may be held by agent long-polls.
-AGENT_WAIT_SHARE = 0.5
 #: Seconds an agent that found no free slot waits before it asks again.
 BUSY_RETRY_AFTER = 5
 #: Bytes of a posted result beyond the request's output cap (JSON, base64's third).
@@ -61,8 +61,6 @@ class InspectionAgentApp:
     def __init__(self, runtime: Runtime, authenticate: Authenticate) -> None:
         self.runtime = runtime
         self.authenticate = authenticate
-        slots = max(1, int(runtime.settings.service.threads * AGENT_WAIT_SHARE))
-        self._slots = threading.BoundedSemaphore(slots)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -96,12 +94,8 @@ class InspectionAgentApp:
             wait = float(wait_text)
         except ValueError:
             raise InvalidArgumentError("wait: not a number") from None
-        held = self._slots.acquire(blocking=False)
-        try:
+        with inspection.held_waits(self.runtime).hold(agent=True) as held:
             task = inspection.agent_next(self.runtime, principal, job_id, token, wait if held else 0.0)
-        finally:
-            if held:
-                self._slots.release()
         if task is None:
             # Busy, or the service stopping (asked again at once, the restarting service would refuse it).
             busy = not held or self.runtime.stopping.is_set()

@@ -5,11 +5,14 @@ SIGTERM in ``wmproxy.soap.tls_worker``): a graceful stop no longer waits out a h
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from tests.support import wait_for
 from wmproxy.domain import JobState, Principal
 from wmproxy.services import inspection
 from wmproxy.services.runtime import Runtime
@@ -89,3 +92,45 @@ class TestResultWait:
         looks = counted(monkeypatch, "_look", rt)
         assert not inspection.result(rt, alice, request_id, 0.6).finished
         assert len(looks) >= 2
+
+
+def with_threads(rt: Runtime, threads: int) -> Runtime:
+    """The same store and key with ``[service] threads`` set (a process of that many request threads)."""
+    service = dataclasses.replace(rt.settings.service, threads=threads)
+    return dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, service=service))
+
+
+class TestHeldWaitsLeaveAThreadFree:
+    """Held waits (users' and agents') take at most ``threads - 1`` request threads of a process;
+    one that finds no free slot answers after one look instead of holding its thread."""
+
+    def test_the_shares(self) -> None:
+        assert (inspection.HeldWaits(4).total, inspection.HeldWaits(4).agents) == (3, 2)
+        assert (inspection.HeldWaits(2).total, inspection.HeldWaits(2).agents) == (1, 1)
+        assert (inspection.HeldWaits(1).total, inspection.HeldWaits(1).agents) == (0, 0)
+
+    def test_a_user_wait_beyond_the_free_threads_answers_at_once(
+            self, rt: Runtime, alice: Principal, running_job: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        two = with_threads(rt, 2)  # one thread may be held
+        request_id = inspection.ask(two, alice, running_job, ["ps"])
+        held = threading.Thread(target=inspection.result, args=(two, alice, request_id, HOLD))
+        held.start()
+        try:
+            wait_for(lambda: inspection.held_waits(two).held, lambda n: n == 1, what="the first wait held")
+            looks = counted(monkeypatch, "_look", two)
+            assert not inspection.result(two, alice, request_id, HOLD).finished
+            assert len(looks) == 1 and held.is_alive()  # answered while the first still holds
+            token = inspection.agent_token(two.settings, running_job)
+            assert inspection.agent_next(two, alice, running_job, token, 0.0) is not None  # no hold asked: served
+        finally:
+            two.stopping.set()
+            held.join()
+        assert inspection.held_waits(two).held == 0
+
+    def test_one_thread_holds_no_wait(
+            self, rt: Runtime, alice: Principal, running_job: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        one = with_threads(rt, 1)
+        request_id = inspection.ask(one, alice, running_job, ["ps"])
+        looks = counted(monkeypatch, "_look", one)
+        assert not inspection.result(one, alice, request_id, HOLD).finished
+        assert len(looks) == 1

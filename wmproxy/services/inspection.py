@@ -27,7 +27,10 @@ import json
 import logging
 import secrets
 import shlex
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +100,61 @@ class AgentOutcome:
 
 class JobNotRunningError(OperationNotAllowedError):
     """The job's agent asked for work while the job is not running (the agent stops)."""
+
+
+#: Fraction of a process's request threads that job agents' long-polls may hold.
+AGENT_WAIT_SHARE = 0.5
+
+
+class HeldWaits:
+    """The request threads of one service process that held inspection waits may take.
+
+    A held wait (a user's :func:`result`, an agent's :func:`agent_next`) keeps its request
+    thread for up to :data:`MAX_WAIT` seconds. Together they may hold all threads but one, so
+    a SOAP call, an upload or another inspection call always finds a thread; agents' long-polls
+    at most :data:`AGENT_WAIT_SHARE` of them (at least one, when any may be held). A wait that
+    finds no free slot is not held: it looks once and answers (the current state; no work,
+    with ``Retry-After``, for an agent).
+
+    Args:
+        threads: the process's request threads (``[service] threads``).
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.total = max(0, threads - 1)
+        self.agents = min(self.total, max(1, int(threads * AGENT_WAIT_SHARE)))
+        self._lock = threading.Lock()
+        self.held = 0
+        self.held_by_agents = 0
+
+    @contextmanager
+    def hold(self, *, agent: bool) -> Iterator[bool]:
+        """Whether this wait may hold its thread (True while inside, the slot then taken)."""
+        with self._lock:
+            taken = self.held < self.total and (not agent or self.held_by_agents < self.agents)
+            if taken:
+                self.held += 1
+                self.held_by_agents += agent
+        try:
+            yield taken
+        finally:
+            if taken:
+                with self._lock:
+                    self.held -= 1
+                    self.held_by_agents -= agent
+
+
+_held_waits: dict[int, HeldWaits] = {}
+_held_waits_lock = threading.Lock()
+
+
+def held_waits(rt: Runtime) -> HeldWaits:
+    """The :class:`HeldWaits` of this process's runtime (one per runtime)."""
+    with _held_waits_lock:
+        found = _held_waits.get(id(rt))
+        if found is None:
+            found = _held_waits[id(rt)] = HeldWaits(rt.settings.service.threads)
+        return found
 
 
 def _now() -> dt.datetime:
@@ -197,8 +255,9 @@ def _ended_message(job: Job) -> str:
 
 def result(rt: Runtime, principal: Principal, request_id: str, timeout: float) -> InspectionResult:
     """The request's outcome, waiting up to ``timeout`` seconds (at most :data:`MAX_WAIT`)
-    for it to finish; returns the current state when it has not, or once the service
-    stops (``rt.stopping``).
+    for it to finish; returns the current state when it has not, once the service stops
+    (``rt.stopping``), or at once when the process's held waits already take every thread
+    they may (:class:`HeldWaits`).
 
     Raises:
         InvalidArgumentError: unknown request id (or its job was purged), negative timeout.
@@ -206,13 +265,14 @@ def result(rt: Runtime, principal: Principal, request_id: str, timeout: float) -
     """
     if timeout < 0:
         raise InvalidArgumentError("Invalid Argument: negative timeout")
-    deadline = time.monotonic() + min(timeout, MAX_WAIT)
-    while True:
-        found = _look(rt, principal, request_id)
-        if found.finished or time.monotonic() >= deadline:
-            return found
-        if rt.stopping.wait(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic()))):
-            return found
+    with held_waits(rt).hold(agent=False) as may_hold:
+        deadline = time.monotonic() + (min(timeout, MAX_WAIT) if may_hold else 0.0)
+        while True:
+            found = _look(rt, principal, request_id)
+            if found.finished or time.monotonic() >= deadline:
+                return found
+            if rt.stopping.wait(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic()))):
+                return found
 
 
 def _look(rt: Runtime, principal: Principal, request_id: str) -> InspectionResult:
