@@ -304,7 +304,8 @@ class FilesystemSandboxStorage:
         """Create the job directory (mode 0700) and nothing in it; idempotent.
 
         ``input/``, ``output/`` and ``peek/`` are made by their first write (see the module
-        docstring); the staging and fan-out directories get 0755 when this call creates them.
+        docstring); the staging and fan-out directories get 0755 when this call creates them,
+        the sandbox root 0700 (a new ``[sandbox] root`` made by the execution worker's claim).
 
         Args:
             job_id: the job.
@@ -374,8 +375,10 @@ class FilesystemSandboxStorage:
         return path
 
     def _create_parents_and(self, job_dir: Path, hand_over: bool = False) -> None:
-        """Create the staging and fan-out directories (0755) that are missing, then ``job_dir``;
-        with ``hand_over`` each one made here gets its parent's owner (see :meth:`create_job_area`).
+        """Create the sandbox root (0700; its missing parents with the umask's mode), the staging
+        and fan-out directories (0755) that are missing, then ``job_dir``; with ``hand_over``
+        each one made here but the root's parents gets its parent's owner (see
+        :meth:`create_job_area`).
 
         Raises:
             SandboxError: a concurrent ``remove_job_area`` kept removing the fan-out directory.
@@ -389,8 +392,9 @@ class FilesystemSandboxStorage:
             try:
                 try:
                     make(job_dir.parent, 0o755)
-                except FileNotFoundError:  # a new sandbox root
-                    self.root.mkdir(parents=True, exist_ok=True)
+                except FileNotFoundError:  # a new sandbox root: private, as `wmproxy-admin init` makes it
+                    self.root.parent.mkdir(parents=True, exist_ok=True)
+                    make(self.root, 0o700)
                     make(self.root / self.dir_name, 0o755)
                     make(job_dir.parent, 0o755)
                 make(job_dir, 0o700)
