@@ -409,15 +409,15 @@ class FilesystemSandboxStorage:
         A missing area is not an error. Symlinks inside the area are removed, never followed.
 
         Returns:
-            Bytes of the regular files the area held (what the owner's usage counter
-            loses; 0 for a missing area).
+            The area's :meth:`counted_bytes` (what the owner's usage counter loses: its
+            ``peek/`` was never counted; 0 for a missing area).
 
         Raises:
             InvalidArgumentError: invalid job id.
             SandboxError: the area exists but cannot be removed.
         """
         job_dir = self.job_dir(job_id)
-        freed = _tree_size(job_dir) if job_dir.is_dir() else 0
+        freed = self.counted_bytes(job_id)
         try:
             shutil.rmtree(job_dir)
         except FileNotFoundError:
@@ -503,10 +503,19 @@ class FilesystemSandboxStorage:
                 found.append((int(first), p.name))
         return [n for _, n in sorted(found)]
 
-    def area_bytes(self, job_id: str) -> int:
-        """Total bytes of the regular files in the whole job area (0 when it does not exist)."""
+    def counted_bytes(self, job_id: str) -> int:
+        """Bytes of the job area that its owner's usage counter holds: the regular files under
+        its ``input/`` (uploads) and ``output/`` (the collected output sandbox); perusal chunks
+        (``peek/``) are not counted. 0 when the area does not exist."""
         job_dir = self.job_dir(job_id)
-        return _tree_size(job_dir) if job_dir.is_dir() else 0
+        total = 0
+        for area in ("input", "output"):
+            try:
+                if stat.S_ISDIR(os.lstat(job_dir / area).st_mode):  # a symlink in its place is not followed
+                    total += _tree_size(job_dir / area)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+        return total
 
     def output_bytes(self, job_id: str) -> int:
         """Total bytes of the regular files under the job's ``output/`` (0 when it does not exist)."""

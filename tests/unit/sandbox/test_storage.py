@@ -84,7 +84,7 @@ class TestJobArea:
         assert storage.input_size(JOB) == storage.input_file_count(JOB) == 0
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert storage.merged_perusal_files(JOB, "out.txt") == []
-        assert storage.area_bytes(JOB) == storage.output_bytes(JOB) == 0
+        assert storage.counted_bytes(JOB) == storage.output_bytes(JOB) == 0
         assert not storage.root.exists()  # reading made nothing
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
@@ -133,7 +133,7 @@ class TestJobArea:
         assert storage.input_file_count(JOB) == 0
         assert storage.output_files(JOB) == []
         assert storage.output_bytes(JOB) == 0
-        assert storage.area_bytes(JOB) == 0
+        assert storage.counted_bytes(JOB) == 0
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert storage.merged_perusal_files(JOB, "out.txt") == []
         assert storage.collect_output_files(JOB, storage.root, ()) == []  # no output sandbox: no output/
