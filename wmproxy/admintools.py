@@ -322,8 +322,9 @@ def stats(settings: Settings, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_settings
 def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
-    """Set the per-user sandbox usage counters (the quota) to what the job areas hold on disk:
-    after a crash, a restore or a manual change in the sandbox area."""
+    """Set the per-user sandbox usage counters (the quota) to what the job areas' input and
+    output sandboxes hold on disk (perusal files are not counted): after a crash, a restore or
+    a manual change in the sandbox area."""
     from wmproxy.services.quota import recount_usage as recount
 
     rt = _runtime(settings)

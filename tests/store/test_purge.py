@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.admin.support import days_ago, job_row, sealed_rows, settings_for
 from tests.conftest import Pki, _postgres_database
 from wmproxy.admin import initialise
 from wmproxy.config import PurgeSettings
-from wmproxy.domain import Principal, to_filename, utcnow
+from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError
 from wmproxy.execution.identity import remove_work_dir
 from wmproxy.services.access import job_for
@@ -186,6 +186,38 @@ class TestCredentials:
         with rt.uow() as uow:
             assert sorted(uow.session.scalars(select(Delegation.delegation_id))) == ["expired-in-use", "valid"]
             assert sorted(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["expired-in-use", "valid"]
+
+    def test_a_delegation_renewed_or_taken_after_the_listing_stays(self, rt: Runtime) -> None:
+        """The purger lists expired unused delegations, then deletes them one by one: a putProxy
+        that stores a fresh proxy under the same (DN, id) in between (an upsert of the row, as the
+        default delegation id is fixed per DN and FQANs), or a job that starts using one, keeps it."""
+        now = utcnow()
+        with rt.uow() as uow:
+            for did in ("renewed", "taken", "expired"):
+                delegation, _request = sealed_rows(rt.sealer, ALICE, did, not_after=now - dt.timedelta(hours=1))
+                uow.session.add(delegation)
+                uow.session.add(ProxyRenewal(owner_dn=ALICE, delegation_id=did, myproxy_server="myproxy:7512",
+                                             created_at=now, updated_at=now, attempts=0, renewals=0))
+        live = [s.value for s in JobState if s not in FINAL_STATES]
+        purger = rt.session_factory()
+        try:
+            store = SqlHousekeepingStore(purger)
+            listed = store.unused_expired_delegations(now, live, limit=10)
+            assert sorted(listed) == [(ALICE, "expired"), (ALICE, "renewed"), (ALICE, "taken")]
+            if purger.get_bind().dialect.name == "sqlite":  # BEGIN IMMEDIATE: the other writer would wait
+                purger.commit()
+            with rt.uow() as uow:  # another process commits meanwhile (PostgreSQL: inside the purger's transaction)
+                uow.session.execute(update(Delegation).where(Delegation.delegation_id == "renewed")
+                                    .values(not_after=now + dt.timedelta(hours=12), updated_at=now))
+            add_job(rt, "takes", "Running", created_days=0, delegation_id="taken")
+            removed = [pair for pair in listed if store.remove_delegation(*pair, now, live)]
+            purger.commit()
+        finally:
+            purger.close()
+        assert removed == [(ALICE, "expired")]
+        with rt.uow() as uow:
+            assert sorted(uow.session.scalars(select(Delegation.delegation_id))) == ["renewed", "taken"]
+            assert sorted(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["renewed", "taken"]
 
     def test_pending_requests_go_after_a_day(self, rt: Runtime) -> None:
         with rt.uow() as uow:

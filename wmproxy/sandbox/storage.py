@@ -304,7 +304,8 @@ class FilesystemSandboxStorage:
         """Create the job directory (mode 0700) and nothing in it; idempotent.
 
         ``input/``, ``output/`` and ``peek/`` are made by their first write (see the module
-        docstring); the staging and fan-out directories get 0755 when this call creates them.
+        docstring); the staging and fan-out directories get 0755 when this call creates them,
+        the sandbox root 0700 (a new ``[sandbox] root`` made by the execution worker's claim).
 
         Args:
             job_id: the job.
@@ -374,8 +375,10 @@ class FilesystemSandboxStorage:
         return path
 
     def _create_parents_and(self, job_dir: Path, hand_over: bool = False) -> None:
-        """Create the staging and fan-out directories (0755) that are missing, then ``job_dir``;
-        with ``hand_over`` each one made here gets its parent's owner (see :meth:`create_job_area`).
+        """Create the sandbox root (0700; its missing parents with the umask's mode), the staging
+        and fan-out directories (0755) that are missing, then ``job_dir``; with ``hand_over``
+        each one made here but the root's parents gets its parent's owner (see
+        :meth:`create_job_area`).
 
         Raises:
             SandboxError: a concurrent ``remove_job_area`` kept removing the fan-out directory.
@@ -389,8 +392,9 @@ class FilesystemSandboxStorage:
             try:
                 try:
                     make(job_dir.parent, 0o755)
-                except FileNotFoundError:  # a new sandbox root
-                    self.root.mkdir(parents=True, exist_ok=True)
+                except FileNotFoundError:  # a new sandbox root: private, as `wmproxy-admin init` makes it
+                    self.root.parent.mkdir(parents=True, exist_ok=True)
+                    make(self.root, 0o700)
                     make(self.root / self.dir_name, 0o755)
                     make(job_dir.parent, 0o755)
                 make(job_dir, 0o700)
@@ -405,15 +409,15 @@ class FilesystemSandboxStorage:
         A missing area is not an error. Symlinks inside the area are removed, never followed.
 
         Returns:
-            Bytes of the regular files the area held (what the owner's usage counter
-            loses; 0 for a missing area).
+            The area's :meth:`counted_bytes` (what the owner's usage counter loses: its
+            ``peek/`` was never counted; 0 for a missing area).
 
         Raises:
             InvalidArgumentError: invalid job id.
             SandboxError: the area exists but cannot be removed.
         """
         job_dir = self.job_dir(job_id)
-        freed = _tree_size(job_dir) if job_dir.is_dir() else 0
+        freed = self.counted_bytes(job_id)
         try:
             shutil.rmtree(job_dir)
         except FileNotFoundError:
@@ -499,10 +503,19 @@ class FilesystemSandboxStorage:
                 found.append((int(first), p.name))
         return [n for _, n in sorted(found)]
 
-    def area_bytes(self, job_id: str) -> int:
-        """Total bytes of the regular files in the whole job area (0 when it does not exist)."""
+    def counted_bytes(self, job_id: str) -> int:
+        """Bytes of the job area that its owner's usage counter holds: the regular files under
+        its ``input/`` (uploads) and ``output/`` (the collected output sandbox); perusal chunks
+        (``peek/``) are not counted. 0 when the area does not exist."""
         job_dir = self.job_dir(job_id)
-        return _tree_size(job_dir) if job_dir.is_dir() else 0
+        total = 0
+        for area in ("input", "output"):
+            try:
+                if stat.S_ISDIR(os.lstat(job_dir / area).st_mode):  # a symlink in its place is not followed
+                    total += _tree_size(job_dir / area)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+        return total
 
     def output_bytes(self, job_id: str) -> int:
         """Total bytes of the regular files under the job's ``output/`` (0 when it does not exist)."""

@@ -185,15 +185,18 @@ def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> No
     requests_before = now - dt.timedelta(seconds=policy.request_age)
     with rt.uow() as uow:
         store = SqlHousekeepingStore(uow.session)
-        report.delegations = store.unused_expired_delegations(
-            now - dt.timedelta(seconds=policy.delegation_grace), unfinished, limit=policy.batch)
+        expired_before = now - dt.timedelta(seconds=policy.delegation_grace)
+        report.delegations = store.unused_expired_delegations(expired_before, unfinished, limit=policy.batch)
         report.renewals = store.orphan_renewals()
         if report.dry_run:
             report.requests = len(store.stale_requests(requests_before))
             return
-        for dn, delegation_id in report.delegations:
-            store.remove_delegation(dn, delegation_id)
-            log.info("purged expired delegation %s of %s (and its renewal record)", delegation_id, dn)
+        removed = []
+        for dn, delegation_id in report.delegations:  # each one checked again: a putProxy may have renewed it
+            if store.remove_delegation(dn, delegation_id, expired_before, unfinished):
+                removed.append((dn, delegation_id))
+                log.info("purged expired delegation %s of %s (and its renewal record)", delegation_id, dn)
+        report.delegations = removed
         for dn, delegation_id in report.renewals:
             store.remove_renewal(dn, delegation_id)
             log.info("purged renewal record of %s of %s (delegation gone)", delegation_id, dn)

@@ -83,7 +83,7 @@ def recount_usage(rt: Runtime, owner_dn: str | None = None) -> dict[str, int]:
         with rt.uow() as uow:
             uow.usage.used(owner, for_update=True)
             job_ids = [job.id for job in uow.jobs.owned_by(owner) if job.state != JobState.CLEARED.value]
-            total = sum(rt.storage.area_bytes(job_id) for job_id in job_ids)
+            total = sum(rt.storage.counted_bytes(job_id) for job_id in job_ids)
             uow.usage.set(owner, total, utcnow())
             counted[owner] = total
     return counted

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, delete, exists, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from wmproxy.store.schema import (
@@ -147,22 +147,38 @@ class SqlHousekeepingStore:
 
     # --- credentials ---
 
+    @staticmethod
+    def _unused_expired(expired_before: dt.datetime, live_states: Iterable[str]) -> ColumnElement[bool]:
+        """The delegation expired before ``expired_before`` and no job in ``live_states`` uses it."""
+        used = exists().where(Job.owner_dn == Delegation.owner_dn, Job.delegation_id == Delegation.delegation_id,
+                              Job.state.in_(list(live_states)))
+        return and_(Delegation.not_after < expired_before, not_(used))
+
     def unused_expired_delegations(self, expired_before: dt.datetime, live_states: Iterable[str],
                                    limit: int) -> list[tuple[str, str]]:
         """(DN, id) of delegations that expired before ``expired_before`` and no job in
         ``live_states`` uses."""
-        used = exists().where(Job.owner_dn == Delegation.owner_dn, Job.delegation_id == Delegation.delegation_id,
-                              Job.state.in_(list(live_states)))
         stmt = (select(Delegation.owner_dn, Delegation.delegation_id)
-                .where(Delegation.not_after < expired_before, not_(used)).limit(limit))
+                .where(self._unused_expired(expired_before, live_states)).limit(limit))
         return [(dn, did) for dn, did in self.session.execute(stmt).all()]
 
-    def remove_delegation(self, owner_dn: str, delegation_id: str) -> None:
-        """Delete the delegation of (DN, id) and its renewal record."""
-        self.session.execute(delete(Delegation).where(Delegation.owner_dn == owner_dn,
-                                                      Delegation.delegation_id == delegation_id))
+    def remove_delegation(self, owner_dn: str, delegation_id: str, expired_before: dt.datetime,
+                          live_states: Iterable[str]) -> bool:
+        """Delete the delegation of (DN, id) and its renewal record if it still meets
+        :meth:`unused_expired_delegations`' conditions; returns whether it went.
+
+        The conditions are repeated in the ``DELETE``: between the listing and here a putProxy may
+        have stored a fresh proxy under the same (DN, id) (the default id is fixed per DN and
+        FQANs), and on PostgreSQL (READ COMMITTED) the ``DELETE`` sees it; that row stays.
+        """
+        result = self.session.execute(delete(Delegation).where(
+            Delegation.owner_dn == owner_dn, Delegation.delegation_id == delegation_id,
+            self._unused_expired(expired_before, live_states)))
+        if not getattr(result, "rowcount", 0):
+            return False
         self.session.execute(delete(ProxyRenewal).where(ProxyRenewal.owner_dn == owner_dn,
                                                         ProxyRenewal.delegation_id == delegation_id))
+        return True
 
     def stale_requests(self, created_before: dt.datetime) -> list[tuple[str, str]]:
         """(DN, id) of pending delegation requests created before ``created_before``."""

@@ -105,6 +105,18 @@ def test_modes_are_exact_under_a_umask_that_takes_bits_away(tmp_path: Path, umas
     assert _mode(second) == 0o700
 
 
+def test_a_new_sandbox_root_is_private_under_the_usual_umask(tmp_path: Path, umask: Any) -> None:
+    """The execution worker makes the job directory when it claims a job sent with jobSubmit,
+    so it may make a new ``[sandbox] root`` (and its missing parents): under its umask 0022 the
+    root got 0755 and any local account could list ``SandboxDir/<xx>/`` (the job ids)."""
+    umask(0o022)
+    storage = FilesystemSandboxStorage(tmp_path / "srv" / "root")
+    job_dir = storage.create_job_area(JOB, hand_over=True)
+    assert _mode(storage.root) == 0o700
+    assert _mode(storage.root.parent) == 0o755  # a missing parent: the umask's mode, as before
+    assert (_mode(storage.root / storage.dir_name), _mode(job_dir.parent), _mode(job_dir)) == (0o755, 0o755, 0o700)
+
+
 def test_an_existing_area_is_kept_and_a_file_in_its_place_refused(tmp_path: Path, umask: Any) -> None:
     from wmproxy.errors import SandboxError
 

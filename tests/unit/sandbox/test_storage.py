@@ -84,7 +84,7 @@ class TestJobArea:
         assert storage.input_size(JOB) == storage.input_file_count(JOB) == 0
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert storage.merged_perusal_files(JOB, "out.txt") == []
-        assert storage.area_bytes(JOB) == storage.output_bytes(JOB) == 0
+        assert storage.counted_bytes(JOB) == storage.output_bytes(JOB) == 0
         assert not storage.root.exists()  # reading made nothing
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
@@ -99,6 +99,17 @@ class TestJobArea:
         for path in (storage.job_dir(third), storage.job_dir(third).parent):
             assert (os.lstat(path).st_uid, os.lstat(path).st_gid) == (65534, 65534)
         assert os.lstat(storage.create_job_area("https://lb.example.org:9000/Zz0")).st_uid == 0  # not handed over
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
+    def test_a_new_sandbox_root_handed_over_gets_the_owner_of_its_parent(self, tmp_path: Path) -> None:
+        parent = tmp_path / "state"  # the service user's (here: uid 65534) state directory
+        parent.mkdir()
+        os.chown(parent, 65534, 65534)
+        storage = FilesystemSandboxStorage(parent / "root")
+        job_dir = storage.create_job_area(JOB, hand_over=True)  # a root worker's claim makes the root
+        for path in (storage.root, storage.root / "SandboxDir", job_dir.parent, job_dir):
+            assert (os.lstat(path).st_uid, os.lstat(path).st_gid) == (65534, 65534)
+        assert _mode(storage.root) == 0o700
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
     def test_an_area_made_by_another_uid_gets_the_job_directory_owner(
@@ -122,7 +133,7 @@ class TestJobArea:
         assert storage.input_file_count(JOB) == 0
         assert storage.output_files(JOB) == []
         assert storage.output_bytes(JOB) == 0
-        assert storage.area_bytes(JOB) == 0
+        assert storage.counted_bytes(JOB) == 0
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert storage.merged_perusal_files(JOB, "out.txt") == []
         assert storage.collect_output_files(JOB, storage.root, ()) == []  # no output sandbox: no output/

@@ -1,7 +1,8 @@
 """The per-user sandbox usage counter (issue 14): changed by the sandbox edge's uploads,
 deletes and overwriting moves in the transaction that commits the bytes, by purges and by the
-worker's output collection; always equal to a walk of the user's job areas
-(:func:`wmproxy.services.quota.recount_usage`, for ``wmproxy-admin``)."""
+worker's output collection; always equal to a walk of the ``input/`` and ``output/`` of the user's
+job areas (:func:`wmproxy.services.quota.recount_usage`, for ``wmproxy-admin``; perusal chunks in
+``peek/`` are not counted)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,20 @@ def _as(principal: Principal) -> dict[str, Any]:
 def _walk(rt: Runtime, owner: str) -> int:
     with rt.uow() as uow:
         ids = [j.id for j in uow.jobs.owned_by(owner) if j.state != JobState.CLEARED.value]
-    return sum(rt.storage.area_bytes(i) for i in ids)
+    return sum(rt.storage.counted_bytes(i) for i in ids)
 
 
 def _input(rt: Runtime, job_id: str) -> str:
     return f"/{rt.storage.job_rel_dir(job_id)}/input"
+
+
+def _done_and_purged(rt: Runtime, owner: Principal, job_id: str) -> None:
+    """The job set Done (as if it ran), then purged by its owner (jobPurge)."""
+    with rt.uow() as uow:
+        row = uow.session.get(Job, job_id)
+        assert row is not None
+        row.state = JobState.DONE.value
+    jobs.purge_job(rt, owner, job_id)
 
 
 def test_uploads_deletes_and_moves_keep_the_counter_equal_to_the_disk(
@@ -82,12 +92,29 @@ def test_purge_and_cancel_take_the_areas_bytes_off(
     (output / "out.txt").write_bytes(b"o" * 300)
     quota.count_output(rt, purged)
     assert quota.used_bytes(rt, alice.dn) == 1100 == _walk(rt, alice.dn)
-    with rt.uow() as uow:
-        row = uow.session.get(Job, purged)
-        assert row is not None
-        row.state = JobState.DONE.value
-    jobs.purge_job(rt, alice, purged)
+    _done_and_purged(rt, alice, purged)
     assert quota.used_bytes(rt, alice.dn) == 0 == _walk(rt, alice.dn)
+
+
+def test_perusal_chunks_are_neither_counted_nor_taken_off(
+    rt: Runtime, edge: Client, alice: Principal, delegated: str
+) -> None:
+    """Perusal chunks (``peek/``, written by the execution worker) are not added to the owner's
+    counter; removing the area took them off all the same, so a purged job with a big ``peek/``
+    lowered the counter below what the owner's other jobs hold (room past the hard quota)."""
+    kept = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    purged = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    assert edge.open(f"{_input(rt, kept)}/kept.bin", method="PUT", data=b"k" * 1000, **_as(alice)).status_code == 201
+    assert edge.open(f"{_input(rt, purged)}/in.bin", method="PUT", data=b"i" * 800, **_as(alice)).status_code == 201
+    output = rt.storage.create_area(rt.storage.job_rel_dir(purged), "output")
+    (output / "out.txt").write_bytes(b"o" * 300)
+    quota.count_output(rt, purged)  # the worker's count of the collected output sandbox
+    for timestamp in (1, 2):  # as the worker writes them while the job runs
+        rt.storage.write_perusal_chunk(purged, "out.txt", b"p" * 5000, timestamp)
+    assert quota.used_bytes(rt, alice.dn) == 2100 == _walk(rt, alice.dn)
+    assert quota.recount_usage(rt, alice.dn) == {alice.dn: 2100}  # a recount leaves peek/ out too
+    _done_and_purged(rt, alice, purged)
+    assert quota.used_bytes(rt, alice.dn) == 1000 == _walk(rt, alice.dn)
 
 
 def test_recount_sets_the_counter_to_what_the_areas_hold(
