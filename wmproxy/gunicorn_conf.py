@@ -16,6 +16,7 @@ only ever serves a client that has completed it.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import sys
@@ -74,7 +75,11 @@ proc_name = "wmproxy"
 
 #: Seconds a built SSL context is reused; CRL and CA updates are seen after this.
 _CONTEXT_TTL = 60
-_cache: dict[str, Any] = {"context": None, "built": 0.0}
+#: Seconds between two tries to rebuild it while rebuilding fails (the previous one is served).
+_REBUILD_RETRY = 5
+#: The context served, when it was built, and when a rebuild last failed (monotonic seconds).
+_cache: dict[str, Any] = {"context": None, "built": 0.0, "failed": None}
+_log = logging.getLogger(__name__)
 
 
 def _build_context() -> ssl.SSLContext:
@@ -94,12 +99,33 @@ def _build_context() -> ssl.SSLContext:
 
 
 def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:  # gunicorn hook signature
-    """gunicorn calls this for every accepted connection (sync/gthread workers)."""
+    """gunicorn calls this for every accepted connection (sync/gthread workers).
+
+    The context is built again once it is :data:`_CONTEXT_TTL` seconds old. When that fails
+    (the host certificate renewed in two steps, cert and key mismatched for a moment; a file
+    unreadable), the error is logged in one line and the previous context kept, the rebuild
+    tried again at most every :data:`_REBUILD_RETRY` seconds. With no previous context, the
+    error is raised (the connection is closed, as before).
+    """
     now = time.monotonic()
-    if _cache["context"] is None or now - _cache["built"] > _CONTEXT_TTL:
-        _cache["context"] = _build_context()
-        _cache["built"] = now
-    context: ssl.SSLContext = _cache["context"]
+    context: ssl.SSLContext | None = _cache["context"]
+    failed: float | None = _cache["failed"]
+    if context is None or (now - _cache["built"] > _CONTEXT_TTL and (failed is None or now - failed >= _REBUILD_RETRY)):
+        try:
+            built = _build_context()
+        except OSError as exc:  # ssl.SSLError included
+            if context is None:
+                raise
+            _cache["failed"] = now
+            sec = _settings.security
+            _log.error("TLS context not rebuilt (host_cert %s, host_key %s, ca_dir %s): %s; the previous one "
+                       "(built %.0f s ago) is kept, next try in %d s", sec.host_cert, sec.host_key, sec.ca_dir,
+                       exc, now - _cache["built"], _REBUILD_RETRY)
+            return context
+        if failed is not None:
+            _log.info("TLS context rebuilt after the failure(s) logged before")
+        _cache.update(context=built, built=now, failed=None)
+        return built
     return context
 
 

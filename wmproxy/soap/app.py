@@ -30,8 +30,9 @@ from typing import Any
 
 from lxml import etree
 
-from wmproxy.config import Settings, load_settings
+from wmproxy.config import LimitsSettings, Settings, load_settings
 from wmproxy.domain import Principal
+from wmproxy.errors import ServerOverloadedError
 from wmproxy.inspection_http import InspectionAgentApp
 from wmproxy.monitoring import access
 from wmproxy.monitoring.metrics import enable_request_metrics, metrics_dir
@@ -45,8 +46,10 @@ from wmproxy.services.storekey import check_store
 from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
-from wmproxy.soap.dispatch import SoapDispatcher
+from wmproxy.soap.dispatch import SoapDispatcher, fault_response
+from wmproxy.soap.faults import port_fault
 from wmproxy.soap.memory import limit_arenas, release_after
+from wmproxy.soap.request import MalformedRequestError, check_request, read_body
 from wmproxy.web.app import MonitorApp
 
 log = logging.getLogger(__name__)
@@ -200,9 +203,43 @@ def create_app(settings: Settings | None = None, authenticate: Authenticate | No
     return WMProxyApplication(runtime, authenticate)
 
 
+#: Seconds a client is asked to wait (``Retry-After``) while the application cannot be built.
+UNAVAILABLE_RETRY_AFTER = 5
+#: The fault description while the application cannot be built.
+UNAVAILABLE = "Service temporarily unavailable: it could not start (see the service log); try again later"
+
+
+def unavailable(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The answer while the application cannot be built (its settings, store or database
+    failed): a POST holding a SOAP request gets its operation's fault for ServerOverloadedError
+    (ServerOverloadedFault 1228 where the operation declares it, else GenericFault 1228; a
+    DelegationException on the delegation ports), the way the load limiter refuses
+    (docs/load.md); any other request ``503 Service Unavailable``. Both with ``Retry-After``."""
+    retry = ("Retry-After", str(UNAVAILABLE_RETRY_AFTER))
+    if environ.get("REQUEST_METHOD") == "POST":
+        limits = LimitsSettings()  # the built-in limits: the configured ones may be what failed
+        try:
+            request = check_request(read_body(environ, limits.max_request_bytes), limits)
+        except MalformedRequestError:
+            pass  # not a SOAP request: the HTTP answer below
+        else:
+            fault = port_fault(request.namespace, request.operation, ServerOverloadedError(UNAVAILABLE))
+            return fault_response(lambda status, headers: start_response(status, [*headers, retry]), fault)
+    body = b"service temporarily unavailable; try again later\n"
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                               retry])
+    return [body]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 class _LazyApplication:
     """Builds the app on the first request, inside the gunicorn worker (not the master), once
-    (request threads race for it)."""
+    (request threads race for it). While the build fails (a database unreachable, a store key
+    refused), each request tries it again: the failure is logged (one line per attempt) and
+    the request answered by :func:`unavailable`, not by gunicorn's HTML 500."""
 
     def __init__(self) -> None:
         self._app: WMProxyApplication | None = None
@@ -212,14 +249,21 @@ class _LazyApplication:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         app = self._app
         if app is None:
-            with self._building:
-                if self._app is None:
-                    built = create_app()
-                    if self._stopping:  # stopped while it was built
-                        built.runtime.stopping.set()
-                    self._app = built
-                app = self._app
+            try:
+                app = self._build()
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the client gets an answer
+                log.error("the application could not be built (the next request tries again): %s", _one_line(exc))
+                return unavailable(environ, start_response)
         return app(environ, start_response)
+
+    def _build(self) -> WMProxyApplication:
+        with self._building:
+            if self._app is None:
+                built = create_app()
+                if self._stopping:  # stopped while it was built
+                    built.runtime.stopping.set()
+                self._app = built
+            return self._app
 
     def stop(self) -> None:
         """The worker begins to stop (its SIGTERM): requests held open to wait are answered

@@ -37,7 +37,7 @@ from spyne.server.wsgi import WsgiApplication, WsgiMethodContext, _gen_http_head
 
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import Principal
-from wmproxy.errors import AuthenticationError, InvalidArgumentError, WMProxyError
+from wmproxy.errors import AuthenticationError, InvalidArgumentError
 from wmproxy.monitoring import access
 from wmproxy.services.authz import check_caller
 from wmproxy.services.load import check_load
@@ -265,7 +265,9 @@ class SoapDispatcher:
             runtime = environ[RUNTIME_KEY]
             check_caller(runtime.settings, principal, operation)
             check_load(runtime, principal, operation)
-        except WMProxyError as exc:
+        except Exception as exc:  # noqa: BLE001 - a refusal (WMProxyError) is its typed fault; anything else,
+            # such as a store error in the load check (a locked or restarting database), an
+            # internal-error fault with an error id, logged with its traceback (as in _serve)
             return self._refuse(start_response, namespace, operation, exc)
         environ[PRINCIPAL_KEY] = principal
         environ[CHECKED_ENVELOPE_KEY] = request.root

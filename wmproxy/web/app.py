@@ -109,7 +109,6 @@ class MonitorApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         page = environ.get("PATH_INFO", "")[len(self.prefix):]
-        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), max_num_fields=20).items()}
         principal: Principal | None = None
         try:
             if method not in ("GET", "HEAD"):
@@ -117,6 +116,7 @@ class MonitorApp:
             principal = self.authenticate(environ)
             environ["wmproxy.principal"] = principal
             check_caller(self.runtime.settings, principal, "monitor")
+            query = _query(environ.get("QUERY_STRING", ""))
             if page == "":
                 body, ctype = self._jobs(principal, query), "text/html; charset=utf-8"
             elif page == "job":
@@ -176,6 +176,23 @@ class MonitorApp:
 
     def job_link(self, job_id: str) -> str:
         return f"{self.prefix}job?" + urlencode({"id": job_id})
+
+
+#: Fields a monitor query may have (the pages read at most five).
+MAX_QUERY_FIELDS = 20
+
+
+def _query(text: str) -> dict[str, str]:
+    """The first value of each field of the query string ``text``.
+
+    Raises:
+        PageError: 400 for more than :data:`MAX_QUERY_FIELDS` fields.
+    """
+    try:
+        fields = parse_qs(text, max_num_fields=MAX_QUERY_FIELDS)
+    except ValueError:
+        raise PageError(400, f"too many query fields (at most {MAX_QUERY_FIELDS})") from None
+    return {key: values[0] for key, values in fields.items()}
 
 
 def _refusal(exc: Exception) -> tuple[int, str]:

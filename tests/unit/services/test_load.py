@@ -5,7 +5,10 @@ through the settings (never depending on how loaded this machine really is)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +199,31 @@ class TestRefusals:
             assert list(uow.jobs.owned_by(alice.dn)) == []  # nothing half-written
         job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=COLLECTION_OF_2, delegationId="unit"))
         job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"))
+
+    def test_a_store_error_in_the_check_is_an_internal_error_fault(self, loaded: Any, alice: Principal,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+        """The live-job count fails (its table gone from this throwaway database, as a
+        database restarting or locked past the busy timeout would fail it): the caller gets a
+        GenericFault with an error id, the traceback goes to the log, and the access line is written."""
+        soap = loaded(max_live_jobs=5)
+        database = soap.rt.settings.database.url.removeprefix("sqlite:///")
+        with closing(sqlite3.connect(database)) as other:
+            other.execute("ALTER TABLE jobs RENAME TO jobs_elsewhere")
+        caplog.set_level(logging.INFO)
+        reply = soap.call(WMPROXY, "jobSubmit", alice, jdl=ECHO_JDL, delegationId="unit")
+        assert reply.status.startswith("500"), reply.body
+        detail = reply.fault_detail
+        assert etree.QName(detail) == etree.QName(WMPROXY, "GenericFault"), reply.body
+        assert detail.findtext("methodName") == "jobSubmit"
+        assert detail.findtext("ErrorCode") == "1201"
+        description = detail.findtext("Description") or ""
+        assert description.startswith("Internal server error (error id "), description
+        assert "jobs" not in description  # nothing of the store's error on the wire
+        error_id = description.split("error id ", 1)[1].split(")", 1)[0]
+        (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR and error_id in r.getMessage()]
+        assert logged.exc_info is not None and "no such table" in str(logged.exc_info[1])
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "wmproxy.access"]
+        assert line.startswith(f'op=jobSubmit dn="{alice.dn}" job=- outcome=GenericFault '), line
+        with closing(sqlite3.connect(database)) as other:
+            other.execute("ALTER TABLE jobs_elsewhere RENAME TO jobs")
+        job_id_of(soap.call(WMPROXY, "jobSubmit", alice, jdl=ECHO_JDL, delegationId="unit"))

@@ -4,6 +4,9 @@ app is built after it (``Runtime.stopping``)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +71,80 @@ def test_request_threads_racing_for_the_first_request_build_one_app(built: list[
     for thread in threads:
         thread.join()
     assert len(statuses) == 4 and len(built) == 1
+
+
+class TestBuildFailure:
+    """``create_app`` fails at the first request (here: the configured SQLite database is not
+    there yet, as a database that cannot be reached): every request is answered by the
+    service, each attempt logged, and a later request builds the app once the cause is gone."""
+
+    @pytest.fixture
+    def config(self, tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> Path:
+        """``WMPROXY_CONFIG`` names a service under ``tmp_path`` whose database does not exist
+        yet; the process's request metrics, which a build turns on, are put back after."""
+        from prometheus_client import values
+
+        from wmproxy.monitoring import metrics
+
+        monkeypatch.setattr(metrics, "_current", None)
+        monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+        for name in [name for name in os.environ if name.startswith("WMPROXY_")]:
+            monkeypatch.delenv(name)
+        path = tmp_path / "wmproxy.conf"
+        path.write_text(
+            f"[database]\nurl = sqlite:///{tmp_path}/db/wmproxy.db\n"
+            f"[security]\nca_dir = {pki.ca_dir}\nvomsdir = {tmp_path}/vomsdir\nhost_cert = {pki.host_cert}\n"
+            f"host_key = {pki.host_key}\nstore_key_file = {tmp_path}/keys/store.key\ndelegation_key_pool = 0\n"
+            f"[sandbox]\nroot = {tmp_path}/sandbox\n[execution]\nwork_dir = {tmp_path}/work\n"
+            f"[metrics]\ndir = {tmp_path}/metrics\n[mapping]\nmode = gridmap\n")
+        monkeypatch.setenv("WMPROXY_CONFIG", str(path))
+        return path
+
+    def test_requests_are_answered_until_a_later_one_builds_the_app(
+            self, config: Path, template_db: Path, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+        from lxml import etree
+
+        from wmproxy.admin import initialise
+        from wmproxy.config import load_settings
+        from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
+
+        lazy = _LazyApplication()
+        alice = principal_of(pki, "alice")
+        caplog.set_level(logging.INFO)
+        submit = (f'<e:Envelope xmlns:e="{SOAP_ENV}"><e:Body><w:jobSubmit xmlns:w="{WMPROXY}"><jdl>[]</jdl>'
+                  "<delegationId>d</delegationId></w:jobSubmit></e:Body></e:Envelope>").encode()
+        status, headers, body = request(lazy, alice, "/glite_wms_wmproxy_server",  # type: ignore[arg-type]
+                                        method="POST", body=submit)
+        assert status.startswith("500") and headers["Retry-After"] == "5", body
+        fault = etree.fromstring(body).find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
+        assert fault is not None, body
+        (detail,) = fault.find("detail")
+        assert etree.QName(detail) == etree.QName(WMPROXY, "ServerOverloadedFault"), body
+        assert [detail.findtext(name) for name in ("methodName", "ErrorCode")] == ["jobSubmit", "1228"]
+        assert (detail.findtext("Description") or "").startswith("Service temporarily unavailable")
+
+        status, headers, body = request(lazy, alice, "/monitor/")  # type: ignore[arg-type]
+        assert (status, headers["Retry-After"]) == ("503 Service Unavailable", "5"), body
+        attempts = [r.getMessage() for r in caplog.records
+                    if r.name == "wmproxy.soap.app" and r.levelno == logging.ERROR]
+        assert len(attempts) == 2, attempts
+        assert all("could not be built" in line and "there is no database at" in line for line in attempts), attempts
+
+        settings = load_settings()  # the cause goes away: the database is made
+        Path(settings.database.url.removeprefix("sqlite:///")).parent.mkdir()
+        shutil.copyfile(template_db, settings.database.url.removeprefix("sqlite:///"))
+        initialise(settings)
+        caplog.clear()
+        try:
+            status, _headers, body = request(lazy, alice, "/glite_wms_wmproxy_server", "wsdl")  # type: ignore[arg-type]
+            assert status == "200 OK" and b"wsdl:definitions" in body
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        finally:
+            built = lazy._app
+            lazy.stop()
+            if built is not None:
+                close_runtime(built.runtime)
 
 
 class TestWorkerSigterm:

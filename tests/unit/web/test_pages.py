@@ -89,6 +89,13 @@ class TestJobList:
         assert status == "400 Bad Request"
         assert doc.xpath('//p[@class="error"]')
 
+    def test_more_than_twenty_query_fields_is_a_400_page(self, app: WMProxyApplication, alice: Principal) -> None:
+        twenty = "&".join(f"f{n}=x" for n in range(20))
+        assert page(app, alice, "/monitor/", twenty)[0] == "200 OK"
+        status, doc = page(app, alice, "/monitor/", twenty + "&state=Running")
+        assert status == "400 Bad Request"
+        assert "too many query fields" in doc.xpath('string(//p[@class="error"])')
+
 
 class TestJobPage:
     def test_owner_sees_status_events_jdl_escaped(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
