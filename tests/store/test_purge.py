@@ -219,6 +219,31 @@ class TestCredentials:
             assert sorted(uow.session.scalars(select(Delegation.delegation_id))) == ["renewed", "taken"]
             assert sorted(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["renewed", "taken"]
 
+    def test_a_renewal_record_whose_delegation_came_back_after_the_listing_stays(self, rt: Runtime) -> None:
+        """The purger lists renewal records whose delegation is gone, then deletes them one by one:
+        one whose (DN, id) a putProxy stored a proxy under again in between keeps its record."""
+        now = utcnow()
+        with rt.uow() as uow:
+            for did in ("back", "gone"):
+                uow.session.add(ProxyRenewal(owner_dn=ALICE, delegation_id=did, myproxy_server="myproxy:7512",
+                                             created_at=now, updated_at=now, attempts=0, renewals=0))
+        purger = rt.session_factory()
+        try:
+            store = SqlHousekeepingStore(purger)
+            assert sorted(store.orphan_renewals()) == [(ALICE, "back"), (ALICE, "gone")]
+            if purger.get_bind().dialect.name == "sqlite":  # BEGIN IMMEDIATE: the other writer would wait
+                purger.commit()
+            with rt.uow() as uow:  # putProxy in another process
+                delegation, _request = sealed_rows(rt.sealer, ALICE, "back", not_after=now + dt.timedelta(hours=12))
+                uow.session.add(delegation)
+            removed = [pair for pair in [(ALICE, "back"), (ALICE, "gone")] if store.remove_renewal(*pair)]
+            purger.commit()
+        finally:
+            purger.close()
+        assert removed == [(ALICE, "gone")]
+        with rt.uow() as uow:
+            assert list(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["back"]
+
     def test_pending_requests_go_after_a_day(self, rt: Runtime) -> None:
         with rt.uow() as uow:
             for did, created in (("old", days_ago(1.1)), ("new", days_ago(0.5))):

@@ -197,9 +197,12 @@ def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> No
                 removed.append((dn, delegation_id))
                 log.info("purged expired delegation %s of %s (and its renewal record)", delegation_id, dn)
         report.delegations = removed
-        for dn, delegation_id in report.renewals:
-            store.remove_renewal(dn, delegation_id)
-            log.info("purged renewal record of %s of %s (delegation gone)", delegation_id, dn)
+        renewals = []
+        for dn, delegation_id in report.renewals:  # each one checked again: a putProxy may have stored it again
+            if store.remove_renewal(dn, delegation_id):
+                renewals.append((dn, delegation_id))
+                log.info("purged renewal record of %s of %s (delegation gone)", delegation_id, dn)
+        report.renewals = renewals
         report.requests = store.remove_requests(requests_before)
         if report.requests:
             log.info("purged %d pending delegation request(s) older than %s", report.requests,

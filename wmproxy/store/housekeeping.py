@@ -192,14 +192,15 @@ class SqlHousekeepingStore:
 
     def orphan_renewals(self) -> list[tuple[str, str]]:
         """(DN, id) of renewal records whose delegation is gone."""
-        has_delegation = exists().where(Delegation.owner_dn == ProxyRenewal.owner_dn,
-                                        Delegation.delegation_id == ProxyRenewal.delegation_id)
-        stmt = select(ProxyRenewal.owner_dn, ProxyRenewal.delegation_id).where(not_(has_delegation))
+        stmt = select(ProxyRenewal.owner_dn, ProxyRenewal.delegation_id).where(not_(_has_delegation()))
         return [(dn, did) for dn, did in self.session.execute(stmt).all()]
 
-    def remove_renewal(self, owner_dn: str, delegation_id: str) -> None:
-        self.session.execute(delete(ProxyRenewal).where(ProxyRenewal.owner_dn == owner_dn,
-                                                        ProxyRenewal.delegation_id == delegation_id))
+    def remove_renewal(self, owner_dn: str, delegation_id: str) -> bool:
+        """Delete the renewal record of (DN, id) if its delegation is still gone (a putProxy
+        may have stored one again since :meth:`orphan_renewals` listed it); True if deleted."""
+        result = self.session.execute(delete(ProxyRenewal).where(
+            ProxyRenewal.owner_dn == owner_dn, ProxyRenewal.delegation_id == delegation_id, not_(_has_delegation())))
+        return bool(getattr(result, "rowcount", 0))
 
     # --- what an operator sees ---
 
@@ -226,3 +227,9 @@ class SqlHousekeepingStore:
         """Execution requests not done yet."""
         return self.session.scalar(
             select(func.count()).select_from(ExecutionRequest).where(ExecutionRequest.done_at.is_(None))) or 0
+
+
+def _has_delegation() -> ColumnElement[bool]:
+    """A delegation exists for the renewal record's (DN, id) (correlated EXISTS)."""
+    return exists().where(Delegation.owner_dn == ProxyRenewal.owner_dn,
+                          Delegation.delegation_id == ProxyRenewal.delegation_id).correlate(ProxyRenewal)
