@@ -421,7 +421,10 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         rt.storage.create_job_area(job.id, hand_over=True)
     except SandboxError as exc:
         log.warning("job %s: %s", job.id, exc)
-        _wait(writes, job, request, settings.brokering.match_retry_period, expires, f"{NO_JOB_DIRECTORY}: {exc}")
+        # The job's status shows the cause, not the server's paths (those are in the log line).
+        cause = exc.__cause__.strerror if isinstance(exc.__cause__, OSError) and exc.__cause__.strerror else None
+        _wait(writes, job, request, settings.brokering.match_retry_period, expires,
+              f"{NO_JOB_DIRECTORY}: {cause}" if cause else NO_JOB_DIRECTORY)
         return None
     writes.requests.append(RequestChange.completed(request, worker, now))
     writes.ready.append((job.id, destination.ce_id))

@@ -181,6 +181,7 @@ class TestSubmit:
         with rt.uow() as uow:
             row = uow.jobs.get(job.job_id)
             assert row is not None and (row.reason or "").startswith(f"{NO_JOB_DIRECTORY}: ")
+            assert rt.settings.sandbox.root not in (row.reason or "")  # the cause, not the server's paths
             [request] = uow.queue.pending_for(job.job_id)
             # not again at the next poll: due after [brokering] match_retry_period
             assert request.not_before >= before + dt.timedelta(seconds=rt.settings.brokering.match_retry_period)
