@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -54,7 +55,8 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "no-referrer"),
 ]
 
-_STATUS = {400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed"}
+_STATUS = {400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed",
+           500: "500 Internal Server Error"}
 
 
 class PageError(Exception):
@@ -126,8 +128,13 @@ class MonitorApp:
             else:
                 raise PageError(404, "no such page")
             status = "200 OK"
-        except (PageError, WMProxyError) as exc:
-            code, message = _refusal(exc)
+        except Exception as exc:  # an error page, never a traceback on the wire
+            if isinstance(exc, PageError | WMProxyError):
+                code, message = _refusal(exc)
+            else:  # a store error while the page was made, say: the traceback goes to the log
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("monitor page %s failed (error id %s)", page or "jobs", error_id)
+                code, message = 500, f"Internal server error (error id {error_id})"
             status = _STATUS[code]
             body = self.templates.get_template("error.html").render(
                 status=status, message=message, prefix=self.prefix, principal=principal)

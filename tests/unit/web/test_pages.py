@@ -96,6 +96,24 @@ class TestJobList:
         assert status == "400 Bad Request"
         assert "too many query fields" in doc.xpath('string(//p[@class="error"])')
 
+    def test_a_store_error_is_a_500_page_with_an_error_id(self, app: WMProxyApplication, rt: Runtime,
+                                                          alice: Principal, caplog: pytest.LogCaptureFixture) -> None:
+        import sqlalchemy as sa
+
+        with rt.uow() as uow:
+            uow.session.execute(sa.text("ALTER TABLE jobs RENAME TO jobs_away"))
+        try:
+            status, doc = page(app, alice, "/monitor/")
+        finally:
+            with rt.uow() as uow:
+                uow.session.execute(sa.text("ALTER TABLE jobs_away RENAME TO jobs"))
+        assert status == "500 Internal Server Error"
+        message = doc.xpath('string(//p[@class="error"])')
+        error_id = re.search(r"error id ([0-9a-f]{12})", message)
+        assert error_id, message
+        assert any(error_id.group(1) in r.getMessage() and r.exc_info for r in caplog.records)
+        assert page(app, alice, "/monitor/")[0] == "200 OK"
+
 
 class TestJobPage:
     def test_owner_sees_status_events_jdl_escaped(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
