@@ -115,12 +115,17 @@ class TestScopeAndLifecycle:
     def test_destroy_removes_only_the_callers_delegation(self, rt: Runtime, alice: Principal, bob: Principal,
                                                          pki: Pki) -> None:
         delegate_in_process(rt, alice, pki.users["alice"].proxy, "gone")
+        delegation.create_proxy_request(rt, alice, "gone")
+        delegation.create_proxy_request(rt, bob, "gone")
         with pytest.raises(DelegationNotFoundError):
             delegation.destroy(rt, bob, "gone")
         delegation.termination_time(rt, alice, "gone")
         delegation.destroy(rt, alice, "gone")
         with pytest.raises(DelegationNotFoundError):
             delegation.termination_time(rt, alice, "gone")
+        with rt.uow() as uow:  # alice's pending request went with her proxy; bob's refused destroy left his
+            assert uow.delegations.get_request(alice.dn, "gone") is None
+            assert uow.delegations.get_request(bob.dn, "gone") is not None
         with pytest.raises(DelegationNotFoundError):
             delegation.destroy(rt, alice, "gone")
 
