@@ -56,7 +56,10 @@ class DelegatedProxy:
     Attributes:
         pem: grid proxy file layout: leaf cert, unencrypted private key, issuer chain.
         dn: caller identity (slash DN of the end-entity cert).
-        not_before, not_after: validity of the leaf, UTC-aware.
+        not_before, not_after: validity of the stored chain (the leaf and the issuers sent with
+            it, the self-signed CA left out as in ``pem``), UTC-aware: the latest notBefore and
+            the earliest notAfter. OpenSSL does not require a proxy to end before its issuer, so
+            a leaf may outlive the user certificate; the proxy is usable only while all are valid.
         fqans: the FQANs of the chain's VOMS ACs that verified at putProxy time (first =
             primary; :func:`wmproxy.security.voms.verified_fqans`).
     """
@@ -113,7 +116,8 @@ def accept_delegated_proxy(
     most ``max_depth`` proxy levels; no certificate of it is a limited proxy (a proxy
     signed by a limited proxy is limited, and limited proxies grant data access only); the
     chain's identity is the caller; it is within its validity period (5 s clock skew); the
-    whole chain verifies against ``ca_dir`` (CRLs included).
+    whole chain verifies against ``ca_dir`` (CRLs included); the chain stored with it is
+    within its validity period too (OpenSSL checks the certificates of its path only).
 
     Raises:
         ProxyVerificationError: any check fails; the message says which.
@@ -141,9 +145,11 @@ def accept_delegated_proxy(
     # proves it too when its path goes through chain[1] (issue 14: about 60 us of a putProxy), so
     # it runs on its own only when that is not known: when a later check fails (its error is
     # then raised first, as before), or OpenSSL took another issuer or another algorithm.
+    stored = [leaf, *(c for c in chain[1:] if not _is_self_signed(c))]
     try:
         dn = _check_chain(chain, leaf, caller_dn, now, max_depth)
         proven = verify_delegated_chain(chain, ca_dir, at=now)
+        not_before, not_after = _chain_validity(stored, now)
     except Exception:
         _check_signature(leaf, chain[1])
         raise
@@ -153,15 +159,14 @@ def accept_delegated_proxy(
         fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=now)
     except ProxyError as exc:
         raise _refuse(str(exc.args[0])) from None
-    rest = [c for c in chain[1:] if not _is_self_signed(c)]
     # The pending key as made by new_proxy_request (traditional RSA PEM) is stored as it is:
     # serialising it again gives the same bytes.
     stored_key = key_pem if key_pem.startswith(_RSA_KEY_PEM) else _key_pem(key)
     return DelegatedProxy(
-        pem=chain_pem([leaf]) + stored_key + chain_pem(rest),
+        pem=chain_pem([leaf]) + stored_key + chain_pem(stored[1:]),
         dn=dn,
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
+        not_before=not_before,
+        not_after=not_after,
         fqans=fqans,
     )
 
@@ -190,6 +195,19 @@ def _check_chain(chain: list[x509.Certificate], leaf: x509.Certificate, caller_d
     if leaf.not_valid_after_utc <= now:
         raise _refuse("the delegated proxy has expired")
     return dn
+
+
+def _chain_validity(stored: list[x509.Certificate], now: datetime) -> tuple[datetime, datetime]:
+    """The validity of the chain stored for a delegated proxy (the latest notBefore, the
+    earliest notAfter), checked at ``now`` as the leaf's is: OpenSSL has refused an expired or
+    not yet valid certificate of its path, but not one sent beside it."""
+    not_before = max(c.not_valid_before_utc for c in stored)
+    not_after = min(c.not_valid_after_utc for c in stored)
+    if not_before > now + CLOCK_SKEW:
+        raise _refuse("proxy validity starting time in the future; please check client date/time")
+    if not_after <= now:
+        raise _refuse("the delegated proxy has expired")
+    return not_before, not_after
 
 
 def _check_signature(leaf: x509.Certificate, issuer: x509.Certificate) -> None:

@@ -180,16 +180,19 @@ def termination_time(rt: Runtime, principal: Principal, delegation_id: str | Non
 def destroy(rt: Runtime, principal: Principal, delegation_id: str | None) -> None:
     """destroy: delete the stored proxy (and any pending request) of (DN, id).
 
+    The pending request goes first, then the stored proxy: the order in which putProxy's write
+    takes their rows (:meth:`~wmproxy.store.delegation_writes.DelegationWrites.put_proxy_for_request`),
+    so that on PostgreSQL a destroy and a putProxy of the same (DN, id) wait for each other
+    rather than deadlock (each holding the row the other needs next).
+
     Raises:
-        DelegationNotFoundError: nothing stored under (DN, id).
+        DelegationNotFoundError: nothing stored under (DN, id); a pending request is left as it was.
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
     with rt.uow() as uow:
-        row = _get(uow, principal.dn, delegation_id)
-        uow.delegations.delete(row)
-        request = uow.delegations.get_request(principal.dn, delegation_id)
-        if request is not None:
-            uow.delegations.delete_request(request)
+        uow.delegations.take_request(principal.dn, delegation_id)
+        if not uow.delegations.delete_proxy(principal.dn, delegation_id):
+            raise _not_found(delegation_id)  # the unit of work rolls back: the request stays
     forget_proxy(rt, principal.dn, delegation_id)
 
 

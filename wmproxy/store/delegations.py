@@ -24,6 +24,10 @@ _TAKE_REQUEST = (
 )
 
 
+_DELETE_PROXY = delete(_delegations).where(
+    _delegations.c.owner_dn == bindparam("owner_dn"), _delegations.c.delegation_id == bindparam("delegation_id"))
+
+
 #: The lookups by (DN, id), built once: building the ORM select per call cost about as much as
 #: running it (issue 14).
 _GET_REQUEST = select(DelegationRequest).where(
@@ -113,9 +117,6 @@ class SqlDelegationStore:
         return self.session.scalars(
             _GET_REQUEST, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
 
-    def delete_request(self, request: DelegationRequest) -> None:
-        self.session.delete(request)
-
     def get(self, owner_dn: str, delegation_id: str) -> Delegation | None:
         return self.session.scalars(_GET, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
 
@@ -150,5 +151,10 @@ class SqlDelegationStore:
             "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": now, **values}).one()
         return Delegation(id=key, owner_dn=owner_dn, delegation_id=delegation_id, created_at=created_at, **values)
 
-    def delete(self, row: Delegation) -> None:
-        self.session.delete(row)
+    def delete_proxy(self, owner_dn: str, delegation_id: str) -> bool:
+        """Delete the stored proxy of (DN, id) in this transaction, at once (one statement, not
+        at the session's flush: the order of a transaction's row locks is its statements');
+        False when there is none."""
+        result = self.session.connection().execute(
+            _DELETE_PROXY, {"owner_dn": owner_dn, "delegation_id": delegation_id})
+        return bool(result.rowcount)

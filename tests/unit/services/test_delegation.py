@@ -8,19 +8,24 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tests.conftest import Pki
-from tests.support import delegate_in_process
+from tests.support import ECHO_JDL, delegate_in_process
 from wmproxy.domain import Principal, utcnow
 from wmproxy.errors import (
     DelegationError,
     DelegationNotFoundError,
     InvalidDelegationIdError,
+    ProxyExpiredError,
     ProxyVerificationError,
 )
-from wmproxy.security.proxy import load_credential, sign_proxy_request
+from wmproxy.security.chain import chain_pem
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.proxy import Credential, load_credential, make_proxy, sign_proxy_request
 from wmproxy.services import delegation
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
 
 
 def signed_by(pki: Pki, user: str, csr: str, lifetime: int = 3600) -> str:
@@ -110,12 +115,17 @@ class TestScopeAndLifecycle:
     def test_destroy_removes_only_the_callers_delegation(self, rt: Runtime, alice: Principal, bob: Principal,
                                                          pki: Pki) -> None:
         delegate_in_process(rt, alice, pki.users["alice"].proxy, "gone")
+        delegation.create_proxy_request(rt, alice, "gone")
+        delegation.create_proxy_request(rt, bob, "gone")
         with pytest.raises(DelegationNotFoundError):
             delegation.destroy(rt, bob, "gone")
         delegation.termination_time(rt, alice, "gone")
         delegation.destroy(rt, alice, "gone")
         with pytest.raises(DelegationNotFoundError):
             delegation.termination_time(rt, alice, "gone")
+        with rt.uow() as uow:  # alice's pending request went with her proxy; bob's refused destroy left his
+            assert uow.delegations.get_request(alice.dn, "gone") is None
+            assert uow.delegations.get_request(bob.dn, "gone") is not None
         with pytest.raises(DelegationNotFoundError):
             delegation.destroy(rt, alice, "gone")
 
@@ -134,3 +144,81 @@ class TestScopeAndLifecycle:
         assert delegation.termination_time(rt, alice, "fresh") > utcnow()  # still usable until putProxy
         delegation.store_proxy(rt, alice, "fresh", signed_by(pki, "alice", csr, lifetime=2 * 3600))
         assert delegation.termination_time(rt, alice, "fresh") - utcnow() > dt.timedelta(hours=1, minutes=30)
+
+
+def short_lived_user(pki: Pki, minutes: int, age: dt.timedelta = dt.timedelta(days=1)) -> tuple[Credential, Principal]:
+    """A user of the test CA whose certificate ends in ``minutes`` minutes and began ``age``
+    before that, and its Principal."""
+    user = pki.ca.issue_user("Shortlived", not_after=utcnow() + dt.timedelta(minutes=minutes),
+                             lifetime_days=age / dt.timedelta(days=1))
+    return user, Principal(dn=slash_dn(user.cert.subject))
+
+
+def signed_outliving(csr: str, signer: Credential, lifetime: int, backdate: dt.timedelta | None = None) -> str:
+    """What a client that does not fit its proxy within its own validity sends to putProxy: the
+    CSR's key certified by ``signer`` for ``lifetime`` seconds from now, whatever the signer's end
+    (OpenSSL does not require a proxy to lie within its issuer's validity), and starting
+    ``backdate`` ago when given (else as :func:`make_proxy`), then the signer's chain."""
+    capped = make_proxy(signer, lifetime=60, public_key=x509.load_pem_x509_csr(csr.encode()).public_key()).cert
+    builder = (
+        x509.CertificateBuilder().subject_name(capped.subject).issuer_name(capped.issuer)
+        .public_key(capped.public_key()).serial_number(capped.serial_number)
+        .not_valid_before(capped.not_valid_before_utc if backdate is None else utcnow() - backdate)
+        .not_valid_after(utcnow() + dt.timedelta(seconds=lifetime))
+    )
+    for ext in capped.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return chain_pem([builder.sign(signer.key, hashes.SHA256()), *signer.full_chain]).decode()
+
+
+class TestChainValidity:
+    """The stored proxy is usable while every certificate of its chain is valid: a leaf that
+    outlives the user certificate ends with it."""
+
+    def test_a_proxy_outliving_the_user_certificate_ends_with_it(self, rt: Runtime, pki: Pki) -> None:
+        user, caller = short_lived_user(pki, minutes=10)
+        _, csr = delegation.create_proxy_request(rt, caller, "outliving")
+        signed = signed_outliving(csr, user, lifetime=12 * 3600)
+        leaf = x509.load_pem_x509_certificate(signed.encode())
+        assert leaf.not_valid_after_utc - user.cert.not_valid_after_utc > dt.timedelta(hours=11)
+        row = delegation.store_proxy(rt, caller, "outliving", signed)
+        end = user.cert.not_valid_after_utc
+        assert row.not_after == end
+        assert delegation.termination_time(rt, caller, "outliving") == end
+        assert delegation.delegated_proxy_info(rt, caller, "outliving").end_time == end
+        with rt.uow() as uow:
+            stored = uow.delegations.stored_proxy(caller.dn, "outliving")
+            assert stored is not None and stored.not_after == end
+
+    def test_a_proxy_starting_before_the_user_certificate_starts_with_it(self, rt: Runtime, pki: Pki) -> None:
+        user, caller = short_lived_user(pki, minutes=60, age=dt.timedelta(minutes=61))
+        _, csr = delegation.create_proxy_request(rt, caller, "started")
+        signed = signed_outliving(csr, user, lifetime=1800, backdate=dt.timedelta(hours=1))
+        leaf = x509.load_pem_x509_certificate(signed.encode())
+        start = user.cert.not_valid_before_utc
+        assert start - leaf.not_valid_before_utc > dt.timedelta(minutes=50)
+        row = delegation.store_proxy(rt, caller, "started", signed)
+        assert (row.not_before, row.not_after) == (start, leaf.not_valid_after_utc)
+        with rt.uow() as uow:
+            stored = uow.delegations.stored_proxy(caller.dn, "started")
+            assert stored is not None and stored.not_before == start
+
+    def test_job_submit_refuses_a_proxy_whose_user_certificate_ends_too_soon(self, rt: Runtime, pki: Pki) -> None:
+        """The minimum lifetime (20 minutes) is checked against the chain's end: 10 minutes left."""
+        user, caller = short_lived_user(pki, minutes=10)
+        _, csr = delegation.create_proxy_request(rt, caller, "short-user")
+        delegation.store_proxy(rt, caller, "short-user", signed_outliving(csr, user, lifetime=12 * 3600))
+        with pytest.raises(ProxyExpiredError, match="has less than 20 minutes left"):
+            submit_job(rt, caller, ECHO_JDL, "short-user")
+
+    def test_an_expired_certificate_sent_beside_the_chain_is_refused(self, rt: Runtime, pki: Pki,
+                                                                     alice: Principal) -> None:
+        """OpenSSL checks the certificates of the path it builds only; an expired one sent after
+        them would be stored and end the proxy before it was accepted."""
+        old = pki.ca.issue_user("Bygone", not_after=utcnow() - dt.timedelta(hours=1), lifetime_days=1)
+        _, csr = delegation.create_proxy_request(rt, alice, "bygone")
+        signed = signed_by(pki, "alice", csr) + chain_pem([old.cert]).decode()
+        with pytest.raises(ProxyVerificationError, match="the delegated proxy has expired"):
+            delegation.store_proxy(rt, alice, "bygone", signed)
+        with pytest.raises(DelegationNotFoundError):
+            delegation.termination_time(rt, alice, "bygone")
