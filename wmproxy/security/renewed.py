@@ -73,8 +73,9 @@ def has_voms_attributes(pem: bytes) -> bool:
 
 
 def proxy_end(pem: bytes) -> dt.datetime | None:
-    """notAfter (aware UTC) of the first certificate of a proxy file; None if unreadable."""
+    """The end (aware UTC) of a proxy file: the earliest notAfter of its chain, as a stored
+    proxy's ``not_after`` is; None if unreadable."""
     try:
-        return load_pem_chain(pem)[0].not_valid_after_utc
-    except (ProxyError, ValueError, IndexError):
+        return min(c.not_valid_after_utc for c in load_pem_chain(pem))
+    except (ProxyError, ValueError):
         return None

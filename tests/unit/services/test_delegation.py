@@ -23,6 +23,7 @@ from wmproxy.errors import (
 from wmproxy.security.chain import chain_pem
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import Credential, load_credential, make_proxy, sign_proxy_request
+from wmproxy.security.renewed import proxy_end
 from wmproxy.services import delegation
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
@@ -189,6 +190,8 @@ class TestChainValidity:
         with rt.uow() as uow:
             stored = uow.delegations.stored_proxy(caller.dn, "outliving")
             assert stored is not None and stored.not_after == end
+        # A job's copy of it ends there too, so the renewal does not see the copy as newer.
+        assert proxy_end(rt.sealer.open(row.sealed_proxy)) == end
 
     def test_a_proxy_starting_before_the_user_certificate_starts_with_it(self, rt: Runtime, pki: Pki) -> None:
         user, caller = short_lived_user(pki, minutes=60, age=dt.timedelta(minutes=61))
