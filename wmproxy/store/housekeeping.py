@@ -72,10 +72,12 @@ class SqlHousekeepingStore:
         return token if token is not None else self.session.scalar(select(DelegationRequest.sealed_key).limit(1))
 
     def sealed_rows_locked(self) -> tuple[Sequence[Delegation], Sequence[DelegationRequest]]:
-        """Every delegation and pending request, locked until the end of the transaction."""
-        delegations = self.session.scalars(select(Delegation).order_by(Delegation.id).with_for_update()).all()
+        """Every delegation and pending request, locked until the end of the transaction: the
+        requests first, in putProxy's order (its statement takes a request's row, then the
+        delegation's), so a putProxy running meanwhile waits instead of deadlocking."""
         requests = self.session.scalars(
             select(DelegationRequest).order_by(DelegationRequest.id).with_for_update()).all()
+        delegations = self.session.scalars(select(Delegation).order_by(Delegation.id).with_for_update()).all()
         return delegations, requests
 
     def discard_key_pool(self) -> int:
