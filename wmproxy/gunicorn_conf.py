@@ -144,18 +144,32 @@ def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
 
 #: Seconds after a big request has ended before its memory is released once more.
 _RELEASE_DELAY = 0.5
+#: Held while a delayed release is scheduled: one covers every big request that ends before it runs.
+_release_scheduled = threading.Lock()
+
+
+def _delayed_release() -> None:
+    try:
+        release_memory()
+    finally:
+        _release_scheduled.release()
 
 
 def post_request(worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> None:  # gunicorn hook signature
     """gunicorn calls this after each request, while its environ, response and response body
     are still referenced: the release at the response's close (:mod:`wmproxy.soap.memory`) cannot
-    free them. After a request of ``BIG_REQUEST_BYTES`` or more, the memory is released once more
-    :data:`_RELEASE_DELAY` s later on a thread of its own, when the request thread has let them go."""
+    free them. After a POST of ``BIG_REQUEST_BYTES`` or more (a big SOAP request, an agent's
+    result), the memory is released once more :data:`_RELEASE_DELAY` s later on a thread of its
+    own, when the request thread has let them go; at most one such release is scheduled at a
+    time. A sandbox upload (PUT) streams to disk and builds nothing to release: before, each one
+    of a MiB or more started a thread and a full collection."""
+    if environ.get("REQUEST_METHOD") != "POST":
+        return
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return
-    if length >= BIG_REQUEST_BYTES:
-        timer = threading.Timer(_RELEASE_DELAY, release_memory)
+    if length >= BIG_REQUEST_BYTES and _release_scheduled.acquire(blocking=False):
+        timer = threading.Timer(_RELEASE_DELAY, _delayed_release)
         timer.daemon = True
         timer.start()

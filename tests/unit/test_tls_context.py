@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import ssl
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -93,3 +94,25 @@ def test_a_failed_rebuild_keeps_the_previous_context_until_a_rebuild_succeeds(
     rebuilt = conf.ssl_context(None, None)
     assert isinstance(rebuilt, ssl.SSLContext) and rebuilt is not first
     assert conf.ssl_context(None, None) is rebuilt and len(errors(caplog)) == 1
+
+
+def test_a_delayed_memory_release_follows_big_posts_only_one_at_a_time(host: tuple[Path, Path]) -> None:
+    """After a POST of a MiB or more, one release of memory is scheduled (and no second while it
+    is); a sandbox upload (PUT) of any size schedules none: it builds nothing to release."""
+    conf = load_conf()
+    big = str(conf.BIG_REQUEST_BYTES)
+    conf._RELEASE_DELAY = 3600.0  # scheduled, not run, while the test looks
+    conf.post_request(None, None, {"REQUEST_METHOD": "PUT", "CONTENT_LENGTH": big}, None)
+    assert not conf._release_scheduled.locked()
+    conf.post_request(None, None, {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(int(big) - 1)}, None)
+    assert not conf._release_scheduled.locked()
+    before = threading.active_count()
+    conf.post_request(None, None, {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": big}, None)
+    conf.post_request(None, None, {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": big}, None)
+    assert conf._release_scheduled.locked()
+    assert threading.active_count() == before + 1
+    conf._delayed_release()  # what the scheduled timer runs; frees the slot
+    assert not conf._release_scheduled.locked()
+    for timer in threading.enumerate():
+        if isinstance(timer, threading.Timer) and timer.function is conf._delayed_release:
+            timer.cancel()
