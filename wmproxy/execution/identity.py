@@ -43,8 +43,9 @@ the job must not achieve is to make the worker act on anything else, hence:
 Privileges: run the worker as root, or as an unprivileged user holding exactly these
 capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
 
-* ``CAP_CHOWN``: hand the work dir, ``.wmproxy``, the spec, the log and the proxy copy
-  to the account (:func:`prepare_work_dir`, :func:`hand_over`, :func:`install_proxy`);
+* ``CAP_CHOWN``: hand the work dir, ``.wmproxy``, the spec, the log, the staged input
+  sandbox (each file through the descriptor that created it, in the local backend) and the
+  proxy copy to the account (:func:`prepare_work_dir`, :func:`install_proxy`);
 * ``CAP_SETGID``: ``setgroups([])`` and ``setregid`` in the wrapper's child;
 * ``CAP_SETUID``: ``setreuid`` in the wrapper's child;
 * ``CAP_KILL``: signal the wrapper and the job's process groups (other uid);
@@ -284,23 +285,6 @@ def _check_work_root(root: Path | str) -> None:
 def _check_name(name: str) -> None:
     if not name or "/" in name or name in (".", "..") or "\0" in name:
         raise IdentityError(f"Invalid work directory name {name!r}")
-
-
-def hand_over(work_dir: Path, account: Account | None) -> None:
-    """Give everything below ``work_dir`` (e.g. the input sandbox staged by the worker)
-    to ``account``, without following symlinks. Call it before the job starts.
-
-    Raises:
-        IdentityError: a file could not be handed over.
-    """
-    if account is None:
-        return
-    try:
-        for top, dirs, files in os.walk(work_dir, followlinks=False):
-            for entry in (*dirs, *files):
-                os.chown(os.path.join(top, entry), account.uid, account.gid, follow_symlinks=False)
-    except OSError as exc:
-        raise IdentityError(f"Cannot hand the work directory over to {account.name}: {exc.strerror}") from None
 
 
 def write_spec(work_dir: Path, spec: JobSpec, account: Account | None, *, sync: bool = True,

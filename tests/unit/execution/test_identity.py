@@ -156,18 +156,30 @@ class TestFilesInTheWorkDir:
         with pytest.raises(IdentityError):
             identity.install_proxy(work, PROXY, None, name=name)
 
-    def test_hand_over_gives_staged_files_but_follows_no_symlink(self, work_root: Path,
-                                                                 job_account: Account) -> None:
+    def test_staging_gives_the_account_only_the_files_it_creates(self, work_root: Path, job_account: Account,
+                                                                  tmp_path: Path) -> None:
+        """The staged input sandbox is the account's, each file given through the descriptor that
+        created it; what a job of the account put in its work dir beforehand (a hard link to a
+        file of the service, a link, a directory) keeps its owner. A walk of the work dir by path
+        chowned them all, and a job could race it (a directory swapped for a link mid-walk) into
+        chowning the store key to itself."""
+        from wmproxy.execution.backends.local import _stage_in
+
         work = identity.prepare_work_dir(work_root, "job1", job_account)
+        input_dir = tmp_path / "input"
+        input_dir.mkdir()
+        (input_dir / "input.txt").write_text("isb")
+        service_file = work_root / "store.key"  # the service's own, on the same file system
+        service_file.write_text("secret")
+        service_file.chmod(0o600)
+        os.link(service_file, work / "planted")
         (work / "sub").mkdir()
-        (work / "sub" / "input.txt").write_text("isb")
-        outside = work_root / "outside.txt"
-        outside.write_text("root's")
-        (work / "link").symlink_to(outside)
-        identity.hand_over(work, job_account)
-        assert _owner(work / "sub" / "input.txt")[:2] == (job_account.uid, job_account.gid)
-        assert _owner(work / "sub")[:2] == (job_account.uid, job_account.gid)
-        assert _owner(outside)[:2] == (os.geteuid(), os.getegid())
+        (work / "link").symlink_to(service_file)
+        _stage_in(input_dir, work, ("input.txt",), job_account)
+        assert _owner(work / "input.txt") == (job_account.uid, job_account.gid, 0o600)
+        assert (work / "input.txt").read_text() == "isb"
+        assert _owner(service_file)[:2] == (os.geteuid(), os.getegid())
+        assert _owner(work / "sub")[:2] == (os.geteuid(), os.getegid())
 
 
 class TestSpawnWrapper:

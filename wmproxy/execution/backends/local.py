@@ -136,9 +136,7 @@ class LocalExecutionBackend:
         except WMProxyError as exc:
             raise BackendError(str(exc)) from None
         try:
-            _stage_in(launch.input_dir, work_dir, launch.isb_files)
-            if launch.isb_files:  # else the work dir holds only .wmproxy, given to the account already
-                identity.hand_over(work_dir, launch.account)
+            _stage_in(launch.input_dir, work_dir, launch.isb_files, launch.account)
             if launch.proxy_pem and launch.spec.proxy:  # not fsynced: a crash before the start means a new prepare
                 identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False,
                                        fresh=launch.spec.proxy not in launch.isb_files)  # else it replaces the file
@@ -598,10 +596,15 @@ def check_proxy_shape(proxy_pem: bytes) -> None:
         raise BackendError("The job's proxy is unusable: it holds no private key")
 
 
-def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...]) -> None:
+def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...], account: identity.Account | None) -> None:
     """Copy input sandbox files into the fresh work dir through descriptors: the source
     must be a regular file (not a link) of the job area, the target is created
-    ``O_EXCL | O_NOFOLLOW``, so nothing planted in the work dir is followed.
+    ``O_EXCL | O_NOFOLLOW``, so nothing planted in the work dir is followed, and given to
+    ``account`` through its own descriptor (``fchown``). The worker changes the owner of
+    nothing else: the work dir is the account's already, and whatever a job of that account
+    put there (a link, a directory swapped for one, a hard link to a file of the service)
+    is never walked. A walk of the work dir by path that chowned every entry was raced by a
+    job of the same account into chowning the store key and the database to it.
 
     ``input/`` is made by the first upload: without it nothing was uploaded, which is fine
     for an empty ``files`` and "input sandbox file <first> has not been uploaded" otherwise."""
@@ -635,6 +638,12 @@ def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...]) -> None:
                     except OSError as exc:
                         raise identity.IdentityError(f"Cannot stage {name}: {exc.strerror}") from None
                     with os.fdopen(dst, "wb") as writer:
+                        if account is not None:
+                            try:
+                                os.fchown(writer.fileno(), account.uid, account.gid)
+                            except OSError as exc:
+                                raise identity.IdentityError(
+                                    f"Cannot hand {name} over to {account.name}: {exc.strerror}") from None
                         while chunk := reader.read(_COPY_CHUNK):
                             writer.write(chunk)
         finally:
