@@ -185,3 +185,23 @@ class TestPushJobProxy:
         assert not push_job_proxy(rt, JOB, pem)  # type: ignore[arg-type]
         assert not job_proxy_path(rt, JOB).exists()  # type: ignore[arg-type]
         assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+
+    def test_the_copy_is_read_without_trusting_the_job(self, rt: SimpleNamespace, pki: Pki, tmp_path: Path) -> None:
+        """The job's account owns its work dir: a link, a FIFO or a huge file in place of its proxy
+        copy gives no end (the copy is then left alone) and never blocks or floods the reader."""
+        target = job_proxy_path(rt, JOB)  # type: ignore[arg-type]
+        target.parent.mkdir(parents=True)
+        elsewhere = tmp_path / "someone-elses.proxy"
+        elsewhere.write_bytes(credential_pem(make_proxy(pki.users["bob"].credential, lifetime=600)))
+        target.symlink_to(elsewhere)
+        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        target.unlink()
+        os.mkfifo(target)  # opened for reading without a writer, it would wait for ever
+        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        target.unlink()
+        target.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (2 * 1024 * 1024))
+        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        target.unlink()
+        proxy = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
+        target.write_bytes(proxy)
+        assert job_proxy_end(rt, JOB) == load_pem_chain(proxy)[0].not_valid_after_utc  # type: ignore[arg-type]

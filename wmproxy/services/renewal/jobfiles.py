@@ -12,9 +12,12 @@ before a renewal, a re-delegation).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
-from wmproxy.domain import JobState
+from wmproxy.domain import JOB_PROXY_NAME, JobState
+from wmproxy.errors import SandboxError
+from wmproxy.sandbox.confined import open_confined
 from wmproxy.security.renewed import proxy_end
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -29,12 +32,30 @@ def job_proxy_path(rt: Runtime, job_id: str) -> Path:
     return rt.storage.job_area(job_id).proxy_file
 
 
+#: Bytes of a job's proxy copy read to learn its end (a proxy file is a few kB).
+MAX_PROXY_BYTES = 64 * 1024
+
+
 def job_proxy_end(rt: Runtime, job_id: str) -> dt.datetime | None:
-    """notAfter (aware UTC) of the job's proxy file (None: no file or unreadable)."""
+    """The end (aware UTC) of the job's proxy file (None: no file, unreadable, not a regular
+    file of its own, or over :data:`MAX_PROXY_BYTES`).
+
+    The file is in the job's work dir, which the job's account owns: it is read without
+    trusting it (:func:`~wmproxy.sandbox.confined.open_confined`: no link followed, a FIFO
+    not waited for, a hard link refused) and at most :data:`MAX_PROXY_BYTES` of it. Read by
+    path, a FIFO there blocked the renewal worker for good inside its transaction, and a
+    link made it read any file (``/dev/zero``: all of it).
+    """
     try:
-        return proxy_end(job_proxy_path(rt, job_id).read_bytes())
+        fd = open_confined(rt.storage.job_area(job_id).work_dir, JOB_PROXY_NAME)
+    except SandboxError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as copy:
+            data = copy.read(MAX_PROXY_BYTES + 1)
     except OSError:
         return None
+    return None if len(data) > MAX_PROXY_BYTES else proxy_end(data)
 
 
 def stale_job_proxies(uow: UnitOfWork, rt: Runtime) -> dict[tuple[str, str], list[str]]:
