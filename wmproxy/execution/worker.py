@@ -585,6 +585,14 @@ class ExecutionWorker:
                         job_id, order.ce_id, order.backend)
             service.requeue_unstarted(self.rt, self.name, job_id, f"no {order.backend} backend on worker {self.name}")
             return None
+        if order.local_account is None and self.rt.settings.mapping.mode != "none":
+            # Registered while [mapping] mode was none: run now, it would run as the service's own
+            # user, which can read the store key and the database.
+            reason = (f"the job has no mapped account ([mapping] mode is {self.rt.settings.mapping.mode}; "
+                      "it was registered while jobs were not mapped): not run as the service's user")
+            log.warning("job %s: %s", job_id, reason)
+            end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=reason, retryable=False))
+            return None
         try:
             launch = JobLaunch(
                 job_id=job_id,
