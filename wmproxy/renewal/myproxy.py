@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from wmproxy.domain import utcnow
 from wmproxy.errors import ProxyError, WMProxyError
 from wmproxy.security.chain import identity_dn
 from wmproxy.security.dn import slash_dn
@@ -48,6 +49,7 @@ from wmproxy.security.myproxy import (
     sign_challenge,
 )
 from wmproxy.security.proxy import Credential, load_credential
+from wmproxy.security.renewed import check_renewed_proxy
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -221,7 +223,9 @@ def renew_proxy(
         MyProxyRefusedError: the server answered with ``ERROR`` lines (not an authorized
             renewer, expired or revoked user proxy, no such credential...).
         MyProxyError: unusable local credentials, a protocol violation, or a returned proxy
-            whose key or identity is not the expected one.
+            whose key is not the request's or that
+            :func:`~wmproxy.security.renewed.check_renewed_proxy` refuses against
+            ``user_proxy_pem`` (not the verified path, another identity or user certificate).
     """
     if any(c in username for c in "\n\r\0") or not username:
         raise MyProxyError("invalid MyProxy username")
@@ -267,11 +271,9 @@ def renew_proxy(
     except ProxyError as exc:
         raise MyProxyError(f"MyProxy server {where} returned {exc}") from None
     try:
-        new_dn = identity_dn(certs)
+        check_renewed_proxy(renewed, user_dn, ca_dir, utcnow(), stored_pem=user_proxy_pem)
     except ProxyError as exc:
-        raise MyProxyError(f"MyProxy server {where} returned an unusable chain: {exc}") from None
-    if new_dn != user_dn:
-        raise MyProxyError(f"MyProxy server {where} returned a proxy of {new_dn}, not of {user_dn}")
+        raise MyProxyError(f"MyProxy server {where} returned an unusable proxy: {exc}") from None
     log.info("renewed proxy of %s from %s until %s", user_dn, where, certs[0].not_valid_after_utc.isoformat())
     return renewed
 

@@ -16,7 +16,8 @@ from wmproxy.domain import JobState, utcnow
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
-from wmproxy.security.proxy import credential_pem, make_proxy
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.proxy import Credential, credential_pem, make_proxy
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.renewal import (
     PROXY_EXPIRED_REASON,
@@ -88,6 +89,18 @@ def claim(rt: Runtime, now: dt.datetime) -> RenewalOrder:
         order = begin_renewal(uow, rt, record_id, "w1", now)
     assert order is not None
     return order
+
+
+def refusal(rt: Runtime, order: RenewalOrder, pem: bytes, now: dt.datetime) -> str:
+    """Finish ``order`` with ``pem`` from MyProxy, which must fail and leave the stored proxy;
+    the error recorded."""
+    with rt.uow() as uow:
+        assert finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=pem), now) == ("failed", [])
+    with rt.uow() as uow:
+        assert stored_proxy(uow, rt, order.owner_dn, DELEG) == order.proxy_pem
+        status = renewal_status(uow, order.owner_dn, DELEG)
+    assert status is not None and status.last_error is not None
+    return status.last_error
 
 
 @pytest.fixture
@@ -208,6 +221,33 @@ class TestAttempts:
             assert result == "failed"
             assert f"proxy of {pki.users['bob'].dn}" in renewal_status(uow, dn, DELEG).last_error
             assert stored_proxy(uow, rt, dn, DELEG) == order.proxy_pem
+
+    def test_a_chain_verified_through_another_users_certificates_is_refused(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        # [new proxy, Alice's certificate, Bob's proxy, Bob's certificate]: OpenSSL verifies the
+        # new proxy through Bob's proxy and certificate; the first user certificate is Alice's
+        _, now = alice
+        bobs = make_proxy(pki.users["bob"].credential, lifetime=12 * 3600)
+        new = make_proxy(bobs, lifetime=10 * 3600)
+        crafted = credential_pem(Credential(new.cert, new.key, [
+            pki.users["alice"].credential.cert, bobs.cert, pki.users["bob"].credential.cert]))
+        assert "not the verified path" in refusal(rt, claim(rt, now), crafted, now)
+
+    def test_a_chain_with_a_certificate_beside_the_path_is_refused(self, rt: Runtime, pki: Pki, alice) -> None:
+        _, now = alice
+        new = make_proxy(pki.users["alice"].credential, lifetime=10 * 3600)
+        extra = credential_pem(Credential(new.cert, new.key, [*new.chain, pki.users["bob"].credential.cert]))
+        assert "not the verified path" in refusal(rt, claim(rt, now), extra, now)
+
+    def test_a_proxy_of_another_certificate_with_the_owners_name_is_refused(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        dn, now = alice
+        other = pki.ca.issue_user("Alice")  # the same DN, another key: not the stored proxy's certificate
+        assert slash_dn(other.cert.subject) == dn
+        renewed = credential_pem(make_proxy(other, lifetime=10 * 3600))
+        assert "another certificate of" in refusal(rt, claim(rt, now), renewed, now)
 
 
 class TestJobFiles:

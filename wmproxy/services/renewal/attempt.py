@@ -157,7 +157,8 @@ def _store(
 ) -> tuple[str, str | None, dt.datetime]:
     """Replace the stored proxy with ``pem`` if usable and longer: (result, error, end)."""
     try:
-        validity = check_renewed_proxy(pem, order.owner_dn, rt.settings.security.ca_dir, now)
+        validity = check_renewed_proxy(pem, order.owner_dn, rt.settings.security.ca_dir, now,
+                                       stored_pem=order.proxy_pem)
     except ProxyError as exc:
         return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after
     delegation = uow.renewals.lock_delegation(order.owner_dn, order.delegation_id)
