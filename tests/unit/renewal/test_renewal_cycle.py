@@ -212,6 +212,25 @@ class TestAttempts:
             assert stored_proxy(uow, rt, dn, DELEG) == order.proxy_pem
             assert "not later than the stored one" in renewal_status(uow, dn, DELEG).last_error
 
+    def test_a_proxy_delegated_again_during_the_exchange_is_kept(self, rt: Runtime, pki: Pki, alice) -> None:
+        # the renewal reads P0; the user's putProxy stores P1; MyProxy's P2, made from P0, ends after P1
+        dn, now = alice
+        add_job(rt, dn, "running", JobState.RUNNING, now)
+        order = claim(rt, now)
+        fresh = proxy(pki, "alice", 2 * 3600, now)
+        delegate(rt, dn, fresh, now)  # the store's upsert, as putProxy writes it
+        renewed = proxy(pki, "alice", 10 * 3600, now)
+        assert end_of(renewed) > end_of(fresh)
+        with rt.uow() as uow:
+            result, jobs = finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=renewed), now)
+        assert (result, jobs) == ("not-extended", [])
+        with rt.uow() as uow:
+            assert stored_proxy(uow, rt, dn, DELEG) == fresh
+            assert uow.delegations.get(dn, DELEG).not_after == end_of(fresh)
+            status = renewal_status(uow, dn, DELEG)
+        assert status is not None and status.renewals == 0
+        assert "replaced during the renewal" in (status.last_error or "")
+
     def test_a_proxy_of_another_user_is_refused(self, rt: Runtime, pki: Pki, alice) -> None:
         dn, now = alice
         order = claim(rt, now)
