@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from wmproxy.errors import ProxyError
-from wmproxy.security.chain import end_entity, load_pem_chain, verify_exact_chain
+from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, verify_exact_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import public_key_der
 from wmproxy.security.voms import voms_attributes
@@ -50,7 +50,8 @@ def check_renewed_proxy(
     Raises:
         ProxyError: no or unreadable certificate, a chain that does not verify at ``now`` or is
             not the verified path (``ProxyVerificationError``), another identity than
-            ``owner_dn``, or another end-entity certificate than the stored proxy's.
+            ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or another
+            end-entity certificate than the stored proxy's.
     """
     chain = load_pem_chain(pem)
     verify_exact_chain(chain, ca_dir, at=now)
@@ -58,6 +59,8 @@ def check_renewed_proxy(
     identity = slash_dn(user.subject)
     if identity != owner_dn:
         raise ProxyError(f"MyProxy returned a proxy of {identity}")
+    if has_limited_proxy(chain):
+        raise ProxyError("MyProxy returned a limited proxy, where a full one was delegated")
     stored = end_entity(load_pem_chain(stored_pem))
     if user.subject != stored.subject or public_key_der(user.public_key()) != public_key_der(stored.public_key()):
         raise ProxyError(f"MyProxy returned a proxy of another certificate of {identity} than the stored proxy's")

@@ -268,6 +268,13 @@ class TestAttempts:
         renewed = credential_pem(make_proxy(other, lifetime=10 * 3600))
         assert "another certificate of" in refusal(rt, claim(rt, now), renewed, now)
 
+    @pytest.mark.parametrize("signed_by_limited", [False, True])
+    def test_a_limited_proxy_is_refused(self, rt: Runtime, pki: Pki, alice, signed_by_limited: bool) -> None:
+        _, now = alice
+        limited = make_proxy(pki.users["alice"].credential, lifetime=12 * 3600, limited=True)
+        renewed = make_proxy(limited, lifetime=10 * 3600) if signed_by_limited else limited
+        assert "a limited proxy" in refusal(rt, claim(rt, now), credential_pem(renewed), now)
+
 
 class TestJobFiles:
     def test_a_job_file_older_than_the_stored_proxy_is_stale_until_pushed(
