@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
+from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, utcnow
 from wmproxy.renewal.jobfiles import push_job_proxy
@@ -19,6 +20,7 @@ from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import Credential, credential_pem, make_proxy
 from wmproxy.security.sealing import Sealer
+from wmproxy.security.voms import verified_fqans
 from wmproxy.services.renewal import (
     PROXY_EXPIRED_REASON,
     RETRY_FRACTION,
@@ -48,7 +50,7 @@ SERVER = "myproxy.example.org:7512"
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
     settings = Settings(
-        security=SecuritySettings(ca_dir=str(pki.ca_dir)),
+        security=SecuritySettings(ca_dir=str(pki.ca_dir), vomsdir=str(tmp_path / "vomsdir")),
         sandbox=SandboxSettings(root=str(tmp_path / "sandbox")),
         execution=ExecutionSettings(work_dir=str(tmp_path / "work")),
         renewal=RenewalSettings(cycle=CYCLE, threshold=35 * 60, lifetime=10 * 3600, timeout=30.0),
@@ -68,9 +70,10 @@ def end_of(pem: bytes) -> dt.datetime:
     return min(c.not_valid_after_utc for c in load_pem_chain(pem))
 
 
-def delegate(rt: Runtime, dn: str, pem: bytes, now: dt.datetime) -> None:
+def delegate(rt: Runtime, dn: str, pem: bytes, now: dt.datetime, fqans: tuple[str, ...] = ()) -> None:
     with rt.uow() as uow:
-        uow.delegations.put_proxy(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), (), now)
+        uow.delegations.put_proxy(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), fqans,
+                                  now)
 
 
 def add_job(rt: Runtime, dn: str, name: str, state: JobState, now: dt.datetime) -> str:
@@ -274,6 +277,32 @@ class TestAttempts:
         limited = make_proxy(pki.users["alice"].credential, lifetime=12 * 3600, limited=True)
         renewed = make_proxy(limited, lifetime=10 * 3600) if signed_by_limited else limited
         assert "a limited proxy" in refusal(rt, claim(rt, now), credential_pem(renewed), now)
+
+
+class TestVomsAttributes:
+    def test_a_proxy_with_other_fqans_is_refused_the_same_fqans_renew(
+        self, rt: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        server = fake_voms_server(pki, tmp_path)  # its vomsdir is the runtime's
+        dn = pki.users["alice"].dn
+        # delegated under /atlas/Role=production: a 24 h VOMS proxy started 23.5 h ago, due
+        delegated = fake_voms_proxy(pki, server, tmp_path / "p0", "-pastproxy", str(23 * 3600 + 1800)).read_bytes()
+        other = fake_voms_proxy(pki, server, tmp_path / "other", fqans=(FQANS[2],)).read_bytes()
+        same = fake_voms_proxy(pki, server, tmp_path / "same").read_bytes()
+        now = utcnow()  # after the ACs' start: each AC is valid from its making
+        fqans = verified_fqans(load_pem_chain(delegated), vomsdir=server.vomsdir, ca_dir=pki.ca_dir, at=now)
+        assert fqans == FQANS
+        delegate(rt, dn, delegated, now, fqans)
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
+        error = refusal(rt, claim(rt, now), other, now)
+        assert f"VOMS attributes {FQANS[2]}, not the delegated ones ({' '.join(FQANS)})" in error
+        later = now + dt.timedelta(seconds=CYCLE)  # the next cycle's attempt
+        with rt.uow() as uow:
+            assert finish_renewal(uow, rt, claim(rt, later), RenewalOutcome("renewed", proxy_pem=same), later) == (
+                "renewed", [])
+        with rt.uow() as uow:
+            assert stored_proxy(uow, rt, dn, DELEG) == same
 
 
 class TestJobFiles:

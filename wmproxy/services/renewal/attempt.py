@@ -13,7 +13,8 @@ around it:
 
 Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
 (that needs a VOMS server). Expired or lost VOMS attributes are logged and kept in the
-record's ``notes``.
+record's ``notes``; a renewed proxy whose verified FQANs are others than the delegated ones
+(which matching and the account mapping read) is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import logging
 from dataclasses import dataclass
 
 from wmproxy.errors import ProxyError
+from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
+from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.renewal.jobfiles import HELD_STATES
 from wmproxy.services.renewal.registration import parse_server
@@ -161,10 +164,15 @@ def _store(
     uow: UnitOfWork, rt: Runtime, order: RenewalOrder, pem: bytes, now: dt.datetime, notes: list[str]
 ) -> tuple[str, str | None, dt.datetime]:
     """Replace the stored proxy with ``pem`` if usable, longer, and the stored proxy is still the
-    one the order read (not delegated again meanwhile): (result, error, end)."""
+    one the order read (not delegated again meanwhile): (result, error, end).
+
+    The verified FQANs of ``pem`` must be the stored ones (``delegation.fqans``, which matching
+    and the account mapping read), or none (a note: MyProxy holds no VOMS attributes).
+    """
+    sec = rt.settings.security
     try:
-        validity = check_renewed_proxy(pem, order.owner_dn, rt.settings.security.ca_dir, now,
-                                       stored_pem=order.proxy_pem)
+        validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
+        fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
     except ProxyError as exc:
         return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after
     delegation = uow.renewals.lock_delegation(order.owner_dn, order.delegation_id)
@@ -174,6 +182,10 @@ def _store(
         notes.clear()  # they were of the replaced proxy
         return ("not-extended", ("the stored proxy was replaced during the renewal (delegated again); the proxy "
                                  "from MyProxy, made from the one replaced, is not stored"), delegation.not_after)
+    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
+    if fqans and fqans != delegated:  # none: MyProxy holds no VOMS attributes (the note below)
+        return "failed", (f"MyProxy returned a proxy with the VOMS attributes {' '.join(fqans)}, not the "
+                          f"delegated ones ({' '.join(delegated) or 'none'})"), order.not_after
     if validity.not_after <= delegation.not_after:
         return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
                                  f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after)
