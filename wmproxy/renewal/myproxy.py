@@ -24,6 +24,9 @@ every message is one TLS record; text messages are ``KEY=VALUE`` lines ended by 
 5. server → ``RESPONSE=0`` or ``RESPONSE=1`` + ``ERROR=`` lines
 6. client → DER certificate request for a fresh key
 7. server → 1 byte count + DER certificates (new proxy first), then ``RESPONSE=0``
+
+A server sending more than :data:`MAX_REPLY` bytes in all, or more than
+:data:`MAX_CERTIFICATES` certificates, fails the renewal (:class:`MyProxyError`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from wmproxy.domain import utcnow
 from wmproxy.errors import ProxyError, WMProxyError
 from wmproxy.security.chain import identity_dn
 from wmproxy.security.dn import slash_dn
@@ -48,6 +52,7 @@ from wmproxy.security.myproxy import (
     sign_challenge,
 )
 from wmproxy.security.proxy import Credential, load_credential
+from wmproxy.security.renewed import check_renewed_proxy
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -60,7 +65,11 @@ COMMAND_GET = 0
 RESPONSE_OK, RESPONSE_ERROR, RESPONSE_AUTHORIZATION = "0", "1", "2"
 # authorization method ids (myproxy_authorization.h) and the hash each one signs with
 _CERT_METHODS = {"X509_certificate_SHA256": (4, "sha256"), "X509_certificate": (2, "sha1")}
-_MAX_MESSAGE = 1 << 20  # bytes; the server's own default request_size_limit
+#: Bytes the server may send in one exchange, all its messages together: a chain of a few
+#: certificates and three short text messages take a few KiB.
+MAX_REPLY = 64 * 1024
+#: Certificates the server may return (the new proxy, the stored proxies, the user certificate).
+MAX_CERTIFICATES = 12
 
 
 class MyProxyError(WMProxyError):
@@ -84,12 +93,14 @@ class MyProxyRefusedError(MyProxyError):
 
 @dataclass
 class _Connection:
-    """A TLS connection with a read buffer and one deadline (monotonic seconds) for all I/O."""
+    """A TLS connection with a read buffer, one deadline (monotonic seconds) for all I/O and a
+    bound on all the server sends (:data:`MAX_REPLY` bytes)."""
 
     sock: ssl.SSLSocket
     deadline: float
     where: str
     buffer: bytearray = field(default_factory=bytearray)
+    received: int = 0  # bytes read from the server, at most MAX_REPLY
 
     def _arm(self) -> None:
         left = self.deadline - time.monotonic()
@@ -117,9 +128,10 @@ class _Connection:
             raise MyProxyError(f"connection to MyProxy server {self.where} lost: {exc}") from None
         if not chunk:
             raise MyProxyError(f"MyProxy server {self.where} closed the connection")
+        self.received += len(chunk)
+        if self.received > MAX_REPLY:
+            raise MyProxyError(f"MyProxy server {self.where} sent more than {MAX_REPLY} bytes")
         self.buffer += chunk
-        if len(self.buffer) > _MAX_MESSAGE:
-            raise MyProxyError(f"MyProxy server {self.where} sent an oversized message")
 
     def read_exact(self, n: int) -> bytes:
         while len(self.buffer) < n:
@@ -148,11 +160,15 @@ class _Connection:
         return pairs
 
     def read_certificates(self) -> list[x509.Certificate]:
-        """1 byte count, then that many DER certificates (lengths from their DER headers)."""
+        """1 byte count, then that many DER certificates (lengths from their DER headers); at
+        most :data:`MAX_CERTIFICATES`."""
         while True:
             count = self.read_exact(1)[0]
             if count:
                 break  # a lone NUL record is skipped like before a text message
+        if count > MAX_CERTIFICATES:
+            raise MyProxyError(f"MyProxy server {self.where} sent {count} certificates, "
+                               f"more than {MAX_CERTIFICATES}")
         certs: list[x509.Certificate] = []
         for _ in range(count):
             head = self.read_exact(2)
@@ -221,7 +237,9 @@ def renew_proxy(
         MyProxyRefusedError: the server answered with ``ERROR`` lines (not an authorized
             renewer, expired or revoked user proxy, no such credential...).
         MyProxyError: unusable local credentials, a protocol violation, or a returned proxy
-            whose key or identity is not the expected one.
+            whose key is not the request's or that
+            :func:`~wmproxy.security.renewed.check_renewed_proxy` refuses against
+            ``user_proxy_pem`` (not the verified path, another identity or user certificate).
     """
     if any(c in username for c in "\n\r\0") or not username:
         raise MyProxyError("invalid MyProxy username")
@@ -267,11 +285,9 @@ def renew_proxy(
     except ProxyError as exc:
         raise MyProxyError(f"MyProxy server {where} returned {exc}") from None
     try:
-        new_dn = identity_dn(certs)
+        check_renewed_proxy(renewed, user_dn, ca_dir, utcnow(), stored_pem=user_proxy_pem)
     except ProxyError as exc:
-        raise MyProxyError(f"MyProxy server {where} returned an unusable chain: {exc}") from None
-    if new_dn != user_dn:
-        raise MyProxyError(f"MyProxy server {where} returned a proxy of {new_dn}, not of {user_dn}")
+        raise MyProxyError(f"MyProxy server {where} returned an unusable proxy: {exc}") from None
     log.info("renewed proxy of %s from %s until %s", user_dn, where, certs[0].not_valid_after_utc.isoformat())
     return renewed
 

@@ -504,6 +504,28 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str, at: datet
     )
 
 
+def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None) -> None:
+    """:func:`verify_chain`, and ``chain`` must be the path OpenSSL verified, in order: each
+    certificate signed by the next, nothing beside the path, up to the end-entity certificate
+    at least (the CA certificates after it may be left out, as stored proxies leave them out).
+
+    OpenSSL builds its path from the untrusted certificates by name and ignores the others: a
+    chain ``[proxy, Victim's certificate, Attacker's proxy, Attacker's certificate]`` verifies
+    through Attacker's certificates while its first non-proxy certificate is Victim's. Here the
+    chain's :func:`end_entity` is the path's.
+
+    Raises:
+        ProxyVerificationError: as :func:`verify_chain`, or the chain is not the verified path.
+    """
+    path = _verified_path(chain, ca_dir, at)
+    ders = [crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) for cert in path]
+    if len(chain) > len(ders) or any(certificate_der(c) != der for c, der in zip(chain, ders, strict=False)):
+        raise ProxyVerificationError("the certificates are not the verified path, in order (another or an "
+                                     "extra certificate)")
+    if all(is_proxy(c) for c in chain):
+        raise ProxyVerificationError("the certificate chain stops before its end-entity certificate")
+
+
 def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | None) -> list[crypto.X509]:
     """The verification of :func:`verify_chain`; returns the path OpenSSL verified, leaf first."""
     if not chain:

@@ -16,7 +16,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from wmproxy.errors import ProxyError
-from wmproxy.security.chain import identity_dn, load_pem_chain, verify_chain
+from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, verify_exact_chain
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.proxy import public_key_der
 from wmproxy.security.voms import voms_attributes
 
 
@@ -29,7 +31,9 @@ class ProxyValidity:
     not_after: dt.datetime
 
 
-def check_renewed_proxy(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime) -> ProxyValidity:
+def check_renewed_proxy(
+    pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime, *, stored_pem: bytes
+) -> ProxyValidity:
     """Check a proxy returned by MyProxy and return its validity.
 
     Args:
@@ -37,16 +41,29 @@ def check_renewed_proxy(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime
         owner_dn: slash DN the proxy must be of (the delegating user's identity).
         ca_dir: grid CA directory the chain must verify against (with CRLs).
         now: aware UTC time of the check.
+        stored_pem: the stored proxy being renewed: the new one must be of the same end-entity
+            certificate (same subject and public key).
+
+    The chain must be the path OpenSSL verifies, in order (:func:`verify_exact_chain`): its
+    identity is then the one of the verified path, not of a certificate sent beside it.
 
     Raises:
-        ProxyError: no or unreadable certificate, another identity than ``owner_dn``, or a
-            chain that does not verify at ``now`` (``ProxyVerificationError``).
+        ProxyError: no or unreadable certificate, a chain that does not verify at ``now`` or is
+            not the verified path (``ProxyVerificationError``), another identity than
+            ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or another
+            end-entity certificate than the stored proxy's.
     """
     chain = load_pem_chain(pem)
-    identity = identity_dn(chain)
+    verify_exact_chain(chain, ca_dir, at=now)
+    user = end_entity(chain)
+    identity = slash_dn(user.subject)
     if identity != owner_dn:
         raise ProxyError(f"MyProxy returned a proxy of {identity}")
-    verify_chain(chain, ca_dir, at=now)
+    if has_limited_proxy(chain):
+        raise ProxyError("MyProxy returned a limited proxy, where a full one was delegated")
+    stored = end_entity(load_pem_chain(stored_pem))
+    if user.subject != stored.subject or public_key_der(user.public_key()) != public_key_der(stored.public_key()):
+        raise ProxyError(f"MyProxy returned a proxy of another certificate of {identity} than the stored proxy's")
     return ProxyValidity(chain[0].not_valid_before_utc, min(c.not_valid_after_utc for c in chain))
 
 

@@ -232,7 +232,8 @@ def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str)
 
     Raises:
         LimitedProxyError: the stored chain holds a limited proxy (stored by an older
-            release or replaced by a MyProxy renewal); it cannot be used for ``action``.
+            release: putProxy and the MyProxy renewal refuse them); it cannot be used for
+            ``action``.
         ProxyError: the stored proxy or its VOMS extension is unreadable.
     """
     chain, limited = _stored_chain(rt, row.sealed_proxy)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,12 +20,15 @@ from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     store_renewable_credential,
 )
 from wmproxy.renewal.myproxy import (
+    MAX_CERTIFICATES,
+    MAX_REPLY,
     MyProxyError,
     MyProxyRefusedError,
     MyProxyUnreachableError,
+    _Connection,
     renew_proxy,
 )
-from wmproxy.security.chain import identity_dn, load_pem_chain, verify_chain
+from wmproxy.security.chain import certificate_der, identity_dn, load_pem_chain, verify_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
 
@@ -183,3 +188,45 @@ class TestUnreachable:
         other = create_ca(tmp_path / "certificates", "/C=YY/O=Elsewhere/CN=Other CA")
         with pytest.raises(MyProxyUnreachableError, match="TLS handshake"):
             renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, ca_dir=str(other.directory))
+
+
+class TestReplyLimits:
+    """The reply parser on one end of a socket pair, crafted bytes from a thread on the other (no
+    server)."""
+
+    @pytest.fixture
+    def pair(self) -> Iterator[tuple[_Connection, Callable[[bytes], None]]]:
+        ours, theirs = socket.socketpair()
+        senders: list[threading.Thread] = []
+
+        def send(data: bytes) -> None:
+            def run() -> None:
+                with contextlib.suppress(OSError):  # the parser stopped reading and closed its end
+                    theirs.sendall(data)
+            senders.append(threading.Thread(target=run, daemon=True))
+            senders[-1].start()
+
+        with theirs:
+            with ours:
+                yield _Connection(ours, time.monotonic() + 600, "test"), send  # type: ignore[arg-type]
+            for sender in senders:
+                sender.join()
+
+    def test_at_most_twelve_certificates(self, pair, pki: Pki) -> None:
+        conn, send = pair
+        der = certificate_der(pki.users["alice"].credential.cert)
+        send(bytes([MAX_CERTIFICATES]) + der * MAX_CERTIFICATES)
+        assert len(conn.read_certificates()) == MAX_CERTIFICATES
+        send(bytes([MAX_CERTIFICATES + 1]) + der * (MAX_CERTIFICATES + 1))
+        with pytest.raises(MyProxyError, match="sent 13 certificates, more than 12"):
+            conn.read_certificates()
+
+    def test_at_most_64_kib_in_all_the_replys_messages(self, pair) -> None:
+        conn, send = pair
+        message = b"VERSION=MYPROXYv2\nRESPONSE=0\n\0"
+        send(message + b"\0" * (MAX_REPLY - 2 * len(message)) + message)  # NULs are skipped
+        assert conn.read_message() == [("VERSION", "MYPROXYv2"), ("RESPONSE", "0")]
+        assert conn.read_message() == [("VERSION", "MYPROXYv2"), ("RESPONSE", "0")]
+        send(b"\0" * 1024 + message)  # each message small, but past the total
+        with pytest.raises(MyProxyError, match=f"sent more than {MAX_REPLY} bytes"):
+            conn.read_message()

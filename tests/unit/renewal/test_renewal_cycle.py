@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
+from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, utcnow
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
-from wmproxy.security.proxy import credential_pem, make_proxy
+from wmproxy.security.dn import slash_dn
+from wmproxy.security.proxy import Credential, credential_pem, make_proxy
 from wmproxy.security.sealing import Sealer
+from wmproxy.security.voms import verified_fqans
 from wmproxy.services.renewal import (
     PROXY_EXPIRED_REASON,
     RETRY_FRACTION,
@@ -47,7 +50,7 @@ SERVER = "myproxy.example.org:7512"
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
     settings = Settings(
-        security=SecuritySettings(ca_dir=str(pki.ca_dir)),
+        security=SecuritySettings(ca_dir=str(pki.ca_dir), vomsdir=str(tmp_path / "vomsdir")),
         sandbox=SandboxSettings(root=str(tmp_path / "sandbox")),
         execution=ExecutionSettings(work_dir=str(tmp_path / "work")),
         renewal=RenewalSettings(cycle=CYCLE, threshold=35 * 60, lifetime=10 * 3600, timeout=30.0),
@@ -67,9 +70,10 @@ def end_of(pem: bytes) -> dt.datetime:
     return min(c.not_valid_after_utc for c in load_pem_chain(pem))
 
 
-def delegate(rt: Runtime, dn: str, pem: bytes, now: dt.datetime) -> None:
+def delegate(rt: Runtime, dn: str, pem: bytes, now: dt.datetime, fqans: tuple[str, ...] = ()) -> None:
     with rt.uow() as uow:
-        uow.delegations.put_proxy(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), (), now)
+        uow.delegations.put_proxy(dn, DELEG, rt.sealer.seal(pem), now - dt.timedelta(minutes=5), end_of(pem), fqans,
+                                  now)
 
 
 def add_job(rt: Runtime, dn: str, name: str, state: JobState, now: dt.datetime) -> str:
@@ -88,6 +92,18 @@ def claim(rt: Runtime, now: dt.datetime) -> RenewalOrder:
         order = begin_renewal(uow, rt, record_id, "w1", now)
     assert order is not None
     return order
+
+
+def refusal(rt: Runtime, order: RenewalOrder, pem: bytes, now: dt.datetime) -> str:
+    """Finish ``order`` with ``pem`` from MyProxy, which must fail and leave the stored proxy;
+    the error recorded."""
+    with rt.uow() as uow:
+        assert finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=pem), now) == ("failed", [])
+    with rt.uow() as uow:
+        assert stored_proxy(uow, rt, order.owner_dn, DELEG) == order.proxy_pem
+        status = renewal_status(uow, order.owner_dn, DELEG)
+    assert status is not None and status.last_error is not None
+    return status.last_error
 
 
 @pytest.fixture
@@ -199,6 +215,25 @@ class TestAttempts:
             assert stored_proxy(uow, rt, dn, DELEG) == order.proxy_pem
             assert "not later than the stored one" in renewal_status(uow, dn, DELEG).last_error
 
+    def test_a_proxy_delegated_again_during_the_exchange_is_kept(self, rt: Runtime, pki: Pki, alice) -> None:
+        # the renewal reads P0; the user's putProxy stores P1; MyProxy's P2, made from P0, ends after P1
+        dn, now = alice
+        add_job(rt, dn, "running", JobState.RUNNING, now)
+        order = claim(rt, now)
+        fresh = proxy(pki, "alice", 2 * 3600, now)
+        delegate(rt, dn, fresh, now)  # the store's upsert, as putProxy writes it
+        renewed = proxy(pki, "alice", 10 * 3600, now)
+        assert end_of(renewed) > end_of(fresh)
+        with rt.uow() as uow:
+            result, jobs = finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=renewed), now)
+        assert (result, jobs) == ("not-extended", [])
+        with rt.uow() as uow:
+            assert stored_proxy(uow, rt, dn, DELEG) == fresh
+            assert uow.delegations.get(dn, DELEG).not_after == end_of(fresh)
+            status = renewal_status(uow, dn, DELEG)
+        assert status is not None and status.renewals == 0
+        assert "replaced during the renewal" in (status.last_error or "")
+
     def test_a_proxy_of_another_user_is_refused(self, rt: Runtime, pki: Pki, alice) -> None:
         dn, now = alice
         order = claim(rt, now)
@@ -208,6 +243,66 @@ class TestAttempts:
             assert result == "failed"
             assert f"proxy of {pki.users['bob'].dn}" in renewal_status(uow, dn, DELEG).last_error
             assert stored_proxy(uow, rt, dn, DELEG) == order.proxy_pem
+
+    def test_a_chain_verified_through_another_users_certificates_is_refused(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        # [new proxy, Alice's certificate, Bob's proxy, Bob's certificate]: OpenSSL verifies the
+        # new proxy through Bob's proxy and certificate; the first user certificate is Alice's
+        _, now = alice
+        bobs = make_proxy(pki.users["bob"].credential, lifetime=12 * 3600)
+        new = make_proxy(bobs, lifetime=10 * 3600)
+        crafted = credential_pem(Credential(new.cert, new.key, [
+            pki.users["alice"].credential.cert, bobs.cert, pki.users["bob"].credential.cert]))
+        assert "not the verified path" in refusal(rt, claim(rt, now), crafted, now)
+
+    def test_a_chain_with_a_certificate_beside_the_path_is_refused(self, rt: Runtime, pki: Pki, alice) -> None:
+        _, now = alice
+        new = make_proxy(pki.users["alice"].credential, lifetime=10 * 3600)
+        extra = credential_pem(Credential(new.cert, new.key, [*new.chain, pki.users["bob"].credential.cert]))
+        assert "not the verified path" in refusal(rt, claim(rt, now), extra, now)
+
+    def test_a_proxy_of_another_certificate_with_the_owners_name_is_refused(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        dn, now = alice
+        other = pki.ca.issue_user("Alice")  # the same DN, another key: not the stored proxy's certificate
+        assert slash_dn(other.cert.subject) == dn
+        renewed = credential_pem(make_proxy(other, lifetime=10 * 3600))
+        assert "another certificate of" in refusal(rt, claim(rt, now), renewed, now)
+
+    @pytest.mark.parametrize("signed_by_limited", [False, True])
+    def test_a_limited_proxy_is_refused(self, rt: Runtime, pki: Pki, alice, signed_by_limited: bool) -> None:
+        _, now = alice
+        limited = make_proxy(pki.users["alice"].credential, lifetime=12 * 3600, limited=True)
+        renewed = make_proxy(limited, lifetime=10 * 3600) if signed_by_limited else limited
+        assert "a limited proxy" in refusal(rt, claim(rt, now), credential_pem(renewed), now)
+
+
+class TestVomsAttributes:
+    def test_a_proxy_with_other_fqans_is_refused_the_same_fqans_renew(
+        self, rt: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        server = fake_voms_server(pki, tmp_path)  # its vomsdir is the runtime's
+        dn = pki.users["alice"].dn
+        # delegated under /atlas/Role=production: a 24 h VOMS proxy started 23.5 h ago, due
+        delegated = fake_voms_proxy(pki, server, tmp_path / "p0", "-pastproxy", str(23 * 3600 + 1800)).read_bytes()
+        other = fake_voms_proxy(pki, server, tmp_path / "other", fqans=(FQANS[2],)).read_bytes()
+        same = fake_voms_proxy(pki, server, tmp_path / "same").read_bytes()
+        now = utcnow()  # after the ACs' start: each AC is valid from its making
+        fqans = verified_fqans(load_pem_chain(delegated), vomsdir=server.vomsdir, ca_dir=pki.ca_dir, at=now)
+        assert fqans == FQANS
+        delegate(rt, dn, delegated, now, fqans)
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
+        error = refusal(rt, claim(rt, now), other, now)
+        assert f"VOMS attributes {FQANS[2]}, not the delegated ones ({' '.join(FQANS)})" in error
+        later = now + dt.timedelta(seconds=CYCLE)  # the next cycle's attempt
+        with rt.uow() as uow:
+            assert finish_renewal(uow, rt, claim(rt, later), RenewalOutcome("renewed", proxy_pem=same), later) == (
+                "renewed", [])
+        with rt.uow() as uow:
+            assert stored_proxy(uow, rt, dn, DELEG) == same
 
 
 class TestJobFiles:

@@ -13,7 +13,8 @@ around it:
 
 Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
 (that needs a VOMS server). Expired or lost VOMS attributes are logged and kept in the
-record's ``notes``.
+record's ``notes``; a renewed proxy whose verified FQANs are others than the delegated ones
+(which matching and the account mapping read) is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import logging
 from dataclasses import dataclass
 
 from wmproxy.errors import ProxyError
+from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
+from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.renewal.jobfiles import HELD_STATES
 from wmproxy.services.renewal.registration import parse_server
@@ -51,6 +54,7 @@ class RenewalOrder:
     host: str
     port: int
     proxy_pem: bytes  # the stored, still valid proxy (proof of possession)
+    sealed_proxy: bytes  # as stored: every putProxy, renewal or re-seal writes other bytes
     not_after: dt.datetime  # of the stored proxy
     started_at: dt.datetime  # the time of the claim
     worker: str
@@ -96,7 +100,8 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
     pem = rt.sealer.open(delegation.sealed_proxy)
     return RenewalOrder(
         record_id=record.id, owner_dn=record.owner_dn, delegation_id=record.delegation_id, host=host, port=port,
-        proxy_pem=pem, not_after=delegation.not_after, started_at=now, worker=worker,
+        proxy_pem=pem, sealed_proxy=bytes(delegation.sealed_proxy), not_after=delegation.not_after,
+        started_at=now, worker=worker,
         expired_voms=expired_voms_attributes(pem, now),
     )
 
@@ -108,21 +113,24 @@ def finish_renewal(
 
     The new proxy must be of the owner's identity and verify against the CA directory at
     ``now`` (aware UTC); it is stored (sealed, with its end) only if it ends later than the
-    stored one. Returns the result (``renewed``, ``not-extended``, or the failure of
-    ``outcome``) and, when renewed, the ids of the jobs a worker holds, whose proxy files
-    are to be rewritten. Runs in the caller's transaction.
+    stored one and the stored proxy is still the one ``order`` read (``not-extended`` when the
+    user delegated again meanwhile: the proxy from MyProxy was made from the replaced one and
+    may carry fewer VOMS attributes than the user's new proxy). Returns the result
+    (``renewed``, ``not-extended``, or the failure of ``outcome``) and, when renewed, the ids
+    of the jobs a worker holds, whose proxy files are to be rewritten. Runs in the caller's
+    transaction.
     """
     record = uow.renewals.by_id(order.record_id)
     where = f"proxy {order.delegation_id} of {order.owner_dn} from {order.host}:{order.port}"
     notes = _voms_notes(order)
-    result, error, pushed = outcome.result, outcome.error, []
+    result, error, pushed, end = outcome.result, outcome.error, [], order.not_after
     if outcome.proxy_pem is not None:
-        result, error, new_end = _store(uow, rt, order, outcome.proxy_pem, now, notes)
+        result, error, end = _store(uow, rt, order, outcome.proxy_pem, now, notes)
         if result == "renewed":
             pushed = [j.id for j in uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES)]
             log.info("renewed %s: valid until %s (was %s); %d running job(s) updated",
-                     where, new_end.isoformat(), order.not_after.isoformat(), len(pushed))
-    left = (order.not_after - now).total_seconds()
+                     where, end.isoformat(), order.not_after.isoformat(), len(pushed))
+    left = (end - now).total_seconds()
     if result == "not-extended":
         log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s", where, error, left)
     elif result != "renewed":
@@ -155,14 +163,29 @@ def _record_attempt(record: ProxyRenewal, order: RenewalOrder, result: str, erro
 def _store(
     uow: UnitOfWork, rt: Runtime, order: RenewalOrder, pem: bytes, now: dt.datetime, notes: list[str]
 ) -> tuple[str, str | None, dt.datetime]:
-    """Replace the stored proxy with ``pem`` if usable and longer: (result, error, end)."""
+    """Replace the stored proxy with ``pem`` if usable, longer, and the stored proxy is still the
+    one the order read (not delegated again meanwhile): (result, error, end).
+
+    The verified FQANs of ``pem`` must be the stored ones (``delegation.fqans``, which matching
+    and the account mapping read), or none (a note: MyProxy holds no VOMS attributes).
+    """
+    sec = rt.settings.security
     try:
-        validity = check_renewed_proxy(pem, order.owner_dn, rt.settings.security.ca_dir, now)
+        validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
+        fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
     except ProxyError as exc:
         return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after
     delegation = uow.renewals.lock_delegation(order.owner_dn, order.delegation_id)
     if delegation is None:
         return "failed", "the delegation was destroyed during the renewal", order.not_after
+    if bytes(delegation.sealed_proxy) != order.sealed_proxy:
+        notes.clear()  # they were of the replaced proxy
+        return ("not-extended", ("the stored proxy was replaced during the renewal (delegated again); the proxy "
+                                 "from MyProxy, made from the one replaced, is not stored"), delegation.not_after)
+    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
+    if fqans and fqans != delegated:  # none: MyProxy holds no VOMS attributes (the note below)
+        return "failed", (f"MyProxy returned a proxy with the VOMS attributes {' '.join(fqans)}, not the "
+                          f"delegated ones ({' '.join(delegated) or 'none'})"), order.not_after
     if validity.not_after <= delegation.not_after:
         return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
                                  f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after)
