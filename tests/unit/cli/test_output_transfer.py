@@ -1,6 +1,11 @@
-"""``wmproxy output`` downloading from a real HTTPS server: names the server gives (file URIs,
-node names of a compound job's JDL) never lead outside the chosen directory, and one file
-that cannot be retrieved does not stop the others."""
+"""``wmproxy output`` (and ``perusal --get``) downloading from a real HTTPS server.
+
+* A hostile server: names it gives (file URIs, node names of a compound job's JDL) never lead
+  outside the chosen directory, and one file that cannot be retrieved does not stop the others.
+* The service itself, in-process (``WMProxyApplication``: SOAP port and sandbox edge, a fixed
+  caller instead of the TLS client certificate) behind a real TLS server: file names with
+  ``#``, ``%``, ``?`` or spaces are listed with URIs the sandbox edge serves.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,24 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import Pki
+from tests.support import (
+    CALLER_KEY,
+    ECHO_JDL,
+    build_runtime,
+    caller_from_environ,
+    close_runtime,
+    delegate_in_process,
+    principal_of,
+)
 from wmproxy.cli.compound import child_job_id
 from wmproxy.cli.main import cli
 from wmproxy.client import JobStatus, OutputFile, WMProxyClientError
 from wmproxy.client.session import grid_session
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.services import jobs
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+from wmproxy.soap.app import WMProxyApplication
 
 from .conftest import JOB, FakeClient
 from .https_server import https_server
@@ -132,3 +151,71 @@ class TestServerGivenNames:
         assert [args[0] for name, args in fake.calls if name == "get_output_file_list"] == [JOB, ok]
         assert "job_purge" not in fake.names()
         assert f"\tNode Name:\tok\n\tJobId:    \t{ok}\n" in result.stdout
+
+
+@pytest.fixture
+def service(pki: Pki, template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """The service in-process behind a real TLS server on a free port; alice is the caller, and
+    the CLI's environment points at it with her proxy."""
+    with https_server(pki, None) as (server, base):
+        rt = build_runtime(tmp_path / "state", pki, template_db, service={"port": int(base.rsplit(":", 1)[1])})
+        app = WMProxyApplication(rt, authenticate=caller_from_environ)
+        alice = principal_of(pki, "alice")
+
+        def as_alice(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            environ[CALLER_KEY] = alice
+            return app(environ, start_response)
+
+        server.app = as_alice
+        monkeypatch.setenv("GLITE_WMS_WMPROXY_ENDPOINT", rt.settings.service.endpoint)
+        monkeypatch.setenv("X509_USER_PROXY", str(pki.users["alice"].proxy))
+        monkeypatch.setenv("X509_CERT_DIR", str(pki.ca_dir))
+        try:
+            yield rt
+        finally:
+            close_runtime(rt)
+
+
+def _job(rt: Runtime, pki: Pki, jdl: str, state: JobState) -> tuple[Principal, str]:
+    alice = principal_of(pki, "alice")
+    job_id = register_job(rt, alice, jdl, delegate_in_process(rt, alice, pki.users["alice"].proxy, "unit")).job_id
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        uow.jobs.set_state(job, state.value, utcnow())
+    return alice, job_id
+
+
+NAMES = ("res#1.txt", "50%.txt", "a b?.txt")
+
+
+class TestThroughTheService:
+    def test_output_names_with_hash_or_percent_are_listed_quoted_and_retrieved(
+        self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        rt = service
+        alice, job_id = _job(rt, pki, ECHO_JDL, JobState.DONE)
+        output = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
+        for name in NAMES:
+            (output / name).write_text(f"data of {name}")
+        uris = [uri for uri, _ in jobs.output_files(rt, alice, job_id, "https")]
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "out"), job_id])
+        assert result.exit_code == 0, result.output
+        assert {p.name: p.read_text() for p in (tmp_path / "out").iterdir()} == {n: f"data of {n}" for n in NAMES}
+        assert jobs.job_status(rt, alice, job_id).state == "Cleared"
+        assert sorted(uri.rsplit("/", 1)[1] for uri in uris) == ["50%25.txt", "a%20b%3F.txt", "res%231.txt"]
+
+    def test_perusal_parts_of_a_name_with_a_hash_are_retrieved(
+        self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        rt = service
+        jdl = ECHO_JDL.replace("[", "[ PerusalFileEnable = true;", 1)
+        _, job_id = _job(rt, pki, jdl, JobState.RUNNING)
+        result = runner.invoke(cli, ["perusal", "--set", "-f", "res#1.txt", job_id])
+        assert result.exit_code == 0, result.output
+        rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
+        rt.storage.write_perusal_chunk(job_id, "res#1.txt", b"first lines\n", 100)
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "res#1.txt", "--dir", str(tmp_path / "p"), job_id])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "p" / "res#1.txt-100-100").read_text() == "first lines\n"
+        assert result.stdout.endswith("first lines\n")
