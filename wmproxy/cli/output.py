@@ -91,7 +91,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
         except _AlreadyRetrievedError:
             results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
             if not as_json:
-                click.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
+                common.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
         except WMProxyClientError as exc:
             if len(ids) == 1:
                 raise
@@ -99,13 +99,13 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
             results.append({"result": "failure", "jobid": job_id,
                             "error": {"type": exc.fault_type, "message": exc.description}})
             if not as_json:
-                click.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
+                common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else
                               {"result": "failure" if failures else "success", "jobs": results}))
     if failures:
         if not as_json and len(ids) > 1:
-            click.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
+            common.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
                        err=True)
         raise SystemExit(1)
 
@@ -120,7 +120,7 @@ def _list(client: WMProxyClient, job_id: str, proto: str, as_json: bool) -> dict
     result = {"result": "success", "jobid": job_id,
               "files": {jid: [{"uri": f.uri, "size": f.size} for f in files] for jid, files in listed.items()}}
     if not as_json:
-        click.echo(_list_text(listed), nl=False)
+        common.echo(_list_text(listed), nl=False)
     return result
 
 
@@ -200,7 +200,7 @@ def _failure(job_id: str, uri: str | None, name: str, exc: WMProxyClientError, a
     """Report a file (or node) that could not be retrieved, ``Error - <type>: <message> (job <id>)``
     on stderr (nothing with ``--json``); returns its JSON entry."""
     if not as_json:
-        click.echo(render.error_line(exc.fault_type, exc.description, job_id), err=True)
+        common.echo(render.error_line(exc.fault_type, exc.description, job_id), err=True)
     return {"uri": uri, "name": name, "error": render.error_object(exc.fault_type, exc.description)}
 
 
@@ -262,7 +262,7 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
                     node_files, node_missing, node_failed = _download_all(client, child_id, node_dir, progress,
                                                                           as_json)
                 except WMProxyClientError as exc:
-                    click.echo(f"Warning - node {name}: {exc.fault_type}: {exc.description}", err=True)
+                    common.echo(f"Warning - node {name}: {exc.fault_type}: {exc.description}", err=True)
                 shown.append((name, child_id, node_dir))
             notes += _missing_text(child_id, node_missing)
             stored += node_files
@@ -278,17 +278,17 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
     if failed:
         result["result"] = render.result_word(len(stored), len(failed))
         if not nopurge:
-            click.echo(f"Warning - {job_id}: not purged, {len(failed)} of its output files could not be "
+            common.echo(f"Warning - {job_id}: not purged, {len(failed)} of its output files could not be "
                        "retrieved", err=True)
     elif not nopurge:
         try:
             client.job_purge(job_id)
         except WMProxyClientError as exc:
-            click.echo(f"Warning - JobPurging not allowed ({exc.fault_type}: {exc.description})", err=True)
+            common.echo(f"Warning - JobPurging not allowed ({exc.fault_type}: {exc.description})", err=True)
     if notes:
-        click.echo(notes, nl=False, err=True)
+        common.echo(notes, nl=False, err=True)
     if not as_json:
-        click.echo(text, nl=False)
+        common.echo(text, nl=False)
     return result
 
 

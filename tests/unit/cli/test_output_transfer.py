@@ -18,27 +18,17 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import Pki
-from tests.support import (
-    CALLER_KEY,
-    ECHO_JDL,
-    build_runtime,
-    caller_from_environ,
-    close_runtime,
-    delegate_in_process,
-    principal_of,
-)
+from tests.support import ECHO_JDL
 from wmproxy.cli.compound import child_job_id
 from wmproxy.cli.main import cli
 from wmproxy.client import JobStatus, OutputFile, WMProxyClientError
 from wmproxy.client.session import grid_session
-from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.domain import JobState
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.submission import register_job
-from wmproxy.soap.app import WMProxyApplication
 
 from .conftest import JOB, FakeClient
-from .https_server import https_server
+from .https_server import https_server, registered_job
 
 
 def _any_file(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -153,39 +143,6 @@ class TestServerGivenNames:
         assert f"\tNode Name:\tok\n\tJobId:    \t{ok}\n" in result.stdout
 
 
-@pytest.fixture
-def service(pki: Pki, template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    """The service in-process behind a real TLS server on a free port; alice is the caller, and
-    the CLI's environment points at it with her proxy."""
-    with https_server(pki, None) as (server, base):
-        rt = build_runtime(tmp_path / "state", pki, template_db, service={"port": int(base.rsplit(":", 1)[1])})
-        app = WMProxyApplication(rt, authenticate=caller_from_environ)
-        alice = principal_of(pki, "alice")
-
-        def as_alice(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            environ[CALLER_KEY] = alice
-            return app(environ, start_response)
-
-        server.app = as_alice
-        monkeypatch.setenv("GLITE_WMS_WMPROXY_ENDPOINT", rt.settings.service.endpoint)
-        monkeypatch.setenv("X509_USER_PROXY", str(pki.users["alice"].proxy))
-        monkeypatch.setenv("X509_CERT_DIR", str(pki.ca_dir))
-        try:
-            yield rt
-        finally:
-            close_runtime(rt)
-
-
-def _job(rt: Runtime, pki: Pki, jdl: str, state: JobState) -> tuple[Principal, str]:
-    alice = principal_of(pki, "alice")
-    job_id = register_job(rt, alice, jdl, delegate_in_process(rt, alice, pki.users["alice"].proxy, "unit")).job_id
-    with rt.uow() as uow:
-        job = uow.jobs.get(job_id)
-        assert job is not None
-        uow.jobs.set_state(job, state.value, utcnow())
-    return alice, job_id
-
-
 NAMES = ("res#1.txt", "50%.txt", "a b?.txt")
 
 
@@ -194,7 +151,7 @@ class TestThroughTheService:
         self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path
     ) -> None:
         rt = service
-        alice, job_id = _job(rt, pki, ECHO_JDL, JobState.DONE)
+        alice, job_id = registered_job(rt, pki, ECHO_JDL, JobState.DONE)
         output = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
         for name in NAMES:
             (output / name).write_text(f"data of {name}")
@@ -210,7 +167,7 @@ class TestThroughTheService:
     ) -> None:
         rt = service
         jdl = ECHO_JDL.replace("[", "[ PerusalFileEnable = true;", 1)
-        _, job_id = _job(rt, pki, jdl, JobState.RUNNING)
+        _, job_id = registered_job(rt, pki, jdl, JobState.RUNNING)
         result = runner.invoke(cli, ["perusal", "--set", "-f", "res#1.txt", job_id])
         assert result.exit_code == 0, result.output
         rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
