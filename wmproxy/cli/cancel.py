@@ -30,7 +30,7 @@ def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | 
     ids = _job_ids(job_ids, input_file)
     env = common.Environment.load(endpoint)
     if not as_json and not common.confirm("Are you sure you want to remove specified job(s)"):
-        click.echo("bye", err=True)
+        common.echo("bye", err=True)
         return
     client = common.make_client(env)
     done: list[str] = []
@@ -44,7 +44,7 @@ def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | 
             errors.append(exc)
             failed.append({"jobid": job_id, "type": exc.fault_type, "message": exc.description})
             if len(ids) > 1 and not as_json:
-                click.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
+                common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if len(ids) == 1 and errors:
         common.fail(errors[0].fault_type, errors[0].description)
     if as_json:
@@ -57,5 +57,5 @@ def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | 
         write_result(render.cancel_text(done), output_file)
     if errors:
         if not as_json:
-            click.echo(f"Error - {len(errors)} of {len(ids)} job(s) could not be cancelled", err=True)
+            common.echo(f"Error - {len(errors)} of {len(ids)} job(s) could not be cancelled", err=True)
         raise SystemExit(1)

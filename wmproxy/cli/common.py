@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,7 +146,7 @@ def make_client(env: Environment, *, min_lifetime: int = 0, short_is_fatal: bool
         short = short_proxy(env.proxy_file, left, min_lifetime)
         if short_is_fatal:
             raise WMProxyClientError("ProxyError", short, None, "local proxy check")
-        click.echo(f"Warning - {short}", err=True)
+        echo(f"Warning - {short}", err=True)
     timeout = env.config.timeout
     endpoints = env.endpoints or (env.endpoint,)
     if len(endpoints) == 1:
@@ -160,7 +161,7 @@ def make_client(env: Environment, *, min_lifetime: int = 0, short_is_fatal: bool
                 raise
             failures.append(f"{url} ({exc.description})")
             log.info("endpoint %s failed: %s", url, exc.description)
-            click.echo(f"Warning - {url}: {exc.description}; switching to the next WMProxy server", err=True)
+            echo(f"Warning - {url}: {exc.description}; switching to the next WMProxy server", err=True)
             continue
         return client
     raise WMProxyClientError("ConnectionError", "unable to contact any specified endpoint: " + "; ".join(failures))
@@ -255,7 +256,7 @@ def _print_versions(endpoint: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"result": "success", "client": client_version(), "endpoint": client.endpoint,
                                "server": server}))
     else:
-        click.echo(f"wmproxy client version {client_version()}\n\nConnecting to the service {client.endpoint}\n\n"
+        echo(f"wmproxy client version {client_version()}\n\nConnecting to the service {client.endpoint}\n\n"
                    f"Version successfully retrieved :\nWMProxy Version: {server}")
 
 
@@ -288,6 +289,24 @@ def error_json(kind: str, description: str) -> str:
     return document(kind, description)
 
 
+#: the control characters (Unicode category Cc: C0, DEL and C1) but tab and newline
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: each control character (Unicode category Cc: C0, DEL, C1) but
+    tab and newline shown as ``\\xNN`` (U+009B as ``\\x9b``), so that text the server gives (file
+    names, reasons, JDL values) cannot move the cursor, rewrite lines or send the terminal
+    commands (CSI, OSC...)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def echo(text: str = "", *, nl: bool = True, err: bool = False) -> None:
+    """``click.echo`` of text in a human format, through :func:`printable`. JSON documents are
+    printed with ``click.echo``, exact (``json.dumps`` escapes every control character)."""
+    click.echo(printable(text), nl=nl, err=err)
+
+
 def fail(kind: str, description: str) -> None:
     """Report one error and exit with status 1: ``Error - <kind>: <description>`` on stderr,
     or under ``--json`` the :func:`error_json` object on stdout."""
@@ -295,7 +314,7 @@ def fail(kind: str, description: str) -> None:
     if json_requested():
         click.echo(error_json(kind, description))
     else:
-        click.echo(f"Error - {kind}: {' '.join(description.split())}", err=True)
+        echo(f"Error - {kind}: {' '.join(description.split())}", err=True)
     sys.exit(1)
 
 
@@ -331,7 +350,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable
     ) as progress:
 
         def task(label: str, total: int) -> Callable[[int], None]:
-            task_id = progress.add_task(label, total=total or None)
+            task_id = progress.add_task(printable(label), total=total or None)
             return lambda n: progress.advance(task_id, n)
 
         yield task

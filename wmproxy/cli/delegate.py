@@ -28,4 +28,4 @@ def delegate_proxy(delegation_id: str | None, automatic: bool, endpoint: str | N
     if as_json:
         click.echo(json.dumps({"result": "success", "endpoint": client.endpoint, "delegationid": used}))
     else:
-        click.echo(render.delegate_text(client.endpoint, used), nl=False)
+        common.echo(render.delegate_text(client.endpoint, used), nl=False)

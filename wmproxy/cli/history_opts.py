@@ -113,9 +113,9 @@ def finish_batch(as_json: bool, failed: Sequence[JobError], json_doc: Callable[[
     if as_json:
         click.echo(json_doc())
     else:
-        click.echo(text(), nl=False)
+        common.echo(text(), nl=False)
         for error in failed:
-            click.echo(error_line(error.type, error.message, error.job_id), err=True)
+            common.echo(error_line(error.type, error.message, error.job_id), err=True)
     if failed:
         sys.exit(1)
 

@@ -94,7 +94,7 @@ def info(
                                    "proxy": render.proxy_info_dict(details)}))
         else:
             header = f"Your proxy delegated to the endpoint {env.endpoint}\nwith delegationID {delegation_id}: \n"
-            click.echo(render.info_text(header, render.proxy_info_lines(details)), nl=False)
+            common.echo(render.info_text(header, render.proxy_info_lines(details)), nl=False)
         return
     job = common.one_job_id(job_id, input_file)
     client = common.make_client(env)
@@ -111,7 +111,7 @@ def info(
             body = render.proxy_info_lines(details)
             if renewal is not None:
                 body += "\n" + renewal_lines(renewal)
-            click.echo(render.info_text(header, body), nl=False)
+            common.echo(render.info_text(header, body), nl=False)
         return
     kind: JdlKind = "REGISTERED" if registered else "ORIGINAL"
     jdl = client.get_jdl(job, kind)
@@ -119,4 +119,4 @@ def info(
         click.echo(json.dumps({"result": "success", "jobid": job, "type": kind, "jdl": jdl}))
     else:
         header = f"The {'registered' if registered else 'original'} JDL\n for the job {job} :\n"
-        click.echo(render.info_text(header, jdl.rstrip("\n") + "\n"), nl=False)
+        common.echo(render.info_text(header, jdl.rstrip("\n") + "\n"), nl=False)

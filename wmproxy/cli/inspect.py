@@ -61,7 +61,7 @@ def _as_dict(found: InspectionResult) -> dict[str, object]:
 
 def _print(found: InspectionResult) -> None:
     if found.state == "ended":
-        click.echo(found.message)
+        common.echo(found.message)
         return
     if found.state == "failed":
         common.fail("InspectionFailed", found.message or "the job did not answer")
@@ -73,4 +73,4 @@ def _print(found: InspectionResult) -> None:
     notes = [n for n, on in (("killed at the time limit", found.timed_out),
                              ("output truncated", found.truncated)) if on]
     tail = f" ({', '.join(notes)})" if notes else ""
-    click.echo(f"-- exit code {found.exit_code}, ran at {when}{tail}")
+    common.echo(f"-- exit code {found.exit_code}, ran at {when}{tail}")

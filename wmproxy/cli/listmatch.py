@@ -55,10 +55,13 @@ def list_match(
         except OSError as exc:
             raise common.CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
         if not as_json:
-            click.echo(
+            common.echo(
                 f"\n{render.stripe('wmproxy list-match success', 84)}\n\n"
                 "Computing Element(s) matching your job requirements have been stored in the file:\n"
                 f"{Path(output_file).absolute()}\n\n{'=' * 84}\n"
             )
             return
-    click.echo(text, nl=as_json)
+    if as_json:
+        click.echo(text)
+    else:
+        common.echo(text, nl=False)

@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
 
             click.echo(error_json(type(exc).__name__, message))
         else:
-            click.echo(f"Error - {type(exc).__name__}: {message}", err=True)
+            from wmproxy.cli.common import echo
+
+            echo(f"Error - {type(exc).__name__}: {message}", err=True)
         sys.exit(1)
 
 

@@ -6,7 +6,10 @@ purges every node.
 
 Several jobs (arguments or ``-i FILE``) are retrieved one after the other: a job that
 fails is reported and the others are still retrieved; the exit status is 1 when any
-failed. With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
+failed. Each file is fetched on its own: a file that cannot be fetched or written, or whose
+name (or node name) given by the server is not a plain name inside the directory, is reported
+and the others are still fetched; a job with such a file is not purged and counts as failed.
+With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
 note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
 A file the JDL declares in ``OutputSandbox`` that the job did not produce is named as
 missing.
@@ -18,6 +21,7 @@ import getpass
 import json
 import os
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import click
 
@@ -25,7 +29,7 @@ from wmproxy.cli import common, render
 from wmproxy.cli.compound import node_names
 from wmproxy.cli.sandbox import _parse
 from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
-from wmproxy.client.transfer import download_file
+from wmproxy.client.transfer import download_file, local_path
 
 
 def default_dir(job_id: str) -> str:
@@ -73,7 +77,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     ids = _job_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
     results: list[dict[str, Any]] = []
-    failures: list[tuple[str, WMProxyClientError]] = []
+    failures: list[str] = []
     for job_id in ids:
         try:
             if list_only:
@@ -82,24 +86,26 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
             target = target_dir(job_id, directory, len(ids) > 1, nosubdir)
             results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
                                      as_json=as_json, skip_cleared=input_file is not None))
+            if results[-1]["result"] != "success":
+                failures.append(job_id)
         except _AlreadyRetrievedError:
             results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
             if not as_json:
-                click.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
+                common.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
         except WMProxyClientError as exc:
             if len(ids) == 1:
                 raise
-            failures.append((job_id, exc))
+            failures.append(job_id)
             results.append({"result": "failure", "jobid": job_id,
                             "error": {"type": exc.fault_type, "message": exc.description}})
             if not as_json:
-                click.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
+                common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else
                               {"result": "failure" if failures else "success", "jobs": results}))
     if failures:
-        if not as_json:
-            click.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
+        if not as_json and len(ids) > 1:
+            common.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
                        err=True)
         raise SystemExit(1)
 
@@ -114,7 +120,7 @@ def _list(client: WMProxyClient, job_id: str, proto: str, as_json: bool) -> dict
     result = {"result": "success", "jobid": job_id,
               "files": {jid: [{"uri": f.uri, "size": f.size} for f in files] for jid, files in listed.items()}}
     if not as_json:
-        click.echo(_list_text(listed), nl=False)
+        common.echo(_list_text(listed), nl=False)
     return result
 
 
@@ -155,18 +161,47 @@ def _declared_outputs(client: WMProxyClient, job_id: str) -> list[str]:
     return [os.path.basename(n) for n in names if n and not any(w in n for w in "*?[")]
 
 
-def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool) -> tuple[list[str], list[str]]:
-    """Download every listed output file; returns (stored paths, declared files missing)."""
+def _file_name(uri: str) -> str:
+    """The local name of an output file URI: its percent-decoded last path segment."""
+    return unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
+
+
+def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool,
+                  as_json: bool) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Download every listed output file, each on its own: a file that fails (refused name,
+    HTTP error, write error) is reported and the next one is fetched.
+
+    Returns:
+        The stored paths, the declared files the job did not produce, and one
+        ``{"uri", "name", "error"}`` per file that could not be retrieved.
+
+    Raises:
+        WMProxyClientError: getOutputFileList failed (nothing was fetched).
+    """
     files = client.get_output_file_list(job_id, "https")
-    stored = []
+    stored: list[str] = []
+    failed: list[dict[str, Any]] = []
     with common.progress_bar(progress) as task:
         for f in files:
             label = f.uri.rsplit("/", 1)[-1]
-            path = download_file(client.session, f.uri, target, progress=task(label, f.size), timeout=client.timeout)
+            try:
+                path = download_file(client.session, f.uri, target, progress=task(label, f.size),
+                                     timeout=client.timeout)
+            except WMProxyClientError as exc:
+                failed.append(_failure(job_id, f.uri, _file_name(f.uri), exc, as_json))
+                continue
             stored.append(str(path))
-    got = {os.path.basename(p) for p in stored}
-    missing = [name for name in _declared_outputs(client, job_id) if name not in got]
-    return stored, missing
+    produced = {_file_name(f.uri) for f in files}
+    missing = [name for name in _declared_outputs(client, job_id) if name not in produced]
+    return stored, missing, failed
+
+
+def _failure(job_id: str, uri: str | None, name: str, exc: WMProxyClientError, as_json: bool) -> dict[str, Any]:
+    """Report a file (or node) that could not be retrieved, ``Error - <type>: <message> (job <id>)``
+    on stderr (nothing with ``--json``); returns its JSON entry."""
+    if not as_json:
+        common.echo(render.error_line(exc.fault_type, exc.description, job_id), err=True)
+    return {"uri": uri, "name": name, "error": render.error_object(exc.fault_type, exc.description)}
 
 
 def _missing_text(job_id: str, missing: list[str]) -> str:
@@ -174,12 +209,36 @@ def _missing_text(job_id: str, missing: list[str]) -> str:
                    "(missing)\n" for name in missing)
 
 
+def _partial_text(text: str, target: str, missing: list[str], failed: list[dict[str, Any]]) -> str:
+    """The outcome ``text`` amended for declared files missing and files not retrieved."""
+    if not missing and not failed:
+        return text
+    text = text.replace("have been successfully retrieved", "have been retrieved", 1)
+    notes = ""
+    if missing:
+        notes += f"but these declared output files are missing: {', '.join(missing)}\n"
+    if failed:
+        names = ", ".join(f["name"] for f in failed)
+        notes += f"{'and' if missing else 'but'} these output files could not be retrieved: {names}\n"
+    return text.replace(f"{target}\n", f"{target}\n{notes}", 1)
+
+
+def _node_dir(target: str, name: str, child_id: str, as_json: bool) -> tuple[str | None, list[dict[str, Any]]]:
+    """A node's directory ``<target>/<node name>``; None (and the failure) when the name, which
+    comes from the parent's JDL, is not a plain name inside ``target``."""
+    try:
+        return str(local_path(target, name)), []
+    except WMProxyClientError as exc:
+        refused = WMProxyClientError(exc.fault_type, f"node directory: {exc.description}", None, exc.method)
+        return None, [_failure(child_id, None, name, refused, as_json)]
+
+
 def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool, progress: bool,
               as_json: bool, skip_cleared: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"result": "success", "jobid": job_id, "dir": target}
     children: list[str] = []
     try:
-        stored, missing = _download_all(client, job_id, target, progress)
+        stored, missing, failed = _download_all(client, job_id, target, progress, as_json)
     except WMProxyClientError as exc:
         if _cleared(client, job_id):
             if skip_cleared:
@@ -192,36 +251,44 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
         names = node_names(job_id, client.get_jdl(job_id, "ORIGINAL"), children)
         nodes: dict[str, Any] = {}
         shown = []
+        stored, failed = [], []
         for child_id in children:
-            node_dir = os.path.join(target, names[child_id])
-            try:
-                node_files, node_missing = _download_all(client, child_id, node_dir, progress)
-            except WMProxyClientError as exc:
-                click.echo(f"Warning - node {names[child_id]}: {exc.fault_type}: {exc.description}", err=True)
-                node_files, node_missing = [], []
+            name = names[child_id]
+            node_dir, node_failed = _node_dir(target, name, child_id, as_json)
+            node_files: list[str] = []
+            node_missing: list[str] = []
+            if node_dir is not None:
+                try:
+                    node_files, node_missing, node_failed = _download_all(client, child_id, node_dir, progress,
+                                                                          as_json)
+                except WMProxyClientError as exc:
+                    common.echo(f"Warning - node {name}: {exc.fault_type}: {exc.description}", err=True)
+                shown.append((name, child_id, node_dir))
             notes += _missing_text(child_id, node_missing)
-            nodes[names[child_id]] = {"jobid": child_id, "dir": node_dir, "files": node_files,
-                                      "missing": node_missing}
-            shown.append((names[child_id], child_id, node_dir))
+            stored += node_files
+            failed += node_failed
+            nodes[name] = {"jobid": child_id, "dir": node_dir, "files": node_files, "missing": node_missing,
+                           "failed": node_failed}
         result["nodes"] = nodes
-        text = render.output_nodes_text(job_id, target, shown)
+        text = _partial_text(render.output_nodes_text(job_id, target, shown), target, [], failed)
     else:
-        result["files"], result["missing"] = stored, missing
+        result["files"], result["missing"], result["failed"] = stored, missing, failed
         notes = _missing_text(job_id, missing)
-        text = render.output_text(job_id, target, bool(stored))
-        if missing:
-            text = text.replace("have been successfully retrieved", "have been retrieved", 1)
-            text = text.replace(f"{target}\n", f"{target}\nbut these declared output files are missing: "
-                                f"{', '.join(missing)}\n", 1)
-    if not nopurge:
+        text = _partial_text(render.output_text(job_id, target, bool(stored or failed)), target, missing, failed)
+    if failed:
+        result["result"] = render.result_word(len(stored), len(failed))
+        if not nopurge:
+            common.echo(f"Warning - {job_id}: not purged, {len(failed)} of its output files could not be "
+                       "retrieved", err=True)
+    elif not nopurge:
         try:
             client.job_purge(job_id)
         except WMProxyClientError as exc:
-            click.echo(f"Warning - JobPurging not allowed ({exc.fault_type}: {exc.description})", err=True)
+            common.echo(f"Warning - JobPurging not allowed ({exc.fault_type}: {exc.description})", err=True)
     if notes:
-        click.echo(notes, nl=False, err=True)
+        common.echo(notes, nl=False, err=True)
     if not as_json:
-        click.echo(text, nl=False)
+        common.echo(text, nl=False)
     return result
 
 

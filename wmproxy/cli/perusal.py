@@ -75,7 +75,7 @@ def perusal(
             listed = "".join(f" - {n}\n" for n in names)
             body = (f"File perusal has been successfully enabled for the job:\n{job}\nfor the file(s):\n{listed}"
                     if mode == "set" else f"File perusal has been successfully disabled for the job:\n{job}\n")
-            click.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n{body}\n{render.RULE}\n", nl=False)
+            common.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n{body}\n{render.RULE}\n", nl=False)
         return
     name = names[0]
     uris = client.get_perusal_files(job, name, all_chunks, "https")
@@ -92,11 +92,11 @@ def perusal(
                                "chunks": [str(p) for p in stored]}))
         return
     if not stored:
-        click.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n"
+        common.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n"
                    f"No new chunks of the file {name} to be retrieved for the job:\n{job}\n\n{render.RULE}\n", nl=False)
         return
     listed = "".join(f" - {p}\n" for p in stored)
-    click.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n"
+    common.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n"
                f"The retrieved chunks of the file {name} of the job:\n{job}\n"
                f"have been stored in the directory:\n{target}\n{listed}\n{render.RULE}\n", nl=False)
     if not nodisplay:

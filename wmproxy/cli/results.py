@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from wmproxy.cli.common import echo
 from wmproxy.cli.errors import CliError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -22,14 +23,14 @@ def write_result(text: str, output_file: str | None) -> None:
         CliError: ``Output`` when the file cannot be written.
     """
     if not output_file:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
         return
     try:
         with open(output_file, "a", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
         raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
-    click.echo(f"The result has been written to {output_file}", err=True)
+    echo(f"The result has been written to {output_file}", err=True)
 
 
 def result_file_option(func: F) -> F:

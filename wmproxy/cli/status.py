@@ -92,7 +92,7 @@ def _list(endpoint: str | None, as_json: bool, states: tuple[str, ...], excluded
     if as_json:
         click.echo(render_history.job_list_json(jobs))
     else:
-        click.echo(render_history.job_table(jobs), nl=False)
+        common.echo(render_history.job_table(jobs), nl=False)
 
 
 def _job_ids(job_ids: tuple[str, ...], input_file: str | None) -> list[str]:

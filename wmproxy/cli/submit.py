@@ -113,7 +113,7 @@ def submit(
     # with -a the new delegation lives as long as the local proxy: too short, the service refuses it
     client = common.make_client(env, min_lifetime=env.config.min_proxy_lifetime if automatic else 0)
     if not quiet:
-        click.echo(f"\nConnecting to the service {client.endpoint}\n")
+        common.echo(f"\nConnecting to the service {client.endpoint}\n")
     if automatic:
         delegation_id = client.delegate(None)
     did = delegation_id or ""
@@ -150,11 +150,11 @@ def submit(
     if as_json:
         click.echo(render.submit_json(job, client.endpoint))
     elif nomsg:
-        click.echo(job.id)
+        common.echo(job.id)
     elif register_only:
-        click.echo(render.register_text(job, saved), nl=False)
+        common.echo(render.register_text(job, saved), nl=False)
     else:
-        click.echo(render.submit_text(job, saved), nl=False)
+        common.echo(render.submit_text(job, saved), nl=False)
 
 
 def _read_jdl(path: str) -> str:
@@ -189,7 +189,7 @@ def _choose_ce(path: str) -> str:
     if len(ces) == 1 or common.run_options().noint:
         return ces[0]
     for number, ce in enumerate(ces, 1):
-        click.echo(f"{number} : {ce}", err=True)
+        common.echo(f"{number} : {ce}", err=True)
     choice = click.prompt("Choose one CE in the list", type=click.IntRange(1, len(ces)), default=1, err=True)
     return ces[choice - 1]
 
@@ -240,7 +240,7 @@ def _tell_files(files: list[Path], dest: str, quiet: bool) -> None:
     if quiet or not files:
         return
     listed = "".join(f" - {f}\n" for f in files)
-    click.echo(f"The following local input sandbox file(s) must be transferred to\n{dest}\n"
+    common.echo(f"The following local input sandbox file(s) must be transferred to\n{dest}\n"
                f"before the job is started:\n{listed}")
 
 
@@ -252,9 +252,9 @@ def _start_only(job_id: str, jobid_file: str | None, nomsg: bool, endpoint: str 
     if as_json:
         click.echo(render.submit_json(JobIds(job_id), env.endpoint))
     elif nomsg:
-        click.echo(job_id)
+        common.echo(job_id)
     else:
-        click.echo(render.start_text(job_id, saved), nl=False)
+        common.echo(render.start_text(job_id, saved), nl=False)
 
 
 def _save(jobid_file: str, job_id: str, *, failed: bool = False) -> str:

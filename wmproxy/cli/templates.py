@@ -27,7 +27,7 @@ def _print(template: str, endpoint: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"result": "success", "endpoint": endpoint, "jdl": template}))
     else:
-        click.echo(template.rstrip("\n"))
+        common.echo(template.rstrip("\n"))
 
 
 @click.group("templates")

@@ -83,6 +83,35 @@ def upload_file(
     return target
 
 
+def local_path(directory: str | os.PathLike[str], name: str, uri: str | None = None) -> Path:
+    """``directory/name`` for a ``name`` the server gave (the decoded last segment of a file
+    URI, a node name from a JDL), refused unless it stays inside ``directory``.
+
+    A name is refused when it is empty, ``.`` or ``..``, or holds ``/``, ``\\`` or NUL; the
+    path is refused when its resolved form (links followed) is not directly in the resolved
+    ``directory``, e.g. an existing link of that name pointing elsewhere.
+
+    Args:
+        directory: the directory the user chose (need not exist yet).
+        name: the name to put in it.
+        uri: where the name came from, for the error.
+
+    Raises:
+        WMProxyClientError: ``TransferError`` naming the refused name.
+    """
+    where = f" of {uri}" if uri else ""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        shown = "an empty name" if not name else f"the name {name!r}"
+        raise WMProxyClientError(
+            "TransferError", f"refused {shown}{where}: not a plain file name", None, "download")
+    base = Path(os.path.realpath(directory))
+    path = Path(directory) / name
+    if Path(os.path.realpath(path)).parent != base:
+        raise WMProxyClientError(
+            "TransferError", f"refused the name {name!r}{where}: {path} leads outside {directory}", None, "download")
+    return path
+
+
 def download_file(
     session: requests.Session,
     uri: str,
@@ -92,6 +121,9 @@ def download_file(
     timeout: float | None = None,
 ) -> Path:
     """GET ``uri`` into ``<directory>/<last path segment>``, atomically (temp file + rename).
+
+    The percent-decoded last segment must be a plain file name (:func:`local_path`); the
+    temporary ``.<name>.part`` beside it is created afresh, never through a link.
 
     Args:
         session: an authenticated session.
@@ -104,20 +136,21 @@ def download_file(
         The local file written.
 
     Raises:
-        WMProxyClientError: ``TransferError`` for a non-2xx status, a URI without a
-            file name or a local write error; ``ConnectionError`` for network/TLS failures.
+        WMProxyClientError: ``TransferError`` for a non-2xx status, a URI without a plain
+            file name (nothing is fetched) or a local write error; ``ConnectionError`` for
+            network/TLS failures.
     """
     name = unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
-    if not name or name in (".", ".."):
-        raise WMProxyClientError("TransferError", f"no file name in {uri}", None, "download")
+    target = local_path(directory, name, uri)
     directory = Path(directory)
-    target = directory / name
     partial = directory / f".{name}.part"
     with translated_errors("download"), session.get(uri, stream=True, timeout=timeout) as response:
         _check(response, "download", uri)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            with partial.open("wb") as out:
+            partial.unlink(missing_ok=True)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            with os.fdopen(fd, "wb") as out:
                 for chunk in response.iter_content(CHUNK):
                     out.write(chunk)
                     if progress is not None:

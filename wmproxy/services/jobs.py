@@ -21,7 +21,7 @@ from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
 from wmproxy.services.quota import release_area
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.uris import select_protocols
+from wmproxy.services.uris import file_uri, select_protocols
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
@@ -194,4 +194,4 @@ def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str |
             raise OperationNotAllowedError("Job current status doesn't allow getOutputFileList operation")
         area = rt.storage.job_area(job.id, job.parent_id)
         files = rt.storage.output_files(job.id)
-        return [(f"{area.output_uri}/{name}", size) for _ in protocols for name, size in files]
+        return [(file_uri(area.output_uri, name), size) for _ in protocols for name, size in files]

@@ -15,6 +15,7 @@ from wmproxy.errors import InvalidArgumentError
 from wmproxy.services.access import job_for
 from wmproxy.services.jobs import status_text
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.uris import file_uri
 from wmproxy.store import monitoring as queries
 from wmproxy.store.schema import Job
 
@@ -164,7 +165,7 @@ def job_detail(rt: Runtime, principal: Principal, job_id: str) -> JobDetail:
         if not nodes and job.state in (JobState.DONE.value, JobState.ABORTED.value) \
                 and rt.storage.has_job_area(job.id):
             area = rt.storage.job_area(job.id, job.parent_id)
-            outputs = [OutputFile(name, size, f"{area.output_uri}/{name}")
+            outputs = [OutputFile(name, size, file_uri(area.output_uri, name))
                        for name, size in rt.storage.output_files(job.id)]
         perusal = _perusal(rt, job)
         return JobDetail(_row(job), job.owner_dn, job.parent_id, job.exit_code, job.reason, events,
@@ -178,5 +179,5 @@ def _perusal(rt: Runtime, job: Job) -> list[PerusalFile]:
         return [PerusalFile(name, []) for name in names]
     area = rt.storage.job_area(job.id, job.parent_id)
     peek = rt.storage.job_dir(job.id) / "peek"
-    return [PerusalFile(name, [OutputFile(part, (peek / part).stat().st_size, f"{area.peek_uri}/{part}")
+    return [PerusalFile(name, [OutputFile(part, (peek / part).stat().st_size, file_uri(area.peek_uri, part))
                                for part in rt.storage.merged_perusal_files(job.id, name)]) for name in names]

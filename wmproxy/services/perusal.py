@@ -16,7 +16,7 @@ from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.access import live_job
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.uris import select_protocols
+from wmproxy.services.uris import file_uri, select_protocols
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
 
@@ -85,7 +85,7 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
         area = rt.storage.job_area(job.id, job.parent_id)
     new = rt.storage.merge_perusal_chunks(area.job_id, name)
     names = rt.storage.merged_perusal_files(area.job_id, name) if all_chunks else new
-    return [f"{area.peek_uri}/{n}" for _ in protocols for n in names]
+    return [file_uri(area.peek_uri, n) for _ in protocols for n in names]
 
 
 def perusal_lists(rt: Runtime, job_ids: list[str]) -> dict[str, list[str]]:

@@ -1,4 +1,5 @@
-"""A fake WMProxyClient and a CliRunner wired to it."""
+"""A fake WMProxyClient and a CliRunner wired to it; ``service``: the service in-process behind a
+real TLS server (:mod:`.https_server`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from wmproxy.client import (
 )
 
 from .fake_jobs import FakeJobsClient
+from .https_server import service  # noqa: F401 - the fixture, for the modules here
 
 ENDPOINT = "https://wms.example.org:7443/glite_wms_wmproxy_server"
 JOB = "https://wms.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"

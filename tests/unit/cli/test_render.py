@@ -117,3 +117,15 @@ class TestOtherTexts:
         ) in text
         assert "=" * 80 in text
         assert f"No output files to be retrieved for the job:\n{JOB}\n" in render.output_text(JOB, "/d", False)
+
+
+class TestPrintable:
+    def test_control_characters_but_tab_and_newline_are_escaped(self) -> None:
+        from wmproxy.cli.common import printable
+
+        controls = "".join(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)])
+        assert printable(controls) == "".join(
+            c if c in "\t\n" else f"\\x{ord(c):02x}" for c in controls)
+        assert printable("\x9b2J") == "\\x9b2J"
+        kept = "plain é \u00a0 \u202e ✓ \\x41"  # not Cc: left as they are
+        assert printable(kept) == kept

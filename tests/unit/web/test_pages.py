@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from lxml import etree, html
@@ -33,6 +33,16 @@ def set_state(rt: Runtime, job_id: str, state: JobState, **kwargs: object) -> No
         job = uow.jobs.get(job_id)
         assert job is not None
         uow.jobs.set_state(job, state.value, utcnow(), **kwargs)  # type: ignore[arg-type]
+
+
+def perused_job(rt: Runtime, owner: Principal, delegation: str, files: str) -> str:
+    """A registered job whose files under perusal are ``files`` (one a line)."""
+    job_id = register_job(rt, owner, ECHO_JDL, delegation).job_id
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        job.perusal_files = files
+    return job_id
 
 
 def page(app: WMProxyApplication, who: Principal, path: str, query: str = "") -> tuple[str, html.HtmlElement]:
@@ -166,14 +176,31 @@ class TestJobPage:
         status, _, body = request(app, alice, re.sub(r"^https://[^/]+", "", link.get("href")))
         assert (status, body) == ("200 OK", b"hello grid\n")
 
+    def test_links_of_names_with_hash_or_percent_are_quoted(self, app: WMProxyApplication, rt: Runtime,
+                                                            alice: Principal, delegated: str) -> None:
+        """The sandbox edge serves a request path decoded: a link's path, decoded as an HTTP
+        server does, is the file."""
+        job_id = perused_job(rt, alice, delegated, "res#1.txt")
+        output = rt.storage.job_dir(job_id) / "output"
+        output.mkdir(exist_ok=True)
+        (output / "res#1.txt").write_text("hash\n")
+        (output / "50%.txt").write_text("percent\n")
+        (rt.storage.job_dir(job_id) / "peek").mkdir()
+        (rt.storage.job_dir(job_id) / "peek" / "res#1.txt-100-160").write_text("part\n")
+        set_state(rt, job_id, JobState.DONE, exit_code=0)
+        _, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        links = doc.xpath('//table[@id="outputs"]//a') + doc.xpath('//ul[@id="perusal"]//a')
+        area = rt.storage.job_area(job_id)
+        assert [(a.text, a.get("href")) for a in links] == [
+            ("50%.txt", f"{area.output_uri}/50%25.txt"), ("res#1.txt", f"{area.output_uri}/res%231.txt"),
+            ("res#1.txt-100-160", f"{area.peek_uri}/res%231.txt-100-160")]
+        served = [request(app, alice, unquote(re.sub(r"^https://[^/]+", "", a.get("href")))) for a in links]
+        assert [(status, body) for status, _, body in served] == [
+            ("200 OK", b"percent\n"), ("200 OK", b"hash\n"), ("200 OK", b"part\n")]
 
     def test_perusal_files_link_their_merged_parts(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
                                                   delegated: str) -> None:
-        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
-        with rt.uow() as uow:
-            job = uow.jobs.get(job_id)
-            assert job is not None
-            job.perusal_files = "std.out\nstd.err"
+        job_id = perused_job(rt, alice, delegated, "std.out\nstd.err")
         peek = rt.storage.job_dir(job_id) / "peek"
         peek.mkdir(exist_ok=True)
         (peek / "std.out-100-160").write_bytes(b"first lines\n")

@@ -1,0 +1,178 @@
+"""``wmproxy output`` (and ``perusal --get``) downloading from a real HTTPS server.
+
+* A hostile server: names it gives (file URIs, node names of a compound job's JDL) never lead
+  outside the chosen directory, and one file that cannot be retrieved does not stop the others.
+* The service itself, in-process (``WMProxyApplication``: SOAP port and sandbox edge, a fixed
+  caller instead of the TLS client certificate) behind a real TLS server: file names with
+  ``#``, ``%``, ``?`` or spaces are listed with URIs the sandbox edge serves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL
+from wmproxy.cli.compound import child_job_id
+from wmproxy.cli.main import cli
+from wmproxy.client import JobStatus, OutputFile, WMProxyClientError
+from wmproxy.client.session import grid_session
+from wmproxy.domain import JobState
+from wmproxy.services import jobs
+from wmproxy.services.runtime import Runtime
+
+from .conftest import JOB, FakeClient
+from .https_server import https_server, registered_job
+
+
+def _any_file(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """200 for every GET: the body names the (decoded) path asked for."""
+    body = f"content of {environ['PATH_INFO']}".encode()
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def server(pki: Pki, fake: FakeClient) -> Iterator[str]:
+    """A hostile server's sandbox: any path is served. The fake client uses a real session."""
+    with https_server(pki, _any_file) as (_, base):
+        fake.session = grid_session(str(pki.users["alice"].proxy), str(pki.ca_dir))
+        yield base
+
+
+def _files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir()}
+
+
+class TestServerGivenNames:
+    def test_a_file_name_leading_outside_is_refused_and_the_others_are_written(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
+    ) -> None:
+        root = tmp_path / "dl"
+        chosen = root / "chosen" / "sub"
+        chosen.mkdir(parents=True)
+        (root / "victim.txt").write_text("keep")
+        (chosen / "linked.txt").symlink_to(root / "victim.txt")
+        hostile = [".%2F..%2F..%2Fescaped.txt", "..%2F..%2Fescaped2.txt", "%2E%2E", ".", "..%5C..%5Cback.txt",
+                   "nul%00.txt", "linked.txt"]
+        fake.outputs = [OutputFile(f"{server}/job/output/out.txt", 20)]
+        fake.outputs += [OutputFile(f"{server}/job/output/{name}", 1) for name in hostile]
+        fake.outputs += [OutputFile(f"{server}/job/output/plain.txt", 22)]
+        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        assert result.exit_code == 1, result.output
+        assert not (root / "escaped.txt").exists() and not (root / "escaped2.txt").exists()
+        assert (chosen / "out.txt").read_text() == "content of /job/output/out.txt"
+        assert (chosen / "plain.txt").read_text() == "content of /job/output/plain.txt"
+        assert (root / "victim.txt").read_text() == "keep"
+        assert _files_under(root) == {"victim.txt", "chosen/sub/out.txt", "chosen/sub/plain.txt",
+                                      "chosen/sub/linked.txt"}
+        assert (chosen / "linked.txt").is_symlink()
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error - ")]
+        assert len(errors) == len(hostile), result.stderr
+        uri = f"{server}/job/output/.%2F..%2F..%2Fescaped.txt"
+        assert (f"Error - TransferError: refused the name './../../escaped.txt' of {uri}: "
+                f"not a plain file name (job {JOB})") in errors
+        assert any("refused the name 'linked.txt'" in e and "leads outside" in e for e in errors)
+        assert "job_purge" not in fake.names()
+        assert f"Warning - {JOB}: not purged, {len(hostile)} of its output files could not be retrieved" \
+               in result.stderr
+        assert "have been retrieved and stored in the directory:\n" in result.stdout
+        assert "but these output files could not be retrieved: ./../../escaped.txt, ../../escaped2.txt" \
+               in result.stdout
+
+    def test_a_leftover_temporary_file_that_is_a_link_is_not_followed(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
+    ) -> None:
+        (tmp_path / "victim.txt").write_text("keep")
+        chosen = tmp_path / "chosen"
+        chosen.mkdir()
+        (chosen / ".plain.txt.part").symlink_to(tmp_path / "victim.txt")
+        fake.outputs = [OutputFile(f"{server}/job/output/plain.txt", 22)]
+        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "victim.txt").read_text() == "keep"
+        assert not (chosen / "plain.txt").is_symlink()
+        assert (chosen / "plain.txt").read_text() == "content of /job/output/plain.txt"
+        assert _files_under(chosen) == {"plain.txt"}
+
+    def test_json_names_each_file_not_retrieved(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
+    ) -> None:
+        fake.outputs = [OutputFile(f"{server}/o/..%2Fx", 1), OutputFile(f"{server}/o/y", 1)]
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path / "d"), JOB])
+        assert result.exit_code == 1
+        data = json.loads(result.stdout)
+        assert data["result"] == "partial" and data["files"] == [str(tmp_path / "d" / "y")]
+        assert [(f["name"], f["error"]["type"]) for f in data["failed"]] == [("../x", "TransferError")]
+        assert "Error" not in result.stderr and "not purged" in result.stderr
+
+    def test_node_names_leading_outside_are_refused_and_the_other_nodes_retrieved(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        target = tmp_path / "dl" / "chosen"
+        # DAG nodes are numbered by name: '..' = 0, 'a/../../x' = 1, ok = 2
+        up, slash, ok = (child_job_id(JOB, i) for i in range(3))
+        fake.status = JobStatus(JOB, "Done (Exit Code 0)",
+                                children=tuple(JobStatus(c, "Done") for c in (up, slash, ok)))
+        node = '[ description = [ Executable = "/bin/true"; ]; ]'
+        fake.jdls[(JOB, "ORIGINAL")] = (f"[ Type = \"dag\"; nodes = [ '..' = {node}; 'a/../../x' = {node};"
+                                        f" ok = {node}; ]; ]")
+
+        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+            fake.calls.append(("get_output_file_list", (job_id,)))
+            if job_id == JOB:
+                raise WMProxyClientError("OperationNotAllowedFault", "parent")
+            return [OutputFile(f"{server}/{job_id[-6:]}/out.txt", 1)]
+
+        monkeypatch.setattr(fake, "get_output_file_list", list_files)
+        result = runner.invoke(cli, ["output", "--dir", str(target), JOB])
+        assert result.exit_code == 1, result.output
+        assert _files_under(tmp_path / "dl") == {"chosen/ok/out.txt"}
+        assert (target / "ok" / "out.txt").read_text() == f"content of /{ok[-6:]}/out.txt"
+        assert (f"Error - TransferError: node directory: refused the name '..': not a plain file name "
+                f"(job {up})") in result.stderr
+        assert f"refused the name 'a/../../x': not a plain file name (job {slash})" in result.stderr
+        assert [args[0] for name, args in fake.calls if name == "get_output_file_list"] == [JOB, ok]
+        assert "job_purge" not in fake.names()
+        assert f"\tNode Name:\tok\n\tJobId:    \t{ok}\n" in result.stdout
+
+
+NAMES = ("res#1.txt", "50%.txt", "a b?.txt")
+
+
+class TestThroughTheService:
+    def test_output_names_with_hash_or_percent_are_listed_quoted_and_retrieved(
+        self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        rt = service
+        alice, job_id = registered_job(rt, pki, ECHO_JDL, JobState.DONE)
+        output = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
+        for name in NAMES:
+            (output / name).write_text(f"data of {name}")
+        uris = [uri for uri, _ in jobs.output_files(rt, alice, job_id, "https")]
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "out"), job_id])
+        assert result.exit_code == 0, result.output
+        assert {p.name: p.read_text() for p in (tmp_path / "out").iterdir()} == {n: f"data of {n}" for n in NAMES}
+        assert jobs.job_status(rt, alice, job_id).state == "Cleared"
+        assert sorted(uri.rsplit("/", 1)[1] for uri in uris) == ["50%25.txt", "a%20b%3F.txt", "res%231.txt"]
+
+    def test_perusal_parts_of_a_name_with_a_hash_are_retrieved(
+        self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        rt = service
+        jdl = ECHO_JDL.replace("[", "[ PerusalFileEnable = true;", 1)
+        _, job_id = registered_job(rt, pki, jdl, JobState.RUNNING)
+        result = runner.invoke(cli, ["perusal", "--set", "-f", "res#1.txt", job_id])
+        assert result.exit_code == 0, result.output
+        rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
+        rt.storage.write_perusal_chunk(job_id, "res#1.txt", b"first lines\n", 100)
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "res#1.txt", "--dir", str(tmp_path / "p"), job_id])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "p" / "res#1.txt-100-100").read_text() == "first lines\n"
+        assert result.stdout.endswith("first lines\n")
