@@ -26,6 +26,7 @@ from wmproxy.errors import (
     OperationNotAllowedError,
     ProxyExpiredError,
 )
+from wmproxy.jdl import jdl_lines, parse_jdl
 from wmproxy.services import jobs
 from wmproxy.services.execution import NO_JOB_DIRECTORY, claim_next_start
 from wmproxy.services.runtime import Runtime
@@ -93,6 +94,38 @@ class TestRegister:
             register_job(rt, alice, jdl, delegated)
         assert err.value.code == 1219
         assert sandbox_areas(rt) == []
+
+    @pytest.mark.parametrize("jdl", [
+        pytest.param("""[ Executable = "/bin/true"; 'x=0; VirtualOrganisation="atlas"; y' = 1 ]""",
+                     id="smuggled-vo"),
+        pytest.param("""[ Executable = "/bin/true"; 'my attr' = 1 ]""", id="unreadable-stored-text"),
+        pytest.param("""[ Type = "collection"; Nodes = { [ Executable = "/bin/true";"""
+                     """ 'x=0; StdOutput="/etc/passwd"; y' = 1 ] } ]""", id="in-a-node"),
+    ])
+    def test_a_quoted_attribute_name_is_refused_and_leaves_nothing(self, rt: Runtime, alice: Principal,
+                                                                   delegated: str, jdl: str) -> None:
+        """Written back unquoted into the stored JDL, such a name gave the execution worker
+        attributes no check had seen (a VirtualOrganisation of another VO), or a text it
+        could not read (its claim failed at every cycle)."""
+        with pytest.raises(JdlSyntaxError, match="is not a plain name") as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.code == 1219
+        assert sandbox_areas(rt) == []
+        with rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []
+
+    def test_the_stored_jdl_texts_read_back_to_the_same_ads(self, rt: Runtime, alice: Principal,
+                                                              delegated: str) -> None:
+        """A plain name written quoted and quotes inside strings are no quoted names."""
+        jdl = """[ 'Executable' = "/bin/echo"; Arguments = "it's 'a b' \\"c\\""; R = 'parent' ]"""
+        job = register_job(rt, alice, jdl, delegated)
+        with rt.uow() as uow:
+            row = uow.jobs.get(job.job_id)
+            assert row is not None
+            original, registered = row.jdl_original, row.jdl_registered
+        assert parse_jdl(original) == parse_jdl(jdl)
+        assert parse_jdl(original)["Arguments"] == "it's 'a b' \"c\""
+        assert jdl_lines(parse_jdl(registered)) == registered
 
 
 class TestStart:
