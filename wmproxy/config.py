@@ -217,7 +217,9 @@ class JobsSettings:
             0 = quotas off, and the quota operations answer GetQuotaManagementFault.
         max_perusal_files: files one job may have under perusal (MaxPerusalFiles, 15).
         min_perusal_interval: seconds, lower bound of PerusalTimeInterval (1000).
-        max_nodes: nodes one compound job may have.
+        max_nodes: nodes one compound job may have. A DAG may also give at most
+            max(10 × max_nodes, 100,000) dependency pairs, counted as written (``{ {a, b},
+            {c, d} }`` is four; ``wmproxy.jdl.compound.max_dependencies``).
         ce_catalogue: file of CE ClassAds, one per CE, the brokering target of jobStart
             and jobListMatch (``docs/brokering.md``); empty = the one built-in local CE.
     """

@@ -28,6 +28,11 @@ Decisions where the reference is silent or differs from gLite:
   node; this version does not).
 * ``RetryCount`` of a node: its own, else the parent's ``DefaultNodeRetryCount``, else
   the parent's ``RetryCount`` (likewise for ``ShallowRetryCount``).
+* Dependencies: a list on each side of a pair means every pair (``{ {a, b}, {c, d} }`` is
+  four), so ``max_nodes`` does not bound them: a DAG may give at most
+  :func:`max_dependencies` pairs (100,000 with the default ``[jobs] max_nodes``), counted as
+  written, repeats too, before any pair is made or a cycle looked for; more are refused
+  with :class:`InvalidArgumentError`. Each pair is kept once.
 
 classad2 pitfalls met here: reading a list (``ad["Nodes"]``) evaluates the list but
 not its elements, so a bare name such as ``nodeA`` in ``dependencies`` or
@@ -78,6 +83,10 @@ from wmproxy.jdl.sandbox import file_name, is_remote_uri, isb_union
 CompoundKind = Literal["dag", "collection", "parametric"]
 
 DEFAULT_MAX_NODES = 10_000
+#: Dependency pairs a DAG may give per node it may have, and at least: a list on each side of a
+#: pair means every pair, so a few kB of JDL give millions of them (see :func:`max_dependencies`).
+DEPENDENCIES_PER_NODE = 10
+MIN_MAX_DEPENDENCIES = 100_000
 
 #: Parent attributes a DAG or collection node gets when it does not set them (§9.5
 #: list, the brief's list, plus FuzzyRank which goes with Rank).
@@ -196,7 +205,8 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> Compo
         The expanded job, or ``None`` for a simple job.
 
     Raises:
-        InvalidArgumentError: no nodes, more than ``max_nodes`` nodes, a node given
+        InvalidArgumentError: no nodes, more than ``max_nodes`` nodes, more dependency
+            pairs than :func:`max_dependencies` (counted before they are made), a node given
             by ``file`` (the client must inline it), a nested DAG, collection or
             parametric node, an unsupported ``node_type``, or a node's ``Std*`` or
             ``OutputSandbox`` name outside its work directory.
@@ -223,7 +233,7 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> Compo
         own_isb = list(string_list(ad, "InputSandbox"))
     names = _check_names(name for name, _ in raw_nodes)
     if kind == "dag":
-        dependencies = _dependencies(ad, names)
+        dependencies = _dependencies(ad, names, max_dependencies(max_nodes))
         _order([name for name, _ in raw_nodes], dependencies)
     scope = classad2.ClassAd()
     scope["InputSandbox"] = list(string_list(ad, "InputSandbox"))
@@ -256,6 +266,12 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> Compo
         parent_isb_files=tuple(file_name(entry) for entry in entries if not is_remote_uri(entry)),
         description=description,
     )
+
+
+def max_dependencies(max_nodes: int) -> int:
+    """The most dependency pairs a DAG of at most ``max_nodes`` nodes may give:
+    ``max(DEPENDENCIES_PER_NODE * max_nodes, MIN_MAX_DEPENDENCIES)`` (100,000 by default)."""
+    return max(DEPENDENCIES_PER_NODE * max_nodes, MIN_MAX_DEPENDENCIES)
 
 
 def dag_order(job: CompoundJob) -> list[str]:
@@ -367,26 +383,38 @@ def _refuse_nested(node: classad2.ClassAd, name: str) -> None:
         raise InvalidArgumentError(f"nested DAGs are not supported (node {name})")
 
 
-def _dependencies(ad: classad2.ClassAd, names: dict[str, str]) -> list[tuple[str, str]]:
-    """Pairs from ``nodes.dependencies`` and top-level ``Dependencies``; lists mean all pairs."""
+def _dependencies(ad: classad2.ClassAd, names: dict[str, str], most: int) -> list[tuple[str, str]]:
+    """Pairs from ``nodes.dependencies`` and top-level ``Dependencies``; lists mean all pairs.
+
+    The pairs are counted (repeated ones too) before any is made: more than ``most`` are
+    refused with :class:`InvalidArgumentError`. Each pair is kept once, in JDL order.
+    """
     sources = []
     nodes = ad[NODE_LIST]
     if isinstance(nodes, classad2.ClassAd) and DEPENDENCIES in nodes:
         sources.append((nodes, nodes[DEPENDENCIES]))
     if DEPENDENCIES in ad:
         sources.append((ad, ad[DEPENDENCIES]))
-    pairs: list[tuple[str, str]] = []
+    sides: list[tuple[list[str], list[str]]] = []
+    count = 0
     for holder, value in sources:
         if not isinstance(value, list):
             raise JdlError(f"Attribute dependencies must be a list of pairs, not {text(holder, DEPENDENCIES)}")
         for item in value:
             if not isinstance(item, list) or len(item) != 2:
                 raise JdlError(f"Attribute dependencies: {shown(item)} is not a pair {{parent, child}}")
-            for parent in _dependency_names(item[0], names):
-                for child in _dependency_names(item[1], names):
-                    if (parent, child) not in pairs:
-                        pairs.append((parent, child))
-    return pairs
+            parents, children = _dependency_names(item[0], names), _dependency_names(item[1], names)
+            count += len(parents) * len(children)
+            sides.append((parents, children))
+    if count > most:
+        raise InvalidArgumentError(
+            f"The DAG job has {count} dependency pairs, more than the allowed {most}")
+    pairs: dict[tuple[str, str], None] = {}  # a set that keeps the JDL order
+    for parents, children in sides:
+        for parent in parents:
+            for child in children:
+                pairs[parent, child] = None
+    return list(pairs)
 
 
 def _dependency_names(side: Any, names: dict[str, str]) -> list[str]:
@@ -473,11 +501,14 @@ def _take_node_name(node: classad2.ClassAd, *, default: str, attribute: str = "N
 
 __all__ = [
     "DEFAULT_MAX_NODES",
+    "DEPENDENCIES_PER_NODE",
+    "MIN_MAX_DEPENDENCIES",
     "CompoundJob",
     "NodeSpec",
     "compound_kind",
     "dag_order",
     "describe",
     "expand",
+    "max_dependencies",
     "node_name",
 ]

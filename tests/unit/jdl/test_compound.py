@@ -157,6 +157,25 @@ class TestDag:
 
         assert job.dependencies == (("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"))
 
+    @pytest.mark.parametrize("child", ["b", "a"], ids=["no-cycle", "cycle"])
+    def test_more_dependency_pairs_than_the_cap_are_refused_before_they_are_made(self, child: str) -> None:
+        """317 x 317 = 100,489 pairs, counted as written (repeats too) from a 1.3 kB list, are
+        refused before any pair is made or a cycle looked for (a list on each side of a pair
+        cost O(pairs²) before the cycle was found). The cap follows ``max_nodes``."""
+        parents, children = ", ".join(["a"] * 317), ", ".join([child] * 317)
+        text = (
+            'Type = "dag"; Executable = "x"; nodes = [ a = [ description = [] ]; b = [ description = [] ];'
+            f" dependencies = {{ {{ {{ {parents} }}, {{ {children} }} }} }} ];"
+        )
+
+        with pytest.raises(InvalidArgumentError) as info:
+            _expand(text)
+
+        assert info.value.message == "The DAG job has 100489 dependency pairs, more than the allowed 100000"
+        assert info.value.code == 1225
+        if child == "b":  # 10 pairs a node: 200,000 for 20,000 nodes; each pair kept once
+            assert _expand(text, max_nodes=20_000).dependencies == (("a", "b"),)
+
     def test_order_is_topological_and_stable_by_name(self) -> None:
         job = _expand(
             'Type = "dag"; Executable = "x"; nodes = [ z = [ description = [] ]; m = [ description = [] ];'

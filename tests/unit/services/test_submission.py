@@ -19,6 +19,7 @@ from wmproxy.domain import JobState, Principal, parse_job_id, utcnow
 from wmproxy.errors import (
     AuthorizationError,
     DelegationNotFoundError,
+    InvalidArgumentError,
     InvalidDelegationIdError,
     JdlError,
     JdlSyntaxError,
@@ -126,6 +127,34 @@ class TestRegister:
         assert parse_jdl(original) == parse_jdl(jdl)
         assert parse_jdl(original)["Arguments"] == "it's 'a b' \"c\""
         assert jdl_lines(parse_jdl(registered)) == registered
+
+
+class TestDagDependencies:
+    NODES = ('a = [ description = [ Executable = "/bin/true" ] ];'
+             ' b = [ description = [ Executable = "/bin/true" ] ];')
+
+    def test_more_pairs_than_the_cap_are_refused_and_leave_nothing(self, rt: Runtime, alice: Principal,
+                                                                    delegated: str) -> None:
+        """{ {a x 317}, {b x 317} } is 100,489 pairs, counted before any is made."""
+        parents, children = ", ".join(["a"] * 317), ", ".join(["b"] * 317)
+        jdl = (f'[ Type = "dag"; nodes = [ {self.NODES}'
+               f" dependencies = {{ {{ {{ {parents} }}, {{ {children} }} }} }} ] ]")
+        with pytest.raises(InvalidArgumentError) as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.message == "The DAG job has 100489 dependency pairs, more than the allowed 100000"
+        assert err.value.code == 1225
+        assert sandbox_areas(rt) == []
+        with rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []
+
+    def test_a_repeated_pair_is_one_row(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        jdl = (f'[ Type = "dag"; nodes = [ {self.NODES} dependencies = {{ {{ a, b }}, {{ {{ a, A }}, {{ "b" }} }} }} ];'
+               " Dependencies = { { a, B } } ]")
+        registered = register_job(rt, alice, jdl, delegated)
+        with rt.uow() as uow:
+            ids = {node.node_name: node.id for node in uow.jobs.children(registered.job_id)}
+            assert uow.jobs.dependencies(ids["b"]) == [ids["a"]]
+            assert uow.jobs.dependencies(ids["a"]) == []
 
 
 class TestStart:
