@@ -371,7 +371,9 @@ class LimitsSettings:
     Attributes:
         max_proxy_chain_depth: certificates below the end-entity certificate a client or
             delegated proxy chain may have (proxies of proxies); 10.
-        max_request_bytes: bytes of one SOAP request (16 MiB, the documented JDL limit).
+        max_request_bytes: bytes of one SOAP request (16 MiB, the documented JDL limit), and of
+            the JDL of a compound job's nodes together once expanded (what each inherits and
+            its ``_PARAM_`` value included), estimated from the request before any node is made.
         max_xml_depth: element nesting depth of one SOAP request.
         max_xml_elements: elements in one SOAP request.
         max_xml_attributes: attributes on one element.

@@ -6,6 +6,7 @@ Only the public signatures are used: ``register_job(rt, principal, jdl, delegati
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import stat
@@ -15,6 +16,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL, delegate_in_process
+from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal, parse_job_id, utcnow
 from wmproxy.errors import (
     AuthorizationError,
@@ -155,6 +157,30 @@ class TestDagDependencies:
             ids = {node.node_name: node.id for node in uow.jobs.children(registered.job_id)}
             assert uow.jobs.dependencies(ids["b"]) == [ids["a"]]
             assert uow.jobs.dependencies(ids["a"]) == []
+
+
+class TestExpandedSize:
+    """The nodes' JDL together is bounded by [limits] max_request_bytes, before any is made."""
+
+    PAD = "x" * 10_000  # 20 nodes of it: 200 kB
+
+    @pytest.mark.parametrize(("jdl", "what"), [
+        pytest.param(f'[ JobType = "parametric"; Executable = "/bin/echo"; Arguments = "_PARAM_";'
+                     f' Parameters = 20; Pad = "{PAD}" ]', "parametric", id="parametric"),
+        pytest.param(f'[ Type = "collection"; Executable = "/bin/echo"; Arguments = "{PAD}";'
+                     f' Nodes = {{ {", ".join(["[ ]"] * 20)} }} ]', "collection", id="collection"),
+    ])
+    def test_over_the_limit_is_refused_and_leaves_nothing(self, rt: Runtime, alice: Principal, delegated: str,
+                                                         jdl: str, what: str) -> None:
+        rt.settings = dataclasses.replace(rt.settings, limits=LimitsSettings(max_request_bytes=100_000))
+        with pytest.raises(InvalidArgumentError) as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.code == 1225
+        assert err.value.message.startswith(f"The {what} job's nodes would hold 20")
+        assert err.value.message.endswith(" bytes of JDL, more than the allowed 100000")
+        assert sandbox_areas(rt) == []
+        with rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []
 
 
 class TestStart:
