@@ -217,7 +217,9 @@ class JobsSettings:
             0 = quotas off, and the quota operations answer GetQuotaManagementFault.
         max_perusal_files: files one job may have under perusal (MaxPerusalFiles, 15).
         min_perusal_interval: seconds, lower bound of PerusalTimeInterval (1000).
-        max_nodes: nodes one compound job may have.
+        max_nodes: nodes one compound job may have. A DAG may also give at most
+            max(10 × max_nodes, 100,000) dependency pairs, counted as written (``{ {a, b},
+            {c, d} }`` is four; ``wmproxy.jdl.compound.max_dependencies``).
         ce_catalogue: file of CE ClassAds, one per CE, the brokering target of jobStart
             and jobListMatch (``docs/brokering.md``); empty = the one built-in local CE.
     """
@@ -369,7 +371,9 @@ class LimitsSettings:
     Attributes:
         max_proxy_chain_depth: certificates below the end-entity certificate a client or
             delegated proxy chain may have (proxies of proxies); 10.
-        max_request_bytes: bytes of one SOAP request (16 MiB, the documented JDL limit).
+        max_request_bytes: bytes of one SOAP request (16 MiB, the documented JDL limit), and of
+            the JDL of a compound job's nodes together once expanded (what each inherits and
+            its ``_PARAM_`` value included), estimated from the request before any node is made.
         max_xml_depth: element nesting depth of one SOAP request.
         max_xml_elements: elements in one SOAP request.
         max_xml_attributes: attributes on one element.

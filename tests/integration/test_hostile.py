@@ -357,3 +357,24 @@ def test_a_forged_jdl_end_marker_is_refused(alice: ReferenceClient, deployment: 
                                   "hostile")
     assert_fault(err, "InvalidArgumentFault", "jobRegister", "1219", "Unable to parse JDL")
     assert deployment_footprint(deployment.config) == before
+
+
+# --- quoted attribute names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("jdl", "name"), [
+    pytest.param("""[ Executable = "/bin/true"; 'x=0; VirtualOrganisation="atlas"; y' = 1 ]""",
+                 """'x=0; VirtualOrganisation=\\"atlas\\"; y'""", id="smuggled-vo"),
+    pytest.param("""[ Executable = "/bin/true"; 'my attr' = 1 ]""", "'my attr'", id="unreadable-stored-text"),
+])
+def test_a_quoted_attribute_name_is_refused(alice: ReferenceClient, deployment: Deployment, jdl: str,
+                                            name: str) -> None:
+    """Written back unquoted into the stored JDL, the name smuggled attributes to the worker, or
+    made the text one it could not read."""
+    tried("tls")
+    before = deployment_footprint(deployment.config)
+    with pytest.raises(zeep.exceptions.Fault) as err:
+        alice.wmproxy.jobRegister(jdl, "hostile")
+    assert_fault(err, "InvalidArgumentFault", "jobRegister", "1219",
+                 f"Unable to parse JDL: attribute name {name} is not a plain name")
+    assert deployment_footprint(deployment.config) == before

@@ -21,7 +21,7 @@ Pure: no I/O, database, SOAP or network; it imports only ``wmproxy.errors``/``do
 
 from __future__ import annotations
 
-from wmproxy.jdl.compound import CompoundJob, NodeSpec, dag_order, describe, expand
+from wmproxy.jdl.compound import CompoundJob, NodeSpec, dag_order, describe, expand, node_count
 from wmproxy.jdl.description import (
     JobDescription,
     input_sandbox_files,
@@ -48,6 +48,7 @@ __all__ = [
     "is_remote_uri",
     "isb_file_names",
     "jdl_lines",
+    "node_count",
     "parse_jdl",
     "read_description",
     "registered_ad",

@@ -28,6 +28,17 @@ Decisions where the reference is silent or differs from gLite:
   node; this version does not).
 * ``RetryCount`` of a node: its own, else the parent's ``DefaultNodeRetryCount``, else
   the parent's ``RetryCount`` (likewise for ``ShallowRetryCount``).
+* Size: every node carries what it inherits (a parametric node the whole JDL), so a small
+  request could expand into gigabytes (10,000 nodes inheriting a 1 MB ``Arguments``). The
+  nodes' JDL together (their own text, what they inherit, their ``_PARAM_`` values and
+  ``root.InputSandbox[i]`` entries) may hold at most ``max_bytes`` characters, estimated
+  from the request before any node is made; more is refused with
+  :class:`InvalidArgumentError`.
+* Dependencies: a list on each side of a pair means every pair (``{ {a, b}, {c, d} }`` is
+  four), so ``max_nodes`` does not bound them: a DAG may give at most
+  :func:`max_dependencies` pairs (100,000 with the default ``[jobs] max_nodes``), counted as
+  written, repeats too, before any pair is made or a cycle looked for; more are refused
+  with :class:`InvalidArgumentError`. Each pair is kept once.
 
 classad2 pitfalls met here: reading a list (``ad["Nodes"]``) evaluates the list but
 not its elements, so a bare name such as ``nodeA`` in ``dependencies`` or
@@ -70,7 +81,9 @@ from wmproxy.jdl.parametric import (
     PARAM,
     REFERENCE,
     check_count,
+    check_size,
     node_name,
+    parameter_values,
     parametric_nodes,
 )
 from wmproxy.jdl.sandbox import file_name, is_remote_uri, isb_union
@@ -78,6 +91,14 @@ from wmproxy.jdl.sandbox import file_name, is_remote_uri, isb_union
 CompoundKind = Literal["dag", "collection", "parametric"]
 
 DEFAULT_MAX_NODES = 10_000
+#: Characters the JDL of a compound job's nodes may hold together once expanded (inherited
+#: attributes and ``_PARAM_`` values included); the services pass ``[limits]
+#: max_request_bytes``, of which this is the default (16 MiB, the documented JDL limit).
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+#: Dependency pairs a DAG may give per node it may have, and at least: a list on each side of a
+#: pair means every pair, so a few kB of JDL give millions of them (see :func:`max_dependencies`).
+DEPENDENCIES_PER_NODE = 10
+MIN_MAX_DEPENDENCIES = 100_000
 
 #: Parent attributes a DAG or collection node gets when it does not set them (§9.5
 #: list, the brief's list, plus FuzzyRank which goes with Rank).
@@ -167,7 +188,8 @@ def compound_kind(ad: classad2.ClassAd) -> CompoundKind | None:
     return "parametric" if job_type(ad) == "parametric" else None
 
 
-def describe(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> JobDescription:
+def describe(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
+             max_bytes: int = DEFAULT_MAX_BYTES) -> JobDescription:
     """Validate any JDL as jobRegister does and return its description (§3.1, §9.4, §9.5).
 
     A simple job is described by :func:`~wmproxy.jdl.description.describe_simple`; a
@@ -177,26 +199,32 @@ def describe(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> Job
     Args:
         ad: the parsed JDL; not modified.
         max_nodes: the most nodes a compound job may have.
+        max_bytes: the most characters its nodes' JDL may hold together.
 
     Raises:
         Whatever :func:`describe_simple` or :func:`expand` raise.
     """
-    job = expand(ad, max_nodes=max_nodes)
+    job = expand(ad, max_nodes=max_nodes, max_bytes=max_bytes)
     return describe_simple(ad) if job is None else job.description
 
 
-def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> CompoundJob | None:
+def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> CompoundJob | None:
     """Expand a collection, DAG or parametric JDL into its nodes (§9.4, §9.5).
 
     Args:
         ad: the parsed JDL; not modified.
         max_nodes: the most nodes a job may have.
+        max_bytes: the most characters the nodes' JDL may hold together, checked before
+            any node inherits or is substituted.
 
     Returns:
         The expanded job, or ``None`` for a simple job.
 
     Raises:
-        InvalidArgumentError: no nodes, more than ``max_nodes`` nodes, a node given
+        InvalidArgumentError: no nodes, more than ``max_nodes`` nodes, nodes of more than
+            ``max_bytes`` together, more dependency pairs than
+            :func:`max_dependencies` (counted before they are made), a node given
             by ``file`` (the client must inline it), a nested DAG, collection or
             parametric node, an unsupported ``node_type``, or a node's ``Std*`` or
             ``OutputSandbox`` name outside its work directory.
@@ -214,16 +242,17 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> Compo
         raise JdlError("jobid attribute already exists")
     dependencies: list[tuple[str, str]] = []
     if kind == "parametric":
-        parent, raw_nodes = parametric_nodes(ad, max_nodes)
+        parent, raw_nodes = parametric_nodes(ad, max_nodes, max_bytes)
         own_isb = [entry for entry in string_list(ad, "InputSandbox") if PARAM not in entry]
     else:
         parent = copy_without(ad, (NODE_LIST, DEPENDENCIES))
         parent["Type"] = "dag"
         raw_nodes = _collection(ad, max_nodes) if kind == "collection" else _dag(ad, max_nodes)
         own_isb = list(string_list(ad, "InputSandbox"))
+        check_size(_expanded_size([node for _, node in raw_nodes], ad), "DAG" if kind == "dag" else kind, max_bytes)
     names = _check_names(name for name, _ in raw_nodes)
     if kind == "dag":
-        dependencies = _dependencies(ad, names)
+        dependencies = _dependencies(ad, names, max_dependencies(max_nodes))
         _order([name for name, _ in raw_nodes], dependencies)
     scope = classad2.ClassAd()
     scope["InputSandbox"] = list(string_list(ad, "InputSandbox"))
@@ -256,6 +285,33 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> Compo
         parent_isb_files=tuple(file_name(entry) for entry in entries if not is_remote_uri(entry)),
         description=description,
     )
+
+
+def max_dependencies(max_nodes: int) -> int:
+    """The most dependency pairs a DAG of at most ``max_nodes`` nodes may give:
+    ``max(DEPENDENCIES_PER_NODE * max_nodes, MIN_MAX_DEPENDENCIES)`` (100,000 by default)."""
+    return max(DEPENDENCIES_PER_NODE * max_nodes, MIN_MAX_DEPENDENCIES)
+
+
+def node_count(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> int:
+    """The nodes :func:`expand` would make of a JDL (1 for a simple job), counted without
+    making them: the values of ``Parameters``, the ``Nodes`` list, a DAG's node entries.
+
+    Raises:
+        InvalidArgumentError: no nodes or more than ``max_nodes``.
+        InvalidJdlAttributeError, JdlError: a bad ``Type``/``JobType``, node list or
+            ``Parameters`` (as :func:`expand`; a JDL counted may still fail it).
+    """
+    kind = compound_kind(ad)
+    if kind is None:
+        return 1
+    if kind == "parametric":
+        return len(parameter_values(ad, max_nodes))
+    if kind == "dag" and NODE_LIST in ad and isinstance(ad[NODE_LIST], classad2.ClassAd):
+        count = sum(1 for key in ad[NODE_LIST] if key.lower() != DEPENDENCIES.lower())
+        check_count(count, "DAG", max_nodes)
+        return count
+    return len(_node_elements(ad, "collection" if kind == "collection" else "DAG", max_nodes))
 
 
 def dag_order(job: CompoundJob) -> list[str]:
@@ -367,26 +423,38 @@ def _refuse_nested(node: classad2.ClassAd, name: str) -> None:
         raise InvalidArgumentError(f"nested DAGs are not supported (node {name})")
 
 
-def _dependencies(ad: classad2.ClassAd, names: dict[str, str]) -> list[tuple[str, str]]:
-    """Pairs from ``nodes.dependencies`` and top-level ``Dependencies``; lists mean all pairs."""
+def _dependencies(ad: classad2.ClassAd, names: dict[str, str], most: int) -> list[tuple[str, str]]:
+    """Pairs from ``nodes.dependencies`` and top-level ``Dependencies``; lists mean all pairs.
+
+    The pairs are counted (repeated ones too) before any is made: more than ``most`` are
+    refused with :class:`InvalidArgumentError`. Each pair is kept once, in JDL order.
+    """
     sources = []
     nodes = ad[NODE_LIST]
     if isinstance(nodes, classad2.ClassAd) and DEPENDENCIES in nodes:
         sources.append((nodes, nodes[DEPENDENCIES]))
     if DEPENDENCIES in ad:
         sources.append((ad, ad[DEPENDENCIES]))
-    pairs: list[tuple[str, str]] = []
+    sides: list[tuple[list[str], list[str]]] = []
+    count = 0
     for holder, value in sources:
         if not isinstance(value, list):
             raise JdlError(f"Attribute dependencies must be a list of pairs, not {text(holder, DEPENDENCIES)}")
         for item in value:
             if not isinstance(item, list) or len(item) != 2:
                 raise JdlError(f"Attribute dependencies: {shown(item)} is not a pair {{parent, child}}")
-            for parent in _dependency_names(item[0], names):
-                for child in _dependency_names(item[1], names):
-                    if (parent, child) not in pairs:
-                        pairs.append((parent, child))
-    return pairs
+            parents, children = _dependency_names(item[0], names), _dependency_names(item[1], names)
+            count += len(parents) * len(children)
+            sides.append((parents, children))
+    if count > most:
+        raise InvalidArgumentError(
+            f"The DAG job has {count} dependency pairs, more than the allowed {most}")
+    pairs: dict[tuple[str, str], None] = {}  # a set that keeps the JDL order
+    for parents, children in sides:
+        for parent in parents:
+            for child in children:
+                pairs[parent, child] = None
+    return list(pairs)
 
 
 def _dependency_names(side: Any, names: dict[str, str]) -> list[str]:
@@ -407,6 +475,32 @@ def _dependency_names(side: Any, names: dict[str, str]) -> list[str]:
 
 
 # --- shared steps ---
+
+def _expanded_size(nodes: list[classad2.ClassAd], parent: classad2.ClassAd) -> int:
+    """Characters of the nodes' JDL once they inherit from ``parent`` (the user's ad): each
+    node's own text, the text of each parent attribute it lacks, and what its references to
+    the parent's ``InputSandbox`` resolve to (:func:`_resolve_isb_references`): the longest
+    entry for each reference in a list, the whole list for one that is not a list."""
+    inherited = {attribute: len(attribute) + len(str(parent.lookup(attribute))) + 4
+                 for attribute in INHERITED_ATTRIBUTES if attribute in parent}
+    for default, target in NODE_DEFAULTS:
+        if default in parent:
+            size = len(target) + len(str(parent.lookup(default))) + 4
+            inherited[target] = max(size, inherited.get(target, 0))
+    entries = string_list(parent, "InputSandbox")
+    longest_entry = max((len(entry) + 4 for entry in entries), default=0)
+    all_entries = sum(len(entry) + 4 for entry in entries)
+    total = 0
+    for node in nodes:
+        total += len(str(node)) + sum(size for attribute, size in inherited.items() if attribute not in node)
+        if "InputSandbox" in node:
+            value = node["InputSandbox"]
+            if isinstance(value, list):
+                total += longest_entry * sum(1 for item in value if not isinstance(item, str))
+            elif not isinstance(value, str):
+                total += all_entries
+    return total
+
 
 def _inherit(node: classad2.ClassAd, parent: classad2.ClassAd) -> None:
     """§9.5: parent attributes the node lacks; node defaults first (they beat RetryCount)."""
@@ -472,12 +566,17 @@ def _take_node_name(node: classad2.ClassAd, *, default: str, attribute: str = "N
 
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_NODES",
+    "DEPENDENCIES_PER_NODE",
+    "MIN_MAX_DEPENDENCIES",
     "CompoundJob",
     "NodeSpec",
     "compound_kind",
     "dag_order",
     "describe",
     "expand",
+    "max_dependencies",
+    "node_count",
     "node_name",
 ]

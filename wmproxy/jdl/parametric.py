@@ -63,22 +63,41 @@ def check_count(count: int, what: str, max_nodes: int) -> None:
         raise InvalidArgumentError(f"The {what} job has {count} nodes, more than the allowed {max_nodes}")
 
 
+def check_size(size: int, what: str, max_bytes: int) -> None:
+    """Refuse a compound job whose nodes' JDL would hold more than ``max_bytes`` together.
+
+    Raises:
+        InvalidArgumentError: the message names ``what``, the size and the limit.
+    """
+    if size > max_bytes:
+        raise InvalidArgumentError(
+            f"The {what} job's nodes would hold {size} bytes of JDL, more than the allowed {max_bytes}"
+        )
+
+
 def parametric_nodes(
-    ad: classad2.ClassAd, max_nodes: int
+    ad: classad2.ClassAd, max_nodes: int, max_bytes: int
 ) -> tuple[classad2.ClassAd, list[tuple[str, classad2.ClassAd]]]:
     """§9.4 ``bulk2dag``: the DAG-level ad and one ``(Node_<value>, ad)`` per selected value.
 
+    Every node is the whole JDL with ``_PARAM_`` replaced: the size of all of them
+    (:func:`expanded_size`) is checked against ``max_bytes`` before any is made.
+
     Raises:
-        InvalidArgumentError: no values or more than ``max_nodes``.
+        InvalidArgumentError: no values, more than ``max_nodes``, or nodes of more than
+            ``max_bytes`` together.
         InvalidJdlAttributeError: ``ParameterStep = 0``.
         JdlError: bad ``Parameters``/``ParameterStart``/``ParameterStep``, or a value
             that breaks the JDL when substituted.
     """
     values = parameter_values(ad, max_nodes)
     template = copy_without(ad, PARAMETRIC_ONLY)
+    template_text = str(template)
+    check_size(expanded_size(template_text, values), "parametric", max_bytes)
+    keys = {key.lower() for key in template}
     nodes = []
     for value in values:
-        node = _substitute(template, value)
+        node = _substitute(template_text, keys, value)
         set_list(node, "Environment", [*string_list(node, "Environment"), f"ParameterValue={value}"])
         nodes.append((f"Node_{node_name(value)}", node))
 
@@ -92,6 +111,17 @@ def parametric_nodes(
         if attribute in first:
             parent[spelling(first, attribute)] = first.lookup(attribute)
     return parent, nodes
+
+
+def expanded_size(template_text: str, values: list[str]) -> int:
+    """Characters of the nodes' JDL ``template_text`` gives for ``values``: the text with each
+    ``_PARAM_`` replaced, and its ``ParameterValue=<value>`` environment entry."""
+    params = template_text.count(PARAM)
+    environment = len(', "ParameterValue="')
+    return sum(
+        len(template_text) + params * (len(_escaped(value)) - len(PARAM)) + environment + len(_escaped(value))
+        for value in values
+    )
 
 
 def parameter_values(ad: classad2.ClassAd, max_nodes: int) -> list[str]:
@@ -139,14 +169,19 @@ def _flatten(items: list[Any]) -> list[str]:
     return values
 
 
-def _substitute(template: classad2.ClassAd, value: str) -> classad2.ClassAd:
-    """A new ad: ``template`` serialised, ``_PARAM_`` replaced textually, parsed back.
+def _substitute(template_text: str, keys: set[str], value: str) -> classad2.ClassAd:
+    """A new ad: ``template_text`` (the template serialised, its names lower case ``keys``)
+    with ``_PARAM_`` replaced textually, parsed back.
 
     ``classad2.ExprTree(text)`` ignores anything after a ``;``, so the substituted text
     is re-parsed with :func:`wmproxy.jdl.parse_jdl` instead.
     """
-    substituted = str(template).replace(PARAM, classad2.quote(value)[1:-1])
-    node = parse_jdl(substituted)
-    if {key.lower() for key in node} != {key.lower() for key in template}:
+    node = parse_jdl(template_text.replace(PARAM, _escaped(value)))
+    if {key.lower() for key in node} != keys:
         raise JdlError(f"The parameter value {value!r} breaks the JDL when substituted for _PARAM_")
     return node
+
+
+def _escaped(value: str) -> str:
+    """``value`` escaped for the inside of a string literal."""
+    return str(classad2.quote(value))[1:-1]

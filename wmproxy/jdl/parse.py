@@ -17,6 +17,12 @@ for each call, so the JDL text cannot write the sentinel itself and close the wr
 early to smuggle trailing text past the check (issue 10): ``[a=1]; __wmproxy_end = "..."]
 junk`` used to pass with the fixed token of earlier releases. The sentinel's name is never
 a JDL attribute (attributes starting with ``__wmproxy`` are refused).
+
+Every attribute name, at every nesting level (node ads, records in lists, names an
+expression refers to), must be a plain name (:func:`is_plain_name`). ClassAds also allow
+quoted names such as ``'a b'`` or ``'x=0; VirtualOrganisation="atlas"; y'``: the checks run
+on the parsed ad, but a stored JDL is read again from its text, where such a name written
+unquoted smuggled attributes past them, or did not parse at all (issue 31).
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ from wmproxy.errors import JdlSyntaxError
 
 _WRAPPED = "__wmproxy_jdl"
 _RESERVED = "__wmproxy"
+
+#: A plain attribute name: an ASCII letter or ``_``, then letters, digits and ``_``.
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+#: Words the ClassAd lexer reads as values or operators wherever they stand (any case),
+#: so they name an attribute only when quoted.
+_KEYWORDS = frozenset({"true", "false", "undefined", "error", "is", "isnt"})
+#: A string literal or a quoted name of classad2's text of an ad.
+_QUOTED = re.compile(r""""(?:[^"\\]+|\\.)*"|'(?:[^'\\]+|\\.)*'""", re.DOTALL)
 
 # Leading whitespace and comments: // line, /* block */, and # line (the new ClassAd
 # lexer rejects '#', but gLite JDL files use it, e.g. CTB fake.jdl and 32078.jdl).
@@ -54,8 +68,9 @@ def parse_jdl(text: str) -> classad2.ClassAd:
     Raises:
         JdlSyntaxError: the text is empty or is not exactly one ClassAd, for
             example ``garbage``, ``Executable = ;``, unbalanced brackets, text
-            after the closing ``]``, a NUL character or an attribute name starting with
-            ``__wmproxy``. The message starts with "Unable to parse JDL: ".
+            after the closing ``]``, a NUL character, an attribute name starting with
+            ``__wmproxy``, or an attribute name (at any level) that is not a plain name,
+            such as ``'my attr'``. The message starts with "Unable to parse JDL: ".
     """
     if not text or not text.strip():
         raise JdlSyntaxError("Unable to parse JDL: the JDL is empty")
@@ -87,7 +102,54 @@ def parse_jdl(text: str) -> classad2.ClassAd:
     reserved = [name for name in ad if name.lower().startswith(_RESERVED)]
     if reserved:
         raise JdlSyntaxError(f"Unable to parse JDL: attribute names starting with {_RESERVED} are reserved")
+    if "'" in body:  # a quoted name needs one
+        _refuse_quoted_names(ad)
     return ad
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is an attribute name a ClassAd reads unquoted: :data:`PLAIN_NAME`,
+    and not a keyword such as ``true`` or ``isnt``."""
+    return PLAIN_NAME.fullmatch(name) is not None and name.lower() not in _KEYWORDS
+
+
+def quote_name(name: str) -> str:
+    """``name`` as a ClassAd writes an attribute name: as it is when plain, else quoted
+    (``'a b'``, ``'it\\'s'``), escaped as a string literal is."""
+    if is_plain_name(name):
+        return name
+    return "'" + str(classad2.quote(name))[1:-1].replace("'", "\\'") + "'"
+
+
+def _refuse_quoted_names(ad: classad2.ClassAd) -> None:
+    """Refuse any attribute name that is not plain, at any level.
+
+    The top-level names are checked as they are; every other name is found in classad2's
+    own text of the ad, which quotes every name that is not plain (and ``parent``), in
+    nested ads, records of lists and references alike.
+    """
+    for name in ad:
+        if not is_plain_name(name):
+            _refuse_name(quote_name(name))
+    for quoted in _quoted_names(str(ad)):
+        if not is_plain_name(quoted[1:-1]):  # escapes make it not plain as well
+            _refuse_name(quoted)
+
+
+def _refuse_name(quoted: str) -> None:
+    raise JdlSyntaxError(
+        f"Unable to parse JDL: attribute name {quoted} is not a plain name (a letter or _, "
+        "then letters, digits or _; not true, false, undefined, error, is or isnt)"
+    )
+
+
+def _quoted_names(text: str) -> list[str]:
+    """The quoted names (``'...'``, quotes and escapes kept) of classad2's text of an ad.
+
+    That text holds ``'`` only in quoted names and in string literals (``"..."``), both
+    with ``\\`` escapes.
+    """
+    return [match.group() for match in _QUOTED.finditer(text) if match.group().startswith("'")]
 
 
 def _clean_reason(reason: str) -> str:

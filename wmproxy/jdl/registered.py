@@ -20,6 +20,7 @@ from wmproxy.errors import InvalidJdlAttributeError, JdlError
 from wmproxy.jdl.attributes import set_list, string_list, string_value
 from wmproxy.jdl.compound import describe
 from wmproxy.jdl.description import JobDescription
+from wmproxy.jdl.parse import quote_name
 from wmproxy.jdl.sandbox import URI_SCHEME, file_name, has_wildcards, is_remote_uri
 
 NODE_TYPE = "edg-jdl"
@@ -193,9 +194,13 @@ def jdl_lines(ad: classad2.ClassAd) -> str:
     """Serialise a JDL one attribute per line, as ``JDLOriginal``/``JDLToStart`` (§3.1 step 13).
 
     The output is a bracketed new-format ClassAd that :func:`wmproxy.jdl.parse_jdl`
-    reads back to an equal ad. Strings and lists of strings are written on one line
-    (``Environment = { "FOO=bar" };``); nested ClassAds (a DAG's ``nodes``) one
-    attribute per line, indented; other expressions as classad2 prints them.
+    reads back to an equal ad. A name that is not plain (a node name such as ``Node_a-b``;
+    :func:`~wmproxy.jdl.parse.parse_jdl` refuses such names in a JDL) is quoted as classad2
+    quotes it, so that the text is read back to the same attributes and no name can write
+    attributes of its own (``'x=0; VirtualOrganisation="atlas"; y'``). Strings and lists of
+    strings are written on one line (``Environment = { "FOO=bar" };``); nested ClassAds (a
+    DAG's ``nodes``) one attribute per line, indented; other expressions as classad2 prints
+    them.
 
     Args:
         ad: any ClassAd.
@@ -208,7 +213,7 @@ def jdl_lines(ad: classad2.ClassAd) -> str:
 
 def _ad_text(ad: classad2.ClassAd, indent: str) -> str:
     inner = indent + "  "
-    lines = [f"{inner}{name} = {_value_text(ad, name, inner)};" for name in ad]
+    lines = [f"{inner}{quote_name(name)} = {_value_text(ad, name, inner)};" for name in ad]
     return "[\n" + "\n".join(lines) + ("\n" if lines else "") + indent + "]"
 
 
@@ -235,7 +240,7 @@ def _node_list(
         entry["description"] = classad2.ClassAd(str(registered))
         entry["node_type"] = NODE_TYPE
         listing[name] = entry
-    pairs = ", ".join(f"{{ {parent}, {child} }}" for parent, child in dependencies)
+    pairs = ", ".join(f"{{ {quote_name(parent)}, {quote_name(child)} }}" for parent, child in dependencies)
     listing["dependencies"] = classad2.ExprTree(f"{{ {pairs} }}" if pairs else "{ }")
     return listing
 

@@ -34,7 +34,7 @@ from typing import TypeVar, cast
 from wmproxy.config import LoadSettings, Settings
 from wmproxy.domain import FINAL_STATES, JobState, Principal
 from wmproxy.errors import ServerOverloadedError, WMProxyError
-from wmproxy.jdl import expand, parse_jdl
+from wmproxy.jdl import node_count, parse_jdl
 from wmproxy.services.runtime import Runtime
 
 #: Operations the load limiter guards: the reference's priority class 1 without jobStart.
@@ -213,7 +213,9 @@ def check_load(rt: Runtime, principal: Principal, operation: str, monitor: LoadM
 def check_submission_size(settings: Settings, jdl: str) -> None:
     """Refuse a JDL that would create more than ``[load] max_jobs_per_submission`` nodes.
 
-    A JDL that does not parse passes: registration reports it with its own error.
+    The nodes are counted, not made (:func:`wmproxy.jdl.node_count`): registration expands
+    the JDL once. A JDL whose nodes cannot be counted (it does not parse, a bad node list or
+    ``Parameters``) passes: registration reports it with its own error.
 
     Raises:
         ServerOverloadedError: "System load is too high: max_jobs_per_submission: <n> nodes,
@@ -223,9 +225,8 @@ def check_submission_size(settings: Settings, jdl: str) -> None:
     if not cap:
         return
     try:
-        compound = expand(parse_jdl(jdl), max_nodes=settings.jobs.max_nodes)
+        nodes = node_count(parse_jdl(jdl), max_nodes=settings.jobs.max_nodes)  # no node is made
     except WMProxyError:
         return
-    nodes = 1 if compound is None else len(compound.nodes)
     if nodes > cap:
         raise ServerOverloadedError(f"{OVERLOADED}: max_jobs_per_submission: {nodes} nodes, at most {cap}")

@@ -278,7 +278,8 @@ def _register(
     vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     if uow is None and (compound_kind(ad) is not None or myproxy_server_for(settings.renewal, ad, vo) is not None):
         raise _NeedsTransaction(ad)  # before the JDL's work, which the unit of work does
-    compound = expand(ad, max_nodes=settings.jobs.max_nodes)  # validates every node
+    compound = expand(ad, max_nodes=settings.jobs.max_nodes,
+                      max_bytes=settings.limits.max_request_bytes)  # validates every node
     description = describe_simple(ad) if compound is None else compound.description
     for checked in [description] if compound is None else [node.description for node in compound.nodes]:
         check_sandbox_lists(settings.limits, checked)

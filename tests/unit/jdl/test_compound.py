@@ -8,7 +8,7 @@ import classad2
 import pytest
 
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
-from wmproxy.jdl import CompoundJob, dag_order, describe, expand, parse_jdl
+from wmproxy.jdl import CompoundJob, compound, dag_order, describe, expand, parametric, parse_jdl
 from wmproxy.jdl.compound import node_name
 
 DATA = Path(__file__).parent / "data"
@@ -156,6 +156,25 @@ class TestDag:
         )
 
         assert job.dependencies == (("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"))
+
+    @pytest.mark.parametrize("child", ["b", "a"], ids=["no-cycle", "cycle"])
+    def test_more_dependency_pairs_than_the_cap_are_refused_before_they_are_made(self, child: str) -> None:
+        """317 x 317 = 100,489 pairs, counted as written (repeats too) from a 1.3 kB list, are
+        refused before any pair is made or a cycle looked for (a list on each side of a pair
+        cost O(pairs²) before the cycle was found). The cap follows ``max_nodes``."""
+        parents, children = ", ".join(["a"] * 317), ", ".join([child] * 317)
+        text = (
+            'Type = "dag"; Executable = "x"; nodes = [ a = [ description = [] ]; b = [ description = [] ];'
+            f" dependencies = {{ {{ {{ {parents} }}, {{ {children} }} }} }} ];"
+        )
+
+        with pytest.raises(InvalidArgumentError) as info:
+            _expand(text)
+
+        assert info.value.message == "The DAG job has 100489 dependency pairs, more than the allowed 100000"
+        assert info.value.code == 1225
+        if child == "b":  # 10 pairs a node: 200,000 for 20,000 nodes; each pair kept once
+            assert _expand(text, max_nodes=20_000).dependencies == (("a", "b"),)
 
     def test_order_is_topological_and_stable_by_name(self) -> None:
         job = _expand(
@@ -364,3 +383,75 @@ class TestNodeName:
     )
     def test_sanitising(self, value: str, name: str) -> None:
         assert node_name(value) == name
+
+
+class TestExpandedSize:
+    """A node carries what it inherits, a parametric node the whole JDL: the nodes' JDL
+    together is bounded (16 MiB by default) before any node is made."""
+
+    PAD = "x" * 90_000  # 200 nodes of it: 18 MB
+
+    @pytest.fixture
+    def made(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """The nodes substituted (parametric) or inherited into (collections, DAGs)."""
+        made: list[str] = []
+        parse, inherit = parametric.parse_jdl, compound._inherit
+
+        def substituted(text: str) -> classad2.ClassAd:
+            made.append("substituted")
+            return parse(text)
+
+        def inherited(node: classad2.ClassAd, parent: classad2.ClassAd) -> None:
+            made.append("inherited")
+            inherit(node, parent)
+
+        monkeypatch.setattr(parametric, "parse_jdl", substituted)
+        monkeypatch.setattr(compound, "_inherit", inherited)
+        return made
+
+    def test_a_parametric_job_of_a_big_jdl_is_refused_before_any_value_is_substituted(
+            self, made: list[str]) -> None:
+        ad = parse_jdl(f'[ JobType = "parametric"; Executable = "/bin/echo"; Arguments = "_PARAM_";'
+                       f' Parameters = 200; Pad = "{self.PAD}" ]')
+
+        with pytest.raises(InvalidArgumentError) as info:
+            expand(ad)
+
+        assert info.value.code == 1225
+        assert info.value.message.startswith("The parametric job's nodes would hold 180")
+        assert info.value.message.endswith(" bytes of JDL, more than the allowed 16777216")
+        assert made == []
+
+    @pytest.mark.parametrize("kind", ["collection", "dag"])
+    def test_nodes_inheriting_a_big_attribute_are_refused_before_any_inherits(
+            self, made: list[str], kind: str) -> None:
+        nodes = ", ".join(f'[ NodeName = "n{index}" ]' for index in range(200))
+        ad = parse_jdl(f'[ Type = "{kind}"; Executable = "/bin/echo"; Arguments = "{self.PAD}";'
+                       f" Nodes = {{ {nodes} }} ]")
+
+        with pytest.raises(InvalidArgumentError) as info:
+            expand(ad)
+
+        what = "DAG" if kind == "dag" else kind
+        assert info.value.message.startswith(f"The {what} job's nodes would hold 180")
+        assert info.value.message.endswith(" bytes of JDL, more than the allowed 16777216")
+        assert made == []
+
+    def test_references_to_the_parent_input_sandbox_count_what_they_resolve_to(self, made: list[str]) -> None:
+        references = ", ".join(["root.InputSandbox[0]"] * 200)
+        ad = parse_jdl(f'[ Type = "collection"; InputSandbox = {{ "{self.PAD}" }};'
+                       f' Nodes = {{ [ Executable = "/bin/echo"; InputSandbox = {{ {references} }} ] }} ]')
+
+        with pytest.raises(InvalidArgumentError, match=r"^The collection job's nodes would hold 180"):
+            expand(ad)
+        assert made == []
+
+    def test_the_limit_is_the_callers(self) -> None:
+        """10 nodes of 65 characters: 650."""
+        ad = parse_jdl('[ JobType = "parametric"; Executable = "/bin/echo"; Parameters = 10 ]')
+
+        job = expand(ad, max_bytes=650)
+        assert job is not None and len(job.nodes) == 10
+        with pytest.raises(InvalidArgumentError) as info:
+            expand(ad, max_bytes=649)
+        assert info.value.message == "The parametric job's nodes would hold 650 bytes of JDL, more than the allowed 649"

@@ -69,6 +69,33 @@ class TestParseJdl:
         assert isinstance(info.value, JdlError)
         assert info.value.code == 1219
 
+    @pytest.mark.parametrize(
+        ("text", "name"),
+        [
+            pytest.param("""[ Executable = "/bin/true"; 'x=0; VirtualOrganisation="atlas"; y' = 1 ]""",
+                         """'x=0; VirtualOrganisation=\\"atlas\\"; y'""", id="smuggled-attributes"),
+            pytest.param("""[ Executable = "/bin/true"; 'my attr' = 1 ]""", "'my attr'", id="space"),
+            pytest.param("""Executable = "/bin/true"; 'true' = 1;""", "'true'", id="keyword"),
+            pytest.param("""[ Type = "collection"; Nodes = { [ Executable = "/bin/true"; 'a b' = 1 ] } ]""",
+                         "'a b'", id="collection-node"),
+            pytest.param("""[ Type = "dag"; nodes = [ 'n-1' = [ description = [ Executable = "x" ] ] ] ]""",
+                         "'n-1'", id="dag-node-name"),
+            pytest.param("""[ Executable = "x"; L = { 1, { [ 'StdOutput;x' = "a" ] } } ]""",
+                         "'StdOutput;x'", id="record-in-a-nested-list"),
+            pytest.param("""[ Executable = "x"; E = ifThenElse(true, { [ 'k k' = 1 ] }, 0) ]""",
+                         "'k k'", id="ad-in-an-expression"),
+            pytest.param("""[ Executable = "x"; R = 'my attr' + 1 ]""", "'my attr'", id="reference"),
+        ],
+    )
+    def test_refuses_attribute_names_that_are_not_plain(self, text: str, name: str) -> None:
+        """A quoted name written back unquoted by jdl_lines smuggled attributes past the checks
+        into the stored JDL, or made it unreadable: refused wherever it stands."""
+        with pytest.raises(JdlSyntaxError) as info:
+            parse_jdl(text)
+
+        assert str(info.value).startswith(f"Unable to parse JDL: attribute name {name} is not a plain name")
+        assert info.value.code == 1219
+
     def test_syntax_error_message_carries_the_classad_reason(self) -> None:
         with pytest.raises(JdlSyntaxError) as info:
             parse_jdl("[ Executable = ; ]")

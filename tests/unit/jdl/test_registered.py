@@ -219,6 +219,39 @@ class TestJdlLines:
     def test_empty_ad(self) -> None:
         assert jdl_lines(parse_jdl("[]")) == "[\n]\n"
 
+    def test_a_name_that_is_not_plain_is_written_quoted(self) -> None:
+        """Written as it was, ``'x=0; VirtualOrganisation="atlas"; y'`` became three
+        attributes when the text was read again, and ``'my attr'`` made it unreadable."""
+        ad = classad2.ClassAd()
+        ad["Executable"] = "/bin/true"
+        for name in ('x=0; VirtualOrganisation="atlas"; y', "my attr", "true", "it's\\\n", "Node_a-b", "9z"):
+            ad[name] = 1
+        ad["nested"] = classad2.ClassAd('[ \'StdOutput = "x"; z\' = 2 ]')
+
+        text = jdl_lines(ad)
+
+        again = classad2.ClassAd(text)
+        assert again == ad
+        assert "VirtualOrganisation" not in again and "StdOutput" not in again["nested"]
+        assert "  'my attr' = 1;" in text.splitlines()
+
+    def test_the_dag_level_of_node_names_that_are_not_plain_reads_back(self) -> None:
+        """A collection node name keeps ``-`` and may start with a digit: its DAG level's
+        ``nodes`` listing and dependencies are read back to the same names."""
+        job = expand(parse_jdl(
+            'Type = "dag"; Executable = "/bin/true"; Nodes = { [ NodeName = "x-y" ], [ NodeName = "9z" ] };'
+            ' Dependencies = { { "x-y", "9z" } };'))
+        assert job is not None
+        nodes = [(node.name, node.ad) for node in job.nodes]
+        parent = registered_ad(
+            job.parent_ad, AREA, job_id=JOB_ID, certificate_subject=DN, proxy_vo=None, proxy_fqan=None,
+            myproxy_server=None, description=job.description, nodes=nodes, dependencies=job.dependencies)
+
+        again = classad2.ClassAd(jdl_lines(parent))
+
+        assert sorted(again["nodes"].keys()) == ["9z", "dependencies", "x-y"]
+        assert " ".join(str(again["nodes"].lookup("dependencies")).split()) == "{ { 'x-y', '9z' } }"
+
 
 class TestInputSandboxFiles:
     def test_local_entries_are_listed_by_basename_remote_ones_skipped(self) -> None:

@@ -134,7 +134,7 @@ class TestIntParametricTemplate:
     def test_ctb_example(self) -> None:
         text = int_parametric_template(["test.sh", "input_PARAM_.txt"], 20, 100, 10, REQ, RANK)
         _single_line(text)
-        ad = parse_jdl(text)
+        ad = classad2.ClassAd(text)  # a ClassAd; not a JDL parse_jdl takes: 'test.sh' is not a plain name
         assert ad["test.sh"] == "_PARAM_"
         assert ad["input_PARAM_.txt"] == "_PARAM_"
         assert ad["JobType"] == "parametric"
@@ -174,7 +174,7 @@ class TestStringParametricTemplate:
         text = string_parametric_template(["test.sh", "input_PARAM_.txt"], ["one", "two", "three"],
                                           REQ, RANK)
         _single_line(text)
-        ad = parse_jdl(text)
+        ad = classad2.ClassAd(text)  # a ClassAd; not a JDL parse_jdl takes: 'test.sh' is not a plain name
         assert ad["Parameters"] == ["one", "two", "three"]
         assert ad["JobType"] == "parametric"
         assert ad["input_PARAM_.txt"] == "_PARAM_"

@@ -28,7 +28,8 @@ from tests.support import (
 from wmproxy.config import ConfigError, LoadSettings
 from wmproxy.domain import Principal
 from wmproxy.errors import ServerOverloadedError
-from wmproxy.services.load import LoadMonitor, SystemSample, sample_system, tripped
+from wmproxy.jdl import compound, parametric
+from wmproxy.services.load import LoadMonitor, SystemSample, check_submission_size, sample_system, tripped
 from wmproxy.soap.app import WMProxyApplication
 from wmproxy.soap.namespaces import DELEGATION_2, WMPROXY
 
@@ -199,6 +200,22 @@ class TestRefusals:
             assert list(uow.jobs.owned_by(alice.dn)) == []  # nothing half-written
         job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=COLLECTION_OF_2, delegationId="unit"))
         job_id_of(soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId="unit"))
+
+    def test_the_nodes_are_counted_without_being_made(self, loaded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The check ran the whole expansion (every value substituted, every node inheriting)
+        to count the nodes, and registration did it again."""
+        made: list[str] = []
+        parse, inherit = parametric.parse_jdl, compound._inherit
+        monkeypatch.setattr(parametric, "parse_jdl", lambda text: made.append("substituted") or parse(text))
+        monkeypatch.setattr(compound, "_inherit",
+                            lambda node, parent: made.append("inherited") or inherit(node, parent))
+        settings = loaded(max_jobs_per_submission=2).rt.settings
+        parametric_jdl = '[ JobType = "parametric"; Executable = "/bin/echo"; Arguments = "_PARAM_"; Parameters = 3 ]'
+        for jdl in (parametric_jdl, COLLECTION_OF_3):
+            with pytest.raises(ServerOverloadedError, match="max_jobs_per_submission: 3 nodes, at most 2"):
+                check_submission_size(settings, jdl)
+        check_submission_size(settings, COLLECTION_OF_2)
+        assert made == []
 
     def test_a_store_error_in_the_check_is_an_internal_error_fault(self, loaded: Any, alice: Principal,
                                                                    caplog: pytest.LogCaptureFixture) -> None:

@@ -6,6 +6,7 @@ Only the public signatures are used: ``register_job(rt, principal, jdl, delegati
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import stat
@@ -15,10 +16,12 @@ import pytest
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL, delegate_in_process
+from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal, parse_job_id, utcnow
 from wmproxy.errors import (
     AuthorizationError,
     DelegationNotFoundError,
+    InvalidArgumentError,
     InvalidDelegationIdError,
     JdlError,
     JdlSyntaxError,
@@ -26,6 +29,7 @@ from wmproxy.errors import (
     OperationNotAllowedError,
     ProxyExpiredError,
 )
+from wmproxy.jdl import jdl_lines, parse_jdl
 from wmproxy.services import jobs
 from wmproxy.services.execution import NO_JOB_DIRECTORY, claim_next_start
 from wmproxy.services.runtime import Runtime
@@ -93,6 +97,90 @@ class TestRegister:
             register_job(rt, alice, jdl, delegated)
         assert err.value.code == 1219
         assert sandbox_areas(rt) == []
+
+    @pytest.mark.parametrize("jdl", [
+        pytest.param("""[ Executable = "/bin/true"; 'x=0; VirtualOrganisation="atlas"; y' = 1 ]""",
+                     id="smuggled-vo"),
+        pytest.param("""[ Executable = "/bin/true"; 'my attr' = 1 ]""", id="unreadable-stored-text"),
+        pytest.param("""[ Type = "collection"; Nodes = { [ Executable = "/bin/true";"""
+                     """ 'x=0; StdOutput="/etc/passwd"; y' = 1 ] } ]""", id="in-a-node"),
+    ])
+    def test_a_quoted_attribute_name_is_refused_and_leaves_nothing(self, rt: Runtime, alice: Principal,
+                                                                   delegated: str, jdl: str) -> None:
+        """Written back unquoted into the stored JDL, such a name gave the execution worker
+        attributes no check had seen (a VirtualOrganisation of another VO), or a text it
+        could not read (its claim failed at every cycle)."""
+        with pytest.raises(JdlSyntaxError, match="is not a plain name") as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.code == 1219
+        assert sandbox_areas(rt) == []
+        with rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []
+
+    def test_the_stored_jdl_texts_read_back_to_the_same_ads(self, rt: Runtime, alice: Principal,
+                                                              delegated: str) -> None:
+        """A plain name written quoted and quotes inside strings are no quoted names."""
+        jdl = """[ 'Executable' = "/bin/echo"; Arguments = "it's 'a b' \\"c\\""; R = 'parent' ]"""
+        job = register_job(rt, alice, jdl, delegated)
+        with rt.uow() as uow:
+            row = uow.jobs.get(job.job_id)
+            assert row is not None
+            original, registered = row.jdl_original, row.jdl_registered
+        assert parse_jdl(original) == parse_jdl(jdl)
+        assert parse_jdl(original)["Arguments"] == "it's 'a b' \"c\""
+        assert jdl_lines(parse_jdl(registered)) == registered
+
+
+class TestDagDependencies:
+    NODES = ('a = [ description = [ Executable = "/bin/true" ] ];'
+             ' b = [ description = [ Executable = "/bin/true" ] ];')
+
+    def test_more_pairs_than_the_cap_are_refused_and_leave_nothing(self, rt: Runtime, alice: Principal,
+                                                                    delegated: str) -> None:
+        """{ {a x 317}, {b x 317} } is 100,489 pairs, counted before any is made."""
+        parents, children = ", ".join(["a"] * 317), ", ".join(["b"] * 317)
+        jdl = (f'[ Type = "dag"; nodes = [ {self.NODES}'
+               f" dependencies = {{ {{ {{ {parents} }}, {{ {children} }} }} }} ] ]")
+        with pytest.raises(InvalidArgumentError) as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.message == "The DAG job has 100489 dependency pairs, more than the allowed 100000"
+        assert err.value.code == 1225
+        assert sandbox_areas(rt) == []
+        with rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []
+
+    def test_a_repeated_pair_is_one_row(self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        jdl = (f'[ Type = "dag"; nodes = [ {self.NODES} dependencies = {{ {{ a, b }}, {{ {{ a, A }}, {{ "b" }} }} }} ];'
+               " Dependencies = { { a, B } } ]")
+        registered = register_job(rt, alice, jdl, delegated)
+        with rt.uow() as uow:
+            ids = {node.node_name: node.id for node in uow.jobs.children(registered.job_id)}
+            assert uow.jobs.dependencies(ids["b"]) == [ids["a"]]
+            assert uow.jobs.dependencies(ids["a"]) == []
+
+
+class TestExpandedSize:
+    """The nodes' JDL together is bounded by [limits] max_request_bytes, before any is made."""
+
+    PAD = "x" * 10_000  # 20 nodes of it: 200 kB
+
+    @pytest.mark.parametrize(("jdl", "what"), [
+        pytest.param(f'[ JobType = "parametric"; Executable = "/bin/echo"; Arguments = "_PARAM_";'
+                     f' Parameters = 20; Pad = "{PAD}" ]', "parametric", id="parametric"),
+        pytest.param(f'[ Type = "collection"; Executable = "/bin/echo"; Arguments = "{PAD}";'
+                     f' Nodes = {{ {", ".join(["[ ]"] * 20)} }} ]', "collection", id="collection"),
+    ])
+    def test_over_the_limit_is_refused_and_leaves_nothing(self, rt: Runtime, alice: Principal, delegated: str,
+                                                         jdl: str, what: str) -> None:
+        rt.settings = dataclasses.replace(rt.settings, limits=LimitsSettings(max_request_bytes=100_000))
+        with pytest.raises(InvalidArgumentError) as err:
+            register_job(rt, alice, jdl, delegated)
+        assert err.value.code == 1225
+        assert err.value.message.startswith(f"The {what} job's nodes would hold 20")
+        assert err.value.message.endswith(" bytes of JDL, more than the allowed 100000")
+        assert sandbox_areas(rt) == []
+        with rt.uow() as uow:
+            assert list(uow.jobs.owned_by(alice.dn)) == []
 
 
 class TestStart:
