@@ -286,9 +286,41 @@ class TestAttach:
         handle = backend.spawn(prepared)
         found = backend.attach(scheduled_ref, account)
         assert found is not None and found.pid == handle.pid
-        assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir)
-        assert not is_wrapper(os.getpid(), handle.work_dir)
+        assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir, account)
+        assert not is_wrapper(os.getpid(), handle.work_dir, account)
         (handle.work_dir / "go").write_text("")
+
+
+    def test_another_accounts_process_naming_the_work_dir_is_not_taken_for_the_wrapper(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """Any user can run a session leader whose command line is ``jobwrapper.py <work dir>``;
+        only one running as the job's account is its wrapper."""
+        if account is None:
+            pytest.skip("needs root: a second account")
+        prepared = backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done"))
+        scheduled_ref = prepared.ref
+        with _other_account() as other:
+            forger = subprocess.Popen(
+                ["/bin/sh", "-c", "while :; do sleep 1; done", str(identity.WRAPPER_PATH), str(prepared.work_dir)],
+                user=other.uid, group=other.gid, extra_groups=[], start_new_session=True, cwd="/",
+                stdin=subprocess.DEVNULL)
+            try:
+                assert Path(f"/proc/{forger.pid}/cmdline").read_bytes().split(b"\0")[-2:] == \
+                    [str(prepared.work_dir).encode(), b""]
+                assert not is_wrapper(forger.pid, prepared.work_dir, account)
+                assert backend.attach(scheduled_ref, account).pid is None  # type: ignore[union-attr]
+                handle = backend.spawn(prepared)
+                assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir, account)
+                found = backend.attach(scheduled_ref, account)
+                assert found is not None and found.pid == handle.pid
+                (handle.work_dir / "go").write_text("")
+                wait_for(lambda: backend.poll(found) is not None, "the job to end")
+                assert backend.poll(found) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+                assert forger.poll() is None
+            finally:
+                forger.kill()
+                forger.wait(timeout=DEADLINE)
 
 
 def _another(input_dir: Path, account: Account | None, script: str, **kw: object) -> JobLaunch:

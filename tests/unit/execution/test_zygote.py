@@ -74,7 +74,7 @@ class TestForked:
             assert _uid(handle.pid) == (os.getuid() if account is None else account.uid)
             argv = [p for p in Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0") if p]
             assert argv[-2:] == [str(WRAPPER_PATH).encode(), str(handle.work_dir).encode()]
-            assert is_wrapper(handle.pid, handle.work_dir)
+            assert is_wrapper(handle.pid, handle.work_dir, account)
             assert backend.poll(handle) is None
             heir = LocalExecutionBackend(backend.work_root, HOST).attach(handle.ref, account)  # a new worker life
             assert heir is not None and heir.pid == handle.pid and heir.ref == handle.ref
