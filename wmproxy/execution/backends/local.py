@@ -376,8 +376,13 @@ class LocalExecutionBackend:
 
     def cancel(self, handle: RunHandle) -> None:
         """SIGTERM the wrapper (it stops the job and records ``cancelled_by``); once its
-        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session."""
-        if handle.pid is None or not self._running(handle):
+        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session.
+        A wrapper that has ended already: SIGKILL what is left of its session
+        (:func:`_kill_leftovers`)."""
+        if handle.pid is None:
+            return
+        if not self._running(handle):
+            self._kill_leftovers(handle)
             return
         now = time.monotonic()
         if handle.cancel_sent_at is None:
@@ -410,9 +415,16 @@ class LocalExecutionBackend:
         ``reuse_work_dirs``, a work dir of the usual layout is emptied and kept as a spare of
         its account instead (:func:`identity.recycle_work_dir`).
 
+        The wrapper kills what its job left in its session when the job ends; when it may not
+        have (the job was cancelled, or its wrapper ended without a status: killed), what is
+        left of the session is killed first (:func:`_kill_leftovers`).
+
         Raises:
             BackendError: the directory could not be removed.
         """
+        if handle.pid is not None and (handle.cancel_sent_at is not None
+                                       or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+            self._kill_leftovers(handle)
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
         if self._recycle(handle):
@@ -455,6 +467,12 @@ class LocalExecutionBackend:
             identity.remove_work_dir(self.work_root, name)
         except IdentityError as exc:
             raise BackendError(str(exc)) from None
+
+    def _kill_leftovers(self, handle: RunHandle) -> None:
+        """SIGKILL the processes left in the session of the job's wrapper once it has ended."""
+        if handle.pid is not None and not self._running(handle):
+            _kill_leftovers(handle.pid, ref_start_time(handle.ref),
+                            os.getuid() if handle.account is None else handle.account.uid)
 
     def _running(self, handle: RunHandle) -> bool:
         if handle.pid is None:
@@ -795,6 +813,45 @@ def _kill_session(sid: int) -> None:
                 os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             continue
+
+
+#: Passes over ``/proc`` at most in which :func:`_kill_leftovers` kills what is left of a session.
+LEFTOVER_PASSES = 20
+
+
+def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
+    """SIGKILL the processes left of the session ``sid`` of a wrapper that has ended (``sid`` is
+    its pid; ``started`` its start time when known) that run as ``uid`` (the job's account).
+
+    The kernel keeps a pid number from any new process while a process still has it as its
+    session id, so while the session has members nobody else can hold the pid ``sid``: a live
+    process with that pid (not the wrapper's zombie) means the session is empty and the pid was
+    reused (its new owner may lead a session ``sid`` of its own), and nothing is killed. The
+    uid check leaves alone the members of a later session ``sid`` of another account (one that
+    took the pid after the job's session emptied and whose leader has ended too). A member born
+    while ``/proc`` was read is found by the next pass, until a pass finds none alive."""
+    fields = _stat_fields(sid)
+    if fields is not None:
+        try:
+            if fields[0] != b"Z" or (started is not None and int(fields[19]) != started):
+                return
+        except (IndexError, ValueError):
+            return
+    for attempt in range(LEFTOVER_PASSES):
+        if attempt:
+            time.sleep(0.01)
+        found = False
+        for pid in _pids():
+            try:
+                if pid == sid or os.getsid(pid) != sid or _proc_state(pid) in (None, "Z", "X") \
+                        or _real_uid(pid) != uid:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            found = True
+        if not found:
+            return
 
 
 def _reap_if_child(pid: int) -> None:
