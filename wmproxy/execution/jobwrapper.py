@@ -36,8 +36,11 @@ Every child runs in its own process group inside the wrapper's session. SIGTERM 
 SIGINT to the wrapper is forwarded as SIGTERM to the running child's group, followed
 by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
 ``cancelled_by`` are recorded. Processes a child leaves behind in its group are killed
-when it ends. Prologue and epilogue read ``/dev/null`` and write to the wrapper's own
-standard output and error (``.wmproxy/wrapper.log`` when started by
+when it ends, and a wrapper that leads its session (the local backend's) kills every other
+process of that session when the job ends (:func:`_kill_session_rest`): one the job moved
+to another group (``setpgid``, ``set -m; cmd &`` in bash) does not outlive it (one that
+left the session, ``setsid``, is beyond its reach). Prologue and epilogue read ``/dev/null``
+and write to the wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
 ``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
 writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
 
@@ -143,6 +146,9 @@ TMP_DIR = "tmp"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_UMASK = 0o022
 DEFAULT_KILL_GRACE = 10.0
+#: Passes over ``/proc`` at most, 10 ms apart, in which the wrapper kills what its job left in
+#: its session (:func:`_kill_session_rest`).
+SESSION_KILL_PASSES = 100
 BATCH_PREFIXES = ("SLURM_",)
 """Variables of the wrapper's own environment passed to the job: the batch system's."""
 
@@ -854,6 +860,55 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
+def _kill_session_rest() -> bool:
+    """SIGKILL every process of the wrapper's session but the wrapper, if it leads one (the
+    local backend's wrappers do; one a batch system runs may not, and leaves that to it).
+
+    Each child runs in its own process group, killed when the child ends, but the job can move
+    a process to another group of the session (``setpgid``: ``set -m; cmd &`` in bash), which
+    would outlive the job and its cancel. The members are found by ``getsid`` over ``/proc``;
+    one born while ``/proc`` was read is found by the next pass, until a pass finds none alive
+    (zombies do not count). False when some were still there after
+    :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
+    me = os.getpid()
+    try:
+        if os.getsid(0) != me:
+            return True
+    except OSError:
+        return True
+    for attempt in range(SESSION_KILL_PASSES):
+        if attempt:
+            time.sleep(0.01)
+        if not _kill_session_once(me):
+            return True
+    return False
+
+
+def _kill_session_once(sid: int) -> bool:
+    """SIGKILL the live processes of session ``sid`` but ``sid`` itself; whether there was any."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return False
+    found = False
+    for name in names:
+        if not name.isdigit() or int(name) == sid:
+            continue
+        pid = int(name)
+        try:
+            if os.getsid(pid) != sid:
+                continue
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                raw = f.read()
+            if raw[raw.rfind(b")") + 2:][:1] in (b"Z", b"X", b""):
+                continue
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone meanwhile, or not the job's to kill
+            continue
+        found = True
+    return found
+
+
 def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
     if isinstance(exc, FileNotFoundError):
         return WrapperError(f"Job Wrapper error: the {what} {name} was not found", EXIT_NOT_FOUND)
@@ -917,6 +972,8 @@ class _Run:
             self.status["failure"] = str(exc)
             code = exc.exit_code
         _stop_inspection_agent(self.agent)
+        if not _kill_session_rest():
+            self.status["notes"].append("processes of the job's session outlived SIGKILL")
         self.status["cancelled_by"] = supervisor.cancelled_by
         self.status["ended_at"] = utc_now()
         for line in self.status["notes"]:

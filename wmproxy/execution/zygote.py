@@ -44,6 +44,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 
 # The zygote process imports this module and the job wrapper only, and every module it holds is
 # memory each forked wrapper maps, copies on write as it touches it and unmaps at its exit:
@@ -65,8 +66,12 @@ LOG_NAME = "wrapper.log"
 #: Bytes reserved in the zygote's command line for its children's (work dir paths included).
 TITLE_ROOM = 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-#: Seconds the worker waits for a zygote's answer before it takes the zygote for broken.
+#: Seconds the worker gives a zygote for one :meth:`Zygote.request`, the requests sent and every
+#: answer read (one deadline for the whole exchange, not per receive), before it takes the zygote
+#: for broken.
 REPLY_TIMEOUT = 30.0
+#: Bytes one answer of a zygote may hold (its newline included); a longer one breaks the zygote.
+MAX_REPLY = 8192
 
 
 class ZygoteError(Exception):
@@ -107,9 +112,7 @@ class Zygote:
             raise ZygoteError(f"cannot start the wrapper fork server: {exc}") from None
         finally:
             theirs.close()
-        ours.settimeout(REPLY_TIMEOUT)
         self._sock: socket.socket = ours
-        self._reader = ours.makefile("rb")
 
     def request(self, work_dirs: list[str], specs: list[bytes | None] | None = None
                 ) -> list[tuple[int, int | None] | ZygoteRefusedError]:
@@ -121,19 +124,26 @@ class Zygote:
         (the wrapper reads ``.wmproxy/job.marshal``).
 
         Raises:
-            ZygoteError: the zygote died or answered nothing usable (in time); whether some
-                wrappers of this call were started is then unknown.
+            ZygoteError: the zygote died, answered nothing usable, an answer longer than
+                :data:`MAX_REPLY` bytes, or did not answer everything within
+                :data:`REPLY_TIMEOUT` seconds of the call; whether some wrappers of this call
+                were started is then unknown.
         """
+        given = specs if specs is not None else [None] * len(work_dirs)
+        payload = b"".join(d.encode() + (b"" if spec is None else b"\0" + spec.hex().encode()) + b"\n"
+                           for d, spec in zip(work_dirs, given, strict=True))
+        deadline = time.monotonic() + REPLY_TIMEOUT
         try:
-            given = specs if specs is not None else [None] * len(work_dirs)
-            self._sock.sendall(b"".join(d.encode() + (b"" if spec is None else b"\0" + spec.hex().encode()) + b"\n"
-                                        for d, spec in zip(work_dirs, given, strict=True)))
-            answers = [self._reader.readline() for _ in work_dirs]
+            self._sock.settimeout(REPLY_TIMEOUT)  # bounds the whole send (Python >= 3.5), not each part
+            self._sock.sendall(payload)
+            answers = self._answers(len(work_dirs), deadline)
+        except TimeoutError:
+            raise ZygoteError(f"the wrapper fork server did not answer within {REPLY_TIMEOUT:g} s") from None
         except OSError as exc:
             raise ZygoteError(f"the wrapper fork server does not answer: {exc}") from None
         results: list[tuple[int, int | None] | ZygoteRefusedError] = []
         for answer in answers:
-            text = answer.decode(errors="replace").rstrip("\n")
+            text = answer.decode(errors="replace")
             if text.startswith("E "):
                 results.append(ZygoteRefusedError(text[2:]))
                 continue
@@ -143,17 +153,53 @@ class Zygote:
             results.append((int(pid), int(started) if started.isdigit() else None))
         return results
 
-    def close(self) -> None:
-        """Close the socket (the zygote exits at end of file) and reap the process."""
-        import subprocess
+    def _answers(self, count: int, deadline: float) -> list[bytes]:
+        """Read ``count`` answer lines (without their newlines) by ``deadline`` (monotonic).
 
-        self._reader.close()
+        The zygote runs as the account, so a job of it can stop it (SIGSTOP) or, where it may
+        take its socket, trickle bytes: each receive waits only for the time left, so a byte now
+        and then never extends the wait, and an answer is read into a buffer of at most
+        :data:`MAX_REPLY` bytes, never a line of any length.
+
+        Raises:
+            TimeoutError: the deadline passed.
+            OSError, ZygoteError: the zygote closed its socket, or answered too much.
+        """
+        answers: list[bytes] = []
+        buffer = b""
+        while len(answers) < count:
+            end = buffer.find(b"\n", 0, MAX_REPLY)
+            if end >= 0:
+                answers.append(buffer[:end])
+                buffer = buffer[end + 1:]
+                continue
+            if len(buffer) >= MAX_REPLY:
+                raise ZygoteError(f"the wrapper fork server gave an answer longer than {MAX_REPLY} bytes")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self._sock.settimeout(left)
+            chunk = self._sock.recv(MAX_REPLY)
+            if not chunk:
+                raise ZygoteError("the wrapper fork server closed its socket before it answered")
+            buffer += chunk
+        if buffer:
+            raise ZygoteError("the wrapper fork server answered more than it was asked")
+        return answers
+
+    def close(self) -> None:
+        """Close the socket, end the process (SIGKILL) and reap it.
+
+        The zygote would exit at end of file on its socket (as it does when the worker dies),
+        but it runs as the account: a job of it may have stopped it (SIGSTOP), and a wait for
+        it to exit would stall the worker. It holds nothing to save, and its wrappers, each
+        leading its own session, keep running."""
         self._sock.close()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        try:  # noqa: SIM105 - no contextlib in the zygote (see the imports)
             self.process.kill()
-            self.process.wait()
+        except OSError:  # not allowed (no CAP_KILL): it exits at end of file unless stopped
+            pass
+        self.process.wait()
 
 
 def start_time(pid: int) -> int | None:

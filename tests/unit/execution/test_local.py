@@ -114,6 +114,65 @@ class TestOutcome:
         assert handle.pid is not None and not alive(handle.pid)
 
 
+#: A payload that leaves a process in a group of its own within the wrapper's session (bash's
+#: job control: ``setpgid``), writing its pid to ``bg.pid``.
+MOVED_AWAY = "bash -c 'set -m; sleep 600 & echo $! > bg.pid'"
+
+
+def _pid_in(path: Path) -> int:
+    """The pid a job wrote to ``path``, once it is there."""
+    wait_for(lambda: path.exists() and path.read_text().strip().isdigit(), f"{path.name} to be written")
+    return int(path.read_text())
+
+
+class TestLeftovers:
+    """A process the job moved to another process group of the wrapper's session is not in the
+    payload's group, which is all the wrapper used to kill: it outlived the job and its cancel."""
+
+    @pytest.mark.parametrize("cancelled", [False, True], ids=["ended", "cancelled"])
+    def test_the_wrapper_kills_what_its_job_left_in_its_session(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cancelled: bool
+    ) -> None:
+        script = f"{MOVED_AWAY}; echo up > up; " + ("while :; do sleep 0.1; done" if cancelled else "exit 0")
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
+        moved = _pid_in(handle.work_dir / "bg.pid")
+        try:
+            if cancelled:
+                wait_for((handle.work_dir / "up").exists, "the job to start")
+                backend.cancel(handle)
+            wait_for(lambda: backend.poll(handle) is not None, "the job to end")
+            outcome = backend.poll(handle)
+            assert outcome is not None
+            assert outcome.state == (JobState.CANCELLED if cancelled else JobState.DONE), outcome
+            wait_for(lambda: not alive(moved), "the process the job moved away to be killed")
+        finally:
+            if alive(moved):
+                os.kill(moved, signal.SIGKILL)
+
+    @pytest.mark.parametrize("how", ["cancel", "release"])
+    def test_what_a_killed_wrapper_left_is_killed_by_a_cancel_or_the_release(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, how: str
+    ) -> None:
+        """The wrapper was killed (the OOM killer, say) and killed nothing: a cancel of the job, or
+        its release, kills the processes left in its session (its pid, the session's id)."""
+        script = f"echo $$ > payload.pid; {MOVED_AWAY}; while :; do sleep 0.1; done"
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
+        assert handle.pid is not None
+        payload = _pid_in(handle.work_dir / "payload.pid")
+        moved = _pid_in(handle.work_dir / "bg.pid")
+        try:
+            os.kill(handle.pid, signal.SIGKILL)
+            wait_for(lambda: backend.poll(handle) is not None, "the wrapper's end to be seen")
+            assert alive(payload) and alive(moved)  # nothing killed them
+            if how == "cancel":
+                backend.cancel(handle)
+            else:
+                backend.release(handle)
+            wait_for(lambda: not alive(payload) and not alive(moved), "what the wrapper left to be killed")
+        finally:
+            kill_session(handle.pid)
+
+
 class TestEnvironmentAndFiles:
     def test_environment_is_built_from_scratch(self, backend: LocalExecutionBackend, input_dir: Path,
                                                account: Account | None, proxy_pem: bytes,
@@ -286,9 +345,41 @@ class TestAttach:
         handle = backend.spawn(prepared)
         found = backend.attach(scheduled_ref, account)
         assert found is not None and found.pid == handle.pid
-        assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir)
-        assert not is_wrapper(os.getpid(), handle.work_dir)
+        assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir, account)
+        assert not is_wrapper(os.getpid(), handle.work_dir, account)
         (handle.work_dir / "go").write_text("")
+
+
+    def test_another_accounts_process_naming_the_work_dir_is_not_taken_for_the_wrapper(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """Any user can run a session leader whose command line is ``jobwrapper.py <work dir>``;
+        only one running as the job's account is its wrapper."""
+        if account is None:
+            pytest.skip("needs root: a second account")
+        prepared = backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done"))
+        scheduled_ref = prepared.ref
+        with _other_account() as other:
+            forger = subprocess.Popen(
+                ["/bin/sh", "-c", "while :; do sleep 1; done", str(identity.WRAPPER_PATH), str(prepared.work_dir)],
+                user=other.uid, group=other.gid, extra_groups=[], start_new_session=True, cwd="/",
+                stdin=subprocess.DEVNULL)
+            try:
+                assert Path(f"/proc/{forger.pid}/cmdline").read_bytes().split(b"\0")[-2:] == \
+                    [str(prepared.work_dir).encode(), b""]
+                assert not is_wrapper(forger.pid, prepared.work_dir, account)
+                assert backend.attach(scheduled_ref, account).pid is None  # type: ignore[union-attr]
+                handle = backend.spawn(prepared)
+                assert handle.pid is not None and is_wrapper(handle.pid, handle.work_dir, account)
+                found = backend.attach(scheduled_ref, account)
+                assert found is not None and found.pid == handle.pid
+                (handle.work_dir / "go").write_text("")
+                wait_for(lambda: backend.poll(found) is not None, "the job to end")
+                assert backend.poll(found) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+                assert forger.poll() is None
+            finally:
+                forger.kill()
+                forger.wait(timeout=DEADLINE)
 
 
 def _another(input_dir: Path, account: Account | None, script: str, **kw: object) -> JobLaunch:

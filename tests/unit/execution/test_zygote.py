@@ -30,7 +30,7 @@ from wmproxy.execution.backends.local import (
     ref_start_time,
 )
 from wmproxy.execution.identity import WRAPPER_PATH, Account
-from wmproxy.execution.zygote import Zygote, start_time
+from wmproxy.execution.zygote import MAX_REPLY, Zygote, start_time
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ class TestForked:
             assert _uid(handle.pid) == (os.getuid() if account is None else account.uid)
             argv = [p for p in Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0") if p]
             assert argv[-2:] == [str(WRAPPER_PATH).encode(), str(handle.work_dir).encode()]
-            assert is_wrapper(handle.pid, handle.work_dir)
+            assert is_wrapper(handle.pid, handle.work_dir, account)
             assert backend.poll(handle) is None
             heir = LocalExecutionBackend(backend.work_root, HOST).attach(handle.ref, account)  # a new worker life
             assert heir is not None and heir.pid == handle.pid and heir.ref == handle.ref
@@ -341,6 +341,61 @@ class TestUntrusted:
             backend.spawn(handle)
         assert handle.pid is None and not backend._zygotes  # closed: its account's wrappers started directly
         assert any("fork server" in r.getMessage() for r in caplog.records)
+
+
+#: A zygote that answers its first request with a well-formed refusal one byte every 0.1 s: never
+#: a pause as long as the (shortened) reply timeout, 4 s for the whole answer.
+TRICKLING_ZYGOTE = """
+import os, sys, time
+fd = int(sys.argv[1])
+os.read(fd, 65536)
+for byte in b"E refused, one byte at a time" + b"." * 10 + b"\\n":
+    time.sleep(0.1)
+    os.write(fd, bytes([byte]))
+time.sleep(600)
+"""
+
+#: A zygote that answers its first request at once with a well-formed refusal of 1 MiB.
+VERBOSE_ZYGOTE = """
+import os, sys, time
+fd = int(sys.argv[1])
+os.read(fd, 65536)
+answer = memoryview(b"E " + b"x" * (1 << 20) + b"\\n")
+while answer:
+    answer = answer[os.write(fd, answer):]
+time.sleep(600)
+"""
+
+
+class TestUnresponsive:
+    """The zygote runs as the account: a job can stop it or, where it may take its socket, make
+    it answer slowly or at length. One deadline bounds the whole exchange (each receive waits
+    only for the time left) and an answer is at most MAX_REPLY bytes; a zygote that misses
+    either is taken for failed and the worker starts its account's wrappers itself."""
+
+    @pytest.mark.parametrize(("source", "why"), [
+        (TRICKLING_ZYGOTE, "did not answer within 0.5 s"),
+        (VERBOSE_ZYGOTE, f"answer longer than {MAX_REPLY} bytes"),
+    ], ids=["trickling", "over-long"])
+    def test_the_zygote_is_taken_for_failed_and_the_worker_starts_the_job(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, source: str, why: str
+    ) -> None:
+        monkeypatch.setattr("wmproxy.execution.zygote.REPLY_TIMEOUT", 0.5)
+        _fake_zygote(backend, account, tmp_path, source)
+        (launcher,) = backend._zygotes.values()
+        handle = backend.prepare(_job(input_dir, account, "exit 6", 0))
+        with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"):
+            backend.spawn_batch([handle])
+        assert not backend._zygotes and handle.pid is None
+        assert launcher.process.returncode is not None  # ended and reaped, not left behind
+        assert any(why in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+        try:
+            assert backend.spawn(handle) is handle and handle.process is not None  # started by the worker
+            wait_for(lambda: backend.poll(handle) is not None, "the job to end")
+            assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=6, payload_started=True)
+        finally:
+            _cleanup(handle)
 
 
 class TestChildOf:

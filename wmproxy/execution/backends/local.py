@@ -12,8 +12,10 @@ that adopts them follows them here.
 Backend reference (``jobs.backend_ref``): ``local:<host>:<wrapper pid>:<work dir name>``,
 with ``-`` for the pid between :meth:`LocalExecutionBackend.prepare` and
 :meth:`LocalExecutionBackend.spawn`. A pid is trusted only while that process leads its
-own session and runs ``jobwrapper.py <work dir>`` (``/proc/<pid>/cmdline``), which guards
-against pid reuse; a pid read from the work dir is never signalled.
+own session, runs ``jobwrapper.py <work dir>`` (``/proc/<pid>/cmdline``) and runs as the
+job's account (its real uid, ``/proc/<pid>/status``; the worker's own without mapping): the
+command line guards against pid reuse, the uid against another account's process forging that
+command line; a pid read from the work dir is never signalled.
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ class LocalExecutionBackend:
         tells), never started a second time; the others are started by :meth:`spawn`."""
         self._zygote_failed(account, why)
         for handle in group:
-            pid = _find_wrapper(handle.work_dir)
+            pid = _find_wrapper(handle.work_dir, handle.account)
             if pid is not None:
                 handle.pid = pid
                 handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid))
@@ -374,8 +376,13 @@ class LocalExecutionBackend:
 
     def cancel(self, handle: RunHandle) -> None:
         """SIGTERM the wrapper (it stops the job and records ``cancelled_by``); once its
-        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session."""
-        if handle.pid is None or not self._running(handle):
+        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session.
+        A wrapper that has ended already: SIGKILL what is left of its session
+        (:func:`_kill_leftovers`)."""
+        if handle.pid is None:
+            return
+        if not self._running(handle):
+            self._kill_leftovers(handle)
             return
         now = time.monotonic()
         if handle.cancel_sent_at is None:
@@ -389,14 +396,14 @@ class LocalExecutionBackend:
         """The handle of a job from its reference, for adoption: None unless the reference
         is ``local`` and names this host. A reference without pid (the worker died
         between committing Scheduled and Running) finds the wrapper, if one runs, by
-        its command line."""
+        its command line and uid (:func:`is_wrapper`)."""
         parsed = parse_ref(ref)
         if parsed is None or parsed[0] != self.host:
             return None
         _host, pid, name = parsed
         work_dir = self.work_root / name
         if pid is None:
-            pid = _find_wrapper(work_dir)
+            pid = _find_wrapper(work_dir, account)
             ref = self._ref(pid, name, None if pid is None else start_time(pid))
         else:
             ref = self._ref(pid, name, ref_start_time(ref))
@@ -408,9 +415,16 @@ class LocalExecutionBackend:
         ``reuse_work_dirs``, a work dir of the usual layout is emptied and kept as a spare of
         its account instead (:func:`identity.recycle_work_dir`).
 
+        The wrapper kills what its job left in its session when the job ends; when it may not
+        have (the job was cancelled, or its wrapper ended without a status: killed), what is
+        left of the session is killed first (:func:`_kill_leftovers`).
+
         Raises:
             BackendError: the directory could not be removed.
         """
+        if handle.pid is not None and (handle.cancel_sent_at is not None
+                                       or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+            self._kill_leftovers(handle)
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
         if self._recycle(handle):
@@ -454,6 +468,12 @@ class LocalExecutionBackend:
         except IdentityError as exc:
             raise BackendError(str(exc)) from None
 
+    def _kill_leftovers(self, handle: RunHandle) -> None:
+        """SIGKILL the processes left in the session of the job's wrapper once it has ended."""
+        if handle.pid is not None and not self._running(handle):
+            _kill_leftovers(handle.pid, ref_start_time(handle.ref),
+                            os.getuid() if handle.account is None else handle.account.uid)
+
     def _running(self, handle: RunHandle) -> bool:
         if handle.pid is None:
             return False
@@ -463,7 +483,7 @@ class LocalExecutionBackend:
         if started is not None:  # forked by a zygote: not our child
             return is_process(handle.pid, started)
         _reap_if_child(handle.pid)
-        return is_wrapper(handle.pid, handle.work_dir)
+        return is_wrapper(handle.pid, handle.work_dir, handle.account)
 
 
 def _account_key(account: Account | None) -> tuple[int, int] | None:
@@ -652,9 +672,14 @@ def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...], account: 
         os.close(src_dir)
 
 
-def is_wrapper(pid: int, work_dir: Path) -> bool:
+def is_wrapper(pid: int, work_dir: Path, account: Account | None) -> bool:
     """True while ``pid`` is a live (not zombie) session leader running
-    ``jobwrapper.py <work_dir>``."""
+    ``jobwrapper.py <work_dir>`` as ``account`` (its real uid; the worker's own for None).
+
+    Any user can run a session leader with that command line: a process of another account
+    naming a job's work dir, taken for its wrapper, would have the worker follow it (its exit
+    ending the job and removing the work dir under the running payload) and signal it on a
+    cancel instead of the wrapper."""
     try:
         if os.getsid(pid) != pid:
             return False
@@ -663,7 +688,8 @@ def is_wrapper(pid: int, work_dir: Path) -> bool:
     state = _proc_state(pid)
     if state is None or state == "Z":
         return False
-    return _runs_wrapper_for(_cmdline(pid), work_dir)
+    expected = os.getuid() if account is None else account.uid
+    return _runs_wrapper_for(_cmdline(pid), work_dir) and _real_uid(pid) == expected
 
 
 def _child_of(pid: int, parent: int) -> int | bool | None:
@@ -733,10 +759,24 @@ def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:
     return len(argv) >= 2 and argv[-1] == str(work_dir) and os.path.basename(argv[-2]) == WRAPPER_NAME
 
 
-def _find_wrapper(work_dir: Path) -> int | None:
+def _find_wrapper(work_dir: Path, account: Account | None) -> int | None:
+    """The pid of the wrapper running in ``work_dir`` as ``account`` (:func:`is_wrapper`), if any."""
     for pid in _pids():
-        if _runs_wrapper_for(_cmdline(pid), work_dir) and is_wrapper(pid, work_dir):
+        if _runs_wrapper_for(_cmdline(pid), work_dir) and is_wrapper(pid, work_dir, account):
             return pid
+    return None
+
+
+def _real_uid(pid: int) -> int | None:
+    """The real uid of ``pid`` (the first of ``/proc/<pid>/status``'s ``Uid:`` line), None if
+    the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
     return None
 
 
@@ -773,6 +813,45 @@ def _kill_session(sid: int) -> None:
                 os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             continue
+
+
+#: Passes over ``/proc`` at most in which :func:`_kill_leftovers` kills what is left of a session.
+LEFTOVER_PASSES = 20
+
+
+def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
+    """SIGKILL the processes left of the session ``sid`` of a wrapper that has ended (``sid`` is
+    its pid; ``started`` its start time when known) that run as ``uid`` (the job's account).
+
+    The kernel keeps a pid number from any new process while a process still has it as its
+    session id, so while the session has members nobody else can hold the pid ``sid``: a live
+    process with that pid (not the wrapper's zombie) means the session is empty and the pid was
+    reused (its new owner may lead a session ``sid`` of its own), and nothing is killed. The
+    uid check leaves alone the members of a later session ``sid`` of another account (one that
+    took the pid after the job's session emptied and whose leader has ended too). A member born
+    while ``/proc`` was read is found by the next pass, until a pass finds none alive."""
+    fields = _stat_fields(sid)
+    if fields is not None:
+        try:
+            if fields[0] != b"Z" or (started is not None and int(fields[19]) != started):
+                return
+        except (IndexError, ValueError):
+            return
+    for attempt in range(LEFTOVER_PASSES):
+        if attempt:
+            time.sleep(0.01)
+        found = False
+        for pid in _pids():
+            try:
+                if pid == sid or os.getsid(pid) != sid or _proc_state(pid) in (None, "Z", "X") \
+                        or _real_uid(pid) != uid:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            found = True
+        if not found:
+            return
 
 
 def _reap_if_child(pid: int) -> None:
