@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import subprocess
 import threading
 import time
 import uuid
@@ -494,3 +495,30 @@ class TestRegistrationWiring:
             register_failing_after_the_mapping()
         with UnitOfWork(factory) as uow:
             assert uow.leases.all() == []
+
+
+class TestPeriodicRelease:
+    """The execution worker releases idle leases every ``[purge] interval`` (with mapping on),
+    keeping an account that still runs a process on its host."""
+
+    def test_the_worker_has_the_task_when_jobs_are_mapped(self, make_runtime: Callable[..., Runtime]) -> None:
+        from wmproxy.execution.purging import purge_tasks
+
+        assert "releasing idle pool leases" in [task.name for task in purge_tasks(make_runtime())]
+        assert "releasing idle pool leases" not in [task.name for task in purge_tasks(make_runtime(mode="none"))]
+
+    def test_an_account_with_a_process_left_keeps_its_lease(self, make_runtime: Callable[..., Runtime],
+                                                           accounts: AccountSet) -> None:
+        from wmproxy.execution.purging import release_leases
+
+        rt = make_runtime(idle=3600)
+        then = utcnow() - dt.timedelta(hours=2)
+        bob = _map(rt, BOB, PRODUCTION, now=then)  # idle for two hours, no job
+        assert bob is not None
+        left = subprocess.Popen(["sleep", "600"], user=bob.uid, group=bob.gid, extra_groups=[])
+        try:
+            assert release_leases(rt) == 0
+        finally:
+            left.kill()
+            left.wait()
+        assert release_leases(rt) == 1

@@ -1,23 +1,60 @@
 """The purger as a periodic task of the execution worker (``[purge]``; the rules are in
 ``wmproxy.services.purge``). The worker runs it because it may remove job work dirs
-(``identity.remove_work_dir``), which belong to the mapped accounts."""
+(``identity.remove_work_dir``), which belong to the mapped accounts. With mapping on, the
+same interval releases idle pool leases (``wmproxy.services.mapping.release_idle_leases``),
+keeping the accounts that still run processes on the worker's host."""
 
 from __future__ import annotations
 
 import functools
+import os
+import pwd
 from pathlib import Path
 
+from wmproxy.domain import utcnow
 from wmproxy.execution.identity import remove_work_dir
 from wmproxy.execution.worker import PeriodicTask
+from wmproxy.services.mapping import release_idle_leases
 from wmproxy.services.purge import purge
 from wmproxy.services.runtime import Runtime
 
 
 def purge_tasks(rt: Runtime) -> list[PeriodicTask]:
-    """``[PeriodicTask]`` purging every ``[purge] interval`` seconds; none when disabled."""
+    """``[PeriodicTask]`` purging, and releasing idle pool leases when jobs are mapped, every
+    ``[purge] interval`` seconds; none when the purge is disabled."""
     policy = rt.settings.purge
     if not policy.enabled:
         return []
     remover = functools.partial(remove_work_dir, Path(rt.settings.execution.work_dir))
-    return [PeriodicTask("purging old jobs and credentials", policy.interval,
-                         lambda: purge(rt, remove_work_dir=remover))]
+    tasks = [PeriodicTask("purging old jobs and credentials", policy.interval,
+                          lambda: purge(rt, remove_work_dir=remover))]
+    if rt.settings.mapping.mode != "none":
+        tasks.append(PeriodicTask("releasing idle pool leases", policy.interval, lambda: release_leases(rt)))
+    return tasks
+
+
+def release_leases(rt: Runtime) -> int:
+    """Release the idle pool leases (:func:`~wmproxy.services.mapping.release_idle_leases`) but
+    those of accounts with a process left on this host: a job's process that left its session
+    survives the job, and the account's next user must not find it. Returns how many."""
+    with rt.uow() as uow:
+        return release_idle_leases(uow, rt, utcnow(), keep=accounts_with_processes())
+
+
+def accounts_with_processes() -> set[str]:
+    """Names of the accounts that own a process on this host now (real uid, ``/proc``)."""
+    uids: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            uids.add(os.stat(f"/proc/{entry}").st_uid)
+        except OSError:  # gone meanwhile
+            continue
+    names = set()
+    for uid in uids:
+        try:
+            names.add(pwd.getpwuid(uid).pw_name)
+        except KeyError:
+            continue
+    return names

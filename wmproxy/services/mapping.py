@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import os
 import pwd
+from collections.abc import Collection
 
 from wmproxy.domain import LocalAccount
 from wmproxy.security.gridmap import (
@@ -77,21 +78,23 @@ def map_identity(
     return account
 
 
-def release_idle_leases(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> int:
+def release_idle_leases(uow: UnitOfWork, rt: Runtime, now: dt.datetime, keep: Collection[str] = ()) -> int:
     """Release the pool leases idle for ``[mapping] lease_idle_time`` seconds whose account
     has no live job (none in a non-final state, none changed within the idle time).
 
-    The analogue of a gridmapdir cleanup (``lcg-expiregridmapdir``); a worker or an
-    operator calls it periodically.
+    The analogue of a gridmapdir cleanup (``lcg-expiregridmapdir``); the execution worker runs
+    it every ``[purge] interval`` (``wmproxy.execution.purging``), an operator may too.
 
     Args:
         now: UTC time; leases last used before ``now - lease_idle_time`` are candidates.
+        keep: accounts not released whatever their leases say (the worker's: accounts that
+            still run processes on its host, which the next user of the account could reach).
 
     Returns:
         How many leases were released.
     """
     cutoff = now - dt.timedelta(seconds=rt.settings.mapping.lease_idle_time)
-    released = uow.leases.release_idle(cutoff)
+    released = uow.leases.release_idle(cutoff, keep)
     if released:
         log.info("released idle pool leases: %s", ", ".join(released))
     return len(released)

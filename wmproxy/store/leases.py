@@ -16,10 +16,10 @@ workers and service nodes on one database:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, exists, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,8 +116,9 @@ class SqlPoolLeaseStore:
         deleted = cast("CursorResult[Any]", result).rowcount
         return deleted == 1
 
-    def release_idle(self, cutoff: dt.datetime) -> list[str]:
-        """Drop the leases not used since ``cutoff`` whose account has no live job.
+    def release_idle(self, cutoff: dt.datetime, keep: Collection[str] = ()) -> list[str]:
+        """Drop the leases not used since ``cutoff`` whose account has no live job and is not
+        in ``keep`` (accounts the caller knows to be still in use, e.g. with processes left).
 
         A job keeps its account's lease while it is not in a final state, and for as
         long as its last change (``jobs.updated_at``) is not older than ``cutoff``.
@@ -129,9 +130,12 @@ class SqlPoolLeaseStore:
             Job.local_account == PoolLease.account,
             or_(Job.state.not_in(_FINAL), Job.updated_at >= cutoff),
         )
+        condition = and_(PoolLease.last_used_at < cutoff, ~busy)
+        if keep:
+            condition = and_(condition, PoolLease.account.not_in(sorted(keep)))
         released = self.session.scalars(
             delete(PoolLease)
-            .where(PoolLease.last_used_at < cutoff, ~busy)
+            .where(condition)
             .returning(PoolLease.account)
             .execution_options(synchronize_session=False)
         ).all()

@@ -112,14 +112,15 @@ class TestServerGivenNames:
         assert [(f["name"], f["error"]["type"]) for f in data["failed"]] == [("../x", "TransferError")]
         assert "Error" not in result.stderr and "not purged" in result.stderr
 
-    def test_node_names_leading_outside_are_refused_and_the_other_nodes_retrieved(
+    def test_node_names_leading_outside_are_never_used(
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """Node names that are not plain names ('..', 'a/../../x') make the parent's JDL one the
+        JDL parser refuses (as the service refuses it at registration): the nodes get their
+        positional names, and every file lands inside the chosen directory."""
         target = tmp_path / "dl" / "chosen"
-        # DAG nodes are numbered by name: '..' = 0, 'a/../../x' = 1, ok = 2
-        up, slash, ok = (child_job_id(JOB, i) for i in range(3))
-        fake.status = JobStatus(JOB, "Done (Exit Code 0)",
-                                children=tuple(JobStatus(c, "Done") for c in (up, slash, ok)))
+        children = [child_job_id(JOB, i) for i in range(3)]
+        fake.status = JobStatus(JOB, "Done (Exit Code 0)", children=tuple(JobStatus(c, "Done") for c in children))
         node = '[ description = [ Executable = "/bin/true"; ]; ]'
         fake.jdls[(JOB, "ORIGINAL")] = (f"[ Type = \"dag\"; nodes = [ '..' = {node}; 'a/../../x' = {node};"
                                         f" ok = {node}; ]; ]")
@@ -132,15 +133,9 @@ class TestServerGivenNames:
 
         monkeypatch.setattr(fake, "get_output_file_list", list_files)
         result = runner.invoke(cli, ["output", "--dir", str(target), JOB])
-        assert result.exit_code == 1, result.output
-        assert _files_under(tmp_path / "dl") == {"chosen/ok/out.txt"}
-        assert (target / "ok" / "out.txt").read_text() == f"content of /{ok[-6:]}/out.txt"
-        assert (f"Error - TransferError: node directory: refused the name '..': not a plain file name "
-                f"(job {up})") in result.stderr
-        assert f"refused the name 'a/../../x': not a plain file name (job {slash})" in result.stderr
-        assert [args[0] for name, args in fake.calls if name == "get_output_file_list"] == [JOB, ok]
-        assert "job_purge" not in fake.names()
-        assert f"\tNode Name:\tok\n\tJobId:    \t{ok}\n" in result.stdout
+        assert result.exit_code == 0, result.output
+        assert _files_under(tmp_path / "dl") == {f"chosen/Node_{i}/out.txt" for i in range(3)}
+        assert [args[0] for name, args in fake.calls if name == "get_output_file_list"] == [JOB, *children]
 
 
 NAMES = ("res#1.txt", "50%.txt", "a b?.txt")
@@ -176,3 +171,15 @@ class TestThroughTheService:
         assert result.exit_code == 0, result.output
         assert (tmp_path / "p" / "res#1.txt-100-100").read_text() == "first lines\n"
         assert result.stdout.endswith("first lines\n")
+
+
+@pytest.mark.parametrize("name", ["..", "a/../../x", "a\\b", "x\0y", ""])
+def test_a_node_name_that_is_not_a_plain_name_gets_no_directory(name: str, tmp_path: Path) -> None:
+    """Should a node name that is not a plain name come through (the parser refuses such JDLs
+    now, and the nodes get positional names), it gets no directory: the node is reported."""
+    from wmproxy.cli.output import _node_dir
+
+    node_dir, failed = _node_dir(str(tmp_path / "chosen"), name, child_job_id(JOB, 0), True)
+    assert node_dir is None and len(failed) == 1
+    assert _node_dir(str(tmp_path / "chosen"), "ok", child_job_id(JOB, 0), True) == (
+        str(tmp_path / "chosen" / "ok"), [])
