@@ -137,6 +137,12 @@ class JdlSyntaxError(JdlError):
     """The JDL text is not a ClassAd."""
 
 
+class JdlExpressionError(JdlError):
+    """A JDL expression the service cannot evaluate: classad2 failed on the job's
+    ``Requirements`` or ``Rank`` (1219, InvalidArgumentFault; the execution worker aborts the
+    job with the message as its reason)."""
+
+
 class InvalidJdlAttributeError(WMProxyError):
     """A JDL attribute has a value the service refuses (1220, GenericFault in the reference)."""
 
