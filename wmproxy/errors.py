@@ -138,8 +138,9 @@ class JdlSyntaxError(JdlError):
 
 
 class JdlExpressionError(JdlError):
-    """A JDL expression the service cannot evaluate: classad2 failed on the job's
-    ``Requirements`` or ``Rank`` (1219, InvalidArgumentFault; the execution worker aborts the
+    """A JDL expression the service will not or cannot evaluate: one that could cost far
+    more than the JDL is long (``wmproxy.jdl.check_expressions``), or a ``Requirements`` or
+    ``Rank`` classad2 failed on (1219, InvalidArgumentFault; the execution worker aborts the
     job with the message as its reason)."""
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.errors import JdlExpressionError, SandboxError, WMProxyError
-from wmproxy.jdl import JobDescription, isb_file_names, parse_jdl, read_description
+from wmproxy.jdl import JobDescription, check_expressions, isb_file_names, parse_jdl, read_description
 from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.brokering import (
     NO_MATCH,
@@ -172,7 +172,9 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     the call return: up to :data:`CLAIM_BATCH` requests are looked at. Such a job is
 
     * past its expiry (:func:`brokering.deadline`): Aborted "request expired";
-    * with a ``Requirements`` or ``Rank`` classad2 cannot evaluate
+    * with expressions that could cost far more to evaluate than the JDL is long
+      (:func:`wmproxy.jdl.check_expressions`: a job registered before that bound), or a
+      ``Requirements`` or ``Rank`` classad2 cannot evaluate
       (:class:`~wmproxy.errors.JdlExpressionError`): Aborted with that error as its reason,
       for good (the same JDL fails the same way again); the other requests go on;
     * matched by no CE: left Waiting with the reason "BrokerHelper: no compatible
@@ -396,6 +398,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     fqans, proxy_pem = credentials[key]
     job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
     try:
+        check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
         chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
     except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on
         _abort(uow, writes, site, job.id, request, exc.message)

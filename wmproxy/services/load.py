@@ -34,7 +34,7 @@ from typing import TypeVar, cast
 from wmproxy.config import LoadSettings, Settings
 from wmproxy.domain import FINAL_STATES, JobState, Principal
 from wmproxy.errors import ServerOverloadedError, WMProxyError
-from wmproxy.jdl import expand, parse_jdl
+from wmproxy.jdl import check_expressions, expand, parse_jdl
 from wmproxy.services.runtime import Runtime
 
 #: Operations the load limiter guards: the reference's priority class 1 without jobStart.
@@ -223,7 +223,9 @@ def check_submission_size(settings: Settings, jdl: str) -> None:
     if not cap:
         return
     try:
-        compound = expand(parse_jdl(jdl), max_nodes=settings.jobs.max_nodes)
+        ad = parse_jdl(jdl)
+        check_expressions(ad)  # expand evaluates a collection node's InputSandbox entries
+        compound = expand(ad, max_nodes=settings.jobs.max_nodes)
     except WMProxyError:
         return
     nodes = 1 if compound is None else len(compound.nodes)

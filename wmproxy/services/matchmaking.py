@@ -38,7 +38,7 @@ import classad2
 from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import describe, parse_jdl
+from wmproxy.jdl import check_expressions, describe, parse_jdl
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -303,8 +303,9 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         DelegationNotFoundError, ProxyExpiredError: no usable delegated proxy.
         OperationNotAllowedError: not a normal job ("Operation permitted only for normal job").
         SandboxError: the CE catalogue cannot be read.
-        JdlExpressionError: the job's ``Requirements`` or ``Rank`` cannot be evaluated
-            (:func:`matches`).
+        JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
+            long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), or the job's
+            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`).
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -314,6 +315,7 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         fqans = [f for f in delegation.fqans.split("\n") if f]
         ces = site_ces(rt, uow)
     ad = parse_jdl(jdl)
+    check_expressions(ad)
     try:
         description = describe(ad)
     except InvalidArgumentError as exc:
