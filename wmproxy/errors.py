@@ -137,6 +137,13 @@ class JdlSyntaxError(JdlError):
     """The JDL text is not a ClassAd."""
 
 
+class JdlExpressionError(JdlError):
+    """A JDL expression the service will not or cannot evaluate: one that could cost far
+    more than the JDL is long (``wmproxy.jdl.check_expressions``), or a ``Requirements`` or
+    ``Rank`` classad2 failed on (1219, InvalidArgumentFault; the execution worker aborts the
+    job with the message as its reason)."""
+
+
 class InvalidJdlAttributeError(WMProxyError):
     """A JDL attribute has a value the service refuses (1220, GenericFault in the reference)."""
 

@@ -18,9 +18,8 @@ import sqlalchemy as sa
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.store.worker_support import LEASE, in_state, job_row, submit, until
+from tests.store.worker_support import LEASE, end_jobs, in_state, job_row, submit, until
 from tests.support import delegate_in_process, principal_of
-from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, to_filename
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import Account
@@ -51,11 +50,7 @@ def test_a_job_registered_unmapped_is_aborted_not_run_as_the_service(rt: Runtime
         until(worker, lambda: in_state(rt, unmapped, JobState.ABORTED)() and in_state(rt, mapped, JobState.DONE)(),
               "the unmapped job aborted and the mapped one done")
     finally:
-        for job in worker.running.values():
-            if job.handle.pid is not None and alive(job.handle.pid):
-                kill_session(job.handle.pid)
-            if job.handle.process is not None:
-                job.handle.process.wait(timeout=DEADLINE)
+        end_jobs(worker)
     row = job_row(rt, unmapped)
     assert "no mapped account" in (row.reason or "") and row.shallow_retries == 0
     assert row.backend_ref is None  # never prepared: nothing spawned

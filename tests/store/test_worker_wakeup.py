@@ -21,7 +21,8 @@ import pytest
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
+from tests.store.worker_support import end_jobs
+from tests.unit.execution.wrapper_support import DEADLINE
 from wmproxy.config import SlurmSettings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -173,8 +174,4 @@ class TestLimits:
                 states = {j: str(getattr(uow.jobs.get(j), "state", "")) for j in jobs}
             assert sorted(states.values()) == sorted([JobState.RUNNING.value, JobState.WAITING.value])
         finally:
-            for job in worker.running.values():
-                if job.handle.pid is not None and alive(job.handle.pid):
-                    kill_session(job.handle.pid)
-                if job.handle.process is not None:
-                    job.handle.process.wait(timeout=DEADLINE)
+            end_jobs(worker)

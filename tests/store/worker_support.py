@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from tests.unit.execution.wrapper_support import DEADLINE
+from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 from wmproxy.execution.worker import ExecutionWorker
@@ -105,6 +105,15 @@ def database_held(rt: Runtime, job_id: str) -> Iterator[None]:
             yield
     finally:
         other.dispose()
+
+
+def end_jobs(worker: ExecutionWorker) -> None:
+    """Kill the wrappers ``worker`` still runs (a test's clean-up) and reap them."""
+    for job in worker.running.values():
+        if job.handle.pid is not None and alive(job.handle.pid):
+            kill_session(job.handle.pid)
+        if job.handle.process is not None:
+            job.handle.process.wait(timeout=DEADLINE)
 
 
 def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:

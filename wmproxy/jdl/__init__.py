@@ -3,6 +3,8 @@
 It owns:
 
 * parsing JDL text strictly into a ClassAd (:func:`parse_jdl`);
+* the bound on what evaluating its expressions may cost, checked before the service
+  evaluates any (``expressions``: :func:`check_expressions`);
 * typed attribute access (``attributes``) and sandbox entries (``sandbox``);
 * the registration checks of the reference service and the typed
   :class:`JobDescription` (``description``; :func:`describe` for any JDL);
@@ -27,6 +29,7 @@ from wmproxy.jdl.description import (
     input_sandbox_files,
     read_description,
 )
+from wmproxy.jdl.expressions import check_expressions
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.registered import (
     RegisteredArea,
@@ -41,6 +44,7 @@ __all__ = [
     "JobDescription",
     "NodeSpec",
     "RegisteredArea",
+    "check_expressions",
     "dag_order",
     "describe",
     "expand",

@@ -104,6 +104,10 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
         ces: the site's CEs (:func:`matchmaking.site_ces`).
         rng: the random source for ties and ``FuzzyRank``.
         fuzzy_factor: ``[brokering] fuzzy_factor``.
+
+    Raises:
+        JdlExpressionError: the job's ``Requirements`` or ``Rank`` cannot be evaluated
+            (:func:`matchmaking.matches`).
     """
     submit_to = job.get("SubmitTo")
     if isinstance(submit_to, str):

@@ -23,8 +23,8 @@ import classad2
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
-from wmproxy.errors import SandboxError, WMProxyError
-from wmproxy.jdl import JobDescription, isb_file_names, parse_jdl, read_description
+from wmproxy.errors import JdlExpressionError, SandboxError, WMProxyError
+from wmproxy.jdl import JobDescription, check_expressions, isb_file_names, parse_jdl, read_description
 from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.brokering import (
     NO_MATCH,
@@ -172,6 +172,11 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     the call return: up to :data:`CLAIM_BATCH` requests are looked at. Such a job is
 
     * past its expiry (:func:`brokering.deadline`): Aborted "request expired";
+    * with expressions that could cost far more to evaluate than the JDL is long
+      (:func:`wmproxy.jdl.check_expressions`: a job registered before that bound), or a
+      ``Requirements`` or ``Rank`` classad2 cannot evaluate
+      (:class:`~wmproxy.errors.JdlExpressionError`): Aborted with that error as its reason,
+      for good (the same JDL fails the same way again); the other requests go on;
     * matched by no CE: left Waiting with the reason "BrokerHelper: no compatible
       resources", its request due again after ``[brokering] match_retry_period`` (or at
       its expiry, if sooner);
@@ -223,8 +228,8 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     """:func:`claim_next_start` for up to ``limit`` jobs in one transaction (one commit for
     the jobs a worker cycle takes), oldest request first.
 
-    Each request is handled as :func:`claim_next_start` handles it (expired, unmatched,
-    waiting for another worker's backend, postponed while its backend is full, its job
+    Each request is handled as :func:`claim_next_start` handles it (expired, its expressions
+    not evaluable, unmatched, waiting for another worker's backend, postponed while its backend is full, its job
     directory made or left Waiting without one). At most
     ``limit`` + :data:`CLAIM_BATCH` requests are looked at. The delegation of the jobs of one
     owner and delegation id is read and its proxy unsealed once per batch, not per job.
@@ -382,10 +387,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     registered = parse_jdl(job.jdl_registered)
     expires = deadline(registered, request.created_at, settings)
     if now >= expires:
-        writes.requests.append(RequestChange.completed(request, worker, now))
-        change_state(uow, job.id, JobState.ABORTED, now, reason=REQUEST_EXPIRED)
-        site.ended_waiting()
-        log.info("job %s: %s", job.id, REQUEST_EXPIRED)
+        _abort(uow, writes, site, job.id, request, REQUEST_EXPIRED)
         return None
     key = (job.owner_dn, job.delegation_id)
     if key not in credentials:  # one look-up and one unsealing per delegation and claim batch
@@ -395,7 +397,12 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
             rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b"")
     fqans, proxy_pem = credentials[key]
     job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
-    chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
+    try:
+        check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
+        chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
+    except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on
+        _abort(uow, writes, site, job.id, request, exc.message)
+        return None
     if chosen is None:
         submit_to = job_ad.get("SubmitTo")
         reason = f"{NO_MATCH} (SubmitTo names no CE of this site: {submit_to})" if isinstance(submit_to, str) \
@@ -431,6 +438,15 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     site.claimed(destination.ce_id)
     return _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
                         JobState.READY, None, proxy_pem, destination, registered)
+
+
+def _abort(uow: UnitOfWork, writes: _ClaimWrites, site: SiteView, job_id: str, request: ClaimedRequest,
+           reason: str) -> None:
+    """The claimed Waiting job ends Aborted with ``reason``; its request is done."""
+    writes.requests.append(RequestChange.completed(request, writes.worker, writes.now))
+    change_state(uow, job_id, JobState.ABORTED, writes.now, reason=reason)
+    site.ended_waiting()
+    log.info("job %s: aborted: %s", job_id, reason)
 
 
 def _wait(writes: _ClaimWrites, job: ClaimedJob, request: ClaimedRequest, seconds: float,

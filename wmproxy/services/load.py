@@ -34,7 +34,7 @@ from typing import TypeVar, cast
 from wmproxy.config import LoadSettings, Settings
 from wmproxy.domain import FINAL_STATES, JobState, Principal
 from wmproxy.errors import ServerOverloadedError, WMProxyError
-from wmproxy.jdl import node_count, parse_jdl
+from wmproxy.jdl import check_expressions, node_count, parse_jdl
 from wmproxy.services.runtime import Runtime
 
 #: Operations the load limiter guards: the reference's priority class 1 without jobStart.
@@ -225,7 +225,9 @@ def check_submission_size(settings: Settings, jdl: str) -> None:
     if not cap:
         return
     try:
-        nodes = node_count(parse_jdl(jdl), max_nodes=settings.jobs.max_nodes)  # no node is made
+        ad = parse_jdl(jdl)
+        check_expressions(ad)  # Parameters may be an expression: nothing of the JDL evaluated unchecked
+        nodes = node_count(ad, max_nodes=settings.jobs.max_nodes)  # no node is made
     except WMProxyError:
         return
     if nodes > cap:

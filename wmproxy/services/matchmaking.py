@@ -15,11 +15,18 @@ A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and th
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``). No match is an empty list, not a fault.
+
+An evaluation classad2 cannot carry out (it raises, e.g. on references nested deeper than it
+evaluates) is the job's fault when it is the job's ``Requirements`` or ``Rank``: a
+:class:`~wmproxy.errors.JdlExpressionError` for that job alone (jobListMatch answers it as
+an InvalidArgumentFault, the execution worker aborts the job). When it is a CE's own
+``Requirements``, that CE does not match (logged: the catalogue is the site's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -30,11 +37,13 @@ import classad2
 
 from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import describe, parse_jdl
+from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
+from wmproxy.jdl import check_expressions, describe, parse_jdl
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 #: Seconds the delegated proxy must still be valid for a list-match.
 LISTMATCH_MIN_PROXY_LIFETIME = 60
@@ -229,24 +238,54 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[Matc
     """The CEs that match ``job``, best rank first (ties by CE id).
 
     The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE.
+
+    Raises:
+        JdlExpressionError: classad2 fails to evaluate the job's ``Requirements`` or
+            ``Rank`` against a CE (whatever the other CEs give). A CE whose own
+            ``Requirements`` fail to evaluate against the job does not match it.
     """
     requirements = job.lookup("Requirements") if "Requirements" in job else None
     rank_expr = job.lookup("Rank") if "Rank" in job else None
     found: list[Match] = []
     for ce in ces:
-        if requirements is not None and requirements.eval(scope=job, target=ce) is not True:
+        if requirements is not None and _job_value(requirements, "Requirements", job, ce) is not True:
             continue
-        if "Requirements" in ce and ce.lookup("Requirements").eval(scope=ce, target=job) is not True:
+        if "Requirements" in ce and not _ce_accepts(ce, job):
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
     return found
 
 
+def _job_value(expr: classad2.ExprTree, attribute: str, job: classad2.ClassAd, ce: classad2.ClassAd) -> object:
+    """The job's ``attribute`` (``expr``) evaluated with ``other`` = ``ce``.
+
+    Raises:
+        JdlExpressionError: classad2 raises (ClassAdException "failed to evaluate
+            expression", or anything else): the job's expression, so the job's fault.
+    """
+    try:
+        return expr.eval(scope=job, target=ce)
+    except Exception as exc:  # whatever classad2 raises fails this job, never its caller
+        raise JdlExpressionError(f"the job's {attribute} cannot be evaluated against CE "
+                                 f"{ce['GlueCEUniqueID']}: {exc}") from exc
+
+
+def _ce_accepts(ce: classad2.ClassAd, job: classad2.ClassAd) -> bool:
+    """Whether the CE's own ``Requirements`` hold with ``other`` = the job; False (logged)
+    when classad2 cannot evaluate them."""
+    try:
+        return ce.lookup("Requirements").eval(scope=ce, target=job) is True
+    except Exception as exc:  # noqa: BLE001 - the site's expression: the CE does not match, no job fails
+        log.warning("CE %s: its Requirements cannot be evaluated against a job (%s): it does not match",
+                    ce["GlueCEUniqueID"], exc)
+        return False
+
+
 def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classad2.ClassAd) -> float:
     if rank_expr is None:
         return 0.0
-    rank = rank_expr.eval(scope=job, target=ce)
+    rank = _job_value(rank_expr, "Rank", job, ce)
     value = float(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else 0.0
     return value if math.isfinite(value) else 0.0
 
@@ -264,6 +303,9 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         DelegationNotFoundError, ProxyExpiredError: no usable delegated proxy.
         OperationNotAllowedError: not a normal job ("Operation permitted only for normal job").
         SandboxError: the CE catalogue cannot be read.
+        JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
+            long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), or the job's
+            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`).
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -273,6 +315,7 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         fqans = [f for f in delegation.fqans.split("\n") if f]
         ces = site_ces(rt, uow)
     ad = parse_jdl(jdl)
+    check_expressions(ad)
     try:
         description = describe(ad)
     except InvalidArgumentError as exc:

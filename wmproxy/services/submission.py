@@ -29,7 +29,7 @@ import classad2
 
 from wmproxy.domain import JobState, Principal, child_job_id, new_job_id, utcnow
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, WMProxyError
-from wmproxy.jdl import JobDescription, expand, jdl_lines, parse_jdl, registered_ad
+from wmproxy.jdl import JobDescription, check_expressions, expand, jdl_lines, parse_jdl, registered_ad
 from wmproxy.jdl.compound import compound_kind
 from wmproxy.jdl.description import describe_simple
 from wmproxy.sandbox.storage import JobArea
@@ -275,6 +275,7 @@ def _register(
     local_account = account.name if account is not None else None
     if ad is None:
         ad = parse_jdl(jdl)
+    check_expressions(ad)  # before anything evaluates them (a collection node's InputSandbox, matching)
     vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
     if uow is None and (compound_kind(ad) is not None or myproxy_server_for(settings.renewal, ad, vo) is not None):
         raise _NeedsTransaction(ad)  # before the JDL's work, which the unit of work does

@@ -1,0 +1,215 @@
+"""The bound on what evaluating a JDL's expressions may cost (``wmproxy/jdl/expressions.py``):
+checked on classad2's text, nothing evaluated. Exponential JDLs are refused whatever their
+size (the doubling record of 30 steps would be 16 GB evaluated), and so are reference chains,
+cycles, functions that build expressions or long strings, and selections from lists; the
+JDLs of the reference and of this repository pass."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import classad2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.fuzz.support import fuzz_settings
+from wmproxy.errors import JdlError, JdlExpressionError
+from wmproxy.jdl import check_expressions, parse_jdl
+from wmproxy.jdl.expressions import FUNCTIONS, MAX_GROWTH, MAX_REFERENCE_DEPTH
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = Path(__file__).parents[4] / "shared" / "reference" / "wmproxy-behaviour.md"
+
+
+def doubling(steps: int) -> str:
+    """The record whose last attribute is 16 × 2**steps characters once evaluated."""
+    attributes = ['A0 = "xxxxxxxxxxxxxxxx"'] + [f"A{i} = strcat(A{i - 1}, A{i - 1})" for i in range(1, steps + 1)]
+    return f"[ {'; '.join(attributes)} ].A{steps}"
+
+
+def chain(length: int) -> str:
+    """``A0 = A1; ...; A<length> = true``: ``length`` references, one inside the other."""
+    return "; ".join(f"A{i} = A{i + 1}" for i in range(length)) + f"; A{length} = true"
+
+
+def check(jdl: str) -> None:
+    check_expressions(parse_jdl(jdl))
+
+
+def refusal(jdl: str) -> str:
+    with pytest.raises(JdlExpressionError) as caught:
+        check(jdl)
+    assert isinstance(caught.value, JdlError) and caught.value.code == 1219
+    return caught.value.message
+
+
+class TestExponentialJdls:
+    @pytest.mark.parametrize("steps", [20, 30])
+    def test_the_doubling_record_in_requirements_is_refused_without_being_evaluated(self, steps: int) -> None:
+        message = refusal(f'[ Executable = "/bin/true"; Requirements = size({doubling(steps)}) > 0 ]')
+        assert re.fullmatch(r"Attribute A\d+ \(in Requirements\) is \d+ characters long once each attribute "
+                            r"reference in it is replaced by the expression it names, more than the service "
+                            rf"evaluates: the JDL's own size plus {MAX_GROWTH} \(\d+\)", message), message
+
+    def test_doubling_through_top_level_attributes_is_refused(self) -> None:
+        attributes = "; ".join(['A0 = "xxxxxxxxxxxxxxxx"'] + [f"A{i} = A{i - 1} + A{i - 1}" for i in range(1, 40)])
+        assert refusal(f'[ Executable = "/bin/true"; {attributes}; Rank = A39 ]').startswith("Attribute A")
+
+    def test_a_collection_nodes_input_sandbox_entry_is_checked_too(self) -> None:
+        node = f'[ Executable = "/bin/true"; InputSandbox = {{ {doubling(30)} }} ]'
+        jdl = f'[ Type = "collection"; Nodes = {{ {node} }} ]'
+        assert "(in Nodes) is" in refusal(jdl)
+
+    def test_a_longer_one_is_refused_for_its_depth_first(self) -> None:
+        assert "nested more than" in refusal(f'[ Executable = "/bin/true"; Requirements = size({doubling(200)}) > 0 ]')
+
+    def test_a_few_doublings_stay_within_the_bound(self) -> None:
+        check(f'[ Executable = "/bin/true"; Requirements = size({doubling(8)}) > 0 ]')
+
+
+class TestReferenceDepth:
+    def test_a_chain_of_500_references_is_refused(self) -> None:
+        message = refusal(f'[ Executable = "/bin/true"; {chain(500)}; Requirements = A0 ]')
+        assert message.startswith(f"Attribute A0: its attribute references are nested more than "
+                                  f"{MAX_REFERENCE_DEPTH} deep (A0 -> A1 -> A2 -> A3 -> ... -> ")
+
+    def test_the_depth_bound_is_exact(self) -> None:
+        check(f'[ Executable = "/bin/true"; {chain(MAX_REFERENCE_DEPTH)} ]')
+        refusal(f'[ Executable = "/bin/true"; {chain(MAX_REFERENCE_DEPTH + 1)} ]')
+
+    def test_a_chain_measured_piecewise_is_still_refused(self) -> None:
+        # The attributes in reverse order: each is measured before the one that refers to it.
+        attributes = "; ".join(f"A{i} = A{i + 1}" for i in reversed(range(40)))
+        refusal(f'[ Executable = "/bin/true"; A40 = 1; {attributes} ]')
+
+    @pytest.mark.parametrize("attributes", ["A = A", "A = B + 1; B = A", "A = [ X = A ].X", "A = B; B = C; C = A"])
+    def test_an_attribute_that_depends_on_itself_is_refused(self, attributes: str) -> None:
+        assert "depends on itself through its references" in refusal(f'[ Executable = "/bin/true"; {attributes} ]')
+
+
+class TestFunctions:
+    @pytest.mark.parametrize("call", ['eval("1")', 'join(",", {"a"})', 'sprintf("%9d", 1)', "formatTime(0)",
+                                      'replaceAll("a", "a", "aa")', 'regexps("a", "a", "\\\\0\\\\0")',
+                                      "evalInEachContext(1, {})", 'userHome("root")', "debug(1)"])
+    def test_a_function_outside_the_list_is_refused_naming_it(self, call: str) -> None:
+        message = refusal(f'[ Executable = "/bin/true"; Requirements = size({call}) > 0 ]')
+        name = call.split("(")[0]
+        assert message.startswith(f"Attribute Requirements calls {name}(), a function the service does not "
+                                  "evaluate in a JDL; a JDL may call: isUndefined, ")
+        assert all(function in message for function in FUNCTIONS)
+
+    def test_the_brokering_documentation_lists_them(self) -> None:
+        docs = (Path(__file__).parents[3] / "docs" / "brokering.md").read_text()
+        listed = docs.split("The functions a JDL may call")[1].split("(`wmproxy/jdl/expressions.py`")[0]
+        assert re.findall(r"`(\w+)`", listed) == list(FUNCTIONS)
+
+    def test_function_names_are_case_insensitive(self) -> None:
+        check('[ Executable = "/bin/true"; Requirements = REGEXP("x", other.GlueCEUniqueID) && MeMbEr(1, {1}) ]')
+        refusal('[ Executable = "/bin/true"; Requirements = EVAL("true") ]')
+
+
+class TestSelections:
+    def test_from_a_nested_ad_or_an_attribute_holding_one(self) -> None:
+        check('[ Executable = "/bin/true"; R = [ X = 1; Y = [ Z = 2 ] ]; Requirements = R.X == [ Q = 1 ].Q && '
+              "R.Y.Z == 2 ]")
+
+    @pytest.mark.parametrize("expression", ["{ R, R, R }.X", "L.X", "L[0].X", "ifThenElse(true, R, R).X"])
+    def test_from_a_list_or_another_expression_is_refused(self, expression: str) -> None:
+        # A list maps the selection over its elements: one selection, evaluated once per element.
+        message = refusal(f'[ Executable = "/bin/true"; R = [ X = 1 ]; L = {{ R, R }}; Requirements = {expression} ]')
+        assert "the service evaluates a selection only from an attribute reference or a nested ad" in message
+
+    def test_other_and_target_are_the_ces_unless_the_jdl_defines_them(self) -> None:
+        big = "{" + ", ".join(['"xxxxxxxxxxxxxxxx"'] * 2000) + "}"
+        terms = " && ".join(["size(other.X) > 0", "size(target.X) > 0"] * 20)
+        check(f'[ Executable = "/bin/true"; X = {big}; Requirements = {terms} ]')  # the CE's X, not this one
+        refusal('[ Executable = "/bin/true"; other = { 1 }; Requirements = other.X ]')
+
+
+class TestExpandedSize:
+    def test_a_large_attribute_referred_to_once_is_within_the_jdls_own_size(self) -> None:
+        tags = "{" + ", ".join(f'"VO-atlas-release-{i}"' for i in range(10_000)) + "}"
+        check(f'[ Executable = "/bin/true"; Tags = {tags}; Requirements = member(other.Tag, Tags) ]')
+
+    def test_a_large_attribute_referred_to_many_times_is_refused(self) -> None:
+        tags = "{" + ", ".join(f'"VO-atlas-release-{i}"' for i in range(1_000)) + "}"
+        terms = " || ".join(f'member("{i}", Tags)' for i in range(3))  # 3 x 23 KB: within 64 KiB more
+        check(f'[ Executable = "/bin/true"; Tags = {tags}; Requirements = {terms} ]')
+        terms = " || ".join(f'member("{i}", Tags)' for i in range(10))
+        assert refusal(f'[ Executable = "/bin/true"; Tags = {tags}; Requirements = {terms} ]').startswith(
+            "Attribute Requirements is ")
+
+    def test_a_collection_referring_to_its_input_sandbox_from_every_node(self) -> None:
+        files = ", ".join(f'"gsiftp://se.example.org/data/file{i:05}.dat"' for i in range(2_000))
+        nodes = ", ".join(f'[ Executable = "/bin/true"; InputSandbox = {{ root.InputSandbox[{i}] }} ]'
+                          for i in range(2_000))
+        check(f'[ Type = "collection"; InputSandbox = {{ {files} }}; Nodes = {{ {nodes} }} ]')
+
+
+def _reference_jdls() -> list[pytest.param]:
+    """The JDLs among tests/unit/jdl/data and the behaviour specification's code blocks
+    (Appendix A: the original's test data), where the reference material is beside the tree."""
+    texts = {path.name: path.read_text() for path in sorted(DATA.glob("*.jdl"))}
+    if REFERENCE.exists():
+        for i, block in enumerate(re.findall(r"```[^\n]*\n(.*?)```", REFERENCE.read_text(), re.DOTALL)):
+            texts[f"reference-{i}"] = block
+    jdls = []
+    for name, template in texts.items():
+        text = (template.replace("<VO>", "dteam").replace("<REQ>", "other.GlueCEStateFreeCPUs >= 1")
+                .replace("<RANK>", "other.GlueCEStateFreeCPUs"))  # the test suites' placeholders
+        try:
+            parse_jdl(text)
+        except JdlError:
+            continue  # not a JDL (a shell script, a template with placeholders)
+        jdls.append(pytest.param(text, id=name))
+    return jdls
+
+
+@pytest.mark.parametrize("text", _reference_jdls())
+def test_the_reference_and_repository_jdls_pass(text: str) -> None:
+    check(text)
+
+
+def test_what_the_reference_writes_passes() -> None:
+    check('[ Executable = "/bin/true"; Requirements = RegExp(".manchester.ac.uk:2119.*", other.GlueCEUniqueID) && '
+          'anyMatch(other.storage.CloseSEs, target.GlueSEStatus == "unset"); '
+          "Rank = -other.GlueCEStateEstimatedResponseTime; FuzzyRank = true ]")
+    check('[ Type = "dag"; nodes = [ nodeA = [ description = [ Executable = "/bin/true"; Requirements = '
+          'other.GlueCEInfoTotalCPUs >= 30 ] ]; nodeB = [ file = "b.jdl" ]; dependencies = { { nodeA, nodeB } } ] ]')
+
+
+_NAMES = st.sampled_from(["A", "B", "c", "'x y'", "other", "root", "parent", "Requirements", "true", "error", "is"])
+_LEAVES = st.one_of(_NAMES, st.sampled_from(['1', '2.5', '"s"', '"q\\"x"', "undefined", ".A", "other.X"]))
+
+
+def _expressions(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(leaves, st.sampled_from(["+", "&&", "==", "=?=", "isnt", "<<", "?:"]), leaves).map(" ".join),
+        st.tuples(st.sampled_from(["strcat", "size", "member", "eval", "ifThenElse"]), st.lists(leaves, max_size=3))
+        .map(lambda call: f"{call[0]}({', '.join(call[1])})"),
+        st.lists(leaves, max_size=3).map(lambda items: "{" + ", ".join(items) + "}"),
+        st.lists(st.tuples(st.sampled_from(["A", "B", "c", "X"]), leaves), max_size=3)
+        .map(lambda pairs: "[" + "; ".join(f"{n} = {v}" for n, v in pairs) + "]"),
+        st.tuples(leaves, st.sampled_from(["A", "X", "'x y'"])).map(lambda sel: f"{sel[0]}.{sel[1]}"),
+        st.tuples(leaves, leaves).map(lambda sub: f"{sub[0]}[{sub[1]}]"),
+        leaves.map(lambda e: f"({e})"),
+        st.tuples(leaves, leaves, leaves).map(lambda t: f"{t[0]} ? {t[1]} : {t[2]}"),
+    )
+
+
+@fuzz_settings()
+@given(attributes=st.lists(st.tuples(st.sampled_from(["A", "B", "c", "Requirements", "'x y'", "other"]),
+                                     st.recursive(_LEAVES, _expressions, max_leaves=12)), min_size=1, max_size=5))
+def test_any_ad_passes_or_is_refused_with_the_typed_error(attributes: list[tuple[str, str]]) -> None:
+    try:
+        ad = classad2.ClassAd("[" + "; ".join(f"{name} = {value}" for name, value in attributes) + "]")
+    except classad2.ClassAdException:
+        return
+    message = ""
+    try:
+        check_expressions(ad)
+    except JdlExpressionError as exc:
+        message = exc.message
+    assert "cannot be read" not in message, message  # classad2's text is always read

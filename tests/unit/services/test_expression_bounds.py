@@ -1,0 +1,116 @@
+"""The service refuses JDLs whose expressions could cost far more to evaluate than they are long,
+before evaluating anything (``wmproxy/jdl/expressions.py``).
+
+``[A0 = "xxxxxxxxxxxxxxxx"; A1 = strcat(A0, A0); ...; An = strcat(An-1, An-1)].An`` doubles at each
+step: 16 MB evaluated for n = 20 from a JDL of a few hundred bytes, 16 GB for n = 30. Used in
+Requirements it was evaluated by jobListMatch and by the worker's choice of a CE; as a collection
+node's InputSandbox entry, at registration (and by the load limiter's node count). Each is now an
+InvalidArgumentFault (1219) naming the attribute and the bound, nothing evaluated; a job registered
+before the bound is aborted by the claim that would have evaluated it, the next job claimed.
+
+n = 30 could not be evaluated at all (the test would need GBs): its refusal shows that nothing was.
+n = 20 (16 MB, about a second) is what the service evaluated and accepted before the bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import classad2
+import pytest
+import sqlalchemy as sa
+from lxml import etree
+
+from tests.conftest import Pki
+from tests.support import SoapApp, build_runtime, caller_from_environ, close_runtime, delegate_in_process, principal_of
+from tests.unit.services.brokering_support import RankedRuntime, job_row, submit
+from wmproxy.config import LoadSettings
+from wmproxy.domain import Principal
+from wmproxy.jdl import parse_jdl
+from wmproxy.jdl.expressions import MAX_GROWTH
+from wmproxy.services.execution import claim_starts
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.soap.namespaces import WMPROXY
+from wmproxy.store.schema import Job
+
+STEPS = [pytest.param(20, id="n20-16MB"), pytest.param(30, id="n30-16GB")]
+
+
+def doubling(steps: int) -> str:
+    attributes = ['A0 = "xxxxxxxxxxxxxxxx"'] + [f"A{i} = strcat(A{i - 1}, A{i - 1})" for i in range(1, steps + 1)]
+    return f"[ {'; '.join(attributes)} ].A{steps}"
+
+
+def in_requirements(steps: int) -> str:
+    return f'[ Executable = "/bin/true"; Requirements = size({doubling(steps)}) > 0 ]'
+
+
+def in_a_nodes_input_sandbox(steps: int) -> str:
+    node = f'[ Executable = "/bin/true"; InputSandbox = {{ {doubling(steps)} }} ]'
+    return f'[ Type = "collection"; Nodes = {{ {node} }} ]'
+
+
+@pytest.fixture
+def soap(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[SoapApp]:
+    """The SOAP app in process; the load limiter counts the nodes of a submission (it expands it)."""
+    rt = build_runtime(tmp_path / "state", pki, template_db)
+    rt.settings = dataclasses.replace(rt.settings, load=LoadSettings(sample_interval=1e-9,
+                                                                     max_jobs_per_submission=100))
+    delegate_in_process(rt, principal_of(pki, "alice"), pki.users["alice"].proxy, "unit")
+    yield SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
+    close_runtime(rt)
+
+
+def refused(soap: SoapApp, alice: Principal, operation: str, jdl: str) -> str:
+    """The Description of the InvalidArgumentFault (1219) ``operation`` answers ``jdl`` with;
+    nothing was registered."""
+    reply = soap.call(WMPROXY, operation, alice, jdl=jdl, delegationId="unit")
+    assert reply.status.startswith("500"), reply.body[:300]
+    detail = reply.fault_detail
+    assert etree.QName(detail).localname == "InvalidArgumentFault", reply.body[:600]
+    assert detail.findtext("ErrorCode") == "1219"
+    with soap.rt.uow() as uow:
+        assert list(uow.jobs.owned_by(alice.dn)) == []
+    return detail.findtext("Description") or ""
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit", "jobListMatch"])
+def test_the_doubling_record_in_requirements_is_refused(soap: SoapApp, alice: Principal, operation: str,
+                                                        steps: int) -> None:
+    description = refused(soap, alice, operation, in_requirements(steps))
+    assert re.fullmatch(r"Attribute A12 \(in Requirements\) is \d+ characters long once each attribute reference in "
+                        r"it is replaced by the expression it names, more than the service evaluates: the JDL's own "
+                        rf"size plus {MAX_GROWTH} \(\d+\)", description), description
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
+def test_the_doubling_record_as_a_collection_nodes_input_sandbox_entry_is_refused(
+        soap: SoapApp, alice: Principal, operation: str, steps: int) -> None:
+    assert refused(soap, alice, operation, in_a_nodes_input_sandbox(steps)).startswith("Attribute A12 (in Nodes) is ")
+
+
+def test_a_chain_of_500_references_is_refused_at_registration(soap: SoapApp, alice: Principal) -> None:
+    chain = "; ".join(f"A{i} = A{i + 1}" for i in range(500)) + "; A500 = true"
+    description = refused(soap, alice, "jobRegister", f'[ Executable = "/bin/true"; {chain}; Requirements = A0 ]')
+    assert "its attribute references are nested more than 32 deep" in description
+
+
+@pytest.mark.parametrize("steps", STEPS)
+def test_a_job_registered_before_the_bound_is_aborted_at_its_claim(broker_rt: RankedRuntime, alice: Principal,
+                                                                   steps: int) -> None:
+    rt = broker_rt()
+    old, new = submit(rt, alice), submit(rt, alice)
+    with rt.uow() as uow:  # as a version without the bound registered it
+        registered = parse_jdl(uow.jobs.get(old).jdl_registered)  # type: ignore[union-attr]
+        registered["Requirements"] = classad2.ExprTree(f"size({doubling(steps)}) > 0")
+        uow.session.execute(sa.update(Job).where(Job.id == old).values(jdl_registered=str(registered)))
+    orders = claim_starts(rt, "w1", {"local": 2}, limit=2)
+    assert [order.job_id for order in orders] == [new]
+    state, reason, destination = job_row(rt, old)
+    assert (state, destination) == ("Aborted", None)
+    assert reason is not None and reason.startswith("Attribute A12 (in Requirements) is ")

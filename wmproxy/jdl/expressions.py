@@ -1,0 +1,408 @@
+"""What evaluating a JDL's expressions may cost, checked before anything evaluates them.
+
+classad2 has no evaluation budget, and attribute references make the cost of an expression
+unrelated to its length: in ``[A0 = "xxxxxxxxxxxxxxxx"; A1 = strcat(A0, A0); ...; A20 =
+strcat(A19, A19)].A20`` each step doubles, so a 480-byte JDL evaluates to 16 MB, and ten
+more steps to 16 GB. The service evaluates users' expressions when it matches a job to the
+CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attributes through
+``other``), for jobListMatch, and when it resolves a collection node's ``InputSandbox``.
+:func:`check_expressions` refuses, without evaluating anything, a JDL where
+
+* an expression calls a function outside :data:`FUNCTIONS`: ``eval`` builds expressions at
+  run time, ``join``, ``sprintf``, ``formatTime``, ``replace``/``replaceAll``/``regexps`` make
+  strings far longer than their arguments, ``evalInEachContext``/``countMatches`` evaluate
+  an expression once per element; every function listed returns a value no longer than its
+  arguments (or a number, a boolean, a time);
+* an attribute depends on itself through its references (classad2 evaluates the cycle to
+  undefined, but every turn may fan out);
+* attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
+* an attribute's *expanded size* is over the JDL's own size plus :data:`MAX_GROWTH`;
+* an attribute is selected (``x.name``) from something that may be a list: a list maps the
+  selection over its elements, so one selection would be evaluated once per element.
+
+The expanded size of an attribute is the length of its expression, in characters of
+classad2's own text of it (blanks aside), once every attribute reference in it is replaced by
+the expression it names, again and again. Every operator, function call, reference and
+constant evaluation meets is in it, and with the functions allowed no value built is longer
+than it: so a JDL that passes costs about as much to evaluate as it is long (times the
+nesting), not exponentially more. The bound is checked per attribute, every attribute of the
+JDL (nested ads too), whether or not the service evaluates it: a CE's ``Requirements`` may
+read any of them.
+
+Names resolve conservatively, as classad2 may resolve them (case-insensitive): a reference
+to ``name``, or a selection ``x.name``, counts the largest attribute of that name anywhere in
+the JDL (top level or in a nested ad); ``root.name`` and ``.name`` the top-level one;
+``other.name`` and ``target.name`` are the CE's attributes (the site's, not counted) unless
+the JDL defines attributes named ``other``/``target``. A nested ad ``[ ... ]`` counts its
+own text: its attributes are evaluated when selected, which is a reference.
+
+Not bounded here: how deep an expression nests without references (classad2 gives up at a
+few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`) and a
+regular expression's backtracking (each ``regexp`` call stops at PCRE's match limit, a
+fraction of a second for the worst patterns).
+
+The text comes from classad2 (``str`` of each expression), read here as tokens only (strings,
+numbers, names, operators, brackets): no parser of the ClassAd grammar, no evaluation.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple, NoReturn
+
+import classad2
+
+from wmproxy.errors import JdlExpressionError
+
+#: How many attribute references one evaluation may follow, one inside the other
+#: (classad2 itself fails at a few hundred).
+MAX_REFERENCE_DEPTH = 32
+#: Characters an attribute's expanded size may exceed the JDL's own size by (a few
+#: milliseconds of classad2 evaluation per CE).
+MAX_GROWTH = 64 * 1024
+#: The ClassAd functions a JDL may call (ClassAd function names are case-insensitive).
+#: gLite's ``anyMatch``/``allMatch`` are listed for the reference's JDLs (classad2
+#: evaluates them to error).
+FUNCTIONS = (
+    "isUndefined", "isError", "isString", "isInteger", "isReal", "isList", "isClassAd", "isBoolean",
+    "isAbstime", "isReltime",
+    "member", "identicalMember", "anyCompare", "allCompare", "size", "sum", "avg", "min", "max",
+    "anyMatch", "allMatch", "ifThenElse",
+    "int", "real", "string", "bool", "floor", "ceiling", "round", "pow", "quantize", "random",
+    "time", "absTime", "relTime", "interval", "getYear", "getMonth", "getDayOfYear", "getDayOfMonth",
+    "getDayOfWeek", "getHours", "getMinutes", "getSeconds", "getDays", "inDays", "inHours", "inMinutes",
+    "inSeconds",
+    "strcat", "substr", "strcmp", "stricmp", "toUpper", "toLower", "split", "splitUserName", "splitSlotName",
+    "stringListSize", "stringListSum", "stringListAvg", "stringListMin", "stringListMax", "stringListMember",
+    "stringListIMember", "stringListsIntersect", "stringListSubsetMatch", "stringListISubsetMatch",
+    "regexp", "regexpMember", "stringListRegexpMember",
+)
+_FUNCTIONS = frozenset(name.lower() for name in FUNCTIONS)
+
+_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<quoted>'(?:[^'\\]|\\.)*')
+  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>>>>|=\?=|=!=|\?:|<<|>>|<=|>=|==|!=|&&|\|\||[-+*/%<>!~&|^?:,;=.()\[\]{}])
+""", re.VERBOSE | re.DOTALL)
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NAME_START = re.compile(r"[A-Za-z_']")
+_BLANKS = re.compile(r"\s+")
+_VALUES = frozenset({"true", "false", "undefined", "error"})
+_WORD_OPERATORS = frozenset({"is", "isnt"})
+#: Scopes classad2 gives a match when the JDL has no attribute of that name.
+_CE_SCOPES = frozenset({"other", "target"})
+_AD_SCOPES = frozenset({"root", "parent", "my", "self"})
+_OPENING = {")": "(", "}": "{", "]": "["}
+
+_Key = tuple[str, str]  # ("any" | "top", lowercase name)
+
+
+class _Reference(NamedTuple):
+    """A reference in an expression: ``how`` is "any" (a name, as classad2 may resolve it
+    anywhere), "top" (the top level's) or "select" (``base.name``, resolved once every
+    attribute is known; ``base`` starts with "." when it is a selection itself)."""
+
+    how: str
+    name: str  # lowercase
+    base: str | None = None  # lowercase
+    text: str = ""  # as written, for messages
+
+
+class _Token(NamedTuple):
+    kind: str  # string, quoted, number, name, op (and, once read: selected, ad)
+    text: str
+
+    @property
+    def name(self) -> str:
+        """An attribute name's lowercase form (a quoted one unquoted)."""
+        text = self.text[1:-1] if self.kind == "quoted" else self.text
+        return text.lower()
+
+
+@dataclass
+class _Attribute:
+    """One attribute of the JDL (top level or in a nested ad) as read from its text."""
+
+    name: str  # lowercase
+    where: str  # for messages: "Requirements", "A20 (in Requirements)"
+    top: bool
+    size: int = 0  # characters of its own expression, nested ads included
+    references: list[_Reference] = field(default_factory=list)
+    items: int = 0  # tokens and nested ads directly in its expression
+    first_is_ad: bool = False
+
+    @property
+    def only_an_ad(self) -> bool:
+        """Whether its expression is one nested ad ``[ ... ]`` and nothing else."""
+        return self.first_is_ad and self.items == 1
+
+
+@dataclass
+class _Ad:
+    """A nested ad being read: whose expression holds it, where its text began, what comes next."""
+
+    owner: _Attribute
+    start: int  # characters read before its "["
+    expect: str = "name"  # "name", "=" or "expr"
+    name: str = ""  # lowercase
+    spelled: str = ""
+
+
+#: What the previous token is after the "]" of a nested ad.
+_CLOSED_AD = _Token("ad", "]")
+
+
+def check_expressions(ad: classad2.ClassAd) -> None:
+    """Refuse a JDL whose expressions could cost far more to evaluate than the JDL is long.
+
+    See the module's documentation for the bound and why it holds. Nothing is evaluated;
+    the check is linear in the JDL's size.
+
+    Raises:
+        JdlExpressionError: a function outside :data:`FUNCTIONS`, an attribute that depends
+            on itself, references nested more than :data:`MAX_REFERENCE_DEPTH` deep, an
+            expanded size over the JDL's size plus :data:`MAX_GROWTH`, a selection from what
+            may be a list, or a text of classad2's that cannot be read (the message names the
+            attribute and the bound).
+    """
+    attributes: list[_Attribute] = []
+    own_size = 0
+    for name in ad:
+        top = _Attribute(name.lower(), name, top=True, size=len(name))
+        text = str(ad.lookup(name))
+        constants = _STRINGS.sub("", text)
+        if _NAME_START.search(constants) is None:  # strings, numbers, lists of them: nothing to follow
+            top.size += len(text) - len(constants) + len(_BLANKS.sub("", constants))
+            attributes.append(top)
+        else:
+            _read(text, top, attributes)
+        own_size += top.size
+    _Graph(attributes, own_size + MAX_GROWTH).measure()
+
+
+def _tokens(text: str, where: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    read = 0
+    for found in _TOKEN.finditer(text):
+        if found.start() != read:
+            break
+        read = found.end()
+        if found.lastgroup != "space":
+            tokens.append(_Token(found.lastgroup or "", found.group()))
+    if read != len(text):
+        raise JdlExpressionError(f"Attribute {where}: the expression cannot be read at {text[read:][:20]!r}")
+    return tokens
+
+
+def _ends_operand(token: _Token | None) -> bool:
+    """Whether ``token`` ends an operand (so that ``[`` after it is a subscript, ``.`` a selection)."""
+    if token is None:
+        return False
+    if token.kind == "op":
+        return token.text in (")", "]", "}")
+    return not (token.kind == "name" and token.name in _WORD_OPERATORS)
+
+
+def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
+    """Read one top-level attribute's expression ``text``: its size, references and
+    functions, and those of the attributes of the ads nested in it (all added to ``attributes``)."""
+    tokens = _tokens(text, top.where)
+    attributes.append(top)
+    owners = [top]  # whose expression the next token is in
+    frames: list[str | _Ad] = []  # what is open: "(", "{", "[" (a subscript) or a nested ad
+    read = 0  # characters read
+    previous: _Token | None = None  # the previous token of the expression being read
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        read += len(token.text)
+        frame = frames[-1] if frames else None
+        if isinstance(frame, _Ad) and (frame.expect != "expr" or token.text in (";", "]")):
+            if _nested_ad(frame, token, owners, attributes):  # its "]"
+                frames.pop()
+                frame.owner.size += read - frame.start
+                previous = _CLOSED_AD
+            else:
+                previous = None
+            continue
+        owner = owners[-1]
+        owner.items += 1
+        if token.text == "[" and not _ends_operand(previous):
+            owner.first_is_ad = owner.items == 1
+            frames.append(_Ad(owner, read - 1))
+            continue
+        owner.size += len(token.text)
+        if token.text in ("(", "{", "["):
+            frames.append(token.text)
+        elif token.text in _OPENING and token.kind == "op":
+            if frame != _OPENING[token.text]:
+                raise JdlExpressionError(f"Attribute {owner.where}: the expression cannot be read "
+                                         f"(unbalanced {token.text!r})")
+            frames.pop()
+        elif token.text == "." and index < len(tokens) and tokens[index].kind in ("name", "quoted"):
+            selected = tokens[index]
+            index += 1
+            read += len(selected.text)
+            owner.size += len(selected.text)
+            owner.references.append(_selection(owner, previous, selected))
+            token = _Token("selected", selected.text)
+        elif token.kind == "name" and index < len(tokens) and tokens[index].text == "(":
+            if token.name not in _FUNCTIONS:
+                raise JdlExpressionError(
+                    f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
+                    f"JDL; a JDL may call: {', '.join(FUNCTIONS)}")
+        elif token.kind in ("name", "quoted") and token.name not in _VALUES | _WORD_OPERATORS:
+            owner.references.append(_Reference("any", token.name, text=token.text))
+        previous = token
+    if frames:
+        raise JdlExpressionError(f"Attribute {top.where}: the expression cannot be read (unbalanced brackets)")
+
+
+def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:
+    """A token of a nested ad's own syntax: an attribute name, the ``=`` after it, the ``;``
+    after its expression, or the ``]`` that closes the ad (True)."""
+    if frame.expect == "name" and token.kind in ("name", "quoted"):
+        frame.name, frame.spelled, frame.expect = token.name, token.text.strip("'"), "="
+        return False
+    if frame.expect == "=" and token.text == "=":
+        outer = frame.owner.where.split(" (in ")[-1].rstrip(")")
+        attribute = _Attribute(frame.name, f"{frame.spelled} (in {outer})", top=False)
+        attributes.append(attribute)
+        owners.append(attribute)
+        frame.expect = "expr"
+        return False
+    if frame.expect == "expr":  # ";" or "]" after an attribute's expression
+        owners.pop()
+        frame.expect = "name"
+        return token.text == "]"
+    if frame.expect == "name" and token.text == "]":
+        return True
+    raise JdlExpressionError(f"Attribute {frame.owner.where}: the expression cannot be read "
+                             f"(a nested ad has {token.text!r} where a name or '=' belongs)")
+
+
+def _selection(owner: _Attribute, base: _Token | None, selected: _Token) -> _Reference:
+    """The reference ``.selected`` makes: the top level's attribute for ``.name``, any of that
+    name after a nested ad ``[ ... ]``, a selection to resolve for ``base.name``.
+
+    Raises:
+        JdlExpressionError: ``base`` is neither an attribute reference nor a nested ad (a
+            list, say: the selection would be evaluated once per element).
+    """
+    if not _ends_operand(base):
+        return _Reference("top", selected.name, text=f".{selected.text}")
+    assert base is not None  # noqa: S101 - _ends_operand(None) is False
+    if base is _CLOSED_AD:
+        return _Reference("any", selected.name, text=f"[ ... ].{selected.text}")
+    if base.kind in ("name", "quoted", "selected") and base.name not in _VALUES:
+        return _Reference("select", selected.name, ("." if base.kind == "selected" else "") + base.name,
+                          f"{base.text}.{selected.text}")
+    raise JdlExpressionError(
+        f"Attribute {owner.where} selects .{selected.text} from an expression ending in {base.text!r}: the service "
+        "evaluates a selection only from an attribute reference or a nested ad (from a list it is evaluated once "
+        "per element)")
+
+
+class _Graph:
+    """The attributes and their references: expanded sizes and reference depths, each
+    attribute measured once."""
+
+    def __init__(self, attributes: list[_Attribute], limit: int) -> None:
+        self.attributes = attributes
+        self.limit = limit
+        self.any: dict[str, list[_Attribute]] = {}
+        self.top: dict[str, _Attribute] = {}
+        for attribute in attributes:
+            self.any.setdefault(attribute.name, []).append(attribute)
+            if attribute.top:
+                self.top[attribute.name] = attribute
+        self.measured: dict[int, tuple[int, int]] = {}  # id(attribute) -> (expanded size, depth)
+        self.by_key: dict[_Key, tuple[int, int]] = {}
+        self.path: list[_Attribute] = []
+
+    def measure(self) -> None:
+        for attribute in self.attributes:
+            self._measure(attribute)
+
+    def _targets(self, key: _Key) -> list[_Attribute]:
+        how, name = key
+        if how == "top":
+            return [self.top[name]] if name in self.top else []
+        return self.any.get(name, [])
+
+    def _key(self, owner: _Attribute, reference: _Reference) -> _Key | None:
+        """Where a reference leads (None: nowhere in the JDL: the CE's attribute or undefined)."""
+        how, name, base = reference.how, reference.name, reference.base
+        if how != "select" or base is None:
+            return (how, name)
+        chained = base.startswith(".")
+        base = base.lstrip(".")
+        if base in self.any:
+            if not all(target.only_an_ad for target in self.any[base]):
+                raise JdlExpressionError(
+                    f"Attribute {owner.where} selects {reference.text}, from an attribute that is not a nested ad "
+                    "[ ... ] everywhere the JDL defines it: the service evaluates a selection only from an "
+                    "attribute reference or a nested ad (from a list it is evaluated once per element)")
+            return ("any", name)
+        if not chained and base in _CE_SCOPES:
+            return None  # the CE's attribute: the site's expression, not the JDL's
+        if not chained and base == "root":
+            return ("top", name)
+        if chained or base in _AD_SCOPES:
+            return ("any", name)
+        return None  # undefined.name is undefined
+
+    def _by_key(self, key: _Key) -> tuple[int, int]:
+        if key not in self.by_key:
+            measures = [self._measure(target) for target in self._targets(key)]
+            self.by_key[key] = (max((m[0] for m in measures), default=0), max((m[1] for m in measures), default=-1))
+        return self.by_key[key]
+
+    def _measure(self, attribute: _Attribute) -> tuple[int, int]:
+        if id(attribute) in self.measured:
+            return self.measured[id(attribute)]
+        if any(seen is attribute for seen in self.path):
+            cycle = [*self.path[[id(seen) for seen in self.path].index(id(attribute)):], attribute]
+            raise JdlExpressionError(
+                f"Attribute {attribute.where} depends on itself through its references "
+                f"({_chain(cycle)}): the service does not evaluate it")
+        if len(self.path) > MAX_REFERENCE_DEPTH:
+            self._too_deep(self.path[0], [*self.path, attribute])
+        self.path.append(attribute)
+        size, depth = attribute.size, 0
+        for reference in attribute.references:
+            key = self._key(attribute, reference)
+            if key is None:
+                continue
+            expanded, below = self._by_key(key)
+            size += expanded
+            depth = max(depth, below + 1)
+        self.path.pop()
+        if depth > MAX_REFERENCE_DEPTH:
+            self._too_deep(attribute, [attribute])
+        if size > self.limit:
+            raise JdlExpressionError(
+                f"Attribute {attribute.where} is {size} characters long once each attribute reference in it is "
+                f"replaced by the expression it names, more than the service evaluates: the JDL's own size plus "
+                f"{MAX_GROWTH} ({self.limit})")
+        self.measured[id(attribute)] = (size, depth)
+        return size, depth
+
+    @staticmethod
+    def _too_deep(attribute: _Attribute, chain: list[_Attribute]) -> NoReturn:
+        raise JdlExpressionError(
+            f"Attribute {attribute.where}: its attribute references are nested more than {MAX_REFERENCE_DEPTH} deep"
+            f"{f' ({_chain(chain)})' if len(chain) > 1 else ''}, more than the service evaluates")
+
+
+def _chain(attributes: Iterable[_Attribute]) -> str:
+    names = [attribute.where.split(" (in ")[0] for attribute in attributes]
+    shown = names if len(names) <= 8 else [*names[:4], "...", *names[-3:]]
+    return " -> ".join(shown)
