@@ -384,7 +384,11 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         writes.requests.append(RequestChange.completed(request, worker, now))
         return None
     settings = rt.settings
-    registered = parse_jdl(job.jdl_registered)
+    try:
+        registered = parse_jdl(job.jdl_registered)
+    except WMProxyError as exc:  # stored before a rule the JDL breaks (a quoted name): it alone ends
+        _abort(uow, writes, site, job.id, request, f"the registered JDL cannot be read: {exc.message}")
+        return None
     expires = deadline(registered, request.created_at, settings)
     if now >= expires:
         _abort(uow, writes, site, job.id, request, REQUEST_EXPIRED)
@@ -433,11 +437,16 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         _wait(writes, job, request, settings.brokering.match_retry_period, expires,
               f"{NO_JOB_DIRECTORY}: {cause}" if cause else NO_JOB_DIRECTORY)
         return None
+    try:
+        order = _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
+                             JobState.READY, None, proxy_pem, destination, registered)
+    except WMProxyError as exc:  # its description cannot be read: it alone ends, the batch goes on
+        _abort(uow, writes, site, job.id, request, f"the job cannot be started: {exc.message}")
+        return None
     writes.requests.append(RequestChange.completed(request, worker, now))
     writes.ready.append((job.id, destination.ce_id))
     site.claimed(destination.ce_id)
-    return _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
-                        JobState.READY, None, proxy_pem, destination, registered)
+    return order
 
 
 def _abort(uow: UnitOfWork, writes: _ClaimWrites, site: SiteView, job_id: str, request: ClaimedRequest,
