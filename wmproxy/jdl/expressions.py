@@ -375,6 +375,9 @@ class _Graph:
                 f"({_chain(cycle)}): the service does not evaluate it")
         if len(self.path) > MAX_REFERENCE_DEPTH:
             self._too_deep(self.path[0], [*self.path, attribute])
+        if _names_only(attribute):
+            self.measured[id(attribute)] = (attribute.size, 0)
+            return attribute.size, 0
         self.path.append(attribute)
         size, depth = attribute.size, 0
         for reference in attribute.references:
@@ -406,3 +409,9 @@ def _chain(attributes: Iterable[_Attribute]) -> str:
     names = [attribute.where.split(" (in ")[0] for attribute in attributes]
     shown = names if len(names) <= 8 else [*names[:4], "...", *names[-3:]]
     return " -> ".join(shown)
+
+
+def _names_only(attribute: _Attribute) -> bool:
+    """A DAG's ``nodes.dependencies``: its node names are read as names (``wmproxy.jdl.compound``),
+    never evaluated, so they count their own length, not the node ads they name."""
+    return not attribute.top and attribute.name == "dependencies" and attribute.where.endswith("(in nodes)")

@@ -213,3 +213,21 @@ def test_any_ad_passes_or_is_refused_with_the_typed_error(attributes: list[tuple
     except JdlExpressionError as exc:
         message = exc.message
     assert "cannot be read" not in message, message  # classad2's text is always read
+
+
+@pytest.mark.parametrize("shape", ["chain", "diamond"])
+def test_a_large_dags_dependencies_are_names_not_expansions(shape: str) -> None:
+    """A DAG's dependencies name its nodes; the service reads them as names and never evaluates
+    them, so 300 nodes of a usual size pass (counted as the node ads they name, 155,000
+    characters refused a 46 kB DAG of 100 nodes)."""
+    count = 300
+    node = ('[ description = [ Executable = "/bin/sh"; Arguments = "-c step.sh"; StdOutput = "out"; '
+            'StdError = "err"; InputSandbox = {"step.sh"}; OutputSandbox = {"out", "err"}; '
+            'Requirements = other.GlueCEStateStatus == "Production"; '
+            'Rank = -other.GlueCEStateEstimatedResponseTime; ]; ]')
+    nodes = "; ".join(f"n{i} = {node}" for i in range(count))
+    if shape == "chain":
+        pairs = ", ".join(f"{{n{i}, n{i + 1}}}" for i in range(count - 1))
+    else:
+        pairs = ", ".join(f"{{n0, n{i}}}, {{n{i}, n{count - 1}}}" for i in range(1, count - 1))
+    check_expressions(parse_jdl(f'[ Type = "dag"; nodes = [ {nodes}; dependencies = {{ {pairs} }}; ]; ]'))
