@@ -107,6 +107,24 @@ def parse_jdl(text: str) -> classad2.ClassAd:
     return ad
 
 
+def parse_stored_jdl(text: str) -> classad2.ClassAd:
+    """Parse a JDL the service wrote itself (``jobs.jdl_registered``, made by
+    :func:`wmproxy.jdl.registered.jdl_lines` from a JDL :func:`parse_jdl` accepted).
+
+    Unlike :func:`parse_jdl`, names that are not plain are read as the service quoted them:
+    a compound job's registered JDL names its nodes (``'Node_run-1' = [...]``), and a node
+    name may hold characters a user's attribute name may not.
+
+    Raises:
+        JdlSyntaxError: the text is not one ClassAd.
+    """
+    try:
+        return classad2.ClassAd(text)
+    except (classad2.ClassAdException, ValueError) as exc:
+        reason = classad2.lastError() or str(exc)
+        raise JdlSyntaxError(f"Unable to parse JDL: {_clean_reason(reason)}") from None
+
+
 def is_plain_name(name: str) -> bool:
     """Whether ``name`` is an attribute name a ClassAd reads unquoted: :data:`PLAIN_NAME`,
     and not a keyword such as ``true`` or ``isnt``."""

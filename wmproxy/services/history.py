@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from wmproxy.domain import JobEvent, JobHistory, JobState, JobSummary, Principal
 from wmproxy.errors import InvalidArgumentError
-from wmproxy.jdl import parse_jdl
+from wmproxy.jdl.parse import parse_stored_jdl
 from wmproxy.services.access import job_for
 from wmproxy.services.jobs import status_text
 from wmproxy.services.runtime import Runtime
@@ -115,7 +115,7 @@ def summarise(uow: UnitOfWork, job: Job) -> JobSummary:
 def user_tags(jdl: str) -> dict[str, str]:
     """The JDL's ``UserTags`` ClassAd as ``name -> value text`` (strings unquoted); {} if none."""
     try:
-        tags = parse_jdl(jdl).get("UserTags")
+        tags = parse_stored_jdl(jdl).get("UserTags")  # node names in it may be quoted
     except Exception:  # noqa: BLE001 - a stored JDL always parsed once; never fail a status on it
         return {}
     items = getattr(tags, "items", None)

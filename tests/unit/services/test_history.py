@@ -73,6 +73,18 @@ class TestEvents:
         assert set(summary.state_times) == {"Submitted", "Done"}
         assert (summary.status, summary.owner_dn) == ("Done (Exit Code 0)", alice.dn)
 
+    def test_a_collections_tags_read_though_its_node_names_are_quoted(self, rt: Runtime, alice: Principal,
+                                                                       delegated: str) -> None:
+        """A parent's registered JDL names its nodes, quoted when not plain (``'Node_run-1'``): its
+        UserTags are still read (the user's JDL parser refuses quoted names)."""
+        jdl = ('[ Type = "collection"; UserTags = [ campaign = "c1" ]; '
+               'nodes = { [ NodeName = "run-1"; Executable = "/bin/echo"; ] }; ]')
+        job_id = register_job(rt, alice, jdl, delegated).job_id
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            assert job is not None and "'" in job.jdl_registered  # a quoted node name
+        assert history.job_history(rt, alice, job_id).job.user_tags == {"campaign": "c1"}
+
     def test_only_owner_and_acl_readers(self, rt: Runtime, alice: Principal, bob: Principal,
                                         delegated: str) -> None:
         job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
