@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, verify_exact_chain
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.proxy import public_key_der
 from wmproxy.security.voms import voms_attributes
 
 
@@ -41,8 +40,9 @@ def check_renewed_proxy(
         owner_dn: slash DN the proxy must be of (the delegating user's identity).
         ca_dir: grid CA directory the chain must verify against (with CRLs).
         now: aware UTC time of the check.
-        stored_pem: the stored proxy being renewed: the new one must be of the same end-entity
-            certificate (same subject and public key).
+        stored_pem: the stored proxy being renewed: the new one's user certificate must have
+            the same subject and the same issuer (a certificate renewed by its CA, with a new key,
+            is the same user: gLite's renewal compares the DN).
 
     The chain must be the path OpenSSL verifies, in order (:func:`verify_exact_chain`): its
     identity is then the one of the verified path, not of a certificate sent beside it.
@@ -50,8 +50,8 @@ def check_renewed_proxy(
     Raises:
         ProxyError: no or unreadable certificate, a chain that does not verify at ``now`` or is
             not the verified path (``ProxyVerificationError``), another identity than
-            ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or another
-            end-entity certificate than the stored proxy's.
+            ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or a user
+            certificate of another subject or issuer than the stored proxy's.
     """
     chain = load_pem_chain(pem)
     verify_exact_chain(chain, ca_dir, at=now)
@@ -62,8 +62,9 @@ def check_renewed_proxy(
     if has_limited_proxy(chain):
         raise ProxyError("MyProxy returned a limited proxy, where a full one was delegated")
     stored = end_entity(load_pem_chain(stored_pem))
-    if user.subject != stored.subject or public_key_der(user.public_key()) != public_key_der(stored.public_key()):
-        raise ProxyError(f"MyProxy returned a proxy of another certificate of {identity} than the stored proxy's")
+    if user.subject != stored.subject or user.issuer != stored.issuer:
+        raise ProxyError(f"MyProxy returned a proxy of a certificate of {identity} by another CA than the stored "
+                         "proxy's")
     return ProxyValidity(chain[0].not_valid_before_utc, min(c.not_valid_after_utc for c in chain))
 
 

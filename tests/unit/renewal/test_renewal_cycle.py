@@ -262,14 +262,18 @@ class TestAttempts:
         extra = credential_pem(Credential(new.cert, new.key, [*new.chain, pki.users["bob"].credential.cert]))
         assert "not the verified path" in refusal(rt, claim(rt, now), extra, now)
 
-    def test_a_proxy_of_another_certificate_with_the_owners_name_is_refused(
-        self, rt: Runtime, pki: Pki, alice
-    ) -> None:
+    def test_a_proxy_of_the_owners_renewed_certificate_renews(self, rt: Runtime, pki: Pki, alice) -> None:
+        """The user's certificate renewed by the CA (the same DN, a new key; the yearly renewal,
+        then myproxy-init again): its proxy replaces the stored one, as gLite's renewal did."""
         dn, now = alice
-        other = pki.ca.issue_user("Alice")  # the same DN, another key: not the stored proxy's certificate
-        assert slash_dn(other.cert.subject) == dn
-        renewed = credential_pem(make_proxy(other, lifetime=10 * 3600))
-        assert "another certificate of" in refusal(rt, claim(rt, now), renewed, now)
+        rekeyed = pki.ca.issue_user("Alice")
+        assert slash_dn(rekeyed.cert.subject) == dn
+        renewed = credential_pem(make_proxy(rekeyed, lifetime=10 * 3600))
+        order = claim(rt, now)
+        with rt.uow() as uow:
+            assert finish_renewal(uow, rt, order, RenewalOutcome("renewed", proxy_pem=renewed), now)[0] == "renewed"
+        with rt.uow() as uow:
+            assert stored_proxy(uow, rt, dn, DELEG) == renewed
 
     @pytest.mark.parametrize("signed_by_limited", [False, True])
     def test_a_limited_proxy_is_refused(self, rt: Runtime, pki: Pki, alice, signed_by_limited: bool) -> None:
