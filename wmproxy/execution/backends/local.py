@@ -829,7 +829,11 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
     reused (its new owner may lead a session ``sid`` of its own), and nothing is killed. The
     uid check leaves alone the members of a later session ``sid`` of another account (one that
     took the pid after the job's session emptied and whose leader has ended too). A member born
-    while ``/proc`` was read is found by the next pass, until a pass finds none alive."""
+    while ``/proc`` was read is found by the next pass, until a pass finds none alive. The
+    descendants of the session's members that run as ``uid`` go with them, found in the same
+    pass (before their parents die and they are handed to init): the commands the job's
+    inspection agent starts in sessions of their own, which the agent stops itself when the
+    wrapper ends normally."""
     fields = _stat_fields(sid)
     if fields is not None:
         try:
@@ -841,17 +845,40 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
         if attempt:
             time.sleep(0.01)
         found = False
-        for pid in _pids():
+        for pid in _session_and_descendants(sid, uid):
             try:
-                if pid == sid or os.getsid(pid) != sid or _proc_state(pid) in (None, "Z", "X") \
-                        or _real_uid(pid) != uid:
-                    continue
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 continue
             found = True
         if not found:
             return
+
+
+def _session_and_descendants(sid: int, uid: int) -> list[int]:
+    """The live processes of session ``sid`` (its leader ``sid`` aside) and their descendants,
+    those running as ``uid``, read from ``/proc`` in one pass."""
+    parents: dict[int, int] = {}
+    members: set[int] = set()
+    for pid in _pids():
+        fields = _stat_fields(pid)
+        if fields is None or len(fields) < 4 or fields[0] in (b"Z", b"X") or pid == sid:
+            continue
+        try:
+            parents[pid] = int(fields[1])
+            if int(fields[3]) == sid:
+                members.add(pid)
+        except ValueError:
+            continue
+    chosen = set(members)
+    grown = True
+    while grown:  # children of chosen processes, level by level
+        grown = False
+        for pid, parent in parents.items():
+            if parent in chosen and pid not in chosen:
+                chosen.add(pid)
+                grown = True
+    return [pid for pid in chosen if _real_uid(pid) == uid]
 
 
 def _reap_if_child(pid: int) -> None:
