@@ -39,6 +39,11 @@ def _inspection(raw: Any) -> InspectionResult:
     )
 
 
+#: Seconds between two getInspectionResult calls at least, when the service answers one at once
+#: with the request still pending (it held no wait: its threads were taken).
+UNHELD_PAUSE = 2.0
+
+
 class InspectionClient:
     """The inspection port of a WMProxy endpoint.
 
@@ -92,9 +97,15 @@ class InspectionClient:
         request_id = self.inspect_job(job_id, argv, time_limit)
         end = time.monotonic() + deadline
         while True:
+            asked = time.monotonic()
             found = self.get_result(request_id)
             if found.finished:
                 return found
             if time.monotonic() >= end:
                 raise WMProxyClientError("Timeout", f"no answer to inspection {request_id} within {deadline:g} s",
                                          None, "getInspectionResult")
+            # Answered at once while pending: the service had no thread to hold the wait on
+            # (wmproxy.services.inspection.HeldWaits). Pause instead of asking again at once.
+            pause = UNHELD_PAUSE - (time.monotonic() - asked)
+            if pause > 0:
+                time.sleep(min(pause, max(0.0, end - time.monotonic())))
