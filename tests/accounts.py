@@ -10,12 +10,15 @@ are removed by the next one. Under ``CI=true`` failure to create them fails the 
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import secrets
+import signal
 import string
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,8 +110,53 @@ def local_accounts(spec: dict[str, list[str]]) -> Iterator[AccountSet]:
                 accounts.users.append(name)
         yield accounts
     finally:
+        _kill_processes_of(accounts.users)  # userdel refuses an account a process still runs as
         for name in accounts.users:
             subprocess.run(["userdel", name], capture_output=True, check=False)
         for group_name in accounts.groups:
             subprocess.run(["groupdel", group_name], capture_output=True, check=False)
 
+
+
+#: Seconds the processes of a session's accounts get to be gone before the accounts are removed.
+KILL_DEADLINE = 30.0
+
+
+def _kill_processes_of(names: list[str]) -> None:
+    """SIGKILL every process running as one of the accounts ``names`` (a test's leftovers: a
+    zygote being closed, a child of a killed shell) until none is left, or for
+    :data:`KILL_DEADLINE` seconds."""
+    uids = set()
+    for name in names:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            continue
+    deadline = time.monotonic() + KILL_DEADLINE
+    while uids and time.monotonic() < deadline:
+        alive = [pid for pid in _pids() if _uid_of(pid) in uids]
+        if not alive:
+            return
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _uid_of(pid: int) -> int | None:
+    """The real uid of ``pid``; None once it is gone or a zombie (reaped by its parent)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            fields = dict(line.split(b":", 1) for line in status if b":" in line)
+    except OSError:
+        return None
+    if fields.get(b"State", b"").strip().startswith((b"Z", b"X")):
+        return None
+    try:
+        return int(fields[b"Uid"].split()[0])
+    except (KeyError, ValueError, IndexError):
+        return None
