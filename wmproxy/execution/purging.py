@@ -42,7 +42,7 @@ def release_leases(rt: Runtime) -> int:
 
 
 def accounts_with_processes() -> set[str]:
-    """Names of the accounts that own a process on this host now (real uid, ``/proc``)."""
+    """Names of the accounts that own a process on this host now (the owner of each ``/proc/<pid>``)."""
     uids: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
