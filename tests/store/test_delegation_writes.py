@@ -59,7 +59,7 @@ class TestClaim:
     def test_the_oldest_key_of_the_size_becomes_the_request(self, factory: sessionmaker[Session]) -> None:
         _add(factory, (b"sealed-a", "csr-a", 2048), (b"sealed-b", "csr-b", 4096), (b"sealed-c", "csr-c", 2048))
         now = utcnow()
-        assert delegation_writes(factory).claim_into_request(2048, ALICE, "d1", now) == "csr-a"
+        assert delegation_writes(factory).claim_into_request(2048, ALICE, "d1", now) == ("csr-a", b"sealed-a")
         assert _requests(factory) == {(ALICE, "d1"): (b"sealed-a", "csr-a", now)}
         assert (_pool(factory, 2048), _pool(factory, 4096)) == (1, 1)
 
@@ -68,7 +68,7 @@ class TestClaim:
         writes = delegation_writes(factory)
         writes.claim_into_request(2048, ALICE, "d1", utcnow())
         writes.claim_into_request(2048, BOB, "d1", utcnow())
-        assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == "csr-c"
+        assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == ("csr-c", b"sealed-c")
         assert {k: v[:2] for k, v in _requests(factory).items()} == {
             (ALICE, "d1"): (b"sealed-c", "csr-c"), (BOB, "d1"): (b"sealed-b", "csr-b")}
 
@@ -82,11 +82,12 @@ class TestClaim:
         keys = 8
         _add(factory, *((f"sealed-{i}".encode(), f"csr-{i}", 2048) for i in range(keys)))
 
-        def claim(n: int) -> str | None:
+        def claim(n: int) -> tuple[str, bytes] | None:
             return delegation_writes(factory).claim_into_request(2048, ALICE, f"d{n}", utcnow())
 
         got = run_together(2 * keys, claim, DEADLINE)
-        served = sorted(csr for csr in got if csr is not None)
+        served = sorted(claimed[0] for claimed in got if claimed is not None)
+        assert all(sealed == f"sealed-{csr.split('-')[1]}".encode() for csr, sealed in filter(None, got))
         assert served == sorted(f"csr-{i}" for i in range(keys))  # each key once, none lost
         stored = _requests(factory)
         assert sorted(csr for _, csr, _ in stored.values()) == served
@@ -107,7 +108,7 @@ class TestClaim:
         sa.event.listen(engine, "checkin", checked_in)
         try:
             writes = delegation_writes(factory)
-            assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == "csr-a"
+            assert writes.claim_into_request(2048, ALICE, "d1", utcnow()) == ("csr-a", b"sealed-a")
             assert writes.claim_into_request(2048, ALICE, "d2", utcnow()) is None
             if postgres:  # SQLite compares a text with an integer column without an error
                 with pytest.raises(sa.exc.DataError, match=r"(?i)integer"):

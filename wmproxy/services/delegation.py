@@ -23,6 +23,7 @@ from wmproxy.errors import (
     LimitedProxyError,
     ProxyError,
     ProxyExpiredError,
+    ProxyVerificationError,
 )
 from wmproxy.security import delegation as crypto
 from wmproxy.security.chain import has_limited_proxy, load_pem_chain
@@ -67,11 +68,14 @@ def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str |
     delegation_id = resolve_delegation_id(principal, delegation_id)
     pooled = claim_request(rt, principal.dn, delegation_id)
     if pooled is not None:
-        return delegation_id, pooled
-    sealed_key, csr_pem = new_key(rt)  # outside a transaction: it takes a while
-    with rt.uow() as uow:
-        uow.delegations.put_request(principal.dn, delegation_id, sealed_key, csr_pem.decode(), utcnow())
-    return delegation_id, csr_pem.decode()
+        csr, sealed_key = pooled
+    else:
+        sealed_key, csr_pem = new_key(rt)  # outside a transaction: it takes a while
+        csr = csr_pem.decode()
+        with rt.uow() as uow:
+            uow.delegations.put_request(principal.dn, delegation_id, sealed_key, csr, utcnow())
+    _remember_request(rt, principal.dn, delegation_id, sealed_key)
+    return delegation_id, csr
 
 
 def create_new_proxy_request(rt: Runtime, principal: Principal) -> tuple[str, str]:
@@ -132,19 +136,29 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
     # and the proxy stored in one transaction, only if the request still holds that key
     # (wmproxy.store.delegation_writes; on PostgreSQL two statements, no BEGIN or COMMIT, issue
     # 14). Nothing is written when a check fails: the request stays pending.
+    # The key this process claimed for the request (getProxyReq came on this connection, as
+    # clients do) is not read back; another process may have replaced the request since, which
+    # the guarded write sees, and a proxy that fails its checks against it is checked again
+    # against the key the store holds (issue 14: one read less per delegation).
     writes = delegation_writes(rt.session_factory)
-    sealed_key = writes.pending_key(principal.dn, delegation_id)
+    sealed_key = _claimed_request(rt, principal.dn, delegation_id)
+    remembered = sealed_key is not None
     if sealed_key is None:
-        raise _no_request(delegation_id)
-    accepted = crypto.accept_delegated_proxy(
-        rt.sealer.open(sealed_key),
-        proxy_pem.encode(),
-        principal.dn,
-        rt.settings.security.ca_dir,
-        now=now,
-        vomsdir=rt.settings.security.vomsdir,
-        max_depth=rt.settings.limits.max_proxy_chain_depth,
-    )
+        sealed_key = writes.pending_key(principal.dn, delegation_id)
+        if sealed_key is None:
+            raise _no_request(delegation_id)
+    try:
+        accepted = _accept(rt, principal, sealed_key, proxy_pem, now)
+    except ProxyVerificationError:
+        if not remembered:
+            raise
+        current = writes.pending_key(principal.dn, delegation_id)
+        if current is None:
+            raise _no_request(delegation_id) from None
+        if current == sealed_key:
+            raise
+        sealed_key = current
+        accepted = _accept(rt, principal, sealed_key, proxy_pem, now)
     stored = writes.put_proxy_for_request(
         principal.dn,
         delegation_id,
@@ -156,6 +170,8 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
         now,
     )
     if stored is None:  # taken by a concurrent putProxy, or replaced by a new getProxyReq
+        if remembered and writes.pending_key(principal.dn, delegation_id) is None:
+            raise _no_request(delegation_id)  # as when the read finds none (taken, purged, destroyed)
         raise DelegationNotFoundError(
             f"Unable to store client Proxy: the proxy request for delegation id {delegation_id!r} was replaced "
             "or used while the proxy was checked")
@@ -163,6 +179,19 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
     remember_proxy(rt, principal.dn, StoredProxy(
         delegation_id, stored.sealed_proxy, stored.not_before, stored.not_after, stored.fqans))
     return stored
+
+
+def _accept(rt: Runtime, principal: Principal, sealed_key: bytes, proxy_pem: str,
+            now: dt.datetime) -> crypto.DelegatedProxy:
+    return crypto.accept_delegated_proxy(
+        rt.sealer.open(sealed_key),
+        proxy_pem.encode(),
+        principal.dn,
+        rt.settings.security.ca_dir,
+        now=now,
+        vomsdir=rt.settings.security.vomsdir,
+        max_depth=rt.settings.limits.max_proxy_chain_depth,
+    )
 
 
 def termination_time(rt: Runtime, principal: Principal, delegation_id: str | None) -> dt.datetime:
@@ -363,6 +392,29 @@ def forget_proxy(rt: Runtime, dn: str, delegation_id: str) -> None:
         kept = _RECENT.get(rt.session_factory)
         if kept is not None:
             kept.pop((dn, delegation_id), None)
+
+
+#: Pending requests this process made, per runtime: (DN, id) -> the sealed key it stored.
+PENDING_REQUESTS_MAX = 1024
+_PENDING: weakref.WeakKeyDictionary[object, LRUCache[tuple[str, str], bytes]] = weakref.WeakKeyDictionary()
+
+
+def _remember_request(rt: Runtime, dn: str, delegation_id: str, sealed_key: bytes) -> None:
+    """Keep the sealed key this process just stored as (DN, id)'s pending request, for the
+    putProxy that follows (:func:`_claimed_request`). Sealed, as in the store."""
+    with _RECENT_LOCK:
+        kept = _PENDING.get(rt.session_factory)
+        if kept is None:
+            kept = _PENDING[rt.session_factory] = LRUCache(PENDING_REQUESTS_MAX)
+        kept[(dn, delegation_id)] = sealed_key
+
+
+def _claimed_request(rt: Runtime, dn: str, delegation_id: str) -> bytes | None:
+    """The sealed key :func:`_remember_request` kept for (DN, id), taken out (a request serves
+    one putProxy), or None. The store may hold another key by now, or none."""
+    with _RECENT_LOCK:
+        kept = _PENDING.get(rt.session_factory)
+        return None if kept is None else kept.pop((dn, delegation_id), None)
 
 
 def _get(uow: UnitOfWork, dn: str, delegation_id: str) -> Delegation:

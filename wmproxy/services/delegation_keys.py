@@ -35,10 +35,10 @@ FILL_INTERVAL = 5.0
 QUIET_PERIOD = 1.0
 
 
-def claim_request(rt: Runtime, dn: str, delegation_id: str) -> str | None:
+def claim_request(rt: Runtime, dn: str, delegation_id: str) -> tuple[str, bytes] | None:
     """Store a pooled server key as the pending request of (``dn``, ``delegation_id``) for one
-    getProxyReq (replacing an older pending request) and return its CSR PEM; None when the
-    pool is empty or off (then use :func:`new_key`).
+    getProxyReq (replacing an older pending request) and return its CSR PEM and sealed key;
+    None when the pool is empty or off (then use :func:`new_key`).
 
     The key's row is deleted in the same transaction, its own
     (:meth:`wmproxy.store.delegation_writes.DelegationWrites.claim_into_request`): the key
@@ -49,12 +49,12 @@ def claim_request(rt: Runtime, dn: str, delegation_id: str) -> str | None:
     """
     if rt.settings.security.delegation_key_pool <= 0:
         return None
-    csr_pem = delegation_writes(rt.session_factory).claim_into_request(
+    claimed = delegation_writes(rt.session_factory).claim_into_request(
         rt.settings.security.delegation_key_bits, dn, delegation_id, utcnow())
     filler = _fillers.get(id(rt))
     if filler is not None:
         filler.last_claim = time.monotonic()
-    return csr_pem
+    return claimed
 
 
 def new_key(rt: Runtime) -> tuple[bytes, bytes]:

@@ -110,18 +110,20 @@ class DelegationWrites:
             self._take_key_and_put = _Compiled(_take_key_and_put_proxy(), dialect)
             self._claim_into_request = _Compiled(keypool._claim_into_request(), dialect)
 
-    def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str, now: dt.datetime) -> str | None:
+    def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str,
+                           now: dt.datetime) -> tuple[str, bytes] | None:
         """:meth:`~wmproxy.store.keypool.SqlDelegationKeyPool.claim_into_request` in its own
         transaction: the oldest pooled key of ``key_bits`` bits (deleted, so it serves one request
         only; PostgreSQL skips the keys other transactions are claiming) becomes the pending
         request of (``owner_dn``, ``delegation_id``), replacing an older one. Returns its CSR
-        PEM, or None when the pool has no free key (nothing is written then)."""
+        PEM and its sealed key (as :meth:`pending_key` would read it back), or None when the pool
+        has no free key (nothing is written then)."""
         created = self._bind_time(now)
         if not self.sqlite:  # one statement (a data-modifying WITH): atomic by itself
             with single_statement(self.engine) as cursor:
                 row = self._claim_into_request.execute(cursor, {
                     "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": created})
-                return None if row is None else str(row[0])
+                return None if row is None else (str(row[0]), bytes(row[1]))
         with transaction(self.engine) as cursor:
             claimed = self._claim.execute(cursor, {"bits": key_bits})
             if claimed is None:
@@ -129,7 +131,7 @@ class DelegationWrites:
             self._put_request.execute(cursor, {
                 "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_key": claimed[0],
                 "csr_pem": claimed[1], "created_at": created})
-            return str(claimed[1])
+            return str(claimed[1]), bytes(claimed[0])
 
     def pending_key(self, owner_dn: str, delegation_id: str) -> bytes | None:
         """The sealed key of the pending request of (DN, id), read in a transaction of its own

@@ -116,4 +116,4 @@ def _claim_into_request() -> Any:
     return insert.on_conflict_do_update(
         index_elements=[requests.c.owner_dn, requests.c.delegation_id],
         set_={name: insert.excluded[name] for name in ("sealed_key", "csr_pem", "created_at")},
-    ).returning(requests.c.csr_pem)
+    ).returning(requests.c.csr_pem, requests.c.sealed_key)
