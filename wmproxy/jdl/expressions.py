@@ -11,8 +11,13 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
 * an expression calls a function outside :data:`FUNCTIONS`: ``eval`` builds expressions at
   run time, ``join``, ``sprintf``, ``formatTime``, ``replace``/``replaceAll``/``regexps`` make
   strings far longer than their arguments, ``evalInEachContext``/``countMatches`` evaluate
-  an expression once per element; every function listed returns a value no longer than its
-  arguments (or a number, a boolean, a time);
+  an expression once per element, ``regexpMember``/``stringListRegexpMember`` match a
+  regular expression once per element; every function listed returns a value no longer than
+  its arguments (or a number, a boolean, a time);
+* an attribute calls ``regexp`` more than :data:`MAX_PATTERN_CALLS` times once its references
+  are expanded: each call may backtrack until PCRE's match limit stops it (0.1-0.15 s of
+  CPU for a pattern such as ``^(a+)+$`` on 30 characters, measured on the CI machine kind),
+  whatever the JDL's size;
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -37,9 +42,9 @@ the JDL defines attributes named ``other``/``target``. A nested ad ``[ ... ]`` c
 own text: its attributes are evaluated when selected, which is a reference.
 
 Not bounded here: how deep an expression nests without references (classad2 gives up at a
-few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`) and a
-regular expression's backtracking (each ``regexp`` call stops at PCRE's match limit, a
-fraction of a second for the worst patterns).
+few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`), and
+what one ``regexp`` call costs (PCRE's match limit stops it: at most :data:`MAX_PATTERN_CALLS`
+of those per evaluation of an attribute, against each CE).
 
 The text comes from classad2 (``str`` of each expression), read here as tokens only (strings,
 numbers, names, operators, brackets): no parser of the ClassAd grammar, no evaluation.
@@ -63,6 +68,12 @@ MAX_REFERENCE_DEPTH = 32
 #: Characters an attribute's expanded size may exceed the JDL's own size by (a few
 #: milliseconds of classad2 evaluation per CE).
 MAX_GROWTH = 64 * 1024
+#: ``regexp`` calls an attribute may make once its references are expanded (each may cost a
+#: tenth of a second of backtracking before PCRE's match limit stops it).
+MAX_PATTERN_CALLS = 8
+#: Functions that match a regular expression once per element of a list: refused, as a list
+#: may be as long as the JDL (or a CE's attribute) and each match may cost a tenth of a second.
+_PER_ELEMENT_PATTERNS = frozenset({"regexpmember", "stringlistregexpmember"})
 #: The ClassAd functions a JDL may call (ClassAd function names are case-insensitive).
 #: gLite's ``anyMatch``/``allMatch`` are listed for the reference's JDLs (classad2
 #: evaluates them to error).
@@ -78,7 +89,7 @@ FUNCTIONS = (
     "strcat", "substr", "strcmp", "stricmp", "toUpper", "toLower", "split", "splitUserName", "splitSlotName",
     "stringListSize", "stringListSum", "stringListAvg", "stringListMin", "stringListMax", "stringListMember",
     "stringListIMember", "stringListsIntersect", "stringListSubsetMatch", "stringListISubsetMatch",
-    "regexp", "regexpMember", "stringListRegexpMember",
+    "regexp",
 )
 _FUNCTIONS = frozenset(name.lower() for name in FUNCTIONS)
 
@@ -135,6 +146,7 @@ class _Attribute:
     size: int = 0  # characters of its own expression, nested ads included
     references: list[_Reference] = field(default_factory=list)
     items: int = 0  # tokens and nested ads directly in its expression
+    patterns: int = 0  # regexp calls in its own expression
     first_is_ad: bool = False
 
     @property
@@ -254,7 +266,14 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
             owner.references.append(_selection(owner, previous, selected))
             token = _Token("selected", selected.text)
         elif token.kind == "name" and index < len(tokens) and tokens[index].text == "(":
-            if token.name not in _FUNCTIONS:
+            if token.name in _PER_ELEMENT_PATTERNS:
+                raise JdlExpressionError(
+                    f"Attribute {owner.where} calls {token.text}(), which matches a regular expression once per "
+                    "element of a list: the service does not evaluate it in a JDL; use member() or "
+                    "stringListMember() with the values, or regexp() on one string")
+            if token.name == "regexp":
+                owner.patterns += 1
+            elif token.name not in _FUNCTIONS:
                 raise JdlExpressionError(
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
                     f"JDL; a JDL may call: {', '.join(FUNCTIONS)}")
@@ -310,6 +329,14 @@ def _selection(owner: _Attribute, base: _Token | None, selected: _Token) -> _Ref
         "per element)")
 
 
+class _Measure(NamedTuple):
+    """An attribute's measure once its references are expanded."""
+
+    size: int  # characters
+    depth: int  # references followed one inside the other
+    patterns: int  # regexp calls
+
+
 class _Graph:
     """The attributes and their references: expanded sizes and reference depths, each
     attribute measured once."""
@@ -323,8 +350,8 @@ class _Graph:
             self.any.setdefault(attribute.name, []).append(attribute)
             if attribute.top:
                 self.top[attribute.name] = attribute
-        self.measured: dict[int, tuple[int, int]] = {}  # id(attribute) -> (expanded size, depth)
-        self.by_key: dict[_Key, tuple[int, int]] = {}
+        self.measured: dict[int, _Measure] = {}  # id(attribute) -> its measure
+        self.by_key: dict[_Key, _Measure] = {}
         self.path: list[_Attribute] = []
 
     def measure(self) -> None:
@@ -359,13 +386,15 @@ class _Graph:
             return ("any", name)
         return None  # undefined.name is undefined
 
-    def _by_key(self, key: _Key) -> tuple[int, int]:
+    def _by_key(self, key: _Key) -> _Measure:
         if key not in self.by_key:
             measures = [self._measure(target) for target in self._targets(key)]
-            self.by_key[key] = (max((m[0] for m in measures), default=0), max((m[1] for m in measures), default=-1))
+            self.by_key[key] = _Measure(max((m.size for m in measures), default=0),
+                                        max((m.depth for m in measures), default=-1),
+                                        max((m.patterns for m in measures), default=0))
         return self.by_key[key]
 
-    def _measure(self, attribute: _Attribute) -> tuple[int, int]:
+    def _measure(self, attribute: _Attribute) -> _Measure:
         if id(attribute) in self.measured:
             return self.measured[id(attribute)]
         if any(seen is attribute for seen in self.path):
@@ -376,17 +405,18 @@ class _Graph:
         if len(self.path) > MAX_REFERENCE_DEPTH:
             self._too_deep(self.path[0], [*self.path, attribute])
         if _names_only(attribute):
-            self.measured[id(attribute)] = (attribute.size, 0)
-            return attribute.size, 0
+            self.measured[id(attribute)] = _Measure(attribute.size, 0, 0)
+            return self.measured[id(attribute)]
         self.path.append(attribute)
-        size, depth = attribute.size, 0
+        size, depth, patterns = attribute.size, 0, attribute.patterns
         for reference in attribute.references:
             key = self._key(attribute, reference)
             if key is None:
                 continue
-            expanded, below = self._by_key(key)
-            size += expanded
-            depth = max(depth, below + 1)
+            below = self._by_key(key)
+            size += below.size
+            depth = max(depth, below.depth + 1)
+            patterns += below.patterns
         self.path.pop()
         if depth > MAX_REFERENCE_DEPTH:
             self._too_deep(attribute, [attribute])
@@ -395,8 +425,13 @@ class _Graph:
                 f"Attribute {attribute.where} is {size} characters long once each attribute reference in it is "
                 f"replaced by the expression it names, more than the service evaluates: the JDL's own size plus "
                 f"{MAX_GROWTH} ({self.limit})")
-        self.measured[id(attribute)] = (size, depth)
-        return size, depth
+        if patterns > MAX_PATTERN_CALLS:
+            raise JdlExpressionError(
+                f"Attribute {attribute.where} calls regexp() {patterns} times once each attribute reference in it is "
+                f"replaced by the expression it names, more than the service evaluates ({MAX_PATTERN_CALLS}): each "
+                "call may cost a tenth of a second against each CE")
+        self.measured[id(attribute)] = _Measure(size, depth, patterns)
+        return self.measured[id(attribute)]
 
     @staticmethod
     def _too_deep(attribute: _Attribute, chain: list[_Attribute]) -> NoReturn:

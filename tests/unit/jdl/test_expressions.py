@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.fuzz.support import fuzz_settings
 from wmproxy.errors import JdlError, JdlExpressionError
 from wmproxy.jdl import check_expressions, parse_jdl
-from wmproxy.jdl.expressions import FUNCTIONS, MAX_GROWTH, MAX_REFERENCE_DEPTH
+from wmproxy.jdl.expressions import FUNCTIONS, MAX_GROWTH, MAX_PATTERN_CALLS, MAX_REFERENCE_DEPTH
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = Path(__file__).parents[4] / "shared" / "reference" / "wmproxy-behaviour.md"
@@ -108,6 +108,27 @@ class TestFunctions:
     def test_function_names_are_case_insensitive(self) -> None:
         check('[ Executable = "/bin/true"; Requirements = REGEXP("x", other.GlueCEUniqueID) && MeMbEr(1, {1}) ]')
         refusal('[ Executable = "/bin/true"; Requirements = EVAL("true") ]')
+
+
+class TestRegularExpressions:
+    """``regexp`` may backtrack for a tenth of a second per call before PCRE stops it."""
+
+    def test_the_bound_on_calls_is_exact_after_expansion(self) -> None:
+        calls = " && ".join(['regexp("^(a+)+$", other.GlueCEUniqueID)'] * (MAX_PATTERN_CALLS // 2))
+        check(f'[ Executable = "/bin/true"; A = {calls}; Requirements = A && A ]')
+        message = refusal(f'[ Executable = "/bin/true"; A = {calls}; Requirements = A && A && A ]')
+        assert message.startswith(f"Attribute Requirements calls regexp() {3 * (MAX_PATTERN_CALLS // 2)} times "
+                                  "once each attribute reference in it is replaced")
+
+    def test_the_calls_of_one_expression_count(self) -> None:
+        calls = " || ".join(['RegExp("x", other.GlueCEUniqueID)'] * (MAX_PATTERN_CALLS + 1))
+        refusal(f'[ Executable = "/bin/true"; Rank = {calls} ? 1 : 0 ]')
+
+    @pytest.mark.parametrize("call", ['regexpMember("^(a+)+$", {"aab"})',
+                                      'stringListRegexpMember("^(a+)+$", "aab,aac")'])
+    def test_a_pattern_matched_once_per_element_is_refused(self, call: str) -> None:
+        message = refusal(f'[ Executable = "/bin/true"; Requirements = {call} ]')
+        assert "matches a regular expression once per element of a list" in message
 
 
 class TestSelections:
