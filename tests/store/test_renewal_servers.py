@@ -5,7 +5,9 @@ with no wait on a timeout):
 * a record whose MyProxy server the site no longer allows (``[renewal]
   myproxy_allowed_servers`` changed after the job was registered) is refused without any
   connection, and the refusal is recorded for the owner (``not-allowed`` and the reason, as
-  getProxyRenewalInfo shows them).
+  getProxyRenewalInfo shows them);
+* several due records are tried in the order of their proxies' ends, earliest first, not in
+  the order they were registered.
 
 Jobs are registered through the submission service, as jobRegister does; the worker is the
 real :class:`wmproxy.renewal.worker.RenewalWorker` with its real MyProxy client, one thread.
@@ -132,3 +134,14 @@ def test_a_record_whose_server_is_allowed_is_tried(
         status = renewal_status(uow, pki.users["alice"].dn, "kept")
     assert status is not None and status.attempts == 1 and status.last_result in ("unreachable", "failed")
 
+
+def test_due_records_are_tried_earliest_end_first(
+        rt: Runtime, pki: Pki, connections: tuple[list[str], list[Listener]]) -> None:
+    log, (early, mid, late) = connections
+    allow(rt, "*")
+    # registered in another order than their ends: the latest first, the earliest second
+    register(rt, pki, "late", 50 * 60, late.server)
+    register(rt, pki, "early", 25 * 60, early.server)
+    register(rt, pki, "mid", 35 * 60, mid.server)
+    one_pass(rt)
+    assert log == ["early", "mid", "late"]
