@@ -133,6 +133,7 @@ PY
     grep -v '^#' "$STATE/myproxy/myproxy-server.config"
     cat >> "$STATE/wmproxy.conf" <<CONF
 [renewal]
+myproxy_allowed_servers = localhost:$MYPROXY_PORT
 cycle = 1
 threshold = 65
 lifetime = 240

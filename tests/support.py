@@ -223,6 +223,7 @@ def build_runtime(root: Path, pki: Pki, template_db: Path | None = None, **secti
         ServiceSettings,
         Settings,
     )
+    from wmproxy.config import areas as config_areas
     from wmproxy.services.runtime import Runtime
 
     root.mkdir(parents=True, exist_ok=True)
@@ -241,7 +242,8 @@ def build_runtime(root: Path, pki: Pki, template_db: Path | None = None, **secti
         "jobs": JobsSettings(quota_soft_limit=40_000_000, quota_hard_limit=50_000_000),
     }
     for area, overrides in sections.items():
-        areas[area] = dataclasses.replace(areas[area], **overrides)
+        base = areas[area] if area in areas else config_areas()[area]()  # e.g. renewal: the defaults
+        areas[area] = dataclasses.replace(base, **overrides)
     settings = Settings(**areas)
     initialise(settings)
     return Runtime.from_settings(settings)

@@ -296,6 +296,35 @@ def checked_vo_servers(by_vo: Mapping[str, str], where: str = "[renewal] myproxy
     return MappingProxyType(result)
 
 
+def parse_server_patterns(text: str, where: str = "[renewal] myproxy_allowed_servers") -> tuple[tuple[str, int], ...]:
+    """``"myproxy.cern.ch, *.example.org:7600, *"`` → ``(("myproxy.cern.ch", 7512),
+    ("*.example.org", 7600), ("*", 0))``: the MyProxy servers a JDL may name.
+
+    An item is ``host[:port]`` (the port defaults to 7512), ``*.domain[:port]`` (any host
+    under the domain, not the domain itself) or ``*`` alone (any host and port; port 0).
+    Host names are lower-cased, without a trailing dot. Blank items are skipped.
+
+    Raises:
+        ConfigError: an item that is none of these (``where`` names the setting).
+    """
+    patterns: list[tuple[str, int]] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if item == "*":
+            patterns.append(("*", 0))
+            continue
+        wildcard = item.startswith("*.")
+        try:
+            host, port = parse_host_port(item[2:] if wildcard else item)
+        except ValueError:
+            raise ConfigError(f"{where}: {item!r} is not host[:port], *.domain[:port] or *") from None
+        host = host.rstrip(".").lower()
+        patterns.append((f"*.{host}" if wildcard else host, port))
+    return tuple(patterns)
+
+
 @dataclass(frozen=True)
 class RenewalSettings:
     """Proxy renewal from MyProxy (``[renewal]`` section; anchors.md §2 for the defaults).
@@ -306,17 +335,27 @@ class RenewalSettings:
         myproxy_servers_by_vo: per-VO defaults, ``{vo: "host[:port]"}`` ("" = no renewal
             for that VO). Configured as ``"atlas=myproxy.cern.ch, cms=host:7512"``; a
             string given here is parsed once (:func:`parse_vo_servers`).
+        myproxy_allowed_servers: the MyProxy servers a JDL's ``MyProxyServer`` may name
+            besides ``myproxy_server`` and the ``myproxy_servers_by_vo`` values (always
+            allowed), comma-separated: ``host[:port]`` (that port only, 7512 when none is
+            given), ``*.domain[:port]`` (any host under the domain) or ``*`` (any host and
+            port, as the original WMProxy). Empty, the default, allows only the configured
+            defaults. A job naming another server is refused at registration (GenericFault
+            1220); the renewal worker does not connect to the server of an existing record
+            that is no longer allowed (result ``not-allowed``).
         cycle: seconds between renewal passes.
         threshold: seconds of remaining life below which a proxy is renewed (30 min + 5 min skew).
         lifetime: seconds of life asked of MyProxy (10 hours).
         timeout: seconds one MyProxy exchange may take.
 
     Raises:
-        ConfigError: a bad ``myproxy_server`` or per-VO entry (at construction, i.e. at start).
+        ConfigError: a bad ``myproxy_server``, per-VO entry or ``myproxy_allowed_servers``
+            item (at construction, i.e. at start).
     """
 
     myproxy_server: str = ""
     myproxy_servers_by_vo: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    myproxy_allowed_servers: str = ""
     cycle: float = 300.0
     threshold: int = 35 * 60
     lifetime: int = 10 * 3600
@@ -332,6 +371,12 @@ class RenewalSettings:
                 parse_host_port(self.myproxy_server)
             except ValueError as exc:
                 raise ConfigError(f"[renewal] myproxy_server: {exc}") from exc
+        parse_server_patterns(self.myproxy_allowed_servers)
+
+    @property
+    def allowed_server_patterns(self) -> tuple[tuple[str, int], ...]:
+        """``myproxy_allowed_servers`` parsed (:func:`parse_server_patterns`)."""
+        return parse_server_patterns(self.myproxy_allowed_servers)
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,9 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
 
     extra_env = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": str(CYCLE),
                      "WMPROXY_RENEWAL_THRESHOLD": str(THRESHOLD), "WMPROXY_RENEWAL_LIFETIME": str(ASKED),
-                     "WMPROXY_RENEWAL_TIMEOUT": "2", "WMPROXY_EXECUTION_MAX_RUNNING": "16"}
+                     "WMPROXY_RENEWAL_TIMEOUT": "2", "WMPROXY_EXECUTION_MAX_RUNNING": "16",
+                     "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": ", ".join(f"localhost:{s.port}"
+                                                                          for s in servers.values())}
     with contextlib.ExitStack() as stack:
         stack.callback(_resume, servers["paused"].pid)
         dep = stack.enter_context(standard_deployment(pki, database_url, tmp_path_factory.mktemp("state"), extra_env))

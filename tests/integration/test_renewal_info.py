@@ -125,7 +125,9 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
 
     extra_env = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": "1",
                      "WMPROXY_RENEWAL_THRESHOLD": str(THRESHOLD), "WMPROXY_RENEWAL_LIFETIME": str(ASKED),
-                     "WMPROXY_RENEWAL_TIMEOUT": "2"}
+                     "WMPROXY_RENEWAL_TIMEOUT": "2",
+                     "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": ", ".join(f"localhost:{s.port}"
+                                                                          for s in servers.values())}
     world = None
     with contextlib.ExitStack() as stack:
         dep = stack.enter_context(standard_deployment(pki, database_url, tmp_path_factory.mktemp("state"), extra_env))

@@ -42,7 +42,9 @@ pytestmark = pytest.mark.integration
 LIFETIME = 45  # seconds of the delegated proxy
 RENEWAL_ENV = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": "1",
                "WMPROXY_RENEWAL_THRESHOLD": "30", "WMPROXY_RENEWAL_LIFETIME": "100",
-               "WMPROXY_RENEWAL_TIMEOUT": "5"}
+               "WMPROXY_RENEWAL_TIMEOUT": "5",
+               # the myproxy-server starts after the deployment, on a port not known yet: any server
+               "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": "*"}
 #: Capabilities of deploy/wmproxy-renewal.service: the push hands the copy to the job's account.
 RENEWAL_CAPS = ("chown", "dac_override")
 #: The job: every second, the end date of the proxy it sees, until the test leaves a ``stop`` file.

@@ -10,6 +10,7 @@ kept, and write nothing it refuses.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from tests.conftest import Pki
 from tests.store.conftest import DELEGATION, store_runtime
 from tests.support import ECHO_JDL, delegate_in_process, principal_of, wait_for
+from wmproxy.config import RenewalSettings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import DelegationNotFoundError, ProxyExpiredError
 from wmproxy.execution.wakeup import Wakeup
@@ -109,6 +111,8 @@ def test_putproxy_and_destroy_in_this_process_replace_and_drop_the_kept_proxy(
 
 
 def test_a_compound_job_and_a_renewal_go_through_the_unit_of_work(rt: Runtime, alice: Principal) -> None:
+    allowed = RenewalSettings(myproxy_allowed_servers="myproxy.example.org")
+    rt.settings = dataclasses.replace(rt.settings, renewal=allowed)
     submit_job(rt, alice, ECHO_JDL, DELEGATION)
     assert recent_proxy(rt, alice.dn, DELEGATION) is not None
     collection = submit_job(rt, alice, '[ Type = "collection"; nodes = { [ Executable = "/bin/true"; ], '

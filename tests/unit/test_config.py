@@ -78,6 +78,7 @@ class TestValues:
         ("service", "graceful_timeout", "0", r"\[service\] graceful_timeout: 1-3600 seconds"),
         ("service", "graceful_timeout", "3601", r"\[service\] graceful_timeout: 1-3600 seconds"),
         ("renewal", "myproxy_server", "not a host!", r"\[renewal\] myproxy_server"),
+        ("renewal", "myproxy_allowed_servers", "a.org, *:7512", r"\[renewal\] myproxy_allowed_servers"),
         ("mapping", "mode", "lcmaps", r"\[mapping\] mode"),
         ("slurm", "max_array", "0", r"\[slurm\] max_array: must be at least 1"),
     ])

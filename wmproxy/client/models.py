@@ -323,7 +323,8 @@ class RenewalInfo:
         myproxy_server: ``host:port`` the job's proxy is renewed from; None when not registered.
         registered: whether the job's delegated credential is registered for renewal.
         last_attempt: start of the last MyProxy exchange, aware UTC; None if never tried.
-        last_result: ``renewed``, ``not-extended``, ``unreachable``, ``refused`` or ``failed``.
+        last_result: ``renewed``, ``not-extended``, ``unreachable``, ``refused``, ``failed`` or
+            ``not-allowed`` (the service does not allow the server: no connection was made).
         last_error: the reason of the last failure, if any.
         renewals: how many exchanges extended the proxy.
         proxy_end_time: end of the stored proxy as sent, decimal UNIX epoch seconds.

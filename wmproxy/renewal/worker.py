@@ -4,9 +4,10 @@ A pass (:meth:`RenewalWorker.step`):
 
 1. aborts the jobs of credentials that have expired (renewable or not);
 2. removes the renewal records no job needs any more;
-3. renews the due credentials, up to ``threads`` MyProxy exchanges at once, each one
-   claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
-   that several workers on one database renew each credential once per cycle;
+3. renews the due credentials, the one ending first first, up to ``threads`` MyProxy
+   exchanges at once, each one claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
+   that several workers on one database renew each credential once per cycle; a record
+   whose server the site no longer allows is refused without connecting;
 4. rewrites the proxy files of running jobs that are older than the stored proxy.
 
 Each credential gets its own units of work, so one failure does not roll back the others.

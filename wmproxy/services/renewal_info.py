@@ -28,7 +28,8 @@ class ProxyRenewalInfo:
         myproxy_server: ``host:port`` the credential is renewed from; None when not registered.
         registered: whether the job's credential has a renewal record.
         last_attempt: start of the last MyProxy exchange (aware UTC), None if never tried.
-        last_result: ``renewed``, ``not-extended``, ``unreachable``, ``refused`` or ``failed``.
+        last_result: ``renewed``, ``not-extended``, ``unreachable``, ``refused``, ``failed`` or
+            ``not-allowed`` (the server is not allowed here: no connection was made).
         last_error: the reason of the last failure (None after a success).
         renewals: MyProxy exchanges that gave a longer proxy.
         proxy_end_time: notAfter of the stored proxy (aware UTC); the SOAP port sends it

@@ -223,10 +223,11 @@ class ProxyRenewal(Base):
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    attempts: Mapped[int] = mapped_column(Integer, default=0)  # MyProxy exchanges tried
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # MyProxy exchanges tried (and refused not-allowed)
     renewals: Mapped[int] = mapped_column(Integer, default=0)  # of which gave a proxy
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    last_result: Mapped[str | None] = mapped_column(String(16))  # renewed, not-extended, unreachable, refused, failed
+    # renewed, not-extended, unreachable, refused, failed, not-allowed
+    last_result: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_renewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     notes: Mapped[str | None] = mapped_column(Text)  # e.g. expired VOMS attributes of the renewed proxy

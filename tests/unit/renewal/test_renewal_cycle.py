@@ -53,7 +53,8 @@ def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
         security=SecuritySettings(ca_dir=str(pki.ca_dir), vomsdir=str(tmp_path / "vomsdir")),
         sandbox=SandboxSettings(root=str(tmp_path / "sandbox")),
         execution=ExecutionSettings(work_dir=str(tmp_path / "work")),
-        renewal=RenewalSettings(cycle=CYCLE, threshold=35 * 60, lifetime=10 * 3600, timeout=30.0),
+        renewal=RenewalSettings(cycle=CYCLE, threshold=35 * 60, lifetime=10 * 3600, timeout=30.0,
+                                myproxy_allowed_servers=f"{SERVER}, other.example.org"),
     )
     engine = make_engine(f"sqlite:///{tmp_path}/wmproxy.db")
     Base.metadata.create_all(engine)

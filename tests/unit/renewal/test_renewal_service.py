@@ -29,6 +29,7 @@ from wmproxy.services.renewal import (
     parse_server,
     renewal_due,
     renewal_margin,
+    server_allowed,
 )
 
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
@@ -44,8 +45,8 @@ class TestMyProxyServerFor:
     def test_the_jdl_value_wins_and_the_ad_is_left_alone(self) -> None:
         ad = parse_jdl('[ Executable = "a"; MyProxyServer = " myproxy.example.org:7600 "; ]')
         before = str(ad)
-        assert myproxy_server_for(settings(myproxy_server="default.example.org"), ad, None) == \
-            "myproxy.example.org:7600"
+        s = settings(myproxy_server="default.example.org", myproxy_allowed_servers="myproxy.example.org:7600")
+        assert myproxy_server_for(s, ad, None) == "myproxy.example.org:7600"
         assert str(ad) == before
 
     def test_without_the_attribute_the_vo_default(self) -> None:
@@ -79,6 +80,60 @@ class TestMyProxyServerFor:
         ad = parse_jdl(f'[ Executable = "a"; MyProxyServer = {value}; ]')
         with pytest.raises(InvalidJdlAttributeError):
             myproxy_server_for(settings(), ad, None)
+
+
+class TestAllowedServers:
+    """``[renewal] myproxy_allowed_servers``: which servers a JDL may name (issue: a JDL could
+    make the renewal worker connect to any host and port of the site's network)."""
+
+    def test_by_default_only_the_configured_defaults(self) -> None:
+        s = settings(myproxy_server="px.example.org", myproxy_servers_by_vo="atlas=a.example.org:7600, dteam=")
+        assert server_allowed(s, "px.example.org")
+        assert server_allowed(s, "PX.Example.org.:7512")  # same host and port, other spelling
+        assert server_allowed(s, "a.example.org:7600")
+        assert not server_allowed(s, "a.example.org")  # 7512: another port
+        assert not server_allowed(s, "10.0.0.5:22")
+        assert not server_allowed(settings(), "px.example.org")
+
+    def test_listed_hosts_and_ports(self) -> None:
+        s = settings(myproxy_allowed_servers="myproxy.cern.ch, other.example.org:7600, 192.0.2.7:7512")
+        assert server_allowed(s, "myproxy.cern.ch") and server_allowed(s, "myproxy.cern.ch:7512")
+        assert not server_allowed(s, "myproxy.cern.ch:22")  # no port given: 7512 only
+        assert server_allowed(s, "other.example.org:7600") and not server_allowed(s, "other.example.org")
+        assert server_allowed(s, "192.0.2.7")
+        assert not server_allowed(s, "cern.ch") and not server_allowed(s, "evil-myproxy.cern.ch")
+
+    def test_a_domain_wildcard_takes_hosts_under_it_not_the_domain(self) -> None:
+        s = settings(myproxy_allowed_servers="*.example.org, *.grid.test:7600")
+        assert server_allowed(s, "px.example.org") and server_allowed(s, "a.b.example.org")
+        assert not server_allowed(s, "example.org") and not server_allowed(s, "px.example.org.evil.net")
+        assert not server_allowed(s, "pxexample.org") and not server_allowed(s, "px.example.org:22")
+        assert server_allowed(s, "px.grid.test:7600") and not server_allowed(s, "px.grid.test")
+
+    def test_a_star_allows_any_host_and_port_as_the_original(self) -> None:
+        s = settings(myproxy_allowed_servers="*")
+        assert server_allowed(s, "10.0.0.5:22") and server_allowed(s, "anything.example")
+
+    def test_a_value_that_is_no_server_is_not_allowed(self) -> None:
+        assert not server_allowed(settings(myproxy_allowed_servers="*"), "ho st:1")
+
+    def test_the_jdl_may_name_a_default_or_a_listed_server_only(self) -> None:
+        s = settings(myproxy_server="px.example.org", myproxy_allowed_servers="*.grid.test")
+        ad = lambda value: parse_jdl(f'[ Executable = "a"; MyProxyServer = "{value}"; ]')  # noqa: E731
+        assert myproxy_server_for(s, ad("px.example.org:7512"), None) == "px.example.org:7512"
+        assert myproxy_server_for(s, ad("a.grid.test"), None) == "a.grid.test"
+        assert myproxy_server_for(s, ad(""), None) is None  # no renewal: always accepted
+        for refused in ("10.0.0.5:22", "localhost", "px.example.org:22"):
+            with pytest.raises(InvalidJdlAttributeError, match=f"MyProxyServer: '{refused}' is not a MyProxy server"):
+                myproxy_server_for(s, ad(refused), None)
+
+    def test_the_configuration_refuses_a_bad_item_naming_the_setting(self) -> None:
+        for bad in ("*:7512", "*.", "ho st", "a.org:0", "**.a.org", "a.*.org"):
+            with pytest.raises(ConfigError, match=r"\[renewal\] myproxy_allowed_servers"):
+                settings(myproxy_allowed_servers=f"good.example.org, {bad}")
+        env = {"WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": " A.Example.org. , *.Grid.test:7600,, * "}
+        assert load_settings(environ=env).renewal.allowed_server_patterns == (
+            ("a.example.org", 7512), ("*.grid.test", 7600), ("*", 0))
 
 
 class TestServerNames:

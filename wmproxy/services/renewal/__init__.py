@@ -4,7 +4,8 @@ A delegated credential, (owner DN, delegation id), is renewed from one MyProxy s
 all the jobs that use it. The renewal worker (``wmproxy.renewal.worker``) owns the loop,
 the threads and the MyProxy exchange; the decisions are here, one concept per module:
 
-* :mod:`.registration`: which server (:func:`myproxy_server_for`) and the record
+* :mod:`.registration`: which server (:func:`myproxy_server_for`), whether the site allows
+  it (:func:`server_allowed`) and the record
   (:func:`register_for_renewal`);
 * :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`);
 * :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
@@ -45,6 +46,7 @@ from wmproxy.services.renewal.registration import (
     myproxy_server_for,
     parse_server,
     register_for_renewal,
+    server_allowed,
 )
 from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
@@ -75,6 +77,7 @@ __all__ = [
     "renewal_due",
     "renewal_margin",
     "renewal_status",
+    "server_allowed",
     "stale_job_proxies",
     "stored_proxy",
 ]

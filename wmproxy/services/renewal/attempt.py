@@ -29,7 +29,7 @@ from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attribute
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.renewal.jobfiles import HELD_STATES
-from wmproxy.services.renewal.registration import parse_server
+from wmproxy.services.renewal.registration import parse_server, server_allowed
 from wmproxy.services.renewal.schedule import renewal_due, renewal_margin
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -80,7 +80,11 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
     The claim holds for the MyProxy timeout plus :data:`LEASE_MARGIN` seconds and blocks
     another attempt for :data:`RETRY_FRACTION` of a cycle. Returns None when another worker
     has the record, it was tried this cycle, or the proxy is not due any more (renewed
-    meanwhile). Runs in the caller's transaction, whose commit publishes the claim.
+    meanwhile). Returns None too, without any connection, when the record's server is no
+    longer allowed (:func:`~wmproxy.services.renewal.registration.server_allowed`: the site's
+    list changed since the job was registered); the attempt is then recorded as
+    ``not-allowed`` with the reason, for the owner to see. Runs in the caller's transaction,
+    whose commit publishes the claim.
     """
     settings = rt.settings.renewal
     record = uow.renewals.claim(
@@ -95,6 +99,9 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
                             delegation.not_after if delegation else None, record.last_renewed_at)
     if delegation is None or not renewal_due(delegation.not_after, now, margin):
         _release(record, worker)
+        return None
+    if not server_allowed(settings, record.myproxy_server):
+        _refuse(uow, record, worker, now)
         return None
     host, port = parse_server(record.myproxy_server)
     pem = rt.sealer.open(delegation.sealed_proxy)
@@ -197,6 +204,20 @@ def _store(
     delegation.not_after = validity.not_after
     delegation.updated_at = now
     return "renewed", None, validity.not_after
+
+
+def _refuse(uow: UnitOfWork, record: ProxyRenewal, worker: str, now: dt.datetime) -> None:
+    """Record an attempt refused before any connection: the record's server is not allowed."""
+    error = (f"the MyProxy server {record.myproxy_server} is not allowed by this service "
+             "([renewal] myproxy_allowed_servers); the proxy is not renewed")
+    log.warning("renewal of proxy %s of %s refused: %s", record.delegation_id, record.owner_dn, error)
+    record.attempts = (record.attempts or 0) + 1
+    record.last_attempt_at = now
+    record.last_result = "not-allowed"
+    record.last_error = error
+    record.updated_at = now
+    _release(record, worker)
+    history.note_renewal(uow, record.owner_dn, record.delegation_id, "not-allowed", error, now)
 
 
 def _release(record: ProxyRenewal, worker: str) -> None:

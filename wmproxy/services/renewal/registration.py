@@ -4,6 +4,11 @@ A delegated credential, (owner DN, delegation id), gets **one** renewal record s
 all the jobs that use it (:func:`register_for_renewal`). The server comes from the JDL's
 ``MyProxyServer``, else from the configured defaults (:func:`myproxy_server_for`), the
 analogue of the original's ``MYPROXY_SERVER``.
+
+The original let a JDL name any host and port, so the renewal worker connected wherever a
+user asked, from inside the site. Here a JDL may name only the configured defaults and the
+servers ``[renewal] myproxy_allowed_servers`` lists (:func:`server_allowed`); the renewal
+worker checks a record's server again before each attempt, as the list may have changed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,39 @@ def parse_server(value: str) -> tuple[str, int]:
         raise InvalidJdlAttributeError(f"MyProxyServer: {value!r} is not host[:port]") from None
 
 
+def _canonical(host: str) -> str:
+    return host.rstrip(".").lower()
+
+
+def server_allowed(settings: RenewalSettings, server: str) -> bool:
+    """Whether the renewal worker may connect to ``server`` (``host[:port]``).
+
+    Allowed: the configured defaults (``renewal.myproxy_server`` and the values of
+    ``renewal.myproxy_servers_by_vo``), and what ``renewal.myproxy_allowed_servers`` lists:
+    the same host and port, a host under a ``*.domain`` with the port, or ``*`` (any).
+    Host names compare without case and trailing dot; the port defaults to 7512 on both
+    sides. A value that is not ``host[:port]`` is not allowed.
+    """
+    try:
+        host, port = parse_host_port(server)
+    except ValueError:
+        return False
+    host = _canonical(host)
+    for default in (settings.myproxy_server, *settings.myproxy_servers_by_vo.values()):
+        if default:
+            default_host, default_port = parse_host_port(default)
+            if (_canonical(default_host), default_port) == (host, port):
+                return True
+    for pattern, pattern_port in settings.allowed_server_patterns:
+        if pattern == "*":
+            return True
+        if pattern_port != port:
+            continue
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
+
+
 def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str | None) -> str | None:
     """The MyProxy server (``host[:port]``) the job's proxy is renewed from, or None.
 
@@ -41,12 +79,20 @@ def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str 
     renewal (None). ``ad`` is not modified.
 
     Raises:
-        InvalidJdlAttributeError: ``MyProxyServer`` is not a string of the form host[:port].
+        InvalidJdlAttributeError: ``MyProxyServer`` is not a string of the form host[:port],
+            or names a server the site does not allow (:func:`server_allowed`).
     """
     if "MyProxyServer" in ad:
         value = ad.get("MyProxyServer")
         if not isinstance(value, str):
             raise InvalidJdlAttributeError("MyProxyServer: a string host[:port] is expected")
+        value = value.strip()
+        if value:
+            parse_server(value)
+            if not server_allowed(settings, value):
+                raise InvalidJdlAttributeError(
+                    f"MyProxyServer: {value!r} is not a MyProxy server this service renews proxies from "
+                    "(the site lists them in [renewal] myproxy_allowed_servers)")
     elif vo is not None and vo in settings.myproxy_servers_by_vo:
         value = settings.myproxy_servers_by_vo[vo]
     else:

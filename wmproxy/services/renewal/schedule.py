@@ -45,9 +45,14 @@ def renewal_due(not_after: dt.datetime, now: dt.datetime, margin: float) -> bool
 
 def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[int]:
     """Ids of the renewal records to try at ``now`` (aware UTC): proxy due, not claimed by
-    a worker, not tried this cycle. Read-only, in the caller's transaction."""
+    a worker, not tried this cycle. Read-only, in the caller's transaction.
+
+    The proxy ending first comes first (then the older record): when a pass is long (many
+    due proxies, slow or unreachable servers, each exchange up to ``renewal.timeout``), the
+    proxies closest to expiry are tried before the others.
+    """
     settings = rt.settings.renewal
-    due = []
+    due: list[tuple[dt.datetime, int]] = []
     for c in uow.renewals.candidates():
         if c.not_after is None:
             continue  # delegation destroyed: nothing to renew
@@ -57,5 +62,5 @@ def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[int]:
             continue
         margin = renewal_margin(settings.threshold, settings.lifetime, c.not_after, c.last_renewed_at)
         if renewal_due(c.not_after, now, margin):
-            due.append(c.id)
-    return due
+            due.append((c.not_after, c.id))
+    return [record_id for _, record_id in sorted(due)]

@@ -12,8 +12,9 @@ from wmproxy.store import UnitOfWork
 class RenewalStatus:
     """The renewal record of one credential; times are aware UTC.
 
-    ``last_result`` is ``renewed``, ``not-extended``, ``unreachable``, ``refused`` or
-    ``failed``; ``notes`` holds what a renewal could not do (e.g. refresh VOMS attributes).
+    ``last_result`` is ``renewed``, ``not-extended``, ``unreachable``, ``refused``, ``failed`` or
+    ``not-allowed`` (the server is no longer allowed; nothing was sent); ``notes`` holds
+    what a renewal could not do (e.g. refresh VOMS attributes).
     """
 
     myproxy_server: str
