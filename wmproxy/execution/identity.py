@@ -52,6 +52,17 @@ capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
 * ``CAP_DAC_OVERRIDE``: write the renewed proxy into the account's 0700 directory,
   read outputs whatever their mode, and remove the work dir even where the job made
   directories read-only. (``CAP_DAC_READ_SEARCH`` alone would cover reading only.)
+  With ``[execution] cgroup_root`` on cgroup v2 it also lets the worker move a wrapper from
+  the zygote's cgroup into its job's when ``cgroup.procs`` of their common ancestor is not
+  the worker's (the kernel checks write access to it); with a root prepared inside the
+  worker's own delegated cgroup (systemd ``Delegate=yes``) it is not needed for that.
+
+The job cgroups (``[execution] cgroup_root``, :mod:`wmproxy.execution.cgroups`) need no
+capability beyond these: the root directory belongs to the worker's user, so it creates,
+writes and removes the job cgroups as their owner, and ``CAP_KILL`` kills their members.
+Every file of the tree is the worker's and not writable by the accounts, so a job cannot
+leave its cgroup. A cgroup v1 hierarchy (``freezer``) needs a worker running as root: v1
+lets only euid 0 move another uid's process (no capability does).
 
 ``CAP_FOWNER`` is not needed: the worker sets modes on files it has just created, before
 handing them over. The systemd unit must leave jobs alive when the worker stops
@@ -401,7 +412,8 @@ def install_wrapper(work_dir: Path, account: Account | None) -> Path:
 # --- running ---------------------------------------------------------------------
 
 
-def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None) -> subprocess.Popen[bytes]:
+def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None,
+                  cgroup_procs: str | None = None) -> subprocess.Popen[bytes]:
     """Start ``python3 -I -S jobwrapper.py <work_dir>`` as ``account``.
 
     The wrapper holds no capability: when the worker has any (the documented five), the
@@ -412,6 +424,12 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     environment (it builds the job's from scratch anyway), standard input from
     ``/dev/null`` and output to a fresh ``.wmproxy/wrapper.log``. The interpreter is
     ``python`` or else ``/usr/bin/python3`` (else the worker's own).
+
+    ``cgroup_procs``: the ``cgroup.procs`` of the job's cgroup
+    (:mod:`wmproxy.execution.cgroups`): a shell still holding the worker's credentials
+    writes itself into it, then ``setpriv`` switches to the account (as :func:`run_as`) and
+    starts the wrapper, so nothing of the job ever runs outside the cgroup; a failed write
+    starts nothing (the wrapper's log says why).
 
     Returns:
         the wrapper process. Poll or wait it (it is the worker's child until the worker
@@ -425,6 +443,13 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             wrapper could not be started.
     """
     prefix = _switch_prefix(account)
+    switch_here = cgroup_procs is None or account is None
+    if account is not None and not switch_here:  # the switch after the join, by setpriv (the worker's until then)
+        if not os.path.exists(SETPRIV):
+            raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
+        prefix = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+    if cgroup_procs is not None:
+        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *prefix]
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
     work_dir = Path(os.path.abspath(work_dir))
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
@@ -440,9 +465,9 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             close_fds=True,
             start_new_session=True,
             umask=0o077,
-            user=None if account is None else account.uid,
-            group=None if account is None else account.gid,
-            extra_groups=None if account is None else [],
+            user=None if account is None or not switch_here else account.uid,
+            group=None if account is None or not switch_here else account.gid,
+            extra_groups=None if account is None or not switch_here else [],
         )
     except OSError as exc:
         raise IdentityError(f"Cannot start the job wrapper: {exc.strerror or exc}") from None

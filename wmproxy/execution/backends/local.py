@@ -16,6 +16,12 @@ own session, runs ``jobwrapper.py <work dir>`` (``/proc/<pid>/cmdline``) and run
 job's account (its real uid, ``/proc/<pid>/status``; the worker's own without mapping): the
 command line guards against pid reuse, the uid against another account's process forging that
 command line; a pid read from the work dir is never signalled.
+
+With job cgroups (``cgroups``, ``[execution] cgroup_root``; :mod:`wmproxy.execution.cgroups`)
+each job runs in ``<cgroup root>/<work dir name>``, which its wrapper joins before it runs
+anything of the job, and everything in it is killed when the job is released (after its end
+or its cancel) or cancelled past its grace: also the processes that left the wrapper's
+session. Without, what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
+from wmproxy.execution.cgroups import CgroupError, JobCgroups
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
@@ -60,6 +67,8 @@ ZYGOTE_IDLE = 60.0
 MAX_SPARES = 32
 #: Seconds without a job of an account after which its spare work dirs are removed.
 SPARE_IDLE = 60.0
+#: Seconds between two sweeps of the cgroup root for job cgroups without a work dir (:meth:`tidy`).
+CGROUP_SWEEP = 60.0
 
 
 class LocalExecutionBackend:
@@ -87,11 +96,15 @@ class LocalExecutionBackend:
             job of their account (:meth:`tidy`) and by :meth:`close`; what a worker that
             died left is set aside and removed by the next worker to start on the work root
             (another worker on the same root then prepares new dirs). Default: off.
+        cgroups: put each job in a cgroup of its own below this checked root
+            (:meth:`JobCgroups.check <wmproxy.execution.cgroups.JobCgroups.check>`), killed
+            whole at release and at a cancel past its grace; :meth:`tidy` removes those whose
+            work dir is gone (a job that ended while no worker followed it). None: off.
     """
 
     def __init__(self, work_root: Path, host: str | None = None, *, kill_grace: float = 10.0,
                  python: str | None = None, background_removal: bool = False, zygotes: bool = True,
-                 reuse_work_dirs: bool = False) -> None:
+                 reuse_work_dirs: bool = False, cgroups: JobCgroups | None = None) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         self.host = host or socket.gethostname()
         self.kill_grace = kill_grace
@@ -105,6 +118,8 @@ class LocalExecutionBackend:
         self.reuse_work_dirs = reuse_work_dirs
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
+        self.cgroups = cgroups
+        self._swept_at = 0.0  # monotonic time of the last sweep of the cgroup root; 0: at the first tidy
         weakref.finalize(self, _close_zygotes, self._zygotes)
 
     # --- starting ------------------------------------------------------------------
@@ -173,8 +188,13 @@ class LocalExecutionBackend:
                 if handle.spec is not None:  # no zygote took it: the wrapper reads it from the work dir
                     identity.write_spec_bytes(handle.work_dir, handle.spec, handle.account)
                     handle.spec = None
-                process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
-            except IdentityError as exc:
+                procs = None
+                if self.cgroups is not None:
+                    self.cgroups.create(handle.work_dir.name)
+                    procs = self.cgroups.procs(handle.work_dir.name)
+                process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python,
+                                                 cgroup_procs=procs)
+            except (IdentityError, CgroupError) as exc:
                 raise BackendError(str(exc)) from None
             handle.process = process
             handle.pid = process.pid
@@ -187,24 +207,35 @@ class LocalExecutionBackend:
         handles then name the wrappers (pid and start time). A job the zygote refuses is
         refused by :meth:`spawn`; a zygote that fails is closed and its account's jobs are
         started by the worker itself (:meth:`spawn`) for :data:`ZYGOTE_RETRY` seconds,
-        which is logged once. Never raises."""
+        which is logged once. With job cgroups each wrapper is held until the worker has put it
+        in its job's cgroup (:meth:`Zygote.request`'s ``hold``). Never raises."""
         if not self.use_zygotes:
             return
         self._close_idle_zygotes()
         by_account: dict[Account | None, list[RunHandle]] = {}
         for handle in handles:
             if handle.pid is None:
+                if self.cgroups is not None:
+                    try:
+                        self.cgroups.create(handle.work_dir.name)
+                    except CgroupError as exc:
+                        self._launched[id(handle)] = str(exc)
+                        continue
                 by_account.setdefault(handle.account, []).append(handle)
         for account, group in by_account.items():
             launcher = self._zygote(account)
             if launcher is None:
                 continue
+            cgroups = self.cgroups
             try:
-                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group])
+                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group],
+                                           hold=cgroups is not None)
             except ZygoteError as exc:
                 self._zygote_lost(account, group, str(exc))
                 continue
             forged = False
+            go: list[int] = []
+            drop: list[int] = []
             for handle, result in zip(group, results, strict=True):
                 if isinstance(result, ZygoteRefusedError):
                     self._launched[id(handle)] = str(result)
@@ -216,13 +247,47 @@ class LocalExecutionBackend:
                     forged = True
                     self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
                     continue
+                if cgroups is not None:
+                    refused = self._join_cgroup(cgroups, handle, result[0], started)
+                    (drop if refused else go).append(result[0])
+                    if refused:
+                        self._launched[id(handle)] = refused
+                        continue
                 self._launched[id(handle)] = None
                 handle.spec = None  # the wrapper has it
                 if started is not None:  # None: it has ended and been reaped already (its status tells)
                     handle.pid = result[0]
                     handle.ref = self._ref(result[0], handle.work_dir.name, started)
+            if cgroups is not None:
+                self._let_go(account, group, launcher, go, drop)
             if forged:
                 self._zygote_failed(account, "it named a process that is not its child")
+
+    @staticmethod
+    def _join_cgroup(cgroups: JobCgroups, handle: RunHandle, pid: int, started: int | None) -> str | None:
+        """Put the held wrapper ``pid`` in its job's cgroup; None when done, else why not (the
+        wrapper is then dropped: it exits running nothing)."""
+        if started is None:
+            return "the job wrapper died before it joined the job's cgroup"
+        try:
+            cgroups.add(handle.work_dir.name, pid)
+        except CgroupError as exc:
+            return str(exc)
+        return None
+
+    def _let_go(self, account: Account | None, group: Sequence[RunHandle], launcher: Zygote,
+                go: list[int], drop: list[int]) -> None:
+        """Let the held wrappers ``go`` run their jobs and ``drop`` exit. A zygote that does not
+        take the word is closed, so they all exit running nothing: their jobs are refused."""
+        try:
+            launcher.release(go, drop)
+        except ZygoteError as exc:
+            self._zygote_failed(account, str(exc))
+            for handle in group:
+                if handle.pid in go:
+                    self._launched[id(handle)] = f"the job wrapper was not let go: {exc}"
+                    handle.pid = None
+                    handle.ref = self._ref(None, handle.work_dir.name)
 
     def _zygote_lost(self, account: Account | None, group: Sequence[RunHandle], why: str) -> None:
         """The account's zygote failed while it had ``group``'s requests: closed (its account's
@@ -378,7 +443,8 @@ class LocalExecutionBackend:
         """SIGTERM the wrapper (it stops the job and records ``cancelled_by``); once its
         grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session.
         A wrapper that has ended already: SIGKILL what is left of its session
-        (:func:`_kill_leftovers`)."""
+        (:func:`_kill_leftovers`). With job cgroups, the job's cgroup is killed whole instead
+        of the session."""
         if handle.pid is None:
             return
         if not self._running(handle):
@@ -390,7 +456,10 @@ class LocalExecutionBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
         elif now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
-            _kill_session(handle.pid)
+            if self.cgroups is not None:
+                self.cgroups.kill(handle.work_dir.name)
+            else:
+                _kill_session(handle.pid)
 
     def attach(self, ref: str, account: Account | None) -> RunHandle | None:
         """The handle of a job from its reference, for adoption: None unless the reference
@@ -417,13 +486,17 @@ class LocalExecutionBackend:
 
         The wrapper kills what its job left in its session when the job ends; when it may not
         have (the job was cancelled, or its wrapper ended without a status: killed), what is
-        left of the session is killed first (:func:`_kill_leftovers`).
+        left of the session is killed first (:func:`_kill_leftovers`). With job cgroups,
+        everything left in the job's cgroup is killed and the cgroup removed, whatever the end
+        (usually it is empty: one ``rmdir``).
 
         Raises:
             BackendError: the directory could not be removed.
         """
-        if handle.pid is not None and (handle.cancel_sent_at is not None
-                                       or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+        if self.cgroups is not None:
+            self.cgroups.kill(handle.work_dir.name)
+        elif handle.pid is not None and (handle.cancel_sent_at is not None
+                                         or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
             self._kill_leftovers(handle)
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
@@ -444,8 +517,15 @@ class LocalExecutionBackend:
         them or, with ``budget``, for about that many seconds (at least one); the worker
         calls it when it is about to wait. Returns how many were pending.
 
+        With job cgroups it also kills and removes, every :data:`CGROUP_SWEEP` seconds (and at
+        its first call), the job cgroups whose work dir is gone: those of jobs that ended
+        while no worker followed them and whose work dir was purged.
+
         Never raises (a directory that cannot be removed is logged)."""
         self._drop_idle_spares()
+        if self.cgroups is not None and time.monotonic() - self._swept_at >= CGROUP_SWEEP:
+            self._swept_at = time.monotonic()
+            self.cgroups.sweep(is_live=lambda name: os.path.lexists(self.work_root / name))
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
@@ -469,8 +549,11 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
 
     def _kill_leftovers(self, handle: RunHandle) -> None:
-        """SIGKILL the processes left in the session of the job's wrapper once it has ended."""
-        if handle.pid is not None and not self._running(handle):
+        """SIGKILL the processes left in the session of the job's wrapper once it has ended
+        (with job cgroups: everything in the job's cgroup)."""
+        if self.cgroups is not None:
+            self.cgroups.kill(handle.work_dir.name)
+        elif handle.pid is not None and not self._running(handle):
             _kill_leftovers(handle.pid, ref_start_time(handle.ref),
                             os.getuid() if handle.account is None else handle.account.uid)
 
