@@ -7,6 +7,9 @@ every file in it, so the job's account can write to none of them), puts the job'
 it before the wrapper runs anything of the job (the zygote's child waits for the worker's
 word; a wrapper the worker starts itself writes itself into it before switching to the
 account), and at the end kills everything in it and removes it (:meth:`JobCgroups.kill`).
+Each zygote runs in ``<cgroup_root>/zygote.<worker pid>.<uid>.<gid>``, joined the same way
+and killed whole when the zygote is closed: a process a job makes its zygote fork (it may
+trace it: same uid) never runs outside the tree.
 A process can leave a cgroup only by a write to a ``cgroup.procs`` file, which the account
 may not do, and its children are born in it.
 
@@ -15,9 +18,8 @@ Two kinds of hierarchy work:
 * cgroup v2 (a normal Debian/systemd host): the whole cgroup is killed with one write of
   ``1`` to its ``cgroup.kill`` (Linux 5.14), which the kernel applies to processes being
   forked as well; without ``cgroup.kill`` it is frozen (``cgroup.freeze``), its members
-  SIGKILLed and thawed. Moving the wrapper needs write access to ``cgroup.procs`` of the
-  common ancestor of the zygote's cgroup and the job's (the worker's ``CAP_DAC_OVERRIDE``
-  grants it when that file is not the worker's);
+  SIGKILLed and thawed. Moving the wrapper from its zygote's cgroup into its job's needs write
+  access to ``cgroup.procs`` of their common ancestor, the root: the worker's;
 * cgroup v1, the ``freezer`` controller's hierarchy: frozen (``freezer.state``), members
   SIGKILLed, thawed. v1 lets only a process of euid 0 move another uid's process, so it
   needs a worker running as root.

@@ -52,10 +52,6 @@ capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
 * ``CAP_DAC_OVERRIDE``: write the renewed proxy into the account's 0700 directory,
   read outputs whatever their mode, and remove the work dir even where the job made
   directories read-only. (``CAP_DAC_READ_SEARCH`` alone would cover reading only.)
-  With ``[execution] cgroup_root`` on cgroup v2 it also lets the worker move a wrapper from
-  the zygote's cgroup into its job's when ``cgroup.procs`` of their common ancestor is not
-  the worker's (the kernel checks write access to it); with a root prepared inside the
-  worker's own delegated cgroup (systemd ``Delegate=yes``) it is not needed for that.
 
 The job cgroups (``[execution] cgroup_root``, :mod:`wmproxy.execution.cgroups`) need no
 capability beyond these: the root directory belongs to the worker's user, so it creates,
@@ -121,6 +117,8 @@ PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
 _MAX_STATUS_BYTES = 256 * 1024
+#: Prefix joining the cgroup whose ``cgroup.procs`` follows it, then executing the rest.
+_JOIN = ("/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"')
 
 
 class IdentityError(WMProxyError):
@@ -449,7 +447,7 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
         prefix = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
     if cgroup_procs is not None:
-        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *prefix]
+        prefix = [*_JOIN, cgroup_procs, *prefix]
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
     work_dir = Path(os.path.abspath(work_dir))
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
@@ -938,13 +936,16 @@ def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Accou
         raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None
 
 
-def zygote_command(account: Account | None, *, python: str | None = None) -> list[str]:
+def zygote_command(account: Account | None, *, python: str | None = None,
+                   cgroup_procs: str | None = None) -> list[str]:
     """The command starting a wrapper fork server (:mod:`wmproxy.execution.zygote`) as
     ``account``, holding none of the worker's capabilities: ``setpriv`` switches to the
     account's uid and gid without supplementary groups and clears the inheritable and
     ambient sets with ``no_new_privs`` (as :func:`run_as`); without an account it runs as
     the worker's own user, through ``setpriv`` dropping the capabilities when the worker
     holds any (as :func:`spawn_wrapper`). Every wrapper it forks inherits exactly that.
+    ``cgroup_procs``: a ``cgroup.procs`` the zygote joins first, with the worker's credentials
+    (as :func:`spawn_wrapper`'s).
 
     Returns:
         ``[setpriv ..., python, "-I", "-S", <zygote.py>]``; the caller appends the
@@ -958,9 +959,10 @@ def zygote_command(account: Account | None, *, python: str | None = None) -> lis
 
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
     script = str(Path(zygote.__file__).resolve())
+    join = [] if cgroup_procs is None else [*_JOIN, cgroup_procs]
     if account is None:
-        return [*_switch_prefix(None), interpreter, "-I", "-S", script]
+        return [*join, *_switch_prefix(None), interpreter, "-I", "-S", script]
     if not os.path.exists(SETPRIV):
         raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
     switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
-    return [*switch, interpreter, "-I", "-S", script]
+    return [*join, *switch, interpreter, "-I", "-S", script]

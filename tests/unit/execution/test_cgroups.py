@@ -31,7 +31,7 @@ from tests.unit.execution.wrapper_support import (
     wait_for,
 )
 from wmproxy.domain import JobState
-from wmproxy.execution.backends import RunHandle
+from wmproxy.execution.backends import RunHandle, local
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.cgroups import CgroupError, JobCgroups, check_root
 from wmproxy.execution.identity import Account
@@ -231,6 +231,43 @@ class TestConfinement:
         assert not (handle.work_dir / "wrote").exists(), (handle.work_dir / "wrote").read_text()
         assert f"/{cgroup_root.name}/{handle.work_dir.name}\n" in (handle.work_dir / "cgroup").read_text()
         backend.release(handle)
+
+
+class TestZygoteCgroup:
+    def test_the_zygote_runs_in_a_cgroup_of_its_own_killed_whole_when_it_is_closed(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        """A job of the account may trace its zygote (same uid) and fork from it: such a process
+        starts in the zygote's cgroup, not outside the tree, and goes when the zygote is closed;
+        the account's running jobs, in their own cgroups, do not."""
+        (work_root / "jobs").mkdir(mode=0o755)
+        backend = LocalExecutionBackend(work_root / "jobs", HOST, cgroups=check_root(cgroup_root))
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "echo up > up; sleep 1000")))
+        (launcher,) = backend._zygotes.values()
+        zygote_cgroup = cgroup_root / local.zygote_cgroup(None if account is None else (account.uid, account.gid))
+        forked = None
+        try:
+            wait_for((handle.work_dir / "up").exists, "the job to start")
+            assert f"/{cgroup_root.name}/{zygote_cgroup.name}\n" in _cgroup_of(launcher.process.pid)
+            assert f"/{cgroup_root.name}/{handle.work_dir.name}\n" in _cgroup_of(handle.pid or 0)
+            user = [] if account is None else ["setpriv", f"--reuid={account.uid}", f"--regid={account.gid}",
+                                               "--clear-groups"]
+            forked = subprocess.Popen(  # what a job could make its zygote fork, as the account
+                ["/bin/sh", "-c", f'echo 0 > "{zygote_cgroup}/cgroup.procs" && exec "$@"', "sh", *user,
+                 "sleep", "1000"], start_new_session=True)
+            wait_for(lambda: str(forked.pid) in (zygote_cgroup / "cgroup.procs").read_text().split(),
+                     "the process in the zygote's cgroup")
+            backend.close()
+            forked.wait(timeout=DEADLINE)
+            assert not zygote_cgroup.exists()
+            assert handle.pid is not None and alive(handle.pid)  # the job runs on
+        finally:
+            if forked is not None:
+                forked.kill()
+                forked.wait()
+            if handle.pid is not None and alive(handle.pid):
+                kill_session(handle.pid)
+            backend.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
 
 
 class TestRoot:

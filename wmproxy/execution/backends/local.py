@@ -27,6 +27,7 @@ session. Without, what is left of the wrapper's session is killed (:func:`_kill_
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -120,7 +121,7 @@ class LocalExecutionBackend:
         self._spares_used: dict[tuple[int, int] | None, float] = {}
         self.cgroups = cgroups
         self._swept_at = 0.0  # monotonic time of the last sweep of the cgroup root; 0: at the first tidy
-        weakref.finalize(self, _close_zygotes, self._zygotes)
+        weakref.finalize(self, _close_zygotes, self._zygotes, cgroups)
 
     # --- starting ------------------------------------------------------------------
 
@@ -320,9 +321,13 @@ class LocalExecutionBackend:
             return None
         python = self.python or identity.SYSTEM_PYTHON
         try:
-            launcher = Zygote(identity.zygote_command(account, python=self.python), str(identity.WRAPPER_PATH),
-                              python)
-        except (ZygoteError, IdentityError) as exc:
+            procs = None
+            if self.cgroups is not None:
+                self.cgroups.create(zygote_cgroup(key))
+                procs = self.cgroups.procs(zygote_cgroup(key))
+            launcher = Zygote(identity.zygote_command(account, python=self.python, cgroup_procs=procs),
+                              str(identity.WRAPPER_PATH), python)
+        except (ZygoteError, IdentityError, CgroupError) as exc:
             self._zygote_failed(account, str(exc))
             return None
         self._zygotes[key] = launcher
@@ -336,16 +341,14 @@ class LocalExecutionBackend:
             del self._last_used[key]
             launcher = self._zygotes.pop(key, None)
             if launcher is not None:
-                with contextlib.suppress(OSError):
-                    launcher.close()
+                _close_zygote(key, launcher, self.cgroups)
 
     def _zygote_failed(self, account: Account | None, why: str) -> None:
         key = _account_key(account)
         launcher = self._zygotes.pop(key, None)
         self._last_used.pop(key, None)
         if launcher is not None:
-            with contextlib.suppress(OSError):
-                launcher.close()
+            _close_zygote(key, launcher, self.cgroups)
         first = self._fallback_until.get(key, 0.0) == 0.0
         self._fallback_until[key] = time.monotonic() + ZYGOTE_RETRY
         if first:
@@ -355,7 +358,7 @@ class LocalExecutionBackend:
 
     def close(self) -> None:
         """Stop the zygotes (their wrappers keep running) and remove the spare work dirs."""
-        _close_zygotes(self._zygotes)
+        _close_zygotes(self._zygotes, self.cgroups)
         for key in list(self._spares):
             self._drop_spares(key, at_once=True)
 
@@ -518,14 +521,15 @@ class LocalExecutionBackend:
         calls it when it is about to wait. Returns how many were pending.
 
         With job cgroups it also kills and removes, every :data:`CGROUP_SWEEP` seconds (and at
-        its first call), the job cgroups whose work dir is gone: those of jobs that ended
-        while no worker followed them and whose work dir was purged.
+        its first call), the job cgroups whose work dir is gone (jobs that ended while no worker
+        followed them and whose work dir was purged since) and the zygote cgroups of worker
+        processes that are gone.
 
         Never raises (a directory that cannot be removed is logged)."""
         self._drop_idle_spares()
         if self.cgroups is not None and time.monotonic() - self._swept_at >= CGROUP_SWEEP:
             self._swept_at = time.monotonic()
-            self.cgroups.sweep(is_live=lambda name: os.path.lexists(self.work_root / name))
+            self.cgroups.sweep(is_live=functools.partial(_cgroup_in_use, self.work_root))
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
@@ -575,11 +579,41 @@ def _account_key(account: Account | None) -> tuple[int, int] | None:
     return None if account is None else (account.uid, account.gid)
 
 
-def _close_zygotes(zygotes: dict[tuple[int, int] | None, Zygote]) -> None:
-    for launcher in zygotes.values():
-        with contextlib.suppress(OSError):
-            launcher.close()
+def _close_zygotes(zygotes: dict[tuple[int, int] | None, Zygote], cgroups: JobCgroups | None) -> None:
+    for key, launcher in zygotes.items():
+        _close_zygote(key, launcher, cgroups)
     zygotes.clear()
+
+
+def _close_zygote(key: tuple[int, int] | None, launcher: Zygote, cgroups: JobCgroups | None) -> None:
+    """Close a zygote; with job cgroups, kill what is left in its cgroup and remove it (a process
+    a job of the account forked from its zygote, which it may trace: same uid)."""
+    with contextlib.suppress(OSError):
+        launcher.close()
+    if cgroups is not None:
+        cgroups.kill(zygote_cgroup(key))
+
+
+#: Name prefix of a zygote's cgroup below the cgroup root: ``zygote.<worker pid>.<uid>.<gid>``
+#: (``...worker`` for the worker's own user).
+ZYGOTE_CGROUP = "zygote."
+
+
+def zygote_cgroup(key: tuple[int, int] | None) -> str:
+    """The cgroup (below the cgroup root) of this worker process's zygote for ``key``'s account:
+    a job's wrapper starts there and is moved into the job's, so a process forked from the zygote
+    never runs outside the tree, and the common ancestor of the two is the cgroup root."""
+    account = "worker" if key is None else f"{key[0]}.{key[1]}"
+    return f"{ZYGOTE_CGROUP}{os.getpid()}.{account}"
+
+
+def _cgroup_in_use(work_root: Path, name: str) -> bool:
+    """Whether the cgroup ``name`` below the cgroup root is still wanted: a job's whose work dir
+    exists, or a zygote's whose worker process lives."""
+    if name.startswith(ZYGOTE_CGROUP):
+        pid = name[len(ZYGOTE_CGROUP):].split(".", 1)[0]
+        return pid.isdigit() and os.path.exists(f"/proc/{pid}")
+    return os.path.lexists(work_root / name)
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
