@@ -55,7 +55,11 @@ capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
 
 The job cgroups (``[execution] cgroup_root``, :mod:`wmproxy.execution.cgroups`) need no
 capability beyond these: the root directory belongs to the worker's user, so it creates,
-writes and removes the job cgroups as their owner, and ``CAP_KILL`` kills their members.
+writes and removes the job cgroups as their owner, and ``CAP_KILL`` kills their members. A
+process that joins the tree from the worker's cgroup (a zygote, a wrapper the worker starts
+itself) needs write access to ``cgroup.procs`` of the two cgroups' common ancestor: the
+worker's own when the root is inside the worker's delegated cgroup (systemd
+``Delegate=yes``), else ``CAP_DAC_OVERRIDE`` grants it.
 Every file of the tree is the worker's and not writable by the accounts, so a job cannot
 leave its cgroup. A cgroup v1 hierarchy (``freezer``) needs a worker running as root: v1
 lets only euid 0 move another uid's process (no capability does).
