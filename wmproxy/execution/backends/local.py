@@ -42,7 +42,7 @@ from typing import ClassVar
 
 from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
-from wmproxy.execution import identity
+from wmproxy.execution import identity, processes
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
 from wmproxy.execution.cgroups import CgroupError, JobCgroups
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
@@ -806,7 +806,7 @@ def is_wrapper(pid: int, work_dir: Path, account: Account | None) -> bool:
     if state is None or state == "Z":
         return False
     expected = os.getuid() if account is None else account.uid
-    return _runs_wrapper_for(_cmdline(pid), work_dir) and _real_uid(pid) == expected
+    return _runs_wrapper_for(_cmdline(pid), work_dir) and processes.real_uid(pid) == expected
 
 
 def _child_of(pid: int, parent: int) -> int | bool | None:
@@ -878,30 +878,10 @@ def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:
 
 def _find_wrapper(work_dir: Path, account: Account | None) -> int | None:
     """The pid of the wrapper running in ``work_dir`` as ``account`` (:func:`is_wrapper`), if any."""
-    for pid in _pids():
+    for pid in processes.pids():
         if _runs_wrapper_for(_cmdline(pid), work_dir) and is_wrapper(pid, work_dir, account):
             return pid
     return None
-
-
-def _real_uid(pid: int) -> int | None:
-    """The real uid of ``pid`` (the first of ``/proc/<pid>/status``'s ``Uid:`` line), None if
-    the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -924,7 +904,7 @@ def _proc_state(pid: int) -> str | None:
 
 def _kill_session(sid: int) -> None:
     """SIGKILL every process of session ``sid`` (the wrapper and the job's groups)."""
-    for pid in _pids():
+    for pid in processes.pids():
         try:
             if os.getsid(pid) == sid:
                 os.kill(pid, signal.SIGKILL)
@@ -977,7 +957,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
     those running as ``uid``, read from ``/proc`` in one pass."""
     parents: dict[int, int] = {}
     members: set[int] = set()
-    for pid in _pids():
+    for pid in processes.pids():
         fields = _stat_fields(pid)
         if fields is None or len(fields) < 4 or fields[0] in (b"Z", b"X") or pid == sid:
             continue
@@ -995,7 +975,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
             if parent in chosen and pid not in chosen:
                 chosen.add(pid)
                 grown = True
-    return [pid for pid in chosen if _real_uid(pid) == uid]
+    return [pid for pid in chosen if processes.real_uid(pid) == uid]
 
 
 def _reap_if_child(pid: int) -> None:
