@@ -4,7 +4,12 @@ plain loop; worker CPU <= 5 ms per job).
 
 Standalone, as root (it creates throwaway accounts): ``.venv/bin/python
 benchmarks/execution_mapping.py [--jobs-per-window 200] [--windows 5] [--max-running 8]
-[--root /var/tmp] [--poll-interval 1]``.
+[--root /var/tmp] [--poll-interval 1] [--cgroups /sys/fs/cgroup]``.
+
+``--cgroups PARENT``: the mapping-on worker puts each job in a cgroup of its own
+(``[execution] cgroup_root``, a fresh directory below ``PARENT``, a cgroup v2 hierarchy, owned
+by the service user and removed at the end); run with and without it to see what the job
+cgroups cost the worker.
 
 Two fresh SQLite states (``wmproxy-admin init --user``), one per mode, are filled in-process
 with windows × W registered ``/bin/true`` jobs of one user (delegation + jobRegister through
@@ -164,7 +169,7 @@ class Mode:
 
 
 def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str, Path | str],
-               svc: str, account: str, poll_interval: float = 1.0) -> Mode:
+               svc: str, account: str, poll_interval: float = 1.0, cgroup_root: Path | None = None) -> Mode:
     """A state for ``mode`` (``gridmap`` or ``none``) with ``jobs`` registered jobs and its worker."""
     import pwd
 
@@ -183,6 +188,7 @@ def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str
         f"[sandbox]\nroot = {state}/sandbox\n"
         f"[execution]\nwork_dir = {state}/work\nmax_running = {max_running}\nheartbeat_lease = 60\n"
         f"poll_interval = {poll_interval}\n"
+        + (f"cgroup_root = {cgroup_root}\n" if cgroup_root is not None and mode != "none" else "") +
         f"[mapping]\nmode = {mode}\ngridmap_file = {gridmap}\n"
     )
     os.chmod(config, 0o644)
@@ -228,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="/var/tmp",  # noqa: S108 - mkdtemp makes a private directory in it
                         help="directory under which the states (SQLite databases, work dirs) are made, default "
                              "/var/tmp; /dev/shm shows what the file system costs (docs/performance.md)")
+    parser.add_argument("--cgroups", default=None, metavar="PARENT",
+                        help="a cgroup v2 hierarchy (e.g. /sys/fs/cgroup): the mapping-on worker runs each job in "
+                             "a cgroup of its own below a fresh directory there")
     parser.add_argument("--poll-interval", type=float, default=1.0,
                         help="the workers' [execution] poll_interval in seconds, default 1 (the default setting); "
                              "an idle SQLite worker polls the queue every fifth of it")
@@ -243,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     with local_accounts({"svc": ["svc"], "usr": ["usr"]}) as accounts:
         root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir=args.root))
         modes: list[Mode] = []
+        cgroup_root = None if args.cgroups is None else Path(args.cgroups) / root.name
         try:
+            if cgroup_root is not None:
+                cgroup_root.mkdir(mode=0o755)
+                svc = accounts.passwd("svc")
+                os.chown(cgroup_root, svc.pw_uid, svc.pw_gid)
             os.chmod(root, ROOT_MODE)
             ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
             for path in (root / "certificates", *(root / "certificates").iterdir()):
@@ -255,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                                           "dn": slash_dn(cred.cert.subject)}
             for kind in ("none", "gridmap"):
                 modes.append(start_mode(root, kind, n * windows, args.max_running, pki, accounts.name("svc"),
-                                        accounts.name("usr"), args.poll_interval))
+                                        accounts.name("usr"), args.poll_interval, cgroup_root))
             time.sleep(3.0)  # both workers up and idle before the first window
             print(f"{windows} windows of {n} trivial jobs, max_running {args.max_running}, SQLite, "
+                  f"job cgroups (mapping on) {'in ' + str(cgroup_root) if cgroup_root else 'off'}, "
                   f"poll_interval {args.poll_interval:g} s, "
                   f"worker as service user {accounts.name('svc')}, {os.cpu_count()} cores")
             ratio_off: list[float] = []
@@ -294,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
                 except RuntimeError as exc:
                     failures.append(str(exc))
             kill_processes_of({accounts.passwd("svc").pw_uid, accounts.passwd("usr").pw_uid})
+            if cgroup_root is not None:
+                for child in [*cgroup_root.iterdir(), cgroup_root]:  # emptied by the kill above
+                    if child.is_dir():
+                        with contextlib.suppress(OSError):
+                            child.rmdir()
             shutil.rmtree(root, ignore_errors=True)
             if failures:
                 raise RuntimeError("\n".join(failures))

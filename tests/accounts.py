@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from wmproxy.execution.processes import live_pids_of
+
 MARKER = "wmproxy test account pid="
 _TAG_LENGTH = 6
 
@@ -134,29 +136,10 @@ def _kill_processes_of(names: list[str]) -> None:
             continue
     deadline = time.monotonic() + KILL_DEADLINE
     while uids and time.monotonic() < deadline:
-        alive = [pid for pid in _pids() if _uid_of(pid) in uids]
+        alive = live_pids_of(uids)
         if not alive:
             return
         for pid in alive:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
-
-
-def _pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def _uid_of(pid: int) -> int | None:
-    """The real uid of ``pid``; None once it is gone or a zombie (reaped by its parent)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            fields = dict(line.split(b":", 1) for line in status if b":" in line)
-    except OSError:
-        return None
-    if fields.get(b"State", b"").strip().startswith((b"Z", b"X")):
-        return None
-    try:
-        return int(fields[b"Uid"].split()[0])
-    except (KeyError, ValueError, IndexError):
-        return None

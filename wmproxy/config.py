@@ -188,6 +188,17 @@ class ExecutionSettings:
             under the same name); it heartbeats every ``heartbeat_lease / 4``.
         kill_grace: seconds between the SIGTERM and the SIGKILL the job wrapper sends
             a cancelled job's processes.
+        cgroup_root: a directory of a cgroup hierarchy below which the ``local`` backend
+            puts each job in a cgroup of its own, so that every process of the job, even one
+            that left its session (``setsid``) or was double-forked, is killed when the job
+            ends, is cancelled or is released; empty = off (what is left of the wrapper's
+            session is killed, a process that called ``setsid`` survives). cgroup v2 (a
+            delegated subtree, e.g. the worker unit's own cgroup with systemd
+            ``Delegate=yes``) or the cgroup v1 ``freezer`` hierarchy (a worker running as root
+            only). The directory must be owned by the worker's user and not writable by group
+            or others; the worker checks it at start (creating and removing a probe cgroup)
+            and refuses to start if it is unusable. Slurm jobs are left to Slurm's own process
+            tracking (``ProctrackType``). See ``docs/execution.md``.
 
     Raises:
         ConfigError: a non-positive lease or poll interval, a negative grace, or
@@ -200,6 +211,7 @@ class ExecutionSettings:
     backend: str = "local"
     heartbeat_lease: float = 60.0
     kill_grace: float = 10.0
+    cgroup_root: str = ""
 
     def __post_init__(self) -> None:
         if self.heartbeat_lease <= 0 or self.poll_interval <= 0:

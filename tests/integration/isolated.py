@@ -40,6 +40,7 @@ from tests.accounts import AccountSet, local_accounts
 from tests.conftest import IN_CI, Pki, need_peer
 from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
 from tests.support import wait_for
+from wmproxy.execution.processes import live_pids_of
 
 #: The interpreter the service user runs (its venv's interpreter is under /root, 0700), of the tests'
 #: minor version: WMPROXY_TEST_SYSTEM_PYTHON (.ci/test-pythons.sh sets it for the 3.13 run) or the system's.
@@ -98,16 +99,7 @@ def setpriv(user: pwd.struct_passwd, caps: tuple[str, ...] = ()) -> list[str]:
 
 def processes_of(uids: set[int]) -> list[int]:
     """Pids of the live processes whose real uid is in ``uids`` (from /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid in uids:
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    return live_pids_of(uids)
 
 
 def _still_alive(uids: set[int], pids: set[int]) -> set[int]:

@@ -49,6 +49,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import ExecutionBackend
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend
+from wmproxy.execution.cgroups import CgroupError, JobCgroups, check_root
 from wmproxy.execution.identity import IdentityError, check_work_root
 from wmproxy.execution.purging import purge_tasks
 from wmproxy.execution.worker import ExecutionWorker, PeriodicTask
@@ -145,13 +146,14 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
     are emptied and reused by their account's next jobs when they can be.
 
     Raises:
-        StartupError: a work root is unusable.
+        StartupError: a work root or the cgroup root is unusable.
     """
     backends: dict[str, ExecutionBackend] = {}
     root = ensure_work_root(settings.execution.work_dir)
     if "local" in kinds:
         backends["local"] = LocalExecutionBackend(root, kill_grace=settings.execution.kill_grace,
-                                                  background_removal=True, reuse_work_dirs=True)
+                                                  background_removal=True, reuse_work_dirs=True,
+                                                  cgroups=job_cgroups(settings))
     if "slurm" in kinds:
         slurm = settings.slurm
         backends["slurm"] = SlurmExecutionBackend(
@@ -159,6 +161,20 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
             python=slurm.python, max_pending=slurm.max_pending, kill_grace=settings.execution.kill_grace,
             background_removal=True, max_array=slurm.max_array)
     return backends
+
+
+def job_cgroups(settings: Settings) -> JobCgroups | None:
+    """The job cgroups of ``[execution] cgroup_root``, checked; None when it is empty (off).
+
+    Raises:
+        StartupError: the cgroup root is unusable.
+    """
+    if not settings.execution.cgroup_root:
+        return None
+    try:
+        return check_root(settings.execution.cgroup_root)
+    except CgroupError as exc:
+        raise StartupError(f"refusing to start: [execution] cgroup_root: {exc}") from None
 
 
 def ce_refreshers(rt: Runtime, backends: dict[str, ExecutionBackend]) -> list[PeriodicTask]:

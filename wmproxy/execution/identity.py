@@ -53,6 +53,17 @@ capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
   read outputs whatever their mode, and remove the work dir even where the job made
   directories read-only. (``CAP_DAC_READ_SEARCH`` alone would cover reading only.)
 
+The job cgroups (``[execution] cgroup_root``, :mod:`wmproxy.execution.cgroups`) need no
+capability beyond these: the root directory belongs to the worker's user, so it creates,
+writes and removes the job cgroups as their owner, and ``CAP_KILL`` kills their members. A
+process that joins the tree from the worker's cgroup (a zygote, a wrapper the worker starts
+itself) needs write access to ``cgroup.procs`` of the two cgroups' common ancestor: the
+worker's own when the root is inside the worker's delegated cgroup (systemd
+``Delegate=yes``), else ``CAP_DAC_OVERRIDE`` grants it.
+Every file of the tree is the worker's and not writable by the accounts, so a job cannot
+leave its cgroup. A cgroup v1 hierarchy (``freezer``) needs a worker running as root: v1
+lets only euid 0 move another uid's process (no capability does).
+
 ``CAP_FOWNER`` is not needed: the worker sets modes on files it has just created, before
 handing them over. The systemd unit must leave jobs alive when the worker stops
 (``KillMode=process``): the wrapper runs in its own session and records the outcome
@@ -110,6 +121,8 @@ PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
 _MAX_STATUS_BYTES = 256 * 1024
+#: Prefix joining the cgroup whose ``cgroup.procs`` follows it, then executing the rest.
+_JOIN = ("/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"')
 
 
 class IdentityError(WMProxyError):
@@ -401,7 +414,8 @@ def install_wrapper(work_dir: Path, account: Account | None) -> Path:
 # --- running ---------------------------------------------------------------------
 
 
-def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None) -> subprocess.Popen[bytes]:
+def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None = None,
+                  cgroup_procs: str | None = None) -> subprocess.Popen[bytes]:
     """Start ``python3 -I -S jobwrapper.py <work_dir>`` as ``account``.
 
     The wrapper holds no capability: when the worker has any (the documented five), the
@@ -412,6 +426,12 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     environment (it builds the job's from scratch anyway), standard input from
     ``/dev/null`` and output to a fresh ``.wmproxy/wrapper.log``. The interpreter is
     ``python`` or else ``/usr/bin/python3`` (else the worker's own).
+
+    ``cgroup_procs``: the ``cgroup.procs`` of the job's cgroup
+    (:mod:`wmproxy.execution.cgroups`): a shell still holding the worker's credentials
+    writes itself into it, then ``setpriv`` switches to the account (as :func:`run_as`) and
+    starts the wrapper, so nothing of the job ever runs outside the cgroup; a failed write
+    starts nothing (the wrapper's log says why).
 
     Returns:
         the wrapper process. Poll or wait it (it is the worker's child until the worker
@@ -425,6 +445,13 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             wrapper could not be started.
     """
     prefix = _switch_prefix(account)
+    switch_here = cgroup_procs is None or account is None
+    if account is not None and not switch_here:  # the switch after the join, by setpriv (the worker's until then)
+        if not os.path.exists(SETPRIV):
+            raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
+        prefix = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+    if cgroup_procs is not None:
+        prefix = [*_JOIN, cgroup_procs, *prefix]
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
     work_dir = Path(os.path.abspath(work_dir))
     with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
@@ -440,9 +467,9 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
             close_fds=True,
             start_new_session=True,
             umask=0o077,
-            user=None if account is None else account.uid,
-            group=None if account is None else account.gid,
-            extra_groups=None if account is None else [],
+            user=None if account is None or not switch_here else account.uid,
+            group=None if account is None or not switch_here else account.gid,
+            extra_groups=None if account is None or not switch_here else [],
         )
     except OSError as exc:
         raise IdentityError(f"Cannot start the job wrapper: {exc.strerror or exc}") from None
@@ -913,13 +940,16 @@ def _replace_file(dir_fd: int, name: str, data: bytes, mode: int, account: Accou
         raise IdentityError(f"Cannot write {name} in the job directory: {exc.strerror}") from None
 
 
-def zygote_command(account: Account | None, *, python: str | None = None) -> list[str]:
+def zygote_command(account: Account | None, *, python: str | None = None,
+                   cgroup_procs: str | None = None) -> list[str]:
     """The command starting a wrapper fork server (:mod:`wmproxy.execution.zygote`) as
     ``account``, holding none of the worker's capabilities: ``setpriv`` switches to the
     account's uid and gid without supplementary groups and clears the inheritable and
     ambient sets with ``no_new_privs`` (as :func:`run_as`); without an account it runs as
     the worker's own user, through ``setpriv`` dropping the capabilities when the worker
     holds any (as :func:`spawn_wrapper`). Every wrapper it forks inherits exactly that.
+    ``cgroup_procs``: a ``cgroup.procs`` the zygote joins first, with the worker's credentials
+    (as :func:`spawn_wrapper`'s).
 
     Returns:
         ``[setpriv ..., python, "-I", "-S", <zygote.py>]``; the caller appends the
@@ -933,9 +963,10 @@ def zygote_command(account: Account | None, *, python: str | None = None) -> lis
 
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
     script = str(Path(zygote.__file__).resolve())
+    join = [] if cgroup_procs is None else [*_JOIN, cgroup_procs]
     if account is None:
-        return [*_switch_prefix(None), interpreter, "-I", "-S", script]
+        return [*join, *_switch_prefix(None), interpreter, "-I", "-S", script]
     if not os.path.exists(SETPRIV):
         raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
     switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
-    return [*switch, interpreter, "-I", "-S", script]
+    return [*join, *switch, interpreter, "-I", "-S", script]

@@ -7,12 +7,12 @@ keeping the accounts that still run processes on the worker's host."""
 from __future__ import annotations
 
 import functools
-import os
 import pwd
 from pathlib import Path
 
 from wmproxy.domain import utcnow
 from wmproxy.execution.identity import remove_work_dir
+from wmproxy.execution.processes import live_uids
 from wmproxy.execution.worker import PeriodicTask
 from wmproxy.services.mapping import release_idle_leases
 from wmproxy.services.purge import purge
@@ -42,17 +42,10 @@ def release_leases(rt: Runtime) -> int:
 
 
 def accounts_with_processes() -> set[str]:
-    """Names of the accounts that own a process on this host now (the owner of each ``/proc/<pid>``)."""
-    uids: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            uids.add(os.stat(f"/proc/{entry}").st_uid)
-        except OSError:  # gone meanwhile
-            continue
+    """Names of the accounts that run a live (not zombie) process on this host now, by real uid
+    (:func:`wmproxy.execution.processes.live_uids`)."""
     names = set()
-    for uid in uids:
+    for uid in live_uids():
         try:
             names.add(pwd.getpwuid(uid).pw_name)
         except KeyError:

@@ -16,9 +16,19 @@ Protocol (one line each way per job, UTF-8)::
                                                   <spec>: the job's spec (JobSpec.to_bytes) in
                                                   hexadecimal, handed to the wrapper in memory:
                                                   the worker writes no job.marshal
-    zygote -> worker   <pid> <start time>\\n      the wrapper runs (start time: field 22 of
-                                                  /proc/<pid>/stat, clock ticks since boot)
+                       +<absolute work dir>...\\n as above, but the wrapper is held: it waits
+                                                  for the worker's word before it runs anything
+                                                  of the job (the worker puts it in the job's
+                                                  cgroup meanwhile, wmproxy.execution.cgroups)
+    zygote -> worker   <pid> <start time>\\n      the wrapper runs, or is held (start time: field
+                                                  22 of /proc/<pid>/stat, clock ticks since boot)
                        E <message>\\n             this job's wrapper could not be set up
+    worker -> zygote   G<pid>\\n                  a held wrapper may run its job (no answer)
+                       D<pid>\\n                  a held wrapper exits at once, running nothing
+                                                  (no answer)
+
+A held wrapper waits on a pipe whose other end only the zygote holds: no other process of the
+account can let it go, and it exits without running anything when the zygote ends first.
 
 For each request the zygote forks a child that leads a new session, closes every descriptor
 but its standard ones, which it points to ``/dev/null``, sets umask 0o077, enters the work
@@ -114,14 +124,15 @@ class Zygote:
             theirs.close()
         self._sock: socket.socket = ours
 
-    def request(self, work_dirs: list[str], specs: list[bytes | None] | None = None
+    def request(self, work_dirs: list[str], specs: list[bytes | None] | None = None, *, hold: bool = False
                 ) -> list[tuple[int, int | None] | ZygoteRefusedError]:
         """Start a wrapper in each of ``work_dirs`` (absolute paths): its ``(pid, start time)``
         or why it was refused, in order. All requests are sent before the first answer is
         read, so the zygote forks while the worker waits once. ``specs``: for each work dir,
         the job's spec (:meth:`JobSpec.to_bytes
         <wmproxy.execution.jobwrapper.JobSpec.to_bytes>`) handed to its wrapper, or None
-        (the wrapper reads ``.wmproxy/job.marshal``).
+        (the wrapper reads ``.wmproxy/job.marshal``). ``hold``: each wrapper waits for
+        :meth:`release` before it runs anything of its job.
 
         Raises:
             ZygoteError: the zygote died, answered nothing usable, an answer longer than
@@ -130,7 +141,8 @@ class Zygote:
                 were started is then unknown.
         """
         given = specs if specs is not None else [None] * len(work_dirs)
-        payload = b"".join(d.encode() + (b"" if spec is None else b"\0" + spec.hex().encode()) + b"\n"
+        mark = b"+" if hold else b""
+        payload = b"".join(mark + d.encode() + (b"" if spec is None else b"\0" + spec.hex().encode()) + b"\n"
                            for d, spec in zip(work_dirs, given, strict=True))
         deadline = time.monotonic() + REPLY_TIMEOUT
         try:
@@ -152,6 +164,23 @@ class Zygote:
                 raise ZygoteError(f"the wrapper fork server gave a malformed answer {text[:80]!r}")
             results.append((int(pid), int(started) if started.isdigit() else None))
         return results
+
+    def release(self, go: list[int], drop: list[int]) -> None:
+        """Let the held wrappers ``go`` run their jobs, and those of ``drop`` exit running
+        nothing (:meth:`request` with ``hold``). The zygote answers nothing.
+
+        Raises:
+            ZygoteError: the zygote does not take the message (then its held wrappers exit
+                when it ends, running nothing).
+        """
+        payload = "".join([*(f"G{pid}\n" for pid in go), *(f"D{pid}\n" for pid in drop)]).encode()
+        if not payload:
+            return
+        try:
+            self._sock.settimeout(REPLY_TIMEOUT)
+            self._sock.sendall(payload)
+        except OSError as exc:
+            raise ZygoteError(f"the wrapper fork server does not take its message: {exc}") from None
 
     def _answers(self, count: int, deadline: float) -> list[bytes]:
         """Read ``count`` answer lines (without their newlines) by ``deadline`` (monotonic).
@@ -270,13 +299,14 @@ def _set_title(title: bytes, area: tuple[int, int] | None) -> None:
 
 
 def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, run: object,
-           spec: bytes | None = None) -> None:
+           spec: bytes | None = None, hold: int = -1) -> None:
     """In the forked child: set the wrapper up, tell the zygote, run the job; never returns.
 
     Standard input, output and error are ``/dev/null``; the wrapper creates a fresh
     ``.wmproxy/wrapper.log`` and makes it its standard output and error when it first has
     something to write there (:func:`jobwrapper.run`'s ``log_dir``), so a job whose wrapper
     logs nothing creates no file for it. A ``wrapper.log`` left by an earlier run is removed.
+    ``hold``: a pipe to read ``g`` from before the job is run (anything else: exit at once).
     """
     code = 2
     try:
@@ -285,8 +315,11 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.umask(0o077)
-        os.closerange(3, report)
-        os.closerange(report + 1, 1 << 16)
+        low = 3
+        for keep in sorted(fd for fd in (report, hold) if fd >= 0):
+            os.closerange(low, keep)
+            low = keep + 1
+        os.closerange(low, 1 << 16)
         null = os.open(os.devnull, os.O_RDWR)  # before the directories: 0, 1 and 2 are taken
         for fd in (0, 1, 2):
             if fd != null:
@@ -308,6 +341,11 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
         _set_title(title, area)
         os.write(report, b"ok")
         os.close(report)
+        if hold >= 0:
+            word = os.read(hold, 1)
+            os.close(hold)
+            if word != b"g":
+                os._exit(code)
         code = run(work_dir, log_dir=state_fd, spec=spec)  # type: ignore[operator]
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
         code = 2
@@ -346,6 +384,7 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
     # stay shared with the zygote (about 28 of a trivial job's 525 minor faults fewer).
     gc.collect()
     gc.freeze()
+    held: dict[int, int] = {}  # pid of a held wrapper -> the pipe it waits on
     pending = b""
     while True:
         ready = {ready_fd for ready_fd, _events in waiting.poll()}
@@ -359,34 +398,64 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
             return 0
         lines = (pending + data).split(b"\n")
         pending = lines.pop()  # an incomplete last line waits for the next read
-        if lines:
+        requests = [line for line in lines if not _release(line, held)]
+        if requests:
             jobwrapper.prepare_fork()
-            replies = _fork_all(lines, python, wrapper, jobwrapper.run, area)
+            replies = _fork_all(requests, python, wrapper, jobwrapper.run, area, held)
             os.write(fd, "".join(reply + "\n" for reply in replies).encode())
 
 
+def _release(line: bytes, held: dict[int, int]) -> bool:
+    """Handle ``G<pid>`` (the held wrapper runs its job) or ``D<pid>`` (it exits); False for
+    any other line (a request)."""
+    if line[:1] not in (b"G", b"D"):
+        return False
+    pipe = held.pop(int(line[1:]), -1) if line[1:].isdigit() else -1
+    if pipe >= 0:
+        try:
+            if line[:1] == b"G":
+                os.write(pipe, b"g")
+        except OSError:  # it has died meanwhile
+            pass
+        os.close(pipe)
+    return True
+
+
 def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object,
-              area: tuple[int, int] | None = None) -> list[str]:
+              area: tuple[int, int] | None = None, held: dict[int, int] | None = None) -> list[str]:
     """Fork a child for each requested work dir (all of them first, so that they set
-    themselves up side by side), then collect their answers, in order."""
+    themselves up side by side), then collect their answers, in order. A request marked
+    ``+`` is held: the pipe it waits on is recorded in ``held`` by its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # not reaped before their start times are read
     try:
-        started: list[tuple[int, int] | str] = []
+        started: list[tuple[int, int, int] | str] = []
         for line in lines:
-            path, _, spec = line.partition(b"\0")
+            hold = line[:1] == b"+" and held is not None
+            path, _, spec = line[1 if hold else 0:].partition(b"\0")
             title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), path])
-            started.append(_fork(path.decode(errors="replace"), title, area, run, spec or None))
-        return [_answer(child) for child in started]
+            started.append(_fork(path.decode(errors="replace"), title, area, run, spec or None, hold=hold))
+        replies = []
+        for child in started:
+            reply = _answer(child)
+            if not isinstance(child, str) and child[2] >= 0:
+                if held is not None and not reply.startswith("E "):
+                    held[child[0]] = child[2]
+                else:
+                    os.close(child[2])  # it has exited: nothing to hold
+            replies.append(reply)
+        return replies
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object,
-          spec: bytes | None = None) -> tuple[int, int] | str:
-    """``(pid, read end of its report pipe)``, or the refusal to answer. ``spec``: the job's
-    spec in hexadecimal (the protocol's), None to have the wrapper read ``job.marshal``."""
+          spec: bytes | None = None, *, hold: bool = False) -> tuple[int, int, int] | str:
+    """``(pid, read end of its report pipe, write end of its hold pipe or -1)``, or the refusal
+    to answer. ``spec``: the job's spec in hexadecimal (the protocol's), None to have the
+    wrapper read ``job.marshal``. ``hold``: the child waits for a word on a pipe before it
+    runs the job."""
     if not os.path.isabs(work_dir) or "\n" in work_dir:
         return "E the work dir must be an absolute path"
     try:
@@ -394,24 +463,30 @@ def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object
     except ValueError:
         return "E the job's spec is not hexadecimal"
     read_end, write_end = os.pipe()
+    wait_end, let_go = os.pipe() if hold else (-1, -1)
     try:
         pid = os.fork()
     except OSError as exc:
-        os.close(read_end)
-        os.close(write_end)
+        for end in (read_end, write_end, wait_end, let_go):
+            if end >= 0:
+                os.close(end)
         return f"E Cannot start the job wrapper: {exc.strerror}"
     if pid == 0:
         os.close(read_end)
-        _child(work_dir, title, area, write_end, run, raw)
+        if let_go >= 0:
+            os.close(let_go)
+        _child(work_dir, title, area, write_end, run, raw, wait_end)
     os.close(write_end)
-    return pid, read_end
+    if wait_end >= 0:
+        os.close(wait_end)
+    return pid, read_end, let_go
 
 
-def _answer(child: tuple[int, int] | str) -> str:
+def _answer(child: tuple[int, int, int] | str) -> str:
     """Wait for a forked child's report: its ``<pid> <start time>`` line, or the refusal."""
     if isinstance(child, str):
         return child
-    pid, read_end = child
+    pid, read_end, _hold = child
     chunks = []
     while chunk := os.read(read_end, 4096):
         chunks.append(chunk)

@@ -489,3 +489,49 @@ class TestLean:
         heavy = {"socket", "selectors", "typing", "contextlib", "enum", "functools", "collections", "re",
                  "subprocess", "threading", "json", "wmproxy"}
         assert heavy.isdisjoint(out), sorted(heavy & set(out))
+
+
+class TestHeld:
+    """A wrapper requested with ``hold`` (job cgroups: the worker puts it in the job's cgroup
+    meanwhile) runs nothing of its job until the worker lets it go, and exits running nothing
+    when the worker drops it or the zygote ends first."""
+
+    def _held(self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+              index: int) -> tuple[Zygote, RunHandle, int]:
+        handle = backend.prepare(_job(input_dir, account, "echo run >> runs", index))
+        launcher = backend._zygote(account)
+        assert launcher is not None
+        (answer,) = launcher.request([str(handle.work_dir)], [handle.spec], hold=True)
+        assert not isinstance(answer, Exception), answer
+        pid, started = answer
+        assert started is not None and _child_of(pid, launcher.process.pid) == started
+        return launcher, handle, pid
+
+    def test_a_held_wrapper_runs_its_job_once_let_go(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                     account: Account | None) -> None:
+        launcher, handle, pid = self._held(backend, input_dir, account, 0)
+        try:
+            launcher.release([pid], [])
+            wait_for(lambda: _runs(handle) == 1 and not is_process(pid, start_time(pid) or 0), "the job to run")
+            assert (handle.work_dir / ".wmproxy" / "status.json").exists()
+        finally:
+            kill_session(pid)
+
+    @pytest.mark.parametrize("how", ["dropped", "zygote closed"])
+    def test_a_dropped_wrapper_or_one_whose_zygote_ends_runs_nothing(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, how: str
+    ) -> None:
+        launcher, handle, pid = self._held(backend, input_dir, account, 1)
+        started = start_time(pid)
+        assert started is not None
+        try:
+            if how == "dropped":
+                launcher.release([], [pid])
+            else:
+                backend.close()
+            wait_for(lambda: not is_process(pid, started), "the held wrapper to exit")
+            assert _runs(handle) == 0
+            assert not (handle.work_dir / ".wmproxy" / "started.json").exists()
+            assert not (handle.work_dir / ".wmproxy" / "status.json").exists()
+        finally:
+            kill_session(pid)

@@ -16,11 +16,18 @@ own session, runs ``jobwrapper.py <work dir>`` (``/proc/<pid>/cmdline``) and run
 job's account (its real uid, ``/proc/<pid>/status``; the worker's own without mapping): the
 command line guards against pid reuse, the uid against another account's process forging that
 command line; a pid read from the work dir is never signalled.
+
+With job cgroups (``cgroups``, ``[execution] cgroup_root``; :mod:`wmproxy.execution.cgroups`)
+each job runs in ``<cgroup root>/<work dir name>``, which its wrapper joins before it runs
+anything of the job, and everything in it is killed when the job is released (after its end
+or its cancel) or cancelled past its grace: also the processes that left the wrapper's
+session. Without, what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -35,8 +42,9 @@ from typing import ClassVar
 
 from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
-from wmproxy.execution import identity
+from wmproxy.execution import identity, processes
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
+from wmproxy.execution.cgroups import CgroupError, JobCgroups
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
@@ -60,6 +68,8 @@ ZYGOTE_IDLE = 60.0
 MAX_SPARES = 32
 #: Seconds without a job of an account after which its spare work dirs are removed.
 SPARE_IDLE = 60.0
+#: Seconds between two sweeps of the cgroup root for job cgroups without a work dir (:meth:`tidy`).
+CGROUP_SWEEP = 60.0
 
 
 class LocalExecutionBackend:
@@ -87,11 +97,15 @@ class LocalExecutionBackend:
             job of their account (:meth:`tidy`) and by :meth:`close`; what a worker that
             died left is set aside and removed by the next worker to start on the work root
             (another worker on the same root then prepares new dirs). Default: off.
+        cgroups: put each job in a cgroup of its own below this checked root
+            (:meth:`JobCgroups.check <wmproxy.execution.cgroups.JobCgroups.check>`), killed
+            whole at release and at a cancel past its grace; :meth:`tidy` removes those whose
+            work dir is gone (a job that ended while no worker followed it). None: off.
     """
 
     def __init__(self, work_root: Path, host: str | None = None, *, kill_grace: float = 10.0,
                  python: str | None = None, background_removal: bool = False, zygotes: bool = True,
-                 reuse_work_dirs: bool = False) -> None:
+                 reuse_work_dirs: bool = False, cgroups: JobCgroups | None = None) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         self.host = host or socket.gethostname()
         self.kill_grace = kill_grace
@@ -105,7 +119,9 @@ class LocalExecutionBackend:
         self.reuse_work_dirs = reuse_work_dirs
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
-        weakref.finalize(self, _close_zygotes, self._zygotes)
+        self.cgroups = cgroups
+        self._swept_at = 0.0  # monotonic time of the last sweep of the cgroup root; 0: at the first tidy
+        weakref.finalize(self, _close_zygotes, self._zygotes, cgroups)
 
     # --- starting ------------------------------------------------------------------
 
@@ -173,8 +189,13 @@ class LocalExecutionBackend:
                 if handle.spec is not None:  # no zygote took it: the wrapper reads it from the work dir
                     identity.write_spec_bytes(handle.work_dir, handle.spec, handle.account)
                     handle.spec = None
-                process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python)
-            except IdentityError as exc:
+                procs = None
+                if self.cgroups is not None:
+                    self.cgroups.create(handle.work_dir.name)
+                    procs = self.cgroups.procs(handle.work_dir.name)
+                process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python,
+                                                 cgroup_procs=procs)
+            except (IdentityError, CgroupError) as exc:
                 raise BackendError(str(exc)) from None
             handle.process = process
             handle.pid = process.pid
@@ -187,24 +208,35 @@ class LocalExecutionBackend:
         handles then name the wrappers (pid and start time). A job the zygote refuses is
         refused by :meth:`spawn`; a zygote that fails is closed and its account's jobs are
         started by the worker itself (:meth:`spawn`) for :data:`ZYGOTE_RETRY` seconds,
-        which is logged once. Never raises."""
+        which is logged once. With job cgroups each wrapper is held until the worker has put it
+        in its job's cgroup (:meth:`Zygote.request`'s ``hold``). Never raises."""
         if not self.use_zygotes:
             return
         self._close_idle_zygotes()
         by_account: dict[Account | None, list[RunHandle]] = {}
         for handle in handles:
             if handle.pid is None:
+                if self.cgroups is not None:
+                    try:
+                        self.cgroups.create(handle.work_dir.name)
+                    except CgroupError as exc:
+                        self._launched[id(handle)] = str(exc)
+                        continue
                 by_account.setdefault(handle.account, []).append(handle)
         for account, group in by_account.items():
             launcher = self._zygote(account)
             if launcher is None:
                 continue
+            cgroups = self.cgroups
             try:
-                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group])
+                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group],
+                                           hold=cgroups is not None)
             except ZygoteError as exc:
                 self._zygote_lost(account, group, str(exc))
                 continue
             forged = False
+            go: list[int] = []
+            drop: list[int] = []
             for handle, result in zip(group, results, strict=True):
                 if isinstance(result, ZygoteRefusedError):
                     self._launched[id(handle)] = str(result)
@@ -216,13 +248,47 @@ class LocalExecutionBackend:
                     forged = True
                     self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
                     continue
+                if cgroups is not None:
+                    refused = self._join_cgroup(cgroups, handle, result[0], started)
+                    (drop if refused else go).append(result[0])
+                    if refused:
+                        self._launched[id(handle)] = refused
+                        continue
                 self._launched[id(handle)] = None
                 handle.spec = None  # the wrapper has it
                 if started is not None:  # None: it has ended and been reaped already (its status tells)
                     handle.pid = result[0]
                     handle.ref = self._ref(result[0], handle.work_dir.name, started)
+            if cgroups is not None:
+                self._let_go(account, group, launcher, go, drop)
             if forged:
                 self._zygote_failed(account, "it named a process that is not its child")
+
+    @staticmethod
+    def _join_cgroup(cgroups: JobCgroups, handle: RunHandle, pid: int, started: int | None) -> str | None:
+        """Put the held wrapper ``pid`` in its job's cgroup; None when done, else why not (the
+        wrapper is then dropped: it exits running nothing)."""
+        if started is None:
+            return "the job wrapper died before it joined the job's cgroup"
+        try:
+            cgroups.add(handle.work_dir.name, pid)
+        except CgroupError as exc:
+            return str(exc)
+        return None
+
+    def _let_go(self, account: Account | None, group: Sequence[RunHandle], launcher: Zygote,
+                go: list[int], drop: list[int]) -> None:
+        """Let the held wrappers ``go`` run their jobs and ``drop`` exit. A zygote that does not
+        take the word is closed, so they all exit running nothing: their jobs are refused."""
+        try:
+            launcher.release(go, drop)
+        except ZygoteError as exc:
+            self._zygote_failed(account, str(exc))
+            for handle in group:
+                if handle.pid in go:
+                    self._launched[id(handle)] = f"the job wrapper was not let go: {exc}"
+                    handle.pid = None
+                    handle.ref = self._ref(None, handle.work_dir.name)
 
     def _zygote_lost(self, account: Account | None, group: Sequence[RunHandle], why: str) -> None:
         """The account's zygote failed while it had ``group``'s requests: closed (its account's
@@ -255,9 +321,13 @@ class LocalExecutionBackend:
             return None
         python = self.python or identity.SYSTEM_PYTHON
         try:
-            launcher = Zygote(identity.zygote_command(account, python=self.python), str(identity.WRAPPER_PATH),
-                              python)
-        except (ZygoteError, IdentityError) as exc:
+            procs = None
+            if self.cgroups is not None:
+                self.cgroups.create(zygote_cgroup(key))
+                procs = self.cgroups.procs(zygote_cgroup(key))
+            launcher = Zygote(identity.zygote_command(account, python=self.python, cgroup_procs=procs),
+                              str(identity.WRAPPER_PATH), python)
+        except (ZygoteError, IdentityError, CgroupError) as exc:
             self._zygote_failed(account, str(exc))
             return None
         self._zygotes[key] = launcher
@@ -271,16 +341,14 @@ class LocalExecutionBackend:
             del self._last_used[key]
             launcher = self._zygotes.pop(key, None)
             if launcher is not None:
-                with contextlib.suppress(OSError):
-                    launcher.close()
+                _close_zygote(key, launcher, self.cgroups)
 
     def _zygote_failed(self, account: Account | None, why: str) -> None:
         key = _account_key(account)
         launcher = self._zygotes.pop(key, None)
         self._last_used.pop(key, None)
         if launcher is not None:
-            with contextlib.suppress(OSError):
-                launcher.close()
+            _close_zygote(key, launcher, self.cgroups)
         first = self._fallback_until.get(key, 0.0) == 0.0
         self._fallback_until[key] = time.monotonic() + ZYGOTE_RETRY
         if first:
@@ -290,7 +358,7 @@ class LocalExecutionBackend:
 
     def close(self) -> None:
         """Stop the zygotes (their wrappers keep running) and remove the spare work dirs."""
-        _close_zygotes(self._zygotes)
+        _close_zygotes(self._zygotes, self.cgroups)
         for key in list(self._spares):
             self._drop_spares(key, at_once=True)
 
@@ -378,7 +446,8 @@ class LocalExecutionBackend:
         """SIGTERM the wrapper (it stops the job and records ``cancelled_by``); once its
         grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session.
         A wrapper that has ended already: SIGKILL what is left of its session
-        (:func:`_kill_leftovers`)."""
+        (:func:`_kill_leftovers`). With job cgroups, the job's cgroup is killed whole instead
+        of the session."""
         if handle.pid is None:
             return
         if not self._running(handle):
@@ -390,7 +459,10 @@ class LocalExecutionBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
         elif now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
-            _kill_session(handle.pid)
+            if self.cgroups is not None:
+                self.cgroups.kill(handle.work_dir.name)
+            else:
+                _kill_session(handle.pid)
 
     def attach(self, ref: str, account: Account | None) -> RunHandle | None:
         """The handle of a job from its reference, for adoption: None unless the reference
@@ -417,13 +489,17 @@ class LocalExecutionBackend:
 
         The wrapper kills what its job left in its session when the job ends; when it may not
         have (the job was cancelled, or its wrapper ended without a status: killed), what is
-        left of the session is killed first (:func:`_kill_leftovers`).
+        left of the session is killed first (:func:`_kill_leftovers`). With job cgroups,
+        everything left in the job's cgroup is killed and the cgroup removed, whatever the end
+        (usually it is empty: one ``rmdir``).
 
         Raises:
             BackendError: the directory could not be removed.
         """
-        if handle.pid is not None and (handle.cancel_sent_at is not None
-                                       or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+        if self.cgroups is not None:
+            self.cgroups.kill(handle.work_dir.name)
+        elif handle.pid is not None and (handle.cancel_sent_at is not None
+                                         or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
             self._kill_leftovers(handle)
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
@@ -444,8 +520,16 @@ class LocalExecutionBackend:
         them or, with ``budget``, for about that many seconds (at least one); the worker
         calls it when it is about to wait. Returns how many were pending.
 
+        With job cgroups it also kills and removes, every :data:`CGROUP_SWEEP` seconds (and at
+        its first call), the job cgroups whose work dir is gone (jobs that ended while no worker
+        followed them and whose work dir was purged since) and the zygote cgroups of worker
+        processes that are gone.
+
         Never raises (a directory that cannot be removed is logged)."""
         self._drop_idle_spares()
+        if self.cgroups is not None and time.monotonic() - self._swept_at >= CGROUP_SWEEP:
+            self._swept_at = time.monotonic()
+            self.cgroups.sweep(is_live=functools.partial(_cgroup_in_use, self.work_root))
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
@@ -469,8 +553,11 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
 
     def _kill_leftovers(self, handle: RunHandle) -> None:
-        """SIGKILL the processes left in the session of the job's wrapper once it has ended."""
-        if handle.pid is not None and not self._running(handle):
+        """SIGKILL the processes left in the session of the job's wrapper once it has ended
+        (with job cgroups: everything in the job's cgroup)."""
+        if self.cgroups is not None:
+            self.cgroups.kill(handle.work_dir.name)
+        elif handle.pid is not None and not self._running(handle):
             _kill_leftovers(handle.pid, ref_start_time(handle.ref),
                             os.getuid() if handle.account is None else handle.account.uid)
 
@@ -492,11 +579,41 @@ def _account_key(account: Account | None) -> tuple[int, int] | None:
     return None if account is None else (account.uid, account.gid)
 
 
-def _close_zygotes(zygotes: dict[tuple[int, int] | None, Zygote]) -> None:
-    for launcher in zygotes.values():
-        with contextlib.suppress(OSError):
-            launcher.close()
+def _close_zygotes(zygotes: dict[tuple[int, int] | None, Zygote], cgroups: JobCgroups | None) -> None:
+    for key, launcher in zygotes.items():
+        _close_zygote(key, launcher, cgroups)
     zygotes.clear()
+
+
+def _close_zygote(key: tuple[int, int] | None, launcher: Zygote, cgroups: JobCgroups | None) -> None:
+    """Close a zygote; with job cgroups, kill what is left in its cgroup and remove it (a process
+    a job of the account forked from its zygote, which it may trace: same uid)."""
+    with contextlib.suppress(OSError):
+        launcher.close()
+    if cgroups is not None:
+        cgroups.kill(zygote_cgroup(key))
+
+
+#: Name prefix of a zygote's cgroup below the cgroup root: ``zygote.<worker pid>.<uid>.<gid>``
+#: (``...worker`` for the worker's own user).
+ZYGOTE_CGROUP = "zygote."
+
+
+def zygote_cgroup(key: tuple[int, int] | None) -> str:
+    """The cgroup (below the cgroup root) of this worker process's zygote for ``key``'s account:
+    a job's wrapper starts there and is moved into the job's, so a process forked from the zygote
+    never runs outside the tree, and the common ancestor of the two is the cgroup root."""
+    account = "worker" if key is None else f"{key[0]}.{key[1]}"
+    return f"{ZYGOTE_CGROUP}{os.getpid()}.{account}"
+
+
+def _cgroup_in_use(work_root: Path, name: str) -> bool:
+    """Whether the cgroup ``name`` below the cgroup root is still wanted: a job's whose work dir
+    exists, or a zygote's whose worker process lives."""
+    if name.startswith(ZYGOTE_CGROUP):
+        pid = name[len(ZYGOTE_CGROUP):].split(".", 1)[0]
+        return pid.isdigit() and os.path.exists(f"/proc/{pid}")
+    return os.path.lexists(work_root / name)
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
@@ -689,7 +806,7 @@ def is_wrapper(pid: int, work_dir: Path, account: Account | None) -> bool:
     if state is None or state == "Z":
         return False
     expected = os.getuid() if account is None else account.uid
-    return _runs_wrapper_for(_cmdline(pid), work_dir) and _real_uid(pid) == expected
+    return _runs_wrapper_for(_cmdline(pid), work_dir) and processes.real_uid(pid) == expected
 
 
 def _child_of(pid: int, parent: int) -> int | bool | None:
@@ -761,30 +878,10 @@ def _runs_wrapper_for(argv: list[str], work_dir: Path) -> bool:
 
 def _find_wrapper(work_dir: Path, account: Account | None) -> int | None:
     """The pid of the wrapper running in ``work_dir`` as ``account`` (:func:`is_wrapper`), if any."""
-    for pid in _pids():
+    for pid in processes.pids():
         if _runs_wrapper_for(_cmdline(pid), work_dir) and is_wrapper(pid, work_dir, account):
             return pid
     return None
-
-
-def _real_uid(pid: int) -> int | None:
-    """The real uid of ``pid`` (the first of ``/proc/<pid>/status``'s ``Uid:`` line), None if
-    the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -807,7 +904,7 @@ def _proc_state(pid: int) -> str | None:
 
 def _kill_session(sid: int) -> None:
     """SIGKILL every process of session ``sid`` (the wrapper and the job's groups)."""
-    for pid in _pids():
+    for pid in processes.pids():
         try:
             if os.getsid(pid) == sid:
                 os.kill(pid, signal.SIGKILL)
@@ -860,7 +957,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
     those running as ``uid``, read from ``/proc`` in one pass."""
     parents: dict[int, int] = {}
     members: set[int] = set()
-    for pid in _pids():
+    for pid in processes.pids():
         fields = _stat_fields(pid)
         if fields is None or len(fields) < 4 or fields[0] in (b"Z", b"X") or pid == sid:
             continue
@@ -878,7 +975,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
             if parent in chosen and pid not in chosen:
                 chosen.add(pid)
                 grown = True
-    return [pid for pid in chosen if _real_uid(pid) == uid]
+    return [pid for pid in chosen if processes.real_uid(pid) == uid]
 
 
 def _reap_if_child(pid: int) -> None:
