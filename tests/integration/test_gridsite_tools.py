@@ -26,6 +26,9 @@ Decided and asserted behaviour:
   fail, and a second destroy exits 1 with the DelegationException message.
 * **htproxyinfo** never contacts the server (it still wants a URL argument): it prints the
   local credential chain, CA, EEC and proxy (PC), with status OK and the validity dates.
+* **htcp** (the reference UI's https transfer tool, ``wmproxy-behaviour.md`` §4.2) uploads input
+  sandbox files to the URIs of the registered JDL, which percent-encode the file names
+  (``res%231.txt``): the files are stored under their own names and the job reads them.
 """
 
 from __future__ import annotations
@@ -45,14 +48,15 @@ from cryptography import x509
 from tests.conftest import Pki, need_peer
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.service import Deployment
-from tests.support import delegate, wait_for
+from tests.support import delegate, outputs, wait_for
+from wmproxy.jdl import parse_jdl
 from wmproxy.security.delegation import default_delegation_id
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 
 pytestmark = pytest.mark.integration
 
-TOOLS = ("htproxyput", "htproxyrenew", "htproxyinfo", "htproxytime", "htproxyunixtime", "htproxydestroy")
+TOOLS = ("htproxyput", "htproxyrenew", "htproxyinfo", "htproxytime", "htproxyunixtime", "htproxydestroy", "htcp")
 NOT_RFC = "the delegated credential is not an RFC 3820 proxy"
 
 
@@ -249,6 +253,29 @@ class TestHtproxyinfo:
         assert result.returncode == 0, result.stderr
         assert f"1 (EEC) {pki.users['bob'].dn}" in result.stdout
         assert re.search(rf"2 \(PC\) {re.escape(pki.users['bob'].dn)}/CN=[0-9]+", result.stdout)
+
+
+class TestHtcp:
+    def test_input_files_named_with_uri_delimiters_are_uploaded_to_the_registered_uris(
+        self, run, alice: ReferenceClient, pki: Pki, tmp_path: Path
+    ) -> None:
+        put_properly(alice, pki, "gs-htcp")
+        files = {"run.sh": "cat 'res#1.txt' 'a b%.txt'\n", "res#1.txt": "first\n", "a b%.txt": "second\n"}
+        jdl = ('[ Executable = "/bin/sh"; Arguments = "run.sh"; StdOutput = "out.txt"; OutputSandbox = { "out.txt" };'
+               ' InputSandbox = { "run.sh", "res#1.txt", "a b%.txt" }; ]')
+        job = alice.wmproxy.jobRegister(jdl, "gs-htcp")
+        dest = alice.wmproxy.getSandboxDestURI(job.id, "https")[0]
+        entries = parse_jdl(alice.wmproxy.getJDL(job.id, "REGISTERED"))["InputSandbox"]
+        assert entries == [f"{dest}/run.sh", f"{dest}/res%231.txt", f"{dest}/a%20b%25.txt"]
+        for (name, text), uri in zip(files.items(), entries, strict=True):
+            (tmp_path / name).write_text(text)
+            put = run("htcp", str(tmp_path / name), uri, url=False)
+            assert put.returncode == 0, put.stderr
+        alice.wmproxy.jobStart(job.id)
+        final = wait_for(lambda: alice.wmproxy.getJobStatus(job.id).status,
+                         lambda status: status.startswith(("Done", "Aborted")), what=f"{job.id} to end")
+        assert final == "Done (Exit Code 0)"
+        assert outputs(alice, job.id)["out.txt"] == b"first\nsecond\n"
 
 
 def test_every_tool_is_exercised() -> None:

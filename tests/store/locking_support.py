@@ -1,12 +1,18 @@
 """Rows for the row-lock tests (tests/store/test_locking.py, test_lock_all.py): a job, and a
-compound job with one node; and :func:`run_together`, threads racing for the same rows."""
+compound job with one node; :func:`run_together`, threads racing for the same rows; and, for the
+tests that order transactions by PostgreSQL's own lock queue (test_destroy_beside_put_proxy.py,
+test_rotation_beside_put_proxy.py), :func:`hold_request_row`, :func:`lock_waiters` and
+:func:`race_behind_request_row` (with :func:`lock_waiters`, :func:`start_thread`)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
+from tests.support import wait_for
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
@@ -51,3 +57,62 @@ def run_together(count: int, fn: Callable[[int], T], deadline: float = 120.0) ->
     assert errors == []
     assert not any(t.is_alive() for t in threads)
     return results
+
+
+def hold_request_row(conn: sa.Connection, owner_dn: str, delegation_id: str) -> None:
+    """Lock the pending delegation request of (``owner_dn``, ``delegation_id``) in ``conn``'s
+    transaction (``SELECT ... FOR UPDATE``) until it ends: putProxy's statement, and whatever
+    locks that row after it, then wait in PostgreSQL's queue for it, in the order they came."""
+    locked = conn.execute(sa.text(
+        "SELECT count(*) FROM (SELECT 1 FROM delegation_requests WHERE owner_dn = :dn "
+        "AND delegation_id = :id FOR UPDATE) AS locked"), {"dn": owner_dn, "id": delegation_id}).scalar_one()
+    assert locked == 1
+
+
+def lock_waiters(conn: sa.Connection) -> int:
+    """Backends of this database waiting for a lock (``conn`` in autocommit: a transaction
+    would keep reading its first snapshot of the statistics)."""
+    return int(conn.execute(sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )).scalar_one())
+
+
+def start_thread(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:
+    """A started thread running ``call``; its result, or the exception it raised, goes to
+    ``outcome[name]``."""
+    def run() -> None:
+        try:
+            outcome[name] = call()
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            outcome[name] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
+
+
+def race_behind_request_row(database_url: str, owner_dn: str, delegation_id: str,
+                            *calls: tuple[str, Callable[[], Any]], deadline: float = 120.0) -> dict[str, Any]:
+    """Run ``calls`` (``(name, call)``) in threads queued, in that order, for the pending request
+    row of (``owner_dn``, ``delegation_id``): a third connection holds the row
+    (:func:`hold_request_row`), each call is started once the one before waits for a lock
+    (``pg_stat_activity``, polled up to ``deadline`` seconds), and the row is let go once all
+    wait. Returns ``{name: result or the exception raised}``; fails the test if a thread has not
+    ended within ``deadline`` seconds (generous: the machine is shared)."""
+    outcome: dict[str, Any] = {}
+    threads: list[threading.Thread] = []
+    holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as hold, holder.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
+            hold_request_row(hold, owner_dn, delegation_id)
+            for waiting, (name, call) in enumerate(calls, start=1):
+                threads.append(start_thread(name, call, outcome))
+                wait_for(lambda: lock_waiters(watch), lambda n, waiting=waiting: n == waiting,
+                         what=f"{name} to wait for a row", timeout=deadline)
+            hold.rollback()
+            for thread in threads:
+                thread.join(deadline)
+            assert not any(thread.is_alive() for thread in threads)
+    finally:
+        holder.dispose()
+    return outcome

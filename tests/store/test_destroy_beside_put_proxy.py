@@ -14,50 +14,24 @@ and aborted one of them, and putProxy answered an untyped internal error.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import Pki
-from tests.support import delegate_in_process, principal_of, wait_for
+from tests.store.locking_support import race_behind_request_row
+from tests.support import delegate_in_process, principal_of
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 from wmproxy.services import delegation
 from wmproxy.services.runtime import Runtime
 
 pytestmark = pytest.mark.postgresql_only
 
-#: Seconds a thread may take; generous, the machine is shared.
-DEADLINE = 120.0
 RACED = "raced"
-
-
-def _lock_waiters(conn: sa.Connection) -> int:
-    """Backends of this database waiting for a lock (``conn`` in autocommit: a transaction
-    would keep reading its first snapshot of the statistics)."""
-    return int(conn.execute(sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )).scalar_one())
 
 
 def _rows(rt: Runtime, dn: str) -> tuple[bool, bool]:
     """(a proxy is stored, a request is pending) under (dn, RACED)."""
     with rt.uow() as uow:
         return (uow.delegations.get(dn, RACED) is not None, uow.delegations.get_request(dn, RACED) is not None)
-
-
-def _start(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:
-    def run() -> None:
-        try:
-            outcome[name] = call()
-        except Exception as exc:  # noqa: BLE001 - compared below
-            outcome[name] = exc
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    return thread
 
 
 def test_destroy_waiting_behind_a_put_proxy_of_the_same_delegation_does_not_deadlock(
@@ -67,26 +41,10 @@ def test_destroy_waiting_behind_a_put_proxy_of_the_same_delegation_does_not_dead
     _, csr = delegation.create_proxy_request(rt, alice, RACED)  # and a pending request, signed
     signed = sign_proxy_request(csr.encode(), load_credential(pki.users["alice"].proxy), lifetime=3600).decode()
     assert _rows(rt, alice.dn) == (True, True)
-    outcome: dict[str, Any] = {}
-    threads = []
-    holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    try:
-        with holder.connect() as hold, holder.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
-            assert hold.execute(sa.text(
-                "SELECT count(*) FROM (SELECT 1 FROM delegation_requests WHERE owner_dn = :dn "
-                "AND delegation_id = :id FOR UPDATE) AS locked"), {"dn": alice.dn, "id": RACED}).scalar_one() == 1
-            threads.append(_start("putProxy", lambda: delegation.store_proxy(rt, alice, RACED, signed), outcome))
-            wait_for(lambda: _lock_waiters(watch), lambda n: n == 1, what="putProxy to wait for the request's row",
-                     timeout=DEADLINE)
-            threads.append(_start("destroy", lambda: delegation.destroy(rt, alice, RACED), outcome))
-            wait_for(lambda: _lock_waiters(watch), lambda n: n == 2, what="destroy to wait for a row too",
-                     timeout=DEADLINE)
-            hold.rollback()
-            for thread in threads:
-                thread.join(DEADLINE)
-            assert not any(thread.is_alive() for thread in threads)
-    finally:
-        holder.dispose()
+    outcome = race_behind_request_row(
+        database_url, alice.dn, RACED,
+        ("putProxy", lambda: delegation.store_proxy(rt, alice, RACED, signed)),
+        ("destroy", lambda: delegation.destroy(rt, alice, RACED)))
     assert not isinstance(outcome["putProxy"], Exception), outcome
     assert outcome["destroy"] is None, outcome
     assert outcome["putProxy"].delegation_id == RACED

@@ -21,12 +21,8 @@ import pytest
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.store.worker_support import LEASE, end_jobs, in_state, job_row, submit, until
-from tests.support import delegate_in_process, principal_of
-from wmproxy.domain import JobState
-from wmproxy.execution.backends.local import LocalExecutionBackend
+from tests.store.worker_support import LEASE, aborted_beside_done, job_row
 from wmproxy.execution.identity import Account
-from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 
 CE = "ce.example.org:8443/deep"
@@ -48,19 +44,8 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account
 
 def test_a_job_whose_requirements_cannot_be_evaluated_is_aborted_and_the_next_one_runs(
         rt: Runtime, pki: Pki, work_root: Path) -> None:
-    alice = principal_of(pki, "alice")
-    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
-    bad = submit(rt, alice, "touch ran", "Requirements = other.D0;")  # the oldest request: claimed first
-    good = submit(rt, alice, "touch ran")
-    worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, "w1")
-    try:
-        worker.start()
-        # Each step is a cycle of the worker's loop: one raising is the process ending.
-        until(worker, lambda: in_state(rt, bad, JobState.ABORTED)() and in_state(rt, good, JobState.DONE)(),
-              "the job with bad Requirements aborted and the other one done")
-        worker.step()  # and the worker goes on
-    finally:
-        end_jobs(worker)
+    bad, good = aborted_beside_done(rt, pki, work_root, "the job with bad Requirements aborted and the other one done",
+                                    extra="Requirements = other.D0;")
     row = job_row(rt, bad)
     assert row.reason == f"the job's Requirements cannot be evaluated against CE {CE}: failed to evaluate expression"
     assert (row.destination, row.backend_ref, row.shallow_retries) == (None, None, 0)  # never matched nor run
@@ -72,24 +57,8 @@ def test_a_job_whose_stored_jdl_no_longer_reads_is_aborted_and_the_next_one_runs
     """A JDL stored before a rule it breaks (a quoted attribute name, refused since) no longer
     parses at the claim: that job ends Aborted, the claim goes on with the others (before, the
     claim's transaction rolled back at each cycle and no job of the site started)."""
-    import sqlalchemy as sa
-
-    from wmproxy.store.schema import Job
-
-    alice = principal_of(pki, "alice")
-    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
-    bad = submit(rt, alice, "touch ran")  # the oldest request: claimed first
-    good = submit(rt, alice, "touch ran")
-    with rt.uow() as uow:
-        uow.session.execute(sa.update(Job).where(Job.id == bad).values(
-            jdl_registered='[ Executable = "/bin/true"; \'my attr\' = 1; ]'))
-    worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, "w1")
-    try:
-        worker.start()
-        until(worker, lambda: in_state(rt, bad, JobState.ABORTED)() and in_state(rt, good, JobState.DONE)(),
-              "the job whose JDL no longer reads aborted and the other one done")
-    finally:
-        end_jobs(worker)
+    bad, _ = aborted_beside_done(rt, pki, work_root, "the job whose JDL no longer reads aborted and the other one done",
+                                 stored={"jdl_registered": '[ Executable = "/bin/true"; \'my attr\' = 1; ]'})
     row = job_row(rt, bad)
     assert (row.reason or "").startswith("the registered JDL cannot be read: ") and "my attr" in (row.reason or "")
     assert row.backend_ref is None

@@ -14,18 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.store.worker_support import LEASE, end_jobs, in_state, job_row, submit, until
-from tests.support import delegate_in_process, principal_of
-from wmproxy.domain import JobState, to_filename
-from wmproxy.execution.backends.local import LocalExecutionBackend
+from tests.store.worker_support import LEASE, aborted_beside_done, job_row
+from wmproxy.domain import to_filename
 from wmproxy.execution.identity import Account
-from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
-from wmproxy.store.schema import Job
 
 
 @pytest.fixture
@@ -39,18 +34,9 @@ def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account
 
 def test_a_job_registered_unmapped_is_aborted_not_run_as_the_service(rt: Runtime, pki: Pki,
                                                                      work_root: Path) -> None:
-    alice = principal_of(pki, "alice")
-    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
-    unmapped, mapped = submit(rt, alice, "touch ran"), submit(rt, alice, "touch ran")
-    with rt.uow() as uow:  # as registered while [mapping] mode was none
-        uow.session.execute(sa.update(Job).where(Job.id == unmapped).values(local_account=None))
-    worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, "w1")
-    try:
-        worker.start()
-        until(worker, lambda: in_state(rt, unmapped, JobState.ABORTED)() and in_state(rt, mapped, JobState.DONE)(),
-              "the unmapped job aborted and the mapped one done")
-    finally:
-        end_jobs(worker)
+    # local_account as registered while [mapping] mode was none
+    unmapped, _ = aborted_beside_done(rt, pki, work_root, "the unmapped job aborted and the mapped one done",
+                                      stored={"local_account": None})
     row = job_row(rt, unmapped)
     assert "no mapped account" in (row.reason or "") and row.shallow_retries == 0
     assert row.backend_ref is None  # never prepared: nothing spawned

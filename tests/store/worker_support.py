@@ -1,8 +1,9 @@
 """Helpers for the tests that run the execution worker in-process on a real database
 (tests/store/test_adoption.py, test_worker_read_ahead.py): submit a shell job, read its row,
 step a worker until a condition holds, make a worker "die" by back-dating its heartbeat
-past :data:`LEASE` (no sleeping), and make the database refuse the worker's writes for a
-while (:func:`database_held`)."""
+past :data:`LEASE` (no sleeping), make the database refuse the worker's writes for a
+while (:func:`database_held`), and run a job that must be Aborted beside one that must run
+(:func:`aborted_beside_done`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from tests.conftest import Pki
+from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
@@ -118,6 +122,36 @@ def end_jobs(worker: ExecutionWorker) -> None:
 
 def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:
     return lambda: job_row(rt, job_id).state in {s.value for s in states}
+
+
+def aborted_beside_done(rt: Runtime, pki: Pki, work_root: Path, what: str, *, extra: str = "",
+                        stored: dict[str, Any] | None = None) -> tuple[str, str]:
+    """A job the worker must abort, then an ordinary one, both of alice (delegation ``exec``):
+    ``(bad, good)`` once a worker in process (local backend, ``work_root``) has Aborted the first
+    and run the second to Done, and then made one more cycle (the worker goes on).
+
+    Args:
+        what: the wait's description, for a timeout's message.
+        extra: JDL attributes of the first job.
+        stored: columns of the first job's row changed after it was submitted (what an
+            earlier version or configuration stored).
+    """
+    alice = principal_of(pki, "alice")
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
+    bad = submit(rt, alice, "touch ran", extra)  # the oldest request: claimed first
+    good = submit(rt, alice, "touch ran")
+    if stored:
+        with rt.uow() as uow:
+            uow.session.execute(sa.update(Job).where(Job.id == bad).values(**stored))
+    worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, "w1")
+    try:
+        worker.start()
+        # Each step is a cycle of the worker's loop: one raising is the process ending.
+        until(worker, lambda: in_state(rt, bad, JobState.ABORTED)() and in_state(rt, good, JobState.DONE)(), what)
+        worker.step()
+    finally:
+        end_jobs(worker)
+    return bad, good
 
 
 def abandon(worker: ExecutionWorker, rt: Runtime, *, process_lives: bool = False) -> None:

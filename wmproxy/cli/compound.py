@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from wmproxy.cli.common import CliError
 from wmproxy.cli.sandbox import _parse, input_sandbox_entries
@@ -155,13 +155,15 @@ def upload_plan(registered_jdl: str, dest_uri: str, jdl_text: str, jdl_dir: str 
     Raises:
         CliError: ``InputSandbox`` when a needed local file does not exist.
     """
+    from wmproxy.jdl.sandbox import uri_file_name
+
     prefix = dest_uri.rstrip("/") + "/"
     plain, parametric = _local_candidates(jdl_text, Path(jdl_dir))
     files: list[Path] = []
     for entry in input_sandbox_entries(registered_jdl):
         if not entry.startswith(prefix):
             continue
-        name = unquote(entry[len(prefix):])
+        name = uri_file_name(entry[len(prefix):])
         path = plain.get(name)
         if path is None:
             path = _parametric_path(name, parametric, Path(jdl_dir))

@@ -66,7 +66,7 @@ def upload_file(
             status, ``ConnectionError`` for network/TLS failures.
     """
     path = Path(path)
-    target = f"{dest_uri.rstrip('/')}/{quote(path.name)}"
+    target = f"{dest_uri.rstrip('/')}/{quote(path.name, safe='', errors='surrogateescape')}"
     try:
         fh = path.open("rb")
     except OSError as exc:

@@ -21,7 +21,7 @@ from wmproxy.jdl.attributes import set_list, string_list, string_value
 from wmproxy.jdl.compound import describe
 from wmproxy.jdl.description import JobDescription
 from wmproxy.jdl.parse import quote_name
-from wmproxy.jdl.sandbox import URI_SCHEME, file_name, has_wildcards, is_remote_uri
+from wmproxy.jdl.sandbox import URI_SCHEME, file_name, file_uri, has_wildcards, is_remote_uri, uri_file_name
 
 NODE_TYPE = "edg-jdl"
 
@@ -79,7 +79,8 @@ def registered_ad(
     Implements ``wmproxy-behaviour.md`` §3.1 step 6 (VO check), step 8 (interactive
     ``Environment`` additions), step 12 (attributes set, removed and normalised) and
     §3.2 step 8c (``OutputSandboxDestURI`` below the job's own output URI). Local
-    ``InputSandbox`` entries become ``<area.input_uri>/<file name>``: for a node that
+    ``InputSandbox`` entries become ``<area.input_uri>/<file name>`` (the name percent-encoded,
+    :func:`~wmproxy.jdl.sandbox.file_uri`): for a node that
     is the parent's input area, where the files are really uploaded. The DAG level of
     a compound job lists its registered nodes as the reference's ``JDLToStart`` does
     (§9.4 step 9): ``nodes = [ <name> = [ description = [...]; node_type = "edg-jdl" ];
@@ -143,7 +144,7 @@ def registered_ad(
         set_list(out, "Environment", environment)
     if "InputSandbox" in out:
         set_list(out, "InputSandbox", [
-            entry if is_remote_uri(entry) else f"{area.input_uri}/{file_name(entry)}"
+            entry if is_remote_uri(entry) else file_uri(area.input_uri, file_name(entry))
             for entry in description.input_sandbox
         ])
     if "OutputSandbox" in out:
@@ -164,8 +165,8 @@ def isb_file_names(registered: classad2.ClassAd, input_uri: str) -> tuple[str, .
             port since registration still finds the files.
 
     Returns:
-        File names of the ``InputSandbox`` entries below ``input_uri`` (remote entries
-        are the job's own business).
+        File names of the ``InputSandbox`` entries below ``input_uri``, decoded
+        (:func:`~wmproxy.jdl.sandbox.uri_file_name`; remote entries are the job's own business).
 
     Raises:
         JdlError: ``InputSandbox`` is not a list of strings.
@@ -174,8 +175,11 @@ def isb_file_names(registered: classad2.ClassAd, input_uri: str) -> tuple[str, .
     names: list[str] = []
     for entry in string_list(registered, "InputSandbox"):
         path = _uri_path(entry)
-        name = path[len(prefix):]
-        if path.startswith(prefix) and name and "/" not in name and name not in names:
+        if not path.startswith(prefix):
+            continue
+        segment = path[len(prefix):]
+        name = uri_file_name(segment)
+        if segment and "/" not in segment and "/" not in name and name not in names:
             names.append(name)
     return tuple(names)
 

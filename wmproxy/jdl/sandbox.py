@@ -11,12 +11,16 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
+from urllib.parse import quote, unquote
 
 from wmproxy.errors import InvalidArgumentError, JdlError
 
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 WILDCARDS = ("*", "?", "[")
 _LOCAL_SCHEME = "file"
+#: A URI path segment in the form :func:`file_uri` writes a name: unreserved characters and
+#: ``%XX`` escapes only.
+_ENCODED_SEGMENT = re.compile(r"(?:[A-Za-z0-9_.~-]|%[0-9A-Fa-f]{2})+")
 
 
 def is_remote_uri(entry: str) -> bool:
@@ -40,6 +44,30 @@ def file_name(entry: str) -> str:
     match = URI_SCHEME.match(entry)
     path = entry[match.end():] if match else entry
     return posixpath.basename(path.rstrip("/"))
+
+
+def file_uri(area_uri: str, name: str) -> str:
+    """``<area_uri>/<name>`` with ``name`` percent-encoded (``#``, ``%``, ``?``, spaces...): the
+    sandbox edge serves the request path decoded, so ``res%231.txt`` is the file ``res#1.txt``.
+
+    Args:
+        area_uri: a job area's URI (its ``input``, ``output`` or ``peek`` directory).
+        name: a file name in it, as stored (bytes not UTF-8 kept as they are).
+    """
+    return f"{area_uri}/{quote(name, safe='', errors='surrogateescape')}"
+
+
+def uri_file_name(segment: str) -> str:
+    """The file name a URI's last path segment names: the inverse of :func:`file_uri`.
+
+    A segment in percent-encoded form (unreserved characters and ``%XX`` only) is decoded; any
+    other is the name as it is: a registered JDL stored before its ``InputSandbox`` names were
+    encoded (``res#1.txt``, ``a b.txt``), or a server that does not encode them. Only such a
+    name that also reads as encoded (``50%25.txt``) is ambiguous, and is decoded.
+    """
+    if _ENCODED_SEGMENT.fullmatch(segment):
+        return unquote(segment, errors="surrogateescape")
+    return segment
 
 
 def local_file_names(entries: Iterable[str]) -> list[str]:

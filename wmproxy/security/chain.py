@@ -487,21 +487,37 @@ def verify_chain(
     _verified_path(chain, ca_dir, at)
 
 
-def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None) -> bool:
-    """:func:`verify_chain`, and whether the path OpenSSL verified goes from ``chain[0]`` to
-    ``chain[1]`` (the same DER): then OpenSSL has checked that ``chain[1]``'s subject is
-    ``chain[0]``'s issuer and ``chain[0]``'s signature with ``chain[1]``'s public key. False
-    when OpenSSL took another of the untrusted certificates as the issuer (it picks them by
-    name), or the chain has one certificate.
+def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
+                           at: datetime | None = None) -> tuple[bool, list[x509.Certificate]]:
+    """:func:`verify_chain`, and the path OpenSSL verified as certificates of ``chain``.
+
+    Returns ``(proven, path)``:
+
+    * ``proven``: the verified path goes from ``chain[0]`` to ``chain[1]`` (the same DER): then
+      OpenSSL has checked that ``chain[1]``'s subject is ``chain[0]``'s issuer and ``chain[0]``'s
+      signature with ``chain[1]``'s public key. False when OpenSSL took another of the untrusted
+      certificates as the issuer (it picks them by name), or the chain has one certificate.
+    * ``path``: the verified path, leaf first, from ``chain[0]`` up to and including its first
+      non-proxy certificate (the end-entity certificate; the CA certificates after it belong to
+      the CA directory), each one the object of ``chain`` with its DER (the first such); a
+      certificate OpenSSL took from the CA directory instead is converted. Certificates of
+      ``chain`` beside the path are not in it.
 
     Raises:
         ProxyVerificationError: as :func:`verify_chain`.
     """
-    path = _verified_path(chain, ca_dir, at)
-    return (
-        len(chain) > 1 and len(path) > 1
-        and crypto.dump_certificate(crypto.FILETYPE_ASN1, path[1]) == certificate_der(chain[1])
-    )
+    verified = _verified_path(chain, ca_dir, at)
+    sent: dict[bytes, x509.Certificate] = {}
+    for cert in chain[1:]:
+        sent.setdefault(certificate_der(cert), cert)
+    path = [chain[0]]
+    for issuer in verified[1:]:
+        if not is_proxy(path[-1]):
+            break
+        found = sent.get(crypto.dump_certificate(crypto.FILETYPE_ASN1, issuer))
+        path.append(found if found is not None else issuer.to_cryptography())
+    proven = len(chain) > 1 and len(path) > 1 and path[1] is chain[1]
+    return proven, path
 
 
 def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None) -> None:

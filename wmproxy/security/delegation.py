@@ -23,13 +23,14 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyError, ProxyVerificationError
 from wmproxy.security.chain import (
     chain_pem,
+    end_entity,
     has_limited_proxy,
-    identity_dn,
     is_proxy,
     load_pem_chain,
     proxy_depth,
     verify_delegated_chain,
 )
+from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import key_pem as _key_pem
 from wmproxy.security.proxy import public_key_der, utc_now
 from wmproxy.security.voms import verified_fqans
@@ -56,8 +57,8 @@ class DelegatedProxy:
     Attributes:
         pem: grid proxy file layout: leaf cert, unencrypted private key, issuer chain.
         dn: caller identity (slash DN of the end-entity cert).
-        not_before, not_after: validity of the stored chain (the leaf and the issuers sent with
-            it, the self-signed CA left out as in ``pem``), UTC-aware: the latest notBefore and
+        not_before, not_after: validity of the stored chain (the path OpenSSL verified, from the
+            leaf through the user certificate, as in ``pem``), UTC-aware: the latest notBefore and
             the earliest notAfter. OpenSSL does not require a proxy to end before its issuer, so
             a leaf may outlive the user certificate; the proxy is usable only while all are valid.
         fqans: the FQANs of the chain's VOMS ACs that verified at putProxy time (first =
@@ -116,8 +117,13 @@ def accept_delegated_proxy(
     most ``max_depth`` proxy levels; no certificate of it is a limited proxy (a proxy
     signed by a limited proxy is limited, and limited proxies grant data access only); the
     chain's identity is the caller; it is within its validity period (5 s clock skew); the
-    whole chain verifies against ``ca_dir`` (CRLs included); the chain stored with it is
-    within its validity period too (OpenSSL checks the certificates of its path only).
+    whole chain verifies against ``ca_dir`` (CRLs included); the end-entity certificate of the
+    path OpenSSL verified is the caller's too.
+
+    What is stored, and its validity, is that verified path from the leaf through the user
+    certificate: a certificate sent beside it (an old copy of a CA or user certificate, a
+    stray proxy) is not stored, handed on to jobs or counted in the validity, and the CA
+    certificates are left to the CA directory (as in a ``grid-proxy-init`` proxy file).
 
     Raises:
         ProxyVerificationError: any check fails; the message says which.
@@ -145,10 +151,10 @@ def accept_delegated_proxy(
     # proves it too when its path goes through chain[1] (issue 14: about 60 us of a putProxy), so
     # it runs on its own only when that is not known: when a later check fails (its error is
     # then raised first, as before), or OpenSSL took another issuer or another algorithm.
-    stored = [leaf, *(c for c in chain[1:] if not _is_self_signed(c))]
     try:
-        dn = _check_chain(chain, leaf, caller_dn, now, max_depth)
-        proven = verify_delegated_chain(chain, ca_dir, at=now)
+        dn, user = _check_chain(chain, leaf, caller_dn, now, max_depth)
+        proven, stored = verify_delegated_chain(chain, ca_dir, at=now)
+        _check_path_identity(stored, user, dn)
         not_before, not_after = _chain_validity(stored, now)
     except Exception:
         _check_signature(leaf, chain[1])
@@ -172,9 +178,10 @@ def accept_delegated_proxy(
 
 
 def _check_chain(chain: list[x509.Certificate], leaf: x509.Certificate, caller_dn: str, now: datetime,
-                 max_depth: int) -> str:
+                 max_depth: int) -> tuple[str, x509.Certificate]:
     """The checks of :func:`accept_delegated_proxy` after the leaf's signature and before the CA
-    directory's verification, in order; returns the chain's identity DN."""
+    directory's verification, in order; returns the chain's identity DN and its end-entity
+    certificate."""
     _check_subject(leaf, chain[1])
     depth = proxy_depth(chain)
     if depth > max_depth:
@@ -185,22 +192,33 @@ def _check_chain(chain: list[x509.Certificate], leaf: x509.Certificate, caller_d
             "proxy, which grants data access only"
         )
     try:
-        dn = identity_dn(chain)
+        user = end_entity(chain)
     except ProxyError as exc:
         raise _refuse(str(exc.args[0])) from None
+    dn = slash_dn(user.subject)
     if dn != caller_dn:
         raise _refuse("delegated proxy does not belong to the caller")
     if leaf.not_valid_before_utc > now + CLOCK_SKEW:
         raise _refuse("proxy validity starting time in the future; please check client date/time")
     if leaf.not_valid_after_utc <= now:
         raise _refuse("the delegated proxy has expired")
-    return dn
+    return dn, user
+
+
+def _check_path_identity(path: list[x509.Certificate], user: x509.Certificate, dn: str) -> None:
+    """The end-entity certificate of the verified ``path`` is ``user``, the first of the sent
+    chain (whose identity ``dn`` is the caller's), or one of the same identity: else the proxy
+    is another user's, sent with the caller's certificate before its own user certificate."""
+    last = path[-1]
+    if last is user:
+        return
+    if is_proxy(last) or slash_dn(last.subject) != dn:
+        raise _refuse("delegated proxy does not belong to the caller")
 
 
 def _chain_validity(stored: list[x509.Certificate], now: datetime) -> tuple[datetime, datetime]:
     """The validity of the chain stored for a delegated proxy (the latest notBefore, the
-    earliest notAfter), checked at ``now`` as the leaf's is: OpenSSL has refused an expired or
-    not yet valid certificate of its path, but not one sent beside it."""
+    earliest notAfter), checked at ``now`` as the leaf's is (the 5 s clock skew for a start)."""
     not_before = max(c.not_valid_before_utc for c in stored)
     not_after = min(c.not_valid_after_utc for c in stored)
     if not_before > now + CLOCK_SKEW:
@@ -227,10 +245,6 @@ def _check_subject(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
         or next(iter(last)).oid != NameOID.COMMON_NAME
     ):
         raise _refuse("the delegated proxy subject is not its issuer's subject plus one CN")
-
-
-def _is_self_signed(cert: x509.Certificate) -> bool:
-    return cert.subject == cert.issuer and not is_proxy(cert)
 
 
 def default_delegation_id(dn: str, fqans: Sequence[str] = ()) -> str:

@@ -7,10 +7,11 @@ the reference, whose default protocol was gsiftp).
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from wmproxy.config import Settings
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl.sandbox import file_uri
+
+__all__ = ["PROTOCOLS", "file_uri", "sandbox_base_url", "select_protocols", "transfer_protocols"]
 
 PROTOCOLS = ("https",)
 
@@ -28,17 +29,6 @@ def sandbox_base_url(settings: Settings) -> str:
     """
     svc = settings.service
     return f"https://{svc.host}:{svc.port}"
-
-
-def file_uri(area_uri: str, name: str) -> str:
-    """``<area_uri>/<name>`` with ``name`` percent-encoded (``#``, ``%``, ``?``, spaces...): the
-    sandbox edge serves the request path decoded, so ``res%231.txt`` is the file ``res#1.txt``.
-
-    Args:
-        area_uri: a job area's ``output_uri`` or ``peek_uri``.
-        name: a file name in it, as stored (bytes not UTF-8 kept as they are).
-    """
-    return f"{area_uri}/{quote(name, safe='', errors='surrogateescape')}"
 
 
 def select_protocols(protocol: str | None, *, default: str = "all") -> tuple[str, ...]:

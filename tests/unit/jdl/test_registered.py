@@ -377,6 +377,19 @@ class TestIsbFileNames:
         other = STORAGE.job_area(child_job_id(JOB_ID, 0))
         assert isb_file_names(ad, other.input_uri) == ()
 
-    def test_file_names_with_uri_delimiters_are_taken_literally(self) -> None:
-        ad = _register('Executable = "a"; InputSandbox = { "in#1.txt", "what?.txt" };')
-        assert isb_file_names(ad, AREA.input_uri) == ("in#1.txt", "what?.txt")
+    def test_file_names_are_registered_percent_encoded_and_read_back_decoded(self) -> None:
+        """The registered entries are URIs a client can PUT to (``#``, ``?``, ``%``, spaces
+        encoded, as the output URIs are); the names to stage are the files' own."""
+        names = ("in#1.txt", "what?.txt", "a b%.txt", "50%25.txt", "été.txt")
+        ad = _register('Executable = "a"; InputSandbox = { ' + ", ".join(f'"{n}"' for n in names) + " };")
+        assert ad["InputSandbox"] == [AREA.input_uri + "/" + encoded for encoded in (
+            "in%231.txt", "what%3F.txt", "a%20b%25.txt", "50%2525.txt", "%C3%A9t%C3%A9.txt")]
+        assert isb_file_names(ad, AREA.input_uri) == names
+
+    def test_names_registered_before_they_were_encoded_are_taken_literally(self) -> None:
+        """A JDL registered by an earlier version (names as they are) and started after the
+        upgrade: a name that is not in encoded form is the file's name."""
+        ad = _register('Executable = "a";')
+        ad["InputSandbox"] = [f"{AREA.input_uri}/in#1.txt", f"{AREA.input_uri}/what?.txt",
+                              f"{AREA.input_uri}/a b%.txt", f"{AREA.input_uri}/plain.txt"]
+        assert isb_file_names(ad, AREA.input_uri) == ("in#1.txt", "what?.txt", "a b%.txt", "plain.txt")

@@ -169,11 +169,24 @@ class TestVerifyChain:
 
     def test_delegated_chain_says_whether_the_path_goes_through_the_next_certificate(self, ca, user, proxy):
         second = make_proxy(proxy, lifetime=600)
-        assert verify_delegated_chain(second.full_chain, str(ca.directory)) is True
+        assert verify_delegated_chain(second.full_chain, str(ca.directory))[0] is True
         other = make_proxy(user, lifetime=600)  # another proxy of the user, not second's issuer
         # OpenSSL picks second's issuer by name among the untrusted certificates: not chain[1]
-        assert verify_delegated_chain([second.cert, other.cert, proxy.cert, user.cert], str(ca.directory)) is False
-        assert verify_delegated_chain([user.cert], str(ca.directory)) is False
+        sent = [second.cert, other.cert, proxy.cert, user.cert]
+        assert verify_delegated_chain(sent, str(ca.directory))[0] is False
+        assert verify_delegated_chain([user.cert], str(ca.directory))[0] is False
+
+    def test_delegated_chain_path_is_the_verified_one_through_the_user_certificate(self, ca, user, proxy):
+        """The sent certificates OpenSSL's path goes through, the same objects, in path order; not
+        a certificate beside the path, nor the CA (sent or not)."""
+        second = make_proxy(proxy, lifetime=600)
+        other = make_proxy(user, lifetime=600)
+        sent = [second.cert, other.cert, user.cert, proxy.cert, ca.cert]
+        proven, path = verify_delegated_chain(sent, str(ca.directory))
+        assert proven is False
+        assert [c is s for c, s in zip(path, [second.cert, proxy.cert, user.cert], strict=True)] == [True] * 3
+        assert verify_delegated_chain(second.full_chain, str(ca.directory))[1] == second.full_chain
+        assert verify_delegated_chain([user.cert], str(ca.directory))[1] == [user.cert]
 
     def test_two_level_and_limited_proxies_verify(self, ca, proxy):
         verify_chain(make_proxy(proxy, lifetime=600).full_chain, str(ca.directory))

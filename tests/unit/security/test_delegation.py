@@ -170,6 +170,37 @@ class TestAcceptDelegatedProxy:
         with pytest.raises(ProxyVerificationError, match="not signed by"):
             accept_delegated_proxy(key_pem, sent, caller, str(ca.directory))
 
+    def test_certificates_sent_beside_the_verified_path_are_not_stored(self, ca, user, proxy, request_pair):
+        """An expired and a short-lived certificate sent after the chain (an old copy of a
+        certificate, a stray one), and the CA: OpenSSL's path goes through neither extra; the
+        stored chain and its validity are that path's, from the leaf through the user
+        certificate."""
+        key_pem, csr = request_pair
+        signed = sign_proxy_request(csr, proxy, lifetime=1800)
+        now = datetime.now(UTC)
+        bygone = ca.issue_user("Bygone", not_after=now - timedelta(hours=1), lifetime_days=1).cert
+        brief = ca.issue_user("Brief", not_after=now + timedelta(minutes=10), lifetime_days=1).cert
+        other_proxy = make_proxy(user, lifetime=300).cert  # the user's, beside the path
+        sent = signed + chain_pem([bygone, other_proxy, brief, ca.cert])
+        got = accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+        leaf = load_pem_chain(signed)[0]
+        assert (got.not_before, got.not_after) == (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+        stored = load_credential(got.pem)
+        assert stored.cert == leaf and stored.chain == proxy.full_chain
+
+    def test_a_proxy_of_another_user_sent_with_the_callers_certificate_is_refused(self, ca, request_pair):
+        """Mallory holds a proxy of Jane's (delegated to her) and sends it with her own
+        certificate before Jane's: the first non-proxy certificate of what she sent is hers, but
+        the path OpenSSL verifies ends at Jane's."""
+        jane, mallory = ca.issue_user("Jane Doe"), ca.issue_user("Mallory")
+        janes = make_proxy(jane, lifetime=3600)
+        key_pem, csr = request_pair
+        leaf = load_pem_chain(sign_proxy_request(csr, janes, lifetime=600))[0]
+        sent = chain_pem([leaf, janes.cert, mallory.cert, jane.cert])
+        verify_chain(load_pem_chain(sent), str(ca.directory))  # OpenSSL alone accepts it
+        with pytest.raises(ProxyVerificationError, match="delegated proxy does not belong to the caller"):
+            accept_delegated_proxy(key_pem, sent, "/C=XX/O=wmproxy-demo/OU=Users/CN=Mallory", str(ca.directory))
+
     def test_leaf_alone(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
         leaf = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))[0]

@@ -214,14 +214,18 @@ class TestChainValidity:
         with pytest.raises(ProxyExpiredError, match="has less than 20 minutes left"):
             submit_job(rt, caller, ECHO_JDL, "short-user")
 
-    def test_an_expired_certificate_sent_beside_the_chain_is_refused(self, rt: Runtime, pki: Pki,
-                                                                     alice: Principal) -> None:
+    def test_an_expired_certificate_sent_beside_the_chain_is_left_out(self, rt: Runtime, pki: Pki,
+                                                                      alice: Principal) -> None:
         """OpenSSL checks the certificates of the path it builds only; an expired one sent after
-        them would be stored and end the proxy before it was accepted."""
+        them is neither stored nor counted in the validity (it used to end the proxy before it
+        was accepted): the stored proxy is the verified path's."""
         old = pki.ca.issue_user("Bygone", not_after=utcnow() - dt.timedelta(hours=1), lifetime_days=1)
         _, csr = delegation.create_proxy_request(rt, alice, "bygone")
-        signed = signed_by(pki, "alice", csr) + chain_pem([old.cert]).decode()
-        with pytest.raises(ProxyVerificationError, match="the delegated proxy has expired"):
-            delegation.store_proxy(rt, alice, "bygone", signed)
-        with pytest.raises(DelegationNotFoundError):
-            delegation.termination_time(rt, alice, "bygone")
+        plain = signed_by(pki, "alice", csr)
+        row = delegation.store_proxy(rt, alice, "bygone", plain + chain_pem([old.cert]).decode())
+        leaf = x509.load_pem_x509_certificate(plain.encode())
+        assert delegation.termination_time(rt, alice, "bygone") == row.not_after == leaf.not_valid_after_utc
+        with rt.uow() as uow:
+            stored = uow.delegations.stored_proxy(alice.dn, "bygone")
+            assert stored is not None
+            assert old.cert not in load_credential(rt.sealer.open(stored.sealed_proxy)).chain
