@@ -162,7 +162,7 @@ def accept_delegated_proxy(
     if not (proven and leaf.signature_algorithm_oid in _SIGNATURES_BOTH_CHECK):
         _check_signature(leaf, chain[1])
     try:
-        fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=now)
+        fqans = verified_fqans(stored, vomsdir=vomsdir, ca_dir=ca_dir, at=now)  # what is stored: the path
     except ProxyError as exc:
         raise _refuse(str(exc.args[0])) from None
     # The pending key as made by new_proxy_request (traditional RSA PEM) is stored as it is:

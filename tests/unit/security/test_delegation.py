@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -8,6 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from tests.conftest import Pki
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
 from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain
 from wmproxy.security.delegation import (
@@ -243,3 +245,23 @@ def _twin(cert: x509.Certificate, signer) -> x509.Certificate:
     for ext in cert.extensions:
         builder = builder.add_extension(ext.value, critical=ext.critical)
     return builder.sign(signer.key, hashes.SHA256())
+
+
+class TestStoredFqans:
+    def test_a_voms_certificate_sent_beside_the_path_gives_no_fqan(self, pki: Pki, tmp_path: Path) -> None:
+        """The FQANs stored with the proxy are those of the chain stored, the verified path: a
+        VOMS proxy certificate of the same user sent after her plain chain (no key needed) gave
+        the delegation ``/atlas/Role=production`` while its stored chain had no AC, so jobs were
+        matched and run with a role the proxy did not carry."""
+        from tests.voms_support import fake_voms_proxy, fake_voms_server
+        from wmproxy.security.voms import verified_fqans
+
+        server = fake_voms_server(pki, tmp_path)
+        voms_cert = load_pem_chain(fake_voms_proxy(pki, server, tmp_path / "vp.pem").read_bytes())[0]
+        key_pem, csr = new_proxy_request(2048)
+        signed = sign_proxy_request(csr, load_credential(pki.users["alice"].proxy.read_bytes()), lifetime=1800)
+        accepted = accept_delegated_proxy(key_pem, signed + chain_pem([voms_cert]), pki.users["alice"].dn,
+                                          str(pki.ca_dir), vomsdir=str(server.vomsdir))
+        stored = load_pem_chain(accepted.pem)
+        assert verified_fqans(stored, vomsdir=str(server.vomsdir), ca_dir=str(pki.ca_dir)) == ()
+        assert accepted.fqans == ()
