@@ -60,14 +60,20 @@ def file_uri(area_uri: str, name: str) -> str:
 def uri_file_name(segment: str) -> str:
     """The file name a URI's last path segment names: the inverse of :func:`file_uri`.
 
-    A segment in percent-encoded form (unreserved characters and ``%XX`` only) is decoded; any
-    other is the name as it is: a registered JDL stored before its ``InputSandbox`` names were
-    encoded (``res#1.txt``, ``a b.txt``), or a server that does not encode them. Only such a
-    name that also reads as encoded (``50%25.txt``) is ambiguous, and is decoded.
+    A segment is decoded only when it is exactly what :func:`file_uri` makes of the decoded
+    name, and that name is one a file can have (not empty, ``.`` or ``..``, no ``/`` or NUL).
+    Any other segment is the name as it is: a registered JDL stored before its
+    ``InputSandbox`` names were encoded (``res#1.txt``, ``a b.txt``, ``a%41.txt``, ``x%00y``),
+    or a server that does not encode them. Only an old name that is also the encoding of
+    another usable name (``50%25.txt``) is ambiguous, and is decoded.
     """
-    if _ENCODED_SEGMENT.fullmatch(segment):
-        return unquote(segment, errors="surrogateescape")
-    return segment
+    if not _ENCODED_SEGMENT.fullmatch(segment):
+        return segment
+    name = unquote(segment, errors="surrogateescape")
+    if (name in ("", ".", "..") or "/" in name or "\x00" in name
+            or quote(name, safe="", errors="surrogateescape") != segment):
+        return segment
+    return name
 
 
 def local_file_names(entries: Iterable[str]) -> list[str]:

@@ -181,6 +181,17 @@ class TestFilesInTheWorkDir:
         assert _owner(service_file)[:2] == (os.geteuid(), os.getegid())
         assert _owner(work / "sub")[:2] == (os.geteuid(), os.getegid())
 
+    @pytest.mark.parametrize("name", ["x\x00y", "a/b", "..", ""])
+    def test_a_name_no_file_can_have_is_not_uploaded(self, work_root: Path, tmp_path: Path, name: str) -> None:
+        """The job fails alone ("has not been uploaded"): a NUL made ``os.open`` raise ValueError,
+        which ended the worker process."""
+        from wmproxy.execution.backends.local import _stage_in
+
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        (tmp_path / "input").mkdir()
+        with pytest.raises(identity.IdentityError, match="has not been uploaded"):
+            _stage_in(tmp_path / "input", work, (name,), None)
+
 
 class TestSpawnWrapper:
     def test_root_worker_without_an_account_is_refused(self, work_root: Path) -> None:

@@ -393,3 +393,12 @@ class TestIsbFileNames:
         ad["InputSandbox"] = [f"{AREA.input_uri}/in#1.txt", f"{AREA.input_uri}/what?.txt",
                               f"{AREA.input_uri}/a b%.txt", f"{AREA.input_uri}/plain.txt"]
         assert isb_file_names(ad, AREA.input_uri) == ("in#1.txt", "what?.txt", "a b%.txt", "plain.txt")
+
+    @pytest.mark.parametrize("old", ["x%00y", "a%2Fb", "%2E%2E", "a%41.txt", "%2e.txt"])
+    def test_old_names_that_do_not_decode_to_their_own_encoding_are_taken_literally(self, old: str) -> None:
+        """An old raw name whose decoding is no file name (NUL, ``/``, ``..``) or is not what the
+        service would have written for it (``%41`` is ``A``, never encoded) is the name itself:
+        decoded, ``x%00y`` had stopped the worker (``ValueError: embedded null byte``)."""
+        ad = _register('Executable = "a";')
+        ad["InputSandbox"] = [f"{AREA.input_uri}/{old}"]
+        assert isb_file_names(ad, AREA.input_uri) == (old,)

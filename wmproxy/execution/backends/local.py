@@ -760,11 +760,11 @@ def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...], account: 
         dst_dir = os.open(work_dir, flags | os.O_DIRECTORY)
         try:
             for name in files:
-                if not name or "/" in name or name in (".", ".."):
-                    raise identity.IdentityError(f"input sandbox file {name} has not been uploaded")
+                if not name or "/" in name or "\x00" in name or name in (".", ".."):
+                    raise identity.IdentityError(f"input sandbox file {name!r} has not been uploaded")
                 try:
                     src = os.open(name, flags | os.O_NONBLOCK, dir_fd=src_dir)
-                except OSError:
+                except (OSError, ValueError):
                     raise identity.IdentityError(f"input sandbox file {name} has not been uploaded") from None
                 with os.fdopen(src, "rb") as reader:
                     if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
