@@ -127,20 +127,23 @@ def _local_candidates(jdl_text: str, jdl_dir: Path) -> tuple[dict[str, Path], li
     return plain, parametric
 
 
-def _parametric_path(name: str, parametric: list[tuple[re.Pattern[str], str]], jdl_dir: Path) -> Path:
+def _parametric_path(name: str, parametric: list[tuple[re.Pattern[str], str]], jdl_dir: Path) -> Path | None:
     """The local file of an expanded parametric input ``name``: the directory of the entry
-    whose pattern matches, with its ``_PARAM_`` replaced by the matched value."""
+    whose pattern matches, with its ``_PARAM_`` replaced by the matched value; None when no
+    entry of the JDL names it."""
+    matched = False
     for pattern, folder in parametric:
         match = pattern.match(name)
         if not match:
             continue
+        matched = True
         value = match.groupdict().get("param")
         if PARAM not in folder:
             return Path(jdl_dir, folder, name)
         if value is not None:
             return Path(jdl_dir, folder.replace(PARAM, value), name)
         # the name alone does not tell the value: try another entry
-    return Path(jdl_dir, name)
+    return Path(jdl_dir, name) if matched else None
 
 
 def upload_plan(registered_jdl: str, dest_uri: str, jdl_text: str, jdl_dir: str | os.PathLike[str]) -> list[Path]:
@@ -165,8 +168,11 @@ def upload_plan(registered_jdl: str, dest_uri: str, jdl_text: str, jdl_dir: str 
             continue
         name = uri_file_name(entry[len(prefix):])
         path = plain.get(name)
-        if path is None:
+        if path is None and "/" not in name and name not in ("", ".", ".."):
             path = _parametric_path(name, parametric, Path(jdl_dir))
+        if path is None:  # only files the user's own JDL names are read, whatever the service sends
+            raise CliError("InputSandbox", f"the service's registered JDL names {name!r}, which the JDL "
+                                           "submitted does not")
         if not path.is_file():
             raise CliError("InputSandbox", f"file not found: {path}")
         if path not in files:

@@ -38,8 +38,20 @@ class TestUploadPlan:
 
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(CliError) as err:
-            upload_plan(f'[InputSandbox = {{"{DEST}/gone.txt"}}]', DEST, '[Type = "dag"]', tmp_path)
-        assert err.value.kind == "InputSandbox" and "gone.txt" in err.value.description
+            upload_plan(f'[InputSandbox = {{"{DEST}/gone.txt"}}]', DEST, '[Type = "dag"; InputSandbox = {"gone.txt"}]',
+                        tmp_path)
+        assert err.value.kind == "InputSandbox" and "file not found" in err.value.description
+
+    @pytest.mark.parametrize("entry", ["%2Fetc%2Fpasswd", "..%2F..%2Fetc%2Fhostname", "other.txt", "%2E%2E"])
+    def test_a_file_the_jdl_does_not_name_is_never_read(self, tmp_path: Path, entry: str) -> None:
+        """A hostile service's registered JDL naming a local file (``/etc/passwd``, a path out of
+        the JDL's directory, a file beside the JDL) gets nothing uploaded: the CLI PUT it before."""
+        (tmp_path / "other.txt").write_text("private")
+        (tmp_path / "in1.dat").write_text("1")
+        jdl = '[Type = "collection"; Nodes = { [Executable = "a"; InputSandbox = {"in_PARAM_.dat"}] }]'
+        with pytest.raises(CliError) as err:
+            upload_plan(f'[InputSandbox = {{"{DEST}/in1.dat", "{DEST}/{entry}"}}]', DEST, jdl, tmp_path)
+        assert err.value.kind == "InputSandbox" and "the JDL submitted does not" in err.value.description
 
 
 class TestNodeNames:
