@@ -15,9 +15,10 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   regular expression once per element; every function listed returns a value no longer than
   its arguments (or a number, a boolean, a time);
 * an attribute calls ``regexp`` more than :data:`MAX_PATTERN_CALLS` times once its references
-  are expanded: each call may backtrack until PCRE's match limit stops it (0.1-0.15 s of
-  CPU for a pattern such as ``^(a+)+$`` on 30 characters, measured on the CI machine kind),
-  whatever the JDL's size;
+  are expanded, not counting the calls whose pattern is a string constant without a
+  repetition (``*``, ``+``, ``?``, ``{``): each other call may backtrack until PCRE's match
+  limit stops it (0.1-0.15 s of CPU for a pattern such as ``^(a+)+$`` on 30 characters,
+  measured on the CI machine kind), whatever the JDL's size;
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -272,7 +273,7 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                     "element of a list: the service does not evaluate it in a JDL; use member() or "
                     "stringListMember() with the values, or regexp() on one string")
             if token.name == "regexp":
-                owner.patterns += 1
+                owner.patterns += _pattern_cost(tokens, index)
             elif token.name not in _FUNCTIONS:
                 raise JdlExpressionError(
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
@@ -282,6 +283,15 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
         previous = token
     if frames:
         raise JdlExpressionError(f"Attribute {top.where}: the expression cannot be read (unbalanced brackets)")
+
+
+def _pattern_cost(tokens: list[_Token], index: int) -> int:
+    """1 for a ``regexp`` call whose ``(`` is ``tokens[index]``, 0 when its pattern is a string
+    constant without a repetition (``*``, ``+``, ``?``, ``{``): such a pattern cannot
+    backtrack more than its length times the subject's (``RegExp("cern.ch", other.X)``, the
+    usual site choice, is not counted)."""
+    constant = index + 2 < len(tokens) and tokens[index + 1].kind == "string" and tokens[index + 2].text == ","
+    return 0 if constant and not any(mark in tokens[index + 1].text for mark in "*+?{") else 1
 
 
 def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:

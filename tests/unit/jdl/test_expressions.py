@@ -121,8 +121,15 @@ class TestRegularExpressions:
                                   "once each attribute reference in it is replaced")
 
     def test_the_calls_of_one_expression_count(self) -> None:
-        calls = " || ".join(['RegExp("x", other.GlueCEUniqueID)'] * (MAX_PATTERN_CALLS + 1))
+        calls = " || ".join(['RegExp("x+", other.GlueCEUniqueID)'] * (MAX_PATTERN_CALLS + 1))
         refusal(f'[ Executable = "/bin/true"; Rank = {calls} ? 1 : 0 ]')
+
+    def test_a_pattern_without_repetition_is_not_counted(self) -> None:
+        """A site list as gLite users write it: ``RegExp("site1", other.GlueCEUniqueID) || ...``."""
+        sites = " || ".join(f'RegExp("site{i}.example.org", other.GlueCEUniqueID)' for i in range(40))
+        check(f'[ Executable = "/bin/true"; Requirements = {sites} ]')
+        refusal(f'[ Executable = "/bin/true"; Requirements = {sites.replace("site3.", "site3+.")} && '
+                + " && ".join(['regexp(".*x", other.GlueCEUniqueID)'] * MAX_PATTERN_CALLS) + " ]")
 
     @pytest.mark.parametrize("call", ['regexpMember("^(a+)+$", {"aab"})',
                                       'stringListRegexpMember("^(a+)+$", "aab,aac")'])
