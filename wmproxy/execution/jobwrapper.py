@@ -900,13 +900,23 @@ def _kill_session_once(sid: int) -> bool:
                 continue
             with open(f"/proc/{pid}/stat", "rb") as f:
                 raw = f.read()
-            if raw[raw.rfind(b")") + 2:][:1] in (b"Z", b"X", b""):
+            if raw[raw.rfind(b")") + 2:][:1] in (b"Z", b"X", b"") and not _threads_left(pid):
                 continue
             os.kill(pid, signal.SIGKILL)
         except OSError:  # gone meanwhile, or not the job's to kill
             continue
         found = True
     return found
+
+
+def _threads_left(pid: int) -> bool:
+    """Whether a process whose state reads ``Z`` still runs threads: its main thread ended
+    alone (``SYS_exit``) while others go on (``Threads:`` above 1 in its status)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            return any(line.startswith(b"Threads:") and int(line.split()[1]) > 1 for line in f)
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:

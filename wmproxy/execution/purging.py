@@ -12,7 +12,7 @@ from pathlib import Path
 
 from wmproxy.domain import utcnow
 from wmproxy.execution.identity import remove_work_dir
-from wmproxy.execution.processes import live_uids
+from wmproxy.execution.processes import uids_with_processes
 from wmproxy.execution.worker import PeriodicTask
 from wmproxy.services.mapping import release_idle_leases
 from wmproxy.services.purge import purge
@@ -42,10 +42,13 @@ def release_leases(rt: Runtime) -> int:
 
 
 def accounts_with_processes() -> set[str]:
-    """Names of the accounts that run a live (not zombie) process on this host now, by real uid
-    (:func:`wmproxy.execution.processes.live_uids`)."""
+    """Names of the accounts that own a process on this host now by any of its uids (real,
+    effective, saved, file system), zombies included
+    (:func:`wmproxy.execution.processes.uids_with_processes`): a process whose main thread has
+    ended alone shows as a zombie while its other threads run, and a zombie that is really
+    done keeps a lease only until it is reaped."""
     names = set()
-    for uid in live_uids():
+    for uid in uids_with_processes():
         try:
             names.add(pwd.getpwuid(uid).pw_name)
         except KeyError:

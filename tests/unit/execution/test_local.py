@@ -119,6 +119,31 @@ class TestOutcome:
 MOVED_AWAY = "bash -c 'set -m; sleep 600 & echo $! > bg.pid'"
 
 
+#: In a process group of its own, a thread that sleeps, then its main thread ends alone (SYS_exit).
+MAIN_THREAD_ENDS = ("python3 -c \"import ctypes, os, threading, time; os.setpgid(0, 0); "
+                    "threading.Thread(target=time.sleep, args=(600,)).start(); "
+                    "open('zl.pid', 'w').write(str(os.getpid())); "
+                    f"ctypes.CDLL(None).syscall({ {'x86_64': 60, 'aarch64': 93}[os.uname().machine] }, 0)\"")
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(line.split()[1] for line in f if line.startswith("State:"))
+    except OSError:
+        return ""
+
+
+def _threads_running(pid: int) -> bool:
+    """Whether ``pid`` still runs a thread (its state may read Z: its main thread ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return False
+    return fields.get("State", "").split()[:1] != ["Z"] or int(fields.get("Threads", "1")) > 1
+
+
 def _pid_in(path: Path) -> int:
     """The pid a job wrote to ``path``, once it is there."""
     wait_for(lambda: path.exists() and path.read_text().strip().isdigit(), f"{path.name} to be written")
@@ -148,6 +173,24 @@ class TestLeftovers:
         finally:
             if alive(moved):
                 os.kill(moved, signal.SIGKILL)
+
+    @pytest.mark.parametrize("cancelled", [False, True], ids=["ended", "cancelled"])
+    def test_a_process_whose_main_thread_ended_alone_is_killed_too(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cancelled: bool
+    ) -> None:
+        """Its state reads ``Z`` while its other threads run: it was skipped as a zombie."""
+        script = f"{MAIN_THREAD_ENDS} & " + ("while :; do sleep 0.1; done" if cancelled else "sleep 0.2; exit 0")
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
+        leader = _pid_in(handle.work_dir / "zl.pid")
+        try:
+            wait_for(lambda: _threads_running(leader) and _state(leader) == "Z", "its main thread to end")
+            if cancelled:
+                backend.cancel(handle)
+            wait_for(lambda: backend.poll(handle) is not None, "the job to end")
+            wait_for(lambda: not _threads_running(leader), "the process to be killed")
+        finally:
+            if _threads_running(leader):
+                os.kill(leader, signal.SIGKILL)
 
     @pytest.mark.parametrize("how", ["cancel", "release"])
     def test_what_a_killed_wrapper_left_is_killed_by_a_cancel_or_the_release(

@@ -18,6 +18,18 @@ NON_DUMPABLE = ("import ctypes, sys; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); pri
                 "sys.stdin.read()")
 
 
+#: Starts a thread that waits for stdin to close, says so, then ends its main thread alone.
+MAIN_THREAD_ENDS = ("import ctypes, sys, threading; threading.Thread(target=sys.stdin.read).start(); "
+                    "print('ready', flush=True); ctypes.CDLL(None).syscall({exit}, 0)")
+#: The exit system call (one thread, not the group) by machine.
+SYS_EXIT = {"x86_64": 60, "aarch64": 93}
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("State:"))
+
+
 class TestProcesses:
     def test_a_non_dumpable_process_of_an_account_keeps_it_among_those_with_processes(
         self, job_account: Account
@@ -35,6 +47,23 @@ class TestProcesses:
         finally:
             process.communicate(timeout=DEADLINE)
         assert process.pid not in live_pids_of({job_account.uid})
+
+    def test_a_process_whose_main_thread_ended_alone_is_live_and_keeps_its_account(
+        self, job_account: Account
+    ) -> None:
+        """Its state reads ``Z`` while another thread runs code as the account: taken for a
+        zombie, the purger released the account's lease with the previous user's process alive."""
+        argv = ["setpriv", f"--reuid={job_account.uid}", f"--regid={job_account.gid}", "--clear-groups",
+                "/usr/bin/python3", "-c", MAIN_THREAD_ENDS.format(exit=SYS_EXIT[os.uname().machine])]
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            wait_for(lambda: _state(process.pid) == "Z", "its main thread to end")
+            assert real_uid(process.pid, live=True) == job_account.uid
+            assert process.pid in live_pids_of({job_account.uid})
+            assert job_account.name in accounts_with_processes()
+        finally:
+            process.communicate(timeout=DEADLINE)
 
     def test_a_zombie_is_not_live_and_a_gone_process_has_no_uid(self) -> None:
         zombie = subprocess.Popen(["/bin/true"])

@@ -959,8 +959,10 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
     members: set[int] = set()
     for pid in processes.pids():
         fields = _stat_fields(pid)
-        if fields is None or len(fields) < 4 or fields[0] in (b"Z", b"X") or pid == sid:
+        if fields is None or len(fields) < 4 or pid == sid:
             continue
+        if fields[0] in (b"Z", b"X") and processes.real_uid(pid, live=True) is None:
+            continue  # done (a main thread ended alone, other threads running, reads Z too)
         try:
             parents[pid] = int(fields[1])
             if int(fields[3]) == sid:
