@@ -155,7 +155,9 @@ class TestEscapedProcesses:
         with _escapes(handle) as (setsid, double):
             job_cgroup = cgroup_root / handle.work_dir.name
             assert f"/{cgroup_root.name}/{handle.work_dir.name}\n" in _cgroup_of(setsid)
-            assert os.getsid(setsid) != handle.pid and os.getsid(double) != handle.pid  # out of the session
+            # out of the session: setsid(1) calls setsid() after the shell wrote its pid
+            wait_for(lambda: os.getsid(setsid) != handle.pid and os.getsid(double) != handle.pid,
+                     "the two processes to leave the wrapper's session")
             _release(backend, handle, JobState.DONE)
             assert not alive(setsid) and not alive(double)
             assert not job_cgroup.exists()
