@@ -122,6 +122,14 @@ class JobCgroups:
         """Its ``cgroup.procs`` (what a process is written to, to join it)."""
         return os.path.join(self.root, name, "cgroup.procs")
 
+    def exists(self, name: str) -> bool:
+        """Whether the cgroup ``name`` is there."""
+        return os.path.isdir(self.path(name))
+
+    def holds(self, name: str, pid: int) -> bool:
+        """Whether the process ``pid`` is in the cgroup ``name`` (its ``cgroup.procs``)."""
+        return pid in _members(self.path(name))
+
     def create(self, name: str) -> None:
         """Make the job's cgroup (mode 0755, the worker's: the job may write to none of its
         files); one left by an earlier attempt is emptied (:meth:`kill`) and reused.

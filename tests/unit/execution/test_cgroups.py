@@ -120,6 +120,16 @@ def _cgroup_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cgroup").read_text()
 
 
+def _cg(backend: LocalExecutionBackend, name: str) -> Path:
+    """The cgroup ``name`` of the backend's jobs."""
+    assert backend.cgroups is not None
+    return Path(backend.cgroups.path(name))
+
+
+def _gone(pid: int) -> bool:
+    return not alive(pid)
+
+
 def _end(backend: LocalExecutionBackend, handle: RunHandle) -> None:
     wait_for(lambda: backend.poll(handle) is not None, "the job to end")
 
@@ -298,3 +308,102 @@ class TestRoot:
         assert done.returncode == 3, done.stderr
         assert "cgroup_root" in done.stderr and "not a directory of a cgroup hierarchy" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+class TestJobsStartedWithoutCgroups:
+    """A worker life with job cgroups adopts jobs an earlier life started without: they have no
+    cgroup, and are killed by their session as without cgroups (review of the job cgroups, E1)."""
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_a_job_that_stopped_its_wrapper_is_killed_by_the_cancel_escalation(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        (work_root / "jobs").mkdir(mode=0o755)
+        before = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=0.5)  # cgroups off
+        handle = before.spawn(before.prepare(launch(input_dir, account,
+                                                    "echo up > up; kill -STOP $PPID; sleep 1000")))
+        pid = handle.pid
+        assert pid is not None
+        try:
+            wait_for(lambda: _stopped(pid), "the wrapper to be stopped by its job")
+            heir = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=0.5, cgroups=check_root(cgroup_root))
+            found = heir.attach(handle.ref, account)
+            assert found is not None
+            heir.cancel(found)
+            assert found.cancel_sent_at is not None
+            found.cancel_sent_at -= 1000  # past the grace and the margin
+            heir.cancel(found)
+            wait_for(lambda: not alive(pid), "the escalated cancel to kill the stopped wrapper")
+            wait_for(lambda: heir.poll(found) is not None, "the job to end")
+            heir.release(found)
+            heir.close()
+        finally:
+            if alive(pid):
+                kill_session(pid)
+            before.close()
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_what_a_killed_wrapper_left_in_its_session_is_killed_at_release(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        (work_root / "jobs").mkdir(mode=0o755)
+        before = LocalExecutionBackend(work_root / "jobs", HOST)  # cgroups off
+        handle = before.spawn(before.prepare(launch(input_dir, account,
+                                                    "sleep 1000 & echo $! > bg.pid; sleep 1000")))
+        assert handle.pid is not None
+        left = _pid_in(handle.work_dir / "bg.pid")
+        try:
+            os.kill(handle.pid, signal.SIGKILL)  # the wrapper dies without a status; its session lives on
+            heir = LocalExecutionBackend(work_root / "jobs", HOST, cgroups=check_root(cgroup_root))
+            found = heir.attach(handle.ref, account)
+            assert found is not None
+            wait_for(lambda: heir.poll(found) is not None, "the wrapper's end to be seen")
+            assert alive(left)
+            heir.release(found)
+            wait_for(lambda: not alive(left), "the session's leftover to be killed")
+            heir.close()
+        finally:
+            if alive(left):
+                os.kill(left, signal.SIGKILL)
+            before.close()
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_a_job_in_its_cgroup_is_still_killed_whole(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """The cancel escalation of a job in its cgroup kills the cgroup, also what left the session."""
+        handle = backend.spawn(backend.prepare(launch(input_dir, account,
+                                                      ESCAPES + "kill -STOP $PPID; sleep 1000")))
+        with _escapes(handle) as (setsid, double):
+            pid = handle.pid
+            assert pid is not None
+            wait_for(lambda: _stopped(pid), "the wrapper to be stopped by its job")
+            backend.cancel(handle)
+            assert handle.cancel_sent_at is not None
+            handle.cancel_sent_at -= 1000
+            backend.cancel(handle)
+            wait_for(lambda: not alive(pid) and _gone(setsid) and _gone(double), "the job's cgroup to be killed")
+            _end(backend, handle)  # Aborted: the wrapper was killed before it could record the cancel
+            backend.release(handle)
+
+
+class TestFirstSweep:
+    def test_the_first_tidy_sweeps_even_soon_after_boot(
+        self, backend: LocalExecutionBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``time.monotonic()`` counts from boot: a worker started less than a minute after boot
+        sweeps at its first tidy too."""
+        orphan = _cg(backend, "https_3a_2f_2fgone")
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.mkdir()
+        with monkeypatch.context() as patch:
+            patch.setattr(local.time, "monotonic", lambda: 5.0)
+            backend.tidy()
+        assert not orphan.exists()

@@ -21,7 +21,8 @@ With job cgroups (``cgroups``, ``[execution] cgroup_root``; :mod:`wmproxy.execut
 each job runs in ``<cgroup root>/<work dir name>``, which its wrapper joins before it runs
 anything of the job, and everything in it is killed when the job is released (after its end
 or its cancel) or cancelled past its grace: also the processes that left the wrapper's
-session. Without, what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
+session. Without, and for a job whose wrapper is not in its cgroup (started while cgroups were
+off), what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class LocalExecutionBackend:
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
         self.cgroups = cgroups
-        self._swept_at = 0.0  # monotonic time of the last sweep of the cgroup root; 0: at the first tidy
+        self._swept_at: float | None = None  # monotonic time of the last sweep of the cgroup root; None: none yet
         weakref.finalize(self, _close_zygotes, self._zygotes, cgroups)
 
     # --- starting ------------------------------------------------------------------
@@ -459,8 +460,8 @@ class LocalExecutionBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
         elif now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
-            if self.cgroups is not None:
-                self.cgroups.kill(handle.work_dir.name)
+            if self._in_cgroup(handle):
+                self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
             else:
                 _kill_session(handle.pid)
 
@@ -491,16 +492,20 @@ class LocalExecutionBackend:
         have (the job was cancelled, or its wrapper ended without a status: killed), what is
         left of the session is killed first (:func:`_kill_leftovers`). With job cgroups,
         everything left in the job's cgroup is killed and the cgroup removed, whatever the end
-        (usually it is empty: one ``rmdir``).
+        (usually it is empty: one ``rmdir``); a job without its cgroup (started while they were
+        off) is treated as without them.
 
         Raises:
             BackendError: the directory could not be removed.
         """
-        if self.cgroups is not None:
-            self.cgroups.kill(handle.work_dir.name)
-        elif handle.pid is not None and (handle.cancel_sent_at is not None
-                                         or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
-            self._kill_leftovers(handle)
+        if self._in_cgroup(handle):
+            self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
+        else:
+            if handle.pid is not None and (handle.cancel_sent_at is not None
+                                           or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+                self._kill_leftovers(handle)
+            if self.cgroups is not None:
+                self.cgroups.kill(handle.work_dir.name)  # an empty one its wrapper never joined
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
         if self._recycle(handle):
@@ -527,7 +532,7 @@ class LocalExecutionBackend:
 
         Never raises (a directory that cannot be removed is logged)."""
         self._drop_idle_spares()
-        if self.cgroups is not None and time.monotonic() - self._swept_at >= CGROUP_SWEEP:
+        if self.cgroups is not None and (self._swept_at is None or time.monotonic() - self._swept_at >= CGROUP_SWEEP):
             self._swept_at = time.monotonic()
             self.cgroups.sweep(is_live=functools.partial(_cgroup_in_use, self.work_root))
         if self._remover is None:
@@ -552,11 +557,23 @@ class LocalExecutionBackend:
         except IdentityError as exc:
             raise BackendError(str(exc)) from None
 
+    def _in_cgroup(self, handle: RunHandle) -> bool:
+        """Whether the job runs in its cgroup: job cgroups are on, its cgroup exists and, while
+        its wrapper runs, holds it. A job started while they were off (by an earlier worker life)
+        has none, and a wrapper that stopped itself would never be killed by a kill of its
+        cgroup: such a job is killed by its session, as without cgroups."""
+        cgroups = self.cgroups
+        if cgroups is None or not cgroups.exists(handle.work_dir.name):
+            return False
+        if handle.pid is not None and self._running(handle):
+            return cgroups.holds(handle.work_dir.name, handle.pid)
+        return True
+
     def _kill_leftovers(self, handle: RunHandle) -> None:
         """SIGKILL the processes left in the session of the job's wrapper once it has ended
         (with job cgroups: everything in the job's cgroup)."""
-        if self.cgroups is not None:
-            self.cgroups.kill(handle.work_dir.name)
+        if self._in_cgroup(handle):
+            self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         elif handle.pid is not None and not self._running(handle):
             _kill_leftovers(handle.pid, ref_start_time(handle.ref),
                             os.getuid() if handle.account is None else handle.account.uid)
