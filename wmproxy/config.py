@@ -189,16 +189,18 @@ class ExecutionSettings:
         kill_grace: seconds between the SIGTERM and the SIGKILL the job wrapper sends
             a cancelled job's processes.
         cgroup_root: a directory of a cgroup hierarchy below which the ``local`` backend
-            puts each job in a cgroup of its own, so that every process of the job, even one
+            puts each job in a cgroup of its own (in a directory of its work root's, so workers
+            of several work roots may share it), so that every process of the job, even one
             that left its session (``setsid``) or was double-forked, is killed when the job
             ends, is cancelled or is released; empty = off (what is left of the wrapper's
             session is killed, a process that called ``setsid`` survives). cgroup v2 (a
             delegated subtree, e.g. the worker unit's own cgroup with systemd
             ``Delegate=yes``) or the cgroup v1 ``freezer`` hierarchy (a worker running as root
             only). The directory must be owned by the worker's user and not writable by group
-            or others; the worker checks it at start (creating and removing a probe cgroup)
-            and refuses to start if it is unusable. Slurm jobs are left to Slurm's own process
-            tracking (``ProctrackType``). See ``docs/execution.md``.
+            or others; the worker checks it at start (creating a probe cgroup, moving a child
+            process into it, removing it) and refuses to start if it is unusable. Slurm jobs
+            are left to Slurm's own process tracking (``ProctrackType``). See
+            ``docs/execution.md``.
 
     Raises:
         ConfigError: a non-positive lease or poll interval, a negative grace, or

@@ -66,7 +66,7 @@ def _remove(root: Path) -> None:
     """Kill what is left below ``root`` and remove it (deepest first)."""
     if not root.exists():
         return
-    for directory in [*sorted((p for p in root.iterdir() if p.is_dir()), reverse=True), root]:
+    for directory in [*sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), root]:
         for pid in (directory / "cgroup.procs").read_text().split():
             try:
                 os.kill(int(pid), signal.SIGKILL)
@@ -128,7 +128,7 @@ class TestJobCgroups:
                 assert wait_for_final(alice, job_id) == "Done (Exit Code 0)"
             wait_for(lambda: all(_gone(pid) for pid in escaped), bool,
                      what="the processes that left the job's session to be killed")
-            wait_for(lambda: not any(p.name.startswith("https") for p in root.iterdir()), bool,
+            wait_for(lambda: not any(p.name.startswith("https") for p in root.rglob("*")), bool,
                      what="the job's cgroup to be removed")
         finally:
             for pid in escaped:

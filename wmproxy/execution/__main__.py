@@ -172,7 +172,7 @@ def job_cgroups(settings: Settings) -> JobCgroups | None:
     if not settings.execution.cgroup_root:
         return None
     try:
-        return check_root(settings.execution.cgroup_root)
+        return check_root(settings.execution.cgroup_root, settings.execution.work_dir)
     except CgroupError as exc:
         raise StartupError(f"refusing to start: [execution] cgroup_root: {exc}") from None
 

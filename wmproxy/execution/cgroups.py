@@ -2,14 +2,23 @@
 that left its session (``setsid``) or was double-forked, is killed when the job ends, is
 cancelled or is released.
 
-The worker creates ``<cgroup_root>/<work dir name>`` (a directory owned by the worker, like
-every file in it, so the job's account can write to none of them), puts the job's wrapper in
-it before the wrapper runs anything of the job (the zygote's child waits for the worker's
-word; a wrapper the worker starts itself writes itself into it before switching to the
-account), and at the end kills everything in it and removes it (:meth:`JobCgroups.kill`).
-Each zygote runs in ``<cgroup_root>/zygote.<worker pid>.<uid>.<gid>``, joined the same way
-and killed whole when the zygote is closed: a process a job makes its zygote fork (it may
-trace it: same uid) never runs outside the tree.
+Each work root has a directory of its own below the root, ``<cgroup_root>/wmproxy-<hash>``
+(:func:`base_name`: the first 12 hex digits of the SHA-256 of the resolved work root), so
+workers of different work roots can share one cgroup root, and nothing else below the root
+(another program's cgroups, systemd's ``.control``) is ever touched. The worker creates
+``<base>/<work dir name>`` (a directory owned by the worker, like every file in it, so the
+job's account can write to none of them), puts the job's wrapper in it before the wrapper runs
+anything of the job (the zygote's child waits for the worker's word; a wrapper the worker starts
+itself writes itself into it before switching to the account), and at the end kills everything
+in it and removes it (:meth:`JobCgroups.kill`). Each zygote runs in
+``<base>/zygote.<worker pid>.<worker start time>.<uid>.<gid>``, joined the same way and killed
+whole when the zygote is closed: a process a job makes its zygote fork (it may trace it: same
+uid) never runs outside the tree.
+
+The kill never waits for the processes to go: it writes ``cgroup.kill`` (or freezes, SIGKILLs
+and thaws) and tries ``rmdir`` for a few milliseconds; a cgroup still busy (a member in
+uninterruptible sleep on a hung mount never leaves) is kept in :attr:`JobCgroups.pending`,
+killed and removed again by :meth:`JobCgroups.retry` (the worker's tidy, within its budget).
 A process can leave a cgroup only by a write to a ``cgroup.procs`` file, which the account
 may not do, and its children are born in it.
 
@@ -33,23 +42,31 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
+import re
 import secrets
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from wmproxy.errors import WMProxyError
+from wmproxy.execution.zygote import start_time
 
 log = logging.getLogger(__name__)
 
-#: Seconds :meth:`JobCgroups.kill` waits for a cgroup to empty before it gives up (logged; the
-#: next :meth:`JobCgroups.sweep` tries again).
-KILL_DEADLINE = 10.0
+#: Seconds between the ``rmdir`` attempts of :meth:`JobCgroups.kill` after its kill (7.5 ms in
+#: all); a cgroup still busy then is handed to :meth:`JobCgroups.retry`.
+KILL_PAUSES = (0.0005, 0.001, 0.002, 0.004)
+#: Name prefix of a probe cgroup of :meth:`JobCgroups.check`: ``.probe.<pid>.<start time>.<random>``.
 PROBE_PREFIX = ".probe."
+_PROBE_NAME = re.compile(r"\.probe\.[0-9]+\.[0-9]+\.[0-9a-f]{8}")
+#: Name prefix of a work root's directory below the cgroup root (:func:`base_name`).
+BASE_PREFIX = "wmproxy-"
 
 
 class CgroupError(WMProxyError):
@@ -62,10 +79,16 @@ class JobCgroups:
     Args:
         root: a directory of a cgroup v2 hierarchy, or of a cgroup v1 ``freezer``
             hierarchy, owned by the worker's user and not writable by group or others.
+        work_root: the work root whose jobs these are: their cgroups are in its directory
+            ``<root>/<base_name(work_root)>`` (:attr:`base`); None: directly in ``root`` (only
+            for :meth:`check`; a backend takes its own with :meth:`for_work_root`).
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, work_root: Path | str | None = None) -> None:
         self.root = os.path.abspath(root)
+        self.base = self.root if work_root is None else os.path.join(self.root, base_name(work_root))
+        #: The cgroups (names below :attr:`base`) killed but still busy, for :meth:`retry`.
+        self.pending: set[str] = set()
         self.version = 0
         self.kill_file: str | None = None  # v2 cgroup.kill
         self.freeze_file = ""  # cgroup.freeze (v2) or freezer.state (v1)
@@ -74,7 +97,10 @@ class JobCgroups:
 
     def check(self) -> None:
         """Find the hierarchy's kind and check that the worker can create, use and remove a
-        cgroup below the root (a probe cgroup, removed again).
+        cgroup below the root (a probe cgroup in :attr:`base`, removed again), and move a child
+        process of its own into it, as it moves a zygote or a wrapper it starts itself
+        (``/bin/sh -c 'echo 0 > <probe>/cgroup.procs'``, which needs write access to the
+        ``cgroup.procs`` of the common ancestor of the worker's cgroup and the probe).
 
         Raises:
             CgroupError: why the root is unusable.
@@ -88,11 +114,11 @@ class JobCgroups:
         if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise CgroupError(f"the cgroup root {self.root} must be owned by the worker's user and not "
                               "writable by group or others")
-        probe = os.path.join(self.root, f"{PROBE_PREFIX}{secrets.token_hex(4)}")
+        probe = os.path.join(self.base, f"{PROBE_PREFIX}{own_tag()}.{secrets.token_hex(4)}")
         try:
-            os.mkdir(probe, 0o755)
+            self._mkdir(probe)
         except OSError as exc:
-            raise CgroupError(f"cannot create a cgroup in {self.root}: {exc.strerror}") from None
+            raise CgroupError(f"cannot create a cgroup in {self.base}: {exc.strerror}") from None
         try:
             if os.path.exists(os.path.join(probe, "cgroup.kill")):
                 self.version, self.kill_file = 2, "cgroup.kill"
@@ -110,27 +136,63 @@ class JobCgroups:
             for name in (self.kill_file or self.freeze_file, "cgroup.procs"):
                 if not os.access(os.path.join(probe, name), os.W_OK):
                     raise CgroupError(f"the worker cannot write {name} of a cgroup in {self.root}")
+            _move_a_child(probe, self.root)
         finally:
-            with contextlib.suppress(OSError):
-                os.rmdir(probe)
+            self._remove_probe(probe)
+
+    def _remove_probe(self, probe: str) -> None:
+        """Remove the probe (its process has been reaped); one still busy is left to :meth:`retry`."""
+        self._thaw(probe)
+        self.kill(os.path.basename(probe))
+
+    def for_work_root(self, work_root: Path | str) -> JobCgroups:
+        """These cgroups (checked) for the jobs of ``work_root``: in its own directory
+        ``<root>/<base_name(work_root)>``, made at the first :meth:`create`."""
+        other = JobCgroups(self.root, work_root)
+        if other.base == self.base:
+            return self
+        other.version, other.kill_file, other.freeze_file = self.version, self.kill_file, self.freeze_file
+        other._frozen, other._thawed = self._frozen, self._thawed
+        return other
+
+    def _mkdir(self, path: str) -> None:
+        """``mkdir`` (0755), making :attr:`base` first if it is missing."""
+        try:
+            os.mkdir(path, 0o755)
+        except FileNotFoundError:
+            if self.base == self.root:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.base, 0o755)
+            os.mkdir(path, 0o755)
 
     def path(self, name: str) -> str:
         """The cgroup directory of the job whose work dir is ``name``."""
-        return os.path.join(self.root, name)
+        return os.path.join(self.base, name)
 
     def procs(self, name: str) -> str:
         """Its ``cgroup.procs`` (what a process is written to, to join it)."""
-        return os.path.join(self.root, name, "cgroup.procs")
+        return os.path.join(self.base, name, "cgroup.procs")
+
+    def exists(self, name: str) -> bool:
+        """Whether the cgroup ``name`` is there."""
+        return os.path.isdir(self.path(name))
+
+    def holds(self, name: str, pid: int) -> bool:
+        """Whether the process ``pid`` is in the cgroup ``name`` (its ``cgroup.procs``)."""
+        return pid in _members(self.path(name))
 
     def create(self, name: str) -> None:
         """Make the job's cgroup (mode 0755, the worker's: the job may write to none of its
-        files); one left by an earlier attempt is emptied (:meth:`kill`) and reused.
+        files); one left by an earlier attempt (or a zygote cgroup of an earlier zygote of this
+        process) is thawed, emptied and reused (no longer retried by :meth:`retry`).
 
         Raises:
-            CgroupError: it cannot be made.
+            CgroupError: it cannot be made, or the one there could not be emptied at once.
         """
+        self.pending.discard(name)
         try:
-            os.mkdir(self.path(name), 0o755)
+            self._mkdir(self.path(name))
         except FileExistsError:
             self.empty(name)
         except OSError as exc:
@@ -152,49 +214,70 @@ class JobCgroups:
             raise CgroupError(f"cannot put the job's wrapper in its cgroup {self.path(name)}: "
                               f"{exc.strerror or exc}") from None
 
-    def kill(self, name: str, *, deadline: float = KILL_DEADLINE) -> bool:
-        """Kill every process of the job's cgroup and remove it. A cgroup already empty is
-        just removed (one ``rmdir``); else it is killed (``cgroup.kill``, or frozen, each
-        member SIGKILLed, thawed) until it is empty, for up to ``deadline`` seconds.
+    def kill(self, name: str) -> bool:
+        """Kill every process of the cgroup ``name`` and remove it, without waiting for the
+        processes to go: an empty cgroup is just removed (one ``rmdir``); else it is killed
+        (``cgroup.kill``, or frozen, each member SIGKILLed, thawed) and ``rmdir`` tried for a
+        few milliseconds (:data:`KILL_PAUSES`); one still busy is kept in :attr:`pending` for
+        :meth:`retry`.
 
         Returns:
-            True when the cgroup is gone (or was never there); False when it could not be
-            emptied in time (logged; :meth:`sweep` tries again).
+            True when the cgroup is gone (or was never there); False when it is left to
+            :meth:`retry`.
         """
+        if self._kill_once(name, KILL_PAUSES):
+            self.pending.discard(name)
+            return True
+        self.pending.add(name)
+        return False
+
+    def retry(self, budget: float | None = None) -> int:
+        """Kill and remove again the cgroups :meth:`kill` left busy: all of them once, or while
+        ``budget`` seconds have not passed (at least one). Returns how many are still busy."""
+        end = None if budget is None else time.monotonic() + budget
+        for name in sorted(self.pending):
+            if self._kill_once(name, ()):
+                self.pending.discard(name)
+            if end is not None and time.monotonic() >= end:
+                break
+        return len(self.pending)
+
+    def _kill_once(self, name: str, pauses: tuple[float, ...]) -> bool:
+        """One kill of the cgroup ``name`` and its removal, tried again after each of ``pauses``."""
         path = self.path(name)
-        end = time.monotonic() + deadline
-        pause = 0.001
-        while True:
-            try:
-                os.rmdir(path)
+        if _remove(path):
+            return True
+        self._kill_members(path)
+        for pause in pauses:
+            if _remove(path):
                 return True
-            except FileNotFoundError:
-                return True
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    log.warning("cannot remove the job cgroup %s: %s", path, exc.strerror or exc)
-                    return False
-            if time.monotonic() >= end:
-                log.warning("the job cgroup %s still holds processes after %g s; it is killed again later",
-                            path, deadline)
-                return False
-            self._kill_members(path)
             time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        if _remove(path):
+            return True
+        log.warning("the cgroup %s still holds processes (or cannot be removed); it is killed again later", path)
+        return False
 
     def empty(self, name: str) -> None:
-        """Kill what is in the job's cgroup but keep it (an earlier attempt's).
+        """Thaw the cgroup ``name`` (one a worker left frozen between a freeze and its thaw)
+        and kill what is in it, but keep it (an earlier attempt's).
 
         Raises:
-            CgroupError: it could not be emptied in time.
+            CgroupError: it still holds processes a few milliseconds after the kill.
         """
         path = self.path(name)
-        end = time.monotonic() + KILL_DEADLINE
-        while _members(path):
-            if time.monotonic() >= end:
-                raise CgroupError(f"the job's cgroup {path} still holds processes of an earlier attempt")
-            self._kill_members(path)
-            time.sleep(0.01)
+        self._thaw(path)
+        if not _members(path):
+            return
+        self._kill_members(path)
+        for pause in KILL_PAUSES:
+            time.sleep(pause)
+            if not _members(path):
+                return
+        raise CgroupError(f"the job's cgroup {path} still holds processes of an earlier attempt")
+
+    def _thaw(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            _write(os.path.join(path, self.freeze_file), self._thawed)
 
     def _kill_members(self, path: str) -> None:
         if self.kill_file is not None:
@@ -202,33 +285,96 @@ class JobCgroups:
                 _write(os.path.join(path, self.kill_file), b"1")
             return
         freeze = os.path.join(path, self.freeze_file)
-        with contextlib.suppress(OSError):
-            _write(freeze, self._frozen)  # no fork races the kills below
-        for pid in _members(path):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            _write(freeze, self._thawed)  # a frozen process dies only once thawed
-
-    def sweep(self, keep: set[str] | None = None, is_live: Callable[[str], bool] | None = None) -> int:
-        """Kill and remove the job cgroups below the root whose name is not in ``keep`` and
-        for which ``is_live(name)`` (if given) is false: those of jobs that ended while no
-        worker followed them, and probes a killed worker left. Returns how many were removed.
-        Never raises."""
         try:
-            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+            with contextlib.suppress(OSError):
+                _write(freeze, self._frozen)  # no fork races the kills below
+            for pid in _members(path):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            self._thaw(path)  # a frozen process dies only once thawed; never left frozen
+
+    def sweep(self, is_live: Callable[[str], bool]) -> int:
+        """Kill and remove the cgroups in :attr:`base` that are no longer wanted: a probe whose
+        process is gone, and any other name for which ``is_live(name)`` is false (the caller
+        answers true for every name it did not make). Never anything outside :attr:`base`.
+        Returns how many were removed. Never raises."""
+        try:
+            names = [entry.name for entry in os.scandir(self.base) if entry.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return 0
         except OSError as exc:
-            log.warning("cannot list the cgroup root %s: %s", self.root, exc.strerror or exc)
+            log.warning("cannot list the cgroups of %s: %s", self.base, exc.strerror or exc)
             return 0
         removed = 0
         for name in names:
-            if keep is not None and name in keep:
-                continue
-            if is_live is not None and not name.startswith(PROBE_PREFIX) and is_live(name):
+            if name in self.pending:
+                continue  # retry() has it
+            if name.startswith(PROBE_PREFIX):
+                if not _PROBE_NAME.fullmatch(name) or is_process_of(name[len(PROBE_PREFIX):]):
+                    continue
+            elif is_live(name):
                 continue
             if self.kill(name):
                 removed += 1
         return removed
+
+
+def base_name(work_root: Path | str) -> str:
+    """The name of ``work_root``'s directory below the cgroup root: ``wmproxy-`` and the first 12
+    hex digits of the SHA-256 of the resolved path."""
+    resolved = os.path.realpath(work_root)
+    return BASE_PREFIX + hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
+
+
+def own_tag() -> str:
+    """``<pid>.<start time>`` of this process: a name part no later process of the same pid has."""
+    pid = os.getpid()
+    return f"{pid}.{start_time(pid) or 0}"
+
+
+def is_process_of(tag: str) -> bool:
+    """Whether the process a name part ``<pid>.<start time>[.anything]`` (:func:`own_tag`) names
+    still runs: its pid exists and started at that time (a reused pid does not)."""
+    parts = tag.split(".", 2)
+    if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        return False
+    return start_time(int(parts[0])) == int(parts[1])
+
+
+def _remove(path: str) -> bool:
+    """``rmdir`` the cgroup ``path``: True when it is gone (or was not there)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            log.warning("cannot remove the cgroup %s: %s", path, exc.strerror or exc)
+        return False
+    return True
+
+
+def _move_a_child(probe: str, root: str) -> None:
+    """Have a child of the worker move itself into the cgroup ``probe`` as a zygote or a wrapper
+    the worker starts does (:data:`wmproxy.execution.identity._JOIN`).
+
+    Raises:
+        CgroupError: it could not.
+    """
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            ["/bin/sh", "-c", 'echo 0 > "$0"', os.path.join(probe, "cgroup.procs")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CgroupError(f"cannot start /bin/sh to check that the worker can move a process into a "
+                          f"cgroup in {root}: {exc}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise CgroupError(f"the worker cannot move a process of its own into a cgroup in {root} "
+                          f"({why[-1] if why else f'status {done.returncode}'}): the root must be in the "
+                          "worker's delegated cgroup (systemd Delegate=yes), or the worker needs "
+                          "CAP_DAC_OVERRIDE (cgroup v2; root for v1)")
 
 
 def _write(path: str, data: bytes) -> None:
@@ -248,12 +394,12 @@ def _members(path: str) -> list[int]:
         return []
 
 
-def check_root(root: Path | str) -> JobCgroups:
-    """:class:`JobCgroups` of ``root``, checked (:meth:`JobCgroups.check`).
+def check_root(root: Path | str, work_root: Path | str | None = None) -> JobCgroups:
+    """:class:`JobCgroups` of ``root`` (for ``work_root``'s jobs), checked (:meth:`JobCgroups.check`).
 
     Raises:
         CgroupError: why the root is unusable.
     """
-    cgroups = JobCgroups(Path(root))
+    cgroups = JobCgroups(Path(root), work_root)
     cgroups.check()
     return cgroups

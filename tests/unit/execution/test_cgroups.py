@@ -31,6 +31,7 @@ from tests.unit.execution.wrapper_support import (
     wait_for,
 )
 from wmproxy.domain import JobState
+from wmproxy.execution import cgroups as cgroups_module
 from wmproxy.execution.backends import RunHandle, local
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.cgroups import CgroupError, JobCgroups, check_root
@@ -120,6 +121,21 @@ def _cgroup_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cgroup").read_text()
 
 
+def _cg(backend: LocalExecutionBackend, name: str) -> Path:
+    """The cgroup ``name`` of the backend's work root (in its directory below the cgroup root)."""
+    assert backend.cgroups is not None
+    return Path(backend.cgroups.path(name))
+
+
+def _line(cgroup: Path, root: Path) -> str:
+    """How ``/proc/<pid>/cgroup`` names ``cgroup`` (below the test's cgroup ``root``)."""
+    return f"/{root.name}/{cgroup.relative_to(root)}\n"
+
+
+def _gone(pid: int) -> bool:
+    return not alive(pid)
+
+
 def _end(backend: LocalExecutionBackend, handle: RunHandle) -> None:
     wait_for(lambda: backend.poll(handle) is not None, "the job to end")
 
@@ -147,19 +163,30 @@ def _escapes(handle: RunHandle) -> Iterator[tuple[int, int]]:
             kill_session(handle.pid)
 
 
+def _settled(backend: LocalExecutionBackend) -> bool:
+    """One tidy (it retries the cgroups a kill left busy); whether none is left busy."""
+    backend.tidy()
+    return not backend.cgroups.pending  # type: ignore[union-attr]
+
+
+def _wait_killed(backend: LocalExecutionBackend, *pids: int) -> None:
+    """The kill does not wait for the processes to go: wait for them (tidy retries a busy cgroup)."""
+    wait_for(lambda: all(_gone(pid) for pid in pids) and _settled(backend), "the job's processes to be killed")
+
+
 class TestEscapedProcesses:
     def test_a_setsid_and_a_double_forked_process_are_killed_when_the_job_ends(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
         handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "exit 0")))
         with _escapes(handle) as (setsid, double):
-            job_cgroup = cgroup_root / handle.work_dir.name
-            assert f"/{cgroup_root.name}/{handle.work_dir.name}\n" in _cgroup_of(setsid)
+            job_cgroup = _cg(backend, handle.work_dir.name)
+            assert _line(job_cgroup, cgroup_root) in _cgroup_of(setsid)
             # out of the session: setsid(1) calls setsid() after the shell wrote its pid
             wait_for(lambda: os.getsid(setsid) != handle.pid and os.getsid(double) != handle.pid,
                      "the two processes to leave the wrapper's session")
             _release(backend, handle, JobState.DONE)
-            assert not alive(setsid) and not alive(double)
+            _wait_killed(backend, setsid, double)
             assert not job_cgroup.exists()
 
     def test_they_are_killed_when_the_job_is_cancelled(
@@ -170,8 +197,8 @@ class TestEscapedProcesses:
             wait_for((handle.work_dir / "up").exists, "the job to start")
             backend.cancel(handle)
             _release(backend, handle, JobState.CANCELLED)
-            assert not alive(setsid) and not alive(double)
-            assert not (cgroup_root / handle.work_dir.name).exists()
+            _wait_killed(backend, setsid, double)
+            assert not _cg(backend, handle.work_dir.name).exists()
 
     def test_a_later_worker_life_kills_them_when_it_finds_the_ended_job(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
@@ -186,15 +213,16 @@ class TestEscapedProcesses:
             found = heir.attach(handle.ref, account)
             assert found is not None
             _release(heir, found, JobState.DONE)
-            assert not alive(setsid) and not alive(double)
-            assert not (cgroup_root / handle.work_dir.name).exists()
+            _wait_killed(heir, setsid, double)
+            assert not _cg(heir, handle.work_dir.name).exists()
 
     def test_a_cgroup_whose_work_dir_is_gone_is_killed_by_tidy(
         self, backend: LocalExecutionBackend, cgroup_root: Path
     ) -> None:
         """A job that ended while the worker was down and whose work dir was purged since: its
         leftover cgroup is emptied and removed by the sweep; a job's cgroup with a work dir stays."""
-        orphan, kept = cgroup_root / "https_3a_2f_2fgone", cgroup_root / "https_3a_2f_2fstill"
+        orphan, kept = _cg(backend, "https_3a_2f_2fgone"), _cg(backend, "https_3a_2f_2fstill")
+        orphan.parent.mkdir(exist_ok=True)
         orphan.mkdir()
         kept.mkdir()
         (backend.work_root / kept.name).mkdir()
@@ -217,21 +245,23 @@ class TestConfinement:
         if account is None:
             pytest.skip("a job of the worker's own user owns what the worker owns")
         parent = cgroup_root.parent
-        script = ("for f in " + " ".join(f'"{d}"/cgroup.procs' for d in (cgroup_root, parent)) + " "
-                  f'"{cgroup_root}"/*/cgroup.procs "{cgroup_root}"/*/cgroup.kill "{cgroup_root}"/*/cgroup.freeze '
-                  f'"{cgroup_root}"/*/freezer.state "{cgroup_root}"/*/tasks "{cgroup_root}"/cgroup.* '
-                  f'"{cgroup_root}"/*/cgroup.*; do '
+        base = Path(backend.cgroups.base)  # type: ignore[union-attr]
+        script = ("for f in " + " ".join(f'"{d}"/cgroup.procs' for d in (cgroup_root, parent, base)) + " "
+                  f'"{base}"/*/cgroup.procs "{base}"/*/cgroup.kill "{base}"/*/cgroup.freeze '
+                  f'"{base}"/*/freezer.state "{base}"/*/tasks "{cgroup_root}"/cgroup.* "{base}"/cgroup.* '
+                  f'"{base}"/*/cgroup.*; do '
                   '[ -e "$f" ] || continue; echo "$f" >> tried; '
                   'if (echo $$ > "$f") 2>/dev/null; then echo "$f" >> wrote; fi; done; '
                   f'mkdir "{cgroup_root}"/mine 2>/dev/null && echo mkdir >> wrote; '
+                  f'mkdir "{base}"/mine 2>/dev/null && echo mkdir >> wrote; '
                   "cat /proc/self/cgroup > cgroup")
         handle, outcome = run(backend, launch(input_dir, account, script))
         assert outcome.state == JobState.DONE, outcome
         tried = (handle.work_dir / "tried").read_text().split()
         assert f"{cgroup_root}/cgroup.procs" in tried and f"{parent}/cgroup.procs" in tried
-        assert f"{cgroup_root}/{handle.work_dir.name}/cgroup.procs" in tried
+        assert f"{base}/cgroup.procs" in tried and f"{base}/{handle.work_dir.name}/cgroup.procs" in tried
         assert not (handle.work_dir / "wrote").exists(), (handle.work_dir / "wrote").read_text()
-        assert f"/{cgroup_root.name}/{handle.work_dir.name}\n" in (handle.work_dir / "cgroup").read_text()
+        assert _line(base / handle.work_dir.name, cgroup_root) in (handle.work_dir / "cgroup").read_text()
         backend.release(handle)
 
 
@@ -246,12 +276,12 @@ class TestZygoteCgroup:
         backend = LocalExecutionBackend(work_root / "jobs", HOST, cgroups=check_root(cgroup_root))
         handle = backend.spawn(backend.prepare(launch(input_dir, account, "echo up > up; sleep 1000")))
         (launcher,) = backend._zygotes.values()
-        zygote_cgroup = cgroup_root / local.zygote_cgroup(None if account is None else (account.uid, account.gid))
+        zygote_cgroup = _cg(backend, local.zygote_cgroup(None if account is None else (account.uid, account.gid)))
         forked = None
         try:
             wait_for((handle.work_dir / "up").exists, "the job to start")
-            assert f"/{cgroup_root.name}/{zygote_cgroup.name}\n" in _cgroup_of(launcher.process.pid)
-            assert f"/{cgroup_root.name}/{handle.work_dir.name}\n" in _cgroup_of(handle.pid or 0)
+            assert _line(zygote_cgroup, cgroup_root) in _cgroup_of(launcher.process.pid)
+            assert _line(_cg(backend, handle.work_dir.name), cgroup_root) in _cgroup_of(handle.pid or 0)
             user = [] if account is None else ["setpriv", f"--reuid={account.uid}", f"--regid={account.gid}",
                                                "--clear-groups"]
             forked = subprocess.Popen(  # what a job could make its zygote fork, as the account
@@ -261,7 +291,7 @@ class TestZygoteCgroup:
                      "the process in the zygote's cgroup")
             backend.close()
             forked.wait(timeout=DEADLINE)
-            assert not zygote_cgroup.exists()
+            wait_for(lambda: _settled(backend) and not zygote_cgroup.exists(), "the zygote's cgroup to go")
             assert handle.pid is not None and alive(handle.pid)  # the job runs on
         finally:
             if forked is not None:
@@ -284,10 +314,12 @@ class TestRoot:
         with pytest.raises(CgroupError, match="not writable by group or others"):
             check_root(cgroup_root)
 
-    def test_the_kind_of_hierarchy_is_found_and_the_probe_removed(self, cgroup_root: Path) -> None:
-        cgroups = check_root(cgroup_root)
+    def test_the_kind_of_hierarchy_is_found_and_the_probe_removed(self, cgroup_root: Path, work_root: Path) -> None:
+        cgroups = check_root(cgroup_root, work_root)
         assert cgroups.version in (1, 2)
-        assert [p for p in cgroup_root.iterdir() if p.is_dir()] == []
+        assert Path(cgroups.base).parent == cgroup_root
+        assert [p.name for p in cgroup_root.iterdir() if p.is_dir()] == [Path(cgroups.base).name]
+        assert [p for p in Path(cgroups.base).iterdir() if p.is_dir()] == []
 
     def test_the_worker_refuses_to_start_with_an_unusable_cgroup_root(self, tmp_path: Path) -> None:
         (tmp_path / "grid-mapfile").write_text("")
@@ -300,3 +332,310 @@ class TestRoot:
         assert done.returncode == 3, done.stderr
         assert "cgroup_root" in done.stderr and "not a directory of a cgroup hierarchy" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+class TestJobsStartedWithoutCgroups:
+    """A worker life with job cgroups adopts jobs an earlier life started without: they have no
+    cgroup, and are killed by their session as without cgroups (review of the job cgroups, E1)."""
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_a_job_that_stopped_its_wrapper_is_killed_by_the_cancel_escalation(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        (work_root / "jobs").mkdir(mode=0o755)
+        before = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=0.5)  # cgroups off
+        handle = before.spawn(before.prepare(launch(input_dir, account,
+                                                    "echo up > up; kill -STOP $PPID; sleep 1000")))
+        pid = handle.pid
+        assert pid is not None
+        try:
+            wait_for(lambda: _stopped(pid), "the wrapper to be stopped by its job")
+            heir = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=0.5, cgroups=check_root(cgroup_root))
+            found = heir.attach(handle.ref, account)
+            assert found is not None
+            heir.cancel(found)
+            assert found.cancel_sent_at is not None
+            found.cancel_sent_at -= 1000  # past the grace and the margin
+            heir.cancel(found)
+            wait_for(lambda: not alive(pid), "the escalated cancel to kill the stopped wrapper")
+            wait_for(lambda: heir.poll(found) is not None, "the job to end")
+            heir.release(found)
+            heir.close()
+        finally:
+            if alive(pid):
+                kill_session(pid)
+            before.close()
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_what_a_killed_wrapper_left_in_its_session_is_killed_at_release(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        (work_root / "jobs").mkdir(mode=0o755)
+        before = LocalExecutionBackend(work_root / "jobs", HOST)  # cgroups off
+        handle = before.spawn(before.prepare(launch(input_dir, account,
+                                                    "sleep 1000 & echo $! > bg.pid; sleep 1000")))
+        assert handle.pid is not None
+        left = _pid_in(handle.work_dir / "bg.pid")
+        try:
+            os.kill(handle.pid, signal.SIGKILL)  # the wrapper dies without a status; its session lives on
+            heir = LocalExecutionBackend(work_root / "jobs", HOST, cgroups=check_root(cgroup_root))
+            found = heir.attach(handle.ref, account)
+            assert found is not None
+            wait_for(lambda: heir.poll(found) is not None, "the wrapper's end to be seen")
+            assert alive(left)
+            heir.release(found)
+            wait_for(lambda: not alive(left), "the session's leftover to be killed")
+            heir.close()
+        finally:
+            if alive(left):
+                os.kill(left, signal.SIGKILL)
+            before.close()
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_a_job_in_its_cgroup_is_still_killed_whole(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """The cancel escalation of a job in its cgroup kills the cgroup, also what left the session."""
+        handle = backend.spawn(backend.prepare(launch(input_dir, account,
+                                                      ESCAPES + "kill -STOP $PPID; sleep 1000")))
+        with _escapes(handle) as (setsid, double):
+            pid = handle.pid
+            assert pid is not None
+            wait_for(lambda: _stopped(pid), "the wrapper to be stopped by its job")
+            backend.cancel(handle)
+            assert handle.cancel_sent_at is not None
+            handle.cancel_sent_at -= 1000
+            backend.cancel(handle)
+            wait_for(lambda: not alive(pid) and _gone(setsid) and _gone(double), "the job's cgroup to be killed")
+            _end(backend, handle)  # Aborted: the wrapper was killed before it could record the cancel
+            backend.release(handle)
+
+
+class TestSharedRoot:
+    """Workers of different work roots share a cgroup root: each keeps to its own directory
+    below it, and sweeps only the names it makes (review of the job cgroups, E2)."""
+
+    def test_a_workers_sweep_leaves_the_jobs_of_another_work_root_alone(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        (work_root / "a").mkdir(mode=0o755)
+        (work_root / "b").mkdir(mode=0o755)
+        a = LocalExecutionBackend(work_root / "a", HOST, cgroups=check_root(cgroup_root))
+        b = LocalExecutionBackend(work_root / "b", HOST, cgroups=check_root(cgroup_root))
+        handle = b.spawn(b.prepare(launch(input_dir, account, "echo up > up; sleep 1000")))
+        try:
+            wait_for((handle.work_dir / "up").exists, "B's job to start")
+            a.tidy()
+            assert handle.pid is not None and alive(handle.pid)
+            assert b.poll(handle) is None
+            assert _cg(b, handle.work_dir.name).is_dir()
+            assert _cg(a, "x").parent != _cg(b, "x").parent
+        finally:
+            if handle.pid is not None and alive(handle.pid):
+                kill_session(handle.pid)
+            a.close()
+            b.close()
+
+    def test_the_sweep_touches_only_the_names_it_makes(
+        self, backend: LocalExecutionBackend, cgroup_root: Path
+    ) -> None:
+        """Another program's cgroups beside the work roots' directories (systemd's ``.control``),
+        a name of another shape in the work root's directory, a live worker's probe and zygote
+        cgroups stay; a probe and a zygote cgroup of a process that is gone, or of an earlier
+        process of a pid now reused, go."""
+        base = _cg(backend, "x").parent
+        base.mkdir(exist_ok=True)
+        sleeper = subprocess.Popen(["sleep", "1000"])
+        try:
+            tag = f"{sleeper.pid}.{local.start_time(sleeper.pid)}"
+            reused = f"{sleeper.pid}.{(local.start_time(sleeper.pid) or 0) + 1}"
+            kept = [cgroup_root / ".control", cgroup_root / "https_3a_2f_2fnot-ours", base / ".control",
+                    base / f".probe.{tag}.0a0b0c0d", base / f"zygote.{tag}.1000.1000", base / "zygote.nonsense",
+                    base / f".probe.{reused}", base / f"zygote.{reused}.x"]
+            swept = [base / f".probe.{reused}.0a0b0c0d", base / f"zygote.{reused}.1000.1000",
+                     base / "https_3a_2f_2fgone"]
+            kept = list(dict.fromkeys(kept))
+            for path in kept + swept:
+                path.mkdir()
+            backend.tidy()
+            assert [p for p in kept if not p.exists()] == []
+            assert [p for p in swept if p.exists()] == []
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
+    def test_a_zygote_cgroup_names_the_worker_process_with_its_start_time(
+        self, backend: LocalExecutionBackend
+    ) -> None:
+        name = local.zygote_cgroup((1000, 1000))
+        assert name == f"zygote.{os.getpid()}.{local.start_time(os.getpid())}.1000.1000"
+        assert local._cgroup_in_use(backend.work_root, name)
+
+
+class TestNonBlockingKill:
+    """A cgroup that does not empty (a member in uninterruptible sleep on a hung mount never
+    leaves; here a child cgroup keeps it busy) does not hold the worker: the kill returns at once
+    and tidy tries again."""
+
+    def test_the_release_does_not_wait_for_a_busy_cgroup_and_tidy_removes_it_later(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert backend.cgroups is not None
+        handle, outcome = run(backend, launch(input_dir, account, "exit 0"))
+        assert outcome.state == JobState.DONE
+        job_cgroup = _cg(backend, handle.work_dir.name)
+        stuck = job_cgroup / "stuck"
+        stuck.mkdir()
+        other = _cg(backend, "https_3a_2f_2fother")
+        (other / "stuck").mkdir(parents=True)
+        slept: list[float] = []
+        with monkeypatch.context() as patch:
+            patch.setattr(cgroups_module.time, "sleep", slept.append)
+            backend.release(handle)
+            assert backend.cgroups.kill(other.name) is False
+            backend.tidy()
+        assert sum(slept) < 0.1, f"the kills waited {sum(slept)} s"
+        assert job_cgroup.is_dir() and other.is_dir()
+        assert backend.cgroups.pending == {job_cgroup.name, other.name}
+        stuck.rmdir()
+        (other / "stuck").rmdir()
+        assert backend.tidy(budget=0.0) == 0  # at least one per call, within the budget
+        wait_for(lambda: _settled(backend), "tidy to remove the cgroups")
+        assert not job_cgroup.exists() and not other.exists()
+
+    def test_a_zygote_cgroup_whose_kill_failed_is_tried_again_by_tidy(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        (work_root / "jobs").mkdir(mode=0o755)
+        backend = LocalExecutionBackend(work_root / "jobs", HOST, cgroups=check_root(cgroup_root))
+        assert backend.cgroups is not None
+        handle, _outcome = run(backend, launch(input_dir, account, "exit 0"))
+        backend.release(handle)
+        zygote = _cg(backend, local.zygote_cgroup(None if account is None else (account.uid, account.gid)))
+        (zygote / "stuck").mkdir()
+        backend.close()
+        assert zygote.is_dir() and zygote.name in backend.cgroups.pending
+        (zygote / "stuck").rmdir()
+        wait_for(lambda: _settled(backend), "tidy to remove the zygote's cgroup")
+        assert not zygote.exists()
+
+
+def _thawed(path: Path) -> bool:
+    if (path / "cgroup.freeze").exists():
+        return (path / "cgroup.freeze").read_text().strip() == "0"
+    return (path / "freezer.state").read_text().strip() == "THAWED"
+
+
+def _freeze(path: Path) -> None:
+    if (path / "cgroup.freeze").exists():
+        (path / "cgroup.freeze").write_text("1")
+    else:
+        (path / "freezer.state").write_text("FROZEN")
+
+
+class TestFrozen:
+    def test_a_cgroup_left_frozen_is_thawed_when_it_is_reused(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """A worker killed between the freeze and the thaw of a kill leaves the cgroup frozen: the
+        next attempt of the job reuses it thawed, else its wrapper would hang frozen."""
+        handle = backend.prepare(launch(input_dir, account, "exit 0"))
+        path = _cg(backend, handle.work_dir.name)
+        path.parent.mkdir(exist_ok=True)
+        path.mkdir()
+        _freeze(path)
+        handle = backend.spawn(handle)
+        assert _thawed(path)
+        _release(backend, handle, JobState.DONE)
+
+    def test_the_freeze_path_thaws_whatever_happens(
+        self, backend: LocalExecutionBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        cgroups = backend.cgroups
+        assert cgroups is not None
+        cgroups.kill_file = None  # the freeze path: v1, or v2 without cgroup.kill
+        cgroups.create("https_3a_2f_2ffrozen")
+        path = _cg(backend, "https_3a_2f_2ffrozen")
+        sleeper = subprocess.Popen(["/bin/sh", "-c", f'echo 0 > "{path}/cgroup.procs" && exec sleep 1000'])
+        try:
+            wait_for(lambda: str(sleeper.pid) in (path / "cgroup.procs").read_text().split(), "the member")
+
+            def broken(_pid: int, _sig: int) -> None:
+                raise RuntimeError("interrupted")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(cgroups_module.os, "kill", broken)
+                with pytest.raises(RuntimeError):
+                    cgroups.kill(path.name)
+            assert _thawed(path)
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        wait_for(lambda: cgroups.kill(path.name), "the cgroup to go")
+
+
+class TestStartCheck:
+    """The start check moves a child of the worker into its probe, as the worker moves a zygote or
+    a wrapper it starts itself: a non-root worker without CAP_DAC_OVERRIDE whose root is not in
+    its delegated cgroup is refused, one whose root is is not."""
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_a_worker_that_cannot_move_its_children_is_refused(
+        self, cgroup_root: Path, job_account: Account
+    ) -> None:
+        os.chown(cgroup_root, job_account.uid, job_account.gid)
+        done = self._check_as(job_account, cgroup_root)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "cannot move a process of its own into a cgroup" in done.stderr, done.stderr
+        assert "Delegate=yes" in done.stderr
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_a_worker_in_its_delegated_cgroup_passes(
+        self, cgroup_root: Path, job_account: Account
+    ) -> None:
+        """What systemd's Delegate=yes makes: the service's cgroup and its ``cgroup.procs`` the
+        service user's, the worker in a cgroup below it, the root of the job cgroups another."""
+        for path in (cgroup_root, cgroup_root / "cgroup.procs"):
+            os.chown(path, job_account.uid, job_account.gid)
+        for name in ("worker", "jobs"):
+            (cgroup_root / name).mkdir()
+            os.chown(cgroup_root / name, job_account.uid, job_account.gid)
+            os.chown(cgroup_root / name / "cgroup.procs", job_account.uid, job_account.gid)
+        done = self._check_as(job_account, cgroup_root / "jobs", join=cgroup_root / "worker")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    @staticmethod
+    def _check_as(account: Account, root: Path, join: Path | None = None) -> subprocess.CompletedProcess[str]:
+        code = ("import sys\nfrom wmproxy.execution.cgroups import CgroupError, check_root\n"
+                f"try:\n    check_root({str(root)!r})\n"
+                "except CgroupError as exc:\n    sys.exit(str(exc))\n")
+        command = ["setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups",
+                   "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", code]
+        if join is not None:
+            command = ["/bin/sh", "-c", f'echo $$ > "{join}/cgroup.procs" && exec "$@"', "sh", *command]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(Path(__file__).parents[3])}
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env,
+                              cwd="/")
+
+
+class TestFirstSweep:
+    def test_the_first_tidy_sweeps_even_soon_after_boot(
+        self, backend: LocalExecutionBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``time.monotonic()`` counts from boot: a worker started less than a minute after boot
+        sweeps at its first tidy too."""
+        orphan = _cg(backend, "https_3a_2f_2fgone")
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.mkdir()
+        with monkeypatch.context() as patch:
+            patch.setattr(local.time, "monotonic", lambda: 5.0)
+            backend.tidy()
+        assert not orphan.exists()

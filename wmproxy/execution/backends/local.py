@@ -18,10 +18,11 @@ command line guards against pid reuse, the uid against another account's process
 command line; a pid read from the work dir is never signalled.
 
 With job cgroups (``cgroups``, ``[execution] cgroup_root``; :mod:`wmproxy.execution.cgroups`)
-each job runs in ``<cgroup root>/<work dir name>``, which its wrapper joins before it runs
-anything of the job, and everything in it is killed when the job is released (after its end
-or its cancel) or cancelled past its grace: also the processes that left the wrapper's
-session. Without, what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
+each job runs in ``<cgroup root>/<work root's directory>/<work dir name>``, which its wrapper
+joins before it runs anything of the job, and everything in it is killed when the job is
+released (after its end or its cancel) or cancelled past its grace: also the processes that
+left the wrapper's session. Without, and for a job whose wrapper is not in its cgroup (started
+while cgroups were off), what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -44,7 +46,7 @@ from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity, processes
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
-from wmproxy.execution.cgroups import CgroupError, JobCgroups
+from wmproxy.execution.cgroups import CgroupError, JobCgroups, is_process_of, own_tag
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
@@ -119,8 +121,9 @@ class LocalExecutionBackend:
         self.reuse_work_dirs = reuse_work_dirs
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
-        self.cgroups = cgroups
-        self._swept_at = 0.0  # monotonic time of the last sweep of the cgroup root; 0: at the first tidy
+        self.cgroups = None if cgroups is None else cgroups.for_work_root(self.work_root)
+        cgroups = self.cgroups
+        self._swept_at: float | None = None  # monotonic time of the last sweep of the cgroups; None: at the first tidy
         weakref.finalize(self, _close_zygotes, self._zygotes, cgroups)
 
     # --- starting ------------------------------------------------------------------
@@ -459,8 +462,8 @@ class LocalExecutionBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGTERM)
         elif now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
-            if self.cgroups is not None:
-                self.cgroups.kill(handle.work_dir.name)
+            if self._in_cgroup(handle):
+                self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
             else:
                 _kill_session(handle.pid)
 
@@ -491,16 +494,20 @@ class LocalExecutionBackend:
         have (the job was cancelled, or its wrapper ended without a status: killed), what is
         left of the session is killed first (:func:`_kill_leftovers`). With job cgroups,
         everything left in the job's cgroup is killed and the cgroup removed, whatever the end
-        (usually it is empty: one ``rmdir``).
+        (usually it is empty: one ``rmdir``; one still busy is left to :meth:`tidy`); a job
+        without its cgroup (started while they were off) is treated as without them.
 
         Raises:
             BackendError: the directory could not be removed.
         """
-        if self.cgroups is not None:
-            self.cgroups.kill(handle.work_dir.name)
-        elif handle.pid is not None and (handle.cancel_sent_at is not None
-                                         or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
-            self._kill_leftovers(handle)
+        if self._in_cgroup(handle):
+            self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
+        else:
+            if handle.pid is not None and (handle.cancel_sent_at is not None
+                                           or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+                self._kill_leftovers(handle)
+            if self.cgroups is not None:
+                self.cgroups.kill(handle.work_dir.name)  # an empty one its wrapper never joined
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
         if self._recycle(handle):
@@ -520,16 +527,21 @@ class LocalExecutionBackend:
         them or, with ``budget``, for about that many seconds (at least one); the worker
         calls it when it is about to wait. Returns how many were pending.
 
-        With job cgroups it also kills and removes, every :data:`CGROUP_SWEEP` seconds (and at
-        its first call), the job cgroups whose work dir is gone (jobs that ended while no worker
-        followed them and whose work dir was purged since) and the zygote cgroups of worker
-        processes that are gone.
+        With job cgroups it first kills and removes again the cgroups a kill left busy
+        (:meth:`JobCgroups.retry`, within ``budget``), and, every :data:`CGROUP_SWEEP` seconds
+        (and at its first call), the cgroups of its work root's directory that are no longer
+        wanted: a job's whose work dir is gone (a job that ended while no worker followed it and
+        whose work dir was purged since), a zygote's whose worker process is gone, a probe whose
+        worker is gone.
 
         Never raises (a directory that cannot be removed is logged)."""
         self._drop_idle_spares()
-        if self.cgroups is not None and time.monotonic() - self._swept_at >= CGROUP_SWEEP:
-            self._swept_at = time.monotonic()
-            self.cgroups.sweep(is_live=functools.partial(_cgroup_in_use, self.work_root))
+        if self.cgroups is not None:
+            if self.cgroups.pending:
+                self.cgroups.retry(budget)
+            if self._swept_at is None or time.monotonic() - self._swept_at >= CGROUP_SWEEP:
+                self._swept_at = time.monotonic()
+                self.cgroups.sweep(is_live=functools.partial(_cgroup_in_use, self.work_root))
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
@@ -552,11 +564,23 @@ class LocalExecutionBackend:
         except IdentityError as exc:
             raise BackendError(str(exc)) from None
 
+    def _in_cgroup(self, handle: RunHandle) -> bool:
+        """Whether the job runs in its cgroup: job cgroups are on, its cgroup exists and, while
+        its wrapper runs, holds it. A job started while they were off (by an earlier worker life)
+        has none, and a wrapper that stopped itself would never be killed by a kill of its
+        cgroup: such a job is killed by its session, as without cgroups."""
+        cgroups = self.cgroups
+        if cgroups is None or not cgroups.exists(handle.work_dir.name):
+            return False
+        if handle.pid is not None and self._running(handle):
+            return cgroups.holds(handle.work_dir.name, handle.pid)
+        return True
+
     def _kill_leftovers(self, handle: RunHandle) -> None:
         """SIGKILL the processes left in the session of the job's wrapper once it has ended
         (with job cgroups: everything in the job's cgroup)."""
-        if self.cgroups is not None:
-            self.cgroups.kill(handle.work_dir.name)
+        if self._in_cgroup(handle):
+            self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         elif handle.pid is not None and not self._running(handle):
             _kill_leftovers(handle.pid, ref_start_time(handle.ref),
                             os.getuid() if handle.account is None else handle.account.uid)
@@ -594,26 +618,33 @@ def _close_zygote(key: tuple[int, int] | None, launcher: Zygote, cgroups: JobCgr
         cgroups.kill(zygote_cgroup(key))
 
 
-#: Name prefix of a zygote's cgroup below the cgroup root: ``zygote.<worker pid>.<uid>.<gid>``
-#: (``...worker`` for the worker's own user).
+#: Name prefix of a zygote's cgroup in the work root's cgroup directory:
+#: ``zygote.<worker pid>.<worker start time>.<uid>.<gid>`` (``...worker`` for the worker's own user).
 ZYGOTE_CGROUP = "zygote."
+_ZYGOTE_NAME = re.compile(r"zygote\.[0-9]+\.[0-9]+\.(?:worker|[0-9]+\.[0-9]+)")
+#: The names :func:`~wmproxy.domain.to_filename` gives job work dirs.
+_JOB_NAME = re.compile(r"(?!\.)(?:[A-Za-z0-9.\- ]|_[0-9a-f]{2})+")
 
 
 def zygote_cgroup(key: tuple[int, int] | None) -> str:
-    """The cgroup (below the cgroup root) of this worker process's zygote for ``key``'s account:
-    a job's wrapper starts there and is moved into the job's, so a process forked from the zygote
-    never runs outside the tree, and the common ancestor of the two is the cgroup root."""
+    """The cgroup (in the work root's cgroup directory) of this worker process's zygote for
+    ``key``'s account: a job's wrapper starts there and is moved into the job's, so a process
+    forked from the zygote never runs outside the tree, and the common ancestor of the two is the
+    cgroup root. The worker's start time in the name tells its cgroups from those of a later
+    process that reuses its pid."""
     account = "worker" if key is None else f"{key[0]}.{key[1]}"
-    return f"{ZYGOTE_CGROUP}{os.getpid()}.{account}"
+    return f"{ZYGOTE_CGROUP}{own_tag()}.{account}"
 
 
 def _cgroup_in_use(work_root: Path, name: str) -> bool:
-    """Whether the cgroup ``name`` below the cgroup root is still wanted: a job's whose work dir
-    exists, or a zygote's whose worker process lives."""
+    """Whether the cgroup ``name`` of the work root's cgroup directory is still wanted: a job's
+    whose work dir exists, a zygote's whose worker process lives, and any name of another shape
+    (never made by this code: never touched)."""
     if name.startswith(ZYGOTE_CGROUP):
-        pid = name[len(ZYGOTE_CGROUP):].split(".", 1)[0]
-        return pid.isdigit() and os.path.exists(f"/proc/{pid}")
-    return os.path.lexists(work_root / name)
+        return not _ZYGOTE_NAME.fullmatch(name) or is_process_of(name[len(ZYGOTE_CGROUP):])
+    if _JOB_NAME.fullmatch(name):
+        return os.path.lexists(work_root / name)
+    return True
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
