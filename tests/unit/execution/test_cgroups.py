@@ -617,11 +617,15 @@ class TestStartCheck:
         code = ("import sys\nfrom wmproxy.execution.cgroups import CgroupError, check_root\n"
                 f"try:\n    check_root({str(root)!r})\n"
                 "except CgroupError as exc:\n    sys.exit(str(exc))\n")
+        # an interpreter the account can run (the suite's may sit under /root): the module and
+        # what it imports are the standard library's
+        python = os.environ.get("WMPROXY_TEST_SYSTEM_PYTHON", "/usr/bin/python3")
         command = ["setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups",
-                   "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", code]
+                   "--inh-caps=-all", "--bounding-set=-all", python, "-c", code]
         if join is not None:
             command = ["/bin/sh", "-c", f'echo $$ > "{join}/cgroup.procs" && exec "$@"', "sh", *command]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(Path(__file__).parents[3])}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(Path(__file__).parents[3]),
+               **{name: os.environ[name] for name in ("LD_LIBRARY_PATH",) if name in os.environ}}
         return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env,
                               cwd="/")
 
