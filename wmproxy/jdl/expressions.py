@@ -102,6 +102,9 @@ _TOKEN = re.compile(r"""
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>>>>|=\?=|=!=|\?:|<<|>>|<=|>=|==|!=|&&|\|\||[-+*/%<>!~&|^?:,;=.()\[\]{}])
 """, re.VERBOSE | re.DOTALL)
+#: A regexp pattern, as classad2 writes the string constant (``\\\\`` for one backslash), that
+#: cannot backtrack: literal characters and ``.``, anchors, the escapes ``\\.`` and ``\\-``.
+_PLAIN_PATTERN = re.compile(r"(?:[A-Za-z0-9_.:/^$@=, -]|\\\\[.-])*")
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NAME_START = re.compile(r"[A-Za-z_']")
 _BLANKS = re.compile(r"\s+")
@@ -287,11 +290,12 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
 
 def _pattern_cost(tokens: list[_Token], index: int) -> int:
     """1 for a ``regexp`` call whose ``(`` is ``tokens[index]``, 0 when its pattern is a string
-    constant without a repetition (``*``, ``+``, ``?``, ``{``): such a pattern cannot
-    backtrack more than its length times the subject's (``RegExp("cern.ch", other.X)``, the
-    usual site choice, is not counted)."""
+    constant of letters, digits, blanks, ``_ . : / ^ $ @ = , -`` and the escapes ``\\.``,
+    ``\\-`` only: no group, alternation, class, back-reference or repetition, so PCRE tries
+    each start position once (``RegExp("cern.ch", other.X)``, the usual site choice, is not
+    counted). Alternation alone backtracks: ``(a|a)`` 25 times costs what ``^(a+)+$`` does."""
     constant = index + 2 < len(tokens) and tokens[index + 1].kind == "string" and tokens[index + 2].text == ","
-    return 0 if constant and not any(mark in tokens[index + 1].text for mark in "*+?{") else 1
+    return 0 if constant and _PLAIN_PATTERN.fullmatch(tokens[index + 1].text[1:-1]) else 1
 
 
 def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:
