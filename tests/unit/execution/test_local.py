@@ -11,6 +11,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,7 +180,9 @@ class TestLeftovers:
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cancelled: bool
     ) -> None:
         """Its state reads ``Z`` while its other threads run: it was skipped as a zombie."""
-        script = f"{MAIN_THREAD_ENDS} & " + ("while :; do sleep 0.1; done" if cancelled else "sleep 0.2; exit 0")
+        script = (f"{MAIN_THREAD_ENDS} & while [ ! -s zl.pid ]; do sleep 0.05; done; "
+                  "until grep -q '^State:.Z' /proc/$(cat zl.pid)/status; do sleep 0.05; done; "
+                  + ("while :; do sleep 0.1; done" if cancelled else "exit 0"))
         handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
         leader = _pid_in(handle.work_dir / "zl.pid")
         try:
@@ -191,6 +194,26 @@ class TestLeftovers:
         finally:
             if _threads_running(leader):
                 os.kill(leader, signal.SIGKILL)
+
+    def test_a_session_leader_whose_main_thread_ended_alone_is_running_and_killed_as_a_leftover(
+        self, tmp_path: Path
+    ) -> None:
+        """A job may trace its wrapper (same uid) and make its main thread end alone: the
+        wrapper then reads Z while a thread runs on. It was taken for ended, and its session's
+        leftover kill spared the leader itself."""
+        code = MAIN_THREAD_ENDS.replace("os.setpgid(0, 0)", "os.setsid()").split('"')[1]
+        leader = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+        try:
+            pid = _pid_in(tmp_path / "zl.pid")
+            wait_for(lambda: _threads_running(pid) and _state(pid) == "Z", "its main thread to end")
+            started = int(local._stat_fields(pid)[19])  # type: ignore[index]
+            assert local.is_process(pid, started)
+            local._kill_leftovers(pid, started, os.getuid())
+            wait_for(lambda: not _threads_running(pid), "the leader to be killed")
+        finally:
+            if _threads_running(leader.pid):
+                os.kill(leader.pid, signal.SIGKILL)
+            leader.wait(timeout=120)
 
     @pytest.mark.parametrize("how", ["cancel", "release"])
     def test_what_a_killed_wrapper_left_is_killed_by_a_cancel_or_the_release(

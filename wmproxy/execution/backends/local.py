@@ -572,9 +572,9 @@ class LocalExecutionBackend:
         cgroups = self.cgroups
         if cgroups is None or not cgroups.exists(handle.work_dir.name):
             return False
-        if handle.pid is not None and self._running(handle):
-            return cgroups.holds(handle.work_dir.name, handle.pid)
-        return True
+        if handle.pid is None or cgroups.holds(handle.work_dir.name, handle.pid):
+            return True
+        return not self._running(handle)  # read after: a wrapper that has just ended left its cgroup
 
     def _kill_leftovers(self, handle: RunHandle) -> None:
         """SIGKILL the processes left in the session of the job's wrapper once it has ended
@@ -834,7 +834,7 @@ def is_wrapper(pid: int, work_dir: Path, account: Account | None) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     state = _proc_state(pid)
-    if state is None or state == "Z":
+    if state is None or (state == "Z" and not _threads_run(pid)):
         return False
     expected = os.getuid() if account is None else account.uid
     return _runs_wrapper_for(_cmdline(pid), work_dir) and processes.real_uid(pid) == expected
@@ -885,9 +885,16 @@ def is_process(pid: int, started: int) -> bool:
     never a later process that reused its pid."""
     fields = _stat_fields(pid)
     try:
-        return fields is not None and fields[0] != b"Z" and int(fields[3]) == pid and int(fields[19]) == started
+        return (fields is not None and (fields[0] != b"Z" or _threads_run(pid)) and int(fields[3]) == pid
+                and int(fields[19]) == started)
     except (IndexError, ValueError):
         return False
+
+
+def _threads_run(pid: int) -> bool:
+    """Whether ``pid``, whose state reads ``Z``, still runs threads: its main thread ended alone
+    (``SYS_exit``, which a job may make its own wrapper do by tracing it) while others go on."""
+    return processes.real_uid(pid, live=True) is not None
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -973,7 +980,9 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
         if attempt:
             time.sleep(0.01)
         found = False
-        for pid in _session_and_descendants(sid, uid):
+        # the leader too while its threads run (its main thread ended alone: it reads Z)
+        leader = [sid] if fields is not None and processes.real_uid(sid, live=True) == uid else []
+        for pid in leader + _session_and_descendants(sid, uid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
