@@ -89,6 +89,9 @@ class JobCgroups:
         self.base = self.root if work_root is None else os.path.join(self.root, base_name(work_root))
         #: The cgroups (names below :attr:`base`) killed but still busy, for :meth:`retry`.
         self.pending: set[str] = set()
+        #: When :meth:`retry` last tried each pending cgroup (monotonic seconds): the longest
+        #: waiting goes first, so a few that never empty cannot starve the others.
+        self._tried: dict[str, float] = {}
         self.version = 0
         self.kill_file: str | None = None  # v2 cgroup.kill
         self.freeze_file = ""  # cgroup.freeze (v2) or freezer.state (v1)
@@ -190,11 +193,17 @@ class JobCgroups:
         Raises:
             CgroupError: it cannot be made, or the one there could not be emptied at once.
         """
+        was_pending = name in self.pending
         self.pending.discard(name)
         try:
             self._mkdir(self.path(name))
         except FileExistsError:
-            self.empty(name)
+            try:
+                self.empty(name)
+            except CgroupError:
+                if was_pending:  # still busy: tidy keeps trying
+                    self.pending.add(name)
+                raise
         except OSError as exc:
             raise CgroupError(f"cannot create the job's cgroup {self.path(name)}: {exc.strerror}") from None
 
@@ -235,15 +244,20 @@ class JobCgroups:
         """Kill and remove again the cgroups :meth:`kill` left busy: all of them once, or while
         ``budget`` seconds have not passed (at least one). Returns how many are still busy."""
         end = None if budget is None else time.monotonic() + budget
-        for name in sorted(self.pending):
-            if self._kill_once(name, ()):
+        for name in sorted(self.pending, key=lambda name: self._tried.get(name, 0.0)):
+            self._tried[name] = time.monotonic()
+            if self._kill_once(name, (), warn=False):
                 self.pending.discard(name)
+                self._tried.pop(name, None)
             if end is not None and time.monotonic() >= end:
                 break
+        for name in set(self._tried) - self.pending:
+            del self._tried[name]
         return len(self.pending)
 
-    def _kill_once(self, name: str, pauses: tuple[float, ...]) -> bool:
-        """One kill of the cgroup ``name`` and its removal, tried again after each of ``pauses``."""
+    def _kill_once(self, name: str, pauses: tuple[float, ...], *, warn: bool = True) -> bool:
+        """One kill of the cgroup ``name`` and its removal, tried again after each of ``pauses``;
+        a cgroup still busy is logged when ``warn`` (the first kill, not each retry)."""
         path = self.path(name)
         if _remove(path):
             return True
@@ -254,7 +268,9 @@ class JobCgroups:
             time.sleep(pause)
         if _remove(path):
             return True
-        log.warning("the cgroup %s still holds processes (or cannot be removed); it is killed again later", path)
+        if warn:
+            log.warning("the cgroup %s still holds processes (or cannot be removed); it is killed again later",
+                        path)
         return False
 
     def empty(self, name: str) -> None:

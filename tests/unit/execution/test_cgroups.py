@@ -511,6 +511,28 @@ class TestNonBlockingKill:
         wait_for(lambda: _settled(backend), "tidy to remove the cgroups")
         assert not job_cgroup.exists() and not other.exists()
 
+    def test_retries_take_the_longest_waiting_first(
+        self, backend: LocalExecutionBackend
+    ) -> None:
+        """With a budget for one cgroup per tidy, two that never empty take turns (the first by
+        name was always retried, the second never)."""
+        cgroups = backend.cgroups
+        assert cgroups is not None
+        names = ["https_3a_2f_2fa", "https_3a_2f_2fb"]
+        for name in names:
+            (_cg(backend, name) / "stuck").mkdir(parents=True)
+            assert cgroups.kill(name) is False
+        tried: list[str] = []
+        for _ in range(4):
+            before = dict(cgroups._tried)
+            cgroups.retry(budget=0.0)
+            tried += [name for name in names if cgroups._tried.get(name) != before.get(name)]
+        assert sorted(tried[:2]) == names and tried[2:] == tried[:2], tried  # in turns
+        for name in names:
+            (_cg(backend, name) / "stuck").rmdir()
+        assert cgroups.retry() == 0
+        assert not any(_cg(backend, name).exists() for name in names)
+
     def test_a_zygote_cgroup_whose_kill_failed_is_tried_again_by_tidy(
         self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
