@@ -29,6 +29,7 @@ import secrets
 import shlex
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,17 +145,19 @@ class HeldWaits:
                     self.held_by_agents -= agent
 
 
-_held_waits: dict[int, HeldWaits] = {}
+#: Per runtime, by its id: (a weak reference to it, its HeldWaits). The reference tells a
+#: runtime from a later one that got the id of a runtime gone (tests make many).
+_held_waits: dict[int, tuple[weakref.ref[Runtime], HeldWaits]] = {}
 _held_waits_lock = threading.Lock()
 
 
 def held_waits(rt: Runtime) -> HeldWaits:
     """The :class:`HeldWaits` of this process's runtime (one per runtime)."""
     with _held_waits_lock:
-        found = _held_waits.get(id(rt))
-        if found is None:
-            found = _held_waits[id(rt)] = HeldWaits(rt.settings.service.threads)
-        return found
+        entry = _held_waits.get(id(rt))
+        if entry is None or entry[0]() is not rt:
+            entry = _held_waits[id(rt)] = (weakref.ref(rt), HeldWaits(rt.settings.service.threads))
+        return entry[1]
 
 
 def _now() -> dt.datetime:
