@@ -214,11 +214,7 @@ class JobCgroups:
             CgroupError: it could not be moved (gone, or not allowed).
         """
         try:
-            fd = os.open(self.procs(name), os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, str(pid).encode())
-            finally:
-                os.close(fd)
+            _write(self.procs(name), str(pid).encode())
         except OSError as exc:
             raise CgroupError(f"cannot put the job's wrapper in its cgroup {self.path(name)}: "
                               f"{exc.strerror or exc}") from None

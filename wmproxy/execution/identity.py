@@ -447,9 +447,7 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
     prefix = _switch_prefix(account)
     switch_here = cgroup_procs is None or account is None
     if account is not None and not switch_here:  # the switch after the join, by setpriv (the worker's until then)
-        if not os.path.exists(SETPRIV):
-            raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
-        prefix = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+        prefix = _setpriv_to(account, "start a job")
     if cgroup_procs is not None:
         prefix = [*_JOIN, cgroup_procs, *prefix]
     interpreter = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable)
@@ -507,10 +505,7 @@ def run_as(argv: list[str], account: Account | None, *, env: dict[str, str], cwd
     """
     if account is None:
         return _run([*_switch_prefix(None), *argv], argv[0], env, cwd, timeout)
-    if not os.path.exists(SETPRIV):
-        raise IdentityError(f"Refusing to run {argv[0]} as {account.name}: {SETPRIV} (util-linux) is missing")
-    switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
-    return _run([*switch, *argv], argv[0], env, cwd, timeout)
+    return _run([*_setpriv_to(account, f"run {argv[0]}"), *argv], argv[0], env, cwd, timeout)
 
 
 def run_as_worker(argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
@@ -555,6 +550,18 @@ def _switch_prefix(account: Account | None) -> list[str]:
     if not os.path.exists(SETPRIV):
         raise IdentityError(f"Refusing to start a job: {SETPRIV} (util-linux) must drop the worker's capabilities")
     return [SETPRIV, *DROP_CAPABILITIES]
+
+
+def _setpriv_to(account: Account, action: str) -> list[str]:
+    """The ``setpriv`` prefix that switches to ``account`` (no supplementary group) and drops
+    every capability.
+
+    Raises:
+        IdentityError: ``setpriv`` is missing ("Refusing to <action> as <account>: ...").
+    """
+    if not os.path.exists(SETPRIV):
+        raise IdentityError(f"Refusing to {action} as {account.name}: {SETPRIV} (util-linux) is missing")
+    return [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
 
 
 def holds_capabilities() -> bool:
@@ -966,7 +973,4 @@ def zygote_command(account: Account | None, *, python: str | None = None,
     join = [] if cgroup_procs is None else [*_JOIN, cgroup_procs]
     if account is None:
         return [*join, *_switch_prefix(None), interpreter, "-I", "-S", script]
-    if not os.path.exists(SETPRIV):
-        raise IdentityError(f"Refusing to start a job as {account.name}: {SETPRIV} (util-linux) is missing")
-    switch = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
-    return [*join, *switch, interpreter, "-I", "-S", script]
+    return [*join, *_setpriv_to(account, "start a job"), interpreter, "-I", "-S", script]

@@ -1001,7 +1001,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
         fields = _stat_fields(pid)
         if fields is None or len(fields) < 4 or pid == sid:
             continue
-        if fields[0] in (b"Z", b"X") and processes.real_uid(pid, live=True) is None:
+        if fields[0] in (b"Z", b"X") and not _threads_run(pid):
             continue  # done (a main thread ended alone, other threads running, reads Z too)
         try:
             parents[pid] = int(fields[1])
