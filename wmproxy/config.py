@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -310,6 +311,11 @@ def checked_vo_servers(by_vo: Mapping[str, str], where: str = "[renewal] myproxy
     return MappingProxyType(result)
 
 
+def canonical_host(host: str) -> str:
+    """A host name as MyProxy servers are compared: lower-cased, without a trailing dot."""
+    return host.rstrip(".").lower()
+
+
 def parse_server_patterns(text: str, where: str = "[renewal] myproxy_allowed_servers") -> tuple[tuple[str, int], ...]:
     """``"myproxy.cern.ch, *.example.org:7600, *"`` → ``(("myproxy.cern.ch", 7512),
     ("*.example.org", 7600), ("*", 0))``: the MyProxy servers a JDL may name.
@@ -334,7 +340,7 @@ def parse_server_patterns(text: str, where: str = "[renewal] myproxy_allowed_ser
             host, port = parse_host_port(item[2:] if wildcard else item)
         except ValueError:
             raise ConfigError(f"{where}: {item!r} is not host[:port], *.domain[:port] or *") from None
-        host = host.rstrip(".").lower()
+        host = canonical_host(host)
         patterns.append((f"*.{host}" if wildcard else host, port))
     return tuple(patterns)
 
@@ -387,10 +393,17 @@ class RenewalSettings:
                 raise ConfigError(f"[renewal] myproxy_server: {exc}") from exc
         parse_server_patterns(self.myproxy_allowed_servers)
 
-    @property
+    @functools.cached_property
     def allowed_server_patterns(self) -> tuple[tuple[str, int], ...]:
-        """``myproxy_allowed_servers`` parsed (:func:`parse_server_patterns`)."""
+        """``myproxy_allowed_servers`` parsed (:func:`parse_server_patterns`), once."""
         return parse_server_patterns(self.myproxy_allowed_servers)
+
+    @functools.cached_property
+    def default_servers(self) -> frozenset[tuple[str, int]]:
+        """``(canonical host, port)`` of ``myproxy_server`` and the ``myproxy_servers_by_vo``
+        values that are set, parsed once."""
+        servers = (self.myproxy_server, *self.myproxy_servers_by_vo.values())
+        return frozenset((canonical_host(host), port) for host, port in map(parse_host_port, filter(None, servers)))
 
 
 @dataclass(frozen=True)

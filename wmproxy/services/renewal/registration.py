@@ -18,7 +18,7 @@ import logging
 
 import classad2
 
-from wmproxy.config import RenewalSettings, parse_host_port
+from wmproxy.config import RenewalSettings, canonical_host, parse_host_port
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.store import UnitOfWork
 
@@ -37,10 +37,6 @@ def parse_server(value: str) -> tuple[str, int]:
         raise InvalidJdlAttributeError(f"MyProxyServer: {value!r} is not host[:port]") from None
 
 
-def _canonical(host: str) -> str:
-    return host.rstrip(".").lower()
-
-
 def server_allowed(settings: RenewalSettings, server: str) -> bool:
     """Whether the renewal worker may connect to ``server`` (``host[:port]``).
 
@@ -54,12 +50,9 @@ def server_allowed(settings: RenewalSettings, server: str) -> bool:
         host, port = parse_host_port(server)
     except ValueError:
         return False
-    host = _canonical(host)
-    for default in (settings.myproxy_server, *settings.myproxy_servers_by_vo.values()):
-        if default:
-            default_host, default_port = parse_host_port(default)
-            if (_canonical(default_host), default_port) == (host, port):
-                return True
+    host = canonical_host(host)
+    if (host, port) in settings.default_servers:
+        return True
     for pattern, pattern_port in settings.allowed_server_patterns:
         if pattern == "*":
             return True
