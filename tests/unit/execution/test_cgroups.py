@@ -232,6 +232,7 @@ class TestEscapedProcesses:
             wait_for(lambda: str(sleeper.pid) in (orphan / "cgroup.procs").read_text().split(), "the leftover")
             backend.tidy()
             sleeper.wait(timeout=DEADLINE)
+            wait_for(lambda: _settled(backend), "tidy to remove the emptied cgroup")  # the kill does not wait
             assert not orphan.exists() and kept.exists()
         finally:
             sleeper.kill()
