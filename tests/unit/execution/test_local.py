@@ -186,8 +186,8 @@ class TestLeftovers:
         handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
         leader = _pid_in(handle.work_dir / "zl.pid")
         try:
-            wait_for(lambda: _threads_running(leader) and _state(leader) == "Z", "its main thread to end")
-            if cancelled:
+            if cancelled:  # an ended job waited for it itself: its end may kill it before a look here
+                wait_for(lambda: _threads_running(leader) and _state(leader) == "Z", "its main thread to end")
                 backend.cancel(handle)
             wait_for(lambda: backend.poll(handle) is not None, "the job to end")
             wait_for(lambda: not _threads_running(leader), "the process to be killed")
