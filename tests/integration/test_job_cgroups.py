@@ -22,13 +22,14 @@ from tests.support import delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
 
-#: Leaves ``setsid sleep`` and a double-forked ``sleep``, their pids in the shared directory,
-#: then ends (``{end}``: ``exit 0``) or waits to be cancelled.
+#: Leaves a ``setsid`` process and a double-forked ``sleep``, their pids in the shared directory
+#: (each written from inside its new session, so neither can still be in the wrapper's when the
+#: job goes on), then ends (``{end}``: ``exit 0``) or waits to be cancelled.
 ESCAPING_JOB = (
     '[ Executable = "/bin/sh"; Arguments = "-c \\"'
-    "setsid sleep 1000 & echo $! > {shared}/{name}.setsid; "
+    "setsid sh -c 'echo $$ > {shared}/{name}.setsid; exec sleep 1000' & "
     "(setsid sh -c 'sleep 1000 & echo $! > {shared}/{name}.double' &); "
-    "while [ ! -s {shared}/{name}.double ]; do sleep 0.05; done; {end}"
+    "while [ ! -s {shared}/{name}.double ] || [ ! -s {shared}/{name}.setsid ]; do sleep 0.05; done; {end}"
     '\\""; ]'
 )
 

@@ -107,9 +107,12 @@ def backend(request: pytest.FixtureRequest, work_root: Path, cgroup_root: Path) 
 
 #: A payload leaving two processes that the wrapper's session kill misses: one that called
 #: ``setsid`` (its pid in bg.pid) and one double-forked into a session of its own (dbl.pid).
-ESCAPES = ("setsid sleep 1000 & echo $! > bg.pid; "
+#: Each pid is written from inside its new session, and the payload goes on only once both are
+#: written, so the wrapper's session kill at the payload's end cannot catch either before it
+#: left (a loaded machine may run the payload's end before a child's setsid()).
+ESCAPES = ("setsid sh -c 'echo $$ > bg.pid; exec sleep 1000' & "
            "(setsid sh -c 'sleep 1000 & echo $! > dbl.pid; exit 0' &); "
-           "while [ ! -s dbl.pid ]; do sleep 0.05; done; echo up > up; ")
+           "while [ ! -s dbl.pid ] || [ ! -s bg.pid ]; do sleep 0.05; done; echo up > up; ")
 
 
 def _pid_in(path: Path) -> int:
