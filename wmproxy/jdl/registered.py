@@ -278,7 +278,11 @@ def _interactive_environment(out: classad2.ClassAd) -> list[str]:
 
 
 def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], output_uri: str) -> None:
-    """§3.2 step 8c: ``OutputSandboxDestURI``, or ``OutputSandboxBaseDestURI`` with wildcards."""
+    """§3.2 step 8c: ``OutputSandboxDestURI``, or ``OutputSandboxBaseDestURI`` with wildcards.
+
+    A name appended to the job's output URI or to ``OutputSandboxBaseDestURI`` is
+    percent-encoded as getOutputFileList gives it (:func:`~wmproxy.jdl.sandbox.file_uri`):
+    ``res#1.txt`` is ``…/output/res%231.txt``. A destination the user wrote is kept as written."""
     if not files:
         return
     if has_wildcards(files):
@@ -296,9 +300,9 @@ def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], outp
         elif given:
             dest.append(f"{output_uri}/{given}")
         elif base_dest:
-            dest.append(f"{base_dest}/{file_name(entry)}")
+            dest.append(file_uri(base_dest, file_name(entry)))
         else:
-            dest.append(f"{output_uri}/{file_name(entry)}")
+            dest.append(file_uri(output_uri, file_name(entry)))
     set_list(out, "OutputSandboxDestURI", dest)
 
 

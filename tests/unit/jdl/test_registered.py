@@ -92,6 +92,20 @@ class TestRegisteredAd:
             "gsiftp://se/base/c.out",
         ]
 
+    def test_output_names_appended_to_a_uri_are_percent_encoded_as_get_output_file_list_gives_them(self) -> None:
+        ad = _register(
+            'Executable = "a"; OutputSandbox = {"a b.txt", "res#1.txt", "50%.txt"};'
+            ' OutputSandboxDestURI = {"gsiftp://se/kept as written"};'
+        )
+
+        assert ad["OutputSandboxDestURI"] == [
+            "gsiftp://se/kept as written",
+            ISB_BASE + "/output/res%231.txt",
+            ISB_BASE + "/output/50%25.txt",
+        ]
+        based = _register('Executable = "a"; OutputSandbox = {"res#1.txt"}; OutputSandboxBaseDestURI = "gsiftp://se/b/";')
+        assert based["OutputSandboxDestURI"] == ["gsiftp://se/b/res%231.txt"]
+
     def test_wildcard_output_sandbox_only_sets_base_dest_uri(self) -> None:
         ad = _register('Executable = "a"; OutputSandbox = {"*.out", "std.err"};')
 
