@@ -537,6 +537,38 @@ class TestNonBlockingKill:
         assert cgroups.retry() == 0
         assert not any(_cg(backend, name).exists() for name in names)
 
+    def test_a_new_attempt_on_a_cgroup_still_busy_leaves_it_to_tidy(
+        self, backend: LocalExecutionBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The job's next attempt finds its cgroup still holding a process the kill cannot take
+        (here the kill does nothing; on a site, uninterruptible sleep): the attempt fails with
+        CgroupError and tidy goes on trying the cgroup (it had stopped: create() had dropped it
+        from the pending set)."""
+        cgroups = backend.cgroups
+        assert cgroups is not None
+        name = "https_3a_2f_2fbusy"
+        cgroups.create(name)
+        path = _cg(backend, name)
+        sleeper = subprocess.Popen(["/bin/sh", "-c", f'echo 0 > "{path}/cgroup.procs" && exec sleep 1000'],
+                                   start_new_session=True)
+        try:
+            wait_for(lambda: str(sleeper.pid) in (path / "cgroup.procs").read_text().split(), "the member")
+            with monkeypatch.context() as patch:
+                patch.setattr(JobCgroups, "_kill_members", lambda _self, _path: None)
+                patch.setattr(cgroups_module.time, "sleep", lambda _seconds: None)
+                assert cgroups.kill(name) is False and name in cgroups.pending
+                with pytest.raises(CgroupError, match="still holds processes"):
+                    cgroups.create(name)
+                assert name in cgroups.pending
+                backend.tidy()
+                assert name in cgroups.pending and path.is_dir()
+            wait_for(lambda: _settled(backend), "tidy to kill and remove the cgroup")
+            assert not path.exists()
+            sleeper.wait(timeout=DEADLINE)
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
     def test_a_zygote_cgroup_whose_kill_failed_is_tried_again_by_tidy(
         self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
