@@ -226,17 +226,20 @@ def _print_purge(report: Any) -> None:
 
 
 @click.command()
-@click.option("--dry-run", is_flag=True, help="only show what would be purged")
+@click.option("--dry-run", is_flag=True, help="only show what would be purged (whatever --yes says)")
 @click.option("--yes", is_flag=True, help="purge without showing the dry run and asking first")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (with --dry-run or --yes)")
 @pass_settings
 def purge(settings: Settings, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Purge now with the [purge] policy: a dry run is shown first, then confirmed."""
+    """Purge now with the [purge] policy: a dry run is shown first, then confirmed.
+
+    ``--dry-run`` only reports, also with ``--yes``; ``--json`` without ``--yes`` is a dry run
+    (there is no question to answer)."""
     from wmproxy.services.purge import purge as run_purge
 
     rt = _runtime(settings)
     try:
-        if not yes:
+        if dry_run or not yes:
             report = run_purge(rt, dry_run=True, remove_work_dir=_work_dir_remover(settings))
             if as_json or dry_run:
                 _emit_purge(report, as_json)

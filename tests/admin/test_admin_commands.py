@@ -98,6 +98,17 @@ class TestPurge:
         assert "would purge: 2 job(s)" in result.output
         assert admin(config, "jobs", "list", "--json").output.count(BASE) == 4
 
+    @pytest.mark.parametrize("flags", [("--yes",), ("--yes", "--json")])
+    def test_dry_run_with_yes_still_only_reports(self, config: Path, flags: tuple[str, ...]) -> None:
+        result = admin(config, "purge", "--dry-run", *flags)
+        assert result.exit_code == 0, result.output
+        if "--json" in flags:
+            report = json.loads(result.output)
+            assert report["dry_run"] is True and len(report["jobs"]) == 2
+        else:
+            assert "would purge: 2 job(s)" in result.output
+        assert admin(config, "jobs", "list", "--json").output.count(BASE) == 4
+
     def test_without_flags_the_dry_run_comes_first_and_no_keeps_everything(self, config: Path) -> None:
         result = admin(config, "purge", stdin="n\n")
         assert "would purge: 2 job(s)" in result.output and "Purge these now?" in result.output
