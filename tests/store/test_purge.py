@@ -102,6 +102,18 @@ class TestPolicy:
         assert [(c.job_id, c.rule) for c in report.jobs] == [(done, "forced")]
         assert exists(rt, running) and exists(rt, waiting)
 
+    def test_old_running_jobs_do_not_fill_the_batch(self, rt: Runtime) -> None:
+        # More jobs past forced_age that a worker runs than a batch holds: they are not candidates,
+        # so the Done job behind them (older by updated_at) goes in the first pass.
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=3))
+        running = [add_job(rt, f"long-running-{i}", state, created_days=20, updated_days=19)
+                   for i, state in enumerate(("Running", "Waiting", "Ready", "Scheduled"))]
+        done = add_job(rt, "done-long-ago", "Done", created_days=12, updated_days=10)
+        report = purge(rt)
+        assert [(c.job_id, c.rule) for c in report.jobs] == [(done, "final")]
+        assert not exists(rt, done) and all(exists(rt, job_id) for job_id in running)
+        assert [c.job_id for c in purge(rt, dry_run=True).jobs] == []
+
     def test_a_compound_job_goes_with_its_nodes_events_and_queue(self, rt: Runtime) -> None:
         dag = add_job(rt, "dag", "Done", created_days=10, updated_days=8, nodes=3)
         with rt.uow() as uow:

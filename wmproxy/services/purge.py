@@ -117,12 +117,10 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
         store = SqlHousekeepingStore(uow.session)
         candidates = store.purge_candidates(
             final_states=[s.value for s in FINAL_STATES], final_before=final_before,
-            forced_before=now - dt.timedelta(seconds=policy.forced_age), registered_state=JobState.SUBMITTED.value,
+            forced_before=now - dt.timedelta(seconds=policy.forced_age),
+            forced_spared_states=[s.value for s in ACTIVE_STATES], registered_state=JobState.SUBMITTED.value,
             registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch)
-    active = {s.value for s in ACTIVE_STATES}
     for candidate in candidates:
-        if candidate.rule == "forced" and candidate.state in active:
-            continue
         if dry_run:
             report.jobs.append(candidate)
             continue

@@ -90,18 +90,19 @@ class SqlHousekeepingStore:
     # --- purge candidates ---
 
     def purge_candidates(self, *, final_states: Iterable[str], final_before: dt.datetime,
-                         forced_before: dt.datetime, registered_state: str,
+                         forced_before: dt.datetime, forced_spared_states: Iterable[str], registered_state: str,
                          registered_before: dt.datetime, limit: int) -> list[PurgeCandidate]:
         """Top-level jobs (nodes go with their parent) to purge, oldest first:
 
         * ``final``: in ``final_states`` and last changed before ``final_before``;
         * ``registered``: in ``registered_state`` (never started) and registered before
           ``registered_before``;
-        * ``forced``: created before ``forced_before``, whatever the state.
+        * ``forced``: created before ``forced_before``, in any state but
+          ``forced_spared_states`` (left out here, so they never take a place in the batch).
         """
         final = and_(Job.state.in_(list(final_states)), Job.updated_at < final_before)
         registered = and_(Job.state == registered_state, Job.created_at < registered_before)
-        forced = Job.created_at < forced_before
+        forced = and_(Job.created_at < forced_before, Job.state.not_in(list(forced_spared_states)))
         stmt = (select(Job.id, Job.owner_dn, Job.state, Job.updated_at, Job.created_at)
                 .where(Job.parent_id.is_(None), or_(final, registered, forced))
                 .order_by(Job.updated_at).limit(limit))
