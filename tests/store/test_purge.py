@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,29 @@ class TestPolicy:
         assert [(c.job_id, c.rule) for c in report.jobs] == [(done, "final")]
         assert not exists(rt, done) and all(exists(rt, job_id) for job_id in running)
         assert [c.job_id for c in purge(rt, dry_run=True).jobs] == []
+
+    @pytest.mark.parametrize("same_change", [False, True], ids=["by-change", "same-change-by-id"])
+    def test_a_job_whose_area_cannot_be_removed_does_not_hold_up_the_others(self, rt: Runtime,
+                                                                          same_change: bool) -> None:
+        # The two oldest candidates fail at every pass (a file where their area should be:
+        # rmtree refuses it); the batch goes on past them instead of stopping there. With one
+        # last-change time for all, the order (and where the next read starts) is by id.
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2))
+        stuck = [add_job(rt, f"a-stuck-{i}", "Done", created_days=12, updated_days=11 - i) for i in range(2)]
+        for job_id in stuck:
+            area = rt.storage.job_dir(job_id)
+            shutil.rmtree(area)
+            area.write_text("not a directory\n")
+        later = [add_job(rt, f"b-later-{i}", "Done", created_days=12, updated_days=9 - i) for i in range(3)]
+        if same_change:
+            with rt.uow() as uow:
+                uow.session.execute(update(Job).values(updated_at=days_ago(10)))
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == later[:2]  # a whole batch, oldest first
+        assert [e.split(": ")[0] for e in report.errors] == [f"job {job_id}" for job_id in stuck]
+        assert all(exists(rt, job_id) for job_id in stuck) and exists(rt, later[2])
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == later[2:] and len(report.errors) == 2
 
     def test_a_compound_job_goes_with_its_nodes_events_and_queue(self, rt: Runtime) -> None:
         dag = add_job(rt, "dag", "Done", created_days=10, updated_days=8, nodes=3)

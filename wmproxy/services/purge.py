@@ -4,7 +4,8 @@ the proxy cache purge).
 
 One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md §1.5):
 
-* **jobs** (a compound job with its nodes), oldest first, at most ``batch`` per pass:
+* **jobs** (a compound job with its nodes), oldest first, at most ``batch`` per pass (a job
+  whose removal fails is reported and does not count: the pass goes on past it):
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -110,30 +111,49 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     policy = rt.settings.purge
     now = now or utcnow()
     report = PurgeReport(dry_run=dry_run)
-    reasons = {rule: text.format(final_age=_span(policy.final_age), registered_age=_span(policy.registered_age),
-                                 forced_age=_span(policy.forced_age)) for rule, text in RULE_REASONS.items()}
     final_before = now - dt.timedelta(seconds=policy.final_age)
-    with rt.uow() as uow:
-        store = SqlHousekeepingStore(uow.session)
-        candidates = store.purge_candidates(
-            final_states=[s.value for s in FINAL_STATES], final_before=final_before,
-            forced_before=now - dt.timedelta(seconds=policy.forced_age),
-            forced_spared_states=[s.value for s in ACTIVE_STATES], registered_state=JobState.SUBMITTED.value,
-            registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch)
-    for candidate in candidates:
-        if dry_run:
-            report.jobs.append(candidate)
-            continue
-        try:
-            if _purge_job(rt, candidate, reasons[candidate.rule], now):
-                report.jobs.append(candidate)
-        except (WMProxyError, OSError) as exc:
-            report.errors.append(f"job {candidate.job_id}: {exc}")
-            log.warning("purge of job %s failed: %s", candidate.job_id, exc)
+    _purge_jobs(rt, report, now, final_before)
     if remove_work_dir is not None:
         _purge_work_dirs(rt, report, final_before, remove_work_dir)
     _purge_credentials(rt, report, now)
     return report
+
+
+def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime) -> None:
+    """Remove (or, in a dry run, list) up to ``batch`` jobs, oldest first.
+
+    The candidates are read ``batch`` at a time, each read after the last one tried (keyset
+    on last change, id): a job whose removal fails (reported in ``errors``) or that changed
+    since it was read does not count, so a job that fails at every pass holds up neither
+    this pass nor the next ones; each pass tries it again, once.
+    """
+    policy = rt.settings.purge
+    reasons = {rule: text.format(final_age=_span(policy.final_age), registered_age=_span(policy.registered_age),
+                                 forced_age=_span(policy.forced_age)) for rule, text in RULE_REASONS.items()}
+    after: tuple[dt.datetime, str] | None = None
+    while True:
+        with rt.uow() as uow:
+            candidates = SqlHousekeepingStore(uow.session).purge_candidates(
+                final_states=[s.value for s in FINAL_STATES], final_before=final_before,
+                forced_before=now - dt.timedelta(seconds=policy.forced_age),
+                forced_spared_states=[s.value for s in ACTIVE_STATES], registered_state=JobState.SUBMITTED.value,
+                registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch,
+                after=after)
+        for candidate in candidates:
+            if len(report.jobs) == policy.batch:
+                return
+            if report.dry_run:
+                report.jobs.append(candidate)
+                continue
+            try:
+                if _purge_job(rt, candidate, reasons[candidate.rule], now):
+                    report.jobs.append(candidate)
+            except (WMProxyError, OSError) as exc:
+                report.errors.append(f"job {candidate.job_id}: {exc}")
+                log.warning("purge of job %s failed: %s", candidate.job_id, exc)
+        if len(candidates) < policy.batch or len(report.jobs) == policy.batch:
+            return
+        after = (candidates[-1].updated_at, candidates[-1].job_id)
 
 
 def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.datetime) -> bool:

@@ -91,8 +91,10 @@ class SqlHousekeepingStore:
 
     def purge_candidates(self, *, final_states: Iterable[str], final_before: dt.datetime,
                          forced_before: dt.datetime, forced_spared_states: Iterable[str], registered_state: str,
-                         registered_before: dt.datetime, limit: int) -> list[PurgeCandidate]:
-        """Top-level jobs (nodes go with their parent) to purge, oldest first:
+                         registered_before: dt.datetime, limit: int,
+                         after: tuple[dt.datetime, str] | None = None) -> list[PurgeCandidate]:
+        """Top-level jobs (nodes go with their parent) to purge, oldest first (last change,
+        then id), after ``after`` (a candidate's ``(updated_at, job_id)``) if given:
 
         * ``final``: in ``final_states`` and last changed before ``final_before``;
         * ``registered``: in ``registered_state`` (never started) and registered before
@@ -105,7 +107,9 @@ class SqlHousekeepingStore:
         forced = and_(Job.created_at < forced_before, Job.state.not_in(list(forced_spared_states)))
         stmt = (select(Job.id, Job.owner_dn, Job.state, Job.updated_at, Job.created_at)
                 .where(Job.parent_id.is_(None), or_(final, registered, forced))
-                .order_by(Job.updated_at).limit(limit))
+                .order_by(Job.updated_at, Job.id).limit(limit))
+        if after is not None:
+            stmt = stmt.where(or_(Job.updated_at > after[0], and_(Job.updated_at == after[0], Job.id > after[1])))
         out = []
         for job_id, owner, state, updated, created in self.session.execute(stmt).all():
             if state in set(final_states) and updated < final_before:
