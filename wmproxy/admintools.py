@@ -71,12 +71,28 @@ def parse_age(text: str) -> dt.timedelta:
     """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` → a timedelta.
 
     Raises:
-        click.BadParameter: anything else.
+        click.BadParameter: anything else, or an age longer than a timedelta holds.
     """
     match = _AGE.match(text)
     if match is None:
         raise click.BadParameter(f"{text!r}: expected a number with an optional unit s, m, h, d or w (e.g. 7d)")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise click.BadParameter(f"{text!r}: too long an age") from None
+
+
+def _age_option(_ctx: click.Context, _param: click.Parameter, text: str | None) -> dt.timedelta | None:
+    """An AGE option (``--older-than``...): :func:`parse_age`, and the time that long ago must
+    be a date (after the year 1), so that ``now - age`` cannot overflow."""
+    if text is None:
+        return None
+    age = parse_age(text)
+    try:
+        utcnow() - age
+    except OverflowError:
+        raise click.BadParameter(f"{text!r}: too long an age (before the year 1)") from None
+    return age
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -119,13 +135,14 @@ def jobs() -> None:
 @click.option("--owner", default=None, metavar="DN", help="only jobs of this owner DN")
 @click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState], case_sensitive=False),
               help="only jobs in this state (repeatable)")
-@click.option("--older-than", default=None, metavar="AGE", help="registered more than AGE ago (e.g. 7d, 12h)")
-@click.option("--newer-than", default=None, metavar="AGE", help="registered less than AGE ago")
+@click.option("--older-than", default=None, metavar="AGE", callback=_age_option,
+              help="registered more than AGE ago (e.g. 7d, 12h)")
+@click.option("--newer-than", default=None, metavar="AGE", callback=_age_option, help="registered less than AGE ago")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_settings
-def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], older_than: str | None,
-              newer_than: str | None, limit: int, as_json: bool) -> None:
+def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], older_than: dt.timedelta | None,
+              newer_than: dt.timedelta | None, limit: int, as_json: bool) -> None:
     """Top-level jobs, newest first (nodes of a compound job: ``jobs show``)."""
     from wmproxy.store.housekeeping import SqlHousekeepingStore
 
@@ -136,8 +153,8 @@ def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], ol
         with rt.uow() as uow:
             rows = SqlHousekeepingStore(uow.session).jobs(
                 owner_dn=owner, states=wanted, limit=limit,
-                older_than=now - parse_age(older_than) if older_than else None,
-                newer_than=now - parse_age(newer_than) if newer_than else None)
+                older_than=now - older_than if older_than is not None else None,
+                newer_than=now - newer_than if newer_than is not None else None)
             found = [{"id": j.id, "owner": j.owner_dn, "state": j.state, "created": _iso(j.created_at),
                       "updated": _iso(j.updated_at), "age": _age(j.created_at, now), "destination": j.destination}
                      for j in rows]

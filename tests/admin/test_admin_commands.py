@@ -145,6 +145,29 @@ class TestDrain:
         assert admin(config, "drain", "off").exit_code == 0 and not drain.exists()
 
 
+def error_line(result: Result) -> str:
+    """The one line a refused command writes (after click's usage lines for a bad option value)."""
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: "), result.stderr
+    if result.exit_code == 1:  # a ClickException: nothing but the line
+        assert len(lines) == 1, result.stderr
+    return lines[-1]
+
+
+class TestRefusals:
+    """Bad input gets one line saying what is wrong, never a traceback (``admin`` lets any
+    other exception through to the test)."""
+
+    @pytest.mark.parametrize("age", ["99999999999w", "200000w", "1" + "0" * 400])
+    def test_an_age_past_what_a_date_holds(self, config: Path, age: str) -> None:
+        for option in ("--older-than", "--newer-than"):
+            result = admin(config, "jobs", "list", option, age)
+            assert result.exit_code == 2
+            line = error_line(result)
+            assert option in line and age in line and "too long" in line
+
+
 class TestStats:
     def test_jobs_by_state_and_owner_queue_and_disk(self, config: Path) -> None:
         data = json.loads(admin(config, "stats", "--json").output)
