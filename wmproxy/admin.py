@@ -229,11 +229,17 @@ def drain(settings: Settings, switch: str) -> None:
     path = settings.service.drain_file
     if not path:
         raise click.ClickException("[service] drain_file is not set: the service has no drain switch")
+    try:
+        if switch == "on":
+            Path(path).write_text("drained by wmproxy-admin\n")
+        else:
+            Path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        action = "created" if switch == "on" else "removed"
+        raise click.ClickException(f"[service] drain_file {path} cannot be {action}: {exc.strerror or exc}") from None
     if switch == "on":
-        Path(path).write_text("drained by wmproxy-admin\n")
         click.echo(f"draining: new jobs are refused while {path} exists")
     else:
-        Path(path).unlink(missing_ok=True)
         click.echo("not draining: new jobs are accepted")
 
 

@@ -167,6 +167,21 @@ class TestRefusals:
             line = error_line(result)
             assert option in line and age in line and "too long" in line
 
+    def test_a_drain_file_that_cannot_be_created_or_removed(self, config: Path, settings: Settings,
+                                                             tmp_path: Path) -> None:
+        missing = tmp_path / "nodir" / "drain"
+        config.write_text(config.read_text().replace(f"drain_file = {settings.service.drain_file}",
+                                                     f"drain_file = {missing}"))
+        result = admin(config, "drain", "on")
+        assert result.exit_code == 1
+        line = error_line(result)
+        assert str(missing) in line and "No such file or directory" in line
+        assert not missing.parent.exists()
+        missing.mkdir(parents=True)  # a directory in its place: off cannot remove it
+        result = admin(config, "drain", "off")
+        assert result.exit_code == 1
+        assert f"{missing} cannot be removed" in error_line(result) and missing.is_dir()
+
 
 class TestStats:
     def test_jobs_by_state_and_owner_queue_and_disk(self, config: Path) -> None:
