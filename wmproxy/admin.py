@@ -188,9 +188,14 @@ def migrate(settings: Settings, revision: str) -> None:
 
     Also records this node's store key fingerprint if the database has none yet.
     """
+    from alembic.util import CommandError
+
     from wmproxy.services.storekey import StoreStateError, record_store_key
 
-    upgrade_database(settings, revision)
+    try:
+        upgrade_database(settings, revision)
+    except CommandError as exc:  # an unknown revision: nothing was run
+        raise click.ClickException(f"cannot migrate to {revision!r}: {exc}") from None
     try:
         record_store_key(settings, create=False)
     except StoreStateError as exc:

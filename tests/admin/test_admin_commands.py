@@ -182,6 +182,11 @@ class TestRefusals:
         assert result.exit_code == 1
         assert f"{missing} cannot be removed" in error_line(result) and missing.is_dir()
 
+    def test_migrate_to_an_unknown_revision(self, config: Path) -> None:
+        result = admin(config, "migrate", "nosuchrev")
+        assert result.exit_code == 1
+        assert "nosuchrev" in error_line(result)
+
 
 class TestStats:
     def test_jobs_by_state_and_owner_queue_and_disk(self, config: Path) -> None:

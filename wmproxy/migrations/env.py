@@ -29,17 +29,19 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     engine = make_engine(_url())
-    with engine.connect() as connection:
-        if connection.dialect.name == "sqlite":
-            # Batch mode rebuilds a table (copy, drop, rename) to drop or alter a column; with
-            # foreign keys on, dropping the old ``jobs`` would cascade-delete every row that
-            # references it (events, queue, ACLs). The pragma only works outside a transaction,
-            # so it goes to the driver before the migration's BEGIN.
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Batch mode rebuilds a table (copy, drop, rename) to drop or alter a column; with
+                # foreign keys on, dropping the old ``jobs`` would cascade-delete every row that
+                # references it (events, queue, ACLs). The pragma only works outside a transaction,
+                # so it goes to the driver before the migration's BEGIN.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:  # also after a failed run (an unknown revision): no connection left to the garbage collector
+        engine.dispose()
 
 
 if context.is_offline_mode():
