@@ -14,11 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.admin.support import days_ago, job_row, write_ini
+from tests.admin.support import days_ago, job_row, sealed_rows, write_ini
 from tests.conftest import Pki
 from wmproxy.admin import cli, initialise
 from wmproxy.admintools import check_ca_dir, parse_age
 from wmproxy.config import Settings
+from wmproxy.security.sealing import Sealer
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.schema import ExecutionRequest
 
@@ -186,6 +187,25 @@ class TestRefusals:
         result = admin(config, "migrate", "nosuchrev")
         assert result.exit_code == 1
         assert "nosuchrev" in error_line(result)
+
+    def test_rotation_with_a_row_sealed_with_another_key_names_the_row(self, config: Path,
+                                                                       settings: Settings) -> None:
+        key = Path(settings.security.store_key_file)
+        before = key.read_bytes()
+        rt = Runtime.from_settings(settings)
+        try:
+            with rt.uow() as uow:
+                uow.session.add_all(sealed_rows(rt.sealer, ALICE, "fine"))
+            with rt.uow() as uow:
+                delegation, _request = sealed_rows(Sealer(Sealer.generate_key()), BOB, "foreign")
+                uow.session.add(delegation)
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+        result = admin(config, "rotate-store-key", "--yes")
+        assert result.exit_code == 1
+        line = error_line(result)
+        assert BOB in line and "foreign" in line and ALICE not in line
+        assert key.read_bytes() == before and not key.with_name(key.name + ".new").exists()
 
 
 class TestStats:

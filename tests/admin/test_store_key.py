@@ -256,11 +256,23 @@ class TestRotation:
         key_before = key_path(settings).read_bytes()
         store_sealed(settings, Sealer.from_key_file(key_path(settings)), "d1")
         store_sealed(settings, Sealer(Sealer.generate_key()), "d2")  # corrupt
-        with pytest.raises(WMProxyError):
+        with pytest.raises(StoreStateError, match=f"delegated proxy of {DN} with delegation id d2 cannot be opened"):
             rotate_store_key(settings)
         assert key_path(settings).read_bytes() == key_before
         assert recorded(settings) == key_fingerprint(key_before)
         assert not key_path(settings).with_name("store.key.new").exists()
+
+    def test_a_pending_request_sealed_with_another_key_is_named(self, settings: Settings) -> None:
+        initialise(settings)
+        _delegation, request = sealed_rows(Sealer(Sealer.generate_key()), DN, "d3")
+        engine = make_engine(settings.database.url)
+        try:
+            with UnitOfWork(make_session_factory(engine)) as uow:
+                uow.session.add(request)
+        finally:
+            engine.dispose()
+        with pytest.raises(StoreStateError, match=f"pending delegation request of {DN} with delegation id d3"):
+            rotate_store_key(settings)
 
     def test_the_admin_command(self, settings: Settings, tmp_path: Path) -> None:
         config = write_ini(settings, tmp_path / "wmproxy.conf")

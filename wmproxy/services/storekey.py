@@ -26,6 +26,7 @@ from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, w
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
 from wmproxy.store.migrations import schema_revisions
+from wmproxy.store.schema import Delegation, DelegationRequest
 from wmproxy.store.uow import UnitOfWork
 
 
@@ -190,9 +191,10 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     workers of every node first, and copy the new key to them before starting them again.
 
     Raises:
-        StoreStateError: the current key is not the database's, or ``<key>.new`` exists
-            (an interrupted rotation: see docs/keys-and-lifecycle.md).
-        WMProxyError: a sealed row cannot be opened (nothing is changed).
+        StoreStateError: the current key is not the database's, ``<key>.new`` exists
+            (an interrupted rotation: see docs/keys-and-lifecycle.md), or a sealed row
+            cannot be opened with the current key (the message names its owner DN and
+            delegation id; nothing is changed).
     """
     path = Path(settings.security.store_key_file)
     old_fp = check_store_key(settings)
@@ -210,9 +212,9 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
                 store = SqlHousekeepingStore(uow.session)
                 delegations, requests = store.sealed_rows_locked()
                 for row in delegations:
-                    row.sealed_proxy = new.seal(old.open(row.sealed_proxy))
+                    row.sealed_proxy = _reseal(old, new, row.sealed_proxy, "the delegated proxy", row)
                 for req in requests:
-                    req.sealed_key = new.seal(old.open(req.sealed_key))
+                    req.sealed_key = _reseal(old, new, req.sealed_key, "the pending delegation request", req)
                 store.discard_key_pool()  # unused pre-generated keys: made again under the new key
                 store.put_meta(STORE_KEY_FINGERPRINT, new.fingerprint, utcnow())
         except BaseException:
@@ -222,6 +224,20 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
         engine.dispose()
     retired = retire_key_file(path, staged, today)
     return Rotation(old_fp, new.fingerprint, len(delegations), len(requests), retired)
+
+
+def _reseal(old: Sealer, new: Sealer, token: bytes, what: str, row: Delegation | DelegationRequest) -> bytes:
+    """``token`` opened with ``old`` and sealed with ``new``.
+
+    Raises:
+        StoreStateError: ``old`` cannot open it; names ``what`` and the row's owner and id.
+    """
+    try:
+        return new.seal(old.open(token))
+    except WMProxyError:
+        raise StoreStateError(
+            f"{what} of {row.owner_dn} with delegation id {row.delegation_id} cannot be opened with the store key "
+            "(corrupt, or sealed with another key): the rotation changed nothing") from None
 
 
 def fingerprint_of_file(path: str | os.PathLike[str]) -> str | None:
