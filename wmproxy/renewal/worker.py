@@ -8,7 +8,8 @@ A pass (:meth:`RenewalWorker.step`):
    exchanges at once, each one claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
    that several workers on one database renew each credential once per cycle; a record
    whose server the site no longer allows is refused without connecting;
-4. rewrites the proxy files of running jobs that are older than the stored proxy.
+4. rewrites the proxy files of running jobs that are older than the stored proxy, when it has
+   the VOMS FQAN they were registered with (:class:`wmproxy.services.renewal.ProxyFit`).
 
 Each credential gets its own units of work, so one failure does not roll back the others.
 The decisions are in :mod:`wmproxy.services.renewal`; the MyProxy exchange is
@@ -170,12 +171,10 @@ class RenewalWorker:
     def _refresh_stale(self) -> int:
         rt = self.rt
         with rt.uow() as uow:
-            stale = service.stale_job_proxies(uow, rt)
+            stale = service.stale_job_proxies(uow, rt, utcnow())
         written = 0
-        for (owner_dn, delegation_id), job_ids in stale.items():
-            with rt.uow() as uow:
-                pem = service.stored_proxy(uow, rt, owner_dn, delegation_id)
-            if pem is not None:
-                written += self._push(job_ids, pem)
-                log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", delegation_id, owner_dn, len(job_ids))
+        for refresh in stale:
+            written += self._push(refresh.job_ids, refresh.proxy_pem)
+            log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", refresh.delegation_id, refresh.owner_dn,
+                     len(refresh.job_ids))
         return written

@@ -9,7 +9,8 @@ the threads and the MyProxy exchange; the decisions are here, one concept per mo
   (:func:`register_for_renewal`);
 * :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`);
 * :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
-* :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy;
+* :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy, and
+  which it fits (their VOMS FQAN);
 * :mod:`.expiry`: expired credentials abort their jobs, unused records go;
 * :mod:`.status`: what users see (:func:`renewal_status`).
 
@@ -37,8 +38,12 @@ from wmproxy.services.renewal.expiry import (
 )
 from wmproxy.services.renewal.jobfiles import (
     HELD_STATES,
+    ProxyFit,
+    ProxyRefresh,
+    fitting_jobs,
     job_proxy_end,
     job_proxy_path,
+    registered_fqan,
     stale_job_proxies,
     stored_proxy,
 )
@@ -59,6 +64,8 @@ __all__ = [
     "PLANNED_FRACTION",
     "PROXY_EXPIRED_REASON",
     "RETRY_FRACTION",
+    "ProxyFit",
+    "ProxyRefresh",
     "RenewalOrder",
     "RenewalOutcome",
     "RenewalStatus",
@@ -69,11 +76,13 @@ __all__ = [
     "expired_credentials",
     "expired_voms_attributes",
     "finish_renewal",
+    "fitting_jobs",
     "job_proxy_end",
     "job_proxy_path",
     "myproxy_server_for",
     "parse_server",
     "register_for_renewal",
+    "registered_fqan",
     "renewal_due",
     "renewal_margin",
     "renewal_status",
