@@ -2,7 +2,8 @@
 
 A pass (:meth:`RenewalWorker.step`):
 
-1. aborts the jobs of credentials that have expired (renewable or not);
+1. aborts the jobs of credentials that have expired (renewable or not); a running job only once
+   its own proxy copy has ended too;
 2. removes the renewal records no job needs any more;
 3. renews the due credentials, the one ending first first, up to ``threads`` MyProxy
    exchanges at once, each one claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
@@ -100,7 +101,7 @@ class RenewalWorker:
             expired = service.expired_credentials(uow, now)
         for owner_dn, delegation_id in expired:
             with rt.uow() as uow:
-                report.aborted += len(service.abort_expired_credential(uow, owner_dn, delegation_id, now))
+                report.aborted += len(service.abort_expired_credential(uow, rt, owner_dn, delegation_id, now))
         with rt.uow() as uow:
             report.deregistered = service.deregister_unused(uow, now)
         with rt.uow() as uow:

@@ -460,7 +460,7 @@ class TestExpiry:
             assert expired_credentials(uow, now) == []
             assert expired_credentials(uow, later) == [(dn, DELEG)]
         with rt.uow() as uow:
-            assert sorted(abort_expired_credential(uow, dn, DELEG, later)) == sorted([running, registered])
+            assert sorted(abort_expired_credential(uow, rt, dn, DELEG, later)) == sorted([running, registered])
         with rt.uow() as uow:
             for job_id in (running, registered):
                 job = uow.jobs.get(job_id)
@@ -477,7 +477,33 @@ class TestExpiry:
         dn, now = alice
         add_job(rt, dn, "running", JobState.RUNNING, now)
         with rt.uow() as uow:
-            assert abort_expired_credential(uow, dn, DELEG, now) == []
+            assert abort_expired_credential(uow, rt, dn, DELEG, now) == []
+
+    def test_a_running_job_runs_on_with_its_own_copy_after_a_shorter_proxy_delegated_again_expired(
+        self, rt: Runtime, pki: Pki
+    ) -> None:
+        dn, now = pki.users["alice"].dn, utcnow()
+        long = proxy(pki, "alice", 12 * 3600, now)
+        delegate(rt, dn, long, now)
+        running = add_job(rt, dn, "running", JobState.RUNNING, now)
+        job_proxy_path(rt, running).parent.mkdir(parents=True)
+        install_proxy(job_proxy_path(rt, running).parent, long, None)
+        waiting = add_job(rt, dn, "waiting", JobState.WAITING, now)
+        short = proxy(pki, "alice", 60, now - dt.timedelta(minutes=5))  # a 1-minute proxy, ended before now
+        delegate(rt, dn, short, now)  # under the same id: the stored proxy has expired
+        assert RenewalWorker(rt).step().aborted == 1
+        with rt.uow() as uow:
+            assert uow.jobs.get(running).state == JobState.RUNNING.value
+            assert uow.queue.pending_for(running) == []
+            assert (uow.jobs.get(waiting).state, uow.jobs.get(waiting).reason) == (
+                JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+        assert job_proxy_path(rt, running).read_bytes() == long  # not replaced by the expired one
+        with rt.uow() as uow:  # once its own copy has ended
+            assert abort_expired_credential(uow, rt, dn, DELEG, end_of(long)) == [running]
+        with rt.uow() as uow:
+            assert (uow.jobs.get(running).state, uow.jobs.get(running).reason) == (
+                JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+            assert [r.command for r in uow.queue.pending_for(running)] == ["cancel"]
 
     def test_a_record_in_use_stays(self, rt: Runtime, alice) -> None:
         dn, now = alice
