@@ -148,20 +148,23 @@ def note_input_sandbox(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime)
 
 
 def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str, error: str | None,
-                 now: dt.datetime, *, kept: Collection[str] = ()) -> None:
+                 now: dt.datetime, *, notes: Sequence[str] = (), kept: Collection[str] = ()) -> None:
     """After a renewal attempt of a delegation: ``proxy_renewed`` or ``renewal_failed`` on each
     of its jobs a worker holds; a failure repeated with the same text is recorded once.
 
     Args:
+        notes: what the renewal could not do (VOMS attributes not refreshed, or not verifying),
+            appended to the reason of ``proxy_renewed``: the owner reads them in the job's events.
         kept: jobs that did not get the renewed proxy (their event is
             :func:`note_proxy_kept`'s): no ``proxy_renewed`` for them.
     """
     jobs = uow.renewals.jobs_of(owner_dn, delegation_id, _HELD)
     if result == "renewed":
         left_alone = set(kept)
+        reason = "; ".join(["proxy renewed from MyProxy", *notes])
         for job in jobs:
             if job.id not in left_alone:
-                uow.jobs.record_event(job, "proxy_renewed", now, source="renewal", reason="proxy renewed from MyProxy")
+                uow.jobs.record_event(job, "proxy_renewed", now, source="renewal", reason=reason)
         return
     reason = f"proxy renewal {result}: {error}" if error else f"proxy renewal {result}"
     for job in jobs:

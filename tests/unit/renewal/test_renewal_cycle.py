@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server
+from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.identity import install_proxy
@@ -332,6 +332,43 @@ class TestVomsAttributes:
                 "renewed", [])
         with rt.uow() as uow:
             assert stored_proxy(uow, rt, dn, DELEG) == same
+
+
+    @pytest.mark.parametrize("renewed_ac", ["untrusted", "ended", "none"])
+    def test_a_renewed_proxy_proving_none_of_the_delegated_fqans_is_stored_with_a_note_for_the_owner(
+        self, rt: Runtime, pki: Pki, tmp_path: Path, renewed_ac: str
+    ) -> None:
+        # the usual case: the MyProxy credential was stored with myproxy-init --voms and its 12 h
+        # AC has ended; or its AC is of a VOMS server this service does not trust; or it has none
+        server = fake_voms_server(pki, tmp_path)
+        dn = pki.users["alice"].dn
+        delegated = fake_voms_proxy(pki, server, tmp_path / "p0", "-pastproxy", str(23 * 3600 + 1800)).read_bytes()
+        renewed = {
+            "untrusted": lambda: fake_voms_proxy(pki, untrusted_voms_server(pki, tmp_path), tmp_path / "r"),
+            "ended": lambda: fake_voms_proxy(pki, server, tmp_path / "r", "-pastac", "7200", "-vomslife", "1"),
+            "none": lambda: None,
+        }[renewed_ac]()
+        pem = proxy(pki, "alice", 10 * 3600) if renewed is None else renewed.read_bytes()
+        now = utcnow()
+        assert verified_fqans(load_pem_chain(pem), vomsdir=server.vomsdir, ca_dir=pki.ca_dir, at=now) == ()
+        delegate(rt, dn, delegated, now, FQANS)
+        job = running_job(rt, dn, FQANS, delegated)
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
+        with rt.uow() as uow:
+            assert finish_renewal(uow, rt, claim(rt, now), RenewalOutcome("renewed", proxy_pem=pem), now) == (
+                "renewed", [job])
+        note = ("the renewed proxy carries no VOMS attributes" if renewed_ac == "none" else
+                f"the VOMS attributes of the renewed proxy do not verify (ended, or not signed by a VOMS server "
+                f"this service trusts): it does not prove the delegated ones ({' '.join(FQANS)})")
+        with rt.uow() as uow:
+            status = renewal_status(uow, dn, DELEG)
+            assert status is not None and note in (status.notes or "")
+            assert stored_proxy(uow, rt, dn, DELEG) == pem
+            delegation = uow.delegations.get(dn, DELEG)
+            assert delegation is not None and delegation.fqans == "\n".join(FQANS)  # the credential's, kept
+            (event,) = uow.jobs.history(job, kinds=["proxy_renewed"])
+        assert event.reason.startswith("proxy renewed from MyProxy; ") and note in event.reason
 
 
 class TestJobFiles:

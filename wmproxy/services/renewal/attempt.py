@@ -12,9 +12,10 @@ around it:
   (:func:`wmproxy.renewal.jobfiles.push_job_proxy`).
 
 Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
-(that needs a VOMS server). Expired or lost VOMS attributes are logged and kept in the
-record's ``notes``; a renewed proxy whose verified FQANs are others than the delegated ones
-(which matching and the account mapping read) is refused.
+(that needs a VOMS server). Expired, lost or unverifiable VOMS attributes are logged, kept in
+the record's ``notes`` and written into the ``proxy_renewed`` event of each job; a renewed
+proxy whose verified FQANs are others than the delegated ones (which matching and the account
+mapping read) is refused.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def finish_renewal(
         log.warning("renewal of %s: %s", where, note)
     if record is not None:
         _record_attempt(record, order, result, error, notes, now)
-    history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now, kept=kept)
+    history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now, notes=notes, kept=kept)
     return result, pushed
 
 
@@ -205,14 +206,37 @@ def _store(
         return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
                                  f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after,
                 delegated)
-    if (order.expired_voms or has_voms_attributes(order.proxy_pem)) and not has_voms_attributes(pem):
-        notes.append("the renewed proxy carries no VOMS attributes (MyProxy holds none; "
-                     "refreshing them needs a VOMS server)")
+    note = _lost_voms_note(order, pem, delegated, fqans)
+    if note is not None:
+        notes.append(note)
     delegation.sealed_proxy = rt.sealer.seal(pem)
     delegation.not_before = validity.not_before
     delegation.not_after = validity.not_after
     delegation.updated_at = now
     return "renewed", None, validity.not_after, delegated
+
+
+def _lost_voms_note(order: RenewalOrder, pem: bytes, delegated: tuple[str, ...],
+                    fqans: tuple[str, ...]) -> str | None:
+    """What the renewed proxy ``pem`` (verified FQANs ``fqans``) no longer proves, if anything.
+
+    Based on the verified FQANs: a proxy whose ACs do not verify (ended, as the 12 h AC of a
+    MyProxy credential stored with ``myproxy-init --voms`` once it has outlived it, or signed by
+    a VOMS server this service does not trust) proves no more than one without AC. The
+    delegated FQANs stay the credential's (jobs keep being matched and mapped with them, as
+    after a stored proxy's own AC ends); the note tells the owner.
+    """
+    if fqans:
+        return None
+    if has_voms_attributes(pem):
+        if not delegated:
+            return None  # the stored proxy proved none either
+        return (f"the VOMS attributes of the renewed proxy do not verify (ended, or not signed by a VOMS server "
+                f"this service trusts): it does not prove the delegated ones ({' '.join(delegated)}); "
+                "refreshing them needs a VOMS server")
+    if delegated or order.expired_voms or has_voms_attributes(order.proxy_pem):
+        return "the renewed proxy carries no VOMS attributes (MyProxy holds none; refreshing them needs a VOMS server)"
+    return None
 
 
 def _refuse(uow: UnitOfWork, record: ProxyRenewal, worker: str, now: dt.datetime) -> None:
