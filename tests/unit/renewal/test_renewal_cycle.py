@@ -3,6 +3,7 @@ schedule, attempts, expiry, deregistration and status, with explicit times (no w
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Iterator
@@ -153,6 +154,30 @@ class TestRegistration:
             status = renewal_status(uow, dn, DELEG)
         assert status is not None and status.myproxy_server == "other.example.org"
         assert (status.attempts, status.renewals, status.last_result) == (0, 0, None)
+
+    def test_a_default_server_never_replaces_the_one_a_job_named(self, rt: Runtime, pki: Pki) -> None:
+        # a job without MyProxyServer makes the record with the site's default (other.example.org);
+        # a job naming SERVER replaces it; the next one without the attribute leaves SERVER, which
+        # the user named (not renewed from the default from then on); a job naming another does not
+        rt = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, renewal=dataclasses.replace(
+            rt.settings.renewal, myproxy_server="other.example.org")))
+        dn, now = pki.users["alice"].dn, utcnow()
+        delegate(rt, dn, proxy(pki, "alice", 3600, now), now)
+        alice = Principal(dn)
+
+        def server_after(jdl: str) -> str:
+            register_job(rt, alice, jdl, DELEG)
+            with rt.uow() as uow:
+                status = renewal_status(uow, dn, DELEG)
+            assert status is not None
+            return status.myproxy_server
+
+        assert server_after('[ Executable = "/bin/true"; ]') == "other.example.org"
+        assert server_after(f'[ Executable = "/bin/true"; MyProxyServer = "{SERVER}"; ]') == SERVER
+        assert server_after('[ Executable = "/bin/true"; ]') == SERVER
+        assert server_after('[ Executable = "/bin/true"; MyProxyServer = "other.example.org"; ]') == "other.example.org"
+        with rt.uow() as uow:
+            assert len(uow.renewals.candidates()) == 1
 
     def test_no_record_no_status(self, rt: Runtime) -> None:
         with rt.uow() as uow:
