@@ -2,13 +2,15 @@
 
 A pass (:meth:`RenewalWorker.step`):
 
-1. aborts the jobs of credentials that have expired (renewable or not);
+1. aborts the jobs of credentials that have expired (renewable or not); a running job only once
+   its own proxy copy has ended too;
 2. removes the renewal records no job needs any more;
 3. renews the due credentials, the one ending first first, up to ``threads`` MyProxy
    exchanges at once, each one claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
    that several workers on one database renew each credential once per cycle; a record
    whose server the site no longer allows is refused without connecting;
-4. rewrites the proxy files of running jobs that are older than the stored proxy.
+4. rewrites the proxy files of running jobs that are older than the stored proxy, when it has
+   the VOMS FQAN they were registered with (:class:`wmproxy.services.renewal.ProxyFit`).
 
 Each credential gets its own units of work, so one failure does not roll back the others.
 The decisions are in :mod:`wmproxy.services.renewal`; the MyProxy exchange is
@@ -99,7 +101,7 @@ class RenewalWorker:
             expired = service.expired_credentials(uow, now)
         for owner_dn, delegation_id in expired:
             with rt.uow() as uow:
-                report.aborted += len(service.abort_expired_credential(uow, owner_dn, delegation_id, now))
+                report.aborted += len(service.abort_expired_credential(uow, rt, owner_dn, delegation_id, now))
         with rt.uow() as uow:
             report.deregistered = service.deregister_unused(uow, now)
         with rt.uow() as uow:
@@ -170,12 +172,10 @@ class RenewalWorker:
     def _refresh_stale(self) -> int:
         rt = self.rt
         with rt.uow() as uow:
-            stale = service.stale_job_proxies(uow, rt)
+            stale = service.stale_job_proxies(uow, rt, utcnow())
         written = 0
-        for (owner_dn, delegation_id), job_ids in stale.items():
-            with rt.uow() as uow:
-                pem = service.stored_proxy(uow, rt, owner_dn, delegation_id)
-            if pem is not None:
-                written += self._push(job_ids, pem)
-                log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", delegation_id, owner_dn, len(job_ids))
+        for refresh in stale:
+            written += self._push(refresh.job_ids, refresh.proxy_pem)
+            log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", refresh.delegation_id, refresh.owner_dn,
+                     len(refresh.job_ids))
         return written

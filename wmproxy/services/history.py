@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from wmproxy.domain import JobEvent, JobHistory, JobState, JobSummary, Principal
 from wmproxy.errors import InvalidArgumentError
@@ -148,16 +148,34 @@ def note_input_sandbox(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime)
 
 
 def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str, error: str | None,
-                 now: dt.datetime) -> None:
+                 now: dt.datetime, *, notes: Sequence[str] = (), kept: Collection[str] = ()) -> None:
     """After a renewal attempt of a delegation: ``proxy_renewed`` or ``renewal_failed`` on each
-    of its jobs a worker holds; a failure repeated with the same text is recorded once."""
+    of its jobs a worker holds; a failure repeated with the same text is recorded once.
+
+    Args:
+        notes: what the renewal could not do (VOMS attributes not refreshed, or not verifying),
+            appended to the reason of ``proxy_renewed``: the owner reads them in the job's events.
+        kept: jobs that did not get the renewed proxy (their event is
+            :func:`note_proxy_kept`'s): no ``proxy_renewed`` for them.
+    """
     jobs = uow.renewals.jobs_of(owner_dn, delegation_id, _HELD)
     if result == "renewed":
+        left_alone = set(kept)
+        reason = "; ".join(["proxy renewed from MyProxy", *notes])
         for job in jobs:
-            uow.jobs.record_event(job, "proxy_renewed", now, source="renewal", reason="proxy renewed from MyProxy")
+            if job.id not in left_alone:
+                uow.jobs.record_event(job, "proxy_renewed", now, source="renewal", reason=reason)
         return
     reason = f"proxy renewal {result}: {error}" if error else f"proxy renewal {result}"
     for job in jobs:
         last = uow.jobs.history(job.id, kinds=["proxy_renewed", "renewal_failed"])
         if not last or last[-1].reason != reason:
             uow.jobs.record_event(job, "renewal_failed", now, source="renewal", reason=reason)
+
+
+def note_proxy_kept(uow: UnitOfWork, job: Job, reason: str, now: dt.datetime) -> None:
+    """A held job that keeps its own proxy copy: the stored proxy was not written into it
+    (``reason``, which names the stored proxy). ``renewal_failed``, recorded once per reason:
+    the renewal worker finds the job again on every pass until the FQANs agree again."""
+    if all(e.reason != reason for e in uow.jobs.history(job.id, kinds=["renewal_failed"])):
+        uow.jobs.record_event(job, "renewal_failed", now, source="renewal", reason=reason)

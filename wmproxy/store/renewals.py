@@ -59,8 +59,10 @@ class SqlRenewalStore:
     def by_id(self, record_id: int) -> ProxyRenewal | None:
         return self.session.get(ProxyRenewal, record_id)
 
-    def register(self, owner_dn: str, delegation_id: str, server: str, now: dt.datetime) -> ProxyRenewal:
-        """Create the record of (DN, id) or point the existing one at ``server``.
+    def register(self, owner_dn: str, delegation_id: str, server: str, now: dt.datetime, *,
+                 replace: bool = True) -> ProxyRenewal:
+        """Create the record of (DN, id) or, with ``replace``, point the existing one at ``server``
+        (without, an existing record keeps its server).
 
         The existing row is locked (so a concurrent deregistration waits for this
         transaction and then sees its jobs); a concurrent first registration of the same
@@ -81,6 +83,8 @@ class SqlRenewalStore:
                 row = self.get(owner_dn, delegation_id, for_update=True)
                 if row is None:  # inserted concurrently, then deleted before we could read it
                     raise
+        if not replace:
+            return row
         row.myproxy_server = server
         row.updated_at = now
         self.session.flush()

@@ -3,6 +3,7 @@ schedule, attempts, expiry, deregistration and status, with explicit times (no w
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server
+from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
-from wmproxy.domain import JobState, utcnow
+from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.execution.identity import install_proxy
 from wmproxy.renewal.jobfiles import push_job_proxy
+from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
@@ -24,6 +27,7 @@ from wmproxy.security.voms import verified_fqans
 from wmproxy.services.renewal import (
     PROXY_EXPIRED_REASON,
     RETRY_FRACTION,
+    ProxyRefresh,
     RenewalOrder,
     RenewalOutcome,
     abort_expired_credential,
@@ -39,6 +43,7 @@ from wmproxy.services.renewal import (
     stored_proxy,
 )
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
 from wmproxy.store import make_engine, make_session_factory
 from wmproxy.store.schema import Base, Job
 
@@ -86,6 +91,26 @@ def add_job(rt: Runtime, dn: str, name: str, state: JobState, now: dt.datetime) 
     return job_id
 
 
+def running_job(rt: Runtime, dn: str, fqans: tuple[str, ...], copy: bytes) -> str:
+    """A job registered by jobRegister's service (the caller presenting ``fqans``) with the
+    stored proxy of DELEG, then Running with ``copy`` as its proxy file."""
+    job_id = register_job(rt, Principal(dn, fqans=fqans), '[ Executable = "/bin/true"; ]', DELEG).job_id
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        uow.jobs.set_state(job, JobState.RUNNING.value, utcnow())
+    job_proxy_path(rt, job_id).parent.mkdir(parents=True, exist_ok=True)
+    install_proxy(job_proxy_path(rt, job_id).parent, copy, None)
+    return job_id
+
+
+def kept_events(rt: Runtime, job_id: str) -> list[str]:
+    """The reasons of the job's events saying it kept its own proxy."""
+    with rt.uow() as uow:
+        return [e.reason for e in uow.jobs.history(job_id, kinds=["renewal_failed"])
+                if "proxy not written into the job" in (e.reason or "")]
+
+
 def claim(rt: Runtime, now: dt.datetime) -> RenewalOrder:
     """The order of the one due record, claimed by worker ``w1``."""
     with rt.uow() as uow:
@@ -129,6 +154,30 @@ class TestRegistration:
             status = renewal_status(uow, dn, DELEG)
         assert status is not None and status.myproxy_server == "other.example.org"
         assert (status.attempts, status.renewals, status.last_result) == (0, 0, None)
+
+    def test_a_default_server_never_replaces_the_one_a_job_named(self, rt: Runtime, pki: Pki) -> None:
+        # a job without MyProxyServer makes the record with the site's default (other.example.org);
+        # a job naming SERVER replaces it; the next one without the attribute leaves SERVER, which
+        # the user named (not renewed from the default from then on); a job naming another does not
+        rt = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, renewal=dataclasses.replace(
+            rt.settings.renewal, myproxy_server="other.example.org")))
+        dn, now = pki.users["alice"].dn, utcnow()
+        delegate(rt, dn, proxy(pki, "alice", 3600, now), now)
+        alice = Principal(dn)
+
+        def server_after(jdl: str) -> str:
+            register_job(rt, alice, jdl, DELEG)
+            with rt.uow() as uow:
+                status = renewal_status(uow, dn, DELEG)
+            assert status is not None
+            return status.myproxy_server
+
+        assert server_after('[ Executable = "/bin/true"; ]') == "other.example.org"
+        assert server_after(f'[ Executable = "/bin/true"; MyProxyServer = "{SERVER}"; ]') == SERVER
+        assert server_after('[ Executable = "/bin/true"; ]') == SERVER
+        assert server_after('[ Executable = "/bin/true"; MyProxyServer = "other.example.org"; ]') == "other.example.org"
+        with rt.uow() as uow:
+            assert len(uow.renewals.candidates()) == 1
 
     def test_no_record_no_status(self, rt: Runtime) -> None:
         with rt.uow() as uow:
@@ -310,6 +359,43 @@ class TestVomsAttributes:
             assert stored_proxy(uow, rt, dn, DELEG) == same
 
 
+    @pytest.mark.parametrize("renewed_ac", ["untrusted", "ended", "none"])
+    def test_a_renewed_proxy_proving_none_of_the_delegated_fqans_is_stored_with_a_note_for_the_owner(
+        self, rt: Runtime, pki: Pki, tmp_path: Path, renewed_ac: str
+    ) -> None:
+        # the usual case: the MyProxy credential was stored with myproxy-init --voms and its 12 h
+        # AC has ended; or its AC is of a VOMS server this service does not trust; or it has none
+        server = fake_voms_server(pki, tmp_path)
+        dn = pki.users["alice"].dn
+        delegated = fake_voms_proxy(pki, server, tmp_path / "p0", "-pastproxy", str(23 * 3600 + 1800)).read_bytes()
+        renewed = {
+            "untrusted": lambda: fake_voms_proxy(pki, untrusted_voms_server(pki, tmp_path), tmp_path / "r"),
+            "ended": lambda: fake_voms_proxy(pki, server, tmp_path / "r", "-pastac", "7200", "-vomslife", "1"),
+            "none": lambda: None,
+        }[renewed_ac]()
+        pem = proxy(pki, "alice", 10 * 3600) if renewed is None else renewed.read_bytes()
+        now = utcnow()
+        assert verified_fqans(load_pem_chain(pem), vomsdir=server.vomsdir, ca_dir=pki.ca_dir, at=now) == ()
+        delegate(rt, dn, delegated, now, FQANS)
+        job = running_job(rt, dn, FQANS, delegated)
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
+        with rt.uow() as uow:
+            assert finish_renewal(uow, rt, claim(rt, now), RenewalOutcome("renewed", proxy_pem=pem), now) == (
+                "renewed", [job])
+        note = ("the renewed proxy carries no VOMS attributes" if renewed_ac == "none" else
+                f"the VOMS attributes of the renewed proxy do not verify (ended, or not signed by a VOMS server "
+                f"this service trusts): it does not prove the delegated ones ({' '.join(FQANS)})")
+        with rt.uow() as uow:
+            status = renewal_status(uow, dn, DELEG)
+            assert status is not None and note in (status.notes or "")
+            assert stored_proxy(uow, rt, dn, DELEG) == pem
+            delegation = uow.delegations.get(dn, DELEG)
+            assert delegation is not None and delegation.fqans == "\n".join(FQANS)  # the credential's, kept
+            (event,) = uow.jobs.history(job, kinds=["proxy_renewed"])
+        assert event.reason.startswith("proxy renewed from MyProxy; ") and note in event.reason
+
+
 class TestJobFiles:
     def test_a_job_file_older_than_the_stored_proxy_is_stale_until_pushed(
         self, rt: Runtime, pki: Pki, alice
@@ -320,11 +406,109 @@ class TestJobFiles:
         job_proxy_path(rt, running).parent.mkdir(parents=True)
         job_proxy_path(rt, running).write_bytes(old)
         with rt.uow() as uow:
-            assert stale_job_proxies(uow, rt) == {(dn, DELEG): [running]}
             current = stored_proxy(uow, rt, dn, DELEG)
+            assert stale_job_proxies(uow, rt, now) == [ProxyRefresh(dn, DELEG, current, [running])]
         assert current is not None and push_job_proxy(rt, running, current)
         with rt.uow() as uow:
-            assert stale_job_proxies(uow, rt) == {}
+            assert stale_job_proxies(uow, rt, now) == []
+
+
+class TestProxiesDelegatedAgain:
+    """A re-delegation under the same id reaches running jobs (it lets a user extend them) only
+    when its VOMS FQAN is the one each job was registered and mapped with."""
+
+    def test_a_proxy_with_another_fqan_is_not_written_into_running_jobs(
+        self, rt: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        server = fake_voms_server(pki, tmp_path)
+        dn, now = pki.users["alice"].dn, utcnow()
+        fqans = lambda pem: verified_fqans(load_pem_chain(pem), vomsdir=server.vomsdir,  # noqa: E731
+                                           ca_dir=pki.ca_dir, at=utcnow())
+        production = fake_voms_proxy(pki, server, tmp_path / "prod", "-hours", "6").read_bytes()
+        delegate(rt, dn, production, now, fqans(production))
+        job = running_job(rt, dn, FQANS, production)
+        uk = fake_voms_proxy(pki, server, tmp_path / "uk", fqans=(FQANS[2],)).read_bytes()  # 24 h
+        delegate(rt, dn, uk, now, fqans(uk))
+        for _ in range(2):  # two passes: the job keeps its proxy, one event
+            RenewalWorker(rt).step()
+            assert job_proxy_path(rt, job).read_bytes() == production
+        (event,) = kept_events(rt, job)
+        assert (f"has the VOMS FQAN {FQANS[2]}, the job was registered and mapped with the VOMS FQAN "
+                f"{FQANS[0]};") in event
+        again = fake_voms_proxy(pki, server, tmp_path / "again").read_bytes()  # 24 h, the job's FQANs
+        delegate(rt, dn, again, now, fqans(again))
+        assert RenewalWorker(rt).step().pushed == 1
+        assert job_proxy_path(rt, job).read_bytes() == again
+
+    def test_a_job_registered_without_fqan_gets_no_proxy_bringing_one(
+        self, rt: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        server = fake_voms_server(pki, tmp_path)
+        dn, now = pki.users["alice"].dn, utcnow()
+        plain = proxy(pki, "alice", 3600, now)
+        delegate(rt, dn, plain, now)
+        job = running_job(rt, dn, (), plain)
+        voms = fake_voms_proxy(pki, server, tmp_path / "x509up_voms").read_bytes()
+        delegate(rt, dn, voms, now, FQANS)
+        RenewalWorker(rt).step()
+        assert job_proxy_path(rt, job).read_bytes() == plain
+        (event,) = kept_events(rt, job)
+        assert f"has the VOMS FQAN {FQANS[0]}, the job was registered and mapped with no VOMS FQAN;" in event
+        longer = proxy(pki, "alice", 7200, now)
+        delegate(rt, dn, longer, now)
+        RenewalWorker(rt).step()
+        assert job_proxy_path(rt, job).read_bytes() == longer
+
+    def test_a_renewal_reaches_the_jobs_of_its_fqan_only(self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        # production jobs run; the user delegates /atlas/uk under the same id and registers a job
+        # with it; the credential is renewed from MyProxy (the /atlas/uk one, as delegated)
+        server = fake_voms_server(pki, tmp_path)
+        dn, now = pki.users["alice"].dn, utcnow()
+        production = fake_voms_proxy(pki, server, tmp_path / "prod", "-hours", "6").read_bytes()
+        delegate(rt, dn, production, now, FQANS)
+        old = running_job(rt, dn, FQANS, production)
+        uk = fake_voms_proxy(pki, server, tmp_path / "uk", "-pastproxy", str(23 * 3600 + 1800),
+                             fqans=(FQANS[2],)).read_bytes()  # due
+        delegate(rt, dn, uk, now, (FQANS[2],))
+        new = running_job(rt, dn, (FQANS[2],), uk)
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
+        renewed = fake_voms_proxy(pki, server, tmp_path / "renewed", fqans=(FQANS[2],)).read_bytes()
+        with rt.uow() as uow:
+            result = finish_renewal(uow, rt, claim(rt, now), RenewalOutcome("renewed", proxy_pem=renewed), now)
+        assert result == ("renewed", [new])
+        with rt.uow() as uow:
+            assert [e.kind for e in uow.jobs.history(new, kinds=["proxy_renewed", "renewal_failed"])] == [
+                "proxy_renewed"]
+            assert uow.jobs.history(old, kinds=["proxy_renewed"]) == []
+        assert len(kept_events(rt, old)) == 1
+
+    def test_a_renewal_without_voms_attributes_reaches_every_job_of_the_credential(
+        self, rt: Runtime, pki: Pki, tmp_path: Path
+    ) -> None:
+        # MyProxy's copy has no AC: the production job gets it (as before), and so does a job
+        # registered without FQAN (registered while the stored proxy proved none)
+        server = fake_voms_server(pki, tmp_path)
+        dn, now = pki.users["alice"].dn, utcnow()
+        delegated = fake_voms_proxy(pki, server, tmp_path / "p0", "-pastproxy", str(23 * 3600 + 1800)).read_bytes()
+        delegate(rt, dn, delegated, now, FQANS)
+        production = running_job(rt, dn, FQANS, delegated)
+        without = add_job(rt, dn, "without", JobState.RUNNING, now)  # registered with no VOMS_FQAN
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, now)
+        order = claim(rt, now)
+        with rt.uow() as uow:
+            result, pushed = finish_renewal(uow, rt, order, RenewalOutcome(
+                "renewed", proxy_pem=proxy(pki, "alice", 10 * 3600)), now)
+        assert (result, sorted(pushed)) == ("renewed", sorted([production, without]))
+        # the same FQANs, verified: not into the job registered without FQAN
+        later = now + dt.timedelta(seconds=CYCLE)
+        delegate(rt, dn, delegated, later, FQANS)
+        with rt.uow() as uow:
+            result, pushed = finish_renewal(uow, rt, claim(rt, later), RenewalOutcome(
+                "renewed", proxy_pem=fake_voms_proxy(pki, server, tmp_path / "same").read_bytes()), later)
+        assert (result, pushed) == ("renewed", [production])
+        assert len(kept_events(rt, without)) == 1
 
 
 class TestExpiry:
@@ -338,7 +522,7 @@ class TestExpiry:
             assert expired_credentials(uow, now) == []
             assert expired_credentials(uow, later) == [(dn, DELEG)]
         with rt.uow() as uow:
-            assert sorted(abort_expired_credential(uow, dn, DELEG, later)) == sorted([running, registered])
+            assert sorted(abort_expired_credential(uow, rt, dn, DELEG, later)) == sorted([running, registered])
         with rt.uow() as uow:
             for job_id in (running, registered):
                 job = uow.jobs.get(job_id)
@@ -355,7 +539,33 @@ class TestExpiry:
         dn, now = alice
         add_job(rt, dn, "running", JobState.RUNNING, now)
         with rt.uow() as uow:
-            assert abort_expired_credential(uow, dn, DELEG, now) == []
+            assert abort_expired_credential(uow, rt, dn, DELEG, now) == []
+
+    def test_a_running_job_runs_on_with_its_own_copy_after_a_shorter_proxy_delegated_again_expired(
+        self, rt: Runtime, pki: Pki
+    ) -> None:
+        dn, now = pki.users["alice"].dn, utcnow()
+        long = proxy(pki, "alice", 12 * 3600, now)
+        delegate(rt, dn, long, now)
+        running = add_job(rt, dn, "running", JobState.RUNNING, now)
+        job_proxy_path(rt, running).parent.mkdir(parents=True)
+        install_proxy(job_proxy_path(rt, running).parent, long, None)
+        waiting = add_job(rt, dn, "waiting", JobState.WAITING, now)
+        short = proxy(pki, "alice", 60, now - dt.timedelta(minutes=5))  # a 1-minute proxy, ended before now
+        delegate(rt, dn, short, now)  # under the same id: the stored proxy has expired
+        assert RenewalWorker(rt).step().aborted == 1
+        with rt.uow() as uow:
+            assert uow.jobs.get(running).state == JobState.RUNNING.value
+            assert uow.queue.pending_for(running) == []
+            assert (uow.jobs.get(waiting).state, uow.jobs.get(waiting).reason) == (
+                JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+        assert job_proxy_path(rt, running).read_bytes() == long  # not replaced by the expired one
+        with rt.uow() as uow:  # once its own copy has ended
+            assert abort_expired_credential(uow, rt, dn, DELEG, end_of(long)) == [running]
+        with rt.uow() as uow:
+            assert (uow.jobs.get(running).state, uow.jobs.get(running).reason) == (
+                JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+            assert [r.command for r in uow.queue.pending_for(running)] == ["cancel"]
 
     def test_a_record_in_use_stays(self, rt: Runtime, alice) -> None:
         dn, now = alice

@@ -9,7 +9,8 @@ the threads and the MyProxy exchange; the decisions are here, one concept per mo
   (:func:`register_for_renewal`);
 * :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`);
 * :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
-* :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy;
+* :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy, and
+  which it fits (their VOMS FQAN);
 * :mod:`.expiry`: expired credentials abort their jobs, unused records go;
 * :mod:`.status`: what users see (:func:`renewal_status`).
 
@@ -37,6 +38,8 @@ from wmproxy.services.renewal.expiry import (
 )
 from wmproxy.services.renewal.jobfiles import (
     HELD_STATES,
+    ProxyFit,
+    ProxyRefresh,
     job_proxy_end,
     job_proxy_path,
     stale_job_proxies,
@@ -59,6 +62,8 @@ __all__ = [
     "PLANNED_FRACTION",
     "PROXY_EXPIRED_REASON",
     "RETRY_FRACTION",
+    "ProxyFit",
+    "ProxyRefresh",
     "RenewalOrder",
     "RenewalOutcome",
     "RenewalStatus",

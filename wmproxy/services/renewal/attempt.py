@@ -12,9 +12,10 @@ around it:
   (:func:`wmproxy.renewal.jobfiles.push_job_proxy`).
 
 Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
-(that needs a VOMS server). Expired or lost VOMS attributes are logged and kept in the
-record's ``notes``; a renewed proxy whose verified FQANs are others than the delegated ones
-(which matching and the account mapping read) is refused.
+(that needs a VOMS server). Expired, lost or unverifiable VOMS attributes are logged, kept in
+the record's ``notes`` and written into the ``proxy_renewed`` event of each job; a renewed
+proxy whose verified FQANs are others than the delegated ones (which matching and the account
+mapping read) is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
-from wmproxy.services.renewal.jobfiles import HELD_STATES
+from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
 from wmproxy.services.renewal.schedule import renewal_due, renewal_margin
 from wmproxy.services.runtime import Runtime
@@ -124,19 +125,25 @@ def finish_renewal(
     user delegated again meanwhile: the proxy from MyProxy was made from the replaced one and
     may carry fewer VOMS attributes than the user's new proxy). Returns the result
     (``renewed``, ``not-extended``, or the failure of ``outcome``) and, when renewed, the ids
-    of the jobs a worker holds, whose proxy files are to be rewritten. Runs in the caller's
-    transaction.
+    of the jobs a worker holds that the renewed proxy fits
+    (:class:`~wmproxy.services.renewal.jobfiles.ProxyFit`), whose proxy files are to be
+    rewritten; the others keep theirs and get an event. Runs in the caller's transaction.
     """
     record = uow.renewals.by_id(order.record_id)
     where = f"proxy {order.delegation_id} of {order.owner_dn} from {order.host}:{order.port}"
     notes = _voms_notes(order)
-    result, error, pushed, end = outcome.result, outcome.error, [], order.not_after
+    result, error, end = outcome.result, outcome.error, order.not_after
+    pushed: list[str] = []
+    kept: list[str] = []
     if outcome.proxy_pem is not None:
-        result, error, end = _store(uow, rt, order, outcome.proxy_pem, now, notes)
+        result, error, end, delegated = _store(uow, rt, order, outcome.proxy_pem, now, notes)
         if result == "renewed":
-            pushed = [j.id for j in uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES)]
-            log.info("renewed %s: valid until %s (was %s); %d running job(s) updated",
-                     where, end.isoformat(), order.not_after.isoformat(), len(pushed))
+            held = uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES)
+            fit = ProxyFit(rt, outcome.proxy_pem, delegated, end, now)
+            pushed, kept = fitting_jobs(uow, fit, held)
+            log.info("renewed %s: valid until %s (was %s); %d running job(s) updated%s",
+                     where, end.isoformat(), order.not_after.isoformat(), len(pushed),
+                     f", {len(kept)} of other VOMS attributes left alone" if kept else "")
     left = (end - now).total_seconds()
     if result == "not-extended":
         log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s", where, error, left)
@@ -147,7 +154,7 @@ def finish_renewal(
         log.warning("renewal of %s: %s", where, note)
     if record is not None:
         _record_attempt(record, order, result, error, notes, now)
-    history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now)
+    history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now, notes=notes, kept=kept)
     return result, pushed
 
 
@@ -169,9 +176,10 @@ def _record_attempt(record: ProxyRenewal, order: RenewalOrder, result: str, erro
 
 def _store(
     uow: UnitOfWork, rt: Runtime, order: RenewalOrder, pem: bytes, now: dt.datetime, notes: list[str]
-) -> tuple[str, str | None, dt.datetime]:
+) -> tuple[str, str | None, dt.datetime, tuple[str, ...]]:
     """Replace the stored proxy with ``pem`` if usable, longer, and the stored proxy is still the
-    one the order read (not delegated again meanwhile): (result, error, end).
+    one the order read (not delegated again meanwhile): (result, error, end, the delegated
+    FQANs, which a renewal keeps).
 
     The verified FQANs of ``pem`` must be the stored ones (``delegation.fqans``, which matching
     and the account mapping read), or none (a note: MyProxy holds no VOMS attributes).
@@ -181,29 +189,54 @@ def _store(
         validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
         fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
     except ProxyError as exc:
-        return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after
+        return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after, ()
     delegation = uow.renewals.lock_delegation(order.owner_dn, order.delegation_id)
     if delegation is None:
-        return "failed", "the delegation was destroyed during the renewal", order.not_after
+        return "failed", "the delegation was destroyed during the renewal", order.not_after, ()
+    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
     if bytes(delegation.sealed_proxy) != order.sealed_proxy:
         notes.clear()  # they were of the replaced proxy
         return ("not-extended", ("the stored proxy was replaced during the renewal (delegated again); the proxy "
-                                 "from MyProxy, made from the one replaced, is not stored"), delegation.not_after)
-    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
+                                 "from MyProxy, made from the one replaced, is not stored"), delegation.not_after,
+                delegated)
     if fqans and fqans != delegated:  # none: MyProxy holds no VOMS attributes (the note below)
         return "failed", (f"MyProxy returned a proxy with the VOMS attributes {' '.join(fqans)}, not the "
-                          f"delegated ones ({' '.join(delegated) or 'none'})"), order.not_after
+                          f"delegated ones ({' '.join(delegated) or 'none'})"), order.not_after, delegated
     if validity.not_after <= delegation.not_after:
         return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
-                                 f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after)
-    if (order.expired_voms or has_voms_attributes(order.proxy_pem)) and not has_voms_attributes(pem):
-        notes.append("the renewed proxy carries no VOMS attributes (MyProxy holds none; "
-                     "refreshing them needs a VOMS server)")
+                                 f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after,
+                delegated)
+    note = _lost_voms_note(order, pem, delegated, fqans)
+    if note is not None:
+        notes.append(note)
     delegation.sealed_proxy = rt.sealer.seal(pem)
     delegation.not_before = validity.not_before
     delegation.not_after = validity.not_after
     delegation.updated_at = now
-    return "renewed", None, validity.not_after
+    return "renewed", None, validity.not_after, delegated
+
+
+def _lost_voms_note(order: RenewalOrder, pem: bytes, delegated: tuple[str, ...],
+                    fqans: tuple[str, ...]) -> str | None:
+    """What the renewed proxy ``pem`` (verified FQANs ``fqans``) no longer proves, if anything.
+
+    Based on the verified FQANs: a proxy whose ACs do not verify (ended, as the 12 h AC of a
+    MyProxy credential stored with ``myproxy-init --voms`` once it has outlived it, or signed by
+    a VOMS server this service does not trust) proves no more than one without AC. The
+    delegated FQANs stay the credential's (jobs keep being matched and mapped with them, as
+    after a stored proxy's own AC ends); the note tells the owner.
+    """
+    if fqans:
+        return None
+    if has_voms_attributes(pem):
+        if not delegated:
+            return None  # the stored proxy proved none either
+        return (f"the VOMS attributes of the renewed proxy do not verify (ended, or not signed by a VOMS server "
+                f"this service trusts): it does not prove the delegated ones ({' '.join(delegated)}); "
+                "refreshing them needs a VOMS server")
+    if delegated or order.expired_voms or has_voms_attributes(order.proxy_pem):
+        return "the renewed proxy carries no VOMS attributes (MyProxy holds none; refreshing them needs a VOMS server)"
+    return None
 
 
 def _refuse(uow: UnitOfWork, record: ProxyRenewal, worker: str, now: dt.datetime) -> None:

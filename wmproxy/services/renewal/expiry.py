@@ -2,7 +2,9 @@
 
 * :func:`abort_expired_credential`: once a credential has expired, jobs not yet running are
   Aborted and running jobs stopped (a ``cancel`` request) and Aborted, with the reason
-  "the user proxy expired", whether or not the credential was registered for renewal.
+  "the user proxy expired", whether or not the credential was registered for renewal. A job
+  a worker holds runs on while its own proxy copy is valid (a shorter proxy delegated again
+  under the same id ended first), and is aborted once that copy has ended too.
 * :func:`deregister_unused`: a record no non-final job uses any more is removed.
 """
 
@@ -13,7 +15,8 @@ import logging
 
 from wmproxy.domain import FINAL_STATES, JobState
 from wmproxy.services.compound import on_node_ended
-from wmproxy.services.renewal.jobfiles import HELD_STATES
+from wmproxy.services.renewal.jobfiles import HELD_STATES, job_proxy_end
+from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -30,12 +33,18 @@ def expired_credentials(uow: UnitOfWork, now: dt.datetime) -> list[tuple[str, st
     return uow.renewals.expired_credentials(now, NON_FINAL_STATES)
 
 
-def abort_expired_credential(uow: UnitOfWork, owner_dn: str, delegation_id: str, now: dt.datetime) -> list[str]:
-    """Abort every non-final job of an expired credential with "the user proxy expired".
+def abort_expired_credential(
+    uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str, now: dt.datetime
+) -> list[str]:
+    """Abort the non-final jobs of an expired credential with "the user proxy expired".
 
     Runs in the caller's transaction, which it locks the delegation in. Jobs a worker holds
-    also get a ``cancel`` request (the worker stops the process and keeps the Aborted
-    state). Nodes go first, so DAG dependents and parents follow their rules
+    are aborted only once their own proxy copy has ended too (or is missing or unreadable,
+    :func:`~wmproxy.services.renewal.jobfiles.job_proxy_end`): after a shorter proxy
+    delegated again under the same id, the copy they run with may outlive the stored proxy
+    by hours, and they run on until it ends (a later pass aborts them). They also get a
+    ``cancel`` request (the worker stops the process and keeps the Aborted state). Nodes go
+    first, so DAG dependents and parents follow their rules
     (:func:`wmproxy.services.compound.on_node_ended`). Nothing happens if the delegation
     was renewed or replaced meanwhile. Returns the ids of the aborted jobs.
     """
@@ -49,6 +58,8 @@ def abort_expired_credential(uow: UnitOfWork, owner_dn: str, delegation_id: str,
             continue  # ended as a consequence of an earlier node (DAG, parent)
         if job.parent_id is None and uow.jobs.children(job.id) and state != JobState.SUBMITTED:
             continue  # a started compound job's state follows its nodes
+        if state.value in HELD_STATES and _copy_valid(rt, job.id, now):
+            continue
         uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
         if state.value in HELD_STATES:
             uow.queue.enqueue(job.id, "cancel", now)
@@ -59,6 +70,12 @@ def abort_expired_credential(uow: UnitOfWork, owner_dn: str, delegation_id: str,
         log.warning("proxy %s of %s expired at %s: %d job(s) aborted (%s)", delegation_id, owner_dn,
                     delegation.not_after.isoformat(), len(aborted), PROXY_EXPIRED_REASON)
     return aborted
+
+
+def _copy_valid(rt: Runtime, job_id: str, now: dt.datetime) -> bool:
+    """Whether the job's own proxy copy is still valid at ``now``."""
+    end = job_proxy_end(rt, job_id)
+    return end is not None and end > now
 
 
 def deregister_unused(uow: UnitOfWork, now: dt.datetime) -> int:

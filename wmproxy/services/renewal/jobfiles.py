@@ -1,26 +1,40 @@
-"""Which proxy copies of running jobs need the stored proxy (issue 4): the copy lives in
-the job's work dir, ``<work root>/<job>/user.proxy`` (issue 8: 0600, owned by the job's
-mapped account).
+"""Which proxy copies of running jobs get the stored proxy (issue 4): the copy lives in the
+job's work dir, ``<work root>/<job>/user.proxy`` (issue 8: 0600, owned by the job's mapped
+account).
 
 After a renewal the renewal worker rewrites the copy of every job a worker holds
 (:func:`wmproxy.renewal.jobfiles.push_job_proxy`, the edge that writes as the account);
 each pass also rewrites the copies that ended up older than the stored proxy
 (:func:`stale_job_proxies`: a push lost to a crash, a job staged with the proxy read just
-before a renewal, a re-delegation).
+before a renewal, a re-delegation under the same id, which lets a user extend running jobs).
+
+Only into a job the stored proxy fits (:class:`ProxyFit`): a job keeps the local account and
+the ``VOMS_FQAN`` it was registered, mapped and matched with, so a proxy delegated again with
+another primary FQAN (``/atlas/uk`` for a job of ``/atlas/Role=production``) is not written
+into it. The job keeps its own copy (it gets the stored proxy again once the FQANs agree
+again) and gets one ``renewal_failed`` event per stored proxy, not one per pass.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wmproxy.domain import JOB_PROXY_NAME, JobState
-from wmproxy.errors import SandboxError
+from wmproxy.errors import SandboxError, WMProxyError
+from wmproxy.jdl.parse import parse_stored_jdl
 from wmproxy.sandbox.confined import open_confined
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.renewed import proxy_end
+from wmproxy.security.voms import verified_fqans
+from wmproxy.services import history
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
 
 #: States of jobs a worker holds; their proxy copy gets the renewed proxy.
 HELD_STATES = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
@@ -58,15 +72,120 @@ def job_proxy_end(rt: Runtime, job_id: str) -> dt.datetime | None:
     return None if len(data) > MAX_PROXY_BYTES else proxy_end(data)
 
 
-def stale_job_proxies(uow: UnitOfWork, rt: Runtime) -> dict[tuple[str, str], list[str]]:
+def registered_fqan(job: Job) -> str | None:
+    """The primary FQAN the job was registered with: its registered JDL's ``VOMS_FQAN``, the
+    first verified FQAN of the delegated proxy at registration, which the account mapping
+    chose the job's account with and matching read (None: the proxy proved no FQAN then).
+
+    Only the primary FQAN is stored with a job, so it is all a proxy is compared on.
+
+    Raises:
+        JdlSyntaxError: the registered JDL does not parse (never seen: the service wrote it).
+    """
+    value = parse_stored_jdl(job.jdl_registered).get("VOMS_FQAN")
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass
+class ProxyFit:
+    """Which held jobs of one credential may get its stored proxy ``proxy_pem``, credited with
+    ``fqans`` (``delegations.fqans``: the FQANs verified when it was delegated, primary first,
+    which a MyProxy renewal never changes).
+
+    A job fits when its registered primary FQAN (:func:`registered_fqan`) is the proxy's
+    (compared as the mapping does, ``/Role=NULL`` and ``/Capability=NULL`` left out), or, for a
+    job registered without one, when the proxy proves no FQAN now either (no VOMS AC, or none
+    that verifies: a MyProxy renewal that could not refresh them). A job of another FQAN, or
+    one registered without an FQAN to which the proxy would bring one, does not fit.
+    """
+
+    rt: Runtime
+    proxy_pem: bytes
+    fqans: Sequence[str]
+    not_after: dt.datetime
+    now: dt.datetime
+    _proven: tuple[str, ...] | None = field(default=None, init=False, repr=False)
+
+    def reason(self, job: Job) -> str | None:
+        """None when the proxy fits ``job``, else why not (the text of the job's event)."""
+        try:
+            held = registered_fqan(job)
+        except WMProxyError:
+            return "proxy not written into the job: its registered JDL cannot be read; the job keeps its proxy"
+        primary = self.fqans[0] if self.fqans else None
+        if held is not None and primary is not None and normalise_fqan(held) == normalise_fqan(primary):
+            return None
+        if held is None and (primary is None or not self.proven()):
+            return None
+        return (f"proxy not written into the job: the proxy stored for its delegation (valid until "
+                f"{self.not_after.isoformat()}) has {_fqan_text(primary)}, the job was registered and mapped "
+                f"with {_fqan_text(held)}; the job keeps its proxy")
+
+    def proven(self) -> tuple[str, ...]:
+        """The FQANs ``proxy_pem`` proves now (VOMS ACs that verify), computed once."""
+        if self._proven is None:
+            sec = self.rt.settings.security
+            try:
+                self._proven = verified_fqans(load_pem_chain(self.proxy_pem), vomsdir=sec.vomsdir,
+                                              ca_dir=sec.ca_dir, at=self.now)
+            except WMProxyError:
+                self._proven = ()
+        return self._proven
+
+
+def _fqan_text(fqan: str | None) -> str:
+    return f"the VOMS FQAN {fqan}" if fqan else "no VOMS FQAN"
+
+
+def fitting_jobs(uow: UnitOfWork, fit: ProxyFit, jobs: Sequence[Job]) -> tuple[list[str], list[str]]:
+    """The ids of the ``jobs`` ``fit`` allows and of the others, which keep their copies; each of
+    those gets a ``renewal_failed`` event with the reason, once per reason (the reason names the
+    stored proxy's end: :func:`~wmproxy.services.history.note_proxy_kept`). In the caller's
+    transaction."""
+    fitting: list[str] = []
+    kept: list[str] = []
+    for job in jobs:
+        reason = fit.reason(job)
+        if reason is None:
+            fitting.append(job.id)
+        else:
+            kept.append(job.id)
+            history.note_proxy_kept(uow, job, reason, fit.now)
+    return fitting, kept
+
+
+@dataclass(frozen=True)
+class ProxyRefresh:
+    """The stored proxy of one credential and the held jobs whose copies it replaces."""
+
+    owner_dn: str
+    delegation_id: str
+    proxy_pem: bytes
+    job_ids: list[str]
+
+
+def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[ProxyRefresh]:
     """Jobs a worker holds whose proxy file ends before the stored proxy of their credential
-    (by more than a second): ``{(DN, delegation id): [job ids]}``."""
+    (by more than a second) and which that proxy fits (:class:`ProxyFit`, at ``now``, aware
+    UTC), with the stored proxy read in this transaction. A job it does not fit keeps its copy
+    and gets its event (:func:`fitting_jobs`), in the caller's transaction."""
     stale: dict[tuple[str, str], list[str]] = {}
     for target in uow.renewals.held_jobs(HELD_STATES):
         end = job_proxy_end(rt, target.job_id)
         if end is not None and end < target.not_after - dt.timedelta(seconds=1):
             stale.setdefault((target.owner_dn, target.delegation_id), []).append(target.job_id)
-    return stale
+    refreshes: list[ProxyRefresh] = []
+    for (owner_dn, delegation_id), job_ids in stale.items():
+        row = uow.delegations.get(owner_dn, delegation_id)
+        if row is None:
+            continue
+        pem = rt.sealer.open(row.sealed_proxy)
+        fit = ProxyFit(rt, pem, [f for f in row.fqans.split("\n") if f], row.not_after, now)
+        jobs = [job for job in (uow.jobs.get(job_id) for job_id in job_ids) if job is not None]
+        fitting, _ = fitting_jobs(uow, fit, jobs)
+        if fitting:
+            refreshes.append(ProxyRefresh(owner_dn, delegation_id, pem, fitting))
+    return refreshes
 
 
 def stored_proxy(uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str) -> bytes | None:

@@ -3,7 +3,11 @@
 A delegated credential, (owner DN, delegation id), gets **one** renewal record shared by
 all the jobs that use it (:func:`register_for_renewal`). The server comes from the JDL's
 ``MyProxyServer``, else from the configured defaults (:func:`myproxy_server_for`), the
-analogue of the original's ``MYPROXY_SERVER``.
+analogue of the original's ``MYPROXY_SERVER``. A server a JDL names is the record's from
+then on (the latest one named); a default only makes a record, never replaces the server
+of one (the user named a server where the credential is stored; the default is a guess).
+The original kept one renewal per subject, server and FQAN set, so jobs of one credential
+naming two servers were each renewed from their own.
 
 The original let a JDL name any host and port, so the renewal worker connected wherever a
 user asked, from inside the site. Here a JDL may name only the configured defaults and the
@@ -98,15 +102,20 @@ def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str 
 
 
 def register_for_renewal(
-    uow: UnitOfWork, owner_dn: str, delegation_id: str, server: str | None, now: dt.datetime
+    uow: UnitOfWork, owner_dn: str, delegation_id: str, server: str | None, now: dt.datetime, *,
+    named: bool = True,
 ) -> None:
     """Attach the delegation of (DN, id) to renewal from ``server`` (one record per credential).
 
-    Runs in the caller's transaction (the job registration). The latest registration's
-    server is used for the credential; None (no renewal asked) leaves an existing record
-    alone, since the jobs share one proxy. ``now`` is aware UTC.
+    Runs in the caller's transaction (the job registration). A server the JDL ``named``
+    (``MyProxyServer``) replaces the record's: the latest one named is used for the
+    credential. A default (``named`` False) makes the record if there is none and leaves an
+    existing record's server alone, so that jobs naming a server are not renewed from the
+    default once a job without the attribute shares their credential. None (no renewal
+    asked) leaves an existing record alone, since the jobs share one proxy. ``now`` is aware
+    UTC.
     """
     if server is None:
         return
-    record = uow.renewals.register(owner_dn, delegation_id, server, now)
+    record = uow.renewals.register(owner_dn, delegation_id, server, now, replace=named)
     log.info("proxy %s (%s) of %s registered for renewal from %s", delegation_id, record.id, owner_dn, server)
