@@ -19,6 +19,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import functools
+import ipaddress
 import math
 import os
 import re
@@ -76,11 +77,17 @@ class SecuritySettings:
             is refused (the reference's "gacl file not found").
         store_key_file: file holding the Fernet key that encrypts stored proxies
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
-        min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job.
-        delegation_key_bits: RSA key size of the server-side delegation key.
+        min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job
+            (0 or more).
+        delegation_key_bits: RSA key size of the server-side delegation key, 1024-16384 bits
+            (``cryptography`` makes no key under 1024 bits, OpenSSL uses none over 16384).
         delegation_key_pool: server keys (with their CSRs) kept ready, sealed, in the
             database and topped up in the background, so getProxyReq does not generate
             an RSA key while the client waits; 0 = generate each key on the request path.
+
+    Raises:
+        ConfigError: a negative ``min_proxy_lifetime`` or ``delegation_key_pool``, a key size
+            outside 1024-16384 bits.
     """
 
     ca_dir: str = "/etc/grid-security/certificates"
@@ -94,6 +101,13 @@ class SecuritySettings:
     delegation_key_bits: int = 2048
     delegation_key_pool: int = 16
 
+    def __post_init__(self) -> None:
+        if not 1024 <= self.delegation_key_bits <= 16384:
+            raise ConfigError("[security] delegation_key_bits: 1024-16384 bits")
+        for name in ("min_proxy_lifetime", "delegation_key_pool"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[security] {name}: must not be negative")
+
 
 @dataclass(frozen=True)
 class ServiceSettings:
@@ -102,13 +116,14 @@ class ServiceSettings:
     Attributes:
         host: host name used in job ids and sandbox URIs (default: this machine's FQDN).
         port: HTTPS port of the service, used in sandbox URIs (1-65535).
-        bind: gunicorn listen address, ``host:port``.
+        bind: gunicorn listen address, ``host:port`` (``[address]:port`` for IPv6).
         workers: gunicorn worker processes.
         threads: request threads per gunicorn worker process.
         jobid_port: port part of job ids (the L&B port in the reference, 9000).
         endpoint_path: URL path of the one SOAP endpoint.
         version: returned by getVersion; clients compare it with 2.2.0/2.9.0/3.0.0.
-        max_input_sandbox_size: bytes, returned by getMaxInputSandboxSize and enforced on upload.
+        max_input_sandbox_size: bytes, returned by getMaxInputSandboxSize and enforced on
+            upload (0 or more).
         default_protocol: sandbox transfer protocol; only ``https`` is offered
             (``wmproxy.services.uris``).
         drain_file: while this file exists, new jobs are refused (empty = no drain switch).
@@ -118,8 +133,9 @@ class ServiceSettings:
             Keep ``TimeoutStopSec`` of ``wmproxy.service`` (90 s as shipped) above it.
 
     Raises:
-        ConfigError: a port outside 1-65535, fewer than one worker or thread, a
-            protocol other than https, a graceful timeout outside 1-3600 seconds.
+        ConfigError: a port outside 1-65535, a ``bind`` that is not ``host:port``, fewer than
+            one worker or thread, a negative ``max_input_sandbox_size``, a protocol other than
+            https, a graceful timeout outside 1-3600 seconds.
     """
 
     host: str = field(default_factory=socket.getfqdn)
@@ -143,6 +159,12 @@ class ServiceSettings:
                 raise ConfigError(f"[service] {name}: a TCP port, 1-65535")
         if min(self.workers, self.threads) < 1:
             raise ConfigError("[service] workers and threads: must be at least 1")
+        try:
+            parse_bind(self.bind)
+        except ValueError as exc:
+            raise ConfigError(f"[service] bind: {exc}") from exc
+        if self.max_input_sandbox_size < 0:
+            raise ConfigError("[service] max_input_sandbox_size: must not be negative")
         if self.default_protocol != "https":
             raise ConfigError(f"[service] default_protocol: only https is offered, not {self.default_protocol!r}")
 
@@ -229,14 +251,20 @@ class JobsSettings:
 
     Attributes:
         quota_soft_limit, quota_hard_limit: per-user sandbox bytes (getTotalQuota);
-            0 = quotas off, and the quota operations answer GetQuotaManagementFault.
+            0 = quotas off, and the quota operations answer GetQuotaManagementFault. With
+            both set, the soft limit may not exceed the hard one; a soft limit of 0 is the
+            hard one.
         max_perusal_files: files one job may have under perusal (MaxPerusalFiles, 15).
         min_perusal_interval: seconds, lower bound of PerusalTimeInterval (1000).
-        max_nodes: nodes one compound job may have. A DAG may also give at most
+        max_nodes: nodes one compound job may have (at least 1). A DAG may also give at most
             max(10 × max_nodes, 100,000) dependency pairs, counted as written (``{ {a, b},
             {c, d} }`` is four; ``wmproxy.jdl.compound.max_dependencies``).
         ce_catalogue: file of CE ClassAds, one per CE, the brokering target of jobStart
             and jobListMatch (``docs/brokering.md``); empty = the one built-in local CE.
+
+    Raises:
+        ConfigError: a negative quota, perusal file count or interval, a soft quota over
+            the hard one, or ``max_nodes`` below 1.
     """
 
     quota_soft_limit: int = 0
@@ -246,9 +274,20 @@ class JobsSettings:
     max_nodes: int = 10_000
     ce_catalogue: str = ""
 
+    def __post_init__(self) -> None:
+        for name in ("quota_soft_limit", "quota_hard_limit", "max_perusal_files", "min_perusal_interval"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[jobs] {name}: must not be negative")
+        if self.quota_hard_limit > 0 and self.quota_soft_limit > self.quota_hard_limit:
+            raise ConfigError("[jobs] quota_soft_limit: must not exceed quota_hard_limit")
+        if self.max_nodes < 1:
+            raise ConfigError("[jobs] max_nodes: must be at least 1")
+
 
 #: MyProxy's port when a ``host[:port]`` names none.
 DEFAULT_MYPROXY_PORT = 7512
+#: ``wmproxy-metrics``'s port when ``[metrics] bind`` names none.
+DEFAULT_METRICS_PORT = 9464
 
 _HOST = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -267,6 +306,30 @@ def parse_host_port(value: str, default_port: int = DEFAULT_MYPROXY_PORT) -> tup
     if not host or not _HOST.match(host) or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"{value!r} is not host[:port]")
     return host, int(port_text)
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """A gunicorn listen address ``host:port`` or ``[IPv6 address]:port`` → ``(host, port)``
+    (the address without brackets); the port is required.
+
+    Raises:
+        ValueError: not a DNS host name, IPv4 address or bracketed IPv6 address with a port
+            in 1-65535.
+    """
+    host, sep, port_text = value.strip().rpartition(":")
+    if sep and host.startswith("[") and host.endswith("]"):
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            address = None
+        if address is not None and port_text.isdigit() and 0 < int(port_text) < 65536:
+            return host[1:-1], int(port_text)
+    elif sep:
+        try:
+            return parse_host_port(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not host:port")
 
 
 def parse_vo_servers(text: str, where: str = "[renewal] myproxy_servers_by_vo") -> Mapping[str, str]:
@@ -363,14 +426,17 @@ class RenewalSettings:
             defaults. A job naming another server is refused at registration (GenericFault
             1220); the renewal worker does not connect to the server of an existing record
             that is no longer allowed (result ``not-allowed``).
-        cycle: seconds between renewal passes.
-        threshold: seconds of remaining life below which a proxy is renewed (30 min + 5 min skew).
-        lifetime: seconds of life asked of MyProxy (10 hours).
-        timeout: seconds one MyProxy exchange may take.
+        cycle: seconds between renewal passes (more than 0).
+        threshold: seconds of remaining life below which a proxy is renewed (30 min + 5 min
+            skew; 0 or more).
+        lifetime: seconds of life asked of MyProxy (10 hours); more than ``threshold``, or
+            every renewed proxy would be due again at once.
+        timeout: seconds one MyProxy exchange may take (more than 0).
 
     Raises:
         ConfigError: a bad ``myproxy_server``, per-VO entry or ``myproxy_allowed_servers``
-            item (at construction, i.e. at start).
+            item, a ``cycle`` or ``timeout`` not above 0, a negative ``threshold``, a
+            ``lifetime`` not above ``threshold`` (at construction, i.e. at start).
     """
 
     myproxy_server: str = ""
@@ -392,6 +458,14 @@ class RenewalSettings:
             except ValueError as exc:
                 raise ConfigError(f"[renewal] myproxy_server: {exc}") from exc
         parse_server_patterns(self.myproxy_allowed_servers)
+        for name in ("cycle", "timeout"):
+            if not getattr(self, name) > 0:  # NaN too
+                raise ConfigError(f"[renewal] {name}: must be positive")
+        if not self.threshold >= 0:
+            raise ConfigError("[renewal] threshold: must not be negative")
+        if not self.lifetime > self.threshold:
+            raise ConfigError(f"[renewal] lifetime: must be more than threshold ({self.threshold} s), or every "
+                              "renewed proxy is due again at once")
 
     @functools.cached_property
     def allowed_server_patterns(self) -> tuple[tuple[str, int], ...]:
@@ -720,21 +794,33 @@ class MetricsSettings:
     """Health and Prometheus metrics (``[metrics]``; ``wmproxy.monitoring``).
 
     Attributes:
-        bind: ``host:port`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
-            ``/healthz``, ``/readyz``); keep it on loopback or a management network: it has
-            no authentication (and holds nothing sensitive).
+        bind: ``host[:port]`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
+            ``/healthz``, ``/readyz``), port 9464 when none is given; keep it on loopback or
+            a management network, as it has no authentication (and holds nothing sensitive).
         dir: directory where the service processes keep their request counters
             (prometheus_client multiprocess mode), read by ``wmproxy-metrics``; "" =
             ``metrics`` next to the sandbox root. Best on a tmpfs cleared at boot.
-        crl_grace: seconds a CRL may be past its nextUpdate before ``/readyz`` fails.
+        crl_grace: seconds a CRL may be past its nextUpdate before ``/readyz`` fails (0 or more).
         sandbox_scan_interval: seconds between two walks of the sandbox area for
             ``wmproxy_sandbox_bytes`` (scrapes in between get the last value); 0 = every scrape.
+
+    Raises:
+        ConfigError: a ``bind`` that is not ``host[:port]``, a negative grace or interval.
     """
 
     bind: str = "127.0.0.1:9464"
     dir: str = ""
     crl_grace: float = 0.0
     sandbox_scan_interval: float = 300.0
+
+    def __post_init__(self) -> None:
+        try:
+            parse_host_port(self.bind, DEFAULT_METRICS_PORT)
+        except ValueError as exc:
+            raise ConfigError(f"[metrics] bind: {exc}") from exc
+        for name in ("crl_grace", "sandbox_scan_interval"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ConfigError(f"[metrics] {name}: must not be negative")
 
 
 @dataclass(frozen=True)

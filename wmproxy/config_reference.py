@@ -39,7 +39,8 @@ The process refuses to start, naming the culprit, on an unknown section, an unkn
 unknown `WMPROXY_<SECTION>_<KEY>` variable of a known section, a value of the wrong type
 (integers, finite numbers, booleans `true/false/yes/no/on/off/1/0`) or out of its range.
 Values are taken literally: `%` is not special, so a percent-encoded database password
-(`%40` for `@`) works as written. There is no `[DEFAULT]` section.
+(`%40` for `@`) works as written. A comment (`#` or `;`) takes a line of its own: after a value
+it is part of the value. There is no `[DEFAULT]` section.
 """
 
 

@@ -20,7 +20,10 @@ from wmproxy.config import (
 )
 from wmproxy.domain import utcnow
 from wmproxy.security.sealing import Sealer
+from wmproxy.store import make_engine, make_session_factory
+from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job
+from wmproxy.store.uow import UnitOfWork
 
 BIN = Path(sys.executable).parent
 
@@ -86,3 +89,17 @@ def sealed_rows(sealer: Sealer, owner: str, delegation_id: str, *, not_after: dt
                                 sealed_key=sealer.seal(f"key of {delegation_id}".encode()), csr_pem="CSR",
                                 created_at=request_created or now)
     return delegation, request
+
+
+def key_path(settings: Settings) -> Path:
+    return Path(settings.security.store_key_file)
+
+
+def recorded(settings: Settings) -> str | None:
+    """The store key fingerprint the database records."""
+    engine = make_engine(settings.database.url)
+    try:
+        with UnitOfWork(make_session_factory(engine)) as uow:
+            return SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT)
+    finally:
+        engine.dispose()

@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from tests.admin.support import BIN, run, sealed_rows, write_ini
+from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, write_ini
 from wmproxy.admin import initialise, upgrade_database
 from wmproxy.config import Settings
 from wmproxy.errors import WMProxyError
@@ -20,25 +20,11 @@ from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint
 from wmproxy.services.storekey import StoreStateError, check_store, record_store_key, rotate_store_key
 from wmproxy.store import make_engine, make_session_factory
-from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
 from wmproxy.store.migrations import _alembic_config, head_revision, schema_revisions
 from wmproxy.store.schema import Delegation, DelegationRequest
 from wmproxy.store.uow import UnitOfWork
 
 DN = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
-
-
-def key_path(settings: Settings) -> Path:
-    return Path(settings.security.store_key_file)
-
-
-def recorded(settings: Settings) -> str | None:
-    engine = make_engine(settings.database.url)
-    try:
-        with UnitOfWork(make_session_factory(engine)) as uow:
-            return SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT)
-    finally:
-        engine.dispose()
 
 
 def db_dir(settings: Settings) -> None:

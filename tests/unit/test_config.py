@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from wmproxy.config import ConfigError, Settings, areas, env_name, keys, load_settings
+from wmproxy.config import ConfigError, Settings, areas, env_name, keys, load_settings, parse_bind
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "wmproxy.conf.example"
@@ -99,6 +101,121 @@ class TestValues:
     def test_a_bad_environment_value_names_the_variable(self) -> None:
         with pytest.raises(ConfigError, match="WMPROXY_SERVICE_THREADS: cannot convert"):
             load_settings(environ={"WMPROXY_SERVICE_THREADS": "four"})
+
+
+#: Values that convert but would break a process at run time (the renewal worker spinning on
+#: ``cycle = 0``, every getProxyReq failing on a 512-bit key...), each refused at start naming
+#: its setting: ``(section, key, value, message)``.
+OUT_OF_RANGE = [
+    ("renewal", "cycle", "0", r"\[renewal\] cycle: must be positive"),
+    ("renewal", "cycle", "-300", r"\[renewal\] cycle: must be positive"),
+    ("renewal", "timeout", "0", r"\[renewal\] timeout: must be positive"),
+    ("renewal", "timeout", "-1", r"\[renewal\] timeout: must be positive"),
+    ("renewal", "threshold", "-5", r"\[renewal\] threshold: must not be negative"),
+    ("renewal", "lifetime", "0", r"\[renewal\] lifetime: must be more than threshold"),
+    ("renewal", "lifetime", "2100", r"\[renewal\] lifetime: must be more than threshold \(2100 s\)"),
+    ("security", "delegation_key_bits", "0", r"\[security\] delegation_key_bits: 1024-16384 bits"),
+    ("security", "delegation_key_bits", "512", r"\[security\] delegation_key_bits: 1024-16384 bits"),
+    ("security", "delegation_key_bits", "1023", r"\[security\] delegation_key_bits: 1024-16384 bits"),
+    ("security", "delegation_key_bits", "16385", r"\[security\] delegation_key_bits: 1024-16384 bits"),
+    ("security", "delegation_key_pool", "-3", r"\[security\] delegation_key_pool: must not be negative"),
+    ("security", "min_proxy_lifetime", "-100", r"\[security\] min_proxy_lifetime: must not be negative"),
+    ("service", "bind", "garbage", r"\[service\] bind: 'garbage' is not host:port"),
+    ("service", "bind", "127.0.0.1", r"\[service\] bind: '127.0.0.1' is not host:port"),
+    ("service", "bind", "0.0.0.0:99999", r"\[service\] bind: .* is not host:port"),
+    ("service", "bind", "::1:7443", r"\[service\] bind: .* is not host:port"),
+    ("service", "bind", "[nonsense]:7443", r"\[service\] bind: .* is not host:port"),
+    ("service", "max_input_sandbox_size", "-1", r"\[service\] max_input_sandbox_size: must not be negative"),
+    ("jobs", "max_nodes", "0", r"\[jobs\] max_nodes: must be at least 1"),
+    ("jobs", "quota_soft_limit", "-1", r"\[jobs\] quota_soft_limit: must not be negative"),
+    ("jobs", "quota_hard_limit", "-1", r"\[jobs\] quota_hard_limit: must not be negative"),
+    ("jobs", "max_perusal_files", "-1", r"\[jobs\] max_perusal_files: must not be negative"),
+    ("jobs", "min_perusal_interval", "-1", r"\[jobs\] min_perusal_interval: must not be negative"),
+    ("metrics", "bind", "nonsense:99999", r"\[metrics\] bind: 'nonsense:99999' is not host\[:port\]"),
+    ("metrics", "bind", "", r"\[metrics\] bind: '' is not host\[:port\]"),
+    ("metrics", "crl_grace", "-86400", r"\[metrics\] crl_grace: must not be negative"),
+    ("metrics", "sandbox_scan_interval", "-1", r"\[metrics\] sandbox_scan_interval: must not be negative"),
+]
+
+
+class TestRanges:
+    @pytest.mark.parametrize(("section", "key", "value", "message"), OUT_OF_RANGE)
+    def test_an_out_of_range_value_in_the_file_is_refused_naming_the_setting(
+            self, tmp_path: Path, section: str, key: str, value: str, message: str) -> None:
+        conf = write(tmp_path, f"[{section}]\n{key} = {value}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_settings(conf, environ={})
+
+    @pytest.mark.parametrize(("section", "key", "value", "message"), OUT_OF_RANGE)
+    def test_an_out_of_range_environment_value_is_refused_naming_the_setting(
+            self, section: str, key: str, value: str, message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(environ={env_name(section, key): value})
+
+    def test_a_soft_quota_over_the_hard_one_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match=r"\[jobs\] quota_soft_limit: must not exceed quota_hard_limit"):
+            load_settings(environ={"WMPROXY_JOBS_QUOTA_SOFT_LIMIT": "2000", "WMPROXY_JOBS_QUOTA_HARD_LIMIT": "1000"})
+
+    def test_a_lifetime_at_a_raised_threshold_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match=r"\[renewal\] lifetime: must be more than threshold \(36000 s\)"):
+            load_settings(environ={"WMPROXY_RENEWAL_THRESHOLD": "36000"})
+
+    @pytest.mark.parametrize("env", [
+        {"WMPROXY_RENEWAL_THRESHOLD": "0", "WMPROXY_RENEWAL_LIFETIME": "1", "WMPROXY_RENEWAL_CYCLE": "0.5",
+         "WMPROXY_RENEWAL_TIMEOUT": "0.5"},
+        {"WMPROXY_RENEWAL_THRESHOLD": "30", "WMPROXY_RENEWAL_LIFETIME": "100"},  # the integration tests'
+        {"WMPROXY_SECURITY_DELEGATION_KEY_BITS": "1024", "WMPROXY_SECURITY_DELEGATION_KEY_POOL": "0",
+         "WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "0"},
+        {"WMPROXY_SECURITY_DELEGATION_KEY_BITS": "16384"},
+        {"WMPROXY_JOBS_MAX_NODES": "1", "WMPROXY_JOBS_MAX_PERUSAL_FILES": "0", "WMPROXY_JOBS_MIN_PERUSAL_INTERVAL": "0",
+         "WMPROXY_SERVICE_MAX_INPUT_SANDBOX_SIZE": "0"},
+        {"WMPROXY_JOBS_QUOTA_SOFT_LIMIT": "1000", "WMPROXY_JOBS_QUOTA_HARD_LIMIT": "1000"},
+        {"WMPROXY_JOBS_QUOTA_SOFT_LIMIT": "0", "WMPROXY_JOBS_QUOTA_HARD_LIMIT": "1000"},
+        {"WMPROXY_SERVICE_BIND": "[::]:7443", "WMPROXY_METRICS_BIND": "localhost"},
+        {"WMPROXY_SERVICE_BIND": "wms.example.org:443", "WMPROXY_METRICS_BIND": "127.0.0.1:9000"},
+        {"WMPROXY_METRICS_CRL_GRACE": "0", "WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL": "0"},
+    ])
+    def test_values_at_the_edges_of_their_ranges_load(self, env: dict[str, str]) -> None:
+        load_settings(environ=env)
+
+    def test_the_binds_are_parsed_as_their_listeners_take_them(self) -> None:
+        assert parse_bind("[::]:7443") == ("::", 7443)
+        assert parse_bind(" 127.0.0.1:7443 ") == ("127.0.0.1", 7443)
+        assert load_settings(environ={"WMPROXY_METRICS_BIND": "localhost"}).metrics.bind == "localhost"
+
+    def test_the_shipped_defaults_load(self) -> None:
+        settings = load_settings(environ={})
+        assert settings == Settings()
+        assert (settings.renewal.cycle, settings.renewal.threshold, settings.renewal.lifetime) == (300, 2100, 36000)
+        assert settings.security.delegation_key_bits == 2048
+
+
+def _server_ini_blocks() -> list[tuple[str, str]]:
+    """``(where, text)`` of every ```ini block of the docs whose sections are all settings
+    sections (not the client's ``[client]``, not systemd units)."""
+    blocks = []
+    for doc in [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]:
+        for number, match in enumerate(re.finditer(r"^ *```ini\n(.*?)^ *```", doc.read_text(), re.S | re.M)):
+            sections = re.findall(r"^\s*\[([^\]]+)\]", match.group(1), re.M)
+            if sections and set(sections) <= set(areas()):
+                blocks.append((f"{doc.name}#{number}", textwrap.dedent(match.group(1))))
+    return blocks
+
+
+DOCS_INI = _server_ini_blocks()
+
+
+@pytest.mark.parametrize(("where", "text"), DOCS_INI, ids=[where for where, _ in DOCS_INI])
+def test_the_docs_configuration_examples_load(tmp_path: Path, where: str, text: str) -> None:
+    settings = load_settings(write(tmp_path, text), environ={})
+    for section, cls in areas().items():  # every value as written, no comment taken into a value
+        for key in keys(cls):
+            assert "#" not in str(getattr(getattr(settings, section), key)), (where, section, key)
+
+
+def test_the_docs_have_configuration_examples() -> None:
+    assert {where.split("#")[0] for where, _ in DOCS_INI} >= {"monitoring.md", "brokering.md",
+                                                                          "slurm.md", "mapping.md"}
 
 
 class TestExample:

@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from wmproxy.config import ConfigError, Settings, load_settings, parse_host_port
+from wmproxy.config import DEFAULT_METRICS_PORT, ConfigError, Settings, load_settings, parse_host_port
 from wmproxy.monitoring.health import readiness
 from wmproxy.monitoring.metrics import metrics_dir, scrape_registry
 from wmproxy.services.runtime import Runtime
@@ -83,7 +83,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    host, port = parse_host_port(settings.metrics.bind, 9464)
+    host, port = parse_host_port(settings.metrics.bind, DEFAULT_METRICS_PORT)
     app = MetricsApp(Runtime.from_settings(settings))
     server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
 
@@ -100,9 +100,8 @@ def serve(settings: Settings) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        settings = load_settings()
-        parse_host_port(settings.metrics.bind, 9464)
-    except (ConfigError, ValueError) as exc:
+        settings = load_settings()  # [metrics] bind included
+    except ConfigError as exc:
         sys.exit(f"wmproxy-metrics: {exc}")
     serve(settings)
 

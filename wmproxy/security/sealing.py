@@ -90,7 +90,8 @@ def key_fingerprint(key: bytes) -> str:
 
 
 def write_new_key(path: str | os.PathLike[str]) -> Sealer:
-    """Write a new key to ``path`` (must not exist; mode 0600, fsync-ed) and return its Sealer.
+    """Write a new key to ``path`` (must not exist; mode 0600, fsync-ed, its directory too)
+    and return its Sealer.
 
     Raises:
         FileExistsError: ``path`` exists; OSError: cannot write.
@@ -101,13 +102,29 @@ def write_new_key(path: str | os.PathLike[str]) -> Sealer:
         fh.write(key + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
+    fsync_directory(Path(path).parent)
     return Sealer(key)
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """fsync a directory, so that the names created, linked or renamed in it survive a crash
+    of the machine (the files' own fsync does not cover their directory entries).
+
+    Raises:
+        OSError: cannot open or sync it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def retire_key_file(path: str | os.PathLike[str], replacement: str | os.PathLike[str],
                     today: dt.date | None = None) -> Path:
     """Move the key file ``path`` to ``<path>.retired-<YYYYMMDD>`` (``-2``, ``-3``... if
-    taken) and ``replacement`` into its place; returns the retired file.
+    taken) and ``replacement`` into its place, and fsync their directory; returns the
+    retired file.
 
     Raises:
         OSError: a rename failed (the retired key is then still at ``path``, or at the
@@ -122,4 +139,5 @@ def retire_key_file(path: str | os.PathLike[str], replacement: str | os.PathLike
         suffix += 1
     os.link(path, retired)
     os.replace(replacement, path)
+    fsync_directory(path.parent)
     return retired

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.config import ConfigError, Settings
@@ -26,8 +26,13 @@ from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, w
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
 from wmproxy.store.migrations import schema_revisions
-from wmproxy.store.schema import Delegation, DelegationRequest
+from wmproxy.store.schema import Delegation, DelegationRequest, ServiceMeta
 from wmproxy.store.uow import UnitOfWork
+
+#: Seconds the look at the database after a rotation's failed commit waits for the rotation's
+#: own transaction, which may still be open on the PostgreSQL server (its COMMIT on the way while
+#: the client saw the connection fail), to end; after that the outcome is called unknown.
+SETTLE_TIMEOUT = 30
 
 
 class StoreStateError(ConfigError):
@@ -68,38 +73,92 @@ def check_schema(settings: Settings) -> None:
                               "run `wmproxy-admin migrate` (once, from any node) and start again")
 
 
+def staged_key_path(key_file: str | os.PathLike[str]) -> Path:
+    """``<key>.new``: where :func:`rotate_store_key` writes the new key until it is in place."""
+    path = Path(key_file)
+    return path.with_name(path.name + ".new")
+
+
+def _recorded_fingerprint(settings: Settings) -> str | None:
+    """The fingerprint the database records, read in a transaction of its own (None: none)."""
+    uow, engine = _uow(settings)
+    try:
+        with uow:
+            return SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT)
+    finally:
+        engine.dispose()
+
+
+def _settled_fingerprint(settings: Settings) -> str | None:
+    """The recorded fingerprint once no transaction holds its row (a new connection).
+
+    Read ``FOR UPDATE``: a rotation's transaction holds the row from its ``put_meta`` to its
+    end, so a read while its COMMIT is still on the way to the server (the client saw the
+    connection fail first) waits for the outcome instead of reading the old key, at most
+    :data:`SETTLE_TIMEOUT` seconds on PostgreSQL. On SQLite a commit is over when the call
+    returns or raises.
+
+    Raises:
+        SQLAlchemyError: the database cannot be reached, or the row stayed locked.
+    """
+    uow, engine = _uow(settings)
+    try:
+        with uow:
+            if uow.session.get_bind().dialect.name == "postgresql":
+                uow.session.execute(text(f"SET LOCAL lock_timeout = '{SETTLE_TIMEOUT}s'"))
+            return uow.session.scalars(select(ServiceMeta.value).where(ServiceMeta.name == STORE_KEY_FINGERPRINT)
+                                       .with_for_update()).one_or_none()
+    finally:
+        engine.dispose()
+
+
+def _interrupted_rotation(path: Path, recorded: str) -> str | None:
+    """The fix, when ``<key>.new`` holds the recorded key: a rotation that committed but did
+    not move its new key into place (killed in between); None otherwise."""
+    staged = staged_key_path(path)
+    try:
+        staged_fingerprint = fingerprint_of_file(staged)
+    except (OSError, ValueError):
+        return None
+    if staged_fingerprint != recorded:
+        return None
+    return (f"a store key rotation was interrupted after its commit: {staged} holds the key of this database "
+            f"({recorded[:19]}...), not {path}: run `mv {staged} {path}` on this node (the key it replaces "
+            f"opens nothing in the database any more), then copy {path} to every other node of this service "
+            "and to the backup (docs/keys-and-lifecycle.md)")
+
+
 def check_store_key(settings: Settings) -> str:
     """Refuse a store key that is not the database's; returns the fingerprint.
 
     Raises:
         StoreStateError: the key file is missing or unreadable, the SQLite database file
             does not exist, no fingerprint is recorded (``wmproxy-admin init`` records it), or
-            the key differs from the recorded one.
+            the key differs from the recorded one. When ``<key>.new`` holds the recorded key
+            (a rotation killed between its commit and the rename), the message says so and
+            gives the ``mv`` that finishes it.
     """
-    path = settings.security.store_key_file
+    path = Path(settings.security.store_key_file)
     try:
         sealer = Sealer.load(path)
     except (OSError, ValueError) as exc:
         raise StoreStateError(f"store key {path} cannot be used ({exc}): restore it from another node or from "
                               "its backup") from None
-    if sealer is None:
-        raise StoreStateError(f"store key {path} is missing: copy it from another node of this service or from "
-                              "its backup (a new key cannot open the proxies already stored)")
+    missing = (f"store key {path} is missing: copy it from another node of this service or from its backup "
+               "(a new key cannot open the proxies already stored)")
+    if sealer is None and not staged_key_path(path).exists():
+        raise StoreStateError(missing)
     _require_database_file(settings)
-    uow, engine = _uow(settings)
-    try:
-        with uow:
-            recorded = SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT)
-    finally:
-        engine.dispose()
+    recorded = _recorded_fingerprint(settings)
     if recorded is None:
         raise StoreStateError("the database records no store key fingerprint: run `wmproxy-admin init` "
                               "(or `wmproxy-admin migrate`) with this node's store key")
-    if recorded != sealer.fingerprint:
-        raise StoreStateError(
-            f"store key {path} ({sealer.fingerprint[:19]}...) is not the key of this database "
-            f"({recorded[:19]}...): copy the store key file from another node of this service or from its "
-            "backup to this path; every node must use the same key")
+    if sealer is None or recorded != sealer.fingerprint:
+        mismatch = missing if sealer is None else (
+            f"store key {path} ({sealer.fingerprint[:19]}...) is not the key of this database ({recorded[:19]}...): "
+            "copy the store key file from another node of this service or from its backup to this path; every "
+            "node must use the same key")
+        raise StoreStateError(_interrupted_rotation(path, recorded) or mismatch)
     return recorded
 
 
@@ -190,39 +249,54 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     ``<key>.retired-<YYYYMMDD>`` and move the new one into place. Stop the service and the
     workers of every node first, and copy the new key to them before starting them again.
 
+    When the transaction fails once its commit has begun (the connection lost while COMMIT is
+    answered, Ctrl-C), whether it committed is read from the database: ``<key>.new`` is
+    removed only when the database still records the old key; otherwise it is kept (it may
+    be the only copy of the key that opens every stored proxy) and the error says what to do.
+
     Raises:
-        StoreStateError: the current key is not the database's, ``<key>.new`` exists
-            (an interrupted rotation: see docs/keys-and-lifecycle.md), or a sealed row
-            cannot be opened with the current key (the message names its owner DN and
-            delegation id; nothing is changed).
+        StoreStateError: the current key is not the database's; ``<key>.new`` exists (an
+            interrupted rotation: see docs/keys-and-lifecycle.md); a sealed row cannot be
+            opened with the current key (the message names its owner DN and delegation id;
+            nothing is changed); the rotation committed but the new key could not be moved
+            into place, or may have committed (the database could not be read afterwards):
+            the message names ``<key>.new`` and the fix.
     """
     path = Path(settings.security.store_key_file)
     old_fp = check_store_key(settings)
     old = Sealer.from_key_file(path)
-    staged = path.with_name(path.name + ".new")
+    staged = staged_key_path(path)
     try:
         new = write_new_key(staged)
     except FileExistsError:
-        raise StoreStateError(f"{staged} exists (an interrupted rotation?): compare its fingerprint with the "
-                              "database's (`wmproxy-admin check`), keep the matching key, remove the other") from None
+        raise StoreStateError(f"{staged} exists, left by a rotation that did not commit (the database records "
+                              f"the key of {path}, {old_fp[:19]}...): remove {staged} and run the rotation "
+                              "again (docs/keys-and-lifecycle.md)") from None
     uow, engine = _uow(settings)
+    committing = False
     try:
-        try:
-            with uow:
-                store = SqlHousekeepingStore(uow.session)
-                delegations, requests = store.sealed_rows_locked()
-                for row in delegations:
-                    row.sealed_proxy = _reseal(old, new, row.sealed_proxy, "the delegated proxy", row)
-                for req in requests:
-                    req.sealed_key = _reseal(old, new, req.sealed_key, "the pending delegation request", req)
-                store.discard_key_pool()  # unused pre-generated keys: made again under the new key
-                store.put_meta(STORE_KEY_FINGERPRINT, new.fingerprint, utcnow())
-        except BaseException:
-            os.unlink(staged)
-            raise
-    finally:
+        with uow:
+            store = SqlHousekeepingStore(uow.session)
+            delegations, requests = store.sealed_rows_locked()
+            for row in delegations:
+                row.sealed_proxy = _reseal(old, new, row.sealed_proxy, "the delegated proxy", row)
+            for req in requests:
+                req.sealed_key = _reseal(old, new, req.sealed_key, "the pending delegation request", req)
+            store.discard_key_pool()  # unused pre-generated keys: made again under the new key
+            store.put_meta(STORE_KEY_FINGERPRINT, new.fingerprint, utcnow())
+            committing = True  # from here an error may come after the database committed
+    except BaseException as exc:
         engine.dispose()
-    retired = retire_key_file(path, staged, today)
+        _after_failed_rotation(settings, staged, old_fp, new.fingerprint, exc, committing)
+        raise
+    engine.dispose()
+    try:
+        retired = retire_key_file(path, staged, today)
+    except OSError as exc:
+        raise StoreStateError(
+            f"the store key rotation committed (the database records {new.fingerprint[:19]}...) but the new key "
+            f"could not be moved into place ({exc}): {staged} is the key of this database: run "
+            f"`mv {staged} {path}`, then copy {path} to every other node and to the backup") from exc
     return Rotation(old_fp, new.fingerprint, len(delegations), len(requests), retired)
 
 
@@ -238,6 +312,44 @@ def _reseal(old: Sealer, new: Sealer, token: bytes, what: str, row: Delegation |
         raise StoreStateError(
             f"{what} of {row.owner_dn} with delegation id {row.delegation_id} cannot be opened with the store key "
             "(corrupt, or sealed with another key): the rotation changed nothing") from None
+
+
+def _after_failed_rotation(settings: Settings, staged: Path, old_fp: str, new_fp: str, exc: BaseException,
+                           committing: bool) -> None:
+    """Clean up after the rotation's transaction failed with ``exc``: remove ``staged`` when
+    the database certainly kept the old key (the error came before the commit, or the
+    database still records ``old_fp``); otherwise keep it.
+
+    Raises:
+        StoreStateError: the database records the new key (the rotation committed), or it
+            cannot be read (it may have): ``staged`` is kept, the message names it and the fix.
+    """
+    recorded: str | None = old_fp
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'interrupted'}"
+    if committing:
+        try:
+            recorded = _settled_fingerprint(settings)
+        except SQLAlchemyError as read_error:
+            path = Path(settings.security.store_key_file)
+            raise StoreStateError(
+                f"the store key rotation failed ({reason}) during its commit and the database cannot be read "
+                f"now ({str(read_error).splitlines()[0]}), so whether it committed is unknown: {staged} is kept. "
+                f"Once the database is back, `wmproxy-admin check` tells: if the database records "
+                f"{new_fp[:19]}... (the key in {staged}), run `mv {staged} {path}` and copy {path} to every "
+                f"node; if it records {old_fp[:19]}..., remove {staged}") from exc
+    if recorded == old_fp:
+        staged.unlink()
+        return
+    path = Path(settings.security.store_key_file)
+    if recorded == new_fp:
+        raise StoreStateError(
+            f"the store key rotation committed (the database records {new_fp[:19]}..., the key in {staged}) "
+            f"but failed after its commit ({reason}): run `mv {staged} {path}` (the key it replaces opens "
+            f"nothing in the database any more), then copy {path} to every other node and to the backup") from exc
+    raise StoreStateError(
+        f"the store key rotation failed ({reason}) and the database now records neither the old key nor the "
+        f"new one ({recorded[:19] if recorded else 'none'}...): {staged} is kept; compare the key files' "
+        "fingerprints with the database's (`wmproxy-admin check`) and keep the matching one") from exc
 
 
 def fingerprint_of_file(path: str | os.PathLike[str]) -> str | None:
