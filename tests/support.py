@@ -27,6 +27,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -83,6 +84,20 @@ def wait_for(probe: Callable[[], T], until: Callable[[T], object] = bool, *, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last value: {value!r}")
         time.sleep(interval)
+
+
+def start_thread(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:
+    """A started thread running ``call``; its result, or the exception it raised, goes to
+    ``outcome[name]``."""
+    def run() -> None:
+        try:
+            outcome[name] = call()
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            outcome[name] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
 
 
 def bytes_or_refusal(write: Callable[..., bytes], *args: Any) -> bytes | str:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tests.support import wait_for
+from tests.support import start_thread, wait_for
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
@@ -75,20 +75,6 @@ def lock_waiters(conn: sa.Connection) -> int:
     return int(conn.execute(sa.text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
     )).scalar_one())
-
-
-def start_thread(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:
-    """A started thread running ``call``; its result, or the exception it raised, goes to
-    ``outcome[name]``."""
-    def run() -> None:
-        try:
-            outcome[name] = call()
-        except Exception as exc:  # noqa: BLE001 - compared by the test
-            outcome[name] = exc
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    return thread
 
 
 def race_behind_request_row(database_url: str, owner_dn: str, delegation_id: str,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import os
 import shutil
@@ -468,11 +469,23 @@ class FilesystemSandboxStorage:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.
 
         The chunks are deleted. Returns the names of the merged files made now ([] if none,
-        as for a job without ``peek/``: no chunk written yet).
+        as for a job without ``peek/``: no chunk written yet). Merges of one job take turns
+        (an exclusive ``flock`` of its ``peek/``, across processes): a getPerusalFiles that came
+        while another merged sees the chunks that one took as merged already, not half gone.
         """
         peek = self._area(job_id, "peek", must_exist=False)
-        if not peek.is_dir():
+        try:
+            lock = os.open(peek, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when closed
+            return self._merge_chunks(peek, name)
+        finally:
+            os.close(lock)
+
+    def _merge_chunks(self, peek: Path, name: str) -> list[str]:
+        """:meth:`merge_perusal_chunks` once its lock is held."""
         chunks = sorted(
             (int(p.name.rsplit(".", 1)[1]), p)
             for p in peek.glob(f"{_glob_escape(name)}.*")
@@ -481,11 +494,15 @@ class FilesystemSandboxStorage:
         if not chunks:
             return []
         merged = f"{name}-{chunks[0][0]}-{chunks[-1][0]}"
-        tmp = peek / f".{merged}{TMP_SUFFIX}"
-        with open(tmp, "wb") as out:
-            for _, chunk in chunks:
-                out.write(chunk.read_bytes())
-        os.replace(tmp, peek / merged)
+        fd, tmp = _mkstemp(peek / merged)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for _, chunk in chunks:
+                    out.write(chunk.read_bytes())
+            os.replace(tmp, peek / merged)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
         for _, chunk in chunks:
             chunk.unlink()
         return [merged]
