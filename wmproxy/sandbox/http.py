@@ -339,6 +339,11 @@ class SandboxApp:
             raise _HttpError(412, "The destination exists")
         if existed and os.path.isdir(target) and not os.path.islink(target):
             raise _HttpError(409, "The destination is a directory")
+        if existed and _same_file(path, target):
+            # A rename onto itself (or onto another link to the file) changes nothing: rename(2)
+            # leaves both names. Counting the destination as overwritten took its bytes off the
+            # counter while they stayed on disk.
+            return Response(status=204)
         overwritten = _file_size(target) if existed else 0
         self.record_bytes(job_rel_dir, -overwritten, lambda: os.replace(path, target))
         return Response(status=204) if existed else _text(201, "Created")
@@ -366,6 +371,14 @@ def _file_size(path: Path) -> int:
     except FileNotFoundError:
         return 0
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """True when ``path`` and ``other`` name the same file (neither followed if a symlink)."""
+    try:
+        return os.path.samestat(os.lstat(path), os.lstat(other))
+    except FileNotFoundError:
+        return False
 
 
 def _close_quietly(fd: int) -> None:

@@ -131,3 +131,15 @@ def test_recount_sets_the_counter_to_what_the_areas_hold(
     assert quota.recount_usage(rt) == {alice.dn: 1234, bob.dn: 0}
     assert quota.used_bytes(rt, bob.dn) == 0
 
+
+def test_a_move_onto_itself_changes_nothing(rt: Runtime, edge: Client, alice: Principal, delegated: str) -> None:
+    """The destination was counted as overwritten: its bytes came off the counter and stayed on
+    disk (rename(2) onto the same file does nothing), so each such MOVE gave room past the hard quota."""
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    assert edge.open(f"{_input(rt, job_id)}/a.bin", method="PUT", data=b"a" * 1000, **_as(alice)).status_code == 201
+    for destination in (f"{_input(rt, job_id)}/a.bin", f"https://localhost:7443{_input(rt, job_id)}/%61.bin"):
+        moved = edge.open(f"{_input(rt, job_id)}/a.bin", method="MOVE", headers={"Destination": destination},
+                          **_as(alice))
+        assert moved.status_code == 204
+        assert quota.used_bytes(rt, alice.dn) == _walk(rt, alice.dn) == 1000
+    assert (rt.storage.job_dir(job_id) / "input" / "a.bin").read_bytes() == b"a" * 1000
