@@ -271,6 +271,16 @@ def close_runtime(rt: Runtime) -> None:
         bind.dispose()
 
 
+def counted_on_disk(rt: Runtime, owner_dn: str) -> int:
+    """What the job areas of ``owner_dn``'s live (not Cleared) jobs hold as the usage counter
+    counts it (``FilesystemSandboxStorage.counted_bytes``): the counter must equal it."""
+    from wmproxy.domain import JobState
+
+    with rt.uow() as uow:
+        ids = [j.id for j in uow.jobs.owned_by(owner_dn) if j.state != JobState.CLEARED.value]
+    return sum(rt.storage.counted_bytes(i) for i in ids)
+
+
 def principal_of(pki: Pki, user: str, fqans: tuple[str, ...] = ()) -> Principal:
     """The Principal the TLS edge would make for ``user`` (of the test PKI) with ``fqans``."""
     from wmproxy.domain import Principal

@@ -12,8 +12,8 @@ MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 =========  ==================================================================
 
 ``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 400 for a
-file name the service refuses (control characters such as newline, CR or ESC, DEL, or
-longer than ``[limits] max_sandbox_name_bytes``); 403 for a path outside a sandbox, a
+file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
+of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a path outside a sandbox, a
 refused caller (a limited proxy may only read) or an upload over ``[limits]
 max_input_sandbox_files``; 404 for unknown jobs or files; 409 for a missing parent
 directory or a change of the input sandbox after jobStart; 413 when the upload would

@@ -169,8 +169,21 @@ class ResolvedPath(NamedTuple):
 
 
 def is_temporary(name: str) -> bool:
-    """True for the names of this module's in-progress temporary files."""
+    """True for the names of this module's in-progress temporary files.
+
+    Such files are never counted in the owner's usage (:meth:`FilesystemSandboxStorage.counted_bytes`):
+    an upload's is counted when it is renamed into place, and one left by a crash never is.
+    :func:`check_file_name` refuses these names, so that no client file can pass for one.
+    """
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+class AreaTally(NamedTuple):
+    """Bytes and regular files: what a sandbox area holds (temporary files left out), or what a
+    change adds to it (negative for fewer)."""
+
+    size: int
+    files: int
 
 
 NAME_MAX = 255
@@ -181,8 +194,10 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
     """Return ``name`` if it can name one sandbox file, else refuse it.
 
     Refused: an empty name, ``.`` and ``..``, ``/`` or ``\\``, control characters (below
-    U+0020: newline, CR, ESC, NUL...; and DEL U+007F), text that is not valid Unicode, and a
-    name longer than ``max_bytes`` bytes of UTF-8 (at most :data:`NAME_MAX`).
+    U+0020: newline, CR, ESC, NUL...; and DEL U+007F), text that is not valid Unicode, a
+    name longer than ``max_bytes`` bytes of UTF-8 (at most :data:`NAME_MAX`), and the names of
+    in-progress temporary files (:func:`is_temporary`: ``.`` first, :data:`TMP_SUFFIX` last),
+    which are not counted in the owner's usage.
 
     Args:
         what: what ``name`` is, for the message ("InputSandbox file name").
@@ -197,6 +212,11 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
         raise SandboxNameError(f"Invalid {what} {shown!r}: '/' and '\\' are not allowed in a file name")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise SandboxNameError(f"Invalid {what} {shown!r}: control characters are not allowed")
+    if is_temporary(name):
+        raise SandboxNameError(
+            f"Invalid {what} {shown!r}: names starting with '.' and ending in {TMP_SUFFIX!r} are kept for"
+            " uploads in progress"
+        )
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
@@ -523,21 +543,15 @@ class FilesystemSandboxStorage:
     def counted_bytes(self, job_id: str) -> int:
         """Bytes of the job area that its owner's usage counter holds: the regular files under
         its ``input/`` (uploads) and ``output/`` (the collected output sandbox); perusal chunks
-        (``peek/``) are not counted. 0 when the area does not exist."""
+        (``peek/``) and in-progress temporary files (:func:`is_temporary`: an upload not renamed
+        into place yet, or one a crash left) are not counted. 0 when the area does not exist."""
         job_dir = self.job_dir(job_id)
-        total = 0
-        for area in ("input", "output"):
-            try:
-                if stat.S_ISDIR(os.lstat(job_dir / area).st_mode):  # a symlink in its place is not followed
-                    total += _tree_size(job_dir / area)
-            except (FileNotFoundError, NotADirectoryError):
-                pass
-        return total
+        return sum(_counted_tally(job_dir / area).size for area in ("input", "output"))
 
     def output_bytes(self, job_id: str) -> int:
-        """Total bytes of the regular files under the job's ``output/`` (0 when it does not exist)."""
-        output = self.job_dir(job_id) / "output"
-        return _tree_size(output) if output.is_dir() else 0
+        """Bytes of the regular files under the job's ``output/`` that :meth:`counted_bytes`
+        counts (temporary files left out; 0 when it does not exist)."""
+        return _counted_tally(self.job_dir(job_id) / "output").size
 
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
@@ -899,6 +913,29 @@ def _tree_size(top: Path, *, count: bool = False) -> int:
             if stat.S_ISREG(st.st_mode):
                 total += 1 if count else st.st_size
     return total
+
+
+def _counted_tally(top: Path) -> AreaTally:
+    """Bytes and number of the regular files under the directory ``top`` but temporary ones
+    (:func:`is_temporary`); ``(0, 0)`` when ``top`` is missing or not a directory (a symlink in
+    its place is not followed, nor are symlinked directories below it)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return AreaTally(0, 0)
+    except (FileNotFoundError, NotADirectoryError):
+        return AreaTally(0, 0)
+    size = files = 0
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            if is_temporary(name):
+                continue
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                size, files = size + st.st_size, files + 1
+    return AreaTally(size, files)
 
 
 def _glob_escape(name: str) -> str:

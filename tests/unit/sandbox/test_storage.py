@@ -193,6 +193,20 @@ class TestSizes:
         assert storage.output_files(JOB) == []
 
 
+    def test_temporary_files_are_not_counted(self, storage: FilesystemSandboxStorage) -> None:
+        """An upload in progress, or one a crash left, is not in the owner's usage counter: what
+        the area's removal takes off (counted_bytes) and a recount finds must leave it out too."""
+        job_dir = _written(storage, JOB)
+        (job_dir / "input" / "in.bin").write_bytes(b"i" * 100)
+        (job_dir / "input" / "sub").mkdir()
+        (job_dir / "input" / "sub" / f".big.bin.k2j4l5m6{TMP_SUFFIX}").write_bytes(b"t" * 5000)
+        (job_dir / "output" / "out.txt").write_bytes(b"o" * 30)
+        (job_dir / "output" / f".out.txt.a1b2c3d4{TMP_SUFFIX}").write_bytes(b"t" * 7000)
+        assert storage.counted_bytes(JOB) == 130
+        assert storage.output_bytes(JOB) == 30  # what the worker counts after collecting
+        assert (storage.input_size(JOB), storage.input_file_count(JOB)) == (5100, 2)  # the early check's look
+
+
 class TestWriteFileAtomic:
     def test_writes_with_mode_and_leaves_no_temp(self, storage: FilesystemSandboxStorage) -> None:
         job_dir = _written(storage, JOB)
