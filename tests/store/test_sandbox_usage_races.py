@@ -2,20 +2,29 @@
 edge, on each backend (``wmproxy.sandbox.http``, ``wmproxy.services.sandboxes.change_area_bytes``,
 ``wmproxy.services.quota.change_usage``).
 
-An upload's temporary file is never counted, so removing it with its job area takes nothing off.
+The size of the file an upload replaces, a DELETE removes or a MOVE overwrites is read once
+the user's counter row is locked, right before the rename or unlink: read before, two changes
+of one file took the same bytes off twice (the counter went below what the disk holds, room
+past the hard quota). An upload's temporary file is never counted, so removing it with its job
+area takes nothing off.
 
 Uploads are held by their body (:class:`HeldBody`): the edge has looked at the file, checked the
-room and opened its temporary file when it first reads.
+room and opened its temporary file when it first reads. On PostgreSQL a third connection holds
+the counter row and the requests queue behind it in the order they came (``pg_stat_activity``),
+which orders a DELETE or MOVE that has started behind an upload about to commit.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from tests.store.conftest import DELEGATION
+from tests.store.locking_support import race_behind_row
 from tests.support import CALLER_KEY, ECHO_JDL, WAIT_TIMEOUT, caller_from_environ, counted_on_disk, start_thread
 from wmproxy.domain import Principal
 from wmproxy.services import jobs, quota
@@ -104,6 +113,29 @@ def file_path(rt: Runtime, app: WMProxyApplication, alice: Principal) -> str:
     return path
 
 
+def test_two_uploads_replacing_one_file_at_once_count_it_once(
+        rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str) -> None:
+    release, outcome = threading.Event(), {}
+    first = held_upload(app, alice, file_path, HeldBody(b"x", release), outcome, "first")
+    second = held_upload(app, alice, file_path, HeldBody(b"yy", release), outcome, "second")
+    release.set()
+    finish(first, second)
+    assert outcome == {"first": 204, "second": 204}
+    # Before, each had read the 5,000 bytes it replaced before either renamed: 10,000 came off.
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) in (KEPT + 1, KEPT + 2)
+
+
+def test_an_upload_whose_file_is_deleted_meanwhile_creates_it(
+        rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str) -> None:
+    release, outcome = threading.Event(), {}
+    upload = held_upload(app, alice, file_path, HeldBody(b"x", release), outcome, "upload")
+    assert send(app, alice, "DELETE", file_path) == 204
+    release.set()
+    finish(upload)
+    assert outcome == {"upload": 201}  # was 204, the 5,000 bytes it had seen taken off a second time
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT + 1
+
+
 def test_a_cancel_during_an_upload_takes_off_only_what_was_counted(
         rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str) -> None:
     """The upload's temporary file holds 100,000 bytes, never counted, when jobCancel removes the
@@ -119,3 +151,45 @@ def test_a_cancel_during_an_upload_takes_off_only_what_was_counted(
     finish(upload)
     assert isinstance(outcome["upload"], int) and outcome["upload"] >= 400  # its area is gone
     assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT + 5000
+
+
+# --- PostgreSQL: a change that has started, queued behind an upload's commit ----------------------
+
+
+def hold_counter(owner_dn: str) -> Callable[[sa.Connection], None]:
+    """Lock ``owner_dn``'s usage counter row in the connection's transaction."""
+    def hold(conn: sa.Connection) -> None:
+        locked = conn.execute(sa.text(
+            "SELECT count(*) FROM (SELECT 1 FROM sandbox_usage WHERE owner_dn = :dn FOR UPDATE) AS locked"),
+            {"dn": owner_dn}).scalar_one()
+        assert locked == 1
+
+    return hold
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("method", ["DELETE", "MOVE"])
+def test_a_delete_or_move_reads_the_size_it_takes_off_once_it_has_the_counter(
+        rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str, database_url: str,
+        method: str) -> None:
+    """An upload replacing f.bin (5,000 bytes) by 1 byte waits for the counter, then a DELETE of
+    f.bin (or a MOVE of g.bin onto it) does. The upload commits first: the DELETE removes, the
+    MOVE overwrites, a 1-byte file, and 1 byte comes off (it was the 5,000 read when it started)."""
+    source = file_path.replace("/f.bin", "/g.bin")
+    assert send(app, alice, "PUT", source, b"g" * 10) == 201
+    change = (("DELETE", lambda: send(app, alice, "DELETE", file_path)) if method == "DELETE" else
+              ("MOVE", lambda: send(app, alice, "MOVE", source, headers={"Destination": file_path})))
+    outcome = race_behind_row(database_url, hold_counter(alice.dn),
+                              ("upload", lambda: send(app, alice, "PUT", file_path, b"x")), change)
+    assert outcome == {"upload": 204, method: 204}
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT + 10
+
+
+@pytest.mark.postgresql_only
+def test_the_later_of_two_deletes_of_one_file_is_404(
+        rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str, database_url: str) -> None:
+    outcome = race_behind_row(database_url, hold_counter(alice.dn),
+                              ("first", lambda: send(app, alice, "DELETE", file_path)),
+                              ("second", lambda: send(app, alice, "DELETE", file_path)))
+    assert outcome == {"first": 204, "second": 404}  # the second was an internal error (500)
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT

@@ -15,7 +15,7 @@ from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
 from wmproxy.jdl import JobDescription, input_sandbox_files
-from wmproxy.sandbox.storage import check_file_count, check_file_name
+from wmproxy.sandbox.storage import AreaTally, check_file_count, check_file_name
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.quota import change_usage, upload_room
 from wmproxy.services.runtime import Runtime
@@ -78,21 +78,25 @@ def input_room(rt: Runtime, job_rel_dir: str) -> int:
     return room if quota_room is None else min(room, quota_room)
 
 
-def change_area_bytes(rt: Runtime, job_rel_dir: str, delta: int, apply: Callable[[], None]) -> None:
-    """The sandbox edge's ``record_bytes``: ``apply()`` the upload, delete or overwriting move
-    that changes the job area ``job_rel_dir`` by ``delta`` bytes, in the transaction that
+def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTally],
+                      apply: Callable[[], None]) -> None:
+    """The sandbox edge's ``record_bytes``: ``apply()`` the upload, delete or move that changes
+    the input area of ``job_rel_dir`` by ``change()`` (bytes and files), in the transaction that
     updates its owner's usage counter (:func:`wmproxy.services.quota.change_usage`).
+
+    ``change()`` is called with the counter row locked: it reads the sizes on disk then.
 
     Raises:
         JobNotFoundError: no job has this area.
         QuotaExceededError: the upload would take the owner over the hard quota.
+        Whatever ``change()`` raises.
     """
     with rt.uow() as uow:
         job = uow.jobs.by_sandbox_dir(job_rel_dir)
         if job is None:
             raise JobNotFoundError(job_rel_dir)
         owner = job.owner_dn
-    change_usage(rt, owner, delta, apply)
+    change_usage(rt, owner, lambda: change().size, apply)
 
 
 def check_sandbox_lists(limits: LimitsSettings, description: JobDescription) -> None:

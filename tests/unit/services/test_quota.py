@@ -11,6 +11,7 @@ from tests.conftest import Pki
 from tests.support import ECHO_JDL, build_runtime, close_runtime
 from wmproxy.domain import Principal
 from wmproxy.errors import QuotaExceededError
+from wmproxy.sandbox.storage import AreaTally
 from wmproxy.services import jobs, quota, sandboxes
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -21,9 +22,11 @@ SOFT, HARD = 40_000_000, 50_000_000
 def fill(rt: Runtime, job_id: str, size: int) -> None:
     """Put ``size`` bytes in the job's input area as the sandbox edge does (counted)."""
     path = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "input") / "data.bin"
-    old = path.stat().st_size if path.exists() else 0
-    sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), size - old,
-                                lambda: path.write_bytes(b"x" * size))
+
+    def change() -> AreaTally:
+        return AreaTally(size - path.stat().st_size, 0) if path.exists() else AreaTally(size, 1)
+
+    sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), change, lambda: path.write_bytes(b"x" * size))
 
 
 def fill_output(rt: Runtime, job_id: str, size: int) -> None:
