@@ -5,8 +5,9 @@ edge, on each backend (``wmproxy.sandbox.http``, ``wmproxy.services.sandboxes.ch
 The size of the file an upload replaces, a DELETE removes or a MOVE overwrites is read once
 the user's counter row is locked, right before the rename or unlink: read before, two changes
 of one file took the same bytes off twice (the counter went below what the disk holds, room
-past the hard quota). An upload's temporary file is never counted, so removing it with its job
-area takes nothing off.
+past the hard quota). So are the input sandbox limits checked then: uploads of one job that
+each fitted MaxInputSandboxSize when they started went past it together. An upload's temporary
+file is never counted, so removing it with its job area takes nothing off.
 
 Uploads are held by their body (:class:`HeldBody`): the edge has looked at the file, checked the
 room and opened its temporary file when it first reads. On PostgreSQL a third connection holds
@@ -17,15 +18,27 @@ which orders a DELETE or MOVE that has started behind an upload about to commit.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from tests.conftest import Pki
 from tests.store.conftest import DELEGATION
 from tests.store.locking_support import race_behind_row
-from tests.support import CALLER_KEY, ECHO_JDL, WAIT_TIMEOUT, caller_from_environ, counted_on_disk, start_thread
+from tests.support import (
+    CALLER_KEY,
+    ECHO_JDL,
+    WAIT_TIMEOUT,
+    build_runtime,
+    caller_from_environ,
+    close_runtime,
+    counted_on_disk,
+    delegate_in_process,
+    start_thread,
+)
 from wmproxy.domain import Principal
 from wmproxy.services import jobs, quota
 from wmproxy.services.runtime import Runtime
@@ -151,6 +164,33 @@ def test_a_cancel_during_an_upload_takes_off_only_what_was_counted(
     finish(upload)
     assert isinstance(outcome["upload"], int) and outcome["upload"] >= 400  # its area is gone
     assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT + 5000
+
+
+@pytest.fixture
+def small_input(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path,
+                alice: Principal) -> Iterator[Runtime]:
+    """A runtime on the module's database whose jobs may upload 1,000 input bytes."""
+    runtime = build_runtime(tmp_path / "small", pki, database={"url": database_url},
+                            security={"store_key_file": str(store_key_dir / "store.key")},
+                            service={"max_input_sandbox_size": 1000})
+    delegate_in_process(runtime, alice, pki.users["alice"].proxy, DELEGATION)
+    yield runtime
+    close_runtime(runtime)
+
+
+def test_uploads_that_fit_one_by_one_do_not_pass_the_max_input_sandbox_size_together(
+        small_input: Runtime, alice: Principal) -> None:
+    quota.recount_usage(small_input, alice.dn)
+    app = WMProxyApplication(small_input, authenticate=caller_from_environ)
+    job_id = register_job(small_input, alice, ECHO_JDL, DELEGATION).job_id
+    release, outcome = threading.Event(), {}
+    uploads = [held_upload(app, alice, f"{input_of(small_input, job_id)}/{name}", HeldBody(b"z" * 600, release),
+                           outcome, name) for name in ("a.bin", "b.bin")]  # each finds 1,000 bytes free
+    release.set()
+    finish(*uploads)
+    assert sorted(outcome.values()) == [201, 413]  # both were stored: 1,200 bytes
+    assert small_input.storage.input_tally(job_id) == (600, 1)
+    assert quota.used_bytes(small_input, alice.dn) == counted_on_disk(small_input, alice.dn) == 600
 
 
 # --- PostgreSQL: a change that has started, queued behind an upload's commit ----------------------

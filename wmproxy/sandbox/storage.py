@@ -553,6 +553,13 @@ class FilesystemSandboxStorage:
         counts (temporary files left out; 0 when it does not exist)."""
         return _counted_tally(self.job_dir(job_id) / "output").size
 
+    def input_tally(self, job_id: str) -> AreaTally:
+        """Bytes and regular files under the job's ``input/`` (recursively) that are in place:
+        uploads in progress (temporary files) left out, unlike :meth:`input_size`; ``(0, 0)``
+        while nothing has been uploaded. For the limits' check when an upload is renamed into place.
+        """
+        return _counted_tally(self.job_dir(job_id) / "input")
+
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
 

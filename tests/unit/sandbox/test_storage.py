@@ -204,6 +204,7 @@ class TestSizes:
         (job_dir / "output" / f".out.txt.a1b2c3d4{TMP_SUFFIX}").write_bytes(b"t" * 7000)
         assert storage.counted_bytes(JOB) == 130
         assert storage.output_bytes(JOB) == 30  # what the worker counts after collecting
+        assert storage.input_tally(JOB) == (100, 1)
         assert (storage.input_size(JOB), storage.input_file_count(JOB)) == (5100, 2)  # the early check's look
 
 
