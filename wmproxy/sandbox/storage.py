@@ -186,6 +186,29 @@ class AreaTally(NamedTuple):
     files: int
 
 
+def _counted_tally(top: Path) -> AreaTally:
+    """Bytes and number of the regular files under the directory ``top`` but temporary ones
+    (:func:`is_temporary`); ``(0, 0)`` when ``top`` is missing or not a directory (a symlink in
+    its place is not followed, nor are symlinked directories below it)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return AreaTally(0, 0)
+    except (FileNotFoundError, NotADirectoryError):
+        return AreaTally(0, 0)
+    size = files = 0
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            if is_temporary(name):
+                continue
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                size, files = size + st.st_size, files + 1
+    return AreaTally(size, files)
+
+
 NAME_MAX = 255
 """Bytes of one file name the file system takes (Linux ``NAME_MAX``)."""
 
@@ -920,29 +943,6 @@ def _tree_size(top: Path, *, count: bool = False) -> int:
             if stat.S_ISREG(st.st_mode):
                 total += 1 if count else st.st_size
     return total
-
-
-def _counted_tally(top: Path) -> AreaTally:
-    """Bytes and number of the regular files under the directory ``top`` but temporary ones
-    (:func:`is_temporary`); ``(0, 0)`` when ``top`` is missing or not a directory (a symlink in
-    its place is not followed, nor are symlinked directories below it)."""
-    try:
-        if not stat.S_ISDIR(os.lstat(top).st_mode):
-            return AreaTally(0, 0)
-    except (FileNotFoundError, NotADirectoryError):
-        return AreaTally(0, 0)
-    size = files = 0
-    for dirpath, _dirs, names in os.walk(top):
-        for name in names:
-            if is_temporary(name):
-                continue
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                size, files = size + st.st_size, files + 1
-    return AreaTally(size, files)
 
 
 def _glob_escape(name: str) -> str:
