@@ -27,6 +27,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -83,6 +84,20 @@ def wait_for(probe: Callable[[], T], until: Callable[[T], object] = bool, *, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last value: {value!r}")
         time.sleep(interval)
+
+
+def start_thread(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:
+    """A started thread running ``call``; its result, or the exception it raised, goes to
+    ``outcome[name]``."""
+    def run() -> None:
+        try:
+            outcome[name] = call()
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            outcome[name] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
 
 
 def bytes_or_refusal(write: Callable[..., bytes], *args: Any) -> bytes | str:
@@ -254,6 +269,16 @@ def close_runtime(rt: Runtime) -> None:
     bind = rt.session_factory.kw.get("bind")
     if bind is not None:
         bind.dispose()
+
+
+def counted_on_disk(rt: Runtime, owner_dn: str) -> int:
+    """What the job areas of ``owner_dn``'s live (not Cleared) jobs hold as the usage counter
+    counts it (``FilesystemSandboxStorage.counted_bytes``): the counter must equal it."""
+    from wmproxy.domain import JobState
+
+    with rt.uow() as uow:
+        ids = [j.id for j in uow.jobs.owned_by(owner_dn) if j.state != JobState.CLEARED.value]
+    return sum(rt.storage.counted_bytes(i) for i in ids)
 
 
 def principal_of(pki: Pki, user: str, fqans: tuple[str, ...] = ()) -> Principal:

@@ -164,7 +164,8 @@ class SandboxPathError(InvalidArgumentError):
 
 class SandboxNameError(InvalidArgumentError):
     """A sandbox file name the service refuses: control characters, ``/``, ``.``/``..``,
-    or longer than ``[limits] max_sandbox_name_bytes`` (1225; HTTP 400)."""
+    the name of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``
+    (1225; HTTP 400)."""
 
 
 class SandboxFileCountError(InvalidArgumentError):

@@ -308,7 +308,7 @@ class TestSandboxEdge:
     def test_names(self, alice: ReferenceClient, job: tuple[str, str], deployment: Deployment) -> None:
         _, uri = job
         before = deployment_footprint(deployment.config)
-        for name in ("new\nline", "cr\rx", "esc\x1b[31m", "del\x7f", "x" * 256, "\u00e9" * 128):
+        for name in ("new\nline", "cr\rx", "esc\x1b[31m", "del\x7f", "x" * 256, "\u00e9" * 128, ".x.wmproxy-part"):
             tried("tls")
             reply = alice.session.put(f"{uri}/{quote(name)}", data=b"x")
             assert reply.status_code == 400, (name, reply.text)

@@ -2,7 +2,8 @@
 compound job with one node; :func:`run_together`, threads racing for the same rows; and, for the
 tests that order transactions by PostgreSQL's own lock queue (test_destroy_beside_put_proxy.py,
 test_rotation_beside_put_proxy.py), :func:`hold_request_row`, :func:`lock_waiters` and
-:func:`race_behind_request_row` (with :func:`lock_waiters`, :func:`start_thread`)."""
+:func:`race_behind_request_row` (with :func:`lock_waiters`, :func:`start_thread`); and
+:func:`race_behind_row`, the same behind any row (test_sandbox_usage_races.py: a user's usage counter)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tests.support import wait_for
+from tests.support import start_thread, wait_for
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job
@@ -77,34 +78,27 @@ def lock_waiters(conn: sa.Connection) -> int:
     )).scalar_one())
 
 
-def start_thread(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:
-    """A started thread running ``call``; its result, or the exception it raised, goes to
-    ``outcome[name]``."""
-    def run() -> None:
-        try:
-            outcome[name] = call()
-        except Exception as exc:  # noqa: BLE001 - compared by the test
-            outcome[name] = exc
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    return thread
-
-
 def race_behind_request_row(database_url: str, owner_dn: str, delegation_id: str,
                             *calls: tuple[str, Callable[[], Any]], deadline: float = 120.0) -> dict[str, Any]:
     """Run ``calls`` (``(name, call)``) in threads queued, in that order, for the pending request
-    row of (``owner_dn``, ``delegation_id``): a third connection holds the row
-    (:func:`hold_request_row`), each call is started once the one before waits for a lock
-    (``pg_stat_activity``, polled up to ``deadline`` seconds), and the row is let go once all
-    wait. Returns ``{name: result or the exception raised}``; fails the test if a thread has not
-    ended within ``deadline`` seconds (generous: the machine is shared)."""
+    row of (``owner_dn``, ``delegation_id``) (:func:`hold_request_row`; see :func:`race_behind_row`)."""
+    return race_behind_row(database_url, lambda conn: hold_request_row(conn, owner_dn, delegation_id),
+                           *calls, deadline=deadline)
+
+
+def race_behind_row(database_url: str, hold_row: Callable[[sa.Connection], None],
+                    *calls: tuple[str, Callable[[], Any]], deadline: float = 120.0) -> dict[str, Any]:
+    """Run ``calls`` (``(name, call)``) in threads queued, in that order, for a row: a third
+    connection holds it (``hold_row(conn)``, e.g. :func:`hold_request_row`), each call is started
+    once the one before waits for a lock (``pg_stat_activity``, polled up to ``deadline`` seconds),
+    and the row is let go once all wait. Returns ``{name: result or the exception raised}``; fails
+    the test if a thread has not ended within ``deadline`` seconds (generous: the machine is shared)."""
     outcome: dict[str, Any] = {}
     threads: list[threading.Thread] = []
     holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
     try:
         with holder.connect() as hold, holder.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
-            hold_request_row(hold, owner_dn, delegation_id)
+            hold_row(hold)
             for waiting, (name, call) in enumerate(calls, start=1):
                 threads.append(start_thread(name, call, outcome))
                 wait_for(lambda: lock_waiters(watch), lambda n, waiting=waiting: n == waiting,

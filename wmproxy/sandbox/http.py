@@ -12,13 +12,17 @@ MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 =========  ==================================================================
 
 ``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 400 for a
-file name the service refuses (control characters such as newline, CR or ESC, DEL, or
-longer than ``[limits] max_sandbox_name_bytes``); 403 for a path outside a sandbox, a
-refused caller (a limited proxy may only read) or an upload over ``[limits]
-max_input_sandbox_files``; 404 for unknown jobs or files; 409 for a missing parent
-directory or a change of the input sandbox after jobStart; 413 when the upload would
-exceed the input sandbox size limit; 405 for other methods. Error bodies are one line of
-plain text, never a traceback.
+file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
+of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a
+path outside a sandbox, a refused caller (a limited proxy may only read) or an upload over
+``[limits] max_input_sandbox_files``; 404 for unknown jobs or files (also a file another
+request removed while this one waited); 409 for a missing parent directory or a change of
+the input sandbox after jobStart; 413 when the upload would exceed the input sandbox size
+limit or the owner's hard quota; 405 for other methods. Error bodies are one line of plain
+text, never a traceback.
+
+Every change of the bytes of an input area goes through ``record_bytes`` (:data:`RecordBytes`),
+which reads the sizes it changes, and checks the limits, with the owner's usage counter locked.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from wmproxy.errors import (
 from wmproxy.sandbox.storage import (
     CHUNK_SIZE,
     NAME_MAX,
+    AreaTally,
     FilesystemSandboxStorage,
     UnknownJobAreaError,
     check_file_name,
@@ -77,13 +82,17 @@ NewFileCheck = Callable[[str], None]
 """``check_new_file(job_rel_dir)``: return if the job's ``input/`` may take one more file,
 else raise (SandboxFileCountError → 403)."""
 
-RecordBytes = Callable[[str, int, Callable[[], None]], None]
-"""``record_bytes(job_rel_dir, delta, apply)``: call ``apply()`` (the rename or unlink that
-adds ``delta`` bytes to the job area, negative for fewer) inside the transaction that adds
-``delta`` to the owner's usage counter; raise (QuotaExceededError → 413) to refuse."""
+RecordBytes = Callable[[str, Callable[[], AreaTally], Callable[[], None]], None]
+"""``record_bytes(job_rel_dir, change, apply)``: inside the transaction that holds the owner's
+usage counter locked, call ``change()``, which reads from the disk what ``apply()`` (the rename
+or unlink) will add to the job's input area (bytes and files, negative for fewer), add its bytes
+to the counter, then call ``apply()``; raise (QuotaExceededError → 413, SandboxFileCountError →
+403) to refuse. ``change()`` may raise too (the file has gone meanwhile: 404). Reading the sizes
+under the lock keeps concurrent changes of one file from counting the same bytes twice."""
 
 
-def _apply_only(job_rel_dir: str, delta: int, apply: Callable[[], None]) -> None:
+def _apply_only(job_rel_dir: str, change: Callable[[], AreaTally], apply: Callable[[], None]) -> None:
+    change()
     apply()
 
 
@@ -127,8 +136,9 @@ class SandboxApp:
             replaces a file, that file's current size is added back.
         check_new_file: ``check_new_file(job_rel_dir)`` before a PUT creates a file in the
             job's input sandbox: raises to refuse (the file-count limit); default no check.
-        record_bytes: ``record_bytes(job_rel_dir, delta, apply)`` around each change of the
-            bytes an area holds (upload, delete, overwriting move); default: just ``apply()``.
+        record_bytes: ``record_bytes(job_rel_dir, change, apply)`` around each change of the
+            bytes or files an area holds (upload, delete, move; see :data:`RecordBytes`);
+            default: ``change()``, then ``apply()``.
         max_name_bytes: longest file name (bytes of UTF-8) a path component may have.
     """
 
@@ -283,15 +293,23 @@ class SandboxApp:
             created, existing = False, st.st_size
         if created:
             self.check_new_file(job_rel_dir)
+        # A first look, to refuse early; what the upload replaces is read again under the lock.
         limit = max(0, self.input_limit(job_rel_dir)) + existing
         length = request.content_length
         # With a Content-Length, stream_into reads exactly that many bytes: read the server's own
         # input stream, not werkzeug's wrapper around it (two more copies of every block).
         stream = request.environ["wsgi.input"] if length is not None else request.stream
-        self.storage.stream_into(
-            path, stream, length, limit, prepare=create_input,
-            commit=lambda total, replace: self.record_bytes(job_rel_dir, total - existing, replace),
-        )
+
+        def commit(total: int, replace: Callable[[], None]) -> None:
+            def change() -> AreaTally:
+                nonlocal created
+                replaced = _regular_file(path, "The target exists and is not a regular file")
+                created = replaced is None
+                return AreaTally(total, 1) if replaced is None else AreaTally(total - replaced, 0)
+
+            self.record_bytes(job_rel_dir, change, replace)
+
+        self.storage.stream_into(path, stream, length, limit, prepare=create_input, commit=commit)
         if created:
             return _text(201, "Created")
         return Response(status=204)
@@ -308,9 +326,15 @@ class SandboxApp:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                     raise _HttpError(409, "The directory is not empty") from None
                 raise
-        else:
-            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            self.record_bytes(job_rel_dir, -size, lambda: os.unlink(path))
+            return Response(status=204)
+
+        def change() -> AreaTally:  # the size read under the lock: a PUT may have replaced the file
+            size = _regular_file(path, "The file was replaced by a directory")
+            if size is None:
+                raise _HttpError(404, "No such file")
+            return AreaTally(-size, -1)
+
+        self.record_bytes(job_rel_dir, change, lambda: os.unlink(path))
         return Response(status=204)
 
     def _move(self, request: Request, job_rel_dir: str, path: Path) -> Response:
@@ -339,8 +363,21 @@ class SandboxApp:
             raise _HttpError(412, "The destination exists")
         if existed and os.path.isdir(target) and not os.path.islink(target):
             raise _HttpError(409, "The destination is a directory")
-        overwritten = _file_size(target) if existed else 0
-        self.record_bytes(job_rel_dir, -overwritten, lambda: os.replace(path, target))
+        if existed and _same_file(path, target):
+            # A rename onto itself (or onto another link to the file) changes nothing: rename(2)
+            # leaves both names. Counting the destination as overwritten took its bytes off the
+            # counter while they stayed on disk.
+            return Response(status=204)
+
+        def change() -> AreaTally:  # read under the lock: a PUT or DELETE may have come meanwhile
+            nonlocal existed
+            if not os.path.lexists(path):
+                raise _HttpError(404, "No such file")
+            existed = os.path.lexists(target)
+            overwritten = _regular_file(target, "The destination is a directory")
+            return AreaTally(0, 0) if overwritten is None else AreaTally(-overwritten, -1)
+
+        self.record_bytes(job_rel_dir, change, lambda: os.replace(path, target))
         return Response(status=204) if existed else _text(201, "Created")
 
 
@@ -359,13 +396,28 @@ def _mkdir(path: Path, create_input: Callable[[], object] | None) -> Response:
     return _text(201, "Created")
 
 
-def _file_size(path: Path) -> int:
-    """Bytes of the regular file at ``path`` (0 for anything else)."""
+def _regular_file(path: Path, directory_refusal: str) -> int | None:
+    """Bytes of the regular file at ``path``; None when nothing is there, and 0 for what is
+    neither a file nor a directory (not counted).
+
+    Raises:
+        _HttpError: 409 with ``directory_refusal`` for a directory.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return 0
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise _HttpError(409, directory_refusal)
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """True when ``path`` and ``other`` name the same file (neither followed if a symlink)."""
+    try:
+        return os.path.samestat(os.lstat(path), os.lstat(other))
+    except FileNotFoundError:
+        return False
 
 
 def _close_quietly(fd: int) -> None:

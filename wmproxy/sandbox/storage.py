@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import os
 import shutil
@@ -168,8 +169,44 @@ class ResolvedPath(NamedTuple):
 
 
 def is_temporary(name: str) -> bool:
-    """True for the names of this module's in-progress temporary files."""
+    """True for the names of this module's in-progress temporary files.
+
+    Such files are never counted in the owner's usage (:meth:`FilesystemSandboxStorage.counted_bytes`):
+    an upload's is counted when it is renamed into place, and one left by a crash never is.
+    :func:`check_file_name` refuses these names, so that no client file can pass for one.
+    """
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+class AreaTally(NamedTuple):
+    """Bytes and regular files: what a sandbox area holds (temporary files left out), or what a
+    change adds to it (negative for fewer)."""
+
+    size: int
+    files: int
+
+
+def _counted_tally(top: Path) -> AreaTally:
+    """Bytes and number of the regular files under the directory ``top`` but temporary ones
+    (:func:`is_temporary`); ``(0, 0)`` when ``top`` is missing or not a directory (a symlink in
+    its place is not followed, nor are symlinked directories below it)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return AreaTally(0, 0)
+    except (FileNotFoundError, NotADirectoryError):
+        return AreaTally(0, 0)
+    size = files = 0
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            if is_temporary(name):
+                continue
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                size, files = size + st.st_size, files + 1
+    return AreaTally(size, files)
 
 
 NAME_MAX = 255
@@ -180,8 +217,10 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
     """Return ``name`` if it can name one sandbox file, else refuse it.
 
     Refused: an empty name, ``.`` and ``..``, ``/`` or ``\\``, control characters (below
-    U+0020: newline, CR, ESC, NUL...; and DEL U+007F), text that is not valid Unicode, and a
-    name longer than ``max_bytes`` bytes of UTF-8 (at most :data:`NAME_MAX`).
+    U+0020: newline, CR, ESC, NUL...; and DEL U+007F), text that is not valid Unicode, a
+    name longer than ``max_bytes`` bytes of UTF-8 (at most :data:`NAME_MAX`), and the names of
+    in-progress temporary files (:func:`is_temporary`: ``.`` first, :data:`TMP_SUFFIX` last),
+    which are not counted in the owner's usage.
 
     Args:
         what: what ``name`` is, for the message ("InputSandbox file name").
@@ -196,6 +235,11 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
         raise SandboxNameError(f"Invalid {what} {shown!r}: '/' and '\\' are not allowed in a file name")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise SandboxNameError(f"Invalid {what} {shown!r}: control characters are not allowed")
+    if is_temporary(name):
+        raise SandboxNameError(
+            f"Invalid {what} {shown!r}: names starting with '.' and ending in {TMP_SUFFIX!r} are kept for"
+            " uploads in progress"
+        )
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
@@ -468,11 +512,23 @@ class FilesystemSandboxStorage:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.
 
         The chunks are deleted. Returns the names of the merged files made now ([] if none,
-        as for a job without ``peek/``: no chunk written yet).
+        as for a job without ``peek/``: no chunk written yet). Merges of one job take turns
+        (an exclusive ``flock`` of its ``peek/``, across processes): a getPerusalFiles that came
+        while another merged sees the chunks that one took as merged already, not half gone.
         """
         peek = self._area(job_id, "peek", must_exist=False)
-        if not peek.is_dir():
+        try:
+            lock = os.open(peek, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when closed
+            return self._merge_chunks(peek, name)
+        finally:
+            os.close(lock)
+
+    def _merge_chunks(self, peek: Path, name: str) -> list[str]:
+        """:meth:`merge_perusal_chunks` once its lock is held."""
         chunks = sorted(
             (int(p.name.rsplit(".", 1)[1]), p)
             for p in peek.glob(f"{_glob_escape(name)}.*")
@@ -481,11 +537,15 @@ class FilesystemSandboxStorage:
         if not chunks:
             return []
         merged = f"{name}-{chunks[0][0]}-{chunks[-1][0]}"
-        tmp = peek / f".{merged}{TMP_SUFFIX}"
-        with open(tmp, "wb") as out:
-            for _, chunk in chunks:
-                out.write(chunk.read_bytes())
-        os.replace(tmp, peek / merged)
+        fd, tmp = _mkstemp(peek / merged)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for _, chunk in chunks:
+                    out.write(chunk.read_bytes())
+            os.replace(tmp, peek / merged)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
         for _, chunk in chunks:
             chunk.unlink()
         return [merged]
@@ -506,21 +566,22 @@ class FilesystemSandboxStorage:
     def counted_bytes(self, job_id: str) -> int:
         """Bytes of the job area that its owner's usage counter holds: the regular files under
         its ``input/`` (uploads) and ``output/`` (the collected output sandbox); perusal chunks
-        (``peek/``) are not counted. 0 when the area does not exist."""
+        (``peek/``) and in-progress temporary files (:func:`is_temporary`: an upload not renamed
+        into place yet, or one a crash left) are not counted. 0 when the area does not exist."""
         job_dir = self.job_dir(job_id)
-        total = 0
-        for area in ("input", "output"):
-            try:
-                if stat.S_ISDIR(os.lstat(job_dir / area).st_mode):  # a symlink in its place is not followed
-                    total += _tree_size(job_dir / area)
-            except (FileNotFoundError, NotADirectoryError):
-                pass
-        return total
+        return sum(_counted_tally(job_dir / area).size for area in ("input", "output"))
 
     def output_bytes(self, job_id: str) -> int:
-        """Total bytes of the regular files under the job's ``output/`` (0 when it does not exist)."""
-        output = self.job_dir(job_id) / "output"
-        return _tree_size(output) if output.is_dir() else 0
+        """Bytes of the regular files under the job's ``output/`` that :meth:`counted_bytes`
+        counts (temporary files left out; 0 when it does not exist)."""
+        return _counted_tally(self.job_dir(job_id) / "output").size
+
+    def input_tally(self, job_id: str) -> AreaTally:
+        """Bytes and regular files under the job's ``input/`` (recursively) that are in place:
+        uploads in progress (temporary files) left out, unlike :meth:`input_size`; ``(0, 0)``
+        while nothing has been uploaded. For the limits' check when an upload is renamed into place.
+        """
+        return _counted_tally(self.job_dir(job_id) / "input")
 
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.

@@ -34,23 +34,28 @@ def used_bytes(rt: Runtime, owner_dn: str) -> int:
         return uow.usage.used(owner_dn)
 
 
-def change_usage(rt: Runtime, owner_dn: str, delta: int, apply: Callable[[], None]) -> None:
-    """Run ``apply()`` (the rename or unlink that changes ``owner_dn``'s bytes by ``delta``)
-    in the transaction that adds ``delta`` to the usage counter; the counter row is locked
-    meanwhile, so concurrent uploads of one user are checked against the quota in turn.
+def change_usage(rt: Runtime, owner_dn: str, delta: Callable[[], int], apply: Callable[[], None]) -> None:
+    """Run ``apply()`` (the rename or unlink that changes ``owner_dn``'s bytes by ``delta()``)
+    in the transaction that adds ``delta()`` to the usage counter. The counter row is locked
+    first, and ``delta()`` is called once it is: it reads the sizes on disk (of the file an
+    upload replaces, or a delete removes) while no other change of the user's bytes can run, so
+    concurrent changes of one file never count the same bytes twice, and concurrent uploads of
+    one user are checked against the quota in turn.
 
     Raises:
-        QuotaExceededError: quotas are on and ``delta`` > 0 would take the user over the
+        QuotaExceededError: quotas are on and ``delta()`` > 0 would take the user over the
             hard limit (nothing is applied).
+        Whatever ``delta()`` or ``apply()`` raises (nothing is counted).
     """
     hard = rt.settings.jobs.quota_hard_limit
     with rt.uow() as uow:
         used = uow.usage.used(owner_dn, for_update=True)
-        if delta > 0 and hard > 0 and used + delta > hard:
+        change = delta()
+        if change > 0 and hard > 0 and used + change > hard:
             raise QuotaExceededError(
-                f"The upload exceeds the user's disk quota: {used} of {hard} bytes used, {delta} more asked"
+                f"The upload exceeds the user's disk quota: {used} of {hard} bytes used, {change} more asked"
             )
-        uow.usage.add(owner_dn, delta, utcnow())
+        uow.usage.add(owner_dn, change, utcnow())
         apply()
 
 

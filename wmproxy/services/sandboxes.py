@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal
-from wmproxy.errors import JobNotFoundError, OperationNotAllowedError
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, QuotaExceededError
 from wmproxy.jdl import JobDescription, input_sandbox_files
-from wmproxy.sandbox.storage import check_file_count, check_file_name
+from wmproxy.sandbox.storage import AreaTally, check_file_count, check_file_name
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.quota import change_usage, upload_room
 from wmproxy.services.runtime import Runtime
@@ -78,21 +78,58 @@ def input_room(rt: Runtime, job_rel_dir: str) -> int:
     return room if quota_room is None else min(room, quota_room)
 
 
-def change_area_bytes(rt: Runtime, job_rel_dir: str, delta: int, apply: Callable[[], None]) -> None:
-    """The sandbox edge's ``record_bytes``: ``apply()`` the upload, delete or overwriting move
-    that changes the job area ``job_rel_dir`` by ``delta`` bytes, in the transaction that
+def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTally],
+                      apply: Callable[[], None]) -> None:
+    """The sandbox edge's ``record_bytes``: ``apply()`` the upload, delete or move that changes
+    the input area of ``job_rel_dir`` by ``change()`` (bytes and files), in the transaction that
     updates its owner's usage counter (:func:`wmproxy.services.quota.change_usage`).
+
+    ``change()`` is called with the counter row locked, and so are the limits checked: a change
+    that adds bytes or files is held against MaxInputSandboxSize and ``[limits]
+    max_input_sandbox_files`` with what the area holds now, so that uploads of one job that were
+    each in the limits when they started cannot go past them together.
 
     Raises:
         JobNotFoundError: no job has this area.
-        QuotaExceededError: the upload would take the owner over the hard quota.
+        QuotaExceededError: the upload would take the input sandbox over MaxInputSandboxSize,
+            or the owner over the hard quota.
+        SandboxFileCountError: the upload would make the input sandbox hold more files than
+            ``max_input_sandbox_files``.
+        Whatever ``change()`` raises.
     """
     with rt.uow() as uow:
         job = uow.jobs.by_sandbox_dir(job_rel_dir)
         if job is None:
             raise JobNotFoundError(job_rel_dir)
-        owner = job.owner_dn
+        job_id, owner = job.id, job.owner_dn
+
+    def delta() -> int:
+        made = change()
+        _check_input_limits(rt, job_id, made)
+        return made.size
+
     change_usage(rt, owner, delta, apply)
+
+
+def _check_input_limits(rt: Runtime, job_id: str, change: AreaTally) -> None:
+    """Refuse ``change`` if it adds bytes or files to the job's input area past its limits
+    (what the area holds now, uploads in progress left out: each is checked when it commits).
+
+    Raises:
+        QuotaExceededError: over MaxInputSandboxSize.
+        SandboxFileCountError: over ``[limits] max_input_sandbox_files``.
+    """
+    max_size, max_files = rt.settings.service.max_input_sandbox_size, rt.settings.limits.max_input_sandbox_files
+    if change.size <= 0 and (change.files <= 0 or max_files <= 0):
+        return
+    held = rt.storage.input_tally(job_id)
+    if change.size > 0 and held.size + change.size > max_size:
+        raise QuotaExceededError(
+            f"The upload exceeds the maximum input sandbox size of {max_size} bytes: the input sandbox"
+            f" holds {held.size} bytes, {change.size} more asked"
+        )
+    if change.files > 0:
+        check_file_count("input", held.files + change.files, max_files)
 
 
 def check_sandbox_lists(limits: LimitsSettings, description: JobDescription) -> None:

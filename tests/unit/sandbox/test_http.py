@@ -292,6 +292,21 @@ class TestDeleteMoveAndMethods:
         assert response.status_code == 403
         assert os.listdir(_job_dir(storage) / "input") == ["a"]
 
+    def test_names_of_uploads_in_progress_are_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        """A temporary file's name is left out of the usage counter: a client file of that name
+        would hold bytes the owner's removal of the area never gave back, or pass for one."""
+        temporary = ".big.bin.k2j4l5m6.wmproxy-part"
+        _put(client, f"{INPUT}/a", b"1")
+        for response in (
+            _put(client, f"{INPUT}/{temporary}", b"x" * 100),
+            _put(client, f"{INPUT}/{temporary}/", b""),
+            client.open(f"{INPUT}/a", method="MOVE", headers={**OWNER, "Destination": f"{INPUT}/{temporary}"}),
+        ):
+            assert response.status_code == 400
+            assert "kept for uploads in progress" in response.get_data(as_text=True)
+        assert os.listdir(_job_dir(storage) / "input") == ["a"]
+        assert _put(client, f"{INPUT}/.hidden.wmproxy-part.txt", b"x").status_code == 201  # other names stay
+
     def test_unknown_method_is_405(self, client: Client) -> None:
         response = client.post(f"{INPUT}/a", data=b"x", headers=OWNER)
         assert response.status_code == 405

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
+from tests.support import WAIT_TIMEOUT, start_thread, wait_for
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
 from wmproxy.sandbox.storage import AREAS, TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
 
@@ -190,6 +193,21 @@ class TestSizes:
         assert storage.output_files(JOB) == []
 
 
+    def test_temporary_files_are_not_counted(self, storage: FilesystemSandboxStorage) -> None:
+        """An upload in progress, or one a crash left, is not in the owner's usage counter: what
+        the area's removal takes off (counted_bytes) and a recount finds must leave it out too."""
+        job_dir = _written(storage, JOB)
+        (job_dir / "input" / "in.bin").write_bytes(b"i" * 100)
+        (job_dir / "input" / "sub").mkdir()
+        (job_dir / "input" / "sub" / f".big.bin.k2j4l5m6{TMP_SUFFIX}").write_bytes(b"t" * 5000)
+        (job_dir / "output" / "out.txt").write_bytes(b"o" * 30)
+        (job_dir / "output" / f".out.txt.a1b2c3d4{TMP_SUFFIX}").write_bytes(b"t" * 7000)
+        assert storage.counted_bytes(JOB) == 130
+        assert storage.output_bytes(JOB) == 30  # what the worker counts after collecting
+        assert storage.input_tally(JOB) == (100, 1)
+        assert (storage.input_size(JOB), storage.input_file_count(JOB)) == (5100, 2)  # the early check's look
+
+
 class TestWriteFileAtomic:
     def test_writes_with_mode_and_leaves_no_temp(self, storage: FilesystemSandboxStorage) -> None:
         job_dir = _written(storage, JOB)
@@ -364,6 +382,31 @@ class TestPerusalChunks:
         assert storage.merge_perusal_chunks(JOB, "out.txt") == ["out.txt-30-30"]
         assert storage.merged_perusal_files(JOB, "out.txt") == ["out.txt-10-21", "out.txt-30-30"]
 
+    def test_merges_at_once_take_turns(self, storage: FilesystemSandboxStorage) -> None:
+        """Two getPerusalFiles of one file at once: the later merge waits for the earlier one (a
+        lock on ``peek/``), then finds its chunks merged. Both wrote one temporary name and both
+        deleted the chunks, so one failed with FileNotFoundError (an internal error on the wire).
+        The earlier merge is held in the middle: its second chunk is a FIFO that gives its bytes
+        once the later merge waits for the lock (``/proc/locks``)."""
+        _written(storage, JOB)
+        storage.write_perusal_chunk(JOB, "out.txt", b"a" * 1000, 1)
+        peek = storage.job_dir(JOB) / "peek"
+        os.mkfifo(peek / "out.txt.2")
+        outcome: dict[str, object] = {}
+        merges = [start_thread("earlier", lambda: storage.merge_perusal_chunks(JOB, "out.txt"), outcome)]
+        writer = wait_for(lambda: _open_writer(peek / "out.txt.2", merges[0]), what="the earlier merge to read")
+        try:
+            merges.append(start_thread("later", lambda: storage.merge_perusal_chunks(JOB, "out.txt"), outcome))
+            wait_for(lambda: _flock_waiters(peek), what="the later merge to wait for the earlier one")
+            os.write(writer, b"b" * 1000)
+        finally:
+            os.close(writer)
+        for merge in merges:
+            merge.join(WAIT_TIMEOUT)
+        assert outcome == {"earlier": ["out.txt-1-2"], "later": []}
+        assert (peek / "out.txt-1-2").read_bytes() == b"a" * 1000 + b"b" * 1000
+        assert os.listdir(peek) == ["out.txt-1-2"]
+
     def test_a_chunk_being_written_is_not_merged(self, storage: FilesystemSandboxStorage) -> None:
         """A chunk appears whole under its name (written under a hidden name, then renamed): a
         merge running meanwhile never reads it half written, nor deletes bytes it did not read."""
@@ -378,6 +421,27 @@ class TestPerusalChunks:
 
 OTHER_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbZZZZZZZZ"
 BASE_URL = "https://wms.example.org:7443"
+
+
+def _open_writer(fifo: Path, reader: threading.Thread) -> int | None:
+    """A descriptor writing into ``fifo`` once a reader has opened it, else None (fails the test
+    if ``reader`` has ended without)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO or not reader.is_alive():  # ENXIO: no reader yet
+            raise AssertionError(f"{fifo.name}: no reader came ({exc})") from exc
+        return None
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _flock_waiters(path: Path) -> int:
+    """Processes waiting for a ``flock`` of ``path`` (``/proc/locks``: ``N: -> FLOCK ... dev:inode ...``)."""
+    inode = str(os.stat(path).st_ino)
+    with open("/proc/locks", encoding="ascii") as locks:
+        rows = [line.split() for line in locks]
+    return sum(1 for row in rows if row[1:3] == ["->", "FLOCK"] and row[-3].rsplit(":", 1)[1] == inode)
 
 
 class TestJobAreaValue:

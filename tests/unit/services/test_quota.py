@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import Pki
 from tests.support import ECHO_JDL, build_runtime, close_runtime
 from wmproxy.domain import Principal
-from wmproxy.errors import QuotaExceededError
+from wmproxy.errors import QuotaExceededError, SandboxFileCountError
+from wmproxy.sandbox.storage import TMP_SUFFIX, AreaTally
 from wmproxy.services import jobs, quota, sandboxes
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -21,9 +22,11 @@ SOFT, HARD = 40_000_000, 50_000_000
 def fill(rt: Runtime, job_id: str, size: int) -> None:
     """Put ``size`` bytes in the job's input area as the sandbox edge does (counted)."""
     path = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "input") / "data.bin"
-    old = path.stat().st_size if path.exists() else 0
-    sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), size - old,
-                                lambda: path.write_bytes(b"x" * size))
+
+    def change() -> AreaTally:
+        return AreaTally(size - path.stat().st_size, 0) if path.exists() else AreaTally(size, 1)
+
+    sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), change, lambda: path.write_bytes(b"x" * size))
 
 
 def fill_output(rt: Runtime, job_id: str, size: int) -> None:
@@ -93,3 +96,32 @@ def test_soft_limit_defaults_to_the_hard_one(tmp_path: Path, pki: Pki, template_
         assert quota.total_quota(hard_only, alice) == (7, 7)
     finally:
         close_runtime(hard_only)
+
+
+def test_a_change_is_held_against_the_input_limits_when_it_commits(
+        tmp_path: Path, pki: Pki, template_db: Path, alice: Principal) -> None:
+    """With the counter locked, what the input area holds then (uploads in progress left out):
+    uploads of one job that each fitted when they started cannot pass the limits together."""
+    from tests.support import delegate_in_process
+
+    small = build_runtime(tmp_path / "small", pki, template_db, service={"max_input_sandbox_size": 100},
+                          limits={"max_input_sandbox_files": 1})
+    try:
+        delegation = delegate_in_process(small, alice, pki.users["alice"].proxy, "q")
+        job_id = register_job(small, alice, ECHO_JDL, delegation).job_id
+        fill(small, job_id, 60)
+        (small.storage.job_dir(job_id) / "input" / f".up.bin.k2j4l5m6{TMP_SUFFIX}").write_bytes(b"t" * 500)
+
+        def change(size: int, files: int) -> None:
+            sandboxes.change_area_bytes(small, small.storage.job_rel_dir(job_id), lambda: AreaTally(size, files),
+                                        lambda: None)
+
+        with pytest.raises(SandboxFileCountError, match="2 files, at most 1 allowed"):
+            change(10, 1)
+        with pytest.raises(QuotaExceededError, match="maximum input sandbox size of 100 bytes"):
+            change(41, 0)
+        change(40, 0)
+        change(-60, -1)
+        assert quota.used_bytes(small, alice.dn) == 40
+    finally:
+        close_runtime(small)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from tests.support import CALLER_KEY, ECHO_JDL, caller_from_environ
+from tests.support import CALLER_KEY, ECHO_JDL, caller_from_environ, counted_on_disk
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.services import jobs, quota
 from wmproxy.services.runtime import Runtime
@@ -27,12 +27,6 @@ def edge(rt: Runtime) -> Client:
 
 def _as(principal: Principal) -> dict[str, Any]:
     return {"environ_overrides": {CALLER_KEY: principal}}
-
-
-def _walk(rt: Runtime, owner: str) -> int:
-    with rt.uow() as uow:
-        ids = [j.id for j in uow.jobs.owned_by(owner) if j.state != JobState.CLEARED.value]
-    return sum(rt.storage.counted_bytes(i) for i in ids)
 
 
 def _input(rt: Runtime, job_id: str) -> str:
@@ -62,11 +56,11 @@ def test_uploads_deletes_and_moves_keep_the_counter_equal_to_the_disk(
     ]
     for method, path, data, status in steps:
         assert edge.open(path, method=method, data=data, **_as(alice)).status_code == status
-        assert quota.used_bytes(rt, alice.dn) == _walk(rt, alice.dn)
+        assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn)
     moved = edge.open(f"{_input(rt, first)}/c.bin", method="MOVE", **_as(alice),
                       headers={"Destination": f"{_input(rt, first)}/a.bin"})
     assert moved.status_code == 204  # a.bin (400 bytes) overwritten by c.bin (700)
-    assert quota.used_bytes(rt, alice.dn) == _walk(rt, alice.dn) == 700
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == 700
     assert quota.used_bytes(rt, bob.dn) == 0
 
 
@@ -75,7 +69,7 @@ def test_a_refused_upload_changes_nothing(rt: Runtime, edge: Client, alice: Prin
     too_big = rt.settings.service.max_input_sandbox_size + 1
     response = edge.open(f"{_input(rt, job_id)}/big.bin", method="PUT", data=b"x" * too_big, **_as(alice))
     assert response.status_code == 413
-    assert quota.used_bytes(rt, alice.dn) == 0 == _walk(rt, alice.dn)
+    assert quota.used_bytes(rt, alice.dn) == 0 == counted_on_disk(rt, alice.dn)
 
 
 def test_purge_and_cancel_take_the_areas_bytes_off(
@@ -86,14 +80,14 @@ def test_purge_and_cancel_take_the_areas_bytes_off(
     for job_id in (cancelled, purged):
         edge.open(f"{_input(rt, job_id)}/in.bin", method="PUT", data=b"i" * 800, **_as(alice))
     jobs.cancel_job(rt, alice, cancelled)
-    assert quota.used_bytes(rt, alice.dn) == 800 == _walk(rt, alice.dn)
+    assert quota.used_bytes(rt, alice.dn) == 800 == counted_on_disk(rt, alice.dn)
     output = rt.storage.job_dir(purged) / "output"
     output.mkdir(exist_ok=True)
     (output / "out.txt").write_bytes(b"o" * 300)
     quota.count_output(rt, purged)
-    assert quota.used_bytes(rt, alice.dn) == 1100 == _walk(rt, alice.dn)
+    assert quota.used_bytes(rt, alice.dn) == 1100 == counted_on_disk(rt, alice.dn)
     _done_and_purged(rt, alice, purged)
-    assert quota.used_bytes(rt, alice.dn) == 0 == _walk(rt, alice.dn)
+    assert quota.used_bytes(rt, alice.dn) == 0 == counted_on_disk(rt, alice.dn)
 
 
 def test_perusal_chunks_are_neither_counted_nor_taken_off(
@@ -111,10 +105,10 @@ def test_perusal_chunks_are_neither_counted_nor_taken_off(
     quota.count_output(rt, purged)  # the worker's count of the collected output sandbox
     for timestamp in (1, 2):  # as the worker writes them while the job runs
         rt.storage.write_perusal_chunk(purged, "out.txt", b"p" * 5000, timestamp)
-    assert quota.used_bytes(rt, alice.dn) == 2100 == _walk(rt, alice.dn)
+    assert quota.used_bytes(rt, alice.dn) == 2100 == counted_on_disk(rt, alice.dn)
     assert quota.recount_usage(rt, alice.dn) == {alice.dn: 2100}  # a recount leaves peek/ out too
     _done_and_purged(rt, alice, purged)
-    assert quota.used_bytes(rt, alice.dn) == 1000 == _walk(rt, alice.dn)
+    assert quota.used_bytes(rt, alice.dn) == 1000 == counted_on_disk(rt, alice.dn)
 
 
 def test_recount_sets_the_counter_to_what_the_areas_hold(
@@ -131,3 +125,31 @@ def test_recount_sets_the_counter_to_what_the_areas_hold(
     assert quota.recount_usage(rt) == {alice.dn: 1234, bob.dn: 0}
     assert quota.used_bytes(rt, bob.dn) == 0
 
+
+def test_a_move_onto_itself_changes_nothing(rt: Runtime, edge: Client, alice: Principal, delegated: str) -> None:
+    """The destination was counted as overwritten: its bytes came off the counter and stayed on
+    disk (rename(2) onto the same file does nothing), so each such MOVE gave room past the hard quota."""
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    assert edge.open(f"{_input(rt, job_id)}/a.bin", method="PUT", data=b"a" * 1000, **_as(alice)).status_code == 201
+    for destination in (f"{_input(rt, job_id)}/a.bin", f"https://localhost:7443{_input(rt, job_id)}/%61.bin"):
+        moved = edge.open(f"{_input(rt, job_id)}/a.bin", method="MOVE", headers={"Destination": destination},
+                          **_as(alice))
+        assert moved.status_code == 204
+        assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == 1000
+    assert (rt.storage.job_dir(job_id) / "input" / "a.bin").read_bytes() == b"a" * 1000
+
+
+def test_temporary_files_a_crash_left_are_neither_counted_nor_taken_off(
+    rt: Runtime, edge: Client, alice: Principal, delegated: str
+) -> None:
+    """An upload cut by a worker's crash leaves its temporary file, never counted: a recount put it
+    in the counter, and removing the area took it off (room past the hard quota)."""
+    kept = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    cancelled = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    for job_id in (kept, cancelled):
+        uploaded = edge.open(f"{_input(rt, job_id)}/in.bin", method="PUT", data=b"i" * 1000, **_as(alice))
+        assert uploaded.status_code == 201
+        (rt.storage.job_dir(job_id) / "input" / ".big.bin.k2j4l5m6.wmproxy-part").write_bytes(b"t" * 5000)
+    assert quota.recount_usage(rt, alice.dn) == {alice.dn: 2000}
+    jobs.cancel_job(rt, alice, cancelled)
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == 1000
