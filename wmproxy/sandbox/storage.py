@@ -60,6 +60,7 @@ from wmproxy.errors import (
     SandboxPathError,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
+from wmproxy.sandbox.trees import remove_tree, tree_totals
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read from an upload stream at a time."""
@@ -419,7 +420,7 @@ class FilesystemSandboxStorage:
         job_dir = self.job_dir(job_id)
         freed = self.counted_bytes(job_id)
         try:
-            shutil.rmtree(job_dir)
+            remove_tree(job_dir)  # without recursion: an area may be deeper than Python's limit
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -871,17 +872,10 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _tree_size(top: Path, *, count: bool = False) -> int:
-    """Bytes of the regular files under ``top`` (or, with ``count``, how many there are)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(top):  # os.walk does not follow symlinked dirs
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += 1 if count else st.st_size
-    return total
+    """Bytes of the regular files under ``top`` (or, with ``count``, how many there are),
+    symlinks not followed, without recursion (:func:`tree_totals`)."""
+    totals = tree_totals(top)
+    return totals.files if count else totals.size
 
 
 def _glob_escape(name: str) -> str:

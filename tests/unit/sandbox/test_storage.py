@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
 from wmproxy.sandbox.storage import AREAS, TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
 
@@ -174,6 +175,19 @@ class TestSizes:
         big.write_bytes(b"x" * 1000)
         (job_dir / "input" / "link").symlink_to(big)
         assert storage.input_size(JOB) == 8
+
+    def test_an_area_deeper_than_the_recursion_limit_is_sized_counted_and_removed(
+            self, storage: FilesystemSandboxStorage) -> None:
+        """Directory PUTs made such a tree (1,399 levels): os.walk and shutil.rmtree recursed
+        (RecursionError on 3.11), so every later upload, the recount, jobPurge and the purger failed."""
+        job_dir = _written(storage, JOB)
+        with removed_afterwards(job_dir):
+            make_chain(job_dir / "input")
+            make_chain(job_dir / "output", 3)
+            assert storage.input_size(JOB) == 2 * DEPTH
+            assert storage.input_file_count(JOB) == DEPTH
+            assert storage.counted_bytes(JOB) == storage.remove_job_area(JOB) == 2 * DEPTH + 6
+            assert not job_dir.exists()
 
     def test_output_files_skips_markers_dirs_and_links(self, storage: FilesystemSandboxStorage) -> None:
         out = _written(storage, JOB) / "output"
