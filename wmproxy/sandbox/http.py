@@ -15,7 +15,9 @@ MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 file name the service refuses (control characters such as newline, CR or ESC, DEL, or
 longer than ``[limits] max_sandbox_name_bytes``); 403 for a path outside a sandbox, a
 refused caller (a limited proxy may only read) or an upload over ``[limits]
-max_input_sandbox_files``; 404 for unknown jobs or files; 409 for a missing parent
+max_input_sandbox_files`` (a directory counts as a file) or a path with more than
+:data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
+``output/``; 404 for unknown jobs or files; 409 for a missing parent
 directory or a change of the input sandbox after jobStart; 413 when the upload would
 exceed the input sandbox size limit; 405 for other methods. Error bodies are one line of
 plain text, never a traceback.
@@ -196,7 +198,7 @@ class SandboxApp:
                 if not resolved.area_exists and len(rest) == 1 else None
             )
             if request.path.endswith("/"):
-                return _mkdir(path, create_input)
+                return _mkdir(path, create_input, lambda: self.check_new_file(job_rel_dir))
             return self._put(request, job_rel_dir, path, create_input)
         if method == "DELETE":
             return self._delete(job_rel_dir, path)
@@ -344,12 +346,16 @@ class SandboxApp:
         return Response(status=204) if existed else _text(201, "Created")
 
 
-def _mkdir(path: Path, create_input: Callable[[], object] | None) -> Response:
-    """PUT of a directory; ``create_input`` (when given) makes the missing ``input/`` first."""
+def _mkdir(path: Path, create_input: Callable[[], object] | None, check_new: Callable[[], None]) -> Response:
+    """PUT of a directory; ``create_input`` (when given) makes the missing ``input/`` first. A new
+    directory counts as a file of the input sandbox (``check_new``: ``max_input_sandbox_files``),
+    so directories cannot fill the file system's inodes either."""
+    if create_input is None and not path.parent.is_dir():
+        raise _HttpError(409, "The parent directory does not exist")
+    if not os.path.lexists(path):
+        check_new()
     if create_input is not None:
         create_input()
-    elif not path.parent.is_dir():
-        raise _HttpError(409, "The parent directory does not exist")
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

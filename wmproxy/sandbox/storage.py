@@ -68,6 +68,9 @@ CHUNK_SIZE = 1024 * 1024
 AREAS = ("input", "output", "peek")
 """The sub-directories of a job area that clients may address (``peek`` holds perusal files)."""
 
+MAX_PATH_DEPTH = 16
+"""Components a client's path may have below its area (:meth:`FilesystemSandboxStorage.split_path`)."""
+
 OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 """Output files never reported by :meth:`FilesystemSandboxStorage.output_files` (§4.5)."""
 
@@ -430,8 +433,8 @@ class FilesystemSandboxStorage:
         return freed
 
     def input_file_count(self, job_id: str) -> int:
-        """Regular files under the job's ``input/`` (recursively), in-progress uploads included;
-        0 while nothing has been uploaded (no ``input/`` yet).
+        """Regular files and directories under the job's ``input/`` (recursively), in-progress
+        uploads included; 0 while nothing has been uploaded (no ``input/`` yet).
         """
         return _tree_size(self._area(job_id, "input", must_exist=False), count=True)
 
@@ -581,7 +584,8 @@ class FilesystemSandboxStorage:
 
         Raises:
             SandboxPathError: NUL, backslash, empty, ``.`` or ``..`` components, an
-                absolute path, a path outside ``<dir_name>/<2ch>/<job dir>/{input,output}``.
+                absolute path, a path outside ``<dir_name>/<2ch>/<job dir>/{input,output}``,
+                more than :data:`MAX_PATH_DEPTH` components below the area.
             SandboxNameError: control characters (below U+0020, DEL).
         """
         if "\x00" in rel_path or "\\" in rel_path:
@@ -601,6 +605,8 @@ class FilesystemSandboxStorage:
             )
         if parts[3] not in AREAS:
             raise SandboxPathError("Only the input, output and peek directories of a job are served")
+        if len(parts) - 4 > MAX_PATH_DEPTH:
+            raise SandboxPathError(f"Sandbox paths may have at most {MAX_PATH_DEPTH} components below {parts[3]}/")
         return "/".join(parts[:3]), parts[3], tuple(parts[4:])
 
     def resolve(self, rel_path: str) -> ResolvedPath:
@@ -872,10 +878,10 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _tree_size(top: Path, *, count: bool = False) -> int:
-    """Bytes of the regular files under ``top`` (or, with ``count``, how many there are),
-    symlinks not followed, without recursion (:func:`tree_totals`)."""
+    """Bytes of the regular files under ``top`` (or, with ``count``, how many regular files and
+    directories there are), symlinks not followed, without recursion (:func:`tree_totals`)."""
     totals = tree_totals(top)
-    return totals.files if count else totals.size
+    return totals.files + totals.dirs if count else totals.size
 
 
 def _glob_escape(name: str) -> str:

@@ -12,7 +12,7 @@ from werkzeug.test import Client, TestResponse
 
 from wmproxy.errors import AuthorizationError, JobNotFoundError, SandboxError
 from wmproxy.sandbox.http import SandboxApp
-from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.sandbox.storage import MAX_PATH_DEPTH, FilesystemSandboxStorage
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 JOB_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbC-x_5f1yz"
@@ -159,6 +159,36 @@ class TestPut:
         response = client.put(f"{INPUT}/x", data=b"x", headers=OWNER, environ_overrides=environ)
         assert response.status_code == 403
         assert not (_job_dir(storage) / "user.proxy").exists()
+
+
+class TestDirectories:
+    def test_a_path_deeper_than_the_limit_is_refused_with_403_naming_it(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        """1,399 directory PUTs made a tree whose sizing recursed past Python's limit."""
+        for depth in range(1, MAX_PATH_DEPTH + 1):
+            assert _put(client, INPUT + "/d" * depth + "/", b"").status_code == 201
+        deepest = INPUT + "/d" * MAX_PATH_DEPTH
+        assert _put(client, INPUT + "/d" * (MAX_PATH_DEPTH - 1) + "/f", b"1").status_code == 201
+        for method, path in [("PUT", f"{deepest}/e/"), ("PUT", f"{deepest}/f"), ("GET", f"{deepest}/f"),
+                             ("DELETE", f"{deepest}/f"), ("GET", OUTPUT + "/d" * (MAX_PATH_DEPTH + 1))]:
+            response = client.open(path, method=method, data=b"1" if method == "PUT" else None, headers=OWNER)
+            assert response.status_code == 403, (method, path)
+            assert response.get_data(as_text=True) == (
+                f"Sandbox paths may have at most {MAX_PATH_DEPTH} components below {path.split('/')[4]}/\n")
+        assert os.listdir(_job_dir(storage) / "input" / deepest.split("/input/", 1)[1]) == []
+
+    def test_a_new_directory_counts_against_the_file_limit_and_a_refused_one_makes_nothing(
+        self, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        full = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda rel_dir: MAX_INPUT,
+                                 check_new_file=lambda rel_dir: _refuse_count()))
+        response = _put(full, f"{INPUT}/sub/", b"")
+        assert response.status_code == 403
+        assert response.get_data(as_text=True).startswith("The maximum number of input sandbox files is reached")
+        assert os.listdir(_job_dir(storage)) == []  # not even input/
+        (_area(storage, "input") / "sub").mkdir()
+        assert _put(full, f"{INPUT}/sub/", b"").status_code == 200  # there already: nothing new
 
 
 class TestGet:

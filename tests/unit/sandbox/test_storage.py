@@ -9,7 +9,13 @@ import pytest
 
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
-from wmproxy.sandbox.storage import AREAS, TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
+from wmproxy.sandbox.storage import (
+    AREAS,
+    MAX_PATH_DEPTH,
+    TMP_SUFFIX,
+    FilesystemSandboxStorage,
+    UnknownJobAreaError,
+)
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 OTHER = "https://lb.example.org:9000/AbZZZZZZZZ"
@@ -185,7 +191,7 @@ class TestSizes:
             make_chain(job_dir / "input")
             make_chain(job_dir / "output", 3)
             assert storage.input_size(JOB) == 2 * DEPTH
-            assert storage.input_file_count(JOB) == DEPTH
+            assert storage.input_file_count(JOB) == 2 * DEPTH  # the directories count too
             assert storage.counted_bytes(JOB) == storage.remove_job_area(JOB) == 2 * DEPTH + 6
             assert not job_dir.exists()
 
@@ -360,6 +366,13 @@ class TestResolve:
 
     def test_split_path_does_not_touch_the_disk(self, storage: FilesystemSandboxStorage) -> None:
         assert storage.split_path(f"{JOB_DIR}/input/a/b") == (JOB_DIR, "input", ("a", "b"))
+
+    @pytest.mark.parametrize("area", AREAS)
+    def test_a_path_may_have_max_path_depth_components_below_its_area(self, storage: FilesystemSandboxStorage,
+                                                                      area: str) -> None:
+        assert storage.split_path(f"{JOB_DIR}/{area}" + "/d" * MAX_PATH_DEPTH + "/")[2] == ("d",) * MAX_PATH_DEPTH
+        with pytest.raises(SandboxPathError, match=f"at most {MAX_PATH_DEPTH} components below {area}/"):
+            storage.split_path(f"{JOB_DIR}/{area}" + "/d" * (MAX_PATH_DEPTH + 1))
 
 
 class TestPerusalChunks:
