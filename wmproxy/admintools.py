@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from rich.table import Table
 
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import JobState, utcnow
+from wmproxy.sandbox.trees import tree_totals
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -286,17 +286,10 @@ def _emit_purge(report: Any, as_json: bool) -> None:
 
 
 def tree_bytes(top: Path) -> int:
-    """Bytes of the regular files under ``top`` (symlinks not followed; unreadable parts skipped)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(top, onerror=lambda _exc: None):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                total += info.st_size
-    return total
+    """Bytes of the regular files under ``top`` (symlinks not followed; unreadable parts
+    skipped), at any depth without recursion (:func:`wmproxy.sandbox.trees.tree_totals`: a
+    job's work dir may be thousands of levels deep)."""
+    return tree_totals(top, skip_unreadable=True).size
 
 
 @click.command()

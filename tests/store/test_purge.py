@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from tests.admin.support import days_ago, job_row, sealed_rows, settings_for
 from tests.conftest import Pki, _postgres_database
+from tests.deep_trees import make_chain, removed_afterwards
 from wmproxy.admin import initialise
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
@@ -165,6 +166,17 @@ class TestPolicy:
         report = purge(rt, dry_run=True)
         assert [c.job_id for c in report.jobs] == [job_id] and report.dry_run
         assert exists(rt, job_id) and rt.storage.job_dir(job_id).exists()
+
+    def test_a_job_whose_area_is_thousands_of_levels_deep_is_purged(self, rt: Runtime) -> None:
+        """A tree as 2,500 directory PUTs would make it: counting and removing it recursed
+        (RecursionError on 3.11), which failed every purge pass from the first job on."""
+        deep = add_job(rt, "deep", "Done", created_days=9, updated_days=8.1)
+        after = add_job(rt, "after-it", "Done", created_days=9, updated_days=8)
+        with removed_afterwards(rt.storage.job_dir(deep)):
+            make_chain(rt.storage.create_area(rt.storage.job_rel_dir(deep), "input"))
+            report = purge(rt)
+            assert [c.job_id for c in report.jobs] == [deep, after] and report.errors == []
+            assert not rt.storage.job_dir(deep).exists() and not exists(rt, deep)
 
     def test_a_job_that_changed_since_it_was_selected_stays(self, rt: Runtime) -> None:
         job_id = add_job(rt, "raced", "Submitted", created_days=3)

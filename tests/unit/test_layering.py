@@ -14,7 +14,7 @@ import wmproxy
 from tests.support import imported_modules
 
 ROOT = Path(wmproxy.__file__).parent
-INNER = ("services", "store", "jdl", "security", "sandbox/storage.py", "sandbox/confined.py",
+INNER = ("services", "store", "jdl", "security", "sandbox/storage.py", "sandbox/confined.py", "sandbox/trees.py",
          "errors.py", "domain.py", "config.py")
 EDGES = ("wmproxy.soap", "wmproxy.sandbox.http", "wmproxy.renewal", "wmproxy.execution", "wmproxy.client",
          "wmproxy.cli", "wmproxy.admin", "spyne", "zeep", "gunicorn", "werkzeug", "click", "rich")

@@ -36,9 +36,10 @@ the job must not achieve is to make the worker act on anything else, hence:
   blocking on a FIFO, accepts only a small regular file owned by the account, and
   checks every field's type; ``wrapper_pid`` in it is informational only: never signal
   a pid read from the work dir (signal the pid returned by :func:`spawn_wrapper`);
-* :func:`remove_work_dir` uses :func:`shutil.rmtree`, which on Linux works on
-  descriptors and never follows symlinks, on a path whose parent (``work_root``) is
-  owned by the worker, so the job cannot swap the directory itself for a link.
+* :func:`remove_work_dir` removes the tree through descriptors, never following a symlink
+  and without recursion, whatever its depth (:func:`wmproxy.sandbox.trees.remove_tree`), on
+  a path whose parent (``work_root``) is owned by the worker, so the job cannot swap the
+  directory itself for a link.
 
 Privileges: run the worker as root, or as an unprivileged user holding exactly these
 capabilities (e.g. systemd ``AmbientCapabilities=``), each for one step:
@@ -86,7 +87,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import stat
 import subprocess
 import sys
@@ -106,6 +106,7 @@ from wmproxy.execution.jobwrapper import (
     TMP_DIR,
     JobSpec,
 )
+from wmproxy.sandbox.trees import remove_tree
 
 WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
 """The wrapper script shipped in the package; it must be readable by every account
@@ -866,11 +867,9 @@ def remove_work_dir(work_root: Path, name: str) -> None:
     root = Path(os.path.abspath(work_root))
     _check_work_root(root)
     _check_name(name)
-    if not shutil.rmtree.avoids_symlink_attacks:
-        raise IdentityError("This platform cannot remove a job's directory safely")
     target = root / name
     try:
-        shutil.rmtree(target)
+        remove_tree(target)  # a job's tree may be deeper than any recursion or descriptor limit
     except FileNotFoundError:
         return
     except OSError as exc:

@@ -996,10 +996,14 @@ class ExecutionWorker:
                           payload_started=True, output_bytes=output_bytes)
 
     def _release(self, backend: ExecutionBackend, handle: RunHandle) -> None:
+        """Release the work dir through its backend; a failure is logged and leaves it for a later
+        try (the purger's, or the next worker life's), never ends the worker."""
         try:
             backend.release(handle)
         except WMProxyError as exc:  # BackendError, or IdentityError from the work root's checks
             log.warning("could not remove the work directory %s: %s", handle.work_dir, exc)
+        except Exception:  # whatever a job's tree does to the removal, the worker goes on
+            log.exception("could not remove the work directory %s", handle.work_dir)
 
     # --- cancelling ----------------------------------------------------------------
 

@@ -14,12 +14,13 @@ MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 ``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 400 for a
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
 of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a
-path outside a sandbox, a refused caller (a limited proxy may only read) or an upload over
-``[limits] max_input_sandbox_files``; 404 for unknown jobs or files (also a file another
-request removed while this one waited); 409 for a missing parent directory or a change of
-the input sandbox after jobStart; 413 when the upload would exceed the input sandbox size
-limit or the owner's hard quota; 405 for other methods. Error bodies are one line of plain
-text, never a traceback.
+path outside a sandbox, a refused caller (a limited proxy may only read), an upload over
+``[limits] max_input_sandbox_files`` (a directory counts as a file) or a path with more than
+:data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
+``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another request removed while this
+one waited); 409 for a missing parent directory or a change of the input sandbox after
+jobStart; 413 when the upload would exceed the input sandbox size limit or the owner's hard
+quota; 405 for other methods. Error bodies are one line of plain text, never a traceback.
 
 Every change of the bytes of an input area goes through ``record_bytes`` (:data:`RecordBytes`),
 which reads the sizes it changes, and checks the limits, with the owner's usage counter locked.
@@ -206,7 +207,7 @@ class SandboxApp:
                 if not resolved.area_exists and len(rest) == 1 else None
             )
             if request.path.endswith("/"):
-                return _mkdir(path, create_input)
+                return _mkdir(path, create_input, lambda: self.check_new_file(job_rel_dir))
             return self._put(request, job_rel_dir, path, create_input)
         if method == "DELETE":
             return self._delete(job_rel_dir, path)
@@ -356,6 +357,10 @@ class SandboxApp:
         target = self.storage.resolve(dest_path[1:]).path
         if not os.path.lexists(path):
             raise _HttpError(404, "No such file")
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            # A moved directory takes its depth below the destination: moves chained past
+            # MAX_PATH_DEPTH, which a PUT of the same path is refused.
+            raise SandboxPathError("MOVE moves files only, not directories")
         if not target.parent.is_dir():
             raise _HttpError(409, "The destination directory does not exist")
         existed = os.path.lexists(target)
@@ -381,12 +386,16 @@ class SandboxApp:
         return Response(status=204) if existed else _text(201, "Created")
 
 
-def _mkdir(path: Path, create_input: Callable[[], object] | None) -> Response:
-    """PUT of a directory; ``create_input`` (when given) makes the missing ``input/`` first."""
+def _mkdir(path: Path, create_input: Callable[[], object] | None, check_new: Callable[[], None]) -> Response:
+    """PUT of a directory; ``create_input`` (when given) makes the missing ``input/`` first. A new
+    directory counts as a file of the input sandbox (``check_new``: ``max_input_sandbox_files``),
+    so directories cannot fill the file system's inodes either."""
+    if create_input is None and not path.parent.is_dir():
+        raise _HttpError(409, "The parent directory does not exist")
+    if not os.path.lexists(path):
+        check_new()
     if create_input is not None:
         create_input()
-    elif not path.parent.is_dir():
-        raise _HttpError(409, "The parent directory does not exist")
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

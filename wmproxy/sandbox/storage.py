@@ -61,12 +61,16 @@ from wmproxy.errors import (
     SandboxPathError,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
+from wmproxy.sandbox.trees import remove_tree, tree_totals
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read from an upload stream at a time."""
 
 AREAS = ("input", "output", "peek")
 """The sub-directories of a job area that clients may address (``peek`` holds perusal files)."""
+
+MAX_PATH_DEPTH = 16
+"""Components a client's path may have below its area (:meth:`FilesystemSandboxStorage.split_path`)."""
 
 OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 """Output files never reported by :meth:`FilesystemSandboxStorage.output_files` (§4.5)."""
@@ -189,24 +193,14 @@ class AreaTally(NamedTuple):
 def _counted_tally(top: Path) -> AreaTally:
     """Bytes and number of the regular files under the directory ``top`` but temporary ones
     (:func:`is_temporary`); ``(0, 0)`` when ``top`` is missing or not a directory (a symlink in
-    its place is not followed, nor are symlinked directories below it)."""
-    try:
-        if not stat.S_ISDIR(os.lstat(top).st_mode):
-            return AreaTally(0, 0)
-    except (FileNotFoundError, NotADirectoryError):
-        return AreaTally(0, 0)
-    size = files = 0
-    for dirpath, _dirs, names in os.walk(top):
-        for name in names:
-            if is_temporary(name):
-                continue
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                size, files = size + st.st_size, files + 1
-    return AreaTally(size, files)
+    its place is not followed, nor are symlinked directories below it). Without recursion, at
+    any depth (:func:`~wmproxy.sandbox.trees.tree_totals`).
+
+    Raises:
+        OSError: a directory below ``top`` could not be read.
+    """
+    totals = tree_totals(top, skip=is_temporary)
+    return AreaTally(totals.size, totals.files)
 
 
 NAME_MAX = 255
@@ -463,7 +457,7 @@ class FilesystemSandboxStorage:
         job_dir = self.job_dir(job_id)
         freed = self.counted_bytes(job_id)
         try:
-            shutil.rmtree(job_dir)
+            remove_tree(job_dir)  # without recursion: an area may be deeper than Python's limit
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -473,8 +467,8 @@ class FilesystemSandboxStorage:
         return freed
 
     def input_file_count(self, job_id: str) -> int:
-        """Regular files under the job's ``input/`` (recursively), in-progress uploads included;
-        0 while nothing has been uploaded (no ``input/`` yet).
+        """Regular files and directories under the job's ``input/`` (recursively), in-progress
+        uploads included; 0 while nothing has been uploaded (no ``input/`` yet).
         """
         return _tree_size(self._area(job_id, "input", must_exist=False), count=True)
 
@@ -577,11 +571,14 @@ class FilesystemSandboxStorage:
         return _counted_tally(self.job_dir(job_id) / "output").size
 
     def input_tally(self, job_id: str) -> AreaTally:
-        """Bytes and regular files under the job's ``input/`` (recursively) that are in place:
-        uploads in progress (temporary files) left out, unlike :meth:`input_size`; ``(0, 0)``
-        while nothing has been uploaded. For the limits' check when an upload is renamed into place.
+        """Bytes of the regular files under the job's ``input/`` (recursively), and how many
+        regular files and directories there are (a directory counts against
+        ``max_input_sandbox_files`` as in :meth:`input_file_count`), those in place: uploads in
+        progress (temporary files) left out, unlike :meth:`input_size`; ``(0, 0)`` while nothing
+        has been uploaded. For the limits' check when an upload is renamed into place.
         """
-        return _counted_tally(self.job_dir(job_id) / "input")
+        totals = tree_totals(self.job_dir(job_id) / "input", skip=is_temporary)
+        return AreaTally(totals.size, totals.files + totals.dirs)
 
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
@@ -641,7 +638,8 @@ class FilesystemSandboxStorage:
 
         Raises:
             SandboxPathError: NUL, backslash, empty, ``.`` or ``..`` components, an
-                absolute path, a path outside ``<dir_name>/<2ch>/<job dir>/{input,output}``.
+                absolute path, a path outside ``<dir_name>/<2ch>/<job dir>/{input,output}``,
+                more than :data:`MAX_PATH_DEPTH` components below the area.
             SandboxNameError: control characters (below U+0020, DEL).
         """
         if "\x00" in rel_path or "\\" in rel_path:
@@ -661,6 +659,8 @@ class FilesystemSandboxStorage:
             )
         if parts[3] not in AREAS:
             raise SandboxPathError("Only the input, output and peek directories of a job are served")
+        if len(parts) - 4 > MAX_PATH_DEPTH:
+            raise SandboxPathError(f"Sandbox paths may have at most {MAX_PATH_DEPTH} components below {parts[3]}/")
         return "/".join(parts[:3]), parts[3], tuple(parts[4:])
 
     def resolve(self, rel_path: str) -> ResolvedPath:
@@ -932,17 +932,10 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _tree_size(top: Path, *, count: bool = False) -> int:
-    """Bytes of the regular files under ``top`` (or, with ``count``, how many there are)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(top):  # os.walk does not follow symlinked dirs
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += 1 if count else st.st_size
-    return total
+    """Bytes of the regular files under ``top`` (or, with ``count``, how many regular files and
+    directories there are), symlinks not followed, without recursion (:func:`tree_totals`)."""
+    totals = tree_totals(top)
+    return totals.files + totals.dirs if count else totals.size
 
 
 def _glob_escape(name: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_peer
+from tests.deep_trees import DEPTH, make_chain
 from tests.unit.execution.wrapper_support import (
     DEADLINE,
     JOB,
@@ -338,6 +339,16 @@ class TestRemoveWorkDir:
 
     def test_missing_work_dir_is_fine(self, work_root: Path) -> None:
         identity.remove_work_dir(work_root, "never-made")
+
+    def test_a_tree_the_job_made_deeper_than_the_recursion_limit_is_removed(self, work_root: Path,
+                                                                            job_account: Account) -> None:
+        """``while :; do mkdir a && cd a; done`` in a job: shutil.rmtree raised RecursionError on
+        3.11, which ended the worker."""
+        work = identity.prepare_work_dir(work_root, "job1", job_account)
+        make_chain(work, DEPTH, uid=job_account.uid, gid=job_account.gid)
+        (work / "a").chmod(0o500)  # what the job may do to its own directories
+        identity.remove_work_dir(work_root, "job1")
+        assert not work.exists()
 
     @pytest.mark.parametrize("name", ["", "..", "a/b"])
     def test_bad_names_are_refused(self, work_root: Path, name: str) -> None:

@@ -375,6 +375,51 @@ class TestBackgroundRemoval:
         assert list(root.iterdir()) == []
         assert backend.tidy() == 0
 
+    def test_a_work_dir_that_cannot_be_removed_is_kept_and_tried_again_later(
+        self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("needs root: an immutable file (chattr +i)")
+        root = work_root / "retry"
+        root.mkdir(mode=0o755)
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, background_removal=True)
+        handle, _ = run(backend, launch(input_dir, account, "echo x > f; exit 0"))
+        subprocess.run(["chattr", "+i", str(handle.work_dir / "f")], check=True)
+        try:
+            backend.release(handle)
+            [aside] = list(root.iterdir())
+            monkeypatch.setattr(local, "REMOVAL_RETRY", math.inf)
+            assert backend.tidy() == 1  # the removal fails: logged, the directory kept
+            assert backend.tidy() == 0 and list(root.iterdir()) == [aside]
+        finally:
+            subprocess.run(["chattr", "-R", "-i", str(root)], check=False)
+        monkeypatch.setattr(local, "REMOVAL_RETRY", 0.0)
+        backend.tidy()  # the later try
+        assert list(root.iterdir()) == []
+
+    def test_whatever_a_removal_raises_tidy_goes_on_and_keeps_the_work_dir(
+        self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An error that is not an IdentityError left tidy and ended the worker (RecursionError
+        from a job's deep tree did, before the removal walked without recursion)."""
+        root = work_root / "broken"
+        root.mkdir(mode=0o755)
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, background_removal=True)
+        handle, _ = run(backend, launch(input_dir, account, "exit 0"))
+        backend.release(handle)
+        [aside] = list(root.iterdir())
+
+        def broken(work_root: Path, name: str) -> None:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        monkeypatch.setattr(identity, "remove_work_dir", broken)
+        assert backend.tidy() == 1
+        assert list(root.iterdir()) == [aside]
+        monkeypatch.undo()
+        monkeypatch.setattr(local, "REMOVAL_RETRY", 0.0)
+        backend.tidy()
+        assert list(root.iterdir()) == []
+
 
 class TestAttach:
     def test_references_name_host_pid_and_work_dir(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 from tests import support
 from tests.accounts import local_accounts
 from tests.conftest import need_peer
+from tests.deep_trees import remove_deep
 from wmproxy.execution.backends import JobLaunch, JobOutcome, RunHandle
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import PROXY_NAME, Account
@@ -104,7 +105,7 @@ def work_root() -> Iterator[Path]:
     try:
         yield root
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_deep(root)  # a job's tree may be deeper than shutil.rmtree can go
 
 
 #: The host name the local backend tests record in references.

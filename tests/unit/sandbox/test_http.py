@@ -12,7 +12,7 @@ from werkzeug.test import Client, TestResponse
 
 from wmproxy.errors import AuthorizationError, JobNotFoundError, SandboxError
 from wmproxy.sandbox.http import SandboxApp
-from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.sandbox.storage import MAX_PATH_DEPTH, FilesystemSandboxStorage
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 JOB_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbC-x_5f1yz"
@@ -161,6 +161,36 @@ class TestPut:
         assert not (_job_dir(storage) / "user.proxy").exists()
 
 
+class TestDirectories:
+    def test_a_path_deeper_than_the_limit_is_refused_with_403_naming_it(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        """1,399 directory PUTs made a tree whose sizing recursed past Python's limit."""
+        for depth in range(1, MAX_PATH_DEPTH + 1):
+            assert _put(client, INPUT + "/d" * depth + "/", b"").status_code == 201
+        deepest = INPUT + "/d" * MAX_PATH_DEPTH
+        assert _put(client, INPUT + "/d" * (MAX_PATH_DEPTH - 1) + "/f", b"1").status_code == 201
+        for method, path in [("PUT", f"{deepest}/e/"), ("PUT", f"{deepest}/f"), ("GET", f"{deepest}/f"),
+                             ("DELETE", f"{deepest}/f"), ("GET", OUTPUT + "/d" * (MAX_PATH_DEPTH + 1))]:
+            response = client.open(path, method=method, data=b"1" if method == "PUT" else None, headers=OWNER)
+            assert response.status_code == 403, (method, path)
+            assert response.get_data(as_text=True) == (
+                f"Sandbox paths may have at most {MAX_PATH_DEPTH} components below {path.split('/')[4]}/\n")
+        assert os.listdir(_job_dir(storage) / "input" / deepest.split("/input/", 1)[1]) == []
+
+    def test_a_new_directory_counts_against_the_file_limit_and_a_refused_one_makes_nothing(
+        self, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        full = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda rel_dir: MAX_INPUT,
+                                 check_new_file=lambda rel_dir: _refuse_count()))
+        response = _put(full, f"{INPUT}/sub/", b"")
+        assert response.status_code == 403
+        assert response.get_data(as_text=True).startswith("The maximum number of input sandbox files is reached")
+        assert os.listdir(_job_dir(storage)) == []  # not even input/
+        (_area(storage, "input") / "sub").mkdir()
+        assert _put(full, f"{INPUT}/sub/", b"").status_code == 200  # there already: nothing new
+
+
 class TestGet:
     def test_file_has_bytes_length_and_date(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         out = _area(storage, "output") / "std.out"
@@ -283,6 +313,18 @@ class TestDeleteMoveAndMethods:
         )
         assert response.status_code == 201
         assert os.listdir(_job_dir(storage) / "input") == ["b"]
+
+    def test_move_of_a_directory_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        """A moved directory would take its depth below the destination: chained moves built
+        trees past the depth a PUT may reach."""
+        _put(client, f"{INPUT}/d/", b"")
+        _put(client, f"{INPUT}/e/", b"")
+        response = client.open(
+            f"{INPUT}/d", method="MOVE", headers={**OWNER, "Destination": f"https://wms:7443{INPUT}/e/d"}
+        )
+        assert response.status_code == 403
+        assert sorted(os.listdir(_job_dir(storage) / "input")) == ["d", "e"]
+        assert os.listdir(_job_dir(storage) / "input" / "e") == []
 
     def test_move_out_of_input_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         _put(client, f"{INPUT}/a", b"1")

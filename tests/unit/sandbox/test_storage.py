@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from tests.support import WAIT_TIMEOUT, start_thread, wait_for
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
-from wmproxy.sandbox.storage import AREAS, TMP_SUFFIX, FilesystemSandboxStorage, UnknownJobAreaError
+from wmproxy.sandbox.storage import (
+    AREAS,
+    MAX_PATH_DEPTH,
+    TMP_SUFFIX,
+    FilesystemSandboxStorage,
+    UnknownJobAreaError,
+)
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 OTHER = "https://lb.example.org:9000/AbZZZZZZZZ"
@@ -178,6 +185,19 @@ class TestSizes:
         (job_dir / "input" / "link").symlink_to(big)
         assert storage.input_size(JOB) == 8
 
+    def test_an_area_deeper_than_the_recursion_limit_is_sized_counted_and_removed(
+            self, storage: FilesystemSandboxStorage) -> None:
+        """Directory PUTs made such a tree (1,399 levels): os.walk and shutil.rmtree recursed
+        (RecursionError on 3.11), so every later upload, the recount, jobPurge and the purger failed."""
+        job_dir = _written(storage, JOB)
+        with removed_afterwards(job_dir):
+            make_chain(job_dir / "input")
+            make_chain(job_dir / "output", 3)
+            assert storage.input_size(JOB) == 2 * DEPTH
+            assert storage.input_file_count(JOB) == 2 * DEPTH  # the directories count too
+            assert storage.counted_bytes(JOB) == storage.remove_job_area(JOB) == 2 * DEPTH + 6
+            assert not job_dir.exists()
+
     def test_output_files_skips_markers_dirs_and_links(self, storage: FilesystemSandboxStorage) -> None:
         out = _written(storage, JOB) / "output"
         (out / "std.out").write_bytes(b"hello")
@@ -204,8 +224,8 @@ class TestSizes:
         (job_dir / "output" / f".out.txt.a1b2c3d4{TMP_SUFFIX}").write_bytes(b"t" * 7000)
         assert storage.counted_bytes(JOB) == 130
         assert storage.output_bytes(JOB) == 30  # what the worker counts after collecting
-        assert storage.input_tally(JOB) == (100, 1)
-        assert (storage.input_size(JOB), storage.input_file_count(JOB)) == (5100, 2)  # the early check's look
+        assert storage.input_tally(JOB) == (100, 2)  # in.bin and the directory sub
+        assert (storage.input_size(JOB), storage.input_file_count(JOB)) == (5100, 3)  # the early check's look
 
 
 class TestWriteFileAtomic:
@@ -364,6 +384,13 @@ class TestResolve:
 
     def test_split_path_does_not_touch_the_disk(self, storage: FilesystemSandboxStorage) -> None:
         assert storage.split_path(f"{JOB_DIR}/input/a/b") == (JOB_DIR, "input", ("a", "b"))
+
+    @pytest.mark.parametrize("area", AREAS)
+    def test_a_path_may_have_max_path_depth_components_below_its_area(self, storage: FilesystemSandboxStorage,
+                                                                      area: str) -> None:
+        assert storage.split_path(f"{JOB_DIR}/{area}" + "/d" * MAX_PATH_DEPTH + "/")[2] == ("d",) * MAX_PATH_DEPTH
+        with pytest.raises(SandboxPathError, match=f"at most {MAX_PATH_DEPTH} components below {area}/"):
+            storage.split_path(f"{JOB_DIR}/{area}" + "/d" * (MAX_PATH_DEPTH + 1))
 
 
 class TestPerusalChunks:

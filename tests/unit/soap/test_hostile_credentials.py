@@ -443,6 +443,19 @@ class TestSandboxEdge:
         assert reply.body.startswith(b"The maximum number of input sandbox files is reached")
         assert sorted(p.name for p in (Path(counted.rt.settings.sandbox.root) / path).iterdir()) == ["one", "two"]
 
+    def test_directories_count_against_the_upload_limit(self, counted: SoapApp, pki: Pki, alice: Principal) -> None:
+        """Else directory PUTs could fill the file system's inodes whatever the limit."""
+        tried("sandbox")
+        delegate_in_process(counted.rt, alice, pki.users["alice"].proxy, "counted")
+        _, path = registered_job(counted, alice, "counted")
+        assert counted.request(b"", alice, method="PUT", path=f"/{path}/d/").status.startswith("201")
+        assert counted.request(b"x", alice, method="PUT", path=f"/{path}/d/one").status.startswith("201")
+        for refused in (f"/{path}/e/", f"/{path}/d/e/", f"/{path}/two"):
+            reply = counted.request(b"x", alice, method="PUT", path=refused)
+            assert reply.status.startswith("403"), (refused, reply)
+            assert reply.body.startswith(b"The maximum number of input sandbox files is reached")
+        assert [p.name for p in (Path(counted.rt.settings.sandbox.root) / path).iterdir()] == ["d"]
+
     @pytest.mark.parametrize(("attribute", "area_name"), [("InputSandbox", "input"), ("OutputSandbox", "output")])
     def test_registration_count_limit(self, counted: SoapApp, pki: Pki, alice: Principal, attribute: str,
                                       area_name: str) -> None:

@@ -72,6 +72,8 @@ MAX_SPARES = 32
 SPARE_IDLE = 60.0
 #: Seconds between two sweeps of the cgroup root for job cgroups without a work dir (:meth:`tidy`).
 CGROUP_SWEEP = 60.0
+#: Seconds after which the removal of a set-aside work dir that failed is tried again (:meth:`tidy`).
+REMOVAL_RETRY = 300.0
 
 
 class LocalExecutionBackend:
@@ -418,6 +420,8 @@ class LocalExecutionBackend:
                 identity.remove_work_dir(self.work_root, spare)
             except IdentityError as exc:
                 log.warning("could not remove the spare work directory %s: %s", spare, exc)
+            except Exception:  # left to the next worker start, which discards spares
+                log.exception("could not remove the spare work directory %s", spare)
 
     # --- following -----------------------------------------------------------------
 
@@ -534,7 +538,8 @@ class LocalExecutionBackend:
         whose work dir was purged since), a zygote's whose worker process is gone, a probe whose
         worker is gone.
 
-        Never raises (a directory that cannot be removed is logged)."""
+        Never raises (a directory that cannot be removed is logged and tried again
+        :data:`REMOVAL_RETRY` seconds later)."""
         self._drop_idle_spares()
         if self.cgroups is not None:
             if self.cgroups.pending:
@@ -545,7 +550,7 @@ class LocalExecutionBackend:
         if self._remover is None:
             return 0
         pending = len(self._remover.pending)
-        if pending:
+        if pending or self._remover.failed:
             self._remover.run(budget)
         return pending
 
@@ -699,6 +704,7 @@ class _Remover:
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
         self.pending: list[str] = []
+        self.failed: dict[str, float] = {}  # name: when its removal failed (time.monotonic)
         try:
             names = os.listdir(work_root)
         except OSError:
@@ -715,15 +721,24 @@ class _Remover:
 
     def run(self, budget: float | None = None) -> None:
         """Remove the pending work dirs, oldest first: all of them, or while ``budget``
-        seconds have not passed (at least one). One that cannot be removed is logged and
-        dropped."""
-        end = None if budget is None else time.monotonic() + budget
+        seconds have not passed (at least one). One that cannot be removed, whatever the
+        error, is logged and kept: pending again :data:`REMOVAL_RETRY` seconds later (and, as
+        every discarded one, at the next worker start)."""
+        now = time.monotonic()
+        end = None if budget is None else now + budget
+        for name in [name for name, at in self.failed.items() if now - at >= REMOVAL_RETRY]:
+            del self.failed[name]
+            self.pending.append(name)
         while self.pending:
             name = self.pending.pop(0)
             try:
                 identity.remove_work_dir(self.work_root, name)
             except IdentityError as exc:
+                self.failed[name] = time.monotonic()
                 log.warning("could not remove the discarded work directory %s: %s", name, exc)
+            except Exception:  # tidy never raises: the worker goes on, the directory stays
+                self.failed[name] = time.monotonic()
+                log.exception("could not remove the discarded work directory %s", name)
             if end is not None and time.monotonic() >= end:
                 return
 

@@ -1,0 +1,210 @@
+"""Directory trees of any depth, totalled and removed without recursion and without following a
+symbolic link: job areas and work dirs.
+
+A job makes a tree as deep as its disk lets it (``while :; do mkdir a && cd a; done``), and a
+client could build one in an input sandbox. On Python 3.11 :func:`shutil.rmtree` and
+:func:`os.walk` recurse once per level (RecursionError past about 1,000 levels: it ended the
+execution worker, and made every upload, jobPurge and purge pass of such a job fail); on 3.13
+``rmtree`` keeps a descriptor open per level (EMFILE past the descriptor limit) and ``os.walk``
+builds paths that pass PATH_MAX.
+
+The walk here keeps its own stack and at most :data:`OPEN_DIRS` descriptors open, whatever the
+depth. Each directory is opened relative to its parent's descriptor with ``O_NOFOLLOW``, so a
+symlink is never entered. Deeper than :data:`OPEN_DIRS` levels, an ancestor's descriptor is
+closed and reopened through ``..`` on the way back, and that ``..`` must be the directory seen on
+the way down (device and inode): a directory moved out of the tree meanwhile stops the walk
+(:class:`TreeChangedError`) before it touches anything outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Directory descriptors a walk holds at most, besides its top's.
+OPEN_DIRS = 32
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: ``on_entry(dir_fd, entry)``: an entry that is not a directory, in the directory ``dir_fd``.
+OnEntry = Callable[[int, os.DirEntry[str]], None]
+#: ``on_dir(parent_fd, name)``: the directory ``name`` of ``parent_fd``, everything below it visited.
+OnDir = Callable[[int, str], None]
+
+
+class TreeChangedError(OSError):
+    """A directory of the tree was moved while the walk was below it."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ESTALE, "a directory of the tree was moved while it was walked")
+
+
+@dataclass(frozen=True)
+class TreeTotals:
+    """What a tree holds below its top (symlinks and special files are not counted).
+
+    Attributes:
+        files: regular files.
+        dirs: directories, the top not counted.
+        size: bytes of the regular files.
+    """
+
+    files: int = 0
+    dirs: int = 0
+    size: int = 0
+
+
+def tree_totals(top: Path | str, skip: Callable[[str], bool] | None = None, *,
+                skip_unreadable: bool = False) -> TreeTotals:
+    """The regular files, directories and bytes below the directory ``top``; none when there is
+    no directory at ``top`` (missing, a file, or a symlink: not followed). A file whose name
+    ``skip`` accepts is not counted (an upload in progress); with ``skip_unreadable`` a
+    directory the caller may not open is left out (counted, its contents not), not an error.
+
+    Raises:
+        OSError: a directory could not be read, or :class:`TreeChangedError`.
+    """
+    try:
+        top_fd = os.open(top, _DIR_FLAGS)
+    except OSError as exc:
+        gone = exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+        if gone or (skip_unreadable and isinstance(exc, PermissionError)):
+            return TreeTotals()
+        raise
+    files = dirs = size = 0
+
+    def on_entry(_dir_fd: int, entry: os.DirEntry[str]) -> None:
+        nonlocal files, size
+        if entry.is_file(follow_symlinks=False) and not (skip is not None and skip(entry.name)):
+            with contextlib.suppress(FileNotFoundError):
+                size += entry.stat(follow_symlinks=False).st_size
+                files += 1
+
+    def on_dir(_parent_fd: int, _name: str) -> None:
+        nonlocal dirs
+        dirs += 1
+
+    try:
+        walk(top_fd, on_entry, on_dir, skip_unreadable=skip_unreadable)
+    finally:
+        os.close(top_fd)
+    return TreeTotals(files, dirs, size)
+
+
+def remove_tree(path: Path | str) -> None:
+    """Remove the directory ``path`` and everything below it. Its last component must be a
+    directory, not a symlink to one (refused with ELOOP or ENOTDIR, as :func:`shutil.rmtree`
+    refuses it); the components before it are the caller's to trust.
+
+    Raises:
+        FileNotFoundError: there is no ``path``.
+        OSError: something could not be removed (what could is gone), or :class:`TreeChangedError`.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            walk(top_fd, _unlink, _rmdir)
+        finally:
+            os.close(top_fd)
+        os.rmdir(name, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+
+
+def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool = False) -> None:
+    """Visit everything below the directory ``top_fd`` (left open), depth first: ``on_entry``
+    for each entry that is not a directory, when its directory is read; ``on_dir`` for each
+    directory once everything below it was visited (so it may remove it). A directory gone
+    before it is entered is skipped, and so, with ``skip_unreadable``, is one that cannot be
+    opened for want of permission (``on_dir`` is still called for it).
+
+    Raises:
+        OSError: from the callbacks, a directory that cannot be opened or read, or
+            :class:`TreeChangedError`.
+    """
+    top = os.fstat(top_fd)
+    stack = [_Level(top_fd, "", top.st_dev, top.st_ino, _read(top_fd, on_entry))]
+    try:
+        while True:
+            level = stack[-1]
+            if level.subdirs:
+                name = level.subdirs.pop()
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=level.fd)
+                except FileNotFoundError:
+                    continue
+                except PermissionError:
+                    if not skip_unreadable:
+                        raise
+                    on_dir(level.fd, name)
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    stack.append(_Level(fd, name, st.st_dev, st.st_ino, []))
+                except BaseException:
+                    os.close(fd)
+                    raise
+                stack[-1].subdirs = _read(fd, on_entry)
+                if len(stack) > OPEN_DIRS + 1 and stack[-OPEN_DIRS - 1].fd >= 0:
+                    _close(stack[-OPEN_DIRS - 1])
+                continue
+            if len(stack) == 1:
+                return
+            stack.pop()
+            parent = stack[-1]
+            try:
+                if parent.fd < 0:
+                    parent.fd = os.open("..", _DIR_FLAGS, dir_fd=level.fd)
+                    st = os.fstat(parent.fd)
+                    if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
+                        raise TreeChangedError()
+            finally:
+                _close(level)
+            on_dir(parent.fd, level.name)
+    finally:
+        for level in stack[1:]:
+            if level.fd >= 0:
+                _close(level)
+
+
+@dataclass
+class _Level:
+    fd: int  # -1 while closed: reopened through ``..`` from the level below
+    name: str  # in the level above
+    dev: int
+    ino: int
+    subdirs: list[str]  # still to enter
+
+
+def _read(fd: int, on_entry: OnEntry) -> list[str]:
+    """The subdirectories of ``fd``; ``on_entry`` for every other entry."""
+    with os.scandir(fd) as entries:
+        listed = list(entries)
+    subdirs = []
+    for entry in listed:
+        if entry.is_dir(follow_symlinks=False):
+            subdirs.append(entry.name)
+        else:
+            on_entry(fd, entry)
+    return subdirs
+
+
+def _close(level: _Level) -> None:
+    fd, level.fd = level.fd, -1
+    os.close(fd)
+
+
+def _unlink(dir_fd: int, entry: os.DirEntry[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(entry.name, dir_fd=dir_fd)
+
+
+def _rmdir(parent_fd: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=parent_fd)
