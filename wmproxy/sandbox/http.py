@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import html
 import logging
 import os
@@ -207,7 +208,8 @@ class SandboxApp:
                 if not resolved.area_exists and len(rest) == 1 else None
             )
             if request.path.endswith("/"):
-                return _mkdir(path, create_input, lambda: self.check_new_file(job_rel_dir))
+                return _mkdir(path, create_input, lambda: self.check_new_file(job_rel_dir),
+                              functools.partial(self.record_bytes, job_rel_dir))
             return self._put(request, job_rel_dir, path, create_input)
         if method == "DELETE":
             return self._delete(job_rel_dir, path)
@@ -378,6 +380,8 @@ class SandboxApp:
             nonlocal existed
             if not os.path.lexists(path):
                 raise _HttpError(404, "No such file")
+            if stat.S_ISDIR(os.lstat(path).st_mode):  # made a directory since the check above
+                raise SandboxPathError("MOVE moves files only, not directories")
             existed = os.path.lexists(target)
             overwritten = _regular_file(target, "The destination is a directory")
             return AreaTally(0, 0) if overwritten is None else AreaTally(-overwritten, -1)
@@ -386,23 +390,36 @@ class SandboxApp:
         return Response(status=204) if existed else _text(201, "Created")
 
 
-def _mkdir(path: Path, create_input: Callable[[], object] | None, check_new: Callable[[], None]) -> Response:
+def _mkdir(path: Path, create_input: Callable[[], object] | None, check_new: Callable[[], None],
+           record: Callable[[Callable[[], AreaTally], Callable[[], None]], None]) -> Response:
     """PUT of a directory; ``create_input`` (when given) makes the missing ``input/`` first. A new
     directory counts as a file of the input sandbox (``check_new``: ``max_input_sandbox_files``),
-    so directories cannot fill the file system's inodes either."""
+    so directories cannot fill the file system's inodes either: checked early, and again with
+    the owner's counter locked (``record``, the app's ``record_bytes`` for this job), so that
+    directory PUTs that each passed the early check cannot go past the limit together."""
     if create_input is None and not path.parent.is_dir():
         raise _HttpError(409, "The parent directory does not exist")
     if not os.path.lexists(path):
         check_new()
-    if create_input is not None:
-        create_input()
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            return _text(200, "Directory exists")
-        raise _HttpError(409, "A file with that name exists") from None
-    return _text(201, "Created")
+    made = False
+
+    def change() -> AreaTally:
+        return AreaTally(0, 0 if os.path.lexists(path) else 1)
+
+    def make() -> None:
+        nonlocal made
+        if create_input is not None:
+            create_input()
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+            made = True
+
+    record(change, make)
+    if made:
+        return _text(201, "Created")
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        return _text(200, "Directory exists")
+    raise _HttpError(409, "A file with that name exists")
 
 
 def _regular_file(path: Path, directory_refusal: str) -> int | None:

@@ -80,7 +80,8 @@ def tree_totals(top: Path | str, skip: Callable[[str], bool] | None = None, *,
     def on_entry(_dir_fd: int, entry: os.DirEntry[str]) -> None:
         nonlocal files, size
         if entry.is_file(follow_symlinks=False) and not (skip is not None and skip(entry.name)):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(*((FileNotFoundError, PermissionError) if skip_unreadable
+                                       else (FileNotFoundError,))):
                 size += entry.stat(follow_symlinks=False).st_size
                 files += 1
 
@@ -139,8 +140,9 @@ def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool
                     fd = os.open(name, _DIR_FLAGS, dir_fd=level.fd)
                 except FileNotFoundError:
                     continue
-                except PermissionError:
-                    if not skip_unreadable:
+                except OSError as exc:  # a directory we may not open, or made a link or file since the read
+                    if not skip_unreadable or (not isinstance(exc, PermissionError) and exc.errno not in (
+                            errno.ELOOP, errno.ENOTDIR)):
                         raise
                     on_dir(level.fd, name)
                     continue
@@ -202,9 +204,24 @@ def _close(level: _Level) -> None:
 
 def _unlink(dir_fd: int, entry: os.DirEntry[str]) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(entry.name, dir_fd=dir_fd)
+        _as_owner_if_sticky(dir_fd, lambda: os.unlink(entry.name, dir_fd=dir_fd))
+
+
+def _as_owner_if_sticky(dir_fd: int, remove: Callable[[], None]) -> None:
+    """``remove()`` an entry of the directory ``dir_fd``; refused (EPERM) in a sticky directory
+    (``chmod +t``, which a job may set on its own directories) whose entry is another user's, the
+    directory is made ours (``CAP_CHOWN``, which the execution worker holds, where removing
+    another's entry there needs ``CAP_FOWNER``, which it does not) and ``remove()`` tried again:
+    the directory is going anyway."""
+    try:
+        remove()
+    except PermissionError as exc:
+        if exc.errno != errno.EPERM or not os.fstat(dir_fd).st_mode & 0o1000:
+            raise
+        os.fchown(dir_fd, os.geteuid(), -1)
+        remove()
 
 
 def _rmdir(parent_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.rmdir(name, dir_fd=parent_fd)
+        _as_owner_if_sticky(parent_fd, lambda: os.rmdir(name, dir_fd=parent_fd))

@@ -69,7 +69,12 @@ def count_output(rt: Runtime, job_id: str) -> None:
 
 
 def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> None:
-    """Remove a job area in ``uow``'s transaction and take its bytes off ``owner_dn``'s counter."""
+    """Remove a job area in ``uow``'s transaction and take its bytes off ``owner_dn``'s counter.
+
+    The counter row is locked first, as the sandbox edge locks it around each upload's commit:
+    an upload renamed into place between the area's count and its removal would otherwise stay
+    on the counter for good (PostgreSQL; SQLite's write lock orders the two anyway)."""
+    uow.usage.used(owner_dn, for_update=True)
     uow.usage.add(owner_dn, -rt.storage.remove_job_area(job_id), utcnow())
 
 

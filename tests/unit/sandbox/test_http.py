@@ -326,6 +326,52 @@ class TestDeleteMoveAndMethods:
         assert sorted(os.listdir(_job_dir(storage) / "input")) == ["d", "e"]
         assert os.listdir(_job_dir(storage) / "input" / "e") == []
 
+    def test_a_source_made_a_directory_before_the_lock_is_not_moved(
+        self, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        """The directory check is made again with the counter locked: a DELETE of the file and
+        a directory PUT of its name between the first check and the lock had a directory moved
+        (past the depth a PUT may reach, as chained)."""
+
+        def record_bytes(_job_rel_dir: str, change: Any, apply: Any) -> None:
+            # what another client's DELETE and directory PUTs did before this MOVE took the lock
+            source = _job_dir(storage) / "input" / "a"
+            source.unlink()
+            source.mkdir()
+            (source / "s0").mkdir()
+            change()
+            apply()
+
+        client = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda _d: MAX_INPUT,
+                                   record_bytes=record_bytes))
+        _area(storage, "input")
+        (_job_dir(storage) / "input" / "a").write_bytes(b"1")
+        (_job_dir(storage) / "input" / "e").mkdir()
+        response = client.open(
+            f"{INPUT}/a", method="MOVE", headers={**OWNER, "Destination": f"https://wms:7443{INPUT}/e/a"}
+        )
+        assert response.status_code == 403
+        assert os.listdir(_job_dir(storage) / "input" / "e") == []
+
+    def test_a_directory_put_is_recorded_as_one_more_file_with_the_counter_locked(
+        self, storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer
+    ) -> None:
+        """Directory PUTs were checked against max_input_sandbox_files only before they were
+        made, with no lock: concurrent ones all passed. Now each goes through record_bytes (its
+        change counted there, the directory made there), an existing one as no change."""
+        recorded: list[tuple[int, int]] = []
+
+        def record_bytes(_job_rel_dir: str, change: Any, apply: Any) -> None:
+            recorded.append(tuple(change()))
+            apply()
+
+        client = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda _d: MAX_INPUT,
+                                   record_bytes=record_bytes))
+        assert _put(client, f"{INPUT}/d/", b"").status_code == 201
+        assert _put(client, f"{INPUT}/d/", b"").status_code == 200
+        assert recorded == [(0, 1), (0, 0)]
+        assert (_job_dir(storage) / "input" / "d").is_dir()
+
     def test_move_out_of_input_is_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         _put(client, f"{INPUT}/a", b"1")
         response = client.open(
