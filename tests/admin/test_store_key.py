@@ -16,6 +16,7 @@ from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, write
 from wmproxy.admin import initialise, upgrade_database
 from wmproxy.config import Settings
 from wmproxy.errors import WMProxyError
+from wmproxy.security import sealing
 from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint
 from wmproxy.services.storekey import StoreStateError, check_store, record_store_key, rotate_store_key
@@ -218,6 +219,27 @@ class TestRotation:
         first = rotate_store_key(settings, today=dt.date(2026, 12, 2))
         second = rotate_store_key(settings, today=dt.date(2026, 12, 2))
         assert first.retired != second.retired and first.retired.exists() and second.retired.exists()
+
+    def test_a_failed_sync_after_the_key_is_in_place_does_not_ask_for_the_move(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The directory's fsync after the rename fails (a disk error, injected: none can be made
+        here): the key is in place, so the message must not send the admin to `mv` a file that
+        is gone."""
+        initialise(settings)
+        real, calls = sealing.fsync_directory, []
+
+        def failing_after_the_rename(path: Path) -> None:
+            calls.append(path)
+            if len(calls) == 2:  # the first is <key>.new's, written; the second follows the rename
+                raise OSError(5, "Input/output error")
+            real(path)
+
+        monkeypatch.setattr(sealing, "fsync_directory", failing_after_the_rename)
+        with pytest.raises(StoreStateError, match="the new key is in place") as info:
+            rotate_store_key(settings, today=dt.date(2026, 12, 2))
+        assert "mv " not in str(info.value)
+        assert Sealer.from_key_file(key_path(settings)).fingerprint == recorded(settings)
 
     def test_the_pool_of_delegation_keys_is_emptied(self, settings: Settings) -> None:
         from sqlalchemy import func

@@ -27,7 +27,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from tests.conftest import Pki
 from tests.store.conftest import DELEGATION
-from tests.store.locking_support import race_behind_row
+from tests.store.locking_support import lock_waiters, race_behind_row
 from tests.support import (
     CALLER_KEY,
     ECHO_JDL,
@@ -38,6 +38,7 @@ from tests.support import (
     counted_on_disk,
     delegate_in_process,
     start_thread,
+    wait_for,
 )
 from wmproxy.domain import Principal
 from wmproxy.services import jobs, quota
@@ -232,4 +233,37 @@ def test_the_later_of_two_deletes_of_one_file_is_404(
                               ("first", lambda: send(app, alice, "DELETE", file_path)),
                               ("second", lambda: send(app, alice, "DELETE", file_path)))
     assert outcome == {"first": 204, "second": 404}  # the second was an internal error (500)
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT
+
+
+
+@pytest.mark.postgresql_only
+def test_a_cancel_counts_and_removes_the_area_only_once_it_has_the_counter(
+        rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str, database_url: str) -> None:
+    """The cancel of a registered job removes its area: it locks the counter before it counts
+    and removes, as an upload's commit does. Counted and removed first, an upload committed
+    between the count and the removal stayed on the counter for good. Here the cancel waits for
+    the counter (held by a third connection) with the area still there."""
+    with rt.uow() as uow:
+        job = uow.jobs.by_sandbox_dir(file_path.split("/input/")[0].lstrip("/"))
+        assert job is not None
+        job_id = job.id
+    area = rt.storage.job_dir(job_id)
+    outcome: dict[str, object] = {}
+    holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as hold, holder.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
+            hold_counter(alice.dn)(hold)
+            thread = start_thread("cancel", lambda: jobs.cancel_job(rt, alice, job_id), outcome)
+            wait_for(lambda: lock_waiters(watch), lambda n: n == 1, what="the cancel to wait for the counter",
+                     timeout=WAIT_TIMEOUT)
+            kept = area.exists()
+            hold.rollback()
+            thread.join(WAIT_TIMEOUT)
+            assert not thread.is_alive()
+    finally:
+        holder.dispose()
+    assert kept, "the area was removed before the counter was locked"
+    assert not isinstance(outcome.get("cancel"), BaseException), outcome
+    assert not area.exists()
     assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT

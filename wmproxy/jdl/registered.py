@@ -122,6 +122,8 @@ def registered_ad(
     out["CertificateSubject"] = certificate_subject
     if proxy_fqan:
         out["VOMS_FQAN"] = proxy_fqan
+    elif "VOMS_FQAN" in out:  # claimed by the user, proven by no proxy: matching and renewal read it
+        del out["VOMS_FQAN"]
     out["WMPInputSandboxBaseURI"] = area.base_uri
     out["InputSandboxPath"] = area.input_text
     out["OutputSandboxPath"] = area.output_text

@@ -293,6 +293,11 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     try:
         retired = retire_key_file(path, staged, today)
     except OSError as exc:
+        if not staged.exists():  # moved into place; what failed is the directory's fsync after it
+            raise StoreStateError(
+                f"the store key rotation committed and the new key is in place in {path}, but its directory "
+                f"could not be synced to disk ({exc}): check the disk, then copy {path} to every other node and "
+                "to the backup") from exc
         raise StoreStateError(
             f"the store key rotation committed (the database records {new.fingerprint[:19]}...) but the new key "
             f"could not be moved into place ({exc}): {staged} is the key of this database: run "

@@ -181,6 +181,14 @@ class TestRegisteredAd:
         assert "VirtualOrganisation" not in ad
         assert "VOMS_FQAN" not in ad
 
+    def test_a_voms_fqan_the_proxy_does_not_prove_is_removed(self) -> None:
+        """Matching and the renewal worker read VOMS_FQAN as the proxy's: a user's own claim of one
+        with a proxy without VOMS attributes is not kept; with attributes the proxy's replaces it."""
+        ad = _register('Executable = "a"; VOMS_FQAN = "/atlas/Role=production";', proxy_vo=None, proxy_fqan=None)
+        assert "VOMS_FQAN" not in ad
+        ad = _register('Executable = "a"; VOMS_FQAN = "/atlas/Role=production";')
+        assert ad["VOMS_FQAN"] == "/dteam/Role=NULL/Capability=NULL"
+
     def test_existing_jobid_is_refused(self) -> None:
         with pytest.raises(JdlError, match=r"^jobid attribute already exists$"):
             _register('Executable = "a"; edg_jobid = "x";')

@@ -97,6 +97,9 @@ class TestAdminStats:
             (top / "open" / "f").chmod(0o644)
             (top / "closed").mkdir(mode=0o700)
             (top / "closed" / "g").write_bytes(b"12345")
+            (top / "listable").mkdir()  # its names may be read, not its files' sizes
+            (top / "listable" / "h").write_bytes(b"1234567")
+            (top / "listable").chmod(0o444)
             # the system's Python (the tests' may sit where nobody reaches), the walk alone (stdlib only)
             python = os.environ.get("WMPROXY_TEST_SYSTEM_PYTHON", "/usr/bin/python3")
             script = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r}); "
@@ -106,11 +109,41 @@ class TestAdminStats:
                                           capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
             done = as_nobody([python, "-I", "-c", script, str(top), "skip"])
             assert done.returncode == 0, done.stderr
-            assert done.stdout.strip() == "TreeTotals(files=1, dirs=2, size=3)"  # closed/ counted, g not
+            assert done.stdout.strip() == "TreeTotals(files=1, dirs=3, size=3)"  # the dirs counted, g and h not
             strict = as_nobody([python, "-I", "-c", script, str(top), "strict"])
             assert strict.returncode != 0 and "PermissionError" in strict.stderr, strict.stderr
         finally:
             shutil.rmtree(top)
+
+
+class TestStickyDirectories:
+    def test_a_sticky_directory_of_the_jobs_is_removed_without_cap_fowner(self) -> None:
+        """A job's ``chmod 1777`` directory holding its files: removing another user's entry
+        there needs CAP_FOWNER, which the execution worker does not hold; the removal takes the
+        directory over (CAP_CHOWN) instead of failing at every retry. Run as root without
+        CAP_FOWNER, as the worker's capabilities leave it."""
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            pytest.skip("needs root and setpriv to drop CAP_FOWNER")
+        top = Path(tempfile.mkdtemp(prefix="wmptest-sticky-"))
+        try:
+            work = top / "job"
+            work.mkdir()
+            (work / "s").mkdir()
+            (work / "s" / "f").write_bytes(b"x")
+            (work / "s" / "d").mkdir()
+            for path in (work / "s" / "d", work / "s" / "f", work / "s"):
+                os.chown(path, 65534, 65534)
+            (work / "s").chmod(0o1777)
+            python = os.environ.get("WMPROXY_TEST_SYSTEM_PYTHON", "/usr/bin/python3")
+            script = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r}); "
+                      "from wmproxy.sandbox.trees import remove_tree; remove_tree(sys.argv[1])")
+            done = subprocess.run(["setpriv", "--bounding-set=-fowner", "--inh-caps=-fowner", python, "-I", "-c",
+                                   script, str(work)], capture_output=True, text=True, timeout=120,
+                                  env={"PATH": "/usr/bin:/bin"}, check=False)
+            assert done.returncode == 0, done.stderr
+            assert not work.exists()
+        finally:
+            subprocess.run(["rm", "-rf", "--", str(top)], check=False, timeout=120)
 
 
 class TestLinks:
