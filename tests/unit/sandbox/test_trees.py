@@ -76,6 +76,12 @@ class TestDeepTrees:
         assert not top.exists()
 
 
+def _system_python_env() -> dict[str, str]:
+    """The environment of the system's Python run as another user or without a capability: its
+    shared library where the CI's 3.13 build keeps it (LD_LIBRARY_PATH), nothing else of ours."""
+    return {"PATH": "/usr/bin:/bin", **{name: os.environ[name] for name in ("LD_LIBRARY_PATH",) if name in os.environ}}
+
+
 class TestAdminStats:
     def test_wmproxy_admin_stats_totals_a_deep_work_dir(self, top: Path) -> None:
         """``wmproxy-admin stats`` sums the work dirs: a running job's 2,500-level tree made it
@@ -106,7 +112,7 @@ class TestAdminStats:
                       "from wmproxy.sandbox.trees import tree_totals; "
                       "print(tree_totals(sys.argv[1], skip_unreadable=sys.argv[2] == 'skip'))")
             as_nobody = functools.partial(subprocess.run, user=65534, group=65534, extra_groups=[],
-                                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+                                          capture_output=True, text=True, timeout=120, env=_system_python_env())
             done = as_nobody([python, "-I", "-c", script, str(top), "skip"])
             assert done.returncode == 0, done.stderr
             assert done.stdout.strip() == "TreeTotals(files=1, dirs=3, size=3)"  # the dirs counted, g and h not
@@ -139,7 +145,7 @@ class TestStickyDirectories:
                       "from wmproxy.sandbox.trees import remove_tree; remove_tree(sys.argv[1])")
             done = subprocess.run(["setpriv", "--bounding-set=-fowner", "--inh-caps=-fowner", python, "-I", "-c",
                                    script, str(work)], capture_output=True, text=True, timeout=120,
-                                  env={"PATH": "/usr/bin:/bin"}, check=False)
+                                  env=_system_python_env(), check=False)
             assert done.returncode == 0, done.stderr
             assert not work.exists()
         finally:
