@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
+from tests.unit.renewal.test_renewal_service import self_signed
 from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, Principal, utcnow
@@ -566,6 +567,23 @@ class TestExpiry:
             assert (uow.jobs.get(running).state, uow.jobs.get(running).reason) == (
                 JobState.ABORTED.value, PROXY_EXPIRED_REASON)
             assert [r.command for r in uow.queue.pending_for(running)] == ["cancel"]
+
+    def test_a_job_that_rewrote_its_copy_is_aborted_once_the_credential_expired(self, rt: Runtime, pki: Pki) -> None:
+        # the job's account owns its copy: a certificate of its own ending in 10 years, or its
+        # own proxy once ended, does not keep it running
+        dn, now = pki.users["alice"].dn, utcnow()
+        delegate(rt, dn, proxy(pki, "alice", 60, now - dt.timedelta(minutes=5)), now)  # ended
+        forged = add_job(rt, dn, "forged", JobState.RUNNING, now)
+        other = add_job(rt, dn, "other", JobState.RUNNING, now)
+        for job_id, copy in ((forged, self_signed(days=3650)), (other, proxy(pki, "bob", 12 * 3600, now))):
+            job_proxy_path(rt, job_id).parent.mkdir(parents=True)
+            install_proxy(job_proxy_path(rt, job_id).parent, copy, None)
+        assert RenewalWorker(rt).step().aborted == 2
+        with rt.uow() as uow:
+            for job_id in (forged, other):
+                assert (uow.jobs.get(job_id).state, uow.jobs.get(job_id).reason) == (
+                    JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+                assert [r.command for r in uow.queue.pending_for(job_id)] == ["cancel"]
 
     def test_a_record_in_use_stays(self, rt: Runtime, alice) -> None:
         dn, now = alice

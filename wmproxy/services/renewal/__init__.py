@@ -37,6 +37,7 @@ from wmproxy.services.renewal.expiry import (
     expired_credentials,
 )
 from wmproxy.services.renewal.jobfiles import (
+    COPY_NOT_VALID,
     HELD_STATES,
     ProxyFit,
     ProxyRefresh,
@@ -55,6 +56,7 @@ from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, re
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
 
 __all__ = [
+    "COPY_NOT_VALID",
     "DEFAULT_MYPROXY_PORT",
     "HELD_STATES",
     "LEASE_MARGIN",

@@ -4,7 +4,8 @@
   Aborted and running jobs stopped (a ``cancel`` request) and Aborted, with the reason
   "the user proxy expired", whether or not the credential was registered for renewal. A job
   a worker holds runs on while its own proxy copy is valid (a shorter proxy delegated again
-  under the same id ended first), and is aborted once that copy has ended too.
+  under the same id ended first), and is aborted once that copy has ended too; a copy
+  that is not a valid proxy of the owner (the job's account can rewrite it) counts as ended.
 * :func:`deregister_unused`: a record no non-final job uses any more is removed.
 """
 
@@ -18,6 +19,7 @@ from wmproxy.services.compound import on_node_ended
 from wmproxy.services.renewal.jobfiles import HELD_STATES, job_proxy_end
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ def abort_expired_credential(
     """Abort the non-final jobs of an expired credential with "the user proxy expired".
 
     Runs in the caller's transaction, which it locks the delegation in. Jobs a worker holds
-    are aborted only once their own proxy copy has ended too (or is missing or unreadable,
-    :func:`~wmproxy.services.renewal.jobfiles.job_proxy_end`): after a shorter proxy
+    are aborted only once their own proxy copy has ended too (or is missing, unreadable or not
+    a valid proxy of the owner, :func:`~wmproxy.services.renewal.jobfiles.job_proxy_end`): after a shorter proxy
     delegated again under the same id, the copy they run with may outlive the stored proxy
     by hours, and they run on until it ends (a later pass aborts them). They also get a
     ``cancel`` request (the worker stops the process and keeps the Aborted state). Nodes go
@@ -54,17 +56,11 @@ def abort_expired_credential(
     aborted: list[str] = []
     for job in uow.renewals.jobs_of(owner_dn, delegation_id, NON_FINAL_STATES):
         state = JobState(job.state)
-        if state in FINAL_STATES:
+        if state in FINAL_STATES or _follows_its_nodes(uow, job):
             continue  # ended as a consequence of an earlier node (DAG, parent)
-        if job.parent_id is None and uow.jobs.children(job.id) and state != JobState.SUBMITTED:
-            continue  # a started compound job's state follows its nodes
-        if state.value in HELD_STATES and _copy_valid(rt, job.id, now):
+        if state.value in HELD_STATES and _copy_valid(rt, job, now):
             continue
-        uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
-        if state.value in HELD_STATES:
-            uow.queue.enqueue(job.id, "cancel", now)
-        uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
-        on_node_ended(uow, job, now)
+        _abort_for_expired_proxy(uow, job, now)
         aborted.append(job.id)
     if aborted:
         log.warning("proxy %s of %s expired at %s: %d job(s) aborted (%s)", delegation_id, owner_dn,
@@ -72,9 +68,26 @@ def abort_expired_credential(
     return aborted
 
 
-def _copy_valid(rt: Runtime, job_id: str, now: dt.datetime) -> bool:
-    """Whether the job's own proxy copy is still valid at ``now``."""
-    end = job_proxy_end(rt, job_id)
+def _follows_its_nodes(uow: UnitOfWork, job: Job) -> bool:
+    """Whether ``job`` is a started compound job, whose state follows its nodes."""
+    return job.parent_id is None and bool(uow.jobs.children(job.id)) and job.state != JobState.SUBMITTED.value
+
+
+def _abort_for_expired_proxy(uow: UnitOfWork, job: Job, now: dt.datetime) -> None:
+    """Abort ``job`` with :data:`PROXY_EXPIRED_REASON`: a job a worker holds also gets a
+    ``cancel`` request (the worker stops the process and keeps the Aborted state); nodes go
+    through :func:`~wmproxy.services.compound.on_node_ended`, so DAG dependents and parents
+    follow their rules."""
+    uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
+    if job.state in HELD_STATES:
+        uow.queue.enqueue(job.id, "cancel", now)
+    uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
+    on_node_ended(uow, job, now)
+
+
+def _copy_valid(rt: Runtime, job: Job, now: dt.datetime) -> bool:
+    """Whether the job's own proxy copy is still a valid proxy of its owner at ``now``."""
+    end = job_proxy_end(rt, job.id, job.owner_dn, now)
     return end is not None and end > now
 
 
