@@ -32,6 +32,7 @@ from wmproxy.services.renewal.attempt import (
 from wmproxy.services.renewal.expiry import (
     NON_FINAL_STATES,
     PROXY_EXPIRED_REASON,
+    abort_ended_copies,
     abort_expired_credential,
     deregister_unused,
     expired_credentials,
@@ -69,6 +70,7 @@ __all__ = [
     "RenewalOrder",
     "RenewalOutcome",
     "RenewalStatus",
+    "abort_ended_copies",
     "abort_expired_credential",
     "begin_renewal",
     "deregister_unused",

@@ -172,12 +172,15 @@ def fitting_jobs(uow: UnitOfWork, fit: ProxyFit, jobs: Sequence[Job]) -> tuple[l
 
 @dataclass(frozen=True)
 class ProxyRefresh:
-    """The stored proxy of one credential and the held jobs whose copies it replaces."""
+    """The stored proxy of one credential and the held jobs whose copies it replaces;
+    ``ended``: the held jobs it does not fit whose own copies have ended (to be aborted:
+    :func:`~wmproxy.services.renewal.expiry.abort_ended_copies`)."""
 
     owner_dn: str
     delegation_id: str
     proxy_pem: bytes
     job_ids: list[str]
+    ended: list[str] = field(default_factory=list)
 
 
 def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[ProxyRefresh]:
@@ -185,12 +188,16 @@ def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[Pr
     (by more than a second; a copy that is not a valid proxy of the owner counts as ended,
     :func:`job_proxy_end`) and which that proxy fits (:class:`ProxyFit`, at ``now``, aware
     UTC), with the stored proxy read in this transaction. A job it does not fit keeps its copy
-    and gets its event (:func:`fitting_jobs`), in the caller's transaction."""
+    and gets its event (:func:`fitting_jobs`), in the caller's transaction; once that copy has
+    ended, the job is in ``ended`` (nothing else would ever stop it while the stored proxy
+    stays valid, renewed for the very jobs it fits)."""
     stale: dict[tuple[str, str], list[str]] = {}
+    ends: dict[str, dt.datetime] = {}
     for target in uow.renewals.held_jobs(HELD_STATES):
         end = job_proxy_end(rt, target.job_id, target.owner_dn, now)
         if end is not None and end < target.not_after - dt.timedelta(seconds=1):
             stale.setdefault((target.owner_dn, target.delegation_id), []).append(target.job_id)
+            ends[target.job_id] = end
     refreshes: list[ProxyRefresh] = []
     for (owner_dn, delegation_id), job_ids in stale.items():
         row = uow.delegations.get(owner_dn, delegation_id)
@@ -199,9 +206,10 @@ def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[Pr
         pem = rt.sealer.open(row.sealed_proxy)
         fit = ProxyFit(rt, pem, [f for f in row.fqans.split("\n") if f], row.not_after, now)
         jobs = [job for job in (uow.jobs.get(job_id) for job_id in job_ids) if job is not None]
-        fitting, _ = fitting_jobs(uow, fit, jobs)
-        if fitting:
-            refreshes.append(ProxyRefresh(owner_dn, delegation_id, pem, fitting))
+        fitting, kept = fitting_jobs(uow, fit, jobs)
+        ended = [job_id for job_id in kept if ends[job_id] <= now]
+        if fitting or ended:
+            refreshes.append(ProxyRefresh(owner_dn, delegation_id, pem, fitting, ended))
     return refreshes
 
 
