@@ -155,7 +155,7 @@ def check(rt: Runtime, renewed: int, pushed: int, n: int) -> None:
     assert renewed == n and pushed == n, (renewed, pushed)
     with rt.uow() as uow:
         for job in uow.session.query(Job).all():
-            end = job_proxy_end(rt, job.id)
+            end = job_proxy_end(rt, job.id, job.owner_dn, utcnow())
             assert end is not None and (end - utcnow()).total_seconds() > SHORT + 60, end
 
 

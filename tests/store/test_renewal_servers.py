@@ -145,3 +145,34 @@ def test_due_records_are_tried_earliest_end_first(
     register(rt, pki, "mid", 35 * 60, mid.server)
     one_pass(rt)
     assert log == ["early", "mid", "late"]
+
+
+def test_a_default_server_no_longer_allowed_moves_to_the_new_default(
+        rt: Runtime, pki: Pki, connections: tuple[list[str], list[Listener]]) -> None:
+    """The site moves its default MyProxy (old no longer allowed): the next job registered
+    without MyProxyServer moves the credential's record to the new default, which the worker
+    then tries; while the old server stays allowed, the record keeps it."""
+    log, (old, new, _) = connections
+    alice = principal_of(pki, "alice")
+
+    def site(default: str, allowed: str) -> None:
+        rt.settings = dataclasses.replace(rt.settings, renewal=RenewalSettings(
+            myproxy_server=default, myproxy_allowed_servers=allowed, timeout=10.0))
+
+    def record_server() -> str:
+        with rt.uow() as uow:
+            status = renewal_status(uow, alice.dn, "moved")
+        assert status is not None
+        return status.myproxy_server
+
+    site(old.server, old.server)
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, "moved", lifetime=40 * 60)
+    register_job(rt, alice, ECHO_JDL, "moved")
+    site(new.server, f"{old.server}, {new.server}")  # a new default, the old one still allowed
+    register_job(rt, alice, ECHO_JDL, "moved")
+    assert record_server() == old.server
+    site(new.server, new.server)  # the old one no longer allowed
+    register_job(rt, alice, ECHO_JDL, "moved")
+    assert record_server() == new.server
+    one_pass(rt)
+    assert log == ["mid"]

@@ -10,7 +10,9 @@ A pass (:meth:`RenewalWorker.step`):
    that several workers on one database renew each credential once per cycle; a record
    whose server the site no longer allows is refused without connecting;
 4. rewrites the proxy files of running jobs that are older than the stored proxy, when it has
-   the VOMS FQAN they were registered with (:class:`wmproxy.services.renewal.ProxyFit`).
+   the VOMS FQAN they were registered with (:class:`wmproxy.services.renewal.ProxyFit`); a
+   job it does not fit is aborted once its own copy has ended
+   (:func:`wmproxy.services.renewal.abort_ended_copies`).
 
 Each credential gets its own units of work, so one failure does not roll back the others.
 The decisions are in :mod:`wmproxy.services.renewal`; the MyProxy exchange is
@@ -175,7 +177,12 @@ class RenewalWorker:
             stale = service.stale_job_proxies(uow, rt, utcnow())
         written = 0
         for refresh in stale:
-            written += self._push(refresh.job_ids, refresh.proxy_pem)
-            log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", refresh.delegation_id, refresh.owner_dn,
-                     len(refresh.job_ids))
+            if refresh.job_ids:
+                written += self._push(refresh.job_ids, refresh.proxy_pem)
+                log.info("proxy %s of %s: rewrote %d stale job proxy file(s)", refresh.delegation_id,
+                         refresh.owner_dn, len(refresh.job_ids))
+            if refresh.ended:
+                with rt.uow() as uow:
+                    service.abort_ended_copies(uow, rt, refresh.owner_dn, refresh.delegation_id, refresh.ended,
+                                               utcnow())
         return written

@@ -7,13 +7,17 @@ Pure: PEM bytes in, typed values out. The renewal services
   and how long is it valid;
 * :func:`expired_voms_attributes` / :func:`has_voms_attributes`: the VOMS ACs a renewal
   cannot refresh (MyProxy holds no VOMS attributes);
-* :func:`proxy_end`: notAfter of a job's proxy file, to find the files a renewal missed.
+* :func:`proxy_end`: notAfter of a proxy file, unchecked (for proxies this service stored);
+* :func:`verified_proxy_end`: the end of a proxy file only if it verifies as a proxy of its
+  owner (a job's own copy, which the job's account may have rewritten).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+
+from cryptography import x509
 
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, verify_exact_chain
@@ -54,18 +58,48 @@ def check_renewed_proxy(
             certificate of another subject or issuer than the stored proxy's.
     """
     chain = load_pem_chain(pem)
-    verify_exact_chain(chain, ca_dir, at=now)
-    user = end_entity(chain)
-    identity = slash_dn(user.subject)
-    if identity != owner_dn:
-        raise ProxyError(f"MyProxy returned a proxy of {identity}")
+    user = _owners_chain(chain, owner_dn, ca_dir, now, "MyProxy returned")
     if has_limited_proxy(chain):
         raise ProxyError("MyProxy returned a limited proxy, where a full one was delegated")
     stored = end_entity(load_pem_chain(stored_pem))
     if user.subject != stored.subject or user.issuer != stored.issuer:
-        raise ProxyError(f"MyProxy returned a proxy of a certificate of {identity} by another CA than the stored "
+        raise ProxyError(f"MyProxy returned a proxy of a certificate of {owner_dn} by another CA than the stored "
                          "proxy's")
     return ProxyValidity(chain[0].not_valid_before_utc, min(c.not_valid_after_utc for c in chain))
+
+
+def _owners_chain(chain: list[x509.Certificate], owner_dn: str, ca_dir: str, now: dt.datetime,
+                  what: str) -> x509.Certificate:
+    """Verify ``chain`` at ``now`` as the exact path to ``ca_dir`` of a certificate of
+    ``owner_dn``; returns that (end-entity) certificate.
+
+    Raises:
+        ProxyError: it does not verify, is not the verified path, or is of another identity.
+    """
+    verify_exact_chain(chain, ca_dir, at=now)
+    user = end_entity(chain)
+    identity = slash_dn(user.subject)
+    if identity != owner_dn:
+        raise ProxyError(f"{what} a proxy of {identity}")
+    return user
+
+
+def verified_proxy_end(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime) -> dt.datetime:
+    """The end (aware UTC) of a proxy file that must be a valid proxy of ``owner_dn`` at ``now``:
+    the earliest notAfter of its chain, which must be the exact path OpenSSL verifies to
+    ``ca_dir`` (:func:`verify_exact_chain`, as :func:`check_renewed_proxy`).
+
+    For a file someone else can write (a job's copy, in the work dir its account owns): a
+    certificate it made itself does not verify, and a longer proxy it signs below its own
+    (it holds that proxy's key) ends no later than its own, the earliest end of the path.
+
+    Raises:
+        ProxyError: unreadable, not verifying at ``now`` (ended included), not the verified
+            path, or of another identity.
+    """
+    chain = load_pem_chain(pem)
+    _owners_chain(chain, owner_dn, ca_dir, now, "the file holds")
+    return min(c.not_valid_after_utc for c in chain)
 
 
 def expired_voms_attributes(pem: bytes, now: dt.datetime) -> tuple[str, ...]:

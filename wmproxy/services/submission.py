@@ -366,7 +366,8 @@ def _register(
         for before, after in compound.dependencies:
             uow.jobs.add_dependency(ids[after], ids[before])
     if uow is not None:
-        register_for_renewal(uow, principal.dn, delegation_id, server, now, named="MyProxyServer" in parent_ad)
+        register_for_renewal(uow, principal.dn, delegation_id, server, now, named="MyProxyServer" in parent_ad,
+                             settings=settings.renewal)
     registered_job = RegisteredJob(
         job_id=job_id, name=None, path=f"{parent_area.rel_dir}/input", children=tuple(children))
     return registered_job, parent_row, delegation

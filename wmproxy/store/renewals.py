@@ -4,7 +4,7 @@ delegation queries the renewal worker needs."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, exists, or_, select, update
@@ -60,9 +60,10 @@ class SqlRenewalStore:
         return self.session.get(ProxyRenewal, record_id)
 
     def register(self, owner_dn: str, delegation_id: str, server: str, now: dt.datetime, *,
-                 replace: bool = True) -> ProxyRenewal:
+                 replace: bool | Callable[[str], bool] = True) -> ProxyRenewal:
         """Create the record of (DN, id) or, with ``replace``, point the existing one at ``server``
-        (without, an existing record keeps its server).
+        (without, an existing record keeps its server; ``replace`` may also be a test of the
+        existing record's server, True to replace it).
 
         The existing row is locked (so a concurrent deregistration waits for this
         transaction and then sees its jobs); a concurrent first registration of the same
@@ -83,7 +84,7 @@ class SqlRenewalStore:
                 row = self.get(owner_dn, delegation_id, for_update=True)
                 if row is None:  # inserted concurrently, then deleted before we could read it
                     raise
-        if not replace:
+        if not (replace(row.myproxy_server) if callable(replace) else replace):
             return row
         row.myproxy_server = server
         row.updated_at = now

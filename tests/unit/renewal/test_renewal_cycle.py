@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
+from tests.unit.renewal.test_renewal_service import self_signed
 from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, Principal, utcnow
@@ -511,6 +512,43 @@ class TestProxiesDelegatedAgain:
         assert len(kept_events(rt, without)) == 1
 
 
+    @pytest.mark.parametrize("registered", ["other FQAN", "no FQAN"])
+    def test_a_job_left_out_is_aborted_once_its_own_copy_ended(
+        self, rt: Runtime, pki: Pki, tmp_path: Path, registered: str
+    ) -> None:
+        # the stored proxy stays valid (delegated again, renewed for the jobs it fits), but never
+        # reaches this job: once the job's own copy has ended, it is aborted as if its credential
+        # had expired; until then it runs on
+        server = fake_voms_server(pki, tmp_path)
+        dn, now = pki.users["alice"].dn, utcnow()
+        if registered == "other FQAN":
+            production = fake_voms_proxy(pki, server, tmp_path / "prod", "-hours", "6").read_bytes()
+            delegate(rt, dn, production, now, FQANS)
+            job = running_job(rt, dn, FQANS, production)
+            stored, stored_fqans = fake_voms_proxy(pki, server, tmp_path / "uk", fqans=(FQANS[2],)), (FQANS[2],)
+        else:
+            plain = proxy(pki, "alice", 6 * 3600, now)
+            delegate(rt, dn, plain, now)
+            job = running_job(rt, dn, (), plain)
+            stored, stored_fqans = fake_voms_proxy(pki, server, tmp_path / "x509up_voms"), FQANS
+        delegate(rt, dn, stored.read_bytes(), now, stored_fqans)  # 24 h
+        fitting = running_job(rt, dn, stored_fqans, stored.read_bytes())
+        assert RenewalWorker(rt).step().aborted == 0
+        with rt.uow() as uow:
+            assert uow.jobs.get(job).state == JobState.RUNNING.value
+        assert len(kept_events(rt, job)) == 1
+        ended = proxy(pki, "alice", 60, now - dt.timedelta(minutes=5))  # its copy, as once ended
+        install_proxy(job_proxy_path(rt, job).parent, ended, None)
+        RenewalWorker(rt).step()
+        with rt.uow() as uow:
+            assert (uow.jobs.get(job).state, uow.jobs.get(job).reason) == (JobState.ABORTED.value,
+                                                                            PROXY_EXPIRED_REASON)
+            assert [r.command for r in uow.queue.pending_for(job)] == ["cancel"]
+            assert uow.jobs.get(fitting).state == JobState.RUNNING.value
+            assert uow.queue.pending_for(fitting) == []
+        assert job_proxy_path(rt, job).read_bytes() == ended  # the stored proxy never written into it
+
+
 class TestExpiry:
     def test_an_expired_credential_aborts_its_jobs_and_stops_the_running_one(self, rt: Runtime, alice) -> None:
         dn, now = alice
@@ -566,6 +604,23 @@ class TestExpiry:
             assert (uow.jobs.get(running).state, uow.jobs.get(running).reason) == (
                 JobState.ABORTED.value, PROXY_EXPIRED_REASON)
             assert [r.command for r in uow.queue.pending_for(running)] == ["cancel"]
+
+    def test_a_job_that_rewrote_its_copy_is_aborted_once_the_credential_expired(self, rt: Runtime, pki: Pki) -> None:
+        # the job's account owns its copy: a certificate of its own ending in 10 years, or its
+        # own proxy once ended, does not keep it running
+        dn, now = pki.users["alice"].dn, utcnow()
+        delegate(rt, dn, proxy(pki, "alice", 60, now - dt.timedelta(minutes=5)), now)  # ended
+        forged = add_job(rt, dn, "forged", JobState.RUNNING, now)
+        other = add_job(rt, dn, "other", JobState.RUNNING, now)
+        for job_id, copy in ((forged, self_signed(days=3650)), (other, proxy(pki, "bob", 12 * 3600, now))):
+            job_proxy_path(rt, job_id).parent.mkdir(parents=True)
+            install_proxy(job_proxy_path(rt, job_id).parent, copy, None)
+        assert RenewalWorker(rt).step().aborted == 2
+        with rt.uow() as uow:
+            for job_id in (forged, other):
+                assert (uow.jobs.get(job_id).state, uow.jobs.get(job_id).reason) == (
+                    JobState.ABORTED.value, PROXY_EXPIRED_REASON)
+                assert [r.command for r in uow.queue.pending_for(job_id)] == ["cancel"]
 
     def test_a_record_in_use_stays(self, rt: Runtime, alice) -> None:
         dn, now = alice

@@ -11,10 +11,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import Pki
 from tests.voms_support import fake_voms_proxy, fake_voms_server
-from wmproxy.config import ConfigError, ExecutionSettings, RenewalSettings, Settings, load_settings
+from wmproxy.config import ConfigError, ExecutionSettings, RenewalSettings, SecuritySettings, Settings, load_settings
+from wmproxy.domain import utcnow
 from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
 from wmproxy.renewal.jobfiles import push_job_proxy
@@ -22,6 +27,7 @@ from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
 from wmproxy.services.renewal import (
+    COPY_NOT_VALID,
     expired_voms_attributes,
     job_proxy_end,
     job_proxy_path,
@@ -35,6 +41,17 @@ from wmproxy.services.renewal import (
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
+
+
+def self_signed(days: int) -> bytes:
+    """A certificate anyone can make: self-signed, valid for ``days`` days."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anything")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def settings(**renewal: object) -> RenewalSettings:
@@ -214,10 +231,11 @@ class TestExpiredVomsAttributes:
 
 class TestPushJobProxy:
     @pytest.fixture
-    def rt(self, tmp_path: Path) -> SimpleNamespace:
+    def rt(self, tmp_path: Path, pki: Pki) -> SimpleNamespace:
         storage = FilesystemSandboxStorage(tmp_path / "sandbox")
         storage.create_job_area(JOB)
-        settings = Settings(execution=ExecutionSettings(work_dir=str(tmp_path / "work")))
+        settings = Settings(execution=ExecutionSettings(work_dir=str(tmp_path / "work")),
+                            security=SecuritySettings(ca_dir=str(pki.ca_dir)))
         return SimpleNamespace(storage=storage, settings=settings)
 
     def test_replaces_the_file_by_rename_never_in_place(self, rt: SimpleNamespace, pki: Pki) -> None:
@@ -232,31 +250,52 @@ class TestPushJobProxy:
             assert reader.read() == old  # the old inode was not truncated
         assert target.read_bytes() == new
         assert stat.S_IMODE(target.stat().st_mode) == 0o600
-        assert job_proxy_end(rt, JOB) == load_pem_chain(new)[0].not_valid_after_utc  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, pki.users["alice"].dn, utcnow()) == load_pem_chain(new)[0].not_valid_after_utc  # type: ignore[arg-type]
         assert [p.name for p in target.parent.iterdir() if p.name.startswith(".user.proxy")] == []
 
     def test_a_job_not_staged_yet_is_left_alone(self, rt: SimpleNamespace, pki: Pki) -> None:
         pem = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
         assert not push_job_proxy(rt, JOB, pem)  # type: ignore[arg-type]
         assert not job_proxy_path(rt, JOB).exists()  # type: ignore[arg-type]
-        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, pki.users["alice"].dn, utcnow()) is None  # type: ignore[arg-type]
 
     def test_the_copy_is_read_without_trusting_the_job(self, rt: SimpleNamespace, pki: Pki, tmp_path: Path) -> None:
         """The job's account owns its work dir: a link, a FIFO or a huge file in place of its proxy
-        copy gives no end (the copy is then left alone) and never blocks or floods the reader."""
+        copy counts as an ended copy and never blocks or floods the reader."""
+        alice = pki.users["alice"]
         target = job_proxy_path(rt, JOB)  # type: ignore[arg-type]
         target.parent.mkdir(parents=True)
         elsewhere = tmp_path / "someone-elses.proxy"
-        elsewhere.write_bytes(credential_pem(make_proxy(pki.users["bob"].credential, lifetime=600)))
+        elsewhere.write_bytes(credential_pem(make_proxy(alice.credential, lifetime=600)))
         target.symlink_to(elsewhere)
-        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, alice.dn, utcnow()) == COPY_NOT_VALID  # type: ignore[arg-type]
         target.unlink()
         os.mkfifo(target)  # opened for reading without a writer, it would wait for ever
-        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, alice.dn, utcnow()) == COPY_NOT_VALID  # type: ignore[arg-type]
         target.unlink()
         target.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (2 * 1024 * 1024))
-        assert job_proxy_end(rt, JOB) is None  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, alice.dn, utcnow()) == COPY_NOT_VALID  # type: ignore[arg-type]
         target.unlink()
-        proxy = credential_pem(make_proxy(pki.users["alice"].credential, lifetime=600))
+        proxy = credential_pem(make_proxy(alice.credential, lifetime=600))
         target.write_bytes(proxy)
-        assert job_proxy_end(rt, JOB) == load_pem_chain(proxy)[0].not_valid_after_utc  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, alice.dn, utcnow()) == load_pem_chain(proxy)[0].not_valid_after_utc  # type: ignore[arg-type]
+
+    def test_only_a_copy_verifying_as_a_proxy_of_the_owner_has_an_end(self, rt: SimpleNamespace, pki: Pki) -> None:
+        """The job's account can write its copy: a certificate it made itself, a proxy of another
+        user, or its own proxy once ended all count as ended (a job would otherwise never be
+        aborted for an expired credential); a proxy the job signed below its own ends no later."""
+        alice, now = pki.users["alice"], utcnow()
+        target = job_proxy_path(rt, JOB)  # type: ignore[arg-type]
+        target.parent.mkdir(parents=True)
+        target.write_bytes(self_signed(days=3650))
+        assert job_proxy_end(rt, JOB, alice.dn, now) == COPY_NOT_VALID  # type: ignore[arg-type]
+        target.write_bytes(credential_pem(make_proxy(pki.users["bob"].credential, lifetime=3600)))
+        assert job_proxy_end(rt, JOB, alice.dn, now) == COPY_NOT_VALID  # type: ignore[arg-type]
+        own = make_proxy(alice.credential, lifetime=3600, now=now)
+        target.write_bytes(credential_pem(own))
+        end = own.cert.not_valid_after_utc
+        assert job_proxy_end(rt, JOB, alice.dn, now) == end  # type: ignore[arg-type]
+        assert job_proxy_end(rt, JOB, alice.dn, end + MIN) == COPY_NOT_VALID  # type: ignore[arg-type]
+        below = make_proxy(own, lifetime=10 * 3600, now=now)
+        target.write_bytes(credential_pem(below))
+        assert job_proxy_end(rt, JOB, alice.dn, now) == end  # type: ignore[arg-type]

@@ -32,11 +32,13 @@ from wmproxy.services.renewal.attempt import (
 from wmproxy.services.renewal.expiry import (
     NON_FINAL_STATES,
     PROXY_EXPIRED_REASON,
+    abort_ended_copies,
     abort_expired_credential,
     deregister_unused,
     expired_credentials,
 )
 from wmproxy.services.renewal.jobfiles import (
+    COPY_NOT_VALID,
     HELD_STATES,
     ProxyFit,
     ProxyRefresh,
@@ -55,6 +57,7 @@ from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, re
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
 
 __all__ = [
+    "COPY_NOT_VALID",
     "DEFAULT_MYPROXY_PORT",
     "HELD_STATES",
     "LEASE_MARGIN",
@@ -67,6 +70,7 @@ __all__ = [
     "RenewalOrder",
     "RenewalOutcome",
     "RenewalStatus",
+    "abort_ended_copies",
     "abort_expired_credential",
     "begin_renewal",
     "deregister_unused",

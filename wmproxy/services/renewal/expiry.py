@@ -4,7 +4,10 @@
   Aborted and running jobs stopped (a ``cancel`` request) and Aborted, with the reason
   "the user proxy expired", whether or not the credential was registered for renewal. A job
   a worker holds runs on while its own proxy copy is valid (a shorter proxy delegated again
-  under the same id ended first), and is aborted once that copy has ended too.
+  under the same id ended first), and is aborted once that copy has ended too; a copy
+  that is not a valid proxy of the owner (the job's account can rewrite it) counts as ended.
+* :func:`abort_ended_copies`: the same for held jobs the valid stored proxy does not fit
+  (another VOMS FQAN), once their own copies have ended.
 * :func:`deregister_unused`: a record no non-final job uses any more is removed.
 """
 
@@ -15,9 +18,10 @@ import logging
 
 from wmproxy.domain import FINAL_STATES, JobState
 from wmproxy.services.compound import on_node_ended
-from wmproxy.services.renewal.jobfiles import HELD_STATES, job_proxy_end
+from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, job_proxy_end
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.schema import Job
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,8 @@ def abort_expired_credential(
     """Abort the non-final jobs of an expired credential with "the user proxy expired".
 
     Runs in the caller's transaction, which it locks the delegation in. Jobs a worker holds
-    are aborted only once their own proxy copy has ended too (or is missing or unreadable,
-    :func:`~wmproxy.services.renewal.jobfiles.job_proxy_end`): after a shorter proxy
+    are aborted only once their own proxy copy has ended too (or is missing, unreadable or not
+    a valid proxy of the owner, :func:`~wmproxy.services.renewal.jobfiles.job_proxy_end`): after a shorter proxy
     delegated again under the same id, the copy they run with may outlive the stored proxy
     by hours, and they run on until it ends (a later pass aborts them). They also get a
     ``cancel`` request (the worker stops the process and keeps the Aborted state). Nodes go
@@ -54,17 +58,11 @@ def abort_expired_credential(
     aborted: list[str] = []
     for job in uow.renewals.jobs_of(owner_dn, delegation_id, NON_FINAL_STATES):
         state = JobState(job.state)
-        if state in FINAL_STATES:
+        if state in FINAL_STATES or _follows_its_nodes(uow, job):
             continue  # ended as a consequence of an earlier node (DAG, parent)
-        if job.parent_id is None and uow.jobs.children(job.id) and state != JobState.SUBMITTED:
-            continue  # a started compound job's state follows its nodes
-        if state.value in HELD_STATES and _copy_valid(rt, job.id, now):
+        if state.value in HELD_STATES and _copy_valid(rt, job, now):
             continue
-        uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
-        if state.value in HELD_STATES:
-            uow.queue.enqueue(job.id, "cancel", now)
-        uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
-        on_node_ended(uow, job, now)
+        _abort_for_expired_proxy(uow, job, now)
         aborted.append(job.id)
     if aborted:
         log.warning("proxy %s of %s expired at %s: %d job(s) aborted (%s)", delegation_id, owner_dn,
@@ -72,9 +70,68 @@ def abort_expired_credential(
     return aborted
 
 
-def _copy_valid(rt: Runtime, job_id: str, now: dt.datetime) -> bool:
-    """Whether the job's own proxy copy is still valid at ``now``."""
-    end = job_proxy_end(rt, job_id)
+def abort_ended_copies(
+    uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str, job_ids: list[str], now: dt.datetime
+) -> list[str]:
+    """Abort, as :func:`abort_expired_credential` does, the held jobs among ``job_ids`` that the
+    still valid stored proxy of (DN, id) does not fit (their VOMS FQAN,
+    :class:`~wmproxy.services.renewal.jobfiles.ProxyFit`: it is never written into them) and
+    whose own proxy copy has ended at ``now`` (aware UTC), or is not a valid proxy of the
+    owner (:func:`~wmproxy.services.renewal.jobfiles.job_proxy_end`).
+
+    Nothing else stops them: the credential does not expire while renewals (which they may
+    trigger themselves, their jobs use the record) keep it valid for the jobs it fits. The
+    renewal worker passes the jobs :func:`~wmproxy.services.renewal.jobfiles.stale_job_proxies`
+    found; each is checked again here, with the delegation locked (the one lock order), in
+    the caller's transaction. A job the stored proxy fits by now (delegated again meanwhile)
+    is left to the next pass, which writes it into its copy. Returns the ids of the aborted
+    jobs.
+    """
+    delegation = uow.renewals.lock_delegation(owner_dn, delegation_id)
+    if delegation is None or delegation.not_after <= now:
+        return []  # gone, or expired: abort_expired_credential's
+    fit = ProxyFit(rt, rt.sealer.open(delegation.sealed_proxy), [f for f in delegation.fqans.split("\n") if f],
+                   delegation.not_after, now)
+    aborted: list[str] = []
+    for job_id in job_ids:
+        job = uow.jobs.get(job_id)
+        if (job is None or job.owner_dn != owner_dn or job.delegation_id != delegation_id
+                or job.state not in HELD_STATES or _follows_its_nodes(uow, job)):
+            continue
+        if fit.reason(job) is None:
+            continue  # fits by now: the next pass writes the stored proxy into its copy
+        end = job_proxy_end(rt, job.id, owner_dn, now)
+        if end is None or end > now:
+            continue
+        _abort_for_expired_proxy(uow, job, now)
+        aborted.append(job.id)
+    if aborted:
+        log.warning("proxy %s of %s: %d running job(s) aborted, their own proxy copies ended (%s); the stored "
+                    "proxy, valid until %s, has another VOMS FQAN than they were registered with", delegation_id,
+                    owner_dn, len(aborted), PROXY_EXPIRED_REASON, delegation.not_after.isoformat())
+    return aborted
+
+
+def _follows_its_nodes(uow: UnitOfWork, job: Job) -> bool:
+    """Whether ``job`` is a started compound job, whose state follows its nodes."""
+    return job.parent_id is None and bool(uow.jobs.children(job.id)) and job.state != JobState.SUBMITTED.value
+
+
+def _abort_for_expired_proxy(uow: UnitOfWork, job: Job, now: dt.datetime) -> None:
+    """Abort ``job`` with :data:`PROXY_EXPIRED_REASON`: a job a worker holds also gets a
+    ``cancel`` request (the worker stops the process and keeps the Aborted state); nodes go
+    through :func:`~wmproxy.services.compound.on_node_ended`, so DAG dependents and parents
+    follow their rules."""
+    uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
+    if job.state in HELD_STATES:
+        uow.queue.enqueue(job.id, "cancel", now)
+    uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
+    on_node_ended(uow, job, now)
+
+
+def _copy_valid(rt: Runtime, job: Job, now: dt.datetime) -> bool:
+    """Whether the job's own proxy copy is still a valid proxy of its owner at ``now``."""
+    end = job_proxy_end(rt, job.id, job.owner_dn, now)
     return end is not None and end > now
 
 

@@ -29,7 +29,7 @@ from wmproxy.jdl.parse import parse_stored_jdl
 from wmproxy.sandbox.confined import open_confined
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
-from wmproxy.security.renewed import proxy_end
+from wmproxy.security.renewed import verified_proxy_end
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.runtime import Runtime
@@ -50,26 +50,42 @@ def job_proxy_path(rt: Runtime, job_id: str) -> Path:
 MAX_PROXY_BYTES = 64 * 1024
 
 
-def job_proxy_end(rt: Runtime, job_id: str) -> dt.datetime | None:
-    """The end (aware UTC) of the job's proxy file (None: no file, unreadable, not a regular
-    file of its own, or over :data:`MAX_PROXY_BYTES`).
+#: The end :func:`job_proxy_end` gives a copy that is there but is not a valid proxy of the
+#: job's owner: ended long ago.
+COPY_NOT_VALID = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def job_proxy_end(rt: Runtime, job_id: str, owner_dn: str, now: dt.datetime) -> dt.datetime | None:
+    """The end (aware UTC) of the job's proxy copy, trusted only as far as it verifies: None
+    when there is no copy (not staged yet, or cleaned up), :data:`COPY_NOT_VALID` when there is
+    one that is not a valid proxy of ``owner_dn`` at ``now`` (ended, rewritten by the job,
+    unreadable, not a regular file of its own, or over :data:`MAX_PROXY_BYTES`).
 
     The file is in the job's work dir, which the job's account owns: it is read without
     trusting it (:func:`~wmproxy.sandbox.confined.open_confined`: no link followed, a FIFO
     not waited for, a hard link refused) and at most :data:`MAX_PROXY_BYTES` of it. Read by
     path, a FIFO there blocked the renewal worker for good inside its transaction, and a
-    link made it read any file (``/dev/zero``: all of it).
+    link made it read any file (``/dev/zero``: all of it). Its end counts only if it verifies
+    as a chain of the owner to the CA directory
+    (:func:`~wmproxy.security.renewed.verified_proxy_end`): a job that wrote a certificate of
+    its own ending in ten years would otherwise never be aborted once its credential expired.
     """
+    area = rt.storage.job_area(job_id)
     try:
-        fd = open_confined(rt.storage.job_area(job_id).work_dir, JOB_PROXY_NAME)
+        fd = open_confined(area.work_dir, JOB_PROXY_NAME)
     except SandboxError:
-        return None
+        return COPY_NOT_VALID if os.path.lexists(area.proxy_file) else None
     try:
         with os.fdopen(fd, "rb") as copy:
             data = copy.read(MAX_PROXY_BYTES + 1)
     except OSError:
-        return None
-    return None if len(data) > MAX_PROXY_BYTES else proxy_end(data)
+        return COPY_NOT_VALID
+    if len(data) > MAX_PROXY_BYTES:
+        return COPY_NOT_VALID
+    try:
+        return verified_proxy_end(data, owner_dn, rt.settings.security.ca_dir, now)
+    except (WMProxyError, ValueError):
+        return COPY_NOT_VALID
 
 
 def registered_fqan(job: Job) -> str | None:
@@ -156,24 +172,32 @@ def fitting_jobs(uow: UnitOfWork, fit: ProxyFit, jobs: Sequence[Job]) -> tuple[l
 
 @dataclass(frozen=True)
 class ProxyRefresh:
-    """The stored proxy of one credential and the held jobs whose copies it replaces."""
+    """The stored proxy of one credential and the held jobs whose copies it replaces;
+    ``ended``: the held jobs it does not fit whose own copies have ended (to be aborted:
+    :func:`~wmproxy.services.renewal.expiry.abort_ended_copies`)."""
 
     owner_dn: str
     delegation_id: str
     proxy_pem: bytes
     job_ids: list[str]
+    ended: list[str] = field(default_factory=list)
 
 
 def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[ProxyRefresh]:
-    """Jobs a worker holds whose proxy file ends before the stored proxy of their credential
-    (by more than a second) and which that proxy fits (:class:`ProxyFit`, at ``now``, aware
+    """Jobs a worker holds whose proxy copy ends before the stored proxy of their credential
+    (by more than a second; a copy that is not a valid proxy of the owner counts as ended,
+    :func:`job_proxy_end`) and which that proxy fits (:class:`ProxyFit`, at ``now``, aware
     UTC), with the stored proxy read in this transaction. A job it does not fit keeps its copy
-    and gets its event (:func:`fitting_jobs`), in the caller's transaction."""
+    and gets its event (:func:`fitting_jobs`), in the caller's transaction; once that copy has
+    ended, the job is in ``ended`` (nothing else would ever stop it while the stored proxy
+    stays valid, renewed for the very jobs it fits)."""
     stale: dict[tuple[str, str], list[str]] = {}
+    ends: dict[str, dt.datetime] = {}
     for target in uow.renewals.held_jobs(HELD_STATES):
-        end = job_proxy_end(rt, target.job_id)
+        end = job_proxy_end(rt, target.job_id, target.owner_dn, now)
         if end is not None and end < target.not_after - dt.timedelta(seconds=1):
             stale.setdefault((target.owner_dn, target.delegation_id), []).append(target.job_id)
+            ends[target.job_id] = end
     refreshes: list[ProxyRefresh] = []
     for (owner_dn, delegation_id), job_ids in stale.items():
         row = uow.delegations.get(owner_dn, delegation_id)
@@ -182,9 +206,10 @@ def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[Pr
         pem = rt.sealer.open(row.sealed_proxy)
         fit = ProxyFit(rt, pem, [f for f in row.fqans.split("\n") if f], row.not_after, now)
         jobs = [job for job in (uow.jobs.get(job_id) for job_id in job_ids) if job is not None]
-        fitting, _ = fitting_jobs(uow, fit, jobs)
-        if fitting:
-            refreshes.append(ProxyRefresh(owner_dn, delegation_id, pem, fitting))
+        fitting, kept = fitting_jobs(uow, fit, jobs)
+        ended = [job_id for job_id in kept if ends[job_id] <= now]
+        if fitting or ended:
+            refreshes.append(ProxyRefresh(owner_dn, delegation_id, pem, fitting, ended))
     return refreshes
 
 

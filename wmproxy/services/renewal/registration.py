@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import classad2
 
@@ -103,7 +104,7 @@ def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str 
 
 def register_for_renewal(
     uow: UnitOfWork, owner_dn: str, delegation_id: str, server: str | None, now: dt.datetime, *,
-    named: bool = True,
+    named: bool = True, settings: RenewalSettings | None = None,
 ) -> None:
     """Attach the delegation of (DN, id) to renewal from ``server`` (one record per credential).
 
@@ -111,11 +112,16 @@ def register_for_renewal(
     (``MyProxyServer``) replaces the record's: the latest one named is used for the
     credential. A default (``named`` False) makes the record if there is none and leaves an
     existing record's server alone, so that jobs naming a server are not renewed from the
-    default once a job without the attribute shares their credential. None (no renewal
-    asked) leaves an existing record alone, since the jobs share one proxy. ``now`` is aware
-    UTC.
+    default once a job without the attribute shares their credential, unless the site's
+    ``settings`` no longer allow that server (:func:`server_allowed`: the site moved its
+    MyProxy, and every attempt from the old one would be refused). None (no renewal asked)
+    leaves an existing record alone, since the jobs share one proxy. ``now`` is aware UTC.
     """
     if server is None:
         return
-    record = uow.renewals.register(owner_dn, delegation_id, server, now, replace=named)
+    replace: bool | Callable[[str], bool] = named
+    if not named and settings is not None:
+        allowed_settings = settings
+        replace = lambda current: not server_allowed(allowed_settings, current)  # noqa: E731
+    record = uow.renewals.register(owner_dn, delegation_id, server, now, replace=replace)
     log.info("proxy %s (%s) of %s registered for renewal from %s", delegation_id, record.id, owner_dn, server)
