@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -84,6 +85,14 @@ def wait_for(probe: Callable[[], T], until: Callable[[T], object] = bool, *, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last value: {value!r}")
         time.sleep(interval)
+
+
+def flock_waiters(path: Path) -> int:
+    """Processes waiting for a ``flock`` of ``path`` (``/proc/locks``: ``N: -> FLOCK ... dev:inode ...``)."""
+    inode = str(os.stat(path).st_ino)
+    with open("/proc/locks", encoding="ascii") as locks:
+        rows = [line.split() for line in locks]
+    return sum(1 for row in rows if row[1:3] == ["->", "FLOCK"] and row[-3].rsplit(":", 1)[1] == inode)
 
 
 def start_thread(name: str, call: Callable[[], Any], outcome: dict[str, Any]) -> threading.Thread:

@@ -87,11 +87,13 @@ def race_behind_request_row(database_url: str, owner_dn: str, delegation_id: str
 
 
 def race_behind_row(database_url: str, hold_row: Callable[[sa.Connection], None],
-                    *calls: tuple[str, Callable[[], Any]], deadline: float = 120.0) -> dict[str, Any]:
+                    *calls: tuple[str, Callable[[], Any]], deadline: float = 120.0,
+                    also_waiting: Callable[[], int] = lambda: 0) -> dict[str, Any]:
     """Run ``calls`` (``(name, call)``) in threads queued, in that order, for a row: a third
     connection holds it (``hold_row(conn)``, e.g. :func:`hold_request_row`), each call is started
-    once the one before waits for a lock (``pg_stat_activity``, polled up to ``deadline`` seconds),
-    and the row is let go once all wait. Returns ``{name: result or the exception raised}``; fails
+    once the one before waits for a lock (``pg_stat_activity``, polled up to ``deadline`` seconds;
+    or, counted by ``also_waiting``, for a lock the calls take before the row's, such as a job's
+    ``flock``), and the row is let go once all wait. Returns ``{name: result or the exception raised}``; fails
     the test if a thread has not ended within ``deadline`` seconds (generous: the machine is shared)."""
     outcome: dict[str, Any] = {}
     threads: list[threading.Thread] = []
@@ -101,7 +103,7 @@ def race_behind_row(database_url: str, hold_row: Callable[[sa.Connection], None]
             hold_row(hold)
             for waiting, (name, call) in enumerate(calls, start=1):
                 threads.append(start_thread(name, call, outcome))
-                wait_for(lambda: lock_waiters(watch), lambda n, waiting=waiting: n == waiting,
+                wait_for(lambda: lock_waiters(watch) + also_waiting(), lambda n, waiting=waiting: n == waiting,
                          what=f"{name} to wait for a row", timeout=deadline)
             hold.rollback()
             for thread in threads:

@@ -37,6 +37,7 @@ from tests.support import (
     close_runtime,
     counted_on_disk,
     delegate_in_process,
+    flock_waiters,
     start_thread,
     wait_for,
 )
@@ -197,6 +198,12 @@ def test_uploads_that_fit_one_by_one_do_not_pass_the_max_input_sandbox_size_toge
 # --- PostgreSQL: a change that has started, queued behind an upload's commit ----------------------
 
 
+def job_dir_of(rt: Runtime, path: str) -> Path:
+    """The job directory of a sandbox edge path (``/<job rel dir>/input/...``): the one a change of
+    the job's input holds (``input_changes``, its ``flock``) while it waits for the counter."""
+    return rt.storage.root / path.split("/input/")[0].lstrip("/")
+
+
 def hold_counter(owner_dn: str) -> Callable[[sa.Connection], None]:
     """Lock ``owner_dn``'s usage counter row in the connection's transaction."""
     def hold(conn: sa.Connection) -> None:
@@ -221,7 +228,8 @@ def test_a_delete_or_move_reads_the_size_it_takes_off_once_it_has_the_counter(
     change = (("DELETE", lambda: send(app, alice, "DELETE", file_path)) if method == "DELETE" else
               ("MOVE", lambda: send(app, alice, "MOVE", source, headers={"Destination": file_path})))
     outcome = race_behind_row(database_url, hold_counter(alice.dn),
-                              ("upload", lambda: send(app, alice, "PUT", file_path, b"x")), change)
+                              ("upload", lambda: send(app, alice, "PUT", file_path, b"x")), change,
+                              also_waiting=lambda: flock_waiters(job_dir_of(rt, file_path)))
     assert outcome == {"upload": 204, method: 204}
     assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT + 10
 
@@ -231,10 +239,10 @@ def test_the_later_of_two_deletes_of_one_file_is_404(
         rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str, database_url: str) -> None:
     outcome = race_behind_row(database_url, hold_counter(alice.dn),
                               ("first", lambda: send(app, alice, "DELETE", file_path)),
-                              ("second", lambda: send(app, alice, "DELETE", file_path)))
+                              ("second", lambda: send(app, alice, "DELETE", file_path)),
+                              also_waiting=lambda: flock_waiters(job_dir_of(rt, file_path)))
     assert outcome == {"first": 204, "second": 404}  # the second was an internal error (500)
     assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT
-
 
 
 @pytest.mark.postgresql_only
@@ -267,3 +275,34 @@ def test_a_cancel_counts_and_removes_the_area_only_once_it_has_the_counter(
     assert not isinstance(outcome.get("cancel"), BaseException), outcome
     assert not area.exists()
     assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == KEPT
+
+
+def test_the_walk_of_a_jobs_input_holds_no_database_lock(
+        rt: Runtime, app: WMProxyApplication, alice: Principal, file_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload's commit reads what its job's input/ holds (a walk: about 1 s per 100,000
+    entries) under the job's own lock, before the counter's transaction: on SQLite that
+    transaction holds the database's write lock, so inside it the walk stalled every other
+    user's writes. Here alice's walk is held while another user's counter changes."""
+    walking, done_walking = threading.Event(), threading.Event()
+    real = rt.storage.input_tally
+
+    def held_walk(job_id: str) -> object:
+        walking.set()
+        assert done_walking.wait(WAIT_TIMEOUT), "the test never let the walk go on"
+        return real(job_id)
+
+    monkeypatch.setattr(rt.storage, "input_tally", held_walk)
+    outcome: dict[str, object] = {}
+    new_file = file_path.replace("/f.bin", "/new.bin")  # bytes added: the limits are checked
+    upload = start_thread("upload", lambda: send(app, alice, "PUT", new_file, b"x" * 10), outcome)
+    try:
+        assert walking.wait(WAIT_TIMEOUT), "the upload never walked its input"
+        # before: waited for the walk behind the write lock, then "database is locked" (SQLite)
+        quota.change_usage(rt, "/DC=org/CN=Someone Else", lambda: 7, lambda: None)
+        assert quota.used_bytes(rt, "/DC=org/CN=Someone Else") == 7
+    finally:
+        done_walking.set()
+        upload.join(WAIT_TIMEOUT)
+    assert outcome == {"upload": 201}
+    assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn)

@@ -46,7 +46,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -501,6 +501,25 @@ class FilesystemSandboxStorage:
         except OSError:
             _unlink_quietly(str(tmp))
             raise
+
+    @contextlib.contextmanager
+    def input_changes(self, job_id: str) -> Iterator[None]:
+        """Hold the job's input changes: an exclusive ``flock`` of the job's directory (across
+        processes), under which the sandbox edge reads what ``input/`` holds and commits one
+        change of it, so that changes of one job take turns while the walk of its ``input/``
+        holds no database lock. Nothing is held for a job without a directory (its uploads
+        find no area).
+        """
+        try:
+            lock = os.open(self.job_dir(job_id), os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            yield
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when closed
+            yield
+        finally:
+            os.close(lock)
 
     def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.

@@ -87,7 +87,11 @@ def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTa
     ``change()`` is called with the counter row locked, and so are the limits checked: a change
     that adds bytes or files is held against MaxInputSandboxSize and ``[limits]
     max_input_sandbox_files`` with what the area holds now, so that uploads of one job that were
-    each in the limits when they started cannot go past them together.
+    each in the limits when they started cannot go past them together. What the area holds is
+    read under the job's own lock (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.input_changes`,
+    held until the change is committed), before the counter's transaction: on SQLite that
+    transaction holds the database's write lock, which the walk of a large ``input/`` held
+    for every user.
 
     Raises:
         JobNotFoundError: no job has this area.
@@ -103,17 +107,20 @@ def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTa
             raise JobNotFoundError(job_rel_dir)
         job_id, owner = job.id, job.owner_dn
 
-    def delta() -> int:
-        made = change()
-        _check_input_limits(rt, job_id, made)
-        return made.size
+    with rt.storage.input_changes(job_id):  # one change of this job at a time, its input/ walked before the lock
+        held = rt.storage.input_tally(job_id)
 
-    change_usage(rt, owner, delta, apply)
+        def delta() -> int:
+            made = change()
+            _check_input_limits(rt, held, made)
+            return made.size
+
+        change_usage(rt, owner, delta, apply)
 
 
-def _check_input_limits(rt: Runtime, job_id: str, change: AreaTally) -> None:
-    """Refuse ``change`` if it adds bytes or files to the job's input area past its limits
-    (what the area holds now, uploads in progress left out: each is checked when it commits).
+def _check_input_limits(rt: Runtime, held: AreaTally, change: AreaTally) -> None:
+    """Refuse ``change`` if it adds bytes or files to what the job's input area ``held`` (uploads
+    in progress left out: each is checked when it commits) past its limits.
 
     Raises:
         QuotaExceededError: over MaxInputSandboxSize.
@@ -122,7 +129,6 @@ def _check_input_limits(rt: Runtime, job_id: str, change: AreaTally) -> None:
     max_size, max_files = rt.settings.service.max_input_sandbox_size, rt.settings.limits.max_input_sandbox_files
     if change.size <= 0 and (change.files <= 0 or max_files <= 0):
         return
-    held = rt.storage.input_tally(job_id)
     if change.size > 0 and held.size + change.size > max_size:
         raise QuotaExceededError(
             f"The upload exceeds the maximum input sandbox size of {max_size} bytes: the input sandbox"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
-from tests.support import WAIT_TIMEOUT, start_thread, wait_for
+from tests.support import WAIT_TIMEOUT, flock_waiters, start_thread, wait_for
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
 from wmproxy.sandbox.storage import (
     AREAS,
@@ -424,7 +424,7 @@ class TestPerusalChunks:
         writer = wait_for(lambda: _open_writer(peek / "out.txt.2", merges[0]), what="the earlier merge to read")
         try:
             merges.append(start_thread("later", lambda: storage.merge_perusal_chunks(JOB, "out.txt"), outcome))
-            wait_for(lambda: _flock_waiters(peek), what="the later merge to wait for the earlier one")
+            wait_for(lambda: flock_waiters(peek), what="the later merge to wait for the earlier one")
             os.write(writer, b"b" * 1000)
         finally:
             os.close(writer)
@@ -461,14 +461,6 @@ def _open_writer(fifo: Path, reader: threading.Thread) -> int | None:
         return None
     os.set_blocking(fd, True)
     return fd
-
-
-def _flock_waiters(path: Path) -> int:
-    """Processes waiting for a ``flock`` of ``path`` (``/proc/locks``: ``N: -> FLOCK ... dev:inode ...``)."""
-    inode = str(os.stat(path).st_ino)
-    with open("/proc/locks", encoding="ascii") as locks:
-        rows = [line.split() for line in locks]
-    return sum(1 for row in rows if row[1:3] == ["->", "FLOCK"] and row[-3].rsplit(":", 1)[1] == inode)
 
 
 class TestJobAreaValue:
