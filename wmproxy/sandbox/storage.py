@@ -42,6 +42,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import logging
 import os
 import shutil
 import stat
@@ -62,6 +63,8 @@ from wmproxy.errors import (
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.sandbox.trees import remove_tree, tree_totals
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read from an upload stream at a time."""
@@ -516,7 +519,7 @@ class FilesystemSandboxStorage:
             yield
             return
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when closed
+            _flock(lock, self.job_dir(job_id))
             yield
         finally:
             os.close(lock)
@@ -535,7 +538,7 @@ class FilesystemSandboxStorage:
         except (FileNotFoundError, NotADirectoryError):
             return []
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when closed
+            _flock(lock, peek)
             return self._merge_chunks(peek, name)
         finally:
             os.close(lock)
@@ -943,6 +946,28 @@ def _mkstemp(path: Path) -> tuple[int, str]:
         return tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=TMP_SUFFIX)
     except OSError as exc:
         raise SandboxError(f"Unable to create {path.name}: {exc.strerror}") from exc
+
+
+#: Where :func:`_flock` found no ``flock`` (logged once per process and file system).
+_no_flock_logged: set[int] = set()
+
+
+def _flock(fd: int, path: Path) -> None:
+    """An exclusive ``flock`` of the directory ``fd`` (``path``), let go when it is closed. A file
+    system without it for directories (NFS emulates ``flock`` with byte-range locks, which need
+    a file open for writing: EBADF; Lustre mounted ``noflock``: ENOSYS) goes on without the lock,
+    logged once per file system: the changes of one job then do not take turns across hosts,
+    as without this lock, rather than every upload failing."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        device = os.fstat(fd).st_dev
+        if device not in _no_flock_logged:
+            _no_flock_logged.add(device)
+            log.warning("no flock on the file system of %s (%s): changes of one job's sandbox go on without "
+                        "taking turns across processes", path, exc.strerror or exc)
 
 
 def _unlink_quietly(path: str) -> None:

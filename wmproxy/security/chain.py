@@ -400,27 +400,31 @@ def _load_ca_dir(ca_dir: str) -> _CaDir:
 
 #: Verification times within this many seconds of the clock are verified at the clock's time.
 CURRENT_TIME_TOLERANCE = 1.0
-#: Per CA directory path: (the parsed directory, the X509Store of it that verifies at the clock's time).
-_current_stores: dict[str, tuple[_CaDir, crypto.X509Store]] = {}
+#: Per (CA directory path, whether CRLs are checked): (the parsed directory, the X509Store of it
+#: that verifies at the clock's time).
+_current_stores: dict[tuple[str, bool], tuple[_CaDir, crypto.X509Store]] = {}
 
 _FLAGS = (
     crypto.X509StoreFlags.ALLOW_PROXY_CERTS | crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL
 )
+#: :data:`_FLAGS` without the revocation checks (``check_crl=False``).
+_FLAGS_WITHOUT_CRL = crypto.X509StoreFlags.ALLOW_PROXY_CERTS
 
 
-def _new_store(loaded: _CaDir, at: datetime | None) -> crypto.X509Store:
+def _new_store(loaded: _CaDir, at: datetime | None, check_crl: bool = True) -> crypto.X509Store:
     store = crypto.X509Store()
     if at is not None:
         store.set_time(at)  # before set_flags: set_time replaces the store's parameters
-    store.set_flags(_FLAGS)
+    store.set_flags(_FLAGS if check_crl else _FLAGS_WITHOUT_CRL)
     for cert in loaded.certs:
         store.add_cert(cert)
-    for crl in loaded.crls:
-        store.add_crl(crl)
+    if check_crl:
+        for crl in loaded.crls:
+            store.add_crl(crl)
     return store
 
 
-def _store(ca_dir: str, loaded: _CaDir, at: datetime | None) -> crypto.X509Store:
+def _store(ca_dir: str, loaded: _CaDir, at: datetime | None, check_crl: bool = True) -> crypto.X509Store:
     """An X509Store of ``loaded`` (the parsed ``ca_dir``) that verifies at ``at`` (UTC-aware
     or naive UTC; None: the clock's time).
 
@@ -434,14 +438,14 @@ def _store(ca_dir: str, loaded: _CaDir, at: datetime | None) -> crypto.X509Store
     if at is not None:
         aware = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
         if abs((datetime.now(UTC) - aware).total_seconds()) > CURRENT_TIME_TOLERANCE:
-            return _new_store(loaded, aware)
+            return _new_store(loaded, aware, check_crl)
     with _cache_lock:
-        entry = _current_stores.get(ca_dir)
+        entry = _current_stores.get((ca_dir, check_crl))
     if entry is not None and entry[0] is loaded:
         return entry[1]
-    store = _new_store(loaded, None)
+    store = _new_store(loaded, None, check_crl)
     with _cache_lock:
-        _current_stores[ca_dir] = (loaded, store)
+        _current_stores[(ca_dir, check_crl)] = (loaded, store)
     return store
 
 
@@ -520,7 +524,8 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
     return proven, path
 
 
-def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None) -> None:
+def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None, *,
+                       check_crl: bool = True) -> None:
     """:func:`verify_chain`, and ``chain`` must be the path OpenSSL verified, in order: each
     certificate signed by the next, nothing beside the path, up to the end-entity certificate
     at least (the CA certificates after it may be left out, as stored proxies leave them out).
@@ -530,10 +535,14 @@ def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime 
     through Attacker's certificates while its first non-proxy certificate is Victim's. Here the
     chain's :func:`end_entity` is the path's.
 
+    ``check_crl=False`` leaves revocation out (the trust of the chain, not whether a CA revoked
+    it: for a decision a stale or missing CRL must not make, such as whether a job's own proxy
+    copy has ended).
+
     Raises:
         ProxyVerificationError: as :func:`verify_chain`, or the chain is not the verified path.
     """
-    path = _verified_path(chain, ca_dir, at)
+    path = _verified_path(chain, ca_dir, at, check_crl)
     ders = [crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) for cert in path]
     if len(chain) > len(ders) or any(certificate_der(c) != der for c, der in zip(chain, ders, strict=False)):
         raise ProxyVerificationError("the certificates are not the verified path, in order (another or an "
@@ -542,11 +551,12 @@ def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime 
         raise ProxyVerificationError("the certificate chain stops before its end-entity certificate")
 
 
-def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | None) -> list[crypto.X509]:
+def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | None,
+                   check_crl: bool = True) -> list[crypto.X509]:
     """The verification of :func:`verify_chain`; returns the path OpenSSL verified, leaf first."""
     if not chain:
         raise ProxyVerificationError("empty certificate chain")
-    store = _store(ca_dir, _load_ca_dir(ca_dir), at)
+    store = _store(ca_dir, _load_ca_dir(ca_dir), at, check_crl)
     leaf = _openssl_cert(chain[0])
     untrusted = [_openssl_cert(c) for c in chain[1:]]
     try:

@@ -68,15 +68,16 @@ def check_renewed_proxy(
     return ProxyValidity(chain[0].not_valid_before_utc, min(c.not_valid_after_utc for c in chain))
 
 
-def _owners_chain(chain: list[x509.Certificate], owner_dn: str, ca_dir: str, now: dt.datetime,
-                  what: str) -> x509.Certificate:
-    """Verify ``chain`` at ``now`` as the exact path to ``ca_dir`` of a certificate of
-    ``owner_dn``; returns that (end-entity) certificate.
+def _owners_chain(chain: list[x509.Certificate], owner_dn: str, ca_dir: str, now: dt.datetime | None,
+                  what: str, *, check_crl: bool = True) -> x509.Certificate:
+    """Verify ``chain`` at ``now`` (None: the clock's time) as the exact path to ``ca_dir`` of a
+    certificate of ``owner_dn``, with the CRLs unless ``check_crl`` is false; returns that
+    (end-entity) certificate.
 
     Raises:
         ProxyError: it does not verify, is not the verified path, or is of another identity.
     """
-    verify_exact_chain(chain, ca_dir, at=now)
+    verify_exact_chain(chain, ca_dir, at=now, check_crl=check_crl)
     user = end_entity(chain)
     identity = slash_dn(user.subject)
     if identity != owner_dn:
@@ -85,21 +86,29 @@ def _owners_chain(chain: list[x509.Certificate], owner_dn: str, ca_dir: str, now
 
 
 def verified_proxy_end(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime) -> dt.datetime:
-    """The end (aware UTC) of a proxy file that must be a valid proxy of ``owner_dn`` at ``now``:
-    the earliest notAfter of its chain, which must be the exact path OpenSSL verifies to
-    ``ca_dir`` (:func:`verify_exact_chain`, as :func:`check_renewed_proxy`).
+    """The end (aware UTC) of a proxy file that must be a proxy of ``owner_dn`` still valid at
+    ``now``: the earliest notAfter of its chain, which must be the exact path OpenSSL verifies
+    to ``ca_dir`` (:func:`verify_exact_chain`) at the clock's time.
 
     For a file someone else can write (a job's copy, in the work dir its account owns): a
     certificate it made itself does not verify, and a longer proxy it signs below its own
     (it holds that proxy's key) ends no later than its own, the earliest end of the path.
+    The CRLs are not checked: the question is whether the file holds the owner's proxy and
+    until when, and a CA directory whose CRL is stale or missing (fetch-crl late) must not
+    make every job's copy count as ended. It is verified at the clock's time, by the store
+    OpenSSL keeps for it (one built for ``now`` costs a conversion of every CA and CRL: a
+    pass over thousands of jobs with one ``now`` paid that for each).
 
     Raises:
-        ProxyError: unreadable, not verifying at ``now`` (ended included), not the verified
-            path, or of another identity.
+        ProxyError: unreadable, not verifying now, ended at ``now``, not the verified path,
+            or of another identity.
     """
     chain = load_pem_chain(pem)
-    _owners_chain(chain, owner_dn, ca_dir, now, "the file holds")
-    return min(c.not_valid_after_utc for c in chain)
+    _owners_chain(chain, owner_dn, ca_dir, None, "the file holds", check_crl=False)
+    end = min(c.not_valid_after_utc for c in chain)
+    if end <= now:
+        raise ProxyError(f"the file holds a proxy that ended at {end:%Y-%m-%d %H:%M:%S} UTC")
+    return end
 
 
 def expired_voms_attributes(pem: bytes, now: dt.datetime) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,8 +25,10 @@ from wmproxy.errors import InvalidJdlAttributeError
 from wmproxy.jdl import parse_jdl
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.security import chain as chain_module
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
+from wmproxy.security.renewed import verified_proxy_end
 from wmproxy.services.renewal import (
     COPY_NOT_VALID,
     expired_voms_attributes,
@@ -279,6 +282,37 @@ class TestPushJobProxy:
         proxy = credential_pem(make_proxy(alice.credential, lifetime=600))
         target.write_bytes(proxy)
         assert job_proxy_end(rt, JOB, alice.dn, utcnow()) == load_pem_chain(proxy)[0].not_valid_after_utc  # type: ignore[arg-type]
+
+    def test_a_stale_crl_does_not_make_a_valid_copy_count_as_ended(self, pki: Pki, tmp_path: Path) -> None:
+        """Whether a job's copy has ended is not a question of revocation: with the CA's CRL past
+        its nextUpdate (fetch-crl late) the copy's end still counts (it counted as ended, and the
+        renewal worker aborted running jobs whose copies had hours left)."""
+        ca_dir = tmp_path / "certificates"
+        shutil.copytree(pki.ca_dir, ca_dir)
+        (crl_file,) = [p for p in ca_dir.iterdir() if ".r" in p.name]
+        now = dt.datetime.now(dt.UTC)
+        crl_file.write_bytes(
+            x509.CertificateRevocationListBuilder().issuer_name(pki.ca.cert.subject)
+            .last_update(now - dt.timedelta(days=2)).next_update(now - dt.timedelta(hours=1))
+            .sign(pki.ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        alice = pki.users["alice"]
+        own = make_proxy(alice.credential, lifetime=3600)
+        assert verified_proxy_end(credential_pem(own), alice.dn, str(ca_dir), utcnow()) == own.cert.not_valid_after_utc
+
+    def test_copies_are_verified_by_the_store_kept_for_the_clock(self, pki: Pki,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        """A renewal pass checks every held job's copy with one ``now``: verified at that time,
+        each copy past the pass's first second built an OpenSSL store of every CA and CRL (206 ms
+        each with an IGTF-sized CA directory); verified at the clock's time, they share one."""
+        built: list[object] = []
+        real = chain_module._new_store
+        monkeypatch.setattr(chain_module, "_new_store", lambda *args: built.append(args) or real(*args))
+        alice = pki.users["alice"]
+        pem = credential_pem(make_proxy(alice.credential, lifetime=3600))
+        pass_start = utcnow() - dt.timedelta(seconds=30)  # a pass that has run for half a minute
+        for _ in range(5):
+            verified_proxy_end(pem, alice.dn, str(pki.ca_dir), pass_start)
+        assert len(built) <= 1
 
     def test_only_a_copy_verifying_as_a_proxy_of_the_owner_has_an_end(self, rt: SimpleNamespace, pki: Pki) -> None:
         """The job's account can write its copy: a certificate it made itself, a proxy of another

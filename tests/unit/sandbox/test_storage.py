@@ -12,6 +12,7 @@ import pytest
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from tests.support import WAIT_TIMEOUT, flock_waiters, start_thread, wait_for
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
+from wmproxy.sandbox import storage as storage_module
 from wmproxy.sandbox.storage import (
     AREAS,
     MAX_PATH_DEPTH,
@@ -562,3 +563,24 @@ class TestCollectOutput:
     def test_no_output_sandbox_makes_no_directory(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
         assert storage.collect_output_files(JOB, tmp_path, ()) == []
         assert not storage.root.exists()
+
+
+class TestWithoutFlock:
+    def test_a_file_system_without_flock_for_directories_changes_on_without_the_lock(
+        self, storage: FilesystemSandboxStorage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """NFS emulates flock with byte-range locks, which need a file open for writing: a
+        directory's flock fails there with EBADF (Lustre mounted noflock: ENOSYS). No such file
+        system can be mounted here, so the error is injected. Every upload failed with it; the
+        change now goes on without taking turns, logged once per file system."""
+        def no_flock(_fd: int, _operation: int) -> None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+        storage.create_job_area(JOB)
+        storage_module._no_flock_logged.clear()
+        monkeypatch.setattr(storage_module.fcntl, "flock", no_flock)
+        for _ in range(2):
+            with storage.input_changes(JOB):
+                (storage.create_area(storage.job_rel_dir(JOB), "input") / "f").write_bytes(b"1")
+        assert storage.merge_perusal_chunks(JOB, "out.txt") == []
+        assert len([r for r in caplog.records if "no flock" in r.getMessage()]) == 1
