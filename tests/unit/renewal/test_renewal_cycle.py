@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.unit.renewal.test_renewal_service import self_signed
+from tests.unit.renewal.copy_support import self_signed
 from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, Principal, utcnow

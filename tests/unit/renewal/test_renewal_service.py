@@ -14,10 +14,9 @@ from types import SimpleNamespace
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import Pki
+from tests.unit.renewal.copy_support import self_signed
 from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.config import ConfigError, ExecutionSettings, RenewalSettings, SecuritySettings, Settings, load_settings
 from wmproxy.domain import utcnow
@@ -44,17 +43,6 @@ from wmproxy.services.renewal import (
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
-
-
-def self_signed(days: int) -> bytes:
-    """A certificate anyone can make: self-signed, valid for ``days`` days."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anything")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def settings(**renewal: object) -> RenewalSettings:
