@@ -3,6 +3,7 @@ raw reply XML kept for assertions."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,16 @@ def reference_client(endpoint: str, proxy: Path, ca_dir: Path) -> ReferenceClien
         deleg2=load(DELEGATION2_WSDL).create_service(f"{{{D2}}}DelegationSoapBinding", endpoint),
         session=session,
     )
+
+
+def forget_default_delegation(ref: ReferenceClient, dn: str) -> None:
+    """Destroy ``dn``'s default delegation (no FQANs) if one is there: the deployments are shared
+    across test modules, and one a module left valid (``wmproxy delegate-proxy -a``, ``list-match
+    -a``, htproxyput) makes getNewProxyReq refuse ("Previous client delegated proxy still valid")."""
+    from wmproxy.security.delegation import default_delegation_id
+
+    with contextlib.suppress(zeep.exceptions.Fault):
+        ref.deleg2.destroy(default_delegation_id(dn))
 
 
 def assert_unqualified_children(element: etree._Element) -> None:

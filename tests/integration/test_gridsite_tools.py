@@ -46,7 +46,7 @@ import zeep
 from cryptography import x509
 
 from tests.conftest import Pki, need_peer
-from tests.integration.refclient import ReferenceClient, reference_client
+from tests.integration.refclient import ReferenceClient, forget_default_delegation, reference_client
 from tests.integration.service import Deployment
 from tests.support import delegate, outputs, wait_for
 from wmproxy.jdl import parse_jdl
@@ -150,6 +150,7 @@ class TestHtproxyput:
     def test_htproxyput_fails_while_the_default_delegation_is_valid(
         self, run, deployment: Deployment, pki: Pki, alice: ReferenceClient
     ) -> None:
+        forget_default_delegation(alice, pki.users["alice"].dn)  # another module's may be left
         csr = alice.deleg2.getNewProxyReq()
         signed = sign_proxy_request(csr.proxyRequest.encode(), load_credential(pki.users["alice"].proxy), lifetime=3600)
         alice.deleg2.putProxy(csr.delegationID, signed.decode())

@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import Pki, need_peer
 from tests.gsoap.build import BuildFailed, ToolchainMissing, build
+from tests.integration.refclient import forget_default_delegation, reference_client
 from tests.integration.service import Deployment
 from tests.support import ECHO_JDL, wait_for_job_state
 from wmproxy.security.proxy import load_credential, sign_proxy_request
@@ -175,7 +176,9 @@ class TestDelegation:
         now = dt.datetime.now(dt.UTC)
         assert now + dt.timedelta(hours=5) < end <= now + dt.timedelta(hours=6, minutes=5)
 
-    def test_new_proxy_req_renew_and_destroy(self, alice: GSoapClient) -> None:
+    def test_new_proxy_req_renew_and_destroy(self, alice: GSoapClient, deployment: Deployment, pki: Pki) -> None:
+        forget_default_delegation(reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir),
+                                  pki.users["alice"].dn)  # another module's may be left
         new = alice.ok("getNewProxyReq")
         assert new["getNewProxyReqReturn.nil"] == "0", str(new)
         assert (new["proxyRequest.nil"], new["delegationID.nil"]) == ("0", "0"), str(new)

@@ -18,6 +18,7 @@ from tests.integration.refclient import (
     ReferenceClient,
     assert_unqualified_children,
     fault_detail,
+    forget_default_delegation,
     reference_client,
 )
 from tests.integration.service import Deployment
@@ -122,6 +123,7 @@ class TestDelegation:
         assert [c.tag for c in detail] == ["message"]
 
     def test_get_new_proxy_req_and_renew_proxy_req(self, alice: ReferenceClient, pki: Pki) -> None:
+        forget_default_delegation(alice, pki.users["alice"].dn)  # another module's may be left
         new = alice.deleg2.getNewProxyReq()
         assert reply_name(alice) == (D2, "getNewProxyReqResponse")
         returned = alice.last_reply.find("getNewProxyReqReturn")
