@@ -193,17 +193,16 @@ class AreaTally(NamedTuple):
     files: int
 
 
-def _counted_tally(top: Path) -> AreaTally:
-    """Bytes and number of the regular files under the directory ``top`` but temporary ones
-    (:func:`is_temporary`); ``(0, 0)`` when ``top`` is missing or not a directory (a symlink in
-    its place is not followed, nor are symlinked directories below it). Without recursion, at
-    any depth (:func:`~wmproxy.sandbox.trees.tree_totals`).
+def _counted_bytes(top: Path) -> int:
+    """Bytes of the regular files under the directory ``top`` but temporary ones
+    (:func:`is_temporary`); 0 when ``top`` is missing or not a directory (a symlink in its place
+    is not followed, nor are symlinked directories below it). Without recursion, at any depth
+    (:func:`~wmproxy.sandbox.trees.tree_totals`).
 
     Raises:
         OSError: a directory below ``top`` could not be read.
     """
-    totals = tree_totals(top, skip=is_temporary)
-    return AreaTally(totals.size, totals.files)
+    return tree_totals(top, skip=is_temporary).size
 
 
 NAME_MAX = 255
@@ -513,16 +512,8 @@ class FilesystemSandboxStorage:
         holds no database lock. Nothing is held for a job without a directory (its uploads
         find no area).
         """
-        try:
-            lock = os.open(self.job_dir(job_id), os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-        except (FileNotFoundError, NotADirectoryError):
+        with _locked_directory(self.job_dir(job_id)):
             yield
-            return
-        try:
-            _flock(lock, self.job_dir(job_id))
-            yield
-        finally:
-            os.close(lock)
 
     def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:
         """Concatenate the chunks of ``name`` in time order into ``peek/<name>-<first>-<last>``.
@@ -533,15 +524,8 @@ class FilesystemSandboxStorage:
         while another merged sees the chunks that one took as merged already, not half gone.
         """
         peek = self._area(job_id, "peek", must_exist=False)
-        try:
-            lock = os.open(peek, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        try:
-            _flock(lock, peek)
-            return self._merge_chunks(peek, name)
-        finally:
-            os.close(lock)
+        with _locked_directory(peek) as locked:
+            return self._merge_chunks(peek, name) if locked else []
 
     def _merge_chunks(self, peek: Path, name: str) -> list[str]:
         """:meth:`merge_perusal_chunks` once its lock is held."""
@@ -585,12 +569,12 @@ class FilesystemSandboxStorage:
         (``peek/``) and in-progress temporary files (:func:`is_temporary`: an upload not renamed
         into place yet, or one a crash left) are not counted. 0 when the area does not exist."""
         job_dir = self.job_dir(job_id)
-        return sum(_counted_tally(job_dir / area).size for area in ("input", "output"))
+        return sum(_counted_bytes(job_dir / area) for area in ("input", "output"))
 
     def output_bytes(self, job_id: str) -> int:
         """Bytes of the regular files under the job's ``output/`` that :meth:`counted_bytes`
         counts (temporary files left out; 0 when it does not exist)."""
-        return _counted_tally(self.job_dir(job_id) / "output").size
+        return _counted_bytes(self.job_dir(job_id) / "output")
 
     def input_tally(self, job_id: str) -> AreaTally:
         """Bytes of the regular files under the job's ``input/`` (recursively), and how many
@@ -948,26 +932,39 @@ def _mkstemp(path: Path) -> tuple[int, str]:
         raise SandboxError(f"Unable to create {path.name}: {exc.strerror}") from exc
 
 
-#: Where :func:`_flock` found no ``flock`` (logged once per process and file system).
+#: Where :func:`_locked_directory` found no ``flock`` (logged once per process and file system).
 _no_flock_logged: set[int] = set()
 
 
-def _flock(fd: int, path: Path) -> None:
-    """An exclusive ``flock`` of the directory ``fd`` (``path``), let go when it is closed. A file
-    system without it for directories (NFS emulates ``flock`` with byte-range locks, which need
-    a file open for writing: EBADF; Lustre mounted ``noflock``: ENOSYS) goes on without the lock,
-    logged once per file system: the changes of one job then do not take turns across hosts,
-    as without this lock, rather than every upload failing."""
+@contextlib.contextmanager
+def _locked_directory(path: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` of the directory ``path`` (across processes) until the block
+    ends; yields False, holding nothing, when there is no directory at ``path``.
+
+    A file system without ``flock`` for directories (NFS emulates it with byte-range locks, which
+    need a file open for writing: EBADF; Lustre mounted ``noflock``: ENOSYS) goes on without the
+    lock, logged once per file system: the changes of one job then do not take turns across
+    hosts, as without this lock, rather than every one of them failing.
+    """
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        device = os.fstat(fd).st_dev
-        if device not in _no_flock_logged:
-            _no_flock_logged.add(device)
-            log.warning("no flock on the file system of %s (%s): changes of one job's sandbox go on without "
-                        "taking turns across processes", path, exc.strerror or exc)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # let go when closed
+        except OSError as exc:
+            if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            device = os.fstat(fd).st_dev
+            if device not in _no_flock_logged:
+                _no_flock_logged.add(device)
+                log.warning("no flock on the file system of %s (%s): changes of one job's sandbox go on without "
+                            "taking turns across processes", path, exc.strerror or exc)
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
