@@ -15,12 +15,13 @@ MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
 of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a
 path outside a sandbox, a refused caller (a limited proxy may only read), an upload over
-``[limits] max_input_sandbox_files`` (a directory counts as a file) or a path with more than
+``[limits] max_input_sandbox_files`` (a directory counts as a file), a path with more than
 :data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
-``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another request removed while this
-one waited); 409 for a missing parent directory or a change of the input sandbox after
-jobStart; 413 when the upload would exceed the input sandbox size limit or the owner's hard
-quota; 405 for other methods. Error bodies are one line of plain text, never a traceback.
+``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another
+request removed while this one waited); 409 for a missing parent directory or a change of the
+input sandbox after jobStart; 413 when the upload would exceed the input sandbox size limit or
+the owner's hard quota; 405 for other methods. Error bodies are one line of plain text, never a
+traceback.
 
 Every change of the bytes of an input area goes through ``record_bytes`` (:data:`RecordBytes`),
 which reads the sizes it changes, and checks the limits, with the owner's usage counter locked.

@@ -41,16 +41,21 @@ from wmproxy.services.renewal import (
     register_for_renewal,
     renewal_status,
     stale_job_proxies,
-    stored_proxy,
 )
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
-from wmproxy.store import make_engine, make_session_factory
+from wmproxy.store import UnitOfWork, make_engine, make_session_factory
 from wmproxy.store.schema import Base, Job
 
 CYCLE = 60.0
 DELEG = "d1"
 SERVER = "myproxy.example.org:7512"
+
+
+def stored_proxy(uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str) -> bytes | None:
+    """The stored (unsealed) proxy PEM of (DN, id), None when the delegation is gone."""
+    row = uow.delegations.get(owner_dn, delegation_id)
+    return None if row is None else rt.sealer.open(row.sealed_proxy)
 
 
 @pytest.fixture

@@ -45,7 +45,6 @@ from wmproxy.services.renewal.jobfiles import (
     job_proxy_end,
     job_proxy_path,
     stale_job_proxies,
-    stored_proxy,
 )
 from wmproxy.services.renewal.registration import (
     myproxy_server_for,
@@ -88,5 +87,4 @@ __all__ = [
     "renewal_status",
     "server_allowed",
     "stale_job_proxies",
-    "stored_proxy",
 ]

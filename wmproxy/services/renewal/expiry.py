@@ -90,8 +90,7 @@ def abort_ended_copies(
     delegation = uow.renewals.lock_delegation(owner_dn, delegation_id)
     if delegation is None or delegation.not_after <= now:
         return []  # gone, or expired: abort_expired_credential's
-    fit = ProxyFit(rt, rt.sealer.open(delegation.sealed_proxy), [f for f in delegation.fqans.split("\n") if f],
-                   delegation.not_after, now)
+    fit = ProxyFit.stored(rt, delegation, now)
     aborted: list[str] = []
     for job_id in job_ids:
         job = uow.jobs.get(job_id)

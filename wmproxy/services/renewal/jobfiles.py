@@ -34,7 +34,7 @@ from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
-from wmproxy.store.schema import Job
+from wmproxy.store.schema import Delegation, Job
 
 #: States of jobs a worker holds; their proxy copy gets the renewed proxy.
 HELD_STATES = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
@@ -122,6 +122,12 @@ class ProxyFit:
     now: dt.datetime
     _proven: tuple[str, ...] | None = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def stored(cls, rt: Runtime, row: Delegation, now: dt.datetime) -> ProxyFit:
+        """The fit of the proxy stored in the delegation ``row`` (opened here) at ``now``."""
+        return cls(rt, rt.sealer.open(row.sealed_proxy), [f for f in row.fqans.split("\n") if f], row.not_after,
+                   now)
+
     def reason(self, job: Job) -> str | None:
         """None when the proxy fits ``job``, else why not (the text of the job's event)."""
         try:
@@ -203,17 +209,10 @@ def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[Pr
         row = uow.delegations.get(owner_dn, delegation_id)
         if row is None:
             continue
-        pem = rt.sealer.open(row.sealed_proxy)
-        fit = ProxyFit(rt, pem, [f for f in row.fqans.split("\n") if f], row.not_after, now)
+        fit = ProxyFit.stored(rt, row, now)
         jobs = [job for job in (uow.jobs.get(job_id) for job_id in job_ids) if job is not None]
         fitting, kept = fitting_jobs(uow, fit, jobs)
         ended = [job_id for job_id in kept if ends[job_id] <= now]
         if fitting or ended:
-            refreshes.append(ProxyRefresh(owner_dn, delegation_id, pem, fitting, ended))
+            refreshes.append(ProxyRefresh(owner_dn, delegation_id, fit.proxy_pem, fitting, ended))
     return refreshes
-
-
-def stored_proxy(uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str) -> bytes | None:
-    """The stored (unsealed) proxy PEM of (DN, id), None when the delegation is gone."""
-    row = uow.delegations.get(owner_dn, delegation_id)
-    return None if row is None else rt.sealer.open(row.sealed_proxy)
