@@ -60,10 +60,9 @@ class SqlRenewalStore:
         return self.session.get(ProxyRenewal, record_id)
 
     def register(self, owner_dn: str, delegation_id: str, server: str, now: dt.datetime, *,
-                 replace: bool | Callable[[str], bool] = True) -> ProxyRenewal:
-        """Create the record of (DN, id) or, with ``replace``, point the existing one at ``server``
-        (without, an existing record keeps its server; ``replace`` may also be a test of the
-        existing record's server, True to replace it).
+                 replace: Callable[[str], bool] = lambda _current: True) -> ProxyRenewal:
+        """Create the record of (DN, id) or point the existing one at ``server`` when
+        ``replace(its server)`` is true (by default always; else it keeps its server).
 
         The existing row is locked (so a concurrent deregistration waits for this
         transaction and then sees its jobs); a concurrent first registration of the same
@@ -84,7 +83,7 @@ class SqlRenewalStore:
                 row = self.get(owner_dn, delegation_id, for_update=True)
                 if row is None:  # inserted concurrently, then deleted before we could read it
                     raise
-        if not (replace(row.myproxy_server) if callable(replace) else replace):
+        if not replace(row.myproxy_server):
             return row
         row.myproxy_server = server
         row.updated_at = now

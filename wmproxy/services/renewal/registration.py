@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 import classad2
 
@@ -119,9 +118,9 @@ def register_for_renewal(
     """
     if server is None:
         return
-    replace: bool | Callable[[str], bool] = named
-    if not named and settings is not None:
-        allowed_settings = settings
-        replace = lambda current: not server_allowed(allowed_settings, current)  # noqa: E731
+
+    def replace(current: str) -> bool:
+        return named or (settings is not None and not server_allowed(settings, current))
+
     record = uow.renewals.register(owner_dn, delegation_id, server, now, replace=replace)
     log.info("proxy %s (%s) of %s registered for renewal from %s", delegation_id, record.id, owner_dn, server)
