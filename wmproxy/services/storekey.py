@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.config import ConfigError, Settings
@@ -26,7 +26,7 @@ from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, w
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
 from wmproxy.store.migrations import schema_revisions
-from wmproxy.store.schema import Delegation, DelegationRequest, ServiceMeta
+from wmproxy.store.schema import Delegation, DelegationRequest
 from wmproxy.store.uow import UnitOfWork
 
 #: Seconds the look at the database after a rotation's failed commit waits for the rotation's
@@ -79,35 +79,25 @@ def staged_key_path(key_file: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".new")
 
 
-def _recorded_fingerprint(settings: Settings) -> str | None:
-    """The fingerprint the database records, read in a transaction of its own (None: none)."""
-    uow, engine = _uow(settings)
-    try:
-        with uow:
-            return SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT)
-    finally:
-        engine.dispose()
+def _recorded_fingerprint(settings: Settings, *, settle: bool = False) -> str | None:
+    """The fingerprint the database records, read in a transaction of its own on a new
+    connection (None: none).
 
-
-def _settled_fingerprint(settings: Settings) -> str | None:
-    """The recorded fingerprint once no transaction holds its row (a new connection).
-
-    Read ``FOR UPDATE``: a rotation's transaction holds the row from its ``put_meta`` to its
-    end, so a read while its COMMIT is still on the way to the server (the client saw the
-    connection fail first) waits for the outcome instead of reading the old key, at most
-    :data:`SETTLE_TIMEOUT` seconds on PostgreSQL. On SQLite a commit is over when the call
-    returns or raises.
+    With ``settle`` it is read ``FOR UPDATE``, once no transaction holds its row: a rotation's
+    transaction holds the row from its ``put_meta`` to its end, so a read while its COMMIT is
+    still on the way to the server (the client saw the connection fail first) waits for the
+    outcome instead of reading the old key, at most :data:`SETTLE_TIMEOUT` seconds on
+    PostgreSQL. On SQLite a commit is over when the call returns or raises.
 
     Raises:
-        SQLAlchemyError: the database cannot be reached, or the row stayed locked.
+        SQLAlchemyError: the database cannot be reached, or (``settle``) the row stayed locked.
     """
     uow, engine = _uow(settings)
     try:
         with uow:
-            if uow.session.get_bind().dialect.name == "postgresql":
+            if settle and uow.session.get_bind().dialect.name == "postgresql":
                 uow.session.execute(text(f"SET LOCAL lock_timeout = '{SETTLE_TIMEOUT}s'"))
-            return uow.session.scalars(select(ServiceMeta.value).where(ServiceMeta.name == STORE_KEY_FINGERPRINT)
-                                       .with_for_update()).one_or_none()
+            return SqlHousekeepingStore(uow.session).meta(STORE_KEY_FINGERPRINT, for_update=settle)
     finally:
         engine.dispose()
 
@@ -333,7 +323,7 @@ def _after_failed_rotation(settings: Settings, staged: Path, old_fp: str, new_fp
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'interrupted'}"
     if committing:
         try:
-            recorded = _settled_fingerprint(settings)
+            recorded = _recorded_fingerprint(settings, settle=True)
         except SQLAlchemyError as read_error:
             path = Path(settings.security.store_key_file)
             raise StoreStateError(

@@ -46,7 +46,12 @@ class SqlHousekeepingStore:
 
     # --- service_meta ---
 
-    def meta(self, name: str) -> str | None:
+    def meta(self, name: str, *, for_update: bool = False) -> str | None:
+        """The value of ``name`` (None: none); ``for_update`` locks its row, waiting for a
+        transaction that holds it to end."""
+        if for_update:
+            return self.session.scalars(select(ServiceMeta.value).where(ServiceMeta.name == name)
+                                        .with_for_update()).one_or_none()
         row = self.session.get(ServiceMeta, name)
         return None if row is None else row.value
 
