@@ -29,6 +29,7 @@ from wmproxy.store.housekeeping import SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job, JobEvent, ProxyRenewal
 
 ALICE = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
+UNFINISHED = [s.value for s in JobState if s not in FINAL_STATES]
 BASE = "https://localhost:7443/"
 
 
@@ -278,19 +279,38 @@ class TestCredentials:
         purger = rt.session_factory()
         try:
             store = SqlHousekeepingStore(purger)
-            assert sorted(store.orphan_renewals()) == [(ALICE, "back"), (ALICE, "gone")]
+            assert sorted(store.orphan_renewals(UNFINISHED)) == [(ALICE, "back"), (ALICE, "gone")]
             if purger.get_bind().dialect.name == "sqlite":  # BEGIN IMMEDIATE: the other writer would wait
                 purger.commit()
             with rt.uow() as uow:  # putProxy in another process
                 delegation, _request = sealed_rows(rt.sealer, ALICE, "back", not_after=now + dt.timedelta(hours=12))
                 uow.session.add(delegation)
-            removed = [pair for pair in [(ALICE, "back"), (ALICE, "gone")] if store.remove_renewal(*pair)]
+            removed = [pair for pair in [(ALICE, "back"), (ALICE, "gone")]
+                       if store.remove_renewal(*pair, UNFINISHED)]
             purger.commit()
         finally:
             purger.close()
         assert removed == [(ALICE, "gone")]
         with rt.uow() as uow:
             assert list(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["back"]
+
+    def test_a_destroyed_delegations_renewal_record_stays_while_its_jobs_run(self, rt: Runtime) -> None:
+        """A delegation destroyed while jobs use it keeps its renewal record until they end: a
+        proxy delegated again under the same id is renewed for them (the purger dropped the
+        record, and the jobs lost their renewal for good)."""
+        now = utcnow()
+        running = add_job(rt, "uses-destroyed", JobState.RUNNING.value, created_days=0.1, delegation_id="destroyed")
+        add_job(rt, "ended", JobState.DONE.value, created_days=0.1, delegation_id="unused")
+        with rt.uow() as uow:
+            for did in ("destroyed", "unused"):
+                uow.session.add(ProxyRenewal(owner_dn=ALICE, delegation_id=did, myproxy_server="myproxy:7512",
+                                             created_at=now, updated_at=now, attempts=0, renewals=0))
+        assert purge(rt, dry_run=True).renewals == [(ALICE, "unused")]
+        assert purge(rt).renewals == [(ALICE, "unused")]
+        with rt.uow() as uow:
+            assert list(uow.session.scalars(select(ProxyRenewal.delegation_id))) == ["destroyed"]
+            uow.jobs.set_state(uow.jobs.get(running), JobState.DONE.value, utcnow())
+        assert purge(rt).renewals == [(ALICE, "destroyed")]
 
     def test_pending_requests_go_after_a_day(self, rt: Runtime) -> None:
         with rt.uow() as uow:

@@ -56,6 +56,7 @@ from wmproxy.errors import (
     OperationNotAllowedError,
     ProxyError,
     QuotaExceededError,
+    SandboxError,
     SandboxFileCountError,
     SandboxNameError,
     SandboxPathError,
@@ -313,7 +314,16 @@ class SandboxApp:
 
             self.record_bytes(job_rel_dir, change, replace)
 
-        self.storage.stream_into(path, stream, length, limit, prepare=create_input, commit=commit)
+        try:
+            self.storage.stream_into(path, stream, length, limit, prepare=create_input, commit=commit)
+        except SandboxError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            # removed while the file arrived: the job's area (purged, cancelled), or the directory
+            if not (self.storage.root / job_rel_dir / "input").is_dir():
+                raise UnknownJobAreaError(f"No such job sandbox: /{job_rel_dir}/input (removed during the upload)") \
+                    from None
+            raise _HttpError(409, "The parent directory was removed during the upload") from None
         if created:
             return _text(201, "Created")
         return Response(status=204)

@@ -8,13 +8,14 @@ in the same scope. Another DN can neither see, use, replace nor destroy it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import weakref
 
 from cachetools import LRUCache
 from cryptography import x509
 
-from wmproxy.domain import Principal, utcnow
+from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import (
     DelegationError,
     DelegationNotFoundError,
@@ -37,8 +38,12 @@ from wmproxy.store.delegation_writes import StoredDelegation, delegation_writes
 from wmproxy.store.delegations import StoredProxy
 from wmproxy.store.schema import Delegation
 
+log = logging.getLogger(__name__)
+
 #: A proxy starting later than this (seconds) is refused (clock skew, §5.3).
 NOT_BEFORE_SKEW = 5
+#: States of jobs that still need their delegation.
+UNFINISHED_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
 
 
 def resolve_delegation_id(principal: Principal, delegation_id: str | None) -> str:
@@ -214,6 +219,11 @@ def destroy(rt: Runtime, principal: Principal, delegation_id: str | None) -> Non
     so that on PostgreSQL a destroy and a putProxy of the same (DN, id) wait for each other
     rather than deadlock (each holding the row the other needs next).
 
+    Jobs that use the delegation keep running with their own proxy copies, which are no longer
+    renewed; once a copy ends its job is aborted, and a job not started yet waits for a proxy
+    delegated again under the id (:mod:`wmproxy.services.renewal.expiry`). A warning is logged
+    when unfinished jobs use it.
+
     Raises:
         DelegationNotFoundError: nothing stored under (DN, id); a pending request is left as it was.
     """
@@ -222,7 +232,12 @@ def destroy(rt: Runtime, principal: Principal, delegation_id: str | None) -> Non
         uow.delegations.take_request(principal.dn, delegation_id)
         if not uow.delegations.delete_proxy(principal.dn, delegation_id):
             raise _not_found(delegation_id)  # the unit of work rolls back: the request stays
+        used = uow.renewals.has_jobs(principal.dn, delegation_id, UNFINISHED_STATES)
     forget_proxy(rt, principal.dn, delegation_id)
+    if used:
+        log.warning("delegation %s of %s destroyed while unfinished jobs use it: their proxies are no longer "
+                    "renewed; running jobs run on with their own copies until those end, jobs not started wait "
+                    "for a proxy delegated again under this id", delegation_id, principal.dn)
 
 
 def delegated_proxy_info(rt: Runtime, principal: Principal, delegation_id: str) -> ProxyInfo:

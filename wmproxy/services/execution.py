@@ -53,6 +53,9 @@ BACKEND_WAIT_POLLS = 5
 #: The reason of a claimed job left Waiting because its job directory cannot be made (the
 #: sandbox's file system full, say); the error follows.
 NO_JOB_DIRECTORY = "the job directory cannot be made"
+#: Why a started job whose delegation was destroyed waits (until it expires).
+NO_DELEGATION = ("waiting for a delegated proxy: delegation {delegation_id} was destroyed "
+                 "(delegate again under this id, or the job expires)")
 _T = TypeVar("_T")
 _RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 
@@ -77,7 +80,7 @@ class StartOrder:
             (the registered ``InputSandbox`` entries below ``area.input_uri``).
         area: where the job's files are (a node's input is its parent's).
         proxy_pem: the delegated proxy (PEM) for the job's proxy copy; ``b""`` for an
-            adopted job (its copy is already in place) or a destroyed delegation.
+            adopted job (its copy is already in place).
         perusal_interval: seconds between perusal samples, None without perusal.
         local_account: the Unix account decided at registration, None without mapping.
         prologue, epilogue: JDL ``Prologue``/``Epilogue``, None when absent.
@@ -400,6 +403,10 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
             [f for f in delegation.fqans.split("\n") if f] if delegation is not None else [],
             rt.sealer.open(delegation.sealed_proxy) if delegation is not None else b"")
     fqans, proxy_pem = credentials[key]
+    if not proxy_pem:  # destroyed since jobStart: it waits for a proxy delegated again under the id
+        _wait(writes, job, request, settings.brokering.match_retry_period, expires,
+              NO_DELEGATION.format(delegation_id=job.delegation_id))
+        return None
     job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
     try:
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions

@@ -17,7 +17,8 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
 * **work dirs** under ``[execution] work_dir`` whose job is gone, or ended ``final_age``
   ago (left by a crash), when the caller can remove them (the execution worker);
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
-  renewal records; renewal records whose delegation is gone;
+  renewal records; renewal records whose delegation is gone (destroyed) that no unfinished
+  job uses;
 * **pending delegation requests** older than ``request_age``;
 * **tombstones** older than ``tombstone_age`` (0: kept).
 
@@ -205,7 +206,7 @@ def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> No
         store = SqlHousekeepingStore(uow.session)
         expired_before = now - dt.timedelta(seconds=policy.delegation_grace)
         report.delegations = store.unused_expired_delegations(expired_before, unfinished, limit=policy.batch)
-        report.renewals = store.orphan_renewals()
+        report.renewals = store.orphan_renewals(unfinished)
         if report.dry_run:
             report.requests = len(store.stale_requests(requests_before))
             return
@@ -217,9 +218,9 @@ def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> No
         report.delegations = removed
         renewals = []
         for dn, delegation_id in report.renewals:  # each one checked again: a putProxy may have stored it again
-            if store.remove_renewal(dn, delegation_id):
+            if store.remove_renewal(dn, delegation_id, unfinished):
                 renewals.append((dn, delegation_id))
-                log.info("purged renewal record of %s of %s (delegation gone)", delegation_id, dn)
+                log.info("purged renewal record of %s of %s (delegation gone, no unfinished job)", delegation_id, dn)
         report.renewals = renewals
         report.requests = store.remove_requests(requests_before)
         if report.requests:

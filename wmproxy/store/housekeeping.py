@@ -202,16 +202,19 @@ class SqlHousekeepingStore:
         result = self.session.execute(delete(DelegationRequest).where(DelegationRequest.created_at < created_before))
         return int(getattr(result, "rowcount", 0) or 0)
 
-    def orphan_renewals(self) -> list[tuple[str, str]]:
-        """(DN, id) of renewal records whose delegation is gone."""
-        stmt = select(ProxyRenewal.owner_dn, ProxyRenewal.delegation_id).where(not_(_has_delegation()))
+    def orphan_renewals(self, live_states: Iterable[str]) -> list[tuple[str, str]]:
+        """(DN, id) of renewal records whose delegation is gone and which no job in
+        ``live_states`` uses (a destroyed delegation's record stays while its jobs run: a
+        delegation stored again under the same id is renewed for them)."""
+        stmt = select(ProxyRenewal.owner_dn, ProxyRenewal.delegation_id).where(_orphan(live_states))
         return [(dn, did) for dn, did in self.session.execute(stmt).all()]
 
-    def remove_renewal(self, owner_dn: str, delegation_id: str) -> bool:
-        """Delete the renewal record of (DN, id) if its delegation is still gone (a putProxy
-        may have stored one again since :meth:`orphan_renewals` listed it); True if deleted."""
+    def remove_renewal(self, owner_dn: str, delegation_id: str, live_states: Iterable[str]) -> bool:
+        """Delete the renewal record of (DN, id) if it is still an orphan (a putProxy may have
+        stored the delegation again, or a job may use it, since :meth:`orphan_renewals` listed
+        it); True if deleted."""
         result = self.session.execute(delete(ProxyRenewal).where(
-            ProxyRenewal.owner_dn == owner_dn, ProxyRenewal.delegation_id == delegation_id, not_(_has_delegation())))
+            ProxyRenewal.owner_dn == owner_dn, ProxyRenewal.delegation_id == delegation_id, _orphan(live_states)))
         return bool(getattr(result, "rowcount", 0))
 
     # --- what an operator sees ---
@@ -241,7 +244,11 @@ class SqlHousekeepingStore:
             select(func.count()).select_from(ExecutionRequest).where(ExecutionRequest.done_at.is_(None))) or 0
 
 
-def _has_delegation() -> ColumnElement[bool]:
-    """A delegation exists for the renewal record's (DN, id) (correlated EXISTS)."""
-    return exists().where(Delegation.owner_dn == ProxyRenewal.owner_dn,
-                          Delegation.delegation_id == ProxyRenewal.delegation_id).correlate(ProxyRenewal)
+def _orphan(live_states: Iterable[str]) -> ColumnElement[bool]:
+    """No delegation exists for the renewal record's (DN, id) and no job in ``live_states``
+    uses it (correlated EXISTS)."""
+    delegation = exists().where(Delegation.owner_dn == ProxyRenewal.owner_dn,
+                                Delegation.delegation_id == ProxyRenewal.delegation_id).correlate(ProxyRenewal)
+    used = exists().where(Job.owner_dn == ProxyRenewal.owner_dn, Job.delegation_id == ProxyRenewal.delegation_id,
+                          Job.state.in_(list(live_states))).correlate(ProxyRenewal)
+    return and_(not_(delegation), not_(used))

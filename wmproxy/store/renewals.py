@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -169,15 +169,20 @@ class SqlRenewalStore:
             )
         ) or False
 
-    def expired_credentials(self, now: dt.datetime, states: Iterable[str]) -> list[tuple[str, str]]:
-        """(DN, id) of the delegations that have expired while jobs in ``states`` use them."""
-        stmt = (
+    def expired_credentials(self, now: dt.datetime, states: Iterable[str],
+                            held_states: Iterable[str]) -> list[tuple[str, str]]:
+        """(DN, id) of the delegations that have expired while jobs in ``states`` use them, and
+        of those that are gone (destroyed) while jobs in ``held_states`` use them."""
+        expired = (
             select(Job.owner_dn, Job.delegation_id)
             .join(Delegation, and_(Delegation.owner_dn == Job.owner_dn, Delegation.delegation_id == Job.delegation_id))
             .where(Job.state.in_(list(states)), Delegation.not_after <= now)
-            .distinct()
         )
-        return [(dn, did) for dn, did in self.session.execute(stmt).all()]
+        gone = select(Job.owner_dn, Job.delegation_id).where(
+            Job.state.in_(list(held_states)),
+            ~exists().where(Delegation.owner_dn == Job.owner_dn, Delegation.delegation_id == Job.delegation_id),
+        )
+        return [(dn, did) for dn, did in self.session.execute(union(expired, gone)).all()]
 
     def held_jobs(self, states: Iterable[str]) -> list[JobProxyTarget]:
         """Jobs in ``states`` (those a worker holds) with their stored proxy's end."""

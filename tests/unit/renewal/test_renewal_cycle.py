@@ -25,7 +25,9 @@ from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import Credential, credential_pem, make_proxy
 from wmproxy.security.sealing import Sealer
 from wmproxy.security.voms import verified_fqans
+from wmproxy.services.delegation import destroy
 from wmproxy.services.renewal import (
+    DESTROYED_REASON,
     PROXY_EXPIRED_REASON,
     RETRY_FRACTION,
     ProxyRefresh,
@@ -626,6 +628,41 @@ class TestExpiry:
                 assert (uow.jobs.get(job_id).state, uow.jobs.get(job_id).reason) == (
                     JobState.ABORTED.value, PROXY_EXPIRED_REASON)
                 assert [r.command for r in uow.queue.pending_for(job_id)] == ["cancel"]
+
+    def test_a_destroyed_delegations_running_jobs_run_on_until_their_copies_end(
+        self, rt: Runtime, pki: Pki, alice
+    ) -> None:
+        # they were never aborted (expired_credentials joined the delegation row), and ran on
+        # with ended proxies; the record stays, and renewal resumes once delegated again
+        dn, now = alice
+        with rt.uow() as uow:
+            copy = stored_proxy(uow, rt, dn, DELEG)
+        assert copy is not None
+        running = add_job(rt, dn, "running", JobState.RUNNING, now)
+        job_proxy_path(rt, running).parent.mkdir(parents=True)
+        install_proxy(job_proxy_path(rt, running).parent, copy, None)
+        waiting = add_job(rt, dn, "waiting", JobState.WAITING, now)
+        registered = add_job(rt, dn, "registered", JobState.SUBMITTED, now)
+        destroy(rt, Principal(dn), DELEG)
+        later = end_of(copy) + dt.timedelta(seconds=1)
+        with rt.uow() as uow:
+            assert expired_credentials(uow, now) == [(dn, DELEG)]
+            assert abort_expired_credential(uow, rt, dn, DELEG, now) == []  # its copy is valid
+            assert due_renewals(uow, rt, now) == []  # nothing to renew it with
+            assert deregister_unused(uow, later) == 0
+        with rt.uow() as uow:
+            assert abort_expired_credential(uow, rt, dn, DELEG, later) == [running]
+        with rt.uow() as uow:
+            assert (uow.jobs.get(running).state, uow.jobs.get(running).reason) == (
+                JobState.ABORTED.value, DESTROYED_REASON)
+            assert [r.command for r in uow.queue.pending_for(running)] == ["cancel"]
+            for job_id, state in ((waiting, JobState.WAITING), (registered, JobState.SUBMITTED)):
+                assert uow.jobs.get(job_id).state == state.value  # they wait for a proxy delegated again
+            assert expired_credentials(uow, later) == []
+            assert renewal_status(uow, dn, DELEG) is not None  # the waiting jobs use it
+        delegate(rt, dn, proxy(pki, "alice", 20 * 60, now), now)
+        with rt.uow() as uow:
+            assert len(due_renewals(uow, rt, now)) == 1
 
     def test_a_record_in_use_stays(self, rt: Runtime, alice) -> None:
         dn, now = alice

@@ -532,6 +532,23 @@ class TestAreasMadeByTheirFirstWrite:
         assert "No such job sandbox" in response.get_data(as_text=True)
         assert not _job_dir(storage).exists() and not _job_dir(storage).parent.exists()
 
+    def test_an_area_removed_while_an_upload_streams_answers_404(
+        self, client: Client, storage: FilesystemSandboxStorage
+    ) -> None:
+        # the job is purged or cancelled while its file arrives: a 404 that says so, not a 500
+        _area(storage, "input")
+
+        class PurgedMidway(io.BytesIO):
+            def read(self, n: int | None = -1) -> bytes:
+                if self.tell():
+                    storage.remove_job_area(JOB)
+                return super().read(min(n or 1, 1))
+
+        response = client.put(f"{INPUT}/f", input_stream=PurgedMidway(b"xyz"), content_length=3, headers=OWNER)
+        assert response.status_code == 404
+        assert "No such job sandbox" in response.get_data(as_text=True)
+        assert not _job_dir(storage).exists()
+
 
 def _refuse_count() -> None:
     from wmproxy.errors import SandboxFileCountError

@@ -11,13 +11,16 @@ import random
 import classad2
 import pytest
 
+from tests.conftest import Pki
+from tests.support import delegate_in_process
 from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, jdl, job_row, submit
 from tests.unit.services.conftest import DELEGATION
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError
 from wmproxy.services import jobs
 from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
-from wmproxy.services.execution import BACKEND_WAIT_POLLS, StartOrder, claim_next_start, claim_starts
+from wmproxy.services.delegation import destroy
+from wmproxy.services.execution import BACKEND_WAIT_POLLS, NO_DELEGATION, StartOrder, claim_next_start, claim_starts
 from wmproxy.services.matchmaking import GLUE_UNLIMITED, builtin_ce, list_match, matches, site_ces
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
@@ -132,6 +135,25 @@ class TestWaitingForAMatch:
         order = claim(rt, now=t2)
         assert order is not None and order.ce_id == CE2
         assert pending_start_count(rt, job_id) == 0
+
+    def test_a_job_whose_delegation_was_destroyed_waits_for_one_delegated_again(
+        self, broker_rt: RankedRuntime, alice: Principal, pki: Pki
+    ) -> None:
+        # it started without a proxy copy (the claim read an empty proxy and went on)
+        rt = broker_rt(match_retry_period=60)
+        job_id = submit(rt, alice)
+        destroy(rt, alice, DELEGATION)
+        t0 = utcnow()
+        assert claim(rt, now=t0) is None
+        reason = NO_DELEGATION.format(delegation_id=DELEGATION)
+        assert job_row(rt, job_id) == ("Waiting", reason, None)
+        assert pending_start(rt, job_id).not_before == t0 + dt.timedelta(seconds=60)
+        delegate_in_process(rt, alice, pki.users["alice"].proxy, DELEGATION)
+        order = claim(rt, now=t0 + dt.timedelta(seconds=61))
+        assert order is not None and order.job_id == job_id
+        with rt.uow() as uow:
+            stored = uow.delegations.get(alice.dn, DELEGATION)
+            assert stored is not None and order.proxy_pem == rt.sealer.open(stored.sealed_proxy)
 
     def test_a_job_whose_expiry_time_has_passed_is_aborted_without_running(self, broker_rt: RankedRuntime,
                                                                            alice: Principal) -> None:

@@ -30,6 +30,7 @@ from wmproxy.services.renewal.attempt import (
     finish_renewal,
 )
 from wmproxy.services.renewal.expiry import (
+    DESTROYED_REASON,
     NON_FINAL_STATES,
     PROXY_EXPIRED_REASON,
     abort_ended_copies,
@@ -58,6 +59,7 @@ from wmproxy.services.renewal.status import RenewalStatus, renewal_status
 __all__ = [
     "COPY_NOT_VALID",
     "DEFAULT_MYPROXY_PORT",
+    "DESTROYED_REASON",
     "HELD_STATES",
     "LEASE_MARGIN",
     "NON_FINAL_STATES",

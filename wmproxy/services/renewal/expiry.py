@@ -6,6 +6,9 @@
   a worker holds runs on while its own proxy copy is valid (a shorter proxy delegated again
   under the same id ended first), and is aborted once that copy has ended too; a copy
   that is not a valid proxy of the owner (the job's account can rewrite it) counts as ended.
+  A destroyed delegation is not renewed any more: its running jobs run on with their copies
+  and are aborted the same way once those end; jobs not started wait for a proxy delegated
+  again under the id (its renewal record stays while jobs use it, so renewal resumes then).
 * :func:`abort_ended_copies`: the same for held jobs the valid stored proxy does not fit
   (another VOMS FQAN), once their own copies have ended.
 * :func:`deregister_unused`: a record no non-final job uses any more is removed.
@@ -27,20 +30,23 @@ log = logging.getLogger(__name__)
 
 #: The abort reason of jobs whose proxy expired (the original's Globus error 131).
 PROXY_EXPIRED_REASON = "the user proxy expired"
+#: The abort reason of running jobs whose copy ended after their delegation was destroyed.
+DESTROYED_REASON = f"{PROXY_EXPIRED_REASON} (its delegation was destroyed: it was not renewed)"
 #: States of jobs that still need their credential (registration → deregistration).
 NON_FINAL_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
 
 
 def expired_credentials(uow: UnitOfWork, now: dt.datetime) -> list[tuple[str, str]]:
     """(DN, delegation id) of the delegations expired at ``now`` (aware UTC) that non-final
-    jobs still use."""
-    return uow.renewals.expired_credentials(now, NON_FINAL_STATES)
+    jobs still use, and of the destroyed ones that jobs a worker holds still use."""
+    return uow.renewals.expired_credentials(now, NON_FINAL_STATES, HELD_STATES)
 
 
 def abort_expired_credential(
     uow: UnitOfWork, rt: Runtime, owner_dn: str, delegation_id: str, now: dt.datetime
 ) -> list[str]:
-    """Abort the non-final jobs of an expired credential with "the user proxy expired".
+    """Abort the non-final jobs of an expired credential with "the user proxy expired", or
+    the held jobs of a destroyed one (no delegation row) with :data:`DESTROYED_REASON`.
 
     Runs in the caller's transaction, which it locks the delegation in. Jobs a worker holds
     are aborted only once their own proxy copy has ended too (or is missing, unreadable or not
@@ -53,20 +59,27 @@ def abort_expired_credential(
     was renewed or replaced meanwhile. Returns the ids of the aborted jobs.
     """
     delegation = uow.renewals.lock_delegation(owner_dn, delegation_id)
-    if delegation is None or delegation.not_after > now:
+    if delegation is not None and delegation.not_after > now:
         return []
+    # Destroyed (no row): only held jobs, once their copies end. A job not started yet waits
+    # for a proxy delegated again under the id (the execution worker's claim), until it expires.
+    states = NON_FINAL_STATES if delegation is not None else HELD_STATES
+    reason = PROXY_EXPIRED_REASON if delegation is not None else DESTROYED_REASON
     aborted: list[str] = []
-    for job in uow.renewals.jobs_of(owner_dn, delegation_id, NON_FINAL_STATES):
+    for job in uow.renewals.jobs_of(owner_dn, delegation_id, states):
         state = JobState(job.state)
         if state in FINAL_STATES or _follows_its_nodes(uow, job):
             continue  # ended as a consequence of an earlier node (DAG, parent)
         if state.value in HELD_STATES and _copy_valid(rt, job, now):
             continue
-        _abort_for_expired_proxy(uow, job, now)
+        _abort_for_expired_proxy(uow, job, now, reason)
         aborted.append(job.id)
-    if aborted:
+    if aborted and delegation is not None:
         log.warning("proxy %s of %s expired at %s: %d job(s) aborted (%s)", delegation_id, owner_dn,
-                    delegation.not_after.isoformat(), len(aborted), PROXY_EXPIRED_REASON)
+                    delegation.not_after.isoformat(), len(aborted), reason)
+    elif aborted:
+        log.warning("proxy %s of %s: %d running job(s) aborted, their own proxy copies ended and the delegation "
+                    "was destroyed (%s)", delegation_id, owner_dn, len(aborted), reason)
     return aborted
 
 
@@ -116,15 +129,15 @@ def _follows_its_nodes(uow: UnitOfWork, job: Job) -> bool:
     return job.parent_id is None and bool(uow.jobs.children(job.id)) and job.state != JobState.SUBMITTED.value
 
 
-def _abort_for_expired_proxy(uow: UnitOfWork, job: Job, now: dt.datetime) -> None:
-    """Abort ``job`` with :data:`PROXY_EXPIRED_REASON`: a job a worker holds also gets a
+def _abort_for_expired_proxy(uow: UnitOfWork, job: Job, now: dt.datetime, reason: str = PROXY_EXPIRED_REASON) -> None:
+    """Abort ``job`` with ``reason``: a job a worker holds also gets a
     ``cancel`` request (the worker stops the process and keeps the Aborted state); nodes go
     through :func:`~wmproxy.services.compound.on_node_ended`, so DAG dependents and parents
     follow their rules."""
     uow.jobs.get(job.id, for_update=True)  # its compound job first: the one lock order
     if job.state in HELD_STATES:
         uow.queue.enqueue(job.id, "cancel", now)
-    uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=PROXY_EXPIRED_REASON)
+    uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=reason)
     on_node_ended(uow, job, now)
 
 
