@@ -16,6 +16,7 @@ real :class:`wmproxy.renewal.worker.RenewalWorker` with its real MyProxy client,
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import socket
 import threading
 from collections.abc import Iterator
@@ -28,8 +29,10 @@ from tests.conftest import Pki
 from tests.store.conftest import store_runtime
 from tests.support import ECHO_JDL, delegate_in_process, principal_of
 from wmproxy.config import RenewalSettings
+from wmproxy.domain import JobState, utcnow
 from wmproxy.renewal.worker import RenewalWorker
-from wmproxy.services.renewal import renewal_status
+from wmproxy.services.delegation import destroy
+from wmproxy.services.renewal import expired_credentials, renewal_status
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 from wmproxy.store.schema import Delegation, ExecutionRequest, Job, JobEvent, ProxyRenewal
@@ -176,3 +179,26 @@ def test_a_default_server_no_longer_allowed_moves_to_the_new_default(
     assert record_server() == new.server
     one_pass(rt)
     assert log == ["mid"]
+
+
+def test_expired_and_destroyed_credentials_on_each_database(rt: Runtime, pki: Pki) -> None:
+    """The pass's first query: delegations expired while unfinished jobs use them, and destroyed
+    ones while jobs a worker holds use them (a destroyed one only jobs not started use is left:
+    they wait for a proxy delegated again)."""
+    alice = principal_of(pki, "alice")
+    jobs = {}
+    for delegation_id, lifetime in (("live", 6 * 3600), ("short", 3600), ("gone-running", 6 * 3600),
+                                    ("gone-waiting", 6 * 3600)):
+        delegate_in_process(rt, alice, pki.users["alice"].proxy, delegation_id, lifetime=lifetime)
+        jobs[delegation_id] = register_job(rt, alice, ECHO_JDL, delegation_id).job_id
+    with rt.uow() as uow:
+        job = uow.jobs.get(jobs["gone-running"])
+        assert job is not None
+        uow.jobs.set_state(job, JobState.RUNNING.value, utcnow())
+    for delegation_id in ("gone-running", "gone-waiting"):
+        destroy(rt, alice, delegation_id)
+    now = utcnow()
+    with rt.uow() as uow:
+        assert expired_credentials(uow, now) == [(alice.dn, "gone-running")]
+        later = now + dt.timedelta(hours=2)
+        assert sorted(expired_credentials(uow, later)) == [(alice.dn, "gone-running"), (alice.dn, "short")]
