@@ -512,7 +512,8 @@ class MappingSettings:
 @dataclass(frozen=True)
 class LimitsSettings:
     """What one request, proxy or sandbox may hold (``[limits]`` section); anything over a
-    limit is refused with a typed fault before it is stored.
+    limit is refused with a typed fault before it is stored, but a job's output sandbox, which
+    is truncated (``max_output_sandbox_size``).
 
     Attributes:
         max_proxy_chain_depth: certificates below the end-entity certificate a client or
@@ -527,6 +528,15 @@ class LimitsSettings:
             InputSandbox/OutputSandbox (the reference's maxInputSandboxFiles /
             maxOutputSandboxFiles; 0 = no limit).
         max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
+        max_output_sandbox_size: bytes the execution worker collects into one job's output
+            sandbox (the reference's ``WorkloadManager.MaxOutputSandboxSize``; 0 = no limit,
+            the reference's -1 and default). A job's budget is the smallest of this, what is
+            left of its owner's ``[jobs] quota_hard_limit`` when quotas are on, and a positive
+            ``GLITE_LOCAL_MAX_OSB_SIZE`` (bytes) in the JDL ``Environment``; files are copied in
+            OutputSandbox order, each at most its size when the copy began, and one over what
+            is left of the budget is truncated to it (the job is still Done; its reason names
+            the files truncated). With 0 and quotas off nothing bounds it: a job's sparse
+            ``truncate -s 10T out`` then becomes 10 TB in the sandbox area.
     """
 
     max_proxy_chain_depth: int = 10
@@ -537,13 +547,14 @@ class LimitsSettings:
     max_input_sandbox_files: int = 0
     max_output_sandbox_files: int = 0
     max_sandbox_name_bytes: int = 255
+    max_output_sandbox_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_proxy_chain_depth", "max_request_bytes", "max_xml_depth", "max_xml_elements",
                      "max_xml_attributes", "max_sandbox_name_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[limits] {name}: must be at least 1")
-        for name in ("max_input_sandbox_files", "max_output_sandbox_files"):
+        for name in ("max_input_sandbox_files", "max_output_sandbox_files", "max_output_sandbox_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"[limits] {name}: must not be negative (0 = no limit)")
 

@@ -107,6 +107,7 @@ class TestValues:
 #: ``cycle = 0``, every getProxyReq failing on a 512-bit key...), each refused at start naming
 #: its setting: ``(section, key, value, message)``.
 OUT_OF_RANGE = [
+    ("limits", "max_output_sandbox_size", "-1", r"\[limits\] max_output_sandbox_size: must not be negative"),
     ("renewal", "cycle", "0", r"\[renewal\] cycle: must be positive"),
     ("renewal", "cycle", "-300", r"\[renewal\] cycle: must be positive"),
     ("renewal", "timeout", "0", r"\[renewal\] timeout: must be positive"),

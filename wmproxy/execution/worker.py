@@ -79,7 +79,7 @@ from wmproxy.execution.wakeup import Wakeup
 from wmproxy.execution.zygote import start_time
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
-from wmproxy.services import inspection
+from wmproxy.services import inspection, quota
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import perusal_lists
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
@@ -955,7 +955,7 @@ class ExecutionWorker:
         Raises:
             SandboxError: the sandbox's file system is full (or the owner's quota there): the
                 outputs stay in the work dir for a later try.
-            SQLAlchemyError: the database failed (perusal files).
+            SQLAlchemyError: the database failed (perusal files, the owner's usage for the output budget).
         """
         return dataclasses.replace(self._end_of(job, outcome), attempt=job.order.attempt)
 
@@ -983,11 +983,19 @@ class ExecutionWorker:
         if not job.order.description.output_sandbox:  # nothing to collect: nothing was ever collected either
             return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
                               payload_started=True)
+        # At most the job's budget is copied (a sparse 10 TB file is not 10 TB of zeros); a database
+        # failure reading the owner's usage is an outage (the end is tried again).
+        budget = quota.output_budget(self.rt, job_id, job.order.description.environment)
         try:
-            missing = self.rt.storage.collect_output_files(
-                job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox)
+            collected = self.rt.storage.collect_output_files(
+                job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox,
+                None if budget is None else budget[0])
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
-            reasons += [f"output sandbox file {name} not collected: {why}" for name, why in missing]
+            reasons += [f"output sandbox file {name} not collected: {why}" for name, why in collected.missing]
+            if collected.truncated and budget is not None:
+                cut = ", ".join(f"{name} (kept {kept} of {size} bytes)" for name, kept, size in collected.truncated)
+                log.warning("job %s: output sandbox truncated at %d bytes (%s): %s", job_id, budget[0], budget[1], cut)
+                reasons.append(f"output sandbox truncated at {budget[0]} bytes ({budget[1]}): {cut}")
         except WMProxyError as exc:
             if _storage_full(exc):
                 raise

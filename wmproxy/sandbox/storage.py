@@ -44,13 +44,12 @@ import fcntl
 import functools
 import logging
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from wmproxy import domain
 from wmproxy.errors import (
@@ -203,6 +202,30 @@ def _counted_bytes(top: Path) -> int:
         OSError: a directory below ``top`` could not be read.
     """
     return tree_totals(top, skip=is_temporary).size
+
+
+class OutputCollection(NamedTuple):
+    """What :meth:`FilesystemSandboxStorage.collect_output_files` did not collect whole.
+
+    Attributes:
+        missing: ``(name, reason)`` of each file not collected.
+        truncated: ``(name, bytes kept, size)`` of each file cut at the output sandbox budget.
+    """
+
+    missing: list[tuple[str, str]]
+    truncated: list[tuple[str, int, int]]
+
+
+def _copy_at_most(source: ReadableStream, out: BinaryIO, limit: int) -> int:
+    """Copy at most ``limit`` bytes of ``source`` into ``out`` (less at its end); bytes copied."""
+    copied = 0
+    while copied < limit:
+        chunk = source.read(min(CHUNK_SIZE, limit - copied))
+        if not chunk:
+            break
+        out.write(chunk)
+        copied += len(chunk)
+    return copied
 
 
 NAME_MAX = 255
@@ -723,8 +746,8 @@ class FilesystemSandboxStorage:
     # --- the job's own files ---
 
     def collect_output_files(
-        self, job_id: str, work_dir: Path, names: tuple[str, ...]
-    ) -> list[tuple[str, str]]:
+        self, job_id: str, work_dir: Path, names: tuple[str, ...], budget: int | None = None
+    ) -> OutputCollection:
         """Copy the job's output sandbox files from ``work_dir`` into its ``output/`` (atomically each).
 
         Only regular files inside ``work_dir`` are copied, opened through descriptors
@@ -732,16 +755,24 @@ class FilesystemSandboxStorage:
         link (``st_nlink > 1``: the job could have linked a file it cannot read into its
         directory), a FIFO or device, or a name leaving ``work_dir`` is not collected.
 
+        Each file is copied up to its size when opened (``fstat``; what the job's leftovers add
+        during the copy is not read) and, with a ``budget``, up to what is left of it after the
+        files before it: a file over that is truncated to it (an empty file once the budget is
+        spent), as the reference's JobWrapper truncated files beyond its output sandbox limit.
+        A sparse file is read, so its holes are written as zeros: the budget bounds that too.
+
         Args:
             job_id: the job.
             work_dir: the directory the job ran in.
             names: ``OutputSandbox`` names relative to ``work_dir``; each is stored
                 under its file name.
+            budget: bytes all the files together may take (None: no limit).
 
         Returns:
-            ``(name, reason)`` of each file not collected, in order; reasons are
-            ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a regular
-            file"``, ``"outside the work directory"``.
+            :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
+            reasons are ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a
+            regular file"``, ``"outside the work directory"``; and ``(name, kept, size)`` of
+            each file truncated to the budget.
 
         Raises:
             SandboxError: the job area does not exist (with a file to collect), ``output/``
@@ -750,6 +781,8 @@ class FilesystemSandboxStorage:
         # A job's first output sandbox creates output/ (a job without one leaves none).
         output = self._area(job_id, "output", must_exist=False, create=bool(names))
         missing: list[tuple[str, str]] = []
+        truncated: list[tuple[str, int, int]] = []
+        left = budget
         for entry in names:
             name = os.path.basename(entry)
             try:
@@ -759,14 +792,20 @@ class FilesystemSandboxStorage:
                 continue
             fd, tmp = _mkstemp(output / name)
             try:
-                with os.fdopen(fd, "wb") as out, os.fdopen(source, "rb") as data:
+                with os.fdopen(fd, "wb") as out, os.fdopen(source, "rb", buffering=0) as data:
                     os.fchmod(out.fileno(), 0o600)
-                    shutil.copyfileobj(data, out, CHUNK_SIZE)
+                    size = os.fstat(data.fileno()).st_size
+                    wanted = size if left is None else min(size, left)
+                    copied = _copy_at_most(data, out, wanted)
                 os.replace(tmp, output / name)
             except OSError as exc:
                 _unlink_quietly(tmp)
                 raise SandboxError(f"Unable to store the output file {name}: {exc.strerror}") from exc
-        return missing
+            if left is not None:
+                left -= copied
+                if size > wanted:
+                    truncated.append((name, copied, size))
+        return OutputCollection(missing, truncated)
 
     # --- writing ---
 

@@ -42,10 +42,32 @@ def _check(uow: UnitOfWork, rt: Runtime, job: Job) -> None:
 
 
 def _valid_name(name: str) -> str:
+    """``name`` without surrounding blanks, if it can name one file of the job's work dir.
+
+    Raises:
+        InvalidArgumentError: empty, ``.``, ``..``, a ``/``, or a control character (below
+            U+0020, DEL): the names are stored one a line, so a newline would make one name many.
+    """
     name = name.strip()
-    if not name or "/" in name or name in (".", "..") or "\x00" in name:
+    if not name or "/" in name or name in (".", ".."):
         raise InvalidArgumentError("Provided file name not valid")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InvalidArgumentError("Provided file name not valid: control characters (newline, CR, NUL...) "
+                                   "are not allowed")
     return name
+
+
+def _stored_names(rt: Runtime, stored: str) -> list[str]:
+    """The names a job's ``perusal_files`` column holds, valid ones only, each once, at most
+    ``[jobs] max_perusal_files``: a value stored before names with a newline were refused may
+    hold more."""
+    names: dict[str, None] = {}
+    for line in stored.split("\n"):
+        try:
+            names.setdefault(_valid_name(line))
+        except InvalidArgumentError:
+            continue
+    return list(names)[: rt.settings.jobs.max_perusal_files]
 
 
 def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: list[str]) -> None:
@@ -54,7 +76,7 @@ def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: l
     Raises:
         OperationNotAllowedError: perusal not enabled in the JDL, a compound job, or more
             than ``[jobs] max_perusal_files`` names.
-        InvalidArgumentError: a name with ``/`` or empty.
+        InvalidArgumentError: a name with ``/`` or a control character (a newline), or empty.
     """
     names = [_valid_name(f) for f in files]
     with rt.uow() as uow:
@@ -89,9 +111,11 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
 
 
 def perusal_lists(rt: Runtime, job_ids: list[str]) -> dict[str, list[str]]:
-    """For the execution worker: ``{job id: files under perusal}`` for those with any."""
+    """For the execution worker: ``{job id: files under perusal}`` for those with any (each name
+    once, at most ``[jobs] max_perusal_files``, whatever was stored)."""
     if not job_ids:
         return {}
     with rt.uow() as uow:
         jobs = [uow.jobs.get(job_id) for job_id in job_ids]
-        return {j.id: j.perusal_files.split("\n") for j in jobs if j is not None and j.perusal_files}
+        lists = {j.id: _stored_names(rt, j.perusal_files) for j in jobs if j is not None and j.perusal_files}
+    return {job_id: names for job_id, names in lists.items() if names}

@@ -7,12 +7,19 @@ and ``quota_hard_limit``). Uploads beyond the hard limit are refused (HTTP 413).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+#: JDL ``Environment`` variable with a job's own output sandbox limit in bytes (the reference's
+#: JobWrapper read it; a value that is not a positive integer sets none).
+JOB_OSB_LIMIT = "GLITE_LOCAL_MAX_OSB_SIZE"
 
 
 class QuotaManagementError(QuotaExceededError):
@@ -66,6 +73,38 @@ def count_output(rt: Runtime, job_id: str) -> None:
         job = uow.jobs.get(job_id)
         if job is not None:
             uow.usage.add(job.owner_dn, rt.storage.output_bytes(job_id), utcnow())
+
+
+def output_budget(rt: Runtime, job_id: str, environment: Iterable[str]) -> tuple[int, str] | None:
+    """Bytes the execution worker may collect into ``job_id``'s output sandbox, and what sets
+    them: the smallest of ``[limits] max_output_sandbox_size``, what is left of the owner's
+    ``[jobs] quota_hard_limit`` (quotas on; the job's input is counted already, its output not
+    yet) and :data:`JOB_OSB_LIMIT` in the job's ``environment`` (JDL ``Environment`` entries,
+    ``NAME=value``); None when none applies. A job can only lower its budget.
+
+    Raises:
+        SQLAlchemyError: the database failed (reading the owner's usage).
+    """
+    limits: list[tuple[int, str]] = []
+    if (site := rt.settings.limits.max_output_sandbox_size) > 0:
+        limits.append((site, "the site's output sandbox limit"))
+    for entry in environment:
+        name, sep, value = entry.partition("=")
+        if sep and name == JOB_OSB_LIMIT:
+            try:
+                own = int(value.strip())
+            except ValueError:
+                log.info("job %s: %s=%r is not a number of bytes: ignored", job_id, JOB_OSB_LIMIT, value[:40])
+                continue
+            if own > 0:
+                limits.append((own, f"the job's {JOB_OSB_LIMIT}"))
+    hard = rt.settings.jobs.quota_hard_limit
+    if hard > 0:
+        with rt.uow() as uow:
+            job = uow.jobs.get(job_id)
+            used = uow.usage.used(job.owner_dn) if job is not None else 0
+        limits.append((max(0, hard - used), "the owner's disk quota"))
+    return min(limits, key=lambda limit: limit[0]) if limits else None
 
 
 def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> None:

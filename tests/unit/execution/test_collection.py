@@ -46,7 +46,7 @@ def test_regular_files_are_collected_and_everything_else_refused_with_its_reason
     missing = storage.collect_output_files(JOB, work, (
         "good.out", "sub/nested.out", "link.out", "inner-link.out", "hard.out", "fifo.out", "dir.out",
         "via/plain", "../secret", "/etc/passwd", "absent.out",
-    ))
+    )).missing
 
     assert missing == [
         ("link.out", "symbolic link"),
@@ -60,16 +60,17 @@ def test_regular_files_are_collected_and_everything_else_refused_with_its_reason
         ("absent.out", "not produced"),
     ]
     assert storage.output_files(JOB) == [("good.out", 2), ("nested.out", 6)]
-    assert storage.collect_output_files(JOB, work, ("link.out", "good.out")) == [("link.out", "symbolic link")]
+    assert storage.collect_output_files(JOB, work, ("link.out", "good.out")).missing == [("link.out", "symbolic link")]
 
 
 def test_the_first_collected_output_makes_a_private_output_area(storage: FilesystemSandboxStorage,
                                                                  work: Path) -> None:
     job_dir = storage.job_dir(JOB)
-    assert storage.collect_output_files(JOB, work, ()) == []
+    assert storage.collect_output_files(JOB, work, ()) == ([], [])
     assert os.listdir(job_dir) == []  # registration made only the job directory; no outputs, no output/
     (work / "good.out").write_text("ok")
-    assert storage.collect_output_files(JOB, work, ("good.out", "absent.out")) == [("absent.out", "not produced")]
+    collected = storage.collect_output_files(JOB, work, ("good.out", "absent.out"))
+    assert collected.missing == [("absent.out", "not produced")]
     assert os.listdir(job_dir) == ["output"]
     assert stat.S_IMODE(os.lstat(job_dir / "output").st_mode) == 0o700
     assert os.lstat(job_dir / "output").st_uid == os.geteuid()  # the worker's, as registration's were
@@ -84,3 +85,43 @@ def test_open_confined_gives_a_descriptor_of_the_file_itself(work: Path) -> None
     with pytest.raises(ConfinementError) as info:
         open_confined(work / "missing-dir", "f")
     assert info.value.reason == "not produced"
+
+
+def test_a_budget_truncates_the_files_over_it_in_order_and_reads_no_further(
+    storage: FilesystemSandboxStorage, work: Path
+) -> None:
+    (work / "first.out").write_bytes(b"a" * 600)
+    (work / "second.out").write_bytes(b"b" * 700)  # 400 of it fit
+    (work / "third.out").write_bytes(b"c" * 10)  # nothing left: kept empty
+    (work / "link.out").symlink_to(work / "first.out")
+
+    collected = storage.collect_output_files(JOB, work, ("first.out", "link.out", "second.out", "third.out"),
+                                             budget=1000)
+
+    assert collected.missing == [("link.out", "symbolic link")]
+    assert collected.truncated == [("second.out", 400, 700), ("third.out", 0, 10)]
+    output = storage.job_area(JOB).output_dir
+    assert (output / "second.out").read_bytes() == b"b" * 400
+    assert storage.output_files(JOB) == [("first.out", 600), ("second.out", 400), ("third.out", 0)]
+    assert storage.output_bytes(JOB) == 1000
+
+
+def test_a_sparse_file_is_not_made_larger_than_the_budget(storage: FilesystemSandboxStorage, work: Path) -> None:
+    # `truncate -s 1T out` in a job: no block on the work dir's disk, a terabyte of zeros to read
+    with open(work / "out", "wb") as sparse:
+        sparse.truncate(1 << 40)
+    (work / "small.out").write_bytes(b"kept whole")
+
+    collected = storage.collect_output_files(JOB, work, ("small.out", "out"), budget=1 << 20)
+
+    assert collected == ([], [("out", (1 << 20) - 10, 1 << 40)])
+    kept = os.stat(storage.job_area(JOB).output_dir / "out")
+    assert kept.st_size == (1 << 20) - 10 and kept.st_blocks * 512 <= 2 << 20
+    assert storage.output_bytes(JOB) == 1 << 20
+
+
+def test_without_a_budget_every_file_is_copied_whole(storage: FilesystemSandboxStorage, work: Path) -> None:
+    (work / "big.out").write_bytes(os.urandom(3 * 1024 * 1024 + 5))  # over CHUNK_SIZE: several reads
+
+    assert storage.collect_output_files(JOB, work, ("big.out",)) == ([], [])
+    assert (storage.job_area(JOB).output_dir / "big.out").read_bytes() == (work / "big.out").read_bytes()

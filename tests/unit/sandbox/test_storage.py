@@ -147,7 +147,7 @@ class TestJobArea:
         assert storage.counted_bytes(JOB) == 0
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert storage.merged_perusal_files(JOB, "out.txt") == []
-        assert storage.collect_output_files(JOB, storage.root, ()) == []  # no output sandbox: no output/
+        assert storage.collect_output_files(JOB, storage.root, ()).missing == []  # no output sandbox: no output/
         assert os.listdir(storage.job_dir(JOB)) == []
 
     def test_remove_deletes_area_and_empty_fan_out_dir(self, storage: FilesystemSandboxStorage) -> None:
@@ -541,7 +541,7 @@ class TestCollectOutput:
         (work / "a.out").write_bytes(b"A")
         (work / "sub" / "b.out").write_bytes(b"B")
 
-        missing = storage.collect_output_files(JOB, work, ("a.out", "sub/b.out", "c.out"))
+        missing = storage.collect_output_files(JOB, work, ("a.out", "sub/b.out", "c.out")).missing
 
         assert missing == [("c.out", "not produced")]
         assert storage.output_files(JOB) == [("a.out", 1), ("b.out", 1)]
@@ -557,11 +557,11 @@ class TestCollectOutput:
         work.mkdir()
         (work / "leak.out").symlink_to(secret)
 
-        assert storage.collect_output_files(JOB, work, ("leak.out",)) == [("leak.out", "symbolic link")]
+        assert storage.collect_output_files(JOB, work, ("leak.out",)).missing == [("leak.out", "symbolic link")]
         assert storage.output_files(JOB) == []
 
     def test_no_output_sandbox_makes_no_directory(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
-        assert storage.collect_output_files(JOB, tmp_path, ()) == []
+        assert storage.collect_output_files(JOB, tmp_path, ()) == ([], [])
         assert not storage.root.exists()
 
 

@@ -1,0 +1,74 @@
+"""enableFilePerusal's names and the lists the worker samples (services/perusal.py): a name
+holding a control character is refused with a typed fault (the names are stored one a line, so
+"f1\\nf2\\n...\\nf10000" was one name for the ``[jobs] max_perusal_files`` check and ten
+thousand for the worker), and what the worker reads is cut back to the limit, each name once,
+whatever a job's row holds from before."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support import ECHO_JDL, SoapApp, caller_from_environ
+from wmproxy.domain import Principal
+from wmproxy.errors import InvalidArgumentError
+from wmproxy.services.perusal import enable_file_perusal, perusal_lists
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
+from wmproxy.store.schema import Job
+
+PERUSED_JDL = ECHO_JDL.rstrip().rstrip("]") + "PerusalFileEnable = true;\n]"
+MANY = "\n".join(f"f{i}" for i in range(1, 201))
+
+
+@pytest.fixture
+def job_id(rt: Runtime, alice: Principal, delegated: str) -> str:
+    return register_job(rt, alice, PERUSED_JDL, delegated).job_id
+
+
+@pytest.mark.parametrize("name", [MANY, "a\nb", "out\rx", "a\tb", "\x1b[31mred", "x\x7fy", "x\x00y"])
+def test_a_name_with_a_control_character_is_refused(rt: Runtime, alice: Principal, job_id: str, name: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="control characters"):
+        enable_file_perusal(rt, alice, job_id, ["std.out", name])
+    assert perusal_lists(rt, [job_id]) == {}  # nothing stored
+
+
+def test_blanks_around_a_name_are_still_taken_off(rt: Runtime, alice: Principal, job_id: str) -> None:
+    enable_file_perusal(rt, alice, job_id, ["std.out\n", " std.err "])
+    assert perusal_lists(rt, [job_id]) == {job_id: ["std.out", "std.err"]}
+
+
+def test_the_soap_fault_is_an_invalid_argument_fault_with_its_fields(rt: Runtime, alice: Principal,
+                                                                    job_id: str) -> None:
+    soap = SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
+    item = escape(MANY, {"\n": "&#10;"})
+    body = (f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}" xmlns:ns="{WMPROXY}"><SOAP-ENV:Body>'
+            f"<ns:enableFilePerusal><jobId>{escape(job_id)}</jobId><fileList><Item>{item}</Item></fileList>"
+            "</ns:enableFilePerusal></SOAP-ENV:Body></SOAP-ENV:Envelope>").encode()
+
+    reply = soap.request(body, alice)
+
+    assert reply.status.startswith("500"), reply.status
+    detail = reply.fault_detail
+    assert detail.tag == f"{{{WMPROXY}}}InvalidArgumentFault", reply.body
+    assert [c.tag for c in detail][:4] == ["methodName", "Timestamp", "ErrorCode", "Description"]
+    assert detail.findtext("methodName") == "enableFilePerusal"
+    assert detail.findtext("ErrorCode") == "1225"
+    assert "control characters" in (detail.findtext("Description") or "")
+    assert perusal_lists(rt, [job_id]) == {}
+
+
+def test_a_list_stored_before_is_cut_to_the_limit_each_name_once(rt: Runtime, job_id: str) -> None:
+    # what enableFilePerusal stored before names with a newline were refused
+    stored = "f2\nf1\n\nf2\n../x\n" + MANY
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(perusal_files=stored))
+
+    names = perusal_lists(rt, [job_id])[job_id]
+
+    assert rt.settings.jobs.max_perusal_files == 15
+    assert names == ["f2", "f1", *(f"f{i}" for i in range(3, 16))]
