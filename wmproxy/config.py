@@ -529,9 +529,10 @@ class LimitsSettings:
             maxOutputSandboxFiles; 0 = no limit).
         max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
         max_output_sandbox_size: bytes the execution worker collects into one job's output
-            sandbox (the reference's ``WorkloadManager.MaxOutputSandboxSize``; 0 = no limit,
-            the reference's -1 and default). A job's budget is the smallest of this, what is
-            left of its owner's ``[jobs] quota_hard_limit`` when quotas are on, and a positive
+            sandbox; 100 MB (the reference's ``WorkloadManager.MaxOutputSandboxSize`` defaults
+            to -1, no limit: 0 here, which leaves the sandbox's disk to one job's output when
+            quotas are off; larger outputs belong on grid storage). A job's budget is the
+            smallest of this, what is left of its owner's ``[jobs] quota_hard_limit`` when quotas are on, and a positive
             ``GLITE_LOCAL_MAX_OSB_SIZE`` (bytes) in the JDL ``Environment``; files are copied in
             OutputSandbox order, each at most its size when the copy began, and one over what
             is left of the budget is truncated to it (the job is still Done; its reason names
@@ -547,7 +548,7 @@ class LimitsSettings:
     max_input_sandbox_files: int = 0
     max_output_sandbox_files: int = 0
     max_sandbox_name_bytes: int = 255
-    max_output_sandbox_size: int = 0
+    max_output_sandbox_size: int = 100_000_000
 
     def __post_init__(self) -> None:
         for name in ("max_proxy_chain_depth", "max_request_bytes", "max_xml_depth", "max_xml_elements",

@@ -785,6 +785,9 @@ class FilesystemSandboxStorage:
         left = budget
         for entry in names:
             name = os.path.basename(entry)
+            if name in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
+                missing.append((entry, "not a regular file"))
+                continue
             try:
                 source = open_confined(work_dir, entry)
             except ConfinementError as exc:

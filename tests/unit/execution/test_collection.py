@@ -63,6 +63,18 @@ def test_regular_files_are_collected_and_everything_else_refused_with_its_reason
     assert storage.collect_output_files(JOB, work, ("link.out", "good.out")).missing == [("link.out", "symbolic link")]
 
 
+def test_an_entry_without_a_file_name_is_refused_and_the_others_are_collected(
+    storage: FilesystemSandboxStorage, work: Path
+) -> None:
+    # "sub/" was stored as output/ itself: os.replace onto the directory failed, and with it the
+    # whole collection (the job's end retried, the files after it never collected)
+    (work / "sub" / "nested.out").write_text("nested")
+    (work / "after.out").write_text("after")
+    missing = storage.collect_output_files(JOB, work, ("sub/", ".", "after.out")).missing
+    assert missing == [("sub/", "not a regular file"), (".", "not a regular file")]
+    assert (storage.job_dir(JOB) / "output" / "after.out").read_text() == "after"
+
+
 def test_the_first_collected_output_makes_a_private_output_area(storage: FilesystemSandboxStorage,
                                                                  work: Path) -> None:
     job_dir = storage.job_dir(JOB)
