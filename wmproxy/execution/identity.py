@@ -32,6 +32,10 @@ the job must not achieve is to make the worker act on anything else, hence:
 * the worker writes into the work dir only through descriptors (``O_NOFOLLOW``,
   ``O_EXCL``, ``dir_fd``) and renames, so a symlink or hard link the job plants is
   replaced, never followed (this host even runs with ``fs.protected_symlinks = 0``);
+* a renewed proxy goes only into a work dir still at its job's name (:func:`renew_proxy`),
+  checked under the work dir's ``flock``, under which the worker also empties and renames an
+  ended job's work dir to reuse it (:func:`recycle_work_dir`): the next job of the account,
+  maybe another user's (a static account), never gets the proxy of the job before;
 * :func:`read_status` opens ``status.json`` without following symlinks and without
   blocking on a FIFO, accepts only a small regular file owned by the account, and
   checks every field's type; ``wrapper_pid`` in it is informational only: never signal
@@ -82,8 +86,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
+import logging
 import os
 import pwd
 import secrets
@@ -122,6 +128,7 @@ PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
 _MAX_STATUS_BYTES = 256 * 1024
+log = logging.getLogger(__name__)
 #: Prefix joining the cgroup whose ``cgroup.procs`` follows it, then executing the rest.
 _JOIN = ("/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"')
 
@@ -348,7 +355,8 @@ def write_spec_bytes(work_dir: Path, spec: bytes, account: Account | None, *, sy
 def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, name: str = PROXY_NAME,
                   *, sync: bool = True, fresh: bool = False) -> Path:
     """Put the job's proxy (PEM bytes, with its key) into the work dir as ``name``,
-    mode 0600, owned by ``account``. Safe while the job runs (proxy renewal): the copy
+    mode 0600, owned by ``account``. Safe while the job runs (a renewal goes through
+    :func:`renew_proxy`, which also checks the work dir is still the job's): the copy
     is written to a fresh file, fsynced (unless ``sync`` is False: a job not started
     yet) and renamed over ``name``, so a link planted there is replaced, not followed.
     ``fresh``: as :func:`write_spec`'s (created at ``name`` with ``O_EXCL``, no rename).
@@ -359,11 +367,64 @@ def install_proxy(work_dir: Path, proxy_pem: bytes, account: Account | None, nam
     Raises:
         IdentityError: ``name`` is not a plain file name or the file cannot be written.
     """
-    if not name or "/" in name or name in (".", "..", STATE_DIR):
-        raise IdentityError(f"Invalid proxy file name {name!r}")
+    _check_proxy_name(name)
     with _DirFd(work_dir) as work_fd:
         _replace_file(work_fd, name, proxy_pem, 0o600, account, sync=sync, fresh=fresh)
     return Path(work_dir) / name
+
+
+def renew_proxy(work_dir: Path, proxy_pem: bytes, name: str = PROXY_NAME) -> bool:
+    """Replace the proxy copy ``name`` of a running job with ``proxy_pem`` (the renewal
+    worker's push), as :func:`install_proxy` does (a fresh file, fsynced, renamed over it),
+    owned by the owner of the work dir, only if the job still has that work dir and a copy in
+    it. ``work_dir`` is ``<work_root>/<name of the job>``: a directory at that path is the
+    job's, whoever else's it was before (a spare reused) or becomes after.
+
+    The work dir is opened, then locked (:func:`_lock_work_dir`), then checked: the path must
+    still name the directory opened. The execution worker empties an ended job's work dir and
+    renames it to a spare for the next job of its account under the same lock
+    (:func:`recycle_work_dir`), so a push that opened the directory before it was recycled
+    finds it is no longer at ``work_dir`` and writes nothing, and a recycling that comes while
+    a push holds the lock keeps its hands off (the directory is removed instead): the renewed
+    proxy of this job's owner never lands in the next job's work dir. Neither side waits for
+    the lock (the job's account can open its work dir and hold a lock for ever): a push that
+    finds it taken fails, and the next pass tries again.
+
+    Returns:
+        True: the copy was written; False: there is no copy at ``work_dir`` (the job has
+        not got one yet, or it ended: its work dir was released, recycled or removed).
+
+    Raises:
+        IdentityError: the work dir cannot be opened (also when it was removed since the
+            call began: the caller tells), it is locked by another process, or the copy cannot
+            be written (the old one is then intact).
+    """
+    _check_proxy_name(name)
+    path = os.path.abspath(work_dir)
+    if not os.path.lexists(path):
+        return False
+    with _DirFd(path) as work_fd:
+        try:
+            if not _lock_work_dir(work_fd, path):
+                raise IdentityError(f"The job directory {path} is locked by another process")
+            opened = os.fstat(work_fd)
+            named = os.lstat(path)
+            os.lstat(name, dir_fd=work_fd)  # a job without a copy gets the stored proxy at its start
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise IdentityError(f"Cannot check the job directory {path}: {exc.strerror}") from None
+        if (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+            return False  # recycled since it was opened: another job's now, or a spare
+        account = None if opened.st_uid == os.geteuid() else Account(opened.st_uid, opened.st_gid,
+                                                                      str(opened.st_uid))
+        _replace_file(work_fd, name, proxy_pem, 0o600, account)
+    return True
+
+
+def _check_proxy_name(name: str) -> None:
+    if not name or "/" in name or name in (".", "..", STATE_DIR):
+        raise IdentityError(f"Invalid proxy file name {name!r}")
 
 
 def write_state_file(work_dir: Path, name: str, data: bytes, mode: int, account: Account | None) -> Path:
@@ -752,8 +813,11 @@ def recycle_work_dir(work_root: Path, name: str, account: Account | None) -> str
     mode 0700 exactly, without extended attributes (an ACL) or inode flags the job set, and
     none holds a directory. The files, links and other non-directories the job left in them
     are unlinked (never followed). Anything else returns None, and the caller removes what is
-    left as before (:func:`remove_work_dir` or :func:`discard_work_dir`). Call it once the
-    job's wrapper has ended.
+    left as before (:func:`remove_work_dir` or :func:`discard_work_dir`), and so does a work dir
+    whose lock (:func:`_lock_work_dir`) another process holds: the renewal worker writing the
+    job's proxy (:func:`renew_proxy`), which must not find the directory become another job's
+    in the middle; it is emptied and renamed under that lock. Call it once the job's wrapper
+    has ended.
 
     Returns:
         The spare's name below ``work_root`` (:data:`SPARE_PREFIX`), or None (not recycled;
@@ -766,8 +830,8 @@ def recycle_work_dir(work_root: Path, name: str, account: Account | None) -> str
     work_dir = os.path.join(root, name)
     try:
         with _DirFd(work_dir) as work_fd:
-            if not _plain_dir(work_fd, owner):
-                return None
+            if not _lock_work_dir(work_fd, work_dir) or not _plain_dir(work_fd, owner):
+                return None  # locked: a renewal is writing the job's proxy into it (renew_proxy)
             for entry in os.listdir(work_fd):
                 if entry not in _SKELETON and not _unlink_plain(work_fd, entry):
                     return None
@@ -778,8 +842,8 @@ def recycle_work_dir(work_root: Path, name: str, account: Account | None) -> str
                     for entry in os.listdir(sub_fd):
                         if not _unlink_plain(sub_fd, entry):
                             return None
-        spare = f"{SPARE_PREFIX}{secrets.token_hex(8)}"
-        os.rename(work_dir, os.path.join(root, spare))
+            spare = f"{SPARE_PREFIX}{secrets.token_hex(8)}"
+            os.rename(work_dir, os.path.join(root, spare))  # still locked: a renewal never sees it half done
     except (OSError, IdentityError):
         return None
     return spare
@@ -898,6 +962,38 @@ class _DirFd:
 
     def __exit__(self, *_exc: object) -> None:
         os.close(self.fd)
+
+
+#: Devices where :func:`_lock_work_dir` found no ``flock`` (logged once per process and file system).
+_no_flock_logged: set[int] = set()
+
+
+def _lock_work_dir(fd: int, path: Path | str) -> bool:
+    """Take the exclusive ``flock`` of the work dir ``fd`` (across processes; let go when ``fd``
+    is closed) without waiting: False when another descriptor holds it. It orders a renewal's
+    push (:func:`renew_proxy`) and the recycling of the work dir (:func:`recycle_work_dir`); each
+    holds this lock only, and neither waits for it, since the job's account can open its work
+    dir and take the lock too (it would only keep its own proxy from being renewed, and its
+    work dir from being reused).
+
+    A file system without ``flock`` for directories (NFS emulates it with byte-range locks, which
+    need a file open for writing: EBADF; Lustre mounted ``noflock``: ENOSYS) goes on without the
+    lock, logged once per file system (as the sandbox's job locks): the push still checks that
+    the work dir is the job's before writing, which leaves only a narrow window open.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        device = os.fstat(fd).st_dev
+        if device not in _no_flock_logged:
+            _no_flock_logged.add(device)
+            log.warning("no flock on the file system of %s (%s): renewed proxies and the reuse of work "
+                        "directories go on without taking turns", path, exc.strerror or exc)
+    return True
 
 
 def _give(fd: int, account: Account | None) -> None:

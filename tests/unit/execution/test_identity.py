@@ -5,6 +5,7 @@ module docstring lists."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from tests.unit.execution.wrapper_support import (
     JOB,
     alive,
     create_account,
+    flock_held_elsewhere,
     kill_session,
     sh,
     wait_for,
@@ -356,6 +358,73 @@ class TestRemoveWorkDir:
             identity.remove_work_dir(work_root, name)
 
 
+def _ended_work_dir(work_root: Path, account: Account | None) -> Path:
+    """A work dir of the usual layout as its job leaves it (the wrapper's ``tmp/``, the proxy copy)."""
+    work = identity.prepare_work_dir(work_root, "job1", account)
+    (work / "tmp").mkdir(mode=0o700)
+    os.chown(work / "tmp", *_expected_owner(account))
+    identity.install_proxy(work, PROXY, account)
+    return work
+
+
+class TestWorkDirLock:
+    """The renewal worker's push (:func:`identity.renew_proxy`) and the recycling of an ended
+    job's work dir take turns on the work dir's ``flock``, neither waiting for it."""
+
+    def test_a_work_dir_locked_by_another_process_is_not_recycled(self, work_root: Path,
+                                                                  account: Account | None) -> None:
+        work = _ended_work_dir(work_root, account)
+        inode = os.stat(work).st_ino
+        with flock_held_elsewhere(work):
+            assert identity.recycle_work_dir(work_root, "job1", account) is None
+            assert (work / identity.PROXY_NAME).read_bytes() == PROXY  # neither emptied nor renamed
+            assert os.stat(work).st_ino == inode
+        spare = identity.recycle_work_dir(work_root, "job1", account)  # once let go
+        assert spare is not None and os.stat(work_root / spare).st_ino == inode
+
+    def test_a_push_holds_the_lock_while_it_writes(self, work_root: Path, account: Account | None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        work = _ended_work_dir(work_root, account)
+        real_replace = identity._replace_file
+        recycled: list[str | None] = []
+
+        def recycle_meanwhile(*args: object, **kw: object) -> None:
+            recycled.append(identity.recycle_work_dir(work_root, "job1", account))  # another descriptor
+            real_replace(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(identity, "_replace_file", recycle_meanwhile)
+        assert identity.renew_proxy(work, b"renewed")
+        assert recycled == [None]
+        assert (work / identity.PROXY_NAME).read_bytes() == b"renewed"
+        assert _owner(work / identity.PROXY_NAME) == (*_expected_owner(account), 0o600)
+
+    def test_a_push_writes_only_into_the_work_dir_at_its_name(self, work_root: Path,
+                                                              account: Account | None) -> None:
+        work = _ended_work_dir(work_root, account)
+        assert not identity.renew_proxy(work_root / "job2", b"renewed")  # no work dir: no copy
+        os.unlink(work / identity.PROXY_NAME)
+        assert not identity.renew_proxy(work, b"renewed")  # released: the copy is gone
+        assert sorted(os.listdir(work)) == sorted(["tmp", identity.STATE_DIR])  # none made
+
+    def test_without_flock_the_work_dir_is_still_recycled_and_it_is_logged_once(
+        self, work_root: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """NFS has no ``flock`` for directories (EBADF): both go on without the lock."""
+        def no_flock(fd: int, operation: int) -> None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+        monkeypatch.setattr(identity.fcntl, "flock", no_flock)
+        monkeypatch.setattr(identity, "_no_flock_logged", set())
+        work = _ended_work_dir(work_root, account)
+        assert identity.renew_proxy(work, b"renewed")
+        assert (work / identity.PROXY_NAME).read_bytes() == b"renewed"
+        assert identity.recycle_work_dir(work_root, "job1", account) is not None
+        assert [r.getMessage() for r in caplog.records].count(
+            f"no flock on the file system of {work} (Bad file descriptor): renewed proxies and the reuse of "
+            "work directories go on without taking turns") == 1
+
+
 @pytest.fixture(scope="session")
 def worker_account() -> Iterator[Account]:
     yield from create_account("wrk")
@@ -386,7 +455,7 @@ try:
     os.kill(wrapper.pid, signal.SIGTERM)
     wrapper.wait(timeout=60)
     status = identity.read_status(work, account)
-    identity.install_proxy(work, proxy, account)  # a renewal into the account's 0700 directory
+    result["renewed"] = identity.renew_proxy(work, proxy)  # a renewal into the account's 0700 directory
     result["cancelled_by"] = status.cancelled_by
     result["started"] = status.payload_started
     identity.remove_work_dir(root, "job1")
@@ -424,7 +493,8 @@ class TestPrivileges:
         result = self._run_cycle(work_root, worker_account, job_account, CAPABILITIES)
         assert result.get("error") is None, result
         assert result["caps"] == "00000000000000e3"  # CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID and no more
-        assert result == {**result, "cancelled_by": signal.SIGTERM, "started": True, "removed": True}
+        assert result == {**result, "cancelled_by": signal.SIGTERM, "started": True, "renewed": True,
+                                    "removed": True}
         # the job holds none of them (an ambient capability would survive the switch between two non-zero
         # uids); the bounding set stays, but with no_new_privs and no file capabilities nothing regains them
         job_caps = result["job_caps"]

@@ -3,10 +3,12 @@ python, a throwaway local account, job specs running ``/bin/sh -c``, and process
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +56,24 @@ def sh(script: str, **kw: object) -> JobSpec:
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Poll ``condition`` every 0.05 s for up to :data:`DEADLINE` seconds (tests.support.wait_for)."""
     support.wait_for(condition, what=what, timeout=DEADLINE, interval=0.05)
+
+
+#: Holds the exclusive ``flock`` of the directory ``argv[1]`` until its stdin ends.
+_HOLD_FLOCK = ("import fcntl, os, sys\n"
+               "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+               "print('locked', flush=True); sys.stdin.read()")
+
+
+@contextlib.contextmanager
+def flock_held_elsewhere(directory: Path) -> Iterator[None]:
+    """The ``flock`` of ``directory`` (a work dir) held by another process until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-I", "-c", _HOLD_FLOCK, str(directory)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        holder.communicate("", timeout=DEADLINE)
 
 
 def alive(pid: int) -> bool:
