@@ -12,7 +12,9 @@ the job's secret in the ``X-WMProxy-Inspection-Token`` header:
 ``POST <AGENT_PATH>/result?job=<job id>&request=<id>``
     JSON ``{"exit_code": int|null, "started_at": "...Z", "ended_at": "...Z",
     "timed_out": bool, "truncated": bool, "error": str|null, "output": base64}``:
-    ``204`` recorded.
+    ``204`` recorded; ``400`` with the reason for a body that breaks this contract (an
+    ``exit_code`` outside -2**31 to 2**31 - 1, a time that is not an ISO 8601 UTC time
+    within years 1 to 9999 once in UTC, output not base64, ...).
 
 Long-polls hold a request thread, so at most
 :data:`~wmproxy.services.inspection.AGENT_WAIT_SHARE` of the process's threads wait for agents
@@ -46,6 +48,8 @@ TOKEN_HEADER = "HTTP_X_WMPROXY_INSPECTION_TOKEN"  # noqa: S105 - a header name
 BUSY_RETRY_AFTER = 5
 #: Bytes of a posted result beyond the request's output cap (JSON, base64's third).
 POST_OVERHEAD = 64 * 1024
+#: The exit codes a result may carry (the ``inspection_requests.exit_code`` column: 32 bits).
+EXIT_CODE_MIN, EXIT_CODE_END = -(2**31), 2**31
 
 Authenticate = Callable[[dict[str, Any]], Principal]
 
@@ -130,6 +134,8 @@ def _outcome(data: dict[str, Any]) -> inspection.AgentOutcome:
     if (code is not None and (not isinstance(code, int) or isinstance(code, bool))) or \
             (error is not None and not isinstance(error, str)):
         raise InvalidArgumentError("exit_code must be an integer or null, error a string or null")
+    if code is not None and not EXIT_CODE_MIN <= code < EXIT_CODE_END:
+        raise InvalidArgumentError(f"exit_code must be from {EXIT_CODE_MIN} to {EXIT_CODE_END - 1}")
     try:
         output = base64.b64decode(str(data.get("output", "")), validate=True)
     except (binascii.Error, ValueError):
@@ -150,7 +156,10 @@ def _time(value: object) -> dt.datetime | None:
         raise InvalidArgumentError(f"not a UTC time: {str(value)[:40]!r}") from None
     if parsed.tzinfo is None:
         raise InvalidArgumentError("times must be UTC")
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except (OverflowError, ValueError):  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise InvalidArgumentError(f"not a UTC time within years 1 to 9999: {str(value)[:40]!r}") from None
 
 
 def _send(start_response: Callable[..., Any], status: str, body: bytes, headers: list[tuple[str, str]] | None = None,

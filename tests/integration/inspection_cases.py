@@ -114,7 +114,9 @@ def output_is_capped(dep: Deployment, running_job: str) -> None:
     assert "output truncated" in summary
 
 
-def another_user_is_refused_until_granted(dep: Deployment, pki: Pki, running_job: str) -> None:
+def another_user_is_refused_even_when_granted(dep: Deployment, pki: Pki, running_job: str) -> None:
+    """An ACL entry grants read access to the job (its status), not commands in it: the job's
+    work dir holds the owner's proxy (``tail user.proxy``)."""
     from tests.integration.refclient import reference_client
 
     rc, out, err = inspect(dep, running_job, "pwd", proxy=pki.users["bob"].proxy)
@@ -122,9 +124,12 @@ def another_user_is_refused_until_granted(dep: Deployment, pki: Pki, running_job
     assert "Error - AuthorizationFault" in err
     ref = reference_client(dep.endpoint, pki.users["alice"].proxy, pki.ca_dir)
     ref.wmproxy.addACLItems(running_job, {"Item": [pki.users["bob"].dn]})
-    rc, out, err = inspect(dep, running_job, "pwd", proxy=pki.users["bob"].proxy)
-    assert rc == 0, err
-    assert out.startswith("/")
+    bob = reference_client(dep.endpoint, pki.users["bob"].proxy, pki.ca_dir)
+    assert bob.wmproxy.getJobStatus(running_job).status == "Running"
+    rc, out, err = inspect(dep, running_job, "tail", "-n", "100", "user.proxy", proxy=pki.users["bob"].proxy)
+    assert rc == 1
+    assert "Error - AuthorizationFault" in err and "only the job's owner may inspect it" in err, err
+    assert "PRIVATE KEY" not in out
 
 
 def site_allow_list(dep: Deployment, running_job: str) -> None:
@@ -196,7 +201,7 @@ CASES = (
     the_job_secret_is_in_neither_the_commands_nor_the_payloads_environment,
     time_limit_kills_the_command,
     output_is_capped,
-    another_user_is_refused_until_granted,
+    another_user_is_refused_even_when_granted,
     site_allow_list,
     ended_job_answers_at_once_with_its_final_state,
     wrapper_killed_mid_request_ends_the_ask_with_an_error,

@@ -1,15 +1,16 @@
 """Typed access to JDL attributes on top of classad2 (names are case-insensitive).
 
 Readers (:func:`string_value`, :func:`string_list`, :func:`file_list`,
-:func:`integer`, :func:`job_kind`, :func:`job_type`) raise :class:`JdlError` naming the
-attribute when its value has the wrong type; writers (:func:`set_list`,
+:func:`integer`, :func:`expiry_time`, :func:`job_kind`, :func:`job_type`) raise
+:class:`JdlError` naming the attribute when its value has the wrong type; writers (:func:`set_list`,
 :func:`delete`) keep the user's spelling of an attribute name. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import classad2
 
@@ -19,6 +20,10 @@ JOB_TYPES_OF_TYPE = ("job", "dag", "collection")
 KNOWN_JOB_TYPES = (
     "normal", "interactive", "mpich", "parametric", "partitionable", "checkpointable",
 )
+#: The ``ExpiryTime`` values registration accepts, seconds since the epoch: from 0 up to,
+#: not including, 2**32 (2106-02-07T06:28:16Z). The broker clamps a value stored before
+#: the check into this range (:func:`wmproxy.services.brokering.deadline`).
+EXPIRY_TIME_MIN, EXPIRY_TIME_END = 0, 2**32
 
 
 def string_value(ad: classad2.ClassAd, name: str) -> str | None:
@@ -82,6 +87,28 @@ def integer(ad: classad2.ClassAd, name: str, default: int) -> int:
     value = ad[name]
     if isinstance(value, bool) or not isinstance(value, int):
         raise JdlError(f"Attribute {name} must be an integer, not {text(ad, name)}")
+    return value
+
+
+def is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether an attribute's value is a number literal: an int or a float, not a boolean
+    nor classad2's ``undefined``/``error`` (which are ints to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, (bool, classad2.Value))
+
+
+def expiry_time(ad: classad2.ClassAd) -> int | float | None:
+    """``ExpiryTime``: seconds since the epoch, ``None`` when absent.
+
+    Raises:
+        JdlError: the value is not a number literal (a string, a boolean, an expression),
+            not finite, or outside ``EXPIRY_TIME_MIN`` to ``EXPIRY_TIME_END`` (excluded).
+    """
+    if "ExpiryTime" not in ad:
+        return None
+    value = ad["ExpiryTime"]
+    if not is_number(value) or not math.isfinite(value) or not EXPIRY_TIME_MIN <= value < EXPIRY_TIME_END:
+        raise JdlError(f"Attribute ExpiryTime must be a number of seconds since the epoch from {EXPIRY_TIME_MIN} "
+                       f"to {EXPIRY_TIME_END - 1}, not {text(ad, 'ExpiryTime')}")
     return value
 
 

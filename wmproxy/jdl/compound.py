@@ -61,6 +61,7 @@ from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlEr
 from wmproxy.jdl.attributes import (
     copy_without,
     delete,
+    expiry_time,
     fresh,
     job_kind,
     job_type,
@@ -232,14 +233,17 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
         JdlError: a malformed node list, ``Parameters`` or dependency, a duplicated
             or unknown node name, a dependency cycle (the message names it), an
             ``InputSandbox`` reference that names no parent entry, two input files
-            with the same name, or a node that fails :func:`describe_simple` (the
-            message is prefixed with ``Node <name>: ``).
+            with the same name, a collection's or DAG's own ``ExpiryTime`` out of range
+            (:func:`~wmproxy.jdl.attributes.expiry_time`), or a node that fails
+            :func:`describe_simple` (the message is prefixed with ``Node <name>: ``).
     """
     kind = compound_kind(ad)
     if kind is None:
         return None
     if "edg_jobid" in ad:
         raise JdlError("jobid attribute already exists")
+    if kind != "parametric":
+        expiry_time(ad)  # the compound job's own (a parametric one's is its nodes', checked with them)
     dependencies: list[tuple[str, str]] = []
     if kind == "parametric":
         parent, raw_nodes = parametric_nodes(ad, max_nodes, max_bytes)

@@ -16,6 +16,7 @@ import classad2
 
 from wmproxy.errors import JdlError
 from wmproxy.jdl.attributes import (
+    expiry_time,
     file_list,
     job_kind,
     job_type,
@@ -98,8 +99,9 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
             :func:`wmproxy.jdl.describe`).
         JdlError: partitionable/checkpointable jobs ("... Jobs are Deprecated"), a
             missing mandatory attribute ("Mandatory attribute <name> not set"), an
-            attribute of the wrong type (the message names it), an ``Environment``
-            entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid
+            attribute of the wrong type (the message names it), an ``ExpiryTime`` that
+            is not a number of seconds in range (:func:`~wmproxy.jdl.attributes.expiry_time`),
+            an ``Environment`` entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid
             attribute already exists").
     """
     if not is_simple(ad):
@@ -112,6 +114,7 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
         raise JdlError("Mandatory attribute Executable not set")
     if not description.executable:
         raise JdlError("Attribute Executable must not be empty")
+    expiry_time(ad)
     for entry in description.environment:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")

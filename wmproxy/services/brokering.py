@@ -27,6 +27,7 @@ import classad2
 from wmproxy.config import Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl.attributes import EXPIRY_TIME_END, EXPIRY_TIME_MIN, is_number
 from wmproxy.services.matchmaking import (
     BACKEND_ATTRIBUTE,
     GLUE_UNLIMITED,
@@ -142,10 +143,18 @@ def fuzzy_choice(found: Sequence[Match], rng: random.Random, factor: float = 1.0
 def deadline(job: classad2.ClassAd, since: dt.datetime, settings: Settings) -> dt.datetime:
     """When a job still waiting for a match expires: its ``ExpiryTime`` (seconds since the
     epoch, used as given) or else ``since`` (when its matching began) plus
-    ``[brokering] expiry_period``."""
+    ``[brokering] expiry_period``.
+
+    Registration refuses an ``ExpiryTime`` outside the range of
+    :func:`wmproxy.jdl.attributes.expiry_time`; one stored before that check is clamped
+    into it (a negative one counts as the epoch: expired; one past the range as its end,
+    2106), never an error: an error here would end every claim batch the job's request
+    is in (a datetime holds only years 1 to 9999). A value that is no number (classad2's
+    ``undefined`` included) counts as none."""
     expiry = job.get("ExpiryTime")
-    if isinstance(expiry, (int, float)) and not isinstance(expiry, bool) and math.isfinite(expiry):
-        return dt.datetime.fromtimestamp(expiry, dt.UTC)
+    if is_number(expiry) and math.isfinite(expiry):
+        clamped = min(max(expiry, EXPIRY_TIME_MIN), EXPIRY_TIME_END - 1)
+        return dt.datetime.fromtimestamp(clamped, dt.UTC)
     return since + dt.timedelta(seconds=settings.brokering.expiry_period)
 
 

@@ -56,6 +56,12 @@ NO_JOB_DIRECTORY = "the job directory cannot be made"
 #: Why a started job whose delegation was destroyed waits (until it expires).
 NO_DELEGATION = ("waiting for a delegated proxy: delegation {delegation_id} was destroyed "
                  "(delegate again under this id, or the job expires)")
+#: Why a claimed job ends when its claim fails with an error nothing expected (a bug its JDL
+#: triggers, say); the error's type follows, its traceback is in the worker's log.
+CLAIM_FAILED = "the job cannot be started: the service failed on it"
+#: Errors a claim lets through, rolling back its transaction (or savepoint): the database's,
+#: the file system's and the service's own (an unreadable CE catalogue), the site's not one job's.
+_CLAIM_ERRORS = (SQLAlchemyError, OSError, WMProxyError, MemoryError)
 _T = TypeVar("_T")
 _RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 
@@ -190,6 +196,9 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     * sent with jobSubmit and its job directory cannot be made (the sandbox's file system
       full, say): left Waiting with the reason :data:`NO_JOB_DIRECTORY` and the error, due
       again after ``[brokering] match_retry_period`` (or at its expiry, if sooner).
+    * one whose claim fails with an error nothing expected (:func:`_claim_guarded`):
+      Aborted with :data:`CLAIM_FAILED` and the error's type, the traceback logged; the
+      other requests go on.
 
     A claimed job's directory is made here if it has none yet (a job sent with jobSubmit).
 
@@ -216,8 +225,8 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
                     return None
                 request, job = one
                 writes = _ClaimWrites(worker, now)
-                order = _claim(rt, uow, request, job, backends, full, rng or _RNG, {}, SiteView(rt, uow, now),
-                               writes)
+                order = _claim_guarded(rt, uow, request, job, backends, full, rng or _RNG, {},
+                                       SiteView(rt, uow, now), writes)
                 writes.flush(uow)
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
@@ -302,7 +311,7 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
                     request, job = one
                     site = site or SiteView(rt, uow, now)
                     backends, full = _kinds(left)
-                    order = _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes)
+                    order = _claim_guarded(rt, uow, request, job, backends, full, rng, credentials, site, writes)
             except JobLockedError:  # the savepoint rolled back: the request stays queued for the next poll
                 break
             if order is not None:
@@ -322,7 +331,8 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
                 writes.requests.extend(RequestChange.postponed(r, r.not_before) for r in requests[index:])
                 return orders
             looked += 1
-            order = _claim(rt, uow, request, jobs.get(request.job_id), backends, full, rng, credentials, site, writes)
+            order = _claim_guarded(rt, uow, request, jobs.get(request.job_id), backends, full, rng, credentials, site,
+                                   writes)
             if order is not None:
                 orders.append(order)
                 left[order.backend] -= 1
@@ -356,6 +366,14 @@ class _ClaimWrites:
         self.ready: list[tuple[str, str]] = []  # (job id, CE id)
         self.waiting: list[StateChange] = []
 
+    def mark(self) -> tuple[int, int, int]:
+        """Where the collected changes end now, for :meth:`undo`."""
+        return len(self.requests), len(self.ready), len(self.waiting)
+
+    def undo(self, mark: tuple[int, int, int]) -> None:
+        """Drop the changes collected since ``mark``."""
+        del self.requests[mark[0]:], self.ready[mark[1]:], self.waiting[mark[2]:]
+
     def flush(self, uow: UnitOfWork) -> None:
         uow.queue.settle(self.requests)
         uow.jobs.set_ready(self.now, self.worker, self.ready)
@@ -373,6 +391,28 @@ class _Credential(NamedTuple):
 
     fqans: list[str]
     proxy_pem: bytes
+
+
+def _claim_guarded(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,
+                   backends: Collection[str] | None, full: Collection[str], rng: random.Random,
+                   credentials: dict[tuple[str, str | None], _Credential], site: SiteView,
+                   writes: _ClaimWrites) -> StartOrder | None:
+    """:func:`_claim`, where an error nothing expected (not one of :data:`_CLAIM_ERRORS`)
+    ends this job alone, Aborted with :data:`CLAIM_FAILED`, and the claim goes on: let through,
+    it rolled back the claim with its request, which stayed the oldest due and failed every
+    later claim (no job of the site started). What ``writes`` holds of the job is dropped."""
+    mark = writes.mark()
+    try:
+        return _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes)
+    except _CLAIM_ERRORS:
+        raise
+    except Exception as exc:
+        if job is None:
+            raise
+        writes.undo(mark)
+        log.exception("job %s: the claim failed; the job is aborted", job.id)
+        _abort(uow, writes, site, job.id, request, f"{CLAIM_FAILED} ({type(exc).__name__})")
+        return None
 
 
 def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,

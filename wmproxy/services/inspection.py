@@ -8,8 +8,11 @@ proxy (the owner's DN) plus a per-job secret (:func:`agent_token`, handed to the
 in its spec), runs the command as the job's account in its work dir with a time limit
 and an output cap, and posts the outcome (:func:`agent_post`).
 
-Rules: only the owner and the ACL entries the owner granted
-(:func:`wmproxy.services.access.job_for`, read access) may inspect; ``[inspection] mode``
+Rules: only the job's owner may inspect it. An ACL entry the owner granted
+(:func:`wmproxy.services.access.job_for`, read access) grants read access to the job's data
+(status, JDL, output, perusal), never a command in the job: the job's work dir holds the
+owner's delegated proxy (``user.proxy``, key included), which ``cat`` would print (§6.4: ACL
+entries grant read access only). ``[inspection] mode``
 turns it off, limits it to ``allowed_commands`` or allows any command. A job that has
 ended answers at once with its final state. Every request is logged and recorded as a job
 event ("inspection: <command>"). A request never waits for ever: it fails when the agent
@@ -193,8 +196,15 @@ def check_command(settings: Settings, argv: list[str]) -> list[str]:
     return list(argv)
 
 
+#: Why an ACL reader may not inspect (AuthorizationFault).
+OWNER_ONLY = ("Authorization error: only the job's owner may inspect it; an ACL entry grants read access "
+              "to the job's data (status, output), not commands in the job")
+
+
 def _job_to_inspect(uow: UnitOfWork, principal: Principal, job_id: str) -> Job:
-    job = job_for(uow, principal, job_id, access="read")
+    job = job_for(uow, principal, job_id, access="read")  # a stranger: the usual "user not authorized"
+    if job.owner_dn != principal.dn:
+        raise AuthorizationError(OWNER_ONLY)
     if uow.jobs.children(job.id):
         raise OperationNotAllowedError("A compound job cannot be inspected: inspect one of its nodes")
     return job
@@ -214,7 +224,7 @@ def ask(rt: Runtime, principal: Principal, job_id: str, argv: list[str], time_li
     Raises:
         InvalidArgumentError: malformed job id or command, a negative time limit.
         JobNotFoundError: no such job.
-        AuthorizationError: neither the owner nor in the job's ACL.
+        AuthorizationError: not the job's owner (an ACL reader gets :data:`OWNER_ONLY`).
         LimitedProxyError: a limited proxy (it grants data access only; a command runs in the job).
         OperationNotAllowedError: inspection off, program not allowed, a compound job, or
             a job that has not started running yet.
@@ -264,7 +274,8 @@ def result(rt: Runtime, principal: Principal, request_id: str, timeout: float) -
 
     Raises:
         InvalidArgumentError: unknown request id (or its job was purged), negative timeout.
-        AuthorizationError: the caller did not ask this request.
+        AuthorizationError: the caller did not ask this request, or is not the job's owner
+            (an ACL reader's request asked before only owners could inspect).
     """
     if timeout < 0:
         raise InvalidArgumentError("Invalid Argument: negative timeout")
@@ -286,6 +297,8 @@ def _look(rt: Runtime, principal: Principal, request_id: str) -> InspectionResul
         if request.requester_dn != principal.dn:
             raise AuthorizationError("Authorization error: user not authorized")
         job = uow.jobs.get(request.job_id)
+        if job is not None and job.owner_dn != principal.dn:  # an ACL reader's, asked before owners only
+            raise AuthorizationError(OWNER_ONLY)
         job_state = job.state if job is not None else JobState.CLEARED.value
         if request.state not in FINISHED:
             reason = _stuck(rt.settings, request, job, _now())
@@ -382,6 +395,13 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
             if job.state != JobState.RUNNING.value:
                 raise JobNotRunningError(f"The job is not running (state {job.state})")
             request = _store(uow).next_pending(job_id)
+            while request is not None and request.requester_dn != job.owner_dn:
+                # an ACL reader's, asked before only owners could: never run
+                request.state, request.ended_at, request.message = FAILED, _now(), OWNER_ONLY
+                log.info("inspection %s of job %s failed: asked by %s, not the owner", request.id, job_id,
+                         request.requester_dn)
+                uow.session.flush()
+                request = _store(uow).next_pending(job_id)
             if request is not None:
                 request.state, request.started_at = RUNNING, _now()
                 return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)

@@ -1,0 +1,79 @@
+"""The agent's result POST (``wmproxy/inspection_http.py``): a hostile value is a 400 naming it.
+
+An ``exit_code`` past the 32-bit column (``2**63``) reached the database and a time that is
+before year 1 once in UTC (``0001-01-01T00:00:00+14:00``) overflowed ``astimezone``: each
+answered ``500 internal error`` with a traceback in the log. Each is now a ``400`` with the
+reason, the request left as it was; the edge values are recorded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from wmproxy.domain import Principal
+from wmproxy.inspection_http import TOKEN_HEADER, InspectionAgentApp
+from wmproxy.services import inspection
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
+from wmproxy.store.inspections import DONE, RUNNING, InspectionRequest
+from wmproxy.store.schema import Job
+
+
+@pytest.fixture
+def taken(rt: Runtime, alice: Principal, delegated: str) -> tuple[str, str]:
+    """(job id, request id): alice's running job whose agent has taken a ``ps`` request."""
+    job_id = submit_job(rt, alice, '[ Executable = "/bin/sleep"; ]', delegated).job_id
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
+    request_id = inspection.ask(rt, alice, job_id, ["ps"])
+    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id), 0)
+    assert task is not None and task.request_id == request_id
+    return job_id, request_id
+
+
+def post(rt: Runtime, alice: Principal, job_id: str, request_id: str, body: dict[str, Any]) -> tuple[str, bytes]:
+    raw = json.dumps(body).encode()
+    seen: dict[str, str] = {}
+    out = InspectionAgentApp(rt, lambda environ: alice)(
+        {"PATH_INFO": f"{inspection.AGENT_PATH}/result", "REQUEST_METHOD": "POST",
+         "QUERY_STRING": f"job={job_id}&request={request_id}",
+         TOKEN_HEADER: inspection.agent_token(rt.settings, job_id),
+         "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw)},
+        lambda status, headers, exc_info=None: seen.setdefault("status", status))
+    return seen["status"], b"".join(out)
+
+
+def stored(rt: Runtime, request_id: str) -> tuple[str, int | None]:
+    with rt.uow() as uow:
+        request = uow.session.get(InspectionRequest, request_id)
+        assert request is not None
+        return request.state, request.exit_code
+
+
+@pytest.mark.parametrize("code", [2**63, 2**31, -(2**31) - 1, 10**30])
+def test_an_exit_code_past_32_bits_is_a_400(rt: Runtime, alice: Principal, taken: tuple[str, str],
+                                            code: int) -> None:
+    status, body = post(rt, alice, *taken, {"exit_code": code, "output": ""})
+    assert (status, body) == ("400 Bad Request", b"exit_code must be from -2147483648 to 2147483647\n")
+    assert stored(rt, taken[1]) == (RUNNING, None)
+
+
+@pytest.mark.parametrize("code", [2**31 - 1, -(2**31)])
+def test_the_32_bit_edges_are_recorded(rt: Runtime, alice: Principal, taken: tuple[str, str], code: int) -> None:
+    assert post(rt, alice, *taken, {"exit_code": code, "output": ""}) == ("204 No Content", b"")
+    assert stored(rt, taken[1]) == (DONE, code)
+
+
+@pytest.mark.parametrize(("field", "value"), [("started_at", "0001-01-01T00:00:00+14:00"),
+                                              ("ended_at", "9999-12-31T23:59:59-14:00")])
+def test_a_time_outside_years_1_to_9999_in_utc_is_a_400(rt: Runtime, alice: Principal, taken: tuple[str, str],
+                                                       field: str, value: str) -> None:
+    status, body = post(rt, alice, *taken, {"exit_code": 0, field: value, "output": ""})
+    assert status == "400 Bad Request"
+    assert body == f"not a UTC time within years 1 to 9999: {value!r}\n".encode()
+    assert stored(rt, taken[1]) == (RUNNING, None)
