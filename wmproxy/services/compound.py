@@ -17,12 +17,24 @@ from wmproxy.store.schema import Job
 
 
 def start_nodes(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
-    """jobStart of a compound job: every node becomes Waiting; those without parents are queued."""
+    """jobStart of a compound job: every node that has not ended becomes Waiting; those
+    without parents are queued.
+
+    A node that ended before the start (cancelled alone while the job was Submitted, or a
+    DAG descendant aborted because of such a cancel) keeps its state and is not queued; the
+    parent's state is then refreshed once, so a compound job whose nodes have all ended ends
+    at once."""
     blocked = uow.jobs.nodes_with_dependencies(parent.id)
+    ended = False
     for node in uow.jobs.children(parent.id):
+        if JobState(node.state) in FINAL_STATES:
+            ended = True
+            continue
         uow.jobs.set_state(node, JobState.WAITING.value, now)
         if node.id not in blocked:
             uow.queue.enqueue(node.id, "start", now)
+    if ended:
+        refresh_parent(uow, parent, now)
 
 
 def succeeded(job: Job) -> bool:
@@ -30,19 +42,21 @@ def succeeded(job: Job) -> bool:
 
 
 def on_node_ended(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
-    """Release or abort the node's dependents, then refresh the parent's state."""
+    """Release or abort the node's dependents, then refresh the parent's state.
+
+    Nothing here recurses per node: the descendants of a node that did not succeed are
+    walked with a stack (:func:`_abort_descendants`), and the parent is refreshed once."""
     if node.parent_id is None:
         return
-    for dependent_id in uow.jobs.dependents(node.id):
-        dependent = uow.jobs.get(dependent_id)
-        if dependent is None or JobState(dependent.state) in FINAL_STATES:
-            continue
-        if not succeeded(node):
-            _abort_subtree(uow, dependent, f"dependency {node.node_name} did not end successfully", now)
-        elif dependent.state == JobState.WAITING.value and all(
-            _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
-        ):
-            uow.queue.enqueue(dependent.id, "start", now)
+    if not succeeded(node):
+        _abort_descendants(uow, node, now)
+    else:
+        for dependent_id in uow.jobs.dependents(node.id):
+            dependent = uow.jobs.get(dependent_id)
+            if dependent is not None and dependent.state == JobState.WAITING.value and all(
+                _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
+            ):
+                uow.queue.enqueue(dependent.id, "start", now)
     parent = uow.jobs.get(node.parent_id)
     if parent is not None:
         refresh_parent(uow, parent, now)
@@ -53,17 +67,38 @@ def _done_ok(uow: UnitOfWork, job_id: str) -> bool:
     return job is not None and succeeded(job)
 
 
-def _abort_subtree(uow: UnitOfWork, job: Job, reason: str, now: dt.datetime) -> None:
-    if JobState(job.state) in FINAL_STATES:
-        return
-    if JobState(job.state) in ACTIVE_STATES and job.state != JobState.WAITING.value:
-        uow.queue.enqueue(job.id, "cancel", now)  # a worker holds it: stop the process
-    uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=reason)
-    for dependent_id in uow.jobs.dependents(job.id):
-        dependent = uow.jobs.get(dependent_id)
-        if dependent is not None:
-            _abort_subtree(uow, dependent, f"dependency {job.node_name} did not end successfully", now)
+def _abort_descendants(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
+    """Abort every unfinished DAG descendant of ``node`` (which did not succeed), each with
+    the reason "dependency <the node it waited for> did not end successfully"; one a worker
+    holds also gets a ``cancel`` request. A descendant that has ended already is left as it
+    is, and so are its own descendants (as far as they depend on nothing else aborted).
 
+    The DAG below ``node`` is read one level per query (``SqlJobStore.descendants``) and
+    walked with a stack and a set of the nodes seen, never by recursion: a chain of 10,000 nodes
+    (``[jobs] max_nodes``) is as deep as it is long, and a recursion per node ended in a
+    RecursionError past about a thousand (in the execution worker, a crash at every restart)."""
+    edges, jobs = uow.jobs.descendants(node.id)
+    below: dict[str, list[str]] = {}
+    for job_id, depends_on in edges:
+        below.setdefault(depends_on, []).append(job_id)
+    stack = [(job_id, node.node_name) for job_id in sorted(below.get(node.id, ()), reverse=True)]
+    seen: set[str] = set()
+    while stack:
+        job_id, cause = stack.pop()
+        if job_id in seen:
+            continue
+        seen.add(job_id)
+        job = jobs.get(job_id)
+        if job is None or JobState(job.state) in FINAL_STATES:
+            continue
+        if JobState(job.state) in ACTIVE_STATES and job.state != JobState.WAITING.value:
+            uow.queue.enqueue(job.id, "cancel", now)  # a worker holds it: stop the process
+        uow.jobs.set_state(job, JobState.ABORTED.value, now, reason=f"dependency {cause} did not end successfully")
+        stack.extend((dependent_id, job.node_name) for dependent_id in sorted(below.get(job.id, ()), reverse=True))
+
+
+#: The event of a cancel of a whole compound job (``wmproxy.services.jobs.cancel_job``).
+CANCEL_REQUESTED = "cancel_requested"
 
 #: Node states that make a compound job Running (once every node is final it ends).
 _STARTED_STATES = (JobState.RUNNING, JobState.DONE, JobState.ABORTED, JobState.CANCELLED)
@@ -72,6 +107,12 @@ _NOT_FINAL = tuple(state.value for state in JobState if state not in FINAL_STATE
 
 def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
     """Set the parent's state from its nodes'.
+
+    Once every node has ended: Done (exit code 0) when all succeeded; else Cancelled when
+    all were cancelled or the compound job was cancelled as a whole (its
+    :data:`CANCEL_REQUESTED` event; nodes that ended otherwise meanwhile do not change
+    that); else Aborted when a node was aborted, Done with a failed node's exit code when
+    none was.
 
     Costs two indexed existence queries per call while a node is not final (never a load
     of every node: a node change of a 10,000-node collection costs what one of a 100-node
@@ -87,7 +128,7 @@ def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
         states = [JobState(n.state) for n in nodes]
         if all(succeeded(n) for n in nodes):
             state, reason, code = JobState.DONE, None, 0
-        elif all(s == JobState.CANCELLED for s in states):
+        elif all(s == JobState.CANCELLED for s in states) or uow.jobs.history(parent.id, kinds=(CANCEL_REQUESTED,)):
             state, reason, code = JobState.CANCELLED, "Cancelled by user", None
         else:
             failed = [n for n in nodes if not succeeded(n)]

@@ -7,6 +7,7 @@ References: ``wmproxy-behaviour.md`` §10 (getJobStatus), §1.3 (getJDL), §3.6 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, Principal, utcnow
@@ -17,15 +18,17 @@ from wmproxy.errors import (
 )
 from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
-from wmproxy.services.compound import on_node_ended, refresh_parent
+from wmproxy.services.compound import CANCEL_REQUESTED, on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
-from wmproxy.services.quota import release_area
+from wmproxy.services.quota import release_area, release_areas
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import file_uri, select_protocols
 from wmproxy.store import UnitOfWork
-from wmproxy.store.schema import Job
+from wmproxy.store.schema import ExecutionRequest, Job
 
 CANCELLED_BY_USER = "Cancelled by user"
+#: Node ids per query when a compound job's nodes are read together.
+_ID_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,17 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
 
     A registered job that was never started is cancelled at once and its area removed;
     a queued job is cancelled before a worker takes it; a job a worker holds gets a
-    ``cancel`` request that the worker carries out (stopping the process). Cancelling
-    a compound job cancels all its nodes; a node can be cancelled alone, and then the
-    DAG nodes depending on it are aborted.
+    ``cancel`` request that the worker carries out (stopping the process).
+
+    A compound job is cancelled as a whole (:func:`_cancel_compound`): each of its nodes
+    that has not ended is cancelled ("Cancelled by user"), none is aborted as a dependency
+    failure, and the compound job ends Cancelled. A node can also be cancelled alone: it
+    ends Cancelled and the DAG rules then apply as to any node that did not succeed, so the
+    nodes depending on it are aborted ("dependency <node> did not end successfully") and
+    the compound job ends as its nodes say (Aborted, then). A cancel of the whole job is the
+    user's decision about every node at once, so no node's end should be read as another's
+    dependency failure; a cancel of one node is a decision about that node only, and its
+    dependents cannot run without it.
 
     Raises:
         OperationNotAllowedError: the job has ended, or a cancel is already pending.
@@ -121,22 +132,55 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
             raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
         nodes = uow.jobs.children(job.id)
         if nodes:
-            for node in nodes:
-                if JobState(node.state) not in FINAL_STATES:
-                    _cancel_one(uow, rt, node, now, quiet=True)
-            if state == JobState.SUBMITTED:
-                uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
-            else:
-                refresh_parent(uow, job, now)
+            _cancel_compound(uow, rt, job, nodes, now)
             return
         _cancel_one(uow, rt, job, now)
 
 
-def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *, quiet: bool = False) -> None:
-    """Cancel one simple job or node (see :func:`cancel_job`); ``quiet`` skips one whose
-    cancel is already pending instead of refusing."""
+def _cancel_compound(uow: UnitOfWork, rt: Runtime, parent: Job, nodes: Sequence[Job], now: dt.datetime) -> None:
+    """Cancel the compound job ``parent`` (not ended) and its ``nodes``, as :func:`cancel_job` says.
+
+    Every node that has not ended is cancelled first, none through
+    :func:`~wmproxy.services.compound.on_node_ended`: a node cancelled before its
+    dependents were reached would otherwise abort them, and the compound job would end
+    Aborted or Cancelled depending on the order of its nodes. Nodes a worker holds get a
+    ``cancel`` request; the compound job then stays as it is until they have ended, and
+    its ``cancel_requested`` event makes it end Cancelled even when some nodes ended
+    otherwise (:func:`~wmproxy.services.compound.refresh_parent`). A compound job never
+    started is Cancelled at once and, as a simple job's cancel does, its area and its
+    nodes' areas are removed and their bytes taken off the owner's quota usage.
+
+    Raises:
+        OperationNotAllowedError: a cancel of the whole job is already pending.
+    """
+    if uow.jobs.history(parent.id, kinds=(CANCEL_REQUESTED,)):
+        raise OperationNotAllowedError("Cancel has already been requested")
+    unfinished = [node for node in nodes if JobState(node.state) not in FINAL_STATES]
+    ids = [node.id for node in unfinished]
+    pending: dict[str, list[ExecutionRequest]] = {job_id: [] for job_id in ids}
+    for start in range(0, len(ids), _ID_BATCH):  # the nodes' requests in a few queries, not one per node
+        for command in ("start", "cancel"):
+            for request in uow.queue.pending_commands(ids[start:start + _ID_BATCH], command):
+                pending[request.job_id].append(request)
+    for node in unfinished:
+        _cancel_one(uow, rt, node, now, pending=pending[node.id], quiet=True, alone=False)
+    if parent.state == JobState.SUBMITTED.value:  # no node was started: none is held
+        uow.jobs.set_state(parent, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
+        release_areas(uow, rt, parent.owner_dn, [*(node.id for node in nodes), parent.id])
+        return
+    uow.jobs.record_event(parent, CANCEL_REQUESTED, now, source="user", reason=CANCELLED_BY_USER)
+    refresh_parent(uow, parent, now)
+
+
+def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *,
+                pending: Sequence[ExecutionRequest] | None = None, quiet: bool = False, alone: bool = True) -> None:
+    """Cancel one simple job or node (see :func:`cancel_job`); ``pending``: its pending
+    requests when the caller has read them; ``quiet`` skips one whose cancel is already
+    pending instead of refusing; ``alone`` False (a node of a compound job cancelled as a
+    whole) leaves its dependents and its compound job to the caller."""
     state = JobState(job.state)
-    pending = uow.queue.pending_for(job.id)
+    if pending is None:
+        pending = uow.queue.pending_for(job.id)
     if any(r.command == "cancel" for r in pending):
         if quiet:
             return
@@ -147,11 +191,12 @@ def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *, qui
         uow.jobs.set_state(job, JobState.CANCELLED.value, now, reason=CANCELLED_BY_USER)
         if state == JobState.SUBMITTED and job.parent_id is None:
             release_area(uow, rt, job.owner_dn, job.id)
-        on_node_ended(uow, job, now)
+        if alone:
+            on_node_ended(uow, job, now)
         return
     if state not in ACTIVE_STATES:  # the callers pass no ended job
         raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
-    uow.jobs.record_event(job, "cancel_requested", now, source="user", reason=CANCELLED_BY_USER)
+    uow.jobs.record_event(job, CANCEL_REQUESTED, now, source="user", reason=CANCELLED_BY_USER)
     uow.queue.enqueue(job.id, "cancel", now)
 
 

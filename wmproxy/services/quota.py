@@ -8,7 +8,7 @@ and ``quota_hard_limit``). Uploads beyond the hard limit are refused (HTTP 413).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError
@@ -113,8 +113,14 @@ def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> No
     The counter row is locked first, as the sandbox edge locks it around each upload's commit:
     an upload renamed into place between the area's count and its removal would otherwise stay
     on the counter for good (PostgreSQL; SQLite's write lock orders the two anyway)."""
+    release_areas(uow, rt, owner_dn, [job_id])
+
+
+def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence[str]) -> None:
+    """:func:`release_area` of several jobs of ``owner_dn`` (a compound job and its nodes):
+    the counter row locked once and their bytes taken off it together."""
     uow.usage.used(owner_dn, for_update=True)
-    uow.usage.add(owner_dn, -rt.storage.remove_job_area(job_id), utcnow())
+    uow.usage.add(owner_dn, -sum(rt.storage.remove_job_area(job_id) for job_id in job_ids), utcnow())
 
 
 def recount_usage(rt: Runtime, owner_dn: str | None = None) -> dict[str, int]:

@@ -1,0 +1,58 @@
+"""Cancels and failures of DAG nodes on each backend (SQLite file and PostgreSQL): a whole DAG
+cancelled while a worker holds a node ends Cancelled once the node has ended (the compound
+job's ``cancel_requested`` event is read in the node's own transaction), a never-started one
+gives its areas' bytes back, and the nodes below a failed node of a chain far longer than
+Python's recursion limit are aborted (``SqlJobStore.descendants`` reads them level by level)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.store.conftest import DELEGATION
+from tests.unit.services.test_compound import CANCELLED, CHAIN, DAG, chain_dag, fill, statuses
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import OperationNotAllowedError
+from wmproxy.services import jobs, quota
+from wmproxy.services.execution import claim_next_start
+from wmproxy.services.retries import AttemptEnd, end_attempt
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job, submit_job
+
+
+def claim(rt: Runtime, job_id: str) -> None:
+    order = claim_next_start(rt, "w1")
+    assert order is not None and order.job_id == job_id
+
+
+def test_a_dag_cancelled_while_a_node_runs_ends_cancelled(rt: Runtime, alice: Principal) -> None:
+    job = submit_job(rt, alice, DAG, DELEGATION)
+    first = job.children[0].job_id
+    claim(rt, first)
+    jobs.cancel_job(rt, alice, job.job_id)
+    with pytest.raises(OperationNotAllowedError, match="Cancel has already been requested"):
+        jobs.cancel_job(rt, alice, job.job_id)
+    assert end_attempt(rt, first, AttemptEnd(JobState.ABORTED, reason="killed")) == JobState.CANCELLED
+    assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 3)
+
+
+def test_a_registered_dag_cancelled_gives_its_bytes_back(rt: Runtime, alice: Principal) -> None:
+    before = quota.used_bytes(rt, alice.dn)
+    job = register_job(rt, alice, DAG, DELEGATION)
+    fill(rt, job.job_id, 2000)
+    fill(rt, job.children[1].job_id, 500)
+    assert quota.used_bytes(rt, alice.dn) == before + 2500
+    jobs.cancel_job(rt, alice, job.job_id)
+    assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 3)
+    assert quota.used_bytes(rt, alice.dn) == before
+    assert not any(rt.storage.has_job_area(j) for j in (job.job_id, *(c.job_id for c in job.children)))
+
+
+def test_a_failing_first_node_of_a_long_chain_aborts_the_rest(rt: Runtime, alice: Principal) -> None:
+    job = submit_job(rt, alice, chain_dag(CHAIN), DELEGATION)
+    first = job.children[0].job_id
+    claim(rt, first)
+    assert end_attempt(rt, first, AttemptEnd(JobState.DONE, exit_code=1)) == JobState.DONE
+    parent, nodes = statuses(rt, alice, job.job_id)
+    assert parent == f"Aborted ({CHAIN} of {CHAIN} nodes did not end successfully)"
+    assert nodes[-1] == f"Aborted (dependency n{CHAIN - 2:05d} did not end successfully)"
+    assert claim_next_start(rt, "w1") is None
