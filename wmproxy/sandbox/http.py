@@ -71,6 +71,7 @@ from wmproxy.sandbox.storage import (
     check_file_name,
     is_temporary,
 )
+from wmproxy.text import log_text
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,8 @@ class SandboxApp:
             response = _text(exc.code or 400, exc.name)
         except Exception:
             error_id = uuid.uuid4().hex[:12]
-            log.exception("sandbox request %s %s failed (error id %s)", request.method, request.path, error_id)
+            log.exception("sandbox request %s %s failed (error id %s)", log_text(request.method),
+                          log_text(request.path), error_id)  # a path may hold %0A: one line whatever it holds
             response = _text(500, f"Internal server error (error id {error_id})")
         if response.status_code >= 400 and request.method in ("PUT", "MOVE"):
             _drain(request)

@@ -9,6 +9,10 @@ GenericFault with the same ErrorCode, so strict clients always get a declared fa
 
 Delegation ports: ``<detail><DelegationException><msg|message>`` (§1.4).
 
+Messages may quote the client (a JDL value, a DN): a character XML cannot carry (U+0001...)
+is written as a ``\\xNN`` escape (:func:`wmproxy.text.xml_text`), and the log line of a fault has
+its control characters escaped (:func:`wmproxy.text.log_text`).
+
 Unexpected exceptions become GenericFault with an opaque error id; the traceback goes
 to the log, never on the wire. Errors Spyne raises itself while reading a request (a value
 of the wrong type, a missing part) become InvalidArgumentError first (:func:`spyne_error`),
@@ -28,6 +32,7 @@ from spyne import Fault
 from wmproxy import errors
 from wmproxy.soap.contract import operations_by_namespace
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
+from wmproxy.text import log_text, xml_text
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,9 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
         causes = [message]
     if declared is not None and kind not in declared:
         kind = "GenericFault"
-    log.info("%s %s (%s): %s", method or "request", kind, code, message)
+    # The message may quote the client (a JDL value, a DN): what XML cannot carry is escaped.
+    method, message, causes = xml_text(method), xml_text(message), [xml_text(cause) for cause in causes]
+    log.info("%s %s (%s): %s", log_text(method or "request"), kind, code, log_text(message))
     detail = etree.Element(f"{{{WMPROXY}}}{kind}", nsmap={"ns1": WMPROXY})
     for name, text in (("methodName", method), ("Timestamp", _timestamp()), ("ErrorCode", str(code)),
                        ("Description", message)):
@@ -96,7 +103,8 @@ def delegation_fault(namespace: str, method: str, exc: Exception) -> TypedFault:
         error_id = uuid.uuid4().hex[:12]
         log.error("internal error %s in delegation %s", error_id, method, exc_info=exc)
         message = f"Internal server error (error id {error_id})"
-    log.info("%s DelegationException: %s", method or "request", message)
+    message = xml_text(message)
+    log.info("%s DelegationException: %s", log_text(method or "request"), log_text(message))
     field = "message" if namespace == DELEGATION_1 else "msg"
     if namespace not in (DELEGATION_1, DELEGATION_2):
         raise ValueError(f"not a delegation namespace: {namespace}")

@@ -33,6 +33,7 @@ from gunicorn import sock as gsock
 from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-untyped]
 
 from wmproxy.config import load_settings
+from wmproxy.text import log_text
 
 _ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
 
@@ -93,7 +94,7 @@ class HandshakeWorker(ThreadWorker):
             self._wait(tls, selectors.EVENT_WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
-            self.log.debug("TLS handshake with %s failed: %s", address, exc)
+            self.log.debug("TLS handshake with %s failed: %s", address, log_text(exc))
             self._drop(tls)
             return
         self._forget(tls)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from email.utils import parsedate_to_datetime
@@ -285,6 +286,16 @@ class TestAuthorization:
         text = response.get_data(as_text=True)
         assert "secret" not in text and "Traceback" not in text
         assert text.startswith("Internal server error (error id ")
+
+    def test_the_log_line_of_an_unexpected_error_quotes_the_path_on_one_line(
+            self, client: Client, authorizer: FakeAuthorizer, caplog: pytest.LogCaptureFixture) -> None:
+        authorizer.error = RuntimeError("secret internals")
+        # C0 controls are refused in a name (400) before anything can fail; C1 controls (CSI
+        # U+009B, NEL U+0085) and U+2028 are not
+        with caplog.at_level(logging.ERROR, logger="wmproxy.sandbox.http"):
+            client.get(f"{OUTPUT}/a%C2%9B2Kb%C2%85c%E2%80%A8d", headers=OWNER)
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "wmproxy.sandbox.http"]
+        assert line.startswith(f"sandbox request GET {OUTPUT}/a\\x9b2Kb\\x85c\\u2028d failed (error id "), line
 
 
 class TestDeleteMoveAndMethods:
