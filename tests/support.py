@@ -322,6 +322,35 @@ def delegate_in_process(rt: Runtime, principal: Principal, proxy_file: Path, del
     return delegation_id
 
 
+def odd_proxy(csr_pem: str | bytes, signer: Any, *, cn: str = "123", extension: Any = None) -> str:
+    """A delegated chain as a client may send it to putProxy for the CSR ``csr_pem``: an RFC 3820
+    proxy signed by the Credential ``signer`` whose added CN is ``cn`` (any text: U+0001...) and
+    which carries ``extension`` too (an ``x509.ExtensionType``, e.g. a malformed
+    ``UnrecognizedExtension`` of keyUsage's OID), then the signer's chain."""
+    import datetime as dt
+    import secrets
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from wmproxy.security.chain import chain_pem
+    from wmproxy.security.pci import INHERIT_ALL_OID, ProxyCertInfo, pci_extension
+
+    csr = x509.load_pem_x509_csr(csr_pem.encode() if isinstance(csr_pem, str) else csr_pem)
+    now = dt.datetime.now(dt.UTC)
+    added = x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([*signer.cert.subject.rdns, added]))
+               .issuer_name(signer.cert.subject).public_key(csr.public_key())
+               .serial_number(secrets.randbits(31)).not_valid_before(now - dt.timedelta(minutes=5))
+               .not_valid_after(now + dt.timedelta(hours=1))
+               .add_extension(pci_extension(ProxyCertInfo(INHERIT_ALL_OID, None)), critical=True))
+    if extension is not None:
+        builder = builder.add_extension(extension, critical=False)
+    cert = builder.sign(signer.key, hashes.SHA256())
+    return chain_pem([cert, signer.cert, *signer.chain]).decode()
+
+
 # --- the SOAP application in-process ------------------------------------------------------------
 
 

@@ -38,8 +38,13 @@ def load_pem_chain(data: bytes) -> list[x509.Certificate]:
 
     Other blocks (private keys of a grid proxy file) and text between blocks are ignored.
 
+    Every certificate returned has its extensions, subject and issuer read (cryptography parses
+    them lazily, on first use): one that cannot be read is refused here, once per distinct block,
+    not as a ValueError from :func:`is_proxy` or :func:`end_entity` later.
+
     Raises:
-        ProxyError: no certificate block, or a block that is not a valid certificate.
+        ProxyError: no certificate block, or a block that is not a valid certificate
+            ("unreadable PEM certificate: ..."), an unreadable extension included.
     """
     blocks = _pem_blocks(data)
     if not blocks:
@@ -70,9 +75,22 @@ def _load_pem_certificate(block: bytes) -> x509.Certificate:
     cert = _from_plain_block(block)
     if cert is None:
         cert = x509.load_pem_x509_certificate(block)
+    _check_readable(cert)
     with _pem_certificates_lock:
         _pem_certificates[block] = cert
     return cert
+
+
+def _check_readable(cert: x509.Certificate) -> None:
+    """Read what cryptography parses lazily and every check of a chain uses: the extensions (a
+    malformed keyUsage, ``UnrecognizedExtension(2.5.29.15, b"\\x01\\x02")``, raises ValueError
+    at the first ``cert.extensions``), the subject and the issuer. Raises ValueError."""
+    try:
+        cert.extensions  # noqa: B018 - parsed (and kept by cryptography) for its error
+        cert.subject  # noqa: B018
+        cert.issuer  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"unreadable extension or name: {exc}") from None
 
 
 def _from_plain_block(block: bytes) -> x509.Certificate | None:
@@ -219,7 +237,10 @@ def der_chain_to_pem(ders: list[bytes]) -> bytes:
         ProxyError: a DER blob is not a certificate.
     """
     try:
-        return chain_pem([x509.load_der_x509_certificate(der) for der in ders])
+        certs = [x509.load_der_x509_certificate(der) for der in ders]
+        for cert in certs:
+            _check_readable(cert)
+        return chain_pem(certs)
     except ValueError as exc:
         raise ProxyError(f"unreadable DER certificate: {exc}") from None
 

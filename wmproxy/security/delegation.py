@@ -34,6 +34,7 @@ from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import key_pem as _key_pem
 from wmproxy.security.proxy import public_key_der, utc_now
 from wmproxy.security.voms import verified_fqans
+from wmproxy.text import log_text, xml_text
 
 CLOCK_SKEW = timedelta(seconds=5)
 #: Proxy levels a delegated chain may have by default (``[limits] max_proxy_chain_depth``).
@@ -133,7 +134,7 @@ def accept_delegated_proxy(
     try:
         chain = load_pem_chain(proxy_pem)
     except ProxyError as exc:
-        raise _refuse(f"the delegated credential is unreadable: {exc}") from None
+        raise _refuse(f"the delegated credential is unreadable: {exc.args[0]}") from None
     try:
         # Our own key, made by new_proxy_request and opened from its authenticated seal:
         # OpenSSL's RSA consistency check (tens of ms per 2048-bit key) would only re-prove that.
@@ -245,6 +246,16 @@ def _check_subject(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
         or next(iter(last)).oid != NameOID.COMMON_NAME
     ):
         raise _refuse("the delegated proxy subject is not its issuer's subject plus one CN")
+    # A name the proxy info answers and the logs quote: a control character (U+0001, a line end)
+    # or another character XML cannot carry has no place in it.
+    if any(_unsafe(str(attribute.value)) for attribute in leaf.subject):
+        shown = log_text(xml_text(slash_dn(leaf.subject)))
+        raise _refuse(f"the delegated proxy subject holds a control character: {shown}")
+
+
+def _unsafe(value: str) -> bool:
+    """True when ``value`` holds a character :func:`xml_text` or :func:`log_text` escapes."""
+    return log_text(value) != value or xml_text(value) != value
 
 
 def default_delegation_id(dn: str, fqans: Sequence[str] = ()) -> str:

@@ -67,7 +67,8 @@ def tls_principal(
     Raises:
         AuthenticationError: no TLS socket, no client certificate, a chain with more than
             ``max_chain_depth`` proxy levels, a chain that no longer verifies against
-            ``ca_dir`` (expired, revoked), or a malformed VOMS extension.
+            ``ca_dir`` (expired, revoked), a certificate or extension that cannot be read, or a
+            malformed VOMS extension.
     """
     sock = environ.get("gunicorn.socket")
     if not isinstance(sock, ssl.SSLSocket):
@@ -95,8 +96,11 @@ def _principal_of(
     Raises:
         AuthenticationError: as :func:`tls_principal`.
     """
-    chain_pem = der_chain_to_pem(ders)
-    chain = load_pem_chain(chain_pem)
+    try:
+        chain_pem = der_chain_to_pem(ders)
+        chain = load_pem_chain(chain_pem)  # each certificate's extensions read once, then kept
+    except ProxyError as exc:
+        raise AuthenticationError(f"Unusable client credential: {exc.args[0]}") from None
     depth = proxy_depth(chain)
     if max_chain_depth is not None and depth > max_chain_depth:
         raise AuthenticationError(

@@ -9,6 +9,7 @@ from wmproxy.services.jobs import JobStatus
 from wmproxy.services.renewal_info import ProxyRenewalInfo
 from wmproxy.services.submission import RegisteredJob
 from wmproxy.soap import types
+from wmproxy.text import xml_text
 
 
 def job_id_struct(job: RegisteredJob) -> types.JobIdStructType:
@@ -44,20 +45,24 @@ def epoch(when: dt.datetime) -> str:
 def proxy_info_struct(info: ProxyInfo) -> types.ProxyInfoStructType:
     """Key size as a decimal string of bits, times as :func:`epoch` strings. A VOMS AC that did
     not verify is listed with the one Attribute ``not verified: <reason>`` (the WSDL needs at
-    least one; it is not an FQAN: it does not start with ``/``)."""
+    least one; it is not an FQAN: it does not start with ``/``). Names and attributes come from
+    certificates a client sent: a character XML cannot carry (a proxy CN with U+0001, stored
+    before putProxy refused such a CN) is written ``\\x01`` (:func:`wmproxy.text.xml_text`)."""
     return types.ProxyInfoStructType(
-        Subject=info.subject,
-        Issuer=info.issuer,
-        Identity=info.identity,
+        Subject=xml_text(info.subject),
+        Issuer=xml_text(info.issuer),
+        Identity=xml_text(info.identity),
         Type=info.type,
         Strength=str(info.strength),
         StartTime=epoch(info.start_time),
         EndTime=epoch(info.end_time),
         VOsInfo=[
             types.VOProxyInfoStructType(
-                User=vo.user, UserCA=vo.user_ca, Server=vo.server, ServerCA=vo.server_ca, VOName=vo.vo_name,
-                URI=vo.uri, StartTime=epoch(vo.start_time), EndTime=epoch(vo.end_time),
-                Attribute=list(vo.attributes) if vo.verified else [f"not verified: {vo.verify_error}"],
+                User=xml_text(vo.user), UserCA=xml_text(vo.user_ca), Server=xml_text(vo.server),
+                ServerCA=xml_text(vo.server_ca), VOName=xml_text(vo.vo_name), URI=xml_text(vo.uri),
+                StartTime=epoch(vo.start_time), EndTime=epoch(vo.end_time),
+                Attribute=([xml_text(a) for a in vo.attributes] if vo.verified
+                           else [xml_text(f"not verified: {vo.verify_error}")]),
             )
             for vo in info.vos
         ],

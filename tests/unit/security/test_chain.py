@@ -5,8 +5,11 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ObjectIdentifier
 
+from tests.support import odd_proxy
 from wmproxy.errors import ProxyError, ProxyVerificationError
 from wmproxy.security import chain as chain_module
 from wmproxy.security.chain import (
@@ -23,7 +26,14 @@ from wmproxy.security.chain import (
     verify_chain,
     verify_delegated_chain,
 )
+from wmproxy.security.delegation import new_proxy_request
 from wmproxy.security.proxy import credential_pem, make_proxy
+
+#: Extensions cryptography reads lazily and refuses then (ValueError at ``cert.extensions``).
+MALFORMED_EXTENSIONS = {
+    "keyUsage": x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.15"), b"\x01\x02"),
+    "basicConstraints": x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.19"), b"\xff"),
+}
 
 
 class TestLoadPemChain:
@@ -56,6 +66,19 @@ class TestLoadPemChain:
     def test_der_chain_to_pem(self, proxy):
         ders = [c.public_bytes(Encoding.DER) for c in proxy.full_chain]
         assert der_chain_to_pem(ders) == chain_pem(proxy.full_chain)
+
+    @pytest.mark.parametrize("name", list(MALFORMED_EXTENSIONS))
+    def test_an_unreadable_extension_is_refused_when_loaded(self, proxy, name):
+        """Not later, as a ValueError of is_proxy, proxy_depth or end_entity (an internal error)."""
+        pem = odd_proxy(new_proxy_request(bits=1024)[1], proxy, extension=MALFORMED_EXTENSIONS[name]).encode()
+        blocks = _pem_blocks(pem)
+        for _ in range(2):  # never kept: refused each time
+            with pytest.raises(ProxyError, match="unreadable PEM certificate: unreadable extension or name: "):
+                load_pem_chain(pem)
+        assert blocks[0] not in chain_module._pem_certificates
+        ders = [x509.load_pem_x509_certificate(block).public_bytes(Encoding.DER) for block in blocks]
+        with pytest.raises(ProxyError, match="unreadable DER certificate: unreadable extension or name: "):
+            der_chain_to_pem(ders)
 
 
 class TestEncodings:

@@ -7,9 +7,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from tests.conftest import Pki
+from tests.support import odd_proxy
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
 from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain
 from wmproxy.security.delegation import (
@@ -212,6 +213,26 @@ class TestAcceptDelegatedProxy:
     def test_garbage(self, ca, request_pair):
         with pytest.raises(ProxyVerificationError, match="unreadable"):
             accept_delegated_proxy(request_pair[0], b"nonsense", DN, str(ca.directory))
+
+    def test_an_unreadable_extension_is_refused(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        sent = odd_proxy(csr, proxy, extension=x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.15"), b"\x01\x02"))
+        with pytest.raises(ProxyVerificationError, match=r"^Proxy exception: the delegated credential is unreadable: "
+                                                         r"unreadable PEM certificate: unreadable extension"):
+            accept_delegated_proxy(key_pem, sent.encode(), DN, str(ca.directory))
+
+    @pytest.mark.parametrize("cn", ["ab\x01cd", "12\n34", "12\x8534", "12\u202834", "\ufffe"])
+    def test_a_control_character_in_the_added_cn_is_refused(self, ca, proxy, request_pair, cn):
+        key_pem, csr = request_pair
+        with pytest.raises(ProxyVerificationError, match=r"the delegated proxy subject holds a control character: "
+                                                         r"/C=XX/.*/CN=Jane Doe/CN=[0-9]+/CN=") as refused:
+            accept_delegated_proxy(key_pem, odd_proxy(csr, proxy, cn=cn).encode(), DN, str(ca.directory))
+        assert cn not in str(refused.value)  # shown escaped
+
+    @pytest.mark.parametrize("cn", ["123", "proxy", "Jos\u00e9 \u00e0 l'\u00e9cole"])
+    def test_other_added_cns_are_accepted(self, ca, proxy, request_pair, cn):
+        key_pem, csr = request_pair
+        assert accept_delegated_proxy(key_pem, odd_proxy(csr, proxy, cn=cn).encode(), DN, str(ca.directory)).dn == DN
 
 
 class TestDelegationIds:

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ObjectIdentifier
 
 from tests.conftest import Pki
+from tests.support import odd_proxy
 from wmproxy.errors import AuthenticationError
+from wmproxy.security.chain import _pem_blocks
+from wmproxy.security.delegation import new_proxy_request
+from wmproxy.security.proxy import load_credential
 from wmproxy.soap import auth
 
 #: Seconds for the TLS handshake between two threads; generous, the machine is shared.
@@ -154,3 +160,15 @@ def test_a_chain_past_its_end_gets_no_principal(alice_socket: ssl.SSLSocket, pki
     with pytest.raises(AuthenticationError, match="expired"):
         auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None,
                            at=end + dt.timedelta(seconds=5))
+
+
+def test_a_certificate_with_an_unreadable_extension_is_an_authentication_error(pki: Pki) -> None:
+    """cryptography reads extensions lazily: a malformed keyUsage was a ValueError of proxy_depth
+    (an internal error); the chain is refused when it is first loaded (then kept, once verified)."""
+    signer = load_credential(pki.users["alice"].proxy)
+    bad = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.15"), b"\x01\x02")
+    pem = odd_proxy(new_proxy_request(bits=1024)[1], signer, extension=bad)
+    ders = [x509.load_pem_x509_certificate(block).public_bytes(Encoding.DER) for block in _pem_blocks(pem.encode())]
+    with pytest.raises(AuthenticationError, match=r"^Unusable client credential: unreadable DER certificate: "
+                                                  r"unreadable extension or name: "):
+        auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None)

@@ -1,5 +1,6 @@
 """Odd client input at the SOAP edge: text that XML cannot carry or that would end a log line,
-in what the edge answers and logs (faults.py, dispatch.py).
+in what the edge answers and logs (faults.py, dispatch.py, convert.py), and a delegated chain
+whose extensions cryptography cannot read (security/chain.py).
 
 A fault message may quote the client: a ClassAd ``"\\001"`` in JobType or Type is U+0001 in the
 message, a DN with U+0001 in an OpenSSL error. lxml refuses such a character ("All strings must be
@@ -16,13 +17,17 @@ from typing import ClassVar
 from xml.sax.saxutils import escape
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
 from lxml import etree
 
 from tests.conftest import Pki
-from tests.support import Reply, SoapApp, delegate_in_process
+from tests.support import Reply, SoapApp, delegate_in_process, odd_proxy
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import Principal
 from wmproxy.errors import ProxyVerificationError
+from wmproxy.security import delegation as security_delegation
+from wmproxy.security.proxy import load_credential
 from wmproxy.services import delegation
 from wmproxy.soap import direct
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, SOAP_ENV, WMPROXY
@@ -143,6 +148,34 @@ class TestDispatcherBackstop:
         assert len(access) == 1 and "op=jobRegister" in access[0] and "outcome=GenericFault" in access[0]
 
 
+class TestStoredProxyWithAControlCharacter:
+    def test_put_proxy_refuses_it(self, soap: SoapApp, alice: Principal, pki: Pki) -> None:
+        signer = load_credential(pki.users["alice"].proxy)
+        csr = soap.call(DELEGATION_2, "getProxyReq", alice, delegationID="x1").element[0].text or ""
+
+        reply = soap.call(WMPROXY, "putProxy", alice, delegationID="x1", proxy=odd_proxy(csr, signer, cn="ab\x01cd"))
+
+        detail = _wmproxy_fault(reply, "AuthorizationFault", "putProxy", "1212")
+        assert "the delegated proxy subject holds a control character" in (detail.findtext("Description") or "")
+        assert "CN=ab\\x01cd" in (detail.findtext("Description") or "")
+
+    def test_its_info_is_answered_with_the_character_escaped(
+            self, soap: SoapApp, alice: Principal, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+        # stored by a version that did not refuse such a CN
+        monkeypatch.setattr(security_delegation, "_unsafe", lambda value: False)
+        signer = load_credential(pki.users["alice"].proxy)
+        csr = soap.call(DELEGATION_2, "getProxyReq", alice, delegationID="x1").element[0].text or ""
+        put = soap.call(DELEGATION_2, "putProxy", alice, delegationID="x1", proxy=odd_proxy(csr, signer, cn="ab\x01cd"))
+        assert put.status.startswith("200"), put.body
+
+        reply = soap.call(WMPROXY, "getDelegatedProxyInfo", alice, delegationID="x1")
+
+        assert reply.status.startswith("200"), reply.body
+        subject = reply.element.findtext(".//Subject") or ""
+        assert subject.startswith(alice.dn) and subject.endswith("/CN=ab\\x01cd"), reply.body
+        assert reply.element.findtext(".//Identity") == alice.dn
+
+
 class TestLogInjection:
     """A client's text in a fault's log line: a forged second line before authentication."""
 
@@ -167,3 +200,30 @@ class TestLogInjection:
         (line,) = [r.getMessage() for r in caplog.records if r.name == "wmproxy.soap.faults"]
         assert line.endswith("x\\x0a2026-01-01 00:00:00 CRITICAL forged\\x0d\\x1b[2K\\u2028"), line
 
+
+class TestUnreadableExtension:
+    """cryptography parses extensions lazily: a malformed keyUsage in the delegated chain was a
+    ValueError of is_proxy (an internal error); it is the typed refusal of an unreadable chain."""
+
+    @pytest.mark.parametrize("namespace", [DELEGATION_1, DELEGATION_2, WMPROXY])
+    def test_put_proxy_refuses_it_on_both_paths(self, soap: SoapApp, alice: Principal, pki: Pki,
+                                                namespace: str) -> None:
+        signer = load_credential(pki.users["alice"].proxy)
+        bad = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.15"), b"\x01\x02")
+        answers = []
+        for typed in (None, "delegationID"):
+            csr = soap.call(DELEGATION_2, "getProxyReq", alice, delegationID="x1").element[0].text or ""
+            parts = {"delegationID": "x1", "proxy": odd_proxy(csr, signer, extension=bad)}
+            answers.append(soap.request(_request(namespace, "putProxy", parts, typed=typed), alice))
+        expected = ("Proxy exception: the delegated credential is unreadable: unreadable PEM certificate: "
+                    "unreadable extension or name: ")
+        for reply in answers:
+            if namespace == WMPROXY:
+                text = _wmproxy_fault(reply, "AuthorizationFault", "putProxy", "1212").findtext("Description")
+            else:
+                assert reply.status.startswith("500")
+                detail = reply.fault_detail
+                assert etree.QName(detail) == etree.QName(namespace, "DelegationException"), reply.body
+                text = detail[0].text
+            assert (text or "").startswith(expected), reply.body
+        assert _without_timestamp(answers[0].body) == _without_timestamp(answers[1].body)
