@@ -14,6 +14,7 @@ from wmproxy.domain import JobState, Principal
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.services.access import job_for
 from wmproxy.services.jobs import status_text
+from wmproxy.services.perusal import stored_names
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import file_uri
 from wmproxy.store import monitoring as queries
@@ -173,8 +174,10 @@ def job_detail(rt: Runtime, principal: Principal, job_id: str) -> JobDetail:
 
 
 def _perusal(rt: Runtime, job: Job) -> list[PerusalFile]:
-    """The job's perusal files with the parts already merged (read only: nothing is merged here)."""
-    names = [name for name in (job.perusal_files or "").splitlines() if name]
+    """The job's perusal files with the parts already merged (read only: nothing is merged here):
+    the names the worker samples (:func:`wmproxy.services.perusal.stored_names`: valid ones, each
+    once, at most ``[jobs] max_perusal_files``, whatever an old row holds)."""
+    names = stored_names(rt, job.perusal_files or "")
     if not names or not rt.storage.has_job_area(job.id) or not (rt.storage.job_dir(job.id) / "peek").is_dir():
         return [PerusalFile(name, []) for name in names]
     area = rt.storage.job_area(job.id, job.parent_id)

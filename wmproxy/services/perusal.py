@@ -9,6 +9,8 @@ URIs (all merged files so far with ``allChunks``).
 
 from __future__ import annotations
 
+import unicodedata
+
 import classad2
 
 from wmproxy.domain import JobState, Principal
@@ -41,26 +43,36 @@ def _check(uow: UnitOfWork, rt: Runtime, job: Job) -> None:
         raise OperationNotAllowedError("Perusal not enabled for this job")
 
 
+#: Unicode categories refused in a perusal file name: controls (C0, DEL, C1: newline, CR, NUL,
+#: ESC, NEL U+0085...), the line and paragraph separators U+2028 and U+2029 (``str.splitlines``
+#: ends a line at each of them) and lone surrogates (not UTF-8). Format characters (Cf: a
+#: zero-width joiner, a bidi mark) and the other spaces (Zs) are kept: they end no line, and a
+#: job may write a file so named (a sandbox file name may hold them too).
+REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+
+
 def _valid_name(name: str) -> str:
     """``name`` without surrounding blanks, if it can name one file of the job's work dir.
 
     Raises:
-        InvalidArgumentError: empty, ``.``, ``..``, a ``/``, or a control character (below
-            U+0020, DEL): the names are stored one a line, so a newline would make one name many.
+        InvalidArgumentError: empty, ``.``, ``..``, a ``/``, or a character of
+            :data:`REFUSED_CATEGORIES` (a control character, U+2028, U+2029): the names are
+            stored one a line, so a line end would make one name many.
     """
     name = name.strip()
     if not name or "/" in name or name in (".", ".."):
         raise InvalidArgumentError("Provided file name not valid")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if not (name.isascii() and name.isprintable()) and any(
+            unicodedata.category(c) in REFUSED_CATEGORIES for c in name):
         raise InvalidArgumentError("Provided file name not valid: control characters (newline, CR, NUL...) "
-                                   "are not allowed")
+                                   "and line separators are not allowed")
     return name
 
 
-def _stored_names(rt: Runtime, stored: str) -> list[str]:
+def stored_names(rt: Runtime, stored: str) -> list[str]:
     """The names a job's ``perusal_files`` column holds, valid ones only, each once, at most
     ``[jobs] max_perusal_files``: a value stored before names with a newline were refused may
-    hold more."""
+    hold more. What the execution worker samples and the web monitor shows."""
     names: dict[str, None] = {}
     for line in stored.split("\n"):
         try:
@@ -117,5 +129,5 @@ def perusal_lists(rt: Runtime, job_ids: list[str]) -> dict[str, list[str]]:
         return {}
     with rt.uow() as uow:
         jobs = [uow.jobs.get(job_id) for job_id in job_ids]
-        lists = {j.id: _stored_names(rt, j.perusal_files) for j in jobs if j is not None and j.perusal_files}
+        lists = {j.id: stored_names(rt, j.perusal_files) for j in jobs if j is not None and j.perusal_files}
     return {job_id: names for job_id, names in lists.items() if names}

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from tests.support import ECHO_JDL, SoapApp, caller_from_environ
 from wmproxy.domain import Principal
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.services import monitor
 from wmproxy.services.perusal import enable_file_perusal, perusal_lists
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -30,7 +31,9 @@ def job_id(rt: Runtime, alice: Principal, delegated: str) -> str:
     return register_job(rt, alice, PERUSED_JDL, delegated).job_id
 
 
-@pytest.mark.parametrize("name", [MANY, "a\nb", "out\rx", "a\tb", "\x1b[31mred", "x\x7fy", "x\x00y"])
+@pytest.mark.parametrize("name", [MANY, "a\nb", "out\rx", "a\tb", "\x1b[31mred", "x\x7fy", "x\x00y",
+                                  # what str.splitlines() also ends a line at: NEL (a C1 control), LS, PS
+                                  "a\x85b", "a\u2028b", "a\u2029b", "a\x9bb"])
 def test_a_name_with_a_control_character_is_refused(rt: Runtime, alice: Principal, job_id: str, name: str) -> None:
     with pytest.raises(InvalidArgumentError, match="control characters"):
         enable_file_perusal(rt, alice, job_id, ["std.out", name])
@@ -72,3 +75,22 @@ def test_a_list_stored_before_is_cut_to_the_limit_each_name_once(rt: Runtime, jo
 
     assert rt.settings.jobs.max_perusal_files == 15
     assert names == ["f2", "f1", *(f"f{i}" for i in range(3, 16))]
+
+
+@pytest.mark.parametrize("name", ["caf\u00e9.txt", "a\u200db", "a\u00a0b", "\u202eexe.txt"])
+def test_format_characters_and_other_spaces_are_kept(rt: Runtime, alice: Principal, job_id: str, name: str) -> None:
+    """Cf (zero-width joiner, a bidi mark) and Zs end no line; a job may write a file so named."""
+    enable_file_perusal(rt, alice, job_id, [name])
+    assert perusal_lists(rt, [job_id]) == {job_id: [name]}
+
+
+def test_the_monitor_shows_what_the_worker_samples(rt: Runtime, alice: Principal, job_id: str) -> None:
+    """The web monitor read the column with str.splitlines(): a row from before showed every
+    line (one glob of the peek directory per name per page view), and U+2028 split a name."""
+    stored = "f2\nf1\n\nf2\n../x\nsplit\u2028name\n" + MANY
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(perusal_files=stored))
+
+    shown = [p.name for p in monitor.job_detail(rt, alice, job_id).perusal_files]
+
+    assert shown == perusal_lists(rt, [job_id])[job_id] == ["f2", "f1", *(f"f{i}" for i in range(3, 16))]
