@@ -670,6 +670,14 @@ class SqlJobStore:
                 select(Job).where(Job.id.in_(ids[start:start + _ID_BATCH]))))
         return edges, nodes
 
+    def of_owner(self, owner_dn: str, job_ids: Sequence[str]) -> list[str]:
+        """The ids among ``job_ids`` of jobs of ``owner_dn`` (:data:`_ID_BATCH` ids per query)."""
+        owned: list[str] = []
+        for start in range(0, len(job_ids), _ID_BATCH):
+            owned += self.session.scalars(select(Job.id).where(
+                Job.id.in_(job_ids[start:start + _ID_BATCH]), Job.owner_dn == owner_dn))
+        return owned
+
     def live_count(self, owner_dn: str, final_states: Sequence[str]) -> int:
         """How many jobs (not nodes) ``owner_dn`` has in no state of ``final_states``: one
         COUNT over the owner's rows, no row loaded (the ``[load] max_live_jobs`` check of
