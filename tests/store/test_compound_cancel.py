@@ -7,10 +7,11 @@ Python's recursion limit are aborted (``SqlJobStore.descendants`` reads them lev
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 
 from tests.store.conftest import DELEGATION
-from tests.unit.services.test_compound import CANCELLED, CHAIN, DAG, chain_dag, fill, statuses
-from wmproxy.domain import JobState, Principal
+from tests.unit.services.test_compound import CANCELLED, CHAIN, DAG, chain_dag, fill, node_ids, statuses
+from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import OperationNotAllowedError
 from wmproxy.services import jobs, quota
 from wmproxy.services.execution import claim_next_start
@@ -56,3 +57,55 @@ def test_a_failing_first_node_of_a_long_chain_aborts_the_rest(rt: Runtime, alice
     assert parent == f"Aborted ({CHAIN} of {CHAIN} nodes did not end successfully)"
     assert nodes[-1] == f"Aborted (dependency n{CHAIN - 2:05d} did not end successfully)"
     assert claim_next_start(rt, "w1") is None
+
+
+def test_the_end_of_a_held_node_after_a_whole_cancel_does_not_read_the_chain_below_it(
+        rt: Runtime, alice: Principal) -> None:
+    """The nodes below it have all ended (cancelled with the job): none is aborted, so the
+    walk stops at the first, whatever the chain's length (it read one level per node)."""
+    job = submit_job(rt, alice, chain_dag(300), DELEGATION)
+    first = job.children[0].job_id
+    claim(rt, first)
+    jobs.cancel_job(rt, alice, job.job_id)
+    engine = rt.session_factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert end_attempt(rt, first, AttemptEnd(JobState.CANCELLED)) == JobState.CANCELLED
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) < 60, len(statements)
+    assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 300)
+
+
+#: ``top`` → ``left`` → ``bottom`` and ``top`` → ``right`` → ``bottom``.
+DIAMOND = """[ Type = "dag";
+nodes = [
+  top = [ Description = [ Executable = "/bin/true"; ]; ];
+  left = [ Description = [ Executable = "/bin/true"; ]; ];
+  right = [ Description = [ Executable = "/bin/true"; ]; ];
+  bottom = [ Description = [ Executable = "/bin/true"; ]; ];
+  dependencies = { { top, left }, { top, right }, { left, bottom }, { right, bottom } };
+];
+]"""
+
+
+def test_the_walk_below_a_node_reaches_a_node_of_two_parents_through_the_one_not_ended(
+        rt: Runtime, alice: Principal) -> None:
+    job = submit_job(rt, alice, DIAMOND, DELEGATION)
+    ids = node_ids(rt, alice, job.job_id)
+    final = tuple(state.value for state in FINAL_STATES)
+    with rt.uow() as uow:
+        left = uow.jobs.get(ids["left"])
+        assert left is not None
+        uow.jobs.set_state(left, JobState.DONE.value, utcnow(), exit_code=0)
+        edges, nodes = uow.jobs.descendants(ids["top"], final)
+        assert sorted(edges) == sorted([(ids["right"], ids["top"]), (ids["bottom"], ids["right"])])
+        assert set(nodes) == {ids["right"], ids["bottom"]}
+        right = nodes[ids["right"]]
+        uow.jobs.set_state(right, JobState.CANCELLED.value, utcnow())
+        edges, nodes = uow.jobs.descendants(ids["top"], final)
+        assert (edges, nodes) == ([], {})

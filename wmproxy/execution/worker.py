@@ -707,15 +707,20 @@ class ExecutionWorker:
         take wait in :attr:`unrecorded` (:meth:`_record_unrecorded`). Returns the jobs whose
         end was made."""
         made: list[tuple[RunningJob, JobOutcome, AttemptEnd]] = []
+        # Output bytes collected and not counted yet (the owners' counters grow when the ends are
+        # recorded): each budget leaves them out, so jobs of one owner ending together share it.
+        pending = {job_id: end.output_bytes for job_id, end in self.unrecorded if end.output_bytes}
         for job, outcome in ended:
             try:
-                end = self._attempt_end(job, outcome)
+                end = self._attempt_end(job, outcome, pending)
             except Exception as exc:  # noqa: BLE001 - tried again later, the outputs kept in the work dir
                 given_up = self._end_later(job, outcome, exc)
                 if given_up is None:
                     continue
                 end = given_up
             made.append((job, outcome, end))
+            if end.output_bytes:
+                pending[job.order.job_id] = end.output_bytes
         if made:  # in the journal before any work dir (its status.json) is gone: a SIGKILL from the
             # releases to the commit below leaves the ends there, not a Running job without a work dir
             self._keep_journal([*self.unrecorded, *((job.order.job_id, end) for job, _outcome, end in made)],
@@ -948,18 +953,21 @@ class ExecutionWorker:
             kept.append((job_id, end))
         return kept, rest
 
-    def _attempt_end(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
+    def _attempt_end(self, job: RunningJob, outcome: JobOutcome,
+                     pending: Mapping[str, int] | None = None) -> AttemptEnd:
         """How the attempt ended (with its attempt number); a Done job's outputs are collected
-        here (from its work dir).
+        here (from its work dir), within a budget that leaves out ``pending``, the output bytes
+        (job id → bytes) this worker collected and has not recorded yet
+        (:func:`~wmproxy.services.quota.output_budget`).
 
         Raises:
             SandboxError: the sandbox's file system is full (or the owner's quota there): the
                 outputs stay in the work dir for a later try.
             SQLAlchemyError: the database failed (perusal files, the owner's usage for the output budget).
         """
-        return dataclasses.replace(self._end_of(job, outcome), attempt=job.order.attempt)
+        return dataclasses.replace(self._end_of(job, outcome, pending), attempt=job.order.attempt)
 
-    def _end_of(self, job: RunningJob, outcome: JobOutcome) -> AttemptEnd:
+    def _end_of(self, job: RunningJob, outcome: JobOutcome, pending: Mapping[str, int] | None) -> AttemptEnd:
         job_id = job.order.job_id
         if job.cancel_reason == "":
             return AttemptEnd(JobState.CANCELLED)
@@ -985,7 +993,7 @@ class ExecutionWorker:
                               payload_started=True)
         # At most the job's budget is copied (a sparse 10 TB file is not 10 TB of zeros); a database
         # failure reading the owner's usage is an outage (the end is tried again).
-        budget = quota.output_budget(self.rt, job_id, job.order.description.environment)
+        budget = quota.output_budget(self.rt, job_id, job.order.description.environment, pending)
         try:
             collected = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox,

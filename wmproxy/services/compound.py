@@ -73,11 +73,13 @@ def _abort_descendants(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
     holds also gets a ``cancel`` request. A descendant that has ended already is left as it
     is, and so are its own descendants (as far as they depend on nothing else aborted).
 
-    The DAG below ``node`` is read one level per query (``SqlJobStore.descendants``) and
+    The DAG below ``node`` is read one level per query (``SqlJobStore.descendants``), pruned
+    at the nodes that have ended (not read below them: after a whole cancel of a chain, the
+    end of its held first node reads one level, not the whole chain), and
     walked with a stack and a set of the nodes seen, never by recursion: a chain of 10,000 nodes
     (``[jobs] max_nodes``) is as deep as it is long, and a recursion per node ended in a
     RecursionError past about a thousand (in the execution worker, a crash at every restart)."""
-    edges, jobs = uow.jobs.descendants(node.id)
+    edges, jobs = uow.jobs.descendants(node.id, _FINAL)
     below: dict[str, list[str]] = {}
     for job_id, depends_on in edges:
         below.setdefault(depends_on, []).append(job_id)
@@ -103,6 +105,7 @@ CANCEL_REQUESTED = "cancel_requested"
 #: Node states that make a compound job Running (once every node is final it ends).
 _STARTED_STATES = (JobState.RUNNING, JobState.DONE, JobState.ABORTED, JobState.CANCELLED)
 _NOT_FINAL = tuple(state.value for state in JobState if state not in FINAL_STATES)
+_FINAL = tuple(state.value for state in FINAL_STATES)
 
 
 def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:

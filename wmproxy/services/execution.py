@@ -40,7 +40,7 @@ from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork, database_reason
 from wmproxy.store.jobs import ClaimedJob, ClaimedRequest, RequestChange, StateChange
-from wmproxy.store.schema import Job
+from wmproxy.store.schema import ExecutionRequest, Job
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,11 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
     * sent with jobSubmit and its job directory cannot be made (the sandbox's file system
       full, say): left Waiting with the reason :data:`NO_JOB_DIRECTORY` and the error, due
       again after ``[brokering] match_retry_period`` (or at its expiry, if sooner).
-    * one whose claim fails with an error nothing expected (:func:`_claim_guarded`):
-      Aborted with :data:`CLAIM_FAILED` and the error's type, the traceback logged; the
-      other requests go on.
+    * one whose claim fails with an error nothing expected (:func:`_claim_guarded`): its
+      transaction rolled back, then Aborted alone in a transaction of its own with
+      :data:`CLAIM_FAILED` and the error's type, the traceback logged (if that fails too,
+      its request is postponed by ``[brokering] match_retry_period``); the other requests
+      go on.
 
     A claimed job's directory is made here if it has none yet (a job sent with jobSubmit).
 
@@ -230,6 +232,9 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
                 writes.flush(uow)
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
+        except _ClaimFailedError as failure:  # rolled back: the job ends alone, the next request is looked at
+            _end_failed_claim(rt, worker, now, failure)
+            continue
         if order is not None:
             return order
     return None
@@ -277,14 +282,19 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
             request stays queued).
     """
     now = now or utcnow()
-    left = dict(room)
-    if limit <= 0 or not any(n > 0 for n in left.values()):
+    if limit <= 0 or not any(n > 0 for n in room.values()):
         return []
-    with rt.uow() as uow:
-        writes = _ClaimWrites(worker, now)
-        orders = _claim_batch(rt, uow, worker, left, limit, rng or _RNG, now, writes)
-        writes.flush(uow)
-    return orders
+    for _ in range(CLAIM_BATCH):
+        try:
+            with rt.uow() as uow:
+                writes = _ClaimWrites(worker, now)
+                orders = _claim_batch(rt, uow, worker, dict(room), limit, rng or _RNG, now, writes)
+                writes.flush(uow)
+        except _ClaimFailedError as failure:  # the batch rolled back: the job ends alone, the batch again
+            _end_failed_claim(rt, worker, now, failure)
+            continue
+        return orders
+    return []
 
 
 def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int], limit: int, rng: random.Random,
@@ -366,14 +376,6 @@ class _ClaimWrites:
         self.ready: list[tuple[str, str]] = []  # (job id, CE id)
         self.waiting: list[StateChange] = []
 
-    def mark(self) -> tuple[int, int, int]:
-        """Where the collected changes end now, for :meth:`undo`."""
-        return len(self.requests), len(self.ready), len(self.waiting)
-
-    def undo(self, mark: tuple[int, int, int]) -> None:
-        """Drop the changes collected since ``mark``."""
-        del self.requests[mark[0]:], self.ready[mark[1]:], self.waiting[mark[2]:]
-
     def flush(self, uow: UnitOfWork) -> None:
         uow.queue.settle(self.requests)
         uow.jobs.set_ready(self.now, self.worker, self.ready)
@@ -393,15 +395,32 @@ class _Credential(NamedTuple):
     proxy_pem: bytes
 
 
+class _ClaimFailedError(Exception):
+    """A claim failed with an error nothing expected (:func:`_claim_guarded`): the claim's
+    transaction rolls back, then :func:`_end_failed_claim` ends the job alone."""
+
+    def __init__(self, request: ClaimedRequest, job_id: str, error: Exception) -> None:
+        super().__init__(f"job {job_id}: the claim failed: {type(error).__name__}: {error}")
+        self.request = request
+        self.job_id = job_id
+        self.error = error
+
+
 def _claim_guarded(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,
                    backends: Collection[str] | None, full: Collection[str], rng: random.Random,
                    credentials: dict[tuple[str, str | None], _Credential], site: SiteView,
                    writes: _ClaimWrites) -> StartOrder | None:
     """:func:`_claim`, where an error nothing expected (not one of :data:`_CLAIM_ERRORS`)
-    ends this job alone, Aborted with :data:`CLAIM_FAILED`, and the claim goes on: let through,
-    it rolled back the claim with its request, which stayed the oldest due and failed every
-    later claim (no job of the site started). What ``writes`` holds of the job is dropped."""
-    mark = writes.mark()
+    becomes :class:`_ClaimFailedError`: the caller's transaction rolls back whole (what
+    :func:`_claim` wrote of the job, possibly half of a :func:`change_state`, goes with it),
+    :func:`_end_failed_claim` ends this job alone in a transaction of its own, and the claim
+    goes on. Let through as it was, the error rolled back the claim with its request, which
+    stayed the oldest due and failed every later claim (no job of the site started); caught
+    and the job aborted in the same transaction, the part of the failed claim already written
+    stayed (a node Aborted whose compound parent was never refreshed: Waiting for ever).
+
+    Nothing is added per job on the common path (no savepoint): only a failed claim costs a
+    second transaction, and the batch's claims are made again."""
     try:
         return _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes)
     except _CLAIM_ERRORS:
@@ -409,10 +428,55 @@ def _claim_guarded(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: C
     except Exception as exc:
         if job is None:
             raise
-        writes.undo(mark)
         log.exception("job %s: the claim failed; the job is aborted", job.id)
-        _abort(uow, writes, site, job.id, request, f"{CLAIM_FAILED} ({type(exc).__name__})")
-        return None
+        raise _ClaimFailedError(request, job.id, exc) from exc
+
+
+def _end_failed_claim(rt: Runtime, worker: str, now: dt.datetime, failure: _ClaimFailedError) -> None:
+    """The job whose claim failed (:class:`_ClaimFailedError`, its transaction rolled back)
+    ends alone: Aborted with :data:`CLAIM_FAILED` and the error's type, through
+    :func:`change_state` (its parent and dependents follow), its request done.
+
+    Done only while the request is still due and unclaimed (another worker may have taken it
+    meanwhile) and the job still Waiting (else the request is just done). If that fails with
+    an error nothing expected too (the bug in the abort's own path), the request is postponed
+    by ``[brokering] match_retry_period`` in another transaction, the job's reason telling why,
+    both errors logged: the queue goes on either way. Errors of :data:`_CLAIM_ERRORS` are let
+    through (the database's, as a claim's)."""
+    request, job_id = failure.request, failure.job_id
+    reason = f"{CLAIM_FAILED} ({type(failure.error).__name__})"
+    try:
+        with rt.uow() as uow:
+            job = uow.jobs.lock_claims([job_id]).get(job_id)  # the job first, then its request, as cancels do
+            pending = _failed_request(uow, request)
+            if pending is None:
+                return
+            pending.claimed_by, pending.claimed_at = worker, now
+            uow.queue.complete(pending, now)
+            if job is not None and job.state == JobState.WAITING.value:
+                change_state(uow, job_id, JobState.ABORTED, now, reason=reason)
+                log.info("job %s: aborted: %s", job_id, reason)
+        return
+    except _CLAIM_ERRORS:
+        raise
+    except Exception:
+        log.exception("job %s: its abort after a failed claim failed too; its request is postponed", job_id)
+    retry = rt.settings.brokering.match_retry_period
+    with rt.uow() as uow:
+        job = uow.jobs.lock_claims([job_id]).get(job_id)
+        pending = _failed_request(uow, request)
+        if pending is None:
+            return
+        uow.queue.postpone(pending, now + dt.timedelta(seconds=retry))
+        if job is not None and job.state == JobState.WAITING.value:
+            uow.jobs.set_states(JobState.WAITING.value, now, [StateChange(
+                job_id, reason=f"{reason}; its abort failed too: the start is tried again in {retry:g} s")])
+
+
+def _failed_request(uow: UnitOfWork, request: ClaimedRequest) -> ExecutionRequest | None:
+    """The request of a failed claim, locked, if it is still due and nobody claimed it since."""
+    row = uow.session.get(ExecutionRequest, request.id, with_for_update=True)
+    return row if row is not None and row.done_at is None and row.claimed_by is None else None
 
 
 def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,

@@ -8,7 +8,7 @@ and ``quota_hard_limit``). Uploads beyond the hard limit are refused (HTTP 413).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError
@@ -75,12 +75,27 @@ def count_output(rt: Runtime, job_id: str) -> None:
             uow.usage.add(job.owner_dn, rt.storage.output_bytes(job_id), utcnow())
 
 
-def output_budget(rt: Runtime, job_id: str, environment: Iterable[str]) -> tuple[int, str] | None:
+def output_budget(rt: Runtime, job_id: str, environment: Iterable[str],
+                  pending: Mapping[str, int] | None = None) -> tuple[int, str] | None:
     """Bytes the execution worker may collect into ``job_id``'s output sandbox, and what sets
     them: the smallest of ``[limits] max_output_sandbox_size``, what is left of the owner's
     ``[jobs] quota_hard_limit`` (quotas on; the job's input is counted already, its output not
     yet) and :data:`JOB_OSB_LIMIT` in the job's ``environment`` (JDL ``Environment`` entries,
     ``NAME=value``); None when none applies. A job can only lower its budget.
+
+    The owner's counter grows only when an end is recorded (:func:`~wmproxy.services.retries.end_attempts`,
+    with :attr:`~wmproxy.services.retries.AttemptEnd.output_bytes`), after the worker has
+    collected the outputs of all the jobs ending in its cycle. ``pending`` (job id → bytes) is
+    what the calling worker has collected and not yet recorded (earlier in the cycle, or ends
+    it still holds, unrecorded); those of jobs of the same owner are taken off the remainder
+    too (one more query, only when ``pending`` names other jobs), so N jobs of one owner ending
+    in one cycle of one worker share the remainder instead of each getting all of it.
+
+    Nothing is reserved in the database: two workers ending jobs of the same owner at the same
+    moment each read the counter before the other's end is recorded, so together they can
+    still pass the hard quota, by at most one budget (what is left) per other worker ending a job
+    of that owner at that moment. Recorded ends count their bytes, so the next budget is
+    smaller by all of them (0 once the quota is passed).
 
     Raises:
         SQLAlchemyError: the database failed (reading the owner's usage).
@@ -102,7 +117,12 @@ def output_budget(rt: Runtime, job_id: str, environment: Iterable[str]) -> tuple
     if hard > 0:
         with rt.uow() as uow:
             job = uow.jobs.get(job_id)
-            used = uow.usage.used(job.owner_dn) if job is not None else 0
+            used = 0
+            if job is not None:
+                used = uow.usage.used(job.owner_dn)
+                others = {other: n for other, n in (pending or {}).items() if other != job_id and n > 0}
+                if others:
+                    used += sum(others[other] for other in uow.jobs.of_owner(job.owner_dn, list(others)))
         limits.append((max(0, hard - used), "the owner's disk quota"))
     return min(limits, key=lambda limit: limit[0]) if limits else None
 

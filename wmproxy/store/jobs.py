@@ -629,27 +629,38 @@ class SqlJobStore:
     def dependents(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(JobDependency.job_id).where(JobDependency.depends_on == job_id)))
 
-    def descendants(self, job_id: str) -> tuple[list[tuple[str, str]], dict[str, Job]]:
+    def descendants(self, job_id: str, stop_at: Sequence[str] = ()) -> tuple[list[tuple[str, str]], dict[str, Job]]:
         """The DAG below node ``job_id``: the edges ``(node, the node it depends on)`` reachable
         from it downwards, and those nodes (``{id: Job}``).
+
+        A node in one of the states ``stop_at`` (the final ones, for the abort of a failed node's
+        descendants) is neither returned nor walked through: its own dependents are reached only
+        through another path of nodes not in those states (a DAG node with several parents), if
+        any. The state is read with the edges, in the same query: the end of a node whose
+        dependents have all ended (a whole cancel of a long chain) costs one query, not one
+        per level of the chain below it.
 
         Read one level at a time (one query on the ``depends_on`` index per level, for all the
         level's nodes at once) and the nodes loaded together at the end, :data:`_ID_BATCH` ids
         per query: no recursion in Python (a chain of ``[jobs] max_nodes`` nodes is as deep as
         it is long) and no recursive CTE (whose plan on PostgreSQL scanned the whole table
         at every level of a long chain)."""
+        self.session.flush()  # the states changed in this session, before they are read in Core
         conn = self.session.connection()
+        stop = set(stop_at)
         edges: list[tuple[str, str]] = []
         seen = {job_id}
         level = [job_id]
         while level:
             found: list[str] = []
             for start in range(0, len(level), _ID_BATCH):
-                for row in conn.execute(_DEPENDENTS_OF, {"ids": level[start:start + _ID_BATCH]}):
-                    edges.append((row[0], row[1]))
-                    if row[0] not in seen:
-                        seen.add(row[0])
-                        found.append(row[0])
+                for node, depends_on, state in conn.execute(_DEPENDENTS_OF, {"ids": level[start:start + _ID_BATCH]}):
+                    if state in stop:
+                        continue
+                    edges.append((node, depends_on))
+                    if node not in seen:
+                        seen.add(node)
+                        found.append(node)
             level = found
         seen.discard(job_id)
         ids = sorted(seen)
@@ -658,6 +669,14 @@ class SqlJobStore:
             nodes.update((node.id, node) for node in self.session.scalars(
                 select(Job).where(Job.id.in_(ids[start:start + _ID_BATCH]))))
         return edges, nodes
+
+    def of_owner(self, owner_dn: str, job_ids: Sequence[str]) -> list[str]:
+        """The ids among ``job_ids`` of jobs of ``owner_dn`` (:data:`_ID_BATCH` ids per query)."""
+        owned: list[str] = []
+        for start in range(0, len(job_ids), _ID_BATCH):
+            owned += self.session.scalars(select(Job.id).where(
+                Job.id.in_(job_ids[start:start + _ID_BATCH]), Job.owner_dn == owner_dn))
+        return owned
 
     def live_count(self, owner_dn: str, final_states: Sequence[str]) -> int:
         """How many jobs (not nodes) ``owner_dn`` has in no state of ``final_states``: one
@@ -752,7 +771,9 @@ _INSERT_NOTIFYING = _INSERT_REQUEST.returning(func.pg_notify(QUEUE_CHANNEL, ""))
 #: Ids per statement where a list of jobs may be long (a DAG's nodes): far below SQLite's
 #: bound parameter limit.
 _ID_BATCH = 500
-_DEPENDENTS_OF = select(JobDependency.job_id, JobDependency.depends_on).where(JobDependency.depends_on.in_(_IDS))
+#: The dependents of the nodes ``ids``, with their state (:meth:`SqlJobStore.descendants`).
+_DEPENDENTS_OF = select(JobDependency.job_id, JobDependency.depends_on, _JOBS.c.state).join(
+    _JOBS, _JOBS.c.id == JobDependency.job_id).where(JobDependency.depends_on.in_(_IDS))
 
 _PENDING_COMMANDS = select(ExecutionRequest).where(
     ExecutionRequest.job_id.in_(_IDS),
