@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event
 
 from tests.store.conftest import DELEGATION
-from tests.unit.services.test_compound import CANCELLED, CHAIN, DAG, chain_dag, fill, node_ids, statuses
+from tests.unit.services.compound_support import CANCELLED, CHAIN, DAG, chain_dag, fill, node_ids, statuses
 from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import OperationNotAllowedError
 from wmproxy.services import jobs, quota

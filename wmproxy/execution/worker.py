@@ -963,7 +963,7 @@ class ExecutionWorker:
         Raises:
             SandboxError: the sandbox's file system is full (or the owner's quota there): the
                 outputs stay in the work dir for a later try.
-            SQLAlchemyError: the database failed (perusal files, the owner's usage for the output budget).
+            SQLAlchemyError: the database failed (reading the perusal files).
         """
         return dataclasses.replace(self._end_of(job, outcome, pending), attempt=job.order.attempt)
 
@@ -991,8 +991,8 @@ class ExecutionWorker:
         if not job.order.description.output_sandbox:  # nothing to collect: nothing was ever collected either
             return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
                               payload_started=True)
-        # At most the job's budget is copied (a sparse 10 TB file is not 10 TB of zeros); a database
-        # failure reading the owner's usage is an outage (the end is tried again).
+        # At most the job's budget is copied (a sparse 10 TB file is not 10 TB of zeros); during a
+        # database outage without the owner's quota (the end is kept for the database meanwhile).
         budget = quota.output_budget(self.rt, job_id, job.order.description.environment, pending)
         try:
             collected = self.rt.storage.collect_output_files(

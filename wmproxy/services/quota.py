@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError
 from wmproxy.services.runtime import Runtime
-from wmproxy.store import UnitOfWork
+from wmproxy.store import UnitOfWork, database_reason
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,9 @@ def output_budget(rt: Runtime, job_id: str, environment: Iterable[str],
     of that owner at that moment. Recorded ends count their bytes, so the next budget is
     smaller by all of them (0 once the quota is passed).
 
-    Raises:
-        SQLAlchemyError: the database failed (reading the owner's usage).
+    When the database fails (an outage), the owner's quota is left out (logged): the end must
+    not wait for the database, whose outage the ends journal bridges; the recorded end counts
+    the bytes, so the quota is passed by at most this one budget.
     """
     limits: list[tuple[int, str]] = []
     if (site := rt.settings.limits.max_output_sandbox_size) > 0:
@@ -115,15 +118,22 @@ def output_budget(rt: Runtime, job_id: str, environment: Iterable[str],
                 limits.append((own, f"the job's {JOB_OSB_LIMIT}"))
     hard = rt.settings.jobs.quota_hard_limit
     if hard > 0:
-        with rt.uow() as uow:
-            job = uow.jobs.get(job_id)
-            used = 0
-            if job is not None:
-                used = uow.usage.used(job.owner_dn)
-                others = {other: n for other, n in (pending or {}).items() if other != job_id and n > 0}
-                if others:
-                    used += sum(others[other] for other in uow.jobs.of_owner(job.owner_dn, list(others)))
-        limits.append((max(0, hard - used), "the owner's disk quota"))
+        try:
+            with rt.uow() as uow:
+                job = uow.jobs.get(job_id)
+                used = 0
+                if job is not None:
+                    used = uow.usage.used(job.owner_dn)
+                    others = {other: n for other, n in (pending or {}).items() if other != job_id and n > 0}
+                    if others:
+                        used += sum(others[other] for other in uow.jobs.of_owner(job.owner_dn, list(others)))
+        except SQLAlchemyError as exc:
+            # An outage must not hold the job's end: its outputs are collected and the end kept
+            # for the database (the ends journal), within the limits that need no database.
+            log.warning("job %s: the owner's disk quota left out of its output budget, the database failed (%s)",
+                        job_id, database_reason(exc))
+        else:
+            limits.append((max(0, hard - used), "the owner's disk quota"))
     return min(limits, key=lambda limit: limit[0]) if limits else None
 
 
