@@ -56,6 +56,7 @@ from wmproxy.store.inspections import (
     SqlInspectionStore,
 )
 from wmproxy.store.schema import Job
+from wmproxy.text import log_text
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,8 @@ def ask(rt: Runtime, principal: Principal, job_id: str, argv: list[str], time_li
         _store(uow).add(request)
         text = shlex.join(command)
         _store(uow).add_event(job.id, job.state, f"inspection: {text[:EVENT_COMMAND_CHARS]}", now)
-    log.info("inspection %s of job %s by %s (%s): %s", request.id, job_id, principal.dn, request.state, text[:500])
+    log.info("inspection %s of job %s by %s (%s): %s", request.id, job_id, principal.dn, request.state,
+             log_text(text[:500]))
     return request.id
 
 

@@ -131,3 +131,12 @@ def test_the_acl_reader_gets_an_authorization_fault(soap: SoapApp, alice: Princi
     assert [child.tag for child in detail][:4] == BASE_FAULT_FIELDS[:4]
     assert detail.findtext("methodName") == "inspectJob"
     assert detail.findtext("Description") == OWNER_ONLY
+
+
+def test_a_command_with_a_newline_is_logged_on_one_line(rt: Runtime, alice: Principal, job: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # the command's text went into the service log as it was: a newline in an argument forged a line
+    with caplog.at_level("INFO", logger="wmproxy.services.inspection"):
+        inspection.ask(rt, alice, job, ["ls", "x\n2026-01-01 00:00:00 ERROR wmproxy.security: forged"])
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inspection ")]
+    assert "\n" not in line and "\\x0a2026-01-01" in line
