@@ -86,7 +86,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import fcntl
 import json
 import logging
@@ -112,7 +111,7 @@ from wmproxy.execution.jobwrapper import (
     TMP_DIR,
     JobSpec,
 )
-from wmproxy.sandbox.trees import remove_tree
+from wmproxy.sandbox.trees import flock_directory, remove_tree
 
 WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
 """The wrapper script shipped in the package; it must be readable by every account
@@ -964,10 +963,6 @@ class _DirFd:
         os.close(self.fd)
 
 
-#: Devices where :func:`_lock_work_dir` found no ``flock`` (logged once per process and file system).
-_no_flock_logged: set[int] = set()
-
-
 def _lock_work_dir(fd: int, path: Path | str) -> bool:
     """Take the exclusive ``flock`` of the work dir ``fd`` (across processes; let go when ``fd``
     is closed) without waiting: False when another descriptor holds it. It orders a renewal's
@@ -981,19 +976,8 @@ def _lock_work_dir(fd: int, path: Path | str) -> bool:
     lock, logged once per file system (as the sandbox's job locks): the push still checks that
     the work dir is the job's before writing, which leaves only a narrow window open.
     """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        device = os.fstat(fd).st_dev
-        if device not in _no_flock_logged:
-            _no_flock_logged.add(device)
-            log.warning("no flock on the file system of %s (%s): renewed proxies and the reuse of work "
-                        "directories go on without taking turns", path, exc.strerror or exc)
-    return True
+    return flock_directory(fd, path, wait=False, unlocked=(
+        "renewed proxies and the reuse of work directories go on without taking turns"))
 
 
 def _give(fd: int, account: Account | None) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import logging
 import os
@@ -61,7 +60,7 @@ from wmproxy.errors import (
     SandboxPathError,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
-from wmproxy.sandbox.trees import remove_tree, tree_totals
+from wmproxy.sandbox.trees import flock_directory, remove_tree, tree_totals
 
 log = logging.getLogger(__name__)
 
@@ -974,10 +973,6 @@ def _mkstemp(path: Path) -> tuple[int, str]:
         raise SandboxError(f"Unable to create {path.name}: {exc.strerror}") from exc
 
 
-#: Where :func:`_locked_directory` found no ``flock`` (logged once per process and file system).
-_no_flock_logged: set[int] = set()
-
-
 @contextlib.contextmanager
 def _locked_directory(path: Path) -> Iterator[bool]:
     """Hold an exclusive ``flock`` of the directory ``path`` (across processes) until the block
@@ -994,16 +989,8 @@ def _locked_directory(path: Path) -> Iterator[bool]:
         yield False
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # let go when closed
-        except OSError as exc:
-            if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            device = os.fstat(fd).st_dev
-            if device not in _no_flock_logged:
-                _no_flock_logged.add(device)
-                log.warning("no flock on the file system of %s (%s): changes of one job's sandbox go on without "
-                            "taking turns across processes", path, exc.strerror or exc)
+        flock_directory(fd, path, wait=True,  # let go when closed
+                        unlocked="changes of one job's sandbox go on without taking turns across processes")
         yield True
     finally:
         os.close(fd)

@@ -20,13 +20,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 #: Directory descriptors a walk holds at most, besides its top's.
 OPEN_DIRS = 32
+
+#: What ``flock`` of a directory fails with on a file system without it (NFS emulates it with
+#: byte-range locks, which need a file open for writing: EBADF; Lustre mounted ``noflock``: ENOSYS).
+NO_FLOCK_ERRNOS = (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+#: (what goes on, device) where :func:`flock_directory` found no ``flock`` (logged once per process).
+_no_flock_logged: set[tuple[str, int]] = set()
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -34,6 +44,28 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OnEntry = Callable[[int, os.DirEntry[str]], None]
 #: ``on_dir(parent_fd, name)``: the directory ``name`` of ``parent_fd``, everything below it visited.
 OnDir = Callable[[int, str], None]
+
+
+def flock_directory(fd: int, path: Path | str, *, wait: bool, unlocked: str) -> bool:
+    """Take the exclusive ``flock`` of the directory ``fd`` (across processes; let go when ``fd``
+    is closed): waiting for it when ``wait``, else False when another descriptor holds it.
+
+    A file system without ``flock`` for directories (:data:`NO_FLOCK_ERRNOS`) gives True without
+    the lock, logged once per process, file system and ``unlocked`` (what goes on without taking
+    turns, the end of the warning "no flock on the file system of <path> (<error>): ...").
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno not in NO_FLOCK_ERRNOS:
+            raise
+        key = (unlocked, os.fstat(fd).st_dev)
+        if key not in _no_flock_logged:
+            _no_flock_logged.add(key)
+            log.warning("no flock on the file system of %s (%s): %s", path, exc.strerror or exc, unlocked)
+    return True
 
 
 class TreeChangedError(OSError):

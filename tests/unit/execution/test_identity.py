@@ -34,6 +34,7 @@ from tests.unit.execution.wrapper_support import (
 from wmproxy.execution import identity
 from wmproxy.execution.identity import Account, IdentityError, WrapperStatusError
 from wmproxy.execution.jobwrapper import JobSpec
+from wmproxy.sandbox import trees
 
 PROXY = b"-----BEGIN CERTIFICATE-----\nproxy\n-----END CERTIFICATE-----\n"
 WORKTREE = Path(identity.__file__).resolve().parents[2]
@@ -415,7 +416,7 @@ class TestWorkDirLock:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
         monkeypatch.setattr(identity.fcntl, "flock", no_flock)
-        monkeypatch.setattr(identity, "_no_flock_logged", set())
+        monkeypatch.setattr(trees, "_no_flock_logged", set())
         work = _ended_work_dir(work_root, account)
         assert identity.renew_proxy(work, b"renewed")
         assert (work / identity.PROXY_NAME).read_bytes() == b"renewed"

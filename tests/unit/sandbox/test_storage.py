@@ -12,7 +12,7 @@ import pytest
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from tests.support import WAIT_TIMEOUT, flock_waiters, start_thread, wait_for
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
-from wmproxy.sandbox import storage as storage_module
+from wmproxy.sandbox import trees
 from wmproxy.sandbox.storage import (
     AREAS,
     MAX_PATH_DEPTH,
@@ -577,8 +577,8 @@ class TestWithoutFlock:
             raise OSError(errno.EBADF, "Bad file descriptor")
 
         storage.create_job_area(JOB)
-        storage_module._no_flock_logged.clear()
-        monkeypatch.setattr(storage_module.fcntl, "flock", no_flock)
+        monkeypatch.setattr(trees, "_no_flock_logged", set())
+        monkeypatch.setattr(trees.fcntl, "flock", no_flock)
         for _ in range(2):
             with storage.input_changes(JOB):
                 (storage.create_area(storage.job_rel_dir(JOB), "input") / "f").write_bytes(b"1")
