@@ -15,7 +15,9 @@ import pytest
 
 from tests.conftest import Pki
 from tests.support import (
+    SoapApp,
     build_runtime,
+    caller_from_environ,
     close_runtime,
     delegate_in_process,
     principal_fixture,
@@ -24,6 +26,7 @@ from tests.support import (
 from wmproxy.config import BrokeringSettings, SlurmSettings
 from wmproxy.domain import Principal
 from wmproxy.services.runtime import Runtime
+from wmproxy.soap.app import WMProxyApplication
 
 #: The delegation id the ``delegated`` fixture stores for alice.
 DELEGATION = "unit"
@@ -43,6 +46,13 @@ def rt(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Runtime]:
 def delegated(rt: Runtime, alice: Principal, pki: Pki) -> str:
     """Alice's delegation ``unit`` (6 hours), stored through getProxyReq/putProxy."""
     return delegate_in_process(rt, alice, pki.users["alice"].proxy, DELEGATION)
+
+
+@pytest.fixture
+def soap(rt: Runtime, delegated: str) -> SoapApp:
+    """The SOAP application in process on ``rt``, alice's ``unit`` delegation stored; each
+    request runs as the ``caller`` it is given (:class:`tests.support.SoapApp`)."""
+    return SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
 
 
 @pytest.fixture

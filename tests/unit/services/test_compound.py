@@ -29,6 +29,15 @@ from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, start_job, submit_job
 
 
+def held_collection(rt: Runtime, alice: Principal, delegated: str) -> tuple[str, str, str]:
+    """A two-node collection submitted and both nodes claimed by a worker: (job, node, node)."""
+    job_id = submit_job(rt, alice, COLLECTION, delegated).job_id
+    first, second = node_ids(rt, alice, job_id).values()
+    for _ in range(2):
+        assert claim_next_start(rt, "w1") is not None
+    return job_id, first, second
+
+
 class TestCancelOfTheWholeJob:
     @pytest.mark.parametrize("jdl", [DAG, REVERSED_DAG], ids=["dependency-first", "dependency-last"])
     def test_a_started_dag_ends_cancelled_whatever_the_order_of_its_nodes(
@@ -72,10 +81,7 @@ class TestCancelOfTheWholeJob:
 
     def test_nodes_that_ended_before_do_not_make_it_aborted(
             self, rt: Runtime, alice: Principal, delegated: str) -> None:
-        job_id = submit_job(rt, alice, COLLECTION, delegated).job_id
-        first, second = node_ids(rt, alice, job_id).values()
-        for _ in range(2):
-            assert claim_next_start(rt, "w1") is not None
+        job_id, first, second = held_collection(rt, alice, delegated)
         assert end_attempt(rt, first, AttemptEnd(JobState.DONE, exit_code=0)) == JobState.DONE
         jobs.cancel_job(rt, alice, job_id)  # second is held: a cancel request
         assert end_attempt(rt, second, AttemptEnd(JobState.CANCELLED)) == JobState.CANCELLED
@@ -83,10 +89,7 @@ class TestCancelOfTheWholeJob:
 
     def test_a_held_node_that_succeeded_before_its_cancel_leaves_the_job_done(
             self, rt: Runtime, alice: Principal, delegated: str) -> None:
-        job_id = submit_job(rt, alice, COLLECTION, delegated).job_id
-        first, second = node_ids(rt, alice, job_id).values()
-        for _ in range(2):
-            assert claim_next_start(rt, "w1") is not None
+        job_id, first, second = held_collection(rt, alice, delegated)
         jobs.cancel_job(rt, alice, job_id)
         for node_id in (first, second):  # both had ended Done before their workers saw the cancel
             end_attempt(rt, node_id, AttemptEnd(JobState.DONE, exit_code=0))

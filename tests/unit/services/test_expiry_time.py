@@ -17,7 +17,6 @@ failed the same way: no job of the site started, and the execution worker died. 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import classad2
@@ -25,15 +24,9 @@ import pytest
 import sqlalchemy as sa
 from lxml import etree
 
-from tests.conftest import Pki
 from tests.support import (
     BASE_FAULT_FIELDS,
     SoapApp,
-    build_runtime,
-    caller_from_environ,
-    close_runtime,
-    delegate_in_process,
-    principal_of,
 )
 from tests.unit.services.brokering_support import RankedRuntime, job_row, submit
 from wmproxy.config import Settings
@@ -45,7 +38,6 @@ from wmproxy.services import execution
 from wmproxy.services.brokering import REQUEST_EXPIRED, deadline
 from wmproxy.services.execution import CLAIM_FAILED, claim_next_start, claim_starts
 from wmproxy.services.runtime import Runtime
-from wmproxy.soap.app import WMProxyApplication
 from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.store.schema import Job
 
@@ -53,14 +45,6 @@ from wmproxy.store.schema import Job
 #: not a number literal.
 REFUSED = ["253402300800", "1e20", "-1e20", "-1", str(EXPIRY_TIME_END), "1e400", '"tomorrow"', "true",
            "1700000000 + 3600", "undefined"]
-
-
-@pytest.fixture
-def soap(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[SoapApp]:
-    rt = build_runtime(tmp_path / "state", pki, template_db)
-    delegate_in_process(rt, principal_of(pki, "alice"), pki.users["alice"].proxy, "unit")
-    yield SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
-    close_runtime(rt)
 
 
 def refused(soap: SoapApp, alice: Principal, operation: str, jdl: str) -> str:

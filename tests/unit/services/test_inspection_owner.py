@@ -10,8 +10,6 @@ its result is not shown to the reader.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
@@ -22,10 +20,6 @@ from tests.conftest import Pki
 from tests.support import (
     BASE_FAULT_FIELDS,
     SoapApp,
-    build_runtime,
-    caller_from_environ,
-    close_runtime,
-    delegate_in_process,
     principal_of,
 )
 from wmproxy.domain import JobState, Principal
@@ -35,7 +29,6 @@ from wmproxy.services.acl import add_acl_items, get_acl_items
 from wmproxy.services.inspection import OWNER_ONLY
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
-from wmproxy.soap.app import WMProxyApplication
 from wmproxy.soap.namespaces import INSPECTION, SOAP_ENV
 from wmproxy.store.inspections import FAILED, InspectionRequest
 from wmproxy.store.schema import Job
@@ -103,14 +96,6 @@ def test_a_readers_request_asked_before_the_fix_is_never_run_nor_shown(
 
 
 # --- what the SOAP client sees ------------------------------------------------------------------
-
-
-@pytest.fixture
-def soap(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[SoapApp]:
-    rt = build_runtime(tmp_path / "state", pki, template_db)
-    delegate_in_process(rt, principal_of(pki, "alice"), pki.users["alice"].proxy, "unit")
-    yield SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
-    close_runtime(rt)
 
 
 def inspect_job(soap: SoapApp, caller: Principal, job_id: str, *words: str) -> etree._Element:
