@@ -137,18 +137,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Deselect the SQLite variant of a test marked ``postgresql_only`` (behaviour that exists on
     PostgreSQL alone: row locks, ``SKIP LOCKED``) and the PostgreSQL variant of one marked
     ``sqlite_only`` (the worker's inotify watch of the database file), rather than generating
-    and skipping them."""
+    and skipping them.
+
+    ``WMPROXY_TEST_BACKENDS=sqlite`` (or ``postgresql``) keeps only that database's variants of
+    every test that runs on both: ``make test``'s Python 3.13 run takes SQLite alone, the 3.11 run
+    every variant (``.ci/test-pythons.sh``). Deselected, not skipped: the session says how many."""
 
     def kind(item: pytest.Item) -> str | None:
         params = item.callspec.params  # type: ignore[attr-defined]
-        for value in (params.get("database_url"), params.get("database_kind"), params.get("fresh_url")):
+        for value in (params.get(name) for name in ("database_url", "database_kind", "fresh_url", "rt")):
             if isinstance(value, str):
                 return "sqlite" if "sqlite" in value else "postgresql"
         return None
 
+    backends = {name for name in os.environ.get("WMPROXY_TEST_BACKENDS", "").split(",") if name}
+    unknown = backends - {"sqlite", "postgresql"}
+    if unknown:
+        raise pytest.UsageError(f"WMPROXY_TEST_BACKENDS: unknown database {sorted(unknown)} (sqlite, postgresql)")
     drop = [item for item in items if getattr(item, "callspec", None) is not None
             and ((item.get_closest_marker("postgresql_only") and kind(item) == "sqlite")
-                 or (item.get_closest_marker("sqlite_only") and kind(item) == "postgresql"))]
+                 or (item.get_closest_marker("sqlite_only") and kind(item) == "postgresql")
+                 or (backends and kind(item) not in (None, *backends)))]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = [item for item in items if item not in drop]
