@@ -7,9 +7,12 @@ Python's recursion limit are aborted (``SqlJobStore.descendants`` reads them lev
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from tests.store.conftest import DELEGATION
+from tests.store.locking_support import lock_waiters
+from tests.support import start_thread, wait_for
 from tests.unit.services.compound_support import CANCELLED, CHAIN, DAG, chain_dag, fill, node_ids, statuses
 from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import OperationNotAllowedError
@@ -32,6 +35,41 @@ def test_a_dag_cancelled_while_a_node_runs_ends_cancelled(rt: Runtime, alice: Pr
     jobs.cancel_job(rt, alice, job.job_id)
     with pytest.raises(OperationNotAllowedError, match="Cancel has already been requested"):
         jobs.cancel_job(rt, alice, job.job_id)
+    assert end_attempt(rt, first, AttemptEnd(JobState.ABORTED, reason="killed")) == JobState.CANCELLED
+    assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 3)
+
+
+@pytest.mark.postgresql_only
+def test_a_node_claimed_while_the_dag_is_cancelled_is_cancelled_by_its_worker_not_overwritten(
+        rt: Runtime, alice: Principal) -> None:
+    """A worker's claim holds the first node (Scheduled, not yet committed) when the whole DAG is
+    cancelled: the cancel waits for the node's row and then asks the worker to cancel it. It
+    read the node unlocked as Waiting and wrote it Cancelled over the claim, and the worker ran
+    a node the service reported Cancelled."""
+    job = submit_job(rt, alice, DAG, DELEGATION)
+    first = job.children[0].job_id
+    outcome: dict[str, object] = {}
+    holder = sa.create_engine(rt.session_factory.kw["bind"].url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as claim_tx, holder.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
+            # what a claim writes, as its own statements do: the job held, its start request done
+            claim_tx.execute(sa.text("UPDATE jobs SET state = 'Scheduled', worker = 'w1' WHERE id = :id"),
+                             {"id": first})
+            claim_tx.execute(sa.text("UPDATE execution_requests SET claimed_by = 'w1', done_at = now() "
+                                     "WHERE job_id = :id AND command = 'start'"), {"id": first})
+            thread = start_thread("cancel", lambda: jobs.cancel_job(rt, alice, job.job_id), outcome)
+            wait_for(lambda: lock_waiters(watch), lambda n: n == 1, what="the cancel to wait for the node's row",
+                     timeout=120)
+            claim_tx.commit()
+            thread.join(120)
+            assert not thread.is_alive()
+    finally:
+        holder.dispose()
+    assert outcome["cancel"] is None
+    with rt.uow() as uow:
+        node = uow.jobs.get(first)
+        assert node is not None and node.state == JobState.SCHEDULED.value
+        assert [r.command for r in uow.queue.pending_for(first)] == ["cancel"]
     assert end_attempt(rt, first, AttemptEnd(JobState.ABORTED, reason="killed")) == JobState.CANCELLED
     assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 3)
 

@@ -130,7 +130,10 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         state = JobState(job.state)
         if state in FINAL_STATES:
             raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
-        nodes = uow.jobs.children(job.id)
+        # The nodes locked (after their compound job, the order of a worker's claim and ends):
+        # a node a worker claims or ends meanwhile is read as the worker left it, never
+        # overwritten Cancelled while the worker holds it.
+        nodes = uow.jobs.children(job.id, for_update=True)
         if nodes:
             _cancel_compound(uow, rt, job, nodes, now)
             return

@@ -401,8 +401,22 @@ class SqlJobStore:
         """The distinct owner DNs of the jobs table."""
         return list(self.session.scalars(select(Job.owner_dn).distinct()))
 
-    def children(self, parent_id: str) -> Sequence[Job]:
-        return self.session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.node_name)).all()
+    def children(self, parent_id: str, *, for_update: bool = False) -> Sequence[Job]:
+        """The nodes of compound job ``parent_id`` by node name (none for a simple job).
+
+        ``for_update`` locks them until the transaction ends, taken in the order of
+        :meth:`lock_all` (by id, after their compound job, which the caller locks first), and
+        returns their values as committed once the locks are held, also for nodes this session
+        had read before: a worker's claim or end that held a node is seen, not overwritten.
+        """
+        stmt = select(Job).where(Job.parent_id == parent_id)
+        if not for_update:
+            return self.session.scalars(stmt.order_by(Job.node_name)).all()
+        nodes = self.session.scalars(
+            stmt.order_by(Job.id).with_for_update().execution_options(populate_existing=True)).all()
+        for node in nodes:
+            self._locked[node.id] = node
+        return sorted(nodes, key=lambda node: node.node_name or "")
 
     def lock_all(self, job_ids: Sequence[str]) -> dict[str, Job]:
         """Lock several jobs for the transaction in at most two statements instead of one
