@@ -25,6 +25,10 @@ from wmproxy.store.schema import Delegation
 
 MODE = sys.argv[1]
 assert MODE in ("sigint", "stop"), MODE
+# Ctrl-C as in an operator's terminal: a test session started in the background by a shell
+# without job control (`pytest ... &`, as .ci/test-pythons.sh starts its side runs) hands its
+# children SIGINT ignored, and Python then keeps it ignored instead of raising KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @event.listens_for(Session, "after_flush")
