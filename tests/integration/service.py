@@ -27,7 +27,12 @@ def free_port() -> int:
 
 def write_config(path: Path, *, db_url: str, ca_dir: Path, host_cert: Path, host_key: Path, state: Path,
                  port: int, max_isb: int = 1_000_000, execution: str = "", extra: str = "") -> None:
-    """The deployment's INI file; ``execution`` adds lines to ``[execution]``, ``extra`` adds sections."""
+    """The deployment's INI file; ``execution`` adds lines to ``[execution]``, ``extra`` adds sections.
+
+    The pool of getProxyReq keys holds 2 (16 by default): each deployment's gunicorn workers
+    fill it in the background, 14 RSA-2048 keys more cost about a second of CPU per deployment
+    (three on a slow machine) that no test here uses; an empty pool's fallback and the pool
+    itself are tested in tests/unit/services/test_delegation_keys.py."""
     path.write_text(
         f"""[database]
 url = {db_url}
@@ -37,6 +42,7 @@ host_cert = {host_cert}
 host_key = {host_key}
 store_key_file = {state}/store.key
 vomsdir = {state}/vomsdir
+delegation_key_pool = 2
 authorized_users = /C=XX/O=wmproxy-demo/OU=Users/CN=[!M]*, /atlas*
 [service]
 host = localhost
