@@ -8,7 +8,8 @@ Several jobs (arguments or ``-i FILE``) are retrieved one after the other: a job
 fails is reported and the others are still retrieved; the exit status is 1 when any
 failed. Each file is fetched on its own: a file that cannot be fetched or written, or whose
 name (or node name) given by the server is not a plain name inside the directory, is reported
-and the others are still fetched; a job with such a file is not purged and counts as failed.
+and the others are still fetched; a job with such a file, or with a node whose files cannot be
+listed (getOutputFileList fails), is not purged and counts as failed.
 With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
 note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
 A file the JDL declares in ``OutputSandbox`` that the job did not produce is named as
@@ -261,9 +262,12 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
                 try:
                     node_files, node_missing, node_failed = _download_all(client, child_id, node_dir, progress,
                                                                           as_json)
+                    shown.append((name, child_id, node_dir))
                 except WMProxyClientError as exc:
-                    common.echo(f"Warning - node {name}: {exc.fault_type}: {exc.description}", err=True)
-                shown.append((name, child_id, node_dir))
+                    # the node's files cannot even be listed: it counts as failed, nothing is purged
+                    unlisted = WMProxyClientError(exc.fault_type, f"node {name}: cannot list its output files: "
+                                                  f"{exc.description}", exc.error_code, exc.method)
+                    node_failed = [_failure(child_id, None, name, unlisted, as_json)]
             notes += _missing_text(child_id, node_missing)
             stored += node_files
             failed += node_failed

@@ -448,6 +448,43 @@ class TestCompoundOutput:
         assert f"\tNode Name:\talpha\n\tJobId:    \t{a}\n\tDir:      \t{tmp_path / 'alpha'}\n" in result.stdout
         assert "Output sandbox files for the DAG/Collection :\n" in result.stdout
 
+    def test_a_node_whose_files_cannot_be_listed_fails_and_nothing_is_purged(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        a, b = child_job_id(JOB, 0), child_job_id(JOB, 1)
+        fake.status = JobStatus(JOB, "Done (Exit Code 0)", children=(JobStatus(a, "Done"), JobStatus(b, "Done")))
+        fake.jdls[(JOB, "ORIGINAL")] = (
+            '[ Type = "dag"; nodes = [ alpha = [ description = [ Executable = "/bin/true"; ]; ];'
+            ' zeta = [ description = [ Executable = "/bin/true"; ]; ]; ]; ]'
+        )
+
+        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+            fake.calls.append(("get_output_file_list", (job_id,)))
+            if job_id == JOB:
+                raise WMProxyClientError("OperationNotAllowedFault", "parent")
+            if job_id == b:
+                raise WMProxyClientError("AuthorizationFault", "not yours")
+            return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
+
+        monkeypatch.setattr(fake, "get_output_file_list", list_files)
+        monkeypatch.setattr(output, "download_file", lambda session, uri, directory, **kw: Path(directory) / "out.txt")
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 1, result.output
+        assert "job_purge" not in fake.names()
+        assert f"Error - AuthorizationFault: node zeta: cannot list its output files: not yours (job {b})\n" \
+            in result.stderr
+        assert f"Warning - {JOB}: not purged" in result.stderr
+        assert "\tNode Name:\talpha\n" in result.stdout
+        assert "\tNode Name:\tzeta\n" not in result.stdout
+
+        fake.calls.clear()
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 1
+        assert "job_purge" not in fake.names()
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "partial"
+        assert doc["nodes"]["zeta"]["failed"][0]["error"]["type"] == "AuthorizationFault"
+
     def test_a_simple_job_fault_is_still_an_error(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         fake.fail["get_output_file_list"] = WMProxyClientError("OperationNotAllowedFault", "not done")
         result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
