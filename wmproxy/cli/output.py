@@ -78,7 +78,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     ids = _job_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
     results: list[dict[str, Any]] = []
-    failures: list[str] = []
+    failures: list[render.JobError] = []
     for job_id in ids:
         try:
             if list_only:
@@ -88,7 +88,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
             results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
                                      as_json=as_json, skip_cleared=input_file is not None))
             if results[-1]["result"] != "success":
-                failures.append(job_id)
+                failures.append(_not_retrieved(job_id, results[-1]))
         except _AlreadyRetrievedError:
             results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
             if not as_json:
@@ -96,19 +96,27 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
         except WMProxyClientError as exc:
             if len(ids) == 1:
                 raise
-            failures.append(job_id)
-            results.append({"result": "failure", "jobid": job_id,
-                            "error": {"type": exc.fault_type, "message": exc.description}})
+            failures.append(render.JobError(job_id, exc.fault_type, exc.description))
             if not as_json:
                 common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if as_json:
-        click.echo(json.dumps(results[0] if len(results) == 1 else
-                              {"result": "failure" if failures else "success", "jobs": results}))
+        # docs/cli-json.md: "partial" when some jobs failed; each failed job in "errors" (a job
+        # with files not retrieved is in "jobs" too, with its details)
+        click.echo(json.dumps(results[0]) if len(ids) == 1 else render.batch_json("jobs", results, failures))
     if failures:
         if not as_json and len(ids) > 1:
             common.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
                        err=True)
         raise SystemExit(1)
+
+
+def _not_retrieved(job_id: str, result: dict[str, Any]) -> render.JobError:
+    """The batch error of a job some of whose files (or nodes) were not retrieved: the first
+    failure's type, and how many failed."""
+    failed = result.get("failed") or [f for node in result.get("nodes", {}).values() for f in node["failed"]]
+    names = ", ".join(f["name"] for f in failed)
+    return render.JobError(job_id, failed[0]["error"]["type"],
+                           f"{len(failed)} output file(s) could not be retrieved: {names}")
 
 
 def _list(client: WMProxyClient, job_id: str, proto: str, as_json: bool) -> dict[str, Any]:

@@ -264,7 +264,7 @@ def result_word(succeeded: int, failed: int) -> str:
     return "partial" if succeeded else "failure"
 
 
-def batch_json(key: str, items: Sequence[dict[str, Any]], errors: Sequence[JobError] = (),
+def batch_json(key: str, items: Sequence[Any], errors: Sequence[JobError] = (),
                **extra: Any) -> str:
     """``{"result": <result_word>, <key>: [...], "errors": [{"jobid", "error": {...}}], **extra}``."""
     data: dict[str, Any] = {"result": result_word(len(items), len(errors)), key: list(items)}

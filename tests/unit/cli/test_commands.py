@@ -201,7 +201,57 @@ class TestCancel:
         assert result.stderr == "Error - OperationNotAllowedFault: The Operation is not allowed: done\n"
 
 
+    def test_json_of_a_batch_follows_the_shared_rules(self, runner: CliRunner, fake: FakeClient) -> None:
+        def cancel(job_id: str) -> None:
+            fake.calls.append(("job_cancel", (job_id,)))
+            if job_id.endswith("bad"):
+                raise WMProxyClientError("JobUnknownFault", "unknown job")
+
+        fake.job_cancel = cancel  # type: ignore[method-assign]
+        result = runner.invoke(cli, ["cancel", "--json", JOB, JOB + "bad", JOB + "2"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout) == {
+            "result": "partial", "jobids": [JOB, JOB + "2"], "endpoint": ENDPOINT,
+            "errors": [{"jobid": JOB + "bad", "error": {"type": "JobUnknownFault", "message": "unknown job"}}]}
+        result = runner.invoke(cli, ["cancel", "--json", JOB + "bad", JOB + "2bad"])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "failure" and doc["jobids"] == [] and len(doc["errors"]) == 2
+
+
 class TestOutput:
+    def test_json_of_a_batch_follows_the_shared_rules(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        fake.outputs = [OutputFile("https://w/o/out.txt", 3), OutputFile("https://w/o/err.txt", 0)]
+
+        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+            if job_id.endswith("bad"):
+                raise WMProxyClientError("JobUnknownFault", "unknown job")
+            return fake.outputs
+
+        def download(session: Any, uri: str, directory: str, **kw: Any) -> Path:
+            if directory.endswith("half") and uri.endswith("err.txt"):
+                raise WMProxyClientError("TransferError", "HTTP 404")
+            return Path(directory) / uri.rsplit("/", 1)[-1]
+
+        monkeypatch.setattr(fake, "get_output_file_list", list_files)
+        monkeypatch.setattr(output, "download_file", download)
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB, JOB + "bad", JOB + "half"])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "partial"
+        assert [job["jobid"] for job in doc["jobs"]] == [JOB, JOB + "half"]
+        assert doc["jobs"][1]["result"] == "partial"
+        assert doc["errors"] == [
+            {"jobid": JOB + "bad", "error": {"type": "JobUnknownFault", "message": "unknown job"}},
+            {"jobid": JOB + "half", "error": {"type": "TransferError",
+                                              "message": "1 output file(s) could not be retrieved: err.txt"}}]
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB + "bad", JOB + "2bad"])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "failure" and doc["jobs"] == [] and len(doc["errors"]) == 2
+
     def test_downloads_every_file_then_purges(
         self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
