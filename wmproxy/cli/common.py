@@ -18,7 +18,7 @@ import click
 
 from wmproxy.cli import clientconf
 from wmproxy.cli.clientconf import ClientConfig
-from wmproxy.cli.errors import CliError
+from wmproxy.cli.errors import CliError, unreadable
 from wmproxy.client.faults import WMProxyClientError
 
 if TYPE_CHECKING:
@@ -374,8 +374,8 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     try:
         ids = jobids.read_job_ids(input_file)
-    except OSError as exc:
-        raise CliError("Input", f"cannot read {input_file}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
     if len(ids) != 1:
         raise click.UsageError(
             f"{input_file} holds {len(ids)} job ids; this command accepts only one: adjust the file or give JOBID"

@@ -10,6 +10,7 @@ import click
 from wmproxy.cli import common, jdlprep, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import is_compound
+from wmproxy.cli.errors import unreadable
 from wmproxy.cli.results import append_text, write_result
 
 
@@ -36,8 +37,8 @@ def list_match(
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     try:
         jdl = Path(jdl_file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise common.CliError("JDL", f"cannot read {jdl_file}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
     env = common.Environment.load(endpoint)
     jdl = jdlprep.prepare(jdl, jdl_file, Path(jdl_file).absolute().parent,
                           defaults=jdl_defaults(env.config, myproxy=False))

@@ -33,6 +33,7 @@ import click
 from wmproxy.cli import common, jdlprep, jobids, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
+from wmproxy.cli.errors import unreadable
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import upload_file
@@ -166,8 +167,8 @@ def submit(
 def _read_jdl(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise common.CliError("JDL", f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise common.CliError("JDL", f"cannot read {path}: {unreadable(exc)}") from None
 
 
 def _defaults(env: common.Environment, default_jdl: str | None) -> dict[str, str]:
@@ -187,8 +188,8 @@ def _choose_ce(path: str) -> str:
     the first; else the user picks one by number."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise common.CliError("Input", f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise common.CliError("Input", f"cannot read {path}: {unreadable(exc)}") from None
     ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if not ces:
         raise common.CliError("Input", f"{path} holds no CE id")

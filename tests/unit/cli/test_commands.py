@@ -339,3 +339,35 @@ class TestResultFile:
         assert json.loads(result.stdout) == {"result": "failure",
                                              "error": {"type": "AuthorizationFault", "message": "no"}}
         assert not out.exists()
+
+
+class TestFilesNotInUtf8:
+    """A JDL, CE, job-id, file-name or configuration file that is not UTF-8 is reported as
+    unreadable, naming the file, with the kind of any unreadable file (not UnicodeDecodeError)."""
+
+    @pytest.mark.parametrize(("args", "kind"), [
+        (["submit", "-d", "dg", "{bad}"], "JDL"),
+        (["submit", "-d", "dg", "-i", "{bad}", "{good}"], "Input"),
+        (["submit", "-d", "dg", "--collection", "{dir}"], "Collection"),
+        (["list-match", "-d", "dg", "{bad}"], "JDL"),
+        (["status", "-i", "{bad}"], "Input"),
+        (["cancel", "--noint", "-i", "{bad}"], "Input"),
+        (["info", "--jdl", "-i", "{bad}"], "Input"),
+        (["perusal", "--set", "--input-file", "{bad}", JOB], "Input"),
+        (["status", "-c", "{bad}", JOB], "Configuration"),
+    ])
+    def test_is_an_unreadable_file_named(self, runner: CliRunner, fake: FakeClient, tmp_path: Path,
+                                         args: list[str], kind: str) -> None:
+        (tmp_path / "dir").mkdir()
+        bad = tmp_path / "dir" / "latin1.jdl"
+        bad.write_bytes('[ Executable = "/bin/true"; Arguments = "caf\xe9"; ]\n'.encode("latin-1"))
+        (tmp_path / "good.jdl").write_text('[ Executable = "/bin/true"; ]')
+        argv = [a.format(bad=bad, good=tmp_path / "good.jdl", dir=tmp_path / "dir") for a in args]
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error - {kind}: cannot read ")
+        assert f"{bad}: not UTF-8 text (byte 0xe9 at offset 44)" in result.stderr
+        assert fake.calls == []
+        result = runner.invoke(cli, [*argv, "--json"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["error"]["type"] == kind
