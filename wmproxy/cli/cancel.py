@@ -7,8 +7,6 @@ status is 1 when any failed (issue 12).
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from wmproxy.cli import common, render
@@ -34,25 +32,20 @@ def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | 
         return
     client = common.make_client(env)
     done: list[str] = []
-    failed: list[dict[str, str]] = []
-    errors: list[WMProxyClientError] = []
+    errors: list[render.JobError] = []
     for job_id in ids:
         try:
             client.job_cancel(job_id)
             done.append(job_id)
         except WMProxyClientError as exc:
-            errors.append(exc)
-            failed.append({"jobid": job_id, "type": exc.fault_type, "message": exc.description})
+            errors.append(render.JobError(job_id, exc.fault_type, exc.description))
             if len(ids) > 1 and not as_json:
                 common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if len(ids) == 1 and errors:
-        common.fail(errors[0].fault_type, errors[0].description)
+        common.fail(errors[0].type, errors[0].message)
     if as_json:
-        result: dict[str, object] = {"result": "success" if not errors else "failure",
-                                     "endpoint": client.endpoint, "jobids": done}
-        if failed:
-            result["failed"] = failed
-        write_result(json.dumps(result) + "\n", output_file)
+        # docs/cli-json.md: "partial" when some failed, each failure in "errors"
+        write_result(render.batch_json("jobids", done, errors, endpoint=client.endpoint) + "\n", output_file)
     elif done:
         write_result(render.cancel_text(done), output_file)
     if errors:

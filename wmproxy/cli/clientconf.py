@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from wmproxy.cli.errors import CliError
+from wmproxy.cli.errors import CliError, unreadable
 
 CONFIG_ENV = "WMPROXY_CLIENT_CONFIG"
 DEFAULT_MIN_PROXY_LIFETIME = 20 * 60  # the service's default [jobs] min_proxy_lifetime
@@ -90,8 +90,8 @@ def load(path: str | None, environ: dict[str, str] | None = None) -> ClientConfi
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-    except OSError as exc:
-        raise CliError("Configuration", f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError("Configuration", f"cannot read the configuration file {path}: {unreadable(exc)}") from None
     first = next((ln.strip() for ln in text.splitlines()
                   if ln.strip() and not ln.strip().startswith(("#", ";", "//"))), "")
     if _INI_HEADER.match(first):

@@ -18,7 +18,7 @@ import click
 
 from wmproxy.cli import clientconf
 from wmproxy.cli.clientconf import ClientConfig
-from wmproxy.cli.errors import CliError
+from wmproxy.cli.errors import CliError, unreadable
 from wmproxy.client.faults import WMProxyClientError
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def _guarded(func: F) -> F:
         except WMProxyClientError as exc:
             fail(exc.fault_type, exc.description)
         except CliError as exc:
-            fail(exc.kind, exc.description)
+            fail(exc.kind, exc.description, exc.job_id)
 
     return wrapper  # type: ignore[return-value]
 
@@ -281,12 +281,13 @@ def reports_errors(func: F) -> F:
     return _guarded(func)
 
 
-def error_json(kind: str, description: str) -> str:
+def error_json(kind: str, description: str, job_id: str | None = None) -> str:
     """The ``--json`` document of a verb that failed as a whole (docs/cli-json.md):
-    ``{"result": "failure", "error": {"type": kind, "message": description}}``."""
+    ``{"result": "failure", "error": {"type": kind, "message": description}}`` (and
+    ``"jobid"`` when a job was registered all the same)."""
     from wmproxy.cli.render import error_json as document
 
-    return document(kind, description)
+    return document(kind, description, job_id)
 
 
 #: the control characters (Unicode category Cc: C0, DEL and C1) but tab and newline
@@ -307,12 +308,12 @@ def echo(text: str = "", *, nl: bool = True, err: bool = False) -> None:
     click.echo(printable(text), nl=nl, err=err)
 
 
-def fail(kind: str, description: str) -> None:
+def fail(kind: str, description: str, job_id: str | None = None) -> None:
     """Report one error and exit with status 1: ``Error - <kind>: <description>`` on stderr,
     or under ``--json`` the :func:`error_json` object on stdout."""
     log.error("%s: %s", kind, description)
     if json_requested():
-        click.echo(error_json(kind, description))
+        click.echo(error_json(kind, description, job_id))
     else:
         echo(f"Error - {kind}: {' '.join(description.split())}", err=True)
     sys.exit(1)
@@ -373,8 +374,8 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     try:
         ids = jobids.read_job_ids(input_file)
-    except OSError as exc:
-        raise CliError("Input", f"cannot read {input_file}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
     if len(ids) != 1:
         raise click.UsageError(
             f"{input_file} holds {len(ids)} job ids; this command accepts only one: adjust the file or give JOBID"

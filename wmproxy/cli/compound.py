@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wmproxy.cli.common import CliError
+from wmproxy.cli.errors import unreadable
 from wmproxy.cli.sandbox import _parse, input_sandbox_entries
 
 PARAM = "_PARAM_"
@@ -69,8 +70,8 @@ def collection_jdl(directory: str | os.PathLike[str]) -> str:
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CliError("Collection", f"cannot read {path}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError("Collection", f"cannot read {path}: {unreadable(exc)}") from None
         ad = _parse(text)
         if ad is None:
             raise CliError("Collection", f"{path} is not a valid JDL")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from wmproxy.cli import common, jobids
+from wmproxy.cli.errors import unreadable
 from wmproxy.cli.render import JobError, error_line
 from wmproxy.client import WMProxyClient, WMProxyClientError
 from wmproxy.domain import JobSummary
@@ -78,8 +79,8 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
     if input_file:
         try:
             ids += jobids.read_job_ids(input_file)
-        except OSError as exc:
-            raise common.CliError("Input", f"cannot read {input_file}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise common.CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
     if not ids:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     return ids

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from wmproxy.cli.errors import CliError
+from wmproxy.cli.errors import CliError, unreadable
 
 _HASH_LINE = re.compile(r"^[ \t]*#[^\n]*$", re.MULTILINE)
 _NOISE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
@@ -125,8 +125,8 @@ def _inline(node: Any, base: Path, seen: tuple[Path, ...], *, as_description: bo
         raise CliError("JDL", f"node file {path} includes itself")
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError("JDL", f"cannot read the node file {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError("JDL", f"cannot read the node file {path}: {unreadable(exc)}") from None
     inner = parse(text, str(path))
     inline_node_files(inner, path.parent, (*seen, path))
     if as_description:

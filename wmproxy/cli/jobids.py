@@ -7,11 +7,69 @@ Format (``peers.md`` §9.1, UI ``utils.cpp`` JOBID_FILE_HEADER): first line
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 HEADER = "###Submitted Job Ids###"
 FAILED_HEADER = "#*Following Job Registered but Submission failed (try use --start option)"
+
+
+class NotAJobIdFileError(OSError):
+    """A non-empty file whose first line is not :data:`HEADER`: job ids are not appended to it
+    (it may be the JDL itself, or any other file given to ``-o`` by mistake)."""
+
+
+def check_job_id_file(path: str | os.PathLike[str]) -> None:
+    """Check, before anything is submitted, that job ids can be appended to ``path``: an
+    existing regular file that is empty or starts with :data:`HEADER`, or a new file in an
+    existing directory (the write itself may still fail later: a full disk, a race).
+
+    Raises:
+        OSError: not so; ``strerror`` says why (:class:`NotAJobIdFileError` for a file that is
+            not a job-id file).
+    """
+    target = Path(path).absolute()
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a directory", str(target))
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", str(target))
+        _check_header(target)
+        return
+    parent = target.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"the directory {parent} does not exist", str(target))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"the directory {parent} is not writable", str(target))
+
+
+def _check_header(target: Path) -> bool:
+    """Whether ``target`` is a non-empty job-id file (False: empty or absent).
+
+    Raises:
+        NotAJobIdFileError: non-empty, and its first line is not :data:`HEADER`.
+        OSError: it cannot be read.
+    """
+    if not target.is_file() or target.stat().st_size == 0:
+        return False
+    with target.open("rb") as fh:
+        first = fh.readline(len(HEADER) + 16).decode("utf-8", "replace").lstrip("\ufeff").strip()
+    if first != HEADER:
+        raise NotAJobIdFileError(errno.EINVAL, f"it is not a job id file (its first line is not {HEADER}): "
+                                 "job ids are not appended to it", str(target))
+    return True
+
+
+def _append(path: str | os.PathLike[str], lines: str) -> Path:
+    """Append ``lines`` to the job-id file, writing :data:`HEADER` first if it is new or empty."""
+    target = Path(path).absolute()
+    exists = _check_header(target)
+    with target.open("a", encoding="utf-8") as fh:
+        if not exists:
+            fh.write(HEADER + "\n")
+        fh.write(lines)
+    return target
 
 
 def append_job_id(path: str | os.PathLike[str], job_id: str) -> Path:
@@ -21,15 +79,9 @@ def append_job_id(path: str | os.PathLike[str], job_id: str) -> Path:
         The file's absolute path.
 
     Raises:
-        OSError: the file cannot be written.
+        OSError: the file cannot be written, or is not a job-id file (:class:`NotAJobIdFileError`).
     """
-    target = Path(path).absolute()
-    exists = target.is_file() and target.stat().st_size > 0
-    with target.open("a", encoding="utf-8") as fh:
-        if not exists:
-            fh.write(HEADER + "\n")
-        fh.write(job_id + "\n")
-    return target
+    return _append(path, job_id + "\n")
 
 
 def read_job_ids(path: str | os.PathLike[str]) -> list[str]:
@@ -50,12 +102,6 @@ def append_failed_job_id(path: str | os.PathLike[str], job_id: str) -> Path:
     """Append a registered job whose start failed: the :data:`FAILED_HEADER` marker, then the id.
 
     Raises:
-        OSError: the file cannot be written.
+        OSError: the file cannot be written, or is not a job-id file (:class:`NotAJobIdFileError`).
     """
-    target = Path(path).absolute()
-    exists = target.is_file() and target.stat().st_size > 0
-    with target.open("a", encoding="utf-8") as fh:
-        if not exists:
-            fh.write(HEADER + "\n")
-        fh.write(FAILED_HEADER + "\n" + job_id + "\n")
-    return target
+    return _append(path, FAILED_HEADER + "\n" + job_id + "\n")

@@ -10,6 +10,8 @@ import click
 from wmproxy.cli import common, jdlprep, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import is_compound
+from wmproxy.cli.errors import unreadable
+from wmproxy.cli.results import append_text, write_result
 
 
 @click.command("list-match")
@@ -17,7 +19,8 @@ from wmproxy.cli.compound import is_compound
 @click.option("-d", "--delegationid", "delegation_id", metavar="ID", help="Use this delegated proxy.")
 @click.option("-a", "--autm-delegation", "automatic", is_flag=True, help="Delegate now under a new id.")
 @click.option("--rank", is_flag=True, help="Show the rank of each CE.")
-@click.option("-o", "--output", "output_file", metavar="FILE", help="Write the CE list to FILE.")
+@click.option("-o", "--output", "output_file", metavar="FILE",
+              help="Append the CE list to FILE instead of printing it.")
 @common.common_options
 @common.reports_errors
 def list_match(
@@ -34,8 +37,8 @@ def list_match(
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     try:
         jdl = Path(jdl_file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise common.CliError("JDL", f"cannot read {jdl_file}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
     env = common.Environment.load(endpoint)
     jdl = jdlprep.prepare(jdl, jdl_file, Path(jdl_file).absolute().parent,
                           defaults=jdl_defaults(env.config, myproxy=False))
@@ -48,20 +51,17 @@ def list_match(
         # jobListMatch has no default delegation id (§3.7): delegate under a fresh one
         delegation_id = client.delegate(f"listmatch-{secrets.token_hex(8)}")
     matches = client.job_list_match(jdl, delegation_id or "")
-    text = render.list_match_json(matches, rank) if as_json else render.list_match_text(matches, rank)
-    if output_file:
-        try:
-            Path(output_file).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise common.CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
-        if not as_json:
-            common.echo(
-                f"\n{render.stripe('wmproxy list-match success', 84)}\n\n"
-                "Computing Element(s) matching your job requirements have been stored in the file:\n"
-                f"{Path(output_file).absolute()}\n\n{'=' * 84}\n"
-            )
-            return
     if as_json:
-        click.echo(text)
-    else:
+        # appended to -o FILE instead of printed, as every verb's -o (docs/cli.md)
+        write_result(render.list_match_json(matches, rank) + "\n", output_file)
+        return
+    text = render.list_match_text(matches, rank)
+    if not output_file:
         common.echo(text, nl=False)
+        return
+    append_text(text, output_file)
+    common.echo(
+        f"\n{render.stripe('wmproxy list-match success', 84)}\n\n"
+        "Computing Element(s) matching your job requirements have been stored in the file:\n"
+        f"{Path(output_file).absolute()}\n\n{'=' * 84}\n"
+    )

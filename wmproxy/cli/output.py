@@ -8,7 +8,8 @@ Several jobs (arguments or ``-i FILE``) are retrieved one after the other: a job
 fails is reported and the others are still retrieved; the exit status is 1 when any
 failed. Each file is fetched on its own: a file that cannot be fetched or written, or whose
 name (or node name) given by the server is not a plain name inside the directory, is reported
-and the others are still fetched; a job with such a file is not purged and counts as failed.
+and the others are still fetched; a job with such a file, or with a node whose files cannot be
+listed (getOutputFileList fails), is not purged and counts as failed.
 With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
 note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
 A file the JDL declares in ``OutputSandbox`` that the job did not produce is named as
@@ -77,7 +78,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     ids = _job_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
     results: list[dict[str, Any]] = []
-    failures: list[str] = []
+    failures: list[render.JobError] = []
     for job_id in ids:
         try:
             if list_only:
@@ -87,7 +88,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
             results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
                                      as_json=as_json, skip_cleared=input_file is not None))
             if results[-1]["result"] != "success":
-                failures.append(job_id)
+                failures.append(_not_retrieved(job_id, results[-1]))
         except _AlreadyRetrievedError:
             results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
             if not as_json:
@@ -95,19 +96,27 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
         except WMProxyClientError as exc:
             if len(ids) == 1:
                 raise
-            failures.append(job_id)
-            results.append({"result": "failure", "jobid": job_id,
-                            "error": {"type": exc.fault_type, "message": exc.description}})
+            failures.append(render.JobError(job_id, exc.fault_type, exc.description))
             if not as_json:
                 common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
     if as_json:
-        click.echo(json.dumps(results[0] if len(results) == 1 else
-                              {"result": "failure" if failures else "success", "jobs": results}))
+        # docs/cli-json.md: "partial" when some jobs failed; each failed job in "errors" (a job
+        # with files not retrieved is in "jobs" too, with its details)
+        click.echo(json.dumps(results[0]) if len(ids) == 1 else render.batch_json("jobs", results, failures))
     if failures:
         if not as_json and len(ids) > 1:
             common.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
                        err=True)
         raise SystemExit(1)
+
+
+def _not_retrieved(job_id: str, result: dict[str, Any]) -> render.JobError:
+    """The batch error of a job some of whose files (or nodes) were not retrieved: the first
+    failure's type, and how many failed."""
+    failed = result.get("failed") or [f for node in result.get("nodes", {}).values() for f in node["failed"]]
+    names = ", ".join(f["name"] for f in failed)
+    return render.JobError(job_id, failed[0]["error"]["type"],
+                           f"{len(failed)} output file(s) could not be retrieved: {names}")
 
 
 def _list(client: WMProxyClient, job_id: str, proto: str, as_json: bool) -> dict[str, Any]:
@@ -261,9 +270,12 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
                 try:
                     node_files, node_missing, node_failed = _download_all(client, child_id, node_dir, progress,
                                                                           as_json)
+                    shown.append((name, child_id, node_dir))
                 except WMProxyClientError as exc:
-                    common.echo(f"Warning - node {name}: {exc.fault_type}: {exc.description}", err=True)
-                shown.append((name, child_id, node_dir))
+                    # the node's files cannot even be listed: it counts as failed, nothing is purged
+                    unlisted = WMProxyClientError(exc.fault_type, f"node {name}: cannot list its output files: "
+                                                  f"{exc.description}", exc.error_code, exc.method)
+                    node_failed = [_failure(child_id, None, name, unlisted, as_json)]
             notes += _missing_text(child_id, node_missing)
             stored += node_files
             failed += node_failed

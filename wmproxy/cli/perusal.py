@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.errors import unreadable
 from wmproxy.cli.output import default_dir
 from wmproxy.client.transfer import download_file
 
@@ -23,8 +24,8 @@ def _file_names(files: tuple[str, ...], names_file: str | None) -> list[str]:
     if names_file:
         try:
             text = Path(names_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise common.CliError("Input", f"cannot read {names_file}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise common.CliError("Input", f"cannot read {names_file}: {unreadable(exc)}") from None
         names += [n.strip() for n in text.splitlines() if n.strip() and not n.strip().startswith("#")]
     return names
 

@@ -80,9 +80,12 @@ def start_text(job_id: str, jobid_file: str | None = None) -> str:
     )
 
 
-def submit_json(job: JobIds, endpoint: str) -> str:
-    """``{"result": "success", "jobid"|"parent": ..., "endpoint": ..., "children": {...}}``."""
+def submit_json(job: JobIds, endpoint: str, warning: str | None = None) -> str:
+    """``{"result": "success", "jobid"|"parent": ..., "endpoint": ..., "children": {...}}``, and
+    ``"warning"`` when given (the job id could not be written to the ``-o`` file)."""
     data: dict[str, Any] = {"result": "success"}
+    if warning:
+        data["warning"] = warning
     if job.children:
         data["parent"] = job.id
         data["endpoint"] = endpoint
@@ -243,10 +246,15 @@ def error_object(kind: str, message: str) -> dict[str, Any]:
     return {"type": kind, "message": " ".join(message.split())}
 
 
-def error_json(kind: str, message: str) -> str:
+def error_json(kind: str, message: str, job_id: str | None = None) -> str:
     """The JSON document of a verb that failed as a whole:
-    ``{"result": "failure", "error": {"type": ..., "message": ...}}``."""
-    return json.dumps({"result": "failure", "error": error_object(kind, message)})
+    ``{"result": "failure", "error": {"type": ..., "message": ...}}``, with ``"jobid"`` when
+    given (``submit``: the job was registered, but not started)."""
+    data: dict[str, Any] = {"result": "failure"}
+    if job_id is not None:
+        data["jobid"] = job_id
+    data["error"] = error_object(kind, message)
+    return json.dumps(data)
 
 
 def result_word(succeeded: int, failed: int) -> str:
@@ -256,7 +264,7 @@ def result_word(succeeded: int, failed: int) -> str:
     return "partial" if succeeded else "failure"
 
 
-def batch_json(key: str, items: Sequence[dict[str, Any]], errors: Sequence[JobError] = (),
+def batch_json(key: str, items: Sequence[Any], errors: Sequence[JobError] = (),
                **extra: Any) -> str:
     """``{"result": <result_word>, <key>: [...], "errors": [{"jobid", "error": {...}}], **extra}``."""
     data: dict[str, Any] = {"result": result_word(len(items), len(errors)), key: list(items)}

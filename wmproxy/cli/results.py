@@ -25,12 +25,21 @@ def write_result(text: str, output_file: str | None) -> None:
     if not output_file:
         echo(text, nl=False)
         return
+    append_text(text, output_file)
+    echo(f"The result has been written to {output_file}", err=True)
+
+
+def append_text(text: str, output_file: str) -> None:
+    """Append ``text`` to ``output_file``.
+
+    Raises:
+        CliError: ``Output`` when the file cannot be written.
+    """
     try:
         with open(output_file, "a", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
         raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
-    echo(f"The result has been written to {output_file}", err=True)
 
 
 def result_file_option(func: F) -> F:

@@ -22,6 +22,8 @@ quotes, and the options and configuration that set attributes (``-r``/``-i`` →
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import click
 from wmproxy.cli import common, jdlprep, jobids, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
+from wmproxy.cli.errors import unreadable
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import upload_file
@@ -83,6 +86,7 @@ def submit(
     if start_id:
         if jdl_file or collection_dir or register_only:
             raise click.UsageError("--start takes no JDLFILE, --collection or --register-only")
+        _check_jobid_file(jobid_file)
         _start_only(start_id, jobid_file, nomsg, endpoint, as_json)
         return
     if bool(delegation_id) == automatic:
@@ -93,6 +97,7 @@ def submit(
         raise click.UsageError("give at most one of -r/--resource and -i/--input")
     if valid and valid_to:
         raise click.UsageError("give at most one of -v/--valid and --to")
+    _check_jobid_file(jobid_file)
     env = common.Environment.load(endpoint)
     if collection_dir:
         jdl, jdl_dir, source = collection_jdl(collection_dir), Path(collection_dir).absolute(), collection_dir
@@ -122,7 +127,8 @@ def submit(
     if compound:
         job = client.job_register(jdl, did)
         if upload:
-            _upload_compound(client, job, jdl, jdl_dir, progress=progress)
+            with _transfer(job.id, jobid_file):
+                _upload_compound(client, job, jdl, jdl_dir, progress=progress)
         else:
             _tell_files(upload_plan(client.get_jdl(job.id, "REGISTERED"), _https_dest(client, job.id), jdl, jdl_dir),
                         _https_dest(client, job.id), quiet)
@@ -132,7 +138,8 @@ def submit(
             _check_size(client, files)
         job = client.job_register(jdl, did)
         if upload:
-            _upload(client, job.id, files, progress=progress)
+            with _transfer(job.id, jobid_file):
+                _upload(client, job.id, files, progress=progress)
         elif files:
             _tell_files(files, _https_dest(client, job.id), quiet)
         started = False
@@ -144,11 +151,11 @@ def submit(
             client.job_start(job.id)
         except WMProxyClientError:
             if jobid_file:
-                _save(jobid_file, job.id, failed=True)
+                _save_failed(jobid_file, job.id)
             raise
-    saved = _save(jobid_file, job.id) if jobid_file else None
+    saved, warning = _save(jobid_file, job.id, as_json)
     if as_json:
-        click.echo(render.submit_json(job, client.endpoint))
+        click.echo(render.submit_json(job, client.endpoint, warning))
     elif nomsg:
         common.echo(job.id)
     elif register_only:
@@ -160,8 +167,8 @@ def submit(
 def _read_jdl(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise common.CliError("JDL", f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise common.CliError("JDL", f"cannot read {path}: {unreadable(exc)}") from None
 
 
 def _defaults(env: common.Environment, default_jdl: str | None) -> dict[str, str]:
@@ -181,8 +188,8 @@ def _choose_ce(path: str) -> str:
     the first; else the user picks one by number."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise common.CliError("Input", f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise common.CliError("Input", f"cannot read {path}: {unreadable(exc)}") from None
     ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if not ces:
         raise common.CliError("Input", f"{path} holds no CE id")
@@ -248,22 +255,85 @@ def _start_only(job_id: str, jobid_file: str | None, nomsg: bool, endpoint: str 
     env = common.Environment.load(endpoint)
     client = common.make_client(env)
     client.job_start(job_id)
-    saved = _save(jobid_file, job_id) if jobid_file else None
+    saved, warning = _save(jobid_file, job_id, as_json)
     if as_json:
-        click.echo(render.submit_json(JobIds(job_id), env.endpoint))
+        click.echo(render.submit_json(JobIds(job_id), env.endpoint, warning))
     elif nomsg:
         common.echo(job_id)
     else:
         common.echo(render.start_text(job_id, saved), nl=False)
 
 
-def _save(jobid_file: str, job_id: str, *, failed: bool = False) -> str:
+def _check_jobid_file(jobid_file: str | None) -> None:
+    """``-o FILE`` checked before anything is registered: a job-id file (or empty, or new in an
+    existing directory) that can be written.
+
+    Raises:
+        CliError: ``Output`` naming the file and why.
+    """
+    if not jobid_file:
+        return
     try:
-        if failed:
-            return str(jobids.append_failed_job_id(jobid_file, job_id))
-        return str(jobids.append_job_id(jobid_file, job_id))
+        jobids.check_job_id_file(jobid_file)
     except OSError as exc:
-        raise common.CliError("Output", f"cannot write {jobid_file}: {exc.strerror}") from None
+        raise common.CliError("Output", f"cannot write the job id to {jobid_file}: {exc.strerror}") from None
+
+
+def _save(jobid_file: str | None, job_id: str, as_json: bool) -> tuple[str | None, str | None]:
+    """Append the submitted job's id to ``-o FILE``. The job exists: a file that cannot be
+    written after all (checked before registering; a race, a full disk) is a warning (on
+    stderr, or returned for ``--json``), as in the gLite UI, and the id is still printed.
+
+    Returns:
+        The file's absolute path (None when not written) and the warning (None when none).
+    """
+    if not jobid_file:
+        return None, None
+    try:
+        return str(jobids.append_job_id(jobid_file, job_id)), None
+    except OSError as exc:
+        warning = f"Unable to write the jobid to the output file {jobid_file}: {exc.strerror}"
+    if not as_json:
+        common.echo(f"Warning - {warning}", err=True)
+    return None, warning
+
+
+def _save_failed(jobid_file: str, job_id: str) -> str:
+    """Append a registered job that was not started under the :data:`jobids.FAILED_HEADER`
+    marker; returns what to add to the error (empty, or why the file could not be written)."""
+    try:
+        jobids.append_failed_job_id(jobid_file, job_id)
+    except OSError as exc:
+        return f" (the job id could not be written to {jobid_file}: {exc.strerror})"
+    return ""
+
+
+@contextmanager
+def _transfer(job_id: str, jobid_file: str | None) -> Iterator[None]:
+    """The input sandbox upload of a registered job: when it fails, the job id is written to
+    ``-o FILE`` under the :data:`jobids.FAILED_HEADER` marker and the error names the job and
+    how to start it (gLite jobsubmit).
+
+    Raises:
+        CliError: of the failure's type, the job id in its message and as ``job_id``.
+    """
+    try:
+        yield
+    except (WMProxyClientError, common.CliError, OSError) as exc:
+        if isinstance(exc, WMProxyClientError):
+            kind, reason = exc.fault_type, exc.description
+        elif isinstance(exc, common.CliError):
+            kind, reason = exc.kind, exc.description
+        else:
+            kind, reason = "InputSandbox", f"{exc.filename}: {exc.strerror}"
+        note = _save_failed(jobid_file, job_id) if jobid_file else ""
+        raise common.CliError(
+            kind,
+            f"The job has been successfully registered (the JobId is: {job_id}), but an error occurred while "
+            f"transferring files: {reason}{note}. To complete the operation, transfer the input sandbox files, "
+            f"then start the job by issuing a submission with the option: --start {job_id}",
+            job_id,
+        ) from None
 
 
 def _https_dest(client: WMProxyClient, job_id: str) -> str:

@@ -52,11 +52,15 @@ def https_server(pki: Pki, app: Any) -> Iterator[tuple[BaseWSGIServer, str]]:
 
 
 @pytest.fixture
-def service(pki: Pki, template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def service(pki: Pki, template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            request: pytest.FixtureRequest) -> Iterator[Runtime]:
     """The service in-process behind a real TLS server on a free port; alice is the caller, and
-    the CLI's environment points at it with her proxy."""
+    the CLI's environment points at it with her proxy. Indirect parametrization gives settings
+    sections (``{"jobs": {"quota_hard_limit": 4000}}``)."""
+    sections: dict[str, Any] = getattr(request, "param", {})
     with https_server(pki, None) as (server, base):
-        rt = build_runtime(tmp_path / "state", pki, template_db, service={"port": int(base.rsplit(":", 1)[1])})
+        rt = build_runtime(tmp_path / "state", pki, template_db, service={"port": int(base.rsplit(":", 1)[1])},
+                           **sections)
         app = WMProxyApplication(rt, authenticate=caller_from_environ)
         alice = principal_of(pki, "alice")
 

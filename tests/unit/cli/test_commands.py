@@ -201,7 +201,57 @@ class TestCancel:
         assert result.stderr == "Error - OperationNotAllowedFault: The Operation is not allowed: done\n"
 
 
+    def test_json_of_a_batch_follows_the_shared_rules(self, runner: CliRunner, fake: FakeClient) -> None:
+        def cancel(job_id: str) -> None:
+            fake.calls.append(("job_cancel", (job_id,)))
+            if job_id.endswith("bad"):
+                raise WMProxyClientError("JobUnknownFault", "unknown job")
+
+        fake.job_cancel = cancel  # type: ignore[method-assign]
+        result = runner.invoke(cli, ["cancel", "--json", JOB, JOB + "bad", JOB + "2"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout) == {
+            "result": "partial", "jobids": [JOB, JOB + "2"], "endpoint": ENDPOINT,
+            "errors": [{"jobid": JOB + "bad", "error": {"type": "JobUnknownFault", "message": "unknown job"}}]}
+        result = runner.invoke(cli, ["cancel", "--json", JOB + "bad", JOB + "2bad"])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "failure" and doc["jobids"] == [] and len(doc["errors"]) == 2
+
+
 class TestOutput:
+    def test_json_of_a_batch_follows_the_shared_rules(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        fake.outputs = [OutputFile("https://w/o/out.txt", 3), OutputFile("https://w/o/err.txt", 0)]
+
+        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+            if job_id.endswith("bad"):
+                raise WMProxyClientError("JobUnknownFault", "unknown job")
+            return fake.outputs
+
+        def download(session: Any, uri: str, directory: str, **kw: Any) -> Path:
+            if directory.endswith("half") and uri.endswith("err.txt"):
+                raise WMProxyClientError("TransferError", "HTTP 404")
+            return Path(directory) / uri.rsplit("/", 1)[-1]
+
+        monkeypatch.setattr(fake, "get_output_file_list", list_files)
+        monkeypatch.setattr(output, "download_file", download)
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB, JOB + "bad", JOB + "half"])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "partial"
+        assert [job["jobid"] for job in doc["jobs"]] == [JOB, JOB + "half"]
+        assert doc["jobs"][1]["result"] == "partial"
+        assert doc["errors"] == [
+            {"jobid": JOB + "bad", "error": {"type": "JobUnknownFault", "message": "unknown job"}},
+            {"jobid": JOB + "half", "error": {"type": "TransferError",
+                                              "message": "1 output file(s) could not be retrieved: err.txt"}}]
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB + "bad", JOB + "2bad"])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "failure" and doc["jobs"] == [] and len(doc["errors"]) == 2
+
     def test_downloads_every_file_then_purges(
         self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -289,3 +339,35 @@ class TestResultFile:
         assert json.loads(result.stdout) == {"result": "failure",
                                              "error": {"type": "AuthorizationFault", "message": "no"}}
         assert not out.exists()
+
+
+class TestFilesNotInUtf8:
+    """A JDL, CE, job-id, file-name or configuration file that is not UTF-8 is reported as
+    unreadable, naming the file, with the kind of any unreadable file (not UnicodeDecodeError)."""
+
+    @pytest.mark.parametrize(("args", "kind"), [
+        (["submit", "-d", "dg", "{bad}"], "JDL"),
+        (["submit", "-d", "dg", "-i", "{bad}", "{good}"], "Input"),
+        (["submit", "-d", "dg", "--collection", "{dir}"], "Collection"),
+        (["list-match", "-d", "dg", "{bad}"], "JDL"),
+        (["status", "-i", "{bad}"], "Input"),
+        (["cancel", "--noint", "-i", "{bad}"], "Input"),
+        (["info", "--jdl", "-i", "{bad}"], "Input"),
+        (["perusal", "--set", "--input-file", "{bad}", JOB], "Input"),
+        (["status", "-c", "{bad}", JOB], "Configuration"),
+    ])
+    def test_is_an_unreadable_file_named(self, runner: CliRunner, fake: FakeClient, tmp_path: Path,
+                                         args: list[str], kind: str) -> None:
+        (tmp_path / "dir").mkdir()
+        bad = tmp_path / "dir" / "latin1.jdl"
+        bad.write_bytes('[ Executable = "/bin/true"; Arguments = "caf\xe9"; ]\n'.encode("latin-1"))
+        (tmp_path / "good.jdl").write_text('[ Executable = "/bin/true"; ]')
+        argv = [a.format(bad=bad, good=tmp_path / "good.jdl", dir=tmp_path / "dir") for a in args]
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error - {kind}: cannot read ")
+        assert f"{bad}: not UTF-8 text (byte 0xe9 at offset 44)" in result.stderr
+        assert fake.calls == []
+        result = runner.invoke(cli, [*argv, "--json"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["error"]["type"] == kind

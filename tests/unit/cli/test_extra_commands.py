@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from wmproxy.cli import output, perusal, submit
+from wmproxy.cli import jobids, output, perusal, submit
 from wmproxy.cli.compound import child_job_id
 from wmproxy.cli.main import cli
 from wmproxy.client import (
@@ -87,6 +87,22 @@ class TestListMatch:
         result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(tmp_path / "ces"), str(tmp_path / "m.jdl")])
         assert "have been stored in the file:\n" in result.stdout
         assert " - ce1\n" in (tmp_path / "ces").read_text()
+
+    def test_output_file_is_appended_to_and_json_goes_only_there(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path
+    ) -> None:
+        (tmp_path / "m.jdl").write_text('[ Executable = "/bin/true"; ]')
+        ces = tmp_path / "ces"
+        ces.write_text("previous results\n")
+        fake.matches = [CEMatch("ce1", 3)]
+        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])
+        assert result.exit_code == 0
+        assert ces.read_text().startswith("previous results\n") and " - ce1\n" in ces.read_text()
+        before = ces.read_text()
+        result = runner.invoke(cli, ["list-match", "--json", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])
+        assert result.exit_code == 0
+        assert result.stdout == ""
+        assert ces.read_text() == before + '{"result": "success", "ceid": ["ce1"]}\n'
 
 
 class TestPerusal:
@@ -349,6 +365,97 @@ class TestTwoPhaseSubmit:
         )
 
 
+class TestSubmitJobIdFile:
+    """``submit -o FILE``: checked before registering; a registered job's id is never lost."""
+
+    def failing_upload(self, monkeypatch: pytest.MonkeyPatch, fake: FakeClient, tmp_path: Path) -> Path:
+        def bad_upload(*args: Any, **kw: Any) -> str:
+            fake.calls.append(("upload", ()))
+            raise WMProxyClientError("TransferError", "HTTP 507 Insufficient Storage", None, "upload")
+
+        monkeypatch.setattr(submit, "upload_file", bad_upload)
+        (tmp_path / "a.sh").write_text("echo")
+        (tmp_path / "j.jdl").write_text('[ Executable = "a.sh"; InputSandbox = {"a.sh"}; ]')
+        return tmp_path / "j.jdl"
+
+    def test_a_failed_upload_saves_the_registered_id_and_says_how_to_start_it(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        jdl = self.failing_upload(monkeypatch, fake, tmp_path)
+        ids = tmp_path / "ids"
+        result = runner.invoke(cli, ["submit", "-d", "dg", "-o", str(ids), str(jdl)])
+        assert result.exit_code == 1
+        assert "job_start" not in fake.names()
+        assert result.stderr == (
+            f"Error - TransferError: The job has been successfully registered (the JobId is: {JOB}), but an error "
+            "occurred while transferring files: HTTP 507 Insufficient Storage. To complete the operation, transfer "
+            "the input sandbox files, then start the job by issuing a submission with the option: "
+            f"--start {JOB}\n"
+        )
+        assert ids.read_text() == f"{jobids.HEADER}\n{jobids.FAILED_HEADER}\n{JOB}\n"
+        assert "Traceback" not in result.output
+
+    def test_a_failed_upload_in_json_names_the_job(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        jdl = self.failing_upload(monkeypatch, fake, tmp_path)
+        result = runner.invoke(cli, ["submit", "--json", "-d", "dg", str(jdl)])
+        assert result.exit_code == 1
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "failure"
+        assert doc["jobid"] == JOB
+        assert doc["error"]["type"] == "TransferError"
+        assert f"--start {JOB}" in doc["error"]["message"]
+
+    @pytest.mark.parametrize("where", ["nodir/ids", "."])
+    def test_a_jobid_file_that_cannot_be_written_is_refused_before_registering(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, where: str
+    ) -> None:
+        (tmp_path / "j.jdl").write_text('[ Executable = "/bin/true"; ]')
+        target = tmp_path / where
+        result = runner.invoke(cli, ["submit", "-d", "dg", "-o", str(target), str(tmp_path / "j.jdl")])
+        assert result.exit_code == 1
+        assert fake.calls == []
+        assert result.stderr.startswith(f"Error - Output: cannot write the job id to {target}: ")
+
+    def test_a_file_that_is_not_a_jobid_file_is_refused_before_registering(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path
+    ) -> None:
+        jdl = tmp_path / "j.jdl"
+        jdl.write_text('[ Executable = "/bin/true"; ]\n')
+        for args in (["-d", "dg", "-o", str(jdl), str(jdl)], ["--start", JOB, "-o", str(jdl)]):
+            result = runner.invoke(cli, ["submit", *args])
+            assert result.exit_code == 1
+            assert fake.calls == []
+            assert result.stderr.startswith(f"Error - Output: cannot write the job id to {jdl}: it is not a job id "
+                                            "file (its first line is not ###Submitted Job Ids###)")
+        assert jdl.read_text() == '[ Executable = "/bin/true"; ]\n'
+
+    def test_a_jobid_file_unwritable_after_the_submission_is_a_warning(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "j.jdl").write_text('[ Executable = "/bin/true"; ]')
+        ids = tmp_path / "ids"
+
+        def full_disk(path: Any, job_id: str) -> Path:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(jobids, "append_job_id", full_disk)
+        result = runner.invoke(cli, ["submit", "-d", "dg", "-o", str(ids), str(tmp_path / "j.jdl")])
+        assert result.exit_code == 0, result.output
+        assert fake.names() == ["job_submit"]
+        assert result.stderr == (f"Warning - Unable to write the jobid to the output file {ids}: "
+                                 "No space left on device\n")
+        assert f"Your job identifier is:\n\n{JOB}\n" in result.stdout
+        assert "saved in the following file" not in result.stdout
+
+        result = runner.invoke(cli, ["submit", "--json", "-d", "dg", "-o", str(ids), str(tmp_path / "j.jdl")])
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == {
+            "result": "success", "jobid": JOB, "endpoint": ENDPOINT,
+            "warning": f"Unable to write the jobid to the output file {ids}: No space left on device"}
+
+
 PARAMETRIC = """[ JobType = "Parametric"; Executable = "test.sh"; Arguments = "input_PARAM_.txt";
   Parameters = 130; ParameterStart = 100; ParameterStep = 10;
   InputSandbox = { "test.sh", "data/input_PARAM_.txt"}; ]"""
@@ -390,7 +497,9 @@ class TestCompoundSubmit:
         self.registered(fake, ["Node_100"])
         result = runner.invoke(cli, ["submit", "-d", "dg", str(tmp_path / "p.jdl")])
         assert result.exit_code == 1
-        assert result.stderr.startswith("Error - InputSandbox: file not found:")
+        # the parent is registered by then: its id is given, and how to start it
+        assert result.stderr.startswith(f"Error - InputSandbox: The job has been successfully registered (the JobId "
+                                        f"is: {JOB}), but an error occurred while transferring files: file not found:")
         assert "input100.txt" in result.stderr and "job_start" not in fake.names()
 
     def test_collection_directory(
@@ -447,6 +556,43 @@ class TestCompoundOutput:
         assert fake.names()[-1] == "job_purge"
         assert f"\tNode Name:\talpha\n\tJobId:    \t{a}\n\tDir:      \t{tmp_path / 'alpha'}\n" in result.stdout
         assert "Output sandbox files for the DAG/Collection :\n" in result.stdout
+
+    def test_a_node_whose_files_cannot_be_listed_fails_and_nothing_is_purged(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        a, b = child_job_id(JOB, 0), child_job_id(JOB, 1)
+        fake.status = JobStatus(JOB, "Done (Exit Code 0)", children=(JobStatus(a, "Done"), JobStatus(b, "Done")))
+        fake.jdls[(JOB, "ORIGINAL")] = (
+            '[ Type = "dag"; nodes = [ alpha = [ description = [ Executable = "/bin/true"; ]; ];'
+            ' zeta = [ description = [ Executable = "/bin/true"; ]; ]; ]; ]'
+        )
+
+        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+            fake.calls.append(("get_output_file_list", (job_id,)))
+            if job_id == JOB:
+                raise WMProxyClientError("OperationNotAllowedFault", "parent")
+            if job_id == b:
+                raise WMProxyClientError("AuthorizationFault", "not yours")
+            return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
+
+        monkeypatch.setattr(fake, "get_output_file_list", list_files)
+        monkeypatch.setattr(output, "download_file", lambda session, uri, directory, **kw: Path(directory) / "out.txt")
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 1, result.output
+        assert "job_purge" not in fake.names()
+        assert f"Error - AuthorizationFault: node zeta: cannot list its output files: not yours (job {b})\n" \
+            in result.stderr
+        assert f"Warning - {JOB}: not purged" in result.stderr
+        assert "\tNode Name:\talpha\n" in result.stdout
+        assert "\tNode Name:\tzeta\n" not in result.stdout
+
+        fake.calls.clear()
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 1
+        assert "job_purge" not in fake.names()
+        doc = json.loads(result.stdout)
+        assert doc["result"] == "partial"
+        assert doc["nodes"]["zeta"]["failed"][0]["error"]["type"] == "AuthorizationFault"
 
     def test_a_simple_job_fault_is_still_an_error(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         fake.fail["get_output_file_list"] = WMProxyClientError("OperationNotAllowedFault", "not done")

@@ -60,3 +60,25 @@ def test_input_names_with_uri_delimiters_round_trip(
         assert registered["InputSandbox"] == [f"{own.input_uri}/{encoded}" for encoded in (
             "res%231.txt", "a%20b%25.txt", "50%2525.txt", "what%3F.txt")]
         assert isb_file_names(registered, own.input_uri) == NAMES
+
+
+@pytest.mark.parametrize("service", [{"jobs": {"quota_soft_limit": 2000, "quota_hard_limit": 4000}}],
+                         indirect=True)
+def test_an_upload_refused_after_register_keeps_the_job_id(runner: CliRunner, service: Runtime,
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "big.dat").write_bytes(b"x" * 10000)
+    jdl = tmp_path / "job.jdl"
+    jdl.write_text('[ Executable = "/bin/cat"; Arguments = "big.dat"; InputSandbox = {"big.dat"}; ]')
+    ids = tmp_path / "ids.txt"
+    result = runner.invoke(cli, ["submit", "-a", "-o", str(ids), str(jdl)])
+    assert result.exit_code == 1
+    lines = ids.read_text().splitlines()
+    assert lines[:2] == ["###Submitted Job Ids###",
+                         "#*Following Job Registered but Submission failed (try use --start option)"]
+    job_id = lines[2]
+    with service.uow() as uow:
+        assert uow.jobs.get(job_id) is not None
+    said = f"The job has been successfully registered (the JobId is: {job_id}), but an error occurred while"
+    assert said in result.stderr
+    assert result.stderr.rstrip().endswith(f"--start {job_id}")
+    assert "Traceback" not in result.output

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from wmproxy.cli import jobids
 
 
@@ -22,6 +24,21 @@ class TestJobIdFile:
         (tmp_path / "ids").write_text("")
         jobids.append_job_id(tmp_path / "ids", "X")
         assert (tmp_path / "ids").read_text().startswith(jobids.HEADER + "\n")
+
+    def test_a_file_that_is_not_a_jobid_file_is_not_appended_to(self, tmp_path: Path) -> None:
+        (tmp_path / "job.jdl").write_text('[ Executable = "/bin/true"; ]\n')
+        for append in (jobids.append_job_id, jobids.append_failed_job_id):
+            with pytest.raises(jobids.NotAJobIdFileError, match="not a job id file"):
+                append(tmp_path / "job.jdl", "X")
+        with pytest.raises(jobids.NotAJobIdFileError):
+            jobids.check_job_id_file(tmp_path / "job.jdl")
+        assert (tmp_path / "job.jdl").read_text() == '[ Executable = "/bin/true"; ]\n'
+
+    def test_a_header_with_a_bom_or_crlf_is_a_jobid_file(self, tmp_path: Path) -> None:
+        (tmp_path / "ids").write_bytes(b"\xef\xbb\xbf###Submitted Job Ids###\r\nA\r\n")
+        jobids.check_job_id_file(tmp_path / "ids")
+        jobids.append_job_id(tmp_path / "ids", "B")
+        assert (tmp_path / "ids").read_bytes().endswith(b"A\r\nB\n")
 
     def test_reading_skips_headers_comments_and_blank_lines(self, tmp_path: Path) -> None:
         (tmp_path / "ids").write_text(
