@@ -594,6 +594,30 @@ class TestCompoundOutput:
         assert doc["result"] == "partial"
         assert doc["nodes"]["zeta"]["failed"][0]["error"]["type"] == "AuthorizationFault"
 
+    def test_a_cancelled_node_has_no_output_to_lose_and_the_job_is_purged(
+        self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The service lists output files of Done and Aborted jobs only: a node cancelled alone
+        (the DAG then ends Aborted) is refused OperationNotAllowed, which loses nothing."""
+        a, b = child_job_id(JOB, 0), child_job_id(JOB, 1)
+        fake.status = JobStatus(JOB, "Aborted", children=(JobStatus(a, "Done"), JobStatus(b, "Cancelled")))
+        fake.jdls[(JOB, "ORIGINAL")] = (
+            '[ Type = "dag"; nodes = [ alpha = [ description = [ Executable = "/bin/true"; ]; ];'
+            ' zeta = [ description = [ Executable = "/bin/true"; ]; ]; ]; ]'
+        )
+
+        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+            if job_id in (JOB, b):
+                raise WMProxyClientError("OperationNotAllowedFault", "job status (CANCELLED) doesn't allow it")
+            return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
+
+        monkeypatch.setattr(fake, "get_output_file_list", list_files)
+        monkeypatch.setattr(output, "download_file", lambda session, uri, directory, **kw: Path(directory) / "out.txt")
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 0, result.output
+        assert "job_purge" in fake.names()
+        assert "Warning - node zeta: OperationNotAllowedFault" in result.stderr
+
     def test_a_simple_job_fault_is_still_an_error(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         fake.fail["get_output_file_list"] = WMProxyClientError("OperationNotAllowedFault", "not done")
         result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
