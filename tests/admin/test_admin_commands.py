@@ -75,6 +75,24 @@ class TestJobs:
         result = admin(config, "jobs", "list")
         assert result.exit_code == 0 and "4 job(s)" in result.output and "Submitted" in result.output
 
+    @pytest.mark.parametrize("columns", ["80", "150"])
+    def test_tables_print_a_job_id_whole_to_be_copied(self, config: Path, settings: Settings, columns: str) -> None:
+        job_id = "https://wms-01.grid.example.org:7443/Xq3LmN8vR2tY6wK0pZ4sHa"  # as the service makes them
+        owner = "/DC=org/DC=example-grid/OU=Organic Units/OU=Users/CN=Alice Somebody-Longname 123456/CN=proxy"
+        rt = Runtime.from_settings(settings)
+        try:
+            with rt.uow() as uow:
+                uow.session.add(job_row(job_id, "Done", owner=owner, created=days_ago(9), updated=days_ago(8)))
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+        env = {"COLUMNS": columns}
+        for args in (("jobs", "list"), ("purge", "--dry-run")):
+            result = CliRunner().invoke(cli, ["-c", str(config), *args], env=env, catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            assert job_id in result.output and BASE + "a-old-done" in result.output, args
+        shown = CliRunner().invoke(cli, ["-c", str(config), "jobs", "show", job_id], env=env, catch_exceptions=False)
+        assert job_id in shown.output
+
     def test_show_gives_owner_state_and_history(self, config: Path) -> None:
         result = admin(config, "jobs", "show", BASE + "a-running", "--json")
         data = json.loads(result.output)
