@@ -581,8 +581,11 @@ class LoadSettings:
         swap_usage: percent of swap in use at or above which new work is refused (95).
         disk_usage: percent of the sandbox area's file system in use at or above which
             new work is refused (95).
-        free_fds: free file descriptors (of this process and of the system, the fewer)
-            at or below which new work is refused (reference fdnum, 500).
+        free_fds: free file descriptors at or below which new work is refused (reference
+            fdnum, 500): the fewer of the host's (fs.file-max minus those allocated, what the
+            reference counts) and the worker's own (its open-files limit minus those it holds;
+            the service raises its soft limit to the hard one at start, the unit sets
+            LimitNOFILE=65536).
         queued_jobs: jobs started and waiting for a worker (Waiting, Ready) above which
             new work is refused (reference jdnum, 500).
         max_live_jobs: jobs (not nodes) one user (DN) may have that are not final;
