@@ -19,6 +19,7 @@ import pwd
 from pathlib import Path
 
 import click
+from sqlalchemy.engine import make_url
 
 from wmproxy import admintools
 from wmproxy.config import ConfigError, Settings, load_settings
@@ -41,6 +42,11 @@ def upgrade_database(settings: Settings, revision: str = "head") -> None:
     """Run the Alembic migrations in ``wmproxy/migrations/`` up to ``revision`` on settings'
     database, under the migration lock (concurrent runs wait; ``wmproxy.store.migrations``)."""
     upgrade(settings.database.url, revision)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a command may print it: the password replaced by ``***``."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def service_account(user: str | None) -> tuple[int, int] | None:
@@ -177,7 +183,41 @@ def init(settings: Settings, user: str | None) -> None:
         initialise(settings, user)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"initialised: database {settings.database.url}, sandboxes in {settings.sandbox.root}")
+    click.echo(f"initialised: database {shown_url(settings.database.url)}, sandboxes in {settings.sandbox.root}")
+
+
+def _refuse_downgrade(url: str, revision: str) -> None:
+    """Refuse ``revision`` when the database at ``url`` is already past it (nothing is run).
+
+    Raises:
+        click.ClickException: "downgrades are not supported", with both revisions.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    from wmproxy.store.engine import make_engine
+    from wmproxy.store.migrations import current_revision
+
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    if current is None:
+        return
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    try:
+        target = script.get_revision(revision)
+    except (CommandError, RevisionError):  # unknown or relative ("+1"): the upgrade says or does it
+        return
+    if target is None or target.revision == current:
+        return
+    ancestors = {rev.revision for rev in script.iterate_revisions(current, "base")}
+    if target.revision in ancestors:
+        raise click.ClickException(
+            f"cannot migrate to {revision!r}: the database is at revision {current}, which is newer; "
+            "downgrades are not supported (restore the database from a backup taken at that revision)")
 
 
 @cli.command()
@@ -186,12 +226,16 @@ def init(settings: Settings, user: str | None) -> None:
 def migrate(settings: Settings, revision: str) -> None:
     """Run the database migrations up to REVISION (default: head), under a database lock.
 
-    Also records this node's store key fingerprint if the database has none yet.
+    A REVISION older than the database's is refused: downgrades are not supported. Also
+    records this node's store key fingerprint if the database has none yet.
     """
     from alembic.util import CommandError
 
     from wmproxy.services.storekey import StoreStateError, record_store_key
+    from wmproxy.store.migrations import schema_revisions
 
+    url = settings.database.url
+    _refuse_downgrade(url, revision)
     try:
         upgrade_database(settings, revision)
     except CommandError as exc:  # an unknown revision: nothing was run
@@ -200,7 +244,9 @@ def migrate(settings: Settings, revision: str) -> None:
         record_store_key(settings, create=False)
     except StoreStateError as exc:
         click.echo(f"warning: {exc}", err=True)
-    click.echo(f"database {settings.database.url}: at revision {revision}")
+    current, head = schema_revisions(url)
+    newest = " (the newest)" if current == head else f" (the newest is {head})"
+    click.echo(f"database {shown_url(url)}: at revision {current}{newest}")
 
 
 @cli.command("rotate-store-key")

@@ -2,7 +2,8 @@
 ``stats`` and ``check`` (registered on the group in :mod:`wmproxy.admin`).
 
 Tables are printed with rich; ``--json`` prints one JSON document instead (times in UTC,
-ISO 8601; sizes in bytes).
+ISO 8601; sizes in bytes). A job id is never shortened (it is copied from the table into the
+next command): its column takes the id's whole width, the owner column folds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import JobState, utcnow
@@ -119,6 +120,13 @@ def _close(rt: Any) -> None:
         bind.dispose()
 
 
+def _job_table(*others: str, title: str | None = None) -> Table:
+    """A table whose first column is a job id, printed whole whatever the terminal's width
+    (rich would end it with "…"); then ``owner``, folded rather than cut, and ``others``."""
+    return Table(Column("job id", no_wrap=True, overflow="fold"), Column("owner", overflow="fold"), *others,
+                 title=title)
+
+
 def _print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -163,7 +171,7 @@ def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], ol
     if as_json:
         _print_json(found)
         return
-    table = Table("job id", "owner", "state", "age", "updated")
+    table = _job_table("state", "age", "updated")
     for job in found:
         table.add_row(job["id"], job["owner"], job["state"], job["age"], job["updated"])
     Console().print(table)
@@ -202,14 +210,14 @@ def show_job(settings: Settings, job_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    table = Table(show_header=False)
+    table = Table(Column(no_wrap=True), Column(overflow="fold"), show_header=False)
     for key, value in data.items():
         if key in ("nodes", "events"):
             continue
         table.add_row(key, "" if value is None else str(value))
     Console().print(table)
     if data.get("nodes"):
-        nodes = Table("node", "name", "state", title="nodes")
+        nodes = Table(Column("node", no_wrap=True, overflow="fold"), "name", "state", title="nodes")
         for node in data["nodes"]:
             nodes.add_row(node["id"], node["name"] or "", node["state"])
         Console().print(nodes)
@@ -231,7 +239,7 @@ def _work_dir_remover(settings: Settings) -> Callable[[str], None]:
 
 def _print_purge(report: Any) -> None:
     verb = "would purge" if report.dry_run else "purged"
-    table = Table("job id", "owner", "state", "rule", title=f"jobs ({verb})")
+    table = _job_table("state", "rule", title=f"jobs ({verb})")
     for job in report.jobs:
         table.add_row(job.job_id, job.owner_dn, job.state, job.rule)
     Console().print(table)

@@ -581,8 +581,11 @@ class LoadSettings:
         swap_usage: percent of swap in use at or above which new work is refused (95).
         disk_usage: percent of the sandbox area's file system in use at or above which
             new work is refused (95).
-        free_fds: free file descriptors (of this process and of the system, the fewer)
-            at or below which new work is refused (reference fdnum, 500).
+        free_fds: free file descriptors at or below which new work is refused (reference
+            fdnum, 500): the fewer of the host's (fs.file-max minus those allocated, what the
+            reference counts) and the worker's own (its open-files limit minus those it holds;
+            the service raises its soft limit to the hard one at start, the unit sets
+            LimitNOFILE=65536).
         queued_jobs: jobs started and waiting for a worker (Waiting, Ready) above which
             new work is refused (reference jdnum, 500).
         max_live_jobs: jobs (not nodes) one user (DN) may have that are not final;
@@ -721,12 +724,15 @@ class PurgeSettings:
         enabled: the execution workers run the purger every ``interval``.
         interval: seconds between two purge passes (the reference: every 6 h).
         final_age: seconds after its last state change that a Done, Aborted, Cancelled
-            or Cleared job is purged (the reference: 604800, 7 days).
+            or Cleared job is purged (the reference: 604800, 7 days); must be positive (0
+            would purge a job's output the moment it ends).
         forced_age: seconds after its registration that any job is purged whatever its
-            state (the reference's Sunday forced purge: 1296000, 15 days).
+            state (the reference's Sunday forced purge: 1296000, 15 days); must be positive.
         registered_age: seconds after its registration that a job never started
             (Submitted: registered, or an interrupted jobSubmit) expires and is purged
-            (CREAM: REGISTERED after 2 days, 172800).
+            (CREAM: REGISTERED after 2 days, 172800); must be positive (0 would purge a job
+            the moment it is registered). To keep jobs longer set a larger age; to stop
+            purging altogether set ``enabled = false``.
         request_age: seconds a pending delegation request (getProxyReq without putProxy)
             is kept (86400).
         delegation_grace: seconds after its expiry that a delegated proxy no live job
@@ -736,7 +742,8 @@ class PurgeSettings:
         batch: jobs removed per pass at most.
 
     Raises:
-        ConfigError: a non-positive interval or batch, or a negative age.
+        ConfigError: a non-positive interval, batch, final_age, forced_age or
+            registered_age, or a negative age.
     """
 
     enabled: bool = True
@@ -752,6 +759,11 @@ class PurgeSettings:
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.batch <= 0:
             raise ConfigError("[purge] interval and batch: must be positive")
+        for name in ("final_age", "forced_age", "registered_age"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[purge] {name} = {getattr(self, name):g}: must be positive (seconds); 0 would "
+                                  "purge jobs at once, not keep them: set a larger age, or enabled = false to "
+                                  "stop purging")
         if min(self.final_age, self.forced_age, self.registered_age, self.request_age, self.delegation_grace,
                self.tombstone_age) < 0:
             raise ConfigError("[purge] ages: must not be negative")

@@ -26,6 +26,7 @@ from typing import Any
 
 from wmproxy.allocator import exec_with_system_malloc, tune_allocator
 from wmproxy.config import ConfigError, load_settings
+from wmproxy.services.load import fd_limit_problem, raise_open_files_limit
 from wmproxy.soap.app import check_start
 from wmproxy.soap.memory import BIG_REQUEST_BYTES, release_memory
 
@@ -37,6 +38,12 @@ try:
     check_start(_settings)
 except ConfigError as _exc:
     sys.exit(f"wmproxy: refusing to start: {_exc}")
+
+# The master's open-files limit up to the hard one (inherited by the workers, kept across the
+# re-exec of on_starting; post_fork raises it again): [load] free_fds counts the worker's headroom.
+raise_open_files_limit()
+if (_fd_problem := fd_limit_problem(_settings.load)) is not None:
+    sys.stderr.write(f"wmproxy: WARNING: {_fd_problem}\n")
 
 bind = [_settings.service.bind]
 workers = _settings.service.workers
@@ -138,8 +145,11 @@ def on_starting(server: Any) -> None:  # gunicorn hook signature
 
 def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
     """gunicorn calls this in each new worker before it serves: glibc's mmap and trim thresholds
-    are fixed there, so the blocks of a big request go back to the kernel (issue 14)."""
+    are fixed there, so the blocks of a big request go back to the kernel (issue 14); its
+    open-files limit is raised to the hard one (``[load] free_fds``,
+    :func:`wmproxy.services.load.raise_open_files_limit`)."""
     tune_allocator()
+    raise_open_files_limit()
 
 
 #: Seconds after a big request has ended before its memory is released once more.

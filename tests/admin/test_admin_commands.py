@@ -3,8 +3,10 @@ deployment (each backend), driven through click as an operator types them."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,14 +15,16 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.engine import make_url
 
 from tests.admin.support import days_ago, job_row, sealed_rows, write_ini
 from tests.conftest import Pki
 from wmproxy.admin import cli, initialise
 from wmproxy.admintools import check_ca_dir, parse_age
-from wmproxy.config import Settings
+from wmproxy.config import DatabaseSettings, Settings
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.runtime import Runtime
+from wmproxy.store.migrations import head_revision, schema_revisions
 from wmproxy.store.schema import ExecutionRequest
 
 ALICE = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
@@ -70,6 +74,24 @@ class TestJobs:
     def test_list_prints_a_table(self, config: Path) -> None:
         result = admin(config, "jobs", "list")
         assert result.exit_code == 0 and "4 job(s)" in result.output and "Submitted" in result.output
+
+    @pytest.mark.parametrize("columns", ["80", "150"])
+    def test_tables_print_a_job_id_whole_to_be_copied(self, config: Path, settings: Settings, columns: str) -> None:
+        job_id = "https://wms-01.grid.example.org:7443/Xq3LmN8vR2tY6wK0pZ4sHa"  # as the service makes them
+        owner = "/DC=org/DC=example-grid/OU=Organic Units/OU=Users/CN=Alice Somebody-Longname 123456/CN=proxy"
+        rt = Runtime.from_settings(settings)
+        try:
+            with rt.uow() as uow:
+                uow.session.add(job_row(job_id, "Done", owner=owner, created=days_ago(9), updated=days_ago(8)))
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+        env = {"COLUMNS": columns}
+        for args in (("jobs", "list"), ("purge", "--dry-run")):
+            result = CliRunner().invoke(cli, ["-c", str(config), *args], env=env, catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            assert job_id in result.output and BASE + "a-old-done" in result.output, args
+        shown = CliRunner().invoke(cli, ["-c", str(config), "jobs", "show", job_id], env=env, catch_exceptions=False)
+        assert job_id in shown.output
 
     def test_show_gives_owner_state_and_history(self, config: Path) -> None:
         result = admin(config, "jobs", "show", BASE + "a-running", "--json")
@@ -206,6 +228,40 @@ class TestRefusals:
         line = error_line(result)
         assert BOB in line and "foreign" in line and ALICE not in line
         assert key.read_bytes() == before and not key.with_name(key.name + ".new").exists()
+
+
+class TestMigrate:
+    def test_it_prints_the_revision_the_database_is_at(self, config: Path) -> None:
+        result = admin(config, "migrate")
+        assert result.exit_code == 0, result.output
+        assert f"at revision {head_revision()} (the newest)" in result.output and "head" not in result.output
+
+    def test_an_older_revision_is_refused_and_nothing_changes(self, config: Path, settings: Settings) -> None:
+        result = admin(config, "migrate", "0001")
+        assert result.exit_code == 1
+        line = error_line(result)
+        assert "downgrades are not supported" in line and f"at revision {head_revision()}" in line
+        assert "at revision 0001" not in result.output
+        assert schema_revisions(settings.database.url)[0] == head_revision()
+
+    def test_the_current_revision_named_is_no_downgrade(self, config: Path) -> None:
+        result = admin(config, "migrate", head_revision())
+        assert result.exit_code == 0, result.output
+        assert f"at revision {head_revision()} (the newest)" in result.output
+
+    @pytest.mark.postgresql_only
+    def test_init_and_migrate_never_print_the_database_password(self, settings: Settings, tmp_path: Path) -> None:
+        url = make_url(settings.database.url)
+        if url.password is None and "PGPASSWORD" not in os.environ:  # the test server trusts: any password goes
+            url = url.set(password="pw-never-shown")  # noqa: S106 - a test value
+        password = str(url.password)
+        secret = dataclasses.replace(settings, database=DatabaseSettings(
+            url=url.render_as_string(hide_password=False)))
+        config = write_ini(secret, tmp_path / "wmproxy.conf")
+        for args in (("init",), ("migrate",), ("migrate", head_revision())):
+            result = admin(config, *args)
+            assert result.exit_code == 0, args
+            assert password not in result.output and "***@" in result.output, args
 
 
 class TestStats:

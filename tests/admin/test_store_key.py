@@ -4,22 +4,36 @@ a database with sealed data, rotation re-sealing every row; concurrent migration
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import os
+import pwd
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic import command
 from sqlalchemy import select
 
-from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, write_ini
+from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, settings_for, write_ini
+from tests.conftest import Pki
 from wmproxy.admin import initialise, upgrade_database
-from wmproxy.config import Settings
+from wmproxy.config import DatabaseSettings, Settings
 from wmproxy.errors import WMProxyError
 from wmproxy.security import sealing
 from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint
-from wmproxy.services.storekey import StoreStateError, check_store, record_store_key, rotate_store_key
+from wmproxy.services.storekey import (
+    StoreStateError,
+    check_store,
+    check_store_key,
+    record_store_key,
+    rotate_store_key,
+)
 from wmproxy.store import make_engine, make_session_factory
 from wmproxy.store.migrations import _alembic_config, head_revision, schema_revisions
 from wmproxy.store.schema import Delegation, DelegationRequest
@@ -290,6 +304,79 @@ class TestRotation:
         assert done.returncode == 0, done.stderr
         assert "retired" in done.stdout and recorded(settings) != before
         assert run("wmproxy-admin", "check", config=config).returncode == 0
+
+
+SERVICE_USER = "nobody"  # an account every Linux system has; stands for the service user
+
+
+@contextlib.contextmanager
+def effective_user(name: str) -> Iterator[None]:
+    """Run the block with the effective uid of ``name`` (this root test process, back to root after)."""
+    os.seteuid(pwd.getpwnam(name).pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@pytest.fixture
+def service_settings(settings: Settings, pki: Pki) -> Iterator[Settings]:
+    """The deployment of ``settings``, initialised as root with ``init --user nobody``, in a
+    directory the service user can enter (pytest's own directory is root's 0700)."""
+    if os.geteuid() != 0:
+        pytest.skip("handing files to the service user needs root (CI runs as root)")
+    top = Path(tempfile.mkdtemp(prefix="wmproxy-owner-"))
+    try:
+        top.chmod(0o711)
+        placed = settings_for(top / "state", settings.database.url, pki)
+        if settings.database.url.startswith("sqlite"):
+            placed = dataclasses.replace(placed, database=DatabaseSettings(url=f"sqlite:///{top}/db/wmproxy.db"))
+        initialise(placed, user=SERVICE_USER)
+        yield placed
+    finally:
+        shutil.rmtree(top)
+
+
+class TestKeyOwner:
+    """A key file the service user cannot read: rotation as root keeps the key the service
+    user's, and a process that cannot read it names the ``chown``, not a restore."""
+
+    @pytest.mark.parametrize("mode", [0o600, 0o400], ids=["0600", "0400"])
+    def test_a_rotation_run_as_root_keeps_the_owner_group_and_mode(self, service_settings: Settings,
+                                                                  mode: int) -> None:
+        path = key_path(service_settings)
+        path.chmod(mode)
+        before = path.stat()
+        config = write_ini(service_settings, path.parent.parent / "wmproxy.conf")
+        done = run("wmproxy-admin", "rotate-store-key", "--yes", config=config)
+        assert done.returncode == 0, done.stderr
+        after = path.stat()
+        assert after.st_ino != before.st_ino and recorded(service_settings) == key_fingerprint(path.read_bytes())
+        assert (after.st_uid, after.st_gid, after.st_mode & 0o7777) == (before.st_uid, before.st_gid, mode)
+        with effective_user(SERVICE_USER):  # what the service does at its next start
+            check_store(service_settings)
+
+    def test_a_key_the_user_cannot_read_names_the_chown(self, service_settings: Settings) -> None:
+        path = key_path(service_settings)
+        os.chown(path, 0, 0)  # a root shell's copy, or a rotation of an older wmproxy run as root
+        with effective_user(SERVICE_USER), pytest.raises(StoreStateError) as info:
+            check_store_key(service_settings)
+        message = str(info.value)
+        assert f"store key {path} is not readable by user {SERVICE_USER}" in message
+        assert f"`chown {SERVICE_USER} {path}`" in message and "root" in message
+        assert "backup" not in message and "restore" not in message
+
+    def test_a_key_in_a_directory_the_user_cannot_enter_names_the_directory(
+            self, service_settings: Settings) -> None:
+        path = key_path(service_settings)
+        hidden = dataclasses.replace(service_settings, security=dataclasses.replace(
+            service_settings.security, store_key_file=str(path.parent / "private" / path.name)))
+        (path.parent / "private").mkdir(mode=0o700)
+        shutil.copy2(path, hidden.security.store_key_file)
+        with effective_user(SERVICE_USER), pytest.raises(StoreStateError, match=(
+                f"not readable by user {SERVICE_USER}: a directory on its path cannot be entered")) as info:
+            check_store_key(hidden)
+        assert "backup" not in str(info.value)
 
 
 class TestConcurrentMigrate:

@@ -136,6 +136,11 @@ OUT_OF_RANGE = [
     ("metrics", "bind", "", r"\[metrics\] bind: '' is not host\[:port\]"),
     ("metrics", "crl_grace", "-86400", r"\[metrics\] crl_grace: must not be negative"),
     ("metrics", "sandbox_scan_interval", "-1", r"\[metrics\] sandbox_scan_interval: must not be negative"),
+    # 0 would purge a job at once (its output as it ends, a registered job before its jobStart)
+    ("purge", "final_age", "0", r"\[purge\] final_age = 0: must be positive .*enabled = false"),
+    ("purge", "registered_age", "0", r"\[purge\] registered_age = 0: must be positive"),
+    ("purge", "forced_age", "0", r"\[purge\] forced_age = 0: must be positive"),
+    ("purge", "forced_age", "-1", r"\[purge\] forced_age = -1: must be positive"),
 ]
 
 
@@ -175,6 +180,8 @@ class TestRanges:
         {"WMPROXY_SERVICE_BIND": "[::]:7443", "WMPROXY_METRICS_BIND": "localhost"},
         {"WMPROXY_SERVICE_BIND": "wms.example.org:443", "WMPROXY_METRICS_BIND": "127.0.0.1:9000"},
         {"WMPROXY_METRICS_CRL_GRACE": "0", "WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL": "0"},
+        {"WMPROXY_PURGE_FINAL_AGE": "1", "WMPROXY_PURGE_REGISTERED_AGE": "1", "WMPROXY_PURGE_FORCED_AGE": "1",
+         "WMPROXY_PURGE_TOMBSTONE_AGE": "0", "WMPROXY_PURGE_DELEGATION_GRACE": "0"},
     ])
     def test_values_at_the_edges_of_their_ranges_load(self, env: dict[str, str]) -> None:
         load_settings(environ=env)

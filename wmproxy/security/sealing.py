@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -89,21 +90,38 @@ def key_fingerprint(key: bytes) -> str:
     return "sha256:" + hashlib.sha256(key.strip()).hexdigest()
 
 
-def write_new_key(path: str | os.PathLike[str]) -> Sealer:
+def write_new_key(path: str | os.PathLike[str], like: str | os.PathLike[str] | None = None) -> Sealer:
     """Write a new key to ``path`` (must not exist; mode 0600, fsync-ed, its directory too)
     and return its Sealer.
 
+    Args:
+        like: the key file the new one replaces: the new file gets its owner and group (when
+            this process is root: ``rotate-store-key`` run as root keeps the key the service
+            user's) and its owner permission bits (group and others get none), before the key
+            is written.
+
     Raises:
-        FileExistsError: ``path`` exists; OSError: cannot write.
+        FileExistsError: ``path`` exists; OSError: cannot write (or chown as root).
     """
     key = Fernet.generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
+        if like is not None:
+            _same_owner_and_mode(fh.fileno(), like)
         fh.write(key + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
     fsync_directory(Path(path).parent)
     return Sealer(key)
+
+
+def _same_owner_and_mode(fd: int, like: str | os.PathLike[str]) -> None:
+    """Give the open file ``fd`` the owner and group of ``like`` (only root may; another user's
+    files are its own anyway) and its owner permission bits."""
+    model = os.stat(like)
+    if os.geteuid() == 0:
+        os.fchown(fd, model.st_uid, model.st_gid)
+    os.fchmod(fd, stat.S_IMODE(model.st_mode) & stat.S_IRWXU)
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:

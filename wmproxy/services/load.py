@@ -9,7 +9,12 @@ bug #40370) the edge calls :func:`check_load`. It refuses with ServerOverloadedE
   (load1 > load5); ``load15``: 15-minute load ≥ threshold while rising (load1 > load15 and
   load5 > load15), the reference's rules;
 - ``memory_usage``, ``swap_usage``, ``disk_usage`` (the sandbox area's file system): percent
-  in use ≥ threshold; ``free_fds``: free file descriptors ≤ threshold;
+  in use ≥ threshold; ``free_fds``: free file descriptors ≤ threshold, the fewer of the host's
+  (``fs.file-max`` minus those allocated: the reference's fdnum) and the worker's own (its
+  open-files limit minus the descriptors it holds). Every gunicorn process raises its soft
+  open-files limit to the hard one at start (:func:`raise_open_files_limit`; the systemd unit
+  sets ``LimitNOFILE=65536``): measured against systemd's default soft limit of 1024, a
+  threshold of 1000 refused every job of a worker holding 25 descriptors;
 - ``queued_jobs``: jobs started and not yet taken by a worker (Waiting, Ready) > threshold;
 - ``max_live_jobs`` (jobRegister/jobSubmit only): the caller (DN) already has that many jobs
   that are not final.
@@ -79,6 +84,32 @@ def _meminfo() -> dict[str, int]:
 
 def _percent(used: float, total: float) -> float:
     return 100.0 * used / total if total > 0 else 0.0
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files (RLIMIT_NOFILE) to its hard limit, so that
+    the worker's share of ``free_fds`` is its real headroom, not systemd's default soft limit of
+    1024 kept for ``select()``-based programs (gunicorn and wmproxy use none); children inherit
+    it. Returns the soft limit now in force (unchanged when it cannot be raised)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):  # a hard limit over the kernel's nr_open: keep the soft one
+            return soft
+    return hard
+
+
+def fd_limit_problem(load: LoadSettings) -> str | None:
+    """The warning a serving process logs at start when ``[load] free_fds`` would trip for its
+    own limit alone (every job refused), None otherwise."""
+    if not load.free_fds:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - len(os.listdir("/proc/self/fd")) > load.free_fds:
+        return None
+    return (f"[load] free_fds = {load.free_fds} refuses every new job: this process may open only {soft} files "
+            "(its hard limit); raise LimitNOFILE= in the unit (deploy/wmproxy.service: 65536) or lower free_fds")
 
 
 def _free_fds() -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,43 @@ def _interrupted_rotation(path: Path, recorded: str) -> str | None:
             "and to the backup (docs/keys-and-lifecycle.md)")
 
 
+def _load_key(path: Path) -> Sealer | None:
+    """The key of ``path`` (None: no such file).
+
+    Raises:
+        StoreStateError: the file is not readable by this process's user (the message names
+            the file's owner and the ``chown`` that fixes it: the key itself is fine), or it
+            cannot be read or holds no Fernet key (then restore it from a copy).
+    """
+    try:
+        return Sealer.load(path)
+    except PermissionError:
+        raise StoreStateError(_unreadable_key(path)) from None
+    except (OSError, ValueError) as exc:
+        raise StoreStateError(f"store key {path} cannot be used ({exc}): restore it from another node or from "
+                              "its backup") from None
+
+
+def _account(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _unreadable_key(path: Path) -> str:
+    """Why ``path`` cannot be read by this user, and the command that fixes it."""
+    user = _account(os.geteuid())
+    try:
+        info = path.stat()
+    except OSError:  # its directory cannot be entered
+        return (f"store key {path} is not readable by user {user}: a directory on its path cannot be entered by "
+                f"{user}; give {user} access to {path.parent} (`chown {user} {path.parent}`, as root)")
+    return (f"store key {path} is not readable by user {user}: it belongs to {_account(info.st_uid)} with mode "
+            f"{stat.S_IMODE(info.st_mode):04o}; run `chown {user} {path}` (as root) and start again (the key "
+            "itself is fine, nothing needs restoring)")
+
+
 def check_store_key(settings: Settings) -> str:
     """Refuse a store key that is not the database's; returns the fingerprint.
 
@@ -129,11 +168,7 @@ def check_store_key(settings: Settings) -> str:
             gives the ``mv`` that finishes it.
     """
     path = Path(settings.security.store_key_file)
-    try:
-        sealer = Sealer.load(path)
-    except (OSError, ValueError) as exc:
-        raise StoreStateError(f"store key {path} cannot be used ({exc}): restore it from another node or from "
-                              "its backup") from None
+    sealer = _load_key(path)
     missing = (f"store key {path} is missing: copy it from another node of this service or from its backup "
                "(a new key cannot open the proxies already stored)")
     if sealer is None and not staged_key_path(path).exists():
@@ -178,7 +213,7 @@ def record_store_key(settings: Settings, *, create: bool) -> str:
             recorded, or sealed rows cannot be opened with this key.
     """
     path = Path(settings.security.store_key_file)
-    sealer = Sealer.load(path)
+    sealer = _load_key(path)
     uow, engine = _uow(settings)
     try:
         with uow:
@@ -233,7 +268,8 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     """Re-seal every sealed row with a new key in one transaction, then retire the old key.
 
     Steps: check the current key (:func:`check_store_key`); write the new key to
-    ``<key>.new`` (0600); in one transaction lock and re-seal every delegation and pending
+    ``<key>.new`` with the owner, group and mode of the current key (run as root, the new key
+    stays the service user's); in one transaction lock and re-seal every delegation and pending
     delegation request, discard the pool of pre-generated delegation keys (never handed out)
     and record the new fingerprint; then keep the old key as
     ``<key>.retired-<YYYYMMDD>`` and move the new one into place. Stop the service and the
@@ -257,7 +293,7 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     old = Sealer.from_key_file(path)
     staged = staged_key_path(path)
     try:
-        new = write_new_key(staged)
+        new = write_new_key(staged, like=path)  # the service user's, as the key it replaces
     except FileExistsError:
         raise StoreStateError(f"{staged} exists, left by a rotation that did not commit (the database records "
                               f"the key of {path}, {old_fp[:19]}...): remove {staged} and run the rotation "

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import resource
+import shutil
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -244,3 +250,60 @@ class TestRefusals:
         with closing(sqlite3.connect(database)) as other:
             other.execute("ALTER TABLE jobs_elsewhere RENAME TO jobs")
         job_id_of(soap.call(WMPROXY, "jobSubmit", alice, jdl=ECHO_JDL, delegationId="unit"))
+
+
+#: The open-files limits systemd gives a unit without LimitNOFILE=: soft 1024, a higher hard one.
+SYSTEMD_SOFT = 1024
+
+
+def _served_process(tmp_path: Path, template_db: Path, script: str, limits: tuple[int, int],
+                    **env: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a Python process started with the open-files ``limits`` that first loads
+    the packaged gunicorn configuration of a deployment in ``tmp_path``, as gunicorn's master
+    does (the configuration with ``[load] free_fds = 1000`` as deploy/wmproxy.conf.example)."""
+    from wmproxy.admin import initialise
+    from wmproxy.config import load_settings
+
+    conf = tmp_path / "wmproxy.conf"
+    (tmp_path / "db").mkdir()
+    shutil.copy(template_db, tmp_path / "db" / "wmproxy.db")
+    conf.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db/wmproxy.db\n[security]\n"
+                    f"store_key_file = {tmp_path}/keys/store.key\n[sandbox]\nroot = {tmp_path}/sandbox\n"
+                    f"[execution]\nwork_dir = {tmp_path}/work\n[load]\nfree_fds = 1000\n")
+    initialise(load_settings(conf, environ={}))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+    environ.update(WMPROXY_CONFIG=str(conf), **env)
+    return subprocess.run(
+        [sys.executable, "-c", "import resource, wmproxy.gunicorn_conf as conf\n" + textwrap.dedent(script)],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits))
+
+
+class TestOpenFilesLimit:
+    """``free_fds`` counts a worker's headroom against its limit: gunicorn's processes raise the
+    soft limit to the hard one, so systemd's default soft 1024 does not refuse every job."""
+
+    def test_the_master_and_each_worker_raise_the_soft_limit_and_free_fds_no_longer_trips(
+            self, tmp_path: Path, template_db: Path) -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < SYSTEMD_SOFT + 2000:
+            pytest.skip(f"hard open-files limit {hard}: too low to tell the limits apart")
+        done = _served_process(tmp_path, template_db, f"""
+            from wmproxy.config import LoadSettings
+            from wmproxy.services.load import sample_system, tripped
+            print("master", resource.getrlimit(resource.RLIMIT_NOFILE) == ({hard}, {hard}))
+            print("tripped", tripped(LoadSettings(free_fds=1000), sample_system({str(tmp_path)!r})))
+            resource.setrlimit(resource.RLIMIT_NOFILE, ({SYSTEMD_SOFT}, {hard}))
+            conf.post_fork(None, None)  # a worker, should its limit be lower
+            print("worker", resource.getrlimit(resource.RLIMIT_NOFILE) == ({hard}, {hard}))
+            """, (SYSTEMD_SOFT, hard))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split("\n")[-4:] == ["master True", "tripped None", "worker True", ""], done.stdout
+        assert "free_fds" not in done.stderr
+
+    def test_a_hard_limit_that_leaves_free_fds_tripping_is_named_at_start(self, tmp_path: Path,
+                                                                       template_db: Path) -> None:
+        done = _served_process(tmp_path, template_db, "print('started')", (512, 512))
+        assert done.returncode == 0, done.stderr
+        assert ("[load] free_fds = 1000 refuses every new job: this process may open only 512 files"
+                in done.stderr and "LimitNOFILE=" in done.stderr)
