@@ -44,15 +44,27 @@ echo "$1" >> "$3"
 while [ ! -e "$4" ]; do sleep 0.2; done
 exit "$2"
 """
+#: A job that notes the SIGTERM of a cancel (the wrapper forwards it) and goes on until released.
+CANCEL_SCRIPT = """#!/bin/sh
+# $1 nonce, $2 marker file, $3 release file
+trap 'echo "$1-term" >> "$2"' TERM
+echo "$1" >> "$2"
+while [ ! -e "$3" ]; do sleep 0.2; done
+exit 0
+"""
+#: Seconds from a cancel's SIGTERM to the wrapper's SIGKILL: longer than any test, so a job that
+#: ignores the SIGTERM keeps its wrapper running until the test releases it.
+KILL_GRACE = 600
 
 
 @pytest.fixture(scope="module")
 def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
-    execution = f"max_running = {MAX_RUNNING}\nheartbeat_lease = {LEASE}"
+    execution = f"max_running = {MAX_RUNNING}\nheartbeat_lease = {LEASE}\nkill_grace = {KILL_GRACE}"
     with isolated_deployment(pki, database_url, execution=execution, start_worker=False) as deployment:
-        script = deployment.shared / "job.sh"
-        script.write_text(JOB_SCRIPT)
-        os.chmod(script, SCRIPT_MODE)
+        for name, text in (("job.sh", JOB_SCRIPT), ("cancel.sh", CANCEL_SCRIPT)):
+            script = deployment.shared / name
+            script.write_text(text)
+            os.chmod(script, SCRIPT_MODE)
         yield deployment
 
 
@@ -248,3 +260,22 @@ class TestWorkerDeath:
         batch.release.touch()
         # worker-x never comes back: worker-y collects its jobs once the 5 s lease has run out.
         assert_each_done_once(alice, batch)
+
+    def test_kill_9_after_a_cancel_was_sent_then_restart_ends_the_job_cancelled(
+        self, iso: Isolated, alice: ReferenceClient, batch: Batch, workers: dict[str, subprocess.Popen[bytes]]
+    ) -> None:
+        nonce = uuid.uuid4().hex[:12]
+        jdl = (f'[ Executable = "{iso.shared / "cancel.sh"}"; Arguments = "{nonce} {batch.markers} {batch.release}";'
+               ' RetryCount = 2; ShallowRetryCount = 2; ]')
+        job_id = alice.wmproxy.jobSubmit(jdl, "crash").id
+        start(iso, workers, "worker-c")
+        batch.wait_started(1)
+        alice.wmproxy.jobCancel(job_id)
+        # The worker sent the cancel (the job ignores it: its wrapper waits KILL_GRACE); it dies
+        # before the job's end can be recorded, and comes back.
+        wait_for(batch.started, lambda lines: f"{nonce}-term" in lines, what="the cancel's SIGTERM")
+        kill_9(workers, "worker-c")
+        start(iso, workers, "worker-c")
+        batch.release.touch()  # the job could end by itself now (exit 0)
+        assert wait_for_final(alice, job_id) == "Cancelled (Cancelled by user)"
+        assert batch.started().count(nonce) == 1  # never run again

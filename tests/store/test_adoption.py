@@ -45,7 +45,7 @@ from tests.store.worker_support import (
 )
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.config import BrokeringSettings
-from wmproxy.domain import JobState, Principal, to_filename, utcnow
+from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.execution import ends_journal
 from wmproxy.execution.backends import JobLaunch
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -384,6 +384,100 @@ class TestAdoption:
         service.register_worker(rt, "w1", "node1", 4343, lambda pid: False)  # the old pid is gone: a restart
         with pytest.raises(WorkerNameInUseError):
             service.register_worker(rt, "w1", "node2", 1, lambda pid: False)
+
+
+class TestCancelAcrossDeath:
+    """A worker dies after it read a job's cancel request and before the job's end is recorded:
+    the worker that adopts the job carries the cancel out and the job ends Cancelled by user,
+    never resubmitted (the request stays pending until the end is recorded)."""
+
+    @pytest.mark.parametrize("killed", ["after-the-signal", "before-the-signal"])
+    def test_the_heir_ends_the_job_cancelled_and_never_runs_it_again(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        monkeypatch: pytest.MonkeyPatch, killed: str
+    ) -> None:
+        dead = workers("w-dead")
+        job_id = running(rt, alice, dead, extra="RetryCount = 2; ShallowRetryCount = 2;")
+        if killed == "before-the-signal":  # SIGKILL once the cancel is read, before the wrapper is signalled
+            monkeypatch.setattr(dead.backends["local"], "cancel", _killed)
+        cancel_job(rt, alice, job_id)
+        took_cancel(dead, job_id)
+        abandon(dead, rt)  # its end never recorded: the wrapper stops (or runs on) unfollowed
+        heir = workers("w-heir")
+        heir.start()
+        assert list(heir.running) == [job_id]
+        until(heir, attempt_over(rt, job_id), "the adopted job's attempt to end")
+        row = job_row(rt, job_id)
+        assert (row.state, row.reason, row.shallow_retries, row.deep_retries) == (
+            JobState.CANCELLED.value, "Cancelled by user", 0, 0)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+        assert cancels_pending(rt, job_id) == 0  # done with the end
+        assert heir.running == {}
+
+    def test_a_node_of_a_compound_job_cancelled_whole_ends_cancelled_and_so_does_the_compound_job(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        collection = ('[ Type = "collection"; Nodes = { [ Executable = "/bin/sh";'
+                      f' Arguments = "-c \'{WAIT_GO}\'"; RetryCount = 2; ] }}; ]')
+        parent = submit_job(rt, alice, collection, "exec")
+        [node] = [child.job_id for child in parent.children]
+        dead = workers("w-dead")
+        dead.start()
+        until(dead, in_state(rt, node, JobState.RUNNING), "the node to run")
+        cancel_job(rt, alice, parent.job_id)
+        took_cancel(dead, node)
+        abandon(dead, rt)
+        heir = workers("w-heir")
+        heir.start()
+        until(heir, attempt_over(rt, node), "the adopted node's attempt to end")
+        row = job_row(rt, node)
+        assert (row.state, row.reason, row.deep_retries) == (JobState.CANCELLED.value, "Cancelled by user", 0)
+        assert (job_row(rt, parent.job_id).state, job_row(rt, parent.job_id).reason) == (
+            JobState.CANCELLED.value, "Cancelled by user")
+        assert running_events(rt, node) == 1
+
+    def test_a_late_end_of_an_earlier_attempt_leaves_the_current_attempts_cancel_pending(
+        self, rt: Runtime, alice: Principal
+    ) -> None:
+        job_id = submit(rt, alice, "exit 0", "RetryCount = 2;")
+        with rt.uow() as uow:  # the second attempt runs (the first was resubmitted), and is being cancelled
+            uow.session.execute(sa.update(Job).where(Job.id == job_id).values(
+                state=JobState.RUNNING.value, deep_retries=1))
+            uow.queue.enqueue(job_id, "cancel", utcnow())
+        failed = AttemptEnd(JobState.ABORTED, reason="the job wrapper was stopped by a signal outside wmproxy",
+                            payload_started=True, attempt=0)
+        assert end_attempts(rt, [(job_id, failed)]) == [None]
+        assert cancels_pending(rt, job_id) == 1 and job_row(rt, job_id).state == JobState.RUNNING.value
+        assert end_attempts(rt, [(job_id, dataclasses.replace(failed, attempt=1))]) == [JobState.CANCELLED]
+        assert cancels_pending(rt, job_id) == 0 and job_row(rt, job_id).deep_retries == 1
+
+
+def _killed(*_args: object) -> None:
+    raise Killed
+
+
+def took_cancel(worker: ExecutionWorker, job_id: str) -> None:
+    """Have ``worker`` read the cancel requests (only that: no end is looked at) until it acts on
+    ``job_id``'s; a :class:`Killed` is the worker dying right there."""
+    deadline = time.monotonic() + DEADLINE
+    while worker.running[job_id].cancel_reason is None:
+        assert time.monotonic() < deadline, "timed out waiting for the worker to read the cancel"
+        with contextlib.suppress(Killed):
+            worker._take_cancels()
+        time.sleep(0.05)
+
+
+def attempt_over(rt: Runtime, job_id: str) -> Callable[[], bool]:
+    """The job's attempt has ended: the job is final, or was resubmitted (a retry counted)."""
+    def over() -> bool:
+        row = job_row(rt, job_id)
+        return row.state in {s.value for s in FINAL_STATES} or row.shallow_retries + row.deep_retries > 0
+    return over
+
+
+def cancels_pending(rt: Runtime, job_id: str) -> int:
+    with rt.uow() as uow:
+        return len(uow.queue.pending_commands([job_id], "cancel"))
 
 
 class TestShutdown:

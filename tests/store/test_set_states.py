@@ -205,16 +205,20 @@ def test_a_claim_nowait_refuses_a_job_another_transaction_holds(factory: session
             uow.jobs.lock_claims([node], nowait=True)  # its compound job first: refused
 
 
-def test_take_pending_completes_what_the_orm_path_completes(factory: sessionmaker[Session]) -> None:
-    orm, core, quiet = _new(factory), _new(factory), _new(factory)
+def test_pending_jobs_reads_what_pending_commands_reads_and_leaves_the_requests_pending(
+        factory: sessionmaker[Session]) -> None:
+    done, twice, once, quiet = _new(factory), _new(factory), _new(factory), _new(factory)
     with UnitOfWork(factory) as uow:
-        for job_id in (orm, core):
+        for job_id in (done, twice, once, twice):
             uow.queue.enqueue(job_id, "cancel", _NOW)
-    with UnitOfWork(factory) as uow:  # what take_cancel_requests wrote through the ORM before exec9
-        for request in uow.queue.pending_commands([orm], "cancel"):
+        uow.queue.enqueue(quiet, "start", _NOW)
+    with UnitOfWork(factory) as uow:
+        for request in uow.queue.pending_commands([done], "cancel"):
             uow.queue.complete(request, _LATER)
     with UnitOfWork(factory) as uow:
-        assert uow.queue.take_pending([core, quiet, orm], "cancel", _LATER) == [core]
-        assert uow.queue.take_pending([quiet], "cancel", _LATER) == []
-    assert _request_row(factory, core) == _request_row(factory, orm)
-    assert _request_row(factory, core)["done_at"] == _LATER
+        ids = [done, twice, once, quiet]
+        assert uow.queue.pending_jobs(ids, "cancel") == [twice, once]  # by the oldest request, each once
+        assert sorted(r.job_id for r in uow.queue.pending_commands(ids, "cancel")) == sorted([twice, twice, once])
+        assert uow.queue.pending_jobs([quiet], "cancel") == []
+    with UnitOfWork(factory) as uow:  # nothing was marked done
+        assert len(uow.queue.pending_commands([twice, once], "cancel")) == 3

@@ -492,16 +492,20 @@ class ExecutionWorker:
         """Send the cancels queued for running jobs. The queue is looked at when the worker
         was woken by a queue notification (PostgreSQL), else at most every
         :data:`IDLE_POLL_FRACTION` × ``poll_interval`` seconds (as SQLite polls for starts), not
-        at every cycle: one transaction per cycle was one per job when wrappers end one by one."""
+        at every cycle: one transaction per cycle was one per job when wrappers end one by one.
+
+        A request stays pending until the job's end is recorded (:func:`~wmproxy.services.
+        execution.cancel_requests`): one this worker acts on already (``cancel_reason`` set) is
+        skipped; a job adopted from a worker that died while stopping it is stopped again."""
         now = time.monotonic()
         notified, self.wakeup.notified = self.wakeup.notified, False
         if not (self.running or self.ahead) or (now < self._next_cancel_check and not notified):
             return
         self._next_cancel_check = now + self.settings.poll_interval * IDLE_POLL_FRACTION
-        for job_id in service.take_cancel_requests(self.rt, [*self.running, *self.ahead]):
+        for job_id in service.cancel_requests(self.rt, [*self.running, *self.ahead]):
             ahead = self.ahead.pop(job_id, None)
             if ahead is None:
-                self._cancel(job_id, "")
+                self._cancel(job_id, "")  # once per job: its cancel_reason is set
                 continue
             # recorded with the cycle's ends; journaled before the release (the cancel was taken)
             durable = bool(self.unrecorded)
@@ -571,6 +575,8 @@ class ExecutionWorker:
                     continue
             self.running[order.job_id] = RunningJob(order, handle, backend)
             log.info("job %s adopted (%s)", order.job_id, handle.ref)
+        if adopted:  # a cancel the dead worker was carrying out is sent again before any end is read
+            self._next_cancel_check = 0.0
         return adopted
 
     # --- starting ------------------------------------------------------------------

@@ -705,12 +705,16 @@ def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime
     return True
 
 
-def take_cancel_requests(rt: Runtime, job_ids: list[str]) -> list[str]:
-    """Jobs among ``job_ids`` with a pending cancel request; the requests are marked done."""
+def cancel_requests(rt: Runtime, job_ids: list[str]) -> list[str]:
+    """Jobs among ``job_ids`` with a pending cancel request. The requests stay pending: one is
+    done when the end of the attempt it stops is recorded (:func:`~wmproxy.services.retries.
+    end_attempt`), so a worker that dies after sending the cancel leaves it for the worker that
+    adopts the job (it sends it again and the end is Cancelled, whatever the job's end says),
+    and a worker acts once on each (it asks again every few cycles)."""
     if not job_ids:
         return []
-    with rt.uow() as uow:  # Core statements (the worker asks every few cycles), no ORM objects
-        return uow.queue.take_pending(job_ids, "cancel", utcnow())
+    with rt.uow() as uow:  # one Core statement, no ORM objects
+        return uow.queue.pending_jobs(job_ids, "cancel")
 
 
 # --- heartbeats and adoption -------------------------------------------------------

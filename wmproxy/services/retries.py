@@ -3,7 +3,8 @@ retry), with the reference Workload Manager's semantics and wording (``docs/brok
 
 * Done: the payload ran and the job ended normally; its own non-zero exit code is Done
   (Exit Code N) and never retried.
-* Cancelled by its owner (a cancel request, even one still pending): never retried.
+* Cancelled by its owner (a cancel request, pending until the attempt's end is recorded):
+  never retried.
 * A **shallow** failure (the payload never started: the wrapper failed before it, the
   prologue failed, staging failed, the backend refused or never scheduled the job) is
   resubmitted while the job's shallow resubmissions are fewer than its
@@ -224,13 +225,22 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.da
 def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime,
             cancels: list[ExecutionRequest] | None = None) -> JobState | None:
     """Record one end in ``uow``; ``cancels``: the job's pending cancel requests when the
-    caller read them (the job locked), else they are read here."""
+    caller read them (the job locked), else they are read here.
+
+    The pending cancel requests of the job's current attempt are done here, whatever the end
+    (the worker leaves them pending while it stops the job: one that dies meanwhile leaves them
+    to the worker that adopts the job); with one, an end other than Done is Cancelled by user
+    (the worker that adopted the job may have read the cancel's signal as a failure)."""
     job = uow.jobs.get(job_id, for_update=True)
     if job is None:
         return None
     if end.attempt is not None and job.shallow_retries + job.deep_retries != end.attempt:
         log.info("job %s: the end of attempt %d was recorded already", job_id, end.attempt)
-        return None
+        return None  # a pending cancel is the current attempt's
+    if cancels is None:
+        cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
+    for request in cancels:  # the attempt ended: nothing left to stop (an Aborted job's cancel too)
+        uow.queue.complete(request, now)
     if job.state == JobState.CLEARED.value:  # purged: its job area, and what it counted, are gone
         log.info("job %s: purged before the end of its attempt was recorded", job_id)
         return None
@@ -241,11 +251,7 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
         uow.usage.add(job.owner_dn, end.output_bytes, now)
     if JobState(job.state) in FINAL_STATES:
         return None
-    if cancels is None:
-        cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
     if end.state == JobState.CANCELLED or (cancels and end.state != JobState.DONE):
-        for request in cancels:
-            uow.queue.complete(request, now)
         change_state(uow, job_id, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
         return JobState.CANCELLED
     if end.state == JobState.DONE:

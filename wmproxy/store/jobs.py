@@ -796,14 +796,12 @@ _PENDING_COMMANDS = select(ExecutionRequest).where(
 )
 
 
-#: :meth:`SqlExecutionQueue.take_pending`: the pending requests of some jobs, then each one done.
-_PENDING_ROWS = select(_REQUESTS.c.id, _REQUESTS.c.job_id).where(
+#: :meth:`SqlExecutionQueue.pending_jobs`: the jobs with a pending request, oldest request first.
+_PENDING_JOBS = select(_REQUESTS.c.job_id).where(
     _REQUESTS.c.job_id.in_(_IDS),
     _REQUESTS.c.command == bindparam("command", type_=_REQUESTS.c.command.type),
     _REQUESTS.c.done_at.is_(None),
 ).order_by(_REQUESTS.c.id)
-_COMPLETE = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id")).values(
-    done_at=bindparam("b_done_at", type_=_REQUESTS.c.done_at.type))
 
 
 def _claimable_rows(*, skip_locked: bool) -> Select[Any]:
@@ -984,16 +982,13 @@ class SqlExecutionQueue:
         the worker asks each cycle)."""
         return self.session.scalars(_PENDING_COMMANDS, {"ids": list(job_ids), "command": command}).all()
 
-    def take_pending(self, job_ids: Sequence[str], command: str, now: dt.datetime) -> list[str]:
-        """Mark the pending ``command`` requests of ``job_ids`` done at ``now`` (:meth:`complete`
-        of each of :meth:`pending_commands`) and return their jobs' ids, oldest request first:
-        Core statements built once, one SELECT and, when some are found, one executemany UPDATE."""
-        conn = self.session.connection()
-        rows = list(conn.execute(_PENDING_ROWS, {"ids": list(job_ids), "command": command}))
-        if rows:
-            self.session.flush()  # Core statements do not autoflush
-            conn.execute(_COMPLETE, [{"b_id": row[0], "b_done_at": now} for row in rows])
-        return [row[1] for row in rows]
+    def pending_jobs(self, job_ids: Sequence[str], command: str) -> list[str]:
+        """The ids of the jobs among ``job_ids`` with a pending ``command`` request, by their
+        oldest one, each once; the requests are left pending. One Core SELECT built once, no
+        ORM object (the worker asks every few cycles)."""
+        self.session.flush()  # Core statements do not autoflush
+        rows = self.session.connection().execute(_PENDING_JOBS, {"ids": list(job_ids), "command": command})
+        return list(dict.fromkeys(rows.scalars()))
 
     def pending_for(self, job_id: str) -> Sequence[ExecutionRequest]:
         return self.session.scalars(
