@@ -278,6 +278,25 @@ class TestAdoption:
         until(heir, in_state(rt, job_id, JobState.DONE), "the requeued job to end")
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 2
 
+    def test_a_job_cancelled_while_claimed_by_a_worker_that_died_ends_cancelled_not_requeued(
+            self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]) -> None:
+        """The user cancelled the job while a worker that then died held it, before its wrapper
+        ran: the heir ends it Cancelled by user. Requeued, it went back to Waiting with its cancel
+        pending, and the next worker started it before it saw the cancel."""
+        job_id = submit(rt, alice, "exit 0")
+        dead = workers("w-dead")
+        dead.start()
+        assert service.claim_next_start(rt, "w-dead") is not None
+        abandon(dead, rt)
+        cancel_job(rt, alice, job_id)  # the job is held: a cancel request for its worker
+        heir = workers("w-heir")
+        heir.start()
+        row = job_row(rt, job_id)
+        assert (row.state, row.reason, row.worker) == (JobState.CANCELLED.value, "Cancelled by user", None)
+        assert start_requests(rt, job_id) == 1 and running_events(rt, job_id) == 0
+        with rt.uow() as uow:
+            assert uow.queue.pending_for(job_id) == []
+
     def test_two_workers_racing_adopt_a_dead_workers_job_once(self, rt: Runtime, alice: Principal,
                                                               workers: Callable[[str], ExecutionWorker]) -> None:
         dead = workers("w-dead")

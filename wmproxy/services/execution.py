@@ -35,6 +35,7 @@ from wmproxy.services.brokering import (
     destination_of,
 )
 from wmproxy.services.compound import on_node_ended, refresh_parent
+from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.matchmaking import SiteView, matching_ad
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
@@ -849,7 +850,16 @@ def requeue_unstarted(rt: Runtime, name: str, job_id: str, reason: str) -> bool:
 
 
 def _requeue(uow: UnitOfWork, job: Job, now: dt.datetime, reason: str) -> None:
-    uow.jobs.set_state(job, JobState.WAITING.value, now, reason=f"requeued: {reason}")
+    """Back to Waiting with a new start request; a job with a pending cancel request (the user
+    cancelled it while a worker held it, before its wrapper ran) ends Cancelled by user instead:
+    requeued, the next worker would start it before it saw the cancel."""
     job.worker = None
     job.backend_ref = None
+    cancels = [request for request in uow.queue.pending_for(job.id) if request.command == "cancel"]
+    if cancels:
+        for request in cancels:
+            uow.queue.complete(request, now)
+        change_state(uow, job.id, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
+        return
+    uow.jobs.set_state(job, JobState.WAITING.value, now, reason=f"requeued: {reason}")
     uow.queue.enqueue(job.id, "start", now)
