@@ -455,6 +455,30 @@ class TestCancelAcrossDeath:
             JobState.CANCELLED.value, "Cancelled by user")
         assert running_events(rt, node) == 1
 
+    def test_a_job_aborted_while_running_whose_worker_died_before_stopping_it_is_stopped_by_the_heir(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        """The proxy expiry pass aborted a running job and asked its worker to stop it; the
+        worker died first. Adoption took only Ready, Scheduled and Running jobs: the job's
+        process ran on, followed by no worker, for as long as it liked."""
+        dead = workers("w-dead")
+        job_id = running(rt, alice, dead)
+        reason = "the user proxy expired (it was not renewed)"
+        with rt.uow() as uow:  # what wmproxy.services.renewal.expiry writes for a running job
+            job = uow.jobs.get(job_id, for_update=True)
+            assert job is not None
+            uow.jobs.set_state(job, JobState.ABORTED.value, utcnow(), reason=reason)
+            uow.queue.enqueue(job_id, "cancel", utcnow())
+        abandon(dead, rt)
+        heir = workers("w-heir")
+        heir.start()
+        assert list(heir.running) == [job_id]
+        until(heir, lambda: cancels_pending(rt, job_id) == 0, "the adopted job to be stopped")
+        assert heir.running == {}
+        row = job_row(rt, job_id)
+        assert (row.state, row.reason) == (JobState.ABORTED.value, reason)
+        assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
     def test_a_late_end_of_an_earlier_attempt_leaves_the_current_attempts_cancel_pending(
         self, rt: Runtime, alice: Principal
     ) -> None:

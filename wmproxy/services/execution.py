@@ -69,6 +69,9 @@ _RNG = random.Random()  # noqa: S311 - brokering choices, not cryptography
 #: States of a job a worker holds (``jobs.worker`` names it).
 HELD_STATES = (JobState.READY, JobState.SCHEDULED, JobState.RUNNING)
 _HELD = tuple(state.value for state in HELD_STATES)
+#: Ended jobs a worker still holds while a ``cancel`` request for them is pending: aborted
+#: (proxy expiry, a failed dependency) or ended while their process was still to be stopped.
+_STOPPING = tuple(state.value for state in FINAL_STATES)
 
 
 class WorkerNameInUseError(WMProxyError):
@@ -757,7 +760,7 @@ def heartbeat(rt: Runtime, name: str, host: str, pid: int) -> bool:
 def unregister_worker(rt: Runtime, name: str, host: str, pid: int) -> None:
     """Remove the worker's row at a clean exit (only when it holds no job any more)."""
     with rt.uow() as uow:
-        if not uow.workers.held_jobs(name, _HELD):
+        if not uow.workers.held_jobs(name, _HELD, stopping=_STOPPING):
             uow.workers.remove(name, host, pid)
 
 
@@ -783,7 +786,9 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
     * Ready (claimed, no work dir recorded): back to Waiting with a new start request,
       exactly once (the job then belongs to no worker);
     * Scheduled or Running: returned, for the worker to follow through its backend
-      reference (:func:`requeue_unstarted` if its wrapper never ran).
+      reference (:func:`requeue_unstarted` if its wrapper never ran);
+    * ended (Aborted by proxy expiry or a failed dependency, say) with a pending ``cancel``
+      request: returned too, for the worker to stop its process, which runs on otherwise.
 
     Jobs on other hosts are never adopted here: a local job can only be followed on
     its own host.
@@ -801,12 +806,12 @@ def adopt_jobs(rt: Runtime, name: str, host: str, known: Collection[str],
                             " its jobs are left to it", dead.name, dead.heartbeat_at.isoformat(), dead.pid)
                 continue
             moved = uow.workers.take_over(dead, name, _HELD, backend_kinds=backend_kinds,
-                                          any_backend=(JobState.READY.value,))
+                                          any_backend=(JobState.READY.value,), stopping=_STOPPING)
             if moved is not None and backend_kinds is not None and uow.workers.get(dead.name) is not None:
                 log.warning("execution worker %s on this host is gone; worker %s lacks the backend of some of its "
                             "jobs (it has %s): they wait for a worker that has it", dead.name, name,
                             ", ".join(sorted(backend_kinds)))
-        for job in uow.workers.held_jobs(name, _HELD):
+        for job in uow.workers.held_jobs(name, _HELD, stopping=_STOPPING):
             if job.id in known:
                 continue
             if job.state == JobState.READY.value:
@@ -839,10 +844,16 @@ def attempts_in_flight(rt: Runtime, job_ids: Collection[str]) -> dict[str, InFli
 def requeue_unstarted(rt: Runtime, name: str, job_id: str, reason: str) -> bool:
     """Put a Ready or Scheduled job held by ``name`` whose wrapper never ran back in the
     queue (Waiting + a new start request), once: False if it is not held by ``name`` in
-    one of those states any more."""
+    one of those states any more. An ended job ``name`` holds (adopted to be stopped) has its
+    pending cancel requests done instead: its wrapper never ran, there is nothing to stop."""
     now = utcnow()
     with rt.uow() as uow:
         job = uow.jobs.get(job_id, for_update=True)
+        if job is not None and job.worker == name and JobState(job.state) in FINAL_STATES:
+            for request in uow.queue.pending_for(job_id):  # ended, its wrapper never ran: nothing to stop
+                if request.command == "cancel":
+                    uow.queue.complete(request, now)
+            return False
         if job is None or job.worker != name or job.state not in (JobState.READY.value, JobState.SCHEDULED.value):
             return False
         _requeue(uow, job, now, reason)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from wmproxy.store.engine import rows_matched
-from wmproxy.store.schema import ExecutionWorkerRow, Job
+from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job
 
 
 class SqlWorkerStore:
@@ -79,11 +79,14 @@ class SqlWorkerStore:
         ).all()
 
     def take_over(self, dead: ExecutionWorkerRow, heir: str, states: Iterable[str], *,
-                  backend_kinds: Collection[str] | None = None, any_backend: Collection[str] = ()) -> int | None:
+                  backend_kinds: Collection[str] | None = None, any_backend: Collection[str] = (),
+                  stopping: Collection[str] = ()) -> int | None:
         """Compare-and-set: give the dead worker's jobs in ``states`` to worker ``heir`` and
         remove its row, if its heartbeat is still the one seen.
 
         Args:
+            stopping: states (final ones) whose jobs change hands too while a ``cancel``
+                request for them is pending: their process was still to be stopped.
             backend_kinds: when given, only the jobs whose ``backend_ref`` names one of these
                 kinds (``<kind>:...``; none counts as ``local``), or whose state is in
                 ``any_backend``, change hands; the row stays while the dead worker holds other
@@ -94,7 +97,7 @@ class SqlWorkerStore:
             first (or the dead worker came back and heartbeat meanwhile).
         """
         seen = (ExecutionWorkerRow.name == dead.name, ExecutionWorkerRow.heartbeat_at == dead.heartbeat_at)
-        held = (Job.worker == dead.name, Job.state.in_(list(states)))
+        held = (Job.worker == dead.name, _held_states(states, stopping))
         # The row is locked (and checked) first: two heirs never both win it.
         won = rows_matched(self.session, update(ExecutionWorkerRow).where(*seen)
                            .values(heartbeat_at=dead.heartbeat_at).execution_options(synchronize_session=False))
@@ -107,11 +110,12 @@ class SqlWorkerStore:
                              .execution_options(synchronize_session=False))
         return moved
 
-    def held_jobs(self, name: str, states: Iterable[str]) -> Sequence[Job]:
-        """Jobs in ``states`` held by worker ``name``, oldest first, locked for update."""
+    def held_jobs(self, name: str, states: Iterable[str], *, stopping: Collection[str] = ()) -> Sequence[Job]:
+        """Jobs in ``states`` held by worker ``name``, and those in ``stopping`` with a pending
+        ``cancel`` request (:meth:`take_over`), oldest first, locked for update."""
         return self.session.scalars(
             select(Job)
-            .where(Job.worker == name, Job.state.in_(list(states)))
+            .where(Job.worker == name, _held_states(states, stopping))
             .order_by(Job.created_at)
             .with_for_update()
         ).all()
@@ -124,6 +128,16 @@ class SqlWorkerStore:
             .where(ExecutionWorkerRow.name == name, ExecutionWorkerRow.host == host, ExecutionWorkerRow.pid == pid)
             .execution_options(synchronize_session=False),
         ) == 1
+
+
+def _held_states(states: Iterable[str], stopping: Collection[str]) -> ColumnElement[bool]:
+    """A job in ``states``, or in ``stopping`` with a pending ``cancel`` request."""
+    held = Job.state.in_(list(states))
+    if not stopping:
+        return held
+    cancel_pending = exists().where(ExecutionRequest.job_id == Job.id, ExecutionRequest.command == "cancel",
+                                    ExecutionRequest.done_at.is_(None))
+    return or_(held, and_(Job.state.in_(list(stopping)), cancel_pending))
 
 
 def _of_kinds(kinds: Collection[str], any_backend: Collection[str]) -> ColumnElement[bool]:
