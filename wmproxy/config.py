@@ -676,9 +676,11 @@ class SlurmSettings:
         bin_dir: directory of ``sbatch``, ``squeue``, ``scancel``, ...; "" = ``PATH``.
         refresh_interval: seconds between two refreshes of the Slurm CEs' dynamic
             state (``sinfo``/``squeue``).
-        max_pending: seconds a job may stay pending in Slurm before it is taken back
-            and counted a shallow failure (the reference's
-            MaximumTimeAllowedForCondorMatch, 1800).
+        max_pending: seconds a job may stay pending in Slurm for a reason that means it
+            cannot run there (partition down or inactive, required nodes down, limits
+            beyond the partition's, held by an administrator) before it is taken back and
+            counted a shallow failure (the reference's MaximumTimeAllowedForCondorMatch,
+            1800); a job waiting its turn (Resources, Priority) is never taken back.
         default_wall_time: seconds of wall time asked for a job whose CE publishes no
             ``GlueCEPolicyMaxWallClockTime``; 0 = none (the partition's limit).
         default_memory_mb: MB of memory asked for a job whose CE names none; 0 = none.

@@ -4,9 +4,13 @@ classified shallow or deep with Slurm's state in the reason (issue 9, point 3 an
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import signal
 import stat
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import pytest
 
 from tests import support
 from tests.conftest import Pki
-from tests.peers.slurm import SlurmCluster
+from tests.peers.slurm import RECORD, SlurmCluster
 from tests.slurm.slurm_support import (
     CLUSTER,
     launch,
@@ -32,6 +36,28 @@ from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import LOG_NAME, STATE_DIR
 from wmproxy.execution.slurm import SlurmCommands, SlurmError
 from wmproxy.security.proxy import credential_pem, make_proxy
+
+SOCKET_TIMEOUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+
+
+@contextlib.contextmanager
+def controller_stopped(cluster: SlurmCluster) -> Iterator[None]:
+    """slurmctld stopped (SIGSTOP) inside the block, as a controller too busy to answer: a
+    client gives up after ``MessageTimeout`` (10 s) with "Socket timed out on send/recv
+    operation", and slurmctld, continued, still handles what it had been sent."""
+    records = json.loads((cluster.root / RECORD).read_text())
+    pid = next(record["pid"] for record in records if record["name"] == "slurmctld")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def jobs_named(cluster: SlurmCluster, name: str) -> list[str]:
+    """The ids of the jobs of that name Slurm still knows (any state)."""
+    return cluster.run("squeue", "-h", "-r", "--states=all", "-n", name, "-o", "%i").stdout.split()
+
 
 PROXY_CHECK = (
     'id -u > id.out; stat -c %a:%u "$X509_USER_PROXY" > proxy.out; '
@@ -190,6 +216,72 @@ class TestAdoption:
         assert handle.pid == commands.submitted
         assert (outcome.state, outcome.exit_code) == (JobState.DONE, 6)
 
+    def test_a_reference_without_slurm_id_never_takes_the_previous_attempts_job(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        first = make_backend(slurm_cluster, work_root)
+        job = launch(account, input_dir, "exit 0", prologue="/bin/false")
+        failed, outcome = run_job(first, job)  # attempt 0 ends in Slurm (kept MinJobAge seconds)
+        assert (outcome.state, outcome.payload_started) == (JobState.ABORTED, False)
+        first.release(failed)
+        retry = first.prepare(replace(job, attempt=1))
+        assert retry.work_dir == failed.work_dir  # the same work dir, the same grid job
+
+        second = make_backend(slurm_cluster, work_root)  # the worker died before sbatch
+        adopted = second.attach(retry.ref, account)
+        assert adopted is not None
+        never = wait_outcome(second, adopted)
+        assert (never.state, never.recorded, never.payload_started) == (JobState.ABORTED, False, False)
+        assert never.reason == "Slurm has no job for it: it was never submitted (shallow failure)"
+        assert adopted.pid is None  # not attempt 0's Slurm job
+
+        first.spawn(retry)  # this attempt's job, found by a worker adopting its reference without id
+        third = make_backend(slurm_cluster, work_root)
+        found = third.attach(f"slurm:{CLUSTER}:-:{retry.work_dir.name}", account)
+        assert found is not None
+        again = wait_outcome(third, found)
+        assert (found.pid, again.state) == (retry.pid, JobState.ABORTED)
+        assert slurm_cluster.job(str(retry.pid))["JobName"] == job_name(retry.work_dir.name, 1)
+
+    def test_an_sbatch_whose_answer_slurm_lost_is_followed_when_slurmctld_creates_the_job(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        backend = make_backend(slurm_cluster, work_root)
+        handle = backend.prepare(launch(account, input_dir, "echo ran $SLURM_JOB_ID"))
+        with controller_stopped(slurm_cluster):
+            backend.spawn(handle)  # sbatch and the squeue looking for the job both time out: not a refusal
+        assert handle.pid is None
+        outcome = wait_outcome(backend, handle)  # slurmctld, continued, created the job after all
+
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 0)
+        assert jobs_named(slurm_cluster, job_name(handle.work_dir.name)) == [str(handle.pid)]
+        assert (handle.work_dir / "std.out").read_text() == f"ran {handle.pid}\n"
+
+    def test_an_sbatch_whose_answer_was_lost_counts_as_never_submitted_only_after_the_settle_time(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        class LostOnTheWay(SlurmCommands):  # the request never reached slurmctld, sbatch said so
+            def submit(self, script: Path, account: Account | None, cwd: Path) -> int:
+                raise SlurmError(f"sbatch failed: {SOCKET_TIMEOUT.removeprefix('sbatch: error: ')}", command="sbatch",
+                                 returncode=1, stderr=SOCKET_TIMEOUT)
+
+        first = make_backend(slurm_cluster, work_root, commands=LostOnTheWay(slurm_cluster.conf))
+        handle = first.spawn(first.prepare(launch(account, input_dir, "exit 0")))
+        assert handle.pid is None and first.poll(handle) is None  # it may still appear
+        del first  # the worker died
+
+        waiting = make_backend(slurm_cluster, work_root, submit_settle=3600.0)
+        adopted = waiting.attach(handle.ref, account)
+        assert adopted is not None and waiting.poll(adopted) is None  # the lost sbatch is in the work dir
+
+        settled = make_backend(slurm_cluster, work_root, submit_settle=0.0)
+        adopted = settled.attach(handle.ref, account)
+        assert adopted is not None
+        outcome = wait_outcome(settled, adopted)
+        assert (outcome.state, outcome.recorded, outcome.payload_started) == (JobState.ABORTED, False, False)
+        assert outcome.reason is not None and "Socket timed out on send/recv operation" in outcome.reason
+        assert "it was never submitted (shallow failure)" in outcome.reason
+
     def test_references_of_other_backends_and_clusters_are_not_adopted(self, backend: SlurmExecutionBackend,
                                                                        account: Account) -> None:
         assert backend.attach("local:host:12:name", account) is None
@@ -238,6 +330,26 @@ class TestSlurmFailures:
         assert "did not schedule the job within 1 s" in outcome.reason and "shallow failure" in outcome.reason
         assert slurm_cluster.job(str(handle.pid))["JobState"] == "CANCELLED"
         assert not (handle.work_dir / "std.out").exists()
+
+    def test_a_job_waiting_its_turn_is_not_cancelled_after_max_pending(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        busy = slurm_cluster.run("sbatch", "--parsable", "--exclusive", "-o", "/dev/null", "--wrap=sleep 600")
+        busy_id = busy.stdout.strip()
+        support.wait_for(lambda: slurm_cluster.queue().get(busy_id), lambda state: state == "RUNNING",
+                         what="the job holding the node to run")
+        backend = make_backend(slurm_cluster, work_root, max_pending=0.0, refresh=0.0)  # squeue at every poll
+        handle = backend.spawn(backend.prepare(launch(account, input_dir, "exit 0")))
+
+        def waiting() -> str:
+            return slurm_cluster.run("squeue", "-h", "-o", "%T %r", "-j", str(handle.pid)).stdout.strip()
+        support.wait_for(waiting, lambda line: line in ("PENDING Resources", "PENDING Priority"),
+                         what="the job to wait for the node")
+        assert backend.poll(handle) is None  # the backend sees it pending for Resources, past max_pending
+        slurm_cluster.run("scancel", busy_id)
+        outcome = wait_outcome(backend, handle)
+
+        assert (outcome.state, outcome.exit_code) == (JobState.DONE, 0)
 
     def test_a_node_going_down_under_a_running_job_is_a_deep_failure_naming_slurms_state(
         self, backend: SlurmExecutionBackend, account: Account, input_dir: Path, slurm_cluster: SlurmCluster
@@ -411,6 +523,22 @@ class TestJobArrays:
 
         assert [(o.state, o.exit_code) for o in (wait_outcome(second, by_id), wait_outcome(second, without_id))] \
             == [(JobState.DONE, 8), (JobState.DONE, 9)]
+
+    def test_an_array_whose_sbatch_answer_slurm_lost_has_each_task_followed(
+        self, backend: SlurmExecutionBackend, slurm_cluster: SlurmCluster, account: Account, input_dir: Path
+    ) -> None:
+        handles = [backend.prepare(launch(account, input_dir, f"exit {code}")) for code in (1, 2)]
+        with controller_stopped(slurm_cluster):
+            backend.spawn_batch(handles)
+        for handle in handles:
+            backend.spawn(handle)
+        assert [handle.pid for handle in handles] == [None, None]
+
+        outcomes = [wait_outcome(backend, handle) for handle in handles]
+        assert [(o.state, o.exit_code) for o in outcomes] == [(JobState.DONE, 1), (JobState.DONE, 2)]
+        ids = [(parse_ref(handle.ref) or ("", None, ""))[1] for handle in handles]
+        assert ids == [f"{handles[0].pid}_0", f"{handles[0].pid}_1"]
+        assert jobs_named(slurm_cluster, job_name(handles[0].work_dir.name)) == ids
 
     def test_a_refused_array_fails_each_of_its_jobs(
         self, backend: SlurmExecutionBackend, account: Account, input_dir: Path

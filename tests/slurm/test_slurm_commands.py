@@ -25,6 +25,7 @@ from wmproxy.execution.slurm import (
     QueuedJob,
     SlurmCommands,
     SlurmError,
+    cannot_run,
     parse_queue,
     parse_sacct,
     parse_scontrol,
@@ -56,6 +57,26 @@ class TestParsers:
             parse_queue("12|PENDING\n")
         with pytest.raises(ValueError, match="squeue line"):  # an unexpanded array (squeue without -r)
             parse_queue("14_[0-3]|PENDING|N/A|x|None|/w\n")
+
+    def test_pending_reasons_that_mean_the_job_cannot_run_there(self) -> None:
+        for reason in ("ReqNodeNotAvail, UnavailableNodes:vm", "PartitionDown", "PartitionInactive", "NodeDown",
+                       "BadConstraints", "JobHeldAdmin", "PartitionTimeLimit", "DependencyNeverSatisfied",
+                       "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"):
+            assert cannot_run(reason), reason
+        for reason in ("Resources", "Priority", "Dependency", "BeginTime", "None", "QOSMaxJobsPerUserLimit",
+                       "AssocGrpCpuLimit", "Licenses", ""):
+            assert not cannot_run(reason), reason
+
+    def test_an_answer_lost_on_the_way_back_may_have_been_done(self) -> None:
+        lost = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+        assert SlurmError("sbatch failed", command="sbatch", returncode=1, stderr=lost).maybe_done
+        assert SlurmError("sbatch failed", command="sbatch", returncode=1,
+                          stderr="Zero Bytes were transmitted or received").maybe_done
+        assert SlurmError("sbatch did not answer", command="sbatch", timed_out=True).maybe_done
+        refused = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+        assert not SlurmError("sbatch failed", command="sbatch", returncode=1, stderr=refused).maybe_done
+        unreachable = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+        assert not SlurmError("sbatch failed", command="sbatch", returncode=1, stderr=unreachable).maybe_done
 
     def test_sacct_gives_the_first_word_of_the_state(self) -> None:
         assert parse_sacct("7|CANCELLED by 0|0:15\n") == JobEnd("CANCELLED", exit_code="0:15")
@@ -178,6 +199,8 @@ class TestBatchScript:
         assert parse_ref("local:h:42:x") is None and parse_ref("slurm:c:4x:x") is None
         assert parse_ref("slurm:c:4_:x") is None
         assert job_name(WORK.name) == "wmp_AbC-x_1yz"
+        assert job_name(WORK.name, 0) == "wmp_AbC-x_1yz" and job_name(WORK.name, 3) == "wmp_AbC-x_1yz.3"
+        assert len(job_name("x" * 100, 12)) == 64 and job_name("x" * 100, 12).endswith("x.12")
 
 
 class TestCommands:

@@ -68,6 +68,22 @@ FINAL_STATES = frozenset({
 KILLED_BY_SLURM = frozenset({"BOOT_FAIL", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"})
 RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "COMPLETING"})
 PENDING_STATE = "PENDING"
+#: Reasons (squeue ``%r``, ``job_reason_string``) of a pending job that cannot run where it
+#: is as things stand: the partition or the nodes it needs are down, inactive or too small,
+#: its limits exceed the partition's, its account, QOS or reservation is not allowed, it is
+#: held, or its dependency can never be met. Not the reasons of a job merely waiting its turn
+#: (``Resources``, ``Priority``, ``Dependency``, ``BeginTime``, ``*Limit`` of an association
+#: or QOS, ``Licenses``...).
+CANNOT_RUN_REASONS = frozenset({
+    "AccountNotAllowed", "BadConstraints", "DependencyNeverSatisfied", "FrontEndDown", "InvalidAccount",
+    "InvalidQOS", "JobHeldAdmin", "JobHeldUser", "JobLaunchFailure", "NodeDown", "PartitionDown",
+    "PartitionInactive", "PartitionNodeLimit", "PartitionTimeLimit", "QOSNotAllowed", "ReqNodeNotAvail",
+    "ReservationDeleted", "SystemFailure",
+})
+#: The beginnings of squeue's descriptions (``state_desc``, printed instead of the reason
+#: code) of those reasons: ``ReqNodeNotAvail, UnavailableNodes:n1``, ``Nodes required for job
+#: are DOWN, DRAINED or reserved for jobs in higher priority partitions``.
+_CANNOT_RUN_DESCRIPTIONS = ("Nodes required for job are DOWN", "launch failed requeued held")
 #: Base node states (``sinfo %T`` without its flag suffix) of nodes that can run jobs.
 USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
 _NODE_FLAGS = "*~#!%$@^-+"
@@ -75,6 +91,23 @@ _QUEUE_FORMAT = "%i|%T|%V|%j|%r|%Z"
 _INVALID_JOB = "Invalid job id specified"
 #: A Slurm job id: ``123``, or ``123_4`` for task 4 of the job array 123.
 _JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")
+#: Slurm's messages (``slurm_errtab.c``) and the system's of a request that may have reached
+#: slurmctld although its answer never came back (the controller busy past ``MessageTimeout``,
+#: the connection lost): what it asked for may have been done, even later. A connect failure
+#: ("Unable to contact slurm controller (connect failure)") sent nothing and is not among them.
+ANSWER_LOST = (
+    "Socket timed out on send/recv operation",
+    "Zero Bytes were transmitted or received",
+    "Message send failure",
+    "Message receive failure",
+    "Unable to contact slurm controller (send failure)",
+    "Unable to contact slurm controller (receive failure)",
+    "Unable to contact slurm controller (shutdown failure)",
+    "Unexpected message received",
+    "Insane message length",
+    "Connection reset by peer",
+    "Broken pipe",
+)
 
 
 class SlurmError(WMProxyError):
@@ -94,6 +127,13 @@ class SlurmError(WMProxyError):
         self.returncode = returncode
         self.stderr = stderr
         self.timed_out = timed_out
+
+    @property
+    def maybe_done(self) -> bool:
+        """Whether the command may have taken effect although it failed: it was killed after
+        the timeout, or Slurm's message says the controller's answer was lost
+        (:data:`ANSWER_LOST`), so the controller may still act on the request."""
+        return self.timed_out or any(text in self.stderr or text in str(self) for text in ANSWER_LOST)
 
 
 @dataclass(frozen=True)
@@ -217,6 +257,13 @@ def parse_queue(squeue_output: str) -> dict[str, QueuedJob]:
         job_id, state, submitted, name, reason, work_dir = fields
         jobs[job_id] = QueuedJob(job_id, state, _seconds(submitted), name, reason, work_dir)
     return jobs
+
+
+def cannot_run(reason: str) -> bool:
+    """Whether a pending job's reason (squeue ``%r``: the code or Slurm's description) is one
+    of :data:`CANNOT_RUN_REASONS`, not a job waiting its turn."""
+    code = re.split(r"[,\s(]", reason.strip(), maxsplit=1)[0]
+    return code in CANNOT_RUN_REASONS or reason.strip().startswith(_CANNOT_RUN_DESCRIPTIONS)
 
 
 def base_job_id(job_id: str) -> str:

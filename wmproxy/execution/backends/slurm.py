@@ -7,8 +7,8 @@ The work dir is the local backend's (:meth:`LocalExecutionBackend.prepare
 copy, spec) plus, in ``.wmproxy/``, the batch script ``slurm.sh``, whose ``#SBATCH`` lines
 carry every option:
 
-* ``--partition`` the CE's queue, ``--job-name=wmp_<last part of the job id>``,
-  ``--comment=<job id>``;
+* ``--partition`` the CE's queue, ``--job-name=wmp_<last part of the job id>`` (and
+  ``.<n>`` for the n-th resubmission: :func:`job_name`), ``--comment=<job id>``;
 * ``--chdir`` the work dir, ``--output``/``--error`` ``.wmproxy/wrapper.log`` (the wrapper's
   own output, with the prologue's and epilogue's);
 * ``--time`` the CE's wall-clock limit in whole minutes (rounded up), ``--mem`` the memory
@@ -52,9 +52,17 @@ goes into the reason, and ``started.json`` tells deep from shallow. A wrapper th
 recorded a signal which wmproxy did not send (its own SIGTERM, or the payload's: Slurm
 signals every process of the job) in a job Slurm ended as NODE_FAIL, TIMEOUT, PREEMPTED,
 OUT_OF_MEMORY... was stopped by Slurm: Aborted with Slurm's state in the reason, neither
-Cancelled nor Done. A job pending longer than ``max_pending`` seconds since Slurm's submit
-time (so the clock survives a worker restart) is scancelled and Aborted as never scheduled
-(shallow).
+Cancelled nor Done. A job pending longer than ``max_pending`` seconds for a reason that
+means it cannot run there (:func:`~wmproxy.execution.slurm.cannot_run`: partition down,
+required nodes down, held...) is scancelled and Aborted as never scheduled (shallow); a job
+waiting its turn (``Resources``, ``Priority``) waits.
+
+An sbatch whose answer was lost (killed after the timeout, or Slurm's "Socket timed out on
+send/recv operation" and the like: :attr:`SlurmError.maybe_done
+<wmproxy.execution.slurm.SlurmError.maybe_done>`) is not a refusal: slurmctld may create the
+job even later. The job stays without Slurm id and is followed once squeue lists it; only
+``submit_settle`` seconds later, Slurm still listing none, is its name scancelled and the job
+reported never submitted (shallow), so that Slurm never runs it beside a resubmission.
 
 Failure classification (the worker feeds it to the retry rules):
 
@@ -63,7 +71,10 @@ Slurm outcome                                JobOutcome               retry
 =========================================== ======================== ==============
 sbatch refused (partition unknown, INACTIVE, :class:`BackendError`     shallow
 DRAIN, memory too large, controller down)    (Slurm's message)
-pending longer than ``max_pending``          Aborted, not started     shallow
+sbatch lost its answer, no job after         Aborted, not started     shallow
+``submit_settle``
+pending longer than ``max_pending`` where    Aborted, not started     shallow
+it cannot run
 wrapper could not start (python missing),    Aborted, not started     shallow
 NODE_FAIL/BOOT_FAIL before the payload
 NODE_FAIL, TIMEOUT, PREEMPTED,               Aborted, started         deep
@@ -84,7 +95,6 @@ work dir in ``squeue`` (or its ``slurm-task``), or requeued when Slurm never saw
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -117,6 +127,7 @@ from wmproxy.execution.slurm import (
     SlurmCommands,
     SlurmError,
     base_job_id,
+    cannot_run,
     time_limit,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
@@ -143,9 +154,18 @@ NAME_PREFIX = "wmp_"
 DEFAULT_REFRESH = 1.0
 #: Seconds a job that has left Slurm may take to show its status.json on the shared filesystem.
 DEFAULT_STATUS_GRACE = 5.0
+#: Seconds after an sbatch whose answer was lost during which slurmctld may still create the
+#: job: munge's default credential lifetime (300 s; slurmctld refuses an older request) plus
+#: a margin.
+DEFAULT_SUBMIT_SETTLE = 330.0
+#: ``<Unix time> <job name> <task or ->`` and sbatch's message, written (only) after an sbatch
+#: whose answer was lost, so that a worker adopting the job waits as long for it to appear.
+UNRESOLVED_NAME = "slurm-unresolved"
 _UNSAFE_PATH = re.compile(r"[\s%\\\"']")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _LOG_TAIL_BYTES = 4096
+_SCRIPT_NAME_LINE = re.compile(r"^#SBATCH --job-name=(\S+)$", re.M)
+_SCRIPT_HEAD_BYTES = 4096
 _REF = re.compile(rf"{SCHEME}:([^:]*):(-|[0-9]+(?:_[0-9]+)?):(.+)", re.S)
 
 
@@ -156,7 +176,35 @@ class _Followed:
     cancelled: bool = False  # wmproxy sent the cancel
     killed: bool = False  # the final scancel (KILL) was sent
     expired: str | None = None  # the reason when it was cancelled for pending too long
+    stuck_since: float | None = None  # monotonic time it was first seen pending for a reason it cannot run
     ended_at: float | None = None  # monotonic time it was first seen gone without status
+
+
+@dataclass(frozen=True)
+class _Unresolved:
+    """An sbatch whose answer was lost: the job may exist, or appear until ``since`` plus
+    ``submit_settle``."""
+
+    name: str  # the job's (or its job array's) name
+    task: int | None  # its task in the job array, None for a job alone
+    since: float  # Unix time of the failure
+    error: str  # sbatch's message
+
+    def encode(self) -> bytes:
+        task = "-" if self.task is None else str(self.task)
+        return f"{self.since:.0f} {self.name} {task}\n{self.error}\n".encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> _Unresolved | None:
+        head, _newline, error = data.decode(errors="replace").partition("\n")
+        fields = head.split()
+        try:
+            since = float(fields[0])
+        except (IndexError, ValueError):
+            return None
+        if len(fields) != 3 or not (fields[2] == "-" or fields[2].isdigit()):
+            return None
+        return cls(fields[1], None if fields[2] == "-" else int(fields[2]), since, error.strip())
 
 
 @dataclass(frozen=True)
@@ -165,6 +213,7 @@ class _Prepared:
     ``batch_key`` (account, partition, limits) may share one job array."""
 
     job_id: str
+    name: str  # the Slurm job name (:func:`job_name`: of this attempt)
     queue: str
     wall_time: int | None
     memory_mb: int | None
@@ -187,8 +236,9 @@ class SlurmExecutionBackend:
         slurm_conf: the cluster's ``slurm.conf``; None: Slurm's default.
         bin_dir: where ``sbatch`` and the other clients are; None: ``/usr/bin`` etc.
         python: the interpreter on the nodes that runs the wrapper.
-        max_pending: seconds a job may stay PENDING (since its Slurm submit time) before
-            it is cancelled and Aborted as never scheduled.
+        max_pending: seconds a job may stay PENDING for a reason that means it cannot run
+            there (:func:`~wmproxy.execution.slurm.cannot_run`) before it is cancelled and
+            Aborted as never scheduled.
         kill_grace: the wrapper's seconds between SIGTERM and SIGKILL of a cancelled job;
             ``scancel`` ends the job when it has not stopped this plus
             :data:`~wmproxy.execution.backends.local.CANCEL_MARGIN` seconds after.
@@ -203,6 +253,9 @@ class SlurmExecutionBackend:
             set aside with one rename and removed by :meth:`tidy`.
         max_array: jobs one job array of :meth:`spawn_batch` carries at most (1: none,
             every job its own sbatch); at most the cluster's ``MaxArraySize`` - 1.
+        submit_settle: seconds after an sbatch whose answer was lost (timeout, Slurm's
+            "Socket timed out on send/recv operation"...) during which the job is looked
+            for in Slurm before it counts as never submitted.
 
     Raises:
         ValueError: the work root has characters Slurm would misread.
@@ -213,7 +266,8 @@ class SlurmExecutionBackend:
                  max_pending: float = 1800.0, kill_grace: float = 10.0, cluster: str = "",
                  refresh: float = DEFAULT_REFRESH, status_grace: float = DEFAULT_STATUS_GRACE,
                  timeout: float = DEFAULT_TIMEOUT, commands: SlurmCommands | None = None,
-                 background_removal: bool = False, max_array: int = DEFAULT_MAX_ARRAY) -> None:
+                 background_removal: bool = False, max_array: int = DEFAULT_MAX_ARRAY,
+                 submit_settle: float = DEFAULT_SUBMIT_SETTLE) -> None:
         self.work_root = Path(os.path.abspath(work_root))
         if _UNSAFE_PATH.search(str(self.work_root)):
             raise ValueError(f"The Slurm work root {self.work_root} must not hold whitespace, %, quotes or \\")
@@ -229,13 +283,16 @@ class SlurmExecutionBackend:
         self.cluster = cluster
         self.refresh = refresh
         self.status_grace = status_grace
+        self.submit_settle = submit_settle
         self._files = LocalExecutionBackend(self.work_root, kill_grace=kill_grace, python=python,  # no zygotes:
                                             background_removal=background_removal, zygotes=False)  # job.marshal
         self._followed: dict[str, _Followed] = {}
         self._queue: dict[str, QueuedJob] = {}
         self._queried: set[str] = set()  # the ids the last squeue asked for
         self._prepared: dict[Path, _Prepared] = {}  # work dir → prepared, not yet spawned
-        self._batched: dict[Path, str | BackendError] = {}  # work dir → its task's id, or why its array failed
+        # work dir → its task's id, or why its array failed, or its lost sbatch
+        self._batched: dict[Path, str | BackendError | _Unresolved] = {}
+        self._unresolved: dict[Path, _Unresolved] = {}  # work dir → its lost sbatch, job not found yet
         self._wrapper_dir: Path | None = None  # the shared wrapper, once installed
         self._queue_at = float("-inf")  # monotonic time of the last squeue
 
@@ -261,7 +318,8 @@ class SlurmExecutionBackend:
             self._files.release(handle)
             raise BackendError(str(exc)) from None
         handle.ref = self._ref(None, work_dir.name)
-        self._prepared[work_dir] = _Prepared(launch.job_id, launch.queue, launch.wall_time, launch.memory_mb,
+        self._prepared[work_dir] = _Prepared(launch.job_id, job_name(work_dir.name, launch.attempt), launch.queue,
+                                             launch.wall_time, launch.memory_mb,
                                              None if launch.account is None else launch.account.uid)
         return handle
 
@@ -295,7 +353,7 @@ class SlurmExecutionBackend:
 
     def _submit_array(self, chunk: list[tuple[RunHandle, _Prepared]]) -> None:
         first = chunk[0][0]
-        name = job_name(first.work_dir.name)
+        name = chunk[0][1].name
         try:
             for index, (handle, _prepared) in enumerate(chunk):
                 identity.write_state_file(handle.work_dir, TASK_NAME, f"{name} {index}\n".encode(), 0o400,
@@ -311,27 +369,36 @@ class SlurmExecutionBackend:
         try:
             array_id: int | None = self.commands.submit(path, first.account, first.work_dir)
         except SlurmError as exc:
-            array_id = self._submitted_anyway(name, self.work_root, first.account, 0) if exc.timed_out else None
-            if array_id is None:
+            if not exc.maybe_done:
                 error = BackendError(f"Slurm refused the job: {exc}")
                 for handle, _prepared in chunk:
                     self._batched[handle.work_dir] = error
+                return
+            array_id = self._submitted_anyway(name, self.work_root, 0)
+            if array_id is None:
+                since = time.time()
+                for index, (handle, _prepared) in enumerate(chunk):
+                    self._batched[handle.work_dir] = _Unresolved(name, index, since, str(exc))
                 return
         for index, (handle, _prepared) in enumerate(chunk):
             self._batched[handle.work_dir] = f"{array_id}_{index}"
 
     def spawn(self, handle: RunHandle) -> RunHandle:
-        """``sbatch`` the prepared job as its account; the handle then names the Slurm job.
+        """``sbatch`` the prepared job as its account; the handle then names the Slurm job, or,
+        when sbatch's answer was lost and Slurm lists no job yet, none (:meth:`poll` resolves it).
 
         Raises:
             BackendError: sbatch refused the job (Slurm's message: unknown or inactive
                 partition, impossible limits, controller unreachable), or no account was
                 mapped while the worker runs as root.
         """
-        self._prepared.pop(handle.work_dir, None)
+        prepared = self._prepared.pop(handle.work_dir, None)
         batched = self._batched.pop(handle.work_dir, None)
         if isinstance(batched, BackendError):
             raise batched
+        if isinstance(batched, _Unresolved):  # its job array's sbatch lost its answer
+            self._unresolve(handle, batched)
+            return handle
         if batched is not None:  # a task of a job array spawn_batch submitted
             self._follow(handle, batched)
             return handle
@@ -339,26 +406,40 @@ class SlurmExecutionBackend:
         try:
             job_id = self.commands.submit(script, handle.account, handle.work_dir)
         except SlurmError as exc:
-            found = self._submitted_anyway(job_name(handle.work_dir.name), handle.work_dir, handle.account, None) \
-                if exc.timed_out else None
-            if found is None:
+            if not exc.maybe_done:
                 raise BackendError(f"Slurm refused the job: {exc}") from None
+            name = prepared.name if prepared is not None else self._submission_name(handle.work_dir)
+            found = self._submitted_anyway(name, handle.work_dir, None)
+            if found is None:
+                self._unresolve(handle, _Unresolved(name, None, time.time(), str(exc)))
+                return handle
             job_id = found
         self._follow(handle, str(job_id))
         return handle
 
-    def _submitted_anyway(self, name: str, work_dir: Path, account: Account | None, task: int | None) -> int | None:
-        """After an sbatch that timed out: the job (the job array, with ``task``) it may
-        have created after all. When Slurm cannot say, a job of that name is cancelled
-        (best effort), so that a resubmission never runs beside it."""
+    def _submitted_anyway(self, name: str, work_dir: Path, task: int | None) -> int | None:
+        """After an sbatch whose answer was lost: the job (the job array, with ``task``) it
+        has created, None when Slurm lists none (yet) or cannot be asked."""
         try:
             found = self.commands.find(name, work_dir, task)
         except SlurmError as exc:
-            log.warning("sbatch of %s timed out and Slurm cannot be asked (%s); cancelling it", name, exc)
-            with contextlib.suppress(SlurmError):
-                self.commands.run("scancel", f"--name={name}", account=account, as_account=True)
+            log.warning("sbatch of %s lost its answer and Slurm cannot be asked: %s", name, exc)
             return None
         return None if found is None else int(base_job_id(found.job_id))
+
+    def _unresolve(self, handle: RunHandle, unresolved: _Unresolved) -> None:
+        """Leave the job without Slurm id after an sbatch whose answer was lost: :meth:`poll`
+        follows the job once Slurm lists it, and reports it never submitted only
+        ``submit_settle`` seconds later (after a ``scancel`` of its name), so that a job
+        slurmctld creates late never runs beside a resubmission. Recorded in the work dir
+        for a worker that adopts the job meanwhile."""
+        log.warning("sbatch of %s lost its answer (%s): looking for the job in Slurm for %g s", unresolved.name,
+                    unresolved.error, self.submit_settle)
+        self._unresolved[handle.work_dir] = unresolved
+        try:
+            identity.write_state_file(handle.work_dir, UNRESOLVED_NAME, unresolved.encode(), 0o400, handle.account)
+        except WMProxyError as exc:
+            log.warning("cannot record the lost sbatch of %s in its work dir: %s", unresolved.name, exc)
 
     def _follow(self, handle: RunHandle, job_id: str) -> None:
         handle.pid = int(base_job_id(job_id))
@@ -401,8 +482,18 @@ class SlurmExecutionBackend:
             log.warning("cannot look %s up in Slurm: %s", handle.work_dir.name, exc)
             return None
         if found is not None:
+            self._unresolved.pop(handle.work_dir, None)
             self._follow(handle, found.job_id)
             return None
+        unresolved = self._lost_sbatch(handle.work_dir)
+        if unresolved is not None:
+            if time.time() - unresolved.since < self.submit_settle:
+                return None  # slurmctld may still create it
+            try:  # a job recorded since the squeue above never runs beside a resubmission
+                self.commands.run("scancel", f"--name={unresolved.name}", account=handle.account, as_account=True)
+            except SlurmError as exc:
+                log.warning("cannot cancel the jobs named %s: %s", unresolved.name, exc)
+                return None
         status = self._status(handle)
         if isinstance(status, JobOutcome):
             return status
@@ -410,8 +501,27 @@ class SlurmExecutionBackend:
         if status is not None:
             return outcome_of(status, started)
         if not started:
+            if unresolved is not None:
+                return _failure(f"{unresolved.error}, and Slurm had no job for it "
+                                f"{self.submit_settle:g} s later: it was never submitted", False, recorded=False)
             return _failure("Slurm has no job for it: it was never submitted", False, recorded=False)
         return outcome_of(None, started)
+
+    def _lost_sbatch(self, work_dir: Path) -> _Unresolved | None:
+        """The lost sbatch of an unresolved job: this worker's, or the one recorded in its
+        work dir (by a worker that died since)."""
+        unresolved = self._unresolved.get(work_dir)
+        if unresolved is not None:
+            return unresolved
+        try:
+            fd = open_confined(work_dir, f"{STATE_DIR}/{UNRESOLVED_NAME}")
+        except ConfinementError:
+            return None
+        with os.fdopen(fd, "rb") as stream:
+            unresolved = _Unresolved.decode(stream.read(_LOG_TAIL_BYTES))
+        if unresolved is not None:
+            self._unresolved[work_dir] = unresolved
+        return unresolved
 
     def _find_submitted(self, handle: RunHandle) -> QueuedJob | None:
         """The Slurm job of a job whose reference has no id: its task in the job array its
@@ -427,7 +537,18 @@ class SlurmExecutionBackend:
             found = self.commands.find(task[0], self.work_root, int(task[1]))
             if found is not None:
                 return found
-        return self.commands.find(job_name(handle.work_dir.name), handle.work_dir)
+        return self.commands.find(self._submission_name(handle.work_dir), handle.work_dir)
+
+    def _submission_name(self, work_dir: Path) -> str:
+        """The Slurm job name the work dir's ``slurm.sh`` gives (the attempt's, :func:`job_name`);
+        the name of a first attempt when the script cannot be read."""
+        try:
+            fd = open_confined(work_dir, f"{STATE_DIR}/{SCRIPT_NAME}")
+        except ConfinementError:
+            return job_name(work_dir.name)
+        with os.fdopen(fd, "rb") as stream:
+            found = _SCRIPT_NAME_LINE.search(stream.read(_SCRIPT_HEAD_BYTES).decode(errors="replace"))
+        return found.group(1) if found else job_name(work_dir.name)
 
     def _lookup(self, job_id: str) -> tuple[bool, QueuedJob | None]:
         """``(known, queued)``: whether the last squeue (refreshed when older than
@@ -448,9 +569,21 @@ class SlurmExecutionBackend:
         return True, self._queue.get(job_id)
 
     def _expire_if_stale(self, handle: RunHandle, followed: _Followed, queued: QueuedJob) -> None:
-        if followed.expired is not None or queued.submitted is None:
+        """Cancel a job pending for more than ``max_pending`` seconds for a reason that means
+        it cannot run there (:func:`~wmproxy.execution.slurm.cannot_run`), counted from when
+        this backend first saw such a reason (and never before Slurm's submit time); a job
+        waiting its turn (``Resources``, ``Priority``...) waits as long as Slurm keeps it."""
+        if followed.expired is not None:
             return
-        pending = time.time() - queued.submitted
+        if not cannot_run(queued.reason):
+            followed.stuck_since = None
+            return
+        now = time.monotonic()
+        if followed.stuck_since is None:
+            followed.stuck_since = now
+        pending = now - followed.stuck_since
+        if queued.submitted is not None:
+            pending = min(pending, time.time() - queued.submitted)
         if pending <= self.max_pending:
             return
         try:
@@ -591,6 +724,7 @@ class SlurmExecutionBackend:
             self._forget(job_id)
         self._prepared.pop(handle.work_dir, None)
         self._batched.pop(handle.work_dir, None)
+        self._unresolved.pop(handle.work_dir, None)
         self._files.release(handle)
 
     def tidy(self, budget: float | None = None) -> int:
@@ -624,10 +758,14 @@ def parse_ref(ref: str) -> tuple[str, str | None, str] | None:
     return cluster, None if job_id == "-" else job_id, name
 
 
-def job_name(work_dir_name: str) -> str:
-    """The Slurm job name of a job: ``wmp_`` + the last part of its id (the work dir name
-    encodes the id), at most 64 characters of ``[A-Za-z0-9_.-]``."""
-    return NAME_PREFIX + _NAME_CHARS.sub("_", job_unique(_job_id_of(work_dir_name)))[:60]
+def job_name(work_dir_name: str, attempt: int = 0) -> str:
+    """The Slurm job name of an attempt of a job: ``wmp_`` + the last part of its id (the
+    work dir name encodes the id), then ``.<attempt>`` for a resubmission (attempt 1 on),
+    at most 64 characters of ``[A-Za-z0-9_.-]``. A reference without Slurm id is resolved by
+    this name, so a job of an earlier attempt (same work dir, kept by Slurm ``MinJobAge``
+    seconds, or still running) is never taken for this attempt's."""
+    suffix = f".{attempt}" if attempt else ""
+    return NAME_PREFIX + _NAME_CHARS.sub("_", job_unique(_job_id_of(work_dir_name)))[:60 - len(suffix)] + suffix
 
 
 def _job_id_of(work_dir_name: str) -> str:
@@ -716,7 +854,7 @@ def batch_script(launch: JobLaunch, work_dir: Path, wrapper_dir: Path, python: s
     log_file = work_dir / STATE_DIR / LOG_NAME
     options = [
         f"--partition={_partition(launch.queue)}",
-        f"--job-name={job_name(work_dir.name)}",
+        f"--job-name={job_name(work_dir.name, launch.attempt)}",
         f"--chdir={work_dir}",
         f"--output={log_file}",
         f"--error={log_file}",
