@@ -1,4 +1,5 @@
-"""Who may act on a job: the owner for everything, ACL items for reading (§6.4)."""
+"""Who may act on a job: the owner for everything, ACL items for reading (§6.4): a node's
+own items and its compound job's (:func:`acl_items`)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def job_for(uow: UnitOfWork, principal: Principal, job_id: str, *, access: Acces
         raise JobNotFoundError(job_id)
     if job.owner_dn == principal.dn:
         return job
-    if access == "read" and grants(uow.jobs.acl_items(_acl_holder(uow, job)), principal):
+    if access == "read" and grants(acl_items(uow, job), principal):
         return job
     raise AuthorizationError("Authorization error: user not authorized")
 
@@ -58,6 +59,14 @@ def live_job(uow: UnitOfWork, rt: Runtime, principal: Principal, job_id: str, *,
     return job
 
 
-def _acl_holder(uow: UnitOfWork, job: Job) -> str:
-    """Nodes share their compound job's ACL."""
-    return job.parent_id or job.id
+def acl_items(uow: UnitOfWork, job: Job) -> list[str]:
+    """The ACL items that grant read access to ``job`` (what getACLItems lists after the owner):
+    its own, oldest first, then for a node those of its compound job it does not hold itself.
+
+    A node has its own ACL (addACLItems on a node grants access to that node only) and inherits
+    its compound job's: an item added on the compound job grants access to all its nodes.
+    """
+    items = uow.jobs.acl_items(job.id)
+    if job.parent_id is not None:
+        items += [item for item in uow.jobs.acl_items(job.parent_id) if item not in items]
+    return items

@@ -6,13 +6,19 @@ below it (``/atlas`` admits ``/atlas/Role=production/Capability=NULL``), gains R
 access to the job: its status, JDL, output file list, proxy info, perusal files and its
 sandbox over HTTPS (GET). Changing the job (start, cancel, purge, uploads, the ACL
 itself) stays with the owner, as the reference granted added entries read only.
+
+Every node of a compound job has its own ACL, as each sub-job had its own ``.gacl``:
+addACLItems on a node grants access to that node only. A node also inherits its compound
+job's items: one added on the compound job grants access to the job and all its nodes. What
+getACLItems lists is what grants access (:func:`wmproxy.services.access.acl_items`): for a
+node, its own items, then the inherited ones; an inherited item is removed on the compound job.
 """
 
 from __future__ import annotations
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthorizationError, InvalidArgumentError, OperationNotAllowedError
-from wmproxy.services.access import live_job
+from wmproxy.services.access import acl_items, live_job
 from wmproxy.services.runtime import Runtime
 
 #: Error code of the reference's GACL failures (WMS_GACL_ERROR).
@@ -24,10 +30,11 @@ class AclError(AuthorizationError):
 
 
 def get_acl_items(rt: Runtime, principal: Principal, job_id: str) -> list[str]:
-    """getACLItems: the owner's DN first, then the added items."""
+    """getACLItems: the owner's DN first, then the items that grant read access (a node's own,
+    then its compound job's)."""
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id, access="read")
-        return [job.owner_dn, *uow.jobs.acl_items(job.id)]
+        return [job.owner_dn, *acl_items(uow, job)]
 
 
 def add_acl_items(rt: Runtime, principal: Principal, job_id: str, items: list[str]) -> None:
@@ -35,14 +42,15 @@ def add_acl_items(rt: Runtime, principal: Principal, job_id: str, items: list[st
 
     Raises:
         InvalidArgumentError: an empty list or an empty item.
-        AclError: an item is already present (1209, as the reference).
+        AclError: an item is already present (1209, as the reference), on the job itself or,
+            for a node, inherited from its compound job.
     """
     cleaned = [item.strip() for item in items]
     if not cleaned or any(not item for item in cleaned):
         raise InvalidArgumentError("Invalid Argument: empty ACL item")
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id)
-        present = {job.owner_dn, *uow.jobs.acl_items(job.id)}
+        present = {job.owner_dn, *acl_items(uow, job)}
         for item in cleaned:
             if item in present:
                 raise AclError(f"unable to add the new credential entry {item}: the entry already exists")
@@ -55,7 +63,8 @@ def remove_acl_item(rt: Runtime, principal: Principal, job_id: str, item: str) -
 
     Raises:
         OperationNotAllowedError: removing the owner (1226).
-        AuthorizationError: the item is not in the list (1207).
+        AuthorizationError: the item is not in the job's own list (1207); a node's item
+            inherited from its compound job is removed there.
     """
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id)
@@ -64,4 +73,7 @@ def remove_acl_item(rt: Runtime, principal: Principal, job_id: str, item: str) -
                 "Removal of the item representing user that has registered the job is not allowed"
             )
         if not uow.jobs.remove_acl_item(job.id, item):
+            if job.parent_id is not None and item in uow.jobs.acl_items(job.parent_id):
+                raise AuthorizationError(f"Removal of the gacl item failed:\n{item} is granted by the compound job "
+                                         f"{job.parent_id}: remove it there")
             raise AuthorizationError(f"Removal of the gacl item failed:\nno such item {item}")

@@ -130,3 +130,50 @@ class TestAclItems:
     def test_removing_an_absent_item(self, rt: Runtime, alice: Principal, job_id: str) -> None:
         with pytest.raises(AuthorizationError, match="no such item /CN=nobody"):
             acl.remove_acl_item(rt, alice, job_id, "/CN=nobody")
+
+
+COLLECTION = """[ Type = "collection";
+Nodes = { [ Executable = "/bin/echo"; Arguments = "one"; ], [ Executable = "/bin/echo"; Arguments = "two"; ] }; ]"""
+
+
+class TestNodeAcl:
+    """Each node has its own ACL and inherits its compound job's: what getACLItems lists is
+    what grants access (§6.4: every sub-job had its own .gacl)."""
+
+    @pytest.fixture
+    def compound(self, rt: Runtime, alice: Principal, delegated: str) -> tuple[str, str, str]:
+        job = register_job(rt, alice, COLLECTION, delegated)
+        return job.job_id, job.children[0].job_id, job.children[1].job_id
+
+    def test_an_item_added_on_a_node_grants_that_node_only(self, rt: Runtime, alice: Principal, bob: Principal,
+                                                           compound: tuple[str, str, str]) -> None:
+        parent, node, other = compound
+        acl.add_acl_items(rt, alice, node, [bob.dn])
+        assert acl.get_acl_items(rt, alice, node) == [alice.dn, bob.dn]
+        assert jobs.job_status(rt, bob, node).job_id == node
+        assert acl.get_acl_items(rt, bob, node) == [alice.dn, bob.dn]
+        for refused in (parent, other):
+            with pytest.raises(AuthorizationError):
+                jobs.job_status(rt, bob, refused)
+        with pytest.raises(AuthorizationError):
+            jobs.cancel_job(rt, bob, node)
+        acl.remove_acl_item(rt, alice, node, bob.dn)
+        with pytest.raises(AuthorizationError):
+            jobs.job_status(rt, bob, node)
+
+    def test_a_node_lists_the_items_of_its_compound_job(self, rt: Runtime, alice: Principal, bob: Principal,
+                                                        compound: tuple[str, str, str]) -> None:
+        parent, node, _ = compound
+        acl.add_acl_items(rt, alice, node, ["/atlas"])
+        acl.add_acl_items(rt, alice, parent, [bob.dn])
+        assert acl.get_acl_items(rt, alice, parent) == [alice.dn, bob.dn]
+        assert acl.get_acl_items(rt, alice, node) == [alice.dn, "/atlas", bob.dn]
+        assert jobs.job_status(rt, bob, node).job_id == node
+        with pytest.raises(acl.AclError, match="the entry already exists"):
+            acl.add_acl_items(rt, alice, node, [bob.dn])
+        with pytest.raises(AuthorizationError, match=f"granted by the compound job {parent}"):
+            acl.remove_acl_item(rt, alice, node, bob.dn)
+        acl.remove_acl_item(rt, alice, parent, bob.dn)
+        assert acl.get_acl_items(rt, alice, node) == [alice.dn, "/atlas"]
+        with pytest.raises(AuthorizationError):
+            jobs.job_status(rt, bob, node)
