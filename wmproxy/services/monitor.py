@@ -37,12 +37,12 @@ class SiteTotals:
 
 
 def site_totals(rt: Runtime) -> SiteTotals:
-    """Jobs (and nodes) by state, pending execution requests, renewal results, purges (jobs
-    cleared by jobPurge or output retrieval whose rows remain, plus the purger's tombstones)."""
+    """Jobs (and nodes) by state, pending execution requests, renewal results, purges (one per
+    job jobPurge cleared whose row remains, its nodes not counted, plus the purger's tombstones)."""
     with rt.uow() as uow:
         ok, failed = queries.renewal_counts(uow.session)
         return SiteTotals(queries.jobs_by_state(uow.session), queries.queue_depth(uow.session), ok, failed,
-                          queries.event_count(uow.session, JobState.CLEARED.value) + queries.purged_count(uow.session))
+                          queries.cleared_count(uow.session) + queries.purged_count(uow.session))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from wmproxy.store.schema import ExecutionRequest, Job, JobDependency, JobEvent, ProxyRenewal, PurgedJob
+from wmproxy.domain import JobState
+from wmproxy.store.schema import ExecutionRequest, Job, JobDependency, ProxyRenewal, PurgedJob
 
 
 def jobs_by_state(session: Session, owner_dn: str | None = None) -> dict[str, int]:
@@ -33,9 +34,11 @@ def renewal_counts(session: Session) -> tuple[int, int]:
     return ok, max(attempts - ok, 0)
 
 
-def event_count(session: Session, state: str) -> int:
-    """Events into ``state`` recorded."""
-    return int(session.scalar(select(func.count()).select_from(JobEvent).where(JobEvent.state == state)) or 0)
+def cleared_count(session: Session) -> int:
+    """Top-level jobs in state Cleared (purged by jobPurge, rows still kept): one per job, however
+    many events its purge recorded (a ``cleared`` and a ``purged`` event, one ``cleared`` per node)."""
+    stmt = select(func.count()).select_from(Job).where(Job.state == JobState.CLEARED.value, Job.parent_id.is_(None))
+    return int(session.scalar(stmt) or 0)
 
 
 def purged_count(session: Session) -> int:

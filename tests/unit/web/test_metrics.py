@@ -16,6 +16,7 @@ from wmproxy.config import MetricsSettings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.monitoring.health import crl_check, readiness, schema_check, service_check
 from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
+from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 from wmproxy.store.schema import PurgedJob
@@ -46,6 +47,18 @@ def test_jobs_by_state_queue_and_purges(rt: Runtime, alice: Principal, delegated
     assert got[("wmproxy_proxy_renewals_total", (("result", "failed"),))] == 0
     assert got[("wmproxy_sandbox_bytes", ())] >= 0
     assert alice.dn not in generate_latest(scrape_registry(rt, tmp_path / "m2")).decode()
+
+
+def test_a_jobpurge_counts_once_whatever_its_events_and_nodes(rt: Runtime, alice: Principal, delegated: str,
+                                                               tmp_path: Path) -> None:
+    collection = """[ Type = "collection";
+        Nodes = { [ Executable = "/bin/echo"; ], [ Executable = "/bin/echo"; ] }; ]"""
+    job_id = register_job(rt, alice, collection, delegated).job_id
+    jobs.cancel_job(rt, alice, job_id)
+    jobs.purge_job(rt, alice, job_id)  # a cleared and a purged event, and a cleared event per node
+    got = samples(scrape_registry(rt, tmp_path / "metrics"))
+    assert got[("wmproxy_purges_total", ())] == 1
+    assert got[("wmproxy_jobs", (("state", "Cleared"),))] == 3
 
 
 def test_jobs_the_purger_removed_count_as_purges(rt: Runtime, tmp_path: Path) -> None:
