@@ -9,8 +9,8 @@ import click
 
 from wmproxy.cli import common, history_opts, render, render_history
 from wmproxy.cli.render import StatusView
-from wmproxy.client import WMProxyClient, WMProxyClientError
-from wmproxy.domain import JobSummary
+from wmproxy.client import JobStatus, WMProxyClient, WMProxyClientError
+from wmproxy.domain import JobState, JobSummary
 
 
 @click.command("status")
@@ -76,9 +76,23 @@ def _view(client: WMProxyClient, extension: _Extension, job_id: str, verbosity: 
     if verbosity < 1:
         return StatusView(status)
     summary = extension.summary(job_id)
-    jdl = client.get_jdl(job_id, "REGISTERED") if verbosity >= 3 else None
+    jdl = _registered_jdl(client, status) if verbosity >= 3 else None
     nodes = tuple(StatusView(c, extension.summary(c.job_id)) for c in status.children) if verbosity >= 2 else ()
     return StatusView(status, summary, jdl, nodes)
+
+
+def _registered_jdl(client: WMProxyClient, status: JobStatus) -> str | None:
+    """The job's registered JDL, None for a purged (Cleared) job: the service keeps its status
+    but refuses its JDL, as the reference whose job area is gone (JobUnknownFault), so
+    ``-v 3`` shows what ``-v 2`` does."""
+    if status.state == JobState.CLEARED.value:
+        return None
+    try:
+        return client.get_jdl(status.job_id, "REGISTERED")
+    except WMProxyClientError as exc:
+        if exc.fault_type == "JobUnknownFault":  # purged since getJobStatus answered
+            return None
+        raise
 
 
 def _list(endpoint: str | None, as_json: bool, states: tuple[str, ...], excluded: tuple[str, ...],

@@ -108,6 +108,17 @@ class TestStatusVerbosity:
         out = runner.invoke(cli, ["status", "-v", "3", JOB]).stdout
         assert 'Jdl:\n    [\n      Executable = "/bin/true"\n    ]\n' in out
 
+    def test_level_3_of_a_job_purged_meanwhile_has_no_jdl(self, runner: CliRunner, fake: FakeClient,
+                                                          jobs: FakeJobsClient) -> None:
+        """getJDL refuses a purged job (JobUnknownFault) though getJobStatus answered: -v 3 is -v 2."""
+        fake.fail["get_jdl"] = WMProxyClientError("JobUnknownFault", "The job has been purged", "1218", "getJDL")
+        result = runner.invoke(cli, ["status", "-v", "3", JOB])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == runner.invoke(cli, ["status", "-v", "2", JOB]).stdout
+        fake.fail["get_jdl"] = WMProxyClientError("AuthorizationFault", "user not authorized", "1207", "getJDL")
+        result = runner.invoke(cli, ["status", "-v", "3", JOB])
+        assert result.exit_code == 1 and "AuthorizationFault" in result.stderr
+
     def test_level_0_asks_only_getjobstatus(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
         out = runner.invoke(cli, ["status", "-v", "0", JOB]).stdout
         assert "Current Status:     Running" in out and "Destination" not in out and jobs.calls == []
