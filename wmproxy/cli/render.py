@@ -114,8 +114,9 @@ def _status_block(view: StatusView, lines: list[str], verbosity: int, indent: st
         return
     if status.exit_code is not None:
         add("Exit code", status.exit_code)
-    if status.reason:
-        add("Status Reason", status.reason)
+    reason = status_reason(view)
+    if reason:
+        add("Status Reason", reason)
     if summary is None:
         return
     for name, why in summary.missing_outputs:
@@ -153,6 +154,15 @@ class StatusView:
     summary: JobSummary | None = None
     jdl: str | None = None
     nodes: tuple[StatusView, ...] = ()
+
+
+def status_reason(view: StatusView) -> str | None:
+    """Why the job is in its state: the reason getJobStatus carries (``Aborted (<reason>)``),
+    else the one of the job's summary (from ``-v 1``): a Done job's status string has its exit
+    code only, its reason (output files not collected) comes with the summary."""
+    if view.status.reason:
+        return view.status.reason
+    return view.summary.reason if view.summary is not None and view.summary.reason else None
 
 
 def status_text(statuses: Sequence[JobStatus | StatusView], verbosity: int = 1) -> str:
@@ -208,7 +218,7 @@ def _status_dict(view: StatusView, verbosity: int) -> dict[str, Any]:
         "current_status": status.display,
         "state": status.state,
         "exit_code": status.exit_code,
-        "status_reason": status.reason,
+        "status_reason": status_reason(view),
     }
     if view.summary is not None:
         entry.update(summary_dict(view.summary))

@@ -1,4 +1,5 @@
-"""``status`` against the service in-process behind real TLS: purged jobs at ``-v 3``."""
+"""``status`` against the service in-process behind real TLS: purged jobs at ``-v 3``, the
+reason of a Done job."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 
 from .https_server import registered_job
+
+NOT_COLLECTED = "output sandbox file nothere.txt not collected: not produced"
 
 
 def status_json(runner: CliRunner, *args: str) -> tuple[int, dict]:
@@ -42,3 +45,22 @@ class TestPurgedJobAtVerbosity3:
         assert code == 0 and doc["result"] == "success" and doc["errors"] == []
         assert ["jdl" in entry for entry in doc["jobs"]] == [False, True]
         assert "/bin/echo" in doc["jobs"][1]["jdl"]
+
+
+class TestReasonOfADoneJob:
+    def test_is_shown_in_text_and_json(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.DONE, exit_code=0, reason=NOT_COLLECTED)
+        code, doc = status_json(runner, job_id)
+        assert code == 0, doc
+        entry = doc["jobs"][0]
+        assert (entry["current_status"], entry["status_reason"]) == ("Done (Success)", NOT_COLLECTED)
+        assert entry["missing_outputs"] == [{"name": "nothere.txt", "reason": "not produced"}]
+        text = runner.invoke(cli, ["status", job_id]).stdout
+        assert ("Current Status:     Done (Success)\nExit code:          0\n"
+                f"Status Reason:      {NOT_COLLECTED}\n") in text
+
+    def test_the_status_string_reason_comes_first(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.ABORTED, reason="no compatible resources")
+        for verbosity in ("0", "1"):
+            _, doc = status_json(runner, "-v", verbosity, job_id)
+            assert doc["jobs"][0]["status_reason"] == "no compatible resources"
