@@ -26,11 +26,20 @@ T = TypeVar("T")
 _GLITE_TIME = re.compile(r"^(\d{1,2}):(\d{1,2}):(\d{1,2}):(\d{1,2})(?::(\d{4}))?$")
 
 
+#: The time of day of an ISO 8601 value, to tell how precise it is (:func:`parse_time`).
+_ISO_TIME = re.compile(r"[T ]\d{2}(?P<minute>:?\d{2})?(?P<second>:?\d{2})?(?P<fraction>[.,]\d+)?")
+
+
 def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -> dt.datetime | None:
     """A ``--from``/``--to`` value as an aware UTC time, None when not given.
 
     Accepts ISO 8601 (``2026-12-02T13:00:00Z``, ``2026-12-02 13:00``; no zone = UTC) and the
     gLite ``MM:DD:hh:mm[:YYYY]`` (UTC; the year defaults to the current one).
+
+    A ``--to`` bound ("at or before TIME") covers the whole of the last unit it gives: the
+    times printed (to the second) are stored with microseconds, so ``--to 2026-12-02T13:05:09Z``
+    is 13:05:09.999999, ``--to 12:02:13:05`` (gLite) and ``--to "2026-12-02 13:05"`` the end of
+    that minute, a bare date the end of that day. A ``--from`` bound is the time as given.
 
     Raises:
         click.BadParameter: neither form.
@@ -39,18 +48,38 @@ def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -
         return None
     text = value.strip()
     match = _GLITE_TIME.match(text)
+    unit = dt.timedelta(minutes=1)
     try:
         if match:
             month, day, hour, minute = (int(g) for g in match.groups()[:4])
             year = int(match.group(5)) if match.group(5) else (now or dt.datetime.now(dt.UTC)).year
-            return dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC)
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            parsed: dt.datetime | None = dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC)
+        else:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            unit = _iso_unit(text)
     except ValueError:
         parsed = None
     if parsed is None:
         raise click.BadParameter(f"{value!r} is not a time: use YYYY-MM-DDThh:mm[:ss][Z] or MM:DD:hh:mm[:YYYY] (UTC)",
                                  param_hint=option)
+    if option == "--to":
+        try:
+            parsed += unit - dt.timedelta(microseconds=1)
+        except OverflowError:  # the end of year 9999
+            parsed = dt.datetime.max.replace(tzinfo=parsed.tzinfo)
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def _iso_unit(text: str) -> dt.timedelta:
+    """The finest unit an ISO 8601 value gives: a day (date only) down to a microsecond."""
+    found = _ISO_TIME.search(text)
+    if found is None:
+        return dt.timedelta(days=1)
+    if found["fraction"]:
+        return dt.timedelta(microseconds=1)
+    if found["second"]:
+        return dt.timedelta(seconds=1)
+    return dt.timedelta(minutes=1) if found["minute"] else dt.timedelta(hours=1)
 
 
 def parse_user_tags(values: Sequence[str]) -> dict[str, str]:

@@ -17,6 +17,11 @@ from wmproxy.domain import JobEvent, JobHistory
 from .conftest import JOB, FakeClient
 from .fake_jobs import T0, FakeJobsClient, summary
 
+
+def utc(*fields: int) -> dt.datetime:
+    return dt.datetime(*fields, tzinfo=dt.UTC)
+
+
 UNKNOWN = WMProxyClientError("JobUnknownFault", "The job has not been registered", "1218", "getJobStatus")
 
 
@@ -66,7 +71,7 @@ class TestLoggingInfoText:
         assert result.exit_code == 0, result.output
         _, since, until, _ = jobs.calls[-1][1]
         assert (since, until) == (dt.datetime(2026, 11, 5, 5, 0, tzinfo=dt.UTC),
-                                  dt.datetime(2026, 11, 6, 10, 30, tzinfo=dt.UTC))
+                                  dt.datetime(2026, 11, 6, 10, 30, 59, 999999, tzinfo=dt.UTC))
 
 
 class TestParseTime:
@@ -75,6 +80,24 @@ class TestParseTime:
         assert history_opts.parse_time("03:04:05:06", "--from", now) == dt.datetime(2030, 3, 4, 5, 6, tzinfo=dt.UTC)
         assert history_opts.parse_time("2026-01-02 03:04", "--from") == dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
         assert history_opts.parse_time(None, "--from") is None
+
+    @pytest.mark.parametrize(("value", "end"), [
+        ("2026-01-02T03:04:05Z", utc(2026, 1, 2, 3, 4, 5, 999999)),
+        ("2026-01-02T04:04:05+01:00", utc(2026, 1, 2, 3, 4, 5, 999999)),
+        ("20260102T030405", utc(2026, 1, 2, 3, 4, 5, 999999)),
+        ("2026-01-02T03:04:05.250Z", utc(2026, 1, 2, 3, 4, 5, 250000)),
+        ("2026-01-02 03:04", utc(2026, 1, 2, 3, 4, 59, 999999)),
+        ("01:02:03:04:2026", utc(2026, 1, 2, 3, 4, 59, 999999)),
+        ("2026-01-02T03", utc(2026, 1, 2, 3, 59, 59, 999999)),
+        ("2026-01-02", utc(2026, 1, 2, 23, 59, 59, 999999)),
+        ("9999-12-31", utc(9999, 12, 31, 23, 59, 59, 999999)),
+    ])
+    def test_a_to_bound_is_the_end_of_the_last_unit_given(self, value: str, end: dt.datetime) -> None:
+        """Times are printed to the second but stored to the microsecond: ``--to`` a printed
+        time ("at or before") must take what happened during that second."""
+        assert history_opts.parse_time(value, "--to") == end
+        start = history_opts.parse_time(value, "--from")
+        assert start is not None and start <= end
 
     @pytest.mark.parametrize("bad", ["yesterday", "13:40:10:10", "2026-13-01"])
     def test_bad_time(self, bad: str) -> None:

@@ -1,11 +1,14 @@
-"""``status`` against the service in-process behind real TLS: purged jobs at ``-v 3``, the
-reason of a Done job."""
+"""``status`` and ``logging-info`` against the service in-process behind real TLS: purged jobs
+at ``-v 3``, the reason of a Done job, ``--to`` bounds given as the CLI prints times."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+import pytest
 from click.testing import CliRunner
+from sqlalchemy import update
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL
@@ -13,6 +16,7 @@ from wmproxy.cli.main import cli
 from wmproxy.domain import JobState
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
+from wmproxy.store.schema import Job, JobEvent
 
 from .https_server import registered_job
 
@@ -64,3 +68,42 @@ class TestReasonOfADoneJob:
         for verbosity in ("0", "1"):
             _, doc = status_json(runner, "-v", verbosity, job_id)
             assert doc["jobs"][0]["status_reason"] == "no compatible resources"
+
+
+#: When the job below was registered: stored to the microsecond, printed to the second.
+REGISTERED = dt.datetime(2026, 12, 2, 13, 5, 9, 500000, tzinfo=dt.UTC)
+
+
+class TestToBoundOfAPrintedTime:
+    @pytest.fixture
+    def job_id(self, service: Runtime, pki: Pki) -> str:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.SUBMITTED)
+        with service.uow() as uow:
+            uow.session.execute(update(Job).where(Job.id == job_id).values(created_at=REGISTERED))
+            uow.session.execute(update(JobEvent).where(JobEvent.job_id == job_id).values(at=REGISTERED))
+        return job_id
+
+    def events(self, runner: CliRunner, job_id: str, *bounds: str) -> list[str]:
+        result = runner.invoke(cli, ["logging-info", "--json", *bounds, job_id])
+        assert result.exit_code == 0, result.output
+        return [e["timestamp"] for e in json.loads(result.stdout)["jobs"][0]["events"]]
+
+    def test_takes_the_events_of_that_second(self, runner: CliRunner, service: Runtime, job_id: str) -> None:
+        printed = self.events(runner, job_id)
+        assert printed and set(printed) == {"2026-12-02T13:05:09Z"}
+        assert self.events(runner, job_id, "--to", printed[0]) == printed
+        assert self.events(runner, job_id, "--from", printed[0], "--to", printed[0]) == printed
+        assert self.events(runner, job_id, "--to", "2026-12-02 13:05") == printed
+        assert self.events(runner, job_id, "--to", "12:02:13:05:2026") == printed
+        assert self.events(runner, job_id, "--to", "2026-12-02T13:05:08Z") == []
+        assert self.events(runner, job_id, "--to", "2026-12-02T13:05:09.4Z") == []
+
+    def test_takes_the_jobs_registered_in_that_second(self, runner: CliRunner, service: Runtime,
+                                                      job_id: str) -> None:
+        code, doc = status_json(runner, "--all")
+        assert code == 0, doc
+        submitted = doc["jobs"][0]["submitted"]
+        assert submitted == "2026-12-02T13:05:09Z"
+        assert [j["jobid"] for j in status_json(runner, "--all", "--to", submitted)[1]["jobs"]] == [job_id]
+        assert [j["jobid"] for j in status_json(runner, "--all", "--to", "12:02:13:05:2026")[1]["jobs"]] == [job_id]
+        assert status_json(runner, "--all", "--to", "2026-12-02T13:05:08Z")[1]["jobs"] == []
