@@ -86,6 +86,15 @@ class TestCollection:
         assert (first.ad["Requirements"], first.ad["RetryCount"]) == (False, 2)
         assert (second.ad["Requirements"], second.ad["RetryCount"]) == (True, 5)
 
+    @pytest.mark.parametrize("kind", ["collection", "dag"])
+    def test_nodes_inherit_the_compound_jobs_expiry_time_their_own_wins(self, kind: str) -> None:
+        nodes = ('{ [ NodeName = "a" ], [ NodeName = "b"; ExpiryTime = 2000000000 ] }' if kind == "collection"
+                 else '[ a = [ description = [] ]; b = [ description = [ ExpiryTime = 2000000000 ] ] ]')
+        job = _expand(f'Type = "{kind}"; Executable = "e"; ExpiryTime = 1700000000; Nodes = {nodes};')
+
+        assert [node.ad["ExpiryTime"] for node in job.nodes] == [1700000000, 2000000000]
+        assert job.parent_ad["ExpiryTime"] == 1700000000
+
     def test_node_ads_share_nothing_with_the_parent(self) -> None:
         job = _expand(_sample("collection.jdl"))
 
