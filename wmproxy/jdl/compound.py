@@ -238,6 +238,8 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             with the same name, a collection's or DAG's own ``ExpiryTime`` out of range
             (:func:`~wmproxy.jdl.attributes.expiry_time`), or a node that fails
             :func:`describe_simple` (the message is prefixed with ``Node <name>: ``).
+        JdlExpressionError: a parametric node whose ``_PARAM_``, substituted outside a
+            string, gives expressions :func:`~wmproxy.jdl.check_expressions` refuses.
     """
     kind = compound_kind(ad)
     if kind is None:
