@@ -33,6 +33,7 @@ from wmproxy.services.matchmaking import (
     GLUE_UNLIMITED,
     PARTITION_ATTRIBUTE,
     Match,
+    ce_accepts,
     ce_catalogue,
     matches,
 )
@@ -96,8 +97,10 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
               fuzzy_factor: float = 1.0) -> Match | None:
     """The CE ``job`` goes to, None when none is possible.
 
-    ``SubmitTo`` names the CE directly (no matchmaking; an unknown CE is no match);
-    otherwise the matching CEs compete: the best rank wins (ties at random), or with
+    ``SubmitTo`` names the CE directly: the job's ``Requirements`` and ``Rank`` are not
+    evaluated, but the CE's own ``Requirements`` must accept the job
+    (:func:`matchmaking.ce_accepts`); an unknown CE, or one that refuses the job, is no
+    match. Otherwise the matching CEs compete: the best rank wins (ties at random), or with
     ``FuzzyRank = true`` :func:`fuzzy_choice` picks one.
 
     Args:
@@ -112,7 +115,7 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
     """
     submit_to = job.get("SubmitTo")
     if isinstance(submit_to, str):
-        named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to]
+        named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to and ce_accepts(ce, job)]
         return Match(submit_to, 0.0, named[0]) if named else None
     found = matches(job, ces)
     if not found:

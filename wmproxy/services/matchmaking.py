@@ -250,7 +250,7 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[Matc
     for ce in ces:
         if requirements is not None and _job_value(requirements, "Requirements", job, ce) is not True:
             continue
-        if "Requirements" in ce and not _ce_accepts(ce, job):
+        if not ce_accepts(ce, job):
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
@@ -271,9 +271,11 @@ def _job_value(expr: classad2.ExprTree, attribute: str, job: classad2.ClassAd, c
                                  f"{ce['GlueCEUniqueID']}: {exc}") from exc
 
 
-def _ce_accepts(ce: classad2.ClassAd, job: classad2.ClassAd) -> bool:
-    """Whether the CE's own ``Requirements`` hold with ``other`` = the job; False (logged)
-    when classad2 cannot evaluate them."""
+def ce_accepts(ce: classad2.ClassAd, job: classad2.ClassAd) -> bool:
+    """Whether the CE's own ``Requirements`` hold with ``other`` = the job (True for a CE
+    without them); False (logged) when classad2 cannot evaluate them."""
+    if "Requirements" not in ce:
+        return True
     try:
         return ce.lookup("Requirements").eval(scope=ce, target=job) is True
     except Exception as exc:  # noqa: BLE001 - the site's expression: the CE does not match, no job fails

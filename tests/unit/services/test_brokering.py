@@ -224,6 +224,25 @@ class TestChoice:
         assert job_row(rt, job_id) == (
             "Waiting", f"{NO_MATCH} (SubmitTo names no CE of this site: nowhere.example.org:8443/cream-x)", None)
 
+    def test_submit_to_a_ce_whose_requirements_refuse_the_job_is_no_match(self, broker_rt: RankedRuntime,
+                                                                          alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)  # ce4 takes atlas jobs only
+        dteam = submit(rt, alice, f'VirtualOrganisation = "dteam"; SubmitTo = "{ATLAS_CE}";')
+        assert claim(rt) is None
+        state, reason, destination = job_row(rt, dteam)
+        assert (state, destination) == ("Waiting", None) and reason is not None and reason.startswith(NO_MATCH)
+        atlas = submit(rt, alice, f'VirtualOrganisation = "atlas"; Requirements = false; SubmitTo = "{ATLAS_CE}";')
+        order = claim(rt)
+        assert order is not None and (order.job_id, order.ce_id) == (atlas, ATLAS_CE)
+
+    def test_submit_to_skips_the_jobs_expressions_not_the_ces(self) -> None:
+        ces = [ce_ad("open"), ce_ad("closed", Requirements=classad2.ExprTree("other.Ok =?= true"))]
+        for target, ok, expected in (("open", False, "open"), ("closed", False, None), ("closed", True, "closed")):
+            job = classad2.ClassAd(
+                f'[ Requirements = false; Rank = 1/0; Ok = {str(ok).lower()}; SubmitTo = "{target}" ]')
+            chosen = choose_ce(job, ces, seeded(0))
+            assert (chosen.ce_id if chosen else None) == expected, (target, ok)
+
     def test_a_dynamic_ce_state_changes_the_choice_while_it_is_fresh(self, broker_rt: RankedRuntime,
                                                                      alice: Principal) -> None:
         rt = broker_rt(CATALOGUE, ce_state_max_age=600)
