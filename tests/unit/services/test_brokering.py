@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import math
 import random
 
 import classad2
@@ -21,7 +22,16 @@ from wmproxy.services import jobs
 from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
 from wmproxy.services.delegation import destroy
 from wmproxy.services.execution import BACKEND_WAIT_POLLS, NO_DELEGATION, StartOrder, claim_next_start, claim_starts
-from wmproxy.services.matchmaking import GLUE_UNLIMITED, builtin_ce, list_match, matches, site_ces
+from wmproxy.services.matchmaking import (
+    GLUE_UNLIMITED,
+    RANK_MAX,
+    RANK_MIN,
+    builtin_ce,
+    list_match,
+    matches,
+    site_ces,
+    whole_rank,
+)
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
@@ -263,6 +273,23 @@ class TestChoice:
         rng = seeded(1)
         chosen = collections.Counter(choice.ce_id for _ in range(400) if (choice := choose_ce(job, ces, rng)))
         assert set(chosen) == {"a", "b"} and min(chosen.values()) > 120
+
+
+class TestListMatchRank:
+    """jobListMatch's ranks are the WSDL's ``size``, an ``xsd:long``: clamped into its range."""
+
+    def test_ranks_beyond_a_long_are_clamped(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt('[ GlueCEUniqueID = "a"; Big = 1e30 ] [ GlueCEUniqueID = "b"; Big = -1e30 ]'
+                       '[ GlueCEUniqueID = "c"; Big = 9223372036854775807 ] [ GlueCEUniqueID = "d"; Big = 42.9 ]')
+        assert list_match(rt, alice, jdl("Rank = other.Big;"), DELEGATION) == [
+            ("a", RANK_MAX), ("c", RANK_MAX), ("d", 42), ("b", RANK_MIN)]
+        assert (RANK_MIN, RANK_MAX) == (-(2**63), 2**63 - 1)
+
+    @pytest.mark.parametrize(("rank", "whole"), [
+        (1e308, RANK_MAX), (math.inf, RANK_MAX), (-math.inf, RANK_MIN), (float(2**63), RANK_MAX),
+        (float(-(2**63)), RANK_MIN), (9.2e18, 9_200_000_000_000_000_000), (-7.9, -7), (math.nan, 0)])
+    def test_whole_rank(self, rank: float, whole: int) -> None:
+        assert whole_rank(rank) == whole
 
 
 class TestFuzzyRank:
