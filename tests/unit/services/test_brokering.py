@@ -324,6 +324,30 @@ class TestFuzzyRank:
         rng = seeded(3)
         assert {choice.ce_id for _ in range(50) if (choice := choose_ce(job, self.CES, rng))} == {"high"}
 
+    @pytest.mark.parametrize("factor", [1.0, 1e300])
+    def test_ranks_near_the_float_limit_are_weighed_without_overflow(self, factor: float) -> None:
+        ces = [ce_ad("a", Score=1e308), ce_ad("b", Score=1e308), ce_ad("c", Score=-1e308)]
+        job = classad2.ClassAd("[ FuzzyRank = true; Rank = other.Score ]")
+        rng = seeded(5)
+        counts = collections.Counter(
+            choice.ce_id for _ in range(400) if (choice := choose_ce(job, ces, rng, fuzzy_factor=factor)))
+        assert set(counts) == {"a", "b"} and min(counts.values()) > 120, counts  # c's weight is 0
+
+    def test_ranks_whose_differences_overflow_keep_their_order(self) -> None:
+        ces = [ce_ad("high", Score=1.5e308), ce_ad("low", Score=-1.5e308), ce_ad("mid", Score=0.0)]
+        found = matches(classad2.ClassAd("[ Rank = other.Score ]"), ces)
+        rng = seeded(2)
+        counts = collections.Counter(fuzzy_choice(found, rng, 0.5e-308).ce_id for _ in range(3000))
+        assert counts["high"] > counts["mid"] > counts["low"] > 0, counts
+
+    @pytest.mark.parametrize("factor", [math.nan, math.inf])
+    def test_a_factor_that_is_not_finite_chooses_uniformly_among_the_best(self, factor: float) -> None:
+        found = matches(classad2.ClassAd("[ Rank = other.Score ]"),
+                        [ce_ad("a", Score=5), ce_ad("b", Score=5), ce_ad("c", Score=5), ce_ad("d", Score=1)])
+        rng = seeded(4)
+        counts = collections.Counter(fuzzy_choice(found, rng, factor).ce_id for _ in range(600))
+        assert set(counts) <= {"a", "b", "c"} and set(counts) >= {"a", "b"}, counts
+
     def test_one_matching_ce_is_always_chosen(self) -> None:
         [only] = matches(classad2.ClassAd("[ Rank = other.Score; Requirements = other.Score == 20 ]"), self.CES)
         assert fuzzy_choice([only], seeded(0)) == only
