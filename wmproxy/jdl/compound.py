@@ -102,11 +102,13 @@ DEPENDENCIES_PER_NODE = 10
 MIN_MAX_DEPENDENCIES = 100_000
 
 #: Parent attributes a DAG or collection node gets when it does not set them (§9.5
-#: list, the brief's list, plus FuzzyRank which goes with Rank).
+#: list, the brief's list, plus FuzzyRank which goes with Rank, and ExpiryTime: the
+#: compound job's own, ``submit --valid/--to``, is read per node when it is matched).
 INHERITED_ATTRIBUTES = (
     "Executable", "Arguments", "StdInput", "StdOutput", "StdError",
     "InputSandbox", "OutputSandbox", "Environment", "VirtualOrganisation",
     "Requirements", "Rank", "FuzzyRank", "MyProxyServer", "RetryCount", "ShallowRetryCount",
+    "ExpiryTime",
 )
 #: Parent attribute → node attribute it defaults (regression test 31669).
 NODE_DEFAULTS = (
@@ -236,6 +238,8 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             with the same name, a collection's or DAG's own ``ExpiryTime`` out of range
             (:func:`~wmproxy.jdl.attributes.expiry_time`), or a node that fails
             :func:`describe_simple` (the message is prefixed with ``Node <name>: ``).
+        JdlExpressionError: a parametric node whose ``_PARAM_``, substituted outside a
+            string, gives expressions :func:`~wmproxy.jdl.check_expressions` refuses.
     """
     kind = compound_kind(ad)
     if kind is None:

@@ -3,8 +3,10 @@
 ``_PARAM_`` is replaced textually in every attribute's expression, as ``bulk2dag``
 does over the serialised ad, so ``regexp("_PARAM_", other.X)`` is substituted too. The
 value is escaped for a string literal (``"`` and ``\\``), which is where ``_PARAM_``
-normally appears. :func:`node_name` is also the sanitiser of collection ``NodeName``
-values. Pure: no I/O.
+normally appears. Elsewhere (``Requirements = _PARAM_``) the value becomes expression
+text, so the nodes are then checked by :func:`~wmproxy.jdl.check_expressions` as the JDL
+was (a value ``"eval(E)"`` would otherwise bring a function the check refuses).
+:func:`node_name` is also the sanitiser of collection ``NodeName`` values. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import classad2
 
-from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError, JdlExpressionError
 from wmproxy.jdl.attributes import (
     copy_without,
     integer,
@@ -24,6 +26,7 @@ from wmproxy.jdl.attributes import (
     string_list,
     text,
 )
+from wmproxy.jdl.expressions import check_expressions
 from wmproxy.jdl.parse import parse_jdl
 
 PARAM = "_PARAM_"
@@ -38,6 +41,8 @@ _NAME_MAP = {".": "_", "/": "I", "*": "-", "$": "_S_"}
 _NAME_KEEP = re.compile(r"[A-Za-z0-9_-]", re.ASCII)
 REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*", re.ASCII)
 """A bare attribute reference, as classad2 returns unevaluated names in lists."""
+_LITERALS = re.compile(r"""("(?:[^"\\]|\\.)*")|'(?:[^'\\]|\\.)*'""", re.DOTALL)
+"""A string literal (group 1) or a quoted attribute name, in classad2's text of an ad."""
 
 
 def node_name(value: str) -> str:
@@ -81,7 +86,10 @@ def parametric_nodes(
     """§9.4 ``bulk2dag``: the DAG-level ad and one ``(Node_<value>, ad)`` per selected value.
 
     Every node is the whole JDL with ``_PARAM_`` replaced: the size of all of them
-    (:func:`expanded_size`) is checked against ``max_bytes`` before any is made.
+    (:func:`expanded_size`) is checked against ``max_bytes`` before any is made. When
+    ``_PARAM_`` appears outside the string literals, every node is checked by
+    :func:`~wmproxy.jdl.check_expressions` (linear in the nodes' size, which ``max_bytes``
+    bounds; skipped otherwise: a value substituted in a string leaves a string).
 
     Raises:
         InvalidArgumentError: no values, more than ``max_nodes``, or nodes of more than
@@ -89,17 +97,23 @@ def parametric_nodes(
         InvalidJdlAttributeError: ``ParameterStep = 0``.
         JdlError: bad ``Parameters``/``ParameterStart``/``ParameterStep``, or a value
             that breaks the JDL when substituted.
+        JdlExpressionError: a node, once substituted, fails
+            :func:`~wmproxy.jdl.check_expressions` (the message names the node).
     """
     values = parameter_values(ad, max_nodes)
     template = copy_without(ad, PARAMETRIC_ONLY)
     template_text = str(template)
     check_size(expanded_size(template_text, values), "parametric", max_bytes)
     keys = {key.lower() for key in template}
+    in_expressions = PARAM in _LITERALS.sub(lambda found: '""' if found.group(1) else found.group(), template_text)
     nodes = []
     for value in values:
         node = _substitute(template_text, keys, value)
         set_list(node, "Environment", [*string_list(node, "Environment"), f"ParameterValue={value}"])
-        nodes.append((f"Node_{node_name(value)}", node))
+        name = f"Node_{node_name(value)}"
+        if in_expressions:
+            _check_node(node, name)
+        nodes.append((name, node))
 
     parent = classad2.ClassAd()
     parent["Type"] = "dag"
@@ -180,6 +194,18 @@ def _substitute(template_text: str, keys: set[str], value: str) -> classad2.Clas
     if {key.lower() for key in node} != keys:
         raise JdlError(f"The parameter value {value!r} breaks the JDL when substituted for _PARAM_")
     return node
+
+
+def _check_node(node: classad2.ClassAd, name: str) -> None:
+    """:func:`~wmproxy.jdl.check_expressions` on a substituted node.
+
+    Raises:
+        JdlExpressionError: the check's, its message prefixed with ``Node <name>: ``.
+    """
+    try:
+        check_expressions(node)
+    except JdlExpressionError as exc:
+        raise JdlExpressionError(f"Node {name}: {exc.message}") from exc
 
 
 def _escaped(value: str) -> str:

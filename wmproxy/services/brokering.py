@@ -19,6 +19,7 @@ import datetime as dt
 import math
 import random
 import re
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from wmproxy.services.matchmaking import (
     GLUE_UNLIMITED,
     PARTITION_ATTRIBUTE,
     Match,
+    ce_accepts,
     ce_catalogue,
     matches,
 )
@@ -96,8 +98,10 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
               fuzzy_factor: float = 1.0) -> Match | None:
     """The CE ``job`` goes to, None when none is possible.
 
-    ``SubmitTo`` names the CE directly (no matchmaking; an unknown CE is no match);
-    otherwise the matching CEs compete: the best rank wins (ties at random), or with
+    ``SubmitTo`` names the CE directly: the job's ``Requirements`` and ``Rank`` are not
+    evaluated, but the CE's own ``Requirements`` must accept the job
+    (:func:`matchmaking.ce_accepts`); an unknown CE, or one that refuses the job, is no
+    match. Otherwise the matching CEs compete: the best rank wins (ties at random), or with
     ``FuzzyRank = true`` :func:`fuzzy_choice` picks one.
 
     Args:
@@ -112,7 +116,7 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
     """
     submit_to = job.get("SubmitTo")
     if isinstance(submit_to, str):
-        named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to]
+        named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to and ce_accepts(ce, job)]
         return Match(submit_to, 0.0, named[0]) if named else None
     found = matches(job, ces)
     if not found:
@@ -130,14 +134,25 @@ def fuzzy_choice(found: Sequence[Match], rng: random.Random, factor: float = 1.0
     rank a bigger one; the weights flatten as ``factor`` goes to 0 (uniform choice) and
     sharpen as it grows (ranks below the mean then almost never win).
 
+    The mean and the differences are taken on the ranks scaled by the largest magnitude
+    (ranks near the float limit, ``1e308``, would overflow a plain sum to infinity);
+    ``atan`` then sees the difference scaled back (±infinity where that overflows, which
+    ``atan`` takes as ±π/2, the weights the difference tends to). When the weights are not
+    usable (a NaN, from a factor that is not finite) the best ranks are chosen between
+    uniformly.
+
     Args:
         found: the matching CEs (not empty).
         rng: the random source.
         factor: the fuzzy factor (``[brokering] fuzzy_factor``, 1.0).
     """
-    mean = sum(m.rank for m in found) / len(found)
-    weights = [math.atan(factor * (m.rank - mean)) + math.pi / 2 for m in found]
-    return rng.choices(list(found), weights=weights)[0]
+    scale = max(abs(m.rank) for m in found) or 1.0
+    mean = statistics.fmean(m.rank / scale for m in found)
+    weights = [math.atan(factor * (m.rank / scale - mean) * scale) + math.pi / 2 for m in found]
+    if all(math.isfinite(w) for w in weights) and sum(weights) > 0:
+        return rng.choices(list(found), weights=weights)[0]
+    top = max(m.rank for m in found)
+    return rng.choice([m for m in found if m.rank == top])
 
 
 def deadline(job: classad2.ClassAd, since: dt.datetime, settings: Settings) -> dt.datetime:

@@ -14,7 +14,8 @@ A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and th
 ``member``, ``anyMatch``, ``RegExp`` and the other ClassAd functions users write work).
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
-``atol``). No match is an empty list, not a fault.
+``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
+empty list, not a fault.
 
 An evaluation classad2 cannot carry out (it raises, e.g. on references nested deeper than it
 evaluates) is the job's fault when it is the job's ``Requirements`` or ``Rank``: a
@@ -54,6 +55,9 @@ BACKENDS = ("local", "slurm")
 PARTITION_ATTRIBUTE = "SlurmPartition"
 #: The built-in CE's ``GlueCEPolicyMaxWallClockTime``: the Glue convention for "no limit".
 GLUE_UNLIMITED = 999_999_999
+#: The range of jobListMatch's ranks (the WSDL's ``size`` is an ``xsd:long``).
+RANK_MIN = -(2**63)
+RANK_MAX = 2**63 - 1
 #: States of a job that occupies a CPU of its CE.
 _OCCUPYING = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
 
@@ -250,7 +254,7 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[Matc
     for ce in ces:
         if requirements is not None and _job_value(requirements, "Requirements", job, ce) is not True:
             continue
-        if "Requirements" in ce and not _ce_accepts(ce, job):
+        if not ce_accepts(ce, job):
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
@@ -271,9 +275,11 @@ def _job_value(expr: classad2.ExprTree, attribute: str, job: classad2.ClassAd, c
                                  f"{ce['GlueCEUniqueID']}: {exc}") from exc
 
 
-def _ce_accepts(ce: classad2.ClassAd, job: classad2.ClassAd) -> bool:
-    """Whether the CE's own ``Requirements`` hold with ``other`` = the job; False (logged)
-    when classad2 cannot evaluate them."""
+def ce_accepts(ce: classad2.ClassAd, job: classad2.ClassAd) -> bool:
+    """Whether the CE's own ``Requirements`` hold with ``other`` = the job (True for a CE
+    without them); False (logged) when classad2 cannot evaluate them."""
+    if "Requirements" not in ce:
+        return True
     try:
         return ce.lookup("Requirements").eval(scope=ce, target=job) is True
     except Exception as exc:  # noqa: BLE001 - the site's expression: the CE does not match, no job fails
@@ -292,7 +298,21 @@ def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classa
 
 def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[tuple[str, int]]:
     """``(CE id, rank as a whole number)`` of the CEs that match ``job``, best rank first."""
-    return [(m.ce_id, int(m.rank)) for m in matches(job, ces)]
+    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces)]
+
+
+def whole_rank(rank: float) -> int:
+    """``rank`` as jobListMatch sends it: truncated to a whole number and clamped to
+    :data:`RANK_MIN` .. :data:`RANK_MAX`, the range of the WSDL's ``size`` (``xsd:long``;
+    the reference's ``atol`` gives a C ``long``). NaN (which :func:`matches` never gives)
+    counts 0."""
+    if math.isnan(rank):
+        return 0
+    if rank >= RANK_MAX:
+        return RANK_MAX
+    if rank <= RANK_MIN:
+        return RANK_MIN
+    return int(rank)
 
 
 def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) -> list[tuple[str, int]]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import classad2
 import pytest
 
-from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
-from wmproxy.jdl import CompoundJob, compound, dag_order, describe, expand, parametric, parse_jdl
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError, JdlExpressionError
+from wmproxy.jdl import CompoundJob, check_expressions, compound, dag_order, describe, expand, parametric, parse_jdl
 from wmproxy.jdl.compound import node_name
 
 DATA = Path(__file__).parent / "data"
@@ -85,6 +85,15 @@ class TestCollection:
         first, second = job.nodes
         assert (first.ad["Requirements"], first.ad["RetryCount"]) == (False, 2)
         assert (second.ad["Requirements"], second.ad["RetryCount"]) == (True, 5)
+
+    @pytest.mark.parametrize("kind", ["collection", "dag"])
+    def test_nodes_inherit_the_compound_jobs_expiry_time_their_own_wins(self, kind: str) -> None:
+        nodes = ('{ [ NodeName = "a" ], [ NodeName = "b"; ExpiryTime = 2000000000 ] }' if kind == "collection"
+                 else '[ a = [ description = [] ]; b = [ description = [ ExpiryTime = 2000000000 ] ] ]')
+        job = _expand(f'Type = "{kind}"; Executable = "e"; ExpiryTime = 1700000000; Nodes = {nodes};')
+
+        assert [node.ad["ExpiryTime"] for node in job.nodes] == [1700000000, 2000000000]
+        assert job.parent_ad["ExpiryTime"] == 1700000000
 
     def test_node_ads_share_nothing_with_the_parent(self) -> None:
         job = _expand(_sample("collection.jdl"))
@@ -302,6 +311,24 @@ class TestParametric:
     def test_a_value_that_would_add_attributes_is_refused(self) -> None:
         with pytest.raises(JdlError, match="breaks the JDL"):
             _expand('JobType = "parametric"; Executable = "e"; Foo = _PARAM_; Parameters = { "1; Evil = 2" };')
+
+    @pytest.mark.parametrize("requirements", ["_PARAM_", "other.X == 1 && _PARAM_", "member(_PARAM_, {1})"])
+    def test_a_value_substituted_outside_a_string_is_checked_as_the_jdl_is(self, requirements: str) -> None:
+        with pytest.raises(JdlExpressionError, match=r"^Node Node_eval_E_: Attribute Requirements calls eval\(\)"):
+            _expand(f'JobType = "parametric"; Executable = "e"; E = "true"; Requirements = {requirements};'
+                    ' Parameters = { "true", "eval(E)" };')
+
+    def test_a_value_substituted_in_a_string_stays_a_string(self) -> None:
+        job = _expand('JobType = "parametric"; Executable = "e"; E = "true"; Arguments = "_PARAM_";'
+                      ' Requirements = regexp("_PARAM_", other.X); Parameters = { "eval(E)", "a\\"b" };')
+
+        assert [node.ad["Arguments"] for node in job.nodes] == ["eval(E)", 'a"b']
+
+    def test_a_name_made_by_substitution_is_checked(self) -> None:
+        jdl = 'JobType = "parametric"; Executable = "e"; Requirements = A_PARAM_; AX = Requirements;'
+        check_expressions(parse_jdl(jdl))  # A_PARAM_ names nothing: no cycle before the substitution
+        with pytest.raises(JdlExpressionError, match=r"^Node Node_X: Attribute \w+ depends on itself"):
+            _expand(jdl + ' Parameters = { "X" };')
 
     def test_integer_parameters_default_to_start_0_step_1(self) -> None:
         job = _expand('JobType = "parametric"; Executable = "e"; Parameters = 3;')

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import math
 import random
 
 import classad2
@@ -21,7 +22,16 @@ from wmproxy.services import jobs
 from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
 from wmproxy.services.delegation import destroy
 from wmproxy.services.execution import BACKEND_WAIT_POLLS, NO_DELEGATION, StartOrder, claim_next_start, claim_starts
-from wmproxy.services.matchmaking import GLUE_UNLIMITED, builtin_ce, list_match, matches, site_ces
+from wmproxy.services.matchmaking import (
+    GLUE_UNLIMITED,
+    RANK_MAX,
+    RANK_MIN,
+    builtin_ce,
+    list_match,
+    matches,
+    site_ces,
+    whole_rank,
+)
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
@@ -224,6 +234,25 @@ class TestChoice:
         assert job_row(rt, job_id) == (
             "Waiting", f"{NO_MATCH} (SubmitTo names no CE of this site: nowhere.example.org:8443/cream-x)", None)
 
+    def test_submit_to_a_ce_whose_requirements_refuse_the_job_is_no_match(self, broker_rt: RankedRuntime,
+                                                                          alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)  # ce4 takes atlas jobs only
+        dteam = submit(rt, alice, f'VirtualOrganisation = "dteam"; SubmitTo = "{ATLAS_CE}";')
+        assert claim(rt) is None
+        state, reason, destination = job_row(rt, dteam)
+        assert (state, destination) == ("Waiting", None) and reason is not None and reason.startswith(NO_MATCH)
+        atlas = submit(rt, alice, f'VirtualOrganisation = "atlas"; Requirements = false; SubmitTo = "{ATLAS_CE}";')
+        order = claim(rt)
+        assert order is not None and (order.job_id, order.ce_id) == (atlas, ATLAS_CE)
+
+    def test_submit_to_skips_the_jobs_expressions_not_the_ces(self) -> None:
+        ces = [ce_ad("open"), ce_ad("closed", Requirements=classad2.ExprTree("other.Ok =?= true"))]
+        for target, ok, expected in (("open", False, "open"), ("closed", False, None), ("closed", True, "closed")):
+            job = classad2.ClassAd(
+                f'[ Requirements = false; Rank = 1/0; Ok = {str(ok).lower()}; SubmitTo = "{target}" ]')
+            chosen = choose_ce(job, ces, seeded(0))
+            assert (chosen.ce_id if chosen else None) == expected, (target, ok)
+
     def test_a_dynamic_ce_state_changes_the_choice_while_it_is_fresh(self, broker_rt: RankedRuntime,
                                                                      alice: Principal) -> None:
         rt = broker_rt(CATALOGUE, ce_state_max_age=600)
@@ -244,6 +273,23 @@ class TestChoice:
         rng = seeded(1)
         chosen = collections.Counter(choice.ce_id for _ in range(400) if (choice := choose_ce(job, ces, rng)))
         assert set(chosen) == {"a", "b"} and min(chosen.values()) > 120
+
+
+class TestListMatchRank:
+    """jobListMatch's ranks are the WSDL's ``size``, an ``xsd:long``: clamped into its range."""
+
+    def test_ranks_beyond_a_long_are_clamped(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt('[ GlueCEUniqueID = "a"; Big = 1e30 ] [ GlueCEUniqueID = "b"; Big = -1e30 ]'
+                       '[ GlueCEUniqueID = "c"; Big = 9223372036854775807 ] [ GlueCEUniqueID = "d"; Big = 42.9 ]')
+        assert list_match(rt, alice, jdl("Rank = other.Big;"), DELEGATION) == [
+            ("a", RANK_MAX), ("c", RANK_MAX), ("d", 42), ("b", RANK_MIN)]
+        assert (RANK_MIN, RANK_MAX) == (-(2**63), 2**63 - 1)
+
+    @pytest.mark.parametrize(("rank", "whole"), [
+        (1e308, RANK_MAX), (math.inf, RANK_MAX), (-math.inf, RANK_MIN), (float(2**63), RANK_MAX),
+        (float(-(2**63)), RANK_MIN), (9.2e18, 9_200_000_000_000_000_000), (-7.9, -7), (math.nan, 0)])
+    def test_whole_rank(self, rank: float, whole: int) -> None:
+        assert whole_rank(rank) == whole
 
 
 class TestFuzzyRank:
@@ -277,6 +323,30 @@ class TestFuzzyRank:
         job = classad2.ClassAd("[ Rank = other.Score; Requirements = other.Score < 50 ]")
         rng = seeded(3)
         assert {choice.ce_id for _ in range(50) if (choice := choose_ce(job, self.CES, rng))} == {"high"}
+
+    @pytest.mark.parametrize("factor", [1.0, 1e300])
+    def test_ranks_near_the_float_limit_are_weighed_without_overflow(self, factor: float) -> None:
+        ces = [ce_ad("a", Score=1e308), ce_ad("b", Score=1e308), ce_ad("c", Score=-1e308)]
+        job = classad2.ClassAd("[ FuzzyRank = true; Rank = other.Score ]")
+        rng = seeded(5)
+        counts = collections.Counter(
+            choice.ce_id for _ in range(400) if (choice := choose_ce(job, ces, rng, fuzzy_factor=factor)))
+        assert set(counts) == {"a", "b"} and min(counts.values()) > 120, counts  # c's weight is 0
+
+    def test_ranks_whose_differences_overflow_keep_their_order(self) -> None:
+        ces = [ce_ad("high", Score=1.5e308), ce_ad("low", Score=-1.5e308), ce_ad("mid", Score=0.0)]
+        found = matches(classad2.ClassAd("[ Rank = other.Score ]"), ces)
+        rng = seeded(2)
+        counts = collections.Counter(fuzzy_choice(found, rng, 0.5e-308).ce_id for _ in range(3000))
+        assert counts["high"] > counts["mid"] > counts["low"] > 0, counts
+
+    @pytest.mark.parametrize("factor", [math.nan, math.inf])
+    def test_a_factor_that_is_not_finite_chooses_uniformly_among_the_best(self, factor: float) -> None:
+        found = matches(classad2.ClassAd("[ Rank = other.Score ]"),
+                        [ce_ad("a", Score=5), ce_ad("b", Score=5), ce_ad("c", Score=5), ce_ad("d", Score=1)])
+        rng = seeded(4)
+        counts = collections.Counter(fuzzy_choice(found, rng, factor).ce_id for _ in range(600))
+        assert set(counts) <= {"a", "b", "c"} and set(counts) >= {"a", "b"}, counts
 
     def test_one_matching_ce_is_always_chosen(self) -> None:
         [only] = matches(classad2.ClassAd("[ Rank = other.Score; Requirements = other.Score == 20 ]"), self.CES)

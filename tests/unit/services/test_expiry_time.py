@@ -29,6 +29,7 @@ from tests.support import (
     SoapApp,
 )
 from tests.unit.services.brokering_support import RankedRuntime, job_row, submit
+from tests.unit.services.conftest import DELEGATION
 from wmproxy.config import Settings
 from wmproxy.domain import Principal
 from wmproxy.errors import JdlError
@@ -38,6 +39,7 @@ from wmproxy.services import execution
 from wmproxy.services.brokering import REQUEST_EXPIRED, deadline
 from wmproxy.services.execution import CLAIM_FAILED, claim_next_start, claim_starts
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
 from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.store.schema import Job
 
@@ -118,6 +120,28 @@ def test_no_expiry_time_is_none() -> None:
 def test_the_reader_refuses_what_registration_refuses(value: str) -> None:
     with pytest.raises(JdlError, match=r"^Attribute ExpiryTime must be a number"):
         expiry_time(parse_jdl(simple(value)))
+
+
+# --- a compound job's own ExpiryTime -----------------------------------------------------------
+
+EXPIRED_COMPOUND = {
+    "collection": ('[ Type = "collection"; ExpiryTime = 1; Nodes = { [ Executable = "/bin/true"; ], '
+                   f'[ Executable = "/bin/true"; ExpiryTime = {EXPIRY_TIME_END - 1}; ] }}; ]'),
+    "dag": ('[ Type = "dag"; Executable = "/bin/true"; ExpiryTime = 1; Nodes = [ a = [ description = [] ]; '
+            f'b = [ description = [ ExpiryTime = {EXPIRY_TIME_END - 1}; ] ]; Dependencies = {{}} ]; ]'),
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPIRED_COMPOUND))
+def test_the_nodes_of_an_expired_compound_job_expire_unless_they_have_their_own(
+        broker_rt: RankedRuntime, alice: Principal, kind: str) -> None:
+    """``submit --valid/--to`` sets a collection's or DAG's own ExpiryTime: its nodes inherit it."""
+    rt = broker_rt()
+    job = submit_job(rt, alice, EXPIRED_COMPOUND[kind], DELEGATION)
+    inheriting, own = (child.job_id for child in job.children)
+    orders = claim_starts(rt, "w1", {"local": 2}, limit=2)
+    assert [order.job_id for order in orders] == [own]
+    assert job_row(rt, inheriting)[:2] == ("Aborted", REQUEST_EXPIRED)
 
 
 # --- jobs stored before the check ------------------------------------------------------------

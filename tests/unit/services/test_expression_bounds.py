@@ -100,6 +100,18 @@ def test_a_chain_of_500_references_is_refused_at_registration(soap: SoapApp, ali
     assert "its attribute references are nested more than 32 deep" in description
 
 
+@pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
+def test_a_parametric_value_substituted_into_an_expression_is_checked_at_registration(
+        soap: SoapApp, alice: Principal, operation: str) -> None:
+    """``_PARAM_`` is replaced textually: outside a string the value becomes expression text,
+    which the JDL's check never saw (registered, every node was then aborted at its claim)."""
+    jdl = ('[ JobType = "parametric"; Executable = "/bin/true"; E = "true"; Parameters = { "true", "eval(E)" };'
+           ' Requirements = _PARAM_ ]')
+    description = refused(soap, alice, operation, jdl)
+    assert description.startswith("Node Node_eval_E_: Attribute Requirements calls eval(), a function the service "
+                                  "does not evaluate in a JDL"), description
+
+
 @pytest.mark.parametrize("steps", STEPS)
 def test_a_job_registered_before_the_bound_is_aborted_at_its_claim(broker_rt: RankedRuntime, alice: Principal,
                                                                    steps: int) -> None:
