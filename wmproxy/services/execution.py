@@ -524,8 +524,11 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         return None
     if chosen is None:
         submit_to = job_ad.get("SubmitTo")
-        reason = f"{NO_MATCH} (SubmitTo names no CE of this site: {submit_to})" if isinstance(submit_to, str) \
-            else NO_MATCH
+        reason = NO_MATCH
+        if isinstance(submit_to, str):
+            known = any(ce.get("GlueCEUniqueID") == submit_to for ce in site.ces())
+            reason += (f" (the CE SubmitTo names refuses the job: its Requirements are not met: {submit_to})"
+                       if known else f" (SubmitTo names no CE of this site: {submit_to})")
         _wait(writes, job, request, settings.brokering.match_retry_period, expires, reason)
         return None
     destination = destination_of(chosen.ce, settings)

@@ -240,7 +240,8 @@ class TestChoice:
         dteam = submit(rt, alice, f'VirtualOrganisation = "dteam"; SubmitTo = "{ATLAS_CE}";')
         assert claim(rt) is None
         state, reason, destination = job_row(rt, dteam)
-        assert (state, destination) == ("Waiting", None) and reason is not None and reason.startswith(NO_MATCH)
+        assert (state, destination) == ("Waiting", None)
+        assert reason == f"{NO_MATCH} (the CE SubmitTo names refuses the job: its Requirements are not met: {ATLAS_CE})"
         atlas = submit(rt, alice, f'VirtualOrganisation = "atlas"; Requirements = false; SubmitTo = "{ATLAS_CE}";')
         order = claim(rt)
         assert order is not None and (order.job_id, order.ce_id) == (atlas, ATLAS_CE)
