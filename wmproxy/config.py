@@ -597,10 +597,16 @@ class LoadSettings:
         handshake_timeout: seconds a client has to complete the TLS handshake; the
             handshake runs off the request threads (``wmproxy.soap.tls_worker``), a client
             still in it after this is disconnected.
+        io_timeout: seconds a request thread waits for a client past its handshake to
+            make progress (``wmproxy.soap.tls_worker``); each read of its request (headers,
+            body) and each write of its response must move some bytes within this, else the
+            request is abandoned (an upload's partial file removed, nothing committed) and the
+            connection closed, so stalled clients cannot hold the request threads. A client
+            that keeps making progress, however slowly, is never cut.
 
     Raises:
         ConfigError: a negative threshold or cap, a percentage over 100, or a
-            non-positive sample interval or handshake timeout.
+            non-positive sample interval, handshake timeout or I/O timeout.
     """
 
     load1: float = 0.0
@@ -615,6 +621,7 @@ class LoadSettings:
     max_jobs_per_submission: int = 0
     sample_interval: float = 5.0
     handshake_timeout: float = 10.0
+    io_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         thresholds = ("load1", "load5", "load15", "memory_usage", "swap_usage", "disk_usage", "free_fds",
@@ -625,8 +632,9 @@ class LoadSettings:
         for name in ("memory_usage", "swap_usage", "disk_usage"):
             if getattr(self, name) > 100:
                 raise ConfigError(f"[load] {name}: a percentage, at most 100")
-        if self.sample_interval <= 0 or self.handshake_timeout <= 0:
-            raise ConfigError("[load] sample_interval and handshake_timeout: must be positive")
+        for name in ("sample_interval", "handshake_timeout", "io_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[load] {name}: must be positive")
 
 
 @dataclass(frozen=True)

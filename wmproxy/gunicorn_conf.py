@@ -48,8 +48,9 @@ if (_fd_problem := fd_limit_problem(_settings.load)) is not None:
 bind = [_settings.service.bind]
 workers = _settings.service.workers
 # gthread with the TLS handshake in the worker's event loop, not on a request thread, and a
-# deadline ([load] handshake_timeout): slow or stalled handshakes cannot hold the threads
-# (docs/load.md).
+# deadline ([load] handshake_timeout): slow or stalled handshakes cannot hold the threads; on a
+# thread each read and write must progress within [load] io_timeout, so a client that stops
+# sending its body or reading its response cannot either (docs/load.md).
 worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"
 threads = _settings.service.threads
 timeout = 120

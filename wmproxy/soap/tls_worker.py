@@ -10,9 +10,15 @@ socket is wrapped non-blocking (``do_handshake_on_connect=False``), each
 within ``[load] handshake_timeout`` seconds is disconnected. Only a connection that has
 completed the handshake, i.e. presented a client certificate the CA directory verifies,
 reaches a request thread, and only once its request has begun to arrive: until then it waits
-in the loop as an idle kept-alive connection does (gunicorn's keep-alive timeout). Everything
-else (keep-alive, the request threads, the application) is gunicorn's ``gthread`` worker
-unchanged.
+in the loop as an idle kept-alive connection does (gunicorn's keep-alive timeout).
+
+On a request thread, gthread makes the socket blocking without a deadline: a client that
+stopped sending its request body (or reading its response) held the thread for ever, and as
+many such clients as threads stopped the service. The connection's socket is a
+:class:`DeadlineSocket`: while a request thread uses it, each read and write must make progress
+within ``[load] io_timeout`` seconds, else the request is abandoned (:class:`PeerStalledError`,
+one log line) and the connection closed. Everything else (keep-alive, the request threads, the
+application) is gunicorn's ``gthread`` worker unchanged.
 
 Use: ``worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"`` (deploy/gunicorn.conf.py).
 """
@@ -25,8 +31,9 @@ import selectors
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from gunicorn import http  # type: ignore[import-untyped]
 from gunicorn import sock as gsock
@@ -38,6 +45,69 @@ from wmproxy.text import log_text
 _ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
 
 
+class PeerStalledError(BaseException):
+    """The client made no progress within ``[load] io_timeout`` while a request thread read its
+    request or wrote its response.
+
+    A :class:`BaseException`, as gunicorn's own abort (``SystemExit``) is: the application's
+    handlers of ``Exception`` or ``OSError`` (a 500 reply, a drain of the rest of the body)
+    would wait for the stalled client again. It unwinds the request (an upload's ``finally``
+    and ``except BaseException`` remove its partial file) up to :meth:`HandshakeWorker.handle`,
+    which closes the connection.
+    """
+
+
+class DeadlineSocket(ssl.SSLSocket):
+    """A TLS socket whose blocking mode has a per-operation deadline.
+
+    gthread calls ``setblocking(True)`` when a request thread takes the connection and
+    ``setblocking(False)`` when it goes back to the event loop. Here the former sets a timeout of
+    :attr:`io_timeout` seconds instead: each read (one TLS record or more) and each write must
+    complete within it. A timeout under that deadline raises :class:`PeerStalledError`; one
+    gunicorn sets itself with ``settimeout`` (its bounded drain of an unread body, its graceful
+    close) stays the ``TimeoutError`` it expects.
+    """
+
+    #: Seconds each operation may wait in blocking mode; None: no deadline (plain ``SSLSocket``).
+    io_timeout: float | None = None
+    _deadline_armed = False
+
+    def setblocking(self, flag: bool) -> None:
+        if flag and self.io_timeout is not None:
+            super().settimeout(self.io_timeout)
+            self._deadline_armed = True
+        else:
+            super().setblocking(flag)
+            self._deadline_armed = False
+
+    def settimeout(self, value: float | None) -> None:
+        super().settimeout(value)
+        self._deadline_armed = False
+
+    # recv and recv_into read through read(); sendall writes through send().
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - SSLSocket's signature
+        with self._progress("sent nothing"):
+            return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        with self._progress("read nothing"):
+            return super().write(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        with self._progress("read nothing"):
+            return super().send(data, flags)
+
+    @contextlib.contextmanager
+    def _progress(self, stalled: str) -> Iterator[None]:
+        """A timeout under the deadline becomes :class:`PeerStalledError` ("the client <stalled>")."""
+        try:
+            yield
+        except TimeoutError:
+            if self._deadline_armed:
+                raise PeerStalledError(f"the client {stalled} for {self.io_timeout:g} s") from None
+            raise
+
+
 class HandshakeWorker(ThreadWorker):
     """``gthread`` with the TLS handshake in the event loop and a handshake deadline."""
 
@@ -46,10 +116,25 @@ class HandshakeWorker(ThreadWorker):
         #: sockets in their handshake → (deadline, client address, server address, registered event)
         self.handshaking: dict[ssl.SSLSocket, tuple[float, Any, Any, int]] = {}
         self.handshake_timeout = 10.0
+        self.io_timeout = 60.0
 
     def init_process(self) -> None:
-        self.handshake_timeout = load_settings().load.handshake_timeout
+        load = load_settings().load
+        self.handshake_timeout, self.io_timeout = load.handshake_timeout, load.io_timeout
         super().init_process()
+
+    def handle(self, conn: TConn) -> Any:
+        """gthread's request handling on a request thread; a client that stalls (no progress
+        within ``[load] io_timeout``) loses its request and its connection, with one log line."""
+        try:
+            return super().handle(conn)
+        except PeerStalledError as exc:
+            self.log.warning("Closing the connection of %s: %s", conn.client, exc)
+            # finish_request closes it, gracefully: in the event loop, reading until the peer
+            # closes, for up to 2 s. Shut down now, that close ends at once for a stalled peer.
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            return False
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM, a graceful stop: the application's held waits (inspection long-polls, up to
@@ -73,13 +158,16 @@ class HandshakeWorker(ThreadWorker):
         self.nr_conns += 1
         client.setblocking(False)
         try:
-            tls = gsock.ssl_context(self.cfg).wrap_socket(
+            context = gsock.ssl_context(self.cfg)
+            context.sslsocket_class = DeadlineSocket
+            tls = cast(DeadlineSocket, context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False,
-                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs)
+                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs))
         except (OSError, ValueError):
             self.nr_conns -= 1
             client.close()
             return
+        tls.io_timeout = self.io_timeout
         self.handshaking[tls] = (time.monotonic() + self.handshake_timeout, address, listener.getsockname(), 0)
         self._step(tls)
 

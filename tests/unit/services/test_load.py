@@ -89,7 +89,8 @@ class TestTripRules:
         assert tripped(LoadSettings(free_fds=500), sample(free_fds=500)) == "free_fds 500 <= 500"
 
     @pytest.mark.parametrize("bad", [{"load1": -1}, {"memory_usage": 101}, {"sample_interval": 0},
-                                     {"handshake_timeout": 0}, {"max_live_jobs": -2}])
+                                     {"handshake_timeout": 0}, {"io_timeout": 0}, {"io_timeout": -1},
+                                     {"max_live_jobs": -2}])
     def test_bad_settings_are_refused(self, bad: dict[str, float]) -> None:
         with pytest.raises(ConfigError, match=r"\[load\]"):
             LoadSettings(**bad)
