@@ -181,3 +181,14 @@ def tls_client_context(ca_dir: Path, cert: Path | None) -> ssl.SSLContext:
     if cert is not None:
         ctx.load_cert_chain(str(cert))
     return ctx
+
+
+def closed_by_peer(sock: ssl.SSLSocket) -> bool:
+    """The service closed this connection (EOF or reset); False while it is open and silent."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except OSError:
+        return True

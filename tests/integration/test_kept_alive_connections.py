@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import ssl
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from cryptography import x509
 
 from tests.conftest import Pki
 from tests.integration.refclient import SOAP, WMP
-from tests.integration.service import Deployment, tls_client_context
+from tests.integration.service import Deployment, closed_by_peer, tls_client_context
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)]
@@ -49,17 +48,6 @@ def post(conn: http.client.HTTPSConnection, body: bytes) -> tuple[int, bytes]:
 def connection(deployment: Deployment, ca_dir: Path, proxy: Path) -> http.client.HTTPSConnection:
     return http.client.HTTPSConnection("localhost", deployment.port, timeout=60,
                                        context=tls_client_context(ca_dir, proxy))
-
-
-def closed_by_peer(sock: ssl.SSLSocket) -> bool:
-    """The service closed this connection (EOF or reset); False while it is open and silent."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except (ssl.SSLWantReadError, BlockingIOError):
-        return False
-    except OSError:
-        return True
 
 
 def test_idle_connections_after_their_handshake_hold_no_request_thread(deployment: Deployment, pki: Pki) -> None:

@@ -25,8 +25,7 @@ import pytest
 from tests.conftest import Pki
 from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import SOAP, WMP, ReferenceClient, reference_client, session_for
-from tests.integration.service import Deployment, tls_client_context
-from tests.integration.test_kept_alive_connections import closed_by_peer
+from tests.integration.service import Deployment, closed_by_peer, tls_client_context
 from tests.support import ECHO_JDL, delegate, wait_for
 
 pytestmark = pytest.mark.integration
