@@ -18,10 +18,11 @@ path outside a sandbox, a refused caller (a limited proxy may only read), an upl
 ``[limits] max_input_sandbox_files`` (a directory counts as a file), a path with more than
 :data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
 ``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another
-request removed while this one waited); 409 for a missing parent directory or a change of the
-input sandbox after jobStart; 413 when the upload would exceed the input sandbox size limit or
-the owner's hard quota; 405 for other methods. Error bodies are one line of plain text, never a
-traceback.
+request removed while this one waited); 409 for a missing parent directory, a change of the
+input sandbox after jobStart, or a write into the area of a node of a compound job (its input
+sandbox is its compound job's ``input/``, which the refusal names); 413 when the upload would
+exceed the input sandbox size limit or the owner's hard quota; 405 for other methods. Error
+bodies are one line of plain text, never a traceback.
 
 Every change of the bytes of an input area goes through ``record_bytes`` (:data:`RecordBytes`),
 which reads the sizes it changes, and checks the limits, with the owner's usage counter locked.

@@ -1,0 +1,140 @@
+"""Rules of the sandbox edge over real TLS (the service in-process behind a TLS server,
+``tests.unit.cli.https_server``), on each backend.
+
+* The nodes of a compound job read their input sandbox from their parent's ``input/``
+  (``wmproxy-behaviour.md`` §2.3, §4.1): getSandboxDestURI and getSandboxBulkDestURI give a
+  node that URI, and the edge refuses writes into a node's own area (nothing would read them, and
+  each node had its own MaxInputSandboxSize there), naming the parent's URI.
+* An upload authorised while its job was Submitted and committing after jobStart is refused (409,
+  nothing committed, its temporary file removed); a jobStart that comes while an upload commits
+  waits for it (``wmproxy.services.sandboxes.change_area_bytes``, ``submission.start_job``). The
+  upload is held mid-body on a raw TLS socket, the commit by its walk of ``input/``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests import support
+from tests.conftest import Pki
+from tests.store.conftest import DELEGATION
+from tests.support import CALLER_KEY, WAIT_TIMEOUT, principal_of
+from tests.unit.cli.https_server import https_server
+from wmproxy.domain import Principal
+from wmproxy.services import quota, sandboxes
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job
+from wmproxy.soap.app import WMProxyApplication
+
+COLLECTION = """[ Type = "collection";
+nodes = {
+  [ Executable = "/bin/cat"; Arguments = "data.txt"; InputSandbox = { "data.txt" };
+    StdOutput = "n0.out"; OutputSandbox = { "n0.out" }; ],
+  [ Executable = "/bin/cat"; Arguments = "data.txt"; InputSandbox = { "data.txt" };
+    StdOutput = "n1.out"; OutputSandbox = { "n1.out" }; ]
+};
+]"""
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> Iterator[Runtime]:
+    """The service on the module's database behind a real TLS server; every request is alice's."""
+    with https_server(pki, None) as (server, base):
+        runtime = support.build_runtime(tmp_path / "rt", pki, database={"url": database_url},
+                                security={"store_key_file": str(store_key_dir / "store.key")},
+                                service={"port": int(base.rsplit(":", 1)[1])})
+        app = WMProxyApplication(runtime, authenticate=support.caller_from_environ)
+        caller = principal_of(pki, "alice")
+        # The module's database keeps the jobs (and counter) of its earlier tests, not their areas.
+        quota.recount_usage(runtime, caller.dn)
+
+        def as_alice(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            environ[CALLER_KEY] = caller
+            return app(environ, start_response)
+
+        server.app = as_alice
+        try:
+            yield runtime
+        finally:
+            support.close_runtime(runtime)
+
+
+def tls_context(pki: Pki) -> ssl.SSLContext:
+    return ssl.create_default_context(capath=str(pki.ca_dir))
+
+
+def request(pki: Pki, method: str, uri: str, body: bytes = b"") -> tuple[int, str]:
+    """``(status, body)`` of one request over TLS."""
+    parts = urlsplit(uri)
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, context=tls_context(pki),
+                                       timeout=WAIT_TIMEOUT)
+    try:
+        conn.request(method, parts.path, body=body if method == "PUT" else None)
+        reply = conn.getresponse()
+        return reply.status, reply.read().decode()
+    finally:
+        conn.close()
+
+
+def job_state(rt: Runtime, job_id: str) -> str:
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        return job.state
+
+
+def files_in(directory: Path) -> list[str]:
+    """Names in ``directory`` (temporary files included); [] when it does not exist."""
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+# --- the nodes of a compound job ---
+
+
+def test_a_nodes_dest_uris_name_its_parents_input(rt: Runtime, alice: Principal) -> None:
+    job = register_job(rt, alice, COLLECTION, DELEGATION)
+    parent_uri = rt.storage.job_area(job.job_id).input_uri
+    bulk = sandboxes.bulk_dest_uris(rt, alice, job.job_id, "https")
+    assert bulk == [(job.job_id, [parent_uri])] + [(c.job_id, [parent_uri]) for c in job.children]
+    for child in job.children:
+        assert sandboxes.dest_uris(rt, alice, child.job_id, "https") == [parent_uri]
+        # what the worker stages the node's input from
+        assert rt.storage.job_area(child.job_id, job.job_id).input_uri == parent_uri
+
+
+def test_an_upload_to_a_nodes_uri_is_what_the_node_reads(rt: Runtime, pki: Pki, alice: Principal) -> None:
+    job = register_job(rt, alice, COLLECTION, DELEGATION)
+    node = job.children[0].job_id
+    node_uri = sandboxes.bulk_dest_uris(rt, alice, job.job_id, "https")[1][1][0]
+    assert request(pki, "PUT", f"{node_uri}/data.txt", b"hello\n") == (201, "Created\n")
+    assert (rt.storage.job_area(node, job.job_id).input_dir / "data.txt").read_bytes() == b"hello\n"
+    # The nodes share one MaxInputSandboxSize: the parent's input holds the node's files.
+    big = rt.settings.service.max_input_sandbox_size - 3
+    status, _ = request(pki, "PUT", f"{sandboxes.bulk_dest_uris(rt, alice, job.job_id, 'https')[2][1][0]}/big",
+                        b"x" * big)
+    assert status == 413
+
+
+def test_a_write_into_a_nodes_own_area_is_refused_naming_the_parents_input(
+        rt: Runtime, pki: Pki, alice: Principal) -> None:
+    job = register_job(rt, alice, COLLECTION, DELEGATION)
+    node = job.children[0].job_id
+    own_input = f"{rt.storage.job_area(node).base_uri}/input"
+    parent_uri = rt.storage.job_area(job.job_id).input_uri
+    status, body = request(pki, "PUT", f"{own_input}/data.txt", b"x" * 900_000)
+    assert status == 409
+    assert body.startswith("The Operation is not allowed: a node of a compound job has no input sandbox")
+    assert body.rstrip().endswith(f"input sandbox, {parent_uri}")
+    for method in ("DELETE", "PUT"):  # a file, then a directory
+        assert request(pki, method, f"{own_input}/data.txt" + ("/" if method == "PUT" else ""))[0] == 409
+    assert files_in(rt.storage.job_dir(node)) == []  # its input/ was never made
+    assert quota.used_bytes(rt, alice.dn) == support.counted_on_disk(rt, alice.dn)
+    # reading it stays allowed: an empty listing
+    assert request(pki, "GET", f"{own_input}/")[0] == 200
