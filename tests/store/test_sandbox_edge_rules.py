@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,14 @@ import pytest
 from tests import support
 from tests.conftest import Pki
 from tests.store.conftest import DELEGATION
-from tests.support import CALLER_KEY, WAIT_TIMEOUT, principal_of
+from tests.support import CALLER_KEY, ECHO_JDL, WAIT_TIMEOUT, principal_of, start_thread, wait_for
 from tests.unit.cli.https_server import https_server
-from wmproxy.domain import Principal
+from wmproxy.domain import JobState, Principal
+from wmproxy.errors import OperationNotAllowedError
+from wmproxy.sandbox.storage import AreaTally, is_temporary
 from wmproxy.services import quota, sandboxes
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.submission import register_job
+from wmproxy.services.submission import register_job, start_job
 from wmproxy.soap.app import WMProxyApplication
 
 COLLECTION = """[ Type = "collection";
@@ -138,3 +142,78 @@ def test_a_write_into_a_nodes_own_area_is_refused_naming_the_parents_input(
     assert quota.used_bytes(rt, alice.dn) == support.counted_on_disk(rt, alice.dn)
     # reading it stays allowed: an empty listing
     assert request(pki, "GET", f"{own_input}/")[0] == 200
+
+
+# --- uploads and jobStart ---
+
+
+def test_an_upload_authorised_before_jobstart_is_refused_when_it_commits_after(
+        rt: Runtime, pki: Pki, alice: Principal) -> None:
+    job_id = register_job(rt, alice, ECHO_JDL, DELEGATION).job_id
+    uri = rt.storage.job_area(job_id).input_uri
+    assert request(pki, "PUT", f"{uri}/first.txt", b"first")[0] == 201
+    used = quota.used_bytes(rt, alice.dn)
+    input_dir = rt.storage.job_area(job_id).input_dir
+    parts = urlsplit(uri)
+    with socket.create_connection((parts.hostname, parts.port), timeout=WAIT_TIMEOUT) as raw, \
+            tls_context(pki).wrap_socket(raw, server_hostname=parts.hostname) as sock:
+        sock.sendall(f"PUT {parts.path}/late.txt HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n"
+                     "Connection: close\r\n\r\n".encode() + b"01234")
+        # authorised while Submitted, its temporary file open: the edge waits for the rest
+        wait_for(lambda: [n for n in files_in(input_dir) if is_temporary(n)], what="the upload's temporary file")
+        start_job(rt, alice, job_id)  # not held by the upload: it holds no lock before its commit
+        assert job_state(rt, job_id) == JobState.WAITING.value
+        sock.sendall(b"56789")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    head, _, body = reply.decode().partition("\r\n\r\n")
+    assert head.split()[1] == "409", reply
+    assert body == "The Operation is not allowed: the input sandbox cannot change after the job has been started\n"
+    assert files_in(input_dir) == ["first.txt"]  # nothing committed, the temporary file removed
+    assert quota.used_bytes(rt, alice.dn) == used == support.counted_on_disk(rt, alice.dn)
+
+
+def test_jobstart_waits_for_an_upload_that_commits(
+        rt: Runtime, pki: Pki, alice: Principal, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = register_job(rt, alice, ECHO_JDL, DELEGATION).job_id
+    uri = rt.storage.job_area(job_id).input_uri
+    committing, release = threading.Event(), threading.Event()
+    tally = rt.storage.input_tally
+
+    def held_tally(held_job: str) -> AreaTally:  # called by the commit under the job's lock
+        committing.set()
+        assert release.wait(WAIT_TIMEOUT), "the test never released the commit"
+        return tally(held_job)
+
+    monkeypatch.setattr(rt.storage, "input_tally", held_tally)
+    outcome: dict[str, Any] = {}
+    upload = start_thread("upload", lambda: request(pki, "PUT", f"{uri}/data.txt", b"data"), outcome)
+    assert committing.wait(WAIT_TIMEOUT)
+    try:
+        starter = start_thread("start", lambda: start_job(rt, alice, job_id), outcome)
+        job_dir = rt.storage.job_dir(job_id)
+        wait_for(lambda: support.flock_waiters(job_dir) or not starter.is_alive(),
+                 what="jobStart to wait for the job's lock")
+        assert starter.is_alive() and "start" not in outcome, outcome  # it waits for the commit
+        assert job_state(rt, job_id) == JobState.SUBMITTED.value
+    finally:
+        release.set()
+    for thread in (upload, starter):
+        thread.join(WAIT_TIMEOUT)
+    assert outcome == {"upload": (201, "Created\n"), "start": None}
+    assert job_state(rt, job_id) == JobState.WAITING.value
+    assert (rt.storage.job_area(job_id).input_dir / "data.txt").read_bytes() == b"data"
+
+
+def test_a_change_refused_at_its_commit_applies_nothing(rt: Runtime, alice: Principal) -> None:
+    """The commit's own check (a started job, a node), whatever the edge authorised before."""
+    job = register_job(rt, alice, COLLECTION, DELEGATION)
+    applied: list[str] = []
+    for job_id in (job.children[0].job_id, job.job_id):
+        if job_id == job.job_id:
+            start_job(rt, alice, job_id)
+        with pytest.raises(OperationNotAllowedError):
+            sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), lambda: AreaTally(1, 1),
+                                        lambda: applied.append("applied"))
+    assert applied == []

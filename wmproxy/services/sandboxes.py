@@ -118,27 +118,34 @@ def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTa
     that adds bytes or files is held against MaxInputSandboxSize and ``[limits]
     max_input_sandbox_files`` with what the area holds now, so that uploads of one job that were
     each in the limits when they started cannot go past them together. What the area holds is
-    read under the job's own lock (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.input_changes`,
+    read under the job's own lock (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.area_changes`,
     held until the change is committed), before the counter's transaction: on SQLite that
     transaction holds the database's write lock, which the walk of a large ``input/`` held
     for every user.
 
+    The job's state is read under that lock too, which jobStart holds around its change of the
+    state (:func:`wmproxy.services.submission.start_job`): an upload authorised while the job was
+    Submitted and committing once it has been started is refused (its temporary file removed),
+    and a jobStart that comes while a change commits waits for it. The file lock is taken before
+    the database's, here and there.
+
     Raises:
-        JobNotFoundError: no job has this area.
+        JobNotFoundError: no job has this area (or it has been purged).
+        OperationNotAllowedError: the job has been started meanwhile.
         QuotaExceededError: the upload would take the input sandbox over MaxInputSandboxSize,
             or the owner over the hard quota.
         SandboxFileCountError: the upload would make the input sandbox hold more files than
             ``max_input_sandbox_files``.
         Whatever ``change()`` raises.
     """
-    with rt.uow() as uow:
-        job = uow.jobs.by_sandbox_dir(job_rel_dir)
-        if job is None:
-            raise JobNotFoundError(job_rel_dir)
-        job_id, owner = job.id, job.owner_dn
-
-    with rt.storage.input_changes(job_id):  # one change of this job at a time, its input/ walked before the lock
-        held = rt.storage.input_tally(job_id)
+    with rt.storage.area_changes(job_rel_dir):  # one change of this job at a time, and no jobStart
+        with rt.uow() as uow:
+            job = uow.jobs.by_sandbox_dir(job_rel_dir)
+            if job is None or job.state == JobState.CLEARED.value:
+                raise JobNotFoundError(job_rel_dir)
+            _check_input_writable(rt, job)
+            job_id, owner = job.id, job.owner_dn
+        held = rt.storage.input_tally(job_id)  # its input/ walked before the counter's lock
 
         def delta() -> int:
             made = change()
