@@ -12,6 +12,7 @@ from tests.conftest import Pki, appendix_jdl
 from tests.integration.refclient import ReferenceClient, fault_detail, reference_client
 from tests.integration.service import Deployment
 from tests.support import FINAL_STATES, delegate, outputs, state_word, wait_for, wait_for_final
+from wmproxy.domain import job_relative_dir
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +204,29 @@ def test_names_outside_the_work_dir_are_an_invalid_argument_fault(
     detail = fault_detail(err.value)
     assert etree.QName(detail).localname == "InvalidArgumentFault"
     assert attribute in "".join(detail.itertext())
+
+
+NODE_INPUT_COLLECTION = """[ Type = "collection";
+nodes = {
+  [ Executable = "/bin/cat"; Arguments = "data.txt"; InputSandbox = { "data.txt" };
+    StdOutput = "n0.out"; OutputSandbox = { "n0.out" }; ]
+};
+]"""
+
+
+def test_a_file_uploaded_to_a_nodes_bulk_dest_uri_is_the_nodes_input(alice: ReferenceClient) -> None:
+    """The gLite UI uploads a compound job's files to the URIs getSandboxBulkDestURI gives for
+    each node (wmproxy-behaviour.md §3.8): they name the parent's input/, which the node reads;
+    its own area takes no writes (before: 201 there, then the node aborted, its file missing)."""
+    job = alice.wmproxy.jobRegister(NODE_INPUT_COLLECTION, "compound")
+    node = job.childrenJob[0]
+    bulk = {entry.id: list(entry.Item) for entry in alice.wmproxy.getSandboxBulkDestURI(job.id, "https")}
+    assert bulk[node.id] == bulk[job.id] == alice.wmproxy.getSandboxDestURI(node.id, "https")
+    own = f"{bulk[job.id][0].rsplit('/', 4)[0]}/{job_relative_dir(node.id, 'SandboxDir')}/input"  # never read
+    refused = alice.session.put(f"{own}/data.txt", data=b"lost\n")
+    assert refused.status_code == 409 and bulk[job.id][0] in refused.text, refused.text
+    assert alice.session.put(f"{bulk[node.id][0]}/data.txt", data=b"hello from the node's URI\n").status_code == 201
+    alice.wmproxy.jobStart(job.id)
+    status = wait_final(alice, job.id)
+    assert [c.status for c in status.childrenJob] == ["Done (Exit Code 0)"], status
+    assert outputs(alice, node.id)["n0.out"] == b"hello from the node's URI\n"

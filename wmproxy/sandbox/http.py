@@ -18,10 +18,12 @@ path outside a sandbox, a refused caller (a limited proxy may only read), an upl
 ``[limits] max_input_sandbox_files`` (a directory counts as a file), a path with more than
 :data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
 ``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another
-request removed while this one waited); 409 for a missing parent directory or a change of the
-input sandbox after jobStart; 413 when the upload would exceed the input sandbox size limit or
-the owner's hard quota; 405 for other methods. Error bodies are one line of plain text, never a
-traceback.
+request removed while this one waited); 409 for a missing parent directory, a change of the
+input sandbox after jobStart (also an upload that was under way when the job was started: it is
+refused when it commits), or a write into the area of a node of a compound job (its input
+sandbox is its compound job's ``input/``, which the refusal names); 413 when the upload would
+exceed the input sandbox size limit or the owner's hard quota; 405 for other methods. Error
+bodies are one line of plain text, never a traceback.
 
 Every change of the bytes of an input area goes through ``record_bytes`` (:data:`RecordBytes`),
 which reads the sizes it changes, and checks the limits, with the owner's usage counter locked.
@@ -103,6 +105,9 @@ def _apply_only(job_rel_dir: str, change: Callable[[], AreaTally], apply: Callab
 
 ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
 
+_BODY_READ = "wmproxy.sandbox.body_read"
+"""Environ key set once a PUT has read its whole body (its refusal then drains nothing)."""
+
 # Order matters: first match along this list wins (subclasses before bases).
 _STATUS_OF: tuple[tuple[type[WMProxyError], int], ...] = (
     (UnknownJobAreaError, 404),
@@ -179,7 +184,7 @@ class SandboxApp:
             log.exception("sandbox request %s %s failed (error id %s)", log_text(request.method),
                           log_text(request.path), error_id)  # a path may hold %0A: one line whatever it holds
             response = _text(500, f"Internal server error (error id {error_id})")
-        if response.status_code >= 400 and request.method in ("PUT", "MOVE"):
+        if response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
             _drain(request)
         return response(environ, start_response)
 
@@ -308,6 +313,10 @@ class SandboxApp:
         stream = request.environ["wsgi.input"] if length is not None else request.stream
 
         def commit(total: int, replace: Callable[[], None]) -> None:
+            # The body has been read: a refusal now (the limits, a jobStart meanwhile) must not
+            # drain it again, which read past Content-Length from the server's own input stream.
+            request.environ[_BODY_READ] = True
+
             def change() -> AreaTally:
                 nonlocal created
                 replaced = _regular_file(path, "The target exists and is not a regular file")

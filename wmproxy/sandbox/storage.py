@@ -526,15 +526,24 @@ class FilesystemSandboxStorage:
             _unlink_quietly(str(tmp))
             raise
 
-    @contextlib.contextmanager
-    def input_changes(self, job_id: str) -> Iterator[None]:
+    def input_changes(self, job_id: str) -> contextlib.AbstractContextManager[None]:
         """Hold the job's input changes: an exclusive ``flock`` of the job's directory (across
         processes), under which the sandbox edge reads what ``input/`` holds and commits one
         change of it, so that changes of one job take turns while the walk of its ``input/``
-        holds no database lock. Nothing is held for a job without a directory (its uploads
-        find no area).
+        holds no database lock, and under which jobStart changes the job's state (an upload
+        then commits before the start or is refused after it). Nothing is held for a job
+        without a directory (its uploads find no area).
+
+        Raises:
+            InvalidArgumentError: ``job_id`` is not a valid job id.
         """
-        with _locked_directory(self.job_dir(job_id)):
+        return self.area_changes(self.job_rel_dir(job_id))
+
+    @contextlib.contextmanager
+    def area_changes(self, job_rel_dir: str) -> Iterator[None]:
+        """:meth:`input_changes` of the job whose area is ``job_rel_dir`` (relative to the root,
+        as :meth:`split_path` gives it): the sandbox edge takes it before it looks the job up."""
+        with _locked_directory(self.root / job_rel_dir):
             yield
 
     def merge_perusal_chunks(self, job_id: str, name: str) -> list[str]:

@@ -20,10 +20,12 @@ from wmproxy.services.access import job_for, live_job
 from wmproxy.services.quota import change_usage, upload_room
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import select_protocols
+from wmproxy.store.schema import Job
 
 
 def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[str]:
-    """getSandboxDestURI: the URIs of the job's ``input`` directory, one per protocol.
+    """getSandboxDestURI: the URIs of the input sandbox the job reads, one per protocol: its
+    ``input`` directory, for a node of a compound job its compound job's (:func:`_input_uri`).
 
     Raises:
         InvalidArgumentError: bad job id or protocol.
@@ -33,36 +35,64 @@ def dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | No
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id)
-        return [f"{rt.storage.job_area(job.id).base_uri}/input" for _ in protocols]
+        return [_input_uri(rt, job) for _ in protocols]
 
 
 def bulk_dest_uris(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, list[str]]]:
-    """getSandboxBulkDestURI: ``(job id, URIs)`` for the job first, then each node."""
+    """getSandboxBulkDestURI: ``(job id, URIs)`` for the job first, then each node; a node's
+    URIs are those of the input it reads, its compound job's (the gLite UI uploads a DAG's
+    files to them, ``wmproxy-behaviour.md`` §3.8)."""
     protocols = select_protocols(protocol)
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id)
         jobs = [job, *uow.jobs.children(job.id)]
-        return [(j.id, [f"{rt.storage.job_area(j.id).base_uri}/input" for _ in protocols]) for j in jobs]
+        return [(j.id, [_input_uri(rt, j) for _ in protocols]) for j in jobs]
+
+
+def _input_uri(rt: Runtime, job: Job) -> str:
+    """URI of the ``input/`` that ``job`` reads its input sandbox from: its own, for a node of a
+    compound job its parent's (§2.3, §4.1: the reference's node ``input/`` is a symbolic link to
+    the parent's; here a node has no input area of its own, see :func:`authorize_area`)."""
+    return rt.storage.job_area(job.id, job.parent_id).input_uri
 
 
 def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> str:
     """May ``principal`` use HTTP ``method`` on the job area ``job_rel_dir``? Returns the job's id.
 
-    The owner may read and write; ACL items (§6.4) may read (GET, HEAD).
+    The owner may read and write; ACL items (§6.4) may read (GET, HEAD). Nothing may be
+    written into the area of a node of a compound job: its input sandbox is its parent's
+    ``input/`` (where the worker stages it from, and what getSandboxBulkDestURI gives for the
+    node), and its own output is the worker's.
 
     Raises:
         JobNotFoundError: no job has this area (or it has been purged).
         AuthorizationError: the area belongs to another user.
-        OperationNotAllowedError: uploads after the job has been started.
+        OperationNotAllowedError: uploads after the job has been started, or into a node's area
+            (the message names the URI of the compound job's input sandbox).
     """
     with rt.uow() as uow:
         job = uow.jobs.by_sandbox_dir(job_rel_dir)
         if job is None or job.state == JobState.CLEARED.value:
             raise JobNotFoundError(job_rel_dir)
         job_for(uow, principal, job.id, access="read" if method in ("GET", "HEAD") else "write")
-        if method in ("PUT", "DELETE", "MOVE") and job.state != JobState.SUBMITTED.value:
-            raise OperationNotAllowedError("the input sandbox cannot change after the job has been started")
+        if method in ("PUT", "DELETE", "MOVE"):
+            _check_input_writable(rt, job)
         return job.id
+
+
+def _check_input_writable(rt: Runtime, job: Job) -> None:
+    """May the input area of ``job`` (found by its sandbox directory) change now?
+
+    Raises:
+        OperationNotAllowedError: ``job`` is a node of a compound job (its input is its
+            parent's), or it has been started.
+    """
+    if job.parent_id is not None:
+        raise OperationNotAllowedError(
+            "a node of a compound job has no input sandbox of its own: upload its files to the"
+            f" compound job's input sandbox, {rt.storage.job_area(job.parent_id).input_uri}")
+    if job.state != JobState.SUBMITTED.value:
+        raise OperationNotAllowedError("the input sandbox cannot change after the job has been started")
 
 
 def input_room(rt: Runtime, job_rel_dir: str) -> int:
@@ -88,27 +118,34 @@ def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTa
     that adds bytes or files is held against MaxInputSandboxSize and ``[limits]
     max_input_sandbox_files`` with what the area holds now, so that uploads of one job that were
     each in the limits when they started cannot go past them together. What the area holds is
-    read under the job's own lock (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.input_changes`,
+    read under the job's own lock (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.area_changes`,
     held until the change is committed), before the counter's transaction: on SQLite that
     transaction holds the database's write lock, which the walk of a large ``input/`` held
     for every user.
 
+    The job's state is read under that lock too, which jobStart holds around its change of the
+    state (:func:`wmproxy.services.submission.start_job`): an upload authorised while the job was
+    Submitted and committing once it has been started is refused (its temporary file removed),
+    and a jobStart that comes while a change commits waits for it. The file lock is taken before
+    the database's, here and there.
+
     Raises:
-        JobNotFoundError: no job has this area.
+        JobNotFoundError: no job has this area (or it has been purged).
+        OperationNotAllowedError: the job has been started meanwhile.
         QuotaExceededError: the upload would take the input sandbox over MaxInputSandboxSize,
             or the owner over the hard quota.
         SandboxFileCountError: the upload would make the input sandbox hold more files than
             ``max_input_sandbox_files``.
         Whatever ``change()`` raises.
     """
-    with rt.uow() as uow:
-        job = uow.jobs.by_sandbox_dir(job_rel_dir)
-        if job is None:
-            raise JobNotFoundError(job_rel_dir)
-        job_id, owner = job.id, job.owner_dn
-
-    with rt.storage.input_changes(job_id):  # one change of this job at a time, its input/ walked before the lock
-        held = rt.storage.input_tally(job_id)
+    with rt.storage.area_changes(job_rel_dir):  # one change of this job at a time, and no jobStart
+        with rt.uow() as uow:
+            job = uow.jobs.by_sandbox_dir(job_rel_dir)
+            if job is None or job.state == JobState.CLEARED.value:
+                raise JobNotFoundError(job_rel_dir)
+            _check_input_writable(rt, job)
+            job_id, owner = job.id, job.owner_dn
+        held = rt.storage.input_tally(job_id)  # its input/ walked before the counter's lock
 
         def delta() -> int:
             made = change()

@@ -208,9 +208,13 @@ def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
         ProxyExpiredError: the job's delegated proxy has expired.
         LimitedProxyError: the job's delegated proxy is now a limited one.
         FqanMismatchError: the caller's primary FQAN is not the job's delegated proxy's.
+
+    The state changes under the job's input lock (``input_changes``, taken before the database's
+    locks, as the sandbox edge does): an upload of the job's input sandbox commits before the
+    start, or is refused after it (:func:`wmproxy.services.sandboxes.change_area_bytes`).
     """
-    now = utcnow()
-    with rt.uow() as uow:
+    with rt.storage.input_changes(job_id), rt.uow() as uow:
+        now = utcnow()  # once the lock is held: a commit of an upload may have held it
         job = job_for(uow, principal, job_id, for_update=True)
         if job.state == JobState.CLEARED.value:
             raise JobNotFoundError(job_id, rt.settings.service.endpoint)
