@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.accounts import AccountSet, local_accounts
 from tests.conftest import need_peer
+from tests.store.lease_race import race_in_process
 from wmproxy.config import DatabaseSettings, MappingSettings, SandboxSettings, Settings
 from wmproxy.domain import JobState, LocalAccount, utcnow
 from wmproxy.errors import AuthorizationError
@@ -219,7 +220,8 @@ class TestConcurrency:
         with context.Manager() as manager:
             results = manager.list()
             start = manager.Event()
-            processes = [context.Process(target=_race_in_process, args=(database_url, dn, pool, start, results))
+            processes = [context.Process(target=race_in_process, args=(database_url, dn, pool, start, results,
+                                                                       DEADLINE))
                          for dn in dns]
             for process in processes:
                 process.start()
@@ -247,16 +249,6 @@ class TestConcurrency:
             account = next(iter(accounts))
             if account is not None:
                 assert by_account[account] == dn
-
-
-def _race_in_process(database_url: str, dn: str, pool: list[str], start: threading.Event,
-                     results: list[tuple[str, str | None]]) -> None:
-    engine = make_engine(database_url)
-    try:
-        start.wait(DEADLINE)
-        results.append((dn, _acquire(make_session_factory(engine), dn, pool)))
-    finally:
-        engine.dispose()
 
 
 # --- map_identity with real accounts -----------------------------------------------------------
