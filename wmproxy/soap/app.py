@@ -123,6 +123,13 @@ class WMProxyApplication:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         try:
             return self.sandbox(environ, access.observing(start_response, seen))
+        except Exception:
+            raise  # gunicorn answers 500
+        except BaseException:
+            # the request was cut without an answer (a client stalled past [load] io_timeout:
+            # PeerStalledError; gunicorn's abort of a worker): nothing was sent, not a 500
+            seen.setdefault("outcome", "no_answer")
+            raise
         finally:
             status = str(seen.get("status", "500"))
             size = _content_length(seen.get("headers", [])) if method == "GET" else _content_length(
@@ -130,7 +137,8 @@ class WMProxyApplication:
             principal = environ.get(PRINCIPAL_KEY)
             access.record(f"sandbox_{method}" if method in SANDBOX_METHODS else "sandbox_other",
                           principal.dn if isinstance(principal, Principal) else None,
-                          environ.get(JOB_KEY), "ok" if status.startswith("2") else f"http_{status[:3]}",
+                          environ.get(JOB_KEY),
+                          seen.get("outcome") or ("ok" if status.startswith("2") else f"http_{status[:3]}"),
                           time.monotonic() - started, size)
 
     def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:

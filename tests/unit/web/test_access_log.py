@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 
 import pytest
 
-from tests.support import ECHO_JDL
+from tests.support import CALLER_KEY, ECHO_JDL
 from tests.unit.web.conftest import request
 from wmproxy.domain import Principal
 from wmproxy.monitoring.access import format_line, quote
@@ -107,3 +108,37 @@ def test_sandbox_requests_are_logged(app: WMProxyApplication, rt: Runtime, alice
     assert (put["op"], put["dn"], put["job"], put["outcome"], put["bytes"]) == (
         "sandbox_PUT", alice.dn, registered.job_id, "ok", "5")
     assert (get["op"], get["dn"], get["outcome"]) == ("sandbox_GET", bob.dn, "http_403")
+
+
+class _Cut(BaseException):
+    """What the request thread's socket raises when the client stalls past ``[load] io_timeout``
+    (``wmproxy.soap.tls_worker.PeerStalledError``, a BaseException)."""
+
+
+class _StallingBody:
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            data, self.head = self.head, b""
+            return data
+        raise _Cut
+
+
+def test_an_upload_cut_without_an_answer_is_logged_as_such_not_as_a_500(
+        app: WMProxyApplication, rt: Runtime, alice: Principal, delegated: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    registered = register_job(rt, alice, ECHO_JDL, delegated)
+    path = "/" + rt.storage.job_rel_dir(registered.job_id) + "/input/data.txt"
+    caplog.set_level(logging.INFO, "wmproxy.access")
+    environ: dict[str, object] = {
+        "REQUEST_METHOD": "PUT", "PATH_INFO": path, "QUERY_STRING": "", "CONTENT_LENGTH": "500000",
+        "wsgi.input": _StallingBody(b"x" * 1000), "wsgi.url_scheme": "https", "SERVER_NAME": "localhost",
+        "SERVER_PORT": "7443", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.errors": io.BytesIO(), CALLER_KEY: alice,
+    }
+    with pytest.raises(_Cut):
+        app(environ, lambda status, headers, exc_info=None: None)
+    (line,) = access_lines(caplog)
+    assert (line["op"], line["job"], line["outcome"]) == ("sandbox_PUT", registered.job_id, "no_answer")
+    assert not (rt.storage.job_area(registered.job_id).input_dir / "data.txt").exists()
