@@ -275,14 +275,11 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
                     if exc.fault_type == "OperationNotAllowedFault":
                         # the node's state has no output (Cancelled, or already Cleared): nothing to lose
                         common.echo(f"Warning - node {name}: {exc.fault_type}: {exc.description}", err=True)
-                        nodes[name] = {"jobid": child_id, "dir": node_dir, "files": [], "missing": [],
-                                       "failed": []}
-                        continue
-                    # the node's files cannot even be listed (the service or the connection failed):
-                    # it counts as failed, nothing is purged
-                    unlisted = WMProxyClientError(exc.fault_type, f"node {name}: cannot list its output files: "
-                                                  f"{exc.description}", exc.error_code, exc.method)
-                    node_failed = [_failure(child_id, None, name, unlisted, as_json)]
+                    else:  # the node's files cannot even be listed (the service or the connection
+                        # failed): it counts as failed, nothing is purged
+                        unlisted = WMProxyClientError(exc.fault_type, f"node {name}: cannot list its output "
+                                                      f"files: {exc.description}", exc.error_code, exc.method)
+                        node_failed = [_failure(child_id, None, name, unlisted, as_json)]
             notes += _missing_text(child_id, node_missing)
             stored += node_files
             failed += node_failed

@@ -560,23 +560,8 @@ class TestCompoundOutput:
     def test_a_node_whose_files_cannot_be_listed_fails_and_nothing_is_purged(
         self, runner: CliRunner, fake: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        a, b = child_job_id(JOB, 0), child_job_id(JOB, 1)
-        fake.status = JobStatus(JOB, "Done (Exit Code 0)", children=(JobStatus(a, "Done"), JobStatus(b, "Done")))
-        fake.jdls[(JOB, "ORIGINAL")] = (
-            '[ Type = "dag"; nodes = [ alpha = [ description = [ Executable = "/bin/true"; ]; ];'
-            ' zeta = [ description = [ Executable = "/bin/true"; ]; ]; ]; ]'
-        )
-
-        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
-            fake.calls.append(("get_output_file_list", (job_id,)))
-            if job_id == JOB:
-                raise WMProxyClientError("OperationNotAllowedFault", "parent")
-            if job_id == b:
-                raise WMProxyClientError("AuthorizationFault", "not yours")
-            return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
-
-        monkeypatch.setattr(fake, "get_output_file_list", list_files)
-        monkeypatch.setattr(output, "download_file", lambda session, uri, directory, **kw: Path(directory) / "out.txt")
+        b = _alpha_zeta_dag(fake, monkeypatch, "Done (Exit Code 0)", "Done",
+                            WMProxyClientError("AuthorizationFault", "not yours"))
         result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 1, result.output
         assert "job_purge" not in fake.names()
@@ -599,20 +584,8 @@ class TestCompoundOutput:
     ) -> None:
         """The service lists output files of Done and Aborted jobs only: a node cancelled alone
         (the DAG then ends Aborted) is refused OperationNotAllowed, which loses nothing."""
-        a, b = child_job_id(JOB, 0), child_job_id(JOB, 1)
-        fake.status = JobStatus(JOB, "Aborted", children=(JobStatus(a, "Done"), JobStatus(b, "Cancelled")))
-        fake.jdls[(JOB, "ORIGINAL")] = (
-            '[ Type = "dag"; nodes = [ alpha = [ description = [ Executable = "/bin/true"; ]; ];'
-            ' zeta = [ description = [ Executable = "/bin/true"; ]; ]; ]; ]'
-        )
-
-        def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
-            if job_id in (JOB, b):
-                raise WMProxyClientError("OperationNotAllowedFault", "job status (CANCELLED) doesn't allow it")
-            return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
-
-        monkeypatch.setattr(fake, "get_output_file_list", list_files)
-        monkeypatch.setattr(output, "download_file", lambda session, uri, directory, **kw: Path(directory) / "out.txt")
+        _alpha_zeta_dag(fake, monkeypatch, "Aborted", "Cancelled",
+                        WMProxyClientError("OperationNotAllowedFault", "job status (CANCELLED) doesn't allow it"))
         result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 0, result.output
         assert "job_purge" in fake.names()
@@ -633,3 +606,29 @@ class TestCompoundOutput:
         dirs = [job["dir"] for job in json.loads(result.stdout)["jobs"]]
         assert dirs == [str(tmp_path / output.default_dir(JOB).rsplit("/", 1)[-1]),
                         str(tmp_path / output.default_dir(JOB + "2").rsplit("/", 1)[-1])]
+
+
+def _alpha_zeta_dag(fake: FakeClient, monkeypatch: pytest.MonkeyPatch, state: str, zeta_state: str,
+                    zeta_fault: WMProxyClientError) -> str:
+    """JOB as a DAG (``state``) of the nodes alpha (Done, one output file) and zeta
+    (``zeta_state``, whose file list the service refuses with ``zeta_fault``); JOB's own list is
+    refused (a compound job), each call recorded; a download lands in the node's directory.
+    Returns zeta's job id."""
+    a, b = child_job_id(JOB, 0), child_job_id(JOB, 1)
+    fake.status = JobStatus(JOB, state, children=(JobStatus(a, "Done"), JobStatus(b, zeta_state)))
+    fake.jdls[(JOB, "ORIGINAL")] = (
+        '[ Type = "dag"; nodes = [ alpha = [ description = [ Executable = "/bin/true"; ]; ];'
+        ' zeta = [ description = [ Executable = "/bin/true"; ]; ]; ]; ]'
+    )
+
+    def list_files(job_id: str, protocol: str = "https") -> list[OutputFile]:
+        fake.calls.append(("get_output_file_list", (job_id,)))
+        if job_id == JOB:
+            raise WMProxyClientError("OperationNotAllowedFault", "getOutputFileList operation not allowed for dag")
+        if job_id == b:
+            raise zeta_fault
+        return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
+
+    monkeypatch.setattr(fake, "get_output_file_list", list_files)
+    monkeypatch.setattr(output, "download_file", lambda session, uri, directory, **kw: Path(directory) / "out.txt")
+    return b
