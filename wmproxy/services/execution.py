@@ -852,12 +852,12 @@ def requeue_unstarted(rt: Runtime, name: str, job_id: str, reason: str) -> bool:
     now = utcnow()
     with rt.uow() as uow:
         job = uow.jobs.get(job_id, for_update=True)
-        if job is not None and job.worker == name and JobState(job.state) in FINAL_STATES:
-            for request in uow.queue.pending_for(job_id):  # ended, its wrapper never ran: nothing to stop
-                if request.command == "cancel":
-                    uow.queue.complete(request, now)
+        if job is None or job.worker != name:
             return False
-        if job is None or job.worker != name or job.state not in (JobState.READY.value, JobState.SCHEDULED.value):
+        if JobState(job.state) in FINAL_STATES:
+            _complete_cancels(uow, job_id, now)  # ended, its wrapper never ran: nothing to stop
+            return False
+        if job.state not in (JobState.READY.value, JobState.SCHEDULED.value):
             return False
         _requeue(uow, job, now, reason)
         return True
@@ -869,11 +869,16 @@ def _requeue(uow: UnitOfWork, job: Job, now: dt.datetime, reason: str) -> None:
     requeued, the next worker would start it before it saw the cancel."""
     job.worker = None
     job.backend_ref = None
-    cancels = [request for request in uow.queue.pending_for(job.id) if request.command == "cancel"]
-    if cancels:
-        for request in cancels:
-            uow.queue.complete(request, now)
+    if _complete_cancels(uow, job.id, now):
         change_state(uow, job.id, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
         return
     uow.jobs.set_state(job, JobState.WAITING.value, now, reason=f"requeued: {reason}")
     uow.queue.enqueue(job.id, "start", now)
+
+
+def _complete_cancels(uow: UnitOfWork, job_id: str, now: dt.datetime) -> bool:
+    """Mark the job's pending ``cancel`` requests done at ``now``; True when it had one."""
+    cancels = uow.queue.pending_commands([job_id], "cancel")
+    for request in cancels:
+        uow.queue.complete(request, now)
+    return bool(cancels)

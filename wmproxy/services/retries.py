@@ -238,7 +238,7 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
         log.info("job %s: the end of attempt %d was recorded already", job_id, end.attempt)
         return None  # a pending cancel is the current attempt's
     if cancels is None:
-        cancels = [r for r in uow.queue.pending_for(job_id) if r.command == "cancel"]
+        cancels = list(uow.queue.pending_commands([job_id], "cancel"))
     for request in cancels:  # the attempt ended: nothing left to stop (an Aborted job's cancel too)
         uow.queue.complete(request, now)
     if job.state == JobState.CLEARED.value:  # purged: its job area, and what it counted, are gone
