@@ -106,15 +106,21 @@ def fd_limit_problem(load: LoadSettings) -> str | None:
     if not load.free_fds:
         return None
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft - len(os.listdir("/proc/self/fd")) > load.free_fds:
+    if soft == resource.RLIM_INFINITY or _process_free_fds() > load.free_fds:
         return None
     return (f"[load] free_fds = {load.free_fds} refuses every new job: this process may open only {soft} files "
             "(its hard limit); raise LimitNOFILE= in the unit (deploy/wmproxy.service: 65536) or lower free_fds")
 
 
-def _free_fds() -> int:
+def _process_free_fds() -> int:
+    """This process's own headroom: its soft open-files limit (2**20 when unlimited) less the
+    descriptors it holds."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    process_free = (soft if soft != resource.RLIM_INFINITY else 1 << 20) - len(os.listdir("/proc/self/fd"))
+    return (soft if soft != resource.RLIM_INFINITY else 1 << 20) - len(os.listdir("/proc/self/fd"))
+
+
+def _free_fds() -> int:
+    process_free = _process_free_fds()
     try:
         allocated, _, maximum = (int(v) for v in Path("/proc/sys/fs/file-nr").read_text().split())
     except (OSError, ValueError):

@@ -513,12 +513,8 @@ class SlurmExecutionBackend:
         unresolved = self._unresolved.get(work_dir)
         if unresolved is not None:
             return unresolved
-        try:
-            fd = open_confined(work_dir, f"{STATE_DIR}/{UNRESOLVED_NAME}")
-        except ConfinementError:
-            return None
-        with os.fdopen(fd, "rb") as stream:
-            unresolved = _Unresolved.decode(stream.read(_LOG_TAIL_BYTES))
+        recorded = _state_head(work_dir, UNRESOLVED_NAME, _LOG_TAIL_BYTES)
+        unresolved = None if recorded is None else _Unresolved.decode(recorded)
         if unresolved is not None:
             self._unresolved[work_dir] = unresolved
         return unresolved
@@ -526,13 +522,8 @@ class SlurmExecutionBackend:
     def _find_submitted(self, handle: RunHandle) -> QueuedJob | None:
         """The Slurm job of a job whose reference has no id: its task in the job array its
         ``slurm-task`` names, else the job of its own name and work dir."""
-        try:
-            fd = open_confined(handle.work_dir, f"{STATE_DIR}/{TASK_NAME}")
-        except ConfinementError:
-            task = None
-        else:
-            with os.fdopen(fd, "rb") as stream:
-                task = stream.read(256).decode(errors="replace").split()
+        recorded = _state_head(handle.work_dir, TASK_NAME, 256)
+        task = None if recorded is None else recorded.decode(errors="replace").split()
         if task and len(task) == 2 and task[1].isdigit():
             found = self.commands.find(task[0], self.work_root, int(task[1]))
             if found is not None:
@@ -542,12 +533,8 @@ class SlurmExecutionBackend:
     def _submission_name(self, work_dir: Path) -> str:
         """The Slurm job name the work dir's ``slurm.sh`` gives (the attempt's, :func:`job_name`);
         the name of a first attempt when the script cannot be read."""
-        try:
-            fd = open_confined(work_dir, f"{STATE_DIR}/{SCRIPT_NAME}")
-        except ConfinementError:
-            return job_name(work_dir.name)
-        with os.fdopen(fd, "rb") as stream:
-            found = _SCRIPT_NAME_LINE.search(stream.read(_SCRIPT_HEAD_BYTES).decode(errors="replace"))
+        script = _state_head(work_dir, SCRIPT_NAME, _SCRIPT_HEAD_BYTES)
+        found = None if script is None else _SCRIPT_NAME_LINE.search(script.decode(errors="replace"))
         return found.group(1) if found else job_name(work_dir.name)
 
     def _lookup(self, job_id: str) -> tuple[bool, QueuedJob | None]:
@@ -745,6 +732,17 @@ def _failure(reason: str, started: bool, *, recorded: bool = True) -> JobOutcome
     kind = "deep" if started else "shallow"
     return JobOutcome(JobState.ABORTED, reason=f"{reason} ({kind} failure)", payload_started=started,
                       recorded=recorded)
+
+
+def _state_head(work_dir: Path, name: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of the work dir's ``.wmproxy/<name>`` (opened confined to the
+    work dir), None when it cannot be opened."""
+    try:
+        fd = open_confined(work_dir, f"{STATE_DIR}/{name}")
+    except ConfinementError:
+        return None
+    with os.fdopen(fd, "rb") as stream:
+        return stream.read(size)
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str] | None:
