@@ -698,10 +698,16 @@ class SlurmSettings:
         max_array: jobs one Slurm job array carries at most (the jobs of one worker cycle
             sharing account, partition and limits go to Slurm in one ``sbatch --array``);
             1 = one ``sbatch`` per job. Keep it below the cluster's ``MaxArraySize``.
+        submit_settle: seconds during which slurmctld may still create a job whose sbatch
+            lost its answer (a timeout, Slurm's "Socket timed out on send/recv operation",
+            a worker that died during its sbatch): the job is looked for in Slurm that long
+            before it counts as never submitted and is submitted again. At least munge's
+            credential lifetime (``munged --ttl``, 300 s by default; slurmctld refuses an
+            older request).
 
     Raises:
-        ConfigError: a non-positive interval, or a negative wait, wall time or memory,
-            or ``max_submitted`` or ``max_array`` below 1.
+        ConfigError: a non-positive interval, or a negative wait, wall time, memory or
+            settle time, or ``max_submitted`` or ``max_array`` below 1.
     """
 
     conf: str = ""
@@ -713,6 +719,7 @@ class SlurmSettings:
     python: str = "/usr/bin/python3"
     max_submitted: int = 1000
     max_array: int = 1000
+    submit_settle: float = 330.0
 
     def __post_init__(self) -> None:
         if self.refresh_interval <= 0:
@@ -721,8 +728,9 @@ class SlurmSettings:
             raise ConfigError("[slurm] max_submitted: must be at least 1")
         if self.max_array < 1:
             raise ConfigError("[slurm] max_array: must be at least 1")
-        if min(self.max_pending, self.default_wall_time, self.default_memory_mb) < 0:
-            raise ConfigError("[slurm] max_pending, default_wall_time and default_memory_mb: must not be negative")
+        if min(self.max_pending, self.default_wall_time, self.default_memory_mb, self.submit_settle) < 0:
+            raise ConfigError("[slurm] max_pending, default_wall_time, default_memory_mb and submit_settle: must not "
+                              "be negative")
 
 
 @dataclass(frozen=True)

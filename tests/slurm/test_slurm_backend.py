@@ -192,7 +192,7 @@ class TestAdoption:
         first = make_backend(slurm_cluster, work_root)
         prepared = first.prepare(launch(account, input_dir, "exit 0"))  # the worker died before sbatch
 
-        second = make_backend(slurm_cluster, work_root)
+        second = make_backend(slurm_cluster, work_root, submit_settle=0.0)  # its sbatch cannot come any more
         adopted = second.attach(prepared.ref, account)
         assert adopted is not None
         outcome = wait_outcome(second, adopted)
@@ -200,6 +200,46 @@ class TestAdoption:
         assert (outcome.state, outcome.recorded, outcome.payload_started) == (JobState.ABORTED, False, False)
         assert outcome.reason == "Slurm has no job for it: it was never submitted (shallow failure)"
         assert not second.started(adopted)
+
+    def test_a_job_whose_worker_died_during_sbatch_is_waited_for_not_submitted_twice(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        first = make_backend(slurm_cluster, work_root)
+        prepared = first.prepare(launch(account, input_dir, "echo ran $SLURM_JOB_ID"))
+        scheduled_ref = prepared.ref  # the worker died while its sbatch was on the way to slurmctld
+
+        heir = make_backend(slurm_cluster, work_root, submit_settle=3600.0)
+        adopted = heir.attach(scheduled_ref, account)
+        assert adopted is not None
+        assert heir.poll(adopted) is None  # not "never submitted": slurmctld may still create the job
+        first.spawn(prepared)  # ... and it does
+        outcome = wait_outcome(heir, adopted)
+
+        assert (adopted.pid, outcome.state, outcome.exit_code) == (prepared.pid, JobState.DONE, 0)
+        assert jobs_named(slurm_cluster, job_name(prepared.work_dir.name)) == [str(prepared.pid)]
+
+    def test_a_job_array_task_whose_worker_died_during_sbatch_is_waited_for(
+        self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+    ) -> None:
+        class DiesInSbatch(SlurmCommands):  # the worker is gone before sbatch answers
+            def submit(self, script: Path, account: Account | None, cwd: Path) -> int:
+                raise KeyboardInterrupt
+
+        first = make_backend(slurm_cluster, work_root, commands=DiesInSbatch(slurm_cluster.conf))
+        handles = [first.prepare(launch(account, input_dir, f"exit {n}")) for n in range(2)]
+        with pytest.raises(KeyboardInterrupt):
+            first.spawn_batch(handles)
+
+        waiting = make_backend(slurm_cluster, work_root, submit_settle=3600.0)
+        adopted = waiting.attach(handles[1].ref, account)
+        assert adopted is not None and waiting.poll(adopted) is None  # task 1 of an array that may appear
+
+        settled = make_backend(slurm_cluster, work_root, submit_settle=0.0)
+        adopted = settled.attach(handles[1].ref, account)
+        assert adopted is not None
+        never = wait_outcome(settled, adopted)
+        assert (never.state, never.recorded, never.payload_started) == (JobState.ABORTED, False, False)
+        assert never.reason == "Slurm has no job for it: it was never submitted (shallow failure)"
 
     def test_a_submission_whose_answer_was_lost_is_found_by_name(
         self, slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
@@ -227,7 +267,7 @@ class TestAdoption:
         retry = first.prepare(replace(job, attempt=1))
         assert retry.work_dir == failed.work_dir  # the same work dir, the same grid job
 
-        second = make_backend(slurm_cluster, work_root)  # the worker died before sbatch
+        second = make_backend(slurm_cluster, work_root, submit_settle=0.0)  # the worker died before sbatch
         adopted = second.attach(retry.ref, account)
         assert adopted is not None
         never = wait_outcome(second, adopted)

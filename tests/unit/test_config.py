@@ -83,6 +83,7 @@ class TestValues:
         ("renewal", "myproxy_allowed_servers", "a.org, *:7512", r"\[renewal\] myproxy_allowed_servers"),
         ("mapping", "mode", "lcmaps", r"\[mapping\] mode"),
         ("slurm", "max_array", "0", r"\[slurm\] max_array: must be at least 1"),
+        ("slurm", "submit_settle", "-1", r"\[slurm\] .*submit_settle: must not be negative"),
     ])
     def test_a_bad_value_is_refused_naming_the_setting(self, tmp_path: Path, section: str, key: str, value: str,
                                                        message: str) -> None:
@@ -97,6 +98,14 @@ class TestValues:
                                                  "[slurm]\nmax_array = 50\n"), environ={})
         backend = build_backends(settings, ["slurm"])["slurm"]
         assert getattr(backend, "max_array", None) == 50
+
+    def test_slurm_submit_settle_reaches_the_backend(self, tmp_path: Path) -> None:
+        from wmproxy.execution.__main__ import build_backends
+
+        settings = load_settings(write(tmp_path, f"[execution]\nwork_dir = {tmp_path / 'work'}\n"
+                                                 "[slurm]\nsubmit_settle = 600\n"), environ={})
+        backend = build_backends(settings, ["slurm"])["slurm"]
+        assert getattr(backend, "submit_settle", None) == 600.0
 
     def test_a_bad_environment_value_names_the_variable(self) -> None:
         with pytest.raises(ConfigError, match="WMPROXY_SERVICE_THREADS: cannot convert"):

@@ -159,7 +159,7 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
         backends["slurm"] = SlurmExecutionBackend(
             root, slurm_conf=slurm.conf or None, bin_dir=slurm.bin_dir or None,
             python=slurm.python, max_pending=slurm.max_pending, kill_grace=settings.execution.kill_grace,
-            background_removal=True, max_array=slurm.max_array)
+            background_removal=True, max_array=slurm.max_array, submit_settle=slurm.submit_settle)
     return backends
 
 

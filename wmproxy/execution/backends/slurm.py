@@ -62,7 +62,9 @@ send/recv operation" and the like: :attr:`SlurmError.maybe_done
 <wmproxy.execution.slurm.SlurmError.maybe_done>`) is not a refusal: slurmctld may create the
 job even later. The job stays without Slurm id and is followed once squeue lists it; only
 ``submit_settle`` seconds later, Slurm still listing none, is its name scancelled and the job
-reported never submitted (shallow), so that Slurm never runs it beside a resubmission.
+reported never submitted (shallow), so that Slurm never runs it beside a resubmission. A job
+adopted without Slurm id from a worker that died before knowing how its sbatch went is waited
+for alike, from the time its submission script was written.
 
 Failure classification (the worker feeds it to the retry rules):
 
@@ -89,7 +91,8 @@ Backend reference: ``slurm:<cluster>:<Slurm job id>:<work dir name>`` (the id ``
 id between :meth:`~SlurmExecutionBackend.prepare` and :meth:`~SlurmExecutionBackend.spawn`.
 Slurm job ids are global to a cluster, so any worker configured for the same cluster
 (and work root) adopts the job; a reference without id is resolved by the job's name and
-work dir in ``squeue`` (or its ``slurm-task``), or requeued when Slurm never saw the job.
+work dir in ``squeue`` (or its ``slurm-task``), or requeued when Slurm has not listed it for
+``submit_settle`` seconds since its submission script was written.
 :attr:`RunHandle.pid` holds the Slurm job id (of an array task: the array's).
 """
 
@@ -187,8 +190,8 @@ class _Unresolved:
 
     name: str  # the job's (or its job array's) name
     task: int | None  # its task in the job array, None for a job alone
-    since: float  # Unix time of the failure
-    error: str  # sbatch's message
+    since: float  # Unix time of the failure (of the submission script, for an interrupted sbatch)
+    error: str  # sbatch's message; "" for the sbatch a dying worker may have left
 
     def encode(self) -> bytes:
         task = "-" if self.task is None else str(self.task)
@@ -501,23 +504,44 @@ class SlurmExecutionBackend:
         if status is not None:
             return outcome_of(status, started)
         if not started:
-            if unresolved is not None:
+            if unresolved is not None and unresolved.error:
                 return _failure(f"{unresolved.error}, and Slurm had no job for it "
                                 f"{self.submit_settle:g} s later: it was never submitted", False, recorded=False)
             return _failure("Slurm has no job for it: it was never submitted", False, recorded=False)
         return outcome_of(None, started)
 
     def _lost_sbatch(self, work_dir: Path) -> _Unresolved | None:
-        """The lost sbatch of an unresolved job: this worker's, or the one recorded in its
-        work dir (by a worker that died since)."""
+        """The lost sbatch of an unresolved job: this worker's, the one recorded in its work
+        dir (by a worker that died since), or else the one a worker that died during its sbatch
+        may have left (:meth:`_interrupted_sbatch`)."""
         unresolved = self._unresolved.get(work_dir)
         if unresolved is not None:
             return unresolved
         recorded = _state_head(work_dir, UNRESOLVED_NAME, _LOG_TAIL_BYTES)
         unresolved = None if recorded is None else _Unresolved.decode(recorded)
+        if unresolved is None:
+            unresolved = self._interrupted_sbatch(work_dir)
         if unresolved is not None:
             self._unresolved[work_dir] = unresolved
         return unresolved
+
+    def _interrupted_sbatch(self, work_dir: Path) -> _Unresolved | None:
+        """The sbatch a worker may have been running when it died, for a job adopted without
+        Slurm id and without a recorded lost answer: nothing says whether the worker died
+        before its sbatch, during it (slurmctld may create the job up to ``submit_settle``
+        seconds later) or after it. Dated by the submission script written just before (the
+        job array's ``slurm-task``, else ``slurm.sh``), it is waited for as a lost answer is;
+        None when the job has neither (it was never prepared for Slurm)."""
+        task_time = _state_mtime(work_dir, TASK_NAME)
+        script_time = _state_mtime(work_dir, SCRIPT_NAME)
+        if task_time is not None and (script_time is None or task_time >= script_time):
+            recorded = _state_head(work_dir, TASK_NAME, 256)
+            task = None if recorded is None else recorded.decode(errors="replace").split()
+            if task and len(task) == 2 and task[1].isdigit():
+                return _Unresolved(task[0], int(task[1]), task_time, "")
+        if script_time is None:
+            return None
+        return _Unresolved(self._submission_name(work_dir), None, script_time, "")
 
     def _find_submitted(self, handle: RunHandle) -> QueuedJob | None:
         """The Slurm job of a job whose reference has no id: its task in the job array its
@@ -743,6 +767,19 @@ def _state_head(work_dir: Path, name: str, size: int) -> bytes | None:
         return None
     with os.fdopen(fd, "rb") as stream:
         return stream.read(size)
+
+
+def _state_mtime(work_dir: Path, name: str) -> float | None:
+    """The modification time (Unix seconds) of the work dir's ``.wmproxy/<name>`` (opened
+    confined to the work dir), None when it cannot be opened."""
+    try:
+        fd = open_confined(work_dir, f"{STATE_DIR}/{name}")
+    except ConfinementError:
+        return None
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str] | None:
