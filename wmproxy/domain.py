@@ -116,11 +116,16 @@ def parse_job_id(job_id: str) -> str:
     """
     if not job_id:
         raise InvalidArgumentError("Provided Job Id not valid")
-    parts = urlsplit(job_id)
+    try:  # urlsplit refuses an unclosed or non-address "[...]" host, .port a bad or out-of-range port
+        parts = urlsplit(job_id)
+        host = parts.hostname
+        _ = parts.port
+    except ValueError:
+        raise InvalidArgumentError(f"Provided Job Id not valid: {job_id}") from None
     unique = parts.path[1:] if parts.path.startswith("/") else ""
     if (
         parts.scheme != "https"
-        or not parts.hostname
+        or not host
         or not unique
         or not set(unique) <= _UNIQUE_ALPHABET
         or parts.query

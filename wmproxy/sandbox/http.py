@@ -368,7 +368,10 @@ class SandboxApp:
             raise _HttpError(400, "MOVE needs a Destination header")
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in destination):  # urlsplit would drop some silently
             raise SandboxNameError("Sandbox paths may not contain control characters (newline, CR, ESC...)")
-        dest_path = unquote(urlsplit(destination).path)
+        try:
+            dest_path = unquote(urlsplit(destination).path)
+        except ValueError:  # an unclosed or non-address "[...]" host
+            raise SandboxPathError("Bad MOVE destination") from None
         prefix = request.script_root
         if prefix and dest_path.startswith(prefix + "/"):
             dest_path = dest_path[len(prefix) :]

@@ -391,6 +391,22 @@ class TestDeleteMoveAndMethods:
         assert response.status_code == 403
         assert os.listdir(_job_dir(storage) / "input") == ["a"]
 
+    @pytest.mark.parametrize("destination", ["https://[wms:7443{INPUT}/b", "https://[wms]:7443{INPUT}/b"])
+    def test_a_destination_with_a_malformed_host_is_refused(
+        self, client: Client, storage: FilesystemSandboxStorage, destination: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """urlsplit raised ValueError for an unclosed or non-address ``[`` host: a 500 with a
+        logged traceback. It is a bad destination like the others."""
+        _put(client, f"{INPUT}/a", b"1")
+        with caplog.at_level(logging.ERROR):
+            response = client.open(
+                f"{INPUT}/a", method="MOVE", headers={**OWNER, "Destination": destination.format(INPUT=INPUT)}
+            )
+        assert response.status_code == 403, response.get_data(as_text=True)
+        assert "Bad MOVE destination" in response.get_data(as_text=True)
+        assert os.listdir(_job_dir(storage) / "input") == ["a"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
     def test_names_of_uploads_in_progress_are_refused(self, client: Client, storage: FilesystemSandboxStorage) -> None:
         """A temporary file's name is left out of the usage counter: a client file of that name
         would hold bytes the owner's removal of the area never gave back, or pass for one."""

@@ -227,3 +227,31 @@ class TestUnreadableExtension:
                 text = detail[0].text
             assert (text or "").startswith(expected), reply.body
         assert _without_timestamp(answers[0].body) == _without_timestamp(answers[1].body)
+
+
+class TestMalformedJobId:
+    """A job id ``urlsplit`` cannot take (an unclosed or non-address ``[`` host, a port that is not
+    one) is refused like any other bad id (``wmproxy-behaviour.md`` §1.5.3: 1225 "Provided Job Id
+    not valid"); it was a ValueError, answered GenericFault 1201 "Internal server error" with a
+    logged traceback."""
+
+    #: operation → its parts besides jobId
+    OPERATIONS: ClassVar[dict[str, dict[str, str]]] = {
+        "getJDL": {"type": "ORIGINAL"}, "getJobStatus": {}, "jobCancel": {}, "jobStart": {},
+        "getACLItems": {}, "getJobProxyInfo": {}, "getSandboxDestURI": {"protocol": "all"},
+    }
+
+    @pytest.mark.parametrize("job_id", ["https://[x/abc", "https://[::1/abc", "https://[foo]/abc",
+                                        "https://x]/abc", "https://h:99999/abc", "https://h:port/abc"])
+    def test_it_is_refused_like_another_bad_id(self, soap: SoapApp, alice: Principal, job_id: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+        for operation, parts in self.OPERATIONS.items():
+            other = soap.call(WMPROXY, operation, alice, jobId="http://h:9000/abc", **parts)
+            kind = etree.QName(other.fault_detail).localname
+            _wmproxy_fault(other, kind, operation, "1225")  # a plainly bad id's refusal
+            with caplog.at_level(logging.ERROR):
+                reply = soap.call(WMPROXY, operation, alice, jobId=job_id, **parts)
+
+            detail = _wmproxy_fault(reply, kind, operation, "1225")
+            assert detail.findtext("Description") == f"Provided Job Id not valid: {job_id}", operation
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
