@@ -7,6 +7,11 @@ access to the job: its status, JDL, output file list, proxy info, perusal files 
 sandbox over HTTPS (GET). Changing the job (start, cancel, purge, uploads, the ACL
 itself) stays with the owner, as the reference granted added entries read only.
 
+addACLItems and removeACLItem lock the job's row (a node's after its compound job's, the one
+lock order of :meth:`wmproxy.store.jobs.SqlJobStore.get`) before they read its items: concurrent
+changes of one job's ACL take turns, so a second add of an item is refused as present (1209),
+not a unique-constraint error, and a second remove finds no such item (1207).
+
 Every node of a compound job has its own ACL, as each sub-job had its own ``.gacl``:
 addACLItems on a node grants access to that node only. A node also inherits its compound
 job's items: one added on the compound job grants access to the job and all its nodes. What
@@ -49,7 +54,7 @@ def add_acl_items(rt: Runtime, principal: Principal, job_id: str, items: list[st
     if not cleaned or any(not item for item in cleaned):
         raise InvalidArgumentError("Invalid Argument: empty ACL item")
     with rt.uow() as uow:
-        job = live_job(uow, rt, principal, job_id)
+        job = live_job(uow, rt, principal, job_id, for_update=True)  # a node: its compound job locked first
         present = {job.owner_dn, *acl_items(uow, job)}
         for item in cleaned:
             if item in present:
@@ -67,7 +72,7 @@ def remove_acl_item(rt: Runtime, principal: Principal, job_id: str, item: str) -
             inherited from its compound job is removed there.
     """
     with rt.uow() as uow:
-        job = live_job(uow, rt, principal, job_id)
+        job = live_job(uow, rt, principal, job_id, for_update=True)
         if item == job.owner_dn:
             raise OperationNotAllowedError(
                 "Removal of the item representing user that has registered the job is not allowed"

@@ -16,6 +16,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
+    delete,
     func,
     insert,
     inspect,
@@ -38,6 +39,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _JOBS = cast(Table, Job.__table__)
 _EVENTS = cast(Table, JobEvent.__table__)
 _REQUESTS = cast(Table, ExecutionRequest.__table__)
+_ACL = cast(Table, JobAclEntry.__table__)
+_DELETE_ACL_ITEM = delete(_ACL).where(_ACL.c.job_id == bindparam("job_id"), _ACL.c.item == bindparam("item"))
 #: The attribute names a new job's INSERT takes from the row object.
 _JOB_KEYS = tuple(c.key for c in _JOBS.columns)
 
@@ -618,13 +621,10 @@ class SqlJobStore:
         self.session.add(JobAclEntry(job_id=job_id, item=item))
 
     def remove_acl_item(self, job_id: str, item: str) -> bool:
-        entry = self.session.scalars(
-            select(JobAclEntry).where(JobAclEntry.job_id == job_id, JobAclEntry.item == item)
-        ).one_or_none()
-        if entry is None:
-            return False
-        self.session.delete(entry)
-        return True
+        """Delete ``item`` from the ACL of ``job_id`` at once (one statement); False when the
+        statement deleted no row: none there, or a concurrent transaction deleted it first."""
+        result = self.session.connection().execute(_DELETE_ACL_ITEM, {"job_id": job_id, "item": item})
+        return bool(result.rowcount)
 
     def add_dependency(self, job_id: str, depends_on: str) -> None:
         self.session.add(JobDependency(job_id=job_id, depends_on=depends_on))
