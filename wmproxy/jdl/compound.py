@@ -258,7 +258,7 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
         raw_nodes = _collection(ad, max_nodes) if kind == "collection" else _dag(ad, max_nodes)
         own_isb = list(string_list(ad, "InputSandbox"))
         check_size(_expanded_size([node for _, node in raw_nodes], ad), "DAG" if kind == "dag" else kind, max_bytes)
-    names = _check_names(name for name, _ in raw_nodes)
+    names = check_node_names(name for name, _ in raw_nodes)
     if kind == "dag":
         dependencies = _dependencies(ad, names, max_dependencies(max_nodes))
         _order([name for name, _ in raw_nodes], dependencies)
@@ -550,8 +550,9 @@ def _describe_node(node: classad2.ClassAd, name: str) -> JobDescription:
         raise type(exc)(f"Node {name}: {exc.message}") from None
 
 
-def _check_names(names: Iterable[str]) -> dict[str, str]:
-    """Lowercase name → name; a duplicate (case-insensitive) is refused."""
+def check_node_names(names: Iterable[str]) -> dict[str, str]:
+    """Lowercase name → name; a duplicate (case-insensitive: ClassAd attribute names) is
+    refused with :class:`JdlError` "Duplicated NodeName(<name>)" (also the templates' check)."""
     seen: dict[str, str] = {}
     for name in names:
         if name.lower() in seen:
@@ -580,6 +581,7 @@ __all__ = [
     "MIN_MAX_DEPENDENCIES",
     "CompoundJob",
     "NodeSpec",
+    "check_node_names",
     "compound_kind",
     "dag_order",
     "describe",

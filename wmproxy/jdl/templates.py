@@ -20,8 +20,10 @@ from typing import Union
 
 import classad2
 
-from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
+from wmproxy.jdl.compound import check_node_names
 from wmproxy.jdl.graph import CycleError, topological_order
+from wmproxy.jdl.parametric import node_name
 
 PLACEHOLDER_EXECUTABLE = "<put executable path>"
 PARAM = "_PARAM_"
@@ -176,7 +178,9 @@ def string_parametric_template(
     Args:
         attributes: as for :func:`int_parametric_template`.
         params: the parameter values, ``Parameters = { "<p1>", ... }``; not empty, no
-            empty or duplicate values (each one names a node ``Node_<value>``).
+            empty or duplicate values, and no two that name the same node: each names a
+            node ``Node_<value>`` sanitised (§9.4 step 5), and registration compares those
+            names ignoring case (``"X"`` and ``"x"``, ``"a.b"`` and ``"a_b"`` are refused).
         requirements: the ``Requirements`` expression.
         rank: the ``Rank`` expression.
 
@@ -186,7 +190,8 @@ def string_parametric_template(
     Raises:
         InvalidArgumentError: ``attributes`` or ``params`` is null or empty ("Invalid
             Argument"), see also :func:`int_parametric_template`; an empty or a
-            duplicate parameter value.
+            duplicate parameter value, or two values naming the same node (jobRegister
+            would refuse the JDL: "Duplicated NodeName(Node_<value>)").
     """
     names = _parametric_attributes(attributes)
     if not params or isinstance(params, str):
@@ -198,6 +203,13 @@ def string_parametric_template(
         if value in values:
             raise InvalidArgumentError(f"Invalid Argument: duplicated parameter value {value!r}")
         values.append(value)
+    try:  # the node names registration gives the values (wmproxy.jdl.parametric.parametric_nodes)
+        check_node_names(f"Node_{node_name(value)}" for value in params)
+    except JdlError as exc:
+        raise InvalidArgumentError(
+            f"Invalid Argument: two parameter values name the same node ({exc.message}): a node is named "
+            "Node_<value> with . / * $ and other characters replaced, compared ignoring case"
+        ) from None
     requirements_expr = _expression("requirements", requirements)
     rank_expr = _expression("rank", rank)
     return _render([
@@ -263,8 +275,9 @@ def dag_template(dependencies: GraphNode | None, requirements: str, rank: str) -
 
     Raises:
         InvalidArgumentError: ``dependencies`` is null ("Invalid Argument"), a node
-            name is not a ClassAd identifier (or is ``dependencies``), the edges form a
-            cycle, or ``requirements``/``rank`` is not a ClassAd expression.
+            name is not a ClassAd identifier (or is ``dependencies``), two names differ
+            only in case (one ClassAd attribute: jobRegister would refuse the JDL), the
+            edges form a cycle, or ``requirements``/``rank`` is not a ClassAd expression.
         InvalidJdlAttributeError: the root has no children ("Empty NodeStruct given",
             JDL error 1506).
     """
@@ -281,6 +294,13 @@ def dag_template(dependencies: GraphNode | None, requirements: str, rank: str) -
     named_edges: dict[tuple[str, str], None] = {}
     _collect(dependencies, named, named_edges, set())
     names, edges = list(named), list(named_edges)
+    try:  # registration's check: ClassAd attribute names, so the node names, ignore case
+        check_node_names(names)
+    except JdlError as exc:
+        raise InvalidArgumentError(
+            f"Invalid Argument: two DAG node names differ only in case ({exc.message}): "
+            "node names are compared ignoring case"
+        ) from None
     _refuse_cycles(names, edges)
 
     nodes: _Ad = [

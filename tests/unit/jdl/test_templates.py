@@ -5,8 +5,8 @@ from __future__ import annotations
 import classad2
 import pytest
 
-from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError
-from wmproxy.jdl import describe
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
+from wmproxy.jdl import CompoundJob, describe, expand
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.templates import (
     GraphNode,
@@ -33,6 +33,24 @@ def _compact(ad: classad2.ClassAd, name: str) -> str:
 def _single_line(text: str) -> None:
     assert "\n" not in text
     assert text.startswith("[ ") and text.endswith(" ]")
+
+
+def _registered(text: str) -> CompoundJob:
+    """What jobRegister's expansion makes of a template's JDL, its executable filled in
+    (the placeholder of the DAG nodes, or one for a parametric job that names none)."""
+    ad = parse_jdl(text.replace(PLACEHOLDER, "/bin/echo"))
+    if "Executable" not in ad and "nodes" not in ad:
+        ad["Executable"] = "/bin/echo"
+    job = expand(ad)
+    assert job is not None
+    return job
+
+
+def _jdl_of(attributes: dict[str, object]) -> str:
+    ad = classad2.ClassAd()
+    for name, value in attributes.items():
+        ad[name] = value
+    return str(ad)
 
 
 class TestJobTemplate:
@@ -193,6 +211,22 @@ class TestStringParametricTemplate:
         with pytest.raises(InvalidArgumentError, match=r"^Invalid Argument$"):
             string_parametric_template(None, ["a"], REQ, RANK)
 
+    @pytest.mark.parametrize("params", [["X", "x"], ["a.b", "a_b"], ["a/b", "aIb"], ["a*b", "a-B"],
+                                        ["$", "_S_"], ["a b", "a_b"], ["one", "two", "One"]])
+    def test_values_naming_one_node_are_refused(self, params: list[str]) -> None:
+        """Registration names a node ``Node_<value>`` sanitised (§9.4 step 5) and compares the
+        names ignoring case: it refused this template's JDL, "Duplicated NodeName(Node_x)"."""
+        with pytest.raises(InvalidArgumentError, match=r"two parameter values name the same node "
+                                                       r"\(Duplicated NodeName\(Node_"):
+            string_parametric_template(["Arguments"], params, REQ, RANK)
+        with pytest.raises(JdlError, match="Duplicated NodeName"):  # what jobRegister answered
+            _registered(_jdl_of({"Arguments": "_PARAM_", "JobType": "parametric", "Parameters": params}))
+
+    @pytest.mark.parametrize("params", [["X", "y"], ["a.b", "a_c"], ["a/b", "a_b"], ["one", "two", "three"]])
+    def test_what_the_template_gives_registers(self, params: list[str]) -> None:
+        job = _registered(string_parametric_template(["Arguments"], params, REQ, RANK))
+        assert len(job.nodes) == len(params)
+
 
 class TestCollectionTemplate:
     def test_ctb_example_has_job_number_placeholder_nodes(self) -> None:
@@ -268,6 +302,24 @@ class TestDagTemplate:
         root = GraphNode(children=[GraphNode("a", [GraphNode("b", [GraphNode("a")])])])
         with pytest.raises(InvalidArgumentError, match="cycle"):
             dag_template(root, REQ, RANK)
+
+    @pytest.mark.parametrize("names", [("A", "a"), ("node", "NODE"), ("Ab", "aB")])
+    def test_names_differing_only_in_case_are_refused(self, names: tuple[str, str]) -> None:
+        """ClassAd attribute names, so DAG node names, ignore case: registration took ``A -> a``
+        for ``A -> A`` ("Dependency cycle between DAG nodes: A -> A"), and ``A``, ``a`` unrelated
+        for one node named twice."""
+        first, second = names
+        for root in (GraphNode(children=[GraphNode(first, [GraphNode(second)])]),
+                     GraphNode(children=[GraphNode(first), GraphNode(second)])):
+            with pytest.raises(InvalidArgumentError, match=r"two DAG node names differ only in case "
+                                                           rf"\(Duplicated NodeName\({second}\)\)"):
+                dag_template(root, REQ, RANK)
+
+    def test_what_the_template_gives_registers(self) -> None:
+        root = GraphNode(children=[GraphNode("A", [GraphNode("b", [GraphNode("C")]), GraphNode("c2")])])
+        job = _registered(dag_template(root, REQ, RANK))
+        assert sorted(node.name for node in job.nodes) == ["A", "C", "b", "c2"]
+        assert sorted(job.dependencies) == [("A", "b"), ("A", "c2"), ("b", "C")]
 
     def test_self_referencing_objects_are_refused(self) -> None:
         loop = GraphNode("a")

@@ -184,3 +184,46 @@ class TestJobCycle:
         assert reply.status.startswith("500")
         assert etree.QName(detail) == etree.QName(DELEGATION_2, "DelegationException")
         assert "Unable to get delegated Proxy" in (detail.findtext("msg") or "")
+
+
+class TestTemplatesRegister:
+    """A template's JDL, its executable filled in, registers, or the template is refused: node
+    names equal after registration's sanitising, ignoring case, were given and then refused by
+    jobRegister (1219 "Duplicated NodeName(Node_x)", "Dependency cycle between DAG nodes: A -> A")."""
+
+    @staticmethod
+    def _envelope(operation: str, inner: str) -> bytes:
+        return (f'<e:Envelope xmlns:e="{SOAP_ENV}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                f'xmlns:ns="{WMPROXY}"><e:Body><ns:{operation}>{inner}<requirements>true</requirements>'
+                f"<rank>0</rank></ns:{operation}></e:Body></e:Envelope>").encode()
+
+    def _registers_or_is_refused(self, soap: SoapApp, alice: Principal, operation: str, inner: str) -> bool:
+        """True when the template answered and its JDL registered; False when it was refused
+        (InvalidArgumentFault 1225)."""
+        reply = soap.request(self._envelope(operation, inner), alice)
+        if not reply.status.startswith("200"):
+            assert_wmproxy_fault(reply, "InvalidArgumentFault", operation, "1225")
+            return False
+        jdl = reply.element.findtext("jdl") or ""
+        jdl = jdl.replace("<put executable path>", "/bin/echo") if "nodes" in jdl else (
+            jdl.rstrip().removesuffix("]") + '; Executable = "/bin/echo" ]')
+        registered = soap.call(WMPROXY, "jobRegister", alice, jdl=jdl, delegationId="t")
+        assert registered.status.startswith("200"), registered.body
+        return True
+
+    @pytest.mark.parametrize(("values", "registers"), [
+        (["X", "x"], False), (["a.b", "a_b"], False), (["a.b", "a_c"], True), (["X", "Y"], True)])
+    def test_string_parametric(self, soap: SoapApp, alice: Principal, pki: Pki, values: list[str],
+                               registers: bool) -> None:
+        delegate(soap, alice, pki, "alice", "t")
+        items = "".join(f"<Item>{value}</Item>" for value in values)
+        assert self._registers_or_is_refused(soap, alice, "getStringParametricJobTemplate",
+                                             f"<attributes><Item>Arguments</Item></attributes><param>{items}</param>"
+                                             ) is registers
+
+    @pytest.mark.parametrize(("parent", "child", "registers"), [("A", "a", False), ("A", "b", True)])
+    def test_dag(self, soap: SoapApp, alice: Principal, pki: Pki, parent: str, child: str, registers: bool) -> None:
+        delegate(soap, alice, pki, "alice", "t")
+        inner = (f'<dependencies><name xsi:nil="true"/><childrenJob><name>{parent}</name>'
+                 f"<childrenJob><name>{child}</name></childrenJob></childrenJob></dependencies>")
+        assert self._registers_or_is_refused(soap, alice, "getDAGTemplate", inner) is registers
