@@ -24,11 +24,13 @@ import math
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -42,7 +44,9 @@ class DatabaseSettings:
     Attributes:
         url: SQLAlchemy URL: an SQLite file (``sqlite:////var/lib/wmproxy/wmproxy.db``, one
             node only) or PostgreSQL in production (``postgresql+psycopg://user:pass@host/db``;
-            ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``).
+            ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``). A
+            file holding a password must not be readable by others (0640 at most: every
+            process refuses it).
             The default, ``sqlite:///wmproxy.db``, is relative to the working directory:
             set it in every deployment.
         ping_after_idle: seconds a pooled PostgreSQL connection may stay unused before its
@@ -930,6 +934,33 @@ def env_name(section: str, key: str) -> str:
     return f"WMPROXY_{section.upper()}_{key.upper()}"
 
 
+def _check_password_exposure(path: Path, parser: configparser.ConfigParser) -> None:
+    """Refuse a configuration file whose ``[database] url`` holds a password while every
+    local user may read the file: a job running as a pool account would get the database
+    (every job, delegation, lease and ACL) with it.
+
+    Raises:
+        ConfigError: the file is readable by others (the message names the file and the fixes).
+    """
+    if not parser.has_option("database", "url"):
+        return
+    try:
+        password = urlsplit(parser.get("database", "url")).password
+    except ValueError:  # not a URL urlsplit can take: SQLAlchemy refuses it later, with its reason
+        return
+    if not password:
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    if mode & 0o007:
+        raise ConfigError(
+            f"{path} holds the database password ([database] url) and every local user, jobs included, may read it "
+            f"(mode {mode:04o}). Fix: chmod 640 {path} with the service user's group (chgrp), or give the URL in "
+            f"{env_name('database', 'url')} from a file only the service reads (systemd EnvironmentFile)")
+
+
 def _read_file(config_file: str | os.PathLike[str]) -> configparser.ConfigParser:
     """The INI file, parsed literally (no ``%`` interpolation) and checked against the areas.
 
@@ -999,12 +1030,15 @@ def load_settings(
     Raises:
         ConfigError: the file is missing or unreadable; an unknown section, key or
             ``WMPROXY_<SECTION>_<KEY>`` variable (named); a value that cannot be converted
-            or is out of range (named as ``[section] key`` or by its variable).
+            or is out of range (named as ``[section] key`` or by its variable); the file
+            holds a database password (``[database] url``) and is readable by others.
     """
     env = os.environ if environ is None else environ
     config_file = config_file or env.get("WMPROXY_CONFIG")
     parser = _read_file(config_file) if config_file else None
     _check_environment(env)
+    if parser is not None and config_file and env_name("database", "url") not in env:
+        _check_password_exposure(Path(config_file), parser)
     built: dict[str, Any] = {}
     for section, cls in areas().items():
         values: dict[str, Any] = {}

@@ -54,6 +54,7 @@ def write_ini(settings: Settings, path: Path) -> Path:
         f"[service]\nhost = localhost\nport = 7443\ndrain_file = {settings.service.drain_file}\n"
         f"[sandbox]\nroot = {settings.sandbox.root}\n[execution]\nwork_dir = {settings.execution.work_dir}\n"
         f"[mapping]\n{mapping}")
+    path.chmod(0o640)  # as installed (docs/operations.md): a database password in it must not reach others
     return path
 
 

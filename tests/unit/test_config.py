@@ -61,9 +61,30 @@ class TestValues:
     def test_percent_in_a_url_is_taken_literally(self, tmp_path: Path) -> None:
         url = "postgresql+psycopg://wmproxy:p%40ss%25w@db.example.org/wmproxy"
         conf = write(tmp_path, f"[database]\nurl = {url}\n")
+        conf.chmod(0o640)
         loaded = load_settings(conf, environ={}).database.url
         assert loaded == url
         assert make_url(loaded).password == "p@ss%w"  # noqa: S105 -- a test URL, the decoded form
+
+    @pytest.mark.parametrize("mode", [0o644, 0o604, 0o641])
+    def test_a_file_holding_the_database_password_readable_by_every_user_is_refused(
+            self, tmp_path: Path, mode: int) -> None:
+        conf = write(tmp_path, "[database]\nurl = postgresql+psycopg://wmproxy:secret@db.example.org/wmproxy\n")
+        conf.chmod(mode)
+        with pytest.raises(ConfigError, match=rf"{conf} holds the database password .* \(mode {mode:04o}\)") as caught:
+            load_settings(conf, environ={})
+        assert "secret" not in str(caught.value)
+        conf.chmod(0o640)  # the service user's group may read it
+        assert load_settings(conf, environ={}).database.url.endswith("@db.example.org/wmproxy")
+
+    def test_a_readable_file_without_a_database_password_is_loaded(self, tmp_path: Path) -> None:
+        conf = write(tmp_path, "[database]\nurl = postgresql+psycopg://wmproxy@db.example.org/wmproxy\n")
+        conf.chmod(0o644)
+        assert load_settings(conf, environ={}).database.url == "postgresql+psycopg://wmproxy@db.example.org/wmproxy"
+        exposed = write(tmp_path, "[database]\nurl = postgresql+psycopg://wmproxy:secret@db.example.org/wmproxy\n")
+        exposed.chmod(0o644)  # the URL the environment gives wins: the file's password is not used
+        env = {"WMPROXY_DATABASE_URL": "postgresql+psycopg://wmproxy@db.example.org/other"}
+        assert load_settings(exposed, environ=env).database.url.endswith("/other")
 
     def test_the_environment_overrides_the_file(self, tmp_path: Path) -> None:
         conf = write(tmp_path, "[execution]\nmax_running = 3\n")
