@@ -81,7 +81,7 @@ from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services import inspection, quota
 from wmproxy.services.execution import StartOrder
-from wmproxy.services.perusal import perusal_lists
+from wmproxy.services.perusal import PerusalBudget, keep_perusal_chunk, perusal_budget, perusal_lists
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import database_reason
@@ -112,7 +112,8 @@ READ_AHEAD_RUNTIME = 0.5
 #: Seconds a job prepared ahead waits for a slot at most; then its work dir is released and
 #: it is put back in the queue, for any worker (:meth:`ExecutionWorker._put_back`).
 READ_AHEAD_HOLD = 1.0
-#: Bytes of a perused file copied per sample at most.
+#: Bytes of a perused file copied per sample at most (less when the job's
+#: :func:`~wmproxy.services.perusal.perusal_budget` leaves less).
 PERUSAL_READ_LIMIT = 16 * 1024 * 1024
 #: Seconds after which the worker tries again to collect an attempt's end that it could not
 #: collect (the sandbox's file system full, the database unavailable, an unexpected error);
@@ -145,6 +146,9 @@ class RunningJob:
     #: the newest perusal chunk's timestamp per file: each chunk gets a later one, so no chunk
     #: is ever written twice and no two merged files share a name
     stamps: dict[str, int] = field(default_factory=dict)
+    #: what held its perusal back (its budget used up: "<what> reached"), None while nothing did;
+    #: named in the reason of its Done end
+    perusal_held: str | None = None
     cancel_reason: str | None = None  # None: not being cancelled; "" : cancelled by its owner
     since: float = 0.0  # monotonic seconds: when its wrapper was spawned (0: adopted), or prepared ahead
     #: the attempt's outcome, once it ended and its end could not be collected (tried again later)
@@ -993,6 +997,8 @@ class ExecutionWorker:
                     raise
                 log.warning("job %s: the last perusal chunks were not kept: %s", job_id, exc)
         reasons = [outcome.reason] if outcome.reason else []
+        if job.perusal_held is not None:
+            reasons.append(f"file perusal stopped: {job.perusal_held}")
         output_bytes = 0
         if not job.order.description.output_sandbox:  # nothing to collect: nothing was ever collected either
             return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
@@ -1069,8 +1075,20 @@ class ExecutionWorker:
 
     def _sample(self, job: RunningJob, files: list[str]) -> None:
         """Copy the new bytes of each perused regular file (never a symlink or hard link,
-        never outside the work dir: :func:`open_confined`)."""
+        never outside the work dir: :func:`open_confined`), each at most
+        :data:`PERUSAL_READ_LIMIT`, all together at most the job's budget (read once a file has
+        grown: :func:`~wmproxy.services.perusal.perusal_budget`); each chunk is counted in the
+        owner's usage as it is written. Once the budget is used up the sample stops (logged once,
+        named in the job's Done reason); the bytes not copied are taken by a later sample if
+        room comes back (the owner's other jobs purged).
+
+        Raises:
+            QuotaExceededError, SandboxError, OSError: a chunk was not kept
+                (:func:`~wmproxy.services.perusal.keep_perusal_chunk`); its bytes are sampled again.
+            SQLAlchemyError: the database failed.
+        """
         stamp = int(time.time())
+        budget: PerusalBudget | None = None
         for name in files:
             try:
                 fd = open_confined(job.handle.work_dir, name)
@@ -1083,12 +1101,28 @@ class ExecutionWorker:
                 offset = job.offsets.get(name, 0)
                 if size <= offset:
                     continue
+                if budget is None and (budget := perusal_budget(self.rt, job.order.job_id)) is None:
+                    return  # purged: no area to write into
+                want = min(size - offset, PERUSAL_READ_LIMIT)
+                if budget.left is not None and budget.left < want:
+                    self._perusal_held(job, budget)
+                    want = budget.left
+                if want <= 0:
+                    return
                 handle.seek(offset)
-                data = handle.read(min(size - offset, PERUSAL_READ_LIMIT))
+                data = handle.read(want)
             chunk_stamp = max(stamp, job.stamps.get(name, 0) + 1)
-            self.rt.storage.write_perusal_chunk(job.order.area.job_id, name, data, chunk_stamp)
+            keep_perusal_chunk(self.rt, budget.owner_dn, job.order.area.job_id, name, data, chunk_stamp)
+            budget = budget.spent(len(data))
             job.stamps[name] = chunk_stamp
             job.offsets[name] = offset + len(data)
+
+    @staticmethod
+    def _perusal_held(job: RunningJob, budget: PerusalBudget) -> None:
+        """Record (once per job) that ``budget`` held the job's perusal back."""
+        if job.perusal_held is None:
+            job.perusal_held = f"{budget.why} reached"
+            log.warning("job %s: file perusal stopped, %s", job.order.job_id, job.perusal_held)
 
 
 def end_retry_delay(failures: int) -> float:

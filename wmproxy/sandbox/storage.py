@@ -471,8 +471,8 @@ class FilesystemSandboxStorage:
         A missing area is not an error. Symlinks inside the area are removed, never followed.
 
         Returns:
-            The area's :meth:`counted_bytes` (what the owner's usage counter loses: its
-            ``peek/`` was never counted; 0 for a missing area).
+            The area's :meth:`counted_bytes` (what the owner's usage counter loses, perusal
+            chunks included; 0 for a missing area).
 
         Raises:
             InvalidArgumentError: invalid job id.
@@ -596,11 +596,22 @@ class FilesystemSandboxStorage:
 
     def counted_bytes(self, job_id: str) -> int:
         """Bytes of the job area that its owner's usage counter holds: the regular files under
-        its ``input/`` (uploads) and ``output/`` (the collected output sandbox); perusal chunks
-        (``peek/``) and in-progress temporary files (:func:`is_temporary`: an upload not renamed
-        into place yet, or one a crash left) are not counted. 0 when the area does not exist."""
+        its ``input/`` (uploads), ``output/`` (the collected output sandbox) and ``peek/``
+        (perusal chunks and the files merged from them); in-progress temporary files
+        (:func:`is_temporary`: an upload or chunk not renamed into place yet, a merge in
+        progress, or one a crash left) are not counted. ``peek/`` is counted while no merge
+        runs (its lock, as :meth:`merge_perusal_chunks` takes it): a merged file and the chunks
+        it replaces are never counted together. 0 when the area does not exist."""
         job_dir = self.job_dir(job_id)
-        return sum(_counted_bytes(job_dir / area) for area in ("input", "output"))
+        with _locked_directory(job_dir / "peek"):
+            peek = _counted_bytes(job_dir / "peek")
+        return peek + sum(_counted_bytes(job_dir / area) for area in ("input", "output"))
+
+    def perusal_bytes(self, job_id: str) -> int:
+        """Bytes of the regular files under the job's ``peek/`` (chunks and merged files) that
+        :meth:`counted_bytes` counts, read without waiting for a merge (one in progress may
+        count a merged file and its chunks together for a moment); 0 without ``peek/``."""
+        return _counted_bytes(self.job_dir(job_id) / "peek")
 
     def output_bytes(self, job_id: str) -> int:
         """Bytes of the regular files under the job's ``output/`` that :meth:`counted_bytes`

@@ -5,11 +5,17 @@ copies what each listed file gained into chunks ``peek/<file>.<epoch seconds>`` 
 ``PerusalTimeInterval`` seconds (at least ``[jobs] min_perusal_interval``);
 getPerusalFiles merges the chunks into ``peek/<file>-<first>-<last>`` and returns their
 URIs (all merged files so far with ``allChunks``).
+
+Every chunk counts in its owner's usage counter (``wmproxy-behaviour.md`` §4.4), in the
+transaction that writes it (:func:`keep_perusal_chunk`), and within the job's
+:func:`perusal_budget`; merging moves bytes without changing what ``peek/`` holds, and the
+removal of the job area (jobPurge, the purger) takes them off with the rest of the area.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 
 import classad2
 
@@ -17,6 +23,7 @@ from wmproxy.domain import JobState, Principal
 from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.access import live_job
+from wmproxy.services.quota import change_usage
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import file_uri, select_protocols
 from wmproxy.store import UnitOfWork
@@ -131,3 +138,72 @@ def perusal_lists(rt: Runtime, job_ids: list[str]) -> dict[str, list[str]]:
         jobs = [uow.jobs.get(job_id) for job_id in job_ids]
         lists = {j.id: stored_names(rt, j.perusal_files) for j in jobs if j is not None and j.perusal_files}
     return {job_id: names for job_id, names in lists.items() if names}
+
+
+@dataclass(frozen=True)
+class PerusalBudget:
+    """What a job's perusal may still write into the sandbox area (:func:`perusal_budget`).
+
+    Attributes:
+        owner_dn: the job's owner, whose usage counter the chunks go to.
+        left: bytes left; None when nothing bounds them (quotas off and no output sandbox limit).
+        why: what sets ``left`` ("the owner's disk quota", "the site's output sandbox limit"), ""
+            when None.
+    """
+
+    owner_dn: str
+    left: int | None
+    why: str
+
+    def spent(self, size: int) -> PerusalBudget:
+        """The budget once ``size`` more bytes were written."""
+        return self if self.left is None else PerusalBudget(self.owner_dn, max(0, self.left - size), self.why)
+
+
+def perusal_budget(rt: Runtime, job_id: str) -> PerusalBudget | None:
+    """What the perusal of ``job_id`` may still write: the smaller of what is left of its
+    owner's ``[jobs] quota_hard_limit`` (quotas on; the counter holds the chunks written so far)
+    and ``[limits] max_output_sandbox_size`` less what the job's ``peek/`` holds (a job's
+    perusal copies its output files: it may hold as much as its output sandbox, no more); None
+    for an unknown job (purged).
+
+    Raises:
+        SQLAlchemyError: the database failed.
+    """
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        if job is None:
+            return None
+        owner_dn = job.owner_dn
+        used = uow.usage.used(owner_dn)
+    limits: list[tuple[int, str]] = []
+    if (hard := rt.settings.jobs.quota_hard_limit) > 0:
+        limits.append((max(0, hard - used), "the owner's disk quota"))
+    if (site := rt.settings.limits.max_output_sandbox_size) > 0:
+        limits.append((max(0, site - rt.storage.perusal_bytes(job_id)), "the site's output sandbox limit"))
+    if not limits:
+        return PerusalBudget(owner_dn, None, "")
+    left, why = min(limits, key=lambda limit: limit[0])
+    return PerusalBudget(owner_dn, left, why)
+
+
+def keep_perusal_chunk(rt: Runtime, owner_dn: str, job_id: str, name: str, data: bytes, timestamp: int) -> None:
+    """Write ``data`` as the chunk ``peek/<name>.<timestamp>`` of ``job_id`` (a node: its own
+    ``peek/``) and add its bytes to ``owner_dn``'s usage counter in the same transaction
+    (:func:`~wmproxy.services.quota.change_usage`): the counter row is locked first, as by the
+    removal of the job area, so a chunk is either removed and taken off with the area or not
+    written at all, and concurrent uploads of the owner are checked against the quota in turn.
+
+    Args:
+        data: the bytes, at most what :func:`perusal_budget` left.
+        timestamp: epoch seconds, later than the file's previous chunk's.
+
+    Raises:
+        QuotaExceededError: quotas are on and the chunk would take the owner over the hard
+            limit (something else took the room since :func:`perusal_budget`): nothing written.
+        SandboxError: the job area does not exist (purged) or its ``peek/`` cannot be made.
+        OSError: the chunk cannot be written (the file system full); nothing is left or counted.
+        SQLAlchemyError: the database failed (nothing counted; the chunk is left only when the
+            commit itself failed).
+    """
+    change_usage(rt, owner_dn, lambda: len(data), lambda: rt.storage.write_perusal_chunk(job_id, name, data, timestamp))

@@ -1,8 +1,8 @@
 """The per-user sandbox usage counter (issue 14): changed by the sandbox edge's uploads,
 deletes and overwriting moves in the transaction that commits the bytes, by purges and by the
-worker's output collection; always equal to a walk of the ``input/`` and ``output/`` of the user's
-job areas (:func:`wmproxy.services.quota.recount_usage`, for ``wmproxy-admin``; perusal chunks in
-``peek/`` are not counted)."""
+worker's output collection and perusal chunks; always equal to a walk of the ``input/``, ``output/``
+and ``peek/`` of the user's job areas (:func:`wmproxy.services.quota.recount_usage`, for
+``wmproxy-admin``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from werkzeug.test import Client
 from tests.support import CALLER_KEY, ECHO_JDL, caller_from_environ, counted_on_disk
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.services import jobs, quota
+from wmproxy.services.perusal import keep_perusal_chunk
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 from wmproxy.soap.app import WMProxyApplication
@@ -90,12 +91,13 @@ def test_purge_and_cancel_take_the_areas_bytes_off(
     assert quota.used_bytes(rt, alice.dn) == 0 == counted_on_disk(rt, alice.dn)
 
 
-def test_perusal_chunks_are_neither_counted_nor_taken_off(
+def test_perusal_chunks_are_counted_and_taken_off_once(
     rt: Runtime, edge: Client, alice: Principal, delegated: str
 ) -> None:
-    """Perusal chunks (``peek/``, written by the execution worker) are not added to the owner's
-    counter; removing the area took them off all the same, so a purged job with a big ``peek/``
-    lowered the counter below what the owner's other jobs hold (room past the hard quota)."""
+    """Perusal chunks (``peek/``, written by the execution worker) are added to the owner's
+    counter as they are written (they were not: a 1 MB quota held 3 MB of chunks), found by a
+    recount, unchanged by a merge (getPerusalFiles), and taken off once when the area is removed
+    (only what this job held: the counter keeps the owner's other jobs)."""
     kept = register_job(rt, alice, ECHO_JDL, delegated).job_id
     purged = register_job(rt, alice, ECHO_JDL, delegated).job_id
     assert edge.open(f"{_input(rt, kept)}/kept.bin", method="PUT", data=b"k" * 1000, **_as(alice)).status_code == 201
@@ -104,9 +106,11 @@ def test_perusal_chunks_are_neither_counted_nor_taken_off(
     (output / "out.txt").write_bytes(b"o" * 300)
     quota.count_output(rt, purged)  # the worker's count of the collected output sandbox
     for timestamp in (1, 2):  # as the worker writes them while the job runs
-        rt.storage.write_perusal_chunk(purged, "out.txt", b"p" * 5000, timestamp)
-    assert quota.used_bytes(rt, alice.dn) == 2100 == counted_on_disk(rt, alice.dn)
-    assert quota.recount_usage(rt, alice.dn) == {alice.dn: 2100}  # a recount leaves peek/ out too
+        keep_perusal_chunk(rt, alice.dn, purged, "out.txt", b"p" * 5000, timestamp)
+    assert quota.used_bytes(rt, alice.dn) == 12100 == counted_on_disk(rt, alice.dn)
+    assert quota.recount_usage(rt, alice.dn) == {alice.dn: 12100}  # a recount counts peek/ too
+    assert rt.storage.merge_perusal_chunks(purged, "out.txt") == ["out.txt-1-2"]
+    assert quota.used_bytes(rt, alice.dn) == 12100 == counted_on_disk(rt, alice.dn)
     _done_and_purged(rt, alice, purged)
     assert quota.used_bytes(rt, alice.dn) == 1000 == counted_on_disk(rt, alice.dn)
 
