@@ -138,7 +138,7 @@ def finish_renewal(
     if outcome.proxy_pem is not None:
         result, error, end, delegated = _store(uow, rt, order, outcome.proxy_pem, now, notes)
         if result == "renewed":
-            held = uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES)
+            held = uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES, jobs=uow.jobs)
             fit = ProxyFit(rt, outcome.proxy_pem, delegated, end, now)
             pushed, kept = fitting_jobs(uow, fit, held)
             log.info("renewed %s: valid until %s (was %s); %d running job(s) updated%s",
