@@ -24,8 +24,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.proxy import load_credential
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
@@ -60,6 +63,7 @@ class RenewalOrder:
     started_at: dt.datetime  # the time of the claim
     worker: str
     expired_voms: tuple[str, ...] = ()
+    key_bits: int = 2048  # RSA size of the renewed proxy's key (:func:`renewal_key_bits`)
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,9 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
     meanwhile). Returns None too, without any connection, when the record's server is no
     longer allowed (:func:`~wmproxy.services.renewal.registration.server_allowed`: the site's
     list changed since the job was registered); the attempt is then recorded as
-    ``not-allowed`` with the reason, for the owner to see. Runs in the caller's transaction,
-    whose commit publishes the claim.
+    ``not-allowed`` with the reason, for the owner to see. The order's ``key_bits`` is
+    :func:`renewal_key_bits` of the stored proxy. Runs in the caller's transaction, whose
+    commit publishes the claim.
     """
     settings = rt.settings.renewal
     record = uow.renewals.claim(
@@ -111,7 +116,24 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
         proxy_pem=pem, sealed_proxy=bytes(delegation.sealed_proxy), not_after=delegation.not_after,
         started_at=now, worker=worker,
         expired_voms=expired_voms_attributes(pem, now),
+        key_bits=renewal_key_bits(rt.settings.security.delegation_key_bits, pem),
     )
+
+
+def renewal_key_bits(configured: int, proxy_pem: bytes) -> int:
+    """RSA size in bits of the key to make for a renewed proxy: ``[security]
+    delegation_key_bits`` (``configured``), or the size of the stored proxy's key
+    (``proxy_pem``, grid file layout) when larger, so that a renewal never weakens a key (a
+    proxy delegated with a larger key than the site's, or stored before the site lowered
+    its size); the site's size applies from the first renewal on, as for a delegation
+    (``wmproxy.services.delegation_keys``). A stored key that is unreadable or not RSA counts
+    for nothing (the configured size).
+    """
+    try:
+        key = load_credential(proxy_pem).key
+    except ProxyError:
+        key = None
+    return max(configured, key.key_size if isinstance(key, rsa.RSAPrivateKey) else 0)
 
 
 def finish_renewal(
