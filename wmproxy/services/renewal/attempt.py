@@ -34,7 +34,7 @@ from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
-from wmproxy.services.renewal.schedule import renewal_due, renewal_margin
+from wmproxy.services.renewal.schedule import renewal_due, renewal_margin, retry_delay
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import ProxyRenewal
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 #: Seconds a claim outlives the MyProxy timeout (then another worker may take the record).
 LEASE_MARGIN = 30.0
 #: Part of a cycle after which a record may be tried again (a little less than a cycle, so
-#: that a worker waking every cycle retries on each wake-up).
+#: that a worker waking every cycle retries on each wake-up); after an attempt that did not
+#: renew, the next one may also wait longer (:func:`~.schedule.retry_delay`).
 RETRY_FRACTION = 0.9
 
 
@@ -167,17 +168,32 @@ def finish_renewal(
                      where, end.isoformat(), order.not_after.isoformat(), len(pushed),
                      f", {len(kept)} of other VOMS attributes left alone" if kept else "")
     left = (end - now).total_seconds()
+    retry_at = _retry_at(rt, record, end, now) if result != "renewed" else None
     if result == "not-extended":
-        log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s", where, error, left)
+        log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s, next attempt at %s",
+                    where, error, left, retry_at.isoformat() if retry_at else "-")
     elif result != "renewed":
-        log.warning("renewal of %s failed (%s): %s; the proxy expires in %d s, retrying each cycle",
-                    where, result, error, left)
+        log.warning("renewal of %s failed (%s): %s; the proxy expires in %d s, next attempt at %s",
+                    where, result, error, left, retry_at.isoformat() if retry_at else "-")
     for note in notes:
         log.warning("renewal of %s: %s", where, note)
     if record is not None:
         _record_attempt(record, order, result, error, notes, now)
+        if retry_at is not None:
+            record.next_attempt_at = retry_at
     history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now, notes=notes, kept=kept)
     return result, pushed
+
+
+def _retry_at(rt: Runtime, record: ProxyRenewal | None, end: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """When to try again a proxy ending at ``end`` whose attempt at ``now`` did not renew it:
+    after :func:`~.schedule.retry_delay` from its remaining lifetime, and not before the next
+    cycle (:data:`RETRY_FRACTION`, as the claim set it)."""
+    settings = rt.settings.renewal
+    margin = renewal_margin(settings.threshold, settings.lifetime, end,
+                            record.last_renewed_at if record is not None else None)
+    delay = retry_delay((end - now).total_seconds(), settings.threshold, margin)
+    return now + dt.timedelta(seconds=max(settings.cycle * RETRY_FRACTION, delay))
 
 
 def _record_attempt(record: ProxyRenewal, order: RenewalOrder, result: str, error: str | None,
