@@ -3,7 +3,8 @@ compound job with one node; :func:`run_together`, threads racing for the same ro
 tests that order transactions by PostgreSQL's own lock queue (test_destroy_beside_put_proxy.py,
 test_rotation_beside_put_proxy.py), :func:`hold_request_row`, :func:`lock_waiters` and
 :func:`race_behind_request_row` (with :func:`lock_waiters`, :func:`start_thread`); and
-:func:`race_behind_row`, the same behind any row (test_sandbox_usage_races.py: a user's usage counter)."""
+:func:`race_behind_row`, the same behind any row (:func:`hold_rows`; test_sandbox_usage_races.py: a user's
+usage counter; test_renewal_lock_order.py: a job, :func:`hold_job_row`)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,20 @@ def hold_request_row(conn: sa.Connection, owner_dn: str, delegation_id: str) -> 
         "SELECT count(*) FROM (SELECT 1 FROM delegation_requests WHERE owner_dn = :dn "
         "AND delegation_id = :id FOR UPDATE) AS locked"), {"dn": owner_dn, "id": delegation_id}).scalar_one()
     assert locked == 1
+
+
+def hold_rows(locking: sa.Select[Any]) -> Callable[[sa.Connection], None]:
+    """For :func:`race_behind_row`: lock the one row ``locking`` (a ``SELECT ... FOR UPDATE``)
+    selects in the connection's transaction."""
+    def hold(conn: sa.Connection) -> None:
+        assert len(conn.execute(locking).all()) == 1
+
+    return hold
+
+
+def hold_job_row(job_id: str) -> Callable[[sa.Connection], None]:
+    """For :func:`race_behind_row`: lock the job ``job_id``'s row (:func:`hold_rows`)."""
+    return hold_rows(sa.select(Job.id).where(Job.id == job_id).with_for_update())
 
 
 def lock_waiters(conn: sa.Connection) -> int:

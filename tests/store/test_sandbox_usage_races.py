@@ -27,7 +27,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from tests.conftest import Pki
 from tests.store.conftest import DELEGATION
-from tests.store.locking_support import lock_waiters, race_behind_row
+from tests.store.locking_support import hold_rows, lock_waiters, race_behind_row
 from tests.support import (
     CALLER_KEY,
     ECHO_JDL,
@@ -46,6 +46,7 @@ from wmproxy.services import jobs, quota
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 from wmproxy.soap.app import WMProxyApplication
+from wmproxy.store.usage import SandboxUsage
 
 KEPT = 20_000
 """Bytes of another job of the user's, so that a counter taken too low shows (it never goes below 0)."""
@@ -206,13 +207,7 @@ def job_dir_of(rt: Runtime, path: str) -> Path:
 
 def hold_counter(owner_dn: str) -> Callable[[sa.Connection], None]:
     """Lock ``owner_dn``'s usage counter row in the connection's transaction."""
-    def hold(conn: sa.Connection) -> None:
-        locked = conn.execute(sa.text(
-            "SELECT count(*) FROM (SELECT 1 FROM sandbox_usage WHERE owner_dn = :dn FOR UPDATE) AS locked"),
-            {"dn": owner_dn}).scalar_one()
-        assert locked == 1
-
-    return hold
+    return hold_rows(sa.select(SandboxUsage.owner_dn).where(SandboxUsage.owner_dn == owner_dn).with_for_update())
 
 
 @pytest.mark.postgresql_only

@@ -149,7 +149,7 @@ class RenewalWorker:
             pem = self.renew(
                 order.host, order.port, host_cert=sec.host_cert, host_key=sec.host_key, ca_dir=sec.ca_dir,
                 user_proxy_pem=order.proxy_pem, username=order.owner_dn, lifetime=self.settings.lifetime,
-                timeout=self.settings.timeout,
+                timeout=self.settings.timeout, key_bits=order.key_bits,
             )
         except MyProxyUnreachableError as exc:
             return service.RenewalOutcome("unreachable", error=str(exc))

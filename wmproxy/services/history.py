@@ -158,7 +158,7 @@ def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str
         kept: jobs that did not get the renewed proxy (their event is
             :func:`note_proxy_kept`'s): no ``proxy_renewed`` for them.
     """
-    jobs = uow.renewals.jobs_of(owner_dn, delegation_id, _HELD)
+    jobs = uow.renewals.jobs_of(owner_dn, delegation_id, _HELD, jobs=uow.jobs)
     if result == "renewed":
         left_alone = set(kept)
         reason = "; ".join(["proxy renewed from MyProxy", *notes])

@@ -4,7 +4,7 @@ delegation queries the renewal worker needs."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, exists, or_, select, union, update
@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from wmproxy.store.engine import rows_matched
+from wmproxy.store.jobs import SqlJobStore
 from wmproxy.store.schema import Delegation, Job, ProxyRenewal
 
 
@@ -151,14 +152,26 @@ class SqlRenewalStore:
             .with_for_update()
         ).one_or_none()
 
-    def jobs_of(self, owner_dn: str, delegation_id: str, states: Iterable[str]) -> Sequence[Job]:
-        """Jobs of the credential in ``states``, nodes before their parents, locked."""
-        return self.session.scalars(
-            select(Job)
-            .where(Job.owner_dn == owner_dn, Job.delegation_id == delegation_id, Job.state.in_(list(states)))
+    def jobs_of(self, owner_dn: str, delegation_id: str, states: Iterable[str], *,
+                jobs: SqlJobStore) -> list[Job]:
+        """Jobs of the credential in ``states``, locked, nodes before their compound jobs (the
+        order the callers handle them in: a node's end may end its compound job).
+
+        They are locked in the one order (:meth:`~wmproxy.store.jobs.SqlJobStore.lock_all` of
+        ``jobs``, the transaction's job store: a compound job before its nodes, also when
+        the compound job is not in ``states``), as jobCancel, the execution worker and the
+        claim lock them; locking the nodes first deadlocked with them on PostgreSQL. The ids
+        are read without a lock, then the states again under it: a job that left ``states``
+        meanwhile is not returned, one that entered them is left to the next pass.
+        """
+        wanted = list(states)
+        ids = self.session.scalars(
+            select(Job.id)
+            .where(Job.owner_dn == owner_dn, Job.delegation_id == delegation_id, Job.state.in_(wanted))
             .order_by(Job.parent_id.is_(None), Job.id)
-            .with_for_update()
         ).all()
+        locked = jobs.lock_all(ids)
+        return [job for job_id in ids if (job := locked.get(job_id)) is not None and job.state in wanted]
 
     def has_jobs(self, owner_dn: str, delegation_id: str, states: Iterable[str]) -> bool:
         return self.session.scalar(

@@ -208,6 +208,57 @@ class TestSchedule:
             assert len(due_renewals(uow, rt, now + dt.timedelta(minutes=31))) == 1
 
 
+class TestOutage:
+    """A MyProxy outage over a 12 h proxy, with the reference's schedule (``anchors.md`` §2.2):
+    5-minute cycles, renewal due at 2.5 h left, the last 35 min tried on every cycle; explicit
+    times, one worker pass per cycle."""
+
+    @staticmethod
+    def outage(rt: Runtime, pki: Pki, answer: str) -> list[float]:
+        """Seconds left on the proxy at each attempt until it expires, MyProxy ``unreachable``
+        on every one, or (``not-extended``) granting a proxy that ends no later than the stored one."""
+        rt = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, renewal=dataclasses.replace(
+            rt.settings.renewal, cycle=300.0)))
+        dn, t0 = pki.users["alice"].dn, utcnow()
+        pem = proxy(pki, "alice", 12 * 3600, t0)
+        delegate(rt, dn, pem, t0)
+        with rt.uow() as uow:
+            register_for_renewal(uow, dn, DELEG, SERVER, t0)
+        end = end_of(pem)
+        outcome = (RenewalOutcome("unreachable", error="down") if answer == "unreachable"
+                   else RenewalOutcome("renewed", proxy_pem=pem))
+        left: list[float] = []
+        now = end - dt.timedelta(hours=12) + dt.timedelta(seconds=17)  # not on a boundary
+        while now < end:
+            with rt.uow() as uow:
+                due = due_renewals(uow, rt, now)
+            for record_id in due:
+                with rt.uow() as uow:
+                    order = begin_renewal(uow, rt, record_id, "w1", now)
+                if order is not None:
+                    with rt.uow() as uow:
+                        assert finish_renewal(uow, rt, order, outcome, now)[0] == answer
+                    left.append((end - now).total_seconds())
+            now += dt.timedelta(seconds=300)
+        return left
+
+    @pytest.mark.parametrize("answer", ["unreachable", "not-extended"])
+    def test_a_failing_renewal_is_tried_on_every_cycle_only_in_the_last_35_minutes(
+            self, rt: Runtime, pki: Pki, answer: str) -> None:
+        left = self.outage(rt, pki, answer)
+        early = [s for s in left if s > 35 * 60]
+        late = [s for s in left if s <= 35 * 60]
+        # due at 2.5 h left (the first pass at 8983 s); then planned when 63.75 min (3825 s), 42.2
+        # min (2531.25 s) and 36.8 min (2207.8 s) are left, the planned margin beyond the
+        # threshold shrinking to a quarter each time its point has passed: tried at the first
+        # pass after each, 3583 s and 2383 s; the next pass after 2207.8 s left is inside the
+        # 35 min. (Before, on every pass from 2.5 h left on: 23 attempts with more than 35 min left.)
+        assert early == [8983.0, 3583.0, 2383.0], f"{len(early)} attempts with more than 35 min left: {early}"
+        # then on every cycle until it expires
+        assert [a - b for a, b in itertools.pairwise(late)] == [300.0] * (len(late) - 1), late
+        assert late[0] > 35 * 60 - 300 and late[-1] <= 300, late
+
+
 class TestAttempts:
     def test_at_most_one_attempt_per_cycle_whatever_the_number_of_workers(self, rt: Runtime, alice) -> None:
         _, start = alice

@@ -7,7 +7,8 @@ the threads and the MyProxy exchange; the decisions are here, one concept per mo
 * :mod:`.registration`: which server (:func:`myproxy_server_for`), whether the site allows
   it (:func:`server_allowed`) and the record
   (:func:`register_for_renewal`);
-* :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`);
+* :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`) and
+  when a failed attempt is tried again (:func:`retry_delay`);
 * :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
 * :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy, and
   which it fits (their VOMS FQAN);
@@ -53,7 +54,7 @@ from wmproxy.services.renewal.registration import (
     register_for_renewal,
     server_allowed,
 )
-from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin
+from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin, retry_delay
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "renewal_due",
     "renewal_margin",
     "renewal_status",
+    "retry_delay",
     "server_allowed",
     "stale_job_proxies",
 ]

@@ -24,14 +24,17 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.proxy import load_credential
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
 from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
-from wmproxy.services.renewal.schedule import renewal_due, renewal_margin
+from wmproxy.services.renewal.schedule import renewal_due, renewal_margin, retry_delay
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import ProxyRenewal
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 #: Seconds a claim outlives the MyProxy timeout (then another worker may take the record).
 LEASE_MARGIN = 30.0
 #: Part of a cycle after which a record may be tried again (a little less than a cycle, so
-#: that a worker waking every cycle retries on each wake-up).
+#: that a worker waking every cycle retries on each wake-up); after an attempt that did not
+#: renew, the next one may also wait longer (:func:`~.schedule.retry_delay`).
 RETRY_FRACTION = 0.9
 
 
@@ -60,6 +64,7 @@ class RenewalOrder:
     started_at: dt.datetime  # the time of the claim
     worker: str
     expired_voms: tuple[str, ...] = ()
+    key_bits: int = 2048  # RSA size of the renewed proxy's key (:func:`renewal_key_bits`)
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,9 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
     meanwhile). Returns None too, without any connection, when the record's server is no
     longer allowed (:func:`~wmproxy.services.renewal.registration.server_allowed`: the site's
     list changed since the job was registered); the attempt is then recorded as
-    ``not-allowed`` with the reason, for the owner to see. Runs in the caller's transaction,
-    whose commit publishes the claim.
+    ``not-allowed`` with the reason, for the owner to see. The order's ``key_bits`` is
+    :func:`renewal_key_bits` of the stored proxy. Runs in the caller's transaction, whose
+    commit publishes the claim.
     """
     settings = rt.settings.renewal
     record = uow.renewals.claim(
@@ -111,7 +117,24 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
         proxy_pem=pem, sealed_proxy=bytes(delegation.sealed_proxy), not_after=delegation.not_after,
         started_at=now, worker=worker,
         expired_voms=expired_voms_attributes(pem, now),
+        key_bits=renewal_key_bits(rt.settings.security.delegation_key_bits, pem),
     )
+
+
+def renewal_key_bits(configured: int, proxy_pem: bytes) -> int:
+    """RSA size in bits of the key to make for a renewed proxy: ``[security]
+    delegation_key_bits`` (``configured``), or the size of the stored proxy's key
+    (``proxy_pem``, grid file layout) when larger, so that a renewal never weakens a key (a
+    proxy delegated with a larger key than the site's, or stored before the site lowered
+    its size); the site's size applies from the first renewal on, as for a delegation
+    (``wmproxy.services.delegation_keys``). A stored key that is unreadable or not RSA counts
+    for nothing (the configured size).
+    """
+    try:
+        key = load_credential(proxy_pem).key
+    except ProxyError:
+        key = None
+    return max(configured, key.key_size if isinstance(key, rsa.RSAPrivateKey) else 0)
 
 
 def finish_renewal(
@@ -138,24 +161,39 @@ def finish_renewal(
     if outcome.proxy_pem is not None:
         result, error, end, delegated = _store(uow, rt, order, outcome.proxy_pem, now, notes)
         if result == "renewed":
-            held = uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES)
+            held = uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES, jobs=uow.jobs)
             fit = ProxyFit(rt, outcome.proxy_pem, delegated, end, now)
             pushed, kept = fitting_jobs(uow, fit, held)
             log.info("renewed %s: valid until %s (was %s); %d running job(s) updated%s",
                      where, end.isoformat(), order.not_after.isoformat(), len(pushed),
                      f", {len(kept)} of other VOMS attributes left alone" if kept else "")
     left = (end - now).total_seconds()
+    retry_at = _retry_at(rt, record, end, now) if result != "renewed" else None
     if result == "not-extended":
-        log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s", where, error, left)
+        log.warning("renewal of %s did not extend the proxy: %s; it expires in %d s, next attempt at %s",
+                    where, error, left, retry_at.isoformat() if retry_at else "-")
     elif result != "renewed":
-        log.warning("renewal of %s failed (%s): %s; the proxy expires in %d s, retrying each cycle",
-                    where, result, error, left)
+        log.warning("renewal of %s failed (%s): %s; the proxy expires in %d s, next attempt at %s",
+                    where, result, error, left, retry_at.isoformat() if retry_at else "-")
     for note in notes:
         log.warning("renewal of %s: %s", where, note)
     if record is not None:
         _record_attempt(record, order, result, error, notes, now)
+        if retry_at is not None:
+            record.next_attempt_at = retry_at
     history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now, notes=notes, kept=kept)
     return result, pushed
+
+
+def _retry_at(rt: Runtime, record: ProxyRenewal | None, end: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """When to try again a proxy ending at ``end`` whose attempt at ``now`` did not renew it:
+    after :func:`~.schedule.retry_delay` from its remaining lifetime, and not before the next
+    cycle (:data:`RETRY_FRACTION`, as the claim set it)."""
+    settings = rt.settings.renewal
+    margin = renewal_margin(settings.threshold, settings.lifetime, end,
+                            record.last_renewed_at if record is not None else None)
+    delay = retry_delay((end - now).total_seconds(), settings.threshold, margin)
+    return now + dt.timedelta(seconds=max(settings.cycle * RETRY_FRACTION, delay))
 
 
 def _record_attempt(record: ProxyRenewal, order: RenewalOrder, result: str, error: str | None,

@@ -66,7 +66,7 @@ def abort_expired_credential(
     states = NON_FINAL_STATES if delegation is not None else HELD_STATES
     reason = PROXY_EXPIRED_REASON if delegation is not None else DESTROYED_REASON
     aborted: list[str] = []
-    for job in uow.renewals.jobs_of(owner_dn, delegation_id, states):
+    for job in uow.renewals.jobs_of(owner_dn, delegation_id, states, jobs=uow.jobs):
         state = JobState(job.state)
         if state in FINAL_STATES or _follows_its_nodes(uow, job):
             continue  # ended as a consequence of an earlier node (DAG, parent)

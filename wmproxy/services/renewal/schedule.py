@@ -3,9 +3,12 @@
 A proxy is renewed when less than ``renewal.threshold`` seconds are left (default 35 min:
 the original's 30 min Condor limit + 5 min clock skew), or earlier, when a quarter of
 ``renewal.lifetime`` is left (the original's planned renewal at three quarters of a
-renewed proxy's lifetime: a 10 h proxy is renewed when 2.5 h remain). A failed attempt is
-retried on the next cycle, never more than once per cycle whatever the number of workers
-(the claim of :func:`wmproxy.services.renewal.attempt.begin_renewal`).
+renewed proxy's lifetime: a 10 h proxy is renewed when 2.5 h remain). A failed attempt
+(MyProxy down or refusing, or a proxy not extended) is tried again when
+:func:`retry_delay` says, from the proxy's remaining lifetime: a few times with more than
+the threshold left (at 2.5 h, about 64, 42 and 37 min), then on each cycle; never more than
+once per cycle whatever the number of workers (the claim of
+:func:`wmproxy.services.renewal.attempt.begin_renewal`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,29 @@ def renewal_margin(threshold: float, lifetime: float, not_after: dt.datetime | N
     if renewed_at is not None and not_after is not None:
         granted = min(granted, max((not_after - renewed_at).total_seconds(), 0.0))
     return max(float(threshold), granted * (1 - PLANNED_FRACTION))
+
+
+def retry_delay(left: float, threshold: float, margin: float) -> float:
+    """Seconds to wait after an attempt that did not renew (failed, or not extended) before
+    the next one, for a proxy with ``left`` seconds to live; 0 (the next cycle) once ``left``
+    is at most the ``threshold`` (seconds).
+
+    The reference's rescheduling after a failed renewal (``anchors.md`` §2.2 "MyProxy
+    outage": CESNET proxyrenewal ``src/commands.c``, ``set_renewal_times`` on the unchanged
+    proxy, ``get_delta``): the renewal is planned when ``threshold + step`` seconds remain,
+    where ``step`` starts as what the planned renewal keeps beyond the threshold (``margin -
+    threshold``, ``margin`` of :func:`renewal_margin`, seconds) and shrinks to a quarter
+    (``1 - PLANNED_FRACTION``) as long as that point has passed, or is now (the reference
+    tests "passed" only, and retries at once on the boundary). With the defaults (35 min
+    threshold, 10 h retrieved) a proxy failing at 2.5 h left is tried again at about 64 min,
+    42 min and 37 min left, then on each cycle until it expires.
+    """
+    if left <= threshold:
+        return 0.0
+    step = max(margin - threshold, 0.0)
+    while left <= threshold + step:
+        step *= 1 - PLANNED_FRACTION
+    return left - (threshold + step)
 
 
 def renewal_due(not_after: dt.datetime, now: dt.datetime, margin: float) -> bool:
