@@ -344,8 +344,8 @@ def stats(settings: Settings, as_json: bool) -> None:
 @pass_settings
 def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
     """Set the per-user sandbox usage counters (the quota) to what the job areas' input and
-    output sandboxes hold on disk (perusal files are not counted): after a crash, a restore or
-    a manual change in the sandbox area."""
+    output sandboxes and perusal chunks hold on disk: after a crash, a restore or a manual
+    change in the sandbox area."""
     from wmproxy.services.quota import recount_usage as recount
 
     rt = _runtime(settings)

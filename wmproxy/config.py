@@ -84,7 +84,8 @@ class SecuritySettings:
         min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job
             (0 or more).
         delegation_key_bits: RSA key size of the server-side delegation key, 1024-16384 bits
-            (``cryptography`` makes no key under 1024 bits, OpenSSL uses none over 16384).
+            (``cryptography`` makes no key under 1024 bits, OpenSSL uses none over 16384);
+            a proxy renewed from MyProxy gets this size, or its stored proxy's if larger.
         delegation_key_pool: server keys (with their CSRs) kept ready, sealed, in the
             database and topped up in the background, so getProxyReq does not generate
             an RSA key while the client waits; 0 = generate each key on the request path.
@@ -541,7 +542,9 @@ class LimitsSettings:
             OutputSandbox order, each at most its size when the copy began, and one over what
             is left of the budget is truncated to it (the job is still Done; its reason names
             the files truncated). With 0 and quotas off nothing bounds it: a job's sparse
-            ``truncate -s 10T out`` then becomes 10 TB in the sandbox area.
+            ``truncate -s 10T out`` then becomes 10 TB in the sandbox area. The chunks file
+            perusal copies into the job's ``peek/`` count against this too (and the quota);
+            sampling stops writing once they reach it.
     """
 
     max_proxy_chain_depth: int = 10
