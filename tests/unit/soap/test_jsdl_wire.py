@@ -1,0 +1,85 @@
+"""jobRegisterJSDL, jobListMatchJSDL and jobRegister on the wire: the JDL registered for a
+JSDL part and the typed faults of what cannot be registered (wmproxy/soap/wmproxy_port.py,
+wmproxy/jdl/jsdl.py, wmproxy/jdl/registered.py; wmproxy-behaviour.md §12, §1.5)."""
+
+from __future__ import annotations
+
+import classad2
+import pytest
+from lxml import etree
+
+from tests.conftest import Pki
+from tests.support import Reply, SoapApp, delegate_in_process
+from wmproxy.domain import Principal
+from wmproxy.jdl.parse import parse_stored_jdl
+from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
+
+JSDL = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
+POSIX = "http://schemas.ggf.org/jsdl/2005/11/jsdl-posix"
+ECHO = "<p:Executable>/bin/echo</p:Executable>"
+
+
+def _description(application: str = ECHO, rest: str = "") -> str:
+    return (f"<jsdl:JobDescription><jsdl:Application><p:POSIXApplication>{application}"
+            f"</p:POSIXApplication></jsdl:Application>{rest}</jsdl:JobDescription>")
+
+
+def _resources(inner: str) -> str:
+    return f"<jsdl:Resources>{inner}</jsdl:Resources>"
+
+
+def _jsdl_request(operation: str, part: str) -> bytes:
+    """``<ns:operation><jsdl>part</jsdl><delegationId>d</delegationId></ns:operation>``."""
+    return (f'<S:Envelope xmlns:S="{SOAP_ENV}" xmlns:ns="{WMPROXY}" xmlns:jsdl="{JSDL}" xmlns:p="{POSIX}">'
+            f"<S:Body><ns:{operation}><jsdl>{part}</jsdl><delegationId>d</delegationId></ns:{operation}>"
+            f"</S:Body></S:Envelope>").encode()
+
+
+@pytest.fixture
+def delegated(soap: SoapApp, alice: Principal, pki: Pki) -> str:
+    return delegate_in_process(soap.rt, alice, pki.users["alice"].proxy, "d")
+
+
+def _registered(soap: SoapApp, caller: Principal, reply: Reply) -> str:
+    """The registered JDL (getJDL REGISTERED) of the job ``reply`` registered."""
+    assert reply.status.startswith("200"), reply.body
+    job_id = reply.element.findtext(".//jobIdStruct/id")
+    answer = soap.call(WMPROXY, "getJDL", caller, jobId=job_id, type="REGISTERED")
+    assert answer.status.startswith("200"), answer.body
+    return answer.element.findtext("jdl") or ""
+
+
+def _invalid_argument(reply: Reply, method: str) -> str:
+    """The Description of the InvalidArgumentFault (1225, BaseFaultType filled) ``reply`` is."""
+    assert reply.status.startswith("500"), reply.body
+    assert b"Traceback" not in reply.body
+    detail = reply.fault_detail
+    assert etree.QName(detail) == etree.QName(WMPROXY, "InvalidArgumentFault"), reply.body
+    assert [c.tag for c in detail][:4] == ["methodName", "Timestamp", "ErrorCode", "Description"]
+    assert detail.findtext("methodName") == method and detail.findtext("ErrorCode") == "1225"
+    return detail.findtext("Description") or ""
+
+
+class TestStringLiteralsKeptAsWritten:
+    """Runs of spaces in a string literal of an expression were collapsed to one when the
+    JDL was registered: ``"ce  01"`` became ``"ce 01"``, another host."""
+
+    def test_jsdl_host_name_with_two_spaces(self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        hosts = _resources("<jsdl:CandidateHosts><jsdl:HostName>ce  01</jsdl:HostName></jsdl:CandidateHosts>")
+        reply = soap.request(_jsdl_request("jobRegisterJSDL", _description(rest=hosts)), alice)
+
+        ad = parse_stored_jdl(_registered(soap, alice, reply))
+
+        assert str(ad.lookup("Requirements")) == 'other.GlueCEInfoHostName == "ce  01"'
+
+    def test_jdl_requirements_over_several_lines(self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        jdl = ('[ Executable = "/bin/echo";\n  Requirements = other.GlueCEInfoHostName == "ce  01"\n'
+               '    && member("a \\"  b", { "a \\"  b",\n  "c" }); ]')
+        reply = soap.call(WMPROXY, "jobRegister", alice, jdl=jdl, delegationId=delegated)
+
+        text = _registered(soap, alice, reply)
+
+        line = next(line for line in text.splitlines() if line.lstrip().startswith("Requirements"))
+        assert line == ('  Requirements = other.GlueCEInfoHostName == "ce  01" && '
+                        'member("a \\"  b", { "a \\"  b", "c" });'), line
+        assert parse_stored_jdl(text).lookup("Requirements") == classad2.ClassAd(jdl).lookup("Requirements")
