@@ -28,7 +28,7 @@ DataStaging with Target                       ``OutputSandbox`` FileName; Target
                                               ``OutputSandboxDestURI`` (``""`` for the
                                               targets without a URI: the server's default)
 Resources/CandidateHosts/HostName+            ``other.GlueCEInfoHostName == "h"`` (or-ed)
-Resources/TotalCPUCount (Exact/Lower bound)   ``CpuNumber = n``
+Resources/TotalCPUCount (Exact/Lower bound)   ``CpuNumber = n`` (an integer, 1 to 2³¹-1)
 Resources/IndividualCPUCount                  range on ``other.GlueHostArchitectureSMPSize``
 Resources/IndividualCPUSpeed (Hz)             range on ``other.GlueHostProcessorClockSpeed`` (MHz)
 Resources/IndividualCPUTime (s)               range on ``other.GlueCEPolicyMaxCPUTime`` (min)
@@ -43,8 +43,9 @@ Resources/ExclusiveExecution false            nothing
 
 A range (``RangeValue_Type``) becomes the or of its Exact/Range/bounded parts, compared
 in the JSDL unit (``other.GlueHostMainMemoryRAMSize * 1048576 >= 1073741824``), so no
-rounding is involved. All Resources conditions are and-ed into ``Requirements``; a JSDL
-without them gets ``Requirements = true``.
+rounding is involved. A bound is written as an integer while it fits 64 bits, else as a
+real (``>= 1e+20``: classad2 reads a longer integer literal as 0). All Resources conditions
+are and-ed into ``Requirements``; a JSDL without them gets ``Requirements = true``.
 
 Refused (InvalidArgumentError): POSIX WorkingDirectory, UserName, GroupName and the other
 ``*Limit`` elements, ``filesystemName`` attributes, JobProject, Application without a
@@ -68,6 +69,7 @@ import classad2
 from lxml import etree
 
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl.description import CPU_NUMBER_MAX
 from wmproxy.jdl.registered import jdl_lines
 
 JSDL_NS = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
@@ -79,6 +81,7 @@ _PREFIXES = {JSDL_NS: "jsdl", POSIX_NS: "jsdl-posix", HPCPA_NS: "jsdl-hpcpa"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MB = 1048576
+_INT64_END = 2**63
 
 # RangeValue resources: (Glue attribute, how many JSDL units one Glue unit is).
 _RANGES = {
@@ -293,8 +296,9 @@ class _Conversion:
             return
         value = self.number(parts[0])
         if value is not None:
-            if value != int(value) or value < 1:
-                self.invalid.append(f"{_path(element)}: {_number(value)} is not a positive integer")
+            if value != int(value) or not 1 <= value <= CPU_NUMBER_MAX:
+                self.invalid.append(f"{_path(element)}: {_number(value)} is not an integer "
+                                    f"from 1 to {CPU_NUMBER_MAX}")
             else:
                 self.attributes["CpuNumber"] = int(value)
 
@@ -485,7 +489,11 @@ def _float(text: str | None) -> float | None:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else repr(value)
+    """``value`` as a ClassAd literal: an integer while it fits 64 bits, else a real.
+
+    classad2 reads an integer literal beyond 64 bits as 0 (``>= 100000000000000000000``
+    would be ``>= 0``); ``1e+20`` keeps the meaning."""
+    return str(int(value)) if value == int(value) and abs(value) < _INT64_END else repr(value)
 
 
 def _uri_file_name(uri: str) -> str:

@@ -157,8 +157,29 @@ class TestResources:
             "(other.GlueHostArchitectureSMPSize >= 3 && other.GlueHostArchitectureSMPSize <= 5)"
         )
 
+    def test_bounds_beyond_64_bits_are_written_as_reals(self) -> None:
+        """An integer literal beyond 64 bits reads as 0: "at least 1e20 bytes" was ``>= 0``."""
+        resources = """<a:Resources>
+          <a:IndividualPhysicalMemory><a:LowerBoundedRange>1e20</a:LowerBoundedRange></a:IndividualPhysicalMemory>
+          <a:IndividualCPUTime><a:UpperBoundedRange>9223372036854775807</a:UpperBoundedRange></a:IndividualCPUTime>
+        </a:Resources>"""
+        text = _minimal("<b:WallTimeLimit>1e300</b:WallTimeLimit>", resources)
+        ad = parse_jdl(jsdl_to_jdl(parse_jsdl(text)))
+        assert _requirements(ad) == (
+            "other.GlueCEPolicyMaxWallClockTime * 60 >= 1.000000000000000E+300 && "
+            "other.GlueHostMainMemoryRAMSize * 1048576 >= 1.000000000000000E+20 && "
+            "other.GlueCEPolicyMaxCPUTime * 60 <= 9.223372036854776E+18"
+        )
+        ce = classad2.ClassAd({"GlueCEPolicyMaxWallClockTime": 2880, "GlueHostMainMemoryRAMSize": 2048,
+                               "GlueCEPolicyMaxCPUTime": 2880})
+        assert not ce.matches(classad2.ClassAd({"Requirements": ad.lookup("Requirements")}))
+
     @pytest.mark.parametrize(("resource", "message"), [
-        ("<a:TotalCPUCount><a:Exact>2.5</a:Exact></a:TotalCPUCount>", "not a positive integer"),
+        ("<a:TotalCPUCount><a:Exact>2.5</a:Exact></a:TotalCPUCount>", "2.5 is not an integer from 1 to 2147483647"),
+        ("<a:TotalCPUCount><a:Exact>1e19</a:Exact></a:TotalCPUCount>",
+         "jsdl:Resources/jsdl:TotalCPUCount: 1e\\+19 is not an integer from 1 to 2147483647"),
+        ("<a:TotalCPUCount><a:LowerBoundedRange>2147483648</a:LowerBoundedRange></a:TotalCPUCount>",
+         "2147483648 is not an integer from 1 to 2147483647"),
         ("<a:TotalCPUCount><a:UpperBoundedRange>4</a:UpperBoundedRange></a:TotalCPUCount>",
          "jsdl:Resources/jsdl:TotalCPUCount"),
         ("<a:IndividualPhysicalMemory><a:Exact>lots</a:Exact></a:IndividualPhysicalMemory>",

@@ -49,14 +49,14 @@ def _registered(soap: SoapApp, caller: Principal, reply: Reply) -> str:
     return answer.element.findtext("jdl") or ""
 
 
-def _invalid_argument(reply: Reply, method: str) -> str:
-    """The Description of the InvalidArgumentFault (1225, BaseFaultType filled) ``reply`` is."""
+def _invalid_argument(reply: Reply, method: str, code: str = "1225") -> str:
+    """The Description of the InvalidArgumentFault (``code``, BaseFaultType filled) ``reply`` is."""
     assert reply.status.startswith("500"), reply.body
     assert b"Traceback" not in reply.body
     detail = reply.fault_detail
     assert etree.QName(detail) == etree.QName(WMPROXY, "InvalidArgumentFault"), reply.body
     assert [c.tag for c in detail][:4] == ["methodName", "Timestamp", "ErrorCode", "Description"]
-    assert detail.findtext("methodName") == method and detail.findtext("ErrorCode") == "1225"
+    assert detail.findtext("methodName") == method and detail.findtext("ErrorCode") == code
     return detail.findtext("Description") or ""
 
 
@@ -83,3 +83,37 @@ class TestStringLiteralsKeptAsWritten:
         assert line == ('  Requirements = other.GlueCEInfoHostName == "ce  01" && '
                         'member("a \\"  b", { "a \\"  b", "c" });'), line
         assert parse_stored_jdl(text).lookup("Requirements") == classad2.ClassAd(jdl).lookup("Requirements")
+
+
+class TestNumbersBeyondWhatTheJdlHolds:
+    """classad2 refused a Python int beyond 64 bits (SystemError: GenericFault 1201) and reads
+    an integer literal beyond 64 bits as 0."""
+
+    CPU_1E19 = _resources("<jsdl:TotalCPUCount><jsdl:Exact>1e19</jsdl:Exact></jsdl:TotalCPUCount>")
+
+    @pytest.mark.parametrize("operation", ["jobRegisterJSDL", "jobListMatchJSDL"])
+    def test_total_cpu_count_beyond_32_bits_is_an_invalid_argument(
+            self, soap: SoapApp, alice: Principal, delegated: str, operation: str) -> None:
+        reply = soap.request(_jsdl_request(operation, _description(rest=self.CPU_1E19)), alice)
+
+        assert _invalid_argument(reply, operation) == (
+            "Invalid Argument: JSDL cannot be converted to JDL: "
+            "jsdl:Resources/jsdl:TotalCPUCount: 1e+19 is not an integer from 1 to 2147483647")
+
+    def test_a_memory_bound_beyond_64_bits_keeps_its_meaning(
+            self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        memory = _resources("<jsdl:IndividualPhysicalMemory><jsdl:LowerBoundedRange>1e20"
+                            "</jsdl:LowerBoundedRange></jsdl:IndividualPhysicalMemory>")
+        reply = soap.request(_jsdl_request("jobRegisterJSDL", _description(rest=memory)), alice)
+
+        ad = parse_stored_jdl(_registered(soap, alice, reply))
+
+        assert str(ad.lookup("Requirements")) == "other.GlueHostMainMemoryRAMSize * 1048576 >= 1.000000000000000E+20"
+
+    def test_jdl_cpu_number_beyond_64_bits_is_refused(self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        jdl = '[ Executable = "/bin/echo"; CpuNumber = 10000000000000000000; ]'
+        reply = soap.call(WMPROXY, "jobRegister", alice, jdl=jdl, delegationId=delegated)
+
+        assert _invalid_argument(reply, "jobRegister", "1219") == (
+            "Attribute CpuNumber must be an integer from 1 to 2147483647, not 0 "
+            "(an integer literal beyond 9223372036854775807 is read as 0)")
