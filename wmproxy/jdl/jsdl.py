@@ -53,8 +53,10 @@ POSIXApplication, FileSystem, the Total* resources other than TotalCPUCount,
 IndividualDiskSpace, IndividualNetworkBandwidth, ExclusiveExecution true, OS names other
 than LINUX, CPU architecture ``other``, DataStaging with FilesystemName, CreationFlag
 ``append``, DeleteOnTermination false, neither Source nor Target, a FileName with a
-``/`` or one that differs from its Source URI's file name, and any element of another
-namespace (``xsd:any`` extensions).
+``/`` or one that differs from its Source URI's file name, any element of another
+namespace (``xsd:any`` extensions), and a second occurrence of an element the schemas allow
+once (two Executables, two JobNames, two Applications...; the SOAP part must hold exactly
+one JobDescription).
 """
 
 from __future__ import annotations
@@ -97,6 +99,26 @@ _LIMITS = {
     "CPUTimeLimit": "other.GlueCEPolicyMaxCPUTime",
 }
 _ARCHITECTURES = {"x86": "i686", "x86_32": "i686"}
+# Children the schemas allow once (maxOccurs 1), by parent; a second one is refused.
+_ONCE = {
+    "JobDescription": frozenset({"JobIdentification", "Application", "Resources"}),
+    "JobIdentification": frozenset({"JobName", "Description"}),
+    "Application": frozenset({"ApplicationName", "ApplicationVersion", "Description"}),
+    "POSIXApplication": frozenset({"Executable", "Input", "Output", "Error", "WorkingDirectory",
+                                   "UserName", "GroupName", *_LIMITS}),
+    "Resources": frozenset({"CandidateHosts", "ExclusiveExecution", "OperatingSystem", "CPUArchitecture",
+                            "IndividualNetworkBandwidth", "IndividualDiskSpace", "TotalCPUTime",
+                            "TotalCPUCount", "TotalPhysicalMemory", "TotalVirtualMemory",
+                            "TotalDiskSpace", "TotalResourceCount", *_RANGES}),
+    "OperatingSystem": frozenset({"OperatingSystemType", "OperatingSystemVersion", "Description"}),
+    "OperatingSystemType": frozenset({"OperatingSystemName"}),
+    "CPUArchitecture": frozenset({"CPUArchitectureName"}),
+    "RangeValue": frozenset({"UpperBoundedRange", "LowerBoundedRange"}),
+    "Range": frozenset({"LowerBound", "UpperBound"}),
+    "DataStaging": frozenset({"FileName", "FilesystemName", "CreationFlag", "DeleteOnTermination",
+                              "Source", "Target"}),
+    "SourceTarget": frozenset({"URI"}),
+}
 
 _SAFE_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
@@ -183,6 +205,7 @@ class _Conversion:
             "Resources": self.resources,
             "DataStaging": self.data_staging,
         }
+        self.once(element, "JobDescription")
         seen_application = False
         for child in _children(element):
             local = _local(child, JSDL_NS)
@@ -197,6 +220,7 @@ class _Conversion:
     # --- JobIdentification ---
 
     def identification(self, element: etree._Element) -> None:
+        self.once(element, "JobIdentification")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "JobName":
@@ -207,6 +231,7 @@ class _Conversion:
     # --- Application ---
 
     def application(self, element: etree._Element) -> None:
+        self.once(element, "Application")
         posix = []
         for child in _children(element):
             if any(_is(child, ns, name) for ns in _APPLICATION_NS
@@ -220,6 +245,7 @@ class _Conversion:
         self.posix_application(posix[0])
 
     def posix_application(self, element: etree._Element) -> None:
+        self.once(element, "POSIXApplication", _APPLICATION_NS)
         arguments: list[str] = []
         for child in _children(element):
             qname = etree.QName(child)
@@ -258,6 +284,7 @@ class _Conversion:
     # --- Resources ---
 
     def resources(self, element: etree._Element) -> None:
+        self.once(element, "Resources")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "CandidateHosts":
@@ -305,6 +332,7 @@ class _Conversion:
     def range_value(self, element: etree._Element, attribute: str, unit: int) -> str:
         """JSDL ``RangeValue_Type`` → an expression on ``attribute * unit``."""
         subject = attribute if unit == 1 else f"{attribute} * {unit}"
+        self.once(element, "RangeValue")
         terms = []
         for part in _children(element):
             local = _local(part, JSDL_NS)
@@ -324,6 +352,7 @@ class _Conversion:
                 elif epsilon is None:
                     self.invalid.append(f"{_path(part)}/@epsilon is not a number")
             elif local == "Range":
+                self.once(part, "Range")
                 bounds = {_local(b, JSDL_NS): self.number(b) for b in _children(part)}
                 low, high = bounds.get("LowerBound"), bounds.get("UpperBound")
                 if set(bounds) != {"LowerBound", "UpperBound"}:
@@ -337,9 +366,11 @@ class _Conversion:
         return terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")"
 
     def operating_system(self, element: etree._Element) -> None:
+        self.once(element, "OperatingSystem")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "OperatingSystemType":
+                self.once(child, "OperatingSystemType")
                 for name in _children(child):
                     if _local(name, JSDL_NS) != "OperatingSystemName":
                         self.unsupported.append(_path(name))
@@ -352,6 +383,7 @@ class _Conversion:
                 self.unsupported.append(_path(child))
 
     def architecture(self, element: etree._Element) -> None:
+        self.once(element, "CPUArchitecture")
         for child in _children(element):
             name = self.text(child)
             if _local(child, JSDL_NS) != "CPUArchitectureName" or name in ("", "other"):
@@ -367,6 +399,7 @@ class _Conversion:
         source: str | None = None
         target: str | None = None
         has_source = has_target = False
+        self.once(element, "DataStaging")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "FileName":
@@ -399,6 +432,7 @@ class _Conversion:
             self.output_dest.append(target or "")
 
     def uri(self, element: etree._Element) -> str | None:
+        self.once(element, "SourceTarget")
         uri = None
         for child in _children(element):
             if _local(child, JSDL_NS) == "URI":
@@ -417,6 +451,17 @@ class _Conversion:
         self.no_children(element)
         return (element.text or "").strip()
 
+    def once(self, element: etree._Element, schema_type: str,
+             namespaces: tuple[str, ...] = (JSDL_NS,)) -> None:
+        """Refuse each repetition of a child ``schema_type`` allows once (:data:`_ONCE`)."""
+        seen = set()
+        for child in _children(element):
+            qname = etree.QName(child)
+            if qname.namespace in namespaces and qname.localname in _ONCE[schema_type]:
+                if qname.localname in seen:
+                    self.invalid.append(f"{_path(child)} is given more than once")
+                seen.add(qname.localname)
+
     def no_children(self, element: etree._Element) -> None:
         self.unsupported.extend(_path(child) for child in _children(element))
 
@@ -430,7 +475,7 @@ class _Conversion:
         problems = []
         if self.unsupported:
             problems.append("unsupported elements: " + ", ".join(dict.fromkeys(self.unsupported)))
-        problems.extend(self.invalid)
+        problems.extend(dict.fromkeys(self.invalid))
         if problems:
             raise InvalidArgumentError(
                 "Invalid Argument: JSDL cannot be converted to JDL: " + "; ".join(problems)

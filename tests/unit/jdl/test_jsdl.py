@@ -237,6 +237,33 @@ class TestUnsupported:
         with pytest.raises(InvalidArgumentError, match=f"jsdl-posix:{local}"):
             jsdl_to_jdl(parse_jsdl(_minimal(extra_application=element)))
 
+    @pytest.mark.parametrize(("application", "description", "repeated"), [
+        ("<b:Executable>/bin/rm</b:Executable>", "", "jsdl-posix:POSIXApplication/jsdl-posix:Executable"),
+        ("<b:Output>a</b:Output><b:Output>b</b:Output>", "", "jsdl-posix:POSIXApplication/jsdl-posix:Output"),
+        ("", "<a:JobIdentification><a:JobName>a</a:JobName><a:JobName>b</a:JobName></a:JobIdentification>",
+         "jsdl:JobIdentification/jsdl:JobName"),
+        ("", "<a:JobIdentification/><a:JobIdentification/>", "jsdl:JobIdentification"),
+        ("", ("<a:Application><b:POSIXApplication><b:Executable>/bin/rm</b:Executable></b:POSIXApplication>"
+             "</a:Application>"), "jsdl:Application"),
+        ("", ("<a:Resources><a:CPUArchitecture><a:CPUArchitectureName>x86_64</a:CPUArchitectureName>"
+             "<a:CPUArchitectureName>sparc</a:CPUArchitectureName></a:CPUArchitecture></a:Resources>"),
+         "jsdl:CPUArchitecture/jsdl:CPUArchitectureName"),
+        ("", ("<a:Resources><a:IndividualCPUCount><a:Range><a:LowerBound>1</a:LowerBound>"
+             "<a:LowerBound>2</a:LowerBound><a:UpperBound>4</a:UpperBound></a:Range></a:IndividualCPUCount>"
+             "</a:Resources>"), "jsdl:Range/jsdl:LowerBound"),
+        ("", ("<a:Resources><a:IndividualCPUCount><a:LowerBoundedRange>1</a:LowerBoundedRange>"
+             "<a:LowerBoundedRange>2</a:LowerBoundedRange></a:IndividualCPUCount></a:Resources>"),
+         "jsdl:IndividualCPUCount/jsdl:LowerBoundedRange"),
+        ("", ("<a:DataStaging><a:FileName>a</a:FileName><a:FileName>b</a:FileName>"
+             "<a:CreationFlag>overwrite</a:CreationFlag><a:Target/></a:DataStaging>"),
+         "jsdl:DataStaging/jsdl:FileName"),
+    ])
+    def test_an_element_the_schema_allows_once_is_refused_when_repeated(
+            self, application: str, description: str, repeated: str) -> None:
+        """The second one used to overwrite the first: two Executables registered the last."""
+        with pytest.raises(InvalidArgumentError, match=f"{repeated} is given more than once"):
+            jsdl_to_jdl(parse_jsdl(_minimal(application, description)))
+
     def test_missing_executable_and_application_are_refused(self) -> None:
         no_exe = (f'<JobDefinition xmlns="{JSDL}"><JobDescription><Application>'
                   f'<POSIXApplication xmlns="{POSIX}"/></Application></JobDescription></JobDefinition>')

@@ -117,3 +117,33 @@ class TestNumbersBeyondWhatTheJdlHolds:
         assert _invalid_argument(reply, "jobRegister", "1219") == (
             "Attribute CpuNumber must be an integer from 1 to 2147483647, not 0 "
             "(an integer literal beyond 9223372036854775807 is read as 0)")
+
+
+class TestRepeatedElements:
+    """Spyne hands over only the part's first child: a second JobDescription was dropped; a
+    second Executable overwrote the first (``/bin/echo`` then ``/bin/rm`` registered ``/bin/rm``)."""
+
+    @pytest.mark.parametrize("operation", ["jobRegisterJSDL", "jobSubmitJSDL", "jobListMatchJSDL"])
+    def test_a_second_job_description_is_refused(
+            self, soap: SoapApp, alice: Principal, delegated: str, operation: str) -> None:
+        part = _description() + _description("<p:Executable>/bin/rm</p:Executable>")
+
+        reply = soap.request(_jsdl_request(operation, part), alice)
+
+        assert _invalid_argument(reply, operation) == (
+            "Invalid Argument: JSDL must contain exactly one jsdl:JobDescription")
+
+    def test_a_job_definition_in_the_part_is_still_read(self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        part = f"<!-- the definition --><jsdl:JobDefinition>{_description()}</jsdl:JobDefinition>"
+        reply = soap.request(_jsdl_request("jobRegisterJSDL", part), alice)
+
+        assert parse_stored_jdl(_registered(soap, alice, reply))["Executable"] == "/bin/echo"
+
+    def test_a_second_executable_is_refused(self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        part = _description(ECHO + "<p:Executable>/bin/rm</p:Executable>")
+
+        reply = soap.request(_jsdl_request("jobRegisterJSDL", part), alice)
+
+        assert _invalid_argument(reply, "jobRegisterJSDL") == (
+            "Invalid Argument: JSDL cannot be converted to JDL: "
+            "jsdl:Application/jsdl-posix:POSIXApplication/jsdl-posix:Executable is given more than once")
