@@ -41,7 +41,8 @@ Resources/CPUArchitecture/Name                ``other.GlueHostArchitecturePlatfo
 Resources/ExclusiveExecution false            nothing
 ============================================  ==============================================
 
-A range (``RangeValue_Type``) becomes the or of its Exact/Range/bounded parts, compared
+A range (``RangeValue_Type``) becomes the or of its Exact/Range/bounded parts (a bound with
+``exclusiveBound="true"`` compares with ``>``/``<``, else ``>=``/``<=``), compared
 in the JSDL unit (``other.GlueHostMainMemoryRAMSize * 1048576 >= 1073741824``), so no
 rounding is involved. A bound is written as an integer while it fits 64 bits, else as a
 real (``>= 1e+20``: classad2 reads a longer integer literal as 0). All Resources conditions
@@ -339,9 +340,7 @@ class _Conversion:
             if local in ("UpperBoundedRange", "LowerBoundedRange"):
                 bound = self.number(part)
                 if bound is not None:
-                    exclusive = (part.get("exclusiveBound") or "").strip() in ("true", "1")
-                    op = ("<" if local.startswith("Upper") else ">") + ("" if exclusive else "=")
-                    terms.append(f"{subject} {op} {_number(bound)}")
+                    terms.append(f"{subject} {_bound_operator(part)} {_number(bound)}")
             elif local == "Exact":
                 exact = self.number(part)
                 epsilon = _float(part.get("epsilon")) if part.get("epsilon") is not None else 0.0
@@ -353,12 +352,15 @@ class _Conversion:
                     self.invalid.append(f"{_path(part)}/@epsilon is not a number")
             elif local == "Range":
                 self.once(part, "Range")
-                bounds = {_local(b, JSDL_NS): self.number(b) for b in _children(part)}
-                low, high = bounds.get("LowerBound"), bounds.get("UpperBound")
+                bounds = {_local(b, JSDL_NS): b for b in _children(part)}
                 if set(bounds) != {"LowerBound", "UpperBound"}:
                     self.invalid.append(f"{_path(part)} needs one LowerBound and one UpperBound")
-                elif low is not None and high is not None:
-                    terms.append(f"({subject} >= {_number(low)} && {subject} <= {_number(high)})")
+                    continue
+                lower, upper = bounds["LowerBound"], bounds["UpperBound"]
+                low, high = self.number(lower), self.number(upper)
+                if low is not None and high is not None:
+                    terms.append(f"({subject} {_bound_operator(lower)} {_number(low)} && "
+                                 f"{subject} {_bound_operator(upper)} {_number(high)})")
             else:
                 self.unsupported.append(_path(part))
         if not terms:
@@ -531,6 +533,13 @@ def _float(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+def _bound_operator(bound: etree._Element) -> str:
+    """``>=``/``<=`` for a lower/upper ``Boundary_Type``; ``>``/``<`` with ``exclusiveBound`` true."""
+    exclusive = (bound.get("exclusiveBound") or "").strip() in ("true", "1")
+    upper = etree.QName(bound).localname in ("UpperBoundedRange", "UpperBound")
+    return ("<" if upper else ">") + ("" if exclusive else "=")
 
 
 def _number(value: float) -> str:

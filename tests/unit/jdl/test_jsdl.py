@@ -157,6 +157,20 @@ class TestResources:
             "(other.GlueHostArchitectureSMPSize >= 3 && other.GlueHostArchitectureSMPSize <= 5)"
         )
 
+    def test_exclusive_bounds_of_a_range_are_honoured(self) -> None:
+        """Range 2..8 with both bounds exclusive was registered ``>= 2 && <= 8``."""
+        resources = """<a:Resources><a:IndividualCPUCount>
+          <a:Range><a:LowerBound exclusiveBound="true">2</a:LowerBound>
+            <a:UpperBound exclusiveBound="true">8</a:UpperBound></a:Range>
+          <a:Range><a:LowerBound exclusiveBound="false">16</a:LowerBound>
+            <a:UpperBound exclusiveBound="1">32</a:UpperBound></a:Range>
+        </a:IndividualCPUCount></a:Resources>"""
+        ad = parse_jdl(jsdl_to_jdl(parse_jsdl(_minimal(extra_description=resources))))
+        assert _requirements(ad) == (
+            "((other.GlueHostArchitectureSMPSize > 2 && other.GlueHostArchitectureSMPSize < 8) || "
+            "(other.GlueHostArchitectureSMPSize >= 16 && other.GlueHostArchitectureSMPSize < 32))"
+        )
+
     def test_bounds_beyond_64_bits_are_written_as_reals(self) -> None:
         """An integer literal beyond 64 bits reads as 0: "at least 1e20 bytes" was ``>= 0``."""
         resources = """<a:Resources>

@@ -147,3 +147,18 @@ class TestRepeatedElements:
         assert _invalid_argument(reply, "jobRegisterJSDL") == (
             "Invalid Argument: JSDL cannot be converted to JDL: "
             "jsdl:Application/jsdl-posix:POSIXApplication/jsdl-posix:Executable is given more than once")
+
+
+class TestRanges:
+    def test_exclusive_bounds_of_a_range_are_registered_strict(
+            self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        """Range 2..8 with both bounds exclusive was registered ``>= 2 && <= 8``."""
+        count = _resources('<jsdl:IndividualCPUCount><jsdl:Range><jsdl:LowerBound exclusiveBound="true">2'
+                           '</jsdl:LowerBound><jsdl:UpperBound exclusiveBound="true">8</jsdl:UpperBound>'
+                           "</jsdl:Range></jsdl:IndividualCPUCount>")
+        reply = soap.request(_jsdl_request("jobRegisterJSDL", _description(rest=count)), alice)
+
+        ad = parse_stored_jdl(_registered(soap, alice, reply))
+
+        assert str(ad.lookup("Requirements")) == (
+            "(other.GlueHostArchitectureSMPSize > 2 && other.GlueHostArchitectureSMPSize < 8)")
