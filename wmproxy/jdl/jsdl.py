@@ -17,6 +17,8 @@ JSDL                                          JDL
 ============================================  ==============================================
 JobIdentification/JobName                     ``JobName = "<name>"`` (informative attribute)
 JobIdentification/Description, JobAnnotation  ignored (informative)
+Application/ApplicationName                   ignored (descriptive)
+Application/ApplicationVersion, Description   ignored (descriptive)
 POSIXApplication/Executable                   ``Executable``
 POSIXApplication/Argument*                    ``Arguments``: shell-quoted, space-joined
 POSIXApplication/Input, Output, Error         ``StdInput``, ``StdOutput``, ``StdError``
@@ -238,7 +240,7 @@ class _Conversion:
             if any(_is(child, ns, name) for ns in _APPLICATION_NS
                    for name in ("POSIXApplication", "HPCProfileApplication")):
                 posix.append(child)
-            elif _local(child, JSDL_NS) != "Description":
+            elif _local(child, JSDL_NS) not in ("ApplicationName", "ApplicationVersion", "Description"):
                 self.unsupported.append(_path(child))
         if len(posix) != 1:
             self.invalid.append("jsdl:Application must hold exactly one jsdl-posix:POSIXApplication")

@@ -65,6 +65,16 @@ class TestFullMapping:
         assert (ad["Executable"], ad["Arguments"], ad["StdOutput"]) == ("/bin/date", "-u", "date.out")
         assert ad["Requirements"] is True
 
+    def test_application_name_version_and_description_are_ignored(self) -> None:
+        """Application_Type allows them (descriptive); they were refused as unsupported."""
+        text = f"""<a:JobDefinition xmlns:a="{JSDL}" xmlns:b="{POSIX}"><a:JobDescription><a:Application>
+          <a:ApplicationName>echo</a:ApplicationName><a:ApplicationVersion>8.32</a:ApplicationVersion>
+          <a:Description>prints</a:Description>
+          <b:POSIXApplication><b:Executable>/bin/echo</b:Executable></b:POSIXApplication>
+        </a:Application></a:JobDescription></a:JobDefinition>"""
+        ad = parse_jdl(jsdl_to_jdl(parse_jsdl(text)))
+        assert dict(ad) == {"Executable": "/bin/echo", "Requirements": True}
+
     def test_prefixes_do_not_matter(self) -> None:
         default_ns = _convert("staging.xml")  # default namespaces, no prefix at all
         assert default_ns["Executable"] == "analyse.sh"
@@ -219,7 +229,6 @@ class TestUnsupported:
         assert message.startswith("Invalid Argument: JSDL cannot be converted to JDL: unsupported elements: ")
         for name in [
             "jsdl:JobIdentification/jsdl:JobProject",
-            "jsdl:Application/jsdl:ApplicationName",
             "jsdl-posix:Argument/@filesystemName",
             "jsdl-posix:POSIXApplication/jsdl-posix:WorkingDirectory",
             "jsdl-posix:POSIXApplication/jsdl-posix:MemoryLimit",
@@ -234,6 +243,7 @@ class TestUnsupported:
             "{urn:example:extension}Accounting",
         ]:
             assert name in message
+        assert "ApplicationName" not in message  # descriptive, allowed by Application_Type
 
     @pytest.mark.parametrize("element", [
         "<b:WorkingDirectory>/tmp</b:WorkingDirectory>",

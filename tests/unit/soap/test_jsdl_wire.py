@@ -162,3 +162,18 @@ class TestRanges:
 
         assert str(ad.lookup("Requirements")) == (
             "(other.GlueHostArchitectureSMPSize > 2 && other.GlueHostArchitectureSMPSize < 8)")
+
+
+class TestDescriptiveElements:
+    def test_application_name_and_version_are_accepted_and_ignored(
+            self, soap: SoapApp, alice: Principal, delegated: str) -> None:
+        """Application_Type allows ApplicationName and ApplicationVersion: they were refused (1225)."""
+        part = ("<jsdl:JobDescription><jsdl:Application><jsdl:ApplicationName>echo</jsdl:ApplicationName>"
+                "<jsdl:ApplicationVersion>8.32</jsdl:ApplicationVersion>"
+                f"<p:POSIXApplication>{ECHO}</p:POSIXApplication></jsdl:Application></jsdl:JobDescription>")
+        reply = soap.request(_jsdl_request("jobRegisterJSDL", part), alice)
+
+        text = _registered(soap, alice, reply)
+
+        assert parse_stored_jdl(text)["Executable"] == "/bin/echo"
+        assert "8.32" not in text
