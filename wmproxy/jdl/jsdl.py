@@ -87,6 +87,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MB = 1048576
 _INT64_END = 2**63
+#: The finite numbers of ``xsd:double``'s lexical space (Python's float() also takes ``3_600``).
+_DOUBLE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 # RangeValue resources: (Glue attribute, how many JSDL units one Glue unit is).
 _RANGES = {
@@ -346,7 +348,9 @@ class _Conversion:
             elif local == "Exact":
                 exact = self.number(part)
                 epsilon = _float(part.get("epsilon")) if part.get("epsilon") is not None else 0.0
-                if exact is not None and epsilon is not None:
+                if epsilon is not None and epsilon < 0:
+                    self.invalid.append(f"{_path(part)}/@epsilon must not be negative")
+                elif exact is not None and epsilon is not None:
                     terms.append(f"{subject} == {_number(exact)}" if not epsilon else
                                  f"({subject} >= {_number(exact - epsilon)} && "
                                  f"{subject} <= {_number(exact + epsilon)})")
@@ -530,10 +534,11 @@ def _path(element: etree._Element) -> str:
 
 
 def _float(text: str | None) -> float | None:
-    try:
-        value = float(text or "")
-    except ValueError:
+    """A finite ``xsd:double`` (``3600``, ``-1.5``, ``1e20``; not ``3_600``, ``INF`` or ``NaN``)."""
+    literal = (text or "").strip()
+    if not _DOUBLE.fullmatch(literal):
         return None
+    value = float(literal)
     return value if math.isfinite(value) else None
 
 

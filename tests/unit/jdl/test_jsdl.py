@@ -214,6 +214,11 @@ class TestResources:
           "</a:CPUArchitecture>"), "CPUArchitectureName other"),
         ("<a:IndividualDiskSpace><a:Exact>1</a:Exact></a:IndividualDiskSpace>",
          "jsdl:IndividualDiskSpace"),
+        ('<a:IndividualPhysicalMemory><a:Exact epsilon="-5">100</a:Exact></a:IndividualPhysicalMemory>',
+         "jsdl:Exact/@epsilon must not be negative"),
+        ("<a:IndividualCPUCount><a:Exact>3_600</a:Exact></a:IndividualCPUCount>", "'3_600' is not a number"),
+        ("<a:IndividualCPUCount><a:Exact>INF</a:Exact></a:IndividualCPUCount>", "'INF' is not a number"),
+        ("<a:IndividualCPUCount><a:Exact>\u0664</a:Exact></a:IndividualCPUCount>", "is not a number"),
     ])
     def test_resources_without_a_mapping_are_refused(self, resource: str, message: str) -> None:
         text = _minimal(extra_description=f"<a:Resources>{resource}</a:Resources>")
