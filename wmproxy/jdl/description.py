@@ -18,14 +18,18 @@ from wmproxy.errors import JdlError
 from wmproxy.jdl.attributes import (
     expiry_time,
     file_list,
+    is_number,
     job_kind,
     job_type,
     string_list,
     string_value,
+    text,
 )
 from wmproxy.jdl.sandbox import check_work_dir_name, local_file_names
 
 INTERACTIVE_ATTRIBUTES = ("ListenerHost", "ListenerPort", "ListenerPipeName")
+#: The largest ``CpuNumber`` registration accepts (a count of CPUs: a positive 32-bit integer).
+CPU_NUMBER_MAX = 2**31 - 1
 WORK_DIR_ATTRIBUTES = ("StdInput", "StdOutput", "StdError")
 
 _ENVIRONMENT_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=", re.ASCII)
@@ -101,6 +105,7 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
             missing mandatory attribute ("Mandatory attribute <name> not set"), an
             attribute of the wrong type (the message names it), an ``ExpiryTime`` that
             is not a number of seconds in range (:func:`~wmproxy.jdl.attributes.expiry_time`),
+            a ``CpuNumber`` that is not an integer from 1 to :data:`CPU_NUMBER_MAX`,
             an ``Environment`` entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid
             attribute already exists").
     """
@@ -115,6 +120,7 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
     if not description.executable:
         raise JdlError("Attribute Executable must not be empty")
     expiry_time(ad)
+    _check_cpu_number(ad)
     for entry in description.environment:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")
@@ -174,3 +180,19 @@ def _check_job_type(ad: classad2.ClassAd, kind: str) -> None:
         for name in INTERACTIVE_ATTRIBUTES:
             if name not in ad:
                 raise JdlError(f"Mandatory attribute {name} not set")
+
+
+def _check_cpu_number(ad: classad2.ClassAd) -> None:
+    """``CpuNumber``, when given, is an integer literal from 1 to :data:`CPU_NUMBER_MAX`.
+
+    classad2 reads an integer literal beyond 64 bits (``10000000000000000000``) as 0, so a
+    0 read here may stand for such a number: the message says so.
+    """
+    if "CpuNumber" not in ad:
+        return
+    value = ad["CpuNumber"]
+    if not is_number(value) or not isinstance(value, int) or not 1 <= value <= CPU_NUMBER_MAX:
+        zero = is_number(value) and isinstance(value, int) and value == 0
+        read_as = " (an integer literal beyond 9223372036854775807 is read as 0)" if zero else ""
+        raise JdlError(f"Attribute CpuNumber must be an integer from 1 to {CPU_NUMBER_MAX}, "
+                       f"not {text(ad, 'CpuNumber')}{read_as}")

@@ -17,6 +17,8 @@ JSDL                                          JDL
 ============================================  ==============================================
 JobIdentification/JobName                     ``JobName = "<name>"`` (informative attribute)
 JobIdentification/Description, JobAnnotation  ignored (informative)
+Application/ApplicationName                   ignored (descriptive)
+Application/ApplicationVersion, Description   ignored (descriptive)
 POSIXApplication/Executable                   ``Executable``
 POSIXApplication/Argument*                    ``Arguments``: shell-quoted, space-joined
 POSIXApplication/Input, Output, Error         ``StdInput``, ``StdOutput``, ``StdError``
@@ -28,7 +30,7 @@ DataStaging with Target                       ``OutputSandbox`` FileName; Target
                                               ``OutputSandboxDestURI`` (``""`` for the
                                               targets without a URI: the server's default)
 Resources/CandidateHosts/HostName+            ``other.GlueCEInfoHostName == "h"`` (or-ed)
-Resources/TotalCPUCount (Exact/Lower bound)   ``CpuNumber = n``
+Resources/TotalCPUCount (Exact/Lower bound)   ``CpuNumber = n`` (an integer, 1 to 2³¹-1)
 Resources/IndividualCPUCount                  range on ``other.GlueHostArchitectureSMPSize``
 Resources/IndividualCPUSpeed (Hz)             range on ``other.GlueHostProcessorClockSpeed`` (MHz)
 Resources/IndividualCPUTime (s)               range on ``other.GlueCEPolicyMaxCPUTime`` (min)
@@ -41,10 +43,12 @@ Resources/CPUArchitecture/Name                ``other.GlueHostArchitecturePlatfo
 Resources/ExclusiveExecution false            nothing
 ============================================  ==============================================
 
-A range (``RangeValue_Type``) becomes the or of its Exact/Range/bounded parts, compared
+A range (``RangeValue_Type``) becomes the or of its Exact/Range/bounded parts (a bound with
+``exclusiveBound="true"`` compares with ``>``/``<``, else ``>=``/``<=``), compared
 in the JSDL unit (``other.GlueHostMainMemoryRAMSize * 1048576 >= 1073741824``), so no
-rounding is involved. All Resources conditions are and-ed into ``Requirements``; a JSDL
-without them gets ``Requirements = true``.
+rounding is involved. A bound is written as an integer while it fits 64 bits, else as a
+real (``>= 1e+20``: classad2 reads a longer integer literal as 0). All Resources conditions
+are and-ed into ``Requirements``; a JSDL without them gets ``Requirements = true``.
 
 Refused (InvalidArgumentError): POSIX WorkingDirectory, UserName, GroupName and the other
 ``*Limit`` elements, ``filesystemName`` attributes, JobProject, Application without a
@@ -52,8 +56,10 @@ POSIXApplication, FileSystem, the Total* resources other than TotalCPUCount,
 IndividualDiskSpace, IndividualNetworkBandwidth, ExclusiveExecution true, OS names other
 than LINUX, CPU architecture ``other``, DataStaging with FilesystemName, CreationFlag
 ``append``, DeleteOnTermination false, neither Source nor Target, a FileName with a
-``/`` or one that differs from its Source URI's file name, and any element of another
-namespace (``xsd:any`` extensions).
+``/`` or one that differs from its Source URI's file name, any element of another
+namespace (``xsd:any`` extensions), and a second occurrence of an element the schemas allow
+once (two Executables, two JobNames, two Applications...; the SOAP part must hold exactly
+one JobDescription).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ import classad2
 from lxml import etree
 
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl.description import CPU_NUMBER_MAX
 from wmproxy.jdl.registered import jdl_lines
 
 JSDL_NS = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
@@ -79,6 +86,9 @@ _PREFIXES = {JSDL_NS: "jsdl", POSIX_NS: "jsdl-posix", HPCPA_NS: "jsdl-hpcpa"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MB = 1048576
+_INT64_END = 2**63
+#: The finite numbers of ``xsd:double``'s lexical space (Python's float() also takes ``3_600``).
+_DOUBLE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 # RangeValue resources: (Glue attribute, how many JSDL units one Glue unit is).
 _RANGES = {
@@ -94,6 +104,26 @@ _LIMITS = {
     "CPUTimeLimit": "other.GlueCEPolicyMaxCPUTime",
 }
 _ARCHITECTURES = {"x86": "i686", "x86_32": "i686"}
+# Children the schemas allow once (maxOccurs 1), by parent; a second one is refused.
+_ONCE = {
+    "JobDescription": frozenset({"JobIdentification", "Application", "Resources"}),
+    "JobIdentification": frozenset({"JobName", "Description"}),
+    "Application": frozenset({"ApplicationName", "ApplicationVersion", "Description"}),
+    "POSIXApplication": frozenset({"Executable", "Input", "Output", "Error", "WorkingDirectory",
+                                   "UserName", "GroupName", *_LIMITS}),
+    "Resources": frozenset({"CandidateHosts", "ExclusiveExecution", "OperatingSystem", "CPUArchitecture",
+                            "IndividualNetworkBandwidth", "IndividualDiskSpace", "TotalCPUTime",
+                            "TotalCPUCount", "TotalPhysicalMemory", "TotalVirtualMemory",
+                            "TotalDiskSpace", "TotalResourceCount", *_RANGES}),
+    "OperatingSystem": frozenset({"OperatingSystemType", "OperatingSystemVersion", "Description"}),
+    "OperatingSystemType": frozenset({"OperatingSystemName"}),
+    "CPUArchitecture": frozenset({"CPUArchitectureName"}),
+    "RangeValue": frozenset({"UpperBoundedRange", "LowerBoundedRange"}),
+    "Range": frozenset({"LowerBound", "UpperBound"}),
+    "DataStaging": frozenset({"FileName", "FilesystemName", "CreationFlag", "DeleteOnTermination",
+                              "Source", "Target"}),
+    "SourceTarget": frozenset({"URI"}),
+}
 
 _SAFE_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
@@ -180,6 +210,7 @@ class _Conversion:
             "Resources": self.resources,
             "DataStaging": self.data_staging,
         }
+        self.once(element, "JobDescription")
         seen_application = False
         for child in _children(element):
             local = _local(child, JSDL_NS)
@@ -194,6 +225,7 @@ class _Conversion:
     # --- JobIdentification ---
 
     def identification(self, element: etree._Element) -> None:
+        self.once(element, "JobIdentification")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "JobName":
@@ -204,12 +236,13 @@ class _Conversion:
     # --- Application ---
 
     def application(self, element: etree._Element) -> None:
+        self.once(element, "Application")
         posix = []
         for child in _children(element):
             if any(_is(child, ns, name) for ns in _APPLICATION_NS
                    for name in ("POSIXApplication", "HPCProfileApplication")):
                 posix.append(child)
-            elif _local(child, JSDL_NS) != "Description":
+            elif _local(child, JSDL_NS) not in ("ApplicationName", "ApplicationVersion", "Description"):
                 self.unsupported.append(_path(child))
         if len(posix) != 1:
             self.invalid.append("jsdl:Application must hold exactly one jsdl-posix:POSIXApplication")
@@ -217,6 +250,7 @@ class _Conversion:
         self.posix_application(posix[0])
 
     def posix_application(self, element: etree._Element) -> None:
+        self.once(element, "POSIXApplication", _APPLICATION_NS)
         arguments: list[str] = []
         for child in _children(element):
             qname = etree.QName(child)
@@ -255,6 +289,7 @@ class _Conversion:
     # --- Resources ---
 
     def resources(self, element: etree._Element) -> None:
+        self.once(element, "Resources")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "CandidateHosts":
@@ -293,39 +328,45 @@ class _Conversion:
             return
         value = self.number(parts[0])
         if value is not None:
-            if value != int(value) or value < 1:
-                self.invalid.append(f"{_path(element)}: {_number(value)} is not a positive integer")
+            if value != int(value) or not 1 <= value <= CPU_NUMBER_MAX:
+                self.invalid.append(f"{_path(element)}: {_number(value)} is not an integer "
+                                    f"from 1 to {CPU_NUMBER_MAX}")
             else:
                 self.attributes["CpuNumber"] = int(value)
 
     def range_value(self, element: etree._Element, attribute: str, unit: int) -> str:
         """JSDL ``RangeValue_Type`` → an expression on ``attribute * unit``."""
         subject = attribute if unit == 1 else f"{attribute} * {unit}"
+        self.once(element, "RangeValue")
         terms = []
         for part in _children(element):
             local = _local(part, JSDL_NS)
             if local in ("UpperBoundedRange", "LowerBoundedRange"):
                 bound = self.number(part)
                 if bound is not None:
-                    exclusive = (part.get("exclusiveBound") or "").strip() in ("true", "1")
-                    op = ("<" if local.startswith("Upper") else ">") + ("" if exclusive else "=")
-                    terms.append(f"{subject} {op} {_number(bound)}")
+                    terms.append(f"{subject} {_bound_operator(part)} {_number(bound)}")
             elif local == "Exact":
                 exact = self.number(part)
                 epsilon = _float(part.get("epsilon")) if part.get("epsilon") is not None else 0.0
-                if exact is not None and epsilon is not None:
+                if epsilon is not None and epsilon < 0:
+                    self.invalid.append(f"{_path(part)}/@epsilon must not be negative")
+                elif exact is not None and epsilon is not None:
                     terms.append(f"{subject} == {_number(exact)}" if not epsilon else
                                  f"({subject} >= {_number(exact - epsilon)} && "
                                  f"{subject} <= {_number(exact + epsilon)})")
                 elif epsilon is None:
                     self.invalid.append(f"{_path(part)}/@epsilon is not a number")
             elif local == "Range":
-                bounds = {_local(b, JSDL_NS): self.number(b) for b in _children(part)}
-                low, high = bounds.get("LowerBound"), bounds.get("UpperBound")
+                self.once(part, "Range")
+                bounds = {_local(b, JSDL_NS): b for b in _children(part)}
                 if set(bounds) != {"LowerBound", "UpperBound"}:
                     self.invalid.append(f"{_path(part)} needs one LowerBound and one UpperBound")
-                elif low is not None and high is not None:
-                    terms.append(f"({subject} >= {_number(low)} && {subject} <= {_number(high)})")
+                    continue
+                lower, upper = bounds["LowerBound"], bounds["UpperBound"]
+                low, high = self.number(lower), self.number(upper)
+                if low is not None and high is not None:
+                    terms.append(f"({subject} {_bound_operator(lower)} {_number(low)} && "
+                                 f"{subject} {_bound_operator(upper)} {_number(high)})")
             else:
                 self.unsupported.append(_path(part))
         if not terms:
@@ -333,9 +374,11 @@ class _Conversion:
         return terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")"
 
     def operating_system(self, element: etree._Element) -> None:
+        self.once(element, "OperatingSystem")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "OperatingSystemType":
+                self.once(child, "OperatingSystemType")
                 for name in _children(child):
                     if _local(name, JSDL_NS) != "OperatingSystemName":
                         self.unsupported.append(_path(name))
@@ -348,6 +391,7 @@ class _Conversion:
                 self.unsupported.append(_path(child))
 
     def architecture(self, element: etree._Element) -> None:
+        self.once(element, "CPUArchitecture")
         for child in _children(element):
             name = self.text(child)
             if _local(child, JSDL_NS) != "CPUArchitectureName" or name in ("", "other"):
@@ -363,6 +407,7 @@ class _Conversion:
         source: str | None = None
         target: str | None = None
         has_source = has_target = False
+        self.once(element, "DataStaging")
         for child in _children(element):
             local = _local(child, JSDL_NS)
             if local == "FileName":
@@ -395,6 +440,7 @@ class _Conversion:
             self.output_dest.append(target or "")
 
     def uri(self, element: etree._Element) -> str | None:
+        self.once(element, "SourceTarget")
         uri = None
         for child in _children(element):
             if _local(child, JSDL_NS) == "URI":
@@ -413,6 +459,17 @@ class _Conversion:
         self.no_children(element)
         return (element.text or "").strip()
 
+    def once(self, element: etree._Element, schema_type: str,
+             namespaces: tuple[str, ...] = (JSDL_NS,)) -> None:
+        """Refuse each repetition of a child ``schema_type`` allows once (:data:`_ONCE`)."""
+        seen = set()
+        for child in _children(element):
+            qname = etree.QName(child)
+            if qname.namespace in namespaces and qname.localname in _ONCE[schema_type]:
+                if qname.localname in seen:
+                    self.invalid.append(f"{_path(child)} is given more than once")
+                seen.add(qname.localname)
+
     def no_children(self, element: etree._Element) -> None:
         self.unsupported.extend(_path(child) for child in _children(element))
 
@@ -426,7 +483,7 @@ class _Conversion:
         problems = []
         if self.unsupported:
             problems.append("unsupported elements: " + ", ".join(dict.fromkeys(self.unsupported)))
-        problems.extend(self.invalid)
+        problems.extend(dict.fromkeys(self.invalid))
         if problems:
             raise InvalidArgumentError(
                 "Invalid Argument: JSDL cannot be converted to JDL: " + "; ".join(problems)
@@ -477,15 +534,27 @@ def _path(element: etree._Element) -> str:
 
 
 def _float(text: str | None) -> float | None:
-    try:
-        value = float(text or "")
-    except ValueError:
+    """A finite ``xsd:double`` (``3600``, ``-1.5``, ``1e20``; not ``3_600``, ``INF`` or ``NaN``)."""
+    literal = (text or "").strip()
+    if not _DOUBLE.fullmatch(literal):
         return None
+    value = float(literal)
     return value if math.isfinite(value) else None
 
 
+def _bound_operator(bound: etree._Element) -> str:
+    """``>=``/``<=`` for a lower/upper ``Boundary_Type``; ``>``/``<`` with ``exclusiveBound`` true."""
+    exclusive = (bound.get("exclusiveBound") or "").strip() in ("true", "1")
+    upper = etree.QName(bound).localname in ("UpperBoundedRange", "UpperBound")
+    return ("<" if upper else ">") + ("" if exclusive else "=")
+
+
 def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else repr(value)
+    """``value`` as a ClassAd literal: an integer while it fits 64 bits, else a real.
+
+    classad2 reads an integer literal beyond 64 bits as 0 (``>= 100000000000000000000``
+    would be ``>= 0``); ``1e+20`` keeps the meaning."""
+    return str(int(value)) if value == int(value) and abs(value) < _INT64_END else repr(value)
 
 
 def _uri_file_name(uri: str) -> str:

@@ -44,6 +44,7 @@ PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _KEYWORDS = frozenset({"true", "false", "undefined", "error", "is", "isnt"})
 #: A string literal or a quoted name of classad2's text of an ad.
 _QUOTED = re.compile(r""""(?:[^"\\]+|\\.)*"|'(?:[^'\\]+|\\.)*'""", re.DOTALL)
+_SPACE_RUN = re.compile(r"\s+")
 
 # Leading whitespace and comments: // line, /* block */, and # line (the new ClassAd
 # lexer rejects '#', but gLite JDL files use it, e.g. CTB fake.jdl and 32078.jdl).
@@ -137,6 +138,27 @@ def quote_name(name: str) -> str:
     if is_plain_name(name):
         return name
     return "'" + str(classad2.quote(name))[1:-1].replace("'", "\\'") + "'"
+
+
+def one_line(text: str) -> str:
+    """classad2's text of an expression on one line: each run of whitespace outside string
+    literals and quoted names becomes one space (their contents are kept as they are,
+    ``"ce  01"`` stays ``"ce  01"``), leading and trailing whitespace is dropped.
+
+    Args:
+        text: ``str()`` of a ``classad2.ExprTree`` (its literals escaped, no comments).
+
+    Returns:
+        The same expression, on one line.
+    """
+    pieces: list[str] = []
+    start = 0
+    for match in _QUOTED.finditer(text):
+        pieces.append(_SPACE_RUN.sub(" ", text[start:match.start()]))
+        pieces.append(match.group())
+        start = match.end()
+    pieces.append(_SPACE_RUN.sub(" ", text[start:]))
+    return "".join(pieces).strip()
 
 
 def _refuse_quoted_names(ad: classad2.ClassAd) -> None:

@@ -20,7 +20,7 @@ from wmproxy.errors import InvalidJdlAttributeError, JdlError
 from wmproxy.jdl.attributes import set_list, string_list, string_value
 from wmproxy.jdl.compound import describe
 from wmproxy.jdl.description import JobDescription
-from wmproxy.jdl.parse import quote_name
+from wmproxy.jdl.parse import one_line, quote_name
 from wmproxy.jdl.sandbox import URI_SCHEME, file_name, file_uri, has_wildcards, is_remote_uri, uri_file_name
 
 NODE_TYPE = "edg-jdl"
@@ -206,7 +206,8 @@ def jdl_lines(ad: classad2.ClassAd) -> str:
     attributes of its own (``'x=0; VirtualOrganisation="atlas"; y'``). Strings and lists of
     strings are written on one line (``Environment = { "FOO=bar" };``); nested ClassAds (a
     DAG's ``nodes``) one attribute per line, indented; other expressions as classad2 prints
-    them.
+    them, on one line (:func:`~wmproxy.jdl.parse.one_line`: string literals are kept as
+    they are, ``"ce  01"`` with its two spaces).
 
     Args:
         ad: any ClassAd.
@@ -233,7 +234,7 @@ def _value_text(ad: classad2.ClassAd, name: str, indent: str) -> str:
         return "{ " + ", ".join(classad2.quote(item) for item in value) + " }" if value else "{ }"
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)  # classad2 prints 1.5 as 1.500000000000000E+00
-    return " ".join(str(ad.lookup(name)).split())
+    return one_line(str(ad.lookup(name)))
 
 
 def _node_list(

@@ -302,7 +302,11 @@ def _graph_node(value) -> GraphNode:
 
 
 def _jdl_of(jsdl) -> str:
-    """The JDL equivalent of the ``jsdl`` part (its element or its JobDefinition child)."""
+    """The JDL equivalent of the ``jsdl`` part (a JobDefinition_Type: its JobDescription).
+
+    Spyne's AnyXml hands over only the part's first child; the whole part, its parent, is
+    converted, so that a second JobDescription is refused rather than dropped."""
     if jsdl is None:
         raise InvalidArgumentError("Invalid Argument: no JSDL JobDefinition given")
-    return jsdl_to_jdl(jsdl)
+    part = jsdl.getparent()
+    return jsdl_to_jdl(jsdl if part is None else part)

@@ -65,6 +65,16 @@ class TestFullMapping:
         assert (ad["Executable"], ad["Arguments"], ad["StdOutput"]) == ("/bin/date", "-u", "date.out")
         assert ad["Requirements"] is True
 
+    def test_application_name_version_and_description_are_ignored(self) -> None:
+        """Application_Type allows them (descriptive); they were refused as unsupported."""
+        text = f"""<a:JobDefinition xmlns:a="{JSDL}" xmlns:b="{POSIX}"><a:JobDescription><a:Application>
+          <a:ApplicationName>echo</a:ApplicationName><a:ApplicationVersion>8.32</a:ApplicationVersion>
+          <a:Description>prints</a:Description>
+          <b:POSIXApplication><b:Executable>/bin/echo</b:Executable></b:POSIXApplication>
+        </a:Application></a:JobDescription></a:JobDefinition>"""
+        ad = parse_jdl(jsdl_to_jdl(parse_jsdl(text)))
+        assert dict(ad) == {"Executable": "/bin/echo", "Requirements": True}
+
     def test_prefixes_do_not_matter(self) -> None:
         default_ns = _convert("staging.xml")  # default namespaces, no prefix at all
         assert default_ns["Executable"] == "analyse.sh"
@@ -157,8 +167,43 @@ class TestResources:
             "(other.GlueHostArchitectureSMPSize >= 3 && other.GlueHostArchitectureSMPSize <= 5)"
         )
 
+    def test_exclusive_bounds_of_a_range_are_honoured(self) -> None:
+        """Range 2..8 with both bounds exclusive was registered ``>= 2 && <= 8``."""
+        resources = """<a:Resources><a:IndividualCPUCount>
+          <a:Range><a:LowerBound exclusiveBound="true">2</a:LowerBound>
+            <a:UpperBound exclusiveBound="true">8</a:UpperBound></a:Range>
+          <a:Range><a:LowerBound exclusiveBound="false">16</a:LowerBound>
+            <a:UpperBound exclusiveBound="1">32</a:UpperBound></a:Range>
+        </a:IndividualCPUCount></a:Resources>"""
+        ad = parse_jdl(jsdl_to_jdl(parse_jsdl(_minimal(extra_description=resources))))
+        assert _requirements(ad) == (
+            "((other.GlueHostArchitectureSMPSize > 2 && other.GlueHostArchitectureSMPSize < 8) || "
+            "(other.GlueHostArchitectureSMPSize >= 16 && other.GlueHostArchitectureSMPSize < 32))"
+        )
+
+    def test_bounds_beyond_64_bits_are_written_as_reals(self) -> None:
+        """An integer literal beyond 64 bits reads as 0: "at least 1e20 bytes" was ``>= 0``."""
+        resources = """<a:Resources>
+          <a:IndividualPhysicalMemory><a:LowerBoundedRange>1e20</a:LowerBoundedRange></a:IndividualPhysicalMemory>
+          <a:IndividualCPUTime><a:UpperBoundedRange>9223372036854775807</a:UpperBoundedRange></a:IndividualCPUTime>
+        </a:Resources>"""
+        text = _minimal("<b:WallTimeLimit>1e300</b:WallTimeLimit>", resources)
+        ad = parse_jdl(jsdl_to_jdl(parse_jsdl(text)))
+        assert _requirements(ad) == (
+            "other.GlueCEPolicyMaxWallClockTime * 60 >= 1.000000000000000E+300 && "
+            "other.GlueHostMainMemoryRAMSize * 1048576 >= 1.000000000000000E+20 && "
+            "other.GlueCEPolicyMaxCPUTime * 60 <= 9.223372036854776E+18"
+        )
+        ce = classad2.ClassAd({"GlueCEPolicyMaxWallClockTime": 2880, "GlueHostMainMemoryRAMSize": 2048,
+                               "GlueCEPolicyMaxCPUTime": 2880})
+        assert not ce.matches(classad2.ClassAd({"Requirements": ad.lookup("Requirements")}))
+
     @pytest.mark.parametrize(("resource", "message"), [
-        ("<a:TotalCPUCount><a:Exact>2.5</a:Exact></a:TotalCPUCount>", "not a positive integer"),
+        ("<a:TotalCPUCount><a:Exact>2.5</a:Exact></a:TotalCPUCount>", "2.5 is not an integer from 1 to 2147483647"),
+        ("<a:TotalCPUCount><a:Exact>1e19</a:Exact></a:TotalCPUCount>",
+         "jsdl:Resources/jsdl:TotalCPUCount: 1e\\+19 is not an integer from 1 to 2147483647"),
+        ("<a:TotalCPUCount><a:LowerBoundedRange>2147483648</a:LowerBoundedRange></a:TotalCPUCount>",
+         "2147483648 is not an integer from 1 to 2147483647"),
         ("<a:TotalCPUCount><a:UpperBoundedRange>4</a:UpperBoundedRange></a:TotalCPUCount>",
          "jsdl:Resources/jsdl:TotalCPUCount"),
         ("<a:IndividualPhysicalMemory><a:Exact>lots</a:Exact></a:IndividualPhysicalMemory>",
@@ -169,6 +214,11 @@ class TestResources:
           "</a:CPUArchitecture>"), "CPUArchitectureName other"),
         ("<a:IndividualDiskSpace><a:Exact>1</a:Exact></a:IndividualDiskSpace>",
          "jsdl:IndividualDiskSpace"),
+        ('<a:IndividualPhysicalMemory><a:Exact epsilon="-5">100</a:Exact></a:IndividualPhysicalMemory>',
+         "jsdl:Exact/@epsilon must not be negative"),
+        ("<a:IndividualCPUCount><a:Exact>3_600</a:Exact></a:IndividualCPUCount>", "'3_600' is not a number"),
+        ("<a:IndividualCPUCount><a:Exact>INF</a:Exact></a:IndividualCPUCount>", "'INF' is not a number"),
+        ("<a:IndividualCPUCount><a:Exact>\u0664</a:Exact></a:IndividualCPUCount>", "is not a number"),
     ])
     def test_resources_without_a_mapping_are_refused(self, resource: str, message: str) -> None:
         text = _minimal(extra_description=f"<a:Resources>{resource}</a:Resources>")
@@ -184,7 +234,6 @@ class TestUnsupported:
         assert message.startswith("Invalid Argument: JSDL cannot be converted to JDL: unsupported elements: ")
         for name in [
             "jsdl:JobIdentification/jsdl:JobProject",
-            "jsdl:Application/jsdl:ApplicationName",
             "jsdl-posix:Argument/@filesystemName",
             "jsdl-posix:POSIXApplication/jsdl-posix:WorkingDirectory",
             "jsdl-posix:POSIXApplication/jsdl-posix:MemoryLimit",
@@ -199,6 +248,7 @@ class TestUnsupported:
             "{urn:example:extension}Accounting",
         ]:
             assert name in message
+        assert "ApplicationName" not in message  # descriptive, allowed by Application_Type
 
     @pytest.mark.parametrize("element", [
         "<b:WorkingDirectory>/tmp</b:WorkingDirectory>",
@@ -215,6 +265,33 @@ class TestUnsupported:
         local = element.split(">")[0].removeprefix("<b:")
         with pytest.raises(InvalidArgumentError, match=f"jsdl-posix:{local}"):
             jsdl_to_jdl(parse_jsdl(_minimal(extra_application=element)))
+
+    @pytest.mark.parametrize(("application", "description", "repeated"), [
+        ("<b:Executable>/bin/rm</b:Executable>", "", "jsdl-posix:POSIXApplication/jsdl-posix:Executable"),
+        ("<b:Output>a</b:Output><b:Output>b</b:Output>", "", "jsdl-posix:POSIXApplication/jsdl-posix:Output"),
+        ("", "<a:JobIdentification><a:JobName>a</a:JobName><a:JobName>b</a:JobName></a:JobIdentification>",
+         "jsdl:JobIdentification/jsdl:JobName"),
+        ("", "<a:JobIdentification/><a:JobIdentification/>", "jsdl:JobIdentification"),
+        ("", ("<a:Application><b:POSIXApplication><b:Executable>/bin/rm</b:Executable></b:POSIXApplication>"
+             "</a:Application>"), "jsdl:Application"),
+        ("", ("<a:Resources><a:CPUArchitecture><a:CPUArchitectureName>x86_64</a:CPUArchitectureName>"
+             "<a:CPUArchitectureName>sparc</a:CPUArchitectureName></a:CPUArchitecture></a:Resources>"),
+         "jsdl:CPUArchitecture/jsdl:CPUArchitectureName"),
+        ("", ("<a:Resources><a:IndividualCPUCount><a:Range><a:LowerBound>1</a:LowerBound>"
+             "<a:LowerBound>2</a:LowerBound><a:UpperBound>4</a:UpperBound></a:Range></a:IndividualCPUCount>"
+             "</a:Resources>"), "jsdl:Range/jsdl:LowerBound"),
+        ("", ("<a:Resources><a:IndividualCPUCount><a:LowerBoundedRange>1</a:LowerBoundedRange>"
+             "<a:LowerBoundedRange>2</a:LowerBoundedRange></a:IndividualCPUCount></a:Resources>"),
+         "jsdl:IndividualCPUCount/jsdl:LowerBoundedRange"),
+        ("", ("<a:DataStaging><a:FileName>a</a:FileName><a:FileName>b</a:FileName>"
+             "<a:CreationFlag>overwrite</a:CreationFlag><a:Target/></a:DataStaging>"),
+         "jsdl:DataStaging/jsdl:FileName"),
+    ])
+    def test_an_element_the_schema_allows_once_is_refused_when_repeated(
+            self, application: str, description: str, repeated: str) -> None:
+        """The second one used to overwrite the first: two Executables registered the last."""
+        with pytest.raises(InvalidArgumentError, match=f"{repeated} is given more than once"):
+            jsdl_to_jdl(parse_jsdl(_minimal(application, description)))
 
     def test_missing_executable_and_application_are_refused(self) -> None:
         no_exe = (f'<JobDefinition xmlns="{JSDL}"><JobDescription><Application>'

@@ -241,6 +241,17 @@ class TestJdlLines:
     def test_empty_ad(self) -> None:
         assert jdl_lines(parse_jdl("[]")) == "[\n]\n"
 
+    def test_expressions_are_on_one_line_with_their_string_literals_as_written(self) -> None:
+        """Whitespace was collapsed inside string literals too: ``"ce  01"`` became ``"ce 01"``."""
+        ad = parse_jdl('Requirements = other.GlueCEInfoHostName == "ce  01"\n  && other.X != "a\\t  b";\n'
+                       'Records = { [ name = "x   y";\n  n = 1 ],\n 2 };')
+
+        text = jdl_lines(ad)
+
+        assert '  Requirements = other.GlueCEInfoHostName == "ce  01" && other.X != "a\\t  b";' in text
+        assert '  Records = { [ n = 1; name = "x   y" ], 2 };' in text.splitlines()
+        assert parse_jdl(text) == ad
+
     def test_a_name_that_is_not_plain_is_written_quoted(self) -> None:
         """Written as it was, ``'x=0; VirtualOrganisation="atlas"; y'`` became three
         attributes when the text was read again, and ``'my attr'`` made it unreadable."""
