@@ -183,16 +183,11 @@ def _check_job_type(ad: classad2.ClassAd, kind: str) -> None:
 
 
 def _check_cpu_number(ad: classad2.ClassAd) -> None:
-    """``CpuNumber``, when given, is an integer literal from 1 to :data:`CPU_NUMBER_MAX`.
-
-    classad2 reads an integer literal beyond 64 bits (``10000000000000000000``) as 0, so a
-    0 read here may stand for such a number: the message says so.
-    """
+    """``CpuNumber``, when given, is an integer literal from 1 to :data:`CPU_NUMBER_MAX`
+    (a literal beyond 64 bits is refused by :func:`wmproxy.jdl.parse.parse_jdl`)."""
     if "CpuNumber" not in ad:
         return
     value = ad["CpuNumber"]
     if not is_number(value) or not isinstance(value, int) or not 1 <= value <= CPU_NUMBER_MAX:
-        zero = is_number(value) and isinstance(value, int) and value == 0
-        read_as = " (an integer literal beyond 9223372036854775807 is read as 0)" if zero else ""
         raise JdlError(f"Attribute CpuNumber must be an integer from 1 to {CPU_NUMBER_MAX}, "
-                       f"not {text(ad, 'CpuNumber')}{read_as}")
+                       f"not {text(ad, 'CpuNumber')}")

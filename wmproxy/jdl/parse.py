@@ -45,6 +45,12 @@ _KEYWORDS = frozenset({"true", "false", "undefined", "error", "is", "isnt"})
 #: A string literal or a quoted name of classad2's text of an ad.
 _QUOTED = re.compile(r""""(?:[^"\\]+|\\.)*"|'(?:[^'\\]+|\\.)*'""", re.DOTALL)
 _SPACE_RUN = re.compile(r"\s+")
+#: What the text of a JDL holds besides expressions: string literals, quoted names, comments.
+_NOT_EXPRESSION = re.compile(_QUOTED.pattern + r"""|//[^\n]*|/\*.*?\*/|\#[^\n]*""", re.DOTALL)
+#: An integer literal (digits not part of a name or of a real literal's parts).
+_INTEGER = re.compile(r"(?<![\w.])\d+(?![\w.])")
+#: The largest integer a ClassAd holds; the lexer reads a longer literal as 0.
+INTEGER_MAX = 2**63 - 1
 
 # Leading whitespace and comments: // line, /* block */, and # line (the new ClassAd
 # lexer rejects '#', but gLite JDL files use it, e.g. CTB fake.jdl and 32078.jdl).
@@ -78,6 +84,8 @@ def parse_jdl(text: str) -> classad2.ClassAd:
     if "\x00" in text:
         raise JdlSyntaxError("Unable to parse JDL: the JDL contains a NUL character")
     body = _HASH_COMMENT_LINE.sub("", text)
+    if _LONG_DIGITS(body):
+        _refuse_long_integers(body)
     noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
     bracketed = body[noise.end() if noise else 0:].startswith("[")
     token = secrets.token_hex(16)
@@ -159,6 +167,24 @@ def one_line(text: str) -> str:
         start = match.end()
     pieces.append(_SPACE_RUN.sub(" ", text[start:]))
     return "".join(pieces).strip()
+
+
+_LONG_DIGITS = re.compile(r"\d{19}").search  # INTEGER_MAX has 19 digits: a shorter run is in range
+
+
+def _refuse_long_integers(body: str) -> None:
+    """Refuse an integer literal above :data:`INTEGER_MAX` in the expressions of ``body``
+    (not in strings, quoted names or comments): classad2 would read it as 0, so that
+    ``Requirements = other.X > 10000000000000000000`` would mean ``> 0``."""
+    start = 0
+    for match in [*_NOT_EXPRESSION.finditer(body), None]:
+        end = len(body) if match is None else match.start()
+        for literal in _INTEGER.finditer(body, start, end):
+            if int(literal.group()) > INTEGER_MAX:
+                raise JdlSyntaxError(f"Unable to parse JDL: the integer {literal.group()} is out of range "
+                                     f"(at most {INTEGER_MAX}; a real number is written with a decimal point)")
+        if match is not None:
+            start = match.end()
 
 
 def _refuse_quoted_names(ad: classad2.ClassAd) -> None:

@@ -130,10 +130,8 @@ REFUSALS = [
     *(pytest.param(f'Executable = "a"; CpuNumber = {value};', JdlError,
                    f"Attribute CpuNumber must be an integer from 1 to 2147483647, not {shown}", id=f"cpunumber-{case}")
       for case, value, shown in [
-          ("beyond-64-bits", "10000000000000000000",
-           "0 (an integer literal beyond 9223372036854775807 is read as 0)"),
           ("beyond-32-bits", "2147483648", "2147483648"),
-          ("zero", "0", "0 (an integer literal beyond 9223372036854775807 is read as 0)"),
+          ("zero", "0", "0"),
           ("negative", "-1", "-1"),
           ("real", "2.0", "2.000000000000000E+00"),
           ("string", '"4"', '"4"'),

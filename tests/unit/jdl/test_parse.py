@@ -96,6 +96,26 @@ class TestParseJdl:
         assert str(info.value).startswith(f"Unable to parse JDL: attribute name {name} is not a plain name")
         assert info.value.code == 1219
 
+    @pytest.mark.parametrize("expression", [
+        "other.GlueHostMainMemoryRAMSize > 10000000000000000000",
+        "other.X == -9223372036854775808",
+        "{ 1, 99999999999999999999999 }",
+    ])
+    def test_refuses_an_integer_a_classad_cannot_hold(self, expression: str) -> None:
+        # classad2 reads such a literal as 0: "> 10000000000000000000" would register as "> 0"
+        with pytest.raises(JdlSyntaxError, match=r"^Unable to parse JDL: the integer \d+ is out of range"):
+            parse_jdl(f'Executable = "/bin/true";\nRequirements = {expression};')
+
+    def test_long_digit_runs_outside_integer_literals_are_kept(self) -> None:
+        ad = parse_jdl('Executable = "/bin/echo 10000000000000000000"; // 10000000000000000000\n'
+                       "/* 99999999999999999999 */ Largest = 9223372036854775807; Real = 12345678901234567890.5;\n"
+                       "Exponent = 1e20; Name = other.a10000000000000000000;")
+
+        assert ad["Executable"] == "/bin/echo 10000000000000000000"
+        assert ad["Largest"] == 2**63 - 1
+        assert ad["Real"] == 12345678901234567890.5 and ad["Exponent"] == 1e20
+        assert str(ad.lookup("Name")) == "other.a10000000000000000000"
+
     def test_syntax_error_message_carries_the_classad_reason(self) -> None:
         with pytest.raises(JdlSyntaxError) as info:
             parse_jdl("[ Executable = ; ]")

@@ -115,8 +115,8 @@ class TestNumbersBeyondWhatTheJdlHolds:
         reply = soap.call(WMPROXY, "jobRegister", alice, jdl=jdl, delegationId=delegated)
 
         assert _invalid_argument(reply, "jobRegister", "1219") == (
-            "Attribute CpuNumber must be an integer from 1 to 2147483647, not 0 "
-            "(an integer literal beyond 9223372036854775807 is read as 0)")
+            "Unable to parse JDL: the integer 10000000000000000000 is out of range (at most 9223372036854775807; "
+            "a real number is written with a decimal point)")
 
 
 class TestRepeatedElements:
