@@ -1,11 +1,15 @@
 """The job's inspection agent (JobMon; ``docs/inspection.md``), started by the job wrapper
 next to the payload, as the job's account, in the job's work dir.
 
-Run as ``python3 -I inspection_agent.py <work_dir>`` with the job's environment plus
+Run by the wrapper (:func:`serve`, in a child it forks without ``exec``: a non-dumpable
+process from its first instruction, so the job's own processes, of the same uid, can read
+neither its memory nor its ``/proc/<pid>/environ``) with the job's environment plus
 ``WMPROXY_INSPECTION_URL`` (the service's agent URL), ``WMPROXY_INSPECTION_TOKEN`` (the
-job's secret) and ``WMPROXY_INSPECTION_CA_DIR`` (grid CA directory to verify the service);
-``X509_USER_PROXY`` is the job's proxy, its TLS client credential, and
-``GLITE_WMS_JOBID`` the job. Standard library only (a system ``python3``, 3.7 or later),
+job's secret) and ``WMPROXY_INSPECTION_CA_DIR`` (grid CA directory to verify the service)
+as a mapping in memory; ``X509_USER_PROXY`` is the job's proxy, its TLS client credential,
+and ``GLITE_WMS_JOBID`` the job. By hand, ``python3 -I inspection_agent.py <work_dir>`` reads
+the secret from the first line of its standard input, after making itself non-dumpable
+(never from its environment). Standard library only (a system ``python3``, 3.7 or later),
 like the wrapper it is copied with to batch nodes.
 
 Loop: an outgoing HTTPS long-poll ``GET <url>/next`` (worker nodes only make outgoing
@@ -239,14 +243,11 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: ``inspection_agent.py <work_dir>``."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        _log("usage: inspection_agent.py <work_dir>")
-        return 2
+def serve(work_dir: str, environ: dict[str, str]) -> int:
+    """Run the agent for the job in ``work_dir`` (``environ``: see the module docstring) until
+    it must end; the exit status (2: it cannot start)."""
     try:
-        agent = Agent(args[0], dict(os.environ))
+        agent = Agent(work_dir, environ)
     except (KeyError, OSError, ssl.SSLError) as exc:
         _log(f"cannot start: {exc}")
         return 2
@@ -261,6 +262,25 @@ def main(argv: list[str] | None = None) -> int:
         return agent.loop()
     except _StopError:
         return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: ``inspection_agent.py <work_dir>``, the secret on standard input."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        _log("usage: inspection_agent.py <work_dir> < secret")
+        return 2
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    except (ImportError, OSError, AttributeError) as exc:
+        _log(f"cannot start: cannot make the agent non-dumpable: {exc}")
+        return 2
+    environ = {k: v for k, v in os.environ.items() if k not in AGENT_VARIABLES[1:2]}
+    environ[AGENT_VARIABLES[1]] = sys.stdin.readline().strip()
+    return serve(args[0], environ)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,12 @@ Inspection agent (``docs/inspection.md``): when the spec's ``base_environment`` 
 (prologue, payload or epilogue; waited for through a pidfd and ``select.poll``), or at once
 when the delay is 0 or missing or there is no pidfd (Python before 3.9, Linux before 5.3),
 and stops it when the job ends. The ``WMPROXY_INSPECTION_*`` variables are removed from the
-children's environment.
+children's environment. The job's secret (``WMPROXY_INSPECTION_TOKEN``) is kept from the job's
+processes, which run as the same uid: before any child starts, the wrapper makes itself
+non-dumpable (``prctl``; its ``/proc/<pid>/environ`` and ``mem`` are then root's, ``ptrace``
+is refused) and removes the spec file it read (``job.marshal``); the agent is forked without
+``exec``, so it is non-dumpable from its start and gets the secret in memory only. When either
+step fails the agent is not started (logged).
 
 The umask of every child is the spec's ``umask`` (default 0o022: outputs readable by
 the worker and the owner's group even when the spawner's umask was 0o077).
@@ -956,7 +961,8 @@ class _Run:
             "failure": None,
             "notes": [],
         }
-        self.agent: subprocess.Popen[bytes] | None = None
+        self.spec_file: str | None = None  # the name of the spec file read, if one was
+        self.agent: int | None = None  # the pid of the inspection agent
 
     def execute(self) -> int:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
@@ -1010,6 +1016,8 @@ class _Run:
         os.chdir(self.work_dir)
         env = build_environment(spec, self.work_dir, self.status["notes"])
         agent_env, delay = _inspection_environment(env)
+        if spec.base_environment.get(INSPECTION_VARIABLES[1]) and not self._guard_secret(state_fd):
+            agent_env = None
         if agent_env is not None:
             if delay > 0:  # most jobs end sooner, and nobody could inspect them then anyway
                 supervisor.defer(delay, lambda: self._start_agent(agent_env))
@@ -1035,6 +1043,7 @@ class _Run:
             raw = self.spec
         else:
             raw, legacy = self._read_spec(state_fd)
+            self.spec_file = LEGACY_SPEC_NAME if legacy else SPEC_NAME
         if len(raw) > _MAX_SPEC_BYTES:
             raise WrapperError("Job Wrapper error: the job description is too large")
         spec = JobSpec.from_json(raw.decode("utf-8", "replace")) if legacy else JobSpec.from_bytes(raw)
@@ -1056,6 +1065,23 @@ class _Run:
         except OSError as exc:
             raise WrapperError(f"Job Wrapper error: cannot read the job description: {exc.strerror}") from None
         return raw, legacy
+
+    def _guard_secret(self, state_fd: int) -> bool:
+        """Before any child of the job starts, put the job's inspection secret out of its reach:
+        make the wrapper non-dumpable (its ``/proc/<pid>/environ`` and ``mem`` then belong to
+        root, ``ptrace`` is refused; the agent, forked without ``exec``, inherits that) and
+        remove the spec file it was read from (the job's account can read it). False, logged,
+        when either fails: the agent is then not started."""
+        if not _make_non_dumpable():
+            _log("inspection agent not started: the wrapper cannot make itself non-dumpable")
+            return False
+        if self.spec_file is not None:
+            try:
+                os.unlink(self.spec_file, dir_fd=state_fd)
+            except OSError as exc:
+                _log(f"inspection agent not started: cannot remove {self.spec_file}: {exc.strerror}")
+                return False
+        return True
 
     def _start_agent(self, agent_env: dict[str, str]) -> None:
         self.agent = _start_inspection_agent(agent_env, self.work_dir)
@@ -1161,40 +1187,133 @@ def _inspection_environment(env: dict[str, str]) -> tuple[dict[str, str] | None,
     return agent_env, delay if delay > 0 else 0.0  # NaN too
 
 
-def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> subprocess.Popen[bytes] | None:
-    """Start ``inspection_agent.py`` (beside this file) with ``agent_env``
-    (:func:`_inspection_environment`) in ``work_dir``; None if it cannot be started (logged)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), INSPECTION_AGENT)
-    import subprocess  # only here: most jobs run without the agent
+#: ``prctl`` option: set the process's "dumpable" attribute.
+PR_SET_DUMPABLE = 4
 
+
+def _make_non_dumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)`` (through ``ctypes``: only for jobs with an inspection
+    agent); whether it succeeded. A non-dumpable process's ``/proc/<pid>`` files (``environ``,
+    ``mem``, ``fd``) belong to root and ``ptrace`` of it is refused, even to its own uid; its
+    forked children inherit that until they ``exec``."""
     try:
-        return subprocess.Popen(  # noqa: S603 - a fixed argv: the agent shipped with the wrapper
-            [sys.executable, "-I", path, work_dir], cwd=work_dir, env=agent_env, stdin=subprocess.DEVNULL,
-            stdout=_inherited(2), stderr=_inherited(2), close_fds=True,
-        )
+        import ctypes
+
+        return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> int | None:
+    """Fork the inspection agent (``inspection_agent.py`` beside this file, loaded in the child)
+    with ``agent_env`` (:func:`_inspection_environment`) in ``work_dir``; its pid, None if it
+    cannot be started (logged). Forked without ``exec``, from a wrapper made non-dumpable
+    (:meth:`_Run._guard_secret`), the agent is non-dumpable from its first instruction: the job
+    never sees its secret, which is in the agent's memory only (never in an environment, an
+    argv or a file). Its command line reads ``<python> -I inspection_agent.py <work dir>``."""
+    out = _inherited(2)
+    try:
+        ready, told = os.pipe()
     except OSError as exc:
         _log(f"cannot start the inspection agent: {exc}")
         return None
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(ready)
+        os.close(told)
+        _log(f"cannot start the inspection agent: {exc}")
+        return None
+    if pid:  # returns once the agent shows its command line, as an exec'd one would have
+        os.close(told)
+        try:
+            os.read(ready, 1)
+        finally:
+            os.close(ready)
+        return pid
+    code = 2
+    try:
+        os.close(ready)
+        _set_title(b"\0".join(word.encode() for word in (sys.executable, "-I", INSPECTION_AGENT, work_dir)))
+        os.close(told)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, 1 << 16)
+        code = _run_agent(agent_env, work_dir)
+    except BaseException:  # noqa: BLE001 - the child must never return into the wrapper
+        code = 2
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 2)
 
 
-def _stop_inspection_agent(agent: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the agent, SIGKILL it if it has not ended within 5 seconds."""
+def _run_agent(agent_env: dict[str, str], work_dir: str) -> int:
+    """In the forked agent: load and run the agent."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), INSPECTION_AGENT)
+    found = importlib.util.spec_from_file_location("inspection_agent", path)
+    if found is None or found.loader is None:
+        return 2
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return int(module.serve(work_dir, agent_env))
+
+
+def _set_title(title: bytes) -> None:
+    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``; ``title``'s words
+    separated by NUL bytes) when ``title`` fits in the room the kernel reserved for the present one (fields 48 and 49 of
+    ``/proc/self/stat``); left as it is otherwise."""
+    try:
+        import ctypes
+
+        with open("/proc/self/stat", "rb") as f:
+            raw = f.read()
+        fields = raw[raw.rfind(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])
+        if len(title) + 1 > end - start:
+            return
+        padded = title + b"\0" * (end - start - len(title))
+        ctypes.memmove(start, padded, len(padded))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+
+
+def _stop_inspection_agent(agent: int | None) -> None:
+    """SIGTERM the agent, SIGKILL it if it has not ended within 5 seconds; reap it."""
     if agent is None:
         return
-    import subprocess  # imported by _start_inspection_agent already
-
     try:
-        agent.terminate()
+        os.kill(agent, signal.SIGTERM)
     except OSError:
         pass
-    try:
-        agent.wait(5)
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + 5.0
+    while True:
         try:
-            agent.kill()
-        except OSError:
-            pass
-        agent.wait()
+            pid, _status = os.waitpid(agent, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            return
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(agent, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(agent, 0)
+            except ChildProcessError:
+                pass
+            return
+        time.sleep(0.02)
 
 
 def _inherited(fd: int) -> int:

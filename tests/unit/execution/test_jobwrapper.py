@@ -468,6 +468,40 @@ class TestInspectionAgent:
         assert status is not None and status.cancelled_by == signal.SIGTERM
         assert status.signal == signal.SIGKILL and process.returncode == 128 + signal.SIGKILL
 
+    def test_the_payload_cannot_read_the_secret_from_the_agent_the_wrapper_or_the_spec(
+            self, job_account: Account, work_root: Path, pki: Pki) -> None:
+        """The payload runs as the agent's and the wrapper's uid; it finds the agent, then tries
+        to open the agent's and the wrapper's ``environ`` and ``mem`` and the spec file: every
+        one is refused (none of them opens) and the secret shows up nowhere it could read."""
+        runner = Runner(work_root, job_account)
+        try:
+            work = runner.work_dir()
+            secret = "5ec7e7" * 10 + "abcd"
+            targets = ' '.join(f'"{t}"' for t in ("/proc/$agent/environ", "/proc/$PPID/environ", "/proc/$agent/mem",
+                                                  "/proc/$PPID/mem", ".wmproxy/job.marshal"))
+            script = (f"n=0; until agent=$({self.PROBE[:-len(' >/dev/null')]} | head -n1) && [ -n \"$agent\" ]; "
+                      f"do n=$((n+1)); [ $n -gt {int(DEADLINE * 10)} ] && exit 3; sleep 0.1; done; "
+                      f"for f in {targets}; do if (: < \"$f\") 2>/dev/null; then echo \"$f\" >> opened; "
+                      "cat \"$f\" >> leaked 2>/dev/null; fi; done; "
+                      "for f in /proc/$agent/cmdline /proc/$PPID/cmdline; do tr '\\0' ' ' < $f >> leaked; done; "
+                      "echo probed")
+            spec = self._spec(runner, work, pki, script, "0")
+            spec.base_environment["WMPROXY_INSPECTION_TOKEN"] = secret
+            os.chown(work / "proxy.pem", job_account.uid, job_account.gid)
+            code, status = runner.run(work, spec)
+            assert code == 0 and status.succeeded, (work / "std.err").read_text()
+            assert (work / "std.out").read_text() == "probed\n"
+            assert not (work / "opened").exists(), (work / "opened").read_text()
+            assert secret not in (work / "leaked").read_text(errors="replace")
+            assert "inspection_agent.py" in (work / "leaked").read_text(errors="replace")  # the agent was seen
+            assert not (work / ".wmproxy" / "job.marshal").exists()
+        finally:
+            for process in runner.processes:
+                kill_session(process.pid)
+                if process.stderr is not None:
+                    process.stderr.close()
+                process.wait(timeout=DEADLINE)
+
 
 class TestAsTheMappedAccount:
     def test_job_runs_as_the_account_without_extra_groups(self, job_account: Account, work_root: Path) -> None:
