@@ -446,7 +446,8 @@ class SoapApp:
     rt: Runtime
 
     def request(self, body: bytes, caller: Principal | None, *, method: str = "POST", path: str | None = None,
-                query: str = "") -> Reply:
+                query: str = "", content_type: str | None = "text/xml; charset=utf-8") -> Reply:
+        """Send ``body``; ``content_type`` None sends no ``Content-Type``."""
         import io
 
         environ: dict[str, Any] = {
@@ -456,7 +457,6 @@ class SoapApp:
             "SERVER_NAME": "localhost",
             "SERVER_PORT": "7443",
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "CONTENT_TYPE": "text/xml; charset=utf-8",
             "CONTENT_LENGTH": str(len(body)),
             "wsgi.input": io.BytesIO(body),
             "wsgi.errors": io.StringIO(),
@@ -466,6 +466,8 @@ class SoapApp:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
+        if content_type is not None:
+            environ["CONTENT_TYPE"] = content_type
         if caller is not None:
             environ[CALLER_KEY] = caller
         seen: dict[str, Any] = {}

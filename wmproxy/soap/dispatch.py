@@ -48,7 +48,7 @@ from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
 from wmproxy.soap.inspection_port import InspectionPort
 from wmproxy.soap.jobs_port import JobsPort
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, INSPECTION, JOBS_1, SOAP_ENV, WMPROXY
-from wmproxy.soap.request import MalformedRequestError, check_request, read_body
+from wmproxy.soap.request import MalformedRequestError, check_media_type, check_request, read_body
 from wmproxy.soap.wmproxy_port import WMProxyPort
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ class SoapDispatcher:
                   seen: dict[str, Any]) -> list[bytes]:
         try:
             request = check_request(read_body(environ, self.limits.max_request_bytes), self.limits)
+            check_media_type(environ.get("CONTENT_TYPE"), request)
         except MalformedRequestError as exc:
             seen.update(namespace=exc.namespace, operation=exc.operation)
             return fault_response(start_response, port_fault(exc.namespace, exc.operation, exc))

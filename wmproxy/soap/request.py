@@ -92,6 +92,32 @@ class SoapRequest:
 JOB_ID_SEARCH_ELEMENTS = 64
 
 
+#: Media types of a SOAP request: ``text/xml`` (SOAP 1.1 over HTTP, what gSOAP, zeep and
+#: gridsite send) and ``application/soap+xml`` (SOAP 1.2, answered with its fault).
+SOAP_MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml"})
+
+
+def check_media_type(content_type: str | None, request: SoapRequest) -> None:
+    """Refuse a request whose ``Content-Type`` is not one of :data:`SOAP_MEDIA_TYPES`.
+
+    The endpoint authenticates by the TLS client certificate, which a browser sends on its
+    own: a web page could make a visitor's browser post a SOAP request (a form with
+    ``enctype="text/plain"``, or ``fetch`` without a type: requests a browser sends across
+    sites without asking the server first, CORS "simple requests") and act as the visitor
+    (cross-site request forgery: jobSubmit, jobCancel, addACLItems...). A ``text/xml`` POST
+    from another site needs the server's CORS consent first, which this service never gives.
+
+    Raises:
+        MalformedRequestError: another or no media type (1225, named with the request's
+            operation).
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in SOAP_MEDIA_TYPES:
+        shown = (content_type or "none")[:QUOTE_CHARS]
+        raise MalformedRequestError(f"Content-Type {shown!r}: a SOAP request is sent as text/xml",
+                                    request.namespace, request.operation)
+
+
 def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
     """The request body, at most ``max_bytes`` bytes (``Content-Length`` or chunked).
 
