@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -367,28 +366,22 @@ def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
 
 def check_ca_dir(ca_dir: str, now: dt.datetime | None = None) -> list[str]:
     """Problems of a grid CA directory: missing, no ``<hash>.N`` CA file, a CRL
-    (``<hash>.rN``) unreadable or past its nextUpdate. Empty when fine."""
-    from cryptography import x509
+    (``<hash>.rN``) unreadable or past its nextUpdate. Empty when fine. The directory is read
+    as ``/readyz`` reads it (:func:`wmproxy.monitoring.health.read_ca_dir`)."""
+    from wmproxy.monitoring.health import read_ca_dir
 
-    now = now or utcnow()
     try:
-        names = sorted(os.listdir(ca_dir))
+        found = read_ca_dir(ca_dir, now or utcnow())
     except OSError as exc:
         return [f"CA directory {ca_dir}: {exc.strerror or exc}"]
     problems = []
-    if not any(re.fullmatch(r"[0-9a-f]{8}\.\d+", n) for n in names):
+    if not found.ca_files:
         problems.append(f"CA directory {ca_dir}: no CA certificate (<hash>.0)")
-    for name in names:
-        if not re.fullmatch(r"[0-9a-f]{8}\.r\d+", name):
-            continue
-        try:
-            crl = x509.load_pem_x509_crl(Path(ca_dir, name).read_bytes())
-        except (OSError, ValueError) as exc:
-            problems.append(f"CRL {name}: unreadable ({exc})")
-            continue
-        next_update = crl.next_update_utc
-        if next_update is not None and next_update < now:
-            problems.append(f"CRL {name}: expired at {_iso(next_update)} (run fetch-crl)")
+    for crl in found.stale_crls:
+        if crl.next_update is None:
+            problems.append(f"CRL {crl.name}: unreadable ({crl.error})")
+        else:
+            problems.append(f"CRL {crl.name}: expired at {_iso(crl.next_update)} (run fetch-crl)")
     return problems
 
 

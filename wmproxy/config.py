@@ -256,9 +256,11 @@ class JobsSettings:
 
     Attributes:
         quota_soft_limit, quota_hard_limit: per-user sandbox bytes (getTotalQuota);
-            0 = quotas off, and the quota operations answer GetQuotaManagementFault. With
-            both set, the soft limit may not exceed the hard one; a soft limit of 0 is the
-            hard one.
+            a hard limit of 0 = quotas off, and getTotalQuota and getFreeQuota answer
+            (-1, -1), "no quota", as the reference did (gLite clients then check the input
+            sandbox against getMaxInputSandboxSize alone). A soft limit without a hard one
+            leaves quotas off (only the hard limit is enforced). With both set, the soft
+            limit may not exceed the hard one; a soft limit of 0 is the hard one.
         max_perusal_files: files one job may have under perusal (MaxPerusalFiles, 15).
         min_perusal_interval: seconds, lower bound of PerusalTimeInterval (1000).
         max_nodes: nodes one compound job may have (at least 1). A DAG may also give at most
@@ -587,7 +589,9 @@ class LoadSettings:
             which new work is refused (reference 95).
         swap_usage: percent of swap in use at or above which new work is refused (95).
         disk_usage: percent of the sandbox area's file system in use at or above which
-            new work is refused (95).
+            new work is refused (95), as df's Use% counts it: used / (used + available to
+            unprivileged users), the blocks reserved for root left out (with used / total
+            an ext4 file system with its 5 % reserve refused nothing before it was full).
         free_fds: free file descriptors at or below which new work is refused (reference
             fdnum, 500): the fewer of the host's (fs.file-max minus those allocated, what the
             reference counts) and the worker's own (its open-files limit minus those it holds;
@@ -751,8 +755,12 @@ class PurgeSettings:
         final_age: seconds after its last state change that a Done, Aborted, Cancelled
             or Cleared job is purged (the reference: 604800, 7 days); must be positive (0
             would purge a job's output the moment it ends).
-        forced_age: seconds after its registration that any job is purged whatever its
-            state (the reference's Sunday forced purge: 1296000, 15 days); must be positive.
+        forced_age: seconds after its last state change that a job is purged whatever its
+            state, except a job a worker holds (Waiting, Ready, Scheduled, Running): the
+            reference's Sunday forced purge, which skipped the state check but, as the 7-day
+            run, measured from the job's last update (1296000, 15 days); must be positive.
+            With the defaults ``final_age`` and ``registered_age`` take such jobs first; it
+            matters when they are set above it.
         registered_age: seconds after its registration that a job never started
             (Submitted: registered, or an interrupted jobSubmit) expires and is purged
             (CREAM: REGISTERED after 2 days, 172800); must be positive (0 would purge a job

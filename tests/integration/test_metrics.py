@@ -78,8 +78,8 @@ def test_health_answers_without_a_certificate(metrics_url: str, deployment: Depl
     assert http_get(f"{metrics_url}/healthz") == (200, "ok\n")
     status, text = http_get(f"{metrics_url}/readyz")
     assert status == 200, text
-    assert [line.split()[:2] for line in text.splitlines()] == [["database", "ok"], ["schema", "ok"], ["crls", "ok"],
-                                                                     ["service", "ok"]]
+    assert [line.split()[:2] for line in text.splitlines()] == [["database", "ok"], ["schema", "ok"], ["ca", "ok"],
+                                                                     ["crls", "ok"], ["service", "ok"]]
     # ... while the service port itself refuses a client without a certificate
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(f"https://localhost:{deployment.port}/monitor/", timeout=30,

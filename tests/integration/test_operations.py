@@ -168,7 +168,7 @@ class TestQuota:
         free = bob.wmproxy.getFreeQuota()
         assert (free.softLimit, free.hardLimit) == (40_000_000, 50_000_000)
 
-    # GetQuotaManagementFault (quotas off) is tested in-process: tests/functional/test_quota_off.py
+    # Quotas off, (-1, -1), is tested in-process: tests/functional/test_quota_off.py
 
 
 # --- templates (§9) --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The purger (``wmproxy.services.purge``) on each backend, with rows back-dated instead of
-waiting days: the reference's policy (7 days after the end, 15 days whatever the state,
-never-started jobs after 2 days), sandboxes, work dirs, credentials, tombstones, dry run."""
+waiting days: the reference's policy (7 days after the end, 15 days after the last change whatever
+the state but a running job's, never-started jobs after 2 days), sandboxes, work dirs,
+credentials, tombstones, dry run."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcno
 from wmproxy.errors import JobNotFoundError
 from wmproxy.execution.identity import remove_work_dir
 from wmproxy.services.access import job_for
+from wmproxy.services.execution import change_state
 from wmproxy.services.purge import job_id_of_work_dir, purge
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import SqlHousekeepingStore
@@ -96,14 +98,47 @@ class TestPolicy:
         assert [(c.job_id, c.rule) for c in report.jobs] == [(stale, "registered")]
         assert not exists(rt, stale) and exists(rt, fresh)
 
-    def test_the_forced_purge_takes_anything_after_fifteen_days_but_a_running_job(self, rt: Runtime) -> None:
-        # Changed yesterday (so not "final"), but registered 16 days ago.
-        done = add_job(rt, "old-done", "Done", created_days=16, updated_days=1)
-        running = add_job(rt, "old-running", "Running", created_days=16, updated_days=1)
-        waiting = add_job(rt, "old-waiting", "Waiting", created_days=16, updated_days=1)
+    def test_the_forced_purge_counts_from_the_last_change_not_the_registration(self, rt: Runtime) -> None:
+        # The reference's Sunday run (-o -s -t 1296000) skips the state check only; its threshold
+        # is the L&B last update, as the 7-day run's. A job that ran 16 days and ended an hour ago
+        # keeps its output (registered 16 days ago, changed an hour ago).
+        done = add_job(rt, "long-running-just-done", "Done", created_days=16, updated_days=1 / 24)
+        out = rt.storage.job_dir(done) / "output" / "std.out"
+        assert purge(rt).jobs == []
+        assert exists(rt, done) and out.exists()
+        # ... until it has been unchanged for final_age (7 days).
+        report = purge(rt, now=utcnow() + dt.timedelta(days=7.1))
+        assert [(c.job_id, c.rule) for c in report.jobs] == [(done, "final")]
+
+    def test_the_forced_purge_takes_any_state_unchanged_fifteen_days_but_a_running_job(self, rt: Runtime) -> None:
+        # With final_age above forced_age, the forced rule is what takes an ended job: one
+        # unchanged for 16 days goes whatever its state, one changed yesterday stays (however old
+        # it is), and a job a worker holds stays whatever its age.
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(final_age=30 * 86400))
+        done = add_job(rt, "ended-long-ago", "Done", created_days=20, updated_days=16)
+        recent = add_job(rt, "old-ended-yesterday", "Done", created_days=20, updated_days=1)
+        running = add_job(rt, "old-running", "Running", created_days=20, updated_days=16)
+        waiting = add_job(rt, "old-waiting", "Waiting", created_days=20, updated_days=16)
         report = purge(rt)
         assert [(c.job_id, c.rule) for c in report.jobs] == [(done, "forced")]
-        assert exists(rt, running) and exists(rt, waiting)
+        assert exists(rt, recent) and exists(rt, running) and exists(rt, waiting)
+
+    def test_a_compound_job_is_forced_from_its_last_nodes_end(self, rt: Runtime) -> None:
+        # A DAG registered (and last changed) 16 days ago whose nodes ran until an hour ago: the
+        # end of its last node ends it (refresh_parent), so its last change is that end.
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(final_age=30 * 86400))
+        dag = add_job(rt, "long-dag", "Running", created_days=16, nodes=2)
+        an_hour_ago = days_ago(1 / 24)
+        with rt.uow() as uow:
+            for i in range(2):
+                change_state(uow, f"{dag}-node{i}", JobState.DONE, an_hour_ago, exit_code=0)
+        with rt.uow() as uow:
+            assert (uow.jobs.get(dag).state, uow.jobs.get(dag).updated_at) == ("Done", an_hour_ago)
+        assert purge(rt).jobs == []
+        assert exists(rt, dag) and (rt.storage.job_dir(f"{dag}-node0") / "output" / "std.out").exists()
+        report = purge(rt, now=utcnow() + dt.timedelta(days=15.1))
+        assert [(c.job_id, c.rule) for c in report.jobs] == [(dag, "forced")]
+        assert not exists(rt, dag) and not exists(rt, f"{dag}-node0")
 
     def test_old_running_jobs_do_not_fill_the_batch(self, rt: Runtime) -> None:
         # More jobs past forced_age that a worker runs than a batch holds: they are not candidates,

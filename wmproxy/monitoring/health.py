@@ -1,8 +1,11 @@
-"""Readiness of a service node: database reachable, schema current, CRLs fresh, service port
-accepting connections.
+"""Readiness of a service node: database reachable, schema current, a CA certificate in the CA
+directory, CRLs fresh, service port accepting connections.
 
 Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass. The texts
 name what failed and the fix, and hold no secret (no database URL, no key path contents).
+
+:func:`read_ca_dir` is the one reading of the CA directory: the ``ca`` and ``crls`` checks
+here and ``wmproxy-admin check`` (``wmproxy.admintools.check_ca_dir``) both judge what it finds.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from sqlalchemy import text
@@ -21,6 +25,9 @@ from wmproxy.config import Settings, parse_host_port
 
 #: Migrations shipped in the package (the Alembic head the database must be at).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+#: A CA certificate (``<hash>.N``) and a CRL (``<hash>.rN``) of a grid CA directory, as OpenSSL's
+#: ``capath`` lookup finds them (peers.md §2: the subject hash of ``openssl x509 -hash``).
+_CA_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 _CRL_NAME = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")
 
 
@@ -62,25 +69,66 @@ def schema_check(revision: str | None, head: str | None) -> Check:
     return Check("schema", True, f"at head {head}")
 
 
-def crl_check(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> Check:
-    """Every CRL (``<hash>.rN``) of ``ca_dir`` readable and not past its nextUpdate (+ ``grace`` s)."""
-    try:
-        names = sorted(n for n in (p.name for p in ca_dir.iterdir()) if _CRL_NAME.match(n))
-    except OSError as exc:
-        return Check("crls", False, f"cannot read the CA directory ({type(exc).__name__})")
-    stale: list[str] = []
-    for name in names:
+class StaleCrl(NamedTuple):
+    """A CRL that fails client verification: unreadable (``error``), or past its nextUpdate."""
+
+    name: str
+    error: str | None
+    next_update: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class CaDirectory:
+    """What a grid CA directory holds for the service's TLS verification: the CA certificate
+    and CRL files (names, sorted) and the CRLs that are unreadable or expired."""
+
+    ca_files: tuple[str, ...]
+    crl_files: tuple[str, ...]
+    stale_crls: tuple[StaleCrl, ...]
+
+
+def read_ca_dir(ca_dir: str | Path, now: dt.datetime, grace: float = 0.0) -> CaDirectory:
+    """Read ``ca_dir``: its ``<hash>.N`` CA certificates, its ``<hash>.rN`` CRLs, and which of
+    those are unreadable or past their nextUpdate (+ ``grace`` seconds) at ``now``.
+
+    Raises:
+        OSError: the directory cannot be listed.
+    """
+    directory = Path(ca_dir)
+    names = sorted(entry.name for entry in directory.iterdir())
+    crls = tuple(n for n in names if _CRL_NAME.match(n))
+    stale: list[StaleCrl] = []
+    for name in crls:
         try:
-            crl = x509.load_pem_x509_crl((ca_dir / name).read_bytes())
-        except (OSError, ValueError):
-            stale.append(f"{name} unreadable")
+            crl = x509.load_pem_x509_crl((directory / name).read_bytes())
+        except (OSError, ValueError) as exc:
+            stale.append(StaleCrl(name, str(exc), None))
             continue
         next_update = crl.next_update_utc
         if next_update is not None and next_update + dt.timedelta(seconds=grace) < now:
-            stale.append(f"{name} expired {next_update:%Y-%m-%dT%H:%M:%SZ}")
-    if stale:
-        return Check("crls", False, "; ".join(stale[:10]) + ": run fetch-crl")
-    return Check("crls", True, f"{len(names)} CRLs current")
+            stale.append(StaleCrl(name, None, next_update))
+    return CaDirectory(tuple(n for n in names if _CA_NAME.match(n)), crls, tuple(stale))
+
+
+def ca_checks(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> tuple[Check, Check]:
+    """The ``ca`` check (the directory holds a ``<hash>.N`` CA certificate: without one every
+    client's handshake fails) and the ``crls`` check (every CRL readable and not past its
+    nextUpdate + ``grace`` s), from one reading of ``ca_dir``."""
+    try:
+        found = read_ca_dir(ca_dir, now, grace)
+    except OSError as exc:
+        unreadable = f"cannot read the CA directory {ca_dir} ({type(exc).__name__})"
+        return Check("ca", False, unreadable), Check("crls", False, unreadable)
+    if found.ca_files:
+        ca = Check("ca", True, f"{len(found.ca_files)} CA certificates")
+    else:
+        ca = Check("ca", False, f"no CA certificate (<hash>.0) in {ca_dir}: every client handshake fails; "
+                                "install the CA certificates")
+    if found.stale_crls:
+        stale = [f"{c.name} unreadable" if c.next_update is None
+                 else f"{c.name} expired {c.next_update:%Y-%m-%dT%H:%M:%SZ}" for c in found.stale_crls[:10]]
+        return ca, Check("crls", False, "; ".join(stale) + ": run fetch-crl")
+    return ca, Check("crls", True, f"{len(found.crl_files)} CRLs current")
 
 
 def service_check(bind: str, timeout: float = 5.0) -> Check:
@@ -100,12 +148,13 @@ def service_check(bind: str, timeout: float = 5.0) -> Check:
 
 
 def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None) -> list[Check]:
-    """All readiness checks of this node, in order: database, schema, CRLs, service port."""
+    """All readiness checks of this node, in order: database, schema, CA certificates, CRLs,
+    service port."""
     now = now or dt.datetime.now(dt.UTC)
     database, revision = database_check(engine)
     checks = [database]
     if database.ok:
         checks.append(schema_check(revision, head_revision()))
-    checks.append(crl_check(Path(settings.security.ca_dir), now, settings.metrics.crl_grace))
+    checks.extend(ca_checks(Path(settings.security.ca_dir), now, settings.metrics.crl_grace))
     checks.append(service_check(settings.service.bind))
     return checks

@@ -8,13 +8,14 @@ bug #40370) the edge calls :func:`check_load`. It refuses with ServerOverloadedE
 - ``load1``: 1-minute load ≥ threshold; ``load5``: 5-minute load ≥ threshold while rising
   (load1 > load5); ``load15``: 15-minute load ≥ threshold while rising (load1 > load15 and
   load5 > load15), the reference's rules;
-- ``memory_usage``, ``swap_usage``, ``disk_usage`` (the sandbox area's file system): percent
-  in use ≥ threshold; ``free_fds``: free file descriptors ≤ threshold, the fewer of the host's
-  (``fs.file-max`` minus those allocated: the reference's fdnum) and the worker's own (its
-  open-files limit minus the descriptors it holds). Every gunicorn process raises its soft
-  open-files limit to the hard one at start (:func:`raise_open_files_limit`; the systemd unit
-  sets ``LimitNOFILE=65536``): measured against systemd's default soft limit of 1024, a
-  threshold of 1000 refused every job of a worker holding 25 descriptors;
+- ``memory_usage``, ``swap_usage``, ``disk_usage`` (the sandbox area's file system, as df's
+  Use%: :func:`disk_percent`): percent in use ≥ threshold; ``free_fds``: free file descriptors
+  ≤ threshold, the fewer of the host's (``fs.file-max`` minus those allocated: the reference's
+  fdnum) and the worker's own (its open-files limit minus the descriptors it holds). Every
+  gunicorn process raises its soft open-files limit to the hard one at start
+  (:func:`raise_open_files_limit`; the systemd unit sets ``LimitNOFILE=65536``): measured
+  against systemd's default soft limit of 1024, a threshold of 1000 refused every job of a
+  worker holding 25 descriptors;
 - ``queued_jobs``: jobs started and not yet taken by a worker (Waiting, Ready) > threshold;
 - ``max_live_jobs`` (jobRegister/jobSubmit only): the caller (DN) already has that many jobs
   that are not final.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -84,6 +84,17 @@ def _meminfo() -> dict[str, int]:
 
 def _percent(used: float, total: float) -> float:
     return 100.0 * used / total if total > 0 else 0.0
+
+
+def disk_percent(st: os.statvfs_result) -> float:
+    """Percent of a file system in use as df's Use% counts it (the reference's script read
+    ``df -P``): used / (used + available to unprivileged users), with used = blocks − free.
+    The blocks reserved for root are left out of both: on ext4 (5 % reserved) a file system
+    the service user can no longer write to is 100 %, where used / total said 95 %. df
+    rounds up to a whole percent; this is the exact value. 0 for a file system of no blocks.
+    """
+    used = st.f_blocks - st.f_bfree
+    return _percent(used, used + st.f_bavail)
 
 
 def raise_open_files_limit() -> int:
@@ -143,12 +154,11 @@ def sample_system(disk_path: str) -> SystemSample:
     path = Path(disk_path)
     while not path.exists() and path != path.parent:
         path = path.parent
-    disk = shutil.disk_usage(path)
     return SystemSample(
         load1=load1, load5=load5, load15=load15,
         memory_usage=_percent(total - available, total),
         swap_usage=_percent(swap_total - mem.get("SwapFree", 0), swap_total),
-        disk_usage=_percent(disk.used, disk.total),
+        disk_usage=disk_percent(os.statvfs(path)),
         free_fds=_free_fds(),
     )
 

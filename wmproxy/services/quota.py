@@ -3,6 +3,13 @@
 The reference asked the Linux disk quota of the mapped user's home; this service keeps
 its own per-user limits on the bytes a user's job areas hold (``[jobs] quota_soft_limit``
 and ``quota_hard_limit``). Uploads beyond the hard limit are refused (HTTP 413).
+
+Quotas are off when ``quota_hard_limit`` is 0 (the default): both operations then answer
+:data:`NO_QUOTA`, ``(-1, -1)``, what the reference answered when it found no quota system,
+user or device; it never produced GetQuotaManagementFault (§4.4). The gLite UI takes a limit
+≤ 0 for "no quota" and checks the input sandbox against getMaxInputSandboxSize alone. A soft
+limit without a hard one leaves quotas off too: the service enforces only the hard limit, and
+a soft limit it would not enforce is not announced to clients.
 """
 
 from __future__ import annotations
@@ -24,14 +31,15 @@ log = logging.getLogger(__name__)
 JOB_OSB_LIMIT = "GLITE_LOCAL_MAX_OSB_SIZE"
 
 
-class QuotaManagementError(QuotaExceededError):
-    """Quotas are not enabled on this service (GetQuotaManagementFault)."""
+#: ``(soft, hard)`` of getTotalQuota and getFreeQuota when quotas are off (§4.4).
+NO_QUOTA = (-1, -1)
 
 
-def _limits(rt: Runtime) -> tuple[int, int]:
+def _limits(rt: Runtime) -> tuple[int, int] | None:
+    """``(soft, hard)`` in bytes (a soft limit of 0 is the hard one); None when quotas are off."""
     jobs = rt.settings.jobs
     if jobs.quota_hard_limit <= 0:
-        raise QuotaManagementError("Quota management is not enabled on this service")
+        return None
     return jobs.quota_soft_limit or jobs.quota_hard_limit, jobs.quota_hard_limit
 
 
@@ -175,17 +183,18 @@ def recount_usage(rt: Runtime, owner_dn: str | None = None) -> dict[str, int]:
 
 
 def total_quota(rt: Runtime, principal: Principal) -> tuple[int, int]:
-    """getTotalQuota: ``(soft, hard)`` limits in bytes.
-
-    Raises:
-        QuotaManagementError: quotas are off.
-    """
-    return _limits(rt)
+    """getTotalQuota: ``(soft, hard)`` limits in bytes; :data:`NO_QUOTA` when quotas are off."""
+    limits = _limits(rt)
+    return NO_QUOTA if limits is None else limits
 
 
 def free_quota(rt: Runtime, principal: Principal) -> tuple[int, int]:
-    """getFreeQuota: ``(soft − used, hard − used)`` in bytes (negative when over the soft limit)."""
-    soft, hard = _limits(rt)
+    """getFreeQuota: ``(soft − used, hard − used)`` in bytes (negative when over the soft limit);
+    :data:`NO_QUOTA` when quotas are off (the usage counter is not read)."""
+    limits = _limits(rt)
+    if limits is None:
+        return NO_QUOTA
+    soft, hard = limits
     used = used_bytes(rt, principal.dn)
     return soft - used, hard - used
 

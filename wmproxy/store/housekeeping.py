@@ -104,12 +104,20 @@ class SqlHousekeepingStore:
         * ``final``: in ``final_states`` and last changed before ``final_before``;
         * ``registered``: in ``registered_state`` (never started) and registered before
           ``registered_before``;
-        * ``forced``: created before ``forced_before``, in any state but
+        * ``forced``: last changed before ``forced_before``, in any state but
           ``forced_spared_states`` (left out here, so they never take a place in the batch).
+
+        A job's last change is ``updated_at``, which every state change sets (the reference's
+        purger measured from the L&B ``lastUpdateTime``, §4.7 ``-t``; its creation would take
+        the output of a job that ran longer than the threshold as soon as it ends). A compound
+        job's nodes count through it: the compound job takes its state from theirs
+        (``wmproxy.services.compound.refresh_parent``) and becomes final only in the
+        transaction that ends its last node, so its own ``updated_at`` is never older than a
+        node's end; until then it is active (spared) or was never started (Submitted).
         """
         final = and_(Job.state.in_(list(final_states)), Job.updated_at < final_before)
         registered = and_(Job.state == registered_state, Job.created_at < registered_before)
-        forced = and_(Job.created_at < forced_before, Job.state.not_in(list(forced_spared_states)))
+        forced = and_(Job.updated_at < forced_before, Job.state.not_in(list(forced_spared_states)))
         stmt = (select(Job.id, Job.owner_dn, Job.state, Job.updated_at, Job.created_at)
                 .where(Job.parent_id.is_(None), or_(final, registered, forced))
                 .order_by(Job.updated_at, Job.id).limit(limit))

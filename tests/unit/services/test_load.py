@@ -35,7 +35,14 @@ from wmproxy.config import ConfigError, LoadSettings
 from wmproxy.domain import Principal
 from wmproxy.errors import ServerOverloadedError
 from wmproxy.jdl import compound, parametric
-from wmproxy.services.load import LoadMonitor, SystemSample, check_submission_size, sample_system, tripped
+from wmproxy.services.load import (
+    LoadMonitor,
+    SystemSample,
+    check_submission_size,
+    disk_percent,
+    sample_system,
+    tripped,
+)
 from wmproxy.soap.app import WMProxyApplication
 from wmproxy.soap.namespaces import DELEGATION_2, WMPROXY
 
@@ -104,6 +111,37 @@ class TestSampling:
             assert 0 <= value <= 100
         assert found.memory_usage > 0  # this process alone uses some
         assert found.free_fds > 0
+
+    def test_disk_usage_is_dfs_use_percent(self, tmp_path: Path) -> None:
+        # df's Use% of the same file system, through the real sampling (statvfs): df rounds up,
+        # and the file system may change between the two reads (other writers), by a little.
+        df = shutil.which("df")
+        if df is None:
+            pytest.skip("no df")
+        ours = sample_system(str(tmp_path)).disk_usage
+        out = subprocess.run([df, "--output=pcent", str(tmp_path)], capture_output=True, text=True, check=True)
+        theirs = int(out.stdout.splitlines()[-1].strip().rstrip("%"))
+        assert theirs - 1.5 < ours <= theirs + 0.5
+
+    def test_disk_usage_leaves_out_the_blocks_reserved_for_root(self) -> None:
+        # ext4's default 5 % reserve, 1,000,000 blocks: nothing left for the service user is 100 %
+        # (used / total said 95 %); df's 97 % is 97 %; no blocks at all is 0.
+        def statvfs(blocks: int, bfree: int, bavail: int) -> os.statvfs_result:
+            return os.statvfs_result((4096, 4096, blocks, bfree, bavail, 1000, 500, 500, 0, 255))
+
+        assert disk_percent(statvfs(1_000_000, 50_000, 0)) == 100.0
+        assert disk_percent(statvfs(1_000_000, 78_500, 28_500)) == 97.0
+        assert disk_percent(statvfs(1_000_000, 1_000_000, 950_000)) == 0.0
+        assert disk_percent(statvfs(0, 0, 0)) == 0.0
+
+    def test_the_disk_threshold_trips_on_dfs_use_percent(self, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+        # 95.5 % for df (the service user's writes nearly fail), 90.7 % of the raw blocks.
+        full = os.statvfs_result((4096, 4096, 1_000_000, 92_750, 42_750, 1000, 500, 500, 0, 255))
+        monkeypatch.setattr(os, "statvfs", lambda path: full)
+        found = sample_system(str(tmp_path))
+        assert found.disk_usage == pytest.approx(95.5)
+        assert tripped(LoadSettings(disk_usage=95), found) == "disk_usage 95.5% >= 95%"
 
     def test_value_is_reused_within_the_interval(self) -> None:
         now = [100.0]

@@ -77,14 +77,15 @@ def test_over_the_hard_limit_there_is_no_room(tmp_path: Path, pki: Pki, template
         close_runtime(small)
 
 
-def test_quotas_off_is_a_quota_management_fault(tmp_path: Path, pki: Pki, template_db: Path,
-                                                alice: Principal) -> None:
+def test_quotas_off_is_no_quota(tmp_path: Path, pki: Pki, template_db: Path, alice: Principal) -> None:
+    """§4.4: (-1, -1) without a quota system, never GetQuotaManagementFault; bytes held change nothing."""
     off = build_runtime(tmp_path / "off", pki, template_db, jobs={"quota_soft_limit": 0, "quota_hard_limit": 0})
     try:
-        for call in (quota.total_quota, quota.free_quota):
-            with pytest.raises(quota.QuotaManagementError, match="Quota management is not enabled") as err:
-                call(off, alice)
-            assert err.value.code == 1224
+        from tests.support import delegate_in_process
+
+        delegation = delegate_in_process(off, alice, pki.users["alice"].proxy, "q")
+        fill(off, register_job(off, alice, ECHO_JDL, delegation).job_id, 1000)
+        assert quota.total_quota(off, alice) == quota.free_quota(off, alice) == quota.NO_QUOTA == (-1, -1)
         assert quota.upload_room(off, alice.dn) is None
     finally:
         close_runtime(off)

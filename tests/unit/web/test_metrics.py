@@ -12,10 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL
+from wmproxy.admintools import check_ca_dir
 from wmproxy.config import MetricsSettings
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.monitoring.health import crl_check, readiness, schema_check, service_check
+from wmproxy.monitoring.health import ca_checks, readiness, schema_check, service_check
 from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
+from wmproxy.monitoring.server import MetricsApp
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -70,8 +72,9 @@ def test_jobs_the_purger_removed_count_as_purges(rt: Runtime, tmp_path: Path) ->
 
 def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
     checks = readiness(rt.settings, rt.session_factory.kw["bind"])
-    assert [(c.name, c.ok) for c in checks[:3]] == [("database", True), ("schema", True), ("crls", True)], checks
-    assert checks[3].name == "service"
+    assert [(c.name, c.ok) for c in checks[:4]] == [("database", True), ("schema", True), ("ca", True),
+                                                    ("crls", True)], checks
+    assert checks[4].name == "service"
 
 
 def test_a_closed_service_port_fails_readiness() -> None:
@@ -92,9 +95,43 @@ def test_schema_behind_or_missing_names_the_command() -> None:
 
 def test_an_expired_crl_fails_readiness(pki: Pki) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)
-    check = crl_check(pki.ca_dir, later)
-    assert not check.ok and "expired" in check.detail and "fetch-crl" in check.detail
-    assert crl_check(pki.ca_dir, dt.datetime.now(dt.UTC)).ok
+    ca, crls = ca_checks(pki.ca_dir, later)
+    assert ca.ok and not crls.ok and "expired" in crls.detail and "fetch-crl" in crls.detail
+    assert all(check.ok for check in ca_checks(pki.ca_dir, dt.datetime.now(dt.UTC)))
+
+
+def _readyz(rt: Runtime) -> tuple[str, str]:
+    seen: list[str] = []
+    body = b"".join(MetricsApp(rt)({"PATH_INFO": "/readyz", "REQUEST_METHOD": "GET"},
+                                   lambda status, headers: seen.append(status)))
+    return seen[0], body.decode()
+
+
+def test_a_ca_directory_without_a_ca_certificate_fails_readiness(rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+    # Empty, or holding only CRLs: every client handshake fails, and /readyz says so (as
+    # wmproxy-admin check does, from the same reading of the directory).
+    only_crls = tmp_path / "only-crls"
+    only_crls.mkdir()
+    for crl in pki.ca_dir.glob("*.r*"):
+        (only_crls / crl.name).write_bytes(crl.read_bytes())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for ca_dir, crls in ((only_crls, 1), (empty, 0)):
+        rt.settings = dataclasses.replace(rt.settings, security=dataclasses.replace(rt.settings.security,
+                                                                                    ca_dir=str(ca_dir)))
+        status, text = _readyz(rt)
+        assert status.startswith("503"), text
+        lines = {line.split()[0]: line for line in text.splitlines()}
+        assert lines["ca"] == (f"ca FAIL no CA certificate (<hash>.0) in {ca_dir}: every client handshake fails; "
+                               "install the CA certificates")
+        assert lines["crls"] == f"crls ok {crls} CRLs current"
+        assert check_ca_dir(str(ca_dir)) == [f"CA directory {ca_dir}: no CA certificate (<hash>.0)"]
+
+
+def test_an_unreadable_ca_directory_fails_both_ca_checks(tmp_path: Path) -> None:
+    ca, crls = ca_checks(tmp_path / "nowhere", dt.datetime.now(dt.UTC))
+    assert not ca.ok and not crls.ok
+    assert ca.detail == f"cannot read the CA directory {tmp_path / 'nowhere'} (FileNotFoundError)"
 
 
 def test_sandbox_size_is_walked_at_most_every_scan_interval(rt: Runtime) -> None:
