@@ -9,7 +9,8 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
-  ``forced`` — registered ``forced_age`` ago (15 days), whatever the state, except a job a
+  ``forced`` — unchanged for ``forced_age`` (15 days; the reference's Sunday run, which counts
+  from the job's last update too), whatever the state, except a job a
   worker is running (Waiting, Ready, Scheduled, Running: its worker owns its processes;
   it is purged once it has ended). Each removal deletes the sandbox area, the row, the
   nodes, events, queue entries and ACL, logs one line and leaves a tombstone
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 RULE_REASONS = {
     "final": "ended more than {final_age} ago",
     "registered": "registered more than {registered_age} ago and never started",
-    "forced": "registered more than {forced_age} ago (forced purge)",
+    "forced": "unchanged for more than {forced_age} (forced purge)",
 }
 
 RemoveWorkDir = Callable[[str], None]
