@@ -40,6 +40,7 @@ from wmproxy.services import monitor
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
 from wmproxy.web.dag import STATE_COLOURS, layout
+from wmproxy.web.headers import BROWSER_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ SECURITY_HEADERS = [
     ("Cache-Control", "no-store"),
     ("Content-Security-Policy", ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
                                  "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")),
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    *BROWSER_HEADERS,
 ]
 
 _STATUS = {400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed",
