@@ -25,6 +25,11 @@ sandbox is its compound job's ``input/``, which the refusal names); 413 when the
 exceed the input sandbox size limit or the owner's hard quota; 405 for other methods. Error
 bodies are one line of plain text, never a traceback.
 
+Every answer carries :data:`SANDBOX_HEADERS` and a Content-Security-Policy (:data:`FILE_CSP`,
+a listing :data:`LISTING_CSP`): the job monitor is on the same origin, so a job's output must
+never be sniffed, framed, run or loaded by another site. A file is sent as an attachment
+(``Content-Disposition``, RFC 6266; htcp and the project's client name the file after the URL).
+
 Every change of the bytes of an input area goes through ``record_bytes`` (:data:`RecordBytes`),
 which reads the sizes it changes, and checks the limits, with the owner's usage counter locked.
 """
@@ -74,6 +79,7 @@ from wmproxy.sandbox.storage import (
     is_temporary,
 )
 from wmproxy.text import log_text
+from wmproxy.web.headers import BROWSER_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +110,16 @@ def _apply_only(job_rel_dir: str, change: Callable[[], AreaTally], apply: Callab
 
 
 ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
+
+#: Headers of every answer (the monitor's pages are on the same origin): never sniffed into
+#: another type, framed or loaded by another site.
+SANDBOX_HEADERS = [*BROWSER_HEADERS, ("Cross-Origin-Resource-Policy", "same-origin")]
+#: Content-Security-Policy of a file and of every other answer but a listing: nothing loads,
+#: and were it ever shown as a page it would be an origin of its own (``sandbox``).
+FILE_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+#: Content-Security-Policy of a directory listing: links only (no style, script or form); its
+#: ``<base href>`` is its own directory.
+LISTING_CSP = "default-src 'none'; frame-ancestors 'none'; form-action 'none'; base-uri 'self'"
 
 _BODY_READ = "wmproxy.sandbox.body_read"
 """Environ key set once a PUT has read its whole body (its refusal then drains nothing)."""
@@ -184,6 +200,8 @@ class SandboxApp:
             log.exception("sandbox request %s %s failed (error id %s)", log_text(request.method),
                           log_text(request.path), error_id)  # a path may hold %0A: one line whatever it holds
             response = _text(500, f"Internal server error (error id {error_id})")
+        response.headers.extend(SANDBOX_HEADERS)
+        response.headers.setdefault("Content-Security-Policy", FILE_CSP)
         if response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
             _drain(request)
         return response(environ, start_response)
@@ -253,6 +271,8 @@ class SandboxApp:
             "Content-Type": "application/octet-stream",
             "Content-Length": str(st.st_size),
             "Last-Modified": http_date(st.st_mtime),
+            # a browser saves it, never shows it; htcp and the CLI name the file after the URL
+            "Content-Disposition": "attachment; filename*=UTF-8''" + quote(path.name, safe=""),
         }
         if request.method == "HEAD":
             os.close(fd)
@@ -282,7 +302,8 @@ class SandboxApp:
             f'<!DOCTYPE html>\n<html><head><title>{title}</title><base href="{html.escape(quote(base))}"></head>\n'
             f"<body><h1>{title}</h1>\n<ul>\n" + "\n".join(rows) + "\n</ul></body></html>\n"
         ).encode()
-        headers = {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body))}
+        headers = {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body)),
+                   "Content-Security-Policy": LISTING_CSP}
         if request.method == "HEAD":
             response = Response(b"", status=200, headers=headers)
             response.headers["Content-Length"] = str(len(body))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +40,7 @@ from wmproxy.services import monitor
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
 from wmproxy.web.dag import STATE_COLOURS, layout
+from wmproxy.web.headers import BROWSER_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,7 @@ SECURITY_HEADERS = [
     ("Cache-Control", "no-store"),
     ("Content-Security-Policy", ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
                                  "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")),
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    *BROWSER_HEADERS,
 ]
 
 _STATUS = {400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed",
@@ -76,19 +76,31 @@ def _templates() -> Environment:
     return env
 
 
-def parse_time(value: str, what: str) -> dt.datetime | None:
-    """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]`` as UTC, None for empty.
+#: The forms a ``since`` / ``until`` filter takes (ASCII digits: ``fromisoformat`` took more).
+_FILTER_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2})?")
+
+
+def parse_time(value: str, what: str, *, end: bool = False) -> dt.datetime | None:
+    """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM`` as UTC, None for empty; with ``end``, a date
+    alone is the start of the next day (an exclusive ``until`` then includes that day).
 
     Raises:
-        PageError: 400 for anything else.
+        PageError: 400 for anything else, and for a date past the last one a filter can take.
     """
     if not value:
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        if not _FILTER_TIME.fullmatch(value):
+            raise ValueError(value)
+        parsed = dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+        if end and len(value) == len("YYYY-MM-DD"):
+            parsed += dt.timedelta(days=1)
     except ValueError:
         raise PageError(400, f"{what}: not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+    except OverflowError:  # until=9999-12-31: its next day is past datetime.max
+        raise PageError(400, f"{what}: {value} is past the last date a filter can take "
+                             "(9999-12-30, or 9999-12-31T23:59)") from None
+    return parsed
 
 
 def _int(value: str, what: str, default: int) -> int:
@@ -146,9 +158,7 @@ class MonitorApp:
     def _jobs(self, principal: Principal, query: dict[str, str]) -> str:
         state = query.get("state") or None
         since = parse_time(query.get("since", ""), "since")
-        until = parse_time(query.get("until", ""), "until")
-        if until is not None and len(query.get("until", "")) == len("YYYY-MM-DD"):
-            until += dt.timedelta(days=1)  # a date alone includes that day
+        until = parse_time(query.get("until", ""), "until", end=True)  # a date alone includes that day
         per_page = _int(query.get("per_page", ""), "per_page", 25)
         page = monitor.my_jobs(self.runtime, principal, state=state, since=since, until=until,
                                page=_int(query.get("page", ""), "page", 1), per_page=per_page)

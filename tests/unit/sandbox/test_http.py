@@ -4,9 +4,11 @@ import io
 import logging
 import os
 import re
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from werkzeug.test import Client, TestResponse
@@ -250,6 +252,62 @@ class TestGet:
             response = client.get(path, headers=OWNER)
             assert response.status_code == 403, path
             assert b"SECRET" not in response.data
+
+
+def _assert_guarded(response: TestResponse) -> None:
+    """The headers every sandbox answer carries (it is on the monitor's origin)."""
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    csp = [part.strip() for part in response.headers["Content-Security-Policy"].split(";")]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert not [part for part in csp if part.startswith(("script-src", "style-src")) or "unsafe" in part]
+
+
+class TestSecurityHeaders:
+    @pytest.mark.parametrize("name", ["x.html", "r\u00e9sultat final;.txt", "a\"b%41.html"])
+    def test_a_file_is_an_attachment_never_sniffed_framed_or_run(
+        self, client: Client, storage: FilesystemSandboxStorage, name: str
+    ) -> None:
+        (_area(storage, "output") / name).write_bytes(b"<html><script>alert(document.domain)</script>")
+        path = f"{OUTPUT}/{quote(name)}"
+        answers = [client.get(path, headers=OWNER, buffered=True), client.head(path, headers=OWNER),
+                   client.get(path, headers={**OWNER, "Range": "bytes=0-5"}, buffered=True)]
+        for response in answers:
+            assert response.status_code in (200, 206)  # a range: served whole today
+            assert response.headers["Content-Type"] == "application/octet-stream"
+            _assert_guarded(response)
+            assert "sandbox" in response.headers["Content-Security-Policy"]
+            disposition = response.headers["Content-Disposition"]
+            assert disposition == "attachment; filename*=UTF-8''" + quote(name, safe="")
+            message = Message()
+            message["Content-Disposition"] = disposition
+            assert message.get_filename() == name  # RFC 2231/5987 read back
+
+    def test_a_listing_has_a_policy_for_links_only(self, client: Client, storage: FilesystemSandboxStorage) -> None:
+        (_area(storage, "output") / "std.out").write_bytes(b"1")
+        for response in (client.get(f"{OUTPUT}/", headers=OWNER), client.head(f"{OUTPUT}", headers=OWNER),
+                         client.get(f"{INPUT}/", headers=OWNER)):  # input/ not made yet: listed empty
+            assert response.status_code == 200 and response.mimetype == "text/html"
+            _assert_guarded(response)
+            assert "Content-Disposition" not in response.headers
+            assert "base-uri 'self'" in response.headers["Content-Security-Policy"]  # its <base href>
+        page = client.get(f"{OUTPUT}/", headers=OWNER).get_data(as_text=True)
+        assert "<base href=" in page and "style" not in page and "<script" not in page
+
+    def test_refusals_and_writes_carry_them_too(self, client: Client) -> None:
+        answers = [
+            client.get(f"{OUTPUT}/nothing", headers=OWNER),
+            client.get(f"{OUTPUT}/std.out", headers={"X-Test-User": "mallory"}),
+            client.open(f"{OUTPUT}/", method="PROPFIND", headers=OWNER),
+            _put(client, f"{INPUT}/f", b"x"),
+            client.delete(f"{INPUT}/f", headers=OWNER),
+        ]
+        assert [r.status_code for r in answers] == [404, 403, 405, 201, 204]
+        for response in answers:
+            _assert_guarded(response)
+            assert "Content-Disposition" not in response.headers
 
 
 class TestAuthorization:

@@ -99,6 +99,29 @@ class TestJobList:
         assert status == "400 Bad Request"
         assert doc.xpath('//p[@class="error"]')
 
+    @pytest.mark.parametrize("query", [
+        "until=9999-12-31",  # a date alone includes its day: the next one is past datetime's last
+        "since=0001-01-01T00:00%2B14:00", "until=9999-12-31T23:59-10:00",  # offsets: UTC only
+        "since=2024-W01", "since=20240101", "since=2024-01-01T00:00:00.123456", "since=2024-01-01 10:00",
+        "since=%D9%A2024-01-01", "until=2024-02-30",
+    ])
+    def test_a_date_the_filter_cannot_take_is_a_400_page(self, app: WMProxyApplication, alice: Principal,
+                                                         query: str) -> None:
+        status, doc = page(app, alice, "/monitor/", query)
+        assert status == "400 Bad Request"
+        message = doc.xpath('string(//p[@class="error"])')
+        assert message.startswith(query.split("=")[0] + ": ")
+        assert "YYYY-MM-DD" in message or "last date" in message
+
+    @pytest.mark.parametrize("query", ["since=0001-01-01", "until=9999-12-30", "until=9999-12-31T23:59",
+                                       "since=0001-01-01T00:00&until=9999-12-31T23:59"])
+    def test_the_first_and_last_dates_a_filter_takes(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                     delegated: str, query: str) -> None:
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        status, doc = page(app, alice, "/monitor/", query)
+        assert status == "200 OK"
+        assert [a.text for a in doc.xpath('//table[@id="jobs"]//a')] == [job_id]
+
     def test_more_than_twenty_query_fields_is_a_400_page(self, app: WMProxyApplication, alice: Principal) -> None:
         twenty = "&".join(f"f{n}=x" for n in range(20))
         assert page(app, alice, "/monitor/", twenty)[0] == "200 OK"
