@@ -22,7 +22,9 @@ plug-ins ``lcmaps_localaccount``, ``lcmaps_poolaccount``, ``lcmaps_voms_poolacco
   pattern bans the caller when it matches **any** of the caller's FQANs
   (``lcmaps_ban_fqan``).
 * Patterns are anchored and case-sensitive; ``*`` matches any run of characters
-  (``/atlas/*`` matches ``/atlas/Role=pilot`` and ``/atlas/higgs`` but not ``/atlas``).
+  (``/atlas/*`` matches ``/atlas/Role=pilot`` and ``/atlas/higgs`` but not ``/atlas``),
+  except in a grid-mapfile line with a static account, whose DN is compared literally
+  (``lcmaps_localaccount``: a ``*`` there is an ordinary character).
 * FQANs and FQAN patterns are compared in VOMS' short form: ``/Role=NULL`` and
   ``/Capability=NULL`` are dropped, so ``/atlas/Role=NULL/Capability=NULL`` is ``/atlas``.
 * A pool ``.wmpatl`` is the set of existing accounts named ``wmpatl<digits>``
@@ -241,12 +243,23 @@ def _decision(entry: MapEntry, group: str, source: str) -> MappingDecision:
                            source=f"{source} line {entry.line}")
 
 
+def _dn_matches(entry: MapEntry, dn: str) -> bool:
+    """A grid-mapfile line applies to ``dn``: a pool line's pattern may hold ``*``, a
+    static account's DN is compared literally (``lcmaps_localaccount`` logs "No matching
+    mapping found" for ``"/C=XX/O=Test/CN=Mallory*" acct`` and ``.../CN=Mallory Victim``),
+    so a wildcard never lends one user's account to others."""
+    return pattern_matches(entry.pattern, dn) if entry.pool else entry.pattern == dn
+
+
 def decide(dn: str, fqans: tuple[str, ...], policy: MappingPolicy) -> MappingDecision:
     """Decide the mapping of a caller (``wmproxy-behaviour.md`` §6.3).
 
     Order: the ban list (the DN, and every FQAN); then the VOMS rules on the first
     FQAN, first matching rule winning; then the grid-mapfile on the DN, first
-    matching line winning.
+    matching line winning. Ban patterns, VOMS rules and grid-mapfile pool lines may
+    hold ``*``; a grid-mapfile line with a static account matches its DN literally
+    (``lcmaps_localaccount``; ``lcmaps_poolaccount`` takes wildcards, each DN then
+    getting its own lease).
 
     Args:
         dn: the caller's DN in slash form.
@@ -263,7 +276,7 @@ def decide(dn: str, fqans: tuple[str, ...], policy: MappingPolicy) -> MappingDec
             if pattern_matches(rule.pattern, short[0]):
                 return _decision(rule, rule.pattern, "VOMS rules")
     for entry in policy.gridmap:
-        if pattern_matches(entry.pattern, dn):
+        if _dn_matches(entry, dn):
             return _decision(entry, "", "grid-mapfile")
     with_fqan = f" with FQAN {short[0]}" if short else ""
     raise MappingError(f"no mapping for DN {dn}{with_fqan}")

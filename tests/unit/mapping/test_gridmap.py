@@ -112,6 +112,17 @@ class TestDecide:
         with pytest.raises(MappingError, match="no mapping for DN /C=YY/O=Grid/CN=x"):
             decide("/C=YY/O=Grid/CN=x", (), policy)
 
+    def test_a_static_account_line_compares_the_dn_literally(self) -> None:
+        # lcmaps_localaccount 1.6.6: "No matching mapping found ... CN=Mallory*" for CN=Mallory Victim
+        policy = self.policy('"/C=XX/O=Test/CN=Mallory*" mallory\n')
+        with pytest.raises(MappingError, match=r"no mapping for DN /C=XX/O=Test/CN=Mallory Victim$"):
+            decide("/C=XX/O=Test/CN=Mallory Victim", (), policy)
+        assert decide("/C=XX/O=Test/CN=Mallory*", (), policy).account == "mallory"
+
+    def test_a_pool_line_takes_wildcards_and_a_later_static_line_still_applies(self) -> None:
+        policy = self.policy('"/C=XX/O=Test/CN=Mallory*" mallory\n"/C=XX/O=Test/*" .guest\n')
+        assert decide("/C=XX/O=Test/CN=Mallory Victim", (), policy).pool == "guest"
+
     @pytest.mark.parametrize(
         ("fqan", "pool", "account"),
         [
