@@ -22,11 +22,14 @@ plug-ins ``lcmaps_localaccount``, ``lcmaps_poolaccount``, ``lcmaps_voms_poolacco
   pattern bans the caller when it matches **any** of the caller's FQANs
   (``lcmaps_ban_fqan``).
 * Patterns are anchored and case-sensitive; ``*`` matches any run of characters
-  (``/atlas/*`` matches ``/atlas/Role=pilot`` and ``/atlas/higgs`` but not ``/atlas``),
-  except in a grid-mapfile line with a static account, whose DN is compared literally
-  (``lcmaps_localaccount``: a ``*`` there is an ordinary character).
-* FQANs and FQAN patterns are compared in VOMS' short form: ``/Role=NULL`` and
+  (``/atlas/*`` matches ``/atlas/Role=pilot``, ``/atlas/higgs`` and, through its long form
+  ``/atlas/Role=NULL/Capability=NULL``, ``/atlas``), except in a grid-mapfile line with
+  a static account, whose DN is compared literally (``lcmaps_localaccount``: a ``*``
+  there is an ordinary character).
+* An FQAN pattern without ``*`` is compared in VOMS' short form: ``/Role=NULL`` and
   ``/Capability=NULL`` are dropped, so ``/atlas/Role=NULL/Capability=NULL`` is ``/atlas``.
+  A pattern with ``*`` is kept as written and matched against the caller's FQAN in both
+  its short and its long form (:func:`fqan_matches`), as LCMAPS matches the long form.
 * A pool ``.wmpatl`` is the set of existing accounts named ``wmpatl<digits>``
   (``-strict_poolprefix_match yes``).
 """
@@ -66,7 +69,7 @@ class MapEntry:
     """One line of a grid-mapfile or of the VOMS rules: a pattern and its target.
 
     Attributes:
-        pattern: DN or (normalised) FQAN pattern, ``*`` as wildcard.
+        pattern: DN or FQAN pattern (:func:`fqan_pattern`), ``*`` as wildcard.
         target: account name, or pool name with its leading dot (``.wmpatl``).
         line: line number in its file, for messages.
     """
@@ -115,6 +118,40 @@ def normalise_fqan(fqan: str) -> str:
     parts = [p for p in fqan.strip().split("/") if p not in ("Role=NULL", "Capability=NULL")]
     short = "/".join(parts)
     return short.rstrip("/") or short
+
+
+def fqan_forms(fqan: str) -> tuple[str, str]:
+    """The caller's FQAN in VOMS short and long form: ``/atlas/Role=NULL/Capability=NULL``
+    and ``/atlas`` both give ``("/atlas", "/atlas/Role=NULL/Capability=NULL")``;
+    ``/atlas/Role=pilot`` gives ``("/atlas/Role=pilot", "/atlas/Role=pilot/Capability=NULL")``."""
+    parts = [p for p in fqan.strip().split("/") if p]
+    group = "".join(f"/{p}" for p in parts if not p.startswith(("Role=", "Capability=")))
+    role = next((p for p in parts if p.startswith("Role=")), "Role=NULL")
+    capability = next((p for p in parts if p.startswith("Capability=")), "Capability=NULL")
+    return normalise_fqan(fqan), f"{group}/{role}/{capability}"
+
+
+def fqan_pattern(pattern: str) -> str:
+    """How an FQAN pattern of the VOMS rules or the ban list is kept: without ``*`` in
+    short form (``/atlas/Role=NULL/Capability=NULL`` → ``/atlas``), with ``*`` as written
+    (``/atlas/*/Role=NULL/Capability=NULL`` stays: shortening it would drop the role)."""
+    pattern = pattern.strip()
+    return pattern if "*" in pattern else normalise_fqan(pattern)
+
+
+def fqan_matches(pattern: str, fqan: str) -> bool:
+    """An FQAN pattern (as :func:`fqan_pattern` keeps it) applies to the caller's FQAN.
+
+    A pattern without ``*`` is compared with the FQAN's short form. A pattern with ``*``
+    is matched against both the short and the long form, as LCMAPS 1.6.6
+    (``lcmaps_voms_localaccount``, ``lcmaps_ban_fqan``) matches the long form VOMS hands
+    it: ``/atlas/*`` maps and bans ``/atlas/Role=NULL/Capability=NULL``, and
+    ``/atlas/*/Role=NULL/Capability=NULL`` matches ``/atlas/higgs/Role=NULL/Capability=NULL``
+    but not ``/atlas/Role=production/Capability=NULL``.
+    """
+    if "*" not in pattern:
+        return pattern == normalise_fqan(fqan)
+    return any(pattern_matches(pattern, form) for form in fqan_forms(fqan))
 
 
 def pattern_matches(pattern: str, value: str) -> bool:
@@ -169,7 +206,7 @@ def parse_mapfile(text: str, name: str = "grid-mapfile", *, fqans: bool = False)
     Args:
         text: the file's content.
         name: file name used in messages.
-        fqans: the patterns are FQANs: store them normalised.
+        fqans: the patterns are FQANs: store them as :func:`fqan_pattern` does.
 
     Raises:
         MappingError: a line without a target, with an unterminated quote or an
@@ -185,12 +222,13 @@ def parse_mapfile(text: str, name: str = "grid-mapfile", *, fqans: bool = False)
         target = targets[0]  # several accounts: the first wins, as LCMAPS
         if not _ACCOUNT.fullmatch(target.removeprefix(".")):
             raise MappingError(f"{where}: invalid account or pool name {target!r}")
-        entries.append(MapEntry(normalise_fqan(subject) if fqans else subject, target, number))
+        entries.append(MapEntry(fqan_pattern(subject) if fqans else subject, target, number))
     return tuple(entries)
 
 
 def parse_banfile(text: str, name: str = "ban list") -> tuple[str, ...]:
-    """Parse a ban list: one quoted (or blank-free) DN or FQAN pattern a line; FQANs normalised.
+    """Parse a ban list: one quoted (or blank-free) DN or FQAN pattern a line; FQAN
+    patterns kept as :func:`fqan_pattern` does.
 
     Raises:
         MappingError: an unterminated quote (message names the file and line).
@@ -199,7 +237,7 @@ def parse_banfile(text: str, name: str = "ban list") -> tuple[str, ...]:
     for number, line in _lines(text):
         subject, _ = _split_subject(line, f"{name} line {number}")
         if subject:
-            bans.append(subject if is_dn_pattern(subject) else normalise_fqan(subject))
+            bans.append(subject if is_dn_pattern(subject) else fqan_pattern(subject))
     return tuple(bans)
 
 
@@ -233,8 +271,8 @@ def _check_bans(dn: str, fqans: tuple[str, ...], bans: tuple[str, ...]) -> None:
                 raise MappingError(f"the DN {dn} is banned")
         else:
             for fqan in fqans:
-                if pattern_matches(ban, fqan):
-                    raise MappingError(f"the FQAN {fqan} is banned")
+                if fqan_matches(ban, fqan):
+                    raise MappingError(f"the FQAN {normalise_fqan(fqan)} is banned")
 
 
 def _decision(entry: MapEntry, group: str, source: str) -> MappingDecision:
@@ -263,20 +301,21 @@ def decide(dn: str, fqans: tuple[str, ...], policy: MappingPolicy) -> MappingDec
 
     Args:
         dn: the caller's DN in slash form.
-        fqans: the caller's FQANs, primary first (any form; normalised here).
+        fqans: the caller's FQANs, primary first, in short or long form
+            (:func:`fqan_matches`).
         policy: the site policy from :func:`read_policy`.
 
     Raises:
         MappingError: banned DN or FQAN, or no rule and no grid-mapfile line applies.
     """
-    short = tuple(normalise_fqan(f) for f in fqans if f.strip())
-    _check_bans(dn, short, policy.bans)
-    if short:
+    present = tuple(f.strip() for f in fqans if f.strip())
+    _check_bans(dn, present, policy.bans)
+    if present:
         for rule in policy.voms_rules:
-            if pattern_matches(rule.pattern, short[0]):
+            if fqan_matches(rule.pattern, present[0]):
                 return _decision(rule, rule.pattern, "VOMS rules")
     for entry in policy.gridmap:
         if _dn_matches(entry, dn):
             return _decision(entry, "", "grid-mapfile")
-    with_fqan = f" with FQAN {short[0]}" if short else ""
+    with_fqan = f" with FQAN {normalise_fqan(present[0])}" if present else ""
     raise MappingError(f"no mapping for DN {dn}{with_fqan}")

@@ -14,6 +14,7 @@ from wmproxy.security.gridmap import (
     MappingNotAllowedError,
     MappingPolicy,
     decide,
+    fqan_forms,
     normalise_fqan,
     parse_banfile,
     parse_mapfile,
@@ -77,6 +78,10 @@ class TestParseMapfile:
         (entry,) = parse_mapfile('"/atlas/Role=NULL/Capability=NULL" atlasuser', fqans=True)
         assert entry.pattern == "/atlas"
 
+    def test_voms_rules_with_a_wildcard_are_stored_as_written(self) -> None:
+        (entry,) = parse_mapfile('"/atlas/*/Role=NULL/Capability=NULL" .atl', fqans=True)
+        assert entry.pattern == "/atlas/*/Role=NULL/Capability=NULL"
+
 
 class TestNormaliseFqan:
     @pytest.mark.parametrize(
@@ -91,6 +96,17 @@ class TestNormaliseFqan:
     )
     def test_null_role_and_capability_are_dropped(self, fqan: str, short: str) -> None:
         assert normalise_fqan(fqan) == short
+
+    @pytest.mark.parametrize(
+        ("fqan", "forms"),
+        [
+            ("/atlas", ("/atlas", "/atlas/Role=NULL/Capability=NULL")),
+            ("/atlas/Role=NULL/Capability=NULL", ("/atlas", "/atlas/Role=NULL/Capability=NULL")),
+            ("/atlas/higgs/Role=pilot", ("/atlas/higgs/Role=pilot", "/atlas/higgs/Role=pilot/Capability=NULL")),
+        ],
+    )
+    def test_short_and_long_forms(self, fqan: str, forms: tuple[str, str]) -> None:
+        assert fqan_forms(fqan) == forms
 
 
 class TestDecide:
@@ -137,6 +153,30 @@ class TestDecide:
                                                             account: str | None) -> None:
         decision = decide(ALICE, (fqan, "/lhcb/Role=pilot"), self.policy())
         assert (decision.pool, decision.account) == (pool, account)
+
+    def test_a_null_role_after_a_wildcard_still_restricts_the_rule(self) -> None:
+        # LCMAPS 1.6.6 (lcmaps_voms_poolaccount): production goes to its own pool, not the generic one
+        policy = self.policy(rules='"/atlas/*/Role=NULL/Capability=NULL" .atl\n'
+                                   '"/atlas/Role=production/Capability=NULL" .atlprd\n')
+        assert decide(ALICE, ("/atlas/Role=production/Capability=NULL",), policy).pool == "atlprd"
+        assert decide(ALICE, ("/atlas/higgs/Role=NULL/Capability=NULL",), policy).pool == "atl"
+        with pytest.raises(MappingError, match="no mapping"):
+            decide(ALICE, ("/atlas/higgs/Role=pilot/Capability=NULL",), policy)
+
+    @pytest.mark.parametrize("fqan", ["/atlas/Role=NULL/Capability=NULL", "/atlas"])
+    def test_a_vo_wildcard_matches_plain_members(self, fqan: str) -> None:
+        # LCMAPS 1.6.6 maps /atlas/Role=NULL/Capability=NULL with "/atlas/*"
+        decision = decide(ALICE, (fqan,), self.policy(rules='"/atlas/*" .atl\n'))
+        assert (decision.pool, decision.group) == ("atl", "/atlas/*")
+
+    def test_wildcard_fqan_bans_match_the_long_form_too(self) -> None:
+        # LCMAPS 1.6.6 lcmaps_ban_fqan: "/atlas/*" bans plain members, the NULL role is not dropped
+        with pytest.raises(MappingError, match=r"the FQAN /atlas is banned"):
+            decide(ALICE, ("/atlas/Role=NULL/Capability=NULL",), self.policy(bans='"/atlas/*"\n'))
+        narrow = self.policy(bans='"/atlas/*/Role=NULL/Capability=NULL"\n')
+        assert decide(ALICE, ("/atlas/Role=production/Capability=NULL",), narrow).pool == "atlprd"
+        with pytest.raises(MappingError, match="is banned"):
+            decide(ALICE, ("/atlas/higgs/Role=NULL/Capability=NULL",), narrow)
 
     def test_rule_order_decides_between_overlapping_rules(self) -> None:
         fqans = ("/atlas/Role=production/Capability=NULL",)
