@@ -13,7 +13,9 @@ plug-ins ``lcmaps_localaccount``, ``lcmaps_poolaccount``, ``lcmaps_voms_poolacco
   ignored. A DN or FQAN is written in double quotes (``\\"`` and ``\\\\`` escape a quote
   and a backslash inside them); without quotes it ends at the first blank.
 * grid-mapfile: ``"<DN pattern>" <account>`` or ``"<DN pattern>" .<pool>``. Several
-  accounts on a line (``a,b`` or ``a b``): the first one is used, as LCMAPS does.
+  accounts on a line (``a,b`` or ``a b``): the first one is used, as LCMAPS does. A line
+  without an account, or with a name ``pwd`` cannot hold (``/``, ``:``), is skipped with a
+  WARNING, as LCMAPS skips it; an unterminated quote fails the whole file.
 * VOMS rules: ``"<FQAN pattern>" <account>`` or ``"<FQAN pattern>" .<pool>`` (the
   voms-grid-mapfile / groupmapfile format). Only the caller's **first** FQAN is
   matched and the **first** matching rule wins.
@@ -36,13 +38,22 @@ plug-ins ``lcmaps_localaccount``, ``lcmaps_poolaccount``, ``lcmaps_voms_poolacco
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from wmproxy.errors import AuthorizationError
 
-_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+log = logging.getLogger(__name__)
+
+# An account or pool name as ``pwd`` may resolve it (local files, LDAP, SSSD/AD:
+# ``dan@ad.example.org``, ``1user``): no blank, ``/``, ``:`` or control character; 64 at
+# most (``jobs.local_account``, ``pool_leases.account``).
+_ACCOUNT = re.compile(r"[^\s/:\x00-\x1f\x7f]{1,64}")
+# file name -> digest of the version whose skipped lines were last logged
+_WARNED: dict[str, str] = {}
 
 
 class MappingError(AuthorizationError):
@@ -208,22 +219,43 @@ def parse_mapfile(text: str, name: str = "grid-mapfile", *, fqans: bool = False)
         name: file name used in messages.
         fqans: the patterns are FQANs: store them as :func:`fqan_pattern` does.
 
+    A line without a subject or a target, or whose target is no usable account or pool
+    name (empty, or with a blank, ``/`` or ``:``), is skipped with a WARNING naming the
+    file and line, logged once per version of the file: LCMAPS 1.6.6 skips such a line
+    (``"<DN>"`` alone) or fails only the DNs it names, and maps everyone else.
+
     Raises:
-        MappingError: a line without a target, with an unterminated quote or an
-            invalid account or pool name (message names the file and line).
+        MappingError: an unterminated quote (message names the file and line): the
+            rest of the file could not be read as intended.
     """
     entries = []
+    skipped = []
     for number, line in _lines(text):
         where = f"{name} line {number}"
         subject, rest = _split_subject(line, where)
         targets = [t for t in re.split(r"[,\s]+", rest) if t]
         if not subject or not targets:
-            raise MappingError(f"{where}: expected '\"<{'FQAN' if fqans else 'DN'}>\" <account>|.<pool>'")
+            skipped.append(f"{where}: expected '\"<{'FQAN' if fqans else 'DN'}>\" <account>|.<pool>'")
+            continue
         target = targets[0]  # several accounts: the first wins, as LCMAPS
         if not _ACCOUNT.fullmatch(target.removeprefix(".")):
-            raise MappingError(f"{where}: invalid account or pool name {target!r}")
+            skipped.append(f"{where}: invalid account or pool name {target!r}")
+            continue
         entries.append(MapEntry(fqan_pattern(subject) if fqans else subject, target, number))
+    if skipped:
+        _warn_once(name, text, skipped)
     return tuple(entries)
+
+
+def _warn_once(name: str, text: str, skipped: list[str]) -> None:
+    """Log the skipped lines of ``name`` unless this version of it was logged already
+    (the files are read on every registration)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if _WARNED.get(name) == digest:
+        return
+    _WARNED[name] = digest
+    for why in skipped:
+        log.warning("%s; line skipped", why)
 
 
 def parse_banfile(text: str, name: str = "ban list") -> tuple[str, ...]:
@@ -254,7 +286,8 @@ def read_policy(gridmap_file: str = "", voms_rules_file: str = "", ban_file: str
     """Read the policy files; an empty path means "no such file configured".
 
     Raises:
-        MappingError: a configured file cannot be read or has a syntax error.
+        MappingError: a configured file cannot be read or has an unterminated quote
+            (other bad lines are skipped: :func:`parse_mapfile`).
     """
     return MappingPolicy(
         gridmap=parse_mapfile(_read(gridmap_file, "grid-mapfile"), gridmap_file or "grid-mapfile"),

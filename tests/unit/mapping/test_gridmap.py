@@ -25,6 +25,7 @@ from wmproxy.security.gridmap import (
 ALICE = "/C=XX/O=Grid/CN=Alice Smith"
 BOB = "/C=XX/O=Grid/CN=Bob"
 
+NO_TARGET = """expected '"<DN>" <account>|.<pool>'"""
 SITE_VOMS_RULES = """\
 # the site's VOMS rules: first FQAN, first matching rule
 "/atlas/Role=production" .atlprd
@@ -59,20 +60,45 @@ class TestParseMapfile:
         (entry,) = parse_mapfile(f'"{ALICE}" {targets}')
         assert entry.target == "first"
 
+    def test_an_unterminated_quote_fails_the_file_naming_the_line(self) -> None:
+        with pytest.raises(MappingError) as info:
+            parse_mapfile(f'# header\n"{ALICE} alice\n"{BOB}" bob\n', "/etc/grid-security/grid-mapfile")
+        assert "/etc/grid-security/grid-mapfile line 2: unterminated quote" in str(info.value)
+        assert str(info.value).startswith("LCMAPS failed to map user credential: ")
+
     @pytest.mark.parametrize(
         ("line", "why"),
         [
-            (f'"{ALICE}', "unterminated quote"),
-            (f'"{ALICE}"', "expected"),
-            (f'"{ALICE}" bad/name', "invalid account or pool name"),
-            (f'"{ALICE}" .', "invalid account or pool name"),
+            (f'"{ALICE}"', NO_TARGET),
+            ('"" alice', NO_TARGET),
+            (f'"{ALICE}" bad/name', "invalid account or pool name 'bad/name'"),
+            (f'"{ALICE}" .', "invalid account or pool name '.'"),
+            (f'"{ALICE}" a:b', "invalid account or pool name 'a:b'"),
         ],
     )
-    def test_bad_lines_name_the_file_and_line(self, line: str, why: str) -> None:
-        with pytest.raises(MappingError) as info:
-            parse_mapfile(f"# header\n{line}\n", "/etc/grid-security/grid-mapfile")
-        assert f"/etc/grid-security/grid-mapfile line 2: {why}" in str(info.value)
-        assert str(info.value).startswith("LCMAPS failed to map user credential: ")
+    def test_a_bad_line_is_skipped_with_a_warning_once_per_file_version(
+        self, line: str, why: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    ) -> None:
+        # LCMAPS 1.6.6 skips '"<DN>"' alone and maps the other lines
+        name = str(tmp_path / "grid-mapfile")
+        text = f'# header\n{line}\n"{BOB}" bob\n'
+        with caplog.at_level("WARNING", logger="wmproxy.security.gridmap"):
+            assert parse_mapfile(text, name) == (MapEntry(BOB, "bob", 3),)
+            assert parse_mapfile(text, name) == (MapEntry(BOB, "bob", 3),)
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [f"{name} line 2: {why}; line skipped"]
+        with caplog.at_level("WARNING", logger="wmproxy.security.gridmap"):
+            parse_mapfile(text + f'"{ALICE}" alice\n', name)  # a new version: logged again
+        assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2
+
+    @pytest.mark.parametrize("account", ["dan@ad.example.org", "1user", "first.last", "a-b_c", "AD\\dan"])
+    def test_account_names_pwd_can_resolve_are_accepted(self, account: str) -> None:
+        (entry,) = parse_mapfile(f"{ALICE.replace(' ', '_')} {account}\n")
+        assert entry.target == account
+
+    def test_a_site_file_with_a_bad_line_still_maps_everyone_else(self) -> None:
+        policy = MappingPolicy(parse_mapfile(f'"/C=XX/O=Grid/CN=Nobody"\n"{ALICE}" dan@ad.example.org\n'))
+        assert decide(ALICE, (), policy).account == "dan@ad.example.org"
 
     def test_voms_rules_are_stored_in_short_form(self) -> None:
         (entry,) = parse_mapfile('"/atlas/Role=NULL/Capability=NULL" atlasuser', fqans=True)
