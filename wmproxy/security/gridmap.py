@@ -11,7 +11,9 @@ plug-ins ``lcmaps_localaccount``, ``lcmaps_poolaccount``, ``lcmaps_voms_poolacco
 
 * Every file has one entry a line; blank lines and lines starting with ``#`` are
   ignored. A DN or FQAN is written in double quotes (``\\"`` and ``\\\\`` escape a quote
-  and a backslash inside them); without quotes it ends at the first blank.
+  and a backslash inside them); without quotes it ends at the first blank. OpenSSL's
+  ``\\xHH`` bytes (``/CN=Jos\\xC3\\xA9``, the DN as LCMAPS and the original logged it)
+  are read as the UTF-8 text they encode (``/CN=José``), the form of the caller's DN.
 * grid-mapfile: ``"<DN pattern>" <account>`` or ``"<DN pattern>" .<pool>``. Several
   accounts on a line (``a,b`` or ``a b``): the first one is used, as LCMAPS does. A line
   without an account, or with a name ``pwd`` cannot hold (``/``, ``:``), is skipped with a
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 # ``dan@ad.example.org``, ``1user``): no blank, ``/``, ``:`` or control character; 64 at
 # most (``jobs.local_account``, ``pool_leases.account``).
 _ACCOUNT = re.compile(r"[^\s/:\x00-\x1f\x7f]{1,64}")
+# OpenSSL's escaped bytes in a oneline DN: \xC3\xA9
+_HEX_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
 # file name -> digest of the version whose skipped lines were last logged
 _WARNED: dict[str, str] = {}
 
@@ -182,16 +186,38 @@ def pool_members(pool: str, accounts: list[str]) -> list[str]:
     return sorted(name for name in accounts if member.fullmatch(name))
 
 
+def _fold_hex(run: str) -> str:
+    """A run of ``\\xHH`` (OpenSSL ``X509_NAME_oneline``'s spelling of the bytes of a
+    non-ASCII value, ``Jos\\xC3\\xA9``) as the UTF-8 text it encodes (``José``), the form
+    of the caller's DN (:func:`wmproxy.security.dn.slash_dn`); kept as written when the
+    bytes are not UTF-8."""
+    try:
+        return bytes.fromhex(run.replace("\\x", "")).decode()
+    except UnicodeDecodeError:
+        return run
+
+
 def _split_subject(text: str, where: str) -> tuple[str, str]:
-    """Split ``"<subject>" rest`` or ``subject rest`` into (subject, rest)."""
+    """Split ``"<subject>" rest`` or ``subject rest`` into (subject, rest).
+
+    In the subject, runs of ``\\xHH`` (either case) become the UTF-8 text they encode
+    (:func:`_fold_hex`); inside quotes ``\\"`` and ``\\\\`` are a quote and a backslash,
+    and any other backslash is itself (``\\s``), as LCMAPS 1.6.6 reads it.
+    """
     if not text.startswith('"'):
         pieces = text.split(None, 1)
-        return pieces[0], pieces[1].strip() if len(pieces) > 1 else ""
+        subject = _HEX_RUN.sub(lambda run: _fold_hex(run.group()), pieces[0])
+        return subject, pieces[1].strip() if len(pieces) > 1 else ""
     out: list[str] = []
     i = 1
     while i < len(text):
         char = text[i]
-        if char == "\\" and i + 1 < len(text):
+        run = _HEX_RUN.match(text, i) if char == "\\" else None
+        if run:
+            out.append(_fold_hex(run.group()))
+            i = run.end()
+            continue
+        if char == "\\" and text[i + 1 : i + 2] in ('"', "\\"):
             out.append(text[i + 1])
             i += 2
             continue
@@ -250,7 +276,7 @@ def parse_mapfile(text: str, name: str = "grid-mapfile", *, fqans: bool = False)
 def _warn_once(name: str, text: str, skipped: list[str]) -> None:
     """Log the skipped lines of ``name`` unless this version of it was logged already
     (the files are read on every registration)."""
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
     if _WARNED.get(name) == digest:
         return
     _WARNED[name] = digest
@@ -277,7 +303,8 @@ def _read(path: str, what: str) -> str:
     if not path:
         return ""
     try:
-        return Path(path).read_text()
+        # bytes that are not UTF-8 (a Latin-1 DN) stay undecodable there and match no DN
+        return Path(path).read_bytes().decode("utf-8", "surrogateescape")
     except OSError as exc:
         raise MappingError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
 

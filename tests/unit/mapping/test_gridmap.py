@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from wmproxy.config import ConfigError, MappingSettings, load_settings
 from wmproxy.errors import AuthorizationError
+from wmproxy.security.dn import slash_dn
 from wmproxy.security.gridmap import (
     MapEntry,
     MappingError,
@@ -54,6 +57,32 @@ class TestParseMapfile:
         ]
         assert entries[0].line == 3
         assert entries[3].pool == "wmpatl" and entries[0].pool is None
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            '"/C=XX/O=Test/CN=Jos\\xC3\\xA9" jose',  # X509_NAME_oneline, as LCMAPS logs it
+            '"/C=XX/O=Test/CN=Jos\\xc3\\xa9" jose',
+            "/C=XX/O=Test/CN=Jos\\xc3\\xa9 jose",
+            '"/C=XX/O=Test/CN=José" jose',
+        ],
+    )
+    def test_openssl_hex_bytes_are_read_as_utf8(self, line: str) -> None:
+        (entry,) = parse_mapfile(line)
+        assert entry.pattern == "/C=XX/O=Test/CN=José"
+
+    @pytest.mark.parametrize(
+        ("line", "pattern"),
+        [
+            ('"/C=XX/O=Test/CN=B\\\\x41" b', "/C=XX/O=Test/CN=B\\x41"),  # an escaped backslash, then x41
+            ('"/C=XX/O=Test/CN=B\\xE9" b', "/C=XX/O=Test/CN=B\\xE9"),  # not UTF-8: kept as written
+            ('"/C=XX/O=Test/CN=B\\xZZ" b', "/C=XX/O=Test/CN=B\\xZZ"),  # no hex: a backslash, as LCMAPS
+            ('"/C=XX/O=Test/CN=B\\s" b', "/C=XX/O=Test/CN=B\\s"),
+        ],
+    )
+    def test_other_backslashes_and_non_utf8_bytes_stay_as_written(self, line: str, pattern: str) -> None:
+        (entry,) = parse_mapfile(line)
+        assert entry.pattern == pattern
 
     @pytest.mark.parametrize("targets", ["first,second", "first second", "first, second,third"])
     def test_several_accounts_on_a_line_the_first_wins(self, targets: str) -> None:
@@ -257,6 +286,17 @@ class TestDecide:
             decide(ALICE, ("/atlas/Role=production", "/atlas/Role=pilot"), policy)
         assert decide(ALICE, ("/atlas/Role=production",), policy).pool == "atlprd"
 
+    def test_a_non_ascii_dn_maps_and_is_banned_in_openssl_spelling(self) -> None:
+        # LCMAPS 1.6.6 maps the X509_NAME_oneline DN /C=XX/O=Test/CN=Jos\xC3\xA9 by a line written so
+        jose = slash_dn(x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+                                   x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test"),
+                                   x509.NameAttribute(NameOID.COMMON_NAME, "José")]))
+        policy = self.policy('"/C=XX/O=Test/CN=Jos\\xC3\\xA9" jose\n')
+        assert decide(jose, (), policy).account == "jose"
+        banned = self.policy('"/C=XX/O=Test/CN=Jos\\xc3\\xa9" jose\n', bans='"/C=XX/O=Test/CN=Jos\\xC3\\xA9"\n')
+        with pytest.raises(MappingError, match="is banned"):
+            decide(jose, (), banned)
+
     def test_no_fqan_and_no_grid_mapfile_line(self) -> None:
         with pytest.raises(MappingError, match=f"no mapping for DN {ALICE}$"):
             decide(ALICE, (), self.policy())
@@ -289,6 +329,13 @@ class TestReadPolicy:
 
     def test_empty_paths_mean_no_file(self) -> None:
         assert read_policy() == MappingPolicy()
+
+    def test_a_non_utf8_line_matches_nobody_and_the_rest_maps(self, tmp_path: Path) -> None:
+        (tmp_path / "grid-mapfile").write_bytes(b'"/C=XX/O=Test/CN=Jos\xe9" latin\n' + f'"{ALICE}" alice\n'.encode())
+        policy = read_policy(str(tmp_path / "grid-mapfile"))
+        assert decide(ALICE, (), policy).account == "alice"
+        with pytest.raises(MappingError, match="no mapping"):
+            decide("/C=XX/O=Test/CN=José", (), policy)
 
     def test_a_missing_configured_file_is_a_mapping_failure(self, tmp_path: Path) -> None:
         with pytest.raises(MappingError, match=r"cannot read the grid-mapfile .*/absent"):
