@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from wmproxy.config import ConfigError, MappingSettings, load_settings
 from wmproxy.errors import AuthorizationError
+from wmproxy.security.dn import slash_dn
 from wmproxy.security.gridmap import (
     MapEntry,
     MappingError,
     MappingNotAllowedError,
     MappingPolicy,
     decide,
+    fqan_forms,
     normalise_fqan,
     parse_banfile,
     parse_mapfile,
@@ -24,6 +28,7 @@ from wmproxy.security.gridmap import (
 ALICE = "/C=XX/O=Grid/CN=Alice Smith"
 BOB = "/C=XX/O=Grid/CN=Bob"
 
+NO_TARGET = """expected '"<DN>" <account>|.<pool>'"""
 SITE_VOMS_RULES = """\
 # the site's VOMS rules: first FQAN, first matching rule
 "/atlas/Role=production" .atlprd
@@ -53,29 +58,84 @@ class TestParseMapfile:
         assert entries[0].line == 3
         assert entries[3].pool == "wmpatl" and entries[0].pool is None
 
+    @pytest.mark.parametrize(
+        "line",
+        [
+            '"/C=XX/O=Test/CN=Jos\\xC3\\xA9" jose',  # X509_NAME_oneline, as LCMAPS logs it
+            '"/C=XX/O=Test/CN=Jos\\xc3\\xa9" jose',
+            "/C=XX/O=Test/CN=Jos\\xc3\\xa9 jose",
+            '"/C=XX/O=Test/CN=José" jose',
+        ],
+    )
+    def test_openssl_hex_bytes_are_read_as_utf8(self, line: str) -> None:
+        (entry,) = parse_mapfile(line)
+        assert entry.pattern == "/C=XX/O=Test/CN=José"
+
+    @pytest.mark.parametrize(
+        ("line", "pattern"),
+        [
+            ('"/C=XX/O=Test/CN=B\\\\x41" b', "/C=XX/O=Test/CN=B\\x41"),  # an escaped backslash, then x41
+            ('"/C=XX/O=Test/CN=B\\xE9" b', "/C=XX/O=Test/CN=B\\xE9"),  # not UTF-8: kept as written
+            ('"/C=XX/O=Test/CN=B\\xZZ" b', "/C=XX/O=Test/CN=B\\xZZ"),  # no hex: a backslash, as LCMAPS
+            ('"/C=XX/O=Test/CN=B\\s" b', "/C=XX/O=Test/CN=B\\s"),
+        ],
+    )
+    def test_other_backslashes_and_non_utf8_bytes_stay_as_written(self, line: str, pattern: str) -> None:
+        (entry,) = parse_mapfile(line)
+        assert entry.pattern == pattern
+
     @pytest.mark.parametrize("targets", ["first,second", "first second", "first, second,third"])
     def test_several_accounts_on_a_line_the_first_wins(self, targets: str) -> None:
         (entry,) = parse_mapfile(f'"{ALICE}" {targets}')
         assert entry.target == "first"
 
+    def test_an_unterminated_quote_fails_the_file_naming_the_line(self) -> None:
+        with pytest.raises(MappingError) as info:
+            parse_mapfile(f'# header\n"{ALICE} alice\n"{BOB}" bob\n', "/etc/grid-security/grid-mapfile")
+        assert "/etc/grid-security/grid-mapfile line 2: unterminated quote" in str(info.value)
+        assert str(info.value).startswith("LCMAPS failed to map user credential: ")
+
     @pytest.mark.parametrize(
         ("line", "why"),
         [
-            (f'"{ALICE}', "unterminated quote"),
-            (f'"{ALICE}"', "expected"),
-            (f'"{ALICE}" bad/name', "invalid account or pool name"),
-            (f'"{ALICE}" .', "invalid account or pool name"),
+            (f'"{ALICE}"', NO_TARGET),
+            ('"" alice', NO_TARGET),
+            (f'"{ALICE}" bad/name', "invalid account or pool name 'bad/name'"),
+            (f'"{ALICE}" .', "invalid account or pool name '.'"),
+            (f'"{ALICE}" a:b', "invalid account or pool name 'a:b'"),
         ],
     )
-    def test_bad_lines_name_the_file_and_line(self, line: str, why: str) -> None:
-        with pytest.raises(MappingError) as info:
-            parse_mapfile(f"# header\n{line}\n", "/etc/grid-security/grid-mapfile")
-        assert f"/etc/grid-security/grid-mapfile line 2: {why}" in str(info.value)
-        assert str(info.value).startswith("LCMAPS failed to map user credential: ")
+    def test_a_bad_line_is_skipped_with_a_warning_once_per_file_version(
+        self, line: str, why: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    ) -> None:
+        # LCMAPS 1.6.6 skips '"<DN>"' alone and maps the other lines
+        name = str(tmp_path / "grid-mapfile")
+        text = f'# header\n{line}\n"{BOB}" bob\n'
+        with caplog.at_level("WARNING", logger="wmproxy.security.gridmap"):
+            assert parse_mapfile(text, name) == (MapEntry(BOB, "bob", 3),)
+            assert parse_mapfile(text, name) == (MapEntry(BOB, "bob", 3),)
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [f"{name} line 2: {why}; line skipped"]
+        with caplog.at_level("WARNING", logger="wmproxy.security.gridmap"):
+            parse_mapfile(text + f'"{ALICE}" alice\n', name)  # a new version: logged again
+        assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2
+
+    @pytest.mark.parametrize("account", ["dan@ad.example.org", "1user", "first.last", "a-b_c", "AD\\dan"])
+    def test_account_names_pwd_can_resolve_are_accepted(self, account: str) -> None:
+        (entry,) = parse_mapfile(f"{ALICE.replace(' ', '_')} {account}\n")
+        assert entry.target == account
+
+    def test_a_site_file_with_a_bad_line_still_maps_everyone_else(self) -> None:
+        policy = MappingPolicy(parse_mapfile(f'"/C=XX/O=Grid/CN=Nobody"\n"{ALICE}" dan@ad.example.org\n'))
+        assert decide(ALICE, (), policy).account == "dan@ad.example.org"
 
     def test_voms_rules_are_stored_in_short_form(self) -> None:
         (entry,) = parse_mapfile('"/atlas/Role=NULL/Capability=NULL" atlasuser', fqans=True)
         assert entry.pattern == "/atlas"
+
+    def test_voms_rules_with_a_wildcard_are_stored_as_written(self) -> None:
+        (entry,) = parse_mapfile('"/atlas/*/Role=NULL/Capability=NULL" .atl', fqans=True)
+        assert entry.pattern == "/atlas/*/Role=NULL/Capability=NULL"
 
 
 class TestNormaliseFqan:
@@ -91,6 +151,17 @@ class TestNormaliseFqan:
     )
     def test_null_role_and_capability_are_dropped(self, fqan: str, short: str) -> None:
         assert normalise_fqan(fqan) == short
+
+    @pytest.mark.parametrize(
+        ("fqan", "forms"),
+        [
+            ("/atlas", ("/atlas", "/atlas/Role=NULL/Capability=NULL")),
+            ("/atlas/Role=NULL/Capability=NULL", ("/atlas", "/atlas/Role=NULL/Capability=NULL")),
+            ("/atlas/higgs/Role=pilot", ("/atlas/higgs/Role=pilot", "/atlas/higgs/Role=pilot/Capability=NULL")),
+        ],
+    )
+    def test_short_and_long_forms(self, fqan: str, forms: tuple[str, str]) -> None:
+        assert fqan_forms(fqan) == forms
 
 
 class TestDecide:
@@ -112,6 +183,17 @@ class TestDecide:
         with pytest.raises(MappingError, match="no mapping for DN /C=YY/O=Grid/CN=x"):
             decide("/C=YY/O=Grid/CN=x", (), policy)
 
+    def test_a_static_account_line_compares_the_dn_literally(self) -> None:
+        # lcmaps_localaccount 1.6.6: "No matching mapping found ... CN=Mallory*" for CN=Mallory Victim
+        policy = self.policy('"/C=XX/O=Test/CN=Mallory*" mallory\n')
+        with pytest.raises(MappingError, match=r"no mapping for DN /C=XX/O=Test/CN=Mallory Victim$"):
+            decide("/C=XX/O=Test/CN=Mallory Victim", (), policy)
+        assert decide("/C=XX/O=Test/CN=Mallory*", (), policy).account == "mallory"
+
+    def test_a_pool_line_takes_wildcards_and_a_later_static_line_still_applies(self) -> None:
+        policy = self.policy('"/C=XX/O=Test/CN=Mallory*" mallory\n"/C=XX/O=Test/*" .guest\n')
+        assert decide("/C=XX/O=Test/CN=Mallory Victim", (), policy).pool == "guest"
+
     @pytest.mark.parametrize(
         ("fqan", "pool", "account"),
         [
@@ -126,6 +208,30 @@ class TestDecide:
                                                             account: str | None) -> None:
         decision = decide(ALICE, (fqan, "/lhcb/Role=pilot"), self.policy())
         assert (decision.pool, decision.account) == (pool, account)
+
+    def test_a_null_role_after_a_wildcard_still_restricts_the_rule(self) -> None:
+        # LCMAPS 1.6.6 (lcmaps_voms_poolaccount): production goes to its own pool, not the generic one
+        policy = self.policy(rules='"/atlas/*/Role=NULL/Capability=NULL" .atl\n'
+                                   '"/atlas/Role=production/Capability=NULL" .atlprd\n')
+        assert decide(ALICE, ("/atlas/Role=production/Capability=NULL",), policy).pool == "atlprd"
+        assert decide(ALICE, ("/atlas/higgs/Role=NULL/Capability=NULL",), policy).pool == "atl"
+        with pytest.raises(MappingError, match="no mapping"):
+            decide(ALICE, ("/atlas/higgs/Role=pilot/Capability=NULL",), policy)
+
+    @pytest.mark.parametrize("fqan", ["/atlas/Role=NULL/Capability=NULL", "/atlas"])
+    def test_a_vo_wildcard_matches_plain_members(self, fqan: str) -> None:
+        # LCMAPS 1.6.6 maps /atlas/Role=NULL/Capability=NULL with "/atlas/*"
+        decision = decide(ALICE, (fqan,), self.policy(rules='"/atlas/*" .atl\n'))
+        assert (decision.pool, decision.group) == ("atl", "/atlas/*")
+
+    def test_wildcard_fqan_bans_match_the_long_form_too(self) -> None:
+        # LCMAPS 1.6.6 lcmaps_ban_fqan: "/atlas/*" bans plain members, the NULL role is not dropped
+        with pytest.raises(MappingError, match=r"the FQAN /atlas is banned"):
+            decide(ALICE, ("/atlas/Role=NULL/Capability=NULL",), self.policy(bans='"/atlas/*"\n'))
+        narrow = self.policy(bans='"/atlas/*/Role=NULL/Capability=NULL"\n')
+        assert decide(ALICE, ("/atlas/Role=production/Capability=NULL",), narrow).pool == "atlprd"
+        with pytest.raises(MappingError, match="is banned"):
+            decide(ALICE, ("/atlas/higgs/Role=NULL/Capability=NULL",), narrow)
 
     def test_rule_order_decides_between_overlapping_rules(self) -> None:
         fqans = ("/atlas/Role=production/Capability=NULL",)
@@ -180,6 +286,17 @@ class TestDecide:
             decide(ALICE, ("/atlas/Role=production", "/atlas/Role=pilot"), policy)
         assert decide(ALICE, ("/atlas/Role=production",), policy).pool == "atlprd"
 
+    def test_a_non_ascii_dn_maps_and_is_banned_in_openssl_spelling(self) -> None:
+        # LCMAPS 1.6.6 maps the X509_NAME_oneline DN /C=XX/O=Test/CN=Jos\xC3\xA9 by a line written so
+        jose = slash_dn(x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+                                   x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test"),
+                                   x509.NameAttribute(NameOID.COMMON_NAME, "José")]))
+        policy = self.policy('"/C=XX/O=Test/CN=Jos\\xC3\\xA9" jose\n')
+        assert decide(jose, (), policy).account == "jose"
+        banned = self.policy('"/C=XX/O=Test/CN=Jos\\xc3\\xa9" jose\n', bans='"/C=XX/O=Test/CN=Jos\\xC3\\xA9"\n')
+        with pytest.raises(MappingError, match="is banned"):
+            decide(jose, (), banned)
+
     def test_no_fqan_and_no_grid_mapfile_line(self) -> None:
         with pytest.raises(MappingError, match=f"no mapping for DN {ALICE}$"):
             decide(ALICE, (), self.policy())
@@ -212,6 +329,13 @@ class TestReadPolicy:
 
     def test_empty_paths_mean_no_file(self) -> None:
         assert read_policy() == MappingPolicy()
+
+    def test_a_non_utf8_line_matches_nobody_and_the_rest_maps(self, tmp_path: Path) -> None:
+        (tmp_path / "grid-mapfile").write_bytes(b'"/C=XX/O=Test/CN=Jos\xe9" latin\n' + f'"{ALICE}" alice\n'.encode())
+        policy = read_policy(str(tmp_path / "grid-mapfile"))
+        assert decide(ALICE, (), policy).account == "alice"
+        with pytest.raises(MappingError, match="no mapping"):
+            decide("/C=XX/O=Test/CN=José", (), policy)
 
     def test_a_missing_configured_file_is_a_mapping_failure(self, tmp_path: Path) -> None:
         with pytest.raises(MappingError, match=r"cannot read the grid-mapfile .*/absent"):
