@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,7 +98,7 @@ def _refuse(message: str) -> ProxyVerificationError:
 
 def accept_delegated_proxy(
     key_pem: bytes, proxy_pem: bytes, caller_dn: str, ca_dir: str, now: datetime | None = None, *,
-    vomsdir: str | None = None, max_depth: int = MAX_PROXY_CHAIN_DEPTH,
+    vomsdir: str | None = None, max_depth: int = MAX_PROXY_CHAIN_DEPTH, host_names: Collection[str] = (),
 ) -> DelegatedProxy:
     """Check what a client sent to putProxy and build the credential to store.
 
@@ -111,6 +111,8 @@ def accept_delegated_proxy(
         vomsdir: VOMS trust anchors; the stored FQANs are those of the ACs that verify
             against it and ``ca_dir`` (none without it).
         max_depth: most proxy levels the chain may have, the new proxy included.
+        host_names: the service's names, which an AC with targets must name to verify
+            (:func:`~wmproxy.security.voms.service_host_names`).
 
     Checks, in order: the leaf certifies the pending key; it is an RFC 3820 proxy
     (gridsite ``htproxyput`` sends proxies without proxyCertInfo, refused here); it is
@@ -163,7 +165,8 @@ def accept_delegated_proxy(
     if not (proven and leaf.signature_algorithm_oid in _SIGNATURES_BOTH_CHECK):
         _check_signature(leaf, chain[1])
     try:
-        fqans = verified_fqans(stored, vomsdir=vomsdir, ca_dir=ca_dir, at=now)  # what is stored: the path
+        fqans = verified_fqans(stored, vomsdir=vomsdir, ca_dir=ca_dir, at=now,  # what is stored: the path
+                               host_names=host_names)
     except ProxyError as exc:
         raise _refuse(str(exc.args[0])) from None
     # The pending key as made by new_proxy_request (traditional RSA PEM) is stored as it is:

@@ -15,6 +15,7 @@ Two deliberate differences from the gLite HEAD server:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -68,7 +69,10 @@ class ProxyInfo:
     vos: list[VOProxyInfo] = field(default_factory=list)
 
 
-def proxy_info(pem: bytes, *, vomsdir: str | None, ca_dir: str | None, at: datetime | None = None) -> ProxyInfo:
+def proxy_info(
+    pem: bytes, *, vomsdir: str | None, ca_dir: str | None, at: datetime | None = None,
+    host_names: Collection[str] = (),
+) -> ProxyInfo:
     """Describe a grid proxy file (cert, key, chain) or a PEM chain, leaf first.
 
     Args:
@@ -77,15 +81,18 @@ def proxy_info(pem: bytes, *, vomsdir: str | None, ca_dir: str | None, at: datet
             (:func:`~wmproxy.security.voms.voms_attributes`); every AC is listed, with its
             FQANs only if it verifies (``None``: nothing verifies).
         at: time of the AC check (UTC, default now).
+        host_names: the service's names, which an AC with targets must name
+            (:func:`~wmproxy.security.voms.service_host_names`; empty: such ACs do not verify).
 
     Raises:
         ProxyError: no certificate, unreadable certificate or malformed VOMS AC.
     """
-    return chain_proxy_info(load_pem_chain(pem), vomsdir=vomsdir, ca_dir=ca_dir, at=at)
+    return chain_proxy_info(load_pem_chain(pem), vomsdir=vomsdir, ca_dir=ca_dir, at=at, host_names=host_names)
 
 
 def chain_proxy_info(
-    chain: list[x509.Certificate], *, vomsdir: str | None, ca_dir: str | None, at: datetime | None = None
+    chain: list[x509.Certificate], *, vomsdir: str | None, ca_dir: str | None, at: datetime | None = None,
+    host_names: Collection[str] = (),
 ) -> ProxyInfo:
     """:func:`proxy_info` for an already parsed leaf-first chain. Raises ProxyError like it."""
     if not chain:
@@ -103,7 +110,8 @@ def chain_proxy_info(
         strength=key_bits(leaf),
         start_time=leaf.not_valid_before_utc,
         end_time=min(c.not_valid_after_utc for c in chain),
-        vos=[vo_proxy_info(a) for a in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at)],
+        vos=[vo_proxy_info(a) for a in voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at,
+                                                       host_names=host_names)],
     )
 
 

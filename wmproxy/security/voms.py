@@ -21,20 +21,30 @@ cases the service meets:
   against ``ca_dir`` by OpenSSL, which checks each issuer's *signature* (its key), so a
   fake CA that copies the real CA's DN does not pass;
 * the AC signature over the raw ``acinfo`` bytes verifies with the signer's key;
-* the AC is inside its validity period at the time of the check.
+* the AC is inside its validity period at the time of the check;
+* AC targeting (RFC 5755 §4.3.2, libvomsapi's VER_TARGETS): an AC with a Targets extension
+  (``2.5.29.55``) is only for the services it names; it verifies only when a ``targetName``
+  (a uniformResourceIdentifier holding the FQDN, as ``voms-proxy-init --target`` writes
+  it, or a dNSName; a URI ``scheme://host...`` counts by its host) names one of the
+  ``host_names`` given, compared case-insensitively without a trailing dot. The service
+  passes its own names (:func:`service_host_names`: ``[service] host`` and the host
+  certificate's DNS names); with none, every AC with targets is refused;
+* critical AC extensions (RFC 5755 §4.3): an AC with a critical extension the service does
+  not know (:data:`KNOWN_CRITICAL_EXTENSIONS`) does not verify.
 
 An AC that fails any check is returned with ``verified=False`` and the reason; such an AC
-is never a source of FQANs (:func:`verified_fqans` skips it). AC targeting and critical
-AC extensions are not checked.
+is never a source of FQANs (:func:`verified_fqans` skips it).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -53,6 +63,12 @@ from wmproxy.security.dn import slash_dn
 VOMS_AC_OID = ObjectIdentifier("1.3.6.1.4.1.8005.100.100.5")
 VOMS_FQAN_ATTRIBUTE_OID = "1.3.6.1.4.1.8005.100.100.4"
 VOMS_CERTSEQ_OID = "1.3.6.1.4.1.8005.100.100.10"
+#: AC Targets extension (RFC 5755 §4.3.2), always critical.
+AC_TARGETS_OID = "2.5.29.55"
+#: The AC extensions that may be critical: Targets (checked), no-revocation-available
+#: (RFC 5755 §4.3.6), authority key identifier (§4.3.3) and VOMS's certseq (read). VOMS marks
+#: none but Targets critical (voms-proxy-fake, tags ``1.3.6.1.4.1.8005.100.100.11`` included).
+KNOWN_CRITICAL_EXTENSIONS = frozenset({AC_TARGETS_OID, "2.5.29.56", "2.5.29.35", VOMS_CERTSEQ_OID})
 
 _SIGNATURE_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "1.2.840.113549.1.1.5": hashes.SHA1,
@@ -132,6 +148,7 @@ def voms_attributes(
     vomsdir: str | os.PathLike[str] | None = None,
     ca_dir: str | os.PathLike[str] | None = None,
     at: datetime | None = None,
+    host_names: Collection[str] = (),
 ) -> list[VomsAttributes]:
     """The VOMS ACs of a leaf-first proxy chain.
 
@@ -144,6 +161,9 @@ def voms_attributes(
         vomsdir: ``X509_VOMS_DIR``-style directory with ``<vo>/<host>.lsc`` files.
         ca_dir: grid CA directory the VOMS server certificate must chain to.
         at: time of the check (UTC; default now): AC validity and the VOMS certificate chain.
+        host_names: the names of the service the ACs are verified for (an AC with targets
+            verifies only if one names one of them, RFC 5755 §4.3.2): normally
+            :func:`service_host_names`; empty, every AC with targets is refused.
 
     With both ``vomsdir`` and ``ca_dir`` each AC is verified at ``at`` (see the module
     docstring) and ``verified``/``verify_error`` set; a failed check is not an exception.
@@ -167,7 +187,7 @@ def voms_attributes(
         for raw in raws:
             attrs = _attributes(raw.ac, chain)
             if vomsdir is not None and ca_dir is not None:
-                problem = _verify(raw, attrs, chain, str(vomsdir), str(ca_dir), at)
+                problem = _verify(raw, attrs, chain, str(vomsdir), str(ca_dir), at, host_names)
                 attrs = replace(attrs, verified=not problem, verify_error=problem)
             result.append(attrs)
         return result
@@ -180,21 +200,74 @@ def verified_fqans(
     vomsdir: str | os.PathLike[str] | None,
     ca_dir: str | os.PathLike[str] | None,
     at: datetime | None = None,
+    host_names: Collection[str] = (),
 ) -> tuple[str, ...]:
     """The FQANs the service believes for a leaf-first chain: those of its VOMS ACs that
-    verify at ``at`` (:func:`voms_attributes`), in AC order, so the first is the primary FQAN.
+    verify at ``at`` for a service named ``host_names`` (:func:`voms_attributes`), in AC
+    order, so the first is the primary FQAN.
 
     Unverifiable ACs (untrusted signer, bad signature, another holder, outside their validity
-    period) contribute nothing; without ``vomsdir`` or ``ca_dir`` nothing verifies and the
-    result is ``()``.
+    period, targeted at other services, an unknown critical extension) contribute nothing;
+    without ``vomsdir`` or ``ca_dir`` nothing verifies and the result is ``()``.
 
     Raises:
         ProxyError: the VOMS extension or an AC in it is malformed.
     """
     if not vomsdir or not ca_dir:
         return ()
-    acs = voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at)
+    acs = voms_attributes(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at, host_names=host_names)
     return tuple(fqan for ac in acs if ac.verified for fqan in ac.fqans)
+
+
+def service_host_names(host_cert: str | os.PathLike[str], host: str = "") -> tuple[str, ...]:
+    """The names under which this service is an AC target (RFC 5755 §4.3.2): ``host`` (the
+    ``[service] host`` setting), then the DNS names of the host certificate ``host_cert`` (the
+    ``[security] host_cert`` PEM file): its subjectAltName dNSNames and its subject CN (a
+    Globus ``host/`` prefix removed). Lower case, without a trailing dot, each once.
+
+    The certificate is read again only when its file changes (size, mtime, inode); a missing
+    or unreadable file adds no names (``host`` is still given).
+    """
+    names = [host, *_host_cert_names(str(host_cert))]
+    return tuple(dict.fromkeys(key for key in map(_host_key, names) if key))
+
+
+def _host_cert_names(path: str) -> tuple[str, ...]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _HOST_CERT_NAMES_LOCK:
+        kept = _HOST_CERT_NAMES.get(path)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    try:
+        with open(path, "rb") as handle:
+            cert = load_pem_chain(handle.read())[0]
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            dns = san.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            dns = []
+        cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    except (OSError, ProxyError, ValueError):
+        return ()
+    names = (*dns, *(cn.removeprefix("host/") for cn in cns))
+    with _HOST_CERT_NAMES_LOCK:
+        _HOST_CERT_NAMES[path] = (stamp, names)
+    return names
+
+
+#: host certificate path -> ((inode, size, mtime), its DNS names): :func:`service_host_names`.
+_HOST_CERT_NAMES: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {}
+_HOST_CERT_NAMES_LOCK = threading.Lock()
+
+
+def _host_key(name: str) -> str:
+    """A host name as targets are compared: lower case, one trailing dot removed."""
+    name = name.strip().lower()
+    return name[:-1] if name.endswith(".") else name
 
 
 # --- decoding ---
@@ -377,7 +450,7 @@ def _utc(at: datetime | None) -> datetime:
 
 def _verify(
     raw: _RawAC, attrs: VomsAttributes, chain: list[x509.Certificate], vomsdir: str, ca_dir: str,
-    at: datetime | None,
+    at: datetime | None, host_names: Collection[str],
 ) -> str:
     """"" when the AC verifies, else the reason (naming no server path)."""
     info = raw.ac["acinfo"]
@@ -415,7 +488,7 @@ def _verify(
         verify_chain([signer, *[c for c in embedded[1:] if c.subject != c.issuer]], ca_dir, at=at)
     except ProxyError as exc:
         return f"VOMS server certificate: {exc}"
-    return ""
+    return _check_extensions(info, host_names)
 
 
 def _safe_component(name: str) -> bool:
@@ -492,3 +565,83 @@ def _check_signature(raw: _RawAC, signer: x509.Certificate) -> str:
     except (UnsupportedAlgorithm, ValueError) as exc:
         return f"Cannot verify AC signature: {exc}"
     return ""
+
+
+def _check_extensions(info: rfc5755.AttributeCertificateInfo, host_names: Collection[str]) -> str:
+    """"" when the AC extensions allow the AC here, else the reason: the Targets extension
+    (critical or not) must name one of ``host_names`` (RFC 5755 §4.3.2), and every other
+    critical extension must be known (§4.3, :data:`KNOWN_CRITICAL_EXTENSIONS`)."""
+    extensions = info["extensions"]
+    if not extensions.isValue:
+        return ""
+    for ext in extensions:
+        oid = str(ext["extnID"])
+        if oid == AC_TARGETS_OID:
+            problem = _check_targets(bytes(ext["extnValue"]), host_names)
+            if problem:
+                return problem
+        elif bool(ext["critical"]) and oid not in KNOWN_CRITICAL_EXTENSIONS:
+            return f"unknown critical AC extension {oid}"
+    return ""
+
+
+def _check_targets(der: bytes, host_names: Collection[str]) -> str:
+    try:
+        targets = _target_names(der)
+    except (ProxyError, PyAsn1Error, UnicodeDecodeError):
+        return "unable to parse the AC Targets extension"
+    wanted = {key for key in map(_host_key, host_names) if key}
+    if any(_host_key(_target_host(target)) in wanted for target in targets):
+        return ""
+    shown = ", ".join(repr(t[:100]) for t in targets[:3]) + (", ..." if len(targets) > 3 else "")
+    if not targets:
+        return "the AC is targeted at target groups or certificates only, not at this service"
+    if not wanted:
+        return f"the AC is targeted at {shown}; this service has no host name to match"
+    return f"the AC is targeted at {shown}, not at this service"
+
+
+def _target_host(target: str) -> str:
+    """The host a target names: the FQDN itself (VOMS), or a URI's host."""
+    if "://" not in target:
+        return target
+    try:
+        return urlsplit(target).hostname or ""
+    except ValueError:
+        return ""
+
+
+def _target_names(der: bytes) -> list[str]:
+    """The dNSName and uniformResourceIdentifier ``targetName`` values of a Targets extension
+    value, in either encoding met:
+
+    * RFC 5755 §4.3.2: ``SEQUENCE OF Targets``, ``Targets ::= SEQUENCE OF Target``, ``Target``
+      a CHOICE whose ``targetName`` is ``[0] EXPLICIT GeneralName``;
+    * VOMS (``AC_TARGETS``/``AC_TARGET`` of libvomsapi): ``SEQUENCE { SEQUENCE OF SEQUENCE {
+      [0] EXPLICIT GeneralName OPTIONAL, [1] group, [2] cert } }``.
+
+    ``targetGroup`` and ``targetCert`` entries name no host and are left out.
+
+    Raises:
+        ProxyError, PyAsn1Error: not such a structure.
+    """
+    if not der or der[0] != 0x30 or _header(der, 0)[1] != len(der):
+        raise _malformed("Targets is not a SEQUENCE")
+    names: list[str] = []
+    for targets in _children(der):
+        if targets[0] != 0x30:
+            raise _malformed("Targets is not a SEQUENCE OF")
+        for target in _children(targets):
+            tagged = [t for t in _children(target) if t[0] == 0xA0] if target[0] == 0x30 else [target]
+            for name in tagged:
+                if name[0] != 0xA0:
+                    continue  # targetGroup [1], targetCert [2]
+                inner = _children(name)
+                if len(inner) != 1:
+                    raise _malformed("targetName is not one GeneralName")
+                general, rest = decoder.decode(inner[0], asn1Spec=rfc5280.GeneralName())
+                if rest:
+                    raise _malformed("trailing bytes after a targetName")
+                if general.getName() in ("dNSName", "uniformResourceIdentifier"):
+                    names.append(bytes(general.getComponent().asOctets()).decode("ascii"))
+    return names

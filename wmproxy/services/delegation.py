@@ -30,7 +30,7 @@ from wmproxy.security import delegation as crypto
 from wmproxy.security.chain import has_limited_proxy, load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
-from wmproxy.security.voms import verified_fqans
+from wmproxy.security.voms import service_host_names, verified_fqans
 from wmproxy.services.delegation_keys import claim_request, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -196,6 +196,7 @@ def _accept(rt: Runtime, principal: Principal, sealed_key: bytes, proxy_pem: str
         now=now,
         vomsdir=rt.settings.security.vomsdir,
         max_depth=rt.settings.limits.max_proxy_chain_depth,
+        host_names=ac_host_names(rt),
     )
 
 
@@ -264,7 +265,7 @@ def describe_proxy(rt: Runtime, pem: bytes) -> ProxyInfo:
         ProxyError: no or unreadable certificate, or a malformed VOMS AC.
     """
     sec = rt.settings.security
-    return proxy_info(pem, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir)
+    return proxy_info(pem, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, host_names=ac_host_names(rt))
 
 
 def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str) -> tuple[str, ...]:
@@ -287,7 +288,15 @@ def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str)
             f"cannot be used to {action}"
         )
     sec = rt.settings.security
-    return verified_fqans(chain, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
+    return verified_fqans(chain, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now, host_names=ac_host_names(rt))
+
+
+def ac_host_names(rt: Runtime) -> tuple[str, ...]:
+    """The names an AC with targets must give to be believed here (RFC 5755 §4.3.2): this
+    service's ``[service] host`` and its host certificate's DNS names
+    (:func:`wmproxy.security.voms.service_host_names`). The MyProxy renewal, which stores
+    proxies for this service, verifies their ACs for the same names."""
+    return service_host_names(rt.settings.security.host_cert, rt.settings.service.host)
 
 
 #: Stored proxies whose chain was already unsealed and parsed, per worker: ``(store key

@@ -19,7 +19,6 @@ group/others can read, and warns when jobs are not mapped.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from wmproxy.monitoring import access
 from wmproxy.monitoring.metrics import enable_request_metrics, metrics_dir
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
+from wmproxy.security.voms import service_host_names
 from wmproxy.services import delegation_keys, sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.inspection import AGENT_PATH
@@ -72,10 +72,8 @@ class WMProxyApplication:
 
     def __init__(self, runtime: Runtime, authenticate: Authenticate | None = None) -> None:
         self.runtime = runtime
-        sec = runtime.settings.security
         limits = runtime.settings.limits
-        self.authenticate = authenticate or functools.partial(
-            tls_principal, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, max_chain_depth=limits.max_proxy_chain_depth)
+        self.authenticate = authenticate or self._tls_principal
         self.endpoint_path = runtime.settings.service.endpoint_path
         self.sandbox_prefix = f"/{runtime.settings.sandbox.dir_name}/"
         self.soap = SoapDispatcher(limits, authenticate=self.authenticate)
@@ -90,6 +88,15 @@ class WMProxyApplication:
         self.inspection = InspectionAgentApp(runtime, self.authenticate)
         self.monitor_prefix = MONITOR_PREFIX
         self.monitor = MonitorApp(runtime, self.authenticate, MONITOR_PREFIX)
+
+    def _tls_principal(self, environ: dict[str, Any]) -> Principal:
+        """The caller of a TLS request (:func:`~wmproxy.soap.auth.tls_principal`), its VOMS ACs
+        verified for this service's names (``[service] host`` and the host certificate's)."""
+        settings = self.runtime.settings
+        sec = settings.security
+        return tls_principal(
+            environ, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, max_chain_depth=settings.limits.max_proxy_chain_depth,
+            host_names=service_host_names(sec.host_cert, settings.service.host))
 
     @cached_property
     def wsdl(self) -> bytes:

@@ -9,7 +9,8 @@ and as soon as its first certificate has expired. Here we read the verified chai
 socket, refuse chains with more than ``[limits] max_proxy_chain_depth`` proxy levels
 (OpenSSL's own limit is 100), name the caller by the end-entity certificate's DN in slash
 form (RFC 3820: proxies are skipped) and take its FQANs from the VOMS ACs that verify
-(:func:`wmproxy.security.voms.verified_fqans`).
+(:func:`wmproxy.security.voms.verified_fqans`) for this service (an AC targeted at other
+services gives none: ``host_names``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +47,7 @@ def verified_chain_der(sock: Any) -> list[bytes]:
 
 def tls_principal(
     environ: dict[str, Any], *, vomsdir: str | None = None, ca_dir: str | None = None,
-    max_chain_depth: int | None = None,
+    max_chain_depth: int | None = None, host_names: Collection[str] = (),
 ) -> Principal:
     """The :class:`Principal` of a request served by gunicorn over TLS.
 
@@ -63,6 +65,8 @@ def tls_principal(
 
     Args:
         max_chain_depth: most proxy levels the client chain may have (None: no limit).
+        host_names: the service's names; an AC with targets verifies only if it names one
+            (:func:`wmproxy.security.voms.service_host_names`).
 
     Raises:
         AuthenticationError: no TLS socket, no client certificate, a chain with more than
@@ -76,19 +80,20 @@ def tls_principal(
     ders = verified_chain_der(sock)
     if not ders:
         raise AuthenticationError("Unable to get a valid user DN: no TLS client certificate")
-    key = (tuple(ders), vomsdir, ca_dir, max_chain_depth)
+    key = (tuple(ders), vomsdir, ca_dir, max_chain_depth, tuple(host_names))
     now = time.time()
     cached = _cache.get(key, now)
     if cached is not None:
         return cached
-    principal, valid_until = _principal_of(ders, vomsdir=vomsdir, ca_dir=ca_dir, max_chain_depth=max_chain_depth)
+    principal, valid_until = _principal_of(ders, vomsdir=vomsdir, ca_dir=ca_dir, max_chain_depth=max_chain_depth,
+                                           host_names=host_names)
     _cache.put(key, principal, min(valid_until, now + CACHE_TTL))
     return principal
 
 
 def _principal_of(
     ders: list[bytes], *, vomsdir: str | None, ca_dir: str | None, max_chain_depth: int | None,
-    at: datetime | None = None,
+    at: datetime | None = None, host_names: Collection[str] = (),
 ) -> tuple[Principal, float]:
     """The Principal of a DER chain and until when (POSIX seconds) it stays the same; with
     ``ca_dir``, only for a chain that verifies against it at ``at`` (UTC; default now).
@@ -114,7 +119,7 @@ def _principal_of(
         except ProxyError as exc:
             raise AuthenticationError(f"The client credential is no longer valid: {exc}") from None
     try:
-        fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at)
+        fqans = verified_fqans(chain, vomsdir=vomsdir, ca_dir=ca_dir, at=at, host_names=host_names)
         acs = voms_attributes(chain) if vomsdir and ca_dir else []
     except ProxyError as exc:
         raise AuthenticationError(f"Unusable client credential: {exc}") from None

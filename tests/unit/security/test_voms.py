@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,13 +13,24 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.voms_support import FQANS, URI, VomsServer, fake_voms_proxy, fake_voms_server, write_lsc
+from tests.voms_support import (
+    FQANS,
+    TARGETS_OID,
+    URI,
+    VomsServer,
+    ac_extensions,
+    fake_voms_proxy,
+    fake_voms_server,
+    targets_extension,
+    with_ac_extension,
+    write_lsc,
+)
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.delegation import accept_delegated_proxy, new_proxy_request
 from wmproxy.security.pki import create_ca
 from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
-from wmproxy.security.voms import VOMS_AC_OID, verified_fqans, voms_attributes
+from wmproxy.security.voms import VOMS_AC_OID, service_host_names, verified_fqans, voms_attributes
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +200,102 @@ class TestDelegationFqans:
         delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir),
                                            vomsdir=str(tmp_path))
         assert delegated.fqans == ()
+
+
+#: The name the service of the targeting tests answers to.
+HERE = "wms.example.org"
+
+
+class TestTargetsAndCriticalExtensions:
+    """RFC 5755 §4.3.2 (Targets) and §4.3 (critical extensions), as libvomsapi's VER_TARGETS."""
+
+    def _check(self, pki, server, proxy, tmp_path, oid, value, *, critical=True, host_names=(HERE,)):
+        path = with_ac_extension(pki, server, proxy, tmp_path / "changed.pem", oid, value, critical=critical)
+        chain = load_pem_chain(path.read_bytes())
+        (ac,) = voms_attributes(chain, vomsdir=str(server.vomsdir), ca_dir=str(pki.ca_dir), host_names=host_names)
+        fqans = verified_fqans(chain, vomsdir=str(server.vomsdir), ca_dir=str(pki.ca_dir), host_names=host_names)
+        return ac, fqans
+
+    def test_voms_proxy_fake_marks_no_extension_critical(self, voms_proxy):
+        assert ac_extensions(voms_proxy) == [
+            ("1.3.6.1.4.1.8005.100.100.10", False), ("2.5.29.56", False), ("2.5.29.35", False)]
+
+    @pytest.mark.parametrize(("target", "voms"), [
+        (HERE, False), ("WMS.Example.ORG.", False), (HERE, True),
+        (f"https://{HERE}:7443/glite_wms_wmproxy_server", True),
+    ])
+    def test_a_target_naming_this_service_verifies(self, pki, voms_server, voms_proxy, tmp_path, target, voms):
+        value = targets_extension("other-service.example.org", target, voms=voms)
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, TARGETS_OID, value)
+        assert ac.verified, ac.verify_error
+        assert fqans == FQANS
+
+    @pytest.mark.parametrize("voms", [False, True])
+    def test_an_ac_for_another_service_is_refused(self, pki, voms_server, voms_proxy, tmp_path, voms):
+        value = targets_extension("other-service.example.org", voms=voms)
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, TARGETS_OID, value)
+        assert not ac.verified
+        assert ac.verify_error == "the AC is targeted at 'other-service.example.org', not at this service"
+        assert fqans == ()
+        assert ac.fqans == FQANS  # listed, not believed
+
+    def test_targets_are_checked_even_if_not_marked_critical(self, pki, voms_server, voms_proxy, tmp_path):
+        value = targets_extension("other-service.example.org")
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, TARGETS_OID, value, critical=False)
+        assert not ac.verified and fqans == ()
+
+    def test_an_ac_with_targets_is_refused_without_host_names(self, pki, voms_server, voms_proxy, tmp_path):
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, TARGETS_OID, targets_extension(HERE),
+                                host_names=())
+        assert not ac.verified
+        assert "this service has no host name to match" in ac.verify_error
+        assert fqans == ()
+
+    def test_unreadable_targets_are_refused(self, pki, voms_server, voms_proxy, tmp_path):
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, TARGETS_OID, b"\x04\x01x")
+        assert ac.verify_error == "unable to parse the AC Targets extension"
+        assert fqans == ()
+
+    def test_an_unknown_critical_extension_is_refused(self, pki, voms_server, voms_proxy, tmp_path):
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, "1.2.3.4.5", b"\x05\x00")
+        assert not ac.verified
+        assert ac.verify_error == "unknown critical AC extension 1.2.3.4.5"
+        assert fqans == ()
+
+    def test_an_unknown_extension_not_critical_is_ignored(self, pki, voms_server, voms_proxy, tmp_path):
+        ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, "1.2.3.4.5", b"\x05\x00", critical=False)
+        assert ac.verified, ac.verify_error
+        assert fqans == FQANS
+
+    def test_an_ac_without_targets_verifies_with_or_without_host_names(self, voms_chain, voms_server, pki):
+        for names in ((), (HERE,)):
+            assert verified_fqans(voms_chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir),
+                                  host_names=names) == FQANS
+
+    def test_put_proxy_stores_no_fqans_of_an_ac_for_another_service(self, pki, voms_server, voms_proxy, tmp_path):
+        path = with_ac_extension(pki, voms_server, voms_proxy, tmp_path / "other.pem", TARGETS_OID,
+                                 targets_extension("other-service.example.org"), critical=True)
+        key, csr = new_proxy_request()
+        signed = sign_proxy_request(csr, load_credential(path), lifetime=3600)
+        delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir),
+                                           vomsdir=str(voms_server.vomsdir), host_names=(HERE,))
+        assert delegated.fqans == ()
+
+
+class TestServiceHostNames:
+    def test_host_then_the_certificate_names(self, pki, tmp_path):
+        cert, _ = pki.ca.issue_host(HERE, tmp_path / "host")
+        # [service] host first, then the SAN dNSNames (the IP address is not a name), the CN once
+        assert service_host_names(cert, "WMS.Example.org.") == (HERE, "localhost")
+        assert service_host_names(cert, "alias.example.org") == ("alias.example.org", HERE, "localhost")
+
+    def test_a_missing_certificate_gives_the_host_only(self, tmp_path):
+        assert service_host_names(tmp_path / "none.pem", "wms.example.org") == (HERE,)
+        assert service_host_names(tmp_path / "none.pem", "") == ()
+
+    def test_a_replaced_certificate_is_read_again(self, pki, tmp_path):
+        cert, _ = pki.ca.issue_host(HERE, tmp_path / "host")
+        assert service_host_names(cert) == (HERE, "localhost")
+        other, _ = pki.ca.issue_host("wms2.example.org", tmp_path / "other")
+        os.replace(other, cert)
+        assert service_host_names(cert) == ("wms2.example.org", "localhost")

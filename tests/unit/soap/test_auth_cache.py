@@ -16,12 +16,22 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
 from tests.conftest import Pki
-from tests.support import odd_proxy
+from tests.support import build_runtime, close_runtime, odd_proxy
+from tests.voms_support import (
+    FQANS,
+    TARGETS_OID,
+    fake_voms_proxy,
+    fake_voms_server,
+    targets_extension,
+    with_ac_extension,
+    write_lsc,
+)
 from wmproxy.errors import AuthenticationError
 from wmproxy.security.chain import _pem_blocks
 from wmproxy.security.delegation import new_proxy_request
 from wmproxy.security.proxy import load_credential
 from wmproxy.soap import auth
+from wmproxy.soap.app import WMProxyApplication
 
 #: Seconds for the TLS handshake between two threads; generous, the machine is shared.
 DEADLINE = 60.0
@@ -172,3 +182,27 @@ def test_a_certificate_with_an_unreadable_extension_is_an_authentication_error(p
     with pytest.raises(AuthenticationError, match=r"^Unusable client credential: unreadable DER certificate: "
                                                   r"unreadable extension or name: "):
         auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None)
+
+
+@pytest.mark.parametrize(("target", "fqans"), [("other-service.example.org", ()), ("localhost", FQANS)])
+def test_the_callers_fqans_are_those_of_acs_for_this_service(pki: Pki, tmp_path: Path, template_db: Path,
+                                                             target: str, fqans: tuple[str, ...]) -> None:
+    """RFC 5755 §4.3.2 at the TLS edge: the application's own authentication believes a VOMS AC
+    targeted at another service for nothing; one naming ``[service] host`` (localhost) counts."""
+    server = fake_voms_server(pki, tmp_path / "voms")
+    proxy = with_ac_extension(pki, server, fake_voms_proxy(pki, server, tmp_path / "voms.pem"),
+                              tmp_path / "targeted.pem", TARGETS_OID, targets_extension(target, voms=True),
+                              critical=True)
+    rt = build_runtime(tmp_path / "state", pki, template_db)
+    write_lsc(Path(rt.settings.security.vomsdir), server.dn, pki.ca.dn)
+    auth._cache.clear()
+    server_side, client = _tls_pair(pki, proxy)
+    try:
+        principal = WMProxyApplication(rt).authenticate({"gunicorn.socket": server_side})
+        assert principal.dn == pki.users["alice"].dn
+        assert principal.fqans == fqans
+    finally:
+        client.close()
+        server_side.close()
+        auth._cache.clear()
+        close_runtime(rt)

@@ -27,11 +27,14 @@ from tests.support import (
     delegate_in_process,
 )
 from tests.voms_support import (
+    TARGETS_OID,
     VomsServer,
     fake_ca_voms_server,
     fake_voms_proxy,
     fake_voms_server,
+    targets_extension,
     untrusted_voms_server,
+    with_ac_extension,
     write_lsc,
 )
 from wmproxy.config import LimitsSettings
@@ -257,12 +260,23 @@ class TestChainDepth:
 
 @pytest.fixture(scope="module")
 def voms(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """VOMS proxies of alice: trusted ones with two primary FQANs, and two kinds of forgery."""
+    """VOMS proxies of alice: trusted ones with two primary FQANs, two kinds of forgery, and ACs
+    of the trusted server for another service (RFC 5755 Targets, written as VOMS does) or with an
+    unknown critical extension; "this-service" is targeted at ``localhost``, the service's host."""
     root = tmp_path_factory.mktemp("hostile-voms")
     server = fake_voms_server(pki, root / "trusted")
+    production = fake_voms_proxy(pki, server, root / "production.pem", fqans=(PRODUCTION, ATLAS))
+
+    def changed(name: str, oid: str, value: bytes) -> Path:
+        return with_ac_extension(pki, server, production, root / f"{name}.pem", oid, value, critical=True)
+
     return {
         "atlas": fake_voms_proxy(pki, server, root / "atlas.pem", fqans=(ATLAS, PRODUCTION)),
-        "production": fake_voms_proxy(pki, server, root / "production.pem", fqans=(PRODUCTION, ATLAS)),
+        "production": production,
+        "other-service": changed("other-service", TARGETS_OID, targets_extension("wms.example.org", voms=True)),
+        "unknown-critical": changed("unknown-critical", "1.2.3.4.5", b"\x05\x00"),
+        "this-service": changed("this-service", TARGETS_OID, targets_extension("wms.example.org", "localhost",
+                                                                                voms=True)),
         "uk": fake_voms_proxy(pki, server, root / "uk.pem", fqans=("/atlas/uk/Role=NULL/Capability=NULL",)),
         "untrusted": fake_voms_proxy(pki, untrusted_voms_server(pki, root / "impostor"), root / "untrusted.pem",
                                      fqans=(PRODUCTION,)),
@@ -284,7 +298,7 @@ def delegate_voms(soap: SoapApp, pki: Pki, proxy: Path, delegation_id: str) -> N
 
 
 class TestForgedVomsAttributes:
-    @pytest.mark.parametrize("forgery", ["untrusted", "fake-ca"])
+    @pytest.mark.parametrize("forgery", ["untrusted", "fake-ca", "other-service", "unknown-critical"])
     def test_never_shown_nor_registered_as_fqans(self, trusting: SoapApp, pki: Pki, alice: Principal,
                                                  voms: dict[str, Path], forgery: str) -> None:
         tried("credentials")
@@ -301,8 +315,21 @@ class TestForgedVomsAttributes:
         info = trusting.call(WMPROXY, "getJobProxyInfo", alice, jobId=job_id).body.decode()
         assert "not verified: " in info and PRODUCTION not in info
 
-    def test_the_trusted_ac_is_believed(self, trusting: SoapApp, pki: Pki, voms: dict[str, Path]) -> None:
-        delegate_voms(trusting, pki, voms["production"], "real")
+    @pytest.mark.parametrize(("proxy", "reason"), [
+        ("other-service", "the AC is targeted at 'wms.example.org', not at this service"),
+        ("unknown-critical", "unknown critical AC extension 1.2.3.4.5"),
+    ])
+    def test_the_refusal_is_reported(self, trusting: SoapApp, pki: Pki, alice: Principal, voms: dict[str, Path],
+                                     proxy: str, reason: str) -> None:
+        delegate_voms(trusting, pki, voms[proxy], proxy)
+        reply = trusting.call(WMPROXY, "getDelegatedProxyInfo", alice, delegationID=proxy)
+        (vo,) = reply.element.find("items").findall("VOsInfo")
+        assert [a.text for a in vo.findall("Attribute")] == [f"not verified: {reason}"]
+
+    @pytest.mark.parametrize("proxy", ["production", "this-service"])
+    def test_the_trusted_ac_is_believed(self, trusting: SoapApp, pki: Pki, voms: dict[str, Path],
+                                        proxy: str) -> None:
+        delegate_voms(trusting, pki, voms[proxy], "real")
         caller = Principal(pki.users["alice"].dn, fqans=(PRODUCTION, ATLAS))
         reply = trusting.call(WMPROXY, "getDelegatedProxyInfo", caller, delegationID="real")
         (vo,) = reply.element.find("items").findall("VOsInfo")

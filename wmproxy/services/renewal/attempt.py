@@ -32,6 +32,7 @@ from wmproxy.security.proxy import load_credential
 from wmproxy.security.renewed import check_renewed_proxy, expired_voms_attributes, has_voms_attributes
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
+from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
 from wmproxy.services.renewal.schedule import renewal_due, renewal_margin, retry_delay
@@ -225,7 +226,8 @@ def _store(
     sec = rt.settings.security
     try:
         validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
-        fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now)
+        fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now,
+                               host_names=ac_host_names(rt))
     except ProxyError as exc:
         return "failed", f"unusable proxy from MyProxy: {exc}", order.not_after, ()
     delegation = uow.renewals.lock_delegation(order.owner_dn, order.delegation_id)

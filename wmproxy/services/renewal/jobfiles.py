@@ -32,6 +32,7 @@ from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.renewed import verified_proxy_end
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services import history
+from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Delegation, Job
@@ -149,7 +150,7 @@ class ProxyFit:
             sec = self.rt.settings.security
             try:
                 self._proven = verified_fqans(load_pem_chain(self.proxy_pem), vomsdir=sec.vomsdir,
-                                              ca_dir=sec.ca_dir, at=self.now)
+                                              ca_dir=sec.ca_dir, at=self.now, host_names=ac_host_names(self.rt))
             except WMProxyError:
                 self._proven = ()
         return self._proven
