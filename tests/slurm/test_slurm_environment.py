@@ -17,7 +17,7 @@ from wmproxy.domain import JobState
 from wmproxy.execution.backends import RunHandle
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend, parse_ref
 from wmproxy.execution.identity import Account
-from wmproxy.execution.jobwrapper import BASE_PATH, STATE_DIR
+from wmproxy.execution.jobwrapper import BASE_PATH, STATE_DIR, TMP_DIR
 from wmproxy.execution.slurm import SlurmCommands
 
 DUMP = "env > env.out"
@@ -51,7 +51,7 @@ def _check_payload_environment(handle: RunHandle, account: Account, slurm_id: st
     assert "LD_LIBRARY_PATH" not in env and "SLURM_GET_USER_ENV" not in env
     assert env["SLURM_JOB_ID"] == slurm_id
     assert env["PATH"] == BASE_PATH and env["HOME"] == str(handle.work_dir)
-    assert env["TMPDIR"] == str(handle.work_dir / "tmp") and env["USER"] == account.name
+    assert env["TMPDIR"] == str(handle.work_dir / TMP_DIR) and env["USER"] == account.name
     assert env["GLITE_WMS_JOBID"].startswith("https://lb.example.org:9000/")
     assert not {key for key in env if key.startswith("WMP")}
     return env

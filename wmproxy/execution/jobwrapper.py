@@ -75,13 +75,14 @@ failed) and when the payload succeeded but the epilogue failed;
 Environment of every child (:func:`build_environment`), later entries win:
 ``PATH=/usr/local/bin:/usr/bin:/bin``, ``LANG=C.UTF-8``, ``HOME=<work_dir>`` (the
 job's own directory, as the local backend did: dotfiles stay with the job and go away
-with it), ``TMPDIR=<work_dir>/tmp`` (created, 0700), ``USER``/``LOGNAME`` of the current
-uid (from the password database, omitted if it has no entry), the batch system's
-description of the job's allocation (the wrapper's own ``SLURM_*`` variables when Slurm
-runs it: ``SLURM_JOB_ID``, ``SLURM_CPUS_ON_NODE``..., so the payload can use them and
-``srun``; the only part of the wrapper's environment passed on), then the worker's
-``base_environment``, then JDL ``Environment``, then ``GLITE_WMS_JOBID`` and
-``X509_USER_PROXY`` (absolute path of the proxy copy), which cannot be overridden.
+with it), ``TMPDIR=<work_dir>/.tmp.wmproxy-part`` (:data:`TMP_DIR`, created, 0700: a name
+no sandbox file can take), ``USER``/``LOGNAME`` of the current uid (from the password
+database, omitted if it has no entry), the batch system's description of the job's
+allocation (the wrapper's own ``SLURM_*`` variables when Slurm runs it: ``SLURM_JOB_ID``,
+``SLURM_CPUS_ON_NODE``..., so the payload can use them and ``srun``; the only part of the
+wrapper's environment passed on), then the worker's ``base_environment``, then JDL
+``Environment``, then ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` (absolute path of the
+proxy copy), which cannot be overridden.
 ``LD_PRELOAD``, ``LD_LIBRARY_PATH`` and ``PYTHON*`` never come from the wrapper's
 environment or ``base_environment``. A JDL ``LD_PRELOAD`` keeps only entries that
 exist (entries with a ``/``, relative to the work dir) or that the loader searches
@@ -147,7 +148,11 @@ SPEC_MARSHAL_VERSION = 4
 STATUS_NAME = "status.json"
 STARTED_NAME = "started.json"
 LOG_NAME = "wrapper.log"
-TMP_DIR = "tmp"
+TMP_DIR = ".tmp.wmproxy-part"
+"""The job's ``TMPDIR`` in its work dir (0700, the account's): a name no sandbox file can take
+(``wmproxy.sandbox.storage.check_file_name`` refuses names starting with ``.`` and ending in
+``.wmproxy-part``), so an ``InputSandbox`` or ``OutputSandbox`` file never collides with it (a
+file named ``tmp`` aborted every job staging it)."""
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_UMASK = 0o022
 DEFAULT_KILL_GRACE = 10.0

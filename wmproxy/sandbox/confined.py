@@ -88,3 +88,49 @@ def _refusal(exc: OSError, name: str, dir_fd: int) -> str:
             pass
         return "not a regular file"
     return f"unreadable ({exc.strerror})"
+
+
+def open_confined_dir(top_fd: int, parts: tuple[str, ...], made: list[str]) -> int:
+    """Open the directory ``parts`` below the directory ``top_fd`` for writing into it, making
+    each missing component (mode 0700, owned by this process) on the way: each is opened
+    relative to the previous one with ``O_NOFOLLOW``, so no symbolic link is followed.
+
+    Args:
+        top_fd: descriptor of the directory the path starts from.
+        parts: the path's components, each one file name (no ``/``, ``.``, ``..``); ``()`` is
+            ``top_fd`` itself (a new descriptor of it).
+        made: the relative path (``/``-joined) of each directory made here is appended to it.
+
+    Returns:
+        A descriptor of the directory (the caller closes it).
+
+    Raises:
+        ConfinementError: a component is a symbolic link (``symbolic link``), another
+            non-directory (``not a regular file``), unusable, or not one file name
+            (``outside the work directory``).
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+    rel = "/".join(parts)
+    if any(p in ("", ".", "..") or "/" in p or "\0" in p for p in parts):
+        raise ConfinementError(rel, "outside the work directory")
+    dir_fd = os.open(".", flags, dir_fd=top_fd)
+    try:
+        for i, part in enumerate(parts):
+            try:
+                os.mkdir(part, 0o700, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise ConfinementError(rel, f"unusable ({exc.strerror})") from None
+            else:
+                made.append("/".join(parts[:i + 1]))
+            try:
+                next_fd = os.open(part, flags, dir_fd=dir_fd)
+            except OSError as exc:
+                raise ConfinementError(rel, _refusal(exc, part, dir_fd)) from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd

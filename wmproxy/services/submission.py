@@ -20,7 +20,11 @@ unit of work as before.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +32,13 @@ from typing import Any
 import classad2
 
 from wmproxy.domain import JobState, Principal, child_job_id, new_job_id, utcnow
-from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, WMProxyError
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxError, WMProxyError
 from wmproxy.jdl import JobDescription, check_expressions, expand, jdl_lines, parse_jdl, registered_ad
+from wmproxy.jdl.attributes import string_list
 from wmproxy.jdl.compound import compound_kind
 from wmproxy.jdl.description import describe_simple
-from wmproxy.sandbox.storage import JobArea
+from wmproxy.sandbox import zipped
+from wmproxy.sandbox.storage import TMP_SUFFIX, JobArea, check_file_name
 from wmproxy.services import history
 from wmproxy.services.access import job_for
 from wmproxy.services.compound import start_nodes
@@ -47,6 +53,7 @@ from wmproxy.services.delegation import (
     usable_proxy,
 )
 from wmproxy.services.mapping import map_identity
+from wmproxy.services.quota import change_usage, upload_room
 from wmproxy.services.renewal import myproxy_server_for, register_for_renewal
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.sandboxes import check_sandbox_lists
@@ -213,15 +220,107 @@ def start_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     locks, as the sandbox edge does): an upload of the job's input sandbox commits before the
     start, or is refused after it (:func:`wmproxy.services.sandboxes.change_area_bytes`).
     """
-    with rt.storage.input_changes(job_id), rt.uow() as uow:
-        now = utcnow()  # once the lock is held: a commit of an upload may have held it
-        job = job_for(uow, principal, job_id, for_update=True)
-        if job.state == JobState.CLEARED.value:
-            raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+    with rt.storage.input_changes(job_id):
+        _extract_zipped_isb(rt, principal, job_id)
+        with rt.uow() as uow:
+            now = utcnow()  # once the lock is held: a commit of an upload may have held it
+            job = job_for(uow, principal, job_id, for_update=True)
+            if job.state == JobState.CLEARED.value:
+                raise JobNotFoundError(job_id, rt.settings.service.endpoint)
+            row = usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)
+            check_fqan_match(principal, believed_fqans(rt, row, now, "start jobs"))
+            history.note_input_sandbox(uow, rt, job, now)
+            _start(uow, job, now)
+
+
+def _extract_zipped_isb(rt: Runtime, principal: Principal, job_id: str) -> None:
+    """jobStart's ZippedISB step (``wmproxy-behaviour.md`` §3.2 step 8e): extract the archives
+    the registered JDL's ``ZippedISB`` names from the job's ``input/`` into it, delete them and
+    leave the marker ``<job dir>/.unzipok`` (:data:`~wmproxy.sandbox.zipped.MARKER`), so that a
+    repeated jobStart does not extract again. Called with the job's input lock held (no upload
+    commits meanwhile), before the job is started, for a Submitted job that is not a node, whose
+    proxy is usable (checked here too: nothing is extracted for a start that would be refused).
+
+    Members must be named ``<path>/<file>`` with ``path`` the job's ``JobIdStructType.path``
+    (``SandboxDir/<2ch>/<encoded job id>/input``) or, for a compound job, one of its nodes' (the
+    nodes read the compound job's ``input/``, where their files go). The extracted bytes count
+    against MaxInputSandboxSize, ``[limits] max_input_sandbox_files`` and the owner's hard quota;
+    the owner's usage counter gets the extracted bytes less the archives' in the transaction that
+    deletes the archives (:func:`~wmproxy.services.quota.change_usage`). On any failure nothing is
+    left of the extraction and the archives stay.
+
+    Raises:
+        ArchiveMemberError: a member the service refuses (:mod:`wmproxy.sandbox.zipped`; 1225).
+        InvalidArgumentError: an archive missing or not a tar.gz archive.
+        QuotaExceededError: over MaxInputSandboxSize or the hard quota.
+        SandboxFileCountError: over ``max_input_sandbox_files``.
+        SandboxError: the files cannot be written, or the marker cannot be made.
+        As jobStart: the job's or its proxy's faults.
+    """
+    with rt.uow() as uow:
+        job = job_for(uow, principal, job_id)
+        if (job.state != JobState.SUBMITTED.value or job.parent_id is not None
+                or "zippedisb" not in job.jdl_registered.lower()):
+            return  # nothing to extract, or a start the next step refuses
+        archives = list(dict.fromkeys(string_list(parse_jdl(job.jdl_registered), "ZippedISB")))
+        if not archives:
+            return
+        now = utcnow()
         row = usable_proxy(uow, job.owner_dn, job.delegation_id, now, START_MIN_PROXY_LIFETIME)
         check_fqan_match(principal, believed_fqans(rt, row, now, "start jobs"))
-        history.note_input_sandbox(uow, rt, job, now)
-        _start(uow, job, now)
+        owner = job.owner_dn
+        areas = [job.id, *(child.id for child in uow.jobs.children(job.id))]
+    job_dir = rt.storage.job_dir(job_id)
+    if os.path.lexists(job_dir / zipped.MARKER):
+        return
+    for name in archives:
+        check_file_name(name, rt.settings.limits.max_sandbox_name_bytes, "ZippedISB file name")
+    input_dir = rt.storage.job_area(job_id).input_text
+    archive_bytes = 0
+    for name in archives:
+        with contextlib.suppress(OSError):
+            st = os.lstat(os.path.join(input_dir, name))
+            archive_bytes += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    held = rt.storage.input_tally(job_id)
+    max_bytes = rt.settings.service.max_input_sandbox_size - (held.size - archive_bytes)
+    room = upload_room(rt, owner)
+    if room is not None:
+        max_bytes = min(max_bytes, room + archive_bytes)
+    file_limit = rt.settings.limits.max_input_sandbox_files
+    held_files = held.files - len(archives)
+    limits = zipped.ExtractLimits(
+        max_bytes=max(0, max_bytes), max_entries=None if file_limit <= 0 else max(0, file_limit - held_files),
+        file_limit=file_limit, held_files=held_files, max_name_bytes=rt.settings.limits.max_sandbox_name_bytes)
+    prefixes = frozenset(tuple(f"{rt.storage.job_rel_dir(area)}/input".split("/")) for area in areas)
+    made = zipped.extract_archives(input_dir, archives, prefixes, limits)
+    moved: list[tuple[str, str]] = []
+    marked = False
+
+    def apply() -> None:  # in the counter's transaction: the archives out of the count, the marker
+        nonlocal marked
+        for name in archives:
+            aside = f".{name[:100]}.{secrets.token_hex(4)}{TMP_SUFFIX}"  # not counted (is_temporary)
+            os.rename(os.path.join(input_dir, name), os.path.join(input_dir, aside))
+            moved.append((name, aside))
+        os.close(os.open(job_dir / zipped.MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        marked = True
+
+    try:
+        change_usage(rt, owner, lambda: made.size - archive_bytes, apply)
+    except BaseException as exc:
+        if marked:
+            with contextlib.suppress(OSError):
+                os.unlink(job_dir / zipped.MARKER)
+        for name, aside in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.rename(os.path.join(input_dir, aside), os.path.join(input_dir, name))
+        made.remove(input_dir)
+        if isinstance(exc, OSError):
+            raise SandboxError(f"Unable to finish the extraction of the ZippedISB archives: {exc.strerror}") from None
+        raise
+    for _name, aside in moved:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(input_dir, aside))
 
 
 def _start(uow: UnitOfWork, job: Job, now: dt.datetime, *, compound: bool | None = None) -> None:

@@ -33,7 +33,7 @@ from tests.unit.execution.wrapper_support import (
 )
 from wmproxy.execution import identity
 from wmproxy.execution.identity import Account, IdentityError, WrapperStatusError
-from wmproxy.execution.jobwrapper import JobSpec
+from wmproxy.execution.jobwrapper import TMP_DIR, JobSpec
 from wmproxy.sandbox import trees
 
 PROXY = b"-----BEGIN CERTIFICATE-----\nproxy\n-----END CERTIFICATE-----\n"
@@ -360,10 +360,10 @@ class TestRemoveWorkDir:
 
 
 def _ended_work_dir(work_root: Path, account: Account | None) -> Path:
-    """A work dir of the usual layout as its job leaves it (the wrapper's ``tmp/``, the proxy copy)."""
+    """A work dir of the usual layout as its job leaves it (the wrapper's ``TMP_DIR``, the proxy copy)."""
     work = identity.prepare_work_dir(work_root, "job1", account)
-    (work / "tmp").mkdir(mode=0o700)
-    os.chown(work / "tmp", *_expected_owner(account))
+    (work / TMP_DIR).mkdir(mode=0o700)
+    os.chown(work / TMP_DIR, *_expected_owner(account))
     identity.install_proxy(work, PROXY, account)
     return work
 
@@ -405,7 +405,7 @@ class TestWorkDirLock:
         assert not identity.renew_proxy(work_root / "job2", b"renewed")  # no work dir: no copy
         os.unlink(work / identity.PROXY_NAME)
         assert not identity.renew_proxy(work, b"renewed")  # released: the copy is gone
-        assert sorted(os.listdir(work)) == sorted(["tmp", identity.STATE_DIR])  # none made
+        assert sorted(os.listdir(work)) == sorted([TMP_DIR, identity.STATE_DIR])  # none made
 
     def test_without_flock_the_work_dir_is_still_recycled_and_it_is_logged_once(
         self, work_root: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch,

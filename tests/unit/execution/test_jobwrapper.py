@@ -22,7 +22,7 @@ from tests.conftest import Pki
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON, alive, kill_session, sh, wait_for
 from wmproxy.execution import identity, jobwrapper
 from wmproxy.execution.identity import Account, WrapperStatus
-from wmproxy.execution.jobwrapper import JobSpec, WrapperError
+from wmproxy.execution.jobwrapper import TMP_DIR, JobSpec, WrapperError
 
 
 @dataclass
@@ -264,13 +264,13 @@ class TestEnvironment:
         expected = {"PATH", "LANG", "HOME", "TMPDIR", "GLITE_WMS_JOBID", "X509_USER_PROXY", "VAR", "PWD"}
         expected |= {"USER", "LOGNAME"}
         assert set(env) - {"SHLVL", "_", "OLDPWD"} == expected
-        assert env["HOME"] == str(work) and env["TMPDIR"] == str(work / "tmp")
+        assert env["HOME"] == str(work) and env["TMPDIR"] == str(work / TMP_DIR)
         assert env["X509_USER_PROXY"] == str(work / "user.proxy") and env["GLITE_WMS_JOBID"] == JOB
         assert env["VAR"] == "TestVariable"
         assert env["USER"] == pwd.getpwuid(runner.account.uid if runner.account else os.getuid()).pw_name
         assert (work / "home-ok").exists()
         made = Path((work / "mktemp.txt").read_text().strip())
-        assert made.parent == work / "tmp" and made.exists()
+        assert made.parent == work / TMP_DIR and made.exists()
         assert any("LD_PRELOAD" in note for note in status.notes)
         assert (work / "std.err").read_text() == ""  # no loader complaint about a missing preload
 

@@ -35,7 +35,7 @@ from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, local
 from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, SPARE_PREFIX, Account
-from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME
+from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME, TMP_DIR
 from wmproxy.security.proxy import credential_pem, make_proxy
 
 
@@ -519,7 +519,7 @@ class TestSpareWorkDirs:
     ) -> None:
         root = recycling.work_root
         leave = ("echo x > left; touch .hidden; ln -s /etc/passwd link; ln -s /nowhere dangling; mkfifo fifo; "
-                 "echo y > ro; chmod 400 ro; touch none; chmod 000 none; echo t > tmp/t; touch .wmproxy/extra")
+                 f"echo y > ro; chmod 400 ro; touch none; chmod 000 none; echo t > {TMP_DIR}/t; touch .wmproxy/extra")
         first, outcome = run(recycling, launch(input_dir, account, leave, proxy_pem=proxy_pem))
         assert (outcome.state, outcome.exit_code) == (JobState.DONE, 0), outcome
         inode = os.stat(first.work_dir).st_ino
@@ -530,9 +530,9 @@ class TestSpareWorkDirs:
         owner = (os.geteuid(), os.getegid()) if account is None else (account.uid, account.gid)
         second = recycling.prepare(_another(input_dir, account, "ls -A > listing", proxy_pem=proxy_pem))
         assert os.stat(second.work_dir).st_ino == inode and _spares(root) == []
-        assert sorted(os.listdir(second.work_dir)) == [".wmproxy", "tmp", PROXY_NAME]
-        assert os.listdir(second.work_dir / STATE_DIR) == [] and os.listdir(second.work_dir / "tmp") == []
-        for path in (second.work_dir, second.work_dir / STATE_DIR, second.work_dir / "tmp"):
+        assert sorted(os.listdir(second.work_dir)) == [TMP_DIR, ".wmproxy", PROXY_NAME]
+        assert os.listdir(second.work_dir / STATE_DIR) == [] and os.listdir(second.work_dir / TMP_DIR) == []
+        for path in (second.work_dir, second.work_dir / STATE_DIR, second.work_dir / TMP_DIR):
             st = os.lstat(path)
             assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (*owner, 0o700), path
         proxy = os.lstat(second.work_dir / PROXY_NAME)
@@ -540,7 +540,7 @@ class TestSpareWorkDirs:
         recycling.spawn(second)
         wait_for(lambda: recycling.poll(second) is not None, "the second job's end")
         assert recycling.poll(second) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
-        assert (second.work_dir / "listing").read_text().split() == [".wmproxy", "err", "listing", "out", "tmp",
+        assert (second.work_dir / "listing").read_text().split() == [TMP_DIR, ".wmproxy", "err", "listing", "out",
                                                                      PROXY_NAME]
         recycling.release(second)
         recycling.close()
@@ -549,12 +549,12 @@ class TestSpareWorkDirs:
     @pytest.mark.parametrize("script", [
         "mkdir -p a/b; echo x > a/b/f",                                 # a directory of the job's
         "mkdir ro; touch ro/f; chmod 500 ro",                          # a read-only one
-        "chmod 000 tmp",                                               # the TMPDIR made unusable
+        f"chmod 000 {TMP_DIR}",                                        # the TMPDIR made unusable
         "chmod 755 .",                                                 # the work dir opened to others
-        "rmdir tmp; ln -s /etc tmp",                                   # a link in place of tmp/
+        f"rmdir {TMP_DIR}; ln -s /etc {TMP_DIR}",                      # a link in place of TMPDIR
         "chmod 711 .wmproxy",                                          # .wmproxy another mode
-        "chattr +D tmp",                                               # an inode flag (dirsync)
-        "/usr/bin/python3 -c \"import os; os.setxattr('tmp', 'user.x', b'1')\"",  # an extended attribute
+        f"chattr +D {TMP_DIR}",                                        # an inode flag (dirsync)
+        f"/usr/bin/python3 -c \"import os; os.setxattr('{TMP_DIR}', 'user.x', b'1')\"",  # an extended attribute
     ])
     def test_a_work_dir_with_anything_unusual_is_removed_not_kept(
         self, recycling: LocalExecutionBackend, input_dir: Path, account: Account | None, script: str
@@ -590,7 +590,7 @@ class TestSpareWorkDirs:
         first, _ = run(recycling, launch(input_dir, account, "exit 0"))
         recycling.release(first)
         [spare] = _spares(root := recycling.work_root)
-        (spare / "tmp" / "late").write_text("written by a process of the job still running")
+        (spare / TMP_DIR / "late").write_text("written by a process of the job still running")
         second = recycling.prepare(_another(input_dir, account, "exit 0"))
         assert sorted(os.listdir(second.work_dir)) == [".wmproxy"]  # a new one
         assert _spares(root) == []
@@ -603,14 +603,14 @@ class TestSpareWorkDirs:
         first, _ = run(recycling, launch(input_dir, account, "exit 0"))
         recycling.release(first)
         [spare] = _spares(root := recycling.work_root)
-        late = spare / "tmp" / "late"
+        late = spare / TMP_DIR / "late"
         late.write_text("x")
         subprocess.run(["chattr", "+i", str(late)], check=True)
         try:
             second = recycling.prepare(_another(input_dir, account, "exit 0"))
             assert sorted(os.listdir(second.work_dir)) == [".wmproxy"]  # a new one
             [aside] = [p for p in root.iterdir() if p.name.startswith(".discarded.") and p != second.work_dir]
-            assert not aside.name.startswith(SPARE_PREFIX) and (aside / "tmp" / "late").exists()
+            assert not aside.name.startswith(SPARE_PREFIX) and (aside / TMP_DIR / "late").exists()
         finally:
             subprocess.run(["chattr", "-R", "-i", str(root)], check=False)
 
