@@ -1,0 +1,72 @@
+"""The sandbox attributes of a JDL when its job runs: a destination this service cannot serve
+(a remote ``OutputSandboxDestURI``, a remote ``InputSandbox`` entry) is refused at registration
+instead of being silently dropped; every ``OutputSandbox`` entry is collected (wildcards
+expanded) under the name its registered destination gives. Real worker in process, real jobs
+(as the mapped account), both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import Pki
+from tests.store.conftest import mapped_runtime
+from tests.store.worker_support import job_row, run_to_end
+from tests.support import delegate_in_process, principal_of
+from wmproxy.domain import JobState
+from wmproxy.errors import InvalidArgumentError
+from wmproxy.execution.identity import Account
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job, submit_job
+from wmproxy.store.schema import Job
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
+       store_key_dir: Path) -> Iterator[Runtime]:
+    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
+                        execution={"work_dir": str(work_root), "poll_interval": 0.05, "kill_grace": 2.0}) as runtime:
+        delegate_in_process(runtime, principal_of(pki, "alice"), pki.users["alice"].proxy, "exec")
+        yield runtime
+
+
+def run(rt: Runtime, pki: Pki, work_root: Path, script: str, sandbox: str) -> str:
+    """Submit ``/bin/sh -c script`` with the ``sandbox`` attributes and run it to its end."""
+    job_id = submit_job(rt, principal_of(pki, "alice"),
+                        f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; {sandbox} ]', "exec").job_id
+    run_to_end(rt, job_id, work_root)
+    return job_id
+
+
+def jobs_count(rt: Runtime) -> int:
+    with rt.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(Job)) or 0)
+
+
+@pytest.mark.parametrize(("sandbox", "named"), [
+    ('OutputSandbox = {"a.out"}; OutputSandboxDestURI = {"gsiftp://se.example.org:2811/data/a.out"};',
+     "OutputSandboxDestURI: 'gsiftp://se.example.org:2811/data/a.out' is not allowed"),
+    ('OutputSandbox = {"*.out"}; OutputSandboxBaseDestURI = "gsiftp://se.example.org:2811/data/";',
+     "OutputSandboxBaseDestURI: 'gsiftp://se.example.org:2811/data/' is not allowed"),
+])
+def test_a_remote_output_destination_is_refused_at_registration(rt: Runtime, pki: Pki, sandbox: str,
+                                                                named: str) -> None:
+    """It was accepted, the file kept in the job's own output area and the destination ignored:
+    Done, exit 0, no reason; the user never learnt the file was not sent."""
+    alice = principal_of(pki, "alice")
+    before = jobs_count(rt)
+    for operation in (register_job, submit_job):
+        with pytest.raises(InvalidArgumentError, match="keeps the output sandbox in the job's own output area") as exc:
+            operation(rt, alice, f'[ Executable = "/bin/true"; {sandbox} ]', "exec")
+        assert named in str(exc.value)
+    assert jobs_count(rt) == before
+
+
+def test_a_relative_destination_names_the_stored_file(rt: Runtime, pki: Pki, work_root: Path) -> None:
+    """The registered JDL's own-area destinations are accepted and the job runs."""
+    job_id = run(rt, pki, work_root, "echo a > a.out", 'OutputSandbox = {"a.out"}; OutputSandboxDestURI = {"b.out"};')
+    row = job_row(rt, job_id)
+    assert (row.state, row.exit_code) == (JobState.DONE.value, 0)
