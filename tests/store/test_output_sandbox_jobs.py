@@ -65,6 +65,26 @@ def test_a_remote_output_destination_is_refused_at_registration(rt: Runtime, pki
     assert jobs_count(rt) == before
 
 
+@pytest.mark.parametrize("entry", [
+    "gsiftp://se.example.org:2811/data/in.txt",
+    "https://wms.example.org:7443/SandboxDir/Ab/https_3a_2f_2flb_3a9000_2fAb/output/in.txt",
+])
+def test_a_remote_input_sandbox_entry_is_refused_at_registration(rt: Runtime, pki: Pki, entry: str) -> None:
+    """It was accepted and never fetched: the job ran without the file (exit 1, no reason)."""
+    alice = principal_of(pki, "alice")
+    before = jobs_count(rt)
+    for operation in (register_job, submit_job):
+        with pytest.raises(InvalidArgumentError, match="does not fetch remote input sandbox files") as exc:
+            operation(rt, alice, f'[ Executable = "/bin/cat"; Arguments = "in.txt"; InputSandbox = {{"{entry}"}}; ]',
+                      "exec")
+        assert f"InputSandbox: {entry!r} is not allowed" in str(exc.value)
+    compound = (f'[ Type = "dag"; Nodes = {{ [ NodeName = "a"; Executable = "/bin/true"; ], [ NodeName = "b";'
+                f' Executable = "/bin/true"; InputSandbox = {{"{entry}"}}; ] }}; ]')
+    with pytest.raises(InvalidArgumentError, match="does not fetch remote input sandbox files"):
+        register_job(rt, alice, compound, "exec")
+    assert jobs_count(rt) == before
+
+
 def test_a_relative_destination_names_the_stored_file(rt: Runtime, pki: Pki, work_root: Path) -> None:
     """The registered JDL's own-area destinations are accepted and the job runs."""
     job_id = run(rt, pki, work_root, "echo a > a.out", 'OutputSandbox = {"a.out"}; OutputSandboxDestURI = {"b.out"};')

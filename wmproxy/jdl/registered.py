@@ -112,9 +112,9 @@ def registered_ad(
     Raises:
         InvalidJdlAttributeError: the JDL's ``VirtualOrganisation`` differs from
             ``proxy_vo`` (case-insensitive), or anything :func:`describe` raises.
-        InvalidArgumentError: an ``OutputSandboxDestURI`` entry or ``OutputSandboxBaseDestURI``
-            outside the job's own output area: this service sends no file elsewhere (the message
-            names the entry).
+        InvalidArgumentError: a remote ``InputSandbox`` entry, or an ``OutputSandboxDestURI`` entry
+            or ``OutputSandboxBaseDestURI`` outside the job's own output area: this service fetches
+            and sends no file elsewhere (the message names the entry).
         InvalidArgumentError, JdlError: see :func:`describe`; bad interactive
             listener attributes or ``OutputSandboxBaseDestURI``.
     """
@@ -148,6 +148,7 @@ def registered_ad(
         environment += _interactive_environment(out)
     if environment or "Environment" in out:
         set_list(out, "Environment", environment)
+    _check_input_sandbox(description.input_sandbox)
     if "InputSandbox" in out:
         set_list(out, "InputSandbox", [
             entry if is_remote_uri(entry) else file_uri(area.input_uri, file_name(entry))
@@ -282,6 +283,24 @@ def _interactive_environment(out: classad2.ClassAd) -> list[str]:
         f"GRID_CONSOLE_STDIN={pipe}.in",
         f"GRID_CONSOLE_STDOUT={pipe}.out",
     ]
+
+
+def _check_input_sandbox(entries: Sequence[str]) -> None:
+    """Refuse a remote ``InputSandbox`` entry (``gsiftp://``, ``https://``...; ``file://`` is local).
+
+    The service runs the job with the files of its own input area only: it has no GridFTP and
+    fetches nothing from elsewhere, not even another job's output sandbox on this service (the
+    gLite idiom of chaining jobs through ``https://<wms>/SandboxDir/.../output/<file>``).
+
+    Raises:
+        InvalidArgumentError: the message names the entry.
+    """
+    for entry in entries:
+        if is_remote_uri(entry):
+            raise InvalidArgumentError(
+                f"Attribute InputSandbox: {entry!r} is not allowed: this service does not fetch remote input "
+                "sandbox files (no GridFTP, no download from other servers or from another job's sandbox); "
+                "give a local file, which the client uploads into the job's input sandbox")
 
 
 def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], output_uri: str) -> None:

@@ -102,10 +102,13 @@ class TestStaging:
             "https://lb:9000/abcdefghijklmnopqrstuv")
         base = area.base_uri
         converted = _convert("staging.xml")
+        with pytest.raises(InvalidArgumentError, match="InputSandbox: 'gsiftp://se"):
+            registered_ad(converted, area, job_id=area.job_id, certificate_subject="/CN=u", proxy_vo="dteam",
+                          proxy_fqan=None, myproxy_server=None)  # this service fetches nothing remote
+        converted["InputSandbox"] = ["analyse.sh"]
         with pytest.raises(InvalidArgumentError, match="OutputSandboxDestURI: 'gsiftp://se"):
             registered_ad(converted, area, job_id=area.job_id, certificate_subject="/CN=u", proxy_vo="dteam",
-                          proxy_fqan=None, myproxy_server=None)  # this service sends and fetches nothing remote
-        converted["InputSandbox"] = ["analyse.sh"]
+                          proxy_fqan=None, myproxy_server=None)  # nor sends anything
         converted["OutputSandboxDestURI"] = ["", "histo.root"]
         out = registered_ad(converted, area, job_id=area.job_id,
                             certificate_subject="/CN=u", proxy_vo="dteam", proxy_fqan=None,

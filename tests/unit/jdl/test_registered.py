@@ -30,7 +30,8 @@ STORAGE = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:744
 AREA = STORAGE.job_area(JOB_ID)
 DN = "/C=XX/O=Grid/CN=Jane Doe"
 REMOTE_ISB = "gsiftp://se.example.org/data/calib.db"
-LOCAL_ISB = (DATA / "local_isb.jdl").read_text()
+LOCAL_ISB = (DATA / "local_isb.jdl").read_text().replace(f', "{REMOTE_ISB}"', "")
+"""``local_isb.jdl`` without its remote entry, which registration refuses."""
 
 
 def _register(text: str, *, proxy_vo: str | None = "dteam",
@@ -67,9 +68,23 @@ class TestRegisteredAd:
         assert ad["InputSandbox"] == [
             ISB_BASE + "/input/analyse.sh",
             ISB_BASE + "/input/input.dat",
-            REMOTE_ISB,
         ]
 
+    @pytest.mark.parametrize("entry", [
+        REMOTE_ISB,
+        "https://se.example.org/data/calib.db",
+        f"{ISB_BASE}/output/result.txt",  # this service's own sandbox: not fetched either
+        "HTTP://host/x",
+    ])
+    def test_a_remote_input_sandbox_entry_is_refused(self, entry: str) -> None:
+        with pytest.raises(InvalidArgumentError, match="does not fetch remote input sandbox files") as exc:
+            _register(f'Executable = "a"; InputSandbox = {{"a.sh", "{entry}"}};')
+        assert f"InputSandbox: {entry!r}" in str(exc.value)
+        assert "from another job's sandbox" in str(exc.value)
+
+    def test_the_data_files_remote_entry_is_refused(self) -> None:
+        with pytest.raises(InvalidArgumentError, match=REMOTE_ISB):
+            _register((DATA / "local_isb.jdl").read_text())
 
     def test_output_sandbox_dest_uri_defaults_below_output(self) -> None:
         ad = _register(LOCAL_ISB)
