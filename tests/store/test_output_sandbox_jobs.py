@@ -90,3 +90,13 @@ def test_a_relative_destination_names_the_stored_file(rt: Runtime, pki: Pki, wor
     job_id = run(rt, pki, work_root, "echo a > a.out", 'OutputSandbox = {"a.out"}; OutputSandboxDestURI = {"b.out"};')
     row = job_row(rt, job_id)
     assert (row.state, row.exit_code) == (JobState.DONE.value, 0)
+
+
+def test_wildcards_collect_every_matching_file(rt: Runtime, pki: Pki, work_root: Path) -> None:
+    """``OutputSandbox = {"*.out"}`` lost a.out and b.out: "*.out not collected: not produced"."""
+    job_id = run(rt, pki, work_root, "echo a > a.out; echo b > b.out; echo c > c.log",
+                 'OutputSandbox = {"*.out", "*.none"};')
+    row = job_row(rt, job_id)
+    assert (row.state, row.exit_code) == (JobState.DONE.value, 0)
+    assert row.reason == "output sandbox file *.none not collected: not produced"
+    assert rt.storage.output_files(job_id) == [("a.out", 2), ("b.out", 2)]
