@@ -19,6 +19,8 @@ from tests.support import delegate_in_process, principal_of
 from wmproxy.domain import JobState
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.execution.identity import Account
+from wmproxy.jdl import parse_jdl
+from wmproxy.services.jobs import output_files
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, submit_job
 from wmproxy.store.schema import Job
@@ -86,10 +88,29 @@ def test_a_remote_input_sandbox_entry_is_refused_at_registration(rt: Runtime, pk
 
 
 def test_a_relative_destination_names_the_stored_file(rt: Runtime, pki: Pki, work_root: Path) -> None:
-    """The registered JDL's own-area destinations are accepted and the job runs."""
-    job_id = run(rt, pki, work_root, "echo a > a.out", 'OutputSandbox = {"a.out"}; OutputSandboxDestURI = {"b.out"};')
+    """The registered JDL promised ``.../output/renamed#1.out``; the file was stored as a.out and
+    getOutputFileList listed a.out."""
+    job_id = run(rt, pki, work_root, "echo a > a.out; echo b > b.out",
+                 'OutputSandbox = {"a.out", "b.out"}; OutputSandboxDestURI = {"renamed#1.out"};')
+    row = job_row(rt, job_id)
+    assert (row.state, row.exit_code, row.reason) == (JobState.DONE.value, 0, None)
+    assert rt.storage.output_files(job_id) == [("b.out", 2), ("renamed#1.out", 2)]
+    listed = output_files(rt, principal_of(pki, "alice"), job_id, "https")
+    promised = parse_jdl(row.jdl_registered)["OutputSandboxDestURI"]
+    assert sorted(uri for uri, _ in listed) == sorted(promised)
+    assert promised[0].endswith("/output/renamed%231.out")
+
+
+def test_two_entries_with_one_file_name_do_not_overwrite_each_other(rt: Runtime, pki: Pki, work_root: Path) -> None:
+    """``{"x/r.txt", "y/r.txt"}`` left one r.txt (the second), without a word."""
+    job_id = run(rt, pki, work_root, "mkdir x y; echo X > x/r.txt; echo YY > y/r.txt",
+                 'OutputSandbox = {"x/r.txt", "y/r.txt"};')
     row = job_row(rt, job_id)
     assert (row.state, row.exit_code) == (JobState.DONE.value, 0)
+    assert row.reason == ("output sandbox file y/r.txt not collected: it has the same name r.txt in the output "
+                          "sandbox as x/r.txt")
+    assert rt.storage.output_files(job_id) == [("r.txt", 2)]
+    assert (rt.storage.job_area(job_id).output_dir / "r.txt").read_text() == "X\n"
 
 
 def test_wildcards_collect_every_matching_file(rt: Runtime, pki: Pki, work_root: Path) -> None:

@@ -46,7 +46,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
@@ -283,20 +283,22 @@ def check_file_count(area: str, count: int, limit: int) -> None:
         )
 
 
-def _expand_wildcards(work_dir: Path, names: tuple[str, ...]) -> Iterator[str]:
-    """``names`` with each entry whose last component has wildcards replaced by the paths in its
-    directory that it matches (sorted; a leading ``.`` is matched only by a pattern starting with
-    one), or kept as it is when nothing matches (it is then "not produced"). The directory is
-    listed through descriptors opened without following a symbolic link; one that cannot be
-    listed so (missing, a symlink, ``..``, absolute) matches nothing."""
-    for entry in names:
+def _expand_wildcards(work_dir: Path, names: tuple[str, ...],
+                      targets: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """``(entry, name to store it under or "")`` of ``names`` (with ``targets``), each entry whose
+    last component has wildcards replaced by the paths in its directory that it matches (sorted;
+    a leading ``.`` is matched only by a pattern starting with one; each under its own name), or
+    kept as it is when nothing matches (it is then "not produced"). The directory is listed
+    through descriptors opened without following a symbolic link; one that cannot be listed so
+    (missing, a symlink, ``..``, absolute) matches nothing."""
+    for index, entry in enumerate(names):
         directory, slash, pattern = entry.rpartition("/")
         if not any(w in pattern for w in "*?["):
-            yield entry
+            yield entry, targets[index] if index < len(targets) else ""
             continue
         matches = [name for name in _list_confined(work_dir, directory)
                    if fnmatch.fnmatchcase(name, pattern) and (pattern.startswith(".") or not name.startswith("."))]
-        yield from ([f"{directory}{slash}{name}" for name in sorted(matches)] or [entry])
+        yield from ((f"{directory}{slash}{name}", "") for name in sorted(matches) or [pattern])
 
 
 def _list_confined(work_dir: Path, directory: str) -> list[str]:
@@ -805,7 +807,8 @@ class FilesystemSandboxStorage:
     # --- the job's own files ---
 
     def collect_output_files(
-        self, job_id: str, work_dir: Path, names: tuple[str, ...], budget: int | None = None, max_files: int = 0
+        self, job_id: str, work_dir: Path, names: tuple[str, ...], budget: int | None = None, max_files: int = 0,
+        targets: Sequence[str] = (),
     ) -> OutputCollection:
         """Copy the job's output sandbox files from ``work_dir`` into its ``output/`` (atomically each).
 
@@ -828,8 +831,12 @@ class FilesystemSandboxStorage:
         Args:
             job_id: the job.
             work_dir: the directory the job ran in.
-            names: ``OutputSandbox`` names relative to ``work_dir``; each is stored
-                under its file name.
+            names: ``OutputSandbox`` names relative to ``work_dir``.
+            targets: the file name in ``output/`` of each entry of ``names``, the last segment of
+                its registered destination (:attr:`~wmproxy.jdl.description.JobDescription.output_names`);
+                ``""`` or none: the entry's own file name. An entry whose name an earlier one has
+                taken is not collected (``"it has the same name ... as <earlier entry>"``), never
+                written over it.
             budget: bytes all the files together may take (None: no limit).
             max_files: files at most collected (``[limits] max_output_sandbox_files``: wildcards
                 can name more than the entries registration counted); 0: no limit. A file
@@ -851,10 +858,18 @@ class FilesystemSandboxStorage:
         truncated: list[tuple[str, int, int]] = []
         left = budget
         collected = 0
-        for entry in _expand_wildcards(work_dir, names):
-            name = os.path.basename(entry)
-            if name in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
+        stored: dict[str, str] = {}  # name in output/ -> the entry stored under it
+        for entry, target in _expand_wildcards(work_dir, names, targets):
+            base = os.path.basename(entry)
+            if base in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
                 missing.append((entry, "not a regular file"))
+                continue
+            name = target or base
+            if name in ("", ".", "..") or "/" in name or "\0" in name or is_temporary(name) or name in OUTPUT_HIDDEN:
+                missing.append((entry, f"its destination name {name!r} is not a file name"))
+                continue
+            if name in stored:
+                missing.append((entry, f"it has the same name {name} in the output sandbox as {stored[name]}"))
                 continue
             if max_files > 0 and collected >= max_files:
                 missing.append((entry, f"the maximum number of output sandbox files ({max_files}) is reached"))
@@ -862,9 +877,10 @@ class FilesystemSandboxStorage:
             try:
                 source = open_confined(work_dir, entry)
             except ConfinementError as exc:
-                missing.append((name, exc.reason))
+                missing.append((base, exc.reason))
                 continue
             collected += 1
+            stored[name] = entry
             fd, tmp = _mkstemp(output / name)
             try:
                 with os.fdopen(fd, "wb") as out, os.fdopen(source, "rb", buffering=0) as data:

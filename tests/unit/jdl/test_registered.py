@@ -19,6 +19,7 @@ from wmproxy.jdl import (
     parse_jdl,
     registered_ad,
 )
+from wmproxy.jdl.description import read_description
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 
 DATA = Path(__file__).parent / "data"
@@ -468,3 +469,12 @@ class TestIsbFileNames:
         ad = _register('Executable = "a";')
         ad["InputSandbox"] = [f"{AREA.input_uri}/{old}"]
         assert isb_file_names(ad, AREA.input_uri) == (old,)
+
+
+class TestOutputNames:
+    def test_each_entry_is_stored_under_the_last_segment_of_its_registered_destination(self) -> None:
+        ad = _register('Executable = "a"; OutputSandbox = {"a.out", "x/r.txt", "b.out"};'
+                       ' OutputSandboxDestURI = {"renamed#1.out"};')
+        assert read_description(ad).output_names == ("renamed#1.out", "r.txt", "b.out")
+        wild = _register('Executable = "a"; OutputSandbox = {"*.out", "x/b.out"}; OutputSandboxDestURI = {"", "c"};')
+        assert read_description(wild).output_names == ("", "c")

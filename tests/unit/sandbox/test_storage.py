@@ -623,3 +623,28 @@ class TestOutputWildcards:
 
         assert missing == [("c.out", "the maximum number of output sandbox files (2) is reached")]
         assert [name for name, _ in storage.output_files(JOB)] == ["a.out", "b.out"]
+
+
+class TestOutputTargets:
+    """Each file is stored under the name its registered destination gives (it was stored under
+    its base name: ``{"a.out"}`` with ``OutputSandboxDestURI = {"renamed.out"}`` promised
+    ``output/renamed.out`` and left ``output/a.out``), and two entries with the same name no
+    longer overwrite each other (``x/r.txt``, ``y/r.txt`` left one ``r.txt``, without a word)."""
+
+    def test_a_target_names_the_stored_file_and_a_second_entry_for_a_name_is_not_collected(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        for name in ("x", "y"):
+            (work / name).mkdir(parents=True)
+            (work / name / "r.txt").write_text(name)
+        (work / "a.out").write_text("a")
+
+        missing = storage.collect_output_files(JOB, work, ("x/r.txt", "y/r.txt", "a.out", "x/r.txt"),
+                                               targets=("", "", "renamed.out", ".gacl")).missing
+
+        assert missing == [("y/r.txt", "it has the same name r.txt in the output sandbox as x/r.txt"),
+                           ("x/r.txt", "its destination name '.gacl' is not a file name")]
+        assert storage.output_files(JOB) == [("r.txt", 1), ("renamed.out", 1)]
+        assert (storage.job_area(JOB).output_dir / "r.txt").read_text() == "x"
