@@ -15,12 +15,10 @@ import pytest
 
 from tests.conftest import Pki
 from tests.store.conftest import mapped_runtime
-from tests.store.worker_support import end_jobs, in_state, job_row, submit, until
+from tests.store.worker_support import job_row, run_to_end, submit
 from tests.support import delegate_in_process, principal_of
 from wmproxy.domain import JobState
-from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import Account
-from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services import quota
 from wmproxy.services.runtime import Runtime
 
@@ -50,12 +48,7 @@ def run_to_done(rt: Runtime, pki: Pki, work_root: Path, script: str, extra: str 
     alice = principal_of(pki, "alice")
     delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
     job_id = submit(rt, alice, script, extra)
-    worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, "w1")
-    try:
-        worker.start()
-        until(worker, in_state(rt, job_id, JobState.DONE, JobState.ABORTED), "the job to end")
-    finally:
-        end_jobs(worker)
+    run_to_end(rt, job_id, work_root)
     return job_id
 
 

@@ -120,6 +120,16 @@ def end_jobs(worker: ExecutionWorker) -> None:
             job.handle.process.wait(timeout=DEADLINE)
 
 
+def run_to_end(rt: Runtime, job_id: str, work_root: Path) -> None:
+    """Run the started ``job_id`` with a local worker in process until it is Done or Aborted."""
+    worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(work_root, kill_grace=2.0)}, "w1")
+    try:
+        worker.start()
+        until(worker, in_state(rt, job_id, JobState.DONE, JobState.ABORTED), "the job to end")
+    finally:
+        end_jobs(worker)
+
+
 def in_state(rt: Runtime, job_id: str, *states: JobState) -> Callable[[], bool]:
     return lambda: job_row(rt, job_id).state in {s.value for s in states}
 

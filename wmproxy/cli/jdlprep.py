@@ -3,8 +3,9 @@ JDL file before jobRegister, with classad2 (never an own parser).
 
 * A syntax error is reported with its line and column (:func:`locate_syntax_error`).
 * Nodes given as ``file = "node.jdl"`` are inlined (:func:`inline_node_files`).
-* Relative ``InputSandbox`` entries under ``InputSandboxBaseURI`` become URIs (they are
-  fetched by the job, not uploaded).
+* Relative ``InputSandbox`` entries under a ``file://`` ``InputSandboxBaseURI`` become local
+  ``file://`` entries (uploaded); a remote ``InputSandboxBaseURI`` is refused (the service
+  fetches no remote input sandbox file).
 * ``Environment`` values keep what the user meant, not shell quotes: ``"A='a b'"`` is
   sent as ``"A=a b"``.
 * ``submit`` options and configuration defaults: ``SubmitTo`` (``-r``), ``ExpiryTime``
@@ -278,8 +279,9 @@ def prepare(
         ``text`` unchanged when nothing applies, else the changed ClassAd's text.
 
     Raises:
-        CliError: ``JDL`` for a syntax error (with line and column) or a bad node file;
-            ``Configuration`` for a bad default.
+        CliError: ``JDL`` for a syntax error (with line and column), a bad node file or a
+            remote ``InputSandboxBaseURI`` (:func:`resolve_base_uri`); ``Configuration`` for a
+            bad default.
     """
     ad = parse(text, source)
     changed = inline_node_files(ad, base)
@@ -305,9 +307,14 @@ def prepare(
 
 
 def resolve_base_uri(node: Any) -> bool:
-    """Relative ``InputSandbox`` entries of an ad with ``InputSandboxBaseURI`` become
-    ``<InputSandboxBaseURI>/<entry>``: the job fetches them, nothing is uploaded. One ad, not
-    its nodes (:func:`prepare` applies it to each). Returns whether anything changed."""
+    """Relative ``InputSandbox`` entries of an ad with a ``file://`` ``InputSandboxBaseURI`` become
+    ``<InputSandboxBaseURI>/<entry>``: local files, uploaded as any other. One ad, not its nodes
+    (:func:`prepare` applies it to each). Returns whether anything changed.
+
+    Raises:
+        CliError: ``JDL`` for a remote ``InputSandboxBaseURI`` with relative entries: the
+            service fetches no remote input sandbox file and would refuse the entries it makes.
+    """
     base = node.get("InputSandboxBaseURI") if "InputSandboxBaseURI" in node else None
     entries = _string_list(node, "InputSandbox") if "InputSandbox" in node else None
     if not isinstance(base, str) or not base or entries is None:
@@ -315,6 +322,10 @@ def resolve_base_uri(node: Any) -> bool:
     new = [e if _URI.match(e) or e.startswith("/") else f"{base.rstrip('/')}/{e}" for e in entries]
     if new == entries:
         return False
+    if _URI.match(base) and not base.lower().startswith("file://"):
+        raise CliError("JDL", f"InputSandboxBaseURI {base!r} is not allowed: this service does not fetch remote "
+                              "input sandbox files (no GridFTP, no download from other servers or from another "
+                              "job's sandbox); give local files, which are uploaded into the job's input sandbox")
     node["InputSandbox"] = new
     return True
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,6 +32,8 @@ from wmproxy.cli.compound import node_names
 from wmproxy.cli.sandbox import _parse
 from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import download_file, local_path
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def default_dir(job_id: str) -> str:
@@ -153,21 +156,39 @@ def _children_if_compound(client: WMProxyClient, job_id: str, exc: WMProxyClient
 
 
 def _declared_outputs(client: WMProxyClient, job_id: str) -> list[str]:
-    """The file names the job's ORIGINAL JDL declares in ``OutputSandbox`` that must be in its
-    own output area: none when ``OutputSandboxDestURI``/``OutputSandboxBaseDestURI`` sends
-    them elsewhere; names with wildcards are left out."""
+    """The file names the job's ORIGINAL JDL declares in ``OutputSandbox``, each under the name it
+    is stored with in the job's own output area: a relative ``OutputSandboxDestURI`` entry's, else
+    the entry's base name. The service keeps every output there (it refuses a destination
+    elsewhere at registration); an absolute ``OutputSandboxDestURI`` entry (a job registered
+    before that) and names with wildcards are left out."""
     try:
         ad = _parse(client.get_jdl(job_id, "ORIGINAL"))
     except WMProxyClientError:
         return []
-    if ad is None or "OutputSandboxDestURI" in ad or "OutputSandboxBaseDestURI" in ad:
+    if ad is None:
         return []
+    names, dests = _strings(ad, "OutputSandbox"), _strings(ad, "OutputSandboxDestURI")
+    declared = []
+    for index, name in enumerate(names):
+        dest = dests[index] if index < len(dests) else ""
+        if not name or any(w in name for w in "*?[") or _URI.match(dest):
+            continue
+        declared.append(dest or os.path.basename(name))
+    return declared
+
+
+def _strings(ad: Any, key: str) -> list[str]:
+    """A string or list of strings attribute as a list (anything else: empty)."""
     try:
-        value = ad.get("OutputSandbox")
+        value = ad.get(key)
     except Exception:  # noqa: BLE001 - an expression that does not evaluate names nothing
         return []
-    names = [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
-    return [os.path.basename(n) for n in names if n and not any(w in n for w in "*?[")]
+    if isinstance(value, str):
+        return [value]
+    try:
+        return [v if isinstance(v, str) else "" for v in value]
+    except TypeError:  # a number, a ClassAd...
+        return []
 
 
 def _file_name(uri: str) -> str:

@@ -1009,7 +1009,8 @@ class ExecutionWorker:
         try:
             collected = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox,
-                None if budget is None else budget[0])
+                None if budget is None else budget[0], max_files=self.rt.settings.limits.max_output_sandbox_files,
+                targets=job.order.description.output_names)
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in collected.missing]
             if collected.truncated and budget is not None:

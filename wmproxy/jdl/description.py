@@ -9,6 +9,7 @@ this module (never the other way round).
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from wmproxy.jdl.attributes import (
     string_value,
     text,
 )
-from wmproxy.jdl.sandbox import check_work_dir_name, local_file_names
+from wmproxy.jdl.sandbox import URI_SCHEME, check_work_dir_name, has_wildcards, local_file_names, uri_file_name
 
 INTERACTIVE_ATTRIBUTES = ("ListenerHost", "ListenerPort", "ListenerPipeName")
 #: The largest ``CpuNumber`` registration accepts (a count of CPUs: a positive 32-bit integer).
@@ -47,6 +48,7 @@ class JobDescription:
         std_input, std_output, std_error: ``StdInput``/``StdOutput``/``StdError``.
         input_sandbox: ``InputSandbox`` entries as written (file names, paths, URIs).
         output_sandbox: ``OutputSandbox`` file names.
+        output_sandbox_dest: ``OutputSandboxDestURI`` as written (see :attr:`output_names`).
         environment: ``Environment`` entries, each ``NAME=value``.
         virtual_organisation: ``VirtualOrganisation`` as written.
         myproxy_server: ``MyProxyServer``; ``None`` when absent or ``""``.
@@ -67,6 +69,25 @@ class JobDescription:
     virtual_organisation: str | None = None
     myproxy_server: str | None = None
     nodes: tuple[str, ...] = ()
+    output_sandbox_dest: tuple[str, ...] = ()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The file name each ``OutputSandbox`` entry is stored under in the job's output area
+        (§3.2 step 8c): the last segment of its ``OutputSandboxDestURI`` entry (percent-decoded,
+        :func:`~wmproxy.jdl.sandbox.uri_file_name`; registration accepts no destination
+        elsewhere), a relative entry as written, else the entry's base name. An entry with
+        wildcards has no single name: its matches keep theirs (``""`` here)."""
+        names: list[str] = []
+        for index, entry in enumerate(self.output_sandbox):
+            dest = self.output_sandbox_dest[index] if index < len(self.output_sandbox_dest) else ""
+            if has_wildcards([entry]):
+                names.append("")
+            elif URI_SCHEME.match(dest):
+                names.append(uri_file_name(dest.rsplit("/", 1)[-1]))
+            else:
+                names.append(dest or posixpath.basename(entry))
+        return tuple(names)
 
 
 def is_simple(ad: classad2.ClassAd) -> bool:
@@ -154,6 +175,7 @@ def read_description(ad: classad2.ClassAd) -> JobDescription:
         std_error=string_value(ad, "StdError"),
         input_sandbox=file_list(ad, "InputSandbox"),
         output_sandbox=file_list(ad, "OutputSandbox"),
+        output_sandbox_dest=string_list(ad, "OutputSandboxDestURI"),
         environment=string_list(ad, "Environment"),
         virtual_organisation=string_value(ad, "VirtualOrganisation"),
         myproxy_server=string_value(ad, "MyProxyServer") or None,

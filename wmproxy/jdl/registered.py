@@ -16,7 +16,7 @@ from typing import Protocol
 
 import classad2
 
-from wmproxy.errors import InvalidJdlAttributeError, JdlError
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
 from wmproxy.jdl.attributes import set_list, string_list, string_value
 from wmproxy.jdl.compound import describe
 from wmproxy.jdl.description import JobDescription
@@ -78,7 +78,8 @@ def registered_ad(
 
     Implements ``wmproxy-behaviour.md`` §3.1 step 6 (VO check), step 8 (interactive
     ``Environment`` additions), step 12 (attributes set, removed and normalised) and
-    §3.2 step 8c (``OutputSandboxDestURI`` below the job's own output URI). Local
+    §3.2 step 8c (``OutputSandboxDestURI`` below the job's own output URI, the only destination
+    accepted). Local
     ``InputSandbox`` entries become ``<area.input_uri>/<file name>`` (the name percent-encoded,
     :func:`~wmproxy.jdl.sandbox.file_uri`): for a node that
     is the parent's input area, where the files are really uploaded. The DAG level of
@@ -111,6 +112,9 @@ def registered_ad(
     Raises:
         InvalidJdlAttributeError: the JDL's ``VirtualOrganisation`` differs from
             ``proxy_vo`` (case-insensitive), or anything :func:`describe` raises.
+        InvalidArgumentError: a remote ``InputSandbox`` entry, or an ``OutputSandboxDestURI`` entry
+            or ``OutputSandboxBaseDestURI`` outside the job's own output area: this service fetches
+            and sends no file elsewhere (the message names the entry).
         InvalidArgumentError, JdlError: see :func:`describe`; bad interactive
             listener attributes or ``OutputSandboxBaseDestURI``.
     """
@@ -144,6 +148,7 @@ def registered_ad(
         environment += _interactive_environment(out)
     if environment or "Environment" in out:
         set_list(out, "Environment", environment)
+    _check_input_sandbox(description.input_sandbox)
     if "InputSandbox" in out:
         set_list(out, "InputSandbox", [
             entry if is_remote_uri(entry) else file_uri(area.input_uri, file_name(entry))
@@ -280,33 +285,80 @@ def _interactive_environment(out: classad2.ClassAd) -> list[str]:
     ]
 
 
+def _check_input_sandbox(entries: Sequence[str]) -> None:
+    """Refuse a remote ``InputSandbox`` entry (``gsiftp://``, ``https://``...; ``file://`` is local).
+
+    The service runs the job with the files of its own input area only: it has no GridFTP and
+    fetches nothing from elsewhere, not even another job's output sandbox on this service (the
+    gLite idiom of chaining jobs through ``https://<wms>/SandboxDir/.../output/<file>``).
+
+    Raises:
+        InvalidArgumentError: the message names the entry.
+    """
+    for entry in entries:
+        if is_remote_uri(entry):
+            raise InvalidArgumentError(
+                f"Attribute InputSandbox: {entry!r} is not allowed: this service does not fetch remote input "
+                "sandbox files (no GridFTP, no download from other servers or from another job's sandbox); "
+                "give a local file, which the client uploads into the job's input sandbox")
+
+
 def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], output_uri: str) -> None:
     """§3.2 step 8c: ``OutputSandboxDestURI``, or ``OutputSandboxBaseDestURI`` with wildcards.
 
-    A name appended to the job's output URI or to ``OutputSandboxBaseDestURI`` is
-    percent-encoded as getOutputFileList gives it (:func:`~wmproxy.jdl.sandbox.file_uri`):
-    ``res#1.txt`` is ``…/output/res%231.txt``. A destination the user wrote is kept as written."""
+    A name appended to the job's output URI is percent-encoded as getOutputFileList gives it
+    (:func:`~wmproxy.jdl.sandbox.file_uri`): ``res#1.txt`` is ``…/output/res%231.txt``; a
+    relative ``OutputSandboxDestURI`` entry is the file name the output is stored under there.
+    This service keeps every output in the job's own output area (it has no GridFTP and uploads
+    nowhere else): a destination elsewhere is refused (:func:`_check_output_destinations`)."""
+    user_dest = string_list(out, "OutputSandboxDestURI")
+    base_dest = string_value(out, "OutputSandboxBaseDestURI")
+    _check_output_destinations(user_dest, base_dest, output_uri)
     if not files:
         return
     if has_wildcards(files):
         if "OutputSandboxBaseDestURI" not in out:
             out["OutputSandboxBaseDestURI"] = output_uri
         return
-    user_dest = string_list(out, "OutputSandboxDestURI")
-    base_dest = string_value(out, "OutputSandboxBaseDestURI")
-    base_dest = base_dest.rstrip("/") if base_dest else None
     dest: list[str] = []
     for index, entry in enumerate(files):
         given = user_dest[index] if index < len(user_dest) else ""
         if given and URI_SCHEME.match(given):
             dest.append(given)
         elif given:
-            dest.append(f"{output_uri}/{given}")
-        elif base_dest:
-            dest.append(file_uri(base_dest, file_name(entry)))
+            dest.append(file_uri(output_uri, given))
         else:
             dest.append(file_uri(output_uri, file_name(entry)))
     set_list(out, "OutputSandboxDestURI", dest)
+
+
+_OWN_OUTPUT = "this service keeps the output sandbox in the job's own output area ({uri}), it sends no file elsewhere"
+
+
+def _check_output_destinations(user_dest: Sequence[str], base_dest: str | None, output_uri: str) -> None:
+    """Refuse an ``OutputSandboxDestURI`` entry or ``OutputSandboxBaseDestURI`` naming anything
+    but the job's own output area: an absolute URI other than ``<output_uri>/<file name>``
+    (``<output_uri>`` for the base), or a relative entry that is not a plain file name.
+
+    Raises:
+        InvalidArgumentError: the message names the attribute and the entry.
+    """
+    own = _OWN_OUTPUT.format(uri=output_uri)
+    for given in user_dest:
+        if URI_SCHEME.match(given):
+            rest = given[len(output_uri) + 1:] if given.startswith(output_uri + "/") else ""
+            if not _is_file_name(uri_file_name(rest)):
+                raise InvalidArgumentError(f"Attribute OutputSandboxDestURI: {given!r} is not allowed: {own}")
+        elif given and not _is_file_name(given):
+            raise InvalidArgumentError(
+                f"Attribute OutputSandboxDestURI: {given!r} is not allowed: a relative destination must be a file "
+                f"name (no '/'); {own}")
+    if base_dest is not None and base_dest.rstrip("/") != output_uri:
+        raise InvalidArgumentError(f"Attribute OutputSandboxBaseDestURI: {base_dest!r} is not allowed: {own}")
+
+
+def _is_file_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\x00" not in name
 
 
 __all__ = ["NODE_TYPE", "RegisteredArea", "isb_file_names", "jdl_lines", "registered_ad"]

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import functools
 import logging
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
@@ -280,6 +281,47 @@ def check_file_count(area: str, count: int, limit: int) -> None:
         raise SandboxFileCountError(
             f"The maximum number of {area} sandbox files is reached: {count} files, at most {limit} allowed"
         )
+
+
+def _expand_wildcards(work_dir: Path, names: tuple[str, ...],
+                      targets: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """``(entry, name to store it under or "")`` of ``names`` (with ``targets``), each entry whose
+    last component has wildcards replaced by the paths in its directory that it matches (sorted;
+    a leading ``.`` is matched only by a pattern starting with one; each under its own name), or
+    kept as it is when nothing matches (it is then "not produced"). The directory is listed
+    through descriptors opened without following a symbolic link; one that cannot be listed so
+    (missing, a symlink, ``..``, absolute) matches nothing."""
+    for index, entry in enumerate(names):
+        directory, slash, pattern = entry.rpartition("/")
+        if not any(w in pattern for w in "*?["):
+            yield entry, targets[index] if index < len(targets) else ""
+            continue
+        matches = [name for name in _list_confined(work_dir, directory)
+                   if fnmatch.fnmatchcase(name, pattern) and (pattern.startswith(".") or not name.startswith("."))]
+        yield from ((f"{directory}{slash}{name}", "") for name in sorted(matches) or [pattern])
+
+
+def _list_confined(work_dir: Path, directory: str) -> list[str]:
+    """The names in ``work_dir/directory``, each component opened with ``O_NOFOLLOW``; [] when it
+    cannot be listed so."""
+    parts = [p for p in directory.split("/") if p not in ("", ".")]
+    if directory.startswith("/") or ".." in parts or any("\0" in p for p in parts):
+        return []
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        fd = os.open(work_dir, flags)
+    except OSError:
+        return []
+    try:
+        for part in parts:
+            next_fd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        return os.listdir(fd)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
 
 
 class FilesystemSandboxStorage:
@@ -765,7 +807,8 @@ class FilesystemSandboxStorage:
     # --- the job's own files ---
 
     def collect_output_files(
-        self, job_id: str, work_dir: Path, names: tuple[str, ...], budget: int | None = None
+        self, job_id: str, work_dir: Path, names: tuple[str, ...], budget: int | None = None, max_files: int = 0,
+        targets: Sequence[str] = (),
     ) -> OutputCollection:
         """Copy the job's output sandbox files from ``work_dir`` into its ``output/`` (atomically each).
 
@@ -780,12 +823,24 @@ class FilesystemSandboxStorage:
         spent), as the reference's JobWrapper truncated files beyond its output sandbox limit.
         A sparse file is read, so its holes are written as zeros: the budget bounds that too.
 
+        An entry with wildcards (``*``, ``?``, ``[``) in its last component stands for every
+        name in its directory (listed without following a symbolic link, :func:`_expand_wildcards`)
+        it matches (:func:`fnmatch.fnmatchcase`; ``*`` and ``?`` match no leading ``.``), in name
+        order, each collected as a plain entry; one matching nothing is ``"not produced"``.
+
         Args:
             job_id: the job.
             work_dir: the directory the job ran in.
-            names: ``OutputSandbox`` names relative to ``work_dir``; each is stored
-                under its file name.
+            names: ``OutputSandbox`` names relative to ``work_dir``.
+            targets: the file name in ``output/`` of each entry of ``names``, the last segment of
+                its registered destination (:attr:`~wmproxy.jdl.description.JobDescription.output_names`);
+                ``""`` or none: the entry's own file name. An entry whose name an earlier one has
+                taken is not collected (``"it has the same name ... as <earlier entry>"``), never
+                written over it.
             budget: bytes all the files together may take (None: no limit).
+            max_files: files at most collected (``[limits] max_output_sandbox_files``: wildcards
+                can name more than the entries registration counted); 0: no limit. A file
+                beyond it is not collected.
 
         Returns:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
@@ -802,16 +857,30 @@ class FilesystemSandboxStorage:
         missing: list[tuple[str, str]] = []
         truncated: list[tuple[str, int, int]] = []
         left = budget
-        for entry in names:
-            name = os.path.basename(entry)
-            if name in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
+        collected = 0
+        stored: dict[str, str] = {}  # name in output/ -> the entry stored under it
+        for entry, target in _expand_wildcards(work_dir, names, targets):
+            base = os.path.basename(entry)
+            if base in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
                 missing.append((entry, "not a regular file"))
+                continue
+            name = target or base
+            if name in ("", ".", "..") or "/" in name or "\0" in name or is_temporary(name) or name in OUTPUT_HIDDEN:
+                missing.append((entry, f"its destination name {name!r} is not a file name"))
+                continue
+            if name in stored:
+                missing.append((entry, f"it has the same name {name} in the output sandbox as {stored[name]}"))
+                continue
+            if max_files > 0 and collected >= max_files:
+                missing.append((entry, f"the maximum number of output sandbox files ({max_files}) is reached"))
                 continue
             try:
                 source = open_confined(work_dir, entry)
             except ConfinementError as exc:
-                missing.append((name, exc.reason))
+                missing.append((base, exc.reason))
                 continue
+            collected += 1
+            stored[name] = entry
             fd, tmp = _mkstemp(output / name)
             try:
                 with os.fdopen(fd, "wb") as out, os.fdopen(source, "rb", buffering=0) as data:

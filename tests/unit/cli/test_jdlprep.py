@@ -60,15 +60,27 @@ class TestPrepare:
 
     def test_base_uri_environment_defaults_and_overrides(self, tmp_path: Path) -> None:
         out = classad2.ClassAd(jdlprep.prepare(
-            '[ Executable = "x"; InputSandboxBaseURI = "gsiftp://se/d/";'
+            '[ Executable = "x"; InputSandboxBaseURI = "file:///data/d/";'
             ' InputSandbox = {"a/in", "https://o/x", "/abs"};'
             ' Environment = {"A=\'a b\'", "B=\\"c\\"", "C=plain"}; RetryCount = 0; ]', "j", tmp_path,
             defaults={"RetryCount": "3", "VirtualOrganisation": '"dteam"'},
             overrides={"SubmitTo": "ce:1/q", "ExpiryTime": 42}))
-        assert out["InputSandbox"] == ["gsiftp://se/d/a/in", "https://o/x", "/abs"]
+        assert out["InputSandbox"] == ["file:///data/d/a/in", "https://o/x", "/abs"]
         assert out["Environment"] == ["A=a b", "B=c", "C=plain"]
         assert (out["RetryCount"], out["VirtualOrganisation"]) == (0, "dteam")
         assert (out["SubmitTo"], out["ExpiryTime"]) == ("ce:1/q", 42)
+
+    @pytest.mark.parametrize("base", ["gsiftp://se/d/", "https://wms.example.org:7443/SandboxDir/Ab/job/output"])
+    def test_a_remote_base_uri_is_refused_as_the_service_refuses_its_entries(self, tmp_path: Path,
+                                                                           base: str) -> None:
+        jdl = f'[ Executable = "x"; InputSandboxBaseURI = "{base}"; InputSandbox = {{"a/in"}}; ]'
+        with pytest.raises(CliError, match="does not fetch remote input sandbox files") as exc:
+            jdlprep.prepare(jdl, "j", tmp_path)
+        assert f"InputSandboxBaseURI {base!r} is not allowed" in str(exc.value)
+        nodes = (f'[ Type = "dag"; Nodes = {{ [ NodeName = "a"; Executable = "x"; InputSandboxBaseURI = "{base}";'
+                 ' InputSandbox = {"in"}; ] }; ]')
+        with pytest.raises(CliError, match="does not fetch remote"):
+            jdlprep.prepare(nodes, "j", tmp_path)
 
     def test_bad_default(self, tmp_path: Path) -> None:
         with pytest.raises(CliError, match="is not a ClassAd expression"):
@@ -103,3 +115,4 @@ class TestExpiryTime:
 
         with pytest.raises(click.BadParameter, match="not in the future"):
             expiry_time(None, "01:01:10:00:2001", now=self.NOW)
+

@@ -101,11 +101,19 @@ class TestStaging:
         area = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443").job_area(
             "https://lb:9000/abcdefghijklmnopqrstuv")
         base = area.base_uri
-        out = registered_ad(_convert("staging.xml"), area, job_id=area.job_id,
+        converted = _convert("staging.xml")
+        with pytest.raises(InvalidArgumentError, match="InputSandbox: 'gsiftp://se"):
+            registered_ad(converted, area, job_id=area.job_id, certificate_subject="/CN=u", proxy_vo="dteam",
+                          proxy_fqan=None, myproxy_server=None)  # this service fetches nothing remote
+        converted["InputSandbox"] = ["analyse.sh"]
+        with pytest.raises(InvalidArgumentError, match="OutputSandboxDestURI: 'gsiftp://se"):
+            registered_ad(converted, area, job_id=area.job_id, certificate_subject="/CN=u", proxy_vo="dteam",
+                          proxy_fqan=None, myproxy_server=None)  # nor sends anything
+        converted["OutputSandboxDestURI"] = ["", "histo.root"]
+        out = registered_ad(converted, area, job_id=area.job_id,
                             certificate_subject="/CN=u", proxy_vo="dteam", proxy_fqan=None,
                             myproxy_server=None)
-        assert out["OutputSandboxDestURI"] == [
-            f"{base}/output/std.out", "gsiftp://se.example.org:2811/results/histo.root"]
+        assert out["OutputSandboxDestURI"] == [f"{base}/output/std.out", f"{base}/output/histo.root"]
 
     @pytest.mark.parametrize(("staging", "message"), [
         ("<a:FileName>x.txt</a:FileName><a:CreationFlag>overwrite</a:CreationFlag>",

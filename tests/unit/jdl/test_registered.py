@@ -8,7 +8,7 @@ import classad2
 import pytest
 
 from wmproxy.domain import child_job_id
-from wmproxy.errors import InvalidJdlAttributeError, JdlError
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
 from wmproxy.jdl import (
     describe,
     expand,
@@ -19,6 +19,7 @@ from wmproxy.jdl import (
     parse_jdl,
     registered_ad,
 )
+from wmproxy.jdl.description import read_description
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 
 DATA = Path(__file__).parent / "data"
@@ -29,6 +30,9 @@ ISB_BASE = "https://wms.example.org:7443/" + JOB_REL_DIR
 STORAGE = FilesystemSandboxStorage("/var", base_url="https://wms.example.org:7443", work_root="/var/lib/work")
 AREA = STORAGE.job_area(JOB_ID)
 DN = "/C=XX/O=Grid/CN=Jane Doe"
+REMOTE_ISB = "gsiftp://se.example.org/data/calib.db"
+LOCAL_ISB = (DATA / "local_isb.jdl").read_text().replace(f', "{REMOTE_ISB}"', "")
+"""``local_isb.jdl`` without its remote entry, which registration refuses."""
 
 
 def _register(text: str, *, proxy_vo: str | None = "dteam",
@@ -47,7 +51,7 @@ def _register(text: str, *, proxy_vo: str | None = "dteam",
 
 class TestRegisteredAd:
     def test_job_with_local_isb_gets_the_server_attributes(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert ad["edg_jobid"] == JOB_ID
         assert ad["CertificateSubject"] == DN
@@ -60,16 +64,31 @@ class TestRegisteredAd:
         assert ad["X509UserProxy"] == "/var/lib/work/" + JOB_REL_DIR.rsplit("/", 1)[1] + "/user.proxy"
 
     def test_relative_and_absolute_local_isb_entries_become_uris_below_input(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert ad["InputSandbox"] == [
             ISB_BASE + "/input/analyse.sh",
             ISB_BASE + "/input/input.dat",
-            "gsiftp://se.example.org/data/calib.db",
         ]
 
+    @pytest.mark.parametrize("entry", [
+        REMOTE_ISB,
+        "https://se.example.org/data/calib.db",
+        f"{ISB_BASE}/output/result.txt",  # this service's own sandbox: not fetched either
+        "HTTP://host/x",
+    ])
+    def test_a_remote_input_sandbox_entry_is_refused(self, entry: str) -> None:
+        with pytest.raises(InvalidArgumentError, match="does not fetch remote input sandbox files") as exc:
+            _register(f'Executable = "a"; InputSandbox = {{"a.sh", "{entry}"}};')
+        assert f"InputSandbox: {entry!r}" in str(exc.value)
+        assert "from another job's sandbox" in str(exc.value)
+
+    def test_the_data_files_remote_entry_is_refused(self) -> None:
+        with pytest.raises(InvalidArgumentError, match=REMOTE_ISB):
+            _register((DATA / "local_isb.jdl").read_text())
+
     def test_output_sandbox_dest_uri_defaults_below_output(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert ad["OutputSandbox"] == ["std.out", "std.err", "result.txt"]
         assert ad["OutputSandboxDestURI"] == [
@@ -79,32 +98,47 @@ class TestRegisteredAd:
         ]
         assert "OutputSandboxBaseDestURI" not in ad
 
-    def test_user_dest_uris_and_base_dest_uri_are_honoured(self) -> None:
+    def test_relative_and_own_dest_uris_are_honoured(self) -> None:
         ad = _register(
             'Executable = "a"; OutputSandbox = {"a.out", "b.out", "c.out"};'
-            ' OutputSandboxDestURI = {"gsiftp://se/a.out", "sub/b.out"};'
-            ' OutputSandboxBaseDestURI = "gsiftp://se/base/";'
+            f' OutputSandboxDestURI = {{"renamed.out", "{ISB_BASE}/output/b%231.out"}};'
+            f' OutputSandboxBaseDestURI = "{ISB_BASE}/output/";'
         )
 
         assert ad["OutputSandboxDestURI"] == [
-            "gsiftp://se/a.out",
-            ISB_BASE + "/output/sub/b.out",
-            "gsiftp://se/base/c.out",
+            ISB_BASE + "/output/renamed.out",
+            ISB_BASE + "/output/b%231.out",
+            ISB_BASE + "/output/c.out",
         ]
+
+    @pytest.mark.parametrize(("attributes", "named"), [
+        ('OutputSandboxDestURI = {"gsiftp://se.example.org:2811/data/a.out"};',
+         "OutputSandboxDestURI: 'gsiftp://se.example.org:2811/data/a.out'"),
+        (f'OutputSandboxDestURI = {{"{ISB_BASE}/input/a.out"}};', "OutputSandboxDestURI"),
+        (f'OutputSandboxDestURI = {{"{ISB_BASE}/output/sub/a.out"}};', "OutputSandboxDestURI"),
+        ('OutputSandboxDestURI = {"file:///tmp/a.out"};', "OutputSandboxDestURI"),
+        ('OutputSandboxDestURI = {"sub/b.out"};', "OutputSandboxDestURI: 'sub/b.out'"),
+        ('OutputSandboxDestURI = {".."};', "OutputSandboxDestURI"),
+        ('OutputSandboxBaseDestURI = "gsiftp://se/base/";', "OutputSandboxBaseDestURI: 'gsiftp://se/base/'"),
+    ])
+    @pytest.mark.parametrize("files", ['{"a.out"}', '{"*.out"}'])
+    def test_a_destination_outside_the_jobs_output_area_is_refused(self, attributes: str, named: str,
+                                                                    files: str) -> None:
+        with pytest.raises(InvalidArgumentError, match="keeps the output sandbox in the job's own output area") as exc:
+            _register(f'Executable = "a"; OutputSandbox = {files}; {attributes}')
+        assert named in str(exc.value)
 
     def test_output_names_appended_to_a_uri_are_percent_encoded_as_get_output_file_list_gives_them(self) -> None:
         ad = _register(
             'Executable = "a"; OutputSandbox = {"a b.txt", "res#1.txt", "50%.txt"};'
-            ' OutputSandboxDestURI = {"gsiftp://se/kept as written"};'
+            ' OutputSandboxDestURI = {"x y#.txt"};'
         )
 
         assert ad["OutputSandboxDestURI"] == [
-            "gsiftp://se/kept as written",
+            ISB_BASE + "/output/x%20y%23.txt",
             ISB_BASE + "/output/res%231.txt",
             ISB_BASE + "/output/50%25.txt",
         ]
-        based = _register('Executable = "a"; OutputSandbox = {"res#1.txt"}; OutputSandboxBaseDestURI = "gsiftp://se/b/";')
-        assert based["OutputSandboxDestURI"] == ["gsiftp://se/b/res%231.txt"]
 
     def test_wildcard_output_sandbox_only_sets_base_dest_uri(self) -> None:
         ad = _register('Executable = "a"; OutputSandbox = {"*.out", "std.err"};')
@@ -114,13 +148,13 @@ class TestRegisteredAd:
 
     def test_wildcard_output_sandbox_keeps_a_user_base_dest_uri(self) -> None:
         ad = _register(
-            'Executable = "a"; OutputSandbox = {"*.out"}; OutputSandboxBaseDestURI = "gsiftp://se/x";'
+            f'Executable = "a"; OutputSandbox = {{"*.out"}}; OutputSandboxBaseDestURI = "{ISB_BASE}/output/";'
         )
 
-        assert ad["OutputSandboxBaseDestURI"] == "gsiftp://se/x"
+        assert ad["OutputSandboxBaseDestURI"] == ISB_BASE + "/output/"
 
     def test_empty_myproxy_server_and_job_provenance_are_removed(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert "MyProxyServer" not in ad
         assert "JobProvenance" not in ad
@@ -132,13 +166,13 @@ class TestRegisteredAd:
         assert ad["MyProxyServer"] == "myproxy.example.org"
 
     def test_single_string_environment_becomes_a_list(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert ad["Environment"] == ["MODE=fast"]
         assert 'Environment = { "MODE=fast" };' in jdl_lines(ad)
 
     def test_user_expressions_are_kept(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert str(ad.lookup("Requirements")) == str(
             parse_jdl((DATA / "local_isb.jdl").read_text()).lookup("Requirements")
@@ -146,7 +180,7 @@ class TestRegisteredAd:
         assert ad["usertags"]["bug"] == "27215"
 
     def test_input_ad_is_not_modified(self) -> None:
-        original = parse_jdl((DATA / "local_isb.jdl").read_text())
+        original = parse_jdl(LOCAL_ISB)
         before = jdl_lines(original)
 
         registered_ad(original, AREA, job_id=JOB_ID, certificate_subject=DN, proxy_vo="dteam",
@@ -216,7 +250,7 @@ class TestJdlLines:
         assert parse_jdl(jdl_lines(ad)) == ad
 
     def test_registered_jdl_round_trips_through_parse_jdl(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
 
         assert parse_jdl(jdl_lines(ad)) == ad
 
@@ -397,16 +431,16 @@ class TestRegisteredCompound:
 
 class TestIsbFileNames:
     def test_only_entries_below_the_input_uri_are_names_to_stage(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
         assert isb_file_names(ad, AREA.input_uri) == ("analyse.sh", "input.dat")
 
     def test_a_changed_service_host_still_finds_the_files(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
         moved = FilesystemSandboxStorage("/var", base_url="https://alias.example.org:8443").job_area(JOB_ID)
         assert isb_file_names(ad, moved.input_uri) == ("analyse.sh", "input.dat")
 
     def test_entries_of_another_area_are_not_staged(self) -> None:
-        ad = _register((DATA / "local_isb.jdl").read_text())
+        ad = _register(LOCAL_ISB)
         other = STORAGE.job_area(child_job_id(JOB_ID, 0))
         assert isb_file_names(ad, other.input_uri) == ()
 
@@ -435,3 +469,12 @@ class TestIsbFileNames:
         ad = _register('Executable = "a";')
         ad["InputSandbox"] = [f"{AREA.input_uri}/{old}"]
         assert isb_file_names(ad, AREA.input_uri) == (old,)
+
+
+class TestOutputNames:
+    def test_each_entry_is_stored_under_the_last_segment_of_its_registered_destination(self) -> None:
+        ad = _register('Executable = "a"; OutputSandbox = {"a.out", "x/r.txt", "b.out"};'
+                       ' OutputSandboxDestURI = {"renamed#1.out"};')
+        assert read_description(ad).output_names == ("renamed#1.out", "r.txt", "b.out")
+        wild = _register('Executable = "a"; OutputSandbox = {"*.out", "x/b.out"}; OutputSandboxDestURI = {"", "c"};')
+        assert read_description(wild).output_names == ("", "c")

@@ -584,3 +584,67 @@ class TestWithoutFlock:
                 (storage.create_area(storage.job_rel_dir(JOB), "input") / "f").write_bytes(b"1")
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert len([r for r in caplog.records if "no flock" in r.getMessage()]) == 1
+
+
+class TestOutputWildcards:
+    """An OutputSandbox entry with wildcards is expanded over the work dir (it was looked up as a
+    file literally named ``*.out``: "not produced", every matching file lost)."""
+
+    def test_each_match_is_collected_in_name_order_and_refused_as_a_plain_entry(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        (work / "sub" / "d.out").mkdir(parents=True)
+        for name, data in (("b.out", b"BB"), ("a.out", b"A"), (".h.out", b"H"), ("c.txt", b"C"),
+                           ("sub/x1.dat", b"X"), ("sub/x2.dat", b"XX")):
+            (work / name).write_bytes(data)
+        (work / "l.out").symlink_to(tmp_path / "secret")
+        (tmp_path / "secret").write_bytes(b"key")
+        (tmp_path / "outside.out").write_bytes(b"no")
+
+        collected = storage.collect_output_files(JOB, work, ("*.out", "sub/x?.dat", "sub/*.out", "none*",
+                                                             "../*.out", "missing/*.out"), budget=4)
+
+        assert collected.missing == [("l.out", "symbolic link"), ("d.out", "not a regular file"),
+                                     ("none*", "not produced"), ("*.out", "outside the work directory"),
+                                     ("*.out", "not produced")]
+        assert storage.output_files(JOB) == [("a.out", 1), ("b.out", 2), ("x1.dat", 1), ("x2.dat", 0)]
+        assert collected.truncated == [("x2.dat", 0, 2)]  # the budget counts every match
+
+    def test_matches_count_against_the_file_limit(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        work.mkdir()
+        for name in ("a.out", "b.out", "c.out"):
+            (work / name).write_bytes(b"x")
+
+        missing = storage.collect_output_files(JOB, work, ("*.out",), max_files=2).missing
+
+        assert missing == [("c.out", "the maximum number of output sandbox files (2) is reached")]
+        assert [name for name, _ in storage.output_files(JOB)] == ["a.out", "b.out"]
+
+
+class TestOutputTargets:
+    """Each file is stored under the name its registered destination gives (it was stored under
+    its base name: ``{"a.out"}`` with ``OutputSandboxDestURI = {"renamed.out"}`` promised
+    ``output/renamed.out`` and left ``output/a.out``), and two entries with the same name no
+    longer overwrite each other (``x/r.txt``, ``y/r.txt`` left one ``r.txt``, without a word)."""
+
+    def test_a_target_names_the_stored_file_and_a_second_entry_for_a_name_is_not_collected(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        for name in ("x", "y"):
+            (work / name).mkdir(parents=True)
+            (work / name / "r.txt").write_text(name)
+        (work / "a.out").write_text("a")
+
+        missing = storage.collect_output_files(JOB, work, ("x/r.txt", "y/r.txt", "a.out", "x/r.txt"),
+                                               targets=("", "", "renamed.out", ".gacl")).missing
+
+        assert missing == [("y/r.txt", "it has the same name r.txt in the output sandbox as x/r.txt"),
+                           ("x/r.txt", "its destination name '.gacl' is not a file name")]
+        assert storage.output_files(JOB) == [("r.txt", 1), ("renamed.out", 1)]
+        assert (storage.job_area(JOB).output_dir / "r.txt").read_text() == "x"
