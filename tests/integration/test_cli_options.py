@@ -356,12 +356,21 @@ class TestJdlOnTheClient:
 
     def test_input_sandbox_base_uri(self, deployment: Deployment, delegated: str, tmp_path: Path) -> None:
         (tmp_path / "j.jdl").write_text('[ Executable = "/bin/true"; InputSandboxBaseURI = "gsiftp://se.example.org/d";'
-                                        ' InputSandbox = {"rel/in.txt", "https://other/x"}; ]')
+                                        ' InputSandbox = {"rel/in.txt"}; ]')
         rc, out, err = run_cli(deployment, "submit", "-d", delegated, "--register-only", "--json",
                                str(tmp_path / "j.jdl"))
-        assert rc == 0, err  # no "file not found" for rel/in.txt: it is not a local file
-        jdl = registered_jdl(deployment, json.loads(out)["jobid"])
-        assert '"gsiftp://se.example.org/d/rel/in.txt"' in jdl and '"https://other/x"' in jdl
+        refused = json.loads(out)  # nothing registered: the service fetches no remote input sandbox file
+        assert rc != 0 and refused["result"] == "failure" and refused["error"]["type"] == "JDL", out
+        assert "InputSandboxBaseURI 'gsiftp://se.example.org/d' is not allowed" in refused["error"]["message"]
+
+        (tmp_path / "d" / "rel").mkdir(parents=True)
+        (tmp_path / "d" / "rel" / "in.txt").write_text("in\n")
+        (tmp_path / "f.jdl").write_text(f'[ Executable = "/bin/true"; InputSandboxBaseURI = "file://{tmp_path / "d"}";'
+                                        ' InputSandbox = {"rel/in.txt"}; ]')
+        rc, out, err = run_cli(deployment, "submit", "-d", delegated, "--register-only", "--json",
+                               str(tmp_path / "f.jdl"))
+        assert rc == 0, err  # a file:// base names local files, uploaded as any other
+        assert "in.txt" in registered_jdl(deployment, json.loads(out)["jobid"])
 
 
 def test_logfile_and_debug(deployment: Deployment, delegated: str, tmp_path: Path) -> None:
