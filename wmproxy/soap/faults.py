@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 import uuid
 
 from lxml import etree
 from spyne import Fault
+from sqlalchemy import exc as sa_exc
 
 from wmproxy import errors
 from wmproxy.soap.contract import operations_by_namespace
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
+from wmproxy.store.engine import database_reason
 from wmproxy.text import log_text, xml_text
 
 log = logging.getLogger(__name__)
@@ -66,12 +69,52 @@ def _timestamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: What a request answers while its database does not (PostgreSQL down or restarting, a lock
+#: held past the busy/lock timeout, SQLite's file system full): ServerOverloadedFault 1228, as
+#: while the application cannot be built (``wmproxy.soap.app.unavailable``).
+DATABASE_UNAVAILABLE = "Service temporarily unavailable: its database did not answer; try again later"
+#: SQLAlchemy's errors of a database that cannot serve now: connection lost or pool exhausted.
+_DATABASE_DOWN = (sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+#: sqlite3's OperationalError also stands for a statement the schema refuses ("no such table"):
+#: these messages are the ones of a database that cannot serve now.
+_SQLITE_DOWN = ("database is locked", "database table is locked", "database or disk is full", "disk i/o error",
+                "unable to open database file")
+
+
+def _database_down(exc: Exception) -> bool:
+    """Whether ``exc`` says the database cannot serve now (refused or lost connection, lock,
+    busy or statement timeout, deadlock broken, file system full, pool exhausted), rather than a
+    statement it refuses (a bug, a schema not migrated: those stay internal errors)."""
+    if isinstance(exc, _DATABASE_DOWN):
+        return True
+    if not isinstance(exc, sa_exc.OperationalError):
+        return False
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        return str(exc.orig).lower().startswith(_SQLITE_DOWN)
+    return True  # psycopg: connection, lock timeout, statement timeout, deadlock (ProgrammingError otherwise)
+
+
+def _unavailable(method: str, exc: Exception) -> errors.ServerOverloadedError | None:
+    """``exc`` as the ServerOverloadedError a client may retry when it says the database cannot
+    serve now (:func:`_database_down`), logged as one WARNING line with the driver's reason (no
+    traceback: SQLAlchemy's rendering holds the statement's parameters); None otherwise."""
+    if not isinstance(exc, sa_exc.SQLAlchemyError) or not _database_down(exc):
+        return None
+    log.warning("%s: the database did not answer (%s): ServerOverloadedFault, the client may retry",
+                log_text(method or "request"), log_text(database_reason(exc)))
+    return errors.ServerOverloadedError(DATABASE_UNAVAILABLE)
+
+
 def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None = None) -> TypedFault:
-    """The WMProxy-port Fault for ``exc`` raised by operation ``method``.
+    """The WMProxy-port Fault for ``exc`` raised by operation ``method``: its typed fault for a
+    :class:`~wmproxy.errors.WMProxyError`, ServerOverloadedFault 1228 while the database cannot
+    serve (:data:`DATABASE_UNAVAILABLE`; GenericFault 1228 where ``method`` declares none), else
+    GenericFault 1201 with an error id, logged with its traceback.
 
     Args:
         declared: fault element names the WSDL declares for ``method``; ``None`` = any.
     """
+    exc = _unavailable(method, exc) or exc
     if isinstance(exc, errors.WMProxyError):
         kind, code, message, causes = fault_kind(exc), exc.code, exc.message, exc.causes
     else:
@@ -96,7 +139,9 @@ def wmproxy_fault(method: str, exc: Exception, declared: frozenset[str] | None =
 
 
 def delegation_fault(namespace: str, method: str, exc: Exception) -> TypedFault:
-    """The DelegationException Fault of the delegation-1 (``message``) or -2 (``msg``) port."""
+    """The DelegationException Fault of the delegation-1 (``message``) or -2 (``msg``) port
+    (:data:`DATABASE_UNAVAILABLE` while the database cannot serve)."""
+    exc = _unavailable(method, exc) or exc
     if isinstance(exc, errors.WMProxyError):
         message = exc.message
     else:
