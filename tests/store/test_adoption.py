@@ -43,6 +43,7 @@ from tests.store.worker_support import (
     until,
     work_dir,
 )
+from tests.support import counted_on_disk
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
@@ -53,7 +54,9 @@ from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import STATE_DIR, STATUS_NAME
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.jdl import parse_jdl
+from wmproxy.sandbox.storage import TMP_SUFFIX
 from wmproxy.services import execution as service
+from wmproxy.services import quota
 from wmproxy.services.execution import WorkerNameInUseError
 from wmproxy.services.jobs import cancel_job
 from wmproxy.services.perusal import enable_file_perusal
@@ -725,6 +728,25 @@ class TestOutage:
         row = job_row(rt, job_id)
         assert (row.exit_code, row.reason) == (5, None)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+    def test_outputs_collected_before_a_full_sandbox_are_counted_when_the_job_is_cancelled(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]
+    ) -> None:
+        worker = workers("w1")
+        job_id = running(rt, alice, worker, f"{WAIT_GO.removesuffix('; exit 5')}; head -c 20000 /dev/zero >&2")
+        output = rt.storage.job_area(job_id).output_dir
+        with full_file_system(output, pages=2) as counted_filler:
+            counted_filler.unlink()
+            filler = output / f".filler{TMP_SUFFIX}"  # a name the usage counter leaves out, as a real filler's
+            fill(filler)
+            os.truncate(filler, max(0, filler.stat().st_size - 4096))  # room for "out" (4 bytes), not "err"
+            (work_dir(rt, job_id) / "go").write_text("")
+            until(worker, lambda: job_id in worker.running and worker.running[job_id].end_failures > 0,
+                  "a collection failed part-way")
+            assert (rt.storage.job_area(job_id).output_dir / "out").read_text() == "out\n"  # copied before it failed
+            cancel_job(rt, alice, job_id)
+            until(worker, in_state(rt, job_id, JobState.CANCELLED), "the job cancelled")
+            assert quota.used_bytes(rt, alice.dn) == counted_on_disk(rt, alice.dn) == 4  # "out" is counted
 
     def test_a_job_whose_directory_a_full_sandbox_cannot_take_waits_then_runs(
         self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker]

@@ -761,7 +761,8 @@ class ExecutionWorker:
             log.error("job %s: its end could not be collected in %d tries (%s); it is aborted", job.order.job_id,
                       job.end_failures, why)
             return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {why}",
-                              payload_started=outcome.payload_started, retryable=False, attempt=job.order.attempt)
+                              payload_started=outcome.payload_started, retryable=False, attempt=job.order.attempt,
+                              output_bytes=self._output_left(job))
         job.ended = outcome
         delay = end_retry_delay(job.end_failures)
         job.retry_end_at = time.monotonic() + delay
@@ -980,9 +981,10 @@ class ExecutionWorker:
     def _end_of(self, job: RunningJob, outcome: JobOutcome, pending: Mapping[str, int] | None) -> AttemptEnd:
         job_id = job.order.job_id
         if job.cancel_reason == "":
-            return AttemptEnd(JobState.CANCELLED)
+            return AttemptEnd(JobState.CANCELLED, output_bytes=self._output_left(job))
         if job.cancel_reason is not None:
-            return AttemptEnd(JobState.ABORTED, reason=job.cancel_reason, retryable=False)
+            return AttemptEnd(JobState.ABORTED, reason=job.cancel_reason, retryable=False,
+                              output_bytes=self._output_left(job))
         if outcome.state == JobState.CANCELLED:
             return AttemptEnd(JobState.ABORTED, reason="the job wrapper was stopped by a signal outside wmproxy",
                               payload_started=outcome.payload_started)
@@ -1023,6 +1025,17 @@ class ExecutionWorker:
             reasons.append(f"output sandbox not collected: {exc}")
         return AttemptEnd(JobState.DONE, exit_code=outcome.exit_code, reason="; ".join(reasons) or None,
                           payload_started=True, output_bytes=output_bytes)
+
+    def _output_left(self, job: RunningJob) -> int:
+        """Bytes an end that collects nothing (a cancel, an end given up) finds in the job's
+        ``output/``: what a collection that failed part-way (the sandbox's file system full)
+        had copied, counted with the end so that the owner's usage stays what the areas hold
+        (0 when nothing was copied; a failure to look counts 0, as a recount would correct)."""
+        try:
+            return self.rt.storage.output_bytes(job.order.area.job_id)
+        except OSError as exc:
+            log.warning("job %s: the output it leaves could not be counted: %s", job.order.job_id, exc)
+            return 0
 
     def _release(self, backend: ExecutionBackend, handle: RunHandle) -> None:
         """Release the work dir through its backend; a failure is logged and leaves it for a later
