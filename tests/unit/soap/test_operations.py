@@ -183,7 +183,7 @@ class TestJobCycle:
         detail = reply.fault_detail
         assert reply.status.startswith("500")
         assert etree.QName(detail) == etree.QName(DELEGATION_2, "DelegationException")
-        assert "Unable to get delegated Proxy" in (detail.findtext("msg") or "")
+        assert detail.findtext("msg") == "Client delegated proxy not found:  get termination time not allowed"
 
 
 class TestTemplatesRegister:
