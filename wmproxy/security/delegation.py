@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyError, ProxyVerificationError
@@ -49,6 +49,14 @@ _SIGNATURES_BOTH_CHECK = frozenset({
     SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
     SignatureAlgorithmOID.ECDSA_WITH_SHA512,
 })
+#: Signature algorithms ``verify_directly_issued_by`` verifies (it refuses SHA-1 and MD5 ones).
+_SIGNATURES_VERIFIED = _SIGNATURES_BOTH_CHECK | {
+    SignatureAlgorithmOID.RSA_WITH_SHA224, SignatureAlgorithmOID.ECDSA_WITH_SHA224,
+    SignatureAlgorithmOID.ED25519, SignatureAlgorithmOID.ED448,
+    SignatureAlgorithmOID.DSA_WITH_SHA224, SignatureAlgorithmOID.DSA_WITH_SHA256,
+}
+#: SHA-1 signatures, which :func:`_check_signature` verifies itself (gridsite clients sign with SHA-1).
+_SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
 
 
 @dataclass(frozen=True)
@@ -201,12 +209,30 @@ def _check_chain(chain: list[x509.Certificate], leaf: x509.Certificate, caller_d
         raise _refuse(str(exc.args[0])) from None
     dn = slash_dn(user.subject)
     if dn != caller_dn:
+        if _is_legacy_proxy_of(user, caller_dn):
+            raise _refuse("a legacy (pre-RFC 3820) proxy cannot sign a delegation")
         raise _refuse("delegated proxy does not belong to the caller")
     if leaf.not_valid_before_utc > now + CLOCK_SKEW:
         raise _refuse("proxy validity starting time in the future; please check client date/time")
     if leaf.not_valid_after_utc <= now:
         raise _refuse("the delegated proxy has expired")
     return dn, user
+
+
+#: The last CN of a legacy (Globus GT2, ``grid-proxy-init -old``) proxy's subject.
+_LEGACY_PROXY_CNS = frozenset({"proxy", "limited proxy"})
+
+
+def _is_legacy_proxy_of(cert: x509.Certificate, caller_dn: str) -> bool:
+    """True when ``cert`` (no proxyCertInfo, so taken for the end-entity certificate) is a legacy
+    GT2 proxy of the caller: its subject is its issuer's plus ``CN=proxy`` (or ``CN=limited
+    proxy``) and that issuer is the caller. Names only: it picks the message of a refusal."""
+    rdns = cert.subject.rdns
+    if len(rdns) < 2 or rdns[:-1] != cert.issuer.rdns or len(rdns[-1]) != 1:
+        return False
+    last = next(iter(rdns[-1]))
+    return (last.oid == NameOID.COMMON_NAME and last.value in _LEGACY_PROXY_CNS
+            and slash_dn(cert.issuer) == caller_dn)
 
 
 def _check_path_identity(path: list[x509.Certificate], user: x509.Certificate, dn: str) -> None:
@@ -233,10 +259,55 @@ def _chain_validity(stored: list[x509.Certificate], now: datetime) -> tuple[date
 
 
 def _check_signature(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
+    """Refuse ``leaf`` unless ``issuer`` (the next certificate sent) signed it.
+
+    SHA-1 signatures are verified, not refused: gridsite's clients, htproxyput and the gLite
+    UI's delegation (``GRSTx509MakeProxyCert``), sign the proxies they delegate with SHA-1 by
+    default to this day (``peers.md`` §6.3; Debian gridsite-clients 3.0.0), and OpenSSL's
+    verification of the chain (``X509_verify_cert`` without a TLS security level) accepts them.
+    ``cryptography``'s ``verify_directly_issued_by`` refuses SHA-1 outright (``peers.md`` §2.4),
+    so these are checked with the issuer's public key directly (RSA PKCS#1 v1.5 or ECDSA, as the
+    signature algorithm says). Such a proxy stays usable by the service (MyProxy renewal
+    authenticates with the host certificate); a job presenting it as a TLS client certificate
+    under OpenSSL 3's default security level is refused there ("ca md too weak").
+
+    Other algorithms that library refuses (MD5, the 512-bit gridsite's own) are refused with
+    their name rather than as a wrong signer.
+
+    Raises:
+        ProxyVerificationError: "the delegated proxy is not signed by the next certificate of
+            the chain"; "the delegated proxy is signed with <algorithm>, which is not accepted;
+            sign it with SHA-256 (the CSR's own algorithm)".
+    """
+    algorithm = leaf.signature_algorithm_oid
+    if algorithm not in _SHA1_SIGNATURES:
+        if algorithm not in _SIGNATURES_VERIFIED:
+            raise _refuse(f"the delegated proxy is signed with {_algorithm_name(leaf)}, which is not accepted; "
+                          "sign it with SHA-256 (the CSR's own algorithm)")
+        try:
+            leaf.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
+        return
     try:
-        leaf.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        if leaf.issuer != issuer.subject:
+            raise ValueError("issuer name")
+        public_key = issuer.public_key()
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - gridsite signs SHA-1
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))  # noqa: S303 - as above
+        else:
+            raise TypeError("issuer key type")
+    except (ValueError, TypeError, InvalidSignature):
         raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
+
+
+def _algorithm_name(cert: x509.Certificate) -> str:
+    """The signature algorithm of ``cert`` as a message names it (``md5WithRSAEncryption``...)."""
+    oid = cert.signature_algorithm_oid
+    name = getattr(oid, "_name", "") or ""
+    return name if name and not name.startswith("Unknown") else oid.dotted_string
 
 
 def _check_subject(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
