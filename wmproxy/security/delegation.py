@@ -9,7 +9,6 @@ key, the caller and the CA directory, and assembles the stored credential
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +38,11 @@ from wmproxy.text import log_text, xml_text
 CLOCK_SKEW = timedelta(seconds=5)
 #: Proxy levels a delegated chain may have by default (``[limits] max_proxy_chain_depth``).
 MAX_PROXY_CHAIN_DEPTH = 10
-_DELEGATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: Longest delegation id, in UTF-8 bytes: the original kept each delegation in a directory named
+#: by its id (``proxycache/<DN>/<id>/``, §5.1), so an id longer than a file name may be
+#: (NAME_MAX, 255 bytes on Linux file systems) never worked there. The store's columns hold
+#: 255 characters.
+MAX_DELEGATION_ID_BYTES = 255
 _RSA_KEY_PEM = b"-----BEGIN RSA PRIVATE KEY-----\n"
 #: Signature algorithms that ``cryptography``'s ``verify_directly_issued_by`` and OpenSSL both
 #: check alike: for these, OpenSSL's verification of the leaf by ``chain[1]`` is the same proof.
@@ -345,18 +348,30 @@ def default_delegation_id(dn: str, fqans: Sequence[str] = ()) -> str:
 
 
 def check_delegation_id(delegation_id: str) -> str:
-    """Return ``delegation_id`` if it can name a stored credential.
+    """Return ``delegation_id`` if it can name a stored credential (§5.1).
 
-    Allowed: 1 to 64 characters of ``[A-Za-z0-9._-]``, not ``.`` or ``..``. Callers
-    replace an empty id by :func:`default_delegation_id` *before* calling this.
+    Args:
+        delegation_id: the id the client sent, not empty: callers replace an empty id by
+            :func:`default_delegation_id` *before* calling this.
+
+    Allowed, as the original allowed them: any printable characters but ``/`` (``user@host``,
+    ``a:b``, ``x+y``, ``a b``...), at most :data:`MAX_DELEGATION_ID_BYTES` bytes of UTF-8.
+    Refused besides: control characters (a line end, U+0085, U+2028), other characters XML 1.0
+    cannot carry (the id is answered in SOAP replies and quoted in logs), and ``.`` / ``..``
+    (the original's directory names of themselves and their parent). The id never names a file
+    here (the store keys delegations by (DN, id)).
 
     Raises:
         InvalidDelegationIdError: "invalid delegation id" (1215), e.g. for ids with ``/``.
     """
     if (
         not isinstance(delegation_id, str)
-        or not _DELEGATION_ID_RE.fullmatch(delegation_id)
+        or not delegation_id
+        or "/" in delegation_id
         or delegation_id in (".", "..")
+        or not delegation_id.isprintable()
+        or _unsafe(delegation_id)
+        or len(delegation_id.encode()) > MAX_DELEGATION_ID_BYTES
     ):
         raise InvalidDelegationIdError("invalid delegation id")
     return delegation_id

@@ -321,11 +321,19 @@ class TestDelegationIds:
         assert default_delegation_id(DN, ["/atlas/Role=NULL"]) != a
         assert default_delegation_id("/C=XX/CN=Other") != a
 
-    @pytest.mark.parametrize("good", ["mydeleg", "a.b-c_D9", "x" * 64, default_delegation_id(DN)])
+    @pytest.mark.parametrize("good", [
+        "mydeleg", "a.b-c_D9", "x" * 64, default_delegation_id(DN),
+        # §5.1: only "/" makes an id invalid; these worked against the original
+        "user@host", "a:b", "x+y", "a b", "x" * 65, "x" * 255, "é" * 127, "id;rm", "...", ".hidden", "%2F",
+        "<&'\">", "\\",
+    ])
     def test_accepts(self, good):
         assert check_delegation_id(good) == good
 
-    @pytest.mark.parametrize("bad", ["", "a/b", "../x", "..", ".", "x" * 65, "a b", "é", "a\n", "id;rm"])
+    @pytest.mark.parametrize("bad", [
+        "", "a/b", "../x", "/", "..", ".", "x" * 256, "é" * 128,  # over 255 bytes of UTF-8
+        "a\n", "a\r", "a\tb", "a\x00", "a\x7f", "a\x85", "a\u2028", "a\ufffe", "a\ud800",
+    ])
     def test_refuses(self, bad):
         with pytest.raises(InvalidDelegationIdError, match="invalid delegation id"):
             check_delegation_id(bad)
