@@ -86,6 +86,10 @@ class SecuritySettings:
         delegation_key_bits: RSA key size of the server-side delegation key, 1024-16384 bits
             (``cryptography`` makes no key under 1024 bits, OpenSSL uses none over 16384);
             a proxy renewed from MyProxy gets this size, or its stored proxy's if larger.
+            1024 is accepted for the clients of the original (gridsite made 512- and 1024-bit
+            keys) but not advised: OpenSSL 3 at its default security level (this service's
+            TLS, and MyProxy's) refuses a certificate with a 1024-bit key, so a stored proxy
+            with one cannot serve for TLS (a job's, or a renewal presenting it); keep 2048.
         delegation_key_pool: server keys (with their CSRs) kept ready, sealed, in the
             database and topped up in the background, so getProxyReq does not generate
             an RSA key while the client waits; 0 = generate each key on the request path.

@@ -12,9 +12,9 @@ Decided and asserted behaviour:
   RFC 3820 proxy", but htproxyput sends putProxy one-way and never reads the reply, so it
   still prints the delegation id the server chose in getNewProxyReq (the caller's default
   id; ``--delegation-id`` is ignored) and exits 0. Nothing is stored: htproxyunixtime for
-  that id then fails with "Unable to get delegated Proxy". While a valid proxy is stored
-  under the default id, htproxyput fails (exit 1) at getNewProxyReq with "Previous client
-  delegated proxy still valid".
+  that id then fails with "Client delegated proxy not found:  get termination time not
+  allowed". While a valid proxy is stored under the default id, htproxyput fails (exit 1)
+  at getNewProxyReq with "Previous client delegated proxy still valid".
 * **htproxyunixtime / htproxytime** on a delegation made properly (zeep +
   ``sign_proxy_request``) print its notAfter: epoch seconds, and the ``date``-style local
   time (``Sat Nov 21 12:16:07 UTC 2026`` with TZ=UTC).
@@ -144,7 +144,7 @@ class TestHtproxyput:
             unixtime = run("htproxyunixtime", "--delegation-id", delegation_id)
             assert unixtime.returncode != 0
             assert unixtime.stdout.strip() == ""
-            assert "Unable to get delegated Proxy" in unixtime.stderr
+            assert "Client delegated proxy not found:  get termination time not allowed" in unixtime.stderr
             assert "DelegationException" in unixtime.stderr
 
     def test_htproxyput_fails_while_the_default_delegation_is_valid(
@@ -182,13 +182,14 @@ class TestTimeTools:
         for tool in ("htproxytime", "htproxyunixtime"):
             result = run(tool, "--delegation-id", "never-delegated")
             assert result.returncode != 0
-            assert "Unable to get delegated Proxy for delegation id 'never-delegated'" in result.stderr
+            # the reference's text (§5.2), two spaces included
+            assert "Client delegated proxy not found:  get termination time not allowed" in result.stderr
 
     def test_another_user_does_not_see_the_delegation(self, run, alice: ReferenceClient, pki: Pki) -> None:
         put_properly(alice, pki, "gs-private")
         result = run("htproxyunixtime", "--delegation-id", "gs-private", user="bob")
         assert result.returncode != 0
-        assert "Unable to get delegated Proxy" in result.stderr
+        assert "Client delegated proxy not found:  get termination time not allowed" in result.stderr
 
 
 class TestHtproxyrenew:

@@ -9,7 +9,6 @@ key, the caller and the CA directory, and assembles the stored credential
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +16,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyError, ProxyVerificationError
@@ -39,7 +38,11 @@ from wmproxy.text import log_text, xml_text
 CLOCK_SKEW = timedelta(seconds=5)
 #: Proxy levels a delegated chain may have by default (``[limits] max_proxy_chain_depth``).
 MAX_PROXY_CHAIN_DEPTH = 10
-_DELEGATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: Longest delegation id, in UTF-8 bytes: the original kept each delegation in a directory named
+#: by its id (``proxycache/<DN>/<id>/``, §5.1), so an id longer than a file name may be
+#: (NAME_MAX, 255 bytes on Linux file systems) never worked there. The store's columns hold
+#: 255 characters.
+MAX_DELEGATION_ID_BYTES = 255
 _RSA_KEY_PEM = b"-----BEGIN RSA PRIVATE KEY-----\n"
 #: Signature algorithms that ``cryptography``'s ``verify_directly_issued_by`` and OpenSSL both
 #: check alike: for these, OpenSSL's verification of the leaf by ``chain[1]`` is the same proof.
@@ -49,6 +52,14 @@ _SIGNATURES_BOTH_CHECK = frozenset({
     SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
     SignatureAlgorithmOID.ECDSA_WITH_SHA512,
 })
+#: Signature algorithms ``verify_directly_issued_by`` verifies (it refuses SHA-1 and MD5 ones).
+_SIGNATURES_VERIFIED = _SIGNATURES_BOTH_CHECK | {
+    SignatureAlgorithmOID.RSA_WITH_SHA224, SignatureAlgorithmOID.ECDSA_WITH_SHA224,
+    SignatureAlgorithmOID.ED25519, SignatureAlgorithmOID.ED448,
+    SignatureAlgorithmOID.DSA_WITH_SHA224, SignatureAlgorithmOID.DSA_WITH_SHA256,
+}
+#: SHA-1 signatures, which :func:`_check_signature` verifies itself (gridsite clients sign with SHA-1).
+_SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
 
 
 @dataclass(frozen=True)
@@ -201,12 +212,30 @@ def _check_chain(chain: list[x509.Certificate], leaf: x509.Certificate, caller_d
         raise _refuse(str(exc.args[0])) from None
     dn = slash_dn(user.subject)
     if dn != caller_dn:
+        if _is_legacy_proxy_of(user, caller_dn):
+            raise _refuse("a legacy (pre-RFC 3820) proxy cannot sign a delegation")
         raise _refuse("delegated proxy does not belong to the caller")
     if leaf.not_valid_before_utc > now + CLOCK_SKEW:
         raise _refuse("proxy validity starting time in the future; please check client date/time")
     if leaf.not_valid_after_utc <= now:
         raise _refuse("the delegated proxy has expired")
     return dn, user
+
+
+#: The last CN of a legacy (Globus GT2, ``grid-proxy-init -old``) proxy's subject.
+_LEGACY_PROXY_CNS = frozenset({"proxy", "limited proxy"})
+
+
+def _is_legacy_proxy_of(cert: x509.Certificate, caller_dn: str) -> bool:
+    """True when ``cert`` (no proxyCertInfo, so taken for the end-entity certificate) is a legacy
+    GT2 proxy of the caller: its subject is its issuer's plus ``CN=proxy`` (or ``CN=limited
+    proxy``) and that issuer is the caller. Names only: it picks the message of a refusal."""
+    rdns = cert.subject.rdns
+    if len(rdns) < 2 or rdns[:-1] != cert.issuer.rdns or len(rdns[-1]) != 1:
+        return False
+    last = next(iter(rdns[-1]))
+    return (last.oid == NameOID.COMMON_NAME and last.value in _LEGACY_PROXY_CNS
+            and slash_dn(cert.issuer) == caller_dn)
 
 
 def _check_path_identity(path: list[x509.Certificate], user: x509.Certificate, dn: str) -> None:
@@ -233,10 +262,55 @@ def _chain_validity(stored: list[x509.Certificate], now: datetime) -> tuple[date
 
 
 def _check_signature(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
+    """Refuse ``leaf`` unless ``issuer`` (the next certificate sent) signed it.
+
+    SHA-1 signatures are verified, not refused: gridsite's clients, htproxyput and the gLite
+    UI's delegation (``GRSTx509MakeProxyCert``), sign the proxies they delegate with SHA-1 by
+    default to this day (``peers.md`` §6.3; Debian gridsite-clients 3.0.0), and OpenSSL's
+    verification of the chain (``X509_verify_cert`` without a TLS security level) accepts them.
+    ``cryptography``'s ``verify_directly_issued_by`` refuses SHA-1 outright (``peers.md`` §2.4),
+    so these are checked with the issuer's public key directly (RSA PKCS#1 v1.5 or ECDSA, as the
+    signature algorithm says). Such a proxy stays usable by the service (MyProxy renewal
+    authenticates with the host certificate); a job presenting it as a TLS client certificate
+    under OpenSSL 3's default security level is refused there ("ca md too weak").
+
+    Other algorithms that library refuses (MD5, the 512-bit gridsite's own) are refused with
+    their name rather than as a wrong signer.
+
+    Raises:
+        ProxyVerificationError: "the delegated proxy is not signed by the next certificate of
+            the chain"; "the delegated proxy is signed with <algorithm>, which is not accepted;
+            sign it with SHA-256 (the CSR's own algorithm)".
+    """
+    algorithm = leaf.signature_algorithm_oid
+    if algorithm not in _SHA1_SIGNATURES:
+        if algorithm not in _SIGNATURES_VERIFIED:
+            raise _refuse(f"the delegated proxy is signed with {_algorithm_name(leaf)}, which is not accepted; "
+                          "sign it with SHA-256 (the CSR's own algorithm)")
+        try:
+            leaf.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
+        return
     try:
-        leaf.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        if leaf.issuer != issuer.subject:
+            raise ValueError("issuer name")
+        public_key = issuer.public_key()
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - gridsite signs SHA-1
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))  # noqa: S303 - as above
+        else:
+            raise TypeError("issuer key type")
+    except (ValueError, TypeError, InvalidSignature):
         raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
+
+
+def _algorithm_name(cert: x509.Certificate) -> str:
+    """The signature algorithm of ``cert`` as a message names it (``md5WithRSAEncryption``...)."""
+    oid = cert.signature_algorithm_oid
+    name = getattr(oid, "_name", "") or ""
+    return name if name and not name.startswith("Unknown") else oid.dotted_string
 
 
 def _check_subject(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -274,18 +348,30 @@ def default_delegation_id(dn: str, fqans: Sequence[str] = ()) -> str:
 
 
 def check_delegation_id(delegation_id: str) -> str:
-    """Return ``delegation_id`` if it can name a stored credential.
+    """Return ``delegation_id`` if it can name a stored credential (§5.1).
 
-    Allowed: 1 to 64 characters of ``[A-Za-z0-9._-]``, not ``.`` or ``..``. Callers
-    replace an empty id by :func:`default_delegation_id` *before* calling this.
+    Args:
+        delegation_id: the id the client sent, not empty: callers replace an empty id by
+            :func:`default_delegation_id` *before* calling this.
+
+    Allowed, as the original allowed them: any printable characters but ``/`` (``user@host``,
+    ``a:b``, ``x+y``, ``a b``...), at most :data:`MAX_DELEGATION_ID_BYTES` bytes of UTF-8.
+    Refused besides: control characters (a line end, U+0085, U+2028), other characters XML 1.0
+    cannot carry (the id is answered in SOAP replies and quoted in logs), and ``.`` / ``..``
+    (the original's directory names of themselves and their parent). The id never names a file
+    here (the store keys delegations by (DN, id)).
 
     Raises:
         InvalidDelegationIdError: "invalid delegation id" (1215), e.g. for ids with ``/``.
     """
     if (
         not isinstance(delegation_id, str)
-        or not _DELEGATION_ID_RE.fullmatch(delegation_id)
+        or not delegation_id
+        or "/" in delegation_id
         or delegation_id in (".", "..")
+        or not delegation_id.isprintable()
+        or _unsafe(delegation_id)
+        or len(delegation_id.encode()) > MAX_DELEGATION_ID_BYTES
     ):
         raise InvalidDelegationIdError("invalid delegation id")
     return delegation_id

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 NOT_BEFORE_SKEW = 5
 #: States of jobs that still need their delegation.
 UNFINISHED_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
+#: getTerminationTime's text when (DN, id) has no stored proxy (§5.2; two spaces, as in the reference).
+TERMINATION_TIME_NOT_FOUND = "Client delegated proxy not found:  get termination time not allowed"
 
 
 def resolve_delegation_id(principal: Principal, delegation_id: str | None) -> str:
@@ -203,12 +205,18 @@ def _accept(rt: Runtime, principal: Principal, sealed_key: bytes, proxy_pem: str
 def termination_time(rt: Runtime, principal: Principal, delegation_id: str | None) -> dt.datetime:
     """getTerminationTime: notAfter (UTC) of the stored proxy of (DN, id).
 
+    ``delegation_id``: the id, or empty/None for the caller's default id (§3.1 step 1).
+
     Raises:
-        DelegationNotFoundError: no stored proxy.
+        InvalidDelegationIdError: unusable delegation id.
+        DelegationNotFoundError: no stored proxy: "Client delegated proxy not found:  get
+            termination time not allowed" (two spaces, the reference's text, §5.2).
     """
     delegation_id = resolve_delegation_id(principal, delegation_id)
     with rt.uow() as uow:
-        row = _get(uow, principal.dn, delegation_id)
+        row = uow.delegations.get(principal.dn, delegation_id)
+        if row is None:
+            raise DelegationNotFoundError(TERMINATION_TIME_NOT_FOUND)
         return row.not_after
 
 

@@ -53,7 +53,7 @@ class DelegationRequest(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_dn: Mapped[str] = mapped_column(String(512))
-    delegation_id: Mapped[str] = mapped_column(String(64))
+    delegation_id: Mapped[str] = mapped_column(String(255))
     sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
     csr_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -67,7 +67,7 @@ class Delegation(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_dn: Mapped[str] = mapped_column(String(512))
-    delegation_id: Mapped[str] = mapped_column(String(64))
+    delegation_id: Mapped[str] = mapped_column(String(255))
     sealed_proxy: Mapped[bytes] = mapped_column(LargeBinary)
     not_before: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -85,7 +85,7 @@ class Job(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     node_name: Mapped[str | None] = mapped_column(String(255))
     owner_dn: Mapped[str] = mapped_column(String(512), index=True)
-    delegation_id: Mapped[str] = mapped_column(String(64))
+    delegation_id: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16), index=True)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
@@ -216,7 +216,7 @@ class ProxyRenewal(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_dn: Mapped[str] = mapped_column(String(512))
-    delegation_id: Mapped[str] = mapped_column(String(64))
+    delegation_id: Mapped[str] = mapped_column(String(255))
     myproxy_server: Mapped[str] = mapped_column(String(255))  # host:port
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
+from pyasn1.codec.der import decoder, encoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc5280
 
 from tests.conftest import Pki
 from tests.support import odd_proxy
@@ -42,6 +45,44 @@ def _htproxyput_like(signer, public_key) -> bytes:
         .sign(signer.key, hashes.SHA256())
     )
     return chain_pem([cert, *signer.full_chain])
+
+
+def _resigned(cert: x509.Certificate, key, digest: hashes.HashAlgorithm, oid: str) -> x509.Certificate:
+    """``cert`` signed again by the RSA ``key`` with ``digest`` under the signature algorithm
+    ``oid`` (``cryptography`` signs neither SHA-1 nor MD5 certificates; gridsite clients sign
+    SHA-1, ``peers.md`` §6.3)."""
+    tbs, _ = decoder.decode(cert.tbs_certificate_bytes, asn1Spec=rfc5280.TBSCertificate())
+    algorithm = rfc5280.AlgorithmIdentifier()
+    algorithm["algorithm"] = univ.ObjectIdentifier(oid)
+    algorithm["parameters"] = univ.Null("")
+    tbs["signature"] = algorithm
+    tbs_der = encoder.encode(tbs)
+    whole = rfc5280.Certificate()
+    whole["tbsCertificate"] = tbs
+    whole["signatureAlgorithm"] = algorithm
+    whole["signature"] = univ.BitString.fromOctetString(key.sign(tbs_der, padding.PKCS1v15(), digest))
+    return x509.load_der_x509_certificate(encoder.encode(whole))
+
+
+SHA1_RSA = "1.2.840.113549.1.1.5"
+MD5_RSA = "1.2.840.113549.1.1.4"
+
+
+def _legacy_proxy(user) -> object:
+    """What ``grid-proxy-init -old`` makes: subject = the user's + ``CN=proxy``, no proxyCertInfo."""
+    from wmproxy.security.proxy import Credential
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([*user.cert.subject.rdns,
+                                 x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, "proxy")])]))
+        .issuer_name(user.cert.subject).public_key(key.public_key()).serial_number(4242)
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=2))
+        .sign(user.key, hashes.SHA256())
+    )
+    return Credential(cert, key, [user.cert, *user.chain])
 
 
 class TestNewProxyRequest:
@@ -204,6 +245,43 @@ class TestAcceptDelegatedProxy:
         with pytest.raises(ProxyVerificationError, match="delegated proxy does not belong to the caller"):
             accept_delegated_proxy(key_pem, sent, "/C=XX/O=wmproxy-demo/OU=Users/CN=Mallory", str(ca.directory))
 
+    def test_a_sha1_signed_proxy_is_verified_and_accepted(self, ca, proxy, request_pair):
+        """gridsite clients sign with SHA-1 (peers.md §6.3): its signature is verified, not taken
+        for another signer's ("not signed by the next certificate of the chain")."""
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
+        leaf = _resigned(chain[0], proxy.key, hashes.SHA1(), SHA1_RSA)  # noqa: S303 - what gridsite signs
+        assert leaf.signature_algorithm_oid.dotted_string == SHA1_RSA
+        got = accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(ca.directory))
+        assert got.dn == DN and load_credential(got.pem).cert == leaf
+
+    def test_a_sha1_signature_by_another_key_is_refused(self, ca, user, proxy, request_pair):
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
+        forged = _resigned(chain[0], rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                           hashes.SHA1(), SHA1_RSA)  # noqa: S303 - as above
+        with pytest.raises(ProxyVerificationError, match="not signed by the next certificate of the chain"):
+            accept_delegated_proxy(key_pem, chain_pem([forged, *chain[1:]]), DN, str(ca.directory))
+
+    def test_an_md5_signed_proxy_is_refused_by_its_algorithm(self, ca, proxy, request_pair):
+        key_pem, csr = request_pair
+        chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
+        leaf = _resigned(chain[0], proxy.key, hashes.MD5(), MD5_RSA)  # noqa: S303 - refused
+        with pytest.raises(ProxyVerificationError) as refused:
+            accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(ca.directory))
+        assert str(refused.value) == ("Proxy exception: the delegated proxy is signed with md5WithRSAEncryption, "
+                                      "which is not accepted; sign it with SHA-256 (the CSR's own algorithm)")
+
+    def test_a_legacy_signer_is_named(self, ca, user, request_pair):
+        """A ``grid-proxy-init -old`` proxy (CN=proxy, no proxyCertInfo) signing the delegation:
+        refused as what it is, not as another user's proxy."""
+        key_pem, csr = request_pair
+        sent = sign_proxy_request(csr, _legacy_proxy(user), lifetime=1800)
+        with pytest.raises(ProxyVerificationError, match=r"a legacy \(pre-RFC 3820\) proxy cannot sign a delegation"):
+            accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+        with pytest.raises(ProxyVerificationError, match="delegated proxy does not belong to the caller"):
+            accept_delegated_proxy(key_pem, sent, "/C=XX/O=wmproxy-demo/OU=Users/CN=Mallory", str(ca.directory))
+
     def test_leaf_alone(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
         leaf = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=60))[0]
@@ -243,11 +321,19 @@ class TestDelegationIds:
         assert default_delegation_id(DN, ["/atlas/Role=NULL"]) != a
         assert default_delegation_id("/C=XX/CN=Other") != a
 
-    @pytest.mark.parametrize("good", ["mydeleg", "a.b-c_D9", "x" * 64, default_delegation_id(DN)])
+    @pytest.mark.parametrize("good", [
+        "mydeleg", "a.b-c_D9", "x" * 64, default_delegation_id(DN),
+        # §5.1: only "/" makes an id invalid; these worked against the original
+        "user@host", "a:b", "x+y", "a b", "x" * 65, "x" * 255, "é" * 127, "id;rm", "...", ".hidden", "%2F",
+        "<&'\">", "\\",
+    ])
     def test_accepts(self, good):
         assert check_delegation_id(good) == good
 
-    @pytest.mark.parametrize("bad", ["", "a/b", "../x", "..", ".", "x" * 65, "a b", "é", "a\n", "id;rm"])
+    @pytest.mark.parametrize("bad", [
+        "", "a/b", "../x", "/", "..", ".", "x" * 256, "é" * 128,  # over 255 bytes of UTF-8
+        "a\n", "a\r", "a\tb", "a\x00", "a\x7f", "a\x85", "a\u2028", "a\ufffe", "a\ud800",
+    ])
     def test_refuses(self, bad):
         with pytest.raises(InvalidDelegationIdError, match="invalid delegation id"):
             check_delegation_id(bad)

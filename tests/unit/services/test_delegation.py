@@ -137,6 +137,15 @@ class TestScopeAndLifecycle:
         with pytest.raises(DelegationError, match="Previous client delegated proxy still valid"):
             delegation.create_new_proxy_request(rt, alice)
 
+    def test_termination_time_of_no_proxy_has_the_reference_text(self, rt: Runtime, alice: Principal,
+                                                                 pki: Pki) -> None:
+        """§5.2: "Client delegated proxy not found:  get termination time not allowed", two spaces."""
+        delegation.create_proxy_request(rt, alice, "pending")  # a pending request is no proxy
+        for delegation_id in ("pending", "never", None):
+            with pytest.raises(DelegationNotFoundError) as err:
+                delegation.termination_time(rt, alice, delegation_id)
+            assert str(err.value) == "Client delegated proxy not found:  get termination time not allowed"
+
     def test_renew_needs_an_existing_delegation(self, rt: Runtime, alice: Principal, pki: Pki) -> None:
         with pytest.raises(DelegationNotFoundError, match="No previous client delegated proxy found"):
             delegation.renew_proxy_request(rt, alice, "fresh")

@@ -148,6 +148,24 @@ class TestJobCycle:
         assert_wmproxy_fault(soap.call(WMPROXY, "jobStart", alice, jobId=job_id),
                              "OperationNotAllowedFault", "jobStart", "1226")
 
+    @pytest.mark.parametrize("delegation_id", ["user@host", "a:b", "x+y", "a b", "<&'\">", "x" * 255])
+    def test_ids_the_original_accepted(self, soap: SoapApp, alice: Principal, pki: Pki, delegation_id: str) -> None:
+        """§5.1: only an id holding "/" is invalid; the id goes through SOAP, the store and a job."""
+        delegate(soap, alice, pki, "alice", delegation_id)
+        reply = soap.call(DELEGATION_2, "getTerminationTime", alice, delegationID=delegation_id)
+        assert reply.status.startswith("200"), reply.body
+        reply = soap.call(WMPROXY, "jobRegister", alice, jdl=ECHO_JDL, delegationId=delegation_id)
+        assert reply.status.startswith("200"), reply.body
+        info = soap.call(WMPROXY, "getDelegatedProxyInfo", alice, delegationID=delegation_id)
+        assert info.status.startswith("200"), info.body
+        assert soap.call(DELEGATION_2, "destroy", alice, delegationID=delegation_id).status.startswith("200")
+
+    @pytest.mark.parametrize("delegation_id", ["a/b", "..", "x" * 256, "a\u2028b"])
+    def test_unusable_ids(self, soap: SoapApp, alice: Principal, delegation_id: str) -> None:
+        reply = soap.call(DELEGATION_2, "getProxyReq", alice, delegationID=delegation_id)
+        assert reply.status.startswith("500")
+        assert reply.fault_detail.findtext("msg") == "invalid delegation id"
+
     def test_another_users_job_is_an_authorization_fault(self, soap: SoapApp, alice: Principal, bob: Principal,
                                                          pki: Pki) -> None:
         delegate(soap, alice, pki, "alice", "mine")
@@ -183,7 +201,7 @@ class TestJobCycle:
         detail = reply.fault_detail
         assert reply.status.startswith("500")
         assert etree.QName(detail) == etree.QName(DELEGATION_2, "DelegationException")
-        assert "Unable to get delegated Proxy" in (detail.findtext("msg") or "")
+        assert detail.findtext("msg") == "Client delegated proxy not found:  get termination time not allowed"
 
 
 class TestTemplatesRegister:
