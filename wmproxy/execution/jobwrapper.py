@@ -193,7 +193,7 @@ class WrapperError(Exception):
 
 _SPEC_FIELDS = ("job_id", "executable", "arguments", "stdin", "stdout", "stderr", "environment", "proxy",
                 "prologue", "prologue_arguments", "epilogue", "epilogue_arguments", "umask", "kill_grace",
-                "base_environment", "wall_time")
+                "base_environment", "wall_time", "max_processes")
 
 
 class JobSpec:
@@ -224,6 +224,10 @@ class JobSpec:
             runs after it, and the status's ``failure`` says so (:data:`WALL_TIME_EXCEEDED`).
             Left to the batch system by a wrapper a batch system runs (:func:`under_batch_system`:
             Slurm enforces its own ``--time``).
+        max_processes: the job's ``RLIMIT_NPROC`` (soft and hard), set by the wrapper before
+            anything of the job runs; 0 for no limit (the wrapper's own, inherited). The kernel
+            counts every process and thread of the account's uid on the host, so all the jobs of
+            one account share it. Left to the batch system like ``wall_time``.
     """
 
     __slots__ = _SPEC_FIELDS
@@ -244,6 +248,7 @@ class JobSpec:
     kill_grace: float
     base_environment: dict[str, str]
     wall_time: float | None
+    max_processes: int
 
     def __init__(
         self, job_id: str, executable: str, arguments: list[str] | None = None, stdin: str | None = None,
@@ -251,7 +256,7 @@ class JobSpec:
         proxy: str | None = None, prologue: str | None = None, prologue_arguments: list[str] | None = None,
         epilogue: str | None = None, epilogue_arguments: list[str] | None = None, umask: int = DEFAULT_UMASK,
         kill_grace: float = DEFAULT_KILL_GRACE, base_environment: dict[str, str] | None = None,
-        wall_time: float | None = None,
+        wall_time: float | None = None, max_processes: int = 0,
     ) -> None:
         values = {
             "job_id": job_id, "executable": executable,
@@ -261,7 +266,7 @@ class JobSpec:
             "epilogue": epilogue, "epilogue_arguments": [] if epilogue_arguments is None else epilogue_arguments,
             "umask": umask, "kill_grace": kill_grace,
             "base_environment": {} if base_environment is None else base_environment,
-            "wall_time": wall_time,
+            "wall_time": wall_time, "max_processes": max_processes,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -380,6 +385,8 @@ class JobSpec:
         wall = self.wall_time
         _expect(wall is None or (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 < wall < 1e12),
                 "wall_time")
+        limit = self.max_processes
+        _expect(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0, "max_processes")
 
 
 def _copied(value: Any) -> Any:
@@ -924,6 +931,20 @@ def _running_at(process: _Child | subprocess.Popen[bytes], deadline: float) -> b
         os.close(fd)
 
 
+def _limit_processes(limit: int, notes: list[str]) -> None:
+    """Set ``RLIMIT_NPROC`` (soft and hard) to ``limit``, never above the hard limit the wrapper
+    has, for the wrapper and every child it starts (a fork beyond it fails with EAGAIN); a
+    failure is noted, the job runs."""
+    import resource  # a C module; the zygote loads it once for all its wrappers
+
+    try:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        value = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (value, value))
+    except (OSError, ValueError) as exc:
+        notes.append(f"cannot limit the job's processes to {limit}: {exc}")
+
+
 def under_batch_system() -> bool:
     """Whether a batch system runs the wrapper (one of :data:`BATCH_JOB_VARIABLES` in its
     environment): it enforces the job's wall time itself (Slurm's ``--time``, which the Slurm
@@ -1090,6 +1111,8 @@ class _Run:
         if spec.wall_time is not None and not under_batch_system():
             supervisor.limit(spec.wall_time - (time.monotonic() - self.begun))
             exceeded = f"{WALL_TIME_EXCEEDED} of {spec.wall_time:g} s"
+        if spec.max_processes and not under_batch_system():
+            _limit_processes(spec.max_processes, self.status["notes"])
         os.umask(spec.umask)
         os.chdir(self.work_dir)
         env = build_environment(spec, self.work_dir, self.status["notes"])

@@ -359,6 +359,7 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
 
 def _serve(fd: int, python: str, wrapper: str) -> int:
     sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
+    import resource  # noqa: F401 - every wrapper's, for the job's process limit: loaded once here
     import select  # also every wrapper's, for its wait for its inspection agent delay: loaded once here
 
     import jobwrapper  # type: ignore[import-not-found,unused-ignore]

@@ -120,6 +120,7 @@ class LocalExecutionBackend:
         self._fallback_until: dict[tuple[int, int] | None, float] = {}
         self._last_used: dict[tuple[int, int] | None, float] = {}
         self._launched: dict[int, str | None] = {}  # id(handle) -> None: forked by a zygote, else why not
+        self._max_processes: dict[str, int] = {}  # work dir name -> its spec's max_processes, until spawned
         self.reuse_work_dirs = reuse_work_dirs
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
@@ -140,7 +141,8 @@ class LocalExecutionBackend:
         The launch's ``wall_time`` goes into the wrapper's spec (:attr:`JobSpec.wall_time
         <wmproxy.execution.jobwrapper.JobSpec.wall_time>`): the wrapper stops the job once it has
         run that many seconds, and the job ends Aborted (:meth:`poll`). It lives in the wrapper,
-        so a job adopted by another worker keeps it.
+        so a job adopted by another worker keeps it. With job cgroups, the spec's
+        ``max_processes`` becomes the ``pids.max`` of the job's cgroup (where it has one).
 
         Returns:
             A handle whose reference has no pid yet.
@@ -180,6 +182,8 @@ class LocalExecutionBackend:
         except WMProxyError as exc:
             self._remove(name)
             raise BackendError(str(exc)) from None
+        if job_spec.max_processes and self.cgroups is not None:
+            self._max_processes[name] = job_spec.max_processes
         return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account, spec=spec)
 
     def spawn(self, handle: RunHandle) -> RunHandle:
@@ -204,7 +208,7 @@ class LocalExecutionBackend:
                     handle.spec = None
                 procs = None
                 if self.cgroups is not None:
-                    self.cgroups.create(handle.work_dir.name)
+                    self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0))
                     procs = self.cgroups.procs(handle.work_dir.name)
                 process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python,
                                                  cgroup_procs=procs)
@@ -231,7 +235,7 @@ class LocalExecutionBackend:
             if handle.pid is None:
                 if self.cgroups is not None:
                     try:
-                        self.cgroups.create(handle.work_dir.name)
+                        self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0))
                     except CgroupError as exc:
                         self._launched[id(handle)] = str(exc)
                         continue
@@ -518,6 +522,7 @@ class LocalExecutionBackend:
         Raises:
             BackendError: the directory could not be removed.
         """
+        self._max_processes.pop(handle.work_dir.name, None)
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         else:
