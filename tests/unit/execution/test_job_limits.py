@@ -1,6 +1,7 @@
 """Limits of local jobs, with real wrappers as a real account: the wall time of the launch (the
 wrapper stops the job and it ends Aborted, even after another worker adopted it) and the
-processes of a job (``max_processes``: a fork loop fails with EAGAIN, others still start)."""
+processes of a job (``max_processes``: a fork loop fails with EAGAIN, others still start), and a
+zygote a job stopped (refused at once, killed, the account's jobs started without it)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from wmproxy.domain import JobState
 from wmproxy.execution.backends import JobOutcome, RunHandle
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import Account
+from wmproxy.execution.zygote import ZygoteError
 
 
 @pytest.fixture
@@ -144,3 +146,31 @@ class TestProcessLimit:
         assert outcome.state == JobState.DONE, outcome
         assert (handle.work_dir / "out").read_text().split()[2:4] == ["777", "777"]
 
+
+#: Stops the zygote that forked this job's wrapper (the wrapper's parent), then waits.
+STOP_ZYGOTE = ("z=$(awk '{print $4}' /proc/$PPID/stat); kill -STOP $z && echo $z > stopped; "
+               "while :; do sleep 0.2; done")
+
+
+class TestStoppedZygote:
+    def test_a_zygote_a_job_stopped_is_killed_and_the_next_job_still_starts(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        cleanup: list[RunHandle],
+    ) -> None:
+        if account is None:
+            pytest.skip("needs root: the zygote runs as the job's account")
+        first = backend.spawn(backend.prepare(ws.launch(input_dir, account, STOP_ZYGOTE)))
+        cleanup.append(first)
+        ws.wait_for((first.work_dir / "stopped").exists, "the job to stop its zygote")
+        (launcher,) = backend._zygotes.values()
+        assert int((first.work_dir / "stopped").read_text()) == launcher.process.pid
+        with pytest.raises(ZygoteError, match="stopped"):  # refused without waiting for an answer
+            launcher.request([str(first.work_dir)])
+        second = dataclasses.replace(ws.launch(input_dir, account, "echo hi"), job_id=ws.JOB + "2",
+                                     spec=ws.sh("echo hi", job_id=ws.JOB + "2", stdout="out"))
+        _, outcome = ws.run(backend, second)
+        assert outcome == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+        assert launcher.process.returncode is not None  # killed (the worker owns it), never reused
+        assert launcher not in backend._zygotes.values()
+        backend.cancel(first)
+        assert _outcome(backend, first).state == JobState.CANCELLED
