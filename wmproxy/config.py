@@ -233,10 +233,19 @@ class ExecutionSettings:
             process into it, removing it) and refuses to start if it is unusable. Slurm jobs
             are left to Slurm's own process tracking (``ProctrackType``). See
             ``docs/execution.md``.
+        max_job_processes: processes (threads count) a ``local`` job may have, so that a fork
+            loop in one job cannot take the tasks the worker, the zygotes and other users' jobs
+            need; 0 = no limit. Applied by the job wrapper as ``RLIMIT_NPROC`` before anything of
+            the job runs: the kernel counts every process of the job's real uid on the host, so
+            the limit is shared by all the jobs of one pool account on this host (and its
+            zygote's and wrappers' processes). With ``cgroup_root`` on cgroup v2 (the ``pids``
+            controller enabled for it) it is also each job's ``pids.max``. Keep the worker
+            unit's ``TasksMax`` above ``max_running`` times this (``docs/execution.md``). Slurm
+            jobs are left to Slurm.
 
     Raises:
-        ConfigError: a non-positive lease or poll interval, a negative grace, or
-            ``max_running`` below 1.
+        ConfigError: a non-positive lease or poll interval, a negative grace or process
+            limit, or ``max_running`` below 1.
     """
 
     work_dir: str = "/var/lib/wmproxy/work"
@@ -246,12 +255,15 @@ class ExecutionSettings:
     heartbeat_lease: float = 60.0
     kill_grace: float = 10.0
     cgroup_root: str = ""
+    max_job_processes: int = 4096
 
     def __post_init__(self) -> None:
         if self.heartbeat_lease <= 0 or self.poll_interval <= 0:
             raise ConfigError("[execution] heartbeat_lease and poll_interval: must be positive")
         if self.kill_grace < 0 or self.max_running < 1:
             raise ConfigError("[execution] kill_grace must not be negative, max_running must be at least 1")
+        if self.max_job_processes < 0:
+            raise ConfigError("[execution] max_job_processes must not be negative (0: no limit)")
 
 
 @dataclass(frozen=True)

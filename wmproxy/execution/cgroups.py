@@ -159,7 +159,9 @@ class JobCgroups:
         return other
 
     def _mkdir(self, path: str) -> None:
-        """``mkdir`` (0755), making :attr:`base` first if it is missing."""
+        """``mkdir`` (0755), making :attr:`base` first if it is missing (on cgroup v2 with the
+        ``pids`` controller given to its children where the root's children have it, for
+        :meth:`create`'s ``max_processes``)."""
         try:
             os.mkdir(path, 0o755)
         except FileNotFoundError:
@@ -167,6 +169,8 @@ class JobCgroups:
                 raise
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.base, 0o755)
+            with contextlib.suppress(OSError):  # v1, or the root's children lack the pids controller
+                _write(os.path.join(self.base, "cgroup.subtree_control"), b"+pids")
             os.mkdir(path, 0o755)
 
     def path(self, name: str) -> str:
@@ -185,10 +189,13 @@ class JobCgroups:
         """Whether the process ``pid`` is in the cgroup ``name`` (its ``cgroup.procs``)."""
         return pid in _members(self.path(name))
 
-    def create(self, name: str) -> None:
+    def create(self, name: str, max_processes: int = 0) -> None:
         """Make the job's cgroup (mode 0755, the worker's: the job may write to none of its
         files); one left by an earlier attempt (or a zygote cgroup of an earlier zygote of this
         process) is thawed, emptied and reused (no longer retried by :meth:`retry`).
+        ``max_processes``: its ``pids.max`` (processes and threads in it at most), where it has
+        one (cgroup v2 with the ``pids`` controller enabled for the work root's directory; a
+        failure to write it is logged); 0: not set.
 
         Raises:
             CgroupError: it cannot be made, or the one there could not be emptied at once.
@@ -206,6 +213,14 @@ class JobCgroups:
                 raise
         except OSError as exc:
             raise CgroupError(f"cannot create the job's cgroup {self.path(name)}: {exc.strerror}") from None
+        if max_processes > 0:
+            limit = os.path.join(self.path(name), "pids.max")
+            try:
+                _write(limit, str(max_processes).encode())
+            except FileNotFoundError:
+                pass  # no pids controller here: the wrapper's RLIMIT_NPROC only
+            except OSError as exc:
+                log.warning("cannot limit the processes of the cgroup %s: %s", self.path(name), exc.strerror)
 
     def add(self, name: str, pid: int) -> None:
         """Move ``pid`` into the job's cgroup.

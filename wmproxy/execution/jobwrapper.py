@@ -39,7 +39,10 @@ by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
 when it ends, and a wrapper that leads its session (the local backend's) kills every other
 process of that session when the job ends (:func:`_kill_session_rest`): one the job moved
 to another group (``setpgid``, ``set -m; cmd &`` in bash) does not outlive it (one that
-left the session, ``setsid``, is beyond its reach). Prologue and epilogue read ``/dev/null``
+left the session, ``setsid``, is beyond its reach). A spec with a ``wall_time`` is stopped the
+same way once that many seconds have passed since the wrapper started (prologue, payload and
+epilogue together; nothing of the job runs after it), unless a batch system runs the wrapper
+(:func:`under_batch_system`), which enforces its own limit. Prologue and epilogue read ``/dev/null``
 and write to the wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
 ``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
 writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
@@ -53,7 +56,9 @@ Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
      "signal": int | null,        # signal number that killed the payload
      "cancelled_by": int | null,  # signal the wrapper received (SIGTERM/SIGINT)
      "prologue": PHASE | null, "epilogue": PHASE | null,
-     "failure": str | null,       # "Job Wrapper error: ..." when the payload did not run
+     "failure": str | null,       # "Job Wrapper error: ..." when the payload did not run;
+                                  # WALL_TIME_EXCEEDED... when the wrapper stopped the job at
+                                  # its wall time (then also after the payload started)
      "notes": [str]}              # e.g. dropped LD_PRELOAD entries
     PHASE = {"exit_code": int | null, "signal": int | null, "failure": str | null}
 
@@ -161,6 +166,12 @@ DEFAULT_KILL_GRACE = 10.0
 SESSION_KILL_PASSES = 100
 BATCH_PREFIXES = ("SLURM_",)
 """Variables of the wrapper's own environment passed to the job: the batch system's."""
+BATCH_JOB_VARIABLES = ("SLURM_JOB_ID",)
+"""Variables of the wrapper's own environment that say a batch system runs it
+(:func:`under_batch_system`)."""
+#: How the status's ``failure`` of a job stopped at its wall time (:attr:`JobSpec.wall_time`)
+#: begins; the local backend reports such a job Aborted.
+WALL_TIME_EXCEEDED = "the job exceeded its wall time"
 
 EXIT_WRAPPER_ERROR = 1
 EXIT_NO_STATUS = 2
@@ -182,7 +193,7 @@ class WrapperError(Exception):
 
 _SPEC_FIELDS = ("job_id", "executable", "arguments", "stdin", "stdout", "stderr", "environment", "proxy",
                 "prologue", "prologue_arguments", "epilogue", "epilogue_arguments", "umask", "kill_grace",
-                "base_environment")
+                "base_environment", "wall_time", "max_processes")
 
 
 class JobSpec:
@@ -207,6 +218,16 @@ class JobSpec:
         kill_grace: seconds between the forwarded SIGTERM and SIGKILL.
         base_environment: the worker's configured base variables (e.g. ``LANG``),
             applied before JDL ``Environment``.
+        wall_time: seconds the job may run, counted from the wrapper's start (prologue,
+            payload and epilogue together), None for no limit. When it is exceeded the running
+            child's group gets SIGTERM, ``kill_grace`` seconds later SIGKILL, nothing of the job
+            runs after it, and the status's ``failure`` says so (:data:`WALL_TIME_EXCEEDED`).
+            Left to the batch system by a wrapper a batch system runs (:func:`under_batch_system`:
+            Slurm enforces its own ``--time``).
+        max_processes: the job's ``RLIMIT_NPROC`` (soft and hard), set by the wrapper before
+            anything of the job runs; 0 for no limit (the wrapper's own, inherited). The kernel
+            counts every process and thread of the account's uid on the host, so all the jobs of
+            one account share it. Left to the batch system like ``wall_time``.
     """
 
     __slots__ = _SPEC_FIELDS
@@ -226,6 +247,8 @@ class JobSpec:
     umask: int
     kill_grace: float
     base_environment: dict[str, str]
+    wall_time: float | None
+    max_processes: int
 
     def __init__(
         self, job_id: str, executable: str, arguments: list[str] | None = None, stdin: str | None = None,
@@ -233,6 +256,7 @@ class JobSpec:
         proxy: str | None = None, prologue: str | None = None, prologue_arguments: list[str] | None = None,
         epilogue: str | None = None, epilogue_arguments: list[str] | None = None, umask: int = DEFAULT_UMASK,
         kill_grace: float = DEFAULT_KILL_GRACE, base_environment: dict[str, str] | None = None,
+        wall_time: float | None = None, max_processes: int = 0,
     ) -> None:
         values = {
             "job_id": job_id, "executable": executable,
@@ -242,6 +266,7 @@ class JobSpec:
             "epilogue": epilogue, "epilogue_arguments": [] if epilogue_arguments is None else epilogue_arguments,
             "umask": umask, "kill_grace": kill_grace,
             "base_environment": {} if base_environment is None else base_environment,
+            "wall_time": wall_time, "max_processes": max_processes,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -357,6 +382,11 @@ class JobSpec:
         _expect(isinstance(self.umask, int) and not isinstance(self.umask, bool) and 0 <= self.umask <= 0o777, "umask")
         grace = self.kill_grace
         _expect(isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0, "kill_grace")
+        wall = self.wall_time
+        _expect(wall is None or (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 < wall < 1e12),
+                "wall_time")
+        limit = self.max_processes
+        _expect(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0, "max_processes")
 
 
 def _copied(value: Any) -> Any:
@@ -779,12 +809,18 @@ def _no_inherited_descriptors() -> None:
 
 
 class _Supervisor:
-    """Starts children in their own process groups and forwards SIGTERM/SIGINT."""
+    """Starts children in their own process groups, forwards SIGTERM/SIGINT and stops them at the
+    job's wall time (:meth:`limit`)."""
 
     def __init__(self, grace: float = DEFAULT_KILL_GRACE) -> None:
         self.grace = grace
         self.current: _Child | subprocess.Popen[bytes] | None = None
         self.cancelled_by: int | None = None
+        #: ``time.monotonic()`` when the job's wall time ends, None: no limit (:meth:`limit`).
+        self.deadline: float | None = None
+        #: Whether the wall time was exceeded: the running child was told to stop.
+        self.timed_out = False
+        self._killing = False  # the SIGALRM armed is the kill grace's (else the wall time's)
         #: ``(monotonic deadline, start)``: ``start()`` is called once a child is still running
         #: at the deadline (:meth:`defer`).
         self.deferred: tuple[float, Callable[[], None]] | None = None
@@ -801,11 +837,39 @@ class _Supervisor:
     def _forward(self) -> None:
         if self.current is not None:
             _killpg(self.current.pid, signal.SIGTERM)
+            self._killing = True
             signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.001))
 
     def _on_alarm(self, _signum: int, _frame: object) -> None:
-        if self.current is not None:
+        if self.current is None:
+            return
+        if self._killing:
             _killpg(self.current.pid, signal.SIGKILL)
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            self._expire()
+        else:  # early (a clock step): armed again for the time left
+            self._arm()
+
+    def _expire(self) -> None:
+        """The wall time has passed: SIGTERM to the running child's group, the grace, SIGKILL."""
+        self.timed_out = True
+        if self.cancelled_by is None:
+            self._forward()
+
+    def limit(self, seconds: float) -> None:
+        """End the job's wall time ``seconds`` from now: a child still running then is stopped
+        (SIGTERM to its group, ``grace`` seconds later SIGKILL) and :attr:`timed_out` is set."""
+        self.deadline = time.monotonic() + seconds
+
+    def _arm(self) -> None:
+        """Arm SIGALRM for the wall time left (for the child just started), if there is a limit."""
+        if self.deadline is None or self._killing:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self._expire()
+        else:
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
     def run(
         self, argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int, stderr: int
@@ -813,8 +877,11 @@ class _Supervisor:
         """Start ``argv`` in a new process group (:func:`_spawn`); OSError if it cannot be executed."""
         process = _spawn(argv, env, cwd, stdin, stdout, stderr)
         self.current = process
+        self._killing = False
         if self.cancelled_by is not None:
             self._forward()  # the signal came while the child was being started
+        else:
+            self._arm()
         return process
 
     def defer(self, delay: float, start: Callable[[], None]) -> None:
@@ -832,6 +899,7 @@ class _Supervisor:
         returncode = process.wait()
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.current = None
+        self._killing = False
         _killpg(process.pid, signal.SIGKILL)
         return _outcome(returncode)
 
@@ -861,6 +929,27 @@ def _running_at(process: _Child | subprocess.Popen[bytes], deadline: float) -> b
                 return False
     finally:
         os.close(fd)
+
+
+def _limit_processes(limit: int, notes: list[str]) -> None:
+    """Set ``RLIMIT_NPROC`` (soft and hard) to ``limit``, never above the hard limit the wrapper
+    has, for the wrapper and every child it starts (a fork beyond it fails with EAGAIN); a
+    failure is noted, the job runs."""
+    import resource  # a C module; the zygote loads it once for all its wrappers
+
+    try:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        value = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (value, value))
+    except (OSError, ValueError) as exc:
+        notes.append(f"cannot limit the job's processes to {limit}: {exc}")
+
+
+def under_batch_system() -> bool:
+    """Whether a batch system runs the wrapper (one of :data:`BATCH_JOB_VARIABLES` in its
+    environment): it enforces the job's wall time itself (Slurm's ``--time``, which the Slurm
+    backend sets from the same limit, and whose TIMEOUT it reports), so the wrapper does not."""
+    return any(name in os.environ for name in BATCH_JOB_VARIABLES)
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -966,6 +1055,7 @@ class _Run:
             "failure": None,
             "notes": [],
         }
+        self.begun = time.monotonic()  # where the job's wall time starts
         self.spec_file: str | None = None  # the name of the spec file read, if one was
         self.agent: int | None = None  # the pid of the inspection agent
 
@@ -1017,6 +1107,12 @@ class _Run:
     def _phases(self, supervisor: _Supervisor, work_fd: int, state_fd: int) -> int:
         spec = self._load_spec(state_fd)
         supervisor.grace = float(spec.kill_grace)
+        exceeded = ""
+        if spec.wall_time is not None and not under_batch_system():
+            supervisor.limit(spec.wall_time - (time.monotonic() - self.begun))
+            exceeded = f"{WALL_TIME_EXCEEDED} of {spec.wall_time:g} s"
+        if spec.max_processes and not under_batch_system():
+            _limit_processes(spec.max_processes, self.status["notes"])
         os.umask(spec.umask)
         os.chdir(self.work_dir)
         env = build_environment(spec, self.work_dir, self.status["notes"])
@@ -1033,11 +1129,18 @@ class _Run:
             outcome = self._side_program(supervisor, spec.prologue, spec.prologue_arguments, env, work_fd, "prologue")
             if supervisor.cancelled_by is not None:
                 raise WrapperError("Job Wrapper error: cancelled during the prologue")
+            if supervisor.timed_out:
+                raise WrapperError(f"Job Wrapper error: {exceeded} during the prologue")
             if outcome["failure"] is not None or outcome["exit_code"] != 0:
                 raise WrapperError(f"Job Wrapper error: the prologue failed ({_describe(outcome)})")
         payload = self._payload(supervisor, spec, env, work_fd, state_fd)
+        if supervisor.timed_out and supervisor.cancelled_by is None:
+            self.status["failure"] = f"{exceeded}: the job wrapper stopped the payload ({_describe(payload)})"
+            return _shell_code(payload)
         if spec.epilogue is not None and supervisor.cancelled_by is None:
             epilogue = self._side_program(supervisor, spec.epilogue, spec.epilogue_arguments, env, work_fd, "epilogue")
+            if supervisor.timed_out:
+                self.status["failure"] = f"{exceeded}: the job wrapper stopped the epilogue"
             if _shell_code(payload) == 0 and (epilogue["failure"] is not None or epilogue["exit_code"] != 0):
                 return EXIT_WRAPPER_ERROR
         return _shell_code(payload)

@@ -683,6 +683,7 @@ class ExecutionWorker:
             epilogue=order.epilogue,
             epilogue_arguments=_split(order.epilogue_arguments, "EpilogueArguments"),
             kill_grace=self.settings.kill_grace,
+            max_processes=self.settings.max_job_processes,
             base_environment=inspection.agent_environment(self.rt.settings, order.job_id),
         )
 

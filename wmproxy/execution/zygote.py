@@ -78,8 +78,12 @@ TITLE_ROOM = 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Seconds the worker gives a zygote for one :meth:`Zygote.request`, the requests sent and every
 #: answer read (one deadline for the whole exchange, not per receive), before it takes the zygote
-#: for broken.
-REPLY_TIMEOUT = 30.0
+#: for broken (and kills it: :meth:`Zygote.close`). The worker's single loop waits that long, during
+#: which no job of any user starts, ends or is cancelled, and the zygote runs as the account, so a
+#: job of it can stop it (SIGSTOP): the wait must stay short. A zygote answers a batch (at most a
+#: cycle's jobs, 8) in milliseconds; 5 s leaves a margin of three orders of magnitude for a loaded
+#: host, after which the account's wrappers are started by the worker itself for a while.
+REPLY_TIMEOUT = 5.0
 #: Bytes one answer of a zygote may hold (its newline included); a longer one breaks the zygote.
 MAX_REPLY = 8192
 
@@ -135,11 +139,14 @@ class Zygote:
         :meth:`release` before it runs anything of its job.
 
         Raises:
-            ZygoteError: the zygote died, answered nothing usable, an answer longer than
-                :data:`MAX_REPLY` bytes, or did not answer everything within
-                :data:`REPLY_TIMEOUT` seconds of the call; whether some wrappers of this call
-                were started is then unknown.
+            ZygoteError: the zygote is stopped (``T``/``t`` in ``/proc/<pid>/stat``: nothing is
+                sent), died, answered nothing usable, an answer longer than :data:`MAX_REPLY`
+                bytes, or did not answer everything within :data:`REPLY_TIMEOUT` seconds of the
+                call; whether some wrappers of this call were started is then unknown. The
+                caller closes it (:meth:`close` kills it: a stopped zygote is never reused).
         """
+        if _stopped(self.process.pid):  # a job of the account stopped it: no wait for an answer
+            raise ZygoteError("the wrapper fork server is stopped (SIGSTOP, or traced)")
         given = specs if specs is not None else [None] * len(work_dirs)
         mark = b"+" if hold else b""
         payload = b"".join(mark + d.encode() + (b"" if spec is None else b"\0" + spec.hex().encode()) + b"\n"
@@ -229,6 +236,17 @@ class Zygote:
         except OSError:  # not allowed (no CAP_KILL): it exits at end of file unless stopped
             pass
         self.process.wait()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped by a signal or a tracer (state ``T`` or ``t`` in
+    ``/proc/<pid>/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False
+    return raw[raw.rfind(b")") + 2:][:1] in (b"T", b"t")
 
 
 def start_time(pid: int) -> int | None:
@@ -359,6 +377,7 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
 
 def _serve(fd: int, python: str, wrapper: str) -> int:
     sys.path.append(os.path.dirname(wrapper))  # after the standard library: only jobwrapper is wanted
+    import resource  # noqa: F401 - every wrapper's, for the job's process limit: loaded once here
     import select  # also every wrapper's, for its wait for its inspection agent delay: loaded once here
 
     import jobwrapper  # type: ignore[import-not-found,unused-ignore]

@@ -48,7 +48,7 @@ from wmproxy.execution import identity, processes
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
 from wmproxy.execution.cgroups import CgroupError, JobCgroups, is_process_of, own_tag
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
-from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME
+from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME, WALL_TIME_EXCEEDED, JobSpec
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
 from wmproxy.security.chain import load_pem_chain
 
@@ -120,6 +120,7 @@ class LocalExecutionBackend:
         self._fallback_until: dict[tuple[int, int] | None, float] = {}
         self._last_used: dict[tuple[int, int] | None, float] = {}
         self._launched: dict[int, str | None] = {}  # id(handle) -> None: forked by a zygote, else why not
+        self._max_processes: dict[str, int] = {}  # work dir name -> its spec's max_processes, until spawned
         self.reuse_work_dirs = reuse_work_dirs
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
@@ -137,6 +138,12 @@ class LocalExecutionBackend:
         requeued job) is removed first; one holding ``started.json`` is refused, so a
         job never runs twice.
 
+        The launch's ``wall_time`` goes into the wrapper's spec (:attr:`JobSpec.wall_time
+        <wmproxy.execution.jobwrapper.JobSpec.wall_time>`): the wrapper stops the job once it has
+        run that many seconds, and the job ends Aborted (:meth:`poll`). It lives in the wrapper,
+        so a job adopted by another worker keeps it. With job cgroups, the spec's
+        ``max_processes`` becomes the ``pids.max`` of the job's cgroup (where it has one).
+
         Returns:
             A handle whose reference has no pid yet.
 
@@ -147,6 +154,9 @@ class LocalExecutionBackend:
         """
         name = to_filename(launch.job_id)
         work_dir = self.work_root / name
+        job_spec = launch.spec
+        if launch.wall_time is not None and job_spec.wall_time is None:
+            job_spec = JobSpec(**{**job_spec.as_dict(), "wall_time": launch.wall_time})
         if os.path.lexists(work_dir):
             if _ever_started(work_dir):
                 raise BackendError(f"The job {launch.job_id} has already been started in {work_dir}")
@@ -160,18 +170,20 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
         try:
             _stage_in(launch.input_dir, work_dir, launch.isb_files, launch.account)
-            if launch.proxy_pem and launch.spec.proxy:  # not fsynced: a crash before the start means a new prepare
-                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, launch.spec.proxy, sync=False,
-                                       fresh=launch.spec.proxy not in launch.isb_files)  # else it replaces the file
+            if launch.proxy_pem and job_spec.proxy:  # not fsynced: a crash before the start means a new prepare
+                identity.install_proxy(work_dir, launch.proxy_pem, launch.account, job_spec.proxy, sync=False,
+                                       fresh=job_spec.proxy not in launch.isb_files)  # else it replaces the file
             if self.use_zygotes:  # handed to the wrapper through the zygote: no job.marshal (an inode)
-                identity.check_spec(launch.spec)
-                spec: bytes | None = launch.spec.to_bytes()
+                identity.check_spec(job_spec)
+                spec: bytes | None = job_spec.to_bytes()
             else:
-                identity.write_spec(work_dir, launch.spec, launch.account, sync=False, fresh=True)
+                identity.write_spec(work_dir, job_spec, launch.account, sync=False, fresh=True)
                 spec = None
         except WMProxyError as exc:
             self._remove(name)
             raise BackendError(str(exc)) from None
+        if job_spec.max_processes and self.cgroups is not None:
+            self._max_processes[name] = job_spec.max_processes
         return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account, spec=spec)
 
     def spawn(self, handle: RunHandle) -> RunHandle:
@@ -196,7 +208,7 @@ class LocalExecutionBackend:
                     handle.spec = None
                 procs = None
                 if self.cgroups is not None:
-                    self.cgroups.create(handle.work_dir.name)
+                    self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0))
                     procs = self.cgroups.procs(handle.work_dir.name)
                 process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python,
                                                  cgroup_procs=procs)
@@ -223,7 +235,7 @@ class LocalExecutionBackend:
             if handle.pid is None:
                 if self.cgroups is not None:
                     try:
-                        self.cgroups.create(handle.work_dir.name)
+                        self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0))
                     except CgroupError as exc:
                         self._launched[id(handle)] = str(exc)
                         continue
@@ -428,7 +440,9 @@ class LocalExecutionBackend:
     def poll(self, handle: RunHandle) -> JobOutcome | None:
         """None while the wrapper runs; then the outcome from ``status.json`` (see
         :func:`~wmproxy.execution.backends.outcome_of`). A status the worker cannot
-        accept (forged, malformed) aborts the job with the reason."""
+        accept (forged, malformed) aborts the job with the reason. A job the wrapper stopped at
+        its wall time (not cancelled) is Aborted with the wrapper's reason: a deep failure once
+        the payload had started, as the Slurm backend reports Slurm's TIMEOUT, else shallow."""
         if self._running(handle):
             return None
         try:
@@ -437,6 +451,10 @@ class LocalExecutionBackend:
             return JobOutcome(JobState.ABORTED, reason=str(exc), payload_started=True)
         except IdentityError as exc:
             return JobOutcome(JobState.ABORTED, reason=f"the job's work directory is gone: {exc}", recorded=False)
+        if (status is not None and status.cancelled_by is None and status.payload_started
+                and (status.failure or "").startswith(WALL_TIME_EXCEEDED)):
+            return JobOutcome(JobState.ABORTED, exit_code=status.shell_exit_code,
+                              reason=f"{status.failure} (deep failure)", payload_started=True)
         return outcome_of(status, (status is not None and status.payload_started) or self.started(handle))
 
     def started(self, handle: RunHandle) -> bool:
@@ -504,6 +522,7 @@ class LocalExecutionBackend:
         Raises:
             BackendError: the directory could not be removed.
         """
+        self._max_processes.pop(handle.work_dir.name, None)
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         else:
