@@ -55,8 +55,9 @@ class JobLaunch:
         proxy_pem: the delegated proxy with its key (PEM), installed as the copy.
         ce_id: the CE the broker chose (``GlueCEUniqueID``), "" when unknown.
         queue: the batch queue of that CE (a Slurm partition), None for the local backend.
-        wall_time: seconds the batch system may let the job run (the CE's
-            ``GlueCEPolicyMaxWallClockTime`` or the site default), None for no limit.
+        wall_time: seconds the job may run (the CE's ``GlueCEPolicyMaxWallClockTime`` or the
+            site default), None for no limit: Slurm's ``--time``, the job wrapper's own clock
+            for the local backend.
         memory_mb: mebibytes of memory to ask the batch system for, None for its default.
         attempt: 0 for the first run, n for the n-th resubmission (shallow or deep).
     """
