@@ -56,7 +56,8 @@ class TestMigration0013:
             with engine.begin() as conn:
                 conn.execute(sa.text("insert into delegation_requests (owner_dn, delegation_id, sealed_key, csr_pem, "
                                      "created_at) values (:dn, 'before-0013', :key, 'csr', :at)")
-                             .bindparams(sa.bindparam("key", type_=sa.LargeBinary())),
+                             .bindparams(sa.bindparam("key", type_=sa.LargeBinary()),
+                                         sa.bindparam("at", type_=sa.DateTime())),  # not sqlite3's own adapter
                              {"dn": DN, "key": b"old", "at": T0.replace(tzinfo=None)})
         with UnitOfWork(factory) as uow:
             kept = uow.delegations.get_request(DN, "before-0013")
