@@ -1342,7 +1342,11 @@ def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> int | N
     code = 2
     try:
         os.close(ready)
-        _set_title(b"\0".join(word.encode() for word in (sys.executable, "-I", INSPECTION_AGENT, work_dir)))
+        try:
+            set_title(b"\0".join(word.encode() for word in (sys.executable, "-I", INSPECTION_AGENT, work_dir)),
+                      title_area())
+        except ImportError:  # the title stays the wrapper's
+            pass
         os.close(told)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
             signal.signal(signum, signal.SIG_DFL)
@@ -1356,11 +1360,8 @@ def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> int | N
     except BaseException:  # noqa: BLE001 - the child must never return into the wrapper
         code = 2
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code if isinstance(code, int) else 2)
+        exit_child(code)
+    return None  # not reached: exit_child ends the child (annotated None: the wrapper loads no typing)
 
 
 def _run_agent(agent_env: dict[str, str], work_dir: str) -> int:
@@ -1376,23 +1377,56 @@ def _run_agent(agent_env: dict[str, str], work_dir: str) -> int:
     return int(module.serve(work_dir, agent_env))
 
 
-def _set_title(title: bytes) -> None:
-    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``; ``title``'s words
-    separated by NUL bytes) when ``title`` fits in the room the kernel reserved for the present one (fields 48 and 49 of
-    ``/proc/self/stat``); left as it is otherwise."""
+def title_area() -> tuple[int, int] | None:
+    """``(start, end)`` of this process's command line in its memory (fields 48 and 49 of
+    ``/proc/self/stat``), None if unreadable; a forked child has the same."""
     try:
-        import ctypes
-
         with open("/proc/self/stat", "rb") as f:
             raw = f.read()
         fields = raw[raw.rfind(b")") + 2:].split()
-        start, end = int(fields[45]), int(fields[46])
-        if len(title) + 1 > end - start:
-            return
-        padded = title + b"\0" * (end - start - len(title))
-        ctypes.memmove(start, padded, len(padded))
-    except (ImportError, OSError, ValueError, IndexError):
+        return int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_title(title: bytes, area: tuple[int, int] | None) -> None:
+    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``; ``title``'s
+    words separated by NUL bytes), as ``setproctitle`` does, when it fits in ``area``
+    (:func:`title_area`), the room the kernel reserved for it; left as it is otherwise. Written
+    through ``/proc/self/mem`` (no ``ctypes`` in the zygote, which forks the wrappers: less
+    memory for each fork to map and each child to touch), else (a non-dumpable process, whose
+    ``/proc/self/mem`` is root's) with ``ctypes``.
+
+    Raises:
+        ImportError: ``ctypes`` was needed and cannot be loaded.
+    """
+    if area is None or len(title) + 1 > area[1] - area[0]:
+        return
+    start, end = area
+    padded = title + b"\0" * (end - start - len(title))
+    try:
+        fd = os.open("/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.pwrite(fd, padded, start) == len(padded):
+                return
+        finally:
+            os.close(fd)
+    except OSError:
         pass
+    import ctypes
+
+    ctypes.memmove(start, padded, len(padded))
+
+
+def exit_child(code: object) -> None:  # never returns (no typing.NoReturn: the wrapper loads no typing)
+    """End a forked child (a wrapper the zygote forked, the inspection agent) without ever
+    returning into its parent's code: flush standard output and error, then ``os._exit`` with
+    ``code``, or 2 when it is not an exit code."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code if isinstance(code, int) else 2)
 
 
 def _stop_inspection_agent(agent: int | None) -> None:

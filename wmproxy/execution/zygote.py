@@ -55,6 +55,7 @@ import gc
 import os
 import sys
 import time
+from types import ModuleType  # loaded by the interpreter's start already
 
 # The zygote process imports this module and the job wrapper only, and every module it holds is
 # memory each forked wrapper maps, copies on write as it touches it and unmaps at its exit:
@@ -281,42 +282,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _title_area() -> tuple[int, int] | None:
-    """``(start, end)`` of this process's command line in its memory (fields 48 and 49 of
-    ``/proc/self/stat``), None if unreadable; a forked child has the same."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            raw = f.read()
-        fields = raw[raw.rfind(b")") + 2:].split()
-        return int(fields[45]), int(fields[46])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _set_title(title: bytes, area: tuple[int, int] | None) -> None:
-    """Overwrite this process's command line in place (``/proc/<pid>/cmdline``), as
-    ``setproctitle`` does, when it fits in ``area`` (:func:`_title_area`), the room the
-    kernel reserved for it: written through ``/proc/self/mem`` (no ``ctypes`` in the zygote: less
-    memory for each fork to map and each child to touch), else with ``ctypes``."""
-    if area is None or len(title) + 1 > area[1] - area[0]:
-        return
-    start, end = area
-    padded = title + b"\0" * (end - start - len(title))
-    try:
-        fd = os.open("/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            if os.pwrite(fd, padded, start) == len(padded):
-                return
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    import ctypes
-
-    ctypes.memmove(start, padded, len(padded))
-
-
-def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, run: object,
+def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, module: ModuleType,
            spec: bytes | None = None, hold: int = -1) -> None:
     """In the forked child: set the wrapper up, tell the zygote, run the job; never returns.
 
@@ -356,7 +322,7 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
         except OSError as exc:
             os.write(report, f"E Cannot start the job wrapper in {work_dir}: {exc.strerror}".encode())
             os._exit(code)
-        _set_title(title, area)
+        module.set_title(title, area)
         os.write(report, b"ok")
         os.close(report)
         if hold >= 0:
@@ -364,15 +330,11 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
             os.close(hold)
             if word != b"g":
                 os._exit(code)
-        code = run(work_dir, log_dir=state_fd, spec=spec)  # type: ignore[operator]
+        code = module.run(work_dir, log_dir=state_fd, spec=spec)
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
         code = 2
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code if isinstance(code, int) else 2)
+        module.exit_child(code)
 
 
 def _serve(fd: int, python: str, wrapper: str) -> int:
@@ -385,7 +347,7 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
     while (spare := os.open(os.devnull, os.O_RDWR)) <= 2:  # 0, 1 and 2 open: never a child's report pipe
         pass
     os.close(spare)
-    area = _title_area()
+    area = jobwrapper.title_area()
     # A SIGCHLD that arrives after the interpreter last looked for signals and before the wait
     # for the next request blocks would be handled only when that request comes: the wrappers
     # ended meanwhile would stay zombies. The signal's C handler also writes a byte to this pipe,
@@ -420,7 +382,7 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
         requests = [line for line in lines if not _release(line, held)]
         if requests:
             jobwrapper.prepare_fork()
-            replies = _fork_all(requests, python, wrapper, jobwrapper.run, area, held)
+            replies = _fork_all(requests, python, wrapper, jobwrapper, area, held)
             os.write(fd, "".join(reply + "\n" for reply in replies).encode())
 
 
@@ -440,7 +402,7 @@ def _release(line: bytes, held: dict[int, int]) -> bool:
     return True
 
 
-def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object,
+def _fork_all(lines: list[bytes], python: str, wrapper: str, module: ModuleType,
               area: tuple[int, int] | None = None, held: dict[int, int] | None = None) -> list[str]:
     """Fork a child for each requested work dir (all of them first, so that they set
     themselves up side by side), then collect their answers, in order. A request marked
@@ -454,7 +416,7 @@ def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object,
             hold = line[:1] == b"+" and held is not None
             path, _, spec = line[1 if hold else 0:].partition(b"\0")
             title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), path])
-            started.append(_fork(path.decode(errors="replace"), title, area, run, spec or None, hold=hold))
+            started.append(_fork(path.decode(errors="replace"), title, area, module, spec or None, hold=hold))
         replies = []
         for child in started:
             reply = _answer(child)
@@ -469,7 +431,7 @@ def _fork_all(lines: list[bytes], python: str, wrapper: str, run: object,
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
-def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object,
+def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, module: ModuleType,
           spec: bytes | None = None, *, hold: bool = False) -> tuple[int, int, int] | str:
     """``(pid, read end of its report pipe, write end of its hold pipe or -1)``, or the refusal
     to answer. ``spec``: the job's spec in hexadecimal (the protocol's), None to have the
@@ -494,7 +456,7 @@ def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, run: object
         os.close(read_end)
         if let_go >= 0:
             os.close(let_go)
-        _child(work_dir, title, area, write_end, run, raw, wait_end)
+        _child(work_dir, title, area, write_end, module, raw, wait_end)
     os.close(write_end)
     if wait_end >= 0:
         os.close(wait_end)
