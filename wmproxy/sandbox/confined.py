@@ -26,6 +26,16 @@ class ConfinementError(SandboxError):
         self.reason = reason
 
 
+def confined_parts(rel_path: str) -> list[str] | None:
+    """The components of ``rel_path`` below its work directory (empty ones and ``.`` left
+    out; ``[]`` for the directory itself), None when the path leaves it (absolute, ``..``) or
+    holds a NUL."""
+    parts = [p for p in rel_path.split("/") if p not in ("", ".")]
+    if rel_path.startswith("/") or ".." in parts or any("\0" in p for p in parts):
+        return None
+    return parts
+
+
 def open_confined(work_dir: Path, rel_path: str) -> int:
     """Open ``work_dir/rel_path`` for reading without following any symbolic link: each
     directory component and the file itself are opened relative to the previous one
@@ -39,8 +49,8 @@ def open_confined(work_dir: Path, rel_path: str) -> int:
         ConfinementError: the file is missing, a symlink (or below one), a hard link,
             not a regular file, or the path leaves ``work_dir`` (absolute, ``..``).
     """
-    parts = [p for p in rel_path.split("/") if p not in ("", ".")]
-    if rel_path.startswith("/") or not parts or ".." in parts or any("\0" in p for p in parts):
+    parts = confined_parts(rel_path)
+    if not parts:
         raise ConfinementError(rel_path, "outside the work directory")
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:

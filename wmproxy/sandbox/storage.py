@@ -60,7 +60,7 @@ from wmproxy.errors import (
     SandboxNameError,
     SandboxPathError,
 )
-from wmproxy.sandbox.confined import ConfinementError, open_confined
+from wmproxy.sandbox.confined import ConfinementError, confined_parts, open_confined
 from wmproxy.sandbox.trees import flock_directory, remove_tree, tree_totals
 
 log = logging.getLogger(__name__)
@@ -304,8 +304,8 @@ def _expand_wildcards(work_dir: Path, names: tuple[str, ...],
 def _list_confined(work_dir: Path, directory: str) -> list[str]:
     """The names in ``work_dir/directory``, each component opened with ``O_NOFOLLOW``; [] when it
     cannot be listed so."""
-    parts = [p for p in directory.split("/") if p not in ("", ".")]
-    if directory.startswith("/") or ".." in parts or any("\0" in p for p in parts):
+    parts = confined_parts(directory)
+    if parts is None:
         return []
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
     try:
