@@ -82,7 +82,8 @@ class TestWallTime:
     def test_an_adopted_job_keeps_its_wall_time(self, work_root: Path, backend: LocalExecutionBackend,
                                                 input_dir: Path, account: Account | None,
                                                 cleanup: list[RunHandle]) -> None:
-        job = dataclasses.replace(ws.launch(input_dir, account, "echo up > up; sleep 600"), wall_time=3)
+        # 10 s: room for a loaded machine between the job's start and the new backend's attach
+        job = dataclasses.replace(ws.launch(input_dir, account, "echo up > up; sleep 600"), wall_time=10)
         handle = backend.spawn(backend.prepare(job))
         cleanup.append(handle)
         ws.wait_for((handle.work_dir / "up").exists, "the job to start")
@@ -95,7 +96,7 @@ class TestWallTime:
         finally:
             other.close()
         assert outcome.state == JobState.ABORTED and outcome.payload_started, outcome
-        assert outcome.reason is not None and "wall time of 3 s" in outcome.reason, outcome
+        assert outcome.reason is not None and "wall time of 10 s" in outcome.reason, outcome
 
     def test_without_a_wall_time_the_job_runs_to_its_end(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
