@@ -5,13 +5,17 @@ As the gLite proxy renewal daemon (``voms.c``), the service asks a VOMS server f
 attribute certificate with the user's *renewed* proxy as its TLS client certificate, then
 makes a proxy signed by the renewed one that carries the AC (one level deeper, a fresh key).
 
-Wire protocol: the VOMS REST interface of VOMS 2.x servers, the one ``voms-proxy-init`` 2.1
-tries first::
+Wire protocol: the legacy VOMS protocol, which libvomsapi and the renewal daemon spoke and
+which every VOMS server answers (``docs/voms.md``; the REST ``GET /generate-ac`` of VOMS 2.1
+is not answered by Debian's 2.1.0~rc3 build). One request, in one TLS write::
 
-    GET /generate-ac?fqans=/atlas/Role=production,/atlas&lifetime=43200 HTTP/1.1
+    <?xml version="1.0" encoding="US-ASCII"?><voms><command>B/atlas:production</command>
+    <command>G/atlas</command><base64>1</base64><version>4</version><lifetime>43200</lifetime></voms>
 
-over TLS, answered by ``<voms><ac>base64 DER AC</ac></voms>`` or, refused,
-``<voms><error><code>…</code><message>…</message></error></voms>`` (``docs/voms.md``).
+one command per delegated FQAN in the delegated order (``G<group>`` for a group,
+``B<group>:<role>`` for a role in a group), so the AC lists them in that order; the server
+answers ``<vomsans>`` with ``<error><item><number>N</number><message>…</message></item>…</error>``
+(N ≥ 1000 refuses) and ``<ac>`` (base64 DER), then closes.
 
 The server must present a certificate that verifies against the CA directory (and its CRLs)
 and has the subject the vomses line, or the old AC's issuer, names. A server answering more
@@ -23,13 +27,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import http.client
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -78,7 +82,7 @@ def refresh_voms(
         failures: list[str] = []
         for server in request.servers:
             try:
-                acs.append(request_ac(server, renewed_pem, request.requested, ca_dir=ca_dir, lifetime=lifetime,
+                acs.append(request_ac(server, renewed_pem, request.fqans, ca_dir=ca_dir, lifetime=lifetime,
                                       timeout=timeout))
                 break
             except VomsError as exc:
@@ -98,37 +102,56 @@ def refresh_voms(
 
 def request_ac(server: VomsServer, client_pem: bytes, fqans: Sequence[str], *, ca_dir: str, lifetime: int,
                timeout: float) -> bytes:
-    """One AC (DER) for ``fqans`` (short forms, primary first) from ``server``, asked with the
-    proxy ``client_pem`` (grid file layout: certificate, key, chain) as client certificate.
+    """One AC (DER) for ``fqans`` (primary first, short or long form) from ``server``, asked
+    for ``lifetime`` seconds with the proxy ``client_pem`` (grid file layout: certificate, key,
+    chain) as client certificate.
 
     Raises:
         VomsError: the server cannot be reached in ``timeout`` seconds, presents another
             subject than ``server.dn`` or a certificate that does not verify, refuses (its
-            error code and message), or answers something that is not an AC.
+            error numbers and messages), or answers something that is not an AC.
     """
     deadline = time.monotonic() + timeout
     context = _tls_context(client_pem, ca_dir)
-    conn = http.client.HTTPSConnection(server.host, server.port, timeout=timeout, context=context)
+    try:
+        raw = socket.create_connection((server.host, server.port), timeout=timeout)
+    except OSError as exc:
+        raise VomsError(f"cannot connect: {exc.strerror or exc}") from None
     try:
         try:
-            conn.connect()
-        except (TimeoutError, ssl.SSLError, OSError) as exc:
-            raise VomsError(f"cannot connect: {exc}") from None
-        sock = conn.sock
-        peer_der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+            tls = context.wrap_socket(raw, server_hostname=None)
+        except (ssl.SSLError, OSError) as exc:
+            raise VomsError(f"TLS handshake failed: {exc}") from None
+        raw = tls
+        peer_der = tls.getpeercert(binary_form=True)
         subject = slash_dn(load_der_certificate(peer_der).subject) if peer_der else ""
         if subject != server.dn:
             raise VomsError(f"the server presented a certificate for {subject or 'nobody'}, not {server.dn}")
-        query = f"fqans={','.join(quote(f, safe='/=') for f in fqans)}&lifetime={int(lifetime)}"
         try:
-            conn.request("GET", f"/generate-ac?{query}", headers={"Accept": "*/*"})
-            response = conn.getresponse()
-            body = _read(response, deadline)
-        except (TimeoutError, ssl.SSLError, OSError, http.client.HTTPException) as exc:
+            tls.sendall(legacy_request(fqans, lifetime))
+            answer = _read_all(tls, deadline)
+        except (TimeoutError, OSError) as exc:
             raise VomsError(f"no answer: {exc}") from None
     finally:
-        conn.close()
-    return _ac_of(body, response.status)
+        with contextlib.suppress(OSError):
+            raw.close()
+    return _ac_of(answer)
+
+
+def legacy_request(fqans: Sequence[str], lifetime: int) -> bytes:
+    """The legacy protocol's request for ``fqans`` (in that order) for ``lifetime`` seconds, as
+    libvomsapi writes it (``XML_Req_Encode``): ``G/atlas/uk`` for a group,
+    ``B/atlas:production`` for a role in a group. The lifetime is always sent: a server given
+    none issues an AC valid for 0 s."""
+    commands = []
+    for fqan in fqans:
+        parts = [p for p in fqan.split("/") if p]
+        group = "/" + "/".join(p for p in parts if "=" not in p)
+        role = next((p[5:] for p in parts if p.startswith("Role=")), "NULL")
+        commands.append(f"G{group}" if role == "NULL" else f"B{group}:{role}")
+    body = "".join(f"<command>{escape(c)}</command>" for c in commands)
+    return (f'<?xml version="1.0" encoding="US-ASCII"?><voms>{body}<base64>1</base64><version>4</version>'
+            f"<lifetime>{int(lifetime)}</lifetime></voms>").encode("ascii", "xmlcharrefreplace")
 
 
 def _tls_context(client_pem: bytes, ca_dir: str) -> ssl.SSLContext:
@@ -158,31 +181,48 @@ def _memory_file(data: bytes) -> Iterator[str]:
         os.close(fd)
 
 
-def _read(response: http.client.HTTPResponse, deadline: float) -> bytes:
-    body = bytearray()
+def _read_all(tls: ssl.SSLSocket, deadline: float) -> bytes:
+    """What the server sends until it closes, at most :data:`MAX_REPLY` bytes, by ``deadline``."""
+    answer = bytearray()
     while True:
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise TimeoutError("timed out")
-        chunk = response.read1(65536)
+        tls.settimeout(left)
+        try:
+            chunk = tls.recv(65536)
+        except ssl.SSLZeroReturnError:
+            return bytes(answer)
         if not chunk:
-            return bytes(body)
-        body += chunk
-        if len(body) > MAX_REPLY:
+            return bytes(answer)
+        answer += chunk
+        if len(answer) > MAX_REPLY:
             raise VomsError(f"the server answered more than {MAX_REPLY} bytes")
 
 
-def _ac_of(body: bytes, status: int) -> bytes:
+def _ac_of(answer: bytes) -> bytes:
+    """The DER AC of a ``<vomsans>``; its errors (numbers of 1000 and more) refuse."""
+    if not answer:
+        raise VomsError("the server closed the connection without an answer")
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = etree.fromstring(answer, _PARSER)
     except etree.XMLSyntaxError:
-        raise VomsError(f"the server answered HTTP {status} without a VOMS reply") from None
-    code = (root.findtext("error/code") or "").strip()
-    message = (root.findtext("error/message") or "").strip()
-    if code or message:
-        raise VomsError(f"refused ({code or 'no code'}): {message or 'no message'}"[:500])
+        raise VomsError("the server's answer is not a VOMS answer") from None
+    if root.tag != "vomsans":
+        raise VomsError("the server's answer is not a VOMS answer")
+    errors = []
+    for item in root.iterfind("error/item"):
+        number = (item.findtext("number") or "").strip()
+        message = " ".join((item.findtext("message") or "").split())
+        if not number.isdigit() or int(number) >= 1000:
+            errors.append(f"{number or '?'} {message}".strip())
+        else:
+            log.info("VOMS server warning %s: %s", number, message)
+    if errors:
+        raise VomsError(("refused: " + "; ".join(errors))[:500])
     text = root.findtext("ac")
-    if root.tag != "voms" or not text:
-        raise VomsError(f"the server answered HTTP {status} without an AC")
+    if not text:
+        raise VomsError("the server's answer holds no AC")
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
