@@ -17,7 +17,7 @@ from pyasn1_modules import rfc5755
 from tests.conftest import Pki
 from tests.unit.renewal import test_renewal_cycle as cycle
 from tests.unit.renewal.test_renewal_cycle import DELEG, SERVER, claim, delegate, proxy, running_job, stored_proxy
-from tests.voms_support import FQANS, URI, fake_voms_proxy, fake_voms_server
+from tests.voms_support import FQANS, URI, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import RenewalSettings
 from wmproxy.domain import utcnow
 from wmproxy.errors import ProxyError
@@ -116,6 +116,12 @@ class TestRequests:
         # a proxy renewed earlier without refresh: its AC is gone, vomses still names servers
         (request,) = voms_requests(rt, proxy(pki, "alice", 3600), ("/cms/Role=NULL/Capability=NULL",))
         assert [s.host for s in request.servers] == ["voms-cms.example.org"] and request.requested == ("/cms",)
+
+    def test_an_ac_this_service_does_not_trust_names_no_server(self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        fake_voms_server(pki, tmp_path)  # the runtime's vomsdir trusts voms.localhost only
+        forged = fake_voms_proxy(pki, untrusted_voms_server(pki, tmp_path), tmp_path / "v").read_bytes()
+        (request,) = voms_requests(rt, forged, FQANS)
+        assert request.servers == ()
 
     def test_nothing_is_asked_without_delegated_fqans_or_with_the_refresh_off(
             self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.renewed import check_renewed_proxy
-from wmproxy.security.voms import verified_fqans, voms_attributes
+from wmproxy.security.voms import VomsAttributes, verified_fqans, voms_attributes
 from wmproxy.security.vomses import VomsServer, read_vomses, servers_of
 from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.runtime import Runtime
@@ -69,25 +69,39 @@ def voms_requests(rt: Runtime, stored_pem: bytes, delegated: tuple[str, ...]) ->
     renewal says why nothing was refreshed.
 
     The servers named by the stored proxy's ACs come first (their signed URI, and their
-    issuer's subject, which the server must present); an unreadable AC extension names none.
+    issuer's subject, which the server must present); only ACs this service trusts name one
+    (:func:`_trusted_acs`): a URI in a forged AC would make the worker connect where a user
+    wants. An unreadable AC extension names none.
     """
     settings = rt.settings.renewal
     if not settings.voms_refresh or not delegated:
         return ()
-    named: list[VomsServer] = []
-    try:
-        for ac in voms_attributes(load_pem_chain(stored_pem)):
-            host, _, port = ac.uri.rpartition(":")
-            if host and port.isdigit() and 0 < int(port) < 65536:
-                named.append(VomsServer(vo=ac.vo, host=host, port=int(port), dn=ac.issuer_dn))
-    except ProxyError:
-        named = []
+    named = [VomsServer(vo=ac.vo, host=host, port=int(port), dn=ac.issuer_dn)
+             for ac in _trusted_acs(rt, stored_pem)
+             for host, _, port in [ac.uri.rpartition(":")]
+             if host and port.isdigit() and 0 < int(port) < 65536]
     listed = read_vomses(settings.vomses)
     by_vo: dict[str, list[str]] = {}
     for fqan in delegated:
         by_vo.setdefault(fqan_vo(fqan), []).append(fqan)
     return tuple(VomsRequest(vo, tuple(fqans), tuple(servers_of(vo, named + listed)))
                  for vo, fqans in by_vo.items())
+
+
+def _trusted_acs(rt: Runtime, pem: bytes) -> list[VomsAttributes]:
+    """The ACs of the proxy ``pem`` that verify (trust, signature, holder, targets) at their
+    own start: an old AC has usually ended by the renewal, and its server is still the one to
+    ask."""
+    sec = rt.settings.security
+    try:
+        chain = load_pem_chain(pem)
+        starts = sorted({ac.not_before for ac in voms_attributes(chain)})
+        return [ac for at in starts
+                for ac in voms_attributes(chain, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=at,
+                                          host_names=ac_host_names(rt))
+                if ac.verified and ac.not_before == at]
+    except ProxyError:
+        return []
 
 
 def settle_voms_refresh(rt: Runtime, order: RenewalOrder, outcome: RenewalOutcome,
