@@ -5,11 +5,16 @@
 #   - systemd (systemd-analyze verifies the units in deploy/; nothing is started)
 #   - Slurm (slurm-wlm: slurmctld, slurmd, client commands) and munge; nothing is started
 #     here: the tests start a throwaway cluster of their own (tests/peers/slurm.py)
+#   - a VOMS server (voms-server, voms-mysql-plugin) and the mysql client (mariadb-client);
+#     nothing is started or configured here: tests/peers/voms_server.py runs its own voms on a
+#     database of its own in the MariaDB server this machine kind already runs (127.0.0.1:3306,
+#     root without password), which this script neither installs nor starts
 # Runs only what is missing. Needs root for apt-get; without root it only reports.
 set -euo pipefail
 
 PACKAGES=(python3 util-linux openssl postgresql globus-proxy-utils myproxy myproxy-server voms-clients gridsite-clients gsoap libgsoap-dev libssl-dev g++ make
           slurm-wlm munge systemd strace
+          voms-server voms-mysql-plugin mariadb-client
           chromium chromium-driver libnss3-tools)
 
 missing=()

@@ -454,12 +454,22 @@ class RenewalSettings:
             skew; 0 or more).
         lifetime: seconds of life asked of MyProxy (10 hours); more than ``threshold``, or
             every renewed proxy would be due again at once.
-        timeout: seconds one MyProxy exchange may take (more than 0).
+        timeout: seconds one MyProxy exchange may take (more than 0); each VOMS server
+            asked for a refresh gets as long again.
+        voms_refresh: after a renewal, ask a VOMS server for new VOMS attributes of the
+            delegated FQANs and put them in the renewed proxy (anchors.md §2.2 "VOMS
+            refresh"), as the gLite proxy renewal daemon did; off, a renewed proxy carries
+            what MyProxy gave (usually no AC).
+        vomses: file or directory of ``vomses`` lines (``wmproxy.security.vomses``): the
+            VOMS servers asked after the one named in the old AC; missing = none.
+        voms_lifetime: seconds of AC validity asked of the VOMS server (12 h, as the
+            reference; the server may grant less, and the proxy's own end bounds it).
 
     Raises:
         ConfigError: a bad ``myproxy_server``, per-VO entry or ``myproxy_allowed_servers``
             item, a ``cycle`` or ``timeout`` not above 0, a negative ``threshold``, a
-            ``lifetime`` not above ``threshold`` (at construction, i.e. at start).
+            ``lifetime`` not above ``threshold``, a ``voms_lifetime`` not above 0 (at
+            construction, i.e. at start).
     """
 
     myproxy_server: str = ""
@@ -469,6 +479,9 @@ class RenewalSettings:
     threshold: int = 35 * 60
     lifetime: int = 10 * 3600
     timeout: float = 30.0
+    voms_refresh: bool = True
+    vomses: str = "/etc/vomses"
+    voms_lifetime: int = 12 * 3600
 
     def __post_init__(self) -> None:
         by_vo: Mapping[str, str] | str = self.myproxy_servers_by_vo
@@ -481,7 +494,7 @@ class RenewalSettings:
             except ValueError as exc:
                 raise ConfigError(f"[renewal] myproxy_server: {exc}") from exc
         parse_server_patterns(self.myproxy_allowed_servers)
-        for name in ("cycle", "timeout"):
+        for name in ("cycle", "timeout", "voms_lifetime"):
             if not getattr(self, name) > 0:  # NaN too
                 raise ConfigError(f"[renewal] {name}: must be positive")
         if not self.threshold >= 0:

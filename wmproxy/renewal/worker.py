@@ -9,6 +9,8 @@ A pass (:meth:`RenewalWorker.step`):
    exchanges at once, each one claimed first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, compare-and-set on SQLite) so
    that several workers on one database renew each credential once per cycle; a record
    whose server the site no longer allows is refused without connecting;
+   after MyProxy, a credential delegated with VOMS attributes gets new ones from a VOMS
+   server (:mod:`wmproxy.services.renewal.voms`, :mod:`wmproxy.renewal.voms_client`);
 4. rewrites the proxy files of running jobs that are older than the stored proxy, when it has
    the VOMS FQAN they were registered with (:class:`wmproxy.services.renewal.ProxyFit`); a
    job it does not fit is aborted once its own copy has ended
@@ -23,6 +25,7 @@ credential. A database error skips the rest of the pass and the next one is dela
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -38,6 +41,7 @@ from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.renewal.myproxy import MyProxyError, MyProxyRefusedError, MyProxyUnreachableError, renew_proxy
+from wmproxy.renewal.voms_client import refresh_voms
 from wmproxy.services import renewal as service
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import database_reason
@@ -62,12 +66,14 @@ class RenewalWorker:
     """Renews delegated proxies from MyProxy; ``step()`` is one pass, ``run()`` loops."""
 
     def __init__(self, rt: Runtime, name: str | None = None, threads: int = 4,
-                 renew: Callable[..., bytes] = renew_proxy) -> None:
+                 renew: Callable[..., bytes] = renew_proxy,
+                 refresh: Callable[..., tuple[bytes | None, str | None]] = refresh_voms) -> None:
         self.rt = rt
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.settings = rt.settings.renewal
         self.threads = max(1, threads)
         self.renew = renew
+        self.refresh = refresh
         self.wake = threading.Event()  # set by SIGUSR1: pass now
 
     def run(self, stop: threading.Event) -> None:
@@ -135,6 +141,9 @@ class RenewalWorker:
         if order is None:
             return 0, 0, 0
         outcome = self._exchange(order)
+        if order.voms and outcome.proxy_pem is not None:
+            outcome = service.settle_voms_refresh(rt, order, self._refresh(order, outcome, outcome.proxy_pem),
+                                                  utcnow())
         with rt.uow() as uow:
             result, jobs = service.finish_renewal(uow, rt, order, outcome, utcnow())
         pushed = self._push(jobs, outcome.proxy_pem) if jobs and outcome.proxy_pem is not None else 0
@@ -161,6 +170,20 @@ class RenewalWorker:
             log.exception("renewal of proxy %s of %s crashed", order.delegation_id, order.owner_dn)
             return service.RenewalOutcome("failed", error=f"internal error: {type(exc).__name__}")
         return service.RenewalOutcome("renewed", proxy_pem=pem)
+
+    def _refresh(self, order: service.RenewalOrder, outcome: service.RenewalOutcome,
+                 renewed_pem: bytes) -> service.RenewalOutcome:
+        """Ask the VOMS servers of ``order.voms`` for new ACs with the renewed proxy
+        ``renewed_pem`` (the edge: :func:`wmproxy.renewal.voms_client.refresh_voms`)."""
+        try:
+            refreshed, error = self.refresh(
+                renewed_pem, order.voms, ca_dir=self.rt.settings.security.ca_dir,
+                lifetime=self.settings.voms_lifetime, timeout=self.settings.timeout, key_bits=order.key_bits,
+            )
+        except Exception as exc:
+            log.exception("VOMS refresh of proxy %s of %s crashed", order.delegation_id, order.owner_dn)
+            refreshed, error = None, f"internal error: {type(exc).__name__}"
+        return dataclasses.replace(outcome, refreshed_pem=refreshed, voms_error=error)
 
     def _push(self, job_ids: list[str], pem: bytes) -> int:
         written = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -139,6 +140,7 @@ def make_proxy(
     limited: bool = False,
     path_len: int | None = None,
     now: datetime | None = None,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> Credential:
     """Make an RFC 3820 impersonation proxy signed by ``issuer`` (a user cert or a proxy).
 
@@ -151,6 +153,8 @@ def make_proxy(
         path_len: optional pCPathLenConstraint.
         now: UTC time of issue (default now); notBefore is 5 minutes earlier but never
             before the issuer's notBefore.
+        extensions: further non-critical extensions (the VOMS AC extension of a renewed
+            proxy, :func:`wmproxy.security.voms.voms_extension`).
 
     The proxy subject is the issuer's plus ``CN=<serial in decimal>``; it carries
     critical proxyCertInfo, critical keyUsage digitalSignature+keyEncipherment and an
@@ -199,6 +203,8 @@ def make_proxy(
         )
         .add_extension(_akid(issuer.cert, signing_key), critical=False)
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     cert = builder.sign(signing_key, _hash_for(signing_key))
     return Credential(cert, key, ancestors)
 

@@ -293,6 +293,34 @@ def _decode_extension(der: bytes) -> list[_RawAC]:
     return [_RawAC(ac, info) for ac, info in zip(acs, infos, strict=True)]
 
 
+def voms_extension(acs: Collection[bytes]) -> x509.UnrecognizedExtension:
+    """The proxy extension (:data:`VOMS_AC_OID`, not critical) carrying the DER attribute
+    certificates ``acs``, in their order, in one ``SEQUENCE OF AttributeCertificate`` inside
+    the outer ``SEQUENCE OF``, as ``voms-proxy-init`` writes several VOs' ACs.
+
+    Raises:
+        ProxyError: ``acs`` is empty, or one is not a DER ``AttributeCertificate``.
+    """
+    if not acs:
+        raise ProxyError("no VOMS attribute certificate to carry")
+    for der in acs:
+        try:
+            _, rest = decoder.decode(der, asn1Spec=rfc5755.AttributeCertificate())
+        except PyAsn1Error:
+            rest = b"?"
+        if rest:
+            raise _malformed("not a DER attribute certificate")
+    return x509.UnrecognizedExtension(VOMS_AC_OID, _der_sequence(_der_sequence(b"".join(acs))))
+
+
+def _der_sequence(content: bytes) -> bytes:
+    """A DER SEQUENCE of the encoded ``content``."""
+    n = len(content)
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | (n.bit_length() + 7) // 8]) + n.to_bytes(
+        (n.bit_length() + 7) // 8, "big")
+    return b"\x30" + length + content
+
+
 def _children(tlv: bytes) -> list[bytes]:
     """The complete TLVs inside the constructed DER TLV ``tlv``."""
     start, end = _header(tlv, 0)

@@ -10,6 +10,8 @@ the threads and the MyProxy exchange; the decisions are here, one concept per mo
 * :mod:`.schedule`: when a proxy is due (:func:`renewal_margin`, :func:`due_renewals`) and
   when a failed attempt is tried again (:func:`retry_delay`);
 * :mod:`.attempt`: one attempt (:func:`begin_renewal`, :func:`finish_renewal`);
+* :mod:`.voms`: the VOMS refresh after a renewal (:func:`voms_requests`,
+  :func:`settle_voms_refresh`);
 * :mod:`.jobfiles`: which ``user.proxy`` copies of running jobs need the stored proxy, and
   which it fits (their VOMS FQAN);
 * :mod:`.expiry`: expired credentials abort their jobs, unused records go;
@@ -56,6 +58,7 @@ from wmproxy.services.renewal.registration import (
 )
 from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin, retry_delay
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
+from wmproxy.services.renewal.voms import VomsRequest, settle_voms_refresh, voms_requests
 
 __all__ = [
     "COPY_NOT_VALID",
@@ -72,6 +75,7 @@ __all__ = [
     "RenewalOrder",
     "RenewalOutcome",
     "RenewalStatus",
+    "VomsRequest",
     "abort_ended_copies",
     "abort_expired_credential",
     "begin_renewal",
@@ -90,5 +94,7 @@ __all__ = [
     "renewal_status",
     "retry_delay",
     "server_allowed",
+    "settle_voms_refresh",
     "stale_job_proxies",
+    "voms_requests",
 ]

@@ -11,18 +11,20 @@ around it:
   shortens) and records the attempt; the worker then rewrites the proxy files of the jobs
   (:func:`wmproxy.renewal.jobfiles.push_job_proxy`).
 
-Known limit: the renewed proxy is what MyProxy holds; VOMS attributes are not refreshed
-(that needs a VOMS server). Expired, lost or unverifiable VOMS attributes are logged, kept in
-the record's ``notes`` and written into the ``proxy_renewed`` event of each job; a renewed
-proxy whose verified FQANs are others than the delegated ones (which matching and the account
-mapping read) is refused.
+VOMS attributes are refreshed after the MyProxy exchange when the credential was delegated
+with FQANs (:mod:`.voms`: the order names the servers, the worker asks them, and
+:func:`~.voms.settle_voms_refresh` keeps the refreshed proxy only if it proves exactly the
+delegated FQANs). Expired, lost or unverifiable VOMS attributes, and a refresh that failed, are
+logged, kept in the record's ``notes`` and written into the ``proxy_renewed`` event of each
+job; a renewed proxy whose verified FQANs are others than the delegated ones (which matching
+and the account mapping read) is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -36,6 +38,7 @@ from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
 from wmproxy.services.renewal.schedule import renewal_due, renewal_margin, retry_delay
+from wmproxy.services.renewal.voms import VomsRequest, voms_requests
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import ProxyRenewal
@@ -66,6 +69,8 @@ class RenewalOrder:
     worker: str
     expired_voms: tuple[str, ...] = ()
     key_bits: int = 2048  # RSA size of the renewed proxy's key (:func:`renewal_key_bits`)
+    fqans: tuple[str, ...] = ()  # delegated (``delegations.fqans``), primary first
+    voms: tuple[VomsRequest, ...] = ()  # the VOMS refresh to make after MyProxy (:mod:`.voms`)
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,18 @@ class RenewalOutcome:
     """What the MyProxy exchange gave: a proxy (grid file layout), or a failure.
 
     ``result`` is ``renewed`` with ``proxy_pem``, else ``unreachable`` (connection refused,
-    timeout, TLS), ``refused`` (MyProxy's ``ERROR`` answer) or ``failed``.
+    timeout, TLS), ``refused`` (MyProxy's ``ERROR`` answer) or ``failed``. After a VOMS
+    refresh, ``refreshed_pem`` is the proxy carrying the new ACs (signed by ``proxy_pem``), or
+    ``voms_error`` says why there is none; :func:`~.voms.settle_voms_refresh` chooses, and
+    ``notes`` are recorded with the attempt.
     """
 
     result: str
     proxy_pem: bytes | None = None
     error: str | None = None
+    refreshed_pem: bytes | None = None
+    voms_error: str | None = None
+    notes: tuple[str, ...] = field(default=())
 
 
 def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now: dt.datetime) -> RenewalOrder | None:
@@ -113,12 +124,14 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
         return None
     host, port = parse_server(record.myproxy_server)
     pem = rt.sealer.open(delegation.sealed_proxy)
+    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
     return RenewalOrder(
         record_id=record.id, owner_dn=record.owner_dn, delegation_id=record.delegation_id, host=host, port=port,
         proxy_pem=pem, sealed_proxy=bytes(delegation.sealed_proxy), not_after=delegation.not_after,
         started_at=now, worker=worker,
         expired_voms=expired_voms_attributes(pem, now),
         key_bits=renewal_key_bits(rt.settings.security.delegation_key_bits, pem),
+        fqans=delegated, voms=voms_requests(rt, pem, delegated),
     )
 
 
@@ -155,7 +168,7 @@ def finish_renewal(
     """
     record = uow.renewals.by_id(order.record_id)
     where = f"proxy {order.delegation_id} of {order.owner_dn} from {order.host}:{order.port}"
-    notes = _voms_notes(order)
+    notes = [*_voms_notes(order), *outcome.notes]
     result, error, end = outcome.result, outcome.error, order.not_after
     pushed: list[str] = []
     kept: list[str] = []
@@ -246,7 +259,7 @@ def _store(
         return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
                                  f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after,
                 delegated)
-    note = _lost_voms_note(order, pem, delegated, fqans)
+    note = _lost_voms_note(order, pem, delegated, fqans, refresh_tried=bool(order.voms))
     if note is not None:
         notes.append(note)
     delegation.sealed_proxy = rt.sealer.seal(pem)
@@ -257,26 +270,32 @@ def _store(
 
 
 def _lost_voms_note(order: RenewalOrder, pem: bytes, delegated: tuple[str, ...],
-                    fqans: tuple[str, ...]) -> str | None:
+                    fqans: tuple[str, ...], *, refresh_tried: bool) -> str | None:
     """What the renewed proxy ``pem`` (verified FQANs ``fqans``) no longer proves, if anything.
 
     Based on the verified FQANs: a proxy whose ACs do not verify (ended, as the 12 h AC of a
     MyProxy credential stored with ``myproxy-init --voms`` once it has outlived it, or signed by
     a VOMS server this service does not trust) proves no more than one without AC. The
     delegated FQANs stay the credential's (jobs keep being matched and mapped with them, as
-    after a stored proxy's own AC ends); the note tells the owner.
+    after a stored proxy's own AC ends); the note tells the owner. When a refresh was tried
+    (``refresh_tried``), its own note says why it failed.
     """
     if fqans:
         return None
+    why = "" if refresh_tried else f"; {_NO_REFRESH}"
     if has_voms_attributes(pem):
         if not delegated:
             return None  # the stored proxy proved none either
         return (f"the VOMS attributes of the renewed proxy do not verify (ended, or not signed by a VOMS server "
-                f"this service trusts): it does not prove the delegated ones ({' '.join(delegated)}); "
-                "refreshing them needs a VOMS server")
+                f"this service trusts): it does not prove the delegated ones ({' '.join(delegated)}){why}")
     if delegated or order.expired_voms or has_voms_attributes(order.proxy_pem):
-        return "the renewed proxy carries no VOMS attributes (MyProxy holds none; refreshing them needs a VOMS server)"
+        return f"the renewed proxy carries no VOMS attributes (MyProxy holds none{why})"
     return None
+
+
+#: Why a renewal without delegated FQANs (or with ``[renewal] voms_refresh`` off) refreshes
+#: no VOMS attributes.
+_NO_REFRESH = "they are refreshed only for a credential delegated with VOMS attributes and [renewal] voms_refresh on"
 
 
 def _refuse(uow: UnitOfWork, record: ProxyRenewal, worker: str, now: dt.datetime) -> None:
@@ -302,5 +321,6 @@ def _release(record: ProxyRenewal, worker: str) -> None:
 def _voms_notes(order: RenewalOrder) -> list[str]:
     if not order.expired_voms:
         return []
+    refreshed = "asked again of a VOMS server" if order.voms else f"not refreshed: {_NO_REFRESH}"
     return ["VOMS attributes expired while the X.509 proxy was valid: " + ", ".join(order.expired_voms)
-            + " (renewed without refreshing them: needs a VOMS server)"]
+            + f" (renewed; {refreshed})"]
