@@ -26,6 +26,7 @@ from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
 from wmproxy.security.voms import VOMS_AC_OID, _ACSeqs, verified_fqans, voms_extension
 from wmproxy.security.vomses import VomsServer, parse_vomses, read_vomses, servers_of
 from wmproxy.services.renewal import (
+    RenewalOrder,
     RenewalOutcome,
     finish_renewal,
     proves_delegated,
@@ -167,22 +168,28 @@ class TestSettle:
             register_for_renewal(uow, dn, DELEG, SERVER, now)
         return dn, now, delegated, acs + other, job
 
-    def test_a_refreshed_proxy_with_a_group_added_since_is_stored(self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
-        dn, now, _, _, job = self.setup(rt, pki, tmp_path)
-        server = fake_voms_server(pki, tmp_path / "again")
-        more = (*FQANS, "/atlas/new/Role=NULL/Capability=NULL")
-        acs = ac_ders(fake_voms_proxy(pki, server, tmp_path / "more", fqans=more).read_bytes())
-        order = claim(rt, now)
+    def refreshed_and_stored(self, rt: Runtime, pki: Pki, order: RenewalOrder, acs: list[bytes], job: str) -> bytes:
+        """Settle a renewal whose refresh gave ``acs``: the refreshed proxy is kept, stored and
+        reaches the job; it is returned."""
         renewed = proxy(pki, "alice", 10 * 3600)
         fresh = refreshed(pki, renewed, acs)
-        later = utcnow()  # the new AC is valid from its making, after setup's time
+        now = utcnow()  # the ACs are valid from their making
         outcome = settle_voms_refresh(rt, order, RenewalOutcome("renewed", proxy_pem=renewed, refreshed_pem=fresh),
-                                      later)
+                                      now)
         assert outcome.proxy_pem == fresh and outcome.notes == ()
         with rt.uow() as uow:
-            assert finish_renewal(uow, rt, order, outcome, later) == ("renewed", [job])
+            assert finish_renewal(uow, rt, order, outcome, now) == ("renewed", [job])
         with rt.uow() as uow:
-            assert stored_proxy(uow, rt, dn, DELEG) == fresh
+            assert stored_proxy(uow, rt, order.owner_dn, DELEG) == fresh
+        return fresh
+
+    def test_a_refreshed_proxy_with_a_group_added_since_is_stored(self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        dn, now, _, _, job = self.setup(rt, pki, tmp_path)
+        more = (*FQANS, "/atlas/new/Role=NULL/Capability=NULL")
+        acs = ac_ders(fake_voms_proxy(pki, fake_voms_server(pki, tmp_path / "again"), tmp_path / "more",
+                                      fqans=more).read_bytes())
+        self.refreshed_and_stored(rt, pki, claim(rt, now), acs, job)
+        with rt.uow() as uow:
             delegation = uow.delegations.get(dn, DELEG)
             assert delegation is not None and delegation.fqans == "\n".join(FQANS)  # the credential's, kept
 
@@ -191,15 +198,8 @@ class TestSettle:
         dn, now, _, (acs, _), job = self.setup(rt, pki, tmp_path)
         order = claim(rt, now)
         assert order.fqans == FQANS and order.voms and order.voms[0].requested[0] == "/atlas/Role=production"
-        renewed = proxy(pki, "alice", 10 * 3600)
-        fresh = refreshed(pki, renewed, [acs])
-        outcome = settle_voms_refresh(rt, order, RenewalOutcome("renewed", proxy_pem=renewed, refreshed_pem=fresh),
-                                      now)
-        assert outcome.proxy_pem == fresh and outcome.notes == ()
+        self.refreshed_and_stored(rt, pki, order, [acs], job)
         with rt.uow() as uow:
-            assert finish_renewal(uow, rt, order, outcome, now) == ("renewed", [job])
-        with rt.uow() as uow:
-            assert stored_proxy(uow, rt, dn, DELEG) == fresh
             status = renewal_status(uow, dn, DELEG)
         assert status is not None and not status.notes
 
