@@ -31,8 +31,9 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -60,13 +61,42 @@ class VomsError(WMProxyError):
     code = 1216
 
 
+class VomsUnreachableError(VomsError):
+    """The VOMS server could not be reached or answered nothing in time."""
+
+
+#: Checks one answered AC (DER) for a request: None when usable, else why not
+#: (:func:`wmproxy.services.renewal.voms.ac_problem`).
+AcCheck = Callable[[VomsRequest, bytes], "str | None"]
+
+
+class DownServers:
+    """VOMS servers found unreachable, passed over for ``hold`` seconds (a renewal cycle): a
+    server that accepts connections and never answers would otherwise cost the whole timeout
+    for every credential of its VO in every pass. Shared by the worker's threads."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self._until: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def down(self, server: VomsServer) -> bool:
+        with self._lock:
+            return self._until.get((server.host.lower(), server.port), 0.0) > time.monotonic()
+
+    def failed(self, server: VomsServer) -> None:
+        with self._lock:
+            self._until[(server.host.lower(), server.port)] = time.monotonic() + self.hold
+
+
 def refresh_voms(
     renewed_pem: bytes, requests: Sequence[VomsRequest], *, ca_dir: str, lifetime: int, timeout: float,
-    key_bits: int = 2048,
+    key_bits: int = 2048, check: AcCheck | None = None, down: DownServers | None = None,
 ) -> tuple[bytes | None, str | None]:
     """New VOMS ACs for the renewed proxy ``renewed_pem`` (grid file layout): each of
-    ``requests`` (one per VO) asked of its servers in order until one grants an AC for
-    ``lifetime`` seconds; each exchange may take ``timeout`` seconds.
+    ``requests`` (one per VO) asked of its servers in order until one answers an AC for
+    ``lifetime`` seconds that ``check`` finds usable; each exchange may take ``timeout``
+    seconds. A server ``down`` holds is not asked; one that cannot be reached is added to it.
 
     Returns ``(refreshed proxy, None)``: a proxy signed by the renewed one, of a fresh RSA key
     of ``key_bits``, ending with it, carrying the ACs in the order of ``requests``; or
@@ -81,13 +111,25 @@ def refresh_voms(
     for request in requests:
         failures: list[str] = []
         for server in request.servers:
+            where = f"{server.host}:{server.port}"
+            if down is not None and down.down(server):
+                failures.append(f"{where}: not asked (unreachable a moment ago)")
+                continue
             try:
-                acs.append(request_ac(server, renewed_pem, request.fqans, ca_dir=ca_dir, lifetime=lifetime,
-                                      timeout=timeout))
-                break
+                der = request_ac(server, renewed_pem, request.fqans, ca_dir=ca_dir, lifetime=lifetime,
+                                 timeout=timeout)
+                problem = check(request, der) if check is not None else None
+            except VomsUnreachableError as exc:
+                if down is not None:
+                    down.failed(server)
+                problem = str(exc)
             except VomsError as exc:
-                log.warning("VOMS server %s:%d of %s: %s", server.host, server.port, request.vo, exc)
-                failures.append(f"{server.host}:{server.port}: {exc}")
+                problem = str(exc)
+            if problem is None:
+                acs.append(der)
+                break
+            log.warning("VOMS server %s of %s: %s", where, request.vo, problem)
+            failures.append(f"{where}: {problem}")
         else:
             if not request.servers:
                 return None, (f"no VOMS server of {request.vo} is known (none named in the old attributes, "
@@ -116,10 +158,12 @@ def request_ac(server: VomsServer, client_pem: bytes, fqans: Sequence[str], *, c
     try:
         raw = socket.create_connection((server.host, server.port), timeout=timeout)
     except OSError as exc:
-        raise VomsError(f"cannot connect: {exc.strerror or exc}") from None
+        raise VomsUnreachableError(f"cannot connect: {exc.strerror or exc}") from None
     try:
         try:
             tls = context.wrap_socket(raw, server_hostname=None)
+        except TimeoutError:
+            raise VomsUnreachableError("timed out during the TLS handshake") from None
         except (ssl.SSLError, OSError) as exc:
             raise VomsError(f"TLS handshake failed: {exc}") from None
         raw = tls
@@ -130,7 +174,9 @@ def request_ac(server: VomsServer, client_pem: bytes, fqans: Sequence[str], *, c
         try:
             tls.sendall(legacy_request(fqans, lifetime))
             answer = _read_all(tls, deadline)
-        except (TimeoutError, OSError) as exc:
+        except TimeoutError:
+            raise VomsUnreachableError(f"no answer in {timeout:g} s") from None
+        except OSError as exc:
             raise VomsError(f"no answer: {exc}") from None
     finally:
         with contextlib.suppress(OSError):
@@ -203,7 +249,7 @@ def _read_all(tls: ssl.SSLSocket, deadline: float) -> bytes:
 def _ac_of(answer: bytes) -> bytes:
     """The DER AC of a ``<vomsans>``; its errors (numbers of 1000 and more) refuse."""
     if not answer:
-        raise VomsError("the server closed the connection without an answer")
+        raise VomsUnreachableError("the server closed the connection without an answer")
     try:
         root = etree.fromstring(answer, _PARSER)
     except etree.XMLSyntaxError:
@@ -213,9 +259,10 @@ def _ac_of(answer: bytes) -> bytes:
     errors = []
     for item in root.iterfind("error/item"):
         number = (item.findtext("number") or "").strip()
+        number = number if number.isascii() and number.isdigit() else "?"  # no line breaks into notes
         message = " ".join((item.findtext("message") or "").split())
-        if not number.isdigit() or int(number) >= 1000:
-            errors.append(f"{number or '?'} {message}".strip())
+        if number == "?" or int(number) >= 1000:
+            errors.append(f"{number} {message}".strip())
         else:
             log.info("VOMS server warning %s: %s", number, message)
     if errors:

@@ -41,7 +41,7 @@ from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.renewal.myproxy import MyProxyError, MyProxyRefusedError, MyProxyUnreachableError, renew_proxy
-from wmproxy.renewal.voms_client import refresh_voms
+from wmproxy.renewal.voms_client import DownServers, refresh_voms
 from wmproxy.services import renewal as service
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import database_reason
@@ -74,6 +74,7 @@ class RenewalWorker:
         self.threads = max(1, threads)
         self.renew = renew
         self.refresh = refresh
+        self.voms_down = DownServers(hold=self.settings.cycle)  # VOMS servers passed over for a cycle
         self.wake = threading.Event()  # set by SIGUSR1: pass now
 
     def run(self, stop: threading.Event) -> None:
@@ -140,12 +141,21 @@ class RenewalWorker:
             return 0, 0, 0
         if order is None:
             return 0, 0, 0
-        outcome = self._exchange(order)
-        if order.voms and outcome.proxy_pem is not None:
-            outcome = service.settle_voms_refresh(rt, order, self._refresh(order, outcome, outcome.proxy_pem),
-                                                  utcnow())
-        with rt.uow() as uow:
-            result, jobs = service.finish_renewal(uow, rt, order, outcome, utcnow())
+        try:
+            outcome = self._exchange(order)
+            if order.voms and outcome.proxy_pem is not None:
+                outcome = service.settle_voms_refresh(rt, order, self._refresh(order, outcome, outcome.proxy_pem),
+                                                      utcnow())
+            with rt.uow() as uow:
+                result, jobs = service.finish_renewal(uow, rt, order, outcome, utcnow())
+        except SQLAlchemyError:
+            raise  # the pass stops and the next one is delayed (run)
+        except Exception:
+            # a defect met by one credential must not stop the others' renewals (nor, raised
+            # from run(), the worker): this one is tried again once its claim lapses
+            log.exception("renewal of proxy %s of %s failed on an internal error", order.delegation_id,
+                          order.owner_dn)
+            return 1, 0, 0
         pushed = self._push(jobs, outcome.proxy_pem) if jobs and outcome.proxy_pem is not None else 0
         return 1, int(result == "renewed"), pushed
 
@@ -175,10 +185,13 @@ class RenewalWorker:
                  renewed_pem: bytes) -> service.RenewalOutcome:
         """Ask the VOMS servers of ``order.voms`` for new ACs with the renewed proxy
         ``renewed_pem`` (the edge: :func:`wmproxy.renewal.voms_client.refresh_voms`)."""
+        rt = self.rt
         try:
             refreshed, error = self.refresh(
-                renewed_pem, order.voms, ca_dir=self.rt.settings.security.ca_dir,
+                renewed_pem, order.voms, ca_dir=rt.settings.security.ca_dir,
                 lifetime=self.settings.voms_lifetime, timeout=self.settings.timeout, key_bits=order.key_bits,
+                check=lambda request, der: service.ac_problem(rt, renewed_pem, request, der, utcnow()),
+                down=self.voms_down,
             )
         except Exception as exc:
             log.exception("VOMS refresh of proxy %s of %s crashed", order.delegation_id, order.owner_dn)

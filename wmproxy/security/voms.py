@@ -293,6 +293,28 @@ def _decode_extension(der: bytes) -> list[_RawAC]:
     return [_RawAC(ac, info) for ac, info in zip(acs, infos, strict=True)]
 
 
+def ac_attributes(
+    der: bytes,
+    chain: list[x509.Certificate],
+    *,
+    vomsdir: str | os.PathLike[str],
+    ca_dir: str | os.PathLike[str],
+    at: datetime | None = None,
+    host_names: Collection[str] = (),
+) -> VomsAttributes:
+    """One DER attribute certificate (as a VOMS server answers it) read and verified for the
+    holder certificates of the leaf-first ``chain`` at ``at``, as :func:`voms_attributes`
+    verifies the ACs a proxy carries.
+
+    Raises:
+        ProxyError: ``der`` is not a DER AttributeCertificate, or a malformed VOMS AC.
+    """
+    (raw,) = _decode_extension(voms_extension([der]).value)
+    attrs = _attributes(raw.ac, chain)
+    problem = _verify(raw, attrs, chain, str(vomsdir), str(ca_dir), at, host_names)
+    return replace(attrs, verified=not problem, verify_error=problem)
+
+
 def voms_extension(acs: Collection[bytes]) -> x509.UnrecognizedExtension:
     """The proxy extension (:data:`VOMS_AC_OID`, not critical) carrying the DER attribute
     certificates ``acs``, in their order, in one ``SEQUENCE OF AttributeCertificate`` inside
@@ -580,8 +602,8 @@ def _check_signature(raw: _RawAC, signer: x509.Certificate) -> str:
     if hash_cls is None:
         return f"unsupported AC signature algorithm {algorithm}"
     signature = raw.ac["signatureValue"].asOctets()
-    key = signer.public_key()
     try:
+        key = signer.public_key()  # an unknown key algorithm raises here
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, raw.acinfo_der, padding.PKCS1v15(), hash_cls())
         elif isinstance(key, ec.EllipticCurvePublicKey):

@@ -38,11 +38,21 @@ class PassResult:
     notes: str
 
 
-def renew_running_job(rt: Runtime, owner_dn: str, pem: bytes, server: str, *, fqans: tuple[str, ...] = (),
-                      jdl_registered: str = "[]") -> PassResult:
+@dataclass(frozen=True)
+class Staged:
+    """A credential staged by :func:`stage_running_job`: its delegation id, its job, its end."""
+
+    owner_dn: str
+    delegation_id: str
+    job_id: str
+    end: dt.datetime
+
+
+def stage_running_job(rt: Runtime, owner_dn: str, pem: bytes, server: str, *, fqans: tuple[str, ...] = (),
+                      jdl_registered: str = "[]") -> Staged:
     """Store ``pem`` as a new credential of ``owner_dn`` delegated with ``fqans``, renewable from
-    ``server`` (``host:port``) and used by a running job registered with ``jdl_registered``; run
-    one worker pass, which must renew it (to a later end) and rewrite the job's copy."""
+    ``server`` (``host:port``) and used by a running job registered with ``jdl_registered``
+    (its proxy copy is ``pem``)."""
     now = utcnow()
     end = min(c.not_valid_after_utc for c in load_pem_chain(pem))
     deleg = uuid.uuid4().hex[:8]
@@ -58,11 +68,26 @@ def renew_running_job(rt: Runtime, owner_dn: str, pem: bytes, server: str, *, fq
     copy = job_proxy_path(rt, job_id)
     copy.parent.mkdir(parents=True, exist_ok=True)
     install_proxy(copy.parent, pem, None)
+    return Staged(owner_dn, deleg, job_id, end)
+
+
+def after_pass(rt: Runtime, staged: Staged) -> PassResult:
+    """The stored proxy (renewed: it must end later than the staged one), the job's copy and the
+    record's notes."""
+    with rt.uow() as uow:
+        row = uow.delegations.get(staged.owner_dn, staged.delegation_id)
+        assert row is not None and row.not_after > staged.end
+        status = renewal_status(uow, staged.owner_dn, staged.delegation_id)
+        assert status is not None
+        return PassResult(rt.sealer.open(row.sealed_proxy), job_proxy_path(rt, staged.job_id).read_bytes(),
+                          status.notes or "")
+
+
+def renew_running_job(rt: Runtime, owner_dn: str, pem: bytes, server: str, *, fqans: tuple[str, ...] = (),
+                      jdl_registered: str = "[]") -> PassResult:
+    """:func:`stage_running_job`, then one worker pass, which must renew the credential and
+    rewrite the job's copy; :func:`after_pass`."""
+    staged = stage_running_job(rt, owner_dn, pem, server, fqans=fqans, jdl_registered=jdl_registered)
     report = RenewalWorker(rt, threads=1).step()
     assert (report.renewed, report.pushed) == (1, 1), report
-    with rt.uow() as uow:
-        row = uow.delegations.get(owner_dn, deleg)
-        assert row is not None and row.not_after > end
-        status = renewal_status(uow, owner_dn, deleg)
-        assert status is not None
-        return PassResult(rt.sealer.open(row.sealed_proxy), copy.read_bytes(), status.notes or "")
+    return after_pass(rt, staged)

@@ -26,8 +26,10 @@ from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
 from wmproxy.security.voms import VOMS_AC_OID, _ACSeqs, verified_fqans, voms_extension
 from wmproxy.security.vomses import VomsServer, parse_vomses, read_vomses, servers_of
 from wmproxy.services.renewal import (
+    RenewalOrder,
     RenewalOutcome,
     finish_renewal,
+    proves_delegated,
     register_for_renewal,
     renewal_status,
     settle_voms_refresh,
@@ -132,6 +134,24 @@ class TestRequests:
         assert voms_requests(off, stored, FQANS) == ()
 
 
+class TestProvesDelegated:
+    @pytest.mark.parametrize(("proven", "proves"), [
+        (FQANS, True),
+        (("/atlas/Role=production", "/atlas", "/atlas/uk"), True),  # a server writing short FQANs
+        ((*FQANS, "/atlas/new/Role=NULL/Capability=NULL"), True),  # a group the VO added since
+        ((FQANS[0], "/atlas/new/Role=NULL/Capability=NULL", *FQANS[1:]), True),
+        ((FQANS[1], FQANS[0], FQANS[2]), False),  # another primary FQAN
+        ((FQANS[0], FQANS[2], FQANS[1]), False),  # another order
+        (FQANS[:2], False),  # one lost
+        ((), False),
+    ], ids=["same", "short", "group-added", "group-between", "other-primary", "other-order", "lost", "none"])
+    def test_the_primary_and_every_delegated_fqan_in_order(self, proven: tuple[str, ...], proves: bool) -> None:
+        assert proves_delegated(proven, FQANS) is proves
+
+    def test_nothing_delegated_is_proven_by_nothing(self) -> None:
+        assert proves_delegated((), ()) and not proves_delegated(FQANS[:1], ())
+
+
 class TestSettle:
     """Which proxy a renewal stores after a refresh, and what the owner is told."""
 
@@ -148,20 +168,38 @@ class TestSettle:
             register_for_renewal(uow, dn, DELEG, SERVER, now)
         return dn, now, delegated, acs + other, job
 
-    def test_a_refreshed_proxy_with_the_delegated_fqans_is_stored_and_reaches_the_jobs(
-            self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
-        dn, now, _, (acs, _), job = self.setup(rt, pki, tmp_path)
-        order = claim(rt, now)
-        assert order.fqans == FQANS and order.voms and order.voms[0].requested[0] == "/atlas/Role=production"
+    def refreshed_and_stored(self, rt: Runtime, pki: Pki, order: RenewalOrder, acs: list[bytes], job: str) -> bytes:
+        """Settle a renewal whose refresh gave ``acs``: the refreshed proxy is kept, stored and
+        reaches the job; it is returned."""
         renewed = proxy(pki, "alice", 10 * 3600)
-        fresh = refreshed(pki, renewed, [acs])
+        fresh = refreshed(pki, renewed, acs)
+        now = utcnow()  # the ACs are valid from their making
         outcome = settle_voms_refresh(rt, order, RenewalOutcome("renewed", proxy_pem=renewed, refreshed_pem=fresh),
                                       now)
         assert outcome.proxy_pem == fresh and outcome.notes == ()
         with rt.uow() as uow:
             assert finish_renewal(uow, rt, order, outcome, now) == ("renewed", [job])
         with rt.uow() as uow:
-            assert stored_proxy(uow, rt, dn, DELEG) == fresh
+            assert stored_proxy(uow, rt, order.owner_dn, DELEG) == fresh
+        return fresh
+
+    def test_a_refreshed_proxy_with_a_group_added_since_is_stored(self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        dn, now, _, _, job = self.setup(rt, pki, tmp_path)
+        more = (*FQANS, "/atlas/new/Role=NULL/Capability=NULL")
+        acs = ac_ders(fake_voms_proxy(pki, fake_voms_server(pki, tmp_path / "again"), tmp_path / "more",
+                                      fqans=more).read_bytes())
+        self.refreshed_and_stored(rt, pki, claim(rt, now), acs, job)
+        with rt.uow() as uow:
+            delegation = uow.delegations.get(dn, DELEG)
+            assert delegation is not None and delegation.fqans == "\n".join(FQANS)  # the credential's, kept
+
+    def test_a_refreshed_proxy_with_the_delegated_fqans_is_stored_and_reaches_the_jobs(
+            self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        dn, now, _, (acs, _), job = self.setup(rt, pki, tmp_path)
+        order = claim(rt, now)
+        assert order.fqans == FQANS and order.voms and order.voms[0].requested[0] == "/atlas/Role=production"
+        self.refreshed_and_stored(rt, pki, order, [acs], job)
+        with rt.uow() as uow:
             status = renewal_status(uow, dn, DELEG)
         assert status is not None and not status.notes
 
@@ -173,7 +211,7 @@ class TestSettle:
         renewed = proxy(pki, "alice", 10 * 3600)
         if case == "other-fqans":
             given = RenewalOutcome("renewed", proxy_pem=renewed, refreshed_pem=refreshed(pki, renewed, [other]))
-            reason = f"the VOMS server granted {FQANS[2]}, not the delegated {' '.join(FQANS)}"
+            reason = f"the VOMS server granted {FQANS[2]}, which does not prove the delegated {' '.join(FQANS)}"
         else:
             given = RenewalOutcome("renewed", proxy_pem=renewed, voms_error="no VOMS server of atlas granted ...")
             reason = "no VOMS server of atlas granted ..."

@@ -154,6 +154,23 @@ class TestVerify:
         assert "holder" in ac.verify_error
 
 
+    def test_an_embedded_voms_certificate_of_an_unknown_key_type_is_not_verified(
+            self, voms_proxy, voms_server, pki) -> None:
+        # the AC's own VOMS certificate with its rsaEncryption OID made unknown: cryptography
+        # raised UnsupportedAlgorithm from public_key(), which stopped the renewal worker
+        ext = next(e for c in load_pem_chain(voms_proxy.read_bytes()) for e in c.extensions if e.oid == VOMS_AC_OID)
+        assert isinstance(ext.value, x509.UnrecognizedExtension)
+        rsa_oid = bytes.fromhex("06092a864886f70d010101")
+        assert ext.value.value.count(rsa_oid) == 1
+        patched = ext.value.value.replace(rsa_oid, bytes.fromhex("06092a864886f70d010163"))
+        holder = pki.users["alice"].credential
+        chain = make_proxy(holder, lifetime=3600,
+                           extensions=[x509.UnrecognizedExtension(VOMS_AC_OID, patched)]).full_chain
+        (ac,) = voms_attributes(chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir))
+        assert not ac.verified and "Cannot verify AC signature" in ac.verify_error
+        assert verified_fqans(chain, vomsdir=voms_server.vomsdir, ca_dir=pki.ca_dir) == ()
+
+
 class TestChainsAndLifetimes:
     def test_proxy_below_voms_proxy_keeps_the_ac(self, voms_proxy, voms_server, pki):
         second = make_proxy(load_credential(voms_proxy), lifetime=3600)

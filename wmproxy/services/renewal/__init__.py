@@ -58,7 +58,7 @@ from wmproxy.services.renewal.registration import (
 )
 from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin, retry_delay
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
-from wmproxy.services.renewal.voms import VomsRequest, settle_voms_refresh, voms_requests
+from wmproxy.services.renewal.voms import VomsRequest, ac_problem, proves_delegated, settle_voms_refresh, voms_requests
 
 __all__ = [
     "COPY_NOT_VALID",
@@ -78,6 +78,7 @@ __all__ = [
     "VomsRequest",
     "abort_ended_copies",
     "abort_expired_credential",
+    "ac_problem",
     "begin_renewal",
     "deregister_unused",
     "due_renewals",
@@ -88,6 +89,7 @@ __all__ = [
     "job_proxy_path",
     "myproxy_server_for",
     "parse_server",
+    "proves_delegated",
     "register_for_renewal",
     "renewal_due",
     "renewal_margin",

@@ -38,7 +38,7 @@ from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
 from wmproxy.services.renewal.schedule import renewal_due, renewal_margin, retry_delay
-from wmproxy.services.renewal.voms import VomsRequest, voms_requests
+from wmproxy.services.renewal.voms import VomsRequest, proves_delegated, voms_requests
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import ProxyRenewal
@@ -233,8 +233,9 @@ def _store(
     one the order read (not delegated again meanwhile): (result, error, end, the delegated
     FQANs, which a renewal keeps).
 
-    The verified FQANs of ``pem`` must be the stored ones (``delegation.fqans``, which matching
-    and the account mapping read), or none (a note: MyProxy holds no VOMS attributes).
+    The verified FQANs of ``pem`` must prove the stored ones (``delegation.fqans``, which
+    matching and the account mapping read; :func:`~.voms.proves_delegated`), or be none (a
+    note: MyProxy holds no VOMS attributes).
     """
     sec = rt.settings.security
     try:
@@ -252,7 +253,7 @@ def _store(
         return ("not-extended", ("the stored proxy was replaced during the renewal (delegated again); the proxy "
                                  "from MyProxy, made from the one replaced, is not stored"), delegation.not_after,
                 delegated)
-    if fqans and fqans != delegated:  # none: MyProxy holds no VOMS attributes (the note below)
+    if fqans and not proves_delegated(fqans, delegated):  # none: MyProxy holds no VOMS attributes (below)
         return "failed", (f"MyProxy returned a proxy with the VOMS attributes {' '.join(fqans)}, not the "
                           f"delegated ones ({' '.join(delegated) or 'none'})"), order.not_after, delegated
     if validity.not_after <= delegation.not_after:

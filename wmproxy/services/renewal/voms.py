@@ -12,16 +12,19 @@ service:
   then the VO's servers in ``[renewal] vomses``;
 * the renewal worker asks them (:mod:`wmproxy.renewal.voms_client`, the edge) and makes the
   refreshed proxy;
+  each answer is checked at once (:func:`ac_problem`: trusted, of the user, of the VO, proving
+  the delegated FQANs), so a server answering an unusable AC is passed over for the next one;
 * :func:`settle_voms_refresh` keeps the refreshed proxy only when it is a valid proxy of the
-  owner whose verified FQANs are exactly the delegated ones (which matching and the account
-  mapping read); otherwise the proxy from MyProxy is stored as before, and a note says why the
-  attributes were not refreshed.
+  owner that proves the delegated FQANs (:func:`proves_delegated`, which matching and the
+  account mapping read); otherwise the proxy from MyProxy is stored as before, and a note says
+  why the attributes were not refreshed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,7 @@ from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.renewed import check_renewed_proxy
-from wmproxy.security.voms import VomsAttributes, verified_fqans, voms_attributes
+from wmproxy.security.voms import VomsAttributes, ac_attributes, verified_fqans, voms_attributes
 from wmproxy.security.vomses import VomsServer, read_vomses, servers_of
 from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.runtime import Runtime
@@ -54,6 +57,24 @@ class VomsRequest:
         """The FQANs in the short form VOMS servers take (``/atlas/Role=production``,
         ``/atlas``)."""
         return tuple(normalise_fqan(fqan) for fqan in self.fqans)
+
+
+def proves_delegated(proven: Sequence[str], delegated: Sequence[str]) -> bool:
+    """Whether the verified FQANs ``proven`` (in AC order) prove the ``delegated`` ones (primary
+    first): the same primary FQAN, and every delegated FQAN in the delegated order, compared in
+    VOMS short form (``/atlas/Role=NULL/Capability=NULL`` is ``/atlas``). Further FQANs are
+    allowed: a VOMS server asked for a group lists every group the user holds, so a group the
+    VO added since the delegation, or a server writing short FQANs, still proves them. Nothing
+    delegated is proven only by nothing.
+    """
+    have = [normalise_fqan(f) for f in proven]
+    want = [normalise_fqan(f) for f in delegated]
+    if not want:
+        return not have
+    if not have or have[0] != want[0]:
+        return False
+    rest = iter(have)
+    return all(any(f == g for g in rest) for f in want)
 
 
 def fqan_vo(fqan: str) -> str:
@@ -104,14 +125,34 @@ def _trusted_acs(rt: Runtime, pem: bytes) -> list[VomsAttributes]:
         return []
 
 
+def ac_problem(rt: Runtime, renewed_pem: bytes, request: VomsRequest, der: bytes, now: dt.datetime) -> str | None:
+    """None when the DER AC a VOMS server answered for ``request`` is usable with the renewed
+    proxy ``renewed_pem`` at ``now`` (aware UTC): it verifies (a server this service trusts,
+    holder the proxy's user, valid, targets), is of the request's VO and proves its FQANs
+    (:func:`proves_delegated`); else why not (the edge then asks the next server)."""
+    sec = rt.settings.security
+    try:
+        attrs = ac_attributes(der, load_pem_chain(renewed_pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now,
+                              host_names=ac_host_names(rt))
+    except ProxyError as exc:
+        return f"its answer is not a usable AC: {exc}"
+    if not attrs.verified:
+        return f"its AC does not verify: {attrs.verify_error}"
+    if attrs.vo != request.vo:
+        return f"its AC is of VO {attrs.vo}, not {request.vo}"
+    if not proves_delegated(attrs.fqans, request.fqans):
+        return f"its AC holds {' '.join(attrs.fqans) or 'no FQAN'}, not {' '.join(request.requested)}"
+    return None
+
+
 def settle_voms_refresh(rt: Runtime, order: RenewalOrder, outcome: RenewalOutcome,
                         now: dt.datetime) -> RenewalOutcome:
     """The outcome to store: the refreshed proxy in place of MyProxy's when it is usable, else
     MyProxy's with a note (``outcome.notes``) saying why the VOMS attributes were not refreshed.
 
     Usable: a valid proxy of the owner at ``now`` (aware UTC; the checks of a renewed proxy,
-    :func:`~wmproxy.security.renewed.check_renewed_proxy`) whose verified FQANs are the
-    delegated ones, in order (``order.fqans``). An outcome without a proxy, or of an order
+    :func:`~wmproxy.security.renewed.check_renewed_proxy`) whose verified FQANs prove the
+    delegated ones (``order.fqans``, :func:`proves_delegated`). An outcome without a proxy, or of an order
     without VOMS requests, is returned as it is.
     """
     if not order.voms or outcome.proxy_pem is None:
@@ -126,9 +167,9 @@ def settle_voms_refresh(rt: Runtime, order: RenewalOrder, outcome: RenewalOutcom
         except ProxyError as exc:
             problem = f"the refreshed proxy is not usable: {exc}"
         else:
-            if fqans == order.fqans:
+            if proves_delegated(fqans, order.fqans):
                 return replace(outcome, proxy_pem=outcome.refreshed_pem, refreshed_pem=None, voms_error=None)
             problem = (f"the VOMS server granted {' '.join(fqans) or 'no attribute this service can verify'}, "
-                       f"not the delegated {' '.join(order.fqans)}")
+                       f"which does not prove the delegated {' '.join(order.fqans)}")
     return replace(outcome, refreshed_pem=None,
                    notes=(*outcome.notes, f"VOMS attributes not refreshed: {problem}"))
