@@ -20,6 +20,7 @@ from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlEr
 from wmproxy.jdl.attributes import (
     copy_without,
     integer,
+    is_number,
     set_list,
     shown,
     spelling,
@@ -153,7 +154,7 @@ def parameter_values(ad: classad2.ClassAd, max_nodes: int) -> list[str]:
     if "Parameters" not in ad:
         raise JdlError("Mandatory attribute Parameters not set")
     parameters = ad["Parameters"]
-    if isinstance(parameters, int) and not isinstance(parameters, bool):
+    if isinstance(parameters, int) and not isinstance(parameters, (bool, classad2.Value)):
         check_count(max(0, -(-(parameters - start) // step)), "parametric", max_nodes)
         values = [str(value) for value in range(start, parameters, step)]
     elif isinstance(parameters, list):
@@ -165,7 +166,10 @@ def parameter_values(ad: classad2.ClassAd, max_nodes: int) -> list[str]:
 
 
 def _flatten(items: list[Any]) -> list[str]:
-    """§9.4 step 3: strings as they are, numbers printed, bare names by their text."""
+    """§9.4 step 3: strings as they are, numbers printed, bare names by their text.
+
+    ``undefined`` and ``error`` (ints to Python) are refused, as any other literal.
+    """
     values: list[str] = []
     for item in items:
         if isinstance(item, list):
@@ -174,7 +178,7 @@ def _flatten(items: list[Any]) -> list[str]:
             values.append(item)
         elif isinstance(item, bool):
             values.append("true" if item else "false")
-        elif isinstance(item, (int, float)):
+        elif is_number(item):
             values.append(str(item))
         elif isinstance(item, classad2.ExprTree) and REFERENCE.fullmatch(str(item).strip()):
             values.append(str(item).strip())

@@ -355,6 +355,25 @@ class TestParametric:
         with pytest.raises(InvalidArgumentError, match="has no nodes"):
             _expand('JobType = "parametric"; Executable = "e"; Parameters = 3; ParameterStart = 3;')
 
+    @pytest.mark.parametrize(
+        ("attributes", "message"),
+        [
+            ("Parameters = undefined;", "Attribute Parameters must be an integer or a list, not undefined"),
+            ("Parameters = error;", "Attribute Parameters must be an integer or a list, not error"),
+            ("Parameters = 4; ParameterStart = undefined;",
+             "Attribute ParameterStart must be an integer, not undefined"),
+            ("Parameters = 4; ParameterStep = error;", "Attribute ParameterStep must be an integer, not error"),
+            ('Parameters = { "x", error };', "Attribute Parameters: error is not a string, number or name"),
+            ('Parameters = { "x", { undefined } };', "Attribute Parameters: undefined is not a string, number or name"),
+        ],
+        ids=["parameters-undefined", "parameters-error", "start-undefined", "step-error", "item-error",
+             "nested-item-undefined"],
+    )
+    def test_undefined_and_error_are_not_the_integers_classad2_makes_them(self, attributes: str, message: str) -> None:
+        # classad2 gives undefined/error as members of an int enum (2 and 1)
+        with pytest.raises(JdlError, match=f"^{message}$"):
+            _expand(f'JobType = "parametric"; Executable = "e"; {attributes}')
+
 
 class TestSharedInputSandbox:
     TEXT = (
