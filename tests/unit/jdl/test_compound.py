@@ -280,6 +280,21 @@ class TestParametric:
         assert _expr(job.parent_ad, "Rank") == RANK
         assert "Executable" not in job.parent_ad
 
+    def test_dag_level_attributes_are_not_parametric_every_node_gets_the_dags_value(self) -> None:
+        job = _expand(
+            'JobType = "parametric"; Executable = "e"; Arguments = "a_PARAM_"; VirtualOrganisation = "vo_PARAM_";'
+            ' MyProxyServer = "myproxy_PARAM_.example.org"; ZippedISB = { "isb_PARAM_.tar.gz" };'
+            ' NodesCollocation = false; Parameters = 2;'
+        )
+
+        dag_level = {"VirtualOrganisation": "vo_PARAM_", "MyProxyServer": "myproxy_PARAM_.example.org",
+                     "ZippedISB": ["isb_PARAM_.tar.gz"], "NodesCollocation": False}
+        for name, value in dag_level.items():
+            assert job.parent_ad[name] == value
+            assert [node.ad[name] for node in job.nodes] == [value, value]
+        assert [node.ad["Arguments"] for node in job.nodes] == ["a0", "a1"]
+        assert job.description.virtual_organisation == "vo_PARAM_"
+
     def test_a_list_of_names_strings_and_numbers(self) -> None:
         job = _expand(_sample("parametric_list.jdl"))
 
