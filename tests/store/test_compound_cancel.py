@@ -13,7 +13,7 @@ from sqlalchemy import event
 from tests.store.conftest import DELEGATION
 from tests.store.locking_support import lock_waiters
 from tests.support import start_thread, wait_for
-from tests.unit.services.compound_support import CANCELLED, CHAIN, DAG, chain_dag, fill, node_ids, statuses
+from tests.unit.services.compound_support import CANCELLED, CHAIN, COLLECTION, DAG, chain_dag, fill, node_ids, statuses
 from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import OperationNotAllowedError
 from wmproxy.services import jobs, quota
@@ -83,6 +83,23 @@ def test_a_registered_dag_cancelled_gives_its_bytes_back(rt: Runtime, alice: Pri
     assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 3)
     assert quota.used_bytes(rt, alice.dn) == before
     assert not any(rt.storage.has_job_area(j) for j in (job.job_id, *(c.job_id for c in job.children)))
+
+
+def test_a_registered_collection_whose_nodes_were_cancelled_one_by_one_ends_and_gives_its_bytes_back(
+        rt: Runtime, alice: Principal) -> None:
+    """It stayed Submitted, holding its areas and their bytes, and jobPurge refused it."""
+    before = quota.used_bytes(rt, alice.dn)
+    job = register_job(rt, alice, COLLECTION, DELEGATION)
+    fill(rt, job.job_id, 2500)
+    nodes = [child.job_id for child in job.children]
+    jobs.cancel_job(rt, alice, nodes[0])
+    assert statuses(rt, alice, job.job_id) == ("Submitted", [CANCELLED, "Submitted"])
+    assert quota.used_bytes(rt, alice.dn) == before + 2500
+    jobs.cancel_job(rt, alice, nodes[1])
+    assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 2)
+    assert quota.used_bytes(rt, alice.dn) == before
+    assert not any(rt.storage.has_job_area(j) for j in (job.job_id, *nodes))
+    jobs.purge_job(rt, alice, job.job_id)
 
 
 def test_a_failing_first_node_of_a_long_chain_aborts_the_rest(rt: Runtime, alice: Principal) -> None:
