@@ -1,7 +1,8 @@
 """Cancels and failures of DAG nodes on each backend (SQLite file and PostgreSQL): a whole DAG
 cancelled while a worker holds a node ends Cancelled once the node has ended (the compound
 job's ``cancel_requested`` event is read in the node's own transaction), a never-started one
-gives its areas' bytes back, and the nodes below a failed node of a chain far longer than
+gives its areas' bytes back (cancelled whole or node by node), a running one stays Running while
+a node is resubmitted, and the nodes below a failed node of a chain far longer than
 Python's recursion limit are aborted (``SqlJobStore.descendants`` reads them level by level)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.unit.services.compound_support import CANCELLED, CHAIN, COLLECTION, D
 from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import OperationNotAllowedError
 from wmproxy.services import jobs, quota
-from wmproxy.services.execution import claim_next_start
+from wmproxy.services.execution import claim_next_start, mark_running
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, submit_job
@@ -133,6 +134,37 @@ def test_the_end_of_a_held_node_after_a_whole_cancel_does_not_read_the_chain_bel
         event.remove(engine, "before_cursor_execute", count)
     assert len(statements) < 60, len(statements)
     assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 300)
+
+
+#: ``a`` → ``b``, each node resubmitted once after a failure.
+RETRIED = """[ Type = "dag"; DefaultNodeRetryCount = 1;
+nodes = [
+  a = [ Description = [ Executable = "/bin/true"; ]; ];
+  b = [ Description = [ Executable = "/bin/true"; ]; ];
+  dependencies = { { a, b } };
+];
+]"""
+
+
+def run(rt: Runtime, job_id: str, end: AttemptEnd) -> JobState | None:
+    """One attempt of ``job_id``: claimed, Running, ended with ``end``."""
+    claim(rt, job_id)
+    mark_running(rt, [(job_id, "ref")])
+    return end_attempt(rt, job_id, end)
+
+
+def test_a_running_dag_stays_running_while_a_node_is_resubmitted(rt: Runtime, alice: Principal) -> None:
+    """The first node failed after its payload started and went back to Waiting: the compound
+    job went back from Running to Waiting with it, and ran again."""
+    job = submit_job(rt, alice, RETRIED, DELEGATION)
+    a, b = (child.job_id for child in job.children)
+    assert run(rt, a, AttemptEnd(JobState.ABORTED, reason="killed", payload_started=True)) == JobState.WAITING
+    assert statuses(rt, alice, job.job_id) == ("Running", ["Waiting", "Waiting"])
+    assert run(rt, a, AttemptEnd(JobState.DONE, exit_code=0)) == JobState.DONE
+    assert run(rt, b, AttemptEnd(JobState.DONE, exit_code=0)) == JobState.DONE
+    with rt.uow() as uow:
+        states = [event.state for event in uow.jobs.history(job.job_id) if event.state is not None]
+    assert states == ["Submitted", "Waiting", "Running", "Done"]
 
 
 #: ``top`` → ``left`` → ``bottom`` and ``top`` → ``right`` → ``bottom``.

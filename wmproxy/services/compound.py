@@ -111,7 +111,9 @@ _FINAL = tuple(state.value for state in FINAL_STATES)
 def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
     """Set the parent's state from its nodes'.
 
-    While a node has not ended: Running when a node has started, else Waiting.
+    While a node has not ended: Running when a node has started, else Waiting; a parent once
+    Running stays Running until it ends (a node resubmitted goes back to Waiting, the
+    parent does not).
     Once every node has ended: as :func:`_final_state` says.
 
     Costs two indexed existence queries per call while a node is not final (never a load
@@ -121,7 +123,8 @@ def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
     if parent.state in (JobState.SUBMITTED.value, JobState.CLEARED.value):
         return
     if uow.jobs.has_children_in(parent.id, _NOT_FINAL):
-        started = uow.jobs.has_children_in(parent.id, tuple(s.value for s in _STARTED_STATES))
+        started = parent.state == JobState.RUNNING.value or uow.jobs.has_children_in(
+            parent.id, tuple(s.value for s in _STARTED_STATES))
         state, reason, code = (JobState.RUNNING if started else JobState.WAITING), None, None
     else:
         state, reason, code = _final_state(uow, parent)
