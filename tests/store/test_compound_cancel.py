@@ -1,7 +1,8 @@
 """Cancels and failures of DAG nodes on each backend (SQLite file and PostgreSQL): a whole DAG
 cancelled while a worker holds a node ends Cancelled once the node has ended (the compound
 job's ``cancel_requested`` event is read in the node's own transaction), a never-started one
-gives its areas' bytes back, and the nodes below a failed node of a chain far longer than
+gives its areas' bytes back (cancelled whole or node by node), a running one stays Running while
+a node is resubmitted, and the nodes below a failed node of a chain far longer than
 Python's recursion limit are aborted (``SqlJobStore.descendants`` reads them level by level)."""
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from sqlalchemy import event
 from tests.store.conftest import DELEGATION
 from tests.store.locking_support import lock_waiters
 from tests.support import start_thread, wait_for
-from tests.unit.services.compound_support import CANCELLED, CHAIN, DAG, chain_dag, fill, node_ids, statuses
+from tests.unit.services.compound_support import CANCELLED, CHAIN, COLLECTION, DAG, chain_dag, fill, node_ids, statuses
 from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import OperationNotAllowedError
 from wmproxy.services import jobs, quota
-from wmproxy.services.execution import claim_next_start
+from wmproxy.services.execution import claim_next_start, mark_running
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, submit_job
@@ -85,6 +86,23 @@ def test_a_registered_dag_cancelled_gives_its_bytes_back(rt: Runtime, alice: Pri
     assert not any(rt.storage.has_job_area(j) for j in (job.job_id, *(c.job_id for c in job.children)))
 
 
+def test_a_registered_collection_whose_nodes_were_cancelled_one_by_one_ends_and_gives_its_bytes_back(
+        rt: Runtime, alice: Principal) -> None:
+    """It stayed Submitted, holding its areas and their bytes, and jobPurge refused it."""
+    before = quota.used_bytes(rt, alice.dn)
+    job = register_job(rt, alice, COLLECTION, DELEGATION)
+    fill(rt, job.job_id, 2500)
+    nodes = [child.job_id for child in job.children]
+    jobs.cancel_job(rt, alice, nodes[0])
+    assert statuses(rt, alice, job.job_id) == ("Submitted", [CANCELLED, "Submitted"])
+    assert quota.used_bytes(rt, alice.dn) == before + 2500
+    jobs.cancel_job(rt, alice, nodes[1])
+    assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 2)
+    assert quota.used_bytes(rt, alice.dn) == before
+    assert not any(rt.storage.has_job_area(j) for j in (job.job_id, *nodes))
+    jobs.purge_job(rt, alice, job.job_id)
+
+
 def test_a_failing_first_node_of_a_long_chain_aborts_the_rest(rt: Runtime, alice: Principal) -> None:
     job = submit_job(rt, alice, chain_dag(CHAIN), DELEGATION)
     first = job.children[0].job_id
@@ -116,6 +134,37 @@ def test_the_end_of_a_held_node_after_a_whole_cancel_does_not_read_the_chain_bel
         event.remove(engine, "before_cursor_execute", count)
     assert len(statements) < 60, len(statements)
     assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 300)
+
+
+#: ``a`` → ``b``, each node resubmitted once after a failure.
+RETRIED = """[ Type = "dag"; DefaultNodeRetryCount = 1;
+nodes = [
+  a = [ Description = [ Executable = "/bin/true"; ]; ];
+  b = [ Description = [ Executable = "/bin/true"; ]; ];
+  dependencies = { { a, b } };
+];
+]"""
+
+
+def run(rt: Runtime, job_id: str, end: AttemptEnd) -> JobState | None:
+    """One attempt of ``job_id``: claimed, Running, ended with ``end``."""
+    claim(rt, job_id)
+    mark_running(rt, [(job_id, "ref")])
+    return end_attempt(rt, job_id, end)
+
+
+def test_a_running_dag_stays_running_while_a_node_is_resubmitted(rt: Runtime, alice: Principal) -> None:
+    """The first node failed after its payload started and went back to Waiting: the compound
+    job went back from Running to Waiting with it, and ran again."""
+    job = submit_job(rt, alice, RETRIED, DELEGATION)
+    a, b = (child.job_id for child in job.children)
+    assert run(rt, a, AttemptEnd(JobState.ABORTED, reason="killed", payload_started=True)) == JobState.WAITING
+    assert statuses(rt, alice, job.job_id) == ("Running", ["Waiting", "Waiting"])
+    assert run(rt, a, AttemptEnd(JobState.DONE, exit_code=0)) == JobState.DONE
+    assert run(rt, b, AttemptEnd(JobState.DONE, exit_code=0)) == JobState.DONE
+    with rt.uow() as uow:
+        states = [event.state for event in uow.jobs.history(job.job_id) if event.state is not None]
+    assert states == ["Submitted", "Waiting", "Running", "Done"]
 
 
 #: ``top`` → ``left`` → ``bottom`` and ``top`` → ``right`` → ``bottom``.

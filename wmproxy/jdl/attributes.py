@@ -80,12 +80,13 @@ def integer(ad: classad2.ClassAd, name: str, default: int) -> int:
     """An integer attribute, ``default`` when absent.
 
     Raises:
-        JdlError: the value is not an integer (booleans are not integers here).
+        JdlError: the value is not an integer (booleans and classad2's ``undefined``/``error``,
+            ints to Python, are not integers here).
     """
     if name not in ad:
         return default
     value = ad[name]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, classad2.Value)) or not isinstance(value, int):
         raise JdlError(f"Attribute {name} must be an integer, not {text(ad, name)}")
     return value
 
@@ -163,7 +164,10 @@ def text(ad: classad2.ClassAd, name: str) -> str:
 
 
 def shown(value: Any) -> str:
-    """Any value on one line, for error messages."""
+    """Any value on one line, for error messages (classad2's ``undefined``/``error`` by name,
+    not as the ints they are to Python)."""
+    if isinstance(value, classad2.Value):
+        return str(value.name).lower()
     return " ".join(str(value).split())
 
 

@@ -20,6 +20,7 @@ from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlEr
 from wmproxy.jdl.attributes import (
     copy_without,
     integer,
+    is_number,
     set_list,
     shown,
     spelling,
@@ -30,7 +31,10 @@ from wmproxy.jdl.expressions import check_expressions
 from wmproxy.jdl.parse import parse_jdl
 
 PARAM = "_PARAM_"
-#: Attributes ``bulk2dag`` hoists to the DAG level of a parametric job (§9.4 step 7).
+#: Attributes ``bulk2dag`` hoists to the DAG level of a parametric job (§9.4 step 7). They
+#: are not parametric: ``_PARAM_`` in them is left as written (the reference only warns,
+#: "<attr>: Found parametric value for non-parametric attribute"), and every node gets the
+#: DAG's value.
 PARAMETRIC_DAG_ATTRIBUTES = (
     "VirtualOrganisation", "HLRLocation", "MyProxyServer", "LBAddress",
     "AllowZippedISB", "ZippedISB", "NodesCollocation",
@@ -85,7 +89,8 @@ def parametric_nodes(
 ) -> tuple[classad2.ClassAd, list[tuple[str, classad2.ClassAd]]]:
     """§9.4 ``bulk2dag``: the DAG-level ad and one ``(Node_<value>, ad)`` per selected value.
 
-    Every node is the whole JDL with ``_PARAM_`` replaced: the size of all of them
+    Every node is the whole JDL with ``_PARAM_`` replaced, but for
+    :data:`PARAMETRIC_DAG_ATTRIBUTES`, which the DAG and every node hold as written: the size of all of them
     (:func:`expanded_size`) is checked against ``max_bytes`` before any is made. When
     ``_PARAM_`` appears outside the string literals, every node is checked by
     :func:`~wmproxy.jdl.check_expressions` (linear in the nodes' size, which ``max_bytes``
@@ -101,14 +106,19 @@ def parametric_nodes(
             :func:`~wmproxy.jdl.check_expressions` (the message names the node).
     """
     values = parameter_values(ad, max_nodes)
-    template = copy_without(ad, PARAMETRIC_ONLY)
+    template = copy_without(ad, PARAMETRIC_ONLY + PARAMETRIC_DAG_ATTRIBUTES)
     template_text = str(template)
-    check_size(expanded_size(template_text, values), "parametric", max_bytes)
+    hoisted = [(spelling(ad, attribute), ad.lookup(attribute)) for attribute in PARAMETRIC_DAG_ATTRIBUTES
+               if attribute in ad]
+    hoisted_size = sum(len(name) + len(str(value)) + 4 for name, value in hoisted)
+    check_size(expanded_size(template_text, values) + len(values) * hoisted_size, "parametric", max_bytes)
     keys = {key.lower() for key in template}
     in_expressions = PARAM in _LITERALS.sub(lambda found: '""' if found.group(1) else found.group(), template_text)
     nodes = []
     for value in values:
         node = _substitute(template_text, keys, value)
+        for attribute, expression in hoisted:
+            node[attribute] = expression
         set_list(node, "Environment", [*string_list(node, "Environment"), f"ParameterValue={value}"])
         name = f"Node_{node_name(value)}"
         if in_expressions:
@@ -117,9 +127,8 @@ def parametric_nodes(
 
     parent = classad2.ClassAd()
     parent["Type"] = "dag"
-    for attribute in PARAMETRIC_DAG_ATTRIBUTES:
-        if attribute in ad:
-            parent[spelling(ad, attribute)] = ad.lookup(attribute)
+    for attribute, expression in hoisted:
+        parent[attribute] = expression
     first = nodes[0][1]
     for attribute in ("Requirements", "Rank"):
         if attribute in first:
@@ -153,7 +162,7 @@ def parameter_values(ad: classad2.ClassAd, max_nodes: int) -> list[str]:
     if "Parameters" not in ad:
         raise JdlError("Mandatory attribute Parameters not set")
     parameters = ad["Parameters"]
-    if isinstance(parameters, int) and not isinstance(parameters, bool):
+    if isinstance(parameters, int) and not isinstance(parameters, (bool, classad2.Value)):
         check_count(max(0, -(-(parameters - start) // step)), "parametric", max_nodes)
         values = [str(value) for value in range(start, parameters, step)]
     elif isinstance(parameters, list):
@@ -165,7 +174,10 @@ def parameter_values(ad: classad2.ClassAd, max_nodes: int) -> list[str]:
 
 
 def _flatten(items: list[Any]) -> list[str]:
-    """§9.4 step 3: strings as they are, numbers printed, bare names by their text."""
+    """§9.4 step 3: strings as they are, numbers printed, bare names by their text.
+
+    ``undefined`` and ``error`` (ints to Python) are refused, as any other literal.
+    """
     values: list[str] = []
     for item in items:
         if isinstance(item, list):
@@ -174,7 +186,7 @@ def _flatten(items: list[Any]) -> list[str]:
             values.append(item)
         elif isinstance(item, bool):
             values.append("true" if item else "false")
-        elif isinstance(item, (int, float)):
+        elif is_number(item):
             values.append(str(item))
         elif isinstance(item, classad2.ExprTree) and REFERENCE.fullmatch(str(item).strip()):
             values.append(str(item).strip())

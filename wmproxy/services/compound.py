@@ -22,8 +22,8 @@ def start_nodes(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
 
     A node that ended before the start (cancelled alone while the job was Submitted, or a
     DAG descendant aborted because of such a cancel) keeps its state and is not queued; the
-    parent's state is then refreshed once, so a compound job whose nodes have all ended ends
-    at once."""
+    parent's state is then refreshed once. (A compound job whose nodes have all ended this
+    way ended at the last of these cancels: :func:`end_unstarted`.)"""
     blocked = uow.jobs.nodes_with_dependencies(parent.id)
     ended = False
     for node in uow.jobs.children(parent.id):
@@ -111,11 +111,10 @@ _FINAL = tuple(state.value for state in FINAL_STATES)
 def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
     """Set the parent's state from its nodes'.
 
-    Once every node has ended: Done (exit code 0) when all succeeded; else Cancelled when
-    all were cancelled or the compound job was cancelled as a whole (its
-    :data:`CANCEL_REQUESTED` event; nodes that ended otherwise meanwhile do not change
-    that); else Aborted when a node was aborted, Done with a failed node's exit code when
-    none was.
+    While a node has not ended: Running when a node has started, else Waiting; a parent once
+    Running stays Running until it ends (a node resubmitted goes back to Waiting, the
+    parent does not).
+    Once every node has ended: as :func:`_final_state` says.
 
     Costs two indexed existence queries per call while a node is not final (never a load
     of every node: a node change of a 10,000-node collection costs what one of a 100-node
@@ -124,20 +123,43 @@ def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
     if parent.state in (JobState.SUBMITTED.value, JobState.CLEARED.value):
         return
     if uow.jobs.has_children_in(parent.id, _NOT_FINAL):
-        started = uow.jobs.has_children_in(parent.id, tuple(s.value for s in _STARTED_STATES))
+        started = parent.state == JobState.RUNNING.value or uow.jobs.has_children_in(
+            parent.id, tuple(s.value for s in _STARTED_STATES))
         state, reason, code = (JobState.RUNNING if started else JobState.WAITING), None, None
     else:
-        nodes = uow.jobs.children(parent.id)
-        states = [JobState(n.state) for n in nodes]
-        if all(succeeded(n) for n in nodes):
-            state, reason, code = JobState.DONE, None, 0
-        elif all(s == JobState.CANCELLED for s in states) or uow.jobs.history(parent.id, kinds=(CANCEL_REQUESTED,)):
-            state, reason, code = JobState.CANCELLED, "Cancelled by user", None
-        else:
-            failed = [n for n in nodes if not succeeded(n)]
-            state, code = JobState.DONE, next((n.exit_code for n in failed if n.exit_code), 1)
-            reason = f"{len(failed)} of {len(nodes)} nodes did not end successfully"
-            if any(s == JobState.ABORTED for s in states):
-                state, code = JobState.ABORTED, None
+        state, reason, code = _final_state(uow, parent)
     if parent.state != state.value or parent.reason != reason:
         uow.jobs.set_state(parent, state.value, now, reason=reason, exit_code=code)
+
+
+def end_unstarted(uow: UnitOfWork, parent: Job, now: dt.datetime) -> bool:
+    """End a compound job never started (Submitted) whose nodes have all ended (each
+    cancelled alone, or aborted below such a node), as :func:`_final_state` says; True
+    when it ended (its areas are then the caller's to release), False when it is not
+    Submitted or a node has not ended."""
+    if parent.state != JobState.SUBMITTED.value or uow.jobs.has_children_in(parent.id, _NOT_FINAL):
+        return False
+    state, reason, code = _final_state(uow, parent)
+    uow.jobs.set_state(parent, state.value, now, reason=reason, exit_code=code)
+    return True
+
+
+def _final_state(uow: UnitOfWork, parent: Job) -> tuple[JobState, str | None, int | None]:
+    """The state, reason and exit code of a compound job whose nodes have all ended.
+
+    Done (exit code 0) when all succeeded; else Cancelled when all were cancelled or the
+    compound job was cancelled as a whole (its :data:`CANCEL_REQUESTED` event; nodes that
+    ended otherwise meanwhile do not change that); else Aborted when a node was aborted,
+    Done with a failed node's exit code when none was.
+    """
+    nodes = uow.jobs.children(parent.id)
+    states = [JobState(n.state) for n in nodes]
+    if all(succeeded(n) for n in nodes):
+        return JobState.DONE, None, 0
+    if all(s == JobState.CANCELLED for s in states) or uow.jobs.history(parent.id, kinds=(CANCEL_REQUESTED,)):
+        return JobState.CANCELLED, "Cancelled by user", None
+    failed = [n for n in nodes if not succeeded(n)]
+    reason = f"{len(failed)} of {len(nodes)} nodes did not end successfully"
+    if any(s == JobState.ABORTED for s in states):
+        return JobState.ABORTED, reason, None
+    return JobState.DONE, reason, next((n.exit_code for n in failed if n.exit_code), 1)

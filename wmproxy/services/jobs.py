@@ -18,7 +18,7 @@ from wmproxy.errors import (
 )
 from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
-from wmproxy.services.compound import CANCEL_REQUESTED, on_node_ended, refresh_parent
+from wmproxy.services.compound import CANCEL_REQUESTED, end_unstarted, on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
 from wmproxy.services.quota import release_area, release_areas
 from wmproxy.services.runtime import Runtime
@@ -116,7 +116,9 @@ def cancel_job(rt: Runtime, principal: Principal, job_id: str) -> None:
     failure, and the compound job ends Cancelled. A node can also be cancelled alone: it
     ends Cancelled and the DAG rules then apply as to any node that did not succeed, so the
     nodes depending on it are aborted ("dependency <node> did not end successfully") and
-    the compound job ends as its nodes say (Aborted, then). A cancel of the whole job is the
+    the compound job ends as its nodes say (Aborted, then); in a compound job never started,
+    the cancel that leaves no node to run ends it so (Cancelled when every node was
+    cancelled) and releases its areas, as a cancel of the whole job does. A cancel of the whole job is the
     user's decision about every node at once, so no node's end should be read as another's
     dependency failure; a cancel of one node is a decision about that node only, and its
     dependents cannot run without it.
@@ -196,11 +198,23 @@ def _cancel_one(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime, *,
             release_area(uow, rt, job.owner_dn, job.id)
         if alone:
             on_node_ended(uow, job, now)
+            if state == JobState.SUBMITTED and job.parent_id is not None:
+                _end_unstarted_parent(uow, rt, job.parent_id, now)
         return
     if state not in ACTIVE_STATES:  # the callers pass no ended job
         raise OperationNotAllowedError(f"job status ({state.value.upper()}) doesn't allow job cancel")
     uow.jobs.record_event(job, CANCEL_REQUESTED, now, source="user", reason=CANCELLED_BY_USER)
     uow.queue.enqueue(job.id, "cancel", now)
+
+
+def _end_unstarted_parent(uow: UnitOfWork, rt: Runtime, parent_id: str, now: dt.datetime) -> None:
+    """After a node of a never-started compound job was cancelled alone: when no node is left
+    to run, the compound job ends as its nodes say (Cancelled when all were cancelled) and, as
+    :func:`_cancel_compound` does, its area and its nodes' are removed and their bytes taken
+    off the owner's quota usage (it stayed Submitted, holding them, and could not be purged)."""
+    parent = uow.jobs.get(parent_id, for_update=True)  # locked already, before the node
+    if parent is not None and end_unstarted(uow, parent, now):
+        release_areas(uow, rt, parent.owner_dn, [*(node.id for node in uow.jobs.children(parent.id)), parent.id])
 
 
 def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:

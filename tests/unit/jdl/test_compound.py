@@ -280,6 +280,21 @@ class TestParametric:
         assert _expr(job.parent_ad, "Rank") == RANK
         assert "Executable" not in job.parent_ad
 
+    def test_dag_level_attributes_are_not_parametric_every_node_gets_the_dags_value(self) -> None:
+        job = _expand(
+            'JobType = "parametric"; Executable = "e"; Arguments = "a_PARAM_"; VirtualOrganisation = "vo_PARAM_";'
+            ' MyProxyServer = "myproxy_PARAM_.example.org"; ZippedISB = { "isb_PARAM_.tar.gz" };'
+            ' NodesCollocation = false; Parameters = 2;'
+        )
+
+        dag_level = {"VirtualOrganisation": "vo_PARAM_", "MyProxyServer": "myproxy_PARAM_.example.org",
+                     "ZippedISB": ["isb_PARAM_.tar.gz"], "NodesCollocation": False}
+        for name, value in dag_level.items():
+            assert job.parent_ad[name] == value
+            assert [node.ad[name] for node in job.nodes] == [value, value]
+        assert [node.ad["Arguments"] for node in job.nodes] == ["a0", "a1"]
+        assert job.description.virtual_organisation == "vo_PARAM_"
+
     def test_a_list_of_names_strings_and_numbers(self) -> None:
         job = _expand(_sample("parametric_list.jdl"))
 
@@ -354,6 +369,25 @@ class TestParametric:
     def test_no_nodes_is_refused(self) -> None:
         with pytest.raises(InvalidArgumentError, match="has no nodes"):
             _expand('JobType = "parametric"; Executable = "e"; Parameters = 3; ParameterStart = 3;')
+
+    @pytest.mark.parametrize(
+        ("attributes", "message"),
+        [
+            ("Parameters = undefined;", "Attribute Parameters must be an integer or a list, not undefined"),
+            ("Parameters = error;", "Attribute Parameters must be an integer or a list, not error"),
+            ("Parameters = 4; ParameterStart = undefined;",
+             "Attribute ParameterStart must be an integer, not undefined"),
+            ("Parameters = 4; ParameterStep = error;", "Attribute ParameterStep must be an integer, not error"),
+            ('Parameters = { "x", error };', "Attribute Parameters: error is not a string, number or name"),
+            ('Parameters = { "x", { undefined } };', "Attribute Parameters: undefined is not a string, number or name"),
+        ],
+        ids=["parameters-undefined", "parameters-error", "start-undefined", "step-error", "item-error",
+             "nested-item-undefined"],
+    )
+    def test_undefined_and_error_are_not_the_integers_classad2_makes_them(self, attributes: str, message: str) -> None:
+        # classad2 gives undefined/error as members of an int enum (2 and 1)
+        with pytest.raises(JdlError, match=f"^{message}$"):
+            _expand(f'JobType = "parametric"; Executable = "e"; {attributes}')
 
 
 class TestSharedInputSandbox:

@@ -122,27 +122,35 @@ class TestCancelOfOneNode:
         assert statuses(rt, alice, job.job_id) == (
             "Done (Exit Code 1)", [CANCELLED, "Done (Exit Code 0)"])
 
-    def test_dag_descendants_aborted_by_it_are_not_revived_and_the_job_ends_at_start(
+    def test_a_never_started_dag_whose_descendants_it_aborted_ends_aborted_at_the_cancel(
             self, rt: Runtime, alice: Principal, delegated: str) -> None:
         job = register_job(rt, alice, DAG, delegated)
         names = node_ids(rt, alice, job.job_id)
         jobs.cancel_job(rt, alice, names["first"])
-        start_job(rt, alice, job.job_id)
         assert statuses(rt, alice, job.job_id) == ("Aborted (3 of 3 nodes did not end successfully)", [
             CANCELLED,
             "Aborted (dependency first did not end successfully)",
             "Aborted (dependency second did not end successfully)"])
+        with pytest.raises(OperationNotAllowedError, match=r"job state \(ABORTED\) doesn't allow start"):
+            start_job(rt, alice, job.job_id)
         assert all(pending(rt, node_id) == [] for node_id in names.values())
         assert claim_next_start(rt, "w1") is None
+        jobs.purge_job(rt, alice, job.job_id)
 
-    def test_a_job_whose_nodes_were_all_cancelled_ends_cancelled_at_start(
+    def test_a_never_started_job_whose_nodes_were_all_cancelled_ends_cancelled_at_the_last_cancel(
             self, rt: Runtime, alice: Principal, delegated: str) -> None:
+        """It stayed Submitted, could be neither purged nor cancelled, and held its areas."""
         job = register_job(rt, alice, COLLECTION, delegated)
-        for child in job.children:
-            jobs.cancel_job(rt, alice, child.job_id)
-        start_job(rt, alice, job.job_id)
+        first, second = (c.job_id for c in job.children)
+        jobs.cancel_job(rt, alice, first)
+        assert statuses(rt, alice, job.job_id) == ("Submitted", [CANCELLED, "Submitted"])
+        jobs.cancel_job(rt, alice, second)
         assert statuses(rt, alice, job.job_id) == (CANCELLED, [CANCELLED] * 2)
+        with pytest.raises(OperationNotAllowedError, match=r"job state \(CANCELLED\) doesn't allow start"):
+            start_job(rt, alice, job.job_id)
         assert claim_next_start(rt, "w1") is None
+        jobs.purge_job(rt, alice, job.job_id)
+        assert jobs.job_status(rt, alice, job.job_id).status.startswith("Cleared")
 
     def test_a_simple_jobs_cancel_is_unchanged(self, rt: Runtime, alice: Principal, delegated: str) -> None:
         job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
