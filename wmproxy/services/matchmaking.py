@@ -40,6 +40,7 @@ from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
 from wmproxy.jdl import check_expressions, describe, parse_jdl
+from wmproxy.jdl.attributes import is_number
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -292,7 +293,7 @@ def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classa
     if rank_expr is None:
         return 0.0
     rank = _job_value(rank_expr, "Rank", job, ce)
-    value = float(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else 0.0
+    value = float(rank) if is_number(rank) else 0.0  # undefined/error are ints to Python: they count 0
     return value if math.isfinite(value) else 0.0
 
 

@@ -213,6 +213,21 @@ class TestChoice:
         order = claim(rt)
         assert order is not None and (order.job_id, order.ce_id) == (job_id, CE2)
 
+    @pytest.mark.parametrize(("ce2", "rank"), [
+        pytest.param("", "other.GlueCEStateFreeCPUs", id="undefined"),  # CE2 publishes nothing
+        pytest.param("GlueCEStateFreeCPUs = 5; Zero = 0", "other.GlueCEStateFreeCPUs / other.Zero", id="error"),
+    ])
+    def test_a_rank_that_is_undefined_or_an_error_counts_0(self, broker_rt: RankedRuntime, alice: Principal,
+                                                           ce2: str, rank: str) -> None:
+        # classad2 gives undefined and error as the ints 2 and 1: neither may beat or tie CE1's real 1
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; GlueCEStateFreeCPUs = 1; Zero = 1 ]'
+                       f'[ GlueCEUniqueID = "{CE2}"; {ce2} ]')
+        assert list_match(rt, alice, jdl(f"Rank = {rank};"), DELEGATION) == [(CE1, 1), (CE2, 0)]
+        for _ in range(3):
+            submit(rt, alice, f"Rank = {rank};")
+            order = claim(rt)
+            assert order is not None and order.ce_id == CE1
+
     def test_ces_match_on_the_callers_certificate_subject(self, broker_rt: RankedRuntime, alice: Principal) -> None:
         rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; Requirements = other.CertificateSubject == "{alice.dn}" ]'
                        f'[ GlueCEUniqueID = "{CE2}"; Requirements = other.CertificateSubject == "/CN=else" ]')
