@@ -27,9 +27,11 @@ an InvalidArgumentFault, the execution worker aborts the job). When it is a CE's
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,6 +61,8 @@ GLUE_UNLIMITED = 999_999_999
 #: The range of jobListMatch's ranks (the WSDL's ``size`` is an ``xsd:long``).
 RANK_MIN = -(2**63)
 RANK_MAX = 2**63 - 1
+#: Comments of a catalogue, as the new ClassAd syntax has them.
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 #: States of a job that occupies a CPU of its CE.
 _OCCUPYING = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
 
@@ -80,8 +84,14 @@ class Match:
 
 @lru_cache(maxsize=4)
 def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
-    with open(path, encoding="utf-8") as handle:
-        ads = tuple(classad2.parseAds(handle.read()))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SandboxError(f"CE catalogue {path}: not valid ClassAds: not UTF-8 text ({exc.reason} "
+                           f"at byte {exc.start})") from exc
+    ads = parse_catalogue(text, path)
     for ad in ads:
         ce_id = ad.get("GlueCEUniqueID")
         if not isinstance(ce_id, str) or not ce_id:
@@ -96,14 +106,49 @@ def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
     return ads
 
 
+def parse_catalogue(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
+    """The ClassAds of a catalogue's ``text`` (new ClassAd syntax, ``//`` and ``/* */``
+    comments), every character of it.
+
+    classad2 raises ``ValueError`` on some syntax errors (a ``#`` comment) and silently stops
+    at others (an ad cut short, text that is not an ad): both are refused here, with the line
+    of the first ad it could not read.
+
+    Raises:
+        SandboxError: "CE catalogue <path>: not valid ClassAds: ...".
+    """
+    stream = io.StringIO(text)
+    ads: list[classad2.ClassAd] = []
+    read = 0  # characters of the ads parsed so far
+    try:
+        for ad in classad2.parseAds(stream, classad2.ParserType.New):
+            ads.append(ad)
+            read = stream.tell()
+    except ValueError as exc:
+        raise SandboxError(f"CE catalogue {path}: not valid ClassAds: {_line_after(text, read)}: {exc}") from exc
+    if _COMMENTS.sub("", text[stream.tell():]).strip():
+        raise SandboxError(f"CE catalogue {path}: not valid ClassAds: {_line_after(text, stream.tell())}: "
+                           "not a complete ClassAd")
+    return tuple(ads)
+
+
+def _line_after(text: str, offset: int) -> str:
+    """"from line <n>", n being the line of the first character after ``offset`` that is not blank
+    (where the ad classad2 could not read begins)."""
+    rest = text[offset:]
+    start = offset + len(rest) - len(rest.lstrip())
+    return f"from line {text.count(chr(10), 0, start) + 1}"
+
+
 def ce_catalogue(path: str) -> tuple[classad2.ClassAd, ...]:
     """The CE ClassAds of ``path`` (re-read when the file changes); () when unset.
 
     The ads are shared: never modify them (:func:`site_ces` copies those it changes).
 
     Raises:
-        SandboxError: the file cannot be read, or a CE has no ``GlueCEUniqueID``, an
-            unknown ``WMProxyBackend`` or (Slurm) no ``SlurmPartition``.
+        SandboxError: the file cannot be read, is not ClassAds (:func:`parse_catalogue`), or a
+            CE has no ``GlueCEUniqueID``, an unknown ``WMProxyBackend`` or (Slurm) no
+            ``SlurmPartition``.
     """
     if not path:
         return ()

@@ -8,16 +8,21 @@ import collections
 import datetime as dt
 import math
 import random
+import re
+from pathlib import Path
 
 import classad2
 import pytest
+from lxml import etree
 
 from tests.conftest import Pki
-from tests.support import delegate_in_process
+from tests.support import SoapApp, caller_from_environ, delegate_in_process
 from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, jdl, job_row, submit
 from tests.unit.services.conftest import DELEGATION
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError
+from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services import jobs
 from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
 from wmproxy.services.delegation import destroy
@@ -35,6 +40,8 @@ from wmproxy.services.matchmaking import (
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.store.schema import ExecutionRequest
 
 CE1 = "ce1.example.org:8443/cream-pbs-short"
@@ -467,6 +474,65 @@ class TestCatalogueAndStates:
         submit(rt, alice)
         with pytest.raises(SandboxError, match=message):
             claim(rt)
+
+    @pytest.mark.parametrize(("text", "where"), [
+        pytest.param(f'[ GlueCEUniqueID = "{CE1}" ]\n[ GlueCEUniqueID = "{CE2}";  # a shell comment\n]',
+                     "from line 2: Unable to parse input stream into a ClassAd",
+                     id="hash-comment"),  # classad2 raises ValueError
+        pytest.param(f'[ GlueCEUniqueID = "{CE1}" ]\n\n[ GlueCEUniqueID = "{CE2}"',
+                     "from line 3: not a complete ClassAd", id="cut-short"),  # classad2 stops silently: CE2 gone
+        pytest.param(f'[ GlueCEUniqueID = "{CE1}" ] ce2', "from line 1: not a complete ClassAd", id="not-an-ad"),
+    ])
+    def test_a_catalogue_that_is_not_classads_is_refused_and_the_jobs_stay_queued(
+            self, broker_rt: RankedRuntime, alice: Principal, text: str, where: str) -> None:
+        rt = broker_rt(text)
+        path = rt.settings.jobs.ce_catalogue
+        job_id = submit(rt, alice)
+        message = f"^CE catalogue {re.escape(path)}: not valid ClassAds: {where}"
+        with pytest.raises(SandboxError, match=message):
+            claim(rt)
+        with pytest.raises(SandboxError, match=message):
+            list_match(rt, alice, jdl(), DELEGATION)
+        assert job_row(rt, job_id) == ("Waiting", None, None)
+        assert pending_start_count(rt, job_id) == 1
+
+    def test_the_worker_goes_on_with_a_catalogue_that_is_not_classads(self, broker_rt: RankedRuntime,
+                                                                       alice: Principal, tmp_path: Path) -> None:
+        # the ValueError classad2 raised ended the worker's loop ("a defect: the process ends")
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}";  # a shell comment\n]')
+        job_id = submit(rt, alice)
+        worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(tmp_path / "work", kill_grace=2.0)}, "w1")
+        worker.step()
+        worker.step()
+        assert not worker.running
+        assert job_row(rt, job_id) == ("Waiting", None, None)
+        assert pending_start_count(rt, job_id) == 1
+
+    def test_list_match_answers_a_catalogue_that_is_not_classads_with_a_typed_fault(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}";  # a shell comment\n]')  # was GenericFault 1201 "internal error"
+        soap = SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
+        reply = soap.call(WMPROXY, "jobListMatch", alice, jdl=jdl(), delegationId=DELEGATION)
+        detail = reply.fault_detail
+        assert (etree.QName(detail).localname, detail.findtext("ErrorCode")) == ("GenericFault", "1203")
+        assert detail.findtext("Description") == (f"CE catalogue {rt.settings.jobs.ce_catalogue}: not valid ClassAds: "
+                                                  "from line 1: Unable to parse input stream into a ClassAd.")
+
+    def test_a_catalogue_that_is_not_utf8_is_refused(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        Path(rt.settings.jobs.ce_catalogue).write_bytes(b'[ GlueCEUniqueID = "caf\xe9" ]')
+        submit(rt, alice)
+        with pytest.raises(SandboxError, match="not valid ClassAds: not UTF-8 text"):
+            claim(rt)
+
+    def test_the_docs_example_catalogue_is_valid(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        docs = (Path(__file__).parents[3] / "docs" / "brokering.md").read_text(encoding="utf-8")
+        example = docs.split("## The CEs", 1)[1].split("```\n", 2)[1]
+        rt = broker_rt(example)
+        with rt.uow() as uow:
+            assert [ce["GlueCEUniqueID"] for ce in site_ces(rt, uow)] == [
+                "wms.example.org:7443/wmproxy-local", "batch.example.org:6817/slurm-short"]
+        assert list_match(rt, alice, jdl(), DELEGATION) == [("wms.example.org:7443/wmproxy-local", 0)]
 
     @pytest.mark.parametrize("attributes", [
         {"Glue CE": 1}, {"GlueCEStateFreeCPUs": True}, {"GlueCEStateFreeCPUs": float("nan")},
