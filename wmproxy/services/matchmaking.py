@@ -39,10 +39,10 @@ from functools import lru_cache
 import classad2
 
 from wmproxy.config import Settings
-from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.domain import JobState, Principal, fqan_vo, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import check_expressions, describe, parse_jdl
-from wmproxy.jdl.attributes import is_number
+from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl
+from wmproxy.jdl.attributes import delete, is_number
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -274,13 +274,19 @@ def with_state(ce: classad2.ClassAd, attributes: Mapping[str, int | float | str]
 
 
 def matching_ad(ad: classad2.ClassAd, dn: str, fqan: str | None) -> classad2.ClassAd:
-    """Give the job ad what CEs match on besides the JDL: ``CertificateSubject``,
-    ``VOMS_FQAN`` and (unless the JDL has one) ``VirtualOrganisation``, as the
-    reference's jobListMatch and WM do. Changes and returns ``ad``."""
+    """Give the job ad what CEs match on besides the JDL, from the caller's proxy, as the
+    reference's jobListMatch and WM do: ``CertificateSubject``, ``VOMS_FQAN`` (``fqan``, the
+    delegated proxy's primary FQAN) and ``VirtualOrganisation`` (its VO).
+
+    What the JDL says of the last two is replaced: with a VOMS proxy, registration and
+    :func:`list_match` refuse a JDL VO other than the proxy's; without one the JDL's claim
+    proves nothing, so the ad has neither (a CE reserved to a VO does not take the job).
+    Changes and returns ``ad``."""
     ad["CertificateSubject"] = dn
-    if fqan:
-        ad["VOMS_FQAN"] = fqan
-        ad.setdefault("VirtualOrganisation", fqan.lstrip("/").split("/", 1)[0])
+    for name, value in (("VOMS_FQAN", fqan), ("VirtualOrganisation", fqan_vo(fqan) if fqan else None)):
+        delete(ad, name)
+        if value:
+            ad[name] = value
     return ad
 
 
@@ -368,6 +374,8 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         InvalidArgumentError: empty delegation id ("Delegation id not valid"), bad JDL.
         DelegationNotFoundError, ProxyExpiredError: no usable delegated proxy.
         OperationNotAllowedError: not a normal job ("Operation permitted only for normal job").
+        InvalidJdlAttributeError: the JDL's ``VirtualOrganisation`` is not the delegated proxy's
+            VO (1220, as jobRegister: :func:`wmproxy.jdl.check_virtual_organisation`).
         SandboxError: the CE catalogue cannot be read.
         JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
             long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), or the job's
@@ -388,4 +396,6 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         raise OperationNotAllowedError("Operation permitted only for normal job") from exc
     if description.type != "job" or description.job_type == "parametric":
         raise OperationNotAllowedError("Operation permitted only for normal job")
-    return match(matching_ad(ad, principal.dn, fqans[0] if fqans else None), ces)
+    fqan = fqans[0] if fqans else None
+    check_virtual_organisation(description.virtual_organisation, fqan_vo(fqan) if fqan else None)
+    return match(matching_ad(ad, principal.dn, fqan), ces)

@@ -16,11 +16,12 @@ import pytest
 from lxml import etree
 
 from tests.conftest import Pki
-from tests.support import SoapApp, caller_from_environ, delegate_in_process
+from tests.support import SoapApp, caller_from_environ, delegate_in_process, principal_of
 from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, jdl, job_row, submit
 from tests.unit.services.conftest import DELEGATION
+from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.errors import InvalidArgumentError, SandboxError
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, SandboxError
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services import jobs
@@ -57,6 +58,22 @@ CATALOGUE = f"""
 [ GlueCEUniqueID = "{ATLAS_CE}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 100;
   Requirements = other.VirtualOrganisation == "atlas" ]
 """
+def atlas_runtime(broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> tuple[Runtime, Principal]:
+    """A runtime on :data:`CATALOGUE` where alice also has the delegation ``atlas``: a proxy with
+    the VOMS attributes of VO atlas (``/atlas/Role=production/Capability=NULL`` first),
+    made by voms-proxy-fake and verified against a vomsdir trusting its VOMS server; and alice
+    calling with that proxy."""
+    server = fake_voms_server(pki, tmp_path / "voms")
+    rt = broker_rt(CATALOGUE, security={"vomsdir": str(server.vomsdir)})
+    proxy = fake_voms_proxy(pki, server, tmp_path / "voms" / "atlas-proxy.pem")
+    alice = principal_of(pki, "alice", (FQANS[0],))
+    delegate_in_process(rt, alice, proxy, "atlas")
+    with rt.uow() as uow:
+        delegation = uow.delegations.get(alice.dn, "atlas")
+        assert delegation is not None and delegation.fqans.split("\n")[0] == FQANS[0]
+    return rt, alice
+
+
 def claim(rt: Runtime, **kwargs: object) -> StartOrder | None:
     return claim_next_start(rt, "w1", **kwargs)  # type: ignore[arg-type]
 
@@ -235,6 +252,41 @@ class TestChoice:
             order = claim(rt)
             assert order is not None and order.ce_id == CE1
 
+    @pytest.mark.parametrize("claimed", [
+        pytest.param('VirtualOrganisation = "atlas";', id="vo"),
+        pytest.param('VOMS_FQAN = "/atlas/Role=production/Capability=NULL";', id="fqan"),
+    ])
+    def test_a_vo_the_jdl_claims_without_a_voms_proxy_enters_no_vo_ce(self, broker_rt: RankedRuntime,
+                                                                      alice: Principal, claimed: str) -> None:
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}" ]'
+                       f'[ GlueCEUniqueID = "{ATLAS_CE}"; Requirements = other.VirtualOrganisation == "atlas" || '
+                       'member("/atlas/Role=production/Capability=NULL", { other.VOMS_FQAN }) ]')
+        assert list_match(rt, alice, jdl(claimed), DELEGATION) == [(CE1, 0)]  # no VOMS attribute in the proxy
+        for _ in range(3):
+            submit(rt, alice, f'{claimed} Rank = other.GlueCEUniqueID == "{ATLAS_CE}" ? 1 : 0;')
+            order = claim(rt)
+            assert order is not None and order.ce_id == CE1
+
+    def test_the_proxys_vo_is_what_ces_match_on(self, broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> None:
+        rt, alice = atlas_runtime(broker_rt, pki, tmp_path)
+        rank = "Rank = other.GlueCEStateFreeCPUs;"
+        assert list_match(rt, alice, jdl(rank), "atlas")[0] == (ATLAS_CE, 100)
+        assert list_match(rt, alice, jdl(f'VirtualOrganisation = "ATLAS"; {rank}'), "atlas")[0] == (ATLAS_CE, 100)
+        submit_job(rt, alice, jdl(rank), "atlas")
+        order = claim(rt)
+        assert order is not None and order.ce_id == ATLAS_CE
+
+    def test_list_match_refuses_a_vo_other_than_the_proxys_as_registration_does(
+            self, broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> None:
+        rt, alice = atlas_runtime(broker_rt, pki, tmp_path)
+        cms = jdl('VirtualOrganisation = "cms";')
+        message = (r"^Jdl VirtualOrganisation attribute \(cms\) is different from delegated Proxy Virtual "
+                   r"Organisation \(atlas\)$")
+        with pytest.raises(InvalidJdlAttributeError, match=message):
+            submit_job(rt, alice, cms, "atlas")
+        with pytest.raises(InvalidJdlAttributeError, match=message):
+            list_match(rt, alice, cms, "atlas")
+
     def test_ces_match_on_the_callers_certificate_subject(self, broker_rt: RankedRuntime, alice: Principal) -> None:
         rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; Requirements = other.CertificateSubject == "{alice.dn}" ]'
                        f'[ GlueCEUniqueID = "{CE2}"; Requirements = other.CertificateSubject == "/CN=else" ]')
@@ -257,14 +309,15 @@ class TestChoice:
             "Waiting", f"{NO_MATCH} (SubmitTo names no CE of this site: nowhere.example.org:8443/cream-x)", None)
 
     def test_submit_to_a_ce_whose_requirements_refuse_the_job_is_no_match(self, broker_rt: RankedRuntime,
-                                                                          alice: Principal) -> None:
-        rt = broker_rt(CATALOGUE)  # ce4 takes atlas jobs only
-        dteam = submit(rt, alice, f'VirtualOrganisation = "dteam"; SubmitTo = "{ATLAS_CE}";')
+                                                                          alice: Principal, pki: Pki,
+                                                                          tmp_path: Path) -> None:
+        rt, atlas_alice = atlas_runtime(broker_rt, pki, tmp_path)  # ce4 takes atlas jobs only
+        plain = submit(rt, alice, f'SubmitTo = "{ATLAS_CE}";')  # alice's proxy without VOMS attributes
         assert claim(rt) is None
-        state, reason, destination = job_row(rt, dteam)
+        state, reason, destination = job_row(rt, plain)
         assert (state, destination) == ("Waiting", None)
         assert reason == f"{NO_MATCH} (the CE SubmitTo names refuses the job: its Requirements are not met: {ATLAS_CE})"
-        atlas = submit(rt, alice, f'VirtualOrganisation = "atlas"; Requirements = false; SubmitTo = "{ATLAS_CE}";')
+        atlas = submit_job(rt, atlas_alice, jdl(f'Requirements = false; SubmitTo = "{ATLAS_CE}";'), "atlas").job_id
         order = claim(rt)
         assert order is not None and (order.job_id, order.ce_id) == (atlas, ATLAS_CE)
 
