@@ -11,7 +11,9 @@ from Slurm) is laid over its catalogue ad while it is fresher than
 
 A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and the CE's own
 ``Requirements`` (if any) hold with ``other`` = the job, both evaluated by classad2 (so
-``member``, ``anyMatch``, ``RegExp`` and the other ClassAd functions users write work).
+``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
+:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
+classad2 evaluates to error, are refused by :func:`wmproxy.jdl.check_expressions`).
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
