@@ -60,9 +60,12 @@ class Principal:
     @property
     def vo(self) -> str | None:
         """The VO of the primary FQAN (``/atlas/Role=NULL`` → ``atlas``), if any."""
-        if not self.fqans:
-            return None
-        return self.fqans[0].lstrip("/").split("/", 1)[0] or None
+        return fqan_vo(self.fqans[0]) if self.fqans else None
+
+
+def fqan_vo(fqan: str) -> str | None:
+    """The VO of an FQAN, its first component (``/atlas/Role=NULL`` → ``atlas``); None for ``/``."""
+    return fqan.lstrip("/").split("/", 1)[0] or None
 
 
 @dataclass(frozen=True)

@@ -610,10 +610,20 @@ class TestJobListMatch:
         # ce4 requires other.VirtualOrganisation == "atlas": not for a job without a VO
         assert [(r.name, r.size) for r in result] == [(CE2, 40), (CE1, 12)]
 
-    def test_vo_job_also_gets_the_vo_ce(self, alice: ReferenceClient) -> None:
+    def test_a_vo_the_jdl_claims_without_a_voms_proxy_does_not_get_the_vo_ce(self, alice: ReferenceClient) -> None:
+        # the JDL's VirtualOrganisation proves nothing: ce4 is for jobs whose proxy is atlas's
         result = alice.wmproxy.jobListMatch(
             match_jdl('other.GlueCEStateStatus == "Production"', extra='VirtualOrganisation = "atlas";'), "ops")
-        assert [(r.name, r.size) for r in result] == [(CE4, 100), (CE2, 40), (CE1, 12)]
+        assert [(r.name, r.size) for r in result] == [(CE2, 40), (CE1, 12)]
+
+    def test_a_vo_other_than_the_proxys_is_refused_as_jobregister_does(self, alice_voms) -> None:
+        ref, proxy = alice_voms
+        delegate(ref, proxy, "voms-cms", lifetime=3600)
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            ref.wmproxy.jobListMatch(match_jdl("true", extra='VirtualOrganisation = "cms";'), "voms-cms")
+        assert_fault(err, "GenericFault", "jobListMatch", "1220",
+                     "Jdl VirtualOrganisation attribute (cms) is different from delegated Proxy Virtual Organisation "
+                     "(atlas)")
 
     def test_voms_delegation_sets_the_vo(self, alice_voms) -> None:
         ref, proxy = alice_voms

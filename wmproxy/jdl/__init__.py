@@ -33,6 +33,7 @@ from wmproxy.jdl.expressions import check_expressions
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.registered import (
     RegisteredArea,
+    check_virtual_organisation,
     isb_file_names,
     jdl_lines,
     registered_ad,
@@ -45,6 +46,7 @@ __all__ = [
     "NodeSpec",
     "RegisteredArea",
     "check_expressions",
+    "check_virtual_organisation",
     "dag_order",
     "describe",
     "expand",

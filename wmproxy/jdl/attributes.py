@@ -80,13 +80,13 @@ def integer(ad: classad2.ClassAd, name: str, default: int) -> int:
     """An integer attribute, ``default`` when absent.
 
     Raises:
-        JdlError: the value is not an integer (booleans and classad2's ``undefined``/``error``,
-            ints to Python, are not integers here).
+        JdlError: the value is not an integer literal (booleans are not integers here, nor
+            ``undefined``/``error``, which classad2 gives as ints).
     """
     if name not in ad:
         return default
     value = ad[name]
-    if isinstance(value, (bool, classad2.Value)) or not isinstance(value, int):
+    if not is_number(value) or not isinstance(value, int):
         raise JdlError(f"Attribute {name} must be an integer, not {text(ad, name)}")
     return value
 

@@ -19,6 +19,7 @@ from wmproxy.errors import JdlError
 from wmproxy.jdl.attributes import (
     expiry_time,
     file_list,
+    integer,
     is_number,
     job_kind,
     job_type,
@@ -32,6 +33,8 @@ INTERACTIVE_ATTRIBUTES = ("ListenerHost", "ListenerPort", "ListenerPipeName")
 #: The largest ``CpuNumber`` registration accepts (a count of CPUs: a positive 32-bit integer).
 CPU_NUMBER_MAX = 2**31 - 1
 WORK_DIR_ATTRIBUTES = ("StdInput", "StdOutput", "StdError")
+#: Resubmission counts: integer literals (the JDL library's type for them).
+RETRY_COUNT_ATTRIBUTES = ("RetryCount", "ShallowRetryCount")
 
 _ENVIRONMENT_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=", re.ASCII)
 
@@ -126,9 +129,11 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
             missing mandatory attribute ("Mandatory attribute <name> not set"), an
             attribute of the wrong type (the message names it), an ``ExpiryTime`` that
             is not a number of seconds in range (:func:`~wmproxy.jdl.attributes.expiry_time`),
-            a ``CpuNumber`` that is not an integer from 1 to :data:`CPU_NUMBER_MAX`,
-            an ``Environment`` entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid
-            attribute already exists").
+            a ``CpuNumber`` that is not an integer from 1 to :data:`CPU_NUMBER_MAX`, a
+            ``RetryCount`` or ``ShallowRetryCount`` that is not an integer literal (``"3"``,
+            ``2.5``, ``undefined``: each would allow no resubmission), an ``Environment``
+            entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid attribute
+            already exists").
     """
     if not is_simple(ad):
         raise JdlError("A collection, DAG or parametric job is not a simple job")
@@ -142,6 +147,8 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
         raise JdlError("Attribute Executable must not be empty")
     expiry_time(ad)
     _check_cpu_number(ad)
+    for attribute in RETRY_COUNT_ATTRIBUTES:
+        integer(ad, attribute, 0)
     for entry in description.environment:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")

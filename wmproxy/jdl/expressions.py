@@ -8,6 +8,9 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
 ``other``), for jobListMatch, and when it resolves a collection node's ``InputSandbox``.
 :func:`check_expressions` refuses, without evaluating anything, a JDL where
 
+* an expression calls gLite's ``anyMatch`` or ``allMatch`` (:data:`UNSUPPORTED`): classad2
+  evaluates them to error, so a job whose ``Requirements`` call them would never match and
+  wait until it expires;
 * an expression calls a function outside :data:`FUNCTIONS`: ``eval`` builds expressions at
   run time, ``join``, ``sprintf``, ``formatTime``, ``replace``/``replaceAll``/``regexps`` make
   strings far longer than their arguments, ``evalInEachContext``/``countMatches`` evaluate
@@ -75,14 +78,16 @@ MAX_PATTERN_CALLS = 8
 #: Functions that match a regular expression once per element of a list: refused, as a list
 #: may be as long as the JDL (or a CE's attribute) and each match may cost a tenth of a second.
 _PER_ELEMENT_PATTERNS = frozenset({"regexpmember", "stringlistregexpmember"})
+#: gLite's functions classad2 does not have (it evaluates a call to error): refused, with a
+#: message of their own, rather than accepted for a job that would never match.
+UNSUPPORTED = ("anyMatch", "allMatch")
+_UNSUPPORTED = frozenset(name.lower() for name in UNSUPPORTED)
 #: The ClassAd functions a JDL may call (ClassAd function names are case-insensitive).
-#: gLite's ``anyMatch``/``allMatch`` are listed for the reference's JDLs (classad2
-#: evaluates them to error).
 FUNCTIONS = (
     "isUndefined", "isError", "isString", "isInteger", "isReal", "isList", "isClassAd", "isBoolean",
     "isAbstime", "isReltime",
     "member", "identicalMember", "anyCompare", "allCompare", "size", "sum", "avg", "min", "max",
-    "anyMatch", "allMatch", "ifThenElse",
+    "ifThenElse",
     "int", "real", "string", "bool", "floor", "ceiling", "round", "pow", "quantize", "random",
     "time", "absTime", "relTime", "interval", "getYear", "getMonth", "getDayOfYear", "getDayOfMonth",
     "getDayOfWeek", "getHours", "getMinutes", "getSeconds", "getDays", "inDays", "inHours", "inMinutes",
@@ -181,8 +186,8 @@ def check_expressions(ad: classad2.ClassAd) -> None:
     the check is linear in the JDL's size.
 
     Raises:
-        JdlExpressionError: a function outside :data:`FUNCTIONS`, an attribute that depends
-            on itself, references nested more than :data:`MAX_REFERENCE_DEPTH` deep, an
+        JdlExpressionError: a function outside :data:`FUNCTIONS` (or in :data:`UNSUPPORTED`), an
+            attribute that depends on itself, references nested more than :data:`MAX_REFERENCE_DEPTH` deep, an
             expanded size over the JDL's size plus :data:`MAX_GROWTH`, a selection from what
             may be a list, or a text of classad2's that cannot be read (the message names the
             attribute and the bound).
@@ -275,6 +280,11 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                     f"Attribute {owner.where} calls {token.text}(), which matches a regular expression once per "
                     "element of a list: the service does not evaluate it in a JDL; use member() or "
                     "stringListMember() with the values, or regexp() on one string")
+            if token.name in _UNSUPPORTED:
+                raise JdlExpressionError(
+                    f"Attribute {owner.where} calls {token.text}(), which the service does not support (its ClassAd "
+                    "library evaluates it to error: the job would never match); use member(), anyCompare() or "
+                    "allCompare() on a list of values")
             if token.name == "regexp":
                 owner.patterns += _pattern_cost(tokens, index)
             elif token.name not in _FUNCTIONS:

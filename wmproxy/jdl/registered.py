@@ -257,13 +257,23 @@ def _node_list(
     return listing
 
 
-def _set_virtual_organisation(out: classad2.ClassAd, jdl_vo: str | None, proxy_vo: str | None) -> None:
-    """§3.1 step 6: refuse a VO other than the proxy's, fill it in when absent."""
+def check_virtual_organisation(jdl_vo: str | None, proxy_vo: str | None) -> None:
+    """§3.1 step 6, made by jobRegister and jobListMatch alike: the JDL's ``VirtualOrganisation``
+    is the delegated proxy's VO (case-insensitive) when both are known.
+
+    Raises:
+        InvalidJdlAttributeError: they differ (1220).
+    """
     if jdl_vo is not None and proxy_vo and jdl_vo.lower() != proxy_vo.lower():
         raise InvalidJdlAttributeError(
             f"Jdl VirtualOrganisation attribute ({jdl_vo}) is different from "
             f"delegated Proxy Virtual Organisation ({proxy_vo})"
         )
+
+
+def _set_virtual_organisation(out: classad2.ClassAd, jdl_vo: str | None, proxy_vo: str | None) -> None:
+    """§3.1 step 6: refuse a VO other than the proxy's, fill it in when absent."""
+    check_virtual_organisation(jdl_vo, proxy_vo)
     if jdl_vo is None and proxy_vo:
         out["VirtualOrganisation"] = proxy_vo
 

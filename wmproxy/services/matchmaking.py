@@ -11,7 +11,9 @@ from Slurm) is laid over its catalogue ad while it is fresher than
 
 A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and the CE's own
 ``Requirements`` (if any) hold with ``other`` = the job, both evaluated by classad2 (so
-``member``, ``anyMatch``, ``RegExp`` and the other ClassAd functions users write work).
+``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
+:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
+classad2 evaluates to error, are refused by :func:`wmproxy.jdl.check_expressions`).
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
@@ -27,9 +29,11 @@ an InvalidArgumentFault, the execution worker aborts the job). When it is a CE's
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,9 +41,10 @@ from functools import lru_cache
 import classad2
 
 from wmproxy.config import Settings
-from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.domain import JobState, Principal, fqan_vo, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import check_expressions, describe, parse_jdl
+from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl
+from wmproxy.jdl.attributes import delete, is_number
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -58,6 +63,8 @@ GLUE_UNLIMITED = 999_999_999
 #: The range of jobListMatch's ranks (the WSDL's ``size`` is an ``xsd:long``).
 RANK_MIN = -(2**63)
 RANK_MAX = 2**63 - 1
+#: Comments of a catalogue, as the new ClassAd syntax has them.
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 #: States of a job that occupies a CPU of its CE.
 _OCCUPYING = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
 
@@ -79,8 +86,14 @@ class Match:
 
 @lru_cache(maxsize=4)
 def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
-    with open(path, encoding="utf-8") as handle:
-        ads = tuple(classad2.parseAds(handle.read()))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SandboxError(f"CE catalogue {path}: not valid ClassAds: not UTF-8 text ({exc.reason} "
+                           f"at byte {exc.start})") from exc
+    ads = parse_catalogue(text, path)
     for ad in ads:
         ce_id = ad.get("GlueCEUniqueID")
         if not isinstance(ce_id, str) or not ce_id:
@@ -95,14 +108,49 @@ def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
     return ads
 
 
+def parse_catalogue(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
+    """The ClassAds of a catalogue's ``text`` (new ClassAd syntax, ``//`` and ``/* */``
+    comments), every character of it.
+
+    classad2 raises ``ValueError`` on some syntax errors (a ``#`` comment) and silently stops
+    at others (an ad cut short, text that is not an ad): both are refused here, with the line
+    of the first ad it could not read.
+
+    Raises:
+        SandboxError: "CE catalogue <path>: not valid ClassAds: ...".
+    """
+    stream = io.StringIO(text)
+    ads: list[classad2.ClassAd] = []
+    read = 0  # characters of the ads parsed so far
+    try:
+        for ad in classad2.parseAds(stream, classad2.ParserType.New):
+            ads.append(ad)
+            read = stream.tell()
+    except ValueError as exc:
+        raise SandboxError(f"CE catalogue {path}: not valid ClassAds: {_line_after(text, read)}: {exc}") from exc
+    if _COMMENTS.sub("", text[stream.tell():]).strip():
+        raise SandboxError(f"CE catalogue {path}: not valid ClassAds: {_line_after(text, stream.tell())}: "
+                           "not a complete ClassAd")
+    return tuple(ads)
+
+
+def _line_after(text: str, offset: int) -> str:
+    """"from line <n>", n being the line of the first character after ``offset`` that is not blank
+    (where the ad classad2 could not read begins)."""
+    rest = text[offset:]
+    start = offset + len(rest) - len(rest.lstrip())
+    return f"from line {text.count(chr(10), 0, start) + 1}"
+
+
 def ce_catalogue(path: str) -> tuple[classad2.ClassAd, ...]:
     """The CE ClassAds of ``path`` (re-read when the file changes); () when unset.
 
     The ads are shared: never modify them (:func:`site_ces` copies those it changes).
 
     Raises:
-        SandboxError: the file cannot be read, or a CE has no ``GlueCEUniqueID``, an
-            unknown ``WMProxyBackend`` or (Slurm) no ``SlurmPartition``.
+        SandboxError: the file cannot be read, is not ClassAds (:func:`parse_catalogue`), or a
+            CE has no ``GlueCEUniqueID``, an unknown ``WMProxyBackend`` or (Slurm) no
+            ``SlurmPartition``.
     """
     if not path:
         return ()
@@ -228,13 +276,19 @@ def with_state(ce: classad2.ClassAd, attributes: Mapping[str, int | float | str]
 
 
 def matching_ad(ad: classad2.ClassAd, dn: str, fqan: str | None) -> classad2.ClassAd:
-    """Give the job ad what CEs match on besides the JDL: ``CertificateSubject``,
-    ``VOMS_FQAN`` and (unless the JDL has one) ``VirtualOrganisation``, as the
-    reference's jobListMatch and WM do. Changes and returns ``ad``."""
+    """Give the job ad what CEs match on besides the JDL, from the caller's proxy, as the
+    reference's jobListMatch and WM do: ``CertificateSubject``, ``VOMS_FQAN`` (``fqan``, the
+    delegated proxy's primary FQAN) and ``VirtualOrganisation`` (its VO).
+
+    What the JDL says of the last two is replaced: with a VOMS proxy, registration and
+    :func:`list_match` refuse a JDL VO other than the proxy's; without one the JDL's claim
+    proves nothing, so the ad has neither (a CE reserved to a VO does not take the job).
+    Changes and returns ``ad``."""
     ad["CertificateSubject"] = dn
-    if fqan:
-        ad["VOMS_FQAN"] = fqan
-        ad.setdefault("VirtualOrganisation", fqan.lstrip("/").split("/", 1)[0])
+    for name, value in (("VOMS_FQAN", fqan), ("VirtualOrganisation", fqan_vo(fqan) if fqan else None)):
+        delete(ad, name)
+        if value:
+            ad[name] = value
     return ad
 
 
@@ -292,7 +346,7 @@ def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classa
     if rank_expr is None:
         return 0.0
     rank = _job_value(rank_expr, "Rank", job, ce)
-    value = float(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else 0.0
+    value = float(rank) if is_number(rank) else 0.0  # undefined/error are ints to Python: they count 0
     return value if math.isfinite(value) else 0.0
 
 
@@ -322,6 +376,8 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         InvalidArgumentError: empty delegation id ("Delegation id not valid"), bad JDL.
         DelegationNotFoundError, ProxyExpiredError: no usable delegated proxy.
         OperationNotAllowedError: not a normal job ("Operation permitted only for normal job").
+        InvalidJdlAttributeError: the JDL's ``VirtualOrganisation`` is not the delegated proxy's
+            VO (1220, as jobRegister: :func:`wmproxy.jdl.check_virtual_organisation`).
         SandboxError: the CE catalogue cannot be read.
         JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
             long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), or the job's
@@ -342,4 +398,6 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         raise OperationNotAllowedError("Operation permitted only for normal job") from exc
     if description.type != "job" or description.job_type == "parametric":
         raise OperationNotAllowedError("Operation permitted only for normal job")
-    return match(matching_ad(ad, principal.dn, fqans[0] if fqans else None), ces)
+    fqan = fqans[0] if fqans else None
+    check_virtual_organisation(description.virtual_organisation, fqan_vo(fqan) if fqan else None)
+    return match(matching_ad(ad, principal.dn, fqan), ces)

@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import parse_jdl
+from wmproxy.jdl.attributes import is_number
 from wmproxy.services.compound import refresh_parent
 from wmproxy.services.execution import change_state
 from wmproxy.services.jobs import CANCELLED_BY_USER
@@ -141,8 +142,11 @@ def verdict(job_ad: classad2.ClassAd, payload_started: bool, shallow_done: int, 
 
 
 def _count(ad: classad2.ClassAd, name: str) -> int:
+    """The job's ``name`` count: 0 unless an integer literal (registration refuses anything
+    else; a job registered before that check with ``undefined``/``error``, which classad2
+    gives as ints, or a string or real count allows no resubmission)."""
     value = ad.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if is_number(value) and isinstance(value, int) else 0
 
 
 def end_attempt(rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime | None = None) -> JobState | None:

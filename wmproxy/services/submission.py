@@ -31,7 +31,7 @@ from typing import Any
 
 import classad2
 
-from wmproxy.domain import JobState, Principal, child_job_id, new_job_id, utcnow
+from wmproxy.domain import JobState, Principal, child_job_id, fqan_vo, new_job_id, utcnow
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxError, WMProxyError
 from wmproxy.jdl import JobDescription, check_expressions, expand, jdl_lines, parse_jdl, registered_ad
 from wmproxy.jdl.attributes import string_list
@@ -379,7 +379,7 @@ def _register(
     if ad is None:
         ad = parse_jdl(jdl)
     check_expressions(ad)  # before anything evaluates them (a collection node's InputSandbox, matching)
-    vo = fqans[0].lstrip("/").split("/", 1)[0] if fqans else None
+    vo = fqan_vo(fqans[0]) if fqans else None
     if uow is None and (compound_kind(ad) is not None or myproxy_server_for(settings.renewal, ad, vo) is not None):
         raise _NeedsTransaction(ad)  # before the JDL's work, which the unit of work does
     compound = expand(ad, max_nodes=settings.jobs.max_nodes,

@@ -86,6 +86,11 @@ class TestCollection:
         assert (first.ad["Requirements"], first.ad["RetryCount"]) == (False, 2)
         assert (second.ad["Requirements"], second.ad["RetryCount"]) == (True, 5)
 
+    def test_an_inherited_retry_count_that_is_not_an_integer_is_refused_naming_the_node(self) -> None:
+        with pytest.raises(JdlError, match=r'^Node Node_1: Attribute ShallowRetryCount must be an integer, not "3"$'):
+            _expand('Type = "collection"; DefaultNodeShallowRetryCount = "3";'
+                    'Nodes = { [ Executable = "a"; ShallowRetryCount = -1 ], [ Executable = "b" ] };')
+
     @pytest.mark.parametrize("kind", ["collection", "dag"])
     def test_nodes_inherit_the_compound_jobs_expiry_time_their_own_wins(self, kind: str) -> None:
         nodes = ('{ [ NodeName = "a" ], [ NodeName = "b"; ExpiryTime = 2000000000 ] }' if kind == "collection"
@@ -353,6 +358,13 @@ class TestParametric:
     def test_step_zero_is_refused(self) -> None:
         with pytest.raises(InvalidJdlAttributeError, match="ParameterStep must be different from zero"):
             _expand('JobType = "parametric"; Executable = "e"; Parameters = 3; ParameterStep = 0;')
+
+    @pytest.mark.parametrize("attribute", ["ParameterStep", "ParameterStart"])
+    @pytest.mark.parametrize("value", ["undefined", "error"])
+    def test_undefined_or_error_start_or_step_is_refused(self, attribute: str, value: str) -> None:
+        # classad2 gives undefined and error as the ints 2 and 1: never a start or a step
+        with pytest.raises(JdlError, match=f"^Attribute {attribute} must be an integer, not {value}$"):
+            _expand(f'JobType = "parametric"; Executable = "e"; Parameters = 5; {attribute} = {value};')
 
     def test_too_many_nodes_are_refused_before_expansion(self) -> None:
         with pytest.raises(InvalidArgumentError, match="has 1000000000 nodes, more than the allowed 10000"):

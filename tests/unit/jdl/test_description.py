@@ -64,6 +64,9 @@ class TestDescribeAccepted:
 
         assert description.job_type == "interactive"
 
+    def test_integer_retry_counts_are_accepted(self) -> None:
+        _describe('Executable = "a"; RetryCount = 3; ShallowRetryCount = -1;')  # -1: shallow retries off
+
     def test_description_is_frozen(self) -> None:
         description = _describe('Executable = "a";')
 
@@ -135,6 +138,17 @@ REFUSALS = [
           ("negative", "-1", "-1"),
           ("real", "2.0", "2.000000000000000E+00"),
           ("string", '"4"', '"4"'),
+      ]),
+    *(pytest.param(f'Executable = "a"; {attribute} = {value};', JdlError,
+                   f"Attribute {attribute} must be an integer, not {shown}", id=f"{attribute.lower()}-{case}")
+      for attribute in ("RetryCount", "ShallowRetryCount")
+      for case, value, shown in [
+          ("undefined", "undefined", "undefined"),  # classad2 gives it as the int 2
+          ("error", "error", "error"),  # the int 1
+          ("string", '"3"', '"3"'),
+          ("real", "2.5", "2.500000000000000E+00"),
+          ("boolean", "true", "true"),
+          ("expression", "1 + 2", "1 + 2"),
       ]),
     pytest.param('Executable = "a"; edg_jobid = "https://lb:9000/x";', JdlError,
                  "jobid attribute already exists", id="existing-jobid"),

@@ -59,18 +59,19 @@ def soap(rt: Runtime, delegated: str) -> SoapApp:
 def broker_rt(tmp_path: Path, pki: Pki, template_db: Path) -> Iterator[Callable[..., Runtime]]:
     """``make(catalogue="", **brokering)``: a Runtime whose CE catalogue holds the ClassAds
     ``catalogue`` (none: the built-in local CE) and whose ``[brokering]`` settings are
-    overridden by ``brokering`` (``[slurm]`` ones by a ``slurm`` dict); alice has her
-    ``unit`` delegation there."""
+    overridden by ``brokering`` (``[slurm]`` ones by a ``slurm`` dict, ``[security]`` ones by
+    a ``security`` dict); alice has her ``unit`` delegation there."""
     made: list[Runtime] = []
 
-    def make(catalogue: str = "", slurm: dict[str, Any] | None = None, **brokering: Any) -> Runtime:
+    def make(catalogue: str = "", slurm: dict[str, Any] | None = None, security: dict[str, Any] | None = None,
+             **brokering: Any) -> Runtime:
         root = tmp_path / f"broker{len(made)}"
         root.mkdir()
         path = ""
         if catalogue:
             path = str(root / "ce-catalogue.ads")
             Path(path).write_text(catalogue)
-        runtime = build_runtime(root / "state", pki, template_db, jobs={"ce_catalogue": path})
+        runtime = build_runtime(root / "state", pki, template_db, jobs={"ce_catalogue": path}, security=security or {})
         runtime.settings = dataclasses.replace(
             runtime.settings, brokering=BrokeringSettings(**brokering), slurm=SlurmSettings(**(slurm or {})))
         made.append(runtime)

@@ -8,16 +8,22 @@ import collections
 import datetime as dt
 import math
 import random
+import re
+from pathlib import Path
 
 import classad2
 import pytest
+from lxml import etree
 
 from tests.conftest import Pki
-from tests.support import delegate_in_process
+from tests.support import SoapApp, caller_from_environ, delegate_in_process, principal_of
 from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, jdl, job_row, submit
 from tests.unit.services.conftest import DELEGATION
+from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.errors import InvalidArgumentError, SandboxError
+from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, SandboxError
+from wmproxy.execution.backends.local import LocalExecutionBackend
+from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services import jobs
 from wmproxy.services.brokering import NO_MATCH, REQUEST_EXPIRED, choose_ce, fuzzy_choice, record_ce_state
 from wmproxy.services.delegation import destroy
@@ -35,6 +41,8 @@ from wmproxy.services.matchmaking import (
 from wmproxy.services.retries import AttemptEnd, end_attempt
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
+from wmproxy.soap.app import WMProxyApplication
+from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.store.schema import ExecutionRequest
 
 CE1 = "ce1.example.org:8443/cream-pbs-short"
@@ -50,6 +58,22 @@ CATALOGUE = f"""
 [ GlueCEUniqueID = "{ATLAS_CE}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 100;
   Requirements = other.VirtualOrganisation == "atlas" ]
 """
+def atlas_runtime(broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> tuple[Runtime, Principal]:
+    """A runtime on :data:`CATALOGUE` where alice also has the delegation ``atlas``: a proxy with
+    the VOMS attributes of VO atlas (``/atlas/Role=production/Capability=NULL`` first),
+    made by voms-proxy-fake and verified against a vomsdir trusting its VOMS server; and alice
+    calling with that proxy."""
+    server = fake_voms_server(pki, tmp_path / "voms")
+    rt = broker_rt(CATALOGUE, security={"vomsdir": str(server.vomsdir)})
+    proxy = fake_voms_proxy(pki, server, tmp_path / "voms" / "atlas-proxy.pem")
+    alice = principal_of(pki, "alice", (FQANS[0],))
+    delegate_in_process(rt, alice, proxy, "atlas")
+    with rt.uow() as uow:
+        delegation = uow.delegations.get(alice.dn, "atlas")
+        assert delegation is not None and delegation.fqans.split("\n")[0] == FQANS[0]
+    return rt, alice
+
+
 def claim(rt: Runtime, **kwargs: object) -> StartOrder | None:
     return claim_next_start(rt, "w1", **kwargs)  # type: ignore[arg-type]
 
@@ -213,6 +237,56 @@ class TestChoice:
         order = claim(rt)
         assert order is not None and (order.job_id, order.ce_id) == (job_id, CE2)
 
+    @pytest.mark.parametrize(("ce2", "rank"), [
+        pytest.param("", "other.GlueCEStateFreeCPUs", id="undefined"),  # CE2 publishes nothing
+        pytest.param("GlueCEStateFreeCPUs = 5; Zero = 0", "other.GlueCEStateFreeCPUs / other.Zero", id="error"),
+    ])
+    def test_a_rank_that_is_undefined_or_an_error_counts_0(self, broker_rt: RankedRuntime, alice: Principal,
+                                                           ce2: str, rank: str) -> None:
+        # classad2 gives undefined and error as the ints 2 and 1: neither may beat or tie CE1's real 1
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; GlueCEStateFreeCPUs = 1; Zero = 1 ]'
+                       f'[ GlueCEUniqueID = "{CE2}"; {ce2} ]')
+        assert list_match(rt, alice, jdl(f"Rank = {rank};"), DELEGATION) == [(CE1, 1), (CE2, 0)]
+        for _ in range(3):
+            submit(rt, alice, f"Rank = {rank};")
+            order = claim(rt)
+            assert order is not None and order.ce_id == CE1
+
+    @pytest.mark.parametrize("claimed", [
+        pytest.param('VirtualOrganisation = "atlas";', id="vo"),
+        pytest.param('VOMS_FQAN = "/atlas/Role=production/Capability=NULL";', id="fqan"),
+    ])
+    def test_a_vo_the_jdl_claims_without_a_voms_proxy_enters_no_vo_ce(self, broker_rt: RankedRuntime,
+                                                                      alice: Principal, claimed: str) -> None:
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}" ]'
+                       f'[ GlueCEUniqueID = "{ATLAS_CE}"; Requirements = other.VirtualOrganisation == "atlas" || '
+                       'member("/atlas/Role=production/Capability=NULL", { other.VOMS_FQAN }) ]')
+        assert list_match(rt, alice, jdl(claimed), DELEGATION) == [(CE1, 0)]  # no VOMS attribute in the proxy
+        for _ in range(3):
+            submit(rt, alice, f'{claimed} Rank = other.GlueCEUniqueID == "{ATLAS_CE}" ? 1 : 0;')
+            order = claim(rt)
+            assert order is not None and order.ce_id == CE1
+
+    def test_the_proxys_vo_is_what_ces_match_on(self, broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> None:
+        rt, alice = atlas_runtime(broker_rt, pki, tmp_path)
+        rank = "Rank = other.GlueCEStateFreeCPUs;"
+        assert list_match(rt, alice, jdl(rank), "atlas")[0] == (ATLAS_CE, 100)
+        assert list_match(rt, alice, jdl(f'VirtualOrganisation = "ATLAS"; {rank}'), "atlas")[0] == (ATLAS_CE, 100)
+        submit_job(rt, alice, jdl(rank), "atlas")
+        order = claim(rt)
+        assert order is not None and order.ce_id == ATLAS_CE
+
+    def test_list_match_refuses_a_vo_other_than_the_proxys_as_registration_does(
+            self, broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> None:
+        rt, alice = atlas_runtime(broker_rt, pki, tmp_path)
+        cms = jdl('VirtualOrganisation = "cms";')
+        message = (r"^Jdl VirtualOrganisation attribute \(cms\) is different from delegated Proxy Virtual "
+                   r"Organisation \(atlas\)$")
+        with pytest.raises(InvalidJdlAttributeError, match=message):
+            submit_job(rt, alice, cms, "atlas")
+        with pytest.raises(InvalidJdlAttributeError, match=message):
+            list_match(rt, alice, cms, "atlas")
+
     def test_ces_match_on_the_callers_certificate_subject(self, broker_rt: RankedRuntime, alice: Principal) -> None:
         rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; Requirements = other.CertificateSubject == "{alice.dn}" ]'
                        f'[ GlueCEUniqueID = "{CE2}"; Requirements = other.CertificateSubject == "/CN=else" ]')
@@ -235,14 +309,15 @@ class TestChoice:
             "Waiting", f"{NO_MATCH} (SubmitTo names no CE of this site: nowhere.example.org:8443/cream-x)", None)
 
     def test_submit_to_a_ce_whose_requirements_refuse_the_job_is_no_match(self, broker_rt: RankedRuntime,
-                                                                          alice: Principal) -> None:
-        rt = broker_rt(CATALOGUE)  # ce4 takes atlas jobs only
-        dteam = submit(rt, alice, f'VirtualOrganisation = "dteam"; SubmitTo = "{ATLAS_CE}";')
+                                                                          alice: Principal, pki: Pki,
+                                                                          tmp_path: Path) -> None:
+        rt, atlas_alice = atlas_runtime(broker_rt, pki, tmp_path)  # ce4 takes atlas jobs only
+        plain = submit(rt, alice, f'SubmitTo = "{ATLAS_CE}";')  # alice's proxy without VOMS attributes
         assert claim(rt) is None
-        state, reason, destination = job_row(rt, dteam)
+        state, reason, destination = job_row(rt, plain)
         assert (state, destination) == ("Waiting", None)
         assert reason == f"{NO_MATCH} (the CE SubmitTo names refuses the job: its Requirements are not met: {ATLAS_CE})"
-        atlas = submit(rt, alice, f'VirtualOrganisation = "atlas"; Requirements = false; SubmitTo = "{ATLAS_CE}";')
+        atlas = submit_job(rt, atlas_alice, jdl(f'Requirements = false; SubmitTo = "{ATLAS_CE}";'), "atlas").job_id
         order = claim(rt)
         assert order is not None and (order.job_id, order.ce_id) == (atlas, ATLAS_CE)
 
@@ -452,6 +527,65 @@ class TestCatalogueAndStates:
         submit(rt, alice)
         with pytest.raises(SandboxError, match=message):
             claim(rt)
+
+    @pytest.mark.parametrize(("text", "where"), [
+        pytest.param(f'[ GlueCEUniqueID = "{CE1}" ]\n[ GlueCEUniqueID = "{CE2}";  # a shell comment\n]',
+                     "from line 2: Unable to parse input stream into a ClassAd",
+                     id="hash-comment"),  # classad2 raises ValueError
+        pytest.param(f'[ GlueCEUniqueID = "{CE1}" ]\n\n[ GlueCEUniqueID = "{CE2}"',
+                     "from line 3: not a complete ClassAd", id="cut-short"),  # classad2 stops silently: CE2 gone
+        pytest.param(f'[ GlueCEUniqueID = "{CE1}" ] ce2', "from line 1: not a complete ClassAd", id="not-an-ad"),
+    ])
+    def test_a_catalogue_that_is_not_classads_is_refused_and_the_jobs_stay_queued(
+            self, broker_rt: RankedRuntime, alice: Principal, text: str, where: str) -> None:
+        rt = broker_rt(text)
+        path = rt.settings.jobs.ce_catalogue
+        job_id = submit(rt, alice)
+        message = f"^CE catalogue {re.escape(path)}: not valid ClassAds: {where}"
+        with pytest.raises(SandboxError, match=message):
+            claim(rt)
+        with pytest.raises(SandboxError, match=message):
+            list_match(rt, alice, jdl(), DELEGATION)
+        assert job_row(rt, job_id) == ("Waiting", None, None)
+        assert pending_start_count(rt, job_id) == 1
+
+    def test_the_worker_goes_on_with_a_catalogue_that_is_not_classads(self, broker_rt: RankedRuntime,
+                                                                       alice: Principal, tmp_path: Path) -> None:
+        # the ValueError classad2 raised ended the worker's loop ("a defect: the process ends")
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}";  # a shell comment\n]')
+        job_id = submit(rt, alice)
+        worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(tmp_path / "work", kill_grace=2.0)}, "w1")
+        worker.step()
+        worker.step()
+        assert not worker.running
+        assert job_row(rt, job_id) == ("Waiting", None, None)
+        assert pending_start_count(rt, job_id) == 1
+
+    def test_list_match_answers_a_catalogue_that_is_not_classads_with_a_typed_fault(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}";  # a shell comment\n]')  # was GenericFault 1201 "internal error"
+        soap = SoapApp(WMProxyApplication(rt, authenticate=caller_from_environ), rt)
+        reply = soap.call(WMPROXY, "jobListMatch", alice, jdl=jdl(), delegationId=DELEGATION)
+        detail = reply.fault_detail
+        assert (etree.QName(detail).localname, detail.findtext("ErrorCode")) == ("GenericFault", "1203")
+        assert detail.findtext("Description") == (f"CE catalogue {rt.settings.jobs.ce_catalogue}: not valid ClassAds: "
+                                                  "from line 1: Unable to parse input stream into a ClassAd.")
+
+    def test_a_catalogue_that_is_not_utf8_is_refused(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        Path(rt.settings.jobs.ce_catalogue).write_bytes(b'[ GlueCEUniqueID = "caf\xe9" ]')
+        submit(rt, alice)
+        with pytest.raises(SandboxError, match="not valid ClassAds: not UTF-8 text"):
+            claim(rt)
+
+    def test_the_docs_example_catalogue_is_valid(self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        docs = (Path(__file__).parents[3] / "docs" / "brokering.md").read_text(encoding="utf-8")
+        example = docs.split("## The CEs", 1)[1].split("```\n", 2)[1]
+        rt = broker_rt(example)
+        with rt.uow() as uow:
+            assert [ce["GlueCEUniqueID"] for ce in site_ces(rt, uow)] == [
+                "wms.example.org:7443/wmproxy-local", "batch.example.org:6817/slurm-short"]
+        assert list_match(rt, alice, jdl(), DELEGATION) == [("wms.example.org:7443/wmproxy-local", 0)]
 
     @pytest.mark.parametrize("attributes", [
         {"Glue CE": 1}, {"GlueCEStateFreeCPUs": True}, {"GlueCEStateFreeCPUs": float("nan")},

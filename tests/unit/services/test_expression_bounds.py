@@ -126,3 +126,30 @@ def test_a_job_registered_before_the_bound_is_aborted_at_its_claim(broker_rt: Ra
     state, reason, destination = job_row(rt, old)
     assert (state, destination) == ("Aborted", None)
     assert reason is not None and reason.startswith("Attribute A12 (in Requirements) is ")
+
+
+ANY_MATCH = 'anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == "VO-atlas")'
+ANY_MATCH_REFUSED = ("Attribute Requirements calls anyMatch(), which the service does not support (its ClassAd library "
+                     "evaluates it to error: the job would never match); use member(), anyCompare() or allCompare() "
+                     "on a list of values")
+
+
+@pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit", "jobListMatch"])
+def test_anymatch_is_refused_as_not_supported(soap: SoapApp, alice: Principal, operation: str) -> None:
+    """classad2 evaluates gLite's anyMatch/allMatch to error: such a job was accepted and then waited,
+    never matched, until it expired ("request expired", 7200 s later)."""
+    jdl = f'[ Executable = "/bin/true"; Requirements = {ANY_MATCH} ]'
+    assert refused(soap, alice, operation, jdl) == ANY_MATCH_REFUSED
+
+
+def test_a_job_registered_with_anymatch_is_aborted_at_its_claim_not_left_to_expire(
+        broker_rt: RankedRuntime, alice: Principal) -> None:
+    rt = broker_rt()
+    old, new = submit(rt, alice), submit(rt, alice)
+    with rt.uow() as uow:  # as a version that accepted anyMatch registered it
+        registered = parse_jdl(uow.jobs.get(old).jdl_registered)  # type: ignore[union-attr]
+        registered["Requirements"] = classad2.ExprTree(ANY_MATCH)
+        uow.session.execute(sa.update(Job).where(Job.id == old).values(jdl_registered=str(registered)))
+    orders = claim_starts(rt, "w1", {"local": 2}, limit=2)
+    assert [order.job_id for order in orders] == [new]
+    assert job_row(rt, old) == ("Aborted", ANY_MATCH_REFUSED, None)

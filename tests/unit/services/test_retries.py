@@ -246,7 +246,10 @@ class TestSiteCaps:
         ("[ RetryCount = 2 ]", True, (0, 2), (False, "hit job retry count (2)")),
         ("[ RetryCount = 2 ]", True, (5, 1), (True, "deep resubmission 2 of 2 (attempt 8): x")),
         ("[ RetryCount = 20 ]", True, (0, 10), (False, "hit max retry count (10)")),
-        ('[ RetryCount = "3" ]', True, (0, 0), (False, "x")),
+        ('[ RetryCount = "3" ]', True, (0, 0), (False, "x")),  # registered before registration refused it
+        ("[ RetryCount = undefined ]", True, (0, 0), (False, "x")),  # classad2's int 2: no resubmission
+        ("[ RetryCount = error ]", True, (0, 0), (False, "x")),  # the int 1
+        ("[ ShallowRetryCount = undefined ]", False, (0, 0), (False, "x")),
         ("[ ShallowRetryCount = 1 ]", False, (0, 0), (True, "shallow resubmission 1 of 1 (attempt 2): x")),
         ("[ ShallowRetryCount = 1 ]", False, (1, 0), (False, "hit job shallow retry count (1)")),
     ])
