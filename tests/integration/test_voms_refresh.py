@@ -256,3 +256,31 @@ def test_an_internal_error_on_one_credential_leaves_the_others_renewed(
         assert row is not None and row.not_after == with_voms.end
     assert f"renewal of proxy {with_voms.delegation_id} of {with_voms.owner_dn} failed on an internal error" in (
         caplog.text)
+
+
+def test_an_ac_ending_before_the_proxy_is_refreshed_then(
+        runtime: Runtime, pki: Pki, myproxy: MyProxyServer, voms: VomsServer, tmp_path: Path,
+        voms_server_factory: Callable[..., VomsServer]) -> None:  # noqa: F811
+    # a server granting ACs of 30 min at most: a 24 h VOMS proxy, whose AC ends within the 35 min
+    # threshold while its X.509 part has hours left (the shortest end drives the schedule)
+    short = voms_server_factory(max_lifetime=1800)
+    short.add_user(pki.users["alice"].dn, pki.ca.dn, groups=["/atlas/uk"], roles=[("/atlas", "production")])
+    home = pki.root / pki.users["alice"].name
+    done = voms_proxy_init(short, tmp_path / "x509up", fqan="/atlas/Role=production", cert=home / "usercert.pem",
+                           key=home / "userkey.pem", lifetime="24:00")
+    assert done.returncode == 0, done.stdout + done.stderr
+    delegated = (tmp_path / "x509up").read_bytes()
+    (old_ac,) = voms_attributes(load_pem_chain(delegated))
+    assert old_ac.not_after < min(c.not_valid_after_utc for c in load_pem_chain(delegated)) - dt.timedelta(hours=20)
+    fqans = verified_fqans(load_pem_chain(delegated), vomsdir=voms.vomsdir, ca_dir=pki.ca_dir)
+    staged = stage_running_job(runtime, pki.users["alice"].dn, delegated, f"{myproxy.host}:{myproxy.port}",
+                               fqans=fqans, jdl_registered=f'[ VOMS_FQAN = "{FQANS[0]}"; ]')
+    report = RenewalWorker(runtime, threads=1).step()
+    assert (report.renewed, report.pushed) == (1, 1), report
+    with runtime.uow() as uow:
+        row = uow.delegations.get(staged.owner_dn, staged.delegation_id)
+        assert row is not None
+        stored = runtime.sealer.open(row.sealed_proxy)
+    assert verified_fqans(load_pem_chain(stored), vomsdir=voms.vomsdir, ca_dir=pki.ca_dir) == FQANS
+    (new_ac,) = voms_attributes(load_pem_chain(stored))
+    assert new_ac.not_after > old_ac.not_after

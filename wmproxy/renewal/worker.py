@@ -75,6 +75,7 @@ class RenewalWorker:
         self.renew = renew
         self.refresh = refresh
         self.voms_down = DownServers(hold=self.settings.cycle)  # VOMS servers passed over for a cycle
+        self.ac_ends: service.AcEnds = {}  # the AC ends of stored proxies, read once each
         self.wake = threading.Event()  # set by SIGUSR1: pass now
 
     def run(self, stop: threading.Event) -> None:
@@ -114,7 +115,7 @@ class RenewalWorker:
         with rt.uow() as uow:
             report.deregistered = service.deregister_unused(uow, now)
         with rt.uow() as uow:
-            due = service.due_renewals(uow, rt, now)
+            due = service.due_renewals(uow, rt, now, self.ac_ends)
         if pool is None or self.threads == 1 or len(due) <= 1:
             results = [self._renew_one(record_id) for record_id in due]
         else:

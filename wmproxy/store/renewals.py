@@ -28,6 +28,8 @@ class RenewalCandidate:
     last_renewed_at: dt.datetime | None
     not_before: dt.datetime | None
     not_after: dt.datetime | None
+    fqans: str | None = None  # the delegation's, newline separated ("" or None: none)
+    updated_at: dt.datetime | None = None  # of the delegation: its proxy changed
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,12 @@ class SqlRenewalStore:
         stmt = select(
             ProxyRenewal.id, ProxyRenewal.owner_dn, ProxyRenewal.delegation_id, ProxyRenewal.next_attempt_at,
             ProxyRenewal.claimed_until, ProxyRenewal.last_renewed_at, Delegation.not_before, Delegation.not_after,
+            Delegation.fqans, Delegation.updated_at,
         ).outerjoin(
             Delegation,
             and_(Delegation.owner_dn == ProxyRenewal.owner_dn, Delegation.delegation_id == ProxyRenewal.delegation_id),
         ).order_by(ProxyRenewal.id)
-        return [RenewalCandidate(*row) for row in self.session.execute(stmt).all()]
+        return [RenewalCandidate(**row._asdict()) for row in self.session.execute(stmt).all()]
 
     def claim(
         self, record_id: int, worker: str, now: dt.datetime, *, lease_until: dt.datetime, next_attempt_at: dt.datetime

@@ -28,6 +28,7 @@ from wmproxy.security.vomses import VomsServer, parse_vomses, read_vomses, serve
 from wmproxy.services.renewal import (
     RenewalOrder,
     RenewalOutcome,
+    due_renewals,
     finish_renewal,
     proves_delegated,
     register_for_renewal,
@@ -227,3 +228,56 @@ class TestSettle:
         assert status is not None and f"VOMS attributes not refreshed: {reason}" in (status.notes or "")
         assert "the renewed proxy carries no VOMS attributes (MyProxy holds none)" in (status.notes or "")
         assert f"VOMS attributes not refreshed: {reason}" in (event.reason or "")
+
+
+class TestAcDrivenSchedule:
+    """The shortest of the X.509 and AC ends drives the schedule (anchors.md §2.2): a 24 h VOMS
+    proxy whose 12 h AC ended an hour ago, 11 h of X.509 left."""
+
+    def delegate_ended_ac(self, rt: Runtime, pki: Pki, tmp_path: Path, fqans: tuple[str, ...] = FQANS) -> bytes:
+        server = fake_voms_server(pki, tmp_path)
+        pem = fake_voms_proxy(pki, server, tmp_path / "p0", "-hours", "24", "-vomslife", "12",
+                              "-pastproxy", str(13 * 3600), "-pastac", str(13 * 3600)).read_bytes()
+        now = utcnow()
+        delegate(rt, pki.users["alice"].dn, pem, now, fqans)
+        with rt.uow() as uow:
+            register_for_renewal(uow, pki.users["alice"].dn, DELEG, SERVER, now)
+        return pem
+
+    def test_an_ended_ac_makes_the_credential_due_with_the_refresh_on(
+            self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        self.delegate_ended_ac(rt, pki, tmp_path)
+        now, ends = utcnow(), {}
+        with rt.uow() as uow:
+            assert len(due_renewals(uow, rt, now, ends)) == 1
+            assert len(due_renewals(uow, rt, now, ends)) == 1 and len(ends) == 1  # read once
+        assert claim(rt, now).voms_due
+        off = dataclasses.replace(rt, settings=dataclasses.replace(
+            rt.settings, renewal=RenewalSettings(voms_refresh=False)))
+        with off.uow() as uow:
+            assert due_renewals(uow, off, now) == []
+
+    def test_an_ac_delegated_without_fqans_does_not(self, rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+        self.delegate_ended_ac(rt, pki, tmp_path, fqans=())  # its AC was not believed at delegation
+        with rt.uow() as uow:
+            assert due_renewals(uow, rt, utcnow()) == []
+
+    @pytest.mark.parametrize("refreshed_ok", [True, False], ids=["refreshed", "not-refreshed"])
+    def test_a_shorter_proxy_with_new_attributes_replaces_one_whose_attributes_ended(
+            self, rt: Runtime, pki: Pki, tmp_path: Path, refreshed_ok: bool) -> None:
+        stored = self.delegate_ended_ac(rt, pki, tmp_path)
+        acs = ac_ders(fake_voms_proxy(pki, fake_voms_server(pki, tmp_path / "again"), tmp_path / "fresh").read_bytes())
+        now = utcnow()
+        order = claim(rt, now)
+        renewed = proxy(pki, "alice", 10 * 3600)  # MyProxy grants 10 h: less than the 11 h left
+        given = (RenewalOutcome("renewed", proxy_pem=renewed, refreshed_pem=refreshed(pki, renewed, acs))
+                 if refreshed_ok else RenewalOutcome("renewed", proxy_pem=renewed, voms_error="no server"))
+        outcome = settle_voms_refresh(rt, order, given, now)
+        with rt.uow() as uow:
+            result, _ = finish_renewal(uow, rt, order, outcome, now)
+        with rt.uow() as uow:
+            now_stored = stored_proxy(uow, rt, order.owner_dn, DELEG)
+        if refreshed_ok:
+            assert result == "renewed" and now_stored == outcome.proxy_pem
+        else:  # the X.509 proxy is not shortened for nothing
+            assert result == "not-extended" and now_stored == stored

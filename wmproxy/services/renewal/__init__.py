@@ -56,7 +56,15 @@ from wmproxy.services.renewal.registration import (
     register_for_renewal,
     server_allowed,
 )
-from wmproxy.services.renewal.schedule import PLANNED_FRACTION, due_renewals, renewal_due, renewal_margin, retry_delay
+from wmproxy.services.renewal.schedule import (
+    PLANNED_FRACTION,
+    AcEnds,
+    due_renewals,
+    refresh_due,
+    renewal_due,
+    renewal_margin,
+    retry_delay,
+)
 from wmproxy.services.renewal.status import RenewalStatus, renewal_status
 from wmproxy.services.renewal.voms import VomsRequest, ac_problem, proves_delegated, settle_voms_refresh, voms_requests
 
@@ -70,6 +78,7 @@ __all__ = [
     "PLANNED_FRACTION",
     "PROXY_EXPIRED_REASON",
     "RETRY_FRACTION",
+    "AcEnds",
     "ProxyFit",
     "ProxyRefresh",
     "RenewalOrder",
@@ -90,6 +99,7 @@ __all__ = [
     "myproxy_server_for",
     "parse_server",
     "proves_delegated",
+    "refresh_due",
     "register_for_renewal",
     "renewal_due",
     "renewal_margin",

@@ -37,7 +37,7 @@ from wmproxy.services import history
 from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.renewal.jobfiles import HELD_STATES, ProxyFit, fitting_jobs
 from wmproxy.services.renewal.registration import parse_server, server_allowed
-from wmproxy.services.renewal.schedule import renewal_due, renewal_margin, retry_delay
+from wmproxy.services.renewal.schedule import ac_end, refresh_due, renewal_due, renewal_margin, retry_delay
 from wmproxy.services.renewal.voms import VomsRequest, proves_delegated, voms_requests
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -71,6 +71,7 @@ class RenewalOrder:
     key_bits: int = 2048  # RSA size of the renewed proxy's key (:func:`renewal_key_bits`)
     fqans: tuple[str, ...] = ()  # delegated (``delegations.fqans``), primary first
     voms: tuple[VomsRequest, ...] = ()  # the VOMS refresh to make after MyProxy (:mod:`.voms`)
+    voms_due: bool = False  # due for its VOMS attributes only (their AC ends; :func:`~.schedule.refresh_due`)
 
 
 @dataclass(frozen=True)
@@ -114,24 +115,28 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
     if record is None:
         return None
     delegation = uow.delegations.get(record.owner_dn, record.delegation_id)
-    margin = renewal_margin(settings.threshold, settings.lifetime,
-                            delegation.not_after if delegation else None, record.last_renewed_at)
-    if delegation is None or not renewal_due(delegation.not_after, now, margin):
+    if delegation is None:
+        _release(record, worker)
+        return None
+    margin = renewal_margin(settings.threshold, settings.lifetime, delegation.not_after, record.last_renewed_at)
+    pem = rt.sealer.open(delegation.sealed_proxy)
+    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
+    voms_due = bool(delegated) and not renewal_due(delegation.not_after, now, margin) and refresh_due(
+        settings, delegation.not_after, ac_end(pem), now)
+    if not (voms_due or renewal_due(delegation.not_after, now, margin)):
         _release(record, worker)
         return None
     if not server_allowed(settings, record.myproxy_server):
         _refuse(uow, record, worker, now)
         return None
     host, port = parse_server(record.myproxy_server)
-    pem = rt.sealer.open(delegation.sealed_proxy)
-    delegated = tuple(f for f in delegation.fqans.split("\n") if f)
     return RenewalOrder(
         record_id=record.id, owner_dn=record.owner_dn, delegation_id=record.delegation_id, host=host, port=port,
         proxy_pem=pem, sealed_proxy=bytes(delegation.sealed_proxy), not_after=delegation.not_after,
         started_at=now, worker=worker,
         expired_voms=expired_voms_attributes(pem, now),
         key_bits=renewal_key_bits(rt.settings.security.delegation_key_bits, pem),
-        fqans=delegated, voms=voms_requests(rt, pem, delegated),
+        fqans=delegated, voms=voms_requests(rt, pem, delegated), voms_due=voms_due,
     )
 
 
@@ -231,7 +236,9 @@ def _store(
 ) -> tuple[str, str | None, dt.datetime, tuple[str, ...]]:
     """Replace the stored proxy with ``pem`` if usable, longer, and the stored proxy is still the
     one the order read (not delegated again meanwhile): (result, error, end, the delegated
-    FQANs, which a renewal keeps).
+    FQANs, which a renewal keeps). Longer is not asked of a renewal made for the VOMS
+    attributes (``order.voms_due``) whose proxy proves them: as the reference, the proxy with
+    new attributes replaces one whose attributes ended, even if MyProxy granted a shorter one.
 
     The verified FQANs of ``pem`` must prove the stored ones (``delegation.fqans``, which
     matching and the account mapping read; :func:`~.voms.proves_delegated`), or be none (a
@@ -256,7 +263,7 @@ def _store(
     if fqans and not proves_delegated(fqans, delegated):  # none: MyProxy holds no VOMS attributes (below)
         return "failed", (f"MyProxy returned a proxy with the VOMS attributes {' '.join(fqans)}, not the "
                           f"delegated ones ({' '.join(delegated) or 'none'})"), order.not_after, delegated
-    if validity.not_after <= delegation.not_after:
+    if validity.not_after <= delegation.not_after and not (order.voms_due and fqans):
         return ("not-extended", (f"MyProxy granted a proxy until {validity.not_after.isoformat()}, not later than "
                                  f"the stored one ({delegation.not_after.isoformat()})"), delegation.not_after,
                 delegated)

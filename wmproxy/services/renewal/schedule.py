@@ -9,14 +9,29 @@ renewed proxy's lifetime: a 10 h proxy is renewed when 2.5 h remain). A failed a
 the threshold left (at 2.5 h, about 64, 42 and 37 min), then on each cycle; never more than
 once per cycle whatever the number of workers (the claim of
 :func:`wmproxy.services.renewal.attempt.begin_renewal`).
+
+The shortest of the X.509 and VOMS AC end times drives the schedule (anchors.md §2.2): a
+credential delegated with VOMS attributes whose AC ends within the threshold (usually a 12 h AC
+on a longer proxy) is renewed too, so that its attributes are refreshed
+(:func:`refresh_due`, with ``[renewal] voms_refresh``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import MutableMapping
 
+from wmproxy.config import RenewalSettings
+from wmproxy.errors import ProxyError
+from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.voms import voms_attributes
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.renewals import RenewalCandidate
+
+#: Earliest AC end of a credential's stored proxy, by (owner DN, delegation id, the delegation's
+#: ``updated_at``): a worker keeps one across passes so each stored proxy is read once.
+AcEnds = MutableMapping[tuple[str, str, dt.datetime | None], dt.datetime | None]
 
 #: Fraction of a proxy's lifetime after which a planned renewal is due.
 PLANNED_FRACTION = 0.75
@@ -69,9 +84,29 @@ def renewal_due(not_after: dt.datetime, now: dt.datetime, margin: float) -> bool
     return now < not_after and not_after - now <= dt.timedelta(seconds=margin)
 
 
-def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[int]:
-    """Ids of the renewal records to try at ``now`` (aware UTC): proxy due, not claimed by
-    a worker, not tried this cycle. Read-only, in the caller's transaction.
+def ac_end(pem: bytes) -> dt.datetime | None:
+    """The earliest end (aware UTC) of the VOMS ACs the proxy ``pem`` carries; None without
+    any, or when they cannot be read. Not verified: it only brings a renewal forward."""
+    try:
+        ends = [ac.not_after for ac in voms_attributes(load_pem_chain(pem))]
+    except ProxyError:
+        return None
+    return min(ends) if ends else None
+
+
+def refresh_due(settings: RenewalSettings, not_after: dt.datetime, ac_not_after: dt.datetime | None,
+                now: dt.datetime) -> bool:
+    """Whether a credential delegated with VOMS attributes is due for their refresh at ``now``
+    (aware UTC): its AC ends (``ac_not_after``, :func:`ac_end`) within ``threshold`` seconds or
+    has ended, while its X.509 proxy (``not_after``) is still valid, and ``voms_refresh`` is on."""
+    return (settings.voms_refresh and ac_not_after is not None and now < not_after
+            and ac_not_after - now <= dt.timedelta(seconds=settings.threshold))
+
+
+def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime, ac_ends: AcEnds | None = None) -> list[int]:
+    """Ids of the renewal records to try at ``now`` (aware UTC): proxy due, or its VOMS
+    attributes (:func:`refresh_due`), not claimed by a worker, not tried this cycle. Read-only,
+    in the caller's transaction; ``ac_ends`` keeps the AC ends read (:data:`AcEnds`).
 
     The proxy ending first comes first (then the older record): when a pass is long (many
     due proxies, slow or unreachable servers, each exchange up to ``renewal.timeout``), the
@@ -87,6 +122,21 @@ def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[int]:
         if c.next_attempt_at is not None and c.next_attempt_at > now:
             continue
         margin = renewal_margin(settings.threshold, settings.lifetime, c.not_after, c.last_renewed_at)
-        if renewal_due(c.not_after, now, margin):
+        if renewal_due(c.not_after, now, margin) or (
+                settings.voms_refresh and c.fqans
+                and refresh_due(settings, c.not_after, _ac_end_of(uow, rt, c, ac_ends), now)):
             due.append((c.not_after, c.id))
     return [record_id for _, record_id in sorted(due)]
+
+
+def _ac_end_of(uow: UnitOfWork, rt: Runtime, c: RenewalCandidate, ac_ends: AcEnds | None) -> dt.datetime | None:
+    key = (c.owner_dn, c.delegation_id, c.updated_at)
+    if ac_ends is not None and key in ac_ends:
+        return ac_ends[key]
+    row = uow.delegations.get(c.owner_dn, c.delegation_id)
+    end = ac_end(rt.sealer.open(row.sealed_proxy)) if row is not None else None
+    if ac_ends is not None:
+        if len(ac_ends) > 100_000:  # credentials come and go: forget the old ones at times
+            ac_ends.clear()
+        ac_ends[key] = end
+    return end
