@@ -190,14 +190,16 @@ def _refuse_downgrade(url: str, revision: str) -> None:
     """Refuse ``revision`` when the database at ``url`` is already past it (nothing is run).
 
     Raises:
-        click.ClickException: "downgrades are not supported", with both revisions.
+        click.ClickException: "downgrades are not supported", with both revisions; "the
+            database is newer than this wmproxy" when its revision is unknown to the shipped
+            migrations (a package rollback: nothing can be run on it).
     """
     from alembic.script import ScriptDirectory
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     from wmproxy.store.engine import make_engine
-    from wmproxy.store.migrations import current_revision
+    from wmproxy.store.migrations import current_revision, is_known_revision, newer_database_message
 
     engine = make_engine(url)
     try:
@@ -206,6 +208,8 @@ def _refuse_downgrade(url: str, revision: str) -> None:
         engine.dispose()
     if current is None:
         return
+    if not is_known_revision(current):
+        raise click.ClickException(newer_database_message(current))
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     try:
         target = script.get_revision(revision)

@@ -27,7 +27,7 @@ from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, write_new_key
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
-from wmproxy.store.migrations import schema_revisions
+from wmproxy.store.migrations import is_known_revision, newer_database_message, schema_revisions
 from wmproxy.store.schema import Delegation, DelegationRequest
 from wmproxy.store.uow import UnitOfWork
 
@@ -61,14 +61,18 @@ def check_schema(settings: Settings) -> None:
 
     Raises:
         StoreStateError: "database schema is at revision X, this wmproxy needs Y: run
-            wmproxy-admin migrate"; an SQLite file that does not exist (it is not created:
-            ``wmproxy-admin init`` creates it with its mode).
+            wmproxy-admin migrate"; "the database is newer than this wmproxy" when its
+            revision is unknown to the shipped migrations (a package rollback); an SQLite
+            file that does not exist (it is not created: ``wmproxy-admin init`` creates it
+            with its mode).
     """
     _require_database_file(settings)
     try:
         current, head = schema_revisions(settings.database.url)
     except SQLAlchemyError as exc:
         raise StoreStateError(f"the database cannot be reached: {str(exc).splitlines()[0]}") from None
+    if current is not None and current != head and not is_known_revision(current):
+        raise StoreStateError(newer_database_message(current))
     if current != head:
         where = "not migrated yet" if current is None else f"at revision {current}"
         raise StoreStateError(f"the database schema is {where}, this wmproxy needs revision {head}: "
