@@ -255,19 +255,23 @@ def migrate(settings: Settings, revision: str) -> None:
 
 @cli.command("rotate-store-key")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--force", is_flag=True,
+              help="rotate even while execution workers heartbeat or renewal workers hold leases")
 @admintools.pass_settings
-def rotate_store_key_command(settings: Settings, yes: bool) -> None:
+def rotate_store_key_command(settings: Settings, yes: bool, force: bool) -> None:
     """Re-seal every stored proxy and pending key with a new store key, then retire the old key.
 
     Stop the service and the workers on every node first; afterwards copy the new key file
-    to every node, then start them again.
+    to every node, then start them again. Refused while an execution worker heartbeats or a
+    renewal worker holds a renewal lease (the service records nothing: stop it anyway),
+    unless --force.
     """
     from wmproxy.services.storekey import rotate_store_key
 
     if not yes:
         click.confirm("Are the service and the workers stopped on every node?", abort=True)
     try:
-        done = rotate_store_key(settings)
+        done = rotate_store_key(settings, force=force)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"re-sealed {done.delegations} delegation(s) and {done.requests} pending request(s)\n"

@@ -268,7 +268,64 @@ class Rotation:
     retired: Path
 
 
-def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotation:
+#: Rows of each sealed column ``wmproxy-admin check`` tries to open with the store key.
+SEALED_SAMPLE = 200
+
+
+def running_processes(settings: Settings) -> list[str]:
+    """What the database shows running against it: execution workers that heartbeat within
+    ``[execution] heartbeat_lease``, renewal workers holding an unexpired renewal lease (the
+    service records nothing of its own). One description per process, with where it runs.
+
+    Raises:
+        SQLAlchemyError: the database cannot be read.
+    """
+    now = utcnow()
+    since = now - dt.timedelta(seconds=settings.execution.heartbeat_lease)
+    uow, engine = _uow(settings)
+    try:
+        with uow:
+            store = SqlHousekeepingStore(uow.session)
+            workers = [f"execution worker {w.name} on {w.host} (pid {w.pid}, heartbeat "
+                       f"{max(0, int((now - w.heartbeat_at).total_seconds()))} s ago): `systemctl stop "
+                       "wmproxy-worker` there" for w in store.live_execution_workers(since)]
+            renewals = [f"renewal worker {name} (holds a renewal lease): `systemctl stop wmproxy-renewal` there"
+                        for name in store.renewal_claimers(now)]
+            return workers + renewals
+    finally:
+        engine.dispose()
+
+
+def unopenable_sealed(settings: Settings, limit: int = SEALED_SAMPLE) -> tuple[int, list[str]]:
+    """Try the store key on the newest ``limit`` rows of each sealed column (delegations,
+    pending requests, pooled delegation keys): ``(rows tried, descriptions of those it cannot
+    open)``. A process that kept running through a key rotation seals with the retired key.
+
+    Raises:
+        StoreStateError: the key file cannot be loaded; the SQLite file does not exist.
+        SQLAlchemyError: the database cannot be read.
+    """
+    path = Path(settings.security.store_key_file)
+    sealer = _load_key(path)
+    if sealer is None:
+        raise StoreStateError(f"store key {path} is missing")
+    _require_database_file(settings)
+    uow, engine = _uow(settings)
+    try:
+        with uow:
+            rows = SqlHousekeepingStore(uow.session).sealed_sample(limit)
+    finally:
+        engine.dispose()
+    bad = []
+    for what, whose, token in rows:
+        try:
+            sealer.open(token)
+        except WMProxyError:
+            bad.append(f"{what} {whose}")
+    return len(rows), bad
+
+
+def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force: bool = False) -> Rotation:
     """Re-seal every sealed row with a new key in one transaction, then retire the old key.
 
     Steps: check the current key (:func:`check_store_key`); write the new key to
@@ -284,8 +341,14 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     removed only when the database still records the old key; otherwise it is kept (it may
     be the only copy of the key that opens every stored proxy) and the error says what to do.
 
+    Unless ``force``, refuses while the database shows a process running against it
+    (:func:`running_processes`): it would go on sealing with the old key, and what it seals
+    could not be opened after the rotation.
+
     Raises:
-        StoreStateError: the current key is not the database's; ``<key>.new`` exists (an
+        StoreStateError: an execution worker heartbeats or a renewal worker holds a lease
+            (without ``force``; the message names them and how to stop them); the current
+            key is not the database's; ``<key>.new`` exists (an
             interrupted rotation: see docs/keys-and-lifecycle.md); a sealed row cannot be
             opened with the current key (the message names its owner DN and delegation id;
             nothing is changed); the rotation committed but the new key could not be moved
@@ -294,6 +357,13 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     """
     path = Path(settings.security.store_key_file)
     old_fp = check_store_key(settings)
+    running = [] if force else running_processes(settings)
+    if running:
+        raise StoreStateError(
+            "processes still run against this database and would go on sealing with the old key (what they seal "
+            f"then cannot be opened after the rotation): {'; '.join(running)}. Stop them, and the service "
+            "(`systemctl stop wmproxy`), on every node and rotate again; --force rotates anyway (a worker "
+            "killed without a chance to deregister heartbeats no more: wait heartbeat_lease, then it is not listed)")
     old = Sealer.from_key_file(path)
     staged = staged_key_path(path)
     try:
