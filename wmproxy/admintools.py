@@ -415,16 +415,24 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
                               "rotation, or a node with another key): see docs/keys-and-lifecycle.md")
         return f"the store key opens the {tried} newest sealed rows"
 
+    def policy() -> str:
+        from wmproxy.services.authz import policy_file_problem
+
+        problem = policy_file_problem(settings)
+        if problem is not None:
+            raise ConfigError(problem)
+        return f"{settings.security.policy_file} reads" if settings.security.policy_file else "none set"
+
     return [("configuration", lambda: "loads"), ("file modes", modes), ("schema", schema),
-            ("store key", key), ("sealed rows", sealed), ("CA directory", ca)]
+            ("store key", key), ("sealed rows", sealed), ("CA directory", ca), ("policy file", policy)]
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_settings
 def check(settings: Settings, as_json: bool) -> None:
-    """Check configuration, file modes, schema, store key, sealed rows and CA directory; exit 1
-    on a problem."""
+    """Check configuration, file modes, schema, store key, sealed rows, CA directory and policy
+    file; exit 1 on a problem."""
     results = []
     for name, run in _checks(settings):
         try:

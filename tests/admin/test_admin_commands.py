@@ -336,5 +336,26 @@ class TestCheck:
         assert not found["schema"]["ok"]
         assert "the database is newer than this wmproxy (9999)" in found["schema"]["detail"]
 
+    def test_a_policy_file_that_refuses_everyone_is_a_problem(self, config: Path, tmp_path: Path) -> None:
+        """As in a fresh install that named /etc/wmproxy/policy and never created it."""
+        policy = tmp_path / "policy"
+        config.write_text(config.read_text().replace("[security]\n", f"[security]\npolicy_file = {policy}\n"))
+        for made in ("missing", "a directory", "malformed"):
+            if made == "a directory":
+                policy.mkdir()
+            elif made == "malformed":
+                policy.rmdir()
+                policy.write_text("permit *\n")
+            result = admin(config, "check", "--json")
+            assert result.exit_code == 1, made
+            found = {c["check"]: c for c in json.loads(result.output)}
+            assert not found["policy file"]["ok"], made
+            detail = found["policy file"]["detail"]
+            assert f"[security] policy_file {policy}" in detail and "every caller is refused" in detail, made
+        policy.write_text("allow *\n")
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 0, result.output
+        assert {c["check"]: c for c in json.loads(result.output)}["policy file"]["ok"]
+
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))
