@@ -383,6 +383,35 @@ class TestRotationWhileProcessesRun:
         rotate_store_key(settings, force=True)
 
 
+class TestSealingAfterARotation:
+    def test_a_process_with_the_retired_key_does_not_refill_the_key_pool(self, settings: Settings) -> None:
+        """The service's pool filler, after a rotation forced while it ran: it would refill the
+        pool the rotation emptied with keys sealed with the old key."""
+        from sqlalchemy import func
+
+        from wmproxy.services.delegation_keys import fill_pool
+        from wmproxy.services.runtime import Runtime
+        from wmproxy.services.storekey import RetiredKeyError
+        from wmproxy.store.keypool import PooledDelegationKey
+
+        initialise(settings)
+        rt = Runtime.from_settings(settings)  # loads the key now, as a running service did
+        try:
+            assert fill_pool(rt, target=1) == 1
+            rotate_store_key(settings, force=True)
+            with pytest.raises(RetiredKeyError, match="rotated while it ran; restart it"):
+                fill_pool(rt, target=1)
+            with rt.uow() as uow:
+                assert uow.session.scalar(select(func.count()).select_from(PooledDelegationKey)) == 0
+            fresh = Runtime.from_settings(settings)  # restarted with the new key
+            try:
+                assert fill_pool(fresh, target=1) == 1
+            finally:
+                fresh.session_factory.kw["bind"].dispose()
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+
+
 class TestCheckOpensSealedRows:
     def test_rows_sealed_with_the_retired_key_after_a_rotation_are_counted_and_named(
             self, settings: Settings, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import utcnow
@@ -40,6 +41,26 @@ SETTLE_TIMEOUT = 30
 class StoreStateError(ConfigError):
     """The database and this process disagree (schema revision or store key); the message
     says what and the command or file that fixes it."""
+
+
+class RetiredKeyError(StoreStateError):
+    """This process seals with a key the database no longer records (rotated while it ran)."""
+
+
+def check_sealing_key(session: Session, fingerprint: str) -> None:
+    """Refuse to seal with the key of ``fingerprint`` when the database records another one:
+    read in the sealing transaction, the recorded fingerprint's row locked against a
+    rotation until that transaction ends (a rotation locks it first, so either it waits for
+    this transaction and discards what it wrote, or this one waits for it and refuses).
+
+    Raises:
+        RetiredKeyError: another key is recorded; restart the process with the new key.
+    """
+    recorded = SqlHousekeepingStore(session).meta(STORE_KEY_FINGERPRINT, for_share=True)
+    if recorded is not None and recorded != fingerprint:
+        raise RetiredKeyError(
+            f"this process's store key ({fingerprint[:19]}...) is not the database's any more ({recorded[:19]}...): "
+            "the key was rotated while it ran; restart it with the new key file")
 
 
 def _uow(settings: Settings) -> tuple[UnitOfWork, Engine]:
@@ -90,7 +111,7 @@ def _recorded_fingerprint(settings: Settings, *, settle: bool = False) -> str | 
     connection (None: none).
 
     With ``settle`` it is read ``FOR UPDATE``, once no transaction holds its row: a rotation's
-    transaction holds the row from its ``put_meta`` to its end, so a read while its COMMIT is
+    transaction holds the row from its start to its end, so a read while its COMMIT is
     still on the way to the server (the client saw the connection fail first) waits for the
     outcome instead of reading the old key, at most :data:`SETTLE_TIMEOUT` seconds on
     PostgreSQL. On SQLite a commit is over when the call returns or raises.
@@ -377,6 +398,7 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force:
     try:
         with uow:
             store = SqlHousekeepingStore(uow.session)
+            store.meta(STORE_KEY_FINGERPRINT, for_update=True)  # first: sealers wait (check_sealing_key)
             delegations, requests = store.sealed_rows_locked()
             for row in delegations:
                 row.sealed_proxy = _reseal(old, new, row.sealed_proxy, "the delegated proxy", row)

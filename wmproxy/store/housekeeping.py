@@ -47,12 +47,13 @@ class SqlHousekeepingStore:
 
     # --- service_meta ---
 
-    def meta(self, name: str, *, for_update: bool = False) -> str | None:
+    def meta(self, name: str, *, for_update: bool = False, for_share: bool = False) -> str | None:
         """The value of ``name`` (None: none); ``for_update`` locks its row, waiting for a
-        transaction that holds it to end."""
-        if for_update:
+        transaction that holds it to end; ``for_share`` locks it against writers only
+        (PostgreSQL ``FOR SHARE``; SQLite serialises writers anyway)."""
+        if for_update or for_share:
             return self.session.scalars(select(ServiceMeta.value).where(ServiceMeta.name == name)
-                                        .with_for_update()).one_or_none()
+                                        .with_for_update(read=not for_update)).one_or_none()
         row = self.session.get(ServiceMeta, name)
         return None if row is None else row.value
 
