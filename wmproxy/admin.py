@@ -190,14 +190,16 @@ def _refuse_downgrade(url: str, revision: str) -> None:
     """Refuse ``revision`` when the database at ``url`` is already past it (nothing is run).
 
     Raises:
-        click.ClickException: "downgrades are not supported", with both revisions.
+        click.ClickException: "downgrades are not supported", with both revisions; "the
+            database is newer than this wmproxy" when its revision is unknown to the shipped
+            migrations (a package rollback: nothing can be run on it).
     """
     from alembic.script import ScriptDirectory
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     from wmproxy.store.engine import make_engine
-    from wmproxy.store.migrations import current_revision
+    from wmproxy.store.migrations import current_revision, is_known_revision, newer_database_message
 
     engine = make_engine(url)
     try:
@@ -206,6 +208,8 @@ def _refuse_downgrade(url: str, revision: str) -> None:
         engine.dispose()
     if current is None:
         return
+    if not is_known_revision(current):
+        raise click.ClickException(newer_database_message(current))
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     try:
         target = script.get_revision(revision)
@@ -251,19 +255,23 @@ def migrate(settings: Settings, revision: str) -> None:
 
 @cli.command("rotate-store-key")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--force", is_flag=True,
+              help="rotate even while execution workers heartbeat or renewal workers hold leases")
 @admintools.pass_settings
-def rotate_store_key_command(settings: Settings, yes: bool) -> None:
+def rotate_store_key_command(settings: Settings, yes: bool, force: bool) -> None:
     """Re-seal every stored proxy and pending key with a new store key, then retire the old key.
 
     Stop the service and the workers on every node first; afterwards copy the new key file
-    to every node, then start them again.
+    to every node, then start them again. Refused while an execution worker heartbeats or a
+    renewal worker holds a renewal lease (the service records nothing: stop it anyway),
+    unless --force.
     """
     from wmproxy.services.storekey import rotate_store_key
 
     if not yes:
         click.confirm("Are the service and the workers stopped on every node?", abort=True)
     try:
-        done = rotate_store_key(settings)
+        done = rotate_store_key(settings, force=force)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"re-sealed {done.delegations} delegation(s) and {done.requests} pending request(s)\n"

@@ -387,7 +387,7 @@ def check_ca_dir(ca_dir: str, now: dt.datetime | None = None) -> list[str]:
 
 def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
     from wmproxy.security.filemodes import check_private_files
-    from wmproxy.services.storekey import check_schema, check_store_key
+    from wmproxy.services.storekey import check_schema, check_store_key, unopenable_sealed
 
     def modes() -> str:
         check_private_files(settings)
@@ -406,15 +406,33 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
             raise ConfigError("; ".join(problems))
         return f"{settings.security.ca_dir}: CA certificates present, CRLs fresh"
 
+    def sealed() -> str:
+        tried, bad = unopenable_sealed(settings)
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise ConfigError(f"{len(bad)} of {tried} sealed rows (the newest of each kind) cannot be opened with "
+                              f"the store key: {shown}; sealed with another key (a process that ran through a key "
+                              "rotation, or a node with another key): see docs/keys-and-lifecycle.md")
+        return f"the store key opens the {tried} newest sealed rows"
+
+    def policy() -> str:
+        from wmproxy.services.authz import policy_file_problem
+
+        problem = policy_file_problem(settings)
+        if problem is not None:
+            raise ConfigError(problem)
+        return f"{settings.security.policy_file} reads" if settings.security.policy_file else "none set"
+
     return [("configuration", lambda: "loads"), ("file modes", modes), ("schema", schema),
-            ("store key", key), ("CA directory", ca)]
+            ("store key", key), ("sealed rows", sealed), ("CA directory", ca), ("policy file", policy)]
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_settings
 def check(settings: Settings, as_json: bool) -> None:
-    """Check configuration, file modes, schema, store key and CA directory; exit 1 on a problem."""
+    """Check configuration, file modes, schema, store key, sealed rows, CA directory and policy
+    file; exit 1 on a problem."""
     results = []
     for name, run in _checks(settings):
         try:

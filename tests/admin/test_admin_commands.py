@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.admin.support import days_ago, job_row, sealed_rows, write_ini
@@ -24,6 +25,7 @@ from wmproxy.admintools import check_ca_dir, parse_age
 from wmproxy.config import DatabaseSettings, Settings
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import make_engine
 from wmproxy.store.migrations import head_revision, schema_revisions
 from wmproxy.store.schema import ExecutionRequest
 
@@ -249,6 +251,20 @@ class TestMigrate:
         assert result.exit_code == 0, result.output
         assert f"at revision {head_revision()} (the newest)" in result.output
 
+    @pytest.mark.parametrize("args", [("migrate",), ("migrate", "head"), ("migrate", "0001"), ("jobs", "list"),
+                                      ("stats",)], ids=["migrate", "migrate-head", "migrate-0001", "jobs-list",
+                                                        "stats"])
+    def test_a_database_newer_than_the_code_says_so_without_a_traceback(self, config: Path, settings: Settings,
+                                                                        args: tuple[str, ...]) -> None:
+        """A package rollback: the database is at a revision the shipped migrations do not know."""
+        _set_revision(settings, "9999")
+        result = admin(config, *args)
+        assert result.exit_code == 1
+        line = error_line(result)
+        assert "the database is newer than this wmproxy (9999)" in line and "restore a backup" in line
+        assert "wmproxy-admin migrate" not in line
+        assert schema_revisions(settings.database.url)[0] == "9999"
+
     @pytest.mark.postgresql_only
     def test_init_and_migrate_never_print_the_database_password(self, settings: Settings, tmp_path: Path) -> None:
         url = make_url(settings.database.url)
@@ -262,6 +278,15 @@ class TestMigrate:
             result = admin(config, *args)
             assert result.exit_code == 0, args
             assert password not in result.output and "***@" in result.output, args
+
+
+def _set_revision(settings: Settings, revision: str) -> None:
+    engine = make_engine(settings.database.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("update alembic_version set version_num = :r"), {"r": revision})
+    finally:
+        engine.dispose()
 
 
 class TestStats:
@@ -301,6 +326,36 @@ class TestCheck:
         assert not found["CA directory"]["ok"] and "expired" in found["CA directory"]["detail"]
         assert not found["file modes"]["ok"] and "chmod 600" in found["file modes"]["detail"]
         assert found["schema"]["ok"] and found["store key"]["ok"] and found["configuration"]["ok"]
+
+    def test_a_database_newer_than_the_code_is_a_problem_named_as_such(self, config: Path,
+                                                                       settings: Settings) -> None:
+        _set_revision(settings, "9999")
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 1
+        found = {c["check"]: c for c in json.loads(result.output)}
+        assert not found["schema"]["ok"]
+        assert "the database is newer than this wmproxy (9999)" in found["schema"]["detail"]
+
+    def test_a_policy_file_that_refuses_everyone_is_a_problem(self, config: Path, tmp_path: Path) -> None:
+        """As in a fresh install that named /etc/wmproxy/policy and never created it."""
+        policy = tmp_path / "policy"
+        config.write_text(config.read_text().replace("[security]\n", f"[security]\npolicy_file = {policy}\n"))
+        for made in ("missing", "a directory", "malformed"):
+            if made == "a directory":
+                policy.mkdir()
+            elif made == "malformed":
+                policy.rmdir()
+                policy.write_text("permit *\n")
+            result = admin(config, "check", "--json")
+            assert result.exit_code == 1, made
+            found = {c["check"]: c for c in json.loads(result.output)}
+            assert not found["policy file"]["ok"], made
+            detail = found["policy file"]["detail"]
+            assert f"[security] policy_file {policy}" in detail and "every caller is refused" in detail, made
+        policy.write_text("allow *\n")
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 0, result.output
+        assert {c["check"]: c for c in json.loads(result.output)}["policy file"]["ok"]
 
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))

@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, setti
 from tests.conftest import Pki
 from wmproxy.admin import initialise, upgrade_database
 from wmproxy.config import DatabaseSettings, Settings
+from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security import sealing
 from wmproxy.security.filemodes import sqlite_path
@@ -36,7 +39,7 @@ from wmproxy.services.storekey import (
 )
 from wmproxy.store import make_engine, make_session_factory
 from wmproxy.store.migrations import _alembic_config, head_revision, schema_revisions
-from wmproxy.store.schema import Delegation, DelegationRequest
+from wmproxy.store.schema import Delegation, DelegationRequest, ExecutionWorkerRow, ProxyRenewal
 from wmproxy.store.uow import UnitOfWork
 
 DN = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
@@ -304,6 +307,139 @@ class TestRotation:
         assert done.returncode == 0, done.stderr
         assert "retired" in done.stdout and recorded(settings) != before
         assert run("wmproxy-admin", "check", config=config).returncode == 0
+
+
+@contextlib.contextmanager
+def running_worker(config: Path, settings: Settings, name: str) -> Iterator[subprocess.Popen[str]]:
+    """A real ``wmproxy-worker --name <name>``, yielded once its heartbeat row is in the database;
+    stopped (SIGTERM, it deregisters) after the block."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+    env["WMPROXY_CONFIG"] = str(config)
+    proc = subprocess.Popen([str(BIN / "wmproxy-worker"), "--name", name], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    engine = make_engine(settings.database.url)
+    try:
+        for _ in range(1200):  # until it heartbeats (or exits): no speed assumed, at most ~2 minutes
+            with engine.connect() as conn:
+                if conn.execute(select(ExecutionWorkerRow.name).where(ExecutionWorkerRow.name == name)).first():
+                    break
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+        else:
+            pytest.fail("the worker never heartbeat")
+        yield proc
+    finally:
+        engine.dispose()
+        proc.terminate()
+        proc.communicate(timeout=120)
+
+
+class TestRotationWhileProcessesRun:
+    """A process running through a rotation goes on sealing with the old key: the rotation
+    refuses while the database shows one running (``--force`` overrides)."""
+
+    def test_a_heartbeating_execution_worker_refuses_the_rotation_until_it_stops(
+            self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        before = recorded(settings)
+        with running_worker(config, settings, "w-live") as worker:
+            done = run("wmproxy-admin", "rotate-store-key", "--yes", config=config)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert f"execution worker w-live on {os.uname().nodename} (pid {worker.pid}" in done.stderr
+            assert "systemctl stop wmproxy-worker" in done.stderr and "--force" in done.stderr
+            assert recorded(settings) == before and not key_path(settings).with_name("store.key.new").exists()
+        done = run("wmproxy-admin", "rotate-store-key", "--yes", config=config)  # stopped: it deregistered
+        assert done.returncode == 0, done.stderr
+        assert recorded(settings) != before
+
+    def test_force_rotates_while_a_worker_runs(self, settings: Settings, tmp_path: Path) -> None:
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        before = recorded(settings)
+        with running_worker(config, settings, "w-forced"):
+            done = run("wmproxy-admin", "rotate-store-key", "--yes", "--force", config=config)
+            assert done.returncode == 0, done.stderr
+        assert recorded(settings) != before
+
+    def test_a_renewal_lease_refuses_the_rotation(self, settings: Settings) -> None:
+        """A renewal worker in a MyProxy exchange holds its record's lease (the row as it writes it)."""
+        initialise(settings)
+        now = utcnow()
+        engine = make_engine(settings.database.url)
+        try:
+            with UnitOfWork(make_session_factory(engine)) as uow:
+                uow.session.add_all([
+                    ProxyRenewal(owner_dn=DN, delegation_id="d1", myproxy_server="myproxy:7512", created_at=now,
+                                 updated_at=now, claimed_by="renewer-a", claimed_until=now + dt.timedelta(minutes=5)),
+                    ProxyRenewal(owner_dn=DN, delegation_id="d2", myproxy_server="myproxy:7512", created_at=now,
+                                 updated_at=now, claimed_by="renewer-gone",
+                                 claimed_until=now - dt.timedelta(minutes=5))])
+        finally:
+            engine.dispose()
+        with pytest.raises(StoreStateError, match="renewal worker renewer-a ") as info:
+            rotate_store_key(settings)
+        assert "renewer-gone" not in str(info.value) and "systemctl stop wmproxy-renewal" in str(info.value)
+        rotate_store_key(settings, force=True)
+
+
+class TestSealingAfterARotation:
+    def test_a_process_with_the_retired_key_does_not_refill_the_key_pool(self, settings: Settings) -> None:
+        """The service's pool filler, after a rotation forced while it ran: it would refill the
+        pool the rotation emptied with keys sealed with the old key."""
+        from sqlalchemy import func
+
+        from wmproxy.services.delegation_keys import fill_pool
+        from wmproxy.services.runtime import Runtime
+        from wmproxy.services.storekey import RetiredKeyError
+        from wmproxy.store.keypool import PooledDelegationKey
+
+        initialise(settings)
+        rt = Runtime.from_settings(settings)  # loads the key now, as a running service did
+        try:
+            assert fill_pool(rt, target=1) == 1
+            rotate_store_key(settings, force=True)
+            with pytest.raises(RetiredKeyError, match="rotated while it ran; restart it"):
+                fill_pool(rt, target=1)
+            with rt.uow() as uow:
+                assert uow.session.scalar(select(func.count()).select_from(PooledDelegationKey)) == 0
+            fresh = Runtime.from_settings(settings)  # restarted with the new key
+            try:
+                assert fill_pool(fresh, target=1) == 1
+            finally:
+                fresh.session_factory.kw["bind"].dispose()
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+
+
+class TestCheckOpensSealedRows:
+    def test_rows_sealed_with_the_retired_key_after_a_rotation_are_counted_and_named(
+            self, settings: Settings, tmp_path: Path) -> None:
+        """What a service that ran through the rotation leaves: a putProxy and a pool refill
+        sealed with the old key after the database recorded the new one."""
+        from wmproxy.store.keypool import SqlDelegationKeyPool
+
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        initialise(settings)
+        old = Sealer.from_key_file(key_path(settings))
+        store_sealed(settings, old, "before")
+        rotate_store_key(settings)
+        assert run("wmproxy-admin", "check", config=config).returncode == 0
+        store_sealed(settings, old, "late")
+        engine = make_engine(settings.database.url)
+        try:
+            with UnitOfWork(make_session_factory(engine)) as uow:
+                SqlDelegationKeyPool(uow.session).add(old.seal(b"pool key"), "csr", 2048, utcnow())
+        finally:
+            engine.dispose()
+        done = run("wmproxy-admin", "check", "--json", config=config)
+        assert done.returncode == 1
+        found = {c["check"]: c for c in json.loads(done.stdout)}
+        assert found["store key"]["ok"]
+        detail = found["sealed rows"]["detail"]
+        assert not found["sealed rows"]["ok"] and detail.startswith("3 of 5 sealed rows")
+        assert f"delegation {DN} late" in detail and f"pending request {DN} late" in detail and "pooled key" in detail
+        assert "before" not in detail
 
 
 SERVICE_USER = "nobody"  # an account every Linux system has; stands for the service user

@@ -261,6 +261,10 @@ class TestExample:
         settings = load_settings(EXAMPLE, environ={})
         assert settings.database.url.startswith("sqlite:////var/lib/wmproxy/")
 
+    def test_the_example_names_no_policy_file_that_nothing_creates(self) -> None:
+        """A policy file named but missing refuses every caller: the example names none."""
+        assert load_settings(EXAMPLE, environ={}).security.policy_file == ""
+
     def test_the_example_sends_no_renewal_to_a_made_up_server(self) -> None:
         renewal = load_settings(EXAMPLE, environ={}).renewal
         servers = [renewal.myproxy_server, *renewal.myproxy_servers_by_vo.values()]

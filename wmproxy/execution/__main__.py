@@ -54,6 +54,7 @@ from wmproxy.execution.identity import IdentityError, check_work_root
 from wmproxy.execution.purging import purge_tasks
 from wmproxy.execution.worker import ExecutionWorker, PeriodicTask
 from wmproxy.security.filemodes import FileModeError, check_private_files, unmapped_exposure
+from wmproxy.security.writable import UnwritableDirectoryError, check_writable_dir
 from wmproxy.services.brokering import refresh_ce_states
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.storekey import StoreStateError, check_store
@@ -208,7 +209,9 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
     backends = build_backends(settings, kinds)
     try:
         check_store(settings)
-    except StoreStateError as exc:
+        check_writable_dir(settings.execution.work_dir, "[execution] work_dir", "wmproxy-worker.service")
+        check_writable_dir(settings.sandbox.root, "[sandbox] root", "wmproxy-worker.service")  # outputs
+    except (StoreStateError, UnwritableDirectoryError) as exc:
         raise StartupError(f"refusing to start: {exc}") from None
     rt = Runtime.from_settings(settings)
     worker = ExecutionWorker(rt, backends, name, cancel_running_on_exit=cancel_running_on_exit,

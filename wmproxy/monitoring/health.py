@@ -1,5 +1,6 @@
 """Readiness of a service node: database reachable, schema current, a CA certificate in the CA
-directory, CRLs fresh, service port accepting connections.
+directory, CRLs fresh, the policy file (when one is set) readable, service port accepting
+connections.
 
 Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass. The texts
 name what failed and the fix, and hold no secret (no database URL, no key path contents).
@@ -131,6 +132,19 @@ def ca_checks(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> tuple[Check
     return ca, Check("crls", True, f"{len(found.crl_files)} CRLs current")
 
 
+def policy_check(settings: Settings) -> Check | None:
+    """The ``policy`` check: ``[security] policy_file`` reads and parses (a missing or
+    unreadable one refuses every caller); None when no policy file is set."""
+    from wmproxy.services.authz import policy_file_problem
+
+    if not settings.security.policy_file:
+        return None
+    problem = policy_file_problem(settings)
+    if problem is not None:
+        return Check("policy", False, problem)
+    return Check("policy", True, f"{settings.security.policy_file} reads")
+
+
 def service_check(bind: str, timeout: float = 5.0) -> Check:
     """Does the service's ``[service] bind`` address accept a TCP connection (a wildcard
     address is tried on loopback)? No TLS handshake is made."""
@@ -149,12 +163,14 @@ def service_check(bind: str, timeout: float = 5.0) -> Check:
 
 def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None) -> list[Check]:
     """All readiness checks of this node, in order: database, schema, CA certificates, CRLs,
-    service port."""
+    the policy file (when one is set), service port."""
     now = now or dt.datetime.now(dt.UTC)
     database, revision = database_check(engine)
     checks = [database]
     if database.ok:
         checks.append(schema_check(revision, head_revision()))
     checks.extend(ca_checks(Path(settings.security.ca_dir), now, settings.metrics.crl_grace))
+    if (policy := policy_check(settings)) is not None:
+        checks.append(policy)
     checks.append(service_check(settings.service.bind))
     return checks

@@ -2,7 +2,9 @@
 
 SIGUSR1 starts a pass at once (as it forced a renewal in the original daemon). Several
 workers may run against one database. Refuses to start when the store key or the SQLite
-file is readable by group/others (:func:`wmproxy.security.filemodes.check_private_files`).
+file is readable by group/others (:func:`wmproxy.security.filemodes.check_private_files`),
+or when it cannot write the execution work root, where it puts renewed proxies
+(:func:`wmproxy.security.writable.check_writable_dir`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 from wmproxy.config import ConfigError, load_settings
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.filemodes import check_private_files
+from wmproxy.security.writable import check_writable_dir
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.storekey import check_store
 
@@ -33,6 +36,7 @@ def main(config_file: str | None, name: str | None, threads: int, once: bool) ->
         settings = load_settings(config_file)
         check_private_files(settings)
         check_store(settings)
+        check_writable_dir(settings.execution.work_dir, "[execution] work_dir", "wmproxy-renewal.service")
     except ConfigError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
     worker = RenewalWorker(Runtime.from_settings(settings), name, threads)

@@ -149,6 +149,37 @@ _policy_lock = threading.Lock()
 _policies: dict[str, tuple[tuple[int, int], tuple[PolicyEntry, ...] | None]] = {}
 
 
+def read_policy(path: str) -> tuple[PolicyEntry, ...]:
+    """The entries of the policy file ``path``, read now.
+
+    Raises:
+        OSError: it is missing or unreadable.
+        UnicodeDecodeError: it is not UTF-8.
+        PolicyFileError: a malformed line.
+    """
+    with open(path, encoding="utf-8") as policy:
+        return parse_policy(policy.read())
+
+
+def policy_file_problem(settings: Settings) -> str | None:
+    """Why ``[security] policy_file`` refuses every caller (missing, unreadable by this
+    process, not UTF-8, a malformed line), with the fix; None when it is not set or reads
+    (``wmproxy-admin check`` and ``/readyz``)."""
+    path = settings.security.policy_file
+    if not path:
+        return None
+    try:
+        read_policy(path)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except (UnicodeDecodeError, PolicyFileError) as exc:
+        why = str(exc)
+    else:
+        return None
+    return (f"[security] policy_file {path}: {why}: every caller is refused; create it (`allow *` admits every "
+            "caller authorized_users admits) or set policy_file empty")
+
+
 def load_policy(path: str) -> tuple[PolicyEntry, ...] | None:
     """The entries of the policy file ``path``, parsed again whenever its modification time
     or size changes; None (everyone refused) when it is missing, unreadable or malformed
@@ -165,8 +196,7 @@ def load_policy(path: str) -> tuple[PolicyEntry, ...] | None:
             return kept[1]
     entries: tuple[PolicyEntry, ...] | None
     try:
-        with open(path, encoding="utf-8") as policy:
-            entries = parse_policy(policy.read())
+        entries = read_policy(path)
     except (OSError, UnicodeDecodeError, PolicyFileError) as exc:
         log.error("policy file %s: %s; every caller is refused", path, exc)
         entries = None

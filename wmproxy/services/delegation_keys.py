@@ -24,6 +24,7 @@ from collections.abc import Callable
 from wmproxy.domain import utcnow
 from wmproxy.security import delegation as crypto
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.storekey import RetiredKeyError, check_sealing_key
 from wmproxy.store.delegation_writes import delegation_writes
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], 
 
     Several processes may fill at once: the pool may then briefly hold a few keys more
     than ``target``, never fewer than asked.
+
+    Raises:
+        wmproxy.services.storekey.RetiredKeyError: the store key was rotated while this
+            process ran (nothing sealed with the old key is added).
     """
     bits = rt.settings.security.delegation_key_bits
     target = rt.settings.security.delegation_key_pool if target is None else target
@@ -87,6 +92,7 @@ def fill_pool(rt: Runtime, target: int | None = None, interrupted: Callable[[], 
             break
         key_pem, csr_pem = crypto.new_proxy_request(bits)
         with rt.uow() as uow:
+            check_sealing_key(uow.session, rt.sealer.fingerprint)
             uow.key_pool.add(rt.sealer.seal(key_pem), csr_pem.decode(), bits, utcnow())
         added += 1
         expected = size + 1
@@ -120,6 +126,9 @@ class _Filler:
             try:
                 if self._quiet_and_short():
                     fill_pool(self.rt, interrupted=self._interrupted_from(time.monotonic()), yield_to_claims=True)
+            except RetiredKeyError as exc:  # until a restart every key it made would be unusable
+                log.error("the delegation key pool is no longer topped up by this process: %s", exc)
+                return
             except Exception:  # the database may be away for a while: retry at the next tick
                 log.exception("could not top up the delegation key pool")
             self._idle()

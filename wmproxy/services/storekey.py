@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import utcnow
@@ -27,7 +28,7 @@ from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, write_new_key
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
-from wmproxy.store.migrations import schema_revisions
+from wmproxy.store.migrations import is_known_revision, newer_database_message, schema_revisions
 from wmproxy.store.schema import Delegation, DelegationRequest
 from wmproxy.store.uow import UnitOfWork
 
@@ -40,6 +41,26 @@ SETTLE_TIMEOUT = 30
 class StoreStateError(ConfigError):
     """The database and this process disagree (schema revision or store key); the message
     says what and the command or file that fixes it."""
+
+
+class RetiredKeyError(StoreStateError):
+    """This process seals with a key the database no longer records (rotated while it ran)."""
+
+
+def check_sealing_key(session: Session, fingerprint: str) -> None:
+    """Refuse to seal with the key of ``fingerprint`` when the database records another one:
+    read in the sealing transaction, the recorded fingerprint's row locked against a
+    rotation until that transaction ends (a rotation locks it first, so either it waits for
+    this transaction and discards what it wrote, or this one waits for it and refuses).
+
+    Raises:
+        RetiredKeyError: another key is recorded; restart the process with the new key.
+    """
+    recorded = SqlHousekeepingStore(session).meta(STORE_KEY_FINGERPRINT, for_share=True)
+    if recorded is not None and recorded != fingerprint:
+        raise RetiredKeyError(
+            f"this process's store key ({fingerprint[:19]}...) is not the database's any more ({recorded[:19]}...): "
+            "the key was rotated while it ran; restart it with the new key file")
 
 
 def _uow(settings: Settings) -> tuple[UnitOfWork, Engine]:
@@ -61,14 +82,18 @@ def check_schema(settings: Settings) -> None:
 
     Raises:
         StoreStateError: "database schema is at revision X, this wmproxy needs Y: run
-            wmproxy-admin migrate"; an SQLite file that does not exist (it is not created:
-            ``wmproxy-admin init`` creates it with its mode).
+            wmproxy-admin migrate"; "the database is newer than this wmproxy" when its
+            revision is unknown to the shipped migrations (a package rollback); an SQLite
+            file that does not exist (it is not created: ``wmproxy-admin init`` creates it
+            with its mode).
     """
     _require_database_file(settings)
     try:
         current, head = schema_revisions(settings.database.url)
     except SQLAlchemyError as exc:
         raise StoreStateError(f"the database cannot be reached: {str(exc).splitlines()[0]}") from None
+    if current is not None and current != head and not is_known_revision(current):
+        raise StoreStateError(newer_database_message(current))
     if current != head:
         where = "not migrated yet" if current is None else f"at revision {current}"
         raise StoreStateError(f"the database schema is {where}, this wmproxy needs revision {head}: "
@@ -86,7 +111,7 @@ def _recorded_fingerprint(settings: Settings, *, settle: bool = False) -> str | 
     connection (None: none).
 
     With ``settle`` it is read ``FOR UPDATE``, once no transaction holds its row: a rotation's
-    transaction holds the row from its ``put_meta`` to its end, so a read while its COMMIT is
+    transaction holds the row from its start to its end, so a read while its COMMIT is
     still on the way to the server (the client saw the connection fail first) waits for the
     outcome instead of reading the old key, at most :data:`SETTLE_TIMEOUT` seconds on
     PostgreSQL. On SQLite a commit is over when the call returns or raises.
@@ -264,7 +289,64 @@ class Rotation:
     retired: Path
 
 
-def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotation:
+#: Rows of each sealed column ``wmproxy-admin check`` tries to open with the store key.
+SEALED_SAMPLE = 200
+
+
+def running_processes(settings: Settings) -> list[str]:
+    """What the database shows running against it: execution workers that heartbeat within
+    ``[execution] heartbeat_lease``, renewal workers holding an unexpired renewal lease (the
+    service records nothing of its own). One description per process, with where it runs.
+
+    Raises:
+        SQLAlchemyError: the database cannot be read.
+    """
+    now = utcnow()
+    since = now - dt.timedelta(seconds=settings.execution.heartbeat_lease)
+    uow, engine = _uow(settings)
+    try:
+        with uow:
+            store = SqlHousekeepingStore(uow.session)
+            workers = [f"execution worker {w.name} on {w.host} (pid {w.pid}, heartbeat "
+                       f"{max(0, int((now - w.heartbeat_at).total_seconds()))} s ago): `systemctl stop "
+                       "wmproxy-worker` there" for w in store.live_execution_workers(since)]
+            renewals = [f"renewal worker {name} (holds a renewal lease): `systemctl stop wmproxy-renewal` there"
+                        for name in store.renewal_claimers(now)]
+            return workers + renewals
+    finally:
+        engine.dispose()
+
+
+def unopenable_sealed(settings: Settings, limit: int = SEALED_SAMPLE) -> tuple[int, list[str]]:
+    """Try the store key on the newest ``limit`` rows of each sealed column (delegations,
+    pending requests, pooled delegation keys): ``(rows tried, descriptions of those it cannot
+    open)``. A process that kept running through a key rotation seals with the retired key.
+
+    Raises:
+        StoreStateError: the key file cannot be loaded; the SQLite file does not exist.
+        SQLAlchemyError: the database cannot be read.
+    """
+    path = Path(settings.security.store_key_file)
+    sealer = _load_key(path)
+    if sealer is None:
+        raise StoreStateError(f"store key {path} is missing")
+    _require_database_file(settings)
+    uow, engine = _uow(settings)
+    try:
+        with uow:
+            rows = SqlHousekeepingStore(uow.session).sealed_sample(limit)
+    finally:
+        engine.dispose()
+    bad = []
+    for what, whose, token in rows:
+        try:
+            sealer.open(token)
+        except WMProxyError:
+            bad.append(f"{what} {whose}")
+    return len(rows), bad
+
+
+def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force: bool = False) -> Rotation:
     """Re-seal every sealed row with a new key in one transaction, then retire the old key.
 
     Steps: check the current key (:func:`check_store_key`); write the new key to
@@ -280,8 +362,14 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     removed only when the database still records the old key; otherwise it is kept (it may
     be the only copy of the key that opens every stored proxy) and the error says what to do.
 
+    Unless ``force``, refuses while the database shows a process running against it
+    (:func:`running_processes`): it would go on sealing with the old key, and what it seals
+    could not be opened after the rotation.
+
     Raises:
-        StoreStateError: the current key is not the database's; ``<key>.new`` exists (an
+        StoreStateError: an execution worker heartbeats or a renewal worker holds a lease
+            (without ``force``; the message names them and how to stop them); the current
+            key is not the database's; ``<key>.new`` exists (an
             interrupted rotation: see docs/keys-and-lifecycle.md); a sealed row cannot be
             opened with the current key (the message names its owner DN and delegation id;
             nothing is changed); the rotation committed but the new key could not be moved
@@ -290,6 +378,13 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     """
     path = Path(settings.security.store_key_file)
     old_fp = check_store_key(settings)
+    running = [] if force else running_processes(settings)
+    if running:
+        raise StoreStateError(
+            "processes still run against this database and would go on sealing with the old key (what they seal "
+            f"then cannot be opened after the rotation): {'; '.join(running)}. Stop them, and the service "
+            "(`systemctl stop wmproxy`), on every node and rotate again; --force rotates anyway (a worker "
+            "killed without a chance to deregister heartbeats no more: wait heartbeat_lease, then it is not listed)")
     old = Sealer.from_key_file(path)
     staged = staged_key_path(path)
     try:
@@ -303,6 +398,7 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None) -> Rotati
     try:
         with uow:
             store = SqlHousekeepingStore(uow.session)
+            store.meta(STORE_KEY_FINGERPRINT, for_update=True)  # first: sealers wait (check_sealing_key)
             delegations, requests = store.sealed_rows_locked()
             for row in delegations:
                 row.sealed_proxy = _reseal(old, new, row.sealed_proxy, "the delegated proxy", row)

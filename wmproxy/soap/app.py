@@ -38,6 +38,7 @@ from wmproxy.monitoring.metrics import enable_request_metrics, metrics_dir
 from wmproxy.sandbox.http import SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.security.voms import service_host_names
+from wmproxy.security.writable import check_writable_dir
 from wmproxy.services import delegation_keys, sandboxes
 from wmproxy.services.authz import check_caller
 from wmproxy.services.inspection import AGENT_PATH
@@ -185,16 +186,20 @@ _warned: set[str] = set()
 
 def check_start(settings: Settings) -> None:
     """The start checks of the service process: private file modes, schema and store key
-    (``services.storekey.check_store``), then (once per process) the WARNING of
+    (``services.storekey.check_store``), the sandbox root writable
+    (``security.writable.check_writable_dir``), then (once per process) the WARNING of
     ``[mapping] mode = none``.
 
     Raises:
         wmproxy.security.filemodes.FileModeError: the store key or the SQLite file is
             readable by group/others (the message names the file and the fix).
         wmproxy.services.storekey.StoreStateError: older schema or another store key.
+        wmproxy.security.writable.UnwritableDirectoryError: ``[sandbox] root`` cannot be
+            written (a unit's ``ReadWritePaths=`` without it).
     """
     check_private_files(settings)
     check_store(settings)
+    check_writable_dir(settings.sandbox.root, "[sandbox] root", "wmproxy.service")
     warning = unmapped_exposure(settings)
     if warning is not None and warning not in _warned:
         _warned.add(warning)

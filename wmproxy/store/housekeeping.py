@@ -17,6 +17,7 @@ from wmproxy.store.schema import (
     Delegation,
     DelegationRequest,
     ExecutionRequest,
+    ExecutionWorkerRow,
     Job,
     ProxyRenewal,
     PurgedJob,
@@ -46,12 +47,13 @@ class SqlHousekeepingStore:
 
     # --- service_meta ---
 
-    def meta(self, name: str, *, for_update: bool = False) -> str | None:
+    def meta(self, name: str, *, for_update: bool = False, for_share: bool = False) -> str | None:
         """The value of ``name`` (None: none); ``for_update`` locks its row, waiting for a
-        transaction that holds it to end."""
-        if for_update:
+        transaction that holds it to end; ``for_share`` locks it against writers only
+        (PostgreSQL ``FOR SHARE``; SQLite serialises writers anyway)."""
+        if for_update or for_share:
             return self.session.scalars(select(ServiceMeta.value).where(ServiceMeta.name == name)
-                                        .with_for_update()).one_or_none()
+                                        .with_for_update(read=not for_update)).one_or_none()
         row = self.session.get(ServiceMeta, name)
         return None if row is None else row.value
 
@@ -84,6 +86,38 @@ class SqlHousekeepingStore:
             select(DelegationRequest).order_by(DelegationRequest.id).with_for_update()).all()
         delegations = self.session.scalars(select(Delegation).order_by(Delegation.id).with_for_update()).all()
         return delegations, requests
+
+    def sealed_sample(self, limit: int) -> list[tuple[str, str, bytes]]:
+        """The ``limit`` most recently written rows of each sealed column, as ``(what, whose,
+        token)``: delegations, pending requests and pooled delegation keys (the newest are the
+        ones a process still running with a retired key would have sealed)."""
+        from wmproxy.store.keypool import PooledDelegationKey
+
+        rows: list[tuple[str, str, bytes]] = []
+        for d in self.session.execute(select(Delegation.owner_dn, Delegation.delegation_id, Delegation.sealed_proxy)
+                                      .order_by(Delegation.updated_at.desc()).limit(limit)):
+            rows.append(("delegation", f"{d.owner_dn} {d.delegation_id}", d.sealed_proxy))
+        for r in self.session.execute(select(DelegationRequest.owner_dn, DelegationRequest.delegation_id,
+                                             DelegationRequest.sealed_key)
+                                      .order_by(DelegationRequest.created_at.desc()).limit(limit)):
+            rows.append(("pending request", f"{r.owner_dn} {r.delegation_id}", r.sealed_key))
+        for k in self.session.execute(select(PooledDelegationKey.id, PooledDelegationKey.sealed_key)
+                                      .order_by(PooledDelegationKey.created_at.desc()).limit(limit)):
+            rows.append(("pooled key", f"#{k.id}", k.sealed_key))
+        return rows
+
+    # --- what runs (liveness records) ---
+
+    def live_execution_workers(self, since: dt.datetime) -> Sequence[ExecutionWorkerRow]:
+        """Execution workers whose last heartbeat is at or after ``since``, by name."""
+        return self.session.scalars(select(ExecutionWorkerRow).where(ExecutionWorkerRow.heartbeat_at >= since)
+                                    .order_by(ExecutionWorkerRow.name)).all()
+
+    def renewal_claimers(self, now: dt.datetime) -> list[str]:
+        """Names of the renewal workers holding a renewal lease that ends after ``now`` (one
+        is in a MyProxy exchange), sorted."""
+        names = self.session.scalars(select(ProxyRenewal.claimed_by).where(ProxyRenewal.claimed_until > now)).all()
+        return sorted({name for name in names if name is not None})
 
     def discard_key_pool(self) -> int:
         """Remove every pre-generated delegation key (sealed with the key being retired; never

@@ -61,6 +61,25 @@ def head_revision() -> str:
     return head
 
 
+def is_known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of the shipped migrations (False for a database migrated by
+    a newer wmproxy, e.g. after a package rollback)."""
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(revision) is not None
+    except (CommandError, RevisionError):
+        return False
+
+
+def newer_database_message(revision: str) -> str:
+    """What to say of a database at ``revision``, which the shipped migrations do not know."""
+    return (f"the database is newer than this wmproxy ({revision}): install the release that has it, "
+            "or restore a backup")
+
+
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; None for a database never migrated."""
     with engine.connect() as conn:

@@ -128,6 +128,21 @@ def test_a_ca_directory_without_a_ca_certificate_fails_readiness(rt: Runtime, pk
         assert check_ca_dir(str(ca_dir)) == [f"CA directory {ca_dir}: no CA certificate (<hash>.0)"]
 
 
+def test_a_policy_file_that_refuses_everyone_fails_readiness(rt: Runtime, tmp_path: Path) -> None:
+    policy = tmp_path / "policy"
+    rt.settings = dataclasses.replace(rt.settings, security=dataclasses.replace(rt.settings.security,
+                                                                                policy_file=str(policy)))
+    status, text = _readyz(rt)
+    assert status.startswith("503"), text
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    assert lines["policy"].startswith(f"policy FAIL [security] policy_file {policy}: No such file or directory: "
+                                      "every caller is refused"), text
+    policy.write_text("allow *\n")
+    _status, text = _readyz(rt)
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    assert lines["policy"] == f"policy ok {policy} reads"
+
+
 def test_an_unreadable_ca_directory_fails_both_ca_checks(tmp_path: Path) -> None:
     ca, crls = ca_checks(tmp_path / "nowhere", dt.datetime.now(dt.UTC))
     assert not ca.ok and not crls.ok
