@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.peers.slurm import SlurmCluster
-from tests.slurm.slurm_support import DEADLINE, empty_queue, launch, make_backend
+from tests.slurm.slurm_support import DEADLINE, empty_queue, launch, make_backend, wait_started
+from wmproxy.domain import JobState
 from wmproxy.execution.backends import RunHandle
+from wmproxy.execution.backends.local import CANCEL_MARGIN
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend
 from wmproxy.execution.identity import Account
 from wmproxy.execution.slurm import SlurmCommands
@@ -90,3 +93,28 @@ def test_jobs_without_slurm_id_are_looked_for_with_one_squeue(
     assert commands.runs == ["squeue"]  # one for the four, within one refresh period
     assert handles[0].pid == prepared[0].pid
     assert [handle.pid for handle in handles[1:]] == [None, None, None]  # waited for (submit_settle)
+
+
+def test_a_cancel_sent_while_slurmctld_is_down_is_sent_again_once_it_is_back(
+    restarted: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+) -> None:
+    slurm_cluster = restarted
+    backend = make_backend(slurm_cluster, work_root)
+    handle = backend.spawn(backend.prepare(launch(account, input_dir, "echo start; sleep 3600")))
+    wait_started(backend, handle)
+
+    with slurm_cluster.controller_down():  # past the time the cancel would escalate to a plain scancel
+        first = time.monotonic()
+        while time.monotonic() - first <= backend.kill_grace + CANCEL_MARGIN + 1.0:
+            backend.cancel(handle)  # the worker's cycles: the cancel, then the polls
+            assert backend.poll(handle) is None
+            time.sleep(0.2)
+        backend.cancel(handle)  # a cycle past that time (a poll may have taken the end of the loop)
+
+    def cancelled() -> object:
+        backend.cancel(handle)
+        return backend.poll(handle)
+
+    outcome = support.wait_for(cancelled, lambda outcome: outcome is not None, timeout=DEADLINE, interval=0.2,
+                               what="the job cancelled during the outage to end")  # the payload sleeps an hour
+    assert outcome is not None and outcome.state == JobState.CANCELLED

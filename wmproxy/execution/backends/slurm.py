@@ -112,6 +112,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wmproxy.domain import JobState, job_unique
 from wmproxy.errors import WMProxyError
@@ -185,6 +186,8 @@ class _Followed:
     expired: str | None = None  # the reason when it was cancelled for pending too long
     stuck_since: float | None = None  # monotonic time it was first seen pending for a reason it cannot run
     ended_at: float | None = None  # monotonic time it was first seen gone without status
+    cancel_failures: int = 0  # scancels of it that failed in a row (it is tried again)
+    cancel_retry_at: float = float("-inf")  # monotonic time of its next scancel try
 
 
 @dataclass(frozen=True)
@@ -750,29 +753,61 @@ class SlurmExecutionBackend:
         wrapper gets SIGTERM (``scancel --signal=TERM --batch``: it stops the payload and
         records ``cancelled_by``); once ``kill_grace`` plus the margin has passed,
         ``scancel`` ends the job (SIGKILL after Slurm's ``KillWait``). Idempotent; Slurm's
-        complaints about a job that has already ended are ignored."""
+        complaints about a job that has already ended count as done. A scancel that fails
+        otherwise (slurmctld down or too busy) is tried again at a later call, the worker's
+        next cycle (not before twice ``refresh`` seconds, doubled per failure, nor while the
+        controller's wait after a failed squeue runs): the cancel counts as sent only once a
+        scancel went through."""
         job_id = self._slurm_id(handle)
         if handle.pid is None or job_id is None:
             return
         followed = self._followed.setdefault(job_id, _Followed())
+        followed.cancelled = True  # wmproxy wants it cancelled, even while the scancel is not through
         now = time.monotonic()
+        if followed.killed or now < followed.cancel_retry_at or self._controller_waited_for():
+            return
+        if handle.cancel_sent_at is not None and now - handle.cancel_sent_at <= self.kill_grace + CANCEL_MARGIN:
+            return
         queued = self._queue.get(job_id)
         try:
             if handle.cancel_sent_at is None:
-                handle.cancel_sent_at = now
-                followed.cancelled = True
                 if queued is not None and queued.state == PENDING_STATE:
-                    self.commands.cancel(job_id, handle.account)
+                    self._scancel(job_id, handle.account)
                 else:
                     try:
-                        self.commands.cancel(job_id, handle.account, signal="TERM", batch_only=True)
-                    except SlurmError:  # pending after all, or the batch step not launched yet
-                        self.commands.cancel(job_id, handle.account)
-            elif not followed.killed and now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
+                        self._scancel(job_id, handle.account, signal="TERM", batch_only=True)
+                    except SlurmError as exc:  # pending after all, or the batch step not launched yet
+                        if exc.unreachable:
+                            raise
+                        self._scancel(job_id, handle.account)
+                handle.cancel_sent_at = now
+            else:
+                self._scancel(job_id, handle.account)
                 followed.killed = True
-                self.commands.cancel(job_id, handle.account)
+        except SlurmError as exc:  # not through: tried again at a later call (the worker's next cycle)
+            followed.cancel_failures += 1
+            followed.cancel_retry_at = time.monotonic() + min(
+                self.refresh * 2.0 ** min(followed.cancel_failures, 32), max(self.refresh, MAX_BACKOFF))
+            log.warning("scancel of Slurm job %s failed (tried again): %s", job_id, exc)
+            return
+        followed.cancel_failures = 0
+
+    def _scancel(self, job_id: str, account: Account | None, **options: Any) -> None:
+        """``scancel`` (:meth:`SlurmCommands.cancel`); a job that has ended or is ending counts
+        as cancelled.
+
+        Raises:
+            SlurmError: scancel failed otherwise (the controller's wait is recorded).
+        """
+        try:
+            self.commands.cancel(job_id, account, **options)
         except SlurmError as exc:
-            log.info("scancel of Slurm job %s: %s", job_id, exc)
+            if exc.job_gone:
+                log.info("scancel of Slurm job %s: %s", job_id, exc)
+                return
+            if exc.unreachable:
+                self._contacted(False)
+            raise
 
     def attach(self, ref: str, account: Account | None) -> RunHandle | None:
         """The handle of a job from its reference (any worker of this cluster): None unless
