@@ -43,7 +43,10 @@ it; with no account (mapping off) as the worker's own user, and never as root.
 
 Following: one ``squeue -r --states=all -j <every followed job or array>`` per ``refresh`` seconds
 serves every :meth:`SlurmExecutionBackend.poll` in between, so a worker following a
-thousand jobs asks Slurm once a second, not a thousand times. A job Slurm still lists
+thousand jobs asks Slurm once a second, not a thousand times (and the jobs without Slurm id
+are looked for by one ``squeue -n`` of their names). While slurmctld does not answer, the
+wait after a failed squeue doubles up to :data:`MAX_BACKOFF` seconds: an outage costs one
+squeue per wait, not one per job, and a cancel whose scancel failed is sent again then. A job Slurm still lists
 as pending, running or completing is running; once it has left (a final state, or
 gone) the wrapper's ``status.json`` decides (:func:`outcome_of`). Without a status
 (after ``status_grace`` seconds, for the shared filesystem to show it) Slurm's own end
