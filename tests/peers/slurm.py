@@ -346,6 +346,44 @@ class SlurmCluster:
         self._spawn("slurmd", [DAEMONS["slurmd"], "-D", "-f", str(self.conf), "-N", self.node])
         self._wait(lambda: not self.node_state().endswith("*"), f"slurmd on {self.node} to respond")
 
+    def stop_controller(self) -> None:
+        """Stop slurmctld (SIGTERM, as an administrator's restart does: it saves its state and
+        exits) and wait until it is gone; slurmd, munged and the jobs on the node keep running.
+        :meth:`start_controller` starts it again on its saved state."""
+        records = self._records()
+        for record in records:
+            if record["name"] == "slurmctld":
+                _end(int(str(record["pid"])), str(record["start"]))
+        for name, child in self._children:
+            if name == "slurmctld":
+                child.wait()
+        self._children = [(name, child) for name, child in self._children if name != "slurmctld"]
+        (self.root / RECORD).write_text(json.dumps([r for r in records if r["name"] != "slurmctld"]))
+
+    def start_controller(self) -> None:
+        """Start slurmctld again (after :meth:`stop_controller`), on the state it saved, and
+        wait until it answers squeue."""
+        self._spawn("slurmctld", [DAEMONS["slurmctld"], "-D", "-f", str(self.conf)])
+        self._wait(lambda: self.run("squeue", "-h", check=False, timeout=30).returncode == 0
+                   and not self.node_state().startswith("unknown"), "slurmctld to answer again and hear the node")
+
+    def restart_controller(self) -> None:
+        """Stop and start slurmctld once the queue is empty. Slurm 22.05's sinfo keeps showing
+        the node ``mixed`` (scontrol: IDLE, no CPU allocated) after a restart that recovered a
+        running job, once that job has ended, until the controller starts again without it."""
+        self._wait(lambda: not self.queue(), "the queue to be empty")
+        self.stop_controller()
+        self.start_controller()
+
+    @contextlib.contextmanager
+    def controller_down(self) -> Iterator[None]:
+        """slurmctld stopped inside the block (:meth:`stop_controller`), started again after it."""
+        self.stop_controller()
+        try:
+            yield
+        finally:
+            self.start_controller()
+
     def _start_munged(self) -> None:
         munge_dir = self.root / "munge"
         self._spawn("munged", [

@@ -89,6 +89,10 @@ USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "pla
 _NODE_FLAGS = "*~#!%$@^-+"
 _QUEUE_FORMAT = "%i|%T|%V|%j|%r|%Z"
 _INVALID_JOB = "Invalid job id specified"
+#: scancel's messages for a job that has ended or is ending: there is nothing left to cancel.
+_JOB_GONE = (_INVALID_JOB, "already completing or completed")
+#: The message of a client that could not reach slurmctld at all (down, or not listening).
+_NO_CONTROLLER = "Unable to contact slurm controller"
 #: A Slurm job id: ``123``, or ``123_4`` for task 4 of the job array 123.
 _JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")
 #: Slurm's messages (``slurm_errtab.c``) and the system's of a request that may have reached
@@ -134,6 +138,18 @@ class SlurmError(WMProxyError):
         the timeout, or Slurm's message says the controller's answer was lost
         (:data:`ANSWER_LOST`), so the controller may still act on the request."""
         return self.timed_out or any(text in self.stderr or text in str(self) for text in ANSWER_LOST)
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the controller did not answer (down, not listening, too busy, the answer
+        lost): the same request may succeed later, and any other would fail alike meanwhile."""
+        return self.maybe_done or _NO_CONTROLLER in self.stderr or _NO_CONTROLLER in str(self)
+
+    @property
+    def job_gone(self) -> bool:
+        """Whether scancel (or squeue) failed because the job has ended or is ending
+        ("Invalid job id specified", "Job/step already completing or completed")."""
+        return any(text in self.stderr for text in _JOB_GONE)
 
 
 @dataclass(frozen=True)
@@ -532,11 +548,19 @@ class SlurmCommands:
         Raises:
             SlurmError: squeue failed.
         """
-        out = self.run("squeue", "-h", "-r", "--states=all", "-o", _QUEUE_FORMAT, "-n", name)
-        found = [job for job in _parse_queue(out).values() if job.work_dir == str(work_dir)
-                 and (task is None) == ("_" not in job.job_id)
-                 and (task is None or job.job_id.endswith(f"_{task}"))]
-        return max(found, key=lambda job: int(base_job_id(job.job_id))) if found else None
+        return select_job(self.named([name]), name, work_dir, task)
+
+    def named(self, names: Sequence[str]) -> dict[str, QueuedJob]:
+        """The jobs (array tasks one by one) Slurm still knows of any of ``names``, from one
+        ``squeue -r --states=all -n <names>``, by job id (:func:`select_job` picks one).
+
+        Raises:
+            SlurmError: squeue failed.
+        """
+        if not names:
+            return {}
+        out = self.run("squeue", "-h", "-r", "--states=all", "-o", _QUEUE_FORMAT, "-n", ",".join(names))
+        return _parse_queue(out)
 
     def job_end(self, job_id: str) -> JobEnd | None:
         """How Slurm ended ``job_id``: ``scontrol show job`` while the controller keeps it
@@ -614,6 +638,16 @@ class SlurmCommands:
         if partition not in states:
             raise SlurmError(f"Slurm has no partition {partition!r}", command="scontrol")
         return states[partition]
+
+
+def select_job(jobs: dict[str, QueuedJob], name: str, work_dir: Path, task: int | None = None) -> QueuedJob | None:
+    """Of squeue's ``jobs``, the job named ``name`` running in ``work_dir`` (the most recent
+    one), None when there is none; with ``task``, that task of the job array of that name and
+    directory."""
+    found = [job for job in jobs.values() if job.name == name and job.work_dir == str(work_dir)
+             and (task is None) == ("_" not in job.job_id)
+             and (task is None or job.job_id.endswith(f"_{task}"))]
+    return max(found, key=lambda job: int(base_job_id(job.job_id))) if found else None
 
 
 def _parse_queue(out: str) -> dict[str, QueuedJob]:

@@ -156,6 +156,9 @@ class RunningJob:
     end_failures: int = 0  # tries to collect its end that failed
     end_defects: int = 0  # those that failed other than by an outage (END_TRIES)
     retry_end_at: float = 0.0  # monotonic seconds: when its end is tried again
+    #: adopted from a reference without backend id (a worker died before, or during, the spawn
+    #: of its wrapper): while it has none, an end that says the wrapper never ran requeues it
+    unsubmitted: bool = False
 
 
 @dataclass
@@ -577,7 +580,7 @@ class ExecutionWorker:
                     service.requeue_unstarted(self.rt, self.name, order.job_id, "its wrapper was never started")
                     log.info("job %s requeued: its worker stopped before starting it", order.job_id)
                     continue
-            self.running[order.job_id] = RunningJob(order, handle, backend)
+            self.running[order.job_id] = RunningJob(order, handle, backend, unsubmitted=handle.pid is None)
             log.info("job %s adopted (%s)", order.job_id, handle.ref)
         if adopted:  # a cancel the dead worker was carrying out is sent again before any end is read
             self._next_cancel_check = 0.0
@@ -717,6 +720,7 @@ class ExecutionWorker:
         its work dir and is followed again (:meth:`_end_later`); ends the database does not
         take wait in :attr:`unrecorded` (:meth:`_record_unrecorded`). Returns the jobs whose
         end was made."""
+        ended = [(job, outcome) for job, outcome in ended if not self._requeued(job, outcome)]
         made: list[tuple[RunningJob, JobOutcome, AttemptEnd]] = []
         # Output bytes collected and not counted yet (the owners' counters grow when the ends are
         # recorded): each budget leaves them out, so jobs of one owner ending together share it.
@@ -742,6 +746,28 @@ class ExecutionWorker:
             self.unrecorded.append((job.order.job_id, end))  # must not find the old work dir
         self._record_unrecorded()
         return [(job, outcome) for job, outcome, _end in made]
+
+    def _requeued(self, job: RunningJob, outcome: JobOutcome) -> bool:
+        """Requeue (as adoption does) a job adopted without backend id that ended without its
+        wrapper ever having run: the dead worker never spawned it (a Slurm job sbatch never
+        created, known only once ``submit_settle`` has passed). Its work dir is released first,
+        then it goes back to Waiting (:func:`~wmproxy.services.execution.requeue_unstarted`).
+        False for any other end, and for a job no longer Scheduled (Running: the dead worker's
+        sbatch lost its answer, a shallow failure as for this worker's own), which ends as usual."""
+        if not (job.unsubmitted and job.handle.pid is None and job.cancel_reason is None and job.ended is None
+                and not outcome.recorded and not outcome.payload_started):
+            return False
+        job_id = job.order.job_id
+        self._release(job.backend, job.handle)
+        try:
+            requeued = service.requeue_unstarted(self.rt, self.name, job_id, "its wrapper was never started")
+        except SQLAlchemyError as exc:  # followed again: its work dir is gone, so it ends so at the next cycle
+            log.error("job %s, never started, not requeued yet: %s", job_id, database_reason(exc))
+            self.running[job_id] = job
+            return True
+        if requeued:
+            log.info("job %s requeued: its worker stopped before starting it", job_id)
+        return requeued
 
     def _end_later(self, job: RunningJob, outcome: JobOutcome, exc: Exception) -> AttemptEnd | None:
         """Follow again a job whose end could not be made: tried after :data:`END_RETRY_FIRST`

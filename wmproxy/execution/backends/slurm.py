@@ -43,7 +43,10 @@ it; with no account (mapping off) as the worker's own user, and never as root.
 
 Following: one ``squeue -r --states=all -j <every followed job or array>`` per ``refresh`` seconds
 serves every :meth:`SlurmExecutionBackend.poll` in between, so a worker following a
-thousand jobs asks Slurm once a second, not a thousand times. A job Slurm still lists
+thousand jobs asks Slurm once a second, not a thousand times (and the jobs without Slurm id
+are looked for by one ``squeue -n`` of their names). While slurmctld does not answer, the
+wait after a failed squeue doubles up to :data:`MAX_BACKOFF` seconds: an outage costs one
+squeue per wait, not one per job, and a cancel whose scancel failed is sent again then. A job Slurm still lists
 as pending, running or completing is running; once it has left (a final state, or
 gone) the wrapper's ``status.json`` decides (:func:`outcome_of`). Without a status
 (after ``status_grace`` seconds, for the shared filesystem to show it) Slurm's own end
@@ -112,6 +115,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wmproxy.domain import JobState, job_unique
 from wmproxy.errors import WMProxyError
@@ -131,6 +135,7 @@ from wmproxy.execution.slurm import (
     SlurmError,
     base_job_id,
     cannot_run,
+    select_job,
     time_limit,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
@@ -155,6 +160,9 @@ DEFAULT_MAX_ARRAY = 1000
 NAME_PREFIX = "wmp_"
 #: Seconds between two squeue calls that serve every poll in between.
 DEFAULT_REFRESH = 1.0
+#: Seconds at most (or ``refresh``, if longer) between two tries to reach a controller that
+#: did not answer: after a failure the wait doubles from twice ``refresh`` up to this.
+MAX_BACKOFF = 30.0
 #: Seconds a job that has left Slurm may take to show its status.json on the shared filesystem.
 DEFAULT_STATUS_GRACE = 5.0
 #: Seconds after an sbatch whose answer was lost during which slurmctld may still create the
@@ -181,6 +189,8 @@ class _Followed:
     expired: str | None = None  # the reason when it was cancelled for pending too long
     stuck_since: float | None = None  # monotonic time it was first seen pending for a reason it cannot run
     ended_at: float | None = None  # monotonic time it was first seen gone without status
+    cancel_failures: int = 0  # scancels of it that failed in a row (it is tried again)
+    cancel_retry_at: float = float("-inf")  # monotonic time of its next scancel try
 
 
 @dataclass(frozen=True)
@@ -297,7 +307,12 @@ class SlurmExecutionBackend:
         self._batched: dict[Path, str | BackendError | _Unresolved] = {}
         self._unresolved: dict[Path, _Unresolved] = {}  # work dir → its lost sbatch, job not found yet
         self._wrapper_dir: Path | None = None  # the shared wrapper, once installed
-        self._queue_at = float("-inf")  # monotonic time of the last squeue
+        # work dir of a job without Slurm id → the (name, work dir, task) its job may be found by
+        self._wanted: dict[Path, tuple[tuple[str, Path, int | None], ...]] = {}
+        self._named: dict[str, QueuedJob] = {}  # what the last squeue -n listed of the wanted names
+        self._names_queried: set[str] = set()  # the names it asked for
+        self._next_refresh = float("-inf")  # monotonic time before which no squeue runs
+        self._failures = 0  # Slurm commands in a row that found no controller
 
     # --- starting ------------------------------------------------------------------
 
@@ -439,12 +454,14 @@ class SlurmExecutionBackend:
         log.warning("sbatch of %s lost its answer (%s): looking for the job in Slurm for %g s", unresolved.name,
                     unresolved.error, self.submit_settle)
         self._unresolved[handle.work_dir] = unresolved
+        self._want(handle.work_dir)
         try:
             identity.write_state_file(handle.work_dir, UNRESOLVED_NAME, unresolved.encode(), 0o400, handle.account)
         except WMProxyError as exc:
             log.warning("cannot record the lost sbatch of %s in its work dir: %s", unresolved.name, exc)
 
     def _follow(self, handle: RunHandle, job_id: str) -> None:
+        self._wanted.pop(handle.work_dir, None)
         handle.pid = int(base_job_id(job_id))
         handle.ref = self._ref(job_id, handle.work_dir.name)
         self._followed.setdefault(job_id, _Followed())
@@ -479,11 +496,9 @@ class SlurmExecutionBackend:
     def _poll_unsubmitted(self, handle: RunHandle) -> JobOutcome | None:
         """A job adopted from a reference without Slurm job id: follow the job sbatch made
         if Slurm knows one, else report that it never ran (the worker requeues it)."""
-        try:
-            found = self._find_submitted(handle)
-        except SlurmError as exc:
-            log.warning("cannot look %s up in Slurm: %s", handle.work_dir.name, exc)
-            return None
+        known, found = self._find_submitted(handle)
+        if not known:
+            return None  # not asked yet (at the next refresh), or Slurm cannot be asked
         if found is not None:
             self._unresolved.pop(handle.work_dir, None)
             self._follow(handle, found.job_id)
@@ -543,16 +558,33 @@ class SlurmExecutionBackend:
             return None
         return _Unresolved(self._submission_name(work_dir), None, script_time, "")
 
-    def _find_submitted(self, handle: RunHandle) -> QueuedJob | None:
-        """The Slurm job of a job whose reference has no id: its task in the job array its
-        ``slurm-task`` names, else the job of its own name and work dir."""
-        recorded = _state_head(handle.work_dir, TASK_NAME, 256)
-        task = None if recorded is None else recorded.decode(errors="replace").split()
-        if task and len(task) == 2 and task[1].isdigit():
-            found = self.commands.find(task[0], self.work_root, int(task[1]))
+    def _find_submitted(self, handle: RunHandle) -> tuple[bool, QueuedJob | None]:
+        """``(known, job)``: whether the last squeue of the wanted names (:meth:`_refresh`)
+        asked for this job's, and the Slurm job of a job whose reference has no id: its task in
+        the job array its ``slurm-task`` names, else the job of its own name and work dir."""
+        candidates = self._want(handle.work_dir)
+        self._refresh()
+        if not all(name in self._names_queried for name, _work_dir, _task in candidates):
+            return False, None
+        for name, work_dir, task in candidates:
+            found = select_job(self._named, name, work_dir, task)
             if found is not None:
-                return found
-        return self.commands.find(self._submission_name(handle.work_dir), handle.work_dir)
+                return True, found
+        return True, None
+
+    def _want(self, work_dir: Path) -> tuple[tuple[str, Path, int | None], ...]:
+        """Register a job without Slurm id for the next squeue of names (:meth:`_refresh`):
+        its task in the job array its ``slurm-task`` names, and its own name and work dir."""
+        candidates = self._wanted.get(work_dir)
+        if candidates is None:
+            recorded = _state_head(work_dir, TASK_NAME, 256)
+            task = None if recorded is None else recorded.decode(errors="replace").split()
+            found: list[tuple[str, Path, int | None]] = []
+            if task and len(task) == 2 and task[1].isdigit():
+                found.append((task[0], self.work_root, int(task[1])))
+            found.append((self._submission_name(work_dir), work_dir, None))
+            candidates = self._wanted[work_dir] = tuple(found)
+        return candidates
 
     def _submission_name(self, work_dir: Path) -> str:
         """The Slurm job name the work dir's ``slurm.sh`` gives (the attempt's, :func:`job_name`);
@@ -562,22 +594,60 @@ class SlurmExecutionBackend:
         return found.group(1) if found else job_name(work_dir.name)
 
     def _lookup(self, job_id: str) -> tuple[bool, QueuedJob | None]:
-        """``(known, queued)``: whether the last squeue (refreshed when older than
-        ``refresh``) asked for the job, and its line (None: Slurm no longer lists it)."""
-        now = time.monotonic()
-        if now - self._queue_at >= self.refresh:
-            ids = sorted(self._followed)
-            try:
-                queue = self.commands.queue(ids)
-            except SlurmError as exc:
-                log.warning("squeue failed, the state of %d Slurm job(s) is unknown: %s", len(ids), exc)
-                self._queue_at = now
-                self._queried = set()
-                return False, None
-            self._queue, self._queried, self._queue_at = queue, set(ids), now
+        """``(known, queued)``: whether the last squeue (:meth:`_refresh`) asked for the job,
+        and its line (None: Slurm no longer lists it)."""
+        self._refresh()
         if job_id not in self._queried:
             return False, None
         return True, self._queue.get(job_id)
+
+    def _refresh(self) -> None:
+        """Once ``refresh`` seconds have passed since the last squeue ended: one ``squeue -j``
+        of every followed job and one ``squeue -n`` of the names of the jobs without Slurm id
+        (:meth:`_want`), serving every poll until the next. After a failure for want of the
+        controller none runs for twice ``refresh`` seconds, doubled at each failure in a row
+        up to :data:`MAX_BACKOFF`, so that an outage costs one squeue per wait, not one per
+        job (a squeue that cannot reach slurmctld takes seconds)."""
+        if time.monotonic() < self._next_refresh:
+            return
+        ids = sorted(self._followed)
+        names = sorted({name for wanted in self._wanted.values() for name, _work_dir, _task in wanted})
+        if not ids and not names:
+            return
+        reached = True
+        if ids:
+            try:
+                self._queue, self._queried = self.commands.queue(ids), set(ids)
+            except SlurmError as exc:
+                log.warning("squeue failed, the state of %d Slurm job(s) is unknown: %s", len(ids), exc)
+                self._queried = set()
+                reached = not exc.unreachable
+        if names and reached:
+            try:
+                self._named, self._names_queried = self.commands.named(names), set(names)
+            except SlurmError as exc:
+                log.warning("squeue failed, %d job(s) without Slurm id are not looked for: %s", len(names), exc)
+                self._names_queried = set()
+                reached = not exc.unreachable
+        else:
+            self._names_queried = set()
+        self._contacted(reached)
+
+    def _contacted(self, reached: bool) -> None:
+        """Record whether the last Slurm command reached the controller, and when the next
+        squeue may run (:meth:`_refresh`)."""
+        now = time.monotonic()
+        if reached:
+            self._failures = 0
+            self._next_refresh = max(self._next_refresh, now + self.refresh)
+            return
+        self._failures += 1
+        backoff = min(self.refresh * 2.0 ** min(self._failures, 32), max(self.refresh, MAX_BACKOFF))
+        self._next_refresh = now + backoff
+
+    def _controller_waited_for(self) -> bool:
+        """Whether the controller did not answer lately and its wait (:meth:`_contacted`) is not over."""
+        return self._failures > 0 and time.monotonic() < self._next_refresh
 
     def _expire_if_stale(self, handle: RunHandle, followed: _Followed, queued: QueuedJob) -> None:
         """Cancel a job pending for more than ``max_pending`` seconds for a reason that means
@@ -686,34 +756,66 @@ class SlurmExecutionBackend:
         wrapper gets SIGTERM (``scancel --signal=TERM --batch``: it stops the payload and
         records ``cancelled_by``); once ``kill_grace`` plus the margin has passed,
         ``scancel`` ends the job (SIGKILL after Slurm's ``KillWait``). Idempotent; Slurm's
-        complaints about a job that has already ended are ignored."""
+        complaints about a job that has already ended count as done. A scancel that fails
+        otherwise (slurmctld down or too busy) is tried again at a later call, the worker's
+        next cycle (not before twice ``refresh`` seconds, doubled per failure, nor while the
+        controller's wait after a failed squeue runs): the cancel counts as sent only once a
+        scancel went through."""
         job_id = self._slurm_id(handle)
         if handle.pid is None or job_id is None:
             return
         followed = self._followed.setdefault(job_id, _Followed())
+        followed.cancelled = True  # wmproxy wants it cancelled, even while the scancel is not through
         now = time.monotonic()
+        if followed.killed or now < followed.cancel_retry_at or self._controller_waited_for():
+            return
+        if handle.cancel_sent_at is not None and now - handle.cancel_sent_at <= self.kill_grace + CANCEL_MARGIN:
+            return
         queued = self._queue.get(job_id)
         try:
             if handle.cancel_sent_at is None:
-                handle.cancel_sent_at = now
-                followed.cancelled = True
                 if queued is not None and queued.state == PENDING_STATE:
-                    self.commands.cancel(job_id, handle.account)
+                    self._scancel(job_id, handle.account)
                 else:
                     try:
-                        self.commands.cancel(job_id, handle.account, signal="TERM", batch_only=True)
-                    except SlurmError:  # pending after all, or the batch step not launched yet
-                        self.commands.cancel(job_id, handle.account)
-            elif not followed.killed and now - handle.cancel_sent_at > self.kill_grace + CANCEL_MARGIN:
+                        self._scancel(job_id, handle.account, signal="TERM", batch_only=True)
+                    except SlurmError as exc:  # pending after all, or the batch step not launched yet
+                        if exc.unreachable:
+                            raise
+                        self._scancel(job_id, handle.account)
+                handle.cancel_sent_at = now
+            else:
+                self._scancel(job_id, handle.account)
                 followed.killed = True
-                self.commands.cancel(job_id, handle.account)
+        except SlurmError as exc:  # not through: tried again at a later call (the worker's next cycle)
+            followed.cancel_failures += 1
+            followed.cancel_retry_at = time.monotonic() + min(
+                self.refresh * 2.0 ** min(followed.cancel_failures, 32), max(self.refresh, MAX_BACKOFF))
+            log.warning("scancel of Slurm job %s failed (tried again): %s", job_id, exc)
+            return
+        followed.cancel_failures = 0
+
+    def _scancel(self, job_id: str, account: Account | None, **options: Any) -> None:
+        """``scancel`` (:meth:`SlurmCommands.cancel`); a job that has ended or is ending counts
+        as cancelled.
+
+        Raises:
+            SlurmError: scancel failed otherwise (the controller's wait is recorded).
+        """
+        try:
+            self.commands.cancel(job_id, account, **options)
         except SlurmError as exc:
-            log.info("scancel of Slurm job %s: %s", job_id, exc)
+            if exc.job_gone:
+                log.info("scancel of Slurm job %s: %s", job_id, exc)
+                return
+            if exc.unreachable:
+                self._contacted(False)
+            raise
 
     def attach(self, ref: str, account: Account | None) -> RunHandle | None:
         """The handle of a job from its reference (any worker of this cluster): None unless
-        it is ``slurm:<this cluster>:``. A reference without job id is resolved at the
-        next :meth:`poll`."""
+        it is ``slurm:<this cluster>:``. A reference without job id is resolved by the
+        next squeue of names (:meth:`_refresh`), at a :meth:`poll`."""
         parsed = parse_ref(ref)
         if parsed is None or parsed[0] != self.cluster:
             return None
@@ -722,6 +824,8 @@ class SlurmExecutionBackend:
                            pid=None if job_id is None else int(base_job_id(job_id)))
         if job_id is not None:
             self._follow(handle, job_id)
+        else:  # looked for with the other jobs without id, from the next squeue on
+            self._want(handle.work_dir)
         return handle
 
     def release(self, handle: RunHandle) -> None:
@@ -736,6 +840,7 @@ class SlurmExecutionBackend:
         self._prepared.pop(handle.work_dir, None)
         self._batched.pop(handle.work_dir, None)
         self._unresolved.pop(handle.work_dir, None)
+        self._wanted.pop(handle.work_dir, None)
         self._files.release(handle)
 
     def tidy(self, budget: float | None = None) -> int:
