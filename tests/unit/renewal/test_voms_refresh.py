@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,16 @@ from pyasn1.codec.der import decoder, encoder
 from pyasn1_modules import rfc5755
 
 from tests.conftest import Pki
-from tests.unit.renewal import test_renewal_cycle as cycle
-from tests.unit.renewal.test_renewal_cycle import DELEG, SERVER, claim, delegate, proxy, running_job, stored_proxy
+from tests.unit.renewal.cycle_support import (
+    DELEG,
+    SERVER,
+    claim,
+    cycle_runtime,
+    delegate,
+    proxy,
+    running_job,
+    stored_proxy,
+)
 from tests.voms_support import FQANS, URI, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.config import RenewalSettings
 from wmproxy.domain import utcnow
@@ -38,7 +47,12 @@ from wmproxy.services.renewal import (
 )
 from wmproxy.services.runtime import Runtime
 
-rt = cycle.rt  # the fixture: a runtime on SQLite whose vomsdir is <tmp_path>/vomsdir
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
+    """A runtime on SQLite whose vomsdir is ``tmp_path / "vomsdir"``."""
+    yield from cycle_runtime(tmp_path, pki)
+
 
 VOMSES = '''# site vomses
 "atlas" "voms2.example.org" "15001" "/DC=org/DC=example/CN=voms2.example.org" "atlas" "24"
