@@ -65,6 +65,10 @@ RANK_MIN = -(2**63)
 RANK_MAX = 2**63 - 1
 #: Comments of a catalogue, as the new ClassAd syntax has them.
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+#: Blanks and comments (of either syntax) before a catalogue's first ad.
+_LEADING_COMMENTS = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/|#[^\n]*)*", re.DOTALL)
+#: An attribute name (of an old-syntax line).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 #: States of a job that occupies a CPU of its CE.
 _OCCUPYING = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
 
@@ -109,16 +113,30 @@ def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
 
 
 def parse_catalogue(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
-    """The ClassAds of a catalogue's ``text`` (new ClassAd syntax, ``//`` and ``/* */``
-    comments), every character of it.
+    """The ClassAds of a catalogue's ``text``, every character of it, in the syntax its first
+    character that is neither blank nor in a comment says (as classad2 detects it):
 
-    classad2 raises ``ValueError`` on some syntax errors (a ``#`` comment) and silently stops
-    at others (an ad cut short, text that is not an ad): both are refused here, with the line
-    of the first ad it could not read.
+    * ``[`` (or none: a file of comments and blanks, no CE): the new ClassAd syntax,
+      ``[ Name = value; ... ]`` per CE, ``//`` and ``/* */`` comments (:func:`_parse_new`);
+    * anything else: the old syntax, as ``condor_status -long`` writes it: one ``Name = value``
+      per line, the ads separated by a blank line, ``#`` comment lines (:func:`_parse_old`).
+
+    classad2 raises ``ValueError`` on some syntax errors (a ``#`` comment in the new syntax) and
+    silently stops at others (an ad cut short, text that is not an ad; in the old syntax, a line
+    it cannot read and every line after it in the ad): all are refused here, with the line of
+    the first ad (or old-syntax line) it could not read.
 
     Raises:
         SandboxError: "CE catalogue <path>: not valid ClassAds: ...".
     """
+    head = _LEADING_COMMENTS.match(text)
+    first = text[head.end() if head else 0:][:1]
+    if first in ("[", ""):
+        return _parse_new(text, path)
+    return _parse_old(text, path)
+
+
+def _parse_new(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
     stream = io.StringIO(text)
     ads: list[classad2.ClassAd] = []
     read = 0  # characters of the ads parsed so far
@@ -132,6 +150,41 @@ def parse_catalogue(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
         raise SandboxError(f"CE catalogue {path}: not valid ClassAds: {_line_after(text, stream.tell())}: "
                            "not a complete ClassAd")
     return tuple(ads)
+
+
+def _parse_old(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
+    """The old-syntax ads of ``text``, read by classad2's old parser, one blank-line separated
+    block at a time, after each ``Name = value`` line of the block has been read on its own (the
+    old parser drops a line it cannot read and the rest of its ad without a word)."""
+    ads: list[classad2.ClassAd] = []
+    block: list[str] = []
+    for number, line in enumerate([*text.splitlines(), ""], 1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            continue
+        if stripped:
+            name, equals, value = stripped.partition("=")
+            if not equals or not _NAME.fullmatch(name.strip()) or not _is_expression(value):
+                raise SandboxError(f"CE catalogue {path}: not valid ClassAds: from line {number}: "
+                                   "not a complete 'Name = value' line (old ClassAd syntax)")
+            block.append(line)
+        elif block:
+            found = list(classad2.parseAds("\n".join(block) + "\n", classad2.ParserType.Old))
+            if len(found) != 1:  # not seen: every line of the block has been read
+                raise SandboxError(f"CE catalogue {path}: not valid ClassAds: the ad ending at line {number - 1} "
+                                   "cannot be read (old ClassAd syntax)")
+            ads.extend(found)
+            block = []
+    return tuple(ads)
+
+
+def _is_expression(value: str) -> bool:
+    """Whether ``value`` is one whole ClassAd expression (classad2 refuses anything after it)."""
+    try:
+        classad2.ExprTree(value)
+    except Exception:  # noqa: BLE001 - classad2 raises ClassAdException (or ValueError) on bad text
+        return False
+    return True
 
 
 def _line_after(text: str, offset: int) -> str:
