@@ -10,7 +10,9 @@ from Slurm) is laid over its catalogue ad while it is fresher than
 ``[brokering] ce_state_max_age``.
 
 A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and the CE's own
-``Requirements`` (if any) hold with ``other`` = the job, both evaluated by classad2 (so
+``Requirements`` (if any) hold with ``other`` = the job as the CE sees it (:func:`ce_view`: its
+VO and FQAN are the proxy's only, where the job's own expressions see the JDL's VO when the
+proxy has no VOMS attributes), both evaluated by classad2 (so
 ``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
 :data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
 classad2 evaluates to error, are refused by :func:`wmproxy.jdl.check_expressions`).
@@ -329,39 +331,56 @@ def with_state(ce: classad2.ClassAd, attributes: Mapping[str, int | float | str]
 
 
 def matching_ad(ad: classad2.ClassAd, dn: str, fqan: str | None) -> classad2.ClassAd:
-    """Give the job ad what CEs match on besides the JDL, from the caller's proxy, as the
-    reference's jobListMatch and WM do: ``CertificateSubject``, ``VOMS_FQAN`` (``fqan``, the
-    delegated proxy's primary FQAN) and ``VirtualOrganisation`` (its VO).
-
-    What the JDL says of the last two is replaced: with a VOMS proxy, registration and
-    :func:`list_match` refuse a JDL VO other than the proxy's; without one the JDL's claim
-    proves nothing, so the ad has neither (a CE reserved to a VO does not take the job).
+    """Give the job ad what the job's own ``Requirements`` and ``Rank`` see besides the JDL, as
+    the reference's jobListMatch and WM do: ``CertificateSubject``, and with a VOMS proxy its
+    primary FQAN as ``VOMS_FQAN`` and its VO as ``VirtualOrganisation`` (registration and
+    :func:`list_match` refuse a JDL VO other than the proxy's). Without VOMS attributes the
+    JDL's ``VirtualOrganisation`` stays: ``member(VirtualOrganisation, other.SupportedVOs)``
+    matches as it did. The CEs' ``Requirements`` see :func:`ce_view` of this ad instead.
     Changes and returns ``ad``."""
     ad["CertificateSubject"] = dn
-    for name, value in (("VOMS_FQAN", fqan), ("VirtualOrganisation", fqan_vo(fqan) if fqan else None)):
-        delete(ad, name)
-        if value:
-            ad[name] = value
+    if fqan:
+        ad["VOMS_FQAN"] = fqan
+        vo = fqan_vo(fqan)
+        if vo:
+            ad["VirtualOrganisation"] = vo
     return ad
 
 
-def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[Match]:
+def ce_view(job: classad2.ClassAd, fqan: str | None) -> classad2.ClassAd:
+    """The job as the CEs' own ``Requirements`` see it: a copy of :func:`matching_ad`'s ad whose
+    ``VOMS_FQAN`` and ``VirtualOrganisation`` are the proxy's only, neither when it has no VOMS
+    attributes (the JDL's claim proves nothing: a CE reserved to a VO does not take the job).
+    Made once per job, for all the CEs it is matched against."""
+    view = classad2.ClassAd(str(job))
+    for name, value in (("VOMS_FQAN", fqan), ("VirtualOrganisation", fqan_vo(fqan) if fqan else None)):
+        delete(view, name)
+        if value:
+            view[name] = value
+    return view
+
+
+def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
+            for_ces: classad2.ClassAd | None = None) -> list[Match]:
     """The CEs that match ``job``, best rank first (ties by CE id).
 
-    The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE.
+    The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE with
+    ``job`` as their scope; a CE's own ``Requirements`` are evaluated with ``other`` =
+    ``for_ces`` (:func:`ce_view`; ``job`` itself when None, for a job without proxy attributes).
 
     Raises:
         JdlExpressionError: classad2 fails to evaluate the job's ``Requirements`` or
             ``Rank`` against a CE (whatever the other CEs give). A CE whose own
             ``Requirements`` fail to evaluate against the job does not match it.
     """
+    seen = job if for_ces is None else for_ces
     requirements = job.lookup("Requirements") if "Requirements" in job else None
     rank_expr = job.lookup("Rank") if "Rank" in job else None
     found: list[Match] = []
     for ce in ces:
         if requirements is not None and _job_value(requirements, "Requirements", job, ce) is not True:
             continue
-        if not ce_accepts(ce, job):
+        if not ce_accepts(ce, seen):
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
@@ -403,9 +422,11 @@ def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classa
     return value if math.isfinite(value) else 0.0
 
 
-def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[tuple[str, int]]:
-    """``(CE id, rank as a whole number)`` of the CEs that match ``job``, best rank first."""
-    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces)]
+def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
+          for_ces: classad2.ClassAd | None = None) -> list[tuple[str, int]]:
+    """``(CE id, rank as a whole number)`` of the CEs that match ``job`` (:func:`matches`), best
+    rank first."""
+    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces, for_ces)]
 
 
 def whole_rank(rank: float) -> int:
@@ -453,4 +474,5 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         raise OperationNotAllowedError("Operation permitted only for normal job")
     fqan = fqans[0] if fqans else None
     check_virtual_organisation(description.virtual_organisation, fqan_vo(fqan) if fqan else None)
-    return match(matching_ad(ad, principal.dn, fqan), ces)
+    job = matching_ad(ad, principal.dn, fqan)
+    return match(job, ces, ce_view(job, fqan))

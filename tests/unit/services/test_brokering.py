@@ -293,6 +293,20 @@ class TestChoice:
             order = claim(rt)
             assert order is not None and order.ce_id == CE1
 
+    def test_the_jobs_own_requirements_see_the_vo_its_jdl_names_without_a_voms_proxy(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        # the usual gLite JDL: matched the dteam CE before matching took the JDL's VO away, then
+        # no CE (the job waited until it expired); the CE reserved to dteam still sees no VO
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; SupportedVOs = {{ "atlas" }} ]'
+                       f'[ GlueCEUniqueID = "{CE2}"; SupportedVOs = {{ "dteam", "ops" }} ]'
+                       f'[ GlueCEUniqueID = "{ATLAS_CE}"; SupportedVOs = {{ "dteam" }}; '
+                       'Requirements = other.VirtualOrganisation == "dteam" ]')
+        dteam = 'VirtualOrganisation = "dteam"; Requirements = member(VirtualOrganisation, other.SupportedVOs);'
+        assert list_match(rt, alice, jdl(dteam), DELEGATION) == [(CE2, 0)]  # alice's proxy: no VOMS attribute
+        job_id = submit(rt, alice, dteam)
+        order = claim(rt)
+        assert order is not None and (order.job_id, order.ce_id) == (job_id, CE2)
+
     def test_the_proxys_vo_is_what_ces_match_on(self, broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> None:
         rt, alice = atlas_runtime(broker_rt, pki, tmp_path)
         rank = "Rank = other.GlueCEStateFreeCPUs;"
