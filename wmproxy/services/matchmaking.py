@@ -14,8 +14,9 @@ A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and th
 VO and FQAN are the proxy's only, where the job's own expressions see the JDL's VO when the
 proxy has no VOMS attributes), both evaluated by classad2 (so
 ``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
-:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
-classad2 evaluates to error, are refused by :func:`wmproxy.jdl.check_expressions`).
+:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch`` are
+accepted but classad2 evaluates them to error, so ``true || anyMatch(...)`` holds and
+``anyMatch(...)`` alone never does: :func:`unsupported_cause` says so when nothing matches).
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
@@ -45,7 +46,7 @@ import classad2
 from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal, fqan_vo, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl
+from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl, unsupported_calls
 from wmproxy.jdl.attributes import delete, is_number
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
@@ -387,6 +388,28 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
     return found
 
 
+def unsupported_cause(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> str | None:
+    """Why ``job`` matches none of ``ces`` when it is gLite's ``anyMatch``/``allMatch``: its
+    ``Requirements`` evaluate to error against every CE (there is one at least) and the job
+    calls one of :data:`wmproxy.jdl.expressions.UNSUPPORTED`; None otherwise. For the reason of
+    a job left waiting and jobListMatch's fault, after :func:`matches` found nothing (so the
+    Requirements are evaluated again only then)."""
+    calls = unsupported_calls(job)
+    if not calls or not ces or "Requirements" not in job:
+        return None
+    requirements = job.lookup("Requirements")
+    for ce in ces:
+        try:
+            if requirements.eval(scope=job, target=ce) is not classad2.Value.Error:
+                return None
+        except Exception:  # noqa: BLE001 - not this cause (matches raised the job's error already)
+            return None
+    named = " and ".join(f"{name}()" for name in calls)
+    return (f"the job's Requirements evaluate to error against every CE: the JDL calls {named}, which this "
+            "service's ClassAd library does not support (a call is an error); use member(), anyCompare() or "
+            "allCompare() on a list of values")
+
+
 def _job_value(expr: classad2.ExprTree, attribute: str, job: classad2.ClassAd, ce: classad2.ClassAd) -> object:
     """The job's ``attribute`` (``expr``) evaluated with ``other`` = ``ce``.
 
@@ -454,8 +477,10 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
             VO (1220, as jobRegister: :func:`wmproxy.jdl.check_virtual_organisation`).
         SandboxError: the CE catalogue cannot be read.
         JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
-            long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), or the job's
-            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`).
+            long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), the job's
+            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`), or no CE
+            matches because the Requirements call ``anyMatch``/``allMatch``, an error against
+            every CE (:func:`unsupported_cause`: an empty list would not say why).
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -475,4 +500,8 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
     fqan = fqans[0] if fqans else None
     check_virtual_organisation(description.virtual_organisation, fqan_vo(fqan) if fqan else None)
     job = matching_ad(ad, principal.dn, fqan)
-    return match(job, ces, ce_view(job, fqan))
+    found = match(job, ces, ce_view(job, fqan))
+    cause = None if found else unsupported_cause(job, ces)
+    if cause is not None:
+        raise JdlExpressionError(cause)
+    return found
