@@ -8,10 +8,7 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
 ``other``), for jobListMatch, and when it resolves a collection node's ``InputSandbox``.
 :func:`check_expressions` refuses, without evaluating anything, a JDL where
 
-* an expression calls gLite's ``anyMatch`` or ``allMatch`` (:data:`UNSUPPORTED`): classad2
-  evaluates them to error, so a job whose ``Requirements`` call them would never match and
-  wait until it expires;
-* an expression calls a function outside :data:`FUNCTIONS`: ``eval`` builds expressions at
+* an expression calls a function outside :data:`FUNCTIONS` (and :data:`UNSUPPORTED`): ``eval`` builds expressions at
   run time, ``join``, ``sprintf``, ``formatTime``, ``replace``/``replaceAll``/``regexps`` make
   strings far longer than their arguments, ``evalInEachContext``/``countMatches`` evaluate
   an expression once per element, ``regexpMember``/``stringListRegexpMember`` match a
@@ -57,6 +54,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -78,8 +76,10 @@ MAX_PATTERN_CALLS = 8
 #: Functions that match a regular expression once per element of a list: refused, as a list
 #: may be as long as the JDL (or a CE's attribute) and each match may cost a tenth of a second.
 _PER_ELEMENT_PATTERNS = frozenset({"regexpmember", "stringlistregexpmember"})
-#: gLite's functions classad2 does not have (it evaluates a call to error): refused, with a
-#: message of their own, rather than accepted for a job that would never match.
+#: gLite's functions classad2 does not have: accepted, as before, since classad2 evaluates a call
+#: to error at once (``true || anyMatch(...)`` is true, so such a JDL may match); when a job's
+#: ``Requirements`` are error for every CE, :func:`unsupported_calls` names them in the reason
+#: (:func:`wmproxy.services.matchmaking.unsupported_cause`).
 UNSUPPORTED = ("anyMatch", "allMatch")
 _UNSUPPORTED = frozenset(name.lower() for name in UNSUPPORTED)
 #: The ClassAd functions a JDL may call (ClassAd function names are case-insensitive).
@@ -186,7 +186,7 @@ def check_expressions(ad: classad2.ClassAd) -> None:
     the check is linear in the JDL's size.
 
     Raises:
-        JdlExpressionError: a function outside :data:`FUNCTIONS` (or in :data:`UNSUPPORTED`), an
+        JdlExpressionError: a function outside :data:`FUNCTIONS` and :data:`UNSUPPORTED`, an
             attribute that depends on itself, references nested more than :data:`MAX_REFERENCE_DEPTH` deep, an
             expanded size over the JDL's size plus :data:`MAX_GROWTH`, a selection from what
             may be a list, or a text of classad2's that cannot be read (the message names the
@@ -205,6 +205,19 @@ def check_expressions(ad: classad2.ClassAd) -> None:
             _read(text, top, attributes)
         own_size += top.size
     _Graph(attributes, own_size + MAX_GROWTH).measure()
+
+
+def unsupported_calls(ad: classad2.ClassAd) -> list[str]:
+    """The functions of :data:`UNSUPPORTED` the expressions of ``ad`` call (nested ads too), each
+    once, in the order of :data:`UNSUPPORTED`; [] for an ad :func:`check_expressions` would refuse
+    as unreadable."""
+    try:
+        tokens = _tokens(str(ad), "")
+    except JdlExpressionError:
+        return []
+    called = {token.name for token, after in itertools.pairwise(tokens)
+              if token.kind == "name" and after.text == "("}
+    return [name for name in UNSUPPORTED if name.lower() in called]
 
 
 def _tokens(text: str, where: str) -> list[_Token]:
@@ -280,14 +293,9 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                     f"Attribute {owner.where} calls {token.text}(), which matches a regular expression once per "
                     "element of a list: the service does not evaluate it in a JDL; use member() or "
                     "stringListMember() with the values, or regexp() on one string")
-            if token.name in _UNSUPPORTED:
-                raise JdlExpressionError(
-                    f"Attribute {owner.where} calls {token.text}(), which the service does not support (its ClassAd "
-                    "library evaluates it to error: the job would never match); use member(), anyCompare() or "
-                    "allCompare() on a list of values")
             if token.name == "regexp":
                 owner.patterns += _pattern_cost(tokens, index)
-            elif token.name not in _FUNCTIONS:
+            elif token.name not in _FUNCTIONS and token.name not in _UNSUPPORTED:
                 raise JdlExpressionError(
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
                     f"JDL; a JDL may call: {', '.join(FUNCTIONS)}")

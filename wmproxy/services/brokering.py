@@ -95,7 +95,7 @@ def _positive(value: object) -> int | None:
 
 
 def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: random.Random, *,
-              fuzzy_factor: float = 1.0) -> Match | None:
+              fuzzy_factor: float = 1.0, for_ces: classad2.ClassAd | None = None) -> Match | None:
     """The CE ``job`` goes to, None when none is possible.
 
     ``SubmitTo`` names the CE directly: the job's ``Requirements`` and ``Rank`` are not
@@ -109,6 +109,8 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
         ces: the site's CEs (:func:`matchmaking.site_ces`).
         rng: the random source for ties and ``FuzzyRank``.
         fuzzy_factor: ``[brokering] fuzzy_factor``.
+        for_ces: the job as the CEs' own ``Requirements`` see it (:func:`matchmaking.ce_view`;
+            ``job`` when None).
 
     Raises:
         JdlExpressionError: the job's ``Requirements`` or ``Rank`` cannot be evaluated
@@ -116,9 +118,10 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
     """
     submit_to = job.get("SubmitTo")
     if isinstance(submit_to, str):
-        named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to and ce_accepts(ce, job)]
+        seen = job if for_ces is None else for_ces
+        named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to and ce_accepts(ce, seen)]
         return Match(submit_to, 0.0, named[0]) if named else None
-    found = matches(job, ces)
+    found = matches(job, ces, for_ces)
     if not found:
         return None
     if job.get("FuzzyRank") is True:

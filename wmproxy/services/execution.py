@@ -36,7 +36,7 @@ from wmproxy.services.brokering import (
 )
 from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.jobs import CANCELLED_BY_USER
-from wmproxy.services.matchmaking import SiteView, matching_ad
+from wmproxy.services.matchmaking import SiteView, ce_view, matching_ad, unsupported_cause
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork, database_reason
@@ -515,10 +515,12 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         _wait(writes, job, request, settings.brokering.match_retry_period, expires,
               NO_DELEGATION.format(delegation_id=job.delegation_id))
         return None
-    job_ad = matching_ad(registered, job.owner_dn, fqans[0] if fqans else None)
+    fqan = fqans[0] if fqans else None
+    job_ad = matching_ad(registered, job.owner_dn, fqan)
     try:
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
-        chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor)
+        chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor,
+                           for_ces=ce_view(job_ad, fqan))
     except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on
         _abort(uow, writes, site, job.id, request, exc.message)
         return None
@@ -529,6 +531,8 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
             known = any(ce.get("GlueCEUniqueID") == submit_to for ce in site.ces())
             reason += (f" (the CE SubmitTo names refuses the job: its Requirements are not met: {submit_to})"
                        if known else f" (SubmitTo names no CE of this site: {submit_to})")
+        elif (cause := unsupported_cause(job_ad, site.ces())) is not None:
+            reason += f" ({cause})"
         _wait(writes, job, request, settings.brokering.match_retry_period, expires, reason)
         return None
     destination = destination_of(chosen.ce, settings)

@@ -10,10 +10,13 @@ from Slurm) is laid over its catalogue ad while it is fresher than
 ``[brokering] ce_state_max_age``.
 
 A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and the CE's own
-``Requirements`` (if any) hold with ``other`` = the job, both evaluated by classad2 (so
+``Requirements`` (if any) hold with ``other`` = the job as the CE sees it (:func:`ce_view`: its
+VO and FQAN are the proxy's only, where the job's own expressions see the JDL's VO when the
+proxy has no VOMS attributes), both evaluated by classad2 (so
 ``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
-:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
-classad2 evaluates to error, are refused by :func:`wmproxy.jdl.check_expressions`).
+:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch`` are
+accepted but classad2 evaluates them to error, so ``true || anyMatch(...)`` holds and
+``anyMatch(...)`` alone never does: :func:`unsupported_cause` says so when nothing matches).
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
@@ -43,7 +46,7 @@ import classad2
 from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal, fqan_vo, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl
+from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl, unsupported_calls
 from wmproxy.jdl.attributes import delete, is_number
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
@@ -65,6 +68,10 @@ RANK_MIN = -(2**63)
 RANK_MAX = 2**63 - 1
 #: Comments of a catalogue, as the new ClassAd syntax has them.
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+#: Blanks and comments (of either syntax) before a catalogue's first ad.
+_LEADING_COMMENTS = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/|#[^\n]*)*", re.DOTALL)
+#: An attribute name (of an old-syntax line).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 #: States of a job that occupies a CPU of its CE.
 _OCCUPYING = (JobState.READY.value, JobState.SCHEDULED.value, JobState.RUNNING.value)
 
@@ -109,16 +116,30 @@ def _catalogue(path: str, mtime: float) -> tuple[classad2.ClassAd, ...]:
 
 
 def parse_catalogue(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
-    """The ClassAds of a catalogue's ``text`` (new ClassAd syntax, ``//`` and ``/* */``
-    comments), every character of it.
+    """The ClassAds of a catalogue's ``text``, every character of it, in the syntax its first
+    character that is neither blank nor in a comment says (as classad2 detects it):
 
-    classad2 raises ``ValueError`` on some syntax errors (a ``#`` comment) and silently stops
-    at others (an ad cut short, text that is not an ad): both are refused here, with the line
-    of the first ad it could not read.
+    * ``[`` (or none: a file of comments and blanks, no CE): the new ClassAd syntax,
+      ``[ Name = value; ... ]`` per CE, ``//`` and ``/* */`` comments (:func:`_parse_new`);
+    * anything else: the old syntax, as ``condor_status -long`` writes it: one ``Name = value``
+      per line, the ads separated by a blank line, ``#`` comment lines (:func:`_parse_old`).
+
+    classad2 raises ``ValueError`` on some syntax errors (a ``#`` comment in the new syntax) and
+    silently stops at others (an ad cut short, text that is not an ad; in the old syntax, a line
+    it cannot read and every line after it in the ad): all are refused here, with the line of
+    the first ad (or old-syntax line) it could not read.
 
     Raises:
         SandboxError: "CE catalogue <path>: not valid ClassAds: ...".
     """
+    head = _LEADING_COMMENTS.match(text)
+    first = text[head.end() if head else 0:][:1]
+    if first in ("[", ""):
+        return _parse_new(text, path)
+    return _parse_old(text, path)
+
+
+def _parse_new(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
     stream = io.StringIO(text)
     ads: list[classad2.ClassAd] = []
     read = 0  # characters of the ads parsed so far
@@ -132,6 +153,41 @@ def parse_catalogue(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
         raise SandboxError(f"CE catalogue {path}: not valid ClassAds: {_line_after(text, stream.tell())}: "
                            "not a complete ClassAd")
     return tuple(ads)
+
+
+def _parse_old(text: str, path: str) -> tuple[classad2.ClassAd, ...]:
+    """The old-syntax ads of ``text``, read by classad2's old parser, one blank-line separated
+    block at a time, after each ``Name = value`` line of the block has been read on its own (the
+    old parser drops a line it cannot read and the rest of its ad without a word)."""
+    ads: list[classad2.ClassAd] = []
+    block: list[str] = []
+    for number, line in enumerate([*text.splitlines(), ""], 1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            continue
+        if stripped:
+            name, equals, value = stripped.partition("=")
+            if not equals or not _NAME.fullmatch(name.strip()) or not _is_expression(value):
+                raise SandboxError(f"CE catalogue {path}: not valid ClassAds: from line {number}: "
+                                   "not a complete 'Name = value' line (old ClassAd syntax)")
+            block.append(line)
+        elif block:
+            found = list(classad2.parseAds("\n".join(block) + "\n", classad2.ParserType.Old))
+            if len(found) != 1:  # not seen: every line of the block has been read
+                raise SandboxError(f"CE catalogue {path}: not valid ClassAds: the ad ending at line {number - 1} "
+                                   "cannot be read (old ClassAd syntax)")
+            ads.extend(found)
+            block = []
+    return tuple(ads)
+
+
+def _is_expression(value: str) -> bool:
+    """Whether ``value`` is one whole ClassAd expression (classad2 refuses anything after it)."""
+    try:
+        classad2.ExprTree(value)
+    except Exception:  # noqa: BLE001 - classad2 raises ClassAdException (or ValueError) on bad text
+        return False
+    return True
 
 
 def _line_after(text: str, offset: int) -> str:
@@ -276,43 +332,82 @@ def with_state(ce: classad2.ClassAd, attributes: Mapping[str, int | float | str]
 
 
 def matching_ad(ad: classad2.ClassAd, dn: str, fqan: str | None) -> classad2.ClassAd:
-    """Give the job ad what CEs match on besides the JDL, from the caller's proxy, as the
-    reference's jobListMatch and WM do: ``CertificateSubject``, ``VOMS_FQAN`` (``fqan``, the
-    delegated proxy's primary FQAN) and ``VirtualOrganisation`` (its VO).
-
-    What the JDL says of the last two is replaced: with a VOMS proxy, registration and
-    :func:`list_match` refuse a JDL VO other than the proxy's; without one the JDL's claim
-    proves nothing, so the ad has neither (a CE reserved to a VO does not take the job).
+    """Give the job ad what the job's own ``Requirements`` and ``Rank`` see besides the JDL, as
+    the reference's jobListMatch and WM do: ``CertificateSubject``, and with a VOMS proxy its
+    primary FQAN as ``VOMS_FQAN`` and its VO as ``VirtualOrganisation`` (registration and
+    :func:`list_match` refuse a JDL VO other than the proxy's). Without VOMS attributes the
+    JDL's ``VirtualOrganisation`` stays: ``member(VirtualOrganisation, other.SupportedVOs)``
+    matches as it did. The CEs' ``Requirements`` see :func:`ce_view` of this ad instead.
     Changes and returns ``ad``."""
     ad["CertificateSubject"] = dn
-    for name, value in (("VOMS_FQAN", fqan), ("VirtualOrganisation", fqan_vo(fqan) if fqan else None)):
-        delete(ad, name)
-        if value:
-            ad[name] = value
+    if fqan:
+        ad["VOMS_FQAN"] = fqan
+        vo = fqan_vo(fqan)
+        if vo:
+            ad["VirtualOrganisation"] = vo
     return ad
 
 
-def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[Match]:
+def ce_view(job: classad2.ClassAd, fqan: str | None) -> classad2.ClassAd:
+    """The job as the CEs' own ``Requirements`` see it: a copy of :func:`matching_ad`'s ad whose
+    ``VOMS_FQAN`` and ``VirtualOrganisation`` are the proxy's only, neither when it has no VOMS
+    attributes (the JDL's claim proves nothing: a CE reserved to a VO does not take the job).
+    Made once per job, for all the CEs it is matched against."""
+    view = classad2.ClassAd(str(job))
+    for name, value in (("VOMS_FQAN", fqan), ("VirtualOrganisation", fqan_vo(fqan) if fqan else None)):
+        delete(view, name)
+        if value:
+            view[name] = value
+    return view
+
+
+def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
+            for_ces: classad2.ClassAd | None = None) -> list[Match]:
     """The CEs that match ``job``, best rank first (ties by CE id).
 
-    The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE.
+    The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE with
+    ``job`` as their scope; a CE's own ``Requirements`` are evaluated with ``other`` =
+    ``for_ces`` (:func:`ce_view`; ``job`` itself when None, for a job without proxy attributes).
 
     Raises:
         JdlExpressionError: classad2 fails to evaluate the job's ``Requirements`` or
             ``Rank`` against a CE (whatever the other CEs give). A CE whose own
             ``Requirements`` fail to evaluate against the job does not match it.
     """
+    seen = job if for_ces is None else for_ces
     requirements = job.lookup("Requirements") if "Requirements" in job else None
     rank_expr = job.lookup("Rank") if "Rank" in job else None
     found: list[Match] = []
     for ce in ces:
         if requirements is not None and _job_value(requirements, "Requirements", job, ce) is not True:
             continue
-        if not ce_accepts(ce, job):
+        if not ce_accepts(ce, seen):
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
     return found
+
+
+def unsupported_cause(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> str | None:
+    """Why ``job`` matches none of ``ces`` when it is gLite's ``anyMatch``/``allMatch``: its
+    ``Requirements`` evaluate to error against every CE (there is one at least) and the job
+    calls one of :data:`wmproxy.jdl.expressions.UNSUPPORTED`; None otherwise. For the reason of
+    a job left waiting and jobListMatch's fault, after :func:`matches` found nothing (so the
+    Requirements are evaluated again only then)."""
+    calls = unsupported_calls(job)
+    if not calls or not ces or "Requirements" not in job:
+        return None
+    requirements = job.lookup("Requirements")
+    for ce in ces:
+        try:
+            if requirements.eval(scope=job, target=ce) is not classad2.Value.Error:
+                return None
+        except Exception:  # noqa: BLE001 - not this cause (matches raised the job's error already)
+            return None
+    named = " and ".join(f"{name}()" for name in calls)
+    return (f"the job's Requirements evaluate to error against every CE: the JDL calls {named}, which this "
+            "service's ClassAd library does not support (a call is an error); use member(), anyCompare() or "
+            "allCompare() on a list of values")
 
 
 def _job_value(expr: classad2.ExprTree, attribute: str, job: classad2.ClassAd, ce: classad2.ClassAd) -> object:
@@ -350,9 +445,11 @@ def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classa
     return value if math.isfinite(value) else 0.0
 
 
-def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> list[tuple[str, int]]:
-    """``(CE id, rank as a whole number)`` of the CEs that match ``job``, best rank first."""
-    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces)]
+def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
+          for_ces: classad2.ClassAd | None = None) -> list[tuple[str, int]]:
+    """``(CE id, rank as a whole number)`` of the CEs that match ``job`` (:func:`matches`), best
+    rank first."""
+    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces, for_ces)]
 
 
 def whole_rank(rank: float) -> int:
@@ -380,8 +477,10 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
             VO (1220, as jobRegister: :func:`wmproxy.jdl.check_virtual_organisation`).
         SandboxError: the CE catalogue cannot be read.
         JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
-            long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), or the job's
-            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`).
+            long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), the job's
+            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`), or no CE
+            matches because the Requirements call ``anyMatch``/``allMatch``, an error against
+            every CE (:func:`unsupported_cause`: an empty list would not say why).
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -400,4 +499,9 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         raise OperationNotAllowedError("Operation permitted only for normal job")
     fqan = fqans[0] if fqans else None
     check_virtual_organisation(description.virtual_organisation, fqan_vo(fqan) if fqan else None)
-    return match(matching_ad(ad, principal.dn, fqan), ces)
+    job = matching_ad(ad, principal.dn, fqan)
+    found = match(job, ces, ce_view(job, fqan))
+    cause = None if found else unsupported_cause(job, ces)
+    if cause is not None:
+        raise JdlExpressionError(cause)
+    return found

@@ -58,6 +58,32 @@ CATALOGUE = f"""
 [ GlueCEUniqueID = "{ATLAS_CE}"; GlueCEStateStatus = "Production"; GlueCEStateFreeCPUs = 100;
   Requirements = other.VirtualOrganisation == "atlas" ]
 """
+#: :data:`CATALOGUE` in the old ClassAd syntax, as ``condor_status -long`` writes it.
+OLD_SYNTAX_CATALOGUE = f"""# the site's CEs
+GlueCEUniqueID = "{CE1}"
+GlueCEStateStatus = "Production"
+GlueCEStateFreeCPUs = 12
+GlueCEPolicyMaxWallClockTime = 60
+
+GlueCEUniqueID = "{CE2}"
+GlueCEStateStatus = "Production"
+GlueCEStateFreeCPUs = 40
+
+GlueCEUniqueID = "{SLURM_CE}"
+GlueCEStateStatus = "Production"
+GlueCEStateFreeCPUs = 4
+WMProxyBackend = "slurm"
+SlurmPartition = "debug"
+GlueCEPolicyMaxWallClockTime = 30
+WMProxyMemoryMB = 512
+
+GlueCEUniqueID = "{ATLAS_CE}"
+GlueCEStateStatus = "Production"
+GlueCEStateFreeCPUs = 100
+Requirements = other.VirtualOrganisation == "atlas"
+"""
+
+
 def atlas_runtime(broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> tuple[Runtime, Principal]:
     """A runtime on :data:`CATALOGUE` where alice also has the delegation ``atlas``: a proxy with
     the VOMS attributes of VO atlas (``/atlas/Role=production/Capability=NULL`` first),
@@ -266,6 +292,20 @@ class TestChoice:
             submit(rt, alice, f'{claimed} Rank = other.GlueCEUniqueID == "{ATLAS_CE}" ? 1 : 0;')
             order = claim(rt)
             assert order is not None and order.ce_id == CE1
+
+    def test_the_jobs_own_requirements_see_the_vo_its_jdl_names_without_a_voms_proxy(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        # the usual gLite JDL: matched the dteam CE before matching took the JDL's VO away, then
+        # no CE (the job waited until it expired); the CE reserved to dteam still sees no VO
+        rt = broker_rt(f'[ GlueCEUniqueID = "{CE1}"; SupportedVOs = {{ "atlas" }} ]'
+                       f'[ GlueCEUniqueID = "{CE2}"; SupportedVOs = {{ "dteam", "ops" }} ]'
+                       f'[ GlueCEUniqueID = "{ATLAS_CE}"; SupportedVOs = {{ "dteam" }}; '
+                       'Requirements = other.VirtualOrganisation == "dteam" ]')
+        dteam = 'VirtualOrganisation = "dteam"; Requirements = member(VirtualOrganisation, other.SupportedVOs);'
+        assert list_match(rt, alice, jdl(dteam), DELEGATION) == [(CE2, 0)]  # alice's proxy: no VOMS attribute
+        job_id = submit(rt, alice, dteam)
+        order = claim(rt)
+        assert order is not None and (order.job_id, order.ce_id) == (job_id, CE2)
 
     def test_the_proxys_vo_is_what_ces_match_on(self, broker_rt: RankedRuntime, pki: Pki, tmp_path: Path) -> None:
         rt, alice = atlas_runtime(broker_rt, pki, tmp_path)
@@ -548,6 +588,35 @@ class TestCatalogueAndStates:
             list_match(rt, alice, jdl(), DELEGATION)
         assert job_row(rt, job_id) == ("Waiting", None, None)
         assert pending_start_count(rt, job_id) == 1
+
+    def test_a_catalogue_in_the_old_syntax_gives_the_same_ces_as_in_the_new(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        # condor_status -long's syntax: classad2 detected it before the catalogue was parsed
+        # strictly; then only the new syntax loaded, and every match failed
+        rt = broker_rt(CATALOGUE)
+        with rt.uow() as uow:
+            new = [dict(ce) for ce in site_ces(rt, uow)]
+        Path(rt.settings.jobs.ce_catalogue).write_text(OLD_SYNTAX_CATALOGUE, encoding="utf-8")
+        with rt.uow() as uow:
+            old = [dict(ce) for ce in site_ces(rt, uow)]
+        assert old == new and [ce["GlueCEUniqueID"] for ce in old] == [CE1, CE2, SLURM_CE, ATLAS_CE]
+        assert list_match(rt, alice, jdl(), DELEGATION) == [(CE1, 0), (CE2, 0), (SLURM_CE, 0)]
+
+    @pytest.mark.parametrize(("text", "where"), [
+        pytest.param(CATALOGUE[:CATALOGUE.index("GlueCEStateFreeCPUs = 40") + 22],
+                     "from line 4: not a complete ClassAd", id="new-syntax"),
+        pytest.param(OLD_SYNTAX_CATALOGUE[:OLD_SYNTAX_CATALOGUE.index('"Production"', 200) + 7],
+                     "from line 8: not a complete 'Name = value' line", id="old-syntax-in-a-string"),
+        pytest.param(OLD_SYNTAX_CATALOGUE[:OLD_SYNTAX_CATALOGUE.index("GlueCEStateFreeCPUs = 40") + 22],
+                     "from line 9: not a complete 'Name = value' line", id="old-syntax-after-equals"),
+    ])
+    def test_a_catalogue_cut_short_is_refused_in_either_syntax(
+            self, broker_rt: RankedRuntime, alice: Principal, text: str, where: str) -> None:
+        # the old parser drops a line it cannot read and the rest of its ad without a word
+        rt = broker_rt(text)
+        message = f"^CE catalogue {re.escape(rt.settings.jobs.ce_catalogue)}: not valid ClassAds: {re.escape(where)}"
+        with pytest.raises(SandboxError, match=message):
+            list_match(rt, alice, jdl(), DELEGATION)
 
     def test_the_worker_goes_on_with_a_catalogue_that_is_not_classads(self, broker_rt: RankedRuntime,
                                                                        alice: Principal, tmp_path: Path) -> None:

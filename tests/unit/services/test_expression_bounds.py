@@ -26,12 +26,16 @@ from lxml import etree
 
 from tests.conftest import Pki
 from tests.support import SoapApp, build_runtime, caller_from_environ, close_runtime, delegate_in_process, principal_of
-from tests.unit.services.brokering_support import RankedRuntime, job_row, submit
+from tests.unit.services.brokering_support import BUILTIN, RankedRuntime, jdl, job_row, submit
+from tests.unit.services.conftest import DELEGATION
 from wmproxy.config import LoadSettings
 from wmproxy.domain import Principal
+from wmproxy.errors import JdlExpressionError
 from wmproxy.jdl import parse_jdl
 from wmproxy.jdl.expressions import MAX_GROWTH
+from wmproxy.services.brokering import NO_MATCH
 from wmproxy.services.execution import claim_starts
+from wmproxy.services.matchmaking import list_match
 from wmproxy.soap.app import WMProxyApplication
 from wmproxy.soap.namespaces import WMPROXY
 from wmproxy.store.schema import Job
@@ -129,27 +133,41 @@ def test_a_job_registered_before_the_bound_is_aborted_at_its_claim(broker_rt: Ra
 
 
 ANY_MATCH = 'anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == "VO-atlas")'
-ANY_MATCH_REFUSED = ("Attribute Requirements calls anyMatch(), which the service does not support (its ClassAd library "
-                     "evaluates it to error: the job would never match); use member(), anyCompare() or allCompare() "
-                     "on a list of values")
+ANY_MATCH_ERROR = ("the job's Requirements evaluate to error against every CE: the JDL calls anyMatch(), which this "
+                   "service's ClassAd library does not support (a call is an error); use member(), anyCompare() or "
+                   "allCompare() on a list of values")
 
 
-@pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit", "jobListMatch"])
-def test_anymatch_is_refused_as_not_supported(soap: SoapApp, alice: Principal, operation: str) -> None:
-    """classad2 evaluates gLite's anyMatch/allMatch to error: such a job was accepted and then waited,
-    never matched, until it expired ("request expired", 7200 s later)."""
+@pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
+def test_anymatch_is_accepted_at_registration(soap: SoapApp, alice: Principal, operation: str) -> None:
+    """gLite's anyMatch is accepted as before: classad2 evaluates a call to error, so an
+    alternative (``||``) may still hold; a first fix refused it as "would never match"."""
     jdl = f'[ Executable = "/bin/true"; Requirements = {ANY_MATCH} ]'
-    assert refused(soap, alice, operation, jdl) == ANY_MATCH_REFUSED
+    reply = soap.call(WMPROXY, operation, alice, jdl=jdl, delegationId="unit")
+    assert reply.status.startswith("200"), reply.body[:600]
 
 
-def test_a_job_registered_with_anymatch_is_aborted_at_its_claim_not_left_to_expire(
+def test_anymatch_in_an_alternative_that_holds_matches_and_the_job_runs(broker_rt: RankedRuntime,
+                                                                       alice: Principal) -> None:
+    # true || error is true: matched before the upgrade, refused by a first fix (and a job
+    # registered before it was aborted at its claim)
+    rt = broker_rt()
+    either = f'Requirements = other.GlueCEStateStatus == "Production" || {ANY_MATCH};'
+    assert list_match(rt, alice, jdl(either), DELEGATION) == [(BUILTIN, 0)]
+    job_id = submit(rt, alice, either)
+    assert [(order.job_id, order.ce_id) for order in claim_starts(rt, "w1", {"local": 1}, limit=1)] == [
+        (job_id, BUILTIN)]
+
+
+def test_anymatch_that_is_an_error_for_every_ce_is_said_by_list_match_and_the_waiting_jobs_reason(
         broker_rt: RankedRuntime, alice: Principal) -> None:
     rt = broker_rt()
-    old, new = submit(rt, alice), submit(rt, alice)
-    with rt.uow() as uow:  # as a version that accepted anyMatch registered it
-        registered = parse_jdl(uow.jobs.get(old).jdl_registered)  # type: ignore[union-attr]
-        registered["Requirements"] = classad2.ExprTree(ANY_MATCH)
-        uow.session.execute(sa.update(Job).where(Job.id == old).values(jdl_registered=str(registered)))
-    orders = claim_starts(rt, "w1", {"local": 2}, limit=2)
-    assert [order.job_id for order in orders] == [new]
-    assert job_row(rt, old) == ("Aborted", ANY_MATCH_REFUSED, None)
+    alone = f"Requirements = {ANY_MATCH};"
+    with pytest.raises(JdlExpressionError, match=f"^{re.escape(ANY_MATCH_ERROR)}$"):
+        list_match(rt, alice, jdl(alone), DELEGATION)
+    job_id = submit(rt, alice, alone)
+    assert claim_starts(rt, "w1", {"local": 1}, limit=1) == []
+    assert job_row(rt, job_id) == ("Waiting", f"{NO_MATCH} ({ANY_MATCH_ERROR})", None)
+    other = submit(rt, alice, 'Requirements = other.GlueCEStateStatus == "Closed";')  # no anyMatch: no cause
+    assert claim_starts(rt, "w1", {"local": 1}, limit=1) == []
+    assert job_row(rt, other) == ("Waiting", NO_MATCH, None)
