@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.admin.support import days_ago, job_row, sealed_rows, write_ini
+from tests.admin.support import days_ago, job_row, recorded, sealed_rows, write_ini
 from tests.conftest import Pki
 from wmproxy.admin import cli, initialise
 from wmproxy.admintools import check_ca_dir, parse_age
@@ -252,18 +252,27 @@ class TestMigrate:
         assert f"at revision {head_revision()} (the newest)" in result.output
 
     @pytest.mark.parametrize("args", [("migrate",), ("migrate", "head"), ("migrate", "0001"), ("jobs", "list"),
-                                      ("stats",)], ids=["migrate", "migrate-head", "migrate-0001", "jobs-list",
-                                                        "stats"])
+                                      ("stats",), ("rotate-store-key", "--yes"),
+                                      ("rotate-store-key", "--yes", "--force")],
+                             ids=["migrate", "migrate-head", "migrate-0001", "jobs-list", "stats", "rotate",
+                                  "rotate-force"])
     def test_a_database_newer_than_the_code_says_so_without_a_traceback(self, config: Path, settings: Settings,
                                                                         args: tuple[str, ...]) -> None:
-        """A package rollback: the database is at a revision the shipped migrations do not know."""
+        """A package rollback: the database is at a revision the shipped migrations do not know.
+        A rotation would re-seal only the columns this code knows, and leave those the newer
+        release added sealed with the retired key: it changes nothing."""
         _set_revision(settings, "9999")
+        key = Path(settings.security.store_key_file)
+        before = key.read_bytes()
+        fingerprint = recorded(settings)
         result = admin(config, *args)
         assert result.exit_code == 1
         line = error_line(result)
         assert "the database is newer than this wmproxy (9999)" in line and "restore a backup" in line
         assert "wmproxy-admin migrate" not in line
         assert schema_revisions(settings.database.url)[0] == "9999"
+        assert key.read_bytes() == before and recorded(settings) == fingerprint
+        assert sorted(p.name for p in key.parent.iterdir() if p.name.startswith(key.name)) == [key.name]
 
     @pytest.mark.postgresql_only
     def test_init_and_migrate_never_print_the_database_password(self, settings: Settings, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from sqlalchemy import select
 from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, settings_for, write_ini
 from tests.conftest import Pki
 from wmproxy.admin import initialise, upgrade_database
-from wmproxy.config import DatabaseSettings, Settings
+from wmproxy.config import DatabaseSettings, RenewalSettings, Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security import sealing
@@ -410,6 +411,85 @@ class TestSealingAfterARotation:
                 fresh.session_factory.kw["bind"].dispose()
         finally:
             rt.session_factory.kw["bind"].dispose()
+
+
+    def test_a_renewal_claimed_before_a_forced_rotation_stores_nothing_after_it(
+            self, settings: Settings, pki: Pki) -> None:
+        """A renewal worker in a MyProxy exchange across a forced rotation (its lease held, so
+        the rotation needed --force): storing what MyProxy granted would seal it with the
+        retired key, which nothing opens after the worker's restart."""
+        from wmproxy.services.renewal import (
+            RenewalOutcome,
+            begin_renewal,
+            due_renewals,
+            finish_renewal,
+            register_for_renewal,
+            renewal_status,
+        )
+        from wmproxy.services.runtime import Runtime
+        from wmproxy.services.storekey import RetiredKeyError
+
+        server = "myproxy.example.org:7512"
+        settings = dataclasses.replace(settings, renewal=RenewalSettings(myproxy_allowed_servers=server))
+        initialise(settings)
+        dn, now = pki.users["alice"].dn, utcnow()
+        stored = pki.proxy("alice", 20 * 60).read_bytes()  # due: 20 minutes left
+        rt = Runtime.from_settings(settings)  # the worker's: loaded the key at its start
+        try:
+            with rt.uow() as uow:
+                uow.delegations.put_proxy(dn, "d1", rt.sealer.seal(stored), now - dt.timedelta(minutes=5),
+                                          now + dt.timedelta(minutes=20), (), now)
+                register_for_renewal(uow, dn, "d1", server, now)
+            with rt.uow() as uow:
+                (record_id,) = due_renewals(uow, rt, now)
+                order = begin_renewal(uow, rt, record_id, "renewer-a", now)
+            assert order is not None
+            with pytest.raises(StoreStateError, match="renewal worker renewer-a "):
+                rotate_store_key(settings)
+            rotate_store_key(settings, force=True)
+            renewed = RenewalOutcome("renewed", proxy_pem=pki.proxy("alice", 10 * 3600).read_bytes())
+            with pytest.raises(RetiredKeyError, match="rotated while it ran; restart it"), rt.uow() as uow:
+                finish_renewal(uow, rt, order, renewed, utcnow())
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+        fresh = Runtime.from_settings(settings)  # restarted with the new key
+        try:
+            with fresh.uow() as uow:
+                row = uow.delegations.get(dn, "d1")
+                assert row is not None and fresh.sealer.open(row.sealed_proxy) == stored
+                status = renewal_status(uow, dn, "d1")
+            assert status is not None and (status.attempts, status.last_result) == (0, None)
+        finally:
+            fresh.session_factory.kw["bind"].dispose()
+
+    def test_a_renewal_worker_running_through_a_forced_rotation_stops_at_its_next_pass(
+            self, settings: Settings, tmp_path: Path) -> None:
+        """Started and idle (no lease held, so the rotation's guard does not see it): at its next
+        pass it stops, exit 1, saying to restart it with the new key file."""
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        assert run("wmproxy-admin", "init", config=config).returncode == 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+        env["WMPROXY_CONFIG"] = str(config)
+        proc = subprocess.Popen([str(BIN / "wmproxy-renewal"), "--name", "renewer-idle"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        try:
+            started = []
+            while not any("renewal worker renewer-idle started" in line for line in started):
+                line = proc.stderr.readline()
+                assert line, "".join(started)  # exited before it started
+                started.append(line)
+            done = run("wmproxy-admin", "rotate-store-key", "--yes", config=config)
+            assert done.returncode == 0, done.stderr  # not seen: it holds no lease
+            proc.send_signal(signal.SIGUSR1)  # a pass now
+            rest = proc.communicate(timeout=120)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 1, rest
+        assert "the store key was rotated: restart wmproxy-renewal with the new key file" in rest
+        assert "Traceback" not in rest
 
 
 class TestCheckOpensSealedRows:

@@ -4,7 +4,8 @@ SIGUSR1 starts a pass at once (as it forced a renewal in the original daemon). S
 workers may run against one database. Refuses to start when the store key or the SQLite
 file is readable by group/others (:func:`wmproxy.security.filemodes.check_private_files`),
 or when it cannot write the execution work root, where it puts renewed proxies
-(:func:`wmproxy.security.writable.check_writable_dir`).
+(:func:`wmproxy.security.writable.check_writable_dir`). Exits 1 when the store key is
+rotated while it runs (it would seal with the retired key): restart it with the new key file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.filemodes import check_private_files
 from wmproxy.security.writable import check_writable_dir
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.storekey import check_store
+from wmproxy.services.storekey import RetiredKeyError, check_store
 
 
 @click.command()
@@ -40,14 +41,17 @@ def main(config_file: str | None, name: str | None, threads: int, once: bool) ->
     except ConfigError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
     worker = RenewalWorker(Runtime.from_settings(settings), name, threads)
-    if once:
-        worker.step()
-        return
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: worker.wake.set())
-    worker.run(stop)
+    try:
+        if once:
+            worker.step()
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        signal.signal(signal.SIGUSR1, lambda *_: worker.wake.set())
+        worker.run(stop)
+    except RetiredKeyError as exc:  # a rotation forced while it ran (logged by the worker)
+        raise click.ClickException(f"stopped: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -21,6 +21,13 @@ The decisions are in :mod:`wmproxy.services.renewal`; the MyProxy exchange is
 :func:`wmproxy.renewal.myproxy.renew_proxy`, authenticated with the service's host
 credential. A database error skips the rest of the pass and the next one is delayed
 (doubling up to 10 cycles).
+
+A worker whose store key is no longer the database's (``wmproxy-admin rotate-store-key``
+forced while it ran) stops: each pass first checks the key, and a renewal checks it again
+in the transaction that stores the renewed proxy, so nothing sealed with the retired key is
+stored (:class:`~wmproxy.services.storekey.RetiredKeyError`, raised by :meth:`RenewalWorker.run`
+and :meth:`RenewalWorker.step` after the log line "the store key was rotated: restart
+wmproxy-renewal with the new key file").
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from wmproxy.renewal.myproxy import MyProxyError, MyProxyRefusedError, MyProxyUn
 from wmproxy.renewal.voms_client import DownServers, refresh_voms
 from wmproxy.services import renewal as service
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.storekey import RetiredKeyError, check_sealing_key
 from wmproxy.store import database_reason
 
 log = logging.getLogger(__name__)
@@ -79,6 +87,11 @@ class RenewalWorker:
         self.wake = threading.Event()  # set by SIGUSR1: pass now
 
     def run(self, stop: threading.Event) -> None:
+        """Pass every cycle until ``stop`` is set.
+
+        Raises:
+            RetiredKeyError: the store key was rotated while the worker ran (logged).
+        """
         log.info("renewal worker %s started (cycle %s s, threshold %s s, lifetime %s s, %d threads)",
                  self.name, self.settings.cycle, self.settings.threshold, self.settings.lifetime, self.threads)
         backoff = 1
@@ -92,6 +105,9 @@ class RenewalWorker:
                     log.error("renewal pass failed on the database: %s; next pass in %d cycle(s)",
                               database_reason(exc), backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_CYCLES)
+                except RetiredKeyError:
+                    log.info("renewal worker %s stopped", self.name)
+                    raise
                 self._sleep(stop, started + self.settings.cycle * backoff)
         log.info("renewal worker %s stopped", self.name)
 
@@ -104,9 +120,24 @@ class RenewalWorker:
         self.wake.clear()
 
     def step(self, pool: ThreadPoolExecutor | None = None) -> PassReport:
-        """One pass (see the module docstring)."""
+        """One pass (see the module docstring).
+
+        Raises:
+            RetiredKeyError: the store key was rotated while the worker ran (logged; nothing
+                sealed with the retired key was stored).
+        """
+        try:
+            return self._pass(pool)
+        except RetiredKeyError as exc:
+            log.error("the store key was rotated: restart wmproxy-renewal with the new key file (%s); nothing "
+                      "sealed with the retired key was stored", exc)
+            raise
+
+    def _pass(self, pool: ThreadPoolExecutor | None) -> PassReport:
         report = PassReport()
         rt, now = self.rt, utcnow()
+        with rt.uow() as uow:  # a worker that ran through a rotation opens nothing re-sealed
+            check_sealing_key(uow.session, rt.sealer.fingerprint)
         with rt.uow() as uow:
             expired = service.expired_credentials(uow, now)
         for owner_dn, delegation_id in expired:
@@ -151,6 +182,8 @@ class RenewalWorker:
                 result, jobs = service.finish_renewal(uow, rt, order, outcome, utcnow())
         except SQLAlchemyError:
             raise  # the pass stops and the next one is delayed (run)
+        except RetiredKeyError:
+            raise  # the worker stops (step, run): nothing it seals could be opened
         except Exception:
             # a defect met by one credential must not stop the others' renewals (nor, raised
             # from run(), the worker): this one is tried again once its claim lapses

@@ -366,8 +366,14 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force:
     (:func:`running_processes`): it would go on sealing with the old key, and what it seals
     could not be opened after the rotation.
 
+    Refuses, before any change, a database not at this code's revision (:func:`check_schema`):
+    one migrated by a newer release may hold sealed columns this code does not know, which
+    would stay sealed with the retired key.
+
     Raises:
-        StoreStateError: an execution worker heartbeats or a renewal worker holds a lease
+        StoreStateError: the schema is not this code's (newer: "the database is newer than
+            this wmproxy"; older: run ``wmproxy-admin migrate``); an execution worker
+            heartbeats or a renewal worker holds a lease
             (without ``force``; the message names them and how to stop them); the current
             key is not the database's; ``<key>.new`` exists (an
             interrupted rotation: see docs/keys-and-lifecycle.md); a sealed row cannot be
@@ -377,6 +383,7 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force:
             the message names ``<key>.new`` and the fix.
     """
     path = Path(settings.security.store_key_file)
+    check_schema(settings)  # a newer database may have sealed columns this code does not re-seal
     old_fp = check_store_key(settings)
     running = [] if force else running_processes(settings)
     if running:

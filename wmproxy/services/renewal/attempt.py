@@ -40,6 +40,7 @@ from wmproxy.services.renewal.registration import parse_server, server_allowed
 from wmproxy.services.renewal.schedule import ac_end, refresh_due, renewal_due, renewal_margin, retry_delay
 from wmproxy.services.renewal.voms import VomsRequest, proves_delegated, voms_requests
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.storekey import check_sealing_key
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import ProxyRenewal
 
@@ -170,7 +171,19 @@ def finish_renewal(
     of the jobs a worker holds that the renewed proxy fits
     (:class:`~wmproxy.services.renewal.jobfiles.ProxyFit`), whose proxy files are to be
     rewritten; the others keep theirs and get an event. Runs in the caller's transaction.
+
+    Before anything is stored, the store key this process seals with is checked against the
+    database's (:func:`~wmproxy.services.storekey.check_sealing_key`, its row locked against a
+    rotation until the transaction ends): a worker that kept running through a key rotation
+    would store a proxy sealed with the retired key, which nothing opens after its restart.
+
+    Raises:
+        wmproxy.services.storekey.RetiredKeyError: the store key was rotated while this
+            worker ran; nothing is stored or recorded (the transaction is to be rolled back)
+            and the worker must stop.
     """
+    if outcome.proxy_pem is not None:  # first, before any row lock: a rotation locks this row first
+        check_sealing_key(uow.session, rt.sealer.fingerprint)
     record = uow.renewals.by_id(order.record_id)
     where = f"proxy {order.delegation_id} of {order.owner_dn} from {order.host}:{order.port}"
     notes = [*_voms_notes(order), *outcome.notes]
