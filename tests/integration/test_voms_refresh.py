@@ -23,6 +23,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.conftest import Pki
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
@@ -42,7 +43,7 @@ from tests.support import build_runtime, close_runtime
 from tests.unit.renewal.pass_support import PassResult, after_pass, alices_myproxy, renew_running_job, stage_running_job
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.chain import load_pem_chain
-from wmproxy.security.voms import verified_fqans, voms_attributes
+from wmproxy.security.voms import VOMS_AC_OID, verified_fqans, voms_attributes
 from wmproxy.services import renewal as renewal_service
 from wmproxy.services.runtime import Runtime
 
@@ -283,4 +284,12 @@ def test_an_ac_ending_before_the_proxy_is_refreshed_then(
         stored = runtime.sealer.open(row.sealed_proxy)
     assert verified_fqans(load_pem_chain(stored), vomsdir=voms.vomsdir, ca_dir=pki.ca_dir) == FQANS
     (new_ac,) = voms_attributes(load_pem_chain(stored))
-    assert new_ac.not_after > old_ac.not_after
+    assert new_ac.not_after >= old_ac.not_after  # the same second when both were made within one
+    assert ac_extension(stored) != ac_extension(delegated)  # a new AC (VOMS serials are random)
+
+
+def ac_extension(pem: bytes) -> bytes:
+    """The DER value of the VOMS AC extension of the proxy's leaf-most certificate carrying one."""
+    ext = next(e for c in load_pem_chain(pem) for e in c.extensions if e.oid == VOMS_AC_OID)
+    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    return ext.value.value
