@@ -101,6 +101,7 @@ work dir in ``squeue`` (or its ``slurm-task``), or requeued when Slurm has not l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import logging
@@ -841,7 +842,9 @@ class SlurmExecutionBackend:
         self._batched.pop(handle.work_dir, None)
         self._unresolved.pop(handle.work_dir, None)
         self._wanted.pop(handle.work_dir, None)
-        self._files.release(handle)
+        # the handle's pid is the Slurm job id, not a local session: the local release must not
+        # look for leftovers of a session of that number (Slurm ends the job's processes)
+        self._files.release(dataclasses.replace(handle, pid=None, process=None))
 
     def tidy(self, budget: float | None = None) -> int:
         """Remove the released work dirs set aside (as :meth:`LocalExecutionBackend.tidy`)."""
