@@ -21,7 +21,7 @@ from typing import Any, cast
 from cachetools import LRUCache
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from OpenSSL import crypto
 
 from wmproxy.errors import ProxyError, ProxyVerificationError
@@ -528,21 +528,185 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
       certificate OpenSSL took from the CA directory instead is converted. Certificates of
       ``chain`` beside the path are not in it.
 
+    A chain whose issuers (``chain[1:]``, the same DER in the same order) OpenSSL verified with
+    another leaf through ``chain[1]``, at most :data:`VERIFIED_ISSUERS_TTL` seconds ago, against the
+    CA directory as it still is (no CA or CRL file changed since), verified at the clock's time,
+    and none of whose certificates or CRLs has ended since, has only its leaf checked: as OpenSSL
+    checks a proxy over a verified issuer (:func:`_leaf_fits`; a leaf of another shape is verified
+    by OpenSSL with its issuers). Issue 14: OpenSSL's verification was about a fifth of a
+    delegation's service CPU, and a user delegates again with the same proxy.
+
     Raises:
         ProxyVerificationError: as :func:`verify_chain`.
     """
-    verified = _verified_path(chain, ca_dir, at)
+    current = _current_time(at) if len(chain) > 1 else None
+    loaded = _load_ca_dir(ca_dir) if current is not None else None
     sent: dict[bytes, x509.Certificate] = {}
     for cert in chain[1:]:
         sent.setdefault(certificate_der(cert), cert)
+    issuers = tuple(certificate_der(cert) for cert in chain[1:])
+    known = None
+    if current is not None and loaded is not None:
+        known = _verified_issuers_of(ca_dir, issuers, loaded, current.timestamp())
+        if known is not None and _leaf_fits(chain[0], chain[1], current):
+            return True, [chain[0], *(sent[der] for der in known)]
+    verified = _verified_path(chain, ca_dir, at, loaded=loaded)
     path = [chain[0]]
+    ders: list[bytes] = []
     for issuer in verified[1:]:
         if not is_proxy(path[-1]):
             break
-        found = sent.get(crypto.dump_certificate(crypto.FILETYPE_ASN1, issuer))
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, issuer)
+        found = sent.get(der)
         path.append(found if found is not None else issuer.to_cryptography())
+        ders.append(der)
     proven = len(chain) > 1 and len(path) > 1 and path[1] is chain[1]
+    if proven and known is None and current is not None and loaded is not None and all(der in sent for der in ders):
+        _remember_verified_issuers(ca_dir, issuers, tuple(ders), verified, loaded, current.timestamp())
     return proven, path
+
+
+# --- issuers of delegated proxies verified once (issue 14) ---
+#
+# A putProxy's chain is a new leaf over the caller's own chain, the same from one delegation to
+# the next (a user delegates again for each submission: ``glite-wms-job-submit -a``). Once OpenSSL
+# verified a whole chain whose path went through chain[1], the issuers (chain[1:]) are known to
+# form a verified path to a trusted CA, CRLs included, with one proxy below chain[1]. A later
+# chain with the same issuers needs only its new leaf checked: what OpenSSL checks of such a
+# leaf is done here (signature, validity, extensions), for the plain shapes clients send; any
+# other leaf goes through OpenSSL as before, which gives its refusal.
+
+
+@dataclass(frozen=True)
+class _IssuerProof:
+    loaded: _CaDir  # the parsed CA directory it was verified against (a changed file: another object)
+    path: tuple[bytes, ...]  # DER of the verified path from chain[1] through the end-entity certificate
+    until: float  # POSIX seconds: the end of its first certificate, CA or CRL to end, or the TTL
+
+
+#: Issuer chains of delegated proxies verified by OpenSSL, per process; by (CA directory, the
+#: DER of chain[1:]). Entries kept in :data:`_verified_issuers`.
+VERIFIED_ISSUERS_MAX = 256
+#: Longest time (seconds) an issuer chain's verification is reused, as the caller's own chain is
+#: (``wmproxy.soap.auth.CACHE_TTL``); a changed CA directory file (a CRL) ends it at once.
+VERIFIED_ISSUERS_TTL = 60.0
+_verified_issuers: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof] = LRUCache(VERIFIED_ISSUERS_MAX)
+_verified_issuers_lock = threading.Lock()
+
+#: Extensions OpenSSL handles and a delegated proxy's leaf commonly has; a leaf with any other
+#: is verified by OpenSSL.
+_LEAF_EXTENSIONS = frozenset({
+    PROXY_CERT_INFO_OID, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+})
+#: Extensions that make OpenSSL's verification depend on the leaf's names or policies (name
+#: constraints, policy constraints and mappings): a path holding one is never reused.
+_PATH_DEPENDENT = frozenset({
+    ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.POLICY_CONSTRAINTS,
+    ExtensionOID.POLICY_MAPPINGS, ExtensionOID.INHIBIT_ANY_POLICY,
+})
+#: Signature algorithms of a leaf checked here: ``verify_directly_issued_by`` verifies these
+#: as OpenSSL does.
+_LEAF_SIGNATURES = frozenset({
+    SignatureAlgorithmOID.RSA_WITH_SHA256, SignatureAlgorithmOID.RSA_WITH_SHA384,
+    SignatureAlgorithmOID.RSA_WITH_SHA512, SignatureAlgorithmOID.RSASSA_PSS,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+})
+
+
+def _current_time(at: datetime | None) -> datetime | None:
+    """The clock's time (UTC-aware) when ``at`` is None or within :data:`CURRENT_TIME_TOLERANCE`
+    of it (the verification then runs at the clock's time), else None."""
+    now = datetime.now(UTC)
+    if at is None:
+        return now
+    aware = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return now if abs((now - aware).total_seconds()) <= CURRENT_TIME_TOLERANCE else None
+
+
+def _verified_issuers_of(ca_dir: str, issuers: tuple[bytes, ...], loaded: _CaDir,
+                         now: float) -> tuple[bytes, ...] | None:
+    """The verified path of the issuer chain ``issuers`` (DER, chain[1:]) kept for ``ca_dir`` as
+    it is now parsed (``loaded``), or None (not kept, ended, or the directory changed)."""
+    key = (ca_dir, issuers)
+    with _verified_issuers_lock:
+        proof = _verified_issuers.get(key)
+        if proof is None:
+            return None
+        if proof.loaded is not loaded or now >= proof.until:
+            del _verified_issuers[key]
+            return None
+    return proof.path
+
+
+def _remember_verified_issuers(ca_dir: str, issuers: tuple[bytes, ...], path: tuple[bytes, ...],
+                               verified: list[crypto.X509], loaded: _CaDir, now: float) -> None:
+    """Keep the issuers of a chain OpenSSL just verified (``verified``: its whole path, leaf
+    first, CA included) against ``loaded`` through chain[1], unless a certificate of the path
+    has an extension of :data:`_PATH_DEPENDENT` (or one cryptography cannot read); until the
+    first of them or of the CA directory's CRLs ends, and at most :data:`VERIFIED_ISSUERS_TTL`
+    seconds."""
+    certs = [cert.to_cryptography() for cert in verified[1:]]
+    try:
+        if any(ext.oid in _PATH_DEPENDENT for cert in certs for ext in cert.extensions):
+            return
+    except ValueError:
+        return
+    ends = [now + VERIFIED_ISSUERS_TTL, *(cert.not_valid_after_utc.timestamp() for cert in certs)]
+    ends += [crl.next_update_utc.timestamp() for crl in loaded.crls if crl.next_update_utc is not None]
+    with _verified_issuers_lock:
+        _verified_issuers[(ca_dir, issuers)] = _IssuerProof(loaded, path, min(ends))
+
+
+def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) -> bool:
+    """Whether what OpenSSL checks of a proxy ``leaf`` signed by ``issuer`` (whose own path is
+    verified) holds, for a leaf of the plain shape (else False, and OpenSSL decides): an RFC 3820
+    proxy with a readable proxyCertInfo, only :data:`_LEAF_EXTENSIONS`, not a CA, an authority
+    key identifier by key only, naming ``issuer``'s subject key identifier if both have one
+    (``X509_check_akid``); its subject ``issuer``'s plus one CN; valid at
+    ``now``; signed by ``issuer``'s key with an algorithm of :data:`_LEAF_SIGNATURES`."""
+    if leaf.signature_algorithm_oid not in _LEAF_SIGNATURES:
+        return False
+    if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
+        return False
+    extensions = leaf.extensions
+    if any(ext.oid not in _LEAF_EXTENSIONS for ext in extensions):
+        return False
+    for ext in extensions:
+        value = ext.value
+        if isinstance(value, x509.BasicConstraints) and value.ca:
+            return False
+        if isinstance(value, x509.AuthorityKeyIdentifier):
+            if value.authority_cert_issuer is not None or value.authority_cert_serial_number is not None:
+                return False
+            issuer_key = _key_identifier(issuer)  # OpenSSL compares them only when both are there
+            if value.key_identifier is not None and issuer_key is not None and value.key_identifier != issuer_key:
+                return False
+    try:
+        if proxy_cert_info(leaf) is None:
+            return False
+    except ValueError:
+        return False
+    rdns = leaf.subject.rdns
+    if not rdns or rdns[:-1] != issuer.subject.rdns or len(rdns[-1]) != 1:
+        return False
+    if next(iter(rdns[-1])).oid != NameOID.COMMON_NAME:
+        return False
+    try:
+        leaf.verify_directly_issued_by(issuer)
+    except Exception:  # noqa: BLE001 - any failure (signature, name, key type): OpenSSL decides
+        return False
+    return True
+
+
+def _key_identifier(cert: x509.Certificate) -> bytes | None:
+    """The subject key identifier of ``cert``, None when it has none."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
 
 
 def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime | None = None, *,
@@ -573,11 +737,12 @@ def verify_exact_chain(chain: list[x509.Certificate], ca_dir: str, at: datetime 
 
 
 def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | None,
-                   check_crl: bool = True) -> list[crypto.X509]:
-    """The verification of :func:`verify_chain`; returns the path OpenSSL verified, leaf first."""
+                   check_crl: bool = True, *, loaded: _CaDir | None = None) -> list[crypto.X509]:
+    """The verification of :func:`verify_chain` (against ``loaded``, the parsed ``ca_dir``, when
+    given); returns the path OpenSSL verified, leaf first."""
     if not chain:
         raise ProxyVerificationError("empty certificate chain")
-    store = _store(ca_dir, _load_ca_dir(ca_dir), at, check_crl)
+    store = _store(ca_dir, loaded if loaded is not None else _load_ca_dir(ca_dir), at, check_crl)
     leaf = _openssl_cert(chain[0])
     untrusted = [_openssl_cert(c) for c in chain[1:]]
     try:

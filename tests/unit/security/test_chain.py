@@ -289,3 +289,179 @@ class TestVerifyChain:
     def test_missing_ca_dir(self, tmp_path, proxy):
         with pytest.raises(ProxyVerificationError, match="cannot read CA directory"):
             verify_chain(proxy.full_chain, str(tmp_path / "nope"))
+
+
+def _leaf(signer, *, subject=None, not_before=None, not_after=None, extensions=None, sign_key=None,
+          digest=None, aki=True):
+    """A proxy of ``signer`` (a Credential) as a client builds it for putProxy, with one thing
+    changed: the subject, validity, extensions (``(extension, critical)`` pairs replacing the
+    usual proxyCertInfo and keyUsage), signing key, digest, or no authority key identifier."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from wmproxy.security.pci import INHERIT_ALL_OID, ProxyCertInfo, pci_extension
+
+    now = datetime.now(UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    issuer = signer.cert
+    if subject is None:
+        subject = x509.Name([*issuer.subject.rdns, x509.RelativeDistinguishedName(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "123456789")])])
+    if extensions is None:
+        extensions = [(pci_extension(ProxyCertInfo(INHERIT_ALL_OID, None)), True),
+                      (x509.KeyUsage(True, False, True, False, False, False, False, False, False), True)]
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.subject)
+               .public_key(key.public_key()).serial_number(123456789)
+               .not_valid_before(not_before or now - timedelta(minutes=5))
+               .not_valid_after(not_after or now + timedelta(hours=1)))
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    if aki is True:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), critical=False)
+    elif aki is not None:
+        builder = builder.add_extension(aki, critical=False)
+    return builder.sign(sign_key or signer.key, digest or hashes.SHA256())
+
+
+def _leaf_shapes(proxy, user):
+    """Leaves over ``proxy``'s chain (and one over ``user``'s, whose certificate has a subject key
+    identifier): name -> (signer, leaf)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from wmproxy.security.pci import INHERIT_ALL_OID, ProxyCertInfo, pci_extension
+
+    now = datetime.now(UTC)
+    pci = (pci_extension(ProxyCertInfo(INHERIT_ALL_OID, None)), True)
+    usage = (x509.KeyUsage(True, False, True, False, False, False, False, False, False), True)
+    cn = x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, "7")])
+    ou = x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "7")])
+    return {
+        "plain": (proxy, _leaf(proxy)),
+        "not yet valid": (proxy, _leaf(proxy, not_before=now + timedelta(minutes=2))),
+        "ended": (proxy, _leaf(proxy, not_before=now - timedelta(hours=2), not_after=now - timedelta(hours=1))),
+        "another signer": (proxy, _leaf(proxy, sign_key=rsa.generate_private_key(public_exponent=65537,
+                                                                                  key_size=2048))),
+        "subject plus an OU": (proxy, _leaf(proxy, subject=x509.Name([*proxy.cert.subject.rdns, ou]))),
+        "subject plus two CNs": (proxy, _leaf(proxy, subject=x509.Name([*proxy.cert.subject.rdns, cn, cn]))),
+        "a CA": (proxy, _leaf(proxy, extensions=[pci, usage, (x509.BasicConstraints(True, None), True)])),
+        "not a proxy": (proxy, _leaf(proxy, extensions=[usage])),
+        "unknown critical extension": (proxy, _leaf(proxy, extensions=[
+            pci, usage, (x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True)])),
+        "subject alternative name": (proxy, _leaf(proxy, extensions=[
+            pci, usage, (x509.SubjectAlternativeName([x509.DNSName("example.org")]), False)])),
+        "SHA-224": (proxy, _leaf(proxy, digest=hashes.SHA224())),
+        "no authority key identifier": (proxy, _leaf(proxy, aki=None)),
+        "authority key identifier of another key": (user, _leaf(user, aki=x509.AuthorityKeyIdentifier(
+            b"\x01" * 20, None, None))),
+        "authority key identifier by issuer and serial": (user, _leaf(user, aki=x509.AuthorityKeyIdentifier(
+            None, [x509.DirectoryName(user.cert.issuer)], user.cert.serial_number))),
+        "over the user certificate": (user, _leaf(user)),
+    }
+
+
+def _outcome(chain, ca_dir):
+    try:
+        proven, path = verify_delegated_chain(chain, ca_dir)
+    except ProxyVerificationError as exc:
+        return ("refused", str(exc))
+    return ("verified", proven, [certificate_der(c) for c in path])
+
+
+SHAPES = ["plain", "not yet valid", "ended", "another signer", "subject plus an OU", "subject plus two CNs", "a CA",
+          "not a proxy", "unknown critical extension", "subject alternative name", "SHA-224",
+          "no authority key identifier", "authority key identifier of another key",
+          "authority key identifier by issuer and serial", "over the user certificate"]
+
+
+#: The shapes OpenSSL accepts.
+ACCEPTED = ("plain", "no authority key identifier", "over the user certificate", "SHA-224",
+            "authority key identifier by issuer and serial")
+
+
+class TestKnownIssuers:
+    """A delegated chain whose issuers OpenSSL verified before (with another leaf) has only its leaf
+    checked (issue 14): every leaf gets OpenSSL's answer, and the plain ones get it without OpenSSL."""
+
+    @pytest.fixture(autouse=True)
+    def _forget(self):
+        chain_module._verified_issuers.clear()
+        yield
+        chain_module._verified_issuers.clear()
+
+    @pytest.fixture
+    def openssl_calls(self, monkeypatch):
+        calls = []
+        verified_path = chain_module._verified_path
+
+        def counted(*args, **kwargs):
+            calls.append(args[0])
+            return verified_path(*args, **kwargs)
+
+        monkeypatch.setattr(chain_module, "_verified_path", counted)
+        return calls
+
+    @pytest.mark.parametrize("shape", SHAPES)
+    def test_every_leaf_gets_openssls_answer(self, ca, user, proxy, shape, openssl_calls):
+        signer, leaf = _leaf_shapes(proxy, user)[shape]
+        chain = [leaf, signer.cert, *signer.chain]
+        ca_dir = str(ca.directory)
+        expected = _outcome(chain, ca_dir)  # nothing known: OpenSSL
+        chain_module._verified_issuers.clear()
+        first = _leaf(signer)
+        assert _outcome([first, signer.cert, *signer.chain], ca_dir)[0] == "verified"  # the issuers now known
+        openssl_calls.clear()
+        assert _outcome(chain, ca_dir) == expected
+        plain = shape in ("plain", "no authority key identifier", "over the user certificate")
+        assert openssl_calls == ([] if plain else [chain]), "the plain leaves only are checked without OpenSSL"
+        assert (expected[0] == "verified") == (shape in ACCEPTED), expected
+
+    def test_a_crl_rewritten_in_place_is_seen_at_once(self, fresh_ca, openssl_calls):
+        user = fresh_ca.issue_user("Rev Oked")
+        proxy = make_proxy(user, lifetime=3600)
+        ca_dir = str(fresh_ca.directory)
+        verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)
+        assert verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)[0] is True
+        assert len(openssl_calls) == 1  # the second one without OpenSSL
+        fresh_ca.revoke(user.cert)  # the CRL file written again
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)
+
+    def test_another_order_or_another_issuer_is_verified_by_openssl(self, ca, user, proxy, openssl_calls):
+        ca_dir = str(ca.directory)
+        verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)
+        with_ca = make_proxy(proxy, lifetime=600)
+        openssl_calls.clear()
+        verify_delegated_chain([*with_ca.full_chain, ca.cert], ca_dir)  # issuers: another tuple
+        other = make_proxy(user, lifetime=600)
+        verify_delegated_chain(make_proxy(other, lifetime=600).full_chain, ca_dir)
+        assert len(openssl_calls) == 2
+
+    def test_not_at_the_clocks_time_is_verified_by_openssl(self, ca, proxy, openssl_calls):
+        ca_dir = str(ca.directory)
+        verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)
+        openssl_calls.clear()
+        verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir,
+                               at=datetime.now(UTC) + timedelta(seconds=30))
+        assert len(openssl_calls) == 1
+
+    def test_kept_until_the_first_end_of_the_path_and_at_most_the_ttl(self, fresh_ca):
+        now = datetime.now(UTC)
+        user = fresh_ca.issue_user("Short Lived", not_after=now + timedelta(seconds=20))
+        proxy = make_proxy(user, lifetime=3600)
+        ca_dir = str(fresh_ca.directory)
+        chain = make_proxy(proxy, lifetime=600).full_chain
+        verify_delegated_chain(chain, ca_dir)
+        issuers = tuple(certificate_der(c) for c in chain[1:])
+        loaded = chain_module._load_ca_dir(ca_dir)
+        (proof,) = chain_module._verified_issuers.values()
+        assert proof.until == user.cert.not_valid_after_utc.timestamp()
+        assert chain_module._verified_issuers_of(ca_dir, issuers, loaded, proof.until - 1) is not None
+        assert chain_module._verified_issuers_of(ca_dir, issuers, loaded, proof.until) is None
+        long_lived = make_proxy(fresh_ca.issue_user("Long Lived"), lifetime=3600)
+        verify_delegated_chain(make_proxy(long_lived, lifetime=600).full_chain, ca_dir)
+        ttl = max(p.until for p in chain_module._verified_issuers.values())
+        assert ttl <= datetime.now(UTC).timestamp() + chain_module.VERIFIED_ISSUERS_TTL
