@@ -20,6 +20,9 @@ from typing import Any, cast
 
 from cachetools import LRUCache
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from OpenSSL import crypto
@@ -666,8 +669,9 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
     proxy with a readable proxyCertInfo, only :data:`_LEAF_EXTENSIONS`, not a CA, an authority
     key identifier by key only, naming ``issuer``'s subject key identifier if both have one
     (``X509_check_akid``); its subject ``issuer``'s plus one CN; valid at
-    ``now``; signed by ``issuer``'s key with an algorithm of :data:`_LEAF_SIGNATURES`."""
-    if leaf.signature_algorithm_oid not in _LEAF_SIGNATURES:
+    ``now``; signed by ``issuer``'s key with an algorithm of :data:`_LEAF_SIGNATURES` or SHA-1
+    (:func:`sha1_signed_by`)."""
+    if leaf.signature_algorithm_oid not in _LEAF_SIGNATURES and leaf.signature_algorithm_oid not in _SHA1_SIGNATURES:
         return False
     if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
         return False
@@ -694,9 +698,39 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
         return False
     if next(iter(rdns[-1])).oid != NameOID.COMMON_NAME:
         return False
+    if leaf.signature_algorithm_oid in _SHA1_SIGNATURES:
+        return sha1_signed_by(leaf, issuer)
     try:
         leaf.verify_directly_issued_by(issuer)
     except Exception:  # noqa: BLE001 - any failure (signature, name, key type): OpenSSL decides
+        return False
+    return True
+
+
+#: SHA-1 signatures (RSA PKCS#1 v1.5, ECDSA), which :func:`sha1_signed_by` verifies.
+_SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
+
+
+def sha1_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``cert`` has a SHA-1 signature (RSA PKCS#1 v1.5, or ECDSA) made with ``issuer``'s
+    key, of the same kind, and names ``issuer``'s subject as its issuer.
+
+    gridsite's clients (htproxyput, the gLite UI's delegation) sign the proxies they delegate
+    with SHA-1 to this day (``peers.md`` §6.3) and OpenSSL's verification of a chain accepts it;
+    ``cryptography``'s ``verify_directly_issued_by`` refuses SHA-1 outright (``peers.md`` §2.4).
+    """
+    algorithm = cert.signature_algorithm_oid
+    if algorithm not in _SHA1_SIGNATURES or cert.issuer != issuer.subject:
+        return False
+    try:
+        public_key = issuer.public_key()
+        if algorithm == SignatureAlgorithmOID.RSA_WITH_SHA1 and isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - gridsite signs SHA-1
+        elif algorithm == SignatureAlgorithmOID.ECDSA_WITH_SHA1 and isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))  # noqa: S303 - as above
+        else:
+            return False
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyError, ProxyVerificationError
@@ -27,6 +27,7 @@ from wmproxy.security.chain import (
     is_proxy,
     load_pem_chain,
     proxy_depth,
+    sha1_signed_by,
     verify_delegated_chain,
 )
 from wmproxy.security.dn import slash_dn
@@ -292,18 +293,8 @@ def _check_signature(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
         return
-    try:
-        if leaf.issuer != issuer.subject:
-            raise ValueError("issuer name")
-        public_key = issuer.public_key()
-        if isinstance(public_key, rsa.RSAPublicKey):
-            public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - gridsite signs SHA-1
-        elif isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))  # noqa: S303 - as above
-        else:
-            raise TypeError("issuer key type")
-    except (ValueError, TypeError, InvalidSignature):
-        raise _refuse("the delegated proxy is not signed by the next certificate of the chain") from None
+    if not sha1_signed_by(leaf, issuer):
+        raise _refuse("the delegated proxy is not signed by the next certificate of the chain")
 
 
 def _algorithm_name(cert: x509.Certificate) -> str:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
 from tests.support import odd_proxy
+from tests.unit.security.signing_support import SHA1_RSA, resigned
 from wmproxy.errors import ProxyError, ProxyVerificationError
 from wmproxy.security import chain as chain_module
 from wmproxy.security.chain import (
@@ -354,6 +355,9 @@ def _leaf_shapes(proxy, user):
         "subject alternative name": (proxy, _leaf(proxy, extensions=[
             pci, usage, (x509.SubjectAlternativeName([x509.DNSName("example.org")]), False)])),
         "SHA-224": (proxy, _leaf(proxy, digest=hashes.SHA224())),
+        "SHA-1": (proxy, resigned(_leaf(proxy), proxy.key, hashes.SHA1(), SHA1_RSA)),  # noqa: S303 - gridsite's
+        "SHA-1 of another signer": (proxy, resigned(_leaf(proxy), rsa.generate_private_key(
+            public_exponent=65537, key_size=2048), hashes.SHA1(), SHA1_RSA)),  # noqa: S303 - as above
         "no authority key identifier": (proxy, _leaf(proxy, aki=None)),
         "authority key identifier of another key": (user, _leaf(user, aki=x509.AuthorityKeyIdentifier(
             b"\x01" * 20, None, None))),
@@ -372,14 +376,17 @@ def _outcome(chain, ca_dir):
 
 
 SHAPES = ["plain", "not yet valid", "ended", "another signer", "subject plus an OU", "subject plus two CNs", "a CA",
-          "not a proxy", "unknown critical extension", "subject alternative name", "SHA-224",
+          "not a proxy", "unknown critical extension", "subject alternative name", "SHA-224", "SHA-1",
+          "SHA-1 of another signer",
           "no authority key identifier", "authority key identifier of another key",
           "authority key identifier by issuer and serial", "over the user certificate"]
 
 
 #: The shapes OpenSSL accepts.
 ACCEPTED = ("plain", "no authority key identifier", "over the user certificate", "SHA-224",
-            "authority key identifier by issuer and serial")
+            "authority key identifier by issuer and serial", "SHA-1")
+#: The shapes checked without OpenSSL once their issuers are known.
+PLAIN = ("plain", "no authority key identifier", "over the user certificate", "SHA-1")
 
 
 class TestKnownIssuers:
@@ -415,8 +422,7 @@ class TestKnownIssuers:
         assert _outcome([first, signer.cert, *signer.chain], ca_dir)[0] == "verified"  # the issuers now known
         openssl_calls.clear()
         assert _outcome(chain, ca_dir) == expected
-        plain = shape in ("plain", "no authority key identifier", "over the user certificate")
-        assert openssl_calls == ([] if plain else [chain]), "the plain leaves only are checked without OpenSSL"
+        assert openssl_calls == ([] if shape in PLAIN else [chain]), "the plain leaves only are checked without OpenSSL"
         assert (expected[0] == "verified") == (shape in ACCEPTED), expected
 
     def test_a_crl_rewritten_in_place_is_seen_at_once(self, fresh_ca, openssl_calls):

@@ -6,14 +6,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
-from pyasn1.codec.der import decoder, encoder
-from pyasn1.type import univ
-from pyasn1_modules import rfc5280
 
 from tests.conftest import Pki
 from tests.support import odd_proxy
+from tests.unit.security.signing_support import MD5_RSA, SHA1_RSA, resigned
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
 from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain
 from wmproxy.security.delegation import (
@@ -45,27 +43,6 @@ def _htproxyput_like(signer, public_key) -> bytes:
         .sign(signer.key, hashes.SHA256())
     )
     return chain_pem([cert, *signer.full_chain])
-
-
-def _resigned(cert: x509.Certificate, key, digest: hashes.HashAlgorithm, oid: str) -> x509.Certificate:
-    """``cert`` signed again by the RSA ``key`` with ``digest`` under the signature algorithm
-    ``oid`` (``cryptography`` signs neither SHA-1 nor MD5 certificates; gridsite clients sign
-    SHA-1, ``peers.md`` §6.3)."""
-    tbs, _ = decoder.decode(cert.tbs_certificate_bytes, asn1Spec=rfc5280.TBSCertificate())
-    algorithm = rfc5280.AlgorithmIdentifier()
-    algorithm["algorithm"] = univ.ObjectIdentifier(oid)
-    algorithm["parameters"] = univ.Null("")
-    tbs["signature"] = algorithm
-    tbs_der = encoder.encode(tbs)
-    whole = rfc5280.Certificate()
-    whole["tbsCertificate"] = tbs
-    whole["signatureAlgorithm"] = algorithm
-    whole["signature"] = univ.BitString.fromOctetString(key.sign(tbs_der, padding.PKCS1v15(), digest))
-    return x509.load_der_x509_certificate(encoder.encode(whole))
-
-
-SHA1_RSA = "1.2.840.113549.1.1.5"
-MD5_RSA = "1.2.840.113549.1.1.4"
 
 
 def _legacy_proxy(user) -> object:
@@ -250,7 +227,7 @@ class TestAcceptDelegatedProxy:
         for another signer's ("not signed by the next certificate of the chain")."""
         key_pem, csr = request_pair
         chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
-        leaf = _resigned(chain[0], proxy.key, hashes.SHA1(), SHA1_RSA)  # noqa: S303 - what gridsite signs
+        leaf = resigned(chain[0], proxy.key, hashes.SHA1(), SHA1_RSA)  # noqa: S303 - what gridsite signs
         assert leaf.signature_algorithm_oid.dotted_string == SHA1_RSA
         got = accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(ca.directory))
         assert got.dn == DN and load_credential(got.pem).cert == leaf
@@ -258,7 +235,7 @@ class TestAcceptDelegatedProxy:
     def test_a_sha1_signature_by_another_key_is_refused(self, ca, user, proxy, request_pair):
         key_pem, csr = request_pair
         chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
-        forged = _resigned(chain[0], rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        forged = resigned(chain[0], rsa.generate_private_key(public_exponent=65537, key_size=2048),
                            hashes.SHA1(), SHA1_RSA)  # noqa: S303 - as above
         with pytest.raises(ProxyVerificationError, match="not signed by the next certificate of the chain"):
             accept_delegated_proxy(key_pem, chain_pem([forged, *chain[1:]]), DN, str(ca.directory))
@@ -266,7 +243,7 @@ class TestAcceptDelegatedProxy:
     def test_an_md5_signed_proxy_is_refused_by_its_algorithm(self, ca, proxy, request_pair):
         key_pem, csr = request_pair
         chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
-        leaf = _resigned(chain[0], proxy.key, hashes.MD5(), MD5_RSA)  # noqa: S303 - refused
+        leaf = resigned(chain[0], proxy.key, hashes.MD5(), MD5_RSA)  # noqa: S303 - refused
         with pytest.raises(ProxyVerificationError) as refused:
             accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(ca.directory))
         assert str(refused.value) == ("Proxy exception: the delegated proxy is signed with md5WithRSAEncryption, "
