@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Pki
 from wmproxy.config import ExecutionSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
 from wmproxy.domain import JobState, Principal, utcnow
@@ -47,6 +49,13 @@ def cycle_runtime(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
     yield Runtime(settings, make_session_factory(engine), Sealer(Sealer.generate_key()),
                   FilesystemSandboxStorage(Path(settings.sandbox.root)))
     engine.dispose()
+
+
+@pytest.fixture
+def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
+    """:func:`cycle_runtime` as a fixture (the renewal tests' conftest exports it; a module with
+    a runtime of its own defines its own ``rt``)."""
+    yield from cycle_runtime(tmp_path, pki)
 
 
 def proxy(pki: Pki, user: str, lifetime: int, now: dt.datetime | None = None) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from tests.unit.renewal.cycle_support import (
     SERVER,
     add_job,
     claim,
-    cycle_runtime,
     delegate,
     end_of,
     proxy,
@@ -56,11 +54,6 @@ from wmproxy.services.renewal import (
 )
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
-
-
-@pytest.fixture
-def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
-    yield from cycle_runtime(tmp_path, pki)
 
 
 def kept_events(rt: Runtime, job_id: str) -> list[str]:

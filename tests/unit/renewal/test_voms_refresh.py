@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from tests.unit.renewal.cycle_support import (
     DELEG,
     SERVER,
     claim,
-    cycle_runtime,
     delegate,
     proxy,
     running_job,
@@ -46,13 +44,6 @@ from wmproxy.services.renewal import (
     voms_requests,
 )
 from wmproxy.services.runtime import Runtime
-
-
-@pytest.fixture
-def rt(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
-    """A runtime on SQLite whose vomsdir is ``tmp_path / "vomsdir"``."""
-    yield from cycle_runtime(tmp_path, pki)
-
 
 VOMSES = '''# site vomses
 "atlas" "voms2.example.org" "15001" "/DC=org/DC=example/CN=voms2.example.org" "atlas" "24"
