@@ -122,9 +122,9 @@ def begin_renewal(uow: UnitOfWork, rt: Runtime, record_id: int, worker: str, now
     margin = renewal_margin(settings.threshold, settings.lifetime, delegation.not_after, record.last_renewed_at)
     pem = rt.sealer.open(delegation.sealed_proxy)
     delegated = tuple(f for f in delegation.fqans.split("\n") if f)
-    voms_due = bool(delegated) and not renewal_due(delegation.not_after, now, margin) and refresh_due(
-        settings, delegation.not_after, ac_end(pem), now)
-    if not (voms_due or renewal_due(delegation.not_after, now, margin)):
+    due = renewal_due(delegation.not_after, now, margin)
+    voms_due = bool(delegated) and not due and refresh_due(settings, delegation.not_after, ac_end(pem), now)
+    if not (voms_due or due):
         _release(record, worker)
         return None
     if not server_allowed(settings, record.myproxy_server):
