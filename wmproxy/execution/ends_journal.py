@@ -17,8 +17,8 @@ adopts a job that a journal on its host holds an end of, whoever holds it.
 A worker takes a journal over only under its ``flock`` (:func:`lock`), held until the file is
 removed, so two workers never act on the same ends (the taker may release a work dir the dead
 writer left). Recording an end twice is harmless all the same
-(:class:`~wmproxy.services.retries.AttemptEnd`'s attempt guard; a Done or Cleared job is never
-ended again).
+(:class:`~wmproxy.services.retries.AttemptEnd`'s attempt guard; an ended job without a pending
+``cancel`` request is never ended again, nor are its output bytes counted again).
 
 File (JSON, 0600, in a 0700 directory of the worker's user, written to a temporary file, synced
 when kept through an outage, and renamed)::

@@ -64,14 +64,16 @@ class AttemptEnd:
             cancel).
         output_bytes: bytes of output sandbox the worker collected into the job area for
             this attempt, added to the owner's usage counter in the same transaction
-            (whatever the job's state; :func:`wmproxy.services.quota.count_output` did it
-            in a transaction of its own).
+            (whatever the job's state, once: see ``attempt``;
+            :func:`wmproxy.services.quota.count_output` did it in a transaction of its own).
         attempt: the attempt this end is of (0 for the first run, n for the n-th
             resubmission: :attr:`~wmproxy.services.execution.StartOrder.attempt`); an end
             recorded again once its job was resubmitted (its first recording's outcome
-            unknown to the worker) is ignored. None: the job's current attempt. A Done end
-            recorded again once its job is Done is ignored too (its bytes counted once), and
-            any end of a purged (Cleared) job.
+            unknown to the worker) is ignored. None: the job's current attempt. Any end
+            recorded again once its job has ended is ignored too (its bytes counted once): an
+            ended job with no pending ``cancel`` request is held by no worker (a job a worker
+            holds that ends otherwise, aborted for proxy expiry say, gets one, done by its end,
+            which still counts its bytes); and any end of a purged (Cleared) job.
     """
 
     state: JobState
@@ -248,8 +250,8 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
     if job.state == JobState.CLEARED.value:  # purged: its job area, and what it counted, are gone
         log.info("job %s: purged before the end of its attempt was recorded", job_id)
         return None
-    if end.state == JobState.DONE and job.state == JobState.DONE.value:  # only an end makes a job Done: this one,
-        log.info("job %s: its Done end was recorded already", job_id)  # again (its commit's outcome was lost)
+    if JobState(job.state) in FINAL_STATES and not cancels:  # no worker holds it: this end was recorded already
+        log.info("job %s: its end was recorded already", job_id)  # (its commit's outcome was lost): counted once
         return None
     if end.output_bytes:  # collected whatever happens next: counted
         uow.usage.add(job.owner_dn, end.output_bytes, now)
