@@ -13,6 +13,7 @@ from sqlalchemy import update
 from tests.conftest import Pki
 from tests.support import ECHO_JDL
 from wmproxy.cli.main import cli
+from wmproxy.client import WMProxyClient, WMProxyClientError
 from wmproxy.domain import JobState
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
@@ -68,6 +69,31 @@ class TestReasonOfADoneJob:
         for verbosity in ("0", "1"):
             _, doc = status_json(runner, "-v", verbosity, job_id)
             assert doc["jobs"][0]["status_reason"] == "no compatible resources"
+
+
+class TestUnknownJob:
+    """getJobStatus declares no JobUnknownFault on the wire (the service answers a GenericFault
+    with code 1218); the client names it JobUnknownFault, as for every other verb."""
+
+    UNKNOWN = "https://localhost:9000/NoSuchJobAbCdEfGhIjKlMn"
+
+    def test_is_a_job_unknown_fault(self, runner: CliRunner, service: Runtime) -> None:
+        text = runner.invoke(cli, ["status", self.UNKNOWN])
+        assert text.exit_code == 1
+        assert text.stderr.startswith("Error - JobUnknownFault: The job has not been registered"), text.output
+        code, doc = status_json(runner, self.UNKNOWN)
+        assert code == 1 and doc["result"] == "failure"
+        assert [e["error"]["type"] for e in doc["errors"]] == ["JobUnknownFault"]
+        cancel = runner.invoke(cli, ["cancel", "--noint", "--json", self.UNKNOWN])
+        assert json.loads(cancel.stdout)["error"] == doc["errors"][0]["error"]
+
+    def test_the_client_keeps_the_code_and_method(self, service: Runtime, pki: Pki) -> None:
+        client = WMProxyClient(service.settings.service.endpoint, proxy_file=str(pki.users["alice"].proxy),
+                               ca_dir=str(pki.ca_dir))
+        with pytest.raises(WMProxyClientError) as info:
+            client.get_job_status(self.UNKNOWN)
+        assert (info.value.fault_type, info.value.error_code, info.value.method) == (
+            "JobUnknownFault", "1218", "getJobStatus")
 
 
 #: When the job below was registered: stored to the microsecond, printed to the second.
