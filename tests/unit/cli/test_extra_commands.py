@@ -160,7 +160,9 @@ class TestPerusal:
     def test_several_ids_in_the_file_are_refused(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         (tmp_path / "ids").write_text(f"###Submitted Job Ids###\n{JOB}\n{JOB}2\n")
         result = runner.invoke(cli, ["perusal", "--unset", "-i", str(tmp_path / "ids")])
-        assert result.exit_code == 2 and "accepts only one" in result.output
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert result.stderr == (f"Error - Input: {tmp_path / 'ids'} holds 2 job ids; this command accepts only "
+                                 "one: adjust the file or give JOBID\n")
 
 
 class TestInfo:
