@@ -90,10 +90,10 @@ def info(
         client = common.make_client(env)
         details = client.get_delegated_proxy_info(delegation_id)
         if as_json:
-            click.echo(json.dumps({"result": "success", "endpoint": env.endpoint, "delegationid": delegation_id,
+            click.echo(json.dumps({"result": "success", "endpoint": client.endpoint, "delegationid": delegation_id,
                                    "proxy": render.proxy_info_dict(details)}))
         else:
-            header = f"Your proxy delegated to the endpoint {env.endpoint}\nwith delegationID {delegation_id}: \n"
+            header = f"Your proxy delegated to the endpoint {client.endpoint}\nwith delegationID {delegation_id}: \n"
             common.echo(render.info_text(header, render.proxy_info_lines(details)), nl=False)
         return
     job = common.one_job_id(job_id, input_file)
@@ -107,7 +107,7 @@ def info(
                 result["renewal"] = renewal_dict(renewal)
             click.echo(json.dumps(result))
         else:
-            header = f"Your proxy delegated to the endpoint {env.endpoint}\n for the job {job} :\n"
+            header = f"Your proxy delegated to the endpoint {client.endpoint}\n for the job {job} :\n"
             body = render.proxy_info_lines(details)
             if renewal is not None:
                 body += "\n" + renewal_lines(renewal)
