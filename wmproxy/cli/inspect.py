@@ -35,7 +35,7 @@ def inspect(job_id: str, command: tuple[str, ...], time_limit: int, endpoint: st
     client = make_inspection_client(common.Environment.load(endpoint))
     found = client.inspect(job_id, list(command), time_limit)
     if as_json:
-        click.echo(json.dumps(_as_dict(found), indent=1))
+        click.echo(json.dumps(_as_dict(found)))  # one line, as every verb (docs/cli-json.md)
     else:
         _print(found)
     if found.state != "done":
