@@ -48,13 +48,14 @@ def renewal_lines(renewal: RenewalInfo) -> str:
 
 
 def renewal_dict(renewal: RenewalInfo) -> dict[str, Any]:
-    """The renewal state as JSON-ready values (times in epoch seconds, as ``proxy``)."""
+    """The renewal state as JSON-ready values (times in epoch seconds, as ``proxy``), under lower
+    case keys (docs/cli-json.md)."""
     end = renewal.proxy_end
     return {
-        "MyProxyServer": renewal.myproxy_server, "Registered": renewal.registered,
-        "LastAttempt": None if renewal.last_attempt is None else int(renewal.last_attempt.timestamp()),
-        "LastResult": renewal.last_result, "LastError": renewal.last_error, "Renewals": renewal.renewals,
-        "ProxyEndTime": None if end is None else int(end.timestamp()),
+        "myproxy_server": renewal.myproxy_server, "registered": renewal.registered,
+        "last_attempt": None if renewal.last_attempt is None else int(renewal.last_attempt.timestamp()),
+        "last_result": renewal.last_result, "last_error": renewal.last_error, "renewals": renewal.renewals,
+        "proxy_end_time": None if end is None else int(end.timestamp()),
     }
 
 

@@ -25,3 +25,29 @@ class TestInspect:
         assert result.stdout.count("\n") == 1, result.stdout
         doc = json.loads(result.stdout)
         assert (doc["job"], doc["state"], doc["job_state"]) == (job_id, "ended", "Done")
+
+
+def _keys(value: object) -> set[str]:
+    """Every key of the nested document."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+class TestInfo:
+    def test_keys_are_lower_case(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+        docs = []
+        for args in (["-d", "unit"], ["-p", job_id]):
+            result = runner.invoke(cli, ["info", "--json", *args])
+            assert result.exit_code == 0, result.output
+            assert result.stdout.count("\n") == 1, result.stdout
+            docs.append(json.loads(result.stdout))
+        assert set(docs[0]["proxy"]) == {"subject", "issuer", "identity", "type", "strength", "start_time",
+                                         "end_time", "time_left", "vos"}
+        assert docs[1]["proxy"]["end_time"] == docs[0]["proxy"]["end_time"]
+        assert set(docs[1]["renewal"]) == {"myproxy_server", "registered", "last_attempt", "last_result",
+                                           "last_error", "renewals", "proxy_end_time"}
+        assert all(k == k.lower() and " " not in k for doc in docs for k in _keys(doc)), docs
