@@ -218,6 +218,16 @@ class TestCancel:
         doc = json.loads(result.stdout)
         assert doc["result"] == "failure" and doc["jobids"] == [] and len(doc["errors"]) == 2
 
+    def test_a_jobid_file_listing_a_job_twice_cancels_it_once(self, runner: CliRunner, fake: FakeClient,
+                                                              tmp_path: Path) -> None:
+        # submit --register-only -o ids, then submit --start ID -o ids: the id is there twice; the
+        # file was saved by an editor that writes a BOM
+        ids = tmp_path / "ids"
+        ids.write_bytes(f"\ufeff###Submitted Job Ids###\n{JOB}\n// started:\n{JOB}\n".encode())
+        result = runner.invoke(cli, ["cancel", "--noint", "-i", str(ids)])
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("job_cancel", (JOB,))]
+
 
 class TestOutput:
     def test_json_of_a_batch_follows_the_shared_rules(
