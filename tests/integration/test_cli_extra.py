@@ -107,7 +107,7 @@ class TestInfo:
         assert re.fullmatch(r"\d\d hours( \d\d min)?( \d\d sec)?", lines["Timeleft"])
         rc, out, err = run_cli(deployment, "info", "--json", "-d", delegated)
         data = json.loads(out)["proxy"]
-        assert data["Identity"] and 0 < data["Timeleft"] <= 12 * 3600
+        assert data["identity"] and 0 < data["time_left"] <= 12 * 3600
 
     def test_job_proxy_and_jdl(self, deployment: Deployment, delegated: str, tmp_path: Path, pki: Pki) -> None:
         (tmp_path / "j.jdl").write_text('[ Executable = "/bin/echo"; Arguments = "info test"; ]')

@@ -190,11 +190,11 @@ class TestGetProxyRenewalInfo:
         rc, out, err = world.cli("info", "-p", "--json", job)
         assert rc == 0, err
         data = json.loads(out)
-        assert data["proxy"]["EndTime"] == end
+        assert data["proxy"]["end_time"] == end
         assert data["renewal"] == {
-            "MyProxyServer": f"localhost:{world.servers['ok'].port}", "Registered": True,
-            "LastAttempt": int(attempt.timestamp()), "LastResult": "renewed", "LastError": None, "Renewals": 1,
-            "ProxyEndTime": end,
+            "myproxy_server": f"localhost:{world.servers['ok'].port}", "registered": True,
+            "last_attempt": int(attempt.timestamp()), "last_result": "renewed", "last_error": None, "renewals": 1,
+            "proxy_end_time": end,
         }
 
     def test_unreachable_server_shows_the_failure(self, world: World) -> None:
@@ -219,7 +219,7 @@ class TestGetProxyRenewalInfo:
         assert rc == 0, err
         assert "Proxy renewal: not registered\n" in out and "Last renewal" not in out
         rc, out, err = world.cli("info", "-p", "--json", world.jobs["none"])
-        assert json.loads(out)["renewal"]["Registered"] is False
+        assert json.loads(out)["renewal"]["registered"] is False
 
     def test_faults_are_those_of_get_job_proxy_info(self, world: World, pki: Pki) -> None:
         with pytest.raises(zeep.exceptions.Fault) as err:

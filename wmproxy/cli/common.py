@@ -361,8 +361,8 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
     """The single job id of a verb that takes one: ``JOBID`` or the only id of ``-i FILE``.
 
     Raises:
-        click.UsageError: none given, both given, or the file holds several ids.
-        CliError: ``Input`` when the file cannot be read.
+        click.UsageError: none given, or both given.
+        CliError: ``Input`` when the file cannot be read, or does not hold exactly one id.
     """
     from wmproxy.cli import jobids
 
@@ -376,8 +376,9 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
         ids = jobids.read_job_ids(input_file)
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
+    if not ids:
+        raise CliError("Input", f"{input_file} holds no job id")
     if len(ids) != 1:
-        raise click.UsageError(
-            f"{input_file} holds {len(ids)} job ids; this command accepts only one: adjust the file or give JOBID"
-        )
+        raise CliError("Input", f"{input_file} holds {len(ids)} job ids; this command accepts only one: "
+                                "adjust the file or give JOBID")
     return ids[0]

@@ -101,8 +101,9 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
     """Job ids from the arguments and/or ``-i FILE`` (a ``submit -o`` file), in order.
 
     Raises:
-        click.UsageError: none given.
-        common.CliError: ``Input`` when the file cannot be read.
+        click.UsageError: neither JOBID nor ``-i`` given.
+        common.CliError: ``Input`` when the file cannot be read, or holds no job id (and no
+            JOBID was given).
     """
     ids = list(job_ids)
     if input_file:
@@ -110,6 +111,8 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
             ids += jobids.read_job_ids(input_file)
         except (OSError, UnicodeDecodeError) as exc:
             raise common.CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
+        if not ids:
+            raise common.CliError("Input", f"{input_file} holds no job id")
     if not ids:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     return ids

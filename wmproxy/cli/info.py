@@ -48,13 +48,14 @@ def renewal_lines(renewal: RenewalInfo) -> str:
 
 
 def renewal_dict(renewal: RenewalInfo) -> dict[str, Any]:
-    """The renewal state as JSON-ready values (times in epoch seconds, as ``proxy``)."""
+    """The renewal state as JSON-ready values (times in epoch seconds, as ``proxy``), under lower
+    case keys (docs/cli-json.md)."""
     end = renewal.proxy_end
     return {
-        "MyProxyServer": renewal.myproxy_server, "Registered": renewal.registered,
-        "LastAttempt": None if renewal.last_attempt is None else int(renewal.last_attempt.timestamp()),
-        "LastResult": renewal.last_result, "LastError": renewal.last_error, "Renewals": renewal.renewals,
-        "ProxyEndTime": None if end is None else int(end.timestamp()),
+        "myproxy_server": renewal.myproxy_server, "registered": renewal.registered,
+        "last_attempt": None if renewal.last_attempt is None else int(renewal.last_attempt.timestamp()),
+        "last_result": renewal.last_result, "last_error": renewal.last_error, "renewals": renewal.renewals,
+        "proxy_end_time": None if end is None else int(end.timestamp()),
     }
 
 
@@ -90,10 +91,10 @@ def info(
         client = common.make_client(env)
         details = client.get_delegated_proxy_info(delegation_id)
         if as_json:
-            click.echo(json.dumps({"result": "success", "endpoint": env.endpoint, "delegationid": delegation_id,
+            click.echo(json.dumps({"result": "success", "endpoint": client.endpoint, "delegationid": delegation_id,
                                    "proxy": render.proxy_info_dict(details)}))
         else:
-            header = f"Your proxy delegated to the endpoint {env.endpoint}\nwith delegationID {delegation_id}: \n"
+            header = f"Your proxy delegated to the endpoint {client.endpoint}\nwith delegationID {delegation_id}: \n"
             common.echo(render.info_text(header, render.proxy_info_lines(details)), nl=False)
         return
     job = common.one_job_id(job_id, input_file)
@@ -107,7 +108,7 @@ def info(
                 result["renewal"] = renewal_dict(renewal)
             click.echo(json.dumps(result))
         else:
-            header = f"Your proxy delegated to the endpoint {env.endpoint}\n for the job {job} :\n"
+            header = f"Your proxy delegated to the endpoint {client.endpoint}\n for the job {job} :\n"
             body = render.proxy_info_lines(details)
             if renewal is not None:
                 body += "\n" + renewal_lines(renewal)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 
 import click
@@ -16,12 +15,11 @@ from wmproxy.domain import InspectionResult
 
 
 def make_inspection_client(env: common.Environment) -> InspectionClient:
-    """The client of the inspection port (tests replace this function)."""
-    if not os.path.isfile(env.proxy_file):
-        raise common.CliError("ProxyError", f"proxy file not found: {env.proxy_file} (set X509_USER_PROXY)")
-    if not os.path.isdir(env.ca_dir):
-        raise common.CliError("Configuration", f"CA directory not found: {env.ca_dir} (set X509_CERT_DIR)")
-    return InspectionClient(env.endpoint, env.proxy_file, env.ca_dir)
+    """The client of the inspection port of the endpoint :func:`common.make_client` chooses
+    (the proxy and CA directory checked, and with several endpoints the first that answers,
+    as every verb); tests replace this function."""
+    chosen = common.make_client(env)
+    return InspectionClient(chosen.endpoint, env.proxy_file, env.ca_dir, session=chosen.session)
 
 
 @click.command("inspect", context_settings={"ignore_unknown_options": True})
@@ -37,7 +35,7 @@ def inspect(job_id: str, command: tuple[str, ...], time_limit: int, endpoint: st
     client = make_inspection_client(common.Environment.load(endpoint))
     found = client.inspect(job_id, list(command), time_limit)
     if as_json:
-        click.echo(json.dumps(_as_dict(found), indent=1))
+        click.echo(json.dumps(_as_dict(found)))  # one line, as every verb (docs/cli-json.md)
     else:
         _print(found)
     if found.state != "done":

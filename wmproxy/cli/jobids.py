@@ -2,7 +2,9 @@
 
 Format (``peers.md`` §9.1, UI ``utils.cpp`` JOBID_FILE_HEADER): first line
 ``###Submitted Job Ids###``, then one job id per line, appended. Lines starting with
-``#`` (such as ``#*Following Job Registered but Submission failed...``) are comments.
+``#`` (such as ``#*Following Job Registered but Submission failed...``) or ``//`` are
+comments; a job id listed twice (``submit --start ID -o`` after ``--register-only -o``) is
+read once.
 """
 
 from __future__ import annotations
@@ -85,17 +87,20 @@ def append_job_id(path: str | os.PathLike[str], job_id: str) -> Path:
 
 
 def read_job_ids(path: str | os.PathLike[str]) -> list[str]:
-    """The job ids of a job-id file, in order, without comments and blank lines.
+    """The job ids of a job-id file, in order of first appearance, once each, without
+    comments (lines starting with ``#`` or ``//``, as gLite's ``Utils::getItemsFromFile``),
+    blank lines and a leading UTF-8 BOM (which :func:`check_job_id_file` accepts too).
 
     Raises:
         OSError: the file cannot be read.
     """
-    ids = []
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+    text = Path(path).read_text(encoding="utf-8").removeprefix("\ufeff")
+    ids: dict[str, None] = {}
+    for raw in text.splitlines():
         line = raw.strip()
-        if line and not line.startswith("#"):
-            ids.append(line)
-    return ids
+        if line and not line.startswith(("#", "//")):
+            ids.setdefault(line)
+    return list(ids)
 
 
 def append_failed_job_id(path: str | os.PathLike[str], job_id: str) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from wmproxy.cli import common, history_opts, render, render_history
+from wmproxy.cli.results import result_file_option
 
 
 @click.command("logging-info")
@@ -20,6 +21,7 @@ from wmproxy.cli import common, history_opts, render, render_history
 @click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (UTC).")
 @common.common_options
 @render.reports_errors_json
+@result_file_option
 def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, events: tuple[str, ...],
                  excluded: tuple[str, ...], since: str | None, until: str | None, endpoint: str | None,
                  as_json: bool) -> None:

@@ -434,17 +434,18 @@ def info_text(header: str, body: str) -> str:
 
 
 def proxy_info_dict(info: ProxyInfo, now: float | None = None) -> dict[str, Any]:
-    """The proxy information as JSON-ready values (epoch seconds, seconds left)."""
+    """The proxy information as JSON-ready values (epoch seconds, seconds left), under lower case
+    keys (docs/cli-json.md)."""
     now = time.time() if now is None else now
     end = _epoch(info.end_time)
     return {
-        "Subject": info.subject, "Issuer": info.issuer, "Identity": info.identity, "Type": info.type,
-        "Strength": info.strength, "StartTime": _epoch(info.start_time), "EndTime": end,
-        "Timeleft": None if end is None else max(0, end - int(now)),
-        "VOs": [
-            {"VO": vo.vo_name, "User": vo.user, "UserCA": vo.user_ca, "Server": vo.server, "ServerCA": vo.server_ca,
-             "URI": vo.uri, "Attributes": list(vo.attributes), "StartTime": _epoch(vo.start_time),
-             "EndTime": _epoch(vo.end_time)}
+        "subject": info.subject, "issuer": info.issuer, "identity": info.identity, "type": info.type,
+        "strength": info.strength, "start_time": _epoch(info.start_time), "end_time": end,
+        "time_left": None if end is None else max(0, end - int(now)),
+        "vos": [
+            {"vo": vo.vo_name, "user": vo.user, "user_ca": vo.user_ca, "server": vo.server, "server_ca": vo.server_ca,
+             "uri": vo.uri, "attributes": list(vo.attributes), "start_time": _epoch(vo.start_time),
+             "end_time": _epoch(vo.end_time)}
             for vo in info.vos
         ],
     }

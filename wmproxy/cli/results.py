@@ -44,15 +44,24 @@ def append_text(text: str, output_file: str) -> None:
 
 def result_file_option(func: F) -> F:
     """``-o/--output FILE``: the verb's result (its stdout) is appended to FILE instead of
-    printed (gLite UI). Errors still go to stderr. Put it below ``common_options``."""
+    printed (gLite UI). Errors still go to stderr. Put it below ``common_options`` and the
+    error reporting decorator (a verb that fails as a whole prints its error, not to FILE).
+
+    A batch that partly failed prints the result of the jobs that succeeded, then exits 1
+    (:func:`wmproxy.cli.history_opts.finish_batch`): that result is appended to FILE too."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, output_file: str | None = None, **kwargs: Any) -> Any:
         if not output_file:
             return func(*args, **kwargs)
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            result = func(*args, **kwargs)
+        try:
+            with contextlib.redirect_stdout(buffer):
+                result = func(*args, **kwargs)
+        except SystemExit:
+            if buffer.getvalue():
+                write_result(buffer.getvalue(), output_file)
+            raise
         write_result(buffer.getvalue(), output_file)
         return result
 

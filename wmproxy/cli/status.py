@@ -9,6 +9,7 @@ import click
 
 from wmproxy.cli import common, history_opts, render, render_history
 from wmproxy.cli.render import StatusView
+from wmproxy.cli.results import result_file_option
 from wmproxy.client import JobStatus, WMProxyClient, WMProxyClientError
 from wmproxy.domain import JobState, JobSummary
 
@@ -27,6 +28,7 @@ from wmproxy.domain import JobState, JobSummary
               help="With --all: only jobs whose JDL UserTags hold NAME=VALUE.")
 @common.common_options
 @render.reports_errors_json
+@result_file_option
 def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all_jobs: bool,
            states: tuple[str, ...], excluded: tuple[str, ...], since: str | None, until: str | None,
            user_tags: tuple[str, ...], endpoint: str | None, as_json: bool) -> None:

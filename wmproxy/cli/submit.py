@@ -257,7 +257,7 @@ def _start_only(job_id: str, jobid_file: str | None, nomsg: bool, endpoint: str 
     client.job_start(job_id)
     saved, warning = _save(jobid_file, job_id, as_json)
     if as_json:
-        click.echo(render.submit_json(JobIds(job_id), env.endpoint, warning))
+        click.echo(render.submit_json(JobIds(job_id), client.endpoint, warning))
     elif nomsg:
         common.echo(job_id)
     else:

@@ -49,7 +49,7 @@ def job(job_types: tuple[str, ...], executable: str, arguments: str, requirement
     env = common.Environment.load(endpoint)
     client = common.make_client(env)
     template = client.get_job_template(job_types or ("NORMAL",), executable, arguments, requirements, rank)
-    _print(template, env.endpoint, as_json)
+    _print(template, client.endpoint, as_json)
 
 
 def dependency_graph(nodes: tuple[str, ...], dependencies: tuple[tuple[str, str], ...]) -> GraphNode:
@@ -93,7 +93,7 @@ def dag(nodes: tuple[str, ...], dependencies: tuple[tuple[str, str], ...], requi
     graph = dependency_graph(nodes, dependencies)
     env = common.Environment.load(endpoint)
     client = common.make_client(env)
-    _print(client.get_dag_template(graph, requirements, rank), env.endpoint, as_json)
+    _print(client.get_dag_template(graph, requirements, rank), client.endpoint, as_json)
 
 
 @templates.command("collection")
@@ -105,7 +105,7 @@ def collection(number: int, requirements: str, rank: str, endpoint: str | None, 
     """A collection of N nodes (getCollectionTemplate)."""
     env = common.Environment.load(endpoint)
     client = common.make_client(env)
-    _print(client.get_collection_template(number, requirements, rank), env.endpoint, as_json)
+    _print(client.get_collection_template(number, requirements, rank), client.endpoint, as_json)
 
 
 @templates.command("parametric")
@@ -129,4 +129,4 @@ def parametric(attributes: tuple[str, ...], param: int | None, start: int, step:
         template = client.get_int_parametric_job_template(attributes, param, start, step, requirements, rank)
     else:
         template = client.get_string_parametric_job_template(attributes, values, requirements, rank)
-    _print(template, env.endpoint, as_json)
+    _print(template, client.endpoint, as_json)

@@ -28,6 +28,9 @@ from wmproxy.client.wsdl import BINDINGS, WMP_NS, wsdl_path
 
 JdlKind = Literal["ORIGINAL", "REGISTERED"]
 
+#: The gLite error code of an unknown or purged job (JobUnknownFault; ``WMS_JOB_NOT_FOUND``).
+JOB_UNKNOWN_CODE = "1218"
+
 log = logging.getLogger("wmproxy.client")
 
 
@@ -249,8 +252,20 @@ class WMProxyClient:
         self._call("wmproxy", "jobPurge", job_id)
 
     def get_job_status(self, job_id: str) -> JobStatus:
-        """WMProxy ``getJobStatus``: state name of the job and of its nodes."""
-        return models.job_status_from(self._light_call("getJobStatus", ("jobId", job_id)))
+        """WMProxy ``getJobStatus``: state name of the job and of its nodes.
+
+        Raises:
+            WMProxyClientError: ``JobUnknownFault`` for an unknown or purged job, as every other
+                job operation: getJobStatus declares no JobUnknownFault on the wire, so the
+                service answers it as a GenericFault with the gLite code 1218.
+        """
+        try:
+            return models.job_status_from(self._light_call("getJobStatus", ("jobId", job_id)))
+        except WMProxyClientError as exc:
+            if exc.fault_type == "GenericFault" and exc.error_code == JOB_UNKNOWN_CODE:
+                raise WMProxyClientError("JobUnknownFault", exc.description, exc.error_code, exc.method,
+                                         exc.causes) from None
+            raise
 
     def get_jdl(self, job_id: str, kind: JdlKind = "ORIGINAL") -> str:
         """WMProxy ``getJDL``: the JDL as sent (ORIGINAL) or as registered (REGISTERED)."""

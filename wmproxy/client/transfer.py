@@ -7,6 +7,7 @@ is used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -137,8 +138,8 @@ def download_file(
 
     Raises:
         WMProxyClientError: ``TransferError`` for a non-2xx status, a URI without a plain
-            file name (nothing is fetched) or a local write error; ``ConnectionError`` for
-            network/TLS failures.
+            file name (nothing is fetched), a body that broke off or a local write error;
+            ``ConnectionError`` for network/TLS failures before the body.
     """
     name = unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
     target = local_path(directory, name, uri)
@@ -156,12 +157,28 @@ def download_file(
                     if progress is not None:
                         progress(len(chunk))
             partial.replace(target)
+        except requests.RequestException as exc:  # an OSError too: the body broke off
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise WMProxyClientError(
+                "TransferError", f"the download of {uri} broke off: {_broken_reason(exc)}", None, "download"
+            ) from None
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the directory may be what failed (a file)
+                partial.unlink(missing_ok=True)
             raise WMProxyClientError(
                 "TransferError", f"cannot write {target}: {exc.strerror}", None, "download"
             ) from None
     return target
+
+
+def _broken_reason(exc: requests.RequestException) -> str:
+    """The one-line reason of a body that broke off (requests wraps urllib3's error, whose first
+    argument is the sentence: ``Connection broken: IncompleteRead(...)``)."""
+    cause = exc.args[0] if exc.args else exc
+    if isinstance(cause, BaseException) and cause.args and isinstance(cause.args[0], str):
+        cause = cause.args[0]
+    return " ".join(str(cause).split()) or type(exc).__name__
 
 
 def _check(response: requests.Response, method: str, uri: str) -> None:

@@ -218,6 +218,16 @@ class TestCancel:
         doc = json.loads(result.stdout)
         assert doc["result"] == "failure" and doc["jobids"] == [] and len(doc["errors"]) == 2
 
+    def test_a_jobid_file_listing_a_job_twice_cancels_it_once(self, runner: CliRunner, fake: FakeClient,
+                                                              tmp_path: Path) -> None:
+        # submit --register-only -o ids, then submit --start ID -o ids: the id is there twice; the
+        # file was saved by an editor that writes a BOM
+        ids = tmp_path / "ids"
+        ids.write_bytes(f"\ufeff###Submitted Job Ids###\n{JOB}\n// started:\n{JOB}\n".encode())
+        result = runner.invoke(cli, ["cancel", "--noint", "-i", str(ids)])
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("job_cancel", (JOB,))]
+
 
 class TestOutput:
     def test_json_of_a_batch_follows_the_shared_rules(
@@ -371,3 +381,37 @@ class TestFilesNotInUtf8:
         result = runner.invoke(cli, [*argv, "--json"])
         assert result.exit_code == 1
         assert json.loads(result.stdout)["error"]["type"] == kind
+
+
+class TestJobIdFileWithoutOneUsableId:
+    """An ``-i`` file with no job id (only the header), or several for a verb that takes one, is
+    an ``Input`` error (docs/cli.md: ``Error - <type>: ...``, exit 1, ``{"error": ...}`` under
+    --json), not a usage error; a verb given neither JOBID nor -i is one (exit 2)."""
+
+    @pytest.mark.parametrize(("args", "content", "message"), [
+        (["status"], "", "holds no job id"),
+        (["logging-info"], "", "holds no job id"),
+        (["cancel", "--noint"], "", "holds no job id"),
+        (["output"], "", "holds no job id"),
+        (["info", "--jdl"], "", "holds no job id"),
+        (["perusal", "--unset"], "", "holds no job id"),
+        (["info", "--jdl"], f"{JOB}\n{JOB}2\n", "holds 2 job ids; this command accepts only one"),
+    ], ids=["status", "logging-info", "cancel", "output", "info", "perusal", "info-two-ids"])
+    def test_is_an_input_error(self, runner: CliRunner, fake: FakeClient, tmp_path: Path, args: list[str],
+                               content: str, message: str) -> None:
+        ids = tmp_path / "ids"
+        ids.write_text(f"###Submitted Job Ids###\n#*a comment\n{content}")
+        result = runner.invoke(cli, [*args, "-i", str(ids)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error - Input: {ids} {message}"), result.stderr
+        assert result.stdout == ""
+        result = runner.invoke(cli, [*args, "-i", str(ids), "--json"])
+        assert result.exit_code == 1, result.output
+        error = json.loads(result.stdout)["error"]
+        assert error["type"] == "Input" and error["message"].startswith(f"{ids} {message}")
+        assert fake.calls == []
+
+    @pytest.mark.parametrize("verb", ["status", "logging-info", "output"])
+    def test_neither_jobid_nor_file_is_a_usage_error(self, runner: CliRunner, fake: FakeClient, verb: str) -> None:
+        result = runner.invoke(cli, [verb, "--json"])
+        assert result.exit_code == 2 and "no job id given (JOBID or -i FILE)" in result.stderr

@@ -160,7 +160,9 @@ class TestPerusal:
     def test_several_ids_in_the_file_are_refused(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         (tmp_path / "ids").write_text(f"###Submitted Job Ids###\n{JOB}\n{JOB}2\n")
         result = runner.invoke(cli, ["perusal", "--unset", "-i", str(tmp_path / "ids")])
-        assert result.exit_code == 2 and "accepts only one" in result.output
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert result.stderr == (f"Error - Input: {tmp_path / 'ids'} holds 2 job ids; this command accepts only "
+                                 "one: adjust the file or give JOBID\n")
 
 
 class TestInfo:
@@ -184,6 +186,11 @@ class TestInfo:
         assert "Attribute   : /dteam/Role=NULL/Capability=NULL\n" in out
         assert "Timeleft    : 01 hours 02 min 05 sec \n" in out
         assert out.startswith("\n" + "=" * 26 + " wmproxy info Success ")
+        vos = json.loads(runner.invoke(cli, ["info", "--json", "-d", "mine"]).stdout)["proxy"]["vos"]
+        assert vos == [{"vo": "dteam", "user": "/C=XX/CN=Alice", "user_ca": "/C=XX/CN=CA", "server": "/C=XX/CN=voms",
+                        "server_ca": "/C=XX/CN=CA", "uri": "voms:15000",
+                        "attributes": ["/dteam/Role=NULL/Capability=NULL"], "start_time": 1700000000,
+                        "end_time": 1700003725}]
 
     def test_job_proxy_jdl_and_original(self, runner: CliRunner, fake: FakeClient) -> None:
         fake.jdls[(JOB, "REGISTERED")] = '[\n  Executable = "/bin/true";\n  edg_jobid = "x"\n]'
@@ -192,7 +199,7 @@ class TestInfo:
         result = runner.invoke(cli, ["info", "-j", "--json", JOB])
         assert json.loads(result.stdout)["type"] == "ORIGINAL"
         result = runner.invoke(cli, ["info", "-p", "--json", JOB])
-        assert json.loads(result.stdout)["proxy"]["EndTime"] == 1700003725
+        assert json.loads(result.stdout)["proxy"]["end_time"] == 1700003725
         assert fake.names() == ["get_jdl", "get_jdl", "get_job_proxy_info", "get_proxy_renewal_info"]
         assert [args[1] for name, args in fake.calls if name == "get_jdl"] == ["REGISTERED", "ORIGINAL"]
 
@@ -237,10 +244,10 @@ class TestInfo:
         result = runner.invoke(cli, ["info", "-p", "--json", JOB])
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)
-        assert data["proxy"]["Timeleft"] == 3725
+        assert data["proxy"]["time_left"] == 3725
         assert data["renewal"] == {
-            "MyProxyServer": "mp:7512", "Registered": True, "LastAttempt": 1700000000,
-            "LastResult": "unreachable", "LastError": "cannot connect", "Renewals": 0, "ProxyEndTime": 1700003725,
+            "myproxy_server": "mp:7512", "registered": True, "last_attempt": 1700000000,
+            "last_result": "unreachable", "last_error": "cannot connect", "renewals": 0, "proxy_end_time": 1700003725,
         }
 
     @pytest.mark.parametrize("fault", [

@@ -50,3 +50,18 @@ class TestJobIdFile:
         for j in ("A", "B", "C"):
             jobids.append_job_id(tmp_path / "ids", j)
         assert jobids.read_job_ids(tmp_path / "ids") == ["A", "B", "C"]
+
+    def test_reading_drops_a_bom_slash_comments_and_duplicates_keeping_order(self, tmp_path: Path) -> None:
+        # gLite's Utils::getItemsFromFile: `#` and `//` lines are comments, an id is read once;
+        # a BOM (accepted by -o, check_job_id_file) is not part of the header line.
+        (tmp_path / "ids").write_bytes(
+            b"\xef\xbb\xbf###Submitted Job Ids###\r\nhttps://lb:9000/B\r\n// a note\r\n"
+            b"https://lb:9000/A\r\n https://lb:9000/B\r\n"
+        )
+        assert jobids.read_job_ids(tmp_path / "ids") == ["https://lb:9000/B", "https://lb:9000/A"]
+
+    def test_register_then_start_lists_the_id_once(self, tmp_path: Path) -> None:
+        # submit --register-only -o, then submit --start ID -o: the id is in the file twice.
+        jobids.append_job_id(tmp_path / "ids", "https://lb:9000/A")
+        jobids.append_job_id(tmp_path / "ids", "https://lb:9000/A")
+        assert jobids.read_job_ids(tmp_path / "ids") == ["https://lb:9000/A"]

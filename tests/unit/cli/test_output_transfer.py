@@ -183,3 +183,35 @@ def test_a_node_name_that_is_not_a_plain_name_gets_no_directory(name: str, tmp_p
     assert node_dir is None and len(failed) == 1
     assert _node_dir(str(tmp_path / "chosen"), "ok", child_job_id(JOB, 0), True) == (
         str(tmp_path / "chosen" / "ok"), [])
+
+
+class TestLocalWriteFailure:
+    def test_a_dir_that_is_a_file_is_a_transfer_error(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
+    ) -> None:
+        (tmp_path / "afile").write_text("keep")
+        fake.outputs = [OutputFile(f"{server}/job/output/out.txt", 20)]
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "afile"), JOB])
+        assert result.exit_code == 1, result.output
+        assert (f"Error - TransferError: cannot write {tmp_path / 'afile' / 'out.txt'}: File exists "
+                f"(job {JOB})\n") in result.stderr, result.stderr
+        assert (tmp_path / "afile").read_text() == "keep"
+        assert "job_purge" not in fake.names()
+
+    def test_a_body_cut_short_is_a_transfer_error_and_leaves_no_part_file(
+        self, runner: CliRunner, fake: FakeClient, pki: Pki, tmp_path: Path
+    ) -> None:
+        def short_body(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", "100000")])
+            return [b"only this"]
+
+        with https_server(pki, short_body) as (_, base):
+            fake.session = grid_session(str(pki.users["alice"].proxy), str(pki.ca_dir))
+            fake.outputs = [OutputFile(f"{base}/job/output/out.txt", 100000)]
+            result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "d"), JOB])
+        assert result.exit_code == 1, result.output
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error - ")]
+        assert len(errors) == 1, result.stderr
+        assert errors[0].startswith(f"Error - TransferError: the download of {base}/job/output/out.txt broke off: "
+                                    "Connection broken: "), errors
+        assert _files_under(tmp_path / "d") == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ from sqlalchemy import update
 from tests.conftest import Pki
 from tests.support import ECHO_JDL
 from wmproxy.cli.main import cli
+from wmproxy.client import WMProxyClient, WMProxyClientError
 from wmproxy.domain import JobState
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
@@ -68,6 +70,76 @@ class TestReasonOfADoneJob:
         for verbosity in ("0", "1"):
             _, doc = status_json(runner, "-v", verbosity, job_id)
             assert doc["jobs"][0]["status_reason"] == "no compatible resources"
+
+
+class TestUnknownJob:
+    """getJobStatus declares no JobUnknownFault on the wire (the service answers a GenericFault
+    with code 1218); the client names it JobUnknownFault, as for every other verb."""
+
+    UNKNOWN = "https://localhost:9000/NoSuchJobAbCdEfGhIjKlMn"
+
+    def test_is_a_job_unknown_fault(self, runner: CliRunner, service: Runtime) -> None:
+        text = runner.invoke(cli, ["status", self.UNKNOWN])
+        assert text.exit_code == 1
+        assert text.stderr.startswith("Error - JobUnknownFault: The job has not been registered"), text.output
+        code, doc = status_json(runner, self.UNKNOWN)
+        assert code == 1 and doc["result"] == "failure"
+        assert [e["error"]["type"] for e in doc["errors"]] == ["JobUnknownFault"]
+        cancel = runner.invoke(cli, ["cancel", "--noint", "--json", self.UNKNOWN])
+        assert json.loads(cancel.stdout)["error"] == doc["errors"][0]["error"]
+
+    def test_the_client_keeps_the_code_and_method(self, service: Runtime, pki: Pki) -> None:
+        client = WMProxyClient(service.settings.service.endpoint, proxy_file=str(pki.users["alice"].proxy),
+                               ca_dir=str(pki.ca_dir))
+        with pytest.raises(WMProxyClientError) as info:
+            client.get_job_status(self.UNKNOWN)
+        assert (info.value.fault_type, info.value.error_code, info.value.method) == (
+            "JobUnknownFault", "1218", "getJobStatus")
+
+
+class TestResultFile:
+    """``status -o FILE`` and ``logging-info -o FILE`` (glite-wms-job-status/-logging-info
+    ``--output``): the result is appended to FILE; in a batch where one job fails, the result of
+    the others is still written, the failure is on stderr and the exit status 1."""
+
+    @pytest.mark.parametrize("verb", ["status", "logging-info"])
+    def test_the_result_goes_to_the_file(self, runner: CliRunner, service: Runtime, pki: Pki, verb: str,
+                                         tmp_path: Path) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.DONE, exit_code=0)
+        printed = runner.invoke(cli, [verb, job_id])
+        assert printed.exit_code == 0, printed.output
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, [verb, "-o", str(out), job_id])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "" and result.stderr == f"The result has been written to {out}\n"
+        assert out.read_text() == printed.stdout and job_id in printed.stdout
+
+    @pytest.mark.parametrize("verb", ["status", "logging-info"])
+    def test_a_partial_batch_writes_the_jobs_that_succeeded(self, runner: CliRunner, service: Runtime, pki: Pki,
+                                                            verb: str, tmp_path: Path) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.DONE, exit_code=0)
+        unknown = TestUnknownJob.UNKNOWN
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, [verb, "-o", str(out), job_id, unknown])
+        assert result.exit_code == 1, result.output
+        assert result.stdout == ""
+        assert job_id in out.read_text() and unknown not in out.read_text()
+        assert result.stderr.startswith("Error - JobUnknownFault: ") and unknown in result.stderr
+        assert f"The result has been written to {out}\n" in result.stderr
+        result = runner.invoke(cli, [verb, "--json", "-o", str(tmp_path / "result.json"), job_id, unknown])
+        assert result.exit_code == 1, result.output
+        doc = json.loads((tmp_path / "result.json").read_text())
+        assert doc["result"] == "partial" and [e["jobid"] for e in doc["errors"]] == [unknown]
+        assert [j["jobid"] for j in doc["jobs"]] == [job_id]
+
+    def test_a_verb_failing_as_a_whole_writes_nothing(self, runner: CliRunner, service: Runtime,
+                                                      tmp_path: Path) -> None:
+        (tmp_path / "ids").write_text("###Submitted Job Ids###\n")
+        out = tmp_path / "result.txt"
+        result = runner.invoke(cli, ["status", "--json", "-o", str(out), "-i", str(tmp_path / "ids")])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["error"]["type"] == "Input"
+        assert not out.exists()
 
 
 #: When the job below was registered: stored to the microsecond, printed to the second.
