@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,16 +94,21 @@ def test_removed_rows_keep_their_counts(rt: Runtime, tmp_path: Path) -> None:
         assert uow.session.scalar(select(ProxyRenewal.id)) is None
         uow.session.add(job_row(BASE + "later", JobState.CLEARED.value, created=days_ago(1)))
     assert counters(rt, tmp_path) == (49, 8, 3)
-    assert all(a <= b for earlier, later in zip(seen, seen[1:], strict=False)
+    assert all(a <= b for earlier, later in itertools.pairwise(seen)
                for a, b in zip(earlier, later, strict=True)), seen
 
 
 def test_a_removal_rolled_back_counts_nothing(rt: Runtime, tmp_path: Path) -> None:
     with rt.uow() as uow:
         uow.session.add(renewal("destroyed", 7, 8))
-    with pytest.raises(RuntimeError), rt.uow() as uow:
-        assert SqlHousekeepingStore(uow.session).remove_renewal(ALICE, "destroyed", [JobState.RUNNING.value])
-        raise RuntimeError("the transaction fails after the delete")
+
+    def fail_after_the_delete() -> None:
+        with rt.uow() as uow:
+            assert SqlHousekeepingStore(uow.session).remove_renewal(ALICE, "destroyed", [JobState.RUNNING.value])
+            raise RuntimeError("the transaction fails after the delete")
+
+    with pytest.raises(RuntimeError):
+        fail_after_the_delete()
     assert counters(rt, tmp_path)[:2] == (7, 1)
     with rt.uow() as uow:
         assert SqlHousekeepingStore(uow.session).remove_renewal(ALICE, "destroyed", [JobState.RUNNING.value])
