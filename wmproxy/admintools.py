@@ -406,6 +406,14 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
             raise ConfigError("; ".join(problems))
         return f"{settings.security.ca_dir}: CA certificates present, CRLs fresh"
 
+    def host_cert() -> str:
+        from wmproxy.monitoring.health import host_cert_check
+
+        found = host_cert_check(settings.security.host_cert, utcnow())
+        if not found.ok:
+            raise ConfigError(found.detail)
+        return f"{settings.security.host_cert}: {found.detail}"
+
     def sealed() -> str:
         tried, bad = unopenable_sealed(settings)
         if bad:
@@ -424,15 +432,16 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
         return f"{settings.security.policy_file} reads" if settings.security.policy_file else "none set"
 
     return [("configuration", lambda: "loads"), ("file modes", modes), ("schema", schema),
-            ("store key", key), ("sealed rows", sealed), ("CA directory", ca), ("policy file", policy)]
+            ("store key", key), ("sealed rows", sealed), ("CA directory", ca), ("host certificate", host_cert),
+            ("policy file", policy)]
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_settings
 def check(settings: Settings, as_json: bool) -> None:
-    """Check configuration, file modes, schema, store key, sealed rows, CA directory and policy
-    file; exit 1 on a problem."""
+    """Check configuration, file modes, schema, store key, sealed rows, CA directory, host
+    certificate and policy file; exit 1 on a problem."""
     results = []
     for name, run in _checks(settings):
         try:

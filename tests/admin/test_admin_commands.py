@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -365,6 +366,21 @@ class TestCheck:
         result = admin(config, "check", "--json")
         assert result.exit_code == 0, result.output
         assert {c["check"]: c for c in json.loads(result.output)}["policy file"]["ok"]
+
+    def test_an_expired_or_missing_host_certificate_is_a_problem(self, config: Path, pki: Pki,
+                                                                 tmp_path: Path) -> None:
+        cert, _key = pki.ca.issue_host("localhost", tmp_path / "expired", lifetime_days=0)
+        time.sleep(1.1)  # lifetime 0: not after the moment of issue
+        sound = config.read_text()
+        for host_cert, detail in ((cert, f"{cert} expired "), (tmp_path / "missing.pem", "cannot read")):
+            config.write_text(sound.replace(f"host_cert = {pki.host_cert}", f"host_cert = {host_cert}"))
+            result = admin(config, "check", "--json")
+            assert result.exit_code == 1, result.output
+            found = {c["check"]: c for c in json.loads(result.output)}
+            assert not found["host certificate"]["ok"] and detail in found["host certificate"]["detail"]
+        config.write_text(sound)
+        found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").output)}
+        assert found["host certificate"]["ok"] and "valid until" in found["host certificate"]["detail"]
 
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))

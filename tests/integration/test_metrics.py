@@ -79,7 +79,8 @@ def test_health_answers_without_a_certificate(metrics_url: str, deployment: Depl
     status, text = http_get(f"{metrics_url}/readyz")
     assert status == 200, text
     assert [line.split()[:2] for line in text.splitlines()] == [["database", "ok"], ["schema", "ok"], ["ca", "ok"],
-                                                                     ["crls", "ok"], ["service", "ok"]]
+                                                                     ["crls", "ok"], ["host_cert", "ok"],
+                                                                     ["service", "ok"]]
     # ... while the service port itself refuses a client without a certificate
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(f"https://localhost:{deployment.port}/monitor/", timeout=30,
@@ -124,3 +125,26 @@ def test_requests_jobs_and_faults_are_counted(metrics_url: str, alice: Reference
                      r"outcome=AuthorizationFault duration=\d+\.\d{4}", log), log[-3000:]
     assert re.search(rf"op=jobSubmit dn=\S+ job={re.escape(job.id)} outcome=ok", log)
     assert "BEGIN" not in log  # no PEM block (key, proxy, certificate) in the service's log
+
+
+def test_sandbox_bytes_count_what_was_moved_not_what_was_claimed(metrics_url: str, alice: ReferenceClient,
+                                                                  pki: Pki, deployment: Deployment) -> None:
+    # Refused uploads (bob in alice's area) are read and thrown away: their bytes were never
+    # stored, and neither are the error answers of refused downloads sandbox data.
+    job = alice.wmproxy.jobRegister(ECHO_JDL, "metrics")
+    uri = alice.wmproxy.getSandboxDestURI(job.id, "https")[0]
+    bob = reference_client(deployment.endpoint, pki.users["bob"].proxy, pki.ca_dir)
+    before = scrape(metrics_url)
+    assert alice.session.put(f"{uri}/data.bin", data=b"x" * 5000).status_code == 201
+    for _ in range(3):
+        assert bob.session.put(f"{uri}/data.bin", data=b"y" * 100_000).status_code == 403
+        assert bob.session.get(f"{uri}/data.bin").status_code == 403
+    assert alice.session.get(f"{uri}/data.bin").content == b"x" * 5000
+    after = scrape(metrics_url)
+
+    def grew(direction: str) -> float:
+        key = ("wmproxy_sandbox_transfer_bytes_total", (("direction", direction),))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert (grew("in"), grew("out")) == (5000, 5000)
+    assert after[("wmproxy_requests_total", (("operation", "sandbox_PUT"), ("outcome", "http_403")))] >= 3

@@ -1,6 +1,6 @@
 """Readiness of a service node: database reachable, schema current, a CA certificate in the CA
-directory, CRLs fresh, the policy file (when one is set) readable, service port accepting
-connections.
+directory, CRLs fresh, the host certificate readable and within its validity, the policy file
+(when one is set) readable, service port accepting connections.
 
 Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass. The texts
 name what failed and the fix, and hold no secret (no database URL, no key path contents).
@@ -132,6 +132,23 @@ def ca_checks(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> tuple[Check
     return ca, Check("crls", True, f"{len(found.crl_files)} CRLs current")
 
 
+def host_cert_check(host_cert: str | Path, now: dt.datetime) -> Check:
+    """The ``host_cert`` check: ``[security] host_cert`` reads as a PEM certificate (the first
+    of the file) valid at ``now``. An expired one fails every client's TLS handshake and every
+    MyProxy renewal, whatever else is up."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(host_cert).read_bytes())
+    except (OSError, ValueError) as exc:
+        return Check("host_cert", False, f"cannot read the host certificate {host_cert} ({type(exc).__name__})")
+    if cert.not_valid_after_utc < now:
+        return Check("host_cert", False, f"{host_cert} expired {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: every "
+                                         "client handshake fails; install a new host certificate and key")
+    if cert.not_valid_before_utc > now:
+        return Check("host_cert", False, f"{host_cert} not valid before "
+                                         f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}: is the clock right?")
+    return Check("host_cert", True, f"valid until {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+
+
 def policy_check(settings: Settings) -> Check | None:
     """The ``policy`` check: ``[security] policy_file`` reads and parses (a missing or
     unreadable one refuses every caller); None when no policy file is set."""
@@ -163,13 +180,14 @@ def service_check(bind: str, timeout: float = 5.0) -> Check:
 
 def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None) -> list[Check]:
     """All readiness checks of this node, in order: database, schema, CA certificates, CRLs,
-    the policy file (when one is set), service port."""
+    host certificate, the policy file (when one is set), service port."""
     now = now or dt.datetime.now(dt.UTC)
     database, revision = database_check(engine)
     checks = [database]
     if database.ok:
         checks.append(schema_check(revision, head_revision()))
     checks.extend(ca_checks(Path(settings.security.ca_dir), now, settings.metrics.crl_grace))
+    checks.append(host_cert_check(settings.security.host_cert, now))
     if (policy := policy_check(settings)) is not None:
         checks.append(policy)
     checks.append(service_check(settings.service.bind))

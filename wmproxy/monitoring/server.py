@@ -6,8 +6,9 @@ monitoring network). GET only:
 
 * ``/healthz`` — liveness: 200 ``ok`` while the process answers;
 * ``/readyz`` — readiness: 200 when the database is reachable, its schema at the Alembic
-  head, the CA directory holds a CA certificate, no CRL of it expired, the policy file (if
-  set) reads and the service port answers, else 503; one ``name ok|FAIL detail`` line per check
+  head, the CA directory holds a CA certificate, no CRL of it expired, the host certificate
+  reads and has not expired, the policy file (if set) reads and the service port answers,
+  else 503; one ``name ok|FAIL detail`` line per check
   (:func:`wmproxy.monitoring.health.readiness`);
 * ``/metrics`` — Prometheus text format: the request metrics of every service process
   (``[metrics] dir``) and the database and sandbox gauges computed at scrape time.

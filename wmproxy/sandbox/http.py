@@ -122,6 +122,9 @@ FILE_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 LISTING_CSP = "default-src 'none'; frame-ancestors 'none'; form-action 'none'; base-uri 'self'"
 
 _BODY_READ = "wmproxy.sandbox.body_read"
+#: environ key of the bytes an upload stored (set once its file is in place; the metrics count
+#: these, not the request's Content-Length).
+STORED_BYTES = "wmproxy.sandbox.stored_bytes"
 """Environ key set once a PUT has read its whole body (its refusal then drains nothing)."""
 
 # Order matters: first match along this list wins (subclasses before bases).
@@ -345,6 +348,7 @@ class SandboxApp:
                 return AreaTally(total, 1) if replaced is None else AreaTally(total - replaced, 0)
 
             self.record_bytes(job_rel_dir, change, replace)
+            request.environ[STORED_BYTES] = total
 
         try:
             self.storage.stream_into(path, stream, length, limit, prepare=create_input, commit=commit)

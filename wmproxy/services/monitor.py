@@ -38,11 +38,12 @@ class SiteTotals:
 
 def site_totals(rt: Runtime) -> SiteTotals:
     """Jobs (and nodes) by state, pending execution requests, renewal results, purges (one per
-    job jobPurge cleared whose row remains, its nodes not counted, plus the purger's tombstones)."""
+    job jobPurge cleared whose row remains, its nodes not counted, plus the purger's tombstones,
+    kept or deleted since); the renewal and purge totals never step down."""
     with rt.uow() as uow:
         ok, failed = queries.renewal_counts(uow.session)
         return SiteTotals(queries.jobs_by_state(uow.session), queries.queue_depth(uow.session), ok, failed,
-                          queries.cleared_count(uow.session) + queries.purged_count(uow.session))
+                          queries.purge_count(uow.session))
 
 
 @dataclass(frozen=True)

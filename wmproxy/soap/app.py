@@ -35,7 +35,7 @@ from wmproxy.errors import ServerOverloadedError
 from wmproxy.inspection_http import InspectionAgentApp
 from wmproxy.monitoring import access
 from wmproxy.monitoring.metrics import enable_request_metrics, metrics_dir
-from wmproxy.sandbox.http import SandboxApp
+from wmproxy.sandbox.http import STORED_BYTES, SandboxApp
 from wmproxy.security.filemodes import check_private_files, unmapped_exposure
 from wmproxy.security.voms import service_host_names
 from wmproxy.security.writable import check_writable_dir
@@ -125,7 +125,8 @@ class WMProxyApplication:
 
     def _sandbox(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """The sandbox edge, with its ``wmproxy.access`` line (``op=sandbox_<METHOD>``, ``bytes``:
-        the request body for uploads, the answer's Content-Length for downloads)."""
+        of a 2xx answer, the bytes an upload stored, the answer's Content-Length for downloads;
+        else 0)."""
         started = time.monotonic()
         seen: dict[str, Any] = {}
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
@@ -140,8 +141,12 @@ class WMProxyApplication:
             raise
         finally:
             status = str(seen.get("status", "500"))
-            size = _content_length(seen.get("headers", [])) if method == "GET" else _content_length(
-                [("Content-Length", str(environ.get("CONTENT_LENGTH") or "0"))])
+            if not status.startswith("2"):
+                size = 0  # what moved, not what a request claims: a refused PUT stored nothing
+            elif method == "GET":
+                size = _content_length(seen.get("headers", []))
+            else:
+                size = int(environ.get(STORED_BYTES, 0))
             principal = environ.get(PRINCIPAL_KEY)
             access.record(f"sandbox_{method}" if method in SANDBOX_METHODS else "sandbox_other",
                           principal.dn if isinstance(principal, Principal) else None,

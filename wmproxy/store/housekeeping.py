@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, not_, or_, select
+from sqlalchemy import BigInteger, ColumnElement, ScalarSelect, and_, cast, delete, exists, func, not_, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from wmproxy.store.schema import (
@@ -26,6 +27,49 @@ from wmproxy.store.schema import (
 
 #: ``service_meta`` name of the store key's fingerprint.
 STORE_KEY_FINGERPRINT = "store_key_fingerprint"
+#: ``service_meta`` names of the running totals of what the purger and the renewal worker
+#: removed: the ``renewals`` and ``attempts`` of deleted renewal records, and the tombstones
+#: deleted after ``[purge] tombstone_age``. The metrics add them to what the rows still hold,
+#: so their counters never step down when rows go (``wmproxy.monitoring.metrics``).
+REMOVED_RENEWALS = "removed_renewals"
+REMOVED_RENEWAL_ATTEMPTS = "removed_renewal_attempts"
+EXPIRED_TOMBSTONES = "expired_tombstones"
+#: ``session.info`` key of the totals a transaction adds at its commit (:func:`count_removed`).
+_REMOVED = "wmproxy.store.removed"
+
+
+def count_removed(session: Session, counts: dict[str, int]) -> None:
+    """Add ``counts`` (``service_meta`` name → number) to those running totals when this
+    transaction commits (:func:`add_removed_counts`, run by the unit of work), so they count
+    exactly the rows whose removal commits."""
+    pending: dict[str, int] = session.info.setdefault(_REMOVED, {})
+    for name, n in counts.items():
+        pending[name] = pending.get(name, 0) + int(n or 0)
+
+
+def add_removed_counts(session: Session) -> None:
+    """Write what :func:`count_removed` noted in this transaction (nothing when it noted
+    nothing); the unit of work runs it just before the commit.
+
+    The rows are locked last, held only until the commit: a transaction holding one waits for
+    no other row, so removals running at once (purgers of several workers, the renewal
+    worker's deregistration) do not deadlock on them.
+    """
+    pending: dict[str, int] | None = session.info.pop(_REMOVED, None)
+    if not pending:
+        return
+    store, now = SqlHousekeepingStore(session), dt.datetime.now(dt.UTC)
+    for name, n in sorted(pending.items()):
+        if n:
+            store.add_to_meta(name, n, now)
+
+
+def meta_count(name: str) -> ScalarSelect[int]:
+    """The running total ``name`` of ``service_meta`` (0 when none), as a scalar subquery: read
+    in the statement that reads the rows, it sees them in one snapshot (a removal and its count
+    commit together)."""
+    return (select(func.coalesce(func.sum(cast(ServiceMeta.value, BigInteger)), 0))
+            .where(ServiceMeta.name == name).scalar_subquery())
 
 
 @dataclass(frozen=True)
@@ -64,6 +108,21 @@ class SqlHousekeepingStore:
             self.session.add(ServiceMeta(name=name, value=value, updated_at=now))
         else:
             row.value, row.updated_at = value, now
+        self.session.flush()
+
+    def add_to_meta(self, name: str, n: int, now: dt.datetime) -> None:
+        """Add ``n`` to the integer value of ``name`` (created at ``n``); row-locked, and a
+        concurrent first insert loses inside a savepoint and adds to the winner's row."""
+        row = self.session.scalars(select(ServiceMeta).where(ServiceMeta.name == name).with_for_update()).one_or_none()
+        if row is None:
+            try:
+                with self.session.begin_nested():
+                    self.session.add(ServiceMeta(name=name, value=str(n), updated_at=now))
+                return
+            except IntegrityError:
+                row = self.session.scalars(select(ServiceMeta).where(ServiceMeta.name == name)
+                                           .with_for_update()).one()
+        row.value, row.updated_at = str(int(row.value) + n), now
         self.session.flush()
 
     # --- sealed columns ---
@@ -194,7 +253,9 @@ class SqlHousekeepingStore:
     def tombstones_before(self, before: dt.datetime) -> int:
         """Delete tombstones older than ``before``; returns how many went."""
         result = self.session.execute(delete(PurgedJob).where(PurgedJob.purged_at < before))
-        return int(getattr(result, "rowcount", 0) or 0)
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        count_removed(self.session, {EXPIRED_TOMBSTONES: removed})
+        return removed
 
     def job_exists(self, job_id: str) -> bool:
         return bool(self.session.scalar(select(exists().where(Job.id == job_id))))
@@ -230,8 +291,9 @@ class SqlHousekeepingStore:
             self._unused_expired(expired_before, live_states)))
         if not getattr(result, "rowcount", 0):
             return False
-        self.session.execute(delete(ProxyRenewal).where(ProxyRenewal.owner_dn == owner_dn,
-                                                        ProxyRenewal.delegation_id == delegation_id))
+        count_removed_renewals(self.session, self.session.execute(
+            delete(ProxyRenewal).where(ProxyRenewal.owner_dn == owner_dn, ProxyRenewal.delegation_id == delegation_id)
+            .returning(ProxyRenewal.renewals, ProxyRenewal.attempts)).all())
         return True
 
     def stale_requests(self, created_before: dt.datetime) -> list[tuple[str, str]]:
@@ -255,9 +317,11 @@ class SqlHousekeepingStore:
         """Delete the renewal record of (DN, id) if it is still an orphan (a putProxy may have
         stored the delegation again, or a job may use it, since :meth:`orphan_renewals` listed
         it); True if deleted."""
-        result = self.session.execute(delete(ProxyRenewal).where(
-            ProxyRenewal.owner_dn == owner_dn, ProxyRenewal.delegation_id == delegation_id, _orphan(live_states)))
-        return bool(getattr(result, "rowcount", 0))
+        removed = self.session.execute(delete(ProxyRenewal).where(
+            ProxyRenewal.owner_dn == owner_dn, ProxyRenewal.delegation_id == delegation_id, _orphan(live_states))
+            .returning(ProxyRenewal.renewals, ProxyRenewal.attempts)).all()
+        count_removed_renewals(self.session, removed)
+        return bool(removed)
 
     # --- what an operator sees ---
 
@@ -284,6 +348,13 @@ class SqlHousekeepingStore:
         """Execution requests not done yet."""
         return self.session.scalar(
             select(func.count()).select_from(ExecutionRequest).where(ExecutionRequest.done_at.is_(None))) or 0
+
+
+def count_removed_renewals(session: Session, removed: Iterable[tuple[int | None, int | None]]) -> None:
+    """Keep the ``(renewals, attempts)`` of deleted renewal records in the running totals."""
+    rows = list(removed)
+    count_removed(session, {REMOVED_RENEWALS: sum(r or 0 for r, _a in rows),
+                            REMOVED_RENEWAL_ATTEMPTS: sum(a or 0 for _r, a in rows)})
 
 
 def _orphan(live_states: Iterable[str]) -> ColumnElement[bool]:

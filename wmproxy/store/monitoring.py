@@ -9,6 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from wmproxy.domain import JobState
+from wmproxy.store.housekeeping import (
+    EXPIRED_TOMBSTONES,
+    REMOVED_RENEWAL_ATTEMPTS,
+    REMOVED_RENEWALS,
+    meta_count,
+)
 from wmproxy.store.schema import ExecutionRequest, Job, JobDependency, ProxyRenewal, PurgedJob
 
 
@@ -27,23 +33,28 @@ def queue_depth(session: Session) -> int:
 
 
 def renewal_counts(session: Session) -> tuple[int, int]:
-    """(renewals that gave a proxy, attempts that did not), summed over the renewal records."""
-    row = session.execute(select(func.coalesce(func.sum(ProxyRenewal.renewals), 0),
-                                 func.coalesce(func.sum(ProxyRenewal.attempts), 0))).one()
+    """(renewals that gave a proxy, attempts that did not): summed over the renewal records,
+    plus the running totals of the records deleted (``service_meta``), in one statement (one
+    snapshot), so neither steps down when records go."""
+    row = session.execute(select(
+        select(func.coalesce(func.sum(ProxyRenewal.renewals), 0)).scalar_subquery() + meta_count(REMOVED_RENEWALS),
+        select(func.coalesce(func.sum(ProxyRenewal.attempts), 0)).scalar_subquery()
+        + meta_count(REMOVED_RENEWAL_ATTEMPTS))).one()
     ok, attempts = int(row[0]), int(row[1])
     return ok, max(attempts - ok, 0)
 
 
-def cleared_count(session: Session) -> int:
-    """Top-level jobs in state Cleared (purged by jobPurge, rows still kept): one per job, however
-    many events its purge recorded (a ``cleared`` and a ``purged`` event, one ``cleared`` per node)."""
-    stmt = select(func.count()).select_from(Job).where(Job.state == JobState.CLEARED.value, Job.parent_id.is_(None))
-    return int(session.scalar(stmt) or 0)
-
-
-def purged_count(session: Session) -> int:
-    """Jobs the purger removed whose tombstones are still kept (``[purge] tombstone_age``)."""
-    return int(session.scalar(select(func.count()).select_from(PurgedJob)) or 0)
+def purge_count(session: Session) -> int:
+    """Jobs purged: top-level jobs in state Cleared (purged by jobPurge, rows still kept: one per
+    job, however many events its purge recorded, a ``cleared`` and a ``purged`` event, one
+    ``cleared`` per node), plus the purger's tombstones (one per job and node it removed), plus
+    the tombstones deleted after ``[purge] tombstone_age`` (``service_meta``). In one statement
+    (one snapshot): a Cleared job the purger removes leaves a tombstone in the same transaction,
+    a tombstone deleted is counted in the same transaction, so the sum never steps down."""
+    cleared = (select(func.count()).select_from(Job)
+               .where(Job.state == JobState.CLEARED.value, Job.parent_id.is_(None)).scalar_subquery())
+    tombstones = select(func.count()).select_from(PurgedJob).scalar_subquery()
+    return int(session.scalar(select(cleared + tombstones + meta_count(EXPIRED_TOMBSTONES))) or 0)
 
 
 def owner_jobs_page(session: Session, owner_dn: str, *, state: str | None, since: dt.datetime | None,

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from wmproxy.store.engine import rows_matched
+from wmproxy.store.housekeeping import count_removed_renewals
 from wmproxy.store.jobs import SqlJobStore
 from wmproxy.store.schema import Delegation, Job, ProxyRenewal
 
@@ -139,11 +140,15 @@ class SqlRenewalStore:
         return row
 
     def delete(self, row: ProxyRenewal) -> None:
+        """Delete the (locked) record; its counters go to the running totals (``service_meta``)."""
+        count_removed_renewals(self.session, [(row.renewals, row.attempts)])
         self.session.delete(row)
         self.session.flush()
 
     def delete_many(self, ids: Iterable[int]) -> None:
-        self.session.execute(delete(ProxyRenewal).where(ProxyRenewal.id.in_(list(ids))))
+        count_removed_renewals(self.session, self.session.execute(
+            delete(ProxyRenewal).where(ProxyRenewal.id.in_(list(ids)))
+            .returning(ProxyRenewal.renewals, ProxyRenewal.attempts)).all())
 
     # --- delegations and jobs, as the renewal worker sees them ---
 

@@ -277,7 +277,9 @@ class ExecutionWorkerRow(Base):
 class ServiceMeta(Base):
     """Facts about the deployment every node must agree on, by name: ``store_key_fingerprint``
     (SHA-256 of the store key, hex; never the key) is written by ``wmproxy-admin init``,
-    ``migrate`` and ``rotate-store-key``.
+    ``migrate`` and ``rotate-store-key``; ``removed_renewals``, ``removed_renewal_attempts`` and
+    ``expired_tombstones`` (decimal integers) are the running totals of the rows the renewal
+    worker and the purger deleted, for the metrics (``wmproxy.store.housekeeping``).
     """
 
     __tablename__ = "service_meta"

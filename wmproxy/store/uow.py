@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store.ce_states import SqlCeStateStore
 from wmproxy.store.delegations import SqlDelegationStore
+from wmproxy.store.housekeeping import add_removed_counts
 from wmproxy.store.jobs import SqlExecutionQueue, SqlJobStore
 from wmproxy.store.keypool import SqlDelegationKeyPool
 from wmproxy.store.leases import SqlPoolLeaseStore
@@ -78,6 +79,7 @@ class UnitOfWork:
     ) -> None:
         try:
             if exc_type is None:
+                add_removed_counts(self.session)  # the running totals of removed rows, locked last
                 self.session.commit()
             else:
                 self.session.rollback()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import socket
+import ssl
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,9 +77,9 @@ def test_jobs_the_purger_removed_count_as_purges(rt: Runtime, tmp_path: Path) ->
 
 def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
     checks = readiness(rt.settings, rt.session_factory.kw["bind"])
-    assert [(c.name, c.ok) for c in checks[:4]] == [("database", True), ("schema", True), ("ca", True),
-                                                    ("crls", True)], checks
-    assert checks[4].name == "service"
+    assert [(c.name, c.ok) for c in checks[:5]] == [("database", True), ("schema", True), ("ca", True),
+                                                    ("crls", True), ("host_cert", True)], checks
+    assert checks[5].name == "service"
 
 
 def test_a_closed_service_port_fails_readiness() -> None:
@@ -126,6 +131,40 @@ def test_a_ca_directory_without_a_ca_certificate_fails_readiness(rt: Runtime, pk
                                "install the CA certificates")
         assert lines["crls"] == f"crls ok {crls} CRLs current"
         assert check_ca_dir(str(ca_dir)) == [f"CA directory {ca_dir}: no CA certificate (<hash>.0)"]
+
+
+def test_an_expired_or_unreadable_host_certificate_fails_readiness(rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+    # A TLS server with the expired host credential: every client's handshake fails, and
+    # /readyz (and wmproxy-admin check) must say so, whatever else is up.
+    cert, key = pki.ca.issue_host("localhost", tmp_path / "expired", lifetime_days=0)
+    time.sleep(1.1)  # lifetime 0: not after the moment of issue
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn, contextlib.suppress(ssl.SSLError, OSError):
+                server.wrap_socket(conn, server_side=True).close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        client = ssl.create_default_context(capath=str(pki.ca_dir))
+        with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"), \
+                socket.create_connection(listener.getsockname()) as raw, \
+                client.wrap_socket(raw, server_hostname="localhost"):
+            pass
+    missing = tmp_path / "missing.pem"
+    unreadable = f"host_cert FAIL cannot read the host certificate {missing} (FileNotFoundError)"
+    for host_cert, detail in ((cert, f"host_cert FAIL {cert} expired "), (missing, unreadable)):
+        rt.settings = dataclasses.replace(rt.settings, security=dataclasses.replace(rt.settings.security,
+                                                                                    host_cert=str(host_cert)))
+        status, text = _readyz(rt)
+        assert status.startswith("503"), text
+        lines = {line.split()[0]: line for line in text.splitlines()}
+        assert lines["host_cert"].startswith(detail), text
+    rt.settings = dataclasses.replace(rt.settings, security=dataclasses.replace(rt.settings.security,
+                                                                                host_cert=str(pki.host_cert)))
+    _status, text = _readyz(rt)
+    assert {line.split()[0]: line for line in text.splitlines()}["host_cert"].startswith("host_cert ok valid until ")
 
 
 def test_a_policy_file_that_refuses_everyone_fails_readiness(rt: Runtime, tmp_path: Path) -> None:
