@@ -149,7 +149,10 @@ class TestProcessLimit:
 
 
 #: Stops the zygote that forked this job's wrapper (the wrapper's parent), then waits.
-STOP_ZYGOTE = ("z=$(awk '{print $4}' /proc/$PPID/stat); kill -STOP $z && echo $z > stopped; "
+#: Stops its zygote once the test says the zygote has answered (``go``): stopped before its answer,
+#: under load, the zygote is closed at the request instead (what the test checks next).
+STOP_ZYGOTE = ("while [ ! -e go ]; do sleep 0.1; done; "
+               "z=$(awk '{print $4}' /proc/$PPID/stat); kill -STOP $z && echo $z > stopped; "
                "while :; do sleep 0.2; done")
 
 
@@ -162,6 +165,7 @@ class TestStoppedZygote:
             pytest.skip("needs root: the zygote runs as the job's account")
         first = backend.spawn(backend.prepare(ws.launch(input_dir, account, STOP_ZYGOTE)))
         cleanup.append(first)
+        (first.work_dir / "go").touch()  # the zygote has answered
         ws.wait_for((first.work_dir / "stopped").exists, "the job to stop its zygote")
         (launcher,) = backend._zygotes.values()
         assert int((first.work_dir / "stopped").read_text()) == launcher.process.pid
