@@ -1,0 +1,123 @@
+"""Registration's semantic checks of the JDL library (``JobAd::checkSemantic``, ``JdlAttributeList.cpp``)
+through jobRegister/jobSubmit: a JDL the job could only fail with, or whose attribute would be silently
+ignored, is refused with a typed fault naming the attribute; a refused collection or DAG leaves nothing
+behind. Before, each of these JDLs registered, and its job failed after its claim or ran other than
+written:
+
+* a remote ``InputSandboxBaseURI`` with relative entries: the entries were mapped to the job's own
+  input area, and the job Aborted ("input sandbox file data.txt has not been uploaded");
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from tests.support import SoapApp
+from wmproxy.domain import Principal
+from wmproxy.errors import InvalidArgumentError, JdlError, WMProxyError
+from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import register_job, submit_job
+from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
+JOB = 'Executable = "/bin/cat"; StdOutput = "out"; '
+
+#: id → (the job's attributes, error class, text of the message)
+REFUSED = {
+    "isb-base-remote": ('InputSandboxBaseURI = "gsiftp://se.example.org/data"; InputSandbox = {"data.txt"};',
+                        InvalidArgumentError,
+                        ("Attribute InputSandboxBaseURI: 'gsiftp://se.example.org/data' is not allowed with relative "
+                         "InputSandbox entries ('data.txt' names a file below it): this service does not fetch "
+                         "remote input sandbox files")),
+    "isb-base-https-subdir": ('InputSandboxBaseURI = "https://other.example.org/d/"; InputSandbox = {"sub/x.txt"};',
+                              InvalidArgumentError, "Attribute InputSandboxBaseURI: 'https://other.example.org/d/'"),
+}
+
+#: Shapes of the same attributes that register.
+ACCEPTED = {
+    "isb-base-remote-absolute-entries": ('InputSandboxBaseURI = "gsiftp://se.example.org/data"; '
+                                         'InputSandbox = {"/home/u/data.txt", "file:///home/u/b.txt"};'),
+    "isb-base-file": 'InputSandboxBaseURI = "file:///home/u"; InputSandbox = {"data.txt"};',
+}
+
+
+def _jobs(rt: Runtime, alice: Principal) -> list[str]:
+    with rt.uow() as uow:
+        return [job.id for job in uow.jobs.owned_by(alice.dn)]
+
+
+def _areas(rt: Runtime) -> list[Path]:
+    root = Path(rt.settings.sandbox.root) / rt.settings.sandbox.dir_name
+    return sorted(p for p in root.glob("*/*") if p.is_dir()) if root.exists() else []
+
+
+def _shapes(attributes: str) -> dict[str, str]:
+    """The attributes in a simple job, a collection node and a DAG node (each compound job with a
+    second, plain node registered first)."""
+    plain = '[ Executable = "/bin/true"; ]'
+    return {
+        "simple": f"[ {JOB}{attributes} ]",
+        "collection": f'[ Type = "collection"; Nodes = {{ {plain}, [ {JOB}{attributes} ] }}; ]',
+        "dag": (f'[ Type = "dag"; nodes = [ a = [ description = {plain} ]; '
+                f"b = [ description = [ {JOB}{attributes} ] ]; dependencies = {{ {{ a, b }} }} ]; ]"),
+    }
+
+
+class TestRefused:
+    @pytest.mark.parametrize("shape", ["simple", "collection", "dag"])
+    @pytest.mark.parametrize("case", list(REFUSED))
+    def test_the_typed_refusal_names_the_attribute_and_leaves_nothing(
+            self, rt: Runtime, alice: Principal, delegated: str, case: str, shape: str) -> None:
+        attributes, error, message = REFUSED[case]
+        jdl = _shapes(attributes)[shape]
+        for operation in (register_job, submit_job):
+            with pytest.raises(WMProxyError) as info:
+                operation(rt, alice, jdl, delegated)
+            assert type(info.value) is error
+            assert message in info.value.message
+            if shape != "simple" and error is JdlError:
+                assert info.value.message.startswith("Node ")  # (the DAG-level checks name no node)
+        assert _jobs(rt, alice) == []
+        assert _areas(rt) == []
+
+    @pytest.mark.parametrize("case", ["isb-base-remote"])
+    @pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
+    def test_on_the_wire_an_invalid_argument_fault_with_its_fields(
+            self, soap: SoapApp, alice: Principal, delegated: str, operation: str, case: str) -> None:
+        attributes, error, message = REFUSED[case]
+        reply = soap.call(WMPROXY, operation, alice, jdl=_shapes(attributes)["simple"], delegationId=delegated)
+
+        assert reply.status.startswith("500"), reply.status
+        fault = reply.element
+        assert fault.tag == f"{{{SOAP_ENV}}}Fault", reply.body
+        detail = reply.fault_detail
+        assert etree.QName(detail) == etree.QName(WMPROXY, "InvalidArgumentFault"), reply.body
+        assert [child.tag for child in detail] == ["methodName", "Timestamp", "ErrorCode", "Description", "FaultCause"]
+        assert detail.findtext("methodName") == operation
+        assert TIMESTAMP.match(detail.findtext("Timestamp") or "")
+        assert detail.findtext("ErrorCode") == str(error.code)
+        assert message in (detail.findtext("Description") or "")
+        assert _jobs(soap.rt, alice) == []
+
+    def test_a_dag_level_remote_base_uri_with_node_entries_is_refused(self, rt: Runtime, alice: Principal,
+                                                                       delegated: str) -> None:
+        """The nodes' files are uploaded into the DAG's input area: the DAG level lists them all."""
+        jdl = ('[ Type = "dag"; InputSandboxBaseURI = "gsiftp://se.example.org/data";'
+               ' nodes = [ a = [ description = [ Executable = "/bin/true"; InputSandbox = {"data.txt"}; ] ] ]; ]')
+        with pytest.raises(InvalidArgumentError, match=r"^Attribute InputSandboxBaseURI: 'gsiftp://se\."):
+            register_job(rt, alice, jdl, delegated)
+        assert _jobs(rt, alice) == []
+        assert _areas(rt) == []
+
+
+
+class TestAccepted:
+    @pytest.mark.parametrize("shape", ["simple", "collection", "dag"])
+    @pytest.mark.parametrize("case", list(ACCEPTED))
+    def test_registers(self, rt: Runtime, alice: Principal, delegated: str, case: str, shape: str) -> None:
+        job = register_job(rt, alice, _shapes(ACCEPTED[case])[shape], delegated)
+        assert job.job_id in _jobs(rt, alice)
