@@ -271,7 +271,7 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             _inherit(node, ad)
         _refuse_nested(node, name)
         _resolve_isb_references(node, scope, name)
-        description = _describe_node(node, name)
+        description = _describe_node(node, name, parametric=kind == "parametric")
         nodes.append(NodeSpec(name, node, index, tuple(input_sandbox_files(description)), description))
 
     entries = isb_union([own_isb, *(spec.description.input_sandbox for spec in nodes)])
@@ -543,9 +543,9 @@ def _resolve_isb_references(node: classad2.ClassAd, scope: classad2.ClassAd, nam
     set_list(node, "InputSandbox", items)
 
 
-def _describe_node(node: classad2.ClassAd, name: str) -> JobDescription:
+def _describe_node(node: classad2.ClassAd, name: str, *, parametric: bool) -> JobDescription:
     try:
-        return describe_simple(node)
+        return describe_simple(node, parametric=parametric)
     except (JdlError, InvalidJdlAttributeError, InvalidArgumentError) as exc:
         raise type(exc)(f"Node {name}: {exc.message}") from None
 

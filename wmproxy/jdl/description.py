@@ -103,7 +103,7 @@ def is_simple(ad: classad2.ClassAd) -> bool:
     return job_kind(ad) == "job" and job_type(ad) != "parametric"
 
 
-def describe_simple(ad: classad2.ClassAd) -> JobDescription:
+def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDescription:
     """Validate a simple job's JDL as jobRegister does and return its description.
 
     Implements ``wmproxy-behaviour.md`` §3.1 steps 7 and 8 (``Type``, ``JobType``) and
@@ -113,6 +113,9 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
 
     Args:
         ad: the JDL as returned by :func:`wmproxy.jdl.parse_jdl`; not modified.
+        parametric: ``ad`` is a node of a parametric job: its relative ``StdInput`` need
+            not be an ``InputSandbox`` file (the JDL library checked the parametric JDL, whose
+            ``StdInput`` holds ``_PARAM_``, and skipped that check for it).
 
     Returns:
         The job's :class:`JobDescription`.
@@ -132,8 +135,9 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
             a ``CpuNumber`` that is not an integer from 1 to :data:`CPU_NUMBER_MAX`, a
             ``RetryCount`` or ``ShallowRetryCount`` that is not an integer literal (``"3"``,
             ``2.5``, ``undefined``: each would allow no resubmission), an ``Environment``
-            entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid attribute
-            already exists").
+            entry that is not ``NAME=value``, an existing ``edg_jobid`` ("jobid attribute
+            already exists"), a relative ``StdInput`` that
+            is not the file name of an ``InputSandbox`` entry (not for a parametric node).
     """
     if not is_simple(ad):
         raise JdlError("A collection, DAG or parametric job is not a simple job")
@@ -157,9 +161,21 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
     ):
         if value is not None:
             check_work_dir_name(attribute, value)
+    if description.std_input is not None and not parametric:
+        _check_std_input(description.std_input, description.input_sandbox)
     for name in description.output_sandbox:
         check_work_dir_name("OutputSandbox", name)
     return description
+
+
+def _check_std_input(std_input: str, input_sandbox: tuple[str, ...]) -> None:
+    """A relative ``StdInput`` (the only kind :func:`check_work_dir_name` leaves) is a file the
+    job's input sandbox brings into its work directory: the file name of a local ``InputSandbox``
+    entry (``JobAd::checkSemantic``, "StdInput (inside InputSandbox)"). Without it every attempt
+    of the job fails before its payload starts."""
+    if std_input not in local_file_names(input_sandbox):
+        raise JdlError(f"Attribute StdInput: {std_input!r} must be inside InputSandbox (the file name of one "
+                       "of its entries): the job reads its standard input from its input sandbox")
 
 
 def read_description(ad: classad2.ClassAd) -> JobDescription:

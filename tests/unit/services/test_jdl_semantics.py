@@ -6,6 +6,8 @@ written:
 
 * a remote ``InputSandboxBaseURI`` with relative entries: the entries were mapped to the job's own
   input area, and the job Aborted ("input sandbox file data.txt has not been uploaded");
+* a relative ``StdInput`` outside ``InputSandbox``: every attempt failed before its payload
+  ("hit job shallow retry count (2)", the file never named);
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from lxml import etree
 from tests.support import SoapApp
 from wmproxy.domain import Principal
 from wmproxy.errors import InvalidArgumentError, JdlError, WMProxyError
+from wmproxy.jdl import parse_jdl
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, submit_job
 from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
@@ -35,6 +38,12 @@ REFUSED = {
                          "remote input sandbox files")),
     "isb-base-https-subdir": ('InputSandboxBaseURI = "https://other.example.org/d/"; InputSandbox = {"sub/x.txt"};',
                               InvalidArgumentError, "Attribute InputSandboxBaseURI: 'https://other.example.org/d/'"),
+    "stdin-not-in-isb": ('StdInput = "in.txt";', JdlError,
+                         "Attribute StdInput: 'in.txt' must be inside InputSandbox"),
+    "stdin-other-isb-file": ('StdInput = "in.txt"; InputSandbox = {"data/other.txt"};', JdlError,
+                             "Attribute StdInput: 'in.txt' must be inside InputSandbox"),
+    "stdin-in-a-subdir": ('StdInput = "data/in.txt"; InputSandbox = {"data/in.txt"};', JdlError,
+                          "Attribute StdInput: 'data/in.txt' must be inside InputSandbox"),
 }
 
 #: Shapes of the same attributes that register.
@@ -42,6 +51,8 @@ ACCEPTED = {
     "isb-base-remote-absolute-entries": ('InputSandboxBaseURI = "gsiftp://se.example.org/data"; '
                                          'InputSandbox = {"/home/u/data.txt", "file:///home/u/b.txt"};'),
     "isb-base-file": 'InputSandboxBaseURI = "file:///home/u"; InputSandbox = {"data.txt"};',
+    "stdin-in-isb": 'StdInput = "in.txt"; InputSandbox = {"data/in.txt"};',
+    "stdin-file-uri": 'StdInput = "in.txt"; InputSandbox = {"file:///home/u/in.txt"};',
 }
 
 
@@ -84,7 +95,7 @@ class TestRefused:
         assert _jobs(rt, alice) == []
         assert _areas(rt) == []
 
-    @pytest.mark.parametrize("case", ["isb-base-remote"])
+    @pytest.mark.parametrize("case", ["isb-base-remote", "stdin-not-in-isb"])
     @pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
     def test_on_the_wire_an_invalid_argument_fault_with_its_fields(
             self, soap: SoapApp, alice: Principal, delegated: str, operation: str, case: str) -> None:
@@ -121,3 +132,24 @@ class TestAccepted:
     def test_registers(self, rt: Runtime, alice: Principal, delegated: str, case: str, shape: str) -> None:
         job = register_job(rt, alice, _shapes(ACCEPTED[case])[shape], delegated)
         assert job.job_id in _jobs(rt, alice)
+
+    def test_a_parametric_std_input_need_not_be_in_the_input_sandbox(self, rt: Runtime, alice: Principal,
+                                                                      delegated: str) -> None:
+        """The JDL library skipped the check for parametric jobs (their ``StdInput`` holds
+        ``_PARAM_``); getIntParametricJobTemplate gives ``StdInput = "_PARAM_"`` with no sandbox."""
+        jdl = ('[ JobType = "Parametric"; Executable = "/bin/cat"; StdInput = "_PARAM_"; Arguments = "_PARAM_";'
+               " Parameters = 2; ParameterStart = 0; ParameterStep = 1; ]")
+        job = register_job(rt, alice, jdl, delegated)
+        assert len(job.children) == 2
+
+    def test_a_parametric_job_with_its_inputs_in_the_sandbox_registers(self, rt: Runtime, alice: Principal,
+                                                                        delegated: str) -> None:
+        jdl = ('[ JobType = "Parametric"; Executable = "/bin/cat"; StdInput = "in_PARAM_.txt";'
+               ' InputSandbox = {"in_PARAM_.txt"}; StdOutput = "out_PARAM_"; OutputSandbox = {"out_PARAM_"};'
+               ' Parameters = {"a", "b"}; ]')
+        job = register_job(rt, alice, jdl, delegated)
+        with rt.uow() as uow:
+            row = uow.jobs.get(job.children[1].job_id)
+            assert row is not None
+            registered = parse_jdl(row.jdl_registered)
+        assert registered["StdInput"] == "inb.txt"
