@@ -73,6 +73,7 @@ from wmproxy.jdl.attributes import (
 )
 from wmproxy.jdl.description import (
     JobDescription,
+    check_typed_attributes,
     describe_simple,
     input_sandbox_files,
     read_description,
@@ -236,7 +237,8 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             or unknown node name, a dependency cycle (the message names it), an
             ``InputSandbox`` reference that names no parent entry, two input files
             with the same name, a collection's or DAG's own ``ExpiryTime`` out of range
-            (:func:`~wmproxy.jdl.attributes.expiry_time`), or a node that fails
+            (:func:`~wmproxy.jdl.attributes.expiry_time`), perusal or zipped-sandbox attributes
+            of the wrong type (:func:`~wmproxy.jdl.description.check_typed_attributes`), or a node that fails
             :func:`describe_simple` (the message is prefixed with ``Node <name>: ``).
         JdlExpressionError: a parametric node whose ``_PARAM_``, substituted outside a
             string, gives expressions :func:`~wmproxy.jdl.check_expressions` refuses.
@@ -246,8 +248,9 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
         return None
     if "edg_jobid" in ad:
         raise JdlError("jobid attribute already exists")
-    if kind != "parametric":
-        expiry_time(ad)  # the compound job's own (a parametric one's is its nodes', checked with them)
+    if kind != "parametric":  # the compound job's own (a parametric one's are its nodes', checked with them)
+        expiry_time(ad)
+        check_typed_attributes(ad)  # AllowZippedISB is a DAG-level attribute
     dependencies: list[tuple[str, str]] = []
     if kind == "parametric":
         parent, raw_nodes = parametric_nodes(ad, max_nodes, max_bytes)

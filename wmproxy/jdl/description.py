@@ -35,6 +35,9 @@ CPU_NUMBER_MAX = 2**31 - 1
 WORK_DIR_ATTRIBUTES = ("StdInput", "StdOutput", "StdError")
 #: Resubmission counts: integer literals (the JDL library's type for them).
 RETRY_COUNT_ATTRIBUTES = ("RetryCount", "ShallowRetryCount")
+#: Attributes the JDL library types boolean (``JdlAttributeList.cpp``): ``true`` or ``false``
+#: literals; ``"true"`` would silently mean false.
+BOOLEAN_ATTRIBUTES = ("PerusalFileEnable", "AllowZippedISB")
 
 _ENVIRONMENT_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=", re.ASCII)
 
@@ -136,7 +139,8 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
             ``RetryCount`` or ``ShallowRetryCount`` that is not an integer literal (``"3"``,
             ``2.5``, ``undefined``: each would allow no resubmission), an ``Environment``
             entry that is not ``NAME=value``, an existing ``edg_jobid`` ("jobid attribute
-            already exists"), a relative ``StdInput`` that
+            already exists"), a ``PerusalFileEnable``/``AllowZippedISB``/``PerusalTimeInterval``
+            of the wrong type (:func:`check_typed_attributes`), a relative ``StdInput`` that
             is not the file name of an ``InputSandbox`` entry (not for a parametric node).
     """
     if not is_simple(ad):
@@ -153,6 +157,7 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
     _check_cpu_number(ad)
     for attribute in RETRY_COUNT_ATTRIBUTES:
         integer(ad, attribute, 0)
+    check_typed_attributes(ad)
     for entry in description.environment:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")
@@ -166,6 +171,23 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
     for name in description.output_sandbox:
         check_work_dir_name("OutputSandbox", name)
     return description
+
+
+def check_typed_attributes(ad: classad2.ClassAd) -> None:
+    """The JDL library's types of the perusal and zipped-sandbox attributes (``JdlAttributeList.cpp``:
+    ``PerusalFileEnable`` and ``AllowZippedISB`` boolean, ``PerusalTimeInterval`` integer; a
+    negative interval refused). A value of another type (``"true"``, ``2000.0``) was read as
+    absent: perusal off, the minimum interval.
+
+    Raises:
+        JdlError: the message names the attribute and its value.
+    """
+    for attribute in BOOLEAN_ATTRIBUTES:
+        if attribute in ad and not isinstance(ad[attribute], bool):
+            raise JdlError(f"Attribute {attribute} must be a boolean (true or false), not {text(ad, attribute)}")
+    if integer(ad, "PerusalTimeInterval", 0) < 0:
+        raise JdlError(f"Attribute PerusalTimeInterval must be a number of seconds from 0, "
+                       f"not {text(ad, 'PerusalTimeInterval')}")
 
 
 def _check_std_input(std_input: str, input_sandbox: tuple[str, ...]) -> None:

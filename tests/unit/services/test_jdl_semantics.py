@@ -8,6 +8,7 @@ written:
   input area, and the job Aborted ("input sandbox file data.txt has not been uploaded");
 * a relative ``StdInput`` outside ``InputSandbox``: every attempt failed before its payload
   ("hit job shallow retry count (2)", the file never named);
+* ``PerusalFileEnable = "true"`` (perusal off), ``PerusalTimeInterval = 2000.0`` (1000 s);
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ REFUSED = {
                              "Attribute StdInput: 'in.txt' must be inside InputSandbox"),
     "stdin-in-a-subdir": ('StdInput = "data/in.txt"; InputSandbox = {"data/in.txt"};', JdlError,
                           "Attribute StdInput: 'data/in.txt' must be inside InputSandbox"),
+    "perusal-enable-string": ('PerusalFileEnable = "true";', JdlError,
+                              'Attribute PerusalFileEnable must be a boolean (true or false), not "true"'),
+    "perusal-enable-integer": ("PerusalFileEnable = 1;", JdlError,
+                               "Attribute PerusalFileEnable must be a boolean (true or false), not 1"),
+    "allow-zipped-string": ('AllowZippedISB = "false";', JdlError,
+                            'Attribute AllowZippedISB must be a boolean (true or false), not "false"'),
+    "perusal-interval-string": ('PerusalTimeInterval = "2000";', JdlError,
+                                'Attribute PerusalTimeInterval must be an integer, not "2000"'),
+    "perusal-interval-real": ("PerusalTimeInterval = 2000.0;", JdlError,
+                              "Attribute PerusalTimeInterval must be an integer, not 2.000000000000000E+03"),
+    "perusal-interval-negative": ("PerusalTimeInterval = -5;", JdlError,
+                                  "Attribute PerusalTimeInterval must be a number of seconds from 0, not -5"),
 }
 
 #: Shapes of the same attributes that register.
@@ -53,6 +66,8 @@ ACCEPTED = {
     "isb-base-file": 'InputSandboxBaseURI = "file:///home/u"; InputSandbox = {"data.txt"};',
     "stdin-in-isb": 'StdInput = "in.txt"; InputSandbox = {"data/in.txt"};',
     "stdin-file-uri": 'StdInput = "in.txt"; InputSandbox = {"file:///home/u/in.txt"};',
+    "perusal-typed": "PerusalFileEnable = true; PerusalTimeInterval = 2000; AllowZippedISB = false;",
+    "perusal-zero": "PerusalFileEnable = false; PerusalTimeInterval = 0;",
 }
 
 
@@ -95,7 +110,8 @@ class TestRefused:
         assert _jobs(rt, alice) == []
         assert _areas(rt) == []
 
-    @pytest.mark.parametrize("case", ["isb-base-remote", "stdin-not-in-isb"])
+    @pytest.mark.parametrize("case", ["isb-base-remote", "stdin-not-in-isb", "perusal-enable-string",
+                                      "perusal-interval-real"])
     @pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
     def test_on_the_wire_an_invalid_argument_fault_with_its_fields(
             self, soap: SoapApp, alice: Principal, delegated: str, operation: str, case: str) -> None:
@@ -124,6 +140,19 @@ class TestRefused:
         assert _jobs(rt, alice) == []
         assert _areas(rt) == []
 
+    @pytest.mark.parametrize(("attributes", "message"), [
+        ('AllowZippedISB = "true";', 'Attribute AllowZippedISB must be a boolean (true or false), not "true"'),
+    ], ids=["allow-zipped-string"])
+    @pytest.mark.parametrize("kind", ["dag", "collection"])
+    def test_the_compound_jobs_own_attributes_are_checked_too(self, rt: Runtime, alice: Principal, delegated: str,
+                                                              kind: str, attributes: str, message: str) -> None:
+        nodes = ('nodes = [ a = [ description = [ Executable = "/bin/true"; ] ] ];' if kind == "dag"
+                 else 'Nodes = { [ Executable = "/bin/true"; ] };')
+        with pytest.raises(JdlError) as info:
+            register_job(rt, alice, f'[ Type = "{kind}"; {attributes} {nodes} ]', delegated)
+        assert info.value.message == message
+        assert _jobs(rt, alice) == []
+        assert _areas(rt) == []
 
 
 class TestAccepted:
