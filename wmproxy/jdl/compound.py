@@ -62,6 +62,7 @@ from wmproxy.jdl.attributes import (
     copy_without,
     delete,
     expiry_time,
+    file_list,
     fresh,
     job_kind,
     job_type,
@@ -73,6 +74,7 @@ from wmproxy.jdl.attributes import (
 )
 from wmproxy.jdl.description import (
     JobDescription,
+    check_output_sandbox,
     check_typed_attributes,
     describe_simple,
     input_sandbox_files,
@@ -238,7 +240,9 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             ``InputSandbox`` reference that names no parent entry, two input files
             with the same name, a collection's or DAG's own ``ExpiryTime`` out of range
             (:func:`~wmproxy.jdl.attributes.expiry_time`), perusal or zipped-sandbox attributes
-            of the wrong type (:func:`~wmproxy.jdl.description.check_typed_attributes`), or a node that fails
+            of the wrong type (:func:`~wmproxy.jdl.description.check_typed_attributes`) or
+            ``OutputSandbox``/``OutputSandboxDestURI``
+            (:func:`~wmproxy.jdl.description.check_output_sandbox`), or a node that fails
             :func:`describe_simple` (the message is prefixed with ``Node <name>: ``).
         JdlExpressionError: a parametric node whose ``_PARAM_``, substituted outside a
             string, gives expressions :func:`~wmproxy.jdl.check_expressions` refuses.
@@ -251,6 +255,7 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
     if kind != "parametric":  # the compound job's own (a parametric one's are its nodes', checked with them)
         expiry_time(ad)
         check_typed_attributes(ad)  # AllowZippedISB is a DAG-level attribute
+        check_output_sandbox(file_list(ad, "OutputSandbox"), string_list(ad, "OutputSandboxDestURI"))
     dependencies: list[tuple[str, str]] = []
     if kind == "parametric":
         parent, raw_nodes = parametric_nodes(ad, max_nodes, max_bytes)

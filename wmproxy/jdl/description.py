@@ -141,7 +141,9 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
             entry that is not ``NAME=value``, an existing ``edg_jobid`` ("jobid attribute
             already exists"), a ``PerusalFileEnable``/``AllowZippedISB``/``PerusalTimeInterval``
             of the wrong type (:func:`check_typed_attributes`), a relative ``StdInput`` that
-            is not the file name of an ``InputSandbox`` entry (not for a parametric node).
+            is not the file name of an ``InputSandbox`` entry (not for a parametric node), or
+            an ``OutputSandbox`` the job could not give back as written
+            (:func:`check_output_sandbox`).
     """
     if not is_simple(ad):
         raise JdlError("A collection, DAG or parametric job is not a simple job")
@@ -170,6 +172,7 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
         _check_std_input(description.std_input, description.input_sandbox)
     for name in description.output_sandbox:
         check_work_dir_name("OutputSandbox", name)
+    check_output_sandbox(description.output_sandbox, description.output_sandbox_dest)
     return description
 
 
@@ -188,6 +191,43 @@ def check_typed_attributes(ad: classad2.ClassAd) -> None:
     if integer(ad, "PerusalTimeInterval", 0) < 0:
         raise JdlError(f"Attribute PerusalTimeInterval must be a number of seconds from 0, "
                        f"not {text(ad, 'PerusalTimeInterval')}")
+
+
+def check_output_sandbox(files: tuple[str, ...], destinations: tuple[str, ...]) -> None:
+    """``OutputSandbox`` and ``OutputSandboxDestURI`` as the JDL library checks them
+    (``JobAd::checkSemantic``): no two entries with the same file name (one output area holds
+    them: ``a/res.txt`` and ``b/res.txt`` would give back one file), no ``OutputSandboxDestURI``
+    with wildcards in ``OutputSandbox`` (their matches have no destination each), and one
+    destination per entry; nor two entries stored under one name
+    (:attr:`JobDescription.output_names`: ``OutputSandboxDestURI = {"x", "x"}``).
+
+    Raises:
+        JdlError: the message names the entries.
+    """
+    seen: dict[str, str] = {}
+    for entry in files:
+        if has_wildcards([entry]):
+            continue
+        name = posixpath.basename(entry)
+        if name in seen:
+            raise JdlError(f"Attribute OutputSandbox: entries {seen[name]!r} and {entry!r} have the same "
+                           f"file name {name!r}; the job's output sandbox can hold only one of them")
+        seen[name] = entry
+    if not destinations:
+        return
+    if has_wildcards(files):
+        raise JdlError("Attribute OutputSandboxDestURI cannot be used with wildcards in OutputSandbox "
+                       "(use OutputSandboxBaseDestURI)")
+    if len(destinations) != len(files):
+        raise JdlError(f"OutputSandbox and OutputSandboxDestURI cardinalities are different "
+                       f"({len(files)} and {len(destinations)} entries)")
+    stored: dict[str, str] = {}
+    for entry, name in zip(files, JobDescription(output_sandbox=files, output_sandbox_dest=destinations)
+                           .output_names, strict=True):
+        if name in stored:
+            raise JdlError(f"Attribute OutputSandboxDestURI: OutputSandbox entries {stored[name]!r} and {entry!r} "
+                           f"would both be stored as {name!r}")
+        stored[name] = entry
 
 
 def _check_std_input(std_input: str, input_sandbox: tuple[str, ...]) -> None:

@@ -9,6 +9,8 @@ written:
 * a relative ``StdInput`` outside ``InputSandbox``: every attempt failed before its payload
   ("hit job shallow retry count (2)", the file never named);
 * ``PerusalFileEnable = "true"`` (perusal off), ``PerusalTimeInterval = 2000.0`` (1000 s);
+* two ``OutputSandbox`` entries with one file name (one was not collected), fewer or more
+  ``OutputSandboxDestURI`` entries than files (missing ones defaulted, extra ones ignored).
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ REFUSED = {
                               "Attribute PerusalTimeInterval must be an integer, not 2.000000000000000E+03"),
     "perusal-interval-negative": ("PerusalTimeInterval = -5;", JdlError,
                                   "Attribute PerusalTimeInterval must be a number of seconds from 0, not -5"),
+    "osb-same-name": ('OutputSandbox = {"a/res.txt", "b/res.txt"};', JdlError,
+                      "Attribute OutputSandbox: entries 'a/res.txt' and 'b/res.txt' have the same file name 'res.txt'"),
+    "osb-twice": ('OutputSandbox = {"out", "e", "out"};', JdlError,
+                  "Attribute OutputSandbox: entries 'out' and 'out' have the same file name 'out'"),
+    "osb-dest-missing": ('OutputSandbox = {"out", "e"}; OutputSandboxDestURI = {"x"};', JdlError,
+                         "OutputSandbox and OutputSandboxDestURI cardinalities are different (2 and 1 entries)"),
+    "osb-dest-extra": ('OutputSandbox = {"out"}; OutputSandboxDestURI = {"x", "y"};', JdlError,
+                       "OutputSandbox and OutputSandboxDestURI cardinalities are different (1 and 2 entries)"),
+    "osb-dest-without-osb": ('OutputSandboxDestURI = {"x"};', JdlError,
+                             "OutputSandbox and OutputSandboxDestURI cardinalities are different (0 and 1 entries)"),
+    "osb-dest-wildcards": ('OutputSandbox = {"*.out"}; OutputSandboxDestURI = {"x"};', JdlError,
+                           "Attribute OutputSandboxDestURI cannot be used with wildcards in OutputSandbox"),
+    "osb-dest-same-name": ('OutputSandbox = {"out", "e"}; OutputSandboxDestURI = {"x", "x"};', JdlError,
+                           "Attribute OutputSandboxDestURI: OutputSandbox entries 'out' and 'e' would both be stored"),
 }
 
 #: Shapes of the same attributes that register.
@@ -68,6 +84,9 @@ ACCEPTED = {
     "stdin-file-uri": 'StdInput = "in.txt"; InputSandbox = {"file:///home/u/in.txt"};',
     "perusal-typed": "PerusalFileEnable = true; PerusalTimeInterval = 2000; AllowZippedISB = false;",
     "perusal-zero": "PerusalFileEnable = false; PerusalTimeInterval = 0;",
+    "osb-distinct": 'OutputSandbox = {"a/res.txt", "b/other.txt", "*.log"};',
+    "osb-dest-one-each": 'OutputSandbox = {"a/res.txt", "b/res2.txt"}; OutputSandboxDestURI = {"r1", "r2"};',
+    "osb-wildcards-base": 'OutputSandbox = {"*.out"};',
 }
 
 
@@ -111,7 +130,7 @@ class TestRefused:
         assert _areas(rt) == []
 
     @pytest.mark.parametrize("case", ["isb-base-remote", "stdin-not-in-isb", "perusal-enable-string",
-                                      "perusal-interval-real"])
+                                      "perusal-interval-real", "osb-same-name", "osb-dest-missing"])
     @pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
     def test_on_the_wire_an_invalid_argument_fault_with_its_fields(
             self, soap: SoapApp, alice: Principal, delegated: str, operation: str, case: str) -> None:
@@ -142,7 +161,9 @@ class TestRefused:
 
     @pytest.mark.parametrize(("attributes", "message"), [
         ('AllowZippedISB = "true";', 'Attribute AllowZippedISB must be a boolean (true or false), not "true"'),
-    ], ids=["allow-zipped-string"])
+        ('OutputSandbox = {"o"}; OutputSandboxDestURI = {"x", "y"};',
+         "OutputSandbox and OutputSandboxDestURI cardinalities are different (1 and 2 entries)"),
+    ], ids=["allow-zipped-string", "osb-dest-extra"])
     @pytest.mark.parametrize("kind", ["dag", "collection"])
     def test_the_compound_jobs_own_attributes_are_checked_too(self, rt: Runtime, alice: Principal, delegated: str,
                                                               kind: str, attributes: str, message: str) -> None:
@@ -175,10 +196,11 @@ class TestAccepted:
                                                                         delegated: str) -> None:
         jdl = ('[ JobType = "Parametric"; Executable = "/bin/cat"; StdInput = "in_PARAM_.txt";'
                ' InputSandbox = {"in_PARAM_.txt"}; StdOutput = "out_PARAM_"; OutputSandbox = {"out_PARAM_"};'
-               ' Parameters = {"a", "b"}; ]')
+               ' OutputSandboxDestURI = {"res_PARAM_"}; Parameters = {"a", "b"}; ]')
         job = register_job(rt, alice, jdl, delegated)
         with rt.uow() as uow:
             row = uow.jobs.get(job.children[1].job_id)
             assert row is not None
             registered = parse_jdl(row.jdl_registered)
         assert registered["StdInput"] == "inb.txt"
+        assert registered["OutputSandboxDestURI"][0].endswith("/output/resb")
