@@ -17,7 +17,7 @@ from tests.store.conftest import mapped_runtime
 from tests.store.worker_support import job_row, run_to_end
 from tests.support import delegate_in_process, principal_of
 from wmproxy.domain import JobState
-from wmproxy.errors import InvalidArgumentError
+from wmproxy.errors import InvalidArgumentError, JdlError
 from wmproxy.execution.identity import Account
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.jobs import output_files
@@ -91,7 +91,7 @@ def test_a_relative_destination_names_the_stored_file(rt: Runtime, pki: Pki, wor
     """The registered JDL promised ``.../output/renamed#1.out``; the file was stored as a.out and
     getOutputFileList listed a.out."""
     job_id = run(rt, pki, work_root, "echo a > a.out; echo b > b.out",
-                 'OutputSandbox = {"a.out", "b.out"}; OutputSandboxDestURI = {"renamed#1.out"};')
+                 'OutputSandbox = {"a.out", "b.out"}; OutputSandboxDestURI = {"renamed#1.out", "b.out"};')
     row = job_row(rt, job_id)
     assert (row.state, row.exit_code, row.reason) == (JobState.DONE.value, 0, None)
     assert rt.storage.output_files(job_id) == [("b.out", 2), ("renamed#1.out", 2)]
@@ -101,16 +101,17 @@ def test_a_relative_destination_names_the_stored_file(rt: Runtime, pki: Pki, wor
     assert promised[0].endswith("/output/renamed%231.out")
 
 
-def test_two_entries_with_one_file_name_do_not_overwrite_each_other(rt: Runtime, pki: Pki, work_root: Path) -> None:
-    """``{"x/r.txt", "y/r.txt"}`` left one r.txt (the second), without a word."""
-    job_id = run(rt, pki, work_root, "mkdir x y; echo X > x/r.txt; echo YY > y/r.txt",
-                 'OutputSandbox = {"x/r.txt", "y/r.txt"};')
-    row = job_row(rt, job_id)
-    assert (row.state, row.exit_code) == (JobState.DONE.value, 0)
-    assert row.reason == ("output sandbox file y/r.txt not collected: it has the same name r.txt in the output "
-                          "sandbox as x/r.txt")
-    assert rt.storage.output_files(job_id) == [("r.txt", 2)]
-    assert (rt.storage.job_area(job_id).output_dir / "r.txt").read_text() == "X\n"
+def test_two_entries_with_one_file_name_are_refused_at_registration(rt: Runtime, pki: Pki) -> None:
+    """``{"x/r.txt", "y/r.txt"}`` left one r.txt (the second), without a word; then the job ended
+    Done with "output sandbox file y/r.txt not collected: it has the same name r.txt ..." (a job
+    registered before the check still does: tests/unit/sandbox/test_storage.py TestOutputTargets).
+    The JDL library refuses such a JDL (``JobAd::checkSemantic``), and so does registration now."""
+    alice = principal_of(pki, "alice")
+    before = jobs_count(rt)
+    for operation in (register_job, submit_job):
+        with pytest.raises(JdlError, match=r"^Attribute OutputSandbox: entries 'x/r\.txt' and 'y/r\.txt' have"):
+            operation(rt, alice, '[ Executable = "/bin/true"; OutputSandbox = {"x/r.txt", "y/r.txt"}; ]', "exec")
+    assert jobs_count(rt) == before
 
 
 def test_wildcards_collect_every_matching_file(rt: Runtime, pki: Pki, work_root: Path) -> None:

@@ -62,6 +62,7 @@ from wmproxy.jdl.attributes import (
     copy_without,
     delete,
     expiry_time,
+    file_list,
     fresh,
     job_kind,
     job_type,
@@ -73,6 +74,8 @@ from wmproxy.jdl.attributes import (
 )
 from wmproxy.jdl.description import (
     JobDescription,
+    check_output_sandbox,
+    check_typed_attributes,
     describe_simple,
     input_sandbox_files,
     read_description,
@@ -236,7 +239,10 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             or unknown node name, a dependency cycle (the message names it), an
             ``InputSandbox`` reference that names no parent entry, two input files
             with the same name, a collection's or DAG's own ``ExpiryTime`` out of range
-            (:func:`~wmproxy.jdl.attributes.expiry_time`), or a node that fails
+            (:func:`~wmproxy.jdl.attributes.expiry_time`), perusal or zipped-sandbox attributes
+            of the wrong type (:func:`~wmproxy.jdl.description.check_typed_attributes`) or
+            ``OutputSandbox``/``OutputSandboxDestURI``
+            (:func:`~wmproxy.jdl.description.check_output_sandbox`), or a node that fails
             :func:`describe_simple` (the message is prefixed with ``Node <name>: ``).
         JdlExpressionError: a parametric node whose ``_PARAM_``, substituted outside a
             string, gives expressions :func:`~wmproxy.jdl.check_expressions` refuses.
@@ -246,8 +252,10 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
         return None
     if "edg_jobid" in ad:
         raise JdlError("jobid attribute already exists")
-    if kind != "parametric":
-        expiry_time(ad)  # the compound job's own (a parametric one's is its nodes', checked with them)
+    if kind != "parametric":  # the compound job's own (a parametric one's are its nodes', checked with them)
+        expiry_time(ad)
+        check_typed_attributes(ad)  # AllowZippedISB is a DAG-level attribute
+        check_output_sandbox(file_list(ad, "OutputSandbox"), string_list(ad, "OutputSandboxDestURI"))
     dependencies: list[tuple[str, str]] = []
     if kind == "parametric":
         parent, raw_nodes = parametric_nodes(ad, max_nodes, max_bytes)
@@ -271,7 +279,7 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             _inherit(node, ad)
         _refuse_nested(node, name)
         _resolve_isb_references(node, scope, name)
-        description = _describe_node(node, name)
+        description = _describe_node(node, name, parametric=kind == "parametric")
         nodes.append(NodeSpec(name, node, index, tuple(input_sandbox_files(description)), description))
 
     entries = isb_union([own_isb, *(spec.description.input_sandbox for spec in nodes)])
@@ -543,9 +551,9 @@ def _resolve_isb_references(node: classad2.ClassAd, scope: classad2.ClassAd, nam
     set_list(node, "InputSandbox", items)
 
 
-def _describe_node(node: classad2.ClassAd, name: str) -> JobDescription:
+def _describe_node(node: classad2.ClassAd, name: str, *, parametric: bool) -> JobDescription:
     try:
-        return describe_simple(node)
+        return describe_simple(node, parametric=parametric)
     except (JdlError, InvalidJdlAttributeError, InvalidArgumentError) as exc:
         raise type(exc)(f"Node {name}: {exc.message}") from None
 

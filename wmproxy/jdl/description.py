@@ -35,6 +35,9 @@ CPU_NUMBER_MAX = 2**31 - 1
 WORK_DIR_ATTRIBUTES = ("StdInput", "StdOutput", "StdError")
 #: Resubmission counts: integer literals (the JDL library's type for them).
 RETRY_COUNT_ATTRIBUTES = ("RetryCount", "ShallowRetryCount")
+#: Attributes the JDL library types boolean (``JdlAttributeList.cpp``): ``true`` or ``false``
+#: literals; ``"true"`` would silently mean false.
+BOOLEAN_ATTRIBUTES = ("PerusalFileEnable", "AllowZippedISB")
 
 _ENVIRONMENT_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=", re.ASCII)
 
@@ -103,7 +106,7 @@ def is_simple(ad: classad2.ClassAd) -> bool:
     return job_kind(ad) == "job" and job_type(ad) != "parametric"
 
 
-def describe_simple(ad: classad2.ClassAd) -> JobDescription:
+def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDescription:
     """Validate a simple job's JDL as jobRegister does and return its description.
 
     Implements ``wmproxy-behaviour.md`` §3.1 steps 7 and 8 (``Type``, ``JobType``) and
@@ -113,6 +116,9 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
 
     Args:
         ad: the JDL as returned by :func:`wmproxy.jdl.parse_jdl`; not modified.
+        parametric: ``ad`` is a node of a parametric job: its relative ``StdInput`` need
+            not be an ``InputSandbox`` file (the JDL library checked the parametric JDL, whose
+            ``StdInput`` holds ``_PARAM_``, and skipped that check for it).
 
     Returns:
         The job's :class:`JobDescription`.
@@ -132,8 +138,12 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
             a ``CpuNumber`` that is not an integer from 1 to :data:`CPU_NUMBER_MAX`, a
             ``RetryCount`` or ``ShallowRetryCount`` that is not an integer literal (``"3"``,
             ``2.5``, ``undefined``: each would allow no resubmission), an ``Environment``
-            entry that is not ``NAME=value``, or an existing ``edg_jobid`` ("jobid attribute
-            already exists").
+            entry that is not ``NAME=value``, an existing ``edg_jobid`` ("jobid attribute
+            already exists"), a ``PerusalFileEnable``/``AllowZippedISB``/``PerusalTimeInterval``
+            of the wrong type (:func:`check_typed_attributes`), a relative ``StdInput`` that
+            is not the file name of an ``InputSandbox`` entry (not for a parametric node), or
+            an ``OutputSandbox`` the job could not give back as written
+            (:func:`check_output_sandbox`).
     """
     if not is_simple(ad):
         raise JdlError("A collection, DAG or parametric job is not a simple job")
@@ -149,6 +159,7 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
     _check_cpu_number(ad)
     for attribute in RETRY_COUNT_ATTRIBUTES:
         integer(ad, attribute, 0)
+    check_typed_attributes(ad)
     for entry in description.environment:
         if not _ENVIRONMENT_ENTRY.match(entry):
             raise JdlError(f"Attribute Environment: entry {entry!r} is not of the form NAME=value")
@@ -157,9 +168,76 @@ def describe_simple(ad: classad2.ClassAd) -> JobDescription:
     ):
         if value is not None:
             check_work_dir_name(attribute, value)
+    if description.std_input is not None and not parametric:
+        _check_std_input(description.std_input, description.input_sandbox)
     for name in description.output_sandbox:
         check_work_dir_name("OutputSandbox", name)
+    check_output_sandbox(description.output_sandbox, description.output_sandbox_dest)
     return description
+
+
+def check_typed_attributes(ad: classad2.ClassAd) -> None:
+    """The JDL library's types of the perusal and zipped-sandbox attributes (``JdlAttributeList.cpp``:
+    ``PerusalFileEnable`` and ``AllowZippedISB`` boolean, ``PerusalTimeInterval`` integer; a
+    negative interval refused). A value of another type (``"true"``, ``2000.0``) was read as
+    absent: perusal off, the minimum interval.
+
+    Raises:
+        JdlError: the message names the attribute and its value.
+    """
+    for attribute in BOOLEAN_ATTRIBUTES:
+        if attribute in ad and not isinstance(ad[attribute], bool):
+            raise JdlError(f"Attribute {attribute} must be a boolean (true or false), not {text(ad, attribute)}")
+    if integer(ad, "PerusalTimeInterval", 0) < 0:
+        raise JdlError(f"Attribute PerusalTimeInterval must be a number of seconds from 0, "
+                       f"not {text(ad, 'PerusalTimeInterval')}")
+
+
+def check_output_sandbox(files: tuple[str, ...], destinations: tuple[str, ...]) -> None:
+    """``OutputSandbox`` and ``OutputSandboxDestURI`` as the JDL library checks them
+    (``JobAd::checkSemantic``): no two entries with the same file name (one output area holds
+    them: ``a/res.txt`` and ``b/res.txt`` would give back one file), no ``OutputSandboxDestURI``
+    with wildcards in ``OutputSandbox`` (their matches have no destination each), and one
+    destination per entry; nor two entries stored under one name
+    (:attr:`JobDescription.output_names`: ``OutputSandboxDestURI = {"x", "x"}``).
+
+    Raises:
+        JdlError: the message names the entries.
+    """
+    seen: dict[str, str] = {}
+    for entry in files:
+        if has_wildcards([entry]):
+            continue
+        name = posixpath.basename(entry)
+        if name in seen:
+            raise JdlError(f"Attribute OutputSandbox: entries {seen[name]!r} and {entry!r} have the same "
+                           f"file name {name!r}; the job's output sandbox can hold only one of them")
+        seen[name] = entry
+    if not destinations:
+        return
+    if has_wildcards(files):
+        raise JdlError("Attribute OutputSandboxDestURI cannot be used with wildcards in OutputSandbox "
+                       "(use OutputSandboxBaseDestURI)")
+    if len(destinations) != len(files):
+        raise JdlError(f"OutputSandbox and OutputSandboxDestURI cardinalities are different "
+                       f"({len(files)} and {len(destinations)} entries)")
+    stored: dict[str, str] = {}
+    for entry, name in zip(files, JobDescription(output_sandbox=files, output_sandbox_dest=destinations)
+                           .output_names, strict=True):
+        if name in stored:
+            raise JdlError(f"Attribute OutputSandboxDestURI: OutputSandbox entries {stored[name]!r} and {entry!r} "
+                           f"would both be stored as {name!r}")
+        stored[name] = entry
+
+
+def _check_std_input(std_input: str, input_sandbox: tuple[str, ...]) -> None:
+    """A relative ``StdInput`` (the only kind :func:`check_work_dir_name` leaves) is a file the
+    job's input sandbox brings into its work directory: the file name of a local ``InputSandbox``
+    entry (``JobAd::checkSemantic``, "StdInput (inside InputSandbox)"). Without it every attempt
+    of the job fails before its payload starts."""
+    if std_input not in local_file_names(input_sandbox):
+        raise JdlError(f"Attribute StdInput: {std_input!r} must be inside InputSandbox (the file name of one "
+                       "of its entries): the job reads its standard input from its input sandbox")
 
 
 def read_description(ad: classad2.ClassAd) -> JobDescription:

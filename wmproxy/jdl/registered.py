@@ -112,7 +112,8 @@ def registered_ad(
     Raises:
         InvalidJdlAttributeError: the JDL's ``VirtualOrganisation`` differs from
             ``proxy_vo`` (case-insensitive), or anything :func:`describe` raises.
-        InvalidArgumentError: a remote ``InputSandbox`` entry, or an ``OutputSandboxDestURI`` entry
+        InvalidArgumentError: a remote ``InputSandbox`` entry or a remote ``InputSandboxBaseURI``
+            with relative ``InputSandbox`` entries, or an ``OutputSandboxDestURI`` entry
             or ``OutputSandboxBaseDestURI`` outside the job's own output area: this service fetches
             and sends no file elsewhere (the message names the entry).
         InvalidArgumentError, JdlError: see :func:`describe`; bad interactive
@@ -148,7 +149,7 @@ def registered_ad(
         environment += _interactive_environment(out)
     if environment or "Environment" in out:
         set_list(out, "Environment", environment)
-    _check_input_sandbox(description.input_sandbox)
+    _check_input_sandbox(description.input_sandbox, string_value(out, "InputSandboxBaseURI"))
     if "InputSandbox" in out:
         set_list(out, "InputSandbox", [
             entry if is_remote_uri(entry) else file_uri(area.input_uri, file_name(entry))
@@ -295,22 +296,31 @@ def _interactive_environment(out: classad2.ClassAd) -> list[str]:
     ]
 
 
-def _check_input_sandbox(entries: Sequence[str]) -> None:
-    """Refuse a remote ``InputSandbox`` entry (``gsiftp://``, ``https://``...; ``file://`` is local).
+_NO_REMOTE_INPUT = ("this service does not fetch remote input sandbox files (no GridFTP, no download from "
+                    "other servers or from another job's sandbox); give a local file, which the client uploads "
+                    "into the job's input sandbox")
+
+
+def _check_input_sandbox(entries: Sequence[str], base_uri: str | None) -> None:
+    """Refuse a remote ``InputSandbox`` entry (``gsiftp://``, ``https://``...; ``file://`` is local),
+    and a remote ``InputSandboxBaseURI`` with relative entries (which name files below it).
 
     The service runs the job with the files of its own input area only: it has no GridFTP and
     fetches nothing from elsewhere, not even another job's output sandbox on this service (the
     gLite idiom of chaining jobs through ``https://<wms>/SandboxDir/.../output/<file>``).
 
     Raises:
-        InvalidArgumentError: the message names the entry.
+        InvalidArgumentError: the message names the entry (the base URI).
     """
     for entry in entries:
         if is_remote_uri(entry):
+            raise InvalidArgumentError(f"Attribute InputSandbox: {entry!r} is not allowed: {_NO_REMOTE_INPUT}")
+    if base_uri is not None and is_remote_uri(base_uri):
+        relative = [entry for entry in entries if not URI_SCHEME.match(entry) and not entry.startswith("/")]
+        if relative:
             raise InvalidArgumentError(
-                f"Attribute InputSandbox: {entry!r} is not allowed: this service does not fetch remote input "
-                "sandbox files (no GridFTP, no download from other servers or from another job's sandbox); "
-                "give a local file, which the client uploads into the job's input sandbox")
+                f"Attribute InputSandboxBaseURI: {base_uri!r} is not allowed with relative InputSandbox entries "
+                f"({relative[0]!r} names a file below it): {_NO_REMOTE_INPUT}")
 
 
 def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], output_uri: str) -> None:

@@ -33,6 +33,10 @@ from wmproxy.store.schema import Job
 def perusal_interval(rt: Runtime, ad: classad2.ClassAd) -> int | None:
     """Seconds between perusal samples of a job, or None when its JDL does not enable perusal.
 
+    Registration accepts ``PerusalFileEnable`` only as a boolean and ``PerusalTimeInterval`` only
+    as an integer from 0 (:func:`wmproxy.jdl.description.check_typed_attributes`); a job registered
+    before that check with another type keeps the reading it had then (perusal off, the minimum).
+
     Args:
         ad: the job's registered JDL.
     """

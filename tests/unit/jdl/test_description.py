@@ -206,10 +206,10 @@ class TestWorkDirNames:
 
     def test_relative_names_below_the_work_dir_are_accepted(self) -> None:
         description = _describe(
-            '[ Executable = "a"; StdInput = "in/data..txt"; StdOutput = "out/std.out";'
+            '[ Executable = "a"; StdInput = "data..txt"; InputSandbox = { "in/data..txt" }; StdOutput = "out/std.out";'
             ' StdError = "std.err"; OutputSandbox = { "out/std.out", "x..y" }; ]'
-        )
-        assert description.std_input == "in/data..txt"
+        )  # (a StdInput is a file of the input sandbox, which lands flat in the work dir)
+        assert description.std_input == "data..txt"
         assert description.output_sandbox == ("out/std.out", "x..y")
 
     def test_a_node_outside_its_work_dir_is_refused_with_the_node_name(self) -> None:

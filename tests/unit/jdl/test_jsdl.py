@@ -45,7 +45,7 @@ class TestFullMapping:
         assert ad["Arguments"] == "run.sh 'two words' 'it'\"'\"'s \"quoted\"'"
         assert (ad["StdInput"], ad["StdOutput"], ad["StdError"]) == ("in.txt", "std.out", "std.err")
         assert ad["Environment"] == ["MODE=fast", "EMPTY="]
-        assert ad["InputSandbox"] == ["run.sh"]
+        assert ad["InputSandbox"] == ["run.sh", "in.txt"]  # (a StdInput comes with the input sandbox)
         assert ad["OutputSandbox"] == ["std.out"]
         assert "OutputSandboxDestURI" not in ad
         assert ad["CpuNumber"] == 4

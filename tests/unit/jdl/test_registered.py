@@ -101,7 +101,7 @@ class TestRegisteredAd:
     def test_relative_and_own_dest_uris_are_honoured(self) -> None:
         ad = _register(
             'Executable = "a"; OutputSandbox = {"a.out", "b.out", "c.out"};'
-            f' OutputSandboxDestURI = {{"renamed.out", "{ISB_BASE}/output/b%231.out"}};'
+            f' OutputSandboxDestURI = {{"renamed.out", "{ISB_BASE}/output/b%231.out", "c.out"}};'
             f' OutputSandboxBaseDestURI = "{ISB_BASE}/output/";'
         )
 
@@ -124,6 +124,10 @@ class TestRegisteredAd:
     @pytest.mark.parametrize("files", ['{"a.out"}', '{"*.out"}'])
     def test_a_destination_outside_the_jobs_output_area_is_refused(self, attributes: str, named: str,
                                                                     files: str) -> None:
+        if "*" in files and attributes.startswith("OutputSandboxDestURI"):  # refused before it is looked at
+            with pytest.raises(JdlError, match=r"^Attribute OutputSandboxDestURI cannot be used with wildcards"):
+                _register(f'Executable = "a"; OutputSandbox = {files}; {attributes}')
+            return
         with pytest.raises(InvalidArgumentError, match="keeps the output sandbox in the job's own output area") as exc:
             _register(f'Executable = "a"; OutputSandbox = {files}; {attributes}')
         assert named in str(exc.value)
@@ -131,7 +135,7 @@ class TestRegisteredAd:
     def test_output_names_appended_to_a_uri_are_percent_encoded_as_get_output_file_list_gives_them(self) -> None:
         ad = _register(
             'Executable = "a"; OutputSandbox = {"a b.txt", "res#1.txt", "50%.txt"};'
-            ' OutputSandboxDestURI = {"x y#.txt"};'
+            ' OutputSandboxDestURI = {"x y#.txt", "res#1.txt", "50%.txt"};'
         )
 
         assert ad["OutputSandboxDestURI"] == [
@@ -474,7 +478,14 @@ class TestIsbFileNames:
 class TestOutputNames:
     def test_each_entry_is_stored_under_the_last_segment_of_its_registered_destination(self) -> None:
         ad = _register('Executable = "a"; OutputSandbox = {"a.out", "x/r.txt", "b.out"};'
-                       ' OutputSandboxDestURI = {"renamed#1.out"};')
+                       ' OutputSandboxDestURI = {"renamed#1.out", "r.txt", "b.out"};')
         assert read_description(ad).output_names == ("renamed#1.out", "r.txt", "b.out")
-        wild = _register('Executable = "a"; OutputSandbox = {"*.out", "x/b.out"}; OutputSandboxDestURI = {"", "c"};')
+
+    def test_a_jdl_registered_before_the_output_sandbox_checks_still_has_names(self) -> None:
+        """Registration now refuses fewer destinations than entries, and destinations with
+        wildcards; a job registered before keeps the names it was given then."""
+        short = parse_jdl('Executable = "a"; OutputSandbox = {"a.out", "x/r.txt", "b.out"};'
+                          ' OutputSandboxDestURI = {"renamed#1.out"};')
+        assert read_description(short).output_names == ("renamed#1.out", "r.txt", "b.out")
+        wild = parse_jdl('Executable = "a"; OutputSandbox = {"*.out", "x/b.out"}; OutputSandboxDestURI = {"", "c"};')
         assert read_description(wild).output_names == ("", "c")
