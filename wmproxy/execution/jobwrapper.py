@@ -13,11 +13,15 @@ older worker has ``job.json`` instead, :data:`LEGACY_SPEC_NAME`, read when there
 the zygote, whose work dir has no ``job.marshal``). Steps:
 
 1. Build the environment from scratch (:func:`build_environment`); nothing of the
-   wrapper's own environment is passed on.
+   wrapper's own environment is passed on. JDL ``Environment`` entries with shell syntax
+   (``shell_environment``) are then evaluated by :data:`SHELL` in order, as the original's
+   ``eval export <entry>`` (:meth:`_Run._evaluate_environment`; docs/execution.md, "JDL
+   Environment and Arguments").
 2. Run the JDL ``Prologue`` with ``PrologueArguments``; a non-zero exit (or a signal,
    or a prologue that cannot start) fails the job without running the payload, as in
    the reference ("prologue failed": shallow retry, behaviour spec §C job-resubmit).
-3. Run the payload (``Executable``/``Arguments``) with ``StdInput``/``StdOutput``/
+3. Run the payload (``Executable``/``Arguments``, through :data:`SHELL` for
+   ``shell_arguments``: :func:`payload_argv`) with ``StdInput``/``StdOutput``/
    ``StdError`` confined to the work dir; write ``started.json`` as soon as it has
    been executed.
 4. Run the JDL ``Epilogue`` with ``EpilogueArguments`` (unless cancelled) and record
@@ -86,8 +90,10 @@ database, omitted if it has no entry), the batch system's description of the job
 allocation (the wrapper's own ``SLURM_*`` variables when Slurm runs it: ``SLURM_JOB_ID``,
 ``SLURM_CPUS_ON_NODE``..., so the payload can use them and ``srun``; the only part of the
 wrapper's environment passed on), then the worker's ``base_environment``, then JDL
-``Environment``, then ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` (absolute path of the
-proxy copy), which cannot be overridden.
+``Environment`` (``environment`` as it is, then ``shell_environment`` as the shell evaluates it
+against all the rest, ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` included), then
+``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` (absolute path of the proxy copy), which cannot be
+overridden.
 ``LD_PRELOAD``, ``LD_LIBRARY_PATH`` and ``PYTHON*`` never come from the wrapper's
 environment or ``base_environment``. A JDL ``LD_PRELOAD`` keeps only entries that
 exist (entries with a ``/``, relative to the work dir) or that the loader searches
