@@ -242,7 +242,7 @@ class JobSpec:
         shell_arguments: JDL ``Arguments`` as written, for :data:`SHELL` to evaluate as the
             original job wrapper's ``eval`` did (expansion, quote removal, globbing in the work
             dir), None when ``arguments`` holds them: the payload is then executed through
-            ``/bin/sh -c 'exec "$0" <shell_arguments>' <program>`` (:func:`payload_argv`).
+            ``/bin/sh -c "exec '<program>' <shell_arguments>" sh`` (:func:`payload_argv`).
         shell_environment: JDL ``Environment`` entries (``NAME=value`` as written) for
             :data:`SHELL` to evaluate in order as the original's ``eval export <entry>`` did,
             each seeing the job's environment so far (``PATH``, ``HOME``, ``GLITE_WMS_JOBID``,
@@ -786,6 +786,9 @@ _EVALUATED = "WMPROXY_ENVIRONMENT_EVALUATED"
 #: ``export`` can change.
 _EVALUATE_ENVIRONMENT = ('while [ "$#" -gt 0 ]; do command eval "export $1" >&2 || { printf %s "$1"; exit 1; }; '
                          f'shift; done; exec ENV -0 {_EVALUATED}=1')
+#: Variables a shell may export of itself (dash ``PWD``; bash as ``sh`` also ``SHLVL``, ``_``,
+#: ``OLDPWD``): not the job's unless the environment given to it or an entry has them.
+_SHELL_OWN = ("PWD", "OLDPWD", "SHLVL", "_")
 #: Bytes of the evaluated environment (or of the shell's messages) read at most.
 _MAX_EVALUATED_BYTES = 16 << 20
 
@@ -842,8 +845,8 @@ def _shell_message(errors: bytes) -> str:
 
 def evaluated_environment(output: bytes, given: dict[str, str], entries: list[str]) -> dict[str, str] | None:
     """The environment ``env -0`` printed at the end of :data:`_EVALUATE_ENVIRONMENT`, None when
-    the output lacks its end mark (the evaluation did not finish). ``PWD``, which the shell
-    exports itself, is left out unless ``given`` or an entry has it."""
+    the output lacks its end mark (the evaluation did not finish). What the shell exports of
+    itself (:data:`_SHELL_OWN`) is left out unless ``given`` or an entry has it."""
     env: dict[str, str] = {}
     for record in output.split(b"\0"):
         key, sep, value = record.partition(b"=")
@@ -851,8 +854,9 @@ def evaluated_environment(output: bytes, given: dict[str, str], entries: list[st
             env[os.fsdecode(key)] = os.fsdecode(value)
     if env.pop(_EVALUATED, None) != "1":
         return None
-    if "PWD" not in given and not any(entry.startswith("PWD=") for entry in entries):
-        env.pop("PWD", None)
+    for name in _SHELL_OWN:
+        if name not in given and not any(entry.startswith(name + "=") for entry in entries):
+            env.pop(name, None)
     return env
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.execution.wrapper_support import PYTHON
 from wmproxy.execution import identity
-from wmproxy.execution.jobwrapper import DEFAULT_KILL_GRACE, DEFAULT_UMASK, JobSpec, WrapperError
+from wmproxy.execution.jobwrapper import DEFAULT_KILL_GRACE, DEFAULT_UMASK, JobSpec, WrapperError, evaluated_environment
 from wmproxy.execution.worker import needs_shell, shell_fields
 
 
@@ -95,3 +95,11 @@ def test_only_text_with_shell_syntax_goes_to_the_shell(environment: list[str], a
 def test_every_shell_syntax_character_needs_the_shell(text: str) -> None:
     assert needs_shell(text, blanks=False) and needs_shell(text, blanks=True)
     assert needs_shell("a b", blanks=True) and not needs_shell("a b", blanks=False)
+
+
+def test_the_evaluated_environment_leaves_out_what_the_shell_exports_of_itself() -> None:
+    """dash exports ``PWD``, bash as ``sh`` also ``SHLVL``/``_``: not the job's unless given or named by an entry."""
+    output = b"A=1 2\0SHLVL=0\0_=/usr/bin/env\0PWD=/w\0OLDPWD=/o\0E=x=y\0WMPROXY_ENVIRONMENT_EVALUATED=1\0"
+    assert evaluated_environment(output, {"OLDPWD": "/o"}, ["A='1 2'", "PWD=/w"]) == {
+        "A": "1 2", "PWD": "/w", "OLDPWD": "/o", "E": "x=y"}
+    assert evaluated_environment(b"A=1\0", {}, []) is None  # no end mark: the evaluation did not finish
