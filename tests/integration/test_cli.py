@@ -28,7 +28,7 @@ def test_submit_with_input_sandbox_then_output(deployment: Deployment, delegated
     (tmp_path / "data.txt").write_text("line one\nline two\n")
     (tmp_path / "job.jdl").write_text(
         '[ Executable = "run.sh"; Arguments = "a b"; StdOutput = "out.txt"; StdError = "err.txt";\n'
-        '  Environment = {"GREETING=hi there"}; InputSandbox = {"run.sh", "data.txt"};\n'
+        '  Environment = {"GREETING=\'hi there\'"}; InputSandbox = {"run.sh", "data.txt"};\n'
         '  OutputSandbox = {"out.txt", "err.txt"}; ]\n'
     )
     ids = tmp_path / "ids.txt"

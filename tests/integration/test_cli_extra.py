@@ -21,8 +21,8 @@ MATCH = """[ Executable = "/bin/true"; VirtualOrganisation = "dteam";
 
 PERUSAL = (
     '[ Executable = "/bin/sh";\n'
-    '  Arguments = "-c \\"for i in 1 2 3; do echo line $i >> out.txt; sleep 1; done; '
-    'for t in $(seq 600); do [ -e RELEASE ] && break; sleep 0.5; done; echo line 4 >> out.txt\\"";\n'
+    '  Arguments = "-c \'for i in 1 2 3; do echo line $i >> out.txt; sleep 1; done; '
+    'for t in $(seq 600); do [ -e RELEASE ] && break; sleep 0.5; done; echo line 4 >> out.txt\'";\n'
     '  OutputSandbox = {"out.txt"};\n'
     '  PerusalFileEnable = true; PerusalTimeInterval = 1; ]'
 )

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.integration
 #: job goes on), then ends (``{end}``: ``exit 0``) or waits to be cancelled.
 ESCAPING_JOB = (
     '[ Executable = "/bin/sh"; Arguments = "-c \\"'
-    "setsid sh -c 'echo $$ > {shared}/{name}.setsid; exec sleep 1000' & "
-    "(setsid sh -c 'sleep 1000 & echo $! > {shared}/{name}.double' &); "
+    "setsid sh -c 'echo \\\\$$ > {shared}/{name}.setsid; exec sleep 1000' & "  # \\$: for the inner shell, not the one
+    "(setsid sh -c 'sleep 1000 & echo \\\\$! > {shared}/{name}.double' &); "  # that reads Arguments (as gLite's eval)
     "while [ ! -s {shared}/{name}.double ] || [ ! -s {shared}/{name}.setsid ]; do sleep 0.05; done; {end}"
     '\\""; ]'
 )

@@ -95,3 +95,19 @@ def test_an_array_task_sees_its_own_slurm_ids_and_nothing_of_the_workers(
         env = _environment(handle)
         _check_payload_environment(handle, account, env["SLURM_JOB_ID"])
         assert (env["SLURM_ARRAY_JOB_ID"], env["SLURM_ARRAY_TASK_ID"]) == (str(handle.pid), str(index))
+
+
+def test_jdl_environment_and_arguments_are_evaluated_on_the_node_with_slurms_variables(
+    slurm_cluster: SlurmCluster, work_root: Path, account: Account, input_dir: Path
+) -> None:
+    """The wrapper copied beside the job evaluates shell syntax on the batch node, in the payload's
+    environment (Slurm's ``SLURM_JOB_ID`` included), as for a local job (docs/execution.md)."""
+    backend = make_backend(slurm_cluster, work_root)
+    job = launch(account, input_dir, "", executable="/usr/bin/printf", arguments=[],
+                 shell_arguments="'%s\\n' \"$SLURM_JOB_ID\" \"$JOBVAR\" 'a  b'",
+                 shell_environment=["JOBVAR=job-$SLURM_JOB_ID:$HOME", "PATH=$PATH:/opt/x"])
+    handle = backend.spawn(backend.prepare(job))
+    outcome = wait_outcome(backend, handle)
+    assert (outcome.state, outcome.exit_code) == (JobState.DONE, 0), (handle.work_dir / "std.err").read_text()
+    slurm_id = str(handle.pid)
+    assert (handle.work_dir / "std.out").read_text() == f"{slurm_id}\njob-{slurm_id}:{handle.work_dir}\na  b\n"

@@ -21,11 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import Pki
+from tests.store.conftest import mapped_runtime
 from tests.support import delegate_in_process, principal_of
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
+from wmproxy.execution.identity import Account
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
@@ -118,6 +120,18 @@ def end_jobs(worker: ExecutionWorker) -> None:
             kill_session(job.handle.pid)
         if job.handle.process is not None:
             job.handle.process.wait(timeout=DEADLINE)
+
+
+@contextlib.contextmanager
+def running_runtime(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
+                    store_key_dir: Path) -> Iterator[Runtime]:
+    """A runtime mapping alice to ``job_account`` (:func:`tests.store.conftest.mapped_runtime`)
+    whose local jobs run in ``work_root`` (fast polls, 2 s kill grace), alice's delegation
+    ``exec`` made: for :func:`run_to_end`."""
+    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
+                        execution={"work_dir": str(work_root), "poll_interval": 0.05, "kill_grace": 2.0}) as runtime:
+        delegate_in_process(runtime, principal_of(pki, "alice"), pki.users["alice"].proxy, "exec")
+        yield runtime
 
 
 def run_to_end(rt: Runtime, job_id: str, work_root: Path) -> None:

@@ -6,8 +6,9 @@ JDL file before jobRegister, with classad2 (never an own parser).
 * Relative ``InputSandbox`` entries under a ``file://`` ``InputSandboxBaseURI`` become local
   ``file://`` entries (uploaded); a remote ``InputSandboxBaseURI`` is refused (the service
   fetches no remote input sandbox file).
-* ``Environment`` values keep what the user meant, not shell quotes: ``"A='a b'"`` is
-  sent as ``"A=a b"``.
+* ``Environment`` and ``Arguments`` are sent as written: the service's job wrapper gives them
+  their shell meaning (``"A='a b'"``: ``A`` is ``a b`` on the worker node; quotes removed here
+  too would be removed twice).
 * ``submit`` options and configuration defaults: ``SubmitTo`` (``-r``), ``ExpiryTime``
   (``--valid``, ``--to``), ``--default-jdl`` and ``[jdl-defaults]`` attributes,
   ``VirtualOrganisation`` and ``MyProxyServer`` from the configuration.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -205,17 +205,6 @@ def _string_list(ad: Any, key: str) -> list[str] | None:
     return None
 
 
-def _unquote(value: str) -> str:
-    """A shell-quoted value as the shell would pass it: ``'a b'`` → ``a b``; unchanged when
-    it has no quotes or does not split."""
-    if not any(q in value for q in "'\""):
-        return value
-    try:
-        return " ".join(shlex.split(value))
-    except ValueError:
-        return value
-
-
 def _for_each_ad(ad: Any, change: Callable[[Any], bool]) -> bool:
     """Apply ``change(job ad) -> bool`` to the ad and to every node's job ad (a ``Nodes``
     list element, or an old-form node's ``description``), writing changed nodes back."""
@@ -286,7 +275,6 @@ def prepare(
     ad = parse(text, source)
     changed = inline_node_files(ad, base)
     changed = _for_each_ad(ad, resolve_base_uri) or changed
-    changed = _for_each_ad(ad, unquote_environment) or changed
     changed = set_defaults(ad, defaults or {}) or changed
     for name, value in (overrides or {}).items():
         if ad.get(name) != value:
@@ -327,21 +315,4 @@ def resolve_base_uri(node: Any) -> bool:
                               "input sandbox files (no GridFTP, no download from other servers or from another "
                               "job's sandbox); give local files, which are uploaded into the job's input sandbox")
     node["InputSandbox"] = new
-    return True
-
-
-def unquote_environment(node: Any) -> bool:
-    """``Environment`` entries ``NAME=<shell-quoted value>`` get their value as the shell
-    would pass it (``A='a b'`` → ``A=a b``). One ad, not its nodes. Returns whether anything
-    changed."""
-    entries = _string_list(node, "Environment") if "Environment" in node else None
-    if entries is None:
-        return False
-    new = []
-    for entry in entries:
-        name, sep, value = entry.partition("=")
-        new.append(f"{name}{sep}{_unquote(value)}" if sep else entry)
-    if new == entries:
-        return False
-    node["Environment"] = new
     return True

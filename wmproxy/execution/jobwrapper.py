@@ -13,11 +13,15 @@ older worker has ``job.json`` instead, :data:`LEGACY_SPEC_NAME`, read when there
 the zygote, whose work dir has no ``job.marshal``). Steps:
 
 1. Build the environment from scratch (:func:`build_environment`); nothing of the
-   wrapper's own environment is passed on.
+   wrapper's own environment is passed on. JDL ``Environment`` entries with shell syntax
+   (``shell_environment``) are then evaluated by :data:`SHELL` in order, as the original's
+   ``eval export <entry>`` (:meth:`_Run._evaluate_environment`; docs/execution.md, "JDL
+   Environment and Arguments").
 2. Run the JDL ``Prologue`` with ``PrologueArguments``; a non-zero exit (or a signal,
    or a prologue that cannot start) fails the job without running the payload, as in
    the reference ("prologue failed": shallow retry, behaviour spec §C job-resubmit).
-3. Run the payload (``Executable``/``Arguments``) with ``StdInput``/``StdOutput``/
+3. Run the payload (``Executable``/``Arguments``, through :data:`SHELL` for
+   ``shell_arguments``: :func:`payload_argv`) with ``StdInput``/``StdOutput``/
    ``StdError`` confined to the work dir; write ``started.json`` as soon as it has
    been executed.
 4. Run the JDL ``Epilogue`` with ``EpilogueArguments`` (unless cancelled) and record
@@ -86,8 +90,10 @@ database, omitted if it has no entry), the batch system's description of the job
 allocation (the wrapper's own ``SLURM_*`` variables when Slurm runs it: ``SLURM_JOB_ID``,
 ``SLURM_CPUS_ON_NODE``..., so the payload can use them and ``srun``; the only part of the
 wrapper's environment passed on), then the worker's ``base_environment``, then JDL
-``Environment``, then ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` (absolute path of the
-proxy copy), which cannot be overridden.
+``Environment`` (``environment`` as it is, then ``shell_environment`` as the shell evaluates it
+against all the rest, ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` included), then
+``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` (absolute path of the proxy copy), which cannot be
+overridden.
 ``LD_PRELOAD``, ``LD_LIBRARY_PATH`` and ``PYTHON*`` never come from the wrapper's
 environment or ``base_environment``. A JDL ``LD_PRELOAD`` keeps only entries that
 exist (entries with a ``/``, relative to the work dir) or that the loader searches
@@ -193,7 +199,10 @@ class WrapperError(Exception):
 
 _SPEC_FIELDS = ("job_id", "executable", "arguments", "stdin", "stdout", "stderr", "environment", "proxy",
                 "prologue", "prologue_arguments", "epilogue", "epilogue_arguments", "umask", "kill_grace",
-                "base_environment", "wall_time", "max_processes")
+                "base_environment", "wall_time", "max_processes", "shell_arguments", "shell_environment")
+#: Fields written only when they differ from these defaults (:meth:`JobSpec.to_bytes`): the spec of
+#: a job that needs no shell is what workers before them wrote, which their wrappers read.
+_OMITTED_AT_DEFAULT: dict[str, Any] = {"shell_arguments": None, "shell_environment": []}
 
 
 class JobSpec:
@@ -204,12 +213,14 @@ class JobSpec:
         executable: JDL ``Executable``: absolute path, path relative to the work dir
             (made executable if it is a regular file of ours inside the work dir), or
             a bare name looked up in the job's ``PATH``.
-        arguments: JDL ``Arguments`` already split into a list (no shell expansion).
+        arguments: JDL ``Arguments`` already split into a list (no shell expansion): the
+            worker's split of a text with nothing for the shell to do (see ``shell_arguments``).
         stdin, stdout, stderr: JDL ``StdInput``/``StdOutput``/``StdError``, names
             relative to the work dir without ``..``; None means ``/dev/null``. Outputs
             are created fresh (an existing file or symlink at that name is replaced,
             never followed); ``stdout == stderr`` shares one file.
-        environment: JDL ``Environment`` as a mapping.
+        environment: JDL ``Environment`` as a mapping, values taken as they are (the worker's
+            for entries with nothing for the shell to do; see ``shell_environment``).
         proxy: name of the job's proxy copy relative to the work dir (exported as
             ``X509_USER_PROXY``), None when the job has no proxy.
         prologue, prologue_arguments, epilogue, epilogue_arguments: JDL ``Prologue``
@@ -228,6 +239,15 @@ class JobSpec:
             anything of the job runs; 0 for no limit (the wrapper's own, inherited). The kernel
             counts every process and thread of the account's uid on the host, so all the jobs of
             one account share it. Left to the batch system like ``wall_time``.
+        shell_arguments: JDL ``Arguments`` as written, for :data:`SHELL` to evaluate as the
+            original job wrapper's ``eval`` did (expansion, quote removal, globbing in the work
+            dir), None when ``arguments`` holds them: the payload is then executed through
+            ``/bin/sh -c "exec '<program>' <shell_arguments>" sh`` (:func:`payload_argv`).
+        shell_environment: JDL ``Environment`` entries (``NAME=value`` as written) for
+            :data:`SHELL` to evaluate in order as the original's ``eval export <entry>`` did,
+            each seeing the job's environment so far (``PATH``, ``HOME``, ``GLITE_WMS_JOBID``,
+            ``X509_USER_PROXY``, the entries before it); applied after ``environment``. Empty:
+            no shell runs (:meth:`_Run._evaluate_environment`).
     """
 
     __slots__ = _SPEC_FIELDS
@@ -249,6 +269,8 @@ class JobSpec:
     base_environment: dict[str, str]
     wall_time: float | None
     max_processes: int
+    shell_arguments: str | None
+    shell_environment: list[str]
 
     def __init__(
         self, job_id: str, executable: str, arguments: list[str] | None = None, stdin: str | None = None,
@@ -256,7 +278,8 @@ class JobSpec:
         proxy: str | None = None, prologue: str | None = None, prologue_arguments: list[str] | None = None,
         epilogue: str | None = None, epilogue_arguments: list[str] | None = None, umask: int = DEFAULT_UMASK,
         kill_grace: float = DEFAULT_KILL_GRACE, base_environment: dict[str, str] | None = None,
-        wall_time: float | None = None, max_processes: int = 0,
+        wall_time: float | None = None, max_processes: int = 0, shell_arguments: str | None = None,
+        shell_environment: list[str] | None = None,
     ) -> None:
         values = {
             "job_id": job_id, "executable": executable,
@@ -266,7 +289,8 @@ class JobSpec:
             "epilogue": epilogue, "epilogue_arguments": [] if epilogue_arguments is None else epilogue_arguments,
             "umask": umask, "kill_grace": kill_grace,
             "base_environment": {} if base_environment is None else base_environment,
-            "wall_time": wall_time, "max_processes": max_processes,
+            "wall_time": wall_time, "max_processes": max_processes, "shell_arguments": shell_arguments,
+            "shell_environment": [] if shell_environment is None else shell_environment,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -291,13 +315,22 @@ class JobSpec:
     def __repr__(self) -> str:
         return "JobSpec(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _SPEC_FIELDS) + ")"
 
+    def _wire(self) -> dict[str, Any]:
+        """The fields as written, with ``"version": 1``; ``shell_arguments`` and
+        ``shell_environment`` only when set, so that a job needing no shell has the spec a
+        wrapper older than them reads (a missing field takes its default when read)."""
+        data: dict[str, Any] = {"version": SPEC_VERSION}
+        data.update(self.as_dict())
+        for name, default in _OMITTED_AT_DEFAULT.items():
+            if data[name] == default:
+                del data[name]
+        return data
+
     def to_bytes(self) -> bytes:
         """The spec as the bytes of ``job.marshal``: ``marshal`` (version 4) of a plain dict
         of the fields (str, int, float, None, lists of str, dicts of str to str) with
-        ``"version": 1``; read back without importing anything (:meth:`from_bytes`)."""
-        data: dict[str, Any] = {"version": SPEC_VERSION}
-        data.update(self.as_dict())
-        return marshal.dumps(data, SPEC_MARSHAL_VERSION)
+        ``"version": 1`` (:meth:`_wire`); read back without importing anything (:meth:`from_bytes`)."""
+        return marshal.dumps(self._wire(), SPEC_MARSHAL_VERSION)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> JobSpec:
@@ -318,9 +351,7 @@ class JobSpec:
 
     def to_json(self) -> str:
         """The spec as the JSON text of the legacy ``job.json`` (with ``"version": 1``)."""
-        data: dict[str, Any] = {"version": SPEC_VERSION}
-        data.update(self.as_dict())
-        return dumps(data)
+        return dumps(self._wire())
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
@@ -361,6 +392,12 @@ class JobSpec:
         for name in ("arguments", "prologue_arguments", "epilogue_arguments"):
             value = getattr(self, name)
             _expect(isinstance(value, list) and all(isinstance(a, str) and "\0" not in a for a in value), name)
+        shell = self.shell_arguments
+        _expect(shell is None or (isinstance(shell, str) and "\0" not in shell and not self.arguments),
+                "shell_arguments")
+        entries = self.shell_environment
+        _expect(isinstance(entries, list) and all(isinstance(e, str) and "\0" not in e for e in entries),
+                "shell_environment")
         for name in ("stdin", "stdout", "stderr", "proxy"):
             value = getattr(self, name)
             if value is not None:
@@ -435,6 +472,13 @@ def build_environment(spec: JobSpec, work_dir: str, notes: list[str]) -> dict[st
             continue
         env[key] = value
     env.update(spec.environment)
+    return finish_environment(env, spec, work_dir, notes)
+
+
+def finish_environment(env: dict[str, str], spec: JobSpec, work_dir: str, notes: list[str]) -> dict[str, str]:
+    """``env`` with the JDL's ``LD_PRELOAD`` cut to the entries that exist, and
+    ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` set (they cannot be overridden): the last step
+    of :func:`build_environment`, again after the shell evaluated ``shell_environment``."""
     if "LD_PRELOAD" in env:
         kept = _usable_preload(env["LD_PRELOAD"], work_dir, notes)
         if kept:
@@ -721,6 +765,99 @@ def _make_executable(candidate: str, work_dir: str, work_fd: int, name: str) -> 
             os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IXUSR)
     finally:
         os.close(fd)
+
+
+# --- the shell's part (JDL Environment and Arguments) ------------------------------
+
+SHELL = "/bin/sh"
+"""The shell that evaluates the JDL ``Environment`` and ``Arguments`` of a spec whose worker
+found something for a shell to do in them (:attr:`JobSpec.shell_environment`,
+:attr:`JobSpec.shell_arguments`), as the original job wrapper's ``eval`` did. POSIX ``sh``:
+bash-only syntax (brace expansion, ``$'...'``, arrays) is not evaluated."""
+#: Programs that print the environment NUL-separated (``env -0``), the first one found is used.
+ENV_PROGRAMS = ("/usr/bin/env", "/bin/env")
+#: Set by the last step of :data:`_EVALUATE_ENVIRONMENT` only: its absence from the output says
+#: the evaluation did not get to its end (an entry ran ``exit``, a signal...).
+_EVALUATED = "WMPROXY_ENVIRONMENT_EVALUATED"
+#: ``sh -c`` script (``ENV``: the ``env`` program, quoted): each operand is a JDL ``Environment``
+#: entry, evaluated in order by ``eval export <entry>`` (``command``: a syntax error ends the loop,
+#: not the shell, so the entry is named); what the entries print goes to the standard error, the
+#: output being the environment. The loop uses the positional parameters only, which no entry's
+#: ``export`` can change.
+_EVALUATE_ENVIRONMENT = ('while [ "$#" -gt 0 ]; do command eval "export $1" >&2 || { printf %s "$1"; exit 1; }; '
+                         f'shift; done; exec ENV -0 {_EVALUATED}=1')
+#: Variables a shell may export of itself (dash ``PWD``; bash as ``sh`` also ``SHLVL``, ``_``,
+#: ``OLDPWD``): not the job's unless the environment given to it or an entry has them.
+_SHELL_OWN = ("PWD", "OLDPWD", "SHLVL", "_")
+#: Bytes of the evaluated environment (or of the shell's messages) read at most.
+_MAX_EVALUATED_BYTES = 16 << 20
+
+
+def payload_argv(program: str, spec: JobSpec) -> list[str]:
+    """The payload's command line: ``program`` with the split ``arguments``, or, for
+    ``shell_arguments``, :data:`SHELL` executing ``program`` with the arguments as the shell
+    reads them (``sh -c "exec '<program>' <shell_arguments>" sh``: one process, the shell
+    replaced by the payload; a syntax error is the shell's exit code 2 and its message in
+    ``StdError``)."""
+    if spec.shell_arguments is None:
+        return [program, *spec.arguments]
+    return [SHELL, "-c", f"exec {_sh_quoted(program)} {spec.shell_arguments}", "sh"]
+
+
+def _sh_quoted(text: str) -> str:
+    """``text`` as one word of ``sh``: single-quoted (``shlex.quote``, which the wrapper does not import)."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _scratch_file(work_fd: int) -> int:
+    """A file without a name for a child's output (read back once it exited): a ``memfd``, else
+    a file in the job's ``TMPDIR`` removed at once. Never a pipe: a process of the job left
+    holding it would block the wrapper's read."""
+    if hasattr(os, "memfd_create"):
+        try:
+            return os.memfd_create("wmproxy-environment", os.MFD_CLOEXEC)
+        except OSError:
+            pass
+    name = f"{TMP_DIR}/.environment.{os.getpid()}.{time.monotonic_ns()}"
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=work_fd)
+    os.unlink(name, dir_fd=work_fd)
+    return fd
+
+
+def _read_back(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    parts = []
+    size = 0
+    while size <= _MAX_EVALUATED_BYTES:
+        part = os.read(fd, 1 << 20)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def _shell_message(errors: bytes) -> str:
+    """The shell's last message line (at most 300 characters), or a placeholder."""
+    lines = [line.strip() for line in errors.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
+
+
+def evaluated_environment(output: bytes, given: dict[str, str], entries: list[str]) -> dict[str, str] | None:
+    """The environment ``env -0`` printed at the end of :data:`_EVALUATE_ENVIRONMENT`, None when
+    the output lacks its end mark (the evaluation did not finish). What the shell exports of
+    itself (:data:`_SHELL_OWN`) is left out unless ``given`` or an entry has it."""
+    env: dict[str, str] = {}
+    for record in output.split(b"\0"):
+        key, sep, value = record.partition(b"=")
+        if sep:
+            env[os.fsdecode(key)] = os.fsdecode(value)
+    if env.pop(_EVALUATED, None) != "1":
+        return None
+    for name in _SHELL_OWN:
+        if name not in given and not any(entry.startswith(name + "=") for entry in entries):
+            env.pop(name, None)
+    return env
 
 
 # --- running children ------------------------------------------------------------
@@ -1125,6 +1262,12 @@ class _Run:
             else:
                 self._start_agent(agent_env)
         self._make_tmpdir(work_fd)
+        if spec.shell_environment:  # after the secret is guarded: the shell runs the job's own code
+            env = self._evaluate_environment(supervisor, spec, env, work_fd)
+            if supervisor.cancelled_by is not None:
+                raise WrapperError("Job Wrapper error: cancelled while the JDL Environment was evaluated")
+            if supervisor.timed_out:
+                raise WrapperError(f"Job Wrapper error: {exceeded} while the JDL Environment was evaluated")
         if spec.prologue is not None:
             outcome = self._side_program(supervisor, spec.prologue, spec.prologue_arguments, env, work_fd, "prologue")
             if supervisor.cancelled_by is not None:
@@ -1205,6 +1348,58 @@ class _Run:
         except OSError as exc:
             raise WrapperError(f"Job Wrapper error: cannot create the job's TMPDIR: {exc.strerror}") from None
 
+    def _evaluate_environment(
+        self, supervisor: _Supervisor, spec: JobSpec, env: dict[str, str], work_fd: int
+    ) -> dict[str, str]:
+        """The job's environment once :data:`SHELL` evaluated ``spec.shell_environment`` against
+        ``env`` (:data:`_EVALUATE_ENVIRONMENT`: one ``sh`` replaced by ``env -0``), in the work
+        dir, as a child of the job (cancel and wall time apply). The JDL cannot override
+        ``GLITE_WMS_JOBID`` and ``X509_USER_PROXY`` nor set the inspection agent's variables.
+
+        Raises:
+            WrapperError: no ``env`` program, the shell cannot start, or an entry the shell
+                refuses (a syntax error, ``${X?}``...): named, with the shell's message; the
+                payload does not run (unless cancelled or timed out: the caller says so).
+        """
+        program = next((p for p in ENV_PROGRAMS if os.access(p, os.X_OK)), None)
+        if program is None:
+            raise WrapperError(f"Job Wrapper error: no {ENV_PROGRAMS[0]} to read the JDL Environment evaluated")
+        entries = spec.shell_environment
+        out = _scratch_file(work_fd)
+        try:
+            err = _scratch_file(work_fd)
+            try:
+                try:
+                    script = _EVALUATE_ENVIRONMENT.replace("exec ENV ", f"exec {_sh_quoted(program)} ")
+                    process = supervisor.run([SHELL, "-c", script, "sh", *entries], env, self.work_dir, DEVNULL,
+                                             out, err)
+                except OSError as exc:
+                    raise WrapperError(f"Job Wrapper error: cannot run {SHELL} to evaluate the JDL Environment:"
+                                       f" {exc.strerror or exc}") from None
+                outcome = supervisor.wait(process)
+                output, errors = _read_back(out), _read_back(err)
+            finally:
+                os.close(err)
+        finally:
+            os.close(out)
+        if supervisor.cancelled_by is not None or supervisor.timed_out:
+            return env
+        evaluated = None
+        if outcome["exit_code"] == 0 and len(output) <= _MAX_EVALUATED_BYTES:
+            evaluated = evaluated_environment(output, env, entries)
+        if evaluated is None:
+            failed = output.decode("utf-8", "replace") if outcome["exit_code"] == 1 else ""
+            if failed in entries:
+                raise WrapperError(f"Job Wrapper error: the JDL Environment entry {failed!r} could not be"
+                                   f" evaluated by {SHELL}: {_shell_message(errors)}")
+            raise WrapperError(f"Job Wrapper error: the evaluation of the JDL Environment by {SHELL} did not"
+                               f" finish ({_describe(outcome)}): {_shell_message(errors)}")
+        if errors.strip():
+            _log(f"the JDL Environment's evaluation wrote: {errors[:2000].decode('utf-8', 'replace').strip()}")
+        for key in INSPECTION_VARIABLES:
+            evaluated.pop(key, None)
+        return finish_environment(evaluated, spec, self.work_dir, self.status["notes"])
+
     def _side_program(
         self, supervisor: _Supervisor, name: str, arguments: list[str], env: dict[str, str], work_fd: int, what: str
     ) -> dict[str, Any]:
@@ -1236,8 +1431,11 @@ class _Run:
             if supervisor.cancelled_by is not None:
                 raise WrapperError("Job Wrapper error: cancelled before the payload started")
             try:
-                process = supervisor.run([program, *spec.arguments], env, self.work_dir, stdin, stdout, stderr)
+                process = supervisor.run(payload_argv(program, spec), env, self.work_dir, stdin, stdout, stderr)
             except OSError as exc:
+                if spec.shell_arguments is not None:
+                    raise WrapperError(f"Job Wrapper error: cannot run {SHELL} for the JDL Arguments:"
+                                       f" {exc.strerror or exc}", EXIT_NOT_EXECUTABLE) from None
                 raise _exec_failure(exc, spec.executable, "executable") from None
         finally:
             for fd in fds:

@@ -58,6 +58,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import secrets
 import shlex
 import socket
@@ -66,6 +67,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -665,21 +667,15 @@ class ExecutionWorker:
         return spawned
 
     def _spec(self, order: StartOrder) -> JobSpec:
+        """The wrapper's spec of ``order`` (``Environment`` and ``Arguments``: :func:`shell_fields`)."""
         desc = order.description
-        environment: dict[str, str] = {}
-        for entry in desc.environment:
-            key, sep, value = entry.partition("=")
-            if not sep:
-                raise BackendError(f"Invalid Environment entry {entry!r}: expected NAME=value")
-            environment[key] = value
         return JobSpec(
             job_id=order.job_id,
             executable=desc.executable,
-            arguments=_split(desc.arguments, "Arguments"),
+            **shell_fields(desc.environment, desc.arguments),
             stdin=desc.std_input or None,
             stdout=desc.std_output or None,
             stderr=desc.std_error or None,
-            environment=environment,
             proxy=PROXY_NAME if order.proxy_pem else None,
             prologue=order.prologue,
             prologue_arguments=_split(order.prologue_arguments, "PrologueArguments"),
@@ -1171,6 +1167,50 @@ def end_retry_delay(failures: int) -> float:
     :data:`END_RETRY_FIRST`, doubled per failure, at most :data:`END_RETRY_MAX`, however long
     the outage (the exponent is bounded: a float overflows past 2**1023)."""
     return min(END_RETRY_FIRST * 2.0 ** min(failures - 1, 64), END_RETRY_MAX)
+
+
+#: Characters that mean something to ``/bin/sh`` in a word (expansion, quoting, globbing, tilde,
+#: comment, operators, any white space but a blank): a JDL ``Arguments`` or ``Environment``
+#: value holding one is evaluated by the wrapper's shell (:func:`needs_shell`).
+_SHELL_SYNTAX = re.compile(r"""[$`\\"'*?\[\]~#;&|<>()\s]""")
+
+
+def shell_fields(environment: Sequence[str], arguments: str) -> dict[str, Any]:
+    """The :class:`JobSpec` fields of JDL ``Environment`` and ``Arguments``, which have the
+    original job wrapper's shell meaning (``eval export <entry>`` for each entry in order, then
+    ``eval "<exe>" <arguments>``): text with nothing for a shell to do (:func:`needs_shell`) is
+    passed as it is (``environment``; ``arguments`` split at blanks), so no shell runs for it;
+    the rest is left to the wrapper's ``/bin/sh`` (``shell_environment``: every entry, in
+    order, once one of them needs it; ``shell_arguments``).
+
+    Raises:
+        BackendError: an entry without ``=`` (registration refuses it).
+    """
+    plain: dict[str, str] = {}
+    for entry in environment:
+        key, sep, value = entry.partition("=")
+        if not sep:
+            raise BackendError(f"Invalid Environment entry {entry!r}: expected NAME=value")
+        plain[key] = value
+    fields: dict[str, Any] = {"environment": plain}
+    if any(needs_shell(value, blanks=True) for value in plain.values()):
+        fields = {"environment": {}, "shell_environment": list(environment)}
+    text = arguments or ""
+    if needs_shell(text, blanks=False):
+        fields["shell_arguments"] = text
+    else:
+        fields["arguments"] = text.split()
+    return fields
+
+
+def needs_shell(text: str, *, blanks: bool) -> bool:
+    """Whether ``/bin/sh`` could read ``text`` otherwise than as it is (``blanks``: an
+    ``Environment`` value, which a blank splits; else ``Arguments``, split at blanks anyway):
+    a text without any of :data:`_SHELL_SYNTAX` is the same words to the shell as to
+    ``str.split``, so it is passed without a shell."""
+    if not blanks:
+        text = text.replace(" ", "").replace("\t", "")
+    return _SHELL_SYNTAX.search(text) is not None
 
 
 def _split(text: str, what: str) -> list[str]:

@@ -58,6 +58,12 @@ class TestPrepare:
         with pytest.raises(CliError, match="includes itself"):
             jdlprep.prepare((tmp_path / "loop.jdl").read_text(), "j", tmp_path)
 
+    def test_shell_quotes_in_environment_and_arguments_are_left_to_the_service(self, tmp_path: Path) -> None:
+        """The service's job wrapper evaluates them as gLite's did: quotes the client removed were
+        removed twice (``A='$HOME'`` became ``A=$HOME``, then expanded on the worker node)."""
+        text = '[ Executable = "x"; Arguments = "\'a b\' $HOME"; Environment = {"A=\'$HOME\'", "B=\\"c d\\""}; ]'
+        assert jdlprep.prepare(text, "j", tmp_path) == text
+
     def test_base_uri_environment_defaults_and_overrides(self, tmp_path: Path) -> None:
         out = classad2.ClassAd(jdlprep.prepare(
             '[ Executable = "x"; InputSandboxBaseURI = "file:///data/d/";'
@@ -66,7 +72,8 @@ class TestPrepare:
             defaults={"RetryCount": "3", "VirtualOrganisation": '"dteam"'},
             overrides={"SubmitTo": "ce:1/q", "ExpiryTime": 42}))
         assert out["InputSandbox"] == ["file:///data/d/a/in", "https://o/x", "/abs"]
-        assert out["Environment"] == ["A=a b", "B=c", "C=plain"]
+        # sent as written: the service's job wrapper removes the quotes (its shell), once
+        assert out["Environment"] == ["A='a b'", 'B="c"', "C=plain"]
         assert (out["RetryCount"], out["VirtualOrganisation"]) == (0, "dteam")
         assert (out["SubmitTo"], out["ExpiryTime"]) == ("ce:1/q", 42)
 

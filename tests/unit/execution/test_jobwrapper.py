@@ -291,6 +291,104 @@ class TestEnvironment:
         assert (work / "made.txt").read_text() == "data\n"  # the worker (us) reads the output
 
 
+class TestShellMeaning:
+    """JDL ``Environment`` and ``Arguments`` as the original job wrapper's ``eval export <entry>``
+    and ``eval "<exe>" <arguments>`` read them, through ``/bin/sh`` in the wrapper
+    (``shell_environment``, ``shell_arguments``: the worker sets them only for text with shell
+    syntax, :func:`wmproxy.execution.worker.shell_fields`)."""
+
+    def test_environment_entries_are_evaluated_in_order_against_the_jobs_environment(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        self._tool(runner, work, "#!/bin/sh\necho tool \"$PATH\"\n")
+        entries = ["MYPATH=$PATH:/bin:/usr/bin:$HOME", "PATH=$PATH:$HOME/tools", "GREETING='hello  world'",
+                   "JOB=${GLITE_WMS_JOBID}", "PROXY=$X509_USER_PROXY", 'BOTH="$GREETING/$JOB"', "KEPT='$HOME'",
+                   "ESCAPED=\\$HOME", "A=1 B=2", "TMP=$TMPDIR"]
+        spec = JobSpec(job_id=JOB, executable="mytool", stdout="std.out", stderr="std.err", proxy="user.proxy",
+                       shell_environment=entries, environment={"PLAIN": "p"})
+        code, status = runner.run(work, spec)
+        assert code == 0 and status.succeeded, (status.failure, (work / "std.err").read_text())
+        extended = f"{jobwrapper.BASE_PATH}:{work}/tools"
+        assert (work / "std.out").read_text() == f"tool {extended}\n"  # found through the PATH the JDL extended
+        env = self._env_of(runner, work, spec)
+        assert env["MYPATH"] == f"{jobwrapper.BASE_PATH}:/bin:/usr/bin:{work}"
+        assert env["PATH"] == extended
+        assert env["GREETING"] == "hello  world"
+        assert env["JOB"] == JOB and env["PROXY"] == str(work / "user.proxy")
+        assert env["BOTH"] == f"hello  world/{JOB}"
+        assert env["KEPT"] == "$HOME" and env["ESCAPED"] == "$HOME"
+        assert (env["A"], env["B"]) == ("1", "2")  # the shell's word splitting, as eval export $env
+        assert env["TMP"] == str(work / TMP_DIR) and env["PLAIN"] == "p"
+        assert "PWD" not in env  # the shell's own export is not the job's
+        assert jobwrapper._EVALUATED not in env
+
+    @staticmethod
+    def _tool(runner: Runner, work: Path, script: str) -> None:
+        """``tools/mytool`` in ``work``, the account's, as staging leaves it."""
+        (work / "tools").mkdir()
+        if runner.account is not None:
+            os.chown(work / "tools", runner.account.uid, runner.account.gid)
+        runner.stage(work, "tools/mytool", script, mode=0o755)
+
+    @staticmethod
+    def _env_of(runner: Runner, work: Path, spec: JobSpec) -> dict[str, str]:
+        """The environment the payload of ``spec`` gets (run again in a new work dir, as ``env``)."""
+        again = runner.work_dir()
+        code, _ = runner.run(again, JobSpec(**{**spec.as_dict(), "executable": "/usr/bin/env"}))
+        assert code == 0, (again / "std.err").read_text()
+        text = (again / "std.out").read_text().replace(str(again), str(work))
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def test_the_jdl_cannot_override_the_job_id_or_the_proxy_through_the_shell(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        spec = sh('echo "$GLITE_WMS_JOBID $X509_USER_PROXY"', proxy="user.proxy",
+                  shell_environment=["GLITE_WMS_JOBID=$HOME", "X509_USER_PROXY='/tmp/other'"])
+        code, _ = runner.run(work, spec)
+        assert code == 0 and (work / "std.out").read_text() == f"{JOB} {work / 'user.proxy'}\n"
+
+    def test_arguments_are_expanded_unquoted_and_globbed_in_the_work_dir(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        for name in ("b.dat", "a.dat"):
+            runner.stage(work, name, "")
+        arguments = "$HOME/data.in ${GLITE_WMS_JOBID} 'a  b' \"$GREETING\" \\$LITERAL '$x' *.dat"
+        spec = JobSpec(job_id=JOB, executable="/usr/bin/printf", shell_arguments="'[%s]\\n' " + arguments,
+                       stdout="std.out", stderr="std.err", environment={"GREETING": "hi"})
+        code, status = runner.run(work, spec)
+        assert code == 0 and status.succeeded, (work / "std.err").read_text()
+        words = [f"{work}/data.in", JOB, "a  b", "hi", "$LITERAL", "$x", "a.dat", "b.dat"]
+        assert (work / "std.out").read_text() == "".join(f"[{w}]\n" for w in words)
+
+    def test_a_syntax_error_in_the_arguments_fails_the_job_as_the_shell_does(self, runner: Runner) -> None:
+        """As the original's ``eval``: the payload's exit code is the shell's (2), its message in StdError."""
+        work = runner.work_dir()
+        spec = JobSpec(job_id=JOB, executable="/bin/echo", shell_arguments='"unterminated', stdout="std.out",
+                       stderr="std.err")
+        code, status = runner.run(work, spec)
+        assert code == 2 and status.payload_started and status.exit_code == 2 and status.failure is None
+        assert "Syntax error" in (work / "std.err").read_text() and (work / "std.out").read_text() == ""
+
+    @pytest.mark.parametrize("entry", ['B="x', "B=${UNSET_VARIABLE?is not set}", "1B=x"])
+    def test_an_environment_entry_the_shell_refuses_fails_the_job_naming_it(self, runner: Runner, entry: str) -> None:
+        work = runner.work_dir()
+        spec = sh("echo ran > ran", shell_environment=["A=$HOME", entry, "C=3"])
+        code, status = runner.run(work, spec)
+        assert code == jobwrapper.EXIT_WRAPPER_ERROR and not status.payload_started
+        assert status.failure is not None
+        assert f"the JDL Environment entry {entry!r} could not be evaluated by /bin/sh: sh: " in status.failure
+        assert not (work / "ran").exists()
+
+    def test_an_environment_that_never_finishes_its_evaluation_is_stopped_by_a_cancel(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        spec = sh("echo ran > ran", shell_environment=["A=$(echo go > go; sleep 600)"], kill_grace=0.5)
+        process = runner.start(work, spec)
+        wait_for((work / "go").exists, "the evaluation")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=DEADLINE)
+        status = identity.read_status(work, runner.account)
+        assert status is not None and status.cancelled_by == signal.SIGTERM and not status.payload_started
+        assert "cancelled while the JDL Environment was evaluated" in (status.failure or "")
+        assert not (work / "ran").exists()
+
+
 class TestConfinement:
     def test_symlink_at_the_stdout_name_is_not_followed(self, runner: Runner, work_root: Path) -> None:
         work = runner.work_dir()
@@ -430,6 +528,21 @@ class TestInspectionAgent:
         code, status = runner.run(at_once, self._spec(runner, at_once, pki, script, "0"))
         assert code == 0 and (at_once / "std.out").read_text() == "agent\n"
         assert "WMPROXY_INSPECTION" not in (at_once / "payload.env").read_text()
+
+    def test_the_shells_evaluation_of_the_environment_sees_no_secret(self, own_runner: Runner, pki: Pki) -> None:
+        """The JDL ``Environment`` the wrapper's shell evaluates is the job's code: it runs after
+        the spec file is removed and without the agent's variables, and cannot set them."""
+        runner = own_runner
+        work = runner.work_dir()
+        entries = ["SEEN=x${WMPROXY_INSPECTION_TOKEN}${WMPROXY_INSPECTION_URL}",
+                   "SPEC=$(test -e .wmproxy/job.marshal && echo present || echo gone)",
+                   "WMPROXY_INSPECTION_DELAY=$HOME"]
+        code, status = runner.run(work, self._spec(runner, work, pki, "env > payload.env", "0",
+                                                   shell_environment=entries))
+        assert code == 0 and status.succeeded, status.failure
+        env = dict(line.split("=", 1) for line in (work / "payload.env").read_text().splitlines() if "=" in line)
+        assert (env["SEEN"], env["SPEC"]) == ("x", "gone")
+        assert not [key for key in env if key.startswith("WMPROXY_INSPECTION")]
 
     def test_a_job_still_running_after_the_delay_gets_its_agent_stopped_with_the_wrapper(
             self, own_runner: Runner, pki: Pki) -> None:

@@ -21,19 +21,31 @@ from wmproxy.execution.jobwrapper import SPEC_NAME, JobSpec, WrapperError, dumps
 # --- the spec ------------------------------------------------------------------------------------
 
 
-def _full_spec() -> JobSpec:
-    return JobSpec(job_id="https://lb.example.org:9000/AbC-x_1yz", executable="run.sh", arguments=["a b", "é\n"],
+def _full_spec(shell: bool = False) -> JobSpec:
+    """Every field set (``shell``: with ``shell_arguments`` and ``shell_environment``, else without)."""
+    more: dict[str, object] = {"arguments": ["a b", "é\n"]}
+    if shell:
+        more = {"shell_arguments": "$HOME 'a b'", "shell_environment": ["P=$PATH:/x", "Q='☃ é'"]}
+    return JobSpec(job_id="https://lb.example.org:9000/AbC-x_1yz", executable="run.sh",  # type: ignore[arg-type]
                    stdin="in", stdout="out", stderr="out", environment={"A": "1", "UNI": "☃"}, proxy="user.proxy",
                    prologue="pro.sh", prologue_arguments=["x"], epilogue="epi.sh", epilogue_arguments=[],
-                   umask=0o027, kill_grace=2.5, base_environment={"LANG": "C"})
+                   umask=0o027, kill_grace=2.5, base_environment={"LANG": "C"}, **more)
 
 
-def test_marshal_round_trip_is_plain_data_of_version_4() -> None:
-    spec = _full_spec()
+def _written(spec: JobSpec) -> dict[str, object]:
+    """What ``spec`` is written as: its fields, the shell ones only when set (an older wrapper reads the rest)."""
+    fields = {key: value for key, value in spec.as_dict().items()
+              if key not in ("shell_arguments", "shell_environment") or value not in (None, [])}
+    return {"version": 1, **fields}
+
+
+@pytest.mark.parametrize("shell", [False, True], ids=["plain", "shell"])
+def test_marshal_round_trip_is_plain_data_of_version_4(shell: bool) -> None:
+    spec = _full_spec(shell)
     raw = spec.to_bytes()
     assert JobSpec.from_bytes(raw) == spec
     data = marshal.loads(raw)  # noqa: S302 - the test's own bytes
-    assert data == {"version": 1, **spec.as_dict()}
+    assert data == _written(spec) and ("shell_environment" in data) == shell
     assert all(type(value) in (str, int, float, list, dict, type(None)) for value in data.values())
     assert SPEC_NAME == "job.marshal"
 
@@ -77,10 +89,11 @@ def test_a_code_object_is_refused() -> None:
         JobSpec.from_bytes(marshal.dumps({"version": 1, "job_id": "j", "executable": code}, 4))
 
 
-def test_legacy_json_round_trip() -> None:
-    spec = _full_spec()
+@pytest.mark.parametrize("shell", [False, True], ids=["plain", "shell"])
+def test_legacy_json_round_trip(shell: bool) -> None:
+    spec = _full_spec(shell)
     assert JobSpec.from_json(spec.to_json()) == spec
-    assert spec.to_json() == json.dumps({"version": 1, **spec.as_dict()}, indent=1, sort_keys=True)
+    assert spec.to_json() == json.dumps(_written(spec), indent=1, sort_keys=True)
 
 
 def test_the_worker_writes_job_marshal(tmp_path: Path) -> None:
