@@ -22,7 +22,8 @@ Application/ApplicationVersion, Description   ignored (descriptive)
 POSIXApplication/Executable                   ``Executable``
 POSIXApplication/Argument*                    ``Arguments``: shell-quoted, space-joined
 POSIXApplication/Input, Output, Error         ``StdInput``, ``StdOutput``, ``StdError``
-POSIXApplication/Environment@name + text      ``Environment = { "name=value", ... }``
+POSIXApplication/Environment@name + text      ``Environment = { "name=value", ... }``: the value
+                                              shell-quoted where needed (JSDL values are literal)
 POSIXApplication/WallTimeLimit (s)            ``other.GlueCEPolicyMaxWallClockTime * 60 >= s``
 POSIXApplication/CPUTimeLimit (s)             ``other.GlueCEPolicyMaxCPUTime * 60 >= s``
 DataStaging with Source                       ``InputSandbox``: Source/URI if given, else FileName
@@ -284,7 +285,10 @@ class _Conversion:
             self.invalid.append(f"Environment name {name!r} is not a valid variable name")
             return
         self.no_children(element)
-        self.environment.append(f"{name}={element.text or ''}")
+        value = element.text or ""
+        # A JSDL value is literal; a JDL Environment entry is read by the shell (the original's
+        # ``eval export <entry>``): quoted, so the job gets exactly the JSDL's text.
+        self.environment.append(f"{name}={shlex.quote(value) if value else ''}")
 
     # --- Resources ---
 

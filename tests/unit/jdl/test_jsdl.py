@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import classad2
@@ -9,6 +10,7 @@ import pytest
 from lxml import etree
 
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.execution.jobwrapper import SHELL
 from wmproxy.jdl import describe
 from wmproxy.jdl.jsdl import jsdl_to_jdl, parse_jsdl
 from wmproxy.jdl.parse import parse_jdl
@@ -314,6 +316,17 @@ class TestUnsupported:
         text = _minimal(extra_application='<b:Environment name="my-var">1</b:Environment>')
         with pytest.raises(InvalidArgumentError, match="'my-var'"):
             jsdl_to_jdl(parse_jsdl(text))
+
+    def test_an_environment_value_is_literal_for_the_shell(self) -> None:
+        """A JSDL value is literal; the JDL entry is evaluated by the job wrapper's shell as the
+        original's ``eval export <entry>``: the job gets the JSDL's exact text."""
+        value = "$HOME `id` 'single' \"double\" back\\slash * ~ $(id)"
+        text = _minimal(extra_application=f'<b:Environment name="LITERAL">{value}</b:Environment>')
+        (entry,) = parse_jdl(jsdl_to_jdl(parse_jsdl(text)))["Environment"]
+        got = subprocess.run(
+            [SHELL, "-c", 'command eval "export $1" && printf %s "$LITERAL"', "sh", entry],
+            capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+        assert got == value
 
     def test_element_without_job_description_is_refused(self) -> None:
         with pytest.raises(InvalidArgumentError, match="exactly one jsdl:JobDescription"):
