@@ -156,8 +156,8 @@ class TestPolicy:
     def test_a_job_whose_area_cannot_be_removed_does_not_hold_up_the_others(self, rt: Runtime,
                                                                           same_change: bool) -> None:
         # The two oldest candidates fail at every pass (a file where their area should be:
-        # rmtree refuses it); the batch goes on past them instead of stopping there. With one
-        # last-change time for all, the order (and where the next read starts) is by id.
+        # rmtree refuses it); the pass goes on past them, a batch at a time, instead of stopping
+        # there. With one last-change time for all, the order (and where the next read starts) is by id.
         rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2))
         stuck = [add_job(rt, f"a-stuck-{i}", "Done", created_days=12, updated_days=11 - i) for i in range(2)]
         for job_id in stuck:
@@ -169,11 +169,11 @@ class TestPolicy:
             with rt.uow() as uow:
                 uow.session.execute(update(Job).values(updated_at=days_ago(10)))
         report = purge(rt)
-        assert [c.job_id for c in report.jobs] == later[:2]  # a whole batch, oldest first
+        assert [c.job_id for c in report.jobs] == later  # read past the stuck ones, oldest first
         assert [e.split(": ")[0] for e in report.errors] == [f"job {job_id}" for job_id in stuck]
-        assert all(exists(rt, job_id) for job_id in stuck) and exists(rt, later[2])
+        assert all(exists(rt, job_id) for job_id in stuck) and not report.cut_short
         report = purge(rt)
-        assert [c.job_id for c in report.jobs] == later[2:] and len(report.errors) == 2
+        assert report.jobs == [] and len(report.errors) == 2
 
     def test_a_compound_job_goes_with_its_nodes_events_and_queue(self, rt: Runtime) -> None:
         dag = add_job(rt, "dag", "Done", created_days=10, updated_days=8, nodes=3)
@@ -223,6 +223,35 @@ class TestPolicy:
             uow.jobs.set_state(job, "Waiting", utcnow())
         report = purge(rt, now=later)
         assert report.jobs == [] and exists(rt, job_id)  # a live job is never forced
+
+
+class TestPassTime:
+    """A pass reads past full batches until no job is due, or its ``pass_time`` has run out."""
+
+    def test_a_pass_removes_more_than_one_batch(self, rt: Runtime) -> None:
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(7)]
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == jobs and not report.cut_short
+        assert not any(exists(rt, job_id) for job_id in jobs)
+
+    def test_a_pass_cut_short_leaves_the_task_due_at_once(self, rt: Runtime) -> None:
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(7)]
+        # a time that has run out at the first check, after the first batch: no clock is raced
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        [task] = purge_tasks(rt)
+        task.due = 1e18  # as the worker sets it before a run: the next run an interval later
+        task.run()
+        assert [exists(rt, job_id) for job_id in jobs] == [False] * 2 + [True] * 5
+        assert task.due == 0.0  # the next cycle runs the next pass
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))
+        [task] = purge_tasks(rt)
+        task.due = 1e18
+        task.run()  # ends the backlog: the task keeps its interval
+        assert task.due == 1e18 and not any(exists(rt, job_id) for job_id in jobs)
 
 
 class TestWorkDirs:

@@ -4,8 +4,9 @@ the proxy cache purge).
 
 One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md §1.5):
 
-* **jobs** (a compound job with its nodes), oldest first, at most ``batch`` per pass (a job
-  whose removal fails is reported and does not count: the pass goes on past it):
+* **jobs** (a compound job with its nodes), oldest first, read ``batch`` at a time until none
+  is left or the pass has run ``pass_time`` (then it is cut short, and the execution worker
+  runs the next pass at once); a job whose removal fails is reported and the pass goes on past it:
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -33,6 +34,7 @@ import datetime as dt
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +81,8 @@ def _span(seconds: float) -> str:
 
 @dataclass
 class PurgeReport:
-    """What one pass removed (or, in a dry run, would remove)."""
+    """What one pass removed (or, in a dry run, would remove); ``cut_short`` when its time
+    (``pass_time``) ran out with jobs still due."""
 
     dry_run: bool
     jobs: list[PurgeCandidate] = field(default_factory=list)
@@ -89,6 +92,7 @@ class PurgeReport:
     requests: int = 0
     tombstones: int = 0
     errors: list[str] = field(default_factory=list)
+    cut_short: bool = False
 
     @property
     def empty(self) -> bool:
@@ -111,23 +115,26 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
         The report; a failure on one item is in ``errors`` and the pass goes on.
     """
     policy = rt.settings.purge
+    ends = time.monotonic() + policy.pass_time
     now = now or utcnow()
     report = PurgeReport(dry_run=dry_run)
     final_before = now - dt.timedelta(seconds=policy.final_age)
-    _purge_jobs(rt, report, now, final_before)
-    if remove_work_dir is not None:
+    _purge_jobs(rt, report, now, final_before, ends)
+    if not report.cut_short and remove_work_dir is not None:  # the walk waits for the pass that ends the backlog
         _purge_work_dirs(rt, report, final_before, remove_work_dir)
     _purge_credentials(rt, report, now)
     return report
 
 
-def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime) -> None:
-    """Remove (or, in a dry run, list) up to ``batch`` jobs, oldest first.
+def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime,
+                ends: float) -> None:
+    """Remove (or, in a dry run, list) the jobs due, oldest first, until none is left or the
+    monotonic clock has passed ``ends`` after a read (``report.cut_short``).
 
     The candidates are read ``batch`` at a time, each read after the last one tried (keyset
     on last change, id): a job whose removal fails (reported in ``errors``) or that changed
-    since it was read does not count, so a job that fails at every pass holds up neither
-    this pass nor the next ones; each pass tries it again, once.
+    since it was read is passed, so a job that fails at every pass holds up neither this
+    pass nor the next ones; each pass tries it again, once.
     """
     policy = rt.settings.purge
     reasons = {rule: text.format(final_age=_span(policy.final_age), registered_age=_span(policy.registered_age),
@@ -142,8 +149,6 @@ def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before
                 registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch,
                 after=after)
         for candidate in candidates:
-            if len(report.jobs) == policy.batch:
-                return
             if report.dry_run:
                 report.jobs.append(candidate)
                 continue
@@ -153,7 +158,12 @@ def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before
             except (WMProxyError, OSError) as exc:
                 report.errors.append(f"job {candidate.job_id}: {exc}")
                 log.warning("purge of job %s failed: %s", candidate.job_id, exc)
-        if len(candidates) < policy.batch or len(report.jobs) == policy.batch:
+        if len(candidates) < policy.batch:
+            return
+        if time.monotonic() >= ends:
+            report.cut_short = True
+            log.info("purge pass cut short after %s with jobs still due: the next pass goes on",
+                     _span(policy.pass_time))
             return
         after = (candidates[-1].updated_at, candidates[-1].job_id)
 
