@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +24,12 @@ from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError
 from wmproxy.execution.identity import remove_work_dir
+from wmproxy.services import purge as purge_module
 from wmproxy.services.access import job_for
 from wmproxy.services.execution import change_state
 from wmproxy.services.purge import job_id_of_work_dir, purge
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
 from wmproxy.store.housekeeping import SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job, JobEvent, ProxyRenewal
 
@@ -71,6 +74,19 @@ def add_job(rt: Runtime, name: str, state: str, *, created_days: float, updated_
 def exists(rt: Runtime, job_id: str) -> bool:
     with rt.uow() as uow:
         return uow.jobs.get(job_id) is not None
+
+
+def used(rt: Runtime) -> int:
+    with rt.uow() as uow:
+        return uow.usage.used(ALICE)
+
+
+def counted(rt: Runtime, *job_ids: str) -> int:
+    """Count what the job areas hold on Alice's counter (as their uploads and outputs did); the total."""
+    size = sum(rt.storage.counted_bytes(job_id) for job_id in job_ids)
+    with rt.uow() as uow:
+        uow.usage.add(ALICE, size, utcnow())
+    return size
 
 
 class TestPolicy:
@@ -252,6 +268,59 @@ class TestPassTime:
         task.due = 1e18
         task.run()  # ends the backlog: the task keeps its interval
         assert task.due == 1e18 and not any(exists(rt, job_id) for job_id in jobs)
+
+
+class TestInterruptedRemoval:
+    """The area of a job removed in a transaction is only moved aside until the commit: a
+    removal that does not commit leaves the job, its files and its bytes on the counter."""
+
+    def test_a_removal_that_fails_before_its_commit_keeps_the_area_the_row_and_the_counter(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        job_id = add_job(rt, "old", "Done", created_days=9, updated_days=8)
+        output = rt.storage.job_dir(job_id) / "output" / "big.out"
+        output.write_bytes(b"x" * 5000)
+        size = counted(rt, job_id)
+        release_area = purge_module.release_area
+
+        def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: str) -> None:
+            release_area(uow, rt_, owner, released)
+            raise RuntimeError("the worker died before the commit")
+
+        monkeypatch.setattr(purge_module, "release_area", fails_after_the_release)
+        with pytest.raises(RuntimeError):
+            purge(rt)
+        assert exists(rt, job_id) and output.read_bytes() == b"x" * 5000 and used(rt) == size
+        assert [p.name for p in output.parents[2].iterdir()] == [to_filename(job_id)]  # nothing left aside
+        monkeypatch.undo()
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == [job_id] and report.errors == []
+        assert not exists(rt, job_id) and not rt.storage.job_dir(job_id).exists() and used(rt) == 0
+
+    def test_an_area_left_aside_by_a_killed_removal_is_settled_by_the_next_pass(self, rt: Runtime) -> None:
+        due = add_job(rt, "due", "Done", created_days=9, updated_days=8)  # removal killed before its commit
+        young = add_job(rt, "young", "Aborted", created_days=2, updated_days=1)  # the same, not due
+        gone = add_job(rt, "gone", "Done", created_days=9, updated_days=8)  # killed after its commit
+        cleared = add_job(rt, "cleared", "Done", created_days=2, updated_days=1)  # jobPurge killed after its commit
+        counted(rt, due, young, gone, cleared)
+        aside = {job_id: rt.storage.retire_job_area(job_id)[1] for job_id in (due, young, gone, cleared)}
+        assert all(path is not None and path.name.startswith(".purging-") for path in aside.values())
+        out = len(b"out\n")  # each area's std.out
+        with rt.uow() as uow:  # what the committed transactions of gone and cleared did
+            store = SqlHousekeepingStore(uow.session)
+            uow.usage.add(ALICE, -2 * out, utcnow())
+            job = store.lock_job(gone)
+            assert job is not None
+            store.remove_job(job, "Done: test", utcnow())
+            job = uow.jobs.get(cleared)
+            assert job is not None
+            uow.jobs.set_state(job, JobState.CLEARED.value, utcnow())
+        assert used(rt) == 2 * out  # due's and young's
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == [due] and report.errors == []
+        assert rt.storage.job_dir(young).is_dir() and (rt.storage.job_dir(young) / "output" / "std.out").exists()
+        assert used(rt) == out  # young's: due was put back, then purged with its bytes
+        assert not any(path is not None and os.path.lexists(path) for path in aside.values())
+        assert not rt.storage.job_dir(gone).exists() and not rt.storage.job_dir(cleared).exists()
 
 
 class TestWorkDirs:

@@ -18,6 +18,9 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   (``purged_jobs``), so the job id answers JobUnknownFault "... or it has been purged";
 * **work dirs** under ``[execution] work_dir`` whose job is gone, or ended ``final_age``
   ago (left by a crash), when the caller can remove them (the execution worker);
+* **sandbox areas** moved aside by a removal whose process died before it was done
+  (``.purging-*``, :func:`wmproxy.services.quota.release_area`): deleted when their job is
+  gone or Cleared, else put back;
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
   renewal records; renewal records whose delegation is gone (destroyed) that no unfinished
   job uses;
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
-from wmproxy.errors import InvalidArgumentError, WMProxyError
+from wmproxy.errors import InvalidArgumentError, SandboxError, WMProxyError
 from wmproxy.services.quota import release_area
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
@@ -119,6 +122,9 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     now = now or utcnow()
     report = PurgeReport(dry_run=dry_run)
     final_before = now - dt.timedelta(seconds=policy.final_age)
+    areas = rt.storage.area_dirs()
+    if not dry_run:  # first: a job whose area is put back may be due now
+        _settle_retired_areas(rt, report, areas)
     _purge_jobs(rt, report, now, final_before, ends)
     if not report.cut_short and remove_work_dir is not None:  # the walk waits for the pass that ends the backlog
         _purge_work_dirs(rt, report, final_before, remove_work_dir)
@@ -180,6 +186,36 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
     log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
              candidate.state, reason, len(ids) - 1)
     return True
+
+
+def _settle_retired_areas(rt: Runtime, report: PurgeReport, areas: list[Path]) -> None:
+    """Settle the areas a removal moved aside and left there (``.purging-*``: its process died,
+    or its commit failed; :func:`wmproxy.services.quota.release_area`)."""
+    for path in areas:
+        name = rt.storage.retired_job_dir(path.name)
+        if name is not None and _is_job_dir(name):
+            _settle_retired(rt, report, path, job_id_of_work_dir(name))
+
+
+def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -> None:
+    """Delete the area moved aside at ``path`` when its job's removal committed (the row gone,
+    or Cleared), else put it back (:func:`wmproxy.services.quota.release_area`). The row is
+    locked first: a removal still in progress ends before (and settles its area itself)."""
+    try:
+        with rt.uow() as uow:
+            job = SqlHousekeepingStore(uow.session).lock_job(job_id)
+            if not os.path.lexists(path):  # settled by the removal that moved it
+                return
+            if job is None or job.state == JobState.CLEARED.value:
+                rt.storage.discard_area(path)
+                log.info("purged sandbox area %s left aside by an interrupted removal of job %s", path, job_id)
+            else:
+                rt.storage.restore_area(path)
+                log.warning("job %s (%s): its sandbox area, left aside by a removal that did not commit, is back",
+                            job_id, job.state)
+    except SandboxError as exc:
+        report.errors.append(f"area {path.name}: {exc}")
+        log.warning("settling sandbox area %s failed: %s", path, exc)
 
 
 def _purge_work_dirs(rt: Runtime, report: PurgeReport, final_before: dt.datetime,
