@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -321,6 +322,25 @@ class TestInterruptedRemoval:
         assert used(rt) == out  # young's: due was put back, then purged with its bytes
         assert not any(path is not None and os.path.lexists(path) for path in aside.values())
         assert not rt.storage.job_dir(gone).exists() and not rt.storage.job_dir(cleared).exists()
+
+
+class TestOrphanAreas:
+    def test_areas_no_job_has_go_once_older_than_registered_age(self, rt: Runtime) -> None:
+        # A registration killed before its commit leaves its job areas without rows.
+        running = add_job(rt, "running", "Running", created_days=5)
+        orphan, fresh = BASE + "orphan", BASE + "fresh"
+        for job_id in (orphan, fresh):
+            rt.storage.create_job_area(job_id)
+            (rt.storage.create_area(rt.storage.job_rel_dir(job_id), "input") / "in.txt").write_text("in\n")
+        three_days_ago = time.time() - 3 * 86400
+        for job_id in (running, orphan):
+            os.utime(rt.storage.job_dir(job_id), (three_days_ago, three_days_ago))
+        report = purge(rt, dry_run=True)
+        assert report.areas == [orphan] and rt.storage.job_dir(orphan).exists()
+        report = purge(rt)
+        assert report.areas == [orphan] and report.errors == []
+        assert not rt.storage.job_dir(orphan).exists()
+        assert rt.storage.job_dir(fresh).exists() and rt.storage.job_dir(running).exists()
 
 
 class TestWorkDirs:

@@ -20,7 +20,8 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   ago (left by a crash), when the caller can remove them (the execution worker);
 * **sandbox areas** moved aside by a removal whose process died before it was done
   (``.purging-*``, :func:`wmproxy.services.quota.release_area`): deleted when their job is
-  gone or Cleared, else put back;
+  gone or Cleared, else put back; and job areas that no job has, unchanged for
+  ``registered_age`` (left by a registration killed before its commit);
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
   renewal records; renewal records whose delegation is gone (destroyed) that no unfinished
   job uses;
@@ -90,6 +91,7 @@ class PurgeReport:
     dry_run: bool
     jobs: list[PurgeCandidate] = field(default_factory=list)
     work_dirs: list[str] = field(default_factory=list)
+    areas: list[str] = field(default_factory=list)
     delegations: list[tuple[str, str]] = field(default_factory=list)
     renewals: list[tuple[str, str]] = field(default_factory=list)
     requests: int = 0
@@ -99,7 +101,7 @@ class PurgeReport:
 
     @property
     def empty(self) -> bool:
-        return not (self.jobs or self.work_dirs or self.delegations or self.renewals or self.requests
+        return not (self.jobs or self.work_dirs or self.areas or self.delegations or self.renewals or self.requests
                     or self.tombstones)
 
 
@@ -126,8 +128,10 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     if not dry_run:  # first: a job whose area is put back may be due now
         _settle_retired_areas(rt, report, areas)
     _purge_jobs(rt, report, now, final_before, ends)
-    if not report.cut_short and remove_work_dir is not None:  # the walk waits for the pass that ends the backlog
-        _purge_work_dirs(rt, report, final_before, remove_work_dir)
+    if not report.cut_short:  # these wait for the pass that ends the backlog
+        _purge_orphan_areas(rt, report, areas, now)
+        if remove_work_dir is not None:
+            _purge_work_dirs(rt, report, final_before, remove_work_dir)
     _purge_credentials(rt, report, now)
     return report
 
@@ -195,6 +199,39 @@ def _settle_retired_areas(rt: Runtime, report: PurgeReport, areas: list[Path]) -
         name = rt.storage.retired_job_dir(path.name)
         if name is not None and _is_job_dir(name):
             _settle_retired(rt, report, path, job_id_of_work_dir(name))
+
+
+def _purge_orphan_areas(rt: Runtime, report: PurgeReport, areas: list[Path], now: dt.datetime) -> None:
+    """Remove the job areas no job has, unchanged for ``registered_age`` (a registration
+    killed before its commit made them; one in progress is younger)."""
+    policy = rt.settings.purge
+    before = (now - dt.timedelta(seconds=policy.registered_age)).timestamp()
+    orphans: dict[str, Path] = {}
+    for path in areas:
+        if not _is_job_dir(path.name) or rt.storage.job_dir(job_id := job_id_of_work_dir(path.name)) != path:
+            continue  # a retired area, or not in its own fan-out directory
+        try:
+            if os.lstat(path).st_mtime < before:
+                orphans[job_id] = path
+        except FileNotFoundError:  # removed since the listing
+            continue
+    ids = list(orphans)
+    for start in range(0, len(ids), policy.batch):
+        with rt.uow() as uow:
+            known = SqlHousekeepingStore(uow.session).existing_jobs(ids[start:start + policy.batch])
+        for job_id in ids[start:start + policy.batch]:
+            if job_id in known:
+                continue
+            if not report.dry_run:
+                try:
+                    rt.storage.discard_area(orphans[job_id])
+                except SandboxError as exc:
+                    report.errors.append(f"area {orphans[job_id].name}: {exc}")
+                    log.warning("purge of sandbox area %s failed: %s", orphans[job_id], exc)
+                    continue
+                log.info("purged sandbox area %s (no job has it: a registration that did not commit)",
+                         orphans[job_id])
+            report.areas.append(job_id)
 
 
 def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -> None:

@@ -196,6 +196,10 @@ class SqlHousekeepingStore:
         result = self.session.execute(delete(PurgedJob).where(PurgedJob.purged_at < before))
         return int(getattr(result, "rowcount", 0) or 0)
 
+    def existing_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` (a batch) have a row."""
+        return set(self.session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)))).all())
+
     def job_exists(self, job_id: str) -> bool:
         return bool(self.session.scalar(select(exists().where(Job.id == job_id))))
 
