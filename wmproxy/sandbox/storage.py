@@ -526,16 +526,8 @@ class FilesystemSandboxStorage:
             InvalidArgumentError: invalid job id.
             SandboxError: the area exists but cannot be removed.
         """
-        job_dir = self.job_dir(job_id)
         freed = self.counted_bytes(job_id)
-        try:
-            remove_tree(job_dir)  # without recursion: an area may be deeper than Python's limit
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
-        with contextlib.suppress(OSError):  # not empty (other jobs) or already gone
-            job_dir.parent.rmdir()
+        self.discard_area(self.job_dir(job_id))
         return freed
 
     def retire_job_area(self, job_id: str) -> tuple[int, Path | None]:
@@ -583,7 +575,7 @@ class FilesystemSandboxStorage:
             SandboxError: it cannot be removed.
         """
         try:
-            remove_tree(path)
+            remove_tree(path)  # without recursion: an area may be deeper than Python's limit
         except FileNotFoundError:
             pass
         except OSError as exc:
