@@ -298,12 +298,13 @@ class TestInterruptedRemoval:
         assert not exists(rt, job_id) and not rt.storage.job_dir(job_id).exists() and used(rt) == 0
 
     def test_an_area_left_aside_by_a_killed_removal_is_settled_by_the_next_pass(self, rt: Runtime) -> None:
-        due = add_job(rt, "due", "Done", created_days=9, updated_days=8)  # removal killed before its commit
+        due = add_job(rt, "due", "Done", created_days=9, updated_days=8, nodes=1)  # removal killed before its commit
         young = add_job(rt, "young", "Aborted", created_days=2, updated_days=1)  # the same, not due
         gone = add_job(rt, "gone", "Done", created_days=9, updated_days=8)  # killed after its commit
         cleared = add_job(rt, "cleared", "Done", created_days=2, updated_days=1)  # jobPurge killed after its commit
-        counted(rt, due, young, gone, cleared)
-        aside = {job_id: rt.storage.retire_job_area(job_id)[1] for job_id in (due, young, gone, cleared)}
+        counted(rt, due, f"{due}-node0", young, gone, cleared)
+        aside = {job_id: rt.storage.retire_job_area(job_id)[1]
+                 for job_id in (due, f"{due}-node0", young, gone, cleared)}
         assert all(path is not None and path.name.startswith(".purging-") for path in aside.values())
         out = len(b"out\n")  # each area's std.out
         with rt.uow() as uow:  # what the committed transactions of gone and cleared did
@@ -315,7 +316,7 @@ class TestInterruptedRemoval:
             job = uow.jobs.get(cleared)
             assert job is not None
             uow.jobs.set_state(job, JobState.CLEARED.value, utcnow())
-        assert used(rt) == 2 * out  # due's and young's
+        assert used(rt) == 3 * out  # due's, its node's and young's
         report = purge(rt)
         assert [c.job_id for c in report.jobs] == [due] and report.errors == []
         assert rt.storage.job_dir(young).is_dir() and (rt.storage.job_dir(young) / "output" / "std.out").exists()

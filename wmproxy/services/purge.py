@@ -237,10 +237,16 @@ def _purge_orphan_areas(rt: Runtime, report: PurgeReport, areas: list[Path], now
 def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -> None:
     """Delete the area moved aside at ``path`` when its job's removal committed (the row gone,
     or Cleared), else put it back (:func:`wmproxy.services.quota.release_area`). The row is
-    locked first: a removal still in progress ends before (and settles its area itself)."""
+    locked first, and a node's compound job before it (a removal of nodes locks their compound
+    job, not always the ended nodes): a removal still in progress ends before, and settles its
+    area itself."""
     try:
         with rt.uow() as uow:
-            job = SqlHousekeepingStore(uow.session).lock_job(job_id)
+            store = SqlHousekeepingStore(uow.session)
+            job = uow.jobs.get(job_id)
+            if job is not None and job.parent_id is not None:
+                store.lock_job(job.parent_id)
+            job = store.lock_job(job_id)
             if not os.path.lexists(path):  # settled by the removal that moved it
                 return
             if job is None or job.state == JobState.CLEARED.value:

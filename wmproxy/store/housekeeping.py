@@ -169,8 +169,10 @@ class SqlHousekeepingStore:
         return out
 
     def lock_job(self, job_id: str) -> Job | None:
-        """The job row, locked (NOWAIT on PostgreSQL is not used: a purge can wait)."""
-        return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+        """The job row, locked (NOWAIT on PostgreSQL is not used: a purge can wait), as it is once
+        locked (also when the session read it before)."""
+        return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()
+                                    .execution_options(populate_existing=True)).one_or_none()
 
     def node_ids(self, parent_id: str) -> list[str]:
         return list(self.session.scalars(select(Job.id).where(Job.parent_id == parent_id)).all())
