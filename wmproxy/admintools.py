@@ -243,6 +243,7 @@ def _print_purge(report: Any) -> None:
         table.add_row(job.job_id, job.owner_dn, job.state, job.rule)
     Console().print(table)
     click.echo(f"{verb}: {len(report.jobs)} job(s), {len(report.work_dirs)} work dir(s), "
+               f"{len(report.areas)} sandbox area(s) of no job, "
                f"{len(report.delegations)} expired delegation(s), {len(report.renewals)} orphan renewal record(s), "
                f"{report.requests} pending delegation request(s)")
     for error in report.errors:
@@ -285,8 +286,8 @@ def _emit_purge(report: Any, as_json: bool) -> None:
         return
     _print_json({"dry_run": report.dry_run, "errors": report.errors, "requests": report.requests,
                  "jobs": [{"id": j.job_id, "owner": j.owner_dn, "state": j.state, "rule": j.rule} for j in report.jobs],
-                 "work_dirs": report.work_dirs, "delegations": [list(d) for d in report.delegations],
-                 "renewals": [list(r) for r in report.renewals]})
+                 "work_dirs": report.work_dirs, "areas": report.areas,
+                 "delegations": [list(d) for d in report.delegations], "renewals": [list(r) for r in report.renewals]})
 
 
 # --- stats -----------------------------------------------------------------------------------

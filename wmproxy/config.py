@@ -801,10 +801,13 @@ class PurgeSettings:
             uses is removed, with its renewal record (0).
         tombstone_age: seconds a purged job's tombstone is kept (so it answers "... or it
             has been purged"); 0 = forever (default 90 days).
-        batch: jobs removed per pass at most.
+        batch: jobs read per query of a pass (a pass reads on while full batches come back).
+        pass_time: seconds a pass goes on reading jobs to remove; when they run out with jobs
+            still due the pass is cut short and the execution worker runs the next one at its
+            next cycle (the pass runs inside the worker's cycle: a long one would hold its jobs).
 
     Raises:
-        ConfigError: a non-positive interval, batch, final_age, forced_age or
+        ConfigError: a non-positive interval, batch, pass_time, final_age, forced_age or
             registered_age, or a negative age.
     """
 
@@ -817,10 +820,11 @@ class PurgeSettings:
     delegation_grace: float = 0.0
     tombstone_age: float = 7776000.0
     batch: int = 500
+    pass_time: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or self.batch <= 0:
-            raise ConfigError("[purge] interval and batch: must be positive")
+        if self.interval <= 0 or self.batch <= 0 or self.pass_time <= 0:
+            raise ConfigError("[purge] interval, batch and pass_time: must be positive")
         for name in ("final_age", "forced_age", "registered_age"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[purge] {name} = {getattr(self, name):g}: must be positive (seconds); 0 would "

@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +25,12 @@ from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError
 from wmproxy.execution.identity import remove_work_dir
+from wmproxy.services import purge as purge_module
 from wmproxy.services.access import job_for
 from wmproxy.services.execution import change_state
 from wmproxy.services.purge import job_id_of_work_dir, purge
 from wmproxy.services.runtime import Runtime
+from wmproxy.store import UnitOfWork
 from wmproxy.store.housekeeping import SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job, JobEvent, ProxyRenewal
 
@@ -71,6 +75,19 @@ def add_job(rt: Runtime, name: str, state: str, *, created_days: float, updated_
 def exists(rt: Runtime, job_id: str) -> bool:
     with rt.uow() as uow:
         return uow.jobs.get(job_id) is not None
+
+
+def used(rt: Runtime) -> int:
+    with rt.uow() as uow:
+        return uow.usage.used(ALICE)
+
+
+def counted(rt: Runtime, *job_ids: str) -> int:
+    """Count what the job areas hold on Alice's counter (as their uploads and outputs did); the total."""
+    size = sum(rt.storage.counted_bytes(job_id) for job_id in job_ids)
+    with rt.uow() as uow:
+        uow.usage.add(ALICE, size, utcnow())
+    return size
 
 
 class TestPolicy:
@@ -156,8 +173,8 @@ class TestPolicy:
     def test_a_job_whose_area_cannot_be_removed_does_not_hold_up_the_others(self, rt: Runtime,
                                                                           same_change: bool) -> None:
         # The two oldest candidates fail at every pass (a file where their area should be:
-        # rmtree refuses it); the batch goes on past them instead of stopping there. With one
-        # last-change time for all, the order (and where the next read starts) is by id.
+        # rmtree refuses it); the pass goes on past them, a batch at a time, instead of stopping
+        # there. With one last-change time for all, the order (and where the next read starts) is by id.
         rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2))
         stuck = [add_job(rt, f"a-stuck-{i}", "Done", created_days=12, updated_days=11 - i) for i in range(2)]
         for job_id in stuck:
@@ -169,11 +186,11 @@ class TestPolicy:
             with rt.uow() as uow:
                 uow.session.execute(update(Job).values(updated_at=days_ago(10)))
         report = purge(rt)
-        assert [c.job_id for c in report.jobs] == later[:2]  # a whole batch, oldest first
+        assert [c.job_id for c in report.jobs] == later  # read past the stuck ones, oldest first
         assert [e.split(": ")[0] for e in report.errors] == [f"job {job_id}" for job_id in stuck]
-        assert all(exists(rt, job_id) for job_id in stuck) and exists(rt, later[2])
+        assert all(exists(rt, job_id) for job_id in stuck) and not report.cut_short
         report = purge(rt)
-        assert [c.job_id for c in report.jobs] == later[2:] and len(report.errors) == 2
+        assert report.jobs == [] and len(report.errors) == 2
 
     def test_a_compound_job_goes_with_its_nodes_events_and_queue(self, rt: Runtime) -> None:
         dag = add_job(rt, "dag", "Done", created_days=10, updated_days=8, nodes=3)
@@ -223,6 +240,108 @@ class TestPolicy:
             uow.jobs.set_state(job, "Waiting", utcnow())
         report = purge(rt, now=later)
         assert report.jobs == [] and exists(rt, job_id)  # a live job is never forced
+
+
+class TestPassTime:
+    """A pass reads past full batches until no job is due, or its ``pass_time`` has run out."""
+
+    def test_a_pass_removes_more_than_one_batch(self, rt: Runtime) -> None:
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(7)]
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == jobs and not report.cut_short
+        assert not any(exists(rt, job_id) for job_id in jobs)
+
+    def test_a_pass_cut_short_leaves_the_task_due_at_once(self, rt: Runtime) -> None:
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(7)]
+        # a time that has run out at the first check, after the first batch: no clock is raced
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        [task] = purge_tasks(rt)
+        task.due = 1e18  # as the worker sets it before a run: the next run an interval later
+        task.run()
+        assert [exists(rt, job_id) for job_id in jobs] == [False] * 2 + [True] * 5
+        assert task.due == 0.0  # the next cycle runs the next pass
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))
+        [task] = purge_tasks(rt)
+        task.due = 1e18
+        task.run()  # ends the backlog: the task keeps its interval
+        assert task.due == 1e18 and not any(exists(rt, job_id) for job_id in jobs)
+
+
+class TestInterruptedRemoval:
+    """The area of a job removed in a transaction is only moved aside until the commit: a
+    removal that does not commit leaves the job, its files and its bytes on the counter."""
+
+    def test_a_removal_that_fails_before_its_commit_keeps_the_area_the_row_and_the_counter(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        job_id = add_job(rt, "old", "Done", created_days=9, updated_days=8)
+        output = rt.storage.job_dir(job_id) / "output" / "big.out"
+        output.write_bytes(b"x" * 5000)
+        size = counted(rt, job_id)
+        release_area = purge_module.release_area
+
+        def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: str) -> None:
+            release_area(uow, rt_, owner, released)
+            raise RuntimeError("the worker died before the commit")
+
+        monkeypatch.setattr(purge_module, "release_area", fails_after_the_release)
+        with pytest.raises(RuntimeError):
+            purge(rt)
+        assert exists(rt, job_id) and output.read_bytes() == b"x" * 5000 and used(rt) == size
+        assert [p.name for p in output.parents[2].iterdir()] == [to_filename(job_id)]  # nothing left aside
+        monkeypatch.undo()
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == [job_id] and report.errors == []
+        assert not exists(rt, job_id) and not rt.storage.job_dir(job_id).exists() and used(rt) == 0
+
+    def test_an_area_left_aside_by_a_killed_removal_is_settled_by_the_next_pass(self, rt: Runtime) -> None:
+        due = add_job(rt, "due", "Done", created_days=9, updated_days=8, nodes=1)  # removal killed before its commit
+        young = add_job(rt, "young", "Aborted", created_days=2, updated_days=1)  # the same, not due
+        gone = add_job(rt, "gone", "Done", created_days=9, updated_days=8)  # killed after its commit
+        cleared = add_job(rt, "cleared", "Done", created_days=2, updated_days=1)  # jobPurge killed after its commit
+        counted(rt, due, f"{due}-node0", young, gone, cleared)
+        aside = {job_id: rt.storage.retire_job_area(job_id)[1]
+                 for job_id in (due, f"{due}-node0", young, gone, cleared)}
+        assert all(path is not None and path.name.startswith(".purging-") for path in aside.values())
+        out = len(b"out\n")  # each area's std.out
+        with rt.uow() as uow:  # what the committed transactions of gone and cleared did
+            store = SqlHousekeepingStore(uow.session)
+            uow.usage.add(ALICE, -2 * out, utcnow())
+            job = store.lock_job(gone)
+            assert job is not None
+            store.remove_job(job, "Done: test", utcnow())
+            job = uow.jobs.get(cleared)
+            assert job is not None
+            uow.jobs.set_state(job, JobState.CLEARED.value, utcnow())
+        assert used(rt) == 3 * out  # due's, its node's and young's
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == [due] and report.errors == []
+        assert rt.storage.job_dir(young).is_dir() and (rt.storage.job_dir(young) / "output" / "std.out").exists()
+        assert used(rt) == out  # young's: due was put back, then purged with its bytes
+        assert not any(path is not None and os.path.lexists(path) for path in aside.values())
+        assert not rt.storage.job_dir(gone).exists() and not rt.storage.job_dir(cleared).exists()
+
+
+class TestOrphanAreas:
+    def test_areas_no_job_has_go_once_older_than_registered_age(self, rt: Runtime) -> None:
+        # A registration killed before its commit leaves its job areas without rows.
+        running = add_job(rt, "running", "Running", created_days=5)
+        orphan, fresh = BASE + "orphan", BASE + "fresh"
+        for job_id in (orphan, fresh):
+            rt.storage.create_job_area(job_id)
+            (rt.storage.create_area(rt.storage.job_rel_dir(job_id), "input") / "in.txt").write_text("in\n")
+        three_days_ago = time.time() - 3 * 86400
+        for job_id in (running, orphan):
+            os.utime(rt.storage.job_dir(job_id), (three_days_ago, three_days_ago))
+        report = purge(rt, dry_run=True)
+        assert report.areas == [orphan] and rt.storage.job_dir(orphan).exists()
+        report = purge(rt)
+        assert report.areas == [orphan] and report.errors == []
+        assert not rt.storage.job_dir(orphan).exists()
+        assert rt.storage.job_dir(fresh).exists() and rt.storage.job_dir(running).exists()
 
 
 class TestWorkDirs:

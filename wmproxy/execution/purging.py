@@ -21,13 +21,19 @@ from wmproxy.services.runtime import Runtime
 
 def purge_tasks(rt: Runtime) -> list[PeriodicTask]:
     """``[PeriodicTask]`` purging, and releasing idle pool leases when jobs are mapped, every
-    ``[purge] interval`` seconds; none when the purge is disabled."""
+    ``[purge] interval`` seconds; none when the purge is disabled. A purge pass cut short
+    (``[purge] pass_time``) leaves its task due at once."""
     policy = rt.settings.purge
     if not policy.enabled:
         return []
     remover = functools.partial(remove_work_dir, Path(rt.settings.execution.work_dir))
-    tasks = [PeriodicTask("purging old jobs and credentials", policy.interval,
-                          lambda: purge(rt, remove_work_dir=remover))]
+
+    def purge_pass() -> None:
+        if purge(rt, remove_work_dir=remover).cut_short:  # jobs still due: the next cycle goes on
+            task.due = 0.0
+
+    task = PeriodicTask("purging old jobs and credentials", policy.interval, purge_pass)
+    tasks = [task]
     if rt.settings.mapping.mode != "none":
         tasks.append(PeriodicTask("releasing idle pool leases", policy.interval, lambda: release_leases(rt)))
     return tasks

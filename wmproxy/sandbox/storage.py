@@ -19,9 +19,10 @@ upload into it. The execution worker makes the job directory when it claims the 
 (``wmproxy.services.execution``), in the claim's transaction, with the job's row locked and
 still Waiting: a removal of the area (jobPurge, the purger, which lock the row) comes
 before it, and then there is no claim, or after it. No write ever creates the job
-directory: a write racing ``remove_job_area`` (an upload, or the output or a perusal chunk
-of a job aborted while it still ran and purged at once) cannot bring a removed area back
-(its ``mkdir`` of the area fails with ENOENT).
+directory: a write racing ``remove_job_area`` or ``retire_job_area`` (an upload, or the
+output or a perusal chunk of a job aborted while it still ran and purged at once) cannot
+bring a removed area back (its ``mkdir`` of the area fails with ENOENT), and a file written
+into an area moved aside goes with it (its rename into place fails with ENOENT).
 
 and, relative to the work root (``[execution] work_dir``), the directory the job runs in,
 ``<to_filename(job id)>/``, with the job's proxy copy ``user.proxy`` (written there as the
@@ -44,6 +45,7 @@ import fnmatch
 import functools
 import logging
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -79,6 +81,10 @@ OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 
 TMP_SUFFIX = ".wmproxy-part"
 """Suffix of in-progress temporary files; hidden from listings and output lists."""
+
+RETIRED_PREFIX = ".purging-"
+"""Prefix of a job area moved aside by :meth:`FilesystemSandboxStorage.retire_job_area` (no job
+directory name starts with ``.``: job ids start with their scheme)."""
 
 def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
     """A :class:`JobArea` attribute: the :class:`~pathlib.Path` of ``text(area)``, made once."""
@@ -520,17 +526,94 @@ class FilesystemSandboxStorage:
             InvalidArgumentError: invalid job id.
             SandboxError: the area exists but cannot be removed.
         """
-        job_dir = self.job_dir(job_id)
         freed = self.counted_bytes(job_id)
+        self.discard_area(self.job_dir(job_id))
+        return freed
+
+    def retire_job_area(self, job_id: str) -> tuple[int, Path | None]:
+        """Count the job area and move it aside, out of its job's reach: renamed
+        ``.purging-<token>-<job dir>`` (:data:`RETIRED_PREFIX`) in its fan-out directory. A removal
+        in a transaction retires the area, then deletes it (:meth:`discard_area`) once the
+        transaction has committed, or puts it back (:meth:`restore_area`) when it has not: the
+        files are not gone while the job's row and its bytes on the owner's counter are kept.
+
+        Returns:
+            The area's :meth:`counted_bytes` and where it is now; ``(0, None)`` for a missing area.
+
+        Raises:
+            InvalidArgumentError: invalid job id.
+            SandboxError: something else than a directory is in the area's place, or it cannot be moved.
+        """
+        job_dir = self.job_dir(job_id)
         try:
-            remove_tree(job_dir)  # without recursion: an area may be deeper than Python's limit
+            if not stat.S_ISDIR(os.lstat(job_dir).st_mode):
+                raise SandboxError(f"Unable to remove the job directory {job_dir}: not a directory")
+        except FileNotFoundError:
+            return 0, None
+        freed = self.counted_bytes(job_id)
+        retired = job_dir.with_name(f"{RETIRED_PREFIX}{secrets.token_hex(4)}-{job_dir.name}")
+        try:
+            os.rename(job_dir, retired)
+        except OSError as exc:
+            raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
+        return freed, retired
+
+    @staticmethod
+    def retired_job_dir(name: str) -> str | None:
+        """The job directory name of the retired area ``name`` (:meth:`retire_job_area`); None
+        when ``name`` is not one."""
+        if not name.startswith(RETIRED_PREFIX):
+            return None
+        _token, dash, job_dir = name[len(RETIRED_PREFIX):].partition("-")
+        return job_dir if dash and job_dir else None
+
+    def discard_area(self, path: Path) -> None:
+        """Delete ``path``, a retired area or a job area (as :meth:`remove_job_area`, uncounted),
+        and its fan-out directory if it is now empty; a missing one is not an error.
+
+        Raises:
+            SandboxError: it cannot be removed.
+        """
+        try:
+            remove_tree(path)  # without recursion: an area may be deeper than Python's limit
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
+            raise SandboxError(f"Unable to remove the job directory {path}: {exc.strerror}") from exc
         with contextlib.suppress(OSError):  # not empty (other jobs) or already gone
-            job_dir.parent.rmdir()
-        return freed
+            path.parent.rmdir()
+
+    def restore_area(self, retired: Path) -> Path:
+        """Give the retired area ``retired`` its job directory name back; returns that path.
+
+        Raises:
+            SandboxError: ``retired`` is not a retired area's path, or it cannot be renamed (a
+                job directory made since holds something).
+        """
+        name = self.retired_job_dir(retired.name)
+        if name is None:
+            raise SandboxError(f"Not a retired job directory: {retired}")
+        job_dir = retired.with_name(name)
+        try:
+            os.rename(retired, job_dir)
+        except OSError as exc:
+            raise SandboxError(f"Unable to restore the job directory {job_dir}: {exc.strerror}") from exc
+        return job_dir
+
+    def area_dirs(self) -> list[Path]:
+        """Every directory in the fan-out directories: job areas, retired ones
+        (:meth:`retire_job_area`) and any other; none without a staging directory."""
+        try:
+            fans = sorted(entry.path for entry in os.scandir(self.root / self.dir_name)
+                          if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+        found: list[Path] = []
+        for fan in fans:
+            # a fan-out directory removed meanwhile (its last area purged) holds nothing
+            with contextlib.suppress(FileNotFoundError), os.scandir(fan) as entries:
+                found.extend(Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False))
+        return found
 
     def input_file_count(self, job_id: str) -> int:
         """Regular files and directories under the job's ``input/`` (recursively), in-progress

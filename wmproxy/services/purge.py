@@ -4,8 +4,9 @@ the proxy cache purge).
 
 One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md §1.5):
 
-* **jobs** (a compound job with its nodes), oldest first, at most ``batch`` per pass (a job
-  whose removal fails is reported and does not count: the pass goes on past it):
+* **jobs** (a compound job with its nodes), oldest first, read ``batch`` at a time until none
+  is left or the pass has run ``pass_time`` (then it is cut short, and the execution worker
+  runs the next pass at once); a job whose removal fails is reported and the pass goes on past it:
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -17,6 +18,10 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   (``purged_jobs``), so the job id answers JobUnknownFault "... or it has been purged";
 * **work dirs** under ``[execution] work_dir`` whose job is gone, or ended ``final_age``
   ago (left by a crash), when the caller can remove them (the execution worker);
+* **sandbox areas** moved aside by a removal whose process died before it was done
+  (``.purging-*``, :func:`wmproxy.services.quota.release_area`): deleted when their job is
+  gone or Cleared, else put back; and job areas that no job has, unchanged for
+  ``registered_age`` (left by a registration killed before its commit);
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
   renewal records; renewal records whose delegation is gone (destroyed) that no unfinished
   job uses;
@@ -33,12 +38,13 @@ import datetime as dt
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
-from wmproxy.errors import InvalidArgumentError, WMProxyError
+from wmproxy.errors import InvalidArgumentError, SandboxError, WMProxyError
 from wmproxy.services.quota import release_area
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
@@ -79,20 +85,23 @@ def _span(seconds: float) -> str:
 
 @dataclass
 class PurgeReport:
-    """What one pass removed (or, in a dry run, would remove)."""
+    """What one pass removed (or, in a dry run, would remove); ``cut_short`` when its time
+    (``pass_time``) ran out with jobs still due."""
 
     dry_run: bool
     jobs: list[PurgeCandidate] = field(default_factory=list)
     work_dirs: list[str] = field(default_factory=list)
+    areas: list[str] = field(default_factory=list)
     delegations: list[tuple[str, str]] = field(default_factory=list)
     renewals: list[tuple[str, str]] = field(default_factory=list)
     requests: int = 0
     tombstones: int = 0
     errors: list[str] = field(default_factory=list)
+    cut_short: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.jobs or self.work_dirs or self.delegations or self.renewals or self.requests
+        return not (self.jobs or self.work_dirs or self.areas or self.delegations or self.renewals or self.requests
                     or self.tombstones)
 
 
@@ -111,23 +120,31 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
         The report; a failure on one item is in ``errors`` and the pass goes on.
     """
     policy = rt.settings.purge
+    ends = time.monotonic() + policy.pass_time
     now = now or utcnow()
     report = PurgeReport(dry_run=dry_run)
     final_before = now - dt.timedelta(seconds=policy.final_age)
-    _purge_jobs(rt, report, now, final_before)
-    if remove_work_dir is not None:
-        _purge_work_dirs(rt, report, final_before, remove_work_dir)
+    areas = rt.storage.area_dirs()
+    if not dry_run:  # first: a job whose area is put back may be due now
+        _settle_retired_areas(rt, report, areas)
+    _purge_jobs(rt, report, now, final_before, ends)
+    if not report.cut_short:  # these wait for the pass that ends the backlog
+        _purge_orphan_areas(rt, report, areas, now)
+        if remove_work_dir is not None:
+            _purge_work_dirs(rt, report, final_before, remove_work_dir)
     _purge_credentials(rt, report, now)
     return report
 
 
-def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime) -> None:
-    """Remove (or, in a dry run, list) up to ``batch`` jobs, oldest first.
+def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime,
+                ends: float) -> None:
+    """Remove (or, in a dry run, list) the jobs due, oldest first, until none is left or the
+    monotonic clock has passed ``ends`` after a read (``report.cut_short``).
 
     The candidates are read ``batch`` at a time, each read after the last one tried (keyset
     on last change, id): a job whose removal fails (reported in ``errors``) or that changed
-    since it was read does not count, so a job that fails at every pass holds up neither
-    this pass nor the next ones; each pass tries it again, once.
+    since it was read is passed, so a job that fails at every pass holds up neither this
+    pass nor the next ones; each pass tries it again, once.
     """
     policy = rt.settings.purge
     reasons = {rule: text.format(final_age=_span(policy.final_age), registered_age=_span(policy.registered_age),
@@ -142,8 +159,6 @@ def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before
                 registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch,
                 after=after)
         for candidate in candidates:
-            if len(report.jobs) == policy.batch:
-                return
             if report.dry_run:
                 report.jobs.append(candidate)
                 continue
@@ -153,7 +168,12 @@ def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before
             except (WMProxyError, OSError) as exc:
                 report.errors.append(f"job {candidate.job_id}: {exc}")
                 log.warning("purge of job %s failed: %s", candidate.job_id, exc)
-        if len(candidates) < policy.batch or len(report.jobs) == policy.batch:
+        if len(candidates) < policy.batch:
+            return
+        if time.monotonic() >= ends:
+            report.cut_short = True
+            log.info("purge pass cut short after %s with jobs still due: the next pass goes on",
+                     _span(policy.pass_time))
             return
         after = (candidates[-1].updated_at, candidates[-1].job_id)
 
@@ -170,6 +190,75 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
     log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
              candidate.state, reason, len(ids) - 1)
     return True
+
+
+def _settle_retired_areas(rt: Runtime, report: PurgeReport, areas: list[Path]) -> None:
+    """Settle the areas a removal moved aside and left there (``.purging-*``: its process died,
+    or its commit failed; :func:`wmproxy.services.quota.release_area`)."""
+    for path in areas:
+        name = rt.storage.retired_job_dir(path.name)
+        if name is not None and _is_job_dir(name):
+            _settle_retired(rt, report, path, job_id_of_work_dir(name))
+
+
+def _purge_orphan_areas(rt: Runtime, report: PurgeReport, areas: list[Path], now: dt.datetime) -> None:
+    """Remove the job areas no job has, unchanged for ``registered_age`` (a registration
+    killed before its commit made them; one in progress is younger)."""
+    policy = rt.settings.purge
+    before = (now - dt.timedelta(seconds=policy.registered_age)).timestamp()
+    orphans: dict[str, Path] = {}
+    for path in areas:
+        if not _is_job_dir(path.name) or rt.storage.job_dir(job_id := job_id_of_work_dir(path.name)) != path:
+            continue  # a retired area, or not in its own fan-out directory
+        try:
+            if os.lstat(path).st_mtime < before:
+                orphans[job_id] = path
+        except FileNotFoundError:  # removed since the listing
+            continue
+    ids = list(orphans)
+    for start in range(0, len(ids), policy.batch):
+        with rt.uow() as uow:
+            known = SqlHousekeepingStore(uow.session).existing_jobs(ids[start:start + policy.batch])
+        for job_id in ids[start:start + policy.batch]:
+            if job_id in known:
+                continue
+            if not report.dry_run:
+                try:
+                    rt.storage.discard_area(orphans[job_id])
+                except SandboxError as exc:
+                    report.errors.append(f"area {orphans[job_id].name}: {exc}")
+                    log.warning("purge of sandbox area %s failed: %s", orphans[job_id], exc)
+                    continue
+                log.info("purged sandbox area %s (no job has it: a registration that did not commit)",
+                         orphans[job_id])
+            report.areas.append(job_id)
+
+
+def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -> None:
+    """Delete the area moved aside at ``path`` when its job's removal committed (the row gone,
+    or Cleared), else put it back (:func:`wmproxy.services.quota.release_area`). The row is
+    locked first, and a node's compound job before it (a removal of nodes locks their compound
+    job, not always the ended nodes): a removal still in progress ends before, and settles its
+    area itself."""
+    try:
+        with rt.uow() as uow:
+            store = SqlHousekeepingStore(uow.session)
+            job = uow.jobs.get(job_id)
+            if job is not None and job.parent_id is not None:
+                store.lock_job(job.parent_id)
+            job = store.lock_job(job_id)
+            if not os.path.lexists(path):  # settled by the removal that moved it
+                return
+            if job is None or job.state == JobState.CLEARED.value:
+                rt.storage.discard_area(path)
+                log.info("purged sandbox area %s left aside by an interrupted removal of job %s", path, job_id)
+            else:
+                rt.storage.restore_area(path)
+                log.warning("job %s (%s): its sandbox area, left aside by a removal that did not commit, is back",
+                            job_id, job.state)
+    except SandboxError as exc:
+        report.errors.append(f"area {path.name}: {exc}")
+        log.warning("settling sandbox area %s failed: %s", path, exc)
 
 
 def _purge_work_dirs(rt: Runtime, report: PurgeReport, final_before: dt.datetime,

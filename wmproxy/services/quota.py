@@ -14,13 +14,15 @@ a soft limit it would not enforce is not announced to clients.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.errors import QuotaExceededError
+from wmproxy.errors import QuotaExceededError, SandboxError
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork, database_reason
 
@@ -146,11 +148,22 @@ def output_budget(rt: Runtime, job_id: str, environment: Iterable[str],
 
 
 def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> None:
-    """Remove a job area in ``uow``'s transaction and take its bytes off ``owner_dn``'s counter.
+    """Remove a job area with ``uow``'s transaction and take its bytes off ``owner_dn``'s counter.
 
     The counter row is locked first, as the sandbox edge locks it around each upload's commit:
     an upload renamed into place between the area's count and its removal would otherwise stay
-    on the counter for good (PostgreSQL; SQLite's write lock orders the two anyway)."""
+    on the counter for good (PostgreSQL; SQLite's write lock orders the two anyway).
+
+    In the transaction the area is only moved aside
+    (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.retire_job_area`): it is deleted
+    once the transaction has committed, and put back when the transaction ends in an exception
+    (before the rollback lets the counter row go). The counter row's lock orders the move after
+    an upload's commit, which renames its file into place in the counter's transaction; an
+    upload still streaming writes into the moved area, and its rename into place then fails.
+    A process killed in between (or a commit that failed) leaves it aside, for the purger's next
+    pass (:mod:`wmproxy.services.purge`, first thing): deleted when the job's row is gone
+    or Cleared, else put back. Deleted before the commit, a process killed before the commit left
+    the row and the bytes on the counter, and the next removal found no files to take off it."""
     release_areas(uow, rt, owner_dn, [job_id])
 
 
@@ -158,7 +171,27 @@ def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence
     """:func:`release_area` of several jobs of ``owner_dn`` (a compound job and its nodes):
     the counter row locked once and their bytes taken off it together."""
     uow.usage.used(owner_dn, for_update=True)
-    uow.usage.add(owner_dn, -sum(rt.storage.remove_job_area(job_id) for job_id in job_ids), utcnow())
+    freed = 0
+    for job_id in job_ids:
+        size, retired = rt.storage.retire_job_area(job_id)
+        freed += size
+        if retired is not None:
+            uow.on_outcome(functools.partial(_discard, rt, retired), functools.partial(_restore, rt, retired))
+    uow.usage.add(owner_dn, -freed, utcnow())
+
+
+def _discard(rt: Runtime, retired: Path) -> None:
+    try:
+        rt.storage.discard_area(retired)
+    except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
+        log.warning("%s", exc)
+
+
+def _restore(rt: Runtime, retired: Path) -> None:
+    try:
+        rt.storage.restore_area(retired)
+    except SandboxError as exc:  # the purger's next pass tries again
+        log.warning("%s", exc)
 
 
 def recount_usage(rt: Runtime, owner_dn: str | None = None) -> dict[str, int]:

@@ -228,8 +228,10 @@ class SqlHousekeepingStore:
         return out
 
     def lock_job(self, job_id: str) -> Job | None:
-        """The job row, locked (NOWAIT on PostgreSQL is not used: a purge can wait)."""
-        return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+        """The job row, locked (NOWAIT on PostgreSQL is not used: a purge can wait), as it is once
+        locked (also when the session read it before)."""
+        return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()
+                                    .execution_options(populate_existing=True)).one_or_none()
 
     def node_ids(self, parent_id: str) -> list[str]:
         return list(self.session.scalars(select(Job.id).where(Job.parent_id == parent_id)).all())
@@ -256,6 +258,10 @@ class SqlHousekeepingStore:
         removed = int(getattr(result, "rowcount", 0) or 0)
         count_removed(self.session, {EXPIRED_TOMBSTONES: removed})
         return removed
+
+    def existing_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` (a batch) have a row."""
+        return set(self.session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)))).all())
 
     def job_exists(self, job_id: str) -> bool:
         return bool(self.session.scalar(select(exists().where(Job.id == job_id))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from functools import cached_property
 from types import TracebackType
 
@@ -27,10 +28,12 @@ class UnitOfWork:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
         self.session: Session
+        self._outcomes: list[tuple[Callable[[], None], Callable[[], None]]] = []
 
     def __enter__(self) -> UnitOfWork:
         self.session = _idle_session(self._factory)
         self.session.begin()
+        self._outcomes = []
         for name in _REPOSITORIES:  # a reused UnitOfWork: the repositories of its last session go
             self.__dict__.pop(name, None)
         return self
@@ -74,18 +77,33 @@ class UnitOfWork:
     def usage(self) -> SqlSandboxUsageStore:
         return SqlSandboxUsageStore(self.session)
 
+    def on_outcome(self, committed: Callable[[], None], undone: Callable[[], None]) -> None:
+        """Call ``committed()`` once the transaction has committed, or ``undone()`` when the block
+        ends in an exception, before the rollback (its locks still held); the ``undone()`` of
+        several calls run last first. Neither runs when the commit itself fails (its outcome is
+        not known): what the transaction did outside the database then stays as it is."""
+        self._outcomes.append((committed, undone))
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        outcomes, self._outcomes = self._outcomes, []
         try:
             if exc_type is None:
                 add_removed_counts(self.session)  # the running totals of removed rows, locked last
                 self.session.commit()
             else:
-                self.session.rollback()
+                try:
+                    for _committed, undone in reversed(outcomes):
+                        undone()
+                finally:
+                    self.session.rollback()
         finally:
             self.session.close()  # raises: the session is not used again
             _keep_idle(self._factory, self.session)
+        if exc_type is None:
+            for committed, _undone in outcomes:
+                committed()
 
 
 #: The repository properties of :class:`UnitOfWork` (its cached properties).
