@@ -711,16 +711,61 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
 _SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
 
 
+def _one_signature_algorithm(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` names the same signature algorithm (DER ``AlgorithmIdentifier``) inside its
+    signed part (``TBSCertificate.signature``) as outside it (``Certificate.signatureAlgorithm``),
+    as OpenSSL requires ("certificate signature failure" otherwise). ``cryptography`` names the
+    outer one; ``verify_directly_issued_by`` compares them, a SHA-1 check by hand must too.
+    Read by walking the DER's first elements (pyasn1 decodes a whole certificate in about
+    0.7 ms); anything unexpected gives False."""
+    der = certificate_der(cert)
+    tbs = cert.tbs_certificate_bytes
+    try:
+        start, _ = _der_element(der, 0)  # Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, ... }
+        if der[start:start + len(tbs)] != tbs:
+            return False
+        outer_end = _der_element(der, start + len(tbs))[1]
+        outer = der[start + len(tbs):outer_end]
+        position, _ = _der_element(tbs, 0)  # TBSCertificate ::= SEQUENCE { [0] version, serialNumber, signature, ...
+        if tbs[position] == 0xA0:
+            position = _der_element(tbs, position)[1]
+        if tbs[position] != 0x02:  # INTEGER serialNumber
+            return False
+        position = _der_element(tbs, position)[1]
+        inner = tbs[position:_der_element(tbs, position)[1]]
+    except (IndexError, ValueError):
+        return False
+    return outer[:1] == b"\x30" and inner == outer
+
+
+def _der_element(data: bytes, position: int) -> tuple[int, int]:
+    """Where the content of the DER element at ``position`` of ``data`` starts and where the element
+    ends (definite lengths only). Raises ValueError (or IndexError) for what is not one."""
+    length = data[position + 1]
+    start = position + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise ValueError("DER element past the end")
+    return start, end
+
+
 def sha1_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether ``cert`` has a SHA-1 signature (RSA PKCS#1 v1.5, or ECDSA) made with ``issuer``'s
-    key, of the same kind, and names ``issuer``'s subject as its issuer.
+    key, of the same kind, names the same algorithm inside and outside its signed part, and
+    names ``issuer``'s subject as its issuer.
 
     gridsite's clients (htproxyput, the gLite UI's delegation) sign the proxies they delegate
     with SHA-1 to this day (``peers.md`` §6.3) and OpenSSL's verification of a chain accepts it;
     ``cryptography``'s ``verify_directly_issued_by`` refuses SHA-1 outright (``peers.md`` §2.4).
     """
     algorithm = cert.signature_algorithm_oid
-    if algorithm not in _SHA1_SIGNATURES or cert.issuer != issuer.subject:
+    if algorithm not in _SHA1_SIGNATURES or cert.issuer != issuer.subject or not _one_signature_algorithm(cert):
         return False
     try:
         public_key = issuer.public_key()

@@ -16,18 +16,24 @@ SHA1_RSA = "1.2.840.113549.1.1.5"
 MD5_RSA = "1.2.840.113549.1.1.4"
 
 
-def resigned(cert: x509.Certificate, key: Any, digest: hashes.HashAlgorithm, oid: str) -> x509.Certificate:
-    """``cert`` signed again by the RSA ``key`` with ``digest`` under the signature algorithm
-    ``oid`` (``cryptography`` signs neither SHA-1 nor MD5 certificates; gridsite clients sign
-    SHA-1, ``peers.md`` §6.3)."""
-    tbs, _ = decoder.decode(cert.tbs_certificate_bytes, asn1Spec=rfc5280.TBSCertificate())
+def _algorithm(oid: str) -> rfc5280.AlgorithmIdentifier:
     algorithm = rfc5280.AlgorithmIdentifier()
     algorithm["algorithm"] = univ.ObjectIdentifier(oid)
     algorithm["parameters"] = univ.Null("")
-    tbs["signature"] = algorithm
+    return algorithm
+
+
+def resigned(cert: x509.Certificate, key: Any, digest: hashes.HashAlgorithm, oid: str,
+             inner_oid: str | None = None) -> x509.Certificate:
+    """``cert`` signed again by the RSA ``key`` with ``digest`` under the signature algorithm
+    ``oid`` (``cryptography`` signs neither SHA-1 nor MD5 certificates; gridsite clients sign
+    SHA-1, ``peers.md`` §6.3); with ``inner_oid``, its signed part names that algorithm instead
+    (a certificate OpenSSL refuses)."""
+    tbs, _ = decoder.decode(cert.tbs_certificate_bytes, asn1Spec=rfc5280.TBSCertificate())
+    tbs["signature"] = _algorithm(inner_oid or oid)
     tbs_der = encoder.encode(tbs)
     whole = rfc5280.Certificate()
     whole["tbsCertificate"] = tbs
-    whole["signatureAlgorithm"] = algorithm
+    whole["signatureAlgorithm"] = _algorithm(oid)
     whole["signature"] = univ.BitString.fromOctetString(key.sign(tbs_der, padding.PKCS1v15(), digest))
     return x509.load_der_x509_certificate(encoder.encode(whole))

@@ -356,6 +356,8 @@ def _leaf_shapes(proxy, user):
             pci, usage, (x509.SubjectAlternativeName([x509.DNSName("example.org")]), False)])),
         "SHA-224": (proxy, _leaf(proxy, digest=hashes.SHA224())),
         "SHA-1": (proxy, resigned(_leaf(proxy), proxy.key, hashes.SHA1(), SHA1_RSA)),  # noqa: S303 - gridsite's
+        "SHA-1 outside, SHA-256 inside": (proxy, resigned(_leaf(proxy), proxy.key, hashes.SHA1(), SHA1_RSA,  # noqa: S303
+                                                          inner_oid=SHA256_RSA)),
         "SHA-1 of another signer": (proxy, resigned(_leaf(proxy), rsa.generate_private_key(
             public_exponent=65537, key_size=2048), hashes.SHA1(), SHA1_RSA)),  # noqa: S303 - as above
         "no authority key identifier": (proxy, _leaf(proxy, aki=None)),
@@ -375,9 +377,11 @@ def _outcome(chain, ca_dir):
     return ("verified", proven, [certificate_der(c) for c in path])
 
 
+SHA256_RSA = "1.2.840.113549.1.1.11"
+
 SHAPES = ["plain", "not yet valid", "ended", "another signer", "subject plus an OU", "subject plus two CNs", "a CA",
           "not a proxy", "unknown critical extension", "subject alternative name", "SHA-224", "SHA-1",
-          "SHA-1 of another signer",
+          "SHA-1 outside, SHA-256 inside", "SHA-1 of another signer",
           "no authority key identifier", "authority key identifier of another key",
           "authority key identifier by issuer and serial", "over the user certificate"]
 
