@@ -190,16 +190,17 @@ def child_job_id(parent_id: str, index: int) -> str:
 
 def node_names(parent_id: str, original_jdl: str, child_ids: list[str]) -> dict[str, str]:
     """``{child id: node name}``: names recomputed from the parent's ORIGINAL JDL with the
-    service's expansion rules; a child whose name cannot be found gets ``Node_<i>`` by its
-    position in the node order, or its id's unique part."""
+    service's expansion rules (its node list or ``Parameters`` only: a job registered under
+    other registration checks keeps its names); a child whose name cannot be found gets
+    ``Node_<i>`` by its position in the node order, or its id's unique part."""
     names: dict[str, str] = {}
     try:
-        from wmproxy.jdl.compound import expand
+        from wmproxy.jdl.compound import node_names as expanded_names
         from wmproxy.jdl.parse import parse_jdl
 
-        compound = expand(parse_jdl(original_jdl))
-        if compound is not None:
-            names = {child_job_id(parent_id, node.index): node.name for node in compound.nodes}
+        found = expanded_names(parse_jdl(original_jdl))
+        if found is not None:
+            names = {child_job_id(parent_id, index): name for index, name in enumerate(found)}
     except Exception:  # noqa: BLE001 - fall back to positional names
         names = {}
     if not names:

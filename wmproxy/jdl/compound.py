@@ -303,6 +303,25 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
     )
 
 
+def node_names(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES) -> tuple[str, ...] | None:
+    """The names :func:`expand` gives the nodes of a compound JDL, in node order (a node's index is
+    its position), read from its node list or ``Parameters`` alone: no node is described,
+    inherited or checked against today's registration rules (a client naming the nodes of a job
+    the service registered, maybe under other rules). None for a simple job.
+
+    Raises:
+        InvalidArgumentError, InvalidJdlAttributeError, JdlError: a node list, node names or
+            ``Parameters`` :func:`expand` could not read either.
+    """
+    kind = compound_kind(ad)
+    if kind is None:
+        return None
+    if kind == "parametric":
+        return tuple(f"Node_{node_name(value)}" for value in parameter_values(ad, max_nodes))
+    raw_nodes = _collection(ad, max_nodes) if kind == "collection" else _dag(ad, max_nodes)
+    return tuple(name for name, _ in raw_nodes)
+
+
 def max_dependencies(max_nodes: int) -> int:
     """The most dependency pairs a DAG of at most ``max_nodes`` nodes may give:
     ``max(DEPENDENCIES_PER_NODE * max_nodes, MIN_MAX_DEPENDENCIES)`` (100,000 by default)."""

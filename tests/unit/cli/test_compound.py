@@ -65,6 +65,16 @@ class TestNodeNames:
         ids = [child_job_id(PARENT, 0), child_job_id(PARENT, 1)]
         assert list(node_names(PARENT, jdl, ids).values()) == ["Node_10", "Node_20"]
 
+    def test_a_job_registered_under_other_checks_keeps_its_names(self) -> None:
+        """The names come from the node list alone: a DAG the service registered before its
+        registration checks grew (a perusal flag as a string, two outputs of one name) still
+        has its nodes' names, which name the folders its output goes to."""
+        jdl = ('[Type = "dag"; PerusalFileEnable = "true"; nodes = [ '
+               'alpha = [ description = [ Executable = "/bin/a"; OutputSandbox = {"x/out", "y/out"}; ] ]; '
+               'beta = [ description = [ Executable = "/bin/b"; ] ]; ] ]')
+        ids = [child_job_id(PARENT, 0), child_job_id(PARENT, 1)]
+        assert node_names(PARENT, jdl, ids) == {ids[0]: "alpha", ids[1]: "beta"}
+
     def test_unparsable_original_falls_back_to_positions(self) -> None:
         ids = [child_job_id(PARENT, 0), "https://wms.example.org:9000/Other"]
         assert node_names(PARENT, "nonsense [", ids) == {ids[0]: "Node_0", ids[1]: "Other"}

@@ -528,3 +528,15 @@ class TestExpandedSize:
         with pytest.raises(InvalidArgumentError) as info:
             expand(ad, max_bytes=649)
         assert info.value.message == "The parametric job's nodes would hold 650 bytes of JDL, more than the allowed 649"
+
+
+class TestNodeNames:
+    @pytest.mark.parametrize("sample", ["collection.jdl", "collection_31669.jdl", "dag.jdl", "parametric.jdl",
+                                        "parametric_list.jdl"])
+    def test_the_names_expand_gives_in_node_order(self, sample: str) -> None:
+        ad = parse_jdl(_sample(sample))
+        assert compound.node_names(ad) == tuple(node.name for node in _expand(_sample(sample)).nodes)
+        assert [node.index for node in _expand(_sample(sample)).nodes] == list(range(len(compound.node_names(ad))))
+
+    def test_none_for_a_simple_job(self) -> None:
+        assert compound.node_names(parse_jdl(_sample("test_job.jdl"))) is None
