@@ -205,7 +205,7 @@ cat > "$JOB/analyse.jdl" <<'JDL'
   Executable    = "analyse.sh";
   StdOutput     = "std.out";
   StdError      = "std.err";
-  Environment   = { "GREETING=hello grid" };
+  Environment   = { "GREETING='hello grid'" };
   InputSandbox  = { "analyse.sh", "data.txt" };
   OutputSandbox = { "std.out", "std.err", "sorted.txt" };
 ]
@@ -309,6 +309,8 @@ END=$(date +%s.%N)
 step "The job's stdout"
 cat "$STATE/output/std.out"
 grep -q "words in data.txt: 4" "$STATE/output/std.out"
+[[ $LONG == 1 || $SLURM == 1 ]] || grep -q "greeting: hello grid" "$STATE/output/std.out" \
+    || { echo "the job did not get its JDL Environment" >&2; exit 1; }
 if [[ $SLURM == 1 ]]; then
     grep -q "Slurm job [0-9]* in partition debug" "$STATE/output/std.out" || { echo "the job did not run in Slurm" >&2; exit 1; }
 fi
