@@ -803,8 +803,9 @@ class PurgeSettings:
             has been purged"); 0 = forever (default 90 days).
         batch: jobs read per query of a pass (a pass reads on while full batches come back).
         pass_time: seconds a pass goes on reading jobs to remove; when they run out with jobs
-            still due the pass is cut short and the execution worker runs the next one at its
-            next cycle (the pass runs inside the worker's cycle: a long one would hold its jobs).
+            still due (the clock is read after each job) the pass is cut short and the execution
+            worker runs the next one at its next cycle, going on after the last job tried (the
+            pass runs inside the worker's cycle: a long one would hold its jobs).
 
     Raises:
         ConfigError: a non-positive interval, batch, pass_time, final_age, forced_age or

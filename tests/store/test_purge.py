@@ -262,13 +262,57 @@ class TestPassTime:
         [task] = purge_tasks(rt)
         task.due = 1e18  # as the worker sets it before a run: the next run an interval later
         task.run()
-        assert [exists(rt, job_id) for job_id in jobs] == [False] * 2 + [True] * 5
+        assert [exists(rt, job_id) for job_id in jobs] == [False] + [True] * 6  # the clock is read after each job
         assert task.due == 0.0  # the next cycle runs the next pass
         rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))
         [task] = purge_tasks(rt)
         task.due = 1e18
         task.run()  # ends the backlog: the task keeps its interval
         assert task.due == 1e18 and not any(exists(rt, job_id) for job_id in jobs)
+
+
+    def test_a_pass_cut_short_reads_the_clock_after_each_job(self, rt: Runtime) -> None:
+        # One batch (500) of compound jobs held a pass many times pass_time: the clock was read
+        # only after a whole batch.
+        jobs = [add_job(rt, f"dag-{i}", "Done", created_days=10, updated_days=9 - i / 10, nodes=2) for i in range(3)]
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(pass_time=1e-9))
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == jobs[:1] and report.cut_short
+        assert [exists(rt, job_id) for job_id in jobs] == [False, True, True]
+        assert report.resume_after == (report.jobs[0].updated_at, jobs[0])
+        report = purge(rt, resume_after=report.resume_after)
+        assert [c.job_id for c in report.jobs] == jobs[1:2] and report.cut_short
+        report = purge(rt, resume_after=report.resume_after)  # the last one: nothing is left after it
+        assert [c.job_id for c in report.jobs] == jobs[2:] and not report.cut_short and report.resume_after is None
+
+    def test_jobs_whose_removal_fails_do_not_hold_up_the_jobs_after_them(self, rt: Runtime) -> None:
+        # Each pass started again from the oldest job: when the jobs whose removal fails took
+        # pass_time to try, every pass was cut short among them, the jobs after them and the
+        # orphan areas were never reached, and the worker ran a pass at every cycle.
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        stuck = [add_job(rt, f"a-stuck-{i}", "Done", created_days=12, updated_days=11 - i / 10) for i in range(2)]
+        for job_id in stuck:  # something else than a directory in the area's place: the removal fails
+            shutil.rmtree(rt.storage.job_dir(job_id))
+            rt.storage.job_dir(job_id).write_text("x")
+        later = [add_job(rt, f"later-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(3)]
+        orphan = BASE + "orphan"
+        rt.storage.create_job_area(orphan)
+        os.utime(rt.storage.job_dir(orphan), (time.time() - 3 * 86400,) * 2)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        [task] = purge_tasks(rt)
+        for _cycle in range(10):  # one job per pass: 5 passes, the last one not cut short
+            task.due = 1e18
+            task.run()
+            if task.due == 1e18:
+                break
+        assert task.due == 1e18  # the backlog has ended: the task keeps its interval
+        assert [exists(rt, job_id) for job_id in stuck + later] == [True] * 2 + [False] * 3
+        assert not rt.storage.job_dir(orphan).exists()  # the pass that ended the backlog removed it
+        task.due = 1e18
+        task.run()  # the next round starts from the oldest again: the failing jobs are tried again
+        assert task.due == 0.0 and exists(rt, stuck[0])
 
 
 class TestInterruptedRemoval:

@@ -6,6 +6,7 @@ keeping the accounts that still run processes on the worker's host."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import pwd
 from pathlib import Path
@@ -22,14 +23,19 @@ from wmproxy.services.runtime import Runtime
 def purge_tasks(rt: Runtime) -> list[PeriodicTask]:
     """``[PeriodicTask]`` purging, and releasing idle pool leases when jobs are mapped, every
     ``[purge] interval`` seconds; none when the purge is disabled. A purge pass cut short
-    (``[purge] pass_time``) leaves its task due at once."""
+    (``[purge] pass_time``) leaves its task due at once, the next pass going on after the last
+    job it tried (``resume_after``)."""
     policy = rt.settings.purge
     if not policy.enabled:
         return []
     remover = functools.partial(remove_work_dir, Path(rt.settings.execution.work_dir))
 
+    resume_after: list[tuple[dt.datetime, str] | None] = [None]
+
     def purge_pass() -> None:
-        if purge(rt, remove_work_dir=remover).cut_short:  # jobs still due: the next cycle goes on
+        report = purge(rt, remove_work_dir=remover, resume_after=resume_after[0])
+        resume_after[0] = report.resume_after  # None after a pass that ended the backlog
+        if report.cut_short:  # jobs still due: the next cycle goes on
             task.due = 0.0
 
     task = PeriodicTask("purging old jobs and credentials", policy.interval, purge_pass)

@@ -5,8 +5,10 @@ the proxy cache purge).
 One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md §1.5):
 
 * **jobs** (a compound job with its nodes), oldest first, read ``batch`` at a time until none
-  is left or the pass has run ``pass_time`` (then it is cut short, and the execution worker
-  runs the next pass at once); a job whose removal fails is reported and the pass goes on past it:
+  is left or the pass has run ``pass_time`` (the clock is read after each job: then it is cut
+  short, and the next pass, which the execution worker runs at once, goes on after the last job
+  this one tried: ``resume_after``); a job whose removal fails is reported and the pass goes on
+  past it:
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -86,7 +88,8 @@ def _span(seconds: float) -> str:
 @dataclass
 class PurgeReport:
     """What one pass removed (or, in a dry run, would remove); ``cut_short`` when its time
-    (``pass_time``) ran out with jobs still due."""
+    (``pass_time``) ran out with jobs still due, and then ``resume_after``, where the next pass
+    goes on (the last job tried: its last change and id), else None."""
 
     dry_run: bool
     jobs: list[PurgeCandidate] = field(default_factory=list)
@@ -98,6 +101,7 @@ class PurgeReport:
     tombstones: int = 0
     errors: list[str] = field(default_factory=list)
     cut_short: bool = False
+    resume_after: tuple[dt.datetime, str] | None = None
 
     @property
     def empty(self) -> bool:
@@ -106,7 +110,8 @@ class PurgeReport:
 
 
 def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
-          remove_work_dir: RemoveWorkDir | None = None) -> PurgeReport:
+          remove_work_dir: RemoveWorkDir | None = None,
+          resume_after: tuple[dt.datetime, str] | None = None) -> PurgeReport:
     """One purge pass with ``rt.settings.purge`` (see the module doc).
 
     Args:
@@ -115,6 +120,10 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
         now: the time to measure ages from (UTC; default now).
         remove_work_dir: removes ``<work root>/<name>`` (the execution worker's
             ``identity.remove_work_dir``); None leaves work dirs alone.
+        resume_after: the ``resume_after`` of the previous pass, cut short: this one reads the
+            jobs after it (those before wait for the pass after the one that ends the backlog).
+            Starting again from the oldest, a pass cut short among jobs whose removal fails
+            (or is slow) would stop there every time, the jobs after them never reached.
 
     Returns:
         The report; a failure on one item is in ``errors`` and the pass goes on.
@@ -127,7 +136,7 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     areas = rt.storage.area_dirs()
     if not dry_run:  # first: a job whose area is put back may be due now
         _settle_retired_areas(rt, report, areas)
-    _purge_jobs(rt, report, now, final_before, ends)
+    _purge_jobs(rt, report, now, final_before, ends, resume_after)
     if not report.cut_short:  # these wait for the pass that ends the backlog
         _purge_orphan_areas(rt, report, areas, now)
         if remove_work_dir is not None:
@@ -137,19 +146,20 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
 
 
 def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime,
-                ends: float) -> None:
-    """Remove (or, in a dry run, list) the jobs due, oldest first, until none is left or the
-    monotonic clock has passed ``ends`` after a read (``report.cut_short``).
+                ends: float, after: tuple[dt.datetime, str] | None) -> None:
+    """Remove (or, in a dry run, list) the jobs due after ``after``, oldest first, until none
+    is left or the monotonic clock has passed ``ends`` after a job (``report.cut_short``, with
+    ``report.resume_after`` that job).
 
     The candidates are read ``batch`` at a time, each read after the last one tried (keyset
     on last change, id): a job whose removal fails (reported in ``errors``) or that changed
     since it was read is passed, so a job that fails at every pass holds up neither this
-    pass nor the next ones; each pass tries it again, once.
+    pass nor the next ones (the next pass cut short goes on after it); each round of passes
+    tries it again, once.
     """
     policy = rt.settings.purge
     reasons = {rule: text.format(final_age=_span(policy.final_age), registered_age=_span(policy.registered_age),
                                  forced_age=_span(policy.forced_age)) for rule, text in RULE_REASONS.items()}
-    after: tuple[dt.datetime, str] | None = None
     while True:
         with rt.uow() as uow:
             candidates = SqlHousekeepingStore(uow.session).purge_candidates(
@@ -158,22 +168,24 @@ def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before
                 forced_spared_states=[s.value for s in ACTIVE_STATES], registered_state=JobState.SUBMITTED.value,
                 registered_before=now - dt.timedelta(seconds=policy.registered_age), limit=policy.batch,
                 after=after)
-        for candidate in candidates:
+        for n, candidate in enumerate(candidates, 1):
             if report.dry_run:
                 report.jobs.append(candidate)
-                continue
-            try:
-                if _purge_job(rt, candidate, reasons[candidate.rule], now):
-                    report.jobs.append(candidate)
-            except (WMProxyError, OSError) as exc:
-                report.errors.append(f"job {candidate.job_id}: {exc}")
-                log.warning("purge of job %s failed: %s", candidate.job_id, exc)
+            else:
+                try:
+                    if _purge_job(rt, candidate, reasons[candidate.rule], now):
+                        report.jobs.append(candidate)
+                except (WMProxyError, OSError) as exc:
+                    report.errors.append(f"job {candidate.job_id}: {exc}")
+                    log.warning("purge of job %s failed: %s", candidate.job_id, exc)
+            # after each job: one batch of compound jobs takes many times pass_time
+            if time.monotonic() >= ends and (n < len(candidates) or len(candidates) == policy.batch):
+                report.cut_short = True
+                report.resume_after = (candidate.updated_at, candidate.job_id)
+                log.info("purge pass cut short after %s with jobs still due: the next pass goes on after job %s",
+                         _span(policy.pass_time), candidate.job_id)
+                return
         if len(candidates) < policy.batch:
-            return
-        if time.monotonic() >= ends:
-            report.cut_short = True
-            log.info("purge pass cut short after %s with jobs still due: the next pass goes on",
-                     _span(policy.pass_time))
             return
         after = (candidates[-1].updated_at, candidates[-1].job_id)
 
