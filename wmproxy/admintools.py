@@ -256,11 +256,12 @@ def _print_purge(report: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON (with --dry-run or --yes)")
 @pass_settings
 def purge(settings: Settings, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Purge now with the [purge] policy: a dry run is shown first, then confirmed.
+    """Purge now with the [purge] policy: a dry run is shown first, then confirmed. Passes
+    run until the backlog is gone (each bounded by ``pass_time``, the next going on after it).
 
     ``--dry-run`` only reports, also with ``--yes``; ``--json`` without ``--yes`` is a dry run
     (there is no question to answer)."""
-    from wmproxy.services.purge import purge as run_purge
+    from wmproxy.services.purge import purge_until_done as run_purge
 
     rt = _runtime(settings)
     try:

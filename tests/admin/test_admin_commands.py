@@ -146,6 +146,15 @@ class TestPurge:
         left = {j["id"].removeprefix(BASE) for j in json.loads(admin(config, "jobs", "list", "--json").output)}
         assert left == {"a-running", "b-waiting"}
 
+    def test_it_runs_passes_until_the_backlog_is_gone(self, config: Path) -> None:
+        # one pass, cut short after pass_time (run out after the first job here), stopped silently
+        with config.open("a") as ini:
+            ini.write("[purge]\nbatch = 1\npass_time = 1e-9\n")
+        result = admin(config, "purge", "--yes")
+        assert result.exit_code == 0 and "purged: 2 job(s)" in result.output
+        left = {j["id"].removeprefix(BASE) for j in json.loads(admin(config, "jobs", "list", "--json").output)}
+        assert left == {"a-running", "b-waiting"}
+
 
 class TestUsage:
     def test_recount_sets_the_counters_from_the_disk_and_the_purge_takes_the_bytes_off(

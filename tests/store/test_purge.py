@@ -315,6 +315,20 @@ class TestPassTime:
         assert task.due == 0.0 and exists(rt, stuck[0])
 
 
+    @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "purge"])
+    def test_the_admin_command_runs_passes_until_the_backlog_is_gone(self, rt: Runtime, dry_run: bool) -> None:
+        # wmproxy-admin purge ran one pass: cut short after pass_time, it stopped silently.
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(5)]
+        orphan = BASE + "orphan"
+        rt.storage.create_job_area(orphan)
+        os.utime(rt.storage.job_dir(orphan), (time.time() - 3 * 86400,) * 2)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        report = purge_module.purge_until_done(rt, dry_run=dry_run)
+        assert [c.job_id for c in report.jobs] == jobs and report.areas == [orphan] and not report.cut_short
+        assert [exists(rt, job_id) for job_id in jobs] == [dry_run] * 5
+        assert rt.storage.job_dir(orphan).exists() == dry_run
+
+
 class TestInterruptedRemoval:
     """The area of a job removed in a transaction is only moved aside until the commit: a
     removal that does not commit leaves the job, its files and its bytes on the counter."""

@@ -145,6 +145,36 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     return report
 
 
+def purge_until_done(rt: Runtime, *, dry_run: bool = False,
+                     remove_work_dir: RemoveWorkDir | None = None) -> PurgeReport:
+    """Purge passes (:func:`purge`, all measuring ages from the same time) until one is not cut
+    short, each going on after the last job the previous one tried: ``wmproxy-admin purge``,
+    which runs in no worker's cycle (one pass stopped after ``pass_time`` without saying so).
+
+    Returns:
+        The passes' reports together (``cut_short`` False); a dry run's credentials are those
+        of its last pass (each pass lists them all again).
+    """
+    now = utcnow()
+    total = purge(rt, dry_run=dry_run, now=now, remove_work_dir=remove_work_dir)
+    while total.cut_short:
+        report = purge(rt, dry_run=dry_run, now=now, remove_work_dir=remove_work_dir,
+                       resume_after=total.resume_after)
+        total.jobs += report.jobs
+        total.work_dirs += report.work_dirs
+        total.areas += report.areas
+        total.errors += report.errors
+        if dry_run:
+            total.delegations, total.renewals, total.requests = report.delegations, report.renewals, report.requests
+        else:
+            total.delegations += report.delegations
+            total.renewals += report.renewals
+            total.requests += report.requests
+            total.tombstones += report.tombstones
+        total.cut_short, total.resume_after = report.cut_short, report.resume_after
+    return total
+
+
 def _purge_jobs(rt: Runtime, report: PurgeReport, now: dt.datetime, final_before: dt.datetime,
                 ends: float, after: tuple[dt.datetime, str] | None) -> None:
     """Remove (or, in a dry run, list) the jobs due after ``after``, oldest first, until none
