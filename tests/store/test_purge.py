@@ -10,12 +10,14 @@ import datetime as dt
 import functools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
 from tests.admin.support import days_ago, job_row, sealed_rows, settings_for
 from tests.conftest import Pki, _postgres_database
@@ -25,6 +27,7 @@ from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError
 from wmproxy.execution.identity import remove_work_dir
+from wmproxy.services import jobs as job_service
 from wmproxy.services import purge as purge_module
 from wmproxy.services.access import job_for
 from wmproxy.services.execution import change_state
@@ -339,13 +342,13 @@ class TestInterruptedRemoval:
         output = rt.storage.job_dir(job_id) / "output" / "big.out"
         output.write_bytes(b"x" * 5000)
         size = counted(rt, job_id)
-        release_area = purge_module.release_area
+        release_areas = purge_module.release_areas
 
-        def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: str) -> None:
-            release_area(uow, rt_, owner, released)
+        def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: list[str]) -> None:
+            release_areas(uow, rt_, owner, released)
             raise RuntimeError("the worker died before the commit")
 
-        monkeypatch.setattr(purge_module, "release_area", fails_after_the_release)
+        monkeypatch.setattr(purge_module, "release_areas", fails_after_the_release)
         with pytest.raises(RuntimeError):
             purge(rt)
         assert exists(rt, job_id) and output.read_bytes() == b"x" * 5000 and used(rt) == size
@@ -381,6 +384,63 @@ class TestInterruptedRemoval:
         assert used(rt) == out  # young's: due was put back, then purged with its bytes
         assert not any(path is not None and os.path.lexists(path) for path in aside.values())
         assert not rt.storage.job_dir(gone).exists() and not rt.storage.job_dir(cleared).exists()
+
+
+    def test_a_pass_leaves_to_a_committed_removal_the_areas_it_is_deleting(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The row locks go at the commit, the areas are deleted after it: a pass starting then
+        # took them for leftovers of a removal that did not commit and put the cancelled job's
+        # back (half deleted, their bytes already off the counter, taken off again at its purge).
+        from wmproxy.services.jobs import cancel_job
+
+        dag = add_job(rt, "dag", "Submitted", created_days=0.01, nodes=3)
+        ids = [dag, *(f"{dag}-node{i}" for i in range(3))]
+        counted(rt, *ids)
+        deleting, go = threading.Event(), threading.Event()
+        discard_area = rt.storage.discard_area
+
+        def held_discard(path: Path) -> None:  # the cancel's first delete waits for the pass
+            if threading.current_thread() is canceller and not deleting.is_set():
+                deleting.set()
+                assert go.wait(60)
+            discard_area(path)
+
+        monkeypatch.setattr(rt.storage, "discard_area", held_discard)
+        canceller = threading.Thread(target=cancel_job, args=(rt, Principal(dn=ALICE), dag))
+        canceller.start()
+        try:
+            assert deleting.wait(60)  # committed; its areas aside, none deleted yet
+            with rt.uow() as uow:
+                job = uow.jobs.get(dag)
+                assert job is not None and job.state == JobState.CANCELLED.value
+            report = purge(rt)
+        finally:
+            go.set()
+            canceller.join(60)
+        assert report.errors == [] and not canceller.is_alive()
+        assert not any(rt.storage.job_dir(job_id).exists() for job_id in ids) and used(rt) == 0
+        staging = rt.storage.root / rt.storage.dir_name
+        assert list(staging.rglob(".purging-*")) == []  # the areas deleted, the lock file gone
+
+    def test_the_lock_of_a_removal_goes_when_its_commit_fails(self, rt: Runtime) -> None:
+        # Neither committed() nor undone() runs then: the areas stay aside, for the next pass.
+        job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1)
+        size = counted(rt, job_id)
+
+        def commit_fails(session: Session) -> None:
+            raise OSError("the connection went")
+
+        event.listen(Session, "before_commit", commit_fails)
+        try:
+            with pytest.raises(OSError, match="the connection went"):
+                job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+        finally:
+            event.remove(Session, "before_commit", commit_fails)
+        staging = rt.storage.root / rt.storage.dir_name
+        [aside] = staging.rglob(".purging-*")  # the area; its lock file is gone, nothing holds it
+        assert aside.is_dir() and not rt.storage.retirement_busy(aside) and used(rt) == size
+        report = purge(rt)  # the job is still Done: its area goes back
+        assert report.errors == [] and rt.storage.job_dir(job_id).is_dir() and used(rt) == size
 
 
 class TestOrphanAreas:

@@ -49,7 +49,7 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
@@ -85,6 +85,22 @@ TMP_SUFFIX = ".wmproxy-part"
 RETIRED_PREFIX = ".purging-"
 """Prefix of a job area moved aside by :meth:`FilesystemSandboxStorage.retire_job_area` (no job
 directory name starts with ``.``: job ids start with their scheme)."""
+
+_UNLOCKED_RETIREMENT = "a purge pass may put back (or delete) the areas a removal is still deleting (or putting back)"
+
+
+@dataclass
+class Retirement:
+    """The areas one removal moves aside (:meth:`FilesystemSandboxStorage.retire_job_area`), all
+    named with ``token``, and the lock that says it is settling them: an exclusive ``flock`` of
+    the file ``<dir_name>/.purging-<token>``, taken before the first area is moved and let go
+    (the file removed) once all are deleted or back (:meth:`FilesystemSandboxStorage.end_retirement`);
+    a process that dies lets it go. One descriptor per removal, however many areas.
+    """
+
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    areas: list[Path] = field(default_factory=list)
+    fd: int | None = None
 
 def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
     """A :class:`JobArea` attribute: the :class:`~pathlib.Path` of ``text(area)``, made once."""
@@ -530,12 +546,13 @@ class FilesystemSandboxStorage:
         self.discard_area(self.job_dir(job_id))
         return freed
 
-    def retire_job_area(self, job_id: str) -> tuple[int, Path | None]:
+    def retire_job_area(self, job_id: str, retirement: Retirement | None = None) -> tuple[int, Path | None]:
         """Count the job area and move it aside, out of its job's reach: renamed
         ``.purging-<token>-<job dir>`` (:data:`RETIRED_PREFIX`) in its fan-out directory. A removal
         in a transaction retires the area, then deletes it (:meth:`discard_area`) once the
         transaction has committed, or puts it back (:meth:`restore_area`) when it has not: the
         files are not gone while the job's row and its bytes on the owner's counter are kept.
+        With ``retirement``, its lock is taken first (once) and the area added to its ``areas``.
 
         Returns:
             The area's :meth:`counted_bytes` and where it is now; ``(0, None)`` for a missing area.
@@ -551,12 +568,90 @@ class FilesystemSandboxStorage:
         except FileNotFoundError:
             return 0, None
         freed = self.counted_bytes(job_id)
-        retired = job_dir.with_name(f"{RETIRED_PREFIX}{secrets.token_hex(4)}-{job_dir.name}")
+        if retirement is None:
+            retirement = Retirement()
+        elif retirement.fd is None:
+            retirement.fd = self._hold_retirement_lock(retirement.token)
+        retired = job_dir.with_name(f"{RETIRED_PREFIX}{retirement.token}-{job_dir.name}")
         try:
             os.rename(job_dir, retired)
         except OSError as exc:
             raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
+        retirement.areas.append(retired)
         return freed, retired
+
+    def _retirement_lock(self, token: str) -> Path:
+        return self.root / self.dir_name / f"{RETIRED_PREFIX}{token}"
+
+    def _hold_retirement_lock(self, token: str) -> int:
+        """Create the lock file of ``token`` and take its ``flock``; its descriptor. Made again
+        when a purge pass removed it between the two (it found it unlocked: :meth:`sweep_retirement_locks`)."""
+        path = self._retirement_lock(token)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                             0o600)
+            except OSError as exc:
+                raise SandboxError(f"Unable to create the lock {path}: {exc.strerror}") from exc
+            try:
+                flock_directory(fd, path, wait=True,
+                                unlocked=_UNLOCKED_RETIREMENT)
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def end_retirement(self, retirement: Retirement) -> None:
+        """Let the lock of ``retirement`` go, its file removed (once its areas are settled)."""
+        if retirement.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self._retirement_lock(retirement.token))
+        os.close(retirement.fd)
+        retirement.fd = None
+
+    def retirement_busy(self, retired: Path) -> bool:
+        """Whether the removal that moved ``retired`` aside is settling it (still holds its lock):
+        false once it has ended, or died (its ``flock`` went with it)."""
+        token = retired.name[len(RETIRED_PREFIX):].partition("-")[0]
+        try:
+            fd = os.open(self._retirement_lock(token), os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:  # none: ended (or never held)
+            return False
+        try:
+            return not flock_directory(fd, retired, wait=False, unlocked=_UNLOCKED_RETIREMENT)
+        finally:
+            os.close(fd)
+
+    def sweep_retirement_locks(self) -> int:
+        """Remove the lock files (``<dir_name>/.purging-<token>``) no removal holds, left by
+        processes that died; how many."""
+        try:
+            with os.scandir(self.root / self.dir_name) as entries:
+                names = [e.name for e in entries if e.name.startswith(RETIRED_PREFIX)
+                         and e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for name in names:
+            path = self.root / self.dir_name / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                continue
+            try:
+                if flock_directory(fd, path, wait=False, unlocked=_UNLOCKED_RETIREMENT):
+                    os.unlink(path)  # held: a removal creating it takes another (_hold_retirement_lock)
+                    removed += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
 
     @staticmethod
     def retired_job_dir(name: str) -> str | None:

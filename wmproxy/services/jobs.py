@@ -234,10 +234,10 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
             raise OperationNotAllowedError("Job current status doesn't allow purge operation")
         uow.jobs.set_state(job, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
         uow.jobs.record_event(job, "purged", now, source="user", reason="job area removed")
-        for child in uow.jobs.children(job.id):
+        children = uow.jobs.children(job.id)
+        for child in children:
             uow.jobs.set_state(child, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
-            release_area(uow, rt, child.owner_dn, child.id)
-        release_area(uow, rt, job.owner_dn, job.id)
+        release_areas(uow, rt, job.owner_dn, [*(child.id for child in children), job.id])  # one lock, not one a node
 
 
 def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, int]]:

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError, WMProxyError
-from wmproxy.services.quota import release_area
+from wmproxy.services.quota import release_areas
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
 
@@ -227,8 +227,7 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
         if job is None or job.state != candidate.state:  # gone, or changed since it was selected
             return False
         ids = store.remove_job(job, f"{candidate.state}: {reason}", now)
-        for job_id in ids:  # the bytes leave the owner's usage counter in this transaction
-            release_area(uow, rt, candidate.owner_dn, job_id)
+        release_areas(uow, rt, candidate.owner_dn, ids)  # the bytes leave the owner's counter in this transaction
     log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
              candidate.state, reason, len(ids) - 1)
     return True
@@ -236,11 +235,13 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
 
 def _settle_retired_areas(rt: Runtime, report: PurgeReport, areas: list[Path]) -> None:
     """Settle the areas a removal moved aside and left there (``.purging-*``: its process died,
-    or its commit failed; :func:`wmproxy.services.quota.release_area`)."""
+    or its commit failed; :func:`wmproxy.services.quota.release_area`), then the lock files of
+    the removals that died."""
     for path in areas:
         name = rt.storage.retired_job_dir(path.name)
         if name is not None and _is_job_dir(name):
             _settle_retired(rt, report, path, job_id_of_work_dir(name))
+    rt.storage.sweep_retirement_locks()
 
 
 def _purge_orphan_areas(rt: Runtime, report: PurgeReport, areas: list[Path], now: dt.datetime) -> None:
@@ -281,7 +282,8 @@ def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -
     or Cleared), else put it back (:func:`wmproxy.services.quota.release_area`). The row is
     locked first, and a node's compound job before it (a removal of nodes locks their compound
     job, not always the ended nodes): a removal still in progress ends before, and settles its
-    area itself."""
+    area itself. One that has committed (its row locks gone) and is still deleting its areas (or
+    putting them back) holds the lock of its retirement: the area is its own to settle."""
     try:
         with rt.uow() as uow:
             store = SqlHousekeepingStore(uow.session)
@@ -289,7 +291,7 @@ def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -
             if job is not None and job.parent_id is not None:
                 store.lock_job(job.parent_id)
             job = store.lock_job(job_id)
-            if not os.path.lexists(path):  # settled by the removal that moved it
+            if not os.path.lexists(path) or rt.storage.retirement_busy(path):  # the removal that moved it settles it
                 return
             if job is None or job.state == JobState.CLEARED.value:
                 rt.storage.discard_area(path)

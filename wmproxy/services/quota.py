@@ -17,12 +17,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError, SandboxError
+from wmproxy.sandbox.storage import Retirement
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork, database_reason
 
@@ -169,29 +169,38 @@ def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> No
 
 def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence[str]) -> None:
     """:func:`release_area` of several jobs of ``owner_dn`` (a compound job and its nodes):
-    the counter row locked once and their bytes taken off it together."""
+    the counter row locked once and their bytes taken off it together.
+
+    The areas are moved aside as one :class:`~wmproxy.sandbox.storage.Retirement`, whose lock
+    (one file, one descriptor, however many areas) is held from before the first move until
+    every area is deleted or back: the row locks go at the commit, before the deletes, and a
+    purge pass starting then took the areas still aside for leftovers (a cancelled job's put
+    back, half deleted, its bytes already off the counter). Remove a compound job's areas with
+    one call, not one per node: each call holds a descriptor until the transaction has ended."""
     uow.usage.used(owner_dn, for_update=True)
+    retirement = Retirement()
+    uow.on_outcome(functools.partial(_discard, rt, retirement), functools.partial(_restore, rt, retirement),
+                   functools.partial(rt.storage.end_retirement, retirement))
     freed = 0
     for job_id in job_ids:
-        size, retired = rt.storage.retire_job_area(job_id)
-        freed += size
-        if retired is not None:
-            uow.on_outcome(functools.partial(_discard, rt, retired), functools.partial(_restore, rt, retired))
+        freed += rt.storage.retire_job_area(job_id, retirement)[0]
     uow.usage.add(owner_dn, -freed, utcnow())
 
 
-def _discard(rt: Runtime, retired: Path) -> None:
-    try:
-        rt.storage.discard_area(retired)
-    except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
-        log.warning("%s", exc)
+def _discard(rt: Runtime, retirement: Retirement) -> None:
+    for retired in retirement.areas:
+        try:
+            rt.storage.discard_area(retired)
+        except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
+            log.warning("%s", exc)
 
 
-def _restore(rt: Runtime, retired: Path) -> None:
-    try:
-        rt.storage.restore_area(retired)
-    except SandboxError as exc:  # the purger's next pass tries again
-        log.warning("%s", exc)
+def _restore(rt: Runtime, retirement: Retirement) -> None:
+    for retired in reversed(retirement.areas):
+        try:
+            rt.storage.restore_area(retired)
+        except SandboxError as exc:  # the purger's next pass tries again
+            log.warning("%s", exc)
 
 
 def recount_usage(rt: Runtime, owner_dn: str | None = None) -> dict[str, int]:

@@ -28,7 +28,7 @@ class UnitOfWork:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
         self.session: Session
-        self._outcomes: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self._outcomes: list[tuple[Callable[[], None], Callable[[], None], Callable[[], None] | None]] = []
 
     def __enter__(self) -> UnitOfWork:
         self.session = _idle_session(self._factory)
@@ -77,33 +77,40 @@ class UnitOfWork:
     def usage(self) -> SqlSandboxUsageStore:
         return SqlSandboxUsageStore(self.session)
 
-    def on_outcome(self, committed: Callable[[], None], undone: Callable[[], None]) -> None:
+    def on_outcome(self, committed: Callable[[], None], undone: Callable[[], None],
+                   ended: Callable[[], None] | None = None) -> None:
         """Call ``committed()`` once the transaction has committed, or ``undone()`` when the block
         ends in an exception, before the rollback (its locks still held); the ``undone()`` of
         several calls run last first. Neither runs when the commit itself fails (its outcome is
-        not known): what the transaction did outside the database then stays as it is."""
-        self._outcomes.append((committed, undone))
+        not known): what the transaction did outside the database then stays as it is.
+        ``ended()`` runs last in every case (the commit failing too, or ``committed()`` raising)."""
+        self._outcomes.append((committed, undone, ended))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         outcomes, self._outcomes = self._outcomes, []
         try:
+            try:
+                if exc_type is None:
+                    add_removed_counts(self.session)  # the running totals of removed rows, locked last
+                    self.session.commit()
+                else:
+                    try:
+                        for _committed, undone, _ended in reversed(outcomes):
+                            undone()
+                    finally:
+                        self.session.rollback()
+            finally:
+                self.session.close()  # raises: the session is not used again
+                _keep_idle(self._factory, self.session)
             if exc_type is None:
-                add_removed_counts(self.session)  # the running totals of removed rows, locked last
-                self.session.commit()
-            else:
-                try:
-                    for _committed, undone in reversed(outcomes):
-                        undone()
-                finally:
-                    self.session.rollback()
+                for committed, _undone, _ended in outcomes:
+                    committed()
         finally:
-            self.session.close()  # raises: the session is not used again
-            _keep_idle(self._factory, self.session)
-        if exc_type is None:
-            for committed, _undone in outcomes:
-                committed()
+            for _committed, _undone, ended in outcomes:
+                if ended is not None:
+                    ended()
 
 
 #: The repository properties of :class:`UnitOfWork` (its cached properties).
