@@ -85,6 +85,19 @@ def used(rt: Runtime) -> int:
         return uow.usage.used(ALICE)
 
 
+def job_purge_whose_commit_fails(rt: Runtime, job_id: str) -> None:
+    """jobPurge of Alice's ``job_id`` whose commit fails: neither its committed() nor its undone() runs."""
+    def commit_fails(session: Session) -> None:
+        raise OSError("the connection went")
+
+    event.listen(Session, "before_commit", commit_fails)
+    try:
+        with pytest.raises(OSError, match="the connection went"):
+            job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+    finally:
+        event.remove(Session, "before_commit", commit_fails)
+
+
 def counted(rt: Runtime, *job_ids: str) -> int:
     """Count what the job areas hold on Alice's counter (as their uploads and outputs did); the total."""
     size = sum(rt.storage.counted_bytes(job_id) for job_id in job_ids)
@@ -344,8 +357,9 @@ class TestInterruptedRemoval:
         size = counted(rt, job_id)
         release_areas = purge_module.release_areas
 
-        def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: list[str]) -> None:
-            release_areas(uow, rt_, owner, released)
+        def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: list[str],
+                                    cleared: bool = False) -> None:
+            release_areas(uow, rt_, owner, released, cleared=cleared)
             raise RuntimeError("the worker died before the commit")
 
         monkeypatch.setattr(purge_module, "release_areas", fails_after_the_release)
@@ -426,21 +440,44 @@ class TestInterruptedRemoval:
         # Neither committed() nor undone() runs then: the areas stay aside, for the next pass.
         job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1)
         size = counted(rt, job_id)
-
-        def commit_fails(session: Session) -> None:
-            raise OSError("the connection went")
-
-        event.listen(Session, "before_commit", commit_fails)
-        try:
-            with pytest.raises(OSError, match="the connection went"):
-                job_service.purge_job(rt, Principal(dn=ALICE), job_id)
-        finally:
-            event.remove(Session, "before_commit", commit_fails)
+        job_purge_whose_commit_fails(rt, job_id)
         staging = rt.storage.root / rt.storage.dir_name
         [aside] = staging.rglob(".purging-*")  # the area; its lock file is gone, nothing holds it
         assert aside.is_dir() and not rt.storage.retirement_busy(aside) and used(rt) == size
         report = purge(rt)  # the job is still Done: its area goes back
         assert report.errors == [] and rt.storage.job_dir(job_id).is_dir() and used(rt) == size
+
+
+    def test_a_job_purge_tried_again_after_a_failed_commit_takes_the_bytes_off(self, rt: Runtime) -> None:
+        # The retry found no job dir and took 0 bytes off; the next pass deleted the area aside:
+        # its bytes stayed on the counter for good.
+        job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1, nodes=1)
+        node = f"{job_id}-node0"
+        (rt.storage.job_dir(node) / "output" / "big.out").write_bytes(b"x" * 5000)
+        counted(rt, job_id, node)
+        job_purge_whose_commit_fails(rt, job_id)
+        assert not rt.storage.job_dir(node).exists()  # aside
+        job_service.purge_job(rt, Principal(dn=ALICE), job_id)  # the user tries again
+        assert used(rt) == 0
+        report = purge(rt)
+        staging = rt.storage.root / rt.storage.dir_name
+        assert report.errors == [] and list(staging.rglob(".purging-*")) == [] and used(rt) == 0
+        assert not rt.storage.job_dir(job_id).exists() and not rt.storage.job_dir(node).exists()
+
+
+    def test_the_area_aside_of_a_cleared_job_is_not_taken_off_the_counter_again(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A jobPurge that committed (its bytes off the counter) and died before its delete; the
+        # pass could not settle the area (here: skipped), then purges the Cleared job.
+        job_id = add_job(rt, "cleared", "Cleared", created_days=9, updated_days=8)
+        (rt.storage.job_dir(job_id) / "output" / "big.out").write_bytes(b"x" * 5000)
+        aside = rt.storage.retire_job_area(job_id)[1]
+        assert aside is not None
+        other = add_job(rt, "running", "Running", created_days=1)
+        size = counted(rt, other)  # what the counter holds: the other job's bytes
+        monkeypatch.setattr(purge_module, "_settle_retired_areas", lambda *args: None)
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == [job_id] and used(rt) == size
 
 
 class TestOrphanAreas:

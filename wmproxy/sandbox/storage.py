@@ -546,13 +546,20 @@ class FilesystemSandboxStorage:
         self.discard_area(self.job_dir(job_id))
         return freed
 
-    def retire_job_area(self, job_id: str, retirement: Retirement | None = None) -> tuple[int, Path | None]:
+    def retire_job_area(self, job_id: str, retirement: Retirement | None = None, *,
+                        left_aside: bool = False) -> tuple[int, Path | None]:
         """Count the job area and move it aside, out of its job's reach: renamed
         ``.purging-<token>-<job dir>`` (:data:`RETIRED_PREFIX`) in its fan-out directory. A removal
         in a transaction retires the area, then deletes it (:meth:`discard_area`) once the
         transaction has committed, or puts it back (:meth:`restore_area`) when it has not: the
         files are not gone while the job's row and its bytes on the owner's counter are kept.
         With ``retirement``, its lock is taken first (once) and the area added to its ``areas``.
+
+        ``left_aside`` when the caller holds the job's row and the job is neither removed nor
+        Cleared (its area's bytes are on the counter): an area found aside instead
+        (``.purging-*-<job dir>``, a removal that did not commit, whose lock is not held) is the
+        job's, put back first, then retired (a jobPurge tried again after one whose commit failed
+        took nothing off the counter, and the purger deleted the area).
 
         Returns:
             The area's :meth:`counted_bytes` and where it is now; ``(0, None)`` for a missing area.
@@ -566,7 +573,10 @@ class FilesystemSandboxStorage:
             if not stat.S_ISDIR(os.lstat(job_dir).st_mode):
                 raise SandboxError(f"Unable to remove the job directory {job_dir}: not a directory")
         except FileNotFoundError:
-            return 0, None
+            left = self._left_aside(job_dir) if left_aside else None
+            if left is None:
+                return 0, None
+            self.restore_area(left)
         freed = self.counted_bytes(job_id)
         if retirement is None:
             retirement = Retirement()
@@ -579,6 +589,15 @@ class FilesystemSandboxStorage:
             raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
         retirement.areas.append(retired)
         return freed, retired
+
+    def _left_aside(self, job_dir: Path) -> Path | None:
+        """A retired area of ``job_dir`` in its fan-out directory whose removal is not settling it."""
+        try:
+            with os.scandir(job_dir.parent) as entries:
+                found = [Path(e.path) for e in entries if self.retired_job_dir(e.name) == job_dir.name]
+        except FileNotFoundError:
+            return None
+        return next((path for path in found if not self.retirement_busy(path)), None)
 
     def _retirement_lock(self, token: str) -> Path:
         return self.root / self.dir_name / f"{RETIRED_PREFIX}{token}"

@@ -227,7 +227,8 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
         if job is None or job.state != candidate.state:  # gone, or changed since it was selected
             return False
         ids = store.remove_job(job, f"{candidate.state}: {reason}", now)
-        release_areas(uow, rt, candidate.owner_dn, ids)  # the bytes leave the owner's counter in this transaction
+        # the bytes leave the owner's counter in this transaction (a Cleared job's left it already)
+        release_areas(uow, rt, candidate.owner_dn, ids, cleared=candidate.state == JobState.CLEARED.value)
     log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
              candidate.state, reason, len(ids) - 1)
     return True

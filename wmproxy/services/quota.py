@@ -167,7 +167,8 @@ def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> No
     release_areas(uow, rt, owner_dn, [job_id])
 
 
-def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence[str]) -> None:
+def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence[str], *,
+                  cleared: bool = False) -> None:
     """:func:`release_area` of several jobs of ``owner_dn`` (a compound job and its nodes):
     the counter row locked once and their bytes taken off it together.
 
@@ -176,14 +177,19 @@ def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence
     every area is deleted or back: the row locks go at the commit, before the deletes, and a
     purge pass starting then took the areas still aside for leftovers (a cancelled job's put
     back, half deleted, its bytes already off the counter). Remove a compound job's areas with
-    one call, not one per node: each call holds a descriptor until the transaction has ended."""
+    one call, not one per node: each call holds a descriptor until the transaction has ended.
+
+    The jobs' rows are locked by the caller. An area found aside instead of in place, by a
+    removal that did not commit, is counted and released
+    (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.retire_job_area` ``left_aside``),
+    unless ``cleared``: the jobs are Cleared, their bytes already off the counter."""
     uow.usage.used(owner_dn, for_update=True)
     retirement = Retirement()
     uow.on_outcome(functools.partial(_discard, rt, retirement), functools.partial(_restore, rt, retirement),
                    functools.partial(rt.storage.end_retirement, retirement))
     freed = 0
     for job_id in job_ids:
-        freed += rt.storage.retire_job_area(job_id, retirement)[0]
+        freed += rt.storage.retire_job_area(job_id, retirement, left_aside=not cleared)[0]
     uow.usage.add(owner_dn, -freed, utcnow())
 
 
