@@ -480,6 +480,32 @@ class TestInterruptedRemoval:
         assert [c.job_id for c in report.jobs] == [job_id] and used(rt) == size
 
 
+    def test_a_pass_removes_the_lock_files_nothing_holds_and_skips_the_areas_of_a_held_one(
+            self, rt: Runtime) -> None:
+        from wmproxy.sandbox.storage import Retirement
+
+        dead = add_job(rt, "dead", "Done", created_days=2, updated_days=1)
+        held = add_job(rt, "held", "Done", created_days=2, updated_days=1)
+        staging = rt.storage.root / rt.storage.dir_name
+        gone = Retirement()  # a removal whose process died before its commit: its lock went with it
+        rt.storage.retire_job_area(dead, gone)
+        assert gone.fd is not None
+        os.close(gone.fd)
+        holding = Retirement()  # a removal settling its areas (in another thread or process)
+        aside = rt.storage.retire_job_area(held, holding)[1]
+        assert aside is not None and rt.storage.retirement_busy(aside)
+        try:
+            report = purge(rt)
+            assert report.errors == [] and rt.storage.job_dir(dead).is_dir()  # back: the job is Done
+            assert aside.is_dir() and not rt.storage.job_dir(held).exists()  # left to its removal
+            assert sorted(p.name for p in staging.glob(".purging-*")) == [f".purging-{holding.token}"]
+        finally:
+            rt.storage.end_retirement(holding)
+        assert not (staging / f".purging-{holding.token}").exists()
+        purge(rt)
+        assert rt.storage.job_dir(held).is_dir() and list(staging.rglob(".purging-*")) == []
+
+
 class TestOrphanAreas:
     def test_areas_no_job_has_go_once_older_than_registered_age(self, rt: Runtime) -> None:
         # A registration killed before its commit leaves its job areas without rows.
