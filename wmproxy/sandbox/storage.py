@@ -102,6 +102,7 @@ class Retirement:
     areas: list[Path] = field(default_factory=list)
     fd: int | None = None
 
+
 def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
     """A :class:`JobArea` attribute: the :class:`~pathlib.Path` of ``text(area)``, made once."""
     return functools.cached_property(lambda area: Path(text(area)))
@@ -613,8 +614,7 @@ class FilesystemSandboxStorage:
             except OSError as exc:
                 raise SandboxError(f"Unable to create the lock {path}: {exc.strerror}") from exc
             try:
-                flock_directory(fd, path, wait=True,
-                                unlocked=_UNLOCKED_RETIREMENT)
+                flock_directory(fd, path, wait=True, unlocked=_UNLOCKED_RETIREMENT)
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     return fd
             except FileNotFoundError:

@@ -22,8 +22,10 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   ago (left by a crash), when the caller can remove them (the execution worker);
 * **sandbox areas** moved aside by a removal whose process died before it was done
   (``.purging-*``, :func:`wmproxy.services.quota.release_area`): deleted when their job is
-  gone or Cleared, else put back; and job areas that no job has, unchanged for
-  ``registered_age`` (left by a registration killed before its commit);
+  gone or Cleared, else put back, but left to a removal that holds their lock (one that has
+  committed and is deleting them), and the lock files no removal holds; and job areas that
+  no job has, unchanged for ``registered_age`` (left by a registration killed before its
+  commit);
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
   renewal records; renewal records whose delegation is gone (destroyed) that no unfinished
   job uses;
