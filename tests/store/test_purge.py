@@ -349,6 +349,37 @@ class TestInterruptedRemoval:
     """The area of a job removed in a transaction is only moved aside until the commit: a
     removal that does not commit leaves the job, its files and its bytes on the counter."""
 
+    @pytest.mark.parametrize("then", ["jobPurge", "purge pass"])
+    def test_the_leftover_of_a_committed_cancel_is_never_counted_again(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+        """A job cancelled before it started leaves the counter at the cancel; its process died
+        before deleting the area it moved aside. The job's jobPurge (or a purge pass, then the job's
+        purge) deletes that leftover without taking its bytes off a second time (another job's
+        bytes went with them: the counter fell to 0)."""
+        other = add_job(rt, "running", "Running", created_days=1)
+        (rt.storage.job_dir(other) / "output" / "o.out").write_bytes(b"y" * 3000)
+        other_size = counted(rt, other)
+        job_id = add_job(rt, "never-started", "Submitted", created_days=0.01)
+        (rt.storage.job_dir(job_id) / "output" / "big.out").write_bytes(b"x" * 5000)
+        counted(rt, job_id)
+        monkeypatch.setattr(rt.storage, "discard_area", lambda path: None)  # died after the commit
+        job_service.cancel_job(rt, Principal(dn=ALICE), job_id)
+        monkeypatch.undo()
+        assert used(rt) == other_size
+        if then == "jobPurge":
+            job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+            assert used(rt) == other_size
+            assert purge(rt).errors == []  # the leftover, of a Cleared job now, deleted
+        else:
+            report = purge(rt)
+            assert report.errors == [] and not rt.storage.job_dir(job_id).exists()  # deleted, not put back
+            with rt.uow() as uow:
+                uow.session.execute(update(Job).where(Job.id == job_id).values(updated_at=days_ago(8)))
+            assert [c.job_id for c in purge(rt).jobs] == [job_id]
+        assert used(rt) == other_size
+        fan_out = rt.storage.job_dir(job_id).parent
+        assert not fan_out.exists() or list(fan_out.iterdir()) == []
+
     def test_a_removal_that_fails_before_its_commit_keeps_the_area_the_row_and_the_counter(
             self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
         job_id = add_job(rt, "old", "Done", created_days=9, updated_days=8)

@@ -101,6 +101,9 @@ class Retirement:
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     areas: list[Path] = field(default_factory=list)
     fd: int | None = None
+    #: The lock file could not be made (no space or inode left): the areas are moved aside and
+    #: settled without it, as a removal that frees space must still work on a full file system.
+    unlocked: bool = False
 
 
 def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
@@ -581,8 +584,9 @@ class FilesystemSandboxStorage:
         freed = self.counted_bytes(job_id)
         if retirement is None:
             retirement = Retirement()
-        elif retirement.fd is None:
+        elif retirement.fd is None and not retirement.unlocked:
             retirement.fd = self._hold_retirement_lock(retirement.token)
+            retirement.unlocked = retirement.fd is None
         retired = job_dir.with_name(f"{RETIRED_PREFIX}{retirement.token}-{job_dir.name}")
         try:
             os.rename(job_dir, retired)
@@ -603,15 +607,21 @@ class FilesystemSandboxStorage:
     def _retirement_lock(self, token: str) -> Path:
         return self.root / self.dir_name / f"{RETIRED_PREFIX}{token}"
 
-    def _hold_retirement_lock(self, token: str) -> int:
+    def _hold_retirement_lock(self, token: str) -> int | None:
         """Create the lock file of ``token`` and take its ``flock``; its descriptor. Made again
-        when a purge pass removed it between the two (it found it unlocked: :meth:`sweep_retirement_locks`)."""
+        when a purge pass removed it between the two (it found it unlocked: :meth:`sweep_retirement_locks`).
+        None, with a warning, when the file system has no space or inode left for it: a removal
+        frees space and must work then (a purge pass starting while its areas are deleted may
+        then take them for leftovers, as before the lock)."""
         path = self._retirement_lock(token)
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
                              0o600)
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    log.warning("sandbox areas removed without their lock %s: %s", path, exc.strerror)
+                    return None
                 raise SandboxError(f"Unable to create the lock {path}: {exc.strerror}") from exc
             try:
                 flock_directory(fd, path, wait=True, unlocked=_UNLOCKED_RETIREMENT)

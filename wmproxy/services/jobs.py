@@ -20,7 +20,7 @@ from wmproxy.security.proxy_info import ProxyInfo
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.compound import CANCEL_REQUESTED, end_unstarted, on_node_ended, refresh_parent
 from wmproxy.services.delegation import describe_proxy
-from wmproxy.services.quota import release_area, release_areas
+from wmproxy.services.quota import area_released, release_area, release_areas
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.uris import file_uri, select_protocols
 from wmproxy.store import UnitOfWork
@@ -232,12 +232,14 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
             raise OperationNotAllowedError(f"the job is a DAG subjob. The parent is: {job.parent_id}")
         if job.state not in (JobState.DONE.value, JobState.ABORTED.value, JobState.CANCELLED.value):
             raise OperationNotAllowedError("Job current status doesn't allow purge operation")
+        released = area_released(uow, job)  # cancelled before it started: its bytes left at the cancel
         uow.jobs.set_state(job, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
         uow.jobs.record_event(job, "purged", now, source="user", reason="job area removed")
         children = uow.jobs.children(job.id)
         for child in children:
             uow.jobs.set_state(child, JobState.CLEARED.value, now, reason="user retrieved output sandbox")
-        release_areas(uow, rt, job.owner_dn, [*(child.id for child in children), job.id])  # one lock, not one a node
+        release_areas(uow, rt, job.owner_dn, [*(child.id for child in children), job.id],  # one lock, not one a node
+                      cleared=released)
 
 
 def output_files(rt: Runtime, principal: Principal, job_id: str, protocol: str | None) -> list[tuple[str, int]]:

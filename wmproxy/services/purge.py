@@ -49,7 +49,7 @@ from pathlib import Path
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError, WMProxyError
-from wmproxy.services.quota import release_areas
+from wmproxy.services.quota import area_released, release_areas
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
 
@@ -228,9 +228,11 @@ def _purge_job(rt: Runtime, candidate: PurgeCandidate, reason: str, now: dt.date
         job = store.lock_job(candidate.job_id)
         if job is None or job.state != candidate.state:  # gone, or changed since it was selected
             return False
+        released = area_released(uow, job)
         ids = store.remove_job(job, f"{candidate.state}: {reason}", now)
-        # the bytes leave the owner's counter in this transaction (a Cleared job's left it already)
-        release_areas(uow, rt, candidate.owner_dn, ids, cleared=candidate.state == JobState.CLEARED.value)
+        # the bytes leave the owner's counter in this transaction (a Cleared job's left it already,
+        # and a job cancelled before it started)
+        release_areas(uow, rt, candidate.owner_dn, ids, cleared=released)
     log.info("purged job %s of %s (state %s, %s; %d node(s))", candidate.job_id, candidate.owner_dn,
              candidate.state, reason, len(ids) - 1)
     return True
@@ -282,7 +284,8 @@ def _purge_orphan_areas(rt: Runtime, report: PurgeReport, areas: list[Path], now
 
 def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -> None:
     """Delete the area moved aside at ``path`` when its job's removal committed (the row gone,
-    or Cleared), else put it back (:func:`wmproxy.services.quota.release_area`). The row is
+    Cleared, or cancelled before it started: :func:`~wmproxy.services.quota.area_released`),
+    else put it back (:func:`wmproxy.services.quota.release_area`). The row is
     locked first, and a node's compound job before it (a removal of nodes locks their compound
     job, not always the ended nodes): a removal still in progress ends before, and settles its
     area itself. One that has committed (its row locks gone) and is still deleting its areas (or
@@ -296,7 +299,7 @@ def _settle_retired(rt: Runtime, report: PurgeReport, path: Path, job_id: str) -
             job = store.lock_job(job_id)
             if not os.path.lexists(path) or rt.storage.retirement_busy(path):  # the removal that moved it settles it
                 return
-            if job is None or job.state == JobState.CLEARED.value:
+            if job is None or area_released(uow, job):
                 rt.storage.discard_area(path)
                 log.info("purged sandbox area %s left aside by an interrupted removal of job %s", path, job_id)
             else:

@@ -25,6 +25,7 @@ from wmproxy.errors import QuotaExceededError, SandboxError
 from wmproxy.sandbox.storage import Retirement
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork, database_reason
+from wmproxy.store.schema import Job
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,8 @@ def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence
     The jobs' rows are locked by the caller. An area found aside instead of in place, by a
     removal that did not commit, is counted and released
     (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.retire_job_area` ``left_aside``),
-    unless ``cleared``: the jobs are Cleared, their bytes already off the counter."""
+    unless ``cleared``: the jobs' bytes are off the counter already (:func:`area_released`), and
+    an area found aside is a committed removal's leftover."""
     uow.usage.used(owner_dn, for_update=True)
     retirement = Retirement()
     uow.on_outcome(functools.partial(_discard, rt, retirement), functools.partial(_restore, rt, retirement),
@@ -191,6 +193,23 @@ def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence
     for job_id in job_ids:
         freed += rt.storage.retire_job_area(job_id, retirement, left_aside=not cleared)[0]
     uow.usage.add(owner_dn, -freed, utcnow())
+
+
+def area_released(uow: UnitOfWork, job: Job) -> bool:
+    """Whether the bytes of ``job``'s area (a job, or a node of a compound job) are off its owner's
+    counter already: the job is Cleared (purged), or it and its compound job were cancelled
+    before they were ever started (the cancel of a Submitted job releases its area and its
+    nodes', :mod:`wmproxy.services.jobs`). An area of such a job found aside (``.purging-*``) is
+    the leftover of a removal that committed: deleted, never counted again. Reads the history of
+    the job (or of its compound job) for its start (an ``enqueued`` event)."""
+    if job.state == JobState.CLEARED.value:
+        return True
+    if job.state != JobState.CANCELLED.value:
+        return False
+    owner = job if job.parent_id is None else uow.jobs.get(job.parent_id)
+    if owner is None or owner.state != JobState.CANCELLED.value:
+        return False
+    return not uow.jobs.history(owner.id, kinds=("enqueued",))
 
 
 def _discard(rt: Runtime, retirement: Retirement) -> None:

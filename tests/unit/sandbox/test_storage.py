@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from wmproxy.sandbox.storage import (
     MAX_PATH_DEPTH,
     TMP_SUFFIX,
     FilesystemSandboxStorage,
+    Retirement,
     UnknownJobAreaError,
 )
 
@@ -648,3 +651,36 @@ class TestOutputTargets:
                            ("x/r.txt", "its destination name '.gacl' is not a file name")]
         assert storage.output_files(JOB) == [("r.txt", 1), ("renamed.out", 1)]
         assert (storage.job_area(JOB).output_dir / "r.txt").read_text() == "x"
+
+
+class TestRetirementOnAFullFileSystem:
+    def test_an_area_is_removed_when_no_inode_is_left_for_its_lock(self, tmp_path: Path) -> None:
+        """A removal frees space: on a sandbox file system without an inode left (many small
+        output files), the removal's lock file cannot be made, and the area is still moved aside
+        and deleted (it failed with "Unable to create the lock")."""
+        root = tmp_path / "root"
+        root.mkdir(mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64,mode=0700", "tmpfs", str(root)],
+                       check=True)
+        try:
+            storage = FilesystemSandboxStorage(root)
+            area = storage.create_job_area(JOB)
+            (area / "output").mkdir(exist_ok=True)
+            filled = 0
+            with contextlib.suppress(OSError):
+                for i in range(1000):  # the inodes filled with output files
+                    (area / "output" / f"f{i}").write_bytes(b"x")
+                    filled += 1
+            assert 0 < filled < 1000
+            with pytest.raises(OSError, match="No space left") as full:
+                (area / "output" / "one more").write_bytes(b"x")
+            assert full.value.errno == errno.ENOSPC
+            retirement = Retirement()
+            freed, retired = storage.retire_job_area(JOB, retirement)
+            assert retired is not None and retired.is_dir() and not storage.job_dir(JOB).exists()
+            assert freed > 0 and retirement.unlocked and retirement.fd is None
+            storage.discard_area(retired)
+            storage.end_retirement(retirement)
+            assert not retired.exists()
+        finally:
+            subprocess.run(["umount", "--lazy", str(root)], check=True)
