@@ -7,9 +7,11 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import Pki
+from tests.conftest import Pki, _postgres_database
+from wmproxy.admin import initialise
 from wmproxy.config import (
     DatabaseSettings,
     ExecutionSettings,
@@ -20,6 +22,7 @@ from wmproxy.config import (
 )
 from wmproxy.domain import utcnow
 from wmproxy.security.sealing import Sealer
+from wmproxy.services.runtime import Runtime
 from wmproxy.store import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job
@@ -38,6 +41,20 @@ def settings_for(state: Path, url: str, pki: Pki) -> Settings:
         sandbox=SandboxSettings(root=str(state / "sandbox")),
         execution=ExecutionSettings(work_dir=str(state / "work")),
     )
+
+
+def initialised_runtime(kind: str, tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
+    """A Runtime of a deployment under ``tmp_path/state`` (:func:`settings_for`), initialised on a
+    fresh ``kind`` database (``sqlite``, or ``postgresql``: a database of its own, dropped after
+    the yield); its engine is disposed of after the yield."""
+    urls = iter([f"sqlite:///{tmp_path}/db/wmproxy.db"]) if kind == "sqlite" else _postgres_database()
+    settings = settings_for(tmp_path / "state", next(urls), pki)
+    initialise(settings)
+    runtime = Runtime.from_settings(settings)
+    yield runtime
+    runtime.session_factory.kw["bind"].dispose()
+    for _ in urls:  # drop the PostgreSQL database
+        pass
 
 
 def write_ini(settings: Settings, path: Path) -> Path:

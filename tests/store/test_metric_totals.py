@@ -14,9 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from tests.admin.support import days_ago, job_row, sealed_rows, settings_for
-from tests.conftest import Pki, _postgres_database
-from wmproxy.admin import initialise
+from tests.admin.support import days_ago, initialised_runtime, job_row, sealed_rows
+from tests.conftest import Pki
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import JobState, utcnow
 from wmproxy.monitoring.metrics import scrape_registry
@@ -32,14 +31,7 @@ BASE = "https://localhost:7443/"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def rt(request: pytest.FixtureRequest, tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
-    urls = iter([f"sqlite:///{tmp_path}/db/wmproxy.db"]) if request.param == "sqlite" else _postgres_database()
-    settings = settings_for(tmp_path / "state", next(urls), pki)
-    initialise(settings)
-    runtime = Runtime.from_settings(settings)
-    yield runtime
-    runtime.session_factory.kw["bind"].dispose()
-    for _ in urls:  # drop the PostgreSQL database
-        pass
+    yield from initialised_runtime(request.param, tmp_path, pki)
 
 
 def counters(rt: Runtime, tmp_path: Path) -> tuple[float, float, float]:

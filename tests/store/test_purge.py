@@ -19,10 +19,9 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from tests.admin.support import days_ago, job_row, sealed_rows, settings_for
-from tests.conftest import Pki, _postgres_database
+from tests.admin.support import days_ago, initialised_runtime, job_row, sealed_rows
+from tests.conftest import Pki
 from tests.deep_trees import make_chain, removed_afterwards
-from wmproxy.admin import initialise
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError
@@ -44,15 +43,7 @@ BASE = "https://localhost:7443/"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def rt(request: pytest.FixtureRequest, tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
-    urls = iter([f"sqlite:///{tmp_path}/db/wmproxy.db"]) if request.param == "sqlite" else _postgres_database()
-    url = next(urls)
-    settings = settings_for(tmp_path / "state", url, pki)
-    initialise(settings)
-    runtime = Runtime.from_settings(settings)
-    yield runtime
-    runtime.session_factory.kw["bind"].dispose()
-    for _ in urls:  # drop the PostgreSQL database
-        pass
+    yield from initialised_runtime(request.param, tmp_path, pki)
 
 
 def add_job(rt: Runtime, name: str, state: str, *, created_days: float, updated_days: float | None = None,
