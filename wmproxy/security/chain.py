@@ -459,10 +459,8 @@ def _store(ca_dir: str, loaded: _CaDir, at: datetime | None, check_crl: bool = T
     CRL converted for OpenSSL, cost about 0.1 ms per verification (issue 14). Any other
     time gets a new store set to it (OpenSSL keeps a store's first time: it cannot be reused).
     """
-    if at is not None:
-        aware = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
-        if abs((datetime.now(UTC) - aware).total_seconds()) > CURRENT_TIME_TOLERANCE:
-            return _new_store(loaded, aware, check_crl)
+    if at is not None and _current_time(at) is None:
+        return _new_store(loaded, _utc(at), check_crl)
     with _cache_lock:
         entry = _current_stores.get((ca_dir, check_crl))
     if entry is not None and entry[0] is loaded:
@@ -609,14 +607,18 @@ _PATH_DEPENDENT = frozenset({
     ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.POLICY_CONSTRAINTS,
     ExtensionOID.POLICY_MAPPINGS, ExtensionOID.INHIBIT_ANY_POLICY,
 })
-#: Signature algorithms of a leaf checked here: ``verify_directly_issued_by`` verifies these
-#: as OpenSSL does.
-_LEAF_SIGNATURES = frozenset({
+#: Signature algorithms that ``cryptography``'s ``verify_directly_issued_by`` and OpenSSL both
+#: check alike: for these, OpenSSL's verification of a leaf by ``chain[1]`` is the same proof, and
+#: a leaf over known issuers is checked with ``verify_directly_issued_by``.
+SIGNATURES_BOTH_CHECK = frozenset({
     SignatureAlgorithmOID.RSA_WITH_SHA256, SignatureAlgorithmOID.RSA_WITH_SHA384,
     SignatureAlgorithmOID.RSA_WITH_SHA512, SignatureAlgorithmOID.RSASSA_PSS,
     SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
     SignatureAlgorithmOID.ECDSA_WITH_SHA512,
 })
+#: SHA-1 signatures (RSA PKCS#1 v1.5, ECDSA), which :func:`sha1_signed_by` verifies (gridsite
+#: clients sign with SHA-1; ``verify_directly_issued_by`` refuses it).
+SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
 
 
 def _current_time(at: datetime | None) -> datetime | None:
@@ -625,8 +627,12 @@ def _current_time(at: datetime | None) -> datetime | None:
     now = datetime.now(UTC)
     if at is None:
         return now
-    aware = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return now if abs((now - aware).total_seconds()) <= CURRENT_TIME_TOLERANCE else None
+    return now if abs((now - _utc(at)).total_seconds()) <= CURRENT_TIME_TOLERANCE else None
+
+
+def _utc(at: datetime) -> datetime:
+    """``at`` UTC-aware (a naive ``at`` means UTC)."""
+    return at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _verified_issuers_of(ca_dir: str, issuers: tuple[bytes, ...], loaded: _CaDir,
@@ -669,9 +675,10 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
     proxy with a readable proxyCertInfo, only :data:`_LEAF_EXTENSIONS`, not a CA, an authority
     key identifier by key only, naming ``issuer``'s subject key identifier if both have one
     (``X509_check_akid``); its subject ``issuer``'s plus one CN; valid at
-    ``now``; signed by ``issuer``'s key with an algorithm of :data:`_LEAF_SIGNATURES` or SHA-1
+    ``now``; signed by ``issuer``'s key with an algorithm of :data:`SIGNATURES_BOTH_CHECK` or SHA-1
     (:func:`sha1_signed_by`)."""
-    if leaf.signature_algorithm_oid not in _LEAF_SIGNATURES and leaf.signature_algorithm_oid not in _SHA1_SIGNATURES:
+    algorithm = leaf.signature_algorithm_oid
+    if algorithm not in SIGNATURES_BOTH_CHECK and algorithm not in SHA1_SIGNATURES:
         return False
     if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
         return False
@@ -698,7 +705,7 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
         return False
     if next(iter(rdns[-1])).oid != NameOID.COMMON_NAME:
         return False
-    if leaf.signature_algorithm_oid in _SHA1_SIGNATURES:
+    if leaf.signature_algorithm_oid in SHA1_SIGNATURES:
         return sha1_signed_by(leaf, issuer)
     try:
         leaf.verify_directly_issued_by(issuer)
@@ -706,9 +713,6 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
         return False
     return True
 
-
-#: SHA-1 signatures (RSA PKCS#1 v1.5, ECDSA), which :func:`sha1_signed_by` verifies.
-_SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
 
 
 def _one_signature_algorithm(cert: x509.Certificate) -> bool:
@@ -765,7 +769,7 @@ def sha1_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     ``cryptography``'s ``verify_directly_issued_by`` refuses SHA-1 outright (``peers.md`` §2.4).
     """
     algorithm = cert.signature_algorithm_oid
-    if algorithm not in _SHA1_SIGNATURES or cert.issuer != issuer.subject or not _one_signature_algorithm(cert):
+    if algorithm not in SHA1_SIGNATURES or cert.issuer != issuer.subject or not _one_signature_algorithm(cert):
         return False
     try:
         public_key = issuer.public_key()

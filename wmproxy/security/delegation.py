@@ -21,6 +21,8 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyError, ProxyVerificationError
 from wmproxy.security.chain import (
+    SHA1_SIGNATURES,
+    SIGNATURES_BOTH_CHECK,
     chain_pem,
     end_entity,
     has_limited_proxy,
@@ -45,22 +47,12 @@ MAX_PROXY_CHAIN_DEPTH = 10
 #: 255 characters.
 MAX_DELEGATION_ID_BYTES = 255
 _RSA_KEY_PEM = b"-----BEGIN RSA PRIVATE KEY-----\n"
-#: Signature algorithms that ``cryptography``'s ``verify_directly_issued_by`` and OpenSSL both
-#: check alike: for these, OpenSSL's verification of the leaf by ``chain[1]`` is the same proof.
-_SIGNATURES_BOTH_CHECK = frozenset({
-    SignatureAlgorithmOID.RSA_WITH_SHA256, SignatureAlgorithmOID.RSA_WITH_SHA384,
-    SignatureAlgorithmOID.RSA_WITH_SHA512, SignatureAlgorithmOID.RSASSA_PSS,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA512,
-})
 #: Signature algorithms ``verify_directly_issued_by`` verifies (it refuses SHA-1 and MD5 ones).
-_SIGNATURES_VERIFIED = _SIGNATURES_BOTH_CHECK | {
+_SIGNATURES_VERIFIED = SIGNATURES_BOTH_CHECK | {
     SignatureAlgorithmOID.RSA_WITH_SHA224, SignatureAlgorithmOID.ECDSA_WITH_SHA224,
     SignatureAlgorithmOID.ED25519, SignatureAlgorithmOID.ED448,
     SignatureAlgorithmOID.DSA_WITH_SHA224, SignatureAlgorithmOID.DSA_WITH_SHA256,
 }
-#: SHA-1 signatures, which :func:`_check_signature` verifies itself (gridsite clients sign with SHA-1).
-_SHA1_SIGNATURES = frozenset({SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1})
 
 
 @dataclass(frozen=True)
@@ -174,7 +166,7 @@ def accept_delegated_proxy(
     except Exception:
         _check_signature(leaf, chain[1])
         raise
-    if not (proven and leaf.signature_algorithm_oid in _SIGNATURES_BOTH_CHECK):
+    if not (proven and leaf.signature_algorithm_oid in SIGNATURES_BOTH_CHECK):
         _check_signature(leaf, chain[1])
     try:
         fqans = verified_fqans(stored, vomsdir=vomsdir, ca_dir=ca_dir, at=now,  # what is stored: the path
@@ -284,7 +276,7 @@ def _check_signature(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
             sign it with SHA-256 (the CSR's own algorithm)".
     """
     algorithm = leaf.signature_algorithm_oid
-    if algorithm not in _SHA1_SIGNATURES:
+    if algorithm not in SHA1_SIGNATURES:
         if algorithm not in _SIGNATURES_VERIFIED:
             raise _refuse(f"the delegated proxy is signed with {_algorithm_name(leaf)}, which is not accepted; "
                           "sign it with SHA-256 (the CSR's own algorithm)")
