@@ -162,9 +162,10 @@ def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> No
     an upload's commit, which renames its file into place in the counter's transaction; an
     upload still streaming writes into the moved area, and its rename into place then fails.
     A process killed in between (or a commit that failed) leaves it aside, for the purger's next
-    pass (:mod:`wmproxy.services.purge`, first thing): deleted when the job's row is gone
-    or Cleared, else put back. Deleted before the commit, a process killed before the commit left
-    the row and the bytes on the counter, and the next removal found no files to take off it."""
+    pass (:mod:`wmproxy.services.purge`, first thing): deleted when the job's row is gone or its
+    bytes are off the counter already (:func:`area_released`), else put back. Deleted before the
+    commit, a process killed before the commit left the row and the bytes on the counter, and the
+    next removal found no files to take off it."""
     release_areas(uow, rt, owner_dn, [job_id])
 
 
