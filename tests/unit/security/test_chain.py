@@ -458,9 +458,11 @@ class TestKnownIssuers:
                                at=datetime.now(UTC) + timedelta(seconds=30))
         assert len(openssl_calls) == 1
 
-    def test_kept_until_the_first_end_of_the_path_and_at_most_the_ttl(self, fresh_ca):
+    def test_kept_until_the_first_end_of_the_path_and_at_most_the_ttl(self, fresh_ca, monkeypatch):
+        # a TTL beyond the short-lived user certificate's end, which is far enough for a loaded machine
+        monkeypatch.setattr(chain_module, "VERIFIED_ISSUERS_TTL", 3600.0)
         now = datetime.now(UTC)
-        user = fresh_ca.issue_user("Short Lived", not_after=now + timedelta(seconds=20))
+        user = fresh_ca.issue_user("Short Lived", not_after=now + timedelta(seconds=600))
         proxy = make_proxy(user, lifetime=3600)
         ca_dir = str(fresh_ca.directory)
         chain = make_proxy(proxy, lifetime=600).full_chain
