@@ -169,6 +169,9 @@ class TestStoppedZygote:
         ws.wait_for((first.work_dir / "stopped").exists, "the job to stop its zygote")
         (launcher,) = backend._zygotes.values()
         assert int((first.work_dir / "stopped").read_text()) == launcher.process.pid
+        # kill(1) returns once SIGSTOP is sent; the zygote is stopped when the kernel next runs it
+        stat = Path(f"/proc/{launcher.process.pid}/stat")
+        ws.wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"), "the zygote to be stopped")
         with pytest.raises(ZygoteError, match="stopped"):  # refused without waiting for an answer
             launcher.request([str(first.work_dir)])
         second = dataclasses.replace(ws.launch(input_dir, account, "echo hi"), job_id=ws.JOB + "2",
