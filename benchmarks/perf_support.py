@@ -73,12 +73,54 @@ def database(kind: str, root: Path) -> Iterator[str]:
             yield url
 
 
+#: CA certificates in an IGTF trust store as sites install it (``ca-policy-egi-core``: about a
+#: hundred CAs, each a ``<hash>.0`` certificate and a ``<hash>.r0`` CRL beside its signing policy
+#: and namespaces files).
+IGTF_CAS = 100
+
+
+def add_trust_anchors(directory: Path, count: int) -> None:
+    """Write ``count`` more CAs into the grid CA directory ``directory``, as an IGTF trust store
+    holds them: for each, ``<hash>.0`` (a self-signed CA certificate), ``<hash>.r0`` (its empty
+    CRL), ``<hash>.signing_policy`` and ``<hash>.namespaces``. One RSA key signs them all (what
+    a verification costs does not depend on it; making a hundred keys would)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    for number in range(count):
+        name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ZZ"),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trust Store Filler"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, f"Filler CA {number}")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(number + 1).not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(now - dt.timedelta(hours=1))
+               .next_update(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+        digest = f"{crypto.X509.from_cryptography(cert).subject_name_hash():08x}"
+        (directory / f"{digest}.0").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{digest}.r0").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        issuer = f"/C=ZZ/O=Trust Store Filler/CN=Filler CA {number}"
+        (directory / f"{digest}.signing_policy").write_text(f"access_id_CA X509 '{issuer}'\n")
+        (directory / f"{digest}.namespaces").write_text(f'TO Issuer "{issuer}" PERMIT Subject ".*"\n')
+
+
 @contextlib.contextmanager
 def site(root: Path, database_url: str, *, extra: str = "", max_isb: int = 1_000_000,
-         env: dict[str, str] | None = None) -> Iterator[Site]:
+         env: dict[str, str] | None = None, cas: int = 0) -> Iterator[Site]:
     """PKI, configuration (``extra`` appended: more sections; ``env``: ``WMPROXY_*`` overrides),
-    ``wmproxy-admin init`` and gunicorn; stopped afterwards."""
+    ``wmproxy-admin init`` and gunicorn; stopped afterwards. ``cas``: more CAs in the CA
+    directory (:func:`add_trust_anchors`)."""
     ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
+    add_trust_anchors(root / "certificates", cas)
     host_cert, host_key = ca.issue_host("localhost", root / "host")
     user = ca.issue_user("Bench User", root / "user")
     proxy = root / "user" / "x509up"

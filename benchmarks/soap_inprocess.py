@@ -13,6 +13,7 @@ figure is the CPU of the pair, printed with the pair over one getVersion.
 
     .venv/bin/python benchmarks/soap_inprocess.py [--database sqlite|postgresql] [--calls 2000]
         [--windows 5] [--profile getVersion|jobSubmit|delegation] [--top 40] [--only delegation]
+        [--cas 100]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import DELEGATION2_NS, WMPROXY_NS, database, envelope
+from perf_support import DELEGATION2_NS, IGTF_CAS, WMPROXY_NS, add_trust_anchors, database, envelope
 
 from wmproxy.security.pki import create_ca, write_proxy
 
@@ -97,7 +98,7 @@ class Bench:
         return used
 
 
-def build(root: Path, url: str) -> Bench:
+def build(root: Path, url: str, cas: int = 0) -> Bench:
     """The application on a fresh store with one delegated proxy ``bench`` (the key pool on,
     its filler not started: :meth:`Bench.fill_pool` fills it)."""
     from tests.support import delegate_in_process
@@ -116,6 +117,7 @@ def build(root: Path, url: str) -> Bench:
     from wmproxy.soap.app import WMProxyApplication
 
     ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
+    add_trust_anchors(root / "certificates", cas)
     user = ca.issue_user("Bench User", root / "user")
     proxy = root / "user" / "x509up"
     write_proxy(user, proxy, lifetime=3600 * 12)
@@ -159,9 +161,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--callees", help="also print the callees of the functions matching this")
     parser.add_argument("--only", choices=["delegation"], help="getVersion and delegation only")
+    parser.add_argument("--cas", type=int, default=0,
+                        help=f"more CAs in the CA directory (an IGTF trust store: about {IGTF_CAS})")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, database(args.database, Path(tmp)) as url:
-        bench = build(Path(tmp), url)
+        bench = build(Path(tmp), url, args.cas)
         post = bench.post
         assert b"<version>" in post(GET_VERSION) or b"version" in post(GET_VERSION)
         reply = post(SUBMIT)

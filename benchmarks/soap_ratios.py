@@ -33,7 +33,10 @@ With ``--only delegation`` a round measures the getVersion and delegation window
 trivial app, no jobSubmit): the delegation figure in less time.
 
     .venv/bin/python benchmarks/soap_ratios.py [--rounds 5] [--seconds 2] [--databases sqlite,postgresql]
-        [--only delegation]
+        [--only delegation] [--cas 100]
+
+With ``--cas N`` the CA directory holds N more CAs, as a site's IGTF trust store does (about
+100): what a verification against it costs (putProxy's) is then in the figures.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_support import (
     DELEGATION2_NS,
+    IGTF_CAS,
     WMPROXY_NS,
     Action,
     Site,
@@ -175,13 +179,14 @@ KEYS_INCLUDED = "delegation / getVersion, server CPU with key generation"
 
 
 def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
-        env: dict[str, str] | None = None, client_counts: tuple[int, ...] = (1, 4)) -> None:
+        env: dict[str, str] | None = None, client_counts: tuple[int, ...] = (1, 4), cas: int = 0) -> None:
     """Every figure, or with ``only_delegation`` the getVersion and delegation windows alone;
-    ``env`` is added to the service's (and the trivial app's) environment."""
+    ``env`` is added to the service's (and the trivial app's) environment; ``cas`` more CAs are
+    in the CA directory (``perf_support.add_trust_anchors``)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         service_env = {"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL), **(env or {})}
-        with database(kind, root) as url, site(root, url, env=service_env) as s:
+        with database(kind, root) as url, site(root, url, env=service_env, cas=cas) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
             from wmproxy.client import WMProxyClient
 
@@ -243,12 +248,14 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4", help="client counts, comma-separated (default 1,4)")
     parser.add_argument("--env", action="append", default=[], metavar="VAR=value",
                         help="added to the service's environment, e.g. WMPROXY_SERVICE_THREADS=2")
+    parser.add_argument("--cas", type=int, default=0,
+                        help=f"more CAs in the CA directory (an IGTF trust store: about {IGTF_CAS})")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     clients = tuple(int(n) for n in args.clients.split(","))
     for kind in args.databases.split(","):
         run(kind, args.rounds, args.seconds, only_delegation=args.only == "delegation", env=env,
-            client_counts=clients)
+            client_counts=clients, cas=args.cas)
 
 
 if __name__ == "__main__":

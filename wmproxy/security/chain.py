@@ -14,7 +14,8 @@ import re
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -336,13 +337,38 @@ def identity_dn(chain: list[x509.Certificate]) -> str:
 _Stamp = tuple[int, tuple[tuple[str, int, int], ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _CaDir:
     certs: tuple[crypto.X509, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
+    #: What the files were when parsed: (directory mtime, ((name, mtime, size), ...)).
+    stamp: _Stamp = (0, ())
+    #: The parsed file names by their hash (``<hash>.N``, ``<hash>.rN``: the 8 hex digits).
+    by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Each file's (mtime, size) when parsed, by name (:attr:`stamp`'s files).
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-_cache: dict[str, tuple[_Stamp, _CaDir]] = {}
+@dataclass(frozen=True)
+class _Parsed:
+    """A CA directory as last parsed: ``names`` the listing it was checked against (the kept
+    listing object of :func:`_ca_names`), ``walked`` when (``time.monotonic()``) every file of it
+    was last found unchanged."""
+
+    loaded: _CaDir
+    names: list[str]
+    walked: float
+
+
+#: Seconds a CA directory's parse is used without a ``stat`` of each of its files, while the
+#: directory itself is unchanged (a file added, removed or renamed is seen at once): every
+#: verification still ``stat``-s the files of the CAs its path goes through (:func:`_path_files_changed`),
+#: so a CRL or CA certificate of the path rewritten in place is seen at once, and a file of
+#: another CA within this time. Issue 14: a ``stat`` of each of the 400-odd files of an IGTF
+#: directory cost about 1 ms of every putProxy and every VOMS AC verification.
+CA_FILES_RESTAT = 1.0
+
+_cache: dict[str, _Parsed] = {}
 _cache_lock = threading.Lock()
 
 
@@ -391,22 +417,30 @@ def _ca_names(ca_dir: str) -> tuple[list[str], int]:
     return names, st.st_mtime_ns
 
 
-def _load_ca_dir(ca_dir: str) -> _CaDir:
+def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
     """Parsed CA certificates (``<hash>.N``) and CRLs (``<hash>.rN``) of ``ca_dir``.
 
-    Cached per path and (directory mtime, per-file mtime and size), so a rewritten CRL
-    or a new CA is picked up on the next call while repeated calls only ``stat``.
-    Unreadable files are skipped (as OpenSSL's hash-dir lookup does).
+    Cached per path and (directory mtime, per-file mtime and size): a new CA, or one removed, is
+    picked up on the next call (the directory's ``stat``), a file rewritten in place once its
+    own ``stat`` is taken: on every call after :data:`CA_FILES_RESTAT` seconds, or with
+    ``walk=True``. Unreadable files are skipped (as OpenSSL's hash-dir lookup does).
     """
     names, directory_mtime_ns = _ca_names(ca_dir)
-    key = _signature(ca_dir, names, directory_mtime_ns)
+    now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(ca_dir)
-        if hit and hit[0] == key:
-            return hit[1]
+    if hit is not None and not walk and hit.names is names and now - hit.walked < CA_FILES_RESTAT:
+        return hit.loaded
+    key = _signature(ca_dir, names, directory_mtime_ns)
+    if hit is not None and hit.loaded.stamp == key:
+        with _cache_lock:
+            _cache[ca_dir] = _Parsed(hit.loaded, names, now)
+        return hit.loaded
     certs: list[crypto.X509] = []
     crls: list[x509.CertificateRevocationList] = []
+    by_hash: dict[str, list[str]] = {}
     for name in names:
+        by_hash.setdefault(name.split(".", 1)[0], []).append(name)
         try:
             with open(os.path.join(ca_dir, name), "rb") as fh:
                 data = fh.read()
@@ -416,10 +450,31 @@ def _load_ca_dir(ca_dir: str) -> _CaDir:
                 certs.extend(crypto.X509.from_cryptography(c) for c in load_pem_chain(data))
         except (OSError, ValueError, ProxyError):
             continue
-    loaded = _CaDir(tuple(certs), tuple(crls))
+    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(found) for h, found in by_hash.items()},
+                    {name: (mtime, size) for name, mtime, size in key[1]})
     with _cache_lock:
-        _cache[ca_dir] = (key, loaded)
+        _cache[ca_dir] = _Parsed(loaded, names, now)
     return loaded
+
+
+def _path_files_changed(ca_dir: str, loaded: _CaDir, hashes: Iterable[str]) -> bool:
+    """Whether a file of ``loaded`` named by one of ``hashes`` (the subject name hashes of a
+    verified path's certificates: its CA certificates and their CRLs, the files OpenSSL's
+    hash-directory lookup reads for it) is no longer as parsed: rewritten, removed or replaced.
+    A ``stat`` of those few files, not of the whole directory (:data:`CA_FILES_RESTAT`)."""
+    for name in {name for digest in hashes for name in loaded.by_hash.get(digest, ())}:
+        try:
+            st = os.stat(os.path.join(ca_dir, name))
+        except OSError:
+            return True
+        if loaded.files.get(name) != (st.st_mtime_ns, st.st_size):
+            return True
+    return False
+
+
+def _name_hashes(path: Iterable[crypto.X509]) -> tuple[str, ...]:
+    """The OpenSSL subject name hashes (``%08x``, the CA directory's file names) of ``path``."""
+    return tuple(f"{cert.subject_name_hash():08x}" for cert in path)
 
 
 #: Verification times within this many seconds of the clock are verified at the clock's time.
@@ -551,7 +606,7 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
         known = _verified_issuers_of(ca_dir, issuers, loaded, current.timestamp())
         if known is not None and _leaf_fits(chain[0], chain[1], current):
             return True, [chain[0], *(sent[der] for der in known)]
-    verified = _verified_path(chain, ca_dir, at, loaded=loaded)
+    verified, loaded = _verified_path_of(chain, ca_dir, at, True, loaded)
     path = [chain[0]]
     ders: list[bytes] = []
     for issuer in verified[1:]:
@@ -562,7 +617,7 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
         path.append(found if found is not None else issuer.to_cryptography())
         ders.append(der)
     proven = len(chain) > 1 and len(path) > 1 and path[1] is chain[1]
-    if proven and known is None and current is not None and loaded is not None and all(der in sent for der in ders):
+    if proven and known is None and current is not None and all(der in sent for der in ders):
         _remember_verified_issuers(ca_dir, issuers, tuple(ders), verified, loaded, current.timestamp())
     return proven, path
 
@@ -583,6 +638,7 @@ class _IssuerProof:
     loaded: _CaDir  # the parsed CA directory it was verified against (a changed file: another object)
     path: tuple[bytes, ...]  # DER of the verified path from chain[1] through the end-entity certificate
     until: float  # POSIX seconds: the end of its first certificate, CA or CRL to end, or the TTL
+    hashes: tuple[str, ...] = ()  # subject name hashes of the whole verified path (its CAs' files)
 
 
 #: Issuer chains of delegated proxies verified by OpenSSL, per process; by (CA directory, the
@@ -647,6 +703,11 @@ def _verified_issuers_of(ca_dir: str, issuers: tuple[bytes, ...], loaded: _CaDir
         if proof.loaded is not loaded or now >= proof.until:
             del _verified_issuers[key]
             return None
+    if _path_files_changed(ca_dir, loaded, proof.hashes):  # a CRL of the path rewritten in place
+        _load_ca_dir(ca_dir, walk=True)
+        with _verified_issuers_lock:
+            _verified_issuers.pop(key, None)
+        return None
     return proof.path
 
 
@@ -666,7 +727,7 @@ def _remember_verified_issuers(ca_dir: str, issuers: tuple[bytes, ...], path: tu
     ends = [now + VERIFIED_ISSUERS_TTL, *(cert.not_valid_after_utc.timestamp() for cert in certs)]
     ends += [crl.next_update_utc.timestamp() for crl in loaded.crls if crl.next_update_utc is not None]
     with _verified_issuers_lock:
-        _verified_issuers[(ca_dir, issuers)] = _IssuerProof(loaded, path, min(ends))
+        _verified_issuers[(ca_dir, issuers)] = _IssuerProof(loaded, path, min(ends), _name_hashes(verified))
 
 
 def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) -> bool:
@@ -823,9 +884,36 @@ def _verified_path(chain: list[x509.Certificate], ca_dir: str, at: datetime | No
                    check_crl: bool = True, *, loaded: _CaDir | None = None) -> list[crypto.X509]:
     """The verification of :func:`verify_chain` (against ``loaded``, the parsed ``ca_dir``, when
     given); returns the path OpenSSL verified, leaf first."""
+    return _verified_path_of(chain, ca_dir, at, check_crl, loaded)[0]
+
+
+def _verified_path_of(chain: list[x509.Certificate], ca_dir: str, at: datetime | None, check_crl: bool,
+                      loaded: _CaDir | None) -> tuple[list[crypto.X509], _CaDir]:
+    """:func:`_verified_path`, and the parsed CA directory it was verified against: ``loaded``
+    (or the directory as parsed) while the files of the path's CAs are unchanged; else, and when
+    the verification fails, the directory parsed again after a ``stat`` of every file
+    (:data:`CA_FILES_RESTAT`), verified against again if it changed."""
     if not chain:
         raise ProxyVerificationError("empty certificate chain")
-    store = _store(ca_dir, loaded if loaded is not None else _load_ca_dir(ca_dir), at, check_crl)
+    if loaded is None:
+        loaded = _load_ca_dir(ca_dir)
+    try:
+        path = _openssl_path(chain, ca_dir, loaded, at, check_crl)
+    except ProxyVerificationError:
+        fresh = _load_ca_dir(ca_dir, walk=True)
+        if fresh is loaded:
+            raise
+        return _openssl_path(chain, ca_dir, fresh, at, check_crl), fresh
+    if _path_files_changed(ca_dir, loaded, _name_hashes(path)):
+        fresh = _load_ca_dir(ca_dir, walk=True)
+        return _openssl_path(chain, ca_dir, fresh, at, check_crl), fresh
+    return path, loaded
+
+
+def _openssl_path(chain: list[x509.Certificate], ca_dir: str, loaded: _CaDir, at: datetime | None,
+                  check_crl: bool) -> list[crypto.X509]:
+    """OpenSSL's verification of ``chain`` against ``loaded``; the path it verified, leaf first."""
+    store = _store(ca_dir, loaded, at, check_crl)
     leaf = _openssl_cert(chain[0])
     untrusted = [_openssl_cert(c) for c in chain[1:]]
     try:

@@ -287,6 +287,78 @@ class TestVerifyChain:
         shutil.copy(other_ca.crl_path, directory / other_ca.crl_path.name)
         verify_chain(stranger.full_chain, str(directory))
 
+    @pytest.fixture
+    def settled_two_cas(self, fresh_ca, other_ca, tmp_path, monkeypatch):
+        """fresh_ca's directory with a copy of other_ca's certificate and CRL, its listing settled
+        and its files' parse kept for an hour (:data:`chain_module.CA_FILES_RESTAT`); returns
+        (directory, a CertificateAuthority writing other_ca's CRL into the copy)."""
+        import os
+        import shutil
+
+        from wmproxy.security.pki import CertificateAuthority
+
+        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+        monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 3600.0)
+        directory = fresh_ca.directory
+        shutil.copy(other_ca.cert_path, directory / other_ca.cert_path.name)
+        shutil.copy(other_ca.crl_path, directory / other_ca.crl_path.name)
+        os.utime(directory, (1_000_000_000, 1_000_000_000))
+        return directory, CertificateAuthority(other_ca.cert, other_ca.key, tmp_path / "scratch")
+
+    @staticmethod
+    def _rewrite_in_place(path, data):
+        import os
+
+        directory = os.stat(path.parent)
+        with open(path, "r+b") as fh:  # same inode, the directory untouched
+            fh.write(data)
+            fh.truncate()
+        after = os.stat(path.parent)
+        assert (directory.st_mtime_ns, directory.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
+
+    def test_a_crl_of_the_path_rewritten_in_place_is_seen_at_once(self, settled_two_cas, other_ca):
+        """The files of another CA are not stat-ed on every call; those of the path's CA are."""
+        directory, scratch = settled_two_cas
+        stranger = other_ca.issue_user("Stranger Two")
+        proxy = make_proxy(stranger, lifetime=600)
+        verify_chain(proxy.full_chain, str(directory))
+        loaded = chain_module._load_ca_dir(str(directory))
+        scratch.revoke(stranger.cert)
+        self._rewrite_in_place(directory / other_ca.crl_path.name, scratch.crl_path.read_bytes())
+        assert chain_module._load_ca_dir(str(directory)) is loaded  # the parse kept: no stat of each file
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            verify_chain(proxy.full_chain, str(directory))
+
+    def test_a_file_of_another_ca_rewritten_in_place_is_seen_after_the_restat_time(self, settled_two_cas,
+                                                                                     fresh_ca, other_ca,
+                                                                                     monkeypatch):
+        directory, scratch = settled_two_cas
+        mine = make_proxy(fresh_ca.issue_user("Mine"), lifetime=600)
+        stranger = other_ca.issue_user("Stranger Three")
+        verify_chain(mine.full_chain, str(directory))
+        loaded = chain_module._load_ca_dir(str(directory))
+        scratch.revoke(stranger.cert)
+        self._rewrite_in_place(directory / other_ca.crl_path.name, scratch.crl_path.read_bytes())
+        verify_chain(mine.full_chain, str(directory))  # through fresh_ca: other_ca's files not looked at
+        assert chain_module._load_ca_dir(str(directory)) is loaded
+        monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 0.0)
+        fresh = chain_module._load_ca_dir(str(directory))
+        assert fresh is not loaded and len(fresh.crls) == len(loaded.crls)
+        assert any(len(list(crl)) == 1 for crl in fresh.crls)  # other_ca's new CRL, revoking one
+
+    def test_a_failed_verification_looks_at_every_file_again(self, settled_two_cas, other_ca):
+        """A CRL written in place into a file that held none: the refusal is not kept."""
+        directory, _ = settled_two_cas
+        crl = directory / other_ca.crl_path.name
+        good = crl.read_bytes()
+        self._rewrite_in_place(crl, b"")
+        stranger = make_proxy(other_ca.issue_user("Stranger Four"), lifetime=600)
+        chain_module._load_ca_dir(str(directory), walk=True)
+        with pytest.raises(ProxyVerificationError, match="unable to get certificate CRL"):
+            verify_chain(stranger.full_chain, str(directory))
+        self._rewrite_in_place(crl, good)
+        verify_chain(stranger.full_chain, str(directory))
+
     def test_missing_ca_dir(self, tmp_path, proxy):
         with pytest.raises(ProxyVerificationError, match="cannot read CA directory"):
             verify_chain(proxy.full_chain, str(tmp_path / "nope"))
@@ -406,13 +478,13 @@ class TestKnownIssuers:
     @pytest.fixture
     def openssl_calls(self, monkeypatch):
         calls = []
-        verified_path = chain_module._verified_path
+        openssl_path = chain_module._openssl_path
 
         def counted(*args, **kwargs):
             calls.append(args[0])
-            return verified_path(*args, **kwargs)
+            return openssl_path(*args, **kwargs)
 
-        monkeypatch.setattr(chain_module, "_verified_path", counted)
+        monkeypatch.setattr(chain_module, "_openssl_path", counted)
         return calls
 
     @pytest.mark.parametrize("shape", SHAPES)
