@@ -224,7 +224,9 @@ class JobSpec:
         proxy: name of the job's proxy copy relative to the work dir (exported as
             ``X509_USER_PROXY``), None when the job has no proxy.
         prologue, prologue_arguments, epilogue, epilogue_arguments: JDL ``Prologue``
-            and ``Epilogue`` resolved like ``executable``, with split arguments.
+            and ``Epilogue`` resolved like ``executable``, with their arguments as the worker
+            split them without a shell (docs/execution.md, "PrologueArguments and
+            EpilogueArguments: no shell").
         umask: umask of every child, an int such as 0o022.
         kill_grace: seconds between the forwarded SIGTERM and SIGKILL.
         base_environment: the worker's configured base variables (e.g. ``LANG``),
@@ -773,7 +775,9 @@ SHELL = "/bin/sh"
 """The shell that evaluates the JDL ``Environment`` and ``Arguments`` of a spec whose worker
 found something for a shell to do in them (:attr:`JobSpec.shell_environment`,
 :attr:`JobSpec.shell_arguments`), as the original job wrapper's ``eval`` did. POSIX ``sh``:
-bash-only syntax (brace expansion, ``$'...'``, arrays) is not evaluated."""
+bash-only syntax (brace expansion, ``$'...'``, arrays) is not evaluated, where gLite's wrapper, a
+``#!/bin/sh`` script needing bash, had bash's (docs/execution.md, "Which shell"). JDL
+``PrologueArguments``/``EpilogueArguments`` never come here (gLite did not ``eval`` them either)."""
 #: Programs that print the environment NUL-separated (``env -0``), the first one found is used.
 ENV_PROGRAMS = ("/usr/bin/env", "/bin/env")
 #: Set by the last step of :data:`_EVALUATE_ENVIRONMENT` only: its absence from the output says

@@ -1214,6 +1214,10 @@ def needs_shell(text: str, *, blanks: bool) -> bool:
 
 
 def _split(text: str, what: str) -> list[str]:
+    """JDL ``PrologueArguments``/``EpilogueArguments`` as words, read as a POSIX shell would
+    (quotes and backslashes removed) but by no shell: ``$``, globs and ``~`` stay as written.
+    gLite's wrapper never ``eval``ed them (``${__prologue} "${__prologue_arguments}"``: one
+    argument); docs/execution.md, "PrologueArguments and EpilogueArguments: no shell"."""
     try:
         return shlex.split(text or "")
     except ValueError as exc:

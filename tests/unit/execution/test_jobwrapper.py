@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON, alive, kill_session, sh, wait_for
-from wmproxy.execution import identity, jobwrapper
+from wmproxy.execution import identity, jobwrapper, worker
 from wmproxy.execution.identity import Account, WrapperStatus
 from wmproxy.execution.jobwrapper import TMP_DIR, JobSpec, WrapperError
 
@@ -242,6 +242,23 @@ class TestPrologueEpilogue:
         assert (work / "order.txt").read_text() == "prologue\npayload\nepilogue\n"
         assert status.prologue is not None and status.prologue.succeeded
         assert status.epilogue is not None and status.epilogue.succeeded
+
+    def test_prologue_and_epilogue_arguments_are_words_no_shell_reads(self, runner: Runner) -> None:
+        """JDL ``PrologueArguments``/``EpilogueArguments`` never go to a shell, even in a job whose
+        ``Environment`` and ``Arguments`` do: gLite's wrapper ran ``${__prologue}
+        "${__prologue_arguments}"``, no ``eval`` (docs/execution.md, "PrologueArguments and
+        EpilogueArguments: no shell"). The worker's split (quotes and backslashes removed)
+        reaches the programs with ``$``, globs and ``~`` as written."""
+        work = runner.work_dir()
+        runner.stage(work, "a.dat", "")
+        runner.stage(work, "args.sh", "#!/bin/sh\nprintf '[%s]' \"$@\" >> args.out\necho >> args.out\n", mode=0o755)
+        text = "$HOME ${GLITE_WMS_JOBID} 'a  b' \"$X\" *.dat ~ \\$Y"
+        spec = JobSpec(job_id=JOB, executable="/bin/true", shell_arguments="$HOME", shell_environment=["X=$HOME"],
+                       prologue="args.sh", prologue_arguments=worker._split(text, "PrologueArguments"),
+                       epilogue="args.sh", epilogue_arguments=worker._split(text, "EpilogueArguments"))
+        code, status = runner.run(work, spec)
+        assert code == 0 and status.succeeded, status.failure
+        assert (work / "args.out").read_text() == "[$HOME][${GLITE_WMS_JOBID}][a  b][$X][*.dat][~][$Y]\n" * 2
 
     def test_failed_epilogue_is_recorded_and_fails_the_job(self, runner: Runner) -> None:
         work = runner.work_dir()
