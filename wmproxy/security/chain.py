@@ -37,10 +37,12 @@ _END = b"-----END CERTIFICATE-----"
 _CA_FILE_RE = re.compile(r"^[0-9a-f]{8}\.(r?)\d+$")
 
 
-def load_pem_chain(data: bytes) -> list[x509.Certificate]:
+def load_pem_chain(data: bytes, *, new_leaf: bool = False) -> list[x509.Certificate]:
     """Parse every ``CERTIFICATE`` PEM block of ``data``, in file order.
 
     Other blocks (private keys of a grid proxy file) and text between blocks are ignored.
+    Certificates are kept per process by their block (the issuers of chains repeat); with
+    ``new_leaf`` the first one is not (a putProxy's new proxy: it would only push issuers out).
 
     Every certificate returned has its extensions, subject and issuer read (cryptography parses
     them lazily, on first use): one that cannot be read is refused here, once per distinct block,
@@ -54,6 +56,8 @@ def load_pem_chain(data: bytes) -> list[x509.Certificate]:
     if not blocks:
         raise ProxyError("no PEM certificate found")
     try:
+        if new_leaf:
+            return [_parse_pem_certificate(blocks[0]), *(_load_pem_certificate(block) for block in blocks[1:])]
         return [_load_pem_certificate(block) for block in blocks]
     except ValueError as exc:
         raise ProxyError(f"unreadable PEM certificate: {exc}") from None
@@ -76,12 +80,18 @@ def _load_pem_certificate(block: bytes) -> x509.Certificate:
         found = _pem_certificates.get(block)
     if found is not None:
         return found
+    cert = _parse_pem_certificate(block)
+    with _pem_certificates_lock:
+        _pem_certificates[block] = cert
+    return cert
+
+
+def _parse_pem_certificate(block: bytes) -> x509.Certificate:
+    """The certificate of one PEM block, read (:func:`_check_readable`). Raises ValueError."""
     cert = _from_plain_block(block)
     if cert is None:
         cert = x509.load_pem_x509_certificate(block)
     _check_readable(cert)
-    with _pem_certificates_lock:
-        _pem_certificates[block] = cert
     return cert
 
 

@@ -54,6 +54,10 @@ _SIGNATURES_VERIFIED = SIGNATURES_BOTH_CHECK | {
     SignatureAlgorithmOID.DSA_WITH_SHA224, SignatureAlgorithmOID.DSA_WITH_SHA256,
 }
 
+#: Signature algorithms whose check by chain[1]'s key a path proven by
+#: :func:`~wmproxy.security.chain.verify_delegated_chain` makes as :func:`_check_signature` does.
+_SIGNATURES_PROVEN = SIGNATURES_BOTH_CHECK | SHA1_SIGNATURES
+
 
 @dataclass(frozen=True)
 class DelegatedProxy:
@@ -138,7 +142,7 @@ def accept_delegated_proxy(
     """
     now = utc_now(now)
     try:
-        chain = load_pem_chain(proxy_pem)
+        chain = load_pem_chain(proxy_pem, new_leaf=True)
     except ProxyError as exc:
         raise _refuse(f"the delegated credential is unreadable: {exc.args[0]}") from None
     try:
@@ -157,7 +161,10 @@ def accept_delegated_proxy(
     # The leaf's signature by chain[1] is checked first of what follows. OpenSSL's verification
     # proves it too when its path goes through chain[1] (issue 14: about 60 us of a putProxy), so
     # it runs on its own only when that is not known: when a later check fails (its error is
-    # then raised first, as before), or OpenSSL took another issuer or another algorithm.
+    # then raised first, as before), or OpenSSL took another issuer or another algorithm. A SHA-1
+    # signature (gridsite's clients) counts as proven too: OpenSSL's check of it is
+    # sha1_signed_by's (the key, the issuer's name, one algorithm inside and outside the signed
+    # part), and over known issuers sha1_signed_by itself made it (chain._leaf_fits).
     try:
         dn, user = _check_chain(chain, leaf, caller_dn, now, max_depth)
         proven, stored = verify_delegated_chain(chain, ca_dir, at=now)
@@ -166,7 +173,7 @@ def accept_delegated_proxy(
     except Exception:
         _check_signature(leaf, chain[1])
         raise
-    if not (proven and leaf.signature_algorithm_oid in SIGNATURES_BOTH_CHECK):
+    if not (proven and leaf.signature_algorithm_oid in _SIGNATURES_PROVEN):
         _check_signature(leaf, chain[1])
     try:
         fqans = verified_fqans(stored, vomsdir=vomsdir, ca_dir=ca_dir, at=now,  # what is stored: the path

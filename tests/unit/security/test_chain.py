@@ -64,6 +64,22 @@ class TestLoadPemChain:
             assert _pem_blocks(data) == reference.findall(data), data
         assert load_pem_chain(pem.replace(b"\n", b"\r\n")) == proxy.full_chain
 
+    def test_a_new_leaf_is_not_kept(self, ca):
+        """With ``new_leaf`` (a putProxy's chain) the first certificate is parsed alike but not
+        kept, the issuers are: a putProxy's new proxies no longer push issuers out of the cache."""
+        from wmproxy.security.chain import _pem_blocks as blocks_of
+        from wmproxy.security.chain import _pem_certificates
+
+        caller = make_proxy(ca.issue_user("Kept Issuers"), lifetime=600)
+        pem = chain_pem(make_proxy(caller, lifetime=60).full_chain)
+        leaf_block, *issuer_blocks = blocks_of(pem)
+        chain = load_pem_chain(pem, new_leaf=True)
+        assert chain == load_pem_chain(pem, new_leaf=True) and len(chain) == 3
+        assert leaf_block not in _pem_certificates
+        assert all(block in _pem_certificates for block in issuer_blocks)
+        with pytest.raises(ProxyError, match="unreadable PEM certificate"):
+            load_pem_chain(pem.replace(leaf_block[40:60], b"A" * 20), new_leaf=True)
+
     def test_der_chain_to_pem(self, proxy):
         ders = [c.public_bytes(Encoding.DER) for c in proxy.full_chain]
         assert der_chain_to_pem(ders) == chain_pem(proxy.full_chain)

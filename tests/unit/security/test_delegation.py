@@ -232,6 +232,40 @@ class TestAcceptDelegatedProxy:
         got = accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(ca.directory))
         assert got.dn == DN and load_credential(got.pem).cert == leaf
 
+    def test_the_new_proxy_is_not_kept_with_the_issuers(self, ca, proxy, request_pair):
+        from wmproxy.security.chain import _pem_blocks, _pem_certificates
+
+        key_pem, csr = request_pair
+        sent = sign_proxy_request(csr, proxy, lifetime=1800)
+        accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+        leaf, *issuers = _pem_blocks(sent)
+        assert leaf not in _pem_certificates and all(block in _pem_certificates for block in issuers)
+
+    def test_a_sha1_signature_is_verified_once(self, fresh_ca, monkeypatch):
+        """By OpenSSL the first time, by the known issuers' check the next (it was verified a
+        second time by hand after either)."""
+        from wmproxy.security import chain as chain_module
+        from wmproxy.security import delegation as delegation_module
+
+        checks = []
+        signed_by = chain_module.sha1_signed_by
+
+        def counted(cert, issuer):
+            checks.append(cert)
+            return signed_by(cert, issuer)
+
+        monkeypatch.setattr(chain_module, "sha1_signed_by", counted)
+        monkeypatch.setattr(delegation_module, "sha1_signed_by", counted)
+        caller = make_proxy(fresh_ca.issue_user("Jane Doe"), lifetime=3600)
+        for expected in ([], [1]):
+            key_pem, csr = new_proxy_request(bits=2048)
+            chain = load_pem_chain(sign_proxy_request(csr, caller, lifetime=1800))
+            leaf = resigned(chain[0], caller.key, hashes.SHA1(), SHA1_RSA)  # noqa: S303 - what gridsite signs
+            got = accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(fresh_ca.directory))
+            assert load_credential(got.pem).cert == leaf
+            assert len(checks) == len(expected), checks
+            checks.clear()
+
     def test_a_sha1_signature_by_another_key_is_refused(self, ca, user, proxy, request_pair):
         key_pem, csr = request_pair
         chain = load_pem_chain(sign_proxy_request(csr, proxy, lifetime=1800))
