@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("spyne.application").setLevel(logging.CRITICAL)
 logging.getLogger("spyne.server").setLevel(logging.CRITICAL)
 
+#: Namespaces whose operations name no job: the access line's job is not searched for.
+_NO_JOB_NAMESPACES = frozenset({DELEGATION_1, DELEGATION_2})
+
 #: What Spyne may receive, as a multiple of ``[limits] max_request_bytes`` (it is handed the
 #: checked request itself, at most ``max_request_bytes``; the factor is a margin).
 SPYNE_SIZE_FACTOR = 8
@@ -256,7 +259,9 @@ class SoapDispatcher:
             seen.update(namespace=exc.namespace, operation=exc.operation)
             return fault_response(start_response, port_fault(exc.namespace, exc.operation, exc))
         namespace, operation = request.namespace, request.operation
-        seen.update(namespace=namespace, operation=operation, job=request.job_id())
+        # the delegation ports name no job (issue 14: the search was a fiftieth of a delegation)
+        seen.update(namespace=namespace, operation=operation,
+                    job=None if namespace in _NO_JOB_NAMESPACES else request.job_id())
         if namespace not in self.ports or operation not in self.operations[namespace]:
             return self._refuse(start_response, namespace, operation,
                                 InvalidArgumentError(f"Unknown operation {{{namespace}}}{operation}"[:300]))
