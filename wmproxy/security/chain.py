@@ -234,6 +234,20 @@ def _remember_der(cert: x509.Certificate, der: bytes) -> None:
         entry[1] = der
 
 
+def forget_certificate(cert: x509.Certificate) -> None:
+    """Drop what this module keeps of ``cert`` (its encodings, its OpenSSL copy): a certificate
+    used once, such as a putProxy's new proxy, would otherwise take a place of the issuers these
+    caches are for."""
+    with _encodings_lock:
+        entry = _encodings.get(id(cert))
+        if entry is not None and entry[0] is cert:
+            del _encodings[id(cert)]
+        der = entry[1] if entry is not None and entry[0] is cert else None
+    if der is not None:
+        with _openssl_certs_lock:
+            _openssl_certs.pop(der, None)
+
+
 def certificate_der(cert: x509.Certificate) -> bytes:
     """The DER of ``cert`` (``cert.public_bytes(Encoding.DER)``, kept per certificate object)."""
     return _encoding(cert, 1, Encoding.DER)
@@ -353,7 +367,8 @@ class _CaDir:
     crls: tuple[x509.CertificateRevocationList, ...]
     #: What the files were when parsed: (directory mtime, ((name, mtime, size), ...)).
     stamp: _Stamp = (0, ())
-    #: The parsed file names by their hash (``<hash>.N``, ``<hash>.rN``: the 8 hex digits).
+    #: The parsed file names by subject name hash (8 hex digits): that of the file's name
+    #: (``<hash>.N``, ``<hash>.rN``) and that of what it holds (a CA's subject, a CRL's issuer).
     by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Each file's (mtime, size) when parsed, by name (:attr:`stamp`'s files).
     files: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -448,19 +463,35 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
         return hit.loaded
     certs: list[crypto.X509] = []
     crls: list[x509.CertificateRevocationList] = []
-    by_hash: dict[str, list[str]] = {}
+    # A file belongs to the hash of its name and to that of what it holds: a CA certificate's
+    # subject, a CRL's issuer (a CA's subject): fetch-crl also writes each CRL under the
+    # old-style hash, which the path's (new-style) hashes would not name.
+    by_hash: dict[str, set[str]] = {}
+    subject_hashes: dict[x509.Name, str] = {}
+    crl_files: list[tuple[str, x509.Name]] = []
     for name in names:
-        by_hash.setdefault(name.split(".", 1)[0], []).append(name)
+        by_hash.setdefault(name.split(".", 1)[0], set()).add(name)
         try:
             with open(os.path.join(ca_dir, name), "rb") as fh:
                 data = fh.read()
             if name.rsplit(".", 1)[1].startswith("r"):  # <hash>.rN (names matched _CA_FILE_RE)
-                crls.append(x509.load_pem_x509_crl(data))
+                crl = x509.load_pem_x509_crl(data)
+                crls.append(crl)
+                crl_files.append((name, crl.issuer))
             else:
-                certs.extend(crypto.X509.from_cryptography(c) for c in load_pem_chain(data))
+                for cert in load_pem_chain(data):
+                    converted = crypto.X509.from_cryptography(cert)
+                    certs.append(converted)
+                    digest = f"{converted.subject_name_hash():08x}"
+                    subject_hashes.setdefault(cert.subject, digest)
+                    by_hash.setdefault(digest, set()).add(name)
         except (OSError, ValueError, ProxyError):
             continue
-    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(found) for h, found in by_hash.items()},
+    for name, issuer in crl_files:
+        issued_by = subject_hashes.get(issuer)
+        if issued_by is not None:
+            by_hash.setdefault(issued_by, set()).add(name)
+    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(sorted(found)) for h, found in by_hash.items()},
                     {name: (mtime, size) for name, mtime, size in key[1]})
     with _cache_lock:
         _cache[ca_dir] = _Parsed(loaded, names, now)
@@ -468,9 +499,9 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
 
 
 def _path_files_changed(ca_dir: str, loaded: _CaDir, hashes: Iterable[str]) -> bool:
-    """Whether a file of ``loaded`` named by one of ``hashes`` (the subject name hashes of a
-    verified path's certificates: its CA certificates and their CRLs, the files OpenSSL's
-    hash-directory lookup reads for it) is no longer as parsed: rewritten, removed or replaced.
+    """Whether a file of ``loaded`` of one of ``hashes`` (the subject name hashes of a verified
+    path's certificates: the files of its CA certificates and of their CRLs, by file name or
+    by content, :attr:`_CaDir.by_hash`) is no longer as parsed: rewritten, removed or replaced.
     A ``stat`` of those few files, not of the whole directory (:data:`CA_FILES_RESTAT`)."""
     for name in {name for digest in hashes for name in loaded.by_hash.get(digest, ())}:
         try:
@@ -613,7 +644,7 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
     issuers = tuple(certificate_der(cert) for cert in chain[1:])
     known = None
     if current is not None and loaded is not None:
-        known = _verified_issuers_of(ca_dir, issuers, loaded, current.timestamp())
+        known, loaded = _verified_issuers_of(ca_dir, issuers, loaded, current.timestamp())
         if known is not None and _leaf_fits(chain[0], chain[1], current):
             return True, [chain[0], *(sent[der] for der in known)]
     verified, loaded = _verified_path_of(chain, ca_dir, at, True, loaded)
@@ -702,23 +733,24 @@ def _utc(at: datetime) -> datetime:
 
 
 def _verified_issuers_of(ca_dir: str, issuers: tuple[bytes, ...], loaded: _CaDir,
-                         now: float) -> tuple[bytes, ...] | None:
+                         now: float) -> tuple[tuple[bytes, ...] | None, _CaDir]:
     """The verified path of the issuer chain ``issuers`` (DER, chain[1:]) kept for ``ca_dir`` as
-    it is now parsed (``loaded``), or None (not kept, ended, or the directory changed)."""
+    it is now parsed (``loaded``), or None (not kept, ended, or the directory changed); and the
+    parsed directory to verify against: ``loaded``, or the directory parsed again when a file of
+    the kept path's CAs changed (a CRL rewritten in place)."""
     key = (ca_dir, issuers)
     with _verified_issuers_lock:
         proof = _verified_issuers.get(key)
         if proof is None:
-            return None
+            return None, loaded
         if proof.loaded is not loaded or now >= proof.until:
             del _verified_issuers[key]
-            return None
-    if _path_files_changed(ca_dir, loaded, proof.hashes):  # a CRL of the path rewritten in place
-        _load_ca_dir(ca_dir, walk=True)
+            return None, loaded
+    if _path_files_changed(ca_dir, loaded, proof.hashes):
         with _verified_issuers_lock:
             _verified_issuers.pop(key, None)
-        return None
-    return proof.path
+        return None, _load_ca_dir(ca_dir, walk=True)
+    return proof.path, loaded
 
 
 def _remember_verified_issuers(ca_dir: str, issuers: tuple[bytes, ...], path: tuple[bytes, ...],

@@ -25,6 +25,7 @@ from wmproxy.security.chain import (
     SIGNATURES_BOTH_CHECK,
     chain_pem,
     end_entity,
+    forget_certificate,
     has_limited_proxy,
     is_proxy,
     load_pem_chain,
@@ -146,6 +147,15 @@ def accept_delegated_proxy(
     except ProxyError as exc:
         raise _refuse(f"the delegated credential is unreadable: {exc.args[0]}") from None
     try:
+        return _accept_chain(chain, key_pem, caller_dn, ca_dir, now, vomsdir, max_depth, host_names)
+    finally:  # the new proxy is used once: its encodings would only push issuers out of the caches
+        forget_certificate(chain[0])
+
+
+def _accept_chain(chain: list[x509.Certificate], key_pem: bytes, caller_dn: str, ca_dir: str, now: datetime,
+                  vomsdir: str | None, max_depth: int, host_names: Collection[str]) -> DelegatedProxy:
+    """:func:`accept_delegated_proxy` after the chain's parse."""
+    try:
         # Our own key, made by new_proxy_request and opened from its authenticated seal:
         # OpenSSL's RSA consistency check (tens of ms per 2048-bit key) would only re-prove that.
         key = serialization.load_pem_private_key(key_pem, password=None, unsafe_skip_rsa_key_validation=True)
@@ -162,9 +172,11 @@ def accept_delegated_proxy(
     # proves it too when its path goes through chain[1] (issue 14: about 60 us of a putProxy), so
     # it runs on its own only when that is not known: when a later check fails (its error is
     # then raised first, as before), or OpenSSL took another issuer or another algorithm. A SHA-1
-    # signature (gridsite's clients) counts as proven too: OpenSSL's check of it is
-    # sha1_signed_by's (the key, the issuer's name, one algorithm inside and outside the signed
-    # part), and over known issuers sha1_signed_by itself made it (chain._leaf_fits).
+    # signature (gridsite's clients) counts as proven too: OpenSSL checks it with the key, and one
+    # algorithm inside and outside the signed part, as sha1_signed_by does (over known issuers
+    # sha1_signed_by itself made it, chain._leaf_fits). OpenSSL matches the leaf's issuer to
+    # chain[1]'s subject case-folded and spaces collapsed, the two checks exactly: so the
+    # names must be equal here too.
     try:
         dn, user = _check_chain(chain, leaf, caller_dn, now, max_depth)
         proven, stored = verify_delegated_chain(chain, ca_dir, at=now)
@@ -173,7 +185,7 @@ def accept_delegated_proxy(
     except Exception:
         _check_signature(leaf, chain[1])
         raise
-    if not (proven and leaf.signature_algorithm_oid in _SIGNATURES_PROVEN):
+    if not (proven and leaf.signature_algorithm_oid in _SIGNATURES_PROVEN and leaf.issuer == chain[1].subject):
         _check_signature(leaf, chain[1])
     try:
         fqans = verified_fqans(stored, vomsdir=vomsdir, ca_dir=ca_dir, at=now,  # what is stored: the path

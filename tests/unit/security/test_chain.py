@@ -37,6 +37,54 @@ MALFORMED_EXTENSIONS = {
 }
 
 
+def _rewrite_in_place(path, data):
+    """Write ``data`` over the file ``path`` (same inode; its directory's stat unchanged)."""
+    import os
+
+    directory = os.stat(path.parent)
+    with open(path, "r+b") as fh:
+        fh.write(data)
+        fh.truncate()
+    after = os.stat(path.parent)
+    assert (directory.st_mtime_ns, directory.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
+
+
+def _settle(directory, monkeypatch):
+    """Let ``directory``'s listing be kept (settled) and its files' parse be used for an hour
+    without a stat of each (:data:`chain_module.CA_FILES_RESTAT`)."""
+    import os
+
+    monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+    monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 3600.0)
+    os.utime(directory, (1_000_000_000, 1_000_000_000))
+
+
+def _intermediate_ca(root, name):
+    """A CA ``name`` (slash DN) signed by the CA ``root``, written into ``root``'s directory with
+    its CRL: a CertificateAuthority issuing users."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding as Enc
+
+    from wmproxy.security.dn import parse_slash_dn
+    from wmproxy.security.pki import CertificateAuthority
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(parse_slash_dn(name)).issuer_name(root.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False)
+            .sign(root.key, hashes.SHA256()))
+    intermediate = CertificateAuthority(cert, key, root.directory)
+    intermediate.cert_path.write_bytes(cert.public_bytes(Enc.PEM))
+    intermediate.write_crl()
+    return intermediate
+
+
 class TestLoadPemChain:
     def test_reads_grid_proxy_file_and_skips_the_key(self, proxy):
         chain = load_pem_chain(credential_pem(proxy))
@@ -308,29 +356,15 @@ class TestVerifyChain:
         """fresh_ca's directory with a copy of other_ca's certificate and CRL, its listing settled
         and its files' parse kept for an hour (:data:`chain_module.CA_FILES_RESTAT`); returns
         (directory, a CertificateAuthority writing other_ca's CRL into the copy)."""
-        import os
         import shutil
 
         from wmproxy.security.pki import CertificateAuthority
 
-        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
-        monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 3600.0)
         directory = fresh_ca.directory
         shutil.copy(other_ca.cert_path, directory / other_ca.cert_path.name)
         shutil.copy(other_ca.crl_path, directory / other_ca.crl_path.name)
-        os.utime(directory, (1_000_000_000, 1_000_000_000))
+        _settle(directory, monkeypatch)
         return directory, CertificateAuthority(other_ca.cert, other_ca.key, tmp_path / "scratch")
-
-    @staticmethod
-    def _rewrite_in_place(path, data):
-        import os
-
-        directory = os.stat(path.parent)
-        with open(path, "r+b") as fh:  # same inode, the directory untouched
-            fh.write(data)
-            fh.truncate()
-        after = os.stat(path.parent)
-        assert (directory.st_mtime_ns, directory.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
 
     def test_a_crl_of_the_path_rewritten_in_place_is_seen_at_once(self, settled_two_cas, other_ca):
         """The files of another CA are not stat-ed on every call; those of the path's CA are."""
@@ -340,7 +374,7 @@ class TestVerifyChain:
         verify_chain(proxy.full_chain, str(directory))
         loaded = chain_module._load_ca_dir(str(directory))
         scratch.revoke(stranger.cert)
-        self._rewrite_in_place(directory / other_ca.crl_path.name, scratch.crl_path.read_bytes())
+        _rewrite_in_place(directory / other_ca.crl_path.name, scratch.crl_path.read_bytes())
         assert chain_module._load_ca_dir(str(directory)) is loaded  # the parse kept: no stat of each file
         with pytest.raises(ProxyVerificationError, match="certificate revoked"):
             verify_chain(proxy.full_chain, str(directory))
@@ -354,7 +388,7 @@ class TestVerifyChain:
         verify_chain(mine.full_chain, str(directory))
         loaded = chain_module._load_ca_dir(str(directory))
         scratch.revoke(stranger.cert)
-        self._rewrite_in_place(directory / other_ca.crl_path.name, scratch.crl_path.read_bytes())
+        _rewrite_in_place(directory / other_ca.crl_path.name, scratch.crl_path.read_bytes())
         verify_chain(mine.full_chain, str(directory))  # through fresh_ca: other_ca's files not looked at
         assert chain_module._load_ca_dir(str(directory)) is loaded
         monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 0.0)
@@ -362,17 +396,55 @@ class TestVerifyChain:
         assert fresh is not loaded and len(fresh.crls) == len(loaded.crls)
         assert any(len(list(crl)) == 1 for crl in fresh.crls)  # other_ca's new CRL, revoking one
 
+    def test_a_crl_of_an_intermediate_ca_rewritten_in_place_is_seen_at_once(self, fresh_ca, tmp_path,
+                                                                           monkeypatch):
+        from wmproxy.security.pki import CertificateAuthority
+
+        intermediate = _intermediate_ca(fresh_ca, "/C=XX/O=wmproxy-demo/CN=Intermediate CA")
+        user = intermediate.issue_user("Inter Mediated")
+        proxy = make_proxy(user, lifetime=600)
+        directory = fresh_ca.directory
+        _settle(directory, monkeypatch)
+        verify_chain(proxy.full_chain, str(directory))
+        scratch = CertificateAuthority(intermediate.cert, intermediate.key, tmp_path / "scratch")
+        scratch.revoke(user.cert)
+        _rewrite_in_place(intermediate.crl_path, scratch.crl_path.read_bytes())
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            verify_chain(proxy.full_chain, str(directory))
+
+    def test_a_crl_under_another_name_rewritten_in_place_is_seen_at_once(self, fresh_ca, tmp_path, monkeypatch):
+        """fetch-crl also writes each CRL under the CA's old-style hash (``<hash_old>.r0``): a file
+        of the path's CA by what it holds, not by its name."""
+        import subprocess
+
+        from wmproxy.security.pki import CertificateAuthority
+
+        old_hash = subprocess.run(["openssl", "x509", "-noout", "-subject_hash_old", "-in", str(fresh_ca.cert_path)],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        assert old_hash != fresh_ca.hash
+        renamed = fresh_ca.directory / f"{old_hash}.r0"
+        fresh_ca.crl_path.rename(renamed)
+        user = fresh_ca.issue_user("Old Hash")
+        proxy = make_proxy(user, lifetime=600)
+        _settle(fresh_ca.directory, monkeypatch)
+        verify_chain(proxy.full_chain, str(fresh_ca.directory))
+        scratch = CertificateAuthority(fresh_ca.cert, fresh_ca.key, tmp_path / "scratch")
+        scratch.revoke(user.cert)
+        _rewrite_in_place(renamed, scratch.crl_path.read_bytes())
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            verify_chain(proxy.full_chain, str(fresh_ca.directory))
+
     def test_a_failed_verification_looks_at_every_file_again(self, settled_two_cas, other_ca):
         """A CRL written in place into a file that held none: the refusal is not kept."""
         directory, _ = settled_two_cas
         crl = directory / other_ca.crl_path.name
         good = crl.read_bytes()
-        self._rewrite_in_place(crl, b"")
+        _rewrite_in_place(crl, b"")
         stranger = make_proxy(other_ca.issue_user("Stranger Four"), lifetime=600)
         chain_module._load_ca_dir(str(directory), walk=True)
         with pytest.raises(ProxyVerificationError, match="unable to get certificate CRL"):
             verify_chain(stranger.full_chain, str(directory))
-        self._rewrite_in_place(crl, good)
+        _rewrite_in_place(crl, good)
         verify_chain(stranger.full_chain, str(directory))
 
     def test_missing_ca_dir(self, tmp_path, proxy):
@@ -517,16 +589,25 @@ class TestKnownIssuers:
         assert openssl_calls == ([] if shape in PLAIN else [chain]), "the plain leaves only are checked without OpenSSL"
         assert (expected[0] == "verified") == (shape in ACCEPTED), expected
 
-    def test_a_crl_rewritten_in_place_is_seen_at_once(self, fresh_ca, openssl_calls):
+    def test_a_crl_rewritten_in_place_is_seen_at_once(self, fresh_ca, tmp_path, openssl_calls, monkeypatch):
+        """The directory settled, its stat unchanged: the known issuers' path files are looked at,
+        and OpenSSL verifies the chain once, against the directory as it now is."""
+        from wmproxy.security.pki import CertificateAuthority
+
         user = fresh_ca.issue_user("Rev Oked")
         proxy = make_proxy(user, lifetime=3600)
         ca_dir = str(fresh_ca.directory)
+        _settle(fresh_ca.directory, monkeypatch)
         verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)
         assert verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)[0] is True
         assert len(openssl_calls) == 1  # the second one without OpenSSL
-        fresh_ca.revoke(user.cert)  # the CRL file written again
+        scratch = CertificateAuthority(fresh_ca.cert, fresh_ca.key, tmp_path / "scratch")
+        scratch.revoke(user.cert)
+        _rewrite_in_place(fresh_ca.crl_path, scratch.crl_path.read_bytes())
+        openssl_calls.clear()
         with pytest.raises(ProxyVerificationError, match="certificate revoked"):
             verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, ca_dir)
+        assert len(openssl_calls) == 1  # against the directory parsed again, not the kept one first
 
     def test_another_order_or_another_issuer_is_verified_by_openssl(self, ca, user, proxy, openssl_calls):
         ca_dir = str(ca.directory)
@@ -559,8 +640,8 @@ class TestKnownIssuers:
         loaded = chain_module._load_ca_dir(ca_dir)
         (proof,) = chain_module._verified_issuers.values()
         assert proof.until == user.cert.not_valid_after_utc.timestamp()
-        assert chain_module._verified_issuers_of(ca_dir, issuers, loaded, proof.until - 1) is not None
-        assert chain_module._verified_issuers_of(ca_dir, issuers, loaded, proof.until) is None
+        assert chain_module._verified_issuers_of(ca_dir, issuers, loaded, proof.until - 1)[0] is not None
+        assert chain_module._verified_issuers_of(ca_dir, issuers, loaded, proof.until)[0] is None
         long_lived = make_proxy(fresh_ca.issue_user("Long Lived"), lifetime=3600)
         verify_delegated_chain(make_proxy(long_lived, lifetime=600).full_chain, ca_dir)
         ttl = max(p.until for p in chain_module._verified_issuers.values())

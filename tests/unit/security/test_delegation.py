@@ -13,7 +13,7 @@ from tests.conftest import Pki
 from tests.support import odd_proxy
 from tests.unit.security.signing_support import MD5_RSA, SHA1_RSA, resigned
 from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
-from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain
+from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain, verify_delegated_chain
 from wmproxy.security.delegation import (
     accept_delegated_proxy,
     check_delegation_id,
@@ -232,14 +232,54 @@ class TestAcceptDelegatedProxy:
         got = accept_delegated_proxy(key_pem, chain_pem([leaf, *chain[1:]]), DN, str(ca.directory))
         assert got.dn == DN and load_credential(got.pem).cert == leaf
 
-    def test_the_new_proxy_is_not_kept_with_the_issuers(self, ca, proxy, request_pair):
-        from wmproxy.security.chain import _pem_blocks, _pem_certificates
+    def test_the_new_proxy_is_not_kept_with_the_issuers(self, fresh_ca):
+        """Not in the parsed certificates, their encodings or their OpenSSL copies, whether
+        OpenSSL verified the chain (the first put) or the issuers were known (the second)."""
+        import ssl
 
-        key_pem, csr = request_pair
-        sent = sign_proxy_request(csr, proxy, lifetime=1800)
-        accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
-        leaf, *issuers = _pem_blocks(sent)
-        assert leaf not in _pem_certificates and all(block in _pem_certificates for block in issuers)
+        from wmproxy.security.chain import _encodings, _openssl_certs, _pem_blocks, _pem_certificates
+
+        caller = make_proxy(fresh_ca.issue_user("Jane Doe"), lifetime=3600)
+        for _ in range(2):
+            key_pem, csr = new_proxy_request(bits=2048)
+            sent = sign_proxy_request(csr, caller, lifetime=1800)
+            accept_delegated_proxy(key_pem, sent, DN, str(fresh_ca.directory))
+            leaf, *issuers = _pem_blocks(sent)
+            der = ssl.PEM_cert_to_DER_cert(leaf.decode())  # not parsed here: that would keep it
+            assert leaf not in _pem_certificates and all(block in _pem_certificates for block in issuers)
+            assert der not in _openssl_certs
+            assert all(entry[1] != der for entry in _encodings.values())
+
+    @pytest.mark.parametrize("digest", ["SHA-1", "SHA-256"])
+    def test_a_leaf_naming_its_issuer_in_another_letter_case_is_refused(self, fresh_ca, digest):
+        """OpenSSL links a leaf to chain[1] by names compared case-folded, and verifies its
+        signature; the leaf's issuer must still be chain[1]'s subject exactly (the check by hand
+        is not skipped for it)."""
+        from wmproxy.security.pci import INHERIT_ALL_OID, ProxyCertInfo, pci_extension
+
+        caller = make_proxy(fresh_ca.issue_user("Jane Doe"), lifetime=3600)
+        key_pem, _ = new_proxy_request(bits=2048)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        lowered = x509.Name([x509.RelativeDistinguishedName(
+            [x509.NameAttribute(a.oid, str(a.value).lower() if a.value == "Jane Doe" else a.value) for a in rdn])
+            for rdn in caller.cert.subject.rdns])
+        assert lowered != caller.cert.subject
+        now = datetime.now(UTC)
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([*caller.cert.subject.rdns, x509.RelativeDistinguishedName(
+                       [x509.NameAttribute(NameOID.COMMON_NAME, "4242")])]))
+                   .issuer_name(lowered).public_key(key.public_key()).serial_number(4242)
+                   .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+                   .add_extension(pci_extension(ProxyCertInfo(INHERIT_ALL_OID, None)), critical=True)
+                   .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+                                  critical=True))
+        leaf = builder.sign(caller.key, hashes.SHA256())
+        if digest == "SHA-1":
+            leaf = resigned(leaf, caller.key, hashes.SHA1(), SHA1_RSA)  # noqa: S303 - what gridsite signs
+        chain = [leaf, caller.cert, *caller.chain]
+        assert verify_delegated_chain(chain, str(fresh_ca.directory))[0] is True  # OpenSSL: proven
+        with pytest.raises(ProxyVerificationError, match="not signed by the next certificate of the chain"):
+            accept_delegated_proxy(key_pem, chain_pem(chain), DN, str(fresh_ca.directory))
 
     def test_a_sha1_signature_is_verified_once(self, fresh_ca, monkeypatch):
         """By OpenSSL the first time, by the known issuers' check the next (it was verified a
