@@ -2,7 +2,7 @@
 
 The statements are those of :class:`~wmproxy.store.keypool.SqlDelegationKeyPool` and
 :class:`~wmproxy.store.delegations.SqlDelegationStore`, compiled once per engine by
-SQLAlchemy and run on the driver's connection under a SQLAlchemy ``Connection``
+SQLAlchemy and run on the driver's connection, checked out of the engine's pool
 (:mod:`wmproxy.store.driver`: the pool's checkout events, such as the ping after idle, still
 run, and a driver error is raised as SQLAlchemy raises its statements'): no ORM session and no
 execution context per statement.
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store import keypool
 from wmproxy.store.delegations import PROXY_UPDATED, _delegations, _requests, _statements
-from wmproxy.store.driver import DriverCursor, single_statement, transaction
+from wmproxy.store.driver import pooled, single_statement, transaction
 from wmproxy.store.engine import per_factory
 from wmproxy.store.schema import UTCDateTime
 
@@ -138,8 +138,8 @@ class DelegationWrites:
         (no lock: it may be taken or replaced right after), or None when there is none."""
         params = {"owner_dn": owner_dn, "delegation_id": delegation_id}
         if self.sqlite:  # a read in the connection's autocommit mode: no write lock
-            with self.engine.connect() as conn:
-                row = self._pending_key.execute(DriverCursor(conn), params)
+            with pooled(self.engine) as cursor:
+                row = self._pending_key.execute(cursor, params)
         else:
             with single_statement(self.engine) as cursor:
                 row = self._pending_key.execute(cursor, params)

@@ -1,12 +1,14 @@
-"""Statements on the database driver's own connection, under a SQLAlchemy ``Connection`` (issue 14).
+"""Statements on the database driver's own connection, checked out of the engine's pool (issue 14).
 
 The hot writes (``wmproxy.store.job_writes``, ``wmproxy.store.delegation_writes``) send
 precompiled SQL on the DBAPI cursor: no ORM session and no execution context per statement.
-They take the connection with ``Engine.connect()``, so the pool's checkout events (the ping
-after idle) run, and a driver error goes through ``Connection._handle_dbapi_exception``: it is
-raised as SQLAlchemy raises a failed statement's (wrapped in ``DBAPIError``, the statement's
-values hidden by the engine), and a disconnect invalidates the connection and the pool's older
-ones. SQLAlchemy itself never begins a transaction on these connections.
+They take the connection with ``Engine.raw_connection()``, so the pool's checkout events (the
+ping after idle) and its reset on return run; a driver error goes through
+``Connection._handle_dbapi_exception`` of a SQLAlchemy ``Connection`` made around that pooled
+connection when the error happens (not for every transaction: about 10 µs each): it is raised
+as SQLAlchemy raises a failed statement's (wrapped in ``DBAPIError``, the statement's values
+hidden by the engine), and a disconnect invalidates the connection and the pool's older ones.
+SQLAlchemy itself never begins a transaction on these connections.
 """
 
 from __future__ import annotations
@@ -16,16 +18,34 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import PoolProxiedConnection
 
 
 class DriverCursor:
-    """The driver's cursor of ``conn``, its driver errors raised as SQLAlchemy raises them."""
+    """The driver's cursor of the pooled connection ``pooled`` of ``engine``, its driver errors
+    raised as SQLAlchemy raises them."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._errors = (conn.dialect.loaded_dbapi.Error, KeyboardInterrupt, SystemExit)
+    def __init__(self, engine: Engine, pooled: PoolProxiedConnection) -> None:
+        self._engine = engine
+        self._pooled = pooled
+        self._errors = (engine.dialect.loaded_dbapi.Error, KeyboardInterrupt, SystemExit)
         self._cursor: Any = None
-        self._cursor = self.call("", (), conn.connection.driver_connection.cursor)  # type: ignore[union-attr]
+        self._cursor = self.call("", (), self.driver.cursor)
+
+    @property
+    def driver(self) -> DBAPIConnection:
+        """The driver's connection (sqlite3's, psycopg's)."""
+        return self._pooled.driver_connection  # type: ignore[return-value]
+
+    @property
+    def invalidated(self) -> bool:
+        """Whether an error invalidated the connection (it is not used again)."""
+        return not self._pooled.is_valid
+
+    def invalidate(self) -> None:
+        """Discard the connection: the pool closes it and connects anew next time."""
+        self._pooled.invalidate()
 
     def call(self, sql: str, params: Any, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` on behalf of the statement ``sql`` with ``params`` (named in the
@@ -33,7 +53,8 @@ class DriverCursor:
         try:
             return function(*args)
         except self._errors as exc:
-            self._conn._handle_dbapi_exception(exc, sql, params, self._cursor, None)
+            conn = Connection(self._engine, connection=self._pooled)
+            conn._handle_dbapi_exception(exc, sql, params, self._cursor, None)
             raise  # not reached: the handler raises
 
     def execute(self, sql: str, params: Any = ()) -> None:
@@ -48,21 +69,35 @@ class DriverCursor:
 
 
 @contextlib.contextmanager
+def pooled(engine: Engine) -> Iterator[DriverCursor]:
+    """A :class:`DriverCursor` on a connection checked out of ``engine``'s pool, checked in
+    (reset: rolled back) when the block ends. A failure to connect is raised as SQLAlchemy's."""
+    try:
+        connection = engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        Connection._handle_dbapi_exception_noconnection(exc, engine.dialect, engine)
+        raise  # not reached: the handler raises
+    try:
+        yield DriverCursor(engine, connection)
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
 def transaction(engine: Engine) -> Iterator[DriverCursor]:
     """A cursor in one transaction, committed when the block ends cleanly (a ``return`` too)
     and rolled back on any exception; on SQLite begun with ``BEGIN IMMEDIATE``, as every
     transaction of the service is (the connection is in the driver's autocommit mode:
     ``wmproxy.store.engine``)."""
-    with engine.connect() as conn:
-        cursor = DriverCursor(conn)
-        driver: Any = conn.connection.driver_connection
+    with pooled(engine) as cursor:
+        driver: Any = cursor.driver
         if engine.dialect.name == "sqlite":
             cursor.execute("BEGIN IMMEDIATE")
         try:
             yield cursor
             cursor.call("COMMIT", (), driver.commit)
         except BaseException:
-            if not conn.invalidated:
+            if not cursor.invalidated:
                 with contextlib.suppress(Exception):  # the error that counts is the one raised
                     driver.rollback()
             raise
@@ -74,15 +109,14 @@ def single_statement(engine: Engine) -> Iterator[DriverCursor]:
     autocommit): no ``BEGIN`` and ``COMMIT`` round trips (issue 14: about 0.1-0.2 ms of
     psycopg's CPU per transaction). A failing statement changes nothing. The connection never
     goes back to the pool in autocommit (it is invalidated if that cannot be turned off)."""
-    with engine.connect() as conn:
-        cursor = DriverCursor(conn)
-        driver: Any = conn.connection.driver_connection  # idle: checked in after a commit or rollback
+    with pooled(engine) as cursor:
+        driver: Any = cursor.driver  # idle: checked in after a commit or rollback
         cursor.call("", (), setattr, driver, "autocommit", True)
         try:
             yield cursor
         finally:
-            if not conn.invalidated:
+            if not cursor.invalidated:
                 with contextlib.suppress(Exception):  # else it stays on: invalidated below
                     driver.autocommit = False
                 if driver.autocommit:
-                    conn.invalidate()
+                    cursor.invalidate()

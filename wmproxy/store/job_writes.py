@@ -11,7 +11,7 @@ follow the job's row. On PostgreSQL that is one statement run as its own transac
 (autocommit): no ``BEGIN``, ``SELECT`` and ``COMMIT`` round trips, about 0.25 ms of the
 service's CPU per jobSubmit through psycopg and SQLAlchemy. On SQLite it is one ``BEGIN
 IMMEDIATE`` transaction of three INSERTs, the first one guarded. Both are sent on the driver's
-connection under a SQLAlchemy ``Connection`` (:mod:`wmproxy.store.driver`: the pool's checkout
+connection checked out of the engine's pool (:mod:`wmproxy.store.driver`: the pool's checkout
 events run, and a driver error is raised as SQLAlchemy raises its statements'), without an ORM
 session or execution contexts.
 
