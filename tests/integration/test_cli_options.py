@@ -20,6 +20,8 @@ from tests.support import wait_for_cli_status
 pytestmark = pytest.mark.integration
 
 CE = "ce2.example.org:8443/cream-pbs-long"
+#: a well-formed job id (an id that is not one is refused before any connection)
+SOME_JOB = "https://localhost:9000/AbCdEfGhIjKlMnOpQrStUv"
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,7 @@ class TestConnectionErrors:
 
     def test_unreachable(self, deployment: Deployment) -> None:
         port = closed_port()
-        rc, _, err = run_cli(deployment, "status", "-e", f"https://localhost:{port}/glite_wms_wmproxy_server", "x")
+        rc, _, err = run_cli(deployment, "status", "-e", f"https://localhost:{port}/glite_wms_wmproxy_server", SOME_JOB)
         assert rc == 1
         assert err == (f"Error - ConnectionError: cannot connect to localhost:{port}: connection refused "
                        "(no service listening there)\n")
@@ -182,7 +184,7 @@ class TestConfiguration:
         dead = [f"https://localhost:{closed_port()}/w", f"https://localhost:{closed_port()}/w"]
         conf = tmp_path / "client.conf"
         conf.write_text(f"[client]\nendpoints = {dead[0]}, {dead[1]}\n")
-        rc, _, err = run_cli(deployment, "status", "-c", str(conf), "x", endpoint=False)
+        rc, _, err = run_cli(deployment, "status", "-c", str(conf), SOME_JOB, endpoint=False)
         assert rc == 1
         assert err.splitlines()[-1].startswith(f"Error - ConnectionError: unable to contact any specified endpoint: "
                                                f"{dead[0]} (cannot connect to")
@@ -203,7 +205,7 @@ class TestConfiguration:
     def test_bad_configuration_file(self, deployment: Deployment, tmp_path: Path) -> None:
         conf = tmp_path / "bad.conf"
         conf.write_text("[client]\nendpoint = https://x\n")
-        rc, _, err = run_cli(deployment, "status", "-c", str(conf), "x")
+        rc, _, err = run_cli(deployment, "status", "-c", str(conf), SOME_JOB)
         assert (rc, err) == (1, f"Error - Configuration: {conf}: unknown key(s) in [client]: endpoint\n")
 
 

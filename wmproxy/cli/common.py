@@ -358,18 +358,20 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable
 
 
 def one_job_id(job_id: str | None, input_file: str | None) -> str:
-    """The single job id of a verb that takes one: ``JOBID`` or the only id of ``-i FILE``.
+    """The single job id of a verb that takes one: ``JOBID`` or the only id of ``-i FILE``,
+    checked as a job id (:func:`well_formed_job_ids`).
 
     Raises:
         click.UsageError: none given, or both given.
-        CliError: ``Input`` when the file cannot be read, or does not hold exactly one id.
+        CliError: ``Input`` when the file cannot be read, or does not hold exactly one id, or
+            the id is not a job id.
     """
     from wmproxy.cli import jobids
 
     if job_id and input_file:
         raise click.UsageError("the job id must not be given together with -i/--input")
     if job_id:
-        return job_id
+        return well_formed_job_ids([job_id])[0]
     if not input_file:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     try:
@@ -381,4 +383,41 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
     if len(ids) != 1:
         raise CliError("Input", f"{input_file} holds {len(ids)} job ids; this command accepts only one: "
                                 "adjust the file or give JOBID")
-    return ids[0]
+    return well_formed_job_ids(ids)[0]
+
+
+#: the form of a job id, as gLite's messages name it
+JOB_ID_FORM = "https://<host>:<port>/<ID>"
+
+
+def well_formed_job_ids(ids: list[str]) -> list[str]:
+    """``ids`` without those that are not job ids (:func:`wmproxy.domain.parse_job_id`, the
+    service's own check), before any call, as gLite's ``Utils::checkJobIds``: when some are
+    left, ``Warning - Wrong JobId(s): ...`` on stderr names the others, then (neither
+    ``--noint`` nor ``--json``) ``Do you wish to continue [y/n]y :`` is asked; "n" prints
+    ``bye`` and exits 0.
+
+    Raises:
+        CliError: ``Input`` when none is a job id.
+    """
+    from wmproxy.domain import parse_job_id
+    from wmproxy.errors import InvalidArgumentError
+
+    bad: list[str] = []
+    for job_id in ids:
+        try:
+            parse_job_id(job_id)
+        except InvalidArgumentError:
+            bad.append(job_id)
+    if not bad:
+        return ids
+    if len(bad) == len(ids):
+        if len(bad) == 1:
+            raise CliError("Input", f"the job id {bad[0]} is in bad format (expected {JOB_ID_FORM})")
+        raise CliError("Input", f"all the job ids are in bad format (expected {JOB_ID_FORM}): {', '.join(bad)}")
+    echo(f"Warning - Wrong JobId(s): bad format for the following job id(s), left out (expected {JOB_ID_FORM}): "
+         f"{', '.join(bad)}", err=True)
+    if not json_requested() and not confirm("Do you wish to continue"):
+        echo("bye", err=True)
+        sys.exit(0)
+    return [job_id for job_id in ids if job_id not in bad]

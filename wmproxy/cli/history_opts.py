@@ -98,24 +98,32 @@ def parse_user_tags(values: Sequence[str]) -> dict[str, str]:
 
 
 def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
-    """Job ids from the arguments and/or ``-i FILE`` (a ``submit -o`` file), in order.
+    """Job ids from the arguments or ``-i FILE`` (a ``submit -o`` file), in order, each once
+    (a repeated argument too), checked as job ids (:func:`common.well_formed_job_ids`).
+
+    As gLite (``Options::readOptions``: "JobId(s) mustn't be specified with the option
+    --input"), arguments and ``-i`` are not taken together: a job given both ways would be
+    acted on twice (two cancels, the second failing).
 
     Raises:
-        click.UsageError: neither JOBID nor ``-i`` given.
-        common.CliError: ``Input`` when the file cannot be read, or holds no job id (and no
-            JOBID was given).
+        click.UsageError: neither JOBID nor ``-i`` given, or both.
+        common.CliError: ``Input`` when the file cannot be read, holds no job id, or none of
+            the ids is a job id.
     """
-    ids = list(job_ids)
+    if job_ids and input_file:
+        raise click.UsageError("job ids must not be given together with -i/--input")
     if input_file:
         try:
-            ids += jobids.read_job_ids(input_file)
+            ids = jobids.read_job_ids(input_file)
         except (OSError, UnicodeDecodeError) as exc:
             raise common.CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
         if not ids:
             raise common.CliError("Input", f"{input_file} holds no job id")
-    if not ids:
+    elif job_ids:
+        ids = list(dict.fromkeys(job_ids))
+    else:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
-    return ids
+    return common.well_formed_job_ids(ids)
 
 
 def run_batch(ids: Sequence[str], one: Callable[[str], T]) -> tuple[list[T], list[JobError]]:

@@ -112,5 +112,5 @@ def _list(endpoint: str | None, as_json: bool, states: tuple[str, ...], excluded
 
 
 def _job_ids(job_ids: tuple[str, ...], input_file: str | None) -> list[str]:
-    """Job ids from the arguments and/or ``-i FILE`` (``cancel`` and ``output`` use it too)."""
+    """Job ids from the arguments or ``-i FILE`` (``cancel`` and ``output`` use it too)."""
     return history_opts.batch_ids(job_ids, input_file)

@@ -415,3 +415,73 @@ class TestJobIdFileWithoutOneUsableId:
     def test_neither_jobid_nor_file_is_a_usage_error(self, runner: CliRunner, fake: FakeClient, verb: str) -> None:
         result = runner.invoke(cli, [verb, "--json"])
         assert result.exit_code == 2 and "no job id given (JOBID or -i FILE)" in result.stderr
+
+
+class TestJobIdsFromArgumentsOrFile:
+    """As gLite's ``Options::readOptions`` (status, logging-info, cancel, output): job ids come
+    from the arguments or from ``-i FILE``, never both; each id is acted on once; ids that are
+    not job ids are left out before any call (``Utils::checkJobIds``)."""
+
+    VERBS = ("status", "logging-info", "cancel", "output")
+
+    @pytest.mark.parametrize("verb", VERBS)
+    def test_arguments_together_with_a_file_are_refused(self, runner: CliRunner, fake: FakeClient, tmp_path: Path,
+                                                        verb: str) -> None:
+        ids = tmp_path / "ids"
+        ids.write_text(f"###Submitted Job Ids###\n{JOB}\n")
+        result = runner.invoke(cli, [verb, "-i", str(ids), JOB])
+        assert result.exit_code == 2, result.output
+        assert "job ids must not be given together with -i/--input" in result.stderr
+        assert fake.calls == []
+
+    def test_a_repeated_argument_is_acted_on_once(self, runner: CliRunner, fake: FakeClient) -> None:
+        result = runner.invoke(cli, ["cancel", "--noint", JOB, JOB + "2", JOB])
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("job_cancel", (JOB,)), ("job_cancel", (JOB + "2",))]
+        fake.calls.clear()
+        result = runner.invoke(cli, ["status", "--json", "-v", "0", JOB, JOB])
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("get_job_status", (JOB,))]
+        assert [job["jobid"] for job in json.loads(result.stdout)["jobs"]] == [JOB]
+
+    @pytest.mark.parametrize("verb", VERBS)
+    def test_an_id_in_bad_format_is_left_out_with_a_warning(self, runner: CliRunner, fake: FakeClient,
+                                                            tmp_path: Path, verb: str) -> None:
+        ids = tmp_path / "ids"
+        ids.write_text(f"###Submitted Job Ids###\n{JOB}\nnot-a-job-id\nhttp://wms.example.org:9000/AbCd\n")
+        result = runner.invoke(cli, [verb, "--noint", "-i", str(ids), "--json"])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ("Warning - Wrong JobId(s): bad format for the following job id(s), left out "
+                                 "(expected https://<host>:<port>/<ID>): not-a-job-id, "
+                                 "http://wms.example.org:9000/AbCd\n")
+        assert JOB in result.stdout
+        assert "not-a-job-id" not in result.stdout and "http://" not in result.stdout
+        assert {call[0] for _, call in fake.calls} <= {JOB}  # logging-info asks the jobs-1 port instead
+
+    def test_the_user_is_asked_whether_to_go_on(self, runner: CliRunner, fake: FakeClient) -> None:
+        result = runner.invoke(cli, ["status", "-v", "0", JOB, "junk"], input="n\n")
+        assert result.exit_code == 0, result.output
+        assert "Do you wish to continue [y/n]y :" in result.stderr and result.stderr.endswith("bye\n")
+        assert fake.calls == [] and result.stdout == ""
+        result = runner.invoke(cli, ["status", "-v", "0", JOB, "junk"], input="y\n")
+        assert result.exit_code == 0, result.output
+        assert fake.calls == [("get_job_status", (JOB,))]
+
+    @pytest.mark.parametrize(("args", "message"), [
+        (["status", "-i", "{ids}"], "the job id junk is in bad format (expected https://<host>:<port>/<ID>)"),
+        (["cancel", "--noint", "junk", "https://wms.example.org:9000/"],
+         "all the job ids are in bad format (expected https://<host>:<port>/<ID>): junk, https://wms.example.org:9000/"),
+        (["info", "--jdl", "-i", "{ids}"], "the job id junk is in bad format (expected https://<host>:<port>/<ID>)"),
+        (["perusal", "--unset", "junk"], "the job id junk is in bad format (expected https://<host>:<port>/<ID>)"),
+    ], ids=["status", "cancel", "info", "perusal"])
+    def test_no_id_in_good_format_is_an_input_error(self, runner: CliRunner, fake: FakeClient, tmp_path: Path,
+                                                    args: list[str], message: str) -> None:
+        ids = tmp_path / "ids"
+        ids.write_text("###Submitted Job Ids###\njunk\n")
+        argv = [a.format(ids=ids) for a in args]
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 1, result.output
+        assert result.stderr == f"Error - Input: {message}\n"
+        result = runner.invoke(cli, [*argv, "--json"])
+        assert json.loads(result.stdout) == {"result": "failure", "error": {"type": "Input", "message": message}}
+        assert fake.calls == []

@@ -149,7 +149,7 @@ class TestStatusVerbosity:
     def test_a_service_without_the_extension_still_answers(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
         jobs.fail[JOB] = WMProxyClientError(
             "InvalidArgumentFault", "Unknown operation {http://wmproxy.org/namespaces/jobs-1}getJobEvents")
-        result = runner.invoke(cli, ["status", JOB, JOB])
+        result = runner.invoke(cli, ["status", JOB, JOB + "2"])
         assert result.exit_code == 0 and result.stdout.count("Current Status:     Running") == 2
         assert len(jobs.calls) == 1  # asked once, then left alone
 
@@ -157,22 +157,24 @@ class TestStatusVerbosity:
 class TestBatches:
     def test_goes_on_past_a_bad_id_and_exits_1(self, runner: CliRunner, fake: FakeClient,
                                                 monkeypatch: pytest.MonkeyPatch, jobs: FakeJobsClient) -> None:
+        unknown = JOB + "Unknown"  # a well-formed id the service does not know
+
         def status(job_id: str) -> JobStatus:
-            if job_id == "BAD":
+            if job_id == unknown:
                 raise UNKNOWN
             return JobStatus(job_id, "Running")
 
         monkeypatch.setattr(fake, "get_job_status", status)
-        result = runner.invoke(cli, ["status", JOB, "BAD", JOB + "2"])
+        result = runner.invoke(cli, ["status", JOB, unknown, JOB + "2"])
         assert result.exit_code == 1
         assert f"Status info for the Job : {JOB}\n" in result.stdout
         assert f"Status info for the Job : {JOB}2\n" in result.stdout
-        assert result.stderr == "Error - JobUnknownFault: The job has not been registered (job BAD)\n"
-        data = json.loads(runner.invoke(cli, ["status", "--json", JOB, "BAD"]).stdout)
+        assert result.stderr == f"Error - JobUnknownFault: The job has not been registered (job {unknown})\n"
+        data = json.loads(runner.invoke(cli, ["status", "--json", JOB, unknown]).stdout)
         assert data["result"] == "partial"
-        assert data["errors"] == [{"jobid": "BAD", "error": {"type": "JobUnknownFault",
-                                                             "message": "The job has not been registered"}}]
-        data = json.loads(runner.invoke(cli, ["status", "--json", "BAD"]).stdout)
+        assert data["errors"] == [{"jobid": unknown, "error": {"type": "JobUnknownFault",
+                                                               "message": "The job has not been registered"}}]
+        data = json.loads(runner.invoke(cli, ["status", "--json", unknown]).stdout)
         assert (data["result"], data["jobs"]) == ("failure", [])
 
     def test_whole_verb_error_is_a_json_object(self, runner: CliRunner, fake: FakeClient,
