@@ -68,7 +68,9 @@ class SecuritySettings:
     """X.509 material of the service.
 
     Attributes:
-        ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs).
+        ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs). A file added,
+            removed or renamed in (as fetch-crl writes) is seen by the next verification; one
+            rewritten in place by the next verification through its CA, by others within 1 s.
         vomsdir: VOMS trust anchors (``<vo>/<host>.lsc``) used to verify VOMS ACs.
         host_cert, host_key: PEM files of the service's host credential.
         authorized_users: who may use the service: comma-separated DN globs, FQAN
