@@ -104,6 +104,7 @@ class TestPolicy:
         assert policy.interval == 6 * 3600
 
     def test_ended_jobs_go_after_seven_days_with_their_sandbox(self, rt: Runtime) -> None:
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(pass_time=86400))  # not the clock's
         old = {s: add_job(rt, f"old-{s.lower()}", s, created_days=9, updated_days=7.1)
                for s in ("Done", "Aborted", "Cancelled", "Cleared")}
         young = add_job(rt, "young-done", "Done", created_days=9, updated_days=6.9)
@@ -182,7 +183,7 @@ class TestPolicy:
         # The two oldest candidates fail at every pass (a file where their area should be:
         # rmtree refuses it); the pass goes on past them, a batch at a time, instead of stopping
         # there. With one last-change time for all, the order (and where the next read starts) is by id.
-        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2))
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))  # not the clock's
         stuck = [add_job(rt, f"a-stuck-{i}", "Done", created_days=12, updated_days=11 - i) for i in range(2)]
         for job_id in stuck:
             area = rt.storage.job_dir(job_id)
