@@ -35,6 +35,7 @@ def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | 
     errors: list[render.JobError] = []
     for job_id in ids:
         try:
+            common.check_job_id(job_id)
             client.job_cancel(job_id)
             done.append(job_id)
         except WMProxyClientError as exc:

@@ -391,33 +391,42 @@ JOB_ID_FORM = "https://<host>:<port>/<ID>"
 
 
 def well_formed_job_ids(ids: list[str]) -> list[str]:
-    """``ids`` without those that are not job ids (:func:`wmproxy.domain.parse_job_id`, the
-    service's own check), before any call, as gLite's ``Utils::checkJobIds``: when some are
-    left, ``Warning - Wrong JobId(s): ...`` on stderr names the others, then (neither
-    ``--noint`` nor ``--json``) ``Do you wish to continue [y/n]y :`` is asked; "n" prints
-    ``bye`` and exits 0.
+    """``ids``, checked as job ids (:func:`wmproxy.domain.parse_job_id`, the service's own
+    check) before any call, as gLite's ``Utils::checkJobIds``. Those that are not job ids stay
+    in the list: each verb reports each of them as its own failure, type ``Input``
+    (:func:`check_job_id`), and goes on with the others, as a batch does for any job that fails
+    (gLite's status printed ``JOBID HAS WRONG FORMAT`` for it, and asked no question: a script
+    without a terminal must not stop there).
 
     Raises:
-        CliError: ``Input`` when none is a job id.
+        CliError: ``Input`` when none is a job id (the verb fails as a whole).
     """
+    bad = [job_id for job_id in ids if bad_format(job_id)]
+    if bad and len(bad) == len(ids):
+        if len(bad) == 1:
+            raise CliError("Input", bad_format(bad[0]))
+        raise CliError("Input", f"all the job ids are in bad format (expected {JOB_ID_FORM}): {', '.join(bad)}")
+    return ids
+
+
+def bad_format(job_id: str) -> str:
+    """Why ``job_id`` is not a job id (``https://<host>:<port>/<ID>``), or ``""``."""
     from wmproxy.domain import parse_job_id
     from wmproxy.errors import InvalidArgumentError
 
-    bad: list[str] = []
-    for job_id in ids:
-        try:
-            parse_job_id(job_id)
-        except InvalidArgumentError:
-            bad.append(job_id)
-    if not bad:
-        return ids
-    if len(bad) == len(ids):
-        if len(bad) == 1:
-            raise CliError("Input", f"the job id {bad[0]} is in bad format (expected {JOB_ID_FORM})")
-        raise CliError("Input", f"all the job ids are in bad format (expected {JOB_ID_FORM}): {', '.join(bad)}")
-    echo(f"Warning - Wrong JobId(s): bad format for the following job id(s), left out (expected {JOB_ID_FORM}): "
-         f"{', '.join(bad)}", err=True)
-    if not json_requested() and not confirm("Do you wish to continue"):
-        echo("bye", err=True)
-        sys.exit(0)
-    return [job_id for job_id in ids if job_id not in bad]
+    try:
+        parse_job_id(job_id)
+    except InvalidArgumentError:
+        return f"the job id {job_id} is in bad format (expected {JOB_ID_FORM})"
+    return ""
+
+
+def check_job_id(job_id: str) -> None:
+    """Refuse ``job_id`` before any call when it is not a job id, as a failure of that job.
+
+    Raises:
+        WMProxyClientError: ``Input`` (:func:`bad_format`).
+    """
+    problem = bad_format(job_id)
+    if problem:
+        raise WMProxyClientError("Input", problem)

@@ -128,7 +128,8 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
 
 def run_batch(ids: Sequence[str], one: Callable[[str], T]) -> tuple[list[T], list[JobError]]:
     """``one(job_id)`` for each id, going on past a job's failure: the results, and one
-    :class:`JobError` per job that failed (a fault).
+    :class:`JobError` per job that failed (a fault, or ``Input`` for an id that is not a job id:
+    :func:`common.check_job_id`, no call made).
 
     Raises:
         WMProxyClientError: the service cannot be reached or trusted (``ConnectionError``,
@@ -138,6 +139,7 @@ def run_batch(ids: Sequence[str], one: Callable[[str], T]) -> tuple[list[T], lis
     failed: list[JobError] = []
     for job_id in ids:
         try:
+            common.check_job_id(job_id)
             done.append(one(job_id))
         except WMProxyClientError as exc:
             if exc.fault_type in common.FAILOVER_ERRORS:

@@ -84,6 +84,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     failures: list[render.JobError] = []
     for job_id in ids:
         try:
+            common.check_job_id(job_id)
             if list_only:
                 results.append(_list(client, job_id, proto, as_json))
                 continue

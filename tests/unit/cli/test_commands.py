@@ -445,27 +445,30 @@ class TestJobIdsFromArgumentsOrFile:
         assert [job["jobid"] for job in json.loads(result.stdout)["jobs"]] == [JOB]
 
     @pytest.mark.parametrize("verb", VERBS)
-    def test_an_id_in_bad_format_is_left_out_with_a_warning(self, runner: CliRunner, fake: FakeClient,
-                                                            tmp_path: Path, verb: str) -> None:
+    def test_an_id_in_bad_format_is_a_failure_of_that_job_without_a_call(self, runner: CliRunner, fake: FakeClient,
+                                                                         tmp_path: Path, verb: str) -> None:
+        """As any job of a batch that fails: in ``errors`` (type ``Input``), exit 1, the others
+        served (gLite's status printed ``JOBID HAS WRONG FORMAT`` for it)."""
         ids = tmp_path / "ids"
         ids.write_text(f"###Submitted Job Ids###\n{JOB}\nnot-a-job-id\nhttp://wms.example.org:9000/AbCd\n")
         result = runner.invoke(cli, [verb, "--noint", "-i", str(ids), "--json"])
-        assert result.exit_code == 0, result.output
-        assert result.stderr == ("Warning - Wrong JobId(s): bad format for the following job id(s), left out "
-                                 "(expected https://<host>:<port>/<ID>): not-a-job-id, "
-                                 "http://wms.example.org:9000/AbCd\n")
+        assert result.exit_code == 1, result.output
+        document = json.loads(result.stdout)
+        assert document["result"] == "partial"
+        form = "is in bad format (expected https://<host>:<port>/<ID>)"
+        assert document["errors"] == [
+            {"jobid": bad, "error": {"type": "Input", "message": f"the job id {bad} {form}"}}
+            for bad in ("not-a-job-id", "http://wms.example.org:9000/AbCd")]
         assert JOB in result.stdout
-        assert "not-a-job-id" not in result.stdout and "http://" not in result.stdout
         assert {call[0] for _, call in fake.calls} <= {JOB}  # logging-info asks the jobs-1 port instead
 
-    def test_the_user_is_asked_whether_to_go_on(self, runner: CliRunner, fake: FakeClient) -> None:
-        result = runner.invoke(cli, ["status", "-v", "0", JOB, "junk"], input="n\n")
-        assert result.exit_code == 0, result.output
-        assert "Do you wish to continue [y/n]y :" in result.stderr and result.stderr.endswith("bye\n")
-        assert fake.calls == [] and result.stdout == ""
-        result = runner.invoke(cli, ["status", "-v", "0", JOB, "junk"], input="y\n")
-        assert result.exit_code == 0, result.output
-        assert fake.calls == [("get_job_status", (JOB,))]
+    def test_no_question_is_asked_and_the_good_ids_are_served(self, runner: CliRunner, fake: FakeClient) -> None:
+        """A script without a terminal (stdin at its end) is not stopped by a question."""
+        result = runner.invoke(cli, ["status", "-v", "0", JOB, "junk"], input="")
+        assert result.exit_code == 1, result.output
+        assert "continue" not in result.stderr
+        assert fake.calls == [("get_job_status", (JOB,))] and JOB in result.stdout
+        assert "Error - Input: the job id junk is in bad format" in result.stderr
 
     @pytest.mark.parametrize(("args", "message"), [
         (["status", "-i", "{ids}"], "the job id junk is in bad format (expected https://<host>:<port>/<ID>)"),
