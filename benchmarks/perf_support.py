@@ -82,9 +82,12 @@ IGTF_CAS = 100
 def add_trust_anchors(directory: Path, count: int) -> None:
     """Write ``count`` more CAs into the grid CA directory ``directory``, as an IGTF trust store
     holds them: for each, ``<hash>.0`` (a self-signed CA certificate), ``<hash>.r0`` (its empty
-    CRL), ``<hash>.signing_policy`` and ``<hash>.namespaces``. One RSA key signs them all (what
-    a verification costs does not depend on it; making a hundred keys would)."""
+    CRL), ``<hash>.signing_policy`` and ``<hash>.namespaces``, and under the old-style hash
+    (OpenSSL's ``-subject_hash_old``) ``<old>.0`` a link to the certificate, as the IGTF packages
+    install it, and ``<old>.r0`` a copy of the CRL, as fetch-crl writes it. One RSA key signs them
+    all (what a verification costs does not depend on it; making a hundred keys would)."""
     import datetime as dt
+    import hashlib
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -108,6 +111,9 @@ def add_trust_anchors(directory: Path, count: int) -> None:
         digest = f"{crypto.X509.from_cryptography(cert).subject_name_hash():08x}"
         (directory / f"{digest}.0").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         (directory / f"{digest}.r0").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        old_style = f"{int.from_bytes(hashlib.md5(name.public_bytes()).digest()[:4], 'little'):08x}"  # noqa: S324
+        (directory / f"{old_style}.0").symlink_to(f"{digest}.0")
+        (directory / f"{old_style}.r0").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         issuer = f"/C=ZZ/O=Trust Store Filler/CN=Filler CA {number}"
         (directory / f"{digest}.signing_policy").write_text(f"access_id_CA X509 '{issuer}'\n")
         (directory / f"{digest}.namespaces").write_text(f'TO Issuer "{issuer}" PERMIT Subject ".*"\n')
