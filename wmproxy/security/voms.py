@@ -44,8 +44,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -277,7 +279,40 @@ def _malformed(what: str) -> ProxyError:
     return ProxyError(f"malformed VOMS attribute certificate: {what}")
 
 
+#: Decoded VOMS extensions (their ACs) and embedded VOMS certificate sequences, by their DER,
+#: per process: the ACs of a stored proxy are verified again at every jobSubmit with it, and
+#: pyasn1's decoding of them was about 80 % of that (7-9 ms per jobSubmit with a VOMS proxy,
+#: issue 14). Decoding is a function of the bytes alone: what depends on the time, the vomsdir
+#: or the CA directory is still checked on every call. A malformed extension is not kept.
+#: Bounded LRUs; entries kept in :data:`_decoded`.
+DECODED_MAX = 256
+_decoded: LRUCache[tuple[str, bytes], Any] = LRUCache(DECODED_MAX)
+_decoded_lock = threading.Lock()
+
+
+def _kept(kind: str, der: bytes, decode: Callable[[bytes], Any]) -> Any:
+    """``decode(der)``, once per distinct ``der`` of ``kind`` (:data:`_decoded`); its errors are
+    raised and not kept."""
+    with _decoded_lock:
+        found = _decoded.get((kind, der))
+    if found is not None:
+        return found
+    value = decode(der)
+    with _decoded_lock:
+        _decoded[(kind, der)] = value
+    return value
+
+
 def _decode_extension(der: bytes) -> list[_RawAC]:
+    """The ACs of a VOMS extension's DER (decoded once per distinct DER: :func:`_kept`).
+
+    Raises:
+        ProxyError: malformed.
+    """
+    return list(cast(list[_RawAC], _kept("extension", der, _decode_acs)))
+
+
+def _decode_acs(der: bytes) -> list[_RawAC]:
     try:
         decoded, rest = decoder.decode(der, asn1Spec=_ACSeqs())
     except PyAsn1Error as exc:
@@ -402,24 +437,33 @@ def _fqan_attribute(info: rfc5755.AttributeCertificateInfo) -> tuple[str, tuple[
             continue
         if len(attribute["values"]) != 1:
             raise _malformed("the FQAN attribute must have one value")
-        try:
-            value, _ = decoder.decode(bytes(attribute["values"][0]), asn1Spec=rfc5755.IetfAttrSyntax())
-        except PyAsn1Error as exc:
-            raise _malformed(f"cannot decode the FQAN attribute ({exc})") from None
-        authority = value["policyAuthority"]
-        uris = [str(gn["uniformResourceIdentifier"]) for gn in authority
-                if gn.getName() == "uniformResourceIdentifier"] if authority.isValue else []
-        if not uris:
-            raise _malformed("the FQAN attribute has no policy authority URI")
-        fqans = []
-        for item in value["values"]:
-            kind = item.getName()
-            if kind == "octets":
-                fqans.append(bytes(item["octets"]).decode("utf-8", "replace"))
-            elif kind == "string":
-                fqans.append(str(item["string"]))
-        return uris[0], tuple(fqans)
+        return cast(tuple[str, tuple[str, ...]], _kept("fqans", bytes(attribute["values"][0]), _decode_fqans))
     raise _malformed("no FQAN attribute (1.3.6.1.4.1.8005.100.100.4)")
+
+
+def _decode_fqans(der: bytes) -> tuple[str, tuple[str, ...]]:
+    """The policy authority URI and the FQANs of the DER of an FQAN attribute's value.
+
+    Raises:
+        ProxyError: malformed.
+    """
+    try:
+        value, _ = decoder.decode(der, asn1Spec=rfc5755.IetfAttrSyntax())
+    except PyAsn1Error as exc:
+        raise _malformed(f"cannot decode the FQAN attribute ({exc})") from None
+    authority = value["policyAuthority"]
+    uris = [str(gn["uniformResourceIdentifier"]) for gn in authority
+            if gn.getName() == "uniformResourceIdentifier"] if authority.isValue else []
+    if not uris:
+        raise _malformed("the FQAN attribute has no policy authority URI")
+    fqans = []
+    for item in value["values"]:
+        kind = item.getName()
+        if kind == "octets":
+            fqans.append(bytes(item["octets"]).decode("utf-8", "replace"))
+        elif kind == "string":
+            fqans.append(str(item["string"]))
+    return uris[0], tuple(fqans)
 
 
 def _name(name: rfc5280.Name) -> x509.Name:
@@ -428,12 +472,18 @@ def _name(name: rfc5280.Name) -> x509.Name:
         for rdn in name["rdnSequence"]:
             attrs = []
             for atv in rdn:
-                value, _ = decoder.decode(bytes(atv["value"]))
-                attrs.append(x509.NameAttribute(ObjectIdentifier(str(atv["type"])), str(value)))
+                value = _kept("text", bytes(atv["value"]), _decode_text)
+                attrs.append(x509.NameAttribute(ObjectIdentifier(str(atv["type"])), value))
             rdns.append(x509.RelativeDistinguishedName(attrs))
         return x509.Name(rdns)
     except (PyAsn1Error, ValueError) as exc:
         raise _malformed(f"unreadable distinguished name ({exc})") from None
+
+
+def _decode_text(der: bytes) -> str:
+    """The text of a DER string (a name attribute's value). Raises PyAsn1Error."""
+    value, _ = decoder.decode(der)
+    return str(value)
 
 
 def _general_names_dn(names: rfc5280.GeneralNames) -> str:
@@ -472,14 +522,22 @@ def _embedded_certs(info: rfc5755.AttributeCertificateInfo) -> list[x509.Certifi
     for ext in extensions:
         if str(ext["extnID"]) != VOMS_CERTSEQ_OID:
             continue
-        der = bytes(ext["extnValue"])
-        try:
-            decoder.decode(der, asn1Spec=_CertSeq())  # shape check
-            ders = [c for seq in _children(der) for c in _children(seq)]
-            return [x509.load_der_x509_certificate(c) for c in ders]
-        except (PyAsn1Error, ValueError) as exc:
-            raise _malformed(f"unreadable embedded VOMS certificate ({exc})") from None
+        return list(cast(list[x509.Certificate], _kept("certificates", bytes(ext["extnValue"]), _decode_certs)))
     return []
+
+
+def _decode_certs(der: bytes) -> list[x509.Certificate]:
+    """The certificates of an embedded VOMS certificate sequence (VOMS_CERTSEQ_OID's value).
+
+    Raises:
+        ProxyError: malformed.
+    """
+    try:
+        decoder.decode(der, asn1Spec=_CertSeq())  # shape check
+        ders = [c for seq in _children(der) for c in _children(seq)]
+        return [x509.load_der_x509_certificate(c) for c in ders]
+    except (PyAsn1Error, ValueError) as exc:
+        raise _malformed(f"unreadable embedded VOMS certificate ({exc})") from None
 
 
 def _time(value: useful.GeneralizedTime) -> datetime:

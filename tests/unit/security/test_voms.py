@@ -109,6 +109,42 @@ class TestParse:
             voms_attributes(_with_extension(b"\x30\x00"))
 
 
+class TestDecodedOnce:
+    """A stored proxy's ACs are checked at every jobSubmit: their DER is decoded once per
+    process, what depends on the time, the vomsdir and the CA directory is checked every time."""
+
+    def test_the_acs_are_decoded_once_and_checked_every_time(self, voms_chain, voms_server, pki, tmp_path,
+                                                             monkeypatch):
+        from wmproxy.security import voms as voms_module
+
+        monkeypatch.setattr(voms_module, "_decoded", voms_module.LRUCache(voms_module.DECODED_MAX))
+        decoded = []
+        decode = voms_module._decode_acs
+
+        def counted(der):
+            decoded.append(der)
+            return decode(der)
+
+        monkeypatch.setattr(voms_module, "_decode_acs", counted)
+        trusted = {"vomsdir": str(voms_server.vomsdir), "ca_dir": str(pki.ca_dir)}
+        assert verified_fqans(voms_chain, **trusted) == FQANS
+        (ac,) = voms_attributes(voms_chain)
+        assert verified_fqans(voms_chain, **trusted, at=ac.not_after + timedelta(seconds=1)) == ()
+        assert verified_fqans(voms_chain, vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir)) == ()
+        assert verified_fqans(voms_chain, **trusted) == FQANS
+        assert len(decoded) == 1
+
+    def test_a_malformed_extension_is_refused_every_time(self, monkeypatch):
+        from wmproxy.security import voms as voms_module
+
+        monkeypatch.setattr(voms_module, "_decoded", voms_module.LRUCache(voms_module.DECODED_MAX))
+        chain = _with_extension(b"\x30\x03\x02\x01\x01")
+        for _ in range(2):
+            with pytest.raises(ProxyError, match="malformed VOMS attribute certificate"):
+                voms_attributes(chain)
+        assert len(voms_module._decoded) == 0
+
+
 class TestVerify:
     def test_right_lsc_verifies(self, voms_chain, voms_server, pki):
         (ac,) = voms_attributes(voms_chain, vomsdir=str(voms_server.vomsdir), ca_dir=str(pki.ca_dir))
