@@ -283,23 +283,28 @@ def _malformed(what: str) -> ProxyError:
 #: per process: the ACs of a stored proxy are verified again at every jobSubmit with it, and
 #: pyasn1's decoding of them was about 80 % of that (7-9 ms per jobSubmit with a VOMS proxy,
 #: issue 14). Decoding is a function of the bytes alone: what depends on the time, the vomsdir
-#: or the CA directory is still checked on every call. A malformed extension is not kept.
-#: Bounded LRUs; entries kept in :data:`_decoded`.
+#: or the CA directory is still checked on every call. What fails to decode is not kept, nor
+#: what is decoded from more than :data:`DECODED_DER_MAX` bytes (real ACs are 1-5 KB; decoded,
+#: pyasn1 holds about thirty times their size, and a user writes the extensions of the proxies
+#: it delegates). Bounded LRU; entries kept in :data:`_decoded`.
 DECODED_MAX = 256
+#: Largest DER (bytes) whose decoding is kept.
+DECODED_DER_MAX = 16 * 1024
 _decoded: LRUCache[tuple[str, bytes], Any] = LRUCache(DECODED_MAX)
 _decoded_lock = threading.Lock()
 
 
 def _kept(kind: str, der: bytes, decode: Callable[[bytes], Any]) -> Any:
-    """``decode(der)``, once per distinct ``der`` of ``kind`` (:data:`_decoded`); its errors are
-    raised and not kept."""
+    """``decode(der)``, once per distinct ``der`` of ``kind`` (:data:`_decoded`) of at most
+    :data:`DECODED_DER_MAX` bytes; its errors are raised and not kept."""
     with _decoded_lock:
         found = _decoded.get((kind, der))
     if found is not None:
         return found
     value = decode(der)
-    with _decoded_lock:
-        _decoded[(kind, der)] = value
+    if len(der) <= DECODED_DER_MAX:
+        with _decoded_lock:
+            _decoded[(kind, der)] = value
     return value
 
 

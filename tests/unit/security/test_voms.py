@@ -134,6 +134,19 @@ class TestDecodedOnce:
         assert verified_fqans(voms_chain, **trusted) == FQANS
         assert len(decoded) == 1
 
+    def test_a_large_der_is_decoded_every_time(self, monkeypatch):
+        """A user writes its proxies' extensions: what is decoded from more than
+        DECODED_DER_MAX bytes is not kept (pyasn1 holds about thirty times its size)."""
+        from wmproxy.security import voms as voms_module
+
+        monkeypatch.setattr(voms_module, "_decoded", voms_module.LRUCache(voms_module.DECODED_MAX))
+        calls = []
+        small, large = b"s" * voms_module.DECODED_DER_MAX, b"l" * (voms_module.DECODED_DER_MAX + 1)
+        for _ in range(2):
+            for der in (small, large):
+                assert voms_module._kept("extension", der, lambda d: calls.append(d) or len(d)) == len(der)
+        assert calls == [small, large, large]
+
     def test_a_malformed_extension_is_refused_every_time(self, monkeypatch):
         from wmproxy.security import voms as voms_module
 
