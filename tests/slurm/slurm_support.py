@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,8 +75,16 @@ def resume_node(cluster: SlurmCluster) -> None:
     """Put the node back in service (RESUME) and wait until Slurm shows it idle again."""
     if cluster.node_state() != "idle":
         cluster.run("scontrol", "update", f"NodeName={cluster.node}", "State=RESUME", check=False)
-    support.wait_for(cluster.node_state, lambda state: state == "idle", what="the node to be idle again",
-                     timeout=DEADLINE)
+    try:
+        support.wait_for(cluster.node_state, lambda state: state == "idle", what="the node to be idle again",
+                         timeout=DEADLINE)
+    except AssertionError as exc:  # say what holds the node (seen once: "mixed" with an empty queue)
+        shown = [cluster.run(*command, check=False).stdout.strip()
+                 for command in (("scontrol", "show", "node", cluster.node), ("squeue", "-t", "all", "-l"))]
+        processes = subprocess.run(["ps", "-eo", "pid,user,stat,etime,args"], capture_output=True, text=True,
+                                   check=False).stdout
+        jobs = "\n".join(line for line in processes.splitlines() if "slurmstepd" in line or "jobwrapper" in line)
+        raise AssertionError(f"{exc}\n{shown[0]}\n{shown[1]}\n{jobs}") from None
 
 
 def empty_queue(cluster: SlurmCluster) -> None:
