@@ -9,6 +9,7 @@ critical proxyCertInfo extension (``peers.md`` §0, §2.4).
 from __future__ import annotations
 
 import binascii
+import functools
 import os
 import re
 import ssl
@@ -370,8 +371,11 @@ class _CaDir:
     #: The parsed file names by subject name hash (8 hex digits): that of the file's name
     #: (``<hash>.N``, ``<hash>.rN``) and that of what it holds (a CA's subject, a CRL's issuer).
     by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: Each file's (mtime, size) when parsed, by name (:attr:`stamp`'s files).
-    files: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def files(self) -> dict[str, tuple[int, int]]:
+        """Each file's (mtime, size) when parsed, by name (:attr:`stamp`'s files)."""
+        return {name: (mtime, size) for name, mtime, size in self.stamp[1]}
 
 
 @dataclass(frozen=True)
@@ -491,8 +495,7 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
         issued_by = subject_hashes.get(issuer)
         if issued_by is not None:
             by_hash.setdefault(issued_by, set()).add(name)
-    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(sorted(found)) for h, found in by_hash.items()},
-                    {name: (mtime, size) for name, mtime, size in key[1]})
+    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(sorted(found)) for h, found in by_hash.items()})
     with _cache_lock:
         _cache[ca_dir] = _Parsed(loaded, names, now)
     return loaded
