@@ -558,8 +558,10 @@ class TestKnownIssuers:
     checked (issue 14): every leaf gets OpenSSL's answer, and the plain ones get it without OpenSSL."""
 
     @pytest.fixture(autouse=True)
-    def _forget(self):
+    def _forget(self, monkeypatch):
         chain_module._verified_issuers.clear()
+        # a kept entry outlives the test whatever the load (its 60 s could pass between two calls)
+        monkeypatch.setattr(chain_module, "VERIFIED_ISSUERS_TTL", 3600.0)
         yield
         chain_module._verified_issuers.clear()
 
