@@ -29,7 +29,7 @@ from pyasn1_modules import rfc5280, rfc5755
 from tests.conftest import Pki, need_peer
 from wmproxy.security.chain import chain_pem, load_pem_chain
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.pki import create_ca
+from wmproxy.security.pki import CertificateAuthority, create_ca
 from wmproxy.security.voms import VOMS_AC_OID
 
 #: The FQANs :func:`fake_voms_proxy` puts in the AC by default, the primary one first.
@@ -52,10 +52,15 @@ class VomsServer:
 def fake_voms_server(pki: Pki, root: Path) -> VomsServer:
     """Issue the ``voms.localhost`` host cert under ``root / "voms"`` and write an LSC for it
     into ``root / "vomsdir"`` (VO atlas)."""
-    cert, key = pki.ca.issue_host("voms.localhost", root / "voms")
+    return voms_server_of(pki.ca, root)
+
+
+def voms_server_of(ca: CertificateAuthority, root: Path) -> VomsServer:
+    """:func:`fake_voms_server` for any ``ca`` (a benchmark's, say), not only the tests' PKI."""
+    cert, key = ca.issue_host("voms.localhost", root / "voms")
     dn = slash_dn(x509.load_pem_x509_certificate(cert.read_bytes()).subject)
     vomsdir = root / "vomsdir"
-    write_lsc(vomsdir, dn, pki.ca.dn)
+    write_lsc(vomsdir, dn, ca.dn)
     return VomsServer(cert, key, dn, vomsdir)
 
 
@@ -91,15 +96,24 @@ def fake_voms_proxy(pki: Pki, server: VomsServer, out: Path, *args: str, user: s
     if binary is None:
         need_peer("voms-proxy-fake (voms-clients) is not installed")
     home = pki.root / pki.users[user].name
-    cmd = [binary, "-rfc", "-q", "-cert", str(home / "usercert.pem"), "-key", str(home / "userkey.pem"),
-           "-certdir", str(pki.ca_dir), "-hostcert", str(server.cert), "-hostkey", str(server.key),
-           "-voms", "atlas", "-uri", URI, "-hours", "24", "-vomslife", "24", "-out", str(out)]
-    for fqan in fqans:
-        cmd += ["-fqan", fqan]
-    env = {**os.environ, "X509_CERT_DIR": str(pki.ca_dir), "HOME": str(out.parent)}
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+    proc = run_voms_proxy_fake(binary, home, pki.ca_dir, server, out, fqans, args)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+def run_voms_proxy_fake(binary: str, home: Path, ca_dir: Path, server: VomsServer, out: Path,
+                        fqans: tuple[str, ...] = FQANS, args: tuple[str, ...] = (),
+                        hours: int = 24) -> subprocess.CompletedProcess[str]:
+    """Run ``binary`` (voms-proxy-fake) for the user whose ``usercert.pem`` and ``userkey.pem``
+    are in ``home``: an RFC 3820 proxy with an AC of VO atlas carrying ``fqans`` (the first is
+    the primary one), valid ``hours``, written to ``out``; ``args`` are appended."""
+    cmd = [binary, "-rfc", "-q", "-cert", str(home / "usercert.pem"), "-key", str(home / "userkey.pem"),
+           "-certdir", str(ca_dir), "-hostcert", str(server.cert), "-hostkey", str(server.key),
+           "-voms", "atlas", "-uri", URI, "-hours", str(hours), "-vomslife", str(hours), "-out", str(out)]
+    for fqan in fqans:
+        cmd += ["-fqan", fqan]
+    env = {**os.environ, "X509_CERT_DIR": str(ca_dir), "HOME": str(out.parent)}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
 #: AC Targets extension (RFC 5755 §4.3.2).

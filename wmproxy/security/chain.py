@@ -604,12 +604,28 @@ def verify_chain(
     OpenSSL flags: ALLOW_PROXY_CERTS | CRL_CHECK | CRL_CHECK_ALL, so every CA must
     publish a CRL and a revoked user's proxies are refused too.
 
+    A chain OpenSSL verified (the same DER in the same order) at the clock's time, at most
+    :data:`VERIFIED_ISSUERS_TTL` seconds ago, against the CA directory as it still is (no file
+    of its path's CAs changed, none added or removed), none of whose certificates or CRLs has
+    ended since, is not verified again: a VOMS server's certificate is verified for every AC
+    check (each jobSubmit of a VOMS proxy), a kept-alive client's chain once a minute (issue 14).
+
     Raises:
         ProxyVerificationError: the OpenSSL reason, e.g. "certificate revoked",
             "certificate has expired", "unable to get local issuer certificate",
             "unable to get certificate CRL"; or an empty chain / unreadable CA dir.
     """
-    _verified_path(chain, ca_dir, at)
+    current = _current_time(at) if chain else None
+    if current is None:
+        _verified_path(chain, ca_dir, at)
+        return
+    now = current.timestamp()
+    ders = tuple(certificate_der(cert) for cert in chain)
+    known, loaded = _proof_of(_verified_chains, ca_dir, ders, _load_ca_dir(ca_dir), now)
+    if known is not None:
+        return
+    verified, loaded = _verified_path_of(chain, ca_dir, at, True, loaded)
+    _remember_proof(_verified_chains, ca_dir, ders, (), verified, loaded, now)
 
 
 def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
@@ -692,6 +708,10 @@ VERIFIED_ISSUERS_MAX = 256
 #: (``wmproxy.soap.auth.CACHE_TTL``); a changed CA directory file (a CRL) ends it at once.
 VERIFIED_ISSUERS_TTL = 60.0
 _verified_issuers: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof] = LRUCache(VERIFIED_ISSUERS_MAX)
+#: Whole chains :func:`verify_chain` had OpenSSL verify, per process, by (CA directory, the DER of
+#: the chain), kept as the issuers are (the proof's ``path`` is empty): a chain proven here is
+#: not an issuer proven, so the two are apart.
+_verified_chains: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof] = LRUCache(VERIFIED_ISSUERS_MAX)
 _verified_issuers_lock = threading.Lock()
 
 #: Extensions OpenSSL handles and a delegated proxy's leaf commonly has; a leaf with any other
@@ -741,17 +761,24 @@ def _verified_issuers_of(ca_dir: str, issuers: tuple[bytes, ...], loaded: _CaDir
     it is now parsed (``loaded``), or None (not kept, ended, or the directory changed); and the
     parsed directory to verify against: ``loaded``, or the directory parsed again when a file of
     the kept path's CAs changed (a CRL rewritten in place)."""
-    key = (ca_dir, issuers)
+    return _proof_of(_verified_issuers, ca_dir, issuers, loaded, now)
+
+
+def _proof_of(kept: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof], ca_dir: str,
+              ders: tuple[bytes, ...], loaded: _CaDir, now: float) -> tuple[tuple[bytes, ...] | None, _CaDir]:
+    """:func:`_verified_issuers_of` for the proofs ``kept`` (:data:`_verified_issuers` or
+    :data:`_verified_chains`) of the chain ``ders``."""
+    key = (ca_dir, ders)
     with _verified_issuers_lock:
-        proof = _verified_issuers.get(key)
+        proof = kept.get(key)
         if proof is None:
             return None, loaded
         if proof.loaded is not loaded or now >= proof.until:
-            del _verified_issuers[key]
+            del kept[key]
             return None, loaded
     if _path_files_changed(ca_dir, loaded, proof.hashes):
         with _verified_issuers_lock:
-            _verified_issuers.pop(key, None)
+            kept.pop(key, None)
         return None, _load_ca_dir(ca_dir, walk=True)
     return proof.path, loaded
 
@@ -763,7 +790,16 @@ def _remember_verified_issuers(ca_dir: str, issuers: tuple[bytes, ...], path: tu
     has an extension of :data:`_PATH_DEPENDENT` (or one cryptography cannot read); until the
     first of them or of the CA directory's CRLs ends, and at most :data:`VERIFIED_ISSUERS_TTL`
     seconds."""
-    certs = [cert.to_cryptography() for cert in verified[1:]]
+    _remember_proof(_verified_issuers, ca_dir, issuers, path, verified[1:], loaded, now, verified)
+
+
+def _remember_proof(kept: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof], ca_dir: str,
+                    ders: tuple[bytes, ...], path: tuple[bytes, ...], certs_of: list[crypto.X509],
+                    loaded: _CaDir, now: float, verified: list[crypto.X509] | None = None) -> None:
+    """Keep in ``kept`` the proof that ``ders`` verified (``verified``, default ``certs_of``: the
+    path OpenSSL verified, leaf first, CA included) against ``loaded``, as
+    :func:`_remember_verified_issuers` says, judged on the certificates ``certs_of``."""
+    certs = [cert.to_cryptography() for cert in certs_of]
     try:
         if any(ext.oid in _PATH_DEPENDENT for cert in certs for ext in cert.extensions):
             return
@@ -771,8 +807,9 @@ def _remember_verified_issuers(ca_dir: str, issuers: tuple[bytes, ...], path: tu
         return
     ends = [now + VERIFIED_ISSUERS_TTL, *(cert.not_valid_after_utc.timestamp() for cert in certs)]
     ends += [crl.next_update_utc.timestamp() for crl in loaded.crls if crl.next_update_utc is not None]
+    hashes = _name_hashes(certs_of if verified is None else verified)
     with _verified_issuers_lock:
-        _verified_issuers[(ca_dir, issuers)] = _IssuerProof(loaded, path, min(ends), _name_hashes(verified))
+        kept[(ca_dir, ders)] = _IssuerProof(loaded, path, min(ends), hashes)
 
 
 def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) -> bool:

@@ -34,6 +34,13 @@ cases the service meets:
 
 An AC that fails any check is returned with ``verified=False`` and the reason; such an AC
 is never a source of FQANs (:func:`verified_fqans` skips it).
+
+Issue 14 (a stored proxy's ACs are checked at every jobSubmit): an AC's decoding, what it says
+by itself and its signature's check by a given signer are kept per process (:func:`_kept`,
+:func:`_facts`, :func:`_checked_signature`); the VOMS server's certificate goes through
+:func:`wmproxy.security.chain.verify_chain`, which keeps what OpenSSL verified while nothing
+it was verified against changed. The holder, the validity at ``at``, the vomsdir and the
+targets are checked at every call.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -59,7 +66,7 @@ from pyasn1.type import univ, useful
 from pyasn1_modules import rfc5280, rfc5755
 
 from wmproxy.errors import ProxyError
-from wmproxy.security.chain import load_pem_chain, verify_chain
+from wmproxy.security.chain import certificate_der, load_pem_chain, verify_chain
 from wmproxy.security.dn import slash_dn
 
 VOMS_AC_OID = ObjectIdentifier("1.3.6.1.4.1.8005.100.100.5")
@@ -142,6 +149,27 @@ class _CertSeq(univ.SequenceOf):
 class _RawAC:
     ac: rfc5755.AttributeCertificate
     acinfo_der: bytes  # the signed bytes, cut from the extension (never re-encoded)
+    # what is read of the AC alone (_facts), and the signature checks done (by the signer's DER):
+    # kept with the AC, which _kept keeps per process
+    known: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What an AC says by itself (:func:`_facts`): :class:`VomsAttributes` but the holder's
+    certificate, and what the checks need of it."""
+
+    vo: str
+    fqans: tuple[str, ...]
+    issuer_dn: str
+    uri: str
+    not_before: datetime
+    not_after: datetime
+    holder: tuple[int, str] | None  # the holder's serial and issuer (or subject) DN
+    holder_name: str  # the holder's DN without a certificate of the chain
+    embedded: tuple[x509.Certificate, ...]  # the VOMS server's certificates in the AC
+    issuer_ca_dn: str
+    lsc_dns: tuple[str, ...]  # the DN list an .lsc must start with (_check_lsc)
 
 
 def voms_attributes(
@@ -187,9 +215,11 @@ def voms_attributes(
         raws = _decode_extension(ext.value.value)
         result = []
         for raw in raws:
-            attrs = _attributes(raw.ac, chain)
+            facts = _facts(raw)
+            holder = _holder_cert(facts, chain)
+            attrs = _attributes(facts, holder)
             if vomsdir is not None and ca_dir is not None:
-                problem = _verify(raw, attrs, chain, str(vomsdir), str(ca_dir), at, host_names)
+                problem = _verify(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
                 attrs = replace(attrs, verified=not problem, verify_error=problem)
             result.append(attrs)
         return result
@@ -350,9 +380,10 @@ def ac_attributes(
         ProxyError: ``der`` is not a DER AttributeCertificate, or a malformed VOMS AC.
     """
     (raw,) = _decode_extension(voms_extension([der]).value)
-    attrs = _attributes(raw.ac, chain)
-    problem = _verify(raw, attrs, chain, str(vomsdir), str(ca_dir), at, host_names)
-    return replace(attrs, verified=not problem, verify_error=problem)
+    facts = _facts(raw)
+    holder = _holder_cert(facts, chain)
+    problem = _verify(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
+    return replace(_attributes(facts, holder), verified=not problem, verify_error=problem)
 
 
 def voms_extension(acs: Collection[bytes]) -> x509.UnrecognizedExtension:
@@ -410,7 +441,19 @@ def _header(data: bytes, pos: int) -> tuple[int, int]:
     return pos, pos + length
 
 
-def _attributes(ac: rfc5755.AttributeCertificate, chain: list[x509.Certificate]) -> VomsAttributes:
+def _facts(raw: _RawAC) -> _Facts:
+    """What ``raw`` says by itself, read once per decoded AC (it is kept with it).
+
+    Raises:
+        ProxyError: malformed (not kept: raised again at each call).
+    """
+    found = raw.known.get(_Facts)
+    if found is None:
+        found = raw.known[_Facts] = _read_facts(raw.ac)
+    return cast(_Facts, found)
+
+
+def _read_facts(ac: rfc5755.AttributeCertificate) -> _Facts:
     info = ac["acinfo"]
     policy, fqans = _fqan_attribute(info)
     vo, sep, uri = policy.partition("://")
@@ -420,19 +463,38 @@ def _attributes(ac: rfc5755.AttributeCertificate, chain: list[x509.Certificate])
     if issuer.getName() != "v2Form":
         raise _malformed("AC issuer is not in v2Form")
     issuer_dn = _general_names_dn(issuer["v2Form"]["issuerName"])
-    signers = _embedded_certs(info)
-    holder = _holder_cert(info, chain)
+    embedded = tuple(_embedded_certs(info))
+    base = info["holder"]["baseCertificateID"]
+    holder = (int(base["serial"]), _general_names_dn(base["issuer"])) if base.isValue else None
     period = info["attrCertValidityPeriod"]
-    return VomsAttributes(
+    signers = [c for c in embedded if c.subject != c.issuer] or list(embedded[:1])
+    return _Facts(
         vo=vo,
         fqans=fqans,
-        holder_dn=slash_dn(holder.subject) if holder is not None else _holder_name(info),
-        holder_ca_dn=slash_dn(holder.issuer) if holder is not None else "",
         issuer_dn=issuer_dn,
-        issuer_ca_dn=slash_dn(signers[0].issuer) if signers else "",
         uri=uri,
         not_before=_time(period["notBeforeTime"]),
         not_after=_time(period["notAfterTime"]),
+        holder=holder,
+        holder_name=holder[1] if holder is not None else "",
+        embedded=embedded,
+        issuer_ca_dn=slash_dn(embedded[0].issuer) if embedded else "",
+        lsc_dns=(slash_dn(signers[0].subject), *(slash_dn(c.issuer) for c in signers)) if signers else (),
+    )
+
+
+def _attributes(facts: _Facts, holder: x509.Certificate | None) -> VomsAttributes:
+    """The :class:`VomsAttributes` of an AC (not verified) whose holder in the chain is ``holder``."""
+    return VomsAttributes(
+        vo=facts.vo,
+        fqans=facts.fqans,
+        holder_dn=slash_dn(holder.subject) if holder is not None else facts.holder_name,
+        holder_ca_dn=slash_dn(holder.issuer) if holder is not None else "",
+        issuer_dn=facts.issuer_dn,
+        issuer_ca_dn=facts.issuer_ca_dn,
+        uri=facts.uri,
+        not_before=facts.not_before,
+        not_after=facts.not_after,
     )
 
 
@@ -498,22 +560,15 @@ def _general_names_dn(names: rfc5280.GeneralNames) -> str:
     raise _malformed("no directory name")
 
 
-def _holder_name(info: rfc5755.AttributeCertificateInfo) -> str:
-    base = info["holder"]["baseCertificateID"]
-    return _general_names_dn(base["issuer"]) if base.isValue else ""
-
-
-def _holder_cert(info: rfc5755.AttributeCertificateInfo, chain: list[x509.Certificate]) -> x509.Certificate | None:
+def _holder_cert(facts: _Facts, chain: list[x509.Certificate]) -> x509.Certificate | None:
     """The chain certificate the AC holder names: its serial, and its issuer or subject.
 
     RFC 5755 names the holder by (issuer, serial); voms-proxy-fake writes the holder's
     own subject instead of its issuer, which libvomsapi accepts too.
     """
-    base = info["holder"]["baseCertificateID"]
-    if not base.isValue:
+    if facts.holder is None:
         return None
-    serial = int(base["serial"])
-    dn = _general_names_dn(base["issuer"])
+    serial, dn = facts.holder
     for cert in chain:
         if cert.serial_number == serial and dn in (slash_dn(cert.issuer), slash_dn(cert.subject)):
             return cert
@@ -562,46 +617,46 @@ def _utc(at: datetime | None) -> datetime:
 
 
 def _verify(
-    raw: _RawAC, attrs: VomsAttributes, chain: list[x509.Certificate], vomsdir: str, ca_dir: str,
+    raw: _RawAC, facts: _Facts, holder: x509.Certificate | None, vomsdir: str, ca_dir: str,
     at: datetime | None, host_names: Collection[str],
 ) -> str:
-    """"" when the AC verifies, else the reason (naming no server path)."""
-    info = raw.ac["acinfo"]
-    if _holder_cert(info, chain) is None:
+    """"" when the AC verifies, else the reason (naming no server path). ``holder``: the chain's
+    certificate the AC names (:func:`_holder_cert`)."""
+    if holder is None:
         return "the AC holder is not a certificate of the chain"
     when = _utc(at)
-    if not attrs.valid_at(when):
+    if not facts.not_before <= when <= facts.not_after:
         return (f"the AC is not valid at {when:%Y-%m-%d %H:%M:%S} UTC (valid from "
-                f"{attrs.not_before:%Y-%m-%d %H:%M:%S} to {attrs.not_after:%Y-%m-%d %H:%M:%S} UTC)")
-    embedded = _embedded_certs(info)
-    host = attrs.uri.rpartition(":")[0] or attrs.uri
-    if not _safe_component(attrs.vo) or not _safe_component(host):
-        return f"no trust anchor for VO {attrs.vo!r} and VOMS host {host!r}"
-    vo_dir = Path(vomsdir) / attrs.vo
+                f"{facts.not_before:%Y-%m-%d %H:%M:%S} to {facts.not_after:%Y-%m-%d %H:%M:%S} UTC)")
+    embedded = facts.embedded
+    host = facts.uri.rpartition(":")[0] or facts.uri
+    if not _safe_component(facts.vo) or not _safe_component(host):
+        return f"no trust anchor for VO {facts.vo!r} and VOMS host {host!r}"
+    vo_dir = Path(vomsdir) / facts.vo
     if embedded:
         signer = embedded[0]
         lsc = vo_dir / f"{host}.lsc"
         if lsc.is_file():
-            problem = _check_lsc(lsc, embedded, f"{attrs.vo}/{host}.lsc")
+            problem = _check_lsc(lsc, facts.lsc_dns, f"{facts.vo}/{host}.lsc")
         else:
-            problem = "" if _trusted_copy(signer, vo_dir, Path(vomsdir)) else f"no {attrs.vo}/{host}.lsc in the vomsdir"
+            problem = "" if _trusted_copy(signer, vo_dir, Path(vomsdir)) else f"no {facts.vo}/{host}.lsc in the vomsdir"
         if problem:
             return problem
     else:
-        found = _certs_named(attrs.issuer_dn, vo_dir, Path(vomsdir))
+        found = _certs_named(facts.issuer_dn, vo_dir, Path(vomsdir))
         if not found:
-            return f"no certificate of VOMS server {attrs.issuer_dn} in the vomsdir"
+            return f"no certificate of VOMS server {facts.issuer_dn} in the vomsdir"
         signer = found[0]
-    if slash_dn(signer.subject) != attrs.issuer_dn:
+    if slash_dn(signer.subject) != facts.issuer_dn:
         return "the embedded VOMS certificate is not the AC issuer"
-    problem = _check_signature(raw, signer)
+    problem = _checked_signature(raw, signer)
     if problem:
         return problem
     try:
         verify_chain([signer, *[c for c in embedded[1:] if c.subject != c.issuer]], ca_dir, at=at)
     except ProxyError as exc:
         return f"VOMS server certificate: {exc}"
-    return _check_extensions(info, host_names)
+    return _check_extensions(raw.ac["acinfo"], host_names)
 
 
 def _safe_component(name: str) -> bool:
@@ -609,9 +664,10 @@ def _safe_component(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
 
 
-def _check_lsc(lsc: Path, embedded: list[x509.Certificate], label: str) -> str:
-    """Compare the DN list(s) of an .lsc with the embedded VOMS chain; ``label`` names the
-    file in messages (``<vo>/<host>.lsc``).
+def _check_lsc(lsc: Path, expected: tuple[str, ...], label: str) -> str:
+    """Compare the DN list(s) of an .lsc with the embedded VOMS chain's (``expected``: the
+    server's DN, then the issuer DN of each of its certificates but a self-signed one,
+    :attr:`_Facts.lsc_dns`); ``label`` names the file in messages (``<vo>/<host>.lsc``).
 
     An .lsc holds the VOMS server DN, its issuer's DN, and further issuers for
     intermediates; several chains may be separated by ``------NEXT CHAIN------``.
@@ -629,10 +685,8 @@ def _check_lsc(lsc: Path, embedded: list[x509.Certificate], label: str) -> str:
         elif line and not line.startswith("#"):
             current.append(line)
     chains.append(current)
-    signers = [c for c in embedded if c.subject != c.issuer] or embedded[:1]
-    expected = [slash_dn(signers[0].subject)] + [slash_dn(c.issuer) for c in signers]
     for dns in chains:
-        if dns and dns == expected[: len(dns)] and len(dns) >= 2:
+        if dns and tuple(dns) == expected[: len(dns)] and len(dns) >= 2:
             return ""
     return f"lsc mismatch: {label} does not list {expected[0]} issued by {expected[1]}"
 
@@ -657,6 +711,16 @@ def _trusted_copy(signer: x509.Certificate, *dirs: Path) -> bool:
 
 def _certs_named(dn: str, *dirs: Path) -> list[x509.Certificate]:
     return [cert for cert in _pem_certs(*dirs) if slash_dn(cert.subject) == dn]
+
+
+def _checked_signature(raw: _RawAC, signer: x509.Certificate) -> str:
+    """:func:`_check_signature`, once per AC and signer: the outcome depends on the signed bytes,
+    the signature and the signer's key alone, and is kept with the AC (by the signer's DER)."""
+    key = ("signature", certificate_der(signer))
+    found = raw.known.get(key)
+    if found is None:
+        found = raw.known[key] = _check_signature(raw, signer)
+    return cast(str, found)
 
 
 def _check_signature(raw: _RawAC, signer: x509.Certificate) -> str:

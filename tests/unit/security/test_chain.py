@@ -553,6 +553,80 @@ ACCEPTED = ("plain", "no authority key identifier", "over the user certificate",
 PLAIN = ("plain", "no authority key identifier", "over the user certificate", "SHA-1")
 
 
+class TestVerifiedChains:
+    """A chain OpenSSL verified at the clock's time is not verified again (issue 14: a VOMS
+    server's certificate at every AC check), while nothing it was verified against changed."""
+
+    @pytest.fixture(autouse=True)
+    def _forget(self, monkeypatch):
+        chain_module._verified_chains.clear()
+        chain_module._verified_issuers.clear()
+        monkeypatch.setattr(chain_module, "VERIFIED_ISSUERS_TTL", 3600.0)  # whatever the load
+        yield
+        chain_module._verified_chains.clear()
+        chain_module._verified_issuers.clear()
+
+    @pytest.fixture
+    def openssl_calls(self, monkeypatch):
+        calls = []
+        openssl_path = chain_module._openssl_path
+
+        def counted(*args, **kwargs):
+            calls.append(args[0])
+            return openssl_path(*args, **kwargs)
+
+        monkeypatch.setattr(chain_module, "_openssl_path", counted)
+        return calls
+
+    def test_a_chain_verified_once_is_not_given_to_openssl_again(self, ca, proxy, openssl_calls):
+        for _ in range(3):
+            verify_chain(proxy.full_chain, str(ca.directory))
+        assert len(openssl_calls) == 1
+
+    def test_a_crl_rewritten_in_place_refuses_a_kept_chain_at_once(self, fresh_ca, tmp_path, openssl_calls,
+                                                                    monkeypatch):
+        from wmproxy.security.pki import CertificateAuthority
+
+        user = fresh_ca.issue_user("Rev Oked")
+        chain = make_proxy(user, lifetime=3600).full_chain
+        ca_dir = str(fresh_ca.directory)
+        _settle(fresh_ca.directory, monkeypatch)
+        verify_chain(chain, ca_dir)
+        verify_chain(chain, ca_dir)
+        assert len(openssl_calls) == 1
+        scratch = CertificateAuthority(fresh_ca.cert, fresh_ca.key, tmp_path / "scratch")
+        scratch.revoke(user.cert)
+        _rewrite_in_place(fresh_ca.crl_path, scratch.crl_path.read_bytes())
+        with pytest.raises(ProxyVerificationError, match="certificate revoked"):
+            verify_chain(chain, ca_dir)
+
+    def test_a_refusal_is_not_kept(self, fresh_ca, other_ca, openssl_calls):
+        stranger = make_proxy(other_ca.issue_user("Stranger"), lifetime=600).full_chain
+        for _ in range(2):
+            with pytest.raises(ProxyVerificationError, match="unable to get local issuer certificate"):
+                verify_chain(stranger, str(fresh_ca.directory))
+        assert chain_module._verified_chains.currsize == 0
+
+    def test_not_at_the_clocks_time_is_verified_by_openssl(self, ca, proxy, openssl_calls):
+        verify_chain(proxy.full_chain, str(ca.directory))
+        verify_chain(proxy.full_chain, str(ca.directory), at=datetime.now(UTC) + timedelta(seconds=30))
+        assert len(openssl_calls) == 2
+
+    def test_a_kept_chain_ends_with_its_first_certificate_to_end(self, fresh_ca):
+        user = fresh_ca.issue_user("Short Lived")
+        chain = make_proxy(user, lifetime=600).full_chain
+        verify_chain(chain, str(fresh_ca.directory))
+        (proof,) = chain_module._verified_chains.values()
+        assert proof.until == min(c.not_valid_after_utc.timestamp() for c in chain)
+
+    def test_a_kept_chain_is_no_issuer_proof(self, ca, user, proxy, openssl_calls):
+        """verify_chain's proofs are apart from putProxy's known issuers: a chain proven as a
+        leaf proves nothing of what it may sign."""
+        verify_chain(proxy.full_chain, str(ca.directory))
+        verify_delegated_chain(make_proxy(proxy, lifetime=600).full_chain, str(ca.directory))
+        assert len(openssl_calls) == 2
+
+
 class TestKnownIssuers:
     """A delegated chain whose issuers OpenSSL verified before (with another leaf) has only its leaf
     checked (issue 14): every leaf gets OpenSSL's answer, and the plain ones get it without OpenSSL."""

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from tests.conftest import need_peer
 from tests.voms_support import (
     FQANS,
     TARGETS_OID,
@@ -21,7 +22,9 @@ from tests.voms_support import (
     ac_extensions,
     fake_voms_proxy,
     fake_voms_server,
+    run_voms_proxy_fake,
     targets_extension,
+    voms_server_of,
     with_ac_extension,
     write_lsc,
 )
@@ -133,6 +136,45 @@ class TestDecodedOnce:
         assert verified_fqans(voms_chain, vomsdir=str(tmp_path), ca_dir=str(pki.ca_dir)) == ()
         assert verified_fqans(voms_chain, **trusted) == FQANS
         assert len(decoded) == 1
+
+    def test_an_acs_facts_and_signature_are_read_once_its_trust_every_time(self, pki, tmp_path, monkeypatch):
+        """What an AC says and its signature are read once per process; the VOMS server's
+        certificate is still checked against the CA directory at every call: revoked, the AC
+        gives no FQAN at once."""
+        from wmproxy.security import chain as chain_module
+        from wmproxy.security import voms as voms_module
+
+        monkeypatch.setattr(voms_module, "_decoded", voms_module.LRUCache(voms_module.DECODED_MAX))
+        ca = create_ca(tmp_path / "certificates", "/C=XX/O=wmproxy-test/CN=Revoking CA")
+        home = tmp_path / "user"
+        ca.issue_user("Voms User", home)
+        server = voms_server_of(ca, tmp_path)
+        proxy = run_voms_proxy_fake(shutil.which("voms-proxy-fake") or need_peer("voms-proxy-fake"), home,
+                                    ca.directory, server, tmp_path / "proxy.pem")
+        assert proxy.returncode == 0, proxy.stderr
+        chain = load_pem_chain((tmp_path / "proxy.pem").read_bytes())
+        counts = {"facts": 0, "signature": 0}
+        read_facts, check_signature = voms_module._read_facts, voms_module._check_signature
+
+        def facts(*args):
+            counts["facts"] += 1
+            return read_facts(*args)
+
+        def signature(*args):
+            counts["signature"] += 1
+            return check_signature(*args)
+
+        monkeypatch.setattr(voms_module, "_read_facts", facts)
+        monkeypatch.setattr(voms_module, "_check_signature", signature)
+        trusted = {"vomsdir": str(server.vomsdir), "ca_dir": str(ca.directory)}
+        for _ in range(3):
+            assert verified_fqans(chain, **trusted) == FQANS
+        assert counts == {"facts": 1, "signature": 1}
+        assert chain_module._verified_chains.currsize >= 1  # the server's certificate: kept verified
+        ca.revoke(x509.load_pem_x509_certificate(server.cert.read_bytes()))
+        (ac,) = voms_attributes(chain, **trusted)
+        assert not ac.verified
+        assert "certificate revoked" in ac.verify_error
 
     def test_a_large_der_is_decoded_every_time(self, monkeypatch):
         """A user writes its proxies' extensions: what is decoded from more than
