@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import _postgres_database
 from tests.integration.service import BIN, Deployment, free_port, wait_for_tls, write_config
-from wmproxy.security.pki import create_ca, write_proxy
+from wmproxy.security.pki import CertificateAuthority, create_ca, write_proxy
 
 ENDPOINT_PATH = "/glite_wms_wmproxy_server"
 WMPROXY_NS = "http://glite.org/wms/wmproxy"
@@ -121,16 +121,21 @@ def add_trust_anchors(directory: Path, count: int) -> None:
 
 @contextlib.contextmanager
 def site(root: Path, database_url: str, *, extra: str = "", max_isb: int = 1_000_000,
-         env: dict[str, str] | None = None, cas: int = 0) -> Iterator[Site]:
+         env: dict[str, str] | None = None, cas: int = 0, voms: bool = False) -> Iterator[Site]:
     """PKI, configuration (``extra`` appended: more sections; ``env``: ``WMPROXY_*`` overrides),
     ``wmproxy-admin init`` and gunicorn; stopped afterwards. ``cas``: more CAs in the CA
-    directory (:func:`add_trust_anchors`)."""
+    directory (:func:`add_trust_anchors`). ``voms``: the user's proxy carries a VOMS AC of VO
+    atlas (three FQANs, made by the real ``voms-proxy-fake``, as a grid user's
+    ``voms-proxy-init`` proxy), and the service's vomsdir trusts its server."""
     ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
     add_trust_anchors(root / "certificates", cas)
     host_cert, host_key = ca.issue_host("localhost", root / "host")
     user = ca.issue_user("Bench User", root / "user")
     proxy = root / "user" / "x509up"
-    write_proxy(user, proxy, lifetime=3600 * 12)
+    if voms:
+        voms_proxy(ca, root, proxy)
+    else:
+        write_proxy(user, proxy, lifetime=3600 * 12)
     port = free_port()
     config = root / "wmproxy.conf"
     write_config(config, db_url=database_url, ca_dir=root / "certificates", host_cert=host_cert,
@@ -147,6 +152,22 @@ def site(root: Path, database_url: str, *, extra: str = "", max_isb: int = 1_000
         yield Site(root, dep, proxy, root / "certificates", database_url)
     finally:
         dep.stop()
+
+
+def voms_proxy(ca: CertificateAuthority, root: Path, out: Path) -> None:
+    """A VOMS proxy of the user under ``root / "user"`` at ``out`` (12 h), its AC signed by a
+    ``voms.localhost`` server that ``root / "vomsdir"`` (the service's) trusts."""
+    import shutil
+
+    from tests.voms_support import run_voms_proxy_fake, voms_server_of
+
+    binary = shutil.which("voms-proxy-fake")
+    if binary is None:
+        raise SystemExit("--voms needs voms-proxy-fake (Debian voms-clients; scripts/setup-system.sh installs it)")
+    server = voms_server_of(ca, root)
+    made = run_voms_proxy_fake(binary, root / "user", root / "certificates", server, out, hours=12)
+    if made.returncode != 0:
+        raise SystemExit(f"voms-proxy-fake failed: {made.stderr}")
 
 
 def start_other_app(s: Site, app: str, env: dict[str, str] | None = None) -> tuple[int, int]:

@@ -33,10 +33,13 @@ With ``--only delegation`` a round measures the getVersion and delegation window
 trivial app, no jobSubmit): the delegation figure in less time.
 
     .venv/bin/python benchmarks/soap_ratios.py [--rounds 5] [--seconds 2] [--databases sqlite,postgresql]
-        [--only delegation] [--cas 100]
+        [--only delegation] [--cas 100] [--voms]
 
 With ``--cas N`` the CA directory holds N more CAs, as a site's IGTF trust store does (about
-100): what a verification against it costs (putProxy's) is then in the figures.
+100): what a verification against it costs (putProxy's) is then in the figures. With ``--voms``
+the client's proxy carries a VOMS AC (VO atlas, three FQANs, made by ``voms-proxy-fake``), as
+a grid user's does, and the service trusts its VOMS server: the delegated proxies carry it, so
+jobSubmit's check of the stored proxy's FQANs and every AC verification are in the figures.
 """
 
 from __future__ import annotations
@@ -179,14 +182,16 @@ KEYS_INCLUDED = "delegation / getVersion, server CPU with key generation"
 
 
 def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
-        env: dict[str, str] | None = None, client_counts: tuple[int, ...] = (1, 4), cas: int = 0) -> None:
+        env: dict[str, str] | None = None, client_counts: tuple[int, ...] = (1, 4), cas: int = 0,
+        voms: bool = False) -> None:
     """Every figure, or with ``only_delegation`` the getVersion and delegation windows alone;
     ``env`` is added to the service's (and the trivial app's) environment; ``cas`` more CAs are
-    in the CA directory (``perf_support.add_trust_anchors``)."""
+    in the CA directory (``perf_support.add_trust_anchors``); ``voms``: the client's proxy is a
+    VOMS proxy (``perf_support.voms_proxy``)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         service_env = {"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL), **(env or {})}
-        with database(kind, root) as url, site(root, url, env=service_env, cas=cas) as s:
+        with database(kind, root) as url, site(root, url, env=service_env, cas=cas, voms=voms) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
             from wmproxy.client import WMProxyClient
 
@@ -250,12 +255,14 @@ def main() -> None:
                         help="added to the service's environment, e.g. WMPROXY_SERVICE_THREADS=2")
     parser.add_argument("--cas", type=int, default=0,
                         help=f"more CAs in the CA directory (an IGTF trust store: about {IGTF_CAS})")
+    parser.add_argument("--voms", action="store_true",
+                        help="the client's proxy carries a VOMS AC, as a grid user's does")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     clients = tuple(int(n) for n in args.clients.split(","))
     for kind in args.databases.split(","):
         run(kind, args.rounds, args.seconds, only_delegation=args.only == "delegation", env=env,
-            client_counts=clients, cas=args.cas)
+            client_counts=clients, cas=args.cas, voms=args.voms)
 
 
 if __name__ == "__main__":
