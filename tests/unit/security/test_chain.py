@@ -553,6 +553,20 @@ ACCEPTED = ("plain", "no authority key identifier", "over the user certificate",
 PLAIN = ("plain", "no authority key identifier", "over the user certificate", "SHA-1")
 
 
+@pytest.fixture
+def openssl_calls(monkeypatch):
+    """The chains given to OpenSSL's verification (``_openssl_path``) during the test."""
+    calls = []
+    openssl_path = chain_module._openssl_path
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return openssl_path(*args, **kwargs)
+
+    monkeypatch.setattr(chain_module, "_openssl_path", counted)
+    return calls
+
+
 class TestVerifiedChains:
     """A chain OpenSSL verified at the clock's time is not verified again (issue 14: a VOMS
     server's certificate at every AC check), while nothing it was verified against changed."""
@@ -565,18 +579,6 @@ class TestVerifiedChains:
         yield
         chain_module._verified_chains.clear()
         chain_module._verified_issuers.clear()
-
-    @pytest.fixture
-    def openssl_calls(self, monkeypatch):
-        calls = []
-        openssl_path = chain_module._openssl_path
-
-        def counted(*args, **kwargs):
-            calls.append(args[0])
-            return openssl_path(*args, **kwargs)
-
-        monkeypatch.setattr(chain_module, "_openssl_path", counted)
-        return calls
 
     def test_a_chain_verified_once_is_not_given_to_openssl_again(self, ca, proxy, openssl_calls):
         for _ in range(3):
@@ -638,18 +640,6 @@ class TestKnownIssuers:
         monkeypatch.setattr(chain_module, "VERIFIED_ISSUERS_TTL", 3600.0)
         yield
         chain_module._verified_issuers.clear()
-
-    @pytest.fixture
-    def openssl_calls(self, monkeypatch):
-        calls = []
-        openssl_path = chain_module._openssl_path
-
-        def counted(*args, **kwargs):
-            calls.append(args[0])
-            return openssl_path(*args, **kwargs)
-
-        monkeypatch.setattr(chain_module, "_openssl_path", counted)
-        return calls
 
     @pytest.mark.parametrize("shape", SHAPES)
     def test_every_leaf_gets_openssls_answer(self, ca, user, proxy, shape, openssl_calls):
