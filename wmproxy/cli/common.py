@@ -359,7 +359,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable
 
 def one_job_id(job_id: str | None, input_file: str | None) -> str:
     """The single job id of a verb that takes one: ``JOBID`` or the only id of ``-i FILE``,
-    checked as a job id (:func:`well_formed_job_ids`).
+    checked as a job id (:func:`checked_job_ids`).
 
     Raises:
         click.UsageError: none given, or both given.
@@ -371,7 +371,7 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
     if job_id and input_file:
         raise click.UsageError("the job id must not be given together with -i/--input")
     if job_id:
-        return well_formed_job_ids([job_id])[0]
+        return checked_job_ids([job_id])[0]
     if not input_file:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     try:
@@ -381,19 +381,22 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
     if not ids:
         raise CliError("Input", f"{input_file} holds no job id")
     if len(ids) != 1:
-        raise CliError("Input", f"{input_file} holds {len(ids)} job ids; this command accepts only one: "
+        # as gLite, which checked the file's ids before counting them: say which are not job ids
+        bad = [job_id for job_id in ids if bad_format(job_id)]
+        shown = f" ({len(bad)} in bad format: {', '.join(bad)})" if bad else ""
+        raise CliError("Input", f"{input_file} holds {len(ids)} job ids{shown}; this command accepts only one: "
                                 "adjust the file or give JOBID")
-    return well_formed_job_ids(ids)[0]
+    return checked_job_ids(ids)[0]
 
 
 #: the form of a job id, as gLite's messages name it
 JOB_ID_FORM = "https://<host>:<port>/<ID>"
 
 
-def well_formed_job_ids(ids: list[str]) -> list[str]:
-    """``ids``, checked as job ids (:func:`wmproxy.domain.parse_job_id`, the service's own
-    check) before any call, as gLite's ``Utils::checkJobIds``. Those that are not job ids stay
-    in the list: each verb reports each of them as its own failure, type ``Input``
+def checked_job_ids(ids: list[str]) -> list[str]:
+    """``ids`` unchanged, once checked as job ids (:func:`wmproxy.domain.parse_job_id`, the
+    service's own check) before any call, as gLite's ``Utils::checkJobIds``. Those that are not
+    job ids stay in the list: each verb reports each of them as its own failure, type ``Input``
     (:func:`check_job_id`), and goes on with the others, as a batch does for any job that fails
     (gLite's status printed ``JOBID HAS WRONG FORMAT`` for it, and asked no question: a script
     without a terminal must not stop there).

@@ -99,7 +99,7 @@ def parse_user_tags(values: Sequence[str]) -> dict[str, str]:
 
 def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
     """Job ids from the arguments or ``-i FILE`` (a ``submit -o`` file), in order, each once
-    (a repeated argument too), checked as job ids (:func:`common.well_formed_job_ids`).
+    (a repeated argument too), checked as job ids (:func:`common.checked_job_ids`).
 
     As gLite (``Options::readOptions``: "JobId(s) mustn't be specified with the option
     --input"), arguments and ``-i`` are not taken together: a job given both ways would be
@@ -123,7 +123,7 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
         ids = list(dict.fromkeys(job_ids))
     else:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
-    return common.well_formed_job_ids(ids)
+    return common.checked_job_ids(ids)
 
 
 def run_batch(ids: Sequence[str], one: Callable[[str], T]) -> tuple[list[T], list[JobError]]:

@@ -396,7 +396,9 @@ class TestJobIdFileWithoutOneUsableId:
         (["info", "--jdl"], "", "holds no job id"),
         (["perusal", "--unset"], "", "holds no job id"),
         (["info", "--jdl"], f"{JOB}\n{JOB}2\n", "holds 2 job ids; this command accepts only one"),
-    ], ids=["status", "logging-info", "cancel", "output", "info", "perusal", "info-two-ids"])
+        (["info", "--jdl"], f"{JOB}\nnot-a-job-id\n",
+         "holds 2 job ids (1 in bad format: not-a-job-id); this command accepts only one"),
+    ], ids=["status", "logging-info", "cancel", "output", "info", "perusal", "info-two-ids", "info-one-bad-id"])
     def test_is_an_input_error(self, runner: CliRunner, fake: FakeClient, tmp_path: Path, args: list[str],
                                content: str, message: str) -> None:
         ids = tmp_path / "ids"
