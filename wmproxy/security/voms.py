@@ -170,6 +170,7 @@ class _Facts:
     embedded: tuple[x509.Certificate, ...]  # the VOMS server's certificates in the AC
     issuer_ca_dn: str
     lsc_dns: tuple[str, ...]  # the DN list an .lsc must start with (_check_lsc)
+    signer_dn: str  # the first embedded certificate's subject, "" without one
 
 
 def voms_attributes(
@@ -480,16 +481,17 @@ def _read_facts(ac: rfc5755.AttributeCertificate) -> _Facts:
         embedded=embedded,
         issuer_ca_dn=slash_dn(embedded[0].issuer) if embedded else "",
         lsc_dns=(slash_dn(signers[0].subject), *(slash_dn(c.issuer) for c in signers)) if signers else (),
+        signer_dn=slash_dn(embedded[0].subject) if embedded else "",
     )
 
 
-def _attributes(facts: _Facts, holder: x509.Certificate | None) -> VomsAttributes:
+def _attributes(facts: _Facts, holder: _Holder | None) -> VomsAttributes:
     """The :class:`VomsAttributes` of an AC (not verified) whose holder in the chain is ``holder``."""
     return VomsAttributes(
         vo=facts.vo,
         fqans=facts.fqans,
-        holder_dn=slash_dn(holder.subject) if holder is not None else facts.holder_name,
-        holder_ca_dn=slash_dn(holder.issuer) if holder is not None else "",
+        holder_dn=holder.dn if holder is not None else facts.holder_name,
+        holder_ca_dn=holder.ca_dn if holder is not None else "",
         issuer_dn=facts.issuer_dn,
         issuer_ca_dn=facts.issuer_ca_dn,
         uri=facts.uri,
@@ -560,7 +562,16 @@ def _general_names_dn(names: rfc5280.GeneralNames) -> str:
     raise _malformed("no directory name")
 
 
-def _holder_cert(facts: _Facts, chain: list[x509.Certificate]) -> x509.Certificate | None:
+@dataclass(frozen=True)
+class _Holder:
+    """The chain's certificate an AC names as its holder, and its slash DNs."""
+
+    cert: x509.Certificate
+    dn: str
+    ca_dn: str
+
+
+def _holder_cert(facts: _Facts, chain: list[x509.Certificate]) -> _Holder | None:
     """The chain certificate the AC holder names: its serial, and its issuer or subject.
 
     RFC 5755 names the holder by (issuer, serial); voms-proxy-fake writes the holder's
@@ -570,8 +581,11 @@ def _holder_cert(facts: _Facts, chain: list[x509.Certificate]) -> x509.Certifica
         return None
     serial, dn = facts.holder
     for cert in chain:
-        if cert.serial_number == serial and dn in (slash_dn(cert.issuer), slash_dn(cert.subject)):
-            return cert
+        if cert.serial_number != serial:
+            continue
+        subject, issuer = slash_dn(cert.subject), slash_dn(cert.issuer)
+        if dn in (issuer, subject):
+            return _Holder(cert, subject, issuer)
     return None
 
 
@@ -617,7 +631,7 @@ def _utc(at: datetime | None) -> datetime:
 
 
 def _verify(
-    raw: _RawAC, facts: _Facts, holder: x509.Certificate | None, vomsdir: str, ca_dir: str,
+    raw: _RawAC, facts: _Facts, holder: _Holder | None, vomsdir: str, ca_dir: str,
     at: datetime | None, host_names: Collection[str],
 ) -> str:
     """"" when the AC verifies, else the reason (naming no server path). ``holder``: the chain's
@@ -647,7 +661,7 @@ def _verify(
         if not found:
             return f"no certificate of VOMS server {facts.issuer_dn} in the vomsdir"
         signer = found[0]
-    if slash_dn(signer.subject) != facts.issuer_dn:
+    if (facts.signer_dn if embedded else slash_dn(signer.subject)) != facts.issuer_dn:
         return "the embedded VOMS certificate is not the AC issuer"
     problem = _checked_signature(raw, signer)
     if problem:
@@ -656,7 +670,11 @@ def _verify(
         verify_chain([signer, *[c for c in embedded[1:] if c.subject != c.issuer]], ca_dir, at=at)
     except ProxyError as exc:
         return f"VOMS server certificate: {exc}"
-    return _check_extensions(raw.ac["acinfo"], host_names)
+    key = ("extensions", tuple(host_names))  # the AC's extensions and the names alone decide
+    checked = raw.known.get(key)
+    if checked is None:
+        checked = raw.known[key] = _check_extensions(raw.ac["acinfo"], host_names)
+    return cast(str, checked)
 
 
 def _safe_component(name: str) -> bool:

@@ -347,6 +347,18 @@ class TestTargetsAndCriticalExtensions:
         assert fqans == ()
         assert ac.fqans == FQANS  # listed, not believed
 
+    def test_the_same_ac_is_judged_for_each_services_names(self, pki, voms_server, voms_proxy, tmp_path):
+        """An AC's targets are checked once per set of names (kept with the AC): the same AC
+        verifies for a service it names and not for another, in either order."""
+        value = targets_extension(HERE)
+        path = with_ac_extension(pki, voms_server, voms_proxy, tmp_path / "changed.pem", TARGETS_OID, value,
+                                 critical=True)
+        chain = load_pem_chain(path.read_bytes())
+        trusted = {"vomsdir": str(voms_server.vomsdir), "ca_dir": str(pki.ca_dir)}
+        for _ in range(2):
+            assert verified_fqans(chain, **trusted, host_names=(HERE,)) == FQANS
+            assert verified_fqans(chain, **trusted, host_names=("other-service.example.org",)) == ()
+
     def test_targets_are_checked_even_if_not_marked_critical(self, pki, voms_server, voms_proxy, tmp_path):
         value = targets_extension("other-service.example.org")
         ac, fqans = self._check(pki, voms_server, voms_proxy, tmp_path, TARGETS_OID, value, critical=False)
