@@ -13,7 +13,10 @@ figure is the CPU of the pair, printed with the pair over one getVersion.
 
     .venv/bin/python benchmarks/soap_inprocess.py [--database sqlite|postgresql] [--calls 2000]
         [--windows 5] [--profile getVersion|jobSubmit|delegation] [--top 40] [--only delegation]
-        [--cas 100]
+        [--cas 100] [--voms]
+
+``--voms``: the user's proxy carries a VOMS AC (``perf_support.voms_proxy``), as in
+``soap_ratios.py --voms``: jobSubmit then checks the stored proxy's FQANs at every call.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import DELEGATION2_NS, IGTF_CAS, WMPROXY_NS, add_trust_anchors, database, envelope
+from perf_support import DELEGATION2_NS, IGTF_CAS, WMPROXY_NS, add_trust_anchors, database, envelope, voms_proxy
 
 from wmproxy.security.pki import create_ca, write_proxy
 
@@ -98,9 +101,10 @@ class Bench:
         return used
 
 
-def build(root: Path, url: str, cas: int = 0) -> Bench:
+def build(root: Path, url: str, cas: int = 0, voms: bool = False) -> Bench:
     """The application on a fresh store with one delegated proxy ``bench`` (the key pool on,
-    its filler not started: :meth:`Bench.fill_pool` fills it)."""
+    its filler not started: :meth:`Bench.fill_pool` fills it); ``voms``: the user's proxy is a
+    VOMS proxy, and the caller has its FQANs."""
     from tests.support import delegate_in_process
     from wmproxy.admin import initialise
     from wmproxy.config import (
@@ -120,7 +124,10 @@ def build(root: Path, url: str, cas: int = 0) -> Bench:
     add_trust_anchors(root / "certificates", cas)
     user = ca.issue_user("Bench User", root / "user")
     proxy = root / "user" / "x509up"
-    write_proxy(user, proxy, lifetime=3600 * 12)
+    if voms:
+        voms_proxy(ca, root, proxy)
+    else:
+        write_proxy(user, proxy, lifetime=3600 * 12)
     settings = Settings(
         database=DatabaseSettings(url=url),
         security=SecuritySettings(ca_dir=str(root / "certificates"), vomsdir=str(root / "vomsdir"),
@@ -131,7 +138,15 @@ def build(root: Path, url: str, cas: int = 0) -> Bench:
     )
     initialise(settings)
     rt = Runtime.from_settings(settings)
-    principal = Principal(dn=slash_dn(user.cert.subject), fqans=())
+    fqans: tuple[str, ...] = ()
+    if voms:
+        from wmproxy.security.chain import load_pem_chain
+        from wmproxy.security.voms import verified_fqans
+
+        fqans = verified_fqans(load_pem_chain(proxy.read_bytes()), vomsdir=settings.security.vomsdir,
+                               ca_dir=settings.security.ca_dir)
+        assert fqans, "the VOMS proxy's AC does not verify"
+    principal = Principal(dn=slash_dn(user.cert.subject), fqans=fqans)
     delegate_in_process(rt, principal, proxy, "bench")
     app = WMProxyApplication(rt, authenticate=lambda environ: principal)
     path = settings.service.endpoint_path
@@ -163,9 +178,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["delegation"], help="getVersion and delegation only")
     parser.add_argument("--cas", type=int, default=0,
                         help=f"more CAs in the CA directory (an IGTF trust store: about {IGTF_CAS})")
+    parser.add_argument("--voms", action="store_true", help="the user's proxy carries a VOMS AC")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, database(args.database, Path(tmp)) as url:
-        bench = build(Path(tmp), url, args.cas)
+        bench = build(Path(tmp), url, args.cas, args.voms)
         post = bench.post
         assert b"<version>" in post(GET_VERSION) or b"version" in post(GET_VERSION)
         reply = post(SUBMIT)
