@@ -30,7 +30,7 @@ from wmproxy.execution.backends.local import (
     ref_start_time,
 )
 from wmproxy.execution.identity import WRAPPER_PATH, Account
-from wmproxy.execution.zygote import MAX_REPLY, Zygote, start_time
+from wmproxy.execution.zygote import MAX_REPLY, Zygote, _stopped, start_time
 
 
 @pytest.fixture
@@ -96,6 +96,8 @@ class TestForked:
             status = dict(line.split(":", 1) for line in
                           Path(f"/proc/{launcher.process.pid}/status").read_text().splitlines() if ":" in line)
             assert int(status["Uid"].split()[0]) == (os.getuid() if account is None else account.uid)
+            # real, effective, saved and file system gids: the spare real gid it started with is gone
+            assert set(status["Gid"].split()) == {str(os.getgid() if account is None else account.gid)}
             if os.geteuid() == 0:
                 assert {int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {0}
                 assert status["NoNewPrivs"].strip() == "1" and status["Groups"].strip() in ("", str(account.gid))
@@ -104,7 +106,6 @@ class TestForked:
                 launcher.process.pid  # the wrapper is the zygote's child
             modules = Path(f"/proc/{launcher.process.pid}/maps").read_text()
             assert "sqlalchemy" not in modules and "cryptography" not in modules  # no wmproxy server code
-            assert "_ctypes" not in modules  # the children's command lines are written through /proc/self/mem
             (handle.work_dir / "go").write_text("")
         finally:
             _cleanup(handle)
@@ -539,3 +540,105 @@ class TestHeld:
             assert not (handle.work_dir / ".wmproxy" / "status.json").exists()
         finally:
             kill_session(pid)
+
+
+#: Run as the job's account: what another process of it (a job) tries against each pid given,
+#: one line per attempt (``<pid> mem EACCES``). ``PTRACE_SEIZE``: the permission check of
+#: ``PTRACE_ATTACH`` without stopping the target; the attacher's exit detaches it.
+ATTACK = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for pid in sys.argv[1:]:
+    for name in ("mem", "environ"):
+        try:
+            os.close(os.open(f"/proc/{pid}/{name}", os.O_RDONLY))
+            result = "OK"
+        except OSError as exc:
+            result = errno.errorcode.get(exc.errno, str(exc.errno))
+        print(pid, name, result)
+    seized = libc.ptrace(0x4206, int(pid), None, None) == 0
+    print(pid, "ptrace", "OK" if seized else errno.errorcode.get(ctypes.get_errno(), "?"))
+"""
+
+#: Run by the zygote's own start command in place of zygote.py: its "dumpable" attribute at its
+#: first instruction (prctl PR_GET_DUMPABLE).
+PROBE = "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
+YAMA = Path("/proc/sys/kernel/yama/ptrace_scope")
+
+
+@pytest.fixture
+def ptrace_allowed() -> Iterator[None]:
+    """Yama's ``ptrace_scope`` at 0 for the test, where Yama is: a process may then trace any
+    other of its uid that is dumpable, so that only the zygote's own protection is tested."""
+    if not YAMA.exists():
+        yield
+        return
+    before = YAMA.read_text()
+    try:
+        YAMA.write_text("0")
+    except OSError as exc:  # 3 cannot be lowered
+        pytest.skip(f"Yama's ptrace_scope {before.strip()} cannot be set to 0: {exc}")
+    try:
+        yield
+    finally:
+        YAMA.write_text(before)
+
+
+def _as_account(account: Account | None, *argv: str) -> list[str]:
+    """``argv`` run as ``account`` (as this process's user for None)."""
+    if account is None:
+        return list(argv)
+    return ["/usr/bin/setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", "--", *argv]
+
+
+class TestNotDumpable:
+    """The zygote holds, in memory it freed, the specs (inspection secrets) it handed to other
+    wrappers, and a wrapper it forked a copy of that memory: no other process of the account
+    (a job) may read either's memory, trace it, or read its environment."""
+
+    def test_a_process_of_the_account_can_neither_read_nor_trace_the_zygote_or_a_wrapper(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, ptrace_allowed: None
+    ) -> None:
+        import subprocess
+
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done")))
+        try:
+            (launcher,) = backend._zygotes.values()
+            targets = [str(launcher.process.pid), str(handle.pid)]
+            out = subprocess.run(_as_account(account, SYSTEM_PYTHON, "-I", "-c", ATTACK, *targets), check=True,
+                                 capture_output=True, text=True, timeout=DEADLINE).stdout.splitlines()
+            assert out == [f"{pid} {name} {refused}" for pid in targets
+                           for name, refused in (("mem", "EACCES"), ("environ", "EACCES"), ("ptrace", "EPERM"))]
+            assert not _stopped_or_traced(launcher.process.pid)
+            (handle.work_dir / "go").write_text("")
+            wait_for(lambda: backend.poll(handle) is not None, "the job to end")
+            assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+        finally:
+            _cleanup(handle)
+
+    def test_the_zygote_of_an_account_is_not_dumpable_from_its_exec(self, account: Account | None,
+                                                                   work_root: Path) -> None:
+        """Not only once it sealed itself: a process of the account could otherwise attach to
+        it, or open its memory, while its interpreter starts, and keep that afterwards."""
+        import subprocess
+
+        from wmproxy.execution.identity import zygote_command
+
+        if account is None:
+            pytest.skip("the worker's own user has no spare gid to start its zygote with")
+        if Path("/proc/sys/fs/suid_dumpable").read_text().strip() == "1":
+            pytest.skip("fs.suid_dumpable = 1 leaves every process dumpable at its exec")
+        probe = work_root / "probe.py"  # the work root: every account may read it
+        probe.write_text(PROBE)
+        probe.chmod(0o644)
+        command = zygote_command(account)
+        out = subprocess.run([*command[:-1], str(probe)], check=True, capture_output=True, text=True,
+                             timeout=DEADLINE, cwd="/").stdout
+        assert out.strip() == "0"
+
+
+def _stopped_or_traced(pid: int) -> bool:
+    """Whether ``pid`` is stopped (``T``/``t``) or has a tracer (``TracerPid``)."""
+    return "TracerPid:\t0\n" not in Path(f"/proc/{pid}/status").read_text() or _stopped(pid)
