@@ -22,7 +22,7 @@ import zeep.exceptions
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.support import assert_fault, delegate, outputs, wait_for, wait_for_final
+from tests.support import assert_fault, delegate, outputs, wait_for, wait_for_final, yama_ptrace_scope_zero
 from wmproxy.domain import to_filename
 from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 
@@ -35,6 +35,21 @@ print(f"uid {os.getuid()} gid {os.getgid()} groups {sorted(os.getgroups())}", fl
 with open("/proc/self/status") as status:
     caps = [line.split() for line in status if line.startswith(("CapInh", "CapPrm", "CapEff", "CapAmb"))]
 print("caps " + " ".join(f"{name}{value}" for name, value in caps), flush=True)
+def parent(pid):
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return int(handle.read().rsplit(b")", 1)[1].split()[1])
+def pid_of(target):
+    # "wrapper": this job's wrapper (its parent); "zygote": the wrapper's parent, which must be
+    # the account's zygote (a job whose wrapper the worker started itself tests nothing here)
+    if target == "wrapper":
+        return os.getppid()
+    if target == "zygote":
+        pid = parent(os.getppid())
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"zygote.py" not in handle.read():
+                raise SystemExit(f"the wrapper's parent {pid} is not a zygote")
+        return pid
+    return int(target)
 def attempt(op, target):
     if op == "read":
         with open(target, "rb") as handle:
@@ -46,8 +61,16 @@ def attempt(op, target):
         # isolation fails this test instead of taking the deployment down for the following ones.
         os.kill(int(target), 0)
     elif op == "environ":
-        with open(f"/proc/{target}/environ", "rb") as handle:
+        with open(f"/proc/{pid_of(target)}/environ", "rb") as handle:
             handle.read()
+    elif op == "mem":
+        os.close(os.open(f"/proc/{pid_of(target)}/mem", os.O_RDONLY))
+    elif op == "ptrace":
+        # PTRACE_SEIZE: the permission check of PTRACE_ATTACH without stopping the target;
+        # this process's exit detaches it
+        import ctypes
+        if ctypes.CDLL(None, use_errno=True).ptrace(0x4206, pid_of(target), None, None) != 0:
+            raise OSError(ctypes.get_errno(), "ptrace")
     elif op == "create":
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     else:
@@ -69,6 +92,12 @@ HOLD_JDL = """[
   StdOutput = "std.out";
   OutputSandbox = {{"std.out"}};
 ]"""
+
+
+@pytest.fixture
+def ptrace_allowed() -> Iterator[None]:
+    """Yama's ``ptrace_scope`` at 0 where the kernel has Yama: only the zygote's protection is tested."""
+    yield from yama_ptrace_scope_zero()
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +238,18 @@ class TestHostileJob:
         assert results == expected
         # Nothing was disturbed: the service is alive, alice's job ends normally (held_job).
         assert iso.deployment.processes[0].poll() is None and iso.deployment.processes[1].poll() is None
+
+    def test_bobs_job_can_neither_read_nor_trace_its_zygote_or_its_wrapper(
+            self, iso: Isolated, bob: ReferenceClient, ptrace_allowed: None) -> None:
+        """The account's zygote keeps, in memory it freed, the specs (inspection secrets) it
+        handed to the account's other wrappers, and the job's wrapper a copy of it: not
+        dumpable, neither may be read or traced by the job, which runs as the same uid."""
+        refused = {"mem": "EACCES", "environ": "EACCES", "ptrace": "EPERM"}
+        targets = ("zygote", "wrapper")
+        results = run_attack(iso, bob, [f"{op}:{target}:{target}" for target in targets for op in refused])
+        results.pop("uid")
+        results.pop("caps")
+        assert results == {f"{op} {target}": error for target in targets for op, error in refused.items()}
 
     def test_alices_work_dir_is_hers_and_private(self, iso: Isolated, alice: ReferenceClient) -> None:
         with held_job(iso, alice, "ls") as (_, alice_dir, _):

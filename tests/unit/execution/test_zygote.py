@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import yama_ptrace_scope_zero
 from tests.unit.execution.wrapper_support import DEADLINE, HOST, alive, kill_session, launch, run, wait_for
 from wmproxy.domain import JobState
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle
@@ -563,25 +564,13 @@ for pid in sys.argv[1:]:
 #: Run by the zygote's own start command in place of zygote.py: its "dumpable" attribute at its
 #: first instruction (prctl PR_GET_DUMPABLE).
 PROBE = "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
-YAMA = Path("/proc/sys/kernel/yama/ptrace_scope")
 
 
 @pytest.fixture
 def ptrace_allowed() -> Iterator[None]:
     """Yama's ``ptrace_scope`` at 0 for the test, where Yama is: a process may then trace any
     other of its uid that is dumpable, so that only the zygote's own protection is tested."""
-    if not YAMA.exists():
-        yield
-        return
-    before = YAMA.read_text()
-    try:
-        YAMA.write_text("0")
-    except OSError as exc:  # 3 cannot be lowered
-        pytest.skip(f"Yama's ptrace_scope {before.strip()} cannot be set to 0: {exc}")
-    try:
-        yield
-    finally:
-        YAMA.write_text(before)
+    yield from yama_ptrace_scope_zero()
 
 
 def _as_account(account: Account | None, *argv: str) -> list[str]:
