@@ -631,3 +631,49 @@ class TestNotDumpable:
 def _stopped_or_traced(pid: int) -> bool:
     """Whether ``pid`` is stopped (``T``/``t``) or has a tracer (``TracerPid``)."""
     return "TracerPid:\t0\n" not in Path(f"/proc/{pid}/status").read_text() or _stopped(pid)
+
+
+#: Starts the zygote (argv: python, zygote.py, jobwrapper.py) under a tracer, as a zygote a job of
+#: the account attached to before it sealed itself, lets it run and prints its exit status; its
+#: socket's other end is closed, so an unsealed zygote ends at once (end of file) with 0.
+TRACED_START = r"""
+import ctypes, os, signal, socket, sys
+python, zygote, wrapper = sys.argv[1:]
+libc = ctypes.CDLL(None, use_errno=True)
+ours, theirs = socket.socketpair()
+theirs.set_inheritable(True)
+pid = os.fork()
+if pid == 0:
+    if libc.ptrace(0, 0, None, None) != 0:  # PTRACE_TRACEME
+        os._exit(99)
+    os.execv(python, [python, "-I", "-S", zygote, str(theirs.fileno()), python, wrapper, "x" * 64])
+ours.close()
+theirs.close()
+while True:
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        print(os.WEXITSTATUS(status))
+        break
+    if os.WIFSIGNALED(status):
+        print("signal", os.WTERMSIG(status))
+        break
+    sig = os.WSTOPSIG(status)
+    libc.ptrace(7, pid, None, 0 if sig == signal.SIGTRAP else sig)  # PTRACE_CONT
+"""
+
+
+class TestSealFailure:
+    def test_a_zygote_traced_from_its_start_serves_nothing(self) -> None:
+        """A tracer attached before the zygote made itself non-dumpable stays attached: such a
+        zygote exits (EXIT_UNSEALED) and the worker starts the account's wrappers itself."""
+        import subprocess
+
+        from wmproxy.execution import zygote
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        done = subprocess.run([sys.executable, "-I", "-c", TRACED_START, SYSTEM_PYTHON, zygote.__file__,
+                               str(WRAPPER_PATH)], capture_output=True, text=True, timeout=DEADLINE, check=True)
+        if done.stdout.strip() == "99":
+            pytest.skip("PTRACE_TRACEME refused here (Yama ptrace_scope 3)")
+        assert done.stdout.strip() == str(zygote.EXIT_UNSEALED)
+        assert "cannot make itself non-dumpable" in done.stderr and "traced by process" in done.stderr
