@@ -1045,9 +1045,11 @@ def zygote_command(account: Account | None, *, python: str | None = None,
 
     For an account the zygote starts with a spare real gid (:data:`ZYGOTE_SPARE_GID`, the
     account's as effective and saved gid): the kernel makes a process whose real and effective
-    gids differ at its ``exec`` non-dumpable (``fs.suid_dumpable`` 0 or 2), so no other process
+    gids differ at its ``exec`` non-dumpable (``fs.suid_dumpable`` 0 or 2; with 1 the real gid
+    that is not the account's refuses the account's processes all the same), so no other process
     of the account can ``ptrace`` the zygote or open its ``/proc/<pid>/mem`` before it seals
-    itself (:func:`wmproxy.execution.zygote._seal`), which sets its real gid back first.
+    itself (:func:`wmproxy.execution.zygote._seal`, which makes itself non-dumpable before it
+    sets its real gid back).
 
     Returns:
         ``[setpriv ..., python, "-I", "-S", <zygote.py>]``; the caller appends the

@@ -54,14 +54,16 @@ a process of the account allowed to ``ptrace`` it or to open its ``/proc/<pid>/m
 them, make it fork or stop it. For an account, :func:`wmproxy.execution.identity.zygote_command`
 starts it with a spare real gid, so the kernel makes it non-dumpable at its ``exec`` already (a
 real gid that is not the effective one; ``fs.suid_dumpable`` 0 or 2, the defaults: no window in
-which another process of the account could attach before it seals itself); the zygote then
-sets its real gid back to the account's and calls ``prctl(PR_SET_DUMPABLE, 0)`` (which also
-covers ``fs.suid_dumpable = 1`` and the worker's own user, started without a spare gid), and
-exits (status 3) if it cannot, or if a tracer attached meanwhile: the worker then starts its
-account's wrappers itself. It reaches ``prctl`` and ``memmove`` through ``_ctypes``, the C
-module under ``ctypes``, without the ``ctypes`` package (about 50 KiB of private memory rather
-than 150). Its children, forked, are non-dumpable too (their ``/proc/<pid>`` files are root's,
-``/proc/self/mem`` included), so each writes its command line with ``memmove``.
+which another process of the account could attach before it seals itself; with
+``fs.suid_dumpable = 1`` it stays dumpable, but its real gid is not the account's, which refuses
+the account's processes all the same); the zygote then calls ``prctl(PR_SET_DUMPABLE, 0)`` and
+only then sets its real gid back to the account's (never dumpable with the account's
+credentials), tries ``memmove`` once, and exits (status 3) if any of it fails, or if a tracer
+attached meanwhile: the worker then starts its account's wrappers itself. It reaches
+``prctl`` and ``memmove`` through ``_ctypes``, the C module under ``ctypes``, without the
+``ctypes`` package (about 50 KiB of private memory rather than 150). Its children, forked,
+are non-dumpable too (their ``/proc/<pid>`` files are root's, ``/proc/self/mem`` included), so
+each writes its command line with ``memmove``.
 """
 
 from __future__ import annotations
@@ -304,15 +306,30 @@ class _Titles:
         padded = title + b"\0" * (end - start - len(title))
         self.call(self.memmove, (self.pointer(start), padded, len(padded)))
 
+    def trial(self) -> None:
+        """Write the command line area's own bytes back onto it (nothing changes): ``memmove``
+        works, or this raises what the children's :meth:`write` would."""
+        if self.area is not None:
+            start, end = self.area
+            with open("/proc/self/cmdline", "rb") as f:
+                now = f.read()[:end - start]
+            self.call(self.memmove, (self.pointer(start), now, len(now)))
+
 
 def _seal(area: tuple[int, int] | None) -> _Titles:
-    """Make the zygote non-dumpable, before it reads anything of the worker: its real gid set
-    back to its effective one (the account's: :func:`wmproxy.execution.identity.zygote_command`
-    starts it with a spare real gid, so that the kernel makes it non-dumpable at its ``exec``),
-    then ``prctl(PR_SET_DUMPABLE, 0)``; and check that no process traces it (one that attached
-    before, where the ``exec`` left it dumpable, would stay attached). ``prctl`` and ``memmove``
-    are reached through ``_ctypes`` (the C module under ``ctypes``: ``dlopen``, ``dlsym`` and
-    ``call_function``), without the ``ctypes`` package, which every wrapper would map too.
+    """Make the zygote non-dumpable, before it reads anything of the worker:
+    ``prctl(PR_SET_DUMPABLE, 0)`` first, then its real gid set back to its effective one (the
+    account's: :func:`wmproxy.execution.identity.zygote_command` starts it with a spare real gid,
+    so that the kernel makes it non-dumpable at its ``exec``; changing the real gid alone does not
+    make it dumpable again, while the other order would leave it dumpable, with the account's
+    credentials, in between where ``fs.suid_dumpable = 1`` left it dumpable at its ``exec``: a
+    process of the account could open its ``/proc/<pid>/mem`` then and read it afterwards); check
+    that no process traces it (one that attached before, where the ``exec`` left it dumpable,
+    would stay attached); and try ``memmove`` once (the zygote's own command line written back
+    onto itself), so that a zygote whose children could not write their titles serves nothing.
+    ``prctl`` and ``memmove`` are reached through ``_ctypes`` (the C module under ``ctypes``:
+    ``dlopen``, ``dlsym`` and ``call_function``), without the ``ctypes`` package, which every
+    wrapper would map too.
 
     Returns:
         the command line writer of the zygote's children (``area``: the zygote's own command
@@ -322,14 +339,14 @@ def _seal(area: tuple[int, int] | None) -> _Titles:
         OSError: a step failed, or the zygote is traced.
         ImportError, AttributeError: no ``_ctypes`` with those functions (not CPython).
     """
-    gid = os.getegid()
-    if os.getgid() != gid:
-        os.setresgid(gid, gid, gid)  # the real gid only: the effective one stays the account's
     import _ctypes
 
     libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the program and its libraries
     if _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), (PR_SET_DUMPABLE, 0, 0, 0, 0)) != 0:
         raise OSError("prctl(PR_SET_DUMPABLE, 0) failed")
+    gid = os.getegid()
+    if os.getgid() != gid:
+        os.setresgid(gid, gid, gid)  # the real gid only: the effective one stays the account's
     with open("/proc/self/status", "rb") as f:
         for line in f:
             if line.startswith(b"TracerPid:") and line.split()[1:] != [b"0"]:
@@ -338,7 +355,9 @@ def _seal(area: tuple[int, int] | None) -> _Titles:
     class Pointer(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_void_p, without the package
         _type_ = "P"
 
-    return _Titles(_ctypes.call_function, _ctypes.dlsym(libc, "memmove"), Pointer, area)
+    titles = _Titles(_ctypes.call_function, _ctypes.dlsym(libc, "memmove"), Pointer, area)
+    titles.trial()
+    return titles
 
 
 def _reap(_signum: int = 0, _frame: object = None) -> None:
@@ -401,7 +420,10 @@ def _child(work_dir: str, title: bytes, titles: _Titles | None, report: int, mod
             os.write(report, f"E Cannot start the job wrapper in {work_dir}: {exc.strerror}".encode())
             os._exit(code)
         if titles is not None:
-            titles.write(title)
+            try:  # noqa: SIM105 - no contextlib in the zygote (see the imports)
+                titles.write(title)
+            except Exception:  # noqa: BLE001, S110 - a job never fails for its title (memmove was tried: _seal)
+                pass
         os.write(report, b"ok")
         os.close(report)
         if hold >= 0:

@@ -677,3 +677,98 @@ class TestSealFailure:
             pytest.skip("PTRACE_TRACEME refused here (Yama ptrace_scope 3)")
         assert done.stdout.strip() == str(zygote.EXIT_UNSEALED)
         assert "cannot make itself non-dumpable" in done.stderr and "traced by process" in done.stderr
+
+
+#: Run as the account with the zygote's own start command (its spare real gid), argv: zygote.py.
+#: Made dumpable first, as ``fs.suid_dumpable = 1`` leaves every process at its ``exec``, it seals
+#: itself as the zygote does and prints its "dumpable" attribute at the moment its real gid was set
+#: back to the account's (with the account's credentials from then on), then after the seal.
+SEAL_ORDER = r"""
+import ctypes, os, runpy, sys
+libc = ctypes.CDLL(None)
+assert libc.prctl(4, 1, 0, 0, 0) == 0  # PR_SET_DUMPABLE 1
+seen = []
+setresgid = os.setresgid
+def watched(*gids):
+    seen.append(libc.prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
+    setresgid(*gids)
+os.setresgid = watched
+runpy.run_path(sys.argv[1])["_seal"](None)
+print(seen, libc.prctl(3, 0, 0, 0, 0), os.getgid() == os.getegid())
+"""
+
+#: The zygote (argv: zygote.py, jobwrapper.py) with a C library whose ``memmove`` fails when
+#: called through ``_ctypes``; its socket's other end is closed, so a zygote that got through
+#: its seal ends at once (end of file) with 0.
+BROKEN_MEMMOVE = r"""
+import _ctypes, os, runpy, socket, sys
+call = _ctypes.call_function
+memmove = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "memmove")
+def broken(address, args):
+    if address == memmove:
+        raise OSError("memmove is broken here")
+    return call(address, args)
+_ctypes.call_function = broken
+ours, theirs = socket.socketpair()
+ours.close()
+zygote, wrapper = sys.argv[1:]
+sys.argv = [zygote, str(theirs.fileno()), sys.executable, wrapper, "x" * 64]
+runpy.run_path(zygote, run_name="__main__")
+"""
+
+#: Forks one wrapper child (argv: zygote.py, work dir) whose title cannot be written, running a
+#: job that does nothing; prints the zygote's answer for it.
+BROKEN_TITLE = r"""
+import os, runpy, sys, types
+zygote = runpy.run_path(sys.argv[1])
+def broken(address, args):
+    raise OSError("memmove is broken here")
+titles = zygote["_Titles"](broken, 0, int, (0, 4096))
+module = types.SimpleNamespace(run=lambda work_dir, log_dir, spec: 0, exit_child=os._exit)
+print(zygote["_fork_all"]([sys.argv[2].encode()], sys.executable, "jobwrapper.py", module, titles)[0])
+"""
+
+
+class TestSeal:
+    def test_the_zygote_is_never_dumpable_with_the_accounts_credentials(self, account: Account | None,
+                                                                        work_root: Path) -> None:
+        """Where ``fs.suid_dumpable = 1`` leaves it dumpable at its ``exec``, the zygote makes
+        itself non-dumpable before it sets its real gid back: with the other order a process of
+        the account could open its ``/proc/<pid>/mem`` in between and read it ever after."""
+        import subprocess
+
+        from wmproxy.execution.identity import zygote_command
+
+        if account is None:
+            pytest.skip("the worker's own user has no spare gid to start its zygote with")
+        script = work_root / "seal_order.py"  # the work root: every account may read it
+        script.write_text(SEAL_ORDER)
+        script.chmod(0o644)
+        command = zygote_command(account)
+        out = subprocess.run([*command[:-1], str(script), command[-1]], check=True, capture_output=True,
+                             text=True, timeout=DEADLINE, cwd="/").stdout
+        assert out.split() == ["[0]", "0", "True"]
+
+    def test_a_zygote_whose_memmove_fails_serves_nothing(self) -> None:
+        """Its children could not write their titles: rather than have them fail every job, the
+        zygote exits (EXIT_UNSEALED) and the worker starts the account's wrappers itself."""
+        import subprocess
+
+        from wmproxy.execution import zygote
+
+        done = subprocess.run([sys.executable, "-I", "-c", BROKEN_MEMMOVE, zygote.__file__, str(WRAPPER_PATH)],
+                              check=False, capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == zygote.EXIT_UNSEALED, done.stderr
+        assert "cannot make itself non-dumpable" in done.stderr and "memmove is broken here" in done.stderr
+
+    def test_a_wrapper_whose_title_cannot_be_written_runs_its_job(self, tmp_path: Path) -> None:
+        import subprocess
+
+        from wmproxy.execution import zygote
+
+        (tmp_path / zygote.STATE_DIR).mkdir()
+        out = subprocess.run([sys.executable, "-I", "-c", BROKEN_TITLE, zygote.__file__, str(tmp_path)],
+                             check=True, capture_output=True, text=True, timeout=DEADLINE).stdout
+        assert not out.startswith("E "), out  # not "E the job wrapper died at its start"
+        pid, started = out.split()
+        assert pid.isdigit() and (started.isdigit() or started == "-")
