@@ -1066,5 +1066,10 @@ def zygote_command(account: Account | None, *, python: str | None = None,
     join = [] if cgroup_procs is None else [*_JOIN, cgroup_procs]
     if account is None:
         return [*join, *_switch_prefix(None), interpreter, "-I", "-S", script]
+    # The spare real gid also puts the C library in secure mode (AT_SECURE) in the zygote and the
+    # wrappers it forks: LD_LIBRARY_PATH, LD_PRELOAD, TMPDIR, TZDIR and $ORIGIN in run paths are
+    # ignored. Harmless here (the zygote's environment is PATH and LANG only; the system Python),
+    # but an interpreter that needs LD_LIBRARY_PATH or $ORIGIN to find libpython exits with 127 at
+    # every zygote start, which the worker logs; it then starts the wrappers itself (docs/execution.md).
     spare = ZYGOTE_SPARE_GID if account.gid != ZYGOTE_SPARE_GID else ZYGOTE_SPARE_GID - 1
     return [*join, *_setpriv_to(account, "start a job", real_gid=spare), interpreter, "-I", "-S", script]

@@ -99,6 +99,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PR_SET_DUMPABLE = 4
 #: Exit status of a zygote that cannot make itself non-dumpable (:func:`_seal`).
 EXIT_UNSEALED = 3
+#: What the worker logs beside a zygote's exit status (:meth:`Zygote.request`).
+EXIT_MEANINGS = {
+    EXIT_UNSEALED: " (it could not make itself non-dumpable: see its message on the worker's standard error)",
+    126: " (its interpreter cannot be run)",
+    127: " (its interpreter did not start: missing, or it needs a library found only through"
+         " LD_LIBRARY_PATH, which the zygote's secure mode ignores; docs/execution.md)",
+}
 #: Seconds the worker gives a zygote for one :meth:`Zygote.request`, the requests sent and every
 #: answer read (one deadline for the whole exchange, not per receive), before it takes the zygote
 #: for broken (and kills it: :meth:`Zygote.close`). The worker's single loop waits that long, during
@@ -182,7 +189,7 @@ class Zygote:
         except TimeoutError:
             raise ZygoteError(f"the wrapper fork server did not answer within {REPLY_TIMEOUT:g} s") from None
         except OSError as exc:
-            raise ZygoteError(f"the wrapper fork server does not answer: {exc}") from None
+            raise ZygoteError(f"the wrapper fork server does not answer: {exc}{self._exit_status()}") from None
         results: list[tuple[int, int | None] | ZygoteRefusedError] = []
         for answer in answers:
             text = answer.decode(errors="replace")
@@ -194,6 +201,17 @@ class Zygote:
                 raise ZygoteError(f"the wrapper fork server gave a malformed answer {text[:80]!r}")
             results.append((int(pid), int(started) if started.isdigit() else None))
         return results
+
+    def _exit_status(self) -> str:
+        """Why the zygote closed its socket, when it has exited (within a second: its socket is
+        closed before its exit status is set): ``"; it exited with status 127 (...)"``, else ``""``."""
+        import subprocess
+
+        try:
+            status = self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f"; it exited with status {status}{EXIT_MEANINGS.get(status, '')}"
 
     def release(self, go: list[int], drop: list[int]) -> None:
         """Let the held wrappers ``go`` run their jobs, and those of ``drop`` exit running
@@ -240,7 +258,7 @@ class Zygote:
             self._sock.settimeout(left)
             chunk = self._sock.recv(MAX_REPLY)
             if not chunk:
-                raise ZygoteError("the wrapper fork server closed its socket before it answered")
+                raise ZygoteError(f"the wrapper fork server closed its socket before it answered{self._exit_status()}")
             buffer += chunk
         if buffer:
             raise ZygoteError("the wrapper fork server answered more than it was asked")

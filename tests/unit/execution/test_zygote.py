@@ -772,3 +772,38 @@ class TestSeal:
         assert not out.startswith("E "), out  # not "E the job wrapper died at its start"
         pid, started = out.split()
         assert pid.isdigit() and (started.isdigit() or started == "-")
+
+
+#: Stands for the interpreter (``LocalExecutionBackend(python=...)``): starts the wrappers the
+#: worker starts itself, but a zygote exits at once with the status given, as one whose Python
+#: needs a library found only through LD_LIBRARY_PATH (127) or that cannot seal itself (3).
+FAILING_ZYGOTE_PYTHON = """#!/bin/sh
+case "$*" in *zygote.py*) exit {status};; esac
+exec {python} "$@"
+"""
+
+
+class TestZygoteExit:
+    @pytest.mark.parametrize("status", [3, 127], ids=["unsealed", "interpreter-not-started"])
+    def test_the_worker_logs_the_exit_status_of_a_zygote_that_exits_at_its_start(
+        self, work_root: Path, input_dir: Path, account: Account | None, caplog: pytest.LogCaptureFixture,
+        status: int,
+    ) -> None:
+        """Not only "Connection reset by peer": the status says why (docs/execution.md); the
+        account's jobs are started by the worker meanwhile."""
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        python = work_root / "python"  # the work root: every account may run it
+        python.write_text(FAILING_ZYGOTE_PYTHON.format(status=status, python=SYSTEM_PYTHON))
+        python.chmod(0o755)
+        (work_root / "jobs").mkdir(mode=0o755)
+        backend = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=2.0, python=str(python))
+        try:
+            with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"):
+                handle, outcome = run(backend, launch(input_dir, account, "exit 4"))
+            assert outcome.exit_code == 4 and handle.process is not None  # started by the worker
+            handle.process.wait(timeout=DEADLINE)
+            messages = [r.getMessage() for r in caplog.records if "fork server" in r.getMessage()]
+            assert len(messages) == 1 and f"it exited with status {status} (" in messages[0], messages
+        finally:
+            backend.close()
