@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -503,28 +503,3 @@ def imported_modules(path: Path, *, with_names: bool = False) -> set[str]:
             if with_names:
                 found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
-
-
-#: Yama's ptrace restriction (absent where the kernel has no Yama).
-YAMA_PTRACE_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
-
-
-def yama_ptrace_scope_zero() -> Iterator[None]:
-    """Generator for a fixture: Yama's ``ptrace_scope`` at 0 (a process may trace any dumpable
-    process of its uid) for the test, restored after it, where the kernel has Yama; so that a
-    test of what makes a process untraceable does not pass thanks to Yama. Skips the test where
-    it is 3 (it cannot be lowered)."""
-    import pytest
-
-    if not YAMA_PTRACE_SCOPE.exists():
-        yield
-        return
-    before = YAMA_PTRACE_SCOPE.read_text()
-    try:
-        YAMA_PTRACE_SCOPE.write_text("0")
-    except OSError as exc:
-        pytest.skip(f"Yama's ptrace_scope {before.strip()} cannot be set to 0: {exc}")
-    try:
-        yield
-    finally:
-        YAMA_PTRACE_SCOPE.write_text(before)
