@@ -35,6 +35,21 @@ print(f"uid {os.getuid()} gid {os.getgid()} groups {sorted(os.getgroups())}", fl
 with open("/proc/self/status") as status:
     caps = [line.split() for line in status if line.startswith(("CapInh", "CapPrm", "CapEff", "CapAmb"))]
 print("caps " + " ".join(f"{name}{value}" for name, value in caps), flush=True)
+def parent(pid):
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return int(handle.read().rsplit(b")", 1)[1].split()[1])
+def pid_of(target):
+    # "wrapper": this job's wrapper (its parent); "zygote": the wrapper's parent, which must be
+    # the account's zygote (a job whose wrapper the worker started itself tests nothing here)
+    if target == "wrapper":
+        return os.getppid()
+    if target == "zygote":
+        pid = parent(os.getppid())
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"zygote.py" not in handle.read():
+                raise SystemExit(f"the wrapper's parent {pid} is not a zygote")
+        return pid
+    return int(target)
 def attempt(op, target):
     if op == "read":
         with open(target, "rb") as handle:
@@ -46,8 +61,20 @@ def attempt(op, target):
         # isolation fails this test instead of taking the deployment down for the following ones.
         os.kill(int(target), 0)
     elif op == "environ":
-        with open(f"/proc/{target}/environ", "rb") as handle:
+        with open(f"/proc/{pid_of(target)}/environ", "rb") as handle:
             handle.read()
+    elif op == "mem":
+        os.close(os.open(f"/proc/{pid_of(target)}/mem", os.O_RDONLY))
+    elif op == "ptrace":
+        # PTRACE_SEIZE: the permission check of PTRACE_ATTACH without stopping the target;
+        # this process's exit detaches it
+        import ctypes
+        if ctypes.CDLL(None, use_errno=True).ptrace(0x4206, pid_of(target), None, None) != 0:
+            raise OSError(ctypes.get_errno(), "ptrace")
+    elif op == "owner":
+        # the owner of /proc/<pid>/mem and environ: root's for a non-dumpable process, whatever Yama says
+        pid = pid_of(target)
+        return ",".join(f"{name}={os.stat(f'/proc/{pid}/{name}').st_uid}" for name in ("mem", "environ"))
     elif op == "create":
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     else:
@@ -55,8 +82,7 @@ def attempt(op, target):
 for spec in sys.argv[1:]:
     op, label, target = spec.split(":", 2)
     try:
-        attempt(op, target)
-        result = "OK"
+        result = attempt(op, target) or "OK"
     except OSError as exc:
         result = errno.errorcode.get(exc.errno, str(exc.errno))
     print(f"{op} {label}: {result}", flush=True)
@@ -71,9 +97,16 @@ HOLD_JDL = """[
 ]"""
 
 
+#: Yama's ptrace restriction (absent where the kernel has no Yama).
+YAMA_PTRACE_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
+
+
 @pytest.fixture(scope="module")
 def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
-    with isolated_deployment(pki, database_url) as deployment:
+    # Inspection off: a wrapper whose job has an inspection agent makes itself non-dumpable on its
+    # own (jobwrapper._guard_secret), which would hide whether the zygote's protection reaches
+    # the wrappers it forks (test_bobs_job_can_neither_read_nor_trace_its_zygote_or_its_wrapper).
+    with isolated_deployment(pki, database_url, extra_env={"WMPROXY_INSPECTION_MODE": "off"}) as deployment:
         (deployment.root / "attack.py").write_text(ATTACK)
         os.chmod(deployment.root / "attack.py", 0o644)
         yield deployment
@@ -209,6 +242,26 @@ class TestHostileJob:
         assert results == expected
         # Nothing was disturbed: the service is alive, alice's job ends normally (held_job).
         assert iso.deployment.processes[0].poll() is None and iso.deployment.processes[1].poll() is None
+
+    def test_bobs_job_can_neither_read_nor_trace_its_zygote_or_its_wrapper(
+            self, iso: Isolated, bob: ReferenceClient) -> None:
+        """The account's zygote keeps, in memory it freed, the specs (inspection secrets) it
+        handed to the account's other wrappers, and the job's wrapper a copy of it: not
+        dumpable, neither may be read or traced by the job, which runs as the same uid. The
+        deployment has inspection off (:func:`iso`), so the wrapper is not made non-dumpable
+        by its inspection agent's guard. Yama's ``ptrace_scope`` is left as it is (other test
+        sessions run side by side): above 0 it refuses the attach to a non-descendant by
+        itself, so the ``ptrace`` outcome is asserted only without Yama or at 0; the owner of
+        ``/proc/<pid>/mem`` (root's for a non-dumpable process) does not depend on Yama."""
+        refused = {"owner": "mem=0,environ=0", "mem": "EACCES", "environ": "EACCES", "ptrace": "EPERM"}
+        targets = ("zygote", "wrapper")
+        results = run_attack(iso, bob, [f"{op}:{target}:{target}" for target in targets for op in refused])
+        results.pop("uid")
+        results.pop("caps")
+        if YAMA_PTRACE_SCOPE.exists() and YAMA_PTRACE_SCOPE.read_text().strip() != "0":
+            del refused["ptrace"]
+            results = {attempt: outcome for attempt, outcome in results.items() if not attempt.startswith("ptrace ")}
+        assert results == {f"{op} {target}": error for target in targets for op, error in refused.items()}
 
     def test_alices_work_dir_is_hers_and_private(self, iso: Isolated, alice: ReferenceClient) -> None:
         with held_job(iso, alice, "ls") as (_, alice_dir, _):

@@ -123,6 +123,10 @@ SETPRIV = "/usr/bin/setpriv"
 the wrapper runs (an ambient capability survives a change between two non-zero uids, so
 ``Popen(user=...)`` alone would hand the worker's capabilities to the job)."""
 DROP_CAPABILITIES = ("--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--")
+#: The real gid a zygote of an account starts with (:func:`zygote_command`), until its first
+#: statement sets it back to the account's: the overflow gid (``nogroup``/``nobody``), which owns
+#: nothing; 65533 for an account whose gid it is.
+ZYGOTE_SPARE_GID = 65534
 PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
@@ -613,16 +617,18 @@ def _switch_prefix(account: Account | None) -> list[str]:
     return [SETPRIV, *DROP_CAPABILITIES]
 
 
-def _setpriv_to(account: Account, action: str) -> list[str]:
+def _setpriv_to(account: Account, action: str, *, real_gid: int | None = None) -> list[str]:
     """The ``setpriv`` prefix that switches to ``account`` (no supplementary group) and drops
-    every capability.
+    every capability. ``real_gid``: the real gid instead of the account's (effective and saved
+    gids stay the account's; :func:`zygote_command`).
 
     Raises:
         IdentityError: ``setpriv`` is missing ("Refusing to <action> as <account>: ...").
     """
     if not os.path.exists(SETPRIV):
         raise IdentityError(f"Refusing to {action} as {account.name}: {SETPRIV} (util-linux) is missing")
-    return [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", *DROP_CAPABILITIES]
+    gids = [f"--regid={account.gid}"] if real_gid is None else [f"--rgid={real_gid}", f"--egid={account.gid}"]
+    return [SETPRIV, f"--reuid={account.uid}", *gids, "--clear-groups", *DROP_CAPABILITIES]
 
 
 def holds_capabilities() -> bool:
@@ -1037,6 +1043,14 @@ def zygote_command(account: Account | None, *, python: str | None = None,
     ``cgroup_procs``: a ``cgroup.procs`` the zygote joins first, with the worker's credentials
     (as :func:`spawn_wrapper`'s).
 
+    For an account the zygote starts with a spare real gid (:data:`ZYGOTE_SPARE_GID`, the
+    account's as effective and saved gid): the kernel makes a process whose real and effective
+    gids differ at its ``exec`` non-dumpable (``fs.suid_dumpable`` 0 or 2; with 1 the real gid
+    that is not the account's refuses the account's processes all the same), so no other process
+    of the account can ``ptrace`` the zygote or open its ``/proc/<pid>/mem`` before it seals
+    itself (:func:`wmproxy.execution.zygote._seal`, which makes itself non-dumpable before it
+    sets its real gid back).
+
     Returns:
         ``[setpriv ..., python, "-I", "-S", <zygote.py>]``; the caller appends the
         zygote's own arguments.
@@ -1052,4 +1066,10 @@ def zygote_command(account: Account | None, *, python: str | None = None,
     join = [] if cgroup_procs is None else [*_JOIN, cgroup_procs]
     if account is None:
         return [*join, *_switch_prefix(None), interpreter, "-I", "-S", script]
-    return [*join, *_setpriv_to(account, "start a job"), interpreter, "-I", "-S", script]
+    # The spare real gid also puts the C library in secure mode (AT_SECURE) in the zygote and the
+    # wrappers it forks: LD_LIBRARY_PATH, LD_PRELOAD, TMPDIR, TZDIR and $ORIGIN in run paths are
+    # ignored. Harmless here (the zygote's environment is PATH and LANG only; the system Python),
+    # but an interpreter that needs LD_LIBRARY_PATH or $ORIGIN to find libpython exits with 127 at
+    # every zygote start, which the worker logs; it then starts the wrappers itself (docs/execution.md).
+    spare = ZYGOTE_SPARE_GID if account.gid != ZYGOTE_SPARE_GID else ZYGOTE_SPARE_GID - 1
+    return [*join, *_setpriv_to(account, "start a job", real_gid=spare), interpreter, "-I", "-S", script]

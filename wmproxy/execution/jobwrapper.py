@@ -1595,9 +1595,10 @@ def set_title(title: bytes, area: tuple[int, int] | None) -> None:
     """Overwrite this process's command line in place (``/proc/<pid>/cmdline``; ``title``'s
     words separated by NUL bytes), as ``setproctitle`` does, when it fits in ``area``
     (:func:`title_area`), the room the kernel reserved for it; left as it is otherwise. Written
-    through ``/proc/self/mem`` (no ``ctypes`` in the zygote, which forks the wrappers: less
-    memory for each fork to map and each child to touch), else (a non-dumpable process, whose
-    ``/proc/self/mem`` is root's) with ``ctypes``.
+    through ``/proc/self/mem`` when the process is dumpable, else (a non-dumpable process, whose
+    ``/proc/self/mem`` is root's: the inspection agent, forked by a non-dumpable wrapper) with
+    ``ctypes``. The zygote's children write theirs with its own ``memmove``
+    (:mod:`wmproxy.execution.zygote`, they are non-dumpable too).
 
     Raises:
         ImportError: ``ctypes`` was needed and cannot be loaded.

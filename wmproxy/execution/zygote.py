@@ -34,8 +34,8 @@ For each request the zygote forks a child that leads a new session, closes every
 but its standard ones, which it points to ``/dev/null``, sets umask 0o077, enters the work
 dir (never following a link), removes a ``.wmproxy/wrapper.log`` left by an earlier run,
 shows ``<python> -I -S <wrapper path> <work dir>`` as its command line (so that it is
-recognised like a wrapper the worker started itself; written through ``/proc/self/mem``, so
-the zygote imports no ``ctypes``) and runs :func:`jobwrapper.run` with the ``.wmproxy``
+recognised like a wrapper the worker started itself; written with ``memmove`` through
+``_ctypes``, see below) and runs :func:`jobwrapper.run` with the ``.wmproxy``
 directory as its ``log_dir``: the wrapper creates a fresh ``wrapper.log`` as its standard
 output and error when it first has something to write there (a trivial job's wrapper
 creates none: on a file system without a journal each new inode cost about 1 ms of CPU
@@ -47,6 +47,23 @@ the zygote calls :func:`jobwrapper.prepare_fork`, so that its children find the 
 library's password database and time zone set up. The zygote reaps its children
 and exits at end of file on its socket (the worker stopped or died): the wrappers, each
 leading its own session, keep running and are adopted as before.
+
+The zygote is not dumpable (:func:`_seal`, before it reads anything of the worker): it holds,
+in memory it has freed, the specs (inspection secrets included) it handed to its wrappers, and
+a process of the account allowed to ``ptrace`` it or to open its ``/proc/<pid>/mem`` could read
+them, make it fork or stop it. For an account, :func:`wmproxy.execution.identity.zygote_command`
+starts it with a spare real gid, so the kernel makes it non-dumpable at its ``exec`` already (a
+real gid that is not the effective one; ``fs.suid_dumpable`` 0 or 2, the defaults: no window in
+which another process of the account could attach before it seals itself; with
+``fs.suid_dumpable = 1`` it stays dumpable, but its real gid is not the account's, which refuses
+the account's processes all the same); the zygote then calls ``prctl(PR_SET_DUMPABLE, 0)`` and
+only then sets its real gid back to the account's (never dumpable with the account's
+credentials), tries ``memmove`` once, and exits (status 3) if any of it fails, or if a tracer
+attached meanwhile: the worker then starts its account's wrappers itself. It reaches
+``prctl`` and ``memmove`` through ``_ctypes``, the C module under ``ctypes``, without the
+``ctypes`` package (about 50 KiB of private memory rather than 150). Its children, forked,
+are non-dumpable too (their ``/proc/<pid>`` files are root's, ``/proc/self/mem`` included), so
+each writes its command line with ``memmove``.
 """
 
 from __future__ import annotations
@@ -66,6 +83,7 @@ if TYPE_CHECKING:
     import signal
     import socket
     import subprocess
+    from collections.abc import Callable
 else:
     try:  # the C module under signal: signal.py imports enum (with functools, collections)
         import _signal as signal
@@ -77,6 +95,17 @@ LOG_NAME = "wrapper.log"
 #: Bytes reserved in the zygote's command line for its children's (work dir paths included).
 TITLE_ROOM = 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: ``prctl`` option: set the process's "dumpable" attribute (``<linux/prctl.h>``).
+PR_SET_DUMPABLE = 4
+#: Exit status of a zygote that cannot make itself non-dumpable (:func:`_seal`).
+EXIT_UNSEALED = 3
+#: What the worker logs beside a zygote's exit status (:meth:`Zygote.request`).
+EXIT_MEANINGS = {
+    EXIT_UNSEALED: " (it could not make itself non-dumpable: see its message on the worker's standard error)",
+    126: " (its interpreter cannot be run)",
+    127: " (its interpreter did not start: missing, or it needs a library found only through"
+         " LD_LIBRARY_PATH, which the zygote's secure mode ignores; docs/execution.md)",
+}
 #: Seconds the worker gives a zygote for one :meth:`Zygote.request`, the requests sent and every
 #: answer read (one deadline for the whole exchange, not per receive), before it takes the zygote
 #: for broken (and kills it: :meth:`Zygote.close`). The worker's single loop waits that long, during
@@ -160,7 +189,7 @@ class Zygote:
         except TimeoutError:
             raise ZygoteError(f"the wrapper fork server did not answer within {REPLY_TIMEOUT:g} s") from None
         except OSError as exc:
-            raise ZygoteError(f"the wrapper fork server does not answer: {exc}") from None
+            raise ZygoteError(f"the wrapper fork server does not answer: {exc}{self._exit_status()}") from None
         results: list[tuple[int, int | None] | ZygoteRefusedError] = []
         for answer in answers:
             text = answer.decode(errors="replace")
@@ -172,6 +201,17 @@ class Zygote:
                 raise ZygoteError(f"the wrapper fork server gave a malformed answer {text[:80]!r}")
             results.append((int(pid), int(started) if started.isdigit() else None))
         return results
+
+    def _exit_status(self) -> str:
+        """Why the zygote closed its socket, when it has exited (within a second: its socket is
+        closed before its exit status is set): ``"; it exited with status 127 (...)"``, else ``""``."""
+        import subprocess
+
+        try:
+            status = self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f"; it exited with status {status}{EXIT_MEANINGS.get(status, '')}"
 
     def release(self, go: list[int], drop: list[int]) -> None:
         """Let the held wrappers ``go`` run their jobs, and those of ``drop`` exit running
@@ -218,7 +258,7 @@ class Zygote:
             self._sock.settimeout(left)
             chunk = self._sock.recv(MAX_REPLY)
             if not chunk:
-                raise ZygoteError("the wrapper fork server closed its socket before it answered")
+                raise ZygoteError(f"the wrapper fork server closed its socket before it answered{self._exit_status()}")
             buffer += chunk
         if buffer:
             raise ZygoteError("the wrapper fork server answered more than it was asked")
@@ -263,6 +303,81 @@ def start_time(pid: int) -> int | None:
 # --- the zygote process (standard library only) ----------------------------------
 
 
+class _Titles:
+    """The C library's ``memmove`` (through ``_ctypes``, loaded by :func:`_seal`), with which a
+    forked child, non-dumpable like the zygote (its ``/proc/self/mem`` is root's), writes its
+    command line into the room the kernel gave the zygote's (``area``: :func:`jobwrapper.title_area`)."""
+
+    def __init__(self, call: Callable[[int, tuple[object, ...]], int], memmove: int, pointer: type,
+                 area: tuple[int, int] | None) -> None:
+        self.call = call
+        self.memmove = memmove
+        self.pointer = pointer
+        self.area = area
+
+    def write(self, title: bytes) -> None:
+        """Show ``title`` (words separated by NUL bytes) as this process's command line when it
+        fits; left as it is otherwise."""
+        if self.area is None or len(title) + 1 > self.area[1] - self.area[0]:
+            return
+        start, end = self.area
+        padded = title + b"\0" * (end - start - len(title))
+        self.call(self.memmove, (self.pointer(start), padded, len(padded)))
+
+    def trial(self) -> None:
+        """Write the command line area's own bytes back onto it (nothing changes): ``memmove``
+        works, or this raises what the children's :meth:`write` would."""
+        if self.area is not None:
+            start, end = self.area
+            with open("/proc/self/cmdline", "rb") as f:
+                now = f.read()[:end - start]
+            self.call(self.memmove, (self.pointer(start), now, len(now)))
+
+
+def _seal(area: tuple[int, int] | None) -> _Titles:
+    """Make the zygote non-dumpable, before it reads anything of the worker:
+    ``prctl(PR_SET_DUMPABLE, 0)`` first, then its real gid set back to its effective one (the
+    account's: :func:`wmproxy.execution.identity.zygote_command` starts it with a spare real gid,
+    so that the kernel makes it non-dumpable at its ``exec``; changing the real gid alone does not
+    make it dumpable again, while the other order would leave it dumpable, with the account's
+    credentials, in between where ``fs.suid_dumpable = 1`` left it dumpable at its ``exec``: a
+    process of the account could open its ``/proc/<pid>/mem`` then and read it afterwards); check
+    that no process traces it (one that attached before, where the ``exec`` left it dumpable,
+    would stay attached); and try ``memmove`` once (the zygote's own command line written back
+    onto itself), so that a zygote whose children could not write their titles serves nothing.
+    ``prctl`` and ``memmove`` are reached through ``_ctypes`` (the C module under ``ctypes``:
+    ``dlopen``, ``dlsym`` and ``call_function``), without the ``ctypes`` package, which every
+    wrapper would map too.
+
+    Returns:
+        the command line writer of the zygote's children (``area``: the zygote's own command
+        line's room, :func:`jobwrapper.title_area`).
+
+    Raises:
+        OSError: a step failed, or the zygote is traced.
+        ImportError, AttributeError: no ``_ctypes`` with those functions (not CPython).
+    """
+    import _ctypes
+
+    libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the program and its libraries
+    if _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), (PR_SET_DUMPABLE, 0, 0, 0, 0)) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE, 0) failed")
+    gid = os.getegid()
+    if os.getgid() != gid:
+        os.setresgid(gid, gid, gid)  # the real gid only: the effective one stays the account's
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"TracerPid:") and line.split()[1:] != [b"0"]:
+                raise OSError(f"traced by process {line.split()[1].decode()}")
+
+    class Pointer(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_void_p, without the package
+        _type_ = "P"
+
+    titles = _Titles(_ctypes.call_function, _ctypes.dlsym(libc, "memmove"), Pointer, area)
+    titles.trial()
+    return titles
+
+
 def _reap(_signum: int = 0, _frame: object = None) -> None:
     while True:
         try:
@@ -282,7 +397,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: int, module: ModuleType,
+def _child(work_dir: str, title: bytes, titles: _Titles | None, report: int, module: ModuleType,
            spec: bytes | None = None, hold: int = -1) -> None:
     """In the forked child: set the wrapper up, tell the zygote, run the job; never returns.
 
@@ -322,7 +437,11 @@ def _child(work_dir: str, title: bytes, area: tuple[int, int] | None, report: in
         except OSError as exc:
             os.write(report, f"E Cannot start the job wrapper in {work_dir}: {exc.strerror}".encode())
             os._exit(code)
-        module.set_title(title, area)
+        if titles is not None:
+            try:  # noqa: SIM105 - no contextlib in the zygote (see the imports)
+                titles.write(title)
+            except Exception:  # noqa: BLE001, S110 - a job never fails for its title (memmove was tried: _seal)
+                pass
         os.write(report, b"ok")
         os.close(report)
         if hold >= 0:
@@ -344,10 +463,14 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
 
     import jobwrapper  # type: ignore[import-not-found,unused-ignore]
 
+    try:
+        titles = _seal(jobwrapper.title_area())
+    except (OSError, ImportError, AttributeError, ValueError, TypeError) as exc:
+        sys.stderr.write(f"wmproxy zygote: cannot make itself non-dumpable, it serves nothing: {exc}\n")
+        return EXIT_UNSEALED
     while (spare := os.open(os.devnull, os.O_RDWR)) <= 2:  # 0, 1 and 2 open: never a child's report pipe
         pass
     os.close(spare)
-    area = jobwrapper.title_area()
     # A SIGCHLD that arrives after the interpreter last looked for signals and before the wait
     # for the next request blocks would be handled only when that request comes: the wrappers
     # ended meanwhile would stay zombies. The signal's C handler also writes a byte to this pipe,
@@ -382,7 +505,7 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
         requests = [line for line in lines if not _release(line, held)]
         if requests:
             jobwrapper.prepare_fork()
-            replies = _fork_all(requests, python, wrapper, jobwrapper, area, held)
+            replies = _fork_all(requests, python, wrapper, jobwrapper, titles, held)
             os.write(fd, "".join(reply + "\n" for reply in replies).encode())
 
 
@@ -403,7 +526,7 @@ def _release(line: bytes, held: dict[int, int]) -> bool:
 
 
 def _fork_all(lines: list[bytes], python: str, wrapper: str, module: ModuleType,
-              area: tuple[int, int] | None = None, held: dict[int, int] | None = None) -> list[str]:
+              titles: _Titles | None = None, held: dict[int, int] | None = None) -> list[str]:
     """Fork a child for each requested work dir (all of them first, so that they set
     themselves up side by side), then collect their answers, in order. A request marked
     ``+`` is held: the pipe it waits on is recorded in ``held`` by its pid."""
@@ -416,7 +539,7 @@ def _fork_all(lines: list[bytes], python: str, wrapper: str, module: ModuleType,
             hold = line[:1] == b"+" and held is not None
             path, _, spec = line[1 if hold else 0:].partition(b"\0")
             title = b"\0".join([python.encode(), b"-I", b"-S", wrapper.encode(), path])
-            started.append(_fork(path.decode(errors="replace"), title, area, module, spec or None, hold=hold))
+            started.append(_fork(path.decode(errors="replace"), title, titles, module, spec or None, hold=hold))
         replies = []
         for child in started:
             reply = _answer(child)
@@ -431,7 +554,7 @@ def _fork_all(lines: list[bytes], python: str, wrapper: str, module: ModuleType,
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
-def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, module: ModuleType,
+def _fork(work_dir: str, title: bytes, titles: _Titles | None, module: ModuleType,
           spec: bytes | None = None, *, hold: bool = False) -> tuple[int, int, int] | str:
     """``(pid, read end of its report pipe, write end of its hold pipe or -1)``, or the refusal
     to answer. ``spec``: the job's spec in hexadecimal (the protocol's), None to have the
@@ -456,7 +579,7 @@ def _fork(work_dir: str, title: bytes, area: tuple[int, int] | None, module: Mod
         os.close(read_end)
         if let_go >= 0:
             os.close(let_go)
-        _child(work_dir, title, area, write_end, module, raw, wait_end)
+        _child(work_dir, title, titles, write_end, module, raw, wait_end)
     os.close(write_end)
     if wait_end >= 0:
         os.close(wait_end)

@@ -30,7 +30,7 @@ from wmproxy.execution.backends.local import (
     ref_start_time,
 )
 from wmproxy.execution.identity import WRAPPER_PATH, Account
-from wmproxy.execution.zygote import MAX_REPLY, Zygote, start_time
+from wmproxy.execution.zygote import MAX_REPLY, Zygote, _stopped, start_time
 
 
 @pytest.fixture
@@ -96,6 +96,8 @@ class TestForked:
             status = dict(line.split(":", 1) for line in
                           Path(f"/proc/{launcher.process.pid}/status").read_text().splitlines() if ":" in line)
             assert int(status["Uid"].split()[0]) == (os.getuid() if account is None else account.uid)
+            # real, effective, saved and file system gids: the spare real gid it started with is gone
+            assert set(status["Gid"].split()) == {str(os.getgid() if account is None else account.gid)}
             if os.geteuid() == 0:
                 assert {int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {0}
                 assert status["NoNewPrivs"].strip() == "1" and status["Groups"].strip() in ("", str(account.gid))
@@ -104,7 +106,6 @@ class TestForked:
                 launcher.process.pid  # the wrapper is the zygote's child
             modules = Path(f"/proc/{launcher.process.pid}/maps").read_text()
             assert "sqlalchemy" not in modules and "cryptography" not in modules  # no wmproxy server code
-            assert "_ctypes" not in modules  # the children's command lines are written through /proc/self/mem
             (handle.work_dir / "go").write_text("")
         finally:
             _cleanup(handle)
@@ -539,3 +540,281 @@ class TestHeld:
             assert not (handle.work_dir / ".wmproxy" / "status.json").exists()
         finally:
             kill_session(pid)
+
+
+#: Run as the job's account: what another process of it (a job) tries against each pid given,
+#: one line per attempt (``<pid> mem EACCES``). ``PTRACE_SEIZE``: the permission check of
+#: ``PTRACE_ATTACH`` without stopping the target; the attacher's exit detaches it.
+ATTACK = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for pid in sys.argv[1:]:
+    for name in ("mem", "environ"):
+        try:
+            os.close(os.open(f"/proc/{pid}/{name}", os.O_RDONLY))
+            result = "OK"
+        except OSError as exc:
+            result = errno.errorcode.get(exc.errno, str(exc.errno))
+        print(pid, name, result)
+    seized = libc.ptrace(0x4206, int(pid), None, None) == 0
+    print(pid, "ptrace", "OK" if seized else errno.errorcode.get(ctypes.get_errno(), "?"))
+"""
+
+#: Run by the zygote's own start command in place of zygote.py: its "dumpable" attribute at its
+#: first instruction (prctl PR_GET_DUMPABLE).
+PROBE = "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
+
+#: Yama's ptrace restriction (absent where the kernel has no Yama).
+YAMA_PTRACE_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
+
+
+def _yama_allows_ptrace() -> bool:
+    """Whether only dumpability decides if a process may ``ptrace`` another of its uid: no Yama,
+    or its ``ptrace_scope`` at 0. Above 0 Yama refuses (EPERM) to attach to a process that is
+    not a descendant whether the target is dumpable or not, so a refused attach proves nothing;
+    the test never changes the global setting (two test sessions run side by side)."""
+    return not YAMA_PTRACE_SCOPE.exists() or YAMA_PTRACE_SCOPE.read_text().strip() == "0"
+
+
+def _as_account(account: Account | None, *argv: str) -> list[str]:
+    """``argv`` run as ``account`` (as this process's user for None)."""
+    if account is None:
+        return list(argv)
+    return ["/usr/bin/setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups", "--", *argv]
+
+
+class TestNotDumpable:
+    """The zygote holds, in memory it freed, the specs (inspection secrets) it handed to other
+    wrappers, and a wrapper it forked a copy of that memory: no other process of the account
+    (a job) may read either's memory, trace it, or read its environment."""
+
+    def test_a_process_of_the_account_can_neither_read_nor_trace_the_zygote_or_a_wrapper(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        import subprocess
+
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "while [ ! -e go ]; do sleep 0.1; done")))
+        try:
+            (launcher,) = backend._zygotes.values()
+            targets = [str(launcher.process.pid), str(handle.pid)]
+            out = subprocess.run(_as_account(account, SYSTEM_PYTHON, "-I", "-c", ATTACK, *targets), check=True,
+                                 capture_output=True, text=True, timeout=DEADLINE).stdout.splitlines()
+            # A non-dumpable process's /proc/<pid> files are root's whatever Yama says: that alone
+            # shows it, and the account's opens are refused for it.
+            for pid in targets:
+                assert [os.stat(f"/proc/{pid}/{name}").st_uid for name in ("mem", "environ")] == [0, 0]
+            refused = {"mem": "EACCES", "environ": "EACCES", "ptrace": "EPERM"}
+            if not _yama_allows_ptrace():  # Yama alone refuses the attach: its EPERM would show nothing
+                del refused["ptrace"]
+            attempts = [line.split() for line in out]
+            assert [a for a in attempts if a[1] in refused] == [[pid, name, error] for pid in targets
+                                                                 for name, error in refused.items()]
+            assert not _stopped_or_traced(launcher.process.pid)
+            (handle.work_dir / "go").write_text("")
+            wait_for(lambda: backend.poll(handle) is not None, "the job to end")
+            assert backend.poll(handle) == JobOutcome(JobState.DONE, exit_code=0, payload_started=True)
+        finally:
+            _cleanup(handle)
+
+    def test_the_zygote_of_an_account_is_not_dumpable_from_its_exec(self, account: Account | None,
+                                                                   work_root: Path) -> None:
+        """Not only once it sealed itself: a process of the account could otherwise attach to
+        it, or open its memory, while its interpreter starts, and keep that afterwards."""
+        import subprocess
+
+        from wmproxy.execution.identity import zygote_command
+
+        if account is None:
+            pytest.skip("the worker's own user has no spare gid to start its zygote with")
+        if Path("/proc/sys/fs/suid_dumpable").read_text().strip() == "1":
+            pytest.skip("fs.suid_dumpable = 1 leaves every process dumpable at its exec")
+        probe = work_root / "probe.py"  # the work root: every account may read it
+        probe.write_text(PROBE)
+        probe.chmod(0o644)
+        command = zygote_command(account)
+        out = subprocess.run([*command[:-1], str(probe)], check=True, capture_output=True, text=True,
+                             timeout=DEADLINE, cwd="/").stdout
+        assert out.strip() != "1"  # 0, or 2 where fs.suid_dumpable = 2 (apport, systemd-coredump)
+
+
+def _stopped_or_traced(pid: int) -> bool:
+    """Whether ``pid`` is stopped (``T``/``t``) or has a tracer (``TracerPid``)."""
+    return "TracerPid:\t0\n" not in Path(f"/proc/{pid}/status").read_text() or _stopped(pid)
+
+
+#: Starts the zygote (argv: python, zygote.py, jobwrapper.py) under a tracer, as a zygote a job of
+#: the account attached to before it sealed itself, lets it run and prints its exit status; its
+#: socket's other end is closed, so an unsealed zygote ends at once (end of file) with 0.
+TRACED_START = r"""
+import ctypes, os, signal, socket, sys
+python, zygote, wrapper = sys.argv[1:]
+libc = ctypes.CDLL(None, use_errno=True)
+ours, theirs = socket.socketpair()
+theirs.set_inheritable(True)
+pid = os.fork()
+if pid == 0:
+    if libc.ptrace(0, 0, None, None) != 0:  # PTRACE_TRACEME
+        os._exit(99)
+    os.execv(python, [python, "-I", "-S", zygote, str(theirs.fileno()), python, wrapper, "x" * 64])
+ours.close()
+theirs.close()
+while True:
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        print(os.WEXITSTATUS(status))
+        break
+    if os.WIFSIGNALED(status):
+        print("signal", os.WTERMSIG(status))
+        break
+    sig = os.WSTOPSIG(status)
+    libc.ptrace(7, pid, None, 0 if sig == signal.SIGTRAP else sig)  # PTRACE_CONT
+"""
+
+
+class TestSealFailure:
+    def test_a_zygote_traced_from_its_start_serves_nothing(self) -> None:
+        """A tracer attached before the zygote made itself non-dumpable stays attached: such a
+        zygote exits (EXIT_UNSEALED) and the worker starts the account's wrappers itself."""
+        import subprocess
+
+        from wmproxy.execution import zygote
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        done = subprocess.run([sys.executable, "-I", "-c", TRACED_START, SYSTEM_PYTHON, zygote.__file__,
+                               str(WRAPPER_PATH)], capture_output=True, text=True, timeout=DEADLINE, check=True)
+        if done.stdout.strip() == "99":
+            pytest.skip("PTRACE_TRACEME refused here (Yama ptrace_scope 3)")
+        assert done.stdout.strip() == str(zygote.EXIT_UNSEALED)
+        assert "cannot make itself non-dumpable" in done.stderr and "traced by process" in done.stderr
+
+
+#: Run as the account with the zygote's own start command (its spare real gid), argv: zygote.py.
+#: Made dumpable first, as ``fs.suid_dumpable = 1`` leaves every process at its ``exec``, it seals
+#: itself as the zygote does and prints its "dumpable" attribute at the moment its real gid was set
+#: back to the account's (with the account's credentials from then on), then after the seal.
+SEAL_ORDER = r"""
+import ctypes, os, runpy, sys
+libc = ctypes.CDLL(None)
+assert libc.prctl(4, 1, 0, 0, 0) == 0  # PR_SET_DUMPABLE 1
+seen = []
+setresgid = os.setresgid
+def watched(*gids):
+    seen.append(libc.prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
+    setresgid(*gids)
+os.setresgid = watched
+runpy.run_path(sys.argv[1])["_seal"](None)
+print(seen, libc.prctl(3, 0, 0, 0, 0), os.getgid() == os.getegid())
+"""
+
+#: The zygote (argv: zygote.py, jobwrapper.py) with a C library whose ``memmove`` fails when
+#: called through ``_ctypes``; its socket's other end is closed, so a zygote that got through
+#: its seal ends at once (end of file) with 0.
+BROKEN_MEMMOVE = r"""
+import _ctypes, os, runpy, socket, sys
+call = _ctypes.call_function
+memmove = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "memmove")
+def broken(address, args):
+    if address == memmove:
+        raise OSError("memmove is broken here")
+    return call(address, args)
+_ctypes.call_function = broken
+ours, theirs = socket.socketpair()
+ours.close()
+zygote, wrapper = sys.argv[1:]
+sys.argv = [zygote, str(theirs.fileno()), sys.executable, wrapper, "x" * 64]
+runpy.run_path(zygote, run_name="__main__")
+"""
+
+#: Forks one wrapper child (argv: zygote.py, work dir) whose title cannot be written, running a
+#: job that does nothing; prints the zygote's answer for it.
+BROKEN_TITLE = r"""
+import os, runpy, sys, types
+zygote = runpy.run_path(sys.argv[1])
+def broken(address, args):
+    raise OSError("memmove is broken here")
+titles = zygote["_Titles"](broken, 0, int, (0, 4096))
+module = types.SimpleNamespace(run=lambda work_dir, log_dir, spec: 0, exit_child=os._exit)
+print(zygote["_fork_all"]([sys.argv[2].encode()], sys.executable, "jobwrapper.py", module, titles)[0])
+"""
+
+
+class TestSeal:
+    def test_the_zygote_is_never_dumpable_with_the_accounts_credentials(self, account: Account | None,
+                                                                        work_root: Path) -> None:
+        """Where ``fs.suid_dumpable = 1`` leaves it dumpable at its ``exec``, the zygote makes
+        itself non-dumpable before it sets its real gid back: with the other order a process of
+        the account could open its ``/proc/<pid>/mem`` in between and read it ever after."""
+        import subprocess
+
+        from wmproxy.execution.identity import zygote_command
+
+        if account is None:
+            pytest.skip("the worker's own user has no spare gid to start its zygote with")
+        script = work_root / "seal_order.py"  # the work root: every account may read it
+        script.write_text(SEAL_ORDER)
+        script.chmod(0o644)
+        command = zygote_command(account)
+        out = subprocess.run([*command[:-1], str(script), command[-1]], check=True, capture_output=True,
+                             text=True, timeout=DEADLINE, cwd="/").stdout
+        assert out.split() == ["[0]", "0", "True"]
+
+    def test_a_zygote_whose_memmove_fails_serves_nothing(self) -> None:
+        """Its children could not write their titles: rather than have them fail every job, the
+        zygote exits (EXIT_UNSEALED) and the worker starts the account's wrappers itself."""
+        import subprocess
+
+        from wmproxy.execution import zygote
+
+        done = subprocess.run([sys.executable, "-I", "-c", BROKEN_MEMMOVE, zygote.__file__, str(WRAPPER_PATH)],
+                              check=False, capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == zygote.EXIT_UNSEALED, done.stderr
+        assert "cannot make itself non-dumpable" in done.stderr and "memmove is broken here" in done.stderr
+
+    def test_a_wrapper_whose_title_cannot_be_written_runs_its_job(self, tmp_path: Path) -> None:
+        import subprocess
+
+        from wmproxy.execution import zygote
+
+        (tmp_path / zygote.STATE_DIR).mkdir()
+        out = subprocess.run([sys.executable, "-I", "-c", BROKEN_TITLE, zygote.__file__, str(tmp_path)],
+                             check=True, capture_output=True, text=True, timeout=DEADLINE).stdout
+        assert not out.startswith("E "), out  # not "E the job wrapper died at its start"
+        pid, started = out.split()
+        assert pid.isdigit() and (started.isdigit() or started == "-")
+
+
+#: Stands for the interpreter (``LocalExecutionBackend(python=...)``): starts the wrappers the
+#: worker starts itself, but a zygote exits at once with the status given, as one whose Python
+#: needs a library found only through LD_LIBRARY_PATH (127) or that cannot seal itself (3).
+FAILING_ZYGOTE_PYTHON = """#!/bin/sh
+case "$*" in *zygote.py*) exit {status};; esac
+exec {python} "$@"
+"""
+
+
+class TestZygoteExit:
+    @pytest.mark.parametrize("status", [3, 127], ids=["unsealed", "interpreter-not-started"])
+    def test_the_worker_logs_the_exit_status_of_a_zygote_that_exits_at_its_start(
+        self, work_root: Path, input_dir: Path, account: Account | None, caplog: pytest.LogCaptureFixture,
+        status: int,
+    ) -> None:
+        """Not only "Connection reset by peer": the status says why (docs/execution.md); the
+        account's jobs are started by the worker meanwhile."""
+        from wmproxy.execution.identity import SYSTEM_PYTHON
+
+        python = work_root / "python"  # the work root: every account may run it
+        python.write_text(FAILING_ZYGOTE_PYTHON.format(status=status, python=SYSTEM_PYTHON))
+        python.chmod(0o755)
+        (work_root / "jobs").mkdir(mode=0o755)
+        backend = LocalExecutionBackend(work_root / "jobs", HOST, kill_grace=2.0, python=str(python))
+        try:
+            with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"):
+                handle, outcome = run(backend, launch(input_dir, account, "exit 4"))
+            assert outcome.exit_code == 4 and handle.process is not None  # started by the worker
+            handle.process.wait(timeout=DEADLINE)
+            messages = [r.getMessage() for r in caplog.records if "fork server" in r.getMessage()]
+            assert len(messages) == 1 and f"it exited with status {status} (" in messages[0], messages
+        finally:
+            backend.close()
