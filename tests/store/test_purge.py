@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
 
 from tests.admin.support import days_ago, initialised_runtime, job_row, sealed_rows
 from tests.conftest import Pki
 from tests.deep_trees import make_chain, removed_afterwards
+from tests.store.purge_support import ALICE, job_purge_whose_commit_fails
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError
@@ -36,7 +36,6 @@ from wmproxy.store import UnitOfWork
 from wmproxy.store.housekeeping import SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job, JobEvent, ProxyRenewal
 
-ALICE = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
 UNFINISHED = [s.value for s in JobState if s not in FINAL_STATES]
 BASE = "https://localhost:7443/"
 
@@ -74,19 +73,6 @@ def exists(rt: Runtime, job_id: str) -> bool:
 def used(rt: Runtime) -> int:
     with rt.uow() as uow:
         return uow.usage.used(ALICE)
-
-
-def job_purge_whose_commit_fails(rt: Runtime, job_id: str) -> None:
-    """jobPurge of Alice's ``job_id`` whose commit fails: neither its committed() nor its undone() runs."""
-    def commit_fails(session: Session) -> None:
-        raise OSError("the connection went")
-
-    event.listen(Session, "before_commit", commit_fails)
-    try:
-        with pytest.raises(OSError, match="the connection went"):
-            job_service.purge_job(rt, Principal(dn=ALICE), job_id)
-    finally:
-        event.remove(Session, "before_commit", commit_fails)
 
 
 def counted(rt: Runtime, *job_ids: str) -> int:

@@ -202,7 +202,10 @@ def area_released(uow: UnitOfWork, job: Job) -> bool:
     before they were ever started (the cancel of a Submitted job releases its area and its
     nodes', :mod:`wmproxy.services.jobs`). An area of such a job found aside (``.purging-*``) is
     the leftover of a removal that committed: deleted, never counted again. Reads the history of
-    the job (or of its compound job) for its start (an ``enqueued`` event)."""
+    the job (or of its compound job) for its start: a state change to Waiting
+    (:meth:`~wmproxy.store.jobs.SqlJobStore.ever_enqueued`; an ``enqueued`` event, or a ``state``
+    one for a job whose history was written before migration 0008: the ``enqueued`` kind alone
+    took such a job, started and cancelled, for never started)."""
     if job.state == JobState.CLEARED.value:
         return True
     if job.state != JobState.CANCELLED.value:
@@ -210,7 +213,7 @@ def area_released(uow: UnitOfWork, job: Job) -> bool:
     owner = job if job.parent_id is None else uow.jobs.get(job.parent_id)
     if owner is None or owner.state != JobState.CANCELLED.value:
         return False
-    return not uow.jobs.history(owner.id, kinds=("enqueued",))
+    return not uow.jobs.ever_enqueued(owner.id)
 
 
 def _discard(rt: Runtime, retirement: Retirement) -> None:
