@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import os
 import shutil
@@ -24,7 +25,7 @@ from tests.deep_trees import make_chain, removed_afterwards
 from tests.store.purge_support import ALICE, job_purge_whose_commit_fails
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
-from wmproxy.errors import JobNotFoundError
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxBusyError
 from wmproxy.execution.identity import remove_work_dir
 from wmproxy.services import jobs as job_service
 from wmproxy.services import purge as purge_module
@@ -516,6 +517,62 @@ class TestInterruptedRemoval:
         assert not (staging / f".purging-{holding.token}").exists()
         purge(rt)
         assert rt.storage.job_dir(held).is_dir() and list(staging.rglob(".purging-*")) == []
+
+
+    def test_a_job_purge_is_refused_while_another_removal_holds_an_area_aside(self, rt: Runtime) -> None:
+        # A removal that did not commit, still putting its areas back (its lock held). The
+        # jobPurge found no area for the node and passed the held one by: it answered success,
+        # the job Cleared, the node's bytes on the counter for good and its files on disk.
+        from wmproxy.sandbox.storage import Retirement
+
+        job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1, nodes=1)
+        node = f"{job_id}-node0"
+        (rt.storage.job_dir(node) / "output" / "big.out").write_bytes(b"x" * 5000)
+        size = counted(rt, job_id, node)
+        holding = Retirement()
+        aside = rt.storage.retire_job_area(node, holding)[1]
+        assert aside is not None
+        try:
+            with pytest.raises(OperationNotAllowedError, match=r"being removed .* try again later") as refused:
+                job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+            assert isinstance(refused.value, SandboxBusyError) and refused.value.code == 1226
+            with rt.uow() as uow:
+                job = uow.jobs.get(job_id)
+                assert job is not None and job.state == JobState.DONE.value
+            assert used(rt) == size and aside.is_dir() and rt.storage.job_dir(job_id).is_dir()  # as it was
+        finally:
+            rt.storage.end_retirement(holding)
+        job_service.purge_job(rt, Principal(dn=ALICE), job_id)  # tried again once that removal has ended
+        assert used(rt) == 0 and not aside.exists() and not rt.storage.job_dir(job_id).exists()
+        staging = rt.storage.root / rt.storage.dir_name
+        assert list(staging.rglob(".purging-*")) == []
+
+    @pytest.mark.parametrize("errno_", [errno.ENOLCK, errno.EOPNOTSUPP], ids=["ENOLCK", "EOPNOTSUPP"])
+    def test_without_flock_a_pass_leaves_the_areas_of_a_young_lock_file_alone(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch, errno_: int) -> None:
+        # NFS without its lock manager: flock fails (here injected, with the real errno), so no
+        # removal looked busy, and a pass put back (or deleted) the areas of a live removal.
+        from wmproxy.sandbox import trees
+        from wmproxy.sandbox.storage import UNLOCKED_RETIREMENT_AGE, Retirement
+
+        def no_flock(_fd: int, _operation: int) -> None:
+            raise OSError(errno_, os.strerror(errno_))
+
+        monkeypatch.setattr(trees.fcntl, "flock", no_flock)
+        job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1)
+        size = counted(rt, job_id)
+        removal = Retirement()  # a removal in another process, still at work (or dead: nothing tells)
+        aside = rt.storage.retire_job_area(job_id, removal)[1]
+        assert aside is not None and removal.fd is not None
+        os.close(removal.fd)
+        lock = rt.storage.root / rt.storage.dir_name / f".purging-{removal.token}"
+        assert purge(rt).errors == [] and aside.is_dir() and lock.exists()  # left alone
+        with pytest.raises(OperationNotAllowedError, match="try again later"):
+            job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))  # unchanged for longer than a live removal leaves it
+        assert purge(rt).errors == []
+        assert rt.storage.job_dir(job_id).is_dir() and not lock.exists() and used(rt) == size  # back
 
 
 class TestOrphanAreas:

@@ -218,6 +218,7 @@ def area_released(uow: UnitOfWork, job: Job) -> bool:
 
 def _discard(rt: Runtime, retirement: Retirement) -> None:
     for retired in retirement.areas:
+        rt.storage.touch_retirement(retirement)  # alive: without flock, a pass reads it
         try:
             rt.storage.discard_area(retired)
         except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
@@ -226,6 +227,7 @@ def _discard(rt: Runtime, retirement: Retirement) -> None:
 
 def _restore(rt: Runtime, retirement: Retirement) -> None:
     for retired in reversed(retirement.areas):
+        rt.storage.touch_retirement(retirement)
         try:
             rt.storage.restore_area(retired)
         except SandboxError as exc:  # the purger's next pass tries again

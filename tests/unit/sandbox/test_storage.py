@@ -19,9 +19,11 @@ from wmproxy.sandbox.storage import (
     AREAS,
     MAX_PATH_DEPTH,
     TMP_SUFFIX,
+    UNLOCKED_RETIREMENT_AGE,
     FilesystemSandboxStorage,
     Retirement,
     UnknownJobAreaError,
+    lock_held,
 )
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
@@ -587,6 +589,83 @@ class TestWithoutFlock:
                 (storage.create_area(storage.job_rel_dir(JOB), "input") / "f").write_bytes(b"1")
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert len([r for r in caplog.records if "no flock" in r.getMessage()]) == 1
+
+
+class TestRetirementWithoutFlock:
+    """On a file system without ``flock`` (NFS without its lock manager: ENOLCK; EOPNOTSUPP) the
+    lock of a removal's areas (``.purging-*``) says nothing: a purge pass took the areas a live
+    removal was deleting (or putting back) for leftovers, and put them back or deleted them under
+    it. They are now its own while its lock file changed within UNLOCKED_RETIREMENT_AGE. No such
+    file system can be mounted here (no NFS server, no FUSE library): ``flock`` fails with the
+    real errno, injected; the lock file, its times and the decision are real."""
+
+    @pytest.fixture(params=[errno.ENOLCK, errno.EOPNOTSUPP], ids=["ENOLCK", "EOPNOTSUPP"])
+    def no_flock(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+        def fails(_fd: int, _operation: int) -> None:
+            raise OSError(request.param, os.strerror(request.param))
+
+        monkeypatch.setattr(trees, "_no_flock_logged", set())
+        monkeypatch.setattr(trees.fcntl, "flock", fails)
+        return int(request.param)
+
+    def test_the_areas_of_a_removal_are_its_own_while_its_lock_file_is_young(
+            self, storage: FilesystemSandboxStorage, no_flock: int, caplog: pytest.LogCaptureFixture) -> None:
+        storage.create_job_area(JOB)
+        retirement = Retirement()
+        aside = storage.retire_job_area(JOB, retirement)[1]
+        assert aside is not None and retirement.fd is not None
+        lock = storage.root / storage.dir_name / f".purging-{retirement.token}"
+        os.close(retirement.fd)  # the removal died: on such a file system nothing shows it
+        assert storage.retirement_busy(aside)
+        assert storage.sweep_retirement_locks() == 0 and lock.exists()
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))  # unchanged for longer than a live removal leaves it
+        assert not storage.retirement_busy(aside)
+        assert storage.sweep_retirement_locks() == 1 and not lock.exists()
+        assert len([r for r in caplog.records if "no flock" in r.getMessage()]) == 1
+
+    def test_a_removal_touches_its_lock_file_as_it_settles_its_areas(
+            self, storage: FilesystemSandboxStorage, no_flock: int) -> None:
+        storage.create_job_area(JOB)
+        retirement = Retirement()
+        aside = storage.retire_job_area(JOB, retirement)[1]
+        assert aside is not None and retirement.fd is not None
+        lock = storage.root / storage.dir_name / f".purging-{retirement.token}"
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))
+        storage.touch_retirement(retirement)  # before each area it deletes or puts back
+        assert storage.retirement_busy(aside)
+        storage.discard_area(aside)
+        storage.end_retirement(retirement)
+        assert not lock.exists()
+
+    def test_lock_held_reads_the_flock_where_there_is_one(self, tmp_path: Path) -> None:
+        path = tmp_path / ".purging-x"
+        holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        other = os.open(path, os.O_RDWR)
+        try:
+            assert trees.try_flock(holder, wait=False) is True
+            old = os.stat(path).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+            os.utime(path, (old, old))
+            assert lock_held(other, path)  # held, whatever the age
+            os.close(holder)
+            holder = -1
+            assert not lock_held(other, path)  # free, whatever the age
+        finally:
+            os.close(other)
+            if holder >= 0:
+                os.close(holder)
+
+    def test_lock_held_without_flock_goes_by_the_age_of_the_file(self, tmp_path: Path, no_flock: int) -> None:
+        path = tmp_path / ".purging-x"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            assert trees.try_flock(fd, wait=False) is None
+            changed = os.fstat(fd).st_mtime
+            assert lock_held(fd, path, now=changed + UNLOCKED_RETIREMENT_AGE - 1)
+            assert not lock_held(fd, path, now=changed + UNLOCKED_RETIREMENT_AGE)
+        finally:
+            os.close(fd)
 
 
 class TestOutputWildcards:
