@@ -313,6 +313,34 @@ class TestPassTime:
         assert task.due == 0.0 and exists(rt, stuck[0])
 
 
+    def test_a_pass_going_on_after_one_cut_short_does_not_walk_the_areas(self, rt: Runtime) -> None:
+        # Each pass listed every sandbox area before its jobs, untimed: in a backlog the worker
+        # runs a pass at every cycle, and at 100,000 areas the listing took about 2 s of each
+        # (benchmarks/purge_orphan_walk.py). The round's first pass settles the leftovers; the
+        # pass that ends the backlog walks the orphans.
+        from wmproxy.sandbox.storage import Retirement
+
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(3)]
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        first = purge(rt)
+        assert [c.job_id for c in first.jobs] == jobs[:1] and first.cut_short
+        young = add_job(rt, "young", "Done", created_days=2, updated_days=1)
+        dead = Retirement()  # a removal that died after the round's first pass had listed the areas
+        aside = rt.storage.retire_job_area(young, dead)[1]
+        assert aside is not None and dead.fd is not None
+        os.close(dead.fd)
+        orphan = BASE + "orphan"
+        rt.storage.create_job_area(orphan)
+        os.utime(rt.storage.job_dir(orphan), (time.time() - 3 * 86400,) * 2)
+        second = purge(rt, resume_after=first.resume_after)
+        assert [c.job_id for c in second.jobs] == jobs[1:2] and second.cut_short
+        assert aside.is_dir() and rt.storage.job_dir(orphan).is_dir()  # not listed: left to their passes
+        last = purge(rt, resume_after=second.resume_after)
+        assert [c.job_id for c in last.jobs] == jobs[2:] and not last.cut_short
+        assert last.areas == [orphan] and not rt.storage.job_dir(orphan).exists()  # the backlog's end walks them
+        assert aside.is_dir()  # a leftover waits for the next round's first pass
+        assert purge(rt).errors == [] and rt.storage.job_dir(young).is_dir() and not aside.exists()
+
     @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "purge"])
     def test_the_admin_command_runs_passes_until_the_backlog_is_gone(self, rt: Runtime, dry_run: bool) -> None:
         # wmproxy-admin purge ran one pass: cut short after pass_time, it stopped silently.

@@ -8,7 +8,12 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   is left or the pass has run ``pass_time`` (the clock is read after each job: then it is cut
   short, and the next pass, which the execution worker runs at once, goes on after the last job
   this one tried: ``resume_after``); a job whose removal fails is reported and the pass goes on
-  past it:
+  past it. ``pass_time`` bounds this part alone, and only between jobs: the job being removed
+  when it runs out is finished (one transaction: a compound job with all its nodes' areas, which
+  are not split, or a crash would leave a job half removed), so the part runs over by at most
+  that one removal; the other parts are not timed (the listing of the areas and the settling of
+  leftovers in a round's first pass, the orphan and work dir walks in the pass that ends the
+  backlog, the credentials in every pass: ``benchmarks/purge_orphan_walk.py``):
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -126,6 +131,9 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
             jobs after it (those before wait for the pass after the one that ends the backlog).
             Starting again from the oldest, a pass cut short among jobs whose removal fails
             (or is slow) would stop there every time, the jobs after them never reached.
+            Such a pass neither lists the sandbox areas nor settles their leftovers (the round's
+            first pass did: at 100,000 areas the listing alone took about 2 s, in every pass of
+            a backlog); the one that ends the backlog lists them for its orphan walk.
 
     Returns:
         The report; a failure on one item is in ``errors`` and the pass goes on.
@@ -135,12 +143,14 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     now = now or utcnow()
     report = PurgeReport(dry_run=dry_run)
     final_before = now - dt.timedelta(seconds=policy.final_age)
-    areas = rt.storage.area_dirs()
-    if not dry_run:  # first: a job whose area is put back may be due now
-        _settle_retired_areas(rt, report, areas)
+    areas = None
+    if resume_after is None:  # a round's first pass; those going on after it do not list the areas
+        areas = rt.storage.area_dirs()
+        if not dry_run:  # first: a job whose area is put back may be due now
+            _settle_retired_areas(rt, report, areas)
     _purge_jobs(rt, report, now, final_before, ends, resume_after)
     if not report.cut_short:  # these wait for the pass that ends the backlog
-        _purge_orphan_areas(rt, report, areas, now)
+        _purge_orphan_areas(rt, report, rt.storage.area_dirs() if areas is None else areas, now)
         if remove_work_dir is not None:
             _purge_work_dirs(rt, report, final_before, remove_work_dir)
     _purge_credentials(rt, report, now)
