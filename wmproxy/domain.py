@@ -167,6 +167,13 @@ _ASCII_FILENAME_CHARS = {chr(code): chr(code) if chr(code) in _SAFE_FILENAME els
                          for code in range(128)}
 
 
+def job_fan_out(job_id: str) -> str:
+    """The fan-out directory of a valid job id (:func:`parse_job_id`) in :func:`job_relative_dir`:
+    the first 2 chars of its ``<unique>`` part, the text after its last ``/`` (no ``/`` in it),
+    without parsing the id as a URL again."""
+    return job_id.rpartition("/")[2][:2]
+
+
 def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:
     """``SandboxDir/<first 2 chars of unique>/<to_filename(job id)>`` (§2.2, §4.1)."""
     return f"{sandbox_dir_name}/{job_unique(job_id)[:2]}/{to_filename(job_id)}"

@@ -621,6 +621,17 @@ class TestOrphanAreas:
         assert not rt.storage.job_dir(orphan).exists()
         assert rt.storage.job_dir(fresh).exists() and rt.storage.job_dir(running).exists()
 
+    def test_an_area_outside_its_own_fan_out_directory_is_not_the_purgers(self, rt: Runtime) -> None:
+        # Only the job's own fan-out directory (the first 2 chars of its unique part) holds its area.
+        stray = BASE + "strayed"
+        rt.storage.create_job_area(stray)
+        moved = rt.storage.job_dir(stray).parent.with_name("zz") / rt.storage.job_dir(stray).name
+        moved.parent.mkdir()
+        rt.storage.job_dir(stray).rename(moved)
+        os.utime(moved, (time.time() - 3 * 86400,) * 2)
+        report = purge(rt)
+        assert report.areas == [] and report.errors == [] and moved.is_dir()
+
 
 class TestWorkDirs:
     def test_leftover_work_dirs_of_gone_or_long_ended_jobs_are_removed(self, rt: Runtime) -> None:
