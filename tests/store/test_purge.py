@@ -25,7 +25,7 @@ from tests.deep_trees import make_chain, removed_afterwards
 from tests.store.purge_support import ALICE, job_purge_whose_commit_fails
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
-from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxBusyError
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxBusyError, SandboxError
 from wmproxy.execution.identity import remove_work_dir
 from wmproxy.services import jobs as job_service
 from wmproxy.services import purge as purge_module
@@ -389,6 +389,36 @@ class TestInterruptedRemoval:
         assert used(rt) == other_size
         fan_out = rt.storage.job_dir(job_id).parent
         assert not fan_out.exists() or list(fan_out.iterdir()) == []
+
+    def test_the_leftover_of_a_never_started_compound_job_ended_aborted_is_never_counted_again(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A node of a never-started DAG cancelled alone, its dependant aborted below it: the DAG
+        ends Aborted and its areas are released at the cancel; its process died before deleting
+        them. A pass put them back (area_released read only Cancelled) and the DAG's jobPurge took
+        their bytes off a second time (the other job's with them)."""
+        dag = add_job(rt, "dag", "Submitted", created_days=1, updated_days=0.5, nodes=2)
+        node0, node1 = f"{dag}-node0", f"{dag}-node1"
+        (rt.storage.job_dir(node0) / "output" / "big.out").write_bytes(b"x" * 5000)
+        counted(rt, dag, node0, node1)
+        other = add_job(rt, "other", "Done", created_days=1, updated_days=0.5)
+        (rt.storage.job_dir(other) / "output" / "keep.out").write_bytes(b"y" * 7000)
+        other_size = counted(rt, other)
+        with rt.uow() as uow:  # aborted below node0, as its dependency's failure does
+            uow.jobs.set_state(uow.jobs.get(node1), JobState.ABORTED.value, utcnow())
+
+        def dies(path: Path) -> None:
+            raise SandboxError(f"died before deleting {path}")
+
+        monkeypatch.setattr(rt.storage, "discard_area", dies)  # died after the commit
+        job_service.cancel_job(rt, Principal(dn=ALICE), node0)
+        monkeypatch.undo()
+        assert used(rt) == other_size
+        with rt.uow() as uow:
+            assert uow.jobs.get(dag).state == JobState.ABORTED.value
+        assert purge(rt).errors == []
+        assert [rt.storage.job_dir(j).exists() for j in (dag, node0, node1)] == [False] * 3  # deleted, not back
+        job_service.purge_job(rt, Principal(dn=ALICE), dag)
+        assert used(rt) == other_size == rt.storage.counted_bytes(other)
 
     def test_a_removal_that_fails_before_its_commit_keeps_the_area_the_row_and_the_counter(
             self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
