@@ -341,6 +341,36 @@ class TestPassTime:
         assert aside.is_dir()  # a leftover waits for the next round's first pass
         assert purge(rt).errors == [] and rt.storage.job_dir(young).is_dir() and not aside.exists()
 
+    def test_in_a_backlog_that_never_ends_leftovers_are_settled_once_an_interval(self, rt: Runtime) -> None:
+        # Only a round's first pass settled the leftovers, and the worker starts a round only
+        # after a pass that ends the backlog: in one that never ends, an area left aside by a
+        # removal that did not commit stayed aside for good (its job never purged, its bytes
+        # on the counter).
+        from wmproxy.execution.purging import purge_tasks
+        from wmproxy.sandbox.storage import Retirement
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(5)]
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        start = utcnow()
+        clock = [start]
+        [task] = purge_tasks(rt, clock=lambda: clock[0])
+        task.due = 1e18
+        task.run()  # the round's first pass: settles, one job, cut short
+        assert task.due == 0.0 and [exists(rt, job_id) for job_id in jobs] == [False] + [True] * 4
+        young = add_job(rt, "young", "Done", created_days=2, updated_days=1)
+        dead = Retirement()  # a removal that died (before its commit) after that pass
+        aside = rt.storage.retire_job_area(young, dead)[1]
+        assert aside is not None and dead.fd is not None
+        os.close(dead.fd)
+        clock[0] = start + dt.timedelta(seconds=rt.settings.purge.interval - 1)
+        task.run()  # going on, within the interval: no listing
+        assert task.due == 0.0 and aside.is_dir() and not rt.storage.job_dir(young).exists()
+        clock[0] = start + dt.timedelta(seconds=rt.settings.purge.interval)
+        task.run()  # going on, an interval after the last settle: settles
+        assert task.due == 0.0 and not aside.exists() and rt.storage.job_dir(young).is_dir()  # put back
+        assert [exists(rt, job_id) for job_id in jobs] == [False] * 3 + [True] * 2  # still a backlog
+
     @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "purge"])
     def test_the_admin_command_runs_passes_until_the_backlog_is_gone(self, rt: Runtime, dry_run: bool) -> None:
         # wmproxy-admin purge ran one pass: cut short after pass_time, it stopped silently.

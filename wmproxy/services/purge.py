@@ -12,8 +12,8 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   when it runs out is finished (one transaction: a compound job with all its nodes' areas, which
   are not split, or a crash would leave a job half removed), so the part runs over by at most
   that one removal; the other parts are not timed (the listing of the areas and the settling of
-  leftovers in a round's first pass, the orphan and work dir walks in the pass that ends the
-  backlog, the credentials in every pass: ``benchmarks/purge_orphan_walk.py``):
+  leftovers in a round's first pass and once an ``interval`` in a backlog, the orphan and work
+  dir walks in the pass that ends the backlog, the credentials in every pass: ``benchmarks/purge_orphan_walk.py``):
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -30,7 +30,8 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   gone or Cleared, else put back, but left to a removal that holds their lock (one that has
   committed and is deleting them; on a file system without ``flock``, one whose lock file changed
   within :data:`~wmproxy.sandbox.storage.UNLOCKED_RETIREMENT_AGE`), and the lock files no
-  removal holds, in a round's first pass; and job areas that
+  removal holds, in a round's first pass (and once an ``interval`` in a backlog that does
+  not end); and job areas that
   no job has, unchanged for ``registered_age`` (left by a registration killed before its
   commit);
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
@@ -103,7 +104,9 @@ def _span(seconds: float) -> str:
 class PurgeReport:
     """What one pass removed (or, in a dry run, would remove); ``cut_short`` when its time
     (``pass_time``) ran out with jobs still due, and then ``resume_after``, where the next pass
-    goes on (the last job tried: its last change and id), else None."""
+    goes on (the last job tried: its last change and id), else None. ``settled_at``: when the
+    sandbox areas were last listed and their leftovers settled (this pass's ``now`` when it did,
+    else the ``settled_at`` it was given), for the next pass going on after it."""
 
     dry_run: bool
     jobs: list[PurgeCandidate] = field(default_factory=list)
@@ -116,6 +119,7 @@ class PurgeReport:
     errors: list[str] = field(default_factory=list)
     cut_short: bool = False
     resume_after: tuple[dt.datetime, str] | None = None
+    settled_at: dt.datetime | None = None
 
     @property
     def empty(self) -> bool:
@@ -125,7 +129,8 @@ class PurgeReport:
 
 def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
           remove_work_dir: RemoveWorkDir | None = None,
-          resume_after: tuple[dt.datetime, str] | None = None) -> PurgeReport:
+          resume_after: tuple[dt.datetime, str] | None = None,
+          settled_at: dt.datetime | None = None) -> PurgeReport:
     """One purge pass with ``rt.settings.purge`` (see the module doc).
 
     Args:
@@ -141,6 +146,11 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
             Such a pass neither lists the sandbox areas nor settles their leftovers (the round's
             first pass did: at 100,000 areas the listing alone took about 2 s, in every pass of
             a backlog); the one that ends the backlog lists them for its orphan walk.
+        settled_at: with ``resume_after``, the ``settled_at`` of the previous pass: a pass going
+            on after one cut short lists the areas and settles their leftovers too when they
+            were last settled ``[purge] interval`` or more before ``now`` (in a backlog that never
+            ends no pass starts a round, and a leftover was never settled: an area put back
+            never purged, one of a committed removal never deleted); None, never.
 
     Returns:
         The report; a failure on one item is in ``errors`` and the pass goes on.
@@ -151,10 +161,13 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     report = PurgeReport(dry_run=dry_run)
     final_before = now - dt.timedelta(seconds=policy.final_age)
     areas = None
-    if resume_after is None:  # a round's first pass; those going on after it do not list the areas
+    report.settled_at = settled_at
+    if resume_after is None or (  # a round's first pass; those going on after it list the areas once an interval
+            settled_at is not None and (now - settled_at).total_seconds() >= policy.interval):
         areas = rt.storage.area_dirs()
         if not dry_run:  # first: a job whose area is put back may be due now
             _settle_retired_areas(rt, report, areas)
+        report.settled_at = now
     _purge_jobs(rt, report, now, final_before, ends, resume_after)
     if not report.cut_short:  # these wait for the pass that ends the backlog
         _purge_orphan_areas(rt, report, rt.storage.area_dirs() if areas is None else areas, now)
@@ -178,7 +191,7 @@ def purge_until_done(rt: Runtime, *, dry_run: bool = False,
     total = purge(rt, dry_run=dry_run, now=now, remove_work_dir=remove_work_dir)
     while total.cut_short:
         report = purge(rt, dry_run=dry_run, now=now, remove_work_dir=remove_work_dir,
-                       resume_after=total.resume_after)
+                       resume_after=total.resume_after, settled_at=total.settled_at)
         total.jobs += report.jobs
         total.work_dirs += report.work_dirs
         total.areas += report.areas
