@@ -27,6 +27,7 @@ from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxBusyError, SandboxError
 from wmproxy.execution.identity import remove_work_dir
+from wmproxy.sandbox.storage import Retirement
 from wmproxy.services import jobs as job_service
 from wmproxy.services import purge as purge_module
 from wmproxy.services.access import job_for
@@ -318,8 +319,6 @@ class TestPassTime:
         # runs a pass at every cycle, and at 100,000 areas the listing took about 2 s of each
         # (benchmarks/purge_orphan_walk.py). The round's first pass settles the leftovers; the
         # pass that ends the backlog walks the orphans.
-        from wmproxy.sandbox.storage import Retirement
-
         jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(3)]
         rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
         first = purge(rt)
@@ -347,7 +346,6 @@ class TestPassTime:
         # removal that did not commit stayed aside for good (its job never purged, its bytes
         # on the counter).
         from wmproxy.execution.purging import purge_tasks
-        from wmproxy.sandbox.storage import Retirement
 
         Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
         jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(5)]
@@ -402,7 +400,7 @@ class TestInterruptedRemoval:
         job_id = add_job(rt, "never-started", "Submitted", created_days=0.01)
         (rt.storage.job_dir(job_id) / "output" / "big.out").write_bytes(b"x" * 5000)
         counted(rt, job_id)
-        monkeypatch.setattr(rt.storage, "discard_area", lambda path: None)  # died after the commit
+        monkeypatch.setattr(rt.storage, "discard_area", lambda path, **_kw: None)  # died after the commit
         job_service.cancel_job(rt, Principal(dn=ALICE), job_id)
         monkeypatch.undo()
         assert used(rt) == other_size
@@ -436,7 +434,7 @@ class TestInterruptedRemoval:
         with rt.uow() as uow:  # aborted below node0, as its dependency's failure does
             uow.jobs.set_state(uow.jobs.get(node1), JobState.ABORTED.value, utcnow())
 
-        def dies(path: Path) -> None:
+        def dies(path: Path, **_kw: object) -> None:
             raise SandboxError(f"died before deleting {path}")
 
         monkeypatch.setattr(rt.storage, "discard_area", dies)  # died after the commit
@@ -514,11 +512,11 @@ class TestInterruptedRemoval:
         deleting, go = threading.Event(), threading.Event()
         discard_area = rt.storage.discard_area
 
-        def held_discard(path: Path) -> None:  # the cancel's first delete waits for the pass
+        def held_discard(path: Path, **kw: Retirement) -> None:  # the cancel's first delete waits for the pass
             if threading.current_thread() is canceller and not deleting.is_set():
                 deleting.set()
                 assert go.wait(60)
-            discard_area(path)
+            discard_area(path, **kw)
 
         monkeypatch.setattr(rt.storage, "discard_area", held_discard)
         canceller = threading.Thread(target=cancel_job, args=(rt, Principal(dn=ALICE), dag))
@@ -583,8 +581,6 @@ class TestInterruptedRemoval:
 
     def test_a_pass_removes_the_lock_files_nothing_holds_and_skips_the_areas_of_a_held_one(
             self, rt: Runtime) -> None:
-        from wmproxy.sandbox.storage import Retirement
-
         dead = add_job(rt, "dead", "Done", created_days=2, updated_days=1)
         held = add_job(rt, "held", "Done", created_days=2, updated_days=1)
         staging = rt.storage.root / rt.storage.dir_name
@@ -611,8 +607,6 @@ class TestInterruptedRemoval:
         # A removal that did not commit, still putting its areas back (its lock held). The
         # jobPurge found no area for the node and passed the held one by: it answered success,
         # the job Cleared, the node's bytes on the counter for good and its files on disk.
-        from wmproxy.sandbox.storage import Retirement
-
         job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1, nodes=1)
         node = f"{job_id}-node0"
         (rt.storage.job_dir(node) / "output" / "big.out").write_bytes(b"x" * 5000)
@@ -641,7 +635,7 @@ class TestInterruptedRemoval:
         # NFS without its lock manager: flock fails (here injected, with the real errno), so no
         # removal looked busy, and a pass put back (or deleted) the areas of a live removal.
         from wmproxy.sandbox import trees
-        from wmproxy.sandbox.storage import UNLOCKED_RETIREMENT_AGE, Retirement
+        from wmproxy.sandbox.storage import UNLOCKED_RETIREMENT_AGE
 
         def no_flock(_fd: int, _operation: int) -> None:
             raise OSError(errno_, os.strerror(errno_))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -157,10 +158,11 @@ def tree_totals(top: Path | str, skip: Callable[[str], bool] | None = None, *,
     return TreeTotals(files, dirs, size)
 
 
-def remove_tree(path: Path | str) -> None:
+def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None) -> None:
     """Remove the directory ``path`` and everything below it. Its last component must be a
     directory, not a symlink to one (refused with ELOOP or ENOTDIR, as :func:`shutil.rmtree`
-    refuses it); the components before it are the caller's to trust.
+    refuses it); the components before it are the caller's to trust. ``tick``, when given, is
+    called after each directory below ``path`` is removed (a long removal shows it is alive).
 
     Raises:
         FileNotFoundError: there is no ``path``.
@@ -171,7 +173,7 @@ def remove_tree(path: Path | str) -> None:
     try:
         top_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            walk(top_fd, _unlink, _rmdir)
+            walk(top_fd, _unlink, _rmdir if tick is None else functools.partial(_rmdir_ticking, tick))
         finally:
             os.close(top_fd)
         os.rmdir(name, dir_fd=parent_fd)
@@ -286,3 +288,8 @@ def _as_owner_if_sticky(dir_fd: int, remove: Callable[[], None]) -> None:
 def _rmdir(parent_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         _as_owner_if_sticky(parent_fd, lambda: os.rmdir(name, dir_fd=parent_fd))
+
+
+def _rmdir_ticking(tick: Callable[[], None], parent_fd: int, name: str) -> None:
+    _rmdir(parent_fd, name)
+    tick()

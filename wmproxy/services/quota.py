@@ -228,7 +228,7 @@ def _discard(rt: Runtime, retirement: Retirement) -> None:
     for retired in retirement.areas:
         rt.storage.touch_retirement(retirement)  # alive: without flock, a pass reads it
         try:
-            rt.storage.discard_area(retired)
+            rt.storage.discard_area(retired, retirement=retirement)
         except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
             log.warning("%s", exc)
 
