@@ -4,6 +4,7 @@ digits (glite's ``to_filename``). The ASCII fast path must write what the defini
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,3 +54,16 @@ def test_the_fan_out_of_a_valid_job_id_is_that_of_its_relative_dir(job_id: str) 
     except InvalidArgumentError:  # a port out of range
         return
     assert job_relative_dir(job_id).split("/")[1] == job_fan_out(job_id)
+
+
+@pytest.mark.parametrize("job_id", [
+    "https://h/a\tbc", "https://h/a\nbc", "https://h/ab\r", " https://h/abc", "https://h/abc ", "\x00https://h/abc",
+    "https://h/ab\x7f", "https://h/a\x0bbc", "https://h\t:9000/abc", "\thttps://h/abc",
+], ids=["tab", "lf", "cr-at-the-end", "leading-space", "trailing-space", "leading-nul", "del", "vt", "tab-in-host",
+        "leading-tab"])
+def test_an_id_with_ascii_whitespace_or_a_control_character_is_not_valid(job_id: str) -> None:
+    """``urlsplit`` strips TAB, LF and CR anywhere and C0 controls and spaces at the ends: such an
+    id was read as another (``https://h/a<TAB>bc`` as ``https://h/abc``), and ``job_fan_out``
+    then named another fan-out directory than the job's area is in."""
+    with pytest.raises(InvalidArgumentError):
+        parse_job_id(job_id)
