@@ -807,7 +807,11 @@ class PurgeSettings:
         pass_time: seconds a pass goes on reading jobs to remove; when they run out with jobs
             still due (the clock is read after each job) the pass is cut short and the execution
             worker runs the next one at its next cycle, going on after the last job tried (the
-            pass runs inside the worker's cycle: a long one would hold its jobs).
+            pass runs inside the worker's cycle: a long one would hold its jobs). The job being
+            removed when they run out is finished first (a compound job with all its nodes, in
+            one transaction), so the removals run over by at most one job's; the walks of the
+            sandbox areas and work dirs, once per round of passes, are not counted
+            (docs/keys-and-lifecycle.md).
 
     Raises:
         ConfigError: a non-positive interval, batch, pass_time, final_age, forced_age or

@@ -89,6 +89,10 @@ class LocalAccount:
 
 _UNIQUE_ALPHABET = set(string.ascii_letters + string.digits + "-_")
 
+#: ASCII whitespace and control characters: none is in a job id. ``urlsplit`` strips them (TAB,
+#: LF and CR anywhere, the others at the ends), so an id holding one would parse as another id.
+_NOT_IN_AN_ID = frozenset(map(chr, [*range(0x21), 0x7F]))
+
 
 def new_job_id(host: str, port: int) -> str:
     """Return a fresh job id ``https://<host>:<port>/<22 URL-safe base64 chars>``.
@@ -115,10 +119,16 @@ def parse_job_id(job_id: str) -> str:
     """Validate a job id and return it unchanged.
 
     Raises:
-        InvalidArgumentError: not ``https://host[:port]/<unique>`` with a URL-safe unique part.
+        InvalidArgumentError: not ``https://host[:port]/<unique>`` with a URL-safe unique part,
+            or holding ASCII whitespace or a control character anywhere (``urlsplit`` strips
+            TAB, LF and CR, and leading and trailing ones: ``https://h/a<TAB>bc`` read as
+            ``https://h/abc``, and the purger's ``job_fan_out`` read another fan-out than
+            the area's).
     """
     if not job_id:
         raise InvalidArgumentError("Provided Job Id not valid")
+    if not _NOT_IN_AN_ID.isdisjoint(job_id):
+        raise InvalidArgumentError(f"Provided Job Id not valid: {job_id!r}")
     try:  # urlsplit refuses an unclosed or non-address "[...]" host, .port a bad or out-of-range port
         parts = urlsplit(job_id)
         host = parts.hostname
@@ -165,6 +175,13 @@ def to_filename(job_id: str) -> str:
 #: What :func:`to_filename` writes for each ASCII character.
 _ASCII_FILENAME_CHARS = {chr(code): chr(code) if chr(code) in _SAFE_FILENAME else f"_{code:02x}"
                          for code in range(128)}
+
+
+def job_fan_out(job_id: str) -> str:
+    """The fan-out directory of a valid job id (:func:`parse_job_id`) in :func:`job_relative_dir`:
+    the first 2 chars of its ``<unique>`` part, the text after its last ``/`` (no ``/`` in it),
+    without parsing the id as a URL again."""
+    return job_id.rpartition("/")[2][:2]
 
 
 def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:

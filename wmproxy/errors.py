@@ -158,6 +158,12 @@ class SandboxError(WMProxyError):
     code = 1203
 
 
+class SandboxBusyError(OperationNotAllowedError):
+    """Another request is still removing (or putting back) the job's sandbox area, moved aside
+    as ``.purging-*`` under its lock: the operation is refused and may be tried again (1226, as
+    the reference's "operation aborted" when another operation held the job's lock)."""
+
+
 class SandboxPathError(InvalidArgumentError):
     """A sandbox path escapes the job's area or names something that is not a file."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import os
 import shutil
@@ -16,16 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
 
 from tests.admin.support import days_ago, initialised_runtime, job_row, sealed_rows
 from tests.conftest import Pki
 from tests.deep_trees import make_chain, removed_afterwards
+from tests.store.purge_support import ALICE, job_purge_whose_commit_fails
 from wmproxy.config import PurgeSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
-from wmproxy.errors import JobNotFoundError
+from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxBusyError, SandboxError
 from wmproxy.execution.identity import remove_work_dir
+from wmproxy.sandbox.storage import Retirement
 from wmproxy.services import jobs as job_service
 from wmproxy.services import purge as purge_module
 from wmproxy.services.access import job_for
@@ -36,7 +38,6 @@ from wmproxy.store import UnitOfWork
 from wmproxy.store.housekeeping import SqlHousekeepingStore
 from wmproxy.store.schema import Delegation, DelegationRequest, Job, JobEvent, ProxyRenewal
 
-ALICE = "/C=XX/O=wmproxy-demo/OU=Users/CN=Alice"
 UNFINISHED = [s.value for s in JobState if s not in FINAL_STATES]
 BASE = "https://localhost:7443/"
 
@@ -74,19 +75,6 @@ def exists(rt: Runtime, job_id: str) -> bool:
 def used(rt: Runtime) -> int:
     with rt.uow() as uow:
         return uow.usage.used(ALICE)
-
-
-def job_purge_whose_commit_fails(rt: Runtime, job_id: str) -> None:
-    """jobPurge of Alice's ``job_id`` whose commit fails: neither its committed() nor its undone() runs."""
-    def commit_fails(session: Session) -> None:
-        raise OSError("the connection went")
-
-    event.listen(Session, "before_commit", commit_fails)
-    try:
-        with pytest.raises(OSError, match="the connection went"):
-            job_service.purge_job(rt, Principal(dn=ALICE), job_id)
-    finally:
-        event.remove(Session, "before_commit", commit_fails)
 
 
 def counted(rt: Runtime, *job_ids: str) -> int:
@@ -326,6 +314,61 @@ class TestPassTime:
         assert task.due == 0.0 and exists(rt, stuck[0])
 
 
+    def test_a_pass_going_on_after_one_cut_short_does_not_walk_the_areas(self, rt: Runtime) -> None:
+        # Each pass listed every sandbox area before its jobs, untimed: in a backlog the worker
+        # runs a pass at every cycle, and at 100,000 areas the listing took about 2 s of each
+        # (benchmarks/purge_orphan_walk.py). The round's first pass settles the leftovers; the
+        # pass that ends the backlog walks the orphans.
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(3)]
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        first = purge(rt)
+        assert [c.job_id for c in first.jobs] == jobs[:1] and first.cut_short
+        young = add_job(rt, "young", "Done", created_days=2, updated_days=1)
+        dead = Retirement()  # a removal that died after the round's first pass had listed the areas
+        aside = rt.storage.retire_job_area(young, dead)[1]
+        assert aside is not None and dead.fd is not None
+        os.close(dead.fd)
+        orphan = BASE + "orphan"
+        rt.storage.create_job_area(orphan)
+        os.utime(rt.storage.job_dir(orphan), (time.time() - 3 * 86400,) * 2)
+        second = purge(rt, resume_after=first.resume_after)
+        assert [c.job_id for c in second.jobs] == jobs[1:2] and second.cut_short
+        assert aside.is_dir() and rt.storage.job_dir(orphan).is_dir()  # not listed: left to their passes
+        last = purge(rt, resume_after=second.resume_after)
+        assert [c.job_id for c in last.jobs] == jobs[2:] and not last.cut_short
+        assert last.areas == [orphan] and not rt.storage.job_dir(orphan).exists()  # the backlog's end walks them
+        assert aside.is_dir()  # a leftover waits for the next round's first pass
+        assert purge(rt).errors == [] and rt.storage.job_dir(young).is_dir() and not aside.exists()
+
+    def test_in_a_backlog_that_never_ends_leftovers_are_settled_once_an_interval(self, rt: Runtime) -> None:
+        # Only a round's first pass settled the leftovers, and the worker starts a round only
+        # after a pass that ends the backlog: in one that never ends, an area left aside by a
+        # removal that did not commit stayed aside for good (its job never purged, its bytes
+        # on the counter).
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        jobs = [add_job(rt, f"old-{i}", "Done", created_days=10, updated_days=9 - i / 10) for i in range(5)]
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=1e-9))
+        start = utcnow()
+        clock = [start]
+        [task] = purge_tasks(rt, clock=lambda: clock[0])
+        task.due = 1e18
+        task.run()  # the round's first pass: settles, one job, cut short
+        assert task.due == 0.0 and [exists(rt, job_id) for job_id in jobs] == [False] + [True] * 4
+        young = add_job(rt, "young", "Done", created_days=2, updated_days=1)
+        dead = Retirement()  # a removal that died (before its commit) after that pass
+        aside = rt.storage.retire_job_area(young, dead)[1]
+        assert aside is not None and dead.fd is not None
+        os.close(dead.fd)
+        clock[0] = start + dt.timedelta(seconds=rt.settings.purge.interval - 1)
+        task.run()  # going on, within the interval: no listing
+        assert task.due == 0.0 and aside.is_dir() and not rt.storage.job_dir(young).exists()
+        clock[0] = start + dt.timedelta(seconds=rt.settings.purge.interval)
+        task.run()  # going on, an interval after the last settle: settles
+        assert task.due == 0.0 and not aside.exists() and rt.storage.job_dir(young).is_dir()  # put back
+        assert [exists(rt, job_id) for job_id in jobs] == [False] * 3 + [True] * 2  # still a backlog
+
     @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "purge"])
     def test_the_admin_command_runs_passes_until_the_backlog_is_gone(self, rt: Runtime, dry_run: bool) -> None:
         # wmproxy-admin purge ran one pass: cut short after pass_time, it stopped silently.
@@ -357,7 +400,7 @@ class TestInterruptedRemoval:
         job_id = add_job(rt, "never-started", "Submitted", created_days=0.01)
         (rt.storage.job_dir(job_id) / "output" / "big.out").write_bytes(b"x" * 5000)
         counted(rt, job_id)
-        monkeypatch.setattr(rt.storage, "discard_area", lambda path: None)  # died after the commit
+        monkeypatch.setattr(rt.storage, "discard_area", lambda path, **_kw: None)  # died after the commit
         job_service.cancel_job(rt, Principal(dn=ALICE), job_id)
         monkeypatch.undo()
         assert used(rt) == other_size
@@ -374,6 +417,36 @@ class TestInterruptedRemoval:
         assert used(rt) == other_size
         fan_out = rt.storage.job_dir(job_id).parent
         assert not fan_out.exists() or list(fan_out.iterdir()) == []
+
+    def test_the_leftover_of_a_never_started_compound_job_ended_aborted_is_never_counted_again(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A node of a never-started DAG cancelled alone, its dependant aborted below it: the DAG
+        ends Aborted and its areas are released at the cancel; its process died before deleting
+        them. A pass put them back (area_released read only Cancelled) and the DAG's jobPurge took
+        their bytes off a second time (the other job's with them)."""
+        dag = add_job(rt, "dag", "Submitted", created_days=1, updated_days=0.5, nodes=2)
+        node0, node1 = f"{dag}-node0", f"{dag}-node1"
+        (rt.storage.job_dir(node0) / "output" / "big.out").write_bytes(b"x" * 5000)
+        counted(rt, dag, node0, node1)
+        other = add_job(rt, "other", "Done", created_days=1, updated_days=0.5)
+        (rt.storage.job_dir(other) / "output" / "keep.out").write_bytes(b"y" * 7000)
+        other_size = counted(rt, other)
+        with rt.uow() as uow:  # aborted below node0, as its dependency's failure does
+            uow.jobs.set_state(uow.jobs.get(node1), JobState.ABORTED.value, utcnow())
+
+        def dies(path: Path, **_kw: object) -> None:
+            raise SandboxError(f"died before deleting {path}")
+
+        monkeypatch.setattr(rt.storage, "discard_area", dies)  # died after the commit
+        job_service.cancel_job(rt, Principal(dn=ALICE), node0)
+        monkeypatch.undo()
+        assert used(rt) == other_size
+        with rt.uow() as uow:
+            assert uow.jobs.get(dag).state == JobState.ABORTED.value
+        assert purge(rt).errors == []
+        assert [rt.storage.job_dir(j).exists() for j in (dag, node0, node1)] == [False] * 3  # deleted, not back
+        job_service.purge_job(rt, Principal(dn=ALICE), dag)
+        assert used(rt) == other_size == rt.storage.counted_bytes(other)
 
     def test_a_removal_that_fails_before_its_commit_keeps_the_area_the_row_and_the_counter(
             self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -439,11 +512,11 @@ class TestInterruptedRemoval:
         deleting, go = threading.Event(), threading.Event()
         discard_area = rt.storage.discard_area
 
-        def held_discard(path: Path) -> None:  # the cancel's first delete waits for the pass
+        def held_discard(path: Path, **kw: Retirement) -> None:  # the cancel's first delete waits for the pass
             if threading.current_thread() is canceller and not deleting.is_set():
                 deleting.set()
                 assert go.wait(60)
-            discard_area(path)
+            discard_area(path, **kw)
 
         monkeypatch.setattr(rt.storage, "discard_area", held_discard)
         canceller = threading.Thread(target=cancel_job, args=(rt, Principal(dn=ALICE), dag))
@@ -508,8 +581,6 @@ class TestInterruptedRemoval:
 
     def test_a_pass_removes_the_lock_files_nothing_holds_and_skips_the_areas_of_a_held_one(
             self, rt: Runtime) -> None:
-        from wmproxy.sandbox.storage import Retirement
-
         dead = add_job(rt, "dead", "Done", created_days=2, updated_days=1)
         held = add_job(rt, "held", "Done", created_days=2, updated_days=1)
         staging = rt.storage.root / rt.storage.dir_name
@@ -532,6 +603,60 @@ class TestInterruptedRemoval:
         assert rt.storage.job_dir(held).is_dir() and list(staging.rglob(".purging-*")) == []
 
 
+    def test_a_job_purge_is_refused_while_another_removal_holds_an_area_aside(self, rt: Runtime) -> None:
+        # A removal that did not commit, still putting its areas back (its lock held). The
+        # jobPurge found no area for the node and passed the held one by: it answered success,
+        # the job Cleared, the node's bytes on the counter for good and its files on disk.
+        job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1, nodes=1)
+        node = f"{job_id}-node0"
+        (rt.storage.job_dir(node) / "output" / "big.out").write_bytes(b"x" * 5000)
+        size = counted(rt, job_id, node)
+        holding = Retirement()
+        aside = rt.storage.retire_job_area(node, holding)[1]
+        assert aside is not None
+        try:
+            with pytest.raises(OperationNotAllowedError, match=r"being removed .* try again later") as refused:
+                job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+            assert isinstance(refused.value, SandboxBusyError) and refused.value.code == 1226
+            with rt.uow() as uow:
+                job = uow.jobs.get(job_id)
+                assert job is not None and job.state == JobState.DONE.value
+            assert used(rt) == size and aside.is_dir() and rt.storage.job_dir(job_id).is_dir()  # as it was
+        finally:
+            rt.storage.end_retirement(holding)
+        job_service.purge_job(rt, Principal(dn=ALICE), job_id)  # tried again once that removal has ended
+        assert used(rt) == 0 and not aside.exists() and not rt.storage.job_dir(job_id).exists()
+        staging = rt.storage.root / rt.storage.dir_name
+        assert list(staging.rglob(".purging-*")) == []
+
+    @pytest.mark.parametrize("errno_", [errno.ENOLCK, errno.EOPNOTSUPP], ids=["ENOLCK", "EOPNOTSUPP"])
+    def test_without_flock_a_pass_leaves_the_areas_of_a_young_lock_file_alone(
+            self, rt: Runtime, monkeypatch: pytest.MonkeyPatch, errno_: int) -> None:
+        # NFS without its lock manager: flock fails (here injected, with the real errno), so no
+        # removal looked busy, and a pass put back (or deleted) the areas of a live removal.
+        from wmproxy.sandbox import trees
+        from wmproxy.sandbox.storage import UNLOCKED_RETIREMENT_AGE
+
+        def no_flock(_fd: int, _operation: int) -> None:
+            raise OSError(errno_, os.strerror(errno_))
+
+        monkeypatch.setattr(trees.fcntl, "flock", no_flock)
+        job_id = add_job(rt, "done", "Done", created_days=2, updated_days=1)
+        size = counted(rt, job_id)
+        removal = Retirement()  # a removal in another process, still at work (or dead: nothing tells)
+        aside = rt.storage.retire_job_area(job_id, removal)[1]
+        assert aside is not None and removal.fd is not None
+        os.close(removal.fd)
+        lock = rt.storage.root / rt.storage.dir_name / f".purging-{removal.token}"
+        assert purge(rt).errors == [] and aside.is_dir() and lock.exists()  # left alone
+        with pytest.raises(OperationNotAllowedError, match="try again later"):
+            job_service.purge_job(rt, Principal(dn=ALICE), job_id)
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))  # unchanged for longer than a live removal leaves it
+        assert purge(rt).errors == []
+        assert rt.storage.job_dir(job_id).is_dir() and not lock.exists() and used(rt) == size  # back
+
+
 class TestOrphanAreas:
     def test_areas_no_job_has_go_once_older_than_registered_age(self, rt: Runtime) -> None:
         # A registration killed before its commit leaves its job areas without rows.
@@ -549,6 +674,17 @@ class TestOrphanAreas:
         assert report.areas == [orphan] and report.errors == []
         assert not rt.storage.job_dir(orphan).exists()
         assert rt.storage.job_dir(fresh).exists() and rt.storage.job_dir(running).exists()
+
+    def test_an_area_outside_its_own_fan_out_directory_is_not_the_purgers(self, rt: Runtime) -> None:
+        # Only the job's own fan-out directory (the first 2 chars of its unique part) holds its area.
+        stray = BASE + "strayed"
+        rt.storage.create_job_area(stray)
+        moved = rt.storage.job_dir(stray).parent.with_name("zz") / rt.storage.job_dir(stray).name
+        moved.parent.mkdir()
+        rt.storage.job_dir(stray).rename(moved)
+        os.utime(moved, (time.time() - 3 * 86400,) * 2)
+        report = purge(rt)
+        assert report.areas == [] and report.errors == [] and moved.is_dir()
 
 
 class TestWorkDirs:

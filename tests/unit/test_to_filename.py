@@ -4,10 +4,12 @@ digits (glite's ``to_filename``). The ASCII fast path must write what the defini
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wmproxy.domain import new_job_id, to_filename
+from wmproxy.domain import job_fan_out, job_relative_dir, new_job_id, parse_job_id, to_filename
+from wmproxy.errors import InvalidArgumentError
 
 _SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.- ")
 
@@ -41,3 +43,27 @@ def test_any_text_is_named_as_the_definition_names_it(text: str) -> None:
 @given(st.text(alphabet=st.characters(max_codepoint=127)))
 def test_any_ascii_text_is_named_as_the_definition_names_it(text: str) -> None:
     assert to_filename(text) == _definition(text)
+
+
+@given(st.from_regex(r"https://[a-z][a-z0-9.-]{0,20}(:[0-9]{1,5})?/[A-Za-z0-9_-]{1,30}", fullmatch=True))
+def test_the_fan_out_of_a_valid_job_id_is_that_of_its_relative_dir(job_id: str) -> None:
+    """``job_fan_out`` (the purger's orphan walk) reads the fan-out without parsing the id again:
+    it must name the directory ``job_relative_dir`` puts the job's area in."""
+    try:
+        parse_job_id(job_id)
+    except InvalidArgumentError:  # a port out of range
+        return
+    assert job_relative_dir(job_id).split("/")[1] == job_fan_out(job_id)
+
+
+@pytest.mark.parametrize("job_id", [
+    "https://h/a\tbc", "https://h/a\nbc", "https://h/ab\r", " https://h/abc", "https://h/abc ", "\x00https://h/abc",
+    "https://h/ab\x7f", "https://h/a\x0bbc", "https://h\t:9000/abc", "\thttps://h/abc",
+], ids=["tab", "lf", "cr-at-the-end", "leading-space", "trailing-space", "leading-nul", "del", "vt", "tab-in-host",
+        "leading-tab"])
+def test_an_id_with_ascii_whitespace_or_a_control_character_is_not_valid(job_id: str) -> None:
+    """``urlsplit`` strips TAB, LF and CR anywhere and C0 controls and spaces at the ends: such an
+    id was read as another (``https://h/a<TAB>bc`` as ``https://h/abc``), and ``job_fan_out``
+    then named another fan-out directory than the job's area is in."""
+    with pytest.raises(InvalidArgumentError):
+        parse_job_id(job_id)

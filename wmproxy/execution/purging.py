@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import pwd
+from collections.abc import Callable
 from pathlib import Path
 
 from wmproxy.domain import utcnow
@@ -20,21 +21,26 @@ from wmproxy.services.purge import purge
 from wmproxy.services.runtime import Runtime
 
 
-def purge_tasks(rt: Runtime) -> list[PeriodicTask]:
+def purge_tasks(rt: Runtime, *, clock: Callable[[], dt.datetime] = utcnow) -> list[PeriodicTask]:
     """``[PeriodicTask]`` purging, and releasing idle pool leases when jobs are mapped, every
     ``[purge] interval`` seconds; none when the purge is disabled. A purge pass cut short
     (``[purge] pass_time``) leaves its task due at once, the next pass going on after the last
-    job it tried (``resume_after``)."""
+    job it tried (``resume_after``); such a pass settles the sandbox areas' leftovers when the
+    last pass that did is ``interval`` old (``settled_at``, kept here: in a backlog that never
+    ends, no pass would). ``clock``: each pass's ``now``."""
     policy = rt.settings.purge
     if not policy.enabled:
         return []
     remover = functools.partial(remove_work_dir, Path(rt.settings.execution.work_dir))
 
     resume_after: list[tuple[dt.datetime, str] | None] = [None]
+    settled_at: list[dt.datetime | None] = [None]
 
     def purge_pass() -> None:
-        report = purge(rt, remove_work_dir=remover, resume_after=resume_after[0])
+        report = purge(rt, now=clock(), remove_work_dir=remover, resume_after=resume_after[0],
+                       settled_at=settled_at[0])
         resume_after[0] = report.resume_after  # None after a pass that ended the backlog
+        settled_at[0] = report.settled_at
         if report.cut_short:  # jobs still due: the next cycle goes on
             task.due = 0.0
 

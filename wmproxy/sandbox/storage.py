@@ -44,10 +44,12 @@ import errno
 import fnmatch
 import functools
 import logging
+import math
 import os
 import secrets
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +59,14 @@ from wmproxy import domain
 from wmproxy.errors import (
     InvalidArgumentError,
     QuotaExceededError,
+    SandboxBusyError,
     SandboxError,
     SandboxFileCountError,
     SandboxNameError,
     SandboxPathError,
 )
 from wmproxy.sandbox.confined import ConfinementError, confined_parts, open_confined
-from wmproxy.sandbox.trees import flock_directory, remove_tree, tree_totals
+from wmproxy.sandbox.trees import flock_directory, log_no_flock, remove_tree, tree_totals, try_flock
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,24 @@ RETIRED_PREFIX = ".purging-"
 """Prefix of a job area moved aside by :meth:`FilesystemSandboxStorage.retire_job_area` (no job
 directory name starts with ``.``: job ids start with their scheme)."""
 
-_UNLOCKED_RETIREMENT = "a purge pass may put back (or delete) the areas a removal is still deleting (or putting back)"
+#: Seconds a removal's areas (``.purging-*``) are taken for its own, on a file system without
+#: ``flock``, after its lock file last changed: it is touched when made, as it moves areas aside,
+#: before each area it deletes or puts back and while it deletes one
+#: (:meth:`FilesystemSandboxStorage.touch_retirement`). A purge pass and a jobPurge leave them
+#: alone that long; a removal that died leaves them that long too. The age is read against the
+#: sandbox file system's own clock (:meth:`FilesystemSandboxStorage.file_system_time`), and a
+#: time in the future counts by its distance (a file a clock set ahead cannot hold them for good).
+UNLOCKED_RETIREMENT_AGE = 3600.0
+
+#: Seconds between two touches of a removal's lock file while it moves areas aside or deletes
+#: one (its transaction, or one huge area, may last longer than :data:`UNLOCKED_RETIREMENT_AGE`).
+RETIREMENT_TOUCH_INTERVAL = 60.0
+
+#: The file whose time, set to now, reads the sandbox file system's clock (in ``<dir_name>``).
+CLOCK_PROBE = ".clock-probe"
+
+_UNLOCKED_RETIREMENT = (f"a removal's sandbox areas (.purging-*) are told from leftovers by the age of their lock "
+                        f"file: they are left alone until it is unchanged for {UNLOCKED_RETIREMENT_AGE:g} s")
 
 
 @dataclass
@@ -104,6 +124,8 @@ class Retirement:
     #: The lock file could not be made (no space or inode left): the areas are moved aside and
     #: settled without it, as a removal that frees space must still work on a full file system.
     unlocked: bool = False
+    #: When (``time.monotonic``) the lock file was last touched by :meth:`touch_retirement`.
+    touched: float = -math.inf
 
 
 def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
@@ -563,7 +585,10 @@ class FilesystemSandboxStorage:
         Cleared (its area's bytes are on the counter): an area found aside instead
         (``.purging-*-<job dir>``, a removal that did not commit, whose lock is not held) is the
         job's, put back first, then retired (a jobPurge tried again after one whose commit failed
-        took nothing off the counter, and the purger deleted the area).
+        took nothing off the counter, and the purger deleted the area). An area found aside whose
+        lock is held (:meth:`retirement_busy`) is another removal's, still deleting it or putting it
+        back: neither counted nor skipped, the removal is refused (SandboxBusyError) and can be
+        tried again once that one has ended.
 
         Returns:
             The area's :meth:`counted_bytes` and where it is now; ``(0, None)`` for a missing area.
@@ -571,13 +596,15 @@ class FilesystemSandboxStorage:
         Raises:
             InvalidArgumentError: invalid job id.
             SandboxError: something else than a directory is in the area's place, or it cannot be moved.
+            SandboxBusyError: the area is missing and one of its retired areas is held by
+                another removal (:meth:`retirement_busy`).
         """
         job_dir = self.job_dir(job_id)
         try:
             if not stat.S_ISDIR(os.lstat(job_dir).st_mode):
                 raise SandboxError(f"Unable to remove the job directory {job_dir}: not a directory")
         except FileNotFoundError:
-            left = self._left_aside(job_dir) if left_aside else None
+            left = self._left_aside(job_id, job_dir, take=left_aside)
             if left is None:
                 return 0, None
             self.restore_area(left)
@@ -593,16 +620,26 @@ class FilesystemSandboxStorage:
         except OSError as exc:
             raise SandboxError(f"Unable to remove the job directory {job_dir}: {exc.strerror}") from exc
         retirement.areas.append(retired)
+        # alive: a transaction moving thousands of areas may outlast UNLOCKED_RETIREMENT_AGE
+        self.touch_retirement(retirement, every=RETIREMENT_TOUCH_INTERVAL)
         return freed, retired
 
-    def _left_aside(self, job_dir: Path) -> Path | None:
-        """A retired area of ``job_dir`` in its fan-out directory whose removal is not settling it."""
+    def _left_aside(self, job_id: str, job_dir: Path, *, take: bool) -> Path | None:
+        """With ``take``, a retired area of ``job_dir`` in its fan-out directory whose removal is
+        not settling it; else None.
+
+        Raises:
+            SandboxBusyError: a removal is settling (deleting or putting back) one of them.
+        """
         try:
             with os.scandir(job_dir.parent) as entries:
                 found = [Path(e.path) for e in entries if self.retired_job_dir(e.name) == job_dir.name]
         except FileNotFoundError:
             return None
-        return next((path for path in found if not self.retirement_busy(path)), None)
+        if any(self.retirement_busy(path) for path in found):
+            raise SandboxBusyError(f"operation aborted: the sandbox of job {job_id} is being removed (or put "
+                                   "back) by another request; try again later")
+        return found[0] if take and found else None
 
     def _retirement_lock(self, token: str) -> Path:
         return self.root / self.dir_name / f"{RETIRED_PREFIX}{token}"
@@ -634,6 +671,34 @@ class FilesystemSandboxStorage:
                 raise
             os.close(fd)
 
+    def touch_retirement(self, retirement: Retirement, *, every: float = 0.0) -> None:
+        """Show that ``retirement``'s removal is settling its areas: its lock file's time set to
+        now (read on a file system without ``flock``: :data:`UNLOCKED_RETIREMENT_AGE`); with
+        ``every``, only when the last touch is that many seconds old (monotonic clock)."""
+        if retirement.fd is None:
+            return
+        now = time.monotonic()
+        if every and now - retirement.touched < every:
+            return
+        with contextlib.suppress(OSError):
+            os.utime(retirement.fd)
+            retirement.touched = now
+
+    def file_system_time(self) -> float:
+        """Now by the sandbox file system's clock (a file server's, on NFS): the time of
+        :data:`CLOCK_PROBE`, set to now; this host's clock when the probe cannot be written. A
+        lock file is touched by that clock, which may be far from this host's."""
+        path = self.root / self.dir_name / CLOCK_PROBE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                os.utime(fd)
+                return os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+        except OSError:
+            return time.time()
+
     def end_retirement(self, retirement: Retirement) -> None:
         """Let the lock of ``retirement`` go, its file removed (once its areas are settled)."""
         if retirement.fd is None:
@@ -645,20 +710,22 @@ class FilesystemSandboxStorage:
 
     def retirement_busy(self, retired: Path) -> bool:
         """Whether the removal that moved ``retired`` aside is settling it (still holds its lock):
-        false once it has ended, or died (its ``flock`` went with it)."""
+        false once it has ended, or died (its ``flock`` went with it). On a file system without
+        ``flock`` (:func:`lock_held`), true while its lock file is younger than
+        :data:`UNLOCKED_RETIREMENT_AGE`."""
         token = retired.name[len(RETIRED_PREFIX):].partition("-")[0]
         try:
             fd = os.open(self._retirement_lock(token), os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except OSError:  # none: ended (or never held)
             return False
         try:
-            return not flock_directory(fd, retired, wait=False, unlocked=_UNLOCKED_RETIREMENT)
+            return lock_held(fd, retired, now=self.file_system_time)
         finally:
             os.close(fd)
 
     def sweep_retirement_locks(self) -> int:
-        """Remove the lock files (``<dir_name>/.purging-<token>``) no removal holds, left by
-        processes that died; how many."""
+        """Remove the lock files (``<dir_name>/.purging-<token>``) no removal holds (:func:`lock_held`),
+        left by processes that died; how many."""
         try:
             with os.scandir(self.root / self.dir_name) as entries:
                 names = [e.name for e in entries if e.name.startswith(RETIRED_PREFIX)
@@ -673,7 +740,7 @@ class FilesystemSandboxStorage:
             except OSError:
                 continue
             try:
-                if flock_directory(fd, path, wait=False, unlocked=_UNLOCKED_RETIREMENT):
+                if not lock_held(fd, path, now=self.file_system_time):
                     os.unlink(path)  # held: a removal creating it takes another (_hold_retirement_lock)
                     removed += 1
             except OSError:
@@ -691,15 +758,19 @@ class FilesystemSandboxStorage:
         _token, dash, job_dir = name[len(RETIRED_PREFIX):].partition("-")
         return job_dir if dash and job_dir else None
 
-    def discard_area(self, path: Path) -> None:
+    def discard_area(self, path: Path, *, retirement: Retirement | None = None) -> None:
         """Delete ``path``, a retired area or a job area (as :meth:`remove_job_area`, uncounted),
-        and its fan-out directory if it is now empty; a missing one is not an error.
+        and its fan-out directory if it is now empty; a missing one is not an error. With
+        ``retirement`` (``path`` is one of its areas), its lock file is touched as directories are
+        deleted (:meth:`touch_retirement`, every :data:`RETIREMENT_TOUCH_INTERVAL`): one huge area
+        may take longer to delete than :data:`UNLOCKED_RETIREMENT_AGE`.
 
         Raises:
             SandboxError: it cannot be removed.
         """
         try:
-            remove_tree(path)  # without recursion: an area may be deeper than Python's limit
+            remove_tree(path, tick=None if retirement is None else functools.partial(  # no recursion: any depth
+                self.touch_retirement, retirement, every=RETIREMENT_TOUCH_INTERVAL))
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -1290,6 +1361,28 @@ def _locked_directory(path: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+def lock_held(fd: int, path: Path, now: float | Callable[[], float] | None = None) -> bool:
+    """Whether a removal holds the retirement lock file open at ``fd`` (``path`` names it in the
+    log): its ``flock`` is held (taken here, when free, and let go when ``fd`` is closed).
+
+    On a file system without ``flock`` (NFS without its lock manager: ENOLCK; EOPNOTSUPP, ...;
+    :data:`~wmproxy.sandbox.trees.NO_FLOCK_ERRNOS`) nothing tells a live removal from one that
+    died: it is taken for held while the file changed less than :data:`UNLOCKED_RETIREMENT_AGE`
+    seconds from ``now`` (a time, or a function read only then: the storage passes the file
+    system's clock, :meth:`FilesystemSandboxStorage.file_system_time`, as the file's time is the
+    file server's; default this host's clock), as a live removal touches it as it goes
+    (:meth:`FilesystemSandboxStorage.touch_retirement`). A time ahead of ``now`` counts by its
+    distance: a file set ahead (a clock skewed, a time copied) held the areas until ``now``
+    caught up. Logged once per process and file system.
+    """
+    taken = try_flock(fd, wait=False)
+    if taken is not None:
+        return not taken
+    log_no_flock(fd, path, _UNLOCKED_RETIREMENT)
+    at = time.time() if now is None else now() if callable(now) else now
+    return abs(at - os.fstat(fd).st_mtime) < UNLOCKED_RETIREMENT_AGE
 
 
 def _unlink_quietly(path: str) -> None:

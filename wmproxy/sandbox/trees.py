@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -46,6 +47,42 @@ OnEntry = Callable[[int, os.DirEntry[str]], None]
 OnDir = Callable[[int, str], None]
 
 
+def _take_flock(fd: int, wait: bool) -> bool | OSError:
+    """True once the exclusive ``flock`` of ``fd`` is taken, False when another descriptor holds
+    it (not ``wait``), the error when the file system has none (:data:`NO_FLOCK_ERRNOS`)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno not in NO_FLOCK_ERRNOS:
+            raise
+        return exc
+    return True
+
+
+def try_flock(fd: int, *, wait: bool) -> bool | None:
+    """Take the exclusive ``flock`` of ``fd`` (let go when ``fd`` is closed): True once taken
+    (waiting for it when ``wait``), False when another descriptor holds it (not ``wait``), None
+    when the file system has no ``flock`` (:data:`NO_FLOCK_ERRNOS`: nothing is held, and nothing
+    says whether another process holds it).
+
+    Raises:
+        OSError: any other error of ``flock``.
+    """
+    taken = _take_flock(fd, wait)
+    return None if isinstance(taken, OSError) else taken
+
+
+def log_no_flock(fd: int, path: Path | str, unlocked: str) -> None:
+    """Warn, once per process, file system and ``unlocked`` (what goes on without taking turns),
+    "no flock on the file system of <path>: <unlocked>"."""
+    key = (unlocked, os.fstat(fd).st_dev)
+    if key not in _no_flock_logged:
+        _no_flock_logged.add(key)
+        log.warning("no flock on the file system of %s: %s", path, unlocked)
+
+
 def flock_directory(fd: int, path: Path | str, *, wait: bool, unlocked: str) -> bool:
     """Take the exclusive ``flock`` of the directory ``fd`` (across processes; let go when ``fd``
     is closed): waiting for it when ``wait``, else False when another descriptor holds it.
@@ -54,18 +91,11 @@ def flock_directory(fd: int, path: Path | str, *, wait: bool, unlocked: str) -> 
     the lock, logged once per process, file system and ``unlocked`` (what goes on without taking
     turns, the end of the warning "no flock on the file system of <path> (<error>): ...").
     """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        if exc.errno not in NO_FLOCK_ERRNOS:
-            raise
-        key = (unlocked, os.fstat(fd).st_dev)
-        if key not in _no_flock_logged:
-            _no_flock_logged.add(key)
-            log.warning("no flock on the file system of %s (%s): %s", path, exc.strerror or exc, unlocked)
-    return True
+    taken = _take_flock(fd, wait)
+    if isinstance(taken, OSError):
+        log_no_flock(fd, f"{path} ({taken.strerror or taken})", unlocked)
+        return True
+    return taken
 
 
 class TreeChangedError(OSError):
@@ -128,10 +158,11 @@ def tree_totals(top: Path | str, skip: Callable[[str], bool] | None = None, *,
     return TreeTotals(files, dirs, size)
 
 
-def remove_tree(path: Path | str) -> None:
+def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None) -> None:
     """Remove the directory ``path`` and everything below it. Its last component must be a
     directory, not a symlink to one (refused with ELOOP or ENOTDIR, as :func:`shutil.rmtree`
-    refuses it); the components before it are the caller's to trust.
+    refuses it); the components before it are the caller's to trust. ``tick``, when given, is
+    called after each directory below ``path`` is removed (a long removal shows it is alive).
 
     Raises:
         FileNotFoundError: there is no ``path``.
@@ -142,7 +173,7 @@ def remove_tree(path: Path | str) -> None:
     try:
         top_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            walk(top_fd, _unlink, _rmdir)
+            walk(top_fd, _unlink, _rmdir if tick is None else functools.partial(_rmdir_ticking, tick))
         finally:
             os.close(top_fd)
         os.rmdir(name, dir_fd=parent_fd)
@@ -257,3 +288,8 @@ def _as_owner_if_sticky(dir_fd: int, remove: Callable[[], None]) -> None:
 def _rmdir(parent_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         _as_owner_if_sticky(parent_fd, lambda: os.rmdir(name, dir_fd=parent_fd))
+
+
+def _rmdir_ticking(tick: Callable[[], None], parent_fd: int, name: str) -> None:
+    _rmdir(parent_fd, name)
+    tick()

@@ -224,6 +224,10 @@ def purge_job(rt: Runtime, principal: Principal, job_id: str) -> None:
 
     Raises:
         OperationNotAllowedError: "Job current status doesn't allow purge operation".
+        SandboxBusyError: (an OperationNotAllowedError, 1226) an area of the job is missing and
+            another removal holds it aside (``.purging-*``, still deleting it or putting it
+            back): the job is left as it was, to be purged again later; success means its files
+            are gone (docs/keys-and-lifecycle.md).
     """
     now = utcnow()
     with rt.uow() as uow:

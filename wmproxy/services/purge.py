@@ -8,7 +8,12 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   is left or the pass has run ``pass_time`` (the clock is read after each job: then it is cut
   short, and the next pass, which the execution worker runs at once, goes on after the last job
   this one tried: ``resume_after``); a job whose removal fails is reported and the pass goes on
-  past it:
+  past it. ``pass_time`` bounds this part alone, and only between jobs: the job being removed
+  when it runs out is finished (one transaction: a compound job with all its nodes' areas, which
+  are not split, or a crash would leave a job half removed), so the part runs over by at most
+  that one removal; the other parts are not timed (the listing of the areas and the settling of
+  leftovers in a round's first pass and once an ``interval`` in a backlog, the orphan and work
+  dir walks in the pass that ends the backlog, the credentials in every pass: ``benchmarks/purge_orphan_walk.py``):
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
@@ -23,7 +28,10 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
 * **sandbox areas** moved aside by a removal whose process died before it was done
   (``.purging-*``, :func:`wmproxy.services.quota.release_area`): deleted when their job is
   gone or Cleared, else put back, but left to a removal that holds their lock (one that has
-  committed and is deleting them), and the lock files no removal holds; and job areas that
+  committed and is deleting them; on a file system without ``flock``, one whose lock file changed
+  within :data:`~wmproxy.sandbox.storage.UNLOCKED_RETIREMENT_AGE`), and the lock files no
+  removal holds, in a round's first pass (and once an ``interval`` in a backlog that does
+  not end); and job areas that
   no job has, unchanged for ``registered_age`` (left by a registration killed before its
   commit);
 * **delegations** expired ``delegation_grace`` ago that no unfinished job uses, with their
@@ -47,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, parse_job_id, to_filename, utcnow
+from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, job_fan_out, parse_job_id, to_filename, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError, WMProxyError
 from wmproxy.services.quota import area_released, release_areas
 from wmproxy.services.runtime import Runtime
@@ -72,15 +80,20 @@ def job_id_of_work_dir(name: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
 
 
-def _is_job_dir(name: str) -> bool:
+def _job_of_dir(name: str) -> str | None:
+    """The job id a job area or work dir is named after; None when ``name`` is no job's."""
     job_id = job_id_of_work_dir(name)
     if to_filename(job_id) != name:
-        return False
+        return None
     try:
         parse_job_id(job_id)
     except InvalidArgumentError:
-        return False
-    return True
+        return None
+    return job_id
+
+
+def _is_job_dir(name: str) -> bool:
+    return _job_of_dir(name) is not None
 
 
 def _span(seconds: float) -> str:
@@ -91,7 +104,9 @@ def _span(seconds: float) -> str:
 class PurgeReport:
     """What one pass removed (or, in a dry run, would remove); ``cut_short`` when its time
     (``pass_time``) ran out with jobs still due, and then ``resume_after``, where the next pass
-    goes on (the last job tried: its last change and id), else None."""
+    goes on (the last job tried: its last change and id), else None. ``settled_at``: when the
+    sandbox areas were last listed and their leftovers settled (this pass's ``now`` when it did,
+    else the ``settled_at`` it was given), for the next pass going on after it."""
 
     dry_run: bool
     jobs: list[PurgeCandidate] = field(default_factory=list)
@@ -104,6 +119,7 @@ class PurgeReport:
     errors: list[str] = field(default_factory=list)
     cut_short: bool = False
     resume_after: tuple[dt.datetime, str] | None = None
+    settled_at: dt.datetime | None = None
 
     @property
     def empty(self) -> bool:
@@ -113,7 +129,8 @@ class PurgeReport:
 
 def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
           remove_work_dir: RemoveWorkDir | None = None,
-          resume_after: tuple[dt.datetime, str] | None = None) -> PurgeReport:
+          resume_after: tuple[dt.datetime, str] | None = None,
+          settled_at: dt.datetime | None = None) -> PurgeReport:
     """One purge pass with ``rt.settings.purge`` (see the module doc).
 
     Args:
@@ -126,6 +143,14 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
             jobs after it (those before wait for the pass after the one that ends the backlog).
             Starting again from the oldest, a pass cut short among jobs whose removal fails
             (or is slow) would stop there every time, the jobs after them never reached.
+            Such a pass neither lists the sandbox areas nor settles their leftovers (the round's
+            first pass did: at 100,000 areas the listing alone took about 2 s, in every pass of
+            a backlog); the one that ends the backlog lists them for its orphan walk.
+        settled_at: with ``resume_after``, the ``settled_at`` of the previous pass: a pass going
+            on after one cut short lists the areas and settles their leftovers too when they
+            were last settled ``[purge] interval`` or more before ``now`` (in a backlog that never
+            ends no pass starts a round, and a leftover was never settled: an area put back
+            never purged, one of a committed removal never deleted); None, never.
 
     Returns:
         The report; a failure on one item is in ``errors`` and the pass goes on.
@@ -135,12 +160,17 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
     now = now or utcnow()
     report = PurgeReport(dry_run=dry_run)
     final_before = now - dt.timedelta(seconds=policy.final_age)
-    areas = rt.storage.area_dirs()
-    if not dry_run:  # first: a job whose area is put back may be due now
-        _settle_retired_areas(rt, report, areas)
+    areas = None
+    report.settled_at = settled_at
+    if resume_after is None or (  # a round's first pass; those going on after it list the areas once an interval
+            settled_at is not None and (now - settled_at).total_seconds() >= policy.interval):
+        areas = rt.storage.area_dirs()
+        if not dry_run:  # first: a job whose area is put back may be due now
+            _settle_retired_areas(rt, report, areas)
+        report.settled_at = now
     _purge_jobs(rt, report, now, final_before, ends, resume_after)
     if not report.cut_short:  # these wait for the pass that ends the backlog
-        _purge_orphan_areas(rt, report, areas, now)
+        _purge_orphan_areas(rt, report, rt.storage.area_dirs() if areas is None else areas, now)
         if remove_work_dir is not None:
             _purge_work_dirs(rt, report, final_before, remove_work_dir)
     _purge_credentials(rt, report, now)
@@ -161,7 +191,7 @@ def purge_until_done(rt: Runtime, *, dry_run: bool = False,
     total = purge(rt, dry_run=dry_run, now=now, remove_work_dir=remove_work_dir)
     while total.cut_short:
         report = purge(rt, dry_run=dry_run, now=now, remove_work_dir=remove_work_dir,
-                       resume_after=total.resume_after)
+                       resume_after=total.resume_after, settled_at=total.settled_at)
         total.jobs += report.jobs
         total.work_dirs += report.work_dirs
         total.areas += report.areas
@@ -255,8 +285,9 @@ def _purge_orphan_areas(rt: Runtime, report: PurgeReport, areas: list[Path], now
     policy = rt.settings.purge
     before = (now - dt.timedelta(seconds=policy.registered_age)).timestamp()
     orphans: dict[str, Path] = {}
-    for path in areas:
-        if not _is_job_dir(path.name) or rt.storage.job_dir(job_id := job_id_of_work_dir(path.name)) != path:
+    for path in areas:  # each one's id parsed once: about 135 us an area before (benchmarks/purge_orphan_walk.py)
+        job_id = _job_of_dir(path.name)
+        if job_id is None or path.parent.name != job_fan_out(job_id):
             continue  # a retired area, or not in its own fan-out directory
         try:
             if os.lstat(path).st_mtime < before:

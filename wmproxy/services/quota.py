@@ -198,31 +198,44 @@ def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence
 
 def area_released(uow: UnitOfWork, job: Job) -> bool:
     """Whether the bytes of ``job``'s area (a job, or a node of a compound job) are off its owner's
-    counter already: the job is Cleared (purged), or it and its compound job were cancelled
-    before they were ever started (the cancel of a Submitted job releases its area and its
-    nodes', :mod:`wmproxy.services.jobs`). An area of such a job found aside (``.purging-*``) is
-    the leftover of a removal that committed: deleted, never counted again. Reads the history of
-    the job (or of its compound job) for its start (an ``enqueued`` event)."""
+    counter already: the job is Cleared (purged), or its owner (the job, or its compound job) ended
+    without ever being started, which released the areas (:mod:`wmproxy.services.jobs`): a simple
+    job Cancelled while Submitted, a compound job Cancelled as a whole while Submitted, or ended
+    (Cancelled or Aborted, ``end_unstarted``) when its last node was cancelled alone (its
+    dependants Aborted below it). An area of such a job found aside (``.purging-*``) is the
+    leftover of a removal that committed: deleted, never counted again. Reads the history of the
+    owner for its start: a state change to Waiting
+    (:meth:`~wmproxy.store.jobs.SqlJobStore.ever_enqueued`; an ``enqueued`` event, or a ``state``
+    one for a job whose history was written before migration 0008: the ``enqueued`` kind alone
+    took such a job, started and cancelled, for never started).
+
+    Aborted counts for a compound job only: no path aborts a never-started simple job, and one
+    that did would not release its area. A compound job never started that ended Aborted was
+    taken for unreleased: a leftover of its committed removal was put back and taken off the
+    counter a second time by its purge."""
     if job.state == JobState.CLEARED.value:
         return True
-    if job.state != JobState.CANCELLED.value:
+    ended = (JobState.CANCELLED.value, JobState.ABORTED.value)
+    if job.state not in ended:
         return False
     owner = job if job.parent_id is None else uow.jobs.get(job.parent_id)
-    if owner is None or owner.state != JobState.CANCELLED.value:
+    if owner is None or owner.state not in ended or uow.jobs.ever_enqueued(owner.id):
         return False
-    return not uow.jobs.history(owner.id, kinds=("enqueued",))
+    return owner.state == JobState.CANCELLED.value or owner is not job or uow.jobs.has_children_in(owner.id, ended)
 
 
 def _discard(rt: Runtime, retirement: Retirement) -> None:
     for retired in retirement.areas:
+        rt.storage.touch_retirement(retirement)  # alive: without flock, a pass reads it
         try:
-            rt.storage.discard_area(retired)
+            rt.storage.discard_area(retired, retirement=retirement)
         except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
             log.warning("%s", exc)
 
 
 def _restore(rt: Runtime, retirement: Retirement) -> None:
     for retired in reversed(retirement.areas):
+        rt.storage.touch_retirement(retirement)
         try:
             rt.storage.restore_area(retired)
         except SandboxError as exc:  # the purger's next pass tries again

@@ -721,6 +721,13 @@ class SqlJobStore:
         """The job's state history: its state changes, oldest first (no other action)."""
         return self.history(job_id, kinds=STATE_KINDS)
 
+    def ever_enqueued(self, job_id: str) -> bool:
+        """Whether the job was ever started: one of its state changes is to Waiting (kind
+        ``enqueued``, or ``state`` for a row written before migration 0008, which kept no kind)."""
+        started = (select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind.in_(STATE_KINDS),
+                                             JobEvent.state == "Waiting").limit(1))
+        return self.session.execute(started).first() is not None
+
     def history(
         self,
         job_id: str,

@@ -3,10 +3,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import stat
 import subprocess
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -14,18 +16,22 @@ import pytest
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from tests.support import WAIT_TIMEOUT, flock_waiters, start_thread, wait_for
 from wmproxy.errors import InvalidArgumentError, QuotaExceededError, SandboxError, SandboxPathError
+from wmproxy.sandbox import storage as storage_module
 from wmproxy.sandbox import trees
 from wmproxy.sandbox.storage import (
     AREAS,
     MAX_PATH_DEPTH,
     TMP_SUFFIX,
+    UNLOCKED_RETIREMENT_AGE,
     FilesystemSandboxStorage,
     Retirement,
     UnknownJobAreaError,
+    lock_held,
 )
 
 JOB = "https://lb.example.org:9000/AbC-x_1yz"
 OTHER = "https://lb.example.org:9000/AbZZZZZZZZ"
+JOB2 = "https://lb.example.org:9000/Cd2"
 JOB_DIR = "SandboxDir/Ab/https_3a_2f_2flb.example.org_3a9000_2fAbC-x_5f1yz"
 
 
@@ -587,6 +593,162 @@ class TestWithoutFlock:
                 (storage.create_area(storage.job_rel_dir(JOB), "input") / "f").write_bytes(b"1")
         assert storage.merge_perusal_chunks(JOB, "out.txt") == []
         assert len([r for r in caplog.records if "no flock" in r.getMessage()]) == 1
+
+
+class TestRetirementWithoutFlock:
+    """On a file system without ``flock`` (NFS without its lock manager: ENOLCK; EOPNOTSUPP) the
+    lock of a removal's areas (``.purging-*``) says nothing: a purge pass took the areas a live
+    removal was deleting (or putting back) for leftovers, and put them back or deleted them under
+    it. They are now its own while its lock file changed within UNLOCKED_RETIREMENT_AGE. No such
+    file system can be mounted here (no NFS server, no FUSE library): ``flock`` fails with the
+    real errno, injected; the lock file, its times and the decision are real."""
+
+    @pytest.fixture(params=[errno.ENOLCK, errno.EOPNOTSUPP], ids=["ENOLCK", "EOPNOTSUPP"])
+    def no_flock(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+        def fails(_fd: int, _operation: int) -> None:
+            raise OSError(request.param, os.strerror(request.param))
+
+        monkeypatch.setattr(trees, "_no_flock_logged", set())
+        monkeypatch.setattr(trees.fcntl, "flock", fails)
+        return int(request.param)
+
+    @staticmethod
+    def _retired(storage: FilesystemSandboxStorage) -> tuple[Retirement, int, Path, Path]:
+        """JOB's area moved aside by a removal: the removal, its lock's descriptor, the area, the lock file."""
+        storage.create_job_area(JOB)
+        retirement = Retirement()
+        aside = storage.retire_job_area(JOB, retirement)[1]
+        assert aside is not None and retirement.fd is not None
+        return retirement, retirement.fd, aside, storage.root / storage.dir_name / f".purging-{retirement.token}"
+
+    def test_the_areas_of_a_removal_are_its_own_while_its_lock_file_is_young(
+            self, storage: FilesystemSandboxStorage, no_flock: int, caplog: pytest.LogCaptureFixture) -> None:
+        _retirement, fd, aside, lock = self._retired(storage)
+        os.close(fd)  # the removal died: on such a file system nothing shows it
+        assert storage.retirement_busy(aside)
+        assert storage.sweep_retirement_locks() == 0 and lock.exists()
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))  # unchanged for longer than a live removal leaves it
+        assert not storage.retirement_busy(aside)
+        assert storage.sweep_retirement_locks() == 1 and not lock.exists()
+        assert len([r for r in caplog.records if "no flock" in r.getMessage()]) == 1
+
+    def test_a_removal_touches_its_lock_file_as_it_settles_its_areas(
+            self, storage: FilesystemSandboxStorage, no_flock: int) -> None:
+        retirement, _fd, aside, lock = self._retired(storage)
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))
+        storage.touch_retirement(retirement)  # before each area it deletes or puts back
+        assert storage.retirement_busy(aside)
+        storage.discard_area(aside)
+        storage.end_retirement(retirement)
+        assert not lock.exists()
+
+    def test_lock_held_reads_the_flock_where_there_is_one(self, tmp_path: Path) -> None:
+        path = tmp_path / ".purging-x"
+        holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        other = os.open(path, os.O_RDWR)
+        try:
+            assert trees.try_flock(holder, wait=False) is True
+            old = os.stat(path).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+            os.utime(path, (old, old))
+            assert lock_held(other, path)  # held, whatever the age
+            os.close(holder)
+            holder = -1
+            assert not lock_held(other, path)  # free, whatever the age
+        finally:
+            os.close(other)
+            if holder >= 0:
+                os.close(holder)
+
+    def test_lock_held_without_flock_goes_by_the_age_of_the_file(self, tmp_path: Path, no_flock: int) -> None:
+        path = tmp_path / ".purging-x"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            assert trees.try_flock(fd, wait=False) is None
+            changed = os.fstat(fd).st_mtime
+            assert lock_held(fd, path, now=changed + UNLOCKED_RETIREMENT_AGE - 1)
+            assert not lock_held(fd, path, now=changed + UNLOCKED_RETIREMENT_AGE)
+        finally:
+            os.close(fd)
+
+    def test_lock_held_without_flock_takes_a_time_ahead_by_its_distance(self, tmp_path: Path, no_flock: int) -> None:
+        # A lock file whose time is ahead of the clock read (a clock skewed, a time copied) made
+        # the age negative: its areas were held until the clock caught up, however far.
+        path = tmp_path / ".purging-x"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            changed = os.fstat(fd).st_mtime
+            assert lock_held(fd, path, now=changed - UNLOCKED_RETIREMENT_AGE + 1)
+            assert not lock_held(fd, path, now=changed - UNLOCKED_RETIREMENT_AGE)
+            assert not lock_held(fd, path, now=lambda: changed - 10 * UNLOCKED_RETIREMENT_AGE)  # read only here
+        finally:
+            os.close(fd)
+
+    def test_a_lock_file_far_ahead_of_the_file_systems_clock_holds_nothing(
+            self, storage: FilesystemSandboxStorage, no_flock: int) -> None:
+        _retirement, fd, aside, lock = self._retired(storage)
+        os.close(fd)  # the removal died
+        ahead = os.stat(lock).st_mtime + 10 * UNLOCKED_RETIREMENT_AGE
+        os.utime(lock, (ahead, ahead))
+        assert not storage.retirement_busy(aside)
+        assert storage.sweep_retirement_locks() == 1 and not lock.exists()
+
+    def test_the_age_of_a_lock_file_is_read_by_the_file_systems_clock(
+            self, storage: FilesystemSandboxStorage, no_flock: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        # This host's clock 10 hours ahead of the file server's: a lock file the server has just
+        # touched read 10 hours old, and a live removal's areas were taken for leftovers.
+        retirement, _fd, aside, lock = self._retired(storage)
+        skewed = os.stat(lock).st_mtime + 10 * UNLOCKED_RETIREMENT_AGE
+        monkeypatch.setattr(storage_module, "time", types.SimpleNamespace(
+            time=lambda: skewed, monotonic=storage_module.time.monotonic))
+        try:
+            assert storage.retirement_busy(aside)
+            assert storage.sweep_retirement_locks() == 0
+        finally:
+            storage.end_retirement(retirement)
+
+    def test_a_removal_touches_its_lock_file_as_it_moves_areas_aside_at_most_once_an_interval(
+            self, storage: FilesystemSandboxStorage, no_flock: int) -> None:
+        # A transaction moving thousands of areas aside touched the lock file only when it was
+        # made: past UNLOCKED_RETIREMENT_AGE a pass took the areas for leftovers.
+        retirement, _fd, aside, lock = self._retired(storage)
+        storage.create_job_area(OTHER)
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        os.utime(lock, (before, before))
+        retirement.touched = math.inf  # touched just now (monotonic): not again yet
+        storage.retire_job_area(OTHER, retirement)
+        assert os.stat(lock).st_mtime == before
+        retirement.touched = -math.inf  # the last touch an interval ago
+        storage.create_job_area(JOB2)
+        storage.retire_job_area(JOB2, retirement)
+        assert os.stat(lock).st_mtime > before and storage.retirement_busy(aside)
+        storage.end_retirement(retirement)
+
+    def test_a_removal_touches_its_lock_file_while_it_deletes_one_huge_area(
+            self, storage: FilesystemSandboxStorage, no_flock: int) -> None:
+        retirement, _fd, aside, lock = self._retired(storage)
+        for i in range(3):
+            (aside / "output" / f"d{i}" / "e").mkdir(parents=True)
+        before = os.stat(lock).st_mtime - UNLOCKED_RETIREMENT_AGE - 1
+        touched_at: list[float] = []
+
+        def deleting(parent_fd: int, name: str) -> None:  # each directory deleted: the lock file's time
+            touched_at.append(os.stat(lock).st_mtime)
+            os.utime(lock, (before, before))
+            real_rmdir(parent_fd, name)
+
+        real_rmdir = trees._rmdir
+        os.utime(lock, (before, before))
+        retirement.touched = -math.inf  # the last touch an interval ago
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trees, "_rmdir", deleting)
+            storage.discard_area(aside, retirement=retirement)
+        assert not aside.exists() and len(touched_at) == 7  # output, d0-d2, their e
+        assert touched_at[0] == before  # not touched before the first directory
+        assert touched_at[1] > before  # touched after it; after the others, within the interval, not again
+        assert touched_at[2:] == [before] * 5
+        storage.end_retirement(retirement)
 
 
 class TestOutputWildcards:
