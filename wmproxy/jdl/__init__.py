@@ -29,7 +29,7 @@ from wmproxy.jdl.description import (
     input_sandbox_files,
     read_description,
 )
-from wmproxy.jdl.expressions import check_expressions, unsupported_calls
+from wmproxy.jdl.expressions import check_expressions
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.registered import (
     RegisteredArea,
@@ -58,5 +58,4 @@ __all__ = [
     "parse_jdl",
     "read_description",
     "registered_ad",
-    "unsupported_calls",
 ]

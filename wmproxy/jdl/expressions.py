@@ -8,7 +8,7 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
 ``other``), for jobListMatch, and when it resolves a collection node's ``InputSandbox``.
 :func:`check_expressions` refuses, without evaluating anything, a JDL where
 
-* an expression calls a function outside :data:`FUNCTIONS` (and :data:`UNSUPPORTED`): ``eval`` builds expressions at
+* an expression calls a function outside :data:`FUNCTIONS` and :data:`GLITE_FUNCTIONS`: ``eval`` builds expressions at
   run time, ``join``, ``sprintf``, ``formatTime``, ``replace``/``replaceAll``/``regexps`` make
   strings far longer than their arguments, ``evalInEachContext``/``countMatches`` evaluate
   an expression once per element, ``regexpMember``/``stringListRegexpMember`` match a
@@ -19,6 +19,11 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   repetition (``*``, ``+``, ``?``, ``{``): each other call may backtrack until PCRE's match
   limit stops it (0.1-0.15 s of CPU for a pattern such as ``^(a+)+$`` on 30 characters,
   measured on the CI machine kind), whatever the JDL's size;
+* an attribute calls gLite's ``anyMatch``/``allMatch`` more than :data:`MAX_GLITE_CALLS` times, or one
+  inside another more than :data:`MAX_GLITE_NESTING` deep (each call evaluates its second argument
+  once per element of its list: :mod:`wmproxy.jdl.glite_functions`), or calls ``regexp`` with a
+  pattern :data:`MAX_PATTERN_CALLS` counts inside such a second argument, itself or through an
+  attribute it references (the pattern would be matched once per element, as ``regexpMember``'s);
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -54,7 +59,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,12 +80,16 @@ MAX_PATTERN_CALLS = 8
 #: Functions that match a regular expression once per element of a list: refused, as a list
 #: may be as long as the JDL (or a CE's attribute) and each match may cost a tenth of a second.
 _PER_ELEMENT_PATTERNS = frozenset({"regexpmember", "stringlistregexpmember"})
-#: gLite's functions classad2 does not have: accepted, as before, since classad2 evaluates a call
-#: to error at once (``true || anyMatch(...)`` is true, so such a JDL may match); when a job's
-#: ``Requirements`` are error for every CE, :func:`unsupported_calls` names them in the reason
-#: (:func:`wmproxy.services.matchmaking.unsupported_cause`).
-UNSUPPORTED = ("anyMatch", "allMatch")
-_UNSUPPORTED = frozenset(name.lower() for name in UNSUPPORTED)
+#: gLite's functions classad2 does not have, which the service evaluates itself in a job's
+#: ``Requirements`` and ``Rank`` (:mod:`wmproxy.jdl.glite_functions`).
+GLITE_FUNCTIONS = ("anyMatch", "allMatch")
+_GLITE = frozenset(name.lower() for name in GLITE_FUNCTIONS)
+#: ``anyMatch``/``allMatch`` calls one attribute's expression may make (each node of a
+#: collection, each attribute, counts its own).
+MAX_GLITE_CALLS = 16
+#: How deep ``anyMatch``/``allMatch`` calls may nest, one in another's arguments (2: a call in
+#: the second argument of a call, evaluated once per element of the outer list).
+MAX_GLITE_NESTING = 2
 #: The ClassAd functions a JDL may call (ClassAd function names are case-insensitive).
 FUNCTIONS = (
     "isUndefined", "isError", "isString", "isInteger", "isReal", "isList", "isClassAd", "isBoolean",
@@ -132,11 +140,21 @@ class _Reference(NamedTuple):
     name: str  # lowercase
     base: str | None = None  # lowercase
     text: str = ""  # as written, for messages
+    per_element: bool = False  # made in the second argument of an anyMatch/allMatch call
 
 
-class _Token(NamedTuple):
-    kind: str  # string, quoted, number, name, op (and, once read: selected, ad)
+class Token(NamedTuple):
+    """A token of an expression's text: ``kind`` is string, quoted, number, name or op (and, once
+    read by :func:`check_expressions`: selected, ad); ``start`` its offset in the text."""
+
+    kind: str
     text: str
+    start: int = 0
+
+    @property
+    def end(self) -> int:
+        """The offset just after it."""
+        return self.start + len(self.text)
 
     @property
     def name(self) -> str:
@@ -156,6 +174,7 @@ class _Attribute:
     references: list[_Reference] = field(default_factory=list)
     items: int = 0  # tokens and nested ads directly in its expression
     patterns: int = 0  # regexp calls in its own expression
+    glite_calls: int = 0  # anyMatch/allMatch calls in its own expression
     first_is_ad: bool = False
 
     @property
@@ -176,7 +195,7 @@ class _Ad:
 
 
 #: What the previous token is after the "]" of a nested ad.
-_CLOSED_AD = _Token("ad", "]")
+_CLOSED_AD = Token("ad", "]")
 
 
 def check_expressions(ad: classad2.ClassAd) -> None:
@@ -207,34 +226,32 @@ def check_expressions(ad: classad2.ClassAd) -> None:
     _Graph(attributes, own_size + MAX_GROWTH).measure()
 
 
-def unsupported_calls(ad: classad2.ClassAd) -> list[str]:
-    """The functions of :data:`UNSUPPORTED` the expressions of ``ad`` call (nested ads too), each
-    once, in the order of :data:`UNSUPPORTED`; [] for an ad :func:`check_expressions` would refuse
-    as unreadable."""
-    try:
-        tokens = _tokens(str(ad), "")
-    except JdlExpressionError:
-        return []
-    called = {token.name for token, after in itertools.pairwise(tokens)
-              if token.kind == "name" and after.text == "("}
-    return [name for name in UNSUPPORTED if name.lower() in called]
+def expression_tokens(text: str, where: str = "") -> list[Token]:
+    """The tokens of ``text`` (classad2's text of an expression: strings, numbers, names,
+    operators, brackets), blanks left out, each with its offset in ``text``.
+
+    Raises:
+        JdlExpressionError: ``text`` has a character no token starts with (``where`` names the
+            attribute in the message).
+    """
+    return _tokens(text, where)
 
 
-def _tokens(text: str, where: str) -> list[_Token]:
-    tokens: list[_Token] = []
+def _tokens(text: str, where: str) -> list[Token]:
+    tokens: list[Token] = []
     read = 0
     for found in _TOKEN.finditer(text):
         if found.start() != read:
             break
         read = found.end()
         if found.lastgroup != "space":
-            tokens.append(_Token(found.lastgroup or "", found.group()))
+            tokens.append(Token(found.lastgroup or "", found.group(), found.start()))
     if read != len(text):
         raise JdlExpressionError(f"Attribute {where}: the expression cannot be read at {text[read:][:20]!r}")
     return tokens
 
 
-def _ends_operand(token: _Token | None) -> bool:
+def _ends_operand(token: Token | None) -> bool:
     """Whether ``token`` ends an operand (so that ``[`` after it is a subscript, ``.`` a selection)."""
     if token is None:
         return False
@@ -251,7 +268,8 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
     owners = [top]  # whose expression the next token is in
     frames: list[str | _Ad] = []  # what is open: "(", "{", "[" (a subscript) or a nested ad
     read = 0  # characters read
-    previous: _Token | None = None  # the previous token of the expression being read
+    previous: Token | None = None  # the previous token of the expression being read
+    calls = _OpenCalls()  # the anyMatch/allMatch calls open
     index = 0
     while index < len(tokens):
         token = tokens[index]
@@ -280,13 +298,16 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                 raise JdlExpressionError(f"Attribute {owner.where}: the expression cannot be read "
                                          f"(unbalanced {token.text!r})")
             frames.pop()
+            calls.closed(len(frames))
+        elif token.text == ",":
+            calls.comma(len(frames))
         elif token.text == "." and index < len(tokens) and tokens[index].kind in ("name", "quoted"):
             selected = tokens[index]
             index += 1
             read += len(selected.text)
             owner.size += len(selected.text)
-            owner.references.append(_selection(owner, previous, selected))
-            token = _Token("selected", selected.text)
+            owner.references.append(_selection(owner, previous, selected)._replace(per_element=bool(calls.per_element)))
+            token = Token("selected", selected.text)
         elif token.kind == "name" and index < len(tokens) and tokens[index].text == "(":
             if token.name in _PER_ELEMENT_PATTERNS:
                 raise JdlExpressionError(
@@ -294,19 +315,75 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                     "element of a list: the service does not evaluate it in a JDL; use member() or "
                     "stringListMember() with the values, or regexp() on one string")
             if token.name == "regexp":
-                owner.patterns += _pattern_cost(tokens, index)
-            elif token.name not in _FUNCTIONS and token.name not in _UNSUPPORTED:
+                cost = _pattern_cost(tokens, index)
+                if cost and calls.per_element:
+                    raise JdlExpressionError(
+                        f"Attribute {owner.where} calls regexp() with a pattern that may backtrack in the second "
+                        f"argument of {calls.per_element}(), which is evaluated once per element of a list: the "
+                        "service does not evaluate it; use a pattern of plain characters there")
+                owner.patterns += cost
+            elif token.name in _GLITE:
+                calls.opened(owner, token, len(frames))
+            elif token.name not in _FUNCTIONS:
                 raise JdlExpressionError(
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
-                    f"JDL; a JDL may call: {', '.join(FUNCTIONS)}")
+                    f"JDL; a JDL may call: {', '.join(FUNCTIONS)}, and gLite's {', '.join(GLITE_FUNCTIONS)}")
         elif token.kind in ("name", "quoted") and token.name not in _VALUES | _WORD_OPERATORS:
-            owner.references.append(_Reference("any", token.name, text=token.text))
+            owner.references.append(_Reference("any", token.name, text=token.text,
+                                                   per_element=bool(calls.per_element)))
         previous = token
     if frames:
         raise JdlExpressionError(f"Attribute {top.where}: the expression cannot be read (unbalanced brackets)")
 
 
-def _pattern_cost(tokens: list[_Token], index: int) -> int:
+@dataclass
+class _OpenCall:
+    """An ``anyMatch``/``allMatch`` call being read: the depth of its ``(`` among the open
+    brackets, the argument being read (0, 1, ...)."""
+
+    depth: int
+    name: str
+    argument: int = 0
+
+
+@dataclass
+class _OpenCalls:
+    """The ``anyMatch``/``allMatch`` calls open where an expression is being read."""
+
+    open: list[_OpenCall] = field(default_factory=list)
+
+    @property
+    def per_element(self) -> str:
+        """The name of the call whose second argument (or later) is being read ("" outside any):
+        what is read there is evaluated once per element of the call's list."""
+        return next((call.name for call in self.open if call.argument >= 1), "")
+
+    def opened(self, owner: _Attribute, name: Token, depth: int) -> None:
+        """A call ``name(`` whose ``(`` will be at ``depth`` (the open brackets before it)."""
+        owner.glite_calls += 1
+        if owner.glite_calls > MAX_GLITE_CALLS:
+            raise JdlExpressionError(
+                f"Attribute {owner.where} calls anyMatch() and allMatch() more than {MAX_GLITE_CALLS} times, more "
+                "than the service evaluates (each call evaluates its second argument once per element of a list)")
+        if len(self.open) >= MAX_GLITE_NESTING:
+            raise JdlExpressionError(
+                f"Attribute {owner.where} calls {name.text}() in an argument of {self.open[-1].name}() in an "
+                f"argument of {self.open[0].name}(): the service evaluates such calls nested "
+                f"{MAX_GLITE_NESTING} deep at most")
+        self.open.append(_OpenCall(depth, name.text))
+
+    def comma(self, depth: int) -> None:
+        """A ``,`` with ``depth`` brackets open."""
+        if self.open and self.open[-1].depth == depth - 1:
+            self.open[-1].argument += 1
+
+    def closed(self, depth: int) -> None:
+        """A ``)`` closed, ``depth`` brackets left open."""
+        if self.open and self.open[-1].depth == depth:
+            self.open.pop()
+
+
+def _pattern_cost(tokens: list[Token], index: int) -> int:
     """1 for a ``regexp`` call whose ``(`` is ``tokens[index]``, 0 when its pattern is a string
     constant of letters, digits, blanks, ``_ . : / ^ $ @ = , -`` and the escapes ``\\.``,
     ``\\-`` only: no group, alternation, class, back-reference or repetition, so PCRE tries
@@ -316,7 +393,7 @@ def _pattern_cost(tokens: list[_Token], index: int) -> int:
     return 0 if constant and _PLAIN_PATTERN.fullmatch(tokens[index + 1].text[1:-1]) else 1
 
 
-def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:
+def _nested_ad(frame: _Ad, token: Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:
     """A token of a nested ad's own syntax: an attribute name, the ``=`` after it, the ``;``
     after its expression, or the ``]`` that closes the ad (True)."""
     if frame.expect == "name" and token.kind in ("name", "quoted"):
@@ -339,7 +416,7 @@ def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: 
                              f"(a nested ad has {token.text!r} where a name or '=' belongs)")
 
 
-def _selection(owner: _Attribute, base: _Token | None, selected: _Token) -> _Reference:
+def _selection(owner: _Attribute, base: Token | None, selected: Token) -> _Reference:
     """The reference ``.selected`` makes: the top level's attribute for ``.name``, any of that
     name after a nested ad ``[ ... ]``, a selection to resolve for ``base.name``.
 
@@ -446,6 +523,11 @@ class _Graph:
             if key is None:
                 continue
             below = self._by_key(key)
+            if reference.per_element and below.patterns:
+                raise JdlExpressionError(
+                    f"Attribute {attribute.where} reads {reference.text} in the second argument of an anyMatch() or "
+                    f"allMatch() call, which is evaluated once per element of a list, and {reference.text} calls "
+                    "regexp() with a pattern that may backtrack: the service does not evaluate it")
             size += below.size
             depth = max(depth, below.depth + 1)
             patterns += below.patterns

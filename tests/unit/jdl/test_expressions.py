@@ -16,8 +16,15 @@ from hypothesis import strategies as st
 
 from tests.fuzz.support import fuzz_settings
 from wmproxy.errors import JdlError, JdlExpressionError
-from wmproxy.jdl import check_expressions, parse_jdl, unsupported_calls
-from wmproxy.jdl.expressions import FUNCTIONS, MAX_GROWTH, MAX_PATTERN_CALLS, MAX_REFERENCE_DEPTH
+from wmproxy.jdl import check_expressions, parse_jdl
+from wmproxy.jdl.expressions import (
+    FUNCTIONS,
+    GLITE_FUNCTIONS,
+    MAX_GLITE_CALLS,
+    MAX_GROWTH,
+    MAX_PATTERN_CALLS,
+    MAX_REFERENCE_DEPTH,
+)
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = Path(__file__).parents[4] / "shared" / "reference" / "wmproxy-behaviour.md"
@@ -105,20 +112,78 @@ class TestFunctions:
         listed = docs.split("The functions a JDL may call")[1].split("(`wmproxy/jdl/expressions.py`")[0]
         assert re.findall(r"`(\w+)`", listed) == list(FUNCTIONS)
 
-    @pytest.mark.parametrize(("call", "named"), [
-        pytest.param('anyMatch(other.storage.CloseSEs, target.GlueSEStatus == "unset")', ["anyMatch"], id="anymatch"),
-        pytest.param("allMatch({1, 2}, target > 0) || ANYMATCH({1}, true)", ["anyMatch", "allMatch"], id="both"),
-        pytest.param('member("anyMatch(", {"x"})', [], id="in-a-string"),
+    @pytest.mark.parametrize("call", [
+        pytest.param('anyMatch(other.storage.CloseSEs, target.GlueSEStatus == "unset")', id="anymatch"),
+        pytest.param("allMatch({1, 2}, target > 0) || ANYMATCH({1}, true)", id="both"),
+        pytest.param('member("anyMatch(", {"x"})', id="in-a-string"),
     ])
-    def test_anymatch_and_allmatch_are_accepted_and_named(self, call: str, named: list[str]) -> None:
-        # classad2 evaluates them to error, but an alternative may hold: accepted as before
-        ad = parse_jdl(f'[ Executable = "/bin/true"; Requirements = true || {call} ]')
-        check_expressions(ad)
-        assert unsupported_calls(ad) == named
+    def test_anymatch_and_allmatch_are_accepted(self, call: str) -> None:
+        check(f'[ Executable = "/bin/true"; Requirements = true || {call} ]')
+
+    def test_a_refused_function_names_glites_too(self) -> None:
+        message = refusal('[ Executable = "/bin/true"; Requirements = eval("true") ]')
+        assert message.endswith(f"{', '.join(FUNCTIONS)}, and gLite's {', '.join(GLITE_FUNCTIONS)}")
 
     def test_function_names_are_case_insensitive(self) -> None:
         check('[ Executable = "/bin/true"; Requirements = REGEXP("x", other.GlueCEUniqueID) && MeMbEr(1, {1}) ]')
         refusal('[ Executable = "/bin/true"; Requirements = EVAL("true") ]')
+
+
+def glite_calls(count: int) -> str:
+    return " || ".join(["anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == \"x\")"] * count)
+
+
+class TestGliteCalls:
+    """``anyMatch``/``allMatch`` evaluate their second argument once per element of their list
+    (``wmproxy/jdl/glite_functions.py``): their number, their nesting and the patterns matched
+    in that argument are bounded before anything is evaluated."""
+
+    def test_the_bound_on_calls_is_exact(self) -> None:
+        check(f'[ Executable = "/bin/true"; Requirements = {glite_calls(MAX_GLITE_CALLS)} ]')
+        message = refusal(f'[ Executable = "/bin/true"; Requirements = {glite_calls(MAX_GLITE_CALLS + 1)} ]')
+        assert message.startswith(f"Attribute Requirements calls anyMatch() and allMatch() more than "
+                                  f"{MAX_GLITE_CALLS} times")
+
+    def test_each_node_of_a_collection_counts_its_own_calls(self) -> None:
+        # 20 nodes with 16 calls each: 320 calls in the JDL, 16 per node (a count over the whole
+        # JDL refused any collection of two such nodes)
+        node = f'[ Executable = "/bin/true"; Requirements = {glite_calls(MAX_GLITE_CALLS)} ]'
+        check(f'[ Type = "collection"; Nodes = {{ {", ".join([node] * 20)} }} ]')
+        over = f'[ Executable = "/bin/true"; Requirements = {glite_calls(MAX_GLITE_CALLS + 1)} ]'
+        message = refusal(f'[ Type = "collection"; Nodes = {{ {node}, {over} }} ]')
+        assert message.startswith("Attribute Requirements (in Nodes) calls anyMatch() and allMatch() more than ")
+
+    def test_calls_nest_two_deep_at_most(self) -> None:
+        check('[ Executable = "/bin/true"; Requirements = anyMatch(other.L, allMatch(target.M, target > 0)) ]')
+        message = refusal('[ Executable = "/bin/true"; Requirements = '
+                          "anyMatch(other.L, allMatch(target.M, anyMatch(target.N, target > 0))) ]")
+        assert message == ("Attribute Requirements calls anyMatch() in an argument of allMatch() in an argument of "
+                           "anyMatch(): the service evaluates such calls nested 2 deep at most")
+
+    @pytest.mark.parametrize("test", [
+        pytest.param('regexp("^(a+)+$", target)', id="in-the-test"),
+        pytest.param('true && (1 > 0 || RegExp("(a|a)*", target.x))', id="nested-in-the-test"),
+        pytest.param('member(target, {"a"}) && regexp(P, "x")', id="pattern-not-a-constant"),
+    ])
+    def test_a_pattern_that_may_backtrack_in_the_test_is_refused(self, test: str) -> None:
+        message = refusal(f'[ Executable = "/bin/true"; P = "a"; Requirements = anyMatch(other.L, {test}) ]')
+        assert message.startswith("Attribute Requirements calls regexp() with a pattern that may backtrack in the "
+                                  "second argument of anyMatch(), which is evaluated once per element of a list")
+
+    def test_a_pattern_that_may_backtrack_read_by_the_test_through_a_reference_is_refused(self) -> None:
+        message = refusal('[ Executable = "/bin/true"; X = regexp("^(a+)+$", other.GlueCEUniqueID); '
+                          "Requirements = allMatch(other.L, X && target > 0) ]")
+        assert message.startswith("Attribute Requirements reads X in the second argument of an anyMatch() or "
+                                  "allMatch() call, which is evaluated once per element of a list, and X calls "
+                                  "regexp()")
+
+    @pytest.mark.parametrize("requirements", [
+        pytest.param('anyMatch(other.L, regexp("cern.ch", target))', id="plain-pattern-in-the-test"),
+        pytest.param('anyMatch(regexp("^(a+)+$", other.X) ? other.L : {}, target > 0)', id="in-the-list-once"),
+        pytest.param('regexp("^(a+)+$", other.X) && anyMatch(other.L, target > 0)', id="beside-the-call"),
+    ])
+    def test_a_pattern_matched_once_per_ce_is_counted_as_before(self, requirements: str) -> None:
+        check(f'[ Executable = "/bin/true"; Requirements = {requirements} ]')
 
 
 class TestRegularExpressions:

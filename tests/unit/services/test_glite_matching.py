@@ -1,0 +1,182 @@
+"""gLite's ``anyMatch``/``allMatch`` in matchmaking (``wmproxy/jdl/glite_functions.py``,
+``wmproxy/services/matchmaking.py``): a job is matched to the CE whose published lists hold what it
+asks, by jobListMatch and by the broker; and a hostile JDL costs a bounded amount of work.
+
+The work is bounded by the budget of one match pass (list elements evaluated and CPU time), counted
+through its counters, never by wall-clock time. Each attack names the defect of a first design it
+caught: A, a list argument evaluated again for each element; B, calls followed through references;
+C, a budget counting evaluations, not their cost, and a second pass with a fresh budget; D, a job
+failed by an exhausted budget although its Requirements hold anyway; E (in
+``test_expression_bounds.py``), calls counted over all the nodes of a collection.
+"""
+
+from __future__ import annotations
+
+import re
+
+import classad2
+import pytest
+
+from tests.unit.services.brokering_support import RankedRuntime, jdl, job_row, submit
+from tests.unit.services.conftest import DELEGATION
+from wmproxy.domain import Principal
+from wmproxy.errors import JdlExpressionError
+from wmproxy.jdl import check_expressions, parse_jdl
+from wmproxy.jdl.glite_functions import MAX_ELEMENTS, CallBudget, GliteCalls
+from wmproxy.services.brokering import NO_MATCH
+from wmproxy.services.execution import claim_starts
+from wmproxy.services.matchmaking import list_match, matches, no_match_cause
+
+CLOSE = "ce-close.example.org:2119/jobmanager-lcg-long"
+BUSY = "ce-busy.example.org:2119/jobmanager-lcg-long"
+BARE = "ce-bare.example.org:2119/jobmanager-lcg-long"
+CATALOGUE = f"""
+[ GlueCEUniqueID = "{CLOSE}"; GlueCEStateStatus = "Production";
+  GlueHostApplicationSoftwareRunTimeEnvironment = {{ "VO-atlas-release-15", "VO-atlas-x" }};
+  storage = [ CloseSEs = {{ [ GlueSEUniqueID = "se1"; GlueSEStatus = "busy"; GlueSAStateAvailableSpace = 10 ],
+                           [ GlueSEUniqueID = "se2"; GlueSEStatus = "unset"; GlueSAStateAvailableSpace = 500 ] }} ] ]
+[ GlueCEUniqueID = "{BUSY}"; GlueCEStateStatus = "Production";
+  GlueHostApplicationSoftwareRunTimeEnvironment = {{ "VO-atlas-release-14" }};
+  storage = [ CloseSEs = {{ [ GlueSEUniqueID = "se3"; GlueSEStatus = "busy"; GlueSAStateAvailableSpace = 900 ] }} ] ]
+[ GlueCEUniqueID = "{BARE}"; GlueCEStateStatus = "Production" ]
+"""
+CLOSE_SE_UNSET = 'anyMatch(other.storage.CloseSEs, target.GlueSEStatus == "unset")'
+RTE = "other.GlueHostApplicationSoftwareRunTimeEnvironment"
+
+
+class TestJobListMatchAndTheBroker:
+    def test_a_job_asking_for_a_close_se_is_matched_to_the_ce_that_has_one_and_runs_there(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        requirements = f"Requirements = {CLOSE_SE_UNSET};"
+        assert list_match(rt, alice, jdl(requirements), DELEGATION) == [(CLOSE, 0)]
+        job_id = submit(rt, alice, requirements)
+        assert [(order.job_id, order.ce_id) for order in claim_starts(rt, "w1", {"local": 1}, limit=1)] == [
+            (job_id, CLOSE)]
+
+    def test_a_runtime_environment_and_a_rank_on_the_close_ses(self, broker_rt: RankedRuntime,
+                                                                alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        either = (f'Requirements = anyMatch({RTE}, target == "VO-atlas-x" || target == "VO-atlas-release-14"); '
+                  "Rank = allMatch(other.storage.CloseSEs, target.GlueSAStateAvailableSpace > 100) ? 10 : 1;")
+        assert list_match(rt, alice, jdl(either), DELEGATION) == [(BUSY, 10), (CLOSE, 1)]
+
+    def test_no_close_se_anywhere_is_an_empty_list_and_a_waiting_job(self, broker_rt: RankedRuntime,
+                                                                      alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        none = 'Requirements = anyMatch(other.storage.CloseSEs, target.GlueSEStatus == "closed");'
+        assert list_match(rt, alice, jdl(none), DELEGATION) == []  # false for two CEs, error for the bare one
+        job_id = submit(rt, alice, none)
+        assert claim_starts(rt, "w1", {"local": 1}, limit=1) == []
+        assert job_row(rt, job_id) == ("Waiting", NO_MATCH, None)
+
+    def test_a_list_no_ce_publishes_is_said_by_list_match_and_the_waiting_jobs_reason(
+            self, broker_rt: RankedRuntime, alice: Principal) -> None:
+        rt = broker_rt(CATALOGUE)
+        missing = "Requirements = anyMatch(other.GlueSESizeList, target > 10);"
+        cause = ("the job's Requirements evaluate to error against every CE: the first argument of anyMatch() is "
+                 "undefined, not a list")
+        with pytest.raises(JdlExpressionError, match=f"^{re.escape(cause)}$"):
+            list_match(rt, alice, jdl(missing), DELEGATION)
+        job_id = submit(rt, alice, missing)
+        assert claim_starts(rt, "w1", {"local": 1}, limit=1) == []
+        assert job_row(rt, job_id) == ("Waiting", f"{NO_MATCH} ({cause})", None)
+
+
+def site(count: int, elements: int, extra: str = "") -> list[classad2.ClassAd]:
+    """``count`` CEs publishing ``elements`` run-time environments each (``RTE``)."""
+    rte = ", ".join(f'"VO-atlas-release-{index}"' for index in range(elements))
+    return [classad2.ClassAd(f'[ GlueCEUniqueID = "ce{number}.example.org:2119/jobmanager-pbs-long"; '
+                             f'GlueCEStateStatus = "Production"; RTE = {{ {rte} }}; {extra} ]')
+            for number in range(count)]
+
+
+def job(requirements: str, extra: str = "") -> classad2.ClassAd:
+    ad = parse_jdl(f'[ Executable = "/bin/true"; {extra} Requirements = {requirements} ]')
+    check_expressions(ad)
+    return ad
+
+
+class TestWorkIsBounded:
+    def test_a_1kb_jdl_of_16_calls_against_100_ces_of_500_elements_stays_within_the_budget(self) -> None:
+        requirements = " || ".join(f'anyMatch(other.RTE, target == "VO-cms-{index}")' for index in range(16))
+        hostile = job(requirements)
+        assert len(str(hostile)) <= 1024
+        calls = GliteCalls(hostile)
+        assert matches(hostile, site(100, 500), calls=calls) == []
+        # without the budget: 16 calls x 100 CEs x 500 elements = 800,000 element evaluations
+        assert calls.budget.elements <= MAX_ELEMENTS
+        assert calls.budget.lists <= 16 * 100
+        assert calls.budget.exhausted
+        assert no_match_cause(calls) == ("the job's anyMatch()/allMatch() calls were cut short: their evaluation "
+                                         f"budget for a match ran out ({calls.budget.exhausted}; a call is then "
+                                         "an error)")
+
+    def test_a_costly_list_argument_is_evaluated_once_per_ce_not_per_element(self) -> None:
+        """A: the list is a backtracking regexp away (0.2 s of PCRE before its match limit makes it an
+        error): once per CE it fits the budget, once per element (500 x 0.2 s) it would not."""
+        pad = "a" * 30 + "!"
+        requirements = ('anyMatch(ifThenElse(isError(regexp("^(a+)+$", other.Pad)), other.RTE, {}), '
+                        'target == "VO-atlas-release-499")')
+        ad = job(requirements)
+        calls = GliteCalls(ad)
+        found = matches(ad, site(1, 500, f'Pad = "{pad}"'), calls=calls)
+        assert [match.ce_id for match in found] == ["ce0.example.org:2119/jobmanager-pbs-long"]
+        assert (calls.budget.lists, calls.budget.elements, calls.budget.exhausted) == (1, 500, "")
+
+    def test_a_costly_test_runs_out_of_cpu_long_before_the_element_count(self) -> None:
+        """C: each element costs about 170 µs (member() over 6,000 values) where a plain test
+        costs 10-15: counted in elements, 100 CEs of 500 (50,000) would pass; in CPU time they stop."""
+        values = ", ".join(str(index) for index in range(6000))
+        ad = job("anyMatch(other.RTE, member(target, Big))", f"Big = {{ {values} }};")
+        calls = GliteCalls(ad)
+        assert matches(ad, site(100, 500), calls=calls) == []
+        assert calls.budget.exhausted == "1 s of CPU spent"
+        assert calls.budget.elements < 100 * 500 // 2
+
+    def test_the_reason_is_made_from_the_pass_not_a_second_one(self) -> None:
+        """C: the reason of a job no CE matched (jobListMatch's fault, a waiting job's reason)
+        evaluates nothing more: a second pass would have had a budget of its own."""
+        ad = job('anyMatch(other.RTE, target == "VO-cms")')
+        calls = GliteCalls(ad, CallBudget(elements=700))
+        assert matches(ad, site(3, 500), calls=calls) == []
+        spent = (calls.budget.elements, calls.budget.lists, calls.budget.spent)
+        assert (spent[0], spent[1]) == (700, 2)  # the second CE's list, not the third's
+        assert no_match_cause(calls) is not None
+        assert no_match_cause(calls) is not None
+        assert (calls.budget.elements, calls.budget.lists, calls.budget.spent) == spent
+
+    def test_an_exhausted_budget_fails_no_job_whose_requirements_hold_anyway(self) -> None:
+        """D: an exhausted budget makes a call an error, not the job's fault."""
+        ces = site(3, 500)
+        either = job('other.GlueCEStateStatus == "Production" || anyMatch(other.RTE, target == "x")')
+        calls = GliteCalls(either, CallBudget(elements=10))
+        assert len(matches(either, ces, calls=calls)) == 3
+        assert calls.budget.exhausted == "10 list elements evaluated"
+        alone = job('anyMatch(other.RTE, target == "VO-atlas-release-499")')
+        calls = GliteCalls(alone, CallBudget(elements=10))
+        assert matches(alone, ces, calls=calls) == []
+        assert "ran out (10 list elements evaluated; a call is then an error)" in (no_match_cause(calls) or "")
+
+
+class TestCallsThroughReferencesAreNotFollowed:
+    """B: a call is evaluated where the job's Requirements or Rank write it, nowhere else."""
+
+    def test_a_jobs_attribute_calling_one_is_an_error_and_named(self) -> None:
+        ad = job("Wanted", 'Wanted = anyMatch(other.RTE, target == "VO-atlas-release-1");')
+        calls = GliteCalls(ad)
+        assert matches(ad, site(2, 500), calls=calls) == []
+        assert (calls.budget.lists, calls.budget.elements) == (0, 0)
+        assert no_match_cause(calls) == (
+            "the job's Requirements evaluate to error against every CE: the JDL calls anyMatch() or allMatch() in "
+            "Wanted, where the service does not evaluate them (a call is an error there); write the calls in "
+            "Requirements or Rank")
+
+    def test_a_ces_attribute_or_requirements_calling_one_is_the_sites_error(self) -> None:
+        ces = site(2, 500, 'Flag = anyMatch(RTE, target == "VO-atlas-release-1")')
+        ces.append(site(1, 500, 'Requirements = anyMatch(RTE, target == "VO-atlas-release-1")')[0])
+        ad = job("other.Flag")
+        calls = GliteCalls(ad)
+        assert matches(ad, ces, calls=calls) == []
+        assert matches(job("true"), ces[2:]) == []
+        assert (calls.budget.lists, calls.budget.elements) == (0, 0)
