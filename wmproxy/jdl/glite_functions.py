@@ -57,9 +57,11 @@ How: the calls found in the tokens of classad2's text of ``Requirements``/``Rank
 grammar, :func:`wmproxy.jdl.expressions.expression_tokens`) are replaced by references to
 synthetic attributes (``WMProxyCall<n>``), and in a call's test ``target``/``other`` by a
 reference to the element's synthetic attribute (``WMProxyElement<n>``); the texts are parsed by
-classad2 once per job. Against each CE, each call's list is evaluated once, each element is bound
-and the test evaluated by classad2, and the call's result is bound, before classad2 evaluates the
-rewritten ``Requirements`` (or ``Rank``) on a copy of the job ad. Pure: no I/O.
+classad2 once per job. Against each CE, unless the rewritten expression has one value whatever
+the calls give (:meth:`GliteCalls._decided_without`), each call's list is evaluated once, each
+element is bound and the test evaluated by classad2, and the call's result is bound, before
+classad2 evaluates the rewritten ``Requirements`` (or ``Rank``) on a copy of the job ad. Pure: no
+I/O.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ from wmproxy.jdl.expressions import GLITE_FUNCTIONS, Token, expression_tokens
 MAX_ELEMENTS = 100_000
 #: Thread CPU seconds the calls of one job may spend in one match pass.
 MAX_CPU_SECONDS = 1.0
+#: Calls of one expression up to which a CE the expression decides whatever they give is
+#: recognised before any is evaluated (3 ** this evaluations of the expression, of about 3 µs).
+MAX_DECIDED_CALLS = 2
 #: The attributes whose calls are evaluated.
 EVALUATED = ("Requirements", "Rank")
 
@@ -312,8 +317,29 @@ class GliteCalls:
         if not calls:
             return
         with self.budget.running():
+            if self._decided_without(calls, self._expressions[attribute], ce):
+                return
             for call in calls:
                 self.scope[call.result] = self._value(call, ce)
+
+    def _decided_without(self, calls: list[_Call], expression: classad2.ExprTree, ce: classad2.ClassAd) -> bool:
+        """Whether ``expression`` has one value against ``ce`` whatever its calls give (each is
+        true, false or error): ``other.GlueCEStateStatus == "Production" && anyMatch(...)`` against
+        a closed CE. Then no call is evaluated (as gLite's ``&&`` would not), for
+        :data:`MAX_DECIDED_CALLS` calls at most (3 ** calls evaluations of ``expression``)."""
+        if len(calls) > MAX_DECIDED_CALLS:
+            return False
+        seen: set[str] = set()
+        try:
+            for results in itertools.product((True, False, classad2.Value.Error), repeat=len(calls)):
+                for call, result in zip(calls, results, strict=True):
+                    self.scope[call.result] = result
+                seen.add(repr(expression.eval(scope=self.scope, target=ce)))
+                if len(seen) > 1:
+                    return False
+        except Exception:  # noqa: BLE001 - classad2 raises the same on the expression itself: evaluated then
+            return False
+        return True
 
     def observe(self, requirements: object) -> None:
         """The value of the job's ``Requirements`` against one more CE."""

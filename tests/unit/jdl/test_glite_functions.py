@@ -125,6 +125,24 @@ class TestValuesReachTheTestExactly:
         assert evaluate('anyMatch(other.Names, target == "nope")')[0] is False
 
 
+@pytest.mark.parametrize(("requirements", "value", "lists"), [
+    pytest.param(f'other.GlueCEStateStatus == "Closed" && anyMatch({RTE}, target == "VO-atlas-x")', False, 0,
+                 id="decided-false"),
+    pytest.param(f'other.GlueCEStateStatus == "Production" || allMatch({RTE}, target == "VO-atlas-x")', True, 0,
+                 id="decided-true"),
+    pytest.param(f'other.GlueCEStateStatus == "Production" && anyMatch({RTE}, target == "VO-atlas-x")', True, 1,
+                 id="not-decided"),
+    pytest.param(f'isError(anyMatch({RTE}, target == "VO-atlas-x"))', False, 1, id="iserror-not-decided"),
+    pytest.param(f'other.GlueCEStateStatus == "Closed" && anyMatch({RTE}, target == "x") && '
+                 'anyMatch(other.Numbers, target > 0) && anyMatch(other.Numbers, target > 1)', False, 3,
+                 id="three-calls-evaluated"),
+])
+def test_calls_are_evaluated_only_when_the_rest_does_not_decide(requirements: str, value: object,
+                                                                 lists: int) -> None:
+    result, calls = evaluate(requirements)
+    assert (result, calls.budget.lists) == (value, lists)
+
+
 def test_a_job_without_calls_is_evaluated_as_it_is() -> None:
     job = parse_jdl('[ Executable = "/bin/true"; Requirements = other.GlueCEStateStatus == "Production" ]')
     calls = GliteCalls(job)

@@ -146,10 +146,20 @@ class TestWorkIsBounded:
         assert no_match_cause(calls) is not None
         assert (calls.budget.elements, calls.budget.lists, calls.budget.spent) == spent
 
+    def test_a_ce_the_rest_of_the_requirements_decide_costs_no_call(self) -> None:
+        """As gLite's ``&&`` would not evaluate the call: the budget goes to the CEs it decides."""
+        wanted = "ce57.example.org:2119/jobmanager-pbs-long"
+        ad = job(f'other.GlueCEUniqueID == "{wanted}" && anyMatch(other.RTE, target == "VO-atlas-release-499")')
+        calls = GliteCalls(ad)
+        assert [match.ce_id for match in matches(ad, site(100, 500), calls=calls)] == [wanted]
+        assert (calls.budget.lists, calls.budget.elements) == (1, 500)  # not 100 lists, 50,000 elements
+
     def test_an_exhausted_budget_fails_no_job_whose_requirements_hold_anyway(self) -> None:
-        """D: an exhausted budget makes a call an error, not the job's fault."""
+        """D: an exhausted budget makes a call an error, not the job's fault (three calls: evaluated
+        against each CE, though the first alternative decides)."""
         ces = site(3, 500)
-        either = job('other.GlueCEStateStatus == "Production" || anyMatch(other.RTE, target == "x")')
+        either = job('other.GlueCEStateStatus == "Production" || '
+                     + " || ".join(f'anyMatch(other.RTE, target == "x{index}")' for index in range(3)))
         calls = GliteCalls(either, CallBudget(elements=10))
         assert len(matches(either, ces, calls=calls)) == 3
         assert calls.budget.exhausted == "10 list elements evaluated"
