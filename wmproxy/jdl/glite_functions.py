@@ -29,9 +29,11 @@ it meant to do:
   list included) and allMatch true when none fails (an empty list included), false is false.
 * HEAD makes a call whose list has an element that is not a ClassAd literal an error (:66-72,
   ``is_classad``): ``GlueHostApplicationSoftwareRunTimeEnvironment``, a list of strings, could
-  not be matched. Here the list's values are the elements (a reference in the list is
-  evaluated), and an element that is not an ad is bound as ``target``/``other`` itself:
-  ``anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == "VO-atlas-x")``.
+  not be matched. Here an element that is a constant (a string, a number, a boolean, undefined,
+  error, a list) is bound as ``target``/``other`` itself:
+  ``anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == "VO-atlas-x")``. An
+  element that is an expression (``{ X, 1 + 1 }``: classad2 gives it unevaluated, out of the
+  scope it was written in) is an error, as in gLite.
 
 Where the service differs on purpose:
 
@@ -365,6 +367,9 @@ class GliteCalls:
             if not self.budget.take("element"):
                 return self._error(f"the evaluation budget of its anyMatch()/allMatch() calls ran out "
                                    f"({self.budget.exhausted})")
+            if isinstance(element, classad2.ExprTree):  # classad2 leaves it unevaluated, out of its scope
+                return self._error(f"an element of the list of {call.name}() is an expression, not a constant or "
+                                   "an ad")
             try:
                 self.scope[call.element] = element
             except Exception:  # noqa: BLE001 - a value classad2 gives but does not take back

@@ -65,6 +65,7 @@ RTE = "other.GlueHostApplicationSoftwareRunTimeEnvironment"
     pytest.param('!anyMatch(other.Numbers, target > 5)', True, id="negated-false"),
     pytest.param('anyMatch(other.Partial, target.GlueSEStatus == "unset")', True, id="decided-before-an-undefined"),
     pytest.param('allMatch({ [ a = 1 ], [ b = 1 ] }, target.a == 2)', False, id="all-decided-before-an-undefined"),
+    pytest.param("anyMatch({ 1, 1 + 1 }, target > 0)", True, id="decided-before-an-expression"),
     pytest.param('other.GlueCEStateStatus == "Production" || anyMatch(other.Missing, target > 0)', True,
                  id="an-alternative-that-holds"),
 ])
@@ -90,6 +91,12 @@ def test_a_call_gives_what_glite_meant(requirements: str, value: object) -> None
     pytest.param("anyMatch(other.Numbers, target + 1)",
                  "the second argument of anyMatch() is a number for an element, not a boolean",
                  id="a-number-for-an-element"),
+    pytest.param("allMatch({ 1, 1 + 1 }, target > 0)",
+                 "an element of the list of allMatch() is an expression, not a constant or an ad",
+                 id="an-expression-element"),
+    pytest.param('anyMatch({ other }, target.GlueCEStateStatus == "Production")',
+                 "an element of the list of anyMatch() is an expression, not a constant or an ad",
+                 id="a-reference-element"),
 ])
 def test_a_call_glite_made_an_error_is_one_and_says_why(requirements: str, reason: str) -> None:
     value, calls = evaluate(requirements)
