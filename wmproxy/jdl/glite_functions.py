@@ -129,16 +129,20 @@ class CallBudget:
             self.spent += self.clock() - self._since
             self._since = None
 
-    def take(self, what: str) -> bool:
-        """Whether one more evaluation (``what``: "element" or "list") may run; False (for ever)
-        once the elements or the CPU time ran out."""
+    def within(self) -> bool:
+        """Whether neither the elements nor the CPU time ran out (False for ever once one did)."""
         if not self.exhausted:
             spent = self.spent + (self.clock() - self._since if self._since is not None else 0.0)
             if self.elements >= self.max_elements:
                 self.exhausted = f"{self.max_elements} list elements evaluated"
             elif spent >= self.cpu_seconds:
                 self.exhausted = f"{self.cpu_seconds:g} s of CPU spent"
-        if self.exhausted:
+        return not self.exhausted
+
+    def take(self, what: str) -> bool:
+        """Whether one more evaluation (``what``: "element" or "list") may run, counted; False
+        (for ever) once the elements or the CPU time ran out."""
+        if not self.within():
             return False
         if what == "element":
             self.elements += 1
@@ -328,12 +332,15 @@ class GliteCalls:
         """Whether ``expression`` has one value against ``ce`` whatever its calls give (each is
         true, false or error): ``other.GlueCEStateStatus == "Production" && anyMatch(...)`` against
         a closed CE. Then no call is evaluated (as gLite's ``&&`` would not), for
-        :data:`MAX_DECIDED_CALLS` calls at most (3 ** calls evaluations of ``expression``)."""
+        :data:`MAX_DECIDED_CALLS` calls at most (3 ** calls evaluations of ``expression``, their
+        CPU time in the budget: once it ran out, the calls are errors at once)."""
         if len(calls) > MAX_DECIDED_CALLS:
             return False
         seen: set[str] = set()
         try:
             for results in itertools.product((True, False, classad2.Value.Error), repeat=len(calls)):
+                if not self.budget.within():
+                    return False
                 for call, result in zip(calls, results, strict=True):
                     self.scope[call.result] = result
                 seen.add(repr(expression.eval(scope=self.scope, target=ce)))

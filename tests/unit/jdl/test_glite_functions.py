@@ -173,3 +173,12 @@ def test_an_exhausted_budget_makes_every_further_call_an_error() -> None:
     assert budget.elements == 2
     assert calls.reasons == [("the evaluation budget of its anyMatch()/allMatch() calls ran out "
                               "(2 list elements evaluated)")]
+
+
+def test_what_the_rest_decides_is_tried_within_the_budget() -> None:
+    """Trying the 3 ** calls results evaluates the whole expression 3 or 9 times per CE: that CPU
+    time is the budget's too; once it ran out the calls are errors at once (the value is the same)."""
+    budget = CallBudget(cpu_seconds=0.0)
+    value = evaluate(f'other.GlueCEStateStatus == "Closed" && anyMatch({RTE}, target == "VO-atlas-x")',
+                     budget=budget)[0]
+    assert (value, budget.exhausted, budget.lists) == (False, "0 s of CPU spent", 0)
