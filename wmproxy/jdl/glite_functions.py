@@ -78,8 +78,8 @@ import classad2
 
 from wmproxy.jdl.expressions import GLITE_FUNCTIONS, Token, expression_tokens
 
-#: List elements the calls of one job may evaluate in one match pass (about 10-15 µs of classad2
-#: each for a simple test: 500 elements against 100 CEs fit once).
+#: List elements the calls of one job may evaluate in one match pass (3-15 µs of classad2 each for
+#: a simple test: 500 elements against 100 CEs fit twice).
 MAX_ELEMENTS = 100_000
 #: Thread CPU seconds the calls of one job may spend in one match pass.
 MAX_CPU_SECONDS = 1.0
