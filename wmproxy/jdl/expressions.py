@@ -23,7 +23,13 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   inside another more than :data:`MAX_GLITE_NESTING` deep (each call evaluates its second argument
   once per element of its list: :mod:`wmproxy.jdl.glite_functions`), or calls ``regexp`` with a
   pattern :data:`MAX_PATTERN_CALLS` counts inside such a second argument, itself or through an
-  attribute it references (the pattern would be matched once per element, as ``regexpMember``'s);
+  attribute it references (the pattern would be matched once per element, as ``regexpMember``'s),
+  ``target.name``/``other.name`` included: there they name an element, which may be an ad the JDL
+  writes (``anyMatch({ [ F = regexp(...) ] }, isError(target.F) && ...)``), so they count as the
+  JDL's nested attributes of that name, each read evaluating the attribute again; a bare
+  ``target``/``other`` there counts as the JDL's whole text (a list element the JDL may write,
+  which ``member(x, target)`` goes through at each read) unless the call's list is a selection
+  from the CE, ``other.x``;
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -44,8 +50,11 @@ Names resolve conservatively, as classad2 may resolve them (case-insensitive): a
 to ``name``, or a selection ``x.name``, counts the largest attribute of that name anywhere in
 the JDL (top level or in a nested ad); ``root.name`` and ``.name`` the top-level one;
 ``other.name`` and ``target.name`` are the CE's attributes (the site's, not counted) unless
-the JDL defines attributes named ``other``/``target``. A nested ad ``[ ... ]`` counts its
-own text: its attributes are evaluated when selected, which is a reference.
+the JDL defines attributes named ``other``/``target``, or in the second argument of an
+``anyMatch``/``allMatch`` call (above). A nested ad ``[ ... ]`` counts its own text: its
+attributes are evaluated when selected, which is a reference; ``x["name"]`` (classad2
+subscripts an ad by an attribute name) is the selection ``x.name``. Not followed: a subscript
+whose index is not a string constant (``x[S]`` with ``S = "name"``).
 
 Not bounded here: how deep an expression nests without references (classad2 gives up at a
 few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`), and
@@ -128,7 +137,9 @@ _CE_SCOPES = frozenset({"other", "target"})
 _AD_SCOPES = frozenset({"root", "parent", "my", "self"})
 _OPENING = {")": "(", "}": "{", "]": "["}
 
-_Key = tuple[str, str]  # ("any" | "top", lowercase name)
+_Key = tuple[str, str]  # ("any" | "top" | "element", lowercase name)
+#: What a bare ``target``/``other`` in the test of a call whose list the JDL may write reads.
+_WRITTEN_ELEMENT: _Key = ("written", "")
 
 
 class _Reference(NamedTuple):
@@ -223,7 +234,7 @@ def check_expressions(ad: classad2.ClassAd) -> None:
         else:
             _read(text, top, attributes)
         own_size += top.size
-    _Graph(attributes, own_size + MAX_GROWTH).measure()
+    _Graph(attributes, own_size, own_size + MAX_GROWTH).measure()
 
 
 def expression_tokens(text: str, where: str = "") -> list[Token]:
@@ -292,6 +303,10 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
             continue
         owner.size += len(token.text)
         if token.text in ("(", "{", "["):
+            if (token.text == "[" and index + 1 < len(tokens) and tokens[index].kind == "string"
+                    and tokens[index + 1].text == "]"):  # x["name"] selects name from an ad, as x.name
+                owner.references.append(_selection(owner, previous, Token("quoted", f"'{tokens[index].text[1:-1]}'"))
+                                        ._replace(per_element=bool(calls.per_element)))
             frames.append(token.text)
         elif token.text in _OPENING and token.kind == "op":
             if frame != _OPENING[token.text]:
@@ -323,7 +338,7 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                         "service does not evaluate it; use a pattern of plain characters there")
                 owner.patterns += cost
             elif token.name in _GLITE:
-                calls.opened(owner, token, len(frames))
+                calls.opened(owner, token, len(frames), _site_list(tokens, index + 1))
             elif token.name not in _FUNCTIONS:
                 raise JdlExpressionError(
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
@@ -331,6 +346,11 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
         elif token.kind in ("name", "quoted") and token.name not in _VALUES | _WORD_OPERATORS:
             owner.references.append(_Reference("any", token.name, text=token.text,
                                                    per_element=bool(calls.per_element)))
+            selection = index < len(tokens) and tokens[index].text == "."  # target.x: x's own cost
+            if token.name in _CE_SCOPES and calls.per_element and not calls.site_elements and not selection:
+                # the element itself, of a list the JDL may write: a constant as long as the JDL
+                # at most, which each read (member(x, target)) goes through again
+                owner.references.append(_Reference(_WRITTEN_ELEMENT[0], "", text=token.text, per_element=True))
         previous = token
     if frames:
         raise JdlExpressionError(f"Attribute {top.where}: the expression cannot be read (unbalanced brackets)")
@@ -343,6 +363,7 @@ class _OpenCall:
 
     depth: int
     name: str
+    site_list: bool  # its first argument is other.x (.y ...): the CE's list, the site's elements
     argument: int = 0
 
 
@@ -358,8 +379,16 @@ class _OpenCalls:
         what is read there is evaluated once per element of the call's list."""
         return next((call.name for call in self.open if call.argument >= 1), "")
 
-    def opened(self, owner: _Attribute, name: Token, depth: int) -> None:
-        """A call ``name(`` whose ``(`` will be at ``depth`` (the open brackets before it)."""
+    @property
+    def site_elements(self) -> bool:
+        """Whether the elements ``target``/``other`` name where the next token is read are the
+        site's (each open call's list is a selection from the CE or an outer element), not
+        anything the JDL writes."""
+        return all(call.site_list for call in self.open)
+
+    def opened(self, owner: _Attribute, name: Token, depth: int, site_list: bool) -> None:
+        """A call ``name(`` whose ``(`` will be at ``depth`` (the open brackets before it);
+        ``site_list``: :attr:`_OpenCall.site_list`."""
         owner.glite_calls += 1
         if owner.glite_calls > MAX_GLITE_CALLS:
             raise JdlExpressionError(
@@ -370,7 +399,7 @@ class _OpenCalls:
                 f"Attribute {owner.where} calls {name.text}() in an argument of {self.open[-1].name}() in an "
                 f"argument of {self.open[0].name}(): the service evaluates such calls nested "
                 f"{MAX_GLITE_NESTING} deep at most")
-        self.open.append(_OpenCall(depth, name.text))
+        self.open.append(_OpenCall(depth, name.text, site_list))
 
     def comma(self, depth: int) -> None:
         """A ``,`` with ``depth`` brackets open."""
@@ -381,6 +410,18 @@ class _OpenCalls:
         """A ``)`` closed, ``depth`` brackets left open."""
         if self.open and self.open[-1].depth == depth:
             self.open.pop()
+
+
+def _site_list(tokens: list[Token], index: int) -> bool:
+    """Whether the first argument of the call whose ``(`` is ``tokens[index - 1]`` is
+    ``other.x`` or ``target.x`` (``.y`` ...) and nothing else, up to its ``,``."""
+    at = index
+    if not (at < len(tokens) and tokens[at].kind in ("name", "quoted") and tokens[at].name in _CE_SCOPES):
+        return False
+    at += 1
+    while at + 1 < len(tokens) and tokens[at].text == "." and tokens[at + 1].kind in ("name", "quoted"):
+        at += 2
+    return at > index + 1 and at < len(tokens) and tokens[at].text == ","
 
 
 def _pattern_cost(tokens: list[Token], index: int) -> int:
@@ -450,8 +491,9 @@ class _Graph:
     """The attributes and their references: expanded sizes and reference depths, each
     attribute measured once."""
 
-    def __init__(self, attributes: list[_Attribute], limit: int) -> None:
+    def __init__(self, attributes: list[_Attribute], own_size: int, limit: int) -> None:
         self.attributes = attributes
+        self.own_size = own_size
         self.limit = limit
         self.any: dict[str, list[_Attribute]] = {}
         self.top: dict[str, _Attribute] = {}
@@ -471,11 +513,15 @@ class _Graph:
         how, name = key
         if how == "top":
             return [self.top[name]] if name in self.top else []
+        if how == "element":
+            return [attribute for attribute in self.any.get(name, []) if not attribute.top]
         return self.any.get(name, [])
 
     def _key(self, owner: _Attribute, reference: _Reference) -> _Key | None:
         """Where a reference leads (None: nowhere in the JDL: the CE's attribute or undefined)."""
         how, name, base = reference.how, reference.name, reference.base
+        if how == _WRITTEN_ELEMENT[0]:
+            return _WRITTEN_ELEMENT
         if how != "select" or base is None:
             return (how, name)
         chained = base.startswith(".")
@@ -488,6 +534,10 @@ class _Graph:
                     "attribute reference or a nested ad (from a list it is evaluated once per element)")
             return ("any", name)
         if not chained and base in _CE_SCOPES:
+            if reference.per_element:
+                # in a call's test target/other is an element, maybe an ad the JDL writes (in the
+                # list literal, or an attribute the list reads): each read evaluates its attribute again
+                return ("element", name)
             return None  # the CE's attribute: the site's expression, not the JDL's
         if not chained and base == "root":
             return ("top", name)
@@ -496,6 +546,8 @@ class _Graph:
         return None  # undefined.name is undefined
 
     def _by_key(self, key: _Key) -> _Measure:
+        if key == _WRITTEN_ELEMENT:  # a constant of at most the JDL's text (an element that holds an
+            return _Measure(self.own_size, 0, 0)  # expression, in a list in it, makes the call an error)
         if key not in self.by_key:
             measures = [self._measure(target) for target in self._targets(key)]
             self.by_key[key] = _Measure(max((m.size for m in measures), default=0),

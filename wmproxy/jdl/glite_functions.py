@@ -374,7 +374,8 @@ class GliteCalls:
             if not self.budget.take("element"):
                 return self._error(f"the evaluation budget of its anyMatch()/allMatch() calls ran out "
                                    f"({self.budget.exhausted})")
-            if isinstance(element, classad2.ExprTree):  # classad2 leaves it unevaluated, out of its scope
+            if isinstance(element, classad2.ExprTree) or _holds_expression(element):  # classad2 leaves it
+                # unevaluated, out of its scope; in a list, each read of the element would evaluate it again
                 return self._error(f"an element of the list of {call.name}() is an expression, not a constant or "
                                    "an ad")
             try:
@@ -414,6 +415,13 @@ def _rewritten(text: str, where: str, numbers: Iterator[int], *,
         return calls, classad2.ExprTree(rewritten)
     except Exception:  # noqa: BLE001 - whatever classad2 or the tokens raise: not read
         return None
+
+
+def _holds_expression(value: object) -> bool:
+    """Whether ``value`` is a list with an expression classad2 left unevaluated in it, at any
+    depth (``{ { regexp(...) } }``'s element): ads aside, whose attributes are read by selection."""
+    return isinstance(value, list) and any(
+        isinstance(item, classad2.ExprTree) or _holds_expression(item) for item in value)
 
 
 def _kind(value: object) -> str:

@@ -129,6 +129,15 @@ class TestFunctions:
         refusal('[ Executable = "/bin/true"; Requirements = EVAL("true") ]')
 
 
+#: A pattern PCRE backtracks on for a tenth of a second before its match limit stops it.
+BACKTRACKING = 'regexp("^(a+)+$", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa!")'
+
+
+def reads(test: str, count: int = 40) -> str:
+    """``test`` ``count`` times, joined by ``&&``."""
+    return " && ".join([test] * count)
+
+
 def glite_calls(count: int) -> str:
     return " || ".join(["anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == \"x\")"] * count)
 
@@ -185,6 +194,51 @@ class TestGliteCalls:
     def test_a_pattern_matched_once_per_ce_is_counted_as_before(self, requirements: str) -> None:
         check(f'[ Executable = "/bin/true"; Requirements = {requirements} ]')
 
+    @pytest.mark.parametrize(("extra", "requirements", "read"), [
+        # review t8: 42 KB accepted, each target.F matching the pattern again (0.15 s each, 300 s a pass)
+        pytest.param("", f"anyMatch({{ [ F = {BACKTRACKING} ] }}, {' && '.join(['isError(target.F)'] * 2000)})",
+                     "target.F", id="attack-2000-reads"),
+        pytest.param("", f"anyMatch({{ [ F = {BACKTRACKING} ] }}, isError(target.F) && true)", "target.F",
+                     id="one-read"),
+        pytest.param("", f"anyMatch({{ [ F = {BACKTRACKING} ] }}, isError(other.F) && true)", "other.F",
+                     id="other-is-the-element"),
+        pytest.param("", f'anyMatch({{ [ F = {BACKTRACKING} ] }}, isError(target["F"]) && true)', "target.'F'",
+                     id="subscript-by-name"),
+        pytest.param(f"L = {{ [ F = {BACKTRACKING} ] }};", "anyMatch(L, isError(target.F) && true)", "target.F",
+                     id="list-in-an-attribute"),
+        pytest.param("", f"anyMatch({{ [ N = [ F = {BACKTRACKING} ] ] }}, isError(target.N.F) && true)",
+                     "N.F", id="ad-in-the-element"),
+    ])
+    def test_a_pattern_in_an_ad_the_job_writes_in_the_list_read_by_the_test_is_refused(
+            self, extra: str, requirements: str, read: str) -> None:
+        """The elements of a list the JDL writes are the JDL's ads: each ``target.F`` in the test
+        evaluates F again, once per element, as a reference would."""
+        message = refusal(f'[ Executable = "/bin/true"; {extra} Requirements = {requirements} ]')
+        assert message.startswith(f"Attribute Requirements reads {read} in the second argument of an anyMatch() or "
+                                  f"allMatch() call, which is evaluated once per element of a list, and {read} "
+                                  "calls regexp() with a pattern that may backtrack")
+
+    @pytest.mark.parametrize("requirements", [
+        pytest.param(f'anyMatch({{ [ S = "{"x" * 1000}" ] }}, {reads("size(strcat(target.S, target.S)) > 0")})',
+                     id="a-string-in-an-element-ad"),
+        pytest.param(f'anyMatch({{ {{ {", ".join(str(i) for i in range(2000))} }} }}, {reads("!member(-1, target)")})',
+                     id="a-list-element"),
+    ])
+    def test_a_large_value_the_job_writes_read_again_and_again_by_the_test_is_refused(
+            self, requirements: str) -> None:
+        message = refusal(f'[ Executable = "/bin/true"; Requirements = {requirements} ]')
+        assert message.startswith("Attribute Requirements is ")
+        assert "characters long once each attribute reference in it is replaced" in message
+
+    @pytest.mark.parametrize("requirements", [
+        pytest.param(f'anyMatch(other.L, {reads("!member(-1, target)")})', id="the-ces-list"),
+        pytest.param(f'anyMatch(other.L, allMatch(target.M, {reads("target > 0")}))', id="an-element-of-the-ces-list"),
+        pytest.param(f"anyMatch({{ [ F = {BACKTRACKING} ], [ G = 1 ] }}, target.G == 1)", id="a-pattern-not-read"),
+        pytest.param("anyMatch({ [ Rank = 1 ] }, target.Rank > 0)", id="the-elements-rank-not-the-jobs"),
+    ])
+    def test_what_the_site_publishes_or_the_test_does_not_read_is_not_counted(self, requirements: str) -> None:
+        check(f'[ Executable = "/bin/true"; Rank = 1; Requirements = {requirements} ]')
+
 
 class TestRegularExpressions:
     """``regexp`` may backtrack for a tenth of a second per call before PCRE stops it."""
@@ -206,6 +260,12 @@ class TestRegularExpressions:
         check(f'[ Executable = "/bin/true"; Requirements = {sites} ]')
         refusal(f'[ Executable = "/bin/true"; Requirements = {sites.replace("site3.", "site3+.")} && '
                 + " && ".join(['regexp(".*x", other.GlueCEUniqueID)'] * MAX_PATTERN_CALLS) + " ]")
+
+    def test_a_nested_ad_subscripted_by_name_counts_as_selected(self) -> None:
+        """``N["F"]`` evaluates N's F as ``N.F`` does (classad2 subscripts an ad by an attribute name)."""
+        reads = " && ".join(['isError(N["F"])'] * (MAX_PATTERN_CALLS + 1))
+        message = refusal(f'[ Executable = "/bin/true"; N = [ F = {BACKTRACKING} ]; Requirements = {reads} ]')
+        assert message.startswith(f"Attribute Requirements calls regexp() {MAX_PATTERN_CALLS + 1} times")
 
     @pytest.mark.parametrize("pattern", ["(a|a)" * 3 + "b", "(a)\\\\1", "[ab]c", "a+", "a{2}", "x?"])
     def test_a_constant_pattern_that_may_branch_is_counted(self, pattern: str) -> None:

@@ -97,6 +97,11 @@ def test_a_call_gives_what_glite_meant(requirements: str, value: object) -> None
     pytest.param('anyMatch({ other }, target.GlueCEStateStatus == "Production")',
                  "an element of the list of anyMatch() is an expression, not a constant or an ad",
                  id="a-reference-element"),
+    # each read of such an element (member(), ==) would evaluate its expressions again
+    *(pytest.param(f"anyMatch({{ {element} }}, member(2, target))",
+                   "an element of the list of anyMatch() is an expression, not a constant or an ad", id=name)
+      for element, name in (("{ 1 + 1 }", "an-expression-in-a-list-element"),
+                            ("{ 1, { MinFree } }", "a-reference-deep-in-a-list-element"))),
 ])
 def test_a_call_glite_made_an_error_is_one_and_says_why(requirements: str, reason: str) -> None:
     value, calls = evaluate(requirements)

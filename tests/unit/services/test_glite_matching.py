@@ -169,6 +169,24 @@ class TestWorkIsBounded:
         assert "ran out (10 list elements evaluated; a call is then an error)" in (no_match_cause(calls) or "")
 
 
+    def test_an_ad_the_job_writes_read_by_the_test_is_bounded_at_registration_and_counted_at_matching(
+            self) -> None:
+        """F: the elements of a list the JDL writes, read by the test as ``target.F``, escaped both
+        bounds (review t7/t8: 2,000 reads of a backtracking pattern accepted, 300 s of CPU a pass,
+        the budget checked only between elements). The attack is refused; the same shape with a
+        plain pattern, which each read may match, is accepted and stopped by the element count."""
+        backtracking = 'regexp("^(a+)+$", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa!")'
+        reads = " && ".join(["!isError(target.F)"] * 200)  # classad2 evaluates a few hundred nested && at most
+        with pytest.raises(JdlExpressionError, match=r"^Attribute Requirements reads target\.F in the second"):
+            job(f"anyMatch({{ [ F = {backtracking} ] }}, {reads})")
+        ads = ", ".join(['[ F = regexp("cern.ch", "ce.cern.ch") ]'] * 50)
+        plain = job(f"anyMatch({{ {ads} }}, {reads} && !target.F)")  # false: every element evaluated
+        calls = GliteCalls(plain, CallBudget(elements=30, cpu_seconds=float("inf")))
+        assert matches(plain, site(3, 1), calls=calls) == []
+        assert (calls.budget.elements, calls.budget.lists, calls.budget.exhausted) == (
+            30, 1, "30 list elements evaluated")
+
+
 class TestCallsThroughReferencesAreNotFollowed:
     """B: a call is evaluated where the job's Requirements or Rank write it, nowhere else."""
 
