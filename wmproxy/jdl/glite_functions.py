@@ -62,7 +62,9 @@ reference to the element's synthetic attribute (``WMProxyElement<n>``); the text
 classad2 once per job. Against each CE, unless the rewritten expression has one value whatever
 the calls give (:meth:`GliteCalls._decided_without`), each call's list is evaluated once, each
 element is bound and the test evaluated by classad2, and the call's result is bound, before
-classad2 evaluates the rewritten ``Requirements`` (or ``Rank``) on a copy of the job ad. Pure: no
+classad2 evaluates the rewritten ``Requirements`` (or ``Rank``) on a copy of the job ad. Every other
+result is an error then: the other attribute's calls (``Requirements = ... || Rank > 0`` reads
+``Rank``'s as an error, never as computed for an earlier CE) and its own until computed. Pure: no
 I/O.
 """
 
@@ -272,6 +274,8 @@ class GliteCalls:
             results bound (by :meth:`bind`).
         elsewhere: the job's other attributes that call them (not evaluated: an error).
         reasons: why calls were errors, each once, in the order seen (for the reason).
+        reading_rank: whether the ``Requirements`` read ``Rank`` (by name, ``my.Rank``...) while
+            ``Rank`` calls them: those calls are an error there, named by the reason.
     """
 
     def __init__(self, job: classad2.ClassAd, budget: CallBudget | None = None) -> None:
@@ -283,6 +287,8 @@ class GliteCalls:
         self.errors = 0  # of which they were an error
         self._calls: dict[str, list[_Call]] = {}
         self._expressions: dict[str, classad2.ExprTree] = {}
+        self._results: dict[str, list[str]] = {}  # attribute -> its calls' synthetic results, nested ones too
+        self.reading_rank = False  # Requirements read Rank, whose calls are an error there
         numbers = itertools.count(1)
         for name in job:
             text = str(job.lookup(name))
@@ -297,12 +303,18 @@ class GliteCalls:
                 self.elsewhere.append(name)
             else:
                 self._calls[spelled], self._expressions[spelled] = calls, expression
+                self._results[spelled] = [result for call in calls for result in _results(call)]
+        if "Rank" in self._expressions and "Requirements" in job:
+            self.reading_rank = _reads(str(job.lookup("Requirements")), "rank")
         if self._expressions:
             self.scope = classad2.ClassAd()
             for name in job:  # the expressions themselves: their text would round reals
                 self.scope[name] = job.lookup(name)
             for name, expression in self._expressions.items():
                 self.scope[name] = expression
+            for results in self._results.values():
+                for result in results:
+                    self.scope[result] = classad2.Value.Error
 
     def expression(self, attribute: str) -> classad2.ExprTree | None:
         """The job's ``attribute`` (one of :data:`EVALUATED`) to evaluate in :attr:`scope`; None
@@ -319,9 +331,15 @@ class GliteCalls:
             Exception: whatever classad2 raises evaluating an argument (the job's expression:
                 the caller fails the job, as for the expression itself).
         """
+        for other, results in self._results.items():  # never a value computed for another CE, or
+            if other != attribute:  # for the other attribute: a call reached through a reference is an error
+                for result in results:
+                    self.scope[result] = classad2.Value.Error
         calls = self._calls.get(attribute)
         if not calls:
             return
+        for result in self._results[attribute]:
+            self.scope[result] = classad2.Value.Error
         with self.budget.running():
             if self._decided_without(calls, self._expressions[attribute], ce):
                 return
@@ -415,6 +433,31 @@ def _rewritten(text: str, where: str, numbers: Iterator[int], *,
         return calls, classad2.ExprTree(rewritten)
     except Exception:  # noqa: BLE001 - whatever classad2 or the tokens raise: not read
         return None
+
+
+def _results(call: _Call) -> Iterator[str]:
+    """The synthetic attributes ``call`` and the calls in its arguments bind their results to."""
+    yield call.result
+    for inner in (*call.list_calls, *call.test_calls):
+        yield from _results(inner)
+
+
+def _reads(text: str, name: str) -> bool:
+    """Whether the expression ``text`` refers to the job's attribute ``name`` (lowercase) by
+    itself or as ``my.``/``self.``/``root.`` ``name`` (a token read, no grammar)."""
+    try:
+        tokens = expression_tokens(text)
+    except Exception:  # noqa: BLE001 - unreadable: check_expressions refuses it
+        return False
+    for index, token in enumerate(tokens):
+        if token.kind in ("name", "quoted") and token.name == name:
+            before = tokens[index - 1] if index else None
+            if before is None or before.text != ".":
+                return True
+            scope = tokens[index - 2] if index >= 2 else None
+            if scope is None or (scope.kind in ("name", "quoted") and scope.name in ("my", "self", "root")):
+                return True
+    return False
 
 
 def _holds_expression(value: object) -> bool:

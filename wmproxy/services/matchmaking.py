@@ -410,7 +410,8 @@ def no_match_cause(calls: GliteCalls) -> str | None:
     * the calls' budget ran out: "the job's anyMatch()/allMatch() calls were cut short: ...";
     * else, when the job's ``Requirements`` evaluate to error against every CE (one at least):
       the first reason a call was an error, or the attributes calling them where the service
-      does not evaluate them (:attr:`GliteCalls.elsewhere`).
+      does not evaluate them (:attr:`GliteCalls.elsewhere`), or the Rank the Requirements read
+      (:attr:`GliteCalls.reading_rank`: its calls are an error there).
     """
     if calls.budget.exhausted:
         return (f"the job's anyMatch()/allMatch() calls were cut short: their evaluation budget for a match "
@@ -424,6 +425,10 @@ def no_match_cause(calls: GliteCalls) -> str | None:
         return (f"the job's Requirements evaluate to error against every CE: the JDL calls anyMatch() or "
                 f"allMatch() in {named}, where the service does not evaluate them (a call is an error there); "
                 "write the calls in Requirements or Rank")
+    if calls.reading_rank:
+        return ("the job's Requirements evaluate to error against every CE: they read Rank, whose anyMatch() or "
+                "allMatch() calls the service evaluates for the Rank only (a call reached through a reference is an "
+                "error); write the calls in Requirements")
     return None
 
 

@@ -187,6 +187,30 @@ class TestWorkIsBounded:
             30, 1, "30 list elements evaluated")
 
 
+class TestEachCeSeesItsOwnCalls:
+    """G: a call's result is bound for one CE and one attribute; read anywhere else (Requirements
+    reading Rank), it is an error, never the value left by an earlier CE (review t1)."""
+
+    def test_requirements_reading_rank_do_not_see_an_earlier_ces_rank(self) -> None:
+        ad = job("anyMatch(other.L, target == 1) || Rank > 0", "Rank = anyMatch(other.L, target == 2) ? 1 : 0;")
+        ces = [classad2.ClassAd('[ GlueCEUniqueID = "ce1"; L = { 1, 2 } ]'),
+               classad2.ClassAd('[ GlueCEUniqueID = "ce2"; L = { 5 } ]')]
+        assert [(m.ce_id, m.rank) for m in matches(ad, ces)] == [("ce1", 1.0)]
+
+    def test_requirements_reading_only_rank_match_nothing_and_say_why(self) -> None:
+        ad = job("other.X == 1 || Rank > 0", "Rank = anyMatch(other.L, target == 2) ? 1 : 0;")
+        ces = [classad2.ClassAd('[ GlueCEUniqueID = "ce1"; X = 1; L = { 2 } ]'),
+               classad2.ClassAd('[ GlueCEUniqueID = "ce2"; X = 0; L = { 2 } ]')]
+        assert [(m.ce_id, m.rank) for m in matches(ad, ces)] == [("ce1", 1.0)]
+        alone = job("Rank > 0", "Rank = anyMatch(other.L, target == 2) ? 1 : 0;")
+        calls = GliteCalls(alone)
+        assert matches(alone, ces, calls=calls) == []
+        assert no_match_cause(calls) == (
+            "the job's Requirements evaluate to error against every CE: they read Rank, whose anyMatch() or "
+            "allMatch() calls the service evaluates for the Rank only (a call reached through a reference is an "
+            "error); write the calls in Requirements")
+
+
 class TestCallsThroughReferencesAreNotFollowed:
     """B: a call is evaluated where the job's Requirements or Rank write it, nowhere else."""
 
