@@ -267,6 +267,7 @@ class GliteCalls:
             :func:`wmproxy.jdl.check_expressions` (a text it refuses as unreadable is read here
             as calling nothing).
         budget: the pass's budget (a new :class:`CallBudget` when None).
+        job_id: the job's id, for the log ("" for jobListMatch).
 
     Attributes:
         scope: the ad to evaluate the job's ``Requirements`` and ``Rank`` in: the job itself
@@ -278,8 +279,9 @@ class GliteCalls:
             ``Rank`` calls them: those calls are an error there, named by the reason.
     """
 
-    def __init__(self, job: classad2.ClassAd, budget: CallBudget | None = None) -> None:
+    def __init__(self, job: classad2.ClassAd, budget: CallBudget | None = None, job_id: str = "") -> None:
         self.budget = budget if budget is not None else CallBudget()
+        self.job_id = job_id
         self.scope = job
         self.elsewhere: list[str] = []
         self.reasons: list[str] = []

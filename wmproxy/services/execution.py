@@ -520,7 +520,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     job_ad = matching_ad(registered, job.owner_dn, fqan)
     try:
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
-        calls = GliteCalls(job_ad)  # one budget for the claim, the reason below included
+        calls = GliteCalls(job_ad, job_id=job.id)  # one budget for the claim, the reason below included
         chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor,
                            for_ces=ce_view(job_ad, fqan), calls=calls)
     except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on

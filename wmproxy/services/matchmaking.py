@@ -21,7 +21,8 @@ why when a call leaves no CE matching).
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
-empty list, not a fault.
+empty list, not a fault (unless the job's ``anyMatch``/``allMatch`` calls are why: their budget
+ran out, which cuts a list silently, or they are an error against every CE: a fault that says so).
 
 An evaluation classad2 cannot carry out (it raises, e.g. on references nested deeper than it
 evaluates) is the job's fault when it is the job's ``Requirements`` or ``Rank``: a
@@ -388,7 +389,9 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
     requirements = calls.expression("Requirements")
     rank_expr = calls.expression("Rank")
     found: list[Match] = []
-    for ce in ces:
+    cut: int | None = None  # the CE (counted from 1) the calls' budget ran out at
+    for index, ce in enumerate(ces):
+        cut = index if cut is None and calls.budget.exhausted else cut
         if requirements is not None:
             value = _job_value(requirements, "Requirements", calls, ce)
             calls.observe(value)
@@ -397,6 +400,12 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
         if not ce_accepts(ce, seen):
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, calls, ce), ce))
+    if cut is None and calls.budget.exhausted:
+        cut = len(ces)
+    if cut is not None:
+        log.warning("job %s: its anyMatch()/allMatch() calls ran out of their budget (%s) at CE %d of %d: every "
+                    "call from there on was an error, so the %d CEs matched and their ranks may be cut short",
+                    calls.job_id or "(jobListMatch)", calls.budget.exhausted, cut, len(ces), len(found))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
     return found
 
@@ -502,10 +511,11 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         SandboxError: the CE catalogue cannot be read.
         JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
             long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), the job's
-            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`), or no CE
-            matches because of the job's ``anyMatch``/``allMatch`` calls: their budget ran out,
-            or they make the Requirements an error against every CE (:func:`no_match_cause`: an
-            empty list would not say why).
+            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`), the budget of the
+            job's ``anyMatch``/``allMatch`` calls ran out (whether or not CEs matched: the list
+            and its ranks would be cut short, silently), or no CE matches because the calls make
+            the Requirements an error against every CE (:func:`no_match_cause`: an empty list
+            would not say why).
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -527,7 +537,8 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
     job = matching_ad(ad, principal.dn, fqan)
     calls = GliteCalls(job)
     found = match(job, ces, ce_view(job, fqan), calls)
-    cause = None if found else no_match_cause(calls)
+    # a list cut by the budget is no answer (a CE may be missing, a rank wrong): said, as for no CE
+    cause = None if found and not calls.budget.exhausted else no_match_cause(calls)
     if cause is not None:
         raise JdlExpressionError(cause)
     return found

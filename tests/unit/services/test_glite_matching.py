@@ -23,6 +23,7 @@ from wmproxy.domain import Principal
 from wmproxy.errors import JdlExpressionError
 from wmproxy.jdl import check_expressions, parse_jdl
 from wmproxy.jdl.glite_functions import MAX_ELEMENTS, CallBudget, GliteCalls
+from wmproxy.services import matchmaking
 from wmproxy.services.brokering import NO_MATCH
 from wmproxy.services.execution import claim_starts
 from wmproxy.services.matchmaking import list_match, matches, no_match_cause
@@ -209,6 +210,36 @@ class TestEachCeSeesItsOwnCalls:
             "the job's Requirements evaluate to error against every CE: they read Rank, whose anyMatch() or "
             "allMatch() calls the service evaluates for the Rank only (a call reached through a reference is an "
             "error); write the calls in Requirements")
+
+
+class TestABudgetRunningOutIsSaid:
+    """H: a budget that runs out cuts the CEs matched and their ranks (review t9: the only CE of
+    rank 10 dropped, every rank 0, and no cause since the list was not empty)."""
+
+    REQUIREMENTS = "Requirements = anyMatch(other.L, target >= 0); Rank = anyMatch(other.L, target == 50) ? 10 : 0;"
+    CATALOGUE = "\n".join(
+        f'[ GlueCEUniqueID = "ce{number}.example.org:2119/jobmanager-pbs-long"; GlueCEStateStatus = "Production"; '
+        f'L = {{ {", ".join(str(value) for value in range(50))}, {number + 48} }} ]' for number in range(3))
+
+    def test_the_log_says_which_job_and_how_far_the_pass_got(self, caplog: pytest.LogCaptureFixture) -> None:
+        ad = job("anyMatch(other.L, target >= 0)", "Rank = anyMatch(other.L, target == 50) ? 10 : 0;")
+        calls = GliteCalls(ad, CallBudget(elements=60), job_id="https://wms.example.org:9000/abc")
+        ces = [classad2.ClassAd(text) for text in self.CATALOGUE.split("\n")]
+        with caplog.at_level("WARNING", logger="wmproxy.services.matchmaking"):
+            found = matches(ad, ces, calls=calls)
+        assert len(found) == 2  # the third CE, the one of rank 10, is cut
+        assert [record.getMessage() for record in caplog.records] == [(
+            "job https://wms.example.org:9000/abc: its anyMatch()/allMatch() calls ran out of their budget (60 list "
+            "elements evaluated) at CE 2 of 3: every call from there on was an error, so the 2 CEs matched and their "
+            "ranks may be cut short")]
+
+    def test_job_list_match_answers_a_fault_not_a_cut_list(self, broker_rt: RankedRuntime, alice: Principal,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        rt = broker_rt(self.CATALOGUE)
+        monkeypatch.setattr(matchmaking, "GliteCalls", lambda ad: GliteCalls(ad, CallBudget(elements=60)))
+        with pytest.raises(JdlExpressionError, match=r"^the job's anyMatch\(\)/allMatch\(\) calls were cut short: "
+                                                     r"their evaluation budget for a match ran out \(60 list elements"):
+            list_match(rt, alice, jdl(self.REQUIREMENTS), DELEGATION)
 
 
 class TestCallsThroughReferencesAreNotFollowed:
