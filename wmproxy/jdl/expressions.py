@@ -53,8 +53,8 @@ the JDL (top level or in a nested ad); ``root.name`` and ``.name`` the top-level
 the JDL defines attributes named ``other``/``target``, or in the second argument of an
 ``anyMatch``/``allMatch`` call (above). A nested ad ``[ ... ]`` counts its own text: its
 attributes are evaluated when selected, which is a reference; ``x["name"]`` (classad2
-subscripts an ad by an attribute name) is the selection ``x.name``. Not followed: a subscript
-whose index is not a string constant (``x[S]`` with ``S = "name"``).
+subscripts an ad by an attribute name) is the selection ``x.name``, and ``x[S]`` (an index that
+is not a constant: ``S = "name"``) reads the largest attribute of any nested ad.
 
 Not bounded here: how deep an expression nests without references (classad2 gives up at a
 few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`), and
@@ -137,9 +137,11 @@ _CE_SCOPES = frozenset({"other", "target"})
 _AD_SCOPES = frozenset({"root", "parent", "my", "self"})
 _OPENING = {")": "(", "}": "{", "]": "["}
 
-_Key = tuple[str, str]  # ("any" | "top" | "element", lowercase name)
+_Key = tuple[str, str]  # ("any" | "top" | "element" | "nested" | "written", lowercase name)
 #: What a bare ``target``/``other`` in the test of a call whose list the JDL may write reads.
 _WRITTEN_ELEMENT: _Key = ("written", "")
+#: What ``x[index]`` reads when the index is not a constant: any attribute of a nested ad.
+_ANY_NESTED: _Key = ("nested", "")
 
 
 class _Reference(NamedTuple):
@@ -303,10 +305,15 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
             continue
         owner.size += len(token.text)
         if token.text in ("(", "{", "["):
-            if (token.text == "[" and index + 1 < len(tokens) and tokens[index].kind == "string"
-                    and tokens[index + 1].text == "]"):  # x["name"] selects name from an ad, as x.name
+            constant = index + 1 < len(tokens) and tokens[index + 1].text == "]" and tokens[index].kind in (
+                "string", "number")
+            if token.text == "[" and constant and tokens[index].kind == "string":  # x["name"]: x.name
                 owner.references.append(_selection(owner, previous, Token("quoted", f"'{tokens[index].text[1:-1]}'"))
                                         ._replace(per_element=bool(calls.per_element)))
+            elif token.text == "[" and not constant and previous is not None and previous.text != "}":
+                # x[S] with S = "name" selects from an ad too: any attribute of a nested ad
+                owner.references.append(_Reference(_ANY_NESTED[0], "", text=f"{previous.text}[...]",
+                                                   per_element=bool(calls.per_element)))
             frames.append(token.text)
         elif token.text in _OPENING and token.kind == "op":
             if frame != _OPENING[token.text]:
@@ -515,13 +522,15 @@ class _Graph:
             return [self.top[name]] if name in self.top else []
         if how == "element":
             return [attribute for attribute in self.any.get(name, []) if not attribute.top]
+        if key == _ANY_NESTED:
+            return [attribute for attribute in self.attributes if not attribute.top]
         return self.any.get(name, [])
 
     def _key(self, owner: _Attribute, reference: _Reference) -> _Key | None:
         """Where a reference leads (None: nowhere in the JDL: the CE's attribute or undefined)."""
         how, name, base = reference.how, reference.name, reference.base
-        if how == _WRITTEN_ELEMENT[0]:
-            return _WRITTEN_ELEMENT
+        if how in (_WRITTEN_ELEMENT[0], _ANY_NESTED[0]):
+            return (how, name)
         if how != "select" or base is None:
             return (how, name)
         chained = base.startswith(".")
