@@ -30,6 +30,10 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   ``target``/``other`` there counts as the JDL's whole text (a list element the JDL may write,
   which ``member(x, target)`` goes through at each read) unless the call's list is a selection
   from the CE, ``other.x``;
+* an attribute, a reference or a subscript ``x["name"]`` names an attribute starting with
+  ``WMProxyCall`` or ``WMProxyElement`` (any case, quoted too): the service's own names, for
+  evaluating ``anyMatch``/``allMatch`` (which also draws them at random per job: a JDL naming them
+  reads nothing of the service's);
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -115,6 +119,11 @@ FUNCTIONS = (
     "regexp",
 )
 _FUNCTIONS = frozenset(name.lower() for name in FUNCTIONS)
+#: The prefixes of the synthetic attributes :mod:`wmproxy.jdl.glite_functions` binds the calls'
+#: results and their list elements to: a JDL may not name them (any case, quoted or subscripted).
+CALL_PREFIX = "WMProxyCall"
+ELEMENT_PREFIX = "WMProxyElement"
+_SYNTHETIC = (CALL_PREFIX.lower(), ELEMENT_PREFIX.lower())
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -227,6 +236,7 @@ def check_expressions(ad: classad2.ClassAd) -> None:
     attributes: list[_Attribute] = []
     own_size = 0
     for name in ad:
+        _not_synthetic(name, name, name)
         top = _Attribute(name.lower(), name, top=True, size=len(name))
         text = str(ad.lookup(name))
         constants = _STRINGS.sub("", text)
@@ -264,6 +274,18 @@ def _tokens(text: str, where: str) -> list[Token]:
     return tokens
 
 
+def _not_synthetic(name: str, text: str, where: str) -> None:
+    """Refuse ``name`` (lowercase; ``text`` as written) when it starts with a synthetic prefix.
+
+    Raises:
+        JdlExpressionError: it does (the message names the attribute ``where`` it is).
+    """
+    if name.lower().startswith(_SYNTHETIC):
+        raise JdlExpressionError(
+            f"Attribute {where} names {text}: names starting with {CALL_PREFIX} or {ELEMENT_PREFIX} (in any case) are "
+            "the service's own, for evaluating anyMatch() and allMatch(); a JDL may not use them")
+
+
 def _ends_operand(token: Token | None) -> bool:
     """Whether ``token`` ends an operand (so that ``[`` after it is a subscript, ``.`` a selection)."""
     if token is None:
@@ -288,6 +310,8 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
         token = tokens[index]
         index += 1
         read += len(token.text)
+        if token.kind in ("name", "quoted"):
+            _not_synthetic(token.name, token.text, owners[-1].where)
         frame = frames[-1] if frames else None
         if isinstance(frame, _Ad) and (frame.expect != "expr" or token.text in (";", "]")):
             if _nested_ad(frame, token, owners, attributes):  # its "]"
@@ -308,6 +332,7 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
             constant = index + 1 < len(tokens) and tokens[index + 1].text == "]" and tokens[index].kind in (
                 "string", "number")
             if token.text == "[" and constant and tokens[index].kind == "string":  # x["name"]: x.name
+                _not_synthetic(tokens[index].text[1:-1].lower(), tokens[index].text, owner.where)
                 owner.references.append(_selection(owner, previous, Token("quoted", f"'{tokens[index].text[1:-1]}'"))
                                         ._replace(per_element=bool(calls.per_element)))
             elif token.text == "[" and not constant and previous is not None and previous.text != "}":
@@ -325,6 +350,7 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
             calls.comma(len(frames))
         elif token.text == "." and index < len(tokens) and tokens[index].kind in ("name", "quoted"):
             selected = tokens[index]
+            _not_synthetic(selected.name, selected.text, owner.where)
             index += 1
             read += len(selected.text)
             owner.size += len(selected.text)

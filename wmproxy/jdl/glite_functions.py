@@ -57,8 +57,11 @@ Where the service differs on purpose:
 
 How: the calls found in the tokens of classad2's text of ``Requirements``/``Rank`` (no ClassAd
 grammar, :func:`wmproxy.jdl.expressions.expression_tokens`) are replaced by references to
-synthetic attributes (``WMProxyCall<n>``), and in a call's test ``target``/``other`` by a
-reference to the element's synthetic attribute (``WMProxyElement<n>``); the texts are parsed by
+synthetic attributes (``WMProxyCall<nonce>_<n>``), and in a call's test ``target``/``other`` by a
+reference to the element's synthetic attribute (``WMProxyElement<nonce>_<n>``); ``<nonce>`` is 16
+random hexadecimal digits drawn per job and pass, so a JDL cannot name them itself (any name can be
+written, quoted: ``'WMProxyElement1'``; and :func:`~wmproxy.jdl.check_expressions` refuses a JDL naming
+either prefix, whose reads it would not count); the texts are parsed by
 classad2 once per job. Against each CE, unless the rewritten expression has one value whatever
 the calls give (:meth:`GliteCalls._decided_without`), each call's list is evaluated once, each
 element is bound and the test evaluated by classad2, and the call's result is bound, before
@@ -71,6 +74,7 @@ I/O.
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,7 +82,7 @@ from dataclasses import dataclass, field
 
 import classad2
 
-from wmproxy.jdl.expressions import GLITE_FUNCTIONS, Token, expression_tokens
+from wmproxy.jdl.expressions import CALL_PREFIX, ELEMENT_PREFIX, GLITE_FUNCTIONS, Token, expression_tokens
 
 #: List elements the calls of one job may evaluate in one match pass (3-15 µs of classad2 each for
 #: a simple test: 500 elements against 100 CEs fit twice).
@@ -172,10 +176,11 @@ class _Call:
 class _Reader:
     """The calls of one expression's text, read from its tokens."""
 
-    def __init__(self, text: str, where: str, numbers: Iterator[int]) -> None:
+    def __init__(self, text: str, where: str, numbers: Iterator[int], nonce: str) -> None:
         self.text = text
         self.tokens = expression_tokens(text, where)
         self.numbers = numbers
+        self.nonce = nonce
         self.closing: dict[int, int] = {}  # index of an opening bracket -> of its closing one
         opened: list[int] = []
         for index, token in enumerate(self.tokens):
@@ -230,7 +235,8 @@ class _Reader:
         if start < close or arguments:
             arguments.append((start, close))
         number = next(self.numbers)
-        call = _Call(_GLITE[self.tokens[index].name], f"WMProxyCall{number}", f"WMProxyElement{number}",
+        call = _Call(_GLITE[self.tokens[index].name], f"{CALL_PREFIX}{self.nonce}_{number}",
+                     f"{ELEMENT_PREFIX}{self.nonce}_{number}",
                      len(arguments), len(arguments) == 2 and self.is_operation(*arguments[1]))
         if call.arguments == 2:
             text, call.list_calls = self.region(*arguments[0], bound)
@@ -292,12 +298,13 @@ class GliteCalls:
         self._results: dict[str, list[str]] = {}  # attribute -> its calls' synthetic results, nested ones too
         self.reading_rank = False  # Requirements read Rank, whose calls are an error there
         numbers = itertools.count(1)
+        nonce = secrets.token_hex(8)  # the synthetic names: a JDL cannot know them, so cannot read them itself
         for name in job:
             text = str(job.lookup(name))
             if not any(function in text.lower() for function in _GLITE):
                 continue
             spelled = next((known for known in EVALUATED if known.lower() == name.lower()), None)
-            found = _rewritten(text, name, numbers, evaluated=spelled is not None)
+            found = _rewritten(text, name, numbers, nonce, evaluated=spelled is not None)
             if found is None:
                 continue
             calls, expression = found
@@ -420,13 +427,13 @@ class GliteCalls:
         return classad2.Value.Error
 
 
-def _rewritten(text: str, where: str, numbers: Iterator[int], *,
+def _rewritten(text: str, where: str, numbers: Iterator[int], nonce: str, *,
                evaluated: bool) -> tuple[list[_Call], classad2.ExprTree | None] | None:
     """The calls of an attribute's ``text`` and its text rewritten, parsed by classad2 (([], None)
     when not ``evaluated``); None when it calls none, or cannot be read (check_expressions refuses
     such a text; classad2 makes it an error)."""
     try:
-        reader = _Reader(text, where, numbers)
+        reader = _Reader(text, where, numbers, nonce)
         if not any(reader.is_call(index) for index in range(len(reader.tokens))):
             return None
         if not evaluated:

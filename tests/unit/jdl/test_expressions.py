@@ -240,6 +240,27 @@ class TestGliteCalls:
         check(f'[ Executable = "/bin/true"; Rank = 1; Requirements = {requirements} ]')
 
 
+@pytest.mark.parametrize(("attributes", "named"), [
+    pytest.param("Requirements = anyMatch({ [ F = 1 ] }, isError(WMProxyElement1.F));", "WMProxyElement1",
+                 id="element-reference"),
+    pytest.param("Requirements = anyMatch({ 1 }, wmproxycall2 == 1);", "wmproxycall2", id="call-lowercase"),
+    pytest.param("Requirements = anyMatch({ 1 }, 'WMPROXYELEMENT1' == 1);", "WMPROXYELEMENT1", id="quoted"),
+    pytest.param('Requirements = anyMatch({ 1 }, my["WMProxyElement1"] == 1);', '"WMProxyElement1"',
+                 id="subscript"),
+    pytest.param("Requirements = anyMatch({ 1 }, N.WMProxyElement1 == 1); N = [ A = 1 ];", "WMProxyElement1",
+                 id="selection"),
+    pytest.param("WMProxyCall1 = true;", "WMProxyCall1", id="top-level-name"),
+    pytest.param("N = [ wmproxyElement7 = 1 ];", "wmproxyElement7", id="nested-name"),
+])
+def test_the_synthetic_names_are_refused(attributes: str, named: str) -> None:
+    """Review t2/t5/t6: the service binds a call's element and result to attributes of these
+    prefixes; a JDL naming them read the element uncounted (60 reads of a backtracking pattern: 7 s)."""
+    message = refusal(f'[ Executable = "/bin/true"; {attributes} ]')
+    assert re.fullmatch(rf"Attribute \S+ names {re.escape(named)}: names starting with WMProxyCall or WMProxyElement "
+                        r"\(in any case\) are the service's own, for evaluating anyMatch\(\) and allMatch\(\); a JDL "
+                        r"may not use them", message), message
+
+
 class TestRegularExpressions:
     """``regexp`` may backtrack for a tenth of a second per call before PCRE stops it."""
 
