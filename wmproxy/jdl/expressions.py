@@ -29,7 +29,9 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   JDL's nested attributes of that name, each read evaluating the attribute again; a bare
   ``target``/``other`` there counts as the JDL's whole text (a list element the JDL may write,
   which ``member(x, target)`` goes through at each read) unless the call's list is a selection
-  from the CE, ``other.x``;
+  from the CE, ``other.x``; or reads there an attribute that reads ``target``/``other`` itself
+  or through its references (``X = isError(target.F)``, read as ``X`` in the test: outside a test
+  ``target.F`` is the CE's, not counted, but there it is the element's);
 * an attribute, a reference or a subscript ``x["name"]`` names an attribute starting with
   ``WMProxyCall`` or ``WMProxyElement`` (any case, quoted too): the service's own names, for
   evaluating ``anyMatch``/``allMatch`` (which also draws them at random per job: a JDL naming them
@@ -197,6 +199,7 @@ class _Attribute:
     items: int = 0  # tokens and nested ads directly in its expression
     patterns: int = 0  # regexp calls in its own expression
     glite_calls: int = 0  # anyMatch/allMatch calls in its own expression
+    reads_scope: bool = False  # its own expression reads target or other (bare or selected from)
     first_is_ad: bool = False
 
     @property
@@ -377,6 +380,7 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
                     f"JDL; a JDL may call: {', '.join(FUNCTIONS)}, and gLite's {', '.join(GLITE_FUNCTIONS)}")
         elif token.kind in ("name", "quoted") and token.name not in _VALUES | _WORD_OPERATORS:
+            owner.reads_scope |= token.name in _CE_SCOPES
             owner.references.append(_Reference("any", token.name, text=token.text,
                                                    per_element=bool(calls.per_element)))
             selection = index < len(tokens) and tokens[index].text == "."  # target.x: x's own cost
@@ -518,6 +522,7 @@ class _Measure(NamedTuple):
     size: int  # characters
     depth: int  # references followed one inside the other
     patterns: int  # regexp calls
+    scope: bool = False  # it reads target or other, itself or through its references
 
 
 class _Graph:
@@ -587,7 +592,8 @@ class _Graph:
             measures = [self._measure(target) for target in self._targets(key)]
             self.by_key[key] = _Measure(max((m.size for m in measures), default=0),
                                         max((m.depth for m in measures), default=-1),
-                                        max((m.patterns for m in measures), default=0))
+                                        max((m.patterns for m in measures), default=0),
+                                        any(m.scope for m in measures))
         return self.by_key[key]
 
     def _measure(self, attribute: _Attribute) -> _Measure:
@@ -604,7 +610,7 @@ class _Graph:
             self.measured[id(attribute)] = _Measure(attribute.size, 0, 0)
             return self.measured[id(attribute)]
         self.path.append(attribute)
-        size, depth, patterns = attribute.size, 0, attribute.patterns
+        size, depth, patterns, scope = attribute.size, 0, attribute.patterns, attribute.reads_scope
         for reference in attribute.references:
             key = self._key(attribute, reference)
             if key is None:
@@ -615,6 +621,13 @@ class _Graph:
                     f"Attribute {attribute.where} reads {reference.text} in the second argument of an anyMatch() or "
                     f"allMatch() call, which is evaluated once per element of a list, and {reference.text} calls "
                     "regexp() with a pattern that may backtrack: the service does not evaluate it")
+            if reference.per_element and below.scope:
+                raise JdlExpressionError(
+                    f"Attribute {attribute.where} reads {reference.text} in the second argument of an anyMatch() or "
+                    f"allMatch() call, and {reference.text} reads target or other (itself or through the attributes "
+                    "it reads): there they would name the list's element, not the CE, and the service does not "
+                    "bound what that costs; write target.X or other.X in the second argument itself")
+            scope |= below.scope
             size += below.size
             depth = max(depth, below.depth + 1)
             patterns += below.patterns
@@ -631,7 +644,7 @@ class _Graph:
                 f"Attribute {attribute.where} calls regexp() {patterns} times once each attribute reference in it is "
                 f"replaced by the expression it names, more than the service evaluates ({MAX_PATTERN_CALLS}): each "
                 "call may cost a tenth of a second against each CE")
-        self.measured[id(attribute)] = _Measure(size, depth, patterns)
+        self.measured[id(attribute)] = _Measure(size, depth, patterns, scope)
         return self.measured[id(attribute)]
 
     @staticmethod
