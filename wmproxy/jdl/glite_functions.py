@@ -51,9 +51,10 @@ Where the service differs on purpose:
   the calls' results are bound through classad2's API, never written into text.
 * A :class:`CallBudget` bounds the work of one match pass of a job (jobListMatch, or one claim of
   the job by the broker, the reason of a job left waiting included): list elements evaluated
-  and thread CPU time spent in the calls. Once it runs out, every further call is an error, so
-  ``other.GlueCEStateStatus == "Production" || anyMatch(...)`` still matches, and the reason of
-  a job that matches nothing says the budget ran out.
+  and thread CPU time spent evaluating the job's ``Requirements`` and ``Rank``, calls or not
+  (:func:`wmproxy.services.matchmaking.matches` counts each whole evaluation). Once it runs out,
+  every further call is an error, the CEs left are not tried, and the reason of a job that
+  matches nothing says the budget ran out.
 
 How: the calls found in the tokens of classad2's text of ``Requirements``/``Rank`` (no ClassAd
 grammar, :func:`wmproxy.jdl.expressions.expression_tokens`) are replaced by references to
@@ -87,8 +88,10 @@ from wmproxy.jdl.expressions import CALL_PREFIX, ELEMENT_PREFIX, GLITE_FUNCTIONS
 #: List elements the calls of one job may evaluate in one match pass (3-15 µs of classad2 each for
 #: a simple test: 500 elements against 100 CEs fit twice).
 MAX_ELEMENTS = 100_000
-#: Thread CPU seconds the calls of one job may spend in one match pass.
-MAX_CPU_SECONDS = 1.0
+#: Thread CPU seconds one job's ``Requirements`` and ``Rank`` (their calls included) may spend in one
+#: match pass, against all the CEs (a real JDL takes microseconds per CE; eight backtracking
+#: ``regexp`` calls, which the check lets through, about a second: the CEs after it are not tried).
+MAX_CPU_SECONDS = 3.0
 #: Calls of one expression up to which a CE the expression decides whatever they give is
 #: recognised before any is evaluated (3 ** this evaluations of the expression, of about 3 µs).
 MAX_DECIDED_CALLS = 2
@@ -101,12 +104,15 @@ _OPENERS = {"(": ")", "{": "}", "[": "]"}
 
 
 class CallBudget:
-    """What evaluating one job's ``anyMatch``/``allMatch`` calls may cost in one match pass.
+    """What evaluating one job's ``Requirements`` and ``Rank`` and their ``anyMatch``/``allMatch`` calls
+    may cost in one match pass.
 
     Args:
         elements: list elements the calls may evaluate (:data:`MAX_ELEMENTS`).
-        cpu_seconds: thread CPU seconds they may spend (:data:`MAX_CPU_SECONDS`), measured with
-            ``clock`` (``time.thread_time``) while they run.
+        cpu_seconds: thread CPU seconds the evaluations may spend (:data:`MAX_CPU_SECONDS`),
+            measured with ``clock`` (``time.thread_time``) while they run
+            (:func:`wmproxy.services.matchmaking.matches` counts each evaluation of the job's
+            ``Requirements`` and ``Rank`` against a CE, the calls' included).
 
     Attributes:
         elements: elements evaluated so far.
@@ -127,7 +133,10 @@ class CallBudget:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """Count the CPU time spent inside the block (not nested)."""
+        """Count the CPU time spent inside the block (a block inside another counts in the outer one)."""
+        if self._since is not None:
+            yield
+            return
         self._since = self.clock()
         try:
             yield

@@ -15,9 +15,11 @@ VO and FQAN are the proxy's only, where the job's own expressions see the JDL's 
 proxy has no VOMS attributes), both evaluated by classad2 (so
 ``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
 :data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
-classad2 does not have, are evaluated where the job's ``Requirements`` and ``Rank`` write them, under
-a budget per job and match pass: :mod:`wmproxy.jdl.glite_functions`; :func:`no_match_cause` says
-why when a call leaves no CE matching).
+classad2 does not have, are evaluated where the job's ``Requirements`` and ``Rank`` write them:
+:mod:`wmproxy.jdl.glite_functions`; :func:`no_match_cause` says why when a call leaves no CE
+matching). Evaluating a job's ``Requirements`` and ``Rank`` against the CEs, calls or not, is under a
+budget per job and match pass (:class:`~wmproxy.jdl.glite_functions.CallBudget`: thread CPU time,
+and the calls' list elements): once it runs out, the CEs left are not tried.
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
@@ -370,8 +372,10 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
 
     The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE with
     ``job`` as their scope (with ``anyMatch``/``allMatch`` calls: ``calls``' rewritten
-    expressions in its scope, the calls evaluated against each CE first, under its budget); a
-    CE's own ``Requirements`` are evaluated with ``other`` = ``for_ces`` (:func:`ce_view`;
+    expressions in its scope, the calls evaluated against each CE first). Each evaluation, the
+    calls' included, is in ``calls``' budget (thread CPU time, for every job): once it has run out
+    the CEs left are not tried (logged; :func:`no_match_cause` says so). A CE's own
+    ``Requirements`` are evaluated with ``other`` = ``for_ces`` (:func:`ce_view`;
     ``job`` itself when None, for a job without proxy attributes).
 
     Args:
@@ -389,9 +393,11 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
     requirements = calls.expression("Requirements")
     rank_expr = calls.expression("Rank")
     found: list[Match] = []
-    cut: int | None = None  # the CE (counted from 1) the calls' budget ran out at
+    cut: int | None = None  # the CE (counted from 1) the budget ran out at
     for index, ce in enumerate(ces):
-        cut = index if cut is None and calls.budget.exhausted else cut
+        if not calls.budget.within():  # the CEs from here on are not tried
+            cut = index
+            break
         if requirements is not None:
             value = _job_value(requirements, "Requirements", calls, ce)
             calls.observe(value)
@@ -403,8 +409,9 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
     if cut is None and calls.budget.exhausted:
         cut = len(ces)
     if cut is not None:
-        log.warning("job %s: its anyMatch()/allMatch() calls ran out of their budget (%s) at CE %d of %d: every "
-                    "call from there on was an error, so the %d CEs matched and their ranks may be cut short",
+        log.warning("job %s: its Requirements and Rank ran out of their evaluation budget (%s) at CE %d of %d: the "
+                    "CEs after it were not tried (and its anyMatch()/allMatch() calls from there on were errors), so "
+                    "the %d CEs matched and their ranks may be cut short",
                     calls.job_id or "(jobListMatch)", calls.budget.exhausted, cut, len(ces), len(found))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
     return found
@@ -416,15 +423,16 @@ def no_match_cause(calls: GliteCalls) -> str | None:
     no budget of its own); None when they are not. For the reason of a job left waiting and
     jobListMatch's fault (an empty list would not say why).
 
-    * the calls' budget ran out: "the job's anyMatch()/allMatch() calls were cut short: ...";
+    * the budget ran out: "the job's matchmaking was cut short: ...";
     * else, when the job's ``Requirements`` evaluate to error against every CE (one at least):
       the first reason a call was an error, or the attributes calling them where the service
       does not evaluate them (:attr:`GliteCalls.elsewhere`), or the Rank the Requirements read
       (:attr:`GliteCalls.reading_rank`: its calls are an error there).
     """
     if calls.budget.exhausted:
-        return (f"the job's anyMatch()/allMatch() calls were cut short: their evaluation budget for a match "
-                f"ran out ({calls.budget.exhausted}; a call is then an error)")
+        return (f"the job's matchmaking was cut short: the evaluation budget of its Requirements and Rank for a "
+                f"match ran out ({calls.budget.exhausted}; the CEs after that point are not tried, and an "
+                "anyMatch()/allMatch() call is then an error)")
     if not calls.tried or calls.errors < calls.tried:
         return None
     if calls.reasons:
@@ -450,8 +458,9 @@ def _job_value(expr: classad2.ExprTree, attribute: str, calls: GliteCalls, ce: c
             expression", or anything else): the job's expression, so the job's fault.
     """
     try:
-        calls.bind(attribute, ce)
-        return expr.eval(scope=calls.scope, target=ce)
+        with calls.budget.running():  # the whole evaluation, in the pass's budget
+            calls.bind(attribute, ce)
+            return expr.eval(scope=calls.scope, target=ce)
     except Exception as exc:  # whatever classad2 raises fails this job, never its caller
         raise JdlExpressionError(f"the job's {attribute} cannot be evaluated against CE "
                                  f"{ce['GlueCEUniqueID']}: {exc}") from exc

@@ -23,7 +23,7 @@ from wmproxy.domain import Principal
 from wmproxy.errors import JdlExpressionError
 from wmproxy.jdl import check_expressions, parse_jdl
 from wmproxy.jdl.glite_functions import MAX_ELEMENTS, CallBudget, GliteCalls
-from wmproxy.services import matchmaking
+from wmproxy.services import execution, matchmaking
 from wmproxy.services.brokering import NO_MATCH
 from wmproxy.services.execution import claim_starts
 from wmproxy.services.matchmaking import list_match, matches, no_match_cause
@@ -109,9 +109,10 @@ class TestWorkIsBounded:
         assert calls.budget.elements <= MAX_ELEMENTS
         assert calls.budget.lists <= 16 * 100
         assert calls.budget.exhausted
-        assert no_match_cause(calls) == ("the job's anyMatch()/allMatch() calls were cut short: their evaluation "
-                                         f"budget for a match ran out ({calls.budget.exhausted}; a call is then "
-                                         "an error)")
+        assert no_match_cause(calls) == (
+            "the job's matchmaking was cut short: the evaluation budget of its Requirements and Rank for a match ran "
+            f"out ({calls.budget.exhausted}; the CEs after that point are not tried, and an anyMatch()/allMatch() "
+            "call is then an error)")
 
     def test_a_costly_list_argument_is_evaluated_once_per_ce_not_per_element(self) -> None:
         """A: the list is a backtracking regexp away (0.2 s of PCRE before its match limit makes it an
@@ -130,7 +131,7 @@ class TestWorkIsBounded:
         costs 10-15: counted in elements, 100 CEs of 500 (50,000) would pass; in CPU time they stop."""
         values = ", ".join(str(index) for index in range(6000))
         ad = job("anyMatch(other.RTE, member(target, Big))", f"Big = {{ {values} }};")
-        calls = GliteCalls(ad)
+        calls = GliteCalls(ad, CallBudget(cpu_seconds=1.0))
         assert matches(ad, site(100, 500), calls=calls) == []
         assert calls.budget.exhausted == "1 s of CPU spent"
         assert calls.budget.elements < 100 * 500 // 2
@@ -157,17 +158,18 @@ class TestWorkIsBounded:
 
     def test_an_exhausted_budget_fails_no_job_whose_requirements_hold_anyway(self) -> None:
         """D: an exhausted budget makes a call an error, not the job's fault (three calls: evaluated
-        against each CE, though the first alternative decides)."""
+        against each CE, though the first alternative decides); the CEs after it are not tried."""
         ces = site(3, 500)
         either = job('other.GlueCEStateStatus == "Production" || '
                      + " || ".join(f'anyMatch(other.RTE, target == "x{index}")' for index in range(3)))
         calls = GliteCalls(either, CallBudget(elements=10))
-        assert len(matches(either, ces, calls=calls)) == 3
+        assert [match.ce_id for match in matches(either, ces, calls=calls)] == [
+            "ce0.example.org:2119/jobmanager-pbs-long"]
         assert calls.budget.exhausted == "10 list elements evaluated"
         alone = job('anyMatch(other.RTE, target == "VO-atlas-release-499")')
         calls = GliteCalls(alone, CallBudget(elements=10))
         assert matches(alone, ces, calls=calls) == []
-        assert "ran out (10 list elements evaluated; a call is then an error)" in (no_match_cause(calls) or "")
+        assert "ran out (10 list elements evaluated; the CEs after" in (no_match_cause(calls) or "")
 
 
     def test_an_ad_the_job_writes_read_by_the_test_is_bounded_at_registration_and_counted_at_matching(
@@ -225,21 +227,87 @@ class TestABudgetRunningOutIsSaid:
         ad = job("anyMatch(other.L, target >= 0)", "Rank = anyMatch(other.L, target == 50) ? 10 : 0;")
         calls = GliteCalls(ad, CallBudget(elements=60), job_id="https://wms.example.org:9000/abc")
         ces = [classad2.ClassAd(text) for text in self.CATALOGUE.split("\n")]
-        with caplog.at_level("WARNING", logger="wmproxy.services.matchmaking"):
-            found = matches(ad, ces, calls=calls)
+        found, logged = matched_and_logged(ad, ces, calls, caplog)
         assert len(found) == 2  # the third CE, the one of rank 10, is cut
-        assert [record.getMessage() for record in caplog.records] == [(
-            "job https://wms.example.org:9000/abc: its anyMatch()/allMatch() calls ran out of their budget (60 list "
-            "elements evaluated) at CE 2 of 3: every call from there on was an error, so the 2 CEs matched and their "
-            "ranks may be cut short")]
+        assert logged == [cut_warning("60 list elements evaluated", 2, 3, 2)]
 
     def test_job_list_match_answers_a_fault_not_a_cut_list(self, broker_rt: RankedRuntime, alice: Principal,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
         rt = broker_rt(self.CATALOGUE)
         monkeypatch.setattr(matchmaking, "GliteCalls", lambda ad: GliteCalls(ad, CallBudget(elements=60)))
-        with pytest.raises(JdlExpressionError, match=r"^the job's anyMatch\(\)/allMatch\(\) calls were cut short: "
-                                                     r"their evaluation budget for a match ran out \(60 list elements"):
-            list_match(rt, alice, jdl(self.REQUIREMENTS), DELEGATION)
+        list_match_is_cut_short(rt, alice, self.REQUIREMENTS, "60 list elements evaluated")
+
+
+def matched_and_logged(ad: classad2.ClassAd, ces: list[classad2.ClassAd], calls: GliteCalls,
+                       caplog: pytest.LogCaptureFixture) -> tuple[list[matchmaking.Match], list[str]]:
+    """The CEs ``ad`` matches and the warnings the pass logged."""
+    with caplog.at_level("WARNING", logger="wmproxy.services.matchmaking"):
+        found = matches(ad, ces, calls=calls)
+    return found, [record.getMessage() for record in caplog.records]
+
+
+def cut_warning(exhausted: str, at: int, of: int, matched: int) -> str:
+    """The warning of a pass of job .../abc whose budget ran out (``exhausted``) at CE ``at`` of ``of``."""
+    return (f"job https://wms.example.org:9000/abc: its Requirements and Rank ran out of their evaluation budget "
+            f"({exhausted}) at CE {at} of {of}: the CEs after it were not tried (and its anyMatch()/allMatch() calls "
+            f"from there on were errors), so the {matched} CEs matched and their ranks may be cut short")
+
+
+def list_match_is_cut_short(rt: RankedRuntime, alice: Principal, attributes: str, exhausted: str) -> None:
+    """jobListMatch of a JDL with ``attributes`` answers the fault of a budget that ran out (``exhausted``)."""
+    cause = ("the job's matchmaking was cut short: the evaluation budget of its Requirements and Rank for a match "
+             f"ran out ({exhausted};")
+    with pytest.raises(JdlExpressionError, match=f"^{re.escape(cause)}"):
+        list_match(rt, alice, jdl(attributes), DELEGATION)
+
+
+class Ticks:
+    """A clock that advances one "second" each time it is read: the budget's CPU time counted in
+    evaluations, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def ticking(ad: classad2.ClassAd, job_id: str = "") -> GliteCalls:
+    """The job's calls under a budget that runs out with the first CE's evaluation (one tick of it)."""
+    return GliteCalls(ad, CallBudget(cpu_seconds=0.5, clock=Ticks()), job_id=job_id)
+
+
+class TestTheWholeEvaluationIsBudgeted:
+    """I: the budget bounded the calls only; the rest of a Requirements (8 backtracking regexps, which
+    the check allows: about 1 s per CE) cost 100 s a jobListMatch against 100 CEs, and again at each
+    claim. Each evaluation of the Requirements and Rank, calls or not, is counted; once the budget ran
+    out the CEs left are not tried (review t2/t5 "B")."""
+
+    REQUIREMENTS = 'other.GlueCEStateStatus == "Production"'
+    RANK = 'Rank = other.GlueCEUniqueID == "ce2.example.org:2119/jobmanager-pbs-long" ? 10 : 0;'
+
+    def test_a_job_without_calls_stops_at_the_ce_its_budget_ran_out_at(self, caplog: pytest.LogCaptureFixture) -> None:
+        ad = job(self.REQUIREMENTS, self.RANK)
+        calls = ticking(ad, "https://wms.example.org:9000/abc")
+        found, logged = matched_and_logged(ad, site(3, 1), calls, caplog)
+        assert [(match.ce_id, match.rank) for match in found] == [("ce0.example.org:2119/jobmanager-pbs-long", 0.0)]
+        assert (calls.budget.exhausted, calls.budget.lists, calls.budget.elements) == ("0.5 s of CPU spent", 0, 0)
+        assert logged == [cut_warning("0.5 s of CPU spent", 1, 3, 1)]
+
+    def test_job_list_match_answers_the_fault(self, broker_rt: RankedRuntime, alice: Principal,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+        rt = broker_rt(TestABudgetRunningOutIsSaid.CATALOGUE)
+        monkeypatch.setattr(matchmaking, "GliteCalls", ticking)
+        list_match_is_cut_short(rt, alice, f"Requirements = {self.REQUIREMENTS}; {self.RANK}", "0.5 s of CPU spent")
+
+    def test_the_broker_places_the_job_on_the_best_ce_it_tried(self, broker_rt: RankedRuntime, alice: Principal,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        rt = broker_rt(TestABudgetRunningOutIsSaid.CATALOGUE)
+        monkeypatch.setattr(execution, "GliteCalls", ticking)
+        job_id = submit(rt, alice, f"Requirements = {self.REQUIREMENTS}; {self.RANK}")
+        assert [(order.job_id, order.ce_id) for order in claim_starts(rt, "w1", {"local": 1}, limit=1)] == [
+            (job_id, "ce0.example.org:2119/jobmanager-pbs-long")]  # ce2, of rank 10, not tried
 
 
 class TestCallsThroughReferencesAreNotFollowed:
