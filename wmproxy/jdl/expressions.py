@@ -32,10 +32,11 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   from the CE, ``other.x``; or reads there an attribute that reads ``target``/``other`` itself
   or through its references (``X = isError(target.F)``, read as ``X`` in the test: outside a test
   ``target.F`` is the CE's, not counted, but there it is the element's);
-* an attribute, a reference or a subscript ``x["name"]`` names an attribute starting with
-  ``WMProxyCall`` or ``WMProxyElement`` (any case, quoted too): the service's own names, for
-  evaluating ``anyMatch``/``allMatch`` (which also draws them at random per job: a JDL naming them
-  reads nothing of the service's);
+* an attribute, a reference or a subscript ``x["name"]`` names an attribute of the shape
+  ``WMProxyCall<16 hex digits>_<n>`` or ``WMProxyElement<16 hex digits>_<n>`` (any case, quoted
+  too): the service's own names, for evaluating ``anyMatch``/``allMatch`` (drawn at random per
+  job: a JDL naming one reads nothing of the service's; other names with these prefixes are the
+  JDL's);
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -125,7 +126,9 @@ _FUNCTIONS = frozenset(name.lower() for name in FUNCTIONS)
 #: results and their list elements to: a JDL may not name them (any case, quoted or subscripted).
 CALL_PREFIX = "WMProxyCall"
 ELEMENT_PREFIX = "WMProxyElement"
-_SYNTHETIC = (CALL_PREFIX.lower(), ELEMENT_PREFIX.lower())
+#: The shape of those names (:mod:`wmproxy.jdl.glite_functions`: the prefix, 16 hex digits drawn
+#: per job and pass, ``_`` and a number), in any case; other names with these prefixes are the JDL's.
+_SYNTHETIC = re.compile(rf"(?:{CALL_PREFIX}|{ELEMENT_PREFIX})[0-9a-f]{{16}}_[0-9]+", re.IGNORECASE)
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -278,15 +281,19 @@ def _tokens(text: str, where: str) -> list[Token]:
 
 
 def _not_synthetic(name: str, text: str, where: str) -> None:
-    """Refuse ``name`` (lowercase; ``text`` as written) when it starts with a synthetic prefix.
+    """Refuse ``name`` (``text`` as written) when it has the shape of a synthetic name
+    (:data:`_SYNTHETIC`): a JDL naming one would read nothing of the service's (the hex part is
+    drawn at random per job), but it is refused so that it never shadows one. Other names with
+    these prefixes (``WMProxyCallbackURL``) are the JDL's own, as they always were.
 
     Raises:
         JdlExpressionError: it does (the message names the attribute ``where`` it is).
     """
-    if name.lower().startswith(_SYNTHETIC):
+    if _SYNTHETIC.fullmatch(name):
         raise JdlExpressionError(
-            f"Attribute {where} names {text}: names starting with {CALL_PREFIX} or {ELEMENT_PREFIX} (in any case) are "
-            "the service's own, for evaluating anyMatch() and allMatch(); a JDL may not use them")
+            f"Attribute {where} names {text}: names of the shape {CALL_PREFIX}<16 hex digits>_<n> or "
+            f"{ELEMENT_PREFIX}<16 hex digits>_<n> (in any case) are the service's own, for evaluating anyMatch() "
+            "and allMatch(); a JDL may not use them")
 
 
 def _ends_operand(token: Token | None) -> bool:

@@ -403,7 +403,9 @@ def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
             calls.observe(value)
             if value is not True:
                 continue
-        if not ce_accepts(ce, seen):
+        with calls.budget.running():  # the CE's own Requirements read the job's attributes, which the JDL writes
+            accepted = ce_accepts(ce, seen)
+        if not accepted:
             continue
         found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, calls, ce), ce))
     if cut is None and calls.budget.exhausted:

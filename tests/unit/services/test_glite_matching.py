@@ -295,6 +295,18 @@ class TestTheWholeEvaluationIsBudgeted:
         assert (calls.budget.exhausted, calls.budget.lists, calls.budget.elements) == ("0.5 s of CPU spent", 0, 0)
         assert logged == [cut_warning("0.5 s of CPU spent", 1, 3, 1)]
 
+    def test_the_ces_own_requirements_count_too(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Third review: a CE's own Requirements read the job's attributes (a site's ``other.MyTag =!=
+        "forbidden"``), which the JDL writes (8 backtracking regexps in MyTag: 1.26 s for 10 CEs,
+        uncounted); they are evaluated in the pass's budget too."""
+        ad = parse_jdl('[ Executable = "/bin/true"; MyTag = "mine" ]')
+        check_expressions(ad)
+        calls = ticking(ad, "https://wms.example.org:9000/abc")
+        ces = site(3, 1, 'Requirements = other.MyTag =!= "forbidden";')
+        found, logged = matched_and_logged(ad, ces, calls, caplog)
+        assert [match.ce_id for match in found] == ["ce0.example.org:2119/jobmanager-pbs-long"]
+        assert logged == [cut_warning("0.5 s of CPU spent", 1, 3, 1)]
+
     def test_job_list_match_answers_the_fault(self, broker_rt: RankedRuntime, alice: Principal,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
         rt = broker_rt(TestABudgetRunningOutIsSaid.CATALOGUE)
