@@ -4,7 +4,8 @@ It owns:
 
 * parsing JDL text strictly into a ClassAd (:func:`parse_jdl`);
 * the bound on what evaluating its expressions may cost, checked before the service
-  evaluates any (``expressions``: :func:`check_expressions`);
+  evaluates any (``expressions``: :func:`check_expressions`), and gLite's ``anyMatch``/``allMatch``,
+  which classad2 lacks, evaluated under a budget (``glite_functions``);
 * typed attribute access (``attributes``) and sandbox entries (``sandbox``);
 * the registration checks of the reference service and the typed
   :class:`JobDescription` (``description``; :func:`describe` for any JDL);
@@ -29,7 +30,7 @@ from wmproxy.jdl.description import (
     input_sandbox_files,
     read_description,
 )
-from wmproxy.jdl.expressions import check_expressions, unsupported_calls
+from wmproxy.jdl.expressions import check_expressions
 from wmproxy.jdl.parse import parse_jdl
 from wmproxy.jdl.registered import (
     RegisteredArea,
@@ -58,5 +59,4 @@ __all__ = [
     "parse_jdl",
     "read_description",
     "registered_ad",
-    "unsupported_calls",
 ]

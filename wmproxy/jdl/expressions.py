@@ -8,7 +8,7 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
 ``other``), for jobListMatch, and when it resolves a collection node's ``InputSandbox``.
 :func:`check_expressions` refuses, without evaluating anything, a JDL where
 
-* an expression calls a function outside :data:`FUNCTIONS` (and :data:`UNSUPPORTED`): ``eval`` builds expressions at
+* an expression calls a function outside :data:`FUNCTIONS` and :data:`GLITE_FUNCTIONS`: ``eval`` builds expressions at
   run time, ``join``, ``sprintf``, ``formatTime``, ``replace``/``replaceAll``/``regexps`` make
   strings far longer than their arguments, ``evalInEachContext``/``countMatches`` evaluate
   an expression once per element, ``regexpMember``/``stringListRegexpMember`` match a
@@ -19,6 +19,24 @@ CEs (``Requirements``, ``Rank``; the CEs' own ``Requirements`` read job attribut
   repetition (``*``, ``+``, ``?``, ``{``): each other call may backtrack until PCRE's match
   limit stops it (0.1-0.15 s of CPU for a pattern such as ``^(a+)+$`` on 30 characters,
   measured on the CI machine kind), whatever the JDL's size;
+* an attribute calls gLite's ``anyMatch``/``allMatch`` more than :data:`MAX_GLITE_CALLS` times, or one
+  inside another more than :data:`MAX_GLITE_NESTING` deep (each call evaluates its second argument
+  once per element of its list: :mod:`wmproxy.jdl.glite_functions`), or calls ``regexp`` with a
+  pattern :data:`MAX_PATTERN_CALLS` counts inside such a second argument, itself or through an
+  attribute it references (the pattern would be matched once per element, as ``regexpMember``'s),
+  ``target.name``/``other.name`` included: there they name an element, which may be an ad the JDL
+  writes (``anyMatch({ [ F = regexp(...) ] }, isError(target.F) && ...)``), so they count as the
+  JDL's nested attributes of that name, each read evaluating the attribute again; a bare
+  ``target``/``other`` there counts as the JDL's whole text (a list element the JDL may write,
+  which ``member(x, target)`` goes through at each read) unless the call's list is a selection
+  from the CE, ``other.x``; or reads there an attribute that reads ``target``/``other`` itself
+  or through its references (``X = isError(target.F)``, read as ``X`` in the test: outside a test
+  ``target.F`` is the CE's, not counted, but there it is the element's);
+* an attribute, a reference or a subscript ``x["name"]`` names an attribute of the shape
+  ``WMProxyCall<16 hex digits>_<n>`` or ``WMProxyElement<16 hex digits>_<n>`` (any case, quoted
+  too): the service's own names, for evaluating ``anyMatch``/``allMatch`` (drawn at random per
+  job: a JDL naming one reads nothing of the service's; other names with these prefixes are the
+  JDL's);
 * an attribute depends on itself through its references (classad2 evaluates the cycle to
   undefined, but every turn may fan out);
 * attribute references are nested more than :data:`MAX_REFERENCE_DEPTH` deep;
@@ -39,8 +57,11 @@ Names resolve conservatively, as classad2 may resolve them (case-insensitive): a
 to ``name``, or a selection ``x.name``, counts the largest attribute of that name anywhere in
 the JDL (top level or in a nested ad); ``root.name`` and ``.name`` the top-level one;
 ``other.name`` and ``target.name`` are the CE's attributes (the site's, not counted) unless
-the JDL defines attributes named ``other``/``target``. A nested ad ``[ ... ]`` counts its
-own text: its attributes are evaluated when selected, which is a reference.
+the JDL defines attributes named ``other``/``target``, or in the second argument of an
+``anyMatch``/``allMatch`` call (above). A nested ad ``[ ... ]`` counts its own text: its
+attributes are evaluated when selected, which is a reference; ``x["name"]`` (classad2
+subscripts an ad by an attribute name) is the selection ``x.name``, and ``x[S]`` (an index that
+is not a constant: ``S = "name"``) reads the largest attribute of any nested ad.
 
 Not bounded here: how deep an expression nests without references (classad2 gives up at a
 few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`), and
@@ -54,7 +75,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,12 +96,16 @@ MAX_PATTERN_CALLS = 8
 #: Functions that match a regular expression once per element of a list: refused, as a list
 #: may be as long as the JDL (or a CE's attribute) and each match may cost a tenth of a second.
 _PER_ELEMENT_PATTERNS = frozenset({"regexpmember", "stringlistregexpmember"})
-#: gLite's functions classad2 does not have: accepted, as before, since classad2 evaluates a call
-#: to error at once (``true || anyMatch(...)`` is true, so such a JDL may match); when a job's
-#: ``Requirements`` are error for every CE, :func:`unsupported_calls` names them in the reason
-#: (:func:`wmproxy.services.matchmaking.unsupported_cause`).
-UNSUPPORTED = ("anyMatch", "allMatch")
-_UNSUPPORTED = frozenset(name.lower() for name in UNSUPPORTED)
+#: gLite's functions classad2 does not have, which the service evaluates itself in a job's
+#: ``Requirements`` and ``Rank`` (:mod:`wmproxy.jdl.glite_functions`).
+GLITE_FUNCTIONS = ("anyMatch", "allMatch")
+_GLITE = frozenset(name.lower() for name in GLITE_FUNCTIONS)
+#: ``anyMatch``/``allMatch`` calls one attribute's expression may make (each node of a
+#: collection, each attribute, counts its own).
+MAX_GLITE_CALLS = 16
+#: How deep ``anyMatch``/``allMatch`` calls may nest, one in another's arguments (2: a call in
+#: the second argument of a call, evaluated once per element of the outer list).
+MAX_GLITE_NESTING = 2
 #: The ClassAd functions a JDL may call (ClassAd function names are case-insensitive).
 FUNCTIONS = (
     "isUndefined", "isError", "isString", "isInteger", "isReal", "isList", "isClassAd", "isBoolean",
@@ -98,6 +122,13 @@ FUNCTIONS = (
     "regexp",
 )
 _FUNCTIONS = frozenset(name.lower() for name in FUNCTIONS)
+#: The prefixes of the synthetic attributes :mod:`wmproxy.jdl.glite_functions` binds the calls'
+#: results and their list elements to: a JDL may not name them (any case, quoted or subscripted).
+CALL_PREFIX = "WMProxyCall"
+ELEMENT_PREFIX = "WMProxyElement"
+#: The shape of those names (:mod:`wmproxy.jdl.glite_functions`: the prefix, 16 hex digits drawn
+#: per job and pass, ``_`` and a number), in any case; other names with these prefixes are the JDL's.
+_SYNTHETIC = re.compile(rf"(?:{CALL_PREFIX}|{ELEMENT_PREFIX})[0-9a-f]{{16}}_[0-9]+", re.IGNORECASE)
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -120,7 +151,11 @@ _CE_SCOPES = frozenset({"other", "target"})
 _AD_SCOPES = frozenset({"root", "parent", "my", "self"})
 _OPENING = {")": "(", "}": "{", "]": "["}
 
-_Key = tuple[str, str]  # ("any" | "top", lowercase name)
+_Key = tuple[str, str]  # ("any" | "top" | "element" | "nested" | "written", lowercase name)
+#: What a bare ``target``/``other`` in the test of a call whose list the JDL may write reads.
+_WRITTEN_ELEMENT: _Key = ("written", "")
+#: What ``x[index]`` reads when the index is not a constant: any attribute of a nested ad.
+_ANY_NESTED: _Key = ("nested", "")
 
 
 class _Reference(NamedTuple):
@@ -132,11 +167,21 @@ class _Reference(NamedTuple):
     name: str  # lowercase
     base: str | None = None  # lowercase
     text: str = ""  # as written, for messages
+    per_element: bool = False  # made in the second argument of an anyMatch/allMatch call
 
 
-class _Token(NamedTuple):
-    kind: str  # string, quoted, number, name, op (and, once read: selected, ad)
+class Token(NamedTuple):
+    """A token of an expression's text: ``kind`` is string, quoted, number, name or op (and, once
+    read by :func:`check_expressions`: selected, ad); ``start`` its offset in the text."""
+
+    kind: str
     text: str
+    start: int = 0
+
+    @property
+    def end(self) -> int:
+        """The offset just after it."""
+        return self.start + len(self.text)
 
     @property
     def name(self) -> str:
@@ -156,6 +201,8 @@ class _Attribute:
     references: list[_Reference] = field(default_factory=list)
     items: int = 0  # tokens and nested ads directly in its expression
     patterns: int = 0  # regexp calls in its own expression
+    glite_calls: int = 0  # anyMatch/allMatch calls in its own expression
+    reads_scope: bool = False  # its own expression reads target or other (bare or selected from)
     first_is_ad: bool = False
 
     @property
@@ -176,7 +223,7 @@ class _Ad:
 
 
 #: What the previous token is after the "]" of a nested ad.
-_CLOSED_AD = _Token("ad", "]")
+_CLOSED_AD = Token("ad", "]")
 
 
 def check_expressions(ad: classad2.ClassAd) -> None:
@@ -195,6 +242,7 @@ def check_expressions(ad: classad2.ClassAd) -> None:
     attributes: list[_Attribute] = []
     own_size = 0
     for name in ad:
+        _not_synthetic(name, name, name)
         top = _Attribute(name.lower(), name, top=True, size=len(name))
         text = str(ad.lookup(name))
         constants = _STRINGS.sub("", text)
@@ -204,37 +252,51 @@ def check_expressions(ad: classad2.ClassAd) -> None:
         else:
             _read(text, top, attributes)
         own_size += top.size
-    _Graph(attributes, own_size + MAX_GROWTH).measure()
+    _Graph(attributes, own_size, own_size + MAX_GROWTH).measure()
 
 
-def unsupported_calls(ad: classad2.ClassAd) -> list[str]:
-    """The functions of :data:`UNSUPPORTED` the expressions of ``ad`` call (nested ads too), each
-    once, in the order of :data:`UNSUPPORTED`; [] for an ad :func:`check_expressions` would refuse
-    as unreadable."""
-    try:
-        tokens = _tokens(str(ad), "")
-    except JdlExpressionError:
-        return []
-    called = {token.name for token, after in itertools.pairwise(tokens)
-              if token.kind == "name" and after.text == "("}
-    return [name for name in UNSUPPORTED if name.lower() in called]
+def expression_tokens(text: str, where: str = "") -> list[Token]:
+    """The tokens of ``text`` (classad2's text of an expression: strings, numbers, names,
+    operators, brackets), blanks left out, each with its offset in ``text``.
+
+    Raises:
+        JdlExpressionError: ``text`` has a character no token starts with (``where`` names the
+            attribute in the message).
+    """
+    return _tokens(text, where)
 
 
-def _tokens(text: str, where: str) -> list[_Token]:
-    tokens: list[_Token] = []
+def _tokens(text: str, where: str) -> list[Token]:
+    tokens: list[Token] = []
     read = 0
     for found in _TOKEN.finditer(text):
         if found.start() != read:
             break
         read = found.end()
         if found.lastgroup != "space":
-            tokens.append(_Token(found.lastgroup or "", found.group()))
+            tokens.append(Token(found.lastgroup or "", found.group(), found.start()))
     if read != len(text):
         raise JdlExpressionError(f"Attribute {where}: the expression cannot be read at {text[read:][:20]!r}")
     return tokens
 
 
-def _ends_operand(token: _Token | None) -> bool:
+def _not_synthetic(name: str, text: str, where: str) -> None:
+    """Refuse ``name`` (``text`` as written) when it has the shape of a synthetic name
+    (:data:`_SYNTHETIC`): a JDL naming one would read nothing of the service's (the hex part is
+    drawn at random per job), but it is refused so that it never shadows one. Other names with
+    these prefixes (``WMProxyCallbackURL``) are the JDL's own, as they always were.
+
+    Raises:
+        JdlExpressionError: it does (the message names the attribute ``where`` it is).
+    """
+    if _SYNTHETIC.fullmatch(name):
+        raise JdlExpressionError(
+            f"Attribute {where} names {text}: names of the shape {CALL_PREFIX}<16 hex digits>_<n> or "
+            f"{ELEMENT_PREFIX}<16 hex digits>_<n> (in any case) are the service's own, for evaluating anyMatch() "
+            "and allMatch(); a JDL may not use them")
+
+
+def _ends_operand(token: Token | None) -> bool:
     """Whether ``token`` ends an operand (so that ``[`` after it is a subscript, ``.`` a selection)."""
     if token is None:
         return False
@@ -251,12 +313,15 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
     owners = [top]  # whose expression the next token is in
     frames: list[str | _Ad] = []  # what is open: "(", "{", "[" (a subscript) or a nested ad
     read = 0  # characters read
-    previous: _Token | None = None  # the previous token of the expression being read
+    previous: Token | None = None  # the previous token of the expression being read
+    calls = _OpenCalls()  # the anyMatch/allMatch calls open
     index = 0
     while index < len(tokens):
         token = tokens[index]
         index += 1
         read += len(token.text)
+        if token.kind in ("name", "quoted"):
+            _not_synthetic(token.name, token.text, owners[-1].where)
         frame = frames[-1] if frames else None
         if isinstance(frame, _Ad) and (frame.expect != "expr" or token.text in (";", "]")):
             if _nested_ad(frame, token, owners, attributes):  # its "]"
@@ -274,19 +339,33 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
             continue
         owner.size += len(token.text)
         if token.text in ("(", "{", "["):
+            constant = index + 1 < len(tokens) and tokens[index + 1].text == "]" and tokens[index].kind in (
+                "string", "number")
+            if token.text == "[" and constant and tokens[index].kind == "string":  # x["name"]: x.name
+                _not_synthetic(tokens[index].text[1:-1].lower(), tokens[index].text, owner.where)
+                owner.references.append(_selection(owner, previous, Token("quoted", f"'{tokens[index].text[1:-1]}'"))
+                                        ._replace(per_element=bool(calls.per_element)))
+            elif token.text == "[" and not constant and previous is not None and previous.text != "}":
+                # x[S] with S = "name" selects from an ad too: any attribute of a nested ad
+                owner.references.append(_Reference(_ANY_NESTED[0], "", text=f"{previous.text}[...]",
+                                                   per_element=bool(calls.per_element)))
             frames.append(token.text)
         elif token.text in _OPENING and token.kind == "op":
             if frame != _OPENING[token.text]:
                 raise JdlExpressionError(f"Attribute {owner.where}: the expression cannot be read "
                                          f"(unbalanced {token.text!r})")
             frames.pop()
+            calls.closed(len(frames))
+        elif token.text == ",":
+            calls.comma(len(frames))
         elif token.text == "." and index < len(tokens) and tokens[index].kind in ("name", "quoted"):
             selected = tokens[index]
+            _not_synthetic(selected.name, selected.text, owner.where)
             index += 1
             read += len(selected.text)
             owner.size += len(selected.text)
-            owner.references.append(_selection(owner, previous, selected))
-            token = _Token("selected", selected.text)
+            owner.references.append(_selection(owner, previous, selected)._replace(per_element=bool(calls.per_element)))
+            token = Token("selected", selected.text)
         elif token.kind == "name" and index < len(tokens) and tokens[index].text == "(":
             if token.name in _PER_ELEMENT_PATTERNS:
                 raise JdlExpressionError(
@@ -294,19 +373,102 @@ def _read(text: str, top: _Attribute, attributes: list[_Attribute]) -> None:
                     "element of a list: the service does not evaluate it in a JDL; use member() or "
                     "stringListMember() with the values, or regexp() on one string")
             if token.name == "regexp":
-                owner.patterns += _pattern_cost(tokens, index)
-            elif token.name not in _FUNCTIONS and token.name not in _UNSUPPORTED:
+                cost = _pattern_cost(tokens, index)
+                if cost and calls.per_element:
+                    raise JdlExpressionError(
+                        f"Attribute {owner.where} calls regexp() with a pattern that may backtrack in the second "
+                        f"argument of {calls.per_element}(), which is evaluated once per element of a list: the "
+                        "service does not evaluate it; use a pattern of plain characters there")
+                owner.patterns += cost
+            elif token.name in _GLITE:
+                calls.opened(owner, token, len(frames), _site_list(tokens, index + 1))
+            elif token.name not in _FUNCTIONS:
                 raise JdlExpressionError(
                     f"Attribute {owner.where} calls {token.text}(), a function the service does not evaluate in a "
-                    f"JDL; a JDL may call: {', '.join(FUNCTIONS)}")
+                    f"JDL; a JDL may call: {', '.join(FUNCTIONS)}, and gLite's {', '.join(GLITE_FUNCTIONS)}")
         elif token.kind in ("name", "quoted") and token.name not in _VALUES | _WORD_OPERATORS:
-            owner.references.append(_Reference("any", token.name, text=token.text))
+            owner.reads_scope |= token.name in _CE_SCOPES
+            owner.references.append(_Reference("any", token.name, text=token.text,
+                                                   per_element=bool(calls.per_element)))
+            selection = index < len(tokens) and tokens[index].text == "."  # target.x: x's own cost
+            if token.name in _CE_SCOPES and calls.per_element and not calls.site_elements and not selection:
+                # the element itself, of a list the JDL may write: a constant as long as the JDL
+                # at most, which each read (member(x, target)) goes through again
+                owner.references.append(_Reference(_WRITTEN_ELEMENT[0], "", text=token.text, per_element=True))
         previous = token
     if frames:
         raise JdlExpressionError(f"Attribute {top.where}: the expression cannot be read (unbalanced brackets)")
 
 
-def _pattern_cost(tokens: list[_Token], index: int) -> int:
+@dataclass
+class _OpenCall:
+    """An ``anyMatch``/``allMatch`` call being read: the depth of its ``(`` among the open
+    brackets, the argument being read (0, 1, ...)."""
+
+    depth: int
+    name: str
+    site_list: bool  # its first argument is other.x (.y ...): the CE's list, the site's elements
+    argument: int = 0
+
+
+@dataclass
+class _OpenCalls:
+    """The ``anyMatch``/``allMatch`` calls open where an expression is being read."""
+
+    open: list[_OpenCall] = field(default_factory=list)
+
+    @property
+    def per_element(self) -> str:
+        """The name of the call whose second argument (or later) is being read ("" outside any):
+        what is read there is evaluated once per element of the call's list."""
+        return next((call.name for call in self.open if call.argument >= 1), "")
+
+    @property
+    def site_elements(self) -> bool:
+        """Whether the elements ``target``/``other`` name where the next token is read are the
+        site's (each open call's list is a selection from the CE or an outer element), not
+        anything the JDL writes."""
+        return all(call.site_list for call in self.open)
+
+    def opened(self, owner: _Attribute, name: Token, depth: int, site_list: bool) -> None:
+        """A call ``name(`` whose ``(`` will be at ``depth`` (the open brackets before it);
+        ``site_list``: :attr:`_OpenCall.site_list`."""
+        owner.glite_calls += 1
+        if owner.glite_calls > MAX_GLITE_CALLS:
+            raise JdlExpressionError(
+                f"Attribute {owner.where} calls anyMatch() and allMatch() more than {MAX_GLITE_CALLS} times, more "
+                "than the service evaluates (each call evaluates its second argument once per element of a list)")
+        if len(self.open) >= MAX_GLITE_NESTING:
+            raise JdlExpressionError(
+                f"Attribute {owner.where} calls {name.text}() in an argument of {self.open[-1].name}() in an "
+                f"argument of {self.open[0].name}(): the service evaluates such calls nested "
+                f"{MAX_GLITE_NESTING} deep at most")
+        self.open.append(_OpenCall(depth, name.text, site_list))
+
+    def comma(self, depth: int) -> None:
+        """A ``,`` with ``depth`` brackets open."""
+        if self.open and self.open[-1].depth == depth - 1:
+            self.open[-1].argument += 1
+
+    def closed(self, depth: int) -> None:
+        """A ``)`` closed, ``depth`` brackets left open."""
+        if self.open and self.open[-1].depth == depth:
+            self.open.pop()
+
+
+def _site_list(tokens: list[Token], index: int) -> bool:
+    """Whether the first argument of the call whose ``(`` is ``tokens[index - 1]`` is
+    ``other.x`` or ``target.x`` (``.y`` ...) and nothing else, up to its ``,``."""
+    at = index
+    if not (at < len(tokens) and tokens[at].kind in ("name", "quoted") and tokens[at].name in _CE_SCOPES):
+        return False
+    at += 1
+    while at + 1 < len(tokens) and tokens[at].text == "." and tokens[at + 1].kind in ("name", "quoted"):
+        at += 2
+    return at > index + 1 and at < len(tokens) and tokens[at].text == ","
+
+
+def _pattern_cost(tokens: list[Token], index: int) -> int:
     """1 for a ``regexp`` call whose ``(`` is ``tokens[index]``, 0 when its pattern is a string
     constant of letters, digits, blanks, ``_ . : / ^ $ @ = , -`` and the escapes ``\\.``,
     ``\\-`` only: no group, alternation, class, back-reference or repetition, so PCRE tries
@@ -316,7 +478,7 @@ def _pattern_cost(tokens: list[_Token], index: int) -> int:
     return 0 if constant and _PLAIN_PATTERN.fullmatch(tokens[index + 1].text[1:-1]) else 1
 
 
-def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:
+def _nested_ad(frame: _Ad, token: Token, owners: list[_Attribute], attributes: list[_Attribute]) -> bool:
     """A token of a nested ad's own syntax: an attribute name, the ``=`` after it, the ``;``
     after its expression, or the ``]`` that closes the ad (True)."""
     if frame.expect == "name" and token.kind in ("name", "quoted"):
@@ -339,7 +501,7 @@ def _nested_ad(frame: _Ad, token: _Token, owners: list[_Attribute], attributes: 
                              f"(a nested ad has {token.text!r} where a name or '=' belongs)")
 
 
-def _selection(owner: _Attribute, base: _Token | None, selected: _Token) -> _Reference:
+def _selection(owner: _Attribute, base: Token | None, selected: Token) -> _Reference:
     """The reference ``.selected`` makes: the top level's attribute for ``.name``, any of that
     name after a nested ad ``[ ... ]``, a selection to resolve for ``base.name``.
 
@@ -367,14 +529,16 @@ class _Measure(NamedTuple):
     size: int  # characters
     depth: int  # references followed one inside the other
     patterns: int  # regexp calls
+    scope: bool = False  # it reads target or other, itself or through its references
 
 
 class _Graph:
     """The attributes and their references: expanded sizes and reference depths, each
     attribute measured once."""
 
-    def __init__(self, attributes: list[_Attribute], limit: int) -> None:
+    def __init__(self, attributes: list[_Attribute], own_size: int, limit: int) -> None:
         self.attributes = attributes
+        self.own_size = own_size
         self.limit = limit
         self.any: dict[str, list[_Attribute]] = {}
         self.top: dict[str, _Attribute] = {}
@@ -394,11 +558,17 @@ class _Graph:
         how, name = key
         if how == "top":
             return [self.top[name]] if name in self.top else []
+        if how == "element":
+            return [attribute for attribute in self.any.get(name, []) if not attribute.top]
+        if key == _ANY_NESTED:
+            return [attribute for attribute in self.attributes if not attribute.top]
         return self.any.get(name, [])
 
     def _key(self, owner: _Attribute, reference: _Reference) -> _Key | None:
         """Where a reference leads (None: nowhere in the JDL: the CE's attribute or undefined)."""
         how, name, base = reference.how, reference.name, reference.base
+        if how in (_WRITTEN_ELEMENT[0], _ANY_NESTED[0]):
+            return (how, name)
         if how != "select" or base is None:
             return (how, name)
         chained = base.startswith(".")
@@ -411,6 +581,10 @@ class _Graph:
                     "attribute reference or a nested ad (from a list it is evaluated once per element)")
             return ("any", name)
         if not chained and base in _CE_SCOPES:
+            if reference.per_element:
+                # in a call's test target/other is an element, maybe an ad the JDL writes (in the
+                # list literal, or an attribute the list reads): each read evaluates its attribute again
+                return ("element", name)
             return None  # the CE's attribute: the site's expression, not the JDL's
         if not chained and base == "root":
             return ("top", name)
@@ -419,11 +593,14 @@ class _Graph:
         return None  # undefined.name is undefined
 
     def _by_key(self, key: _Key) -> _Measure:
+        if key == _WRITTEN_ELEMENT:  # a constant of at most the JDL's text (an element that holds an
+            return _Measure(self.own_size, 0, 0)  # expression, in a list in it, makes the call an error)
         if key not in self.by_key:
             measures = [self._measure(target) for target in self._targets(key)]
             self.by_key[key] = _Measure(max((m.size for m in measures), default=0),
                                         max((m.depth for m in measures), default=-1),
-                                        max((m.patterns for m in measures), default=0))
+                                        max((m.patterns for m in measures), default=0),
+                                        any(m.scope for m in measures))
         return self.by_key[key]
 
     def _measure(self, attribute: _Attribute) -> _Measure:
@@ -440,12 +617,24 @@ class _Graph:
             self.measured[id(attribute)] = _Measure(attribute.size, 0, 0)
             return self.measured[id(attribute)]
         self.path.append(attribute)
-        size, depth, patterns = attribute.size, 0, attribute.patterns
+        size, depth, patterns, scope = attribute.size, 0, attribute.patterns, attribute.reads_scope
         for reference in attribute.references:
             key = self._key(attribute, reference)
             if key is None:
                 continue
             below = self._by_key(key)
+            if reference.per_element and below.patterns:
+                raise JdlExpressionError(
+                    f"Attribute {attribute.where} reads {reference.text} in the second argument of an anyMatch() or "
+                    f"allMatch() call, which is evaluated once per element of a list, and {reference.text} calls "
+                    "regexp() with a pattern that may backtrack: the service does not evaluate it")
+            if reference.per_element and below.scope:
+                raise JdlExpressionError(
+                    f"Attribute {attribute.where} reads {reference.text} in the second argument of an anyMatch() or "
+                    f"allMatch() call, and {reference.text} reads target or other (itself or through the attributes "
+                    "it reads): there they would name the list's element, not the CE, and the service does not "
+                    "bound what that costs; write target.X or other.X in the second argument itself")
+            scope |= below.scope
             size += below.size
             depth = max(depth, below.depth + 1)
             patterns += below.patterns
@@ -462,7 +651,7 @@ class _Graph:
                 f"Attribute {attribute.where} calls regexp() {patterns} times once each attribute reference in it is "
                 f"replaced by the expression it names, more than the service evaluates ({MAX_PATTERN_CALLS}): each "
                 "call may cost a tenth of a second against each CE")
-        self.measured[id(attribute)] = _Measure(size, depth, patterns)
+        self.measured[id(attribute)] = _Measure(size, depth, patterns, scope)
         return self.measured[id(attribute)]
 
     @staticmethod

@@ -29,6 +29,7 @@ from wmproxy.config import Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.jdl.attributes import EXPIRY_TIME_END, EXPIRY_TIME_MIN, is_number
+from wmproxy.jdl.glite_functions import GliteCalls
 from wmproxy.services.matchmaking import (
     BACKEND_ATTRIBUTE,
     GLUE_UNLIMITED,
@@ -95,7 +96,8 @@ def _positive(value: object) -> int | None:
 
 
 def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: random.Random, *,
-              fuzzy_factor: float = 1.0, for_ces: classad2.ClassAd | None = None) -> Match | None:
+              fuzzy_factor: float = 1.0, for_ces: classad2.ClassAd | None = None,
+              calls: GliteCalls | None = None) -> Match | None:
     """The CE ``job`` goes to, None when none is possible.
 
     ``SubmitTo`` names the CE directly: the job's ``Requirements`` and ``Rank`` are not
@@ -111,6 +113,8 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
         fuzzy_factor: ``[brokering] fuzzy_factor``.
         for_ces: the job as the CEs' own ``Requirements`` see it (:func:`matchmaking.ce_view`;
             ``job`` when None).
+        calls: the job's ``anyMatch``/``allMatch`` calls for this claim
+            (:func:`matchmaking.matches`; for :func:`matchmaking.no_match_cause` after it).
 
     Raises:
         JdlExpressionError: the job's ``Requirements`` or ``Rank`` cannot be evaluated
@@ -121,7 +125,7 @@ def choose_ce(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], rng: rando
         seen = job if for_ces is None else for_ces
         named = [ce for ce in ces if ce["GlueCEUniqueID"] == submit_to and ce_accepts(ce, seen)]
         return Match(submit_to, 0.0, named[0]) if named else None
-    found = matches(job, ces, for_ces)
+    found = matches(job, ces, for_ces, calls)
     if not found:
         return None
     if job.get("FuzzyRank") is True:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.errors import JdlExpressionError, SandboxError, WMProxyError
 from wmproxy.jdl import JobDescription, check_expressions, isb_file_names, parse_jdl, read_description
+from wmproxy.jdl.glite_functions import GliteCalls
 from wmproxy.sandbox.storage import JobArea
 from wmproxy.services.brokering import (
     NO_MATCH,
@@ -36,7 +37,7 @@ from wmproxy.services.brokering import (
 )
 from wmproxy.services.compound import on_node_ended, refresh_parent
 from wmproxy.services.jobs import CANCELLED_BY_USER
-from wmproxy.services.matchmaking import SiteView, ce_view, matching_ad, unsupported_cause
+from wmproxy.services.matchmaking import SiteView, ce_view, matching_ad, no_match_cause
 from wmproxy.services.perusal import perusal_interval
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import JobLockedError, UnitOfWork, database_reason
@@ -519,8 +520,9 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     job_ad = matching_ad(registered, job.owner_dn, fqan)
     try:
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
+        calls = GliteCalls(job_ad, job_id=job.id)  # one budget for the claim, the reason below included
         chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor,
-                           for_ces=ce_view(job_ad, fqan))
+                           for_ces=ce_view(job_ad, fqan), calls=calls)
     except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on
         _abort(uow, writes, site, job.id, request, exc.message)
         return None
@@ -531,7 +533,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
             known = any(ce.get("GlueCEUniqueID") == submit_to for ce in site.ces())
             reason += (f" (the CE SubmitTo names refuses the job: its Requirements are not met: {submit_to})"
                        if known else f" (SubmitTo names no CE of this site: {submit_to})")
-        elif (cause := unsupported_cause(job_ad, site.ces())) is not None:
+        elif (cause := no_match_cause(calls)) is not None:
             reason += f" ({cause})"
         _wait(writes, job, request, settings.brokering.match_retry_period, expires, reason)
         return None

@@ -14,13 +14,17 @@ A CE matches when the job's ``Requirements`` hold with ``other`` = the CE and th
 VO and FQAN are the proxy's only, where the job's own expressions see the JDL's VO when the
 proxy has no VOMS attributes), both evaluated by classad2 (so
 ``member``, ``anyCompare``, ``RegExp`` and the other ClassAd functions
-:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch`` are
-accepted but classad2 evaluates them to error, so ``true || anyMatch(...)`` holds and
-``anyMatch(...)`` alone never does: :func:`unsupported_cause` says so when nothing matches).
+:data:`wmproxy.jdl.expressions.FUNCTIONS` allows work; gLite's ``anyMatch``/``allMatch``, which
+classad2 does not have, are evaluated where the job's ``Requirements`` and ``Rank`` write them:
+:mod:`wmproxy.jdl.glite_functions`; :func:`no_match_cause` says why when a call leaves no CE
+matching). Evaluating a job's ``Requirements`` and ``Rank`` against the CEs, calls or not, is under a
+budget per job and match pass (:class:`~wmproxy.jdl.glite_functions.CallBudget`: thread CPU time,
+and the calls' list elements): once it runs out, the CEs left are not tried.
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
-empty list, not a fault.
+empty list, not a fault (unless the job's ``anyMatch``/``allMatch`` calls are why: their budget
+ran out, which cuts a list silently, or they are an error against every CE: a fault that says so).
 
 An evaluation classad2 cannot carry out (it raises, e.g. on references nested deeper than it
 evaluates) is the job's fault when it is the job's ``Requirements`` or ``Rank``: a
@@ -46,8 +50,9 @@ import classad2
 from wmproxy.config import Settings
 from wmproxy.domain import JobState, Principal, fqan_vo, utcnow
 from wmproxy.errors import InvalidArgumentError, JdlExpressionError, OperationNotAllowedError, SandboxError
-from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl, unsupported_calls
+from wmproxy.jdl import check_expressions, check_virtual_organisation, describe, parse_jdl
 from wmproxy.jdl.attributes import delete, is_number
+from wmproxy.jdl.glite_functions import GliteCalls
 from wmproxy.services.delegation import resolve_delegation_id, usable_proxy
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -362,63 +367,102 @@ def ce_view(job: classad2.ClassAd, fqan: str | None) -> classad2.ClassAd:
 
 
 def matches(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
-            for_ces: classad2.ClassAd | None = None) -> list[Match]:
+            for_ces: classad2.ClassAd | None = None, calls: GliteCalls | None = None) -> list[Match]:
     """The CEs that match ``job``, best rank first (ties by CE id).
 
     The job's ``Requirements`` and ``Rank`` are looked up once and evaluated per CE with
-    ``job`` as their scope; a CE's own ``Requirements`` are evaluated with ``other`` =
-    ``for_ces`` (:func:`ce_view`; ``job`` itself when None, for a job without proxy attributes).
+    ``job`` as their scope (with ``anyMatch``/``allMatch`` calls: ``calls``' rewritten
+    expressions in its scope, the calls evaluated against each CE first). Each evaluation, the
+    calls' included, is in ``calls``' budget (thread CPU time, for every job): once it has run out
+    the CEs left are not tried (logged; :func:`no_match_cause` says so). A CE's own
+    ``Requirements`` are evaluated with ``other`` = ``for_ces`` (:func:`ce_view`;
+    ``job`` itself when None, for a job without proxy attributes).
+
+    Args:
+        calls: the job's calls for this match pass (a new :class:`GliteCalls` of ``job`` when
+            None); pass the same to :func:`no_match_cause` to say why nothing matched.
 
     Raises:
         JdlExpressionError: classad2 fails to evaluate the job's ``Requirements`` or
-            ``Rank`` against a CE (whatever the other CEs give). A CE whose own
-            ``Requirements`` fail to evaluate against the job does not match it.
+            ``Rank`` (or an argument of a call in them) against a CE (whatever the other CEs
+            give). A CE whose own ``Requirements`` fail to evaluate against the job does not
+            match it.
     """
+    calls = GliteCalls(job) if calls is None else calls
     seen = job if for_ces is None else for_ces
-    requirements = job.lookup("Requirements") if "Requirements" in job else None
-    rank_expr = job.lookup("Rank") if "Rank" in job else None
+    requirements = calls.expression("Requirements")
+    rank_expr = calls.expression("Rank")
     found: list[Match] = []
-    for ce in ces:
-        if requirements is not None and _job_value(requirements, "Requirements", job, ce) is not True:
+    cut: int | None = None  # the CE (counted from 1) the budget ran out at
+    for index, ce in enumerate(ces):
+        if not calls.budget.within():  # the CEs from here on are not tried
+            cut = index
+            break
+        if requirements is not None:
+            value = _job_value(requirements, "Requirements", calls, ce)
+            calls.observe(value)
+            if value is not True:
+                continue
+        with calls.budget.running():  # the CE's own Requirements read the job's attributes, which the JDL writes
+            accepted = ce_accepts(ce, seen)
+        if not accepted:
             continue
-        if not ce_accepts(ce, seen):
-            continue
-        found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, job, ce), ce))
+        found.append(Match(ce["GlueCEUniqueID"], _rank(rank_expr, calls, ce), ce))
+    if cut is None and calls.budget.exhausted:
+        cut = len(ces)
+    if cut is not None:
+        log.warning("job %s: its Requirements and Rank ran out of their evaluation budget (%s) at CE %d of %d: the "
+                    "CEs after it were not tried (and its anyMatch()/allMatch() calls from there on were errors), so "
+                    "the %d CEs matched and their ranks may be cut short",
+                    calls.job_id or "(jobListMatch)", calls.budget.exhausted, cut, len(ces), len(found))
     found.sort(key=lambda m: (-m.rank, m.ce_id))
     return found
 
 
-def unsupported_cause(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd]) -> str | None:
-    """Why ``job`` matches none of ``ces`` when it is gLite's ``anyMatch``/``allMatch``: its
-    ``Requirements`` evaluate to error against every CE (there is one at least) and the job
-    calls one of :data:`wmproxy.jdl.expressions.UNSUPPORTED`; None otherwise. For the reason of
-    a job left waiting and jobListMatch's fault, after :func:`matches` found nothing (so the
-    Requirements are evaluated again only then)."""
-    calls = unsupported_calls(job)
-    if not calls or not ces or "Requirements" not in job:
+def no_match_cause(calls: GliteCalls) -> str | None:
+    """Why no CE matched a job whose ``anyMatch``/``allMatch`` calls are the reason, from what
+    :func:`matches` recorded in ``calls`` (nothing is evaluated again: a second pass would get
+    no budget of its own); None when they are not. For the reason of a job left waiting and
+    jobListMatch's fault (an empty list would not say why).
+
+    * the budget ran out: "the job's matchmaking was cut short: ...";
+    * else, when the job's ``Requirements`` evaluate to error against every CE (one at least):
+      the first reason a call was an error, or the attributes calling them where the service
+      does not evaluate them (:attr:`GliteCalls.elsewhere`), or the Rank the Requirements read
+      (:attr:`GliteCalls.reading_rank`: its calls are an error there).
+    """
+    if calls.budget.exhausted:
+        return (f"the job's matchmaking was cut short: the evaluation budget of its Requirements and Rank for a "
+                f"match ran out ({calls.budget.exhausted}; the CEs after that point are not tried, and an "
+                "anyMatch()/allMatch() call is then an error)")
+    if not calls.tried or calls.errors < calls.tried:
         return None
-    requirements = job.lookup("Requirements")
-    for ce in ces:
-        try:
-            if requirements.eval(scope=job, target=ce) is not classad2.Value.Error:
-                return None
-        except Exception:  # noqa: BLE001 - not this cause (matches raised the job's error already)
-            return None
-    named = " and ".join(f"{name}()" for name in calls)
-    return (f"the job's Requirements evaluate to error against every CE: the JDL calls {named}, which this "
-            "service's ClassAd library does not support (a call is an error); use member(), anyCompare() or "
-            "allCompare() on a list of values")
+    if calls.reasons:
+        return f"the job's Requirements evaluate to error against every CE: {calls.reasons[0]}"
+    if calls.elsewhere:
+        named = ", ".join(calls.elsewhere)
+        return (f"the job's Requirements evaluate to error against every CE: the JDL calls anyMatch() or "
+                f"allMatch() in {named}, where the service does not evaluate them (a call is an error there); "
+                "write the calls in Requirements or Rank")
+    if calls.reading_rank:
+        return ("the job's Requirements evaluate to error against every CE: they read Rank, whose anyMatch() or "
+                "allMatch() calls the service evaluates for the Rank only (a call reached through a reference is an "
+                "error); write the calls in Requirements")
+    return None
 
 
-def _job_value(expr: classad2.ExprTree, attribute: str, job: classad2.ClassAd, ce: classad2.ClassAd) -> object:
-    """The job's ``attribute`` (``expr``) evaluated with ``other`` = ``ce``.
+def _job_value(expr: classad2.ExprTree, attribute: str, calls: GliteCalls, ce: classad2.ClassAd) -> object:
+    """The job's ``attribute`` (``expr``) evaluated in ``calls.scope`` with ``other`` = ``ce``,
+    after its ``anyMatch``/``allMatch`` calls (:meth:`GliteCalls.bind`).
 
     Raises:
         JdlExpressionError: classad2 raises (ClassAdException "failed to evaluate
             expression", or anything else): the job's expression, so the job's fault.
     """
     try:
-        return expr.eval(scope=job, target=ce)
+        with calls.budget.running():  # the whole evaluation, in the pass's budget
+            calls.bind(attribute, ce)
+            return expr.eval(scope=calls.scope, target=ce)
     except Exception as exc:  # whatever classad2 raises fails this job, never its caller
         raise JdlExpressionError(f"the job's {attribute} cannot be evaluated against CE "
                                  f"{ce['GlueCEUniqueID']}: {exc}") from exc
@@ -437,19 +481,19 @@ def ce_accepts(ce: classad2.ClassAd, job: classad2.ClassAd) -> bool:
         return False
 
 
-def _rank(rank_expr: classad2.ExprTree | None, job: classad2.ClassAd, ce: classad2.ClassAd) -> float:
+def _rank(rank_expr: classad2.ExprTree | None, calls: GliteCalls, ce: classad2.ClassAd) -> float:
     if rank_expr is None:
         return 0.0
-    rank = _job_value(rank_expr, "Rank", job, ce)
+    rank = _job_value(rank_expr, "Rank", calls, ce)
     value = float(rank) if is_number(rank) else 0.0  # undefined/error are ints to Python: they count 0
     return value if math.isfinite(value) else 0.0
 
 
-def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd],
-          for_ces: classad2.ClassAd | None = None) -> list[tuple[str, int]]:
+def match(job: classad2.ClassAd, ces: Sequence[classad2.ClassAd], for_ces: classad2.ClassAd | None = None,
+          calls: GliteCalls | None = None) -> list[tuple[str, int]]:
     """``(CE id, rank as a whole number)`` of the CEs that match ``job`` (:func:`matches`), best
     rank first."""
-    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces, for_ces)]
+    return [(m.ce_id, whole_rank(m.rank)) for m in matches(job, ces, for_ces, calls)]
 
 
 def whole_rank(rank: float) -> int:
@@ -478,9 +522,11 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
         SandboxError: the CE catalogue cannot be read.
         JdlExpressionError: the JDL's expressions could cost far more to evaluate than it is
             long (:func:`wmproxy.jdl.check_expressions`, nothing evaluated), the job's
-            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`), or no CE
-            matches because the Requirements call ``anyMatch``/``allMatch``, an error against
-            every CE (:func:`unsupported_cause`: an empty list would not say why).
+            ``Requirements`` or ``Rank`` cannot be evaluated (:func:`matches`), the budget of the
+            job's ``anyMatch``/``allMatch`` calls ran out (whether or not CEs matched: the list
+            and its ranks would be cut short, silently), or no CE matches because the calls make
+            the Requirements an error against every CE (:func:`no_match_cause`: an empty list
+            would not say why).
     """
     if not delegation_id:
         raise InvalidArgumentError("Delegation id not valid")
@@ -500,8 +546,10 @@ def list_match(rt: Runtime, principal: Principal, jdl: str, delegation_id: str) 
     fqan = fqans[0] if fqans else None
     check_virtual_organisation(description.virtual_organisation, fqan_vo(fqan) if fqan else None)
     job = matching_ad(ad, principal.dn, fqan)
-    found = match(job, ces, ce_view(job, fqan))
-    cause = None if found else unsupported_cause(job, ces)
+    calls = GliteCalls(job)
+    found = match(job, ces, ce_view(job, fqan), calls)
+    # a list cut by the budget is no answer (a CE may be missing, a rank wrong): said, as for no CE
+    cause = None if found and not calls.budget.exhausted else no_match_cause(calls)
     if cause is not None:
         raise JdlExpressionError(cause)
     return found

@@ -133,24 +133,36 @@ def test_a_job_registered_before_the_bound_is_aborted_at_its_claim(broker_rt: Ra
 
 
 ANY_MATCH = 'anyMatch(other.GlueHostApplicationSoftwareRunTimeEnvironment, target == "VO-atlas")'
-ANY_MATCH_ERROR = ("the job's Requirements evaluate to error against every CE: the JDL calls anyMatch(), which this "
-                   "service's ClassAd library does not support (a call is an error); use member(), anyCompare() or "
-                   "allCompare() on a list of values")
+#: The built-in CE publishes no run-time environments: the call's list is undefined, an error (gLite's too).
+ANY_MATCH_ERROR = ("the job's Requirements evaluate to error against every CE: the first argument of anyMatch() is "
+                   "undefined, not a list")
 
 
 @pytest.mark.parametrize("operation", ["jobRegister", "jobSubmit"])
 def test_anymatch_is_accepted_at_registration(soap: SoapApp, alice: Principal, operation: str) -> None:
-    """gLite's anyMatch is accepted as before: classad2 evaluates a call to error, so an
-    alternative (``||``) may still hold; a first fix refused it as "would never match"."""
+    """gLite's anyMatch is accepted (a first fix refused it as "would never match")."""
     jdl = f'[ Executable = "/bin/true"; Requirements = {ANY_MATCH} ]'
     reply = soap.call(WMPROXY, operation, alice, jdl=jdl, delegationId="unit")
     assert reply.status.startswith("200"), reply.body[:600]
 
 
+def test_a_collection_whose_nodes_call_anymatch_16_times_each_is_registered(soap: SoapApp, alice: Principal) -> None:
+    """E: the bound on calls is per node (per attribute), not over the collection's nodes together
+    (20 nodes of 16 calls: 320 in the JDL); one node over it is refused, named."""
+    calls = " || ".join([ANY_MATCH] * 16)
+    node = f'[ Executable = "/bin/true"; Requirements = {calls} ]'
+    over = f'[ Executable = "/bin/true"; Requirements = {calls} || {ANY_MATCH} ]'
+    description = refused(soap, alice, "jobRegister", f'[ Type = "collection"; Nodes = {{ {node}, {over} }} ]')
+    assert description.startswith("Attribute Requirements (in Nodes) calls anyMatch() and allMatch() more than 16 ")
+    collection = f'[ Type = "collection"; Nodes = {{ {", ".join([node] * 20)} }} ]'
+    reply = soap.call(WMPROXY, "jobRegister", alice, jdl=collection, delegationId="unit")
+    assert reply.status.startswith("200"), reply.body[:600]
+
+
 def test_anymatch_in_an_alternative_that_holds_matches_and_the_job_runs(broker_rt: RankedRuntime,
                                                                        alice: Principal) -> None:
-    # true || error is true: matched before the upgrade, refused by a first fix (and a job
-    # registered before it was aborted at its claim)
+    # true || anything is true: matched before anyMatch was evaluated, refused by a first fix (and
+    # a job registered before it was aborted at its claim)
     rt = broker_rt()
     either = f'Requirements = other.GlueCEStateStatus == "Production" || {ANY_MATCH};'
     assert list_match(rt, alice, jdl(either), DELEGATION) == [(BUILTIN, 0)]
