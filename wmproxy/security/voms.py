@@ -609,7 +609,10 @@ def _decode_certs(der: bytes) -> list[x509.Certificate]:
     try:
         decoder.decode(der, asn1Spec=_CertSeq())  # shape check
         ders = [c for seq in _children(der) for c in _children(seq)]
-        return [x509.load_der_x509_certificate(c) for c in ders]
+        certs = [x509.load_der_x509_certificate(c) for c in ders]
+        for cert in certs:  # cryptography reads names when asked: an unreadable one is malformed here
+            _ = (cert.subject, cert.issuer)
+        return certs
     except (PyAsn1Error, ValueError) as exc:
         raise _malformed(f"unreadable embedded VOMS certificate ({exc})") from None
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ as asn1
 
 from tests.conftest import need_peer
 from tests.voms_support import (
@@ -198,6 +200,27 @@ class TestDecodedOnce:
             with pytest.raises(ProxyError, match="malformed VOMS attribute certificate"):
                 voms_attributes(chain)
         assert len(voms_module._decoded) == 0
+
+
+def test_an_embedded_certificate_with_an_unreadable_name_is_a_malformed_ac():
+    """Review: cryptography reads a certificate's names when asked, so an embedded VOMS certificate
+    whose subject is not UTF-8 raised a bare ValueError where the AC's facts are read (callers
+    handle ProxyError only): it is a malformed AC, and nothing is kept."""
+    from wmproxy.security import voms as voms_module
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AAAA")]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "BBBB")])).public_key(key.public_key())
+            .serial_number(5).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    bad = cert.public_bytes(serialization.Encoding.DER).replace(b"\x0c\x04AAAA", b"\x0c\x04\xff\xfe\xff\xfe", 1)
+    certs = asn1.SequenceOf(componentType=asn1.Any()).setComponentByPosition(0, asn1.Any(bad))
+    der = der_encoder.encode(asn1.SequenceOf(componentType=asn1.SequenceOf(componentType=asn1.Any()))
+                             .setComponentByPosition(0, certs))  # SEQUENCE { SEQUENCE OF Certificate }
+    for _ in range(2):
+        with pytest.raises(ProxyError, match="unreadable embedded VOMS certificate"):
+            voms_module._kept("certificates", der, voms_module._decode_certs)
 
 
 class TestVerify:
