@@ -809,6 +809,11 @@ def _remember_proof(kept: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof],
     ends += [crl.next_update_utc.timestamp() for crl in loaded.crls if crl.next_update_utc is not None]
     hashes = _name_hashes(certs_of if verified is None else verified)
     with _verified_issuers_lock:
+        # proofs of this directory made against an older parse of it, or ended, are dropped: each
+        # would hold a whole parsed CA directory until its key came again or the LRU pushed it out
+        for key in [key for key, proof in kept.items()
+                    if key[0] == ca_dir and (proof.loaded is not loaded or proof.until <= now)]:
+            del kept[key]
         kept[(ca_dir, ders)] = _IssuerProof(loaded, path, min(ends), hashes)
 
 

@@ -614,6 +614,22 @@ class TestVerifiedChains:
         verify_chain(proxy.full_chain, str(ca.directory), at=datetime.now(UTC) + timedelta(seconds=30))
         assert len(openssl_calls) == 2
 
+    def test_proofs_against_an_older_parse_of_the_directory_are_dropped(self, fresh_ca, tmp_path, monkeypatch):
+        """Review: a kept chain holds the parsed CA directory it was verified against; after a CRL
+        rewrite, the proofs made before it would hold old parses until their key came again."""
+        from wmproxy.security.pki import CertificateAuthority
+
+        ca_dir = str(fresh_ca.directory)
+        _settle(fresh_ca.directory, monkeypatch)
+        scratch = CertificateAuthority(fresh_ca.cert, fresh_ca.key, tmp_path / "scratch")
+        for number in range(3):
+            verify_chain(make_proxy(fresh_ca.issue_user(f"User {number}"), lifetime=600).full_chain, ca_dir)
+            scratch.revoke(fresh_ca.issue_user(f"Revoked {number}").cert)
+            _rewrite_in_place(fresh_ca.crl_path, scratch.crl_path.read_bytes())
+        verify_chain(make_proxy(fresh_ca.issue_user("Last"), lifetime=600).full_chain, ca_dir)
+        assert len({id(proof.loaded) for proof in chain_module._verified_chains.values()}) == 1
+        assert chain_module._verified_chains.currsize == 1
+
     def test_a_kept_chain_ends_with_its_first_certificate_to_end(self, fresh_ca):
         user = fresh_ca.issue_user("Short Lived")
         chain = make_proxy(user, lifetime=600).full_chain
