@@ -625,7 +625,7 @@ def verify_chain(
     if known is not None:
         return
     verified, loaded = _verified_path_of(chain, ca_dir, at, True, loaded)
-    _remember_proof(_verified_chains, ca_dir, ders, (), verified, loaded, now)
+    _remember_proof(_verified_chains, ca_dir, ders, (), verified, loaded, now, leaf=True)
 
 
 def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
@@ -790,16 +790,17 @@ def _remember_verified_issuers(ca_dir: str, issuers: tuple[bytes, ...], path: tu
     has an extension of :data:`_PATH_DEPENDENT` (or one cryptography cannot read); until the
     first of them or of the CA directory's CRLs ends, and at most :data:`VERIFIED_ISSUERS_TTL`
     seconds."""
-    _remember_proof(_verified_issuers, ca_dir, issuers, path, verified[1:], loaded, now, verified)
+    _remember_proof(_verified_issuers, ca_dir, issuers, path, verified, loaded, now, leaf=False)
 
 
 def _remember_proof(kept: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof], ca_dir: str,
-                    ders: tuple[bytes, ...], path: tuple[bytes, ...], certs_of: list[crypto.X509],
-                    loaded: _CaDir, now: float, verified: list[crypto.X509] | None = None) -> None:
-    """Keep in ``kept`` the proof that ``ders`` verified (``verified``, default ``certs_of``: the
-    path OpenSSL verified, leaf first, CA included) against ``loaded``, as
-    :func:`_remember_verified_issuers` says, judged on the certificates ``certs_of``."""
-    certs = [cert.to_cryptography() for cert in certs_of]
+                    ders: tuple[bytes, ...], path: tuple[bytes, ...], verified: list[crypto.X509],
+                    loaded: _CaDir, now: float, *, leaf: bool) -> None:
+    """Keep in ``kept`` the proof that ``ders`` verified (``verified``: the path OpenSSL verified,
+    leaf first, CA included) against ``loaded``, as :func:`_remember_verified_issuers` says,
+    judged on the certificates of the path, its leaf included only when ``leaf`` (a whole chain
+    proven; not an issuer chain, whose leaf is the new proxy of one delegation)."""
+    certs = [cert.to_cryptography() for cert in (verified if leaf else verified[1:])]
     try:
         if any(ext.oid in _PATH_DEPENDENT for cert in certs for ext in cert.extensions):
             return
@@ -807,7 +808,7 @@ def _remember_proof(kept: LRUCache[tuple[str, tuple[bytes, ...]], _IssuerProof],
         return
     ends = [now + VERIFIED_ISSUERS_TTL, *(cert.not_valid_after_utc.timestamp() for cert in certs)]
     ends += [crl.next_update_utc.timestamp() for crl in loaded.crls if crl.next_update_utc is not None]
-    hashes = _name_hashes(certs_of if verified is None else verified)
+    hashes = _name_hashes(verified)
     with _verified_issuers_lock:
         # proofs of this directory made against an older parse of it, or ended, are dropped: each
         # would hold a whole parsed CA directory until its key came again or the LRU pushed it out

@@ -51,7 +51,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from cachetools import LRUCache
@@ -68,6 +68,8 @@ from pyasn1_modules import rfc5280, rfc5755
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import certificate_der, load_pem_chain, verify_chain
 from wmproxy.security.dn import slash_dn
+
+T = TypeVar("T")
 
 VOMS_AC_OID = ObjectIdentifier("1.3.6.1.4.1.8005.100.100.5")
 VOMS_FQAN_ATTRIBUTE_OID = "1.3.6.1.4.1.8005.100.100.4"
@@ -166,7 +168,6 @@ class _Facts:
     not_before: datetime
     not_after: datetime
     holder: tuple[int, str] | None  # the holder's serial and issuer (or subject) DN
-    holder_name: str  # the holder's DN without a certificate of the chain
     embedded: tuple[x509.Certificate, ...]  # the VOMS server's certificates in the AC
     issuer_ca_dn: str
     lsc_dns: tuple[str, ...]  # the DN list an .lsc must start with (_check_lsc)
@@ -442,16 +443,22 @@ def _header(data: bytes, pos: int) -> tuple[int, int]:
     return pos, pos + length
 
 
+def _once(raw: _RawAC, key: object, compute: Callable[[], T]) -> T:
+    """``compute()``, once per decoded AC ``raw`` and ``key`` (kept in ``raw.known``, which the
+    decoding keeps per process: :func:`_kept`); what it raises is not kept."""
+    found = raw.known.get(key)
+    if found is None:
+        found = raw.known[key] = compute()
+    return cast(T, found)
+
+
 def _facts(raw: _RawAC) -> _Facts:
-    """What ``raw`` says by itself, read once per decoded AC (it is kept with it).
+    """What ``raw`` says by itself, read once per decoded AC (:func:`_once`).
 
     Raises:
         ProxyError: malformed (not kept: raised again at each call).
     """
-    found = raw.known.get(_Facts)
-    if found is None:
-        found = raw.known[_Facts] = _read_facts(raw.ac)
-    return cast(_Facts, found)
+    return _once(raw, _Facts, lambda: _read_facts(raw.ac))
 
 
 def _read_facts(ac: rfc5755.AttributeCertificate) -> _Facts:
@@ -477,7 +484,6 @@ def _read_facts(ac: rfc5755.AttributeCertificate) -> _Facts:
         not_before=_time(period["notBeforeTime"]),
         not_after=_time(period["notAfterTime"]),
         holder=holder,
-        holder_name=holder[1] if holder is not None else "",
         embedded=embedded,
         issuer_ca_dn=slash_dn(embedded[0].issuer) if embedded else "",
         lsc_dns=(slash_dn(signers[0].subject), *(slash_dn(c.issuer) for c in signers)) if signers else (),
@@ -486,12 +492,17 @@ def _read_facts(ac: rfc5755.AttributeCertificate) -> _Facts:
 
 
 def _attributes(facts: _Facts, holder: _Holder | None) -> VomsAttributes:
-    """The :class:`VomsAttributes` of an AC (not verified) whose holder in the chain is ``holder``."""
+    """The :class:`VomsAttributes` of an AC (not verified) whose holder in the chain is ``holder``
+    (without one, the DN the AC names)."""
+    if holder is not None:
+        holder_dn, holder_ca_dn = holder.dn, holder.ca_dn
+    else:
+        holder_dn, holder_ca_dn = (facts.holder[1] if facts.holder is not None else ""), ""
     return VomsAttributes(
         vo=facts.vo,
         fqans=facts.fqans,
-        holder_dn=holder.dn if holder is not None else facts.holder_name,
-        holder_ca_dn=holder.ca_dn if holder is not None else "",
+        holder_dn=holder_dn,
+        holder_ca_dn=holder_ca_dn,
         issuer_dn=facts.issuer_dn,
         issuer_ca_dn=facts.issuer_ca_dn,
         uri=facts.uri,
@@ -673,11 +684,8 @@ def _verify(
         verify_chain([signer, *[c for c in embedded[1:] if c.subject != c.issuer]], ca_dir, at=at)
     except ProxyError as exc:
         return f"VOMS server certificate: {exc}"
-    key = ("extensions", tuple(host_names))  # the AC's extensions and the names alone decide
-    checked = raw.known.get(key)
-    if checked is None:
-        checked = raw.known[key] = _check_extensions(raw.ac["acinfo"], host_names)
-    return cast(str, checked)
+    # the AC's extensions and the names alone decide
+    return _once(raw, ("extensions", tuple(host_names)), lambda: _check_extensions(raw.ac["acinfo"], host_names))
 
 
 def _safe_component(name: str) -> bool:
@@ -737,11 +745,7 @@ def _certs_named(dn: str, *dirs: Path) -> list[x509.Certificate]:
 def _checked_signature(raw: _RawAC, signer: x509.Certificate) -> str:
     """:func:`_check_signature`, once per AC and signer: the outcome depends on the signed bytes,
     the signature and the signer's key alone, and is kept with the AC (by the signer's DER)."""
-    key = ("signature", certificate_der(signer))
-    found = raw.known.get(key)
-    if found is None:
-        found = raw.known[key] = _check_signature(raw, signer)
-    return cast(str, found)
+    return _once(raw, ("signature", certificate_der(signer)), lambda: _check_signature(raw, signer))
 
 
 def _check_signature(raw: _RawAC, signer: x509.Certificate) -> str:
