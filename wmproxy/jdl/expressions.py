@@ -233,7 +233,7 @@ def check_expressions(ad: classad2.ClassAd) -> None:
     the check is linear in the JDL's size.
 
     Raises:
-        JdlExpressionError: a function outside :data:`FUNCTIONS` and :data:`UNSUPPORTED`, an
+        JdlExpressionError: a function outside :data:`FUNCTIONS` and :data:`GLITE_FUNCTIONS`, an
             attribute that depends on itself, references nested more than :data:`MAX_REFERENCE_DEPTH` deep, an
             expanded size over the JDL's size plus :data:`MAX_GROWTH`, a selection from what
             may be a list, or a text of classad2's that cannot be read (the message names the

@@ -23,8 +23,9 @@ and the calls' list elements): once it runs out, the CEs left are not tried.
 ``Rank`` (default 0) is evaluated in the job with ``other`` = the CE; matches are sorted
 by rank, highest first. jobListMatch sends the rank as a whole number (the reference's
 ``atol``), clamped to the range of an ``xsd:long`` (:func:`whole_rank`). No match is an
-empty list, not a fault (unless the job's ``anyMatch``/``allMatch`` calls are why: their budget
-ran out, which cuts a list silently, or they are an error against every CE: a fault that says so).
+empty list, not a fault, unless the job's matchmaking budget ran out (the list would be cut
+short) or its ``anyMatch``/``allMatch`` calls are an error against every CE: then jobListMatch
+answers a fault that says so (:func:`no_match_cause`).
 
 An evaluation classad2 cannot carry out (it raises, e.g. on references nested deeper than it
 evaluates) is the job's fault when it is the job's ``Requirements`` or ``Rank``: a
