@@ -17,6 +17,7 @@ Standalone::
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import random
 import sys
 import tempfile
@@ -36,15 +37,17 @@ from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.brokering import choose_ce
 from wmproxy.services.execution import claim_next_start
-from wmproxy.services.matchmaking import ce_catalogue, matching_ad
+from wmproxy.services.matchmaking import ce_catalogue, ce_view, matching_ad
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork, make_engine, make_session_factory
-from wmproxy.store.schema import ExecutionRequest, Job
+from wmproxy.store.schema import Delegation, ExecutionRequest, Job
 
 SITES = ("cern.ch", "in2p3.fr", "gridka.de", "cnaf.infn.it", "pic.es", "ral.ac.uk", "nikhef.nl", "ndgf.org")
 VOS = ("atlas", "cms", "lhcb", "alice", "dteam")
 RELEASES = tuple(f"VO-atlas-release-{n}" for n in range(17, 27))
 DN = "/C=XX/O=Grid/CN=Bench User"
+#: The owner's proxy's primary FQAN: the VO the CEs' own Requirements see (``ce_view``).
+FQAN = "/atlas/Role=NULL"
 
 
 def catalogue(count: int, rng: random.Random) -> str:
@@ -90,8 +93,8 @@ def match_alone(jdls: list[str], ces: tuple[classad2.ClassAd, ...], rng: random.
     start = time.perf_counter()
     matched = 0
     for text in jdls:
-        job = matching_ad(parse_jdl(text), DN, "/atlas/Role=NULL")
-        if choose_ce(job, ces, rng) is not None:
+        job = matching_ad(parse_jdl(text), DN, FQAN)
+        if choose_ce(job, ces, rng, for_ces=ce_view(job, FQAN)) is not None:  # as a claim matches it
             matched += 1
     return time.perf_counter() - start, matched
 
@@ -107,6 +110,11 @@ def through_claims(root: Path, catalogue_file: Path, jdls: list[str]) -> tuple[f
                  sealer=Sealer(Sealer.generate_key()), storage=FilesystemSandboxStorage(root / "sandbox"))
     now = utcnow()
     with UnitOfWork(rt.session_factory) as uow:
+        # The owner's delegation: without one every claim leaves its job waiting for a proxy
+        # (nothing is matched). The claim only unseals it and hands it to the start order.
+        uow.session.add(Delegation(owner_dn=DN, delegation_id="bench", sealed_proxy=rt.sealer.seal(b"bench proxy"),
+                                   not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=1),
+                                   fqans=FQAN, created_at=now, updated_at=now))
         uow.session.add_all(
             Job(id=f"https://bench:9000/job{i:05d}", owner_dn=DN, delegation_id="bench", state="Waiting",
                 jdl_original=text, jdl_registered=text, sandbox_dir=f"SandboxDir/jo/job{i:05d}",
