@@ -17,7 +17,7 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,12 +267,51 @@ def group_cpu(pgid: int) -> float:
     return total / tick
 
 
+def pids_cpu(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each live process of ``pids`` (gone ones left out)."""
+    used = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes of ``after`` used since ``before`` (:func:`pids_cpu` readings): a
+    process started since counts whole, one gone since is left out."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def database_backends(url: str) -> Callable[[], list[int]] | None:
+    """For a PostgreSQL ``url``: a function listing the pids of the server processes serving that
+    database (``pg_stat_activity``, the asking connection left out), whose CPU is the database's
+    share of a window's work (outside the service's process group). None for SQLite (in process)."""
+    if not url.startswith("postgresql"):
+        return None
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+    def pids() -> list[int]:
+        with engine.connect() as conn:
+            return [int(pid) for pid in conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalars()]
+    return pids
+
+
 @dataclass(frozen=True)
 class Window:
-    """One window: operations per second, and server CPU seconds per operation."""
+    """One window: operations per second, server CPU seconds per operation, and (PostgreSQL) the
+    database server's CPU seconds per operation for this database's connections."""
 
     rate: float
     cpu_per_op: float
+    db_cpu_per_op: float = 0.0
 
 
 def rate(port: int, s: Site, action: Action, clients: int, seconds: float, pgid: int | None = None) -> Window:

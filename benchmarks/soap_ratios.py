@@ -24,7 +24,10 @@ inline). Printed: getVersion/trivial, jobSubmit/getVersion and delegation/getVer
 twice: as operations per second (one delegation = getProxyReq + putProxy), and as the
 inverse ratio of the server's CPU seconds per operation (user + system of the gunicorn
 process group, from /proc), which a loaded machine disturbs much less; min/median/max over
-rounds. Delegation is printed a third time with the CPU the pool's filler spent making the
+rounds. On PostgreSQL the database server's processes are outside that group: their CPU for the
+window (the processes serving the benchmark's database, from ``pg_stat_activity``) is printed
+beside it, and each ratio a third time as "server + database CPU", the service's and the
+database's together (on SQLite the database's work is in the service's processes). Delegation is printed a third time with the CPU the pool's filler spent making the
 keys the window used (measured while it tops the pool up after the window, per key) added
 to each delegation: the issue's target (>= 0.3) is the request path's figure, as keys are
 not generated on the request path; the other shows what a key costs in all.
@@ -51,6 +54,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
@@ -65,9 +69,12 @@ from perf_support import (
     Site,
     Window,
     client_context,
+    cpu_since,
     database,
+    database_backends,
     envelope,
     group_cpu,
+    pids_cpu,
     post,
     report,
     site,
@@ -121,11 +128,14 @@ def _steady_client(port: int, s: Site, action: Action, client: int, gate: Barrie
     conn.close()
 
 
-def steady_rate(port: int, s: Site, action: Action, clients: int, seconds: float, pgid: int) -> Window:
+def steady_rate(port: int, s: Site, action: Action, clients: int, seconds: float, pgid: int,
+                db_pids: Callable[[], list[int]] | None = None) -> Window:
     """``clients`` persistent connections (one forked process each) doing ``action`` for
     ``seconds`` once all are connected and warmed up; the server CPU (process group ``pgid``)
     is read when every client is ready and again when every one has finished its last
-    request, so neither handshakes nor warm-up are charged to the operations."""
+    request, so neither handshakes nor warm-up are charged to the operations. With ``db_pids``
+    (PostgreSQL: :func:`perf_support.database_backends`) the CPU of the database's server
+    processes is read alike."""
     mp = multiprocessing.get_context("fork")
     gate, stop, results = mp.Barrier(clients + 1), mp.Event(), mp.SimpleQueue()
     procs = [mp.Process(target=_steady_client, args=(port, s, action, c, gate, stop, results))
@@ -134,12 +144,14 @@ def steady_rate(port: int, s: Site, action: Action, clients: int, seconds: float
         proc.start()
     try:
         gate.wait(timeout=300)
+        db_before = pids_cpu(db_pids()) if db_pids else {}
         before = group_cpu(pgid)
         gate.wait(timeout=60)
         time.sleep(seconds)
         stop.set()
         counts = [results.get() for _ in procs]
         used = group_cpu(pgid) - before
+        db_used = cpu_since(db_before, pids_cpu(db_pids())) if db_pids else 0.0
         gate.wait(timeout=60)
     finally:
         for proc in procs:
@@ -147,7 +159,8 @@ def steady_rate(port: int, s: Site, action: Action, clients: int, seconds: float
             if proc.is_alive():
                 proc.kill()
     operations = sum(count for count, _ in counts)
-    return Window(sum(count / elapsed for count, elapsed in counts), used / max(operations, 1))
+    return Window(sum(count / elapsed for count, elapsed in counts), used / max(operations, 1),
+                  db_used / max(operations, 1))
 
 
 def pool_size(s: Site) -> int:
@@ -193,6 +206,7 @@ def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
         service_env = {"WMPROXY_SECURITY_DELEGATION_KEY_POOL": str(POOL), **(env or {})}
         with database(kind, root) as url, site(root, url, env=service_env, cas=cas, voms=voms) as s:
             os.environ["WMPROXY_BENCH_PROXY"] = str(s.proxy)
+            db_pids = database_backends(url)  # PostgreSQL: its server processes' CPU is counted too
             from wmproxy.client import WMProxyClient
 
             # The first request loads the application, which starts the pool's filler.
@@ -213,12 +227,12 @@ def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
                         wait_pool_full(s)
                         windows["trivial"] = steady_rate(trivial, s, get_version, clients, seconds, trivial_pgid)
                     wait_pool_full(s)
-                    windows["getVersion"] = steady_rate(s.port, s, get_version, clients, seconds, s.pgid)
+                    windows["getVersion"] = steady_rate(s.port, s, get_version, clients, seconds, s.pgid, db_pids)
                     if not only_delegation:
                         wait_pool_full(s)
-                        windows["jobSubmit"] = steady_rate(s.port, s, job_submit, clients, seconds, s.pgid)
+                        windows["jobSubmit"] = steady_rate(s.port, s, job_submit, clients, seconds, s.pgid, db_pids)
                     wait_pool_full(s)
-                    windows["delegation"] = steady_rate(s.port, s, delegate, clients, seconds, s.pgid)
+                    windows["delegation"] = steady_rate(s.port, s, delegate, clients, seconds, s.pgid, db_pids)
                     left = pool_size(s)
                     if left == 0:
                         print(f"  WARNING [{kind}, {clients} client(s)]: the key pool ran dry during the delegation "
@@ -232,12 +246,17 @@ def run(kind: str, rounds: int, seconds: float, only_delegation: bool = False,
                             w, b = windows[top], windows[base]
                             ratios.setdefault(f"{name}, throughput", []).append(w.rate / b.rate)
                             ratios.setdefault(f"{name}, server CPU", []).append(b.cpu_per_op / w.cpu_per_op)
+                            if db_pids:  # the service's and the database server's CPU together
+                                ratios.setdefault(f"{name}, server + database CPU", []).append(
+                                    (b.cpu_per_op + b.db_cpu_per_op) / (w.cpu_per_op + w.db_cpu_per_op))
                     d, g = windows["delegation"], windows["getVersion"]
                     ratios.setdefault(KEYS_INCLUDED, []).append(g.cpu_per_op / (d.cpu_per_op + key_cpu))
                     print(f"  [{kind}, {clients} client(s)] per second: "
                           + ", ".join(f"{n} {w.rate:.1f}" for n, w in windows.items())
                           + "; server CPU ms per operation: "
                           + ", ".join(f"{w.cpu_per_op * 1000:.2f}" for w in windows.values())
+                          + ("; database CPU ms per operation: "
+                             + ", ".join(f"{w.db_cpu_per_op * 1000:.2f}" for w in windows.values()) if db_pids else "")
                           + f"; background key generation ms per key: {key_cpu * 1000:.1f}", flush=True)
                 for name, values in ratios.items():
                     target = (0.6 if name.startswith("getVersion") else 0.5 if name.startswith("jobSubmit")
