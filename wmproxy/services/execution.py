@@ -565,8 +565,9 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
         calls = GliteCalls(job_ad, job_id=job.id)  # one budget for the claim, the reason below included
         try:
-            chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor,
-                               for_ces=ce_view(job_ad, fqan), calls=calls)
+            chosen = choose_ce(job_ad, _tried_in_turn(site.ces(), request, rng), rng,
+                               fuzzy_factor=settings.brokering.fuzzy_factor, for_ces=ce_view(job_ad, fqan),
+                               calls=calls)
         finally:  # the batch's and the owner's matchmaking time, whatever the match gave
             cycle.charge(job.owner_dn, now, calls.budget.spent)
             if (free := shares.free_at(job.owner_dn, now)) is not None:
@@ -622,6 +623,20 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     writes.ready.append((job.id, destination.ce_id))
     site.claimed(destination.ce_id)
     return order
+
+
+def _tried_in_turn(ces: tuple[classad2.ClassAd, ...], request: ClaimedRequest,
+                   rng: random.Random) -> Sequence[classad2.ClassAd]:
+    """The CEs in the order a claim tries them: the catalogue's at a job's first claim; from a
+    CE drawn at random on (then round to the first) when its start request was given back
+    before (``not_before`` set: unmatched, waiting, postponed). The CEs that match and their
+    ranks do not depend on the order, but a pass that the job's budget cuts short tries only
+    the first CEs (:func:`~wmproxy.services.matchmaking.matches`): so over its retries such a
+    job reaches every CE, not always the same first few."""
+    if request.not_before is None or len(ces) < 2:
+        return ces
+    start = rng.randrange(len(ces))
+    return ces[start:] + ces[:start]
 
 
 def _abort(uow: UnitOfWork, writes: _ClaimWrites, site: SiteView, job_id: str, request: ClaimedRequest,
