@@ -178,15 +178,21 @@ def test_without_bounds_a_cycle_matches_every_job_it_claims(site: Runtime, pki: 
 
 
 def test_a_job_sent_to_a_ce_by_submit_to_is_not_held_back_by_its_owners_share(
-        site: Runtime, pki: Pki, evaluated: list[str]) -> None:
+        site: Runtime, pki: Pki, evaluated: list[str], caplog: pytest.LogCaptureFixture) -> None:
     costly = submit(site, pki, "alice", COSTLY, 2)
     shares = OwnerShares.of(site.settings.brokering)
     now = utcnow()
-    assert cycle(site, shares, now) == costly
-    named = submit(site, pki, "alice", f'[ Executable = "/bin/true"; SubmitTo = "{CE}"; ]')
-    held = submit(site, pki, "alice", CHEAP)
-    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == named
+    with caplog.at_level("WARNING", logger="wmproxy.services.execution"):
+        assert cycle(site, shares, now) == costly
+        named = submit(site, pki, "alice", f'[ Executable = "/bin/true"; SubmitTo = "{CE}"; ]')
+        held = submit(site, pki, "alice", CHEAP)
+        assert cycle(site, shares, now + dt.timedelta(seconds=1)) == named
     assert state(site, held[0])[:2] == ("Waiting", shares.reason())
+    until = (now + dt.timedelta(seconds=site.settings.brokering.match_retry_period)).isoformat()
+    warning = (f"owner {principal_of(pki, 'alice').dn}: the matchmaking of their jobs took 4.05 s of CPU in the last "
+               f"300 s on this worker ([brokering] owner_match_cpu 3 s): their further jobs wait until {until}, not "
+               "evaluated")
+    assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("owner ")] == [warning]
 
 
 @pytest.mark.parametrize("fields", [{"cycle_match_cpu": -1.0}, {"owner_match_cpu": float("inf")},

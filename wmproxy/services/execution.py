@@ -557,7 +557,8 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     fqan = fqans[0] if fqans else None
     job_ad = matching_ad(registered, job.owner_dn, fqan)
     shares = cycle.shares
-    if not isinstance(job_ad.get("SubmitTo"), str) and (free := shares.free_at(job.owner_dn, now)) is not None:
+    matched = not isinstance(job_ad.get("SubmitTo"), str)  # SubmitTo names the CE: nothing to evaluate
+    if matched and (free := shares.free_at(job.owner_dn, now)) is not None:
         # its owner spent their share of matchmaking time: not evaluated, not a failed match
         _wait(writes, job, request, (free - now).total_seconds(), expires, shares.reason())
         return None
@@ -570,7 +571,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
                                calls=calls)
         finally:  # the batch's and the owner's matchmaking time, whatever the match gave
             cycle.charge(job.owner_dn, now, calls.budget.spent)
-            if (free := shares.free_at(job.owner_dn, now)) is not None:
+            if matched and (free := shares.free_at(job.owner_dn, now)) is not None:  # this job took the rest
                 log.warning("owner %s: the matchmaking of their jobs took %.2f s of CPU in the last %g s on this "
                             "worker ([brokering] owner_match_cpu %g s): their further jobs wait until %s, not "
                             "evaluated", job.owner_dn, shares.spent(job.owner_dn, now),
