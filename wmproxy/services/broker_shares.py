@@ -47,6 +47,7 @@ class OwnerShares:
         self.allowance = allowance
         self.window = dt.timedelta(seconds=window)
         self._spent: dict[str, deque[tuple[dt.datetime, float]]] = {}
+        self._sweep_at: dt.datetime | None = None  # when the owners without recent charges are forgotten next
 
     @classmethod
     def of(cls, settings: BrokeringSettings) -> OwnerShares:
@@ -58,9 +59,22 @@ class OwnerShares:
         return OWNER_SHARE_SPENT.format(allowance=self.allowance, window=self.window.total_seconds())
 
     def charge(self, owner: str, now: dt.datetime, seconds: float) -> None:
-        """Count ``seconds`` of CPU spent matching a job of ``owner`` (DN) at ``now`` (UTC)."""
-        if self.allowance > 0 and seconds > 0:
-            self._spent.setdefault(owner, deque()).append((now, seconds))
+        """Count ``seconds`` of CPU spent matching a job of ``owner`` (DN) at ``now`` (UTC).
+
+        The charges of one time (a claim batch's jobs share it) are kept as one, and once per
+        window the owners with none left in it are forgotten: the memory kept is one entry per
+        owner and batch within the last window."""
+        if self.allowance <= 0 or seconds <= 0:
+            return
+        charges = self._spent.setdefault(owner, deque())
+        if charges and charges[-1][0] == now:
+            charges[-1] = (now, charges[-1][1] + seconds)
+        else:
+            charges.append((now, seconds))
+        if self._sweep_at is None or now >= self._sweep_at:
+            for name in list(self._spent):
+                self._recent(name, now)
+            self._sweep_at = now + self.window
 
     def spent(self, owner: str, now: dt.datetime) -> float:
         """CPU seconds ``owner``'s jobs spent within the window ending at ``now`` (UTC)."""
