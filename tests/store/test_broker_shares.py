@@ -64,7 +64,8 @@ def site(tmp_path: Path, pki: Pki, database_url: str, store_key_dir: Path) -> It
     catalogue.write_text(CATALOGUE)
     runtime = build_runtime(tmp_path / "rt", pki, database={"url": database_url},
                             security={"store_key_file": str(store_key_dir / "store.key")},
-                            jobs={"ce_catalogue": str(catalogue)})
+                            jobs={"ce_catalogue": str(catalogue)},
+                            brokering={"owner_match_cpu": 3.0})  # the tests' allowance: 3 s per 300 s
     with runtime.uow() as uow:
         for table in (ExecutionRequest, JobEvent, Job, ExecutionWorkerRow):
             uow.session.execute(sa.delete(table))

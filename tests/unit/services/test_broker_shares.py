@@ -11,6 +11,7 @@ it is left Waiting with a reason that names the CE it was matched to (nothing is
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Steps:
 def test_the_worker_holds_one_owners_costly_jobs_back_and_matches_anothers_in_its_next_cycle(
         broker_rt: RankedRuntime, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rt = broker_rt(CATALOGUE)
+    rt.settings = dataclasses.replace(  # an allowance of 3 s per 300 s (the default is 30)
+        rt.settings, brokering=dataclasses.replace(rt.settings.brokering, owner_match_cpu=3.0))
     alice, bob = principal_of(pki, "alice"), principal_of(pki, "bob")
     delegate_in_process(rt, bob, pki.users["bob"].proxy, DELEGATION)
     costly = [submit_job(rt, alice, COSTLY, DELEGATION).job_id for _ in range(6)]
