@@ -133,10 +133,24 @@ def test_another_owners_cheap_job_is_matched_in_the_next_cycle_while_one_owner_h
     # The next cycle: alice spent 4 s of her 3 s share; her jobs wait unevaluated, bob's is matched.
     assert cycle(site, shares, now + dt.timedelta(seconds=1)) == [cheap]
     assert evaluated == [*costly[:2], cheap]
-    window = dt.timedelta(seconds=site.settings.brokering.match_retry_period)
     for job_id in costly[2:]:
-        assert state(site, job_id) == ("Waiting", shares.reason(), now + window)
+        assert state(site, job_id) == ("Waiting", None, None)  # passed over, its request as it was
         assert NO_MATCH not in str(reasons(site, job_id))
+
+
+def test_more_held_requests_than_a_batch_looks_at_do_not_keep_another_owners_job_waiting(
+        site: Runtime, pki: Pki, evaluated: list[str]) -> None:
+    # A claim batch looks at limit + CLAIM_BATCH requests (28 here): alice's held requests, the
+    # oldest, are passed over by the query itself, not claimed and set aside one by one.
+    costly = submit(site, pki, "alice", COSTLY, 2)
+    queued = submit(site, pki, "alice", COSTLY, 3 * (8 + execution.CLAIM_BATCH))
+    cheap = submit(site, pki, "bob", CHEAP)[0]
+    shares = OwnerShares.of(site.settings.brokering)
+    now = utcnow()
+    assert cycle(site, shares, now) == costly  # 4 s: the cycle's 3 s and alice's share spent
+    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == [cheap]
+    assert evaluated == [*costly, cheap]
+    assert {state(site, job_id) for job_id in queued} == {("Waiting", None, None)}
 
 
 def test_jobs_an_owners_share_held_back_are_matched_once_it_frees(site: Runtime, pki: Pki,
@@ -148,7 +162,7 @@ def test_jobs_an_owners_share_held_back_are_matched_once_it_frees(site: Runtime,
     assert cycle(site, shares, now + dt.timedelta(seconds=1)) == []  # held back, not evaluated
     assert evaluated == costly[:2]
     window = dt.timedelta(seconds=site.settings.brokering.match_retry_period)
-    assert cycle(site, shares, now + window - dt.timedelta(seconds=1)) == []  # not due yet
+    assert cycle(site, shares, now + window - dt.timedelta(seconds=1)) == []  # still passed over
     assert cycle(site, shares, now + window) == costly[2:]
     assert evaluated == costly
     for job_id in costly:
@@ -178,7 +192,7 @@ def test_without_bounds_a_cycle_matches_every_job_it_claims(site: Runtime, pki: 
     assert evaluated == costly
 
 
-def test_a_job_sent_to_a_ce_by_submit_to_is_not_held_back_by_its_owners_share(
+def test_every_job_of_an_owner_past_their_share_waits_submit_to_ones_too_and_the_warning_is_logged_once(
         site: Runtime, pki: Pki, evaluated: list[str], caplog: pytest.LogCaptureFixture) -> None:
     costly = submit(site, pki, "alice", COSTLY, 2)
     shares = OwnerShares.of(site.settings.brokering)
@@ -187,9 +201,11 @@ def test_a_job_sent_to_a_ce_by_submit_to_is_not_held_back_by_its_owners_share(
         assert cycle(site, shares, now) == costly
         named = submit(site, pki, "alice", f'[ Executable = "/bin/true"; SubmitTo = "{CE}"; ]')
         held = submit(site, pki, "alice", CHEAP)
-        assert cycle(site, shares, now + dt.timedelta(seconds=1)) == named
-    assert state(site, held[0])[:2] == ("Waiting", shares.reason())
-    until = (now + dt.timedelta(seconds=site.settings.brokering.match_retry_period)).isoformat()
+        assert cycle(site, shares, now + dt.timedelta(seconds=1)) == []
+    assert [state(site, job_id) for job_id in (*named, *held)] == [("Waiting", None, None)] * 2
+    window = dt.timedelta(seconds=site.settings.brokering.match_retry_period)
+    assert cycle(site, shares, now + window) == [*named, *held]
+    until = (now + window).isoformat()
     warning = (f"owner {principal_of(pki, 'alice').dn}: the matchmaking of their jobs took 4.05 s of CPU in the last "
                f"300 s on this worker ([brokering] owner_match_cpu 3 s): their further jobs wait until {until}, not "
                "evaluated")

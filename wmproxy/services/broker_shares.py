@@ -12,8 +12,9 @@ ended meanwhile), and one owner with many such jobs, each matched again every
   budget past it at most) the batch ends and the requests it has not reached stay queued,
   unchanged, for the next cycle or another worker.
 * :class:`OwnerShares`: the worker remembers, in memory, the matchmaking CPU each owner's jobs
-  spent over the last ``match_retry_period``; an owner past ``[brokering] owner_match_cpu`` has
-  further jobs left Waiting, not evaluated, until enough of that time is older than the window.
+  spent over the last ``match_retry_period``; the worker's claims pass over the start requests
+  of an owner past ``[brokering] owner_match_cpu`` (their jobs stay Waiting, not evaluated, their
+  requests as they were) until enough of that time is older than the window.
 
 gLite's WMS met the same problem with its task queue and the matchmaker's own threads; here the
 worker matches in its loop, so the bounds are on that loop. Pure: no I/O.
@@ -25,11 +26,6 @@ import datetime as dt
 from collections import deque
 
 from wmproxy.config import BrokeringSettings
-
-#: Why a job whose owner spent their share waits (:meth:`OwnerShares.free_at`): the settings fill it.
-OWNER_SHARE_SPENT = ("waiting for the broker: the matchmaking of its owner's jobs took their share of this worker's "
-                     "time ({allowance:g} s of CPU per {window:g} s; costly Requirements or Rank): the job is matched "
-                     "when that share frees")
 
 
 class OwnerShares:
@@ -54,9 +50,10 @@ class OwnerShares:
         """The shares ``[brokering]`` sets: ``owner_match_cpu`` per ``match_retry_period``."""
         return cls(settings.owner_match_cpu, settings.match_retry_period)
 
-    def reason(self) -> str:
-        """The reason of a job left Waiting because its owner spent their share."""
-        return OWNER_SHARE_SPENT.format(allowance=self.allowance, window=self.window.total_seconds())
+    def held(self, now: dt.datetime) -> tuple[str, ...]:
+        """The owners (DNs) whose jobs spent their allowance within the window ending at ``now``
+        (UTC): a claim passes their requests over (:meth:`free_at` is not None)."""
+        return tuple(owner for owner in list(self._spent) if self.free_at(owner, now) is not None)
 
     def charge(self, owner: str, now: dt.datetime, seconds: float) -> None:
         """Count ``seconds`` of CPU spent matching a job of ``owner`` (DN) at ``now`` (UTC).

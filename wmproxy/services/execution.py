@@ -208,10 +208,9 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
       its request is postponed by ``[brokering] match_retry_period``); the other requests
       go on;
     * of an owner whose jobs spent their share of matchmaking time (``shares``,
-      :class:`~wmproxy.services.broker_shares.OwnerShares`) and not sent to a CE by
-      ``SubmitTo``: left Waiting, not evaluated, with the reason
-      :data:`~wmproxy.services.broker_shares.OWNER_SHARE_SPENT`, its request due again when
-      that share frees (or at its expiry, if sooner).
+      :class:`~wmproxy.services.broker_shares.OwnerShares`): not claimed (the query passes
+      their requests over) or, claimed before the share ran out, given back as it was; the job
+      stays Waiting, not evaluated, until that share frees (its expiry, too, is seen then).
 
     The call's matchmaking stops once it spent ``[brokering] cycle_match_cpu`` seconds of CPU
     (:class:`~wmproxy.services.broker_shares.MatchCycle`, checked between requests): it
@@ -243,7 +242,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
             return None
         try:
             with rt.uow() as uow:
-                one = _claim_one(uow, worker, now)
+                one = _claim_one(uow, worker, now, cycle.shares.held(now))
                 if one is None:
                     return None
                 request, job = one
@@ -349,7 +348,7 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
             try:
                 with uow.session.begin_nested():
                     looked += 1
-                    one = _claim_one(uow, worker, now)
+                    one = _claim_one(uow, worker, now, cycle.shares.held(now))
                     if one is None:
                         break
                     request, job = one
@@ -365,7 +364,8 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
             continue
         # SQLite (one writer, no row locks): the requests and their jobs in one statement each.
         writes.flush(uow)  # what an earlier round decided, before the queue is read again
-        requests = uow.queue.claim_rows(worker, now, command="start", limit=want)
+        requests = uow.queue.claim_rows(worker, now, command="start", limit=want,
+                                        skip_owners=cycle.shares.held(now))
         if not requests:
             break
         jobs = uow.jobs.lock_claims([request.job_id for request in requests])
@@ -392,14 +392,16 @@ def _log_spent_out(cycle: MatchCycle) -> None:
              "not reached wait for the next cycle", cycle.spent, cycle.limit)
 
 
-def _claim_one(uow: UnitOfWork, worker: str, now: dt.datetime) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
-    """The oldest start request due, claimed, and its job locked at once (None: no request).
+def _claim_one(uow: UnitOfWork, worker: str, now: dt.datetime,
+               skip_owners: Collection[str] = ()) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
+    """The oldest start request due, claimed, and its job locked at once (None: no request);
+    those of the owners ``skip_owners`` passed over.
 
     Raises:
         JobLockedError: PostgreSQL: another transaction holds the job (``NOWAIT``): the
             caller rolls the claim back, the request stays queued.
     """
-    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
+    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1, skip_owners=skip_owners)
     if not claimed:
         return None
     request = claimed[0]
@@ -557,10 +559,11 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     fqan = fqans[0] if fqans else None
     job_ad = matching_ad(registered, job.owner_dn, fqan)
     shares = cycle.shares
-    matched = not isinstance(job_ad.get("SubmitTo"), str)  # SubmitTo names the CE: nothing to evaluate
-    if matched and (free := shares.free_at(job.owner_dn, now)) is not None:
-        # its owner spent their share of matchmaking time: not evaluated, not a failed match
-        _wait(writes, job, request, (free - now).total_seconds(), expires, shares.reason())
+    if shares.free_at(job.owner_dn, now) is not None:
+        # Its owner's jobs spent their share of matchmaking time (a job of this batch took the
+        # rest): given back as it was, not evaluated, not a failed match. The next claims pass
+        # the owner's requests over (claim_rows' skip_owners) until the share frees.
+        writes.requests.append(RequestChange.postponed(request, request.not_before))
         return None
     try:
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
@@ -571,7 +574,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
                                calls=calls)
         finally:  # the batch's and the owner's matchmaking time, whatever the match gave
             cycle.charge(job.owner_dn, now, calls.budget.spent)
-            if matched and (free := shares.free_at(job.owner_dn, now)) is not None:  # this job took the rest
+            if (free := shares.free_at(job.owner_dn, now)) is not None:  # this job took the rest
                 log.warning("owner %s: the matchmaking of their jobs took %.2f s of CPU in the last %g s on this "
                             "worker ([brokering] owner_match_cpu %g s): their further jobs wait until %s, not "
                             "evaluated", job.owner_dn, shares.spent(job.owner_dn, now),
