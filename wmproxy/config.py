@@ -696,9 +696,18 @@ class BrokeringSettings:
             from Slurm) is laid over the catalogue; older states are ignored.
         fuzzy_factor: steepness of the ``FuzzyRank`` selection (the reference's
             stochastic selector, 1.0).
+        cycle_match_cpu: thread CPU seconds of matchmaking (jobs' ``Requirements`` and
+            ``Rank`` evaluated against the CEs) one claim batch of an execution worker may
+            spend; once spent, the batch's further requests are given back unchanged for the
+            next cycle (3, about one job's budget; 0 = no bound).
+        owner_match_cpu: thread CPU seconds of matchmaking the jobs of one owner (DN) may
+            spend on one execution worker per ``match_retry_period``; further jobs of an
+            owner past it wait, not evaluated, until it frees (30: a tenth of a worker's time
+            with the default period; 0 = no bound).
 
     Raises:
-        ConfigError: a non-positive period or age, a negative cap or fuzzy factor.
+        ConfigError: a non-positive period or age, a negative cap, fuzzy factor or CPU
+            bound, a CPU bound that is not finite.
     """
 
     match_retry_period: float = 300.0
@@ -707,6 +716,8 @@ class BrokeringSettings:
     max_shallow_retry_count: int = 10
     ce_state_max_age: float = 600.0
     fuzzy_factor: float = 1.0
+    cycle_match_cpu: float = 3.0
+    owner_match_cpu: float = 30.0
 
     def __post_init__(self) -> None:
         if min(self.match_retry_period, self.expiry_period, self.ce_state_max_age) <= 0:
@@ -714,6 +725,9 @@ class BrokeringSettings:
         if min(self.max_retry_count, self.max_shallow_retry_count) < 0 or self.fuzzy_factor < 0:
             raise ConfigError("[brokering] max_retry_count, max_shallow_retry_count and fuzzy_factor: "
                               "must not be negative")
+        if not all(0 <= value < math.inf for value in (self.cycle_match_cpu, self.owner_match_cpu)):
+            raise ConfigError("[brokering] cycle_match_cpu and owner_match_cpu: must be a number of seconds, "
+                              "0 or more (0: no bound)")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ from wmproxy.execution.zygote import start_time
 from wmproxy.sandbox.confined import ConfinementError, open_confined
 from wmproxy.services import execution as service
 from wmproxy.services import inspection, quota
+from wmproxy.services.broker_shares import OwnerShares
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.perusal import PerusalBudget, keep_perusal_chunk, perusal_budget, perusal_lists
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
@@ -232,6 +233,8 @@ class ExecutionWorker:
         self.periodic = list(periodic)
         self.limits = {kind: self._limit(kind) for kind in self.backends}
         self.wakeup = Wakeup(rt.session_factory.kw.get("bind"))
+        #: matchmaking CPU time per job owner, over this worker's cycles (in memory: docs/brokering.md)
+        self.match_shares = OwnerShares.of(rt.settings.brokering)
         self._busy_since_tidy = 0
 
     def _limit(self, kind: str) -> int:
@@ -405,7 +408,8 @@ class ExecutionWorker:
         claim = {kind: min(room[kind], STARTS_PER_STEP) + wanted.get(kind, 0) for kind in room}
         try:  # one transaction for the cycle's claims
             orders = service.claim_starts(self.rt, self.name, claim,
-                                          limit=min(sum(room.values()), STARTS_PER_STEP) + sum(wanted.values()))
+                                          limit=min(sum(room.values()), STARTS_PER_STEP) + sum(wanted.values()),
+                                          shares=self.match_shares)
         except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the requests stay queued
             log.error("cannot match the next job: %s", exc)
             orders = []

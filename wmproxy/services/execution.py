@@ -27,6 +27,7 @@ from wmproxy.errors import JdlExpressionError, SandboxError, WMProxyError
 from wmproxy.jdl import JobDescription, check_expressions, isb_file_names, parse_jdl, read_description
 from wmproxy.jdl.glite_functions import GliteCalls
 from wmproxy.sandbox.storage import JobArea
+from wmproxy.services.broker_shares import MatchCycle, OwnerShares
 from wmproxy.services.brokering import (
     NO_MATCH,
     REQUEST_EXPIRED,
@@ -178,7 +179,7 @@ def _text(ad: classad2.ClassAd, name: str) -> str | None:
 
 def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | None = None,
                      full: Collection[str] = (), rng: random.Random | None = None,
-                     now: dt.datetime | None = None) -> StartOrder | None:
+                     now: dt.datetime | None = None, shares: OwnerShares | None = None) -> StartOrder | None:
     """Claim the oldest due start request and match its job to a CE; the job becomes
     Ready, held by ``worker``, with its destination stored and an event "matched to CE <id>".
 
@@ -205,7 +206,15 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
       transaction rolled back, then Aborted alone in a transaction of its own with
       :data:`CLAIM_FAILED` and the error's type, the traceback logged (if that fails too,
       its request is postponed by ``[brokering] match_retry_period``); the other requests
-      go on.
+      go on;
+    * of an owner whose jobs spent their share of matchmaking time (``shares``,
+      :class:`~wmproxy.services.broker_shares.OwnerShares`): not claimed (the query passes
+      their requests over) or, claimed before the share ran out, given back as it was; the job
+      stays Waiting, not evaluated, until that share frees (its expiry, too, is seen then).
+
+    The call's matchmaking stops once it spent ``[brokering] cycle_match_cpu`` seconds of CPU
+    (:class:`~wmproxy.services.broker_shares.MatchCycle`, checked between requests): it
+    returns None, the requests not reached stay queued unchanged.
 
     A claimed job's directory is made here if it has none yet (a job sent with jobSubmit).
 
@@ -215,6 +224,8 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
         full: the backend kinds the worker runs but has no room for now.
         rng: random source of the CE choice (ties, ``FuzzyRank``); default a shared one.
         now: the current time (UTC), default now.
+        shares: the calling worker's matchmaking time per owner, kept across its calls; None:
+            new ones for this call only.
 
     Returns:
         The order of the claimed job, or None when no due request can run now, or the
@@ -224,16 +235,20 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
         SandboxError: the CE catalogue cannot be read (the request stays queued).
     """
     now = now or utcnow()
+    cycle = MatchCycle.of(rt.settings.brokering, shares)
     for _ in range(CLAIM_BATCH):
+        if cycle.spent_out():
+            _log_spent_out(cycle)
+            return None
         try:
             with rt.uow() as uow:
-                one = _claim_one(uow, worker, now)
+                one = _claim_one(uow, worker, now, cycle.shares.held(now))
                 if one is None:
                     return None
                 request, job = one
                 writes = _ClaimWrites(worker, now)
                 order = _claim_guarded(rt, uow, request, job, backends, full, rng or _RNG, {},
-                                       SiteView(rt, uow, now), writes)
+                                       SiteView(rt, uow, now), writes, cycle)
                 writes.flush(uow)
         except JobLockedError:
             return None  # rolled back: the request stays queued for the next poll
@@ -246,14 +261,20 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
 
 
 def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: int,
-                 rng: random.Random | None = None, now: dt.datetime | None = None) -> list[StartOrder]:
+                 rng: random.Random | None = None, now: dt.datetime | None = None,
+                 shares: OwnerShares | None = None) -> list[StartOrder]:
     """:func:`claim_next_start` for up to ``limit`` jobs in one transaction (one commit for
     the jobs a worker cycle takes), oldest request first.
 
     Each request is handled as :func:`claim_next_start` handles it (expired, its expressions
     not evaluable, unmatched, waiting for another worker's backend, postponed while its backend is full, its job
-    directory made or left Waiting without one). At most
-    ``limit`` + :data:`CLAIM_BATCH` requests are looked at. The delegation of the jobs of one
+    directory made or left Waiting without one, its owner past their share of matchmaking
+    time). At most ``limit`` + :data:`CLAIM_BATCH` requests are looked at, and the batch ends
+    once its matchmaking spent ``[brokering] cycle_match_cpu`` seconds of CPU
+    (:class:`~wmproxy.services.broker_shares.MatchCycle`, checked between requests: one job's
+    budget past it at most): the requests not reached stay queued unchanged (those it claimed
+    are given back, due as before), for the worker's next cycle or another worker; they are
+    not failed matches. The delegation of the jobs of one
     owner and delegation id is read and its proxy unsealed once per batch, not per job.
 
     Args:
@@ -264,6 +285,9 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
         limit: jobs to claim at most (>= 0).
         rng: random source of the CE choice; default a shared one.
         now: the current time (UTC), default now.
+        shares: the calling worker's matchmaking time per owner, kept across its cycles
+            (:class:`~wmproxy.services.broker_shares.OwnerShares`); None: new ones for this
+            batch only.
 
     Returns:
         The orders of the claimed jobs, in claim order (may be empty). The statements are
@@ -289,11 +313,12 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
     now = now or utcnow()
     if limit <= 0 or not any(n > 0 for n in room.values()):
         return []
+    cycle = MatchCycle.of(rt.settings.brokering, shares)  # kept when the batch is made again: the CPU was spent
     for _ in range(CLAIM_BATCH):
         try:
             with rt.uow() as uow:
                 writes = _ClaimWrites(worker, now)
-                orders = _claim_batch(rt, uow, worker, dict(room), limit, rng or _RNG, now, writes)
+                orders = _claim_batch(rt, uow, worker, dict(room), limit, rng or _RNG, now, writes, cycle)
                 writes.flush(uow)
         except _ClaimFailedError as failure:  # the batch rolled back: the job ends alone, the batch again
             _end_failed_claim(rt, worker, now, failure)
@@ -303,7 +328,7 @@ def claim_starts(rt: Runtime, worker: str, room: Mapping[str, int], *, limit: in
 
 
 def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int], limit: int, rng: random.Random,
-                 now: dt.datetime, writes: _ClaimWrites) -> list[StartOrder]:
+                 now: dt.datetime, writes: _ClaimWrites, cycle: MatchCycle) -> list[StartOrder]:
     """:func:`claim_starts` in its transaction; the changes are collected in ``writes``."""
     orders: list[StartOrder] = []
     credentials: dict[tuple[str, str | None], _Credential] = {}  # the batch's delegations, looked up once
@@ -316,17 +341,21 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
         want = min(limit - len(orders), sum(n for n in left.values() if n > 0), limit + CLAIM_BATCH - looked)
         if want <= 0:
             break
+        if cycle.spent_out():  # the batch's matchmaking time: the requests not claimed wait for the next cycle
+            _log_spent_out(cycle)
+            break
         if savepoints:  # PostgreSQL: one request per savepoint, claimed inside it (see claim_starts)
             try:
                 with uow.session.begin_nested():
                     looked += 1
-                    one = _claim_one(uow, worker, now)
+                    one = _claim_one(uow, worker, now, cycle.shares.held(now))
                     if one is None:
                         break
                     request, job = one
                     site = site or SiteView(rt, uow, now)
                     backends, full = _kinds(left)
-                    order = _claim_guarded(rt, uow, request, job, backends, full, rng, credentials, site, writes)
+                    order = _claim_guarded(rt, uow, request, job, backends, full, rng, credentials, site, writes,
+                                           cycle)
             except JobLockedError:  # the savepoint rolled back: the request stays queued for the next poll
                 break
             if order is not None:
@@ -335,33 +364,44 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
             continue
         # SQLite (one writer, no row locks): the requests and their jobs in one statement each.
         writes.flush(uow)  # what an earlier round decided, before the queue is read again
-        requests = uow.queue.claim_rows(worker, now, command="start", limit=want)
+        requests = uow.queue.claim_rows(worker, now, command="start", limit=want,
+                                        skip_owners=cycle.shares.held(now))
         if not requests:
             break
         jobs = uow.jobs.lock_claims([request.job_id for request in requests])
         site = site or SiteView(rt, uow, now)
         for index, request in enumerate(requests):
             backends, full = _kinds(left)
-            if len(orders) >= limit or not backends:  # defensive: want never claims more
+            spent = cycle.spent_out()  # the batch's matchmaking time: the rest are given back, due as before
+            if len(orders) >= limit or not backends or spent:  # (the first two defensive: want never claims more)
                 writes.requests.extend(RequestChange.postponed(r, r.not_before) for r in requests[index:])
+                if spent:
+                    _log_spent_out(cycle)
                 return orders
             looked += 1
             order = _claim_guarded(rt, uow, request, jobs.get(request.job_id), backends, full, rng, credentials, site,
-                                   writes)
+                                   writes, cycle)
             if order is not None:
                 orders.append(order)
                 left[order.backend] -= 1
     return orders
 
 
-def _claim_one(uow: UnitOfWork, worker: str, now: dt.datetime) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
-    """The oldest start request due, claimed, and its job locked at once (None: no request).
+def _log_spent_out(cycle: MatchCycle) -> None:
+    log.info("this cycle's matchmaking took %.2f s of CPU ([brokering] cycle_match_cpu %g s): the start requests "
+             "not reached wait for the next cycle", cycle.spent, cycle.limit)
+
+
+def _claim_one(uow: UnitOfWork, worker: str, now: dt.datetime,
+               skip_owners: Collection[str] = ()) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
+    """The oldest start request due, claimed, and its job locked at once (None: no request);
+    those of the owners ``skip_owners`` passed over.
 
     Raises:
         JobLockedError: PostgreSQL: another transaction holds the job (``NOWAIT``): the
             caller rolls the claim back, the request stays queued.
     """
-    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1)
+    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1, skip_owners=skip_owners)
     if not claimed:
         return None
     request = claimed[0]
@@ -414,7 +454,7 @@ class _ClaimFailedError(Exception):
 def _claim_guarded(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,
                    backends: Collection[str] | None, full: Collection[str], rng: random.Random,
                    credentials: dict[tuple[str, str | None], _Credential], site: SiteView,
-                   writes: _ClaimWrites) -> StartOrder | None:
+                   writes: _ClaimWrites, cycle: MatchCycle) -> StartOrder | None:
     """:func:`_claim`, where an error nothing expected (not one of :data:`_CLAIM_ERRORS`)
     becomes :class:`_ClaimFailedError`: the caller's transaction rolls back whole (what
     :func:`_claim` wrote of the job, possibly half of a :func:`change_state`, goes with it),
@@ -427,7 +467,7 @@ def _claim_guarded(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: C
     Nothing is added per job on the common path (no savepoint): only a failed claim costs a
     second transaction, and the batch's claims are made again."""
     try:
-        return _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes)
+        return _claim(rt, uow, request, job, backends, full, rng, credentials, site, writes, cycle)
     except _CLAIM_ERRORS:
         raise
     except Exception as exc:
@@ -487,7 +527,7 @@ def _failed_request(uow: UnitOfWork, request: ClaimedRequest) -> ExecutionReques
 def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJob | None,
            backends: Collection[str] | None, full: Collection[str], rng: random.Random,
            credentials: dict[tuple[str, str | None], _Credential], site: SiteView,
-           writes: _ClaimWrites) -> StartOrder | None:
+           writes: _ClaimWrites, cycle: MatchCycle) -> StartOrder | None:
     # The caller locked the job (``lock_claims``) before any further change to the claimed
     # request: PostgreSQL checks the foreign key of a row updated twice in one transaction,
     # with a share lock on the job's row. The request and job changes go to ``writes``.
@@ -518,11 +558,27 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
         return None
     fqan = fqans[0] if fqans else None
     job_ad = matching_ad(registered, job.owner_dn, fqan)
+    shares = cycle.shares
+    if shares.free_at(job.owner_dn, now) is not None:
+        # Its owner's jobs spent their share of matchmaking time (a job of this batch took the
+        # rest): given back as it was, not evaluated, not a failed match. The next claims pass
+        # the owner's requests over (claim_rows' skip_owners) until the share frees.
+        writes.requests.append(RequestChange.postponed(request, request.not_before))
+        return None
     try:
         check_expressions(job_ad)  # registered before the bound, or a node's inherited expressions
         calls = GliteCalls(job_ad, job_id=job.id)  # one budget for the claim, the reason below included
-        chosen = choose_ce(job_ad, site.ces(), rng, fuzzy_factor=settings.brokering.fuzzy_factor,
-                           for_ces=ce_view(job_ad, fqan), calls=calls)
+        try:
+            chosen = choose_ce(job_ad, _tried_in_turn(site.ces(), request, rng), rng,
+                               fuzzy_factor=settings.brokering.fuzzy_factor, for_ces=ce_view(job_ad, fqan),
+                               calls=calls)
+        finally:  # the batch's and the owner's matchmaking time, whatever the match gave
+            cycle.charge(job.owner_dn, now, calls.budget.spent)
+            if (free := shares.free_at(job.owner_dn, now)) is not None:  # this job took the rest
+                log.warning("owner %s: the matchmaking of their jobs took %.2f s of CPU in the last %g s on this "
+                            "worker ([brokering] owner_match_cpu %g s): their further jobs wait until %s, not "
+                            "evaluated", job.owner_dn, shares.spent(job.owner_dn, now),
+                            shares.window.total_seconds(), shares.allowance, free.isoformat())
     except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on
         _abort(uow, writes, site, job.id, request, exc.message)
         return None
@@ -571,6 +627,20 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     writes.ready.append((job.id, destination.ce_id))
     site.claimed(destination.ce_id)
     return order
+
+
+def _tried_in_turn(ces: tuple[classad2.ClassAd, ...], request: ClaimedRequest,
+                   rng: random.Random) -> Sequence[classad2.ClassAd]:
+    """The CEs in the order a claim tries them: the catalogue's at a job's first claim; from a
+    CE drawn at random on (then round to the first) when its start request was given back
+    before (``not_before`` set: unmatched, waiting, postponed). The CEs that match and their
+    ranks do not depend on the order, but a pass that the job's budget cuts short tries only
+    the first CEs (:func:`~wmproxy.services.matchmaking.matches`): so over its retries such a
+    job reaches every CE, not always the same first few."""
+    if request.not_before is None or len(ces) < 2:
+        return ces
+    start = rng.randrange(len(ces))
+    return ces[start:] + ces[:start]
 
 
 def _abort(uow: UnitOfWork, writes: _ClaimWrites, site: SiteView, job_id: str, request: ClaimedRequest,

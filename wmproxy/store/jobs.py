@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -17,6 +17,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     inspect,
@@ -811,10 +812,11 @@ _PENDING_JOBS = select(_REQUESTS.c.job_id).where(
 ).order_by(_REQUESTS.c.id)
 
 
-def _claimable_rows(*, skip_locked: bool) -> Select[Any]:
+def _claimable_rows(*, skip_locked: bool, skip_owners: bool = False) -> Select[Any]:
     """The oldest ``limit`` unclaimed ``command`` requests due at ``now`` (parameters), as
     :class:`ClaimedRequest` columns, built once; PostgreSQL's ``FOR UPDATE SKIP LOCKED`` with
-    ``skip_locked``."""
+    ``skip_locked``; with ``skip_owners`` none of a job whose owner is in ``owners`` (an
+    expanding parameter: each request passed over costs one look-up of its job by id)."""
     r = _REQUESTS.c
     stmt = (
         select(r.id, r.job_id, r.created_at, r.not_before)
@@ -823,11 +825,17 @@ def _claimable_rows(*, skip_locked: bool) -> Select[Any]:
         .order_by(r.id)
         .limit(bindparam("limit", type_=Integer()))
     )
+    if skip_owners:
+        stmt = stmt.where(~exists().where(_JOBS.c.id == r.job_id,
+                                          _JOBS.c.owner_dn.in_(bindparam("owners", expanding=True))))
     return stmt.with_for_update(skip_locked=True) if skip_locked else stmt
 
 
 _CLAIMABLE_ROWS = _claimable_rows(skip_locked=False)
 _CLAIMABLE_ROWS_LOCKED = _claimable_rows(skip_locked=True)
+#: The same, passing over the requests of some owners' jobs (:meth:`SqlExecutionQueue.claim_rows`'s ``skip_owners``).
+_CLAIMABLE_ROWS_SKIPPING = _claimable_rows(skip_locked=False, skip_owners=True)
+_CLAIMABLE_ROWS_LOCKED_SKIPPING = _claimable_rows(skip_locked=True, skip_owners=True)
 #: The compare-and-set UPDATE of a claim (parameters ``ids``, ``worker``, ``now``); returns the ids won.
 _CLAIM_ROWS = (
     update(_REQUESTS)
@@ -936,11 +944,13 @@ class SqlExecutionQueue:
             .execution_options(populate_existing=True))}
         return [loaded[row.id] for row in rows]
 
-    def claim_rows(self, worker: str, now: dt.datetime, *, command: str, limit: int) -> list[ClaimedRequest]:
+    def claim_rows(self, worker: str, now: dt.datetime, *, command: str, limit: int,
+                   skip_owners: Collection[str] = ()) -> list[ClaimedRequest]:
         """Claim up to ``limit`` (>= 1) of the oldest unclaimed ``command`` requests due at
         ``now`` (``not_before`` unset or passed) for ``worker``, oldest first, in two Core
         statements built once, whatever their number: one SELECT, one UPDATE. Empty when
-        there is none.
+        there is none. The requests of jobs whose owner (DN) is in ``skip_owners`` are passed
+        over, left as they are.
 
         PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never block
         on or take the same row. SQLite: the transaction began with ``BEGIN IMMEDIATE``
@@ -950,8 +960,14 @@ class SqlExecutionQueue:
         The claimed requests are settled with :meth:`settle` (each one: completed, postponed
         or released) in the same transaction."""
         conn = self.session.connection()
-        stmt = _CLAIMABLE_ROWS_LOCKED if conn.dialect.name == "postgresql" else _CLAIMABLE_ROWS
-        rows = [ClaimedRequest(*row) for row in conn.execute(stmt, {"command": command, "now": now, "limit": limit})]
+        locked = conn.dialect.name == "postgresql"
+        parameters: dict[str, Any] = {"command": command, "now": now, "limit": limit}
+        if skip_owners:
+            stmt = _CLAIMABLE_ROWS_LOCKED_SKIPPING if locked else _CLAIMABLE_ROWS_SKIPPING
+            parameters["owners"] = list(skip_owners)
+        else:
+            stmt = _CLAIMABLE_ROWS_LOCKED if locked else _CLAIMABLE_ROWS
+        rows = [ClaimedRequest(*row) for row in conn.execute(stmt, parameters)]
         if not rows:
             return []
         won = set(conn.scalars(_CLAIM_ROWS, {"ids": [row.id for row in rows], "worker": worker, "now": now}))

@@ -12,6 +12,8 @@ failed by an exhausted budget although its Requirements hold anyway; E (in
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 import re
 
 import classad2
@@ -19,7 +21,7 @@ import pytest
 
 from tests.unit.services.brokering_support import RankedRuntime, jdl, job_row, submit
 from tests.unit.services.conftest import DELEGATION
-from wmproxy.domain import Principal
+from wmproxy.domain import Principal, utcnow
 from wmproxy.errors import JdlExpressionError
 from wmproxy.jdl import check_expressions, parse_jdl
 from wmproxy.jdl.glite_functions import MAX_ELEMENTS, CallBudget, GliteCalls
@@ -322,6 +324,27 @@ class TestTheWholeEvaluationIsBudgeted:
         job_id = submit(rt, alice, f"Requirements = {self.REQUIREMENTS}; {self.RANK}")
         assert [(order.job_id, order.ce_id) for order in claim_starts(rt, "w1", {"local": 1}, limit=1)] == [
             (job_id, "ce0.example.org:2119/jobmanager-pbs-long")]  # ce2, of rank 10, not tried
+
+    def test_a_job_cut_short_at_every_pass_reaches_over_its_retries_the_ce_it_never_got_to(
+            self, broker_rt: RankedRuntime, alice: Principal, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each pass of this job is cut after one CE; the only CE that matches is the catalogue's last.
+        Tried always from the first CE, it waited until it expired; a job whose start request was
+        given back before tries the CEs from one drawn at random on."""
+        rt = broker_rt(TestABudgetRunningOutIsSaid.CATALOGUE)
+        monkeypatch.setattr(execution, "GliteCalls", ticking)
+        last = "ce2.example.org:2119/jobmanager-pbs-long"
+        job_id = submit(rt, alice, f'Requirements = other.GlueCEUniqueID == "{last}";')
+        rng = random.Random(7)  # noqa: S311 - a reproducible CE order, not cryptography
+        now = utcnow()
+        passes = 0
+        while not (claimed := claim_starts(rt, "w1", {"local": 1}, limit=1, rng=rng, now=now)) and passes < 12:
+            state, reason, _ = job_row(rt, job_id)
+            assert (state, (reason or "").startswith(f"{NO_MATCH} (the job's matchmaking was cut short")) == (
+                "Waiting", True)
+            passes += 1
+            now += dt.timedelta(seconds=rt.settings.brokering.match_retry_period)
+        assert [(order.job_id, order.ce_id) for order in claimed] == [(job_id, last)]
+        assert passes >= 1  # the first pass tried the first CE alone
 
 
 class TestCallsThroughReferencesAreNotFollowed:

@@ -1,0 +1,134 @@
+"""Bounds on the matchmaking CPU time an execution worker spends, per cycle and per job owner
+(``docs/brokering.md``, "Matchmaking time: per cycle and per owner").
+
+Each claimed job's ``Requirements`` and ``Rank`` are evaluated against the CEs under a budget of
+their own (:class:`~wmproxy.jdl.glite_functions.CallBudget`, 3 s of thread CPU time). Without more,
+a claim batch of 20 such jobs held the worker's cycle about 80 s (no job of anyone started or
+ended meanwhile), and one owner with many such jobs, each matched again every
+``[brokering] match_retry_period``, kept the worker matching their jobs alone. So:
+
+* :class:`MatchCycle`: one claim batch (a worker cycle's claims) spends at most
+  ``[brokering] cycle_match_cpu`` seconds matching; once spent (checked between jobs: one job's
+  budget past it at most) the batch ends and the requests it has not reached stay queued,
+  unchanged, for the next cycle or another worker.
+* :class:`OwnerShares`: the worker remembers, in memory, the matchmaking CPU each owner's jobs
+  spent over the last ``match_retry_period``; the worker's claims pass over the start requests
+  of an owner past ``[brokering] owner_match_cpu`` (their jobs stay Waiting, not evaluated, their
+  requests as they were) until enough of that time is older than the window.
+
+gLite's WMS met the same problem with its task queue and the matchmaker's own threads; here the
+worker matches in its loop, so the bounds are on that loop. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+
+from wmproxy.config import BrokeringSettings
+
+
+class OwnerShares:
+    """The matchmaking CPU time each owner's jobs spent on one execution worker over the last
+    ``window`` seconds, kept in memory (a worker that restarts forgets it; each worker counts its
+    own, so with N workers an owner may take N shares).
+
+    Args:
+        allowance: CPU seconds an owner may spend per window (``[brokering] owner_match_cpu``);
+            0 for no bound.
+        window: seconds (``[brokering] match_retry_period``), positive.
+    """
+
+    def __init__(self, allowance: float, window: float) -> None:
+        self.allowance = allowance
+        self.window = dt.timedelta(seconds=window)
+        self._spent: dict[str, deque[tuple[dt.datetime, float]]] = {}
+        self._sweep_at: dt.datetime | None = None  # when the owners without recent charges are forgotten next
+
+    @classmethod
+    def of(cls, settings: BrokeringSettings) -> OwnerShares:
+        """The shares ``[brokering]`` sets: ``owner_match_cpu`` per ``match_retry_period``."""
+        return cls(settings.owner_match_cpu, settings.match_retry_period)
+
+    def held(self, now: dt.datetime) -> tuple[str, ...]:
+        """The owners (DNs) whose jobs spent their allowance within the window ending at ``now``
+        (UTC): a claim passes their requests over (:meth:`free_at` is not None)."""
+        return tuple(owner for owner in list(self._spent) if self.free_at(owner, now) is not None)
+
+    def charge(self, owner: str, now: dt.datetime, seconds: float) -> None:
+        """Count ``seconds`` of CPU spent matching a job of ``owner`` (DN) at ``now`` (UTC).
+
+        The charges of one time (a claim batch's jobs share it) are kept as one, and once per
+        window the owners with none left in it are forgotten: the memory kept is one entry per
+        owner and batch within the last window."""
+        if self.allowance <= 0 or seconds <= 0:
+            return
+        charges = self._spent.setdefault(owner, deque())
+        if charges and charges[-1][0] == now:
+            charges[-1] = (now, charges[-1][1] + seconds)
+        else:
+            charges.append((now, seconds))
+        if self._sweep_at is None or now >= self._sweep_at:
+            for name in list(self._spent):
+                self._recent(name, now)
+            self._sweep_at = now + self.window
+
+    def spent(self, owner: str, now: dt.datetime) -> float:
+        """CPU seconds ``owner``'s jobs spent within the window ending at ``now`` (UTC)."""
+        return sum(seconds for _, seconds in self._recent(owner, now))
+
+    def free_at(self, owner: str, now: dt.datetime) -> dt.datetime | None:
+        """None when ``owner``'s jobs may be matched at ``now`` (UTC): they spent less than the
+        allowance within the window. Else the time (UTC, after ``now``) from which they spent less
+        again, the oldest of that time having left the window."""
+        recent = self._recent(owner, now)
+        left = sum(seconds for _, seconds in recent)
+        if self.allowance <= 0 or left < self.allowance:
+            return None
+        for at, seconds in recent:
+            left -= seconds
+            if left < self.allowance:
+                return at + self.window
+        return None  # not reached: left is 0 after the last, below a positive allowance
+
+    def _recent(self, owner: str, now: dt.datetime) -> deque[tuple[dt.datetime, float]]:
+        """``owner``'s charges within the window ending at ``now``, the older ones forgotten."""
+        charges = self._spent.get(owner)
+        if charges is None:
+            return deque()
+        while charges and charges[0][0] <= now - self.window:
+            charges.popleft()
+        if not charges:
+            del self._spent[owner]
+        return charges
+
+
+class MatchCycle:
+    """The matchmaking of one claim batch: the CPU time it spent, against ``[brokering]
+    cycle_match_cpu``, each job's charged to its owner's :class:`OwnerShares` too.
+
+    Args:
+        limit: CPU seconds the batch may spend matching (0: no bound).
+        shares: the worker's shares (kept across its cycles).
+    """
+
+    def __init__(self, limit: float, shares: OwnerShares) -> None:
+        self.limit = limit
+        self.shares = shares
+        self.spent = 0.0
+        self.matched = 0  # jobs whose Requirements and Rank were evaluated
+
+    @classmethod
+    def of(cls, settings: BrokeringSettings, shares: OwnerShares | None) -> MatchCycle:
+        """A batch's cycle under ``[brokering]``'s bound; new shares (this batch only) when None."""
+        return cls(settings.cycle_match_cpu, shares if shares is not None else OwnerShares.of(settings))
+
+    def spent_out(self) -> bool:
+        """Whether the batch spent its matchmaking time: no further job is matched in it."""
+        return 0 < self.limit <= self.spent
+
+    def charge(self, owner: str, now: dt.datetime, seconds: float) -> None:
+        """Count one job's matchmaking: ``seconds`` of CPU, for ``owner`` (DN), at ``now`` (UTC)."""
+        self.spent += seconds
+        self.matched += 1
+        self.shares.charge(owner, now, seconds)
