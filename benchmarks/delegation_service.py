@@ -86,7 +86,7 @@ def _fill_pool(rt: Any, rows: int) -> None:
 
 
 def _run(repo: Path, database_kind: str, pairs: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(repo), "WMPROXY_BENCH_CHECKOUT": str(repo)}  # perf_support imports it
     out = subprocess.run(
         [sys.executable, __file__, "--database", database_kind, "--pairs", str(pairs), "--one"],
         env=env, check=True, capture_output=True, text=True, cwd=repo,

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+#: The checkout whose ``wmproxy`` and ``tests`` helpers are imported: this one, or the one
+#: ``WMPROXY_BENCH_CHECKOUT`` names (a benchmark's ``--against`` runs another checkout's code).
+REPO = Path(os.environ.get("WMPROXY_BENCH_CHECKOUT") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import _postgres_database

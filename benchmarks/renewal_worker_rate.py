@@ -31,7 +31,14 @@ from alembic import command
 from alembic.config import Config
 
 from tests.peers.myproxy_server import have_myproxy, start_myproxy_server, store_renewable_credential
-from wmproxy.config import DatabaseSettings, RenewalSettings, SandboxSettings, SecuritySettings, Settings
+from wmproxy.config import (
+    DatabaseSettings,
+    ExecutionSettings,
+    RenewalSettings,
+    SandboxSettings,
+    SecuritySettings,
+    Settings,
+)
 from wmproxy.domain import JobState, job_relative_dir, new_job_id, utcnow
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.chain import load_pem_chain
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_proxy(user, proxy, lifetime=12 * 3600)
                 store_renewable_credential(server, proxy, svc_dn, lifetime_hours=24, proxy_lifetime_hours=2)
                 users.append(user)
-            rt = runtime(root, ca_dir, svc_cert, svc_key)
+            rt = runtime(root, ca_dir, svc_cert, svc_key, server.port)
             rates = {}
             for threads in [int(t) for t in args.threads.split(",")]:
                 delegation_files = seed(rt, users, root, server.port)
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def runtime(root: Path, ca_dir: Path, cert: Path, key: Path) -> Runtime:
+def runtime(root: Path, ca_dir: Path, cert: Path, key: Path, port: int) -> Runtime:
     url = f"sqlite:///{root}/wmproxy.db"
     cfg = Config(str(REPO / "alembic.ini"))
     cfg.attributes["url"] = url
@@ -118,7 +125,9 @@ def runtime(root: Path, ca_dir: Path, cert: Path, key: Path) -> Runtime:
         security=SecuritySettings(ca_dir=str(ca_dir), host_cert=str(cert), host_key=str(key),
                                   store_key_file=str(root / "store.key")),
         sandbox=SandboxSettings(root=str(root / "sandbox")),
-        renewal=RenewalSettings(cycle=60, threshold=35 * 60, lifetime=LIFETIME, timeout=30),
+        execution=ExecutionSettings(work_dir=str(root / "work")),
+        renewal=RenewalSettings(cycle=60, threshold=35 * 60, lifetime=LIFETIME, timeout=30,
+                                myproxy_allowed_servers=f"localhost:{port}"),  # the benchmark's myproxy-server
     )
     return Runtime.from_settings(settings)
 
@@ -138,7 +147,9 @@ def seed(rt: Runtime, users: list, root: Path, port: int) -> list[Path]:
                                       proxy.cert.not_valid_after_utc, (), now)
             job_id = new_job_id("localhost", 9000)
             rt.storage.create_job_area(job_id)
-            (rt.storage.job_dir(job_id) / "user.proxy").write_bytes(pem)
+            copy = Path(rt.storage.job_area(job_id).proxy_file)  # the job's copy, where the push writes it
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(pem)
             uow.jobs.add(Job(id=job_id, owner_dn=dn, delegation_id="bench", state=JobState.RUNNING.value,
                              jdl_original="[]", jdl_registered="[]",
                              sandbox_dir=job_relative_dir(job_id, rt.settings.sandbox.dir_name),

@@ -27,7 +27,8 @@ process group, from /proc), which a loaded machine disturbs much less; min/media
 rounds. On PostgreSQL the database server's processes are outside that group: their CPU for the
 window (the processes serving the benchmark's database, from ``pg_stat_activity``) is printed
 beside it, and each ratio a third time as "server + database CPU", the service's and the
-database's together (on SQLite the database's work is in the service's processes). Delegation is printed a third time with the CPU the pool's filler spent making the
+database's together (on SQLite the database's work is in the service's processes).
+Delegation is printed once more with the CPU the pool's filler spent making the
 keys the window used (measured while it tops the pool up after the window, per key) added
 to each delegation: the issue's target (>= 0.3) is the request path's figure, as keys are
 not generated on the request path; the other shows what a key costs in all.
