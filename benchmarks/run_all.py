@@ -51,7 +51,8 @@ def main() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             print(line, end="", flush=True)
-            if "target" in line and not line.startswith("  "):
+            # a ratio's line with its target, indented or not (execution_mapping's are indented)
+            if "(target" in line or ("target" in line and not line.startswith("  ")):
                 summary.append(f"{name}: {line.strip()}")
         code = proc.wait()
         print(f"=== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
