@@ -287,45 +287,51 @@ def _extends_issuer(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _from_plain_block(block: bytes) -> x509.Certificate | None:
     """The certificate of a block :func:`_plain_der` reads, parsed from that DER (kept as its
-    encoding), or None (another block, or a DER cryptography refuses: its PEM reader then raises
-    the same error)."""
-    der = _plain_der(block)
-    if der is None:
+    encoding, and the block as its PEM when it is laid out as :func:`_pem_of_der` writes it), or
+    None (another block, or a DER cryptography refuses: its PEM reader then raises the same
+    error)."""
+    plain = _plain_der(block)
+    if plain is None:
         return None
+    der, pem_layout = plain
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
         return None
-    _remember_der(cert, der)
+    _remember_der(cert, der, block + b"\n" if pem_layout else None)
     return cert
 
 
-_BASE64_LINES = re.compile(rb"[A-Za-z0-9+/=\r\n]*").fullmatch
-
-
-def _plain_der(block: bytes) -> bytes | None:
+def _plain_der(block: bytes) -> tuple[bytes, bool] | None:
     """The DER of a ``CERTIFICATE`` block (:func:`_pem_blocks`) whose body is canonical base64
     in non-empty lines (``\n`` or ``\r\n`` ends, no header, nothing else), or None for any other body
-    (cryptography's PEM reader then parses the block).
+    (cryptography's PEM reader then parses the block); and whether the block is what
+    :func:`_pem_of_der` writes for it, its last line end left out (``\n`` ends, lines of 64
+    characters but the last).
 
     ``load_pem_x509_certificate`` decodes such a body to the same DER and parses it with
     ``load_der_x509_certificate``: parsing the DER here gives the same certificate and the same
     errors, and keeps the DER (issue 14: a new delegated proxy was encoded again to DER for
-    OpenSSL and to PEM for the stored credential, about 35 us of a putProxy).
+    OpenSSL and to PEM for the stored credential, about 35 us of a putProxy). A character
+    outside base64's alphabet and the line ends fails the strict decode.
     """
     body = block[len(_BEGIN):-len(_END)]
-    if not _BASE64_LINES(body):
-        return None
     lines = body.split(b"\n")
     if lines[0] not in (b"", b"\r") or lines[-1] != b"":
         return None
-    inner = [line[:-1] if line.endswith(b"\r") else line for line in lines[1:-1]]
+    inner = lines[1:-1]
+    crlf = b"\r" in body
+    if crlf:
+        inner = [line[:-1] if line.endswith(b"\r") else line for line in inner]
     if not inner or not all(inner):  # cryptography refuses an empty line
         return None
     text = b"".join(inner)
     if b"\r" in text:
         return None
-    return canonical_base64(text)
+    der = canonical_base64(text)
+    if der is None:
+        return None
+    return der, not crlf and max(map(len, inner)) <= 64 and len(text) == 64 * (len(inner) - 1) + len(inner[-1])
 
 
 def canonical_base64(text: bytes) -> bytes | None:
@@ -416,14 +422,17 @@ def _encoding(cert: x509.Certificate, index: int, encoding: Encoding) -> bytes:
     return value
 
 
-def _remember_der(cert: x509.Certificate, der: bytes) -> None:
+def _remember_der(cert: x509.Certificate, der: bytes, pem: bytes | None = None) -> None:
     """Keep ``der``, the bytes ``cert`` was parsed from (strict DER: the same bytes as
-    ``cert.public_bytes(Encoding.DER)``), as its DER encoding."""
+    ``cert.public_bytes(Encoding.DER)``), as its DER encoding, and ``pem`` (``_pem_of_der(der)``)
+    as its PEM when given."""
     with _encodings_lock:
         entry = _encodings.get(id(cert))
         if entry is None or entry[0] is not cert:
             entry = _encodings[id(cert)] = [cert, None, None, _UNREAD]
         entry[1] = der
+        if pem is not None:
+            entry[2] = pem
 
 
 def forget_certificate(cert: x509.Certificate) -> None:
@@ -893,10 +902,10 @@ def verify_delegated_chain(chain: list[x509.Certificate], ca_dir: str,
     """
     current = _current_time(at) if len(chain) > 1 else None
     loaded = _load_ca_dir(ca_dir) if current is not None else None
-    sent: dict[bytes, x509.Certificate] = {}
-    for cert in chain[1:]:
-        sent.setdefault(certificate_der(cert), cert)
     issuers = tuple(certificate_der(cert) for cert in chain[1:])
+    sent: dict[bytes, x509.Certificate] = {}
+    for der, cert in zip(issuers, chain[1:], strict=True):
+        sent.setdefault(der, cert)
     known = None
     if current is not None and loaded is not None:
         known, loaded = _verified_issuers_of(ca_dir, issuers, loaded, current.timestamp())
@@ -1071,10 +1080,13 @@ def _leaf_fits(leaf: x509.Certificate, issuer: x509.Certificate, now: datetime) 
     if any(ext.oid not in _LEAF_EXTENSIONS for ext in extensions):
         return False
     for ext in extensions:
-        value = ext.value
-        if isinstance(value, x509.BasicConstraints) and value.ca:
+        # an extension of these OIDs is read as its class (cryptography), compared by OID: an
+        # isinstance of an ExtensionType is an ABC's check (issue 14)
+        oid = ext.oid
+        if oid == ExtensionOID.BASIC_CONSTRAINTS and cast(x509.BasicConstraints, ext.value).ca:
             return False
-        if isinstance(value, x509.AuthorityKeyIdentifier):
+        if oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+            value = cast(x509.AuthorityKeyIdentifier, ext.value)
             if value.authority_cert_issuer is not None or value.authority_cert_serial_number is not None:
                 return False
             issuer_key = _key_identifier(issuer)  # OpenSSL compares them only when both are there
