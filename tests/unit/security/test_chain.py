@@ -222,9 +222,13 @@ class TestPlainBlocks:
         assert certificate_pem(parsed) == expected.public_bytes(Encoding.PEM)
 
     def test_plain_blocks_keep_their_der(self, proxy):
-        block = _blocks(proxy.cert)["76"]
-        assert chain_module._plain_der(block) == proxy.cert.public_bytes(Encoding.DER)
+        der = proxy.cert.public_bytes(Encoding.DER)
         blocks = _blocks(proxy.cert)
+        # the DER, and whether the block is the certificate's PEM as written (its PEM is kept then)
+        assert chain_module._plain_der(blocks["64"]) == (der, True)
+        assert blocks["64"] + b"\n" == proxy.cert.public_bytes(Encoding.PEM)
+        for shape in ("76", "one line", "width 1", "crlf", "mixed"):
+            assert chain_module._plain_der(blocks[shape]) == (der, False), shape
         shapes = ["blank line", "cr only", "spaces", "header"]
         if blocks["no padding"] != blocks["64"]:  # a DER of 3n bytes has no padding
             shapes += ["no padding", "loose bits"]
