@@ -31,7 +31,6 @@ from OpenSSL import crypto
 
 from wmproxy.errors import ProxyError, ProxyVerificationError
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.lru import Lru
 from wmproxy.security.pci import LIMITED_PROXY_OID, PROXY_CERT_INFO_OID, proxy_cert_info
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
@@ -89,7 +88,7 @@ def _new_leaf_chain(blocks: list[bytes]) -> list[x509.Certificate]:
 #: LRU, per process; certificates are immutable, so the threads share them.
 #: Entries kept in :data:`_pem_certificates`.
 PEM_CERTIFICATES_MAX = 256
-_pem_certificates: Lru[bytes, x509.Certificate] = Lru(PEM_CERTIFICATES_MAX)
+_pem_certificates: LRUCache[bytes, x509.Certificate] = LRUCache(PEM_CERTIFICATES_MAX)
 _pem_certificates_lock = threading.Lock()
 
 
@@ -395,7 +394,7 @@ def chain_pem(chain: list[x509.Certificate]) -> bytes:
 #: certificate, so its id cannot be reused while the entry exists.
 #: Bounded LRU, per process. Entries kept in :data:`_encodings`.
 CERT_ENCODINGS_MAX = 256
-_encodings: Lru[int, list[Any]] = Lru(CERT_ENCODINGS_MAX)
+_encodings: LRUCache[int, list[Any]] = LRUCache(CERT_ENCODINGS_MAX)
 _encodings_lock = threading.Lock()
 #: An entry's signed parts not read yet.
 _UNREAD = object()
@@ -572,7 +571,7 @@ class ChainFacts:
 #: :func:`load_pem_chain` keeps), per process, by the certificates' ids (the entry holds them,
 #: so an id is not reused while it is kept). Entries kept in :data:`_chain_facts`.
 CHAIN_FACTS_MAX = 256
-_chain_facts: Lru[tuple[int, ...], ChainFacts] = Lru(CHAIN_FACTS_MAX)
+_chain_facts: LRUCache[tuple[int, ...], ChainFacts] = LRUCache(CHAIN_FACTS_MAX)
 _chain_facts_lock = threading.Lock()
 
 
@@ -820,7 +819,7 @@ def _store(ca_dir: str, loaded: _CaDir, at: datetime | None, check_crl: bool = T
 #: of VOMS servers repeat from call to call); bounded LRU, per process.
 #: Entries kept in :data:`_openssl_certs`.
 OPENSSL_CERTS_MAX = 256
-_openssl_certs: Lru[bytes, crypto.X509] = Lru(OPENSSL_CERTS_MAX)
+_openssl_certs: LRUCache[bytes, crypto.X509] = LRUCache(OPENSSL_CERTS_MAX)
 _openssl_certs_lock = threading.Lock()
 
 

@@ -29,7 +29,6 @@ from wmproxy.errors import (
 from wmproxy.security import delegation as crypto
 from wmproxy.security.chain import has_limited_proxy, load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
-from wmproxy.security.lru import Lru
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
 from wmproxy.security.voms import service_host_names, verified_fqans
 from wmproxy.services.delegation_keys import claim_request, new_key
@@ -396,7 +395,7 @@ def check_usable(row: StoredProxy, now: dt.datetime, min_lifetime: int) -> Store
 #: factory (one per runtime; issue 14: jobSubmit's guarded write, :func:`recent_proxy`). Sealed
 #: proxies only, as the store holds them; a bounded LRU (about 7 kB an entry).
 RECENT_PROXIES_MAX = 256
-_RECENT: weakref.WeakKeyDictionary[object, Lru[tuple[str, str], StoredProxy]] = weakref.WeakKeyDictionary()
+_RECENT: weakref.WeakKeyDictionary[object, LRUCache[tuple[str, str], StoredProxy]] = weakref.WeakKeyDictionary()
 _RECENT_LOCK = threading.Lock()
 
 
@@ -415,7 +414,7 @@ def remember_proxy(rt: Runtime, dn: str, row: StoredProxy) -> None:
     with _RECENT_LOCK:
         kept = _RECENT.get(rt.session_factory)
         if kept is None:
-            kept = _RECENT[rt.session_factory] = Lru(RECENT_PROXIES_MAX)
+            kept = _RECENT[rt.session_factory] = LRUCache(RECENT_PROXIES_MAX)
         kept[(dn, row.delegation_id)] = row
 
 
@@ -429,7 +428,7 @@ def forget_proxy(rt: Runtime, dn: str, delegation_id: str) -> None:
 
 #: Pending requests this process made, per runtime: (DN, id) -> the sealed key it stored.
 PENDING_REQUESTS_MAX = 1024
-_PENDING: weakref.WeakKeyDictionary[object, Lru[tuple[str, str], bytes]] = weakref.WeakKeyDictionary()
+_PENDING: weakref.WeakKeyDictionary[object, LRUCache[tuple[str, str], bytes]] = weakref.WeakKeyDictionary()
 
 
 def _remember_request(rt: Runtime, dn: str, delegation_id: str, sealed_key: bytes) -> None:
@@ -438,7 +437,7 @@ def _remember_request(rt: Runtime, dn: str, delegation_id: str, sealed_key: byte
     with _RECENT_LOCK:
         kept = _PENDING.get(rt.session_factory)
         if kept is None:
-            kept = _PENDING[rt.session_factory] = Lru(PENDING_REQUESTS_MAX)
+            kept = _PENDING[rt.session_factory] = LRUCache(PENDING_REQUESTS_MAX)
         kept[(dn, delegation_id)] = sealed_key
 
 
