@@ -78,8 +78,11 @@ def run_collection(rt: Runtime, principal: Principal, delegation: str, worker: E
         with contextlib.closing(_reader(rt)) as conn:
             while not stop.is_set():
                 ended = int(conn.execute(ENDED_NODES, (parent, *FINAL)).fetchone()[0])
-                while marks and ended >= marks[0]:
-                    progress.append((marks.pop(0), time.clock_gettime(worker_clock), time.monotonic()))
+                reached = None
+                while marks and ended >= marks[0]:  # marks crossed in one poll make one window, not empty ones
+                    reached = marks.pop(0)
+                if reached is not None:
+                    progress.append((reached, time.clock_gettime(worker_clock), time.monotonic()))
                 if ended >= nodes:
                     row = conn.execute("select state from jobs where id = ?", (parent,)).fetchone()
                     if row is not None and row[0] in FINAL:

@@ -49,7 +49,7 @@ def fill(url: str, total: int, owned: int, owner: str) -> None:
         for i in range(start, stop):
             token = uuid.uuid4().hex[:22]
             dn = owner if i < owned else f"/C=XX/O=Grid/CN=Filler {i % 5000}"
-            yield (f"https://localhost:9000/{token}", dn, "filler", "done", "[]", "[]",
+            yield (f"https://localhost:9000/{token}", dn, "filler", "Done", "[]", "[]",
                    f"SandboxDir/{token[:2]}/https_3a_2f_2flocalhost_3a9000_2f{token}", now, now, 0, 0)
 
     columns = ("id", "owner_dn", "delegation_id", "state", "jdl_original", "jdl_registered", "sandbox_dir",

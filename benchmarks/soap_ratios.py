@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from multiprocessing.queues import SimpleQueue
+from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
@@ -113,7 +113,7 @@ def delegate(conn: http.client.HTTPSConnection, i: int) -> None:
 
 
 def _steady_client(port: int, s: Site, action: Action, client: int, gate: Barrier, stop: Event,
-                   results: SimpleQueue[tuple[int, float]]) -> None:
+                   results: Queue[tuple[int, float]]) -> None:
     """One client of :func:`steady_rate` (a forked process)."""
     conn = http.client.HTTPSConnection("localhost", port, context=client_context(s.ca_dir, s.proxy), timeout=120)
     action(conn, -1 - client)  # TLS handshake and warm-up, before the window
@@ -138,7 +138,7 @@ def steady_rate(port: int, s: Site, action: Action, clients: int, seconds: float
     (PostgreSQL: :func:`perf_support.database_backends`) the CPU of the database's server
     processes is read alike."""
     mp = multiprocessing.get_context("fork")
-    gate, stop, results = mp.Barrier(clients + 1), mp.Event(), mp.SimpleQueue()
+    gate, stop, results = mp.Barrier(clients + 1), mp.Event(), mp.Queue()
     procs = [mp.Process(target=_steady_client, args=(port, s, action, c, gate, stop, results))
              for c in range(clients)]
     for proc in procs:
@@ -150,7 +150,7 @@ def steady_rate(port: int, s: Site, action: Action, clients: int, seconds: float
         gate.wait(timeout=60)
         time.sleep(seconds)
         stop.set()
-        counts = [results.get() for _ in procs]
+        counts = [results.get(timeout=300) for _ in procs]  # a client that failed raises queue.Empty, not a hang
         used = group_cpu(pgid) - before
         db_used = cpu_since(db_before, pids_cpu(db_pids())) if db_pids else 0.0
         gate.wait(timeout=60)
