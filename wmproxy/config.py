@@ -702,8 +702,8 @@ class BrokeringSettings:
             next cycle (3, about one job's budget; 0 = no bound).
         owner_match_cpu: thread CPU seconds of matchmaking the jobs of one owner (DN) may
             spend on one execution worker per ``match_retry_period``; further jobs of an
-            owner past it wait, not evaluated, until it frees (30: a tenth of a worker's time
-            with the default period; 0 = no bound).
+            owner past it wait, not evaluated, while other owners' jobs are due, until it frees
+            (3; 0 = no bound).
 
     Raises:
         ConfigError: a non-positive period or age, a negative cap, fuzzy factor or CPU
@@ -717,7 +717,7 @@ class BrokeringSettings:
     ce_state_max_age: float = 600.0
     fuzzy_factor: float = 1.0
     cycle_match_cpu: float = 3.0
-    owner_match_cpu: float = 30.0
+    owner_match_cpu: float = 3.0
 
     def __post_init__(self) -> None:
         if min(self.match_retry_period, self.expiry_period, self.ce_state_max_age) <= 0:

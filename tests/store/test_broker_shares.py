@@ -130,11 +130,12 @@ def test_another_owners_cheap_job_is_matched_in_the_next_cycle_while_one_owner_h
     assert cycle(site, shares, now) == costly[:2]
     assert evaluated == costly[:2]
     assert [state(site, job_id)[:2] for job_id in (*costly[2:], cheap)] == [("Waiting", None)] * 5
-    # The next cycle: alice spent 4 s of her 3 s share; her jobs wait unevaluated, bob's is matched.
-    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == [cheap]
-    assert evaluated == [*costly[:2], cheap]
-    for job_id in costly[2:]:
-        assert state(site, job_id) == ("Waiting", None, None)  # passed over, its request as it was
+    # The next cycle: alice spent 4 s of her 3 s share; bob's job is matched first, then (nobody
+    # else waiting) alice's until the cycle's 3 s are spent: two more.
+    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == [cheap, *costly[2:4]]
+    assert evaluated == [*costly[:2], cheap, *costly[2:4]]
+    for job_id in costly[4:]:
+        assert state(site, job_id) == ("Waiting", None, None)  # not reached, its request as it was
         assert NO_MATCH not in str(reasons(site, job_id))
 
 
@@ -148,22 +149,20 @@ def test_more_held_requests_than_a_batch_looks_at_do_not_keep_another_owners_job
     shares = OwnerShares.of(site.settings.brokering)
     now = utcnow()
     assert cycle(site, shares, now) == costly  # 4 s: the cycle's 3 s and alice's share spent
-    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == [cheap]
-    assert evaluated == [*costly, cheap]
-    assert {state(site, job_id) for job_id in queued} == {("Waiting", None, None)}
+    assert cycle(site, shares, now + dt.timedelta(seconds=1))[0] == cheap  # first, ahead of alice's
+    assert evaluated[:3] == [*costly, cheap]
+    assert {state(site, job_id) for job_id in queued[2:]} == {("Waiting", None, None)}
 
 
-def test_jobs_an_owners_share_held_back_are_matched_once_it_frees(site: Runtime, pki: Pki,
-                                                                    evaluated: list[str]) -> None:
+def test_an_owner_past_their_share_with_nobody_else_waiting_is_matched_on(site: Runtime, pki: Pki,
+                                                                          evaluated: list[str]) -> None:
+    # The share orders the owners; it never leaves the worker idle while requests are due.
     costly = submit(site, pki, "alice", COSTLY, 4)
     shares = OwnerShares.of(site.settings.brokering)
     now = utcnow()
     assert cycle(site, shares, now) == costly[:2]
-    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == []  # held back, not evaluated
-    assert evaluated == costly[:2]
-    window = dt.timedelta(seconds=site.settings.brokering.match_retry_period)
-    assert cycle(site, shares, now + window - dt.timedelta(seconds=1)) == []  # still passed over
-    assert cycle(site, shares, now + window) == costly[2:]
+    assert shares.free_at(principal_of(pki, "alice").dn, now) is not None  # past her share
+    assert cycle(site, shares, now + dt.timedelta(seconds=1)) == costly[2:]
     assert evaluated == costly
     for job_id in costly:
         assert state(site, job_id)[0] == JobState.READY.value
@@ -192,7 +191,7 @@ def test_without_bounds_a_cycle_matches_every_job_it_claims(site: Runtime, pki: 
     assert evaluated == costly
 
 
-def test_every_job_of_an_owner_past_their_share_waits_submit_to_ones_too_and_the_warning_is_logged_once(
+def test_every_job_of_an_owner_past_their_share_waits_behind_other_owners_submit_to_ones_too_and_one_warning(
         site: Runtime, pki: Pki, evaluated: list[str], caplog: pytest.LogCaptureFixture) -> None:
     costly = submit(site, pki, "alice", COSTLY, 2)
     shares = OwnerShares.of(site.settings.brokering)
@@ -200,15 +199,13 @@ def test_every_job_of_an_owner_past_their_share_waits_submit_to_ones_too_and_the
     with caplog.at_level("WARNING", logger="wmproxy.services.execution"):
         assert cycle(site, shares, now) == costly
         named = submit(site, pki, "alice", f'[ Executable = "/bin/true"; SubmitTo = "{CE}"; ]')
-        held = submit(site, pki, "alice", CHEAP)
-        assert cycle(site, shares, now + dt.timedelta(seconds=1)) == []
-    assert [state(site, job_id) for job_id in (*named, *held)] == [("Waiting", None, None)] * 2
-    window = dt.timedelta(seconds=site.settings.brokering.match_retry_period)
-    assert cycle(site, shares, now + window) == [*named, *held]
-    until = (now + window).isoformat()
+        more = submit(site, pki, "alice", CHEAP)
+        cheap = submit(site, pki, "bob", CHEAP)
+        assert cycle(site, shares, now + dt.timedelta(seconds=1)) == [*cheap, *named, *more]  # bob's first
+    until = (now + dt.timedelta(seconds=site.settings.brokering.match_retry_period)).isoformat()
     warning = (f"owner {principal_of(pki, 'alice').dn}: the matchmaking of their jobs took 4.05 s of CPU in the last "
-               f"300 s on this worker ([brokering] owner_match_cpu 3 s): their further jobs wait until {until}, not "
-               "evaluated")
+               f"300 s on this worker ([brokering] owner_match_cpu 3 s): until {until} their further jobs wait, not "
+               "evaluated, while other owners' jobs are due")
     assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("owner ")] == [warning]
 
 

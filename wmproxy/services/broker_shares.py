@@ -12,9 +12,10 @@ ended meanwhile), and one owner with many such jobs, each matched again every
   budget past it at most) the batch ends and the requests it has not reached stay queued,
   unchanged, for the next cycle or another worker.
 * :class:`OwnerShares`: the worker remembers, in memory, the matchmaking CPU each owner's jobs
-  spent over the last ``match_retry_period``; the worker's claims pass over the start requests
-  of an owner past ``[brokering] owner_match_cpu`` (their jobs stay Waiting, not evaluated, their
-  requests as they were) until enough of that time is older than the window.
+  spent over the last ``match_retry_period``; while other owners' start requests are due, the
+  worker's claims pass over those of an owner past ``[brokering] owner_match_cpu`` (their jobs
+  stay Waiting, not evaluated, their requests as they were) until enough of that time is older
+  than the window; when no other owner's request is due, theirs are claimed (work-conserving).
 
 gLite's WMS met the same problem with its task queue and the matchmaker's own threads; here the
 worker matches in its loop, so the bounds are on that loop. Pure: no I/O.
@@ -117,6 +118,9 @@ class MatchCycle:
         self.shares = shares
         self.spent = 0.0
         self.matched = 0  # jobs whose Requirements and Rank were evaluated
+        #: False once the batch found no due request but those of owners past their share: it
+        #: matches theirs (the bound orders the owners, it never leaves the worker idle)
+        self.others_waiting = True
 
     @classmethod
     def of(cls, settings: BrokeringSettings, shares: OwnerShares | None) -> MatchCycle:

@@ -208,9 +208,10 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
       its request is postponed by ``[brokering] match_retry_period``); the other requests
       go on;
     * of an owner whose jobs spent their share of matchmaking time (``shares``,
-      :class:`~wmproxy.services.broker_shares.OwnerShares`): not claimed (the query passes
-      their requests over) or, claimed before the share ran out, given back as it was; the job
-      stays Waiting, not evaluated, until that share frees (its expiry, too, is seen then).
+      :class:`~wmproxy.services.broker_shares.OwnerShares`), while another owner's request is
+      due: not claimed (the query passes their requests over) or, claimed before the share ran
+      out, given back as it was; the job stays Waiting, not evaluated (its expiry, too, is seen
+      when it is claimed again: once the share frees, or no other owner's request is due).
 
     The call's matchmaking stops once it spent ``[brokering] cycle_match_cpu`` seconds of CPU
     (:class:`~wmproxy.services.broker_shares.MatchCycle`, checked between requests): it
@@ -242,7 +243,7 @@ def claim_next_start(rt: Runtime, worker: str, *, backends: Collection[str] | No
             return None
         try:
             with rt.uow() as uow:
-                one = _claim_one(uow, worker, now, cycle.shares.held(now))
+                one = _claim_one(uow, worker, now, cycle)
                 if one is None:
                     return None
                 request, job = one
@@ -348,7 +349,7 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
             try:
                 with uow.session.begin_nested():
                     looked += 1
-                    one = _claim_one(uow, worker, now, cycle.shares.held(now))
+                    one = _claim_one(uow, worker, now, cycle)
                     if one is None:
                         break
                     request, job = one
@@ -364,8 +365,7 @@ def _claim_batch(rt: Runtime, uow: UnitOfWork, worker: str, left: dict[str, int]
             continue
         # SQLite (one writer, no row locks): the requests and their jobs in one statement each.
         writes.flush(uow)  # what an earlier round decided, before the queue is read again
-        requests = uow.queue.claim_rows(worker, now, command="start", limit=want,
-                                        skip_owners=cycle.shares.held(now))
+        requests = _claim_rows(uow, worker, now, want, cycle)
         if not requests:
             break
         jobs = uow.jobs.lock_claims([request.job_id for request in requests])
@@ -392,16 +392,29 @@ def _log_spent_out(cycle: MatchCycle) -> None:
              "not reached wait for the next cycle", cycle.spent, cycle.limit)
 
 
+def _claim_rows(uow: UnitOfWork, worker: str, now: dt.datetime, limit: int, cycle: MatchCycle) -> list[ClaimedRequest]:
+    """Up to ``limit`` of the oldest start requests due, claimed: first passing over those of
+    the owners past their share of matchmaking time (:meth:`OwnerShares.held`); when no other
+    owner's request is due, theirs after all, and the rest of the batch does not hold them back
+    (``cycle.others_waiting`` False): the worker never idles while requests are due."""
+    held = cycle.shares.held(now) if cycle.others_waiting else ()
+    claimed = uow.queue.claim_rows(worker, now, command="start", limit=limit, skip_owners=held)
+    if not claimed and held:  # nobody else waits: the held owners' jobs are matched
+        cycle.others_waiting = False
+        claimed = uow.queue.claim_rows(worker, now, command="start", limit=limit)
+    return claimed
+
+
 def _claim_one(uow: UnitOfWork, worker: str, now: dt.datetime,
-               skip_owners: Collection[str] = ()) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
-    """The oldest start request due, claimed, and its job locked at once (None: no request);
-    those of the owners ``skip_owners`` passed over.
+               cycle: MatchCycle) -> tuple[ClaimedRequest, ClaimedJob | None] | None:
+    """The oldest start request due (:func:`_claim_rows`), claimed, and its job locked at once
+    (None: no request).
 
     Raises:
         JobLockedError: PostgreSQL: another transaction holds the job (``NOWAIT``): the
             caller rolls the claim back, the request stays queued.
     """
-    claimed = uow.queue.claim_rows(worker, now, command="start", limit=1, skip_owners=skip_owners)
+    claimed = _claim_rows(uow, worker, now, 1, cycle)
     if not claimed:
         return None
     request = claimed[0]
@@ -559,10 +572,11 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
     fqan = fqans[0] if fqans else None
     job_ad = matching_ad(registered, job.owner_dn, fqan)
     shares = cycle.shares
-    if shares.free_at(job.owner_dn, now) is not None:
+    within = shares.free_at(job.owner_dn, now) is None  # the owner's jobs are within their share
+    if cycle.others_waiting and not within:
         # Its owner's jobs spent their share of matchmaking time (a job of this batch took the
         # rest): given back as it was, not evaluated, not a failed match. The next claims pass
-        # the owner's requests over (claim_rows' skip_owners) until the share frees.
+        # the owner's requests over (_claim_rows) while other owners' are due.
         writes.requests.append(RequestChange.postponed(request, request.not_before))
         return None
     try:
@@ -574,11 +588,12 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
                                calls=calls)
         finally:  # the batch's and the owner's matchmaking time, whatever the match gave
             cycle.charge(job.owner_dn, now, calls.budget.spent)
-            if (free := shares.free_at(job.owner_dn, now)) is not None:  # this job took the rest
+            if within and (free := shares.free_at(job.owner_dn, now)) is not None:  # this job took the rest
                 log.warning("owner %s: the matchmaking of their jobs took %.2f s of CPU in the last %g s on this "
-                            "worker ([brokering] owner_match_cpu %g s): their further jobs wait until %s, not "
-                            "evaluated", job.owner_dn, shares.spent(job.owner_dn, now),
-                            shares.window.total_seconds(), shares.allowance, free.isoformat())
+                            "worker ([brokering] owner_match_cpu %g s): until %s their further jobs wait, not "
+                            "evaluated, while other owners' jobs are due", job.owner_dn,
+                            shares.spent(job.owner_dn, now), shares.window.total_seconds(), shares.allowance,
+                            free.isoformat())
     except JdlExpressionError as exc:  # this job's own expressions: it alone ends, the batch goes on
         _abort(uow, writes, site, job.id, request, exc.message)
         return None
