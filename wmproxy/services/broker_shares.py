@@ -35,8 +35,8 @@ class OwnerShares:
     own, so with N workers an owner may take N shares).
 
     Args:
-        allowance: CPU seconds an owner may spend per window (``[brokering] owner_match_cpu``);
-            0 for no bound.
+        allowance: CPU seconds an owner may spend per window (``[brokering] owner_match_cpu``)
+            before other owners' jobs go first; 0 for no bound.
         window: seconds (``[brokering] match_retry_period``), positive.
     """
 
@@ -53,7 +53,8 @@ class OwnerShares:
 
     def held(self, now: dt.datetime) -> tuple[str, ...]:
         """The owners (DNs) whose jobs spent their allowance within the window ending at ``now``
-        (UTC): a claim passes their requests over (:meth:`free_at` is not None)."""
+        (UTC, :meth:`free_at` not None): a claim passes their requests over while another
+        owner's request is due (``wmproxy.services.execution._claim_rows``)."""
         return tuple(owner for owner in list(self._spent) if self.free_at(owner, now) is not None)
 
     def charge(self, owner: str, now: dt.datetime, seconds: float) -> None:
