@@ -251,35 +251,34 @@ def _client(job: Job) -> tuple[int, float]:
 _pools: dict[str, multiprocessing.pool.Pool] = {}
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command (state, ppid, pgrp, ..., utime at 11,
+    stime at 12), or None for a process gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU seconds of :func:`_stat`'s ``fields``."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def group_cpu(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the live processes of process group ``pgid``
     (a gunicorn master started in its own session, and its workers)."""
-    total = 0
-    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the command: state ppid pgrp ... utime(11) stime(12)
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+        if entry.isdigit() and (fields := _stat(entry)) is not None and int(fields[2]) == pgid:
+            total += _cpu_seconds(fields)
+    return total
 
 
 def pids_cpu(pids: Iterable[int]) -> dict[int, float]:
     """CPU seconds (user + system) used so far by each live process of ``pids`` (gone ones left out)."""
-    used = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return used
+    return {pid: _cpu_seconds(fields) for pid in pids if (fields := _stat(pid)) is not None}
 
 
 def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
