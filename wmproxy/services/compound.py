@@ -10,6 +10,7 @@ descendants are aborted with a reason. The parent's state follows its nodes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState
 from wmproxy.store import UnitOfWork
@@ -60,6 +61,42 @@ def on_node_ended(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
     parent = uow.jobs.get(node.parent_id)
     if parent is not None:
         refresh_parent(uow, parent, now)
+
+
+def on_nodes_succeeded(uow: UnitOfWork, nodes: Sequence[tuple[str, str]], now: dt.datetime) -> None:
+    """:func:`on_node_ended` for several nodes of ``(node id, compound job id)`` whose rows this
+    transaction has just changed to Done with exit code 0 (``SqlJobStore.set_states``, so no ORM
+    object of theirs is held): the dependents of all of them read in one query and each released
+    once when every node it waits for succeeded (in the order node after node would have
+    released them), then each compound job refreshed once.
+
+    What this leaves is what :func:`on_node_ended` node after node leaves (the same start
+    requests, the compound jobs in the same state with the same event): a dependent waiting
+    for several of these nodes is released once, after the last of them, and a compound job
+    takes the state its nodes give once they have all changed (its intermediate refreshes wrote
+    nothing: a compound job changes state at most once in a batch of its nodes succeeding)."""
+    if not nodes:
+        return
+    position = {node_id: i for i, (node_id, _parent) in enumerate(nodes)}
+    last: dict[str, int] = {}  # dependent -> the last of these nodes it waits for (node after node, checked there)
+    for dependent_id, depends_on in uow.jobs.edges_to(list(position)):
+        last[dependent_id] = max(last.get(dependent_id, -1), position[depends_on])
+    for dependent_id in sorted(last, key=last.__getitem__):
+        dependent = uow.jobs.get(dependent_id)
+        if dependent is not None and dependent.state == JobState.WAITING.value and all(
+            _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
+        ):
+            uow.queue.enqueue(dependent.id, "start", now)
+    refresh_parents(uow, (parent_id for _node, parent_id in nodes), now)
+
+
+def refresh_parents(uow: UnitOfWork, parent_ids: Iterable[str], now: dt.datetime) -> None:
+    """:func:`refresh_parent` once for each compound job of ``parent_ids`` (repeats allowed),
+    after a batch of its nodes changed state (a worker cycle's Scheduled, Running or Done)."""
+    for parent_id in dict.fromkeys(parent_ids):
+        parent = uow.jobs.get(parent_id)
+        if parent is not None:
+            refresh_parent(uow, parent, now)
 
 
 def _done_ok(uow: UnitOfWork, job_id: str) -> bool:

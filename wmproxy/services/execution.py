@@ -36,7 +36,7 @@ from wmproxy.services.brokering import (
     deadline,
     destination_of,
 )
-from wmproxy.services.compound import on_node_ended, refresh_parent
+from wmproxy.services.compound import on_node_ended, refresh_parent, refresh_parents
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.matchmaking import SiteView, ce_view, matching_ad, no_match_cause
 from wmproxy.services.perusal import perusal_interval
@@ -757,29 +757,25 @@ def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]
 def _change_states(uow: UnitOfWork, state: JobState, now: dt.datetime, refs: Sequence[tuple[str, str]]) -> set[str]:
     """:func:`change_state` with ``backend_ref`` for each ``(job id, reference)`` of ``refs``
     (Scheduled or Running), the jobs locked together first (:meth:`~wmproxy.store.jobs.
-    SqlJobStore.lock_states`: the order of ``lock_all``). The simple jobs' changes go in two
-    Core statements (:meth:`~wmproxy.store.jobs.SqlJobStore.set_states`: the same rows as
-    :func:`change_state` writes, without the ORM's unit of work); a node goes through
-    :func:`change_state` (its compound job's state follows). Returns the ids changed (a job
-    that ended meanwhile is left alone)."""
+    SqlJobStore.lock_states`: the order of ``lock_all``, which locks the nodes' compound jobs
+    too). The jobs' changes go in two Core statements (:meth:`~wmproxy.store.jobs.SqlJobStore.
+    set_states`: the same rows as :func:`change_state` writes, without the ORM's unit of work);
+    then each compound job of the nodes among them follows once (:func:`~wmproxy.services.
+    compound.refresh_parents`: what :func:`change_state` does node by node, which leaves the
+    same state and event). Returns the ids changed (a job that ended meanwhile is left alone)."""
     found = uow.jobs.lock_states([job_id for job_id, _ in refs])
-    simple: list[StateChange] = []
-    nodes: list[tuple[str, str]] = []
+    changes: list[StateChange] = []
+    parents: list[str] = []
     for job_id, ref in refs:
         row = found.get(job_id)
         if row is None or JobState(row[0]) in FINAL_STATES:
             continue
-        if row[1] is None:
-            simple.append(StateChange(job_id, backend_ref=ref, submitted=state == JobState.SCHEDULED))
-        else:
-            nodes.append((job_id, ref))
-    uow.jobs.set_states(state.value, now, simple)
-    done = {change.job_id for change in simple}
-    uow.jobs.lock_all([job_id for job_id, _ in nodes])  # the nodes' ORM rows, in one statement or two
-    for job_id, ref in nodes:
-        if change_state(uow, job_id, state, now, backend_ref=ref):
-            done.add(job_id)
-    return done
+        changes.append(StateChange(job_id, backend_ref=ref, submitted=state == JobState.SCHEDULED))
+        if row[1] is not None:
+            parents.append(row[1])
+    uow.jobs.set_states(state.value, now, changes)
+    refresh_parents(uow, parents, now)
+    return {change.job_id for change in changes}
 
 
 def change_state(uow: UnitOfWork, job_id: str, state: JobState, now: dt.datetime, *, reason: str | None = None,

@@ -37,7 +37,7 @@ from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
 from wmproxy.jdl import parse_jdl
 from wmproxy.jdl.attributes import is_number
-from wmproxy.services.compound import refresh_parent
+from wmproxy.services.compound import on_nodes_succeeded, refresh_parent
 from wmproxy.services.execution import change_state
 from wmproxy.services.jobs import CANCELLED_BY_USER
 from wmproxy.services.runtime import Runtime
@@ -197,13 +197,18 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.da
             cancels: dict[str, list[ExecutionRequest]] = {job_id: [] for job_id, _end in ordered}
             for request in uow.queue.pending_commands(list(cancels), "cancel"):
                 cancels[request.job_id].append(request)
-            # A simple job Done with no cancel pending and no output to count: its row and event in
-            # the cycle's two Core statements (SqlJobStore.set_states, what change_state writes).
+            # A job Done with no cancel pending and no output to count, a simple job or a node that
+            # succeeded (exit code 0): its row and event in the cycle's two Core statements
+            # (SqlJobStore.set_states, what change_state writes), then the nodes' dependents and
+            # compound jobs once for the batch (what change_state's on_node_ended does node by node).
             done = [StateChange(job_id, reason=end.reason, exit_code=end.exit_code) for job_id, end in ordered
-                    if (row := found.get(job_id)) is not None and row[1] is None and end.state == JobState.DONE
+                    if (row := found.get(job_id)) is not None and end.state == JobState.DONE
+                    and (row[1] is None or end.exit_code == 0)
                     and JobState(row[0]) not in FINAL_STATES and not cancels[job_id] and not end.output_bytes
                     and end.attempt in (None, row[2])]  # else _end_in ignores it: recorded already
             uow.jobs.set_states(JobState.DONE.value, now, done)
+            on_nodes_succeeded(uow, [(change.job_id, parent) for change in done
+                                     if (parent := found[change.job_id][1]) is not None], now)
             states = {job_id: None for job_id, _end in ordered if job_id not in found}  # unknown: nothing to record
             states.update((change.job_id, JobState.DONE) for change in done)
             rest = [(job_id, end) for job_id, end in ordered if job_id not in states]

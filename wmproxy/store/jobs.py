@@ -644,6 +644,18 @@ class SqlJobStore:
     def dependents(self, job_id: str) -> list[str]:
         return list(self.session.scalars(select(JobDependency.job_id).where(JobDependency.depends_on == job_id)))
 
+    def edges_to(self, job_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """The DAG edges ``(node, the node it depends on)`` into any of ``job_ids``: who waits
+        for them, in the order of the edges' rows (one query on the ``depends_on`` index per
+        :data:`_ID_BATCH` ids)."""
+        edges: list[tuple[str, str]] = []
+        for start in range(0, len(job_ids), _ID_BATCH):
+            batch = list(job_ids[start:start + _ID_BATCH])
+            edges += ((row[0], row[1]) for row in self.session.execute(
+                select(JobDependency.job_id, JobDependency.depends_on)
+                .where(JobDependency.depends_on.in_(batch)).order_by(JobDependency.id)))
+        return edges
+
     def descendants(self, job_id: str, stop_at: Sequence[str] = ()) -> tuple[list[tuple[str, str]], dict[str, Job]]:
         """The DAG below node ``job_id``: the edges ``(node, the node it depends on)`` reachable
         from it downwards, and those nodes (``{id: Job}``).
