@@ -7,10 +7,13 @@ benchmarks/collection_execution.py [--small 100] [--large 1000] [--windows 10] [
 A fresh SQLite state gets a ``--small``-node and a ``--large``-node collection of ``/bin/true``
 nodes (jobRegister and jobStart through the services), and an in-process execution worker (local
 backend, mapping on, the production settings otherwise) runs each collection until the parent
-has ended Done. The worker's process CPU and the wall time are sampled each time another
-1/``windows`` of the nodes has ended, giving per-node cost per window; the small collection is
-run ``windows`` times for as many samples. CPU is the worker thread's own (not the sampler's,
-nor the background removal of work dirs). Printed: per-node CPU and wall (ms) as
+has ended Done. The worker runs in a thread of its own for the whole benchmark and one small
+collection warms it up uncounted, so its start-up (registration, the account's zygote) is in no
+figure (each small run used to pay it, which flattered large/small). The worker thread's CPU and
+the wall time are sampled from the jobStart on, each time another 1/``windows`` of the nodes has
+ended, giving per-node cost per window; the small collection is run ``windows`` times for as
+many samples. CPU is the worker thread's own (not the sampler's, nor the background removal of
+work dirs). Printed: per-node CPU and wall (ms) as
 min/median/max over the windows for each size, and the ratios large/small of the medians
 (1.0 = no growth with the collection's size). The large collection's last window is the one an
 O(N²) parent refresh would hurt most, so its figure is printed too.
@@ -62,46 +65,39 @@ def collection(nodes: int) -> str:
     return f'[ Type = "collection";\n  Nodes = {{\n{body}\n  }};\n]'
 
 
-def run_collection(rt: Runtime, principal: Principal, delegation: str, worker: ExecutionWorker, nodes: int,
+def run_collection(rt: Runtime, principal: Principal, delegation: str, worker_clock: int, nodes: int,
                    windows: int) -> tuple[list[float], list[float]]:
-    """Run one collection; (CPU ms per node, wall ms per node) of each window of nodes."""
+    """Run one collection on the worker already running (whose thread's CPU clock is
+    ``worker_clock``) and wait for its parent to end; (CPU ms per node, wall ms per node) of
+    each window of nodes, from the jobStart on."""
     parent = register_job(rt, principal, collection(nodes), delegation).job_id
-    start_job(rt, principal, parent)
     marks = [round(nodes * (i + 1) / windows) for i in range(windows)]
-    cpu_ms: list[float] = []
-    wall_ms: list[float] = []
-    stop = threading.Event()
-    progress: list[tuple[int, float, float]] = []  # (nodes ended, process CPU, wall) at each mark
-
-    def watch() -> None:
-        begin = time.monotonic()
-        with contextlib.closing(_reader(rt)) as conn:
-            while not stop.is_set():
-                ended = int(conn.execute(ENDED_NODES, (parent, *FINAL)).fetchone()[0])
-                reached = None
-                while marks and ended >= marks[0]:  # marks crossed in one poll make one window, not empty ones
-                    reached = marks.pop(0)
-                if reached is not None:
-                    progress.append((reached, time.clock_gettime(worker_clock), time.monotonic()))
-                if ended >= nodes:
-                    row = conn.execute("select state from jobs where id = ?", (parent,)).fetchone()
-                    if row is not None and row[0] in FINAL:
-                        stop.set()
-                if time.monotonic() - begin > TIMEOUT:
-                    stop.set()
-                time.sleep(0.05)
-
-    worker_clock = time.pthread_getcpuclockid(threading.get_ident())  # the worker runs in this thread
-    watcher = threading.Thread(target=watch, daemon=True)
-    start = (0, time.clock_gettime(worker_clock), time.monotonic())
-    watcher.start()
-    worker.run(stop)
-    watcher.join()
+    progress: list[tuple[int, float, float]] = []  # (nodes ended, worker CPU, wall) at each mark
+    begin = time.monotonic()
+    start = (0, time.clock_gettime(worker_clock), begin)
+    start_job(rt, principal, parent)
+    with contextlib.closing(_reader(rt)) as conn:
+        while True:
+            ended = int(conn.execute(ENDED_NODES, (parent, *FINAL)).fetchone()[0])
+            reached = None
+            while marks and ended >= marks[0]:  # marks crossed in one poll make one window, not empty ones
+                reached = marks.pop(0)
+            if reached is not None:
+                progress.append((reached, time.clock_gettime(worker_clock), time.monotonic()))
+            if ended >= nodes:
+                row = conn.execute("select state from jobs where id = ?", (parent,)).fetchone()
+                if row is not None and row[0] in FINAL:
+                    break
+            if time.monotonic() - begin > TIMEOUT:
+                raise RuntimeError(f"the {nodes}-node collection did not end within {TIMEOUT:.0f} s")
+            time.sleep(0.05)
     with rt.uow() as uow:
         row = uow.jobs.get(parent)
         assert row is not None
         if row.state != JobState.DONE.value or row.exit_code != 0:
             raise RuntimeError(f"the collection ended {row.state} ({row.reason})")
+    cpu_ms: list[float] = []
+    wall_ms: list[float] = []
     previous = start
     for mark in progress:
         count = mark[0] - previous[0]
@@ -110,6 +106,23 @@ def run_collection(rt: Runtime, principal: Principal, delegation: str, worker: E
             wall_ms.append((mark[2] - previous[2]) / count * 1000)
         previous = mark
     return cpu_ms, wall_ms
+
+
+class RunningWorker:
+    """The execution worker running in a thread of its own for the whole benchmark, so that its
+    start-up (registration, adoption, the account's zygote) is paid once, before the measured
+    collections, not by each small one; :attr:`clock` is that thread's CPU clock."""
+
+    def __init__(self, worker: ExecutionWorker) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=worker.run, args=(self.stop,), name="worker", daemon=True)
+        self.thread.start()
+        assert self.thread.ident is not None
+        self.clock = time.pthread_getcpuclockid(self.thread.ident)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=TIMEOUT)
 
 
 #: The sampler's count of a collection's ended nodes (the four states of FINAL).
@@ -157,15 +170,20 @@ def main(argv: list[str] | None = None) -> int:
             rt = Runtime.from_settings(settings)
             principal = Principal(dn=dn)
             delegation = delegate_in_process(rt, principal, proxy, "bench")
-            worker = ExecutionWorker(rt, {"local": LocalExecutionBackend(root / "work", background_removal=True)},
-                                     "bench")
-            small_cpu: list[float] = []
-            small_wall: list[float] = []
-            for _ in range(args.windows):
-                cpu, wall = run_collection(rt, principal, delegation, worker, args.small, 1)
-                small_cpu += cpu
-                small_wall += wall
-            large_cpu, large_wall = run_collection(rt, principal, delegation, worker, args.large, args.windows)
+            worker = RunningWorker(ExecutionWorker(
+                rt, {"local": LocalExecutionBackend(root / "work", background_removal=True)}, "bench"))
+            try:
+                run_collection(rt, principal, delegation, worker.clock, args.small, 1)  # warm-up, not counted
+                small_cpu: list[float] = []
+                small_wall: list[float] = []
+                for _ in range(args.windows):
+                    cpu, wall = run_collection(rt, principal, delegation, worker.clock, args.small, 1)
+                    small_cpu += cpu
+                    small_wall += wall
+                large_cpu, large_wall = run_collection(rt, principal, delegation, worker.clock, args.large,
+                                                       args.windows)
+            finally:
+                worker.close()
         finally:
             shutil.rmtree(root, ignore_errors=True)
     print(f"collections of /bin/true nodes, SQLite, in-process worker (local backend, mapping on, "
