@@ -25,6 +25,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import re
 import statistics
 import sys
 import tempfile
@@ -97,8 +98,25 @@ class Bench:
             used += time.process_time() - start
             if profiler is not None:
                 profiler.disable()
-            assert b"putProxyResponse" in reply, reply[:600]
+            root = etree.fromstring(reply)
+            assert root.xpath("//*[local-name()='putProxyResponse']"), reply[:600]
+            assert not root.xpath("//*[local-name()='Fault']"), reply[:600]
         return used
+
+
+def check_reply(operation: str, reply: bytes) -> None:
+    """Fail unless ``reply`` is ``operation``'s response with its value: a version ``x.y.z``
+    (getVersion), a job id (jobSubmit); never a fault."""
+    from lxml import etree
+
+    root = etree.fromstring(reply)
+    assert not root.xpath("//*[local-name()='Fault']"), reply[:600]
+    response = root.xpath(f"//*[local-name()='{operation}Response']")
+    assert response, reply[:600]
+    if operation == "getVersion":
+        assert re.fullmatch(r"\d+\.\d+\.\d+", response[0].findtext("version") or ""), reply[:600]
+    elif operation == "jobSubmit":
+        assert (response[0].findtext(".//id") or "").startswith("https://"), reply[:600]
 
 
 def build(root: Path, url: str, cas: int = 0, voms: bool = False) -> Bench:
@@ -183,9 +201,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, database(args.database, Path(tmp)) as url:
         bench = build(Path(tmp), url, args.cas, args.voms)
         post = bench.post
-        assert b"<version>" in post(GET_VERSION) or b"version" in post(GET_VERSION)
-        reply = post(SUBMIT)
-        assert b"https://" in reply, reply[:400]
+        check_reply("getVersion", post(GET_VERSION))
+        check_reply("jobSubmit", post(SUBMIT))
         delegations = max(1, args.calls // 20)
         bench.delegations(2, -1)  # warm-up
         ops = {"getVersion": (GET_VERSION, args.calls), "jobSubmit": (SUBMIT, max(1, args.calls // 10))}
@@ -211,8 +228,9 @@ def main() -> None:
             for name, (body, calls) in ops.items():
                 start = time.process_time()
                 for _ in range(calls):
-                    post(body)
+                    reply = post(body)
                 figures.setdefault(name, []).append((time.process_time() - start) / calls * 1000)
+                check_reply(name, reply)  # the window's last reply: the figure is of calls that worked
             pair = bench.delegations(delegations, window) / delegations * 1000
             figures.setdefault("delegation (getProxyReq + putProxy)", []).append(pair)
             figures.setdefault("delegation / getVersion, inverse CPU", []).append(figures["getVersion"][-1] / pair)
