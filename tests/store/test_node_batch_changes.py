@@ -11,11 +11,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from tests.store.conftest import DELEGATION
 from wmproxy.domain import JobState, Principal
 from wmproxy.services.execution import claim_next_start, mark_running, mark_scheduled, set_state
+from wmproxy.services.jobs import cancel_job
 from wmproxy.services.retries import AttemptEnd, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job, start_job
@@ -30,10 +32,11 @@ DAG = """[ Type = "dag"; nodes = [
   dependencies = { { a, c }, { a, d }, { b, d } };
 ]; ]"""
 
+COLLECTION = '[ Type = "collection"; Nodes = { [ Executable = "/bin/true"; ], [ Executable = "/bin/true"; ] }; ]'
+
 OK = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True)
 FAILED = AttemptEnd(JobState.DONE, exit_code=3, payload_started=True)
-
-Changes = Callable[[Runtime, dict[str, str], list[tuple[str, AttemptEnd]]], None]
+WITH_OUTPUT = AttemptEnd(JobState.DONE, exit_code=0, payload_started=True, output_bytes=10)
 
 
 def _started(rt: Runtime, alice: Principal, jdl: str) -> tuple[str, dict[str, str]]:
@@ -52,29 +55,43 @@ def _claim_all(rt: Runtime) -> set[str]:
     return claimed
 
 
-def _in_batches(rt: Runtime, nodes: dict[str, str], ends: list[tuple[str, AttemptEnd]]) -> None:
-    refs = [(nodes[name], f"ref-{name}") for name, _end in ends]
-    assert mark_scheduled(rt, refs) == {job_id for job_id, _ref in refs}
-    mark_running(rt, refs)
-    end_attempts(rt, [(nodes[name], end) for name, end in ends])
+class Steps:
+    """A worker cycle's changes of jobs ``{name: job id}``, in batches (``batch``: what the worker
+    does) or one job at a time (what the batch must leave)."""
+
+    def __init__(self, rt: Runtime, batch: bool) -> None:
+        self.rt = rt
+        self.batch = batch
+        self.ids: dict[str, str] = {}
+
+    def scheduled(self, names: list[str]) -> None:
+        refs = [(self.ids[name], f"ref-{name}") for name in names]
+        if self.batch:
+            assert mark_scheduled(self.rt, refs) == {job_id for job_id, _ref in refs}
+        else:
+            for job_id, ref in refs:
+                assert set_state(self.rt, job_id, JobState.SCHEDULED, backend_ref=ref)
+
+    def running(self, names: list[str]) -> None:
+        refs = [(self.ids[name], f"ref-{name}") for name in names]
+        if self.batch:
+            mark_running(self.rt, refs)
+        else:
+            for job_id, ref in refs:
+                set_state(self.rt, job_id, JobState.RUNNING, backend_ref=ref)
+
+    def ended(self, ends: list[tuple[str, AttemptEnd]]) -> list[JobState | None]:
+        if self.batch:
+            return end_attempts(self.rt, [(self.ids[name], end) for name, end in ends])
+        return [end_attempt(self.rt, self.ids[name], end) for name, end in ends]
 
 
-def _one_by_one(rt: Runtime, nodes: dict[str, str], ends: list[tuple[str, AttemptEnd]]) -> None:
-    for name, _end in ends:
-        assert set_state(rt, nodes[name], JobState.SCHEDULED, backend_ref=f"ref-{name}")
-    for name, _end in ends:
-        set_state(rt, nodes[name], JobState.RUNNING, backend_ref=f"ref-{name}")
-    for name, end in ends:
-        end_attempt(rt, nodes[name], end)
-
-
-def _outcome(rt: Runtime, parent: str, nodes: dict[str, str]) -> dict[str, Any]:
-    """What the changes left, with the job ids replaced by node names: each job's state,
+def _outcome(rt: Runtime, jobs: dict[str, str]) -> dict[str, Any]:
+    """What the changes left of ``jobs`` (``{name: job id}``), by name: each job's state,
     reason, exit code and backend reference, its events (not their times), its pending requests."""
-    names = {job_id: name for name, job_id in nodes.items()} | {parent: "parent"}
     seen: dict[str, Any] = {}
     with rt.uow() as uow:
-        for job_id, name in names.items():
+        for name, job_id in jobs.items():
             job = uow.jobs.get(job_id)
             assert job is not None
             events = [(e.state, e.reason, e.kind, e.source) for e in uow.jobs.events(job_id)]
@@ -83,31 +100,105 @@ def _outcome(rt: Runtime, parent: str, nodes: dict[str, str]) -> dict[str, Any]:
     return seen
 
 
-def _run(rt: Runtime, alice: Principal, changes: Changes) -> dict[str, Any]:
-    """The DAG through two cycles of changes: a (succeeds), b (fails) and e (succeeds) together,
-    then c, the dependent that a released; d is aborted by b's failure."""
-    parent, nodes = _started(rt, alice, DAG)
-    assert {nodes["a"], nodes["b"], nodes["e"]} <= _claim_all(rt)
-    changes(rt, nodes, [("a", OK), ("b", FAILED), ("e", OK)])
-    first = _outcome(rt, parent, nodes)
-    assert nodes["c"] in _claim_all(rt)
-    changes(rt, nodes, [("c", OK)])
-    return {"first cycle": first, "second cycle": _outcome(rt, parent, nodes)}
+def _compound(rt: Runtime, alice: Principal, steps: Steps, jdl: str, tag: str = "") -> dict[str, str]:
+    """A compound job started, its nodes known to ``steps`` as ``<tag><node name>``; returns
+    ``{"<tag>parent": its id, "<tag><node name>": node id...}``."""
+    parent, nodes = _started(rt, alice, jdl)
+    jobs = {f"{tag}parent": parent} | {f"{tag}{name}": job_id for name, job_id in nodes.items()}
+    steps.ids.update(jobs)
+    return jobs
 
 
-def test_a_batch_of_node_changes_leaves_what_one_job_at_a_time_leaves(rt: Runtime, alice: Principal) -> None:
-    one_by_one = _run(rt, alice, _one_by_one)
-    assert one_by_one["first cycle"]["c"][5] == ["start"]  # released by a, claimed in the second cycle
-    assert one_by_one["first cycle"]["d"][0] == JobState.ABORTED.value  # b failed
-    assert one_by_one["second cycle"]["parent"][0] in {s.value for s in JobState}  # ended, as the nodes give
-    assert _run(rt, alice, _in_batches) == one_by_one
+def _two_cycles(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
+    """The DAG through two cycles: a (succeeds), b (fails) and e (succeeds) together, then c,
+    the dependent that a released; d is aborted by b's failure."""
+    jobs = _compound(rt, alice, steps, DAG)
+    assert {jobs["a"], jobs["b"], jobs["e"]} <= _claim_all(rt)
+    steps.scheduled(["a", "b", "e"])
+    steps.running(["a", "b", "e"])
+    steps.ended([("a", OK), ("b", FAILED), ("e", OK)])
+    first = _outcome(rt, jobs)
+    assert jobs["c"] in _claim_all(rt)
+    steps.scheduled(["c"])
+    steps.running(["c"])
+    steps.ended([("c", OK)])
+    return [first, _outcome(rt, jobs)]
+
+
+def _from_scheduled(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
+    """Two nodes end Done straight from Scheduled (adopted by a worker after one died before
+    recording them Running): the compound job, still Waiting, goes through Running to Done."""
+    jobs = _compound(rt, alice, steps, COLLECTION)
+    names = [name for name in jobs if name != "parent"]
+    assert {jobs[name] for name in names} <= _claim_all(rt)
+    steps.scheduled(names)
+    return [steps.ended([(name, OK) for name in names]), _outcome(rt, jobs)]
+
+
+def _mixed(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
+    """Two compound jobs in one batch of ends: the DAG's d waits for a (Done, quick) and b (Done
+    with output to count: node by node), e fails; a collection's two nodes succeed."""
+    dag = _compound(rt, alice, steps, DAG)
+    collection = _compound(rt, alice, steps, COLLECTION, "second-")
+    names = ["a", "b", "e", *(name for name in collection if name != "second-parent")]
+    assert {steps.ids[name] for name in names} <= _claim_all(rt)
+    steps.scheduled(names)
+    steps.running(names)
+    ended = steps.ended([("e", FAILED), ("b", WITH_OUTPUT), ("a", OK),
+                         *((name, OK) for name in names[3:])])
+    return [ended, _outcome(rt, dag), _outcome(rt, collection)]
+
+
+def _cancelled(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
+    """The DAG cancelled as a whole while a, b and e run; their ends come Done."""
+    jobs = _compound(rt, alice, steps, DAG)
+    assert {jobs["a"], jobs["b"], jobs["e"]} <= _claim_all(rt)
+    steps.scheduled(["a", "b", "e"])
+    steps.running(["a", "b", "e"])
+    cancel_job(rt, alice, jobs["parent"])
+    return [steps.ended([("a", OK), ("b", OK), ("e", OK)]), _outcome(rt, jobs)]
+
+
+def _twice(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
+    """One node's end given twice in one batch: recorded once."""
+    jobs = _compound(rt, alice, steps, COLLECTION)
+    names = [name for name in jobs if name != "parent"]
+    assert {jobs[name] for name in names} <= _claim_all(rt)
+    steps.scheduled(names)
+    steps.running(names)
+    steps.ended([(names[0], OK), (names[0], OK)])
+    return [_outcome(rt, jobs)]
+
+
+@pytest.mark.parametrize("scenario", [_two_cycles, _from_scheduled, _mixed, _cancelled, _twice],
+                         ids=lambda scenario: scenario.__name__.strip("_"))
+def test_a_batch_of_node_changes_leaves_what_one_job_at_a_time_leaves(
+        rt: Runtime, alice: Principal, scenario: Callable[[Runtime, Principal, Steps], list[Any]]) -> None:
+    assert scenario(rt, alice, Steps(rt, batch=True)) == scenario(rt, alice, Steps(rt, batch=False))
+
+
+def test_the_scenarios_change_what_they_say(rt: Runtime, alice: Principal) -> None:
+    """The node-by-node outcomes the batch is compared with are those the scenarios describe."""
+    first, second = _two_cycles(rt, alice, Steps(rt, batch=False))
+    assert first["c"][5] == ["start"] and first["d"][0] == JobState.ABORTED.value
+    assert second["parent"][0] == JobState.ABORTED.value  # a node failed, another was aborted
+    _ended, scheduled = _from_scheduled(rt, alice, Steps(rt, batch=False))
+    assert [event[0] for event in scheduled["parent"][4]] == ["Submitted", "Waiting", "Running", "Done"]
+    _ended, dag, _collection = _mixed(rt, alice, Steps(rt, batch=False))
+    assert dag["d"][5] == ["start"]  # released once a and b both succeeded
+    (twice,) = _twice(rt, alice, Steps(rt, batch=False))
+    ended = [seen for name, seen in twice.items() if name != "parent" and seen[0] == JobState.DONE.value]
+    assert len(ended) == 1 and [event[0] for event in ended[0][4]].count("Done") == 1
 
 
 def test_a_dependent_waiting_for_two_nodes_of_a_batch_is_released_once(rt: Runtime, alice: Principal) -> None:
-    parent, nodes = _started(rt, alice, DAG)
-    assert {nodes["a"], nodes["b"], nodes["e"]} <= _claim_all(rt)
-    _in_batches(rt, nodes, [("b", OK), ("a", OK), ("e", OK)])
-    seen = _outcome(rt, parent, nodes)
+    steps = Steps(rt, batch=True)
+    jobs = _compound(rt, alice, steps, DAG)
+    assert {jobs["a"], jobs["b"], jobs["e"]} <= _claim_all(rt)
+    steps.scheduled(["b", "a", "e"])
+    steps.running(["b", "a", "e"])
+    steps.ended([("b", OK), ("a", OK), ("e", OK)])
+    seen = _outcome(rt, jobs)
     assert seen["d"][5] == ["start"] and seen["c"][5] == ["start"]
     assert seen["parent"][0] == JobState.RUNNING.value
 
@@ -132,12 +223,16 @@ def _cycle_statements(rt: Runtime, alice: Principal, size: int) -> int:
     """Statements of a cycle's Scheduled, Running and Done for ``size`` nodes of one collection
     (all of them: the last end also ends the compound job)."""
     body = ", ".join('[ Executable = "/bin/true"; ]' for _ in range(size))
-    parent, nodes = _started(rt, alice, f'[ Type = "collection"; Nodes = {{ {body} }}; ]')
-    assert set(nodes.values()) <= _claim_all(rt)
+    steps = Steps(rt, batch=True)
+    jobs = _compound(rt, alice, steps, f'[ Type = "collection"; Nodes = {{ {body} }}; ]')
+    names = [name for name in jobs if name != "parent"]
+    assert {jobs[name] for name in names} <= _claim_all(rt)
     with _statements(rt) as sent:
-        _in_batches(rt, nodes, [(name, OK) for name in nodes])
+        steps.scheduled(names)
+        steps.running(names)
+        steps.ended([(name, OK) for name in names])
     with rt.uow() as uow:
-        job = uow.jobs.get(parent)
+        job = uow.jobs.get(jobs["parent"])
         assert job is not None and job.state == JobState.DONE.value
     return len(sent)
 

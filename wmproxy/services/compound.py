@@ -10,6 +10,7 @@ descendants are aborted with a reason. The parent's state follows its nodes.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState
@@ -73,8 +74,9 @@ def on_nodes_succeeded(uow: UnitOfWork, nodes: Sequence[tuple[str, str]], now: d
     What this leaves is what :func:`on_node_ended` node after node leaves (the same start
     requests, the compound jobs in the same state with the same event): a dependent waiting
     for several of these nodes is released once, after the last of them, and a compound job
-    takes the state its nodes give once they have all changed (its intermediate refreshes wrote
-    nothing: a compound job changes state at most once in a batch of its nodes succeeding)."""
+    takes the state its nodes give once they have all changed, with the Running a refresh after
+    each node would have written first when it was still Waiting (:func:`refresh_parent`'s
+    ``changed``): its other intermediate refreshes would have written nothing."""
     if not nodes:
         return
     position = {node_id: i for i, (node_id, _parent) in enumerate(nodes)}
@@ -91,12 +93,13 @@ def on_nodes_succeeded(uow: UnitOfWork, nodes: Sequence[tuple[str, str]], now: d
 
 
 def refresh_parents(uow: UnitOfWork, parent_ids: Iterable[str], now: dt.datetime) -> None:
-    """:func:`refresh_parent` once for each compound job of ``parent_ids`` (repeats allowed),
-    after a batch of its nodes changed state (a worker cycle's Scheduled, Running or Done)."""
-    for parent_id in dict.fromkeys(parent_ids):
+    """:func:`refresh_parent` once for each compound job of ``parent_ids``, after a batch of its
+    nodes changed state (a worker cycle's Scheduled, Running or Done): one id per node changed
+    (repeated for several nodes of one compound job)."""
+    for parent_id, changed in Counter(parent_ids).items():
         parent = uow.jobs.get(parent_id)
         if parent is not None:
-            refresh_parent(uow, parent, now)
+            refresh_parent(uow, parent, now, changed=changed)
 
 
 def _done_ok(uow: UnitOfWork, job_id: str) -> bool:
@@ -145,8 +148,13 @@ _NOT_FINAL = tuple(state.value for state in JobState if state not in FINAL_STATE
 _FINAL = tuple(state.value for state in FINAL_STATES)
 
 
-def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
+def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime, *, changed: int = 1) -> None:
     """Set the parent's state from its nodes'.
+
+    ``changed``: how many of its nodes the caller changed before this one refresh (a batch,
+    :func:`refresh_parents`); a parent still Waiting whose nodes have all ended then goes through
+    Running first, as a refresh after each of them would have had it (the first of them ended
+    while the others had not).
 
     While a node has not ended: Running when a node has started, else Waiting; a parent once
     Running stays Running until it ends (a node resubmitted goes back to Waiting, the
@@ -165,6 +173,8 @@ def refresh_parent(uow: UnitOfWork, parent: Job, now: dt.datetime) -> None:
         state, reason, code = (JobState.RUNNING if started else JobState.WAITING), None, None
     else:
         state, reason, code = _final_state(uow, parent)
+        if changed > 1 and parent.state == JobState.WAITING.value:
+            uow.jobs.set_state(parent, JobState.RUNNING.value, now)
     if parent.state != state.value or parent.reason != reason:
         uow.jobs.set_state(parent, state.value, now, reason=reason, exit_code=code)
 

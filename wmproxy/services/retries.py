@@ -201,11 +201,14 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.da
             # succeeded (exit code 0): its row and event in the cycle's two Core statements
             # (SqlJobStore.set_states, what change_state writes), then the nodes' dependents and
             # compound jobs once for the batch (what change_state's on_node_ended does node by node).
-            done = [StateChange(job_id, reason=end.reason, exit_code=end.exit_code) for job_id, end in ordered
-                    if (row := found.get(job_id)) is not None and end.state == JobState.DONE
-                    and (row[1] is None or end.exit_code == 0)
-                    and JobState(row[0]) not in FINAL_STATES and not cancels[job_id] and not end.output_bytes
-                    and end.attempt in (None, row[2])]  # else _end_in ignores it: recorded already
+            quick: dict[str, StateChange] = {}  # a job given twice: its first end (the second is recorded already)
+            for job_id, end in ordered:
+                if (job_id not in quick and (row := found.get(job_id)) is not None and end.state == JobState.DONE
+                        and (row[1] is None or end.exit_code == 0)
+                        and JobState(row[0]) not in FINAL_STATES and not cancels[job_id] and not end.output_bytes
+                        and end.attempt in (None, row[2])):  # else _end_in ignores it: recorded already
+                    quick[job_id] = StateChange(job_id, reason=end.reason, exit_code=end.exit_code)
+            done = list(quick.values())
             uow.jobs.set_states(JobState.DONE.value, now, done)
             on_nodes_succeeded(uow, [(change.job_id, parent) for change in done
                                      if (parent := found[change.job_id][1]) is not None], now)
