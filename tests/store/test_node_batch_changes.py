@@ -80,6 +80,12 @@ class Steps:
             for job_id, ref in refs:
                 set_state(self.rt, job_id, JobState.RUNNING, backend_ref=ref)
 
+    def claimed_and_running(self, names: list[str]) -> None:
+        """Claim the due start requests (``names``' among them), then record ``names`` Scheduled and Running."""
+        assert {self.ids[name] for name in names} <= _claim_all(self.rt)
+        self.scheduled(names)
+        self.running(names)
+
     def ended(self, ends: list[tuple[str, AttemptEnd]]) -> list[JobState | None]:
         if self.batch:
             return end_attempts(self.rt, [(self.ids[name], end) for name, end in ends])
@@ -113,14 +119,10 @@ def _two_cycles(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
     """The DAG through two cycles: a (succeeds), b (fails) and e (succeeds) together, then c,
     the dependent that a released; d is aborted by b's failure."""
     jobs = _compound(rt, alice, steps, DAG)
-    assert {jobs["a"], jobs["b"], jobs["e"]} <= _claim_all(rt)
-    steps.scheduled(["a", "b", "e"])
-    steps.running(["a", "b", "e"])
+    steps.claimed_and_running(["a", "b", "e"])
     steps.ended([("a", OK), ("b", FAILED), ("e", OK)])
     first = _outcome(rt, jobs)
-    assert jobs["c"] in _claim_all(rt)
-    steps.scheduled(["c"])
-    steps.running(["c"])
+    steps.claimed_and_running(["c"])
     steps.ended([("c", OK)])
     return [first, _outcome(rt, jobs)]
 
@@ -141,9 +143,7 @@ def _mixed(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
     dag = _compound(rt, alice, steps, DAG)
     collection = _compound(rt, alice, steps, COLLECTION, "second-")
     names = ["a", "b", "e", *(name for name in collection if name != "second-parent")]
-    assert {steps.ids[name] for name in names} <= _claim_all(rt)
-    steps.scheduled(names)
-    steps.running(names)
+    steps.claimed_and_running(names)
     ended = steps.ended([("e", FAILED), ("b", WITH_OUTPUT), ("a", OK),
                          *((name, OK) for name in names[3:])])
     return [ended, _outcome(rt, dag), _outcome(rt, collection)]
@@ -152,9 +152,7 @@ def _mixed(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
 def _cancelled(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
     """The DAG cancelled as a whole while a, b and e run; their ends come Done."""
     jobs = _compound(rt, alice, steps, DAG)
-    assert {jobs["a"], jobs["b"], jobs["e"]} <= _claim_all(rt)
-    steps.scheduled(["a", "b", "e"])
-    steps.running(["a", "b", "e"])
+    steps.claimed_and_running(["a", "b", "e"])
     cancel_job(rt, alice, jobs["parent"])
     return [steps.ended([("a", OK), ("b", OK), ("e", OK)]), _outcome(rt, jobs)]
 
@@ -163,9 +161,7 @@ def _twice(rt: Runtime, alice: Principal, steps: Steps) -> list[Any]:
     """One node's end given twice in one batch: recorded once."""
     jobs = _compound(rt, alice, steps, COLLECTION)
     names = [name for name in jobs if name != "parent"]
-    assert {jobs[name] for name in names} <= _claim_all(rt)
-    steps.scheduled(names)
-    steps.running(names)
+    steps.claimed_and_running(names)
     steps.ended([(names[0], OK), (names[0], OK)])
     return [_outcome(rt, jobs)]
 
@@ -194,9 +190,7 @@ def test_the_scenarios_change_what_they_say(rt: Runtime, alice: Principal) -> No
 def test_a_dependent_waiting_for_two_nodes_of_a_batch_is_released_once(rt: Runtime, alice: Principal) -> None:
     steps = Steps(rt, batch=True)
     jobs = _compound(rt, alice, steps, DAG)
-    assert {jobs["a"], jobs["b"], jobs["e"]} <= _claim_all(rt)
-    steps.scheduled(["b", "a", "e"])
-    steps.running(["b", "a", "e"])
+    steps.claimed_and_running(["b", "a", "e"])
     steps.ended([("b", OK), ("a", OK), ("e", OK)])
     seen = _outcome(rt, jobs)
     assert seen["d"][5] == ["start"] and seen["c"][5] == ["start"]
