@@ -27,6 +27,7 @@ unquoted smuggled attributes past them, or did not parse at all (issue 31).
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 
@@ -140,6 +141,7 @@ def is_plain_name(name: str) -> bool:
     return PLAIN_NAME.fullmatch(name) is not None and name.lower() not in _KEYWORDS
 
 
+@functools.lru_cache(maxsize=1024)  # a JDL's names, twice per job (JDLOriginal, JDLToStart): mostly the same few
 def quote_name(name: str) -> str:
     """``name`` as a ClassAd writes an attribute name: as it is when plain, else quoted
     (``'a b'``, ``'it\\'s'``), escaped as a string literal is."""

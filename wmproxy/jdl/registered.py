@@ -240,6 +240,8 @@ def _value_text(ad: classad2.ClassAd, name: str, indent: str) -> str:
         return "{ " + ", ".join(classad2.quote(item) for item in value) + " }" if value else "{ }"
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)  # classad2 prints 1.5 as 1.500000000000000E+00
+    if isinstance(value, classad2.ExprTree):  # not a literal: the expression itself, as ad.lookup gives it
+        return one_line(str(value))
     return one_line(str(ad.lookup(name)))
 
 
