@@ -85,6 +85,10 @@ class AdView:
             return default
         return self[name]
 
+    def spelling(self, name: str) -> str | None:
+        """The ad's own spelling of attribute ``name``; None when absent."""
+        return self._names.get(name.lower() if name.isascii() else _fold(name))
+
     def lookup(self, name: str) -> Any:
         """The attribute's expression (``classad2.ExprTree``), as ``ClassAd.lookup``."""
         return self.ad.lookup(name)

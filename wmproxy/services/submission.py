@@ -404,9 +404,10 @@ def _register(
         desc: JobDescription,
         nodes: list[tuple[str, classad2.ClassAd]] | None = None,
     ) -> tuple[classad2.ClassAd, str | None]:
-        server = myproxy_server_for(settings.renewal, view if this_ad is ad else this_ad, vo)
+        read = view if this_ad is ad else this_ad  # the simple job's ad: read already
+        server = myproxy_server_for(settings.renewal, read, vo)
         registered = registered_ad(
-            this_ad,
+            read,
             area,
             job_id=this_id,
             certificate_subject=principal.dn,
