@@ -161,6 +161,9 @@ def one_line(text: str) -> str:
     Returns:
         The same expression, on one line.
     """
+    stripped = text.strip()
+    if " ".join(stripped.split()) == stripped:  # already one line, single spaces (inside literals too)
+        return stripped
     pieces: list[str] = []
     start = 0
     for match in _QUOTED.finditer(text):
