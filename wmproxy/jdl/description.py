@@ -17,6 +17,7 @@ import classad2
 
 from wmproxy.errors import JdlError
 from wmproxy.jdl.attributes import (
+    AdView,
     expiry_time,
     file_list,
     integer,
@@ -106,7 +107,7 @@ def is_simple(ad: classad2.ClassAd) -> bool:
     return job_kind(ad) == "job" and job_type(ad) != "parametric"
 
 
-def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDescription:
+def describe_simple(ad: classad2.ClassAd | AdView, *, parametric: bool = False) -> JobDescription:
     """Validate a simple job's JDL as jobRegister does and return its description.
 
     Implements ``wmproxy-behaviour.md`` §3.1 steps 7 and 8 (``Type``, ``JobType``) and
@@ -115,7 +116,8 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
     expected (``InputSandbox``, ``OutputSandbox``, ``Environment``).
 
     Args:
-        ad: the JDL as returned by :func:`wmproxy.jdl.parse_jdl`; not modified.
+        ad: the JDL as returned by :func:`wmproxy.jdl.parse_jdl`, or an
+            :class:`~wmproxy.jdl.attributes.AdView` of it; not modified.
         parametric: ``ad`` is a node of a parametric job: its relative ``StdInput`` need
             not be an ``InputSandbox`` file (the JDL library checked the parametric JDL, whose
             ``StdInput`` holds ``_PARAM_``, and skipped that check for it).
@@ -145,6 +147,7 @@ def describe_simple(ad: classad2.ClassAd, *, parametric: bool = False) -> JobDes
             an ``OutputSandbox`` the job could not give back as written
             (:func:`check_output_sandbox`).
     """
+    ad = AdView.of(ad)  # some thirty attributes asked for, most absent
     if not is_simple(ad):
         raise JdlError("A collection, DAG or parametric job is not a simple job")
     _check_job_type(ad, job_type(ad))

@@ -27,6 +27,7 @@ unquoted smuggled attributes past them, or did not parse at all (issue 31).
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 
@@ -83,8 +84,8 @@ def parse_jdl(text: str) -> classad2.ClassAd:
         raise JdlSyntaxError("Unable to parse JDL: the JDL is empty")
     if "\x00" in text:
         raise JdlSyntaxError("Unable to parse JDL: the JDL contains a NUL character")
-    body = _HASH_COMMENT_LINE.sub("", text)
-    if _LONG_DIGITS(body):
+    body = _HASH_COMMENT_LINE.sub("", text) if "#" in text else text  # (the regexes: ~100 instructions a character)
+    if _may_hold_long_digits(body) and _LONG_DIGITS(body):
         _refuse_long_integers(body)
     noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
     bracketed = body[noise.end() if noise else 0:].startswith("[")
@@ -108,8 +109,10 @@ def parse_jdl(text: str) -> classad2.ClassAd:
             raise JdlSyntaxError("Unable to parse JDL: the JDL is not a single ClassAd")
     else:
         ad = wrapper
-    reserved = [name for name in ad if name.lower().startswith(_RESERVED)]
-    if reserved:
+    # A name is an identifier's text or a quoted name's (which may hold escapes): without either
+    # in the text, no name is reserved.
+    named = "'" in body or _RESERVED in body.lower()
+    if named and any(name.lower().startswith(_RESERVED) for name in ad):
         raise JdlSyntaxError(f"Unable to parse JDL: attribute names starting with {_RESERVED} are reserved")
     if "'" in body:  # a quoted name needs one
         _refuse_quoted_names(ad)
@@ -140,6 +143,7 @@ def is_plain_name(name: str) -> bool:
     return PLAIN_NAME.fullmatch(name) is not None and name.lower() not in _KEYWORDS
 
 
+@functools.lru_cache(maxsize=1024)  # a JDL's names, twice per job (JDLOriginal, JDLToStart): mostly the same few
 def quote_name(name: str) -> str:
     """``name`` as a ClassAd writes an attribute name: as it is when plain, else quoted
     (``'a b'``, ``'it\\'s'``), escaped as a string literal is."""
@@ -159,6 +163,9 @@ def one_line(text: str) -> str:
     Returns:
         The same expression, on one line.
     """
+    stripped = text.strip()
+    if " ".join(stripped.split()) == stripped:  # already one line, single spaces (inside literals too)
+        return stripped
     pieces: list[str] = []
     start = 0
     for match in _QUOTED.finditer(text):
@@ -170,6 +177,13 @@ def one_line(text: str) -> str:
 
 
 _LONG_DIGITS = re.compile(r"\d{19}").search  # INTEGER_MAX has 19 digits: a shorter run is in range
+_ASCII_DIGITS = "0123456789"
+
+
+def _may_hold_long_digits(body: str) -> bool:
+    """False when ``body`` cannot hold a run of 19 digits (:data:`_LONG_DIGITS`): ASCII text, whose
+    only digits are 0-9, with fewer than 19 of them in all."""
+    return not body.isascii() or sum(map(body.count, _ASCII_DIGITS)) >= 19
 
 
 def _refuse_long_integers(body: str) -> None:

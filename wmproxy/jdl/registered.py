@@ -17,7 +17,7 @@ from typing import Protocol
 import classad2
 
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
-from wmproxy.jdl.attributes import set_list, string_list, string_value
+from wmproxy.jdl.attributes import AdView, string_list, string_value
 from wmproxy.jdl.compound import describe
 from wmproxy.jdl.description import JobDescription
 from wmproxy.jdl.parse import one_line, quote_name
@@ -61,7 +61,7 @@ class RegisteredArea(Protocol):
 
 
 def registered_ad(
-    ad: classad2.ClassAd,
+    ad: classad2.ClassAd | AdView,
     area: RegisteredArea,
     *,
     job_id: str,
@@ -88,9 +88,9 @@ def registered_ad(
     ...; dependencies = { {a, b} } ]``. ``LB_sequence_code`` is left out.
 
     Args:
-        ad: the user's JDL (for a compound job its DAG-level ad or a node's ad); not
-            modified. Validated with :func:`wmproxy.jdl.describe` unless
-            ``description`` is given.
+        ad: the user's JDL (for a compound job its DAG-level ad or a node's ad), or an
+            :class:`~wmproxy.jdl.attributes.AdView` of it; not modified. Validated with
+            :func:`wmproxy.jdl.describe` unless ``description`` is given.
         area: the job's area (paths absolute, as text; URIs https).
         job_id: the new job id, stored as ``edg_jobid``.
         certificate_subject: the caller's DN without proxy CNs.
@@ -119,45 +119,49 @@ def registered_ad(
         InvalidArgumentError, JdlError: see :func:`describe`; bad interactive
             listener attributes or ``OutputSandboxBaseDestURI``.
     """
+    # What the copy ``out`` holds of the user's attributes is asked of ``user`` (the names read
+    # once, :class:`AdView`): each attribute asked about is one this function has not set or
+    # removed in ``out`` before the question.
+    user = AdView.of(ad)
     if description is None:
-        description = describe(ad)
-    out = classad2.ClassAd(str(ad))
+        description = describe(user.ad)
+    out = classad2.ClassAd(str(user.ad))
     _set_virtual_organisation(out, description.virtual_organisation, proxy_vo)
     out["edg_jobid"] = job_id
     out["CertificateSubject"] = certificate_subject
     if proxy_fqan:
         out["VOMS_FQAN"] = proxy_fqan
-    elif "VOMS_FQAN" in out:  # claimed by the user, proven by no proxy: matching and renewal read it
+    elif "VOMS_FQAN" in user:  # claimed by the user, proven by no proxy: matching and renewal read it
         del out["VOMS_FQAN"]
     out["WMPInputSandboxBaseURI"] = area.base_uri
     out["InputSandboxPath"] = area.input_text
     out["OutputSandboxPath"] = area.output_text
     out["X509UserProxy"] = area.proxy_text
-    if "MyProxyServer" in out:
+    if "MyProxyServer" in user:
         del out["MyProxyServer"]
     if myproxy_server:
         out["MyProxyServer"] = myproxy_server
-    if "LocalAccount" in out:
+    if "LocalAccount" in user:
         del out["LocalAccount"]
     if local_account:
         out["LocalAccount"] = local_account
-    if "JobProvenance" in out and out["JobProvenance"] == "":
+    if "JobProvenance" in user and user["JobProvenance"] == "":
         del out["JobProvenance"]
 
     environment = list(description.environment)
     if description.job_type == "interactive":
         environment += _interactive_environment(out)
-    if environment or "Environment" in out:
-        set_list(out, "Environment", environment)
-    _check_input_sandbox(description.input_sandbox, string_value(out, "InputSandboxBaseURI"))
-    if "InputSandbox" in out:
-        set_list(out, "InputSandbox", [
+    if environment or "Environment" in user:
+        _set_list(out, user, "Environment", environment)
+    _check_input_sandbox(description.input_sandbox, string_value(user, "InputSandboxBaseURI"))
+    if "InputSandbox" in user:
+        _set_list(out, user, "InputSandbox", [
             entry if is_remote_uri(entry) else file_uri(area.input_uri, file_name(entry))
             for entry in description.input_sandbox
         ])
-    if "OutputSandbox" in out:
-        set_list(out, "OutputSandbox", description.output_sandbox)
-        _set_output_destinations(out, description.output_sandbox, area.output_uri)
+    if "OutputSandbox" in user:
+        _set_list(out, user, "OutputSandbox", description.output_sandbox)
+        _set_output_destinations(out, user, description.output_sandbox, area.output_uri)
     if nodes:
         out["nodes"] = _node_list(nodes, dependencies)
     return out
@@ -240,6 +244,8 @@ def _value_text(ad: classad2.ClassAd, name: str, indent: str) -> str:
         return "{ " + ", ".join(classad2.quote(item) for item in value) + " }" if value else "{ }"
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)  # classad2 prints 1.5 as 1.500000000000000E+00
+    if isinstance(value, classad2.ExprTree):  # not a literal: the expression itself, as ad.lookup gives it
+        return one_line(str(value))
     return one_line(str(ad.lookup(name)))
 
 
@@ -323,7 +329,17 @@ def _check_input_sandbox(entries: Sequence[str], base_uri: str | None) -> None:
                 f"({relative[0]!r} names a file below it): {_NO_REMOTE_INPUT}")
 
 
-def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], output_uri: str) -> None:
+def _set_list(out: classad2.ClassAd, user: AdView, name: str, values: Sequence[str]) -> None:
+    """:func:`~wmproxy.jdl.attributes.set_list` on ``out`` for an attribute ``out`` holds as the
+    user's ad ``user`` does (copied, not set since): removed, then set again under the user's
+    spelling (or ``name`` when the user has none)."""
+    key = user.spelling(name)
+    if key is not None:
+        del out[key]
+    out[key or name] = list(values)
+
+
+def _set_output_destinations(out: classad2.ClassAd, user: AdView, files: tuple[str, ...], output_uri: str) -> None:
     """§3.2 step 8c: ``OutputSandboxDestURI``, or ``OutputSandboxBaseDestURI`` with wildcards.
 
     A name appended to the job's output URI is percent-encoded as getOutputFileList gives it
@@ -331,13 +347,13 @@ def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], outp
     relative ``OutputSandboxDestURI`` entry is the file name the output is stored under there.
     This service keeps every output in the job's own output area (it has no GridFTP and uploads
     nowhere else): a destination elsewhere is refused (:func:`_check_output_destinations`)."""
-    user_dest = string_list(out, "OutputSandboxDestURI")
-    base_dest = string_value(out, "OutputSandboxBaseDestURI")
+    user_dest = string_list(user, "OutputSandboxDestURI")  # out holds the user's (copied, not set)
+    base_dest = string_value(user, "OutputSandboxBaseDestURI")
     _check_output_destinations(user_dest, base_dest, output_uri)
     if not files:
         return
     if has_wildcards(files):
-        if "OutputSandboxBaseDestURI" not in out:
+        if "OutputSandboxBaseDestURI" not in user:
             out["OutputSandboxBaseDestURI"] = output_uri
         return
     dest: list[str] = []
@@ -349,7 +365,7 @@ def _set_output_destinations(out: classad2.ClassAd, files: tuple[str, ...], outp
             dest.append(file_uri(output_uri, given))
         else:
             dest.append(file_uri(output_uri, file_name(entry)))
-    set_list(out, "OutputSandboxDestURI", dest)
+    _set_list(out, user, "OutputSandboxDestURI", dest)
 
 
 _OWN_OUTPUT = "this service keeps the output sandbox in the job's own output area ({uri}), it sends no file elsewhere"

@@ -46,6 +46,7 @@ import functools
 import logging
 import math
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -280,6 +281,15 @@ NAME_MAX = 255
 """Bytes of one file name the file system takes (Linux ``NAME_MAX``)."""
 
 
+#: A control character (below U+0020, and DEL U+007F) in a name.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]").search
+
+
+def _shown(name: str) -> str:
+    """``name`` in a message: escaped, at most 80 characters."""
+    return name.encode("unicode_escape", "backslashreplace").decode("ascii")[:80]
+
+
 def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox file name") -> str:
     """Return ``name`` if it can name one sandbox file, else refuse it.
 
@@ -295,25 +305,24 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
     Raises:
         SandboxNameError: the message says why; control characters are shown escaped.
     """
-    shown = name.encode("unicode_escape", "backslashreplace").decode("ascii")[:80]
     if name in ("", ".", ".."):
-        raise SandboxNameError(f"Invalid {what} {shown!r}: empty, '.' and '..' are not file names")
+        raise SandboxNameError(f"Invalid {what} {_shown(name)!r}: empty, '.' and '..' are not file names")
     if "/" in name or "\\" in name:
-        raise SandboxNameError(f"Invalid {what} {shown!r}: '/' and '\\' are not allowed in a file name")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise SandboxNameError(f"Invalid {what} {shown!r}: control characters are not allowed")
+        raise SandboxNameError(f"Invalid {what} {_shown(name)!r}: '/' and '\\' are not allowed in a file name")
+    if _CONTROL_CHARACTER(name):
+        raise SandboxNameError(f"Invalid {what} {_shown(name)!r}: control characters are not allowed")
     if is_temporary(name):
         raise SandboxNameError(
-            f"Invalid {what} {shown!r}: names starting with '.' and ending in {TMP_SUFFIX!r} are kept for"
+            f"Invalid {what} {_shown(name)!r}: names starting with '.' and ending in {TMP_SUFFIX!r} are kept for"
             " uploads in progress"
         )
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise SandboxNameError(f"Invalid {what} {shown!r}: not valid Unicode") from None
+        raise SandboxNameError(f"Invalid {what} {_shown(name)!r}: not valid Unicode") from None
     limit = min(max_bytes, NAME_MAX)
     if size > limit:
-        raise SandboxNameError(f"Invalid {what} {shown!r}...: {size} bytes long, at most {limit} allowed")
+        raise SandboxNameError(f"Invalid {what} {_shown(name)!r}...: {size} bytes long, at most {limit} allowed")
     return name
 
 

@@ -34,7 +34,7 @@ import classad2
 from wmproxy.domain import JobState, Principal, child_job_id, fqan_vo, new_job_id, utcnow
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxError, WMProxyError
 from wmproxy.jdl import JobDescription, check_expressions, expand, jdl_lines, parse_jdl, registered_ad
-from wmproxy.jdl.attributes import string_list
+from wmproxy.jdl.attributes import AdView, string_list
 from wmproxy.jdl.compound import compound_kind
 from wmproxy.jdl.description import describe_simple
 from wmproxy.sandbox import zipped
@@ -380,11 +380,13 @@ def _register(
         ad = parse_jdl(jdl)
     check_expressions(ad)  # before anything evaluates them (a collection node's InputSandbox, matching)
     vo = fqan_vo(fqans[0]) if fqans else None
-    if uow is None and (compound_kind(ad) is not None or myproxy_server_for(settings.renewal, ad, vo) is not None):
+    view = AdView(ad)  # the ad's readings below, its names read once (not modified until registered_ad's copy)
+    simple = compound_kind(view) is None
+    if uow is None and (not simple or myproxy_server_for(settings.renewal, view, vo) is not None):
         raise _NeedsTransaction(ad)  # before the JDL's work, which the unit of work does
-    compound = expand(ad, max_nodes=settings.jobs.max_nodes,
-                      max_bytes=settings.limits.max_request_bytes)  # validates every node
-    description = describe_simple(ad) if compound is None else compound.description
+    compound = None if simple else expand(ad, max_nodes=settings.jobs.max_nodes,
+                                          max_bytes=settings.limits.max_request_bytes)  # validates every node
+    description = describe_simple(view) if compound is None else compound.description
     for checked in [description] if compound is None else [node.description for node in compound.nodes]:
         check_sandbox_lists(settings.limits, checked)
     job_id = new_job_id(settings.service.host, settings.service.jobid_port)
@@ -402,9 +404,10 @@ def _register(
         desc: JobDescription,
         nodes: list[tuple[str, classad2.ClassAd]] | None = None,
     ) -> tuple[classad2.ClassAd, str | None]:
-        server = myproxy_server_for(settings.renewal, this_ad, vo)
+        read = view if this_ad is ad else this_ad  # the simple job's ad: read already
+        server = myproxy_server_for(settings.renewal, read, vo)
         registered = registered_ad(
-            this_ad,
+            read,
             area,
             job_id=this_id,
             certificate_subject=principal.dn,
