@@ -90,3 +90,20 @@ def test_a_failed_statement_leaves_the_connection_reset_by_the_pool(
     with transaction(engine) as cursor:  # the pool's next connection works
         cursor.execute(NOTHING)
     assert seen == [False, True]
+
+
+@pytest.mark.sqlite_only  # psycopg's refusal trips SQLAlchemy's handler on the gone connection, as before
+def test_a_commit_on_a_connection_invalidated_meanwhile_is_the_drivers_error(
+        resets: tuple[sa.Engine, list[bool]]) -> None:
+    """A block that invalidated its connection (a caller that went on after a disconnect) and
+    ends cleanly gets the driver's refusal of the COMMIT, raised as SQLAlchemy raises it."""
+    engine, _seen = resets
+
+    def invalidated() -> None:
+        with transaction(engine) as cursor:
+            cursor.invalidate()
+
+    with pytest.raises(sa.exc.DBAPIError):
+        invalidated()
+    with transaction(engine) as cursor:  # the pool connects anew
+        cursor.execute(NOTHING)

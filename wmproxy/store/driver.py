@@ -124,13 +124,14 @@ def pooled(engine: Engine) -> contextlib.AbstractContextManager[DriverCursor]:
 class _Transaction:
     """:func:`transaction`'s context manager."""
 
-    __slots__ = ("_connection", "_cursor", "_engine")
+    __slots__ = ("_connection", "_cursor", "_driver", "_engine")
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def __enter__(self) -> DriverCursor:
         connection, cursor = _check_out(self._engine)
+        self._driver: Any = cursor.driver  # kept: an invalidated connection has none any more
         if self._engine.dialect.name == "sqlite":
             try:
                 cursor.execute("BEGIN IMMEDIATE")
@@ -147,7 +148,7 @@ class _Transaction:
         try:
             if exc_type is None:
                 try:
-                    cursor.call("COMMIT", (), cursor.driver.commit)
+                    cursor.call("COMMIT", (), self._driver.commit)
                 except BaseException:
                     self._roll_back()
                     raise
@@ -163,7 +164,7 @@ class _Transaction:
     def _roll_back(self) -> None:
         if not self._cursor.invalidated:
             with contextlib.suppress(Exception):  # the error that counts is the one raised
-                self._cursor.driver.rollback()
+                self._driver.rollback()
 
 
 def transaction(engine: Engine) -> contextlib.AbstractContextManager[DriverCursor]:
