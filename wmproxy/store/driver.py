@@ -12,7 +12,7 @@ SQLAlchemy itself never begins a transaction on these connections.
 
 :func:`pooled`, :func:`transaction` and :func:`single_statement` return context managers
 written as classes, not generators: ``contextlib.contextmanager``'s generator object and its
-two resumptions, nested for a transaction, were about 18,000 instructions of each transaction
+two resumptions, nested for a transaction, were about 20,000 instructions of each transaction
 beside the pool's own 64,000 (issue 14; a delegation has two transactions, a jobSubmit one).
 """
 
@@ -144,7 +144,6 @@ class _Transaction:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         cursor = self._cursor
-        committed = False
         try:
             if exc_type is None:
                 try:
@@ -152,14 +151,10 @@ class _Transaction:
                 except BaseException:
                     self._roll_back()
                     raise
-                committed = True
             else:
                 self._roll_back()
         finally:
-            if committed:  # nothing left to reset: the pool skips its rollback, as for a Connection's
-                self._connection._close_special(transaction_reset=True)
-            else:
-                self._connection.close()
+            self._connection.close()
 
     def _roll_back(self) -> None:
         if not self._cursor.invalidated:
@@ -171,13 +166,7 @@ def transaction(engine: Engine) -> contextlib.AbstractContextManager[DriverCurso
     """A cursor in one transaction, committed when the block ends cleanly (a ``return`` too)
     and rolled back on any exception; on SQLite begun with ``BEGIN IMMEDIATE``, as every
     transaction of the service is (the connection is in the driver's autocommit mode:
-    ``wmproxy.store.engine``).
-
-    A committed transaction's connection goes back to the pool marked as reset
-    (``PoolResetState.transaction_was_reset``, as SQLAlchemy's ``Connection`` marks one whose
-    transaction it ended): the COMMIT left nothing to roll back, and the pool's reset rollback
-    (about 6,000 instructions, issue 14) is skipped; the ``reset`` event still runs. Any other
-    ending (an exception, a failed COMMIT) is reset by the pool as before."""
+    ``wmproxy.store.engine``)."""
     return _Transaction(engine)
 
 
