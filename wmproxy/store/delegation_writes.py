@@ -50,7 +50,7 @@ class _Compiled:
 
     def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
         """:meth:`run`, then the first row it returned."""
-        self.run(cursor, params)
+        cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
         return cursor.fetchone()
 
 
@@ -157,9 +157,10 @@ class DelegationWrites:
         the same request waits for this transaction, then gets None."""
         bind = self._bind_time
         joined = "\n".join(fqans)
+        stamp = bind(now)
         values = {"owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_proxy": sealed_proxy,
                   "not_before": bind(not_before), "not_after": bind(not_after), "fqans": joined,
-                  "created_at": bind(now), "updated_at": bind(now)}
+                  "created_at": stamp, "updated_at": stamp}
         if self.sqlite:
             with transaction(self.engine) as cursor:
                 self._take_key.run(cursor, {"owner_dn": owner_dn, "delegation_id": delegation_id,
