@@ -143,13 +143,27 @@ def is_plain_name(name: str) -> bool:
     return PLAIN_NAME.fullmatch(name) is not None and name.lower() not in _KEYWORDS
 
 
-@functools.lru_cache(maxsize=1024)  # a JDL's names, twice per job (JDLOriginal, JDLToStart): mostly the same few
+#: Names up to this many characters are kept by :func:`quote_name`'s cache (1,024 of them): a
+#: name is the user's, up to a request's size, and a cache of any name would keep megabytes.
+QUOTE_CACHE_NAME_MAX = 64
+
+
 def quote_name(name: str) -> str:
     """``name`` as a ClassAd writes an attribute name: as it is when plain, else quoted
     (``'a b'``, ``'it\\'s'``), escaped as a string literal is."""
+    if len(name) <= QUOTE_CACHE_NAME_MAX:
+        return _quote_short_name(name)
+    return _quote_name(name)
+
+
+def _quote_name(name: str) -> str:
     if is_plain_name(name):
         return name
     return "'" + str(classad2.quote(name))[1:-1].replace("'", "\\'") + "'"
+
+
+#: A JDL's names, twice per job (JDLOriginal, JDLToStart): mostly the same few, each short.
+_quote_short_name = functools.lru_cache(maxsize=1024)(_quote_name)
 
 
 def one_line(text: str) -> str:

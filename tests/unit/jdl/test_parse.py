@@ -8,7 +8,7 @@ import classad2
 import pytest
 
 from wmproxy.errors import JdlError, JdlSyntaxError
-from wmproxy.jdl import parse_jdl
+from wmproxy.jdl import parse, parse_jdl
 
 DATA = Path(__file__).parent / "data"
 
@@ -121,3 +121,19 @@ class TestParseJdl:
             parse_jdl("[ Executable = ; ]")
 
         assert "LEX_" in str(info.value)
+
+
+def test_quote_name_keeps_short_names_only() -> None:
+    """A name is the user's, up to a request's size: quote_name's cache keeps the short ones (a
+    JDL's usual names) and never a long one, which it quotes all the same (4 MiB names in 60
+    requests kept 750 MiB in a worker when any name was cached)."""
+    long_name = "x" * (parse.QUOTE_CACHE_NAME_MAX + 1)
+    quoted_long = "a b" * parse.QUOTE_CACHE_NAME_MAX
+    before = parse._quote_short_name.cache_info().currsize
+    assert parse.quote_name(long_name) == long_name
+    assert parse.quote_name(quoted_long) == f"'{quoted_long}'"
+    assert parse._quote_short_name.cache_info().currsize == before
+    assert parse.quote_name("a b") == "'a b'" and parse.quote_name("Executable") == "Executable"
+    hits = parse._quote_short_name.cache_info().hits
+    assert parse.quote_name("Executable") == "Executable"
+    assert parse._quote_short_name.cache_info().hits == hits + 1
