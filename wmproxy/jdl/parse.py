@@ -89,7 +89,10 @@ def parse_jdl(text: str) -> classad2.ClassAd:
         _refuse_long_integers(body)
     noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
     bracketed = body[noise.end() if noise else 0:].startswith("[")
-    token = secrets.token_hex(16)
+    # 128 random bits after a letter: a string the user's text leaves open runs to the sentinel's
+    # value, and the parser's complaint names what follows it; always an identifier, so the
+    # same text gets the same message (a token starting with a digit gave one of four).
+    token = "t" + secrets.token_hex(16)
     sentinel = f"{_RESERVED}_end_{token}"
     end = f'\n; {sentinel} = "{token}" ]'
     wrapper_text = f"[ {_WRAPPED} = {body}{end}" if bracketed else f"[ {body}{end}"

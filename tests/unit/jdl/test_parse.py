@@ -137,3 +137,16 @@ def test_quote_name_keeps_short_names_only() -> None:
     hits = parse._quote_short_name.cache_info().hits
     assert parse.quote_name("Executable") == "Executable"
     assert parse._quote_short_name.cache_info().hits == hits + 1
+
+
+@pytest.mark.parametrize("text", ['Executable = "a"; X = "', '[ Executable = "a"; X = " ]'])
+def test_a_string_left_open_gets_the_same_message_every_time(text: str) -> None:
+    """The parser's complaint names what follows the string left open: the wrapper's random
+    sentinel token, which starts with a letter, so the message does not change from call to call
+    (it named an integer, a real, an identifier or a token error by the token's first characters)."""
+    messages = set()
+    for _ in range(60):
+        with pytest.raises(JdlSyntaxError) as refused:
+            parse_jdl(text)
+        messages.add(str(refused.value))
+    assert len(messages) == 1, messages
