@@ -57,6 +57,7 @@ def proxy_renewal_info(rt: Runtime, principal: Principal, job_id: str) -> ProxyR
     if not job_id:
         raise InvalidArgumentError("Provided Job Id not valid")
     with rt.uow() as uow:
+        uow.one_snapshot()  # the proxy's end and the renewal record as one renewal left them
         job = live_job(uow, rt, principal, job_id, access="read")
         delegation = uow.delegations.get(job.owner_dn, job.delegation_id)
         if delegation is None:

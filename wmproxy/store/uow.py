@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import cached_property
 from types import TracebackType
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.store.ce_states import SqlCeStateStore
@@ -19,6 +20,9 @@ from wmproxy.store.leases import SqlPoolLeaseStore
 from wmproxy.store.renewals import SqlRenewalStore
 from wmproxy.store.usage import SqlSandboxUsageStore
 from wmproxy.store.workers import SqlWorkerStore
+
+#: :meth:`UnitOfWork.one_snapshot`'s statement (PostgreSQL).
+_REPEATABLE_READ = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
 class UnitOfWork:
@@ -76,6 +80,17 @@ class UnitOfWork:
     @cached_property
     def usage(self) -> SqlSandboxUsageStore:
         return SqlSandboxUsageStore(self.session)
+
+    def one_snapshot(self) -> None:
+        """Make every read of this transaction see the database as of its first one, for a read
+        of several rows that must agree (a stored proxy's end and its renewal record): on
+        PostgreSQL ``REPEATABLE READ`` (under the default READ COMMITTED each statement sees the
+        commits made before it, so a commit between two reads mixes before and after); SQLite's
+        transaction is one snapshot already. Call it before the transaction's first statement.
+        A writing transaction should not: a write that meets a row changed since its snapshot
+        fails (PostgreSQL's serialization failure)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(_REPEATABLE_READ)
 
     def on_outcome(self, committed: Callable[[], None], undone: Callable[[], None],
                    ended: Callable[[], None] | None = None) -> None:
