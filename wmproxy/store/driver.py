@@ -99,30 +99,9 @@ def _check_out(engine: Engine) -> tuple[PoolProxiedConnection, DriverCursor]:
 
 
 class _Pooled:
-    """:func:`pooled`'s context manager."""
-
-    __slots__ = ("_connection", "_engine")
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def __enter__(self) -> DriverCursor:
-        self._connection, cursor = _check_out(self._engine)
-        return cursor
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._connection.close()
-
-
-def pooled(engine: Engine) -> contextlib.AbstractContextManager[DriverCursor]:
-    """A :class:`DriverCursor` on a connection checked out of ``engine``'s pool, checked in
-    (reset: rolled back) when the block ends. A failure to connect is raised as SQLAlchemy's."""
-    return _Pooled(engine)
-
-
-class _Transaction:
-    """:func:`transaction`'s context manager."""
+    """:func:`pooled`'s context manager, and the base of the others: a connection checked out
+    at ``__enter__`` (then :meth:`_begin`, after which a failure checks it in again) and checked
+    in at ``__exit__`` (after :meth:`_end`, whatever it raises)."""
 
     __slots__ = ("_connection", "_cursor", "_driver", "_engine")
 
@@ -132,29 +111,52 @@ class _Transaction:
     def __enter__(self) -> DriverCursor:
         connection, cursor = _check_out(self._engine)
         self._driver: Any = cursor.driver  # kept: an invalidated connection has none any more
-        if self._engine.dialect.name == "sqlite":
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                connection.close()
-                raise
+        try:
+            self._begin(cursor)
+        except BaseException:
+            connection.close()
+            raise
         self._connection, self._cursor = connection, cursor
         return cursor
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        cursor = self._cursor
         try:
-            if exc_type is None:
-                try:
-                    cursor.call("COMMIT", (), self._driver.commit)
-                except BaseException:
-                    self._roll_back()
-                    raise
-            else:
-                self._roll_back()
+            self._end(exc_type is None)
         finally:
             self._connection.close()
+
+    def _begin(self, cursor: DriverCursor) -> None:
+        """What the block's connection needs before the block (nothing here)."""
+
+    def _end(self, clean: bool) -> None:
+        """What the block's connection needs after it, ``clean`` when it raised nothing (nothing here)."""
+
+
+def pooled(engine: Engine) -> contextlib.AbstractContextManager[DriverCursor]:
+    """A :class:`DriverCursor` on a connection checked out of ``engine``'s pool, checked in
+    (reset: rolled back) when the block ends. A failure to connect is raised as SQLAlchemy's."""
+    return _Pooled(engine)
+
+
+class _Transaction(_Pooled):
+    """:func:`transaction`'s context manager."""
+
+    __slots__ = ()
+
+    def _begin(self, cursor: DriverCursor) -> None:
+        if self._engine.dialect.name == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")
+
+    def _end(self, clean: bool) -> None:
+        if clean:
+            try:
+                self._cursor.call("COMMIT", (), self._driver.commit)
+            except BaseException:
+                self._roll_back()
+                raise
+        else:
+            self._roll_back()
 
     def _roll_back(self) -> None:
         if not self._cursor.invalidated:
@@ -170,35 +172,20 @@ def transaction(engine: Engine) -> contextlib.AbstractContextManager[DriverCurso
     return _Transaction(engine)
 
 
-class _SingleStatement:
+class _SingleStatement(_Pooled):
     """:func:`single_statement`'s context manager."""
 
-    __slots__ = ("_connection", "_cursor", "_driver", "_engine")
+    __slots__ = ()
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def _begin(self, cursor: DriverCursor) -> None:
+        cursor.call("", (), setattr, self._driver, "autocommit", True)  # idle: checked in after a commit or rollback
 
-    def __enter__(self) -> DriverCursor:
-        connection, cursor = _check_out(self._engine)
-        driver: Any = cursor.driver  # idle: checked in after a commit or rollback
-        try:
-            cursor.call("", (), setattr, driver, "autocommit", True)
-        except BaseException:
-            connection.close()
-            raise
-        self._connection, self._cursor, self._driver = connection, cursor, driver
-        return cursor
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            if not self._cursor.invalidated:
-                with contextlib.suppress(Exception):  # else it stays on: invalidated below
-                    self._driver.autocommit = False
-                if self._driver.autocommit:
-                    self._cursor.invalidate()
-        finally:
-            self._connection.close()
+    def _end(self, clean: bool) -> None:
+        if not self._cursor.invalidated:
+            with contextlib.suppress(Exception):  # else it stays on: invalidated below
+                self._driver.autocommit = False
+            if self._driver.autocommit:
+                self._cursor.invalidate()
 
 
 def single_statement(engine: Engine) -> contextlib.AbstractContextManager[DriverCursor]:
