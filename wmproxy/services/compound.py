@@ -54,14 +54,8 @@ def on_node_ended(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
         _abort_descendants(uow, node, now)
     else:
         for dependent_id in uow.jobs.dependents(node.id):
-            dependent = uow.jobs.get(dependent_id)
-            if dependent is not None and dependent.state == JobState.WAITING.value and all(
-                _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
-            ):
-                uow.queue.enqueue(dependent.id, "start", now)
-    parent = uow.jobs.get(node.parent_id)
-    if parent is not None:
-        refresh_parent(uow, parent, now)
+            _release_if_ready(uow, dependent_id, now)
+    refresh_parents(uow, [node.parent_id], now)
 
 
 def on_nodes_succeeded(uow: UnitOfWork, nodes: Sequence[tuple[str, str]], now: dt.datetime) -> None:
@@ -84,11 +78,7 @@ def on_nodes_succeeded(uow: UnitOfWork, nodes: Sequence[tuple[str, str]], now: d
     for dependent_id, depends_on in uow.jobs.edges_to(list(position)):
         last[dependent_id] = max(last.get(dependent_id, -1), position[depends_on])
     for dependent_id in sorted(last, key=last.__getitem__):
-        dependent = uow.jobs.get(dependent_id)
-        if dependent is not None and dependent.state == JobState.WAITING.value and all(
-            _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
-        ):
-            uow.queue.enqueue(dependent.id, "start", now)
+        _release_if_ready(uow, dependent_id, now)
     refresh_parents(uow, (parent_id for _node, parent_id in nodes), now)
 
 
@@ -100,6 +90,16 @@ def refresh_parents(uow: UnitOfWork, parent_ids: Iterable[str], now: dt.datetime
         parent = uow.jobs.get(parent_id)
         if parent is not None:
             refresh_parent(uow, parent, now, changed=changed)
+
+
+def _release_if_ready(uow: UnitOfWork, dependent_id: str, now: dt.datetime) -> None:
+    """Queue the start of DAG node ``dependent_id`` if it is Waiting and every node it waits for
+    succeeded."""
+    dependent = uow.jobs.get(dependent_id)
+    if dependent is not None and dependent.state == JobState.WAITING.value and all(
+        _done_ok(uow, dep) for dep in uow.jobs.dependencies(dependent.id)
+    ):
+        uow.queue.enqueue(dependent.id, "start", now)
 
 
 def _done_ok(uow: UnitOfWork, job_id: str) -> bool:
