@@ -55,7 +55,9 @@ def on_node_ended(uow: UnitOfWork, node: Job, now: dt.datetime) -> None:
     else:
         for dependent_id in uow.jobs.dependents(node.id):
             _release_if_ready(uow, dependent_id, now)
-    refresh_parents(uow, [node.parent_id], now)
+    parent = uow.jobs.get(node.parent_id)
+    if parent is not None:
+        refresh_parent(uow, parent, now)
 
 
 def on_nodes_succeeded(uow: UnitOfWork, nodes: Sequence[tuple[str, str]], now: dt.datetime) -> None:
