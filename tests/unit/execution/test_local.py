@@ -35,7 +35,7 @@ from wmproxy.execution import identity
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, local
 from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, SPARE_PREFIX, Account
-from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME, TMP_DIR
+from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME, TMP_DIR, WALL_TIME_EXCEEDED
 from wmproxy.security.proxy import credential_pem, make_proxy
 
 
@@ -237,6 +237,101 @@ class TestLeftovers:
             wait_for(lambda: not alive(payload) and not alive(moved), "what the wrapper left to be killed")
         finally:
             kill_session(handle.pid)
+
+
+#: A payload that stops its wrapper (same uid), whose SIGALRM holds the wall time, after it has
+#: left a process in its session and one in a session of its own (``setsid``), writing their pids.
+STOPS_ITS_WRAPPER = ("echo $$ > payload.pid; sleep 600 & echo $! > child.pid; setsid sleep 600 & echo $! > away.pid; "
+                     "kill -STOP $PPID; while :; do sleep 0.1; done")
+
+
+def _ticks_ago(seconds: float) -> int:
+    """A process start time (clock ticks after boot) ``seconds`` ago."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int((time.clock_gettime(time.CLOCK_BOOTTIME) - seconds) * ticks)
+
+
+class TestWallTimeBackstop:
+    """The wrapper's own clock (its SIGALRM) was the only one: a job that SIGSTOPped its wrapper
+    ran on past its wall time, holding its slot, and the worker kept seeing a live wrapper."""
+
+    @pytest.mark.parametrize("follower", ["zygote", "worker", "adopter"])
+    def test_a_job_that_stopped_its_wrapper_is_killed_and_aborted_at_its_wall_time(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        monkeypatch: pytest.MonkeyPatch, follower: str
+    ) -> None:
+        monkeypatch.setattr(local, "CANCEL_MARGIN", 0.0)
+        backend.use_zygotes = follower != "worker"  # "worker": started by the worker itself, no start time in its ref
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, STOPS_ITS_WRAPPER, wall_time=2.0)))
+        assert handle.pid is not None
+        pids = [_pid_in(handle.work_dir / name) for name in ("payload.pid", "child.pid", "away.pid")]
+        try:
+            wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
+            if follower == "adopter":  # a worker that adopts the job reads the wall time in its reference
+                heir = LocalExecutionBackend(backend.work_root, HOST, kill_grace=2.0)
+                followed = heir.attach(handle.ref, account)
+                assert followed is not None and followed.wall_time == 2.0
+            else:
+                heir, followed = backend, handle
+            outcomes: list[JobOutcome] = []
+
+            def ended() -> bool:
+                outcome = heir.poll(followed)
+                if outcome is not None:
+                    outcomes.append(outcome)
+                return outcome is not None
+
+            wait_for(ended, "the job to end")
+            (outcome,) = outcomes
+            assert outcome.state == JobState.ABORTED and outcome.payload_started, outcome
+            assert outcome.reason is not None and outcome.reason.startswith(f"{WALL_TIME_EXCEEDED} of 2 s")
+            assert "deep failure" in outcome.reason
+            wait_for(lambda: not any(alive(pid) for pid in [handle.pid, *pids]),  # type: ignore[list-item]
+                     "the wrapper and every process of the job to be killed")
+            heir.release(followed)
+        finally:
+            kill_session(handle.pid)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def test_a_job_within_its_wall_time_is_left_alone(self, backend: LocalExecutionBackend, input_dir: Path,
+                                                      account: Account | None) -> None:
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, STOPS_ITS_WRAPPER, wall_time=3600.0)))
+        payload = _pid_in(handle.work_dir / "payload.pid")
+        try:
+            wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
+            assert backend.poll(handle) is None and not handle.overrun
+            assert alive(payload)
+        finally:
+            kill_session(handle.pid)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(("wall_time", "age", "cancelled", "overran"), [
+        (10.0, 43.0, False, True),  # wall time 10 + kill grace 2 + margin 30 = 42 s passed
+        (10.0, 41.0, False, False),
+        (10.0, 43.0, True, False),  # a cancel escalates on its own (and the job ends Cancelled)
+        (None, 100000.0, False, False),
+    ])
+    def test_the_wrappers_process_start_decides(self, backend: LocalExecutionBackend, tmp_path: Path,
+                                                wall_time: float | None, age: float, cancelled: bool,
+                                                overran: bool) -> None:
+        """Counted from the wrapper's start as the kernel tells it (in the reference), never from a
+        file of the work dir the job could rewrite."""
+        handle = RunHandle(ref=f"local:{HOST}:{os.getpid()}@{_ticks_ago(age)}:job", work_dir=tmp_path, account=None,
+                           pid=os.getpid(), wall_time=wall_time, cancel_sent_at=1.0 if cancelled else None)
+        assert backend._overran(handle) is overran
+
+    def test_the_wall_time_is_in_the_reference(self, backend: LocalExecutionBackend, input_dir: Path,
+                                               account: Account | None) -> None:
+        prepared = backend.prepare(launch(input_dir, account, "exit 0", wall_time=90.5))
+        assert prepared.ref == f"local:{HOST}:-+90.5:{prepared.work_dir.name}"
+        assert backend.attach(prepared.ref, account).wall_time == 90.5  # type: ignore[union-attr]
+        assert parse_ref(f"local:{HOST}:123@456+60:job") == (HOST, 123, "job")
+        assert (local.ref_start_time(f"local:{HOST}:123@456+60:job"), local.ref_wall_time(f"local:{HOST}:12+60:j")) \
+            == (456, 60.0)
+        assert local.ref_wall_time(f"local:{HOST}:123@456:job") is None
+        for ref in (f"local:{HOST}:12+:job", f"local:{HOST}:12+1e3:job", f"local:{HOST}:+60:job"):
+            assert parse_ref(ref) is None
 
 
 class TestEnvironmentAndFiles:

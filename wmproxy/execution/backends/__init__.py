@@ -90,6 +90,11 @@ class RunHandle:
         spec: the job's spec (``JobSpec.to_bytes``) not written to the work dir yet: the
             local backend hands it to the wrapper through its zygote, and writes
             ``.wmproxy/job.marshal`` only when it starts the wrapper itself; None once written.
+        wall_time: seconds the job may run counted from its wrapper's start (the local
+            backend's backstop, which also records it in the reference), None for no limit.
+        wrapper_born: the wrapper's start time (clock ticks after boot, from ``/proc``), once
+            the local backend has read it; None before.
+        overrun: the local backend killed the job itself, past its wall time.
     """
 
     ref: str
@@ -99,6 +104,9 @@ class RunHandle:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     cancel_sent_at: float | None = None
     spec: bytes | None = field(default=None, repr=False, compare=False)
+    wall_time: float | None = None
+    wrapper_born: int | None = field(default=None, repr=False, compare=False)
+    overrun: bool = False
 
 
 @dataclass(frozen=True)

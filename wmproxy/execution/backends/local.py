@@ -184,7 +184,8 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
         if job_spec.max_processes and self.cgroups is not None:
             self._max_processes[name] = job_spec.max_processes
-        return RunHandle(ref=self._ref(None, name), work_dir=work_dir, account=launch.account, spec=spec)
+        return RunHandle(ref=self._ref(None, name, wall=job_spec.wall_time), work_dir=work_dir,
+                         account=launch.account, spec=spec, wall_time=job_spec.wall_time)
 
     def spawn(self, handle: RunHandle) -> RunHandle:
         """Start the wrapper of a prepared job as its account (unless :meth:`spawn_batch`
@@ -216,7 +217,7 @@ class LocalExecutionBackend:
                 raise BackendError(str(exc)) from None
             handle.process = process
             handle.pid = process.pid
-            handle.ref = self._ref(process.pid, handle.work_dir.name)
+            handle.ref = self._ref(process.pid, handle.work_dir.name, wall=handle.wall_time)
         return handle
 
     def spawn_batch(self, handles: Sequence[RunHandle]) -> None:
@@ -275,7 +276,7 @@ class LocalExecutionBackend:
                 handle.spec = None  # the wrapper has it
                 if started is not None:  # None: it has ended and been reaped already (its status tells)
                     handle.pid = result[0]
-                    handle.ref = self._ref(result[0], handle.work_dir.name, started)
+                    handle.ref = self._ref(result[0], handle.work_dir.name, started, handle.wall_time)
             if cgroups is not None:
                 self._let_go(account, group, launcher, go, drop)
             if forged:
@@ -305,7 +306,7 @@ class LocalExecutionBackend:
                 if handle.pid in go:
                     self._launched[id(handle)] = f"the job wrapper was not let go: {exc}"
                     handle.pid = None
-                    handle.ref = self._ref(None, handle.work_dir.name)
+                    handle.ref = self._ref(None, handle.work_dir.name, wall=handle.wall_time)
 
     def _zygote_lost(self, account: Account | None, group: Sequence[RunHandle], why: str) -> None:
         """The account's zygote failed while it had ``group``'s requests: closed (its account's
@@ -318,7 +319,7 @@ class LocalExecutionBackend:
             pid = _find_wrapper(handle.work_dir, handle.account)
             if pid is not None:
                 handle.pid = pid
-                handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid))
+                handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid), handle.wall_time)
             elif _ever_started(handle.work_dir):
                 self._launched[id(handle)] = None
                 handle.spec = None
@@ -442,9 +443,23 @@ class LocalExecutionBackend:
         :func:`~wmproxy.execution.backends.outcome_of`). A status the worker cannot
         accept (forged, malformed) aborts the job with the reason. A job the wrapper stopped at
         its wall time (not cancelled) is Aborted with the wrapper's reason: a deep failure once
-        the payload had started, as the Slurm backend reports Slurm's TIMEOUT, else shallow."""
+        the payload had started, as the Slurm backend reports Slurm's TIMEOUT, else shallow.
+
+        The wrapper's clock is a backstop away from being the only one: a job whose wrapper still
+        runs :data:`CANCEL_MARGIN` seconds after its wall time and kill grace (its job stopped it,
+        ``SIGSTOP``: same uid) is killed by the worker (:meth:`_stop_overrun`) and Aborted with the
+        same reason, as a deep failure, whatever its work dir says (the job can write there, and
+        may have stopped its wrapper before it wrote ``started.json``: taken for a shallow failure,
+        the job would be run again)."""
         if self._running(handle):
+            if handle.overrun or self._overran(handle):
+                self._stop_overrun(handle)
             return None
+        if handle.overrun:  # a deep failure whatever started.json says: the wrapper writes it after the
+            # payload's start, which may have stopped it first (or removed the file): never run twice
+            return JobOutcome(JobState.ABORTED, reason=f"{WALL_TIME_EXCEEDED} of {_seconds(handle.wall_time or 0)} s:"
+                              " the worker killed the job, whose wrapper had not stopped it (deep failure)",
+                              payload_started=True, recorded=False)
         try:
             status: WrapperStatus | None = identity.read_status(handle.work_dir, handle.account)
         except WrapperStatusError as exc:
@@ -456,6 +471,34 @@ class LocalExecutionBackend:
             return JobOutcome(JobState.ABORTED, exit_code=status.shell_exit_code,
                               reason=f"{status.failure} (deep failure)", payload_started=True)
         return outcome_of(status, (status is not None and status.payload_started) or self.started(handle))
+
+    def _overran(self, handle: RunHandle) -> bool:
+        """Whether the running wrapper of a job with a wall time (and not cancelled: a cancel
+        escalates on its own) started more than its wall time, the kill grace and
+        :data:`CANCEL_MARGIN` ago. The start is the wrapper process's, from ``/proc`` (the
+        reference's for a wrapper forked by a zygote; else read once): the kernel's, which the
+        job cannot change, unlike anything in its work dir."""
+        if handle.wall_time is None or handle.cancel_sent_at is not None or handle.pid is None:
+            return False
+        if handle.wrapper_born is None:
+            handle.wrapper_born = ref_start_time(handle.ref) or start_time(handle.pid)
+            if handle.wrapper_born is None:
+                return False
+        return overdue(handle.wrapper_born, handle.wall_time + self.kill_grace + CANCEL_MARGIN)
+
+    def _stop_overrun(self, handle: RunHandle) -> None:
+        """Kill a job past its wall time whose wrapper did not stop it (:meth:`poll`), without
+        waiting for the wrapper (a stopped one heeds no SIGTERM): its cgroup, else its wrapper,
+        its session and their descendants (:func:`_kill_overrun`); what is left is killed again
+        at the next poll and at the release."""
+        if not handle.overrun:
+            handle.overrun = True
+            log.warning("the wrapper of the job in %s has not stopped it at its wall time of %s s: "
+                        "killed by the worker", handle.work_dir.name, _seconds(handle.wall_time or 0))
+        if self._in_cgroup(handle):
+            self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
+        elif handle.pid is not None:
+            _kill_overrun(handle.pid, os.getuid() if handle.account is None else handle.account.uid)
 
     def started(self, handle: RunHandle) -> bool:
         """Whether ``started.json`` (or a status saying so) exists; an unreadable one counts
@@ -499,12 +542,13 @@ class LocalExecutionBackend:
             return None
         _host, pid, name = parsed
         work_dir = self.work_root / name
+        wall = ref_wall_time(ref)
         if pid is None:
             pid = _find_wrapper(work_dir, account)
-            ref = self._ref(pid, name, None if pid is None else start_time(pid))
+            ref = self._ref(pid, name, None if pid is None else start_time(pid), wall)
         else:
-            ref = self._ref(pid, name, ref_start_time(ref))
-        return RunHandle(ref=ref, work_dir=work_dir, account=account, pid=pid)
+            ref = self._ref(pid, name, ref_start_time(ref), wall)
+        return RunHandle(ref=ref, work_dir=work_dir, account=account, pid=pid, wall_time=wall)
 
     def release(self, handle: RunHandle) -> None:
         """Remove the job's proxy copy, then its work dir (never following links), so the
@@ -526,7 +570,7 @@ class LocalExecutionBackend:
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         else:
-            if handle.pid is not None and (handle.cancel_sent_at is not None
+            if handle.pid is not None and (handle.cancel_sent_at is not None or handle.overrun
                                            or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
                 self._kill_leftovers(handle)
             if self.cgroups is not None:
@@ -575,12 +619,11 @@ class LocalExecutionBackend:
 
     # --- helpers -------------------------------------------------------------------
 
-    def _ref(self, pid: int | None, name: str, started: int | None = None) -> str:
-        if pid is None:
-            return f"{SCHEME}:{self.host}:-:{name}"
-        if started is None:
-            return f"{SCHEME}:{self.host}:{pid}:{name}"
-        return f"{SCHEME}:{self.host}:{pid}@{started}:{name}"
+    def _ref(self, pid: int | None, name: str, started: int | None = None, wall: float | None = None) -> str:
+        process = "-" if pid is None else str(pid) if started is None else f"{pid}@{started}"
+        if wall is not None:
+            process += f"+{_seconds(wall)}"
+        return f"{SCHEME}:{self.host}:{process}:{name}"
 
     def _remove(self, name: str) -> None:
         try:
@@ -671,6 +714,18 @@ def _cgroup_in_use(work_root: Path, name: str) -> bool:
     return True
 
 
+#: The process field of a local backend reference: ``-`` or the wrapper's pid with its start time
+#: (``@``), then the job's wall time in seconds (``+``), each when known.
+_PROCESS_FIELD = re.compile(r"(?:-|([0-9]+)(?:@([0-9]+))?)(?:\+([0-9]+(?:\.[0-9]+)?))?")
+
+
+def _process_field(ref: str) -> re.Match[str] | None:
+    parts = ref.split(":", 3)
+    if len(parts) != 4 or parts[0] != SCHEME or not parts[3]:
+        return None
+    return _PROCESS_FIELD.fullmatch(parts[2])
+
+
 def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
     """``(host, wrapper pid or None, work dir name)`` of a local backend reference, None
     for another backend's or a malformed one.
@@ -679,25 +734,32 @@ def parse_ref(ref: str) -> tuple[str, int | None, str] | None:
     its start time, field 22 of ``/proc/<pid>/stat``, which together name one process
     whatever the pid's reuse), ``local:<host>:<pid>:<work dir name>`` (a wrapper recognised
     by its command line: the worker started it itself, or an older worker did) and
-    ``local:<host>:-:<work dir name>`` (Scheduled, no wrapper known yet)."""
-    parts = ref.split(":", 3)
-    if len(parts) != 4 or parts[0] != SCHEME or not parts[3]:
+    ``local:<host>:-:<work dir name>`` (Scheduled, no wrapper known yet). A job with a wall
+    time has it after the process, in seconds: ``local:<host>:<pid>@<start time>+<seconds>:...``
+    (:func:`ref_wall_time`), so a worker that adopts the job enforces it too; an older worker
+    refuses such a reference (it follows nothing rather than a wrong work dir)."""
+    found = _process_field(ref)
+    if found is None:
         return None
-    if parts[2] == "-":
-        return parts[1], None, parts[3]
-    pid, at, started = parts[2].partition("@")
-    if not pid.isdigit() or (at and not started.isdigit()):
-        return None
-    return parts[1], int(pid), parts[3]
+    host, _process, name = ref.split(":", 3)[1:]
+    return host, None if found[1] is None else int(found[1]), name
 
 
 def ref_start_time(ref: str) -> int | None:
     """The wrapper's start time a local backend reference records, None if it has none."""
-    parts = ref.split(":", 3)
-    if len(parts) != 4:
-        return None
-    _pid, at, started = parts[2].partition("@")
-    return int(started) if at and started.isdigit() else None
+    found = _process_field(ref)
+    return None if found is None or found[2] is None else int(found[2])
+
+
+def ref_wall_time(ref: str) -> float | None:
+    """The job's wall time (seconds) a local backend reference records, None if it has none."""
+    found = _process_field(ref)
+    return None if found is None or found[3] is None else float(found[3])
+
+
+def _seconds(value: float) -> str:
+    """``value`` seconds as the reference writes them: a decimal number, never an exponent."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 class _Remover:
@@ -1010,13 +1072,27 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
                 return
         except (IndexError, ValueError):
             return
+    _kill_in_passes(sid, uid, leader=fields is not None)
+
+
+def _kill_overrun(sid: int, uid: int) -> None:
+    """SIGKILL the running wrapper ``sid`` (checked by the caller), the processes of its session
+    and their descendants that run as ``uid`` (:func:`_kill_in_passes`)."""
+    _kill_in_passes(sid, uid, leader=True)
+
+
+def _kill_in_passes(sid: int, uid: int, *, leader: bool) -> None:
+    """SIGKILL the processes of the session ``sid`` (with ``leader``, its leader ``sid`` too while
+    it or its threads run as ``uid``) and their descendants that run as ``uid``, all found in one
+    pass over ``/proc`` before any is killed (so none is handed to init first), in passes until
+    one finds none alive (:data:`LEFTOVER_PASSES` at most)."""
     for attempt in range(LEFTOVER_PASSES):
         if attempt:
             time.sleep(0.01)
         found = False
         # the leader too while its threads run (its main thread ended alone: it reads Z)
-        leader = [sid] if fields is not None and processes.real_uid(sid, live=True) == uid else []
-        for pid in leader + _session_and_descendants(sid, uid):
+        first = [sid] if leader and processes.real_uid(sid, live=True) == uid else []
+        for pid in first + _session_and_descendants(sid, uid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -1024,6 +1100,16 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
             found = True
         if not found:
             return
+
+
+def overdue(born: int, allowed: float) -> bool:
+    """Whether more than ``allowed`` seconds have passed since ``born`` (a process start time:
+    clock ticks after boot, as ``/proc/<pid>/stat`` gives it, which counts from the same
+    clock as ``CLOCK_BOOTTIME``)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - born / _CLOCK_TICKS > allowed
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _session_and_descendants(sid: int, uid: int) -> list[int]:
