@@ -1,0 +1,89 @@
+"""A local job's wall time holds even when its job stops its wrapper (mapped accounts, the
+privilege split): the wrapper's own clock (SIGALRM) is backed by the worker's
+(:meth:`~wmproxy.execution.backends.local.LocalExecutionBackend.poll`).
+
+The CE publishes ``GlueCEPolicyMaxWallClockTime = 1`` (minutes: the smallest wall time a CE
+can give) for this module only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Pki
+from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
+from tests.integration.refclient import ReferenceClient, reference_client
+from tests.support import delegate, wait_for, wait_for_final
+
+pytestmark = pytest.mark.integration
+
+#: ``stopper.py <marker> <seconds>``: leave a child in the wrapper's session, SIGSTOP the wrapper
+#: (same uid: allowed), whose SIGALRM holds the wall time, then beat until killed.
+STOPPER = r'''
+import os, signal, sys, time
+marker = sys.argv[1]
+child = os.fork()
+if child == 0:
+    os.execv("/bin/sleep", ["wall-time-leftover", sys.argv[2]])
+with open(marker + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {child}")
+os.rename(marker + ".tmp", marker)
+os.kill(os.getppid(), signal.SIGSTOP)
+for _ in range(int(sys.argv[2])):
+    time.sleep(1)
+'''
+
+
+@pytest.fixture(scope="module")
+def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
+    with isolated_deployment(pki, database_url) as deployment:
+        (deployment.root / "stopper.py").write_text(STOPPER)
+        os.chmod(deployment.root / "stopper.py", 0o644)
+        catalogue = deployment.state / "ce-catalogue.ads"
+        original = catalogue.read_text()
+        limited = original.replace('GlueCEStateStatus = "Production";',
+                                   'GlueCEStateStatus = "Production"; GlueCEPolicyMaxWallClockTime = 1;')
+        assert limited != original
+        catalogue.write_text(limited)
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def bob(iso: Isolated, pki: Pki) -> ReferenceClient:
+    ref = reference_client(iso.deployment.endpoint, pki.users["bob"].proxy, iso.root / "certificates")
+    delegate(ref, pki.users["bob"].proxy, "wt")
+    return ref
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_job_that_stops_its_wrapper_is_still_stopped_at_its_wall_time(iso: Isolated, bob: ReferenceClient) -> None:
+    """It ran on, Running, its slot held, long past its wall time (the wrapper's alarm never
+    fired); now it ends Aborted for its wall time, as the control job stopped by its wrapper, and
+    nothing of it is left."""
+    marker = iso.shared / "stopper"
+    control = bob.wmproxy.jobSubmit('[ Executable = "/bin/sleep"; Arguments = "400"; ]', "wt").id
+    attack = bob.wmproxy.jobSubmit(f'[ Executable = "{SYSTEM_PYTHON}"; '
+                                   f'Arguments = "-I {iso.root / "stopper.py"} {marker} 400"; ]', "wt").id
+    wait_for(marker.exists, what="the job to stop its wrapper", timeout=300)
+    pids = [int(pid) for pid in marker.read_text().split()]
+    try:
+        final = wait_for_final(bob, control, timeout=600)
+        assert final.startswith("Aborted") and "the job exceeded its wall time of 60 s" in final, final
+        final = wait_for_final(bob, attack, timeout=600)
+        assert final.startswith("Aborted") and "the job exceeded its wall time of 60 s" in final, final
+        wait_for(lambda: not any(_alive(pid) for pid in pids), what="the job's processes to be killed", timeout=60)
+    finally:
+        for pid in pids:
+            if _alive(pid) and pid in processes_of({iso.mapped["bob"].pw_uid}):
+                os.kill(pid, signal.SIGKILL)
