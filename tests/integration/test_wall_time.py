@@ -3,7 +3,7 @@ privilege split): the wrapper's own clock (SIGALRM) is backed by the worker's
 (:meth:`~wmproxy.execution.backends.local.LocalExecutionBackend.poll`).
 
 The CE publishes ``GlueCEPolicyMaxWallClockTime = 1`` (minutes: the smallest wall time a CE
-can give) for this module only.
+can give) for this module only: the test takes about 90 s.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ import pytest
 
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
-from tests.integration.refclient import ReferenceClient, reference_client
-from tests.support import delegate, wait_for, wait_for_final
+from tests.integration.refclient import ReferenceClient
+from tests.integration.test_isolation import client
+from tests.support import wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
+
+#: Seconds between SIGTERM and SIGKILL of a job (``[execution] kill_grace``): the worker's backstop
+#: kills a job whose wrapper runs its wall time, this and ``local.CANCEL_MARGIN`` after its start.
+KILL_GRACE = 1
 
 #: ``stopper.py <marker> <seconds>``: leave a child in the wrapper's session, SIGSTOP the wrapper
 #: (same uid: allowed), whose SIGALRM holds the wall time, then beat until killed.
@@ -40,7 +45,7 @@ for _ in range(int(sys.argv[2])):
 
 @pytest.fixture(scope="module")
 def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
-    with isolated_deployment(pki, database_url) as deployment:
+    with isolated_deployment(pki, database_url, execution=f"kill_grace = {KILL_GRACE}") as deployment:
         (deployment.root / "stopper.py").write_text(STOPPER)
         os.chmod(deployment.root / "stopper.py", 0o644)
         catalogue = deployment.state / "ce-catalogue.ads"
@@ -54,9 +59,7 @@ def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
 
 @pytest.fixture(scope="module")
 def bob(iso: Isolated, pki: Pki) -> ReferenceClient:
-    ref = reference_client(iso.deployment.endpoint, pki.users["bob"].proxy, iso.root / "certificates")
-    delegate(ref, pki.users["bob"].proxy, "wt")
-    return ref
+    return client(iso, pki, "bob")
 
 
 def _alive(pid: int) -> bool:
@@ -72,9 +75,9 @@ def test_a_job_that_stops_its_wrapper_is_still_stopped_at_its_wall_time(iso: Iso
     fired); now it ends Aborted for its wall time, as the control job stopped by its wrapper, and
     nothing of it is left."""
     marker = iso.shared / "stopper"
-    control = bob.wmproxy.jobSubmit('[ Executable = "/bin/sleep"; Arguments = "400"; ]', "wt").id
+    control = bob.wmproxy.jobSubmit('[ Executable = "/bin/sleep"; Arguments = "400"; ]', "iso").id
     attack = bob.wmproxy.jobSubmit(f'[ Executable = "{SYSTEM_PYTHON}"; '
-                                   f'Arguments = "-I {iso.root / "stopper.py"} {marker} 400"; ]', "wt").id
+                                   f'Arguments = "-I {iso.root / "stopper.py"} {marker} 400"; ]', "iso").id
     wait_for(marker.exists, what="the job to stop its wrapper", timeout=300)
     pids = [int(pid) for pid in marker.read_text().split()]
     try:
