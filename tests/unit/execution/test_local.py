@@ -239,6 +239,31 @@ class TestLeftovers:
             kill_session(handle.pid)
 
 
+class TestForgedStatus:
+    def test_what_a_wrapper_killed_after_a_forged_status_left_is_killed_at_the_release(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """The job wrote its own status.json and SIGKILLed its wrapper (same uid): the release,
+        which trusted a status file to mean the wrapper had killed the session, left its
+        processes running. Known for a wrapper the worker started itself (its exit status)."""
+        backend.use_zygotes = False
+        script = (f"echo $$ > payload.pid; {MOVED_AWAY}; while [ ! -s bg.pid ]; do sleep 0.05; done; "
+                  f"echo '{{}}' > {STATE_DIR}/{STATUS_NAME}; kill -9 $PPID; while :; do sleep 0.1; done")
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
+        assert handle.pid is not None
+        payload = _pid_in(handle.work_dir / "payload.pid")
+        moved = _pid_in(handle.work_dir / "bg.pid")
+        try:
+            wait_for(lambda: backend.poll(handle) is not None, "the wrapper's end to be seen")
+            assert alive(payload) and alive(moved)
+            backend.release(handle)
+            wait_for(lambda: not alive(payload) and not alive(moved), "what the wrapper left to be killed")
+        finally:
+            kill_session(handle.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(moved, signal.SIGKILL)
+
+
 #: A payload that stops its wrapper (same uid), whose SIGALRM holds the wall time, after it has
 #: left a process in its session and one in a session of its own (``setsid``), writing their pids.
 STOPS_ITS_WRAPPER = ("echo $$ > payload.pid; sleep 600 & echo $! > child.pid; setsid sleep 600 & echo $! > away.pid; "
