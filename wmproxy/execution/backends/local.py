@@ -562,11 +562,11 @@ class LocalExecutionBackend:
         status), what is left of the session is killed first (:func:`_kill_leftovers`). A wrapper
         a zygote forked and that was killed after its job forged its status is not told apart (the
         zygote reaps it): what it left in its session lives on, unless job cgroups are on. A scan
-        of ``/proc`` at every release would (about 1 ms of worker CPU per job with 130 processes
-        on the host, more with more). With job cgroups,
-        everything left in the job's cgroup is killed and the cgroup removed, whatever the end
-        (usually it is empty: one ``rmdir``; one still busy is left to :meth:`tidy`); a job
-        without its cgroup (started while they were off) is treated as without them.
+        of ``/proc`` at every release would find it, at about 1 ms of worker CPU per job with
+        130 processes on the host (more with more). With job cgroups, everything left in the
+        job's cgroup is killed and the cgroup removed, whatever the end (usually it is empty: one
+        ``rmdir``; one still busy is left to :meth:`tidy`); a job without its cgroup (started
+        while they were off) is treated as without them.
 
         Raises:
             BackendError: the directory could not be removed.
