@@ -148,6 +148,35 @@ class TestPutProxy:
         assert made.created_at.tzinfo is not None
         assert _requests(factory) == {}
 
+    def test_postgresql_reads_the_rows_in_binary(self, factory: sessionmaker[Session],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        """On PostgreSQL the claim, the key's read and the take-and-store read their rows in the
+        binary format: a sealed key comes back as its bytes, not as hexadecimal text that the
+        server writes and psycopg decodes (issue 14); the values are the text format's."""
+        if factory.kw["bind"].dialect.name != "postgresql":
+            pytest.skip("psycopg's result format")
+        import psycopg
+
+        formats: list[bool | None] = []
+        execute = psycopg.Cursor.execute
+
+        def recorded(self: psycopg.Cursor, query: object, params: object = None, **options: object) -> object:
+            formats.append(options.get("binary"))  # type: ignore[arg-type]
+            return execute(self, query, params, **options)  # type: ignore[arg-type]
+
+        sealed = bytes(range(256)) * 10
+        _add(factory, (sealed, "csr-a", 2048))
+        monkeypatch.setattr(psycopg.Cursor, "execute", recorded)
+        writes = delegation_writes(factory)
+        now = utcnow()
+        assert writes.claim_into_request(2048, ALICE, "d1", now) == ("csr-a", sealed)
+        assert writes.pending_key(ALICE, "d1") == sealed
+        made = writes.put_proxy_for_request(ALICE, "d1", sealed, b"proxy", NOT_BEFORE, NOT_AFTER, (), now)
+        assert formats == [True, True, True]
+        monkeypatch.undo()
+        assert made is not None and made.created_at == now and made.created_at.tzinfo is not None
+        assert made.id == _delegations(factory)[ALICE, "d1"].id
+
     def test_a_replaced_proxy_keeps_its_row_and_creation_time(self, factory: sessionmaker[Session]) -> None:
         first = utcnow()
         writes = delegation_writes(factory)

@@ -9,10 +9,12 @@ key, the caller and the CA directory, and assembles the stored credential
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,7 +42,7 @@ from wmproxy.security.chain import (
 )
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import key_pem as _key_pem
-from wmproxy.security.proxy import public_key_der, utc_now
+from wmproxy.security.proxy import utc_now
 from wmproxy.security.voms import verified_fqans
 from wmproxy.text import log_text, xml_text
 
@@ -168,7 +170,10 @@ def _accept_chain(chain: list[x509.Certificate], key_pem: bytes, caller_dn: str,
     except (ValueError, TypeError) as exc:
         raise _refuse(f"the pending delegation key is unreadable: {exc}") from None
     leaf = chain[0]
-    if public_key_der(leaf.public_key()) != public_key_der(key.public_key()):
+    # Keys compared as keys (OpenSSL's EVP_PKEY_eq: same type, same public values), not as their
+    # SubjectPublicKeyInfo encodings made for the purpose (issue 14: two encodings, 7 us): the
+    # pending key is RSA, so a leaf's key of another type is not equal.
+    if leaf.public_key() != key.public_key():
         raise _refuse("the delegated proxy does not match the proxy request key")
     if not is_proxy(leaf):
         raise _refuse("the delegated credential is not an RFC 3820 proxy")
@@ -371,7 +376,7 @@ def _algorithm_name(cert: x509.Certificate) -> str:
 def _check_subject(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
     # The DER shows the leaf's subject the issuer's plus one CN of letters and digits (issue 14:
     # the leaf's names are then not read): only the issuer's values are left to look at.
-    if extends_issuer(leaf, issuer) and not any(_unsafe(str(attribute.value)) for attribute in issuer.subject):
+    if extends_issuer(leaf, issuer) and _safe_subject(issuer):
         return
     rdns = leaf.subject.rdns
     last = rdns[-1] if rdns else None
@@ -387,6 +392,28 @@ def _check_subject(leaf: x509.Certificate, issuer: x509.Certificate) -> None:
     if any(_unsafe(str(attribute.value)) for attribute in leaf.subject):
         shown = log_text(xml_text(slash_dn(leaf.subject)))
         raise _refuse(f"the delegated proxy subject holds a control character: {shown}")
+
+
+#: :func:`_safe_subject`'s answers, per process, by the certificate's id (the entry holds the
+#: certificate, so its id is not reused while it is kept). Entries kept in :data:`_safe_subjects`.
+SAFE_SUBJECTS_MAX = 256
+_safe_subjects: LRUCache[int, tuple[x509.Certificate, bool]] = LRUCache(SAFE_SUBJECTS_MAX)
+_safe_subjects_lock = threading.Lock()
+
+
+def _safe_subject(cert: x509.Certificate) -> bool:
+    """True when no value of ``cert``'s subject holds a character :func:`_unsafe` finds; found
+    once per process for the same certificate object (immutable): a putProxy's issuer is the
+    caller's chain[1], kept parsed from one delegation to the next (issue 14: its names' Python
+    objects and two escapes per value, about 13 us of each putProxy)."""
+    with _safe_subjects_lock:
+        found = _safe_subjects.get(id(cert))
+    if found is not None and found[0] is cert:
+        return found[1]
+    answer = not any(_unsafe(str(attribute.value)) for attribute in cert.subject)
+    with _safe_subjects_lock:
+        _safe_subjects[id(cert)] = (cert, answer)
+    return answer
 
 
 def _unsafe(value: str) -> bool:

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import threading
 import weakref
+from collections.abc import Collection, Iterator
 
 from cachetools import LRUCache
 from cryptography import x509
@@ -198,8 +199,33 @@ def _accept(rt: Runtime, principal: Principal, sealed_key: bytes, proxy_pem: str
         now=now,
         vomsdir=rt.settings.security.vomsdir,
         max_depth=rt.settings.limits.max_proxy_chain_depth,
-        host_names=ac_host_names(rt),
+        host_names=_AcHostNames(rt),
     )
+
+
+class _AcHostNames(Collection[str]):
+    """:func:`ac_host_names` of ``rt``, found when first asked: only a VOMS AC's verification
+    asks, so a putProxy of a chain without ACs does not ``stat`` the host certificate (issue 14)."""
+
+    __slots__ = ("_names", "_rt")
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._names: tuple[str, ...] | None = None
+
+    def _found(self) -> tuple[str, ...]:
+        if self._names is None:
+            self._names = ac_host_names(self._rt)
+        return self._names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._found()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._found())
+
+    def __len__(self) -> int:
+        return len(self._found())
 
 
 def termination_time(rt: Runtime, principal: Principal, delegation_id: str | None) -> dt.datetime:

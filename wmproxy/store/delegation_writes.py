@@ -48,9 +48,10 @@ class _Compiled:
     def run(self, cursor: Any, params: Mapping[str, Any]) -> None:
         cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
 
-    def execute(self, cursor: Any, params: Mapping[str, Any]) -> Any:
-        """:meth:`run`, then the first row it returned."""
-        cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params)
+    def execute(self, cursor: Any, params: Mapping[str, Any], *, binary: bool = False) -> Any:
+        """:meth:`run`, then the first row it returned (``binary``: read in PostgreSQL's binary
+        format, :meth:`wmproxy.store.driver.DriverCursor.execute`)."""
+        cursor.execute(self.sql, {**self.fixed, **params} if self.fixed else params, binary=binary)
         return cursor.fetchone()
 
 
@@ -121,8 +122,11 @@ class DelegationWrites:
         created = self._bind_time(now)
         if not self.sqlite:  # one statement (a data-modifying WITH): atomic by itself
             with single_statement(self.engine) as cursor:
+                # binary rows: the sealed key (2.4 kB) comes back as its bytes, not as hexadecimal
+                # text the server writes and psycopg decodes (issue 14)
                 row = self._claim_into_request.execute(cursor, {
-                    "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": created})
+                    "bits": key_bits, "owner_dn": owner_dn, "delegation_id": delegation_id, "created_at": created},
+                    binary=True)
                 return None if row is None else (str(row[0]), bytes(row[1]))
         with transaction(self.engine) as cursor:
             claimed = self._claim.execute(cursor, {"bits": key_bits})
@@ -142,7 +146,7 @@ class DelegationWrites:
                 row = self._pending_key.execute(cursor, params)
         else:
             with single_statement(self.engine) as cursor:
-                row = self._pending_key.execute(cursor, params)
+                row = self._pending_key.execute(cursor, params, binary=True)
         return None if row is None else bytes(row[0])
 
     def put_proxy_for_request(self, owner_dn: str, delegation_id: str, sealed_key: bytes, sealed_proxy: bytes,
@@ -170,7 +174,7 @@ class DelegationWrites:
                 row = self._put_proxy.execute(cursor, values)
         else:
             with single_statement(self.engine) as cursor:
-                row = self._take_key_and_put.execute(cursor, {**values, "sealed_key": sealed_key})
+                row = self._take_key_and_put.execute(cursor, {**values, "sealed_key": sealed_key}, binary=True)
             if row is None:
                 return None
         key, created_at = row

@@ -68,10 +68,16 @@ class DriverCursor:
         conn._handle_dbapi_exception(exc, sql, params, self._cursor, None)
         raise exc  # not reached: the handler raises
 
-    def execute(self, sql: str, params: Any = ()) -> None:
-        """Run ``sql`` with ``params`` (:meth:`call`'s errors)."""
+    def execute(self, sql: str, params: Any = (), *, binary: bool = False) -> None:
+        """Run ``sql`` with ``params`` (:meth:`call`'s errors). ``binary`` (psycopg only): the
+        rows come back in PostgreSQL's binary format, not as text (a ``bytea`` is then its bytes,
+        not a hexadecimal text the server writes and the driver decodes), read into the same
+        Python values."""
         try:
-            self._cursor.execute(sql, params)
+            if binary:
+                self._cursor.execute(sql, params, binary=True)
+            else:
+                self._cursor.execute(sql, params)
         except self._errors as exc:
             self._raise(exc, sql, params)
 

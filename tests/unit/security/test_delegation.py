@@ -20,6 +20,7 @@ from wmproxy.security.delegation import (
     default_delegation_id,
     new_proxy_request,
 )
+from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
 
 DN = "/C=XX/O=wmproxy-demo/OU=Users/CN=Jane Doe"
@@ -363,6 +364,37 @@ class TestAcceptDelegatedProxy:
     def test_other_added_cns_are_accepted(self, ca, proxy, request_pair, cn):
         key_pem, csr = request_pair
         assert accept_delegated_proxy(key_pem, odd_proxy(csr, proxy, cn=cn).encode(), DN, str(ca.directory)).dn == DN
+
+
+    def test_the_issuers_subject_is_looked_at_once(self, ca, proxy, monkeypatch):
+        """The values of chain[1]'s subject are checked for control characters once per process
+        (the caller's chain is parsed once and kept): a second putProxy over the same chain does
+        not look at them again (issue 14)."""
+        from wmproxy.security import delegation as delegation_module
+
+        looked: list[str] = []
+        unsafe = delegation_module._unsafe
+
+        def counted(value: str) -> bool:
+            looked.append(value)
+            return unsafe(value)
+
+        monkeypatch.setattr(delegation_module, "_unsafe", counted)
+        for _ in range(2):
+            looked.clear()
+            key_pem, csr = new_proxy_request(bits=2048)
+            assert accept_delegated_proxy(key_pem, sign_proxy_request(csr, proxy, lifetime=600), DN,
+                                          str(ca.directory)).dn == DN
+        assert looked == []
+
+    def test_an_issuer_whose_subject_holds_a_control_character_is_refused_each_time(self, fresh_ca):
+        user = fresh_ca.issue_user("Jane\x01Doe")
+        caller = make_proxy(user, lifetime=3600)
+        for _ in range(2):
+            key_pem, csr = new_proxy_request(bits=2048)
+            with pytest.raises(ProxyVerificationError, match="the delegated proxy subject holds a control character"):
+                accept_delegated_proxy(key_pem, sign_proxy_request(csr, caller, lifetime=600),
+                                       slash_dn(user.cert.subject), str(fresh_ca.directory))
 
 
 class TestDelegationIds:

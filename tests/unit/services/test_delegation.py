@@ -238,3 +238,50 @@ class TestChainValidity:
             stored = uow.delegations.stored_proxy(alice.dn, "bygone")
             assert stored is not None
             assert old.cert not in load_credential(rt.sealer.open(stored.sealed_proxy)).chain
+
+
+class TestServiceNamesOfPutProxy:
+    """putProxy reads the service's names (``[service] host``, the host certificate's) for the
+    targets of the chain's VOMS ACs, when it has ACs only (issue 14: a ``stat`` of the host
+    certificate on every putProxy)."""
+
+    def test_a_chain_without_acs_reads_no_host_certificate(self, rt: Runtime, alice: Principal, pki: Pki,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        asked: list[str] = []
+        names = delegation.service_host_names
+
+        def counted(host_cert: str, host: str = "") -> tuple[str, ...]:
+            asked.append(host_cert)
+            return names(host_cert, host)
+
+        monkeypatch.setattr(delegation, "service_host_names", counted)
+        _, csr = delegation.create_proxy_request(rt, alice, "plain")
+        row = delegation.store_proxy(rt, alice, "plain", signed_by(pki, "alice", csr))
+        assert row.fqans == "" and asked == []
+
+    def test_an_ac_targeted_at_this_service_is_believed(self, tmp_path, pki: Pki, template_db,
+                                                         alice: Principal) -> None:
+        from tests.support import build_runtime, close_runtime
+        from tests.voms_support import (
+            FQANS,
+            TARGETS_OID,
+            fake_voms_proxy,
+            fake_voms_server,
+            targets_extension,
+            with_ac_extension,
+        )
+
+        server = fake_voms_server(pki, tmp_path / "voms")
+        plain = fake_voms_proxy(pki, server, tmp_path / "voms-proxy.pem")
+        proxies = {host: with_ac_extension(pki, server, plain, tmp_path / f"{host}.pem", TARGETS_OID,
+                                           targets_extension(host), critical=True)
+                   for host in ("localhost", "elsewhere.example.org")}
+        runtime = build_runtime(tmp_path / "state", pki, template_db, security={"vomsdir": str(server.vomsdir)})
+        try:
+            for host, believed in (("localhost", FQANS), ("elsewhere.example.org", ())):
+                _, csr = delegation.create_proxy_request(runtime, alice, host)
+                signed = sign_proxy_request(csr.encode(), load_credential(proxies[host]), lifetime=3600).decode()
+                row = delegation.store_proxy(runtime, alice, host, signed)
+                assert tuple(filter(None, row.fqans.split("\n"))) == believed, host
+        finally:
+            close_runtime(runtime)
