@@ -332,11 +332,11 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
     kind, decision = verdict(parse_jdl(job.jdl_registered), end.payload_started, job.shallow_retries,
                              job.deep_retries, cause, rt.settings.brokering)
     if not decision.resubmit:
-        log.info("job %s aborted after a %s failure: %s", job_id, kind, decision.reason)
+        log.info("job %s aborted after a %s failure: %s", job_id, kind, log_text(decision.reason))  # the job's text
         change_state(uow, job_id, JobState.ABORTED, now, reason=decision.reason)
         return JobState.ABORTED
     _resubmit(uow, job, kind, decision.reason, now)
-    log.info("job %s: %s", job_id, decision.reason)
+    log.info("job %s: %s", job_id, log_text(decision.reason))
     return JobState.WAITING
 
 
