@@ -74,20 +74,14 @@ def worker(iso: Isolated) -> subprocess.Popen[bytes]:
     return iso.start_worker()
 
 
-def _client(iso: Isolated, pki: Pki, user: str) -> ReferenceClient:
-    ref = reference_client(iso.deployment.endpoint, pki.users[user].proxy, iso.root / "certificates")
-    delegate(ref, pki.users[user].proxy, "ends")
-    return ref
-
-
 @pytest.fixture(scope="module")
-def alice(iso: Isolated, pki: Pki) -> ReferenceClient:
-    return _client(iso, pki, "alice")
-
-
-@pytest.fixture(scope="module")
-def bob(iso: Isolated, pki: Pki) -> ReferenceClient:
-    return _client(iso, pki, "bob")
+def users(iso: Isolated, pki: Pki) -> dict[str, ReferenceClient]:
+    """alice's and bob's clients, each with its delegation ``ends``."""
+    made = {}
+    for user in ("alice", "bob"):
+        made[user] = reference_client(iso.deployment.endpoint, pki.users[user].proxy, iso.root / "certificates")
+        delegate(made[user], pki.users[user].proxy, "ends")
+    return made
 
 
 def _hostile(iso: Isolated, bob: ReferenceClient, args: str, extra: str = "") -> str:
@@ -129,9 +123,10 @@ def _log(iso: Isolated) -> list[str]:
     return (iso.state / "worker-1.log").read_text(errors="replace").splitlines()
 
 
-def test_output_names_the_job_chose_reach_its_reason_escaped(iso: Isolated, alice: ReferenceClient,
-                                                             bob: ReferenceClient, worker: subprocess.Popen[bytes],
-                                                             database_url: str) -> None:
+def test_output_names_the_job_chose_reach_its_reason_escaped(
+    iso: Isolated, users: dict[str, ReferenceClient], worker: subprocess.Popen[bytes], database_url: str
+) -> None:
+    alice, bob = users["alice"], users["bob"]
     job_id = _hostile(iso, bob, "names", 'OutputSandbox = {"*.o"};')
     assert _ended(bob, job_id, worker) == "Done (Exit Code 0)"
     reason = _reason(iso, database_url, job_id)
@@ -144,18 +139,18 @@ def test_output_names_the_job_chose_reach_its_reason_escaped(iso: Isolated, alic
 
 @pytest.mark.parametrize("forged", ["exit 2147483648", "exit 9223372036854775808", "nul"],
                          ids=["exit-2-31", "exit-2-63", "nul"])
-def test_a_status_the_database_cannot_store_aborts_the_job(iso: Isolated, alice: ReferenceClient,
-                                                           bob: ReferenceClient, worker: subprocess.Popen[bytes],
-                                                           forged: str) -> None:
+def test_a_status_the_database_cannot_store_aborts_the_job(iso: Isolated, users: dict[str, ReferenceClient],
+                                                           worker: subprocess.Popen[bytes], forged: str) -> None:
+    alice, bob = users["alice"], users["bob"]
     job_id = _hostile(iso, bob, forged)
     status = _ended(bob, job_id, worker)
     assert status.startswith("Aborted (The job's status.json is malformed: "), status
     _worker_lives_on(iso, alice, worker)
 
 
-def test_a_newline_in_the_jobs_failure_forges_no_log_line(iso: Isolated, alice: ReferenceClient,
-                                                          bob: ReferenceClient, worker: subprocess.Popen[bytes],
-                                                          database_url: str) -> None:
+def test_a_newline_in_the_jobs_failure_forges_no_log_line(iso: Isolated, users: dict[str, ReferenceClient],
+                                                          worker: subprocess.Popen[bytes], database_url: str) -> None:
+    alice, bob = users["alice"], users["bob"]
     job_id = _hostile(iso, bob, "newline")
     assert state_word(_ended(bob, job_id, worker)) == "Aborted"
     assert _reason(iso, database_url, job_id) == f"bye\n{FORGED} LINE"  # the job's own text, stored as it is
