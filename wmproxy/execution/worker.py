@@ -88,7 +88,7 @@ from wmproxy.services.perusal import PerusalBudget, keep_perusal_chunk, perusal_
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import database_reason
-from wmproxy.text import log_text
+from wmproxy.text import log_text, xml_text
 
 log = logging.getLogger(__name__)
 
@@ -788,7 +788,7 @@ class ExecutionWorker:
         if job.end_defects >= END_TRIES:
             log.error("job %s: its end could not be collected in %d tries (%s); it is aborted", job.order.job_id,
                       job.end_failures, log_text(why))
-            return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {why}",
+            return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {xml_text(why)}",
                               payload_started=outcome.payload_started, retryable=False, attempt=job.order.attempt,
                               output_bytes=self._output_left(job))
         job.ended = outcome

@@ -198,13 +198,13 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.da
     ``before_one_by_one()`` (the worker journals the ends there: each of those records may wait
     for the database's busy or lock timeout).
 
-    Returns:
-        Each job's new state, as :func:`end_attempt` returns it.
-
     An end the database refuses for its own values (:data:`VALUES_REFUSED`: the job's text or
     numbers, which a job can forge) is recorded instead as its job Aborted with
     :data:`END_REFUSED`, not retried; should even that be refused, it is dropped (an error
     logged with the job id): it never stops the others, nor is it kept to fail at every cycle.
+
+    Returns:
+        Each job's new state, as :func:`end_attempt` returns it.
 
     Raises:
         EndsNotRecordedError: recording one by one failed for some jobs (the others are recorded).
