@@ -60,7 +60,7 @@ from wmproxy.services import quota
 from wmproxy.services.execution import WorkerNameInUseError
 from wmproxy.services.jobs import cancel_job
 from wmproxy.services.perusal import enable_file_perusal
-from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempts
+from wmproxy.services.retries import END_REFUSED, AttemptEnd, EndsNotRecordedError, end_attempts
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import submit_job
 from wmproxy.store.schema import Job
@@ -865,6 +865,30 @@ class TestOutage:
         row = job_row(rt, job_id)
         assert (row.exit_code, row.shallow_retries, row.deep_retries) == (5, 0, 0)
         assert running_events(rt, job_id) == 1 and start_requests(rt, job_id) == 1
+
+    @pytest.mark.parametrize(("field", "value"), [("reason", "output sandbox file \udcff.o not collected"),
+                                                   ("exit_code", 2**63)], ids=["surrogate", "overflow"])
+    def test_a_journaled_end_the_database_refuses_aborts_its_job_and_the_taker_lives_on(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker], field: str, value: object
+    ) -> None:
+        """An end no database takes in a dead worker's journal (what a job made of its end before
+        its values were checked): the taker records its job Aborted and empties the journal. It
+        ended every worker life that took the journal over (UnicodeEncodeError, OverflowError:
+        not SQLAlchemy errors)."""
+        owner = workers("w-owner")
+        with ended_in_an_outage(rt, alice, owner) as job_id:
+            pass
+        journal = owner.journal_path
+        doc = json.loads(journal.read_text())
+        doc["ends"][0][1][field] = value
+        journal.write_text(json.dumps(doc))
+        abandon(owner, rt)
+        written_by_a_gone_process(journal)
+        peer = workers("w-peer")
+        peer.start()
+        until(peer, in_state(rt, job_id, JobState.ABORTED), "the refused end to abort its job")
+        until(peer, lambda: peer.unrecorded == [] and os.listdir(journal.parent) == [], "the journals to empty")
+        assert job_row(rt, job_id).reason == END_REFUSED
 
     @pytest.mark.parametrize("attempt", [0, 7], ids=["the-same-attempt", "an-earlier-attempt"])
     def test_a_taken_end_leaves_a_work_dir_another_worker_follows_alone(

@@ -38,7 +38,9 @@ the job must not achieve is to make the worker act on anything else, hence:
   maybe another user's (a static account), never gets the proxy of the job before;
 * :func:`read_status` opens ``status.json`` without following symlinks and without
   blocking on a FIFO, accepts only a small regular file owned by the account, and
-  checks every field's type; ``wrapper_pid`` in it is informational only: never signal
+  checks every field's type and its range (an exit code 0-255, a signal 1-64; text without
+  NUL, control characters or lone surrogates, at most 16 KiB), so that nothing the job forges
+  reaches the database unchecked; ``wrapper_pid`` in it is informational only: never signal
   a pid read from the work dir (signal the pid returned by :func:`spawn_wrapper`);
 * :func:`remove_work_dir` removes the tree through descriptors, never following a symlink
   and without recursion, whatever its depth (:func:`wmproxy.sandbox.trees.remove_tree`), on
@@ -112,6 +114,7 @@ from wmproxy.execution.jobwrapper import (
     JobSpec,
 )
 from wmproxy.sandbox.trees import flock_directory, remove_tree
+from wmproxy.text import xml_text
 
 WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
 """The wrapper script shipped in the package; it must be readable by every account
@@ -131,6 +134,13 @@ PROXY_NAME = JOB_PROXY_NAME
 """File name of the job's proxy copy in its work dir."""
 
 _MAX_STATUS_BYTES = 256 * 1024
+#: Characters at most in one text of ``status.json`` (the failure, a note...): the wrapper's
+#: own sentences are far shorter, even naming a 4096-byte path.
+_MAX_STATUS_TEXT = 16 * 1024
+#: The largest signal number (Linux ``SIGRTMAX``).
+_MAX_SIGNAL = 64
+#: The largest pid (Linux ``PID_MAX_LIMIT``, 2**22).
+_MAX_PID = 2**22
 log = logging.getLogger(__name__)
 #: Prefix joining the cgroup whose ``cgroup.procs`` follows it, then executing the rest.
 _JOIN = ("/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"')
@@ -668,7 +678,9 @@ def read_status(work_dir: Path, account: Account | None, *, any_owner: bool = Fa
 
     Raises:
         WrapperStatusError: the file is a symlink, FIFO, too large, not owned by the
-            account, not JSON, or has a field of the wrong type.
+            account, not JSON, or has a field of the wrong type or out of its range (an exit
+            code not 0-255, a signal not 1-64, text with a NUL, a control character other than
+            tab, LF and CR, or a lone surrogate, or longer than 16 Ki characters).
         IdentityError: the work dir or its ``.wmproxy`` cannot be opened (removed, or
             replaced by a symlink).
     """
@@ -678,15 +690,15 @@ def read_status(work_dir: Path, account: Account | None, *, any_owner: bool = Fa
     try:
         return WrapperStatus(
             job_id=_opt(data, "job_id", str),
-            wrapper_pid=_req(data, "wrapper_pid", int),
+            wrapper_pid=_number(_req(data, "wrapper_pid", int), "wrapper_pid", 1, _MAX_PID),
             hostname=_req(data, "hostname", str),
             started_at=_time(_req(data, "started_at", str)),
             ended_at=_time(_req(data, "ended_at", str)),
             payload_started=_req(data, "payload_started", bool),
             payload_started_at=_opt_time(_opt(data, "payload_started_at", str)),
-            exit_code=_opt(data, "exit_code", int),
-            signal=_opt(data, "signal", int),
-            cancelled_by=_opt(data, "cancelled_by", int),
+            exit_code=_exit_code(data),
+            signal=_signal(data, "signal"),
+            cancelled_by=_signal(data, "cancelled_by"),
             prologue=_phase(data.get("prologue")),
             epilogue=_phase(data.get("epilogue")),
             failure=_opt(data, "failure", str),
@@ -729,7 +741,39 @@ def _req(data: dict[str, Any], key: str, kind: type) -> Any:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(f"{key} must be {kind.__name__}")
+    if isinstance(value, str):
+        _check_text(value, key)
     return value
+
+
+def _check_text(value: str, key: str) -> None:
+    """Refuse text the database (and a SOAP answer) cannot carry: a NUL or another character
+    outside XML's (C0 controls but tab, LF and CR), a lone surrogate (not UTF-8: what a name
+    that is not UTF-8 decodes to), or more than :data:`_MAX_STATUS_TEXT` characters. The
+    message never quotes the text: it becomes the job's reason."""
+    if len(value) > _MAX_STATUS_TEXT:
+        raise ValueError(f"{key} is longer than {_MAX_STATUS_TEXT} characters")
+    if xml_text(value) != value:
+        raise ValueError(f"{key} holds a NUL, a control character or text that is not UTF-8")
+
+
+def _number(value: int, key: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ValueError(f"{key} must be from {low} to {high}")
+    return value
+
+
+def _exit_code(data: dict[str, Any]) -> int | None:
+    """An exit code as the wrapper writes it: what ``waitpid`` gives, 0 to 255."""
+    code = _opt(data, "exit_code", int)
+    return None if code is None else _number(code, "exit_code", 0, 255)
+
+
+def _signal(data: dict[str, Any], key: str) -> int | None:
+    """A signal number as the wrapper writes it (the payload's, or the one it received):
+    1 to :data:`_MAX_SIGNAL`."""
+    number = _opt(data, key, int)
+    return None if number is None else _number(number, key, 1, _MAX_SIGNAL)
 
 
 def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
@@ -752,13 +796,15 @@ def _phase(value: object) -> PhaseOutcome | None:
     if not isinstance(value, dict):
         raise TypeError("a prologue/epilogue outcome must be an object")
     return PhaseOutcome(
-        exit_code=_opt(value, "exit_code", int), signal=_opt(value, "signal", int), failure=_opt(value, "failure", str)
+        exit_code=_exit_code(value), signal=_signal(value, "signal"), failure=_opt(value, "failure", str)
     )
 
 
 def _strings(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise TypeError("notes must be a list of strings")
+    for item in value:
+        _check_text(item, "a note")
     return value
 
 

@@ -88,6 +88,7 @@ from wmproxy.services.perusal import PerusalBudget, keep_perusal_chunk, perusal_
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import database_reason
+from wmproxy.text import log_text, xml_text
 
 log = logging.getLogger(__name__)
 
@@ -786,8 +787,8 @@ class ExecutionWorker:
             why = f"{exc.__class__.__name__}: {exc}"
         if job.end_defects >= END_TRIES:
             log.error("job %s: its end could not be collected in %d tries (%s); it is aborted", job.order.job_id,
-                      job.end_failures, why)
-            return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {why}",
+                      job.end_failures, log_text(why))
+            return AttemptEnd(JobState.ABORTED, reason=f"the worker could not collect the job's end: {xml_text(why)}",
                               payload_started=outcome.payload_started, retryable=False, attempt=job.order.attempt,
                               output_bytes=self._output_left(job))
         job.ended = outcome
@@ -795,7 +796,7 @@ class ExecutionWorker:
         job.retry_end_at = time.monotonic() + delay
         self.running[job.order.job_id] = job
         log.error("job %s: its end is not collected yet (%s); its work dir is kept, next try in %g s (try %d)",
-                  job.order.job_id, why, delay, job.end_failures + 1)
+                  job.order.job_id, log_text(why), delay, job.end_failures + 1)
         return None
 
     def _record_unrecorded(self) -> bool:
@@ -825,8 +826,8 @@ class ExecutionWorker:
         for job_id, end in ends:
             if job_id in states:
                 state = states[job_id]
-                log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,
-                         end.reason if end.exit_code is None else f"exit code {end.exit_code}",
+                log.info("job %s: attempt ended %s (%s), now %s", job_id, end.state.value,  # reason: the job's
+                         log_text(end.reason) if end.exit_code is None else f"exit code {end.exit_code}",
                          state.value if state is not None else "already ended")
         return not self.unrecorded
 
@@ -1024,7 +1025,7 @@ class ExecutionWorker:
             except (OSError, WMProxyError) as exc:
                 if _storage_full(exc):
                     raise
-                log.warning("job %s: the last perusal chunks were not kept: %s", job_id, exc)
+                log.warning("job %s: the last perusal chunks were not kept: %s", job_id, log_text(exc))
         reasons = [outcome.reason] if outcome.reason else []
         if job.perusal_held is not None:
             reasons.append(f"file perusal stopped: {job.perusal_held}")
@@ -1044,7 +1045,8 @@ class ExecutionWorker:
             reasons += [f"output sandbox file {name} not collected: {why}" for name, why in collected.missing]
             if collected.truncated and budget is not None:
                 cut = ", ".join(f"{name} (kept {kept} of {size} bytes)" for name, kept, size in collected.truncated)
-                log.warning("job %s: output sandbox truncated at %d bytes (%s): %s", job_id, budget[0], budget[1], cut)
+                log.warning("job %s: output sandbox truncated at %d bytes (%s): %s", job_id, budget[0], budget[1],
+                            log_text(cut))  # names escaped already (shown_name); the log escapes what it logs
                 reasons.append(f"output sandbox truncated at {budget[0]} bytes ({budget[1]}): {cut}")
         except WMProxyError as exc:
             if _storage_full(exc):
@@ -1112,7 +1114,7 @@ class ExecutionWorker:
             try:
                 self._sample(job, lists.get(job.order.job_id, []))
             except (OSError, WMProxyError) as exc:  # e.g. the sandbox full: the same bytes at the next sample
-                log.warning("job %s: perusal sample not kept: %s", job.order.job_id, exc)
+                log.warning("job %s: perusal sample not kept: %s", job.order.job_id, log_text(exc))
 
     def _sample(self, job: RunningJob, files: list[str]) -> None:
         """Copy the new bytes of each perused regular file (never a symlink or hard link,
@@ -1135,7 +1137,7 @@ class ExecutionWorker:
                 fd = open_confined(job.handle.work_dir, name)
             except ConfinementError as exc:
                 if exc.reason != "not produced":
-                    log.info("job %s: perusal file %s refused: %s", job.order.job_id, name, exc.reason)
+                    log.info("job %s: perusal file %s refused: %s", job.order.job_id, log_text(name), exc.reason)
                 continue
             with os.fdopen(fd, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size

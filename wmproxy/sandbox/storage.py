@@ -68,6 +68,7 @@ from wmproxy.errors import (
 )
 from wmproxy.sandbox.confined import ConfinementError, confined_parts, open_confined
 from wmproxy.sandbox.trees import flock_directory, log_no_flock, remove_tree, tree_totals, try_flock
+from wmproxy.text import log_text, xml_text
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,9 @@ def _counted_bytes(top: Path) -> int:
 class OutputCollection(NamedTuple):
     """What :meth:`FilesystemSandboxStorage.collect_output_files` did not collect whole.
 
+    Names, in both lists and in the reasons, are the job's text made safe to quote
+    (:func:`shown_name`): they go into the job's reason, the database and log lines.
+
     Attributes:
         missing: ``(name, reason)`` of each file not collected.
         truncated: ``(name, bytes kept, size)`` of each file cut at the output sandbox budget.
@@ -283,6 +287,14 @@ NAME_MAX = 255
 
 #: A control character (below U+0020, and DEL U+007F) in a name.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]").search
+
+
+def shown_name(name: str) -> str:
+    """A file name the job chose (a wildcard's match), safe in a job's reason, the database, a
+    SOAP answer and a log line: NUL and the other control characters, lone surrogates (what
+    a name that is not UTF-8 decodes to), U+2028/U+2029 escaped (``\\xff``-style,
+    :mod:`wmproxy.text`); other text, accented letters included, kept as it is."""
+    return log_text(xml_text(name))
 
 
 def _shown(name: str) -> str:
@@ -356,6 +368,14 @@ def _expand_wildcards(work_dir: Path, names: tuple[str, ...],
         matches = [name for name in _list_confined(work_dir, directory)
                    if fnmatch.fnmatchcase(name, pattern) and (pattern.startswith(".") or not name.startswith("."))]
         yield from ((f"{directory}{slash}{name}", "") for name in sorted(matches) or [pattern])
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8 (os.fsdecode)
+        return False
+    return True
 
 
 def _list_confined(work_dir: Path, directory: str) -> list[str]:
@@ -1132,7 +1152,8 @@ class FilesystemSandboxStorage:
         Returns:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
             reasons are ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a
-            regular file"``, ``"outside the work directory"``; and ``(name, kept, size)`` of
+            regular file"``, ``"outside the work directory"``, ``"its name is not UTF-8"`` (a
+            wildcard's match), names escaped (:func:`shown_name`); and ``(name, kept, size)`` of
             each file truncated to the budget.
 
         Raises:
@@ -1149,22 +1170,27 @@ class FilesystemSandboxStorage:
         for entry, target in _expand_wildcards(work_dir, names, targets):
             base = os.path.basename(entry)
             if base in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
-                missing.append((entry, "not a regular file"))
+                missing.append((shown_name(entry), "not a regular file"))
                 continue
             name = target or base
             if name in ("", ".", "..") or "/" in name or "\0" in name or is_temporary(name) or name in OUTPUT_HIDDEN:
-                missing.append((entry, f"its destination name {name!r} is not a file name"))
+                missing.append((shown_name(entry), f"its destination name {shown_name(repr(name))} is not a file name"))
+                continue
+            if not _is_utf8(name):  # a wildcard's match: not stored under a name no answer can carry
+                missing.append((shown_name(entry), "its name is not UTF-8"))
                 continue
             if name in stored:
-                missing.append((entry, f"it has the same name {name} in the output sandbox as {stored[name]}"))
+                why = f"it has the same name {shown_name(name)} in the output sandbox as {shown_name(stored[name])}"
+                missing.append((shown_name(entry), why))
                 continue
             if max_files > 0 and collected >= max_files:
-                missing.append((entry, f"the maximum number of output sandbox files ({max_files}) is reached"))
+                missing.append((shown_name(entry),
+                                f"the maximum number of output sandbox files ({max_files}) is reached"))
                 continue
             try:
                 source = open_confined(work_dir, entry)
             except ConfinementError as exc:
-                missing.append((base, exc.reason))
+                missing.append((shown_name(base), exc.reason))
                 continue
             collected += 1
             stored[name] = entry
@@ -1178,11 +1204,11 @@ class FilesystemSandboxStorage:
                 os.replace(tmp, output / name)
             except OSError as exc:
                 _unlink_quietly(tmp)
-                raise SandboxError(f"Unable to store the output file {name}: {exc.strerror}") from exc
+                raise SandboxError(f"Unable to store the output file {shown_name(name)}: {exc.strerror}") from exc
             if left is not None:
                 left -= copied
                 if size > wanted:
-                    truncated.append((name, copied, size))
+                    truncated.append((shown_name(name), copied, size))
         return OutputCollection(missing, truncated)
 
     # --- writing ---

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import classad2
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, utcnow
@@ -44,6 +44,7 @@ from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork, database_reason
 from wmproxy.store.jobs import StateChange
 from wmproxy.store.schema import ExecutionRequest, Job
+from wmproxy.text import log_text
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,22 @@ class AttemptEnd:
     retryable: bool = True
     output_bytes: int = 0
     attempt: int | None = None
+
+
+#: What the database (or its driver, before a statement is sent) raises for the values of one
+#: end, not for an outage: a number it cannot store (``OverflowError`` on SQLite, a
+#: ``DataError`` on PostgreSQL), text it cannot encode (a lone surrogate: ``UnicodeEncodeError``)
+#: or take (a NUL: ``ValueError`` or ``DataError``). Such an end would fail the same way at every
+#: try: :func:`end_attempts` records its job Aborted with :data:`END_REFUSED` instead.
+#: ``IntegrityError`` is not one: the values of an end break no constraint (its rows and events
+#: are the store's own), so it tells of a concurrent writer or a defect, which an Aborted end
+#: would meet too; it stays an error kept and tried again, as an outage
+#: (``OperationalError``, a lost connection) does.
+VALUES_REFUSED: tuple[type[Exception], ...] = (ValueError, OverflowError, UnicodeError, DataError)
+#: What makes :func:`end_attempts` record the ends one by one: a database error, or values refused.
+_BATCH_FAILED: tuple[type[Exception], ...] = (SQLAlchemyError, *VALUES_REFUSED)
+#: The reason of a job whose end the database refused (:data:`VALUES_REFUSED`).
+END_REFUSED = "the job's end could not be recorded: the database refused its values"
 
 
 class EndsNotRecordedError(Exception):
@@ -181,6 +198,11 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.da
     ``before_one_by_one()`` (the worker journals the ends there: each of those records may wait
     for the database's busy or lock timeout).
 
+    An end the database refuses for its own values (:data:`VALUES_REFUSED`: the job's text or
+    numbers, which a job can forge) is recorded instead as its job Aborted with
+    :data:`END_REFUSED`, not retried; should even that be refused, it is dropped (an error
+    logged with the job id): it never stops the others, nor is it kept to fail at every cycle.
+
     Returns:
         Each job's new state, as :func:`end_attempt` returns it.
 
@@ -218,22 +240,54 @@ def end_attempts(rt: Runtime, ends: Sequence[tuple[str, AttemptEnd]], now: dt.da
             uow.jobs.lock_all([job_id for job_id, _end in rest])  # ORM rows of the others, in one statement or two
             for job_id, end in rest:
                 states[job_id] = _end_in(uow, rt, job_id, end, now, cancels[job_id])
-    except SQLAlchemyError as exc:
-        log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), database_reason(exc))
+    except _BATCH_FAILED as exc:
+        log.warning("recording %d ended attempts at once failed (%s); one by one", len(ordered), _failure(exc))
         if before_one_by_one is not None:
             before_one_by_one()
-        states, failed, cause = {}, [], exc
+        states, failed = {}, []
+        cause: SQLAlchemyError | None = None
         for job_id, end in ordered:
             try:
-                states[job_id] = end_attempt(rt, job_id, end, now)
+                try:
+                    states[job_id] = end_attempt(rt, job_id, end, now)
+                except VALUES_REFUSED as refused:
+                    states[job_id] = _end_refused(rt, job_id, end, now, refused)
             except SQLAlchemyError as one:
                 failed.append(job_id)
                 cause = one
-        if failed:
+        if failed and cause is not None:
             if len(failed) == len(ordered):
                 raise cause from None
             raise EndsNotRecordedError(states, failed, cause) from cause
     return [states[job_id] for job_id, _ in ends]
+
+
+def _failure(exc: BaseException) -> str:
+    """A log line's account of a failed record: :func:`~wmproxy.store.database_reason` for a
+    database error, else the error's class and message (escaped, cut: it may quote the job's text)."""
+    if isinstance(exc, SQLAlchemyError):
+        return log_text(database_reason(exc))
+    return f"{exc.__class__.__name__}: {log_text(exc)[:200]}"
+
+
+def _end_refused(rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime, exc: Exception) -> JobState | None:
+    """Record the job of an end whose values the database refused (``exc``, one of
+    :data:`VALUES_REFUSED`) as Aborted with :data:`END_REFUSED`, not retried; None (the end
+    dropped, logged) when that is refused too.
+
+    Raises:
+        SQLAlchemyError: the database failed otherwise (an outage): the end is kept, as any.
+    """
+    log.error("job %s: the database refused the values of its end (%s); it is recorded Aborted", job_id,
+              _failure(exc))
+    aborted = AttemptEnd(JobState.ABORTED, reason=END_REFUSED, payload_started=end.payload_started, retryable=False,
+                         output_bytes=end.output_bytes, attempt=end.attempt)
+    try:
+        return end_attempt(rt, job_id, aborted, now)
+    except VALUES_REFUSED as again:
+        log.error("job %s: its end is dropped: the database refused even its Aborted end (%s)", job_id,
+                  _failure(again))
+        return None
 
 
 def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.datetime,
@@ -278,11 +332,11 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
     kind, decision = verdict(parse_jdl(job.jdl_registered), end.payload_started, job.shallow_retries,
                              job.deep_retries, cause, rt.settings.brokering)
     if not decision.resubmit:
-        log.info("job %s aborted after a %s failure: %s", job_id, kind, decision.reason)
+        log.info("job %s aborted after a %s failure: %s", job_id, kind, log_text(decision.reason))  # the job's text
         change_state(uow, job_id, JobState.ABORTED, now, reason=decision.reason)
         return JobState.ABORTED
     _resubmit(uow, job, kind, decision.reason, now)
-    log.info("job %s: %s", job_id, decision.reason)
+    log.info("job %s: %s", job_id, log_text(decision.reason))
     return JobState.WAITING
 
 

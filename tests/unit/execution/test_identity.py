@@ -290,6 +290,43 @@ class TestReadStatus:
         with pytest.raises(WrapperStatusError):
             identity.read_status(work, None)
 
+    @pytest.mark.parametrize("changes", [
+        {"exit_code": 2**63}, {"exit_code": 2**31}, {"exit_code": 256}, {"exit_code": -1},
+        {"exit_code": None, "signal": 0}, {"exit_code": None, "signal": 65}, {"exit_code": None, "signal": -9},
+        {"cancelled_by": 2**40}, {"wrapper_pid": 2**63}, {"wrapper_pid": 0},
+        {"epilogue": {"exit_code": 2**31, "signal": None, "failure": None}},
+        {"prologue": {"exit_code": None, "signal": 1000, "failure": None}},
+    ])
+    def test_numbers_out_of_range_are_refused(self, work_root: Path, changes: dict[str, object]) -> None:
+        """What the database cannot store (an OverflowError on SQLite, a DataError on PostgreSQL)
+        never leaves read_status: the status is not valid, the job Aborted for it."""
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status(**changes)))
+        with pytest.raises(WrapperStatusError, match=r"malformed: .* must be from"):
+            identity.read_status(work, None)
+
+    @pytest.mark.parametrize("changes", [
+        {"failure": "x\u0000y"}, {"failure": "bad \udcff.o"}, {"failure": "\x01"}, {"failure": "x" * 20_000},
+        {"hostname": "h\u0000"}, {"job_id": "\ud800"}, {"notes": ["fine", "\udcff"]},
+        {"epilogue": {"exit_code": None, "signal": None, "failure": "x\u0000"}},
+    ])
+    def test_text_the_database_cannot_store_is_refused(self, work_root: Path, changes: dict[str, object]) -> None:
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status(**changes)))
+        with pytest.raises(WrapperStatusError) as raised:
+            identity.read_status(work, None)
+        assert str(raised.value).encode("utf-8") and "\0" not in str(raised.value)  # the reason quotes none of it
+        assert "\udcff" not in str(raised.value) and "xxxx" not in str(raised.value)
+
+    @pytest.mark.parametrize("changes", [
+        {"exit_code": 255}, {"exit_code": None, "signal": 64}, {"exit_code": 137, "cancelled_by": 15},
+        {"failure": "Job Wrapper error: r\u00e9sum\u00e9\ttab\nline"}, {"notes": ["\U0001f600"]},
+    ])
+    def test_what_the_wrapper_writes_is_accepted(self, work_root: Path, changes: dict[str, object]) -> None:
+        work = self._work(work_root)
+        (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status(**changes)))
+        assert identity.read_status(work, None) is not None
+
     def test_not_json_is_refused(self, work_root: Path) -> None:
         work = self._work(work_root)
         (work / ".wmproxy" / "status.json").write_text("exit_code=0")

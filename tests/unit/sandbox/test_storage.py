@@ -789,6 +789,29 @@ class TestOutputWildcards:
         assert missing == [("c.out", "the maximum number of output sandbox files (2) is reached")]
         assert [name for name, _ in storage.output_files(JOB)] == ["a.out", "b.out"]
 
+    def test_a_match_named_by_the_job_reaches_the_reason_escaped(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        """A match whose name is not UTF-8 (a lone surrogate once decoded: the database driver
+        refused the reason naming it, and the worker died at each restart) is not collected, and
+        no name the job chose reaches a reason with a NUL-free but line-breaking or undecodable
+        character as it is."""
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        work.mkdir()
+        os.symlink("nowhere", os.fsencode(work) + b"/\xff.o")
+        (work / b"\xfe.o".decode("utf-8", "surrogateescape")).write_bytes(b"data")
+        (work / "forged\n2026-12-06 ERROR x.o").symlink_to("nowhere")
+        (work / "r\u00e9sum\u00e9.o").symlink_to("nowhere")
+
+        collected = storage.collect_output_files(JOB, work, ("*.o",))
+
+        assert collected.missing == [("forged\\x0a2026-12-06 ERROR x.o", "symbolic link"),
+                                     ("r\u00e9sum\u00e9.o", "symbolic link"),
+                                     ("\\udcfe.o", "its name is not UTF-8"), ("\\udcff.o", "its name is not UTF-8")]
+        assert all(f"{name}: {why}".encode() for name, why in collected.missing)  # what the database driver does
+        assert storage.output_files(JOB) == []
+
 
 class TestOutputTargets:
     """Each file is stored under the name its registered destination gives (it was stored under
