@@ -19,8 +19,10 @@ from tests.store.worker_support import job_row, run_to_end, submit
 from tests.support import delegate_in_process, principal_of
 from wmproxy.domain import JobState
 from wmproxy.execution.identity import Account
+from wmproxy.execution.worker import REASON_FILES_SHOWN
 from wmproxy.services import quota
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.submission import submit_job
 
 SPARSE = "truncate -s 400M out; printf error >&2; exit 0"
 """A job whose stdout ``out`` is a 400 MB sparse file (no block on the work dir's disk)."""
@@ -95,3 +97,30 @@ def test_outputs_within_the_budget_are_collected_whole_without_a_reason(runtime:
     assert row.state == JobState.DONE.value and row.reason is None
     assert (rt.storage.job_area(job_id).output_dir / "out").read_bytes() == b"hello"
     assert (rt.storage.job_area(job_id).output_dir / "err").read_bytes() == b"error"
+
+
+MANY = ("for i in $(seq -w 0 29); do printf x > f$i.o; done; "
+        "for i in $(seq -w 0 24); do ln -s /etc/passwd s$i.o; done")
+"""A job making 30 one-byte files and 25 symbolic links that its ``*.o`` wildcard matches."""
+
+
+def test_a_reason_names_at_most_twenty_files_of_each_kind(runtime: Any, pki: Pki, work_root: Path) -> None:
+    """A wildcard matches as many files as the job made: the reason (the database, every status
+    answer) names the first :data:`REASON_FILES_SHOWN` files not collected and truncated, and
+    counts the rest."""
+    rt = runtime(limits={"max_output_sandbox_size": 5})
+    alice = principal_of(pki, "alice")
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
+    jdl = f'[ Executable = "/bin/sh"; Arguments = "-c \'{MANY}\'"; OutputSandbox = {{"*.o"}}; ]'
+    job_id = submit_job(rt, alice, jdl, "exec").job_id
+    run_to_end(rt, job_id, work_root)
+
+    row = job_row(rt, job_id)
+    reason = row.reason or ""
+    assert row.state == JobState.DONE.value
+    assert [name for name, _size in rt.storage.output_files(job_id)] == [f"f{i:02d}.o" for i in range(30)]
+    assert reason.count("not collected: symbolic link") == REASON_FILES_SHOWN  # s00-s19.o
+    assert "s19.o not collected" in reason and "s20.o" not in reason
+    assert "and 5 more output sandbox files not collected" in reason  # s20-s24.o
+    assert reason.count("(kept 0 of 1 bytes)") == REASON_FILES_SHOWN  # f05-f24.o named
+    assert "f24.o (kept 0 of 1 bytes) and 5 more files" in reason and "f25.o" not in reason

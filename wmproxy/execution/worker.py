@@ -136,6 +136,10 @@ END_TRIES = 12
 DATABASE_BACKOFF_MAX = 30.0
 #: ``errno`` values of a sandbox write that a later try can get past (space or quota freed).
 _STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: Output sandbox files a job's reason names at most among those not collected, and among those
+#: truncated; the others are counted ("and 199980 more"): a wildcard can match as many files as
+#: the job made, and the reason goes into the database and every status answer.
+REASON_FILES_SHOWN = 20
 
 
 @dataclass
@@ -1042,9 +1046,16 @@ class ExecutionWorker:
                 None if budget is None else budget[0], max_files=self.rt.settings.limits.max_output_sandbox_files,
                 targets=job.order.description.output_names)
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
-            reasons += [f"output sandbox file {name} not collected: {why}" for name, why in collected.missing]
+            reasons += [f"output sandbox file {name} not collected: {why}"
+                        for name, why in collected.missing[:REASON_FILES_SHOWN]]
+            if len(collected.missing) > REASON_FILES_SHOWN:
+                reasons.append(f"and {len(collected.missing) - REASON_FILES_SHOWN} more output sandbox files "
+                               "not collected")
             if collected.truncated and budget is not None:
-                cut = ", ".join(f"{name} (kept {kept} of {size} bytes)" for name, kept, size in collected.truncated)
+                cut = ", ".join(f"{name} (kept {kept} of {size} bytes)"
+                                for name, kept, size in collected.truncated[:REASON_FILES_SHOWN])
+                if len(collected.truncated) > REASON_FILES_SHOWN:
+                    cut += f" and {len(collected.truncated) - REASON_FILES_SHOWN} more files"
                 log.warning("job %s: output sandbox truncated at %d bytes (%s): %s", job_id, budget[0], budget[1],
                             log_text(cut))  # names escaped already (shown_name); the log escapes what it logs
                 reasons.append(f"output sandbox truncated at {budget[0]} bytes ({budget[1]}): {cut}")
