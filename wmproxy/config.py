@@ -565,10 +565,11 @@ class LimitsSettings:
         max_input_sandbox_files, max_output_sandbox_files: files one job may list in its
             InputSandbox/OutputSandbox (the reference's maxInputSandboxFiles /
             maxOutputSandboxFiles; 0 = no limit). ``max_output_sandbox_files`` also bounds the
-            files the execution worker collects for a job, its wildcards' matches included
-            (10,000 by default, where the reference set none: here the worker copies them in
-            its cycle, between other jobs' starts and ends, and a job that made 200,000 files
-            for ``*.o`` held it for 37 s; each file over the limit is "not collected").
+            files the execution worker collects for a job, its wildcards' matches included; with
+            0 it collects at most 10,000 (``OUTPUT_FILES_CEILING`` of
+            :mod:`wmproxy.execution.worker`): the worker copies them in its cycle, between other
+            jobs' starts and ends, and a job that made 200,000 files for ``*.o`` held it for
+            37 s. Each file over the limit is "not collected".
         max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
         max_output_sandbox_size: bytes the execution worker collects into one job's output
             sandbox; 100 MB (the reference's ``WorkloadManager.MaxOutputSandboxSize`` defaults
@@ -590,7 +591,7 @@ class LimitsSettings:
     max_xml_elements: int = 200_000
     max_xml_attributes: int = 64
     max_input_sandbox_files: int = 0
-    max_output_sandbox_files: int = 10_000
+    max_output_sandbox_files: int = 0
     max_sandbox_name_bytes: int = 255
     max_output_sandbox_size: int = 100_000_000
 

@@ -18,6 +18,7 @@ from tests.store.conftest import mapped_runtime
 from tests.store.worker_support import job_row, run_to_end, submit
 from tests.support import delegate_in_process, principal_of
 from wmproxy.domain import JobState
+from wmproxy.execution import worker as worker_module
 from wmproxy.execution.identity import Account
 from wmproxy.execution.worker import REASON_FILES_SHOWN
 from wmproxy.services import quota
@@ -124,3 +125,21 @@ def test_a_reason_names_at_most_twenty_files_of_each_kind(runtime: Any, pki: Pki
     assert "and 5 more output sandbox files not collected" in reason  # s20-s24.o
     assert reason.count("(kept 0 of 1 bytes)") == REASON_FILES_SHOWN  # f05-f24.o named
     assert "f24.o (kept 0 of 1 bytes) and 5 more files" in reason and "f25.o" not in reason
+
+
+def test_with_no_file_limit_the_worker_collects_at_most_its_ceiling(runtime: Any, pki: Pki, work_root: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_output_sandbox_files = 0`` leaves registration unbounded, not the worker's copy: a
+    wildcard's matches beyond :data:`OUTPUT_FILES_CEILING` are not collected."""
+    monkeypatch.setattr(worker_module, "OUTPUT_FILES_CEILING", 27)
+    rt = runtime(limits={"max_output_sandbox_files": 0})
+    alice = principal_of(pki, "alice")
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
+    jdl = f'[ Executable = "/bin/sh"; Arguments = "-c \'{MANY}\'"; OutputSandbox = {{"*.o"}}; ]'
+    job_id = submit_job(rt, alice, jdl, "exec").job_id
+    run_to_end(rt, job_id, work_root)
+
+    row = job_row(rt, job_id)
+    assert row.state == JobState.DONE.value
+    assert [name for name, _size in rt.storage.output_files(job_id)] == [f"f{i:02d}.o" for i in range(27)]
+    assert "f27.o not collected: the maximum number of output sandbox files (27) is reached" in (row.reason or "")

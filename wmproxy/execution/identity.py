@@ -38,9 +38,10 @@ the job must not achieve is to make the worker act on anything else, hence:
   maybe another user's (a static account), never gets the proxy of the job before;
 * :func:`read_status` opens ``status.json`` without following symlinks and without
   blocking on a FIFO, accepts only a small regular file owned by the account, and
-  checks every field's type and its range (an exit code 0-255, a signal 1-64; text without
-  NUL, control characters or lone surrogates, at most 16 KiB), so that nothing the job forges
-  reaches the database unchecked; ``wrapper_pid`` in it is informational only: never signal
+  checks every field's type and a number's range (an exit code 0-255, a signal 1-64) and
+  escapes what text the database cannot carry (NUL, control characters, lone surrogates; cut
+  at 16 Ki characters), so that nothing the job forges reaches the database unchecked;
+  ``wrapper_pid`` in it is informational only: never signal
   a pid read from the work dir (signal the pid returned by :func:`spawn_wrapper`);
 * :func:`remove_work_dir` removes the tree through descriptors, never following a symlink
   and without recursion, whatever its depth (:func:`wmproxy.sandbox.trees.remove_tree`), on
@@ -678,9 +679,10 @@ def read_status(work_dir: Path, account: Account | None, *, any_owner: bool = Fa
 
     Raises:
         WrapperStatusError: the file is a symlink, FIFO, too large, not owned by the
-            account, not JSON, or has a field of the wrong type or out of its range (an exit
-            code not 0-255, a signal not 1-64, text with a NUL, a control character other than
-            tab, LF and CR, or a lone surrogate, or longer than 16 Ki characters).
+            account, not JSON, or has a field of the wrong type or a number out of its range
+            (an exit code not 0-255, a signal not 1-64). Text is not refused: a NUL, a control
+            character other than tab, LF and CR, or a lone surrogate is escaped, and text is cut
+            at 16 Ki characters.
         IdentityError: the work dir or its ``.wmproxy`` cannot be opened (removed, or
             replaced by a symlink).
     """
@@ -742,19 +744,21 @@ def _req(data: dict[str, Any], key: str, kind: type) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(f"{key} must be {kind.__name__}")
     if isinstance(value, str):
-        _check_text(value, key)
+        return _clean_text(value)
     return value
 
 
-def _check_text(value: str, key: str) -> None:
-    """Refuse text the database (and a SOAP answer) cannot carry: a NUL or another character
-    outside XML's (C0 controls but tab, LF and CR), a lone surrogate (not UTF-8: what a name
-    that is not UTF-8 decodes to), or more than :data:`_MAX_STATUS_TEXT` characters. The
-    message never quotes the text: it becomes the job's reason."""
-    if len(value) > _MAX_STATUS_TEXT:
-        raise ValueError(f"{key} is longer than {_MAX_STATUS_TEXT} characters")
-    if xml_text(value) != value:
-        raise ValueError(f"{key} holds a NUL, a control character or text that is not UTF-8")
+def _clean_text(value: str) -> str:
+    """``value`` as the database (and a SOAP answer) can carry it: a NUL and every other
+    character outside XML's (C0 controls but tab, LF and CR), and a lone surrogate (what a name
+    that is not UTF-8 decodes to), escaped (:func:`~wmproxy.text.xml_text`), then cut at
+    :data:`_MAX_STATUS_TEXT` characters. Not refused: the wrapper's own texts quote what the job
+    gave it (an ``LD_PRELOAD`` entry, the shell's last line, a whole ``Environment`` entry), and
+    a refused status would cost a real job its result."""
+    cleaned = xml_text(value)
+    if len(cleaned) > _MAX_STATUS_TEXT:
+        cleaned = cleaned[:_MAX_STATUS_TEXT] + " [cut]"
+    return cleaned
 
 
 def _number(value: int, key: str, low: int, high: int) -> int:
@@ -803,9 +807,7 @@ def _phase(value: object) -> PhaseOutcome | None:
 def _strings(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise TypeError("notes must be a list of strings")
-    for item in value:
-        _check_text(item, "a note")
-    return value
+    return [_clean_text(item) for item in value]
 
 
 # --- removing --------------------------------------------------------------------

@@ -140,6 +140,10 @@ _STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: truncated; the others are counted ("and 199980 more"): a wildcard can match as many files as
 #: the job made, and the reason goes into the database and every status answer.
 REASON_FILES_SHOWN = 20
+#: Output sandbox files the worker collects for a job at most when ``[limits]
+#: max_output_sandbox_files`` is 0 (no limit at registration): a wildcard matches every file the
+#: job made, and they are copied in the worker's cycle (200,000 files: 37 s without a bound).
+OUTPUT_FILES_CEILING = 10_000
 
 
 @dataclass
@@ -1043,7 +1047,8 @@ class ExecutionWorker:
         try:
             collected = self.rt.storage.collect_output_files(
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox,
-                None if budget is None else budget[0], max_files=self.rt.settings.limits.max_output_sandbox_files,
+                None if budget is None else budget[0],
+                max_files=self.rt.settings.limits.max_output_sandbox_files or OUTPUT_FILES_CEILING,
                 targets=job.order.description.output_names)
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
             reasons += [f"output sandbox file {name} not collected: {why}"

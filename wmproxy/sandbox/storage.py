@@ -370,14 +370,6 @@ def _expand_wildcards(work_dir: Path, names: tuple[str, ...],
         yield from ((f"{directory}{slash}{name}", "") for name in sorted(matches) or [pattern])
 
 
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8 (os.fsdecode)
-        return False
-    return True
-
-
 def _list_confined(work_dir: Path, directory: str) -> list[str]:
     """The names in ``work_dir/directory``, each component opened with ``O_NOFOLLOW``; [] when it
     cannot be listed so."""
@@ -1152,8 +1144,9 @@ class FilesystemSandboxStorage:
         Returns:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
             reasons are ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a
-            regular file"``, ``"outside the work directory"``, ``"its name is not UTF-8"`` (a
-            wildcard's match), names escaped (:func:`shown_name`); and ``(name, kept, size)`` of
+            regular file"``, ``"outside the work directory"``, names escaped (:func:`shown_name`; a
+            file whose name is not UTF-8 is collected under that name, its URI percent-encodes
+            it); and ``(name, kept, size)`` of
             each file truncated to the budget.
 
         Raises:
@@ -1175,9 +1168,6 @@ class FilesystemSandboxStorage:
             name = target or base
             if name in ("", ".", "..") or "/" in name or "\0" in name or is_temporary(name) or name in OUTPUT_HIDDEN:
                 missing.append((shown_name(entry), f"its destination name {shown_name(repr(name))} is not a file name"))
-                continue
-            if not _is_utf8(name):  # a wildcard's match: not stored under a name no answer can carry
-                missing.append((shown_name(entry), "its name is not UTF-8"))
                 continue
             if name in stored:
                 why = f"it has the same name {shown_name(name)} in the output sandbox as {shown_name(stored[name])}"

@@ -792,10 +792,10 @@ class TestOutputWildcards:
     def test_a_match_named_by_the_job_reaches_the_reason_escaped(
         self, storage: FilesystemSandboxStorage, tmp_path: Path
     ) -> None:
-        """A match whose name is not UTF-8 (a lone surrogate once decoded: the database driver
-        refused the reason naming it, and the worker died at each restart) is not collected, and
-        no name the job chose reaches a reason with a NUL-free but line-breaking or undecodable
-        character as it is."""
+        """No name the job chose reaches a reason with a line-breaking or undecodable character
+        as it is (a name that is not UTF-8 is a lone surrogate once decoded: the database driver
+        refused the reason naming it, and the worker died at each restart); a regular file whose
+        name is not UTF-8 is collected under its name, as before."""
         _written(storage, JOB)
         work = tmp_path / "work"
         work.mkdir()
@@ -807,10 +807,9 @@ class TestOutputWildcards:
         collected = storage.collect_output_files(JOB, work, ("*.o",))
 
         assert collected.missing == [("forged\\x0a2026-12-06 ERROR x.o", "symbolic link"),
-                                     ("r\u00e9sum\u00e9.o", "symbolic link"),
-                                     ("\\udcfe.o", "its name is not UTF-8"), ("\\udcff.o", "its name is not UTF-8")]
+                                     ("r\u00e9sum\u00e9.o", "symbolic link"), ("\\udcff.o", "symbolic link")]
         assert all(f"{name}: {why}".encode() for name, why in collected.missing)  # what the database driver does
-        assert storage.output_files(JOB) == []
+        assert storage.output_files(JOB) == [(b"\xfe.o".decode("utf-8", "surrogateescape"), 4)]
 
 
 class TestOutputTargets:
