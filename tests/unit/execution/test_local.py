@@ -785,3 +785,20 @@ def _with_a_spare(root: Path, input_dir: Path, account: Account | None) -> tuple
 @contextlib.contextmanager
 def _other_account() -> Iterator[Account]:
     yield from create_account("wrapb")
+
+
+def test_the_wall_time_kill_spares_a_pid_another_process_took() -> None:
+    """The worker's wall-time kill names the wrapper by pid and start time: a process of the same
+    account that got the pid since (a reaped wrapper's pid reused) is not killed."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        born = local.start_time(other.pid)
+        assert born is not None
+        local._kill_overrun(other.pid, os.getuid(), born - 1)  # the wrapper that started before, gone
+        assert other.poll() is None
+        local._kill_overrun(other.pid, os.getuid(), born)  # the wrapper itself
+        assert other.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            other.kill()
+        other.wait()

@@ -498,7 +498,8 @@ class LocalExecutionBackend:
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         elif handle.pid is not None:
-            _kill_overrun(handle.pid, os.getuid() if handle.account is None else handle.account.uid)
+            _kill_overrun(handle.pid, os.getuid() if handle.account is None else handle.account.uid,
+                          handle.wrapper_born)
 
     def started(self, handle: RunHandle) -> bool:
         """Whether ``started.json`` (or a status saying so) exists; an unreadable one counts
@@ -1082,26 +1083,30 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
                 return
         except (IndexError, ValueError):
             return
-    _kill_in_passes(sid, uid, leader=fields is not None)
+    _kill_in_passes(sid, uid, leader=fields is not None, started=started)
 
 
-def _kill_overrun(sid: int, uid: int) -> None:
+def _kill_overrun(sid: int, uid: int, started: int | None) -> None:
     """SIGKILL the running wrapper ``sid`` (checked by the caller), the processes of its session
-    and their descendants that run as ``uid`` (:func:`_kill_in_passes`)."""
-    _kill_in_passes(sid, uid, leader=True)
+    and their descendants that run as ``uid`` (:func:`_kill_in_passes`); ``started``: the
+    wrapper's start time, checked again at each pass."""
+    _kill_in_passes(sid, uid, leader=True, started=started)
 
 
-def _kill_in_passes(sid: int, uid: int, *, leader: bool) -> None:
+def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = None) -> None:
     """SIGKILL the processes of the session ``sid`` (with ``leader``, its leader ``sid`` too while
-    it or its threads run as ``uid``) and their descendants that run as ``uid``, all found in one
-    pass over ``/proc`` before any is killed (so none is handed to init first), in passes until
-    one finds none alive (:data:`LEFTOVER_PASSES` at most)."""
+    it or its threads run as ``uid`` and, given ``started``, while it is the process that started
+    then: a pid reused meanwhile by another process of the account is left alone) and their
+    descendants that run as ``uid``, all found in one pass over ``/proc`` before any is killed (so
+    none is handed to init first), in passes until one finds none alive (:data:`LEFTOVER_PASSES`
+    at most)."""
     for attempt in range(LEFTOVER_PASSES):
         if attempt:
             time.sleep(0.01)
         found = False
         # the leader too while its threads run (its main thread ended alone: it reads Z)
-        first = [sid] if leader and processes.real_uid(sid, live=True) == uid else []
+        first = [sid] if (leader and processes.real_uid(sid, live=True) == uid
+                          and (started is None or start_time(sid) == started)) else []
         for pid in first + _session_and_descendants(sid, uid):
             try:
                 os.kill(pid, signal.SIGKILL)
