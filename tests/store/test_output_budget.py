@@ -105,16 +105,22 @@ MANY = ("for i in $(seq -w 0 29); do printf x > f$i.o; done; "
 """A job making 30 one-byte files and 25 symbolic links that its ``*.o`` wildcard matches."""
 
 
-def test_a_reason_names_at_most_twenty_files_of_each_kind(runtime: Any, pki: Pki, work_root: Path) -> None:
-    """A wildcard matches as many files as the job made: the reason (the database, every status
-    answer) names the first :data:`REASON_FILES_SHOWN` files not collected and truncated, and
-    counts the rest."""
-    rt = runtime(limits={"max_output_sandbox_size": 5})
+def _run_many(rt: Runtime, pki: Pki, work_root: Path) -> str:
+    """alice's job running :data:`MANY` with ``OutputSandbox = {"*.o"}``, to its end."""
     alice = principal_of(pki, "alice")
     delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
     jdl = f'[ Executable = "/bin/sh"; Arguments = "-c \'{MANY}\'"; OutputSandbox = {{"*.o"}}; ]'
     job_id = submit_job(rt, alice, jdl, "exec").job_id
     run_to_end(rt, job_id, work_root)
+    return job_id
+
+
+def test_a_reason_names_at_most_twenty_files_of_each_kind(runtime: Any, pki: Pki, work_root: Path) -> None:
+    """A wildcard matches as many files as the job made: the reason (the database, every status
+    answer) names the first :data:`REASON_FILES_SHOWN` files not collected and truncated, and
+    counts the rest."""
+    rt = runtime(limits={"max_output_sandbox_size": 5})
+    job_id = _run_many(rt, pki, work_root)
 
     row = job_row(rt, job_id)
     reason = row.reason or ""
@@ -133,11 +139,7 @@ def test_with_no_file_limit_the_worker_collects_at_most_its_ceiling(runtime: Any
     wildcard's matches beyond :data:`OUTPUT_FILES_CEILING` are not collected."""
     monkeypatch.setattr(worker_module, "OUTPUT_FILES_CEILING", 27)
     rt = runtime(limits={"max_output_sandbox_files": 0})
-    alice = principal_of(pki, "alice")
-    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
-    jdl = f'[ Executable = "/bin/sh"; Arguments = "-c \'{MANY}\'"; OutputSandbox = {{"*.o"}}; ]'
-    job_id = submit_job(rt, alice, jdl, "exec").job_id
-    run_to_end(rt, job_id, work_root)
+    job_id = _run_many(rt, pki, work_root)
 
     row = job_row(rt, job_id)
     assert row.state == JobState.DONE.value
