@@ -38,8 +38,9 @@ from pathlib import Path
 
 from tests.accounts import AccountSet, local_accounts
 from tests.conftest import IN_CI, Pki, need_peer
+from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.service import BIN, REPO, Deployment, free_port, write_config
-from tests.support import wait_for
+from tests.support import delegate, wait_for
 from wmproxy.execution.processes import live_pids_of
 
 #: The interpreter the service user runs (its venv's interpreter is under /root, 0700), of the tests'
@@ -312,3 +313,11 @@ def standard_deployment(pki: Pki, database_url: str, state: Path,
         yield dep
     finally:
         dep.stop()
+
+
+def client(iso: Isolated, pki: Pki, user: str) -> ReferenceClient:
+    """A reference client of ``user`` (``pki``'s) to the isolated deployment, its proxy
+    delegated under the id ``iso``."""
+    ref = reference_client(iso.deployment.endpoint, pki.users[user].proxy, iso.root / "certificates")
+    delegate(ref, pki.users[user].proxy, "iso")
+    return ref

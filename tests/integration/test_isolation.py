@@ -20,9 +20,9 @@ import pytest
 import zeep.exceptions
 
 from tests.conftest import Pki
-from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
-from tests.integration.refclient import ReferenceClient, reference_client
-from tests.support import assert_fault, delegate, outputs, wait_for, wait_for_final
+from tests.integration.isolated import SYSTEM_PYTHON, Isolated, client, isolated_deployment, processes_of
+from tests.integration.refclient import ReferenceClient
+from tests.support import assert_fault, outputs, wait_for, wait_for_final
 from wmproxy.domain import to_filename
 from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 
@@ -110,12 +110,6 @@ def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
         (deployment.root / "attack.py").write_text(ATTACK)
         os.chmod(deployment.root / "attack.py", 0o644)
         yield deployment
-
-
-def client(iso: Isolated, pki: Pki, user: str) -> ReferenceClient:
-    ref = reference_client(iso.deployment.endpoint, pki.users[user].proxy, iso.root / "certificates")
-    delegate(ref, pki.users[user].proxy, "iso")
-    return ref
 
 
 @pytest.fixture(scope="module")

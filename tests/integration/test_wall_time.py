@@ -15,9 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Pki
-from tests.integration.isolated import SYSTEM_PYTHON, Isolated, isolated_deployment, processes_of
+from tests.integration.isolated import SYSTEM_PYTHON, Isolated, client, isolated_deployment, processes_of
 from tests.integration.refclient import ReferenceClient
-from tests.integration.test_isolation import client
 from tests.support import wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
