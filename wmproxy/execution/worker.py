@@ -107,6 +107,10 @@ TIDY_EVERY = 16
 #: Seconds a worker about to wait spends removing released work dirs at most (then it waits,
 #: and goes on at its next idle moment), so a wrapper's exit is not left unseen for long.
 TIDY_BUDGET = 0.01
+#: Seconds a worker spends removing released work dirs after :data:`TIDY_EVERY` busy cycles
+#: in a row at most: enough for hundreds of ordinary work dirs, while one of a job that left a
+#: million files is removed over several such moments instead of holding one cycle for seconds.
+TIDY_BUSY_BUDGET = 1.0
 #: Seconds a job ran at most for its end to count as a short job's. Each short job that a cycle
 #: found ended has the cycle claim and prepare one more job of its backend kind ahead of a
 #: free slot (up to :data:`STARTS_PER_STEP` per kind held at once), recorded Scheduled: the
@@ -497,13 +501,13 @@ class ExecutionWorker:
     def _tidy(self, *, busy: bool) -> None:
         """Have the backends remove the work dirs they set aside at release (their ``tidy``,
         if any): for :data:`TIDY_BUDGET` seconds once the cycle started no job (the worker is
-        about to wait), all of them after :data:`TIDY_EVERY` busy cycles in a row. The removal
-        stays off the path from a job's end to the next start while the worker has anything
-        to do, in its own thread."""
+        about to wait), for :data:`TIDY_BUSY_BUDGET` seconds after :data:`TIDY_EVERY` busy
+        cycles in a row. The removal stays off the path from a job's end to the next start
+        while the worker has anything to do, and a large work dir is removed a budget at a time."""
         self._busy_since_tidy = self._busy_since_tidy + 1 if busy else 0
         if busy and self._busy_since_tidy < TIDY_EVERY:
             return
-        budget = None if busy else TIDY_BUDGET
+        budget = TIDY_BUSY_BUDGET if busy else TIDY_BUDGET
         self._busy_since_tidy = 0
         for backend in self.backends.values():
             tidy = getattr(backend, "tidy", None)

@@ -24,6 +24,7 @@ import fcntl
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Directory descriptors a walk holds at most, besides its top's.
 OPEN_DIRS = 32
+#: Entries :func:`remove_tree` removes between two looks at its ``deadline``.
+REMOVALS_PER_CHECK = 256
 
 #: What ``flock`` of a directory fails with on a file system without it (NFS emulates it with
 #: byte-range locks, which need a file open for writing: EBADF; Lustre mounted ``noflock``: ENOSYS).
@@ -158,27 +161,63 @@ def tree_totals(top: Path | str, skip: Callable[[str], bool] | None = None, *,
     return TreeTotals(files, dirs, size)
 
 
-def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None) -> None:
+class RemovalPaused(Exception):  # noqa: N818 (not an error: the caller asked for it)
+    """:func:`remove_tree` reached its ``deadline``: what it removed is gone, the rest is still
+    there (call it again to go on)."""
+
+
+def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None,
+                deadline: float | None = None) -> None:
     """Remove the directory ``path`` and everything below it. Its last component must be a
     directory, not a symlink to one (refused with ELOOP or ENOTDIR, as :func:`shutil.rmtree`
     refuses it); the components before it are the caller's to trust. ``tick``, when given, is
     called after each directory below ``path`` is removed (a long removal shows it is alive).
 
+    ``deadline`` (``time.monotonic()`` seconds), when given, is looked at after each directory
+    and every :data:`REMOVALS_PER_CHECK` other entries removed: once passed the removal stops
+    there (:class:`RemovalPaused`), so a tree of a million files removed in a loop that has
+    other things to do holds it for a bounded time, and each call still removes something.
+
     Raises:
         FileNotFoundError: there is no ``path``.
         OSError: something could not be removed (what could is gone), or :class:`TreeChangedError`.
+        RemovalPaused: the deadline passed first.
     """
+    on_entry: OnEntry = _unlink
+    on_dir: OnDir = _rmdir if tick is None else functools.partial(_rmdir_ticking, tick)
+    if deadline is not None:
+        on_entry, on_dir = _until(deadline, on_entry, on_dir)
     parent, name = os.path.split(os.path.abspath(path))
     parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         top_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            walk(top_fd, _unlink, _rmdir if tick is None else functools.partial(_rmdir_ticking, tick))
+            walk(top_fd, on_entry, on_dir)
         finally:
             os.close(top_fd)
         os.rmdir(name, dir_fd=parent_fd)
     finally:
         os.close(parent_fd)
+
+
+def _until(deadline: float, on_entry: OnEntry, on_dir: OnDir) -> tuple[OnEntry, OnDir]:
+    """``on_entry`` and ``on_dir`` raising :class:`RemovalPaused` once ``deadline`` passed,
+    looked at after every directory and every :data:`REMOVALS_PER_CHECK` entries."""
+    removed = 0
+
+    def entry(dir_fd: int, item: os.DirEntry[str]) -> None:
+        nonlocal removed
+        on_entry(dir_fd, item)
+        removed += 1
+        if removed % REMOVALS_PER_CHECK == 0 and time.monotonic() >= deadline:
+            raise RemovalPaused()
+
+    def directory(parent_fd: int, name: str) -> None:
+        on_dir(parent_fd, name)
+        if time.monotonic() >= deadline:
+            raise RemovalPaused()
+
+    return entry, directory
 
 
 def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool = False) -> None:
@@ -248,15 +287,16 @@ class _Level:
 
 
 def _read(fd: int, on_entry: OnEntry) -> list[str]:
-    """The subdirectories of ``fd``; ``on_entry`` for every other entry."""
-    with os.scandir(fd) as entries:
-        listed = list(entries)
+    """The subdirectories of ``fd``; ``on_entry`` for every other entry, as it is read (a
+    removal that stops half-way, :class:`RemovalPaused`, has not listed a million names first,
+    and one that goes on reads only what is left)."""
     subdirs = []
-    for entry in listed:
-        if entry.is_dir(follow_symlinks=False):
-            subdirs.append(entry.name)
-        else:
-            on_entry(fd, entry)
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                on_entry(fd, entry)
     return subdirs
 
 

@@ -36,6 +36,7 @@ from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunH
 from wmproxy.execution.backends.local import LocalExecutionBackend, is_wrapper, parse_ref
 from wmproxy.execution.identity import PROXY_NAME, SPARE_PREFIX, Account
 from wmproxy.execution.jobwrapper import SPEC_NAME, STARTED_NAME, STATE_DIR, STATUS_NAME, TMP_DIR, WALL_TIME_EXCEEDED
+from wmproxy.sandbox import trees
 from wmproxy.security.proxy import credential_pem, make_proxy
 
 
@@ -517,6 +518,30 @@ class TestBackgroundRemoval:
         backend.tidy()  # the later try
         assert list(root.iterdir()) == []
 
+    def test_a_large_work_dir_is_removed_a_budget_at_a_time(
+        self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A work dir of 200,000 files held the worker's cycle for 2.2 s: the budget was looked
+        at between work dirs only. Now a budget spent stops inside one, and the next call goes on
+        with it first."""
+        root = work_root / "large"
+        root.mkdir(mode=0o755)
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, background_removal=True)
+        handle, outcome = run(backend, launch(input_dir, account, "for i in $(seq 1 40); do : > f$i; done; exit 0"))
+        assert outcome is not None and outcome.exit_code == 0
+        backend.release(handle)
+        [aside] = list(root.iterdir())
+        monkeypatch.setattr(trees, "REMOVALS_PER_CHECK", 8)
+        assert backend.tidy(budget=0.0) == 1
+        left = len(os.listdir(aside))
+        assert 0 < left < 40  # some of the files removed, not all
+        rounds = 1
+        while aside.exists():
+            assert backend.tidy(budget=0.0) == 1  # still pending, first in line
+            rounds += 1
+        assert rounds > 2 and list(root.iterdir()) == []
+        assert backend.tidy(budget=0.0) == 0
+
     def test_whatever_a_removal_raises_tidy_goes_on_and_keeps_the_work_dir(
         self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -529,7 +554,7 @@ class TestBackgroundRemoval:
         backend.release(handle)
         [aside] = list(root.iterdir())
 
-        def broken(work_root: Path, name: str) -> None:
+        def broken(work_root: Path, name: str, *, deadline: float | None = None) -> None:
             raise RecursionError("maximum recursion depth exceeded")
 
         monkeypatch.setattr(identity, "remove_work_dir", broken)
@@ -733,6 +758,29 @@ class TestSpareWorkDirs:
             assert not aside.name.startswith(SPARE_PREFIX) and (aside / TMP_DIR / "late").exists()
         finally:
             subprocess.run(["chattr", "-R", "-i", str(root)], check=False)
+
+    def test_a_work_dir_with_many_files_is_not_emptied_in_the_cycle_but_set_aside(
+        self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Emptying a released work dir to keep it as a spare runs in the worker's cycle: one of
+        200,000 files held it for 2.2 s. Past a few entries it goes to the background removal."""
+        root = work_root / "many"
+        root.mkdir(mode=0o755)
+        monkeypatch.setattr(identity, "RECYCLE_MAX_ENTRIES", 10)
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, reuse_work_dirs=True, background_removal=True)
+        for files, kept in ((6, True), (7, False)):  # with out, err, .wmproxy and tmp: 10, 11
+            handle, outcome = run(backend, launch(input_dir, account, f"for i in $(seq 1 {files}); do : > f$i; done"))
+            assert outcome is not None and outcome.exit_code == 0
+            backend.release(handle)
+            if kept:
+                [spare] = _spares(root)
+                assert sorted(os.listdir(spare)) == sorted((STATE_DIR, TMP_DIR))
+                continue
+            assert _spares(root) == []  # the second job took the first one's spare, and left none
+            [aside] = [p for p in root.iterdir() if p.name.startswith(".discarded.")]
+            assert len(os.listdir(aside)) == files + 4  # nothing unlinked in the cycle
+        backend.tidy()
+        assert list(root.iterdir()) == []
 
     def test_idle_spares_are_removed_by_tidy_and_a_dead_workers_at_start(
         self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch

@@ -230,3 +230,39 @@ class TestMovedDirectories:
         assert (outside / "keep").read_bytes() == b"keep"
         assert os.listdir(moved) == []  # the moved level itself was still the walk's to empty
         assert (top / "a").is_dir()
+
+
+class TestRemovalWithADeadline:
+    """A job's work dir with 200,000 files held the execution worker's cycle for 2.2 s: the
+    removal looks at its deadline inside a directory, not only between trees."""
+
+    def test_a_passed_deadline_stops_a_large_directory_part_way_and_a_next_call_goes_on(self, top: Path) -> None:
+        files = 4 * trees.REMOVALS_PER_CHECK + 10
+        for i in range(files):
+            (top / f"f{i}").touch()
+        with pytest.raises(trees.RemovalPaused):
+            remove_tree(top, deadline=0.0)  # long passed: one batch, then it stops
+        assert len(os.listdir(top)) == files - trees.REMOVALS_PER_CHECK
+        assert _fds_into(top) == []
+        while True:
+            try:
+                remove_tree(top, deadline=0.0)
+            except trees.RemovalPaused:
+                continue
+            break
+        assert not top.exists()
+
+    def test_each_directory_removed_is_a_point_to_stop_at(self, top: Path) -> None:
+        for name in ("a", "b", "c"):
+            (top / name).mkdir()
+            (top / name / "f").touch()
+        with pytest.raises(trees.RemovalPaused):
+            remove_tree(top, deadline=0.0)
+        assert len(os.listdir(top)) == 2
+
+    def test_a_deadline_not_reached_removes_everything(self, top: Path) -> None:
+        make_chain(top, 50)
+        for i in range(3 * trees.REMOVALS_PER_CHECK):
+            (top / f"f{i}").touch()
+        remove_tree(top, deadline=float("inf"))
+        assert not top.exists()

@@ -50,6 +50,7 @@ from wmproxy.execution.cgroups import CgroupError, JobCgroups, is_process_of, ow
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME, WALL_TIME_EXCEEDED, JobSpec
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
+from wmproxy.sandbox.trees import RemovalPaused
 from wmproxy.security.chain import load_pem_chain
 
 log = logging.getLogger(__name__)
@@ -813,9 +814,11 @@ class _Remover:
 
     def run(self, budget: float | None = None) -> None:
         """Remove the pending work dirs, oldest first: all of them, or while ``budget``
-        seconds have not passed (at least one). One that cannot be removed, whatever the
-        error, is logged and kept: pending again :data:`REMOVAL_RETRY` seconds later (and, as
-        every discarded one, at the next worker start)."""
+        seconds have not passed (a large one is left part-removed when the budget ends inside
+        it, and taken up first at the next call; each call removes something). One that cannot
+        be removed, whatever the error, is logged and kept: pending again
+        :data:`REMOVAL_RETRY` seconds later (and, as every discarded one, at the next worker
+        start)."""
         now = time.monotonic()
         end = None if budget is None else now + budget
         for name in [name for name, at in self.failed.items() if now - at >= REMOVAL_RETRY]:
@@ -824,7 +827,10 @@ class _Remover:
         while self.pending:
             name = self.pending.pop(0)
             try:
-                identity.remove_work_dir(self.work_root, name)
+                identity.remove_work_dir(self.work_root, name, deadline=end)
+            except RemovalPaused:  # a large tree: the rest at the next call
+                self.pending.insert(0, name)
+                return
             except IdentityError as exc:
                 self.failed[name] = time.monotonic()
                 log.warning("could not remove the discarded work directory %s: %s", name, exc)
