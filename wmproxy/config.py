@@ -569,7 +569,10 @@ class LimitsSettings:
             0 it collects at most 10,000 (``OUTPUT_FILES_CEILING`` of
             :mod:`wmproxy.execution.worker`): the worker copies them in its cycle, between other
             jobs' starts and ends, and a job that made 200,000 files for ``*.o`` held it for
-            37 s. Each file over the limit is "not collected".
+            37 s. Each file over the limit is "not collected". With ``max_input_sandbox_files``
+            at 0 a job's input area still holds at most 10,000 files and directories
+            (``INPUT_ENTRIES_CEILING`` of :mod:`wmproxy.services.sandboxes`): empty ones cost no
+            bytes against MaxInputSandboxSize or the quota.
         max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
         max_output_sandbox_size: bytes the execution worker collects into one job's output
             sandbox; 100 MB (the reference's ``WorkloadManager.MaxOutputSandboxSize`` defaults

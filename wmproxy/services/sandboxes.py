@@ -108,6 +108,13 @@ def input_room(rt: Runtime, job_rel_dir: str) -> int:
     return room if quota_room is None else min(room, quota_room)
 
 
+#: Files and directories a job's input area may hold when ``[limits] max_input_sandbox_files``
+#: is 0 (no limit on the InputSandbox list): empty files and directories cost no bytes against
+#: MaxInputSandboxSize or the quota, and a user PUT thousands of them into one job (inodes of the
+#: sandbox's file system, a listing and a walk at each later upload growing with them).
+INPUT_ENTRIES_CEILING = 10_000
+
+
 def change_area_bytes(rt: Runtime, job_rel_dir: str, change: Callable[[], AreaTally],
                       apply: Callable[[], None]) -> None:
     """The sandbox edge's ``record_bytes``: ``apply()`` the upload, delete or move that changes
@@ -161,10 +168,12 @@ def _check_input_limits(rt: Runtime, held: AreaTally, change: AreaTally) -> None
 
     Raises:
         QuotaExceededError: over MaxInputSandboxSize.
-        SandboxFileCountError: over ``[limits] max_input_sandbox_files``.
+        SandboxFileCountError: over ``[limits] max_input_sandbox_files``, or with it at 0 over
+            :data:`INPUT_ENTRIES_CEILING`.
     """
-    max_size, max_files = rt.settings.service.max_input_sandbox_size, rt.settings.limits.max_input_sandbox_files
-    if change.size <= 0 and (change.files <= 0 or max_files <= 0):
+    max_size = rt.settings.service.max_input_sandbox_size
+    max_files = rt.settings.limits.max_input_sandbox_files or INPUT_ENTRIES_CEILING
+    if change.size <= 0 and change.files <= 0:
         return
     if change.size > 0 and held.size + change.size > max_size:
         raise QuotaExceededError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,34 @@ def test_soft_limit_defaults_to_the_hard_one(tmp_path: Path, pki: Pki, template_
         assert quota.total_quota(hard_only, alice) == (7, 7)
     finally:
         close_runtime(hard_only)
+
+
+def test_without_a_file_limit_an_input_area_still_holds_a_bounded_number_of_entries(
+        tmp_path: Path, pki: Pki, template_db: Path, alice: Principal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty files and directories cost no bytes: with ``max_input_sandbox_files`` at 0 (the
+    default) a user PUT as many as the file system's inodes into one job's input area."""
+    from tests.support import delegate_in_process
+
+    monkeypatch.setattr(sandboxes, "INPUT_ENTRIES_CEILING", 3)
+    rt = build_runtime(tmp_path / "open", pki, template_db)
+    try:
+        assert rt.settings.limits.max_input_sandbox_files == 0
+        delegation = delegate_in_process(rt, alice, pki.users["alice"].proxy, "q")
+        job_id = register_job(rt, alice, ECHO_JDL, delegation).job_id
+        input_dir = rt.storage.job_dir(job_id) / "input"
+
+        def put_empty(name: str) -> None:
+            sandboxes.change_area_bytes(rt, rt.storage.job_rel_dir(job_id), lambda: AreaTally(0, 1),
+                                        (input_dir / name).touch)
+
+        input_dir.mkdir(exist_ok=True)
+        for name in ("a", "b", "c"):
+            put_empty(name)
+        with pytest.raises(SandboxFileCountError, match="4 files, at most 3 allowed"):
+            put_empty("d")
+        assert sorted(os.listdir(input_dir)) == ["a", "b", "c"]
+    finally:
+        close_runtime(rt)
 
 
 def test_a_change_is_held_against_the_input_limits_when_it_commits(
