@@ -25,9 +25,15 @@ of 2,000 ``other.GlueCEUniqueID == "ce<n>"`` joined by ``||`` is thus about 2,00
 The levels are those of the ClassAd grammar (lowest first): ``?:``; ``||``; ``&&``; ``|``;
 ``^``; ``&``; ``== != =?= =!= is isnt``; ``< <= > >=``; ``<< >> >>>``; binary ``+ -``; ``* / %``;
 unary ``+ - ! ~``; selection ``.`` and subscript ``[``. A ``+``/``-`` is unary unless it follows
-an operand (a name, a literal or a closing bracket), as the parser reads it.
+an operand (a name, a literal or a closing bracket), as the parser reads it. (The order of the
+binary levels was checked against classad2's evaluation of ``x A y B z`` for every pair.)
 
-:data:`MAX_DEPTH` and the crash depths it was chosen from: docs/jdl.md ("Limits").
+A looser bound comes first (every operator of the text counts, plus the deepest bracket
+nesting, in a few C passes: about 15 ms for a 1.1 MB collection of 10,000 nodes, where the
+token-by-token pass takes 150 ms): a JDL without long chains never needs the other.
+
+:data:`MAX_DEPTH` and the crash depths it was chosen from: docs/brokering.md ("How deep users'
+expressions may nest").
 Pure: no I/O.
 """
 
