@@ -95,6 +95,7 @@ for _char in "#@$`\\":
 # (a "[" after an operand's last character, blanks aside), plus the deepest bracket nesting, + 1.
 _LITERALS = re.compile(r""""[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|'[^'\\]*(?:\\.[^'\\]*)*(?:'|\\?\Z)"""
                        r"|//[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+_PLAIN_STRINGS = re.compile(r'"[^"]*"')
 _NOT_OPERATOR = bytes(set(range(256)) - set(b"+-*/%&|^!~<>?:."))
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[](){}"))
 _BLANKS = b" \t\n\r\f\v"
@@ -112,10 +113,12 @@ def _quick_bound(text: str) -> int | None:
     they nest), in a few C passes over the text (about 10 ns a character): enough for a JDL
     without long chains, such as a collection of thousands of nodes. None when it cannot tell
     (a closing bracket without its opening one)."""
-    if "\\" in text or "'" in text or "//" in text or "/*" in text:
+    # Without escapes, the string literals are what is between two "; what is left is the text's
+    # expressions unless they hold a quoted name or a comment (the first place where this reading
+    # and the lexer's could part is a \, or a ' or comment outside the literals read so far).
+    code = _LITERALS.sub("0", text) if "\\" in text else _PLAIN_STRINGS.sub("0", text)
+    if "'" in code or "//" in code or "/*" in code:
         code = _LITERALS.sub("0", text)
-    else:  # no escapes, quoted names or comments: the literals are what is between two "
-        code = "0".join(text.split('"')[::2])
     data = code.encode("utf-8", "surrogatepass")
     operators = len(data.translate(None, _NOT_OPERATOR)) + data.count(b"==") + data.lower().count(b"is")
     marks = data.translate(_OPERAND_ENDS, _BLANKS)
