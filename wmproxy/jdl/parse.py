@@ -60,7 +60,7 @@ _LEADING_NOISE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/|#[^\n]*)*", re.DOTALL)
 _HASH_COMMENT_LINE = re.compile(r"^[ \t]*#[^\n]*$", re.MULTILINE)
 
 
-def parse_jdl(text: str) -> classad2.ClassAd:
+def parse_jdl(text: str, *, bounded: bool = False) -> classad2.ClassAd:
     """Parse a JDL, with or without the enclosing ``[ ]``, into a ClassAd.
 
     Implements the parsing of ``wmproxy-behaviour.md`` §3.1 step 5. Lines whose first
@@ -69,6 +69,9 @@ def parse_jdl(text: str) -> classad2.ClassAd:
 
     Args:
         text: the JDL as sent by the client.
+        bounded: the caller knows how deep ``text``'s expressions nest is within
+            :data:`~wmproxy.jdl.depth.MAX_DEPTH` (a text the service wrote of a JDL read here,
+            changed only inside its string literals): not bounded again.
 
     Returns:
         A new ClassAd with the JDL's attributes (names keep the user's case,
@@ -91,7 +94,8 @@ def parse_jdl(text: str) -> classad2.ClassAd:
     body = _HASH_COMMENT_LINE.sub("", text) if "#" in text else text  # (the regexes: ~100 instructions a character)
     if _may_hold_long_digits(body) and _LONG_DIGITS(body):
         _refuse_long_integers(body)
-    _refuse_deep(body)
+    if not bounded:
+        _refuse_deep(body)
     noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
     bracketed = body[noise.end() if noise else 0:].startswith("[")
     # 128 random bits after a letter: a string the user's text leaves open runs to the sentinel's

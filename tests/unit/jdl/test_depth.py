@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from wmproxy.errors import InvalidArgumentError, JdlSyntaxError
-from wmproxy.jdl import check_expressions, jdl_lines, parse_jdl
+from wmproxy.jdl import check_expressions, expand, jdl_lines, parse_jdl
 from wmproxy.jdl.depth import MAX_DEPTH, _quick_bound, _scan, depth_problem
 from wmproxy.jdl.jsdl import jsdl_to_jdl, parse_jsdl
 from wmproxy.jdl.parse import parse_stored_jdl
@@ -70,6 +70,13 @@ class TestRefused:
     def test_code_after_an_escaped_backslash_is_counted(self) -> None:
         """``"a\\\\"`` ends at its second quote: what follows is an expression, not a string."""
         _refused('[ X = "a\\\\" + ' + CHAINS["sum"] + " ]")
+
+    def test_a_parametric_value_substituted_in_an_expression(self) -> None:
+        ad = parse_jdl(f'[ JobType = "parametric"; Executable = "/bin/echo"; Arguments = "_PARAM_"; X = _PARAM_; '
+                       f'Parameters = {{ "1", "{CHAINS["sum"]}" }}; ]')
+
+        with pytest.raises(JdlSyntaxError, match="attribute X nests too deep"):
+            expand(ad)
 
     def test_a_stored_jdl_too(self) -> None:
         with pytest.raises(JdlSyntaxError, match="nests too deep"):
