@@ -63,8 +63,9 @@ attributes are evaluated when selected, which is a reference; ``x["name"]`` (cla
 subscripts an ad by an attribute name) is the selection ``x.name``, and ``x[S]`` (an index that
 is not a constant: ``S = "name"``) reads the largest attribute of any nested ad.
 
-Not bounded here: how deep an expression nests without references (classad2 gives up at a
-few hundred levels, and the job then fails alone: :mod:`wmproxy.services.matchmaking`), and
+Not bounded here: how deep an expression nests without references (classad2 evaluates a few
+hundred levels, deeper the job fails alone: :mod:`wmproxy.services.matchmaking`; how deep it
+may be read at all, :mod:`wmproxy.jdl.depth` bounds before classad2 parses the text), and
 what one ``regexp`` call costs (PCRE's match limit stops it: at most :data:`MAX_PATTERN_CALLS`
 of those per evaluation of an attribute, against each CE).
 

@@ -75,6 +75,7 @@ import classad2
 from lxml import etree
 
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.jdl.depth import depth_problem
 from wmproxy.jdl.description import CPU_NUMBER_MAX
 from wmproxy.jdl.registered import jdl_lines
 
@@ -488,6 +489,9 @@ class _Conversion:
         if self.unsupported:
             problems.append("unsupported elements: " + ", ".join(dict.fromkeys(self.unsupported)))
         problems.extend(dict.fromkeys(self.invalid))
+        requirements = " && ".join(self.requirements) or "true"
+        if (deep := depth_problem(requirements)) is not None:  # thousands of hosts or ranges: classad2's stack
+            problems.append(f"the Requirements made of its resources: {deep}")
         if problems:
             raise InvalidArgumentError(
                 "Invalid Argument: JSDL cannot be converted to JDL: " + "; ".join(problems)
@@ -506,7 +510,7 @@ class _Conversion:
                 ad["OutputSandboxDestURI"] = self.output_dest
         if "CpuNumber" in self.attributes:
             ad["CpuNumber"] = self.attributes["CpuNumber"]
-        ad["Requirements"] = classad2.ExprTree(" && ".join(self.requirements) or "true")
+        ad["Requirements"] = classad2.ExprTree(requirements)
         return jdl_lines(ad)
 
 

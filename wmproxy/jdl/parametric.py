@@ -116,7 +116,7 @@ def parametric_nodes(
     in_expressions = PARAM in _LITERALS.sub(lambda found: '""' if found.group(1) else found.group(), template_text)
     nodes = []
     for value in values:
-        node = _substitute(template_text, keys, value)
+        node = _substitute(template_text, keys, value, in_expressions)
         for attribute, expression in hoisted:
             node[attribute] = expression
         set_list(node, "Environment", [*string_list(node, "Environment"), f"ParameterValue={value}"])
@@ -195,14 +195,16 @@ def _flatten(items: list[Any]) -> list[str]:
     return values
 
 
-def _substitute(template_text: str, keys: set[str], value: str) -> classad2.ClassAd:
+def _substitute(template_text: str, keys: set[str], value: str, in_expressions: bool) -> classad2.ClassAd:
     """A new ad: ``template_text`` (the template serialised, its names lower case ``keys``)
     with ``_PARAM_`` replaced textually, parsed back.
 
     ``classad2.ExprTree(text)`` ignores anything after a ``;``, so the substituted text
-    is re-parsed with :func:`wmproxy.jdl.parse_jdl` instead.
+    is re-parsed with :func:`wmproxy.jdl.parse_jdl` instead; how deep its expressions nest is
+    bounded again only when ``_PARAM_`` is ``in_expressions`` (a value in string literals, escaped,
+    leaves the template's expressions as they were).
     """
-    node = parse_jdl(template_text.replace(PARAM, _escaped(value)))
+    node = parse_jdl(template_text.replace(PARAM, _escaped(value)), bounded=not in_expressions)
     if {key.lower() for key in node} != keys:
         raise JdlError(f"The parameter value {value!r} breaks the JDL when substituted for _PARAM_")
     return node

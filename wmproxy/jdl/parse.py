@@ -34,6 +34,7 @@ import secrets
 import classad2
 
 from wmproxy.errors import JdlSyntaxError
+from wmproxy.jdl.depth import MAX_DEPTH, depth_problem
 
 _WRAPPED = "__wmproxy_jdl"
 _RESERVED = "__wmproxy"
@@ -59,7 +60,7 @@ _LEADING_NOISE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/|#[^\n]*)*", re.DOTALL)
 _HASH_COMMENT_LINE = re.compile(r"^[ \t]*#[^\n]*$", re.MULTILINE)
 
 
-def parse_jdl(text: str) -> classad2.ClassAd:
+def parse_jdl(text: str, *, bounded: bool = False) -> classad2.ClassAd:
     """Parse a JDL, with or without the enclosing ``[ ]``, into a ClassAd.
 
     Implements the parsing of ``wmproxy-behaviour.md`` §3.1 step 5. Lines whose first
@@ -68,6 +69,9 @@ def parse_jdl(text: str) -> classad2.ClassAd:
 
     Args:
         text: the JDL as sent by the client.
+        bounded: the caller knows how deep ``text``'s expressions nest is within
+            :data:`~wmproxy.jdl.depth.MAX_DEPTH` (a text the service wrote of a JDL read here,
+            changed only inside its string literals): not bounded again.
 
     Returns:
         A new ClassAd with the JDL's attributes (names keep the user's case,
@@ -77,8 +81,11 @@ def parse_jdl(text: str) -> classad2.ClassAd:
         JdlSyntaxError: the text is empty or is not exactly one ClassAd, for
             example ``garbage``, ``Executable = ;``, unbalanced brackets, text
             after the closing ``]``, a NUL character, an attribute name starting with
-            ``__wmproxy``, or an attribute name (at any level) that is not a plain name,
-            such as ``'my attr'``. The message starts with "Unable to parse JDL: ".
+            ``__wmproxy``, an attribute name (at any level) that is not a plain name,
+            such as ``'my attr'``, or an expression that may nest more than
+            :data:`~wmproxy.jdl.depth.MAX_DEPTH` levels deep (``1 + 1 + ...``, ``a.b.b...``:
+            classad2 would overflow the process's stack, :mod:`wmproxy.jdl.depth`). The message
+            starts with "Unable to parse JDL: ".
     """
     if not text or not text.strip():
         raise JdlSyntaxError("Unable to parse JDL: the JDL is empty")
@@ -87,6 +94,8 @@ def parse_jdl(text: str) -> classad2.ClassAd:
     body = _HASH_COMMENT_LINE.sub("", text) if "#" in text else text  # (the regexes: ~100 instructions a character)
     if _may_hold_long_digits(body) and _LONG_DIGITS(body):
         _refuse_long_integers(body)
+    if not bounded:
+        _refuse_deep(body)
     noise = _LEADING_NOISE.match(body)  # always matches, possibly empty
     bracketed = body[noise.end() if noise else 0:].startswith("[")
     # 128 random bits after a letter: a string the user's text leaves open runs to the sentinel's
@@ -131,13 +140,23 @@ def parse_stored_jdl(text: str) -> classad2.ClassAd:
     name may hold characters a user's attribute name may not.
 
     Raises:
-        JdlSyntaxError: the text is not one ClassAd.
+        JdlSyntaxError: the text is not one ClassAd, or may nest deeper than
+            :data:`~wmproxy.jdl.depth.MAX_DEPTH` (stored before that bound).
     """
+    _refuse_deep(text)
     try:
         return classad2.ClassAd(text)
     except (classad2.ClassAdException, ValueError) as exc:
         reason = classad2.lastError() or str(exc)
         raise JdlSyntaxError(f"Unable to parse JDL: {_clean_reason(reason)}") from None
+
+
+def _refuse_deep(text: str) -> None:
+    """Refuse ``text`` before classad2 reads it when its expressions may nest more than
+    :data:`~wmproxy.jdl.depth.MAX_DEPTH` levels deep (classad2 would overflow the stack: a SIGSEGV
+    of the whole process)."""
+    if len(text) > MAX_DEPTH and (problem := depth_problem(text)) is not None:
+        raise JdlSyntaxError(f"Unable to parse JDL: {problem}")
 
 
 def is_plain_name(name: str) -> bool:

@@ -22,6 +22,7 @@ import classad2
 
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
 from wmproxy.jdl.compound import check_node_names
+from wmproxy.jdl.depth import depth_problem
 from wmproxy.jdl.graph import CycleError, topological_order
 from wmproxy.jdl.parametric import node_name
 
@@ -372,9 +373,12 @@ def _expression(label: str, text: str) -> classad2.ExprTree:
     the ad has exactly those two attributes and the sentinel survived.
 
     Raises:
-        InvalidArgumentError: ``text`` is empty or not exactly one expression.
+        InvalidArgumentError: ``text`` is empty, not exactly one expression, or may nest more
+            than :data:`~wmproxy.jdl.depth.MAX_DEPTH` levels deep.
     """
     if isinstance(text, str) and text.strip():
+        if (problem := depth_problem(text)) is not None:  # classad2 would overflow the stack
+            raise InvalidArgumentError(f"Invalid Argument: {label}: {problem}")
         token = secrets.token_hex(8)
         name, sentinel = f"wmproxy_expr_{token}", f"wmproxy_end_{token}"
         try:
