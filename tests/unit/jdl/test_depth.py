@@ -14,7 +14,6 @@ from wmproxy.errors import InvalidArgumentError, JdlSyntaxError
 from wmproxy.jdl import check_expressions, expand, jdl_lines, parse_jdl
 from wmproxy.jdl.depth import MAX_DEPTH, _quick_bound, _scan, depth_problem
 from wmproxy.jdl.jsdl import jsdl_to_jdl, parse_jsdl
-from wmproxy.jdl.parse import parse_stored_jdl
 from wmproxy.jdl.templates import job_template
 
 #: Levels of each chain below: past the bound, far from any crash (classad2 would read them).
@@ -77,10 +76,6 @@ class TestRefused:
 
         with pytest.raises(JdlSyntaxError, match="attribute X nests too deep"):
             expand(ad)
-
-    def test_a_stored_jdl_too(self) -> None:
-        with pytest.raises(JdlSyntaxError, match="nests too deep"):
-            parse_stored_jdl(f'[ Executable = "/bin/true"; X = {CHAINS["selection"]} ]')
 
     def test_a_template_requirements(self) -> None:
         with pytest.raises(InvalidArgumentError, match="requirements: an expression nests too deep"):
