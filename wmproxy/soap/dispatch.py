@@ -4,10 +4,13 @@
 element, any prefix, SOAPAction ignored. Each port is its own Spyne application (Spyne
 keys methods by one target namespace per application).
 
-A request goes through, in order: :func:`wmproxy.soap.request.read_body` and
-:func:`~wmproxy.soap.request.check_request` (size, DTD, processing instructions, depth,
-element and attribute counts, encoding: before Spyne sees a byte), the operation lookup,
-authentication, :func:`wmproxy.services.authz.check_caller` and the load limiter
+A request goes through, in order: authentication and the caller's admission
+(:func:`wmproxy.services.authz.check_admitted`, before the body is read: a caller the site
+refuses must not hold a request thread at its pace, ``docs/load.md``),
+:func:`wmproxy.soap.request.read_body` and :func:`~wmproxy.soap.request.check_request` (size,
+DTD, processing instructions, depth, element and attribute counts, encoding: before Spyne sees
+a byte), the operation lookup, the refusal of a caller not authenticated or not admitted (the
+fault of the operation), :func:`wmproxy.services.authz.check_operation` and the load limiter
 (:func:`wmproxy.services.load.check_load`), then the Spyne port. Every
 refusal on the way, every fault a method raises and every error Spyne raises itself (a value
 of the wrong type, a missing part, an internal error) is written by :func:`fault_response`
