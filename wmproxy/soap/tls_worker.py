@@ -20,6 +20,12 @@ within ``[load] io_timeout`` seconds, else the request is abandoned (:class:`Pee
 one log line) and the connection closed. Everything else (keep-alive, the request threads, the
 application) is gunicorn's ``gthread`` worker unchanged.
 
+A caller the application refuses before reading its request body (not authenticated, not
+admitted) must not hold a thread at its pace either: :func:`read_deadline` bounds the total time
+of the reads of what the application still reads of it, and :func:`close_connection` ends the
+connection after the answer without reading the rest (``docs/load.md``, "Callers the site
+refuses").
+
 Use: ``worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"`` (deploy/gunicorn.conf.py).
 """
 
