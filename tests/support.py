@@ -446,8 +446,10 @@ class SoapApp:
     rt: Runtime
 
     def request(self, body: bytes, caller: Principal | None, *, method: str = "POST", path: str | None = None,
-                query: str = "", content_type: str | None = "text/xml; charset=utf-8") -> Reply:
-        """Send ``body``; ``content_type`` None sends no ``Content-Type``."""
+                query: str = "", content_type: str | None = "text/xml; charset=utf-8",
+                stream: Any = None) -> Reply:
+        """Send ``body``; ``content_type`` None sends no ``Content-Type``; ``stream``: the
+        ``wsgi.input`` to read ``body`` from instead of a BytesIO of it (it must hold ``body``)."""
         import io
 
         environ: dict[str, Any] = {
@@ -458,7 +460,7 @@ class SoapApp:
             "SERVER_PORT": "7443",
             "SERVER_PROTOCOL": "HTTP/1.1",
             "CONTENT_LENGTH": str(len(body)),
-            "wsgi.input": io.BytesIO(body),
+            "wsgi.input": io.BytesIO(body) if stream is None else stream,
             "wsgi.errors": io.StringIO(),
             "wsgi.url_scheme": "https",
             "wsgi.version": (1, 0),

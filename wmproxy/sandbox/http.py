@@ -78,6 +78,8 @@ from wmproxy.sandbox.storage import (
     check_file_name,
     is_temporary,
 )
+from wmproxy.services.authz import NotAdmittedError
+from wmproxy.soap.tls_worker import close_connection
 from wmproxy.text import log_text
 from wmproxy.web.headers import BROWSER_HEADERS
 
@@ -190,12 +192,14 @@ class SandboxApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
+        refused_caller = False
         try:
             response = self._dispatch(request)
         except _HttpError as exc:
             response = _text(exc.status, exc.message, exc.headers)
         except WMProxyError as exc:
             response = _text(_status_of(exc), exc.message)
+            refused_caller = isinstance(exc, (AuthenticationError, NotAdmittedError))
         except HTTPException as exc:  # e.g. werkzeug's ClientDisconnected while reading
             response = _text(exc.code or 400, exc.name)
         except Exception:
@@ -206,7 +210,10 @@ class SandboxApp:
         response.headers.extend(SANDBOX_HEADERS)
         response.headers.setdefault("Content-Security-Policy", FILE_CSP)
         if response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
-            _drain(request)
+            if refused_caller:  # not read at its pace: answered, then the connection closed
+                close_connection(environ)
+            else:
+                _drain(request)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
@@ -518,7 +525,10 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> R
 
 #: Bytes of a refused upload read and discarded so that the client, which may still be
 #: sending (gunicorn answers ``Expect: 100-continue`` itself), gets the error response
-#: instead of a reset connection. Larger bodies are cut off.
+#: instead of a reset connection, and its kept-alive connection serves its next request.
+#: Larger bodies are cut off. Only for callers the site admits: the upload of a caller that
+#: is not authenticated or not admitted is not read at its pace (its connection is closed
+#: after the answer, ``wmproxy.soap.tls_worker.close_connection``, ``docs/load.md``).
 MAX_DRAIN = 64 * 1024 * 1024
 
 

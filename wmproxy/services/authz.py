@@ -228,20 +228,30 @@ def is_limited(principal: Principal) -> bool:
     return bool(principal.chain_pem) and _limited(principal.chain_pem)
 
 
-def check_caller(settings: Settings, principal: Principal, operation: str) -> None:
-    """Refuse callers the site does not admit (``authorized_users`` and the policy file),
-    limited proxies for what they may not do, and new work while drained.
+class NotAdmittedError(AuthorizationError):
+    """The site does not admit the caller at all (``authorized_users``, the policy file): the
+    same fault as any AuthorizationError (1207); the edges tell it apart to spend nothing more
+    on such a caller (no request body read at its pace, ``docs/load.md``)."""
 
-    Args:
-        operation: the SOAP operation's local name, or ``sandbox <HTTP method>``.
+
+def check_admitted(settings: Settings, principal: Principal) -> None:
+    """Refuse callers the site does not admit (``authorized_users`` and the policy file):
+    the part of :func:`check_caller` that depends on the caller only, not on the operation.
 
     Raises:
-        AuthorizationError: "Authorization error: user not authorized" (1207), or
-            "Unavailable service (the server is temporarily drained)" (1207).
-        LimitedProxyError: "Authorization error: a limited proxy cannot <action> ..." (1207).
+        NotAdmittedError: "Authorization error: user not authorized" (1207).
     """
     if not authorized(settings, principal) or not policy_admits(settings, principal):
-        raise AuthorizationError("Authorization error: user not authorized")
+        raise NotAdmittedError("Authorization error: user not authorized")
+
+
+def check_operation(settings: Settings, principal: Principal, operation: str) -> None:
+    """The part of :func:`check_caller` that depends on the operation, for an admitted caller:
+    limited proxies for what they may not do, and new work while drained.
+
+    Raises:
+        AuthorizationError, LimitedProxyError: as :func:`check_caller`.
+    """
     action = LIMITED_PROXY_REFUSED.get(operation)
     if action is not None and is_limited(principal):
         raise LimitedProxyError(
@@ -251,3 +261,20 @@ def check_caller(settings: Settings, principal: Principal, operation: str) -> No
     drain = settings.service.drain_file
     if drain and operation in DRAINED_OPERATIONS and os.path.exists(drain):
         raise AuthorizationError("Unavailable service (the server is temporarily drained)")
+
+
+def check_caller(settings: Settings, principal: Principal, operation: str) -> None:
+    """Refuse callers the site does not admit (``authorized_users`` and the policy file),
+    limited proxies for what they may not do, and new work while drained
+    (:func:`check_admitted`, then :func:`check_operation`).
+
+    Args:
+        operation: the SOAP operation's local name, or ``sandbox <HTTP method>``.
+
+    Raises:
+        NotAdmittedError: "Authorization error: user not authorized" (1207).
+        AuthorizationError: "Unavailable service (the server is temporarily drained)" (1207).
+        LimitedProxyError: "Authorization error: a limited proxy cannot <action> ..." (1207).
+    """
+    check_admitted(settings, principal)
+    check_operation(settings, principal, operation)

@@ -2,9 +2,9 @@
 
 ``GET <endpoint>?wsdl`` returns ``wsdl/wmproxy.wsdl`` with the service addresses set
 to this deployment's endpoint; ``POST <endpoint>`` is dispatched to one of the three
-ports (``wmproxy.soap.dispatch``: the request is checked against ``[limits]``, then its
-caller authenticated by the TLS client chain, so that every refusal is the fault of the
-operation); ``/<SandboxDir>/...`` is the HTTPS sandbox edge, where the caller is
+ports (``wmproxy.soap.dispatch``: its caller authenticated by the TLS client chain and
+admitted before the body is read, the request checked against ``[limits]``, every refusal the
+fault of the operation); ``/<SandboxDir>/...`` is the HTTPS sandbox edge, where the caller is
 authenticated before any file is looked at; ``/monitor/...`` is the read-only web job
 monitor (``wmproxy.web``), behind the same client-certificate authentication. Every SOAP
 operation and sandbox request writes one ``wmproxy.access`` line and is counted in the

@@ -4,10 +4,13 @@
 element, any prefix, SOAPAction ignored. Each port is its own Spyne application (Spyne
 keys methods by one target namespace per application).
 
-A request goes through, in order: :func:`wmproxy.soap.request.read_body` and
-:func:`~wmproxy.soap.request.check_request` (size, DTD, processing instructions, depth,
-element and attribute counts, encoding: before Spyne sees a byte), the operation lookup,
-authentication, :func:`wmproxy.services.authz.check_caller` and the load limiter
+A request goes through, in order: authentication and the caller's admission
+(:func:`wmproxy.services.authz.check_admitted`, before the body is read: a caller the site
+refuses must not hold a request thread at its pace, ``docs/load.md``),
+:func:`wmproxy.soap.request.read_body` and :func:`~wmproxy.soap.request.check_request` (size,
+DTD, processing instructions, depth, element and attribute counts, encoding: before Spyne sees
+a byte), the operation lookup, the refusal of a caller not authenticated or not admitted (the
+fault of the operation), :func:`wmproxy.services.authz.check_operation` and the load limiter
 (:func:`wmproxy.services.load.check_load`), then the Spyne port. Every
 refusal on the way, every fault a method raises and every error Spyne raises itself (a value
 of the wrong type, a missing part, an internal error) is written by :func:`fault_response`
@@ -39,7 +42,7 @@ from wmproxy.config import LimitsSettings
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, InvalidArgumentError
 from wmproxy.monitoring import access
-from wmproxy.services.authz import check_caller
+from wmproxy.services.authz import check_admitted, check_operation
 from wmproxy.services.load import check_load
 from wmproxy.soap import direct, direct_delegation
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
@@ -48,7 +51,15 @@ from wmproxy.soap.faults import TypedFault, port_fault, spyne_error
 from wmproxy.soap.inspection_port import InspectionPort
 from wmproxy.soap.jobs_port import JobsPort
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, INSPECTION, JOBS_1, SOAP_ENV, WMPROXY
-from wmproxy.soap.request import MalformedRequestError, check_media_type, check_request, read_body
+from wmproxy.soap.request import (
+    MalformedRequestError,
+    check_media_type,
+    check_request,
+    operation_of,
+    read_body,
+    read_prefix,
+)
+from wmproxy.soap.tls_worker import close_connection, read_deadline
 from wmproxy.soap.wmproxy_port import WMProxyPort
 
 log = logging.getLogger(__name__)
@@ -66,6 +77,11 @@ _NO_JOB_NAMESPACES = frozenset({DELEGATION_1, DELEGATION_2})
 #: What Spyne may receive, as a multiple of ``[limits] max_request_bytes`` (it is handed the
 #: checked request itself, at most ``max_request_bytes``; the factor is a margin).
 SPYNE_SIZE_FACTOR = 8
+
+#: Seconds the body of a caller refused before it is read (not authenticated, not admitted) may
+#: take to arrive, at most :data:`~wmproxy.soap.request.PREFIX_BYTES` of it: a whole small request
+#: gets the fault of its operation as before; what has not come by then is not waited for.
+REFUSED_READ_SECONDS = 2.0
 
 #: environ key of the request's envelope as parsed and checked by
 #: :func:`wmproxy.soap.request.check_request`: the port's protocol takes it from there.
@@ -255,8 +271,25 @@ class SoapDispatcher:
 
     def _dispatch(self, environ: dict[str, Any], start_response: Callable[..., Any],
                   seen: dict[str, Any]) -> list[bytes]:
+        # The caller is authenticated and admitted before its body is read: a caller the site
+        # refuses outright must not hold a request thread at its pace (docs/load.md).
+        refusal: Exception | None = None
         try:
-            request = check_request(read_body(environ, self.limits.max_request_bytes), self.limits)
+            principal = self._principal(environ)
+            seen["dn"] = principal.dn
+            runtime = environ[RUNTIME_KEY]
+            check_admitted(runtime.settings, principal)
+        except Exception as exc:  # noqa: BLE001 - the refusal, answered once the operation is known
+            refusal = exc
+        try:
+            if refusal is None:
+                body = read_body(environ, self.limits.max_request_bytes)
+            else:
+                with read_deadline(environ, REFUSED_READ_SECONDS):
+                    body, whole = read_prefix(environ, self.limits.max_request_bytes)
+                if not whole:
+                    return self._refuse_unread(environ, start_response, seen, body, refusal)
+            request = check_request(body, self.limits)
             check_media_type(environ.get("CONTENT_TYPE"), request)
         except MalformedRequestError as exc:
             seen.update(namespace=exc.namespace, operation=exc.operation)
@@ -268,11 +301,10 @@ class SoapDispatcher:
         if namespace not in self.ports or operation not in self.operations[namespace]:
             return self._refuse(start_response, namespace, operation,
                                 InvalidArgumentError(f"Unknown operation {{{namespace}}}{operation}"[:300]))
+        if refusal is not None:
+            return self._refuse(start_response, namespace, operation, refusal)
         try:
-            principal = self._principal(environ)
-            seen["dn"] = principal.dn
-            runtime = environ[RUNTIME_KEY]
-            check_caller(runtime.settings, principal, operation)
+            check_operation(runtime.settings, principal, operation)
             check_load(runtime, principal, operation)
         except Exception as exc:  # noqa: BLE001 - a refusal (WMProxyError) is its typed fault; anything else,
             # such as a store error in the load check (a locked or restarting database), an
@@ -306,6 +338,19 @@ class SoapDispatcher:
         if constant:
             return self._constant(namespace, operation, runtime, environ, start_response)
         return self._serve(namespace, operation, environ, start_response)
+
+    def _refuse_unread(self, environ: dict[str, Any], start_response: Callable[..., Any], seen: dict[str, Any],
+                       prefix: bytes, refusal: Exception) -> list[bytes]:
+        """The refusal of a caller whose request body did not come whole within
+        :data:`REFUSED_READ_SECONDS` and :data:`~wmproxy.soap.request.PREFIX_BYTES`: the fault of the
+        operation its first bytes name (of the WMProxy port when they name none), and the
+        connection closed without reading the rest."""
+        namespace, operation = operation_of(prefix, self.limits)
+        if namespace not in self.ports:
+            namespace = WMPROXY
+        seen.update(namespace=namespace, operation=operation)
+        close_connection(environ)
+        return self._refuse(start_response, namespace, operation, refusal)
 
     def _principal(self, environ: dict[str, Any]) -> Principal:
         if self.authenticate is not None:

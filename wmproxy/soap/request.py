@@ -27,6 +27,7 @@ operation when it was already known, so that the fault is the one the operation 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,19 +125,70 @@ def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
     Raises:
         MalformedRequestError: a bad ``Content-Length`` or a larger body.
     """
-    raw = str(environ.get("CONTENT_LENGTH") or "").strip()
-    length: int | None = None
-    if raw:
-        if not raw.isdigit():
-            raise MalformedRequestError(f"invalid Content-Length {raw[:QUOTE_CHARS]!r}")
-        length = int(raw)
-        if length > max_bytes:
-            raise MalformedRequestError(f"the request is larger than {max_bytes} bytes")
+    length = _content_length(environ, max_bytes)
     stream = environ["wsgi.input"]
     body: bytes = stream.read(length) if length is not None else stream.read(max_bytes + 1)
     if len(body) > max_bytes:
         raise MalformedRequestError(f"the request is larger than {max_bytes} bytes")
     return body
+
+
+def _content_length(environ: dict[str, Any], max_bytes: int) -> int | None:
+    """The request's ``Content-Length``, None when it has none (chunked).
+
+    Raises:
+        MalformedRequestError: not a number, or more than ``max_bytes``.
+    """
+    raw = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise MalformedRequestError(f"invalid Content-Length {raw[:QUOTE_CHARS]!r}")
+    length = int(raw)
+    if length > max_bytes:
+        raise MalformedRequestError(f"the request is larger than {max_bytes} bytes")
+    return length
+
+
+#: Bytes of the body of a refused caller's request that are read at most (:func:`read_prefix`):
+#: enough for any request's operation element, and for the whole of the usual small request.
+PREFIX_BYTES = 64 * 1024
+#: Bytes :func:`read_prefix` asks for at a time: what a read cut by its deadline loses.
+PREFIX_STEP = 1024
+
+
+def read_prefix(environ: dict[str, Any], max_bytes: int, prefix_bytes: int = PREFIX_BYTES) -> tuple[bytes, bool]:
+    """At most ``prefix_bytes`` of the request body, read until the first read that fails (a
+    deadline of the caller: ``wmproxy.soap.tls_worker.read_deadline``, a closed connection).
+
+    Returns:
+        the bytes read, and whether they are the whole body.
+
+    Raises:
+        MalformedRequestError: as :func:`read_body`, for the ``Content-Length`` (nothing read).
+    """
+    length = _content_length(environ, max_bytes)
+    want = prefix_bytes if length is None else min(length, prefix_bytes)
+    stream = environ["wsgi.input"]
+    body = bytearray()
+    try:
+        while len(body) < want and (chunk := stream.read(min(PREFIX_STEP, want - len(body)))):
+            body += chunk
+    except OSError:  # the deadline (ReadDeadlineError, a TimeoutError), a reset
+        return bytes(body), False
+    return bytes(body), len(body) == length if length is not None else len(body) < want
+
+
+def operation_of(prefix: bytes, limits: LimitsSettings) -> tuple[str, str]:
+    """The (namespace, local name) of the operation element of a request's first bytes, as far
+    as they show it under ``limits``; ``("", "")`` when they do not."""
+    parser = _pull_parser()
+    checker = _Checker(limits)
+    with contextlib.suppress(etree.XMLSyntaxError):  # the events before the error are read below
+        parser.feed(prefix)
+    with contextlib.suppress(etree.XMLSyntaxError):
+        _learn_operation(checker, parser)
+    return checker.namespace, checker.operation
 
 
 class _Checker:
@@ -203,15 +255,7 @@ def check_request(body: bytes, limits: LimitsSettings) -> SoapRequest:
             encoding, a DTD, a processing instruction, a limit exceeded, not a SOAP 1.1
             Envelope, or an empty Body.
     """
-    parser = etree.XMLPullParser(
-        events=("start", "end", "start-ns", "pi"),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        remove_comments=True,
-        collect_ids=False,
-        huge_tree=True,  # a JDL text may exceed libxml2's 10 MB text limit; our limits apply instead
-    )
+    parser = _pull_parser()
     checker = _Checker(limits)
     if not body.strip():
         raise checker.refuse("empty request")
@@ -230,6 +274,18 @@ def check_request(body: bytes, limits: LimitsSettings) -> SoapRequest:
     if not checker.operation:
         raise checker.refuse("no operation element in the SOAP Body")
     return SoapRequest(root, body, checker.namespace, checker.operation)
+
+
+def _pull_parser() -> etree.XMLPullParser:
+    return etree.XMLPullParser(
+        events=("start", "end", "start-ns", "pi"),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        remove_comments=True,
+        collect_ids=False,
+        huge_tree=True,  # a JDL text may exceed libxml2's 10 MB text limit; our limits apply instead
+    )
 
 
 def _learn_operation(checker: _Checker, parser: etree.XMLPullParser) -> None:

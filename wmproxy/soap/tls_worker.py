@@ -20,6 +20,12 @@ within ``[load] io_timeout`` seconds, else the request is abandoned (:class:`Pee
 one log line) and the connection closed. Everything else (keep-alive, the request threads, the
 application) is gunicorn's ``gthread`` worker unchanged.
 
+A caller the application refuses before reading its request body (not authenticated, not
+admitted) must not hold a thread at its pace either: :func:`read_deadline` bounds the total time
+of the reads of what the application still reads of it, and :func:`close_connection` ends the
+connection after the answer without reading the rest (``docs/load.md``, "Callers the site
+refuses").
+
 Use: ``worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"`` (deploy/gunicorn.conf.py).
 """
 
@@ -57,6 +63,65 @@ class PeerStalledError(BaseException):
     """
 
 
+class ReadDeadlineError(TimeoutError):
+    """A read under :func:`read_deadline` did not complete before that deadline (the caller's
+    total allowance, shorter than ``[load] io_timeout``)."""
+
+
+#: environ key of gunicorn's ``start_response`` for this request (:meth:`HandshakeWorker.load_wsgi`):
+#: :func:`close_connection` reaches the response through it.
+_START_RESPONSE_KEY = "wmproxy.gunicorn_start_response"
+
+
+@contextlib.contextmanager
+def read_deadline(environ: dict[str, Any], seconds: float) -> Iterator[None]:
+    """Within the block, each read of the request's socket also ends ``seconds`` from now:
+    one that has not completed by then raises :class:`ReadDeadlineError`, however steadily the
+    client sends. No effect without a :class:`DeadlineSocket` (tests in process)."""
+    sock = environ.get("gunicorn.socket")
+    if not isinstance(sock, DeadlineSocket):
+        yield
+        return
+    sock.read_until = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        sock.read_until = None
+
+
+def close_connection(environ: dict[str, Any]) -> None:
+    """End the request's connection after its answer, which says ``Connection: close``, without
+    reading what the client still sends (neither gunicorn's drain of an unread body nor its
+    graceful close's linger in the event loop): for a caller the service refuses outright, whose
+    unread body must not hold a request thread or the loop. Call before ``start_response``;
+    without gunicorn's response (tests in process), nothing happens."""
+    response = getattr(environ.get(_START_RESPONSE_KEY), "__self__", None)
+    if response is None or not hasattr(response, "force_close"):
+        return
+    response.force_close()
+    sock = environ.get("gunicorn.socket")
+    if isinstance(sock, DeadlineSocket):
+        sock.abandoned = True
+
+
+class _WithResponse:
+    """The worker's WSGI application, which finds gunicorn's ``start_response`` in the environ
+    (:data:`_START_RESPONSE_KEY`)."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ[_START_RESPONSE_KEY] = start_response
+        return self.application(environ, start_response)
+
+    def stop(self) -> None:
+        """The application's ``stop`` (:meth:`HandshakeWorker.handle_exit`), if it has one."""
+        stop = getattr(self.application, "stop", None)
+        if callable(stop):
+            stop()
+
+
 class DeadlineSocket(ssl.SSLSocket):
     """A TLS socket whose blocking mode has a per-operation deadline.
 
@@ -70,6 +135,10 @@ class DeadlineSocket(ssl.SSLSocket):
 
     #: Seconds each operation may wait in blocking mode; None: no deadline (plain ``SSLSocket``).
     io_timeout: float | None = None
+    #: ``time.monotonic()`` by which each read must have completed (:func:`read_deadline`), or None.
+    read_until: float | None = None
+    #: The connection is closed without reading the rest of the request (:func:`close_connection`).
+    abandoned = False
     _deadline_armed = False
 
     def setblocking(self, flag: bool) -> None:
@@ -86,8 +155,26 @@ class DeadlineSocket(ssl.SSLSocket):
 
     # recv and recv_into read through read(); sendall writes through send().
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - SSLSocket's signature
+        if self.read_until is not None:
+            return self._read_by(len, buffer)
         with self._progress("sent nothing"):
             return super().read(len, buffer)
+
+    def _read_by(self, len: int, buffer: Any) -> Any:  # noqa: A002 - SSLSocket's signature
+        """A read that also ends at :attr:`read_until` (:class:`ReadDeadlineError`)."""
+        remaining = cast(float, self.read_until) - time.monotonic()
+        if remaining <= 0:
+            raise ReadDeadlineError("the read deadline has passed")
+        if not self._deadline_armed or (self.io_timeout is not None and remaining >= self.io_timeout):
+            with self._progress("sent nothing"):
+                return super().read(len, buffer)
+        super().settimeout(remaining)  # not self.settimeout: the io_timeout deadline stays armed
+        try:
+            return super().read(len, buffer)
+        except TimeoutError:
+            raise ReadDeadlineError("the read deadline has passed") from None
+        finally:
+            super().settimeout(self.io_timeout)
 
     def write(self, data: Any) -> int:
         with self._progress("read nothing"):
@@ -127,7 +214,12 @@ class HandshakeWorker(ThreadWorker):
         """gthread's request handling on a request thread; a client that stalls (no progress
         within ``[load] io_timeout``) loses its request and its connection, with one log line."""
         try:
-            return super().handle(conn)
+            kept = super().handle(conn)
+            if getattr(conn.sock, "abandoned", False):  # close_connection: answered, not read further
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                return False
+            return kept
         except PeerStalledError as exc:
             self.log.warning("Closing the connection of %s: %s", conn.client, exc)
             # finish_request closes it, gracefully: in the event loop, reading until the peer
@@ -135,6 +227,12 @@ class HandshakeWorker(ThreadWorker):
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
             return False
+
+    def load_wsgi(self) -> None:
+        """gunicorn's application, called with gunicorn's ``start_response`` in the environ
+        (:func:`close_connection` needs its response)."""
+        super().load_wsgi()
+        self.wsgi = _WithResponse(getattr(self, "wsgi"))  # noqa: B009 - set by gunicorn, untyped
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM, a graceful stop: the application's held waits (inspection long-polls, up to
