@@ -21,6 +21,9 @@ WMP = "http://glite.org/wms/wmproxy"
 D1 = "http://www.gridsite.org/namespaces/delegation-1"
 D2 = "http://www.gridsite.org/namespaces/delegation-2"
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+#: A getVersion request as a raw body (tests that write HTTP by hand).
+GET_VERSION_BODY = (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:getVersion xmlns:w="{WMP}"/></e:Body>'
+                    "</e:Envelope>").encode()
 
 
 def session_for(proxy: Path, ca_dir: Path) -> requests.Session:

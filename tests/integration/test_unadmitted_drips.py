@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.integration.isolated import standard_deployment
-from tests.integration.refclient import SOAP, WMP, reference_client, session_for
+from tests.integration.refclient import GET_VERSION_BODY, SOAP, WMP, reference_client, session_for
 from tests.integration.service import Deployment, tls_client_context
 from tests.support import ECHO_JDL, delegate, wait_for
 
@@ -44,8 +44,7 @@ IO_TIMEOUT = 4
 ANNOUNCED = 16_000_000
 #: Seconds a test waits for what the fix brings (an answer, a closed connection) at most.
 PATIENCE = 90
-GET_VERSION = (f'<e:Envelope xmlns:e="{SOAP}"><e:Body><w:getVersion xmlns:w="{WMP}"/></e:Body>'
-               "</e:Envelope>").encode()
+GET_VERSION = GET_VERSION_BODY
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,13 @@ of the reads of what the application still reads of it, and :func:`close_connect
 connection after the answer without reading the rest (``docs/load.md``, "Callers the site
 refuses").
 
+A connection closed after its answer (``Connection: close``, an error) lingers for its client's
+FIN as gunicorn's ``close_graceful`` does (RFC 9112 §9.6: unread request bytes must not make the
+kernel reset the connection and cut the answer's last segment), but in the event loop without
+blocking it: gunicorn waited up to 2 s per connection on the loop itself, so a client with a
+trusted certificate that asked for ``Connection: close`` and never closed stopped every accept,
+handshake and kept-alive connection of its worker for 2 s a connection.
+
 Use: ``worker_class = "wmproxy.soap.tls_worker.HandshakeWorker"`` (deploy/gunicorn.conf.py).
 """
 
@@ -37,7 +44,7 @@ import selectors
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, cast
 
@@ -49,6 +56,10 @@ from wmproxy.config import load_settings
 from wmproxy.text import log_text
 
 _ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
+#: Seconds a connection closed after its answer waits for its client's FIN at most, and bytes it
+#: reads and drops meanwhile at most (gunicorn's ``close_graceful``'s).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 65536
 
 
 class PeerStalledError(BaseException):
@@ -195,6 +206,21 @@ class DeadlineSocket(ssl.SSLSocket):
             raise
 
 
+class _Conn(TConn):
+    """gthread's connection whose graceful close lingers in the event loop (``linger``, the
+    worker's) instead of blocking it."""
+
+    def __init__(self, *args: Any, linger: Callable[[socket.socket], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.linger = linger
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.linger(self.sock)
+        else:
+            super().close(graceful)
+
+
 class HandshakeWorker(ThreadWorker):
     """``gthread`` with the TLS handshake in the event loop and a handshake deadline."""
 
@@ -202,6 +228,8 @@ class HandshakeWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         #: sockets in their handshake → (deadline, client address, server address, registered event)
         self.handshaking: dict[ssl.SSLSocket, tuple[float, Any, Any, int]] = {}
+        #: sockets closed after their answer, waiting for the client's FIN → [deadline, bytes read]
+        self.lingering: dict[socket.socket, list[float]] = {}
         self.handshake_timeout = 10.0
         self.io_timeout = 60.0
 
@@ -284,7 +312,7 @@ class HandshakeWorker(ThreadWorker):
             self._drop(tls)
             return
         self._forget(tls)
-        conn = TConn(self.cfg, tls, address, server)
+        conn = _Conn(self.cfg, tls, address, server, linger=self._linger)
         conn.initialized = True
         conn.parser = http.get_parser(self.cfg, tls, address)
         if tls.pending():  # the request came with the handshake's last flight
@@ -321,9 +349,55 @@ class HandshakeWorker(ThreadWorker):
             tls.close()
 
     def murder_pending(self) -> None:
-        """gunicorn's pending connections, then the handshakes past their deadline."""
+        """gunicorn's pending connections, then the handshakes past their deadline and the
+        lingering connections past theirs."""
         super().murder_pending()
         now = time.monotonic()
         for tls in [t for t, (deadline, *_) in self.handshaking.items() if deadline <= now]:
             self.log.debug("TLS handshake timed out")
             self._drop(tls)
+        for sock in [s for s, (deadline, _) in self.lingering.items() if deadline <= now]:
+            self._end_lingering(sock)
+
+    # --- closing after the answer, without blocking the loop --------------------------
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Close ``sock`` as gunicorn's ``close_graceful`` does (FIN sent, the client's bytes read
+        and dropped until its FIN, :data:`LINGER_BYTES` or :data:`LINGER_SECONDS`), the waiting
+        done by the event loop (:meth:`_drain_lingering`, :meth:`murder_pending`). Runs on the
+        loop's thread, as gthread's ``finish_request`` that calls it."""
+        try:
+            sock.shutdown(socket.SHUT_WR)  # an SSLSocket drops its TLS layer: what follows is raw
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self._drain_lingering)
+        except (OSError, ValueError, KeyError):  # gone already, or closed: nothing to wait for
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        self.lingering[sock] = [time.monotonic() + LINGER_SECONDS, 0]
+
+    def _drain_lingering(self, sock: socket.socket) -> None:
+        state = self.lingering.get(sock)
+        if state is None:
+            return
+        try:
+            while state[1] < LINGER_BYTES:
+                data = sock.recv(4096)
+                if not data:  # the client's FIN
+                    break
+                state[1] += len(data)
+            else:
+                self._end_lingering(sock)  # it keeps sending: enough
+                return
+        except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
+            return  # nothing more for now: wait
+        except OSError:
+            pass
+        self._end_lingering(sock)
+
+    def _end_lingering(self, sock: socket.socket) -> None:
+        self.lingering.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
