@@ -20,7 +20,8 @@ listed twice is left unknown for that round, never taken as ended.
 ``sbatch`` and ``scancel`` run as the job's mapped account through
 :func:`wmproxy.execution.identity.run_as` (munge then authenticates that uid: no
 ``--uid`` privilege is needed); the reading commands run as the worker's user, which
-must see every job (no ``PrivateData=jobs`` hiding other users' jobs from it).
+must see every job (a Slurm operator where ``PrivateData=jobs`` hides other users' jobs,
+as docs/slurm.md asks of a site).
 
 CE attributes of a partition (:meth:`SlurmCommands.partition_states`), Glue 1.3 names:
 
@@ -669,17 +670,20 @@ class SlurmCommands:
         return lines[0][len(job_id) + 1:]
 
     def pick(self, jobs: dict[str, NamedJob], name: str, work_dir: Path, task: int | None = None,
-             user_id: int | None = None) -> NamedJob | None:
+             user_id: int | None = None, work_dirs: dict[str, str | None] | None = None) -> NamedJob | None:
         """Of :meth:`named`'s ``jobs``, the job named ``name`` of ``user_id`` (any, when None)
-        running in ``work_dir`` (asked of Slurm job by job, :meth:`work_dir_of`), the most
-        recent one; None when there is none. With ``task``, that task of the job array of
-        that name and directory.
+        running in ``work_dir`` (asked of Slurm job by job, :meth:`work_dir_of`, each answer
+        kept in ``work_dirs`` when given, and taken from there), the most recent one; None when
+        there is none. With ``task``, that task of the job array of that name and directory.
 
         Raises:
             SlurmError: squeue failed.
         """
+        known = {} if work_dirs is None else work_dirs
         for job in select_jobs(jobs, name, task, user_id):
-            if self.work_dir_of(job.job_id) == str(work_dir):
+            if job.job_id not in known:
+                known[job.job_id] = self.work_dir_of(job.job_id)
+            if known[job.job_id] == str(work_dir):
                 return job
         return None
 

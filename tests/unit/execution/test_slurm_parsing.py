@@ -104,6 +104,13 @@ class TestNamedLines:
         assert commands.pick(jobs, "wmp_a", Path("/w/a"), None, 1001) is None
         assert commands.pick(jobs, "wmp_a", Path("/w/a"), None, 1002) == jobs["9"]
 
+    def test_a_work_dir_asked_once_until_the_next_squeue_of_names(self) -> None:
+        commands = Answers(squeue="9|/w/b\n")
+        jobs, known = {"9": NamedJob("9", 1001, "wmp_a")}, {}
+        for _ in range(3):  # the job's owner put a job of its name elsewhere: one squeue, not one per poll
+            assert commands.pick(jobs, "wmp_a", Path("/w/a"), None, 1001, known) is None
+        assert len(commands.calls) == 1 and known == {"9": "/w/b"}
+
 
 class TestScontrol:
     def test_a_field_a_jobs_owner_repeats_is_not_taken(self) -> None:

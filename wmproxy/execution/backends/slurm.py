@@ -313,6 +313,7 @@ class SlurmExecutionBackend:
         # work dir of a job without Slurm id → the (name, work dir, task) its job may be found by
         self._wanted: dict[Path, tuple[tuple[str, Path, int | None], ...]] = {}
         self._named: dict[str, NamedJob] = {}  # what the last squeue -n listed of the wanted names
+        self._work_dirs: dict[str, str | None] = {}  # Slurm job id → its work dir, asked since that squeue
         self._names_queried: set[str] = set()  # the names it asked for
         self._next_refresh = float("-inf")  # monotonic time before which no squeue runs
         self._failures = 0  # Slurm commands in a row that found no controller
@@ -572,7 +573,7 @@ class SlurmExecutionBackend:
             return False, None
         try:
             for name, work_dir, task in candidates:
-                found = self.commands.pick(self._named, name, work_dir, task, _uid(handle.account))
+                found = self.commands.pick(self._named, name, work_dir, task, _uid(handle.account), self._work_dirs)
                 if found is not None:
                     return True, found
         except SlurmError as exc:
@@ -634,6 +635,7 @@ class SlurmExecutionBackend:
         if names and reached:
             try:
                 self._named, self._names_queried = self.commands.named(names), set(names)
+                self._work_dirs = {}
             except SlurmError as exc:
                 log.warning("squeue failed, %d job(s) without Slurm id are not looked for: %s", len(names), exc)
                 self._names_queried = set()
