@@ -39,13 +39,13 @@ def victim(two_accounts: AccountSet) -> Account:
     return Account.from_name(two_accounts.name("vic001"))
 
 
-def forge(victim_name: str, *templates: str) -> str:
-    """Payload: rename its own job so that squeue, in the former format and in the current one,
-    prints ``templates`` (``{id}`` = each of the victim account's Slurm jobs) as lines of their
+def forge(victim_name: str, template: str) -> str:
+    """Payload: rename its own job so that the worker's former squeue (``%i|%T|%V|%j|%r|%Z``)
+    printed ``template`` (``{id}`` = each of the victim account's Slurm jobs) as lines of their
     own, sorted after the victim's real line (Nice=1000); then ``forged`` in forge.out."""
-    lines = "".join(f'name="$name$nl{template}"; ' for template in templates).replace("{id}", "$i")
+    line = f'name="$name$nl{template}"; '.replace("{id}", "$i")
     return ('sleep 1; ids=$(squeue -h -u ' + victim_name + ' -o %i); nl="\n"; name="wmp_x|None|/x"; '
-            f'for i in $ids; do {lines}done; '
+            f'for i in $ids; do {line}done; '
             'scontrol update JobId=$SLURM_JOB_ID Nice=1000 "JobName=$name" > forge.out 2>&1 '
             '&& echo forged >> forge.out; '
             'exec sleep 300')
@@ -64,16 +64,17 @@ def polls(backend: SlurmExecutionBackend, *handles: RunHandle, rounds: int = 20)
     return True
 
 
+@pytest.mark.parametrize("template", ["{id}|COMPLETED|0|x|None|/x", "{id}|PENDING|0|x|JobHeldAdmin|/x"],
+                         ids=["ended", "held"])
 def test_a_renamed_job_neither_ends_nor_cancels_another_accounts_running_job(
-    slurm_cluster: SlurmCluster, work_root: Path, attacker: Account, victim: Account, tmp_path: Path,
+    slurm_cluster: SlurmCluster, work_root: Path, attacker: Account, victim: Account, tmp_path: Path, template: str,
 ) -> None:
     backend = make_backend(slurm_cluster, work_root, max_pending=0.5)
     (tmp_path / "v").mkdir()
     (tmp_path / "a").mkdir()
     vic = backend.spawn(backend.prepare(launch(victim, tmp_path / "v", "echo working; exec sleep 300")))
     wait_started(backend, vic)
-    atk = backend.spawn(backend.prepare(launch(attacker, tmp_path / "a", forge(
-        victim.name, "{id}|COMPLETED|0|x|None|/x", "{id}|COMPLETED|0|None", "{id}|PENDING|0|JobHeldAdmin"))))
+    atk = backend.spawn(backend.prepare(launch(attacker, tmp_path / "a", forge(victim.name, template))))
     forged = atk.work_dir / "forge.out"
     try:
         support.wait_for(lambda: polls(backend, vic, atk, rounds=1) and forged.exists() and "forged" in
