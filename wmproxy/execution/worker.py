@@ -1043,11 +1043,15 @@ class ExecutionWorker:
             backend = self.backends.get(info.backend)
             try:
                 handle = backend.attach(info.backend_ref or "", _account(info.local_account)) if backend else None
-            except WMProxyError as exc:
-                log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer, exc)
+                runs = backend is None or handle is None or backend.poll(handle) is None
+            except (OSError, SQLAlchemyError):
+                raise  # an outage: the caller's handling
+            except Exception as exc:  # a job's defect (or its hostile files) must not end the worker
+                log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer,
+                          log_text(exc), exc_info=not isinstance(exc, WMProxyError))
                 rest.append((job_id, end))
                 continue
-            if backend is None or handle is None or backend.poll(handle) is None:
+            if runs or backend is None or handle is None:
                 log.error("job %s: the work dir worker %s left cannot be released here (no %s backend, or its "
                           "wrapper runs)", job_id, writer, info.backend)
                 rest.append((job_id, end))
