@@ -90,7 +90,9 @@ def test_jobs_without_slurm_id_are_looked_for_with_one_squeue(
 
     cycle(heir, handles)
 
-    assert commands.runs == ["squeue"]  # one for the four, within one refresh period
+    # one for the four, within one refresh period, and one asking Slurm the work dir of the one
+    # it lists (one job per squeue: a work dir its owner set with a newline cannot forge a line)
+    assert commands.runs == ["squeue", "squeue"]
     assert handles[0].pid == prepared[0].pid
     assert [handle.pid for handle in handles[1:]] == [None, None, None]  # waited for (submit_settle)
 

@@ -8,10 +8,20 @@ standard input from ``/dev/null``. A command that fails raises
 :class:`SlurmError` carrying its standard error, which is Slurm's own message
 ("Batch job submission failed: Invalid partition name specified").
 
+Jobs are read from fields their owner cannot set. A job's owner may rename it, set its
+comment or work dir at any time (``scontrol update JobName=... WorkDir=...``), with newlines:
+those fields never go into the squeue that reads the state of every job the worker follows
+(``%i|%T|%V|%r``: id, state, submit time, Slurm's reason), and the squeue of names
+(:meth:`SlurmCommands.named`) prints only names Slurm matched exactly to the ones asked for,
+the work dir being read for one job at a time (:meth:`SlurmCommands.work_dir_of`). A line
+that is not of the expected shape, or for a job not asked for, is skipped (logged once); a job
+listed twice is left unknown for that round, never taken as ended.
+
 ``sbatch`` and ``scancel`` run as the job's mapped account through
 :func:`wmproxy.execution.identity.run_as` (munge then authenticates that uid: no
 ``--uid`` privilege is needed); the reading commands run as the worker's user, which
-must see every job (no ``PrivateData=jobs`` hiding other users' jobs from it).
+must see every job (a Slurm operator where ``PrivateData=jobs`` hides other users' jobs,
+as docs/slurm.md asks of a site).
 
 CE attributes of a partition (:meth:`SlurmCommands.partition_states`), Glue 1.3 names:
 
@@ -38,11 +48,12 @@ CE attributes of a partition (:meth:`SlurmCommands.partition_states`), Glue 1.3 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +61,9 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity
 from wmproxy.execution.identity import Account, CommandTimeoutError, IdentityError
 from wmproxy.execution.jobwrapper import BASE_PATH
+from wmproxy.text import log_text
+
+log = logging.getLogger(__name__)
 
 #: Seconds a Slurm command may take before it is killed.
 DEFAULT_TIMEOUT = 60.0
@@ -87,14 +101,23 @@ _CANNOT_RUN_DESCRIPTIONS = ("Nodes required for job are DOWN", "launch failed re
 #: Base node states (``sinfo %T`` without its flag suffix) of nodes that can run jobs.
 USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
 _NODE_FLAGS = "*~#!%$@^-+"
-_QUEUE_FORMAT = "%i|%T|%V|%j|%r|%Z"
+#: squeue's fields of the jobs followed: none a job's owner can set (not ``%j``, ``%k``, ``%Z``).
+_QUEUE_FORMAT = "%i|%T|%V|%r"
+#: squeue's fields of the jobs looked for by name (``-n``: names Slurm matches exactly).
+_NAMED_FORMAT = "%i|%U|%j"
+#: A number read from Slurm's output or a file a job can write: ASCII digits, at most 18.
+NUMBER = re.compile(r"[0-9]{1,18}")
+_QUEUE_LINE = re.compile(r"([0-9]{1,18}(?:_[0-9]{1,9})?)\|([A-Z_]{1,32})\|([^|]*)\|([^\x00-\x1f\x7f]*)")
+_NAMED_LINE = re.compile(r"([0-9]{1,18}(?:_[0-9]{1,9})?)\|([0-9]{1,10})\|([A-Za-z0-9_.-]{1,200})")
+#: Lines of Slurm's output already logged as skipped (each logged once), at most this many remembered.
+_REPORTED_MAX = 1000
 _INVALID_JOB = "Invalid job id specified"
 #: scancel's messages for a job that has ended or is ending: there is nothing left to cancel.
 _JOB_GONE = (_INVALID_JOB, "already completing or completed")
 #: The message of a client that could not reach slurmctld at all (down, or not listening).
 _NO_CONTROLLER = "Unable to contact slurm controller"
 #: A Slurm job id: ``123``, or ``123_4`` for task 4 of the job array 123.
-_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")
+JOB_ID = re.compile(r"[0-9]{1,18}(?:_[0-9]{1,9})?")
 #: Slurm's messages (``slurm_errtab.c``) and the system's of a request that may have reached
 #: slurmctld although its answer never came back (the controller busy past ``MessageTimeout``,
 #: the connection lost): what it asked for may have been done, even later. A connect failure
@@ -164,23 +187,47 @@ class CpuCounts:
 
 @dataclass(frozen=True)
 class QueuedJob:
-    """One line of ``squeue --states=all``.
+    """One line of ``squeue --states=all -o '%i|%T|%V|%r'`` (fields Slurm sets, none the job's owner can).
 
     Attributes:
         job_id: the Slurm job id: ``123``, or ``123_4`` for task 4 of the job array 123.
         state: ``PENDING``, ``RUNNING``, ... or a final state (:data:`FINAL_STATES`).
         submitted: submit time in Unix seconds, None when Slurm prints none.
-        name: the job name.
         reason: why it is pending or how it ended (``Resources``, ``NodeDown``, ``None``).
-        work_dir: its working directory (``--chdir``).
     """
 
     job_id: str
     state: str
     submitted: float | None
-    name: str
     reason: str
-    work_dir: str
+
+
+@dataclass(frozen=True)
+class NamedJob:
+    """One line of ``squeue -n <names> -o '%i|%U|%j'``: a job whose name Slurm matched exactly
+    to one asked for.
+
+    Attributes:
+        job_id: the Slurm job id (``123`` or ``123_4``).
+        user_id: the uid that owns it (Slurm's, not settable by the job).
+        name: its name, one of those asked for.
+    """
+
+    job_id: str
+    user_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What squeue answered: the lines it could be trusted for, by job id, and the ids it
+    listed more than once (their lines are left out: a job's owner may have forged one; such a
+    job is unknown for that round), and the lines skipped (not of the expected shape, or of a
+    job not asked for)."""
+
+    jobs: dict[str, QueuedJob]
+    doubtful: frozenset[str] = frozenset()
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,29 +297,66 @@ def parse_scontrol(show_output: str) -> dict[str, str]:
     """``Key=Value`` pairs of one ``scontrol -o show job|node|partition`` record.
 
     A value may contain spaces (a node's ``Reason=test [root@...]``): it runs up to the
-    next ``Key=``.
+    next ``Key=``. A key that occurs more than once is left out: a job's owner sets its
+    ``JobName`` (printed before ``JobState``) and ``Comment`` (after it), and may write
+    ``JobState=COMPLETED`` there, which must not pass for Slurm's.
     """
-    return {match.group(1): match.group(2).strip() for match in _PAIR.finditer(show_output.strip())}
+    pairs: dict[str, str] = {}
+    repeated: set[str] = set()
+    for match in _PAIR.finditer(show_output.strip()):
+        key = match.group(1)
+        if key in pairs:
+            repeated.add(key)
+        pairs[key] = match.group(2).strip()
+    return {key: value for key, value in pairs.items() if key not in repeated}
 
 
-def parse_queue(squeue_output: str) -> dict[str, QueuedJob]:
-    """Jobs from ``squeue -h -r -o '%i|%T|%V|%j|%r|%Z'`` run with ``SLURM_TIME_FORMAT=%s``,
-    by job id (``123``, or ``123_4`` for a task of a job array: ``-r`` lists each task).
+def parse_queue(squeue_output: str, asked: Iterable[str] | None = None) -> Listing:
+    """Jobs from ``squeue -h -r -o '%i|%T|%V|%r'`` run with ``SLURM_TIME_FORMAT=%s``, by job
+    id (``123``, or ``123_4`` for a task of a job array: ``-r`` lists each task).
 
-    Raises:
-        ValueError: a line has too few fields or a job id that is neither a number nor
-            ``<number>_<number>``.
+    Line by line: a line not of that shape (no job id of at most 18 digits, no state of
+    capitals, a control character) is skipped, and so is the line of a job whose base id is
+    not among ``asked`` (the ids given to ``squeue -j``; None: any). An id listed twice is
+    left out (:attr:`Listing.doubtful`). Never raises.
     """
-    jobs: dict[str, QueuedJob] = {}
-    for line in squeue_output.splitlines():
+    bases = None if asked is None else {base_job_id(str(job_id)) for job_id in asked}
+    lines, doubtful, skipped = _job_lines(squeue_output, _QUEUE_LINE,
+                                          lambda match: bases is None or base_job_id(match.group(1)) in bases)
+    jobs = {job_id: QueuedJob(job_id, match.group(2),
+                              float(match.group(3)) if NUMBER.fullmatch(match.group(3)) else None, match.group(4))
+            for job_id, match in lines.items()}
+    return Listing(jobs, frozenset(doubtful), skipped)
+
+
+def parse_named(squeue_output: str, names: Iterable[str]) -> tuple[dict[str, NamedJob], tuple[str, ...]]:
+    """Jobs from ``squeue -h -r -o '%i|%U|%j' -n <names>``, by job id, and the lines skipped:
+    not of that shape, or of a name not among ``names``. An id listed twice is left out.
+    Never raises."""
+    wanted = set(names)
+    lines, _doubtful, skipped = _job_lines(squeue_output, _NAMED_LINE, lambda match: match.group(3) in wanted)
+    return {job_id: NamedJob(job_id, int(match.group(2)), match.group(3)) for job_id, match in lines.items()}, skipped
+
+
+def _job_lines(output: str, shape: re.Pattern[str],
+               wanted: Callable[[re.Match[str]], bool]) -> tuple[dict[str, re.Match[str]], set[str], tuple[str, ...]]:
+    """The lines of ``output`` of ``shape`` (its first group the job id) that are ``wanted``, by
+    job id; the ids listed more than once (their lines left out); the other lines, skipped."""
+    found: dict[str, re.Match[str]] = {}
+    doubtful: set[str] = set()
+    skipped: list[str] = []
+    for line in output.splitlines():
         if not line.strip():
             continue
-        fields = line.split("|", 5)
-        if len(fields) != 6 or not _JOB_ID.fullmatch(fields[0]):
-            raise ValueError(f"not an squeue line of the form {_QUEUE_FORMAT}: {line!r}")
-        job_id, state, submitted, name, reason, work_dir = fields
-        jobs[job_id] = QueuedJob(job_id, state, _seconds(submitted), name, reason, work_dir)
-    return jobs
+        match = shape.fullmatch(line)
+        if match is None or not wanted(match):
+            skipped.append(line)
+        elif match.group(1) in found or match.group(1) in doubtful:
+            doubtful.add(match.group(1))
+            found.pop(match.group(1), None)
+        else:
+            found[match.group(1)] = match
+    return found, doubtful, tuple(skipped)
 
 
 def cannot_run(reason: str) -> bool:
@@ -285,13 +369,6 @@ def cannot_run(reason: str) -> bool:
 def base_job_id(job_id: str) -> str:
     """The job id of a job array's task (``123`` of ``123_4``); a plain job id as it is."""
     return job_id.partition("_")[0]
-
-
-def _seconds(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def parse_sacct(sacct_output: str) -> JobEnd | None:
@@ -442,6 +519,7 @@ class SlurmCommands:
         self.bin_dir = None if bin_dir is None else Path(os.path.abspath(bin_dir))
         self.timeout = timeout
         self._accounting: bool | None = None  # None: sacct not tried yet
+        self._reported: set[str] = set()  # lines of squeue skipped and logged already
 
     @property
     def env(self) -> dict[str, str]:
@@ -516,51 +594,109 @@ class SlurmCommands:
         """
         out = self.run("sbatch", "--parsable", str(script), account=account, as_account=True, cwd=cwd)
         first = out.strip().split(";")[0]
-        if not first.isdigit():
-            raise SlurmError(f"sbatch printed no job id: {out.strip()!r}", command="sbatch")
+        if not NUMBER.fullmatch(first):
+            raise SlurmError(f"sbatch printed no job id: {log_text(out.strip()[:200])}", command="sbatch")
         return int(first)
 
-    def queue(self, job_ids: Sequence[str]) -> dict[str, QueuedJob]:
+    def queue(self, job_ids: Sequence[str]) -> Listing:
         """The jobs Slurm still knows among ``job_ids`` (``123`` or ``123_4``) and the other
         tasks of their job arrays, from one ``squeue -r --states=all -j <base ids>``:
         active ones, and ended ones for ``MinJobAge`` seconds; a job missing from the
-        result has left.
+        result has left, unless squeue listed it twice (:attr:`Listing.doubtful`: unknown).
+        A line that does not parse, or of a job not asked for, is skipped (logged once).
 
         Raises:
             SlurmError: squeue failed (the controller does not answer).
         """
         if not job_ids:
-            return {}
+            return Listing({})
         bases = dict.fromkeys(base_job_id(str(job_id)) for job_id in job_ids)
         try:
             out = self.run("squeue", "-h", "-r", "--states=all", "-o", _QUEUE_FORMAT, "-j", ",".join(bases))
         except SlurmError as exc:
             if _INVALID_JOB in exc.stderr:  # squeue -j with one id that has left fails so
-                return {}
+                return Listing({})
             raise
-        return _parse_queue(out)
+        listing = parse_queue(out, bases)
+        self._report(listing.skipped)
+        if listing.doubtful:
+            log.warning("squeue listed the Slurm job(s) %s more than once (a job's owner may have forged a "
+                        "line): unknown this round", log_text(", ".join(sorted(listing.doubtful))))
+        return listing
 
-    def find(self, name: str, work_dir: Path, task: int | None = None) -> QueuedJob | None:
+    def find(self, name: str, work_dir: Path, task: int | None = None, user_id: int | None = None) -> NamedJob | None:
         """The job named ``name`` running in ``work_dir`` that Slurm still knows (the
         most recent one), None when there is none; with ``task``, that task of the job
-        array of that name and directory.
+        array of that name and directory (:meth:`pick`).
 
         Raises:
             SlurmError: squeue failed.
         """
-        return select_job(self.named([name]), name, work_dir, task)
+        return self.pick(self.named([name]), name, work_dir, task, user_id)
 
-    def named(self, names: Sequence[str]) -> dict[str, QueuedJob]:
+    def named(self, names: Sequence[str]) -> dict[str, NamedJob]:
         """The jobs (array tasks one by one) Slurm still knows of any of ``names``, from one
-        ``squeue -r --states=all -n <names>``, by job id (:func:`select_job` picks one).
+        ``squeue -r --states=all -n <names> -o '%i|%U|%j'``, by job id (:meth:`pick` picks
+        one). Slurm matches names exactly, so the names it prints are among those asked for,
+        and the work dir, which the job's owner may set to anything, is not printed.
 
         Raises:
             SlurmError: squeue failed.
         """
         if not names:
             return {}
-        out = self.run("squeue", "-h", "-r", "--states=all", "-o", _QUEUE_FORMAT, "-n", ",".join(names))
-        return _parse_queue(out)
+        out = self.run("squeue", "-h", "-r", "--states=all", "-o", _NAMED_FORMAT, "-n", ",".join(names))
+        jobs, skipped = parse_named(out, names)
+        self._report(skipped)
+        return jobs
+
+    def work_dir_of(self, job_id: str) -> str | None:
+        """The work dir of one job (``squeue -j <id> -o '%i|%Z'``), None when Slurm does not
+        list it or its answer is not exactly one line for that id (a work dir of several
+        lines).
+
+        Raises:
+            SlurmError: squeue failed.
+        """
+        try:
+            out = self.run("squeue", "-h", "-r", "--states=all", "-o", "%i|%Z", "-j", job_id)
+        except SlurmError as exc:
+            if _INVALID_JOB in exc.stderr:
+                return None
+            raise
+        lines = out.splitlines()
+        if len(lines) != 1 or not lines[0].startswith(f"{job_id}|"):
+            return None
+        return lines[0][len(job_id) + 1:]
+
+    def pick(self, jobs: dict[str, NamedJob], name: str, work_dir: Path, task: int | None = None,
+             user_id: int | None = None, work_dirs: dict[str, str | None] | None = None) -> NamedJob | None:
+        """Of :meth:`named`'s ``jobs``, the job named ``name`` of ``user_id`` (any, when None)
+        running in ``work_dir`` (asked of Slurm job by job, :meth:`work_dir_of`, each answer
+        kept in ``work_dirs`` when given, and taken from there), the most recent one; None when
+        there is none. With ``task``, that task of the job array of that name and directory.
+
+        Raises:
+            SlurmError: squeue failed.
+        """
+        known = {} if work_dirs is None else work_dirs
+        for job in select_jobs(jobs, name, task, user_id):
+            if job.job_id not in known:
+                known[job.job_id] = self.work_dir_of(job.job_id)
+            if known[job.job_id] == str(work_dir):
+                return job
+        return None
+
+    def _report(self, skipped: Sequence[str]) -> None:
+        """Log each skipped line of squeue once (escaped: a job's owner may have written it)."""
+        for line in skipped:
+            if line in self._reported:
+                continue
+            if len(self._reported) >= _REPORTED_MAX:
+                self._reported.clear()
+            self._reported.add(line)
+            log.warning("squeue line skipped (not of the expected shape, or of a job not asked for): %s",
+                        log_text(line[:500]))
 
     def job_end(self, job_id: str) -> JobEnd | None:
         """How Slurm ended ``job_id``: ``scontrol show job`` while the controller keeps it
@@ -640,21 +776,15 @@ class SlurmCommands:
         return states[partition]
 
 
-def select_job(jobs: dict[str, QueuedJob], name: str, work_dir: Path, task: int | None = None) -> QueuedJob | None:
-    """Of squeue's ``jobs``, the job named ``name`` running in ``work_dir`` (the most recent
-    one), None when there is none; with ``task``, that task of the job array of that name and
-    directory."""
-    found = [job for job in jobs.values() if job.name == name and job.work_dir == str(work_dir)
+def select_jobs(jobs: dict[str, NamedJob], name: str, task: int | None = None,
+                user_id: int | None = None) -> list[NamedJob]:
+    """Of :meth:`SlurmCommands.named`'s ``jobs``, those named ``name`` of ``user_id`` (any, when
+    None), the most recent first; with ``task``, that task of job arrays of that name, else
+    jobs that are no array task."""
+    found = [job for job in jobs.values() if job.name == name and (user_id is None or job.user_id == user_id)
              and (task is None) == ("_" not in job.job_id)
              and (task is None or job.job_id.endswith(f"_{task}"))]
-    return max(found, key=lambda job: int(base_job_id(job.job_id))) if found else None
-
-
-def _parse_queue(out: str) -> dict[str, QueuedJob]:
-    try:
-        return parse_queue(out)
-    except ValueError as exc:
-        raise SlurmError(f"unexpected squeue output: {exc}", command="squeue") from None
+    return sorted(found, key=lambda job: int(base_job_id(job.job_id)), reverse=True)
 
 
 def _message(stderr: str) -> str:

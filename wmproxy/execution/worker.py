@@ -175,6 +175,10 @@ class RunningJob:
     #: adopted from a reference without backend id (a worker died before, or during, the spawn
     #: of its wrapper): while it has none, an end that says the wrapper never ran requeues it
     unsubmitted: bool = False
+    #: the backend reference the database holds for it (None: not known to be recorded); when
+    #: the handle's differs (a Slurm job id found after its sbatch lost its answer), the
+    #: handle's is recorded (:meth:`ExecutionWorker._record_references`)
+    recorded_ref: str | None = None
 
 
 @dataclass
@@ -226,6 +230,10 @@ class ExecutionWorker:
         #: ends of attempts (job id, end) whose work dirs are released but that the database has
         #: not taken yet: recorded at the next cycle, and never adopted meanwhile
         self.unrecorded: list[tuple[str, AttemptEnd]] = []
+        #: jobs whose backend failed to attach or poll them (a defect, or a job's own hostile
+        #: files): job id → why; followed no more by this process life, their records kept
+        #: (Scheduled or Running) for the administrator, and tried again by the next life
+        self.set_aside: dict[str, str] = {}
         #: the work root (``[execution] work_dir``), where :attr:`unrecorded` is journaled
         self.work_root = Path(os.path.abspath(self.settings.work_dir))
         self._journal: Path | None = None  # this worker's ends journal, while it holds one
@@ -578,7 +586,8 @@ class ExecutionWorker:
             log.error("execution worker %s puts adoption off to its next heartbeat: the ends journals could "
                       "not be read", self.name)
             return adopted
-        known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded), *journaled}
+        known = {*self.running, *self.ahead, *(job_id for job_id, _end in self.unrecorded), *journaled,
+                 *self.set_aside}
         for order in service.adopt_jobs(self.rt, self.name, self.host, known, worker_alive, self.backends.keys()):
             try:
                 account = _account(order.local_account)
@@ -586,20 +595,28 @@ class ExecutionWorker:
                 service.set_state(self.rt, order.job_id, JobState.ABORTED, reason=f"cannot adopt the job: {exc}")
                 continue
             backend = self.backends.get(order.backend)
-            handle = backend.attach(order.backend_ref or "", account) if backend is not None else None
+            outcome = None
+            try:
+                handle = backend.attach(order.backend_ref or "", account) if backend is not None else None
+                if backend is not None and handle is not None and handle.pid is None and not backend.started(handle):
+                    outcome = backend.poll(handle)
+            except (OSError, SQLAlchemyError):
+                raise  # an outage: the cycle's (run's) handling
+            except Exception as exc:  # noqa: BLE001 - one job's defect must not end the worker
+                self._set_aside(order.job_id, "adopting", exc)
+                continue
             if backend is None or handle is None:
                 log.warning("job %s: backend reference %r is not followable here", order.job_id, order.backend_ref)
                 continue
             adopted.append(order.job_id)
-            if handle.pid is None and not backend.started(handle):
-                outcome = backend.poll(handle)
-                if outcome is not None and not outcome.recorded and not outcome.payload_started:
-                    # Scheduled, wrapper never spawned (or died before the payload): run it again once.
-                    self._release(backend, handle)
-                    service.requeue_unstarted(self.rt, self.name, order.job_id, "its wrapper was never started")
-                    log.info("job %s requeued: its worker stopped before starting it", order.job_id)
-                    continue
-            self.running[order.job_id] = RunningJob(order, handle, backend, unsubmitted=handle.pid is None)
+            if outcome is not None and not outcome.recorded and not outcome.payload_started:
+                # Scheduled, wrapper never spawned (or died before the payload): run it again once.
+                self._release(backend, handle)
+                service.requeue_unstarted(self.rt, self.name, order.job_id, "its wrapper was never started")
+                log.info("job %s requeued: its worker stopped before starting it", order.job_id)
+                continue
+            self.running[order.job_id] = RunningJob(order, handle, backend, unsubmitted=handle.pid is None,
+                                                    recorded_ref=order.backend_ref)
             log.info("job %s adopted (%s)", order.job_id, handle.ref)
         if adopted:  # a cancel the dead worker was carrying out is sent again before any end is read
             self._next_cancel_check = 0.0
@@ -678,6 +695,7 @@ class ExecutionWorker:
                 end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
                 continue
             job.since = time.monotonic()
+            job.recorded_ref = job.handle.ref  # the caller records it (mark_running)
             self.running[job_id] = job
             log.info("job %s running (%s)", job_id, job.handle.ref)
             spawned.append((job_id, job.handle.ref))
@@ -720,11 +738,46 @@ class ExecutionWorker:
                 if now >= job.retry_end_at or job.cancel_reason is not None:  # its slot held meanwhile
                     ended.append((job, job.ended))
                 continue
-            outcome = job.backend.poll(job.handle)
+            try:
+                outcome = job.backend.poll(job.handle)
+            except (OSError, SQLAlchemyError):
+                raise  # an outage: the cycle's (run's) handling
+            except Exception as exc:  # noqa: BLE001 - one job's defect must not end the worker
+                del self.running[job_id]
+                self._set_aside(job_id, "polling", exc)
+                continue
             if outcome is not None:
                 del self.running[job_id]
                 ended.append((job, outcome))
+        self._record_references()
         return ended
+
+    def _record_references(self) -> None:
+        """Record in the database the backend references the backends resolved since they were
+        recorded (a Slurm job id found after its sbatch lost its answer), so that a worker
+        adopting the job follows that Slurm job, not one looked for again by name and by the
+        files of the job's work dir; tried again at the next cycle when the database fails."""
+        changed = [(job_id, job.recorded_ref, job.handle.ref) for job_id, job in self.running.items()
+                   if job.recorded_ref is not None and job.handle.ref != job.recorded_ref and job.ended is None]
+        if not changed:
+            return
+        try:
+            service.record_references(self.rt, changed)
+        except SQLAlchemyError as exc:
+            log.warning("the backend references of %d job(s) are not recorded yet: %s", len(changed),
+                        database_reason(exc))
+            return
+        for job_id, _old, new in changed:
+            self.running[job_id].recorded_ref = new
+
+    def _set_aside(self, job_id: str, doing: str, exc: Exception) -> None:
+        """Follow the job no more in this process life after its backend failed ``doing`` it:
+        its record stays as it is (Scheduled or Running, held by this worker) for the
+        administrator, and the next life of the worker tries again."""
+        why = f"{doing} it failed: {exc.__class__.__name__}: {exc}"
+        self.set_aside[job_id] = why
+        log.error("job %s set aside, followed no more until the worker restarts (its record is kept): %s",
+                  job_id, log_text(why), exc_info=exc)
 
     def _record_ends(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> list[tuple[RunningJob, JobOutcome]]:
         """Each attempt's end made (a Done job's outputs collected: :meth:`_attempt_end`) and its
@@ -990,11 +1043,15 @@ class ExecutionWorker:
             backend = self.backends.get(info.backend)
             try:
                 handle = backend.attach(info.backend_ref or "", _account(info.local_account)) if backend else None
-            except WMProxyError as exc:
-                log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer, exc)
+                runs = backend is None or handle is None or backend.poll(handle) is None
+            except (OSError, SQLAlchemyError):
+                raise  # an outage: the caller's handling
+            except Exception as exc:  # a job's defect (or its hostile files) must not end the worker
+                log.error("job %s: the work dir worker %s left cannot be followed here: %s", job_id, writer,
+                          log_text(exc), exc_info=not isinstance(exc, WMProxyError))
                 rest.append((job_id, end))
                 continue
-            if backend is None or handle is None or backend.poll(handle) is None:
+            if runs or backend is None or handle is None:
                 log.error("job %s: the work dir worker %s left cannot be released here (no %s backend, or its "
                           "wrapper runs)", job_id, writer, info.backend)
                 rest.append((job_id, end))

@@ -732,6 +732,29 @@ def mark_running(rt: Runtime, started: Sequence[tuple[str, str]]) -> None:
             set_state(rt, job_id, JobState.RUNNING, backend_ref=ref)
 
 
+def record_references(rt: Runtime, changed: Sequence[tuple[str, str, str]]) -> set[str]:
+    """Record the backend references a worker's backend resolved after they were recorded
+    (``(job id, recorded reference, resolved reference)``: a Slurm job id found after its
+    sbatch lost its answer, ``slurm:<cluster>:-:<dir>`` → ``slurm:<cluster>:<id>:<dir>``), in
+    one transaction, each only where the job is still Scheduled or Running with the recorded
+    reference (a job that ended or moved on meanwhile is left alone). No state changes, no
+    event.
+
+    Returns:
+        The ids of the jobs whose reference was recorded.
+    """
+    done: set[str] = set()
+    with rt.uow() as uow:
+        for job_id, recorded, resolved in changed:
+            job = uow.jobs.get(job_id, for_update=True)
+            if (job is None or job.state not in (JobState.SCHEDULED.value, JobState.RUNNING.value)
+                    or job.backend_ref != recorded):
+                continue
+            job.backend_ref = resolved
+            done.add(job_id)
+    return done
+
+
 def mark_scheduled(rt: Runtime, prepared: Sequence[tuple[str, str]]) -> set[str]:
     """Record prepared jobs as Scheduled with their backend reference (``(job id,
     reference)`` pairs) and the event "submitted to <reference>", in one transaction, before

@@ -129,14 +129,15 @@ from wmproxy.execution.slurm import (
     DEFAULT_TIMEOUT,
     FINAL_STATES,
     KILLED_BY_SLURM,
+    NUMBER,
     PENDING_STATE,
     JobEnd,
+    NamedJob,
     QueuedJob,
     SlurmCommands,
     SlurmError,
     base_job_id,
     cannot_run,
-    select_job,
     time_limit,
 )
 from wmproxy.sandbox.confined import ConfinementError, open_confined
@@ -178,7 +179,11 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _LOG_TAIL_BYTES = 4096
 _SCRIPT_NAME_LINE = re.compile(r"^#SBATCH --job-name=(\S+)$", re.M)
 _SCRIPT_HEAD_BYTES = 4096
-_REF = re.compile(rf"{SCHEME}:([^:]*):(-|[0-9]+(?:_[0-9]+)?):(.+)", re.S)
+_REF = re.compile(rf"{SCHEME}:([^:]*):(-|[0-9]{{1,18}}(?:_[0-9]{{1,9}})?):(.+)", re.S)
+#: A Slurm job name wmproxy gives (:func:`job_name`), as read back from a file the job can write.
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: A job array's task number, as read from a file the job can write.
+_TASK = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass
@@ -212,13 +217,10 @@ class _Unresolved:
     def decode(cls, data: bytes) -> _Unresolved | None:
         head, _newline, error = data.decode(errors="replace").partition("\n")
         fields = head.split()
-        try:
-            since = float(fields[0])
-        except (IndexError, ValueError):
-            return None
-        if len(fields) != 3 or not (fields[2] == "-" or fields[2].isdigit()):
-            return None
-        return cls(fields[1], None if fields[2] == "-" else int(fields[2]), since, error.strip())
+        if (len(fields) != 3 or not NUMBER.fullmatch(fields[0]) or not _JOB_NAME.fullmatch(fields[1])
+                or not (fields[2] == "-" or _TASK.fullmatch(fields[2]))):
+            return None  # the job may have written anything there
+        return cls(fields[1], None if fields[2] == "-" else int(fields[2]), float(fields[0]), error.strip())
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,8 @@ class SlurmExecutionBackend:
         self._wrapper_dir: Path | None = None  # the shared wrapper, once installed
         # work dir of a job without Slurm id → the (name, work dir, task) its job may be found by
         self._wanted: dict[Path, tuple[tuple[str, Path, int | None], ...]] = {}
-        self._named: dict[str, QueuedJob] = {}  # what the last squeue -n listed of the wanted names
+        self._named: dict[str, NamedJob] = {}  # what the last squeue -n listed of the wanted names
+        self._work_dirs: dict[str, str | None] = {}  # Slurm job id → its work dir, asked since that squeue
         self._names_queried: set[str] = set()  # the names it asked for
         self._next_refresh = float("-inf")  # monotonic time before which no squeue runs
         self._failures = 0  # Slurm commands in a row that found no controller
@@ -393,7 +396,7 @@ class SlurmExecutionBackend:
                 for handle, _prepared in chunk:
                     self._batched[handle.work_dir] = error
                 return
-            array_id = self._submitted_anyway(name, self.work_root, 0)
+            array_id = self._submitted_anyway(name, self.work_root, 0, first.account)
             if array_id is None:
                 since = time.time()
                 for index, (handle, _prepared) in enumerate(chunk):
@@ -428,7 +431,7 @@ class SlurmExecutionBackend:
             if not exc.maybe_done:
                 raise BackendError(f"Slurm refused the job: {exc}") from None
             name = prepared.name if prepared is not None else self._submission_name(handle.work_dir)
-            found = self._submitted_anyway(name, handle.work_dir, None)
+            found = self._submitted_anyway(name, handle.work_dir, None, handle.account)
             if found is None:
                 self._unresolve(handle, _Unresolved(name, None, time.time(), str(exc)))
                 return handle
@@ -436,11 +439,11 @@ class SlurmExecutionBackend:
         self._follow(handle, str(job_id))
         return handle
 
-    def _submitted_anyway(self, name: str, work_dir: Path, task: int | None) -> int | None:
+    def _submitted_anyway(self, name: str, work_dir: Path, task: int | None, account: Account | None) -> int | None:
         """After an sbatch whose answer was lost: the job (the job array, with ``task``) it
         has created, None when Slurm lists none (yet) or cannot be asked."""
         try:
-            found = self.commands.find(name, work_dir, task)
+            found = self.commands.find(name, work_dir, task, _uid(account))
         except SlurmError as exc:
             log.warning("sbatch of %s lost its answer and Slurm cannot be asked: %s", name, exc)
             return None
@@ -551,26 +554,32 @@ class SlurmExecutionBackend:
         task_time = _state_mtime(work_dir, TASK_NAME)
         script_time = _state_mtime(work_dir, SCRIPT_NAME)
         if task_time is not None and (script_time is None or task_time >= script_time):
-            recorded = _state_head(work_dir, TASK_NAME, 256)
-            task = None if recorded is None else recorded.decode(errors="replace").split()
-            if task and len(task) == 2 and task[1].isdigit():
-                return _Unresolved(task[0], int(task[1]), task_time, "")
+            task = _task_of(work_dir)
+            if task is not None:
+                return _Unresolved(task[0], task[1], task_time, "")
         if script_time is None:
             return None
         return _Unresolved(self._submission_name(work_dir), None, script_time, "")
 
-    def _find_submitted(self, handle: RunHandle) -> tuple[bool, QueuedJob | None]:
+    def _find_submitted(self, handle: RunHandle) -> tuple[bool, NamedJob | None]:
         """``(known, job)``: whether the last squeue of the wanted names (:meth:`_refresh`)
         asked for this job's, and the Slurm job of a job whose reference has no id: its task in
-        the job array its ``slurm-task`` names, else the job of its own name and work dir."""
+        the job array its ``slurm-task`` names, else the job of its own name and work dir; a job
+        of the handle's account only (its uid is Slurm's), whose work dir Slurm gives for it
+        alone (:meth:`SlurmCommands.pick`)."""
         candidates = self._want(handle.work_dir)
         self._refresh()
         if not all(name in self._names_queried for name, _work_dir, _task in candidates):
             return False, None
-        for name, work_dir, task in candidates:
-            found = select_job(self._named, name, work_dir, task)
-            if found is not None:
-                return True, found
+        try:
+            for name, work_dir, task in candidates:
+                found = self.commands.pick(self._named, name, work_dir, task, _uid(handle.account), self._work_dirs)
+                if found is not None:
+                    return True, found
+        except SlurmError as exc:
+            log.warning("squeue failed, the Slurm job of %s is not looked for this round: %s", handle.work_dir.name,
+                        exc)
+            return False, None
         return True, None
 
     def _want(self, work_dir: Path) -> tuple[tuple[str, Path, int | None], ...]:
@@ -578,11 +587,10 @@ class SlurmExecutionBackend:
         its task in the job array its ``slurm-task`` names, and its own name and work dir."""
         candidates = self._wanted.get(work_dir)
         if candidates is None:
-            recorded = _state_head(work_dir, TASK_NAME, 256)
-            task = None if recorded is None else recorded.decode(errors="replace").split()
+            task = _task_of(work_dir)
             found: list[tuple[str, Path, int | None]] = []
-            if task and len(task) == 2 and task[1].isdigit():
-                found.append((task[0], self.work_root, int(task[1])))
+            if task is not None:
+                found.append((task[0], self.work_root, task[1]))
             found.append((self._submission_name(work_dir), work_dir, None))
             candidates = self._wanted[work_dir] = tuple(found)
         return candidates
@@ -592,7 +600,7 @@ class SlurmExecutionBackend:
         the name of a first attempt when the script cannot be read."""
         script = _state_head(work_dir, SCRIPT_NAME, _SCRIPT_HEAD_BYTES)
         found = None if script is None else _SCRIPT_NAME_LINE.search(script.decode(errors="replace"))
-        return found.group(1) if found else job_name(work_dir.name)
+        return found.group(1) if found and _JOB_NAME.fullmatch(found.group(1)) else job_name(work_dir.name)
 
     def _lookup(self, job_id: str) -> tuple[bool, QueuedJob | None]:
         """``(known, queued)``: whether the last squeue (:meth:`_refresh`) asked for the job,
@@ -618,7 +626,8 @@ class SlurmExecutionBackend:
         reached = True
         if ids:
             try:
-                self._queue, self._queried = self.commands.queue(ids), set(ids)
+                listing = self.commands.queue(ids)
+                self._queue, self._queried = listing.jobs, set(ids) - listing.doubtful
             except SlurmError as exc:
                 log.warning("squeue failed, the state of %d Slurm job(s) is unknown: %s", len(ids), exc)
                 self._queried = set()
@@ -626,6 +635,7 @@ class SlurmExecutionBackend:
         if names and reached:
             try:
                 self._named, self._names_queried = self.commands.named(names), set(names)
+                self._work_dirs = {}
             except SlurmError as exc:
                 log.warning("squeue failed, %d job(s) without Slurm id are not looked for: %s", len(names), exc)
                 self._names_queried = set()
@@ -864,6 +874,22 @@ def _failure(reason: str, started: bool, *, recorded: bool = True) -> JobOutcome
     kind = "deep" if started else "shallow"
     return JobOutcome(JobState.ABORTED, reason=f"{reason} ({kind} failure)", payload_started=started,
                       recorded=recorded)
+
+
+def _uid(account: Account | None) -> int:
+    """The uid Slurm owns the job of ``account`` to (sbatch runs as it; the worker's own user without)."""
+    return os.geteuid() if account is None else account.uid
+
+
+def _task_of(work_dir: Path) -> tuple[str, int] | None:
+    """``(job array name, task)`` of the work dir's ``slurm-task``, None when it has none or
+    not of that shape (the job can write it: a name of :func:`job_name`'s characters and a
+    task of ASCII digits only)."""
+    recorded = _state_head(work_dir, TASK_NAME, 256)
+    fields = None if recorded is None else recorded.decode(errors="replace").split()
+    if not fields or len(fields) != 2 or not _JOB_NAME.fullmatch(fields[0]) or not _TASK.fullmatch(fields[1]):
+        return None
+    return fields[0], int(fields[1])
 
 
 def _state_head(work_dir: Path, name: str, size: int) -> bytes | None:
