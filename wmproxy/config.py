@@ -574,6 +574,13 @@ class LimitsSettings:
             (``INPUT_ENTRIES_CEILING`` of :mod:`wmproxy.services.sandboxes`): empty ones cost no
             bytes against MaxInputSandboxSize or the quota.
         max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
+        max_pending_delegation_requests: pending delegation requests (getProxyReq,
+            getNewProxyReq, renewProxyReq without their putProxy yet) one DN keeps; beyond
+            them its oldest are dropped (a putProxy for one is refused as for any unknown
+            request), looked at every ``TRIM_EVERY`` (32) requests of the DN in a process, so it
+            may hold that many more for a while. Each keeps a sealed 2048-bit key for ``[purge]
+            request_age`` (a day): without a bound a user asking with new ids and never answering
+            filled the table. 0 = no limit.
         max_output_sandbox_size: bytes the execution worker collects into one job's output
             sandbox; 100 MB (the reference's ``WorkloadManager.MaxOutputSandboxSize`` defaults
             to -1, no limit: 0 here, which leaves the sandbox's disk to one job's output when
@@ -596,6 +603,7 @@ class LimitsSettings:
     max_input_sandbox_files: int = 0
     max_output_sandbox_files: int = 0
     max_sandbox_name_bytes: int = 255
+    max_pending_delegation_requests: int = 100
     max_output_sandbox_size: int = 100_000_000
 
     def __post_init__(self) -> None:
@@ -603,7 +611,8 @@ class LimitsSettings:
                      "max_xml_attributes", "max_sandbox_name_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[limits] {name}: must be at least 1")
-        for name in ("max_input_sandbox_files", "max_output_sandbox_files", "max_output_sandbox_size"):
+        for name in ("max_input_sandbox_files", "max_output_sandbox_files", "max_output_sandbox_size",
+                     "max_pending_delegation_requests"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"[limits] {name}: must not be negative (0 = no limit)")
 

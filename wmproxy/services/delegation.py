@@ -38,6 +38,7 @@ from wmproxy.store import UnitOfWork
 from wmproxy.store.delegation_writes import StoredDelegation, delegation_writes
 from wmproxy.store.delegations import StoredProxy
 from wmproxy.store.schema import Delegation
+from wmproxy.text import log_text
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,38 @@ def create_proxy_request(rt: Runtime, principal: Principal, delegation_id: str |
         with rt.uow() as uow:
             uow.delegations.put_request(principal.dn, delegation_id, sealed_key, csr, utcnow())
     _remember_request(rt, principal.dn, delegation_id, sealed_key)
+    _bound_pending(rt, principal.dn)
     return delegation_id, csr
+
+
+#: getProxyReq-like requests of one DN in a process between two looks at how many pending
+#: requests it has (:func:`_bound_pending`): the count stays off nearly every request's path.
+TRIM_EVERY = 32
+#: DN → such requests since its last look, in this process (cleared when it names more DNs).
+_since_look: dict[str, int] = {}
+_LOOKED_DNS = 4096
+
+
+def _bound_pending(rt: Runtime, dn: str) -> None:
+    """Every :data:`TRIM_EVERY` requests of ``dn`` in this process, drop its pending requests
+    beyond the newest ``[limits] max_pending_delegation_requests`` (a user who asks with new ids
+    and never answers no longer fills the table with sealed keys for a day)."""
+    keep = rt.settings.limits.max_pending_delegation_requests
+    if keep <= 0:
+        return
+    seen = _since_look.get(dn, 0) + 1
+    if seen < TRIM_EVERY:
+        if len(_since_look) >= _LOOKED_DNS and dn not in _since_look:
+            _since_look.clear()
+        _since_look[dn] = seen
+        return
+    _since_look.pop(dn, None)
+    if delegation_writes(rt.session_factory).pending_count(dn) <= keep:  # no write lock for the look
+        return
+    with rt.uow() as uow:
+        dropped = uow.delegations.trim_requests(dn, keep)
+    log.warning("dropped %d pending delegation request(s) of %s beyond its newest %d "
+                "([limits] max_pending_delegation_requests)", dropped, log_text(dn), keep)
 
 
 def create_new_proxy_request(rt: Runtime, principal: Principal) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, TextClause, bindparam, delete, select, text
+from sqlalchemy import Engine, TextClause, bindparam, delete, func, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,6 +62,8 @@ _PROXY_COLUMNS = ["owner_dn", "delegation_id", "sealed_proxy", "not_before", "no
 #: The sealed key of (DN, id)'s pending request, read without a lock.
 _PENDING_KEY = select(_requests.c.sealed_key).where(
     _requests.c.owner_dn == bindparam("owner_dn"), _requests.c.delegation_id == bindparam("delegation_id"))
+#: How many pending requests a DN has, through the (DN, id) unique index.
+_PENDING_COUNT = select(func.count()).select_from(_requests).where(_requests.c.owner_dn == bindparam("owner_dn"))
 #: SQLite: the pending request of (DN, id), deleted only while it holds the key read.
 _TAKE_KEY = delete(_requests).where(
     _requests.c.owner_dn == bindparam("owner_dn"), _requests.c.delegation_id == bindparam("delegation_id"),
@@ -103,6 +105,7 @@ class DelegationWrites:
         upserts = _statements(name)
         self._put_proxy = _Compiled(upserts.put_proxy, dialect, _PROXY_COLUMNS)
         self._pending_key = _Compiled(_PENDING_KEY, dialect)
+        self._pending_count = _Compiled(_PENDING_COUNT, dialect)
         if self.sqlite:
             self._take_key = _Compiled(_TAKE_KEY, dialect)
             self._claim = _Compiled(keypool._CLAIM, dialect)
@@ -136,6 +139,18 @@ class DelegationWrites:
                 "owner_dn": owner_dn, "delegation_id": delegation_id, "sealed_key": claimed[0],
                 "csr_pem": claimed[1], "created_at": created})
             return str(claimed[1]), bytes(claimed[0])
+
+    def pending_count(self, owner_dn: str) -> int:
+        """How many pending requests ``owner_dn`` has, read in a transaction of its own without a
+        lock (as :meth:`pending_key`)."""
+        params = {"owner_dn": owner_dn}
+        if self.sqlite:
+            with pooled(self.engine) as cursor:
+                row = self._pending_count.execute(cursor, params)
+        else:
+            with single_statement(self.engine) as cursor:
+                row = self._pending_count.execute(cursor, params)
+        return 0 if row is None else int(row[0])
 
     def pending_key(self, owner_dn: str, delegation_id: str) -> bytes | None:
         """The sealed key of the pending request of (DN, id), read in a transaction of its own

@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -112,6 +112,20 @@ class SqlDelegationStore:
         row = self.session.connection().execute(
             _TAKE_REQUEST, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
         return None if row is None else bytes(row[0])
+
+    def pending_count(self, owner_dn: str) -> int:
+        """How many pending requests ``owner_dn`` has (read through the (DN, id) index)."""
+        return int(self.session.scalar(
+            select(func.count()).select_from(DelegationRequest).where(DelegationRequest.owner_dn == owner_dn)) or 0)
+
+    def trim_requests(self, owner_dn: str, keep: int) -> int:
+        """Delete the pending requests of ``owner_dn`` but its ``keep`` newest (by creation time,
+        then row id); returns how many were deleted."""
+        newest = (select(DelegationRequest.id).where(DelegationRequest.owner_dn == owner_dn)
+                  .order_by(DelegationRequest.created_at.desc(), DelegationRequest.id.desc()).limit(keep))
+        result = self.session.execute(delete(DelegationRequest).where(
+            DelegationRequest.owner_dn == owner_dn, DelegationRequest.id.not_in(newest)))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def get_request(self, owner_dn: str, delegation_id: str) -> DelegationRequest | None:
         return self.session.scalars(

@@ -6,6 +6,7 @@ shared database."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -97,3 +98,40 @@ class TestAnotherProcess:
             delegation.store_proxy(rt, alice, "gone", _sign(pki, csr))
         with rt.uow() as uow:
             assert uow.session.scalars(sa.select(Delegation)).all() == []
+
+
+class TestPendingBound:
+    def test_a_dn_keeps_its_newest_pending_requests_only(
+        self, rt: Runtime, alice: Principal, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A user asking with new ids and never answering filled the table with sealed keys for
+        a day ([purge] request_age). Beyond ``max_pending_delegation_requests`` its oldest go."""
+        limits = dataclasses.replace(rt.settings.limits, max_pending_delegation_requests=3)
+        monkeypatch.setattr(rt, "settings", dataclasses.replace(rt.settings, limits=limits))
+        monkeypatch.setattr(delegation, "TRIM_EVERY", 1)
+        delegation_keys.fill_pool(rt, 6)
+        csrs = [delegation.create_proxy_request(rt, alice, f"many{i}")[1] for i in range(5)]
+        with rt.uow() as uow:
+            assert uow.delegations.pending_count(alice.dn) == 3
+            assert uow.delegations.pending_count("/CN=somebody else") == 0
+        assert [_stored(rt, alice.dn, f"many{i}")[1] for i in range(5)] == [False, False, True, True, True]
+        with pytest.raises(DelegationNotFoundError, match="no proxy request"):
+            delegation.store_proxy(rt, alice, "many0", _sign(pki, csrs[0]))
+        delegation.store_proxy(rt, alice, "many4", _sign(pki, csrs[4]))
+        assert _stored(rt, alice.dn, "many4") == (True, False)
+
+    def test_the_count_is_looked_at_every_so_many_requests(
+        self, rt: Runtime, alice: Principal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        limits = dataclasses.replace(rt.settings.limits, max_pending_delegation_requests=1)
+        monkeypatch.setattr(rt, "settings", dataclasses.replace(rt.settings, limits=limits))
+        monkeypatch.setattr(delegation, "TRIM_EVERY", 3)
+        monkeypatch.setattr(delegation, "_since_look", {})
+        delegation_keys.fill_pool(rt, 3)
+        for i in range(2):
+            delegation.create_proxy_request(rt, alice, f"few{i}")
+        with rt.uow() as uow:
+            assert uow.delegations.pending_count(alice.dn) == 2  # not looked at yet
+        delegation.create_proxy_request(rt, alice, "few2")
+        with rt.uow() as uow:
+            assert uow.delegations.pending_count(alice.dn) == 1
