@@ -242,9 +242,12 @@ class RenewalWorker:
         return written
 
     def _refresh_stale(self) -> int:
-        rt = self.rt
+        rt, now = self.rt, utcnow()
         with rt.uow() as uow:
-            stale = service.stale_job_proxies(uow, rt, utcnow())
+            targets = uow.renewals.held_jobs(service.HELD_STATES)
+        copies = service.stale_copies(rt, targets, now)  # the job's files, read outside the transaction
+        with rt.uow() as uow:
+            stale = service.stale_job_proxies(uow, rt, now, copies)
         written = 0
         for refresh in stale:
             if refresh.job_ids:

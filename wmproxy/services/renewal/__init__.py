@@ -48,6 +48,7 @@ from wmproxy.services.renewal.jobfiles import (
     ProxyRefresh,
     job_proxy_end,
     job_proxy_path,
+    stale_copies,
     stale_job_proxies,
 )
 from wmproxy.services.renewal.registration import (
@@ -107,6 +108,7 @@ __all__ = [
     "retry_delay",
     "server_allowed",
     "settle_voms_refresh",
+    "stale_copies",
     "stale_job_proxies",
     "voms_requests",
 ]

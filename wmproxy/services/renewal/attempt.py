@@ -259,7 +259,8 @@ def _store(
     """
     sec = rt.settings.security
     try:
-        validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
+        validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem,
+                                       max_depth=rt.settings.limits.max_proxy_chain_depth)
         fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now,
                                host_names=ac_host_names(rt))
     except ProxyError as exc:
