@@ -53,6 +53,7 @@ from wmproxy.security.myproxy import (
 )
 from wmproxy.security.proxy import Credential, load_credential
 from wmproxy.security.renewed import check_renewed_proxy
+from wmproxy.text import short_text
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -70,6 +71,9 @@ _CERT_METHODS = {"X509_certificate_SHA256": (4, "sha256"), "X509_certificate": (
 MAX_REPLY = 64 * 1024
 #: Certificates the server may return (the new proxy, the stored proxies, the user certificate).
 MAX_CERTIFICATES = 12
+#: Characters of a server's ``ERROR`` text a refusal keeps (:func:`server_text`; a VOMS
+#: server's refusal is cut at 500 too).
+MAX_ERROR_TEXT = 500
 
 
 class MyProxyError(WMProxyError):
@@ -345,10 +349,18 @@ def _status(pairs: list[tuple[str, str]], where: str) -> str:
     status = values.get("RESPONSE")
     if status == RESPONSE_ERROR:
         errors = [v.strip() for k, v in pairs if k == "ERROR" and v.strip()]
-        raise MyProxyRefusedError("; ".join(errors) or "no reason given")
+        raise MyProxyRefusedError(server_text("; ".join(errors) or "no reason given"))
     if status not in (RESPONSE_OK, RESPONSE_AUTHORIZATION):
         raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
     return status
+
+
+def server_text(text: str) -> str:
+    """A server's ``ERROR`` text as a refusal carries it: on one line (control characters
+    escaped, :func:`~wmproxy.text.log_text`) and at most :data:`MAX_ERROR_TEXT` characters. It
+    is stored as the record's ``last_error`` and in an event of each held job of the credential
+    (red team: 58 KB of text, changing at each attempt, stored on each of 50 jobs)."""
+    return short_text(text, MAX_ERROR_TEXT)
 
 
 def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where: str) -> bytes:

@@ -168,8 +168,8 @@ def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str
         return
     reason = f"proxy renewal {result}: {error}" if error else f"proxy renewal {result}"
     for job in jobs:
-        last = uow.jobs.history(job.id, kinds=["proxy_renewed", "renewal_failed"])
-        if not last or last[-1].reason != reason:
+        last = uow.jobs.last_event(job.id, kinds=["proxy_renewed", "renewal_failed"])
+        if last is None or last.reason != reason:
             uow.jobs.record_event(job, "renewal_failed", now, source="renewal", reason=reason)
 
 

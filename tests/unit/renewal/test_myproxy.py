@@ -21,11 +21,13 @@ from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
 )
 from wmproxy.renewal.myproxy import (
     MAX_CERTIFICATES,
+    MAX_ERROR_TEXT,
     MAX_REPLY,
     MyProxyError,
     MyProxyRefusedError,
     MyProxyUnreachableError,
     _Connection,
+    _status,
     renew_proxy,
 )
 from wmproxy.security.chain import certificate_der, identity_dn, load_pem_chain, verify_chain
@@ -230,3 +232,15 @@ class TestReplyLimits:
         send(b"\0" * 1024 + message)  # each message small, but past the total
         with pytest.raises(MyProxyError, match=f"sent more than {MAX_REPLY} bytes"):
             conn.read_message()
+
+    def test_a_refusals_text_is_cut_and_kept_on_one_line(self) -> None:
+        """Red team: a hostile server's 100 ERROR lines of 560 characters each were the refusal's
+        text, stored whole for the record and each of its jobs."""
+        lines = [("ERROR", f"line {i} \x1b[31m" + "x" * 560) for i in range(100)]
+        with pytest.raises(MyProxyRefusedError) as refused:
+            _status([("VERSION", "MYPROXYv2"), ("RESPONSE", "1"), *lines], "test")
+        text = refused.value.server_error
+        assert len(text) == MAX_ERROR_TEXT == 500 and text.startswith("line 0 \\x1b[31mxxx") and text.endswith("...")
+        with pytest.raises(MyProxyRefusedError, match=r"renewal: bad password; try again$"):
+            _status([("VERSION", "MYPROXYv2"), ("RESPONSE", "1"), ("ERROR", "bad password"), ("ERROR", "try again")],
+                    "test")

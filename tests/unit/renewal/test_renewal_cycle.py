@@ -219,6 +219,24 @@ class TestAttempts:
         assert status is not None and status.attempts == len(begun)
         assert (status.last_result, status.last_error, status.last_attempt_at) == ("unreachable", "down", times[-1])
 
+    def test_a_servers_long_error_text_is_stored_cut_and_on_one_line(self, rt: Runtime, alice) -> None:
+        """Red team: a MyProxy server's 58 KB of ERROR text, changing at each attempt, was stored
+        whole as the record's last_error and in an event of each held job at each attempt."""
+        dn, now = alice
+        job = add_job(rt, dn, "running", JobState.RUNNING, now)
+        for attempt in range(2):
+            at = now + dt.timedelta(seconds=attempt * CYCLE)
+            order = claim(rt, at)
+            text = f"attempt {attempt} \x1b[2J" + "x" * 60_000 + "\nforged log line"
+            with rt.uow() as uow:
+                finish_renewal(uow, rt, order, RenewalOutcome("refused", error=text), at)
+        with rt.uow() as uow:
+            status = renewal_status(uow, dn, DELEG)
+            reasons = [e.reason or "" for e in uow.jobs.history(job, kinds=["renewal_failed"])]
+        assert status is not None and status.last_error is not None
+        assert len(status.last_error) <= 1000 and status.last_error.startswith("attempt 1 \\x1b[2Jxxx")
+        assert len(reasons) == 2 and all(len(r) <= 1100 and "\n" not in r and "\x1b" not in r for r in reasons)
+
     def test_a_claimed_record_is_not_given_to_a_second_worker(self, rt: Runtime, alice) -> None:
         _, now = alice
         with rt.uow() as uow:
