@@ -203,6 +203,7 @@ class RenewalWorker:
                 order.host, order.port, host_cert=sec.host_cert, host_key=sec.host_key, ca_dir=sec.ca_dir,
                 user_proxy_pem=order.proxy_pem, username=order.owner_dn, lifetime=self.settings.lifetime,
                 timeout=self.settings.timeout, key_bits=order.key_bits,
+                listed=service.server_listed(self.settings, order.host, order.port),
             )
         except MyProxyUnreachableError as exc:
             return service.RenewalOutcome("unreachable", error=str(exc))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import socket
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,12 @@ from tests.unit.renewal.cycle_support import (
     running_job,
     stored_proxy,
 )
+from tests.unit.renewal.pass_support import stage_running_job
 from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.identity import install_proxy
 from wmproxy.renewal.jobfiles import push_job_proxy
+from wmproxy.renewal.myproxy import UNREACHABLE_TEXT
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
@@ -236,6 +239,35 @@ class TestAttempts:
         assert status is not None and status.last_error is not None
         assert len(status.last_error) <= 1000 and status.last_error.startswith("attempt 1 \\x1b[2Jxxx")
         assert len(reasons) == 2 and all(len(r) <= 1100 and "\n" not in r and "\x1b" not in r for r in reasons)
+
+    @pytest.mark.parametrize("named", [False, True])
+    def test_a_server_allowed_by_a_wildcard_is_not_reached_on_loopback(self, rt: Runtime, pki: Pki,
+                                                                        named: bool) -> None:
+        """Red team: with ``myproxy_allowed_servers = *`` a user's MyProxyServer reached the
+        service host's ports and read in last_error which were open. A server the site names
+        is reached wherever it is."""
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen(8)
+            server = f"127.0.0.1:{listening.getsockname()[1]}"
+            rt.settings = dataclasses.replace(
+                rt.settings, renewal=dataclasses.replace(rt.settings.renewal, timeout=0.5,
+                                                         myproxy_allowed_servers=f"{server}, *" if named else "*"),
+                security=dataclasses.replace(rt.settings.security, host_cert=str(pki.host_cert),
+                                             host_key=str(pki.host_key)))
+            alice = pki.users["alice"]
+            staged = stage_running_job(rt, alice.dn, proxy(pki, "alice", 20 * 60), server)
+            assert RenewalWorker(rt, threads=1).step().attempted == 1
+            listening.settimeout(0)
+            if named:
+                listening.accept()[0].close()  # it connected
+            else:
+                with pytest.raises(BlockingIOError):
+                    listening.accept()
+        with rt.uow() as uow:
+            status = renewal_status(uow, alice.dn, staged.delegation_id)
+        assert status is not None and status.last_result == "unreachable"
+        assert (status.last_error == UNREACHABLE_TEXT.format(where=server)) is not named
 
     def test_a_claimed_record_is_not_given_to_a_second_worker(self, rt: Runtime, alice) -> None:
         _, now = alice

@@ -47,6 +47,7 @@ from wmproxy.services.renewal import (
     renewal_due,
     renewal_margin,
     server_allowed,
+    server_listed,
 )
 from wmproxy.services.renewal import jobfiles as jobfiles_module
 
@@ -127,6 +128,17 @@ class TestAllowedServers:
         assert not server_allowed(s, "example.org") and not server_allowed(s, "px.example.org.evil.net")
         assert not server_allowed(s, "pxexample.org") and not server_allowed(s, "px.example.org:22")
         assert server_allowed(s, "px.grid.test:7600") and not server_allowed(s, "px.grid.test")
+
+    def test_only_the_servers_the_site_names_are_listed(self) -> None:
+        """A server allowed through a wildcard only is reached at public addresses only, with no
+        detail of a failed connection for the user (renew_proxy's ``listed``)."""
+        s = settings(myproxy_server="px.example.org", myproxy_servers_by_vo="atlas=px.cern.ch:7600",
+                     myproxy_allowed_servers="myproxy.grid.test, 10.0.0.5:7600, *.example.org, *")
+        assert server_listed(s, "px.example.org", 7512) and server_listed(s, "PX.cern.ch.", 7600)
+        assert server_listed(s, "myproxy.grid.test", 7512) and server_listed(s, "10.0.0.5", 7600)
+        assert not server_listed(s, "myproxy.grid.test", 7600) and not server_listed(s, "10.0.0.5", 7512)
+        assert not server_listed(s, "other.example.org", 7512) and not server_listed(s, "127.0.0.1", 5432)
+        assert server_allowed(s, "other.example.org") and server_allowed(s, "127.0.0.1:5432")
 
     def test_a_star_allows_any_host_and_port_as_the_original(self) -> None:
         s = settings(myproxy_allowed_servers="*")

@@ -56,6 +56,7 @@ from wmproxy.services.renewal.registration import (
     parse_server,
     register_for_renewal,
     server_allowed,
+    server_listed,
 )
 from wmproxy.services.renewal.schedule import (
     PLANNED_FRACTION,
@@ -107,6 +108,7 @@ __all__ = [
     "renewal_status",
     "retry_delay",
     "server_allowed",
+    "server_listed",
     "settle_voms_refresh",
     "stale_copies",
     "stale_job_proxies",
