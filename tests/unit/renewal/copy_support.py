@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from wmproxy.security import renewed as renewed_module
 from wmproxy.security.proxy import Credential, make_proxy
 
 
@@ -50,3 +52,13 @@ def proxy_levels(user: Credential, levels: int, *, lifetime: int = 3600,
             return Credential(made.cert, key, made.chain)
         issuer = make_proxy(issuer, lifetime=lifetime)
     return issuer
+
+
+def count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The chains OpenSSL is asked to verify as proxies of their owner from now on
+    (:mod:`wmproxy.security.renewed`: a job's copy, a renewed proxy)."""
+    verified: list[object] = []
+    real = renewed_module.verify_exact_chain
+    monkeypatch.setattr(renewed_module, "verify_exact_chain",
+                        lambda chain, *args, **kw: verified.append(chain) or real(chain, *args, **kw))
+    return verified

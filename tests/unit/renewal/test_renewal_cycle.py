@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.unit.renewal.copy_support import self_signed
+from tests.unit.renewal.copy_support import count_verifications, proxy_levels, self_signed
 from tests.unit.renewal.cycle_support import (
     CYCLE,
     DELEG,
@@ -34,7 +34,7 @@ from wmproxy.renewal.myproxy import UNREACHABLE_TEXT
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.proxy import Credential, credential_pem, make_proxy
+from wmproxy.security.proxy import Credential, credential_pem, load_credential, make_proxy
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services.delegation import destroy
 from wmproxy.services.renewal import (
@@ -55,6 +55,7 @@ from wmproxy.services.renewal import (
     renewal_status,
     stale_job_proxies,
 )
+from wmproxy.services.renewal import jobfiles as jobfiles_module
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 
@@ -441,6 +442,32 @@ class TestVomsAttributes:
 
 
 class TestJobFiles:
+    def test_a_pass_verifies_a_copy_again_only_once_it_changed(self, rt: Runtime, pki: Pki,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """Red team: each pass verified every held job's copy again, in its transaction, and a job
+        could make its copy slow to verify (22 proxy levels below its own, keys with huge
+        exponents: 156 ms a job a pass). A copy deeper than the limit is replaced unverified."""
+        monkeypatch.setattr(jobfiles_module, "SETTLED_NS", 0)  # as if the files were written long ago
+        verified = count_verifications(monkeypatch)
+        bob = pki.users["bob"]
+        stored = credential_pem(make_proxy(bob.credential, lifetime=6 * 3600))
+        staged = [stage_running_job(rt, bob.dn, stored, SERVER) for _ in range(3)]
+        worker = RenewalWorker(rt, threads=1)
+        worker.step()
+        assert len(verified) == 3
+        verified.clear()
+        worker.step()
+        assert verified == []
+        copy = job_proxy_path(rt, staged[0].job_id)
+        copy.unlink()  # the job's account owns its work dir: it writes a proxy 11 levels below its own
+        copy.write_bytes(credential_pem(proxy_levels(load_credential(stored), 11)))
+        assert worker.step().pushed == 1 and verified == []
+        assert copy.read_bytes() == stored
+        worker.step()
+        assert len(verified) == 1  # the copy written by the push, once
+        worker.step()
+        assert len(verified) == 1
+
     def test_a_job_file_older_than_the_stored_proxy_is_stale_until_pushed(
         self, rt: Runtime, pki: Pki, alice
     ) -> None:

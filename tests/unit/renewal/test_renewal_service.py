@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.conftest import Pki
-from tests.unit.renewal.copy_support import big_exponent_key, proxy_levels, self_signed
+from tests.unit.renewal.copy_support import big_exponent_key, count_verifications, proxy_levels, self_signed
 from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.config import (
     ConfigError,
@@ -33,7 +33,6 @@ from wmproxy.jdl import parse_jdl
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security import chain as chain_module
-from wmproxy.security import renewed as renewed_module
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
 from wmproxy.security.renewed import check_renewed_proxy, verified_proxy_end
@@ -343,15 +342,6 @@ class TestPushJobProxy:
         below = make_proxy(own, lifetime=10 * 3600, now=now)
         target.write_bytes(credential_pem(below))
         assert job_proxy_end(rt, JOB, alice.dn, now) == end  # type: ignore[arg-type]
-
-
-def count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The chains OpenSSL is asked to verify from now on (as proxies of their owner)."""
-    verified: list[object] = []
-    real = renewed_module.verify_exact_chain
-    monkeypatch.setattr(renewed_module, "verify_exact_chain",
-                        lambda chain, *args, **kw: verified.append(chain) or real(chain, *args, **kw))
-    return verified
 
 
 class TestCopiesSlowToVerify:
