@@ -239,7 +239,8 @@ class TestAttempts:
             reasons = [e.reason or "" for e in uow.jobs.history(job, kinds=["renewal_failed"])]
         assert status is not None and status.last_error is not None
         assert len(status.last_error) <= 1000 and status.last_error.startswith("attempt 1 \\x1b[2Jxxx")
-        assert len(reasons) == 2 and all(len(r) <= 1100 and "\n" not in r and "\x1b" not in r for r in reasons)
+        # one event for the refusals, whatever their text; the record has the latest
+        assert len(reasons) == 1 and len(reasons[0]) <= 1100 and "\n" not in reasons[0] and "\x1b" not in reasons[0]
 
     @pytest.mark.parametrize("named", [False, True])
     def test_a_server_allowed_by_a_wildcard_is_not_reached_on_loopback(self, rt: Runtime, pki: Pki,
