@@ -450,7 +450,10 @@ class RenewalSettings:
             port, as the original WMProxy). Empty, the default, allows only the configured
             defaults. A job naming another server is refused at registration (GenericFault
             1220); the renewal worker does not connect to the server of an existing record
-            that is no longer allowed (result ``not-allowed``).
+            that is no longer allowed (result ``not-allowed``). A server allowed only through
+            a wildcard is reached at public unicast addresses only (list it as
+            ``host[:port]`` to reach it on a loopback or private address), and a failed
+            connection to it reads the same to the user (the log has the reason).
         cycle: seconds between renewal passes (more than 0).
         threshold: seconds of remaining life below which a proxy is renewed (30 min + 5 min
             skew; 0 or more).
@@ -555,7 +558,9 @@ class LimitsSettings:
 
     Attributes:
         max_proxy_chain_depth: certificates below the end-entity certificate a client or
-            delegated proxy chain may have (proxies of proxies); 10.
+            delegated proxy chain may have (proxies of proxies); 10. A proxy renewed from
+            MyProxy (or by a VOMS refresh) is held to it too, and a running job's own proxy
+            copy deeper than it counts as not valid (it is replaced by the stored proxy).
         max_request_bytes: bytes of one SOAP request (16 MiB, the documented JDL limit), and of
             the JDL of a compound job's nodes together once expanded (what each inherits and
             its ``_PARAM_`` value included), estimated from the request before any node is made.

@@ -31,3 +31,10 @@ def log_text(text: object) -> str:
     """``str(text)`` on one line: control characters, CR and LF included, and U+2028/U+2029
     replaced by ``\\xNN`` / ``\\uNNNN`` (a client's text cannot forge a log line)."""
     return _NOT_LOG.sub(_escape, str(text))
+
+
+def short_text(text: object, limit: int) -> str:
+    """:func:`log_text` of ``text``, cut to at most ``limit`` characters (``...`` ending a cut
+    one): a peer's text the service stores or shows, which the peer may make as long as it likes."""
+    line = log_text(text)
+    return line if len(line) <= limit else line[:max(limit - 3, 0)] + "..."

@@ -67,11 +67,13 @@ def voms(voms_server_factory, pki: Pki) -> VomsServer:  # noqa: F811
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, pki: Pki, voms: VomsServer) -> Iterator[Runtime]:
-    """A runtime trusting the VOMS server (its vomsdir), any MyProxy server, and a site vomses
-    file at ``tmp_path / "vomses"`` (absent unless a test writes it)."""
+def runtime(tmp_path: Path, pki: Pki, voms: VomsServer, myproxy: MyProxyServer) -> Iterator[Runtime]:
+    """A runtime trusting the VOMS server (its vomsdir), the MyProxy server (named: a wildcard
+    reaches no loopback address), and a site vomses file at ``tmp_path / "vomses"`` (absent
+    unless a test writes it)."""
     rt = build_runtime(tmp_path / "rt", pki, security={"vomsdir": str(voms.vomsdir)},
-                       renewal={"myproxy_allowed_servers": "*", "vomses": str(tmp_path / "vomses")})
+                       renewal={"myproxy_allowed_servers": f"{myproxy.host}:{myproxy.port}",
+                                "vomses": str(tmp_path / "vomses")})
     yield rt
     close_runtime(rt)
 

@@ -93,13 +93,13 @@ def allow(rt: Runtime, servers: str) -> None:
                                                                            timeout=10.0))
 
 
-def register(rt: Runtime, pki: Pki, delegation_id: str, lifetime: int, server: str) -> str:
-    """Delegate a proxy of alice valid for ``lifetime`` seconds (due for renewal: below a
+def register(rt: Runtime, pki: Pki, delegation_id: str, lifetime: int, server: str, user: str = "alice") -> str:
+    """Delegate a proxy of ``user`` valid for ``lifetime`` seconds (due for renewal: below a
     quarter of ``renewal.lifetime``) and register a job renewed from ``server``."""
-    alice = principal_of(pki, "alice")
-    delegate_in_process(rt, alice, pki.users["alice"].proxy, delegation_id, lifetime=lifetime)
+    who = principal_of(pki, user)
+    delegate_in_process(rt, who, pki.users[user].proxy, delegation_id, lifetime=lifetime)
     jdl = ECHO_JDL.replace("[", f'[ MyProxyServer = "{server}";', 1)
-    return register_job(rt, alice, jdl, delegation_id).job_id
+    return register_job(rt, who, jdl, delegation_id).job_id
 
 
 def one_pass(rt: Runtime) -> None:
@@ -141,13 +141,26 @@ def test_a_record_whose_server_is_allowed_is_tried(
 def test_due_records_are_tried_earliest_end_first(
         rt: Runtime, pki: Pki, connections: tuple[list[str], list[Listener]]) -> None:
     log, (early, mid, late) = connections
-    allow(rt, "*")
+    allow(rt, ", ".join(listener.server for listener in (early, mid, late)))
     # registered in another order than their ends: the latest first, the earliest second
     register(rt, pki, "late", 50 * 60, late.server)
     register(rt, pki, "early", 25 * 60, early.server)
     register(rt, pki, "mid", 35 * 60, mid.server)
     one_pass(rt)
     assert log == ["early", "mid", "late"]
+
+
+def test_owners_take_turns(rt: Runtime, pki: Pki, connections: tuple[list[str], list[Listener]]) -> None:
+    """Red team: one user's many records on a server that never answers, ending first, were all
+    tried before another user's due record (each holding a thread for the timeout). Each
+    owner's first record comes before any owner's second."""
+    log, (bobs, alices, _) = connections
+    allow(rt, f"{bobs.server}, {alices.server}")
+    for i in range(3):
+        register(rt, pki, f"bob{i}", (25 + i) * 60, bobs.server, user="bob")
+    register(rt, pki, "alice", 34 * 60, alices.server)
+    one_pass(rt)
+    assert log == ["early", "mid", "early", "early"]
 
 
 def test_a_default_server_no_longer_allowed_moves_to_the_new_default(

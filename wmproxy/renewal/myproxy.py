@@ -27,11 +27,20 @@ every message is one TLS record; text messages are ``KEY=VALUE`` lines ended by 
 
 A server sending more than :data:`MAX_REPLY` bytes in all, or more than
 :data:`MAX_CERTIFICATES` certificates, fails the renewal (:class:`MyProxyError`).
+
+The connection has the exchange's one deadline: the first :data:`MAX_ADDRESSES` addresses
+of the server's name are tried in turn, each with the time left (``socket.create_connection``
+gave each the whole timeout: a name of many addresses dropping SYNs held a renewal thread past
+its claim). A server the site allows only through a wildcard of ``myproxy_allowed_servers``
+(``listed=False``) is reached at public unicast addresses only (none loopback, private,
+link-local, unspecified, multicast...), and its connection failures read the same to the user
+(the detail is logged): a user's MyProxyServer does not scan the site's network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import ssl
@@ -53,6 +62,7 @@ from wmproxy.security.myproxy import (
 )
 from wmproxy.security.proxy import Credential, load_credential
 from wmproxy.security.renewed import check_renewed_proxy
+from wmproxy.text import short_text
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -70,6 +80,15 @@ _CERT_METHODS = {"X509_certificate_SHA256": (4, "sha256"), "X509_certificate": (
 MAX_REPLY = 64 * 1024
 #: Certificates the server may return (the new proxy, the stored proxies, the user certificate).
 MAX_CERTIFICATES = 12
+#: Characters of a server's ``ERROR`` text a refusal keeps (:func:`server_text`; a VOMS
+#: server's refusal is cut at 500 too).
+MAX_ERROR_TEXT = 500
+#: Addresses of a server's name tried at most, in the resolver's order.
+MAX_ADDRESSES = 4
+#: What the user reads of a connection to a server allowed only through a wildcard that failed
+#: (closed, silent, not TLS, another certificate...: the log says which).
+UNREACHABLE_TEXT = ("cannot connect to MyProxy server {where}: not reached, or at an internal address only, which a "
+                    "server allowed by a wildcard may not have (the service's log has the reason)")
 
 
 class MyProxyError(WMProxyError):
@@ -201,6 +220,7 @@ def renew_proxy(
     timeout: float = 30.0,
     server_dn: str | None = None,
     key_bits: int = 2048,
+    listed: bool = True,
 ) -> bytes:
     """Renew a user's proxy from a MyProxy server (MyProxy protocol GET with X.509 renewal).
 
@@ -222,6 +242,9 @@ def renew_proxy(
         server_dn: if given, the server certificate's slash DN must equal it (like
             ``MYPROXY_SERVER_DN``) instead of the host name check.
         key_bits: RSA size of the new proxy key, in bits.
+        listed: the site names this server (a default, or ``host[:port]`` in
+            ``myproxy_allowed_servers``); False: allowed through a wildcard only, which reaches
+            no internal address and reports connection failures without their detail.
 
     The server certificate must verify against ``ca_dir`` (CRLs checked) and name
     ``server`` as MyProxy requires: a subjectAltName DNS/IP entry, or CN ``<server>``,
@@ -258,7 +281,7 @@ def renew_proxy(
     where = f"{server}:{port}"
     context = _tls_context(host_cert, host_key, ca_dir)
     deadline = time.monotonic() + timeout
-    conn = _connect(context, server, port, deadline, where, server_dn)
+    conn = _connect(context, server, port, deadline, where, server_dn, listed=listed)
     try:
         log.debug("MyProxy GET for %s at %s, lifetime %d s", username, where, lifetime)
         conn.send(b"0")
@@ -307,14 +330,23 @@ def _tls_context(host_cert: str, host_key: str, ca_dir: str) -> ssl.SSLContext:
 
 
 def _connect(
-    context: ssl.SSLContext, server: str, port: int, deadline: float, where: str, server_dn: str | None
+    context: ssl.SSLContext, server: str, port: int, deadline: float, where: str, server_dn: str | None, *,
+    listed: bool = True,
 ) -> _Connection:
     try:
-        raw = socket.create_connection((server, port), timeout=max(deadline - time.monotonic(), 0.001))
-    except TimeoutError:
-        raise MyProxyUnreachableError(f"MyProxy server {where} timed out") from None
-    except OSError as exc:
-        raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {exc.strerror or exc}") from None
+        return _connect_tls(context, server, port, deadline, where, server_dn, listed)
+    except MyProxyUnreachableError as exc:
+        if listed:
+            raise
+        log.warning("MyProxy server %s (allowed by a wildcard) not reached: %s", where, exc)
+        raise MyProxyUnreachableError(UNREACHABLE_TEXT.format(where=where)) from None
+
+
+def _connect_tls(
+    context: ssl.SSLContext, server: str, port: int, deadline: float, where: str, server_dn: str | None,
+    listed: bool,
+) -> _Connection:
+    raw = _open_socket(server, port, deadline, where, listed)
     try:
         raw.settimeout(max(deadline - time.monotonic(), 0.001))
         sock = context.wrap_socket(raw, server_hostname=None)
@@ -338,6 +370,50 @@ def _connect(
     return _Connection(sock, deadline, where)
 
 
+def _open_socket(server: str, port: int, deadline: float, where: str, listed: bool) -> socket.socket:
+    """A TCP connection to the first of the first :data:`MAX_ADDRESSES` addresses of ``server``
+    that answers before ``deadline`` (monotonic), each tried with the time left; unless
+    ``listed``, internal addresses are left out (:func:`_internal`)."""
+    try:
+        found = socket.getaddrinfo(server, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {exc.strerror or exc}") from None
+    addresses = [a for a in found if listed or not _internal(str(a[4][0]))][:MAX_ADDRESSES]
+    if not addresses:
+        raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: it resolves to internal "
+                                      "addresses only, which a server allowed by a wildcard may not have")
+    error: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left)
+            sock.connect(address)
+        except OSError as exc:
+            _close(sock)
+            error = exc
+            continue
+        return sock
+    if error is None or isinstance(error, TimeoutError):
+        raise MyProxyUnreachableError(f"MyProxy server {where} timed out")
+    raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {error.strerror or error}")
+
+
+def _internal(address: str) -> bool:
+    """Whether ``address`` (an IP address as the resolver gives it) is not a public unicast
+    address: loopback, private, shared (CGN), link-local, unspecified, documentation, reserved
+    or multicast (``ipaddress``'s ``is_global``; an IPv4 address mapped into IPv6 judged as itself)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
 def _status(pairs: list[tuple[str, str]], where: str) -> str:
     values = dict(pairs)
     if values.get("VERSION") != PROTOCOL_VERSION:
@@ -345,10 +421,18 @@ def _status(pairs: list[tuple[str, str]], where: str) -> str:
     status = values.get("RESPONSE")
     if status == RESPONSE_ERROR:
         errors = [v.strip() for k, v in pairs if k == "ERROR" and v.strip()]
-        raise MyProxyRefusedError("; ".join(errors) or "no reason given")
+        raise MyProxyRefusedError(server_text("; ".join(errors) or "no reason given"))
     if status not in (RESPONSE_OK, RESPONSE_AUTHORIZATION):
         raise MyProxyError(f"MyProxy server {where} sent an unexpected response")
     return status
+
+
+def server_text(text: str) -> str:
+    """A server's ``ERROR`` text as a refusal carries it: on one line (control characters
+    escaped, :func:`~wmproxy.text.log_text`) and at most :data:`MAX_ERROR_TEXT` characters. It
+    is stored as the record's ``last_error`` and in an event of each held job of the credential
+    (red team: 58 KB of text, changing at each attempt, stored on each of 50 jobs)."""
+    return short_text(text, MAX_ERROR_TEXT)
 
 
 def _authorization_answer(reply: list[tuple[str, str]], user: Credential, where: str) -> bytes:

@@ -203,6 +203,7 @@ class RenewalWorker:
                 order.host, order.port, host_cert=sec.host_cert, host_key=sec.host_key, ca_dir=sec.ca_dir,
                 user_proxy_pem=order.proxy_pem, username=order.owner_dn, lifetime=self.settings.lifetime,
                 timeout=self.settings.timeout, key_bits=order.key_bits,
+                listed=service.server_listed(self.settings, order.host, order.port),
             )
         except MyProxyUnreachableError as exc:
             return service.RenewalOutcome("unreachable", error=str(exc))
@@ -242,9 +243,12 @@ class RenewalWorker:
         return written
 
     def _refresh_stale(self) -> int:
-        rt = self.rt
+        rt, now = self.rt, utcnow()
         with rt.uow() as uow:
-            stale = service.stale_job_proxies(uow, rt, utcnow())
+            targets = uow.renewals.held_jobs(service.HELD_STATES)
+        copies = service.stale_copies(rt, targets, now)  # the job's files, read outside the transaction
+        with rt.uow() as uow:
+            stale = service.stale_job_proxies(uow, rt, now, copies)
         written = 0
         for refresh in stale:
             if refresh.job_ids:

@@ -746,6 +746,17 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
     return loaded
 
 
+def ca_dir_state(ca_dir: str) -> object:
+    """An object that stays the same (``is``) while ``ca_dir`` is as last parsed: what a result
+    remembered of a verification against it is kept with (a CA added, removed or rewritten
+    gives another). As cheap as a verification's own look-up (:func:`_load_ca_dir`).
+
+    Raises:
+        ProxyVerificationError: the directory cannot be read.
+    """
+    return _load_ca_dir(ca_dir)
+
+
 def _path_files_changed(ca_dir: str, loaded: _CaDir, hashes: Iterable[str]) -> bool:
     """Whether a file of ``loaded`` of one of ``hashes`` (the subject name hashes of a verified
     path's certificates: the files of its CA certificates and of their CRLs, by file name or

@@ -18,11 +18,21 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wmproxy.errors import ProxyError
-from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, verify_exact_chain
+from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, proxy_depth, verify_exact_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.voms import voms_attributes
+
+#: Largest RSA public exponent a certificate of a checked chain may have. Verifying a signature
+#: costs one modular exponentiation by the signer's exponent: 65537 (17 bits) everywhere in
+#: grid PKI, 3 or 17 in a few old keys. OpenSSL caps the exponent (at 64 bits) only for moduli
+#: above 3072 bits, so a chain of 3072-bit keys with 3072-bit exponents, each proxy signed by
+#: the one above, cost 7 ms a level (a job's copy of 22 levels: 156 ms at each check, red team).
+#: 2**32 accepts every exponent in use and keeps a verification within 32 squarings a level.
+MAX_RSA_EXPONENT = 2**32
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class ProxyValidity:
 
 
 def check_renewed_proxy(
-    pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime, *, stored_pem: bytes
+    pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime, *, stored_pem: bytes, max_depth: int | None = None
 ) -> ProxyValidity:
     """Check a proxy returned by MyProxy and return its validity.
 
@@ -52,13 +62,14 @@ def check_renewed_proxy(
     identity is then the one of the verified path, not of a certificate sent beside it.
 
     Raises:
-        ProxyError: no or unreadable certificate, a chain that does not verify at ``now`` or is
-            not the verified path (``ProxyVerificationError``), another identity than
-            ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or a user
-            certificate of another subject or issuer than the stored proxy's.
+        ProxyError: no or unreadable certificate, more than ``max_depth`` proxy levels, an RSA
+            key with a public exponent above :data:`MAX_RSA_EXPONENT`, a chain that does not
+            verify at ``now`` or is not the verified path (``ProxyVerificationError``), another
+            identity than ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or
+            a user certificate of another subject or issuer than the stored proxy's.
     """
     chain = load_pem_chain(pem)
-    user = _owners_chain(chain, owner_dn, ca_dir, now, "MyProxy returned")
+    user = _owners_chain(chain, owner_dn, ca_dir, now, "MyProxy returned", max_depth=max_depth)
     if has_limited_proxy(chain):
         raise ProxyError("MyProxy returned a limited proxy, where a full one was delegated")
     stored = end_entity(load_pem_chain(stored_pem))
@@ -69,14 +80,17 @@ def check_renewed_proxy(
 
 
 def _owners_chain(chain: list[x509.Certificate], owner_dn: str, ca_dir: str, now: dt.datetime | None,
-                  what: str, *, check_crl: bool = True) -> x509.Certificate:
+                  what: str, *, check_crl: bool = True, max_depth: int | None) -> x509.Certificate:
     """Verify ``chain`` at ``now`` (None: the clock's time) as the exact path to ``ca_dir`` of a
     certificate of ``owner_dn``, with the CRLs unless ``check_crl`` is false; returns that
-    (end-entity) certificate.
+    (end-entity) certificate. Before OpenSSL: at most ``max_depth`` proxy levels (None: any)
+    and no RSA key with a public exponent above :data:`MAX_RSA_EXPONENT` (:func:`check_chain_cost`).
 
     Raises:
-        ProxyError: it does not verify, is not the verified path, or is of another identity.
+        ProxyError: too deep, a key too slow to verify with, it does not verify, is not the
+            verified path, or is of another identity.
     """
+    check_chain_cost(chain, max_depth, what)
     verify_exact_chain(chain, ca_dir, at=now, check_crl=check_crl)
     user = end_entity(chain)
     identity = slash_dn(user.subject)
@@ -85,7 +99,29 @@ def _owners_chain(chain: list[x509.Certificate], owner_dn: str, ca_dir: str, now
     return user
 
 
-def verified_proxy_end(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime) -> dt.datetime:
+def check_chain_cost(chain: list[x509.Certificate], max_depth: int | None, what: str) -> None:
+    """Refuse, before any signature is verified, a chain whose verification would cost more than
+    an ordinary proxy's: more than ``max_depth`` proxy levels (None: not checked) or a
+    certificate with an RSA public exponent above :data:`MAX_RSA_EXPONENT`. A key of another or
+    an unknown algorithm is left to the verification.
+
+    Raises:
+        ProxyError: the chain is too deep or holds such a key (``what`` begins the text).
+    """
+    depth = proxy_depth(chain)
+    if max_depth is not None and depth > max_depth:
+        raise ProxyError(f"{what} a proxy chain of {depth} proxy levels, at most {max_depth} allowed")
+    for cert in chain:
+        try:
+            key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            continue
+        if isinstance(key, rsa.RSAPublicKey) and key.public_numbers().e > MAX_RSA_EXPONENT:
+            raise ProxyError(f"{what} a certificate whose RSA public exponent is over 2**32 ({slash_dn(cert.subject)})")
+
+
+def verified_proxy_end(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime, *,
+                       max_depth: int | None = None) -> dt.datetime:
     """The end (aware UTC) of a proxy file that must be a proxy of ``owner_dn`` still valid at
     ``now``: the earliest notAfter of its chain, which must be the exact path OpenSSL verifies
     to ``ca_dir`` (:func:`verify_exact_chain`) at the clock's time.
@@ -97,14 +133,16 @@ def verified_proxy_end(pem: bytes, owner_dn: str, ca_dir: str, now: dt.datetime)
     until when, and a CA directory whose CRL is stale or missing (fetch-crl late) must not
     make every job's copy count as ended. It is verified at the clock's time, by the store
     OpenSSL keeps for it (one built for ``now`` costs a conversion of every CA and CRL: a
-    pass over thousands of jobs with one ``now`` paid that for each).
+    pass over thousands of jobs with one ``now`` paid that for each). A chain of more than
+    ``max_depth`` proxy levels (None: any) or with a key slow to verify with
+    (:func:`check_chain_cost`) is refused before it is verified.
 
     Raises:
-        ProxyError: unreadable, not verifying now, ended at ``now``, not the verified path,
-            or of another identity.
+        ProxyError: unreadable, too deep, a key too slow to verify with, not verifying now,
+            ended at ``now``, not the verified path, or of another identity.
     """
     chain = load_pem_chain(pem)
-    _owners_chain(chain, owner_dn, ca_dir, None, "the file holds", check_crl=False)
+    _owners_chain(chain, owner_dn, ca_dir, None, "the file holds", check_crl=False, max_depth=max_depth)
     end = min(c.not_valid_after_utc for c in chain)
     if end <= now:
         raise ProxyError(f"the file holds a proxy that ended at {end:%Y-%m-%d %H:%M:%S} UTC")

@@ -150,7 +150,10 @@ def note_input_sandbox(uow: UnitOfWork, rt: Runtime, job: Job, now: dt.datetime)
 def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str, error: str | None,
                  now: dt.datetime, *, notes: Sequence[str] = (), kept: Collection[str] = ()) -> None:
     """After a renewal attempt of a delegation: ``proxy_renewed`` or ``renewal_failed`` on each
-    of its jobs a worker holds; a failure repeated with the same text is recorded once.
+    of its jobs a worker holds; a failure repeated with the same text is recorded once, and a
+    refusal (``refused``: the text is the MyProxy server's own) once until the result changes,
+    whatever its text (red team: a server changing its text at each attempt made one event per
+    job per attempt; the record's ``last_error`` has the latest).
 
     Args:
         notes: what the renewal could not do (VOMS attributes not refreshed, or not verifying),
@@ -168,9 +171,16 @@ def note_renewal(uow: UnitOfWork, owner_dn: str, delegation_id: str, result: str
         return
     reason = f"proxy renewal {result}: {error}" if error else f"proxy renewal {result}"
     for job in jobs:
-        last = uow.jobs.history(job.id, kinds=["proxy_renewed", "renewal_failed"])
-        if not last or last[-1].reason != reason:
+        last = uow.jobs.last_event(job.id, kinds=["proxy_renewed", "renewal_failed"])
+        if last is None or not _same_failure(last.reason, reason, result):
             uow.jobs.record_event(job, "renewal_failed", now, source="renewal", reason=reason)
+
+
+def _same_failure(last: str | None, reason: str, result: str) -> bool:
+    """Whether the event reason ``last`` already tells the failure ``reason`` of ``result``."""
+    if result == "refused":
+        return (last or "").startswith("proxy renewal refused")
+    return last == reason
 
 
 def note_proxy_kept(uow: UnitOfWork, job: Job, reason: str, now: dt.datetime) -> None:

@@ -760,6 +760,12 @@ class SqlJobStore:
             stmt = stmt.where(JobEvent.kind.in_(kinds))
         return self.session.scalars(stmt.order_by(JobEvent.id)).all()
 
+    def last_event(self, job_id: str, kinds: Sequence[str]) -> JobEvent | None:
+        """The job's latest event of one of ``kinds`` (None: none), read alone (a job's history
+        of renewal attempts grows with each of them)."""
+        return self.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind.in_(kinds))
+                                    .order_by(JobEvent.id.desc()).limit(1)).first()
+
     def listing_candidates(
         self,
         owner_dn: str,

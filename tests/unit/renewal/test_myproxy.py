@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -19,13 +22,19 @@ from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     myproxy_server_factory,
     store_renewable_credential,
 )
+from wmproxy.renewal import myproxy as myproxy_module
 from wmproxy.renewal.myproxy import (
+    MAX_ADDRESSES,
     MAX_CERTIFICATES,
+    MAX_ERROR_TEXT,
     MAX_REPLY,
+    UNREACHABLE_TEXT,
     MyProxyError,
     MyProxyRefusedError,
     MyProxyUnreachableError,
+    _connect,
     _Connection,
+    _status,
     renew_proxy,
 )
 from wmproxy.security.chain import certificate_der, identity_dn, load_pem_chain, verify_chain
@@ -190,6 +199,106 @@ class TestUnreachable:
             renew(myproxy, service, pki, alice_proxy.read_bytes(), alice_stored, ca_dir=str(other.directory))
 
 
+class FakeNetwork:
+    """A resolver answering ``addresses`` for every name and sockets whose connect fails with
+    ``failure`` after using the whole time they were given, on a clock of their own (no wait)."""
+
+    def __init__(self, addresses: list[str], failure: type[OSError]) -> None:
+        self.addresses, self.failure, self.now = addresses, failure, 1000.0
+        self.tried: list[tuple[str, float]] = []
+        network = self
+
+        class Sock:
+            def __init__(self, *args: object) -> None:
+                self.timeout = 0.0
+
+            def settimeout(self, value: float) -> None:
+                self.timeout = value
+
+            def connect(self, address: tuple[str, int]) -> None:
+                network.tried.append((address[0], self.timeout))
+                if network.failure is TimeoutError:
+                    network.now += self.timeout
+                raise network.failure(111, "Connection refused")
+
+            def close(self) -> None:
+                pass
+
+        self.socket = SimpleNamespace(
+            getaddrinfo=lambda host, port, **kw: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                                                  for a in self.addresses],
+            socket=Sock, SOCK_STREAM=socket.SOCK_STREAM, AF_INET=socket.AF_INET)
+        self.time = SimpleNamespace(monotonic=lambda: self.now)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(myproxy_module, "socket", self.socket)
+        monkeypatch.setattr(myproxy_module, "time", self.time)
+
+    def connect(self, *, listed: bool = True, timeout: float = 30.0) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _connect(context, "many.example.org", 7512, self.now + timeout, "many.example.org:7512", None, listed=listed)
+
+
+class TestAddresses:
+    """Red team: ``socket.create_connection`` gave each address of the server's name the whole
+    timeout, so a name of many addresses dropping SYNs held a renewal thread for N x timeout,
+    past its claim's lease; and under ``myproxy_allowed_servers = *`` a user's MyProxyServer
+    reached the site's loopback and internal ports and read back which were open."""
+
+    PUBLIC: ClassVar[list[str]] = [f"8.8.{i}.{i}" for i in range(1, 9)]
+
+    def test_one_deadline_for_all_the_addresses(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        network = FakeNetwork(self.PUBLIC, TimeoutError)
+        network.install(monkeypatch)
+        with pytest.raises(MyProxyUnreachableError, match="timed out"):
+            network.connect(timeout=30.0)
+        assert network.tried == [("8.8.1.1", 30.0)]  # the first used the time; none left for the others
+
+    def test_at_most_four_addresses_are_tried(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        network = FakeNetwork(self.PUBLIC, ConnectionRefusedError)
+        network.install(monkeypatch)
+        with pytest.raises(MyProxyUnreachableError, match="refused"):
+            network.connect()
+        assert [address for address, _ in network.tried] == self.PUBLIC[:MAX_ADDRESSES] and MAX_ADDRESSES == 4
+
+    def test_a_server_allowed_by_a_wildcard_reaches_no_internal_address(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        internal = ["127.0.0.1", "0.0.0.0", "10.1.2.3",  # noqa: S104 "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+                    "224.0.0.1", "::1", "fe80::1%eth0", "::ffff:10.0.0.1", "fd00::1"]
+        network = FakeNetwork([*internal, "8.8.8.8"], ConnectionRefusedError)
+        network.install(monkeypatch)
+        with pytest.raises(MyProxyUnreachableError):
+            network.connect(listed=False)
+        assert [address for address, _ in network.tried] == ["8.8.8.8"]
+        network.tried.clear()
+        with pytest.raises(MyProxyUnreachableError):
+            network.connect(listed=True)  # a server the site names: its addresses, whatever they are
+        assert [address for address, _ in network.tried] == internal[:MAX_ADDRESSES]
+
+    def test_a_server_allowed_by_a_wildcard_fails_with_one_text_whatever_the_port(
+        self, service, pki, alice_proxy, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Closed, silent or not TLS, at a loopback address or not: the user reads the same text
+        (the log has the reason); the listening port is never connected to."""
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen(8)
+            listening.settimeout(0)
+            texts = set()
+            for host, port in (("127.0.0.1", listening.getsockname()[1]), ("localhost", free_port()),
+                               ("2130706433", listening.getsockname()[1]), ("0", free_port())):
+                with pytest.raises(MyProxyUnreachableError) as failed:
+                    renew_proxy(host, port, host_cert=str(service.cert), host_key=str(service.key),
+                                ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
+                                username=pki.users["alice"].dn, lifetime=60, timeout=5, listed=False)
+                texts.add(str(failed.value).replace(f"{host}:{port}", "<server>"))
+            with pytest.raises(BlockingIOError):
+                listening.accept()
+        assert texts == {UNREACHABLE_TEXT.format(where="<server>")}
+        assert "internal addresses only" in caplog.text
+
+
 class TestReplyLimits:
     """The reply parser on one end of a socket pair, crafted bytes from a thread on the other (no
     server)."""
@@ -230,3 +339,15 @@ class TestReplyLimits:
         send(b"\0" * 1024 + message)  # each message small, but past the total
         with pytest.raises(MyProxyError, match=f"sent more than {MAX_REPLY} bytes"):
             conn.read_message()
+
+    def test_a_refusals_text_is_cut_and_kept_on_one_line(self) -> None:
+        """Red team: a hostile server's 100 ERROR lines of 560 characters each were the refusal's
+        text, stored whole for the record and each of its jobs."""
+        lines = [("ERROR", f"line {i} \x1b[31m" + "x" * 560) for i in range(100)]
+        with pytest.raises(MyProxyRefusedError) as refused:
+            _status([("VERSION", "MYPROXYv2"), ("RESPONSE", "1"), *lines], "test")
+        text = refused.value.server_error
+        assert len(text) == MAX_ERROR_TEXT == 500 and text.startswith("line 0 \\x1b[31mxxx") and text.endswith("...")
+        with pytest.raises(MyProxyRefusedError, match=r"renewal: bad password; try again$"):
+            _status([("VERSION", "MYPROXYv2"), ("RESPONSE", "1"), ("ERROR", "bad password"), ("ERROR", "try again")],
+                    "test")

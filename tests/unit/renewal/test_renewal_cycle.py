@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Pki
-from tests.unit.renewal.copy_support import self_signed
+from tests.unit.renewal.copy_support import count_verifications, proxy_levels, self_signed
 from tests.unit.renewal.cycle_support import (
     CYCLE,
     DELEG,
@@ -24,14 +25,16 @@ from tests.unit.renewal.cycle_support import (
     running_job,
     stored_proxy,
 )
+from tests.unit.renewal.pass_support import stage_running_job
 from tests.voms_support import FQANS, fake_voms_proxy, fake_voms_server, untrusted_voms_server
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.execution.identity import install_proxy
 from wmproxy.renewal.jobfiles import push_job_proxy
+from wmproxy.renewal.myproxy import UNREACHABLE_TEXT
 from wmproxy.renewal.worker import RenewalWorker
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.proxy import Credential, credential_pem, make_proxy
+from wmproxy.security.proxy import Credential, credential_pem, load_credential, make_proxy
 from wmproxy.security.voms import verified_fqans
 from wmproxy.services.delegation import destroy
 from wmproxy.services.renewal import (
@@ -52,6 +55,7 @@ from wmproxy.services.renewal import (
     renewal_status,
     stale_job_proxies,
 )
+from wmproxy.services.renewal import jobfiles as jobfiles_module
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 
@@ -218,6 +222,54 @@ class TestAttempts:
             status = renewal_status(uow, alice[0], DELEG)
         assert status is not None and status.attempts == len(begun)
         assert (status.last_result, status.last_error, status.last_attempt_at) == ("unreachable", "down", times[-1])
+
+    def test_a_servers_long_error_text_is_stored_cut_and_on_one_line(self, rt: Runtime, alice) -> None:
+        """Red team: a MyProxy server's 58 KB of ERROR text, changing at each attempt, was stored
+        whole as the record's last_error and in an event of each held job at each attempt."""
+        dn, now = alice
+        job = add_job(rt, dn, "running", JobState.RUNNING, now)
+        for attempt in range(2):
+            at = now + dt.timedelta(seconds=attempt * CYCLE)
+            order = claim(rt, at)
+            text = f"attempt {attempt} \x1b[2J" + "x" * 60_000 + "\nforged log line"
+            with rt.uow() as uow:
+                finish_renewal(uow, rt, order, RenewalOutcome("refused", error=text), at)
+        with rt.uow() as uow:
+            status = renewal_status(uow, dn, DELEG)
+            reasons = [e.reason or "" for e in uow.jobs.history(job, kinds=["renewal_failed"])]
+        assert status is not None and status.last_error is not None
+        assert len(status.last_error) <= 1000 and status.last_error.startswith("attempt 1 \\x1b[2Jxxx")
+        # one event for the refusals, whatever their text; the record has the latest
+        assert len(reasons) == 1 and len(reasons[0]) <= 1100 and "\n" not in reasons[0] and "\x1b" not in reasons[0]
+
+    @pytest.mark.parametrize("named", [False, True])
+    def test_a_server_allowed_by_a_wildcard_is_not_reached_on_loopback(self, rt: Runtime, pki: Pki,
+                                                                        named: bool) -> None:
+        """Red team: with ``myproxy_allowed_servers = *`` a user's MyProxyServer reached the
+        service host's ports and read in last_error which were open. A server the site names
+        is reached wherever it is."""
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen(8)
+            server = f"127.0.0.1:{listening.getsockname()[1]}"
+            rt.settings = dataclasses.replace(
+                rt.settings, renewal=dataclasses.replace(rt.settings.renewal, timeout=0.5,
+                                                         myproxy_allowed_servers=f"{server}, *" if named else "*"),
+                security=dataclasses.replace(rt.settings.security, host_cert=str(pki.host_cert),
+                                             host_key=str(pki.host_key)))
+            alice = pki.users["alice"]
+            staged = stage_running_job(rt, alice.dn, proxy(pki, "alice", 20 * 60), server)
+            assert RenewalWorker(rt, threads=1).step().attempted == 1
+            listening.settimeout(0)
+            if named:
+                listening.accept()[0].close()  # it connected
+            else:
+                with pytest.raises(BlockingIOError):
+                    listening.accept()
+        with rt.uow() as uow:
+            status = renewal_status(uow, alice.dn, staged.delegation_id)
+        assert status is not None and status.last_result == "unreachable"
+        assert (status.last_error == UNREACHABLE_TEXT.format(where=server)) is not named
 
     def test_a_claimed_record_is_not_given_to_a_second_worker(self, rt: Runtime, alice) -> None:
         _, now = alice
@@ -391,6 +443,32 @@ class TestVomsAttributes:
 
 
 class TestJobFiles:
+    def test_a_pass_verifies_a_copy_again_only_once_it_changed(self, rt: Runtime, pki: Pki,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """Red team: each pass verified every held job's copy again, in its transaction, and a job
+        could make its copy slow to verify (22 proxy levels below its own, keys with huge
+        exponents: 156 ms a job a pass). A copy deeper than the limit is replaced unverified."""
+        monkeypatch.setattr(jobfiles_module, "SETTLED_NS", 0)  # as if the files were written long ago
+        verified = count_verifications(monkeypatch)
+        bob = pki.users["bob"]
+        stored = credential_pem(make_proxy(bob.credential, lifetime=6 * 3600))
+        staged = [stage_running_job(rt, bob.dn, stored, SERVER) for _ in range(3)]
+        worker = RenewalWorker(rt, threads=1)
+        worker.step()
+        assert len(verified) == 3
+        verified.clear()
+        worker.step()
+        assert verified == []
+        copy = job_proxy_path(rt, staged[0].job_id)
+        copy.unlink()  # the job's account owns its work dir: it writes a proxy 11 levels below its own
+        copy.write_bytes(credential_pem(proxy_levels(load_credential(stored), 11)))
+        assert worker.step().pushed == 1 and verified == []
+        assert copy.read_bytes() == stored
+        worker.step()
+        assert len(verified) == 1  # the copy written by the push, once
+        worker.step()
+        assert len(verified) == 1
+
     def test_a_job_file_older_than_the_stored_proxy_is_stale_until_pushed(
         self, rt: Runtime, pki: Pki, alice
     ) -> None:

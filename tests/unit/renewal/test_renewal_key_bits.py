@@ -32,10 +32,11 @@ def myproxy(myproxy_server_factory, pki: Pki) -> MyProxyServer:  # noqa: F811
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, pki: Pki) -> Iterator[Runtime]:
-    """A runtime that makes delegation keys of 3072 bits and allows any MyProxy server."""
+def runtime(tmp_path: Path, pki: Pki, myproxy: MyProxyServer) -> Iterator[Runtime]:
+    """A runtime that makes delegation keys of 3072 bits and allows the MyProxy server (named:
+    a wildcard reaches no loopback address)."""
     rt = build_runtime(tmp_path, pki, security={"delegation_key_bits": 3072},
-                       renewal={"myproxy_allowed_servers": "*"})
+                       renewal={"myproxy_allowed_servers": f"{myproxy.host}:{myproxy.port}"})
     yield rt
     close_runtime(rt)
 

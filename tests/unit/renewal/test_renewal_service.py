@@ -16,18 +16,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.conftest import Pki
-from tests.unit.renewal.copy_support import self_signed
+from tests.unit.renewal.copy_support import big_exponent_key, count_verifications, proxy_levels, self_signed
 from tests.voms_support import fake_voms_proxy, fake_voms_server
-from wmproxy.config import ConfigError, ExecutionSettings, RenewalSettings, SecuritySettings, Settings, load_settings
+from wmproxy.config import (
+    ConfigError,
+    ExecutionSettings,
+    LimitsSettings,
+    RenewalSettings,
+    SecuritySettings,
+    Settings,
+    load_settings,
+)
 from wmproxy.domain import utcnow
-from wmproxy.errors import InvalidJdlAttributeError
+from wmproxy.errors import InvalidJdlAttributeError, ProxyError
 from wmproxy.jdl import parse_jdl
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security import chain as chain_module
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, make_proxy
-from wmproxy.security.renewed import verified_proxy_end
+from wmproxy.security.renewed import check_renewed_proxy, verified_proxy_end
 from wmproxy.services.renewal import (
     COPY_NOT_VALID,
     expired_voms_attributes,
@@ -38,7 +46,9 @@ from wmproxy.services.renewal import (
     renewal_due,
     renewal_margin,
     server_allowed,
+    server_listed,
 )
+from wmproxy.services.renewal import jobfiles as jobfiles_module
 
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
@@ -117,6 +127,17 @@ class TestAllowedServers:
         assert not server_allowed(s, "example.org") and not server_allowed(s, "px.example.org.evil.net")
         assert not server_allowed(s, "pxexample.org") and not server_allowed(s, "px.example.org:22")
         assert server_allowed(s, "px.grid.test:7600") and not server_allowed(s, "px.grid.test")
+
+    def test_only_the_servers_the_site_names_are_listed(self) -> None:
+        """A server allowed through a wildcard only is reached at public addresses only, with no
+        detail of a failed connection for the user (renew_proxy's ``listed``)."""
+        s = settings(myproxy_server="px.example.org", myproxy_servers_by_vo="atlas=px.cern.ch:7600",
+                     myproxy_allowed_servers="myproxy.grid.test, 10.0.0.5:7600, *.example.org, *")
+        assert server_listed(s, "px.example.org", 7512) and server_listed(s, "PX.cern.ch.", 7600)
+        assert server_listed(s, "myproxy.grid.test", 7512) and server_listed(s, "10.0.0.5", 7600)
+        assert not server_listed(s, "myproxy.grid.test", 7600) and not server_listed(s, "10.0.0.5", 7512)
+        assert not server_listed(s, "other.example.org", 7512) and not server_listed(s, "127.0.0.1", 5432)
+        assert server_allowed(s, "other.example.org") and server_allowed(s, "127.0.0.1:5432")
 
     def test_a_star_allows_any_host_and_port_as_the_original(self) -> None:
         s = settings(myproxy_allowed_servers="*")
@@ -321,3 +342,82 @@ class TestPushJobProxy:
         below = make_proxy(own, lifetime=10 * 3600, now=now)
         target.write_bytes(credential_pem(below))
         assert job_proxy_end(rt, JOB, alice.dn, now) == end  # type: ignore[arg-type]
+
+
+class TestCopiesSlowToVerify:
+    """Red team: a job rewrote its own copy as a valid chain of its owner slow to verify (22
+    proxy levels, 3072-bit RSA keys with 3072-bit public exponents: 156 ms a check), which every
+    renewal pass verified again, in its transaction."""
+
+    @pytest.fixture
+    def rt(self, tmp_path: Path, pki: Pki) -> SimpleNamespace:
+        storage = FilesystemSandboxStorage(tmp_path / "sandbox")
+        storage.create_job_area(JOB)
+        settings = Settings(execution=ExecutionSettings(work_dir=str(tmp_path / "work")),
+                            security=SecuritySettings(ca_dir=str(pki.ca_dir)),
+                            limits=LimitsSettings(max_proxy_chain_depth=3))
+        rt = SimpleNamespace(storage=storage, settings=settings)
+        job_proxy_path(rt, JOB).parent.mkdir(parents=True)  # type: ignore[arg-type]
+        return rt
+
+    @staticmethod
+    def write(rt: SimpleNamespace, pem: bytes) -> None:
+        target = job_proxy_path(rt, JOB)  # type: ignore[arg-type]
+        target.unlink(missing_ok=True)
+        target.write_bytes(pem)
+
+    def test_a_deep_copy_or_a_key_with_a_huge_exponent_is_not_valid_and_never_verified(
+        self, rt: SimpleNamespace, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        alice, now = pki.users["alice"], utcnow()
+        verified = count_verifications(monkeypatch)
+        slow = proxy_levels(alice.credential, 2, key=big_exponent_key())  # its signature: a 40-bit exponent
+        self.write(rt, credential_pem(make_proxy(slow, lifetime=3600)))
+        assert job_proxy_end(rt, JOB, alice.dn, now) == COPY_NOT_VALID  # type: ignore[arg-type]
+        self.write(rt, credential_pem(proxy_levels(alice.credential, 4)))  # [limits] max_proxy_chain_depth = 3
+        assert job_proxy_end(rt, JOB, alice.dn, now) == COPY_NOT_VALID  # type: ignore[arg-type]
+        assert verified == []
+        deepest = proxy_levels(alice.credential, 3)
+        self.write(rt, credential_pem(deepest))
+        assert job_proxy_end(rt, JOB, alice.dn, now) == deepest.cert.not_valid_after_utc  # type: ignore[arg-type]
+        assert len(verified) == 1
+
+    def test_a_renewed_proxy_deeper_than_the_limit_or_slow_to_verify_is_refused(self, pki: Pki) -> None:
+        """putProxy's depth limit holds for a proxy from MyProxy too, when the service checks it."""
+        alice = pki.users["alice"]
+        stored = alice.proxy.read_bytes()
+        deep = credential_pem(proxy_levels(alice.credential, 4))
+        with pytest.raises(ProxyError, match="4 proxy levels, at most 3"):
+            check_renewed_proxy(deep, alice.dn, str(pki.ca_dir), utcnow(), stored_pem=stored, max_depth=3)
+        check_renewed_proxy(deep, alice.dn, str(pki.ca_dir), utcnow(), stored_pem=stored)  # the client's check
+        slow = credential_pem(make_proxy(proxy_levels(alice.credential, 1, key=big_exponent_key()), lifetime=3600))
+        with pytest.raises(ProxyError, match="exponent"):
+            check_renewed_proxy(slow, alice.dn, str(pki.ca_dir), utcnow(), stored_pem=stored)
+
+    def test_an_unchanged_copy_is_verified_once(self, rt: SimpleNamespace, pki: Pki,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """Its result is kept by the copy's stat: verified again once rewritten, or once the CA
+        directory changed; an ended copy ends without a verification. A copy written within the
+        file system's timestamp granularity is verified each time (a second write could keep its stat)."""
+        alice, now = pki.users["alice"], utcnow()
+        verified = count_verifications(monkeypatch)
+        own = make_proxy(alice.credential, lifetime=3600)
+        self.write(rt, credential_pem(own))
+        job_proxy_end(rt, JOB, alice.dn, now)  # type: ignore[arg-type]
+        verified.clear()
+        monkeypatch.setattr(jobfiles_module, "SETTLED_NS", 0)  # as if written seconds ago
+        for _ in range(3):
+            assert job_proxy_end(rt, JOB, alice.dn, now) == own.cert.not_valid_after_utc  # type: ignore[arg-type]
+        assert len(verified) == 1
+        assert job_proxy_end(rt, JOB, alice.dn, own.cert.not_valid_after_utc) == COPY_NOT_VALID  # type: ignore[arg-type]
+        assert len(verified) == 1
+        self.write(rt, credential_pem(make_proxy(pki.users["bob"].credential, lifetime=3600)))  # another user's
+        for _ in range(3):
+            assert job_proxy_end(rt, JOB, alice.dn, now) == COPY_NOT_VALID  # type: ignore[arg-type]
+        assert len(verified) == 2
+        self.write(rt, credential_pem(own))
+        assert job_proxy_end(rt, JOB, alice.dn, now) == own.cert.not_valid_after_utc  # type: ignore[arg-type]
+        assert len(verified) == 3
+        monkeypatch.setattr(jobfiles_module, "ca_dir_state", lambda ca_dir: object())  # a CA added, say
+        assert job_proxy_end(rt, JOB, alice.dn, now) == own.cert.not_valid_after_utc  # type: ignore[arg-type]
+        assert len(verified) == 4

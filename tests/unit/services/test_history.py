@@ -156,3 +156,19 @@ class TestWorkerAndRenewalEvents:
             ("proxy_renewed", "renewal", "proxy renewed from MyProxy"),
             ("renewal_failed", "renewal", "proxy renewal failed: myproxy down"),
             ("renewal_failed", "renewal", "proxy renewal failed: bad password")]
+
+    def test_refusals_are_recorded_once_until_the_result_changes(self, rt: Runtime, alice: Principal,
+                                                                 delegated: str) -> None:
+        """Red team: a MyProxy server that changed its refusal's text at each attempt made a new
+        event on every held job at every attempt; the record's last_error has the latest text."""
+        job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+        move(rt, job_id, JobState.RUNNING)
+        for result, error in (("refused", "attempt 1"), ("refused", "attempt 2"), ("unreachable", "down"),
+                              ("refused", "attempt 3"), ("refused", "attempt 4"), ("renewed", None),
+                              ("refused", "attempt 5")):
+            with rt.uow() as uow:
+                history.note_renewal(uow, alice.dn, delegated, result, error, utcnow())
+        events = history.job_history(rt, alice, job_id, kinds=["proxy_renewed", "renewal_failed"]).events
+        assert [e.reason for e in events] == [
+            "proxy renewal refused: attempt 1", "proxy renewal unreachable: down", "proxy renewal refused: attempt 3",
+            "proxy renewed from MyProxy", "proxy renewal refused: attempt 5"]

@@ -48,6 +48,7 @@ from wmproxy.services.renewal.jobfiles import (
     ProxyRefresh,
     job_proxy_end,
     job_proxy_path,
+    stale_copies,
     stale_job_proxies,
 )
 from wmproxy.services.renewal.registration import (
@@ -55,6 +56,7 @@ from wmproxy.services.renewal.registration import (
     parse_server,
     register_for_renewal,
     server_allowed,
+    server_listed,
 )
 from wmproxy.services.renewal.schedule import (
     PLANNED_FRACTION,
@@ -106,7 +108,9 @@ __all__ = [
     "renewal_status",
     "retry_delay",
     "server_allowed",
+    "server_listed",
     "settle_voms_refresh",
+    "stale_copies",
     "stale_job_proxies",
     "voms_requests",
 ]

@@ -43,6 +43,7 @@ from wmproxy.services.runtime import Runtime
 from wmproxy.services.storekey import check_sealing_key
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import ProxyRenewal
+from wmproxy.text import short_text
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,12 @@ def finish_renewal(
     record = uow.renewals.by_id(order.record_id)
     where = f"proxy {order.delegation_id} of {order.owner_dn} from {order.host}:{order.port}"
     notes = [*_voms_notes(order), *outcome.notes]
-    result, error, end = outcome.result, outcome.error, order.not_after
+    result, error, end = outcome.result, error_text(outcome.error), order.not_after
     pushed: list[str] = []
     kept: list[str] = []
     if outcome.proxy_pem is not None:
         result, error, end, delegated = _store(uow, rt, order, outcome.proxy_pem, now, notes)
+        error = error_text(error)
         if result == "renewed":
             held = uow.renewals.jobs_of(order.owner_dn, order.delegation_id, HELD_STATES, jobs=uow.jobs)
             fit = ProxyFit(rt, outcome.proxy_pem, delegated, end, now)
@@ -215,6 +217,18 @@ def finish_renewal(
             record.next_attempt_at = retry_at
     history.note_renewal(uow, order.owner_dn, order.delegation_id, result, error, now, notes=notes, kept=kept)
     return result, pushed
+
+
+#: Characters of an attempt's error stored (the record's ``last_error``, the jobs' events): a
+#: MyProxy server's own text is cut at 500 (:data:`wmproxy.renewal.myproxy.MAX_ERROR_TEXT`),
+#: the service's words around it and a verification's reason take a few hundred more.
+MAX_ERROR_TEXT = 1000
+
+
+def error_text(error: str | None) -> str | None:
+    """``error`` as stored: on one line (:func:`~wmproxy.text.log_text`), at most
+    :data:`MAX_ERROR_TEXT` characters."""
+    return None if error is None else short_text(error, MAX_ERROR_TEXT)
 
 
 def _retry_at(rt: Runtime, record: ProxyRenewal | None, end: dt.datetime, now: dt.datetime) -> dt.datetime:
@@ -259,7 +273,8 @@ def _store(
     """
     sec = rt.settings.security
     try:
-        validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
+        validity = check_renewed_proxy(pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem,
+                                       max_depth=rt.settings.limits.max_proxy_chain_depth)
         fqans = verified_fqans(load_pem_chain(pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now,
                                host_names=ac_host_names(rt))
     except ProxyError as exc:

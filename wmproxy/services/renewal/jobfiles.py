@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cachetools import LRUCache
 
 from wmproxy.domain import JOB_PROXY_NAME, JobState
 from wmproxy.errors import SandboxError, WMProxyError
 from wmproxy.jdl.parse import parse_stored_jdl
 from wmproxy.sandbox.confined import open_confined
-from wmproxy.security.chain import load_pem_chain
+from wmproxy.security.chain import SETTLED_NS, ca_dir_state, load_pem_chain
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.renewed import verified_proxy_end
 from wmproxy.security.voms import verified_fqans
@@ -35,6 +39,7 @@ from wmproxy.services import history
 from wmproxy.services.delegation import ac_host_names
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
+from wmproxy.store.renewals import JobProxyTarget
 from wmproxy.store.schema import Delegation, Job
 
 #: States of jobs a worker holds; their proxy copy gets the renewed proxy.
@@ -56,11 +61,33 @@ MAX_PROXY_BYTES = 64 * 1024
 COPY_NOT_VALID = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
+@dataclass(frozen=True)
+class _CheckedCopy:
+    """What :func:`job_proxy_end` found of a job's copy: the copy's ``(st_dev, st_ino,
+    st_mtime_ns, st_size, st_ctime_ns)``, the owner, CA directory (its parsed state,
+    :func:`~wmproxy.security.chain.ca_dir_state`) and depth limit it was verified for, and its
+    end (None: not a valid proxy of the owner)."""
+
+    stat: tuple[int, int, int, int, int]
+    owner_dn: str
+    ca_dir: str
+    ca_state: object
+    max_depth: int
+    end: dt.datetime | None
+
+
+#: Copies checked, by job id (one entry a job: its copy as last checked).
+_checked: LRUCache[str, _CheckedCopy] = LRUCache(maxsize=100_000)
+_checked_lock = threading.Lock()
+
+
 def job_proxy_end(rt: Runtime, job_id: str, owner_dn: str, now: dt.datetime) -> dt.datetime | None:
     """The end (aware UTC) of the job's proxy copy, trusted only as far as it verifies: None
     when there is no copy (not staged yet, or cleaned up), :data:`COPY_NOT_VALID` when there is
     one that is not a valid proxy of ``owner_dn`` at ``now`` (ended, rewritten by the job,
-    unreadable, not a regular file of its own, or over :data:`MAX_PROXY_BYTES`).
+    unreadable, not a regular file of its own, over :data:`MAX_PROXY_BYTES`, deeper than
+    ``[limits] max_proxy_chain_depth`` or with a key slow to verify with,
+    :func:`~wmproxy.security.renewed.check_chain_cost`).
 
     The file is in the job's work dir, which the job's account owns: it is read without
     trusting it (:func:`~wmproxy.sandbox.confined.open_confined`: no link followed, a FIFO
@@ -70,23 +97,50 @@ def job_proxy_end(rt: Runtime, job_id: str, owner_dn: str, now: dt.datetime) -> 
     as a chain of the owner to the CA directory
     (:func:`~wmproxy.security.renewed.verified_proxy_end`): a job that wrote a certificate of
     its own ending in ten years would otherwise never be aborted once its credential expired.
+
+    Every pass asks this of every held job: a copy is verified once, and its result kept while
+    the file's ``stat`` (device, inode, mtime, size, ctime: a write or a rename changes the
+    ctime, which no user sets) and the CA directory stay as they were (red team: a job's copy
+    made slow to verify cost each pass 156 ms). A file changed within
+    :data:`~wmproxy.security.chain.SETTLED_NS` of the check is not kept (a second write within
+    the file system's timestamp granularity would leave the same ``stat``).
     """
     area = rt.storage.job_area(job_id)
     try:
         fd = open_confined(area.work_dir, JOB_PROXY_NAME)
     except SandboxError:
         return COPY_NOT_VALID if os.path.lexists(area.proxy_file) else None
+    ca_dir, max_depth = rt.settings.security.ca_dir, rt.settings.limits.max_proxy_chain_depth
     try:
         with os.fdopen(fd, "rb") as copy:
+            st = os.fstat(copy.fileno())  # before the read: a write after it changes the stat
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns)
+            try:
+                ca_state = ca_dir_state(ca_dir)
+            except WMProxyError:
+                return COPY_NOT_VALID
+            with _checked_lock:
+                kept = _checked.get(job_id)
+            if kept is not None and kept == _CheckedCopy(key, owner_dn, ca_dir, ca_state, max_depth, kept.end):
+                return kept.end if kept.end is not None and kept.end > now else COPY_NOT_VALID
             data = copy.read(MAX_PROXY_BYTES + 1)
     except OSError:
         return COPY_NOT_VALID
+    end = _verified_end(data, owner_dn, ca_dir, max_depth, now)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS:
+        with _checked_lock:
+            _checked[job_id] = _CheckedCopy(key, owner_dn, ca_dir, ca_state, max_depth, end)
+    return end if end is not None else COPY_NOT_VALID
+
+
+def _verified_end(data: bytes, owner_dn: str, ca_dir: str, max_depth: int, now: dt.datetime) -> dt.datetime | None:
+    """The end of the copy ``data`` if it is a valid proxy of ``owner_dn`` at ``now``, else None."""
     if len(data) > MAX_PROXY_BYTES:
-        return COPY_NOT_VALID
+        return None
     try:
-        return verified_proxy_end(data, owner_dn, rt.settings.security.ca_dir, now)
+        return verified_proxy_end(data, owner_dn, ca_dir, now, max_depth=max_depth)
     except (WMProxyError, ValueError):
-        return COPY_NOT_VALID
+        return None
 
 
 def registered_fqan(job: Job) -> str | None:
@@ -190,28 +244,42 @@ class ProxyRefresh:
     ended: list[str] = field(default_factory=list)
 
 
-def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime) -> list[ProxyRefresh]:
+#: Stale copies by credential (owner DN, delegation id): the job id and the end of each.
+StaleCopies = dict[tuple[str, str], dict[str, dt.datetime]]
+
+
+def stale_copies(rt: Runtime, targets: Sequence[JobProxyTarget], now: dt.datetime) -> StaleCopies:
+    """Of ``targets`` (:meth:`~wmproxy.store.renewals.RenewalRepository.held_jobs`), the jobs
+    whose proxy copy ends before the stored proxy of their credential (by more than a second; a
+    copy that is not a valid proxy of the owner counts as ended, :func:`job_proxy_end`), with
+    those ends. Reads the copies: outside any transaction (the renewal worker's), or in one."""
+    stale: StaleCopies = {}
+    for target in targets:
+        end = job_proxy_end(rt, target.job_id, target.owner_dn, now)
+        if end is not None and end < target.not_after - dt.timedelta(seconds=1):
+            stale.setdefault((target.owner_dn, target.delegation_id), {})[target.job_id] = end
+    return stale
+
+
+def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime,
+                      stale: StaleCopies | None = None) -> list[ProxyRefresh]:
     """Jobs a worker holds whose proxy copy ends before the stored proxy of their credential
-    (by more than a second; a copy that is not a valid proxy of the owner counts as ended,
-    :func:`job_proxy_end`) and which that proxy fits (:class:`ProxyFit`, at ``now``, aware
+    (:func:`stale_copies`: ``stale`` when the caller read the copies before this transaction,
+    else read here) and which that proxy fits (:class:`ProxyFit`, at ``now``, aware
     UTC), with the stored proxy read in this transaction. A job it does not fit keeps its copy
     and gets its event (:func:`fitting_jobs`), in the caller's transaction; once that copy has
     ended, the job is in ``ended`` (nothing else would ever stop it while the stored proxy
-    stays valid, renewed for the very jobs it fits)."""
-    stale: dict[tuple[str, str], list[str]] = {}
-    ends: dict[str, dt.datetime] = {}
-    for target in uow.renewals.held_jobs(HELD_STATES):
-        end = job_proxy_end(rt, target.job_id, target.owner_dn, now)
-        if end is not None and end < target.not_after - dt.timedelta(seconds=1):
-            stale.setdefault((target.owner_dn, target.delegation_id), []).append(target.job_id)
-            ends[target.job_id] = end
+    stays valid, renewed for the very jobs it fits). A job no longer held is left out."""
+    if stale is None:
+        stale = stale_copies(rt, uow.renewals.held_jobs(HELD_STATES), now)
     refreshes: list[ProxyRefresh] = []
-    for (owner_dn, delegation_id), job_ids in stale.items():
+    for (owner_dn, delegation_id), ends in stale.items():
         row = uow.delegations.get(owner_dn, delegation_id)
         if row is None:
             continue
         fit = ProxyFit.stored(rt, row, now)
-        jobs = [job for job in (uow.jobs.get(job_id) for job_id in job_ids) if job is not None]
+        jobs = [job for job in (uow.jobs.get(job_id) for job_id in ends)
+                if job is not None and job.state in HELD_STATES]
         fitting, kept = fitting_jobs(uow, fit, jobs)
         ended = [job_id for job_id in kept if ends[job_id] <= now]
         if fitting or ended:

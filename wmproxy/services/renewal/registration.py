@@ -67,6 +67,18 @@ def server_allowed(settings: RenewalSettings, server: str) -> bool:
     return False
 
 
+def server_listed(settings: RenewalSettings, host: str, port: int) -> bool:
+    """Whether the site names the server ``host``:``port`` itself: a configured default, or a
+    ``host[:port]`` entry of ``renewal.myproxy_allowed_servers`` (not ``*`` nor ``*.domain``).
+    The renewal worker reaches a server allowed only through a wildcard at public addresses
+    only, and tells the user no detail of a failed connection to it
+    (:func:`~wmproxy.renewal.myproxy.renew_proxy`'s ``listed``)."""
+    host = canonical_host(host)
+    if (host, port) in settings.default_servers:
+        return True
+    return any(pattern == host and pattern_port == port for pattern, pattern_port in settings.allowed_server_patterns)
+
+
 def myproxy_server_for(settings: RenewalSettings, ad: classad2.ClassAd, vo: str | None) -> str | None:
     """The MyProxy server (``host[:port]``) the job's proxy is renewed from, or None.
 

@@ -110,10 +110,14 @@ def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime, ac_ends: AcEnds
 
     The proxy ending first comes first (then the older record): when a pass is long (many
     due proxies, slow or unreachable servers, each exchange up to ``renewal.timeout``), the
-    proxies closest to expiry are tried before the others.
+    proxies closest to expiry are tried before the others. Owners take turns: each owner's
+    first record (the one ending first) before any owner's second, and so on, so that one
+    user's many records on a server that never answers (red team: each holds a thread for the
+    timeout, and short proxies come first) delay another user's renewal by one exchange per
+    thread, not by all of them.
     """
     settings = rt.settings.renewal
-    due: list[tuple[dt.datetime, int]] = []
+    due: list[tuple[dt.datetime, int, str]] = []
     for c in uow.renewals.candidates():
         if c.not_after is None:
             continue  # delegation destroyed: nothing to renew
@@ -125,8 +129,13 @@ def due_renewals(uow: UnitOfWork, rt: Runtime, now: dt.datetime, ac_ends: AcEnds
         if renewal_due(c.not_after, now, margin) or (
                 settings.voms_refresh and c.fqans
                 and refresh_due(settings, c.not_after, _ac_end_of(uow, rt, c, ac_ends), now)):
-            due.append((c.not_after, c.id))
-    return [record_id for _, record_id in sorted(due)]
+            due.append((c.not_after, c.id, c.owner_dn))
+    turns: dict[str, int] = {}
+    ordered: list[tuple[int, dt.datetime, int]] = []
+    for not_after, record_id, owner_dn in sorted(due):
+        turn = turns[owner_dn] = turns.get(owner_dn, -1) + 1
+        ordered.append((turn, not_after, record_id))
+    return [record_id for _, _, record_id in sorted(ordered)]
 
 
 def _ac_end_of(uow: UnitOfWork, rt: Runtime, c: RenewalCandidate, ac_ends: AcEnds | None) -> dt.datetime | None:

@@ -161,7 +161,8 @@ def settle_voms_refresh(rt: Runtime, order: RenewalOrder, outcome: RenewalOutcom
     if outcome.refreshed_pem is not None:
         sec = rt.settings.security
         try:
-            check_renewed_proxy(outcome.refreshed_pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem)
+            check_renewed_proxy(outcome.refreshed_pem, order.owner_dn, sec.ca_dir, now, stored_pem=order.proxy_pem,
+                                max_depth=rt.settings.limits.max_proxy_chain_depth)
             fqans = verified_fqans(load_pem_chain(outcome.refreshed_pem), vomsdir=sec.vomsdir, ca_dir=sec.ca_dir,
                                    at=now, host_names=ac_host_names(rt))
         except ProxyError as exc:
