@@ -98,6 +98,7 @@ import secrets
 import stat
 import subprocess
 import sys
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ from wmproxy.execution.jobwrapper import (
     TMP_DIR,
     JobSpec,
 )
-from wmproxy.sandbox.trees import flock_directory, remove_tree
+from wmproxy.sandbox.trees import RemovalPaused, advance, flock_directory, removal_steps
 from wmproxy.text import xml_text
 
 WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
@@ -997,19 +998,38 @@ def remove_work_dir(work_root: Path, name: str, *, deadline: float | None = None
     """Remove ``<work_root>/<name>`` and everything in it, never following a symlink
     (the job may have planted some). Call it once the job's processes are gone. A
     missing directory is not an error. With ``deadline`` (``time.monotonic()`` seconds) the
-    removal stops once it passed (:func:`~wmproxy.sandbox.trees.remove_tree`), to be called
-    again.
+    removal stops once it passed (:func:`~wmproxy.sandbox.trees.advance`), to be called
+    again (which walks down the tree again: :func:`work_dir_removal` goes on where it stopped).
 
     Raises:
         IdentityError: unsafe work root, bad name, or the tree could not be removed.
         wmproxy.sandbox.trees.RemovalPaused: ``deadline`` passed before the tree was gone.
+    """
+    steps = work_dir_removal(work_root, name)
+    try:
+        if deadline is None:
+            for _ in steps:
+                pass
+        elif not advance(steps, deadline):
+            raise RemovalPaused()
+    finally:
+        steps.close()
+
+
+def work_dir_removal(work_root: Path, name: str) -> Generator[None, None, None]:
+    """:func:`remove_work_dir` one removal at a time (:func:`~wmproxy.sandbox.trees.removal_steps`):
+    kept between calls of :func:`~wmproxy.sandbox.trees.advance`, it goes on where it stopped
+    (a job's chain of 50,000 directories is walked down once, not once per budget).
+
+    Raises (when iterated):
+        IdentityError: unsafe work root, bad name, or the tree could not be removed.
     """
     root = Path(os.path.abspath(work_root))
     _check_work_root(root)
     _check_name(name)
     target = root / name
     try:
-        remove_tree(target, deadline=deadline)  # a job's tree may be deeper than any recursion or descriptor limit
+        yield from removal_steps(target)  # a job's tree may be deeper than any recursion or descriptor limit
     except FileNotFoundError:
         return
     except OSError as exc:

@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,26 +173,47 @@ def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None,
     refuses it); the components before it are the caller's to trust. ``tick``, when given, is
     called after each directory below ``path`` is removed (a long removal shows it is alive).
 
-    ``deadline`` (``time.monotonic()`` seconds), when given, is looked at after each directory
-    and every :data:`REMOVALS_PER_CHECK` other entries removed: once passed the removal stops
+    ``deadline`` (``time.monotonic()`` seconds), when given, is looked at every
+    :data:`REMOVALS_PER_CHECK` entries and directories removed: once passed the removal stops
     there (:class:`RemovalPaused`), so a tree of a million files removed in a loop that has
-    other things to do holds it for a bounded time, and each call still removes something.
+    other things to do holds it for a bounded time, and each call removes that many at least.
+    A call after a pause walks down the tree again: a caller that goes on with one tree over many
+    short budgets keeps :func:`removal_steps` instead.
 
     Raises:
         FileNotFoundError: there is no ``path``.
         OSError: something could not be removed (what could is gone), or :class:`TreeChangedError`.
         RemovalPaused: the deadline passed first.
     """
-    on_entry: OnEntry = _unlink
+    steps = removal_steps(path, tick=tick)
+    try:
+        if deadline is None:
+            for _ in steps:
+                pass
+        elif not advance(steps, deadline):
+            raise RemovalPaused()
+    finally:
+        steps.close()
+
+
+def removal_steps(path: Path | str, *, tick: Callable[[], None] | None = None) -> Generator[None, None, None]:
+    """:func:`remove_tree` of ``path`` one removal at a time: the generator yields after each
+    entry and each directory it removed, and ends once ``path`` is gone. Kept between calls of
+    :func:`advance`, it goes on where it stopped, holding the walk's descriptors (at most
+    :data:`OPEN_DIRS` + 3) meanwhile: a chain of 50,000 directories is not walked down again
+    for each batch. Close it (``close()``) to give up; what it removed is gone.
+
+    Raises (when iterated):
+        FileNotFoundError: there is no ``path``.
+        OSError: something could not be removed, or :class:`TreeChangedError`.
+    """
     on_dir: OnDir = _rmdir if tick is None else functools.partial(_rmdir_ticking, tick)
-    if deadline is not None:
-        on_entry, on_dir = _until(deadline, on_entry, on_dir)
     parent, name = os.path.split(os.path.abspath(path))
     parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         top_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            walk(top_fd, on_entry, on_dir)
+            yield from _walk_steps(top_fd, _unlink, on_dir)
         finally:
             os.close(top_fd)
         os.rmdir(name, dir_fd=parent_fd)
@@ -200,24 +221,11 @@ def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None,
         os.close(parent_fd)
 
 
-def _until(deadline: float, on_entry: OnEntry, on_dir: OnDir) -> tuple[OnEntry, OnDir]:
-    """``on_entry`` and ``on_dir`` raising :class:`RemovalPaused` once ``deadline`` passed,
-    looked at after every directory and every :data:`REMOVALS_PER_CHECK` entries."""
-    removed = 0
-
-    def entry(dir_fd: int, item: os.DirEntry[str]) -> None:
-        nonlocal removed
-        on_entry(dir_fd, item)
-        removed += 1
-        if removed % REMOVALS_PER_CHECK == 0 and time.monotonic() >= deadline:
-            raise RemovalPaused()
-
-    def directory(parent_fd: int, name: str) -> None:
-        on_dir(parent_fd, name)
-        if time.monotonic() >= deadline:
-            raise RemovalPaused()
-
-    return entry, directory
+def advance(steps: Iterator[None], deadline: float) -> bool:
+    """Run ``steps`` (:func:`removal_steps`) until they end (True) or ``deadline``
+    (``time.monotonic()`` seconds) passed, looked at every :data:`REMOVALS_PER_CHECK` steps
+    (False: ``steps`` may be advanced again later). Raises what the steps raise."""
+    return all(done % REMOVALS_PER_CHECK or time.monotonic() < deadline for done, _ in enumerate(steps, 1))
 
 
 def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool = False) -> None:
@@ -231,8 +239,16 @@ def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool
         OSError: from the callbacks, a directory that cannot be opened or read, or
             :class:`TreeChangedError`.
     """
+    for _ in _walk_steps(top_fd, on_entry, on_dir, skip_unreadable=skip_unreadable):
+        pass
+
+
+def _walk_steps(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *,
+                skip_unreadable: bool = False) -> Generator[None, None, None]:
+    """:func:`walk`, yielding after each ``on_entry`` and each ``on_dir``."""
     top = os.fstat(top_fd)
-    stack = [_Level(top_fd, "", top.st_dev, top.st_ino, _read(top_fd, on_entry))]
+    stack = [_Level(top_fd, "", top.st_dev, top.st_ino, [])]
+    stack[0].subdirs = yield from _read_steps(top_fd, on_entry)
     try:
         while True:
             level = stack[-1]
@@ -247,6 +263,7 @@ def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool
                             errno.ELOOP, errno.ENOTDIR)):
                         raise
                     on_dir(level.fd, name)
+                    yield
                     continue
                 try:
                     st = os.fstat(fd)
@@ -254,7 +271,7 @@ def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool
                 except BaseException:
                     os.close(fd)
                     raise
-                stack[-1].subdirs = _read(fd, on_entry)
+                stack[-1].subdirs = yield from _read_steps(fd, on_entry)
                 if len(stack) > OPEN_DIRS + 1 and stack[-OPEN_DIRS - 1].fd >= 0:
                     _close(stack[-OPEN_DIRS - 1])
                 continue
@@ -271,6 +288,7 @@ def walk(top_fd: int, on_entry: OnEntry, on_dir: OnDir, *, skip_unreadable: bool
             finally:
                 _close(level)
             on_dir(parent.fd, level.name)
+            yield
     finally:
         for level in stack[1:]:
             if level.fd >= 0:
@@ -286,10 +304,10 @@ class _Level:
     subdirs: list[str]  # still to enter
 
 
-def _read(fd: int, on_entry: OnEntry) -> list[str]:
-    """The subdirectories of ``fd``; ``on_entry`` for every other entry, as it is read (a
-    removal that stops half-way, :class:`RemovalPaused`, has not listed a million names first,
-    and one that goes on reads only what is left)."""
+def _read_steps(fd: int, on_entry: OnEntry) -> Generator[None, None, list[str]]:
+    """The subdirectories of ``fd`` (the generator's value); ``on_entry`` for every other entry
+    as it is read, a step each (a removal that stops half-way has not listed a million names
+    first)."""
     subdirs = []
     with os.scandir(fd) as entries:
         for entry in entries:
@@ -297,6 +315,7 @@ def _read(fd: int, on_entry: OnEntry) -> list[str]:
                 subdirs.append(entry.name)
             else:
                 on_entry(fd, entry)
+                yield
     return subdirs
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -542,6 +543,45 @@ class TestBackgroundRemoval:
         assert rounds > 2 and list(root.iterdir()) == []
         assert backend.tidy(budget=0.0) == 0
 
+    def test_a_deep_chain_is_walked_down_once_over_many_budgets(
+        self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A removal stopped at its budget went on by walking down the tree again: a job's chain of
+        50,000 directories cost a walk down (about 1.3 s) per call, for each batch removed, for
+        hours. It goes on where it stopped; another work dir released meanwhile is not held
+        behind it."""
+        root = work_root / "chain"
+        root.mkdir(mode=0o755)
+        backend = LocalExecutionBackend(root, HOST, kill_grace=2.0, background_removal=True)
+        depth = 600
+        handle, outcome = run(backend, launch(
+            input_dir, account, f"i=0; while [ $i -lt {depth} ]; do mkdir a && cd -P a || exit 1; i=$((i+1)); done"))
+        assert outcome is not None and outcome.exit_code == 0
+        backend.release(handle)
+        [chain] = list(root.iterdir())
+        monkeypatch.setattr(trees, "REMOVALS_PER_CHECK", 50)
+        opened = []
+        real_open = os.open
+
+        def counting_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_DIRECTORY:
+                opened.append(path)
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(trees.os, "open", counting_open)
+        assert backend.tidy(budget=0.0) == 1
+        assert chain.exists()
+        second, _ = run(backend, launch(input_dir, account, "exit 0"))
+        backend.release(second)
+        [other] = [p for p in root.iterdir() if p != chain]
+        backend.tidy(budget=0.0)
+        assert not other.exists() and chain.exists()  # the new one first, the chain kept where it was
+        while chain.exists():
+            backend.tidy(budget=0.0)
+        # down and up once: each level opened going down and, past the descriptors kept, again
+        # through ".." going up; walked down again at each of the 13 calls it was several thousand
+        assert len(opened) < 3 * depth
+
     def test_whatever_a_removal_raises_tidy_goes_on_and_keeps_the_work_dir(
         self, work_root: Path, input_dir: Path, account: Account | None, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -554,10 +594,10 @@ class TestBackgroundRemoval:
         backend.release(handle)
         [aside] = list(root.iterdir())
 
-        def broken(work_root: Path, name: str, *, deadline: float | None = None) -> None:
+        def broken(work_root: Path, name: str) -> None:
             raise RecursionError("maximum recursion depth exceeded")
 
-        monkeypatch.setattr(identity, "remove_work_dir", broken)
+        monkeypatch.setattr(identity, "work_dir_removal", broken)
         assert backend.tidy() == 1
         assert list(root.iterdir()) == [aside]
         monkeypatch.undo()

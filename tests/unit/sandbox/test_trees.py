@@ -252,13 +252,36 @@ class TestRemovalWithADeadline:
             break
         assert not top.exists()
 
-    def test_each_directory_removed_is_a_point_to_stop_at(self, top: Path) -> None:
+    def test_directories_count_as_removals(self, top: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(trees, "REMOVALS_PER_CHECK", 2)
         for name in ("a", "b", "c"):
             (top / name).mkdir()
             (top / name / "f").touch()
         with pytest.raises(trees.RemovalPaused):
             remove_tree(top, deadline=0.0)
-        assert len(os.listdir(top)) == 2
+        assert len(os.listdir(top)) == 2  # one directory and its file
+
+    def test_each_call_on_a_deep_chain_removes_a_batch(self, top: Path) -> None:
+        """A call that stopped after one directory walked down the whole chain for each one: a
+        chain of thousands never went (the execution worker's idle removals, 10 ms each)."""
+        make_chain(top, 3 * trees.REMOVALS_PER_CHECK)
+        totals = tree_totals(top)
+        calls = 0
+        while top.exists():
+            calls += 1
+            with contextlib.suppress(trees.RemovalPaused):
+                remove_tree(top, deadline=0.0)
+        assert calls <= (totals.files + totals.dirs) // trees.REMOVALS_PER_CHECK + 1
+
+    def test_steps_kept_between_calls_go_on_where_they_stopped(self, top: Path) -> None:
+        make_chain(top, 3 * trees.REMOVALS_PER_CHECK)
+        steps = trees.removal_steps(top)
+        calls = 1
+        while not trees.advance(steps, deadline=0.0):
+            calls += 1
+            assert top.exists()
+        assert not top.exists() and calls > 3
+        assert _fds_into(top) == []
 
     def test_a_deadline_not_reached_removes_everything(self, top: Path) -> None:
         make_chain(top, 50)

@@ -38,7 +38,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,7 +50,7 @@ from wmproxy.execution.cgroups import CgroupError, JobCgroups, is_process_of, ow
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME, WALL_TIME_EXCEEDED, JobSpec
 from wmproxy.execution.zygote import Zygote, ZygoteError, ZygoteRefusedError, start_time
-from wmproxy.sandbox.trees import RemovalPaused
+from wmproxy.sandbox.trees import advance
 from wmproxy.security.chain import load_pem_chain
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ MAX_SPARES = 32
 SPARE_IDLE = 60.0
 #: Seconds between two sweeps of the cgroup root for job cgroups without a work dir (:meth:`tidy`).
 CGROUP_SWEEP = 60.0
+#: Removals of large set-aside work dirs kept where they stopped at most (each holds up to 36
+#: descriptors); the oldest past it walks down its tree again when its turn comes.
+MAX_PAUSED = 8
 #: Seconds after which the removal of a set-aside work dir that failed is tried again (:meth:`tidy`).
 REMOVAL_RETRY = 300.0
 
@@ -798,6 +801,8 @@ class _Remover:
         self.work_root = work_root
         self.pending: list[str] = []
         self.failed: dict[str, float] = {}  # name: when its removal failed (time.monotonic)
+        #: removals stopped at their budget's end, going on where they stopped (names in ``pending``)
+        self.paused: dict[str, Generator[None, None, None]] = {}
         try:
             names = os.listdir(work_root)
         except OSError:
@@ -810,12 +815,16 @@ class _Remover:
                         self.pending.append(discarded)
 
     def put(self, name: str) -> None:
-        self.pending.append(name)
+        """Queue ``name``, before the removals stopped part-way (a released work dir is not held
+        behind a large one)."""
+        self.pending.insert(next((i for i, queued in enumerate(self.pending) if queued in self.paused),
+                                 len(self.pending)), name)
 
     def run(self, budget: float | None = None) -> None:
         """Remove the pending work dirs, oldest first: all of them, or while ``budget``
         seconds have not passed (a large one is left part-removed when the budget ends inside
-        it, and taken up first at the next call; each call removes something). One that cannot
+        it, and goes on where it stopped when its turn comes again, after the others; each call
+        removes something). One that cannot
         be removed, whatever the error, is logged and kept: pending again
         :data:`REMOVAL_RETRY` seconds later (and, as every discarded one, at the next worker
         start)."""
@@ -827,10 +836,13 @@ class _Remover:
         while self.pending:
             name = self.pending.pop(0)
             try:
-                identity.remove_work_dir(self.work_root, name, deadline=end)
-            except RemovalPaused:  # a large tree: the rest at the next call
-                self.pending.insert(0, name)
-                return
+                steps = self.paused.pop(name, None) or identity.work_dir_removal(self.work_root, name)
+                if end is None:
+                    for _ in steps:
+                        pass
+                elif not advance(steps, end):  # a large tree: kept where it stopped, behind the others
+                    self._pause(name, steps)
+                    return
             except IdentityError as exc:
                 self.failed[name] = time.monotonic()
                 log.warning("could not remove the discarded work directory %s: %s", name, exc)
@@ -839,6 +851,16 @@ class _Remover:
                 log.exception("could not remove the discarded work directory %s", name)
             if end is not None and time.monotonic() >= end:
                 return
+
+    def _pause(self, name: str, steps: Generator[None, None, None]) -> None:
+        """Keep ``steps`` of ``name`` for a later call, ``name`` queued last (the work dirs
+        released since are not held behind a large one); past :data:`MAX_PAUSED` removals
+        kept, the oldest is given up (its descriptors closed: it walks down again when its
+        turn comes)."""
+        self.paused[name] = steps
+        self.pending.append(name)
+        if len(self.paused) > MAX_PAUSED:
+            self.paused.pop(next(iter(self.paused))).close()
 
 
 def _ever_started(work_dir: Path) -> bool:
