@@ -115,7 +115,7 @@ from wmproxy.execution.jobwrapper import (
     TMP_DIR,
     JobSpec,
 )
-from wmproxy.sandbox.trees import RemovalPaused, advance, flock_directory, removal_steps
+from wmproxy.sandbox.trees import flock_directory, removal_steps, run_removal
 from wmproxy.text import xml_text
 
 WRAPPER_PATH = Path(jobwrapper.__file__).resolve()
@@ -998,22 +998,14 @@ def remove_work_dir(work_root: Path, name: str, *, deadline: float | None = None
     """Remove ``<work_root>/<name>`` and everything in it, never following a symlink
     (the job may have planted some). Call it once the job's processes are gone. A
     missing directory is not an error. With ``deadline`` (``time.monotonic()`` seconds) the
-    removal stops once it passed (:func:`~wmproxy.sandbox.trees.advance`), to be called
+    removal stops once it passed (:func:`~wmproxy.sandbox.trees.run_removal`), to be called
     again (which walks down the tree again: :func:`work_dir_removal` goes on where it stopped).
 
     Raises:
         IdentityError: unsafe work root, bad name, or the tree could not be removed.
         wmproxy.sandbox.trees.RemovalPaused: ``deadline`` passed before the tree was gone.
     """
-    steps = work_dir_removal(work_root, name)
-    try:
-        if deadline is None:
-            for _ in steps:
-                pass
-        elif not advance(steps, deadline):
-            raise RemovalPaused()
-    finally:
-        steps.close()
+    run_removal(work_dir_removal(work_root, name), deadline)
 
 
 def work_dir_removal(work_root: Path, name: str) -> Generator[None, None, None]:

@@ -185,7 +185,16 @@ def remove_tree(path: Path | str, *, tick: Callable[[], None] | None = None,
         OSError: something could not be removed (what could is gone), or :class:`TreeChangedError`.
         RemovalPaused: the deadline passed first.
     """
-    steps = removal_steps(path, tick=tick)
+    run_removal(removal_steps(path, tick=tick), deadline)
+
+
+def run_removal(steps: Generator[None, None, None], deadline: float | None) -> None:
+    """Run ``steps`` (:func:`removal_steps` or one made of it) to their end, or until
+    ``deadline`` (:func:`advance`), then close them.
+
+    Raises:
+        RemovalPaused: the deadline passed first. Whatever the steps raise.
+    """
     try:
         if deadline is None:
             for _ in steps:
