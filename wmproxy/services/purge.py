@@ -8,12 +8,17 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   is left or the pass has run ``pass_time`` (the clock is read after each job: then it is cut
   short, and the next pass, which the execution worker runs at once, goes on after the last job
   this one tried: ``resume_after``); a job whose removal fails is reported and the pass goes on
-  past it. ``pass_time`` bounds this part alone, and only between jobs: the job being removed
-  when it runs out is finished (one transaction: a compound job with all its nodes' areas, which
-  are not split, or a crash would leave a job half removed), so the part runs over by at most
-  that one removal; the other parts are not timed (the listing of the areas and the settling of
-  leftovers in a round's first pass and once an ``interval`` in a backlog, the orphan and work
-  dir walks in the pass that ends the backlog, the credentials in every pass: ``benchmarks/purge_orphan_walk.py``):
+  past it. ``pass_time`` bounds this part, between jobs and inside the deletes of their areas:
+  the transaction of the job being removed when it runs out is finished (a compound job with all
+  its nodes' rows and areas, counted and moved aside, which are not split, or a crash would leave
+  a job half removed), so the part runs over by at most that one transaction; the deletes of its
+  areas after the commit stop inside an area (:func:`~wmproxy.sandbox.trees.remove_tree`
+  ``deadline``), and what is left (``.purging-*``, its bytes off the counter) is the report's
+  ``unfinished``, which the next pass (the execution worker's next cycle) finishes first. The
+  settling of leftovers and the removal of work dirs stop at the same time, the same way. The
+  other parts are not timed (the listing of the areas in a round's first pass and once an
+  ``interval`` in a backlog, the orphan and work dir walks in the pass that ends the backlog,
+  the credentials in every pass but one that only finishes another's: ``benchmarks/purge_orphan_walk.py``):
   ``final`` — Done, Aborted, Cancelled or Cleared and unchanged for ``final_age`` (7 days);
   ``registered`` — never started (Submitted: a jobRegister without jobStart, or an
   interrupted jobSubmit whose id the user never saw) for ``registered_age`` (2 days);
