@@ -445,18 +445,19 @@ def _purge_work_dirs(rt: Runtime, report: PurgeReport, final_before: dt.datetime
     names = [name for name in names if _is_job_dir(name)]  # nothing else in the work root is the purger's
     with rt.uow() as uow:
         jobs = {name: uow.jobs.get(job_id_of_work_dir(name)) for name in names}
-    due = [name for name, job in jobs.items() if job is None or (job.state in final and job.updated_at < final_before)]
+    due = {name: "job gone" if job is None else f"job {job.state}" for name, job in jobs.items()
+           if job is None or (job.state in final and job.updated_at < final_before)}
     if report.dry_run:
         report.work_dirs += due
     else:
-        _remove_work_dirs(rt, report, due, remove_work_dir, ends)
+        _remove_work_dirs(rt, report, list(due), remove_work_dir, ends, due)
 
 
 def _remove_work_dirs(rt: Runtime, report: PurgeReport, names: list[str], remove_work_dir: RemoveWorkDir,
-                      ends: float) -> None:
-    """Remove the work dirs ``names`` (due) until the monotonic clock has passed ``ends`` (the
-    first one whatever the time, stopped inside its tree then): the one it ran out in and those
-    not reached go to ``report.unfinished``."""
+                      ends: float, why: dict[str, str] | None = None) -> None:
+    """Remove the work dirs ``names`` (due: ``why``, logged) until the monotonic clock has passed
+    ``ends`` (the first one whatever the time, stopped inside its tree then): the one it ran out
+    in and those not reached go to ``report.unfinished``."""
     root = Path(rt.settings.execution.work_dir)
     for n, name in enumerate(names):
         try:
@@ -473,7 +474,7 @@ def _remove_work_dirs(rt: Runtime, report: PurgeReport, names: list[str], remove
             log.warning("purge of work dir %s failed: %s", name, exc)
             continue
         report.work_dirs.append(name)
-        log.info("purged work dir %s", root / name)
+        log.info("purged work dir %s (%s)", root / name, (why or {}).get(name, "left by the previous pass"))
 
 
 def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> None:
