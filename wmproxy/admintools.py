@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Column, Table
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import JobState, utcnow
 from wmproxy.sandbox.trees import tree_totals
+
+if TYPE_CHECKING:
+    from wmproxy.services.purge import RemoveWorkDir
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -230,7 +233,7 @@ def show_job(settings: Settings, job_id: str, as_json: bool) -> None:
 # --- purge -----------------------------------------------------------------------------------
 
 
-def _work_dir_remover(settings: Settings) -> Callable[[str], None]:
+def _work_dir_remover(settings: Settings) -> RemoveWorkDir:
     from wmproxy.execution.identity import remove_work_dir
 
     return functools.partial(remove_work_dir, Path(settings.execution.work_dir))

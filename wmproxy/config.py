@@ -840,14 +840,17 @@ class PurgeSettings:
         tombstone_age: seconds a purged job's tombstone is kept (so it answers "... or it
             has been purged"); 0 = forever (default 90 days).
         batch: jobs read per query of a pass (a pass reads on while full batches come back).
-        pass_time: seconds a pass goes on reading jobs to remove; when they run out with jobs
-            still due (the clock is read after each job) the pass is cut short and the execution
-            worker runs the next one at its next cycle, going on after the last job tried (the
-            pass runs inside the worker's cycle: a long one would hold its jobs). The job being
-            removed when they run out is finished first (a compound job with all its nodes, in
-            one transaction), so the removals run over by at most one job's; the walks of the
-            sandbox areas and work dirs, once per round of passes, are not counted
-            (docs/keys-and-lifecycle.md).
+        pass_time: seconds a pass goes on reading jobs to remove and deleting their sandbox
+            areas; when they run out with jobs still due (the clock is read after each job) the
+            pass is cut short and the execution worker runs the next one at its next cycle,
+            going on after the last job tried (the pass runs inside the worker's cycle: a long
+            one would hold its jobs). The transaction of the job being removed when they run out
+            is finished first (a compound job with all its nodes: its rows, and its areas
+            counted and moved aside), so the removals run over by at most one job's transaction;
+            the deletes of the areas stop inside an area when they run out, and the next pass,
+            at the worker's next cycle, finishes them first (as the leftovers settled and the
+            work dirs removed); the walks of the sandbox areas and work dirs, once per round of
+            passes, are not counted (docs/keys-and-lifecycle.md).
 
     Raises:
         ConfigError: a non-positive interval, batch, pass_time, final_age, forced_age or

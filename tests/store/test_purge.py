@@ -28,6 +28,7 @@ from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcno
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, SandboxBusyError, SandboxError
 from wmproxy.execution.identity import remove_work_dir
 from wmproxy.sandbox.storage import Retirement
+from wmproxy.sandbox.trees import tree_totals
 from wmproxy.services import jobs as job_service
 from wmproxy.services import purge as purge_module
 from wmproxy.services.access import job_for
@@ -338,6 +339,8 @@ class TestPassTime:
         assert [c.job_id for c in last.jobs] == jobs[2:] and not last.cut_short
         assert last.areas == [orphan] and not rt.storage.job_dir(orphan).exists()  # the backlog's end walks them
         assert aside.is_dir()  # a leftover waits for the next round's first pass
+        # (with time for it: the passes above, out of time, left their jobs' areas aside part deleted too)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(batch=2, pass_time=86400))
         assert purge(rt).errors == [] and rt.storage.job_dir(young).is_dir() and not aside.exists()
 
     def test_in_a_backlog_that_never_ends_leftovers_are_settled_once_an_interval(self, rt: Runtime) -> None:
@@ -457,8 +460,8 @@ class TestInterruptedRemoval:
         release_areas = purge_module.release_areas
 
         def fails_after_the_release(uow: UnitOfWork, rt_: Runtime, owner: str, released: list[str],
-                                    cleared: bool = False) -> None:
-            release_areas(uow, rt_, owner, released, cleared=cleared)
+                                    cleared: bool = False, deadline: float | None = None) -> Retirement:
+            release_areas(uow, rt_, owner, released, cleared=cleared, deadline=deadline)
             raise RuntimeError("the worker died before the commit")
 
         monkeypatch.setattr(purge_module, "release_areas", fails_after_the_release)
@@ -655,6 +658,143 @@ class TestInterruptedRemoval:
         os.utime(lock, (before, before))  # unchanged for longer than a live removal leaves it
         assert purge(rt).errors == []
         assert rt.storage.job_dir(job_id).is_dir() and not lock.exists() and used(rt) == size  # back
+
+
+class TestPassTimeInsideAnArea:
+    """A pass's time (``pass_time``) bounds the deletes of the areas of a removal that committed,
+    inside an area: one compound job of 60 nodes of 10,000 files each held a pass 9.7 s (red
+    team), as its areas were deleted after the commit whatever the time. What is left stays aside
+    (``.purging-*``), its bytes off the counter, and the next passes finish it. The time here
+    has run out at every look (``pass_time`` 1e-9): each pass removes what one look allows."""
+
+    FILES = 600  # above trees.REMOVALS_PER_CHECK: a delete stops inside a directory
+
+    @staticmethod
+    def fill(rt: Runtime, job_id: str, files: int) -> None:
+        """``files`` files of one byte in the job's input area."""
+        fd = os.open(rt.storage.create_area(rt.storage.job_rel_dir(job_id), "input"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for n in range(files):
+                file = os.open(f"f{n}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd)
+                os.write(file, b"x")
+                os.close(file)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def aside(rt: Runtime) -> list[Path]:
+        return sorted((rt.storage.root / rt.storage.dir_name).glob("*/.purging-*"))
+
+    @staticmethod
+    def entries(paths: list[Path]) -> int:
+        return sum(1 + tree_totals(path).files + tree_totals(path).dirs for path in paths)
+
+    def big_dag_and_a_kept_job(self, rt: Runtime, nodes: int = 3) -> tuple[list[str], int]:
+        """A due compound job whose nodes hold :attr:`FILES` files each, and a job of Alice's not
+        due; the dag's ids and the kept job's bytes (what Alice's counter holds once the dag is purged)."""
+        dag = add_job(rt, "dag", "Done", created_days=9, updated_days=8, nodes=nodes)
+        ids = [dag, *(f"{dag}-node{i}" for i in range(nodes))]
+        for job_id in ids[1:]:
+            self.fill(rt, job_id, self.FILES)
+        counted(rt, *ids)
+        kept = add_job(rt, "kept", "Done", created_days=2, updated_days=1)
+        self.fill(rt, kept, 10)
+        return ids, counted(rt, kept)
+
+    def test_a_pass_out_of_time_leaves_an_area_part_deleted_and_the_next_passes_finish_it(self, rt: Runtime) -> None:
+        ids, kept = self.big_dag_and_a_kept_job(rt)
+        total = self.entries([rt.storage.job_dir(job_id) for job_id in ids])
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(pass_time=1e-9))
+        report = purge(rt)
+        assert [c.job_id for c in report.jobs] == ids[:1] and not exists(rt, ids[0]) and not report.cut_short
+        assert used(rt) == kept  # the bytes left the counter at the commit, once
+        assert sorted(report.unfinished.areas) == self.aside(rt) and len(report.unfinished.areas) == len(ids)
+        left = self.entries(report.unfinished.areas)
+        assert 0 < left < total  # stopped inside the first area
+        passes = 0
+        while report.unfinished:
+            passes += 1
+            assert passes < 100
+            report = purge(rt, resume_after=report.resume_after, settled_at=report.settled_at,
+                           unfinished=report.unfinished)
+            assert report.errors == [] and report.jobs == [] and used(rt) == kept
+            assert not any(rt.storage.job_dir(job_id).exists() for job_id in ids)  # never put back
+            now_left = self.entries(self.aside(rt))
+            assert now_left < left  # each pass removes something
+            left = now_left
+        assert passes > 1 and self.aside(rt) == [] and used(rt) == kept
+        assert rt.storage.counted_bytes(ids[0].replace("dag", "kept")) == kept  # the kept job's area is whole
+
+    def test_a_pass_out_of_time_inside_an_area_leaves_the_task_due_at_once(self, rt: Runtime) -> None:
+        from wmproxy.execution.purging import purge_tasks
+
+        Path(rt.settings.execution.work_dir).mkdir(mode=0o755, exist_ok=True)
+        ids, kept = self.big_dag_and_a_kept_job(rt)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(pass_time=1e-9))
+        [task] = purge_tasks(rt)
+        runs = 0
+        while True:
+            runs += 1
+            assert runs < 100
+            task.due = 1e18
+            task.run()
+            assert used(rt) == kept and not any(rt.storage.job_dir(job_id).exists() for job_id in ids)
+            if task.due == 1e18:  # nothing left: the task keeps its interval
+                break
+            assert task.due == 0.0 and self.aside(rt) != []  # the next cycle goes on
+        assert runs > 2 and self.aside(rt) == [] and not exists(rt, ids[0])
+
+    def test_areas_part_deleted_and_lost_with_the_worker_are_settled_by_the_next_round_a_bit_at_a_time(
+            self, rt: Runtime) -> None:
+        # The worker died (its unfinished list with it): the next round's first pass lists the
+        # areas aside and settles them as a crash's leftovers, out of time too; an area of a
+        # removal that did not commit, among them, is put back whole.
+        ids, kept = self.big_dag_and_a_kept_job(rt)
+        young = add_job(rt, "young", "Done", created_days=2, updated_days=1)
+        self.fill(rt, young, 5)
+        kept += counted(rt, young)
+        dead = Retirement()  # a removal of young that died before its commit
+        assert rt.storage.retire_job_area(young, dead)[1] is not None and dead.fd is not None
+        os.close(dead.fd)
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(pass_time=1e-9))
+        first = purge(rt)  # young's area aside is the first settled (or not reached), the dag purged
+        assert [c.job_id for c in first.jobs] == ids[:1] and first.unfinished and used(rt) == kept
+        report = purge(rt)  # a new round: first.unfinished is lost
+        assert report.unfinished.areas  # out of time while settling
+        passes = 1
+        while report.unfinished:
+            passes += 1
+            assert passes < 100
+            assert used(rt) == kept and not any(rt.storage.job_dir(job_id).exists() for job_id in ids)
+            report = purge(rt, resume_after=report.resume_after, settled_at=report.settled_at,
+                           unfinished=report.unfinished)
+            assert report.errors == []
+        assert self.aside(rt) == [] and used(rt) == kept and rt.storage.counted_bytes(young) == kept - (
+            rt.storage.counted_bytes(ids[0].replace("dag", "kept")))  # young's area back whole
+
+    def test_leftover_work_dirs_are_removed_a_pass_time_at_a_time(self, rt: Runtime) -> None:
+        root = Path(rt.settings.execution.work_dir)
+        root.mkdir(mode=0o755, exist_ok=True)
+        names = [to_filename(BASE + f"vanished-{i}") for i in range(2)]
+        for name in names:
+            (root / name).mkdir()
+            for n in range(self.FILES):
+                (root / name / f"f{n}").write_text("x")
+        rt.settings = dataclasses.replace(rt.settings, purge=PurgeSettings(pass_time=1e-9))
+        remover = functools.partial(remove_work_dir, root)
+        report = purge(rt, remove_work_dir=remover)
+        assert report.work_dirs == [] and report.unfinished.work_dirs == names
+        assert 0 < len(os.listdir(root / names[0])) < self.FILES  # stopped inside the first
+        assert len(os.listdir(root / names[1])) == self.FILES  # not reached
+        removed = []
+        for _pass in range(100):
+            if not report.unfinished:
+                break
+            report = purge(rt, remove_work_dir=remover, resume_after=report.resume_after,
+                           settled_at=report.settled_at, unfinished=report.unfinished)
+            assert report.errors == []
+            removed += report.work_dirs
+        assert removed == names and not report.unfinished and os.listdir(root) == []
 
 
 class TestOrphanAreas:

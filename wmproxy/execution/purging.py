@@ -17,7 +17,7 @@ from wmproxy.execution.identity import remove_work_dir
 from wmproxy.execution.processes import uids_with_processes
 from wmproxy.execution.worker import PeriodicTask
 from wmproxy.services.mapping import release_idle_leases
-from wmproxy.services.purge import purge
+from wmproxy.services.purge import Unfinished, purge
 from wmproxy.services.runtime import Runtime
 
 
@@ -27,7 +27,9 @@ def purge_tasks(rt: Runtime, *, clock: Callable[[], dt.datetime] = utcnow) -> li
     (``[purge] pass_time``) leaves its task due at once, the next pass going on after the last
     job it tried (``resume_after``); such a pass settles the sandbox areas' leftovers when the
     last pass that did is ``interval`` old (``settled_at``, kept here: in a backlog that never
-    ends, no pass would). ``clock``: each pass's ``now``."""
+    ends, no pass would). A pass whose time ran out inside a removal (a large sandbox area or
+    work dir part removed) leaves its task due at once too, the next pass finishing it first
+    (``unfinished``). ``clock``: each pass's ``now``."""
     policy = rt.settings.purge
     if not policy.enabled:
         return []
@@ -35,13 +37,15 @@ def purge_tasks(rt: Runtime, *, clock: Callable[[], dt.datetime] = utcnow) -> li
 
     resume_after: list[tuple[dt.datetime, str] | None] = [None]
     settled_at: list[dt.datetime | None] = [None]
+    unfinished = [Unfinished()]
 
     def purge_pass() -> None:
         report = purge(rt, now=clock(), remove_work_dir=remover, resume_after=resume_after[0],
-                       settled_at=settled_at[0])
+                       settled_at=settled_at[0], unfinished=unfinished[0])
         resume_after[0] = report.resume_after  # None after a pass that ended the backlog
         settled_at[0] = report.settled_at
-        if report.cut_short:  # jobs still due: the next cycle goes on
+        unfinished[0] = report.unfinished
+        if report.cut_short or report.unfinished:  # jobs still due, or a removal to finish: the next cycle goes on
             task.due = 0.0
 
     task = PeriodicTask("purging old jobs and credentials", policy.interval, purge_pass)

@@ -128,6 +128,11 @@ class Retirement:
     unlocked: bool = False
     #: When (``time.monotonic``) the lock file was last touched by :meth:`touch_retirement`.
     touched: float = -math.inf
+    #: The areas the removal's deadline left, once its transaction committed: the one it was
+    #: deleting (part deleted) and those after it (whole), still aside for the purger to finish
+    #: (:func:`wmproxy.services.quota.release_areas` with ``deadline``; their bytes are off the
+    #: counter already).
+    left: list[Path] = field(default_factory=list)
 
 
 def _path_of(text: Callable[[JobArea], str]) -> functools.cached_property[Path]:
@@ -779,19 +784,23 @@ class FilesystemSandboxStorage:
         _token, dash, job_dir = name[len(RETIRED_PREFIX):].partition("-")
         return job_dir if dash and job_dir else None
 
-    def discard_area(self, path: Path, *, retirement: Retirement | None = None) -> None:
+    def discard_area(self, path: Path, *, retirement: Retirement | None = None,
+                     deadline: float | None = None) -> None:
         """Delete ``path``, a retired area or a job area (as :meth:`remove_job_area`, uncounted),
         and its fan-out directory if it is now empty; a missing one is not an error. With
         ``retirement`` (``path`` is one of its areas), its lock file is touched as directories are
         deleted (:meth:`touch_retirement`, every :data:`RETIREMENT_TOUCH_INTERVAL`): one huge area
-        may take longer to delete than :data:`UNLOCKED_RETIREMENT_AGE`.
+        may take longer to delete than :data:`UNLOCKED_RETIREMENT_AGE`. With ``deadline``
+        (``time.monotonic()`` seconds) the delete stops once it passed, inside the tree
+        (:func:`~wmproxy.sandbox.trees.remove_tree`): call it again to go on.
 
         Raises:
             SandboxError: it cannot be removed.
+            wmproxy.sandbox.trees.RemovalPaused: ``deadline`` passed first (part of ``path`` is gone).
         """
         try:
             remove_tree(path, tick=None if retirement is None else functools.partial(  # no recursion: any depth
-                self.touch_retirement, retirement, every=RETIREMENT_TOUCH_INTERVAL))
+                self.touch_retirement, retirement, every=RETIREMENT_TOUCH_INTERVAL), deadline=deadline)
         except FileNotFoundError:
             pass
         except OSError as exc:

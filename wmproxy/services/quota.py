@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.errors import QuotaExceededError, SandboxError
 from wmproxy.sandbox.storage import Retirement
+from wmproxy.sandbox.trees import RemovalPaused
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork, database_reason
 from wmproxy.store.schema import Job
@@ -170,7 +171,7 @@ def release_area(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_id: str) -> No
 
 
 def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence[str], *,
-                  cleared: bool = False) -> None:
+                  cleared: bool = False, deadline: float | None = None) -> Retirement:
     """:func:`release_area` of several jobs of ``owner_dn`` (a compound job and its nodes):
     the counter row locked once and their bytes taken off it together.
 
@@ -185,15 +186,29 @@ def release_areas(uow: UnitOfWork, rt: Runtime, owner_dn: str, job_ids: Sequence
     removal that did not commit, is counted and released
     (:meth:`~wmproxy.sandbox.storage.FilesystemSandboxStorage.retire_job_area` ``left_aside``),
     unless ``cleared``: the jobs' bytes are off the counter already (:func:`area_released`), and
-    an area found aside is a committed removal's leftover."""
+    an area found aside is a committed removal's leftover.
+
+    ``deadline`` (``time.monotonic()`` seconds; the purge pass's end) bounds the deletes after the
+    commit: once it has passed they stop, inside an area, and the areas not yet deleted (the one
+    it was in, part deleted, and those after it) stay aside, in the returned retirement's
+    ``left``, for the purger's next passes to finish
+    (:func:`wmproxy.services.purge.purge` ``unfinished``). They are a committed removal's
+    leftovers, whose bytes are off the counter: a pass deletes them (their job is gone or
+    :func:`area_released`), never puts them back. None (a request thread: jobPurge, jobCancel)
+    deletes them all.
+
+    Returns:
+        The removal's retirement: its ``left`` is filled once the transaction has committed."""
     uow.usage.used(owner_dn, for_update=True)
     retirement = Retirement()
-    uow.on_outcome(functools.partial(_discard, rt, retirement), functools.partial(_restore, rt, retirement),
+    uow.on_outcome(functools.partial(_discard, rt, retirement, deadline),
+                   functools.partial(_restore, rt, retirement),
                    functools.partial(rt.storage.end_retirement, retirement))
     freed = 0
     for job_id in job_ids:
         freed += rt.storage.retire_job_area(job_id, retirement, left_aside=not cleared)[0]
     uow.usage.add(owner_dn, -freed, utcnow())
+    return retirement
 
 
 def area_released(uow: UnitOfWork, job: Job) -> bool:
@@ -224,11 +239,16 @@ def area_released(uow: UnitOfWork, job: Job) -> bool:
     return owner.state == JobState.CANCELLED.value or owner is not job or uow.jobs.has_children_in(owner.id, ended)
 
 
-def _discard(rt: Runtime, retirement: Retirement) -> None:
-    for retired in retirement.areas:
+def _discard(rt: Runtime, retirement: Retirement, deadline: float | None) -> None:
+    for n, retired in enumerate(retirement.areas):
         rt.storage.touch_retirement(retirement)  # alive: without flock, a pass reads it
         try:
-            rt.storage.discard_area(retired, retirement=retirement)
+            rt.storage.discard_area(retired, retirement=retirement, deadline=deadline)
+        except RemovalPaused:  # the rest is the purger's next passes' (the caller's report)
+            retirement.left = retirement.areas[n:]
+            log.info("sandbox area %s part deleted at the end of the pass's time, %d area(s) left aside for the "
+                     "next passes", retired, len(retirement.left))
+            return
         except SandboxError as exc:  # the transaction has committed: the purger's next pass deletes it
             log.warning("%s", exc)
 

@@ -751,6 +751,30 @@ class TestRetirementWithoutFlock:
         storage.end_retirement(retirement)
 
 
+class TestDiscardWithADeadline:
+    def test_a_retired_area_is_deleted_a_deadline_at_a_time(self, storage: FilesystemSandboxStorage) -> None:
+        # A purge pass deleted a removal's areas whatever its pass_time: 10,000 files each.
+        _written(storage, JOB)
+        for n in range(600):  # above trees.REMOVALS_PER_CHECK
+            (storage.job_dir(JOB) / "input" / f"f{n}").write_bytes(b"")
+        aside = storage.retire_job_area(JOB)[1]
+        assert aside is not None
+        left = trees.tree_totals(aside)
+        calls = 0
+        while True:
+            calls += 1
+            assert calls < 100
+            try:
+                storage.discard_area(aside, deadline=0.0)  # passed already: each call removes a part
+            except trees.RemovalPaused:
+                now_left = trees.tree_totals(aside)
+                assert aside.is_dir() and now_left.files + now_left.dirs < left.files + left.dirs
+                left = now_left
+                continue
+            break
+        assert calls > 2 and not aside.exists() and not aside.parent.exists()  # its fan-out directory too
+
+
 class TestOutputWildcards:
     """An OutputSandbox entry with wildcards is expanded over the work dir (it was looked up as a
     file literally named ``*.out``: "not produced", every matching file lost)."""
