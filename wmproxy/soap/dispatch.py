@@ -24,6 +24,7 @@ import io
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from inspect import isgenerator
@@ -82,6 +83,12 @@ SPYNE_SIZE_FACTOR = 8
 #: take to arrive, at most :data:`~wmproxy.soap.request.PREFIX_BYTES` of it: a whole small request
 #: gets the fault of its operation as before; what has not come by then is not waited for.
 REFUSED_READ_SECONDS = 2.0
+#: Request threads of a process that may read a refused caller's body at once: the others answer
+#: such a caller from no body at all (its fault of the WMProxy port) and close its connection. A
+#: peer the site does not admit reconnecting at once after each 2 s could otherwise keep every
+#: thread reading (review: 8 connections a second held 16 threads; alice timed out).
+REFUSED_READERS = 1
+_refused_readers = threading.BoundedSemaphore(REFUSED_READERS)
 
 #: environ key of the request's envelope as parsed and checked by
 #: :func:`wmproxy.soap.request.check_request`: the port's protocol takes it from there.
@@ -285,8 +292,13 @@ class SoapDispatcher:
             if refusal is None:
                 body = read_body(environ, self.limits.max_request_bytes)
             else:
-                with read_deadline(environ, REFUSED_READ_SECONDS):
-                    body, whole = read_prefix(environ, self.limits.max_request_bytes)
+                if not _refused_readers.acquire(blocking=False):  # another thread reads a refused body
+                    return self._refuse_unread(environ, start_response, seen, b"", refusal)
+                try:
+                    with read_deadline(environ, REFUSED_READ_SECONDS):
+                        body, whole = read_prefix(environ, self.limits.max_request_bytes)
+                finally:
+                    _refused_readers.release()
                 if not whole:
                     return self._refuse_unread(environ, start_response, seen, body, refusal)
             request = check_request(body, self.limits)

@@ -17,6 +17,7 @@ from tests.conftest import Pki
 from tests.support import ECHO_JDL, SoapApp, delegate_in_process
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import Principal
+from wmproxy.soap import dispatch
 from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
 from wmproxy.soap.request import PREFIX_BYTES, operation_of, read_prefix
 from wmproxy.soap.tls_worker import ReadDeadlineError
@@ -91,6 +92,28 @@ class TestSoap:
         reply = soap.request(body, None, stream=Stream(body, sent=len(body) // 2))
         assert fault_kind(reply.body)[0] == "AuthenticationFault"
         assert b"jobRegister" in reply.body  # the fault names the operation
+
+
+    def test_while_a_thread_reads_a_refused_body_the_next_refused_caller_is_answered_unread(
+            self, soap: SoapApp, mallory: Principal, alice: Principal) -> None:
+        """A peer the site does not admit reconnecting at once after each bounded read kept every
+        request thread reading: one thread a process reads refused bodies, the others answer
+        from no body."""
+        small = envelope("getJobStatus", jobId="https://localhost:9000/x")
+        assert dispatch._refused_readers.acquire(blocking=False)  # another thread is reading one
+        try:
+            stream = Stream(small)
+            reply = soap.request(small, mallory, stream=stream)
+            assert stream.furthest == 0
+            assert fault_kind(reply.body) == ("AuthorizationFault", "Authorization error: user not authorized")
+            # an admitted caller is read and served as ever
+            answered = soap.request(envelope("getVersion"), alice)
+            assert answered.status.startswith("200"), answered.body[:300]
+        finally:
+            dispatch._refused_readers.release()
+        stream = Stream(small)
+        assert fault_kind(soap.request(small, mallory, stream=stream).body)[0] == "AuthorizationFault"
+        assert stream.furthest == len(small)
 
 
 class TestPrefix:
