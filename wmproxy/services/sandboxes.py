@@ -189,9 +189,10 @@ def check_sandbox_lists(limits: LimitsSettings, description: JobDescription) -> 
     compound job at a time).
 
     The entries are counted against ``max_input_sandbox_files``/``max_output_sandbox_files``
-    (0 = no limit); the file name of each local InputSandbox entry and every component of
-    each OutputSandbox name must be a file name (:func:`wmproxy.sandbox.storage.check_file_name`
-    with ``max_sandbox_name_bytes``).
+    (0 = no limit; with the input one at 0 the local InputSandbox files still against
+    :data:`INPUT_ENTRIES_CEILING`, what the job's input area may hold); the file name of each
+    local InputSandbox entry and every component of each OutputSandbox name must be a file name
+    (:func:`wmproxy.sandbox.storage.check_file_name` with ``max_sandbox_name_bytes``).
 
     Raises:
         SandboxFileCountError: "The maximum number of input|output sandbox files is reached".
@@ -199,7 +200,10 @@ def check_sandbox_lists(limits: LimitsSettings, description: JobDescription) -> 
     """
     check_file_count("input", len(description.input_sandbox), limits.max_input_sandbox_files)
     check_file_count("output", len(description.output_sandbox), limits.max_output_sandbox_files)
-    for name in input_sandbox_files(description):
+    local = input_sandbox_files(description)
+    if not limits.max_input_sandbox_files:  # more than its input area may hold: never startable
+        check_file_count("input", len(local), INPUT_ENTRIES_CEILING)
+    for name in local:
         check_file_name(name, limits.max_sandbox_name_bytes, "InputSandbox file name")
     for entry in description.output_sandbox:
         for part in entry.split("/"):

@@ -128,6 +128,17 @@ def test_without_a_file_limit_an_input_area_still_holds_a_bounded_number_of_entr
         close_runtime(rt)
 
 
+def test_without_a_file_limit_a_jdl_listing_more_local_files_than_an_area_holds_is_refused(
+        rt: Runtime, alice: Principal, delegated: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its uploads would be refused past the input area's ceiling: the job could never start."""
+    monkeypatch.setattr(sandboxes, "INPUT_ENTRIES_CEILING", 3)
+    listed = ", ".join(f'"file://{name}"' for name in ("a", "b", "c", "d"))
+    with pytest.raises(SandboxFileCountError, match="4 files, at most 3 allowed"):
+        register_job(rt, alice, f'[ Executable = "/bin/true"; InputSandbox = {{ {listed} }}; ]', delegated)
+    listed = ", ".join(f'"file://{name}"' for name in ("a", "b", "c"))
+    register_job(rt, alice, f'[ Executable = "/bin/true"; InputSandbox = {{ {listed} }}; ]', delegated)
+
+
 def test_a_change_is_held_against_the_input_limits_when_it_commits(
         tmp_path: Path, pki: Pki, template_db: Path, alice: Principal) -> None:
     """With the counter locked, what the input area holds then (uploads in progress left out):
