@@ -151,6 +151,17 @@ OUTPUT_FILES_CEILING = 10_000
 
 
 @dataclass
+class SetAside:
+    """A job whose backend failed to attach or poll it (:meth:`ExecutionWorker._set_aside`)."""
+
+    why: str
+    attempt: int
+    #: its backend and handle when it was being followed (a poll failed), to send a cancel to
+    backend: ExecutionBackend | None = None
+    handle: RunHandle | None = None
+
+
+@dataclass
 class RunningJob:
     """A job this worker follows."""
 
@@ -231,9 +242,10 @@ class ExecutionWorker:
         #: not taken yet: recorded at the next cycle, and never adopted meanwhile
         self.unrecorded: list[tuple[str, AttemptEnd]] = []
         #: jobs whose backend failed to attach or poll them (a defect, or a job's own hostile
-        #: files): job id → why; followed no more by this process life, their records kept
-        #: (Scheduled or Running) for the administrator, and tried again by the next life
-        self.set_aside: dict[str, str] = {}
+        #: files): followed no more by this process life, their records kept (Scheduled or
+        #: Running) for the administrator and tried again by the next life; a cancel of one is
+        #: still sent and recorded (:meth:`_cancel_set_aside`)
+        self.set_aside: dict[str, SetAside] = {}
         #: the work root (``[execution] work_dir``), where :attr:`unrecorded` is journaled
         self.work_root = Path(os.path.abspath(self.settings.work_dir))
         self._journal: Path | None = None  # this worker's ends journal, while it holds one
@@ -533,10 +545,13 @@ class ExecutionWorker:
         skipped; a job adopted from a worker that died while stopping it is stopped again."""
         now = time.monotonic()
         notified, self.wakeup.notified = self.wakeup.notified, False
-        if not (self.running or self.ahead) or (now < self._next_cancel_check and not notified):
+        if not (self.running or self.ahead or self.set_aside) or (now < self._next_cancel_check and not notified):
             return
         self._next_cancel_check = now + self.settings.poll_interval * IDLE_POLL_FRACTION
-        for job_id in service.cancel_requests(self.rt, [*self.running, *self.ahead]):
+        for job_id in service.cancel_requests(self.rt, [*self.running, *self.ahead, *self.set_aside]):
+            if (aside := self.set_aside.pop(job_id, None)) is not None:
+                self._cancel_set_aside(job_id, aside)
+                continue
             ahead = self.ahead.pop(job_id, None)
             if ahead is None:
                 self._cancel(job_id, "")  # once per job: its cancel_reason is set
@@ -547,6 +562,21 @@ class ExecutionWorker:
             self._keep_journal(durable=durable)
             self._release(ahead.backend, ahead.handle)  # never spawned: nothing to stop
             log.info("job %s cancelled before its wrapper was spawned", job_id)
+
+    def _cancel_set_aside(self, job_id: str, aside: SetAside) -> None:
+        """A cancel of a job set aside: sent to its wrapper or Slurm job when the worker still
+        has its handle (best effort: the backend failed on it before), and recorded Cancelled
+        with the cycle's ends; its work dir is left to the purger (releasing it is what may
+        fail again)."""
+        if aside.backend is not None and aside.handle is not None:
+            try:
+                aside.backend.cancel(aside.handle)
+            except Exception as exc:  # noqa: BLE001 - its backend failed on it before: it may again
+                log.warning("job %s (set aside): the cancel could not be sent: %s", job_id, log_text(exc))
+        durable = bool(self.unrecorded)
+        self.unrecorded.append((job_id, AttemptEnd(JobState.CANCELLED, attempt=aside.attempt)))
+        self._keep_journal(durable=durable)
+        log.info("job %s (set aside: %s) cancelled", job_id, log_text(aside.why))
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -603,7 +633,7 @@ class ExecutionWorker:
             except (OSError, SQLAlchemyError):
                 raise  # an outage: the cycle's (run's) handling
             except Exception as exc:  # noqa: BLE001 - one job's defect must not end the worker
-                self._set_aside(order.job_id, "adopting", exc)
+                self._set_aside(order.job_id, "adopting", exc, SetAside("", order.attempt))
                 continue
             if backend is None or handle is None:
                 log.warning("job %s: backend reference %r is not followable here", order.job_id, order.backend_ref)
@@ -744,7 +774,7 @@ class ExecutionWorker:
                 raise  # an outage: the cycle's (run's) handling
             except Exception as exc:  # noqa: BLE001 - one job's defect must not end the worker
                 del self.running[job_id]
-                self._set_aside(job_id, "polling", exc)
+                self._set_aside(job_id, "polling", exc, SetAside("", job.order.attempt, job.backend, job.handle))
                 continue
             if outcome is not None:
                 del self.running[job_id]
@@ -770,12 +800,13 @@ class ExecutionWorker:
         for job_id, _old, new in changed:
             self.running[job_id].recorded_ref = new
 
-    def _set_aside(self, job_id: str, doing: str, exc: Exception) -> None:
+    def _set_aside(self, job_id: str, doing: str, exc: Exception, aside: SetAside) -> None:
         """Follow the job no more in this process life after its backend failed ``doing`` it:
         its record stays as it is (Scheduled or Running, held by this worker) for the
         administrator, and the next life of the worker tries again."""
         why = f"{doing} it failed: {exc.__class__.__name__}: {exc}"
-        self.set_aside[job_id] = why
+        aside.why = why
+        self.set_aside[job_id] = aside
         log.error("job %s set aside, followed no more until the worker restarts (its record is kept): %s",
                   job_id, log_text(why), exc_info=exc)
 
