@@ -17,8 +17,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.deep_trees import DEPTH
-from tests.store.conftest import mapped_runtime
-from tests.store.worker_support import LEASE, in_state, job_row, left_in_work_root, submit, until
+from tests.store.worker_support import in_state, job_row, left_in_work_root, local_worker_runtime, submit, until
 from wmproxy.domain import JobState, Principal, to_filename
 from wmproxy.execution import identity
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -34,9 +33,7 @@ DEEP = f"i=0; while [ $i -lt {DEPTH} ]; do mkdir a && cd -P a || exit 1; i=$((i+
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
        store_key_dir: Path) -> Iterator[Runtime]:
-    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
-                        execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05,
-                                   "kill_grace": 2.0}) as runtime:
+    with local_worker_runtime(tmp_path, pki, database_url, work_root, job_account, store_key_dir) as runtime:
         yield runtime
 
 

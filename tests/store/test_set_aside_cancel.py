@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.store.conftest import mapped_runtime
-from tests.store.worker_support import LEASE, in_state, submit, until
+from tests.store.worker_support import in_state, local_worker_runtime, submit, until
 from tests.unit.execution.wrapper_support import alive
 from wmproxy.domain import JobState, Principal
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -28,9 +27,7 @@ from wmproxy.services.runtime import Runtime
 @pytest.fixture
 def rt(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
        store_key_dir: Path) -> Iterator[Runtime]:
-    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
-                        execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05,
-                                   "kill_grace": 2.0}) as runtime:
+    with local_worker_runtime(tmp_path, pki, database_url, work_root, job_account, store_key_dir) as runtime:
         yield runtime
 
 

@@ -227,3 +227,14 @@ def start_requests(rt: Runtime, job_id: str) -> int:
 
 
 WAIT_GO = "while [ ! -e go ]; do sleep 0.1; done; echo out; exit 5"
+
+
+@contextlib.contextmanager
+def local_worker_runtime(tmp_path: Path, pki: Pki, database_url: str, work_root: Path, job_account: Account,
+                         store_key_dir: Path) -> Iterator[Runtime]:
+    """A runtime whose jobs run as ``job_account`` in ``work_root``, polled every 50 ms (a worker
+    in process on the local backend)."""
+    with mapped_runtime(tmp_path, pki, database_url, store_key_dir, job_account,
+                        execution={"work_dir": str(work_root), "heartbeat_lease": LEASE, "poll_interval": 0.05,
+                                   "kill_grace": 2.0}) as runtime:
+        yield runtime
