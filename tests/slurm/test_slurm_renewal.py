@@ -42,9 +42,7 @@ pytestmark = pytest.mark.integration
 LIFETIME = 45  # seconds of the delegated proxy
 RENEWAL_ENV = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": "1",
                "WMPROXY_RENEWAL_THRESHOLD": "30", "WMPROXY_RENEWAL_LIFETIME": "100",
-               "WMPROXY_RENEWAL_TIMEOUT": "5",
-               # the myproxy-server starts after the deployment, on a port not known yet: any server
-               "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": "*"}
+               "WMPROXY_RENEWAL_TIMEOUT": "5"}
 #: Capabilities of deploy/wmproxy-renewal.service: the push hands the copy to the job's account.
 RENEWAL_CAPS = ("chown", "dac_override")
 #: The job: every second, the end date of the proxy it sees, until the test leaves a ``stop`` file.
@@ -53,8 +51,19 @@ SEES = ('while [ ! -e stop ]; do openssl x509 -noout -enddate -in $X509_USER_PRO
 
 
 @pytest.fixture
-def iso(pki: Pki, database_url: str, slurm_cluster: SlurmCluster) -> Iterator[Isolated]:
-    with isolated_deployment(pki, database_url, slurm_conf=slurm_cluster.conf, extra_env=RENEWAL_ENV,
+def server(pki: Pki, myproxy_server_factory: Callable[..., MyProxyServer]) -> MyProxyServer:  # noqa: F811
+    """A myproxy-server that renews alice's proxy for the service's host."""
+    host_dn = slash_dn(load_pem_chain(pki.host_cert.read_bytes())[0].subject)
+    started: MyProxyServer = myproxy_server_factory([host_dn])
+    store_renewable_credential(started, pki.users["alice"].proxy, host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
+    return started
+
+
+@pytest.fixture
+def iso(pki: Pki, database_url: str, slurm_cluster: SlurmCluster, server: MyProxyServer) -> Iterator[Isolated]:
+    # the server by name and port: one allowed only through "*" is reached at public addresses only
+    env = {**RENEWAL_ENV, "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": f"localhost:{server.port}"}
+    with isolated_deployment(pki, database_url, slurm_conf=slurm_cluster.conf, extra_env=env,
                              execution="heartbeat_lease = 4") as deployment:
         dep = deployment.deployment
         dep.start([*setpriv(deployment.service, RENEWAL_CAPS),
@@ -74,11 +83,7 @@ def _seen_end(work_dir: Path) -> dt.datetime | None:
     return dt.datetime.strptime(text.removeprefix("notAfter="), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
 
 
-def test_a_renewed_proxy_reaches_the_job_running_in_slurm(
-        iso: Isolated, pki: Pki, myproxy_server_factory: Callable[..., MyProxyServer]) -> None:  # noqa: F811
-    host_dn = slash_dn(load_pem_chain(pki.host_cert.read_bytes())[0].subject)
-    server: MyProxyServer = myproxy_server_factory([host_dn])
-    store_renewable_credential(server, pki.users["alice"].proxy, host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
+def test_a_renewed_proxy_reaches_the_job_running_in_slurm(iso: Isolated, pki: Pki, server: MyProxyServer) -> None:
     alice = reference_client(iso.deployment.endpoint, pki.users["alice"].proxy, iso.root / "certificates")
     delegate(alice, pki.users["alice"].proxy, "renew", lifetime=LIFETIME)
     jdl = (f'[ Executable = "/bin/sh"; Arguments = "-c \'{SEES}\'"; MyProxyServer = "localhost:{server.port}"; '
