@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -112,11 +112,6 @@ class SqlDelegationStore:
         row = self.session.connection().execute(
             _TAKE_REQUEST, {"owner_dn": owner_dn, "delegation_id": delegation_id}).one_or_none()
         return None if row is None else bytes(row[0])
-
-    def pending_count(self, owner_dn: str) -> int:
-        """How many pending requests ``owner_dn`` has (read through the (DN, id) index)."""
-        return int(self.session.scalar(
-            select(func.count()).select_from(DelegationRequest).where(DelegationRequest.owner_dn == owner_dn)) or 0)
 
     def trim_requests(self, owner_dn: str, keep: int) -> int:
         """Delete the pending requests of ``owner_dn`` but its ``keep`` newest (by creation time,
