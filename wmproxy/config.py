@@ -81,7 +81,7 @@ class SecuritySettings:
             modification time changes; a caller must pass both it and
             ``authorized_users``; "" = no policy file. Missing or unreadable: everyone
             is refused (the reference's "gacl file not found").
-        store_key_file: file holding the Fernet key that encrypts stored proxies
+        store_key_file: file holding the store key (32 random bytes, URL-safe base64) that seals stored proxies
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
         min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job
             (0 or more).

@@ -173,6 +173,13 @@ class TestProcessesRefuseAnotherKey:
         assert "PROBLEM" in done.stdout and "store key" in done.stdout
 
 
+class _FernetSealer(Sealer):
+    """Seals as releases before schema revision 0014 did (Fernet)."""
+
+    def seal(self, data: bytes) -> bytes:
+        return self._fernet.encrypt(data)
+
+
 class TestOlderSchema:
     def test_every_process_refuses_with_the_command_to_run(self, settings: Settings, tmp_path: Path) -> None:
         config = write_ini(settings, tmp_path / "wmproxy.conf")
@@ -231,6 +238,25 @@ class TestRotation:
         finally:
             engine.dispose()
         check_store(settings)
+
+    def test_rows_sealed_by_an_earlier_release_are_resealed_with_aes_gcm(self, settings: Settings) -> None:
+        """Fernet tokens (what releases before schema 0014 wrote) are opened and written again in
+        the AES-256-GCM format: after a rotation no Fernet token is left."""
+        initialise(settings)
+        old_key = key_path(settings).read_bytes().strip()
+        store_sealed(settings, _FernetSealer(old_key), "legacy")
+        rotate_store_key(settings, today=dt.date(2026, 12, 2))
+        new = Sealer.from_key_file(key_path(settings))
+        engine = make_engine(settings.database.url)
+        try:
+            with UnitOfWork(make_session_factory(engine)) as uow:
+                row = uow.session.scalars(select(Delegation)).one()
+                req = uow.session.scalars(select(DelegationRequest)).one()
+            assert row.sealed_proxy[:1] == req.sealed_key[:1] == b"\x02"
+            assert new.open(row.sealed_proxy) == b"proxy of legacy"
+            assert new.open(req.sealed_key) == b"key of legacy"
+        finally:
+            engine.dispose()
 
     def test_a_second_rotation_the_same_day_keeps_both_retired_keys(self, settings: Settings) -> None:
         initialise(settings)
