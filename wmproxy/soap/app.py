@@ -47,10 +47,12 @@ from wmproxy.services.storekey import check_store
 from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
-from wmproxy.soap.dispatch import SoapDispatcher, fault_response
+from wmproxy.soap.dispatch import SoapDispatcher, fault_response, read_refused_prefix
 from wmproxy.soap.faults import port_fault
 from wmproxy.soap.memory import limit_arenas, release_after
-from wmproxy.soap.request import MalformedRequestError, check_request, read_body
+from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
+from wmproxy.soap.request import MalformedRequestError, operation_of
+from wmproxy.soap.tls_worker import close_connection
 from wmproxy.web.app import MonitorApp
 
 log = logging.getLogger(__name__)
@@ -236,19 +238,27 @@ UNAVAILABLE = "Service temporarily unavailable: it could not start (see the serv
 
 def unavailable(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     """The answer while the application cannot be built (its settings, store or database
-    failed): a POST holding a SOAP request gets its operation's fault for ServerOverloadedError
+    failed): a POST naming a SOAP operation gets that operation's fault for ServerOverloadedError
     (ServerOverloadedFault 1228 where the operation declares it, else GenericFault 1228; a
     DelegationException on the delegation ports), the way the load limiter refuses
-    (docs/load.md); any other request ``503 Service Unavailable``. Both with ``Retry-After``."""
+    (docs/load.md); any other request ``503 Service Unavailable``. Both with ``Retry-After``.
+
+    The body is read as a refused caller's is (``dispatch.read_refused_prefix``: at most 64 KiB
+    within 2 s, one thread of the process at a time): the operation's name is in its first bytes,
+    and while the service is down a client sending slowly must not hold a request thread. A
+    body not read whole has its connection closed after the answer."""
     retry = ("Retry-After", str(UNAVAILABLE_RETRY_AFTER))
     if environ.get("REQUEST_METHOD") == "POST":
         limits = LimitsSettings()  # the built-in limits: the configured ones may be what failed
         try:
-            request = check_request(read_body(environ, limits.max_request_bytes), limits)
+            prefix, whole = read_refused_prefix(environ, limits.max_request_bytes)
         except MalformedRequestError:
-            pass  # not a SOAP request: the HTTP answer below
-        else:
-            fault = port_fault(request.namespace, request.operation, ServerOverloadedError(UNAVAILABLE))
+            prefix, whole = b"", False  # its Content-Length: the HTTP answer below
+        if not whole:
+            close_connection(environ)
+        namespace, operation = operation_of(prefix, limits)
+        if operation and namespace in (WMPROXY, DELEGATION_1, DELEGATION_2):
+            fault = port_fault(namespace, operation, ServerOverloadedError(UNAVAILABLE))
             return fault_response(lambda status, headers: start_response(status, [*headers, retry]), fault)
     body = b"service temporarily unavailable; try again later\n"
     start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),

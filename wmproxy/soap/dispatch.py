@@ -90,6 +90,24 @@ REFUSED_READ_SECONDS = 2.0
 REFUSED_READERS = 1
 _refused_readers = threading.BoundedSemaphore(REFUSED_READERS)
 
+def read_refused_prefix(environ: dict[str, Any], max_bytes: int) -> tuple[bytes, bool]:
+    """What a refused request's body gives within :data:`REFUSED_READ_SECONDS` and
+    :data:`~wmproxy.soap.request.PREFIX_BYTES`, read by at most :data:`REFUSED_READERS` threads
+    of the process at once (the others read nothing): the bytes read, and whether they are the
+    whole body (``max_bytes``: the largest body the service takes).
+
+    Raises:
+        MalformedRequestError: an unusable ``Content-Length`` (nothing read).
+    """
+    if not _refused_readers.acquire(blocking=False):  # another thread reads a refused body
+        return b"", False
+    try:
+        with read_deadline(environ, REFUSED_READ_SECONDS):
+            return read_prefix(environ, max_bytes)
+    finally:
+        _refused_readers.release()
+
+
 #: environ key of the request's envelope as parsed and checked by
 #: :func:`wmproxy.soap.request.check_request`: the port's protocol takes it from there.
 CHECKED_ENVELOPE_KEY = "wmproxy.envelope"
@@ -292,13 +310,7 @@ class SoapDispatcher:
             if refusal is None:
                 body = read_body(environ, self.limits.max_request_bytes)
             else:
-                if not _refused_readers.acquire(blocking=False):  # another thread reads a refused body
-                    return self._refuse_unread(environ, start_response, seen, b"", refusal)
-                try:
-                    with read_deadline(environ, REFUSED_READ_SECONDS):
-                        body, whole = read_prefix(environ, self.limits.max_request_bytes)
-                finally:
-                    _refused_readers.release()
+                body, whole = read_refused_prefix(environ, self.limits.max_request_bytes)
                 if not whole:
                     return self._refuse_unread(environ, start_response, seen, body, refusal)
             request = check_request(body, self.limits)

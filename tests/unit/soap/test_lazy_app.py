@@ -178,3 +178,52 @@ class TestWorkerSigterm:
         worker.wsgi = lazy
         worker.handle_exit(15, None)
         assert worker.alive is False and built[0].stopping.is_set()
+
+
+class TestUnavailableReadsLittle:
+    """While the app cannot be built, a request's body is read as a refused caller's is: the
+    operation's name is in its first 64 KiB (``PREFIX_BYTES``), and a client sending slowly
+    must not hold a request thread while the service is down. The whole body was read before
+    (up to the 16 MB the service takes)."""
+
+    @staticmethod
+    def answer(body: bytes) -> tuple[str, dict[str, str], bytes, int]:
+        import io
+
+        stream = io.BytesIO(body)
+        environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)), "wsgi.input": stream,
+                   "CONTENT_TYPE": "text/xml; charset=utf-8"}
+        seen: list[Any] = []
+        reply = b"".join(app_module.unavailable(environ, lambda status, headers: seen.extend([status, headers])))
+        return seen[0], dict(seen[1]), reply, stream.tell()
+
+    def test_a_large_request_gets_its_operations_fault_from_its_first_bytes(self) -> None:
+        from lxml import etree
+
+        from wmproxy.soap.namespaces import SOAP_ENV, WMPROXY
+        from wmproxy.soap.request import PREFIX_BYTES
+
+        jdl = "[ Executable = \"/bin/true\"; Arguments = \"" + "x" * 1_000_000 + "\"; ]"
+        body = (f'<e:Envelope xmlns:e="{SOAP_ENV}"><e:Body><w:jobSubmit xmlns:w="{WMPROXY}"><jdl>{jdl}</jdl>'
+                "<delegationId>d</delegationId></w:jobSubmit></e:Body></e:Envelope>").encode()
+        status, headers, reply, read = self.answer(body)
+        assert read <= PREFIX_BYTES < len(body)
+        assert status.startswith("500") and headers["Retry-After"] == "5", reply[:300]
+        detail = etree.fromstring(reply).find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault/detail")
+        assert detail is not None, reply[:300]
+        (fault,) = detail
+        assert etree.QName(fault) == etree.QName(WMPROXY, "ServerOverloadedFault")
+        assert [fault.findtext(name) for name in ("methodName", "ErrorCode")] == ["jobSubmit", "1228"]
+
+    def test_a_delegation_request_gets_its_ports_fault(self) -> None:
+        from wmproxy.soap.namespaces import DELEGATION_2, SOAP_ENV
+
+        body = (f'<e:Envelope xmlns:e="{SOAP_ENV}"><e:Body><d:getProxyReq xmlns:d="{DELEGATION_2}">'
+                "<delegationID>x</delegationID></d:getProxyReq></e:Body></e:Envelope>").encode()
+        status, _headers, reply, _read = self.answer(body)
+        assert status.startswith("500") and b"DelegationException" in reply, reply[:300]
+
+    def test_what_names_no_operation_is_503(self) -> None:
+        status, headers, reply, read = self.answer(b"x" * 200_000)
+        assert status == "503 Service Unavailable" and headers["Retry-After"] == "5", reply
+        assert read <= 64 * 1024
