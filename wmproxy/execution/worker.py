@@ -150,6 +150,15 @@ REASON_FILES_SHOWN = 20
 OUTPUT_FILES_CEILING = 10_000
 
 
+#: Seconds between two polls of a job set aside after a poll raised (:meth:`ExecutionWorker.
+#: _retry_set_aside`): one that answers again is followed again.
+SET_ASIDE_RETRY = 60.0
+#: Seconds after which a job its backend could not follow is given up: its cancel sent (to its
+#: wrapper or Slurm job, when the worker has its handle) and the job recorded Aborted, not
+#: retried (its payload may still run). It stayed Running until the worker restarted.
+SET_ASIDE_LIMIT = 3600.0
+
+
 @dataclass
 class SetAside:
     """A job whose backend failed to attach or poll it (:meth:`ExecutionWorker._set_aside`)."""
@@ -159,6 +168,11 @@ class SetAside:
     #: its backend and handle when it was being followed (a poll failed), to send a cancel to
     backend: ExecutionBackend | None = None
     handle: RunHandle | None = None
+    #: the job as it was followed (a poll failed): polled again every :data:`SET_ASIDE_RETRY`
+    job: RunningJob | None = None
+    #: ``time.monotonic()`` when it was set aside, and of its next poll
+    since: float = 0.0
+    next_try: float = 0.0
 
 
 @dataclass
@@ -242,9 +256,9 @@ class ExecutionWorker:
         #: not taken yet: recorded at the next cycle, and never adopted meanwhile
         self.unrecorded: list[tuple[str, AttemptEnd]] = []
         #: jobs whose backend failed to attach or poll them (a defect, or a job's own hostile
-        #: files): followed no more by this process life, their records kept (Scheduled or
-        #: Running) for the administrator and tried again by the next life; a cancel of one is
-        #: still sent and recorded (:meth:`_cancel_set_aside`)
+        #: files): their records kept (Scheduled or Running), polled again now and then and given
+        #: up after :data:`SET_ASIDE_LIMIT` (:meth:`_retry_set_aside`); a cancel of one is still
+        #: sent and recorded (:meth:`_cancel_set_aside`)
         self.set_aside: dict[str, SetAside] = {}
         #: the work root (``[execution] work_dir``), where :attr:`unrecorded` is journaled
         self.work_root = Path(os.path.abspath(self.settings.work_dir))
@@ -568,15 +582,20 @@ class ExecutionWorker:
         has its handle (best effort: the backend failed on it before), and recorded Cancelled
         with the cycle's ends; its work dir is left to the purger (releasing it is what may
         fail again)."""
+        self._end_set_aside(job_id, aside, AttemptEnd(JobState.CANCELLED, attempt=aside.attempt))
+        log.info("job %s (set aside: %s) cancelled", job_id, log_text(aside.why))
+
+    def _end_set_aside(self, job_id: str, aside: SetAside, end: AttemptEnd) -> None:
+        """``end`` recorded with the cycle's ends for a job set aside, after its cancel was sent
+        when the worker has its handle."""
         if aside.backend is not None and aside.handle is not None:
             try:
                 aside.backend.cancel(aside.handle)
             except Exception as exc:  # noqa: BLE001 - its backend failed on it before: it may again
                 log.warning("job %s (set aside): the cancel could not be sent: %s", job_id, log_text(exc))
         durable = bool(self.unrecorded)
-        self.unrecorded.append((job_id, AttemptEnd(JobState.CANCELLED, attempt=aside.attempt)))
+        self.unrecorded.append((job_id, end))
         self._keep_journal(durable=durable)
-        log.info("job %s (set aside: %s) cancelled", job_id, log_text(aside.why))
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -774,13 +793,58 @@ class ExecutionWorker:
                 raise  # an outage: the cycle's (run's) handling
             except Exception as exc:  # noqa: BLE001 - one job's defect must not end the worker
                 del self.running[job_id]
-                self._set_aside(job_id, "polling", exc, SetAside("", job.order.attempt, job.backend, job.handle))
+                self._set_aside(job_id, "polling", exc, SetAside("", job.order.attempt, job.backend, job.handle, job))
                 continue
             if outcome is not None:
                 del self.running[job_id]
                 ended.append((job, outcome))
+        if self.set_aside:
+            ended += self._retry_set_aside(now)
         self._record_references()
         return ended
+
+    def _retry_set_aside(self, now: float) -> list[tuple[RunningJob, JobOutcome]]:
+        """The jobs set aside after a poll raised, polled again every :data:`SET_ASIDE_RETRY`
+        seconds: one whose backend answers is followed again (its outcome returned when it
+        ended meanwhile). A job set aside for :data:`SET_ASIDE_LIMIT` seconds is given up
+        (:meth:`_give_up`), one whose attach failed at adoption included."""
+        ended: list[tuple[RunningJob, JobOutcome]] = []
+        for job_id, aside in list(self.set_aside.items()):
+            if now - aside.since >= SET_ASIDE_LIMIT:
+                del self.set_aside[job_id]
+                self._give_up(job_id, aside)
+                continue
+            if now < aside.next_try:
+                continue
+            aside.next_try = now + SET_ASIDE_RETRY
+            job = aside.job
+            if job is None:  # its attach failed at adoption: nothing to poll (the next life attaches again)
+                continue
+            try:
+                outcome = job.backend.poll(job.handle)
+            except (OSError, SQLAlchemyError):
+                raise  # an outage: the cycle's (run's) handling
+            except Exception as exc:  # noqa: BLE001 - still failing: tried again later, given up in the end
+                log.warning("job %s (set aside) still cannot be polled: %s", job_id,
+                            log_text(f"{exc.__class__.__name__}: {exc}"))
+                continue
+            del self.set_aside[job_id]
+            log.info("job %s (set aside: %s) is followed again: its backend answered", job_id, log_text(aside.why))
+            if outcome is None:
+                self.running[job_id] = job
+            else:
+                ended.append((job, outcome))
+        return ended
+
+    def _give_up(self, job_id: str, aside: SetAside) -> None:
+        """A job its backend could not follow for :data:`SET_ASIDE_LIMIT` seconds: its cancel
+        sent and the job recorded Aborted, not retried (its payload may still run where the
+        cancel did not reach it)."""
+        reason = (f"the worker could not follow the job for {SET_ASIDE_LIMIT:.0f} s ({aside.why}): cancelled "
+                  "and not retried")
+        self._end_set_aside(job_id, aside, AttemptEnd(JobState.ABORTED, reason=reason[:500], payload_started=True,
+                                                      retryable=False, attempt=aside.attempt))
+        log.error("job %s given up: %s", job_id, log_text(reason))
 
     def _record_references(self) -> None:
         """Record in the database the backend references the backends resolved since they were
@@ -801,14 +865,18 @@ class ExecutionWorker:
             self.running[job_id].recorded_ref = new
 
     def _set_aside(self, job_id: str, doing: str, exc: Exception, aside: SetAside) -> None:
-        """Follow the job no more in this process life after its backend failed ``doing`` it:
-        its record stays as it is (Scheduled or Running, held by this worker) for the
-        administrator, and the next life of the worker tries again."""
+        """Follow the job no more as usual after its backend failed ``doing`` it: its record
+        stays as it is (Scheduled or Running, held by this worker); one whose poll failed is
+        polled again every :data:`SET_ASIDE_RETRY` seconds, and any is given up after
+        :data:`SET_ASIDE_LIMIT` (:meth:`_retry_set_aside`); a cancel of it is still sent and
+        recorded; the next life of the worker attaches it again."""
         why = f"{doing} it failed: {exc.__class__.__name__}: {exc}"
         aside.why = why
+        aside.since = time.monotonic()
+        aside.next_try = aside.since + SET_ASIDE_RETRY
         self.set_aside[job_id] = aside
-        log.error("job %s set aside, followed no more until the worker restarts (its record is kept): %s",
-                  job_id, log_text(why), exc_info=exc)
+        log.error("job %s set aside (its record kept; polled again every %.0f s, given up after %.0f s): %s",
+                  job_id, SET_ASIDE_RETRY, SET_ASIDE_LIMIT, log_text(why), exc_info=exc)
 
     def _record_ends(self, ended: Sequence[tuple[RunningJob, JobOutcome]]) -> list[tuple[RunningJob, JobOutcome]]:
         """Each attempt's end made (a Done job's outputs collected: :meth:`_attempt_end`) and its
