@@ -207,6 +207,22 @@ class TestIdle:
         assert second is not first
         first.process.wait(timeout=DEADLINE)  # the idle one was told to go, and went
 
+    def test_an_idle_zygote_is_closed_by_the_idle_workers_tidy(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An account's zygote is closed after :data:`ZYGOTE_IDLE` seconds without a job also
+        when no other job comes (the worker tidies when it is about to wait): it was closed only
+        at the next spawn of any account, so an idle worker kept every account's zygote."""
+        run(backend, _job(input_dir, account, "true", 0))
+        (first,) = backend._zygotes.values()
+        backend.tidy()
+        assert backend._zygotes  # not idle long enough: kept
+        monkeypatch.setattr("wmproxy.execution.backends.local.ZYGOTE_IDLE", 0.0)
+        backend.tidy()
+        assert not backend._zygotes
+        first.process.wait(timeout=DEADLINE)  # told to go, and went
+
     def test_wrappers_ending_while_the_zygote_waits_are_reaped_without_another_request(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:

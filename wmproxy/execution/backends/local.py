@@ -611,9 +611,16 @@ class LocalExecutionBackend:
         whose work dir was purged since), a zygote's whose worker process is gone, a probe whose
         worker is gone.
 
+        It also closes the zygotes idle for :data:`ZYGOTE_IDLE` seconds (an idle worker kept
+        them until its next spawn).
+
         Never raises (a directory that cannot be removed is logged and tried again
         :data:`REMOVAL_RETRY` seconds later)."""
         self._drop_idle_spares()
+        try:
+            self._close_idle_zygotes()
+        except Exception as exc:  # noqa: BLE001 - a cgroup left busy: swept later, never the worker's end
+            log.warning("idle zygotes could not all be closed: %s", exc)
         if self.cgroups is not None:
             if self.cgroups.pending:
                 self.cgroups.retry(budget)
