@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
 import subprocess
 import threading
 import time
@@ -513,4 +514,40 @@ class TestPeriodicRelease:
         finally:
             left.kill()
             left.wait()
+        assert release_leases(rt) == 1
+
+
+    @pytest.mark.parametrize("where", ["/dev/shm", "/tmp"])
+    def test_an_account_with_a_file_left_in_a_shared_temporary_dir_keeps_its_lease(
+            self, make_runtime: Callable[..., Runtime], accounts: AccountSet, where: str) -> None:
+        """A job's file in /dev/shm or /tmp outlives the job (red-team review: 32 MiB, mode 0666):
+        the account's next user would find it, so the lease is kept until it is gone."""
+        from wmproxy.execution.purging import release_leases
+
+        rt = make_runtime(idle=3600)
+        bob = _map(rt, BOB, PRODUCTION, now=utcnow() - dt.timedelta(hours=2))
+        assert bob is not None
+        left = Path(where) / f"wmproxy-test-leftover-{uuid.uuid4().hex}"
+        left.write_bytes(b"the previous user's data")
+        try:
+            os.chown(left, bob.uid, bob.gid)
+            assert release_leases(rt) == 0
+        finally:
+            left.unlink()
+        assert release_leases(rt) == 1
+
+    def test_an_account_with_a_shared_memory_segment_left_keeps_its_lease(
+            self, make_runtime: Callable[..., Runtime], accounts: AccountSet) -> None:
+        from wmproxy.execution.purging import release_leases
+
+        rt = make_runtime(idle=3600)
+        bob = _map(rt, BOB, PRODUCTION, now=utcnow() - dt.timedelta(hours=2))
+        assert bob is not None
+        made = subprocess.run(["ipcmk", "-M", "4096", "-p", "0666"], user=bob.uid, group=bob.gid, extra_groups=[],
+                              capture_output=True, text=True, check=True)
+        shmid = made.stdout.split()[-1]
+        try:
+            assert release_leases(rt) == 0
+        finally:
+            subprocess.run(["ipcrm", "-m", shmid], check=True)
         assert release_leases(rt) == 1
