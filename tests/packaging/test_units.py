@@ -76,6 +76,21 @@ class TestHardening:
     def test_a_worker_that_refused_to_start_is_not_restarted(self) -> None:
         assert one("wmproxy-worker.service", "RestartPreventExitStatus") == "3"
 
+    def test_the_workers_tasks_hold_every_local_job_of_the_shipped_configuration(self) -> None:
+        """The unit's TasksMax is above max_running x max_job_processes of the shipped example
+        configuration plus room for the worker and its zygotes (docs/execution.md, "Limits of a
+        local job"): one job's fork loop must not take the tasks the worker needs to fork. The
+        unit said 20,000 while the example runs 8 jobs of 4,096 processes each."""
+        import configparser
+
+        from wmproxy.config import ExecutionSettings
+
+        example = configparser.ConfigParser(interpolation=None)
+        example.read(DEPLOY / "wmproxy.conf.example")
+        running = example.getint("execution", "max_running", fallback=ExecutionSettings().max_running)
+        per_job = example.getint("execution", "max_job_processes", fallback=ExecutionSettings().max_job_processes)
+        assert int(one("wmproxy-worker.service", "TasksMax")) >= running * per_job + 500
+
 
 class TestPrograms:
     @pytest.mark.parametrize("unit", UNITS)
