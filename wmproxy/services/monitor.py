@@ -231,10 +231,9 @@ def job_dag(rt: Runtime, principal: Principal, job_id: str) -> Dag | None:
 def _dag(session: Session, job: Job) -> Dag | None:
     """The job's DAG, None for a simple job; its nodes and edges loaded only when it is drawn
     (counted first: the memory of a view stays bounded, whatever the DAG's size)."""
-    node_total = queries.node_count(session, job.id)
+    node_total, edge_total = queries.dag_size(session, job.id)
     if not node_total:
         return None
-    edge_total = queries.edge_count(session, job.id)
     dag = Dag(node_total, edge_total, [], [])
     if not dag.drawn:
         return dag

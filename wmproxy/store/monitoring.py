@@ -74,9 +74,14 @@ def owner_jobs_page(session: Session, owner_dn: str, *, state: str | None, since
     return total, rows
 
 
-def node_count(session: Session, parent_id: str) -> int:
-    """Nodes of compound job ``parent_id`` (0 for a simple job)."""
-    return int(session.scalar(select(func.count()).select_from(Job).where(Job.parent_id == parent_id)) or 0)
+def dag_size(session: Session, parent_id: str) -> tuple[int, int]:
+    """(nodes, dependencies between them) of compound job ``parent_id``, in one statement;
+    (0, 0) for a simple job."""
+    nodes = select(func.count()).select_from(Job).where(Job.parent_id == parent_id).scalar_subquery()
+    edges = (select(func.count()).select_from(JobDependency)
+             .join(Job, Job.id == JobDependency.job_id).where(Job.parent_id == parent_id).scalar_subquery())
+    node_total, edge_total = session.execute(select(nodes, edges)).one()
+    return int(node_total or 0), int(edge_total or 0)
 
 
 #: What a node's row in the monitor needs (never its JDLs: a node's are kilobytes, and a
@@ -91,13 +96,6 @@ def node_rows(session: Session, parent_id: str, *, offset: int = 0, limit: int |
     stmt = (select(Job).options(_NODE_ROW).where(Job.parent_id == parent_id)
             .order_by(Job.node_name, Job.id).offset(offset).limit(limit))
     return session.scalars(stmt).all()
-
-
-def edge_count(session: Session, parent_id: str) -> int:
-    """Dependencies between the nodes of compound job ``parent_id``."""
-    stmt = (select(func.count()).select_from(JobDependency)
-            .join(Job, Job.id == JobDependency.job_id).where(Job.parent_id == parent_id))
-    return int(session.scalar(stmt) or 0)
 
 
 def node_edges(session: Session, parent_id: str) -> list[tuple[str, str]]:
