@@ -115,7 +115,7 @@ ALLOWED_METHODS = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
 
 #: Headers of every answer (the monitor's pages are on the same origin): never sniffed into
 #: another type, framed or loaded by another site.
-SANDBOX_HEADERS = [*BROWSER_HEADERS, ("Cross-Origin-Resource-Policy", "same-origin")]
+SANDBOX_HEADERS = BROWSER_HEADERS
 #: Content-Security-Policy of a file and of every other answer but a listing: nothing loads,
 #: and were it ever shown as a page it would be an origin of its own (``sandbox``).
 FILE_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"

@@ -10,8 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from sqlalchemy.orm import Session
+
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.sandbox.storage import shown_name
 from wmproxy.services.access import job_for
 from wmproxy.services.jobs import status_text
 from wmproxy.services.perusal import stored_names
@@ -22,6 +25,14 @@ from wmproxy.store.schema import Job
 
 #: Jobs on one page of the list, at most.
 MAX_PAGE_SIZE = 200
+#: Nodes of a compound job on one page of its job page's table.
+NODES_PER_PAGE = 100
+#: The largest DAG the monitor draws: with more nodes or more dependencies than these its
+#: pages show a notice instead of the picture. ``[jobs] max_nodes`` is 10,000, and node lists
+#: in ``dependencies`` make 100,000 dependencies out of a 41 KB JDL: every one an arrow, the
+#: picture was 11 MB and about 60 MB of a worker's memory per view.
+MAX_DRAWN_NODES = 500
+MAX_DRAWN_EDGES = 2000
 STATES = tuple(state.value for state in JobState)
 
 
@@ -98,9 +109,26 @@ class PerusalFile:
 
 
 @dataclass(frozen=True)
+class Dag:
+    """A compound job's DAG as the monitor shows it: how many nodes and dependencies it has,
+    and, when it has at most :data:`MAX_DRAWN_NODES` and :data:`MAX_DRAWN_EDGES` (``drawn``),
+    all its nodes and edges ``(node id, node it depends on)`` to draw; else none of them."""
+
+    node_total: int
+    edge_total: int
+    nodes: list[JobRow]
+    edges: list[tuple[str, str]]
+
+    @property
+    def drawn(self) -> bool:
+        return 0 < self.node_total <= MAX_DRAWN_NODES and self.edge_total <= MAX_DRAWN_EDGES
+
+
+@dataclass(frozen=True)
 class JobDetail:
     """One job's page: its row, events oldest first, JDLs, output files, perusal files, and
-    for a compound job its nodes and DAG edges ``(node id, node it depends on)``."""
+    for a compound job its DAG and one page of its nodes (by name, :data:`NODES_PER_PAGE`;
+    ``node_page`` counts from 1)."""
 
     job: JobRow
     owner_dn: str
@@ -112,8 +140,13 @@ class JobDetail:
     jdl_registered: str
     output_files: list[OutputFile]
     perusal_files: list[PerusalFile]
+    dag: Dag | None = None
     nodes: list[JobRow] = field(default_factory=list)
-    edges: list[tuple[str, str]] = field(default_factory=list)
+    node_page: int = 1
+
+    @property
+    def node_pages(self) -> int:
+        return max(1, -(-self.dag.node_total // NODES_PER_PAGE)) if self.dag else 1
 
 
 def _row(job: Job) -> JobRow:
@@ -150,28 +183,62 @@ def my_totals(rt: Runtime, principal: Principal) -> dict[str, int]:
     return {state: counts.get(state, 0) for state in STATES}
 
 
-def job_detail(rt: Runtime, principal: Principal, job_id: str) -> JobDetail:
-    """One job as its owner or an ACL reader may see it.
+def job_detail(rt: Runtime, principal: Principal, job_id: str, *, node_page: int = 1) -> JobDetail:
+    """One job as its owner or an ACL reader may see it; of a compound job's nodes, page
+    ``node_page`` (from 1) of :data:`NODES_PER_PAGE`.
 
     Raises:
-        InvalidArgumentError: malformed job id.
+        InvalidArgumentError: malformed job id, or a page of nodes the job does not have.
         JobNotFoundError: no such job.
         AuthorizationError: the caller is neither the owner nor an ACL reader.
     """
     with rt.uow() as uow:
         job = job_for(uow, principal, job_id, access="read")
         events = [Event(e.state, e.reason, e.at) for e in uow.jobs.events(job.id)]
-        nodes = [_row(n) for n in uow.jobs.children(job.id)] if job.parent_id is None else []
-        edges = queries.node_edges(uow.session, job.id) if nodes else []
+        dag = _dag(uow.session, job) if job.parent_id is None else None
+        nodes: list[JobRow] = []
+        if dag is not None:
+            pages = max(1, -(-dag.node_total // NODES_PER_PAGE))
+            if not 1 <= node_page <= pages:
+                raise InvalidArgumentError(f"this job's nodes have pages 1..{pages}")
+            first = (node_page - 1) * NODES_PER_PAGE
+            nodes = dag.nodes[first:first + NODES_PER_PAGE] if dag.drawn else [
+                _row(n) for n in queries.node_rows(uow.session, job.id, offset=first, limit=NODES_PER_PAGE)]
         outputs: list[OutputFile] = []
-        if not nodes and job.state in (JobState.DONE.value, JobState.ABORTED.value) \
+        if dag is None and job.state in (JobState.DONE.value, JobState.ABORTED.value) \
                 and rt.storage.has_job_area(job.id):
             area = rt.storage.job_area(job.id, job.parent_id)
-            outputs = [OutputFile(name, size, file_uri(area.output_uri, name))
+            # a name is shown escaped (the job chose it: bytes that are not UTF-8, control
+            # characters); its link names the file as stored
+            outputs = [OutputFile(shown_name(name), size, file_uri(area.output_uri, name))
                        for name, size in rt.storage.output_files(job.id)]
         perusal = _perusal(rt, job)
         return JobDetail(_row(job), job.owner_dn, job.parent_id, job.exit_code, job.reason, events,
-                         job.jdl_original, job.jdl_registered, outputs, perusal, nodes, edges)
+                         job.jdl_original, job.jdl_registered, outputs, perusal, dag, nodes, node_page)
+
+
+def job_dag(rt: Runtime, principal: Principal, job_id: str) -> Dag | None:
+    """The DAG of a job the caller may read (None for a simple job or a node).
+
+    Raises:
+        InvalidArgumentError, JobNotFoundError, AuthorizationError: as :func:`job_detail`.
+    """
+    with rt.uow() as uow:
+        job = job_for(uow, principal, job_id, access="read")
+        return _dag(uow.session, job) if job.parent_id is None else None
+
+
+def _dag(session: Session, job: Job) -> Dag | None:
+    """The job's DAG, None for a simple job; its nodes and edges loaded only when it is drawn
+    (counted first: the memory of a view stays bounded, whatever the DAG's size)."""
+    node_total, edge_total = queries.dag_size(session, job.id)
+    if not node_total:
+        return None
+    dag = Dag(node_total, edge_total, [], [])
+    if not dag.drawn:
+        return dag
+    return Dag(node_total, edge_total, [_row(n) for n in queries.node_rows(session, job.id)],
+               queries.node_edges(session, job.id))
 
 
 def _perusal(rt: Runtime, job: Job) -> list[PerusalFile]:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from wmproxy.domain import JobState
 from wmproxy.store.housekeeping import (
@@ -72,6 +72,30 @@ def owner_jobs_page(session: Session, owner_dn: str, *, state: str | None, since
     rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
                            .offset(offset).limit(limit)).all()
     return total, rows
+
+
+def dag_size(session: Session, parent_id: str) -> tuple[int, int]:
+    """(nodes, dependencies between them) of compound job ``parent_id``, in one statement;
+    (0, 0) for a simple job."""
+    nodes = select(func.count()).select_from(Job).where(Job.parent_id == parent_id).scalar_subquery()
+    edges = (select(func.count()).select_from(JobDependency)
+             .join(Job, Job.id == JobDependency.job_id).where(Job.parent_id == parent_id).scalar_subquery())
+    node_total, edge_total = session.execute(select(nodes, edges)).one()
+    return int(node_total or 0), int(edge_total or 0)
+
+
+#: What a node's row in the monitor needs (never its JDLs: a node's are kilobytes, and a
+#: compound job has up to ``[jobs] max_nodes`` nodes).
+_NODE_ROW = load_only(Job.id, Job.node_name, Job.state, Job.exit_code, Job.reason, Job.destination,
+                      Job.created_at, Job.updated_at)
+
+
+def node_rows(session: Session, parent_id: str, *, offset: int = 0, limit: int | None = None) -> Sequence[Job]:
+    """The nodes of compound job ``parent_id`` by node name, from ``offset``, at most ``limit``;
+    only the columns :data:`_NODE_ROW` names are loaded."""
+    stmt = (select(Job).options(_NODE_ROW).where(Job.parent_id == parent_id)
+            .order_by(Job.node_name, Job.id).offset(offset).limit(limit))
+    return session.scalars(stmt).all()
 
 
 def node_edges(session: Session, parent_id: str) -> list[tuple[str, str]]:

@@ -8,12 +8,22 @@ Pages:
   ``page`` (from 1), ``per_page`` (1..200);
 * ``<prefix>job?id=<job id>`` — one job: status, event timeline, destination CE, JDL,
   output files (links to the sandbox HTTPS paths), perusal files; for a compound job its
-  nodes and the DAG picture;
-* ``<prefix>dag.svg?id=<job id>`` — the DAG picture alone (``image/svg+xml``).
+  nodes (``nodes_page``, from 1, of :data:`~wmproxy.services.monitor.NODES_PER_PAGE`) and the
+  DAG picture (a notice instead beyond :data:`~wmproxy.services.monitor.MAX_DRAWN_NODES`
+  nodes or :data:`~wmproxy.services.monitor.MAX_DRAWN_EDGES` dependencies);
+* ``<prefix>dag.svg?id=<job id>`` — the DAG picture alone (``image/svg+xml``; the notice as
+  a picture beyond those bounds).
 
-Refusals are HTML pages with a status: 400 (bad query), 403 (not the caller's job, or the
-caller is not allowed to use the service), 404 (unknown job or page), 405 (not GET/HEAD).
-Every response forbids caching, framing, scripts and referrers (job ids are in URLs).
+Refusals are HTML pages with a status: 400 (bad query), 403 (not the caller's job, the
+caller is not allowed to use the service, or a request another site's page made other than
+following a link: ``Sec-Fetch-Site: cross-site``), 404 (unknown job or page), 405 (not
+GET/HEAD). Every response forbids caching, framing, scripts, referrers (job ids are in URLs)
+and loads by another origin (``Cross-Origin-Resource-Policy: same-origin``).
+
+Every request writes a ``wmproxy.access`` line and is counted as the SOAP operations are
+(:func:`wmproxy.monitoring.access.record`): ``op`` is ``monitor_jobs``, ``monitor_job``,
+``monitor_dag`` or ``monitor_other`` (any other path), ``job`` the id the query names,
+``outcome`` ``ok`` or ``http_<status>``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,10 +48,11 @@ from wmproxy.errors import (
     JobNotFoundError,
     WMProxyError,
 )
+from wmproxy.monitoring import access
 from wmproxy.services import monitor
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
-from wmproxy.web.dag import STATE_COLOURS, layout
+from wmproxy.web.dag import STATE_COLOURS, DagPicture, layout
 from wmproxy.web.headers import BROWSER_HEADERS
 
 log = logging.getLogger(__name__)
@@ -55,8 +68,15 @@ SECURITY_HEADERS = [
     *BROWSER_HEADERS,
 ]
 
-_STATUS = {400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found", 405: "405 Method Not Allowed",
-           500: "500 Internal Server Error"}
+#: Characters of a registered JDL the job page shows: a compound job's holds every node's and
+#: every dependency (2 MB from a 41 KB JDL of 632 nodes); getJDL gives it whole.
+MAX_REGISTERED_JDL_SHOWN = 262_144
+
+#: The ``op`` of a page in the access log and the request metrics (any other path: ``monitor_other``).
+OPERATIONS = {"": "monitor_jobs", "job": "monitor_job", "dag.svg": "monitor_dag"}
+
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found",
+           405: "405 Method Not Allowed", 500: "500 Internal Server Error"}
 
 
 class PageError(Exception):
@@ -103,12 +123,28 @@ def parse_time(value: str, what: str, *, end: bool = False) -> dt.datetime | Non
     return parsed
 
 
+#: A page number or size: ASCII digits, at most six (``str.isdigit`` took ``²``, which ``int`` refuses).
+_NUMBER = re.compile(r"[0-9]{1,6}")
+
+
 def _int(value: str, what: str, default: int) -> int:
     if not value:
         return default
-    if not value.isdigit() or len(value) > 6:
+    if not _NUMBER.fullmatch(value):
         raise PageError(400, f"{what}: not a positive number")
     return int(value)
+
+
+def _cross_site(environ: dict[str, Any]) -> bool:
+    """A request another site's page made (Fetch Metadata), but following a link to a page:
+    an ``<img>``, a script, a fetch, a form or a frame of another site, which could tell from
+    the answer whether the visitor may read a job. A browser without Fetch Metadata is left to
+    ``Cross-Origin-Resource-Policy``."""
+    if environ.get("HTTP_SEC_FETCH_SITE", "").lower() != "cross-site":
+        return False
+    return not (environ.get("HTTP_SEC_FETCH_MODE", "").lower() == "navigate"
+                and environ.get("HTTP_SEC_FETCH_DEST", "").lower() == "document"
+                and environ.get("REQUEST_METHOD") in ("GET", "HEAD"))
 
 
 class MonitorApp:
@@ -121,16 +157,23 @@ class MonitorApp:
         self.templates = _templates()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
         method = environ.get("REQUEST_METHOD", "GET")
         page = environ.get("PATH_INFO", "")[len(self.prefix):]
         principal: Principal | None = None
+        job_id: str | None = None
+        code = 200
         try:
             if method not in ("GET", "HEAD"):
                 raise PageError(405, "the job monitor is read-only")
+            if _cross_site(environ):
+                raise PageError(403, "the job monitor answers no request of another site's page")
             principal = self.authenticate(environ)
             environ["wmproxy.principal"] = principal
             check_caller(self.runtime.settings, principal, "monitor")
             query = _query(environ.get("QUERY_STRING", ""))
+            if page in ("job", "dag.svg"):
+                job_id = query.get("id") or None
             if page == "":
                 body, ctype = self._jobs(principal, query), "text/html; charset=utf-8"
             elif page == "job":
@@ -139,20 +182,25 @@ class MonitorApp:
                 body, ctype = self._dag(principal, query), "image/svg+xml"
             else:
                 raise PageError(404, "no such page")
-            status = "200 OK"
+            data = body.encode("utf-8")
         except Exception as exc:  # an error page, never a traceback on the wire
             if isinstance(exc, PageError | WMProxyError):
                 code, message = _refusal(exc)
             else:  # a store error while the page was made, say: the traceback goes to the log
                 error_id = uuid.uuid4().hex[:12]
-                log.exception("monitor page %s failed (error id %s)", page or "jobs", error_id)
+                if isinstance(exc, RecursionError):  # its traceback is as long as the recursion
+                    log.error("monitor page %s failed (error id %s): %s", page or "jobs", error_id, _summary(exc))
+                else:
+                    log.exception("monitor page %s failed (error id %s)", page or "jobs", error_id)
                 code, message = 500, f"Internal server error (error id {error_id})"
-            status = _STATUS[code]
             body = self.templates.get_template("error.html").render(
-                status=status, message=message, prefix=self.prefix, principal=principal)
+                status=_STATUS[code], message=message, prefix=self.prefix, principal=principal)
             ctype = "text/html; charset=utf-8"
-        data = body.encode("utf-8")
+            data = body.encode("utf-8", "backslashreplace")
+        status = _STATUS[code]
         start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data))), *SECURITY_HEADERS])
+        access.record(OPERATIONS.get(page, "monitor_other"), principal.dn if principal else None, job_id,
+                      "ok" if code == 200 else f"http_{code}", time.monotonic() - started)
         return [b""] if method == "HEAD" else [data]
 
     def _jobs(self, principal: Principal, query: dict[str, str]) -> str:
@@ -171,28 +219,47 @@ class MonitorApp:
             principal=principal, prefix=self.prefix, page=page, totals=monitor.my_totals(self.runtime, principal),
             states=monitor.STATES, query=query, page_link=page_link)
 
-    def _detail(self, principal: Principal, query: dict[str, str]) -> monitor.JobDetail:
-        job_id = query.get("id", "")
-        if not job_id:
-            raise PageError(400, "which job? (?id=<job id>)")
-        return monitor.job_detail(self.runtime, principal, job_id)
-
     def _job(self, principal: Principal, query: dict[str, str]) -> str:
-        detail = self._detail(principal, query)
-        picture = layout(detail.nodes, detail.edges) if detail.nodes else None
-        dag = self.templates.get_template("dag.svg").render(picture=picture, job_link=self.job_link) if picture else ""
+        detail = monitor.job_detail(self.runtime, principal, _job_id(query),
+                                    node_page=_int(query.get("nodes_page", ""), "nodes_page", 1))
+        dag = self._picture(detail.dag) if detail.dag and detail.dag.drawn else ""
         return self.templates.get_template("job.html").render(
-            principal=principal, prefix=self.prefix, detail=detail, dag=dag, job_link=self.job_link)
+            principal=principal, prefix=self.prefix, detail=detail, dag=dag, job_link=self.job_link,
+            max_nodes=monitor.MAX_DRAWN_NODES, max_edges=monitor.MAX_DRAWN_EDGES,
+            max_jdl=MAX_REGISTERED_JDL_SHOWN)
 
     def _dag(self, principal: Principal, query: dict[str, str]) -> str:
-        detail = self._detail(principal, query)
-        if not detail.nodes:
+        dag = monitor.job_dag(self.runtime, principal, _job_id(query))
+        if dag is None:
             raise PageError(404, "this job is not a compound job: it has no DAG")
-        return self.templates.get_template("dag.svg").render(picture=layout(detail.nodes, detail.edges),
-                                                             job_link=self.job_link)
+        if not dag.drawn:
+            return self.templates.get_template("dag_notice.svg").render(
+                dag=dag, max_nodes=monitor.MAX_DRAWN_NODES, max_edges=monitor.MAX_DRAWN_EDGES)
+        return self._picture(dag)
 
-    def job_link(self, job_id: str) -> str:
-        return f"{self.prefix}job?" + urlencode({"id": job_id})
+    def _picture(self, dag: monitor.Dag) -> str:
+        picture: DagPicture = layout(dag.nodes, dag.edges)
+        return self.templates.get_template("dag.svg").render(picture=picture, job_link=self.job_link)
+
+    def job_link(self, job_id: str, nodes_page: int | None = None) -> str:
+        fields = {"id": job_id} if nodes_page is None else {"id": job_id, "nodes_page": str(nodes_page)}
+        return f"{self.prefix}job?" + urlencode(fields)
+
+
+def _job_id(query: dict[str, str]) -> str:
+    job_id = query.get("id", "")
+    if not job_id:
+        raise PageError(400, "which job? (?id=<job id>)")
+    return job_id
+
+
+def _summary(exc: BaseException) -> str:
+    """``exc`` in one line with where it was raised, instead of its traceback: a RecursionError's
+    is a thousand frames (110 KB of log a view of a long chain DAG, before its layout recursed no more)."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    where = f"{frames[-1][0].f_code.co_filename}:{frames[-1][1]}" if frames else "?"
+    return (f"{type(exc).__name__}: {str(exc)[:200]} (raised at {where}, {len(frames)} frames deep; "
+            "traceback not logged)")
 
 
 #: Fields a monitor query may have (the pages read at most five).

@@ -16,13 +16,17 @@ from wmproxy.soap.app import WMProxyApplication
 
 
 def request(app: WMProxyApplication, principal: Principal, path: str, query: str = "",
-            method: str = "GET", body: bytes = b"") -> tuple[str, dict[str, str], bytes]:
+            method: str = "GET", body: bytes = b"",
+            headers: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes]:
+    """One request as ``principal``; ``headers``: request headers (``Sec-Fetch-Site``...)."""
     environ: dict[str, object] = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
         "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "text/xml; charset=utf-8",
         "wsgi.input": BytesIO(body), "wsgi.url_scheme": "https", "SERVER_NAME": "localhost",
         "SERVER_PORT": "7443", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.errors": BytesIO(),
     }
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
     environ[CALLER_KEY] = principal
     seen: list[tuple[str, list[tuple[str, str]]]] = []
     chunks = app(environ, lambda status, headers, exc_info=None: seen.append((status, headers)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from urllib.parse import quote as quote_url
 
 import pytest
 
@@ -142,3 +143,27 @@ def test_an_upload_cut_without_an_answer_is_logged_as_such_not_as_a_500(
     (line,) = access_lines(caplog)
     assert (line["op"], line["job"], line["outcome"]) == ("sandbox_PUT", registered.job_id, "no_answer")
     assert not (rt.storage.job_area(registered.job_id).input_dir / "data.txt").exists()
+
+
+def test_monitor_views_are_logged(app: WMProxyApplication, rt: Runtime, alice: Principal, bob: Principal,
+                                  delegated: str, caplog: pytest.LogCaptureFixture) -> None:
+    """L7: a view of a job's page (its JDL, its files) names the caller and the job, as getJDL does."""
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    caplog.set_level(logging.INFO, "wmproxy.access")
+    named = "id=" + quote_url(job_id, safe="")
+    answers = [request(app, alice, "/monitor/job", named)[0], request(app, bob, "/monitor/job", named)[0],
+               request(app, alice, "/monitor/")[0],
+               request(app, alice, "/monitor/dag.svg", named)[0], request(app, alice, "/monitor/nope")[0],
+               request(app, alice, "/monitor/job", "id=x%0Aop%3Dforged")[0]]
+    assert answers == [
+        "200 OK", "403 Forbidden", "200 OK", "404 Not Found", "404 Not Found", "400 Bad Request"]
+    lines = [{k: line[k] for k in ("op", "dn", "job", "outcome")} for line in access_lines(caplog)]
+    assert lines == [
+        {"op": "monitor_job", "dn": alice.dn, "job": job_id, "outcome": "ok"},
+        {"op": "monitor_job", "dn": bob.dn, "job": job_id, "outcome": "http_403"},
+        {"op": "monitor_jobs", "dn": alice.dn, "job": "-", "outcome": "ok"},
+        {"op": "monitor_dag", "dn": alice.dn, "job": job_id, "outcome": "http_404"},
+        {"op": "monitor_other", "dn": alice.dn, "job": "-", "outcome": "http_404"},
+        {"op": "monitor_job", "dn": alice.dn, "job": "x\\nop=forged", "outcome": "http_400"},  # escaped
+    ]
+    assert all(float(line["duration"]) >= 0 for line in access_lines(caplog))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from urllib.parse import quote, unquote
 
@@ -11,9 +13,14 @@ from lxml import etree, html
 from tests.support import ECHO_JDL
 from tests.unit.web.conftest import request
 from wmproxy.domain import JobState, Principal, utcnow
+from wmproxy.services import monitor
+from wmproxy.services.monitor import JobRow
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 from wmproxy.soap.app import WMProxyApplication
+from wmproxy.store import monitoring as queries
+from wmproxy.web import app as web_app
+from wmproxy.web.dag import depths, layout
 
 #: A diamond: prepare → (left, right) → merge.
 DAG = """[ Type = "dag";
@@ -264,3 +271,181 @@ class TestDag:
 def test_the_monitor_is_read_only(app: WMProxyApplication, alice: Principal) -> None:
     status, _, _ = request(app, alice, "/monitor/", method="POST")
     assert status == "405 Method Not Allowed"
+
+
+def chain_jdl(length: int) -> str:
+    """A chain DAG whose first node by name is the deepest: n0000 depends on n0001, ... ."""
+    nodes = "\n".join(f'  n{i:04d} = [ Description = [ Executable = "/bin/true"; ]; ];' for i in range(length))
+    deps = ", ".join(f"{{ n{i + 1:04d}, n{i:04d} }}" for i in range(length - 1))
+    return f'[ Type = "dag";\nnodes = [\n{nodes}\n  dependencies = {{ {deps} }};\n];\n]'
+
+
+def crossed_jdl(half: int) -> str:
+    """``half`` parents each before ``half`` children, in one pair of node lists: ``half``² dependencies."""
+    names = [f"p{i:03d}" for i in range(half)] + [f"c{i:03d}" for i in range(half)]
+    nodes = "\n".join(f'  {n} = [ Description = [ Executable = "/bin/true"; ]; ];' for n in names)
+    deps = "{ { {" + ", ".join(names[:half]) + "}, {" + ", ".join(names[half:]) + "} } }"
+    return f'[ Type = "dag";\nnodes = [\n{nodes}\n  dependencies = {deps};\n];\n]'
+
+
+SVG = {"s": "http://www.w3.org/2000/svg"}
+
+
+class TestLongChain:
+    """M1: a chain DAG deeper than Python's recursion limit (``[jobs] max_nodes`` is 10,000)."""
+
+    def test_layout_of_a_chain_as_long_as_max_nodes(self) -> None:
+        now = utcnow()
+        ids = [f"https://localhost:7443/n{i:05d}" for i in range(10_000)]
+        nodes = [JobRow(job_id, job_id.rsplit("/", 1)[-1], "Submitted", "Submitted", None, now, now)
+                 for job_id in ids]
+        column = depths(ids, [(ids[i], ids[i + 1]) for i in range(len(ids) - 1)])
+        assert (column[ids[0]], column[ids[-1]]) == (9_999, 0)
+        picture = layout(nodes[:3], [(ids[0], ids[1]), (ids[1], ids[2]), (ids[2], ids[0])])  # a cycle is cut
+        assert sorted(n.x for n in picture.nodes) == [12, 252, 492]
+
+    def test_a_chain_of_the_most_nodes_drawn_is_drawn(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                      delegated: str, caplog: pytest.LogCaptureFixture) -> None:
+        length = 500  # two frames a node recursed: past Python's limit of 1,000
+        job_id = register_job(rt, alice, chain_jdl(length), delegated).job_id
+        status, _, body = request(app, alice, "/monitor/dag.svg", "id=" + quote(job_id, safe=""))
+        assert status == "200 OK"
+        svg = etree.fromstring(body)
+        x = {g.xpath("s:text", namespaces=SVG)[0].text: int(g.xpath("s:rect/@x", namespaces=SVG)[0])
+             for g in svg.xpath("//s:g[@class='node']", namespaces=SVG)}
+        assert len(x) == length == monitor.MAX_DRAWN_NODES
+        assert x["n0000"] > x["n0001"] > x[f"n{length - 1:04d}"]
+        status, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert status == "200 OK" and doc.xpath('//div[@id="dag"]/*[local-name()="svg"]')
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    def test_a_recursion_error_logs_one_line_not_its_traceback(self, app: WMProxyApplication, rt: Runtime,
+                                                               alice: Principal, delegated: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+        job_id = register_job(rt, alice, DAG, delegated).job_id
+
+        def deep(n: int) -> int:
+            return deep(n + 1) + 1
+
+        monkeypatch.setattr(web_app, "layout", lambda nodes, edges: deep(0))
+        status, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert status == "500 Internal Server Error"
+        error_id = re.search(r"error id ([0-9a-f]{12})", doc.xpath('string(//p[@class="error"])'))
+        assert error_id
+        (record,) = [r for r in caplog.records if error_id.group(1) in r.getMessage()]
+        assert record.exc_info is None and "RecursionError" in record.getMessage()
+        assert len(logging.Formatter().format(record)) < 1000
+
+
+class TestBigDag:
+    """L2: what a view of a DAG costs is bounded, whatever the DAG's size."""
+
+    def test_a_dag_with_more_dependencies_than_drawn_is_a_notice(self, app: WMProxyApplication, rt: Runtime,
+                                                                 alice: Principal, delegated: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        half = 46  # 92 nodes, 2,116 dependencies out of a 4 KB JDL
+        job_id = register_job(rt, alice, crossed_jdl(half), delegated).job_id
+
+        def loaded(*args: object) -> None:
+            raise AssertionError("the edges of a DAG not drawn were loaded")
+
+        monkeypatch.setattr(queries, "node_edges", loaded)
+        status, _, body = request(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert status == "200 OK"
+        doc = html.fromstring(body)
+        assert not doc.xpath('//div[@id="dag"]') and not doc.xpath('//*[local-name()="line"]')
+        assert "92 nodes and 2116 dependencies" in doc.xpath('string(//p[@id="dag-notice"])')
+        assert len(doc.xpath('//table[@id="nodes"]/tr[td]')) == 92
+        status, headers, body = request(app, alice, "/monitor/dag.svg", "id=" + quote(job_id, safe=""))
+        assert (status, headers["Content-Type"]) == ("200 OK", "image/svg+xml")
+        svg = etree.fromstring(body)
+        assert not svg.xpath("//s:line", namespaces=SVG) and not svg.xpath("//s:g[@class='node']", namespaces=SVG)
+        assert "2116 dependencies" in "".join(svg.itertext())
+        assert half * half > monitor.MAX_DRAWN_EDGES and 2 * half <= monitor.MAX_DRAWN_NODES
+
+    def test_nodes_beyond_the_drawn_are_listed_by_page(self, app: WMProxyApplication, rt: Runtime,
+                                                       alice: Principal, delegated: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        job_id = register_job(rt, alice, DAG, delegated).job_id
+        monkeypatch.setattr(monitor, "MAX_DRAWN_NODES", 3, raising=False)
+        monkeypatch.setattr(monitor, "NODES_PER_PAGE", 3, raising=False)
+        _, doc = page(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+        assert "4 nodes and 4 dependencies" in doc.xpath('string(//p[@id="dag-notice"])')
+        names = [a.text for a in doc.xpath('//table[@id="nodes"]//a')]
+        assert names == ["left", "merge", "prepare"] and "page 1 of 2" in doc.text_content()
+        next_link = doc.xpath('//p[@id="nodes-pager"]/a[@rel="next"]/@href')[0]
+        _, doc = page(app, alice, "/monitor/job", next_link.split("?", 1)[1])
+        assert [a.text for a in doc.xpath('//table[@id="nodes"]//a')] == ["right"]
+        assert doc.xpath('//p[@id="nodes-pager"]/a[@rel="prev"]') and not doc.xpath('//a[@rel="next"]')
+        status, _ = page(app, alice, "/monitor/job", f"id={quote(job_id, safe='')}&nodes_page=3")
+        assert status == "400 Bad Request"
+        monkeypatch.setattr(monitor, "MAX_DRAWN_NODES", 4)  # drawn: the table is still a page
+        _, doc = page(app, alice, "/monitor/job", next_link.split("?", 1)[1])
+        assert doc.xpath('//div[@id="dag"]') and [a.text for a in doc.xpath('//table[@id="nodes"]//a')] == ["right"]
+        assert not doc.xpath('//p[@id="jdl-cut"]')
+        monkeypatch.setattr(web_app, "MAX_REGISTERED_JDL_SHOWN", 100)  # a DAG's holds its nodes' JDLs
+        _, doc = page(app, alice, "/monitor/job", next_link.split("?", 1)[1])
+        assert len(doc.xpath('string(//details[@id="registered"]/pre)')) == 100
+        assert "first 100 characters of" in doc.xpath('string(//p[@id="jdl-cut"])')
+
+
+def test_an_output_file_name_not_utf8_is_shown_escaped(app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                      delegated: str) -> None:
+    """L1: the job chooses its output files' names (a wildcard of its OutputSandbox): shown as
+    :func:`wmproxy.sandbox.storage.shown_name` writes them, linked as they are stored."""
+    job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
+    output = rt.storage.job_dir(job_id) / "output"
+    output.mkdir(exist_ok=True)
+    for name in (b"\xff\xfe.dat", b"esc\x1b[31m.dat"):
+        (output / os.fsdecode(name)).write_bytes(b"x")
+    set_state(rt, job_id, JobState.DONE, exit_code=0)
+    status, _, body = request(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
+    assert status == "200 OK"
+    links = html.fromstring(body).xpath('//table[@id="outputs"]//a')
+    area = rt.storage.job_area(job_id)
+    assert [(a.text, a.get("href")) for a in links] == [
+        ("esc\\x1b[31m.dat", f"{area.output_uri}/esc%1B%5B31m.dat"),
+        ("\\udcff\\udcfe.dat", f"{area.output_uri}/%FF%FE.dat")]
+
+
+class TestOtherSites:
+    """L3: another site's page learns nothing of a job from the monitor's answers."""
+
+    def test_every_answer_is_for_this_origin_only(self, app: WMProxyApplication, rt: Runtime, alice: Principal,
+                                                  delegated: str) -> None:
+        job_id = register_job(rt, alice, DAG, delegated).job_id
+        for path, query in (("/monitor/", ""), ("/monitor/job", "id=" + quote(job_id, safe="")),
+                            ("/monitor/dag.svg", "id=" + quote(job_id, safe="")), ("/monitor/nope", "")):
+            _, headers, _ = request(app, alice, path, query)
+            assert headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+
+    @pytest.mark.parametrize(("fetch", "status"), [
+        ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, "403 Forbidden"),
+        ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}, "403 Forbidden"),
+        ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}, "403 Forbidden"),
+        ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, "200 OK"),
+        ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, "200 OK"),
+        ({"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, "200 OK"),
+        ({}, "200 OK"),
+    ])
+    def test_a_request_of_another_sites_page_is_refused(self, app: WMProxyApplication, rt: Runtime,
+                                                        alice: Principal, delegated: str, fetch: dict[str, str],
+                                                        status: str) -> None:
+        job_id = register_job(rt, alice, DAG, delegated).job_id
+        for path in ("/monitor/dag.svg", "/monitor/job"):
+            answer, _, body = request(app, alice, path, "id=" + quote(job_id, safe=""), headers=fetch)
+            assert answer == status, path
+            if status != "200 OK":
+                assert job_id.encode() not in body and b"prepare" not in body
+
+
+@pytest.mark.parametrize("query", ["per_page=%C2%B2", "page=%E2%91%A0", "per_page=%D9%A1%D9%A0", "page=1234567",
+                                   "page=+1", "per_page=%EF%BC%91"])
+def test_a_page_number_is_ascii_digits(app: WMProxyApplication, alice: Principal, query: str,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """L5: ``str.isdigit`` took ``²`` and ``①``, which ``int`` refuses: a 500 and a traceback."""
+    status, doc = page(app, alice, "/monitor/", query)
+    assert status == "400 Bad Request"
+    assert doc.xpath('string(//p[@class="error"])').endswith("not a positive number")
+    assert not [r for r in caplog.records if r.exc_info]
