@@ -135,7 +135,8 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
         if job.state == JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the job is not started")
         area = rt.storage.job_area(job.id, job.parent_id)
-    if job.owner_dn != principal.dn:
+        owner = job.owner_dn == principal.dn
+    if not owner:
         names = rt.storage.merged_perusal_files(area.job_id, name)
     else:
         new = rt.storage.merge_perusal_chunks(area.job_id, name)
