@@ -313,6 +313,9 @@ class JobsSettings:
 DEFAULT_MYPROXY_PORT = 7512
 #: ``wmproxy-metrics``'s port when ``[metrics] bind`` names none.
 DEFAULT_METRICS_PORT = 9464
+#: Characters the database keeps of one ACL item (``job_acl.item``, :mod:`wmproxy.store.schema`):
+#: the most ``[limits] max_acl_item_length`` may be.
+ACL_ITEM_COLUMN_LENGTH = 512
 
 _HOST = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -598,6 +601,13 @@ class LimitsSettings:
             ``truncate -s 10T out`` then becomes 10 TB in the sandbox area. The chunks file
             perusal copies into the job's ``peek/`` count against this too (and the quota);
             sampling stops writing once they reach it.
+        max_acl_items: ACL items (DNs, FQANs) one job or node may hold besides its owner; 100.
+            addACLItems that would bring it over is refused whole (OperationNotAllowedFault
+            1226). The reference set no bound: a user flooding his own jobs' ACLs with tens of
+            thousands of items made every other user's listJobs slower. Granting a group goes
+            through one FQAN item.
+        max_acl_item_length: characters of one ACL item (512, the stored column's width, also
+            the most it may be); a longer one is refused (InvalidArgumentFault).
     """
 
     max_proxy_chain_depth: int = 10
@@ -610,12 +620,17 @@ class LimitsSettings:
     max_sandbox_name_bytes: int = 255
     max_pending_delegation_requests: int = 100
     max_output_sandbox_size: int = 100_000_000
+    max_acl_items: int = 100
+    max_acl_item_length: int = ACL_ITEM_COLUMN_LENGTH
 
     def __post_init__(self) -> None:
         for name in ("max_proxy_chain_depth", "max_request_bytes", "max_xml_depth", "max_xml_elements",
-                     "max_xml_attributes", "max_sandbox_name_bytes"):
+                     "max_xml_attributes", "max_sandbox_name_bytes", "max_acl_items", "max_acl_item_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[limits] {name}: must be at least 1")
+        if self.max_acl_item_length > ACL_ITEM_COLUMN_LENGTH:
+            raise ConfigError(f"[limits] max_acl_item_length: must be at most {ACL_ITEM_COLUMN_LENGTH} "
+                              "(the width of the stored item)")
         for name in ("max_input_sandbox_files", "max_output_sandbox_files", "max_output_sandbox_size",
                      "max_pending_delegation_requests"):
             if getattr(self, name) < 0:

@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.store.conftest import schema_diffs
 from wmproxy.admin import MIGRATIONS_DIR
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
@@ -53,13 +54,7 @@ def _alembic(database_url: str) -> Config:
 
 class TestSchema:
     def test_the_migration_matches_the_schema(self, factory: sessionmaker[Session]) -> None:
-        from alembic.autogenerate import compare_metadata
-        from alembic.migration import MigrationContext
-
-        from wmproxy.store.schema import Base
-
-        with factory() as session:
-            diffs = compare_metadata(MigrationContext.configure(session.connection()), Base.metadata)
+        diffs = schema_diffs(factory)
         assert diffs == []
 
     def test_a_new_job_has_no_destination_and_no_retries(self, factory: sessionmaker[Session]) -> None:

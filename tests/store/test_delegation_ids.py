@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.store.conftest import schema_diffs
 from wmproxy.security.delegation import MAX_DELEGATION_ID_BYTES, check_delegation_id
 from wmproxy.store import UnitOfWork
 
@@ -39,13 +40,7 @@ class TestMigration0013:
             uow.delegations.take_request(DN, LONG_ID)  # 0012's columns could not hold it (a later downgrade)
 
     def test_the_migration_matches_the_schema(self, factory: sessionmaker[Session]) -> None:
-        from alembic.autogenerate import compare_metadata
-        from alembic.migration import MigrationContext
-
-        from wmproxy.store.schema import Base
-
-        with factory() as session:
-            diffs = compare_metadata(MigrationContext.configure(session.connection()), Base.metadata)
+        diffs = schema_diffs(factory)
         assert [d for d in diffs if any(table in repr(d) for table in TABLES)] == []
 
     def test_rows_stored_before_it_are_kept(self, factory: sessionmaker[Session],

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.store.conftest import schema_diffs
 from wmproxy.store import UnitOfWork
 from wmproxy.store.schema import Job, PoolLease
 
@@ -54,13 +55,7 @@ class TestIndexes:
             assert " where " not in indexes[name], indexes[name]
 
     def test_the_migration_matches_the_schema(self, factory: sessionmaker[Session]) -> None:
-        from alembic.autogenerate import compare_metadata
-        from alembic.migration import MigrationContext
-
-        from wmproxy.store.schema import Base
-
-        with factory() as session:
-            diffs = compare_metadata(MigrationContext.configure(session.connection()), Base.metadata)
+        diffs = schema_diffs(factory)
         assert [d for d in diffs if "jobs" in repr(d)] == []
 
     @pytest.mark.parametrize(("name", "statement"), [

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.accounts import AccountSet, local_accounts
 from tests.conftest import need_peer
+from tests.store.conftest import schema_diffs
 from tests.store.lease_race import race_in_process
 from wmproxy.config import DatabaseSettings, MappingSettings, SandboxSettings, Settings
 from wmproxy.domain import JobState, LocalAccount, utcnow
@@ -67,17 +68,11 @@ class TestSchema:
     def test_the_migration_matches_the_schema_for_leases_and_the_jobs_account(
         self, factory: sessionmaker[Session]
     ) -> None:
-        from alembic.autogenerate import compare_metadata
-        from alembic.migration import MigrationContext
-
-        from wmproxy.store.schema import Base
-
-        with factory() as session:
-            context = MigrationContext.configure(session.connection())
-            diffs = compare_metadata(context, Base.metadata)
+        diffs = schema_diffs(factory)
         mine = [d for d in diffs if "pool_leases" in repr(d) or "local_account" in repr(d)]
         assert mine == []
-        columns = {c["name"] for c in sa.inspect(session.get_bind()).get_columns("jobs")}
+        with factory() as session:
+            columns = {c["name"] for c in sa.inspect(session.get_bind()).get_columns("jobs")}
         assert "local_account" in columns
 
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.store.conftest import schema_diffs
 from wmproxy.domain import utcnow
 from wmproxy.store import UnitOfWork
 from wmproxy.store.keypool import PooledDelegationKey
@@ -40,13 +41,7 @@ class TestMigration:
         assert any(ix["column_names"] == ["sandbox_dir"] for ix in indexes)
 
     def test_the_migration_matches_the_schema(self, factory: sessionmaker[Session]) -> None:
-        from alembic.autogenerate import compare_metadata
-        from alembic.migration import MigrationContext
-
-        from wmproxy.store.schema import Base
-
-        with factory() as session:
-            diffs = compare_metadata(MigrationContext.configure(session.connection()), Base.metadata)
+        diffs = schema_diffs(factory)
         mine = [d for d in diffs if any(w in repr(d) for w in ("delegation_key_pool", "sandbox_usage", "sandbox_dir"))]
         assert mine == []
 

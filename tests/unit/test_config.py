@@ -138,6 +138,9 @@ class TestValues:
 #: its setting: ``(section, key, value, message)``.
 OUT_OF_RANGE = [
     ("limits", "max_output_sandbox_size", "-1", r"\[limits\] max_output_sandbox_size: must not be negative"),
+    ("limits", "max_acl_items", "0", r"\[limits\] max_acl_items: must be at least 1"),
+    ("limits", "max_acl_item_length", "0", r"\[limits\] max_acl_item_length: must be at least 1"),
+    ("limits", "max_acl_item_length", "513", r"\[limits\] max_acl_item_length: must be at most 512"),
     ("renewal", "cycle", "0", r"\[renewal\] cycle: must be positive"),
     ("renewal", "cycle", "-300", r"\[renewal\] cycle: must be positive"),
     ("renewal", "timeout", "0", r"\[renewal\] timeout: must be positive"),
@@ -210,6 +213,7 @@ class TestRanges:
         {"WMPROXY_SERVICE_BIND": "[::]:7443", "WMPROXY_METRICS_BIND": "localhost"},
         {"WMPROXY_SERVICE_BIND": "wms.example.org:443", "WMPROXY_METRICS_BIND": "127.0.0.1:9000"},
         {"WMPROXY_METRICS_CRL_GRACE": "0", "WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL": "0"},
+        {"WMPROXY_LIMITS_MAX_ACL_ITEMS": "1", "WMPROXY_LIMITS_MAX_ACL_ITEM_LENGTH": "512"},
         {"WMPROXY_PURGE_FINAL_AGE": "1", "WMPROXY_PURGE_REGISTERED_AGE": "1", "WMPROXY_PURGE_FORCED_AGE": "1",
          "WMPROXY_PURGE_TOMBSTONE_AGE": "0", "WMPROXY_PURGE_DELEGATION_GRACE": "0"},
     ])

@@ -30,6 +30,20 @@ def grants(items: list[str], principal: Principal) -> bool:
     return False
 
 
+def grant_keys(principal: Principal) -> set[str]:
+    """What an ACL item that :func:`grants` this caller access is, without its trailing ``/``:
+    the caller's DN, each FQAN, and each FQAN cut before one of its ``/`` (``/atlas/uk`` gives
+    ``/atlas`` and ``""``, the item ``/``). listJobs looks items up by these keys in SQL
+    (``ix_job_acl_trimmed_item``), then asks :func:`grants` of each item it found: the keys may
+    find an item that does not grant (a DN-like one, ``/C=XX/``), never miss one that does.
+    """
+    keys = {principal.dn.rstrip("/")}
+    for fqan in principal.fqans:
+        keys.add(fqan.rstrip("/"))
+        keys.update(fqan[:cut] for cut, char in enumerate(fqan) if char == "/")
+    return keys
+
+
 def job_for(uow: UnitOfWork, principal: Principal, job_id: str, *, access: Access = "write",
             for_update: bool = False) -> Job:
     """The job ``job_id`` if ``principal`` may act on it with ``access``.

@@ -43,24 +43,38 @@ def get_acl_items(rt: Runtime, principal: Principal, job_id: str) -> list[str]:
 
 
 def add_acl_items(rt: Runtime, principal: Principal, job_id: str, items: list[str]) -> None:
-    """addACLItems: grant read access to each DN or FQAN in ``items``.
+    """addACLItems: grant read access to each DN or FQAN in ``items``, all of them or none.
+
+    A job (or node) holds at most ``[limits] max_acl_items`` items of its own (a node's
+    inherited ones not counted), each at most ``max_acl_item_length`` characters: the reference
+    set no bound, and a user's tens of thousands of items slowed every listJobs.
 
     Raises:
-        InvalidArgumentError: an empty list or an empty item.
+        InvalidArgumentError: an empty list, an empty item or one longer than
+            ``max_acl_item_length``.
         AclError: an item is already present (1209, as the reference), on the job itself or,
             for a node, inherited from its compound job.
+        OperationNotAllowedError: the job's own items would be more than ``max_acl_items``.
     """
+    limits = rt.settings.limits
     cleaned = [item.strip() for item in items]
     if not cleaned or any(not item for item in cleaned):
         raise InvalidArgumentError("Invalid Argument: empty ACL item")
+    if any(len(item) > limits.max_acl_item_length for item in cleaned):
+        raise InvalidArgumentError(f"Invalid Argument: ACL item longer than {limits.max_acl_item_length} characters")
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id, for_update=True)  # a node: its compound job locked first
+        own = uow.jobs.acl_items(job.id)
         present = {job.owner_dn, *acl_items(uow, job)}
         for item in cleaned:
             if item in present:
                 raise AclError(f"unable to add the new credential entry {item}: the entry already exists")
-            uow.jobs.add_acl_item(job.id, item)
             present.add(item)
+        if len(own) + len(cleaned) > limits.max_acl_items:
+            raise OperationNotAllowedError(
+                f"The maximum number of ACL items is reached ({limits.max_acl_items} per job)")
+        for item in cleaned:
+            uow.jobs.add_acl_item(job.id, item)
 
 
 def remove_acl_item(rt: Runtime, principal: Principal, job_id: str, item: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from wmproxy.domain import JobPage, JobState, Principal
 from wmproxy.errors import InvalidArgumentError
-from wmproxy.services.access import grants
+from wmproxy.services.access import grant_keys, grants
 from wmproxy.services.history import check_period, summarise, user_tags
 from wmproxy.services.runtime import Runtime
 
@@ -75,6 +75,7 @@ def list_jobs(rt: Runtime, principal: Principal, flt: JobFilter) -> JobPage:
     with rt.uow() as uow:
         owned, shared = uow.jobs.listing_candidates(
             principal.dn,
+            acl_keys=grant_keys(principal),
             states=_check_states(flt.states) or None,
             exclude_states=_check_states(flt.exclude_states) or None,
             since=flt.since,

@@ -3,8 +3,9 @@
 The job must have ``PerusalFileEnable = true``. While it runs, the execution worker
 copies what each listed file gained into chunks ``peek/<file>.<epoch seconds>`` every
 ``PerusalTimeInterval`` seconds (at least ``[jobs] min_perusal_interval``);
-getPerusalFiles merges the chunks into ``peek/<file>-<first>-<last>`` and returns their
-URIs (all merged files so far with ``allChunks``).
+the owner's getPerusalFiles merges the chunks into ``peek/<file>-<first>-<last>`` and returns
+their URIs (all merged files so far with ``allChunks``); a reader the job's ACL admits gets
+the merged files so far and merges nothing (:func:`perusal_files`).
 
 Every chunk counts in its owner's usage counter (``wmproxy-behaviour.md`` §4.4), in the
 transaction that writes it (:func:`keep_perusal_chunk`), and within the job's
@@ -114,6 +115,12 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
                   protocol: str | None) -> list[str]:
     """getPerusalFiles: URIs of the newly merged parts of ``file`` (or of all parts).
 
+    What is new is the owner's: only the owner's call merges the chunks written since its last
+    call, and with ``allChunks`` false gets the parts merged now. A reader the job's ACL admits
+    gets every part the owner's calls have merged so far, whatever ``allChunks`` says (as with
+    true), and merges nothing: before, a reader's call merged the new chunks and took them from
+    the owner's next call, which then found nothing new.
+
     Raises:
         InvalidArgumentError: empty or invalid file name, unavailable protocol.
         OperationNotAllowedError: perusal not enabled, or the job has not been started.
@@ -128,8 +135,12 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
         if job.state == JobState.SUBMITTED.value:
             raise OperationNotAllowedError("the job is not started")
         area = rt.storage.job_area(job.id, job.parent_id)
-    new = rt.storage.merge_perusal_chunks(area.job_id, name)
-    names = rt.storage.merged_perusal_files(area.job_id, name) if all_chunks else new
+        owner = job.owner_dn == principal.dn
+    if not owner:
+        names = rt.storage.merged_perusal_files(area.job_id, name)
+    else:
+        new = rt.storage.merge_perusal_chunks(area.job_id, name)
+        names = rt.storage.merged_perusal_files(area.job_id, name) if all_chunks else new
     return [file_uri(area.peek_uri, n) for _ in protocols for n in names]
 
 

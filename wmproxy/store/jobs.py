@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from wmproxy.store import prepared
 from wmproxy.store.retire import retire_after_bytes, retire_connection_after
-from wmproxy.store.schema import ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
+from wmproxy.store.schema import ACL_TRIMMED_ITEM, ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
 
 #: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -770,14 +770,18 @@ class SqlJobStore:
         self,
         owner_dn: str,
         *,
+        acl_keys: Collection[str],
         states: Sequence[str] | None = None,
         exclude_states: Sequence[str] | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
     ) -> tuple[Sequence[Job], Sequence[tuple[Job, str]]]:
         """Top-level jobs (no nodes) matching the filters, newest first: those ``owner_dn``
-        owns, and ``(job, ACL item)`` of the others that have an ACL (the caller decides which
-        items name it). ``since``/``until`` bound the registration time (inclusive)."""
+        owns, and ``(job, ACL item)`` of the others for their items whose value without
+        trailing ``/`` is one of ``acl_keys`` (:func:`wmproxy.services.access.grant_keys`; the
+        caller decides which of these items name it). Those items are found through the index
+        ``ix_job_acl_trimmed_item``: the other users' ACL rows are not read. ``since``/``until``
+        bound the registration time (inclusive)."""
         stmt = select(Job).where(Job.parent_id.is_(None))
         if states:
             stmt = stmt.where(Job.state.in_(states))
@@ -791,7 +795,7 @@ class SqlJobStore:
         owned = self.session.scalars(stmt.where(Job.owner_dn == owner_dn).order_by(*order)).all()
         shared = self.session.execute(
             stmt.add_columns(JobAclEntry.item).join(JobAclEntry, JobAclEntry.job_id == Job.id)
-            .where(Job.owner_dn != owner_dn).order_by(*order)
+            .where(ACL_TRIMMED_ITEM.in_(sorted(acl_keys)), Job.owner_dn != owner_dn).order_by(*order)
         ).all()
         return owned, [(row[0], row[1]) for row in shared]
 

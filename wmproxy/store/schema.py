@@ -16,6 +16,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -188,7 +190,15 @@ class JobAclEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    item: Mapped[str] = mapped_column(String(512))
+    item: Mapped[str] = mapped_column(String(512))  # config.ACL_ITEM_COLUMN_LENGTH
+
+
+#: An ACL item without its trailing ``/``, as listJobs looks items up (an FQAN item ``/atlas``,
+#: ``/atlas/`` and a caller's FQAN ``/atlas/uk`` all meet at ``/atlas``); written with a literal
+#: ``'/'``, not a bound value, so that both databases see the expression of the index below.
+ACL_TRIMMED_ITEM = func.rtrim(JobAclEntry.item, literal_column("'/'"))
+#: The items that may grant a caller read access, found without reading the others (migration 0015).
+Index("ix_job_acl_trimmed_item", ACL_TRIMMED_ITEM)
 
 
 class JobDependency(Base):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -117,6 +118,44 @@ class TestAclItems:
             acl.add_acl_items(rt, alice, job_id, [bob.dn, bob.dn])
         assert acl.get_acl_items(rt, alice, job_id) == [alice.dn]
 
+    def test_more_items_than_the_limit_are_refused_all_of_them(self, rt: Runtime, alice: Principal,
+                                                                 job_id: str) -> None:
+        """The items one job may hold beyond its owner (``[limits] max_acl_items``): an add that
+        would pass the limit is refused whole (red-team L1: 60,000 items on one's own job made
+        every other user's listJobs take 2 s)."""
+        rt.settings = dataclasses.replace(rt.settings, limits=dataclasses.replace(rt.settings.limits,
+                                                                                  max_acl_items=3))
+        acl.add_acl_items(rt, alice, job_id, ["/CN=one", "/CN=two"])
+        with pytest.raises(OperationNotAllowedError, match=r"maximum number of ACL items is reached \(3 per job\)") \
+                as err:
+            acl.add_acl_items(rt, alice, job_id, ["/CN=three", "/CN=four"])
+        assert err.value.code == 1226
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn, "/CN=one", "/CN=two"]
+        acl.add_acl_items(rt, alice, job_id, ["/CN=three"])
+        with pytest.raises(OperationNotAllowedError):
+            acl.add_acl_items(rt, alice, job_id, ["/CN=four"])
+        acl.remove_acl_item(rt, alice, job_id, "/CN=one")
+        acl.add_acl_items(rt, alice, job_id, ["/CN=four"])
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn, "/CN=two", "/CN=three", "/CN=four"]
+
+    def test_the_default_limit_is_a_hundred_items(self, rt: Runtime, alice: Principal, job_id: str) -> None:
+        assert rt.settings.limits.max_acl_items == 100
+        acl.add_acl_items(rt, alice, job_id, [f"/CN=user{i}" for i in range(100)])
+        with pytest.raises(OperationNotAllowedError, match="maximum number of ACL items"):
+            acl.add_acl_items(rt, alice, job_id, ["/CN=user100"])
+        assert len(acl.get_acl_items(rt, alice, job_id)) == 101
+
+    def test_an_item_longer_than_the_limit_is_invalid(self, rt: Runtime, alice: Principal, job_id: str) -> None:
+        """512 characters (``[limits] max_acl_item_length``), what the database column holds:
+        PostgreSQL refused a longer one with an internal error, SQLite kept it whole."""
+        longest = "/CN=" + "x" * 508
+        with pytest.raises(InvalidArgumentError, match="ACL item longer than 512 characters") as err:
+            acl.add_acl_items(rt, alice, job_id, [ATLAS_PRODUCTION, longest + "x"])
+        assert err.value.code == 1225
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn]
+        acl.add_acl_items(rt, alice, job_id, [f"  {longest} "])
+        assert acl.get_acl_items(rt, alice, job_id) == [alice.dn, longest]
+
     @pytest.mark.parametrize("items", [[], [""], ["  "], [ATLAS_PRODUCTION, ""]])
     def test_empty_items_are_invalid(self, rt: Runtime, alice: Principal, job_id: str, items: list[str]) -> None:
         with pytest.raises(InvalidArgumentError, match="empty ACL item"):
@@ -160,6 +199,18 @@ class TestNodeAcl:
         acl.remove_acl_item(rt, alice, node, bob.dn)
         with pytest.raises(AuthorizationError):
             jobs.job_status(rt, bob, node)
+
+    def test_a_nodes_limit_counts_its_own_items_only(self, rt: Runtime, alice: Principal,
+                                                     compound: tuple[str, str, str]) -> None:
+        parent, node, _ = compound
+        rt.settings = dataclasses.replace(rt.settings, limits=dataclasses.replace(rt.settings.limits,
+                                                                                  max_acl_items=2))
+        acl.add_acl_items(rt, alice, parent, ["/CN=one", "/CN=two"])
+        acl.add_acl_items(rt, alice, node, ["/CN=three", "/CN=four"])
+        assert acl.get_acl_items(rt, alice, node) == [alice.dn, "/CN=three", "/CN=four", "/CN=one", "/CN=two"]
+        for job_id in (parent, node):
+            with pytest.raises(OperationNotAllowedError, match="maximum number of ACL items"):
+                acl.add_acl_items(rt, alice, job_id, ["/CN=five"])
 
     def test_a_node_lists_the_items_of_its_compound_job(self, rt: Runtime, alice: Principal, bob: Principal,
                                                         compound: tuple[str, str, str]) -> None:

@@ -2,7 +2,8 @@
 holding a control character is refused with a typed fault (the names are stored one a line, so
 "f1\\nf2\\n...\\nf10000" was one name for the ``[jobs] max_perusal_files`` check and ten
 thousand for the worker), and what the worker reads is cut back to the limit, each name once,
-whatever a job's row holds from before."""
+whatever a job's row holds from before. getPerusalFiles' new parts are the owner's: a reader
+the ACL admits takes none of them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tests.support import ECHO_JDL, SoapApp, caller_from_environ
 from wmproxy.domain import Principal
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.services import monitor
-from wmproxy.services.perusal import enable_file_perusal, perusal_lists
+from wmproxy.services.acl import add_acl_items
+from wmproxy.services.perusal import enable_file_perusal, perusal_files, perusal_lists
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
 from wmproxy.soap.app import WMProxyApplication
@@ -94,3 +96,26 @@ def test_the_monitor_shows_what_the_worker_samples(rt: Runtime, alice: Principal
     shown = [p.name for p in monitor.job_detail(rt, alice, job_id).perusal_files]
 
     assert shown == perusal_lists(rt, [job_id])[job_id] == ["f2", "f1", *(f"f{i}" for i in range(3, 16))]
+
+
+def test_a_reader_takes_none_of_the_owners_new_parts(rt: Runtime, alice: Principal, bob: Principal,
+                                                     job_id: str) -> None:
+    """A reader's getPerusalFiles(allChunks=false) merged the new chunks and got them: the
+    owner's own call then found nothing new (red-team L2). Now only the owner merges; a reader
+    gets every part merged so far, whatever allChunks says."""
+    enable_file_perusal(rt, alice, job_id, ["out.txt"])
+    add_acl_items(rt, alice, job_id, [bob.dn])
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
+
+    def parts(caller: Principal, all_chunks: bool = False) -> list[str]:
+        return [uri.rsplit("/", 1)[1] for uri in perusal_files(rt, caller, job_id, "out.txt", all_chunks, "https")]
+
+    rt.storage.write_perusal_chunk(job_id, "out.txt", b"line1\n", 100)
+    assert parts(bob) == parts(bob, all_chunks=True) == []
+    assert parts(alice) == ["out.txt-100-100"]
+    rt.storage.write_perusal_chunk(job_id, "out.txt", b"line2\n", 200)
+    assert parts(bob) == parts(bob, all_chunks=True) == ["out.txt-100-100"]
+    assert parts(alice) == ["out.txt-200-200"]
+    assert parts(alice) == []
+    assert parts(bob) == parts(alice, all_chunks=True) == ["out.txt-100-100", "out.txt-200-200"]
