@@ -932,7 +932,17 @@ class MetricsSettings:
     Attributes:
         bind: ``host[:port]`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
             ``/healthz``, ``/readyz``), port 9464 when none is given; keep it on loopback or
-            a management network, as it has no authentication (and holds nothing sensitive).
+            a management network. Every local process can connect to it, grid jobs of the local
+            backend included: see ``token_file`` and docs/monitoring.md.
+        token_file: a file (readable by the service user) whose first line is a bearer token:
+            ``/metrics`` and ``/readyz`` then answer only requests with ``Authorization: Bearer
+            <token>`` (Prometheus: ``authorization: {credentials_file: ...}``), others get 401;
+            ``/healthz`` needs none. "" = no token asked. ``/readyz`` shows its checks' details
+            (file paths among them) only to a request with the token.
+        max_connections: connections served at once (a pool of that many threads); when all are
+            taken the one still waiting for its request longest is closed for a newcomer, and with
+            none waiting the newcomer is closed at once.
+        timeout: seconds each read or write of a connection may take before it is closed.
         dir: directory where the service processes keep their request counters
             (prometheus_client multiprocess mode), read by ``wmproxy-metrics``; "" =
             ``metrics`` next to the sandbox root. Best on a tmpfs cleared at boot.
@@ -941,13 +951,17 @@ class MetricsSettings:
             ``wmproxy_sandbox_bytes`` (scrapes in between get the last value); 0 = every scrape.
 
     Raises:
-        ConfigError: a ``bind`` that is not ``host[:port]``, a negative grace or interval.
+        ConfigError: a ``bind`` that is not ``host[:port]``, a negative grace or interval, a
+            non-positive ``max_connections`` or ``timeout``.
     """
 
     bind: str = "127.0.0.1:9464"
     dir: str = ""
     crl_grace: float = 0.0
     sandbox_scan_interval: float = 300.0
+    token_file: str = ""
+    max_connections: int = 16
+    timeout: float = 10.0
 
     def __post_init__(self) -> None:
         try:
@@ -957,6 +971,8 @@ class MetricsSettings:
         for name in ("crl_grace", "sandbox_scan_interval"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ConfigError(f"[metrics] {name}: must not be negative")
+        if self.max_connections < 1 or not self.timeout > 0:
+            raise ConfigError("[metrics] max_connections and timeout: must be positive")
 
 
 @dataclass(frozen=True)
