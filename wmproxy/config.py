@@ -896,10 +896,20 @@ class InspectionSettings:
         agent_delay: seconds a job must still be running, after its wrapper started, before
             the wrapper starts the job's agent; 0 starts it at once. A job that ends sooner,
             which nobody could inspect anyway, pays no agent (a Python start with ``ssl``).
+        retention: seconds a request is kept after it was asked (its result read with
+            getInspectionResult meanwhile); then the purger deletes it (``[purge]``, ``batch`` rows
+            a statement within the pass's time), and so does an ask that finds a cap below
+            reached. Never less than ``pickup_timeout + time_limit + 30``, the longest a request
+            can still be answered. The job event each request left stays with the job.
+        max_requests_per_job: requests one job keeps (asked within ``retention``, any state);
+            one more is refused with ServerOverloadedFault until the oldest expire: this bounds
+            the rows and the job events (``inspection: <command>``) one job gains, 100 an hour
+            by default. Asking an ended job stores nothing and is not counted.
+        max_requests_per_user: requests one DN keeps over all its jobs, refused the same way.
 
     Raises:
-        ConfigError: an unknown mode, a non-positive limit, cap or timeout, a negative
-            agent delay, or a command name with ``/``.
+        ConfigError: an unknown mode, a non-positive limit, cap, timeout or retention, a
+            negative agent delay, or a command name with ``/``.
     """
 
     mode: str = "allow-list"
@@ -908,12 +918,17 @@ class InspectionSettings:
     output_cap: int = 64 * 1024
     pickup_timeout: float = 60.0
     agent_delay: float = 2.0
+    retention: float = 3600.0
+    max_requests_per_job: int = 100
+    max_requests_per_user: int = 500
 
     def __post_init__(self) -> None:
         if self.mode not in ("off", "allow-list", "any"):
             raise ConfigError(f"[inspection] mode: expected off, allow-list or any, not {self.mode!r}")
-        if min(self.time_limit, self.output_cap, self.pickup_timeout) <= 0:
-            raise ConfigError("[inspection] time_limit, output_cap and pickup_timeout: must be positive")
+        if min(self.time_limit, self.output_cap, self.pickup_timeout, self.retention, self.max_requests_per_job,
+               self.max_requests_per_user) <= 0:
+            raise ConfigError("[inspection] time_limit, output_cap, pickup_timeout, retention, max_requests_per_job "
+                              "and max_requests_per_user: must be positive")
         if not self.agent_delay >= 0:  # NaN too
             raise ConfigError("[inspection] agent_delay: must be 0 or more seconds")
         if any("/" in name for name in self.commands):
