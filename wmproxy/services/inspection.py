@@ -317,10 +317,9 @@ def _within_caps(settings: Settings, store: SqlInspectionStore, job_id: str, req
     conf = settings.inspection
 
     def over() -> str | None:
-        kept = store.count_of_job(job_id)
+        kept, mine = store.counts(job_id, requester_dn)
         if kept >= conf.max_requests_per_job:
             return f"this job keeps {kept} inspection requests, at most {conf.max_requests_per_job}"
-        mine = store.count_of_requester(requester_dn)
         if mine >= conf.max_requests_per_user:
             return f"you keep {mine} inspection requests, at most {conf.max_requests_per_user}"
         return None

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     Float,
     ForeignKey,
     Integer,
     LargeBinary,
+    ScalarSelect,
     String,
     Text,
     delete,
@@ -89,15 +91,15 @@ class SqlInspectionStore:
         stmt = select(InspectionRequest).where(InspectionRequest.job_id == job_id).order_by(InspectionRequest.asked_at)
         return self.session.scalars(stmt).all()
 
-    def count_of_job(self, job_id: str) -> int:
-        """Requests ``job_id`` keeps, whatever their state."""
-        stmt = select(func.count()).select_from(InspectionRequest).where(InspectionRequest.job_id == job_id)
-        return int(self.session.scalar(stmt) or 0)
+    def counts(self, job_id: str, requester_dn: str) -> tuple[int, int]:
+        """(requests ``job_id`` keeps, requests ``requester_dn`` keeps over all jobs), whatever
+        their state, in one statement."""
+        def kept(where: ColumnElement[bool]) -> ScalarSelect[int]:
+            return select(func.count()).select_from(InspectionRequest).where(where).scalar_subquery()
 
-    def count_of_requester(self, requester_dn: str) -> int:
-        """Requests ``requester_dn`` asked that are kept, over all jobs."""
-        stmt = select(func.count()).select_from(InspectionRequest).where(InspectionRequest.requester_dn == requester_dn)
-        return int(self.session.scalar(stmt) or 0)
+        row = self.session.execute(select(kept(InspectionRequest.job_id == job_id),
+                                          kept(InspectionRequest.requester_dn == requester_dn))).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     def remove_expired_of(self, job_id: str, requester_dn: str, asked_before: dt.datetime) -> int:
         """Delete the requests of ``job_id`` or of ``requester_dn`` asked before ``asked_before``;
