@@ -248,7 +248,7 @@ def _print_purge(report: Any) -> None:
     click.echo(f"{verb}: {len(report.jobs)} job(s), {len(report.work_dirs)} work dir(s), "
                f"{len(report.areas)} sandbox area(s) of no job, "
                f"{len(report.delegations)} expired delegation(s), {len(report.renewals)} orphan renewal record(s), "
-               f"{report.requests} pending delegation request(s)")
+               f"{report.requests} pending delegation request(s), {report.inspections} inspection request(s)")
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
 
@@ -289,6 +289,7 @@ def _emit_purge(report: Any, as_json: bool) -> None:
         _print_purge(report)
         return
     _print_json({"dry_run": report.dry_run, "errors": report.errors, "requests": report.requests,
+                 "inspections": report.inspections,
                  "jobs": [{"id": j.job_id, "owner": j.owner_dn, "state": j.state, "rule": j.rule} for j in report.jobs],
                  "work_dirs": report.work_dirs, "areas": report.areas,
                  "delegations": [list(d) for d in report.delegations], "renewals": [list(r) for r in report.renewals]})

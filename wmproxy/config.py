@@ -911,10 +911,20 @@ class InspectionSettings:
         agent_delay: seconds a job must still be running, after its wrapper started, before
             the wrapper starts the job's agent; 0 starts it at once. A job that ends sooner,
             which nobody could inspect anyway, pays no agent (a Python start with ``ssl``).
+        retention: seconds a request is kept after it was asked (its result read with
+            getInspectionResult meanwhile); then the purger deletes it (``[purge]``, ``batch`` rows
+            a statement within the pass's time), and so does an ask that finds a cap below
+            reached. Never less than ``pickup_timeout + time_limit + 30``, the longest a request
+            can still be answered. The job event each request left stays with the job.
+        max_requests_per_job: requests one job keeps (asked within ``retention``, any state);
+            one more is refused with ServerOverloadedFault until the oldest expire: this bounds
+            the rows and the job events (``inspection: <command>``) one job gains, 100 an hour
+            by default. Asking an ended job stores nothing and is not counted.
+        max_requests_per_user: requests one DN keeps over all its jobs, refused the same way.
 
     Raises:
-        ConfigError: an unknown mode, a non-positive limit, cap or timeout, a negative
-            agent delay, or a command name with ``/``.
+        ConfigError: an unknown mode, a non-positive limit, cap, timeout or retention, a
+            negative agent delay, or a command name with ``/``.
     """
 
     mode: str = "allow-list"
@@ -923,12 +933,17 @@ class InspectionSettings:
     output_cap: int = 64 * 1024
     pickup_timeout: float = 60.0
     agent_delay: float = 2.0
+    retention: float = 3600.0
+    max_requests_per_job: int = 100
+    max_requests_per_user: int = 500
 
     def __post_init__(self) -> None:
         if self.mode not in ("off", "allow-list", "any"):
             raise ConfigError(f"[inspection] mode: expected off, allow-list or any, not {self.mode!r}")
-        if min(self.time_limit, self.output_cap, self.pickup_timeout) <= 0:
-            raise ConfigError("[inspection] time_limit, output_cap and pickup_timeout: must be positive")
+        if min(self.time_limit, self.output_cap, self.pickup_timeout, self.retention, self.max_requests_per_job,
+               self.max_requests_per_user) <= 0:
+            raise ConfigError("[inspection] time_limit, output_cap, pickup_timeout, retention, max_requests_per_job "
+                              "and max_requests_per_user: must be positive")
         if not self.agent_delay >= 0:  # NaN too
             raise ConfigError("[inspection] agent_delay: must be 0 or more seconds")
         if any("/" in name for name in self.commands):
@@ -947,7 +962,17 @@ class MetricsSettings:
     Attributes:
         bind: ``host[:port]`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
             ``/healthz``, ``/readyz``), port 9464 when none is given; keep it on loopback or
-            a management network, as it has no authentication (and holds nothing sensitive).
+            a management network. Every local process can connect to it, grid jobs of the local
+            backend included: see ``token_file`` and docs/monitoring.md.
+        token_file: a file (readable by the service user) whose first line is a bearer token:
+            ``/metrics`` and ``/readyz`` then answer only requests with ``Authorization: Bearer
+            <token>`` (Prometheus: ``authorization: {credentials_file: ...}``), others get 401;
+            ``/healthz`` needs none. "" = no token asked. ``/readyz`` shows its checks' details
+            (file paths among them) only to a request with the token.
+        max_connections: connections served at once (a pool of that many threads); when all are
+            taken the one still waiting for its request longest is closed for a newcomer, and with
+            none waiting the newcomer is closed at once.
+        timeout: seconds each read or write of a connection may take before it is closed.
         dir: directory where the service processes keep their request counters
             (prometheus_client multiprocess mode), read by ``wmproxy-metrics``; "" =
             ``metrics`` next to the sandbox root. Best on a tmpfs cleared at boot.
@@ -956,13 +981,17 @@ class MetricsSettings:
             ``wmproxy_sandbox_bytes`` (scrapes in between get the last value); 0 = every scrape.
 
     Raises:
-        ConfigError: a ``bind`` that is not ``host[:port]``, a negative grace or interval.
+        ConfigError: a ``bind`` that is not ``host[:port]``, a negative grace or interval, a
+            non-positive ``max_connections`` or ``timeout``.
     """
 
     bind: str = "127.0.0.1:9464"
     dir: str = ""
     crl_grace: float = 0.0
     sandbox_scan_interval: float = 300.0
+    token_file: str = ""
+    max_connections: int = 16
+    timeout: float = 10.0
 
     def __post_init__(self) -> None:
         try:
@@ -972,6 +1001,8 @@ class MetricsSettings:
         for name in ("crl_grace", "sandbox_scan_interval"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ConfigError(f"[metrics] {name}: must not be negative")
+        if self.max_connections < 1 or not self.timeout > 0:
+            raise ConfigError("[metrics] max_connections and timeout: must be positive")
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,12 @@ class ServerOverloadedError(WMProxyError):
     code = 1228
 
 
+class InspectionLimitError(ServerOverloadedError):
+    """An inspection request over ``[inspection] max_requests_per_job`` or
+    ``max_requests_per_user`` (1228, ServerOverloadedFault: asked again once the oldest
+    requests are past ``[inspection] retention``)."""
+
+
 class NotSupportedError(WMProxyError):
     """Operation deliberately unsupported (GenericFault), e.g. delegation-2 getServiceMetadata."""
 

@@ -45,12 +45,14 @@ def dep(inspection_deployment: tuple[Deployment, str]) -> Deployment:
     return deployment
 
 
-def submit(dep: Deployment, tmp_path: Path, script: str, name: str = "job", requirements: str = "true") -> str:
-    """Submit ``script`` (a shell script, the job's executable) through the CLI; the job id."""
+def submit(dep: Deployment, tmp_path: Path, script: str, name: str = "job", requirements: str = "true",
+           extra: str = "") -> str:
+    """Submit ``script`` (a shell script, the job's executable) through the CLI, with the JDL
+    attributes ``extra``; the job id."""
     (tmp_path / f"{name}.sh").write_text(script)
     (tmp_path / f"{name}.jdl").write_text(
         f'[ Executable = "{name}.sh"; InputSandbox = {{"{name}.sh"}}; StdOutput = "std.out";\n'
-        f'  RetryCount = 0; ShallowRetryCount = 0; Requirements = {requirements}; ]\n')
+        f'  RetryCount = 0; ShallowRetryCount = 0; Requirements = {requirements}; {extra}]\n')
     ids = tmp_path / f"{name}.ids"
     rc, _out, err = run_cli(dep, "submit", "-d", "insp", "-o", str(ids), str(tmp_path / f"{name}.jdl"))
     assert rc == 0, err
@@ -148,6 +150,22 @@ def ended_job_answers_at_once_with_its_final_state(dep: Deployment, requirements
     assert out.startswith("The job has ended: Done, exit code 0"), (out, err)
 
 
+def the_jobs_path_does_not_choose_the_program(dep: Deployment, requirements: str, tmp_path: Path) -> None:
+    """A job that puts its work dir first on its PATH with its own ``ps``: the allowed ``ps``
+    still runs the system's (before, the job's script ran: the allow-list bypassed)."""
+    script = "#!/bin/sh\nprintf '#!/bin/sh\\necho NOT-PS\\n' > ps\nchmod +x ps\necho ready > out.log\nexec sleep 900\n"
+    job_id = submit(dep, tmp_path, script, "pathjob", requirements, 'Environment = {"PATH=.:/usr/bin:/bin"}; ')
+    try:
+        wait_for_cli_status(dep, job_id, ("Running",))
+        rc, out, err = wait_for(lambda: inspect(dep, job_id, "tail", "out.log"), lambda r: r[0] == 0,
+                                what="the job to write its ./ps")
+        rc, out, err = inspect(dep, job_id, "ps", "-o", "comm")  # args: over the 1000-byte cap
+        assert rc == 0, (out, err)
+        assert "NOT-PS" not in out and "sleep" in out.split(), out
+    finally:
+        run_cli(dep, "cancel", job_id)
+
+
 def _pids(pattern: str) -> list[int]:
     """Processes whose command line (words joined by blanks) starts with ``pattern``."""
     found = []
@@ -204,6 +222,7 @@ CASES = (
     another_user_is_refused_even_when_granted,
     site_allow_list,
     ended_job_answers_at_once_with_its_final_state,
+    the_jobs_path_does_not_choose_the_program,
     wrapper_killed_mid_request_ends_the_ask_with_an_error,
 )
 

@@ -7,10 +7,13 @@ any credential, while the service port still refuses a client without a certific
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import zeep
@@ -19,22 +22,26 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Pki
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.integration.service import BIN, Deployment, free_port, tls_client_context
-from tests.support import ECHO_JDL, delegate, wait_for, wait_for_final
+from tests.support import ECHO_JDL, WAIT_TIMEOUT, delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
 
 
-def http_get(url: str) -> tuple[int, str]:
+def http_get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=30) as reply:  # noqa: S310 - a fixed http://127.0.0.1 URL
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310 - http://127.0.0.1
+                                    timeout=30) as reply:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
-def start_metrics(deployment: Deployment, port: int, **env: str) -> None:
-    """``wmproxy-metrics`` as the service processes run (the service user, when root)."""
-    argv = [*deployment.service_prefix, *deployment.python_command("wmproxy.monitoring", BIN / "wmproxy-metrics")]
+def start_metrics(deployment: Deployment, port: int, prefix: tuple[str, ...] = (), **env: str) -> None:
+    """``wmproxy-metrics`` as the service processes run (the service user, when root), its
+    command after ``prefix`` (e.g. ``prlimit``)."""
+    argv = [*prefix, *deployment.service_prefix,
+            *deployment.python_command("wmproxy.monitoring", BIN / "wmproxy-metrics")]
     saved = dict(deployment.env)
     deployment.env.update(WMPROXY_METRICS_BIND=f"127.0.0.1:{port}", **env)
     try:
@@ -87,12 +94,75 @@ def test_health_answers_without_a_certificate(metrics_url: str, deployment: Depl
                                context=tls_client_context(pki.ca_dir, None)).read()
 
 
+def token_file(deployment: Deployment, token: str) -> Path:
+    """A ``[metrics] token_file`` holding ``token``, the service user's (0600)."""
+    path = deployment.state / f"metrics-token-{free_port()}"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    owner = deployment.state.stat()
+    os.chown(path, owner.st_uid, owner.st_gid)
+    return path
+
+
 def test_readiness_fails_on_a_database_without_the_schema(deployment: Deployment) -> None:
     port = free_port()
-    start_metrics(deployment, port, WMPROXY_DATABASE_URL=f"sqlite:///{deployment.state}/empty-{port}.db")
-    status, text = http_get(f"http://127.0.0.1:{port}/readyz")
+    token = "schema-" + "t" * 32
+    start_metrics(deployment, port, WMPROXY_DATABASE_URL=f"sqlite:///{deployment.state}/empty-{port}.db",
+                  WMPROXY_METRICS_TOKEN_FILE=str(token_file(deployment, token)))
+    status, text = http_get(f"http://127.0.0.1:{port}/readyz", token)
     assert status == 503
     assert re.search(r"^schema FAIL .*wmproxy-admin migrate$", text, re.M), text
+
+
+def test_a_token_keeps_metrics_and_readiness_details_to_its_holders(deployment: Deployment) -> None:
+    """A grid job of the local backend can connect to the loopback port: with ``[metrics]
+    token_file`` set it gets 401 from /metrics and /readyz; /healthz stays open. Without a
+    token, /readyz names its checks but not their details (file paths)."""
+    open_port, port = free_port(), free_port()
+    start_metrics(deployment, open_port)
+    token = "scrape-" + "s" * 32
+    start_metrics(deployment, port, WMPROXY_METRICS_TOKEN_FILE=str(token_file(deployment, token)))
+    status, text = http_get(f"http://127.0.0.1:{open_port}/readyz")
+    assert status == 200 and text.splitlines()[2] == "ca ok", text  # no detail: "ca ok <directory>" before
+    assert str(deployment.state) not in text and "/" not in text
+    assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+    for path in ("/metrics", "/readyz"):
+        assert http_get(f"http://127.0.0.1:{port}{path}")[0] == 401
+        assert http_get(f"http://127.0.0.1:{port}{path}", "wrong")[0] == 401
+    status, text = http_get(f"http://127.0.0.1:{port}/metrics", token)
+    assert status == 200 and "wmproxy_jobs" in text
+    status, text = http_get(f"http://127.0.0.1:{port}/readyz", token)
+    assert status == 200 and re.search(r"^ca ok \S+", text, re.M), text
+
+
+def test_idle_connections_cannot_keep_the_scrapes_out(deployment: Deployment) -> None:
+    """A local process (a grid job) holding more idle connections than the process may open
+    files: each connection served at most ``max_connections`` at once, the idle one waiting
+    longest closed for a newcomer. Before, 1,100 idle connections took every file descriptor
+    and /healthz and /metrics timed out while they were held."""
+    port = free_port()
+    start_metrics(deployment, port, ("prlimit", "--nofile=64:64", "--"), WMPROXY_METRICS_MAX_CONNECTIONS="4")
+    held = []
+    try:
+        for _ in range(200):
+            try:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        assert len(held) > 64, len(held)  # more than the process could hold
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what="/healthz beside 200 idle connections")
+        assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_an_idle_connection_is_closed_after_the_timeout(deployment: Deployment) -> None:
+    port = free_port()
+    start_metrics(deployment, port, WMPROXY_METRICS_TIMEOUT="1")
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_TIMEOUT) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.0\r\n")  # and never the end of its head
+        assert conn.recv(100) == b""  # closed by the server (before: held for ever)
 
 
 def test_requests_jobs_and_faults_are_counted(metrics_url: str, alice: ReferenceClient, pki: Pki,

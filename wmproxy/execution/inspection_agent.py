@@ -14,7 +14,8 @@ like the wrapper it is copied with to batch nodes.
 
 Loop: an outgoing HTTPS long-poll ``GET <url>/next`` (worker nodes only make outgoing
 connections); for each request, run its argv (no shell) in the work dir with the job's
-environment (without the agent's own variables), stdout and stderr merged, in its own
+environment (without the agent's own variables), the program looked up in :data:`TRUSTED_PATH`
+(never the job's ``PATH``), stdout and stderr merged, in its own
 process group, killed (SIGKILL to the group) at the request's time limit, output kept up
 to the request's cap (the rest is read and dropped); then ``POST <url>/result``. The agent
 ends when the service answers 410 (the job is not running), when its parent (the wrapper)
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 
 AGENT_VARIABLES = ("WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROXY_INSPECTION_CA_DIR")
 TOKEN_HEADER = "X-WMProxy-Inspection-Token"  # noqa: S105 - a header name
+#: Where a command's program named without ``/`` is looked for (sudo's ``secure_path``): never the
+#: job's ``PATH``, which the job sets (``Environment = {"PATH=.:/usr/bin"}`` and its own ``./ps``
+#: ran that instead of ``ps``, past the site's allow-list). The command still gets the job's
+#: environment, ``PATH`` included.
+TRUSTED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Seconds of one long-poll asked of the service.
 POLL_WAIT = 25.0
 #: Longest pause after a failure, in seconds.
@@ -136,10 +142,14 @@ class Agent:
         limit = float(task["time_limit"])
         cap = int(task["output_cap"])
         started = utc_now()
+        program = program_path(argv[0])
+        if program is None:
+            return {"exit_code": None, "started_at": started, "ended_at": utc_now(), "timed_out": False,
+                    "truncated": False, "output": "", "error": f"cannot run {argv[0]}: not found in {TRUSTED_PATH}"}
         try:
             process = subprocess.Popen(  # noqa: S603 - running the asked command is the point
-                argv, cwd=self.work_dir, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                argv, executable=program, cwd=self.work_dir, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
             )
         except OSError as exc:
             return {"exit_code": None, "started_at": started, "ended_at": utc_now(), "timed_out": False,
@@ -236,6 +246,17 @@ class Agent:
                     self._pause(min(MAX_PAUSE, 2.0 ** min(failures, 5)))
                 except _StopError:
                     return 0
+
+
+def program_path(name: str) -> str | None:
+    """The program ``name`` runs: a name with ``/`` as it is (``[inspection] mode = any``; the
+    allow-list has bare names only), else the first executable file of that name in
+    :data:`TRUSTED_PATH`; None when there is none."""
+    if "/" in name:
+        return name
+    import shutil  # only when a command runs
+
+    return shutil.which(name, path=TRUSTED_PATH)
 
 
 def _kill_group(pgid: int) -> None:

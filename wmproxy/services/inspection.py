@@ -14,14 +14,20 @@ Rules: only the job's owner may inspect it. An ACL entry the owner granted
 owner's delegated proxy (``user.proxy``, key included), which ``cat`` would print (§6.4: ACL
 entries grant read access only). ``[inspection] mode``
 turns it off, limits it to ``allowed_commands`` or allows any command. A job that has
-ended answers at once with its final state. Every request is logged and recorded as a job
-event ("inspection: <command>"). A request never waits for ever: it fails when the agent
+ended answers at once with its final state, and stores nothing (the request id it gets names
+the job and the command: :func:`ended_request_id`). Every other request is logged and recorded
+as a job event ("inspection: <command>"), within ``max_requests_per_job`` and
+``max_requests_per_user`` requests kept (:class:`~wmproxy.errors.InspectionLimitError` past
+them); a request is deleted ``retention`` seconds after it was asked (the purger, or an ask
+that finds a cap reached: :func:`retention_cutoff`). A request never waits for ever: it fails when the agent
 does not take it within ``pickup_timeout`` seconds, when the command has not answered
 ``time_limit + ANSWER_MARGIN`` seconds after it was taken, or when the job stops running.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import functools
 import hashlib
@@ -40,7 +46,13 @@ from pathlib import Path
 
 from wmproxy.config import Settings
 from wmproxy.domain import InspectionResult, JobState, Principal
-from wmproxy.errors import AuthorizationError, InvalidArgumentError, LimitedProxyError, OperationNotAllowedError
+from wmproxy.errors import (
+    AuthorizationError,
+    InspectionLimitError,
+    InvalidArgumentError,
+    LimitedProxyError,
+    OperationNotAllowedError,
+)
 from wmproxy.services.access import job_for
 from wmproxy.services.authz import is_limited
 from wmproxy.services.runtime import Runtime
@@ -76,6 +88,24 @@ POLL_INTERVAL = 0.25
 MAX_ARGS, MAX_ARGV_BYTES = 256, 4096
 #: Characters of the command kept in a job event's reason.
 EVENT_COMMAND_CHARS = 200
+#: Largest time limit or wait, in seconds, a caller may give (a year): a larger integer is
+#: refused as invalid (a 400-digit one overflowed ``float``: GenericFault 1201 and a traceback).
+MAX_SECONDS = 366 * 86400
+
+
+def seconds_argument(value: float | None, what: str) -> float:
+    """``value`` (an integer or number from the caller; None = 0) as seconds.
+
+    Raises:
+        InvalidArgumentError: negative, not a number, or more than :data:`MAX_SECONDS`.
+    """
+    if value is None:
+        return 0.0
+    if value < 0:
+        raise InvalidArgumentError(f"Invalid Argument: negative {what}")
+    if not value <= MAX_SECONDS:  # compared as given, no float() of a huge integer first; NaN too
+        raise InvalidArgumentError(f"Invalid Argument: {what} out of range (0 to {MAX_SECONDS} seconds)")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -220,43 +250,128 @@ def ask(rt: Runtime, principal: Principal, job_id: str, argv: list[str], time_li
 
     Returns:
         The request id, for :func:`result`. A job that has ended gets an ``ended``
-        request at once.
+        request at once, not stored (:func:`ended_request_id`).
 
     Raises:
-        InvalidArgumentError: malformed job id or command, a negative time limit.
+        InvalidArgumentError: malformed job id or command, a negative time limit or one over
+            :data:`MAX_SECONDS`.
         JobNotFoundError: no such job.
         AuthorizationError: not the job's owner (an ACL reader gets :data:`OWNER_ONLY`).
         LimitedProxyError: a limited proxy (it grants data access only; a command runs in the job).
         OperationNotAllowedError: inspection off, program not allowed, a compound job, or
             a job that has not started running yet.
+        InspectionLimitError: ``[inspection] max_requests_per_job`` or ``max_requests_per_user``
+            reached.
     """
     conf = rt.settings.inspection
     command = check_command(rt.settings, argv)
     if is_limited(principal):
         raise LimitedProxyError("Authorization error: a limited proxy cannot inspect jobs (inspectJob); "
                                 "limited proxies grant data access only")
-    if time_limit is not None and time_limit < 0:
-        raise InvalidArgumentError("Invalid Argument: negative inspection time limit")
-    limit = conf.time_limit if not time_limit else min(float(time_limit), conf.time_limit)
+    asked = seconds_argument(time_limit, "inspection time limit")
+    limit = conf.time_limit if not asked else min(asked, conf.time_limit)
     now = _now()
     with rt.uow() as uow:
         job = _job_to_inspect(uow, principal, job_id)
         state = JobState(job.state)
         if not state.is_final and state != JobState.RUNNING:
             raise OperationNotAllowedError(f"The job is not running yet (state {state.value}): nothing to inspect")
+        text = shlex.join(command)
+        if state.is_final:  # nothing stored: asking again and again must not fill the database
+            request_id = ended_request_id(job.id, command, now)
+            log.info("inspection of job %s by %s (ended, not stored): %s", job_id, principal.dn,
+                     log_text(text[:500]))
+            return request_id
+        _within_caps(rt.settings, _store(uow), job.id, principal.dn, now)
         request = InspectionRequest(
             id=secrets.token_urlsafe(18), job_id=job.id, requester_dn=principal.dn, argv=json.dumps(command),
             time_limit=limit, output_cap=conf.output_cap, state=PENDING, asked_at=now,
             timed_out=False, truncated=False,
         )
-        if state.is_final:
-            request.state, request.ended_at, request.message = ENDED, now, _ended_message(job)
         _store(uow).add(request)
-        text = shlex.join(command)
         _store(uow).add_event(job.id, job.state, f"inspection: {text[:EVENT_COMMAND_CHARS]}", now)
     log.info("inspection %s of job %s by %s (%s): %s", request.id, job_id, principal.dn, request.state,
              log_text(text[:500]))
     return request.id
+
+
+def retention_cutoff(settings: Settings, now: dt.datetime) -> dt.datetime:
+    """Requests asked before this are deleted: ``[inspection] retention`` ago, or longer when
+    a request asked then could still be answered (``pickup_timeout + time_limit +``
+    :data:`ANSWER_MARGIN`)."""
+    conf = settings.inspection
+    keep = max(conf.retention, conf.pickup_timeout + conf.time_limit + ANSWER_MARGIN)
+    return now - dt.timedelta(seconds=keep)
+
+
+def _within_caps(settings: Settings, store: SqlInspectionStore, job_id: str, requester_dn: str,
+                 now: dt.datetime) -> None:
+    """Refuse a request over ``max_requests_per_job`` or ``max_requests_per_user``; at a cap,
+    the job's and the requester's expired requests are deleted first (with the request's
+    transaction: a refusal deletes nothing, the purger does). Two asks at the same instant
+    may both pass at one below a cap.
+
+    Raises:
+        InspectionLimitError: a cap is reached.
+    """
+    conf = settings.inspection
+
+    def over() -> str | None:
+        kept, mine = store.counts(job_id, requester_dn)
+        if kept >= conf.max_requests_per_job:
+            return f"this job keeps {kept} inspection requests, at most {conf.max_requests_per_job}"
+        if mine >= conf.max_requests_per_user:
+            return f"you keep {mine} inspection requests, at most {conf.max_requests_per_user}"
+        return None
+
+    if over() is None:
+        return
+    store.remove_expired_of(job_id, requester_dn, retention_cutoff(settings, now))
+    reason = over()
+    if reason is not None:
+        raise InspectionLimitError(f"Too many inspection requests: {reason} (each kept "
+                                   f"{settings.inspection.retention:g} s after it was asked); ask again later")
+
+
+#: Prefix of the request id an ended job's request gets (:func:`ended_request_id`).
+ENDED_PREFIX = "ended."
+
+
+def ended_request_id(job_id: str, command: list[str], asked_at: dt.datetime) -> str:
+    """The id of a request asked of a job that had ended: nothing is stored, the id holds the
+    job id, the command and the time asked (URL-safe base64 of JSON), and :func:`result`
+    answers it from the job. It holds nothing the caller did not give: a forged one names a
+    job :func:`result` checks as for any request (the owner's, and ended)."""
+    text = json.dumps([job_id, command, asked_at.timestamp()], separators=(",", ":"))
+    return ENDED_PREFIX + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _ended_request(request_id: str) -> tuple[str, list[str], dt.datetime]:
+    """(job id, command, time asked) of an :func:`ended_request_id`.
+
+    Raises:
+        InvalidArgumentError: not one.
+    """
+    coded = request_id[len(ENDED_PREFIX):]
+    try:
+        job_id, command, asked = json.loads(base64.urlsafe_b64decode(coded + "=" * (-len(coded) % 4)))
+        if not (isinstance(job_id, str) and isinstance(command, list) and all(isinstance(w, str) for w in command)):
+            raise TypeError(request_id)
+        return job_id, command, dt.datetime.fromtimestamp(float(asked), dt.UTC)
+    except (ValueError, TypeError, OverflowError, OSError, binascii.Error):
+        raise InvalidArgumentError("Invalid Argument: unknown inspection request") from None
+
+
+def _look_ended(rt: Runtime, principal: Principal, request_id: str) -> InspectionResult:
+    job_id, command, asked_at = _ended_request(request_id)
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        if job is None or job.owner_dn != principal.dn or not JobState(job.state).is_final:
+            raise InvalidArgumentError("Invalid Argument: unknown inspection request")  # as for a stored one gone
+        return InspectionResult(
+            request_id=request_id, job_id=job.id, state=ENDED, command=command, asked_at=asked_at,
+            started_at=None, ended_at=asked_at, exit_code=None, timed_out=False, truncated=False, output=b"",
+            message=_ended_message(job), job_state=job.state)
 
 
 def _ended_message(job: Job) -> str:
@@ -268,19 +383,21 @@ def _ended_message(job: Job) -> str:
     return text
 
 
-def result(rt: Runtime, principal: Principal, request_id: str, timeout: float) -> InspectionResult:
+def result(rt: Runtime, principal: Principal, request_id: str, timeout: float | None) -> InspectionResult:
     """The request's outcome, waiting up to ``timeout`` seconds (at most :data:`MAX_WAIT`)
     for it to finish; returns the current state when it has not, once the service stops
     (``rt.stopping``), or at once when the process's held waits already take every thread
     they may (:class:`HeldWaits`).
 
     Raises:
-        InvalidArgumentError: unknown request id (or its job was purged), negative timeout.
+        InvalidArgumentError: unknown request id (or its job was purged), a negative timeout or
+            one over :data:`MAX_SECONDS`.
         AuthorizationError: the caller did not ask this request, or is not the job's owner
             (an ACL reader's request asked before only owners could inspect).
     """
-    if timeout < 0:
-        raise InvalidArgumentError("Invalid Argument: negative timeout")
+    timeout = seconds_argument(timeout, "timeout")
+    if request_id.startswith(ENDED_PREFIX):
+        return _look_ended(rt, principal, request_id)
     with held_waits(rt).hold(agent=False) as may_hold:
         deadline = time.monotonic() + (min(timeout, MAX_WAIT) if may_hold else 0.0)
         while True:

@@ -43,7 +43,10 @@ One pass (:func:`purge`), with the ``[purge]`` policy (defaults from anchors.md 
   renewal records; renewal records whose delegation is gone (destroyed) that no unfinished
   job uses;
 * **pending delegation requests** older than ``request_age``;
-* **tombstones** older than ``tombstone_age`` (0: kept).
+* **tombstones** older than ``tombstone_age`` (0: kept);
+* **inspection requests** asked ``[inspection] retention`` ago
+  (:func:`wmproxy.services.inspection.retention_cutoff`), oldest first, ``batch`` a statement,
+  until fewer come back or the pass's time has run out (at least one statement a pass).
 
 Several workers may run it at once: each job is removed under its row lock, and
 removing what is already gone is not an error.
@@ -63,9 +66,11 @@ from typing import Protocol
 from wmproxy.domain import ACTIVE_STATES, FINAL_STATES, JobState, job_fan_out, parse_job_id, to_filename, utcnow
 from wmproxy.errors import InvalidArgumentError, SandboxError, WMProxyError
 from wmproxy.sandbox.trees import RemovalPaused
+from wmproxy.services.inspection import retention_cutoff
 from wmproxy.services.quota import area_released, release_areas
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.housekeeping import PurgeCandidate, SqlHousekeepingStore
+from wmproxy.store.inspections import SqlInspectionStore
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +152,7 @@ class PurgeReport:
     renewals: list[tuple[str, str]] = field(default_factory=list)
     requests: int = 0
     tombstones: int = 0
+    inspections: int = 0
     errors: list[str] = field(default_factory=list)
     cut_short: bool = False
     resume_after: tuple[dt.datetime, str] | None = None
@@ -156,7 +162,7 @@ class PurgeReport:
     @property
     def empty(self) -> bool:
         return not (self.jobs or self.work_dirs or self.areas or self.delegations or self.renewals or self.requests
-                    or self.tombstones)
+                    or self.tombstones or self.inspections)
 
 
 def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
@@ -218,6 +224,7 @@ def purge(rt: Runtime, *, dry_run: bool = False, now: dt.datetime | None = None,
         if remove_work_dir is not None:
             _purge_work_dirs(rt, report, final_before, remove_work_dir, ends)
     _purge_credentials(rt, report, now)
+    _purge_inspections(rt, report, now, ends)
     return report
 
 
@@ -243,11 +250,13 @@ def purge_until_done(rt: Runtime, *, dry_run: bool = False,
         total.errors += report.errors
         if dry_run:
             total.delegations, total.renewals, total.requests = report.delegations, report.renewals, report.requests
+            total.inspections = report.inspections
         else:
             total.delegations += report.delegations
             total.renewals += report.renewals
             total.requests += report.requests
             total.tombstones += report.tombstones
+            total.inspections += report.inspections
         total.cut_short, total.resume_after = report.cut_short, report.resume_after
         total.settled_at, total.unfinished = report.settled_at, report.unfinished
     return total
@@ -507,3 +516,24 @@ def _purge_credentials(rt: Runtime, report: PurgeReport, now: dt.datetime) -> No
                      _span(policy.request_age))
         if policy.tombstone_age:
             report.tombstones = store.tombstones_before(now - dt.timedelta(seconds=policy.tombstone_age))
+
+
+def _purge_inspections(rt: Runtime, report: PurgeReport, now: dt.datetime, ends: float) -> None:
+    """Delete the inspection requests past ``[inspection] retention``, ``batch`` a transaction,
+    oldest first, until a statement deletes fewer or the pass's time (``ends``) has run out;
+    the next pass goes on. A dry run counts them."""
+    before = retention_cutoff(rt.settings, now)
+    batch = rt.settings.purge.batch
+    while True:
+        with rt.uow() as uow:
+            store = SqlInspectionStore(uow.session)
+            if report.dry_run:
+                report.inspections = store.count_expired(before)
+                return
+            removed = store.remove_expired(before, batch)
+        report.inspections += removed
+        if removed < batch or time.monotonic() >= ends:
+            break
+    if report.inspections:
+        log.info("purged %d inspection request(s) asked more than %s ago", report.inspections,
+                 _span((now - before).total_seconds()))

@@ -81,4 +81,4 @@ class InspectionPort(ServiceBase):
     @rpc(String, Part(Integer), _returns=Part(InspectionResultType), _out_variable_name="result")
     def getInspectionResult(ctx, requestId, timeout):
         return _call(ctx, "getInspectionResult",
-                     lambda rt, p: _result(inspection.result(rt, p, requestId or "", float(timeout or 0))))
+                     lambda rt, p: _result(inspection.result(rt, p, requestId or "", timeout)))

@@ -2,8 +2,10 @@
 job event each inspection leaves.
 
 A request goes ``pending`` (asked) → ``running`` (the job's agent took it) → ``done``
-(the agent posted a result) or ``failed`` (no answer in time, the job stopped); a request
-asked of a job that had already ended is created ``ended``.
+(the agent posted a result) or ``failed`` (no answer in time, the job stopped). A request
+asked of a job that had already ended is not stored (its ``ended`` answer is made from the job:
+``wmproxy.services.inspection``); ``ended`` rows are those of earlier releases. Requests are
+deleted ``[inspection] retention`` after they were asked.
 """
 
 from __future__ import annotations
@@ -11,7 +13,22 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    ScalarSelect,
+    String,
+    Text,
+    delete,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from wmproxy.domain import INSPECTION_FINISHED
@@ -29,12 +46,12 @@ class InspectionRequest(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # random, URL-safe
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    requester_dn: Mapped[str] = mapped_column(String(512))
+    requester_dn: Mapped[str] = mapped_column(String(512), index=True)  # the per-user cap (migration 0016)
     argv: Mapped[str] = mapped_column(Text)  # JSON list of strings
     time_limit: Mapped[float] = mapped_column(Float())  # seconds
     output_cap: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))  # bytes
     state: Mapped[str] = mapped_column(String(16), index=True)
-    asked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    asked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)  # retention (migration 0016)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     exit_code: Mapped[int | None] = mapped_column(Integer)
@@ -73,6 +90,35 @@ class SqlInspectionStore:
     def of_job(self, job_id: str) -> Sequence[InspectionRequest]:
         stmt = select(InspectionRequest).where(InspectionRequest.job_id == job_id).order_by(InspectionRequest.asked_at)
         return self.session.scalars(stmt).all()
+
+    def counts(self, job_id: str, requester_dn: str) -> tuple[int, int]:
+        """(requests ``job_id`` keeps, requests ``requester_dn`` keeps over all jobs), whatever
+        their state, in one statement."""
+        def kept(where: ColumnElement[bool]) -> ScalarSelect[int]:
+            return select(func.count()).select_from(InspectionRequest).where(where).scalar_subquery()
+
+        row = self.session.execute(select(kept(InspectionRequest.job_id == job_id),
+                                          kept(InspectionRequest.requester_dn == requester_dn))).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def remove_expired_of(self, job_id: str, requester_dn: str, asked_before: dt.datetime) -> int:
+        """Delete the requests of ``job_id`` or of ``requester_dn`` asked before ``asked_before``;
+        how many."""
+        result = self.session.execute(delete(InspectionRequest).where(
+            or_(InspectionRequest.job_id == job_id, InspectionRequest.requester_dn == requester_dn),
+            InspectionRequest.asked_at < asked_before))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def count_expired(self, asked_before: dt.datetime) -> int:
+        stmt = select(func.count()).select_from(InspectionRequest).where(InspectionRequest.asked_at < asked_before)
+        return int(self.session.scalar(stmt) or 0)
+
+    def remove_expired(self, asked_before: dt.datetime, limit: int) -> int:
+        """Delete at most ``limit`` requests asked before ``asked_before``, oldest first; how many."""
+        oldest = (select(InspectionRequest.id).where(InspectionRequest.asked_at < asked_before)
+                  .order_by(InspectionRequest.asked_at).limit(limit))
+        result = self.session.execute(delete(InspectionRequest).where(InspectionRequest.id.in_(oldest)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def add_event(self, job_id: str, state: str, reason: str, at: dt.datetime) -> None:
         """A ``job_events`` row for an inspection; the job's state is left unchanged."""

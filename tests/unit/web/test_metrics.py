@@ -105,11 +105,22 @@ def test_an_expired_crl_fails_readiness(pki: Pki) -> None:
     assert all(check.ok for check in ca_checks(pki.ca_dir, dt.datetime.now(dt.UTC)))
 
 
-def _readyz(rt: Runtime) -> tuple[str, str]:
+def _readyz(rt: Runtime, token: str | None = "t0ken") -> tuple[str, str]:  # noqa: S107 - a test token
+    """/readyz, asked with the bearer token the app is given (the checks' details shown)."""
     seen: list[str] = []
-    body = b"".join(MetricsApp(rt)({"PATH_INFO": "/readyz", "REQUEST_METHOD": "GET"},
-                                   lambda status, headers: seen.append(status)))
+    environ = {"PATH_INFO": "/readyz", "REQUEST_METHOD": "GET", "HTTP_AUTHORIZATION": f"Bearer {token}"}
+    body = b"".join(MetricsApp(rt, token)(environ, lambda status, headers: seen.append(status)))
     return seen[0], body.decode()
+
+
+def test_readiness_details_need_the_token(rt: Runtime, tmp_path: Path) -> None:
+    """The details name the site's files: without a token configured (or given) each check is
+    named with ok or FAIL alone."""
+    rt.settings = dataclasses.replace(rt.settings, security=dataclasses.replace(rt.settings.security,
+                                                                                ca_dir=str(tmp_path)))
+    status, text = _readyz(rt, None)
+    assert status.startswith("503") and "ca FAIL\n" in text and str(tmp_path) not in text, text
+    assert str(tmp_path) in _readyz(rt)[1]
 
 
 def test_a_ca_directory_without_a_ca_certificate_fails_readiness(rt: Runtime, pki: Pki, tmp_path: Path) -> None:
