@@ -963,7 +963,7 @@ class MetricsSettings:
         bind: ``host[:port]`` of the plain-HTTP listener of ``wmproxy-metrics`` (``/metrics``,
             ``/healthz``, ``/readyz``), port 9464 when none is given; keep it on loopback or
             a management network. Every local process can connect to it, grid jobs of the local
-            backend included: see ``token_file`` and docs/monitoring.md.
+            backend too (``token_file``, docs/monitoring.md).
         token_file: a file (readable by the service user) whose first line is a bearer token:
             ``/metrics`` and ``/readyz`` then answer only requests with ``Authorization: Bearer
             <token>`` (Prometheus: ``authorization: {credentials_file: ...}``), others get 401;
