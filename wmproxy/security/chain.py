@@ -557,9 +557,9 @@ def check_proxy_policies(chain: list[x509.Certificate]) -> None:
 
     RFC 3820: an id-ppl-independent proxy (1.3.6.1.5.5.7.21.2) has none of its issuer's rights,
     and a relying party that does not understand a policy language must not take the proxy for
-    one with its issuer's rights. This service has no
-    rights to give but the owner's, whole or limited, so it refuses both: the caller's chain at
-    the TLS edge, a delegated chain at putProxy, a proxy MyProxy or a VOMS refresh returns.
+    one with its issuer's rights. This service has no rights to give but the owner's, whole or
+    limited, so it refuses both: the caller's chain at the TLS edge, a delegated chain at
+    putProxy, a proxy MyProxy or a VOMS refresh returns, a chain the client would delegate from.
 
     Raises:
         ProxyPolicyError: such a proxy; the message names its language.
