@@ -381,6 +381,47 @@ def odd_proxy(csr_pem: str | bytes, signer: Any, *, cn: str = "123", extension: 
     return chain_pem([cert, signer.cert, *signer.chain]).decode()
 
 
+#: RFC 3820 id-ppl-independent: a proxy with none of its issuer's rights.
+INDEPENDENT = "1.3.6.1.5.5.7.21.2"
+#: A policy language no relying party knows (a private arc), with a policy of its own.
+PRIVATE_POLICY = ("1.3.6.1.4.1.99999.1.1", b"allow getJobStatus only")
+
+
+def policy_proxy(issuer: Any, language: str, policy: bytes | None = None, *, lifetime: int = 3600,
+                 csr_pem: bytes | None = None) -> Any:
+    """A proxy Credential of the Credential ``issuer`` (with its key) whose proxyCertInfo has the
+    policy ``language`` (a dotted OID: :data:`INDEPENDENT`, a private one...) and ``policy`` bytes,
+    otherwise as ``make_proxy`` makes one (a fresh 2048-bit key, ``CN=<serial>``, keyUsage); with
+    ``csr_pem`` (a getProxyReq's request), of the request's key, and without a key."""
+    import datetime as dt
+    import secrets
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from wmproxy.security.pci import ProxyCertInfo, pci_extension
+    from wmproxy.security.proxy import Credential
+
+    key = None if csr_pem is not None else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key() if key is not None else x509.load_pem_x509_csr(csr_pem or b"").public_key()
+    now = dt.datetime.now(dt.UTC)
+    serial = secrets.randbits(31) | 1 << 30
+    added = x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, str(serial))])
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([*issuer.cert.subject.rdns, added]))
+            .issuer_name(issuer.cert.subject).public_key(public).serial_number(serial)
+            .not_valid_before(max(now - dt.timedelta(minutes=5), issuer.cert.not_valid_before_utc))
+            .not_valid_after(min(now + dt.timedelta(seconds=lifetime), issuer.cert.not_valid_after_utc))
+            .add_extension(pci_extension(ProxyCertInfo(language, None, policy)), critical=True)
+            .add_extension(usage, critical=True)
+            .sign(issuer.key, hashes.SHA256()))
+    return Credential(cert, key, [issuer.cert, *issuer.chain])
+
+
 # --- the SOAP application in-process ------------------------------------------------------------
 
 

@@ -64,6 +64,22 @@ def voms_server_of(ca: CertificateAuthority, root: Path) -> VomsServer:
     return VomsServer(cert, key, dn, vomsdir)
 
 
+def other_vo_voms_server(pki: Pki, root: Path, vomsdir: Path, vo: str = "cms") -> VomsServer:
+    """A VOMS server of another VO (``voms-<vo>.localhost``, certified by the test CA) that
+    ``vomsdir`` trusts for ``vo`` only (``<vomsdir>/<vo>/voms-<vo>.localhost.lsc``), as a site
+    trusting several VOs does; pass ``vo`` and :func:`other_vo_uri` to :func:`fake_voms_proxy`."""
+    host = f"voms-{vo}.localhost"
+    cert, key = pki.ca.issue_host(host, root / host)
+    dn = slash_dn(x509.load_pem_x509_certificate(cert.read_bytes()).subject)
+    write_lsc(vomsdir, dn, pki.ca.dn, vo=vo, host=host)
+    return VomsServer(cert, key, dn, vomsdir)
+
+
+def other_vo_uri(vo: str = "cms") -> str:
+    """The URI (host:port) of :func:`other_vo_voms_server`'s server for ``vo``."""
+    return f"voms-{vo}.localhost:15002"
+
+
 def untrusted_voms_server(pki: Pki, root: Path) -> VomsServer:
     """A VOMS server certified by the test CA (``.../CN=voms-impostor.localhost``) whose DN no
     .lsc lists; its ``vomsdir`` is empty (use the trusted server's)."""
@@ -90,26 +106,27 @@ def write_lsc(vomsdir: Path, dn: str, ca_dn: str, vo: str = "atlas", host: str =
 
 
 def fake_voms_proxy(pki: Pki, server: VomsServer, out: Path, *args: str, user: str = "alice",
-                    fqans: tuple[str, ...] = FQANS) -> Path:
-    """Run voms-proxy-fake (``peers.md`` §4.1) for a test user; extra ``args`` are appended."""
+                    fqans: tuple[str, ...] = FQANS, vo: str = "atlas", uri: str = URI) -> Path:
+    """Run voms-proxy-fake (``peers.md`` §4.1) for a test user; extra ``args`` are appended. The AC
+    is of VO ``vo`` from the server at ``uri`` (its policy authority ``<vo>://<uri>``)."""
     binary = shutil.which("voms-proxy-fake")
     if binary is None:
         need_peer("voms-proxy-fake (voms-clients) is not installed")
     home = pki.root / pki.users[user].name
-    proc = run_voms_proxy_fake(binary, home, pki.ca_dir, server, out, fqans, args)
+    proc = run_voms_proxy_fake(binary, home, pki.ca_dir, server, out, fqans, args, vo=vo, uri=uri)
     assert proc.returncode == 0, proc.stderr
     return out
 
 
 def run_voms_proxy_fake(binary: str, home: Path, ca_dir: Path, server: VomsServer, out: Path,
                         fqans: tuple[str, ...] = FQANS, args: tuple[str, ...] = (),
-                        hours: int = 24) -> subprocess.CompletedProcess[str]:
+                        hours: int = 24, vo: str = "atlas", uri: str = URI) -> subprocess.CompletedProcess[str]:
     """Run ``binary`` (voms-proxy-fake) for the user whose ``usercert.pem`` and ``userkey.pem``
-    are in ``home``: an RFC 3820 proxy with an AC of VO atlas carrying ``fqans`` (the first is
-    the primary one), valid ``hours``, written to ``out``; ``args`` are appended."""
+    are in ``home``: an RFC 3820 proxy with an AC of VO ``vo`` (server ``uri``) carrying ``fqans``
+    (the first is the primary one), valid ``hours``, written to ``out``; ``args`` are appended."""
     cmd = [binary, "-rfc", "-q", "-cert", str(home / "usercert.pem"), "-key", str(home / "userkey.pem"),
            "-certdir", str(ca_dir), "-hostcert", str(server.cert), "-hostkey", str(server.key),
-           "-voms", "atlas", "-uri", URI, "-hours", str(hours), "-vomslife", str(hours), "-out", str(out)]
+           "-voms", vo, "-uri", uri, "-hours", str(hours), "-vomslife", str(hours), "-out", str(out)]
     for fqan in fqans:
         cmd += ["-fqan", fqan]
     env = {**os.environ, "X509_CERT_DIR": str(ca_dir), "HOME": str(out.parent)}

@@ -92,6 +92,22 @@ class ProxyVerificationError(ProxyError):
     """putProxy got a certificate chain that fails a check (1212)."""
 
 
+class ProxyPolicyError(ProxyVerificationError):
+    """A proxy level of a chain whose RFC 3820 policy language is neither id-ppl-inheritAll
+    (1.3.6.1.5.5.7.21.1) nor the Globus limited proxy (1.3.6.1.4.1.3536.1.1.1.9): an
+    id-ppl-independent proxy (1.3.6.1.5.5.7.21.2) has none of its issuer's rights, and a
+    language the service does not understand must not be read as inheritAll (RFC 3820), so the
+    chain is refused (1212; at the TLS edge an AuthenticationFault, 1206).
+
+    Attributes:
+        policy_language: the dotted OID of the refused language.
+    """
+
+    def __init__(self, message: str, *, policy_language: str) -> None:
+        super().__init__(message)
+        self.policy_language = policy_language
+
+
 # --- jobs ---
 
 class JobNotFoundError(WMProxyError):

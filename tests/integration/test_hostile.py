@@ -21,11 +21,13 @@ from tests.fuzz.support import deployment_footprint, tried, typed_fault
 from tests.integration.isolated import standard_deployment
 from tests.integration.refclient import D2, SOAP, WMP, ReferenceClient, fault_detail, reference_client, session_for
 from tests.integration.service import Deployment
-from tests.support import ECHO_JDL, assert_fault, delegate
+from tests.support import ECHO_JDL, INDEPENDENT, PRIVATE_POLICY, assert_fault, delegate, policy_proxy
 from tests.voms_support import (
     fake_ca_voms_server,
     fake_voms_proxy,
     fake_voms_server,
+    other_vo_uri,
+    other_vo_voms_server,
     untrusted_voms_server,
     write_lsc,
 )
@@ -154,6 +156,63 @@ class TestLimitedProxy:
         assert deployment_footprint(deployment.config) == before
 
 
+# --- restricted proxies (RFC 3820 independent, or a policy language not understood) -------------
+
+
+class TestRestrictedProxy:
+    """A proxy Alice hands on with a restricted policy (independent, or a private language saying
+    "read only") does not act with her rights: the TLS edge refuses it, whatever the operation, and
+    putProxy refuses a chain holding one. Limited proxies keep their rules (:class:`TestLimitedProxy`)."""
+
+    @pytest.mark.parametrize(("language", "policy", "text"), [
+        (INDEPENDENT, None, f"an independent proxy (RFC 3820 policy language id-ppl-independent, {INDEPENDENT})"),
+        (*PRIVATE_POLICY, f"policy language {PRIVATE_POLICY[0]}, which this service does not understand"),
+    ])
+    def test_refused_at_the_tls_edge(self, alice: ReferenceClient, deployment: Deployment, pki: Pki, files: Path,
+                                     language: str, policy: bytes | None, text: str) -> None:
+        job = alice.wmproxy.jobRegister(ECHO_JDL, "hostile")
+        uri = alice.wmproxy.getSandboxDestURI(job.id, "https")[0]
+        assert alice.session.put(f"{uri}/mine.txt", data=b"mine").status_code == 201
+        path = proxy_file(files, f"restricted-{language}.pem", policy_proxy(pki.users["alice"].credential, language,
+                                                                            policy, lifetime=6 * 3600))
+        restricted = reference_client(deployment.endpoint, path, pki.ca_dir)
+        before = deployment_footprint(deployment.config)
+        calls = {
+            "getVersion": restricted.wmproxy.getVersion,
+            "getJobStatus": lambda: restricted.wmproxy.getJobStatus(job.id),
+            "jobCancel": lambda: restricted.wmproxy.jobCancel(job.id),
+            "jobSubmit": lambda: restricted.wmproxy.jobSubmit(ECHO_JDL, "hostile"),
+        }
+        for operation, call in calls.items():
+            with pytest.raises(zeep.exceptions.Fault) as err:
+                call()
+            refused(err, "AuthenticationFault", operation, text)
+            assert fault_detail(err.value).findtext("ErrorCode") == "1206"
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            restricted.deleg2.destroy("hostile")
+        delegation_refused(err, text)
+        for method in ("GET", "DELETE"):
+            reply = restricted.session.request(method, f"{uri}/mine.txt")
+            assert reply.status_code == 403 and language in reply.text, reply.text
+        assert deployment_footprint(deployment.config) == before
+        assert alice.wmproxy.getJobStatus(job.id).status == "Submitted"
+        assert alice.session.get(f"{uri}/mine.txt").content == b"mine"
+
+    def test_a_delegation_signed_by_an_independent_proxy(self, alice: ReferenceClient, pki: Pki,
+                                                         deployment: Deployment) -> None:
+        csr = alice.deleg2.getProxyReq("signed-by-independent")
+        before = deployment_footprint(deployment.config)
+        signed = sign_proxy_request(csr.encode(), policy_proxy(pki.users["alice"].credential, INDEPENDENT),
+                                    lifetime=3600)
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            alice.deleg2.putProxy("signed-by-independent", signed.decode())
+        delegation_refused(err, f"an independent proxy (RFC 3820 policy language id-ppl-independent, {INDEPENDENT})")
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            alice.wmproxy.jobRegister(ECHO_JDL, "signed-by-independent")
+        refused(err, "AuthorizationFault", "jobRegister", "Unable to get delegated Proxy")
+        assert deployment_footprint(deployment.config) == before
+
+
 # --- proxy chain depth --------------------------------------------------------------------------
 
 
@@ -198,7 +257,15 @@ def voms(deployment: Deployment, pki: Pki, tmp_path_factory: pytest.TempPathFact
     write_lsc(deployment.state / "vomsdir", server.dn, pki.ca.dn)
     untrusted = untrusted_voms_server(pki, root / "impostor")
     fake_ca = fake_ca_voms_server(pki, root / "fake")
+    # the site trusts VO cms's server too, for cms: its ACs carrying atlas FQANs are not believed
+    cms = other_vo_voms_server(pki, root / "cms", deployment.state / "vomsdir")
     return {
+        "alice-cms-says-atlas": fake_voms_proxy(pki, cms, root / "alice-cms-says-atlas.pem", fqans=(PRODUCTION,),
+                                                vo="cms", uri=other_vo_uri()),
+        "bob-cms-says-atlas": fake_voms_proxy(pki, cms, root / "bob-cms-says-atlas.pem", user="bob", fqans=(ATLAS,),
+                                              vo="cms", uri=other_vo_uri()),
+        "bob-cms": fake_voms_proxy(pki, cms, root / "bob-cms.pem", user="bob",
+                                   fqans=("/cms/Role=NULL/Capability=NULL",), vo="cms", uri=other_vo_uri()),
         "alice-atlas": fake_voms_proxy(pki, server, root / "alice-atlas.pem", fqans=(ATLAS, PRODUCTION)),
         "alice-production": fake_voms_proxy(pki, server, root / "alice-production.pem", fqans=(PRODUCTION, ATLAS)),
         "bob-atlas": fake_voms_proxy(pki, server, root / "bob-atlas.pem", user="bob", fqans=(ATLAS,)),
@@ -210,7 +277,7 @@ def voms(deployment: Deployment, pki: Pki, tmp_path_factory: pytest.TempPathFact
 
 
 class TestForgedVomsAttributes:
-    @pytest.mark.parametrize("forgery", ["alice-untrusted", "alice-fake-ca"])
+    @pytest.mark.parametrize("forgery", ["alice-untrusted", "alice-fake-ca", "alice-cms-says-atlas"])
     def test_not_reported_nor_registered(self, deployment: Deployment, pki: Pki, voms: dict[str, Path],
                                          forgery: str) -> None:
         tried("tls")
@@ -224,14 +291,16 @@ class TestForgedVomsAttributes:
         (vo,) = client.wmproxy.getJobProxyInfo(job.id).VOsInfo
         assert vo.Attribute[0].startswith("not verified: ")
 
-    @pytest.mark.parametrize(("bob_proxy", "granted"), [("bob-atlas", True), ("bob-untrusted", False),
-                                                        ("bob-fake-ca", False)])
+    @pytest.mark.parametrize(("bob_proxy", "item", "granted"), [
+        ("bob-atlas", "/atlas", True), ("bob-untrusted", "/atlas", False), ("bob-fake-ca", "/atlas", False),
+        # VO cms's server is trusted for cms only
+        ("bob-cms", "/cms", True), ("bob-cms-says-atlas", "/atlas", False)])
     def test_acl_items_trust_the_same_verification(self, alice: ReferenceClient, deployment: Deployment,
-                                                   pki: Pki, voms: dict[str, Path], bob_proxy: str,
+                                                   pki: Pki, voms: dict[str, Path], bob_proxy: str, item: str,
                                                    granted: bool) -> None:
         tried("tls")
         job = alice.wmproxy.jobRegister(ECHO_JDL, "hostile")
-        alice.wmproxy.addACLItems(job.id, {"Item": ["/atlas"]})
+        alice.wmproxy.addACLItems(job.id, {"Item": [item]})
         bob = reference_client(deployment.endpoint, voms[bob_proxy], pki.ca_dir)
         if granted:
             assert bob.wmproxy.getJobStatus(job.id).status == "Submitted"

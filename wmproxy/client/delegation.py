@@ -46,15 +46,19 @@ def sign_request(csr_pem: str, proxy_file: str) -> str:
 
     Raises:
         WMProxyClientError: ``ProxyError`` if the proxy is unreadable, has no key,
-            has expired, or the CSR is invalid.
+            has expired, holds a proxy of another RFC 3820 policy language than inheritAll and
+            limited (an independent proxy: the service refuses such a chain, the message names
+            the language), or the CSR is invalid.
     """
     from wmproxy.errors import WMProxyError
+    from wmproxy.security.chain import check_proxy_policies
     from wmproxy.security.proxy import load_credential, sign_proxy_request, time_left
 
     try:
         signer = load_credential(proxy_file)
         if signer.key is None:
             raise WMProxyClientError("ProxyError", f"no private key in {proxy_file}", None, "putProxy")
+        check_proxy_policies(signer.full_chain)
         lifetime = int(time_left(signer.cert))
         if lifetime <= 0:
             raise WMProxyClientError("ProxyError", f"the proxy {proxy_file} has expired", None, "putProxy")

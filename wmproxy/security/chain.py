@@ -29,9 +29,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from OpenSSL import crypto
 
-from wmproxy.errors import ProxyError, ProxyVerificationError
+from wmproxy.errors import ProxyError, ProxyPolicyError, ProxyVerificationError
 from wmproxy.security.dn import slash_dn
-from wmproxy.security.pci import LIMITED_PROXY_OID, PROXY_CERT_INFO_OID, proxy_cert_info
+from wmproxy.security.pci import (
+    INDEPENDENT_OID,
+    INHERIT_ALL_OID,
+    LIMITED_PROXY_OID,
+    PROXY_CERT_INFO_OID,
+    decode_pci,
+    proxy_cert_info,
+)
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
@@ -492,15 +499,19 @@ def is_limited_proxy(cert: x509.Certificate) -> bool:
     limited-proxy OID (1.3.6.1.4.1.3536.1.1.1.9), or a legacy GT2 proxy whose subject is
     its issuer's plus ``CN=limited proxy``.
 
-    A malformed proxyCertInfo counts as limited: what it grants cannot be known, so the
-    proxy gets the least (the TLS layer refuses such certificates anyway).
+    A proxy whose rights cannot be read as the issuer's counts as limited too, so it gets the
+    least: a malformed proxyCertInfo (the TLS layer refuses such certificates anyway), and any
+    policy language but id-ppl-inheritAll (:data:`PROXY_POLICIES`: id-ppl-independent, or a
+    language the service does not understand). Those are refused outright where a chain comes
+    in (:func:`check_proxy_policies`); counting them as limited only keeps a chain that got past
+    it (a proxy stored by an earlier release) from the owner's full rights.
     """
     try:
         info = proxy_cert_info(cert)
     except ValueError:
         return True
     if info is not None:
-        return info.policy_language == LIMITED_PROXY_OID
+        return info.policy_language != INHERIT_ALL_OID
     return _legacy_proxy_cn(cert) == LEGACY_LIMITED_CN
 
 
@@ -509,6 +520,62 @@ def has_limited_proxy(chain: list[x509.Certificate]) -> bool:
     (:func:`is_limited_proxy`). A proxy signed by a limited proxy is limited too
     (RFC 3820 §3.8: a proxy never has more rights than its issuer)."""
     return any(is_limited_proxy(cert) for cert in chain)
+
+
+#: The RFC 3820 policy languages the service understands: id-ppl-inheritAll (an impersonation
+#: proxy, the owner's rights) and the Globus limited proxy (data access only, ``LIMITED_PROXY_REFUSED``
+#: of :mod:`wmproxy.services.authz`). A proxy of any other language is refused
+#: (:func:`check_proxy_policies`).
+PROXY_POLICIES = frozenset({INHERIT_ALL_OID, LIMITED_PROXY_OID})
+
+
+def unknown_proxy_policy(chain: list[x509.Certificate]) -> str | None:
+    """The policy language (dotted OID) of the leaf-most RFC 3820 proxy of the leaf-first
+    ``chain`` whose language is not one of :data:`PROXY_POLICIES`, None when there is none.
+
+    A malformed proxyCertInfo names no language: it is left to :func:`is_limited_proxy` (limited)
+    and to the TLS layer and OpenSSL, which refuse it.
+    """
+    for cert in chain:
+        # a loop, not proxy_cert_info: its ExtensionNotFound for the end-entity certificate cost
+        # about 3 µs (issue 14)
+        ext = next((e for e in cert.extensions if e.oid == PROXY_CERT_INFO_OID), None)
+        if ext is None or not isinstance(ext.value, x509.UnrecognizedExtension):
+            continue
+        try:
+            language = decode_pci(ext.value.value).policy_language
+        except ValueError:
+            continue
+        if language not in PROXY_POLICIES:
+            return language
+    return None
+
+
+def check_proxy_policies(chain: list[x509.Certificate]) -> None:
+    """Refuse a leaf-first ``chain`` holding an RFC 3820 proxy whose policy language is neither
+    id-ppl-inheritAll nor the Globus limited proxy (:func:`unknown_proxy_policy`).
+
+    RFC 3820: an id-ppl-independent proxy (1.3.6.1.5.5.7.21.2) has none of its issuer's rights,
+    and a relying party that does not understand a policy language must not take the proxy for
+    one with its issuer's rights. This service has no rights to give but the owner's, whole or
+    limited, so it refuses both: the caller's chain at the TLS edge, a delegated chain at
+    putProxy, a proxy MyProxy or a VOMS refresh returns, a chain the client would delegate from.
+
+    Raises:
+        ProxyPolicyError: such a proxy; the message names its language.
+    """
+    language = unknown_proxy_policy(chain)
+    if language is None:
+        return
+    if language == INDEPENDENT_OID:
+        what = (f"an independent proxy (RFC 3820 policy language id-ppl-independent, {language}) has none of "
+                "its issuer's rights")
+    else:
+        what = (f"a proxy of RFC 3820 policy language {language}, which this service does not understand, "
+                "cannot be granted its issuer's rights")
+    raise ProxyPolicyError(
+        f"{what}; only impersonation (inheritAll, {INHERIT_ALL_OID}) and limited ({LIMITED_PROXY_OID}) proxies "
+        "are accepted", policy_language=language)
 
 
 def proxy_depth(chain: list[x509.Certificate]) -> int:

@@ -30,6 +30,7 @@ from wmproxy.security.chain import (
     canonical_base64,
     chain_facts,
     chain_pem,
+    check_proxy_policies,
     der_element,
     extends_issuer,
     forget_certificate,
@@ -134,8 +135,11 @@ def accept_delegated_proxy(
     Checks, in order: the leaf certifies the pending key; it is an RFC 3820 proxy
     (gridsite ``htproxyput`` sends proxies without proxyCertInfo, refused here); it is
     signed by the next cert and its subject is that cert's plus one CN; the chain has at
-    most ``max_depth`` proxy levels; no certificate of it is a limited proxy (a proxy
-    signed by a limited proxy is limited, and limited proxies grant data access only); the
+    most ``max_depth`` proxy levels; no certificate of it is a proxy of another RFC 3820
+    policy language than inheritAll and the Globus limited proxy (an independent proxy, or a
+    language not understood: :func:`~wmproxy.security.chain.check_proxy_policies`); none is a
+    limited proxy (a proxy signed by a limited proxy is limited, and limited proxies grant data
+    access only); the
     chain's identity is the caller; it is within its validity period (5 s clock skew); the
     whole chain verifies against ``ca_dir`` (CRLs included); the end-entity certificate of the
     path OpenSSL verified is the caller's too.
@@ -147,6 +151,7 @@ def accept_delegated_proxy(
 
     Raises:
         ProxyVerificationError: any check fails; the message says which.
+        ProxyPolicyError: a proxy of another policy language (a ProxyVerificationError naming it).
         LimitedProxyError: the chain holds a limited proxy (AuthorizationFault 1207).
     """
     now = utc_now(now)
@@ -274,6 +279,8 @@ def _check_chain(chain: list[x509.Certificate], leaf: x509.Certificate, caller_d
     if depth > max_depth:
         raise _refuse(f"the delegated proxy chain is too long: {depth} proxy levels, at most {max_depth} allowed")
     if is_limited_proxy(leaf) or issuers.limited:
+        # a proxy of another language than inheritAll counts as limited: refused as what it is
+        check_proxy_policies(chain)
         raise LimitedProxyError(
             "Authorization error: a limited proxy cannot be delegated: the delegated chain holds a limited "
             "proxy, which grants data access only"

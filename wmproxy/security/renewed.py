@@ -22,7 +22,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wmproxy.errors import ProxyError
-from wmproxy.security.chain import end_entity, has_limited_proxy, load_pem_chain, proxy_depth, verify_exact_chain
+from wmproxy.security.chain import (
+    check_proxy_policies,
+    end_entity,
+    has_limited_proxy,
+    load_pem_chain,
+    proxy_depth,
+    verify_exact_chain,
+)
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.voms import voms_attributes
 
@@ -65,12 +72,16 @@ def check_renewed_proxy(
         ProxyError: no or unreadable certificate, more than ``max_depth`` proxy levels, an RSA
             key with a public exponent above :data:`MAX_RSA_EXPONENT`, a chain that does not
             verify at ``now`` or is not the verified path (``ProxyVerificationError``), another
-            identity than ``owner_dn``, a limited proxy in the chain (putProxy refuses them), or
+            identity than ``owner_dn``, a limited proxy in the chain (putProxy refuses them), a
+            proxy of another RFC 3820 policy language than inheritAll and limited
+            (``ProxyPolicyError`` naming it: an independent proxy, or a language not understood), or
             a user certificate of another subject or issuer than the stored proxy's.
     """
     chain = load_pem_chain(pem)
     user = _owners_chain(chain, owner_dn, ca_dir, now, "MyProxy returned", max_depth=max_depth)
     if has_limited_proxy(chain):
+        # a proxy of another language than inheritAll counts as limited: refused as what it is
+        check_proxy_policies(chain)
         raise ProxyError("MyProxy returned a limited proxy, where a full one was delegated")
     stored = end_entity(load_pem_chain(stored_pem))
     if user.subject != stored.subject or user.issuer != stored.issuer:

@@ -7,8 +7,9 @@ Layout (``peers.md`` §4.3): the proxy extension ``1.3.6.1.4.1.8005.100.100.5`` 
 (certseq, ``SEQUENCE { SEQUENCE OF Certificate }``) embeds the VOMS server's
 certificate chain.
 
-Verification is one function, :func:`_verify`, reached through :func:`voms_attributes`
-(with ``vomsdir`` and ``ca_dir``) and :func:`verified_fqans`; every service path that
+Verification is one function, :func:`_judge` (:func:`_verify`, then the VO of the FQANs),
+reached through :func:`voms_attributes` (with ``vomsdir`` and ``ca_dir``), :func:`ac_attributes`
+and :func:`verified_fqans`; every service path that
 believes an FQAN (the caller's FQANs at the TLS edge, a delegated proxy's FQANs for the
 registered JDL's ``VOMS_FQAN``, mapping, ACL checks and getDelegatedProxyInfo /
 getJobProxyInfo) goes through it. It does what libvomsapi's VERIFY_FULL does for the
@@ -31,6 +32,10 @@ cases the service meets:
   certificate's DNS names); with none, every AC with targets is refused;
 * critical AC extensions (RFC 5755 §4.3): an AC with a critical extension the service does
   not know (:data:`KNOWN_CRITICAL_EXTENSIONS`) does not verify.
+* every FQAN is of the AC's VO (its first group is ``/<vo>``, the VO of the policy authority
+  the ``.lsc`` was chosen by): a server trusted for one VO does not speak for another. An AC
+  holding another VO's FQAN does not verify at all, as libvomsapi refuses it (logged once per
+  AC, :func:`_foreign_fqans`).
 
 An AC that fails any check is returned with ``verified=False`` and the reason; such an AC
 is never a source of FQANs (:func:`verified_fqans` skips it).
@@ -45,6 +50,7 @@ targets are checked at every call.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Collection
@@ -70,6 +76,8 @@ from wmproxy.security.chain import certificate_der, load_pem_chain, verify_chain
 from wmproxy.security.dn import slash_dn
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 VOMS_AC_OID = ObjectIdentifier("1.3.6.1.4.1.8005.100.100.5")
 VOMS_FQAN_ATTRIBUTE_OID = "1.3.6.1.4.1.8005.100.100.4"
@@ -221,7 +229,7 @@ def voms_attributes(
             holder = _holder_cert(facts, chain)
             attrs = _attributes(facts, holder)
             if vomsdir is not None and ca_dir is not None:
-                problem = _verify(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
+                problem = _judge(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
                 attrs = replace(attrs, verified=not problem, verify_error=problem)
             result.append(attrs)
         return result
@@ -241,7 +249,8 @@ def verified_fqans(
     order, so the first is the primary FQAN.
 
     Unverifiable ACs (untrusted signer, bad signature, another holder, outside their validity
-    period, targeted at other services, an unknown critical extension) contribute nothing;
+    period, targeted at other services, an unknown critical extension, an FQAN of another VO
+    than the AC's) contribute nothing;
     without ``vomsdir`` or ``ca_dir`` nothing verifies and the result is ``()``.
 
     Raises:
@@ -384,7 +393,7 @@ def ac_attributes(
     (raw,) = _decode_extension(voms_extension([der]).value)
     facts = _facts(raw)
     holder = _holder_cert(facts, chain)
-    problem = _verify(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
+    problem = _judge(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
     return replace(_attributes(facts, holder), verified=not problem, verify_error=problem)
 
 
@@ -642,6 +651,37 @@ def _utc(at: datetime | None) -> datetime:
 
 
 # --- verification ---
+
+
+def _judge(
+    raw: _RawAC, facts: _Facts, holder: _Holder | None, vomsdir: str, ca_dir: str,
+    at: datetime | None, host_names: Collection[str],
+) -> str:
+    """"" when the AC verifies (:func:`_verify`) and every FQAN it holds is of its own VO
+    (:func:`_foreign_fqans`), else the reason."""
+    return _verify(raw, facts, holder, vomsdir, ca_dir, at, host_names) or _once(
+        raw, "foreign FQANs", lambda: _foreign_fqans(facts))
+
+
+def _foreign_fqans(facts: _Facts) -> str:
+    """"" when every FQAN of a trusted AC is of the AC's VO, else the reason, logged (once per AC:
+    the caller keeps it with the AC, :func:`_once`).
+
+    The vomsdir trusts a VOMS server for one VO (``<vomsdir>/<vo>/<host>.lsc``): what it says of
+    another VO's groups is not believed. As libvomsapi (``checkAttributes``: the top group of
+    every FQAN must be ``/<vo>``, else the whole AC fails, ``AC_ERR_ATTRIB_FQAN``, which
+    ``voms-proxy-info`` reports), the AC is refused, not only those FQANs: its other FQANs come
+    from a server that asserts what it may not.
+    """
+    top = f"/{facts.vo}"
+    foreign = [fqan for fqan in facts.fqans if fqan != top and not fqan.startswith(top + "/")]
+    if not foreign:
+        return ""
+    shown = ", ".join(repr(f[:200]) for f in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    holder = facts.holder[1] if facts.holder is not None else "?"
+    log.warning("VOMS server %s (%s), trusted for VO %s, issued an AC to %s asserting FQANs of another VO (%s): "
+                "the AC is not believed", facts.issuer_dn, facts.uri, facts.vo, holder, shown)
+    return f"the AC of VO {facts.vo} holds FQANs of another VO ({shown})"
 
 
 def _verify(

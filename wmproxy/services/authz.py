@@ -15,6 +15,13 @@ the caller's chain) is for data access: it may read (status, JDL, output lists, 
 information, templates, jobListMatch, getPerusalFiles, sandbox GET/HEAD) but every operation
 that creates, starts, changes or delegates is refused, as listed in
 :data:`LIMITED_PROXY_REFUSED`.
+
+A proxy of any other RFC 3820 policy language (id-ppl-independent, which has none of its
+issuer's rights, or a language the service does not understand) never gets here: the TLS edge
+refuses it (:func:`wmproxy.soap.auth.tls_principal`,
+:func:`wmproxy.security.chain.check_proxy_policies`). Should a caller authenticated otherwise
+present one, :func:`is_limited` counts it as limited (the least,
+:func:`wmproxy.security.chain.is_limited_proxy`).
 """
 
 from __future__ import annotations
@@ -224,7 +231,8 @@ def _limited(chain_pem: bytes) -> bool:
 
 def is_limited(principal: Principal) -> bool:
     """Is the caller's credential a limited proxy (or below one)? False without a chain
-    (a caller authenticated otherwise: tests, admin)."""
+    (a caller authenticated otherwise: tests, admin). A proxy of another policy language than
+    inheritAll counts as limited (:func:`wmproxy.security.chain.is_limited_proxy`)."""
     return bool(principal.chain_pem) and _limited(principal.chain_pem)
 
 

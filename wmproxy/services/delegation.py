@@ -25,10 +25,11 @@ from wmproxy.errors import (
     LimitedProxyError,
     ProxyError,
     ProxyExpiredError,
+    ProxyPolicyError,
     ProxyVerificationError,
 )
 from wmproxy.security import delegation as crypto
-from wmproxy.security.chain import has_limited_proxy, load_pem_chain
+from wmproxy.security.chain import has_limited_proxy, load_pem_chain, unknown_proxy_policy
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
 from wmproxy.security.voms import service_host_names, verified_fqans
@@ -165,7 +166,9 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             replaced (a new getProxyReq) or used (another putProxy) while the proxy was checked.
         ProxyVerificationError: the chain fails a check (key mismatch, not RFC 3820,
             another identity, outside its validity, untrusted or revoked issuer, more than
-            ``[limits] max_proxy_chain_depth`` proxy levels).
+            ``[limits] max_proxy_chain_depth`` proxy levels); ``ProxyPolicyError`` for a proxy
+            of another RFC 3820 policy language than inheritAll and the Globus limited proxy
+            (an independent proxy, or a language not understood; the message names it).
         LimitedProxyError: the chain holds a limited proxy.
 
     The stored FQANs are those of the VOMS ACs that verify now (vomsdir and CA directory).
@@ -345,10 +348,20 @@ def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str)
         LimitedProxyError: the stored chain holds a limited proxy (stored by an older
             release: putProxy and the MyProxy renewal refuse them); it cannot be used for
             ``action``.
+        ProxyPolicyError: the stored chain holds a proxy of another RFC 3820 policy language
+            than inheritAll and limited (an independent proxy: stored by an older release,
+            which took it for an impersonation proxy); the message names it.
         ProxyError: the stored proxy or its VOMS extension is unreadable.
     """
     chain, limited = _stored_chain(rt, row.sealed_proxy)
     if limited:
+        # such a proxy counts as limited (is_limited_proxy): refused as what it is
+        language = unknown_proxy_policy(chain)
+        if language is not None:
+            raise ProxyPolicyError(
+                f"delegated proxy {row.delegation_id!r} holds a proxy of RFC 3820 policy language {language}, "
+                f"which does not carry its owner's rights; it cannot be used to {action}: delegate again",
+                policy_language=language)
         raise LimitedProxyError(
             f"Authorization error: delegated proxy {row.delegation_id!r} was signed by a limited proxy and "
             f"cannot be used to {action}"

@@ -7,10 +7,13 @@ outlive that check, so the chain is verified again against the CA directory as i
 (CRLs included) whenever its Principal is made: at least every :data:`CACHE_TTL` seconds,
 and as soon as its first certificate has expired. Here we read the verified chain from the
 socket, refuse chains with more than ``[limits] max_proxy_chain_depth`` proxy levels
-(OpenSSL's own limit is 100), name the caller by the end-entity certificate's DN in slash
-form (RFC 3820: proxies are skipped) and take its FQANs from the VOMS ACs that verify
-(:func:`wmproxy.security.voms.verified_fqans`) for this service (an AC targeted at other
-services gives none: ``host_names``).
+(OpenSSL's own limit is 100) and chains holding a proxy whose RFC 3820 policy language is
+neither inheritAll nor the Globus limited proxy
+(:func:`wmproxy.security.chain.check_proxy_policies`: an independent proxy has none of its
+issuer's rights, and a language not understood cannot be given them), name the caller by the
+end-entity certificate's DN in slash form (RFC 3820: proxies are skipped) and take its FQANs
+from the VOMS ACs that verify (:func:`wmproxy.security.voms.verified_fqans`) for this service
+(an AC targeted at other services gives none: ``host_names``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from cachetools import LRUCache
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, ProxyError
-from wmproxy.security.chain import der_chain_to_pem, identity_dn, load_pem_chain, proxy_depth, verify_chain
+from wmproxy.security.chain import (
+    check_proxy_policies,
+    der_chain_to_pem,
+    identity_dn,
+    load_pem_chain,
+    proxy_depth,
+    verify_chain,
+)
 from wmproxy.security.voms import verified_fqans, voms_attributes
 
 
@@ -70,7 +80,8 @@ def tls_principal(
 
     Raises:
         AuthenticationError: no TLS socket, no client certificate, a chain with more than
-            ``max_chain_depth`` proxy levels, a chain that no longer verifies against
+            ``max_chain_depth`` proxy levels, a proxy of another policy language than inheritAll
+            or limited (the message names it), a chain that no longer verifies against
             ``ca_dir`` (expired, revoked), a certificate or extension that cannot be read, or a
             malformed VOMS extension.
     """
@@ -111,6 +122,10 @@ def _principal_of(
         raise AuthenticationError(
             f"The client proxy chain is too long: {depth} proxy levels, at most {max_chain_depth} allowed"
         )
+    try:
+        check_proxy_policies(chain)  # an independent proxy, or one of a language not understood
+    except ProxyError as exc:
+        raise AuthenticationError(f"Unusable client credential: {exc.args[0]}") from None
     if ca_dir is not None:
         # The handshake verified the chain when the connection started; on a kept-alive
         # connection that may be long ago, and the proxy may have expired or been revoked since.

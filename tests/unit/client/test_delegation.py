@@ -30,6 +30,19 @@ class TestSignRequest:
             sign_request("-----BEGIN CERTIFICATE REQUEST-----", str(tmp_path / "none"))
         assert err.value.fault_type == "ProxyError"
 
+    def test_a_proxy_of_another_policy_language_is_not_delegated(self, pki: Any, tmp_path: Path) -> None:
+        """The service refuses a chain holding an independent proxy: the client says so before."""
+        from tests.support import INDEPENDENT, policy_proxy
+        from wmproxy.security.delegation import new_proxy_request
+        from wmproxy.security.proxy import credential_pem
+
+        proxy_file = tmp_path / "independent.pem"
+        proxy_file.write_bytes(credential_pem(policy_proxy(pki.users["alice"].credential, INDEPENDENT)))
+        with pytest.raises(WMProxyClientError) as err:
+            sign_request(new_proxy_request(1024)[1].decode(), str(proxy_file))
+        assert err.value.fault_type == "ProxyError"
+        assert "independent proxy" in err.value.description and INDEPENDENT in err.value.description
+
     def test_bad_csr_is_a_proxy_error(self, pki: Any) -> None:
         with pytest.raises(WMProxyClientError) as err:
             sign_request("not a csr", str(pki.users["alice"].proxy))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.conftest import Pki
+from tests.support import INDEPENDENT, PRIVATE_POLICY, policy_proxy
 from tests.unit.renewal.copy_support import big_exponent_key, count_verifications, proxy_levels, self_signed
 from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.config import (
@@ -28,7 +30,7 @@ from wmproxy.config import (
     load_settings,
 )
 from wmproxy.domain import utcnow
-from wmproxy.errors import InvalidJdlAttributeError, ProxyError
+from wmproxy.errors import InvalidJdlAttributeError, ProxyError, ProxyPolicyError
 from wmproxy.jdl import parse_jdl
 from wmproxy.renewal.jobfiles import push_job_proxy
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
@@ -393,6 +395,24 @@ class TestCopiesSlowToVerify:
         slow = credential_pem(make_proxy(proxy_levels(alice.credential, 1, key=big_exponent_key()), lifetime=3600))
         with pytest.raises(ProxyError, match="exponent"):
             check_renewed_proxy(slow, alice.dn, str(pki.ca_dir), utcnow(), stored_pem=stored)
+
+    @pytest.mark.parametrize(("language", "policy"), [(INDEPENDENT, None), PRIVATE_POLICY])
+    def test_a_renewed_proxy_of_another_policy_language_is_refused(self, pki: Pki, language: str,
+                                                                  policy: bytes | None) -> None:
+        """What MyProxy (or a VOMS refresh) returns is held to putProxy's rule: an independent proxy,
+        or one of a language not understood, does not carry the owner's rights."""
+        alice = pki.users["alice"]
+        stored = alice.proxy.read_bytes()
+        for renewed in (policy_proxy(alice.credential, language, policy),
+                        make_proxy(policy_proxy(alice.credential, language, policy), lifetime=3600)):
+            with pytest.raises(ProxyPolicyError, match=re.escape(f"policy language {language}" if policy
+                                                                 else f"id-ppl-independent, {language}")):
+                check_renewed_proxy(credential_pem(renewed), alice.dn, str(pki.ca_dir), utcnow(), stored_pem=stored)
+        with pytest.raises(ProxyError, match="MyProxy returned a limited proxy"):
+            check_renewed_proxy(credential_pem(make_proxy(alice.credential, lifetime=3600, limited=True)), alice.dn,
+                                str(pki.ca_dir), utcnow(), stored_pem=stored)
+        check_renewed_proxy(credential_pem(make_proxy(alice.credential, lifetime=3600)), alice.dn, str(pki.ca_dir),
+                            utcnow(), stored_pem=stored)
 
     def test_an_unchanged_copy_is_verified_once(self, rt: SimpleNamespace, pki: Pki,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,21 +9,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
-from tests.support import odd_proxy
+from tests.support import INDEPENDENT, PRIVATE_POLICY, odd_proxy, policy_proxy
 from tests.unit.security.signing_support import SHA1_RSA, resigned
-from wmproxy.errors import ProxyError, ProxyVerificationError
+from wmproxy.errors import ProxyError, ProxyPolicyError, ProxyVerificationError
 from wmproxy.security import chain as chain_module
 from wmproxy.security.chain import (
     _pem_blocks,
     certificate_der,
     certificate_pem,
     chain_pem,
+    check_proxy_policies,
     der_chain_to_pem,
     end_entity,
+    has_limited_proxy,
     identity_dn,
     is_limited_proxy,
     is_proxy,
     load_pem_chain,
+    unknown_proxy_policy,
     verify_chain,
     verify_delegated_chain,
 )
@@ -253,6 +256,47 @@ class TestProxyTests:
     def test_proxies_only_has_no_identity(self, proxy):
         with pytest.raises(ProxyError):
             end_entity([proxy.cert])
+
+
+class TestProxyPolicies:
+    """RFC 3820 policy languages: inheritAll and the Globus limited proxy are understood; an
+    independent proxy has none of its issuer's rights and a language not understood cannot be
+    read as inheritAll, so both are refused (and count as limited where a chain gets past that)."""
+
+    def test_inherit_all_and_limited_chains_pass(self, user, proxy):
+        limited = make_proxy(proxy, lifetime=600, limited=True)
+        for chain in ([user.cert], proxy.full_chain, limited.full_chain,
+                      make_proxy(limited, lifetime=600).full_chain):
+            check_proxy_policies(chain)
+            assert unknown_proxy_policy(chain) is None
+        assert not has_limited_proxy(proxy.full_chain) and has_limited_proxy(limited.full_chain)
+
+    def test_an_independent_proxy_is_refused_naming_its_language(self, user):
+        independent = policy_proxy(user, INDEPENDENT)
+        with pytest.raises(ProxyPolicyError) as err:
+            check_proxy_policies(independent.full_chain)
+        assert err.value.policy_language == INDEPENDENT
+        assert isinstance(err.value, ProxyVerificationError) and err.value.code == 1212
+        assert ("an independent proxy (RFC 3820 policy language id-ppl-independent, 1.3.6.1.5.5.7.21.2) has none "
+                "of its issuer's rights") in str(err.value)
+        assert is_limited_proxy(independent.cert)
+
+    def test_a_language_not_understood_is_refused_naming_it(self, user, proxy):
+        private = policy_proxy(proxy, *PRIVATE_POLICY)
+        with pytest.raises(ProxyPolicyError, match=r"policy language 1\.3\.6\.1\.4\.1\.99999\.1\.1, which this "
+                                                   r"service does not understand") as err:
+            check_proxy_policies(private.full_chain)
+        assert err.value.policy_language == PRIVATE_POLICY[0]
+        assert is_limited_proxy(private.cert)
+
+    def test_any_level_counts(self, user):
+        # an impersonation proxy signed by an independent one has no more rights than its issuer
+        below = make_proxy(make_proxy(policy_proxy(user, INDEPENDENT), lifetime=600), lifetime=600)
+        assert unknown_proxy_policy(below.full_chain) == INDEPENDENT
+        with pytest.raises(ProxyPolicyError, match="independent"):
+            check_proxy_policies(below.full_chain)
+        assert has_limited_proxy(below.full_chain)
+        assert unknown_proxy_policy([policy_proxy(user, "1.2.3.4").cert, user.cert]) == "1.2.3.4"
 
 
 class TestVerifyChain:

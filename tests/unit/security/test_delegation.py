@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from tests.conftest import Pki
-from tests.support import odd_proxy
+from tests.support import INDEPENDENT, PRIVATE_POLICY, odd_proxy, policy_proxy
 from tests.unit.security.signing_support import MD5_RSA, SHA1_RSA, resigned
-from wmproxy.errors import InvalidDelegationIdError, ProxyVerificationError
+from wmproxy.errors import InvalidDelegationIdError, LimitedProxyError, ProxyPolicyError, ProxyVerificationError
 from wmproxy.security.chain import chain_pem, is_proxy, load_pem_chain, verify_chain, verify_delegated_chain
 from wmproxy.security.delegation import (
     accept_delegated_proxy,
@@ -100,6 +100,26 @@ class TestAcceptDelegatedProxy:
         assert not is_proxy(load_pem_chain(sent)[0])
         with pytest.raises(ProxyVerificationError, match="the delegated credential is not an RFC 3820 proxy"):
             accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+
+    @pytest.mark.parametrize(("language", "policy", "text"), [
+        (INDEPENDENT, None, "an independent proxy (RFC 3820 policy language id-ppl-independent"),
+        (*PRIVATE_POLICY, f"policy language {PRIVATE_POLICY[0]}, which this service does not understand"),
+    ])
+    def test_a_proxy_of_another_policy_language_is_refused(self, ca, user, proxy, request_pair, language, policy,
+                                                           text):
+        """RFC 3820: an independent proxy has none of its issuer's rights, a language not understood
+        cannot be read as inheritAll: refused as the signer's chain and as the delegated proxy."""
+        key_pem, csr = request_pair
+        signed_by = sign_proxy_request(csr, policy_proxy(user, language, policy), lifetime=600)
+        leaf = chain_pem(policy_proxy(proxy, language, policy, csr_pem=csr).full_chain)
+        for sent in (signed_by, leaf):
+            with pytest.raises(ProxyPolicyError) as err:
+                accept_delegated_proxy(key_pem, sent, DN, str(ca.directory))
+            assert text in str(err.value) and err.value.policy_language == language
+        # a limited proxy keeps its refusal
+        with pytest.raises(LimitedProxyError, match="a limited proxy cannot be delegated"):
+            accept_delegated_proxy(key_pem, sign_proxy_request(csr, make_proxy(proxy, lifetime=600, limited=True),
+                                                               lifetime=600), DN, str(ca.directory))
 
     def test_other_dn(self, ca, proxy, request_pair):
         key_pem, csr = request_pair

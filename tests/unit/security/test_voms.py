@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from pyasn1.codec.der import decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ as asn1
 
@@ -21,9 +23,12 @@ from tests.voms_support import (
     TARGETS_OID,
     URI,
     VomsServer,
+    _ACSeqs,
     ac_extensions,
     fake_voms_proxy,
     fake_voms_server,
+    other_vo_uri,
+    other_vo_voms_server,
     run_voms_proxy_fake,
     targets_extension,
     voms_server_of,
@@ -35,7 +40,7 @@ from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.delegation import accept_delegated_proxy, new_proxy_request
 from wmproxy.security.pki import create_ca
 from wmproxy.security.proxy import load_credential, make_proxy, sign_proxy_request
-from wmproxy.security.voms import VOMS_AC_OID, service_host_names, verified_fqans, voms_attributes
+from wmproxy.security.voms import VOMS_AC_OID, ac_attributes, service_host_names, verified_fqans, voms_attributes
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +336,79 @@ class TestDelegationFqans:
         delegated = accept_delegated_proxy(key, signed, pki.users["alice"].dn, str(pki.ca_dir),
                                            vomsdir=str(tmp_path))
         assert delegated.fqans == ()
+
+
+class TestFqansOfTheAcsVo:
+    """A VOMS server is trusted for one VO (``<vomsdir>/<vo>/<host>.lsc``): an AC whose FQANs are
+    of another VO is not believed at all, as libvomsapi refuses it (``AC_ERR_ATTRIB_FQAN``)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def vomsdir(cls, pki, voms_server, tmp_path_factory) -> Path:
+        """A site trusting VO atlas's ``voms.localhost`` and VO cms's ``voms-cms.localhost``."""
+        root = tmp_path_factory.mktemp("two-vos")
+        write_lsc(root / "vomsdir", voms_server.dn, pki.ca.dn)
+        return root / "vomsdir"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def cms(cls, pki, vomsdir) -> VomsServer:
+        return other_vo_voms_server(pki, vomsdir.parent, vomsdir)
+
+    def _cms_proxy(self, pki, cms, tmp_path, *fqans: str) -> list[x509.Certificate]:
+        path = fake_voms_proxy(pki, cms, tmp_path / "cms.pem", fqans=fqans, vo="cms", uri=other_vo_uri())
+        return load_pem_chain(path.read_bytes())
+
+    def test_the_servers_own_vo_verifies(self, pki, cms, vomsdir, tmp_path):
+        chain = self._cms_proxy(pki, cms, tmp_path, "/cms/Role=NULL/Capability=NULL", "/cms",
+                                "/cms/uk/Role=pilot/Capability=NULL")
+        assert verified_fqans(chain, vomsdir=vomsdir, ca_dir=pki.ca_dir) == (
+            "/cms/Role=NULL/Capability=NULL", "/cms", "/cms/uk/Role=pilot/Capability=NULL")
+
+    @pytest.mark.parametrize("fqans", [
+        ("/atlas/Role=production/Capability=NULL",),
+        ("/cms/Role=NULL/Capability=NULL", "/atlas/Role=production/Capability=NULL"),
+        ("/cmsx/Role=NULL/Capability=NULL",),  # /cms is not a prefix of the group /cmsx
+        ("cms/Role=NULL/Capability=NULL",),
+    ])
+    def test_an_fqan_of_another_vo_refuses_the_ac(self, pki, cms, vomsdir, tmp_path, fqans):
+        chain = self._cms_proxy(pki, cms, tmp_path, *fqans)
+        (ac,) = voms_attributes(chain, vomsdir=vomsdir, ca_dir=pki.ca_dir)
+        assert ac.vo == "cms" and ac.fqans == fqans  # still reported, as other refused ACs
+        assert not ac.verified
+        assert ac.verify_error.startswith("the AC of VO cms holds FQANs of another VO (")
+        assert repr(fqans[-1]) in ac.verify_error
+        assert verified_fqans(chain, vomsdir=vomsdir, ca_dir=pki.ca_dir) == ()
+
+    def test_an_ac_of_the_vos_own_server_is_unaffected(self, pki, voms_server, voms_chain, vomsdir, cms):
+        assert verified_fqans(voms_chain, vomsdir=vomsdir, ca_dir=pki.ca_dir) == FQANS
+
+    def test_an_ac_from_a_server_answer_is_judged_alike(self, pki, cms, vomsdir, tmp_path):
+        # the VOMS refresh reads a server's answer with ac_attributes
+        chain = self._cms_proxy(pki, cms, tmp_path, "/atlas/Role=production/Capability=NULL")
+        ext = next(e for c in chain for e in c.extensions if e.oid == VOMS_AC_OID)
+        assert isinstance(ext.value, x509.UnrecognizedExtension)
+        (ac,) = [a for seq in decoder.decode(ext.value.value, asn1Spec=_ACSeqs())[0] for a in seq]
+        attrs = ac_attributes(der_encoder.encode(ac), chain, vomsdir=vomsdir, ca_dir=pki.ca_dir)
+        assert not attrs.verified and "FQANs of another VO" in attrs.verify_error
+
+    def test_logged_once_per_ac(self, pki, cms, vomsdir, tmp_path, caplog):
+        chain = self._cms_proxy(pki, cms, tmp_path, "/atlas/Role=production/Capability=NULL")
+        with caplog.at_level(logging.WARNING, logger="wmproxy.security.voms"):
+            for _ in range(3):
+                assert verified_fqans(chain, vomsdir=vomsdir, ca_dir=pki.ca_dir) == ()
+        (record,) = [r for r in caplog.records if "another VO" in r.getMessage()]
+        assert cms.dn in record.getMessage() and "trusted for VO cms" in record.getMessage()
+        assert "'/atlas/Role=production/Capability=NULL'" in record.getMessage()
+
+    def test_an_untrusted_ac_of_another_vo_is_refused_for_its_signer_unlogged(self, pki, voms_server, cms,
+                                                                                 tmp_path, caplog):
+        # a vomsdir that does not trust the cms server: the signer decides, nothing is logged
+        chain = self._cms_proxy(pki, cms, tmp_path, "/atlas/Role=production/Capability=NULL")
+        with caplog.at_level(logging.WARNING, logger="wmproxy.security.voms"):
+            (ac,) = voms_attributes(chain, vomsdir=voms_server.vomsdir, ca_dir=pki.ca_dir)
+        assert not ac.verified and "cms/voms-cms.localhost.lsc" in ac.verify_error
+        assert not [r for r in caplog.records if "another VO" in r.getMessage()]
 
 
 #: The name the service of the targeting tests answers to.

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
 from tests.conftest import Pki
-from tests.support import build_runtime, close_runtime, odd_proxy
+from tests.support import INDEPENDENT, PRIVATE_POLICY, build_runtime, close_runtime, odd_proxy, policy_proxy
 from tests.voms_support import (
     FQANS,
     TARGETS_OID,
@@ -29,7 +29,7 @@ from tests.voms_support import (
 from wmproxy.errors import AuthenticationError
 from wmproxy.security.chain import _pem_blocks
 from wmproxy.security.delegation import new_proxy_request
-from wmproxy.security.proxy import load_credential
+from wmproxy.security.proxy import load_credential, make_proxy
 from wmproxy.soap import auth
 from wmproxy.soap.app import WMProxyApplication
 
@@ -182,6 +182,27 @@ def test_a_certificate_with_an_unreadable_extension_is_an_authentication_error(p
     with pytest.raises(AuthenticationError, match=r"^Unusable client credential: unreadable DER certificate: "
                                                   r"unreadable extension or name: "):
         auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None)
+
+
+@pytest.mark.parametrize(("language", "policy", "text"), [
+    (INDEPENDENT, None, "an independent proxy (RFC 3820 policy language id-ppl-independent, 1.3.6.1.5.5.7.21.2)"),
+    (*PRIVATE_POLICY, f"policy language {PRIVATE_POLICY[0]}, which this service does not understand"),
+])
+def test_a_proxy_of_another_policy_language_is_an_authentication_error(pki: Pki, language: str,
+                                                                        policy: bytes | None, text: str) -> None:
+    """RFC 3820: an independent proxy, or one of a language not understood, does not act with its
+    owner's rights; the caller is refused, at any level of its chain."""
+    alice = pki.users["alice"].credential
+    restricted = policy_proxy(alice, language, policy)
+    for cred in (restricted, make_proxy(restricted, lifetime=600)):
+        ders = [cert.public_bytes(Encoding.DER) for cert in cred.full_chain]
+        with pytest.raises(AuthenticationError, match=r"^Unusable client credential: ") as err:
+            auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None)
+        assert text in str(err.value)
+    limited = make_proxy(alice, lifetime=600, limited=True).full_chain
+    principal, _ = auth._principal_of([cert.public_bytes(Encoding.DER) for cert in limited], vomsdir=None,
+                                      ca_dir=str(pki.ca_dir), max_chain_depth=None)
+    assert principal.dn == pki.users["alice"].dn
 
 
 @pytest.mark.parametrize(("target", "fqans"), [("other-service.example.org", ()), ("localhost", FQANS)])

@@ -19,12 +19,14 @@ from tests.conftest import Pki
 from tests.fuzz.support import expect_fault, store_footprint, tree_footprint, tried, typed_fault, wrapped
 from tests.support import (
     ECHO_JDL,
+    INDEPENDENT,
     Reply,
     SoapApp,
     build_runtime,
     caller_from_environ,
     close_runtime,
     delegate_in_process,
+    policy_proxy,
 )
 from tests.voms_support import (
     TARGETS_OID,
@@ -225,6 +227,25 @@ class TestLimitedProxies:
         before = store_footprint(soap.rt), tree_footprint(Path(soap.rt.settings.sandbox.root))
         fault(register(soap, alice, "swapped"), "AuthorizationFault", "jobRegister",
               "was signed by a limited proxy and cannot be used to register jobs")
+        fault(soap.call(WMPROXY, "jobStart", alice, jobId=job_id), "AuthorizationFault", "jobStart",
+              "cannot be used to start jobs")
+        assert (store_footprint(soap.rt), tree_footprint(Path(soap.rt.settings.sandbox.root))) == before
+
+
+    def test_a_stored_independent_delegation_cannot_register_or_start_jobs(self, soap: SoapApp, pki: Pki,
+                                                                           alice: Principal) -> None:
+        """An independent proxy stored by an earlier release (which took it for an impersonation
+        proxy) is refused where it is used, naming its policy language."""
+        delegate_in_process(soap.rt, alice, pki.users["alice"].proxy, "independent")
+        job_id, _ = registered_job(soap, alice, "independent")
+        independent = policy_proxy(load_credential(pki.users["alice"].proxy), INDEPENDENT, lifetime=6 * 3600)
+        with soap.rt.uow() as uow:
+            uow.delegations.put_proxy(alice.dn, "independent", soap.rt.sealer.seal(credential_pem(independent)),
+                                      independent.cert.not_valid_before_utc, independent.cert.not_valid_after_utc, (),
+                                      utcnow())
+        before = store_footprint(soap.rt), tree_footprint(Path(soap.rt.settings.sandbox.root))
+        fault(register(soap, alice, "independent"), "AuthorizationFault", "jobRegister",
+              f"delegated proxy 'independent' holds a proxy of RFC 3820 policy language {INDEPENDENT}")
         fault(soap.call(WMPROXY, "jobStart", alice, jobId=job_id), "AuthorizationFault", "jobStart",
               "cannot be used to start jobs")
         assert (store_footprint(soap.rt), tree_footprint(Path(soap.rt.settings.sandbox.root))) == before
