@@ -124,8 +124,8 @@ def _not_private(info: os.stat_result) -> str:
         return f"is not a regular file: {_FIX}"
     uid = os.getuid()
     if info.st_uid != uid:
-        return (f"belongs to {_user(info.st_uid)}, not to you ({_user(uid)}): it is not used, since its owner "
-                "would act as you (another user may have planted it); remove it, or ask the administrator to, "
+        return (f"belongs to {user_label(info.st_uid)}, not to you ({user_label(uid)}): it is not used, since its "
+                "owner would act as you (another user may have planted it); remove it, or ask the administrator to, "
                 "and create your own proxy with voms-proxy-init or grid-proxy-init, or set X509_USER_PROXY")
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o177:
@@ -137,7 +137,7 @@ def _not_private(info: os.stat_result) -> str:
     return ""
 
 
-def _user(uid: int) -> str:
+def user_label(uid: int) -> str:
     """``uid 1000 (alice)``, or ``uid 1000`` when the account has no name."""
     import pwd
 
