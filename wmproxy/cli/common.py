@@ -302,6 +302,24 @@ def printable(text: str) -> str:
     return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+#: what :func:`one_line` escapes besides :data:`_CONTROLS`: newline, and the line and paragraph
+#: separators ``str.splitlines`` breaks at (a text read back by a script)
+_LINE_BREAKS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: object) -> str:
+    """``text`` (``str()`` of it) for one line of ``key: value`` output: as :func:`printable`,
+    and a line break shown as ``\\x0a`` (``\\u2028``/``\\u2029`` for the Unicode separators)
+    too, so that a value the server gives (a status, a reason, a job id) cannot add a line
+    (``Current Status: Aborted``) that a person or a script would take for the CLI's."""
+    return _LINE_BREAKS.sub(_escaped, str(text))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def echo(text: str = "", *, nl: bool = True, err: bool = False) -> None:
     """``click.echo`` of text in a human format, through :func:`printable`. JSON documents are
     printed with ``click.echo``, exact (``json.dumps`` escapes every control character)."""

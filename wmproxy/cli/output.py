@@ -210,8 +210,9 @@ def _list_text(listed: dict[str, list[OutputFile]]) -> str:
     rule = "=" * 80
     blocks = []
     for jid, files in listed.items():
-        lines = "".join(f" - {f.uri}\n   size (bytes): {f.size}\n" for f in files) or " (no output files)\n"
-        blocks.append(f"Output sandbox files for the job:\n{jid}\n\n{lines}")
+        lines = "".join(f" - {common.one_line(f.uri)}\n   size (bytes): {f.size}\n" for f in files)
+        lines = lines or " (no output files)\n"
+        blocks.append(f"Output sandbox files for the job:\n{common.one_line(jid)}\n\n{lines}")
     return f"\n{rule}\n\n\t\t\tJOB GET OUTPUT OUTCOME\n\n" + "\n".join(blocks) + f"\n{rule}\n"
 
 
@@ -340,9 +341,9 @@ def _partial_text(text: str, target: str, missing: list[str], failed: list[dict[
     text = text.replace("have been successfully retrieved", "have been retrieved", 1)
     notes = ""
     if missing:
-        notes += f"but these declared output files are missing: {', '.join(missing)}\n"
+        notes += f"but these declared output files are missing: {common.one_line(', '.join(missing))}\n"
     if failed:
-        names = ", ".join(f["name"] for f in failed)
+        names = common.one_line(", ".join(f["name"] for f in failed))
         notes += f"{'and' if missing else 'but'} these output files could not be retrieved: {names}\n"
     return text.replace(f"{target}\n", f"{target}\n{notes}", 1)
 
