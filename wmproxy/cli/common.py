@@ -354,7 +354,10 @@ def error_console() -> Console:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """Rich progress on stderr; yields ``task(label, total bytes) -> advance(bytes)``."""
+    """Rich progress on stderr; yields ``task(label, total bytes) -> advance(bytes)``. A label (a
+    file name the server gave) is shown as written: its rich markup (``[link=...]``,
+    ``[reverse]``) is escaped, its control characters too (:func:`printable`)."""
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     console = error_console()
@@ -369,7 +372,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable
     ) as progress:
 
         def task(label: str, total: int) -> Callable[[int], None]:
-            task_id = progress.add_task(printable(label), total=total or None)
+            task_id = progress.add_task(escape(one_line(label)), total=total or None)
             return lambda n: progress.advance(task_id, n)
 
         yield task
