@@ -76,7 +76,9 @@ class Environment:
     Attributes:
         endpoint: the first endpoint to try: ``-e``, else ``$GLITE_WMS_WMPROXY_ENDPOINT``,
             else the first of the configuration's ``endpoints``.
-        proxy_file: ``$X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``.
+        proxy_file: ``$X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``; :func:`make_client` uses it
+            only once it is known to be the user's own private file (anyone can create that name
+            in ``/tmp``: :func:`wmproxy.client.credential.read_own_proxy`).
         ca_dir: ``$X509_CERT_DIR`` or ``/etc/grid-security/certificates``.
         endpoints: every endpoint in failover order (``endpoint`` first).
         config: the client configuration (:mod:`wmproxy.cli.clientconf`).
