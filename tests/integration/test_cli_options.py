@@ -105,14 +105,42 @@ class TestProxyCheckedFirst:
 
         cert = tmp_path / "usercert-and-key.pem"
         cert.write_bytes(credential_pem(pki.users["alice"].credential))
+        cert.chmod(0o600)
         rc, _, err = run_cli(deployment, "status", "https://localhost:1/x", proxy=cert)
         assert rc == 1
         assert err == (f"Error - ProxyError: {cert} holds a certificate that is not a proxy: create one with "
                        "voms-proxy-init or grid-proxy-init, or set X509_USER_PROXY\n")
         junk = tmp_path / "junk.pem"
         junk.write_text("not a certificate\n")
+        junk.chmod(0o600)
         rc, _, err = run_cli(deployment, "status", "https://localhost:1/x", proxy=junk)
         assert rc == 1 and err.startswith(f"Error - ProxyError: {junk} is not a proxy file (")
+
+    def test_another_users_or_an_open_proxy_is_refused(self, deployment: Deployment, pki: Pki,
+                                                        tmp_path: Path) -> None:
+        """Globus' rule (owner only, mode 0600 or 0400): another user's proxy, planted where the
+        user's is looked for, is not used; nor is one others can read."""
+        import os
+
+        planted = pki.proxy("mallory", 3600)
+        planted.chmod(0o644)
+        rc, out, err = run_cli(deployment, "status", SOME_JOB, proxy=planted)
+        assert (rc, out) == (1, "")
+        assert err == (f"Error - ProxyError: the proxy file {planted} has mode 0644: a proxy must be readable and "
+                       "writable by its owner only, as Globus requires (no permission for the group or others, no "
+                       "execute bit): chmod 600 the file, or remove it and create a new proxy\n")
+        if os.geteuid() == 0:
+            planted.chmod(0o600)
+            os.chown(planted, 65534, 65534)  # nobody's, as if nobody had written it
+            rc, out, err = run_cli(deployment, "status", SOME_JOB, proxy=planted)
+            assert (rc, out) == (1, "")
+            assert err.startswith(f"Error - ProxyError: the proxy file {planted} belongs to uid 65534 (nobody), "
+                                  "not to you (uid 0 (root)): it is not used")
+        link = tmp_path / "x509up_link"
+        link.symlink_to(pki.users["alice"].proxy)
+        rc, out, err = run_cli(deployment, "status", SOME_JOB, proxy=link)
+        assert (rc, out) == (1, "")
+        assert err.startswith(f"Error - ProxyError: the proxy file {link} is a symbolic link, which is not followed")
 
     def test_less_than_the_service_minimum(self, deployment: Deployment, pki: Pki, tmp_path: Path,
                                            delegated: str) -> None:

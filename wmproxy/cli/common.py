@@ -76,7 +76,9 @@ class Environment:
     Attributes:
         endpoint: the first endpoint to try: ``-e``, else ``$GLITE_WMS_WMPROXY_ENDPOINT``,
             else the first of the configuration's ``endpoints``.
-        proxy_file: ``$X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``.
+        proxy_file: ``$X509_USER_PROXY`` or ``/tmp/x509up_u<uid>``; :func:`make_client` uses it
+            only once it is known to be the user's own private file (anyone can create that name
+            in ``/tmp``: :func:`wmproxy.client.credential.read_own_proxy`).
         ca_dir: ``$X509_CERT_DIR`` or ``/etc/grid-security/certificates``.
         endpoints: every endpoint in failover order (``endpoint`` first).
         config: the client configuration (:mod:`wmproxy.cli.clientconf`).
@@ -302,6 +304,24 @@ def printable(text: str) -> str:
     return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+#: what :func:`one_line` escapes besides :data:`_CONTROLS`: newline, and the line and paragraph
+#: separators ``str.splitlines`` breaks at (a text read back by a script)
+_LINE_BREAKS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: object) -> str:
+    """``text`` (``str()`` of it) for one line of ``key: value`` output: as :func:`printable`,
+    and a line break shown as ``\\x0a`` (``\\u2028``/``\\u2029`` for the Unicode separators)
+    too, so that a value the server gives (a status, a reason, a job id) cannot add a line
+    (``Current Status: Aborted``) that a person or a script would take for the CLI's."""
+    return _LINE_BREAKS.sub(_escaped, str(text))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def echo(text: str = "", *, nl: bool = True, err: bool = False) -> None:
     """``click.echo`` of text in a human format, through :func:`printable`. JSON documents are
     printed with ``click.echo``, exact (``json.dumps`` escapes every control character)."""
@@ -336,7 +356,10 @@ def error_console() -> Console:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """Rich progress on stderr; yields ``task(label, total bytes) -> advance(bytes)``."""
+    """Rich progress on stderr; yields ``task(label, total bytes) -> advance(bytes)``. A label (a
+    file name the server gave) is shown as written: its rich markup (``[link=...]``,
+    ``[reverse]``) is escaped, its control characters too (:func:`printable`)."""
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     console = error_console()
@@ -351,7 +374,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int], Callable
     ) as progress:
 
         def task(label: str, total: int) -> Callable[[int], None]:
-            task_id = progress.add_task(printable(label), total=total or None)
+            task_id = progress.add_task(escape(one_line(label)), total=total or None)
             return lambda n: progress.advance(task_id, n)
 
         yield task

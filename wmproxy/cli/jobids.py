@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 HEADER = "###Submitted Job Ids###"
@@ -32,8 +33,12 @@ def check_job_id_file(path: str | os.PathLike[str]) -> None:
             not a job-id file).
     """
     target = Path(path).absolute()
+    if target.is_symlink():
+        raise OSError(errno.ELOOP, _LINK, str(target))
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, "it is a directory", str(target))
+    if target.exists() and not target.is_file():
+        raise OSError(errno.EINVAL, "it is not a regular file", str(target))
     if target.exists():
         if not os.access(target, os.W_OK):
             raise PermissionError(errno.EACCES, "Permission denied", str(target))
@@ -56,21 +61,51 @@ def _check_header(target: Path) -> bool:
     if not target.is_file() or target.stat().st_size == 0:
         return False
     with target.open("rb") as fh:
-        first = fh.readline(len(HEADER) + 16).decode("utf-8", "replace").lstrip("\ufeff").strip()
-    if first != HEADER:
+        return _header_line(fh.readline(len(HEADER) + 16), target)
+
+
+def _header_line(first: bytes, target: Path) -> bool:
+    """True when ``first`` (the start of the file's first line) is :data:`HEADER`.
+
+    Raises:
+        NotAJobIdFileError: it is not.
+    """
+    if first.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff").strip() != HEADER:
         raise NotAJobIdFileError(errno.EINVAL, f"it is not a job id file (its first line is not {HEADER}): "
                                  "job ids are not appended to it", str(target))
     return True
 
 
+#: why a job-id file that is a symbolic link is refused
+_LINK = "it is a symbolic link, which is not followed: give the file itself"
+
+
 def _append(path: str | os.PathLike[str], lines: str) -> Path:
-    """Append ``lines`` to the job-id file, writing :data:`HEADER` first if it is new or empty."""
+    """Append ``lines`` to the job-id file, writing :data:`HEADER` first if it is new or empty.
+
+    The file is opened once (``O_APPEND|O_CREAT``, mode 0666 less the umask for a new one, as
+    any file the user makes) and never through a link (``O_NOFOLLOW``): a link planted in a
+    shared directory such as ``/tmp`` under the name the user gives would have had the ids
+    appended to whatever it points to. The header is read from what was opened, and a FIFO or
+    device is refused (``O_NONBLOCK``: opening one does not wait).
+    """
     target = Path(path).absolute()
-    exists = _check_header(target)
-    with target.open("a", encoding="utf-8") as fh:
-        if not exists:
-            fh.write(HEADER + "\n")
-        fh.write(lines)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, _LINK, str(target)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file", str(target))
+        exists = info.st_size > 0 and _header_line(os.pread(fd, len(HEADER) + 16, 0), target)
+        data = ("" if exists else HEADER + "\n") + lines
+        os.write(fd, data.encode("utf-8"))
+    finally:
+        os.close(fd)
     return target
 
 

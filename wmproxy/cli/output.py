@@ -10,6 +10,14 @@ failed. Each file is fetched on its own: a file that cannot be fetched or writte
 name (or node name) given by the server is not a plain name inside the directory, is reported
 and the others are still fetched; a job with such a file, or with a node whose files cannot be
 listed (getOutputFileList fails), is not purged and counts as failed.
+Two files of one listing with the same name (the second would replace the first) and a file that
+already exists in the directory (unless ``--overwrite``) are not fetched and count as failed too.
+
+The default directory ``/tmp/<user>_<id>`` is made mode 0700, and one that exists already is used
+only when it is the user's own real directory that nobody else may write (:func:`own_default_dir`);
+files stored under ``/tmp`` (that directory, or ``/tmp`` itself with ``--nosubdir``) are made
+readable by their owner only, whatever the umask (:func:`private_files`). A directory the user
+names with ``--dir`` is used as it is, and the umask decides the files' mode there.
 With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
 note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
 A file the JDL declares in ``OutputSandbox`` that the job did not produce is named as
@@ -22,6 +30,9 @@ import getpass
 import json
 import os
 import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,6 +42,7 @@ from wmproxy.cli import common, render
 from wmproxy.cli.compound import node_names
 from wmproxy.cli.sandbox import _parse
 from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
+from wmproxy.client.credential import user_label
 from wmproxy.client.transfer import download_file, local_path
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -45,6 +57,56 @@ def job_subdir(job_id: str) -> str:
     """``<user>_<unique part of the job id>``: a job's directory under ``--dir``."""
     unique = job_id.rstrip("/").rsplit("/", 1)[-1]
     return f"{getpass.getuser()}_{unique}"
+
+
+def own_default_dir(path: str) -> None:
+    """Make the default output directory ``path`` (``/tmp/<user>_<id>``) mode 0700, or accept the
+    one that exists only when it is a directory (not a link) of the user's (effective) uid that
+    the group and others cannot write. Anyone can create that name in ``/tmp`` first: a directory
+    of another user's would let them replace the files once downloaded (the job purged, the
+    originals gone), or read them. Once checked it stays the user's: in ``/tmp`` (sticky) only
+    its owner can rename or remove it.
+
+    Raises:
+        WMProxyClientError: ``TransferError`` naming the directory, what is wrong and the fix.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise WMProxyClientError("TransferError", f"cannot create the output directory {path}: {exc.strerror}",
+                                 None, "download") from None
+    info = os.lstat(path)
+    problem = ""
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to {user_label(info.st_uid)}, not to you"
+    elif info.st_mode & 0o022:
+        problem = f"can be written by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem:
+        raise WMProxyClientError(
+            "TransferError", f"the default output directory {path} {problem}: it is not used (another user could "
+            "replace or read the files stored there); remove it, or choose a directory with --dir", None, "download")
+
+
+@contextmanager
+def private_files(enabled: bool = True) -> Iterator[None]:
+    """While it lasts (``enabled``), files and directories are created readable by their owner
+    only (umask | 0o077): for the files stored under ``/tmp``, whatever the user's umask. The
+    process is the CLI's, one thread creating files."""
+    if not enabled:
+        yield
+        return
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def target_dir(job_id: str, directory: str | None, several: bool, nosubdir: bool) -> str:
@@ -71,10 +133,14 @@ class _AlreadyRetrievedError(Exception):
 @click.option("--proto", default="https", show_default=True, type=click.Choice(["https"]),
               help="Transfer protocol (this service offers https only).")
 @click.option("-n", "--nopurge", is_flag=True, help="Do not purge the job after retrieval.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files that already exist in the directory (else they are kept, reported, and the "
+                   "job is not purged).")
 @common.common_options
 @common.reports_errors
 def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | None, nosubdir: bool,
-           list_only: bool, proto: str, nopurge: bool, endpoint: str | None, as_json: bool) -> None:
+           list_only: bool, proto: str, nopurge: bool, overwrite: bool, endpoint: str | None,
+           as_json: bool) -> None:
     """Retrieve the output sandbox of JOBID (of every node for a compound job)."""
     from wmproxy.cli.status import _job_ids
 
@@ -89,8 +155,11 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
                 results.append(_list(client, job_id, proto, as_json))
                 continue
             target = target_dir(job_id, directory, len(ids) > 1, nosubdir)
-            results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
-                                     as_json=as_json, skip_cleared=input_file is not None))
+            if directory is None and not nosubdir:
+                own_default_dir(target)
+            with private_files(directory is None):
+                results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
+                                         as_json=as_json, skip_cleared=input_file is not None, overwrite=overwrite))
             if results[-1]["result"] != "success":
                 failures.append(_not_retrieved(job_id, results[-1]))
         except _AlreadyRetrievedError:
@@ -141,8 +210,9 @@ def _list_text(listed: dict[str, list[OutputFile]]) -> str:
     rule = "=" * 80
     blocks = []
     for jid, files in listed.items():
-        lines = "".join(f" - {f.uri}\n   size (bytes): {f.size}\n" for f in files) or " (no output files)\n"
-        blocks.append(f"Output sandbox files for the job:\n{jid}\n\n{lines}")
+        lines = "".join(f" - {common.one_line(f.uri)}\n   size (bytes): {f.size}\n" for f in files)
+        lines = lines or " (no output files)\n"
+        blocks.append(f"Output sandbox files for the job:\n{common.one_line(jid)}\n\n{lines}")
     return f"\n{rule}\n\n\t\t\tJOB GET OUTPUT OUTCOME\n\n" + "\n".join(blocks) + f"\n{rule}\n"
 
 
@@ -198,9 +268,10 @@ def _file_name(uri: str) -> str:
 
 
 def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool,
-                  as_json: bool) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """Download every listed output file, each on its own: a file that fails (refused name,
-    HTTP error, write error) is reported and the next one is fetched.
+                  as_json: bool, overwrite: bool) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Download every listed output file, each on its own: a file that fails (refused name, a
+    name listed before, an existing file without ``overwrite``, HTTP error, write error) is
+    reported and the next one is fetched.
 
     Returns:
         The stored paths, the declared files the job did not produce, and one
@@ -212,19 +283,42 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
     files = client.get_output_file_list(job_id, "https")
     stored: list[str] = []
     failed: list[dict[str, Any]] = []
+    seen: set[str] = set()
     with common.progress_bar(progress) as task:
         for f in files:
             label = f.uri.rsplit("/", 1)[-1]
+            name = _file_name(f.uri)
             try:
+                _check_new(target, name, f.uri, seen, overwrite)
                 path = download_file(client.session, f.uri, target, progress=task(label, f.size),
                                      timeout=client.timeout)
             except WMProxyClientError as exc:
-                failed.append(_failure(job_id, f.uri, _file_name(f.uri), exc, as_json))
+                failed.append(_failure(job_id, f.uri, name, exc, as_json))
                 continue
             stored.append(str(path))
     produced = {_file_name(f.uri) for f in files}
     missing = [name for name in _declared_outputs(client, job_id) if name not in produced]
     return stored, missing, failed
+
+
+def _check_new(target: str, name: str, uri: str, seen: set[str], overwrite: bool) -> None:
+    """Refuse to fetch ``name`` into ``target`` a second time in one listing (it would replace
+    the first: which one is the job's is unknown), or over an existing file unless
+    ``overwrite`` (gLite asked whether to overwrite an existing directory; ``--noint`` said yes,
+    so a script lost its files without a word). ``name`` is added to ``seen``.
+
+    Raises:
+        WMProxyClientError: ``TransferError``, also for a name that is not a plain file name
+            (:func:`wmproxy.client.transfer.local_path`).
+    """
+    path = local_path(target, name, uri)
+    if name in seen:
+        raise WMProxyClientError("TransferError", f"the output file list names {name} twice: {uri} is not fetched "
+                                 "(only the first file of a name is: it would replace that one)", None, "download")
+    seen.add(name)
+    if not overwrite and os.path.lexists(path):
+        raise WMProxyClientError("TransferError", f"{path} already exists: it is kept and {uri} is not fetched "
+                                 "(remove it, choose another --dir, or give --overwrite)", None, "download")
 
 
 def _failure(job_id: str, uri: str | None, name: str, exc: WMProxyClientError, as_json: bool) -> dict[str, Any]:
@@ -247,9 +341,9 @@ def _partial_text(text: str, target: str, missing: list[str], failed: list[dict[
     text = text.replace("have been successfully retrieved", "have been retrieved", 1)
     notes = ""
     if missing:
-        notes += f"but these declared output files are missing: {', '.join(missing)}\n"
+        notes += f"but these declared output files are missing: {common.one_line(', '.join(missing))}\n"
     if failed:
-        names = ", ".join(f["name"] for f in failed)
+        names = common.one_line(", ".join(f["name"] for f in failed))
         notes += f"{'and' if missing else 'but'} these output files could not be retrieved: {names}\n"
     return text.replace(f"{target}\n", f"{target}\n{notes}", 1)
 
@@ -265,11 +359,11 @@ def _node_dir(target: str, name: str, child_id: str, as_json: bool) -> tuple[str
 
 
 def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool, progress: bool,
-              as_json: bool, skip_cleared: bool) -> dict[str, Any]:
+              as_json: bool, skip_cleared: bool, overwrite: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"result": "success", "jobid": job_id, "dir": target}
     children: list[str] = []
     try:
-        stored, missing, failed = _download_all(client, job_id, target, progress, as_json)
+        stored, missing, failed = _download_all(client, job_id, target, progress, as_json, overwrite)
     except WMProxyClientError as exc:
         if _cleared(client, job_id):
             if skip_cleared:
@@ -291,7 +385,7 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
             if node_dir is not None:
                 try:
                     node_files, node_missing, node_failed = _download_all(client, child_id, node_dir, progress,
-                                                                          as_json)
+                                                                          as_json, overwrite)
                     shown.append((name, child_id, node_dir))
                 except WMProxyClientError as exc:
                     if exc.fault_type == "OperationNotAllowedFault":

@@ -15,7 +15,7 @@ import click
 
 from wmproxy.cli import common, render
 from wmproxy.cli.errors import unreadable
-from wmproxy.cli.output import default_dir
+from wmproxy.cli.output import default_dir, own_default_dir, private_files
 from wmproxy.client.transfer import download_file
 
 
@@ -83,7 +83,9 @@ def perusal(
     target = os.path.abspath(directory or default_dir(job))
     stored: list[Path] = []
     if uris:
-        with common.progress_bar(not as_json) as task:
+        if directory is None:
+            own_default_dir(target)
+        with private_files(directory is None), common.progress_bar(not as_json) as task:
             for uri in uris:
                 label = uri.rsplit("/", 1)[-1]
                 stored.append(download_file(client.session, uri, target, progress=task(label, 0),

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from wmproxy.cli.common import one_line
 from wmproxy.client import CEMatch, JobIds, JobStatus, ProxyInfo, WMProxyClientError
 from wmproxy.domain import JobSummary
 
@@ -106,9 +107,9 @@ def _status_block(view: StatusView, lines: list[str], verbosity: int, indent: st
     status, summary = view.status, view.summary
 
     def add(label: str, value: object) -> None:
-        lines.append(f"{indent}{(label + ':').ljust(20)}{value}")
+        lines.append(f"{indent}{(label + ':').ljust(20)}{one_line(value)}")
 
-    lines.append(f"{indent}Status info for the Job : {status.job_id}")
+    lines.append(f"{indent}Status info for the Job : {one_line(status.job_id)}")
     add("Current Status", status.display)
     if verbosity < 1:
         return
@@ -137,9 +138,9 @@ def _status_block(view: StatusView, lines: list[str], verbosity: int, indent: st
     add("Last Update", ctime(summary.last_update))
     lines.append(f"{indent}State times:")
     for state, at in sorted(summary.state_times.items(), key=lambda item: item[1]):
-        lines.append(f"{indent}    - {state.ljust(15)} = {ctime(at)}")
+        lines.append(f"{indent}    - {one_line(state).ljust(15)} = {ctime(at)}")
     for name, value in summary.user_tags.items():
-        add(f"User tag {name}", value)
+        add(f"User tag {one_line(name)}", value)
     if verbosity >= 3 and view.jdl:
         lines.append(f"{indent}Jdl:")
         lines += [f"{indent}    {line}" for line in view.jdl.strip().splitlines()]
@@ -176,7 +177,7 @@ def status_text(statuses: Sequence[JobStatus | StatusView], verbosity: int = 1) 
         _status_block(view, lines, verbosity)
         if view.status.children:
             nodes = {v.status.job_id: v for v in view.nodes}
-            lines += ["", f"- Nodes information for: {view.status.job_id}"]
+            lines += ["", f"- Nodes information for: {one_line(view.status.job_id)}"]
             for child in view.status.children:
                 lines.append("")
                 _status_block(nodes.get(child.job_id, StatusView(child)), lines, verbosity, "    ")
@@ -318,7 +319,8 @@ def output_nodes_text(job_id: str, directory: str, nodes: Sequence[tuple[str, st
     ``(node name, job id, directory)``."""
     rule = "=" * 80
     blocks = "".join(
-        f"\tNode Name:\t{name}\n\tJobId:    \t{node_id}\n\tDir:      \t{node_dir}\n\n"
+        f"\tNode Name:\t{one_line(name)}\n\tJobId:    \t{one_line(node_id)}\n"
+        f"\tDir:      \t{one_line(node_dir)}\n\n"
         for name, node_id, node_dir in nodes
     )
     return (
@@ -337,7 +339,8 @@ def list_match_text(matches: Sequence[CEMatch], rank: bool) -> str:
             "No Computing Element matching your job requirements has been found!\n\n"
             f"{RULE}\n"
         )
-    tab = max(9, *(len(m.ce_id) for m in matches))
+    ces = [one_line(m.ce_id) for m in matches]
+    tab = max(9, *(len(ce) for ce in ces))
     lines = [
         "", RULE, "", "\t\t     COMPUTING ELEMENT IDs LIST ",
         " The following CE(s) matching your job requirements have been found:", "",
@@ -346,8 +349,8 @@ def list_match_text(matches: Sequence[CEMatch], rank: bool) -> str:
     if rank:
         header += " " * (tab - 9) + "*Rank*"
     lines += [header, ""]
-    for m in matches:
-        lines.append(f" - {m.ce_id}" + (" " * (tab - len(m.ce_id) + 5) + str(m.rank) if rank else ""))
+    for ce, m in zip(ces, matches, strict=True):
+        lines.append(f" - {ce}" + (" " * (tab - len(ce) + 5) + str(m.rank) if rank else ""))
     lines += ["", RULE, ""]
     return "\n".join(lines) + "\n"
 
@@ -367,7 +370,7 @@ def _field(label: str, value: str) -> str:
     """``jobinfo.cpp field``: label padded to 12, ``: value``; nothing for an empty value."""
     if not value:
         return ""
-    return f"{label.ljust(12) if len(label) < 12 else label + ' '}: {value}\n"
+    return f"{label.ljust(12) if len(label) < 12 else label + ' '}: {one_line(value)}\n"
 
 
 def date_string(epoch: int) -> str:
@@ -414,7 +417,7 @@ def proxy_info_lines(info: ProxyInfo, now: float | None = None) -> str:
         out += _field("Expiration", date_string(end))
         out += _field("Timeleft", time_left(end - int(now)))
     for vo in info.vos:
-        out += f"=== VO {vo.vo_name} extension information ===\n"
+        out += f"=== VO {one_line(vo.vo_name)} extension information ===\n"
         out += "".join(_field(k, v) for k, v in (
             ("VO", vo.vo_name), ("Subject", vo.user), ("Issuer", vo.server), ("srvCA", vo.server_ca), ("URI", vo.uri),
         ))

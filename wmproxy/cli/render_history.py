@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from wmproxy.cli.common import one_line
 from wmproxy.cli.render import RULE, JobError, batch_json, ctime, iso, stripe, summary_dict
 from wmproxy.domain import JobEvent, JobHistory, JobSummary
 
@@ -52,11 +53,11 @@ def kinds_for(names: Sequence[str]) -> list[str]:
 
 
 def _field(label: str, value: object) -> str:
-    return f"- {label.ljust(27)}=    {value}"
+    return f"- {label.ljust(27)}=    {one_line(value)}"
 
 
 def _event_block(job_id: str, event: JobEvent, verbosity: int) -> list[str]:
-    lines = ["\t---", f"Event: {EVENT_NAMES.get(event.kind, event.kind)}"]
+    lines = ["\t---", f"Event: {one_line(EVENT_NAMES.get(event.kind, event.kind))}"]
     if verbosity >= 3:
         lines.append(_field("Jobid", job_id))
         lines.append(_field("Kind", event.kind))
@@ -80,7 +81,7 @@ def logging_info_text(histories: Sequence[JobHistory], verbosity: int = 1) -> st
     for n, found in enumerate(histories):
         if n:
             lines.append("")
-        lines.append(f"Printing info for the Job : {found.job.job_id}")
+        lines.append(f"Printing info for the Job : {one_line(found.job.job_id)}")
         lines.append(" ")
         for event in found.events:
             lines += _event_block(found.job.job_id, event, verbosity)
@@ -105,11 +106,15 @@ def _display(summary: JobSummary) -> str:
     return summary.state
 
 
+def _nodes(summary: JobSummary) -> str:
+    return f" [{sum(summary.node_states.values())} nodes]" if summary.node_states else ""
+
+
 def job_table(jobs: Sequence[JobSummary], total: int | None = None) -> str:
     """``status --all``: one line per job (id, status, submitted, destination), then the counts."""
     headers = ("JOBID", "STATUS", "SUBMITTED (UTC)", "DESTINATION")
-    rows = [(j.job_id, _display(j) + (f" [{sum(j.node_states.values())} nodes]" if j.node_states else ""),
-             j.submitted.strftime("%Y-%m-%d %H:%M:%S"), j.destination or "-") for j in jobs]
+    rows = [(one_line(j.job_id), one_line(_display(j)) + _nodes(j), j.submitted.strftime("%Y-%m-%d %H:%M:%S"),
+             one_line(j.destination or "-")) for j in jobs]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:

@@ -233,11 +233,11 @@ class WMProxyClient:
             jdl: the JDL text.
             delegation_id: a delegated proxy's id ("" = the service's default id).
         """
-        return models.job_ids_from(self._call("wmproxy", "jobRegister", jdl, delegation_id))
+        return models.job_ids_from(self._call("wmproxy", "jobRegister", jdl, delegation_id), "jobRegister")
 
     def job_submit(self, jdl: str, delegation_id: str) -> JobIds:
         """WMProxy ``jobSubmit``: register and start a job that needs no upload."""
-        return models.job_ids_from(self._call("wmproxy", "jobSubmit", jdl, delegation_id))
+        return models.job_ids_from(self._call("wmproxy", "jobSubmit", jdl, delegation_id), "jobSubmit")
 
     def job_start(self, job_id: str) -> None:
         """WMProxy ``jobStart``: start a registered job whose input sandbox is uploaded."""
@@ -315,7 +315,7 @@ class WMProxyClient:
         """
         part = jsdl_part(jsdl, "jobRegisterJSDL")
         return models.job_ids_from(
-            self._call("wmproxy", "jobRegisterJSDL", jsdl=part, delegationId=delegation_id)
+            self._call("wmproxy", "jobRegisterJSDL", jsdl=part, delegationId=delegation_id), "jobRegisterJSDL"
         )
 
     def job_submit_jsdl(self, jsdl: JsdlInput, delegation_id: str) -> JobIds:
@@ -323,7 +323,7 @@ class WMProxyClient:
         (on the wire ``delegationId`` comes first, as in gLite's WSDL)."""
         part = jsdl_part(jsdl, "jobSubmitJSDL")
         return models.job_ids_from(
-            self._call("wmproxy", "jobSubmitJSDL", delegationId=delegation_id, jsdl=part)
+            self._call("wmproxy", "jobSubmitJSDL", delegationId=delegation_id, jsdl=part), "jobSubmitJSDL"
         )
 
     def job_list_match_jsdl(self, jsdl: JsdlInput, delegation_id: str) -> list[CEMatch]:

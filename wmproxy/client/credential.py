@@ -7,9 +7,11 @@ from the TLS handshake (``[SSL] PEM lib (_ssl.c:3905)``,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,19 +37,14 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
         The seconds left.
 
     Raises:
-        WMProxyClientError: ``ProxyError`` naming the file and what is wrong: missing,
-            unreadable, no certificate or key, not a proxy, not yet valid, expired,
-            less than ``min_lifetime`` left.
+        WMProxyClientError: ``ProxyError`` naming the file and what is wrong: missing, a link,
+            not a regular file, not the user's or open to others (:func:`read_own_proxy`),
+            unreadable, no certificate or key, not a proxy, not yet valid, expired, less than
+            ``min_lifetime`` left.
     """
     import ssl
 
-    if not os.path.exists(proxy_file):
-        raise _error(f"no proxy file {proxy_file}: {_FIX}")
-    try:
-        with open(proxy_file, "rb") as fh:
-            pem = fh.read()
-    except OSError as exc:
-        raise _error(f"the proxy file {proxy_file} is not readable: {exc.strerror}") from None
+    pem = read_own_proxy(proxy_file)
     facts = _certificate_facts(pem)
     if facts is None:
         raise _error(f"{proxy_file} is not a proxy file (no readable certificate): {_FIX}")
@@ -77,6 +74,77 @@ def check_proxy(proxy_file: str, min_lifetime: int = 0, now: datetime | None = N
             f"{min_lifetime // 60} minutes are needed: renew it with voms-proxy-init or grid-proxy-init"
         )
     return left
+
+
+def read_own_proxy(proxy_file: str) -> bytes:
+    """The bytes of ``proxy_file``, once it is known to be the user's own private file.
+
+    The rule is Globus' for a proxy or a key (``globus_gsi_sysconfig_check_keyfile_unix``, which
+    voms-proxy-init and grid-proxy-init apply): owned by the real uid, no permission for the group
+    or others and no execute bit for the owner (``mode & 0o177 == 0``), not empty. Besides, the file
+    is opened with ``O_NOFOLLOW`` (a link is refused, not followed) and ``O_NONBLOCK`` (a FIFO
+    cannot hold the open), and checked with ``fstat`` on what was opened, so nothing can be swapped
+    between the check and the read. Without it, another local user could plant their own proxy
+    as ``/tmp/x509up_u<uid>`` and the user's jobs would run as, and belong to, that user.
+
+    Later opens of the same path (the TLS handshake, the delegation signer) read the checked file:
+    only the user can replace their own file in a sticky directory such as ``/tmp``.
+
+    Raises:
+        WMProxyClientError: ``ProxyError`` naming the file, what is wrong and the fix.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(proxy_file, flags)
+    except FileNotFoundError:
+        raise _error(f"no proxy file {proxy_file}: {_FIX}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _error(f"the proxy file {proxy_file} is a symbolic link, which is not followed (another user "
+                         "may have planted it): remove the link and create a proxy with voms-proxy-init or "
+                         "grid-proxy-init, or set X509_USER_PROXY to the file itself") from None
+        raise _error(f"the proxy file {proxy_file} is not readable: {exc.strerror}") from None
+    try:
+        problem = _not_private(os.fstat(fd))
+        if problem:
+            raise _error(f"the proxy file {proxy_file} {problem}")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise _error(f"the proxy file {proxy_file} is not readable: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _not_private(info: os.stat_result) -> str:
+    """Why a proxy file of this ``fstat`` is not used (Globus' rule, :func:`read_own_proxy`), or ``""``."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"is not a regular file: {_FIX}"
+    uid = os.getuid()
+    if info.st_uid != uid:
+        return (f"belongs to {user_label(info.st_uid)}, not to you ({user_label(uid)}): it is not used, since its "
+                "owner would act as you (another user may have planted it); remove it, or ask the administrator to, "
+                "and create your own proxy with voms-proxy-init or grid-proxy-init, or set X509_USER_PROXY")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o177:
+        return (f"has mode {mode:04o}: a proxy must be readable and writable by its owner only, as Globus "
+                "requires (no permission for the group or others, no execute bit): chmod 600 the file, or "
+                "remove it and create a new proxy")
+    if info.st_size == 0:
+        return f"is empty: {_FIX}"
+    return ""
+
+
+def user_label(uid: int) -> str:
+    """``uid 1000 (alice)``, or ``uid 1000`` when the account has no name."""
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _certificate_facts(pem: bytes) -> tuple[bool, datetime, datetime] | None:

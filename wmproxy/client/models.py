@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from wmproxy.client.faults import WMProxyClientError
+
 
 @dataclass(frozen=True)
 class JobIds:
@@ -118,13 +120,30 @@ def _items(obj: Any, name: str) -> list[Any]:
     return _list(_get(obj, name))
 
 
-def job_ids_from(obj: Any) -> JobIds:
-    """Convert a zeep ``JobIdStructType`` value (object or dict) recursively."""
+def job_ids_from(obj: Any, method: str | None = None) -> JobIds:
+    """Convert a zeep ``JobIdStructType`` value (object or dict) recursively, each id (the
+    nodes' too) checked as a job id (:func:`wmproxy.domain.parse_job_id`, the service's own
+    check): the ids are printed, written one a line to ``submit -o`` files and read back from
+    them, so an id with a line break in it would forge lines (another job id, a status line).
+
+    Raises:
+        WMProxyClientError: ``InvalidResponse`` naming the id that is not a job id (``method``:
+            the operation whose reply it is).
+    """
+    from wmproxy.domain import parse_job_id
+    from wmproxy.errors import InvalidArgumentError
+
+    job_id = str(_get(obj, "id") or "")
+    try:
+        parse_job_id(job_id)
+    except InvalidArgumentError:
+        raise WMProxyClientError("InvalidResponse", f"the service returned {job_id!r} as a job id, which is not one "
+                                 "(https://<host>:<port>/<ID>): the reply is refused", None, method) from None
     return JobIds(
-        id=_get(obj, "id") or "",
+        id=job_id,
         name=_get(obj, "name") or None,
         path=_get(obj, "path") or None,
-        children=tuple(job_ids_from(c) for c in _list(_get(obj, "childrenJob")) if c is not None),
+        children=tuple(job_ids_from(c, method) for c in _list(_get(obj, "childrenJob")) if c is not None),
     )
 
 

@@ -317,7 +317,6 @@ class TestMain:
         assert capsys.readouterr().err == "Error - RuntimeError: kaputt second line\n"
 
     def test_missing_ca_dir(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
-        (tmp_path / "proxy").write_text("")
         monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy"))
         monkeypatch.setenv("X509_CERT_DIR", str(tmp_path / "no-ca"))
         result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])

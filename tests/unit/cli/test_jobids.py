@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,38 @@ class TestJobIdFile:
         jobids.append_job_id(tmp_path / "ids", "https://lb:9000/A")
         jobids.append_job_id(tmp_path / "ids", "https://lb:9000/A")
         assert jobids.read_job_ids(tmp_path / "ids") == ["https://lb:9000/A"]
+
+
+class TestNeverThroughALink:
+    """``submit -o /tmp/ids.txt``: another user may have planted a link of that name in ``/tmp``
+    (dangling, or to a file of the user's): the ids are not appended to what it points to."""
+
+    def test_a_dangling_link_is_refused_and_nothing_is_created(self, tmp_path: Path) -> None:
+        planted = tmp_path / "ids.txt"
+        planted.symlink_to(tmp_path / "victim-file")
+        with pytest.raises(OSError, match="it is a symbolic link, which is not followed") as err:
+            jobids.check_job_id_file(planted)
+        assert err.value.errno == errno.ELOOP
+        for append in (jobids.append_job_id, jobids.append_failed_job_id):
+            with pytest.raises(OSError, match="it is a symbolic link, which is not followed"):
+                append(planted, "https://lb:9000/A")
+        assert not (tmp_path / "victim-file").exists()
+
+    def test_a_link_to_a_job_id_file_is_not_followed(self, tmp_path: Path) -> None:
+        previous = os.umask(0o027)
+        try:
+            real = jobids.append_job_id(tmp_path / "real", "https://lb:9000/A")
+        finally:
+            os.umask(previous)
+        assert stat.S_IMODE(real.stat().st_mode) == 0o640  # a new file: the mode the umask gives
+        (tmp_path / "link").symlink_to(real)
+        with pytest.raises(OSError, match="symbolic link"):
+            jobids.append_job_id(tmp_path / "link", "https://lb:9000/B")
+        assert real.read_text() == "###Submitted Job Ids###\nhttps://lb:9000/A\n"
+
+    def test_a_fifo_is_refused_at_once(self, tmp_path: Path) -> None:
+        os.mkfifo(tmp_path / "fifo", 0o600)  # no reader: a blocking open for writing would hang here
+        with pytest.raises(OSError, match="not a regular file"):
+            jobids.check_job_id_file(tmp_path / "fifo")
+        with pytest.raises(OSError, match="not a regular file"):
+            jobids.append_job_id(tmp_path / "fifo", "https://lb:9000/A")

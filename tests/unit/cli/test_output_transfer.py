@@ -10,6 +10,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+import subprocess
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from tests.conftest import Pki
 from tests.support import ECHO_JDL
 from wmproxy.cli.compound import child_job_id
 from wmproxy.cli.main import cli
+from wmproxy.cli.output import default_dir
 from wmproxy.client import JobStatus, OutputFile, WMProxyClientError
 from wmproxy.client.session import grid_session
 from wmproxy.domain import JobState
@@ -215,3 +221,135 @@ class TestLocalWriteFailure:
         assert errors[0].startswith(f"Error - TransferError: the download of {base}/job/output/out.txt broke off: "
                                     "Connection broken: "), errors
         assert _files_under(tmp_path / "d") == set()
+
+
+NOBODY = 65534  # an account every Linux system has: the other local user of these tests
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+
+
+@pytest.fixture
+def own_job() -> Iterator[tuple[str, Path]]:
+    """A job id of this test alone, and its default output directory ``/tmp/<user>_<id>``
+    (removed afterwards)."""
+    job = f"https://wms.example.org:9000/{uuid.uuid4().hex}"
+    where = Path(default_dir(job))
+    yield job, where
+    shutil.rmtree(where, ignore_errors=True)
+    where.unlink(missing_ok=True)
+
+
+def _as_nobody(*argv: str) -> None:
+    subprocess.run(argv, user=NOBODY, group=NOBODY, extra_groups=[], check=True, timeout=60)
+
+
+class TestTheDefaultDirectory:
+    """``/tmp/<user>_<id>``: anyone may create that name first. The user's own directory that only
+    they can write is used; anything else is refused, the job is not purged."""
+
+    @needs_root
+    def test_a_directory_another_user_made_is_refused(
+        self, runner: CliRunner, fake: FakeClient, server: str, own_job: tuple[str, Path]
+    ) -> None:
+        job, where = own_job
+        _as_nobody("mkdir", "-m", "0755", str(where))  # as an attacker would, before the user's retrieval
+        fake.outputs = [OutputFile(f"{server}/job/output/std.out", 20)]
+        result = runner.invoke(cli, ["output", job])
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (f"Error - TransferError: the default output directory {where} belongs to uid "
+                                 f"{NOBODY} (nobody), not to you: it is not used (another user could replace or "
+                                 "read the files stored there); remove it, or choose a directory with --dir\n")
+        assert list(where.iterdir()) == [] and "job_purge" not in fake.names()
+        assert "get_output_file_list" not in fake.names()  # nothing asked, nothing fetched
+        fake.perusal_uris = [f"{server}/job/peek/out.txt-1-2"]
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "out.txt", job])
+        assert result.exit_code == 1 and "belongs to uid 65534 (nobody), not to you" in result.stderr
+        assert list(where.iterdir()) == []
+
+    @pytest.mark.parametrize("kind", ["link", "group-writable", "file"])
+    def test_a_link_a_file_or_a_directory_others_can_write_is_refused(
+        self, runner: CliRunner, fake: FakeClient, server: str, own_job: tuple[str, Path], tmp_path: Path,
+        kind: str
+    ) -> None:
+        job, where = own_job
+        if kind == "link":
+            where.symlink_to(tmp_path)
+            problem = "is a symbolic link"
+        elif kind == "file":
+            where.write_text("")
+            problem = "is not a directory"
+        else:
+            where.mkdir()
+            where.chmod(0o775)
+            problem = "can be written by others (mode 0775)"
+        fake.outputs = [OutputFile(f"{server}/job/output/std.out", 20)]
+        result = runner.invoke(cli, ["output", job])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error - TransferError: the default output directory {where} {problem}: "
+                                        "it is not used"), result.stderr
+        assert list(tmp_path.iterdir()) == [] and "job_purge" not in fake.names()
+
+    def test_is_made_for_the_user_alone_whatever_the_umask(
+        self, runner: CliRunner, fake: FakeClient, server: str, own_job: tuple[str, Path], tmp_path: Path
+    ) -> None:
+        job, where = own_job
+        fake.outputs = [OutputFile(f"{server}/job/output/std.out", 20)]
+        previous = os.umask(0o002)
+        try:
+            result = runner.invoke(cli, ["output", "--nopurge", job])
+            assert os.umask(0o002) == 0o002  # given back
+        finally:
+            os.umask(previous)
+        assert result.exit_code == 0, result.output
+        assert stat.S_IMODE(where.stat().st_mode) == 0o700
+        assert stat.S_IMODE((where / "std.out").stat().st_mode) == 0o600
+        # the user's own directory is used again (the file already there is kept, below)
+        where.chmod(0o755)
+        fake.outputs = [OutputFile(f"{server}/job/output/other.out", 20)]
+        result = runner.invoke(cli, ["output", job])
+        assert result.exit_code == 0, result.output
+        assert stat.S_IMODE((where / "other.out").stat().st_mode) == 0o600
+        assert fake.names().count("job_purge") == 1
+        # in a directory the user names, the umask decides, as for any file the user makes
+        previous = os.umask(0o022)
+        try:
+            result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "mine"), job])
+        finally:
+            os.umask(previous)
+        assert result.exit_code == 0, result.output
+        assert stat.S_IMODE((tmp_path / "mine" / "other.out").stat().st_mode) == 0o644
+
+
+class TestOneListingNeverReplacesAFile:
+    def test_a_name_listed_twice_is_fetched_once_and_the_job_is_not_purged(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
+    ) -> None:
+        fake.outputs = [OutputFile(f"{server}/a/result.txt", 5), OutputFile(f"{server}/b/result.txt", 5),
+                        OutputFile(f"{server}/c/other.txt", 5)]
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 1, result.output
+        assert (tmp_path / "result.txt").read_text() == "content of /a/result.txt"
+        assert (tmp_path / "other.txt").read_text() == "content of /c/other.txt"
+        assert (f"Error - TransferError: the output file list names result.txt twice: {server}/b/result.txt is "
+                "not fetched (only the first file of a name is: it would replace that one) "
+                f"(job {JOB})\n") in result.stderr
+        assert "job_purge" not in fake.names()
+
+    def test_an_existing_file_is_kept_unless_overwrite(
+        self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
+    ) -> None:
+        (tmp_path / "result.txt").write_text("precious")
+        fake.outputs = [OutputFile(f"{server}/a/result.txt", 5), OutputFile(f"{server}/a/new.txt", 5)]
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 1, result.output
+        assert (tmp_path / "result.txt").read_text() == "precious"
+        assert (tmp_path / "new.txt").read_text() == "content of /a/new.txt"
+        failed = json.loads(result.stdout)["failed"]
+        kept = (f"{tmp_path / 'result.txt'} already exists: it is kept and {server}/a/result.txt is not fetched "
+                "(remove it, choose another --dir, or give --overwrite)")
+        assert [(f["name"], f["error"]["message"]) for f in failed] == [("result.txt", kept)]
+        assert "job_purge" not in fake.names()
+        (tmp_path / "new.txt").unlink()
+        result = runner.invoke(cli, ["output", "--overwrite", "--dir", str(tmp_path), JOB])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "result.txt").read_text() == "content of /a/result.txt"
+        assert fake.names().count("job_purge") == 1

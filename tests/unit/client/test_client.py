@@ -85,8 +85,8 @@ class TestJobs:
         assert [j.id for j in job.walk()] == ["https://lb:9000/P", "https://lb:9000/C"]
 
     def test_job_submit(self, client: WMProxyClient, session: FakeSession, answer: Answer) -> None:
-        answer("<ns1:jobSubmitResponse><jobIdStruct><id>J</id><name/><path/></jobIdStruct></ns1:jobSubmitResponse>")
-        assert client.job_submit("[]", "").id == "J"
+        answer(f"<ns1:jobSubmitResponse><jobIdStruct><id>{JOB}</id><name/><path/></jobIdStruct></ns1:jobSubmitResponse>")
+        assert client.job_submit("[]", "").id == JOB
         assert sent(session)[0] == f"{{{WMP}}}jobSubmit"
 
     @pytest.mark.parametrize(("method", "op"),
