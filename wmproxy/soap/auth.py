@@ -26,6 +26,7 @@ from cachetools import LRUCache
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, ProxyError
+from wmproxy.security.ca_policy import CaPolicyError
 from wmproxy.security.chain import der_chain_to_pem, identity_dn, load_pem_chain, proxy_depth, verify_chain
 from wmproxy.security.voms import verified_fqans, voms_attributes
 
@@ -116,6 +117,8 @@ def _principal_of(
         # connection that may be long ago, and the proxy may have expired or been revoked since.
         try:
             verify_chain(chain, ca_dir, at=at)
+        except CaPolicyError as exc:
+            raise AuthenticationError(f"The client certificate is refused: {exc.args[0]}") from None
         except ProxyError as exc:
             raise AuthenticationError(f"The client credential is no longer valid: {exc}") from None
     try:
