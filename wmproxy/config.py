@@ -74,9 +74,11 @@ class SecuritySettings:
     """X.509 material of the service.
 
     Attributes:
-        ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs). A file added,
-            removed or renamed in (as fetch-crl writes) is seen by the next verification; one
-            rewritten in place by the next verification through its CA, by others within 1 s.
+        ca_dir: grid CA directory (``<hash>.0`` certificates, ``<hash>.r0`` CRLs, and the CA
+            namespace policies ``<hash>.namespaces`` and ``<hash>.signing_policy``, enforced as
+            ``namespace_mode`` says). A file added, removed or renamed in (as fetch-crl writes) is
+            seen by the next verification; one rewritten in place by the next verification
+            through its CA, by others within 1 s.
         vomsdir: VOMS trust anchors (``<vo>/<host>.lsc``) used to verify VOMS ACs.
         host_cert, host_key: PEM files of the service's host credential.
         authorized_users: who may use the service: comma-separated DN globs, FQAN
@@ -108,7 +110,7 @@ class SecuritySettings:
             a CA with neither is not restricted), ``eugridpma_globus_require`` (the same; a CA
             with neither is refused), ``eugridpma_and_globus`` (both files enforced where they
             name the CA), ``eugridpma_and_globus_require``, or ``ignore`` (no check: any trusted
-            CA may issue any DN, as before 2026-12; not advised).
+            CA may issue any DN, as before this check; not advised).
 
     Raises:
         ConfigError: a negative ``min_proxy_lifetime`` or ``delegation_key_pool``, a key size

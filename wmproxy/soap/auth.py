@@ -11,6 +11,11 @@ socket, refuse chains with more than ``[limits] max_proxy_chain_depth`` proxy le
 form (RFC 3820: proxies are skipped) and take its FQANs from the VOMS ACs that verify
 (:func:`wmproxy.security.voms.verified_fqans`) for this service (an AC targeted at other
 services gives none: ``host_names``).
+
+OpenSSL's handshake does not read the CA directory's namespace policies: the verification of the
+chain here does (:mod:`wmproxy.security.ca_policy`), so a chain whose certificate a CA issued
+outside its namespace (another CA's user DN) names nobody: AuthenticationFault "The client
+certificate is refused: ...".
 """
 
 from __future__ import annotations
