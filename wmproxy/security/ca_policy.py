@@ -331,6 +331,12 @@ class Policies:
     ca_dir: str = ""
     namespaces: dict[str, PolicyFile] = field(default_factory=dict)
     signing: dict[str, PolicyFile] = field(default_factory=dict)
+    #: Verdicts of :meth:`check`, by the certificate object's id: (the certificate, the hashes
+    #: above it, the mode, the refusal or ""). A user's certificate is the same object from one
+    #: verification to the next (the chains' issuers are kept parsed, ``chain.load_pem_chain``).
+    _verdicts: LRUCache[int, tuple[x509.Certificate, tuple[str, ...], str, str]] = field(
+        default_factory=lambda: LRUCache(VERDICTS_MAX), repr=False)
+    _verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def of(cls, ca_dir: str, files: dict[str, tuple[int, int]]) -> Policies:
@@ -352,12 +358,33 @@ class Policies:
         the verified path above ``cert``, its issuer first), when that CA's policy does not allow
         its subject (module doc, :func:`mode_of` the directory's mode).
 
+        A self-issued certificate (a root) is no CA's to allow. The verdict is kept per
+        certificate object and ``issuer_hashes`` while these policies are the directory's (a
+        refusal is logged when found, and at most once a minute when repeated).
+
         Raises:
             CaPolicyError: with the CA, the subject and the rule or file that decided.
         """
         mode = mode_of(self.ca_dir)
         if mode == "ignore":
             return
+        hashes = tuple(issuer_hashes)
+        with self._verdicts_lock:
+            kept = self._verdicts.get(id(cert))
+        if kept is not None and kept[0] is cert and kept[1] == hashes and kept[2] == mode:
+            refusal = kept[3]
+        else:
+            refusal = self._verdict(cert, hashes, mode)
+            with self._verdicts_lock:
+                self._verdicts[id(cert)] = (cert, hashes, mode, refusal)
+        if refusal:
+            issuer, subject, why = refusal.split("\n", 2)
+            self._refuse(issuer, subject, why)
+
+    def _verdict(self, cert: x509.Certificate, hashes: tuple[str, ...], mode: str) -> str:
+        """:meth:`check`'s answer: "" (allowed), else "<issuer>\\n<subject>\\n<why>"."""
+        if cert.subject == cert.issuer:
+            return ""
         issuer_dn = slash_dn(cert.issuer)
         subject_dn = slash_dn(cert.subject)
         issuer, subject = normalize_dn(issuer_dn), normalize_dn(subject_dn)
@@ -365,23 +392,18 @@ class Policies:
         verdicts = []
         broken = ""
         for files in (self.namespaces, self.signing):
-            verdict = _evaluate(files, issuer, subject, issuer_hashes)
+            verdict = _evaluate(files, issuer, subject, hashes)
             if verdict.broken:
                 broken = broken or verdict.refusal
             elif verdict.defined:
                 verdicts.append(verdict)
                 if not both:
                     break
-        if broken and (both or not verdicts):
-            self._refuse(issuer_dn, subject_dn, broken)
-        if not verdicts:
-            if mode.endswith("_require"):
-                self._refuse(issuer_dn, subject_dn, "the CA has no namespaces or signing_policy file naming it "
-                             f"(namespace_mode {mode})")
-            return
-        for verdict in verdicts:
-            if verdict.refusal:
-                self._refuse(issuer_dn, subject_dn, verdict.refusal)
+        why = broken if broken and (both or not verdicts) else ""
+        if not verdicts and not why and mode.endswith("_require"):
+            why = f"the CA has no namespaces or signing_policy file naming it (namespace_mode {mode})"
+        why = why or next((verdict.refusal for verdict in verdicts if verdict.refusal), "")
+        return f"{issuer_dn}\n{subject_dn}\n{why}" if why else ""
 
     def _refuse(self, issuer: str, subject: str, why: str) -> None:
         _log_refusal(self.ca_dir, issuer, subject, why)
@@ -411,6 +433,9 @@ def _evaluate(files: dict[str, PolicyFile], issuer: str, subject: str, hashes: S
         return _Verdict(True, f"outside its namespace ({found.name} permits {listed or 'nothing'})")
     return _UNDEFINED
 
+
+#: Verdicts kept per parse of a CA directory (:attr:`Policies._verdicts`).
+VERDICTS_MAX = 1024
 
 #: Refusals logged, per process: (CA directory, issuer, subject) -> when (monotonic); the same one
 #: is logged again after :data:`LOG_AGAIN` seconds.

@@ -621,7 +621,7 @@ class _CaDir:
     by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: The CA namespace policies of the directory (its ``.namespaces`` and ``.signing_policy`` files).
     policies: ca_policy.Policies = field(default_factory=ca_policy.Policies)
-    #: CA certificates of verified paths read as ``cryptography`` certificates, by DER.
+    #: The directory's CA certificates met on verified paths, as ``cryptography`` certificates, by DER.
     converted: dict[bytes, x509.Certificate] = field(default_factory=dict)
 
     @functools.cached_property
@@ -1284,14 +1284,14 @@ def _check_namespaces(path: list[crypto.X509], chain: list[x509.Certificate], lo
     hashes = _name_hashes(path)
     sent = {certificate_der(cert): cert for cert in chain}
     for position in range(len(path) - 2, -1, -1):  # the last one is the trust anchor
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, path[position])
-        cert = sent.get(der) or loaded.converted.get(der)
-        if cert is None:
-            cert = loaded.converted.setdefault(der, path[position].to_cryptography())
+        issued = path[position]
+        der = b"" if position == 0 else crypto.dump_certificate(crypto.FILETYPE_ASN1, issued)
+        cert = chain[0] if position == 0 else sent.get(der)  # OpenSSL's leaf is the chain's
+        if cert is None:  # a CA certificate of the directory
+            cert = loaded.converted.get(der) or loaded.converted.setdefault(der, issued.to_cryptography())
         if is_proxy(cert):
             return
-        if cert.subject != cert.issuer:  # a self-issued CA certificate is no CA's to allow
-            loaded.policies.check(cert, hashes[position + 1:])
+        loaded.policies.check(cert, hashes[position + 1:])
 
 
 def _openssl_path(chain: list[x509.Certificate], ca_dir: str, loaded: _CaDir, at: datetime | None,
