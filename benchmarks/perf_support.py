@@ -86,7 +86,8 @@ def add_trust_anchors(directory: Path, count: int) -> None:
     holds them: for each, ``<hash>.0`` (a self-signed CA certificate), ``<hash>.r0`` (its empty
     CRL), ``<hash>.signing_policy`` and ``<hash>.namespaces``, and under the old-style hash
     (OpenSSL's ``-subject_hash_old``) ``<old>.0`` a link to the certificate, as the IGTF packages
-    install it, and ``<old>.r0`` a copy of the CRL, as fetch-crl writes it. One RSA key signs them
+    install it, and ``<old>.r0`` a copy of the CRL, as fetch-crl writes it; the policy files
+    confine each to ``/C=ZZ/O=Trust Store Filler/...``, as IGTF's do. One RSA key signs them
     all (what a verification costs does not depend on it; making a hundred keys would)."""
     import datetime as dt
     import hashlib
@@ -117,8 +118,11 @@ def add_trust_anchors(directory: Path, count: int) -> None:
         (directory / f"{old_style}.0").symlink_to(f"{digest}.0")
         (directory / f"{old_style}.r0").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         issuer = f"/C=ZZ/O=Trust Store Filler/CN=Filler CA {number}"
-        (directory / f"{digest}.signing_policy").write_text(f"access_id_CA X509 '{issuer}'\n")
-        (directory / f"{digest}.namespaces").write_text(f'TO Issuer "{issuer}" PERMIT Subject ".*"\n')
+        (directory / f"{digest}.signing_policy").write_text(
+            f"access_id_CA X509 '{issuer}'\npos_rights globus CA:sign\n"
+            "cond_subjects globus '\"/C=ZZ/O=Trust Store Filler/*\"'\n")
+        (directory / f"{digest}.namespaces").write_text(
+            f'TO Issuer "{issuer}" \\\n  PERMIT Subject "/C=ZZ/O=Trust Store Filler/.*"\n')
 
 
 @contextlib.contextmanager

@@ -37,6 +37,12 @@ class ConfigError(ValueError):
     """A setting is missing or cannot be converted."""
 
 
+#: ``[security] namespace_mode`` values (:mod:`wmproxy.security.ca_policy`, CANL's namespace
+#: checking modes of the same names).
+NAMESPACE_MODES = ("eugridpma_globus", "eugridpma_globus_require", "eugridpma_and_globus",
+                   "eugridpma_and_globus_require", "ignore")
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """The job store (``[database]`` section).
@@ -68,9 +74,11 @@ class SecuritySettings:
     """X.509 material of the service.
 
     Attributes:
-        ca_dir: grid CA directory (``<hash>.0`` certificates and ``<hash>.r0`` CRLs). A file added,
-            removed or renamed in (as fetch-crl writes) is seen by the next verification; one
-            rewritten in place by the next verification through its CA, by others within 1 s.
+        ca_dir: grid CA directory (``<hash>.0`` certificates, ``<hash>.r0`` CRLs, and the CA
+            namespace policies ``<hash>.namespaces`` and ``<hash>.signing_policy``, enforced as
+            ``namespace_mode`` says). A file added, removed or renamed in (as fetch-crl writes) is
+            seen by the next verification; one rewritten in place by the next verification
+            through its CA, by others within 1 s.
         vomsdir: VOMS trust anchors (``<vo>/<host>.lsc``) used to verify VOMS ACs.
         host_cert, host_key: PEM files of the service's host credential.
         authorized_users: who may use the service: comma-separated DN globs, FQAN
@@ -95,10 +103,18 @@ class SecuritySettings:
         delegation_key_pool: server keys (with their CSRs) kept ready, sealed, in the
             database and topped up in the background, so getProxyReq does not generate
             an RSA key while the client waits; 0 = generate each key on the request path.
+        namespace_mode: how the namespace policies of ``ca_dir`` (``<hash>.namespaces``,
+            EUGridPMA/IGTF; ``<hash>.signing_policy``, Globus) confine what each CA may certify
+            (``docs/operations.md``, "CA namespace policies"): ``eugridpma_globus`` (CANL's
+            default: the namespaces file if it names the issuing CA, else its signing policy;
+            a CA with neither is not restricted), ``eugridpma_globus_require`` (the same; a CA
+            with neither is refused), ``eugridpma_and_globus`` (both files enforced where they
+            name the CA), ``eugridpma_and_globus_require``, or ``ignore`` (no check: any trusted
+            CA may issue any DN, as before this check; not advised).
 
     Raises:
         ConfigError: a negative ``min_proxy_lifetime`` or ``delegation_key_pool``, a key size
-            outside 1024-16384 bits.
+            outside 1024-16384 bits, an unknown ``namespace_mode``.
     """
 
     ca_dir: str = "/etc/grid-security/certificates"
@@ -111,10 +127,13 @@ class SecuritySettings:
     min_proxy_lifetime: int = 20 * 60
     delegation_key_bits: int = 2048
     delegation_key_pool: int = 16
+    namespace_mode: str = "eugridpma_globus"
 
     def __post_init__(self) -> None:
         if not 1024 <= self.delegation_key_bits <= 16384:
             raise ConfigError("[security] delegation_key_bits: 1024-16384 bits")
+        if self.namespace_mode not in NAMESPACE_MODES:
+            raise ConfigError(f"[security] namespace_mode: one of {', '.join(NAMESPACE_MODES)}")
         for name in ("min_proxy_lifetime", "delegation_key_pool"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"[security] {name}: must not be negative")

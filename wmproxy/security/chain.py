@@ -30,6 +30,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from OpenSSL import crypto
 
 from wmproxy.errors import ProxyError, ProxyPolicyError, ProxyVerificationError
+from wmproxy.security import ca_policy
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.pci import (
     INDEPENDENT_OID,
@@ -42,7 +43,9 @@ from wmproxy.security.pci import (
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
-_CA_FILE_RE = re.compile(r"^[0-9a-f]{8}\.(r?)\d+$")
+#: The files of a grid CA directory read: ``<hash>.N`` (CA certificates), ``<hash>.rN`` (CRLs) and
+#: the namespace policies ``<hash>.namespaces`` and ``<hash>.signing_policy`` (:mod:`ca_policy`).
+_CA_FILE_RE = re.compile(r"^[0-9a-f]{8}\.(?:r?\d+|namespaces|signing_policy)$")
 
 
 def load_pem_chain(data: bytes, *, new_leaf: bool = False) -> list[x509.Certificate]:
@@ -683,6 +686,10 @@ class _CaDir:
     #: The parsed file names by subject name hash (8 hex digits): that of the file's name
     #: (``<hash>.N``, ``<hash>.rN``) and that of what it holds (a CA's subject, a CRL's issuer).
     by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The CA namespace policies of the directory (its ``.namespaces`` and ``.signing_policy`` files).
+    policies: ca_policy.Policies = field(default_factory=ca_policy.Policies)
+    #: The directory's CA certificates met on verified paths, as ``cryptography`` certificates, by DER.
+    converted: dict[bytes, x509.Certificate] = field(default_factory=dict)
 
     @functools.cached_property
     def files(self) -> dict[str, tuple[int, int]]:
@@ -787,6 +794,8 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
     crl_files: list[tuple[str, x509.Name]] = []
     for name in names:
         by_hash.setdefault(name.split(".", 1)[0], set()).add(name)
+        if name.endswith(_POLICY_SUFFIXES):  # parsed below, once per file version (ca_policy.load_file)
+            continue
         try:
             with open(os.path.join(ca_dir, name), "rb") as fh:
                 data = fh.read()
@@ -807,10 +816,16 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
         issued_by = subject_hashes.get(issuer)
         if issued_by is not None:
             by_hash.setdefault(issued_by, set()).add(name)
-    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(sorted(found)) for h, found in by_hash.items()})
+    files = {name: (mtime, size) for name, mtime, size in key[1]}
+    policies = ca_policy.Policies.of(ca_dir, {n: stamp for n, stamp in files.items() if n.endswith(_POLICY_SUFFIXES)})
+    loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(sorted(found)) for h, found in by_hash.items()},
+                    policies)
     with _cache_lock:
         _cache[ca_dir] = _Parsed(loaded, names, now)
     return loaded
+
+
+_POLICY_SUFFIXES = ("." + ca_policy.NAMESPACES, "." + ca_policy.SIGNING_POLICY)
 
 
 def ca_dir_state(ca_dir: str) -> object:
@@ -1299,16 +1314,51 @@ def _verified_path_of(chain: list[x509.Certificate], ca_dir: str, at: datetime |
     if loaded is None:
         loaded = _load_ca_dir(ca_dir)
     try:
-        path = _openssl_path(chain, ca_dir, loaded, at, check_crl)
+        path = _trusted_path(chain, ca_dir, loaded, at, check_crl)
     except ProxyVerificationError:
         fresh = _load_ca_dir(ca_dir, walk=True)
         if fresh is loaded:
             raise
-        return _openssl_path(chain, ca_dir, fresh, at, check_crl), fresh
+        return _trusted_path(chain, ca_dir, fresh, at, check_crl), fresh
     if _path_files_changed(ca_dir, loaded, _name_hashes(path)):
         fresh = _load_ca_dir(ca_dir, walk=True)
-        return _openssl_path(chain, ca_dir, fresh, at, check_crl), fresh
+        return _trusted_path(chain, ca_dir, fresh, at, check_crl), fresh
     return path, loaded
+
+
+def _trusted_path(chain: list[x509.Certificate], ca_dir: str, loaded: _CaDir, at: datetime | None,
+                  check_crl: bool) -> list[crypto.X509]:
+    """:func:`_openssl_path`, and every certificate of the path a CA issued (the end-entity
+    certificate, an intermediate CA; not a proxy, not the self-signed root) within the namespace
+    policy of its issuer (:mod:`wmproxy.security.ca_policy`, ``loaded``'s policy files).
+
+    Raises:
+        ProxyVerificationError: as :func:`_openssl_path`; ca_policy.CaPolicyError for a
+            certificate outside its issuer's namespace.
+    """
+    path = _openssl_path(chain, ca_dir, loaded, at, check_crl)
+    _check_namespaces(path, chain, loaded)
+    return path
+
+
+def _check_namespaces(path: list[crypto.X509], chain: list[x509.Certificate], loaded: _CaDir) -> None:
+    """:func:`_trusted_path`'s policy check of the verified ``path`` (leaf first) of ``chain``,
+    from the CA certificates down to the end-entity certificate (the proxies below it are
+    issued by it, not by a CA): a certificate of ``chain`` is read as the object sent, one
+    of the CA directory converted."""
+    if len(path) < 2 or ca_policy.mode_of(loaded.policies.ca_dir) == "ignore":
+        return
+    hashes = _name_hashes(path)
+    sent = {certificate_der(cert): cert for cert in chain}
+    for position in range(len(path) - 2, -1, -1):  # the last one is the trust anchor
+        issued = path[position]
+        der = b"" if position == 0 else crypto.dump_certificate(crypto.FILETYPE_ASN1, issued)
+        cert = chain[0] if position == 0 else sent.get(der)  # OpenSSL's leaf is the chain's
+        if cert is None:  # a CA certificate of the directory
+            cert = loaded.converted.get(der) or loaded.converted.setdefault(der, issued.to_cryptography())
+        if is_proxy(cert):
+            return
+        loaded.policies.check(cert, hashes[position + 1:])
 
 
 def _openssl_path(chain: list[x509.Certificate], ca_dir: str, loaded: _CaDir, at: datetime | None,

@@ -2,7 +2,9 @@
 
 Everything is generated at run time; no key is ever committed. The CA directory has
 the grid layout (``peers.md`` §3): ``<hash>.0`` CA cert, ``<hash>.r0`` CRL,
-``<hash>.signing_policy`` (Globus) and ``<hash>.namespaces`` (EUGridPMA).
+``<hash>.signing_policy`` (Globus) and ``<hash>.namespaces`` (EUGridPMA): both confine the CA to
+its own name minus its last CN (``/C=XX/O=wmproxy-demo/...``), where its users and hosts are, and
+the service enforces them (:mod:`wmproxy.security.ca_policy`).
 
 Command line: ``python -m wmproxy.security.pki DIR`` creates ``DIR/certificates``,
 ``DIR/host/hostcert.pem`` + ``hostkey.pem`` (CN localhost), ``DIR/user/usercert.pem`` +

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wmproxy.config import Settings
 from wmproxy.sandbox.storage import FilesystemSandboxStorage
+from wmproxy.security import ca_policy
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.uris import sandbox_base_url
 from wmproxy.store import UnitOfWork, make_engine, make_session_factory
@@ -32,6 +33,9 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
+        """The runtime of ``settings``; the certificates verified against ``[security] ca_dir`` in
+        this process are checked in ``[security] namespace_mode`` from now on."""
+        ca_policy.configure(settings.security.ca_dir, settings.security.namespace_mode)
         engine = make_engine(settings.database.url, ping_after_idle=settings.database.ping_after_idle)
         return cls(
             settings=settings,

@@ -14,6 +14,11 @@ issuer's rights, and a language not understood cannot be given them), name the c
 end-entity certificate's DN in slash form (RFC 3820: proxies are skipped) and take its FQANs
 from the VOMS ACs that verify (:func:`wmproxy.security.voms.verified_fqans`) for this service
 (an AC targeted at other services gives none: ``host_names``).
+
+OpenSSL's handshake does not read the CA directory's namespace policies: the verification of the
+chain here does (:mod:`wmproxy.security.ca_policy`), so a chain whose certificate a CA issued
+outside its namespace (another CA's user DN) names nobody: AuthenticationFault "The client
+certificate is refused: ...".
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from cachetools import LRUCache
 
 from wmproxy.domain import Principal
 from wmproxy.errors import AuthenticationError, ProxyError
+from wmproxy.security.ca_policy import CaPolicyError
 from wmproxy.security.chain import (
     check_proxy_policies,
     der_chain_to_pem,
@@ -131,6 +137,8 @@ def _principal_of(
         # connection that may be long ago, and the proxy may have expired or been revoked since.
         try:
             verify_chain(chain, ca_dir, at=at)
+        except CaPolicyError as exc:
+            raise AuthenticationError(f"The client certificate is refused: {exc.args[0]}") from None
         except ProxyError as exc:
             raise AuthenticationError(f"The client credential is no longer valid: {exc}") from None
     try:

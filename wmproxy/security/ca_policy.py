@@ -1,0 +1,456 @@
+"""The namespace policies of a grid CA directory: which subjects each CA may certify.
+
+A CA directory holds, beside each CA's ``<hash>.0`` certificate, the names that CA may issue
+certificates to, in one or both of two formats (``<hash>``: the OpenSSL subject name hash of the
+CA the file belongs to):
+
+* ``<hash>.namespaces``, the EUGridPMA (IGTF) EACL format::
+
+      #NAMESPACES-VERSION: 1.0
+      TO Issuer "/C=XX/O=Example/CN=Example CA" \\
+        PERMIT Subject "/C=XX/O=Example/.*"
+      TO Issuer SELF DENY Subject "/C=XX/O=Example/CN=Root.*"
+
+  one rule per logical line (a line ending in ``\\`` continues on the next; ``#`` starts a
+  comment outside quotes); ``SELF`` is the CA of the file's hash; keywords in any case.
+  In a subject, ``.*`` matches any text (slashes included), every other character stands for
+  itself, a ``\\`` making the next one literal: the patterns IGTF writes (``"/C=ZA/O=Thawte
+  Consulting (Pty) Ltd./CN=..."``, ``"... CA G4  [Run by the Issuer]"``) are literal names,
+  and no other regular-expression operator is read (a pattern relying on one matches its
+  literal text only: it refuses, never accepts, more).
+* ``<hash>.signing_policy``, the Globus EACL format::
+
+      access_id_CA   X509    '/C=XX/O=Example/CN=Example CA'
+      pos_rights     globus  CA:sign
+      cond_subjects  globus  '"/C=XX/O=Example/*" "/DC=org/DC=example/*"'
+
+  blocks of these three lines (``#`` lines and blank lines ignored); in a subject, ``*``
+  matches any text (slashes included) and ``?`` one character.
+
+Names are compared in the slash form (:func:`wmproxy.security.dn.slash_dn`), case-insensitively
+and with the attribute labels OpenSSL spells several ways made one (``Email=``, ``E=`` and
+``emailAddress=``; ``UserID=`` and ``UID=``), as CANL does.
+
+What applies to a certificate issued by a CA (never to a proxy, issued by an end-entity
+certificate or a proxy, nor to a self-signed CA): the rules naming its issuer, found in the
+issuer's own files (``<issuer hash>.namespaces``) or, when those name it nowhere, in the files
+of the CAs above it on the verified path (an intermediate CA's namespace may be written in its
+root's file), the first file that names it deciding. With rules, a matching ``DENY`` refuses,
+else a matching ``PERMIT`` accepts, else the certificate is refused. How the two formats combine
+and what a CA with neither is (:data:`MODES`) follows CANL's namespace checking modes; the
+default, ``eugridpma_globus``, is CANL's default: the namespaces file if it names the issuer,
+else the signing policy, else no restriction. A policy file that cannot be read or parsed is
+logged (with the error) and counts as missing when the other format's file decides; when none
+decides, the certificates it would have decided are refused (in the ``eugridpma_and_globus``
+modes, always): a broken file never lets a name through.
+
+Each file is parsed once per process and parsed again when its ``stat`` (mtime, size) changes:
+the files are part of the CA directory's parse (:func:`wmproxy.security.chain._load_ca_dir`)
+and of its change detection, so a policy rewritten in place is seen by the next verification
+through its CA, as a CRL is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+from cryptography import x509
+
+from wmproxy.config import NAMESPACE_MODES
+from wmproxy.errors import ProxyVerificationError
+from wmproxy.security.dn import slash_dn
+
+_log = logging.getLogger(__name__)
+
+#: File name suffixes of the two formats.
+NAMESPACES = "namespaces"
+SIGNING_POLICY = "signing_policy"
+
+#: ``[security] namespace_mode`` values (CANL's ``NamespaceCheckingMode`` of the same names):
+#:
+#: * ``eugridpma_globus`` (default): the ``.namespaces`` rules of the issuer if any, else its
+#:   ``.signing_policy`` rules; a CA with neither is not restricted.
+#: * ``eugridpma_globus_require``: the same, and a CA with neither is refused.
+#: * ``eugridpma_and_globus``: both formats' rules, each where it names the issuer; neither:
+#:   not restricted.
+#: * ``eugridpma_and_globus_require``: the same, and a CA with neither is refused.
+#: * ``ignore``: no namespace check (any trusted CA may certify any name: not advised).
+MODES = NAMESPACE_MODES
+DEFAULT_MODE = "eugridpma_globus"
+
+_modes: dict[str, str] = {}
+
+
+def configure(ca_dir: str, mode: str) -> None:
+    """Check the certificates verified against ``ca_dir`` in ``mode`` (:data:`MODES`) from now
+    on, in this process (the service's edges call this with ``[security]``'s values)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown namespace mode {mode!r} (one of {', '.join(MODES)})")
+    _modes[os.fspath(ca_dir)] = mode
+
+
+def mode_of(ca_dir: str) -> str:
+    """The mode the certificates verified against ``ca_dir`` are checked in."""
+    return _modes.get(ca_dir, DEFAULT_MODE)
+
+
+class CaPolicyError(ProxyVerificationError):
+    """A certificate of a verified path is outside what its issuing CA may certify."""
+
+
+class PolicySyntaxError(ValueError):
+    """A policy file that does not parse."""
+
+
+# --- names ---
+
+#: Attribute labels written several ways (lower case) -> one spelling (lower case).
+_LABELS = {"e": "emailaddress", "email": "emailaddress", "userid": "uid", "s": "st"}
+_LABEL = re.compile(r"/([^/=]+)=")
+
+
+def normalize_dn(dn: str) -> str:
+    """``dn`` (slash form, or a pattern of one) case-folded, its attribute labels spelled one way."""
+    return _LABEL.sub(lambda m: f"/{_LABELS.get(m.group(1).lower(), m.group(1))}=", dn).casefold()
+
+
+def _namespaces_pattern(text: str) -> re.Pattern[str]:
+    """A namespaces subject: ``.*`` any text, ``\\x`` a literal x, anything else literal."""
+    parts: list[str] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            literal.append(text[i + 1])
+            i += 2
+        elif text.startswith(".*", i):
+            parts.append(re.escape("".join(literal)))
+            literal = []
+            parts.append(".*")
+            i += 2
+        else:
+            literal.append(text[i])
+            i += 1
+    parts.append(re.escape("".join(literal)))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _globus_pattern(text: str) -> re.Pattern[str]:
+    """A signing policy subject: ``*`` any text, ``?`` one character, anything else literal."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text), re.DOTALL)
+
+
+# --- parsing ---
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One subject rule: for the CA ``issuer`` (normalized; None: ``SELF``, the CA of the
+    file's hash), subjects matching ``pattern`` are permitted (or denied)."""
+
+    issuer: str | None
+    permit: bool
+    subject: str  # as written
+    pattern: re.Pattern[str]
+    where: str  # file:line
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """One parsed policy file (``error``: why it could not be parsed or read, else "")."""
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+    error: str = ""
+
+    def rules_for(self, issuer: str, own: bool) -> list[Rule]:
+        """The rules naming the CA ``issuer`` (normalized slash DN); ``own``: the file is that CA's."""
+        return [rule for rule in self.rules if rule.issuer == issuer or (own and rule.issuer is None)]
+
+
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+#: A subject written ``'"<pattern>"'`` (as in one IGTF alias file) is read as ``"<pattern>"``.
+_NS_ENTRY = re.compile(rf"TO\s+ISSUER\s+(?:(SELF)|{_QUOTED})\s+(PERMIT|DENY)\s+SUBJECT\s+(')?{_QUOTED}(?(4)')",
+                       re.IGNORECASE)
+_NS_VERSION = "#NAMESPACES-VERSION:"
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` up to a ``#`` outside double quotes (a ``\\`` escapes the next character)."""
+    quoted = False
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == "#" and not quoted:
+            return line[:i]
+        i += 1
+    return line
+
+
+def parse_namespaces(text: str, name: str = "namespaces") -> tuple[Rule, ...]:
+    """The rules of a ``.namespaces`` file. Raises PolicySyntaxError."""
+    rules: list[Rule] = []
+    pending = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if raw.upper().startswith(_NS_VERSION):
+            version = raw[len(_NS_VERSION):].strip()
+            if version != "1.0":
+                raise PolicySyntaxError(f"{name}:{number}: unsupported namespaces version {version!r}")
+            continue
+        line = _strip_comment(raw).rstrip()
+        if not pending:
+            start = number
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending += line[:-1] + " "
+            continue
+        entry = (pending + line).strip()
+        pending = ""
+        if not entry:
+            continue
+        found = _NS_ENTRY.fullmatch(entry)
+        if found is None:
+            raise PolicySyntaxError(f"{name}:{start}: not a 'TO Issuer \"<DN>\"|SELF PERMIT|DENY Subject "
+                                    f"\"<pattern>\"' rule: {entry[:200]!r}")
+        self_token, issuer, verdict, _, subject = found.groups()
+        rules.append(Rule(None if self_token else normalize_dn(_UNESCAPE.sub(r"\1", issuer)),
+                          verdict.upper() == "PERMIT", subject, _namespaces_pattern(normalize_dn(subject)),
+                          f"{name}:{start}"))
+    if pending.strip():
+        raise PolicySyntaxError(f"{name}: the last rule continues past the end of the file")
+    return tuple(rules)
+
+
+_SP_ACCESS = re.compile(r"access_id_CA\s+X509\s+'([^']*)'", re.IGNORECASE)
+_SP_RIGHTS = re.compile(r"pos_rights\s+globus\s+CA:sign", re.IGNORECASE)
+_SP_SUBJECTS = re.compile(r"cond_subjects\s+globus\s+(?:'([^']*)'|(\S.*))", re.IGNORECASE)
+
+
+def parse_signing_policy(text: str, name: str = "signing_policy") -> tuple[Rule, ...]:
+    """The rules of a ``.signing_policy`` file (all permits). Raises PolicySyntaxError."""
+    rules: list[Rule] = []
+    issuer: str | None = None
+    signs = False
+    subjects: list[tuple[str, int]] = []
+
+    def close() -> None:
+        if issuer is not None and signs:
+            rules.extend(Rule(issuer, True, subject, _globus_pattern(normalize_dn(subject)), f"{name}:{number}")
+                         for subject, number in subjects)
+
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if (found := _SP_ACCESS.fullmatch(line)) is not None:
+            close()
+            issuer, signs, subjects = normalize_dn(found.group(1)), False, []
+        elif issuer is None:
+            raise PolicySyntaxError(f"{name}:{number}: expected access_id_CA X509 '<DN>': {line[:200]!r}")
+        elif _SP_RIGHTS.fullmatch(line):
+            signs = True
+        elif (found := _SP_SUBJECTS.fullmatch(line)) is not None:
+            inner = found.group(1) if found.group(1) is not None else found.group(2)
+            quoted = re.findall(r'"([^"]*)"', inner)
+            listed = quoted if quoted or '"' in inner else inner.split()
+            subjects.extend((subject, number) for subject in listed if subject.strip())
+        else:
+            raise PolicySyntaxError(f"{name}:{number}: expected pos_rights globus CA:sign or cond_subjects "
+                                    f"globus '\"<pattern>\" ...': {line[:200]!r}")
+    close()
+    return tuple(rules)
+
+
+#: Parsed policy files, per process: (CA directory, file name) -> ((mtime ns, size), parse).
+_parsed: dict[tuple[str, str], tuple[tuple[int, int], PolicyFile]] = {}
+_parsed_lock = threading.Lock()
+
+
+def load_file(ca_dir: str, name: str, stamp: tuple[int, int]) -> PolicyFile:
+    """The parse of the policy file ``name`` of ``ca_dir`` whose ``stat`` was ``stamp`` (mtime ns,
+    size): parsed once per distinct stamp. Never raises: an unreadable or malformed file gives a
+    :class:`PolicyFile` with its ``error`` (logged once)."""
+    key = (ca_dir, name)
+    with _parsed_lock:
+        kept = _parsed.get(key)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    parser = parse_namespaces if name.endswith("." + NAMESPACES) else parse_signing_policy
+    try:
+        with open(os.path.join(ca_dir, name), "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
+        parsed = PolicyFile(name, parser(text, name))
+    except (OSError, PolicySyntaxError) as exc:
+        parsed = PolicyFile(name, error=str(exc) if isinstance(exc, PolicySyntaxError) else
+                            f"{name}: {exc.strerror or type(exc).__name__}")
+        _log.error("CA policy file %s of %s cannot be used: %s; the certificates its rules decide are "
+                   "refused until it is fixed", name, ca_dir, parsed.error)
+    with _parsed_lock:
+        _parsed[key] = (stamp, parsed)
+    return parsed
+
+
+def forget_others(ca_dir: str, names: Iterable[str]) -> None:
+    """Drop the kept parses of ``ca_dir``'s files not in ``names`` (removed files)."""
+    keep = set(names)
+    with _parsed_lock:
+        for key in [key for key in _parsed if key[0] == ca_dir and key[1] not in keep]:
+            del _parsed[key]
+
+
+# --- checking ---
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    defined: bool  # rules decided
+    refusal: str = ""  # why refused ("" accepted)
+    broken: bool = False  # an unusable file was met before any rules naming the issuer
+
+
+_UNDEFINED = _Verdict(False)
+
+
+@dataclass(frozen=True, eq=False)
+class Policies:
+    """The policy files of one parse of a CA directory, by the hash of their name."""
+
+    ca_dir: str = ""
+    namespaces: dict[str, PolicyFile] = field(default_factory=dict)
+    signing: dict[str, PolicyFile] = field(default_factory=dict)
+    #: Verdicts of :meth:`check`, by the certificate object's id: (the certificate, the hashes
+    #: above it, the mode, the refusal or ""). A user's certificate is the same object from one
+    #: verification to the next (the chains' issuers are kept parsed, ``chain.load_pem_chain``).
+    _verdicts: LRUCache[int, tuple[x509.Certificate, tuple[str, ...], str, str]] = field(
+        default_factory=lambda: LRUCache(VERDICTS_MAX), repr=False)
+    _verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def of(cls, ca_dir: str, files: dict[str, tuple[int, int]]) -> Policies:
+        """The policies of the files ``files`` (name -> (mtime ns, size)) of ``ca_dir``: those named
+        ``<hash>.namespaces`` and ``<hash>.signing_policy`` (:func:`load_file`)."""
+        namespaces: dict[str, PolicyFile] = {}
+        signing: dict[str, PolicyFile] = {}
+        for name, stamp in files.items():
+            digest, _, suffix = name.partition(".")
+            if suffix == NAMESPACES:
+                namespaces[digest] = load_file(ca_dir, name, stamp)
+            elif suffix == SIGNING_POLICY:
+                signing[digest] = load_file(ca_dir, name, stamp)
+        forget_others(ca_dir, [n for n in files if n.endswith((NAMESPACES, SIGNING_POLICY))])
+        return cls(ca_dir, namespaces, signing)
+
+    def check(self, cert: x509.Certificate, issuer_hashes: Sequence[str]) -> None:
+        """Refuse ``cert``, issued by the CA of ``issuer_hashes[0]`` (the subject name hashes of
+        the verified path above ``cert``, its issuer first), when that CA's policy does not allow
+        its subject (module doc, :func:`mode_of` the directory's mode).
+
+        A self-issued certificate (a root) is no CA's to allow. The verdict is kept per
+        certificate object and ``issuer_hashes`` while these policies are the directory's (a
+        refusal is logged when found, and at most once a minute when repeated).
+
+        Raises:
+            CaPolicyError: with the CA, the subject and the rule or file that decided.
+        """
+        mode = mode_of(self.ca_dir)
+        if mode == "ignore":
+            return
+        hashes = tuple(issuer_hashes)
+        with self._verdicts_lock:
+            kept = self._verdicts.get(id(cert))
+        if kept is not None and kept[0] is cert and kept[1] == hashes and kept[2] == mode:
+            refusal = kept[3]
+        else:
+            refusal = self._verdict(cert, hashes, mode)
+            with self._verdicts_lock:
+                self._verdicts[id(cert)] = (cert, hashes, mode, refusal)
+        if refusal:
+            issuer, subject, why = refusal.split("\n", 2)
+            self._refuse(issuer, subject, why)
+
+    def _verdict(self, cert: x509.Certificate, hashes: tuple[str, ...], mode: str) -> str:
+        """:meth:`check`'s answer: "" (allowed), else "<issuer>\\n<subject>\\n<why>"."""
+        if cert.subject == cert.issuer:
+            return ""
+        issuer_dn = slash_dn(cert.issuer)
+        subject_dn = slash_dn(cert.subject)
+        issuer, subject = normalize_dn(issuer_dn), normalize_dn(subject_dn)
+        both = mode.startswith("eugridpma_and_globus")
+        verdicts = []
+        broken = ""
+        for files in (self.namespaces, self.signing):
+            verdict = _evaluate(files, issuer, subject, hashes)
+            if verdict.broken:
+                broken = broken or verdict.refusal
+            elif verdict.defined:
+                verdicts.append(verdict)
+                if not both:
+                    break
+        why = broken if broken and (both or not verdicts) else ""
+        if not verdicts and not why and mode.endswith("_require"):
+            why = f"the CA has no namespaces or signing_policy file naming it (namespace_mode {mode})"
+        why = why or next((verdict.refusal for verdict in verdicts if verdict.refusal), "")
+        return f"{issuer_dn}\n{subject_dn}\n{why}" if why else ""
+
+    def _refuse(self, issuer: str, subject: str, why: str) -> None:
+        _log_refusal(self.ca_dir, issuer, subject, why)
+        raise CaPolicyError(f"the CA {issuer} may not certify {subject}: {why}")
+
+
+def _evaluate(files: dict[str, PolicyFile], issuer: str, subject: str, hashes: Sequence[str]) -> _Verdict:
+    """The verdict of one format's ``files`` on ``subject`` issued by ``issuer`` (module doc)."""
+    for position, digest in enumerate(hashes):
+        found = files.get(digest)
+        if found is None:
+            continue
+        if found.error:
+            return _Verdict(False, f"its policy file cannot be used ({found.error})", broken=True)
+        rules = found.rules_for(issuer, own=position == 0)
+        if not rules:
+            continue
+        permitted = ""
+        for rule in rules:
+            if rule.pattern.fullmatch(subject):
+                if not rule.permit:
+                    return _Verdict(True, f"denied by {rule.where} (DENY Subject \"{rule.subject}\")")
+                permitted = permitted or rule.where
+        if permitted:
+            return _Verdict(True)
+        listed = " ".join(f'"{rule.subject}"' for rule in rules if rule.permit)
+        return _Verdict(True, f"outside its namespace ({found.name} permits {listed or 'nothing'})")
+    return _UNDEFINED
+
+
+#: Verdicts kept per parse of a CA directory (:attr:`Policies._verdicts`).
+VERDICTS_MAX = 1024
+
+#: Refusals logged, per process: (CA directory, issuer, subject) -> when (monotonic); the same one
+#: is logged again after :data:`LOG_AGAIN` seconds.
+LOG_AGAIN = 60.0
+_logged: LRUCache[tuple[str, str, str], float] = LRUCache(1024)
+_logged_lock = threading.Lock()
+
+
+def _log_refusal(ca_dir: str, issuer: str, subject: str, why: str) -> None:
+    now = time.monotonic()
+    key = (ca_dir, issuer, subject)
+    with _logged_lock:
+        last = _logged.get(key)
+        if last is not None and now - last < LOG_AGAIN:
+            return
+        _logged[key] = now
+    _log.warning("CA namespace policy: refused the certificate %s issued by the CA %s (%s): %s",
+                 subject, issuer, ca_dir, why)
