@@ -217,7 +217,7 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
             label = f.uri.rsplit("/", 1)[-1]
             try:
                 path = download_file(client.session, f.uri, target, progress=task(label, f.size),
-                                     timeout=client.timeout)
+                                     timeout=client.timeout, size=f.size)
             except WMProxyClientError as exc:
                 failed.append(_failure(job_id, f.uri, _file_name(f.uri), exc, as_json))
                 continue
