@@ -16,10 +16,10 @@ and the requests session of :mod:`.session` (zeep calls, sandbox transfers).
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 #: Most bytes of one SOAP reply (a WSDL included), counted after any Content-Encoding is
@@ -27,8 +27,16 @@ from typing import Any
 #: room for a registered JDL or the status of a collection of 10,000 nodes.
 MAX_REPLY = 64 * 1024 * 1024
 
-#: The end (``time.monotonic()``) of the call being made by this thread, and its length.
-_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("wmproxy_client_deadline", default=None)
+
+class _Deadline(threading.local):
+    """The end (``time.monotonic()``) of the call this thread makes, and its length; None outside
+    a call. (A thread-local, not a ContextVar: ``threading`` is loaded already, ``contextvars``
+    is not on the light path.)"""
+
+    entry: tuple[float, float] | None = None
+
+
+_CURRENT = _Deadline()
 
 _UNSET: Any = object()
 
@@ -41,11 +49,12 @@ def call_deadline(seconds: float | None) -> Iterator[None]:
     if seconds is None:
         yield
         return
-    token = _DEADLINE.set((time.monotonic() + seconds, seconds))
+    previous = _CURRENT.entry
+    _CURRENT.entry = (time.monotonic() + seconds, seconds)
     try:
         yield
     finally:
-        _DEADLINE.reset(token)
+        _CURRENT.entry = previous
 
 
 class _DeadlineSocket(ssl.SSLSocket):
@@ -63,7 +72,7 @@ class _DeadlineSocket(ssl.SSLSocket):
     def _arm(self) -> None:
         if self._own_timeout is _UNSET:  # inside SSLSocket._create, before its settimeout
             return
-        entry = _DEADLINE.get()
+        entry = _CURRENT.entry
         if entry is None:
             if self._armed:
                 super().settimeout(self._own_timeout)
