@@ -291,7 +291,7 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
             try:
                 _check_new(target, name, f.uri, seen, overwrite)
                 path = download_file(client.session, f.uri, target, progress=task(label, f.size),
-                                     timeout=client.timeout)
+                                     timeout=client.timeout, size=f.size)
             except WMProxyClientError as exc:
                 failed.append(_failure(job_id, f.uri, name, exc, as_json))
                 continue

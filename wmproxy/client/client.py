@@ -42,7 +42,8 @@ class WMProxyClient:
             port's address is overridden with it.
         proxy_file: the user's proxy (PEM cert, key, chain), the TLS client credential.
         ca_dir: grid CA directory used to verify the service.
-        timeout: seconds for connecting and for each read (WSDL load, calls, transfers).
+        timeout: seconds a call (a WSDL load too) may take as a whole, connection and reply;
+            seconds for connecting and for each read of a sandbox transfer.
         wsdl: WSDL location; default the local file, else ``<endpoint>?wsdl``.
         session: an already configured requests Session (tests); default
             :func:`~wmproxy.client.session.grid_session`.
@@ -84,11 +85,12 @@ class WMProxyClient:
         """The zeep client, built on first use: getVersion and getJobStatus go through
         :mod:`.envelope` and need neither zeep nor the WSDL (issue 14: CLI start-up)."""
         import zeep
-        from zeep.transports import Transport
+
+        from wmproxy.client.session import soap_transport
 
         local = wsdl_path()
         location = self._wsdl or (str(local) if local else f"{self.endpoint}?wsdl")
-        transport = Transport(session=self.session, timeout=self.timeout, operation_timeout=self.timeout)
+        transport = soap_transport(self.session, self.timeout, self.timeout)
         with translated_errors("wsdl"):
             return zeep.Client(location, transport=transport)
 
@@ -100,7 +102,9 @@ class WMProxyClient:
         """POST to the endpoint: through the requests session once there is one (zeep calls,
         transfers, tests), else on a new standard-library connection (:mod:`.direct`)."""
         if "session" in self.__dict__:
-            response = self.session.post(self.endpoint, data=body, headers=headers, timeout=self.timeout)
+            from wmproxy.client.session import bounded_post
+
+            response = bounded_post(self.session, self.endpoint, body, headers, self.timeout)
             return int(response.status_code), bytes(response.content)
         from wmproxy.client import direct
 

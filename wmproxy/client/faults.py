@@ -117,7 +117,9 @@ def translated_errors(method: str) -> Iterator[None]:
     """
     try:
         yield
-    except WMProxyClientError:
+    except WMProxyClientError as exc:
+        if exc.method is None:  # raised below the call (a redirect refused, a reply too large)
+            exc.method = method
         raise
     except etree.XMLSyntaxError as exc:
         raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
@@ -132,11 +134,58 @@ def translated_errors(method: str) -> Iterator[None]:
             raise
         if isinstance(exc, zeep_exceptions.Fault):
             raise from_fault(exc, method) from None
-        if isinstance(exc, zeep_exceptions.TransportError):
-            raise WMProxyClientError(
-                "ConnectionError", f"HTTP {exc.status_code} from the service", None, method
-            ) from None
-        raise WMProxyClientError("InvalidResponse", str(exc) or type(exc).__name__, None, method) from None
+        raise zeep_error(exc, method) from None
+
+
+#: Why zeep refused a reply, for its errors that carry no message.
+_ZEEP_REFUSALS = {
+    "DTDForbidden": "the reply carries a document type declaration (DTD), refused",
+    "EntitiesForbidden": "the reply declares XML entities, refused",
+    "ExternalReferenceForbidden": "the reply refers to an external document, refused",
+}
+
+
+def zeep_error(exc: zeep_exceptions.Error, method: str | None = None) -> WMProxyClientError:
+    """A zeep error other than a Fault as one sentence: ``ConnectionError`` for an HTTP status
+    without a SOAP reply, ``InvalidResponse`` for a reply zeep could not read (invalid XML,
+    a DTD, entities: zeep reports some as a TransportError of status 200)."""
+    from zeep import exceptions as zeep_exceptions
+
+    if isinstance(exc, zeep_exceptions.TransportError):
+        if exc.status_code not in (200, 500) or exc.content is None:
+            return WMProxyClientError("ConnectionError", f"HTTP {exc.status_code} from the service", None, method)
+        reason = str(exc.message).split("\n", 1)[0].split("invalid XML: ", 1)[-1]
+        return WMProxyClientError(
+            "InvalidResponse", f"the service's reply (HTTP {exc.status_code}) is not valid XML: "
+            f"{_printable(reason, 300)}", None, method)
+    refusal = _ZEEP_REFUSALS.get(type(exc).__name__)
+    if refusal is not None:
+        return WMProxyClientError("InvalidResponse", refusal, None, method)
+    return WMProxyClientError("InvalidResponse", _printable(str(exc), 300) or type(exc).__name__, None, method)
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` on one line, its non-printable characters as ``?``, at most ``limit`` characters."""
+    line = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def redirect_error(where: str, status: int, location: str, method: str | None = None) -> WMProxyClientError:
+    """A redirect answered by ``where``: never followed (it could lead a proxy or a sandbox to a
+    plain-http or other peer), a ``ConnectionError`` naming where it pointed."""
+    return WMProxyClientError(
+        "ConnectionError",
+        f"{where} answered HTTP {status} redirecting to {_printable(location, 200)}: redirects are not followed",
+        None, method)
+
+
+def reply_too_large(where: str, method: str | None = None) -> WMProxyClientError:
+    """A reply over :data:`wmproxy.client.connection.MAX_REPLY` bytes (declared or received)."""
+    from wmproxy.client.connection import MAX_REPLY
+
+    return WMProxyClientError(
+        "InvalidResponse", f"the reply of {where} is larger than {MAX_REPLY // (1024 * 1024)} MiB: not read", None,
+        method)
 
 
 def _where(exc: requests.exceptions.RequestException) -> str:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import zeep
-from zeep.transports import Transport
 
 from wmproxy.client.faults import WMProxyClientError, translated_errors
-from wmproxy.client.session import grid_session
+from wmproxy.client.session import grid_session, soap_transport
 from wmproxy.domain import InspectionResult
 
 INSPECTION_NS = "http://wmproxy.org/namespaces/inspection-1"
@@ -62,7 +61,7 @@ class InspectionClient:
                  session: Any = None) -> None:
         self.session = session if session is not None else grid_session(proxy_file, ca_dir)
         read = timeout + WAIT_PER_CALL
-        transport = Transport(session=self.session, timeout=timeout, operation_timeout=read)
+        transport = soap_transport(self.session, timeout, read)
         with translated_errors("wsdl"):
             self._zeep = zeep.Client(str(WSDL_FILE), transport=transport)
         self._port = self._zeep.create_service(BINDING, endpoint)

@@ -70,13 +70,12 @@ class JobsClient:
     def __init__(self, endpoint: str, proxy_file: str, ca_dir: str, timeout: float = 120.0, *,
                  session: Any = None) -> None:
         import zeep  # here, not at import: ``wmproxy status`` reads summaries without zeep (job_summary)
-        from zeep.transports import Transport
 
-        from wmproxy.client.session import grid_session
+        from wmproxy.client.session import grid_session, soap_transport
 
         self.endpoint = endpoint
         self.session = session if session is not None else grid_session(proxy_file, ca_dir)
-        transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
+        transport = soap_transport(self.session, timeout, timeout)
         with translated_errors("wsdl"):
             self._zeep = zeep.Client(str(jobs_wsdl_path()), transport=transport)
         self._port = self._zeep.create_service(BINDING, endpoint)

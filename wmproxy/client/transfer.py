@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from wmproxy.client.faults import WMProxyClientError, translated_errors
+from wmproxy.client.faults import WMProxyClientError, redirect_error, translated_errors
 
 #: called with the number of bytes just transferred
 Progress = Callable[[int], None]
@@ -79,6 +79,7 @@ def upload_file(
             data=_ProgressReader(fh, size, progress),
             headers={"Content-Type": "application/octet-stream"},
             timeout=timeout,
+            allow_redirects=False,
         )
         _check(response, "upload", target)
     return target
@@ -120,11 +121,14 @@ def download_file(
     *,
     progress: Progress | None = None,
     timeout: float | None = None,
+    size: int | None = None,
 ) -> Path:
     """GET ``uri`` into ``<directory>/<last path segment>``, atomically (temp file + rename).
 
     The percent-decoded last segment must be a plain file name (:func:`local_path`); the
-    temporary ``.<name>.part`` beside it is created afresh, never through a link.
+    temporary ``.<name>.part`` beside it is created afresh, never through a link. With ``size``,
+    the body is read up to that many bytes: a server sending (or announcing) more is refused and
+    nothing is stored.
 
     Args:
         session: an authenticated session.
@@ -132,31 +136,45 @@ def download_file(
         directory: created if missing.
         progress: called with byte counts as the body arrives.
         timeout: seconds to wait for the server between bytes.
+        size: the size the service listed for the file (getOutputFileList); None: unbounded.
 
     Returns:
         The local file written.
 
     Raises:
         WMProxyClientError: ``TransferError`` for a non-2xx status, a URI without a plain
-            file name (nothing is fetched), a body that broke off or a local write error;
-            ``ConnectionError`` for network/TLS failures before the body.
+            file name (nothing is fetched), a body that broke off or is larger than ``size``,
+            or a local write error; ``ConnectionError`` for network/TLS failures before the body
+            and for a redirect (never followed).
     """
     name = unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
     target = local_path(directory, name, uri)
     directory = Path(directory)
     partial = directory / f".{name}.part"
-    with translated_errors("download"), session.get(uri, stream=True, timeout=timeout) as response:
+    with translated_errors("download"), \
+            session.get(uri, stream=True, timeout=timeout, allow_redirects=False) as response:
         _check(response, "download", uri)
+        declared = response.headers.get("Content-Length", "")
+        if size is not None and declared.isdigit() and int(declared) > size:
+            raise _larger(uri, size, f"announced {declared} bytes")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             partial.unlink(missing_ok=True)
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
             with os.fdopen(fd, "wb") as out:
+                received = 0
                 for chunk in response.iter_content(CHUNK):
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise _larger(uri, size, "sent more")
                     out.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
             partial.replace(target)
+        except WMProxyClientError:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise
         except requests.RequestException as exc:  # an OSError too: the body broke off
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
@@ -181,7 +199,16 @@ def _broken_reason(exc: requests.RequestException) -> str:
     return " ".join(str(cause).split()) or type(exc).__name__
 
 
+def _larger(uri: str, size: int, how: str) -> WMProxyClientError:
+    return WMProxyClientError(
+        "TransferError", f"refused {uri}: the service listed it with {size} bytes and {how}; nothing stored", None,
+        "download")
+
+
 def _check(response: requests.Response, method: str, uri: str) -> None:
+    location = response.headers.get("Location")
+    if 300 <= response.status_code < 400 and location is not None:  # a session other than grid_session's
+        raise redirect_error(urlsplit(uri).netloc or uri, response.status_code, location, method)
     if not 200 <= response.status_code < 300:
         status = " ".join(f"HTTP {response.status_code} {response.reason or ''}".split())
         raise WMProxyClientError("TransferError", f"{status} for {uri}", None, method)

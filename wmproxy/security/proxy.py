@@ -224,6 +224,39 @@ def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
     return hashes.SHA256()
 
 
+#: The smallest RSA key a proxy request may carry to be signed (NIST SP 800-131A; the service's
+#: delegation keys are 2048 bits unless configured larger).
+MIN_REQUEST_RSA_BITS = 2048
+#: The elliptic curves a proxy request's key may be on.
+REQUEST_EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+#: The largest RSA public exponent accepted (as ``wmproxy.security.renewed`` accepts in a chain).
+_MAX_RSA_EXPONENT = 2**32
+
+
+def _check_request_key(key: CertificatePublicKeyTypes) -> None:
+    """Refuse to certify a key an attacker could break or the grid does not use: RSA under
+    :data:`MIN_REQUEST_RSA_BITS` bits or with an unusable exponent, EC off :data:`REQUEST_EC_CURVES`,
+    any other type (DSA, Ed25519, ...).
+
+    Raises:
+        ProxyError: naming the key.
+    """
+    if isinstance(key, rsa.RSAPublicKey):
+        exponent = key.public_numbers().e
+        if key.key_size < MIN_REQUEST_RSA_BITS:
+            raise ProxyError(f"refused to sign the proxy request: its RSA key has {key.key_size} bits, "
+                             f"at least {MIN_REQUEST_RSA_BITS} required")
+        if exponent < 3 or exponent % 2 == 0 or exponent > _MAX_RSA_EXPONENT:
+            raise ProxyError(f"refused to sign the proxy request: its RSA key has the public exponent {exponent}")
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in REQUEST_EC_CURVES:
+            raise ProxyError(f"refused to sign the proxy request: its EC key is on the curve {key.curve.name}, "
+                             f"not one of {', '.join(REQUEST_EC_CURVES)}")
+        return
+    raise ProxyError(f"refused to sign the proxy request: its key type {type(key).__name__} is not RSA or EC")
+
+
 def sign_proxy_request(csr_pem: bytes, signer: Credential, *, lifetime: int) -> bytes:
     """Client side of getProxyReq/putProxy (gridsite delegation): sign a server's CSR.
 
@@ -236,7 +269,9 @@ def sign_proxy_request(csr_pem: bytes, signer: Credential, *, lifetime: int) -> 
     The CSR subject is ignored; the proxy subject derives from the signer.
 
     Raises:
-        ProxyError: not a CSR, its self-signature is invalid, or the signer cannot sign.
+        ProxyError: not a CSR, its self-signature is invalid, its key is refused (RSA under
+            :data:`MIN_REQUEST_RSA_BITS` bits, an EC curve off :data:`REQUEST_EC_CURVES`, another
+            type), or the signer cannot sign.
     """
     try:
         csr = x509.load_pem_x509_csr(csr_pem.strip() + b"\n")
@@ -248,7 +283,9 @@ def sign_proxy_request(csr_pem: bytes, signer: Credential, *, lifetime: int) -> 
         valid = False
     if not valid:
         raise ProxyError("invalid proxy request: bad signature")
-    proxy = make_proxy(signer, lifetime=lifetime, public_key=csr.public_key())
+    public_key = csr.public_key()
+    _check_request_key(public_key)
+    proxy = make_proxy(signer, lifetime=lifetime, public_key=public_key)
     return chain_pem(proxy.full_chain)
 
 

@@ -36,10 +36,12 @@ from wmproxy.soap.app import WMProxyApplication
 
 
 @contextmanager
-def https_server(pki: Pki, app: Any) -> Iterator[tuple[BaseWSGIServer, str]]:
-    """``(server, "https://localhost:<port>")`` for the duration of the block."""
+def https_server(pki: Pki, app: Any, *, cert: Path | None = None, key: Path | None = None,
+                 ) -> Iterator[tuple[BaseWSGIServer, str]]:
+    """``(server, "https://localhost:<port>")`` for the duration of the block; with the host
+    certificate and key ``cert`` and ``key`` instead of the PKI's (a hostile server's)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.host_cert, pki.host_key)
+    context.load_cert_chain(cert or pki.host_cert, key or pki.host_key)
     server = make_server("localhost", 0, app, threaded=True, ssl_context=context)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -44,6 +45,11 @@ def _any_file(environ: dict[str, Any], start_response: Callable[..., Any]) -> It
     return [body]
 
 
+def _listed(uri: str) -> OutputFile:
+    """``uri`` as getOutputFileList lists it: with the size of what :func:`_any_file` serves."""
+    return OutputFile(uri, len(f"content of {unquote(urlsplit(uri).path)}".encode()))
+
+
 @pytest.fixture
 def server(pki: Pki, fake: FakeClient) -> Iterator[str]:
     """A hostile server's sandbox: any path is served. The fake client uses a real session."""
@@ -67,9 +73,9 @@ class TestServerGivenNames:
         (chosen / "linked.txt").symlink_to(root / "victim.txt")
         hostile = [".%2F..%2F..%2Fescaped.txt", "..%2F..%2Fescaped2.txt", "%2E%2E", ".", "..%5C..%5Cback.txt",
                    "nul%00.txt", "linked.txt"]
-        fake.outputs = [OutputFile(f"{server}/job/output/out.txt", 20)]
-        fake.outputs += [OutputFile(f"{server}/job/output/{name}", 1) for name in hostile]
-        fake.outputs += [OutputFile(f"{server}/job/output/plain.txt", 22)]
+        fake.outputs = [_listed(f"{server}/job/output/out.txt")]
+        fake.outputs += [_listed(f"{server}/job/output/{name}") for name in hostile]
+        fake.outputs += [_listed(f"{server}/job/output/plain.txt")]
         result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
         assert result.exit_code == 1, result.output
         assert not (root / "escaped.txt").exists() and not (root / "escaped2.txt").exists()
@@ -99,7 +105,7 @@ class TestServerGivenNames:
         chosen = tmp_path / "chosen"
         chosen.mkdir()
         (chosen / ".plain.txt.part").symlink_to(tmp_path / "victim.txt")
-        fake.outputs = [OutputFile(f"{server}/job/output/plain.txt", 22)]
+        fake.outputs = [_listed(f"{server}/job/output/plain.txt")]
         result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
         assert result.exit_code == 0, result.output
         assert (tmp_path / "victim.txt").read_text() == "keep"
@@ -110,7 +116,7 @@ class TestServerGivenNames:
     def test_json_names_each_file_not_retrieved(
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
     ) -> None:
-        fake.outputs = [OutputFile(f"{server}/o/..%2Fx", 1), OutputFile(f"{server}/o/y", 1)]
+        fake.outputs = [_listed(f"{server}/o/..%2Fx"), _listed(f"{server}/o/y")]
         result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path / "d"), JOB])
         assert result.exit_code == 1
         data = json.loads(result.stdout)
@@ -135,7 +141,7 @@ class TestServerGivenNames:
             fake.calls.append(("get_output_file_list", (job_id,)))
             if job_id == JOB:
                 raise WMProxyClientError("OperationNotAllowedFault", "parent")
-            return [OutputFile(f"{server}/{job_id[-6:]}/out.txt", 1)]
+            return [_listed(f"{server}/{job_id[-6:]}/out.txt")]
 
         monkeypatch.setattr(fake, "get_output_file_list", list_files)
         result = runner.invoke(cli, ["output", "--dir", str(target), JOB])
@@ -196,7 +202,7 @@ class TestLocalWriteFailure:
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
     ) -> None:
         (tmp_path / "afile").write_text("keep")
-        fake.outputs = [OutputFile(f"{server}/job/output/out.txt", 20)]
+        fake.outputs = [_listed(f"{server}/job/output/out.txt")]
         result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "afile"), JOB])
         assert result.exit_code == 1, result.output
         assert (f"Error - TransferError: cannot write {tmp_path / 'afile' / 'out.txt'}: File exists "

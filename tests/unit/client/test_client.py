@@ -41,7 +41,8 @@ class TestConstruction:
 
     def test_session_is_grid_configured(self) -> None:
         s = grid_session("/tmp/x509up_u1", "/etc/grid-security/certificates")
-        assert (s.cert, s.verify, s.trust_env) == ("/tmp/x509up_u1", "/etc/grid-security/certificates", False)
+        assert (s.verify, s.trust_env, s.max_redirects) == ("/etc/grid-security/certificates", False, 0)
+        assert s.cert is None  # the proxy is the credential of the https:// adapter's own SSLContext
 
     def test_wsdl_falls_back_to_the_endpoint(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from wmproxy.client.wsdl import wsdl_path
