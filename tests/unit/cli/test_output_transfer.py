@@ -258,7 +258,7 @@ class TestTheDefaultDirectory:
     ) -> None:
         job, where = own_job
         _as_nobody("mkdir", "-m", "0755", str(where))  # as an attacker would, before the user's retrieval
-        fake.outputs = [OutputFile(f"{server}/job/output/std.out", 20)]
+        fake.outputs = [_listed(f"{server}/job/output/std.out")]
         result = runner.invoke(cli, ["output", job])
         assert result.exit_code == 1, result.output
         assert result.stderr == (f"Error - TransferError: the default output directory {where} belongs to uid "
@@ -287,7 +287,7 @@ class TestTheDefaultDirectory:
             where.mkdir()
             where.chmod(0o775)
             problem = "can be written by others (mode 0775)"
-        fake.outputs = [OutputFile(f"{server}/job/output/std.out", 20)]
+        fake.outputs = [_listed(f"{server}/job/output/std.out")]
         result = runner.invoke(cli, ["output", job])
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith(f"Error - TransferError: the default output directory {where} {problem}: "
@@ -298,7 +298,7 @@ class TestTheDefaultDirectory:
         self, runner: CliRunner, fake: FakeClient, server: str, own_job: tuple[str, Path], tmp_path: Path
     ) -> None:
         job, where = own_job
-        fake.outputs = [OutputFile(f"{server}/job/output/std.out", 20)]
+        fake.outputs = [_listed(f"{server}/job/output/std.out")]
         previous = os.umask(0o002)
         try:
             result = runner.invoke(cli, ["output", "--nopurge", job])
@@ -310,7 +310,7 @@ class TestTheDefaultDirectory:
         assert stat.S_IMODE((where / "std.out").stat().st_mode) == 0o600
         # the user's own directory is used again (the file already there is kept, below)
         where.chmod(0o755)
-        fake.outputs = [OutputFile(f"{server}/job/output/other.out", 20)]
+        fake.outputs = [_listed(f"{server}/job/output/other.out")]
         result = runner.invoke(cli, ["output", job])
         assert result.exit_code == 0, result.output
         assert stat.S_IMODE((where / "other.out").stat().st_mode) == 0o600
@@ -329,8 +329,8 @@ class TestOneListingNeverReplacesAFile:
     def test_a_name_listed_twice_is_fetched_once_and_the_job_is_not_purged(
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
     ) -> None:
-        fake.outputs = [OutputFile(f"{server}/a/result.txt", 5), OutputFile(f"{server}/b/result.txt", 5),
-                        OutputFile(f"{server}/c/other.txt", 5)]
+        fake.outputs = [_listed(f"{server}/a/result.txt"), _listed(f"{server}/b/result.txt"),
+                        _listed(f"{server}/c/other.txt")]
         result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 1, result.output
         assert (tmp_path / "result.txt").read_text() == "content of /a/result.txt"
@@ -344,7 +344,7 @@ class TestOneListingNeverReplacesAFile:
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
     ) -> None:
         (tmp_path / "result.txt").write_text("precious")
-        fake.outputs = [OutputFile(f"{server}/a/result.txt", 5), OutputFile(f"{server}/a/new.txt", 5)]
+        fake.outputs = [_listed(f"{server}/a/result.txt"), _listed(f"{server}/a/new.txt")]
         result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 1, result.output
         assert (tmp_path / "result.txt").read_text() == "precious"
