@@ -172,3 +172,15 @@ class TestMigrate:
             lock.touch(mode=0o644)
         result = admin(service_settings, "migrate")
         assert result.exit_code == 0, result.output
+
+
+class TestRotation:
+    def test_a_key_replaced_by_a_link_is_refused_before_any_change(self, service_settings: Settings,
+                                                                    victims: Path) -> None:
+        path = key_path(service_settings)
+        (victims / "file").write_bytes(path.read_bytes())  # the key itself, but root's, behind a link
+        as_service_user_replace(path, victims / "file")
+        before = looks(victims / "file")
+        refused(admin(service_settings, "rotate-store-key", "--yes", "--force"), path)
+        assert looks(victims / "file") == before and path.is_symlink()
+        assert not Path(f"{path}.new").exists()
