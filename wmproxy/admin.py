@@ -316,8 +316,9 @@ def _switch_drain(path: Path, on: bool) -> None:
     """Create (``on``) or remove the drain file, never through a link (root runs this in a
     directory the service user owns: a link there could name ``/etc/shadow``)."""
     if on:
-        fd = open_state_path(path, flags=os.O_WRONLY | os.O_TRUNC, create_mode=DRAIN_FILE_MODE)
-        try:
+        fd = open_state_path(path, flags=os.O_WRONLY, create_mode=DRAIN_FILE_MODE)
+        try:  # truncated once checked (O_TRUNC would cut a refused file first)
+            os.ftruncate(fd, 0)
             os.write(fd, b"drained by wmproxy-admin\n")
         finally:
             os.close(fd)

@@ -142,6 +142,14 @@ class TestDrain:
         assert admin(service_settings, "drain", "off").exit_code == 0
         assert not drain.is_symlink() and looks(victims / "file") == before
 
+    def test_on_leaves_a_file_of_another_user_whole(self, service_settings: Settings) -> None:
+        drain = Path(service_settings.service.drain_file)
+        drain.write_text("daemon's\n")
+        os.chown(drain, 1, 1)  # daemon: neither root nor the service user
+        before = looks(drain)
+        refused(admin(service_settings, "drain", "on"), drain, "is owned by uid 1, neither root nor the service user")
+        assert looks(drain) == before
+
     def test_on_creates_the_file_and_accepts_the_service_users_own(self, service_settings: Settings) -> None:
         drain = Path(service_settings.service.drain_file)
         assert admin(service_settings, "drain", "on").exit_code == 0 and drain.read_text().startswith("drained")

@@ -117,7 +117,8 @@ def open_state_path(path: str | os.PathLike[str], *, directory: bool = False, fl
     Args:
         path: the file or directory (relative: to the working directory).
         directory: expect a directory (opened ``O_RDONLY | O_DIRECTORY``).
-        flags: the access flags of a file (``O_RDONLY``, ``O_WRONLY | O_TRUNC``...).
+        flags: the access flags of a file (``O_RDONLY``, ``O_WRONLY``: truncate it with
+            ``ftruncate`` once opened, ``O_TRUNC`` would cut a file before it is checked).
         create_mode: create a missing file with this mode (``O_CREAT``; never through a link).
         owners: uids allowed to own it besides root, this process's user and its directory's
             owner; None: any owner (a directory only looked into, such as the drain file's).
