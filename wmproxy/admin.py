@@ -149,15 +149,22 @@ def initialise(settings: Settings, user: str | None = None) -> None:
     if db is not None:
         _make_dirs(db.parent, owner)
         _settle(db, DATABASE_MODE, owner, create_mode=DATABASE_MODE)
+        _settle_companions(db, owner)  # before SQLite opens them as root: a link is refused first
     upgrade_database(settings)
     with contextlib.suppress(FileNotFoundError):  # before root reads it: not through a link either
         _settle(key, STORE_KEY_MODE, owner)
     record_store_key(settings, create=True)
     _settle(key, STORE_KEY_MODE, owner)
     if db is not None:
-        for path in (db, *(Path(f"{db}{suffix}") for suffix in SQLITE_COMPANIONS)):
-            with contextlib.suppress(FileNotFoundError):
-                _settle(path, DATABASE_MODE, owner)
+        _settle(db, DATABASE_MODE, owner)
+        _settle_companions(db, owner)
+
+
+def _settle_companions(db: Path, owner: tuple[int, int] | None) -> None:
+    """The SQLite ``-wal``/``-shm``/``-journal`` files that exist: DATABASE_MODE and ``owner``."""
+    for suffix in SQLITE_COMPANIONS:
+        with contextlib.suppress(FileNotFoundError):
+            _settle(Path(f"{db}{suffix}"), DATABASE_MODE, owner)
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -107,6 +107,14 @@ class TestInit:
         as_service_user_replace(db, victims / "file")
         init_refused(service_settings, f"{db} is a symbolic link: refused", victims / "file")
 
+    def test_a_wal_file_planted_as_a_link_is_refused_before_sqlite_opens_it(self, service_settings: Settings,
+                                                                             victims: Path) -> None:
+        db = sqlite_path(service_settings.database.url)
+        if db is None:
+            pytest.skip("a PostgreSQL database has no file here")
+        as_service_user_replace(Path(f"{db}-wal"), victims / "file")
+        init_refused(service_settings, f"{db}-wal is a symbolic link: refused", victims / "file")
+
     def test_a_directory_on_the_way_replaced_by_a_link_is_refused(self, service_settings: Settings,
                                                                   victims: Path) -> None:
         """The key's directory (the service user's) made a link to a root directory holding a root
