@@ -14,8 +14,10 @@ key or SQLite file that group or others can read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -24,6 +26,7 @@ from sqlalchemy.engine import make_url
 from wmproxy import admintools
 from wmproxy.config import ConfigError, Settings, load_settings
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
+from wmproxy.security.nofollow import open_state_path
 from wmproxy.store.migrations import MIGRATIONS_DIR, upgrade
 
 __all__ = ["MIGRATIONS_DIR", "cli", "initialise", "main", "upgrade_database"]
@@ -67,25 +70,43 @@ def service_account(user: str | None) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def _uids(owner: tuple[int, int] | None) -> tuple[int, ...]:
+    return () if owner is None else (owner[0],)
+
+
+def _settle_fd(fd: int, mode: int, owner: tuple[int, int] | None) -> None:
+    os.fchmod(fd, mode)
+    if owner is not None:
+        os.fchown(fd, *owner)
+
+
+def _new_dir(owner: tuple[int, int] | None) -> Callable[[int, Path], None]:
+    """What a directory ``init`` creates gets: STATE_DIR_MODE and ``owner``."""
+    return lambda fd, _path: _settle_fd(fd, STATE_DIR_MODE, owner)
+
+
+def _settle(path: Path, mode: int, owner: tuple[int, int] | None, *, directory: bool = False,
+            make: bool = False, create_mode: int | None = None) -> None:
+    """Give ``path`` ``mode`` and ``owner`` through a descriptor opened without following a
+    link (:func:`wmproxy.security.nofollow.open_state_path`: a link, a hard-linked file or a
+    file of another user is refused). With ``make`` the missing directories on the way (and
+    ``path`` itself, a directory) are created with STATE_DIR_MODE and ``owner``; a file is
+    created with ``create_mode`` when given."""
+
+    fd = open_state_path(path, directory=directory, create_mode=create_mode, owners=_uids(owner),
+                         new_dir=_new_dir(owner) if make else None)
+    try:
+        _settle_fd(fd, mode, owner)
+    finally:
+        os.close(fd)
+
+
 def _make_dirs(path: Path, owner: tuple[int, int] | None) -> None:
     """Create ``path`` and missing parents; each directory created here gets STATE_DIR_MODE
-    and ``owner``. Existing directories are left as they are."""
-    missing: list[Path] = []
-    for directory in (path, *path.parents):
-        if directory.exists():
-            break
-        missing.append(directory)
-    for directory in reversed(missing):
-        directory.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
-        os.chmod(directory, STATE_DIR_MODE)
-        if owner is not None:
-            os.chown(directory, *owner)
+    and ``owner``. Existing directories are left as they are (but refused when a link or
+    another user's, as :func:`_settle` does)."""
 
-
-def _settle(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
-    os.chmod(path, mode)
-    if owner is not None:
-        os.chown(path, *owner)
+    os.close(open_state_path(path, directory=True, owners=_uids(owner), new_dir=_new_dir(owner)))
 
 
 def initialise(settings: Settings, user: str | None = None) -> None:
@@ -100,12 +121,18 @@ def initialise(settings: Settings, user: str | None = None) -> None:
     directories are never changed, so the database's directory must already be writable
     by the service user if it exists (SQLite writes its journal there).
 
+    Nothing is changed through a symbolic link (the service user could plant one in its own
+    directories to have root chown ``/etc``): each path is opened with ``O_NOFOLLOW`` and
+    changed through the descriptor; a link, a hard-linked file or a file owned by neither
+    root nor the service user is refused (:class:`wmproxy.security.nofollow.UnsafePathError`).
+
     Args:
         settings: the service's settings.
         user: the service user's name (only root may name another account than its own).
 
     Raises:
-        ConfigError: unknown ``user``, or not root and ``user`` is someone else.
+        ConfigError: unknown ``user``, or not root and ``user`` is someone else; a path
+            that is a link, of the wrong type or another user's (UnsafePathError).
         OSError: a directory or file cannot be created, chmod-ed or chown-ed.
         ValueError: the existing store key file holds no Fernet key.
         StoreStateError: the key file is missing for a database holding sealed data, or
@@ -115,23 +142,29 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 
     owner = service_account(user)
     for directory, mode in ((settings.sandbox.root, SANDBOX_ROOT_MODE), (settings.execution.work_dir, WORK_ROOT_MODE)):
-        _make_dirs(Path(directory), owner)
-        _settle(Path(directory), mode, owner)
+        _settle(Path(directory), mode, owner, directory=True, make=True)
     key = Path(settings.security.store_key_file)
     _make_dirs(key.parent, owner)
     db = sqlite_path(settings.database.url)
     if db is not None:
         _make_dirs(db.parent, owner)
-        if not db.exists():
-            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_MODE))
-        _settle(db, DATABASE_MODE, owner)
+        _settle(db, DATABASE_MODE, owner, create_mode=DATABASE_MODE)
+        _settle_companions(db, owner)  # before SQLite opens them as root: a link is refused first
     upgrade_database(settings)
+    with contextlib.suppress(FileNotFoundError):  # before root reads it: not through a link either
+        _settle(key, STORE_KEY_MODE, owner)
     record_store_key(settings, create=True)
     _settle(key, STORE_KEY_MODE, owner)
     if db is not None:
-        for path in (db, *(Path(f"{db}{suffix}") for suffix in SQLITE_COMPANIONS)):
-            if path.exists():
-                _settle(path, DATABASE_MODE, owner)
+        _settle(db, DATABASE_MODE, owner)
+        _settle_companions(db, owner)
+
+
+def _settle_companions(db: Path, owner: tuple[int, int] | None) -> None:
+    """The SQLite ``-wal``/``-shm``/``-journal`` files that exist: DATABASE_MODE and ``owner``."""
+    for suffix in SQLITE_COMPANIONS:
+        with contextlib.suppress(FileNotFoundError):
+            _settle(Path(f"{db}{suffix}"), DATABASE_MODE, owner)
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -244,6 +277,8 @@ def migrate(settings: Settings, revision: str) -> None:
         upgrade_database(settings, revision)
     except CommandError as exc:  # an unknown revision: nothing was run
         raise click.ClickException(f"cannot migrate to {revision!r}: {exc}") from None
+    except ConfigError as exc:  # the migration lock file is a link or another user's
+        raise click.ClickException(str(exc)) from None
     try:
         record_store_key(settings, create=False)
     except StoreStateError as exc:
@@ -280,6 +315,30 @@ def rotate_store_key_command(settings: Settings, yes: bool, force: bool) -> None
                "to the backup, then remove the retired one")
 
 
+#: Mode of the drain file ``drain on`` creates (the service only looks whether it exists).
+DRAIN_FILE_MODE = 0o644
+
+
+def _switch_drain(path: Path, on: bool) -> None:
+    """Create (``on``) or remove the drain file, never through a link (root runs this in a
+    directory the service user owns: a link there could name ``/etc/shadow``)."""
+    if on:
+        fd = open_state_path(path, flags=os.O_WRONLY, create_mode=DRAIN_FILE_MODE)
+        try:  # truncated once checked (O_TRUNC would cut a refused file first)
+            os.ftruncate(fd, 0)
+            os.write(fd, b"drained by wmproxy-admin\n")
+        finally:
+            os.close(fd)
+        return
+    parent = open_state_path(path.parent, directory=True, owners=None)
+    try:
+        os.unlink(path.name, dir_fd=parent)  # removes a link itself, never its target
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(parent)
+
+
 @cli.command()
 @click.argument("switch", type=click.Choice(["on", "off"]))
 @admintools.pass_settings
@@ -288,13 +347,12 @@ def drain(settings: Settings, switch: str) -> None:
     path = settings.service.drain_file
     if not path:
         raise click.ClickException("[service] drain_file is not set: the service has no drain switch")
+    action = "created" if switch == "on" else "removed"
     try:
-        if switch == "on":
-            Path(path).write_text("drained by wmproxy-admin\n")
-        else:
-            Path(path).unlink(missing_ok=True)
+        _switch_drain(Path(path), switch == "on")
+    except ConfigError as exc:  # a link or another user's file: never written through
+        raise click.ClickException(f"[service] drain_file {path} cannot be {action}: {exc}") from None
     except OSError as exc:
-        action = "created" if switch == "on" else "removed"
         raise click.ClickException(f"[service] drain_file {path} cannot be {action}: {exc.strerror or exc}") from None
     if switch == "on":
         click.echo(f"draining: new jobs are refused while {path} exists")

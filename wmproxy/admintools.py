@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import JobState, utcnow
 from wmproxy.sandbox.trees import tree_totals
+from wmproxy.text import log_text
 
 if TYPE_CHECKING:
     from wmproxy.services.purge import RemoveWorkDir
@@ -129,6 +131,13 @@ def _job_table(*others: str, title: str | None = None) -> Table:
                  title=title)
 
 
+def _add_row(table: Table, *values: object) -> None:
+    """A row of ``values`` as plain text: what grid users wrote (owner DNs, reasons, file names in
+    them) is never read as rich markup (``[link=...]``, ``[conceal]``, an unbalanced ``[/]`` that
+    would raise), and control characters are shown as ``\\xNN`` (:func:`wmproxy.text.log_text`)."""
+    table.add_row(*(Text(log_text("" if value is None else value)) for value in values))
+
+
 def _print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -175,7 +184,7 @@ def list_jobs(settings: Settings, owner: str | None, states: tuple[str, ...], ol
         return
     table = _job_table("state", "age", "updated")
     for job in found:
-        table.add_row(job["id"], job["owner"], job["state"], job["age"], job["updated"])
+        _add_row(table, job["id"], job["owner"], job["state"], job["age"], job["updated"])
     Console().print(table)
     click.echo(f"{len(found)} job(s)")
 
@@ -216,17 +225,17 @@ def show_job(settings: Settings, job_id: str, as_json: bool) -> None:
     for key, value in data.items():
         if key in ("nodes", "events"):
             continue
-        table.add_row(key, "" if value is None else str(value))
+        _add_row(table, key, "" if value is None else str(value))
     Console().print(table)
     if data.get("nodes"):
         nodes = Table(Column("node", no_wrap=True, overflow="fold"), "name", "state", title="nodes")
         for node in data["nodes"]:
-            nodes.add_row(node["id"], node["name"] or "", node["state"])
+            _add_row(nodes, node["id"], node["name"] or "", node["state"])
         Console().print(nodes)
     if data.get("events"):
         events = Table("at", "state", "reason", title="history")
         for event in data["events"]:
-            events.add_row(event["at"], event["state"], event["reason"] or "")
+            _add_row(events, event["at"], event["state"], event["reason"] or "")
         Console().print(events)
 
 
@@ -243,14 +252,14 @@ def _print_purge(report: Any) -> None:
     verb = "would purge" if report.dry_run else "purged"
     table = _job_table("state", "rule", title=f"jobs ({verb})")
     for job in report.jobs:
-        table.add_row(job.job_id, job.owner_dn, job.state, job.rule)
+        _add_row(table, job.job_id, job.owner_dn, job.state, job.rule)
     Console().print(table)
     click.echo(f"{verb}: {len(report.jobs)} job(s), {len(report.work_dirs)} work dir(s), "
                f"{len(report.areas)} sandbox area(s) of no job, "
                f"{len(report.delegations)} expired delegation(s), {len(report.renewals)} orphan renewal record(s), "
                f"{report.requests} pending delegation request(s), {report.inspections} inspection request(s)")
     for error in report.errors:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {log_text(error)}", err=True)
 
 
 @click.command()
@@ -333,11 +342,11 @@ def stats(settings: Settings, as_json: bool) -> None:
         return
     table = Table("state", "jobs", title="jobs by state")
     for state, n in sorted(by_state.items()):
-        table.add_row(state, str(n))
+        _add_row(table, state, str(n))
     Console().print(table)
     owners = Table("owner", "jobs", title="jobs by owner")
     for owner, n in sorted(by_owner.items(), key=lambda item: -item[1]):
-        owners.add_row(owner, str(n))
+        _add_row(owners, owner, str(n))
     Console().print(owners)
     click.echo(f"queue depth: {depth}\nsandboxes: {data['sandbox_bytes']} bytes\n"
                f"work dirs: {data['work_dir_bytes']} bytes")
@@ -363,7 +372,7 @@ def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
         return
     table = Table("owner", "bytes", title="sandbox usage recounted")
     for dn, used in sorted(counted.items()):
-        table.add_row(dn, str(used))
+        _add_row(table, dn, str(used))
     Console().print(table)
 
 
@@ -461,7 +470,7 @@ def check(settings: Settings, as_json: bool) -> None:
     else:
         table = Table("check", "result", "detail")
         for name, ok, detail in results:
-            table.add_row(name, "ok" if ok else "PROBLEM", detail)
+            _add_row(table, name, "ok" if ok else "PROBLEM", detail)
         Console(width=200).print(table)
     if not all(ok for _n, ok, _d in results):
         raise SystemExit(1)

@@ -3,8 +3,10 @@ rows back-dated as the purger would find them after days, and sealed rows."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import pwd
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +31,17 @@ from wmproxy.store.schema import Delegation, DelegationRequest, Job
 from wmproxy.store.uow import UnitOfWork
 
 BIN = Path(sys.executable).parent
+SERVICE_USER = "nobody"  # an account every Linux system has; stands for the service user
+
+
+@contextlib.contextmanager
+def effective_user(name: str) -> Iterator[None]:
+    """Run the block with the effective uid of ``name`` (this root test process, back to root after)."""
+    os.seteuid(pwd.getpwnam(name).pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
 
 
 def settings_for(state: Path, url: str, pki: Pki) -> Settings:

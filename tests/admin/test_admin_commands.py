@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -95,6 +96,38 @@ class TestJobs:
             assert job_id in result.output and BASE + "a-old-done" in result.output, args
         shown = CliRunner().invoke(cli, ["-c", str(config), "jobs", "show", job_id], env=env, catch_exceptions=False)
         assert job_id in shown.output
+
+    def test_text_of_grid_users_is_shown_as_written_never_as_markup(self, config: Path, settings: Settings) -> None:
+        """Owner DNs and reasons (an OutputSandbox entry's name quoted in one) are the grid user's:
+        rich markup in them is printed as it is, not read (an unbalanced ``[/]`` made rich raise,
+        ``[link=...]`` an OSC 8 hyperlink, ``[conceal]`` hid the rest), and control characters
+        are shown as ``\\xNN``."""
+        job_id = BASE + "markup"
+        owner = "/CN=[link=https://evil.example/fix]run this fix[/link]/CN=[conceal]x[/]"
+        reason = "output [/]/ missing; [link=https://evil.example/fix]run this fix[/link] [conceal]hidden \x1b[2J"
+        rt = Runtime.from_settings(settings)
+        try:
+            with rt.uow() as uow:
+                row = job_row(job_id, "Running", owner=owner, created=days_ago(10), updated=days_ago(9))
+                uow.session.add(row)
+                uow.session.flush()
+                uow.jobs.set_state(row, "Done", days_ago(9), reason=reason)
+        finally:
+            rt.session_factory.kw["bind"].dispose()
+        shown_reason = reason.replace("\x1b", "\\x1b")
+        for args in (("jobs", "show", job_id), ("jobs", "list"), ("purge", "--dry-run"), ("stats",)):
+            plain = CliRunner().invoke(cli, ["-c", str(config), *args], env={"COLUMNS": "400"},
+                                       catch_exceptions=False)
+            assert plain.exit_code == 0, (args, plain.output)
+            assert owner in plain.output, args
+            if args[1:2] == ("show",):
+                assert plain.output.count(shown_reason) == 2, plain.output  # the job's and its history's
+            coloured = CliRunner().invoke(cli, ["-c", str(config), *args],
+                                          env={"COLUMNS": "400", "FORCE_COLOR": "1", "TERM": "xterm-256color"},
+                                          catch_exceptions=False)
+            assert coloured.exit_code == 0, (args, coloured.output)
+            assert "\x1b]8;" not in coloured.output and "\x1b[2J" not in coloured.output, args
+            assert not re.search("\x1b\\[(?:[0-9;]*;)?8(?:;[0-9;]*)?m", coloured.output), args  # conceal
 
     def test_show_gives_owner_state_and_history(self, config: Path) -> None:
         result = admin(config, "jobs", "show", BASE + "a-running", "--json")

@@ -9,11 +9,9 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +20,19 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from tests.admin.support import BIN, key_path, recorded, run, sealed_rows, settings_for, write_ini
+from tests.admin.support import (
+    BIN,
+    SERVICE_USER,
+    effective_user,
+    key_path,
+    recorded,
+    run,
+    sealed_rows,
+    write_ini,
+)
 from tests.conftest import Pki
 from wmproxy.admin import initialise, upgrade_database
-from wmproxy.config import DatabaseSettings, RenewalSettings, Settings
+from wmproxy.config import RenewalSettings, Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security import sealing
@@ -546,37 +553,6 @@ class TestCheckOpensSealedRows:
         assert not found["sealed rows"]["ok"] and detail.startswith("3 of 5 sealed rows")
         assert f"delegation {DN} late" in detail and f"pending request {DN} late" in detail and "pooled key" in detail
         assert "before" not in detail
-
-
-SERVICE_USER = "nobody"  # an account every Linux system has; stands for the service user
-
-
-@contextlib.contextmanager
-def effective_user(name: str) -> Iterator[None]:
-    """Run the block with the effective uid of ``name`` (this root test process, back to root after)."""
-    os.seteuid(pwd.getpwnam(name).pw_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-
-
-@pytest.fixture
-def service_settings(settings: Settings, pki: Pki) -> Iterator[Settings]:
-    """The deployment of ``settings``, initialised as root with ``init --user nobody``, in a
-    directory the service user can enter (pytest's own directory is root's 0700)."""
-    if os.geteuid() != 0:
-        pytest.skip("handing files to the service user needs root (CI runs as root)")
-    top = Path(tempfile.mkdtemp(prefix="wmproxy-owner-"))
-    try:
-        top.chmod(0o711)
-        placed = settings_for(top / "state", settings.database.url, pki)
-        if settings.database.url.startswith("sqlite"):
-            placed = dataclasses.replace(placed, database=DatabaseSettings(url=f"sqlite:///{top}/db/wmproxy.db"))
-        initialise(placed, user=SERVICE_USER)
-        yield placed
-    finally:
-        shutil.rmtree(top)
 
 
 class TestKeyOwner:

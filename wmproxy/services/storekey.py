@@ -10,6 +10,7 @@ database schema is older than the code, with a message naming the fix.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import pwd
@@ -25,6 +26,7 @@ from wmproxy.config import ConfigError, Settings
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security.filemodes import sqlite_path
+from wmproxy.security.nofollow import open_state_path
 from wmproxy.security.sealing import Sealer, key_fingerprint, retire_key_file, write_new_key
 from wmproxy.store.engine import make_engine, make_session_factory
 from wmproxy.store.housekeeping import STORE_KEY_FINGERPRINT, SqlHousekeepingStore
@@ -371,6 +373,8 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force:
     would stay sealed with the retired key.
 
     Raises:
+        wmproxy.security.nofollow.UnsafePathError: the key file is a symbolic link or hard-linked, or a link is on its
+            way (:func:`wmproxy.security.nofollow.open_state_path`).
         StoreStateError: the schema is not this code's (newer: "the database is newer than
             this wmproxy"; older: run ``wmproxy-admin migrate``); an execution worker
             heartbeats or a renewal worker holds a lease
@@ -383,6 +387,10 @@ def rotate_store_key(settings: Settings, today: dt.date | None = None, *, force:
             the message names ``<key>.new`` and the fix.
     """
     path = Path(settings.security.store_key_file)
+    # Run as root in the service user's directory: the key read, and the owner the new key
+    # copies, never through a link (nor a hard link) the service user put there.
+    with contextlib.suppress(FileNotFoundError):  # missing: check_store_key says what to do
+        os.close(open_state_path(path, owners=None))
     check_schema(settings)  # a newer database may have sealed columns this code does not re-seal
     old_fp = check_store_key(settings)
     running = [] if force else running_processes(settings)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, inspect, make_url, text
 
+from wmproxy.security.nofollow import open_state_path
 from wmproxy.store.engine import make_engine
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ def migration_lock(url: str) -> Iterator[None]:
 
     Raises:
         OSError: (SQLite) the lock file cannot be created next to the database.
+        wmproxy.security.nofollow.UnsafePathError: (SQLite) the lock file is a symbolic link,
+            hard-linked or owned by another user than root, this user or its directory's owner.
     """
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -111,7 +114,9 @@ def migration_lock(url: str) -> Iterator[None]:
             return
         # Empty and world-readable: opened read-only, so a lock file root created at
         # ``init --user`` still serves the service user's later ``migrate``.
-        fd = os.open(f"{database}.migrate-lock", os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
+        # Never through a link (root runs migrate in the service user's directory): a link
+        # there, or another user's file, is refused (UnsafePathError, a ConfigError).
+        fd = open_state_path(f"{database}.migrate-lock", create_mode=LOCK_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
