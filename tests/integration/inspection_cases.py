@@ -227,8 +227,9 @@ CASES = (
 )
 
 
-def collect(namespace: dict[str, object]) -> None:
-    """Put every case into a test module's ``namespace`` under its test name; the module
-    provides ``inspection_deployment`` (and ``requirements``) for the cases' fixtures."""
+def collect(namespace: dict[str, object], leave_out: tuple[object, ...] = ()) -> None:
+    """Put every case but ``leave_out`` into a test module's ``namespace`` under its test name;
+    the module provides ``inspection_deployment`` (and ``requirements``) for the cases' fixtures."""
     for case in CASES:
-        namespace[f"test_{case.__name__}"] = case
+        if case not in leave_out:
+            namespace[f"test_{case.__name__}"] = case

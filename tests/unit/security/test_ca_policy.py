@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.conftest import need_peer
-from tests.unit.security.test_chain import _intermediate_ca
-from tests.unit.soap.test_auth_cache import _tls_pair
+from tests.unit.security.ca_support import intermediate_ca
+from tests.unit.soap.tls_support import tls_pair
 from tests.voms_support import VomsServer, fake_voms_proxy, write_lsc
 from wmproxy.config import ConfigError, SecuritySettings
 from wmproxy.errors import AuthenticationError, ProxyVerificationError
@@ -213,10 +213,10 @@ class TestVerifiedPaths:
             verify_chain(_chain(site.other, OLGA), str(site.ca_dir))
 
     def test_an_intermediate_ca_is_checked_against_its_root_and_its_users_against_it(self, site: Site) -> None:
-        outside = _intermediate_ca(site.demo, "/C=ZZ/O=Elsewhere/CN=Sub CA")
+        outside = intermediate_ca(site.demo, "/C=ZZ/O=Elsewhere/CN=Sub CA")
         with pytest.raises(CaPolicyError, match="wmproxy Demo CA may not certify /C=ZZ/O=Elsewhere/CN=Sub CA"):
             verify_chain(_chain(outside, "/C=ZZ/O=Elsewhere/OU=Users/CN=Zed"), str(site.ca_dir))
-        inside = _intermediate_ca(site.demo, "/C=XX/O=wmproxy-demo/CN=Sub CA")
+        inside = intermediate_ca(site.demo, "/C=XX/O=wmproxy-demo/CN=Sub CA")
         # the subordinate's namespace written in its root's file (as IGTF bundles do)
         with site.namespaces(site.demo).open("a") as fh:
             fh.write('TO Issuer "/C=XX/O=wmproxy-demo/CN=Sub CA" PERMIT Subject "/C=XX/O=wmproxy-demo/OU=Sub/.*"\n')
@@ -250,7 +250,7 @@ class TestEdges:
         spoofed = tmp_path / "spoofed.pem"
         write_proxy(_issue(site.other, ALICE), spoofed, lifetime=3600)
         auth._cache.clear()
-        server, client = _tls_pair(tls_site, spoofed)  # type: ignore[arg-type]
+        server, client = tls_pair(tls_site, spoofed)  # type: ignore[arg-type]
         try:
             ders = auth.verified_chain_der(server)
             with pytest.raises(AuthenticationError, match=f"refused: the CA {OTHER} may not certify {ALICE}"):

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
 from tests.support import INDEPENDENT, PRIVATE_POLICY, odd_proxy, policy_proxy
+from tests.unit.security.ca_support import intermediate_ca
 from tests.unit.security.signing_support import SHA1_RSA, resigned
 from wmproxy.errors import ProxyError, ProxyPolicyError, ProxyVerificationError
 from wmproxy.security import chain as chain_module
@@ -60,32 +61,6 @@ def _settle(directory, monkeypatch):
     monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
     monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 3600.0)
     os.utime(directory, (1_000_000_000, 1_000_000_000))
-
-
-def _intermediate_ca(root, name):
-    """A CA ``name`` (slash DN) signed by the CA ``root``, written into ``root``'s directory with
-    its CRL: a CertificateAuthority issuing users."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import Encoding as Enc
-
-    from wmproxy.security.dn import parse_slash_dn
-    from wmproxy.security.pki import CertificateAuthority
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(parse_slash_dn(name)).issuer_name(root.cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False)
-            .sign(root.key, hashes.SHA256()))
-    intermediate = CertificateAuthority(cert, key, root.directory)
-    intermediate.cert_path.write_bytes(cert.public_bytes(Enc.PEM))
-    intermediate.write_crl()
-    return intermediate
 
 
 class TestLoadPemChain:
@@ -448,7 +423,7 @@ class TestVerifyChain:
                                                                            monkeypatch):
         from wmproxy.security.pki import CertificateAuthority
 
-        intermediate = _intermediate_ca(fresh_ca, "/C=XX/O=wmproxy-demo/CN=Intermediate CA")
+        intermediate = intermediate_ca(fresh_ca, "/C=XX/O=wmproxy-demo/CN=Intermediate CA")
         user = intermediate.issue_user("Inter Mediated")
         proxy = make_proxy(user, lifetime=600)
         directory = fresh_ca.directory

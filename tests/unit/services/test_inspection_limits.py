@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from lxml import etree
 
 from tests.support import SoapApp
-from tests.unit.services.test_inspection_owner import running
+from tests.unit.services.inspection_support import running
 from wmproxy.config import InspectionSettings, PurgeSettings
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import InspectionLimitError, InvalidArgumentError

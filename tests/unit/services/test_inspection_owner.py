@@ -22,24 +22,15 @@ from tests.support import (
     SoapApp,
     principal_of,
 )
-from wmproxy.domain import JobState, Principal
+from tests.unit.services.inspection_support import running
+from wmproxy.domain import Principal
 from wmproxy.errors import AuthorizationError
 from wmproxy.services import inspection, jobs
 from wmproxy.services.acl import add_acl_items, get_acl_items
 from wmproxy.services.inspection import OWNER_ONLY
 from wmproxy.services.runtime import Runtime
-from wmproxy.services.submission import submit_job
 from wmproxy.soap.namespaces import INSPECTION, SOAP_ENV
 from wmproxy.store.inspections import FAILED, InspectionRequest
-from wmproxy.store.schema import Job
-
-
-def running(rt: Runtime, alice: Principal, delegation: str) -> str:
-    """A job of alice marked Running (nothing answers the agent's side)."""
-    job_id = submit_job(rt, alice, '[ Executable = "/bin/sleep"; Arguments = "600"; ]', delegation).job_id
-    with rt.uow() as uow:
-        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state=JobState.RUNNING.value))
-    return job_id
 
 
 @pytest.fixture

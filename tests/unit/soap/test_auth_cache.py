@@ -4,9 +4,7 @@ chain, and the chain-depth check still refuses every time."""
 
 from __future__ import annotations
 
-import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from tests.conftest import Pki
 from tests.support import INDEPENDENT, PRIVATE_POLICY, build_runtime, close_runtime, odd_proxy, policy_proxy
+from tests.unit.soap.tls_support import tls_pair
 from tests.voms_support import (
     FQANS,
     TARGETS_OID,
@@ -37,41 +36,10 @@ from wmproxy.soap.app import WMProxyApplication
 DEADLINE = 60.0
 
 
-def _tls_pair(pki: Pki, client_credential: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
-    """A connected (server side, client side) pair after the handshake; the server verifies
-    the client chain as gunicorn does (CA directory, proxies allowed, CRLs checked)."""
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(pki.host_cert, pki.host_key)
-    server_ctx.verify_mode = ssl.CERT_REQUIRED
-    server_ctx.load_verify_locations(capath=str(pki.ca_dir))
-    server_ctx.verify_flags |= ssl.VERIFY_ALLOW_PROXY_CERTS | ssl.VERIFY_CRL_CHECK_CHAIN
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(capath=str(pki.ca_dir))
-    client_ctx.load_cert_chain(client_credential)
-    a, b = socket.socketpair()
-    a.settimeout(DEADLINE)
-    b.settimeout(DEADLINE)
-    client = client_ctx.wrap_socket(b, server_hostname="localhost", do_handshake_on_connect=False)
-    errors: list[BaseException] = []
-
-    def handshake() -> None:
-        try:
-            client.do_handshake()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=handshake)
-    thread.start()
-    server = server_ctx.wrap_socket(a, server_side=True)
-    thread.join(DEADLINE)
-    assert errors == []
-    return server, client
-
-
 @pytest.fixture
 def alice_socket(pki: Pki) -> Iterator[ssl.SSLSocket]:
     auth._cache.clear()
-    server, client = _tls_pair(pki, pki.users["alice"].proxy)
+    server, client = tls_pair(pki, pki.users["alice"].proxy)
     yield server
     client.close()
     server.close()
@@ -90,7 +58,7 @@ def test_the_same_chain_gives_the_kept_principal(alice_socket: ssl.SSLSocket, pk
 
 def test_a_kept_principal_ends_with_the_first_expiry_in_the_chain(pki: Pki) -> None:
     short = pki.proxy("alice", lifetime=1800)
-    server, client = _tls_pair(pki, short)
+    server, client = tls_pair(pki, short)
     try:
         ders = auth.verified_chain_der(server)
         principal, valid_until = auth._principal_of(ders, vomsdir=None, ca_dir=str(pki.ca_dir), max_chain_depth=None)
@@ -142,7 +110,7 @@ def test_a_chain_revoked_after_its_handshake_is_refused_once_its_principal_lapse
     (CACHE_TTL), the chain is verified again and a CRL published since refuses it."""
     own = _own_pki(tmp_path)
     auth._cache.clear()
-    server, client = _tls_pair(own, own.users["erin"].proxy)
+    server, client = tls_pair(own, own.users["erin"].proxy)
     try:
         environ = {"gunicorn.socket": server}
         assert auth.tls_principal(environ, ca_dir=str(own.ca_dir)).dn == own.users["erin"].dn
@@ -217,7 +185,7 @@ def test_the_callers_fqans_are_those_of_acs_for_this_service(pki: Pki, tmp_path:
     rt = build_runtime(tmp_path / "state", pki, template_db)
     write_lsc(Path(rt.settings.security.vomsdir), server.dn, pki.ca.dn)
     auth._cache.clear()
-    server_side, client = _tls_pair(pki, proxy)
+    server_side, client = tls_pair(pki, proxy)
     try:
         principal = WMProxyApplication(rt).authenticate({"gunicorn.socket": server_side})
         assert principal.dn == pki.users["alice"].dn
