@@ -25,9 +25,14 @@ from wmproxy.execution.identity import Account
 from wmproxy.execution.worker import ExecutionWorker
 from wmproxy.services.runtime import Runtime
 
-#: A job making a chain of DEPTH directories (``mkdir`` and ``cd -P`` in a loop: dash's logical
-#: ``cd`` stops at PATH_MAX, about 2,000 levels here).
-DEEP = f"i=0; while [ $i -lt {DEPTH} ]; do mkdir a && cd -P a || exit 1; i=$((i+1)); done; echo $i"
+#: Levels one ``mkdir -p`` of the job makes (its path stays far below PATH_MAX).
+_STRIDE = 500
+assert DEPTH % _STRIDE == 0
+#: A job making a chain of DEPTH directories: ``mkdir -p`` and ``cd -P`` of _STRIDE levels at a
+#: time (dash's logical ``cd`` stops at PATH_MAX, about 2,000 levels here). One process per level
+#: took the job up to a minute on a loaded machine.
+DEEP = (f"p={'a/' * _STRIDE}; i=0; while [ $i -lt {DEPTH // _STRIDE} ]; do mkdir -p $p && cd -P $p || exit 1;"
+        f" i=$((i+1)); done; echo $((i*{_STRIDE}))")
 
 
 @pytest.fixture
