@@ -16,8 +16,11 @@ already exists in the directory (unless ``--overwrite``) are not fetched and cou
 The default directory ``/tmp/<user>_<id>`` is made mode 0700, and one that exists already is used
 only when it is the user's own real directory that nobody else may write (:func:`own_default_dir`);
 files stored under ``/tmp`` (that directory, or ``/tmp`` itself with ``--nosubdir``) are made
-readable by their owner only, whatever the umask (:func:`private_files`). A directory the user
-names with ``--dir`` is used as it is, and the umask decides the files' mode there.
+readable by their owner only, whatever the umask (:func:`private_files`). In a directory the user
+names with ``--dir`` the umask decides the files' mode. Either is opened once, before the first
+file is fetched, and written through that descriptor only (:class:`~wmproxy.client.transfer.Directory`:
+``<user>_<id>``, node directories, files): a path component swapped for a link meanwhile does not
+redirect the files; ``--dir`` naming a link is refused.
 With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
 note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
 A file the JDL declares in ``OutputSandbox`` that the job did not produce is named as
@@ -32,7 +35,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -43,7 +46,7 @@ from wmproxy.cli.compound import node_names
 from wmproxy.cli.sandbox import _parse
 from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
 from wmproxy.client.credential import user_label
-from wmproxy.client.transfer import download_file, local_path
+from wmproxy.client.transfer import Directory, download_file, local_path
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -59,13 +62,16 @@ def job_subdir(job_id: str) -> str:
     return f"{getpass.getuser()}_{unique}"
 
 
-def own_default_dir(path: str) -> None:
+def own_default_dir(path: str) -> Directory:
     """Make the default output directory ``path`` (``/tmp/<user>_<id>``) mode 0700, or accept the
     one that exists only when it is a directory (not a link) of the user's (effective) uid that
     the group and others cannot write. Anyone can create that name in ``/tmp`` first: a directory
     of another user's would let them replace the files once downloaded (the job purged, the
-    originals gone), or read them. Once checked it stays the user's: in ``/tmp`` (sticky) only
-    its owner can rename or remove it.
+    originals gone), or read them. It is opened once (``O_NOFOLLOW``) and checked through that
+    descriptor, which the files are written through (:class:`Directory`).
+
+    Returns:
+        The directory, open.
 
     Raises:
         WMProxyClientError: ``TransferError`` naming the directory, what is wrong and the fix.
@@ -77,7 +83,17 @@ def own_default_dir(path: str) -> None:
     except OSError as exc:
         raise WMProxyClientError("TransferError", f"cannot create the output directory {path}: {exc.strerror}",
                                  None, "download") from None
-    info = os.lstat(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        fd, info = -1, None
+        with suppress(OSError):
+            info = os.lstat(path)
+        if info is None or stat.S_ISDIR(info.st_mode):
+            raise WMProxyClientError("TransferError", f"cannot open the output directory {path}: {exc.strerror}",
+                                     None, "download") from None
+    else:
+        info = os.fstat(fd)
     problem = ""
     if stat.S_ISLNK(info.st_mode):
         problem = "is a symbolic link"
@@ -87,10 +103,13 @@ def own_default_dir(path: str) -> None:
         problem = f"belongs to {user_label(info.st_uid)}, not to you"
     elif info.st_mode & 0o022:
         problem = f"can be written by others (mode {stat.S_IMODE(info.st_mode):04o})"
-    if problem:
-        raise WMProxyClientError(
-            "TransferError", f"the default output directory {path} {problem}: it is not used (another user could "
-            "replace or read the files stored there); remove it, or choose a directory with --dir", None, "download")
+    if not problem:
+        return Directory(path, fd=fd)
+    if fd >= 0:
+        os.close(fd)
+    raise WMProxyClientError(
+        "TransferError", f"the default output directory {path} {problem}: it is not used (another user could "
+        "replace or read the files stored there); remove it, or choose a directory with --dir", None, "download")
 
 
 @contextmanager
@@ -107,16 +126,6 @@ def private_files(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
-
-
-def target_dir(job_id: str, directory: str | None, several: bool, nosubdir: bool) -> str:
-    """Where a job's files go: ``--dir D`` for one job (or with ``--nosubdir``),
-    ``D/<user>_<id>`` for each of several jobs, ``/tmp/<user>_<id>`` without ``--dir``
-    (``/tmp`` itself with ``--nosubdir``)."""
-    if directory is None:
-        return "/tmp" if nosubdir else default_dir(job_id)  # noqa: S108 - gLite's documented default
-    base = os.path.abspath(directory)
-    return base if nosubdir or not several else os.path.join(base, job_subdir(job_id))
 
 
 class _AlreadyRetrievedError(Exception):
@@ -148,30 +157,13 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     client = common.make_client(common.Environment.load(endpoint))
     results: list[dict[str, Any]] = []
     failures: list[render.JobError] = []
-    for job_id in ids:
-        try:
-            common.check_job_id(job_id)
-            if list_only:
-                results.append(_list(client, job_id, proto, as_json))
-                continue
-            target = target_dir(job_id, directory, len(ids) > 1, nosubdir)
-            if directory is None and not nosubdir:
-                own_default_dir(target)
-            with private_files(directory is None):
-                results.append(_retrieve(client, job_id, target, nopurge=nopurge, progress=not as_json,
-                                         as_json=as_json, skip_cleared=input_file is not None, overwrite=overwrite))
-            if results[-1]["result"] != "success":
-                failures.append(_not_retrieved(job_id, results[-1]))
-        except _AlreadyRetrievedError:
-            results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
-            if not as_json:
-                common.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
-        except WMProxyClientError as exc:
-            if len(ids) == 1:
-                raise
-            failures.append(render.JobError(job_id, exc.fault_type, exc.description))
-            if not as_json:
-                common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
+    # --dir: opened once, on first use, for every job (and its <user>_<id>, its nodes)
+    with ExitStack() as held:
+        chosen = held.enter_context(Directory(os.path.abspath(directory))) if directory is not None else None
+        for job_id in ids:
+            _one_job(client, job_id, chosen, results, failures, several=len(ids) > 1, nosubdir=nosubdir,
+                     list_only=list_only, proto=proto, nopurge=nopurge, as_json=as_json,
+                     from_file=input_file is not None, overwrite=overwrite)
     if as_json:
         # docs/cli-json.md: "partial" when some jobs failed; each failed job in "errors" (a job
         # with files not retrieved is in "jobs" too, with its details)
@@ -181,6 +173,46 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
             common.echo(f"Error - the output of {len(failures)} of {len(ids)} job(s) could not be retrieved",
                        err=True)
         raise SystemExit(1)
+
+
+def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, results: list[dict[str, Any]],
+             failures: list[render.JobError], *, several: bool, nosubdir: bool, list_only: bool, proto: str,
+             nopurge: bool, as_json: bool, from_file: bool, overwrite: bool) -> None:
+    """Retrieve (or list) one job of :func:`output`, its result appended to ``results`` (and
+    ``failures``); a job's error is raised when it is the only job."""
+    try:
+        common.check_job_id(job_id)
+        if list_only:
+            results.append(_list(client, job_id, proto, as_json))
+            return
+        with ExitStack() as held, private_files(chosen is None):
+            folder = _job_folder(job_id, chosen, several, nosubdir)
+            if folder is not chosen:
+                held.enter_context(folder)
+            results.append(_retrieve(client, job_id, folder, nopurge=nopurge, progress=not as_json,
+                                     as_json=as_json, skip_cleared=from_file, overwrite=overwrite))
+        if results[-1]["result"] != "success":
+            failures.append(_not_retrieved(job_id, results[-1]))
+    except _AlreadyRetrievedError:
+        results.append({"result": "skipped", "jobid": job_id, "reason": "output already retrieved"})
+        if not as_json:
+            common.echo(f"Note - {job_id}: the output was already retrieved (job Cleared): skipped", err=True)
+    except WMProxyClientError as exc:
+        if not several:
+            raise
+        failures.append(render.JobError(job_id, exc.fault_type, exc.description))
+        if not as_json:
+            common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
+
+
+def _job_folder(job_id: str, chosen: Directory | None, several: bool, nosubdir: bool) -> Directory:
+    """Where a job's files go, written through one descriptor: ``--dir D`` (``chosen``) for one
+    job (or with ``--nosubdir``), ``D/<user>_<id>`` (made through D's descriptor) for each of
+    several jobs, the default ``/tmp/<user>_<id>`` once checked (:func:`own_default_dir`)
+    without ``--dir`` (``/tmp`` itself with ``--nosubdir``)."""
+    if chosen is None:
+        return Directory("/tmp") if nosubdir else own_default_dir(default_dir(job_id))  # noqa: S108 - gLite's
+    return chosen if nosubdir or not several else chosen.child(job_subdir(job_id))
 
 
 def _not_retrieved(job_id: str, result: dict[str, Any]) -> render.JobError:
@@ -267,7 +299,7 @@ def _file_name(uri: str) -> str:
     return unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
 
 
-def _download_all(client: WMProxyClient, job_id: str, target: str, progress: bool,
+def _download_all(client: WMProxyClient, job_id: str, target: Directory, progress: bool,
                   as_json: bool, overwrite: bool) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     """Download every listed output file, each on its own: a file that fails (refused name, a
     name listed before, an existing file without ``overwrite``, HTTP error, write error) is
@@ -284,6 +316,9 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
     stored: list[str] = []
     failed: list[dict[str, Any]] = []
     seen: set[str] = set()
+    if files:  # opened before any file is fetched; one it cannot be is each file's error (download_file)
+        with suppress(OSError):
+            target.fileno()
     with common.progress_bar(progress) as task:
         for f in files:
             label = f.uri.rsplit("/", 1)[-1]
@@ -291,7 +326,7 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
             try:
                 _check_new(target, name, f.uri, seen, overwrite)
                 path = download_file(client.session, f.uri, target, progress=task(label, f.size),
-                                     timeout=client.timeout, size=f.size)
+                                     timeout=client.timeout, size=f.size, replace=overwrite)
             except WMProxyClientError as exc:
                 failed.append(_failure(job_id, f.uri, name, exc, as_json))
                 continue
@@ -301,7 +336,7 @@ def _download_all(client: WMProxyClient, job_id: str, target: str, progress: boo
     return stored, missing, failed
 
 
-def _check_new(target: str, name: str, uri: str, seen: set[str], overwrite: bool) -> None:
+def _check_new(target: Directory, name: str, uri: str, seen: set[str], overwrite: bool) -> None:
     """Refuse to fetch ``name`` into ``target`` a second time in one listing (it would replace
     the first: which one is the job's is unknown), or over an existing file unless
     ``overwrite`` (gLite asked whether to overwrite an existing directory; ``--noint`` said yes,
@@ -316,7 +351,7 @@ def _check_new(target: str, name: str, uri: str, seen: set[str], overwrite: bool
         raise WMProxyClientError("TransferError", f"the output file list names {name} twice: {uri} is not fetched "
                                  "(only the first file of a name is: it would replace that one)", None, "download")
     seen.add(name)
-    if not overwrite and os.path.lexists(path):
+    if not overwrite and target.exists(name):
         raise WMProxyClientError("TransferError", f"{path} already exists: it is kept and {uri} is not fetched "
                                  "(remove it, choose another --dir, or give --overwrite)", None, "download")
 
@@ -358,12 +393,13 @@ def _node_dir(target: str, name: str, child_id: str, as_json: bool) -> tuple[str
         return None, [_failure(child_id, None, name, refused, as_json)]
 
 
-def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool, progress: bool,
+def _retrieve(client: WMProxyClient, job_id: str, folder: Directory, *, nopurge: bool, progress: bool,
               as_json: bool, skip_cleared: bool, overwrite: bool) -> dict[str, Any]:
+    target = folder.path
     result: dict[str, Any] = {"result": "success", "jobid": job_id, "dir": target}
     children: list[str] = []
     try:
-        stored, missing, failed = _download_all(client, job_id, target, progress, as_json, overwrite)
+        stored, missing, failed = _download_all(client, job_id, folder, progress, as_json, overwrite)
     except WMProxyClientError as exc:
         if _cleared(client, job_id):
             if skip_cleared:
@@ -384,8 +420,9 @@ def _retrieve(client: WMProxyClient, job_id: str, target: str, *, nopurge: bool,
             node_missing: list[str] = []
             if node_dir is not None:
                 try:
-                    node_files, node_missing, node_failed = _download_all(client, child_id, node_dir, progress,
-                                                                          as_json, overwrite)
+                    with folder.child(name) as node_folder:
+                        node_files, node_missing, node_failed = _download_all(client, child_id, node_folder,
+                                                                              progress, as_json, overwrite)
                     shown.append((name, child_id, node_dir))
                 except WMProxyClientError as exc:
                     if exc.fault_type == "OperationNotAllowedFault":

@@ -3,12 +3,19 @@
 ``--set -f FILE...`` names the files to peek at while the job runs, ``--unset`` stops
 it, ``--get -f FILE`` downloads the chunks merged since the last call (every chunk with
 ``--all``) into ``--dir`` and prints them unless ``--nodisplay``.
+
+The listing gives no sizes: ``--get`` stores at most ``--max-size`` bytes (all its chunks
+together, :data:`MAX_SIZE` by default): a chunk that would pass it is refused, nothing of it is
+stored, and the error says how to get it. The chunks are written through one descriptor of the
+directory (:class:`~wmproxy.client.transfer.Directory`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import click
@@ -16,7 +23,13 @@ import click
 from wmproxy.cli import common, render
 from wmproxy.cli.errors import unreadable
 from wmproxy.cli.output import default_dir, own_default_dir, private_files
-from wmproxy.client.transfer import download_file
+from wmproxy.client import WMProxyClient, WMProxyClientError
+from wmproxy.client.transfer import Directory, Progress, TransferLimitError, download_file
+
+#: bytes ``perusal --get`` stores by default, all its chunks together: the service's default bound
+#: of a job's output sandbox (``[limits] max_output_sandbox_size``), which its perusal chunks
+#: count against
+MAX_SIZE = 100_000_000
 
 
 def _file_names(files: tuple[str, ...], names_file: str | None) -> list[str]:
@@ -40,6 +53,8 @@ def _file_names(files: tuple[str, ...], names_file: str | None) -> list[str]:
 @click.option("--all", "all_chunks", is_flag=True, help="With --get: every chunk, not only the new ones.")
 @click.option("--dir", "directory", metavar="DIR", help="With --get: where to store the chunks.")
 @click.option("--nodisplay", is_flag=True, help="With --get: do not print the retrieved content.")
+@click.option("--max-size", type=click.IntRange(min=0), default=MAX_SIZE, show_default=True, metavar="BYTES",
+              help="With --get: the most bytes to store, all chunks together (0: no bound).")
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read the job id from a submit -o file.")
 @common.common_options
 @common.reports_errors
@@ -51,6 +66,7 @@ def perusal(
     all_chunks: bool,
     directory: str | None,
     nodisplay: bool,
+    max_size: int,
     input_file: str | None,
     endpoint: str | None,
     as_json: bool,
@@ -81,20 +97,52 @@ def perusal(
     name = names[0]
     uris = client.get_perusal_files(job, name, all_chunks, "https")
     target = os.path.abspath(directory or default_dir(job))
-    stored: list[Path] = []
-    if uris:
-        if directory is None:
-            own_default_dir(target)
+    if not uris:
+        _report(job, name, target, [], None, as_json, nodisplay)
+        return
+    with own_default_dir(target) if directory is None else Directory(target) as folder:
         with private_files(directory is None), common.progress_bar(not as_json) as task:
-            for uri in uris:
-                label = uri.rsplit("/", 1)[-1]
-                stored.append(download_file(client.session, uri, target, progress=task(label, 0),
-                                            timeout=client.timeout))
+            stored = _fetch(client, uris, folder, task, max_size, all_chunks)
+        _report(job, name, target, stored, folder, as_json, nodisplay)
+
+
+def _fetch(client: WMProxyClient, uris: list[str], folder: Directory, task: Callable[[str, int], Progress],
+           max_size: int, all_chunks: bool) -> list[Path]:
+    """Download the chunks ``uris`` into ``folder``, at most ``max_size`` bytes in all (0: no bound).
+
+    Raises:
+        WMProxyClientError: a chunk could not be stored (one passing ``max_size``: nothing of it).
+    """
+    stored: list[Path] = []
+    left = max_size
+    with suppress(OSError):  # opened before any chunk is fetched; one it cannot be is the chunk's error
+        folder.fileno()
+    for uri in uris:
+        advance = task(uri.rsplit("/", 1)[-1], 0)
+        received = 0
+
+        def counted(n: int, advance: Progress = advance) -> None:
+            nonlocal received
+            received += n
+            advance(n)
+
+        try:
+            stored.append(download_file(client.session, uri, folder, progress=counted, timeout=client.timeout,
+                                        limit=left if max_size else None))
+        except TransferLimitError as exc:
+            raise _over(exc, max_size, stored, all_chunks) from None
+        left -= received
+    return stored
+
+
+def _report(job: str, name: str, target: str, stored: list[Path], folder: Directory | None, as_json: bool,
+            nodisplay: bool) -> None:
+    """The outcome of ``--get``; the chunks' content (read through ``folder``) unless ``nodisplay``."""
     if as_json:
         click.echo(json.dumps({"result": "success", "jobid": job, "file": name, "dir": target,
                                "chunks": [str(p) for p in stored]}))
         return
-    if not stored:
+    if not stored or folder is None:
         common.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n"
                    f"No new chunks of the file {name} to be retrieved for the job:\n{job}\n\n{render.RULE}\n", nl=False)
         return
@@ -104,4 +152,28 @@ def perusal(
                f"have been stored in the directory:\n{target}\n{listed}\n{render.RULE}\n", nl=False)
     if not nodisplay:
         for path in stored:
-            click.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+            click.echo(_read(folder, path.name).decode("utf-8", errors="replace"), nl=False)
+
+
+def _read(folder: Directory, name: str) -> bytes:
+    """The file ``name`` of ``folder``, read through its descriptor (never through a link).
+
+    Raises:
+        WMProxyClientError: ``TransferError``, it cannot be read.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder.fileno())
+        with os.fdopen(fd, "rb") as chunk:
+            return chunk.read()
+    except OSError as exc:
+        raise WMProxyClientError("TransferError", f"cannot read {os.path.join(folder.path, name)}: {exc.strerror}",
+                                 None, "download") from None
+
+
+def _over(exc: TransferLimitError, max_size: int, stored: list[Path], all_chunks: bool) -> TransferLimitError:
+    """The error of a chunk that would pass ``--max-size``: what was stored, how to get the rest."""
+    kept = f"the {len(stored)} chunk(s) before it are stored; " if stored else ""
+    again = "" if all_chunks else " --all"
+    return TransferLimitError(
+        exc.fault_type, f"{exc.description} (--max-size {max_size} for all the chunks of this --get; {kept}the "
+        f"service keeps the chunks: get them with a larger --max-size{again})", exc.error_code, exc.method)

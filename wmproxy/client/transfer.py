@@ -8,7 +8,9 @@ is used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -114,6 +116,107 @@ def local_path(directory: str | os.PathLike[str], name: str, uri: str | None = N
     return path
 
 
+class Directory(os.PathLike[str]):
+    """A local directory that files are written into through one descriptor: opened on first use
+    (:meth:`fileno`) and kept until :meth:`close`, so that once it is open, a path component
+    swapped for a symbolic link (in a directory others can write, such as ``/tmp/shared``) cannot
+    redirect the files written through it. The directory itself is opened with ``O_NOFOLLOW``:
+    one that is a link is refused. A path (``os.fspath``) for the messages and the files' names.
+
+    A top directory (``Directory(path)``) is created with its missing parents first (by path: a
+    component swapped before it is opened is the path the user named); a child
+    (:meth:`child`) is created and opened through its parent's descriptor.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fd: int | None = None,
+                 parent: Directory | None = None, name: str = "") -> None:
+        self.path = os.fspath(path)
+        self._fd = fd
+        self._error: OSError | None = None
+        self._parent = parent
+        self._name = name
+        self._children: list[Directory] = []
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def child(self, name: str) -> Directory:
+        """The directory ``name`` (a plain name) in this one, made (umask-mode 0777) and opened
+        through this one's descriptor on first use."""
+        child = Directory(os.path.join(self.path, name), parent=self, name=name)
+        self._children.append(child)
+        return child
+
+    def fileno(self) -> int:
+        """The descriptor, the directory opened (and made) now if it was not yet.
+
+        Raises:
+            OSError: it cannot be made or opened (the same error each time): a link gives
+                ``ELOOP`` ("is a symbolic link, not followed"), something else than a directory
+                ``ENOTDIR``.
+        """
+        if self._fd is None:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._fd = self._open()
+            except OSError as exc:
+                self._error = exc
+                raise
+        return self._fd
+
+    def _open(self) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        if self._parent is None:
+            os.makedirs(self.path, exist_ok=True)
+            where: int | None = None
+            name = self.path
+        else:
+            where, name = self._parent.fileno(), self._name
+            if not name or name in (".", "..") or "/" in name:
+                raise OSError(errno.EINVAL, f"{name!r} is not a plain directory name")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o777, dir_fd=where)
+        try:
+            return os.open(name, flags, dir_fd=where)
+        except OSError:
+            link = False
+            with contextlib.suppress(OSError):
+                link = stat.S_ISLNK(os.lstat(name, dir_fd=where).st_mode)
+            if link:
+                raise OSError(errno.ELOOP, f"{self.path} is a symbolic link, not followed") from None
+            raise
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is in the directory (a link, even a dangling one, is); False when the
+        directory cannot be opened (writing there fails, with its error)."""
+        try:
+            os.lstat(name, dir_fd=self.fileno())
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return self._error is None
+        return True
+
+    def close(self) -> None:
+        """Close the descriptor (and the children's); a later use opens the directory again."""
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def download_file(
     session: requests.Session,
     uri: str,
@@ -122,72 +225,143 @@ def download_file(
     progress: Progress | None = None,
     timeout: float | None = None,
     size: int | None = None,
+    limit: int | None = None,
+    replace: bool = True,
 ) -> Path:
     """GET ``uri`` into ``<directory>/<last path segment>``, atomically (temp file + rename).
 
     The percent-decoded last segment must be a plain file name (:func:`local_path`); the
-    temporary ``.<name>.part`` beside it is created afresh, never through a link. With ``size``,
+    temporary ``.<name>.part`` beside it is created afresh, never through a link, and everything
+    is written through one descriptor of the directory (a :class:`Directory`, or one opened
+    here): a path component swapped for a link meanwhile does not redirect it. With ``size``,
     the body is read up to that many bytes: a server sending (or announcing) more is refused and
-    nothing is stored.
+    nothing is stored; ``limit`` bounds it the same way when the service listed no size.
 
     Args:
         session: an authenticated session.
         uri: an https output sandbox file URI from getOutputFileList.
-        directory: created if missing.
+        directory: created if missing; a :class:`Directory` is used as it is (opened if not yet).
         progress: called with byte counts as the body arrives.
         timeout: seconds to wait for the server between bytes.
         size: the size the service listed for the file (getOutputFileList); None: unbounded.
+        limit: the most bytes to store (:class:`TransferLimitError` beyond); None: unbounded.
+        replace: whether a file of that name in the directory is replaced; without, it is kept
+            (the file is published with a hard link, which never replaces one).
 
     Returns:
         The local file written.
 
     Raises:
         WMProxyClientError: ``TransferError`` for a non-2xx status, a URI without a plain
-            file name (nothing is fetched), a body that broke off or is larger than ``size``,
-            or a local write error; ``ConnectionError`` for network/TLS failures before the body
-            and for a redirect (never followed).
+            file name (nothing is fetched), a body that broke off or is larger than ``size``
+            or ``limit`` (:class:`TransferLimitError`), a file already there (without
+            ``replace``), or a local write error; ``ConnectionError`` for network/TLS failures
+            before the body and for a redirect (never followed).
     """
     name = unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
-    target = local_path(directory, name, uri)
-    directory = Path(directory)
-    partial = directory / f".{name}.part"
-    with translated_errors("download"), \
-            session.get(uri, stream=True, timeout=timeout, allow_redirects=False) as response:
-        _check(response, "download", uri)
-        declared = response.headers.get("Content-Length", "")
-        if size is not None and declared.isdigit() and int(declared) > size:
-            raise _larger(uri, size, f"announced {declared} bytes")
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            partial.unlink(missing_ok=True)
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-            with os.fdopen(fd, "wb") as out:
-                received = 0
-                for chunk in response.iter_content(CHUNK):
-                    received += len(chunk)
-                    if size is not None and received > size:
-                        raise _larger(uri, size, "sent more")
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-            partial.replace(target)
-        except WMProxyClientError:
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
-            raise
-        except requests.RequestException as exc:  # an OSError too: the body broke off
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
-            raise WMProxyClientError(
-                "TransferError", f"the download of {uri} broke off: {_broken_reason(exc)}", None, "download"
-            ) from None
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # the directory may be what failed (a file)
-                partial.unlink(missing_ok=True)
-            raise WMProxyClientError(
-                "TransferError", f"cannot write {target}: {exc.strerror}", None, "download"
-            ) from None
+    folder = directory if isinstance(directory, Directory) else Directory(directory)
+    try:
+        target = local_path(folder, name, uri)
+        with translated_errors("download"), \
+                session.get(uri, stream=True, timeout=timeout, allow_redirects=False) as response:
+            _check(response, "download", uri)
+            _receive(response, uri, folder, name, target, progress, size, limit, replace)
+    finally:
+        if folder is not directory:
+            folder.close()
     return target
+
+
+def _receive(response: requests.Response, uri: str, folder: Directory, name: str, target: Path,
+             progress: Progress | None, size: int | None, limit: int | None, replace: bool) -> None:
+    """:func:`download_file` once the server answered: the body into ``.<name>.part`` of ``folder``,
+    then published as ``name``."""
+    declared = response.headers.get("Content-Length", "")
+    if size is not None and declared.isdigit() and int(declared) > size:
+        raise _larger(uri, size, f"announced {declared} bytes")
+    if limit is not None and declared.isdigit() and int(declared) > limit:
+        raise _over_limit(uri, limit, f"announced {declared} bytes")
+    partial = f".{name}.part"
+    where: int | None = None
+    try:
+        where = folder.fileno()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial, dir_fd=where)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                     dir_fd=where)
+        with os.fdopen(fd, "wb") as out:
+            received = 0
+            for chunk in response.iter_content(CHUNK):
+                received += len(chunk)
+                if size is not None and received > size:
+                    raise _larger(uri, size, "sent more")
+                if limit is not None and received > limit:
+                    raise _over_limit(uri, limit, "sent more")
+                out.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        _publish(where, partial, name, target, uri, replace)
+    except WMProxyClientError:
+        _discard(where, partial)
+        raise
+    except requests.RequestException as exc:  # an OSError too: the body broke off
+        _discard(where, partial)
+        raise WMProxyClientError(
+            "TransferError", f"the download of {uri} broke off: {_broken_reason(exc)}", None, "download"
+        ) from None
+    except OSError as exc:
+        _discard(where, partial)
+        raise WMProxyClientError(
+            "TransferError", f"cannot write {target}: {exc.strerror}", None, "download"
+        ) from None
+
+
+def _publish(where: int, partial: str, name: str, target: Path, uri: str, replace: bool) -> None:
+    """Rename ``partial`` to ``name`` in the directory ``where``; without ``replace``, link it
+    there (which fails on a name taken, even by a link), falling back to a checked rename on a
+    file system without hard links."""
+    if replace:
+        os.replace(partial, name, src_dir_fd=where, dst_dir_fd=where)
+        return
+    try:
+        os.link(partial, name, src_dir_fd=where, dst_dir_fd=where, follow_symlinks=False)
+    except FileExistsError:
+        raise WMProxyClientError("TransferError", f"{target} already exists: it is kept and {uri} is not stored",
+                                 None, "download") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if _exists(where, name):
+            raise WMProxyClientError("TransferError", f"{target} already exists: it is kept and {uri} is not "
+                                     "stored", None, "download") from None
+        os.replace(partial, name, src_dir_fd=where, dst_dir_fd=where)
+        return
+    os.unlink(partial, dir_fd=where)
+
+
+def _exists(where: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=where)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _discard(where: int | None, partial: str) -> None:
+    """Remove the temporary file (the directory may be what failed: nothing then)."""
+    if where is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(partial, dir_fd=where)
+
+
+class TransferLimitError(WMProxyClientError):
+    """A download refused for being larger than the ``limit`` it was given."""
+
+
+def _over_limit(uri: str, limit: int, how: str) -> TransferLimitError:
+    return TransferLimitError(
+        "TransferError", f"refused {uri}: larger than the {limit} bytes allowed, it {how}; nothing stored", None,
+        "download")
 
 
 def _broken_reason(exc: requests.RequestException) -> str:

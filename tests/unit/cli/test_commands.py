@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +242,7 @@ class TestOutput:
             return fake.outputs
 
         def download(session: Any, uri: str, directory: str, **kw: Any) -> Path:
-            if directory.endswith("half") and uri.endswith("err.txt"):
+            if os.fspath(directory).endswith("half") and uri.endswith("err.txt"):
                 raise WMProxyClientError("TransferError", "HTTP 404")
             return Path(directory) / uri.rsplit("/", 1)[-1]
 
@@ -269,7 +270,7 @@ class TestOutput:
         got: list[tuple[str, str]] = []
 
         def fake_download(session: Any, uri: str, directory: str, **kw: Any) -> Path:
-            got.append((uri, directory))
+            got.append((uri, os.fspath(directory)))
             return Path(directory) / uri.rsplit("/", 1)[-1]
 
         monkeypatch.setattr(output, "download_file", fake_download)

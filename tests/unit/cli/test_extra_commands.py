@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -550,7 +551,7 @@ class TestCompoundOutput:
             return [OutputFile(f"https://w/{job_id[-4:]}/out.txt", 3)]
 
         def fake_download(session: Any, uri: str, directory: str, **kw: Any) -> Path:
-            got.append((uri, directory))
+            got.append((uri, os.fspath(directory)))
             return Path(directory) / "out.txt"
 
         monkeypatch.setattr(fake, "get_output_file_list", list_files)
