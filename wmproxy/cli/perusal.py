@@ -152,18 +152,19 @@ def _report(job: str, name: str, target: str, stored: list[Path], folder: Direct
                f"have been stored in the directory:\n{target}\n{listed}\n{render.RULE}\n", nl=False)
     if not nodisplay:
         for path in stored:
-            click.echo(_read(folder, path.name).decode("utf-8", errors="replace"), nl=False)
+            click.echo(_read(folder, path.name), nl=False)
 
 
-def _read(folder: Directory, name: str) -> bytes:
-    """The file ``name`` of ``folder``, read through its descriptor (never through a link).
+def _read(folder: Directory, name: str) -> str:
+    """The text of the file ``name`` of ``folder`` (as ``Path.read_text`` reads it, undecodable
+    bytes replaced), read through the directory's descriptor (never through a link).
 
     Raises:
         WMProxyClientError: ``TransferError``, it cannot be read.
     """
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder.fileno())
-        with os.fdopen(fd, "rb") as chunk:
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as chunk:
             return chunk.read()
     except OSError as exc:
         raise WMProxyClientError("TransferError", f"cannot read {os.path.join(folder.path, name)}: {exc.strerror}",

@@ -336,7 +336,8 @@ def _publish(where: int, partial: str, name: str, target: Path, uri: str, replac
                                      "stored", None, "download") from None
         os.replace(partial, name, src_dir_fd=where, dst_dir_fd=where)
         return
-    os.unlink(partial, dir_fd=where)
+    with contextlib.suppress(OSError):  # the file is stored: a .part left is replaced next time
+        os.unlink(partial, dir_fd=where)
 
 
 def _exists(where: int, name: str) -> bool:
