@@ -120,8 +120,11 @@ class Directory(os.PathLike[str]):
     """A local directory that files are written into through one descriptor: opened on first use
     (:meth:`fileno`) and kept until :meth:`close`, so that once it is open, a path component
     swapped for a symbolic link (in a directory others can write, such as ``/tmp/shared``) cannot
-    redirect the files written through it. The directory itself is opened with ``O_NOFOLLOW``:
-    one that is a link is refused. A path (``os.fspath``) for the messages and the files' names.
+    redirect the files written through it. The directory itself is opened with ``O_NOFOLLOW``;
+    a top directory that is a link is followed only when the link is the user's own or root's (as
+    the kernel's ``fs.protected_symlinks`` does in sticky directories: ``--dir ~/results`` linking
+    to a scratch disk works), and one another user made is refused. A path (``os.fspath``) for
+    the messages and the files' names.
 
     A top directory (``Directory(path)``) is created with its missing parents first (by path: a
     component swapped before it is opened is the path the user named); a child
@@ -189,12 +192,15 @@ class Directory(os.PathLike[str]):
         try:
             return os.open(name, flags, dir_fd=where)
         except OSError:
-            link = False
+            link: os.stat_result | None = None
             with contextlib.suppress(OSError):
-                link = stat.S_ISLNK(os.lstat(name, dir_fd=where).st_mode)
-            if link:
-                raise OSError(errno.ELOOP, f"{self.path} is a symbolic link, not followed") from None
-            raise
+                found = os.lstat(name, dir_fd=where)
+                link = found if stat.S_ISLNK(found.st_mode) else None
+            if link is None:
+                raise
+            if self._parent is None and link.st_uid in (os.geteuid(), 0):
+                return os.open(name, flags & ~os.O_NOFOLLOW)
+            raise OSError(errno.ELOOP, f"{self.path} is a symbolic link of another user, not followed") from None
 
     def exists(self, name: str) -> bool:
         """Whether ``name`` is in the directory (a link, even a dangling one, is); False when the

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from .conftest import JOB, FakeClient
 from .https_server import https_server
 
 OTHER_JOB = JOB + "2"
+NOBODY = 65534  # an account every Linux system has: the other local user
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user needs root")
 
 
 class Server:
@@ -174,26 +177,41 @@ class TestASwappedPathComponent:
 
 
 class TestTheChosenDirectory:
+    @needs_root
     def test_a_link_is_not_followed(
         self, runner: CliRunner, fake: FakeClient, server: Server, shared: Path, tmp_path: Path
     ) -> None:
-        """``--dir shared/out`` where another user made ``out`` a link first: refused, as each file's
+        """``--dir shared/out`` where another user made ``out`` a link first (one of the user's own is
+        followed: below): refused, as each file's
         error (the job is not purged)."""
         victim = tmp_path / "home"
         victim.mkdir()
         (shared / "out").symlink_to(victim)
+        os.lchown(shared / "out", NOBODY, -1)
         fake.outputs = [server.listed("/job/output/std.out")]
         result = runner.invoke(cli, ["output", "--dir", str(shared / "out"), JOB])
         assert result.exit_code == 1, result.output
         assert (f"Error - TransferError: cannot write {shared / 'out' / 'std.out'}: {shared / 'out'} is a symbolic "
-                f"link, not followed (job {JOB})\n") in result.stderr
+                f"link of another user, not followed (job {JOB})\n") in result.stderr
         assert list(victim.iterdir()) == [] and "job_purge" not in fake.names()
         fake.perusal_uris = [f"{server.base}/job/peek/out.txt-1-2"]
         result = runner.invoke(cli, ["perusal", "--get", "-f", "out.txt", "--dir", str(shared / "out"), JOB])
         assert result.exit_code == 1, result.output
         assert result.stderr == (f"Error - TransferError: cannot write {shared / 'out' / 'out.txt-1-2'}: "
-                                 f"{shared / 'out'} is a symbolic link, not followed\n")
+                                 f"{shared / 'out'} is a symbolic link of another user, not followed\n")
         assert list(victim.iterdir()) == []
+
+    def test_a_link_of_the_users_own_is_followed(
+        self, runner: CliRunner, fake: FakeClient, server: Server, shared: Path, tmp_path: Path
+    ) -> None:
+        """``--dir ~/results`` where the user linked ``results`` to a scratch disk: the files go there."""
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        (shared / "out").symlink_to(scratch)
+        fake.outputs = [server.listed("/job/output/std.out")]
+        result = runner.invoke(cli, ["output", "--dir", str(shared / "out"), JOB])
+        assert result.exit_code == 0, result.output
+        assert (scratch / "std.out").read_bytes() == b"content of /job/output/std.out"
 
     def test_a_file_made_meanwhile_is_kept_without_overwrite(
         self, runner: CliRunner, fake: FakeClient, server: Server, tmp_path: Path
