@@ -64,7 +64,15 @@ def running_job(dep: Deployment, requirements: str, tmp_path_factory: pytest.Tem
     job_id = submit(dep, tmp_path_factory.mktemp("long"), LONG_JOB, requirements=requirements)
     wait_for_cli_status(dep, job_id, ("Running",))
     yield job_id
-    run_cli(dep, "cancel", job_id)
+    cancel(dep, job_id)
+
+
+def cancel(dep: Deployment, job_id: str) -> None:
+    """Cancel ``job_id`` (``--noint``: without it the CLI asks, and no one answers) and wait for it
+    to be Cancelled, so that the next case's job finds a free CPU on the test's Slurm node."""
+    rc, out, err = run_cli(dep, "cancel", "--noint", job_id)
+    assert rc == 0, (out, err)
+    wait_for_cli_status(dep, job_id, ("Cancelled",))
 
 
 def inspect(dep: Deployment, job_id: str, *command: str, proxy: Path | None = None,
@@ -163,7 +171,7 @@ def the_jobs_path_does_not_choose_the_program(dep: Deployment, requirements: str
         assert rc == 0, (out, err)
         assert "NOT-PS" not in out and "sleep" in out.split(), out
     finally:
-        run_cli(dep, "cancel", job_id)
+        cancel(dep, job_id)
 
 
 def _pids(pattern: str) -> list[int]:

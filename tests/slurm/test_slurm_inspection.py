@@ -25,10 +25,8 @@ from tests.peers.slurm import SlurmCluster
 
 pytestmark = pytest.mark.integration
 
-# the shared cases, as test_<name>. Left out on Slurm, a defect found at the end of stop 48 and
-# not fixed yet: that job (its PATH ".:/usr/bin:/bin", a ./ps of its own in its work dir) stays
-# Running after its cancel under the Slurm backend, holding the test node's CPU for the next cases.
-cases.collect(globals(), leave_out=(cases.the_jobs_path_does_not_choose_the_program,))
+# the shared cases, as test_<name>
+cases.collect(globals())
 
 __all__ = ["dep", "running_job"]  # fixtures the shared cases use
 
