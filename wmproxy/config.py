@@ -617,6 +617,15 @@ class LimitsSettings:
             may hold that many more for a while. Each keeps a sealed 2048-bit key for ``[purge]
             request_age`` (a day): without a bound a user asking with new ids and never answering
             filled the table. 0 = no limit.
+        max_delegations_per_user: delegated proxies (delegation ids) one DN may have stored;
+            1000. A putProxy storing a new id beyond them is refused (DelegationException on
+            the delegation ports, AuthorizationFault 1215 on the WMProxy port) and its request
+            stays pending; replacing a stored id is always allowed. Counted in the transaction
+            of the insert. Expired proxies count until ``[purge]`` removes them
+            (``delegation_grace`` after their end, when no unfinished job uses them). The
+            reference set no bound, and each row holds a sealed key: a user delegating under
+            new ids forever filled the table. A user's automatic delegations (an empty id)
+            share one id per DN and FQANs, so 1000 leaves room for ids per job. At least 1.
         max_output_sandbox_size: bytes the execution worker collects into one job's output
             sandbox; 100 MB (the reference's ``WorkloadManager.MaxOutputSandboxSize`` defaults
             to -1, no limit: 0 here, which leaves the sandbox's disk to one job's output when
@@ -647,13 +656,15 @@ class LimitsSettings:
     max_output_sandbox_files: int = 0
     max_sandbox_name_bytes: int = 255
     max_pending_delegation_requests: int = 100
+    max_delegations_per_user: int = 1000
     max_output_sandbox_size: int = 100_000_000
     max_acl_items: int = 100
     max_acl_item_length: int = ACL_ITEM_COLUMN_LENGTH
 
     def __post_init__(self) -> None:
         for name in ("max_proxy_chain_depth", "max_request_bytes", "max_xml_depth", "max_xml_elements",
-                     "max_xml_attributes", "max_sandbox_name_bytes", "max_acl_items", "max_acl_item_length"):
+                     "max_xml_attributes", "max_sandbox_name_bytes", "max_acl_items", "max_acl_item_length",
+                     "max_delegations_per_user"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[limits] {name}: must be at least 1")
         if self.max_acl_item_length > ACL_ITEM_COLUMN_LENGTH:
