@@ -490,8 +490,8 @@ class RenewalSettings:
             skew; 0 or more).
         lifetime: seconds of life asked of MyProxy (10 hours); more than ``threshold``, or
             every renewed proxy would be due again at once.
-        timeout: seconds one MyProxy exchange may take (more than 0); each VOMS server
-            asked for a refresh gets as long again.
+        timeout: seconds one MyProxy exchange may take (more than 0), the lookup of the
+            server's name included; each VOMS server asked for a refresh gets as long again.
         voms_refresh: after a renewal, ask a VOMS server for new VOMS attributes of the
             delegated FQANs and put them in the renewed proxy (anchors.md §2.2 "VOMS
             refresh"), as the gLite proxy renewal daemon did; off, a renewed proxy carries
