@@ -68,6 +68,12 @@ class DatabaseSettings:
         if not 0 <= self.ping_after_idle < float("inf"):
             raise ConfigError("[database] ping_after_idle: seconds, 0 or more")
 
+#: Bounds of ``[security] delegation_key_bits``. The minimum is the CLI's
+#: (``wmproxy.security.proxy.MIN_REQUEST_RSA_BITS``, which refuses to sign a request for a
+#: smaller RSA key): a site configuring less would make every CLI delegation fail.
+MIN_DELEGATION_KEY_BITS = 2048
+MAX_DELEGATION_KEY_BITS = 16384
+
 
 @dataclass(frozen=True)
 class SecuritySettings:
@@ -93,13 +99,13 @@ class SecuritySettings:
             (created with mode 0600 by ``wmproxy-admin init`` if missing).
         min_proxy_lifetime: seconds a delegated proxy must still be valid to register a job
             (0 or more).
-        delegation_key_bits: RSA key size of the server-side delegation key, 1024-16384 bits
-            (``cryptography`` makes no key under 1024 bits, OpenSSL uses none over 16384);
-            a proxy renewed from MyProxy gets this size, or its stored proxy's if larger.
-            1024 is accepted for the clients of the original (gridsite made 512- and 1024-bit
-            keys) but not advised: OpenSSL 3 at its default security level (this service's
-            TLS, and MyProxy's) refuses a certificate with a 1024-bit key, so a stored proxy
-            with one cannot serve for TLS (a job's, or a renewal presenting it); keep 2048.
+        delegation_key_bits: RSA key size of the server-side delegation key, 2048-16384 bits
+            (2048 is the reference's size; NIST SP 800-131A disallows 1024-bit RSA, the
+            ``wmproxy`` CLI refuses to sign a request for a key under 2048 bits, and OpenSSL 3
+            at its default security level refuses a certificate with one; OpenSSL uses no key
+            over 16384). A proxy renewed from MyProxy gets this size, or its stored proxy's
+            if larger (so a 1024-bit proxy stored before the minimum was raised is renewed
+            into a key of this size).
         delegation_key_pool: server keys (with their CSRs) kept ready, sealed, in the
             database and topped up in the background, so getProxyReq does not generate
             an RSA key while the client waits; 0 = generate each key on the request path.
@@ -114,7 +120,7 @@ class SecuritySettings:
 
     Raises:
         ConfigError: a negative ``min_proxy_lifetime`` or ``delegation_key_pool``, a key size
-            outside 1024-16384 bits, an unknown ``namespace_mode``.
+            outside 2048-16384 bits, an unknown ``namespace_mode``.
     """
 
     ca_dir: str = "/etc/grid-security/certificates"
@@ -130,8 +136,11 @@ class SecuritySettings:
     namespace_mode: str = "eugridpma_globus"
 
     def __post_init__(self) -> None:
-        if not 1024 <= self.delegation_key_bits <= 16384:
-            raise ConfigError("[security] delegation_key_bits: 1024-16384 bits")
+        if not MIN_DELEGATION_KEY_BITS <= self.delegation_key_bits <= MAX_DELEGATION_KEY_BITS:
+            raise ConfigError(
+                f"[security] delegation_key_bits: {self.delegation_key_bits} is outside"
+                f" {MIN_DELEGATION_KEY_BITS}-{MAX_DELEGATION_KEY_BITS} bits (RSA keys under"
+                f" {MIN_DELEGATION_KEY_BITS} bits are refused by the wmproxy CLI and by OpenSSL 3)")
         if self.namespace_mode not in NAMESPACE_MODES:
             raise ConfigError(f"[security] namespace_mode: one of {', '.join(NAMESPACE_MODES)}")
         for name in ("min_proxy_lifetime", "delegation_key_pool"):
@@ -481,8 +490,8 @@ class RenewalSettings:
             skew; 0 or more).
         lifetime: seconds of life asked of MyProxy (10 hours); more than ``threshold``, or
             every renewed proxy would be due again at once.
-        timeout: seconds one MyProxy exchange may take (more than 0); each VOMS server
-            asked for a refresh gets as long again.
+        timeout: seconds one MyProxy exchange may take (more than 0), the lookup of the
+            server's name included; each VOMS server asked for a refresh gets as long again.
         voms_refresh: after a renewal, ask a VOMS server for new VOMS attributes of the
             delegated FQANs and put them in the renewed proxy (anchors.md §2.2 "VOMS
             refresh"), as the gLite proxy renewal daemon did; off, a renewed proxy carries
@@ -608,6 +617,15 @@ class LimitsSettings:
             may hold that many more for a while. Each keeps a sealed 2048-bit key for ``[purge]
             request_age`` (a day): without a bound a user asking with new ids and never answering
             filled the table. 0 = no limit.
+        max_delegations_per_user: delegated proxies (delegation ids) one DN may have stored;
+            1000. A putProxy storing a new id beyond them is refused (DelegationException on
+            the delegation ports, AuthorizationFault 1215 on the WMProxy port) and its request
+            stays pending; replacing a stored id is always allowed. Counted in the transaction
+            of the insert. Expired proxies count until ``[purge]`` removes them
+            (``delegation_grace`` after their end, when no unfinished job uses them). The
+            reference set no bound, and each row holds a sealed key: a user delegating under
+            new ids forever filled the table. A user's automatic delegations (an empty id)
+            share one id per DN and FQANs, so 1000 leaves room for ids per job. At least 1.
         max_output_sandbox_size: bytes the execution worker collects into one job's output
             sandbox; 100 MB (the reference's ``WorkloadManager.MaxOutputSandboxSize`` defaults
             to -1, no limit: 0 here, which leaves the sandbox's disk to one job's output when
@@ -638,13 +656,15 @@ class LimitsSettings:
     max_output_sandbox_files: int = 0
     max_sandbox_name_bytes: int = 255
     max_pending_delegation_requests: int = 100
+    max_delegations_per_user: int = 1000
     max_output_sandbox_size: int = 100_000_000
     max_acl_items: int = 100
     max_acl_item_length: int = ACL_ITEM_COLUMN_LENGTH
 
     def __post_init__(self) -> None:
         for name in ("max_proxy_chain_depth", "max_request_bytes", "max_xml_depth", "max_xml_elements",
-                     "max_xml_attributes", "max_sandbox_name_bytes", "max_acl_items", "max_acl_item_length"):
+                     "max_xml_attributes", "max_sandbox_name_bytes", "max_acl_items", "max_acl_item_length",
+                     "max_delegations_per_user"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[limits] {name}: must be at least 1")
         if self.max_acl_item_length > ACL_ITEM_COLUMN_LENGTH:

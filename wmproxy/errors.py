@@ -88,6 +88,10 @@ class DelegationNotFoundError(DelegationError):
     """No delegated proxy for (caller DN, delegation id)."""
 
 
+class DelegationLimitError(DelegationError):
+    """putProxy of a new delegation id for a DN that has ``[limits] max_delegations_per_user`` stored."""
+
+
 class ProxyVerificationError(ProxyError):
     """putProxy got a certificate chain that fails a check (1212)."""
 

@@ -148,10 +148,12 @@ OUT_OF_RANGE = [
     ("renewal", "threshold", "-5", r"\[renewal\] threshold: must not be negative"),
     ("renewal", "lifetime", "0", r"\[renewal\] lifetime: must be more than threshold"),
     ("renewal", "lifetime", "2100", r"\[renewal\] lifetime: must be more than threshold \(2100 s\)"),
-    ("security", "delegation_key_bits", "0", r"\[security\] delegation_key_bits: 1024-16384 bits"),
-    ("security", "delegation_key_bits", "512", r"\[security\] delegation_key_bits: 1024-16384 bits"),
-    ("security", "delegation_key_bits", "1023", r"\[security\] delegation_key_bits: 1024-16384 bits"),
-    ("security", "delegation_key_bits", "16385", r"\[security\] delegation_key_bits: 1024-16384 bits"),
+    ("security", "delegation_key_bits", "0", r"\[security\] delegation_key_bits: 0 is outside 2048-16384 bits"),
+    ("security", "delegation_key_bits", "512", r"\[security\] delegation_key_bits: 512 is outside 2048-16384 bits"),
+    # accepted before: the CLI refuses to sign a request for a key under 2048 bits
+    ("security", "delegation_key_bits", "1024", r"\[security\] delegation_key_bits: 1024 is outside 2048-16384 bits"),
+    ("security", "delegation_key_bits", "2047", r"\[security\] delegation_key_bits: 2047 is outside 2048-16384 bits"),
+    ("security", "delegation_key_bits", "16385", r"\[security\] delegation_key_bits: 16385 is outside 2048-16384 bits"),
     ("security", "delegation_key_pool", "-3", r"\[security\] delegation_key_pool: must not be negative"),
     ("security", "min_proxy_lifetime", "-100", r"\[security\] min_proxy_lifetime: must not be negative"),
     ("service", "bind", "garbage", r"\[service\] bind: 'garbage' is not host:port"),
@@ -203,7 +205,7 @@ class TestRanges:
         {"WMPROXY_RENEWAL_THRESHOLD": "0", "WMPROXY_RENEWAL_LIFETIME": "1", "WMPROXY_RENEWAL_CYCLE": "0.5",
          "WMPROXY_RENEWAL_TIMEOUT": "0.5"},
         {"WMPROXY_RENEWAL_THRESHOLD": "30", "WMPROXY_RENEWAL_LIFETIME": "100"},  # the integration tests'
-        {"WMPROXY_SECURITY_DELEGATION_KEY_BITS": "1024", "WMPROXY_SECURITY_DELEGATION_KEY_POOL": "0",
+        {"WMPROXY_SECURITY_DELEGATION_KEY_BITS": "2048", "WMPROXY_SECURITY_DELEGATION_KEY_POOL": "0",
          "WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "0"},
         {"WMPROXY_SECURITY_DELEGATION_KEY_BITS": "16384"},
         {"WMPROXY_JOBS_MAX_NODES": "1", "WMPROXY_JOBS_MAX_PERUSAL_FILES": "0", "WMPROXY_JOBS_MIN_PERUSAL_INTERVAL": "0",
@@ -230,6 +232,14 @@ class TestRanges:
         assert settings == Settings()
         assert (settings.renewal.cycle, settings.renewal.threshold, settings.renewal.lifetime) == (300, 2100, 36000)
         assert settings.security.delegation_key_bits == 2048
+
+    def test_the_smallest_delegation_key_is_one_the_cli_signs(self) -> None:
+        from wmproxy.security.proxy import MIN_REQUEST_RSA_BITS
+
+        smallest = load_settings(environ={"WMPROXY_SECURITY_DELEGATION_KEY_BITS": str(MIN_REQUEST_RSA_BITS)})
+        assert smallest.security.delegation_key_bits == MIN_REQUEST_RSA_BITS
+        with pytest.raises(ConfigError, match=r"\[security\] delegation_key_bits"):
+            load_settings(environ={"WMPROXY_SECURITY_DELEGATION_KEY_BITS": str(MIN_REQUEST_RSA_BITS - 1)})
 
 
 def _server_ini_blocks() -> list[tuple[str, str]]:

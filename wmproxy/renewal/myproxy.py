@@ -28,13 +28,16 @@ every message is one TLS record; text messages are ``KEY=VALUE`` lines ended by 
 A server sending more than :data:`MAX_REPLY` bytes in all, or more than
 :data:`MAX_CERTIFICATES` certificates, fails the renewal (:class:`MyProxyError`).
 
-The connection has the exchange's one deadline: the first :data:`MAX_ADDRESSES` addresses
-of the server's name are tried in turn, each with the time left (``socket.create_connection``
-gave each the whole timeout: a name of many addresses dropping SYNs held a renewal thread past
-its claim). A server the site allows only through a wildcard of ``myproxy_allowed_servers``
-(``listed=False``) is reached at public unicast addresses only (none loopback, private,
-link-local, unspecified, multicast...), and its connection failures read the same to the user
-(the detail is logged): a user's MyProxyServer does not scan the site's network.
+The connection has the exchange's one deadline: the server's name is looked up under it (in a
+short-lived thread, :func:`wmproxy.renewal.connect.getaddrinfo_within`: the C resolver has no
+timeout of ours, and one that does not answer held a renewal thread about 30 s per attempt),
+then the first :data:`MAX_ADDRESSES` addresses of the name are tried in turn, each with the
+time left (``socket.create_connection`` gave each the whole timeout: a name of many addresses
+dropping SYNs held a renewal thread past its claim). A server the site allows only through a
+wildcard of ``myproxy_allowed_servers`` (``listed=False``) is reached at public unicast
+addresses only (none loopback, private, link-local, unspecified, multicast...), and its
+connection failures read the same to the user (the detail is logged): a user's MyProxyServer
+does not scan the site's network.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from typing import TYPE_CHECKING
 
 from wmproxy.domain import utcnow
 from wmproxy.errors import ProxyError, WMProxyError
+from wmproxy.renewal.connect import connect_within, getaddrinfo_within
 from wmproxy.security.chain import identity_dn
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.myproxy import (
@@ -372,33 +376,25 @@ def _connect_tls(
 
 def _open_socket(server: str, port: int, deadline: float, where: str, listed: bool) -> socket.socket:
     """A TCP connection to the first of the first :data:`MAX_ADDRESSES` addresses of ``server``
-    that answers before ``deadline`` (monotonic), each tried with the time left; unless
-    ``listed``, internal addresses are left out (:func:`_internal`)."""
+    that answers before ``deadline`` (monotonic), each tried with the time left, the name's
+    lookup under the same deadline (:func:`~wmproxy.renewal.connect.getaddrinfo_within`);
+    unless ``listed``, internal addresses are left out (:func:`_internal`)."""
     try:
-        found = socket.getaddrinfo(server, port, type=socket.SOCK_STREAM)
+        found = getaddrinfo_within(server, port, deadline, resolve=socket.getaddrinfo, clock=time.monotonic)
+    except TimeoutError as exc:
+        raise MyProxyUnreachableError(f"MyProxy server {where} timed out: {exc}") from None
     except OSError as exc:
         raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {exc.strerror or exc}") from None
     addresses = [a for a in found if listed or not _internal(str(a[4][0]))][:MAX_ADDRESSES]
     if not addresses:
         raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: it resolves to internal "
                                       "addresses only, which a server allowed by a wildcard may not have")
-    error: OSError | None = None
-    for family, kind, proto, _, address in addresses:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(left)
-            sock.connect(address)
-        except OSError as exc:
-            _close(sock)
-            error = exc
-            continue
-        return sock
-    if error is None or isinstance(error, TimeoutError):
-        raise MyProxyUnreachableError(f"MyProxy server {where} timed out")
-    raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {error.strerror or error}")
+    try:
+        return connect_within(addresses, deadline, make_socket=socket.socket, clock=time.monotonic)
+    except TimeoutError:
+        raise MyProxyUnreachableError(f"MyProxy server {where} timed out") from None
+    except OSError as exc:
+        raise MyProxyUnreachableError(f"cannot connect to MyProxy server {where}: {exc.strerror or exc}") from None
 
 
 def _internal(address: str) -> bool:

@@ -29,7 +29,6 @@ import binascii
 import contextlib
 import logging
 import os
-import socket
 import ssl
 import threading
 import time
@@ -39,6 +38,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from wmproxy.errors import ProxyError, WMProxyError
+from wmproxy.renewal.connect import connect_within, getaddrinfo_within
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.myproxy import load_der_certificate
 from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes a VOMS server may answer (an AC with its server's certificate takes a few KiB).
 MAX_REPLY = 64 * 1024
+#: Addresses of a server's name tried at most, in the resolver's order (as for MyProxy).
+MAX_ADDRESSES = 4
 #: Seconds of life asked for the refreshed proxy (its issuer's end bounds it).
 PROXY_LIFETIME = 10 * 365 * 24 * 3600
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False)
@@ -155,8 +157,10 @@ def request_ac(server: VomsServer, client_pem: bytes, fqans: Sequence[str], *, c
     """
     deadline = time.monotonic() + timeout
     context = _tls_context(client_pem, ca_dir)
-    try:
-        raw = socket.create_connection((server.host, server.port), timeout=timeout)
+    try:  # the name's lookup and each address under the one deadline (wmproxy.renewal.connect)
+        raw = connect_within(getaddrinfo_within(server.host, server.port, deadline)[:MAX_ADDRESSES], deadline)
+    except TimeoutError as exc:
+        raise VomsUnreachableError(f"cannot connect in {timeout:g} s: {exc}") from None
     except OSError as exc:
         raise VomsUnreachableError(f"cannot connect: {exc.strerror or exc}") from None
     try:

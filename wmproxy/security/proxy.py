@@ -225,7 +225,8 @@ def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
 
 
 #: The smallest RSA key a proxy request may carry to be signed (NIST SP 800-131A; the service's
-#: delegation keys are 2048 bits unless configured larger).
+#: delegation keys are 2048 bits unless configured larger; ``wmproxy.config.MIN_DELEGATION_KEY_BITS``
+#: keeps the service's setting at least this).
 MIN_REQUEST_RSA_BITS = 2048
 #: The elliptic curves a proxy request's key may be on.
 REQUEST_EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")

@@ -19,6 +19,7 @@ from cryptography import x509
 from wmproxy.domain import FINAL_STATES, JobState, Principal, utcnow
 from wmproxy.errors import (
     DelegationError,
+    DelegationLimitError,
     DelegationNotFoundError,
     FqanMismatchError,
     InvalidArgumentError,
@@ -170,6 +171,9 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             of another RFC 3820 policy language than inheritAll and the Globus limited proxy
             (an independent proxy, or a language not understood; the message names it).
         LimitedProxyError: the chain holds a limited proxy.
+        DelegationLimitError: ``delegation_id`` is not stored and the DN has ``[limits]
+            max_delegations_per_user`` delegations (nothing is written: the request stays
+            pending, for a putProxy once the DN has destroyed one).
 
     The stored FQANs are those of the VOMS ACs that verify now (vomsdir and CA directory).
     """
@@ -202,6 +206,7 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
             raise
         sealed_key = current
         accepted = _accept(rt, principal, sealed_key, proxy_pem, now)
+    bound = rt.settings.limits.max_delegations_per_user
     stored = writes.put_proxy_for_request(
         principal.dn,
         delegation_id,
@@ -211,7 +216,14 @@ def store_proxy(rt: Runtime, principal: Principal, delegation_id: str | None, pr
         accepted.not_after,
         accepted.fqans,
         now,
+        max_delegations=bound,
     )
+    if stored is None and writes.no_room(principal.dn, delegation_id, bound):
+        log.warning("putProxy of %s refused: it has %d delegations stored ([limits] max_delegations_per_user)",
+                    log_text(principal.dn), bound)
+        raise DelegationLimitError(
+            f"Unable to store client Proxy: the maximum number of stored delegations is reached ({bound} per "
+            f"user); destroy unused delegations or reuse a delegation id")
     if stored is None:  # taken by a concurrent putProxy, or replaced by a new getProxyReq
         if remembered and writes.pending_key(principal.dn, delegation_id) is None:
             raise _no_request(delegation_id)  # as when the read finds none (taken, purged, destroyed)

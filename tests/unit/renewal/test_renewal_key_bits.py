@@ -65,3 +65,12 @@ def test_a_renewed_proxy_gets_a_key_of_the_configured_size(
 def test_a_renewal_keeps_a_stored_key_larger_than_the_configured_size(
         runtime: Runtime, pki: Pki, myproxy: MyProxyServer) -> None:
     assert renew_once(runtime, pki, myproxy, stored_key_bits=4096) == (4096, 4096)
+
+
+def test_a_stored_1024_bit_proxy_is_renewed_into_a_key_of_the_configured_size(
+        runtime: Runtime, pki: Pki, myproxy: MyProxyServer) -> None:
+    """A proxy stored with a 1024-bit key (delegated while the service still accepted
+    ``delegation_key_bits = 1024``) still authorizes its renewal (its key only signs
+    MyProxy's challenge, it is not a TLS credential) and the renewed proxy gets the site's
+    size: the upgrade needs no action on stored delegations."""
+    assert renew_once(runtime, pki, myproxy, stored_key_bits=1024) == (3072, 3072)
