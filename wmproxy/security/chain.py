@@ -823,11 +823,14 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
         issued_by = subject_hashes.get(issuer)
         if issued_by is not None:
             by_hash.setdefault(issued_by, set()).add(name)
-    # a CA's policy files named by its old-style hash are its files too (ca_policy reads both names)
+    # a CA's policy files named by its old-style hash are its files too (ca_policy reads both names),
+    # but for a link to one of its files (as IGTF bundles install them): that file's stat tells
     listed = set(names)
     policy_names: dict[str, tuple[str, ...]] = {}
     for digest, old in sorted(old_hashes):
-        by_hash[digest].update(name for name in (old + suffix for suffix in _POLICY_SUFFIXES) if name in listed)
+        own = by_hash[digest]
+        own.update(name for name in (old + suffix for suffix in _POLICY_SUFFIXES)
+                   if name in listed and not _links_to(ca_dir, name, own))
         policy_names[digest] = (*policy_names.get(digest, (digest,)), old)
     files = {name: (mtime, size) for name, mtime, size in key[1]}
     policies = ca_policy.Policies.of(ca_dir, {n: stamp for n, stamp in files.items() if n.endswith(_POLICY_SUFFIXES)})
@@ -839,6 +842,17 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
 
 
 _POLICY_SUFFIXES = ("." + ca_policy.NAMESPACES, "." + ca_policy.SIGNING_POLICY)
+
+
+def _links_to(ca_dir: str, name: str, names: set[str]) -> bool:
+    """Whether the file ``name`` of ``ca_dir`` is a symbolic link to one of ``names`` of the same
+    directory (written as a bare name): rewritten through the link, that file changes; the link
+    replaced, the directory does."""
+    try:
+        target = os.readlink(os.path.join(ca_dir, name))
+    except OSError:  # not a link
+        return False
+    return os.path.dirname(target) in ("", ".") and os.path.basename(target) in names
 
 
 def ca_dir_state(ca_dir: str) -> object:
