@@ -379,14 +379,16 @@ def recount_usage(settings: Settings, owner: str | None, as_json: bool) -> None:
 # --- check -----------------------------------------------------------------------------------
 
 
-def check_ca_dir(ca_dir: str, now: dt.datetime | None = None) -> list[str]:
-    """Problems of a grid CA directory: missing, no ``<hash>.N`` CA file, a CRL
-    (``<hash>.rN``) unreadable or past its nextUpdate. Empty when fine. The directory is read
-    as ``/readyz`` reads it (:func:`wmproxy.monitoring.health.read_ca_dir`)."""
-    from wmproxy.monitoring.health import read_ca_dir
+def check_ca_dir(ca_dir: str, now: dt.datetime | None = None, namespace_mode: str = "eugridpma_globus") -> list[str]:
+    """Problems of a grid CA directory, one line each: missing, no ``<hash>.N`` CA file, a CRL
+    (``<hash>.rN``) unreadable or past its nextUpdate, a namespace policy file
+    (``<hash>.namespaces``, ``<hash>.signing_policy``) that cannot be parsed (not read with
+    ``namespace_mode`` ``ignore``). Empty when fine. The directory is read as ``/readyz`` reads
+    it (:func:`wmproxy.monitoring.health.read_ca_dir`)."""
+    from wmproxy.monitoring.health import broken_policy_effect, read_ca_dir
 
     try:
-        found = read_ca_dir(ca_dir, now or utcnow())
+        found = read_ca_dir(ca_dir, now or utcnow(), policies=namespace_mode != "ignore")
     except OSError as exc:
         return [f"CA directory {ca_dir}: {exc.strerror or exc}"]
     problems = []
@@ -397,6 +399,8 @@ def check_ca_dir(ca_dir: str, now: dt.datetime | None = None) -> list[str]:
             problems.append(f"CRL {crl.name}: unreadable ({crl.error})")
         else:
             problems.append(f"CRL {crl.name}: expired at {_iso(crl.next_update)} (run fetch-crl)")
+    problems.extend(f"CA policy file {policy.name}: cannot be parsed ({policy.error}); "
+                    f"{broken_policy_effect(namespace_mode)}" for policy in found.broken_policies)
     return problems
 
 
@@ -416,10 +420,12 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
         return check_store_key(settings)
 
     def ca() -> str:
-        problems = check_ca_dir(settings.security.ca_dir)
+        mode = settings.security.namespace_mode
+        problems = check_ca_dir(settings.security.ca_dir, namespace_mode=mode)
         if problems:
-            raise ConfigError("; ".join(problems))
-        return f"{settings.security.ca_dir}: CA certificates present, CRLs fresh"
+            raise ConfigError("\n".join(problems))
+        policies = "" if mode == "ignore" else ", CA policy files parse"
+        return f"{settings.security.ca_dir}: CA certificates present, CRLs fresh{policies}"
 
     def host_cert() -> str:
         from wmproxy.monitoring.health import host_cert_check

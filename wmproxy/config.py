@@ -81,10 +81,11 @@ class SecuritySettings:
 
     Attributes:
         ca_dir: grid CA directory (``<hash>.0`` certificates, ``<hash>.r0`` CRLs, and the CA
-            namespace policies ``<hash>.namespaces`` and ``<hash>.signing_policy``, enforced as
-            ``namespace_mode`` says). A file added, removed or renamed in (as fetch-crl writes) is
-            seen by the next verification; one rewritten in place by the next verification
-            through its CA, by others within 1 s.
+            namespace policies ``<hash>.namespaces`` and ``<hash>.signing_policy``, found under
+            the new- and the old-style subject hash and enforced as ``namespace_mode`` says). A
+            file added, removed or renamed in (as fetch-crl writes) is seen by the next
+            verification; one rewritten in place by the next verification through its CA, by
+            others within 1 s.
         vomsdir: VOMS trust anchors (``<vo>/<host>.lsc``) used to verify VOMS ACs.
         host_cert, host_key: PEM files of the service's host credential.
         authorized_users: who may use the service: comma-separated DN globs, FQAN

@@ -25,6 +25,7 @@ from tests.conftest import Pki
 from wmproxy.admin import cli, initialise
 from wmproxy.admintools import check_ca_dir, parse_age
 from wmproxy.config import DatabaseSettings, Settings
+from wmproxy.security import ca_policy
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import make_engine
@@ -423,6 +424,30 @@ class TestCheck:
         config.write_text(sound)
         found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").output)}
         assert found["host certificate"]["ok"] and "valid until" in found["host certificate"]["detail"]
+
+    def test_an_unparsable_ca_policy_file_is_a_problem(self, config: Path, pki: Pki, tmp_path: Path) -> None:
+        """One line per file, its name and the parse error; check fails, as the service refuses
+        the certificates the file would decide (none read with namespace_mode ignore)."""
+        ca_copy = tmp_path / "ca-copy"
+        shutil.copytree(pki.ca_dir, ca_copy)
+        old = ca_policy.old_name_hash(pki.ca.cert.subject.public_bytes())
+        (ca_copy / f"{old}.namespaces").write_text("#NAMESPACES-VERSION: 2.0\n")
+        (ca_copy / f"{pki.ca.hash}.signing_policy").write_text("cond_subjects globus '\"/*\"'\n")
+        effect = "the certificates of its CA are refused unless its other policy file decides"
+        expected = [(f"CA policy file {old}.namespaces: cannot be parsed (line 1: unsupported namespaces version "
+                     f"'2.0'); {effect}"),
+                    (f"CA policy file {pki.ca.hash}.signing_policy: cannot be parsed (line 1: expected access_id_CA "
+                     f"X509 '<DN>': 'cond_subjects globus \\'\"/*\"\\''); {effect}")]
+        assert check_ca_dir(str(ca_copy)) == expected
+        sound = config.read_text().replace(f"ca_dir = {pki.ca_dir}", f"ca_dir = {ca_copy}")
+        config.write_text(sound)
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 1, result.output
+        found = {c["check"]: c for c in json.loads(result.output)}
+        assert found["CA directory"]["detail"].splitlines() == expected
+        config.write_text(sound.replace("[security]\n", "[security]\nnamespace_mode = ignore\n"))
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 0, result.output
 
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))

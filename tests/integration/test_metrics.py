@@ -86,7 +86,8 @@ def test_health_answers_without_a_certificate(metrics_url: str, deployment: Depl
     status, text = http_get(f"{metrics_url}/readyz")
     assert status == 200, text
     assert [line.split()[:2] for line in text.splitlines()] == [["database", "ok"], ["schema", "ok"], ["ca", "ok"],
-                                                                     ["crls", "ok"], ["host_cert", "ok"],
+                                                                     ["crls", "ok"], ["ca_policy", "ok"],
+                                                                     ["host_cert", "ok"],
                                                                      ["service", "ok"]]
     # ... while the service port itself refuses a client without a certificate
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):

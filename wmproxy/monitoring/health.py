@@ -1,17 +1,20 @@
 """Readiness of a service node: database reachable, schema current, a CA certificate in the CA
-directory, CRLs fresh, the host certificate readable and within its validity, the policy file
-(when one is set) readable, service port accepting connections.
+directory, CRLs fresh, the CA namespace policy files parsing, the host certificate readable and
+within its validity, the policy file (when one is set) readable, service port accepting
+connections.
 
 Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass. The texts
 name what failed and the fix, and hold no secret (no database URL, no key path contents).
 
 :func:`read_ca_dir` is the one reading of the CA directory: the ``ca`` and ``crls`` checks
-here and ``wmproxy-admin check`` (``wmproxy.admintools.check_ca_dir``) both judge what it finds.
+here (and ``ca_policy``) and ``wmproxy-admin check`` (``wmproxy.admintools.check_ca_dir``) both
+judge what it finds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from wmproxy.config import Settings, parse_host_port
+from wmproxy.security import ca_policy
 
 #: Migrations shipped in the package (the Alembic head the database must be at).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -30,6 +34,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 #: ``capath`` lookup finds them (peers.md §2: the subject hash of ``openssl x509 -hash``).
 _CA_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 _CRL_NAME = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")
+#: A CA's namespace policy file (:mod:`wmproxy.security.ca_policy`), named by its subject hash.
+_POLICY_NAME = re.compile(rf"^[0-9a-f]{{8}}\.(?:{ca_policy.NAMESPACES}|{ca_policy.SIGNING_POLICY})$")
 
 
 @dataclass(frozen=True)
@@ -78,19 +84,41 @@ class StaleCrl(NamedTuple):
     next_update: dt.datetime | None
 
 
+class BrokenPolicy(NamedTuple):
+    """A CA namespace policy file that cannot be read or parsed: the certificates it would
+    decide are refused (:mod:`wmproxy.security.ca_policy`)."""
+
+    name: str
+    error: str  # the parse error, "line N: ..." (or why it cannot be read)
+
+
 @dataclass(frozen=True)
 class CaDirectory:
     """What a grid CA directory holds for the service's TLS verification: the CA certificate
-    and CRL files (names, sorted) and the CRLs that are unreadable or expired."""
+    and CRL files (names, sorted), the CRLs that are unreadable or expired, the namespace policy
+    files (names, sorted) and those that cannot be read or parsed."""
 
     ca_files: tuple[str, ...]
     crl_files: tuple[str, ...]
     stale_crls: tuple[StaleCrl, ...]
+    policy_files: tuple[str, ...] = ()
+    broken_policies: tuple[BrokenPolicy, ...] = ()
 
 
-def read_ca_dir(ca_dir: str | Path, now: dt.datetime, grace: float = 0.0) -> CaDirectory:
+def broken_policy_effect(namespace_mode: str) -> str:
+    """What the service does with the certificates an unparsable policy file would decide, in
+    ``namespace_mode`` (:func:`wmproxy.security.ca_policy.Policies.check`)."""
+    if namespace_mode.startswith("eugridpma_and_globus"):
+        return "the certificates of its CA are refused"
+    return "the certificates of its CA are refused unless its other policy file decides"
+
+
+def read_ca_dir(ca_dir: str | Path, now: dt.datetime, grace: float = 0.0, *, policies: bool = True) -> CaDirectory:
     """Read ``ca_dir``: its ``<hash>.N`` CA certificates, its ``<hash>.rN`` CRLs, and which of
-    those are unreadable or past their nextUpdate (+ ``grace`` seconds) at ``now``.
+    those are unreadable or past their nextUpdate (+ ``grace`` seconds) at ``now``; with
+    ``policies``, its ``<hash>.namespaces`` and ``<hash>.signing_policy`` files and which of
+    those cannot be read or parsed (parsed as the service parses them, once per file version:
+    :func:`wmproxy.security.ca_policy.load_file`).
 
     Raises:
         OSError: the directory cannot be listed.
@@ -108,18 +136,56 @@ def read_ca_dir(ca_dir: str | Path, now: dt.datetime, grace: float = 0.0) -> CaD
         next_update = crl.next_update_utc
         if next_update is not None and next_update + dt.timedelta(seconds=grace) < now:
             stale.append(StaleCrl(name, None, next_update))
-    return CaDirectory(tuple(n for n in names if _CA_NAME.match(n)), crls, tuple(stale))
+    policy_files: list[str] = []
+    broken: list[BrokenPolicy] = []
+    if policies:
+        key = os.fspath(ca_dir)
+        for name in (n for n in names if _POLICY_NAME.match(n)):
+            try:
+                st = (directory / name).stat()
+            except FileNotFoundError:  # a dangling link: no file, as the service sees it
+                continue
+            policy_files.append(name)
+            parsed = ca_policy.load_file(key, name, (st.st_mtime_ns, st.st_size))
+            if parsed.error:
+                broken.append(BrokenPolicy(name, parsed.problem))
+        ca_policy.forget_others(key, policy_files)
+    return CaDirectory(tuple(n for n in names if _CA_NAME.match(n)), crls, tuple(stale), tuple(policy_files),
+                       tuple(broken))
 
 
 def ca_checks(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> tuple[Check, Check]:
     """The ``ca`` check (the directory holds a ``<hash>.N`` CA certificate: without one every
     client's handshake fails) and the ``crls`` check (every CRL readable and not past its
     nextUpdate + ``grace`` s), from one reading of ``ca_dir``."""
+    ca, crls, *_ = ca_dir_checks(ca_dir, now, grace, "ignore")
+    return ca, crls
+
+
+def ca_dir_checks(ca_dir: str | Path, now: dt.datetime, grace: float = 0.0,
+                  namespace_mode: str = ca_policy.DEFAULT_MODE) -> list[Check]:
+    """:func:`ca_checks`, then the ``ca_policy`` checks, from one reading of ``ca_dir``: one
+    failing check per namespace policy file that cannot be read or parsed (its name and the
+    error), else one that passes (none read with ``namespace_mode`` ``ignore``)."""
     try:
-        found = read_ca_dir(ca_dir, now, grace)
+        found = read_ca_dir(ca_dir, now, grace, policies=namespace_mode != "ignore")
     except OSError as exc:
         unreadable = f"cannot read the CA directory {ca_dir} ({type(exc).__name__})"
-        return Check("ca", False, unreadable), Check("crls", False, unreadable)
+        return [Check("ca", False, unreadable), Check("crls", False, unreadable), Check("ca_policy", False, unreadable)]
+    return [*_ca_and_crls(ca_dir, found), *_ca_policy_checks(found, namespace_mode)]
+
+
+def _ca_policy_checks(found: CaDirectory, namespace_mode: str) -> list[Check]:
+    if namespace_mode == "ignore":
+        return [Check("ca_policy", True, "not read ([security] namespace_mode ignore)")]
+    if found.broken_policies:
+        effect = broken_policy_effect(namespace_mode)
+        return [Check("ca_policy", False, f"{policy.name} cannot be parsed ({policy.error}): {effect}; fix or "
+                                          "remove it") for policy in found.broken_policies]
+    return [Check("ca_policy", True, f"{len(found.policy_files)} policy files parse")]
+
+
+def _ca_and_crls(ca_dir: str | Path, found: CaDirectory) -> tuple[Check, Check]:
     if found.ca_files:
         ca = Check("ca", True, f"{len(found.ca_files)} CA certificates")
     else:
@@ -180,13 +246,15 @@ def service_check(bind: str, timeout: float = 5.0) -> Check:
 
 def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None) -> list[Check]:
     """All readiness checks of this node, in order: database, schema, CA certificates, CRLs,
-    host certificate, the policy file (when one is set), service port."""
+    CA namespace policy files (one check per unparsable file), host certificate, the policy file
+    (when one is set), service port."""
     now = now or dt.datetime.now(dt.UTC)
     database, revision = database_check(engine)
     checks = [database]
     if database.ok:
         checks.append(schema_check(revision, head_revision()))
-    checks.extend(ca_checks(Path(settings.security.ca_dir), now, settings.metrics.crl_grace))
+    checks.extend(ca_dir_checks(settings.security.ca_dir, now, settings.metrics.crl_grace,
+                                settings.security.namespace_mode))
     checks.append(host_cert_check(settings.security.host_cert, now))
     if (policy := policy_check(settings)) is not None:
         checks.append(policy)

@@ -2,7 +2,8 @@
 
 A CA directory holds, beside each CA's ``<hash>.0`` certificate, the names that CA may issue
 certificates to, in one or both of two formats (``<hash>``: the OpenSSL subject name hash of the
-CA the file belongs to):
+CA the file belongs to, new-style ``X509_NAME_hash`` or old-style ``X509_NAME_hash_old``,
+:func:`old_name_hash`):
 
 * ``<hash>.namespaces``, the EUGridPMA (IGTF) EACL format::
 
@@ -44,6 +45,14 @@ logged (with the error) and counts as missing when the other format's file decid
 decides, the certificates it would have decided are refused (in the ``eugridpma_and_globus``
 modes, always): a broken file never lets a name through.
 
+Both names of a CA are looked up (IGTF distributions ship each file under both hashes, some
+sites under the old one only; canl-java reads one of them, chosen by its OpenSSL 1.x mode, and
+canl-c the new one only). When a CA has a file of one format under each name, both apply: a
+certificate their rules name the issuer in must be accepted by each (a ``DENY`` of either
+refuses; a name only one of them permits is refused), and if either cannot be parsed it counts
+as a broken file (above). Files of identical rules decide as one; files that differ never widen
+what either allows. This is stricter than CANL, which never reads the second name.
+
 Each file is parsed once per process and parsed again when its ``stat`` (mtime, size) changes:
 the files are part of the CA directory's parse (:func:`wmproxy.security.chain._load_ca_dir`)
 and of its change detection, so a policy rewritten in place is seen by the next verification
@@ -52,6 +61,7 @@ through its CA, as a CRL is.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -110,6 +120,15 @@ class PolicySyntaxError(ValueError):
 
 
 # --- names ---
+
+
+def old_name_hash(name_der: bytes) -> str:
+    """The old-style OpenSSL hash (``X509_NAME_hash_old``, ``openssl x509 -subject_hash_old``)
+    of a name given as its DER: the first 4 bytes of the MD5 digest of the DER, read little-endian,
+    as 8 hex digits (the new-style hash, ``X509_NAME_hash``, hashes a canonical form with SHA-1)."""
+    digest = hashlib.md5(name_der, usedforsecurity=False).digest()  # what OpenSSL names the files by
+    return f"{int.from_bytes(digest[:4], 'little'):08x}"
+
 
 #: Attribute labels written several ways (lower case) -> one spelling (lower case).
 _LABELS = {"e": "emailaddress", "email": "emailaddress", "userid": "uid", "s": "st"}
@@ -173,6 +192,19 @@ class PolicyFile:
     def rules_for(self, issuer: str, own: bool) -> list[Rule]:
         """The rules naming the CA ``issuer`` (normalized slash DN); ``own``: the file is that CA's."""
         return [rule for rule in self.rules if rule.issuer == issuer or (own and rule.issuer is None)]
+
+    @property
+    def problem(self) -> str:
+        """``error`` without the file's name it starts with (``line N: ...`` for a syntax error),
+        for a report that names the file itself; "" for a file that parsed."""
+        text = self.error.removeprefix(self.name).removeprefix(":").strip()
+        line, colon, rest = text.partition(": ")
+        return f"line {line}: {rest}" if colon and line.isdigit() else text
+
+    def same_rules(self, other: PolicyFile) -> bool:
+        """Whether ``other`` holds the rules of this file (where they are written aside)."""
+        return [(r.issuer, r.permit, r.subject) for r in self.rules] == [
+            (r.issuer, r.permit, r.subject) for r in other.rules]
 
 
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
@@ -331,10 +363,11 @@ class Policies:
     ca_dir: str = ""
     namespaces: dict[str, PolicyFile] = field(default_factory=dict)
     signing: dict[str, PolicyFile] = field(default_factory=dict)
-    #: Verdicts of :meth:`check`, by the certificate object's id: (the certificate, the hashes
-    #: above it, the mode, the refusal or ""). A user's certificate is the same object from one
-    #: verification to the next (the chains' issuers are kept parsed, ``chain.load_pem_chain``).
-    _verdicts: LRUCache[int, tuple[x509.Certificate, tuple[str, ...], str, str]] = field(
+    #: Verdicts of :meth:`check`, by the certificate object's id: (the certificate, the names
+    #: (hashes) of the CAs above it, the mode, the refusal or ""). A user's certificate is the
+    #: same object from one verification to the next (the chains' issuers are kept parsed,
+    #: ``chain.load_pem_chain``).
+    _verdicts: LRUCache[int, tuple[x509.Certificate, tuple[tuple[str, ...], ...], str, str]] = field(
         default_factory=lambda: LRUCache(VERDICTS_MAX), repr=False)
     _verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -353,10 +386,11 @@ class Policies:
         forget_others(ca_dir, [n for n in files if n.endswith((NAMESPACES, SIGNING_POLICY))])
         return cls(ca_dir, namespaces, signing)
 
-    def check(self, cert: x509.Certificate, issuer_hashes: Sequence[str]) -> None:
+    def check(self, cert: x509.Certificate, issuer_hashes: Sequence[str | Sequence[str]]) -> None:
         """Refuse ``cert``, issued by the CA of ``issuer_hashes[0]`` (the subject name hashes of
-        the verified path above ``cert``, its issuer first), when that CA's policy does not allow
-        its subject (module doc, :func:`mode_of` the directory's mode).
+        the verified path above ``cert``, its issuer first; each a hash or the CA's hashes, the
+        new-style one first, then the old-style one), when that CA's policy does not allow its
+        subject (module doc, :func:`mode_of` the directory's mode).
 
         A self-issued certificate (a root) is no CA's to allow. The verdict is kept per
         certificate object and ``issuer_hashes`` while these policies are the directory's (a
@@ -368,7 +402,7 @@ class Policies:
         mode = mode_of(self.ca_dir)
         if mode == "ignore":
             return
-        hashes = tuple(issuer_hashes)
+        hashes = tuple((names,) if isinstance(names, str) else tuple(dict.fromkeys(names)) for names in issuer_hashes)
         with self._verdicts_lock:
             kept = self._verdicts.get(id(cert))
         if kept is not None and kept[0] is cert and kept[1] == hashes and kept[2] == mode:
@@ -381,7 +415,7 @@ class Policies:
             issuer, subject, why = refusal.split("\n", 2)
             self._refuse(issuer, subject, why)
 
-    def _verdict(self, cert: x509.Certificate, hashes: tuple[str, ...], mode: str) -> str:
+    def _verdict(self, cert: x509.Certificate, hashes: tuple[tuple[str, ...], ...], mode: str) -> str:
         """:meth:`check`'s answer: "" (allowed), else "<issuer>\\n<subject>\\n<why>"."""
         if cert.subject == cert.issuer:
             return ""
@@ -410,28 +444,44 @@ class Policies:
         raise CaPolicyError(f"the CA {issuer} may not certify {subject}: {why}")
 
 
-def _evaluate(files: dict[str, PolicyFile], issuer: str, subject: str, hashes: Sequence[str]) -> _Verdict:
-    """The verdict of one format's ``files`` on ``subject`` issued by ``issuer`` (module doc)."""
-    for position, digest in enumerate(hashes):
-        found = files.get(digest)
-        if found is None:
+def _evaluate(files: dict[str, PolicyFile], issuer: str, subject: str,
+              hashes: Sequence[tuple[str, ...]]) -> _Verdict:
+    """The verdict of one format's ``files`` on ``subject`` issued by ``issuer`` (module doc):
+    ``hashes`` the names of the CAs above it, each CA's files looked up under each of its names."""
+    for position, names in enumerate(hashes):
+        found = [files[name] for name in names if name in files]
+        if not found:
             continue
-        if found.error:
-            return _Verdict(False, f"its policy file cannot be used ({found.error})", broken=True)
-        rules = found.rules_for(issuer, own=position == 0)
-        if not rules:
+        for policy in found:
+            if policy.error:
+                return _Verdict(False, f"its policy file cannot be used ({policy.error})", broken=True)
+        deciding: list[tuple[PolicyFile, list[Rule]]] = []
+        for policy in found:
+            rules = policy.rules_for(issuer, own=position == 0)
+            if rules and not any(kept.same_rules(policy) for kept, _ in deciding):
+                deciding.append((policy, rules))
+        if not deciding:
             continue
-        permitted = ""
-        for rule in rules:
-            if rule.pattern.fullmatch(subject):
-                if not rule.permit:
-                    return _Verdict(True, f"denied by {rule.where} (DENY Subject \"{rule.subject}\")")
-                permitted = permitted or rule.where
-        if permitted:
-            return _Verdict(True)
-        listed = " ".join(f'"{rule.subject}"' for rule in rules if rule.permit)
-        return _Verdict(True, f"outside its namespace ({found.name} permits {listed or 'nothing'})")
+        for policy, rules in deciding:  # each file naming the issuer must accept (module doc)
+            refusal = _judge(policy, rules, subject)
+            if refusal:
+                return _Verdict(True, refusal)
+        return _Verdict(True)
     return _UNDEFINED
+
+
+def _judge(policy: PolicyFile, rules: list[Rule], subject: str) -> str:
+    """Why ``rules`` (of ``policy``, naming the issuer) refuse ``subject``; "" if they accept it."""
+    permitted = False
+    for rule in rules:
+        if rule.pattern.fullmatch(subject):
+            if not rule.permit:
+                return f"denied by {rule.where} (DENY Subject \"{rule.subject}\")"
+            permitted = True
+    if permitted:
+        return ""
+    listed = " ".join(f'"{rule.subject}"' for rule in rules if rule.permit)
+    return f"outside its namespace ({policy.name} permits {listed or 'nothing'})"
 
 
 #: Verdicts kept per parse of a CA directory (:attr:`Policies._verdicts`).

@@ -15,7 +15,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -684,12 +684,16 @@ class _CaDir:
     #: What the files were when parsed: (directory mtime, ((name, mtime, size), ...)).
     stamp: _Stamp = (0, ())
     #: The parsed file names by subject name hash (8 hex digits): that of the file's name
-    #: (``<hash>.N``, ``<hash>.rN``) and that of what it holds (a CA's subject, a CRL's issuer).
+    #: (``<hash>.N``, ``<hash>.rN``, the policy files) and that of what it holds (a CA's subject,
+    #: a CRL's issuer); a CA's policy files named by its old-style hash also under its hash.
     by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: The CA namespace policies of the directory (its ``.namespaces`` and ``.signing_policy`` files).
     policies: ca_policy.Policies = field(default_factory=ca_policy.Policies)
     #: The directory's CA certificates met on verified paths, as ``cryptography`` certificates, by DER.
     converted: dict[bytes, x509.Certificate] = field(default_factory=dict)
+    #: The names a directory CA's policy files may have (:mod:`ca_policy`), by its subject name
+    #: hash: that hash, then its old-style hash (:func:`ca_policy.old_name_hash`).
+    policy_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @functools.cached_property
     def files(self) -> dict[str, tuple[int, int]]:
@@ -791,6 +795,7 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
     # old-style hash, which the path's (new-style) hashes would not name.
     by_hash: dict[str, set[str]] = {}
     subject_hashes: dict[x509.Name, str] = {}
+    old_hashes: set[tuple[str, str]] = set()  # (a CA certificate's subject hash, its old-style hash)
     crl_files: list[tuple[str, x509.Name]] = []
     for name in names:
         by_hash.setdefault(name.split(".", 1)[0], set()).add(name)
@@ -808,7 +813,9 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
                     converted = crypto.X509.from_cryptography(cert)
                     certs.append(converted)
                     digest = f"{converted.subject_name_hash():08x}"
-                    subject_hashes.setdefault(cert.subject, digest)
+                    if cert.subject not in subject_hashes:
+                        subject_hashes[cert.subject] = digest
+                        old_hashes.add((digest, ca_policy.old_name_hash(cert.subject.public_bytes())))
                     by_hash.setdefault(digest, set()).add(name)
         except (OSError, ValueError, ProxyError):
             continue
@@ -816,16 +823,36 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
         issued_by = subject_hashes.get(issuer)
         if issued_by is not None:
             by_hash.setdefault(issued_by, set()).add(name)
+    # a CA's policy files named by its old-style hash are its files too (ca_policy reads both names),
+    # but for a link to one of its files (as IGTF bundles install them): that file's stat tells
+    listed = set(names)
+    policy_names: dict[str, tuple[str, ...]] = {}
+    for digest, old in sorted(old_hashes):
+        own = by_hash[digest]
+        own.update(name for name in (old + suffix for suffix in _POLICY_SUFFIXES)
+                   if name in listed and not _links_to(ca_dir, name, own))
+        policy_names[digest] = (*policy_names.get(digest, (digest,)), old)
     files = {name: (mtime, size) for name, mtime, size in key[1]}
     policies = ca_policy.Policies.of(ca_dir, {n: stamp for n, stamp in files.items() if n.endswith(_POLICY_SUFFIXES)})
     loaded = _CaDir(tuple(certs), tuple(crls), key, {h: tuple(sorted(found)) for h, found in by_hash.items()},
-                    policies)
+                    policies, policy_names=policy_names)
     with _cache_lock:
         _cache[ca_dir] = _Parsed(loaded, names, now)
     return loaded
 
 
 _POLICY_SUFFIXES = ("." + ca_policy.NAMESPACES, "." + ca_policy.SIGNING_POLICY)
+
+
+def _links_to(ca_dir: str, name: str, names: set[str]) -> bool:
+    """Whether the file ``name`` of ``ca_dir`` is a symbolic link to one of ``names`` of the same
+    directory (written as a bare name): rewritten through the link, that file changes; the link
+    replaced, the directory does."""
+    try:
+        target = os.readlink(os.path.join(ca_dir, name))
+    except OSError:  # not a link
+        return False
+    return os.path.dirname(target) in ("", ".") and os.path.basename(target) in names
 
 
 def ca_dir_state(ca_dir: str) -> object:
@@ -857,6 +884,18 @@ def _path_files_changed(ca_dir: str, loaded: _CaDir, hashes: Iterable[str]) -> b
 def _name_hashes(path: Iterable[crypto.X509]) -> tuple[str, ...]:
     """The OpenSSL subject name hashes (``%08x``, the CA directory's file names) of ``path``."""
     return tuple(f"{cert.subject_name_hash():08x}" for cert in path)
+
+
+def _policy_names(cas: Sequence[crypto.X509], loaded: _CaDir) -> tuple[tuple[str, ...], ...]:
+    """The names the policy files of each CA certificate of ``cas`` may have: its subject name
+    hash, then its old-style hash (:func:`ca_policy.old_name_hash`): as the CA directory's parse
+    found them for its CAs (:attr:`_CaDir.policy_names`), else (an intermediate CA the chain sent)
+    read from the certificate."""
+    names = []
+    for cert, digest in zip(cas, _name_hashes(cas), strict=True):
+        known = loaded.policy_names.get(digest)
+        names.append(known or (digest, ca_policy.old_name_hash(cert.to_cryptography().subject.public_bytes())))
+    return tuple(names)
 
 
 #: Verification times within this many seconds of the clock are verified at the clock's time.
@@ -1348,7 +1387,7 @@ def _check_namespaces(path: list[crypto.X509], chain: list[x509.Certificate], lo
     of the CA directory converted."""
     if len(path) < 2 or ca_policy.mode_of(loaded.policies.ca_dir) == "ignore":
         return
-    hashes = _name_hashes(path)
+    hashes = _policy_names(path[1:], loaded)  # the issuer of path[position] is path[position + 1]
     sent = {certificate_der(cert): cert for cert in chain}
     for position in range(len(path) - 2, -1, -1):  # the last one is the trust anchor
         issued = path[position]
@@ -1358,7 +1397,7 @@ def _check_namespaces(path: list[crypto.X509], chain: list[x509.Certificate], lo
             cert = loaded.converted.get(der) or loaded.converted.setdefault(der, issued.to_cryptography())
         if is_proxy(cert):
             return
-        loaded.policies.check(cert, hashes[position + 1:])
+        loaded.policies.check(cert, hashes[position:])
 
 
 def _openssl_path(chain: list[x509.Certificate], ca_dir: str, loaded: _CaDir, at: datetime | None,

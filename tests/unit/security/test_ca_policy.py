@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -237,6 +238,87 @@ class TestVerifiedPaths:
             fh.write(f'TO Issuer "{OTHER}" PERMIT Subject "/C=YY/O=Other/OU=Staff/.*"\n')
         after = os.stat(site.ca_dir)
         assert (before.st_mtime_ns, before.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
+        with pytest.raises(CaPolicyError, match="OU=Staff"):
+            verify_chain(olga, str(site.ca_dir))
+
+
+def _openssl_old_hash(cert: Path) -> str:
+    """``openssl x509 -noout -subject_hash_old`` of the PEM certificate ``cert``."""
+    return subprocess.run(["openssl", "x509", "-noout", "-subject_hash_old", "-in", str(cert)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+class TestOldStyleNames:
+    """The policy files named by a CA's old-style (MD5) subject hash, as IGTF bundles also ship
+    them (and some sites only them)."""
+
+    @staticmethod
+    def _old(ca: CertificateAuthority) -> str:
+        return ca_policy.old_name_hash(ca.cert.subject.public_bytes())
+
+    def test_the_old_style_hash_is_openssls(self, site: Site, tmp_path: Path) -> None:
+        odd = create_ca(tmp_path / "odd", "/DC=org/DC=example/O=Grid Ünïversity/CN=Odd CA/emailAddress=ca@x.org")
+        for ca in (site.demo, site.other, odd):
+            assert self._old(ca) == _openssl_old_hash(ca.cert_path)
+            assert self._old(ca) != ca.hash
+
+    def test_policy_files_under_the_old_name_only_are_enforced(self, site: Site) -> None:
+        old = self._old(site.other)
+        site.namespaces(site.other).rename(site.ca_dir / f"{old}.namespaces")
+        site.signing_policy(site.other).rename(site.ca_dir / f"{old}.signing_policy")
+        with pytest.raises(CaPolicyError, match=f"outside its namespace \\({old}.namespaces permits"):
+            verify_chain(_chain(site.other, ALICE), str(site.ca_dir))
+        verify_chain(_chain(site.other, OLGA), str(site.ca_dir))
+        (site.ca_dir / f"{old}.namespaces").unlink()  # the old-named signing policy decides then
+        with pytest.raises(CaPolicyError, match=f"{old}.signing_policy permits"):
+            verify_chain(_chain(site.other, ALICE), str(site.ca_dir))
+
+    def test_both_names_with_different_rules_each_must_accept(self, site: Site) -> None:
+        old = site.ca_dir / f"{self._old(site.other)}.namespaces"
+        old.write_text(f'TO Issuer "{OTHER}" PERMIT Subject "/C=YY/O=Other/OU=Staff/.*"\n')
+        with pytest.raises(CaPolicyError, match=f"outside its namespace \\({old.name} permits"):
+            verify_chain(_chain(site.other, OLGA), str(site.ca_dir))  # the new-named file permits her
+        verify_chain(_chain(site.other, "/C=YY/O=Other/OU=Staff/CN=Sam"), str(site.ca_dir))
+        old.write_text(site.namespaces(site.other).read_text())  # the same rules: one verdict
+        verify_chain(_chain(site.other, OLGA), str(site.ca_dir))
+        _rewrite(old, f'TO Issuer SELF DENY Subject "{OLGA}"\nTO Issuer SELF PERMIT Subject "/C=YY/.*"\n')
+        with pytest.raises(CaPolicyError, match=f"denied by {old.name}:1"):
+            verify_chain(_chain(site.other, OLGA), str(site.ca_dir))
+
+    def test_an_unparsable_old_named_file_is_a_broken_file(self, site: Site) -> None:
+        site.signing_policy(site.other).unlink()
+        (site.ca_dir / f"{self._old(site.other)}.namespaces").write_text("TO Issuer SELF PERMIT everything\n")
+        with pytest.raises(CaPolicyError, match="its policy file cannot be used"):
+            verify_chain(_chain(site.other, OLGA), str(site.ca_dir))
+
+    def test_an_intermediate_ca_sent_in_the_chain_is_looked_up_by_its_old_name(self, site: Site) -> None:
+        sub = intermediate_ca(site.demo, "/C=XX/O=wmproxy-demo/CN=Sub CA")
+        sub.cert_path.unlink()  # not in the directory: the caller sends it
+        (site.ca_dir / f"{self._old(sub)}.namespaces").write_text(
+            'TO Issuer SELF PERMIT Subject "/C=XX/O=wmproxy-demo/OU=Sub/.*"\n')
+
+        def chain(dn: str) -> list[x509.Certificate]:
+            user = _issue(sub, dn)
+            return make_proxy(Credential(user.cert, user.key, [sub.cert]), lifetime=3600).full_chain
+
+        verify_chain(chain("/C=XX/O=wmproxy-demo/OU=Sub/CN=Sam"), str(site.ca_dir))
+        with pytest.raises(CaPolicyError, match="Sub CA may not certify /C=XX/O=wmproxy-demo/OU=Users/CN=Sam"):
+            verify_chain(chain("/C=XX/O=wmproxy-demo/OU=Users/CN=Sam"), str(site.ca_dir))
+
+    def test_an_old_named_file_rewritten_in_place_is_seen_by_the_next_verification(self, site: Site,
+                                                                                   monkeypatch) -> None:
+        """As a new-named one: the kept chain's CA files (its old-named policy files among them)
+        are looked at, not the whole directory (whose walk is put off here)."""
+        monkeypatch.setattr(chain_module, "SETTLED_NS", 0)
+        monkeypatch.setattr(chain_module, "CA_FILES_RESTAT", 1e9)
+        old = site.ca_dir / f"{self._old(site.other)}.namespaces"
+        old.write_text(site.namespaces(site.other).read_text())
+        olga = _chain(site.other, OLGA)
+        os.utime(site.ca_dir, (1_000_000_000, 1_000_000_000))
+        verify_chain(olga, str(site.ca_dir))
+        verify_chain(olga, str(site.ca_dir))  # kept
+        with open(old, "w") as fh:
+            fh.write(f'TO Issuer "{OTHER}" PERMIT Subject "/C=YY/O=Other/OU=Staff/.*"\n')
         with pytest.raises(CaPolicyError, match="OU=Staff"):
             verify_chain(olga, str(site.ca_dir))
 

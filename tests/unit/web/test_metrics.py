@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import shutil
 import socket
 import ssl
 import threading
@@ -23,6 +24,7 @@ from wmproxy.domain import JobState, Principal, utcnow
 from wmproxy.monitoring.health import ca_checks, readiness, schema_check, service_check
 from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
 from wmproxy.monitoring.server import MetricsApp
+from wmproxy.security import ca_policy
 from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -77,9 +79,9 @@ def test_jobs_the_purger_removed_count_as_purges(rt: Runtime, tmp_path: Path) ->
 
 def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
     checks = readiness(rt.settings, rt.session_factory.kw["bind"])
-    assert [(c.name, c.ok) for c in checks[:5]] == [("database", True), ("schema", True), ("ca", True),
-                                                    ("crls", True), ("host_cert", True)], checks
-    assert checks[5].name == "service"
+    assert [(c.name, c.ok) for c in checks[:6]] == [("database", True), ("schema", True), ("ca", True),
+                                                    ("crls", True), ("ca_policy", True), ("host_cert", True)], checks
+    assert checks[6].name == "service"
 
 
 def test_a_closed_service_port_fails_readiness() -> None:
@@ -142,6 +144,32 @@ def test_a_ca_directory_without_a_ca_certificate_fails_readiness(rt: Runtime, pk
                                "install the CA certificates")
         assert lines["crls"] == f"crls ok {crls} CRLs current"
         assert check_ca_dir(str(ca_dir)) == [f"CA directory {ca_dir}: no CA certificate (<hash>.0)"]
+
+
+def test_an_unparsable_ca_policy_file_fails_readiness(rt: Runtime, pki: Pki, tmp_path: Path) -> None:
+    """Its CA's users are refused at authentication (unless its other policy file decides):
+    /readyz names each such file with the parse error, one line each, details with the token."""
+    ca_dir = tmp_path / "certificates"
+    shutil.copytree(pki.ca_dir, ca_dir)
+    old = ca_policy.old_name_hash(pki.ca.cert.subject.public_bytes())
+    (ca_dir / f"{pki.ca.hash}.namespaces").write_text('TO Issuer SELF PERMIT Subject "/C=XX/.*\n')
+    (ca_dir / f"{old}.signing_policy").write_text("access_id_CA X509 '/C=XX/CN=CA'\nneg_rights globus CA:sign\n")
+    rt.settings = dataclasses.replace(rt.settings, security=dataclasses.replace(rt.settings.security,
+                                                                                ca_dir=str(ca_dir)))
+    status, text = _readyz(rt)
+    assert status.startswith("503"), text
+    effect = "the certificates of its CA are refused unless its other policy file decides; fix or remove it"
+    assert [line for line in text.splitlines() if line.startswith("ca_policy")] == [
+        (f"ca_policy FAIL {old}.signing_policy cannot be parsed (line 2: expected pos_rights globus CA:sign or "
+         f"cond_subjects globus '\"<pattern>\" ...': 'neg_rights globus CA:sign'): {effect}"),
+        (f"ca_policy FAIL {pki.ca.hash}.namespaces cannot be parsed (line 1: not a 'TO Issuer \"<DN>\"|SELF "
+         f"PERMIT|DENY Subject \"<pattern>\"' rule: 'TO Issuer SELF PERMIT Subject \"/C=XX/.*'): {effect}")], text
+    status, text = _readyz(rt, None)
+    assert status.startswith("503") and text.count("ca_policy FAIL\n") == 2 and pki.ca.hash not in text, text
+    shutil.copy(pki.ca_dir / f"{pki.ca.hash}.namespaces", ca_dir / f"{pki.ca.hash}.namespaces")
+    (ca_dir / f"{old}.signing_policy").unlink()
+    status, text = _readyz(rt)
+    assert "ca_policy ok 2 policy files parse\n" in text, text
 
 
 def test_an_expired_or_unreadable_host_certificate_fails_readiness(rt: Runtime, pki: Pki, tmp_path: Path) -> None:
