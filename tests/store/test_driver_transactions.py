@@ -108,3 +108,53 @@ def test_a_commit_on_a_connection_invalidated_meanwhile_is_the_drivers_error(
         invalidated()
     with transaction(engine) as cursor:  # the pool connects anew
         cursor.execute(NOTHING)
+
+
+@pytest.mark.postgresql_only  # sqlite3 keeps making a cursor per transaction (wmproxy/store/driver.py)
+def test_a_pooled_psycopg_connection_keeps_one_cursor_across_transactions(
+        resets: tuple[sa.Engine, list[bool]]) -> None:
+    """Each transaction on the same pooled connection uses the cursor the first one made; a
+    failed statement's cursor (closed by SQLAlchemy's error handling) is replaced by a new one,
+    kept in turn; the connection the pool makes after one was invalidated gets a cursor of its
+    own; the answers are each statement's own."""
+    engine, _seen = resets
+    engine.dispose()  # a pool of fresh connections: the loops below take the same one each time
+    cursors: list[Any] = []
+    for value in (1, 2):
+        with transaction(engine) as cursor:
+            cursor.execute("SELECT %(value)s::integer", {"value": value})
+            assert cursor.fetchone() == (value,)
+            cursors.append(cursor._cursor)
+    driver = _failed(engine, lambda cursor: cursor.execute("SELECT no_such_column FROM delegation_key_pool"),
+                     sa.exc.DBAPIError)
+    with transaction(engine) as cursor:
+        assert cursor.driver is driver
+        cursor.execute("SELECT 3")
+        assert cursor.fetchone() == (3,)
+        cursors.append(cursor._cursor)
+    with transaction(engine) as cursor:
+        cursors.append(cursor._cursor)
+    assert cursors[0] is cursors[1]
+    assert cursors[0].closed
+    assert cursors[2] is cursors[3]
+    assert not cursors[3].closed
+    assert _idle(driver)
+    # a connection made anew after its predecessor was invalidated gets a cursor of its own
+    kept: list[Any] = []
+
+    def invalidated() -> None:
+        with transaction(engine) as cursor:
+            cursor.execute("SELECT 1")
+            kept.extend((cursor._cursor, cursor.driver))
+            cursor.invalidate()
+            raise RuntimeError("gone")  # no COMMIT on the connection gone
+
+    with pytest.raises(RuntimeError):
+        invalidated()
+    first, old = kept
+    with transaction(engine) as cursor:
+        assert cursor.driver is not old
+        assert cursor._cursor is not first
+        assert cursor._cursor.connection is cursor.driver
+        cursor.execute("SELECT 4")
+        assert cursor.fetchone() == (4,)

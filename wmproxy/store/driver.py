@@ -27,10 +27,29 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import PoolProxiedConnection
 
+#: ``info`` key of a pooled psycopg connection (kept while that driver connection lives; the pool
+#: clears ``info`` when it connects anew): the cursor :class:`DriverCursor` made on it.
+_KEPT_CURSOR = "wmproxy.driver_cursor"
+
 
 class DriverCursor:
     """The driver's cursor of the pooled connection ``pooled`` of ``engine``, its driver errors
-    raised as SQLAlchemy raises them."""
+    raised as SQLAlchemy raises them.
+
+    psycopg: one cursor per pooled connection, made on its first use and used by every later
+    transaction on it (issue 14, stop 49 in docs/performance.md). A psycopg cursor is a Python
+    object with its own copy of the connection's adapters map: making one was about 25,000
+    instructions, and an empty :func:`single_statement` (checkout, autocommit on and off,
+    check-in) went from about 143,600 to 127,700 with the cursor kept; a delegation pair has two
+    such transactions, a jobSubmit one. A cursor SQLAlchemy closed (it closes a failed
+    statement's) is replaced. Reusing it is ordinary DB-API use: each ``execute`` starts afresh
+    (psycopg resets the cursor's results and makes a new transformer per statement), a
+    connection is used by one thread at a time (the pool's checkout), and psycopg fetches a
+    statement's rows whole, so nothing is left open on the server between two uses. What the cursor keeps until the
+    connection's next statement is its last statement's parameters and rows (sealed values,
+    never an opened secret). sqlite3 keeps making a cursor per transaction: a sqlite3 cursor is
+    cheap to make, and one kept after a ``SELECT`` not read to its end would hold its statement,
+    and with it a read snapshot of the WAL, open on the pooled connection."""
 
     __slots__ = ("_cursor", "_engine", "_errors", "_pooled")
 
@@ -39,7 +58,14 @@ class DriverCursor:
         self._pooled = pooled
         self._errors = (engine.dialect.loaded_dbapi.Error, KeyboardInterrupt, SystemExit)
         self._cursor: Any = None
-        self._cursor = self.call("", (), self.driver.cursor)
+        if engine.dialect.driver != "psycopg":
+            self._cursor = self.call("", (), self.driver.cursor)
+            return
+        info = pooled.info
+        kept = info.get(_KEPT_CURSOR)
+        if kept is None or kept.closed or kept.connection is not self.driver:
+            kept = info[_KEPT_CURSOR] = self.call("", (), self.driver.cursor)
+        self._cursor = kept
 
     @property
     def driver(self) -> DBAPIConnection:
