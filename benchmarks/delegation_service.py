@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import summary
+from perf_support import DELEGATION_IDS, summary
 
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED = 20
@@ -55,7 +55,7 @@ def measure(database_kind: str, pairs: int) -> dict[str, float]:
         _fill_pool(bench.rt, total)
         requests, puts = [], []
         for i in range(total):
-            delegation_id = f"pair{i}"
+            delegation_id = f"pair{i % DELEGATION_IDS}"
             start = time.process_time()
             csr = delegation.create_proxy_request(bench.rt, principal, delegation_id)[1]
             requests.append(time.process_time() - start)

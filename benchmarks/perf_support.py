@@ -32,6 +32,11 @@ from wmproxy.security.pki import CertificateAuthority, create_ca, write_proxy
 
 ENDPOINT_PATH = "/glite_wms_wmproxy_server"
 WMPROXY_NS = "http://glite.org/wms/wmproxy"
+#: Delegation ids a delegation benchmark's client (or window) uses in turn: the service keeps at
+#: most ``[limits] max_delegations_per_user`` (1000) per DN (stop 49), so a client re-delegates
+#: under the ids it used before, as a user's automatic delegation and ``-d <id>`` do (the first
+#: use of each id stores a new delegation, later ones replace it).
+DELEGATION_IDS = 200
 DELEGATION2_NS = "http://www.gridsite.org/namespaces/delegation-2"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 

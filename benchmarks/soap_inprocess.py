@@ -36,7 +36,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_support import DELEGATION2_NS, IGTF_CAS, WMPROXY_NS, add_trust_anchors, database, envelope, voms_proxy
+from perf_support import (
+    DELEGATION2_NS,
+    DELEGATION_IDS,
+    IGTF_CAS,
+    WMPROXY_NS,
+    add_trust_anchors,
+    database,
+    envelope,
+    voms_proxy,
+)
 
 from wmproxy.security.pki import create_ca, write_proxy
 
@@ -79,7 +88,7 @@ class Bench:
         self.fill_pool(count)
         used = 0.0
         for i in range(count):
-            delegation_id = f"w{window}x{i}"
+            delegation_id = f"x{i % DELEGATION_IDS}"
             if profiler is not None:
                 profiler.enable()
             start = time.process_time()

@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_support import (
     DELEGATION2_NS,
+    DELEGATION_IDS,
     IGTF_CAS,
     WMPROXY_NS,
     Action,
@@ -104,7 +105,8 @@ def delegate(conn: http.client.HTTPSConnection, i: int) -> None:
 
     if not _credential:
         _credential.append(load_credential(Path(os.environ["WMPROXY_BENCH_PROXY"])))
-    delegation_id = f"b{os.getpid()}x{i}".replace("-", "m")
+    client, count = divmod(i, 1_000_000)  # i: client * 1_000_000 + count, or -1 - client to warm up
+    delegation_id = f"b{client}x{count % DELEGATION_IDS}".replace("-", "m")
     reply = post(conn, envelope(DELEGATION2_NS, "getProxyReq", delegationID=delegation_id))
     csr = etree.fromstring(reply).findtext(".//getProxyReqReturn")
     assert csr, reply[:300]
