@@ -326,6 +326,23 @@ class TestPerusalIsBounded:
         assert result.exit_code == 0, result.output
         assert (tmp_path / "p" / "out.txt-3-3").stat().st_size == 200_000
 
+    def test_a_chunk_listed_twice_is_fetched_shown_and_counted_once(
+        self, runner: CliRunner, fake: FakeClient, server: Server, tmp_path: Path
+    ) -> None:
+        """The bound fits the two chunks, not the first one counted twice."""
+        server.body = _sized(200_000)
+        first, second = f"{server.base}/job/peek/out.txt-1-1", f"{server.base}/job/peek/out.txt-2-2"
+        fake.perusal_uris = [first, f"{server.base}/other/out.txt-1-1", second]
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "out.txt", "--max-size", "500000", "--dir",
+                                     str(tmp_path / "p"), JOB])
+        assert result.exit_code == 1, result.output
+        assert _files_under(tmp_path / "p") == {"out.txt-1-1", "out.txt-2-2"}
+        assert result.stdout.count(str(tmp_path / "p" / "out.txt-1-1")) == 1
+        assert result.stdout.endswith("x" * 400_000) and "x" * 400_001 not in result.stdout
+        assert result.stderr == (
+            f"Error - TransferError: the listing of chunks names out.txt-1-1 twice: {server.base}/other/out.txt-1-1 "
+            f"is not fetched (only the first chunk of a name is: it would replace that one) (job {JOB})\n")
+
     def test_the_default_bound_is_shown_in_the_help(self, runner: CliRunner) -> None:
         result = runner.invoke(cli, ["perusal", "--help"])
         assert "--max-size BYTES" in result.output and "100000000" in result.output
