@@ -164,9 +164,10 @@ class Directory(os.PathLike[str]):
         """The descriptor, the directory opened (and made) now if it was not yet.
 
         Raises:
-            OSError: it cannot be made or opened (the same error each time): a link gives
-                ``ELOOP`` ("is a symbolic link, not followed"), something else than a directory
-                ``ENOTDIR``.
+            OSError: it cannot be made or opened (the same error each time until
+                :meth:`close`): a link gives ``ELOOP`` ("is a symbolic link, not followed"; a
+                top directory that is a link of another user's "is a symbolic link of another
+                user, not followed"), something else than a directory ``ENOTDIR``.
         """
         if self._fd is None:
             if self._error is not None:
@@ -199,26 +200,34 @@ class Directory(os.PathLike[str]):
                 link = found if stat.S_ISLNK(found.st_mode) else None
             if link is None:
                 raise
-            if self._parent is None and link.st_uid in (os.geteuid(), 0):
+            if self._parent is not None:  # a child: never followed, whoever made it
+                raise OSError(errno.ELOOP, f"{self.path} is a symbolic link, not followed") from None
+            if link.st_uid in (os.geteuid(), 0):
                 return os.open(name, flags & ~os.O_NOFOLLOW)
             raise OSError(errno.ELOOP, f"{self.path} is a symbolic link of another user, not followed") from None
 
     def exists(self, name: str) -> bool:
-        """Whether ``name`` is in the directory (a link, even a dangling one, is); False when the
-        directory cannot be opened (writing there fails, with its error)."""
+        """Whether ``name`` is known to be in the directory (a link, even a dangling one, is).
+
+        False when that cannot be told: the directory cannot be opened, or ``name`` cannot be
+        looked up in it (``EACCES`` in a directory without search permission). Writing there
+        then fails with its own error (``Permission denied``), never replaces a file (a download
+        without ``replace`` publishes with a hard link), and the message does not claim a file
+        that may not exist.
+        """
         try:
             os.lstat(name, dir_fd=self.fileno())
-        except FileNotFoundError:
-            return False
         except OSError:
-            return self._error is None
+            return False
         return True
 
     def close(self) -> None:
-        """Close the descriptor (and the children's); a later use opens the directory again."""
+        """Close the descriptor (and the children's) and forget an error of opening it: a later
+        use opens (or makes) the directory again."""
         for child in self._children:
             child.close()
         self._children.clear()
+        self._error = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
