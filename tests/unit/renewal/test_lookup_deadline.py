@@ -13,6 +13,7 @@ slow callable as the resolver, which runs anywhere.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -29,7 +30,7 @@ import pytest
 
 from tests.conftest import Pki
 from wmproxy.renewal import connect
-from wmproxy.renewal.connect import LookupTimeoutError, Resolve, getaddrinfo_within
+from wmproxy.renewal.connect import LookupTimeoutError, Resolve, connect_within, getaddrinfo_within
 
 #: Seconds a child or a released lookup may take; generous, the machine is shared.
 GENEROUS = 120.0
@@ -173,3 +174,22 @@ def test_an_address_is_not_looked_up_in_a_thread() -> None:
 
     assert getaddrinfo_within("127.0.0.1", 1, time.monotonic() - 1, resolve=resolve)[0][3] == \
         threading.current_thread().name
+
+
+def test_an_address_whose_socket_cannot_be_made_is_passed_over() -> None:
+    """A host booted with ``ipv6.disable=1``: an IPv6 socket fails with EAFNOSUPPORT, the next
+    address (IPv4) is tried, as ``socket.create_connection`` did."""
+    def no_ipv6(family: int, kind: int, proto: int) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        return socket.socket(family, kind, proto)
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        addresses = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                     (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        with connect_within(addresses, time.monotonic() + GENEROUS, make_socket=no_ipv6) as sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        with pytest.raises(OSError, match="Address family not supported") as err:
+            connect_within(addresses[:1], time.monotonic() + GENEROUS, make_socket=no_ipv6)
+        assert err.value.errno == errno.EAFNOSUPPORT
