@@ -129,8 +129,10 @@ def connect_within(
 
 
 def _is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address as it is (scoped IPv6 ``fe80::1%eth0`` included): only
+    then is it looked up in the caller's thread, without the deadline."""
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+        ipaddress.ip_address(host)
     except ValueError:
         return False
     return True

@@ -176,6 +176,22 @@ def test_an_address_is_not_looked_up_in_a_thread() -> None:
         threading.current_thread().name
 
 
+def test_a_name_with_a_percent_that_is_no_address_is_looked_up_within_the_deadline() -> None:
+    """``1.2.3.4%x`` is no address (only IPv6 has a scope): it goes to the resolver, in a thread,
+    under the deadline (here past: it fails at once), not in the caller's thread without one."""
+    calls: list[str] = []
+
+    def resolve(host: str, port: int, **kw: object) -> list[tuple[object, ...]]:
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+
+    with pytest.raises(LookupTimeoutError, match=r"no time left to look up 1\.2\.3\.4%x"):
+        getaddrinfo_within("1.2.3.4%x", 1, time.monotonic() - 1, resolve=resolve)
+    assert calls == []
+    assert getaddrinfo_within("fe80::1%lo", 1, time.monotonic() - 1, resolve=resolve)  # scoped IPv6: an address
+    assert calls == ["fe80::1%lo"]
+
+
 def test_an_address_whose_socket_cannot_be_made_is_passed_over() -> None:
     """A host booted with ``ipv6.disable=1``: an IPv6 socket fails with EAFNOSUPPORT, the next
     address (IPv4) is tried, as ``socket.create_connection`` did."""
