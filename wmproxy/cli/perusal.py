@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import click
 
@@ -100,10 +101,37 @@ def perusal(
     if not uris:
         _report(job, name, target, [], None, as_json, nodisplay)
         return
+    uris, twice = _once(uris)
     with own_default_dir(target) if directory is None else Directory(target) as folder:
         with private_files(directory is None), common.progress_bar(not as_json) as task:
             stored = _fetch(client, uris, folder, task, max_size, all_chunks)
         _report(job, name, target, stored, folder, as_json, nodisplay)
+    for uri in twice:
+        common.echo(render.error_line(
+            "TransferError", f"the listing of chunks names {_chunk_name(uri)} twice: {uri} is not fetched (only "
+            "the first chunk of a name is: it would replace that one)", job), err=True)
+    if twice:
+        raise SystemExit(1)
+
+
+def _chunk_name(uri: str) -> str:
+    """The local name of a chunk URI: its percent-decoded last path segment (as
+    :func:`~wmproxy.client.transfer.download_file` names it)."""
+    return unquote(urlsplit(uri).path.rsplit("/", 1)[-1])
+
+
+def _once(uris: list[str]) -> tuple[list[str], list[str]]:
+    """The chunk URIs to fetch, the first of each local name, and those refused for a name listed
+    before (fetched, it would replace the earlier chunk, be shown twice and count twice against
+    ``--max-size``), as ``output`` refuses a file listed twice."""
+    seen: set[str] = set()
+    first: list[str] = []
+    twice: list[str] = []
+    for uri in uris:
+        name = _chunk_name(uri)
+        (twice if name in seen else first).append(uri)
+        seen.add(name)
+    return first, twice
 
 
 def _fetch(client: WMProxyClient, uris: list[str], folder: Directory, task: Callable[[str, int], Progress],

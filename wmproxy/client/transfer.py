@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -163,9 +164,10 @@ class Directory(os.PathLike[str]):
         """The descriptor, the directory opened (and made) now if it was not yet.
 
         Raises:
-            OSError: it cannot be made or opened (the same error each time): a link gives
-                ``ELOOP`` ("is a symbolic link, not followed"), something else than a directory
-                ``ENOTDIR``.
+            OSError: it cannot be made or opened (the same error each time until
+                :meth:`close`): a link gives ``ELOOP`` ("is a symbolic link, not followed"; a
+                top directory that is a link of another user's "is a symbolic link of another
+                user, not followed"), something else than a directory ``ENOTDIR``.
         """
         if self._fd is None:
             if self._error is not None:
@@ -198,26 +200,34 @@ class Directory(os.PathLike[str]):
                 link = found if stat.S_ISLNK(found.st_mode) else None
             if link is None:
                 raise
-            if self._parent is None and link.st_uid in (os.geteuid(), 0):
+            if self._parent is not None:  # a child: never followed, whoever made it
+                raise OSError(errno.ELOOP, f"{self.path} is a symbolic link, not followed") from None
+            if link.st_uid in (os.geteuid(), 0):
                 return os.open(name, flags & ~os.O_NOFOLLOW)
             raise OSError(errno.ELOOP, f"{self.path} is a symbolic link of another user, not followed") from None
 
     def exists(self, name: str) -> bool:
-        """Whether ``name`` is in the directory (a link, even a dangling one, is); False when the
-        directory cannot be opened (writing there fails, with its error)."""
+        """Whether ``name`` is known to be in the directory (a link, even a dangling one, is).
+
+        False when that cannot be told: the directory cannot be opened, or ``name`` cannot be
+        looked up in it (``EACCES`` in a directory without search permission). Writing there
+        then fails with its own error (``Permission denied``), never replaces a file (a download
+        without ``replace`` publishes with a hard link), and the message does not claim a file
+        that may not exist.
+        """
         try:
             os.lstat(name, dir_fd=self.fileno())
-        except FileNotFoundError:
-            return False
         except OSError:
-            return self._error is None
+            return False
         return True
 
     def close(self) -> None:
-        """Close the descriptor (and the children's); a later use opens the directory again."""
+        """Close the descriptor (and the children's) and forget an error of opening it: a later
+        use opens (or makes) the directory again."""
         for child in self._children:
             child.close()
         self._children.clear()
+        self._error = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -237,7 +247,8 @@ def download_file(
     """GET ``uri`` into ``<directory>/<last path segment>``, atomically (temp file + rename).
 
     The percent-decoded last segment must be a plain file name (:func:`local_path`); the
-    temporary ``.<name>.part`` beside it is created afresh, never through a link, and everything
+    temporary ``.wmproxy-<random>.part`` beside it is created under a new name, never through a
+    link, and only it is removed (never a file of the directory it did not create); everything
     is written through one descriptor of the directory (a :class:`Directory`, or one opened
     here): a path component swapped for a link meanwhile does not redirect it. With ``size``,
     the body is read up to that many bytes: a server sending (or announcing) more is refused and
@@ -280,21 +291,20 @@ def download_file(
 
 def _receive(response: requests.Response, uri: str, folder: Directory, name: str, target: Path,
              progress: Progress | None, size: int | None, limit: int | None, replace: bool) -> None:
-    """:func:`download_file` once the server answered: the body into ``.<name>.part`` of ``folder``,
-    then published as ``name``."""
+    """:func:`download_file` once the server answered: the body into a temporary file of ``folder``
+    created under a new random name (:func:`_create_partial`), then published as ``name``. Only
+    that temporary file is ever removed: never a name this call did not create (a file stored
+    before, the user's own)."""
     declared = response.headers.get("Content-Length", "")
     if size is not None and declared.isdigit() and int(declared) > size:
         raise _larger(uri, size, f"announced {declared} bytes")
     if limit is not None and declared.isdigit() and int(declared) > limit:
         raise _over_limit(uri, limit, f"announced {declared} bytes")
-    partial = f".{name}.part"
+    partial: str | None = None
     where: int | None = None
     try:
         where = folder.fileno()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial, dir_fd=where)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
-                     dir_fd=where)
+        fd, partial = _create_partial(where)
         with os.fdopen(fd, "wb") as out:
             received = 0
             for chunk in response.iter_content(CHUNK):
@@ -322,6 +332,31 @@ def _receive(response: requests.Response, uri: str, folder: Directory, name: str
         ) from None
 
 
+#: how many random names :func:`_create_partial` tries before giving up
+PARTIAL_ATTEMPTS = 100
+
+
+def _create_partial(where: int) -> tuple[int, str]:
+    """A new empty file ``.wmproxy-<random>.part`` in the directory ``where``, opened for writing:
+    ``O_EXCL`` (never an existing name, nor through a link), another random name on ``EEXIST``.
+    The name does not hold the file's own (a name near the length limit still fits).
+
+    Returns:
+        The descriptor and the name.
+
+    Raises:
+        OSError: the file cannot be created (``EEXIST`` after :data:`PARTIAL_ATTEMPTS` names).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(PARTIAL_ATTEMPTS):
+        partial = f".wmproxy-{secrets.token_hex(8)}.part"
+        try:
+            return os.open(partial, flags, 0o666, dir_fd=where), partial
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, "no free name for a temporary file")
+
+
 def _publish(where: int, partial: str, name: str, target: Path, uri: str, replace: bool) -> None:
     """Rename ``partial`` to ``name`` in the directory ``where``; without ``replace``, link it
     there (which fails on a name taken, even by a link), falling back to a checked rename on a
@@ -342,7 +377,7 @@ def _publish(where: int, partial: str, name: str, target: Path, uri: str, replac
                                      "stored", None, "download") from None
         os.replace(partial, name, src_dir_fd=where, dst_dir_fd=where)
         return
-    with contextlib.suppress(OSError):  # the file is stored: a .part left is replaced next time
+    with contextlib.suppress(OSError):  # the file is stored under its name: the temporary one goes
         os.unlink(partial, dir_fd=where)
 
 
@@ -354,9 +389,10 @@ def _exists(where: int, name: str) -> bool:
     return True
 
 
-def _discard(where: int | None, partial: str) -> None:
-    """Remove the temporary file (the directory may be what failed: nothing then)."""
-    if where is not None:
+def _discard(where: int | None, partial: str | None) -> None:
+    """Remove the temporary file this call created (None: none was, e.g. the directory is what
+    failed)."""
+    if where is not None and partial is not None:
         with contextlib.suppress(OSError):
             os.unlink(partial, dir_fd=where)
 

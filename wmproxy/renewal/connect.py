@@ -99,7 +99,8 @@ def connect_within(
 ) -> socket.socket:
     """A TCP connection to the first of ``addresses`` (``getaddrinfo``'s tuples) that answers
     before ``deadline``, each tried with the time left (``socket.create_connection`` gave each
-    the whole timeout).
+    the whole timeout). An address whose socket cannot be made (``EAFNOSUPPORT``: an IPv6
+    address on a host booted without IPv6) is passed over as one that refused.
 
     Raises:
         TimeoutError: the deadline passed (or ``addresses`` is empty).
@@ -110,13 +111,15 @@ def connect_within(
         left = deadline - clock()
         if left <= 0:
             break
-        sock = make_socket(family, kind, proto)
-        try:
+        sock: socket.socket | None = None
+        try:  # the socket made too: EAFNOSUPPORT for an IPv6 address on a host without IPv6
+            sock = make_socket(family, kind, proto)
             sock.settimeout(left)
             sock.connect(address)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                sock.close()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
             error = exc
             continue
         return sock
@@ -126,8 +129,10 @@ def connect_within(
 
 
 def _is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address as it is (scoped IPv6 ``fe80::1%eth0`` included): only
+    then is it looked up in the caller's thread, without the deadline."""
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+        ipaddress.ip_address(host)
     except ValueError:
         return False
     return True

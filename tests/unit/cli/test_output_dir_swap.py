@@ -238,6 +238,56 @@ def _sized(size: int) -> Callable[[str], Iterable[bytes]]:
     return body
 
 
+
+def _with_notes(directory: Path, name: str) -> Path:
+    """``directory`` made, holding the user's own file ``name`` (``my own notes``)."""
+    directory.mkdir()
+    (directory / name).write_text("my own notes")
+    return directory
+
+
+class TestTheTemporaryFile:
+    """The temporary file a download is written to has a name of its own: a name listed or the
+    user's is never removed in its stead."""
+
+    def test_an_output_file_stored_before_is_not_removed(
+        self, runner: CliRunner, fake: FakeClient, server: Server, tmp_path: Path
+    ) -> None:
+        """A listing of ``.foo.part`` then ``foo``: both stored and both kept (before, ``foo``'s
+        temporary file replaced ``.foo.part``, which was reported stored, and the job purged)."""
+        chosen = tmp_path / "out"
+        fake.outputs = [server.listed("/job/output/.foo.part"), server.listed("/job/output/foo")]
+        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        assert result.exit_code == 0, result.output
+        assert _files_under(chosen) == {".foo.part", "foo"}
+        assert (chosen / ".foo.part").read_text() == "content of /job/output/.foo.part"
+        assert (chosen / "foo").read_text() == "content of /job/output/foo"
+
+    def test_the_users_own_file_of_that_name_is_kept(
+        self, runner: CliRunner, fake: FakeClient, server: Server, tmp_path: Path
+    ) -> None:
+        chosen = _with_notes(tmp_path / "out", ".bar.part")
+        fake.outputs = [server.listed("/job/output/bar")]
+        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        assert result.exit_code == 0, result.output
+        assert (chosen / ".bar.part").read_text() == "my own notes"
+        assert _files_under(chosen) == {".bar.part", "bar"}
+
+    def test_a_refused_file_removes_only_its_own_temporary_file(
+        self, runner: CliRunner, fake: FakeClient, server: Server, tmp_path: Path
+    ) -> None:
+        chosen = _with_notes(tmp_path / "p", ".out.txt-1-2.part")
+        server.body = _sized(1_000_000)
+        server.length = False
+        fake.perusal_uris = [f"{server.base}/job/peek/out.txt-1-2"]
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "out.txt", "--max-size", "300000", "--dir",
+                                     str(chosen), JOB])
+        assert result.exit_code == 1, result.output
+        assert "nothing stored" in result.stderr
+        assert _files_under(chosen) == {".out.txt-1-2.part"}
+        assert (chosen / ".out.txt-1-2.part").read_text() == "my own notes"
+
+
 class TestPerusalIsBounded:
     @pytest.mark.parametrize("announced", [True, False], ids=["announced", "streamed"])
     def test_a_chunk_over_max_size_is_refused_and_nothing_of_it_stays(
@@ -275,6 +325,23 @@ class TestPerusalIsBounded:
         result = runner.invoke(cli, [*args[:-1], "--max-size", "0", JOB])  # no bound
         assert result.exit_code == 0, result.output
         assert (tmp_path / "p" / "out.txt-3-3").stat().st_size == 200_000
+
+    def test_a_chunk_listed_twice_is_fetched_shown_and_counted_once(
+        self, runner: CliRunner, fake: FakeClient, server: Server, tmp_path: Path
+    ) -> None:
+        """The bound fits the two chunks, not the first one counted twice."""
+        server.body = _sized(200_000)
+        first, second = f"{server.base}/job/peek/out.txt-1-1", f"{server.base}/job/peek/out.txt-2-2"
+        fake.perusal_uris = [first, f"{server.base}/other/out.txt-1-1", second]
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "out.txt", "--max-size", "500000", "--dir",
+                                     str(tmp_path / "p"), JOB])
+        assert result.exit_code == 1, result.output
+        assert _files_under(tmp_path / "p") == {"out.txt-1-1", "out.txt-2-2"}
+        assert result.stdout.count(str(tmp_path / "p" / "out.txt-1-1")) == 1
+        assert result.stdout.endswith("x" * 400_000) and "x" * 400_001 not in result.stdout
+        assert result.stderr == (
+            f"Error - TransferError: the listing of chunks names out.txt-1-1 twice: {server.base}/other/out.txt-1-1 "
+            f"is not fetched (only the first chunk of a name is: it would replace that one) (job {JOB})\n")
 
     def test_the_default_bound_is_shown_in_the_help(self, runner: CliRunner) -> None:
         result = runner.invoke(cli, ["perusal", "--help"])

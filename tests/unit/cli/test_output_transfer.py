@@ -111,7 +111,8 @@ class TestServerGivenNames:
         assert (tmp_path / "victim.txt").read_text() == "keep"
         assert not (chosen / "plain.txt").is_symlink()
         assert (chosen / "plain.txt").read_text() == "content of /job/output/plain.txt"
-        assert _files_under(chosen) == {"plain.txt"}
+        assert _files_under(chosen) == {"plain.txt", ".plain.txt.part"}  # not one of its own: kept
+        assert (chosen / ".plain.txt.part").is_symlink()
 
     def test_json_names_each_file_not_retrieved(
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 import requests
 
 from wmproxy.client import WMProxyClientError
-from wmproxy.client.transfer import download_file, upload_file
+from wmproxy.client.transfer import Directory, download_file, upload_file
 
 
 class TransferSession(requests.Session):
@@ -89,3 +91,35 @@ class TestDownload:
     def test_uri_without_file_name(self, tmp_path: Path) -> None:
         with pytest.raises(WMProxyClientError):
             download_file(TransferSession(), "https://h/out/", tmp_path)
+
+
+class TestDirectory:
+    def test_a_child_that_is_the_users_own_link_is_not_followed_and_said_so(self, tmp_path: Path) -> None:
+        (tmp_path / "top").mkdir()
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "top" / "alice_1").symlink_to(tmp_path / "elsewhere")
+        with Directory(tmp_path / "top") as top:
+            child = top.child("alice_1")
+            with pytest.raises(OSError, match="symbolic link") as err:
+                child.fileno()
+        assert err.value.errno == errno.ELOOP
+        assert err.value.strerror == f"{tmp_path / 'top' / 'alice_1'} is a symbolic link, not followed"
+
+    def test_close_forgets_an_error_of_opening(self, tmp_path: Path) -> None:
+        """As its docstring says: a later use opens the directory again."""
+        (tmp_path / "out").write_text("a file where the directory goes")
+        folder = Directory(tmp_path / "out")
+        with pytest.raises(FileExistsError):
+            folder.fileno()
+        (tmp_path / "out").unlink()
+        folder.close()
+        assert os.path.samestat(os.fstat(folder.fileno()), os.stat(tmp_path / "out"))
+        folder.close()
+
+    def test_a_name_that_cannot_be_looked_up_is_not_said_to_exist(self, tmp_path: Path) -> None:
+        """Writing it fails with its own error (here ENAMETOOLONG; EACCES in a directory without
+        search permission), not 'already exists'."""
+        with Directory(tmp_path) as folder:
+            assert not folder.exists("x" * 300)
+            (tmp_path / "there").write_text("")
+            assert folder.exists("there") and not folder.exists("absent")

@@ -13,6 +13,7 @@ slow callable as the resolver, which runs anywhere.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -29,7 +30,7 @@ import pytest
 
 from tests.conftest import Pki
 from wmproxy.renewal import connect
-from wmproxy.renewal.connect import LookupTimeoutError, Resolve, getaddrinfo_within
+from wmproxy.renewal.connect import LookupTimeoutError, Resolve, connect_within, getaddrinfo_within
 
 #: Seconds a child or a released lookup may take; generous, the machine is shared.
 GENEROUS = 120.0
@@ -173,3 +174,38 @@ def test_an_address_is_not_looked_up_in_a_thread() -> None:
 
     assert getaddrinfo_within("127.0.0.1", 1, time.monotonic() - 1, resolve=resolve)[0][3] == \
         threading.current_thread().name
+
+
+def test_a_name_with_a_percent_that_is_no_address_is_looked_up_within_the_deadline() -> None:
+    """``1.2.3.4%x`` is no address (only IPv6 has a scope): it goes to the resolver, in a thread,
+    under the deadline (here past: it fails at once), not in the caller's thread without one."""
+    calls: list[str] = []
+
+    def resolve(host: str, port: int, **kw: object) -> list[tuple[object, ...]]:
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+
+    with pytest.raises(LookupTimeoutError, match=r"no time left to look up 1\.2\.3\.4%x"):
+        getaddrinfo_within("1.2.3.4%x", 1, time.monotonic() - 1, resolve=resolve)
+    assert calls == []
+    assert getaddrinfo_within("fe80::1%lo", 1, time.monotonic() - 1, resolve=resolve)  # scoped IPv6: an address
+    assert calls == ["fe80::1%lo"]
+
+
+def test_an_address_whose_socket_cannot_be_made_is_passed_over() -> None:
+    """A host booted with ``ipv6.disable=1``: an IPv6 socket fails with EAFNOSUPPORT, the next
+    address (IPv4) is tried, as ``socket.create_connection`` did."""
+    def no_ipv6(family: int, kind: int, proto: int) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        return socket.socket(family, kind, proto)
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        addresses = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                     (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        with connect_within(addresses, time.monotonic() + GENEROUS, make_socket=no_ipv6) as sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        with pytest.raises(OSError, match="Address family not supported") as err:
+            connect_within(addresses[:1], time.monotonic() + GENEROUS, make_socket=no_ipv6)
+        assert err.value.errno == errno.EAFNOSUPPORT
