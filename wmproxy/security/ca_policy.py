@@ -54,7 +54,8 @@ refused), and in the ``_require`` modes one must decide. A file under one name n
 what the other name's files decide (an old-named ``.namespaces`` does not replace a new-named
 ``.signing_policy``, nor an intermediate CA's old-named file its root's new-named one): together
 they never allow more than either alone. This is stricter than CANL, which never reads the
-second name.
+second name. An old-style hash that is also a directory CA's new-style hash is not looked up (its
+files are that CA's, :func:`wmproxy.security.chain._load_ca_dir`).
 
 Each file is parsed once per process and parsed again when its ``stat`` (mtime, size) changes:
 the files are part of the CA directory's parse (:func:`wmproxy.security.chain._load_ca_dir`)

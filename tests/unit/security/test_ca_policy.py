@@ -326,6 +326,18 @@ class TestOldStyleNames:
             verify_chain(_chain(sub, "/C=XX/O=wmproxy-demo/OU=Users/CN=Sam"), str(site.ca_dir))
         verify_chain(_chain(sub, "/C=XX/O=wmproxy-demo/OU=Sub/CN=Sam"), str(site.ca_dir))
 
+    def test_an_old_name_that_is_another_cas_hash_is_not_read(self, site: Site, monkeypatch) -> None:
+        """A 32-bit hash collision (simulated: none can be found here) of the other CA's old-style
+        hash with the demo CA's hash: the demo CA's files (its SELF rules) are not the other's."""
+        real = ca_policy.old_name_hash
+        other = site.other.cert.subject.public_bytes()
+        monkeypatch.setattr(ca_policy, "old_name_hash",
+                            lambda der: site.demo.hash if der == other else real(der))
+        _rewrite(site.namespaces(site.demo), 'TO Issuer SELF PERMIT Subject "/C=XX/O=wmproxy-demo/.*"\n')
+        verify_chain(_chain(site.other, OLGA), str(site.ca_dir))  # the demo CA's SELF rules permit /C=XX only
+        with pytest.raises(CaPolicyError, match=f"{site.other.hash}.namespaces permits"):
+            verify_chain(_chain(site.other, ALICE), str(site.ca_dir))
+
     def test_an_old_named_file_rewritten_in_place_is_seen_by_the_next_verification(self, site: Site,
                                                                                    monkeypatch) -> None:
         """As a new-named one: the kept chain's CA files (its old-named policy files among them)
