@@ -3,7 +3,8 @@ directory, CRLs fresh, the CA namespace policy files parsing, the host certifica
 within its validity, the policy file (when one is set) readable, service port accepting
 connections.
 
-Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass. The texts
+Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass (a warning
+passes: an unparsable CA policy file refuses its CA's users only, on every node alike). The texts
 name what failed and the fix, and hold no secret (no database URL, no key path contents).
 
 :func:`read_ca_dir` is the one reading of the CA directory: the ``ca`` and ``crls`` checks
@@ -40,9 +41,18 @@ _POLICY_NAME = re.compile(rf"^[0-9a-f]{{8}}\.(?:{ca_policy.NAMESPACES}|{ca_polic
 
 @dataclass(frozen=True)
 class Check:
+    """One readiness check; ``warning`` (with ``ok``): a problem reported that does not take the
+    node out of service (``/readyz`` shows ``WARN`` and still answers 200)."""
+
     name: str
     ok: bool
     detail: str
+    warning: bool = False
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``WARN`` or ``FAIL``, as ``/readyz`` writes it."""
+        return "FAIL" if not self.ok else "WARN" if self.warning else "ok"
 
 
 def database_check(engine: Engine) -> tuple[Check, str | None]:
@@ -165,8 +175,9 @@ def ca_checks(ca_dir: Path, now: dt.datetime, grace: float = 0.0) -> tuple[Check
 def ca_dir_checks(ca_dir: str | Path, now: dt.datetime, grace: float = 0.0,
                   namespace_mode: str = ca_policy.DEFAULT_MODE) -> list[Check]:
     """:func:`ca_checks`, then the ``ca_policy`` checks, from one reading of ``ca_dir``: one
-    failing check per namespace policy file that cannot be read or parsed (its name and the
-    error), else one that passes (none read with ``namespace_mode`` ``ignore``)."""
+    warning per namespace policy file that cannot be read or parsed (its name and the error; it
+    refuses its CA's users only, so the node stays in service), else one that passes (none read
+    with ``namespace_mode`` ``ignore``)."""
     try:
         found = read_ca_dir(ca_dir, now, grace, policies=namespace_mode != "ignore")
     except OSError as exc:
@@ -180,8 +191,8 @@ def _ca_policy_checks(found: CaDirectory, namespace_mode: str) -> list[Check]:
         return [Check("ca_policy", True, "not read ([security] namespace_mode ignore)")]
     if found.broken_policies:
         effect = broken_policy_effect(namespace_mode)
-        return [Check("ca_policy", False, f"{policy.name} cannot be parsed ({policy.error}): {effect}; fix or "
-                                          "remove it") for policy in found.broken_policies]
+        return [Check("ca_policy", True, f"{policy.name} cannot be parsed ({policy.error}): {effect}; fix or "
+                                         "remove it", warning=True) for policy in found.broken_policies]
     return [Check("ca_policy", True, f"{len(found.policy_files)} policy files parse")]
 
 

@@ -67,7 +67,7 @@ class MetricsApp:
         self.runtime = runtime
         self.registry = scrape_registry(runtime, metrics_dir(runtime.settings))
         self.token = token.encode() if token else None
-        self._failing: list[tuple[str, str]] = []  # the failing checks last logged
+        self._failing: list[tuple[str, str, str]] = []  # the failing (and warning) checks last logged
 
     def _authenticated(self, environ: dict[str, Any]) -> bool:
         if self.token is None:
@@ -92,8 +92,8 @@ class MetricsApp:
         if path == "/readyz":
             engine = self.runtime.session_factory.kw["bind"]
             checks = readiness(self.runtime.settings, engine)
-            self._log_failing([(c.name, c.detail) for c in checks if not c.ok])
-            body = "".join(f"{c.name} {'ok' if c.ok else 'FAIL'}{' ' + c.detail if authenticated else ''}\n"
+            self._log_failing([(c.name, c.state, c.detail) for c in checks if c.state != "ok"])
+            body = "".join(f"{c.name} {c.state}{' ' + c.detail if authenticated else ''}\n"
                            for c in checks).encode()
             return _send(start_response, "200 OK" if all(c.ok for c in checks) else "503 Service Unavailable", body)
         try:
@@ -103,14 +103,14 @@ class MetricsApp:
             return _send(start_response, "503 Service Unavailable", b"scrape failed; see the log\n")
         return _send(start_response, "200 OK", body, CONTENT_TYPE_LATEST)
 
-    def _log_failing(self, failing: list[tuple[str, str]]) -> None:
-        """Log the failing checks with their details when they differ from the last ones logged
-        (a probe every few seconds logs a failure once)."""
+    def _log_failing(self, failing: list[tuple[str, str, str]]) -> None:
+        """Log the failing (and warning) checks, (name, ``FAIL`` or ``WARN``, detail), when they
+        differ from the last ones logged (a probe every few seconds logs a failure once)."""
         if failing == self._failing:
             return
         self._failing = failing
         if failing:
-            log.warning("readiness: %s", "; ".join(f"{name} FAIL {detail}" for name, detail in failing))
+            log.warning("readiness: %s", "; ".join(f"{name} {state} {detail}" for name, state, detail in failing))
         else:
             log.info("readiness: every check passes again")
 

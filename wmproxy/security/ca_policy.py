@@ -47,11 +47,15 @@ modes, always): a broken file never lets a name through.
 
 Both names of a CA are looked up (IGTF distributions ship each file under both hashes, some
 sites under the old one only; canl-java reads one of them, chosen by its OpenSSL 1.x mode, and
-canl-c the new one only). When a CA has a file of one format under each name, both apply: a
-certificate their rules name the issuer in must be accepted by each (a ``DENY`` of either
-refuses; a name only one of them permits is refused), and if either cannot be parsed it counts
-as a broken file (above). Files of identical rules decide as one; files that differ never widen
-what either allows. This is stricter than CANL, which never reads the second name.
+canl-c the new one only). The files under the new-style names and those under the old-style
+names are two policies, each judged as above on its own (both formats, up the path); each one
+that decides must accept (a ``DENY`` of either refuses; a name only one of them permits is
+refused), and in the ``_require`` modes one must decide. A file under one name never cuts off
+what the other name's files decide (an old-named ``.namespaces`` does not replace a new-named
+``.signing_policy``, nor an intermediate CA's old-named file its root's new-named one): together
+they never allow more than either alone. This is stricter than CANL, which never reads the
+second name. An old-style hash that is also a directory CA's new-style hash is not looked up (its
+files are that CA's, :func:`wmproxy.security.chain._load_ca_dir`).
 
 Each file is parsed once per process and parsed again when its ``stat`` (mtime, size) changes:
 the files are part of the CA directory's parse (:func:`wmproxy.security.chain._load_ca_dir`)
@@ -416,12 +420,27 @@ class Policies:
             self._refuse(issuer, subject, why)
 
     def _verdict(self, cert: x509.Certificate, hashes: tuple[tuple[str, ...], ...], mode: str) -> str:
-        """:meth:`check`'s answer: "" (allowed), else "<issuer>\\n<subject>\\n<why>"."""
+        """:meth:`check`'s answer: "" (allowed), else "<issuer>\\n<subject>\\n<why>".
+
+        The files under the CAs' new-style names and those under their old-style names are two
+        policies, each judged whole (:func:`_decide`): each that is defined must accept (a file
+        under one name never cuts off what the other name's files decide, module doc)."""
         if cert.subject == cert.issuer:
             return ""
         issuer_dn = slash_dn(cert.issuer)
         subject_dn = slash_dn(cert.subject)
         issuer, subject = normalize_dn(issuer_dn), normalize_dn(subject_dn)
+        decided = [self._decide(issuer, subject, tuple(names[:1] for names in hashes), mode)]
+        if any(len(names) > 1 for names in hashes):
+            decided.append(self._decide(issuer, subject, tuple(names[1:] for names in hashes), mode))
+        why = next((why for _, why in decided if why), "")
+        if not why and mode.endswith("_require") and not any(defined for defined, _ in decided):
+            why = f"the CA has no namespaces or signing_policy file naming it (namespace_mode {mode})"
+        return f"{issuer_dn}\n{subject_dn}\n{why}" if why else ""
+
+    def _decide(self, issuer: str, subject: str, hashes: tuple[tuple[str, ...], ...], mode: str) -> tuple[bool, str]:
+        """The verdict of the files named ``hashes`` on ``subject`` issued by ``issuer`` in
+        ``mode`` (but ``_require``'s): (whether defined, why refused or "")."""
         both = mode.startswith("eugridpma_and_globus")
         verdicts = []
         broken = ""
@@ -434,10 +453,8 @@ class Policies:
                 if not both:
                     break
         why = broken if broken and (both or not verdicts) else ""
-        if not verdicts and not why and mode.endswith("_require"):
-            why = f"the CA has no namespaces or signing_policy file naming it (namespace_mode {mode})"
         why = why or next((verdict.refusal for verdict in verdicts if verdict.refusal), "")
-        return f"{issuer_dn}\n{subject_dn}\n{why}" if why else ""
+        return bool(verdicts or why), why
 
     def _refuse(self, issuer: str, subject: str, why: str) -> None:
         _log_refusal(self.ca_dir, issuer, subject, why)

@@ -825,9 +825,15 @@ def _load_ca_dir(ca_dir: str, *, walk: bool = False) -> _CaDir:
             by_hash.setdefault(issued_by, set()).add(name)
     # a CA's policy files named by its old-style hash are its files too (ca_policy reads both names),
     # but for a link to one of its files (as IGTF bundles install them): that file's stat tells
+    # An old-style hash that is also a directory CA's (new-style) hash names that CA's files, not
+    # this one's (a collision would apply the other CA's SELF rules here): not looked up.
     listed = set(names)
     policy_names: dict[str, tuple[str, ...]] = {}
+    new_hashes = set(subject_hashes.values())
     for digest, old in sorted(old_hashes):
+        if old in new_hashes:
+            policy_names.setdefault(digest, (digest,))
+            continue
         own = by_hash[digest]
         own.update(name for name in (old + suffix for suffix in _POLICY_SUFFIXES)
                    if name in listed and not _links_to(ca_dir, name, own))
@@ -890,11 +896,15 @@ def _policy_names(cas: Sequence[crypto.X509], loaded: _CaDir) -> tuple[tuple[str
     """The names the policy files of each CA certificate of ``cas`` may have: its subject name
     hash, then its old-style hash (:func:`ca_policy.old_name_hash`): as the CA directory's parse
     found them for its CAs (:attr:`_CaDir.policy_names`), else (an intermediate CA the chain sent)
-    read from the certificate."""
-    names = []
+    read from the certificate, but for an old-style hash that is a directory CA's hash (that CA's
+    files)."""
+    names: list[tuple[str, ...]] = []
     for cert, digest in zip(cas, _name_hashes(cas), strict=True):
         known = loaded.policy_names.get(digest)
-        names.append(known or (digest, ca_policy.old_name_hash(cert.to_cryptography().subject.public_bytes())))
+        if known is None:
+            old = ca_policy.old_name_hash(cert.to_cryptography().subject.public_bytes())
+            known = (digest,) if old in loaded.policy_names else (digest, old)
+        names.append(known)
     return tuple(names)
 
 

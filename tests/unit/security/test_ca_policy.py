@@ -305,6 +305,39 @@ class TestOldStyleNames:
         with pytest.raises(CaPolicyError, match="Sub CA may not certify /C=XX/O=wmproxy-demo/OU=Users/CN=Sam"):
             verify_chain(chain("/C=XX/O=wmproxy-demo/OU=Users/CN=Sam"), str(site.ca_dir))
 
+    def test_an_old_named_namespaces_does_not_override_the_new_named_signing_policy(self, site: Site) -> None:
+        """In eugridpma_globus mode the namespaces decide over the signing policy, but only among
+        the files of one name: the new-named signing policy still refuses what it refuses."""
+        site.namespaces(site.other).unlink()
+        (site.ca_dir / f"{self._old(site.other)}.namespaces").write_text('TO Issuer SELF PERMIT Subject "/C=.*"\n')
+        with pytest.raises(CaPolicyError, match=f"{site.other.hash}.signing_policy permits"):
+            verify_chain(_chain(site.other, ALICE), str(site.ca_dir))
+        verify_chain(_chain(site.other, OLGA), str(site.ca_dir))  # both permit her
+
+    def test_an_intermediates_old_named_file_does_not_cut_off_its_roots_file(self, site: Site) -> None:
+        sub = intermediate_ca(site.demo, "/C=XX/O=wmproxy-demo/CN=Sub CA")
+        with site.namespaces(site.demo).open("a") as fh:  # the root's file names the intermediate
+            fh.write('TO Issuer "/C=XX/O=wmproxy-demo/CN=Sub CA" PERMIT Subject "/C=XX/O=wmproxy-demo/OU=Sub/.*"\n')
+        (site.ca_dir / f"{sub.hash}.namespaces").write_text(  # the new-named file names another CA only
+            f'TO Issuer "{OTHER}" PERMIT Subject "/C=YY/.*"\n')
+        (site.ca_dir / f"{self._old(sub)}.namespaces").write_text(
+            'TO Issuer SELF PERMIT Subject "/C=XX/O=wmproxy-demo/.*"\n')
+        with pytest.raises(CaPolicyError, match=f"{site.demo.hash}.namespaces permits"):
+            verify_chain(_chain(sub, "/C=XX/O=wmproxy-demo/OU=Users/CN=Sam"), str(site.ca_dir))
+        verify_chain(_chain(sub, "/C=XX/O=wmproxy-demo/OU=Sub/CN=Sam"), str(site.ca_dir))
+
+    def test_an_old_name_that_is_another_cas_hash_is_not_read(self, site: Site, monkeypatch) -> None:
+        """A 32-bit hash collision (simulated: none can be found here) of the other CA's old-style
+        hash with the demo CA's hash: the demo CA's files (its SELF rules) are not the other's."""
+        real = ca_policy.old_name_hash
+        other = site.other.cert.subject.public_bytes()
+        monkeypatch.setattr(ca_policy, "old_name_hash",
+                            lambda der: site.demo.hash if der == other else real(der))
+        _rewrite(site.namespaces(site.demo), 'TO Issuer SELF PERMIT Subject "/C=XX/O=wmproxy-demo/.*"\n')
+        verify_chain(_chain(site.other, OLGA), str(site.ca_dir))  # the demo CA's SELF rules permit /C=XX only
+        with pytest.raises(CaPolicyError, match=f"{site.other.hash}.namespaces permits"):
+            verify_chain(_chain(site.other, ALICE), str(site.ca_dir))
+
     def test_an_old_named_file_rewritten_in_place_is_seen_by_the_next_verification(self, site: Site,
                                                                                    monkeypatch) -> None:
         """As a new-named one: the kept chain's CA files (its old-named policy files among them)
