@@ -6,11 +6,8 @@
 #   3.11  every test (PYTEST_ARGS are passed on), in PYTEST_WORKERS pytest-xdist processes (default
 #         3; 0 for one process), each test file in one of them (--dist loadfile: a module's
 #         deployment is started once). Without PYTEST_ARGS, SIDE_311 (tests/slurm: one throwaway
-#         Slurm cluster per session; then tests/admin and tests/packaging) runs in a second,
-#         single-process 3.11 session beside the others (log in $LOG_SIDE, printed at the end), and
-#         the main session skips it. The main session is the run's longest (22:35 of a 24-minute
-#         clean-clone run, 7 December 2026, while the side run ended after 9:41): admin and packaging
-#         (about 5.3 minutes of tests on a quiet machine) moved to the side run shorten it.
+#         Slurm cluster per session) runs in a second, single-process 3.11 session beside the
+#         others (log in $LOG_SIDE, printed at the end), and the main session skips it.
 #   3.13  TESTS_313, in PYTEST_WORKERS_313 processes (default 2): unit, functional (the SOAP contract
 #         in process), fuzz, store, the layout checks, the unit files, and an integration slice: the
 #         CLI end to end (test_cli.py), every SOAP operation (test_operations.py) and the workers
@@ -46,7 +43,7 @@ env_313=()
 WORKERS=${PYTEST_WORKERS:-3}
 WORKERS_313=${PYTEST_WORKERS_313:-2}
 BACKENDS_313=${BACKENDS_313-sqlite}
-SIDE_311=${SIDE_311-tests/slurm tests/admin tests/packaging}
+SIDE_311=${SIDE_311-tests/slurm}
 LOG_SIDE=${LOG_SIDE:-test-3.11-side.log}
 [[ -n "${PYTEST_ARGS:-}" ]] && SIDE_311=""
 if [[ "${SKIP_313:-}" == "1" && "${CI:-}" != "true" ]]; then
