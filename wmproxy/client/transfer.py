@@ -367,18 +367,22 @@ def _publish(where: int, partial: str, name: str, target: Path, uri: str, replac
     try:
         os.link(partial, name, src_dir_fd=where, dst_dir_fd=where, follow_symlinks=False)
     except FileExistsError:
-        raise WMProxyClientError("TransferError", f"{target} already exists: it is kept and {uri} is not stored",
-                                 None, "download") from None
+        raise _taken(target, uri) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
             raise
         if _exists(where, name):
-            raise WMProxyClientError("TransferError", f"{target} already exists: it is kept and {uri} is not "
-                                     "stored", None, "download") from None
+            raise _taken(target, uri) from None
         os.replace(partial, name, src_dir_fd=where, dst_dir_fd=where)
         return
     with contextlib.suppress(OSError):  # the file is stored under its name: the temporary one goes
         os.unlink(partial, dir_fd=where)
+
+
+def _taken(target: Path, uri: str) -> WMProxyClientError:
+    """The refusal of a download whose name is taken in its directory (without ``replace``)."""
+    return WMProxyClientError("TransferError", f"{target} already exists: it is kept and {uri} is not stored",
+                              None, "download")
 
 
 def _exists(where: int, name: str) -> bool:
