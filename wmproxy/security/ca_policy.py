@@ -205,11 +205,6 @@ class PolicyFile:
         line, colon, rest = text.partition(": ")
         return f"line {line}: {rest}" if colon and line.isdigit() else text
 
-    def same_rules(self, other: PolicyFile) -> bool:
-        """Whether ``other`` holds the rules of this file (where they are written aside)."""
-        return [(r.issuer, r.permit, r.subject) for r in self.rules] == [
-            (r.issuer, r.permit, r.subject) for r in other.rules]
-
 
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
 #: A subject written ``'"<pattern>"'`` (as in one IGTF alias file) is read as ``"<pattern>"``.
@@ -464,26 +459,17 @@ class Policies:
 def _evaluate(files: dict[str, PolicyFile], issuer: str, subject: str,
               hashes: Sequence[tuple[str, ...]]) -> _Verdict:
     """The verdict of one format's ``files`` on ``subject`` issued by ``issuer`` (module doc):
-    ``hashes`` the names of the CAs above it, each CA's files looked up under each of its names."""
+    ``hashes`` the name of each CA above it under one naming (new-style or old-style, one policy
+    at a time: :meth:`Policies._verdict`), an empty tuple for a CA without such a name."""
     for position, names in enumerate(hashes):
-        found = [files[name] for name in names if name in files]
-        if not found:
+        found = next((files[name] for name in names if name in files), None)
+        if found is None:
             continue
-        for policy in found:
-            if policy.error:
-                return _Verdict(False, f"its policy file cannot be used ({policy.error})", broken=True)
-        deciding: list[tuple[PolicyFile, list[Rule]]] = []
-        for policy in found:
-            rules = policy.rules_for(issuer, own=position == 0)
-            if rules and not any(kept.same_rules(policy) for kept, _ in deciding):
-                deciding.append((policy, rules))
-        if not deciding:
-            continue
-        for policy, rules in deciding:  # each file naming the issuer must accept (module doc)
-            refusal = _judge(policy, rules, subject)
-            if refusal:
-                return _Verdict(True, refusal)
-        return _Verdict(True)
+        if found.error:
+            return _Verdict(False, f"its policy file cannot be used ({found.error})", broken=True)
+        rules = found.rules_for(issuer, own=position == 0)
+        if rules:
+            return _Verdict(True, _judge(found, rules, subject))
     return _UNDEFINED
 
 
