@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from tests import key_support
 from wmproxy.security.pki import CertificateAuthority, create_ca, write_proxy
 from wmproxy.security.proxy import Credential
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+if os.environ.get("WMPROXY_TEST_FRESH_KEYS") != "1":  # 1: a new RSA key for every test's request
+    key_support.install()
 POSTGRES_ADMIN_URL = os.environ.get(
     "WMPROXY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
