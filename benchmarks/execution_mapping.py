@@ -175,8 +175,7 @@ def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str
 
     service = pwd.getpwnam(svc)
     state = root / f"state-{mode}"
-    state.mkdir(mode=0o711)
-    os.chown(state, service.pw_uid, service.pw_gid)
+    state.mkdir(mode=0o711)  # root's until the chown below (initialise refuses another user's directory)
     gridmap = root / "grid-mapfile"
     gridmap.write_text(f'"{pki["dn"]}" {account}\n')
     os.chmod(gridmap, 0o644)
@@ -201,7 +200,14 @@ def start_mode(root: Path, mode: str, jobs: int, max_running: int, pki: dict[str
     # The job areas were made here, as root: hand the whole state to the service user, as if
     # gunicorn (running as the service user) had made them.
     subprocess.run(["chown", "-R", f"{service.pw_uid}:{service.pw_gid}", str(state)], check=True)
+    # initialise opens and closes the database file, which drops every POSIX lock this process's
+    # SQLite connections hold on it (fcntl locks are per process and inode): with them kept
+    # open, the window's writes and the worker's corrupted the database. New connections after it.
+    bind = rt.session_factory.kw.get("bind")
+    if bind is not None:
+        bind.dispose()
     initialise(settings, user=svc)
+    rt = Runtime.from_settings(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WMPROXY_", "PYTHON"))}
     env.update(WMPROXY_CONFIG=str(config), PYTHONPATH=f"{REPO}:{sysconfig.get_paths()['purelib']}",
                PYTHONDONTWRITEBYTECODE="1", HOME=str(state))
