@@ -733,7 +733,7 @@ def _read_json(work_dir: Path, name: str, account: Account | None, *, any_owner:
         raise WrapperStatusError(f"The job's {name} is too large")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes ('[' * 100000)
         raise WrapperStatusError(f"The job's {name} is not JSON") from None
     if not isinstance(data, dict) or data.get("version") != jobwrapper.SPEC_VERSION:
         raise WrapperStatusError(f"The job's {name} has an unknown format")

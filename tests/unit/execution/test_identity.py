@@ -364,6 +364,15 @@ class TestReadStatus:
         with pytest.raises(WrapperStatusError, match="too large"):
             identity.read_status(work, None)
 
+    @pytest.mark.parametrize("name", ["status.json", "started.json"])
+    def test_json_nested_deeper_than_the_parser_goes_is_refused(self, work_root: Path, name: str) -> None:
+        """``json.loads`` raises RecursionError, not ValueError, for it: the worker set such a
+        job aside (Running, its slot freed) instead of ending it Aborted."""
+        work = self._work(work_root)
+        (work / ".wmproxy" / name).write_text("[" * 100_000)
+        with pytest.raises(WrapperStatusError, match="not JSON"):
+            identity.payload_started(work, None)
+
     def test_status_not_owned_by_the_account_is_refused(self, work_root: Path, job_account: Account) -> None:
         work = identity.prepare_work_dir(work_root, "job1", job_account)
         (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status()))  # root's, not the job's
