@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import pwd
+import re
 from collections.abc import Collection
 
 from wmproxy.config import MappingSettings
@@ -30,7 +31,6 @@ from wmproxy.security.gridmap import (
     MappingDecision,
     MappingError,
     MappingNotAllowedError,
-    MappingPolicy,
     decide,
     pool_members,
     read_policy,
@@ -99,24 +99,22 @@ def unmappable_account(settings: MappingSettings, name: str) -> str | None:
     if settings.mode == "none":
         return "the mapping is off ([mapping] mode = none)"
     try:
-        policy = _current_policy(settings)
+        static, pools = _policy_accounts(settings)
     except MappingError as exc:
         return str(exc)
-    entries = (*policy.gridmap, *policy.voms_rules)
-    if any(entry.pool is None and entry.target == name for entry in entries):
-        return None
-    if any(entry.pool is not None and pool_members(entry.pool, [name]) for entry in entries):
+    if name in static or (pools is not None and pools.fullmatch(name)):
         return None
     return "no account or pool of the grid-mapfile or the VOMS rules is this account"
 
 
-#: The policy :func:`unmappable_account` read last, with the files' signatures it was read at.
-_policy_read: tuple[tuple[object, ...], MappingPolicy] | None = None
+#: What :func:`_policy_accounts` found last, with the files' signatures it was read at.
+_policy_read: tuple[tuple[object, ...], tuple[frozenset[str], re.Pattern[str] | None]] | None = None
 
 
-def _current_policy(settings: MappingSettings) -> MappingPolicy:
-    """The policy files' contents, read again when a file's signature (inode, size, times)
-    changed since the last read.
+def _policy_accounts(settings: MappingSettings) -> tuple[frozenset[str], re.Pattern[str] | None]:
+    """(The static accounts of the grid-mapfile and the VOMS rules, a pattern matching the
+    members of their pools or None without pools), read again when a file's signature (inode,
+    size, times) changed since the last read.
 
     Raises:
         MappingError: a configured file cannot be read (:func:`read_policy`).
@@ -125,7 +123,11 @@ def _current_policy(settings: MappingSettings) -> MappingPolicy:
     paths = (settings.gridmap_file, settings.voms_rules_file, settings.ban_file)
     signature = (paths, *(_signature(path) for path in paths))
     if _policy_read is None or _policy_read[0] != signature:
-        _policy_read = (signature, read_policy(*paths))
+        policy = read_policy(*paths)
+        entries = (*policy.gridmap, *policy.voms_rules)
+        pools = sorted({entry.pool for entry in entries if entry.pool is not None})
+        member = re.compile("|".join(f"{re.escape(pool)}[0-9]+" for pool in pools)) if pools else None
+        _policy_read = (signature, (frozenset(entry.target for entry in entries if entry.pool is None), member))
     return _policy_read[1]
 
 
