@@ -83,6 +83,12 @@ A batch backend submits as the account with :func:`run_as` (the same switch, app
 Without an account (``account=None``: no mapping configured) the wrapper runs as the
 worker's own user; a worker running as root must always pass an account
 (:class:`IdentityError` otherwise), so a job never runs as root by omission.
+
+Every switch to an account (:func:`spawn_wrapper`, :func:`zygote_command`, :func:`run_as`, all
+through :func:`check_account`) refuses, whatever the caller passes, root (uid 0 or primary group
+0), the worker's own uid or primary group, and the service user's (:func:`refuse_identities`):
+the account comes from the database (``jobs.local_account``), which a compromised service or a
+job reaching the database could rewrite (:class:`AccountRefusedError`).
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ import secrets
 import stat
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +165,11 @@ class CommandTimeoutError(IdentityError):
     did its work is unknown."""
 
 
+class AccountRefusedError(IdentityError):
+    """The account is one no job may ever run as (:func:`check_account`): root, the worker's
+    own user or group, or the service user's."""
+
+
 class WrapperStatusError(IdentityError):
     """``status.json`` or ``started.json`` exists but is not something the wrapper wrote
     (not a regular file of the account, too large, not JSON, wrong field types)."""
@@ -189,6 +200,47 @@ class Account:
         except KeyError:
             raise IdentityError(f"There is no local account {name!r}") from None
         return cls(uid=entry.pw_uid, gid=entry.pw_gid, name=entry.pw_name)
+
+
+#: Uids and primary gids no job may run as beyond root's and the worker's own
+#: (:func:`refuse_identities`: the service user's, when the worker runs as another user).
+_REFUSED_UIDS: set[int] = set()
+_REFUSED_GIDS: set[int] = set()
+
+
+def refuse_identities(uids: Iterable[int], gids: Iterable[int]) -> None:
+    """Add ``uids`` and primary ``gids`` to those :func:`check_account` refuses, for the rest
+    of the process: the service user's and group (the owner of the store key and of the
+    sandbox), which differ from the worker's own when the worker runs as root."""
+    _REFUSED_UIDS.update(uids)
+    _REFUSED_GIDS.update(gids)
+
+
+def account_refusal(account: Account) -> str | None:
+    """Why no job may run as ``account``, None when one may: it is root (uid 0, or primary
+    group 0), the worker's own user or primary group (real or effective), or the service
+    user's or group (:func:`refuse_identities`)."""
+    for what, number, own, service in (("uid", account.uid, (os.getuid(), os.geteuid()), _REFUSED_UIDS),
+                                       ("primary group", account.gid, (os.getgid(), os.getegid()), _REFUSED_GIDS)):
+        if number == 0:
+            return f"its {what} 0 is root's"
+        if number in own:
+            return f"its {what} {number} is the worker's own"
+        if number in service:
+            return f"its {what} {number} is the service's"
+    return None
+
+
+def check_account(account: Account, action: str = "run a job") -> None:
+    """Refuse to switch to ``account`` when :func:`account_refusal` gives a reason: the last line
+    of defence of every identity switch, whatever account the caller was given.
+
+    Raises:
+        AccountRefusedError: "Refusing to <action> as <name>: <why>".
+    """
+    why = account_refusal(account)
+    if why is not None:
+        raise AccountRefusedError(f"Refusing to {action} as {account.name}: {why}")
 
 
 @dataclass(frozen=True)
@@ -518,9 +570,12 @@ def spawn_wrapper(work_dir: Path, account: Account | None, *, python: str | None
         is beyond the wrapper's reach.
 
     Raises:
+        AccountRefusedError: ``account`` is one no job may run as (:func:`check_account`).
         IdentityError: ``account`` is None while the worker runs as root, or the
             wrapper could not be started.
     """
+    if account is not None:
+        check_account(account, "start a job")
     prefix = _switch_prefix(account)
     switch_here = cgroup_procs is None or account is None
     if account is not None and not switch_here:  # the switch after the join, by setpriv (the worker's until then)
@@ -577,6 +632,7 @@ def run_as(argv: list[str], account: Account | None, *, env: dict[str, str], cwd
 
     Raises:
         CommandTimeoutError: it did not end within ``timeout`` seconds.
+        AccountRefusedError: ``account`` is one no job may run as (:func:`check_account`).
         IdentityError: ``account`` is None while the worker runs as root, or the
             command cannot be started.
     """
@@ -635,8 +691,10 @@ def _setpriv_to(account: Account, action: str, *, real_gid: int | None = None) -
     gids stay the account's; :func:`zygote_command`).
 
     Raises:
+        AccountRefusedError: ``account`` is one no job may run as (:func:`check_account`).
         IdentityError: ``setpriv`` is missing ("Refusing to <action> as <account>: ...").
     """
+    check_account(account, action)
     if not os.path.exists(SETPRIV):
         raise IdentityError(f"Refusing to {action} as {account.name}: {SETPRIV} (util-linux) is missing")
     gids = [f"--regid={account.gid}"] if real_gid is None else [f"--rgid={real_gid}", f"--egid={account.gid}"]
@@ -733,7 +791,7 @@ def _read_json(work_dir: Path, name: str, account: Account | None, *, any_owner:
         raise WrapperStatusError(f"The job's {name} is too large")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes ('[' * 100000)
         raise WrapperStatusError(f"The job's {name} is not JSON") from None
     if not isinstance(data, dict) or data.get("version") != jobwrapper.SPEC_VERSION:
         raise WrapperStatusError(f"The job's {name} has an unknown format")
@@ -1139,6 +1197,7 @@ def zygote_command(account: Account | None, *, python: str | None = None,
         zygote's own arguments.
 
     Raises:
+        AccountRefusedError: ``account`` is one no job may run as (:func:`check_account`).
         IdentityError: ``account`` is None while the worker runs as root, or ``setpriv``
             is missing while an account or capabilities need it.
     """

@@ -71,11 +71,12 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from wmproxy.config import Settings
 from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
-from wmproxy.execution import ends_journal
+from wmproxy.execution import ends_journal, identity
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
-from wmproxy.execution.identity import PROXY_NAME, Account
+from wmproxy.execution.identity import PROXY_NAME, Account, AccountRefusedError
 from wmproxy.execution.jobwrapper import JobSpec
 from wmproxy.execution.wakeup import Wakeup
 from wmproxy.execution.zygote import start_time
@@ -84,6 +85,7 @@ from wmproxy.services import execution as service
 from wmproxy.services import inspection, quota
 from wmproxy.services.broker_shares import OwnerShares
 from wmproxy.services.execution import StartOrder
+from wmproxy.services.mapping import unmappable_account
 from wmproxy.services.perusal import PerusalBudget, keep_perusal_chunk, perusal_budget, perusal_lists
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
@@ -283,6 +285,9 @@ class ExecutionWorker:
         #: matchmaking CPU time per job owner, over this worker's cycles (in memory: docs/brokering.md)
         self.match_shares = OwnerShares.of(rt.settings.brokering)
         self._busy_since_tidy = 0
+        # No job runs as the service user, whose files these are (the worker's own user and
+        # group are refused anyway; they differ from these when the worker runs as root).
+        identity.refuse_identities(*service_identities(rt.settings))
 
     def _limit(self, kind: str) -> int:
         """Jobs of backend ``kind`` this worker follows at most: ``[slurm] max_submitted``
@@ -694,7 +699,7 @@ class ExecutionWorker:
         try:
             launch = JobLaunch(
                 job_id=job_id,
-                account=_account(order.local_account),
+                account=self._job_account(order),
                 spec=self._spec(order),
                 input_dir=order.area.input_dir,
                 isb_files=order.isb_files,
@@ -706,11 +711,36 @@ class ExecutionWorker:
                 attempt=order.attempt,
             )
             handle = backend.prepare(launch)
+        except AccountRefusedError as exc:
+            # The mapping refuses the same at registration: the database was written by someone
+            # else (a compromised service, a job reaching the database). Never run, never retried.
+            log.error("job %s refused, not run (its stored account is not one jobs may run as): %s", job_id,
+                      log_text(exc))
+            end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc), retryable=False))
+            return None
         except WMProxyError as exc:
             log.info("job %s could not be prepared (shallow failure): %s", job_id, exc)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=str(exc)))
             return None
         return RunningJob(order, handle, backend)
+
+    def _job_account(self, order: StartOrder) -> Account | None:
+        """The account ``order`` runs as: its stored one (``jobs.local_account``), if the current
+        mapping policy can give it to anyone (:func:`~wmproxy.services.mapping.unmappable_account`)
+        and it is not one the identity switch refuses (root, the worker's or the service's user or
+        group: :func:`~wmproxy.execution.identity.check_account`); None without mapping.
+
+        Raises:
+            AccountRefusedError: it must not run as that account (why, naming it).
+            IdentityError: there is no such account.
+        """
+        if order.local_account is None:
+            return None
+        account = _account(order.local_account)
+        why = unmappable_account(self.rt.settings.mapping, order.local_account)
+        if why is not None:
+            raise AccountRefusedError(f"Refusing to run a job as {order.local_account}: {why}")
+        return account
 
     def _schedule(self, prepared: Sequence[RunningJob]) -> list[RunningJob]:
         """Record the prepared jobs Scheduled with their backend references (one
@@ -1407,7 +1437,35 @@ def _split(text: str, what: str) -> list[str]:
 
 
 def _account(name: str | None) -> Account | None:
-    return None if name is None else Account.from_name(name)
+    """The account ``name`` (a job's ``jobs.local_account``), None for None.
+
+    Raises:
+        AccountRefusedError: it is one no job may run as (root, the worker's or the service's
+            user or group: :func:`~wmproxy.execution.identity.check_account`).
+        IdentityError: there is no such account.
+    """
+    if name is None:
+        return None
+    account = Account.from_name(name)
+    identity.check_account(account)
+    return account
+
+
+def service_identities(settings: Settings) -> tuple[set[int], set[int]]:
+    """The uids and gids owning the service's private files (the store key and the sandbox root,
+    which ``wmproxy-admin init --user`` hands to the service user): no job may run as them
+    (:func:`~wmproxy.execution.identity.refuse_identities`). A file that cannot be looked at
+    adds nothing (the worker's start checks them)."""
+    uids: set[int] = set()
+    gids: set[int] = set()
+    for path in (settings.security.store_key_file, settings.sandbox.root):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        uids.add(st.st_uid)
+        gids.add(st.st_gid)
+    return uids, gids
 
 
 def _storage_full(exc: BaseException) -> bool:

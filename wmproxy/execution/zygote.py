@@ -99,9 +99,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PR_SET_DUMPABLE = 4
 #: Exit status of a zygote that cannot make itself non-dumpable (:func:`_seal`).
 EXIT_UNSEALED = 3
+#: Exit status of a zygote that finds itself running as root or holding a capability
+#: (:func:`_privileged`): it serves nothing, whatever started it.
+EXIT_PRIVILEGED = 4
 #: What the worker logs beside a zygote's exit status (:meth:`Zygote.request`).
 EXIT_MEANINGS = {
     EXIT_UNSEALED: " (it could not make itself non-dumpable: see its message on the worker's standard error)",
+    EXIT_PRIVILEGED: " (it runs as root or holds a capability, and no job may: it serves nothing)",
     126: " (its interpreter cannot be run)",
     127: " (its interpreter did not start: missing, or it needs a library found only through"
          " LD_LIBRARY_PATH, which the zygote's secure mode ignores; docs/execution.md)",
@@ -378,6 +382,20 @@ def _seal(area: tuple[int, int] | None) -> _Titles:
     return titles
 
 
+def _privileged() -> str | None:
+    """Why the zygote must serve nothing (None: it may): a uid of it (real, effective or saved)
+    is 0, or it holds a capability (permitted, effective or ambient set). Every wrapper it forks
+    would run its job so; :func:`wmproxy.execution.identity.zygote_command` never starts one so
+    (:func:`wmproxy.execution.identity.check_account`): this is the last line of defence."""
+    if 0 in os.getresuid():
+        return "as root"
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith((b"CapPrm:", b"CapEff:", b"CapAmb:")) and int(line.split()[1], 16):
+                return f"holding capabilities ({line.decode().strip()})"
+    return None
+
+
 def _reap(_signum: int = 0, _frame: object = None) -> None:
     while True:
         try:
@@ -468,6 +486,9 @@ def _serve(fd: int, python: str, wrapper: str) -> int:
     except (OSError, ImportError, AttributeError, ValueError, TypeError) as exc:
         sys.stderr.write(f"wmproxy zygote: cannot make itself non-dumpable, it serves nothing: {exc}\n")
         return EXIT_UNSEALED
+    if (privileged := _privileged()) is not None:  # before it reads anything of the worker
+        sys.stderr.write(f"wmproxy zygote: refusing to fork job wrappers {privileged}\n")
+        return EXIT_PRIVILEGED
     while (spare := os.open(os.devnull, os.O_RDWR)) <= 2:  # 0, 1 and 2 open: never a child's report pipe
         pass
     os.close(spare)

@@ -254,6 +254,70 @@ class TestSpawnWrapper:
         assert (work / "std.out").read_text().split() == [str(job_account.gid)]
 
 
+def _refused_accounts(service: tuple[int, int] | None = None) -> dict[str, Account]:
+    """Accounts every identity switch refuses: root, root's group, the worker's own uid and group
+    (as another name), and the service user's uid and group when given."""
+    spare = 54_321
+    accounts = {"root": Account(0, 0, "root"), "root group": Account(spare, 0, "wheel"),
+                "worker uid": Account(os.getuid(), spare, "worker"),
+                "worker group": Account(spare, os.getgid(), "worker-group")}
+    if service is not None:
+        accounts["service uid"] = Account(service[0], spare, "svc")
+        accounts["service group"] = Account(spare, service[1], "svc-group")
+    return accounts
+
+
+class TestAccountRefusal:
+    """Every switch refuses root and the worker's or the service's identities, whatever account
+    its caller hands it (the stored ``jobs.local_account`` could be anyone's): nothing runs."""
+
+    SERVICE = (54_001, 54_002)
+
+    @pytest.fixture(autouse=True)
+    def _service(self) -> Iterator[None]:
+        saved = (set(identity._REFUSED_UIDS), set(identity._REFUSED_GIDS))
+        identity.refuse_identities([self.SERVICE[0]], [self.SERVICE[1]])
+        yield
+        identity._REFUSED_UIDS.clear()
+        identity._REFUSED_GIDS.clear()
+        identity._REFUSED_UIDS.update(saved[0])
+        identity._REFUSED_GIDS.update(saved[1])
+
+    @pytest.mark.parametrize("who", ["root", "root group", "worker uid", "worker group", "service uid",
+                                     "service group"])
+    def test_the_switch_commands_refuse_them(self, who: str) -> None:
+        account = _refused_accounts(self.SERVICE)[who]
+        for build in (lambda: identity._setpriv_to(account, "start a job"), lambda: identity.zygote_command(account),
+                      lambda: identity._setpriv_to(account, "start a job", real_gid=65534)):
+            with pytest.raises(identity.AccountRefusedError, match=f"^Refusing to .* as {account.name}: "):
+                build()
+
+    @pytest.mark.parametrize("who", ["root", "worker uid", "service uid"])
+    def test_run_as_runs_nothing(self, who: str, tmp_path: Path) -> None:
+        account = _refused_accounts(self.SERVICE)[who]
+        marker = tmp_path / "ran"
+        with pytest.raises(identity.AccountRefusedError, match=f"as {account.name}: "):
+            identity.run_as(["/bin/sh", "-c", f"touch {marker}"], account, env={"PATH": "/usr/bin:/bin"},
+                            cwd=tmp_path)
+        assert not marker.exists()
+
+    @pytest.mark.parametrize("who", ["root", "worker uid", "worker group", "service group"])
+    def test_spawn_wrapper_starts_nothing(self, who: str, work_root: Path) -> None:
+        account = _refused_accounts(self.SERVICE)[who]
+        work = identity.prepare_work_dir(work_root, "job1", None)
+        identity.write_spec(work, sh("echo ran > ran"), None)
+        for cgroup in (None, str(work_root / "cgroup.procs")):  # the switch by Popen, and by setpriv after the join
+            with pytest.raises(identity.AccountRefusedError, match=f"as {account.name}: "):
+                identity.spawn_wrapper(work, account, cgroup_procs=cgroup)
+        assert not (work / "ran").exists() and not (work / ".wmproxy" / "wrapper.log").exists()
+
+    def test_another_account_is_switched_to(self) -> None:
+        account = Account(54_321, 54_321, "pool001")
+        assert identity.account_refusal(account) is None
+        prefix = identity._setpriv_to(account, "start a job")
+        assert "--reuid=54321" in prefix and "--regid=54321" in prefix
+
+
 class TestReadStatus:
     def _work(self, work_root: Path) -> Path:
         return identity.prepare_work_dir(work_root, "job1", None)
@@ -363,6 +427,15 @@ class TestReadStatus:
         (work / ".wmproxy" / "status.json").write_text(json.dumps(self._status(notes=["x" * 300_000])))
         with pytest.raises(WrapperStatusError, match="too large"):
             identity.read_status(work, None)
+
+    @pytest.mark.parametrize("name", ["status.json", "started.json"])
+    def test_json_nested_deeper_than_the_parser_goes_is_refused(self, work_root: Path, name: str) -> None:
+        """``json.loads`` raises RecursionError, not ValueError, for it: the worker set such a
+        job aside (Running, its slot freed) instead of ending it Aborted."""
+        work = self._work(work_root)
+        (work / ".wmproxy" / name).write_text("[" * 100_000)
+        with pytest.raises(WrapperStatusError, match="not JSON"):
+            identity.payload_started(work, None)
 
     def test_status_not_owned_by_the_account_is_refused(self, work_root: Path, job_account: Account) -> None:
         work = identity.prepare_work_dir(work_root, "job1", job_account)

@@ -776,6 +776,25 @@ class TestSeal:
                              text=True, timeout=DEADLINE, cwd="/").stdout
         assert out.split() == ["[0]", "0", "True"]
 
+    @pytest.mark.skipif(os.geteuid() != 0, reason="a zygote running as root needs root")
+    def test_a_zygote_running_as_root_serves_nothing(self) -> None:
+        """Whatever started it (zygote_command never does): every wrapper it forked would run its
+        job as root. Its socket's other end is closed, so a zygote that serves ends at once (end
+        of file) with 0."""
+        import socket
+        import subprocess
+
+        from wmproxy.execution import zygote
+
+        ours, theirs = socket.socketpair()
+        ours.close()
+        with theirs:
+            done = subprocess.run([sys.executable, "-I", "-S", zygote.__file__, str(theirs.fileno()),
+                                   sys.executable, str(WRAPPER_PATH), "x" * 64], pass_fds=(theirs.fileno(),),
+                                  check=False, capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == zygote.EXIT_PRIVILEGED, done.stderr
+        assert "refusing to fork job wrappers as root" in done.stderr
+
     def test_a_zygote_whose_memmove_fails_serves_nothing(self) -> None:
         """Its children could not write their titles: rather than have them fail every job, the
         zygote exits (EXIT_UNSEALED) and the worker starts the account's wrappers itself."""
