@@ -231,8 +231,10 @@ class LocalExecutionBackend:
         handles then name the wrappers (pid and start time). A job the zygote refuses is
         refused by :meth:`spawn`; a zygote that fails is closed and its account's jobs are
         started by the worker itself (:meth:`spawn`) for :data:`ZYGOTE_RETRY` seconds,
-        which is logged once. With job cgroups each wrapper is held until the worker has put it
-        in its job's cgroup (:meth:`Zygote.request`'s ``hold``). Never raises."""
+        which is logged once. Each wrapper is held (:meth:`Zygote.request`'s ``hold``) until the
+        worker has checked it, opened its pidfd (:class:`_Wrapper`: how it ends, which its job could
+        otherwise hide by killing it at once) and, with job cgroups, put it in its job's cgroup; a
+        held wrapper found gone is refused (it ran nothing). Never raises."""
         if not self.use_zygotes:
             return
         self._close_idle_zygotes()
@@ -251,9 +253,8 @@ class LocalExecutionBackend:
             if launcher is None:
                 continue
             cgroups = self.cgroups
-            try:
-                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group],
-                                           hold=cgroups is not None)
+            try:  # held: nothing of a job runs before the worker has its wrapper's pidfd (and cgroup)
+                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group], hold=True)
             except ZygoteError as exc:
                 self._zygote_lost(account, group, str(exc))
                 continue
@@ -274,36 +275,34 @@ class LocalExecutionBackend:
                     forged = True
                     self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
                     continue
-                if cgroups is not None:
-                    refused = self._join_cgroup(cgroups, handle, result[0], started)
-                    (drop if refused else go).append(result[0])
-                    if refused:
-                        _close(pidfd)
-                        self._launched[id(handle)] = refused
-                        continue
+                refused = self._hold_refusal(cgroups, handle, result[0], started)
+                (drop if refused else go).append(result[0])
+                if refused is not None or started is None:
+                    _close(pidfd)
+                    self._launched[id(handle)] = refused
+                    continue
                 self._launched[id(handle)] = None
                 handle.spec = None  # the wrapper has it
-                # None: it has ended (its pidfd, if opened in time, and its status tell; what it
-                # left in its session is killed at the release all the same)
                 self._follow(handle, result[0], pidfd, started, forked=True)
-                if started is not None:
-                    handle.pid = result[0]
-                    handle.ref = self._ref(result[0], handle.work_dir.name, started, handle.wall_time)
-            if cgroups is not None:
-                self._let_go(account, group, launcher, go, drop)
+                handle.pid = result[0]
+                handle.ref = self._ref(result[0], handle.work_dir.name, started, handle.wall_time)
+            self._let_go(account, group, launcher, go, drop)
             if forged:
                 self._zygote_failed(account, "it named a process that is not its child")
 
     @staticmethod
-    def _join_cgroup(cgroups: JobCgroups, handle: RunHandle, pid: int, started: int | None) -> str | None:
-        """Put the held wrapper ``pid`` in its job's cgroup; None when done, else why not (the
-        wrapper is then dropped: it exits running nothing)."""
+    def _hold_refusal(cgroups: JobCgroups | None, handle: RunHandle, pid: int, started: int | None) -> str | None:
+        """With job cgroups, put the held wrapper ``pid`` in its job's cgroup; None when it may run
+        its job, else why not (the wrapper is then dropped: it exits running nothing). A held
+        wrapper found gone was killed (by another process of the account) before it ran anything."""
         if started is None:
-            return "the job wrapper died before it joined the job's cgroup"
-        try:
-            cgroups.add(handle.work_dir.name, pid)
-        except CgroupError as exc:
-            return str(exc)
+            return ("the job wrapper died before it joined the job's cgroup" if cgroups is not None
+                    else "the job wrapper died before it was let run its job")
+        if cgroups is not None:
+            try:
+                cgroups.add(handle.work_dir.name, pid)
+            except CgroupError as exc:
+                return str(exc)
         return None
 
     def _let_go(self, account: Account | None, group: Sequence[RunHandle], launcher: Zygote,
@@ -319,6 +318,9 @@ class LocalExecutionBackend:
                     self._launched[id(handle)] = f"the job wrapper was not let go: {exc}"
                     handle.pid = None
                     handle.ref = self._ref(None, handle.work_dir.name, wall=handle.wall_time)
+                    followed = self._wrappers.pop(id(handle), None)
+                    if followed is not None:
+                        followed.close()
 
     def _zygote_lost(self, account: Account | None, group: Sequence[RunHandle], why: str) -> None:
         """The account's zygote failed while it had ``group``'s requests: closed (its account's
