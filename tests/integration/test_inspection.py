@@ -8,6 +8,8 @@ command's ``id -un`` proves it ran as the job's account; otherwise jobs run as t
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +19,14 @@ from tests.conftest import Pki
 from tests.integration import inspection_cases as cases
 from tests.integration.inspection_cases import (
     SETTINGS,
+    cancel,
     dep,
     inspect,
     running_job,
 )
 from tests.integration.isolated import isolated_deployment, standard_deployment
 from tests.integration.service import Deployment
+from tests.support import run_cli, wait_for_cli_status
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +64,35 @@ def test_a_limited_proxy_cannot_inspect(dep: Deployment, pki: Pki, running_job: 
     rc, _out, err = inspect(dep, running_job, "pwd", proxy=limited)
     assert rc == 1
     assert "Error - AuthorizationFault: Authorization error: a limited proxy cannot inspect jobs" in err
+
+
+#: Loaded into a program, it says so first (a constructor: before the program's own code).
+EVIL_C = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void evil(void) { printf("JOB-CODE-RAN\n"); fflush(stdout); }
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the job's library")
+def test_a_library_the_job_preloads_does_not_run_in_an_allowed_command(dep: Deployment, tmp_path: Path) -> None:
+    """``Environment = {"LD_PRELOAD=./evil.so"}`` with the job's own library: an allow-listed ``ps``
+    ran the job's code (a red-team review); the command gets an environment of its own."""
+    (tmp_path / "evil.c").write_text(EVIL_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "evil.so"), str(tmp_path / "evil.c")], check=True)
+    (tmp_path / "job.sh").write_text("#!/bin/sh\necho started > out.log\nexec sleep 900\n")
+    (tmp_path / "job.jdl").write_text(
+        '[ Executable = "job.sh"; InputSandbox = {"job.sh", "evil.so"}; Environment = {"LD_PRELOAD=./evil.so"};\n'
+        '  StdOutput = "std.out"; RetryCount = 0; ShallowRetryCount = 0; ]\n')
+    ids = tmp_path / "job.ids"
+    rc, _out, err = run_cli(dep, "submit", "-d", "insp", "-o", str(ids), str(tmp_path / "job.jdl"))
+    assert rc == 0, err
+    job_id = ids.read_text().splitlines()[1]
+    try:
+        wait_for_cli_status(dep, job_id, ("Running",))
+        rc, out, err = inspect(dep, job_id, "ps", "-o", "comm=", "-p", "1")
+        assert rc == 0, (out, err)
+        assert "JOB-CODE-RAN" not in out, out
+        rc, out, err = inspect(dep, job_id, "tail", "-n", "1", "std.out")  # the payload itself did load it
+        assert rc == 0 and "JOB-CODE-RAN" in out, (out, err)
+    finally:
+        cancel(dep, job_id)

@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import zeep.exceptions
 
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, Isolated, client, isolated_deployment, processes_of
 from tests.integration.refclient import ReferenceClient
 from tests.support import assert_fault, outputs, wait_for, wait_for_final
+from wmproxy.config import load_settings
 from wmproxy.domain import to_filename
 from wmproxy.execution.ends_journal import DIR_NAME as JOURNALS
 
@@ -97,6 +99,47 @@ HOLD_JDL = """[
 ]"""
 
 
+#: ``forge.py <marker> <release>``: fork a child into a process group of its own (same session),
+#: forge a status.json saying "exit code 0", write ``zygote <pid> <its start time> <child pid> <its
+#: start time>`` to <marker> (``other`` for ``zygote`` when the wrapper's parent is not a zygote),
+#: SIGKILL the wrapper, then both run on (no setsid) until <release> exists, for 10 minutes at most.
+FORGE = r'''
+import json, os, signal, socket, sys, time
+marker, release = sys.argv[1], sys.argv[2]
+def linger():
+    end = time.monotonic() + 600
+    while not os.path.exists(release) and time.monotonic() < end:
+        time.sleep(0.2)
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)
+    linger()
+    os._exit(0)
+wrapper = os.getppid()
+with open(f"/proc/{wrapper}/stat", "rb") as f:
+    zygote = int(f.read().rsplit(b")", 1)[1].split()[1])
+with open(f"/proc/{zygote}/cmdline", "rb") as f:
+    parent = "zygote" if any(os.path.basename(arg) == b"zygote.py" for arg in f.read().split(b"\0")) else "other"
+state = os.path.join(os.environ["HOME"], ".wmproxy")
+now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+status = {"version": 1, "job_id": os.environ["GLITE_WMS_JOBID"], "wrapper_pid": wrapper,
+          "hostname": socket.gethostname(), "started_at": now, "ended_at": now, "payload_started": True,
+          "payload_started_at": now, "exit_code": 0, "signal": None, "cancelled_by": None,
+          "prologue": None, "epilogue": None, "failure": None, "notes": []}
+with open(os.path.join(state, "forged.tmp"), "w") as f:
+    json.dump(status, f)
+os.rename(os.path.join(state, "forged.tmp"), os.path.join(state, "status.json"))
+def born(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
+with open(marker + ".tmp", "w") as f:
+    f.write(f"{parent} {os.getpid()} {born(os.getpid())} {child} {born(child)}")
+os.rename(marker + ".tmp", marker)
+os.kill(wrapper, signal.SIGKILL)
+linger()
+'''
+
+
 #: Yama's ptrace restriction (absent where the kernel has no Yama).
 YAMA_PTRACE_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
 
@@ -107,8 +150,9 @@ def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
     # own (jobwrapper._guard_secret), which would hide whether the zygote's protection reaches
     # the wrappers it forks (test_bobs_job_can_neither_read_nor_trace_its_zygote_or_its_wrapper).
     with isolated_deployment(pki, database_url, extra_env={"WMPROXY_INSPECTION_MODE": "off"}) as deployment:
-        (deployment.root / "attack.py").write_text(ATTACK)
-        os.chmod(deployment.root / "attack.py", 0o644)
+        for name, text in (("attack.py", ATTACK), ("forge.py", FORGE)):
+            (deployment.root / name).write_text(text)
+            os.chmod(deployment.root / name, 0o644)
         yield deployment
 
 
@@ -318,3 +362,55 @@ class TestRegistrationRefusesEscapes:
         with pytest.raises(zeep.exceptions.Fault) as err:
             bob.wmproxy.jobRegister(f'[ Executable = "/bin/true"; {attribute}; ]', "iso")
         assert_fault(err, "InvalidArgumentFault", "jobRegister")
+
+
+def _identity(pid: int) -> tuple[int, int] | None:
+    """``(real uid, start time)`` of a live (not zombie) ``pid``, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+    return uid, int(fields[19])
+
+
+class TestForgedStatus:
+    """Default execution settings (zygotes on, job cgroups off): bob's payload runs as his account,
+    as its wrapper does, so it can write ``.wmproxy/status.json`` ("exit code 0") and SIGKILL its
+    wrapper. The job was recorded Done, its slot freed, and the payload ran on past its wall time,
+    ``max_running`` and a cancel (a red-team review)."""
+
+    def test_a_payload_that_forges_its_status_and_kills_its_wrapper_is_aborted_and_killed(
+            self, iso: Isolated, bob: ReferenceClient) -> None:
+        release = iso.shared / "release-forge"
+        marker = iso.shared / "forge"
+        try:
+            job_id = bob.wmproxy.jobSubmit(f'[ Executable = "{SYSTEM_PYTHON}"; RetryCount = 0; '
+                                           f'Arguments = "-I {iso.root / "forge.py"} {marker} {release}"; ]',
+                                           "iso").id
+            text = wait_for(lambda: marker.read_text() if marker.exists() else "", what="the payload's marker")
+            parent, *fields = text.split()
+            assert parent == "zygote"  # the default start: the wrapper was forked by the account's zygote
+            uid = iso.mapped["bob"].pw_uid
+            # the payload and its child: pid -> (uid, start time), to tell them from later users of their pids
+            lingering = {int(fields[0]): (uid, int(fields[1])), int(fields[2]): (uid, int(fields[3]))}
+
+            final = wait_for_final(bob, job_id)
+            assert final.startswith("Aborted"), final  # not "Done (Exit Code 0)", as the forged status says
+            engine = sa.create_engine(load_settings(iso.deployment.config).database.url)
+            try:
+                with engine.connect() as conn:
+                    reasons = list(conn.execute(sa.text("select reason from job_events where job_id = :j and"
+                                                        " reason is not null"), {"j": job_id}).scalars())
+            finally:
+                engine.dispose()
+            killed = "the job wrapper was killed by signal 9 after the payload had started (deep failure)"
+            assert any(killed in reason for reason in reasons), reasons
+            # released with its job: neither the payload nor its child in another group of the session lives on
+            wait_for(lambda: [pid for pid, born in lingering.items() if _identity(pid) == born],
+                     lambda alive: not alive, what="the forging payload and its child to be killed")
+        finally:
+            release.touch()

@@ -13,9 +13,10 @@ the secret from the first line of its standard input, after making itself non-du
 like the wrapper it is copied with to batch nodes.
 
 Loop: an outgoing HTTPS long-poll ``GET <url>/next`` (worker nodes only make outgoing
-connections); for each request, run its argv (no shell) in the work dir with the job's
-environment (without the agent's own variables), the program looked up in :data:`TRUSTED_PATH`
-(never the job's ``PATH``), stdout and stderr merged, in its own
+connections); for each request, run its argv (no shell) in the work dir with an environment of
+its own (:func:`command_environment`: a fixed ``PATH``, nothing of the job's but the few
+variables that name the job, never a loader's or an interpreter's), the program looked up in
+:data:`TRUSTED_PATH` (never the job's ``PATH``), stdout and stderr merged, in its own
 process group, killed (SIGKILL to the group) at the request's time limit, output kept up
 to the request's cap (the rest is read and dropped); then ``POST <url>/result``. The agent
 ends when the service answers 410 (the job is not running), when its parent (the wrapper)
@@ -46,9 +47,16 @@ AGENT_VARIABLES = ("WMPROXY_INSPECTION_URL", "WMPROXY_INSPECTION_TOKEN", "WMPROX
 TOKEN_HEADER = "X-WMProxy-Inspection-Token"  # noqa: S105 - a header name
 #: Where a command's program named without ``/`` is looked for (sudo's ``secure_path``): never the
 #: job's ``PATH``, which the job sets (``Environment = {"PATH=.:/usr/bin"}`` and its own ``./ps``
-#: ran that instead of ``ps``, past the site's allow-list). The command still gets the job's
-#: environment, ``PATH`` included.
+#: ran that instead of ``ps``, past the site's allow-list). Also the command's ``PATH``.
 TRUSTED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The variables of the job's environment a command gets (:func:`command_environment`): they name
+#: the job (its id, its proxy, which a grid tool run on it reads, the account) and the wrapper sets
+#: them; the JDL cannot change the first two.
+JOB_VARIABLES = ("GLITE_WMS_JOBID", "X509_USER_PROXY", "USER", "LOGNAME")
+#: Prefixes of the batch system's variables a command gets from the agent's own environment (the
+#: wrapper's, as the batch system set it: the job's allocation, ``SLURM_JOB_ID``...), never from the
+#: job's (where its JDL ``Environment`` could set ``SLURM_CONF``); ``jobwrapper.BATCH_PREFIXES``.
+BATCH_PREFIXES = ("SLURM_",)
 #: Seconds of one long-poll asked of the service.
 POLL_WAIT = 25.0
 #: Longest pause after a failure, in seconds.
@@ -83,7 +91,7 @@ class Agent:
         self.url = environ["WMPROXY_INSPECTION_URL"].rstrip("/")
         self.token = environ["WMPROXY_INSPECTION_TOKEN"]
         self.job_id = environ["GLITE_WMS_JOBID"]
-        self.env = {k: v for k, v in environ.items() if k not in AGENT_VARIABLES}
+        self.env = command_environment(environ, self.work_dir)
         self.parent = os.getppid()
         self.stopping = False
         self.busy = False  # running a command (SIGTERM then waits for it to be killed)
@@ -246,6 +254,23 @@ class Agent:
                     self._pause(min(MAX_PAUSE, 2.0 ** min(failures, 5)))
                 except _StopError:
                     return 0
+
+
+def command_environment(environ: dict[str, str], work_dir: str) -> dict[str, str]:
+    """The environment of every command the agent runs, built from scratch: ``PATH`` =
+    :data:`TRUSTED_PATH`, ``LANG=C.UTF-8``, ``HOME`` = the work dir (the job's, as the wrapper sets
+    it), the batch system's variables of the agent's own environment (:data:`BATCH_PREFIXES`), and
+    :data:`JOB_VARIABLES` from the job's ``environ``.
+
+    Nothing else of the job's environment: the job sets it (JDL ``Environment``), and an allowed
+    program would run whatever it names: ``LD_PRELOAD=./evil.so`` (or ``LD_LIBRARY_PATH``,
+    ``LD_AUDIT``, ``GCONV_PATH``, ``LOCPATH``, ``GLIBC_TUNABLES``) had the job's code run inside an
+    allow-listed ``ps``, and an allowed program that is a script reads ``BASH_ENV``, ``ENV``,
+    ``BASH_FUNC_*``, ``IFS``, ``PYTHON*``, ``PERL5*``... A deny-list of those would miss the next one."""
+    env = {"PATH": TRUSTED_PATH, "LANG": "C.UTF-8", "HOME": work_dir}
+    env.update((key, value) for key, value in os.environ.items() if key.startswith(BATCH_PREFIXES))
+    env.update((key, environ[key]) for key in JOB_VARIABLES if key in environ)
+    return env
 
 
 def program_path(name: str) -> str | None:

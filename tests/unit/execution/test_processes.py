@@ -6,11 +6,22 @@ then root's), and a zombie is not live."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+
+import pytest
 
 from tests.unit.execution.wrapper_support import DEADLINE, wait_for
 from wmproxy.execution.identity import Account
-from wmproxy.execution.processes import live_pids_of, live_uids, real_uid
+from wmproxy.execution.processes import (
+    EXIT_STATUS_KNOWN,
+    exit_status,
+    live_pids_of,
+    live_uids,
+    open_pidfd,
+    real_uid,
+    session_has_members,
+)
 from wmproxy.execution.purging import accounts_with_processes
 
 #: Makes itself non-dumpable (prctl PR_SET_DUMPABLE 0), says so, then waits for its stdin to close.
@@ -71,3 +82,45 @@ class TestProcesses:
         assert real_uid(zombie.pid) == os.getuid() and zombie.pid not in live_pids_of({os.getuid()})
         zombie.wait()
         assert real_uid(zombie.pid) is None
+
+
+#: Starts ``sleep`` in the background, prints its pid, and reaps it when it ends (its parent: not us).
+PARENT_OF_SLEEP = "sleep 600 & echo $!; wait $!"
+
+
+class TestPidfds:
+    @pytest.mark.skipif(not EXIT_STATUS_KNOWN, reason="needs Linux 6.15+ (PIDFD_INFO_EXIT)")
+    def test_the_exit_status_of_a_process_reaped_by_another_comes_through_its_pidfd(self) -> None:
+        """A zygote's wrapper is the zygote's child, not the worker's: only the kernel's copy of its
+        wait status, kept for its pidfds once reaped, tells the worker that a signal killed it."""
+        parent = subprocess.Popen(["/bin/sh", "-c", PARENT_OF_SLEEP], stdout=subprocess.PIPE, text=True)
+        try:
+            assert parent.stdout is not None
+            pid = int(parent.stdout.readline())
+            pidfd = open_pidfd(pid)
+            assert pidfd is not None
+            try:
+                assert exit_status(pidfd) is None  # it runs
+                os.kill(pid, signal.SIGKILL)
+                parent.wait(timeout=DEADLINE)  # the shell has reaped it
+                status = exit_status(pidfd)
+                assert status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            finally:
+                os.close(pidfd)
+        finally:
+            parent.kill()
+            parent.communicate(timeout=DEADLINE)
+
+    def test_a_session_has_members_while_a_process_other_than_its_leader_is_in_it(self) -> None:
+        leader = subprocess.Popen(["/bin/sh", "-c", PARENT_OF_SLEEP], stdout=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        try:
+            assert leader.stdout is not None
+            member = int(leader.stdout.readline())
+            assert session_has_members(leader.pid)
+            os.kill(member, signal.SIGKILL)
+            leader.wait(timeout=DEADLINE)
+            wait_for(lambda: not session_has_members(leader.pid), "the session to be empty")
+        finally:
+            leader.kill()
+            leader.communicate(timeout=DEADLINE)

@@ -131,6 +131,7 @@ class LocalExecutionBackend:
         self.cgroups = None if cgroups is None else cgroups.for_work_root(self.work_root)
         cgroups = self.cgroups
         self._swept_at: float | None = None  # monotonic time of the last sweep of the cgroups; None: at the first tidy
+        self._wrappers: dict[int, _Wrapper] = {}  # id(handle) -> how its wrapper ends, until its release
         weakref.finalize(self, _close_zygotes, self._zygotes, cgroups)
 
     # --- starting ------------------------------------------------------------------
@@ -230,8 +231,10 @@ class LocalExecutionBackend:
         handles then name the wrappers (pid and start time). A job the zygote refuses is
         refused by :meth:`spawn`; a zygote that fails is closed and its account's jobs are
         started by the worker itself (:meth:`spawn`) for :data:`ZYGOTE_RETRY` seconds,
-        which is logged once. With job cgroups each wrapper is held until the worker has put it
-        in its job's cgroup (:meth:`Zygote.request`'s ``hold``). Never raises."""
+        which is logged once. Each wrapper is held (:meth:`Zygote.request`'s ``hold``) until the
+        worker has checked it, opened its pidfd (:class:`_Wrapper`: how it ends, which its job could
+        otherwise hide by killing it at once) and, with job cgroups, put it in its job's cgroup; a
+        held wrapper found gone is refused (it ran nothing). Never raises."""
         if not self.use_zygotes:
             return
         self._close_idle_zygotes()
@@ -250,9 +253,8 @@ class LocalExecutionBackend:
             if launcher is None:
                 continue
             cgroups = self.cgroups
-            try:
-                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group],
-                                           hold=cgroups is not None)
+            try:  # held: nothing of a job runs before the worker has its wrapper's pidfd (and cgroup)
+                results = launcher.request([str(h.work_dir) for h in group], [h.spec for h in group], hold=True)
             except ZygoteError as exc:
                 self._zygote_lost(account, group, str(exc))
                 continue
@@ -265,37 +267,42 @@ class LocalExecutionBackend:
                     continue
                 # Never trust the zygote (it runs as the account) with a pid the worker may signal:
                 # the pid must be its own child, leading its own session; the start time is read here.
+                # The pidfd is opened first, so it is that child's (its exit status: _Wrapper.end).
+                pidfd = processes.open_pidfd(result[0])
                 started = _child_of(result[0], launcher.process.pid)
                 if started is False:
+                    _close(pidfd)
                     forged = True
                     self._launched[id(handle)] = "the wrapper fork server named a process that is not its child"
                     continue
-                if cgroups is not None:
-                    refused = self._join_cgroup(cgroups, handle, result[0], started)
-                    (drop if refused else go).append(result[0])
-                    if refused:
-                        self._launched[id(handle)] = refused
-                        continue
+                refused = self._hold_refusal(cgroups, handle, result[0], started)
+                (drop if refused else go).append(result[0])
+                if refused is not None or started is None:
+                    _close(pidfd)
+                    self._launched[id(handle)] = refused
+                    continue
                 self._launched[id(handle)] = None
                 handle.spec = None  # the wrapper has it
-                if started is not None:  # None: it has ended and been reaped already (its status tells)
-                    handle.pid = result[0]
-                    handle.ref = self._ref(result[0], handle.work_dir.name, started, handle.wall_time)
-            if cgroups is not None:
-                self._let_go(account, group, launcher, go, drop)
+                self._follow(handle, result[0], pidfd, started, forked=True)
+                handle.pid = result[0]
+                handle.ref = self._ref(result[0], handle.work_dir.name, started, handle.wall_time)
+            self._let_go(account, group, launcher, go, drop)
             if forged:
                 self._zygote_failed(account, "it named a process that is not its child")
 
     @staticmethod
-    def _join_cgroup(cgroups: JobCgroups, handle: RunHandle, pid: int, started: int | None) -> str | None:
-        """Put the held wrapper ``pid`` in its job's cgroup; None when done, else why not (the
-        wrapper is then dropped: it exits running nothing)."""
+    def _hold_refusal(cgroups: JobCgroups | None, handle: RunHandle, pid: int, started: int | None) -> str | None:
+        """With job cgroups, put the held wrapper ``pid`` in its job's cgroup; None when it may run
+        its job, else why not (the wrapper is then dropped: it exits running nothing). A held
+        wrapper found gone was killed (by another process of the account) before it ran anything."""
         if started is None:
-            return "the job wrapper died before it joined the job's cgroup"
-        try:
-            cgroups.add(handle.work_dir.name, pid)
-        except CgroupError as exc:
-            return str(exc)
+            return ("the job wrapper died before it joined the job's cgroup" if cgroups is not None
+                    else "the job wrapper died before it was let run its job")
+        if cgroups is not None:
+            try:
+                cgroups.add(handle.work_dir.name, pid)
+            except CgroupError as exc:
+                return str(exc)
         return None
 
     def _let_go(self, account: Account | None, group: Sequence[RunHandle], launcher: Zygote,
@@ -311,6 +318,9 @@ class LocalExecutionBackend:
                     self._launched[id(handle)] = f"the job wrapper was not let go: {exc}"
                     handle.pid = None
                     handle.ref = self._ref(None, handle.work_dir.name, wall=handle.wall_time)
+                    followed = self._wrappers.pop(id(handle), None)
+                    if followed is not None:
+                        followed.close()
 
     def _zygote_lost(self, account: Account | None, group: Sequence[RunHandle], why: str) -> None:
         """The account's zygote failed while it had ``group``'s requests: closed (its account's
@@ -324,6 +334,7 @@ class LocalExecutionBackend:
             if pid is not None:
                 handle.pid = pid
                 handle.ref = self._ref(pid, handle.work_dir.name, start_time(pid), handle.wall_time)
+                self._follow_running(handle, forked=True)
             elif _ever_started(handle.work_dir):
                 self._launched[id(handle)] = None
                 handle.spec = None
@@ -381,6 +392,9 @@ class LocalExecutionBackend:
     def close(self) -> None:
         """Stop the zygotes (their wrappers keep running) and remove the spare work dirs."""
         _close_zygotes(self._zygotes, self.cgroups)
+        for followed in self._wrappers.values():
+            followed.close()
+        self._wrappers.clear()
         for key in list(self._spares):
             self._drop_spares(key, at_once=True)
 
@@ -454,7 +468,18 @@ class LocalExecutionBackend:
         ``SIGSTOP``: same uid) is killed by the worker (:meth:`_stop_overrun`) and Aborted with the
         same reason, as a deep failure, whatever its work dir says (the job can write there, and
         may have stopped its wrapper before it wrote ``started.json``: taken for a shallow failure,
-        the job would be run again)."""
+        the job would be run again).
+
+        A wrapper killed by a signal (its wait status: the worker's own child's, or, for one a zygote
+        forked or the worker adopted, its pidfd's, :class:`_Wrapper`) is Aborted, "the job wrapper
+        was killed by signal N", a deep failure once the payload had started, whatever its
+        ``status.json`` says: the job runs as the wrapper's uid and may have written that file,
+        then killed its wrapper to be recorded Done while it runs on. Such a wrapper's exit status
+        is known once its zygote has reaped it (on Linux 6.15+, ``PIDFD_INFO_EXIT``): an ended
+        wrapper not reaped yet is followed as running for at most :data:`REAP_WAIT` seconds (a
+        zygote found stopped meanwhile is closed, so that init reaps it). Where the exit status
+        cannot be known (an older kernel, a wrapper that ended while no worker followed it) the
+        status file is taken as written, and :meth:`release` kills what is left of the job."""
         if self._running(handle):
             if handle.overrun or self._overran(handle):
                 self._stop_overrun(handle)
@@ -464,6 +489,17 @@ class LocalExecutionBackend:
             return JobOutcome(JobState.ABORTED, reason=f"{WALL_TIME_EXCEEDED} of {_seconds(handle.wall_time or 0)} s:"
                               " the worker killed the job, whose wrapper had not stopped it (deep failure)",
                               payload_started=True, recorded=False)
+        status_code = self._wrapper_end(handle)
+        if status_code is None and self._reaping(handle):
+            return None  # its exit status comes with its reaping, in a moment
+        if status_code is not None and os.WIFSIGNALED(status_code):
+            # its status.json is not taken: the job (same uid) may have written it, then killed it
+            started = self.started(handle)
+            return JobOutcome(JobState.ABORTED, reason=f"the job wrapper was killed by signal "
+                              f"{os.WTERMSIG(status_code)} " + ("after the payload had started (deep failure)"
+                                                               if started else "before starting the payload"
+                                                               " (shallow failure)"),
+                              payload_started=started, recorded=False)
         try:
             status: WrapperStatus | None = identity.read_status(handle.work_dir, handle.account)
         except WrapperStatusError as exc:
@@ -548,12 +584,16 @@ class LocalExecutionBackend:
         _host, pid, name = parsed
         work_dir = self.work_root / name
         wall = ref_wall_time(ref)
+        forked = pid is not None and ref_start_time(ref) is not None  # by a zygote: non-dumpable
         if pid is None:
             pid = _find_wrapper(work_dir, account)
             ref = self._ref(pid, name, None if pid is None else start_time(pid), wall)
         else:
             ref = self._ref(pid, name, ref_start_time(ref), wall)
-        return RunHandle(ref=ref, work_dir=work_dir, account=account, pid=pid, wall_time=wall)
+        handle = RunHandle(ref=ref, work_dir=work_dir, account=account, pid=pid, wall_time=wall)
+        if pid is not None:
+            self._follow_running(handle, forked=forked)
+        return handle
 
     def release(self, handle: RunHandle) -> None:
         """Remove the job's proxy copy, then its work dir (never following links), so the
@@ -561,17 +601,19 @@ class LocalExecutionBackend:
         ``reuse_work_dirs``, a work dir of the usual layout is emptied and kept as a spare of
         its account instead (:func:`identity.recycle_work_dir`).
 
-        The wrapper kills what its job left in its session when the job ends; when it may not
-        have (the job was cancelled or overran its wall time, its wrapper ended without a status,
-        or, started by the worker itself, was killed by a signal: its job may have written the
-        status), what is left of the session is killed first (:func:`_kill_leftovers`). A wrapper
-        a zygote forked and that was killed after its job forged its status is not told apart (the
-        zygote reaps it): what it left in its session lives on, unless job cgroups are on. A scan
-        of ``/proc`` at every release would find it, at about 1 ms of worker CPU per job with
-        130 processes on the host (more with more). With job cgroups, everything left in the
-        job's cgroup is killed and the cgroup removed, whatever the end (usually it is empty: one
-        ``rmdir``; one still busy is left to :meth:`tidy`); a job without its cgroup (started
-        while they were off) is treated as without them.
+        The wrapper kills what its job left in its session when the job ends. The worker takes
+        that as done only when it knows the wrapper exited on its own (not by a signal) and could
+        not be made to (forked by a zygote: non-dumpable, so the job cannot trace it), and the
+        job was neither cancelled nor past its wall time: its exit status from its pidfd
+        (:class:`_Wrapper`). Otherwise, whatever ``status.json`` says (the job may have written it
+        and killed its wrapper), what is left of the wrapper's session and the descendants of its
+        members are killed (:func:`_kill_leftovers`: one ``getsid`` per process of ``/proc``,
+        about 0.1 ms with 190 processes, and the full pass only when the session has members),
+        checked against pid reuse and the job's uid. A process that left the session (``setsid``)
+        and whose parent is gone is out of reach without job cgroups. With job cgroups,
+        everything left in the job's cgroup is killed and the cgroup removed, whatever the end
+        (usually it is empty: one ``rmdir``; one still busy is left to :meth:`tidy`); a job
+        without its cgroup (started while they were off) is treated as without them.
 
         Raises:
             BackendError: the directory could not be removed.
@@ -580,11 +622,13 @@ class LocalExecutionBackend:
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         else:
-            if handle.pid is not None and (handle.cancel_sent_at is not None or handle.overrun or _killed(handle)
-                                           or not os.path.lexists(handle.work_dir / STATE_DIR / STATUS_NAME)):
+            if not self._ended_cleanly(handle):
                 self._kill_leftovers(handle)
             if self.cgroups is not None:
                 self.cgroups.kill(handle.work_dir.name)  # an empty one its wrapper never joined
+        followed = self._wrappers.pop(id(handle), None)
+        if followed is not None:
+            followed.close()
         with contextlib.suppress(OSError):
             os.unlink(handle.work_dir / PROXY_NAME)
         if self._recycle(handle):
@@ -662,12 +706,86 @@ class LocalExecutionBackend:
 
     def _kill_leftovers(self, handle: RunHandle) -> None:
         """SIGKILL the processes left in the session of the job's wrapper once it has ended
-        (with job cgroups: everything in the job's cgroup)."""
+        (with job cgroups: everything in the job's cgroup). The session is the wrapper's pid: the
+        handle's, or, for a wrapper that had ended when the worker checked what its zygote
+        answered, the one the zygote named (:func:`_kill_leftovers` checks it against reuse)."""
+        followed = self._wrappers.get(id(handle))
+        pid = handle.pid if handle.pid is not None or followed is None else followed.pid
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
-        elif handle.pid is not None and not self._running(handle):
-            _kill_leftovers(handle.pid, ref_start_time(handle.ref),
-                            os.getuid() if handle.account is None else handle.account.uid)
+        elif pid is not None and not self._running(handle):
+            started = ref_start_time(handle.ref) if handle.pid is not None else None
+            _kill_leftovers(pid, started, os.getuid() if handle.account is None else handle.account.uid)
+
+    def _follow(self, handle: RunHandle, pid: int, pidfd: int | None, started: int | None, *,
+                forked: bool) -> None:
+        """Keep the wrapper ``pid`` of ``handle`` (its pidfd, opened while it was known to be that
+        wrapper, and its start time) until the job's release (or the handle's end)."""
+        self._wrappers[id(handle)] = _Wrapper(pid, pidfd, started, forked)
+        weakref.finalize(handle, self._wrappers.pop, id(handle), None)
+
+    def _follow_running(self, handle: RunHandle, *, forked: bool) -> None:
+        """:meth:`_follow` the wrapper a handle names, when it runs: its pidfd is opened first,
+        then the wrapper checked (:meth:`_running`), so the pidfd is that wrapper's."""
+        if handle.pid is None:
+            return
+        pidfd = processes.open_pidfd(handle.pid)
+        if pidfd is not None and self._running(handle):
+            self._follow(handle, handle.pid, pidfd, ref_start_time(handle.ref) or start_time(handle.pid),
+                         forked=forked)
+        else:
+            _close(pidfd)
+
+    def _wrapper_end(self, handle: RunHandle) -> int | None:
+        """The wait status of the job's ended wrapper (as ``os.waitpid`` gives it), None when it
+        is not known (yet): the worker's own child's, else its pidfd's (:meth:`_Wrapper.end`)."""
+        if handle.process is not None:
+            code = handle.process.returncode
+            return None if code is None else -code if code < 0 else code << 8
+        followed = self._wrappers.get(id(handle))
+        return None if followed is None else followed.end()
+
+    def _reaping(self, handle: RunHandle) -> bool:
+        """Whether the job's wrapper has ended but is not reaped yet (a zombie of its start time),
+        on a kernel that gives the exit status of a reaped process, for at most :data:`REAP_WAIT`
+        seconds: its exit status comes with the reaping. A zombie whose zygote is stopped (a job
+        of the account may stop it) is never reaped by it: that zygote is closed (killed), and
+        init reaps the wrapper."""
+        followed = self._wrappers.get(id(handle))
+        if (followed is None or followed.pidfd is None or followed.started is None or handle.process is not None
+                or not processes.EXIT_STATUS_KNOWN):
+            return False
+        fields = _stat_fields(followed.pid)
+        try:
+            if fields is None or fields[0] not in (b"Z", b"X") or int(fields[19]) != followed.started:
+                return False
+            parent = int(fields[1])
+        except (IndexError, ValueError):
+            return False
+        now = time.monotonic()
+        if followed.reaping_since is None:
+            followed.reaping_since = now
+        elif now - followed.reaping_since > REAP_WAIT:
+            log.warning("the ended job wrapper %d (%s) was not reaped within %g s: how it ended is not known, "
+                        "its status file is taken as written", followed.pid, handle.work_dir.name, REAP_WAIT)
+            followed.close()
+            return False
+        launcher = self._zygotes.get(_account_key(handle.account))
+        if launcher is not None and launcher.process.pid == parent and _proc_state(parent) in ("T", "t"):
+            self._zygote_failed(handle.account, "it is stopped, and does not reap its ended wrappers")
+        return True
+
+    def _ended_cleanly(self, handle: RunHandle) -> bool:
+        """Whether the job's wrapper is known to have exited on its own, having killed what was
+        left of its session (:meth:`release`): forked by a zygote (the job cannot trace it), its
+        exit status known and not a signal's, the job neither cancelled nor past its wall time."""
+        if handle.cancel_sent_at is not None or handle.overrun:
+            return False
+        followed = self._wrappers.get(id(handle))
+        if followed is None or not followed.forked:
+            return False
+        status = followed.end()
+        return status is not None and os.WIFEXITED(status)
 
     def _running(self, handle: RunHandle) -> bool:
         if handle.pid is None:
@@ -681,9 +799,45 @@ class LocalExecutionBackend:
         return is_wrapper(handle.pid, handle.work_dir, handle.account)
 
 
-def _killed(handle: RunHandle) -> bool:
-    """Whether the wrapper the worker started itself (not a zygote) ended by a signal."""
-    return handle.process is not None and (handle.process.returncode or 0) < 0
+class _Wrapper:
+    """A job's wrapper as the worker follows it to learn how it ended, though it is not the
+    worker's child (a zygote forked it, or an earlier worker life started it): its pid (the id of
+    its session), its start time when known, and a pidfd opened while it was known to be that
+    wrapper, from which the kernel gives its wait status once it has been reaped by whoever is its
+    parent (:func:`processes.exit_status`, Linux 6.15+). ``forked``: forked by a zygote, so
+    non-dumpable from its start: a process of the job (same uid) may kill it but not trace it
+    into exiting on its own."""
+
+    __slots__ = ("forked", "pid", "pidfd", "reaping_since", "started", "status")
+
+    def __init__(self, pid: int, pidfd: int | None, started: int | None, forked: bool) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.started = started
+        self.forked = forked
+        self.status: int | None = None
+        self.reaping_since: float | None = None
+
+    def end(self) -> int | None:
+        """The wrapper's wait status once it is known, else None."""
+        if self.status is None and self.pidfd is not None:
+            self.status = processes.exit_status(self.pidfd)
+        return self.status
+
+    def close(self) -> None:
+        _close(self.pidfd)
+        self.pidfd = None
+
+    def __del__(self) -> None:  # a handle dropped unreleased (its finalizer): its pidfd closed
+        if self.pidfd is not None:
+            with contextlib.suppress(Exception):  # also at the interpreter's exit
+                os.close(self.pidfd)
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _account_key(account: Account | None) -> tuple[int, int] | None:
@@ -1094,6 +1248,9 @@ def _kill_session(sid: int) -> None:
 
 #: Passes over ``/proc`` at most in which :func:`_kill_leftovers` kills what is left of a session.
 LEFTOVER_PASSES = 20
+#: Seconds an ended wrapper not reaped yet is followed as running, for its exit status
+#: (:meth:`LocalExecutionBackend.poll`).
+REAP_WAIT = 10.0
 
 
 def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
@@ -1114,10 +1271,12 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
     fields = _stat_fields(sid)
     if fields is not None:
         try:
-            if fields[0] != b"Z" or (started is not None and int(fields[19]) != started):
+            if fields[0] not in (b"Z", b"X") or (started is not None and int(fields[19]) != started):
                 return
         except (IndexError, ValueError):
             return
+    if not processes.session_has_members(sid) and (fields is None or not _threads_run(sid)):
+        return  # nothing left: found with one getsid per process, the full pass reads every stat file
     _kill_in_passes(sid, uid, leader=fields is not None, started=started)
 
 
