@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from tests.admin.support import days_ago, job_row, recorded, sealed_rows, write_ini
-from tests.conftest import Pki
+from tests.admin.support import days_ago, job_row, recorded, sealed_rows, settings_for, write_ini
+from tests.conftest import POSTGRES_ADMIN_URL, Pki
 from wmproxy.admin import cli, initialise
 from wmproxy.admintools import check_ca_dir, parse_age
 from wmproxy.config import DatabaseSettings, Settings
@@ -502,3 +502,17 @@ class TestCheck:
 
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))
+
+
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(tmp_path: Path, pki: Pki) -> None:
+    """The refusal every process and ``check`` print names the database (it said "the database
+    cannot be reached: ..." alone), its password hidden; the SQLite variant (owner and mode of
+    the file) is tests/integration/test_start_checks.py's."""
+    secret = "not-the-password-4711"  # noqa: S105 - made up: the output must not show it
+    wrong = make_url(POSTGRES_ADMIN_URL).set(password=secret, database="wmproxy_no_such_database")
+    settings = settings_for(tmp_path / "state", wrong.render_as_string(hide_password=False), pki)
+    result = admin(write_ini(settings, tmp_path / "wmproxy.conf"), "check", "--json")
+    assert result.exit_code == 1
+    detail = {c["check"]: c for c in json.loads(result.output)}["schema"]["detail"]
+    assert f"the database {wrong.render_as_string(hide_password=True)} cannot be reached: " in detail, detail
+    assert secret not in result.output
