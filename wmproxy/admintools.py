@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
+import pwd
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -404,13 +406,43 @@ def check_ca_dir(ca_dir: str, now: dt.datetime | None = None, namespace_mode: st
     return problems
 
 
-def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
-    from wmproxy.security.filemodes import check_private_files
+def _owner_problems(settings: Settings, user: pwd.struct_passwd) -> list[str]:
+    """The private files (store key, SQLite database and companions) that exist and are not the
+    service user's: it cannot open them (a restore as root leaves them root's)."""
+    from wmproxy.security.filemodes import private_files
+    from wmproxy.services.storekey import account_name
+
+    problems = []
+    for path in private_files(settings):
+        try:
+            owner = path.stat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner != user.pw_uid:
+            problems.append(f"{path} belongs to {account_name(owner)}, not to the service user {user.pw_name}: run "
+                            f"`chown {user.pw_name} {path}` (as root; or wmproxy-admin init --user {user.pw_name})")
+    return problems
+
+
+#: The checks that read the schema's tables: not run when the schema check fails (their errors
+#: would be the database's, SQL included, beside the schema's clear one).
+_NEED_SCHEMA = ("store key", "sealed rows")
+
+
+def _checks(settings: Settings, user: pwd.struct_passwd | None = None) -> list[tuple[str, Callable[[], str]]]:
+    from wmproxy.monitoring import health
+    from wmproxy.security.filemodes import check_private_files, private_files
     from wmproxy.services.storekey import check_schema, check_store_key, unopenable_sealed
 
     def modes() -> str:
         check_private_files(settings)
-        return "store key and database are private (0600)"
+        present = [str(path) for path in private_files(settings) if path.exists()]
+        if not present:
+            return "no store key and no SQLite database file yet: nothing to check (wmproxy-admin init makes them)"
+        if user is not None and (problems := _owner_problems(settings, user)):
+            raise ConfigError("\n".join(problems))
+        owned = f", owned by {user.pw_name}" if user is not None else ""
+        return f"{', '.join(present)}: private (0600){owned}"
 
     def schema() -> str:
         check_schema(settings)
@@ -428,12 +460,16 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
         return f"{settings.security.ca_dir}: CA certificates present, CRLs fresh{policies}"
 
     def host_cert() -> str:
-        from wmproxy.monitoring.health import host_cert_check
-
-        found = host_cert_check(settings.security.host_cert, utcnow())
+        found = health.host_cert_check(settings.security.host_cert, utcnow())
         if not found.ok:
             raise ConfigError(found.detail)
         return f"{settings.security.host_cert}: {found.detail}"
+
+    def host_key() -> str:
+        problem = health.host_pair_problem(settings.security.host_cert, settings.security.host_key, user)
+        if problem is not None:
+            raise ConfigError(f"{problem}: the service cannot start")
+        return f"{settings.security.host_key}: the host certificate's key{_read_by(user)}"
 
     def sealed() -> str:
         tried, bad = unopenable_sealed(settings)
@@ -452,19 +488,63 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
             raise ConfigError(problem)
         return f"{settings.security.policy_file} reads" if settings.security.policy_file else "none set"
 
+    def mapping() -> str:
+        problems = health.mapping_problems(settings, user)
+        if problems is None:
+            return "[mapping] mode = none: jobs are not mapped, no file read"
+        if problems:
+            raise ConfigError(f"{'; '.join(problems)}: every submission is refused")
+        return f"the [mapping] files read{_read_by(user)}"
+
+    def catalogue() -> str:
+        problem = health.catalogue_problem(settings, user)
+        if problem is not None:
+            raise ConfigError(f"{problem}: started jobs stay waiting")
+        if not settings.jobs.ce_catalogue:
+            return "none set: jobs run on the built-in local CE (docs/brokering.md)"
+        return f"{settings.jobs.ce_catalogue} reads{_read_by(user)}"
+
     return [("configuration", lambda: "loads"), ("file modes", modes), ("schema", schema),
             ("store key", key), ("sealed rows", sealed), ("CA directory", ca), ("host certificate", host_cert),
-            ("policy file", policy)]
+            ("host key", host_key), ("policy file", policy), ("mapping files", mapping), ("CE catalogue", catalogue)]
+
+
+def _read_by(user: pwd.struct_passwd | None) -> str:
+    """How the files were judged readable: by the service user's modes, or as this process."""
+    from wmproxy.services.storekey import account_name
+
+    if user is not None:
+        return f", readable by {user.pw_name}"
+    return f", readable by {account_name(os.geteuid())} (this user; --user judges for the service user)"
+
+
+def _service_user(name: str | None) -> pwd.struct_passwd | None:
+    if name is None:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise click.BadParameter(f"no such user {name!r} (getent passwd {name})", param_hint="--user") from None
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--user", default=None, metavar="NAME",
+              help="the service user (gunicorn's and the workers'): files are judged as it can read them, the "
+                   "store key and SQLite database must be its own")
 @pass_settings
-def check(settings: Settings, as_json: bool) -> None:
+def check(settings: Settings, as_json: bool, user: str | None) -> None:
     """Check configuration, file modes, schema, store key, sealed rows, CA directory, host
-    certificate and policy file; exit 1 on a problem."""
-    results = []
-    for name, run in _checks(settings):
+    certificate and key, policy file, mapping files and CE catalogue; exit 1 on a problem.
+
+    The files are read as the user running the command; run it as the service user, or as root
+    with ``--user``. The store key and sealed rows are not checked when the schema check fails."""
+    account = _service_user(user)
+    results: list[tuple[str, bool | None, str]] = []
+    for name, run in _checks(settings, account):
+        if name in _NEED_SCHEMA and not {n: ok for n, ok, _d in results}.get("schema", True):
+            results.append((name, None, "not checked: the schema check failed"))
+            continue
         try:
             results.append((name, True, run()))
         except (ConfigError, OSError, ValueError) as exc:
@@ -476,7 +556,7 @@ def check(settings: Settings, as_json: bool) -> None:
     else:
         table = Table("check", "result", "detail")
         for name, ok, detail in results:
-            _add_row(table, name, "ok" if ok else "PROBLEM", detail)
+            _add_row(table, name, "ok" if ok else "skipped" if ok is None else "PROBLEM", detail)
         Console(width=200).print(table)
-    if not all(ok for _n, ok, _d in results):
+    if not all(ok for _n, ok, _d in results if ok is not None):
         raise SystemExit(1)

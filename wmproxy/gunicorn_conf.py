@@ -11,11 +11,15 @@ TLS: client certificates are required and verified against the grid CA directory
 along the whole chain (a revoked user's proxy is refused). X509_STRICT stays off:
 proxies made by grid-proxy-init carry no Authority Key Identifier. The handshake runs in
 each worker's event loop with a deadline (``wmproxy.soap.tls_worker``), so a request thread
-only ever serves a client that has completed it.
+only ever serves a client that has completed it. The context is first built when the master
+loads this module, before it listens: a host certificate, key or CA directory the service user
+cannot load stops the start with the file named (the workers start with the master's context
+and rebuild it every minute, keeping the previous one when that fails).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import ssl
@@ -26,13 +30,16 @@ from typing import Any
 
 from wmproxy.allocator import exec_with_system_malloc, tune_allocator
 from wmproxy.config import ConfigError, load_settings
+from wmproxy.monitoring.health import host_pair_problem, load_host_pair
 from wmproxy.services.load import fd_limit_problem, raise_open_files_limit
 from wmproxy.soap.app import check_start
 from wmproxy.soap.memory import BIG_REQUEST_BYTES, release_memory
 
 # Refuse to start (before listening) on a configuration error (an unknown section, key or
 # variable, a bad value) or a store key or SQLite file that group/others can read, with the
-# culprit and the fix in one line, never a traceback; warn when jobs are not mapped.
+# culprit and the fix in one line, never a traceback; warn when jobs are not mapped. The TLS
+# context is built here too (_first_context, below): a host certificate, key or CA directory the
+# service user cannot load stops the start, naming the file.
 try:
     _settings = load_settings()
     check_start(_settings)
@@ -80,21 +87,28 @@ logconfig_dict: dict[str, Any] = {
 }
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
 proc_name = "wmproxy"
+# No control socket (gunicornc, gunicorn 25.1+): nothing here uses it, and its default path,
+# $XDG_RUNTIME_DIR/gunicorn.ctl or $HOME/.gunicorn/gunicorn.ctl, is one per user: a second
+# service of the same user that stopped removed the running one's.
+control_socket_disable = True
 
 #: Seconds a built SSL context is reused; CRL and CA updates are seen after this.
 _CONTEXT_TTL = 60
 #: Seconds between two tries to rebuild it while rebuilding fails (the previous one is served).
 _REBUILD_RETRY = 5
-#: The context served, when it was built, and when a rebuild last failed (monotonic seconds).
-_cache: dict[str, Any] = {"context": None, "built": 0.0, "failed": None}
+#: The context served, when it was built, when a rebuild last failed (monotonic seconds) and
+#: the failure last logged (logged again only when it changes).
+_cache: dict[str, Any] = {"context": None, "built": 0.0, "failed": None, "error": None}
 _log = logging.getLogger(__name__)
 
 
 def _build_context() -> ssl.SSLContext:
     sec = _settings.security
+    if not os.path.isdir(sec.ca_dir):
+        raise FileNotFoundError(errno.ENOENT, "the CA directory ([security] ca_dir) is not a directory", sec.ca_dir)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(sec.host_cert, sec.host_key)
+    load_host_pair(ctx, sec.host_cert, sec.host_key)
     ctx.load_verify_locations(capath=sec.ca_dir)
     ctx.verify_mode = ssl.CERT_REQUIRED
     strict_off = ctx.verify_flags & ~ssl.VERIFY_X509_STRICT
@@ -106,14 +120,44 @@ def _build_context() -> ssl.SSLContext:
     return ctx
 
 
+def _why_not_built(exc: Exception) -> str:
+    """Why :func:`_build_context` failed, the file named: the host pair's problem as this
+    process's user meets it (:func:`wmproxy.monitoring.health.host_pair_problem`), else the
+    error with the three paths."""
+    sec = _settings.security
+    if isinstance(exc, OSError) and exc.filename == sec.ca_dir:
+        return f"cannot read the CA directory {sec.ca_dir} ([security] ca_dir): {exc.strerror or exc}"
+    problem = host_pair_problem(sec.host_cert, sec.host_key)
+    if problem is not None:
+        return problem
+    return (f"the TLS context cannot be built (host_cert {sec.host_cert}, host_key {sec.host_key}, "
+            f"ca_dir {sec.ca_dir}): {exc}")
+
+
+def _first_context() -> None:
+    """Build the TLS context in the master before it listens (the workers it forks start with
+    it): one that cannot be built stops the start, the file named in one line. Without this, the
+    service listened and each worker closed every connection without a word.
+
+    Raises:
+        SystemExit: the context cannot be built.
+    """
+    try:
+        _cache.update(context=_build_context(), built=time.monotonic())
+    except (OSError, ValueError) as exc:  # ssl.SSLError included; ValueError: an encrypted key
+        sys.exit(f"wmproxy: refusing to start: {_why_not_built(exc)}")
+
+
 def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:  # gunicorn hook signature
     """gunicorn calls this for every accepted connection (sync/gthread workers).
 
     The context is built again once it is :data:`_CONTEXT_TTL` seconds old. When that fails
     (the host certificate renewed in two steps, cert and key mismatched for a moment; a file
-    unreadable), the error is logged in one line and the previous context kept, the rebuild
-    tried again at most every :data:`_REBUILD_RETRY` seconds. With no previous context, the
-    error is raised (the connection is closed, as before).
+    unreadable), the previous context is kept and the rebuild tried again at most every
+    :data:`_REBUILD_RETRY` seconds; the failure is logged in one line (ERROR) once, and again
+    only when it changes; the rebuild that succeeds after it is logged (INFO). With no previous
+    context (none is built at start: :func:`_first_context`), the error is raised (the
+    connection is closed).
     """
     now = time.monotonic()
     context: ssl.SSLContext | None = _cache["context"]
@@ -121,20 +165,25 @@ def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext
     if context is None or (now - _cache["built"] > _CONTEXT_TTL and (failed is None or now - failed >= _REBUILD_RETRY)):
         try:
             built = _build_context()
-        except OSError as exc:  # ssl.SSLError included
+        except (OSError, ValueError) as exc:  # ssl.SSLError included
             if context is None:
                 raise
             _cache["failed"] = now
-            sec = _settings.security
-            _log.error("TLS context not rebuilt (host_cert %s, host_key %s, ca_dir %s): %s; the previous one "
-                       "(built %.0f s ago) is kept, next try in %d s", sec.host_cert, sec.host_key, sec.ca_dir,
-                       exc, now - _cache["built"], _REBUILD_RETRY)
+            why = _why_not_built(exc)
+            if why != _cache["error"]:
+                _cache["error"] = why
+                _log.error("TLS context not rebuilt: %s; the previous one (built %.0f s ago) is kept and the rebuild "
+                           "tried every %d s (logged again when the error changes)", why, now - _cache["built"],
+                           _REBUILD_RETRY)
             return context
         if failed is not None:
-            _log.info("TLS context rebuilt after the failure(s) logged before")
-        _cache.update(context=built, built=now, failed=None)
+            _log.info("TLS context rebuilt after the failure logged before")
+        _cache.update(context=built, built=now, failed=None, error=None)
         return built
     return context
+
+
+_first_context()
 
 
 def on_starting(server: Any) -> None:  # gunicorn hook signature

@@ -17,15 +17,16 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from tests.admin.support import days_ago, job_row, recorded, sealed_rows, write_ini
-from tests.conftest import Pki
+from tests.admin.support import days_ago, job_row, recorded, sealed_rows, settings_for, write_ini
+from tests.conftest import POSTGRES_ADMIN_URL, Pki
 from wmproxy.admin import cli, initialise
 from wmproxy.admintools import check_ca_dir, parse_age
 from wmproxy.config import DatabaseSettings, Settings
 from wmproxy.security import ca_policy
+from wmproxy.security.filemodes import sqlite_path
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import make_engine
@@ -449,5 +450,69 @@ class TestCheck:
         result = admin(config, "check", "--json")
         assert result.exit_code == 0, result.output
 
+    def test_before_init_nothing_is_said_private_and_the_missing_key_names_both_fixes(
+            self, settings: Settings, tmp_path: Path) -> None:
+        """No store key and no database yet (a new node): the file modes row says there is
+        nothing to check (it said both were private); the missing key's fix names init for a
+        new node beside the copy from another node; the checks that need the schema say they
+        were not run, not the database's error with its SQL."""
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 1, result.output
+        found = {c["check"]: c for c in json.loads(result.output)}
+        assert found["file modes"]["ok"]
+        assert found["file modes"]["detail"].startswith("no store key"), found["file modes"]
+        assert "private" not in found["file modes"]["detail"]
+        assert not found["schema"]["ok"]
+        for name in ("store key", "sealed rows"):
+            assert found[name]["ok"] is None, found[name]
+            assert found[name]["detail"] == "not checked: the schema check failed"
+
+    def test_an_unmigrated_database_shows_no_sql_beside_the_schema_message(self, settings: Settings,
+                                                                            tmp_path: Path) -> None:
+        initialise(settings)
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        # every table gone: a database never migrated (init made the store key before)
+        db = sqlite_path(settings.database.url)
+        if db is not None:
+            db.unlink()
+            db.touch(mode=0o600)
+        else:
+            engine = make_engine(settings.database.url)
+            try:
+                with engine.begin() as conn:
+                    for table in inspect(conn).get_table_names():
+                        conn.execute(text(f'DROP TABLE "{table}" CASCADE'))
+            finally:
+                engine.dispose()
+        result = admin(config, "check")
+        assert result.exit_code == 1
+        assert "not migrated yet" in result.output and "wmproxy-admin migrate" in result.output
+        assert "ProgrammingError" not in result.output and "OperationalError" not in result.output
+        assert "SELECT" not in result.output
+        assert result.output.count("not checked: the schema check failed") == 2, result.output
+
+    def test_a_missing_store_key_names_init_and_the_copy(self, config: Path, settings: Settings) -> None:
+        Path(settings.security.store_key_file).unlink()
+        found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").output)}
+        detail = found["store key"]["detail"]
+        assert not found["store key"]["ok"]
+        assert "on a new node (an empty database) run `wmproxy-admin init`" in detail, detail
+        assert "copy it from another node or from its backup" in detail, detail
+
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))
+
+
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(tmp_path: Path, pki: Pki) -> None:
+    """The refusal every process and ``check`` print names the database (it said "the database
+    cannot be reached: ..." alone), its password hidden; the SQLite variant (owner and mode of
+    the file) is tests/integration/test_start_checks.py's."""
+    secret = "not-the-password-4711"  # noqa: S105 - made up: the output must not show it
+    wrong = make_url(POSTGRES_ADMIN_URL).set(password=secret, database="wmproxy_no_such_database")
+    settings = settings_for(tmp_path / "state", wrong.render_as_string(hide_password=False), pki)
+    result = admin(write_ini(settings, tmp_path / "wmproxy.conf"), "check", "--json")
+    assert result.exit_code == 1
+    detail = {c["check"]: c for c in json.loads(result.output)}["schema"]["detail"]
+    assert f"the database {wrong.render_as_string(hide_password=True)} cannot be reached: " in detail, detail
+    assert secret not in result.output

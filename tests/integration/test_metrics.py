@@ -7,56 +7,23 @@ any credential, while the service port still refuses a client without a certific
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import zeep
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Pki
+from tests.integration.metrics_support import answers, http_get, start_metrics, token_file
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.integration.service import BIN, Deployment, free_port, tls_client_context
+from tests.integration.service import Deployment, free_port, tls_client_context
 from tests.support import ECHO_JDL, WAIT_TIMEOUT, delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
-
-
-def http_get(url: str, token: str | None = None) -> tuple[int, str]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310 - http://127.0.0.1
-                                    timeout=30) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def start_metrics(deployment: Deployment, port: int, prefix: tuple[str, ...] = (), **env: str) -> None:
-    """``wmproxy-metrics`` as the service processes run (the service user, when root), its
-    command after ``prefix`` (e.g. ``prlimit``)."""
-    argv = [*prefix, *deployment.service_prefix,
-            *deployment.python_command("wmproxy.monitoring", BIN / "wmproxy-metrics")]
-    saved = dict(deployment.env)
-    deployment.env.update(WMPROXY_METRICS_BIND=f"127.0.0.1:{port}", **env)
-    try:
-        deployment.start(argv, f"metrics-{port}.log")
-    finally:
-        deployment.env.clear()
-        deployment.env.update(saved)
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what=f"wmproxy-metrics on port {port}")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return http_get(url)[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -87,22 +54,12 @@ def test_health_answers_without_a_certificate(metrics_url: str, deployment: Depl
     assert status == 200, text
     assert [line.split()[:2] for line in text.splitlines()] == [["database", "ok"], ["schema", "ok"], ["ca", "ok"],
                                                                      ["crls", "ok"], ["ca_policy", "ok"],
-                                                                     ["host_cert", "ok"],
-                                                                     ["service", "ok"]]
+                                                                     ["host_cert", "ok"], ["host_key", "ok"],
+                                                                     ["ce_catalogue", "ok"], ["service", "ok"]]
     # ... while the service port itself refuses a client without a certificate
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(f"https://localhost:{deployment.port}/monitor/", timeout=30,
                                context=tls_client_context(pki.ca_dir, None)).read()
-
-
-def token_file(deployment: Deployment, token: str) -> Path:
-    """A ``[metrics] token_file`` holding ``token``, the service user's (0600)."""
-    path = deployment.state / f"metrics-token-{free_port()}"
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    owner = deployment.state.stat()
-    os.chown(path, owner.st_uid, owner.st_gid)
-    return path
 
 
 def test_readiness_fails_on_a_database_without_the_schema(deployment: Deployment) -> None:
@@ -151,7 +108,7 @@ def test_idle_connections_cannot_keep_the_scrapes_out(deployment: Deployment) ->
             except OSError:
                 break
         assert len(held) > 64, len(held)  # more than the process could hold
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what="/healthz beside 200 idle connections")
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), what="/healthz beside 200 idle connections")
         assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200
     finally:
         for conn in held:

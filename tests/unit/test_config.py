@@ -279,6 +279,12 @@ class TestExample:
         """A policy file named but missing refuses every caller: the example names none."""
         assert load_settings(EXAMPLE, environ={}).security.policy_file == ""
 
+    def test_the_example_names_no_mapping_file_or_catalogue_that_nothing_creates(self) -> None:
+        """It named /etc/wmproxy/voms-mapfile, ban-mapfile and ce-catalogue.ads, which an install
+        does not make: every submission was refused, then every started job stayed Waiting."""
+        settings = load_settings(EXAMPLE, environ={})
+        assert (settings.mapping.voms_rules_file, settings.mapping.ban_file, settings.jobs.ce_catalogue) == ("", "", "")
+
     def test_the_example_sends_no_renewal_to_a_made_up_server(self) -> None:
         renewal = load_settings(EXAMPLE, environ={}).renewal
         servers = [renewal.myproxy_server, *renewal.myproxy_servers_by_vo.values()]

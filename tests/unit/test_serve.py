@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import Pki
 from wmproxy.serve import APPLICATION, GUNICORN_CONFIG, gunicorn_argv
 
 BIN = Path(sys.executable).parent
@@ -32,7 +33,7 @@ def test_a_misspelt_section_stops_the_server_with_one_line(tmp_path: Path) -> No
     assert "Traceback" not in done.stderr
 
 
-def test_the_graceful_timeout_setting_reaches_gunicorn(tmp_path: Path) -> None:
+def test_the_graceful_timeout_setting_reaches_gunicorn(tmp_path: Path, pki: Pki) -> None:
     """``[service] graceful_timeout`` (here from the environment) is gunicorn's ``graceful_timeout``;
     the packaged configuration module read in a process of its own, as gunicorn reads it."""
     from wmproxy.admin import initialise
@@ -40,7 +41,8 @@ def test_the_graceful_timeout_setting_reaches_gunicorn(tmp_path: Path) -> None:
 
     conf = tmp_path / "wmproxy.conf"
     conf.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db/wmproxy.db\n[security]\n"
-                    f"store_key_file = {tmp_path}/keys/store.key\n[sandbox]\nroot = {tmp_path}/sandbox\n"
+                    f"store_key_file = {tmp_path}/keys/store.key\nca_dir = {pki.ca_dir}\nhost_cert = {pki.host_cert}\n"
+                    f"host_key = {pki.host_key}\n[sandbox]\nroot = {tmp_path}/sandbox\n"
                     f"[execution]\nwork_dir = {tmp_path}/work\n")
     initialise(load_settings(conf, environ={}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}

@@ -1,6 +1,8 @@
 """The TLS context of the packaged gunicorn configuration (``wmproxy.gunicorn_conf.ssl_context``):
-rebuilt once it is ``_CONTEXT_TTL`` seconds old; a rebuild that fails (host certificate and key
-briefly mismatched while they are renewed) is logged and the previous context kept.
+built when the module loads (in gunicorn's master, before it listens: a host key it cannot
+load stops the start), rebuilt once it is ``_CONTEXT_TTL`` seconds old; a rebuild that fails
+(host certificate and key briefly mismatched while they are renewed) is logged once per error and
+the previous context kept.
 
 The module is loaded afresh for each test, as gunicorn loads it (its settings from
 ``WMPROXY_CONFIG``), on host credentials of the test's own; the lapse of time is made by moving
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import ssl
 import threading
@@ -66,34 +69,70 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == CONF and r.levelno >= logging.ERROR]
 
 
-def test_a_failed_rebuild_keeps_the_previous_context_until_a_rebuild_succeeds(
+def test_host_credentials_that_cannot_be_loaded_stop_the_start_naming_the_file(
+        host: tuple[Path, Path], pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The master loads the configuration before it listens: a context it cannot build ends the
+    process with the file named (before, gunicorn listened and closed every connection)."""
+    cert, key = host
+    good = key.read_bytes()
+    key.write_bytes(other_key(pki, tmp_path / "other"))
+    with pytest.raises(SystemExit, match=re.escape(
+            f"wmproxy: refusing to start: the host key {key} does not match the host certificate {cert}")):
+        load_conf()
+    key.unlink()
+    with pytest.raises(SystemExit, match=re.escape(
+            f"wmproxy: refusing to start: cannot read the host key {key}: No such file or directory")):
+        load_conf()
+    key.write_bytes(b"not a key\n")
+    with pytest.raises(SystemExit, match=re.escape(f"the host certificate {cert} and key {key} cannot be loaded")):
+        load_conf()
+    key.write_bytes(good)
+    monkeypatch.setenv("WMPROXY_SECURITY_CA_DIR", str(tmp_path / "no-ca-dir"))
+    with pytest.raises(SystemExit, match=re.escape(f"cannot read the CA directory {tmp_path / 'no-ca-dir'}")):
+        load_conf()
+    monkeypatch.delenv("WMPROXY_SECURITY_CA_DIR")
+    conf = load_conf()
+    assert isinstance(conf._cache["context"], ssl.SSLContext)
+    assert conf.ssl_context(None, None) is conf._cache["context"]  # the workers inherit the master's
+    assert conf.control_socket_disable is True  # no $HOME/.gunicorn/gunicorn.ctl shared by the user's services
+
+
+def test_a_failed_rebuild_keeps_the_previous_context_and_is_logged_once_per_error(
         host: tuple[Path, Path], pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cert, key = host
     good, mismatched = key.read_bytes(), other_key(pki, tmp_path / "other")
     conf = load_conf()
-    conf._REBUILD_RETRY = 3600  # no retry within this test unless the failure's time is moved back
-    caplog.set_level(logging.INFO)
-    key.write_bytes(mismatched)  # no context yet: the error is raised (the connection closed), as before
-    with pytest.raises(ssl.SSLError, match="KEY_VALUES_MISMATCH"):
-        conf.ssl_context(None, None)
-    key.write_bytes(good)
     first = conf.ssl_context(None, None)
     assert isinstance(first, ssl.SSLContext)
     assert conf.ssl_context(None, None) is first  # reused within the TTL
+    caplog.set_level(logging.INFO)
+
+    def retry() -> ssl.SSLContext:
+        """The next connection after the TTL and the retry delay have passed."""
+        conf._cache["built"] -= conf._CONTEXT_TTL + 1
+        if conf._cache["failed"] is not None:
+            conf._cache["failed"] -= conf._REBUILD_RETRY
+        return conf.ssl_context(None, None)
 
     key.write_bytes(mismatched)  # a renewal has written the new key, not yet the new cert
-    conf._cache["built"] -= conf._CONTEXT_TTL + 1
-    assert conf.ssl_context(None, None) is first
+    assert retry() is first
     (line,) = errors(caplog)
-    assert f"host_cert {cert}" in line and f"host_key {key}" in line and "KEY_VALUES_MISMATCH" in line, line
+    assert f"the host key {key} does not match the host certificate {cert}" in line, line
     assert "PRIVATE KEY" not in line and "\n" not in line
-    assert conf.ssl_context(None, None) is first and len(errors(caplog)) == 1  # not tried again at once
+    for _ in range(3):  # tried again, the same error: not logged again (before: every 5 s per worker)
+        assert retry() is first
+    assert len(errors(caplog)) == 1
+    key.unlink()  # another error: logged
+    assert retry() is first
+    assert len(errors(caplog)) == 2 and f"cannot read the host key {key}" in errors(caplog)[1]
 
     key.write_bytes(good)  # the renewal is complete
-    conf._cache["failed"] -= conf._REBUILD_RETRY
-    rebuilt = conf.ssl_context(None, None)
+    rebuilt = retry()
     assert isinstance(rebuilt, ssl.SSLContext) and rebuilt is not first
-    assert conf.ssl_context(None, None) is rebuilt and len(errors(caplog)) == 1
+    assert conf.ssl_context(None, None) is rebuilt and len(errors(caplog)) == 2
+    assert any("TLS context rebuilt" in r.getMessage() for r in caplog.records if r.name == CONF)
+    key.write_bytes(mismatched)  # the same error as before, after a success: logged again
+    assert retry() is rebuilt and len(errors(caplog)) == 3
 
 
 def test_a_delayed_memory_release_follows_big_posts_only_one_at_a_time(host: tuple[Path, Path]) -> None:

@@ -86,6 +86,7 @@ from wmproxy.services import inspection, quota
 from wmproxy.services.broker_shares import OwnerShares
 from wmproxy.services.execution import StartOrder
 from wmproxy.services.mapping import unmappable_account
+from wmproxy.services.matchmaking import MatchingFailures
 from wmproxy.services.perusal import PerusalBudget, keep_perusal_chunk, perusal_budget, perusal_lists
 from wmproxy.services.retries import AttemptEnd, EndsNotRecordedError, end_attempt, end_attempts
 from wmproxy.services.runtime import Runtime
@@ -284,6 +285,7 @@ class ExecutionWorker:
         self.wakeup = Wakeup(rt.session_factory.kw.get("bind"))
         #: matchmaking CPU time per job owner, over this worker's cycles (in memory: docs/brokering.md)
         self.match_shares = OwnerShares.of(rt.settings.brokering)
+        self.match_failures = MatchingFailures(log)
         self._busy_since_tidy = 0
         # No job runs as the service user, whose files these are (the worker's own user and
         # group are refused anyway; they differ from these when the worker runs as root).
@@ -463,8 +465,10 @@ class ExecutionWorker:
                                           limit=min(sum(room.values()), STARTS_PER_STEP) + sum(wanted.values()),
                                           shares=self.match_shares)
         except WMProxyError as exc:  # e.g. an unreadable CE catalogue: the requests stay queued
-            log.error("cannot match the next job: %s", exc)
+            self.match_failures.failed(exc, time.monotonic())  # logged once per change, not per cycle
             orders = []
+        else:
+            self.match_failures.passed()
         prepared: list[RunningJob] = []
         try:
             for order in orders:

@@ -1,7 +1,7 @@
 """Readiness of a service node: database reachable, schema current, a CA certificate in the CA
 directory, CRLs fresh, the CA namespace policy files parsing, the host certificate readable and
-within its validity, the policy file (when one is set) readable, service port accepting
-connections.
+within its validity, the host key readable and the certificate's, the policy file, the mapping
+files and the CE catalogue (when set) readable, service port accepting connections.
 
 Each check returns a :class:`Check`; ``/readyz`` answers 200 only when all pass (a warning
 passes: an unparsable CA policy file refuses its CA's users only, on every node alike). The texts
@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import re
 import socket
+import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from wmproxy.config import Settings, parse_host_port
 from wmproxy.security import ca_policy
+from wmproxy.services.storekey import account_name
 
 #: Migrations shipped in the package (the Alembic head the database must be at).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -226,6 +230,162 @@ def host_cert_check(host_cert: str | Path, now: dt.datetime) -> Check:
     return Check("host_cert", True, f"valid until {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
 
 
+def _owner_and_mode(path: Path) -> str:
+    info = path.stat()
+    return f"it belongs to {account_name(info.st_uid)} with mode {stat.S_IMODE(info.st_mode):04o}"
+
+
+def _may(info: os.stat_result, user: pwd.struct_passwd, groups: set[int], bit: int) -> bool:
+    """Whether ``user`` (of ``groups``) has permission ``bit`` (4 read, 1 search) on ``info``
+    by its mode bits (ACLs are not looked at)."""
+    if user.pw_uid == 0:
+        return True
+    if info.st_uid == user.pw_uid:
+        return bool(info.st_mode >> 6 & bit)
+    if info.st_gid in groups:
+        return bool(info.st_mode >> 3 & bit)
+    return bool(info.st_mode & bit)
+
+
+def unreadable_file(path: str | Path, what: str, user: pwd.struct_passwd | None = None) -> str | None:
+    """Why the file ``path`` (``what``: "host key", "[mapping] ban_file"...) cannot be read, by
+    this process's user, or (``user``) by that account, judged from the modes and owners of the
+    file and of the directories on its way; None when it can. The text names the file, and for a
+    permission problem its owner and mode (never its content)."""
+    file = Path(path)
+    if user is None:
+        try:
+            with open(file, "rb"):
+                return None
+        except PermissionError:
+            me = account_name(os.geteuid())
+            try:
+                return f"{what} {file} is not readable by user {me}: {_owner_and_mode(file)}"
+            except OSError:
+                return f"{what} {file} is not readable by user {me}: a directory on its path cannot be entered"
+        except OSError as exc:
+            return f"cannot read the {what} {file}: {exc.strerror or exc}"
+    try:
+        file = file.resolve(strict=True)
+    except OSError as exc:
+        return f"cannot read the {what} {file}: {exc.strerror or exc}"
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for directory in reversed(file.parents):
+        if not _may(directory.stat(), user, groups, 1):
+            return (f"{what} {file} is not readable by the service user {user.pw_name}: it cannot enter "
+                    f"{directory} ({_owner_and_mode(directory)})")
+    if not _may(file.stat(), user, groups, 4):
+        return (f"{what} {file} is not readable by the service user {user.pw_name}: {_owner_and_mode(file)}; "
+                f"`chown {user.pw_name} {file}` (as root)")
+    return None
+
+
+def _no_passphrase() -> bytes:
+    raise ValueError("it is encrypted (it has a passphrase): the service needs it unencrypted")
+
+
+def load_host_pair(context: ssl.SSLContext, host_cert: str | Path, host_key: str | Path) -> None:
+    """``context.load_cert_chain`` of the host certificate and key, never asking for a
+    passphrase (OpenSSL would prompt on the terminal).
+
+    Raises:
+        OSError: a file cannot be read; ssl.SSLError: not PEM, or the key is not the certificate's.
+        ValueError: the key is encrypted.
+    """
+    context.load_cert_chain(host_cert, host_key, password=_no_passphrase)
+
+
+def host_pair_problem(host_cert: str | Path, host_key: str | Path, user: pwd.struct_passwd | None = None) -> str | None:
+    """Why the host certificate and key cannot be the TLS server's pair, as the service loads
+    them (:func:`load_host_pair`): a file that this process's user (or ``user``:
+    :func:`unreadable_file`) cannot read, that is not PEM, an encrypted key, a key that does not
+    match the certificate; None when they load. The text names the file(s)."""
+    for path, what in ((host_cert, "host certificate"), (host_key, "host key")):
+        if (problem := unreadable_file(path, what, user)) is not None:
+            return problem
+    try:
+        load_host_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), host_cert, host_key)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return f"the host key {host_key} does not match the host certificate {host_cert}"
+        return f"the host certificate {host_cert} and key {host_key} cannot be loaded (not PEM?): {exc}"
+    except ValueError as exc:
+        return f"the host key {host_key} cannot be loaded: {exc}"
+    except OSError as exc:
+        return f"the host certificate {host_cert} and key {host_key} cannot be loaded: {exc.strerror or exc}"
+    return None
+
+
+def host_key_check(host_cert: str | Path, host_key: str | Path) -> Check:
+    """The ``host_key`` check: the host certificate and key load as a pair
+    (:func:`host_pair_problem`), read as this process's user (``wmproxy-metrics`` runs as the
+    service user): an unreadable or mismatched key fails every client's TLS handshake."""
+    problem = host_pair_problem(host_cert, host_key)
+    if problem is not None:
+        return Check("host_key", False, f"{problem}: every client handshake fails")
+    return Check("host_key", True, f"{host_key} is the host certificate's key")
+
+
+def mapping_problems(settings: Settings, user: pwd.struct_passwd | None = None) -> list[str] | None:
+    """With ``[mapping] mode = gridmap``, why submissions are refused whoever asks: a set mapping
+    file (grid-mapfile, VOMS rules, ban list) that cannot be read (by ``user``:
+    :func:`unreadable_file`) or parsed, or neither a grid-mapfile nor VOMS rules set. None
+    with ``mode = none`` (nothing read); [] when fine."""
+    from wmproxy.security.gridmap import MappingError, read_policy
+
+    mapping = settings.mapping
+    if mapping.mode != "gridmap":
+        return None
+    files = {"[mapping] gridmap_file": mapping.gridmap_file, "[mapping] voms_rules_file": mapping.voms_rules_file,
+             "[mapping] ban_file": mapping.ban_file}
+    problems = [problem for what, path in files.items()
+                if path and (problem := unreadable_file(path, what, user)) is not None]
+    if not mapping.gridmap_file and not mapping.voms_rules_file:
+        problems.append("[mapping] mode = gridmap with neither gridmap_file nor voms_rules_file: every "
+                        "submission is refused")
+    if not problems:
+        try:
+            read_policy(mapping.gridmap_file, mapping.voms_rules_file, mapping.ban_file)
+        except MappingError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def catalogue_problem(settings: Settings, user: pwd.struct_passwd | None = None) -> str | None:
+    """Why ``[jobs] ce_catalogue`` cannot be used for matching: unreadable (by ``user``:
+    :func:`unreadable_file`), not ClassAds, a bad CE; None when fine or unset (the built-in CE)."""
+    from wmproxy.errors import WMProxyError
+    from wmproxy.services.matchmaking import ce_catalogue
+
+    path = settings.jobs.ce_catalogue
+    if not path:
+        return None
+    if (problem := unreadable_file(path, "[jobs] ce_catalogue", user)) is not None:
+        return problem
+    try:
+        ce_catalogue(path)
+    except WMProxyError as exc:
+        return str(exc)
+    return None
+
+
+def configured_files_checks(settings: Settings) -> list[Check]:
+    """The ``mapping`` check (with ``[mapping] mode = gridmap``: its files readable and parsed,
+    :func:`mapping_problems`; a problem refuses every submission) and the ``ce_catalogue`` check
+    (when one is set: :func:`catalogue_problem`; a problem leaves every started job waiting)."""
+    checks = []
+    problems = mapping_problems(settings)
+    if problems:
+        checks.append(Check("mapping", False, "; ".join(problems) + ": every submission is refused"))
+    elif problems is not None:
+        checks.append(Check("mapping", True, "the mapping files read"))
+    if settings.jobs.ce_catalogue:
+        problem = catalogue_problem(settings)
+        checks.append(Check("ce_catalogue", True, f"{settings.jobs.ce_catalogue} reads") if problem is None
+                      else Check("ce_catalogue", False, f"{problem}: started jobs stay waiting"))
+    return checks
+
+
 def policy_check(settings: Settings) -> Check | None:
     """The ``policy`` check: ``[security] policy_file`` reads and parses (a missing or
     unreadable one refuses every caller); None when no policy file is set."""
@@ -257,8 +417,9 @@ def service_check(bind: str, timeout: float = 5.0) -> Check:
 
 def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None) -> list[Check]:
     """All readiness checks of this node, in order: database, schema, CA certificates, CRLs,
-    CA namespace policy files (one check per unparsable file), host certificate, the policy file
-    (when one is set), service port."""
+    CA namespace policy files (one check per unparsable file), host certificate, host key, the
+    policy file (when one is set), the mapping files (``[mapping] mode = gridmap``), the CE
+    catalogue (when one is set), service port."""
     now = now or dt.datetime.now(dt.UTC)
     database, revision = database_check(engine)
     checks = [database]
@@ -267,7 +428,9 @@ def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None
     checks.extend(ca_dir_checks(settings.security.ca_dir, now, settings.metrics.crl_grace,
                                 settings.security.namespace_mode))
     checks.append(host_cert_check(settings.security.host_cert, now))
+    checks.append(host_key_check(settings.security.host_cert, settings.security.host_key))
     if (policy := policy_check(settings)) is not None:
         checks.append(policy)
+    checks.extend(configured_files_checks(settings))
     checks.append(service_check(settings.service.bind))
     return checks

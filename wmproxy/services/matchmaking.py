@@ -219,7 +219,39 @@ def ce_catalogue(path: str) -> tuple[classad2.ClassAd, ...]:
     try:
         return _catalogue(path, os.stat(path).st_mtime)
     except OSError as exc:
-        raise SandboxError(f"Error during matchmaking: CE catalogue unreadable: {exc.strerror}") from exc
+        raise SandboxError(f"Error during matchmaking: CE catalogue {path} unreadable: {exc.strerror}") from exc
+
+
+class MatchingFailures:
+    """The execution worker's log of a matching that fails at every cycle (the CE catalogue
+    unreadable or broken: the started jobs stay queued): the failure is logged (ERROR) when it
+    starts and when its text changes, again every :attr:`REMIND_EVERY` seconds while it lasts,
+    never once per cycle (the worker cycles every ``[execution] poll_interval``); its end is
+    logged (INFO). ``/readyz`` and ``wmproxy-admin check`` report the catalogue's problem too.
+    """
+
+    #: Seconds between two ERROR lines of the same failure.
+    REMIND_EVERY = 600.0
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.last: str | None = None
+        self.logged_at = 0.0
+
+    def failed(self, exc: Exception, now: float) -> None:
+        """Matching failed with ``exc`` at ``now`` (monotonic seconds)."""
+        text = str(exc)
+        if text != self.last or now - self.logged_at >= self.REMIND_EVERY:
+            again = " (still)" if text == self.last else ""
+            self.log.error("cannot match the next job%s: %s; the started jobs stay queued (logged again when "
+                           "the error changes, or in %.0f s)", again, text, self.REMIND_EVERY)
+            self.last, self.logged_at = text, now
+
+    def passed(self) -> None:
+        """Matching ran (whether or not a job matched)."""
+        if self.last is not None:
+            self.log.info("matching works again (the error logged before is gone)")
+            self.last = None
 
 
 def builtin_ce_id(settings: Settings) -> str:

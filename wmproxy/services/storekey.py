@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -93,13 +93,35 @@ def check_schema(settings: Settings) -> None:
     try:
         current, head = schema_revisions(settings.database.url)
     except SQLAlchemyError as exc:
-        raise StoreStateError(f"the database cannot be reached: {str(exc).splitlines()[0]}") from None
+        raise StoreStateError(unreachable_database(settings.database.url, exc)) from None
     if current is not None and current != head and not is_known_revision(current):
         raise StoreStateError(newer_database_message(current))
     if current != head:
         where = "not migrated yet" if current is None else f"at revision {current}"
         raise StoreStateError(f"the database schema is {where}, this wmproxy needs revision {head}: "
                               "run `wmproxy-admin migrate` (once, from any node) and start again")
+
+
+def unreachable_database(url: str, exc: Exception) -> str:
+    """The refusal of a process whose database cannot be reached: the database named (its URL
+    without a password) and the first line of the error; for SQLite the file's and its
+    directory's owner and mode, and the user this process runs as (a restore that left a
+    root-owned file: the fix is a ``chown``)."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    message = f"the database {shown} cannot be reached: {str(exc).splitlines()[0]}"
+    db = sqlite_path(url)
+    if db is None:
+        return message
+    owners = []
+    for path in (db, db.absolute().parent):
+        try:
+            info = path.stat()
+        except OSError as error:
+            owners.append(f"{path}: {error.strerror or error}")
+            continue
+        owners.append(f"{path} belongs to {account_name(info.st_uid)} with mode {stat.S_IMODE(info.st_mode):04o}")
+    return (f"{message} ({'; '.join(owners)}; this process runs as {account_name(os.geteuid())}: the service user must "
+            f"own the database file and be able to write its directory, e.g. `chown <service user> {db}` as root)")
 
 
 def staged_key_path(key_file: str | os.PathLike[str]) -> Path:
@@ -164,7 +186,8 @@ def _load_key(path: Path) -> Sealer | None:
                               "its backup") from None
 
 
-def _account(uid: int) -> str:
+def account_name(uid: int) -> str:
+    """The user name of ``uid`` (the number when it has none)."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -173,13 +196,13 @@ def _account(uid: int) -> str:
 
 def _unreadable_key(path: Path) -> str:
     """Why ``path`` cannot be read by this user, and the command that fixes it."""
-    user = _account(os.geteuid())
+    user = account_name(os.geteuid())
     try:
         info = path.stat()
     except OSError:  # its directory cannot be entered
         return (f"store key {path} is not readable by user {user}: a directory on its path cannot be entered by "
                 f"{user}; give {user} access to {path.parent} (`chown {user} {path.parent}`, as root)")
-    return (f"store key {path} is not readable by user {user}: it belongs to {_account(info.st_uid)} with mode "
+    return (f"store key {path} is not readable by user {user}: it belongs to {account_name(info.st_uid)} with mode "
             f"{stat.S_IMODE(info.st_mode):04o}; run `chown {user} {path}` (as root) and start again (the key "
             "itself is fine, nothing needs restoring)")
 
@@ -196,8 +219,9 @@ def check_store_key(settings: Settings) -> str:
     """
     path = Path(settings.security.store_key_file)
     sealer = _load_key(path)
-    missing = (f"store key {path} is missing: copy it from another node of this service or from its backup "
-               "(a new key cannot open the proxies already stored)")
+    missing = (f"store key {path} is missing: on a new node (an empty database) run `wmproxy-admin init`, which "
+               "creates it; on a node of a running service copy it from another node or from its backup (a new key "
+               "cannot open the proxies already stored)")
     if sealer is None and not staged_key_path(path).exists():
         raise StoreStateError(missing)
     _require_database_file(settings)

@@ -232,6 +232,8 @@ class HandshakeWorker(ThreadWorker):
         self.lingering: dict[socket.socket, list[float]] = {}
         self.handshake_timeout = 10.0
         self.io_timeout = 60.0
+        #: the last error that left an accepted connection without TLS (:meth:`_no_tls`)
+        self.tls_error: str | None = None
 
     def init_process(self) -> None:
         load = load_settings().load
@@ -289,13 +291,22 @@ class HandshakeWorker(ThreadWorker):
             tls = cast(DeadlineSocket, context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False,
                 suppress_ragged_eofs=self.cfg.suppress_ragged_eofs))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:  # no TLS context (wmproxy.gunicorn_conf builds one at start)
             self.nr_conns -= 1
             client.close()
+            self._no_tls(exc)
             return
         tls.io_timeout = self.io_timeout
         self.handshaking[tls] = (time.monotonic() + self.handshake_timeout, address, listener.getsockname(), 0)
         self._step(tls)
+
+    def _no_tls(self, exc: Exception) -> None:
+        """A connection closed because it could not be given TLS: logged (ERROR) once per
+        different error, not once per connection."""
+        why = log_text(exc)
+        if why != self.tls_error:
+            self.tls_error = why
+            self.log.error("Closing the connections accepted: no TLS context: %s", why)
 
     def _step(self, tls: ssl.SSLSocket, _fileobj: Any = None) -> None:
         _, address, server, _ = self.handshaking[tls]

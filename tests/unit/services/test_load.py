@@ -295,7 +295,7 @@ class TestRefusals:
 SYSTEMD_SOFT = 1024
 
 
-def _served_process(tmp_path: Path, template_db: Path, script: str, limits: tuple[int, int],
+def _served_process(tmp_path: Path, template_db: Path, pki: Pki, script: str, limits: tuple[int, int],
                     **env: str) -> subprocess.CompletedProcess[str]:
     """``script`` run by a Python process started with the open-files ``limits`` that first loads
     the packaged gunicorn configuration of a deployment in ``tmp_path``, as gunicorn's master
@@ -307,7 +307,8 @@ def _served_process(tmp_path: Path, template_db: Path, script: str, limits: tupl
     (tmp_path / "db").mkdir()
     shutil.copy(template_db, tmp_path / "db" / "wmproxy.db")
     conf.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db/wmproxy.db\n[security]\n"
-                    f"store_key_file = {tmp_path}/keys/store.key\n[sandbox]\nroot = {tmp_path}/sandbox\n"
+                    f"store_key_file = {tmp_path}/keys/store.key\nca_dir = {pki.ca_dir}\n"
+                    f"host_cert = {pki.host_cert}\nhost_key = {pki.host_key}\n[sandbox]\nroot = {tmp_path}/sandbox\n"
                     f"[execution]\nwork_dir = {tmp_path}/work\n[load]\nfree_fds = 1000\n")
     initialise(load_settings(conf, environ={}))
     environ = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
@@ -323,11 +324,11 @@ class TestOpenFilesLimit:
     soft limit to the hard one, so systemd's default soft 1024 does not refuse every job."""
 
     def test_the_master_and_each_worker_raise_the_soft_limit_and_free_fds_no_longer_trips(
-            self, tmp_path: Path, template_db: Path) -> None:
+            self, tmp_path: Path, template_db: Path, pki: Pki) -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and hard < SYSTEMD_SOFT + 2000:
             pytest.skip(f"hard open-files limit {hard}: too low to tell the limits apart")
-        done = _served_process(tmp_path, template_db, f"""
+        done = _served_process(tmp_path, template_db, pki, f"""
             from wmproxy.config import LoadSettings
             from wmproxy.services.load import sample_system, tripped
             print("master", resource.getrlimit(resource.RLIMIT_NOFILE) == ({hard}, {hard}))
@@ -341,8 +342,8 @@ class TestOpenFilesLimit:
         assert "free_fds" not in done.stderr
 
     def test_a_hard_limit_that_leaves_free_fds_tripping_is_named_at_start(self, tmp_path: Path,
-                                                                       template_db: Path) -> None:
-        done = _served_process(tmp_path, template_db, "print('started')", (512, 512))
+                                                                       template_db: Path, pki: Pki) -> None:
+        done = _served_process(tmp_path, template_db, pki, "print('started')", (512, 512))
         assert done.returncode == 0, done.stderr
         assert ("[load] free_fds = 1000 refuses every new job: this process may open only 512 files"
                 in done.stderr and "LimitNOFILE=" in done.stderr)

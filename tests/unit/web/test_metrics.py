@@ -80,9 +80,10 @@ def test_jobs_the_purger_removed_count_as_purges(rt: Runtime, tmp_path: Path) ->
 
 def test_readiness_passes_on_a_migrated_database(rt: Runtime, pki: Pki) -> None:
     checks = readiness(rt.settings, rt.session_factory.kw["bind"])
-    assert [(c.name, c.ok) for c in checks[:6]] == [("database", True), ("schema", True), ("ca", True),
-                                                    ("crls", True), ("ca_policy", True), ("host_cert", True)], checks
-    assert checks[6].name == "service"
+    assert [(c.name, c.ok) for c in checks[:7]] == [("database", True), ("schema", True), ("ca", True),
+                                                    ("crls", True), ("ca_policy", True), ("host_cert", True),
+                                                    ("host_key", True)], checks
+    assert checks[-1].name == "service"
 
 
 def test_a_closed_service_port_fails_readiness() -> None:
