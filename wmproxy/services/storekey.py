@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from wmproxy.config import ConfigError, Settings
+from wmproxy.config import ConfigError, Settings, no_config_note
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security.filemodes import sqlite_path
@@ -76,7 +76,7 @@ def _require_database_file(settings: Settings) -> None:
     db = sqlite_path(settings.database.url)
     if db is not None and not db.exists():
         raise StoreStateError(f"there is no database at {db.absolute()} ([database] url): run `wmproxy-admin init` "
-                              "for a new service, or set [database] url to the existing one")
+                              f"for a new service, or set [database] url to the existing one{no_config_note(settings)}")
 
 
 def check_schema(settings: Settings) -> None:
@@ -197,7 +197,7 @@ def check_store_key(settings: Settings) -> str:
     path = Path(settings.security.store_key_file)
     sealer = _load_key(path)
     missing = (f"store key {path} is missing: copy it from another node of this service or from its backup "
-               "(a new key cannot open the proxies already stored)")
+               f"(a new key cannot open the proxies already stored){no_config_note(settings)}")
     if sealer is None and not staged_key_path(path).exists():
         raise StoreStateError(missing)
     _require_database_file(settings)
