@@ -45,6 +45,11 @@ class StoreStateError(ConfigError):
     says what and the command or file that fixes it."""
 
 
+class DatabaseUnreachableError(StoreStateError):
+    """The database could not be reached at start: unlike the others, a later try may succeed
+    (the processes exit 1 on it, which their units restart; :mod:`wmproxy.services.startup`)."""
+
+
 class RetiredKeyError(StoreStateError):
     """This process seals with a key the database no longer records (rotated while it ran)."""
 
@@ -93,7 +98,7 @@ def check_schema(settings: Settings) -> None:
     try:
         current, head = schema_revisions(settings.database.url)
     except SQLAlchemyError as exc:
-        raise StoreStateError(f"the database cannot be reached: {str(exc).splitlines()[0]}") from None
+        raise DatabaseUnreachableError(f"the database cannot be reached: {str(exc).splitlines()[0]}") from None
     if current is not None and current != head and not is_known_revision(current):
         raise StoreStateError(newer_database_message(current))
     if current != head:
