@@ -3,7 +3,7 @@ console scripts on an initialised deployment (SQLite and PostgreSQL).
 
 ``wmproxy-server -c FILE`` takes the wmproxy configuration and keeps the packaged gunicorn one;
 ``wmproxy-metrics`` is a command like the others; a refusal exits with the status the units do
-not restart (:mod:`wmproxy.services.startup`).
+not restart (:mod:`wmproxy.services.startup`), a stop and a ``--once`` pass say what they did.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from tests.admin.support import BIN, key_path, run, write_ini
 from tests.integration.service import free_port
@@ -22,6 +23,8 @@ from tests.support import wait_for
 from wmproxy.config import Settings
 from wmproxy.security.sealing import Sealer
 from wmproxy.services.startup import EXIT_REFUSED
+from wmproxy.store import make_engine
+from wmproxy.store.schema import ExecutionWorkerRow
 
 
 def clean_env() -> dict[str, str]:
@@ -146,3 +149,32 @@ class TestWithoutAConfigurationFile:
         assert "there is no database at" in line and "no configuration file was read" in line
         assert "WMPROXY_CONFIG" in line and "Traceback" not in done.stderr
 
+
+class TestWhatAStartAndAStopSay:
+    def test_renewal_once_logs_its_pass_and_no_alembic_plugin_lines(self, config: Path) -> None:
+        done = run("wmproxy-renewal", "--once", config=config)
+        assert done.returncode == 0, done.stderr
+        assert "renewal pass done: 0 renewal(s) attempted" in done.stderr, done.stderr
+        assert "setup plugin" not in done.stderr
+
+    def test_the_worker_logs_its_stop_on_sigterm(self, settings: Settings, config: Path) -> None:
+        env = clean_env()
+        env["WMPROXY_CONFIG"] = str(config)
+        proc = subprocess.Popen([str(BIN / "wmproxy-worker"), "--name", "w-stop"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        engine = make_engine(settings.database.url)
+        try:
+            def heartbeat() -> bool:
+                assert proc.poll() is None, "the worker exited"
+                with engine.connect() as conn:
+                    query = select(ExecutionWorkerRow.name).where(ExecutionWorkerRow.name == "w-stop")
+                    return conn.execute(query).first() is not None
+
+            wait_for(heartbeat, what="the worker's heartbeat")
+        finally:
+            engine.dispose()
+            proc.send_signal(signal.SIGTERM)
+            err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 0, err
+        assert "execution worker w-stop stopped on SIGTERM" in err, err
+        assert "setup plugin" not in err

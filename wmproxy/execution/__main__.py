@@ -222,13 +222,22 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
     worker = ExecutionWorker(rt, backends, name, cancel_running_on_exit=cancel_running_on_exit,
                              periodic=[*ce_refreshers(rt, backends), *purge_tasks(rt)])
     stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         worker.run(stop)
     except WMProxyError as exc:
         click.echo(f"wmproxy-worker: {exc}", err=True)
         sys.exit(3)
+    logging.getLogger(__name__).info("execution worker %s stopped on %s (%s)", worker.name, received[0] if received
+                                     else "request", "running jobs cancelled" if cancel_running_on_exit
+                                     else "running jobs left to their wrappers")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ or when it cannot write the execution work root, where it puts renewed proxies
 (:func:`wmproxy.security.writable.check_writable_dir`): then it exits with the status of
 :func:`wmproxy.services.startup.exit_status` (2: configuration, 3: refused, 1: the database
 unreachable). Exits 1 when the store key is rotated while it runs (it would seal with the
-retired key): restart it with the new key file.
+retired key): restart it with the new key file. ``--once`` logs what its pass did.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 import click
 
 from wmproxy.config import ConfigError, load_settings
-from wmproxy.renewal.worker import RenewalWorker
+from wmproxy.renewal.worker import PassReport, RenewalWorker
 from wmproxy.security.filemodes import check_private_files
 from wmproxy.security.writable import check_writable_dir
 from wmproxy.services.runtime import Runtime
@@ -46,7 +46,7 @@ def main(config_file: str | None, name: str | None, threads: int, once: bool) ->
     worker = RenewalWorker(Runtime.from_settings(settings), name, threads)
     try:
         if once:
-            worker.step()
+            log_pass(worker.step())
             return
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -56,6 +56,13 @@ def main(config_file: str | None, name: str | None, threads: int, once: bool) ->
     except RetiredKeyError as exc:  # a rotation forced while it ran (logged by the worker)
         raise click.ClickException(f"stopped: {exc}") from None
 
+
+def log_pass(report: PassReport) -> None:
+    """The one line ``--once`` logs, also when its pass did nothing."""
+    logging.getLogger("wmproxy.renewal").info(
+        "renewal pass done: %d renewal(s) attempted, %d renewed, %d job proxy file(s) rewritten, %d job(s) aborted "
+        "(proxy expired), %d record(s) removed", report.attempted, report.renewed, report.pushed, report.aborted,
+        report.deregistered)
 
 
 if __name__ == "__main__":
