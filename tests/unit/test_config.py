@@ -11,7 +11,6 @@ from sqlalchemy.engine import make_url
 
 from wmproxy.config import (
     ConfigError,
-    DatabaseSettings,
     Settings,
     areas,
     env_name,
