@@ -28,8 +28,8 @@ Run it as the service user (it reads the database, the CA directory and the metr
 directory); it writes nothing but its answers. ``wmproxy-metrics [-c FILE]``: like every
 process it refuses to start, with one line and the status of
 :func:`wmproxy.services.startup.exit_status`, on a configuration error, a store key or SQLite
-file others can read, another store key or an older schema; a ``[metrics] bind`` it cannot
-listen on (a port in use) exits 1.
+file others can read, a store key missing, unreadable or not the database's
+(:func:`check_start`); a ``[metrics] bind`` it cannot listen on (a port in use) exits 1.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from wmproxy.monitoring.metrics import metrics_dir, scrape_registry
 from wmproxy.security.filemodes import check_private_files
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.startup import refuse
-from wmproxy.services.storekey import check_store
+from wmproxy.services.storekey import StoreStateError, check_schema, check_store_key, check_store_key_file
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,26 @@ def read_token(settings: Settings) -> str | None:
     return token
 
 
+def check_start(settings: Settings) -> None:
+    """The start checks of every process (file modes, the store key readable and the database's),
+    except that a database this process cannot use yet (unreachable, missing, an older schema)
+    does not stop it: ``/readyz`` reports that, and the key's fingerprint is then not compared
+    (a warning says so).
+
+    Raises:
+        ConfigError: FileModeError or StoreStateError, naming the file and the fix.
+    """
+    check_private_files(settings)
+    try:
+        check_schema(settings)
+    except StoreStateError as exc:
+        check_store_key_file(settings)
+        log.warning("the store key was not compared with the database's, which is not ready (%s); /readyz "
+                    "reports it", exc)
+        return
+    check_store_key(settings)
+
+
 class ListenError(Exception):
     """``[metrics] bind`` cannot be listened on (the port in use, an address not of this host)."""
 
@@ -286,8 +306,7 @@ def main(config_file: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = load_settings(config_file)  # [metrics] bind included
-        check_private_files(settings)
-        check_store(settings)
+        check_start(settings)
         serve(settings)
     except ConfigError as exc:
         refuse(exc)

@@ -201,8 +201,7 @@ def check_store_key(settings: Settings) -> str:
     """
     path = Path(settings.security.store_key_file)
     sealer = _load_key(path)
-    missing = (f"store key {path} is missing: copy it from another node of this service or from its backup "
-               f"(a new key cannot open the proxies already stored){no_config_note(settings)}")
+    missing = _missing_key(settings)
     if sealer is None and not staged_key_path(path).exists():
         raise StoreStateError(missing)
     _require_database_file(settings)
@@ -217,6 +216,22 @@ def check_store_key(settings: Settings) -> str:
             "node must use the same key")
         raise StoreStateError(_interrupted_rotation(path, recorded) or mismatch)
     return recorded
+
+
+def _missing_key(settings: Settings) -> str:
+    return (f"store key {settings.security.store_key_file} is missing: copy it from another node of this service "
+            f"or from its backup (a new key cannot open the proxies already stored){no_config_note(settings)}")
+
+
+def check_store_key_file(settings: Settings) -> None:
+    """Refuse a store key file that is missing or cannot be read, without the database (for a
+    process that starts without one: ``wmproxy-metrics``).
+
+    Raises:
+        StoreStateError: as :func:`check_store_key` says of the file.
+    """
+    if _load_key(Path(settings.security.store_key_file)) is None:
+        raise StoreStateError(_missing_key(settings))
 
 
 def check_store(settings: Settings) -> None:
