@@ -100,7 +100,8 @@ class ServerArguments:
                 self.error = f"unexpected argument {arg!r}: the application is wmproxy's, options only"
             else:
                 self.gunicorn.append(arg)
-                if "=" not in arg and arg not in flags:
+                attached = "=" in arg or (not arg.startswith("--") and len(arg) > 2)  # --bind=X, -w4
+                if not attached and arg not in flags:
                     value = next(rest, None)
                     if value is not None:
                         self.gunicorn.append(value)

@@ -67,6 +67,10 @@ class TestServerArguments:
         parsed = ServerArguments(args, gunicorn_flags())
         assert (parsed.config, parsed.gunicorn, parsed.error) == ("/x.conf", [], None)
 
+    def test_a_short_option_with_its_value_attached_takes_nothing_more(self) -> None:
+        parsed = ServerArguments(["-w4", "-c", "/x.conf"], gunicorn_flags())
+        assert (parsed.config, parsed.gunicorn) == ("/x.conf", ["-w4"])
+
     def test_an_option_value_that_looks_like_c_is_gunicorns(self) -> None:
         parsed = ServerArguments(["--name", "-c"], gunicorn_flags())
         assert (parsed.config, parsed.gunicorn) == (None, ["--name", "-c"])
