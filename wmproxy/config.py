@@ -50,6 +50,8 @@ class DatabaseSettings:
     Attributes:
         url: SQLAlchemy URL: an SQLite file (``sqlite:////var/lib/wmproxy/wmproxy.db``, one
             node only) or PostgreSQL in production (``postgresql+psycopg://user:pass@host/db``;
+            ``postgresql://`` and ``postgres://`` are taken as ``postgresql+psycopg://``, the
+            driver installed; another scheme is refused at start;
             ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``). A
             file holding a password must not be readable by others (0640 at most: every
             process refuses it).
@@ -65,8 +67,36 @@ class DatabaseSettings:
     ping_after_idle: float = 5.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "url", database_url(self.url))
         if not 0 <= self.ping_after_idle < float("inf"):
             raise ConfigError("[database] ping_after_idle: seconds, 0 or more")
+
+
+#: ``[database] url`` schemes wmproxy runs with (the drivers it installs: sqlite3, psycopg 3).
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+#: Schemes taken as PostgreSQL through psycopg 3, the driver wmproxy installs (SQLAlchemy's own
+#: default for them, psycopg2, is not installed; Heroku-style URLs say ``postgres``).
+POSTGRESQL_ALIASES = ("postgresql", "postgres")
+
+
+def database_url(url: str) -> str:
+    """``url`` with ``postgresql://`` and ``postgres://`` turned into ``postgresql+psycopg://``
+    (only the scheme is rewritten); every other accepted URL unchanged.
+
+    Raises:
+        ConfigError: a scheme of another database or driver (``mysql://``, ``postgresql+psycopg2://``)
+            or no ``scheme://`` at all; the message names the scheme, never the rest of the URL
+            (it may hold a password).
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in POSTGRESQL_ALIASES:
+        return f"postgresql+psycopg://{rest}"
+    if sep and scheme.lower() in DATABASE_SCHEMES:
+        return url
+    given = f"the scheme {scheme!r}" if sep and "@" not in scheme else "a value that is not a URL"
+    raise ConfigError(f"[database] url: {given} is not supported: use sqlite:////path/to/wmproxy.db or "
+                      "postgresql+psycopg://user:password@host/database (postgresql:// and postgres:// are taken "
+                      "as postgresql+psycopg://)")
 
 #: Bounds of ``[security] delegation_key_bits``. The minimum is the CLI's
 #: (``wmproxy.security.proxy.MIN_REQUEST_RSA_BITS``, which refuses to sign a request for a
@@ -1062,6 +1092,19 @@ class Settings:
     purge: PurgeSettings = field(default_factory=PurgeSettings)
     inspection: InspectionSettings = field(default_factory=InspectionSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    #: The INI file the settings were read from (None: none; not a section).
+    config_file: str | None = field(default=None, compare=False)
+
+
+def no_config_note(settings: Settings) -> str:
+    """`` (no configuration file was read: ...)`` when ``settings`` come from the defaults and
+    the environment only (e.g. ``WMPROXY_CONFIG`` lost under sudo), else the empty string: for
+    a message whose value may be a default that no file changed."""
+    if settings.config_file is not None:
+        return ""
+    return ("; no configuration file was read (neither --config nor WMPROXY_CONFIG was given, so the built-in "
+            "defaults applied; the units read /etc/wmproxy/wmproxy.conf: run with "
+            "WMPROXY_CONFIG=/etc/wmproxy/wmproxy.conf, which sudo does not pass on)")
 
 
 #: ``WMPROXY_*`` variables that are not settings: the configuration file's path.
@@ -1097,7 +1140,8 @@ def _convert(value: str, target: Any, where: str) -> Any:
 
 def areas() -> dict[str, type[Any]]:
     """``{section name: settings dataclass}`` of every area of :class:`Settings`, in order."""
-    return {area.name: area.default_factory for area in dataclasses.fields(Settings)}  # type: ignore[misc]
+    return {area.name: area.default_factory for area in dataclasses.fields(Settings)  # type: ignore[misc]
+            if area.default_factory is not dataclasses.MISSING}
 
 
 def keys(area: type[Any]) -> dict[str, dataclasses.Field[Any]]:
@@ -1206,7 +1250,8 @@ def load_settings(
     Raises:
         ConfigError: the file is missing or unreadable; an unknown section, key or
             ``WMPROXY_<SECTION>_<KEY>`` variable (named); a value that cannot be converted
-            or is out of range (named as ``[section] key`` or by its variable); the file
+            or is out of range (named as ``<file>: [section] key`` or by its variable; a range
+            that spans keys names the file and the variables that set them); the file
             holds a database password (``[database] url``) and is readable by others.
     """
     env = os.environ if environ is None else environ
@@ -1218,13 +1263,22 @@ def load_settings(
     built: dict[str, Any] = {}
     for section, cls in areas().items():
         values: dict[str, Any] = {}
+        sources: dict[str, None] = {}  # where the area's values came from, in order, once each
         for name, f in keys(cls).items():
             where = env_name(section, name)
             raw = env.get(where)
             if raw is None and parser is not None and parser.has_option(section, name):
                 raw = parser.get(section, name)
-                where = f"[{section}] {name}"
+                where = f"{config_file}: [{section}] {name}"
+                sources[str(config_file)] = None
+            elif raw is not None:
+                sources[where] = None
             if raw is not None:
                 values[name] = _convert(raw, f.type, where)
-        built[section] = cls(**values)
-    return Settings(**built)
+        try:
+            built[section] = cls(**values)
+        except ConfigError as exc:
+            if not sources:
+                raise
+            raise ConfigError(f"{exc} (set in {', '.join(sources)})") from exc
+    return Settings(**built, config_file=str(config_file) if config_file else None)

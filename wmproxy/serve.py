@@ -1,10 +1,13 @@
 """Entry points of the server side, runnable from an installed wheel (no source tree).
 
-* ``wmproxy-server [gunicorn options]``: gunicorn with the packaged configuration
+* ``wmproxy-server [-c FILE] [gunicorn options]``: gunicorn with the packaged configuration
   (:mod:`wmproxy.gunicorn_conf`) serving ``wmproxy.soap.app:application``; the service
-  configuration comes from ``WMPROXY_CONFIG`` as for every wmproxy process. Extra
-  arguments go to gunicorn (e.g. ``--log-level debug``).
-* ``wmproxy-admin``, ``wmproxy-worker``, ``wmproxy-renewal``: the server commands.
+  configuration comes from ``-c/--config`` or ``WMPROXY_CONFIG`` as for every wmproxy process.
+  Other options go to gunicorn (e.g. ``--log-level debug``); ``--help`` prints
+  :data:`SERVER_HELP`. It runs the start checks first and exits as the other processes do
+  (:mod:`wmproxy.services.startup`: 2 for a configuration error, 3 for a refusal).
+* ``wmproxy-admin``, ``wmproxy-worker``, ``wmproxy-renewal``, ``wmproxy-metrics``: the server
+  commands.
 
 The server stack (Spyne, SQLAlchemy, Alembic, psycopg, gunicorn) is the ``server`` extra:
 ``pip install wmproxy`` installs the CLI only (``wmproxy``); ``pip install 'wmproxy[server]'``
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +50,74 @@ def require_server(command: str) -> None:
                  f"install it with: pip install 'wmproxy[server]'")
 
 
+SERVER_HELP = """\
+Usage: wmproxy-server [-c FILE] [GUNICORN OPTIONS]
+
+  Run the wmproxy SOAP service (the WMProxy and delegation ports, the sandbox and job agent
+  transfers) over HTTPS with grid client certificates: gunicorn serving
+  wmproxy.soap.app:application with the configuration shipped in the package
+  (wmproxy.gunicorn_conf). The service checks the configuration, the file modes, the schema
+  and the store key before it listens.
+
+Options:
+  -c, --config FILE  the wmproxy configuration file (INI, docs/configuration.md); sets
+                     WMPROXY_CONFIG, which is read when this option is not given
+  -h, --help         show this message and exit
+
+gunicorn's settings come from the wmproxy configuration: [service] bind, workers, threads and
+graceful_timeout, [security] host_cert and host_key (TLS); the rest is fixed in
+wmproxy.gunicorn_conf. Any other option is passed to gunicorn and overrides it there, e.g.
+--log-level debug, --bind 127.0.0.1:8443, --workers 4 (gunicorn --help lists them); there is
+no way to replace the packaged gunicorn configuration file.
+
+Exit status: 0 after a stop, 2 for a configuration error, 3 when it refused to start (store
+key, schema, file modes, directories: the message names the fix), 1 otherwise.
+"""
+
+
+class ServerArguments:
+    """``wmproxy-server``'s command line: its own options and gunicorn's."""
+
+    def __init__(self, args: list[str], flags: frozenset[str]) -> None:
+        """``args`` after the program name; ``flags``: gunicorn's options without a value."""
+        self.config: str | None = None
+        self.help = False
+        self.gunicorn: list[str] = []
+        self.error: str | None = None
+        rest = iter(args)
+        for arg in rest:
+            if arg in ("-h", "--help"):
+                self.help = True
+            elif arg in ("-c", "--config"):
+                self.config = next(rest, None)
+                if not self.config:
+                    self.error = f"{arg} needs a file name"
+            elif arg.startswith("--config="):
+                self.config = arg.split("=", 1)[1]
+            elif arg.startswith("-c") and not arg.startswith("--"):
+                self.config = arg[2:]
+            elif arg == "--" or not arg.startswith("-"):
+                self.error = f"unexpected argument {arg!r}: the application is wmproxy's, options only"
+            else:
+                self.gunicorn.append(arg)
+                attached = "=" in arg or (not arg.startswith("--") and len(arg) > 2)  # --bind=X, -w4
+                if not attached and arg not in flags:
+                    value = next(rest, None)
+                    if value is not None:
+                        self.gunicorn.append(value)
+
+
+def gunicorn_flags() -> frozenset[str]:
+    """gunicorn's command-line options that take no value (every other one takes one)."""
+    from gunicorn.config import KNOWN_SETTINGS  # type: ignore[import-untyped]
+
+    flags = {"-v", "--version"}
+    for setting in KNOWN_SETTINGS:
+        if setting.cli and setting.action in ("store_true", "store_false", "store_const"):
+            flags.update(setting.cli)
+    return frozenset(flags)
+
+
 def gunicorn_argv(program: str, args: list[str]) -> list[str]:
     """gunicorn's argv for ``program args``: the packaged config, the caller's options, the app.
 
@@ -54,13 +126,54 @@ def gunicorn_argv(program: str, args: list[str]) -> list[str]:
     return [program, "-c", GUNICORN_CONFIG, *args, APPLICATION]
 
 
+def start_checks(command: str) -> None:
+    """The service's start checks (:func:`wmproxy.soap.app.check_start`) on the configuration of
+    ``WMPROXY_CONFIG``; exits with one line and the status of :func:`wmproxy.services.startup.exit_status`
+    when they fail."""
+    from wmproxy.config import ConfigError, load_settings
+    from wmproxy.services.startup import exit_status
+    from wmproxy.soap.app import check_start
+
+    try:
+        check_start(load_settings())
+    except ConfigError as exc:
+        print(f"{command}: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(exit_status(exc))
+
+
 def server() -> None:
-    """``wmproxy-server [gunicorn options]``: gunicorn in this process (the unit's main process)."""
+    """``wmproxy-server [-c FILE] [gunicorn options]``: gunicorn in this process (the unit's main process).
+
+    The start checks run before gunicorn (which runs them again as it reads its configuration),
+    so a refusal exits with its status, not gunicorn's. A gunicorn worker that fails to boot
+    halts gunicorn with status 3: that stays 3 only when the start checks refuse now, else it
+    becomes 1, which the unit restarts.
+    """
     require_server("wmproxy-server")
+    parsed = ServerArguments(sys.argv[1:], gunicorn_flags())
+    if parsed.help:
+        sys.stdout.write(SERVER_HELP)
+        return
+    if parsed.error:
+        print(f"wmproxy-server: {parsed.error} (wmproxy-server --help)", file=sys.stderr)
+        sys.exit(2)  # a usage error, as gunicorn's and click's
+    if parsed.config is not None:
+        os.environ["WMPROXY_CONFIG"] = os.path.abspath(parsed.config)
+    start_checks("wmproxy-server")
     from gunicorn.app.wsgiapp import WSGIApplication  # type: ignore[import-untyped]
 
-    sys.argv = gunicorn_argv(sys.argv[0], sys.argv[1:])
-    WSGIApplication("%(prog)s [OPTIONS]").run()
+    sys.argv = gunicorn_argv(sys.argv[0], parsed.gunicorn)
+    try:
+        WSGIApplication("wmproxy-server [-c FILE] [OPTIONS]").run()
+    except SystemExit as exc:
+        if exc.code == GUNICORN_WORKER_BOOT_ERROR:
+            start_checks("wmproxy-server")
+            sys.exit("wmproxy-server: a gunicorn worker failed to boot (its error is logged above)")
+        raise
+
+
+#: gunicorn's exit status when a worker failed to boot (``Arbiter.WORKER_BOOT_ERROR``).
+GUNICORN_WORKER_BOOT_ERROR = 3
 
 
 def _delegate(command: str, target: str) -> Callable[[], Any]:

@@ -129,7 +129,7 @@ class TestInterruptedProcess:
         staged, key = staged_key_path(key_path(settings)), key_path(settings)
         assert fingerprint_of_file(staged) == recorded(settings) != old.fingerprint
         assert Sealer.from_key_file(key).fingerprint == old.fingerprint
-        for argv, status in ((["wmproxy-admin", "check", "--json"], 1), (["wmproxy-renewal", "--once"], 1),
+        for argv, status in ((["wmproxy-admin", "check", "--json"], 1), (["wmproxy-renewal", "--once"], 3),
                              (["wmproxy-worker", "--name", "w1"], 3), (["wmproxy-admin", "stats"], 1)):
             done = run(*argv, config=config, timeout=60)
             assert done.returncode == status, (argv, done.stdout, done.stderr)

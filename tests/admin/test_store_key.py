@@ -162,7 +162,7 @@ class TestProcessesRefuseAnotherKey:
         config = write_ini(settings, tmp_path / "wmproxy.conf")
         assert run("wmproxy-admin", "init", config=config).returncode == 0
         replace_key(settings)
-        for argv, status in ((["wmproxy-worker", "--name", "w1"], 3), (["wmproxy-renewal", "--once"], 1),
+        for argv, status in ((["wmproxy-worker", "--name", "w1"], 3), (["wmproxy-renewal", "--once"], 3),
                              (["wmproxy-admin", "stats"], 1)):
             done = run(*argv, config=config, timeout=60)  # a crash loop would not return
             assert done.returncode == status, (argv, done.stdout, done.stderr)

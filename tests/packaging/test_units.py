@@ -73,8 +73,14 @@ class TestHardening:
         assert one("wmproxy-metrics.service", "ProtectSystem") == "strict"
         assert one("wmproxy-metrics.service", "NoNewPrivileges") == "yes"
 
-    def test_a_worker_that_refused_to_start_is_not_restarted(self) -> None:
-        assert one("wmproxy-worker.service", "RestartPreventExitStatus") == "3"
+    @pytest.mark.parametrize("unit", UNITS)
+    def test_a_process_that_refused_to_start_is_not_restarted(self, unit: str) -> None:
+        """Exit status 2 (configuration) and 3 (refused), as every process exits on them
+        (wmproxy.services.startup); a restart would repeat the refusal, once a second."""
+        from wmproxy.services.startup import EXIT_CONFIG, EXIT_REFUSED
+
+        assert one(unit, "Restart") == "on-failure"
+        assert one(unit, "RestartPreventExitStatus").split() == [str(EXIT_CONFIG), str(EXIT_REFUSED)]
 
     def test_the_workers_tasks_hold_every_local_job_of_the_shipped_configuration(self) -> None:
         """The unit's TasksMax is above max_running x max_job_processes of the shipped example

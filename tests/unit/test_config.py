@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from wmproxy.config import ConfigError, Settings, areas, env_name, keys, load_settings, parse_bind
+from wmproxy.config import (
+    ConfigError,
+    Settings,
+    areas,
+    env_name,
+    keys,
+    load_settings,
+    no_config_note,
+    parse_bind,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "wmproxy.conf.example"
@@ -131,6 +140,62 @@ class TestValues:
     def test_a_bad_environment_value_names_the_variable(self) -> None:
         with pytest.raises(ConfigError, match="WMPROXY_SERVICE_THREADS: cannot convert"):
             load_settings(environ={"WMPROXY_SERVICE_THREADS": "four"})
+
+
+class TestWhereABadValueCameFrom:
+    """The message names the file or the variable that gave the bad value (docs/operations.md)."""
+
+    def test_a_value_that_does_not_convert_names_its_file(self, tmp_path: Path) -> None:
+        conf = write(tmp_path, "[execution]\nmax_running = eight\n")
+        with pytest.raises(ConfigError) as info:
+            load_settings(conf, environ={})
+        assert str(info.value) == f"{conf}: [execution] max_running: cannot convert 'eight' to int"
+
+    def test_an_out_of_range_value_names_its_file(self, tmp_path: Path) -> None:
+        conf = write(tmp_path, "[service]\ngraceful_timeout = 0\n")
+        with pytest.raises(ConfigError, match=r"\[service\] graceful_timeout: 1-3600 seconds") as info:
+            load_settings(conf, environ={})
+        assert str(info.value).endswith(f"(set in {conf})")
+
+    def test_an_out_of_range_value_names_its_variable(self, tmp_path: Path) -> None:
+        conf = write(tmp_path, "[service]\nworkers = 2\n")
+        with pytest.raises(ConfigError, match=r"\[service\] workers and threads") as info:
+            load_settings(conf, environ={"WMPROXY_SERVICE_THREADS": "0"})
+        assert str(info.value).endswith(f"(set in {conf}, WMPROXY_SERVICE_THREADS)")
+
+    def test_the_file_read_is_recorded_and_none_is_said(self, tmp_path: Path) -> None:
+        conf = write(tmp_path, "[execution]\nmax_running = 3\n")
+        assert load_settings(conf, environ={}).config_file == str(conf)
+        assert load_settings(environ={"WMPROXY_CONFIG": str(conf)}).config_file == str(conf)
+        assert no_config_note(load_settings(conf, environ={})) == ""
+        note = no_config_note(load_settings(environ={}))
+        assert "no configuration file was read" in note and "WMPROXY_CONFIG" in note
+
+
+class TestDatabaseUrl:
+    @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "POSTGRES"])
+    def test_postgresql_without_a_driver_is_taken_as_psycopg(self, scheme: str, tmp_path: Path) -> None:
+        conf = write(tmp_path, f"[database]\nurl = {scheme}://wmproxy:s%40cret@db.example.org:5433/wmproxy\n")
+        conf.chmod(0o600)
+        url = load_settings(conf, environ={}).database.url
+        assert url == "postgresql+psycopg://wmproxy:s%40cret@db.example.org:5433/wmproxy"
+        assert make_url(url).password == "s@cret"  # noqa: S105 - a test value
+
+    @pytest.mark.parametrize("url", ["mysql://wmproxy:s3cret@db/wmproxy", "postgresql+psycopg2://wmproxy:s3cret@db/w",
+                                     "oracle://wmproxy:s3cret@db/w", "wmproxy:s3cret@db/wmproxy", "wmproxy.db"])
+    def test_another_scheme_is_refused_naming_the_setting_and_the_forms_never_the_password(
+            self, url: str, tmp_path: Path) -> None:
+        conf = write(tmp_path, f"[database]\nurl = {url}\n")
+        conf.chmod(0o600)
+        with pytest.raises(ConfigError) as info:
+            load_settings(conf, environ={})
+        message = str(info.value)
+        assert "[database] url" in message and "sqlite:////" in message and "postgresql+psycopg://" in message
+        assert "s3cret" not in message and str(conf) in message
+
+    def test_a_url_from_the_environment_is_checked_too(self) -> None:
+        with pytest.raises(ConfigError, match=r"\[database\] url: the scheme 'mysql'.*WMPROXY_DATABASE_URL"):
+            load_settings(environ={"WMPROXY_DATABASE_URL": "mysql://u:p@h/d"})
 
 
 #: Values that convert but would break a process at run time (the renewal worker spinning on
@@ -294,4 +359,4 @@ class TestExample:
 def test_every_setting_has_an_environment_name() -> None:
     names = [env_name(section, key) for section, cls in areas().items() for key in keys(cls)]
     assert len(names) == len(set(names))
-    assert set(areas()) == {f.name for f in Settings.__dataclass_fields__.values()}
+    assert set(areas()) == {f.name for f in Settings.__dataclass_fields__.values()} - {"config_file"}

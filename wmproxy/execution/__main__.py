@@ -29,8 +29,9 @@ refuses to start (jobs would run as root). The work root (``[execution] work_dir
 created 0755 if missing and must be owned by the worker's user, not writable by group
 or others.
 
-Exit status: 0 after a drain, 2 for a usage or configuration error, 3 when the
-privileges or the work root are wrong or the name is in use.
+Exit status: 0 after a drain, 2 for a usage or configuration error, 3 when it refused to
+start (privileges, work root, file modes, store key, schema, or the name in use), 1 when the
+database could not be reached at start (:mod:`wmproxy.services.startup`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import click
 
-from wmproxy.config import Settings, load_settings
+from wmproxy.config import ConfigError, Settings, load_settings
 from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import ExecutionBackend
 from wmproxy.execution.backends.local import LocalExecutionBackend
@@ -57,6 +58,7 @@ from wmproxy.security.filemodes import FileModeError, check_private_files, unmap
 from wmproxy.security.writable import UnwritableDirectoryError, check_writable_dir
 from wmproxy.services.brokering import refresh_ce_states
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.startup import EXIT_REFUSED, refuse
 from wmproxy.services.storekey import StoreStateError, check_store
 
 
@@ -64,7 +66,7 @@ from wmproxy.services.storekey import StoreStateError, check_store
 class StartupError(click.ClickException):
     """The worker cannot run as configured (privileges, work root, name); exit status 3."""
 
-    exit_code = 3
+    exit_code = EXIT_REFUSED
 
 
 #: Backend kinds ``[execution] backend`` may list.
@@ -197,7 +199,10 @@ def ce_refreshers(rt: Runtime, backends: dict[str, ExecutionBackend]) -> list[Pe
 def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool) -> None:
     """Take started jobs from the database queue and run them."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(config_file)
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        refuse(exc, prefix="")
     try:
         check_private_files(settings)
     except FileModeError as exc:
@@ -212,18 +217,27 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
         check_writable_dir(settings.execution.work_dir, "[execution] work_dir", "wmproxy-worker.service")
         check_writable_dir(settings.sandbox.root, "[sandbox] root", "wmproxy-worker.service")  # outputs
     except (StoreStateError, UnwritableDirectoryError) as exc:
-        raise StartupError(f"refusing to start: {exc}") from None
+        refuse(exc)  # status 3, or 1 for a database not reachable yet: the unit restarts it
     rt = Runtime.from_settings(settings)
     worker = ExecutionWorker(rt, backends, name, cancel_running_on_exit=cancel_running_on_exit,
                              periodic=[*ce_refreshers(rt, backends), *purge_tasks(rt)])
     stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         worker.run(stop)
     except WMProxyError as exc:
         click.echo(f"wmproxy-worker: {exc}", err=True)
         sys.exit(3)
+    logging.getLogger(__name__).info("execution worker %s stopped on %s (%s)", worker.name, received[0] if received
+                                     else "request", "running jobs cancelled" if cancel_running_on_exit
+                                     else "running jobs left to their wrappers")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,11 @@ read and write of a connection has ``[metrics] timeout`` seconds. Idle connectio
 process (a job's 1,100 took every file descriptor and every scrape timed out) cost at most that.
 
 Run it as the service user (it reads the database, the CA directory and the metrics
-directory); it writes nothing but its answers.
+directory); it writes nothing but its answers. ``wmproxy-metrics [-c FILE]``: like every
+process it refuses to start, with one line and the status of
+:func:`wmproxy.services.startup.exit_status`, on a configuration error, a store key or SQLite
+file others can read, a store key missing, unreadable or not the database's
+(:func:`check_start`); a ``[metrics] bind`` it cannot listen on (a port in use) exits 1.
 """
 
 from __future__ import annotations
@@ -46,10 +50,15 @@ from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+import click
+
 from wmproxy.config import DEFAULT_METRICS_PORT, ConfigError, Settings, load_settings, parse_host_port
 from wmproxy.monitoring.health import readiness
 from wmproxy.monitoring.metrics import metrics_dir, scrape_registry
+from wmproxy.security.filemodes import check_private_files
 from wmproxy.services.runtime import Runtime
+from wmproxy.services.startup import refuse
+from wmproxy.services.storekey import StoreStateError, check_schema, check_store_key, check_store_key_file
 
 log = logging.getLogger(__name__)
 
@@ -238,18 +247,46 @@ def read_token(settings: Settings) -> str | None:
     return token
 
 
+def check_start(settings: Settings) -> None:
+    """The start checks of every process (file modes, the store key readable and the database's),
+    except that a database this process cannot use yet (unreachable, missing, an older schema)
+    does not stop it: ``/readyz`` reports that, and the key's fingerprint is then not compared
+    (a warning says so).
+
+    Raises:
+        ConfigError: FileModeError or StoreStateError, naming the file and the fix.
+    """
+    check_private_files(settings)
+    try:
+        check_schema(settings)
+    except StoreStateError as exc:
+        check_store_key_file(settings)
+        log.warning("the store key was not compared with the database's, which is not ready (%s); /readyz "
+                    "reports it", exc)
+        return
+    check_store_key(settings)
+
+
+class ListenError(Exception):
+    """``[metrics] bind`` cannot be listened on (the port in use, an address not of this host)."""
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT.
 
     Raises:
         ConfigError: an unreadable ``[metrics] token_file``.
+        ListenError: ``[metrics] bind`` cannot be listened on.
     """
     host, port = parse_host_port(settings.metrics.bind, DEFAULT_METRICS_PORT)
     token = read_token(settings)
-    app = MetricsApp(Runtime.from_settings(settings), token)
-    server = BoundedServer((host, port), _QuietHandler, max_connections=settings.metrics.max_connections,
-                           timeout=settings.metrics.timeout)
-    server.set_app(app)
+    try:
+        server = BoundedServer((host, port), _QuietHandler, max_connections=settings.metrics.max_connections,
+                               timeout=settings.metrics.timeout)
+    except OSError as exc:
+        raise ListenError(f"[metrics] bind = {settings.metrics.bind}: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
+    server.set_app(MetricsApp(Runtime.from_settings(settings), token))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -262,13 +299,19 @@ def serve(settings: Settings) -> None:
     server.server_close()
 
 
-def main() -> None:
+@click.command()
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="configuration file")
+def main(config_file: str | None) -> None:
+    """Serve liveness, readiness and Prometheus metrics over plain HTTP on [metrics] bind."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        settings = load_settings()  # [metrics] bind included
+        settings = load_settings(config_file)  # [metrics] bind included
+        check_start(settings)
         serve(settings)
     except ConfigError as exc:
-        sys.exit(f"wmproxy-metrics: {exc}")
+        refuse(exc)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from wmproxy.config import ConfigError, Settings
+from wmproxy.config import ConfigError, Settings, no_config_note
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security.filemodes import sqlite_path
@@ -43,6 +43,11 @@ SETTLE_TIMEOUT = 30
 class StoreStateError(ConfigError):
     """The database and this process disagree (schema revision or store key); the message
     says what and the command or file that fixes it."""
+
+
+class DatabaseUnreachableError(StoreStateError):
+    """The database could not be reached at start: unlike the others, a later try may succeed
+    (the processes exit 1 on it, which their units restart; :mod:`wmproxy.services.startup`)."""
 
 
 class RetiredKeyError(StoreStateError):
@@ -76,7 +81,7 @@ def _require_database_file(settings: Settings) -> None:
     db = sqlite_path(settings.database.url)
     if db is not None and not db.exists():
         raise StoreStateError(f"there is no database at {db.absolute()} ([database] url): run `wmproxy-admin init` "
-                              "for a new service, or set [database] url to the existing one")
+                              f"for a new service, or set [database] url to the existing one{no_config_note(settings)}")
 
 
 def check_schema(settings: Settings) -> None:
@@ -93,7 +98,7 @@ def check_schema(settings: Settings) -> None:
     try:
         current, head = schema_revisions(settings.database.url)
     except SQLAlchemyError as exc:
-        raise StoreStateError(unreachable_database(settings.database.url, exc)) from None
+        raise DatabaseUnreachableError(unreachable_database(settings.database.url, exc)) from None
     if current is not None and current != head and not is_known_revision(current):
         raise StoreStateError(newer_database_message(current))
     if current != head:
@@ -219,9 +224,7 @@ def check_store_key(settings: Settings) -> str:
     """
     path = Path(settings.security.store_key_file)
     sealer = _load_key(path)
-    missing = (f"store key {path} is missing: on a new node (an empty database) run `wmproxy-admin init`, which "
-               "creates it; on a node of a running service copy it from another node or from its backup (a new key "
-               "cannot open the proxies already stored)")
+    missing = _missing_key(settings)
     if sealer is None and not staged_key_path(path).exists():
         raise StoreStateError(missing)
     _require_database_file(settings)
@@ -236,6 +239,23 @@ def check_store_key(settings: Settings) -> str:
             "node must use the same key")
         raise StoreStateError(_interrupted_rotation(path, recorded) or mismatch)
     return recorded
+
+
+def _missing_key(settings: Settings) -> str:
+    return (f"store key {settings.security.store_key_file} is missing: on a new node (an empty database) run "
+            "`wmproxy-admin init`, which creates it; on a node of a running service copy it from another node or from "
+            f"its backup (a new key cannot open the proxies already stored){no_config_note(settings)}")
+
+
+def check_store_key_file(settings: Settings) -> None:
+    """Refuse a store key file that is missing or cannot be read, without the database (for a
+    process that starts without one: ``wmproxy-metrics``).
+
+    Raises:
+        StoreStateError: as :func:`check_store_key` says of the file.
+    """
+    if _load_key(Path(settings.security.store_key_file)) is None:
+        raise StoreStateError(_missing_key(settings))
 
 
 def check_store(settings: Settings) -> None:

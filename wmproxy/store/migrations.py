@@ -35,6 +35,10 @@ MIGRATION_LOCK_ID = 0x776D70726F7879
 #: Mode of the SQLite lock file ``<database>.migrate-lock`` (empty).
 LOCK_FILE_MODE = 0o644
 
+# Alembic logs an INFO line per plugin ("setup plugin alembic.autogenerate.tables", 7 of them)
+# when its autogenerate package is imported, by any of the functions below: not for a process's log.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
 
 def _alembic_config(url: str) -> Config:
     from alembic.config import Config
@@ -50,13 +54,7 @@ def head_revision() -> str:
     """The newest revision of the shipped migrations (e.g. ``"0007"``)."""
     from alembic.script import ScriptDirectory
 
-    plugins = logging.getLogger("alembic.runtime.plugins")  # its INFO lines would land in every process's log
-    level = plugins.level
-    plugins.setLevel(logging.WARNING)
-    try:
-        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-    finally:
-        plugins.setLevel(level)
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     if head is None:  # pragma: no cover - the package always ships migrations
         raise RuntimeError(f"no Alembic revision under {MIGRATIONS_DIR}")
     return head

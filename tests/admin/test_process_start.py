@@ -1,0 +1,183 @@
+"""How the long-running processes start, refuse and stop, run as an operator runs them: the real
+console scripts on an initialised deployment (SQLite and PostgreSQL).
+
+``wmproxy-server -c FILE`` takes the wmproxy configuration and keeps the packaged gunicorn one;
+``wmproxy-metrics`` is a command like the others; a refusal exits with the status the units do
+not restart (:mod:`wmproxy.services.startup`), a stop and a ``--once`` pass say what they did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.admin.support import BIN, key_path, run, write_ini
+from tests.integration.service import free_port
+from tests.support import wait_for
+from wmproxy.config import Settings
+from wmproxy.security.sealing import Sealer
+from wmproxy.services.startup import EXIT_REFUSED
+from wmproxy.store import make_engine
+from wmproxy.store.schema import ExecutionWorkerRow
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without any ``WMPROXY_*`` variable (``WMPROXY_CONFIG`` unset, as under sudo)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
+
+
+@pytest.fixture
+def config(settings: Settings, tmp_path: Path) -> Path:
+    """The deployment's INI file, initialised with ``wmproxy-admin init``."""
+    path = write_ini(settings, tmp_path / "wmproxy.conf")
+    done = run("wmproxy-admin", "init", config=path)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def other_key(settings: Settings) -> None:
+    """Another store key in the key file (a node set up with its own key)."""
+    path = key_path(settings)
+    path.unlink()
+    path.write_bytes(Sealer.generate_key() + b"\n")
+    path.chmod(0o600)
+
+
+def refusal_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "refusing to start" in line]
+
+
+class TestServerConfigOption:
+    def test_c_names_the_wmproxy_configuration_and_the_service_listens(self, config: Path, tmp_path: Path) -> None:
+        """``-c FILE`` with ``WMPROXY_CONFIG`` unset: the service starts on that file's database and
+        keys, with the packaged gunicorn configuration (TLS); gunicorn options still pass through."""
+        port = free_port()
+        proc = subprocess.Popen([str(BIN / "wmproxy-server"), "-c", str(config), "--bind", f"127.0.0.1:{port}"],
+                                env=clean_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        def listening() -> bool:
+            assert proc.poll() is None, "wmproxy-server exited"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        try:
+            wait_for(listening, what=f"wmproxy-server on port {port}")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "SyntaxError" not in err, err
+        assert f"https://127.0.0.1:{port}" in err  # gunicorn's "Listening at": TLS, the packaged configuration
+
+    def test_a_refusal_names_the_file_of_c_and_exits_with_the_refused_status(
+            self, settings: Settings, config: Path, tmp_path: Path) -> None:
+        other_key(settings)
+        done = subprocess.run([str(BIN / "wmproxy-server"), "--config", str(config)], env=clean_env(), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == EXIT_REFUSED, done.stderr
+        assert len(refusal_lines(done.stderr)) == 1 and "is not the key of this database" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+class TestRefusalsExitWithTheRefusedStatus:
+    """The units restart on failure but not on :data:`EXIT_REFUSED`: every process exits once with it."""
+
+    @pytest.mark.parametrize("argv", [["wmproxy-server", "--bind", "127.0.0.1:0"], ["wmproxy-renewal", "--once"],
+                                      ["wmproxy-metrics"], ["wmproxy-worker", "--name", "w1"]],
+                             ids=["server", "renewal", "metrics", "worker"])
+    def test_another_store_key(self, settings: Settings, config: Path, argv: list[str]) -> None:
+        other_key(settings)
+        done = run(*argv, config=config, timeout=120)  # a crash loop would not return
+        assert done.returncode == EXIT_REFUSED, (done.stdout, done.stderr)
+        assert "is not the key of this database" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+    @pytest.mark.parametrize("argv", [["wmproxy-server", "--bind", "127.0.0.1:0"], ["wmproxy-renewal", "--once"],
+                                      ["wmproxy-metrics"]], ids=["server", "renewal", "metrics"])
+    def test_a_store_key_others_can_read(self, settings: Settings, config: Path, argv: list[str]) -> None:
+        key_path(settings).chmod(0o644)
+        done = run(*argv, config=config, timeout=120)
+        assert done.returncode == EXIT_REFUSED, (done.stdout, done.stderr)
+        assert f"chmod 600 {key_path(settings)}" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+    @pytest.mark.parametrize("argv", [["wmproxy-server", "--bind", "127.0.0.1:0"], ["wmproxy-renewal", "--once"],
+                                      ["wmproxy-metrics"], ["wmproxy-worker", "--name", "w1"]],
+                             ids=["server", "renewal", "metrics", "worker"])
+    def test_a_bad_value_names_its_file_and_exits_2(self, config: Path, argv: list[str]) -> None:
+        config.write_text(config.read_text().replace("[execution]\n", "[execution]\nmax_running = eight\n"))
+        done = run(*argv, config=config, timeout=120)
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert f"{config}: [execution] max_running: cannot convert 'eight' to int" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+class TestMetricsCommand:
+    def test_help_names_the_config_option_and_starts_nothing(self, tmp_path: Path) -> None:
+        done = subprocess.run([str(BIN / "wmproxy-metrics"), "--help"], env=clean_env(), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "-c, --config" in done.stdout and done.stderr == ""
+
+    def test_a_busy_port_names_the_bind_setting_in_one_line(self, settings: Settings, config: Path) -> None:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            config.write_text(config.read_text() + f"[metrics]\nbind = 127.0.0.1:{port}\n")
+            done = run("wmproxy-metrics", config=config, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert f"[metrics] bind = 127.0.0.1:{port}: cannot listen" in done.stderr, done.stderr
+        assert "Address already in use" in done.stderr and "Traceback" not in done.stderr
+
+
+class TestWithoutAConfigurationFile:
+    @pytest.mark.parametrize("command", ["wmproxy-metrics", "wmproxy-renewal"])
+    def test_it_says_none_was_read(self, tmp_path: Path, command: str) -> None:
+        """``WMPROXY_CONFIG`` unset (sudo drops it): the defaults apply and the message says so (the
+        renewal worker finds no database in the working directory; wmproxy-metrics, which starts
+        without a database to report it on /readyz, no store key at the default path)."""
+        done = subprocess.run([str(BIN / command)], env=clean_env(), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == EXIT_REFUSED, done.stderr
+        (line,) = refusal_lines(done.stderr)
+        assert f"there is no database at {tmp_path}" in line or "/var/lib/wmproxy/store.key is missing" in line
+        assert "no configuration file was read" in line
+        assert "WMPROXY_CONFIG" in line and "Traceback" not in done.stderr
+
+
+class TestWhatAStartAndAStopSay:
+    def test_renewal_once_logs_its_pass_and_no_alembic_plugin_lines(self, config: Path) -> None:
+        done = run("wmproxy-renewal", "--once", config=config)
+        assert done.returncode == 0, done.stderr
+        assert "renewal pass done: 0 renewal(s) attempted" in done.stderr, done.stderr
+        assert "setup plugin" not in done.stderr
+
+    def test_the_worker_logs_its_stop_on_sigterm(self, settings: Settings, config: Path) -> None:
+        env = clean_env()
+        env["WMPROXY_CONFIG"] = str(config)
+        proc = subprocess.Popen([str(BIN / "wmproxy-worker"), "--name", "w-stop"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        engine = make_engine(settings.database.url)
+        try:
+            def heartbeat() -> bool:
+                assert proc.poll() is None, "the worker exited"
+                with engine.connect() as conn:
+                    query = select(ExecutionWorkerRow.name).where(ExecutionWorkerRow.name == "w-stop")
+                    return conn.execute(query).first() is not None
+
+            wait_for(heartbeat, what="the worker's heartbeat")
+        finally:
+            engine.dispose()
+            proc.send_signal(signal.SIGTERM)
+            err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 0, err
+        assert "execution worker w-stop stopped on SIGTERM" in err, err
+        assert "setup plugin" not in err
