@@ -140,7 +140,7 @@ class JobCgroups:
                               "writable by group or others")
         probe = os.path.join(self.base, f"{PROBE_PREFIX}{own_tag()}.{secrets.token_hex(4)}")
         if self.base != self.root and os.path.isdir(self.base):
-            _enable_controllers(self.base)  # made by a version that enabled fewer
+            _enable_controllers(self.base, memory=self.max_memory > 0)  # made without these
         try:
             self._mkdir(probe)
         except OSError as exc:
@@ -211,8 +211,8 @@ class JobCgroups:
 
     def _mkdir(self, path: str) -> None:
         """``mkdir`` (0755), making :attr:`base` first if it is missing (on cgroup v2 with the
-        ``pids`` and ``memory`` controllers given to its children where the root's children have
-        them, for :meth:`create`'s ``max_processes`` and :attr:`max_memory`)."""
+        ``pids`` controller given to its children where the root's children have it, for
+        :meth:`create`'s ``max_processes``, and the ``memory`` one with :attr:`max_memory`)."""
         try:
             os.mkdir(path, 0o755)
         except FileNotFoundError:
@@ -220,7 +220,7 @@ class JobCgroups:
                 raise
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.base, 0o755)
-            _enable_controllers(self.base)
+            _enable_controllers(self.base, memory=self.max_memory > 0)
             os.mkdir(path, 0o755)
 
     def path(self, name: str) -> str:
@@ -495,11 +495,13 @@ def _move_a_child(probe: str, root: str) -> None:
                           "CAP_DAC_OVERRIDE (cgroup v2; root for v1)")
 
 
-def _enable_controllers(base: str) -> None:
-    """Give the ``pids`` and ``memory`` controllers to the children of ``base`` (a work root's
-    directory), each where the root's children have it (one write each: a write naming an
-    unavailable controller changes nothing); on v1 neither exists, which is no error."""
-    for controller in (b"+pids", b"+memory"):
+def _enable_controllers(base: str, *, memory: bool) -> None:
+    """Give the ``pids`` controller, and with ``memory`` the ``memory`` one, to the children of
+    ``base`` (a work root's directory), each where the root's children have it (one write each:
+    a write naming an unavailable controller changes nothing); on v1 neither exists, which is no
+    error. Without a memory limit the memory controller stays off: each job's cgroup would cost
+    a memory cgroup (and leave a dying one behind while its page cache lasts) for nothing."""
+    for controller in (b"+pids", b"+memory") if memory else (b"+pids",):
         with contextlib.suppress(OSError):
             _write(os.path.join(base, "cgroup.subtree_control"), controller)
 
