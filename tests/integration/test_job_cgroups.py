@@ -155,7 +155,8 @@ def memory_iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
     if mount is None or os.geteuid() != 0:
         need_peer("a read-write cgroup v2 hierarchy and root to make a cgroup root in it")
     if "memory" not in (mount / "cgroup.subtree_control").read_text().split():
-        pytest.skip("the cgroup v2 hierarchy has no memory controller here (it is bound to cgroup v1)")
+        pytest.skip("the cgroup v2 hierarchy gives no memory controller to its children here (a hybrid "
+                    "host binds it to cgroup v1)")
     root = mount / f"wmptest-{secrets.token_hex(4)}"
     try:
         with isolated_deployment(pki, database_url, start_worker=False,

@@ -719,7 +719,8 @@ def _memory_controller_root(root: Path) -> None:
     machine's) binds the memory controller to its cgroup v1 hierarchy, and the cgroup v2 one has
     none to give."""
     if "memory" not in (root / "cgroup.controllers").read_text().split():
-        pytest.skip("the cgroup v2 hierarchy has no memory controller here (it is bound to cgroup v1)")
+        pytest.skip("the cgroup v2 hierarchy gives no memory controller to its children here (a hybrid "
+                    "host binds it to cgroup v1)")
     (root / "cgroup.subtree_control").write_text("+memory")
 
 
