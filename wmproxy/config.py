@@ -303,9 +303,21 @@ class ExecutionSettings:
             controller enabled for it) it is also each job's ``pids.max``. Keep the worker
             unit's ``TasksMax`` above ``max_running`` times this (``docs/execution.md``). Slurm
             jobs are left to Slurm.
+        max_job_memory: bytes of memory a ``local`` job may use (its processes' resident memory
+            and the page cache and kernel memory charged to them; its job wrapper, about 12 MB,
+            counts), so that one job cannot make the kernel's OOM killer kill the service, the
+            database or other users' jobs; 0 = no limit (the default: a limit needs job cgroups,
+            which are off by default). It is each job's cgroup's ``memory.max`` (and its zygote's),
+            with ``memory.swap.max`` 0 (a job's memory is never swapped out, else swap would
+            extend the limit), so it needs ``cgroup_root`` on cgroup v2 with the ``memory``
+            controller enabled for the root's children: the worker refuses to start when it is set
+            and they cannot have it. A job the kernel killed processes of for lack of memory ends
+            Aborted, "the job exceeded its memory limit of ...", a deep failure (a payload that
+            exited 0 all the same ends Done, with that reason). Slurm jobs are left to Slurm
+            (``[slurm] default_memory_mb``).
 
     Raises:
-        ConfigError: a non-positive lease or poll interval, a negative grace or process
+        ConfigError: a non-positive lease or poll interval, a negative grace, process or memory
             limit, or ``max_running`` below 1.
     """
 
@@ -317,6 +329,7 @@ class ExecutionSettings:
     kill_grace: float = 10.0
     cgroup_root: str = ""
     max_job_processes: int = 4096
+    max_job_memory: int = 0
 
     def __post_init__(self) -> None:
         if self.heartbeat_lease <= 0 or self.poll_interval <= 0:
@@ -325,6 +338,8 @@ class ExecutionSettings:
             raise ConfigError("[execution] kill_grace must not be negative, max_running must be at least 1")
         if self.max_job_processes < 0:
             raise ConfigError("[execution] max_job_processes must not be negative (0: no limit)")
+        if self.max_job_memory < 0:
+            raise ConfigError("[execution] max_job_memory must not be negative (0: no limit)")
 
 
 @dataclass(frozen=True)

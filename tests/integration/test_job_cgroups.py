@@ -3,7 +3,11 @@ worker, as the service user with its five capabilities (no systemd delegation: t
 directory the test makes in the cgroup v2 hierarchy and gives to the service user), runs alice's
 jobs as her mapped account; a job leaves a process that called ``setsid`` and a double-forked
 one behind, and both are gone once the job is Done, or Cancelled. Under ``CI=true`` a missing
-cgroup v2 hierarchy fails the test."""
+cgroup v2 hierarchy fails the test.
+
+With ``[execution] max_job_memory`` (and the memory controller given to the root's children) a
+job that allocates beyond it ends Aborted, saying so; skipped where the cgroup v2 hierarchy has
+no memory controller (a hybrid host binds it to cgroup v1)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki, need_peer
-from tests.integration.isolated import Isolated, isolated_deployment
+from tests.integration.isolated import SYSTEM_PYTHON, Isolated, client, isolated_deployment
 from tests.integration.refclient import ReferenceClient, reference_client
 from tests.support import delegate, wait_for, wait_for_final
 
@@ -135,3 +139,46 @@ class TestJobCgroups:
             for pid in escaped:
                 if not _gone(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+#: ``[execution] max_job_memory`` of :func:`memory_iso`'s worker: 64 MiB.
+LIMIT = 64 << 20
+#: A payload that fills four times :data:`LIMIT` with bytes (every page written: resident).
+GREEDY = f'b = b"x" * {4 * LIMIT}\n'
+
+
+@pytest.fixture(scope="module")
+def memory_iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
+    """A deployment whose worker limits each job to :data:`LIMIT` in its cgroup, below a root
+    with the memory controller for its children (``+memory``, as an operator enables it)."""
+    mount = _v2_mount()
+    if mount is None or os.geteuid() != 0:
+        need_peer("a read-write cgroup v2 hierarchy and root to make a cgroup root in it")
+    if "memory" not in (mount / "cgroup.subtree_control").read_text().split():
+        pytest.skip("the cgroup v2 hierarchy gives no memory controller to its children here (a hybrid "
+                    "host binds it to cgroup v1)")
+    root = mount / f"wmptest-{secrets.token_hex(4)}"
+    try:
+        with isolated_deployment(pki, database_url, start_worker=False,
+                                 extra_env={"WMPROXY_EXECUTION_CGROUP_ROOT": str(root),
+                                            "WMPROXY_EXECUTION_MAX_JOB_MEMORY": str(LIMIT)}) as iso:
+            root.mkdir(mode=0o755)
+            (root / "cgroup.subtree_control").write_text("+memory")
+            os.chown(root, iso.service.pw_uid, iso.service.pw_gid)
+            (iso.root / "greedy.py").write_text(GREEDY)
+            os.chmod(iso.root / "greedy.py", 0o644)
+            iso.start_worker()
+            yield iso
+    finally:
+        _remove(root)
+
+
+class TestJobMemory:
+    def test_a_job_beyond_its_memory_limit_ends_aborted_saying_so(self, memory_iso: Isolated, pki: Pki) -> None:
+        bob = client(memory_iso, pki, "bob")
+        greedy = bob.wmproxy.jobSubmit(f'[ Executable = "{SYSTEM_PYTHON}"; '
+                                       f'Arguments = "-I -S {memory_iso.root / "greedy.py"}"; ]', "iso").id
+        modest = bob.wmproxy.jobSubmit('[ Executable = "/bin/true"; ]', "iso").id
+        final = wait_for_final(bob, greedy)
+        assert final.startswith("Aborted") and "the job exceeded its memory limit of 64 MiB" in final, final
+        assert wait_for_final(bob, modest) == "Done (Exit Code 0)"

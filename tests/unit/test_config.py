@@ -104,6 +104,7 @@ class TestValues:
         ("execution", "max_running", "many", r"\[execution\] max_running: cannot convert 'many'"),
         ("execution", "poll_interval", "nan", r"\[execution\] poll_interval: cannot convert"),
         ("execution", "poll_interval", "0", r"\[execution\] heartbeat_lease and poll_interval"),
+        ("execution", "max_job_memory", "-1", r"\[execution\] max_job_memory must not be negative"),
         ("service", "port", "70000", r"\[service\] port: a TCP port"),
         ("service", "workers", "0", r"\[service\] workers and threads"),
         ("service", "default_protocol", "gsiftp", r"only https"),

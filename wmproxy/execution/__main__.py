@@ -50,7 +50,7 @@ from wmproxy.errors import WMProxyError
 from wmproxy.execution.backends import ExecutionBackend
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.backends.slurm import SlurmExecutionBackend
-from wmproxy.execution.cgroups import CgroupError, JobCgroups, check_root
+from wmproxy.execution.cgroups import CgroupError, JobCgroups, MemoryLimitError, check_root
 from wmproxy.execution.identity import IdentityError, check_work_root
 from wmproxy.execution.purging import purge_tasks
 from wmproxy.execution.worker import ExecutionWorker, PeriodicTask
@@ -167,15 +167,26 @@ def build_backends(settings: Settings, kinds: list[str]) -> dict[str, ExecutionB
 
 
 def job_cgroups(settings: Settings) -> JobCgroups | None:
-    """The job cgroups of ``[execution] cgroup_root``, checked; None when it is empty (off).
+    """The job cgroups of ``[execution] cgroup_root`` (with ``max_job_memory``), checked; None
+    when it is empty (off).
 
     Raises:
-        StartupError: the cgroup root is unusable.
+        StartupError: the cgroup root is unusable, or ``max_job_memory`` is set and the jobs'
+            cgroups cannot have it (or there are none).
     """
-    if not settings.execution.cgroup_root:
+    execution = settings.execution
+    if not execution.cgroup_root:
+        if execution.max_job_memory:
+            raise StartupError(f"refusing to start: [execution] max_job_memory = {execution.max_job_memory}: a "
+                               "local job's memory is limited in its cgroup, and [execution] cgroup_root is empty: "
+                               "set it to a cgroup v2 directory with the memory controller (docs/execution.md), "
+                               "or set max_job_memory = 0 (no limit)")
         return None
     try:
-        return check_root(settings.execution.cgroup_root, settings.execution.work_dir)
+        return check_root(execution.cgroup_root, execution.work_dir, execution.max_job_memory)
+    except MemoryLimitError as exc:
+        raise StartupError(f"refusing to start: [execution] max_job_memory = {execution.max_job_memory}: "
+                           f"{exc}") from None
     except CgroupError as exc:
         raise StartupError(f"refusing to start: [execution] cgroup_root: {exc}") from None
 

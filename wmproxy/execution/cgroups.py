@@ -33,9 +33,17 @@ Two kinds of hierarchy work:
   SIGKILLed, thawed. v1 lets only a process of euid 0 move another uid's process, so it
   needs a worker running as root.
 
+With ``[execution] max_job_memory`` (:attr:`JobCgroups.max_memory`) every cgroup the worker
+makes (a job's, a zygote's) gets it as its ``memory.max``, and ``memory.swap.max`` 0 where the
+kernel accounts swap (a limit that swap extends is none): cgroup v2 only, with the ``memory``
+controller given to the root's children; :meth:`JobCgroups.check` refuses a root without it.
+A job some of whose processes the kernel's OOM killer killed is told by the ``oom_kill`` count
+of its ``memory.events`` (:meth:`JobCgroups.oom_killed`), read once its wrapper has ended.
+
 Costs per job: one ``mkdir``, one write of the wrapper's pid, one ``rmdir`` (the cgroup is
 usually empty at release: the wrapper kills its session); the kill and its loop only when
-something is left.
+something is left. With a memory limit, two writes more at the creation and one read of
+``memory.events`` at the end.
 """
 
 from __future__ import annotations
@@ -73,6 +81,11 @@ class CgroupError(WMProxyError):
     """The cgroup root is unusable, or a job's cgroup could not be made or joined."""
 
 
+class MemoryLimitError(CgroupError):
+    """A memory limit is asked for (:attr:`JobCgroups.max_memory`) but the cgroups below the root
+    cannot have one (no cgroup v2 ``memory`` controller for them)."""
+
+
 class JobCgroups:
     """The job cgroups below ``root`` (:meth:`check` first).
 
@@ -82,11 +95,15 @@ class JobCgroups:
         work_root: the work root whose jobs these are: their cgroups are in its directory
             ``<root>/<base_name(work_root)>`` (:attr:`base`); None: directly in ``root`` (only
             for :meth:`check`; a backend takes its own with :meth:`for_work_root`).
+        max_memory: bytes; every cgroup :meth:`create` makes gets it as its ``memory.max`` (and
+            ``memory.swap.max`` 0 where there is one); 0: no limit. :meth:`check` refuses a
+            root whose cgroups could not have it.
     """
 
-    def __init__(self, root: Path | str, work_root: Path | str | None = None) -> None:
+    def __init__(self, root: Path | str, work_root: Path | str | None = None, max_memory: int = 0) -> None:
         self.root = os.path.abspath(root)
         self.base = self.root if work_root is None else os.path.join(self.root, base_name(work_root))
+        self.max_memory = max_memory
         #: The cgroups (names below :attr:`base`) killed but still busy, for :meth:`retry`.
         self.pending: set[str] = set()
         #: When :meth:`retry` last tried each pending cgroup (monotonic seconds): the longest
@@ -103,9 +120,13 @@ class JobCgroups:
         cgroup below the root (a probe cgroup in :attr:`base`, removed again), and move a child
         process of its own into it, as it moves a zygote or a wrapper it starts itself
         (``/bin/sh -c 'echo 0 > <probe>/cgroup.procs'``, which needs write access to the
-        ``cgroup.procs`` of the common ancestor of the worker's cgroup and the probe).
+        ``cgroup.procs`` of the common ancestor of the worker's cgroup and the probe). With
+        :attr:`max_memory`, the probe must have a ``memory.max`` (cgroup v2, the ``memory``
+        controller enabled for the root's children and, by the worker, for its work root's
+        directory).
 
         Raises:
+            MemoryLimitError: :attr:`max_memory` is set and the probe has no ``memory.max``.
             CgroupError: why the root is unusable.
         """
         try:
@@ -118,6 +139,8 @@ class JobCgroups:
             raise CgroupError(f"the cgroup root {self.root} must be owned by the worker's user and not "
                               "writable by group or others")
         probe = os.path.join(self.base, f"{PROBE_PREFIX}{own_tag()}.{secrets.token_hex(4)}")
+        if self.base != self.root and os.path.isdir(self.base):
+            _enable_controllers(self.base, memory=self.max_memory > 0)  # made without these
         try:
             self._mkdir(probe)
         except OSError as exc:
@@ -140,8 +163,35 @@ class JobCgroups:
                 if not os.access(os.path.join(probe, name), os.W_OK):
                     raise CgroupError(f"the worker cannot write {name} of a cgroup in {self.root}")
             _move_a_child(probe, self.root)
+            if self.max_memory:
+                self._check_memory(probe)
         finally:
             self._remove_probe(probe)
+
+    def _check_memory(self, probe: str) -> None:
+        """Refuse a probe without ``memory.max``, saying what the root lacks; warn when the
+        kernel does not account swap (no ``memory.swap.max``) and swap is on.
+
+        Raises:
+            MemoryLimitError: no ``memory.max``.
+        """
+        if os.path.exists(os.path.join(probe, "memory.max")):
+            if not os.path.exists(os.path.join(probe, "memory.swap.max")) and _swap_on():
+                log.warning("the kernel does not account the swap of cgroups (no memory.swap.max): a job's "
+                            "memory beyond [execution] max_job_memory may go to swap")
+            return
+        if self.version != 2:
+            why = "it is in a cgroup v1 hierarchy; a job's memory can be limited on cgroup v2 only"
+        elif "memory" not in _words(os.path.join(self.root, "cgroup.controllers")):
+            why = ("the memory controller is not delegated to it (not in its cgroup.controllers): with systemd, "
+                   "Delegate=yes (or Delegate=memory pids) on the worker's unit")
+        else:
+            why = (f"the memory controller is not enabled for its children: write +memory to "
+                   f"{os.path.join(self.root, 'cgroup.subtree_control')} (cgroup v2 allows it only while no "
+                   "process is in the root itself: run the worker in a child cgroup, e.g. systemd "
+                   "DelegateSubgroup=)")
+        raise MemoryLimitError(f"a job's memory cannot be limited in the cgroup root {self.root}: {why}; "
+                               "else set [execution] max_job_memory = 0 (no limit)")
 
     def _remove_probe(self, probe: str) -> None:
         """Remove the probe (its process has been reaped); one still busy is left to :meth:`retry`."""
@@ -154,6 +204,7 @@ class JobCgroups:
         other = JobCgroups(self.root, work_root)
         if other.base == self.base:
             return self
+        other.max_memory = self.max_memory
         other.version, other.kill_file, other.freeze_file = self.version, self.kill_file, self.freeze_file
         other._frozen, other._thawed = self._frozen, self._thawed
         return other
@@ -161,7 +212,7 @@ class JobCgroups:
     def _mkdir(self, path: str) -> None:
         """``mkdir`` (0755), making :attr:`base` first if it is missing (on cgroup v2 with the
         ``pids`` controller given to its children where the root's children have it, for
-        :meth:`create`'s ``max_processes``)."""
+        :meth:`create`'s ``max_processes``, and the ``memory`` one with :attr:`max_memory`)."""
         try:
             os.mkdir(path, 0o755)
         except FileNotFoundError:
@@ -169,8 +220,7 @@ class JobCgroups:
                 raise
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.base, 0o755)
-            with contextlib.suppress(OSError):  # v1, or the root's children lack the pids controller
-                _write(os.path.join(self.base, "cgroup.subtree_control"), b"+pids")
+            _enable_controllers(self.base, memory=self.max_memory > 0)
             os.mkdir(path, 0o755)
 
     def path(self, name: str) -> str:
@@ -195,10 +245,12 @@ class JobCgroups:
         process) is thawed, emptied and reused (no longer retried by :meth:`retry`).
         ``max_processes``: its ``pids.max`` (processes and threads in it at most), where it has
         one (cgroup v2 with the ``pids`` controller enabled for the work root's directory; a
-        failure to write it is logged); 0: not set.
+        failure to write it is logged); 0: not set. :attr:`max_memory`: its ``memory.max``, and
+        ``memory.swap.max`` 0 where there is one.
 
         Raises:
-            CgroupError: it cannot be made, or the one there could not be emptied at once.
+            CgroupError: it cannot be made, the one there could not be emptied at once, or its
+                memory limit could not be set (the job would run without it).
         """
         was_pending = name in self.pending
         self.pending.discard(name)
@@ -221,6 +273,45 @@ class JobCgroups:
                 pass  # no pids controller here: the wrapper's RLIMIT_NPROC only
             except OSError as exc:
                 log.warning("cannot limit the processes of the cgroup %s: %s", self.path(name), exc.strerror)
+        if self.max_memory > 0:
+            self._limit_memory(self.path(name))
+
+    def _limit_memory(self, path: str) -> None:
+        """Write :attr:`max_memory` to the ``memory.max`` of the cgroup ``path`` and 0 to its
+        ``memory.swap.max`` (where the kernel accounts swap).
+
+        Raises:
+            CgroupError: either write failed.
+        """
+        try:
+            _write(os.path.join(path, "memory.max"), str(self.max_memory).encode())
+            with contextlib.suppress(FileNotFoundError):
+                _write(os.path.join(path, "memory.swap.max"), b"0")
+        except OSError as exc:
+            raise CgroupError(f"cannot limit the memory of the job's cgroup {path} ([execution] "
+                              f"max_job_memory): {exc.strerror or exc}") from None
+
+    def oom_killed(self, name: str) -> str | None:
+        """Why the cgroup ``name`` lost processes to the kernel's OOM killer (the ``oom_kill``
+        count of its ``memory.events``, which the kernel keeps), a sentence for the job's
+        reason; None when it lost none, or has no such file (no memory controller, gone)."""
+        try:
+            with open(os.path.join(self.path(name), "memory.events"), "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        kills = 0
+        for line in lines:
+            key, _, count = line.partition(b" ")
+            if key == b"oom_kill" and count.strip().isdigit():
+                kills = int(count)
+        if kills <= 0:
+            return None
+        what = f"{kills} of its processes" if kills > 1 else "one of its processes"
+        if self.max_memory > 0:
+            return (f"the job exceeded its memory limit of {_size(self.max_memory)}: the kernel killed {what} "
+                    "(out of memory)")
+        return f"the kernel killed {what} for lack of memory (out of memory)"
 
     def add(self, name: str, pid: int) -> None:
         """Move ``pid`` into the job's cgroup.
@@ -404,6 +495,43 @@ def _move_a_child(probe: str, root: str) -> None:
                           "CAP_DAC_OVERRIDE (cgroup v2; root for v1)")
 
 
+def _enable_controllers(base: str, *, memory: bool) -> None:
+    """Give the ``pids`` controller, and with ``memory`` the ``memory`` one, to the children of
+    ``base`` (a work root's directory), each where the root's children have it (one write each:
+    a write naming an unavailable controller changes nothing); on v1 neither exists, which is no
+    error. Without a memory limit the memory controller stays off: each job's cgroup would cost
+    a memory cgroup (and leave a dying one behind while its page cache lasts) for nothing."""
+    for controller in (b"+pids", b"+memory") if memory else (b"+pids",):
+        with contextlib.suppress(OSError):
+            _write(os.path.join(base, "cgroup.subtree_control"), controller)
+
+
+def _words(path: str) -> list[str]:
+    """The words of the file ``path``, [] when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def _swap_on() -> bool:
+    """Whether a swap area is in use (``/proc/swaps`` lists one below its heading)."""
+    try:
+        with open("/proc/swaps") as f:
+            return len(f.read().splitlines()) > 1
+    except OSError:
+        return False
+
+
+def _size(size: int) -> str:
+    """``size`` bytes as a person reads it: whole GiB or MiB where it is one, else bytes."""
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB")):
+        if size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
 def _write(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -421,12 +549,14 @@ def _members(path: str) -> list[int]:
         return []
 
 
-def check_root(root: Path | str, work_root: Path | str | None = None) -> JobCgroups:
-    """:class:`JobCgroups` of ``root`` (for ``work_root``'s jobs), checked (:meth:`JobCgroups.check`).
+def check_root(root: Path | str, work_root: Path | str | None = None, max_memory: int = 0) -> JobCgroups:
+    """:class:`JobCgroups` of ``root`` (for ``work_root``'s jobs, with ``max_memory``), checked
+    (:meth:`JobCgroups.check`).
 
     Raises:
+        MemoryLimitError: ``max_memory`` is set and the cgroups could not have it.
         CgroupError: why the root is unusable.
     """
-    cgroups = JobCgroups(Path(root), work_root)
+    cgroups = JobCgroups(Path(root), work_root, max_memory)
     cgroups.check()
     return cgroups

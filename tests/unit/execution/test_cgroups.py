@@ -4,7 +4,9 @@ double-forked, is killed when the job ends, is cancelled, is released by a later
 or is found by the sweep after its work dir is gone; the job cannot leave its cgroup nor write
 to any file of the tree. Real cgroups in a root each test creates under /sys/fs/cgroup (as
 root) and removes; both the cgroup v2 hierarchy and the v1 freezer one, with and without
-zygotes."""
+zygotes. With a memory limit (``[execution] max_job_memory``) a job's cgroup has ``memory.max``
+and a job beyond it ends Aborted saying so (where the cgroup v2 hierarchy has the memory
+controller), and a root whose cgroups cannot have the limit is refused."""
 
 from __future__ import annotations
 
@@ -32,9 +34,9 @@ from tests.unit.execution.wrapper_support import (
 )
 from wmproxy.domain import JobState
 from wmproxy.execution import cgroups as cgroups_module
-from wmproxy.execution.backends import RunHandle, local
+from wmproxy.execution.backends import BackendError, RunHandle, local
 from wmproxy.execution.backends.local import LocalExecutionBackend
-from wmproxy.execution.cgroups import CgroupError, JobCgroups, check_root
+from wmproxy.execution.cgroups import CgroupError, JobCgroups, MemoryLimitError, check_root
 from wmproxy.execution.identity import Account
 
 BIN = Path(sys.executable).parent
@@ -701,3 +703,140 @@ class TestFirstSweep:
             patch.setattr(local.time, "monotonic", lambda: 5.0)
             backend.tidy()
         assert not orphan.exists()
+
+
+#: The memory limit of the tests' jobs (``[execution] max_job_memory``): 64 MiB, a quarter of
+#: what :data:`GREEDY` allocates.
+LIMIT = 64 << 20
+#: Fills 256 MiB of bytes (``b"x" * n`` writes every page: resident, unlike a zeroed bytearray).
+GREEDY = f"/usr/bin/python3 -I -S -c 'b = b\"x\" * {4 * LIMIT}'"
+
+
+def _memory_controller_root(root: Path) -> None:
+    """Give the memory controller to the children of the test's cgroup v2 root, as an operator
+    does (``+memory`` in its ``cgroup.subtree_control``); skip where the hierarchy has none. Not
+    a peer the suite's machines all have: a hybrid host (systemd's legacy layout, this
+    machine's) binds the memory controller to its cgroup v1 hierarchy, and the cgroup v2 one has
+    none to give."""
+    if "memory" not in (root / "cgroup.controllers").read_text().split():
+        pytest.skip("the cgroup v2 hierarchy gives no memory controller to its children here (a hybrid "
+                    "host binds it to cgroup v1)")
+    (root / "cgroup.subtree_control").write_text("+memory")
+
+
+@pytest.fixture
+def memory_backend(request: pytest.FixtureRequest, work_root: Path,
+                   cgroup_root: Path) -> Iterator[LocalExecutionBackend]:
+    """A backend whose jobs' cgroups have ``memory.max`` :data:`LIMIT` (cgroup v2 with the memory
+    controller), zygotes on and off."""
+    _memory_controller_root(cgroup_root)
+    (work_root / "jobs").mkdir(mode=0o755)
+    backend = LocalExecutionBackend(work_root / "jobs", HOST, zygotes=request.param,
+                                    cgroups=check_root(cgroup_root, max_memory=LIMIT))
+    yield backend
+    backend.close()
+
+
+@pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+@pytest.mark.parametrize("memory_backend", [True, False], ids=["zygote", "direct"], indirect=True)
+class TestMemoryLimit:
+    """``[execution] max_job_memory``: each job's cgroup (and its zygote's) has it as its
+    ``memory.max``, with no swap; a job that allocates beyond it loses the process to the
+    kernel's OOM killer and ends Aborted, saying so."""
+
+    def test_the_job_runs_in_a_cgroup_with_the_limit(
+        self, memory_backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        mount = cgroup_root.parent
+        script = (f'c="{mount}$(sed -n "s/^0:://p" /proc/self/cgroup)"; cat "$c/memory.max" > max; '
+                  'if [ -e "$c/memory.swap.max" ]; then cat "$c/memory.swap.max"; else echo 0; fi > swap')
+        handle, outcome = run(memory_backend, launch(input_dir, account, script))
+        assert outcome.state == JobState.DONE and outcome.exit_code == 0, outcome
+        assert (handle.work_dir / "max").read_text().strip() == str(LIMIT)
+        assert (handle.work_dir / "swap").read_text().strip() == "0"
+        memory_backend.release(handle)
+        if memory_backend.use_zygotes:
+            zygote = _cg(memory_backend, local.zygote_cgroup(None if account is None else (account.uid, account.gid)))
+            assert (zygote / "memory.max").read_text().strip() == str(LIMIT)
+
+    def test_a_job_beyond_its_limit_is_killed_and_ends_aborted_with_the_reason(
+        self, memory_backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle, outcome = run(memory_backend, launch(input_dir, account, f"exec {GREEDY}"))
+        assert outcome.state == JobState.ABORTED, outcome
+        assert outcome.payload_started
+        assert outcome.reason is not None and outcome.reason.startswith(
+            "the job exceeded its memory limit of 64 MiB: the kernel killed one of its processes (out of memory)"
+            " (deep failure)"), outcome.reason
+        memory_backend.release(handle)
+
+    def test_a_payload_that_survives_the_kill_of_its_child_ends_done_with_the_reason(
+        self, memory_backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        handle, outcome = run(memory_backend, launch(input_dir, account, f"{GREEDY}; exit 0"))
+        assert outcome.state == JobState.DONE and outcome.exit_code == 0, outcome
+        assert outcome.reason is not None and "exceeded its memory limit of 64 MiB" in outcome.reason, outcome
+        memory_backend.release(handle)
+
+
+class TestMemoryLimitRefused:
+    """A memory limit the jobs' cgroups cannot have is refused at start, never silently dropped:
+    a root whose children lack the memory controller (the tests' roots: nothing enables it in
+    their ``cgroup.subtree_control``), a v1 hierarchy, no cgroup root at all."""
+
+    def test_a_root_without_the_memory_controller_for_its_children_is_refused(
+        self, cgroup_root: Path, work_root: Path
+    ) -> None:
+        with pytest.raises(MemoryLimitError, match=r"a job's memory cannot be limited in the cgroup root .*"
+                           r"max_job_memory = 0"):
+            check_root(cgroup_root, work_root, max_memory=LIMIT)
+        base = cgroup_root / cgroups_module.base_name(work_root)
+        assert [p for p in base.iterdir() if p.is_dir()] == []  # the probe went
+        check_root(cgroup_root, work_root)  # without a limit the same root is used
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    def test_the_worker_refuses_to_start_with_a_limit_its_cgroup_root_cannot_apply(
+        self, tmp_path: Path, cgroup_root: Path
+    ) -> None:
+        done = _worker(tmp_path, f"cgroup_root = {cgroup_root}\nmax_job_memory = {LIMIT}\n")
+        assert done.returncode == 3, done.stderr
+        assert f"refusing to start: [execution] max_job_memory = {LIMIT}: a job's memory cannot be limited" \
+            in done.stderr, done.stderr
+        assert "memory controller" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+    def test_the_worker_refuses_to_start_with_a_limit_and_no_cgroup_root(self, tmp_path: Path) -> None:
+        done = _worker(tmp_path, f"max_job_memory = {LIMIT}\n")
+        assert done.returncode == 3, done.stderr
+        assert f"[execution] max_job_memory = {LIMIT}" in done.stderr, done.stderr
+        assert "[execution] cgroup_root is empty" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+    @pytest.mark.parametrize("cgroup_root", ["v2"], indirect=True)
+    @pytest.mark.parametrize("zygotes", [True, False], ids=["zygote", "direct"])
+    def test_a_job_whose_cgroup_cannot_have_the_limit_is_refused_not_run_without_it(
+        self, work_root: Path, input_dir: Path, account: Account | None, cgroup_root: Path, zygotes: bool
+    ) -> None:
+        """The memory controller went after the start check (here it was never there for the
+        root's children): the job's start fails, naming the setting."""
+        (work_root / "jobs").mkdir(mode=0o755)
+        cgroups = check_root(cgroup_root)
+        cgroups.max_memory = LIMIT
+        backend = LocalExecutionBackend(work_root / "jobs", HOST, zygotes=zygotes, cgroups=cgroups)
+        try:
+            handle = backend.prepare(launch(input_dir, account, "echo ran > ran"))
+            with pytest.raises(BackendError, match=r"cannot limit the memory of the job's cgroup .*max_job_memory"):
+                backend.spawn(handle)
+            assert handle.pid is None
+            backend.release(handle)
+        finally:
+            backend.close()
+
+
+def _worker(tmp_path: Path, execution: str) -> subprocess.CompletedProcess[str]:
+    """Start ``wmproxy-worker`` on a throwaway configuration with these ``[execution]`` lines."""
+    (tmp_path / "grid-mapfile").write_text("")
+    config = tmp_path / "wmproxy.conf"
+    config.write_text(f"[database]\nurl = sqlite:///{tmp_path}/db.sqlite\n[execution]\nwork_dir = {tmp_path}/work\n"
+                      f"{execution}[mapping]\nmode = gridmap\ngridmap_file = {tmp_path}/grid-mapfile\n")
+    return subprocess.run([str(BIN / "wmproxy-worker"), "-c", str(config)], capture_output=True, text=True,
+                          timeout=120, check=False)

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import need_peer
 from wmproxy.domain import JobState
 from wmproxy.execution.__main__ import REQUIRED_CAPABILITIES, missing_capabilities
-from wmproxy.execution.backends import JobOutcome, outcome_of
+from wmproxy.execution.backends import JobOutcome, out_of_memory, outcome_of
 from wmproxy.execution.identity import PhaseOutcome, WrapperStatus
 
 BIN = Path(sys.executable).parent
@@ -107,3 +107,30 @@ class TestOutcome:
         assert deep.reason is not None and "deep failure" in deep.reason
         assert (shallow.state, shallow.payload_started, shallow.recorded) == (JobState.ABORTED, False, False)
         assert shallow.reason is not None and "shallow failure" in shallow.reason
+
+
+#: What :meth:`JobCgroups.oom_killed <wmproxy.execution.cgroups.JobCgroups.oom_killed>` says.
+OOM = "the job exceeded its memory limit of 64 MiB: the kernel killed one of its processes (out of memory)"
+
+
+class TestOutOfMemory:
+    """A job some of whose processes the kernel's OOM killer killed (its cgroup's ``memory.events``)
+    is a failure that says so, not a mystery exit code 137."""
+
+    @pytest.mark.parametrize(("status", "started", "expected"), [
+        (_status(exit_code=None, signal=9), True, JobOutcome(JobState.ABORTED, 137, f"{OOM} (deep failure)", True)),
+        (_status(exit_code=137), True, JobOutcome(JobState.ABORTED, 137, f"{OOM} (deep failure)", True)),
+        (None, True, JobOutcome(JobState.ABORTED, None, f"{OOM} (deep failure)", True, recorded=False)),
+        (None, False, JobOutcome(JobState.ABORTED, None, f"{OOM} (shallow failure)", False, recorded=False)),
+        (_status(payload_started=False, exit_code=None, failure="Job Wrapper error: prologue failed"), False,
+         JobOutcome(JobState.ABORTED, None, f"{OOM} (shallow failure); Job Wrapper error: prologue failed", False)),
+        (_status(epilogue=PhaseOutcome(None, 9, None)), True,
+         JobOutcome(JobState.ABORTED, 0, f"{OOM} (deep failure); epilogue killed by signal 9", True)),
+        (_status(exit_code=0), True, JobOutcome(JobState.DONE, 0, OOM, True)),
+        (_status(cancelled_by=15, exit_code=None, signal=9), True, JobOutcome(JobState.CANCELLED, 137, None, True)),
+    ], ids=["payload-killed", "payload-exit-137", "no-status", "no-status-not-started", "prologue", "epilogue",
+            "payload-exit-0", "cancelled"])
+    def test_the_outcome_says_the_job_ran_out_of_memory(
+        self, status: WrapperStatus | None, started: bool, expected: JobOutcome
+    ) -> None:
+        assert out_of_memory(outcome_of(status, started), status, OOM) == expected

@@ -177,6 +177,28 @@ def outcome_of(status: WrapperStatus | None, payload_started: bool) -> JobOutcom
     return JobOutcome(JobState.DONE, exit_code=code, reason="; ".join(reasons) or None, payload_started=True)
 
 
+def out_of_memory(outcome: JobOutcome, status: WrapperStatus | None, why: str) -> JobOutcome:
+    """The outcome of a job some of whose processes the kernel's OOM killer killed (``why``, a
+    sentence: :meth:`JobCgroups.oom_killed <wmproxy.execution.cgroups.JobCgroups.oom_killed>`).
+
+    Returns:
+        A cancelled job's outcome unchanged, and a payload's that exited 0 (it survived the kill
+        of one of its processes) with ``why`` as its reason; else Aborted with ``why`` (and
+        a recorded reason, e.g. an epilogue's failure), the payload's exit code kept: a deep
+        failure once the payload started, as the Slurm backend's OUT_OF_MEMORY, else shallow.
+    """
+    if outcome.state == JobState.CANCELLED:
+        return outcome
+    if outcome.state == JobState.DONE and outcome.exit_code == 0:
+        return JobOutcome(JobState.DONE, exit_code=0, reason="; ".join(filter(None, [outcome.reason, why])),
+                          payload_started=outcome.payload_started, recorded=outcome.recorded)
+    depth = "deep" if outcome.payload_started else "shallow"
+    kept = outcome.reason if status is not None and outcome.reason else None
+    return JobOutcome(JobState.ABORTED, exit_code=outcome.exit_code,
+                      reason="; ".join(filter(None, [f"{why} ({depth} failure)", kept])),
+                      payload_started=outcome.payload_started, recorded=outcome.recorded)
+
+
 class ExecutionBackend(Protocol):
     """Runs jobs through the job wrapper somewhere and reports how they ended."""
 

@@ -23,6 +23,10 @@ joins before it runs anything of the job, and everything in it is killed when th
 released (after its end or its cancel) or cancelled past its grace: also the processes that
 left the wrapper's session. Without, and for a job whose wrapper is not in its cgroup (started
 while cgroups were off), what is left of the wrapper's session is killed (:func:`_kill_leftovers`).
+A job the kernel's OOM killer took processes of (its cgroup's ``memory.events``, read by
+:meth:`LocalExecutionBackend.poll` before the release removes it; e.g. past ``[execution]
+max_job_memory``) says so: Aborted, unless its payload exited 0 or it was cancelled
+(:func:`~wmproxy.execution.backends.out_of_memory`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import ClassVar
 from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity, processes
-from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, outcome_of
+from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, out_of_memory, outcome_of
 from wmproxy.execution.cgroups import CgroupError, JobCgroups, is_process_of, own_tag
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
 from wmproxy.execution.jobwrapper import STARTED_NAME, STATE_DIR, STATUS_NAME, WALL_TIME_EXCEEDED, JobSpec
@@ -495,10 +499,11 @@ class LocalExecutionBackend:
         if status_code is not None and os.WIFSIGNALED(status_code):
             # its status.json is not taken: the job (same uid) may have written it, then killed it
             started = self.started(handle)
-            return JobOutcome(JobState.ABORTED, reason=f"the job wrapper was killed by signal "
-                              f"{os.WTERMSIG(status_code)} " + ("after the payload had started (deep failure)"
-                                                               if started else "before starting the payload"
-                                                               " (shallow failure)"),
+            oom = self.cgroups.oom_killed(handle.work_dir.name) if self.cgroups is not None else None
+            return JobOutcome(JobState.ABORTED, reason=(f"{oom}: " if oom else "") + "the job wrapper was killed by "
+                              f"signal {os.WTERMSIG(status_code)} " + ("after the payload had started (deep failure)"
+                                                                      if started else "before starting the payload"
+                                                                      " (shallow failure)"),
                               payload_started=started, recorded=False)
         try:
             status: WrapperStatus | None = identity.read_status(handle.work_dir, handle.account)
@@ -510,7 +515,10 @@ class LocalExecutionBackend:
                 and (status.failure or "").startswith(WALL_TIME_EXCEEDED)):
             return JobOutcome(JobState.ABORTED, exit_code=status.shell_exit_code,
                               reason=f"{status.failure} (deep failure)", payload_started=True)
-        return outcome_of(status, (status is not None and status.payload_started) or self.started(handle))
+        outcome = outcome_of(status, (status is not None and status.payload_started) or self.started(handle))
+        if self.cgroups is not None and (why := self.cgroups.oom_killed(handle.work_dir.name)) is not None:
+            return out_of_memory(outcome, status, why)
+        return outcome
 
     def _overran(self, handle: RunHandle) -> bool:
         """Whether the running wrapper of a job with a wall time (and not cancelled: a cancel
