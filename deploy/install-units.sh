@@ -11,6 +11,11 @@ case $venv in
     /*) ;;
     *) echo "install-units.sh: WMPROXY_VENV must be an absolute path: $venv" >&2; exit 2 ;;
 esac
+venv=${venv%/}  # a trailing slash would give venv//bin in the units
+case $venv in
+    *[!A-Za-z0-9/._+-]*)  # written into the units' ExecStart= lines through sed: no space, quote, | or &
+        echo "install-units.sh: WMPROXY_VENV may hold only letters, digits and / . _ + -: $venv" >&2; exit 2 ;;
+esac
 for program in wmproxy-server wmproxy-worker wmproxy-renewal wmproxy-metrics wmproxy-admin; do
     if [ ! -x "$venv/bin/$program" ]; then
         echo "install-units.sh: $venv/bin/$program missing: pip install 'wmproxy[server]' into $venv first" >&2

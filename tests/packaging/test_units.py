@@ -41,7 +41,7 @@ def one(unit: str, key: str) -> str:
     return value
 
 
-def install_units(venv: Path, unit_dir: Path) -> subprocess.CompletedProcess[str]:
+def install_units(venv: Path | str, unit_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", str(DEPLOY / "install-units.sh"), str(venv), str(unit_dir)], capture_output=True,
                           text=True, timeout=60, check=False)
 
@@ -119,6 +119,20 @@ class TestPrograms:
         for unit in UNITS:
             (command,) = directives(tmp_path / unit)["Service.ExecStart"]
             assert command.startswith(f"{BIN}/wmproxy-"), command
+
+    def test_install_units_takes_a_venv_with_a_trailing_slash(self, tmp_path: Path) -> None:
+        done = install_units(f"{BIN.parent}/", tmp_path)  # a str: a Path drops the slash
+        assert done.returncode == 0, done.stderr
+        (command,) = directives(tmp_path / "wmproxy.service")["Service.ExecStart"]
+        assert command.startswith(f"{BIN}/wmproxy-server"), command
+
+    @pytest.mark.parametrize("name", ["a b", "a|b", "a&b", "a'b"])
+    def test_install_units_refuses_a_venv_path_it_cannot_write_into_a_unit(self, tmp_path: Path, name: str) -> None:
+        """The path goes into ExecStart= through sed: a space would split the command, a | end
+        sed's expression, a & stand for the matched text."""
+        done = install_units(tmp_path / name, tmp_path / "units")
+        assert done.returncode == 2 and "may hold only letters, digits" in done.stderr, done.stderr
+        assert not (tmp_path / "units").exists()
 
     def test_install_units_refuses_a_venv_without_the_server(self, tmp_path: Path) -> None:
         done = install_units(tmp_path / "no-venv", tmp_path / "units")
