@@ -217,6 +217,10 @@ def init(settings: Settings, user: str | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"initialised: database {shown_url(settings.database.url)}, sandboxes in {settings.sandbox.root}")
+    if user is None and os.geteuid() == 0:
+        click.echo("warning: the state belongs to root (no --user): a service running as its own user, as the units "
+                   "in deploy/ run it, cannot open it; run `wmproxy-admin init --user <service user>` to hand it over",
+                   err=True)
 
 
 def _refuse_downgrade(url: str, revision: str) -> None:

@@ -131,6 +131,14 @@ class TestAdminCommand:
         result = CliRunner().invoke(cli, ["-c", str(config), "init", "--user", entry.pw_name])
         assert result.exit_code == 0, result.output
         assert (tmp_path / "keys" / "store.key").stat().st_uid == entry.pw_uid
+        assert "warning" not in result.output
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="root's init without --user")
+    def test_init_as_root_without_user_warns_that_root_owns_the_state(self, tmp_path: Path) -> None:
+        result = CliRunner().invoke(cli, ["-c", str(write_config(tmp_path)), "init"])
+        assert result.exit_code == 0, result.output
+        assert "warning: the state belongs to root (no --user)" in result.output
+        assert "wmproxy-admin init --user <service user>" in result.output
 
     def test_other_commands_refuse_a_readable_store_key(self, tmp_path: Path) -> None:
         config = write_config(tmp_path)
