@@ -3,7 +3,8 @@
 On the deployment with the privilege split (:mod:`tests.integration.isolated`: the worker as the
 service user with its capabilities, jobs as the mapped pool accounts), SQLite and PostgreSQL. Bob's
 payload (a Python script run as his account) either plants files whose names an ``OutputSandbox``
-wildcard matches, or writes ``.wmproxy/status.json`` itself and SIGKILLs its wrapper (same uid).
+wildcard matches, or writes ``.wmproxy/status.json`` itself and makes its state dir read-only, so that its wrapper
+(same uid) cannot write its own status and exits on its own.
 Before the fix, a name that is not UTF-8 in the job's reason (``UnicodeEncodeError``) or an exit
 code no column holds (``OverflowError``) ended the worker, and every restart the same way (the end
 replayed from its ends journal): nobody's job ran again; on PostgreSQL an exit code of 2**31 or a
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 #: Bob's payload: ``hostile.py <mode> [args]``, run in its work dir as his account.
 PAYLOAD = r'''
-import json, os, signal, sys
+import json, os, sys
 mode = sys.argv[1]
 
 def forge(**fields):
@@ -41,7 +42,12 @@ def forge(**fields):
     with open(".wmproxy/forged.tmp", "w") as f:
         json.dump(status, f)
     os.rename(".wmproxy/forged.tmp", ".wmproxy/status.json")
-    os.kill(os.getppid(), signal.SIGKILL)   # the wrapper runs as this account: allowed
+    # The wrapper runs as this account: the state dir made read-only, it cannot write its own
+    # status at the end and exits on its own (EXIT_NO_STATUS), and the worker reads this one.
+    # (A wrapper killed after the forgery is Aborted as killed, the file not read, where the
+    # worker learns how it ended: test_isolation.py::TestForgedStatus.)
+    os.chmod(".wmproxy", 0o500)
+    sys.exit(0)
 
 if mode == "names":
     os.symlink("nowhere", b"\xff.o")   # not UTF-8, matched by OutputSandbox {"*.o"}
