@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import stat
 import subprocess
 import threading
@@ -47,8 +48,8 @@ from tests.support import counted_on_disk
 from tests.unit.execution.wrapper_support import DEADLINE, alive, kill_session
 from wmproxy.config import BrokeringSettings
 from wmproxy.domain import FINAL_STATES, JobState, Principal, to_filename, utcnow
-from wmproxy.execution import ends_journal
-from wmproxy.execution.backends import JobLaunch
+from wmproxy.execution import ends_journal, processes
+from wmproxy.execution.backends import JobLaunch, local
 from wmproxy.execution.backends.local import LocalExecutionBackend
 from wmproxy.execution.identity import PROXY_NAME, Account
 from wmproxy.execution.jobwrapper import STATE_DIR, STATUS_NAME
@@ -201,6 +202,55 @@ class TestRun:
         (work_dir(rt, job_id) / "go").write_text("")
         until(worker, in_state(rt, job_id, JobState.DONE), "the job to end")
         assert not any(p.name.startswith("link.txt") for p in peek.iterdir())
+
+
+class TestReapingWakeups:
+    @pytest.mark.skipif(not processes.EXIT_STATUS_KNOWN, reason="needs Linux 6.15+ (PIDFD_INFO_EXIT)")
+    def test_an_ended_wrapper_its_parent_does_not_reap_never_makes_the_worker_loop(
+        self, rt: Runtime, alice: Principal, workers: Callable[[str], ExecutionWorker],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An adopted wrapper ends under the zygote of the worker that died, which a job of the
+        account had stopped: it stays a zombie (its exit status, which the kernel gives once it is
+        reaped, is awaited for ``REAP_WAIT`` seconds). Its pidfd is readable from its exit on: the
+        worker, woken by it at every wait, looped without sleeping for those seconds (about a
+        thousand wake-ups here); now it waits for the reaping, and sleeps its poll interval."""
+        monkeypatch.setattr(local, "REAP_WAIT", 2.0)
+        dead = workers("w-dead")
+        job_id = running(rt, alice, dead, "while [ ! -e go ]; do sleep 0.1; done")
+        (zygote,) = dead.backends["local"]._zygotes.values()  # type: ignore[attr-defined]
+        os.kill(zygote.process.pid, signal.SIGSTOP)  # as a job of the account may
+        try:
+            abandon(dead, rt)
+            heir = workers("w-heir")
+            heir.start()
+            assert list(heir.running) == [job_id]
+            wakeups = 0
+            wait = heir.wakeup.wait
+
+            def counted(*args: Any, **kwargs: Any) -> bool:
+                nonlocal wakeups
+                woken = wait(*args, **kwargs)
+                wakeups += woken
+                return woken
+
+            monkeypatch.setattr(heir.wakeup, "wait", counted)
+            (work_dir(rt, job_id) / "go").write_text("")
+            stop = threading.Event()
+            deadline = time.monotonic() + DEADLINE
+            try:
+                while not in_state(rt, job_id, JobState.DONE, JobState.ABORTED)():  # the worker's loop (run())
+                    assert time.monotonic() < deadline, "the adopted job did not end"
+                    if not heir.step():
+                        heir._wait(stop)
+            finally:
+                heir.wakeup.close()
+            # ended as it was (the exit status never came: the status file is taken as written)
+            assert job_row(rt, job_id).state == JobState.DONE.value
+            assert wakeups <= 2, f"{wakeups} wake-ups for one ended wrapper"
+        finally:
+            os.kill(zygote.process.pid, signal.SIGCONT)
+            dead.backends["local"].close()  # type: ignore[attr-defined]
 
 
 class TestAdoption:

@@ -12,6 +12,7 @@ database (SQLite file and PostgreSQL) with the worker in-process.
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -148,6 +149,38 @@ class TestChildExit:
             gate.touch()
             first.wait(timeout=DEADLINE)
             second.wait(timeout=DEADLINE)
+
+
+    def test_a_process_watched_for_its_reaping_wakes_it_then_not_at_its_exit(self, wakeup: Wakeup,
+                                                                               tmp_path: Path) -> None:
+        """A zygote's wrapper is not the worker's child: the worker learns how it ended once its
+        parent has reaped it, and its pidfd, readable from its exit on, woke every wait meanwhile."""
+        gate = tmp_path / "reap"
+        parent = subprocess.Popen([sys.executable, "-c", PARENT_WAITING_TO_REAP, str(gate)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert parent.stdout is not None
+            pid = int(parent.stdout.readline())  # has exited: a zombie until its parent reaps it
+            wakeup.watch([], reaped=[pid])
+            assert not wakeup.wait(0.3)  # its exit wakes nothing
+            gate.touch()
+            assert wakeup.wait(WOKEN_WITHIN), "the reaping did not wake the worker"
+        finally:
+            gate.touch()
+            parent.communicate(timeout=DEADLINE)
+
+
+#: A parent that starts ``/bin/true``, prints its pid once it has exited (a zombie), and reaps it
+#: once the file its first argument names exists.
+PARENT_WAITING_TO_REAP = """
+import os, subprocess, sys, time
+child = subprocess.Popen(["/bin/true"])
+os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+print(child.pid, flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+child.wait()
+"""
 
 
 class TestLimits:

@@ -7,7 +7,13 @@
   job is claimed as soon as jobStart commits. A listening connection that breaks is
   reopened at the next wait; meanwhile the worker polls.
 * **Every database**: a job wrapper the worker spawned (a child process) wakes it when
-  it exits, through a pidfd (Linux ≥ 5.3), so a finished job is reaped at once.
+  it exits, through a pidfd (Linux ≥ 5.3), so a finished job is reaped at once. A wrapper
+  that is not its child (forked by a zygote, or adopted) is watched for its *reaping*
+  instead (``reaped`` of :meth:`Wakeup.watch`: the pidfd's ``POLLHUP``, which the kernel
+  signals when the process is released), because the worker learns how it ended only then
+  (:func:`wmproxy.execution.processes.exit_status`): a pidfd is readable from the exit on,
+  so a zombie its parent had not reaped yet woke the worker at every wait, a busy loop for
+  as long as the reaping took (up to ``local.REAP_WAIT``, 10 s).
 * **SQLite** (a database file, Linux): the worker watches the directory holding the file
   with inotify (:mod:`inotify_simple`) and is woken when the file or its ``-wal`` /
   ``-journal`` sibling is written (``IN_MODIFY``) or created (``IN_CREATE``, ``IN_MOVED_TO``:
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import threading
@@ -72,6 +79,7 @@ class Wakeup:
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
         self._conn: Any = None  # psycopg.Connection while listening
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
+        self._reaped: set[int] = set()  # the pids among them watched for their reaping only
         self.notified = False  # a queue notification arrived since the caller last cleared this
         self._db_file = sqlite_file(engine) if engine is not None and engine.dialect.name == "sqlite" else None
         self._db_names = frozenset(self._db_file.name + suffix for suffix in _DB_SUFFIXES) if self._db_file else ()
@@ -151,9 +159,12 @@ class Wakeup:
             return
         self._conn = conn
 
-    def watch(self, pids: Iterable[int]) -> None:
-        """Watch exactly these child pids (others are forgotten, their pidfds closed)."""
-        wanted = set(pids)
+    def watch(self, pids: Iterable[int], reaped: Iterable[int] = ()) -> None:
+        """Watch exactly these pids (others are forgotten, their pidfds closed): ``pids`` wake
+        the wait when they exit (the worker's children, which it reaps itself), ``reaped`` when
+        their parent has reaped them (``POLLHUP``; an exit alone, a zombie, wakes nothing)."""
+        self._reaped = set(reaped)
+        wanted = set(pids) | self._reaped
         for pid in set(self._pidfds) - wanted:
             os.close(self._pidfds.pop(pid))
         for pid in wanted - set(self._pidfds):
@@ -184,29 +195,30 @@ class Wakeup:
                 return True  # the watch was lost: a poll now, then the caller polls at its idle rate
             if changed and recheck is not None:
                 timeout = min(timeout, recheck)
-        pidfds = list(self._pidfds.values())
-        fds = list(pidfds)
+        poller = select.poll()
+        # POLLHUP, always reported, is a released (reaped) process; POLLIN an exit
+        pidfds = {fd: 0 if pid in self._reaped else select.POLLIN for pid, fd in self._pidfds.items()}
+        for fd, events in pidfds.items():
+            poller.register(fd, events)
         if self._conn is not None:
-            fds.append(self._conn.fileno())
+            poller.register(self._conn.fileno(), select.POLLIN)
         watch_fd = self._inotify.fileno() if self._inotify is not None else None
         if watch_fd is not None:
-            fds.append(watch_fd)
+            poller.register(watch_fd, select.POLLIN)
+        watching = bool(pidfds) or self._conn is not None or watch_fd is not None
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop is not None and stop.is_set()):
                 return False
             slice_ = min(remaining, STOP_CHECK)
-            if not fds:
+            if not watching:
                 if stop is not None:
                     stop.wait(slice_)
                 else:
                     time.sleep(slice_)
                 continue
-            try:
-                ready, _, _ = select.select(fds, [], [], slice_)
-            except (OSError, ValueError):
-                ready = []
+            ready = _ready(poller, slice_)
             if self._conn is not None:
                 if self._conn.fileno() in ready:
                     self.notified = True
@@ -218,8 +230,8 @@ class Wakeup:
                     self._space_commit_wakes(deadline)
                     return True
             if ready:
-                if gather > 0 and any(fd in pidfds for fd in ready):
-                    self._gather([fd for fd in pidfds if fd not in ready], gather)
+                if gather > 0 and not ready.isdisjoint(pidfds):
+                    self._gather({fd: events for fd, events in pidfds.items() if fd not in ready}, gather)
                 return True
 
     def _space_commit_wakes(self, deadline: float) -> None:
@@ -232,15 +244,18 @@ class Wakeup:
         self._last_commit_wake = time.monotonic()
 
     @staticmethod
-    def _gather(pending: list[int], seconds: float) -> None:
-        """Wait up to ``seconds`` for every pidfd of ``pending`` to become ready."""
+    def _gather(pending: dict[int, int], seconds: float) -> None:
+        """Wait up to ``seconds`` for every pidfd of ``pending`` to become ready (each for what it
+        is watched for: ``POLLIN`` an exit, 0 its reaping only)."""
         deadline = time.monotonic() + seconds
         while pending and (remaining := deadline - time.monotonic()) > 0:
-            try:
-                ready, _, _ = select.select(pending, [], [], remaining)
-            except (OSError, ValueError):
+            poller = select.poll()
+            for fd, events in pending.items():
+                poller.register(fd, events)
+            ready = _ready(poller, remaining)
+            if not ready:
                 return
-            pending = [fd for fd in pending if fd not in ready]
+            pending = {fd: events for fd, events in pending.items() if fd not in ready}
 
     def _drain(self) -> None:
         try:
@@ -261,6 +276,14 @@ class Wakeup:
         self._close_conn()
         self._close_watch()
         self.watch(())
+
+
+def _ready(poller: select.poll, seconds: float) -> set[int]:
+    """The descriptors of ``poller`` ready within ``seconds`` (none on an error)."""
+    try:
+        return {fd for fd, _events in poller.poll(max(0, math.ceil(seconds * 1000)))}
+    except (OSError, ValueError):
+        return set()
 
 
 def sqlite_file(engine: Engine) -> Path | None:

@@ -360,15 +360,21 @@ class ExecutionWorker:
         timeout = fraction if room else self.settings.poll_interval
         if room and self.wakeup.listening:
             timeout = self.settings.poll_interval  # a queued job wakes the worker at once
-        self.wakeup.watch(self._watched())
+        self.wakeup.watch(*self._watched())
         self.wakeup.wait(timeout, stop, gather=GATHER_ENDS, recheck=fraction if room else None)
 
-    def _watched(self) -> list[int]:
-        """The wrapper pids whose exit should wake the worker: its own children still running,
-        and the local wrappers it follows (forked by a zygote, or adopted), which were
-        running at this cycle's reaping; a pidfd also works for a process that is not a
-        child. (A Slurm handle's pid is a Slurm job id.)"""
-        pids = []
+    def _watched(self) -> tuple[list[int], list[int]]:
+        """The wrapper pids whose end should wake the worker: its own children still running (at
+        their exit: it reaps them), and the local wrappers it follows (forked by a zygote, or
+        adopted), which were running at this cycle's reaping; a pidfd also works for a process
+        that is not a child. Those of the second kind whose end is known only once their parent
+        has reaped them (:meth:`LocalExecutionBackend.ends_at_reaping
+        <wmproxy.execution.backends.local.LocalExecutionBackend.ends_at_reaping>`) are listed
+        apart, watched for that reaping: woken at their exit, the worker would find them not
+        ended yet and wake again at once, for as long as the reaping took. (A Slurm handle's pid
+        is a Slurm job id.)"""
+        pids: list[int] = []
+        reaped: list[int] = []
         for job in self.running.values():
             if job.ended is not None:  # ended; its end is tried again at its time
                 continue
@@ -377,8 +383,9 @@ class ExecutionWorker:
                 if process.poll() is None:
                     pids.append(process.pid)
             elif job.handle.pid is not None and job.order.backend == "local":
-                pids.append(job.handle.pid)
-        return pids
+                at_reaping = getattr(job.backend, "ends_at_reaping", None)
+                (reaped if at_reaping is not None and at_reaping(job.handle) else pids).append(job.handle.pid)
+        return pids, reaped
 
     def start(self) -> None:
         """Register the heartbeat and adopt what is due (also called by :meth:`step`).

@@ -753,16 +753,25 @@ class LocalExecutionBackend:
         followed = self._wrappers.get(id(handle))
         return None if followed is None else followed.end()
 
+    def ends_at_reaping(self, handle: RunHandle) -> bool:
+        """Whether the job's end is known only once its wrapper has been reaped by its parent (a
+        wrapper that is not the worker's child, followed by a pidfd, on a kernel that gives the
+        exit status of a reaped process): the worker waits for that reaping (the pidfd's
+        ``POLLHUP``, :meth:`Wakeup.watch <wmproxy.execution.wakeup.Wakeup.watch>`), not for the
+        exit, which leaves a zombie whose pidfd stays readable until then."""
+        followed = self._wrappers.get(id(handle))
+        return (followed is not None and followed.pidfd is not None and followed.started is not None
+                and handle.process is None and processes.EXIT_STATUS_KNOWN)
+
     def _reaping(self, handle: RunHandle) -> bool:
         """Whether the job's wrapper has ended but is not reaped yet (a zombie of its start time),
         on a kernel that gives the exit status of a reaped process, for at most :data:`REAP_WAIT`
         seconds: its exit status comes with the reaping. A zombie whose zygote is stopped (a job
         of the account may stop it) is never reaped by it: that zygote is closed (killed), and
         init reaps the wrapper."""
-        followed = self._wrappers.get(id(handle))
-        if (followed is None or followed.pidfd is None or followed.started is None or handle.process is not None
-                or not processes.EXIT_STATUS_KNOWN):
+        if not self.ends_at_reaping(handle):
             return False
+        followed = self._wrappers[id(handle)]
         fields = _stat_fields(followed.pid)
         try:
             if fields is None or fields[0] not in (b"Z", b"X") or int(fields[19]) != followed.started:
