@@ -106,6 +106,8 @@ class JobCgroups:
         self.max_memory = max_memory
         #: The cgroups (names below :attr:`base`) killed but still busy, for :meth:`retry`.
         self.pending: set[str] = set()
+        #: The ``oom_kill`` counts of reused cgroups at their reuse (:meth:`create`), by name.
+        self._oom_base: dict[str, int] = {}
         #: When :meth:`retry` last tried each pending cgroup (monotonic seconds): the longest
         #: waiting goes first, so a few that never empty cannot starve the others.
         self._tried: dict[str, float] = {}
@@ -239,14 +241,20 @@ class JobCgroups:
         """Whether the process ``pid`` is in the cgroup ``name`` (its ``cgroup.procs``)."""
         return pid in _members(self.path(name))
 
-    def create(self, name: str, max_processes: int = 0) -> None:
+    def create(self, name: str, max_processes: int = 0, max_memory: int | None = None) -> None:
         """Make the job's cgroup (mode 0755, the worker's: the job may write to none of its
-        files); one left by an earlier attempt (or a zygote cgroup of an earlier zygote of this
-        process) is thawed, emptied and reused (no longer retried by :meth:`retry`).
+        files). One left by an earlier attempt (the same work dir name: a job run again, or
+        prepared again after a requeue; or a zygote cgroup of an earlier zygote of this process)
+        is thawed, emptied, removed and made anew (no longer retried by :meth:`retry`), so that
+        its counters start from zero: the ``oom_kill`` of its ``memory.events`` would otherwise
+        say that this run lost a process to the OOM killer when an earlier one did. One that
+        cannot be removed (still busy) is reused, its ``oom_kill`` count recorded so that
+        :meth:`oom_killed` counts only what comes after.
         ``max_processes``: its ``pids.max`` (processes and threads in it at most), where it has
         one (cgroup v2 with the ``pids`` controller enabled for the work root's directory; a
-        failure to write it is logged); 0: not set. :attr:`max_memory`: its ``memory.max``, and
-        ``memory.swap.max`` 0 where there is one.
+        failure to write it is logged); 0: not set. ``max_memory`` (bytes; None:
+        :attr:`max_memory`, 0: none): its ``memory.max``, and ``memory.swap.max`` 0 where there
+        is one.
 
         Raises:
             CgroupError: it cannot be made, the one there could not be emptied at once, or its
@@ -254,8 +262,10 @@ class JobCgroups:
         """
         was_pending = name in self.pending
         self.pending.discard(name)
+        self._oom_base.pop(name, None)
+        path = self.path(name)
         try:
-            self._mkdir(self.path(name))
+            self._mkdir(path)
         except FileExistsError:
             try:
                 self.empty(name)
@@ -263,28 +273,46 @@ class JobCgroups:
                 if was_pending:  # still busy: tidy keeps trying
                     self.pending.add(name)
                 raise
+            self._renew(name)
         except OSError as exc:
-            raise CgroupError(f"cannot create the job's cgroup {self.path(name)}: {exc.strerror}") from None
+            raise CgroupError(f"cannot create the job's cgroup {path}: {exc.strerror}") from None
         if max_processes > 0:
-            limit = os.path.join(self.path(name), "pids.max")
+            limit = os.path.join(path, "pids.max")
             try:
                 _write(limit, str(max_processes).encode())
             except FileNotFoundError:
                 pass  # no pids controller here: the wrapper's RLIMIT_NPROC only
             except OSError as exc:
-                log.warning("cannot limit the processes of the cgroup %s: %s", self.path(name), exc.strerror)
-        if self.max_memory > 0:
-            self._limit_memory(self.path(name))
+                log.warning("cannot limit the processes of the cgroup %s: %s", path, exc.strerror)
+        memory = self.max_memory if max_memory is None else max_memory
+        if memory > 0:
+            self._limit_memory(path, memory)
 
-    def _limit_memory(self, path: str) -> None:
-        """Write :attr:`max_memory` to the ``memory.max`` of the cgroup ``path`` and 0 to its
+    def _renew(self, name: str) -> None:
+        """Remove the emptied cgroup ``name`` and make it again (fresh counters); one that cannot
+        be removed now is kept, its ``oom_kill`` count taken as this run's zero.
+
+        Raises:
+            CgroupError: it was removed but cannot be made again.
+        """
+        path = self.path(name)
+        if not _remove(path):
+            self._oom_base[name] = _oom_kills(path)
+            return
+        try:
+            self._mkdir(path)
+        except OSError as exc:
+            raise CgroupError(f"cannot create the job's cgroup {path}: {exc.strerror}") from None
+
+    def _limit_memory(self, path: str, memory: int) -> None:
+        """Write ``memory`` (bytes) to the ``memory.max`` of the cgroup ``path`` and 0 to its
         ``memory.swap.max`` (where the kernel accounts swap).
 
         Raises:
             CgroupError: either write failed.
         """
         try:
-            _write(os.path.join(path, "memory.max"), str(self.max_memory).encode())
+            _write(os.path.join(path, "memory.max"), str(memory).encode())
             with contextlib.suppress(FileNotFoundError):
                 _write(os.path.join(path, "memory.swap.max"), b"0")
         except OSError as exc:
@@ -293,24 +321,18 @@ class JobCgroups:
 
     def oom_killed(self, name: str) -> str | None:
         """Why the cgroup ``name`` lost processes to the kernel's OOM killer (the ``oom_kill``
-        count of its ``memory.events``, which the kernel keeps), a sentence for the job's
-        reason; None when it lost none, or has no such file (no memory controller, gone)."""
-        try:
-            with open(os.path.join(self.path(name), "memory.events"), "rb") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return None
-        kills = 0
-        for line in lines:
-            key, _, count = line.partition(b" ")
-            if key == b"oom_kill" and count.strip().isdigit():
-                kills = int(count)
+        count of its ``memory.events``, which the kernel keeps, less the count it had when this
+        run reused it: :meth:`create`), a sentence for the job's reason; None when it lost none,
+        or has no such file (no memory controller, gone). The limit named is the cgroup's own
+        ``memory.max`` (a job's may be below :attr:`max_memory`: its CE's)."""
+        path = self.path(name)
+        kills = _oom_kills(path) - self._oom_base.get(name, 0)
         if kills <= 0:
             return None
         what = f"{kills} of its processes" if kills > 1 else "one of its processes"
-        if self.max_memory > 0:
-            return (f"the job exceeded its memory limit of {_size(self.max_memory)}: the kernel killed {what} "
-                    "(out of memory)")
+        limit = _memory_max(path)
+        if limit is not None:
+            return f"the job exceeded its memory limit of {_size(limit)}: the kernel killed {what} (out of memory)"
         return f"the kernel killed {what} for lack of memory (out of memory)"
 
     def add(self, name: str, pid: int) -> None:
@@ -338,6 +360,7 @@ class JobCgroups:
         """
         if self._kill_once(name, KILL_PAUSES):
             self.pending.discard(name)
+            self._oom_base.pop(name, None)
             return True
         self.pending.add(name)
         return False
@@ -530,6 +553,32 @@ def _size(size: int) -> str:
         if size % unit == 0:
             return f"{size // unit} {name}"
     return f"{size} bytes"
+
+
+def _oom_kills(path: str) -> int:
+    """The ``oom_kill`` count of the ``memory.events`` of the cgroup ``path`` (a file of
+    ``<key> <count>`` lines), 0 without one (no memory controller, gone)."""
+    try:
+        with open(os.path.join(path, "memory.events"), "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        key, _, count = line.partition(b" ")
+        if key == b"oom_kill" and count.strip().isdigit():
+            return int(count)
+    return 0
+
+
+def _memory_max(path: str) -> int | None:
+    """The ``memory.max`` of the cgroup ``path`` in bytes, None when it has none (``max``, or no
+    such file)."""
+    try:
+        with open(os.path.join(path, "memory.max"), "rb") as f:
+            value = f.read().strip()
+    except OSError:
+        return None
+    return int(value) if value.isdigit() else None
 
 
 def _write(path: str, data: bytes) -> None:

@@ -779,6 +779,23 @@ class TestMemoryLimit:
         memory_backend.release(handle)
 
 
+    def test_a_cgroup_made_again_for_the_same_job_forgets_an_earlier_runs_oom_kills(
+        self, memory_backend: LocalExecutionBackend, input_dir: Path, account: Account | None
+    ) -> None:
+        """The same work dir name, so the same cgroup, for a job run again (RetryCount) or prepared
+        again after a requeue while the earlier run's cgroup was still there (busy at its release):
+        the new run starts from a cgroup made anew, whose ``oom_kill`` is 0."""
+        handle, outcome = run(memory_backend, launch(input_dir, account, f"exec {GREEDY}"))
+        assert outcome.state == JobState.ABORTED, outcome
+        cgroups = memory_backend.cgroups
+        assert cgroups is not None
+        name = handle.work_dir.name
+        assert cgroups.oom_killed(name) is not None
+        cgroups.create(name)
+        assert cgroups.oom_killed(name) is None
+        assert (_cg(memory_backend, name) / "memory.max").read_text().strip() == str(LIMIT)
+        memory_backend.release(handle)
+
 class TestMemoryLimitRefused:
     """A memory limit the jobs' cgroups cannot have is refused at start, never silently dropped:
     a root whose children lack the memory controller (the tests' roots: nothing enables it in
@@ -840,3 +857,48 @@ def _worker(tmp_path: Path, execution: str) -> subprocess.CompletedProcess[str]:
                       f"{execution}[mapping]\nmode = gridmap\ngridmap_file = {tmp_path}/grid-mapfile\n")
     return subprocess.run([str(BIN / "wmproxy-worker"), "-c", str(config)], capture_output=True, text=True,
                           timeout=120, check=False)
+
+
+class TestOomCountOfAReusedCgroup:
+    """The ``oom_kill`` count a job's cgroup has from an earlier run is not this run's. Here on a
+    directory tree shaped like a cgroup's (``memory.events``, ``memory.max`` and ``cgroup.procs``
+    files, in the kernel's formats), which ``rmdir`` cannot remove as it removes a real cgroup:
+    the cgroup is reused, its count at the reuse taken as zero (a real cgroup is made anew,
+    :class:`TestMemoryLimit`, where the memory controller is there)."""
+
+    @staticmethod
+    def _cgroup(root: Path, oom_kills: int) -> Path:
+        path = root / "https_3a_2f_2fwms.example.org_3a9000_2fjob"
+        path.mkdir()
+        (path / "cgroup.procs").write_text("")
+        (path / "memory.max").write_text(f"{LIMIT}\n")
+        TestOomCountOfAReusedCgroup._events(path, oom_kills)
+        return path
+
+    @staticmethod
+    def _events(path: Path, oom_kills: int) -> None:
+        (path / "memory.events").write_text(f"low 0\nhigh 0\nmax 12\noom 2\noom_kill {oom_kills}\n"
+                                            "oom_group_kill 0\n")
+
+    def test_an_earlier_runs_oom_kills_are_not_this_runs(self, tmp_path: Path) -> None:
+        cgroups = JobCgroups(tmp_path)
+        path = self._cgroup(tmp_path, oom_kills=1)
+        assert cgroups.oom_killed(path.name) is not None  # what the earlier run is told
+        cgroups.create(path.name)  # the job prepared again: its cgroup is still there
+        assert cgroups.oom_killed(path.name) is None
+        self._events(path, oom_kills=3)  # this run loses two processes
+        assert cgroups.oom_killed(path.name) == (
+            "the job exceeded its memory limit of 64 MiB: the kernel killed 2 of its processes (out of memory)")
+
+    def test_a_fresh_cgroup_counts_from_zero_and_a_removed_one_forgets_its_base(self, tmp_path: Path) -> None:
+        cgroups = JobCgroups(tmp_path)
+        path = self._cgroup(tmp_path, oom_kills=2)
+        cgroups.create(path.name)
+        for child in path.iterdir():  # now removable, as a real cgroup is: its release removes it
+            child.unlink()
+        assert cgroups.kill(path.name) and not path.exists()
+        cgroups.create(path.name)  # made anew
+        self._events(path, oom_kills=1)
+        (path / "memory.max").write_text("max\n")
+        assert cgroups.oom_killed(path.name) == (
+            "the kernel killed one of its processes for lack of memory (out of memory)")
