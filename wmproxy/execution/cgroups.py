@@ -253,8 +253,9 @@ class JobCgroups:
         ``max_processes``: its ``pids.max`` (processes and threads in it at most), where it has
         one (cgroup v2 with the ``pids`` controller enabled for the work root's directory; a
         failure to write it is logged); 0: not set. ``max_memory`` (bytes; None:
-        :attr:`max_memory`, 0: none): its ``memory.max``, and ``memory.swap.max`` 0 where there
-        is one.
+        :attr:`max_memory`, the one :meth:`check` made sure the cgroups can have; a job's own, its
+        CE's, is never above it): its ``memory.max``, and ``memory.swap.max`` 0 where there is
+        one.
 
         Raises:
             CgroupError: it cannot be made, the one there could not be emptied at once, or its

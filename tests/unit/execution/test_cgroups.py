@@ -11,6 +11,8 @@ controller), and a root whose cgroups cannot have the limit is refused."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import secrets
 import signal
@@ -26,6 +28,7 @@ from tests.conftest import need_peer
 from tests.unit.execution.wrapper_support import (
     DEADLINE,
     HOST,
+    JOB,
     alive,
     kill_session,
     launch,
@@ -779,6 +782,29 @@ class TestMemoryLimit:
         memory_backend.release(handle)
 
 
+    def test_a_ce_limit_below_max_job_memory_is_the_jobs_memory_max(
+        self, memory_backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
+    ) -> None:
+        """A local CE's ``WMProxyMemoryMB`` below ``max_job_memory`` is its jobs' limit, and the
+        reason of a job beyond it names it."""
+        ce_limit = LIMIT // 2
+        script = f'c="{cgroup_root.parent}$(sed -n "s/^0:://p" /proc/self/cgroup)"; cat "$c/memory.max" > max'
+        job = dataclasses.replace(launch(input_dir, account, script), memory_mb=ce_limit >> 20)
+        handle, outcome = run(memory_backend, job)
+        assert outcome.state == JobState.DONE, outcome
+        assert (handle.work_dir / "max").read_text().strip() == str(ce_limit)
+        memory_backend.release(handle)
+        greedy = dataclasses.replace(launch(input_dir, account, f"exec {GREEDY}"), job_id=JOB + "2",
+                                     memory_mb=ce_limit >> 20)
+        handle, outcome = run(memory_backend, greedy)
+        assert outcome.reason is not None and outcome.reason.startswith(
+            "the job exceeded its memory limit of 32 MiB"), outcome.reason
+        memory_backend.release(handle)
+        above = dataclasses.replace(launch(input_dir, account, script), job_id=JOB + "3", memory_mb=4 * (LIMIT >> 20))
+        handle, outcome = run(memory_backend, above)
+        assert (handle.work_dir / "max").read_text().strip() == str(LIMIT)  # the lower of the two
+        memory_backend.release(handle)
+
     def test_a_cgroup_made_again_for_the_same_job_forgets_an_earlier_runs_oom_kills(
         self, memory_backend: LocalExecutionBackend, input_dir: Path, account: Account | None
     ) -> None:
@@ -902,3 +928,44 @@ class TestOomCountOfAReusedCgroup:
         (path / "memory.max").write_text("max\n")
         assert cgroups.oom_killed(path.name) == (
             "the kernel killed one of its processes for lack of memory (out of memory)")
+
+
+class TestJobMemoryLimit:
+    """A local CE's ``WMProxyMemoryMB`` and ``[execution] max_job_memory``: the lower applies
+    (:func:`local.job_memory_limit`), written to the job's cgroup (here a directory tree shaped
+    like one, :class:`TestOomCountOfAReusedCgroup`); without ``max_job_memory`` it is not applied,
+    said once per CE."""
+
+    def test_the_lower_of_the_two_limits_applies(self) -> None:
+        assert local.job_memory_limit(LIMIT, 32) == 32 << 20
+        assert local.job_memory_limit(LIMIT, 1024) == LIMIT
+        assert local.job_memory_limit(LIMIT, None) == LIMIT
+        assert local.job_memory_limit(0, 32) == 32 << 20
+        assert local.job_memory_limit(0, None) == 0
+        assert local.job_memory_limit(LIMIT, 0) == LIMIT
+
+    def test_a_jobs_own_limit_is_its_cgroups_memory_max_and_named_at_its_oom_kill(self, tmp_path: Path) -> None:
+        cgroups = JobCgroups(tmp_path, max_memory=LIMIT)
+        path = TestOomCountOfAReusedCgroup._cgroup(tmp_path, oom_kills=0)
+        cgroups.create(path.name, max_memory=32 << 20)
+        assert (path / "memory.max").read_text().strip() == str(32 << 20)  # written over the kernel's value
+        TestOomCountOfAReusedCgroup._events(path, oom_kills=1)
+        assert cgroups.oom_killed(path.name) == (
+            "the job exceeded its memory limit of 32 MiB: the kernel killed one of its processes (out of memory)")
+
+    def test_without_max_job_memory_a_ces_limit_is_said_once_and_not_applied(
+        self, work_root: Path, input_dir: Path, account: Account | None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        backend = LocalExecutionBackend(work_root, HOST)
+        try:
+            for n in range(2):
+                job = dataclasses.replace(launch(input_dir, account, "true"), job_id=f"{JOB}{n}", memory_mb=32,
+                                          ce_id="ce.example.org:2119/local-small")
+                with caplog.at_level(logging.WARNING, logger="wmproxy.execution.backends.local"):
+                    backend.release(backend.prepare(job))
+        finally:
+            backend.close()
+        said = [r.getMessage() for r in caplog.records if "WMProxyMemoryMB" in r.getMessage()]
+        assert said == [("the CE ce.example.org:2119/local-small states a memory limit of 32 MiB per job "
+                        "(WMProxyMemoryMB), which applies to local jobs only with [execution] max_job_memory (and "
+                        "job cgroups): its jobs run without it")]

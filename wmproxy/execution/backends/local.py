@@ -129,6 +129,8 @@ class LocalExecutionBackend:
         self._last_used: dict[tuple[int, int] | None, float] = {}
         self._launched: dict[int, str | None] = {}  # id(handle) -> None: forked by a zygote, else why not
         self._max_processes: dict[str, int] = {}  # work dir name -> its spec's max_processes, until spawned
+        self._max_memory: dict[str, int] = {}  # work dir name -> its memory.max below max_job_memory, until spawned
+        self._unlimited_ces: set[str] = set()  # CEs whose memory limit was said to be dropped (said once each)
         self.reuse_work_dirs = reuse_work_dirs
         self._spares: dict[tuple[int, int] | None, list[str]] = {}  # by account (uid, gid), None: the worker's
         self._spares_used: dict[tuple[int, int] | None, float] = {}
@@ -193,8 +195,27 @@ class LocalExecutionBackend:
             raise BackendError(str(exc)) from None
         if job_spec.max_processes and self.cgroups is not None:
             self._max_processes[name] = job_spec.max_processes
+        self._limit_memory_of(name, launch)
         return RunHandle(ref=self._ref(None, name, wall=job_spec.wall_time), work_dir=work_dir,
                          account=launch.account, spec=spec, wall_time=job_spec.wall_time)
+
+    def _limit_memory_of(self, name: str, launch: JobLaunch) -> None:
+        """Keep the memory limit of the job ``name`` for its cgroup when its CE states one below
+        ``[execution] max_job_memory`` (its ``WMProxyMemoryMB``, :func:`job_memory_limit`). Without
+        ``max_job_memory`` (and so without cgroups sure to have ``memory.max``) it is not applied:
+        said once per CE, and the job runs without it, as before."""
+        if not launch.memory_mb or launch.memory_mb <= 0:
+            return
+        if self.cgroups is None or self.cgroups.max_memory <= 0:
+            if launch.ce_id not in self._unlimited_ces:
+                self._unlimited_ces.add(launch.ce_id)
+                log.warning("the CE %s states a memory limit of %d MiB per job (WMProxyMemoryMB), which applies to "
+                            "local jobs only with [execution] max_job_memory (and job cgroups): its jobs run "
+                            "without it", launch.ce_id or "(unknown)", launch.memory_mb)
+            return
+        limit = job_memory_limit(self.cgroups.max_memory, launch.memory_mb)
+        if limit < self.cgroups.max_memory:
+            self._max_memory[name] = limit
 
     def spawn(self, handle: RunHandle) -> RunHandle:
         """Start the wrapper of a prepared job as its account (unless :meth:`spawn_batch`
@@ -218,7 +239,8 @@ class LocalExecutionBackend:
                     handle.spec = None
                 procs = None
                 if self.cgroups is not None:
-                    self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0))
+                    self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0),
+                                        self._max_memory.pop(handle.work_dir.name, None))
                     procs = self.cgroups.procs(handle.work_dir.name)
                 process = identity.spawn_wrapper(handle.work_dir, handle.account, python=self.python,
                                                  cgroup_procs=procs)
@@ -247,7 +269,8 @@ class LocalExecutionBackend:
             if handle.pid is None:
                 if self.cgroups is not None:
                     try:
-                        self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0))
+                        self.cgroups.create(handle.work_dir.name, self._max_processes.pop(handle.work_dir.name, 0),
+                                            self._max_memory.pop(handle.work_dir.name, None))
                     except CgroupError as exc:
                         self._launched[id(handle)] = str(exc)
                         continue
@@ -627,6 +650,7 @@ class LocalExecutionBackend:
             BackendError: the directory could not be removed.
         """
         self._max_processes.pop(handle.work_dir.name, None)
+        self._max_memory.pop(handle.work_dir.name, None)
         if self._in_cgroup(handle):
             self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
         else:
@@ -948,6 +972,14 @@ def ref_wall_time(ref: str) -> float | None:
     """The job's wall time (seconds) a local backend reference records, None if it has none."""
     found = _process_field(ref)
     return None if found is None or found[3] is None else float(found[3])
+
+
+def job_memory_limit(max_job_memory: int, memory_mb: int | None) -> int:
+    """The ``memory.max`` (bytes) of a local job's cgroup: the lower of ``[execution]
+    max_job_memory`` (bytes, 0: none) and its CE's ``WMProxyMemoryMB`` (``memory_mb`` MiB, None or
+    not positive: none); 0 for no limit."""
+    limits = [limit for limit in (max_job_memory, (memory_mb or 0) << 20) if limit > 0]
+    return min(limits, default=0)
 
 
 def _seconds(value: float) -> str:
