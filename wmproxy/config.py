@@ -313,8 +313,9 @@ class ExecutionSettings:
             controller enabled for the root's children: the worker refuses to start when it is set
             and they cannot have it. A job the kernel killed processes of for lack of memory ends
             Aborted, "the job exceeded its memory limit of ...", a deep failure (a payload that
-            exited 0 all the same ends Done, with that reason). Slurm jobs are left to Slurm
-            (``[slurm] default_memory_mb``).
+            exited 0 all the same ends Done, with that reason). A local CE whose catalogue entry
+            states a lower ``WMProxyMemoryMB`` gives its jobs that lower limit (applied only when
+            this is set). Slurm jobs are left to Slurm (``[slurm] default_memory_mb``).
 
     Raises:
         ConfigError: a non-positive lease or poll interval, a negative grace, process or memory
