@@ -1502,10 +1502,23 @@ PR_SET_DUMPABLE = 4
 
 
 def _make_non_dumpable() -> bool:
-    """``prctl(PR_SET_DUMPABLE, 0)`` (through ``ctypes``: only for jobs with an inspection
-    agent); whether it succeeded. A non-dumpable process's ``/proc/<pid>`` files (``environ``,
-    ``mem``, ``fd``) belong to root and ``ptrace`` of it is refused, even to its own uid; its
-    forked children inherit that until they ``exec``."""
+    """``prctl(PR_SET_DUMPABLE, 0)`` (only for jobs with an inspection agent); whether it
+    succeeded. A non-dumpable process's ``/proc/<pid>`` files (``environ``, ``mem``, ``fd``)
+    belong to root and ``ptrace`` of it is refused, even to its own uid; its forked children
+    inherit that until they ``exec``.
+
+    Called through ``_ctypes``, the C module under ``ctypes`` (``dlopen``, ``dlsym``,
+    ``call_function``), as the zygote calls it (:func:`wmproxy.execution.zygote._seal`): the
+    zygote has loaded it, so its wrappers call ``prctl`` for a few microseconds, where importing
+    the ``ctypes`` package cost every wrapper of a job with a proxy about 1.5 ms of CPU and 70
+    page faults (docs/performance.md, stop 51). The ``ctypes`` package only if that fails."""
+    try:
+        import _ctypes
+
+        libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the program and its libraries
+        return int(_ctypes.call_function(_ctypes.dlsym(libc, "prctl"), (PR_SET_DUMPABLE, 0, 0, 0, 0))) == 0
+    except (ImportError, OSError, AttributeError, TypeError, ValueError):
+        pass
     try:
         import ctypes
 
