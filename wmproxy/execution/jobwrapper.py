@@ -461,10 +461,7 @@ def build_environment(spec: JobSpec, work_dir: str, notes: list[str]) -> dict[st
     ``notes``. See the module docstring for the order.
     """
     env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": work_dir, "TMPDIR": os.path.join(work_dir, TMP_DIR)}
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = None
+    user = _user_name()
     if user:
         env["USER"] = env["LOGNAME"] = user
     env.update((key, value) for key, value in os.environ.items() if key.startswith(BATCH_PREFIXES))
@@ -493,6 +490,25 @@ def finish_environment(env: dict[str, str], spec: JobSpec, work_dir: str, notes:
     else:
         env.pop("X509_USER_PROXY", None)
     return env
+
+
+#: ``(uid, its user name or None)`` as :func:`prepare_fork` looked it up in the zygote before the
+#: batch that forked this wrapper; empty in a wrapper started on its own.
+_USER_NAME: list[tuple[int, str | None]] = []
+
+
+def _user_name() -> str | None:
+    """The name of the wrapper's uid in the password database (None: it has none): the one the
+    zygote looked up before forking this wrapper (:func:`prepare_fork`), else looked up now
+    (the C library reads the database again at each lookup: with ``files``, an open and a read
+    of ``/etc/passwd``, and in a freshly forked wrapper the page faults of its buffers)."""
+    uid = os.getuid()
+    if _USER_NAME and _USER_NAME[0][0] == uid:
+        return _USER_NAME[0][1]
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
 
 
 def _usable_preload(value: str, work_dir: str, notes: list[str]) -> str:
@@ -1754,13 +1770,15 @@ def run(work_dir: str, log_dir: int | None = None, spec: bytes | None = None) ->
 
 def prepare_fork() -> None:
     """Set up, in a process that forks wrappers (the zygote, before each batch), what every
-    wrapper would otherwise set up itself: the C library's name service switch for the
-    password database (:func:`build_environment`'s user name) and its time zone data
-    (:func:`utc_now`). Never raises."""
+    wrapper would otherwise set up itself: the user name of its uid (:func:`build_environment`'s
+    ``USER``, looked up again before every batch, so a renamed account is seen at the next one)
+    and the C library's time zone data (:func:`utc_now`). Never raises."""
+    uid = os.getuid()
     try:
-        pwd.getpwuid(os.getuid())
+        name: str | None = pwd.getpwuid(uid).pw_name
     except KeyError:
-        pass
+        name = None
+    _USER_NAME[:] = [(uid, name)]
     utc_now()
 
 

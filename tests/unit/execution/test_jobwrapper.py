@@ -291,6 +291,20 @@ class TestEnvironment:
         assert any("LD_PRELOAD" in note for note in status.notes)
         assert (work / "std.err").read_text() == ""  # no loader complaint about a missing preload
 
+    def test_the_user_name_is_the_one_looked_up_before_the_fork(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The zygote looks the user name up before each batch (``prepare_fork``): a wrapper it
+        forks does not read the password database again."""
+        monkeypatch.setattr(jobwrapper, "_USER_NAME", [])
+        jobwrapper.prepare_fork()
+        name = pwd.getpwuid(os.getuid()).pw_name
+
+        def refused(uid: int) -> pwd.struct_passwd:
+            raise AssertionError("the password database read again")
+
+        monkeypatch.setattr(jobwrapper.pwd, "getpwuid", refused)
+        env = jobwrapper.build_environment(JobSpec(job_id=JOB, executable="/bin/true"), "/w", [])
+        assert env["USER"] == env["LOGNAME"] == name
+
     def test_jdl_cannot_override_job_id_or_proxy(self, runner: Runner) -> None:
         work = runner.work_dir()
         spec = sh("echo $GLITE_WMS_JOBID $X509_USER_PROXY", proxy="user.proxy",
