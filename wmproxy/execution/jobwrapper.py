@@ -899,15 +899,44 @@ DEVNULL = -3
 """A child's standard stream from or to ``/dev/null`` (the value of ``subprocess.DEVNULL``)."""
 
 
+#: Whether the wrapper adopts the orphans of its job (:func:`_adopt_orphans`): then it reaps
+#: them while it waits for a child (:meth:`_Child.wait`) and finds what its job left in its
+#: session among its descendants (:func:`_kill_session_once`), not over all of ``/proc``.
+_ADOPTING: list[bool] = []
+#: The pids of the children the wrapper started itself (payload, prologue, epilogue, the
+#: Environment's shell, the inspection agent): never reaped as an adopted orphan.
+_OWN: set[int] = set()
+#: Wait statuses of the wrapper's own children reaped while it waited for another (pid -> status).
+_REAPED: dict[int, int] = {}
+
+
 class _Child:
     """A child started by :func:`_spawn`: its pid (also its process group id)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        _OWN.add(pid)
 
     def wait(self) -> int:
-        """Wait for the child; its return code (``-N`` when signal N killed it)."""
-        _pid, status = os.waitpid(self.pid, 0)  # retried after a signal handler ran (PEP 475)
+        """Wait for the child; its return code (``-N`` when signal N killed it). A wrapper that
+        adopts its job's orphans (:func:`_adopt_orphans`) reaps those that end meanwhile, so that
+        none stays a zombie (counted against the account's process limit) for the job's life."""
+        while self.pid not in _REAPED:
+            pid = self.pid
+            if _ADOPTING:  # whichever child ended first (retried after a signal handler ran: PEP 475)
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+                if ended is not None:
+                    pid = ended.si_pid
+            try:
+                got, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                if pid == self.pid:
+                    raise
+                continue
+            if got in _OWN:
+                _REAPED[got] = status
+        status = _REAPED.pop(self.pid)
+        _OWN.discard(self.pid)
         if os.WIFSIGNALED(status):
             return -os.WTERMSIG(status)
         return os.WEXITSTATUS(status)
@@ -1135,22 +1164,75 @@ def _kill_session_rest() -> bool:
     for attempt in range(SESSION_KILL_PASSES):
         if attempt:
             time.sleep(0.01)
-        if not _kill_session_once(me):
+        if not _kill_session_once(me, _session_descendants(me) if _ADOPTING else None):
             return True
     return False
 
 
-def _kill_session_once(sid: int) -> bool:
-    """SIGKILL the live processes of session ``sid`` but ``sid`` itself; whether there was any."""
+def _adopt_orphans() -> None:
+    """Make the wrapper, when it leads its session, the "child subreaper" of its job
+    (``prctl(PR_SET_CHILD_SUBREAPER)``, :func:`_prctl`): a
+    process of the job whose parent ends is re-parented to the wrapper, not to init. Every process
+    left in the wrapper's session is then one of its descendants, which the kernel lists in
+    ``/proc/<pid>/task/<tid>/children``, so the leftovers' kill reads those lists
+    (:func:`_session_descendants`: one read for a job that left nothing) instead of ``getsid`` of
+    every process of the host (``/proc`` listed: about 0.6 µs a process of the host and, in a
+    freshly forked wrapper, the page faults of a string per process; docs/performance.md, stop 51).
+    Left as it was (all of ``/proc``) when any of it is missing (``_ctypes`` included: :func:`_prctl`)."""
+    me = os.getpid()
+    if _ADOPTING or not hasattr(os, "posix_spawn") or not hasattr(os, "waitid"):
+        return
     try:
-        names = os.listdir("/proc")
+        if os.getsid(0) != me or not os.path.exists(f"/proc/{me}/task/{me}/children"):
+            return
     except OSError:
-        return False
-    found = False
-    for name in names:
-        if not name.isdigit() or int(name) == sid:
+        return
+    if _prctl(PR_SET_CHILD_SUBREAPER, 1):
+        _ADOPTING.append(True)
+
+
+def _session_descendants(sid: int) -> list[int]:
+    """The wrapper's (``sid``'s) descendants in its session, from the kernel's lists of each
+    thread's children, the wrapper's own first: a process of the session descends from the
+    wrapper (it adopts the orphans: :func:`_adopt_orphans`) through processes of the session only
+    (one that calls ``setsid`` leaves it with all it starts after). One forked or re-parented
+    while the lists are read is found by the next pass (:func:`_kill_session_rest`)."""
+    found: list[int] = []
+    todo = [sid]
+    while todo:
+        pid = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{pid}/task") if pid != sid else [str(sid)]  # the wrapper has no thread
+        except OSError:  # gone
             continue
-        pid = int(name)
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = f.read().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                try:
+                    if os.getsid(child) != sid:
+                        continue
+                except OSError:
+                    continue
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _kill_session_once(sid: int, members: list[int] | None = None) -> bool:
+    """SIGKILL the live processes of session ``sid`` but ``sid`` itself; whether there was any.
+    ``members``: where to look (:func:`_session_descendants`), None: every process of ``/proc``."""
+    if members is None:
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return False
+        members = [int(name) for name in names if name.isdigit() and int(name) != sid]
+    found = False
+    for pid in members:
         try:
             if os.getsid(pid) != sid:
                 continue
@@ -1220,6 +1302,7 @@ class _Run:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
         if not self.inherited_checked:
             _no_inherited_descriptors()
+        _adopt_orphans()  # before the job's first process
         try:
             work_fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             state_fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=work_fd)
@@ -1513,28 +1596,46 @@ def _inspection_environment(env: dict[str, str]) -> tuple[dict[str, str] | None,
     return agent_env, delay if delay > 0 else 0.0  # NaN too
 
 
-#: ``prctl`` option: set the process's "dumpable" attribute.
+#: ``prctl`` options: read and set the process's "dumpable" attribute.
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+#: ``prctl`` option: the process adopts its descendants' orphans (Linux 3.4).
+PR_SET_CHILD_SUBREAPER = 36
+
+
+#: The C library's ``prctl`` as ``_ctypes`` calls it: ``(call_function, address)``, looked up
+#: once (by the zygote before it forks: :func:`prepare_fork`).
+_PRCTL: list[tuple[Any, int]] = []
+
+
+def _prctl(option: int, value: int) -> bool | None:
+    """``prctl(option, value, 0, 0, 0) == 0``, called through ``_ctypes``, the C module under
+    ``ctypes`` (``dlopen``, ``dlsym``, ``call_function``), as the zygote calls it
+    (:func:`wmproxy.execution.zygote._seal`); None when ``_ctypes`` cannot call it. The zygote
+    has loaded ``_ctypes`` and looked ``prctl`` up, so a wrapper it forks calls it for a few
+    microseconds, where importing the ``ctypes`` package cost every wrapper of a job with a
+    proxy about 1.5 ms of CPU and 200 page faults (docs/performance.md, stop 51)."""
+    try:
+        if not _PRCTL:
+            import _ctypes
+
+            libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the program and its libraries
+            _PRCTL.append((_ctypes.call_function, _ctypes.dlsym(libc, "prctl")))
+        call, address = _PRCTL[0]
+        return int(call(address, (option, value, 0, 0, 0))) == 0
+    except (ImportError, OSError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def _make_non_dumpable() -> bool:
     """``prctl(PR_SET_DUMPABLE, 0)`` (only for jobs with an inspection agent); whether it
     succeeded. A non-dumpable process's ``/proc/<pid>`` files (``environ``, ``mem``, ``fd``)
     belong to root and ``ptrace`` of it is refused, even to its own uid; its forked children
-    inherit that until they ``exec``.
-
-    Called through ``_ctypes``, the C module under ``ctypes`` (``dlopen``, ``dlsym``,
-    ``call_function``), as the zygote calls it (:func:`wmproxy.execution.zygote._seal`): the
-    zygote has loaded it, so its wrappers call ``prctl`` for a few microseconds, where importing
-    the ``ctypes`` package cost every wrapper of a job with a proxy about 1.5 ms of CPU and 70
-    page faults (docs/performance.md, stop 51). The ``ctypes`` package only if that fails."""
-    try:
-        import _ctypes
-
-        libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the program and its libraries
-        return int(_ctypes.call_function(_ctypes.dlsym(libc, "prctl"), (PR_SET_DUMPABLE, 0, 0, 0, 0))) == 0
-    except (ImportError, OSError, AttributeError, TypeError, ValueError):
-        pass
+    inherit that until they ``exec``. Through :func:`_prctl`; the ``ctypes`` package only if
+    that cannot call it."""
+    done = _prctl(PR_SET_DUMPABLE, 0)
+    if done is not None:
+        return done
     try:
         import ctypes
 
@@ -1564,6 +1665,7 @@ def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> int | N
         _log(f"cannot start the inspection agent: {exc}")
         return None
     if pid:  # returns once the agent shows its command line, as an exec'd one would have
+        _OWN.add(pid)
         os.close(told)
         try:
             os.read(ready, 1)
@@ -1664,6 +1766,8 @@ def exit_child(code: object) -> None:  # never returns (no typing.NoReturn: the 
 def _stop_inspection_agent(agent: int | None) -> None:
     """SIGTERM the agent, SIGKILL it if it has not ended within 5 seconds; reap it."""
     if agent is None:
+        return
+    if _REAPED.pop(agent, None) is not None:  # it ended while the wrapper waited for another child
         return
     try:
         os.kill(agent, signal.SIGTERM)
@@ -1772,7 +1876,7 @@ def prepare_fork() -> None:
     """Set up, in a process that forks wrappers (the zygote, before each batch), what every
     wrapper would otherwise set up itself: the user name of its uid (:func:`build_environment`'s
     ``USER``, looked up again before every batch, so a renamed account is seen at the next one)
-    and the C library's time zone data (:func:`utc_now`). Never raises."""
+    the C library's time zone data (:func:`utc_now`) and its ``prctl`` (:func:`_prctl`). Never raises."""
     uid = os.getuid()
     try:
         name: str | None = pwd.getpwuid(uid).pw_name
@@ -1780,6 +1884,8 @@ def prepare_fork() -> None:
         name = None
     _USER_NAME[:] = [(uid, name)]
     utc_now()
+    if not _PRCTL:
+        _prctl(PR_GET_DUMPABLE, 0)  # looks prctl up, changes nothing
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -322,6 +322,22 @@ class TestEnvironment:
         assert (work / "made.txt").read_text() == "data\n"  # the worker (us) reads the output
 
 
+class TestOrphans:
+    def test_an_orphan_of_the_job_is_adopted_and_reaped_by_the_wrapper(self, runner: Runner) -> None:
+        """The wrapper leading its session adopts its job's orphans (``PR_SET_CHILD_SUBREAPER``,
+        so that its leftovers are among its descendants) and reaps those that end while the
+        job runs: none stays a zombie, counted against the account's process limit."""
+        work = runner.work_dir()
+        script = ("sh -c 'sleep 600 & echo $! > orphan.pid'; o=$(cat orphan.pid); "
+                  "awk '{print $4}' /proc/$o/stat > orphan.ppid; echo $PPID > wrapper.pid; kill $o; n=0; "
+                  "while [ -e /proc/$o ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; "
+                  "if [ -e /proc/$o ]; then echo left; else echo reaped; fi > orphan.end")
+        code, status = runner.run(work, sh(script))
+        assert code == 0 and status.exit_code == 0, (work / "std.err").read_text()
+        assert (work / "orphan.ppid").read_text() == (work / "wrapper.pid").read_text()
+        assert (work / "orphan.end").read_text() == "reaped\n"
+
+
 class TestShellMeaning:
     """JDL ``Environment`` and ``Arguments`` as the original job wrapper's ``eval export <entry>``
     and ``eval "<exe>" <arguments>`` read them, through ``/bin/sh`` in the wrapper

@@ -168,3 +168,20 @@ def test_a_wrapper_makes_itself_non_dumpable_without_the_ctypes_package() -> Non
     out = subprocess.run([PYTHON, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=DEADLINE,
                          check=True).stdout.split()
     assert out == ["1", "True", "0", "False"], out  # PR_GET_DUMPABLE: 1 before, 0 after; no ctypes package
+
+
+def test_a_wrapper_leading_its_session_finds_its_leftovers_without_listing_proc(tmp_path: Path) -> None:
+    """The wrapper adopts its job's orphans, so what the job left in its session is among its
+    descendants: it reads its children's list, not ``/proc``'s listing (a ``getsid`` of every
+    process of the host, and a string each in a freshly forked wrapper)."""
+    work = identity.prepare_work_dir(tmp_path, "job", None)
+    identity.write_spec(work, JobSpec(job_id=JOB, executable="/bin/true"), None)
+    trace = tmp_path / "trace"
+    wrapper = ["setsid", PYTHON, "-I", "-S", str(WRAPPER_PATH), str(work)]  # setsid: it leads its session
+    subprocess.run(["/usr/bin/strace", "-f", "-qq", "-o", str(trace), "-e", "trace=openat", *wrapper],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=DEADLINE, check=True)
+    status = identity.read_status(work, None)
+    assert status is not None and status.exit_code == 0
+    calls = trace.read_text().splitlines()
+    assert not [c for c in calls if '"/proc", ' in c], calls
+    assert [c for c in calls if c.split('"')[1:2] and c.split('"')[1].endswith("/children")], calls
