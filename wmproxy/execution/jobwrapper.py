@@ -36,18 +36,21 @@ the zygote, whose work dir has no ``job.marshal``). Steps:
    sort_keys=True)``'s without importing ``json`` (which with ``re``, ``enum``,
    ``functools`` and ``collections`` was about three quarters of the wrapper's import time).
 
-Every child runs in its own process group inside the wrapper's session. SIGTERM or
-SIGINT to the wrapper is forwarded as SIGTERM to the running child's group, followed
-by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
-``cancelled_by`` are recorded. Processes a child leaves behind in its group are killed
-when it ends, and a wrapper that leads its session (the local backend's) kills every other
-process of that session when the job ends (:func:`_kill_session_rest`): one the job moved
-to another group (``setpgid``, ``set -m; cmd &`` in bash) does not outlive it (one that
-left the session, ``setsid``, is beyond its reach). A spec with a ``wall_time`` is stopped the
-same way once that many seconds have passed since the wrapper started (prologue, payload and
-epilogue together; nothing of the job runs after it), unless a batch system runs the wrapper
-(:func:`under_batch_system`), which enforces its own limit. Prologue and epilogue read ``/dev/null``
-and write to the wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
+Every child runs in its own process group inside the wrapper's session. SIGTERM or SIGINT to
+the wrapper is forwarded as SIGTERM to the running child's group, followed by SIGKILL after
+``kill_grace`` seconds; the payload's signal and the wrapper's ``cancelled_by`` are recorded.
+Processes a child leaves behind in its group are killed when it ends, and a wrapper that leads
+its session (the local backend's) kills every other process of that session when the job ends
+(:func:`_kill_session_rest`): one the job moved to another group (``setpgid``, ``set -m; cmd
+&`` in bash) does not outlive it (one that left the session, ``setsid``, is beyond its reach).
+Such a wrapper adopts its job's orphans (``PR_SET_CHILD_SUBREAPER``: a process of the job whose
+parent ended has the wrapper as its parent, not init, until the wrapper ends) and reaps those
+that end while it waits for a child, so that the session's members are among its descendants
+(:func:`_adopt_orphans`). A spec with a ``wall_time`` is stopped the same way once that many
+seconds have passed since the wrapper started (prologue, payload and epilogue together; nothing
+of the job runs after it), unless a batch system runs the wrapper (:func:`under_batch_system`),
+which enforces its own limit. Prologue and epilogue read ``/dev/null`` and write to the
+wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
 ``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
 writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
 
@@ -167,8 +170,8 @@ file named ``tmp`` aborted every job staging it)."""
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_UMASK = 0o022
 DEFAULT_KILL_GRACE = 10.0
-#: Passes over ``/proc`` at most, 10 ms apart, in which the wrapper kills what its job left in
-#: its session (:func:`_kill_session_rest`).
+#: Passes (over its descendants, or ``/proc``) at most, 10 ms apart, in which the wrapper kills
+#: what its job left in its session (:func:`_kill_session_rest`).
 SESSION_KILL_PASSES = 100
 BATCH_PREFIXES = ("SLURM_",)
 """Variables of the wrapper's own environment passed to the job: the batch system's."""
@@ -1151,9 +1154,10 @@ def _kill_session_rest() -> bool:
 
     Each child runs in its own process group, killed when the child ends, but the job can move
     a process to another group of the session (``setpgid``: ``set -m; cmd &`` in bash), which
-    would outlive the job and its cancel. The members are found by ``getsid`` over ``/proc``;
-    one born while ``/proc`` was read is found by the next pass, until a pass finds none alive
-    (zombies do not count). False when some were still there after
+    would outlive the job and its cancel. The members are found by ``getsid`` over the
+    wrapper's descendants when it adopts the job's orphans (:func:`_session_descendants`), else
+    over ``/proc``; one born while they were read is found by the next pass, until a pass finds
+    none alive (zombies do not count). False when some were still there after
     :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
     me = os.getpid()
     try:
