@@ -1175,14 +1175,14 @@ def _kill_session_rest() -> bool:
 
 def _adopt_orphans() -> None:
     """Make the wrapper, when it leads its session, the "child subreaper" of its job
-    (``prctl(PR_SET_CHILD_SUBREAPER)``, :func:`_prctl`): a
-    process of the job whose parent ends is re-parented to the wrapper, not to init. Every process
-    left in the wrapper's session is then one of its descendants, which the kernel lists in
-    ``/proc/<pid>/task/<tid>/children``, so the leftovers' kill reads those lists
-    (:func:`_session_descendants`: one read for a job that left nothing) instead of ``getsid`` of
-    every process of the host (``/proc`` listed: about 0.6 µs a process of the host and, in a
-    freshly forked wrapper, the page faults of a string per process; docs/performance.md, stop 51).
-    Left as it was (all of ``/proc``) when any of it is missing (``_ctypes`` included: :func:`_prctl`)."""
+    (``prctl(PR_SET_CHILD_SUBREAPER)``, :func:`_prctl`): a process of the job whose parent ends
+    is re-parented to the wrapper, not to init. Every process left in the wrapper's session is
+    then one of its descendants, which the kernel lists in ``/proc/<pid>/task/<tid>/children``,
+    so the leftovers' kill reads those lists (:func:`_session_descendants`: one read for a job
+    that left nothing) instead of ``getsid`` of every process of the host (``/proc`` listed:
+    about 0.6 µs a process of the host and, in a freshly forked wrapper, the page faults of a
+    string per process; docs/performance.md, stop 51). Left as it was (all of ``/proc``) when
+    any of it is missing (``_ctypes`` included: :func:`_prctl`)."""
     me = os.getpid()
     if _ADOPTING or not hasattr(os, "posix_spawn") or not hasattr(os, "waitid"):
         return
@@ -1879,8 +1879,9 @@ def run(work_dir: str, log_dir: int | None = None, spec: bytes | None = None) ->
 def prepare_fork() -> None:
     """Set up, in a process that forks wrappers (the zygote, before each batch), what every
     wrapper would otherwise set up itself: the user name of its uid (:func:`build_environment`'s
-    ``USER``, looked up again before every batch, so a renamed account is seen at the next one)
-    the C library's time zone data (:func:`utc_now`) and its ``prctl`` (:func:`_prctl`). Never raises."""
+    ``USER``, looked up again before every batch, so a renamed account is seen at the next one),
+    the C library's time zone data (:func:`utc_now`) and its ``prctl`` (:func:`_prctl`). Never
+    raises."""
     uid = os.getuid()
     try:
         name: str | None = pwd.getpwuid(uid).pw_name
