@@ -24,8 +24,10 @@ Then, window after window: the plain loop runs ``subprocess.run(["/bin/true"])``
 of the mapping-off state are started (one transaction doing what jobStart does: Waiting + a
 start request) and timed until all are Done; the same for mapping on. Each window gives the
 ratios of adjacent measurements (so load changes affect both sides alike) and each worker's CPU
-(user + system, from /proc, its wrappers not included) per job. Printed: every window, then
-min/median/max of each figure over the windows.
+(user + system, from /proc, its wrappers not included) per job, and the CPU per job outside the
+worker: its zygote's own (the forks) and that of the wrappers it reaped (their payloads included),
+from the zygote's ``/proc/<pid>/stat`` (utime + stime, cutime + cstime). Printed: every window,
+then min/median/max of each figure over the windows.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class Mode:
     log: Path
     pending: list[str] = field(default_factory=list)  # registered job ids not started yet
     counter: FinalCounter = field(init=False)
+    #: CPU seconds of the last window outside the worker: (the zygote's own, its wrappers' and
+    #: their payloads', reaped), from the zygote's /proc stat (utime + stime, cutime + cstime)
+    outside: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         self.counter = FinalCounter(self.engine)
@@ -122,11 +127,28 @@ class Mode:
                     total += int(fields[11]) + int(fields[12])
         return total / CLOCK_TICK
 
+    def zygote_cpu_seconds(self) -> tuple[float, float]:
+        """``(own, reaped children's)`` user + system CPU of the worker's zygote (the first child
+        of the worker running ``zygote.py``; (0, 0) before it started): its own is its forks,
+        the children's its wrappers' with their payloads (each wrapper reaps its payload)."""
+        for task in Path(f"/proc/{self.worker.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    with contextlib.suppress(OSError):
+                        if b"zygote.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+                            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                            return ((int(fields[11]) + int(fields[12])) / CLOCK_TICK,
+                                    (int(fields[13]) + int(fields[14])) / CLOCK_TICK)
+        return 0.0, 0.0
+
     def window(self, jobs: int) -> tuple[float, float]:
-        """Start ``jobs`` registered jobs at once; (seconds until all ended, worker CPU seconds)."""
+        """Start ``jobs`` registered jobs at once; (seconds until all ended, worker CPU seconds).
+        The zygote's CPU over the window (own, its wrappers' and payloads') is left in
+        :attr:`outside`."""
         batch, self.pending = self.pending[:jobs], self.pending[jobs:]
         before = self.counter.count()  # every job of the earlier windows (all final by now)
         cpu = self.cpu_seconds()
+        zygote = self.zygote_cpu_seconds()
         now = utcnow()
         with self.rt.uow() as uow:  # what jobStart does, for the whole window in one transaction
             for job_id in batch:
@@ -138,7 +160,15 @@ class Mode:
         while True:
             done = self.counter.count() - before
             if done >= len(batch):
-                return time.monotonic() - begin, self.cpu_seconds() - cpu
+                took, spent = time.monotonic() - begin, self.cpu_seconds() - cpu
+                # the last wrappers are reaped by the zygote just after their jobs are recorded
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline and self.zygote_cpu_seconds()[1] - zygote[1] <= 0:
+                    time.sleep(0.01)
+                time.sleep(0.05)
+                after = self.zygote_cpu_seconds()
+                self.outside = (after[0] - zygote[0], after[1] - zygote[1])
+                return took, spent
             if self.worker.poll() is not None:
                 raise RuntimeError(f"the {self.name} worker exited ({self.worker.returncode}):\n"
                                    + self.log.read_text(errors="replace")[-2000:])
@@ -285,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             ratio_on: list[float] = []
             cpu: dict[str, list[float]] = {"none": [], "gridmap": []}
             side_cpu: dict[str, list[float]] = {"none": [], "gridmap": []}  # of which other threads (if any)
+            zygote_cpu: dict[str, list[float]] = {"none": [], "gridmap": []}  # the zygote's own, ms/job
+            wrapper_cpu: dict[str, list[float]] = {"none": [], "gridmap": []}  # its wrappers' and payloads'
             for index in range(windows):
                 plain = n / plain_loop(n)
                 rates: dict[str, float] = {}
@@ -294,17 +326,25 @@ def main(argv: list[str] | None = None) -> int:
                     rates[mode.name] = n / seconds
                     cpu[mode.name].append(cpu_seconds / n * 1000)
                     side_cpu[mode.name].append((mode.side_cpu_seconds() - side) / n * 1000)
+                    zygote_cpu[mode.name].append(mode.outside[0] / n * 1000)
+                    wrapper_cpu[mode.name].append(mode.outside[1] / n * 1000)
                 ratio_off.append(rates["none"] / plain)
                 ratio_on.append(rates["gridmap"] / plain)
                 print(f"  window {index + 1}: subprocess {plain:7.1f} jobs/s | mapping off {rates['none']:6.1f} jobs/s "
                       f"(ratio {ratio_off[-1]:.3f}, worker CPU {cpu['none'][-1]:.2f} ms/job) | mapping on "
                       f"{rates['gridmap']:6.1f} jobs/s (ratio {ratio_on[-1]:.3f}, worker CPU "
                       f"{cpu['gridmap'][-1]:.2f} ms/job)")
+                print(f"    outside the worker, ms/job: zygote {zygote_cpu['none'][-1]:.2f} + wrappers and payloads "
+                      f"{wrapper_cpu['none'][-1]:.2f} (mapping off), {zygote_cpu['gridmap'][-1]:.2f} + "
+                      f"{wrapper_cpu['gridmap'][-1]:.2f} (on)")
             print("min / median / max over the windows:")
             print(f"  ratio mapping off / subprocess: {spread(ratio_off, '.3f')}   (target >= 0.25)")
             print(f"  ratio mapping on / subprocess:  {spread(ratio_on, '.3f')}")
             print(f"  worker CPU ms/job, mapping off: {spread(cpu['none'], '.2f')}   (target <= 5)")
             print(f"  worker CPU ms/job, mapping on:  {spread(cpu['gridmap'], '.2f')}")
+            for kind, label in (("none", "off"), ("gridmap", "on")):
+                print(f"  outside the worker, ms/job, mapping {label}: zygote {spread(zygote_cpu[kind], '.2f')}, its "
+                      f"wrappers and payloads {spread(wrapper_cpu[kind], '.2f')} (the first window: with its start)")
             print(f"  of which threads other than the main one (an older worker's work dir remover), mapping off: "
                   f"{spread(side_cpu['none'], '.2f')}, on: {spread(side_cpu['gridmap'], '.2f')}")
         finally:

@@ -36,18 +36,21 @@ the zygote, whose work dir has no ``job.marshal``). Steps:
    sort_keys=True)``'s without importing ``json`` (which with ``re``, ``enum``,
    ``functools`` and ``collections`` was about three quarters of the wrapper's import time).
 
-Every child runs in its own process group inside the wrapper's session. SIGTERM or
-SIGINT to the wrapper is forwarded as SIGTERM to the running child's group, followed
-by SIGKILL after ``kill_grace`` seconds; the payload's signal and the wrapper's
-``cancelled_by`` are recorded. Processes a child leaves behind in its group are killed
-when it ends, and a wrapper that leads its session (the local backend's) kills every other
-process of that session when the job ends (:func:`_kill_session_rest`): one the job moved
-to another group (``setpgid``, ``set -m; cmd &`` in bash) does not outlive it (one that
-left the session, ``setsid``, is beyond its reach). A spec with a ``wall_time`` is stopped the
-same way once that many seconds have passed since the wrapper started (prologue, payload and
-epilogue together; nothing of the job runs after it), unless a batch system runs the wrapper
-(:func:`under_batch_system`), which enforces its own limit. Prologue and epilogue read ``/dev/null``
-and write to the wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
+Every child runs in its own process group inside the wrapper's session. SIGTERM or SIGINT to
+the wrapper is forwarded as SIGTERM to the running child's group, followed by SIGKILL after
+``kill_grace`` seconds; the payload's signal and the wrapper's ``cancelled_by`` are recorded.
+Processes a child leaves behind in its group are killed when it ends, and a wrapper that leads
+its session (the local backend's) kills every other process of that session when the job ends
+(:func:`_kill_session_rest`): one the job moved to another group (``setpgid``, ``set -m; cmd
+&`` in bash) does not outlive it (one that left the session, ``setsid``, is beyond its reach).
+Such a wrapper adopts its job's orphans (``PR_SET_CHILD_SUBREAPER``: a process of the job whose
+parent ended has the wrapper as its parent, not init, until the wrapper ends) and reaps those
+that end while it waits for a child, so that the session's members are among its descendants
+(:func:`_adopt_orphans`). A spec with a ``wall_time`` is stopped the same way once that many
+seconds have passed since the wrapper started (prologue, payload and epilogue together; nothing
+of the job runs after it), unless a batch system runs the wrapper (:func:`under_batch_system`),
+which enforces its own limit. Prologue and epilogue read ``/dev/null`` and write to the
+wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
 ``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
 writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
 
@@ -167,8 +170,8 @@ file named ``tmp`` aborted every job staging it)."""
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_UMASK = 0o022
 DEFAULT_KILL_GRACE = 10.0
-#: Passes over ``/proc`` at most, 10 ms apart, in which the wrapper kills what its job left in
-#: its session (:func:`_kill_session_rest`).
+#: Passes (over its descendants, or ``/proc``) at most, 10 ms apart, in which the wrapper kills
+#: what its job left in its session (:func:`_kill_session_rest`).
 SESSION_KILL_PASSES = 100
 BATCH_PREFIXES = ("SLURM_",)
 """Variables of the wrapper's own environment passed to the job: the batch system's."""
@@ -461,10 +464,7 @@ def build_environment(spec: JobSpec, work_dir: str, notes: list[str]) -> dict[st
     ``notes``. See the module docstring for the order.
     """
     env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": work_dir, "TMPDIR": os.path.join(work_dir, TMP_DIR)}
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = None
+    user = _user_name()
     if user:
         env["USER"] = env["LOGNAME"] = user
     env.update((key, value) for key, value in os.environ.items() if key.startswith(BATCH_PREFIXES))
@@ -493,6 +493,25 @@ def finish_environment(env: dict[str, str], spec: JobSpec, work_dir: str, notes:
     else:
         env.pop("X509_USER_PROXY", None)
     return env
+
+
+#: ``(uid, its user name or None)`` as :func:`prepare_fork` looked it up in the zygote before the
+#: batch that forked this wrapper; empty in a wrapper started on its own.
+_USER_NAME: list[tuple[int, str | None]] = []
+
+
+def _user_name() -> str | None:
+    """The name of the wrapper's uid in the password database (None: it has none): the one the
+    zygote looked up before forking this wrapper (:func:`prepare_fork`), else looked up now
+    (the C library reads the database again at each lookup: with ``files``, an open and a read
+    of ``/etc/passwd``, and in a freshly forked wrapper the page faults of its buffers)."""
+    uid = os.getuid()
+    if _USER_NAME and _USER_NAME[0][0] == uid:
+        return _USER_NAME[0][1]
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
 
 
 def _usable_preload(value: str, work_dir: str, notes: list[str]) -> str:
@@ -883,15 +902,44 @@ DEVNULL = -3
 """A child's standard stream from or to ``/dev/null`` (the value of ``subprocess.DEVNULL``)."""
 
 
+#: Whether the wrapper adopts the orphans of its job (:func:`_adopt_orphans`): then it reaps
+#: them while it waits for a child (:meth:`_Child.wait`) and finds what its job left in its
+#: session among its descendants (:func:`_kill_session_once`), not over all of ``/proc``.
+_ADOPTING: list[bool] = []
+#: The pids of the children the wrapper started itself (payload, prologue, epilogue, the
+#: Environment's shell, the inspection agent): never reaped as an adopted orphan.
+_OWN: set[int] = set()
+#: Wait statuses of the wrapper's own children reaped while it waited for another (pid -> status).
+_REAPED: dict[int, int] = {}
+
+
 class _Child:
     """A child started by :func:`_spawn`: its pid (also its process group id)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        _OWN.add(pid)
 
     def wait(self) -> int:
-        """Wait for the child; its return code (``-N`` when signal N killed it)."""
-        _pid, status = os.waitpid(self.pid, 0)  # retried after a signal handler ran (PEP 475)
+        """Wait for the child; its return code (``-N`` when signal N killed it). A wrapper that
+        adopts its job's orphans (:func:`_adopt_orphans`) reaps those that end meanwhile, so that
+        none stays a zombie (counted against the account's process limit) for the job's life."""
+        while self.pid not in _REAPED:
+            pid = self.pid
+            if _ADOPTING:  # whichever child ended first (retried after a signal handler ran: PEP 475)
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+                if ended is not None:
+                    pid = ended.si_pid
+            try:
+                got, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                if pid == self.pid:
+                    raise
+                continue
+            if got in _OWN:
+                _REAPED[got] = status
+        status = _REAPED.pop(self.pid)
+        _OWN.discard(self.pid)
         if os.WIFSIGNALED(status):
             return -os.WTERMSIG(status)
         return os.WEXITSTATUS(status)
@@ -1106,9 +1154,10 @@ def _kill_session_rest() -> bool:
 
     Each child runs in its own process group, killed when the child ends, but the job can move
     a process to another group of the session (``setpgid``: ``set -m; cmd &`` in bash), which
-    would outlive the job and its cancel. The members are found by ``getsid`` over ``/proc``;
-    one born while ``/proc`` was read is found by the next pass, until a pass finds none alive
-    (zombies do not count). False when some were still there after
+    would outlive the job and its cancel. The members are found by ``getsid`` over the
+    wrapper's descendants when it adopts the job's orphans (:func:`_session_descendants`), else
+    over ``/proc``; one born while they were read is found by the next pass, until a pass finds
+    none alive (zombies do not count). False when some were still there after
     :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
     me = os.getpid()
     try:
@@ -1119,22 +1168,75 @@ def _kill_session_rest() -> bool:
     for attempt in range(SESSION_KILL_PASSES):
         if attempt:
             time.sleep(0.01)
-        if not _kill_session_once(me):
+        if not _kill_session_once(me, _session_descendants(me) if _ADOPTING else None):
             return True
     return False
 
 
-def _kill_session_once(sid: int) -> bool:
-    """SIGKILL the live processes of session ``sid`` but ``sid`` itself; whether there was any."""
+def _adopt_orphans() -> None:
+    """Make the wrapper, when it leads its session, the "child subreaper" of its job
+    (``prctl(PR_SET_CHILD_SUBREAPER)``, :func:`_prctl`): a process of the job whose parent ends
+    is re-parented to the wrapper, not to init. Every process left in the wrapper's session is
+    then one of its descendants, which the kernel lists in ``/proc/<pid>/task/<tid>/children``,
+    so the leftovers' kill reads those lists (:func:`_session_descendants`: one read for a job
+    that left nothing) instead of ``getsid`` of every process of the host (``/proc`` listed:
+    about 0.6 µs a process of the host and, in a freshly forked wrapper, the page faults of a
+    string per process; docs/performance.md, stop 51). Left as it was (all of ``/proc``) when
+    any of it is missing (``_ctypes`` included: :func:`_prctl`)."""
+    me = os.getpid()
+    if _ADOPTING or not hasattr(os, "posix_spawn") or not hasattr(os, "waitid"):
+        return
     try:
-        names = os.listdir("/proc")
+        if os.getsid(0) != me or not os.path.exists(f"/proc/{me}/task/{me}/children"):
+            return
     except OSError:
-        return False
-    found = False
-    for name in names:
-        if not name.isdigit() or int(name) == sid:
+        return
+    if _prctl(PR_SET_CHILD_SUBREAPER, 1):
+        _ADOPTING.append(True)
+
+
+def _session_descendants(sid: int) -> list[int]:
+    """The wrapper's (``sid``'s) descendants in its session, from the kernel's lists of each
+    thread's children, the wrapper's own first: a process of the session descends from the
+    wrapper (it adopts the orphans: :func:`_adopt_orphans`) through processes of the session only
+    (one that calls ``setsid`` leaves it with all it starts after). One forked or re-parented
+    while the lists are read is found by the next pass (:func:`_kill_session_rest`)."""
+    found: list[int] = []
+    todo = [sid]
+    while todo:
+        pid = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{pid}/task") if pid != sid else [str(sid)]  # the wrapper has no thread
+        except OSError:  # gone
             continue
-        pid = int(name)
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = f.read().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                try:
+                    if os.getsid(child) != sid:
+                        continue
+                except OSError:
+                    continue
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _kill_session_once(sid: int, members: list[int] | None = None) -> bool:
+    """SIGKILL the live processes of session ``sid`` but ``sid`` itself; whether there was any.
+    ``members``: where to look (:func:`_session_descendants`), None: every process of ``/proc``."""
+    if members is None:
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return False
+        members = [int(name) for name in names if name.isdigit() and int(name) != sid]
+    found = False
+    for pid in members:
         try:
             if os.getsid(pid) != sid:
                 continue
@@ -1204,6 +1306,7 @@ class _Run:
         supervisor = _Supervisor()  # first, so that a SIGTERM from now on is handled
         if not self.inherited_checked:
             _no_inherited_descriptors()
+        _adopt_orphans()  # before the job's first process
         try:
             work_fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             state_fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=work_fd)
@@ -1497,15 +1600,46 @@ def _inspection_environment(env: dict[str, str]) -> tuple[dict[str, str] | None,
     return agent_env, delay if delay > 0 else 0.0  # NaN too
 
 
-#: ``prctl`` option: set the process's "dumpable" attribute.
+#: ``prctl`` options: read and set the process's "dumpable" attribute.
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+#: ``prctl`` option: the process adopts its descendants' orphans (Linux 3.4).
+PR_SET_CHILD_SUBREAPER = 36
+
+
+#: The C library's ``prctl`` as ``_ctypes`` calls it: ``(call_function, address)``, looked up
+#: once (by the zygote before it forks: :func:`prepare_fork`).
+_PRCTL: list[tuple[Any, int]] = []
+
+
+def _prctl(option: int, value: int) -> bool | None:
+    """``prctl(option, value, 0, 0, 0) == 0``, called through ``_ctypes``, the C module under
+    ``ctypes`` (``dlopen``, ``dlsym``, ``call_function``), as the zygote calls it
+    (:func:`wmproxy.execution.zygote._seal`); None when ``_ctypes`` cannot call it. The zygote
+    has loaded ``_ctypes`` and looked ``prctl`` up, so a wrapper it forks calls it for a few
+    microseconds, where importing the ``ctypes`` package cost every wrapper of a job with a
+    proxy about 1.5 ms of CPU and 200 page faults (docs/performance.md, stop 51)."""
+    try:
+        if not _PRCTL:
+            import _ctypes
+
+            libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the program and its libraries
+            _PRCTL.append((_ctypes.call_function, _ctypes.dlsym(libc, "prctl")))
+        call, address = _PRCTL[0]
+        return int(call(address, (option, value, 0, 0, 0))) == 0
+    except (ImportError, OSError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def _make_non_dumpable() -> bool:
-    """``prctl(PR_SET_DUMPABLE, 0)`` (through ``ctypes``: only for jobs with an inspection
-    agent); whether it succeeded. A non-dumpable process's ``/proc/<pid>`` files (``environ``,
-    ``mem``, ``fd``) belong to root and ``ptrace`` of it is refused, even to its own uid; its
-    forked children inherit that until they ``exec``."""
+    """``prctl(PR_SET_DUMPABLE, 0)`` (only for jobs with an inspection agent); whether it
+    succeeded. A non-dumpable process's ``/proc/<pid>`` files (``environ``, ``mem``, ``fd``)
+    belong to root and ``ptrace`` of it is refused, even to its own uid; its forked children
+    inherit that until they ``exec``. Through :func:`_prctl`; the ``ctypes`` package only if
+    that cannot call it."""
+    done = _prctl(PR_SET_DUMPABLE, 0)
+    if done is not None:
+        return done
     try:
         import ctypes
 
@@ -1535,6 +1669,7 @@ def _start_inspection_agent(agent_env: dict[str, str], work_dir: str) -> int | N
         _log(f"cannot start the inspection agent: {exc}")
         return None
     if pid:  # returns once the agent shows its command line, as an exec'd one would have
+        _OWN.add(pid)
         os.close(told)
         try:
             os.read(ready, 1)
@@ -1635,6 +1770,8 @@ def exit_child(code: object) -> None:  # never returns (no typing.NoReturn: the 
 def _stop_inspection_agent(agent: int | None) -> None:
     """SIGTERM the agent, SIGKILL it if it has not ended within 5 seconds; reap it."""
     if agent is None:
+        return
+    if _REAPED.pop(agent, None) is not None:  # it ended while the wrapper waited for another child
         return
     try:
         os.kill(agent, signal.SIGTERM)
@@ -1741,14 +1878,19 @@ def run(work_dir: str, log_dir: int | None = None, spec: bytes | None = None) ->
 
 def prepare_fork() -> None:
     """Set up, in a process that forks wrappers (the zygote, before each batch), what every
-    wrapper would otherwise set up itself: the C library's name service switch for the
-    password database (:func:`build_environment`'s user name) and its time zone data
-    (:func:`utc_now`). Never raises."""
+    wrapper would otherwise set up itself: the user name of its uid (:func:`build_environment`'s
+    ``USER``, looked up again before every batch, so a renamed account is seen at the next one),
+    the C library's time zone data (:func:`utc_now`) and its ``prctl`` (:func:`_prctl`). Never
+    raises."""
+    uid = os.getuid()
     try:
-        pwd.getpwuid(os.getuid())
+        name: str | None = pwd.getpwuid(uid).pw_name
     except KeyError:
-        pass
+        name = None
+    _USER_NAME[:] = [(uid, name)]
     utc_now()
+    if not _PRCTL:
+        _prctl(PR_GET_DUMPABLE, 0)  # looks prctl up, changes nothing
 
 
 def main(argv: list[str] | None = None) -> int:

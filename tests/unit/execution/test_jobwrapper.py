@@ -291,6 +291,20 @@ class TestEnvironment:
         assert any("LD_PRELOAD" in note for note in status.notes)
         assert (work / "std.err").read_text() == ""  # no loader complaint about a missing preload
 
+    def test_the_user_name_is_the_one_looked_up_before_the_fork(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The zygote looks the user name up before each batch (``prepare_fork``): a wrapper it
+        forks does not read the password database again."""
+        monkeypatch.setattr(jobwrapper, "_USER_NAME", [])
+        jobwrapper.prepare_fork()
+        name = pwd.getpwuid(os.getuid()).pw_name
+
+        def refused(uid: int) -> pwd.struct_passwd:
+            raise AssertionError("the password database read again")
+
+        monkeypatch.setattr(jobwrapper.pwd, "getpwuid", refused)
+        env = jobwrapper.build_environment(JobSpec(job_id=JOB, executable="/bin/true"), "/w", [])
+        assert env["USER"] == env["LOGNAME"] == name
+
     def test_jdl_cannot_override_job_id_or_proxy(self, runner: Runner) -> None:
         work = runner.work_dir()
         spec = sh("echo $GLITE_WMS_JOBID $X509_USER_PROXY", proxy="user.proxy",
@@ -306,6 +320,22 @@ class TestEnvironment:
         assert stat.S_IMODE((work / "made.d").stat().st_mode) == 0o755
         assert stat.S_IMODE((work / "std.out").stat().st_mode) == 0o644
         assert (work / "made.txt").read_text() == "data\n"  # the worker (us) reads the output
+
+
+class TestOrphans:
+    def test_an_orphan_of_the_job_is_adopted_and_reaped_by_the_wrapper(self, runner: Runner) -> None:
+        """The wrapper leading its session adopts its job's orphans (``PR_SET_CHILD_SUBREAPER``,
+        so that its leftovers are among its descendants) and reaps those that end while the
+        job runs: none stays a zombie, counted against the account's process limit."""
+        work = runner.work_dir()
+        script = ("sh -c 'sleep 600 & echo $! > orphan.pid'; o=$(cat orphan.pid); "
+                  "awk '{print $4}' /proc/$o/stat > orphan.ppid; echo $PPID > wrapper.pid; kill $o; n=0; "
+                  "while [ -e /proc/$o ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; "
+                  "if [ -e /proc/$o ]; then echo left; else echo reaped; fi > orphan.end")
+        code, status = runner.run(work, sh(script))
+        assert code == 0 and status.exit_code == 0, (work / "std.err").read_text()
+        assert (work / "orphan.ppid").read_text() == (work / "wrapper.pid").read_text()
+        assert (work / "orphan.end").read_text() == "reaped\n"
 
 
 class TestShellMeaning:
