@@ -18,13 +18,7 @@ many such clients as threads stopped the service. The connection's socket is a
 :class:`DeadlineSocket`: while a request thread uses it, each read and write must make progress
 within ``[load] io_timeout`` seconds, else the request is abandoned (:class:`PeerStalledError`,
 one log line) and the connection closed. Everything else (keep-alive, the request threads, the
-application) is gunicorn's ``gthread`` worker, with one change to keep-alive: a request thread
-that has answered a kept-alive connection serves the connection's next request itself when it
-comes within :data:`NEXT_REQUEST_WAIT` seconds and another of the worker's threads is free
-(:meth:`HandshakeWorker.handle`). gthread hands the connection back to the event loop after
-each request and the loop hands it to a thread again when the next one arrives: two wake-ups
-and two handovers of the interpreter's lock between threads per request (docs/performance.md,
-"Stop 51").
+application) is gunicorn's ``gthread`` worker unchanged.
 
 A caller the application refuses before reading its request body (not authenticated, not
 admitted) must not hold a thread at its pace either: :func:`read_deadline` bounds the total time
@@ -46,11 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import select
 import selectors
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -68,11 +60,6 @@ _ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
 #: reads and drops meanwhile at most (gunicorn's ``close_graceful``'s).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 65536
-#: Seconds a request thread that has answered a kept-alive connection waits for the connection's
-#: next request before handing it back to the event loop (:meth:`HandshakeWorker.handle`): a
-#: client's turnaround (a delegation client signs its proxy between getProxyReq and putProxy),
-#: short enough that a thread waits in vain for less than a request's time of a loaded worker.
-NEXT_REQUEST_WAIT = 0.005
 
 
 class PeerStalledError(BaseException):
@@ -247,50 +234,13 @@ class HandshakeWorker(ThreadWorker):
         self.io_timeout = 60.0
         #: the last error that left an accepted connection without TLS (:meth:`_no_tls`)
         self.tls_error: str | None = None
-        #: connections handed to the request threads and not yet given back (queued or served)
-        self.in_threads = 0
-        self._in_threads_lock = threading.Lock()
 
     def init_process(self) -> None:
         load = load_settings().load
         self.handshake_timeout, self.io_timeout = load.handshake_timeout, load.io_timeout
         super().init_process()
 
-    def enqueue_req(self, conn: TConn) -> None:
-        """gthread's hand-over of a connection to the request threads, counted (:attr:`in_threads`)."""
-        with self._in_threads_lock:
-            self.in_threads += 1
-        super().enqueue_req(conn)
-
     def handle(self, conn: TConn) -> Any:
-        """Serve the connection's request on this request thread, then its next requests as long
-        as each comes soon (:meth:`_next_request_ready`); a connection kept alive goes back to the
-        event loop after that, as in gthread."""
-        try:
-            kept = self._handle_one(conn)
-            while kept is True and self._next_request_ready(conn):
-                kept = self._handle_one(conn)
-            return kept
-        finally:
-            with self._in_threads_lock:
-                self.in_threads -= 1
-
-    def _next_request_ready(self, conn: TConn) -> bool:
-        """Whether this thread serves the kept-alive connection's next request now: its first
-        bytes are here already, or arrive within :data:`NEXT_REQUEST_WAIT` seconds. Not while the
-        worker stops, and not when every other request thread of the worker is taken (a
-        connection waiting for a thread is served first, in the event loop's order)."""
-        if not self.alive or self.in_threads > self.cfg.threads:
-            return False
-        if conn.sock.pending() or conn.parser.unreader.buf.getvalue():  # read with the last request
-            return True
-        if self.in_threads >= self.cfg.threads:  # no other thread is free: no waiting on this one
-            return False
-        waiting = select.poll()
-        waiting.register(conn.sock, select.POLLIN)
-        return bool(waiting.poll(NEXT_REQUEST_WAIT * 1000))
-
-    def _handle_one(self, conn: TConn) -> Any:
         """gthread's request handling on a request thread; a client that stalls (no progress
         within ``[load] io_timeout``) loses its request and its connection, with one log line."""
         try:
