@@ -24,7 +24,7 @@ import click
 from sqlalchemy.engine import make_url
 
 from wmproxy import admintools
-from wmproxy.config import ConfigError, Settings, load_settings
+from wmproxy.config import ConfigError, Settings, load_settings, no_config_note
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
 from wmproxy.security.nofollow import open_state_path
 from wmproxy.store.migrations import MIGRATIONS_DIR, upgrade
@@ -261,21 +261,70 @@ def _refuse_downgrade(url: str, revision: str) -> None:
             "downgrades are not supported (restore the database from a backup taken at that revision)")
 
 
+def _has_wmproxy_schema(url: str) -> bool:
+    """Whether the database at ``url`` was created by wmproxy (has Alembic's version table).
+    An SQLite file that does not exist is not created; an existing one is only read, as it is
+    (no journal mode switched on a file that may not be wmproxy's).
+
+    Raises:
+        wmproxy.services.storekey.DatabaseUnreachableError: the database cannot be reached.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wmproxy.services.storekey import DatabaseUnreachableError, unreachable_database
+    from wmproxy.store.engine import make_engine
+
+    db = sqlite_path(url)
+    if db is not None:
+        import sqlite3
+
+        if not db.exists():
+            return False
+        try:  # mode=rw: never creates the file (it may have gone since)
+            with contextlib.closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=rw", uri=True)) as conn:
+                found = conn.execute("select 1 from sqlite_master where type = 'table' and name = 'alembic_version'")
+                return found.fetchone() is not None
+        except sqlite3.Error as exc:
+            raise DatabaseUnreachableError(unreachable_database(url, exc)) from None
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).has_table("alembic_version")
+    except SQLAlchemyError as exc:
+        raise DatabaseUnreachableError(unreachable_database(url, exc)) from None
+    finally:
+        engine.dispose()
+
+
 @cli.command()
 @click.argument("revision", default="head")
 @admintools.pass_settings
 def migrate(settings: Settings, revision: str) -> None:
     """Run the database migrations up to REVISION (default: head), under a database lock.
 
-    A REVISION older than the database's is refused: downgrades are not supported. Also
-    records this node's store key fingerprint if the database has none yet.
+    A REVISION older than the database's is refused: downgrades are not supported. So is a
+    database without a wmproxy schema (exit status 3; a missing SQLite file is not created):
+    ``init`` creates the database, ``migrate`` only upgrades one. Also records this node's
+    store key fingerprint if the database has none yet.
     """
     from alembic.util import CommandError
 
+    from wmproxy.services.startup import refuse
     from wmproxy.services.storekey import StoreStateError, record_store_key
     from wmproxy.store.migrations import schema_revisions
 
     url = settings.database.url
+    try:
+        if not _has_wmproxy_schema(url):
+            # The state the configuration names is not there: refused (3) as the processes refuse a
+            # missing SQLite file; e.g. no configuration was read and the default URL applied.
+            db = sqlite_path(url)
+            where = f"{shown_url(url)} ({db.absolute()})" if db is not None else shown_url(url)
+            raise StoreStateError(f"no wmproxy database at {where}: `wmproxy-admin init` creates one"
+                                  f"{no_config_note(settings)}")
+    except ConfigError as exc:  # that refusal, or the database unreachable (1)
+        refuse(exc, prefix="")
     _refuse_downgrade(url, revision)
     try:
         upgrade_database(settings, revision)

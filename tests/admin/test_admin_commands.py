@@ -296,6 +296,33 @@ class TestMigrate:
         assert result.exit_code == 0, result.output
         assert f"at revision {head_revision()} (the newest)" in result.output
 
+    def test_a_database_without_a_wmproxy_schema_is_refused_untouched(self, settings: Settings,
+                                                                       tmp_path: Path) -> None:
+        """``init`` creates the database, ``migrate`` only upgrades one: a missing SQLite file is
+        not created, an empty PostgreSQL database gets no tables; after ``init`` it migrates."""
+        config = write_ini(settings, tmp_path / "wmproxy.conf")
+        db = sqlite_path(settings.database.url)
+        if db is not None:
+            db.parent.mkdir(parents=True)
+        result = admin(config, "migrate")
+        assert result.exit_code == 3
+        line = error_line(result)
+        assert f"no wmproxy database at {make_url(settings.database.url).render_as_string()}" in line
+        assert "`wmproxy-admin init` creates one" in line
+        if db is not None:
+            assert list(db.parent.iterdir()) == []
+        else:
+            engine = make_engine(settings.database.url)
+            try:
+                with engine.connect() as conn:
+                    assert inspect(conn).get_table_names() == []
+            finally:
+                engine.dispose()
+        assert admin(config, "init").exit_code == 0
+        result = admin(config, "migrate")
+        assert result.exit_code == 0, result.output
+        assert f"at revision {head_revision()} (the newest)" in result.output
+
     @pytest.mark.parametrize("args", [("migrate",), ("migrate", "head"), ("migrate", "0001"), ("jobs", "list"),
                                       ("stats",), ("rotate-store-key", "--yes"),
                                       ("rotate-store-key", "--yes", "--force")],

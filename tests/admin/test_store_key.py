@@ -598,12 +598,15 @@ class TestKeyOwner:
 
 
 class TestConcurrentMigrate:
-    def test_two_migrate_processes_on_a_fresh_database_both_succeed(self, settings: Settings,
+    def test_two_migrate_processes_on_an_old_database_both_succeed(self, settings: Settings,
                                                                     tmp_path: Path) -> None:
+        """Two nodes upgraded at once: one runs the migrations, the other waits and finds none to run.
+        (The database is at the first revision: ``migrate`` refuses one with no wmproxy schema.)"""
         config = write_ini(settings, tmp_path / "wmproxy.conf")
         db_dir(settings)
         if settings.database.url.startswith("sqlite"):  # as init leaves it: private (every command checks)
             Path(settings.database.url.split(":///", 1)[1]).touch(mode=0o600)
+        upgrade_database(settings, "0001")
         argv = [str(BIN / "wmproxy-admin"), "migrate"]
         env = {"WMPROXY_CONFIG": str(config), "PATH": str(BIN)}
         procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -6,7 +6,9 @@ outside the source tree, and run from there (cwd not the repository, the reposit
   ``wmproxy-server`` (gunicorn with the packaged configuration) and ``wmproxy-worker``, as the
   service user when the tests run as root (:func:`tests.integration.isolated.isolated_deployment`);
 * the CLI-only virtualenv (``pip install wmproxy-<v>.whl``: no server stack) submits a job to
-  that service, follows it and retrieves its output; its server commands exit with the fix.
+  that service, follows it and retrieves its output; its server commands exit with the fix;
+* a wheel built from a later commit has a greater version (setuptools-scm) and ``pip install
+  --upgrade`` of it replaces the installed one (docs/operations.md, "Upgrade").
 
 As root the virtualenvs use ``/usr/bin/python3`` (the service user cannot reach an interpreter
 under ``/root``), so they run the system Python's version; otherwise the tests' interpreter.
@@ -24,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
 
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, standard_deployment
@@ -178,3 +182,41 @@ class TestCliOnlyInstall:
         done = run(cli_venv / "bin" / command, "--help", cwd=outside, env=clean_env(), timeout=120)
         assert done.returncode == 1
         assert "pip install 'wmproxy[server]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def wheel_version(wheel: Path) -> Version:
+    return parse_wheel_filename(wheel.name)[1]
+
+
+class TestUpgrade:
+    def test_a_wheel_from_a_later_commit_replaces_an_earlier_one(self, wheel: Path, outside: Path,
+                                                                 tmp_path: Path) -> None:
+        """The version comes from git: the checkout's wheel (the session's) against one built from a
+        clone with one more (empty) commit; then both into a bare virtualenv, without dependencies."""
+        clone = tmp_path / "clone"
+        done = run("git", "clone", "--quiet", REPO, clone, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        done = run("git", "-c", "user.name=wheel test", "-c", "user.email=wheel@test.invalid", "commit", "--quiet",
+                   "--allow-empty", "-m", "a later commit", cwd=clone)
+        assert done.returncode == 0, done.stderr
+        done = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp_path / "dist", clone,
+                   cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        (later,) = (tmp_path / "dist").glob("wmproxy-*.whl")
+        assert wheel_version(later) > wheel_version(wheel), (later.name, wheel.name)
+
+        venv = tmp_path / "upgrade-venv"
+        done = run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pip = (sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps")
+        done = run(*pip, wheel, cwd=outside, env=clean_env())
+        assert done.returncode == 0, done.stderr
+        done = run(*pip, "--upgrade", later, cwd=outside, env=clean_env())
+        assert done.returncode == 0, done.stderr
+        assert "already installed" not in done.stdout + done.stderr
+        (site,) = (venv / "lib").glob("python3.*/site-packages")
+        assert [d.name for d in site.glob("wmproxy-*.dist-info")] == [f"wmproxy-{wheel_version(later)}.dist-info"]
+        done = run(venv / "bin" / "python", "-c", "import wmproxy; print(wmproxy.__version__)", cwd=outside,
+                   env=clean_env())
+        assert done.returncode == 0, done.stderr
+        assert Version(done.stdout.strip()) == wheel_version(later)

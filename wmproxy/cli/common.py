@@ -241,13 +241,10 @@ def _setup_logging(options: RunOptions) -> None:
 
 
 def client_version() -> str:
-    """The installed wmproxy package version."""
-    from importlib import metadata
+    """The installed wmproxy package version (:data:`wmproxy.__version__`)."""
+    import wmproxy
 
-    try:
-        return metadata.version("wmproxy")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare tree
-        return "unknown"
+    return wmproxy.__version__
 
 
 def _print_versions(endpoint: str | None, as_json: bool) -> None:

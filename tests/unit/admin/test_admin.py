@@ -153,6 +153,20 @@ class TestAdminCommand:
         assert runner.invoke(cli, ["-c", str(config), "init"]).exit_code == 0  # init is the fix
         assert runner.invoke(cli, ["-c", str(config), "migrate"]).exit_code == 0
 
+    def test_migrate_without_a_configuration_creates_no_database(self, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        """No -c, no WMPROXY_CONFIG, in an empty directory: the default ``sqlite:///wmproxy.db`` is
+        no wmproxy database, and ``migrate`` says so (status 3) instead of creating one there."""
+        for name in [n for n in os.environ if n.startswith("WMPROXY_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.chdir(tmp_path)
+        result = CliRunner().invoke(cli, ["migrate"])
+        assert result.exit_code == 3, result.output
+        assert f"no wmproxy database at sqlite:///wmproxy.db ({tmp_path / 'wmproxy.db'})" in result.stderr
+        assert "`wmproxy-admin init` creates one" in result.stderr
+        assert "no configuration file was read" in result.stderr and "Traceback" not in result.output
+        assert os.listdir(tmp_path) == []
+
 
 def test_a_commands_help_needs_neither_the_configuration_nor_the_store(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.conf")
