@@ -8,6 +8,7 @@ next command): its column takes the id's whole width, the owner column folds.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -527,19 +528,67 @@ def _service_user(name: str | None) -> pwd.struct_passwd | None:
         raise click.BadParameter(f"no such user {name!r} (getent passwd {name})", param_hint="--user") from None
 
 
+def state_owner(settings: Settings) -> tuple[pwd.struct_passwd | None, str]:
+    """The service user as the state shows it, for ``check`` run as root without ``--user``: the
+    one owner of the store key, the SQLite database (with one) and the ``[sandbox] root`` that
+    exist, when it is not root and has an account (``wmproxy-admin init --user`` gives them all
+    to the service user), with the owners shown; else None and the owners (or that none exists)."""
+    from wmproxy.security.filemodes import sqlite_path
+    from wmproxy.services.storekey import account_name
+
+    places = [("store key", Path(settings.security.store_key_file)), ("[sandbox] root", Path(settings.sandbox.root))]
+    if (db := sqlite_path(settings.database.url)) is not None:
+        places.insert(1, ("SQLite database", db))
+    owners: dict[str, int] = {}
+    for label, path in places:
+        with contextlib.suppress(OSError):
+            owners[label] = path.stat().st_uid
+    if not owners:
+        return None, "none of " + ", ".join(label for label, _path in places) + " exists"
+    shown = ", ".join(f"{label} {account_name(uid)}" for label, uid in owners.items())
+    uids = set(owners.values())
+    if len(uids) != 1 or 0 in uids:
+        return None, shown
+    try:
+        return pwd.getpwuid(uids.pop()), shown
+    except KeyError:
+        return None, shown
+
+
+def _judged_as(settings: Settings, user: str | None) -> pwd.struct_passwd | None:
+    """The account ``check`` judges the files for: ``--user``'s; run as root without it, the
+    owner of the service's state (:func:`state_owner`), said on stderr, or root itself with a
+    warning naming ``--user`` when the state has no one owner but root (root reads every file:
+    it would say ok where the service user cannot read one)."""
+    if user is not None or os.geteuid() != 0:
+        return _service_user(user)
+    owner, shown = state_owner(settings)
+    if owner is not None:
+        click.echo(f"note: run as root without --user: the files are judged as {owner.pw_name} reads them, the "
+                   f"owner of the service's state ({shown}); --user NAME names the service user", err=True)
+        return owner
+    click.echo(f"warning: run as root without --user, and the service's state has no one owner but root ({shown}): "
+               "the files are judged as root reads them, and root reads every file; run `wmproxy-admin check "
+               "--user <service user>` to judge them as the service reads them", err=True)
+    return None
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--user", default=None, metavar="NAME",
               help="the service user (gunicorn's and the workers'): files are judged as it can read them, the "
-                   "store key and SQLite database must be its own")
+                   "store key and SQLite database must be its own (as root without it: the owner of the state, "
+                   "when it is one user other than root)")
 @pass_settings
 def check(settings: Settings, as_json: bool, user: str | None) -> None:
     """Check configuration, file modes, schema, store key, sealed rows, CA directory, host
     certificate and key, policy file, mapping files and CE catalogue; exit 1 on a problem.
 
     The files are read as the user running the command; run it as the service user, or as root
-    with ``--user``. The store key and sealed rows are not checked when the schema check fails."""
-    account = _service_user(user)
+    with ``--user``; as root without it, as the owner of the service's state when it has one
+    (not root; said on stderr), else as root with a warning naming ``--user``. The store key and
+    sealed rows are not checked when the schema check fails."""
+    account = _judged_as(settings, user)
     results: list[tuple[str, bool | None, str]] = []
     for name, run in _checks(settings, account):
         if name in _NEED_SCHEMA and not {n: ok for n, ok, _d in results}.get("schema", True):

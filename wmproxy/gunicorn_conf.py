@@ -11,14 +11,21 @@ TLS: client certificates are required and verified against the grid CA directory
 along the whole chain (a revoked user's proxy is refused). X509_STRICT stays off:
 proxies made by grid-proxy-init carry no Authority Key Identifier. The handshake runs in
 each worker's event loop with a deadline (``wmproxy.soap.tls_worker``), so a request thread
-only ever serves a client that has completed it. The context is first built when the master
-loads this module, before it listens: a host certificate, key or CA directory the service user
+only ever serves a client that has completed it. The context is first built in the master's
+``on_starting`` hook, before it listens: a host certificate, key or CA directory the service user
 cannot load stops the start with the file named (the workers start with the master's context
 and rebuild it every minute, keeping the previous one when that fails).
+
+Start: reading this module loads the settings (a configuration error exits 2); ``on_starting``
+runs the start checks once, in the master that will listen (after its ``PYTHONMALLOC`` re-exec),
+and a refusal exits with the status of :mod:`wmproxy.services.startup` (3; 1 for a database not
+reachable yet), one line, no traceback. A worker that fails to boot tells the master why, which
+exits with that line and status 3 (:func:`on_exit`) rather than be restarted in a loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -26,31 +33,29 @@ import ssl
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from wmproxy.allocator import exec_with_system_malloc, tune_allocator
 from wmproxy.config import ConfigError, load_settings
 from wmproxy.monitoring.health import host_pair_problem, load_host_pair
 from wmproxy.services.load import fd_limit_problem, raise_open_files_limit
+from wmproxy.services.startup import EXIT_FAILED, EXIT_REFUSED, exit_status
 from wmproxy.soap.app import check_start
 from wmproxy.soap.memory import BIG_REQUEST_BYTES, release_memory
 
-# Refuse to start (before listening) on a configuration error (an unknown section, key or
-# variable, a bad value) or a store key or SQLite file that group/others can read, with the
-# culprit and the fix in one line, never a traceback; warn when jobs are not mapped. The TLS
-# context is built here too (_first_context, below): a host certificate, key or CA directory the
-# service user cannot load stops the start, naming the file.
+# A configuration error (an unknown section, key or variable, a bad value) stops the start here,
+# as gunicorn reads this module, before it listens: one line, status 2, never a traceback. The
+# start checks (file modes, schema, store key, writable directories) and the TLS context come in
+# on_starting (below), once, after the master's re-exec.
 try:
     _settings = load_settings()
-    check_start(_settings)
 except ConfigError as _exc:
-    sys.exit(f"wmproxy: refusing to start: {_exc}")
+    print(f"wmproxy: refusing to start: {_exc}", file=sys.stderr)
+    sys.exit(exit_status(_exc))
 
 # The master's open-files limit up to the hard one (inherited by the workers, kept across the
 # re-exec of on_starting; post_fork raises it again): [load] free_fds counts the worker's headroom.
 raise_open_files_limit()
-if (_fd_problem := fd_limit_problem(_settings.load)) is not None:
-    sys.stderr.write(f"wmproxy: WARNING: {_fd_problem}\n")
 
 bind = [_settings.service.bind]
 workers = _settings.service.workers
@@ -134,10 +139,23 @@ def _why_not_built(exc: Exception) -> str:
             f"ca_dir {sec.ca_dir}): {exc}")
 
 
-def _first_context() -> None:
+def _refuse(reason: str, status: int, server: Any = None) -> NoReturn:
+    """Stop the master's start: ``wmproxy: refusing to start: <reason>`` in one line on stderr
+    and exit ``status`` (:mod:`wmproxy.services.startup`: 2 configuration, 3 refused, 1 the
+    database not reachable yet); gunicorn's pidfile, made before on_starting, is removed."""
+    print(f"wmproxy: refusing to start: {reason}", file=sys.stderr)
+    pidfile = getattr(server, "pidfile", None)
+    if pidfile is not None:
+        with contextlib.suppress(OSError):
+            pidfile.unlink()
+    sys.exit(status)
+
+
+def _first_context(server: Any = None) -> None:
     """Build the TLS context in the master before it listens (the workers it forks start with
-    it): one that cannot be built stops the start, the file named in one line. Without this, the
-    service listened and each worker closed every connection without a word.
+    it): one that cannot be built stops the start, the file named in one line, with
+    :data:`~wmproxy.services.startup.EXIT_REFUSED`. Without this, the service listened and each
+    worker closed every connection without a word.
 
     Raises:
         SystemExit: the context cannot be built.
@@ -145,7 +163,26 @@ def _first_context() -> None:
     try:
         _cache.update(context=_build_context(), built=time.monotonic())
     except (OSError, ValueError) as exc:  # ssl.SSLError included; ValueError: an encrypted key
-        sys.exit(f"wmproxy: refusing to start: {_why_not_built(exc)}")
+        _refuse(_why_not_built(exc), EXIT_REFUSED, server)
+
+
+def start_checks(server: Any = None) -> None:
+    """The master's start checks, once per start: the service's (:func:`wmproxy.soap.app.check_start`:
+    file modes, schema, store key, the sandbox root writable, the WARNING of unmapped jobs), the
+    open-files limit against ``[load] free_fds`` (a WARNING) and the TLS context
+    (:func:`_first_context`). A failure stops the start with one line and the status of
+    :func:`wmproxy.services.startup.exit_status`.
+
+    Raises:
+        SystemExit: a check failed.
+    """
+    try:
+        check_start(_settings)
+    except ConfigError as exc:
+        _refuse(str(exc), exit_status(exc), server)
+    if (fd_problem := fd_limit_problem(_settings.load)) is not None:
+        sys.stderr.write(f"wmproxy: WARNING: {fd_problem}\n")
+    _first_context(server)
 
 
 def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:  # gunicorn hook signature
@@ -183,23 +220,134 @@ def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext
     return context
 
 
-_first_context()
-
-
 def on_starting(server: Any) -> None:  # gunicorn hook signature
-    """gunicorn calls this in the master before it listens or forks: the master starts again
-    with ``PYTHONMALLOC=malloc`` (unless the variable is set), so that its workers give the
-    memory of a big request back (issue 14; :func:`wmproxy.allocator.exec_with_system_malloc`)."""
+    """gunicorn calls this in the master before it listens or forks. The master first starts
+    again with ``PYTHONMALLOC=malloc`` (unless the variable is set: ``wmproxy-server`` has done
+    it before gunicorn), so that its workers give the memory of a big request back (issue 14;
+    :func:`wmproxy.allocator.exec_with_system_malloc`); then, in the process that will listen,
+    it runs the start checks once (:func:`start_checks`) and opens the pipe on which a worker
+    that fails to boot says why (:func:`on_exit`)."""
     exec_with_system_malloc()
+    start_checks(server)
+    read_end, write_end = os.pipe()  # not inherited by an exec (a binary upgrade), by every fork
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)  # a full pipe loses a report, never blocks a worker
+    _boot_reports.update(read=read_end, write=write_end)
+
+
+#: The pipe on which a worker that fails to boot writes its status and reason (one line each).
+_boot_reports: dict[str, int | None] = {"read": None, "write": None}
+#: The longest report a worker writes: a pipe's write of at most PIPE_BUF bytes is never interleaved.
+_REPORT_BYTES = 512
+#: The exit status of a worker that failed to boot and reported why. Not gunicorn's own 3
+#: (WORKER_BOOT_ERROR): gunicorn halts on that from its reaping, also while it halts already,
+#: so a second worker failing to boot ended the master with a HaltServer traceback and status 1.
+_BOOT_REPORTED = 5
+#: The status and reason of the halt :func:`child_exit` started, for :func:`on_exit`.
+_halting: dict[str, Any] = {"status": None, "reason": None}
+
+
+def _report_boot_failure(exc: BaseException) -> bool:
+    """In a worker that failed to boot: its status and one-line reason to the master
+    (:func:`child_exit`): the status of :func:`wmproxy.services.startup.exit_status` for a
+    configuration, store or database error, else :data:`~wmproxy.services.startup.EXIT_REFUSED`
+    (the application or the worker cannot start: a restart would fail the same way). False when
+    it could not be written."""
+    fd = _boot_reports["write"]
+    if fd is None:
+        return False
+    status = exit_status(exc) if isinstance(exc, ConfigError) else EXIT_REFUSED
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    line = f"{status} a gunicorn worker (pid {os.getpid()}) failed to boot: {reason}"
+    try:
+        os.write(fd, line.encode(errors="replace")[:_REPORT_BYTES - 1] + b"\n")
+    except OSError:
+        return False
+    return True
+
+
+def _boot_failed(worker: Any, exc: Exception) -> NoReturn:
+    """A worker's boot raised ``exc``: logged with its traceback (as gunicorn does), reported to
+    the master, and the worker exits with :data:`_BOOT_REPORTED`; re-raised (gunicorn's own
+    handling) when it could not be reported."""
+    log = getattr(worker, "log", None)
+    if log is not None:
+        log.error("Exception in worker process", exc_info=exc)
+    if not _report_boot_failure(exc):
+        raise exc
+    sys.exit(_BOOT_REPORTED)
 
 
 def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
     """gunicorn calls this in each new worker before it serves: glibc's mmap and trim thresholds
     are fixed there, so the blocks of a big request go back to the kernel (issue 14); its
     open-files limit is raised to the hard one (``[load] free_fds``,
-    :func:`wmproxy.services.load.raise_open_files_limit`)."""
-    tune_allocator()
-    raise_open_files_limit()
+    :func:`wmproxy.services.load.raise_open_files_limit`). A failure of the worker's boot
+    from here on (this hook, the worker's set-up, the application's import) is reported to the
+    master in one line (:func:`child_exit`)."""
+    try:
+        tune_allocator()
+        raise_open_files_limit()
+    except Exception as exc:  # noqa: BLE001 - reported, then the worker exits
+        _boot_failed(worker, exc)
+    boot = getattr(worker, "init_process", None)
+    if boot is None:  # not a gunicorn worker
+        return
+
+    def init_process() -> None:
+        try:
+            boot()
+        except Exception as exc:
+            if getattr(worker, "booted", False):
+                raise
+            _boot_failed(worker, exc)
+
+    worker.init_process = init_process
+
+
+def _first_report() -> tuple[int, str] | None:
+    """The first boot failure a worker reported, if any (the master's end of the pipe)."""
+    fd = _boot_reports["read"]
+    if fd is None:
+        return None
+    try:
+        reports = os.read(fd, 64 * _REPORT_BYTES).decode(errors="replace")
+    except OSError:  # BlockingIOError: none
+        return None
+    status, _, reason = (reports.splitlines() or [""])[0].partition(" ")
+    return (int(status), reason) if status.isdigit() and reason else None
+
+
+def child_exit(server: Any, worker: Any) -> None:  # gunicorn hook signature
+    """gunicorn calls this in the master for each worker it reaps: after one that failed to boot
+    and said why (:func:`post_fork`), the master halts (as gunicorn does for a worker that fails
+    to boot) with that worker's status, once: 3 (refused: the units do not restart it, a restart
+    would fail the same way), 2 for a configuration error, 1 for a database not reachable yet
+    (:mod:`wmproxy.services.startup`); :func:`on_exit` prints the reason in one line.
+
+    Raises:
+        gunicorn.errors.HaltServer: a worker failed to boot.
+    """
+    if _halting["status"] is not None or (report := _first_report()) is None:
+        return
+    from gunicorn.errors import HaltServer  # type: ignore[import-untyped]
+
+    _halting.update(status=report[0], reason=report[1])
+    raise HaltServer(report[1], report[0])
+
+
+def on_exit(server: Any) -> None:  # gunicorn hook signature
+    """gunicorn calls this in the master as it exits: after a worker that failed to boot
+    (:func:`child_exit`), its reason in one line, ``wmproxy: refusing to start: a gunicorn
+    worker (pid N) failed to boot: <error>`` (``wmproxy: ...; the start is tried again`` for a
+    database not reachable yet); gunicorn then exits with its status."""
+    status, reason = _halting["status"], _halting["reason"]
+    if status is None:
+        return
+    if status == EXIT_FAILED:
+        print(f"wmproxy: {reason}; the start is tried again", file=sys.stderr)
+    else:
+        print(f"wmproxy: refusing to start: {reason}", file=sys.stderr)
 
 
 #: Seconds after a big request has ended before its memory is released once more.

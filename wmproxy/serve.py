@@ -4,8 +4,10 @@
   (:mod:`wmproxy.gunicorn_conf`) serving ``wmproxy.soap.app:application``; the service
   configuration comes from ``-c/--config`` or ``WMPROXY_CONFIG`` as for every wmproxy process.
   Other options go to gunicorn (e.g. ``--log-level debug``); ``--help`` prints
-  :data:`SERVER_HELP`. It runs the start checks first and exits as the other processes do
-  (:mod:`wmproxy.services.startup`: 2 for a configuration error, 3 for a refusal).
+  :data:`SERVER_HELP`. gunicorn's master runs the start checks once before it listens and
+  exits as the other processes do (:mod:`wmproxy.services.startup`: 2 for a configuration
+  error, 3 for a refusal, also for a worker that fails to boot; 1 for a database not reachable
+  yet).
 * ``wmproxy-admin``, ``wmproxy-worker``, ``wmproxy-renewal``, ``wmproxy-metrics``: the server
   commands.
 
@@ -71,7 +73,8 @@ wmproxy.gunicorn_conf. Any other option is passed to gunicorn and overrides it t
 no way to replace the packaged gunicorn configuration file.
 
 Exit status: 0 after a stop, 2 for a configuration error, 3 when it refused to start (store
-key, schema, file modes, directories: the message names the fix), 1 otherwise.
+key, schema, file modes, directories, host certificate and key, a worker that failed to boot:
+the one-line message names the cause), 1 otherwise (the database not reachable yet).
 """
 
 
@@ -126,28 +129,16 @@ def gunicorn_argv(program: str, args: list[str]) -> list[str]:
     return [program, "-c", GUNICORN_CONFIG, *args, APPLICATION]
 
 
-def start_checks(command: str) -> None:
-    """The service's start checks (:func:`wmproxy.soap.app.check_start`) on the configuration of
-    ``WMPROXY_CONFIG``; exits with one line and the status of :func:`wmproxy.services.startup.exit_status`
-    when they fail."""
-    from wmproxy.config import ConfigError, load_settings
-    from wmproxy.services.startup import exit_status
-    from wmproxy.soap.app import check_start
-
-    try:
-        check_start(load_settings())
-    except ConfigError as exc:
-        print(f"{command}: refusing to start: {exc}", file=sys.stderr)
-        sys.exit(exit_status(exc))
-
-
 def server() -> None:
     """``wmproxy-server [-c FILE] [gunicorn options]``: gunicorn in this process (the unit's main process).
 
-    The start checks run before gunicorn (which runs them again as it reads its configuration),
-    so a refusal exits with its status, not gunicorn's. A gunicorn worker that fails to boot
-    halts gunicorn with status 3: that stays 3 only when the start checks refuse now, else it
-    becomes 1, which the unit restarts.
+    The process first starts again with ``PYTHONMALLOC=malloc``
+    (:func:`wmproxy.allocator.exec_with_system_malloc`; gunicorn's master would otherwise do it
+    in its ``on_starting`` hook, after reading its configuration and logging its start once
+    more). The start checks run once, in gunicorn's master before it listens
+    (:func:`wmproxy.gunicorn_conf.start_checks`), and a refusal exits there with its status
+    (:mod:`wmproxy.services.startup`: 2 configuration, 3 refused, 1 the database not reachable
+    yet); so does a worker that fails to boot (:func:`wmproxy.gunicorn_conf.on_exit`).
     """
     require_server("wmproxy-server")
     parsed = ServerArguments(sys.argv[1:], gunicorn_flags())
@@ -157,23 +148,15 @@ def server() -> None:
     if parsed.error:
         print(f"wmproxy-server: {parsed.error} (wmproxy-server --help)", file=sys.stderr)
         sys.exit(2)  # a usage error, as gunicorn's and click's
+    from wmproxy.allocator import exec_with_system_malloc
+
+    exec_with_system_malloc()  # the same command line again: parsed again, -c included
     if parsed.config is not None:
         os.environ["WMPROXY_CONFIG"] = os.path.abspath(parsed.config)
-    start_checks("wmproxy-server")
     from gunicorn.app.wsgiapp import WSGIApplication  # type: ignore[import-untyped]
 
     sys.argv = gunicorn_argv(sys.argv[0], parsed.gunicorn)
-    try:
-        WSGIApplication("wmproxy-server [-c FILE] [OPTIONS]").run()
-    except SystemExit as exc:
-        if exc.code == GUNICORN_WORKER_BOOT_ERROR:
-            start_checks("wmproxy-server")
-            sys.exit("wmproxy-server: a gunicorn worker failed to boot (its error is logged above)")
-        raise
-
-
-#: gunicorn's exit status when a worker failed to boot (``Arbiter.WORKER_BOOT_ERROR``).
-GUNICORN_WORKER_BOOT_ERROR = 3
+    WSGIApplication("wmproxy-server [-c FILE] [OPTIONS]").run()
 
 
 def _delegate(command: str, target: str) -> Callable[[], Any]:

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import pwd
 import re
 import shutil
 import time
@@ -403,7 +404,7 @@ class TestCheck:
         Path(settings.security.store_key_file).chmod(0o644)
         result = admin(config, "check", "--json")
         assert result.exit_code == 1
-        found = {c["check"]: c for c in json.loads(result.output)}
+        found = {c["check"]: c for c in json.loads(result.stdout)}
         assert not found["CA directory"]["ok"] and "expired" in found["CA directory"]["detail"]
         assert not found["file modes"]["ok"] and "chmod 600" in found["file modes"]["detail"]
         assert found["schema"]["ok"] and found["store key"]["ok"] and found["configuration"]["ok"]
@@ -413,7 +414,7 @@ class TestCheck:
         _set_revision(settings, "9999")
         result = admin(config, "check", "--json")
         assert result.exit_code == 1
-        found = {c["check"]: c for c in json.loads(result.output)}
+        found = {c["check"]: c for c in json.loads(result.stdout)}
         assert not found["schema"]["ok"]
         assert "the database is newer than this wmproxy (9999)" in found["schema"]["detail"]
 
@@ -429,14 +430,14 @@ class TestCheck:
                 policy.write_text("permit *\n")
             result = admin(config, "check", "--json")
             assert result.exit_code == 1, made
-            found = {c["check"]: c for c in json.loads(result.output)}
+            found = {c["check"]: c for c in json.loads(result.stdout)}
             assert not found["policy file"]["ok"], made
             detail = found["policy file"]["detail"]
             assert f"[security] policy_file {policy}" in detail and "every caller is refused" in detail, made
         policy.write_text("allow *\n")
         result = admin(config, "check", "--json")
         assert result.exit_code == 0, result.output
-        assert {c["check"]: c for c in json.loads(result.output)}["policy file"]["ok"]
+        assert {c["check"]: c for c in json.loads(result.stdout)}["policy file"]["ok"]
 
     def test_an_expired_or_missing_host_certificate_is_a_problem(self, config: Path, pki: Pki,
                                                                  tmp_path: Path) -> None:
@@ -447,10 +448,10 @@ class TestCheck:
             config.write_text(sound.replace(f"host_cert = {pki.host_cert}", f"host_cert = {host_cert}"))
             result = admin(config, "check", "--json")
             assert result.exit_code == 1, result.output
-            found = {c["check"]: c for c in json.loads(result.output)}
+            found = {c["check"]: c for c in json.loads(result.stdout)}
             assert not found["host certificate"]["ok"] and detail in found["host certificate"]["detail"]
         config.write_text(sound)
-        found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").output)}
+        found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").stdout)}
         assert found["host certificate"]["ok"] and "valid until" in found["host certificate"]["detail"]
 
     def test_an_unparsable_ca_policy_file_is_a_problem(self, config: Path, pki: Pki, tmp_path: Path) -> None:
@@ -471,7 +472,7 @@ class TestCheck:
         config.write_text(sound)
         result = admin(config, "check", "--json")
         assert result.exit_code == 1, result.output
-        found = {c["check"]: c for c in json.loads(result.output)}
+        found = {c["check"]: c for c in json.loads(result.stdout)}
         assert found["CA directory"]["detail"].splitlines() == expected
         config.write_text(sound.replace("[security]\n", "[security]\nnamespace_mode = ignore\n"))
         result = admin(config, "check", "--json")
@@ -486,7 +487,7 @@ class TestCheck:
         config = write_ini(settings, tmp_path / "wmproxy.conf")
         result = admin(config, "check", "--json")
         assert result.exit_code == 1, result.output
-        found = {c["check"]: c for c in json.loads(result.output)}
+        found = {c["check"]: c for c in json.loads(result.stdout)}
         assert found["file modes"]["ok"]
         assert found["file modes"]["detail"].startswith("no store key"), found["file modes"]
         assert "private" not in found["file modes"]["detail"]
@@ -521,7 +522,7 @@ class TestCheck:
 
     def test_a_missing_store_key_names_init_and_the_copy(self, config: Path, settings: Settings) -> None:
         Path(settings.security.store_key_file).unlink()
-        found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").output)}
+        found = {c["check"]: c for c in json.loads(admin(config, "check", "--json").stdout)}
         detail = found["store key"]["detail"]
         assert not found["store key"]["ok"]
         assert "on a new node (an empty database) run `wmproxy-admin init`" in detail, detail
@@ -529,6 +530,54 @@ class TestCheck:
 
     def test_a_missing_ca_directory_is_a_problem(self, tmp_path: Path) -> None:
         assert check_ca_dir(str(tmp_path / "nowhere"))
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="judging files as another user needs root")
+
+
+@needs_root
+class TestCheckAsRootWithoutUser:
+    """``check`` run as root judged every file as root reads them: ok where the service user
+    cannot read one. Without ``--user`` it now judges as the owner of the service's state (what
+    ``init --user`` made), or warns naming ``--user`` when the state has no one owner but root."""
+
+    def test_the_files_are_judged_as_the_owner_of_the_state(self, service_settings: Settings) -> None:
+        state = Path(service_settings.sandbox.root).parent  # in a directory others may enter
+        host = state / "host"
+        host.mkdir(mode=0o755)
+        cert, key = host / "hostcert.pem", host / "hostkey.pem"
+        shutil.copyfile(service_settings.security.host_cert, cert)
+        cert.chmod(0o644)
+        shutil.copyfile(service_settings.security.host_key, key)
+        key.chmod(0o600)  # root's: copied as root
+        security = dataclasses.replace(service_settings.security, host_cert=str(cert), host_key=str(key))
+        config = write_ini(dataclasses.replace(service_settings, security=security), state / "wmproxy.conf")
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 1, result.output
+        found = {c["check"]: c for c in json.loads(result.stdout)}
+        assert not found["host key"]["ok"], found["host key"]
+        assert (f"host key {key} is not readable by the service user nobody: it belongs to root with mode 0600"
+                in str(found["host key"]["detail"])), found["host key"]
+        (note,) = result.stderr.splitlines()
+        assert note.startswith("note: run as root without --user: the files are judged as nobody reads them, the "
+                               "owner of the service's state (store key nobody, "), note
+        assert note.endswith("[sandbox] root nobody); --user NAME names the service user"), note
+        os.chown(key, pwd.getpwnam("nobody").pw_uid, -1)
+        result = admin(config, "check", "--json")
+        assert {c["check"]: c for c in json.loads(result.stdout)}["host key"]["ok"], result.output
+
+    def test_a_state_that_root_owns_is_judged_as_root_with_a_warning_naming_user(self, config: Path) -> None:
+        result = admin(config, "check", "--json")
+        assert result.exit_code == 0, result.output
+        (warning,) = result.stderr.splitlines()
+        assert warning.startswith("warning: run as root without --user, and the service's state has no one owner "
+                                  "but root (store key root, "), warning
+        assert "run `wmproxy-admin check --user <service user>`" in warning, warning
+        assert json.loads(result.stdout)  # the JSON on stdout alone
+
+    def test_user_names_the_account_and_says_nothing_more(self, service_settings: Settings, tmp_path: Path) -> None:
+        result = admin(write_ini(service_settings, tmp_path / "wmproxy.conf"), "check", "--json", "--user", "nobody")
+        assert result.stderr == "", result.stderr
 
 
 def test_a_database_that_cannot_be_reached_is_named_without_its_password(tmp_path: Path, pki: Pki) -> None:
@@ -540,6 +589,6 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(tmp_pat
     settings = settings_for(tmp_path / "state", wrong.render_as_string(hide_password=False), pki)
     result = admin(write_ini(settings, tmp_path / "wmproxy.conf"), "check", "--json")
     assert result.exit_code == 1
-    detail = {c["check"]: c for c in json.loads(result.output)}["schema"]["detail"]
+    detail = {c["check"]: c for c in json.loads(result.stdout)}["schema"]["detail"]
     assert f"the database {wrong.render_as_string(hide_password=True)} cannot be reached: " in detail, detail
     assert secret not in result.output

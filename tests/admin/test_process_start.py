@@ -9,6 +9,7 @@ not restart (:mod:`wmproxy.services.startup`), a stop and a ``--once`` pass say 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,9 +23,13 @@ from tests.integration.service import free_port
 from tests.support import wait_for
 from wmproxy.config import Settings
 from wmproxy.security.sealing import Sealer
+from wmproxy.serve import APPLICATION
 from wmproxy.services.startup import EXIT_REFUSED
 from wmproxy.store import make_engine
 from wmproxy.store.schema import ExecutionWorkerRow
+
+#: The source tree of these tests (deploy/gunicorn.conf.py).
+SOURCE_TREE = Path(__file__).resolve().parents[2]
 
 
 def clean_env() -> dict[str, str]:
@@ -53,28 +58,39 @@ def refusal_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "refusing to start" in line]
 
 
+def serve_until_listening(argv: list[str], config: Path | None, cwd: Path, **env: str) -> str:
+    """Run ``argv`` (a server command) on ``config`` (``WMPROXY_CONFIG``; None: unset) until it
+    listens on its ``--bind`` port, stop it (SIGTERM) and return its stderr; it must stop with
+    status 0."""
+    port = int(argv[argv.index("--bind") + 1].rpartition(":")[2])
+    variable = {} if config is None else {"WMPROXY_CONFIG": str(config)}
+    proc = subprocess.Popen(argv, env={**clean_env(), **variable, **env}, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def listening() -> bool:
+        assert proc.poll() is None, "the server exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(listening, what=f"{argv[0]} on port {port}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, err
+    return err
+
+
 class TestServerConfigOption:
     def test_c_names_the_wmproxy_configuration_and_the_service_listens(self, config: Path, tmp_path: Path) -> None:
         """``-c FILE`` with ``WMPROXY_CONFIG`` unset: the service starts on that file's database and
         keys, with the packaged gunicorn configuration (TLS); gunicorn options still pass through."""
         port = free_port()
-        proc = subprocess.Popen([str(BIN / "wmproxy-server"), "-c", str(config), "--bind", f"127.0.0.1:{port}"],
-                                env=clean_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        def listening() -> bool:
-            assert proc.poll() is None, "wmproxy-server exited"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        try:
-            wait_for(listening, what=f"wmproxy-server on port {port}")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            err = proc.communicate(timeout=120)[1]
-        assert proc.returncode == 0, err
+        err = serve_until_listening([str(BIN / "wmproxy-server"), "-c", str(config), "--bind", f"127.0.0.1:{port}"],
+                                    None, tmp_path)
         assert "Traceback" not in err and "SyntaxError" not in err, err
         assert f"https://127.0.0.1:{port}" in err  # gunicorn's "Listening at": TLS, the packaged configuration
 
@@ -86,6 +102,58 @@ class TestServerConfigOption:
         assert done.returncode == EXIT_REFUSED, done.stderr
         assert len(refusal_lines(done.stderr)) == 1 and "is not the key of this database" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+class TestStartChecksRunOnce:
+    """Before, ``wmproxy-server`` ran the start checks (store key, schema, file modes, the sandbox
+    root) four times: itself and as gunicorn read its configuration, both again after the master's
+    ``PYTHONMALLOC`` re-exec; their WARNING and gunicorn's start were logged twice."""
+
+    def test_wmproxy_server_logs_each_check_and_its_start_once(self, config: Path, tmp_path: Path) -> None:
+        err = serve_until_listening([str(BIN / "wmproxy-server"), "--bind", f"127.0.0.1:{free_port()}"], config,
+                                    tmp_path, WMPROXY_MAPPING_MODE="none")
+        assert err.count("[mapping] mode = none: jobs run as the service user itself") == 1, err
+        assert err.count("Starting gunicorn") == 1, err
+        assert "Traceback" not in err
+
+    def test_gunicorn_run_from_the_source_tree_checks_too(self, settings: Settings, config: Path,
+                                                          tmp_path: Path) -> None:
+        """``gunicorn -c deploy/gunicorn.conf.py``: the checks run (once) there as well."""
+        gunicorn = [str(BIN / "gunicorn"), "-c", str(SOURCE_TREE / "deploy" / "gunicorn.conf.py")]
+        err = serve_until_listening([*gunicorn, "--bind", f"127.0.0.1:{free_port()}", APPLICATION], config,
+                                    tmp_path, WMPROXY_MAPPING_MODE="none")
+        assert err.count("[mapping] mode = none: jobs run as the service user itself") == 1, err
+        other_key(settings)
+        done = subprocess.run([*gunicorn, "--bind", "127.0.0.1:0", APPLICATION], cwd=tmp_path, capture_output=True,
+                              env={**clean_env(), "WMPROXY_CONFIG": str(config)}, text=True, timeout=120, check=False)
+        assert done.returncode == EXIT_REFUSED, done.stderr
+        assert len(refusal_lines(done.stderr)) == 1 and "is not the key of this database" in done.stderr, done.stderr
+
+
+class TestAWorkerThatFailsToBoot:
+    """gunicorn halts when a worker fails to boot; ``wmproxy-server`` made that status 1, which the
+    unit restarts in a loop, and the reason was only in the worker's traceback."""
+
+    def test_wmproxy_server_exits_refused_with_the_reason_in_one_line(self, config: Path) -> None:
+        """Every worker fails (``--threads 0``): gunicorn's master, halting on the first, met the
+        next one's boot error while it stopped and ended with a HaltServer traceback, status 1."""
+        done = run("wmproxy-server", "--bind", "127.0.0.1:0", "--threads", "0", "--workers", "4", config=config,
+                   timeout=120)
+        assert done.returncode == EXIT_REFUSED, done.stderr
+        (line,) = refusal_lines(done.stderr)
+        assert re.fullmatch(r"wmproxy: refusing to start: a gunicorn worker \(pid \d+\) failed to boot: "
+                            r"ValueError: max_workers must be greater than 0", line), line
+        assert "Traceback" not in done.stderr.split("Shutting down: Master")[-1], done.stderr  # the workers' only
+
+    def test_an_application_whose_import_raises(self, config: Path, tmp_path: Path) -> None:
+        (tmp_path / "broken_app.py").write_text('raise RuntimeError("this application cannot be imported")\n')
+        done = subprocess.run([str(BIN / "gunicorn"), "-c", str(SOURCE_TREE / "deploy" / "gunicorn.conf.py"),
+                               "--bind", "127.0.0.1:0", "--pythonpath", str(tmp_path), "broken_app:application"],
+                              env={**clean_env(), "WMPROXY_CONFIG": str(config)}, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == EXIT_REFUSED, done.stderr
+        (line,) = refusal_lines(done.stderr)
+        assert line.endswith("failed to boot: RuntimeError: this application cannot be imported"), line
 
 
 class TestRefusalsExitWithTheRefusedStatus:

@@ -3,9 +3,10 @@ user's, checked on a real deployment with the privilege split (root runs the tes
 ``wmproxy-metrics`` and ``wmproxy-admin check`` run as the throwaway service user, or
 ``check --user`` as root):
 
-- a host key the service user cannot read stops ``wmproxy-server`` at start, the key named
-  (before, gunicorn listened and its workers closed every connection without a log line), and
-  ``check`` and ``/readyz`` report it;
+- a host key the service user cannot read stops ``wmproxy-server`` at start, the key named in
+  one line, with the refused status 3, which the unit does not restart (before, gunicorn listened
+  and its workers closed every connection without a log line; then it exited 1, restarted in a
+  loop), and ``check`` and ``/readyz`` report it;
 - a configured mapping file or CE catalogue that is missing or unreadable is a problem for
   ``check`` and ``/readyz`` (before, both were green while every submission was refused, or
   every started job stayed waiting);
@@ -30,6 +31,7 @@ from tests.integration.isolated import Isolated, isolated_deployment
 from tests.integration.metrics_support import http_get, start_metrics, token_file
 from tests.integration.service import BIN, free_port
 from tests.support import WAIT_TIMEOUT
+from wmproxy.services.startup import EXIT_REFUSED
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +53,22 @@ def check(iso: Isolated, *args: str, as_service: bool = False, **env: str) -> di
     return {row["check"]: row for row in json.loads(done.stdout)}
 
 
-def refused_start(iso: Isolated, log_name: str) -> str:
-    """Start ``wmproxy-server`` as the service user, which must exit (not listen); its output."""
+def refused_start(iso: Isolated, log_name: str, status: int | None = None) -> str:
+    """Start ``wmproxy-server`` as the service user, which must exit (not listen), with ``status``
+    when given; its output."""
     dep = iso.deployment
     proc = dep.start([*dep.service_prefix, *dep.python_command("wmproxy.serve", dep.bin_dir / "wmproxy-server")],
                      log_name)
-    assert proc.wait(timeout=WAIT_TIMEOUT) != 0
-    return (dep.state / log_name).read_text()
+    code = proc.wait(timeout=WAIT_TIMEOUT)
+    output = (dep.state / log_name).read_text()
+    assert code != 0 and (status is None or code == status), (code, output)
+    return output
+
+
+def refusal_line(output: str) -> str:
+    """The one line of a refused start."""
+    (line,) = [line for line in output.splitlines() if "refusing to start" in line]
+    return line
 
 
 def readiness(iso: Isolated, **env: str) -> tuple[int, dict[str, str]]:
@@ -91,9 +102,9 @@ def test_a_host_key_the_service_user_cannot_read_stops_the_start_and_is_reported
     dep.stop()
     os.chown(key, 0, 0)  # as a copy made as root leaves it (0600)
     try:
-        output = refused_start(iso, "gunicorn-unreadable-key.log")
-        assert (f"wmproxy: refusing to start: host key {key} is not readable by user {svc}: it belongs to root with "
-                "mode 0600") in output, output
+        output = refused_start(iso, "gunicorn-unreadable-key.log", EXIT_REFUSED)  # before: 1, restarted in a loop
+        assert refusal_line(output).startswith(f"wmproxy: refusing to start: host key {key} is not readable by user "
+                                               f"{svc}: it belongs to root with mode 0600"), output
         found = check(iso, as_service=True)
         assert not found["host key"]["ok"]
         assert f"host key {key} is not readable by user {svc}" in str(found["host key"]["detail"])
@@ -116,8 +127,9 @@ def test_a_key_that_is_not_the_certificates_stops_the_start(iso: Isolated, pki: 
     dep.stop()
     key.write_bytes(other.read_bytes())
     try:
-        output = refused_start(iso, "gunicorn-mismatched-key.log")
-        assert f"refusing to start: the host key {key} does not match the host certificate" in output, output
+        output = refused_start(iso, "gunicorn-mismatched-key.log", EXIT_REFUSED)
+        assert refusal_line(output).startswith(f"wmproxy: refusing to start: the host key {key} does not match the "
+                                               "host certificate"), output
         found = check(iso, "--user", iso.service.pw_name)
         assert not found["host key"]["ok"] and "does not match" in str(found["host key"]["detail"])
     finally:

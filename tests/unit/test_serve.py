@@ -39,7 +39,7 @@ def test_a_misspelt_section_stops_the_server_with_one_line(tmp_path: Path, how: 
                           text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "refusing to start" in line]
-    assert lines == [f"wmproxy-server: refusing to start: {conf}: unknown section(s) [databse]; "
+    assert lines == [f"wmproxy: refusing to start: {conf}: unknown section(s) [databse]; "
                      "known: " + lines[0].split("known: ", 1)[-1]], done.stderr
     assert "Traceback" not in done.stderr and "SyntaxError" not in done.stderr
 

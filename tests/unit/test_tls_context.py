@@ -1,6 +1,6 @@
 """The TLS context of the packaged gunicorn configuration (``wmproxy.gunicorn_conf.ssl_context``):
-built when the module loads (in gunicorn's master, before it listens: a host key it cannot
-load stops the start), rebuilt once it is ``_CONTEXT_TTL`` seconds old; a rebuild that fails
+built by the start checks (in gunicorn's master, before it listens: a host key it cannot
+load stops the start, status 3), rebuilt once it is ``_CONTEXT_TTL`` seconds old; a rebuild that fails
 (host certificate and key briefly mismatched while they are renewed) is logged once per error and
 the previous context kept.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import ssl
 import threading
@@ -23,6 +22,7 @@ from types import ModuleType
 import pytest
 
 from tests.conftest import Pki
+from wmproxy.services.startup import EXIT_REFUSED
 
 CONF = "wmproxy.gunicorn_conf"
 
@@ -69,29 +69,43 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == CONF and r.levelno >= logging.ERROR]
 
 
+def started_conf() -> ModuleType:
+    """The configuration module after the master's start checks (its ``on_starting`` hook)."""
+    conf = load_conf()
+    conf.start_checks()
+    return conf
+
+
+def refusal(capsys: pytest.CaptureFixture[str]) -> str:
+    """The line of a start that is refused (status 3, the units do not restart it)."""
+    with pytest.raises(SystemExit) as stopped:
+        started_conf()
+    assert stopped.value.code == EXIT_REFUSED
+    (line,) = capsys.readouterr().err.splitlines()
+    return line
+
+
 def test_host_credentials_that_cannot_be_loaded_stop_the_start_naming_the_file(
-        host: tuple[Path, Path], pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The master loads the configuration before it listens: a context it cannot build ends the
-    process with the file named (before, gunicorn listened and closed every connection)."""
+        host: tuple[Path, Path], pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The master's start checks run before it listens: a context it cannot build ends the
+    process with the file named and the refused status (before, gunicorn listened and closed
+    every connection; then the process exited 1, which systemd restarts in a loop)."""
     cert, key = host
     good = key.read_bytes()
     key.write_bytes(other_key(pki, tmp_path / "other"))
-    with pytest.raises(SystemExit, match=re.escape(
-            f"wmproxy: refusing to start: the host key {key} does not match the host certificate {cert}")):
-        load_conf()
+    assert refusal(capsys).startswith(
+        f"wmproxy: refusing to start: the host key {key} does not match the host certificate {cert}")
     key.unlink()
-    with pytest.raises(SystemExit, match=re.escape(
-            f"wmproxy: refusing to start: cannot read the host key {key}: No such file or directory")):
-        load_conf()
+    assert refusal(capsys).startswith(f"wmproxy: refusing to start: cannot read the host key {key}: No such file or "
+                                      "directory")
     key.write_bytes(b"not a key\n")
-    with pytest.raises(SystemExit, match=re.escape(f"the host certificate {cert} and key {key} cannot be loaded")):
-        load_conf()
+    assert f"the host certificate {cert} and key {key} cannot be loaded" in refusal(capsys)
     key.write_bytes(good)
     monkeypatch.setenv("WMPROXY_SECURITY_CA_DIR", str(tmp_path / "no-ca-dir"))
-    with pytest.raises(SystemExit, match=re.escape(f"cannot read the CA directory {tmp_path / 'no-ca-dir'}")):
-        load_conf()
+    assert f"cannot read the CA directory {tmp_path / 'no-ca-dir'}" in refusal(capsys)
     monkeypatch.delenv("WMPROXY_SECURITY_CA_DIR")
-    conf = load_conf()
+    conf = started_conf()
     assert isinstance(conf._cache["context"], ssl.SSLContext)
     assert conf.ssl_context(None, None) is conf._cache["context"]  # the workers inherit the master's
     assert conf.control_socket_disable is True  # no $HOME/.gunicorn/gunicorn.ctl shared by the user's services
@@ -101,7 +115,7 @@ def test_a_failed_rebuild_keeps_the_previous_context_and_is_logged_once_per_erro
         host: tuple[Path, Path], pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cert, key = host
     good, mismatched = key.read_bytes(), other_key(pki, tmp_path / "other")
-    conf = load_conf()
+    conf = started_conf()
     first = conf.ssl_context(None, None)
     assert isinstance(first, ssl.SSLContext)
     assert conf.ssl_context(None, None) is first  # reused within the TTL

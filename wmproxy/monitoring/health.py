@@ -21,6 +21,7 @@ import re
 import socket
 import ssl
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from wmproxy.config import Settings, parse_host_port
+from wmproxy.renewal.connect import connect_within, getaddrinfo_within
 from wmproxy.security import ca_policy
 from wmproxy.services.storekey import account_name
 
@@ -401,14 +403,27 @@ def policy_check(settings: Settings) -> Check | None:
 
 def service_check(bind: str, timeout: float = 5.0) -> Check:
     """Does the service's ``[service] bind`` address accept a TCP connection (a wildcard
-    address is tried on loopback)? No TLS handshake is made."""
+    address is tried on loopback)? No TLS handshake is made.
+
+    The lookup of a bind given as a name and the connection share one deadline, ``timeout``
+    seconds: the lookup runs as the renewal worker's do (:func:`wmproxy.renewal.connect.getaddrinfo_within`,
+    a short-lived thread waited for until the deadline, at most
+    :data:`~wmproxy.renewal.connect.MAX_PENDING_LOOKUPS` at once), so a resolver that does not
+    answer fails the check instead of holding ``/readyz`` (glibc waits up to 30 s, more with
+    several name servers). A literal address needs no resolver."""
     try:
         host, port = parse_host_port(bind, 7443)
     except ValueError:
         host, port = bind.rpartition(":")[0], int(bind.rpartition(":")[2] or 7443)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))  # noqa: S104
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        addresses = getaddrinfo_within(host, port, deadline, resolve=socket.getaddrinfo)
+    except OSError as exc:  # LookupTimeoutError (a TimeoutError) included
+        return Check("service", False, f"{host}:{port} cannot be looked up ({type(exc).__name__}: {exc}): "
+                                       "is [service] bind's name known to this host's resolver?")
+    try:
+        with connect_within(addresses, deadline):
             pass
     except OSError as exc:
         return Check("service", False, f"{host}:{port} refuses connections ({type(exc).__name__}): is gunicorn up?")

@@ -298,8 +298,8 @@ SYSTEMD_SOFT = 1024
 def _served_process(tmp_path: Path, template_db: Path, pki: Pki, script: str, limits: tuple[int, int],
                     **env: str) -> subprocess.CompletedProcess[str]:
     """``script`` run by a Python process started with the open-files ``limits`` that first loads
-    the packaged gunicorn configuration of a deployment in ``tmp_path``, as gunicorn's master
-    does (the configuration with ``[load] free_fds = 1000`` as deploy/wmproxy.conf.example)."""
+    the packaged gunicorn configuration of a deployment in ``tmp_path`` and runs its start checks,
+    as gunicorn's master does (the configuration with ``[load] free_fds = 1000`` as deploy/wmproxy.conf.example)."""
     from wmproxy.admin import initialise
     from wmproxy.config import load_settings
 
@@ -314,7 +314,8 @@ def _served_process(tmp_path: Path, template_db: Path, pki: Pki, script: str, li
     environ = {k: v for k, v in os.environ.items() if not k.startswith("WMPROXY_")}
     environ.update(WMPROXY_CONFIG=str(conf), **env)
     return subprocess.run(
-        [sys.executable, "-c", "import resource, wmproxy.gunicorn_conf as conf\n" + textwrap.dedent(script)],
+        [sys.executable, "-c", "import resource, wmproxy.gunicorn_conf as conf\nconf.start_checks()\n"
+         + textwrap.dedent(script)],
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits))
 

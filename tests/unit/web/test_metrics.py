@@ -18,11 +18,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Pki
-from tests.support import ECHO_JDL
+from tests.support import ECHO_JDL, WAIT_TIMEOUT
 from wmproxy.admintools import check_ca_dir
 from wmproxy.config import MetricsSettings
 from wmproxy.domain import JobState, Principal, utcnow
-from wmproxy.monitoring.health import ca_checks, readiness, schema_check, service_check
+from wmproxy.monitoring.health import Check, ca_checks, readiness, schema_check, service_check
 from wmproxy.monitoring.metrics import SiteCollector, scrape_registry
 from wmproxy.monitoring.server import MetricsApp
 from wmproxy.security import ca_policy
@@ -94,6 +94,35 @@ def test_a_closed_service_port_fails_readiness() -> None:
         assert not check.ok and f"127.0.0.1:{port} refuses" in check.detail
         sock.listen()
         assert service_check(f"127.0.0.1:{port}").ok
+
+
+def test_a_bind_name_the_resolver_does_not_answer_fails_readiness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver that does not answer (a name server dropping queries: glibc waits 30 s or more)
+    fails the service check by its deadline; before, ``/readyz`` waited for the resolver. The
+    check runs in a thread, waited for far longer than its deadline (no time is measured)."""
+    release = threading.Event()
+    asked: list[str] = []
+
+    def hanging_resolver(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        release.wait(WAIT_TIMEOUT)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_resolver)
+    found: list[Check] = []
+    checking = threading.Thread(target=lambda: found.append(service_check("wmproxy.example.invalid:7443",
+                                                                          timeout=0.2)), daemon=True)
+    try:
+        checking.start()
+        checking.join(WAIT_TIMEOUT / 2)
+        assert found, "the service check waited for the resolver"
+    finally:
+        release.set()
+    (check,) = found
+    assert asked == ["wmproxy.example.invalid"]
+    assert not check.ok and check.detail.startswith("wmproxy.example.invalid:7443 cannot be looked up "
+                                                    "(LookupTimeoutError: the name lookup of wmproxy.example.invalid "
+                                                    "did not answer"), check.detail
 
 
 def test_schema_behind_or_missing_names_the_command() -> None:
