@@ -24,7 +24,6 @@ object from glibc, whose free pages :func:`wmproxy.soap.memory.release_memory` c
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Any
@@ -42,11 +41,9 @@ TRIM_THRESHOLD = 1024 * 1024
 def glibc_function(name: str) -> Any:
     """The C library's function ``name`` (a ctypes function), or None where the C library has
     none (musl, macOS: ``mallopt``, ``malloc_trim`` are glibc's)."""
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    try:
-        return getattr(ctypes.CDLL(library), name)
+    try:  # the process's own symbols, the C library's among them: ``find_library`` would run
+        # ``ldconfig -p`` in a child process at every start of a service process
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 

@@ -65,7 +65,14 @@ def test_the_free_top_of_the_heap_goes_back_above_one_mib() -> None:
 def test_without_glibc_nothing_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """musl or macOS have no ``mallopt``: the tuning says so and changes nothing (simulated: no
     such C library runs here)."""
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    class NoGlibc:  # a C library without glibc's functions
+        def __init__(self, name: object) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> object:
+            raise AttributeError(name)
+
+    monkeypatch.setattr(ctypes, "CDLL", NoGlibc)
     assert allocator.tune_allocator() is False
 
 
@@ -96,3 +103,21 @@ def test_the_process_starts_again_once_with_the_system_malloc() -> None:
 def test_a_chosen_allocator_is_kept() -> None:
     assert _reexec(PYTHONMALLOC="pymalloc")[1:] == ["returned"]
     assert _reexec(PYTHONMALLOC="pymalloc")[0].endswith(" pymalloc")
+
+
+def test_glibc_functions_are_found_without_a_child_process() -> None:
+    """``ctypes.util.find_library`` runs ``ldconfig -p`` in a child process: every service
+    process would pay for one at its start. The C library's functions are the process's own."""
+    probe = (
+        "import sys\n"
+        "started = []\n"
+        "kinds = ('subprocess.Popen', 'os.posix_spawn', 'os.fork')\n"
+        "sys.addaudithook(lambda event, args: started.append(event) if event in kinds else None)\n"
+        "from wmproxy.allocator import glibc_function\n"
+        "assert glibc_function('mallopt') is not None and glibc_function('malloc_trim') is not None\n"
+        "assert glibc_function('no_such_function_in_libc') is None\n"
+        "print(started)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "[]", out.stdout
