@@ -189,6 +189,37 @@ def job_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:
     return f"{sandbox_dir_name}/{job_unique(job_id)[:2]}/{to_filename(job_id)}"
 
 
+#: ``https://<host>[:<port>]/`` of job ids :func:`checked_relative_dir` found valid, and their
+#: :func:`to_filename` (a service sees the ids of a few hosts and ports: its own, its peers').
+_CHECKED_PREFIXES: dict[str, str] = {}
+CHECKED_PREFIXES_MAX = 64
+
+
+def checked_relative_dir(job_id: str, sandbox_dir_name: str = "SandboxDir") -> str:
+    """:func:`parse_job_id` then :func:`job_relative_dir`, the same answer and the same refusal.
+
+    An id whose ``https://<host>[:<port>]/`` an earlier valid id had, and whose unique part is
+    non-empty and URL-safe, is valid whatever that unique part is (its host and port are read as
+    the earlier id's were, and nothing else ``parse_job_id`` refuses can be in it): its directory
+    is made from the prefix's ``to_filename``, kept, without parsing the id again (issue 14: the
+    two ``urlsplit`` and the checks were about 80,000 instructions of a jobSubmit's new id).
+
+    Raises:
+        InvalidArgumentError: ``job_id`` is not a valid job id (:func:`parse_job_id`).
+    """
+    cut = job_id.find("/", 8) + 1  # the end of "https://<host>[:<port>]/" in a valid id
+    if cut:
+        prefix_name = _CHECKED_PREFIXES.get(job_id[:cut])
+        unique = job_id[cut:]
+        if prefix_name is not None and unique and _UNIQUE_ALPHABET.issuperset(unique):
+            return f"{sandbox_dir_name}/{unique[:2]}/{prefix_name}{to_filename(unique)}"
+    parse_job_id(job_id)
+    relative = job_relative_dir(job_id, sandbox_dir_name)
+    if cut and len(_CHECKED_PREFIXES) < CHECKED_PREFIXES_MAX:
+        _CHECKED_PREFIXES[job_id[:cut]] = to_filename(job_id[:cut])
+    return relative
+
+
 def utcnow() -> datetime.datetime:
     """Current time, timezone-aware UTC."""
     return datetime.datetime.now(datetime.UTC)

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from wmproxy.store import UnitOfWork, prepared
-from wmproxy.store.schema import Job
+from wmproxy.store.schema import Job, UTCDateTime
 
 #: A time with microseconds in another zone than UTC: stored as UTC, to the microsecond.
 WHEN = dt.datetime(2026, 12, 3, 13, 14, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
@@ -94,3 +94,29 @@ def test_statements_are_compiled_once_per_dialect(factory: Any) -> None:
     assert prepared.statement(dialect, ("test", "once"), build) is first
     assert built == [1]
     assert first.positional == (dialect.name == "sqlite")
+
+
+def test_times_bound_in_turn_are_each_processed(factory: Any) -> None:
+    """The ``UTCDateTime`` binds of a dialect share one processor that gives the value it was
+    last given its last result again (issue 14: a jobSubmit binds one ``now`` five times): any
+    other value, in any bind of any statement, is processed as the type processes it."""
+    with UnitOfWork(factory) as uow:
+        dialect = uow.session.connection().dialect
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    expected = process or (lambda value: value)
+
+    def build() -> sa.TextClause:
+        return sa.text("SELECT :a, :b").bindparams(sa.bindparam("a", type_=UTCDateTime),
+                                                    sa.bindparam("b", type_=UTCDateTime))
+
+    first = prepared.statement(dialect, ("test", "times", 1), build)
+    second = prepared.statement(dialect, ("test", "times", 2), build)
+    later = WHEN + dt.timedelta(microseconds=1)
+    equal_but_not_the_same = WHEN.astimezone(dt.UTC)
+    for statement, a, b in [(first, WHEN, WHEN), (first, WHEN, later), (second, later, WHEN),
+                            (second, equal_but_not_the_same, later), (first, later, later), (first, None, WHEN)]:
+        sent = statement.parameters({"a": a, "b": b})
+        values = list(sent.values()) if isinstance(sent, dict) else list(sent)
+        assert values == [expected(a), expected(b)]
+    processed = dict(first.order)
+    assert processed["a"] is processed["b"] is dict(second.order)["a"]

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wmproxy.domain import job_fan_out, job_relative_dir, new_job_id, parse_job_id, to_filename
+from wmproxy.domain import (
+    checked_relative_dir,
+    job_fan_out,
+    job_relative_dir,
+    new_job_id,
+    parse_job_id,
+    to_filename,
+)
 from wmproxy.errors import InvalidArgumentError
 
 _SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.- ")
@@ -67,3 +74,31 @@ def test_an_id_with_ascii_whitespace_or_a_control_character_is_not_valid(job_id:
     then named another fan-out directory than the job's area is in."""
     with pytest.raises(InvalidArgumentError):
         parse_job_id(job_id)
+
+
+@given(st.from_regex(r"https://[a-z][a-z0-9.-]{0,20}(:[0-9]{1,5})?/[A-Za-z0-9_-]{1,30}", fullmatch=True),
+       st.from_regex(r"[A-Za-z0-9_-]{1,30}", fullmatch=True))
+def test_a_checked_relative_dir_is_that_of_a_parsed_id(job_id: str, other: str) -> None:
+    """``checked_relative_dir`` answers as ``parse_job_id`` then ``job_relative_dir``, for an id
+    whose host and port it has seen before too (kept, not parsed again: issue 14)."""
+    try:
+        parse_job_id(job_id)
+    except InvalidArgumentError:  # a port out of range
+        with pytest.raises(InvalidArgumentError):
+            checked_relative_dir(job_id)
+        return
+    assert checked_relative_dir(job_id, "SB") == job_relative_dir(job_id, "SB")
+    again = job_id[:job_id.rindex("/") + 1] + other  # the same host and port, seen now
+    assert checked_relative_dir(again, "SB") == job_relative_dir(again, "SB")
+
+
+@pytest.mark.parametrize("unique", ["", "a/b", "a?b", "a#b", "a.b", "..", "a b", "a\tb", "a\x7f", "caf\u00e9", "a%2F"])
+def test_an_id_of_a_seen_host_and_port_is_still_checked(unique: str) -> None:
+    """What follows a host and port seen in a valid id is checked as ``parse_job_id`` checks it."""
+    seen = new_job_id("wms.example.org", 9000)
+    assert checked_relative_dir(seen) == job_relative_dir(seen)
+    job_id = f"https://wms.example.org:9000/{unique}"
+    with pytest.raises(InvalidArgumentError):
+        parse_job_id(job_id)
+    with pytest.raises(InvalidArgumentError):
+        checked_relative_dir(job_id)

@@ -434,8 +434,8 @@ class FilesystemSandboxStorage:
         return self._rel_dirs(job_id)
 
     def _job_rel_dir(self, job_id: str) -> str:
-        domain.parse_job_id(job_id)  # the 2-char fan-out must not be '..' or contain '/'
-        return domain.job_relative_dir(job_id, self.dir_name)
+        # checked: the 2-char fan-out must not be '..' or contain '/'
+        return domain.checked_relative_dir(job_id, self.dir_name)
 
     def job_dir(self, job_id: str) -> Path:
         """Absolute path of the job area (whether or not it exists).

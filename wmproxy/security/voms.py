@@ -236,6 +236,19 @@ def voms_attributes(
     return []
 
 
+def carries_acs(chain: list[x509.Certificate]) -> bool:
+    """Whether a certificate of ``chain`` carries the VOMS extension, so that
+    :func:`voms_attributes` may find ACs in it; True also when a certificate's extensions
+    are unreadable (:func:`voms_attributes` then raises)."""
+    for cert in chain:
+        try:
+            if any(e.oid == VOMS_AC_OID for e in cert.extensions):
+                return True
+        except ValueError:
+            return True
+    return False
+
+
 def verified_fqans(
     chain: list[x509.Certificate],
     *,

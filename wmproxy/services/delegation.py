@@ -33,7 +33,7 @@ from wmproxy.security import delegation as crypto
 from wmproxy.security.chain import has_limited_proxy, load_pem_chain, unknown_proxy_policy
 from wmproxy.security.gridmap import normalise_fqan
 from wmproxy.security.proxy_info import ProxyInfo, proxy_info
-from wmproxy.security.voms import service_host_names, verified_fqans
+from wmproxy.security.voms import carries_acs, service_host_names, verified_fqans
 from wmproxy.services.delegation_keys import claim_request, new_key
 from wmproxy.services.runtime import Runtime
 from wmproxy.store import UnitOfWork
@@ -365,7 +365,7 @@ def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str)
             which took it for an impersonation proxy); the message names it.
         ProxyError: the stored proxy or its VOMS extension is unreadable.
     """
-    chain, limited = _stored_chain(rt, row.sealed_proxy)
+    chain, limited, acs = _stored_chain(rt, row.sealed_proxy)
     if limited:
         # such a proxy counts as limited (is_limited_proxy): refused as what it is
         language = unknown_proxy_policy(chain)
@@ -378,6 +378,8 @@ def believed_fqans(rt: Runtime, row: StoredProxy, now: dt.datetime, action: str)
             f"Authorization error: delegated proxy {row.delegation_id!r} was signed by a limited proxy and "
             f"cannot be used to {action}"
         )
+    if not acs:  # no VOMS extension: no FQAN, whatever the time and this service's names (issue 14)
+        return ()
     sec = rt.settings.security
     return verified_fqans(chain, vomsdir=sec.vomsdir, ca_dir=sec.ca_dir, at=now, host_names=ac_host_names(rt))
 
@@ -391,18 +393,20 @@ def ac_host_names(rt: Runtime) -> tuple[str, ...]:
 
 
 #: Stored proxies whose chain was already unsealed and parsed, per worker: ``(store key
-#: fingerprint, sealed bytes)`` -> (leaf-first chain, has a limited proxy). The key is the whole sealed token, so a
-#: replaced or re-sealed proxy is a new entry; what depends on the time (validity, VOMS ACs)
-#: is still checked on every call. Certificates only, no private key. Bounded LRU.
+#: fingerprint, sealed bytes)`` -> (leaf-first chain, has a limited proxy, carries the VOMS
+#: extension). The key is the whole sealed token, so a replaced or re-sealed proxy is a new
+#: entry; what depends on the time (validity, VOMS ACs) is still checked on every call.
+#: Certificates only, no private key. Bounded LRU.
 #: Entries kept in :data:`_STORED_CHAINS`.
 STORED_CHAINS_MAX = 256
-_STORED_CHAINS: LRUCache[tuple[str, bytes], tuple[list[x509.Certificate], bool]] = LRUCache(STORED_CHAINS_MAX)
+_STORED_CHAINS: LRUCache[tuple[str, bytes], tuple[list[x509.Certificate], bool, bool]] = LRUCache(STORED_CHAINS_MAX)
 _STORED_CHAINS_LOCK = threading.Lock()
 
 
-def _stored_chain(rt: Runtime, sealed: bytes) -> tuple[list[x509.Certificate], bool]:
-    """The leaf-first chain of a sealed stored proxy and whether it holds a limited proxy
-    (:func:`wmproxy.security.chain.has_limited_proxy`), unsealed and parsed once per worker
+def _stored_chain(rt: Runtime, sealed: bytes) -> tuple[list[x509.Certificate], bool, bool]:
+    """The leaf-first chain of a sealed stored proxy, whether it holds a limited proxy
+    (:func:`wmproxy.security.chain.has_limited_proxy`) and whether it carries the VOMS
+    extension (:func:`wmproxy.security.voms.carries_acs`), unsealed and parsed once per worker
     (issue 14: the Fernet open, the PEM parse and the proxyCertInfo decoding were a sixth of
     a jobSubmit).
 
@@ -416,7 +420,7 @@ def _stored_chain(rt: Runtime, sealed: bytes) -> tuple[list[x509.Certificate], b
     if found is not None:
         return found
     chain = load_pem_chain(rt.sealer.open(sealed))
-    entry = (chain, has_limited_proxy(chain))
+    entry = (chain, has_limited_proxy(chain), carries_acs(chain))
     with _STORED_CHAINS_LOCK:
         _STORED_CHAINS[key] = entry
     return entry

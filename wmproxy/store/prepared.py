@@ -25,6 +25,9 @@ from typing import Any
 from sqlalchemy import Connection, Table, TextClause, bindparam, text
 from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
+from sqlalchemy.types import TypeEngine
+
+from wmproxy.store.schema import UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,51 @@ def compile_for(dialect: Dialect, statement: TextClause) -> DriverStatement:
     """``statement`` (typed binds, no literal values) compiled for ``dialect``."""
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
-    order = tuple((name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names)
+    order = tuple((name, _bind_processor(dialect, compiled.binds[name].type)) for name in names)
     return DriverStatement(compiled.string, order, bool(compiled.positional))
+
+
+class _LastValue:
+    """A bind processor that gives the value it was last given its last result again, without
+    processing it (compared by identity: the value object is held, so its id is not reused).
+
+    Every ``UTCDateTime`` bind of a dialect shares one (:func:`_bind_processor`): a simple
+    jobSubmit sends the same ``now`` five times (the job's ``created_at`` and ``updated_at``,
+    its two events' ``at``, its request's ``created_at``), and SQLite's processor writes it
+    with ``%`` formatting of seven integers, about 13,000 instructions each (issue 14). The
+    processor is a pure function of an immutable value, so the result is the one processing
+    would give. Thread-safe: the pair is replaced whole, and read once."""
+
+    __slots__ = ("_last", "_process")
+
+    def __init__(self, process: Callable[[Any], Any]) -> None:
+        self._process = process
+        self._last: tuple[Any, Any] = (_NOTHING, None)
+
+    def __call__(self, value: Any) -> Any:
+        last = self._last
+        if last[0] is value:
+            return last[1]
+        processed = self._process(value)
+        self._last = (value, processed)
+        return processed
+
+
+_NOTHING = object()
+_SHARED: weakref.WeakKeyDictionary[Dialect, _LastValue | None] = weakref.WeakKeyDictionary()
+
+
+def _bind_processor(dialect: Dialect, type_: TypeEngine[Any]) -> Callable[[Any], Any] | None:
+    """The bind processor of ``type_`` for ``dialect``; for :class:`UTCDateTime` (a type without
+    parameters: each instance processes a value as any other does) one :class:`_LastValue`
+    shared by every statement of the dialect."""
+    if type(type_) is not UTCDateTime:
+        return type_.dialect_impl(dialect).bind_processor(dialect)
+    with _LOCK:
+        if dialect not in _SHARED:
+            process = type_.dialect_impl(dialect).bind_processor(dialect)
+            _SHARED[dialect] = None if process is None else _LastValue(process)
+        return _SHARED[dialect]
 
 
 _CACHE: weakref.WeakKeyDictionary[Dialect, dict[Hashable, DriverStatement]] = weakref.WeakKeyDictionary()

@@ -283,5 +283,24 @@ class TestServiceNamesOfPutProxy:
                 signed = sign_proxy_request(csr.encode(), load_credential(proxies[host]), lifetime=3600).decode()
                 row = delegation.store_proxy(runtime, alice, host, signed)
                 assert tuple(filter(None, row.fqans.split("\n"))) == believed, host
+                for _ in range(2):  # a job's check of the stored proxy: parsed, then from the process's cache
+                    assert delegation.believed_fqans(runtime, row, utcnow(), "register jobs") == believed, host
         finally:
             close_runtime(runtime)
+
+
+class TestServiceNamesOfStoredProxies:
+    """A job's checks (``believed_fqans``: jobRegister, jobSubmit, jobStart) read the service's
+    names for the stored chain's VOMS ACs only when the chain carries the VOMS extension
+    (issue 14: a ``stat`` of the host certificate on every jobSubmit); an AC targeted at this
+    service is still believed, and no other (``TestServiceNamesOfPutProxy``)."""
+
+    def test_a_chain_without_acs_reads_no_host_certificate(self, rt: Runtime, alice: Principal, pki: Pki,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        _, csr = delegation.create_proxy_request(rt, alice, "plain")
+        row = delegation.store_proxy(rt, alice, "plain", signed_by(pki, "alice", csr))
+        asked: list[str] = []
+        monkeypatch.setattr(delegation, "service_host_names", lambda host_cert, host="": asked.append(host) or ())
+        for _ in range(2):  # parsed, then from the per-process cache
+            assert delegation.believed_fqans(rt, row, utcnow(), "register jobs") == ()
+        assert asked == []
