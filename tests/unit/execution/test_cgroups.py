@@ -212,15 +212,16 @@ class TestEscapedProcesses:
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
         """The job ended while no worker followed it: the worker that finds it again releases it,
-        and its cgroup with everything left in it goes."""
-        handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "exit 0")))
+        and its cgroup with everything left in it goes. The job kills its wrapper (same uid), which
+        would otherwise have killed the two itself (it adopts its job's orphans)."""
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "kill -9 $PPID; exit 0")))
         with _escapes(handle) as (setsid, double):
             _end(backend, handle)
             assert alive(setsid) and alive(double)
             heir = LocalExecutionBackend(backend.work_root, HOST, cgroups=check_root(cgroup_root))
             found = heir.attach(handle.ref, account)
             assert found is not None
-            _release(heir, found, JobState.DONE)
+            _release(heir, found, JobState.ABORTED)
             _wait_killed(heir, setsid, double)
             assert not _cg(heir, handle.work_dir.name).exists()
 
