@@ -186,13 +186,17 @@ class TestEscapedProcesses:
     def test_a_setsid_and_a_double_forked_process_are_killed_when_the_job_ends(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
-        handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "exit 0")))
+        # the job ends once told (the file "go"): its wrapper then kills the two (it adopts its job's
+        # orphans), so they are looked at before
+        script = ESCAPES + "while [ ! -e go ]; do sleep 0.05; done; exit 0"
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
         with _escapes(handle) as (setsid, double):
             job_cgroup = _cg(backend, handle.work_dir.name)
             assert _line(job_cgroup, cgroup_root) in _cgroup_of(setsid)
             # out of the session: setsid(1) calls setsid() after the shell wrote its pid
             wait_for(lambda: os.getsid(setsid) != handle.pid and os.getsid(double) != handle.pid,
                      "the two processes to leave the wrapper's session")
+            (handle.work_dir / "go").touch()
             _release(backend, handle, JobState.DONE)
             _wait_killed(backend, setsid, double)
             assert not job_cgroup.exists()
