@@ -23,6 +23,7 @@ import zeep.exceptions
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, Isolated, client, isolated_deployment, processes_of
 from tests.integration.refclient import ReferenceClient
+from tests.leftover_support import LEAVE, kill_left, left_files, still_running
 from tests.support import assert_fault, outputs, wait_for, wait_for_final
 from wmproxy.config import load_settings
 from wmproxy.domain import to_filename
@@ -150,7 +151,7 @@ def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
     # own (jobwrapper._guard_secret), which would hide whether the zygote's protection reaches
     # the wrappers it forks (test_bobs_job_can_neither_read_nor_trace_its_zygote_or_its_wrapper).
     with isolated_deployment(pki, database_url, extra_env={"WMPROXY_INSPECTION_MODE": "off"}) as deployment:
-        for name, text in (("attack.py", ATTACK), ("forge.py", FORGE)):
+        for name, text in (("attack.py", ATTACK), ("forge.py", FORGE), ("leave.sh", LEAVE)):
             (deployment.root / name).write_text(text)
             os.chmod(deployment.root / name, 0o644)
         yield deployment
@@ -414,3 +415,33 @@ class TestForgedStatus:
                      lambda alive: not alive, what="the forging payload and its child to be killed")
         finally:
             release.touch()
+
+
+class TestLeftSession:
+    """Default execution settings (zygotes on, job cgroups off): bob's payload leaves a
+    ``setsid``'ed process and a double-forked ``setsid``'ed daemon (``leave.sh``,
+    :data:`tests.leftover_support.LEAVE`), then exits 0 or, cancelled, is killed. Neither was
+    killed: outside the wrapper's session, they outlived the job, its cancel and ``max_running``.
+    Now the wrapper, which adopts its job's orphans, kills all its descendants at the job's end."""
+
+    @pytest.mark.parametrize("cancel", [False, True], ids=["done", "cancelled"])
+    def test_processes_that_left_the_session_do_not_outlive_the_job(self, iso: Isolated, bob: ReferenceClient,
+                                                                     cancel: bool) -> None:
+        prefix = iso.shared / ("left-cancelled" if cancel else "left-done")
+        files = left_files(prefix)
+        try:
+            job_id = bob.wmproxy.jobSubmit(f'[ Executable = "/bin/sh"; RetryCount = 0; Arguments = '
+                                           f'"{iso.root / "leave.sh"} {prefix}{" hold" if cancel else ""}"; ]',
+                                           "iso").id
+            if cancel:
+                wait_for(lambda: still_running(files), lambda left: len(left) == 2,
+                         what="the payload to leave its processes")
+                bob.wmproxy.jobCancel(job_id)
+                assert wait_for_final(bob, job_id).startswith("Cancelled")
+            else:
+                assert wait_for_final(bob, job_id) == "Done (Exit Code 0)"
+                assert [path.exists() for path in files] == [True, True]
+            wait_for(lambda: still_running(files), lambda left: not left,
+                     what="the processes the job left outside its session to be killed")
+        finally:
+            kill_left(files)

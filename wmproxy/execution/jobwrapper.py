@@ -40,19 +40,21 @@ Every child runs in its own process group inside the wrapper's session. SIGTERM 
 the wrapper is forwarded as SIGTERM to the running child's group, followed by SIGKILL after
 ``kill_grace`` seconds; the payload's signal and the wrapper's ``cancelled_by`` are recorded.
 Processes a child leaves behind in its group are killed when it ends, and a wrapper that leads
-its session (the local backend's) kills every other process of that session when the job ends
-(:func:`_kill_session_rest`): one the job moved to another group (``setpgid``, ``set -m; cmd
-&`` in bash) does not outlive it (one that left the session, ``setsid``, is beyond its reach).
-Such a wrapper adopts its job's orphans (``PR_SET_CHILD_SUBREAPER``: a process of the job whose
-parent ended has the wrapper as its parent, not init, until the wrapper ends) and reaps those
-that end while it waits for a child, so that the session's members are among its descendants
-(:func:`_adopt_orphans`). A spec with a ``wall_time`` is stopped the same way once that many
-seconds have passed since the wrapper started (prologue, payload and epilogue together; nothing
-of the job runs after it), unless a batch system runs the wrapper (:func:`under_batch_system`),
-which enforces its own limit. Prologue and epilogue read ``/dev/null`` and write to the
-wrapper's own standard output and error (``.wmproxy/wrapper.log`` when started by
-``wmproxy.execution.identity``; a wrapper forked by the zygote creates that file when it first
-writes a line or starts a prologue, epilogue or inspection agent: see :func:`run`).
+its session (the local backend's) kills what else the job left when the job ends
+(:func:`_kill_session_rest`). Such a wrapper adopts its job's orphans (``PR_SET_CHILD_SUBREAPER``:
+a process of the job whose parent ended has the wrapper as its parent, not init, until the
+wrapper ends) and reaps those that end while it waits for a child (:func:`_adopt_orphans`), so
+every process of the job is among its descendants, and all of them are killed: one the job moved
+to another group (``setpgid``, ``set -m; cmd &`` in bash) and one that left the session
+(``setsid``, a daemon's double fork) alike. Without that (no ``prctl`` through ``_ctypes``, no
+children lists in ``/proc``) it kills the other processes of its session only. A spec with a
+``wall_time`` is stopped the same way once that many seconds have passed since the wrapper
+started (prologue, payload and epilogue together; nothing of the job runs after it), unless a
+batch system runs the wrapper (:func:`under_batch_system`), which enforces its own limit.
+Prologue and epilogue read ``/dev/null`` and write to the wrapper's own standard output and
+error (``.wmproxy/wrapper.log`` when started by ``wmproxy.execution.identity``; a wrapper forked
+by the zygote creates that file when it first writes a line or starts a prologue, epilogue or
+inspection agent: see :func:`run`).
 
 Status file (``.wmproxy/status.json``, :data:`STATUS_NAME`), version 1::
 
@@ -903,8 +905,8 @@ DEVNULL = -3
 
 
 #: Whether the wrapper adopts the orphans of its job (:func:`_adopt_orphans`): then it reaps
-#: them while it waits for a child (:meth:`_Child.wait`) and finds what its job left in its
-#: session among its descendants (:func:`_kill_session_once`), not over all of ``/proc``.
+#: them while it waits for a child (:meth:`_Child.wait`) and kills what its job left among its
+#: descendants (:func:`_kill_descendants_once`), not its session's members over all of ``/proc``.
 _ADOPTING: list[bool] = []
 #: The pids of the children the wrapper started itself (payload, prologue, epilogue, the
 #: Environment's shell, the inspection agent): never reaped as an adopted orphan.
@@ -1149,15 +1151,18 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def _kill_session_rest() -> bool:
-    """SIGKILL every process of the wrapper's session but the wrapper, if it leads one (the
-    local backend's wrappers do; one a batch system runs may not, and leaves that to it).
+    """SIGKILL what the job left when it ends, if the wrapper leads its session (the local
+    backend's wrappers do; one a batch system runs may not, and leaves that to it): every
+    descendant of the wrapper when it adopts the job's orphans (:func:`_adopt_orphans`,
+    :func:`_kill_descendants_once`), in its session or not, else every other process of its
+    session (:func:`_kill_session_once`).
 
     Each child runs in its own process group, killed when the child ends, but the job can move
-    a process to another group of the session (``setpgid``: ``set -m; cmd &`` in bash), which
-    would outlive the job and its cancel. The members are found by ``getsid`` over the
-    wrapper's descendants when it adopts the job's orphans (:func:`_session_descendants`), else
-    over ``/proc``; one born while they were read is found by the next pass, until a pass finds
-    none alive (zombies do not count). False when some were still there after
+    a process to another group of the session (``setpgid``: ``set -m; cmd &`` in bash) or out of
+    the session (``setsid``, a daemon's double fork); an orphan of either has the adopting
+    wrapper as its parent, so while the wrapper lives every process of the job descends from it.
+    One born or re-parented while a pass reads is found by the next pass, until a pass finds none
+    alive (zombies do not count). False when some were still there after
     :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
     me = os.getpid()
     try:
@@ -1168,7 +1173,7 @@ def _kill_session_rest() -> bool:
     for attempt in range(SESSION_KILL_PASSES):
         if attempt:
             time.sleep(0.01)
-        if not _kill_session_once(me, _session_descendants(me) if _ADOPTING else None):
+        if not (_kill_descendants_once(me) if _ADOPTING else _kill_session_once(me)):
             return True
     return False
 
@@ -1176,13 +1181,14 @@ def _kill_session_rest() -> bool:
 def _adopt_orphans() -> None:
     """Make the wrapper, when it leads its session, the "child subreaper" of its job
     (``prctl(PR_SET_CHILD_SUBREAPER)``, :func:`_prctl`): a process of the job whose parent ends
-    is re-parented to the wrapper, not to init. Every process left in the wrapper's session is
-    then one of its descendants, which the kernel lists in ``/proc/<pid>/task/<tid>/children``,
-    so the leftovers' kill reads those lists (:func:`_session_descendants`: one read for a job
-    that left nothing) instead of ``getsid`` of every process of the host (``/proc`` listed:
-    about 0.6 µs a process of the host and, in a freshly forked wrapper, the page faults of a
-    string per process; docs/performance.md, stop 51). Left as it was (all of ``/proc``) when
-    any of it is missing (``_ctypes`` included: :func:`_prctl`)."""
+    is re-parented to the wrapper (or to a subreaper of the job's own below it), not to init, in
+    the wrapper's session or not. Every process of the job is then one of its descendants, which
+    the kernel lists in ``/proc/<pid>/task/<tid>/children``, so the leftovers' kill reads those
+    lists (:func:`_kill_descendants_once`: one read for a job that left nothing) instead of
+    ``getsid`` of every process of the host (``/proc`` listed: about 0.6 µs a process of the host
+    and, in a freshly forked wrapper, the page faults of a string per process; docs/performance.md,
+    stop 51), and also finds the processes that left the session. Left as it was (the session's
+    members, from all of ``/proc``) when any of it is missing (``_ctypes`` included: :func:`_prctl`)."""
     me = os.getpid()
     if _ADOPTING or not hasattr(os, "posix_spawn") or not hasattr(os, "waitid"):
         return
@@ -1195,48 +1201,140 @@ def _adopt_orphans() -> None:
         _ADOPTING.append(True)
 
 
-def _session_descendants(sid: int) -> list[int]:
-    """The wrapper's (``sid``'s) descendants in its session, from the kernel's lists of each
-    thread's children, the wrapper's own first: a process of the session descends from the
-    wrapper (it adopts the orphans: :func:`_adopt_orphans`) through processes of the session only
-    (one that calls ``setsid`` leaves it with all it starts after). One forked or re-parented
-    while the lists are read is found by the next pass (:func:`_kill_session_rest`)."""
+def _children(pid: int, me: int) -> list[int]:
+    """The children of ``pid``, from the kernel's lists of each of its threads' children (a
+    child's parent is the thread that forked it; the wrapper, ``me``, has one thread); [] once it
+    is gone (a dead process's children have been re-parented)."""
+    try:
+        threads = [str(me)] if pid == me else os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
     found: list[int] = []
-    todo = [sid]
-    while todo:
-        pid = todo.pop()
+    for tid in threads:
         try:
-            threads = os.listdir(f"/proc/{pid}/task") if pid != sid else [str(sid)]  # the wrapper has no thread
-        except OSError:  # gone
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found.extend(map(int, f.read().split()))
+        except (OSError, ValueError):
             continue
-        for tid in threads:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                    children = f.read().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                try:
-                    if os.getsid(child) != sid:
-                        continue
-                except OSError:
-                    continue
-                found.append(child)
-                todo.append(child)
     return found
 
 
-def _kill_session_once(sid: int, members: list[int] | None = None) -> bool:
-    """SIGKILL the live processes of session ``sid`` but ``sid`` itself; whether there was any.
-    ``members``: where to look (:func:`_session_descendants`), None: every process of ``/proc``."""
-    if members is None:
-        try:
-            names = os.listdir("/proc")
-        except OSError:
-            return False
-        members = [int(name) for name in names if name.isdigit() and int(name) != sid]
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (close-on-exec), None without one (Python before 3.9, Linux before 5.3,
+    no descriptor left: :func:`_send` then signals by pid). ProcessLookupError if it is gone."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:  # ENOSYS, EMFILE
+        return None
+
+
+def _send(pid: int, pidfd: int | None, sig: int) -> None:
+    """Send ``sig`` (0: only check it is there, reaped or not) to the process of ``pidfd``, else
+    to ``pid``. ProcessLookupError once it has been reaped."""
+    if pidfd is None:
+        os.kill(pid, sig)
+    else:
+        signal.pidfd_send_signal(pidfd, sig)
+
+
+#: :func:`_kill_descendant`'s answers besides a list of children: the process is gone (reaped),
+#: or it could not be checked now (looked at again by the next pass).
+_GONE = 0
+_UNCHECKED = 1
+
+
+def _kill_descendants_once(me: int) -> bool:
+    """SIGKILL the live descendants of the wrapper (``me``, which adopts its job's orphans:
+    :func:`_adopt_orphans`), whatever their session, top down, each once its children have been
+    read (a killed process's children move to the wrapper, read again by the next pass); whether
+    there was any (or one that could not be checked). Depth first: only the pidfds of the path
+    from the wrapper are open (:func:`_kill_descendant`)."""
     found = False
-    for pid in members:
+    path: list[tuple[int, int | None, list[int]]] = [(me, None, _children(me, me))]  # (pid, pidfd, children left)
+    try:
+        while path:
+            parent, parent_fd, todo = path[-1]
+            if not todo:
+                path.pop()
+                if parent_fd is not None:
+                    os.close(parent_fd)
+                continue
+            pid = todo.pop()
+            try:
+                pidfd = _open_pidfd(pid)
+            except ProcessLookupError:  # reaped meanwhile
+                continue
+            answer = _kill_descendant(me, pid, pidfd, parent, parent_fd)
+            if isinstance(answer, int):
+                found = found or answer == _UNCHECKED
+                if pidfd is not None:
+                    os.close(pidfd)
+                continue
+            killed, children = answer
+            found = found or killed
+            path.append((pid, pidfd, children))
+    finally:
+        for _pid, fd, _todo in path:
+            if fd is not None:
+                os.close(fd)
+    return found
+
+
+def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
+                     parent_fd: int | None) -> tuple[bool, list[int]] | int:
+    """Check that ``pid`` (opened as ``pidfd``), listed among the children of ``parent`` (a
+    descendant of the wrapper ``me``, or ``me``), is still a descendant, read its children and
+    SIGKILL it unless it is a zombie: ``(whether it was killed, its children)``, or
+    :data:`_GONE`, or :data:`_UNCHECKED`.
+
+    Nothing but a descendant is signalled, even when the job reaps its own children and forks
+    through the pids meanwhile: the parent read from the ``stat`` of ``pid`` must be ``parent``
+    (or ``me``, if it was re-parented meanwhile), and ``parent`` must still be there, reaped or
+    not, after the read (so the pid read was still its); the kill goes through the pidfd, so it
+    reaches the process checked or nothing. Without pidfds (Python before 3.9) the same checks,
+    and the kill by pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        fields = raw[raw.rfind(b")") + 2:].split()
+        state, ppid = fields[0], int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return _GONE
+    try:
+        if ppid == parent != me:
+            _send(parent, parent_fd, 0)
+        elif ppid != me:  # re-parented to a subreaper of the job's own, or a reused pid
+            return _UNCHECKED
+    except OSError:  # the parent was reaped: it may have been another's pid
+        return _UNCHECKED
+    children = _children(pid, me)
+    if state in (b"Z", b"X") and not _threads_left(pid):
+        return False, children
+    try:
+        _send(pid, pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        return _GONE
+    except OSError:  # not the job's to kill (a set-user-ID program's): its children may be
+        return False, children
+    return True, children
+
+
+def _kill_session_once(sid: int) -> bool:
+    """SIGKILL the live processes of session ``sid`` but ``sid`` itself, found by ``getsid`` over
+    ``/proc`` (a wrapper that does not adopt its job's orphans); whether there was any."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return False
+    found = False
+    for name in names:
+        if not name.isdigit() or int(name) == sid:
+            continue
+        pid = int(name)
         try:
             if os.getsid(pid) != sid:
                 continue

@@ -186,13 +186,17 @@ class TestEscapedProcesses:
     def test_a_setsid_and_a_double_forked_process_are_killed_when_the_job_ends(
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
-        handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "exit 0")))
+        # the job ends once told (the file "go"): its wrapper then kills the two (it adopts its job's
+        # orphans), so they are looked at before
+        script = ESCAPES + "while [ ! -e go ]; do sleep 0.05; done; exit 0"
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, script)))
         with _escapes(handle) as (setsid, double):
             job_cgroup = _cg(backend, handle.work_dir.name)
             assert _line(job_cgroup, cgroup_root) in _cgroup_of(setsid)
             # out of the session: setsid(1) calls setsid() after the shell wrote its pid
             wait_for(lambda: os.getsid(setsid) != handle.pid and os.getsid(double) != handle.pid,
                      "the two processes to leave the wrapper's session")
+            (handle.work_dir / "go").touch()
             _release(backend, handle, JobState.DONE)
             _wait_killed(backend, setsid, double)
             assert not job_cgroup.exists()
@@ -212,15 +216,16 @@ class TestEscapedProcesses:
         self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, cgroup_root: Path
     ) -> None:
         """The job ended while no worker followed it: the worker that finds it again releases it,
-        and its cgroup with everything left in it goes."""
-        handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "exit 0")))
+        and its cgroup with everything left in it goes. The job kills its wrapper (same uid), which
+        would otherwise have killed the two itself (it adopts its job's orphans)."""
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, ESCAPES + "kill -9 $PPID; exit 0")))
         with _escapes(handle) as (setsid, double):
             _end(backend, handle)
             assert alive(setsid) and alive(double)
             heir = LocalExecutionBackend(backend.work_root, HOST, cgroups=check_root(cgroup_root))
             found = heir.attach(handle.ref, account)
             assert found is not None
-            _release(heir, found, JobState.DONE)
+            _release(heir, found, JobState.ABORTED)
             _wait_killed(heir, setsid, double)
             assert not _cg(heir, handle.work_dir.name).exists()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
+from tests.leftover_support import LEAVE, kill_left, left_files, still_running
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON, alive, kill_session, sh, wait_for
 from wmproxy.execution import identity, jobwrapper, worker
 from wmproxy.execution.identity import Account, WrapperStatus
@@ -336,6 +337,35 @@ class TestOrphans:
         assert code == 0 and status.exit_code == 0, (work / "std.err").read_text()
         assert (work / "orphan.ppid").read_text() == (work / "wrapper.pid").read_text()
         assert (work / "orphan.end").read_text() == "reaped\n"
+
+    def test_what_left_the_session_is_killed_when_the_job_ends(self, runner: Runner) -> None:
+        """A ``setsid``'ed process and a double-forked ``setsid``'ed daemon the payload left do not
+        outlive the job: orphans, they were adopted by the wrapper, which kills all its
+        descendants, in its session or not."""
+        work = runner.work_dir()
+        files = left_files(work / "left")
+        try:
+            code, status = runner.run(work, sh(LEAVE, arguments=["-c", LEAVE, "sh", "left"]))
+            assert code == 0 and status.exit_code == 0, (work / "std.err").read_text()
+            assert [path.exists() for path in files] == [True, True]
+            wait_for(lambda: not still_running(files), "the processes the job left to be killed")
+        finally:
+            kill_left(files)
+
+    def test_what_left_the_session_is_killed_when_the_job_is_cancelled(self, runner: Runner) -> None:
+        work = runner.work_dir()
+        files = left_files(work / "left")
+        try:
+            process = runner.start(work, sh(LEAVE, arguments=["-c", LEAVE, "sh", "left", "hold"]))
+            wait_for((work / "left.ready").exists, "the payload to leave its processes")
+            wait_for(lambda: len(still_running(files)) == 2, "both to run")
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=DEADLINE)
+            status = identity.read_status(work, runner.account)
+            assert status is not None and status.cancelled_by == signal.SIGTERM
+            wait_for(lambda: not still_running(files), "the processes the job left to be killed")
+        finally:
+            kill_left(files)
 
 
 class TestShellMeaning:

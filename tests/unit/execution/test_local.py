@@ -310,9 +310,13 @@ FORGED_STATUS = json.dumps({
 
 
 #: A payload that stops its wrapper (same uid), whose SIGALRM holds the wall time, after it has
-#: left a process in its session and one in a session of its own (``setsid``), writing their pids.
+#: left a process in its session, one in a session of its own (``setsid``), and a double-forked
+#: one in a session of its own, whose parent ended (the wrapper adopted it), writing their pids.
 STOPS_ITS_WRAPPER = ("echo $$ > payload.pid; sleep 600 & echo $! > child.pid; setsid sleep 600 & echo $! > away.pid; "
+                     "sh -c 'setsid sh -c \"echo \\$\\$ > orphan.pid; exec sleep 600\" &'; "
+                     "while [ ! -s orphan.pid ]; do sleep 0.05; done; "
                      "kill -STOP $PPID; while :; do sleep 0.1; done")
+STOPS_ITS_WRAPPER_LEAVES = ("payload.pid", "child.pid", "away.pid", "orphan.pid")
 
 
 def _ticks_ago(seconds: float) -> int:
@@ -334,7 +338,7 @@ class TestWallTimeBackstop:
         backend.use_zygotes = follower != "worker"  # "worker": started by the worker itself, no start time in its ref
         handle = backend.spawn(backend.prepare(launch(input_dir, account, STOPS_ITS_WRAPPER, wall_time=2.0)))
         assert handle.pid is not None
-        pids = [_pid_in(handle.work_dir / name) for name in ("payload.pid", "child.pid", "away.pid")]
+        pids = [_pid_in(handle.work_dir / name) for name in STOPS_ITS_WRAPPER_LEAVES]
         try:
             wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
             if follower == "adopter":  # a worker that adopts the job reads the wall time in its reference
@@ -359,6 +363,33 @@ class TestWallTimeBackstop:
             wait_for(lambda: not any(alive(pid) for pid in [handle.pid, *pids]),  # type: ignore[list-item]
                      "the wrapper and every process of the job to be killed")
             heir.release(followed)
+        finally:
+            kill_session(handle.pid)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def test_a_job_that_stopped_its_wrapper_is_killed_past_its_cancels_grace(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The stopped wrapper heeds no SIGTERM: past the grace the worker kills it, its session,
+        and what it adopted outside its session (killed with it, before init gets it)."""
+        monkeypatch.setattr(local, "CANCEL_MARGIN", 0.0)
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, STOPS_ITS_WRAPPER)))
+        assert handle.pid is not None
+        pids = [_pid_in(handle.work_dir / name) for name in STOPS_ITS_WRAPPER_LEAVES]
+        try:
+            wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
+            backend.cancel(handle)
+
+            def ended() -> bool:
+                backend.cancel(handle)  # the worker's loop cancels again until the job ends
+                return backend.poll(handle) is not None
+
+            wait_for(ended, "the job to end")
+            wait_for(lambda: not any(alive(pid) for pid in [handle.pid, *pids]),  # type: ignore[list-item]
+                     "the wrapper and every process of the job to be killed")
         finally:
             kill_session(handle.pid)
             for pid in pids:

@@ -584,7 +584,8 @@ class LocalExecutionBackend:
 
     def cancel(self, handle: RunHandle) -> None:
         """SIGTERM the wrapper (it stops the job and records ``cancelled_by``); once its
-        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL every process of its session.
+        grace plus :data:`CANCEL_MARGIN` has passed, SIGKILL it, every process of its session and
+        their descendants, and its own (the job's orphans it adopted; :func:`_kill_overrun`).
         A wrapper that has ended already: SIGKILL what is left of its session
         (:func:`_kill_leftovers`). With job cgroups, the job's cgroup is killed whole instead
         of the session."""
@@ -602,7 +603,8 @@ class LocalExecutionBackend:
             if self._in_cgroup(handle):
                 self.cgroups.kill(handle.work_dir.name)  # type: ignore[union-attr]
             else:
-                _kill_session(handle.pid)
+                _kill_overrun(handle.pid, os.getuid() if handle.account is None else handle.account.uid,
+                              ref_start_time(handle.ref) or handle.wrapper_born)
 
     def attach(self, ref: str, account: Account | None) -> RunHandle | None:
         """The handle of a job from its reference, for adoption: None unless the reference
@@ -1285,16 +1287,6 @@ def _proc_state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of session ``sid`` (the wrapper and the job's groups)."""
-    for pid in processes.pids():
-        try:
-            if os.getsid(pid) == sid:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue
-
-
 #: Passes over ``/proc`` at most in which :func:`_kill_leftovers` kills what is left of a session.
 LEFTOVER_PASSES = 20
 #: Seconds an ended wrapper not reaped yet is followed as running, for its exit status
@@ -1331,7 +1323,8 @@ def _kill_leftovers(sid: int, started: int | None, uid: int) -> None:
 
 def _kill_overrun(sid: int, uid: int, started: int | None) -> None:
     """SIGKILL the running wrapper ``sid`` (checked by the caller), the processes of its session
-    and their descendants that run as ``uid`` (:func:`_kill_in_passes`); ``started``: the
+    and their descendants that run as ``uid``, and the wrapper's own descendants (the job's
+    orphans it adopted, in its session or not) (:func:`_kill_in_passes`); ``started``: the
     wrapper's start time, checked again at each pass."""
     _kill_in_passes(sid, uid, leader=True, started=started)
 
@@ -1339,10 +1332,10 @@ def _kill_overrun(sid: int, uid: int, started: int | None) -> None:
 def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = None) -> None:
     """SIGKILL the processes of the session ``sid`` (with ``leader``, its leader ``sid`` too while
     it or its threads run as ``uid`` and, given ``started``, while it is the process that started
-    then: a pid reused meanwhile by another process of the account is left alone) and their
-    descendants that run as ``uid``, all found in one pass over ``/proc`` before any is killed (so
-    none is handed to init first), in passes until one finds none alive (:data:`LEFTOVER_PASSES`
-    at most)."""
+    then: a pid reused meanwhile by another process of the account is left alone, and then its
+    own descendants) and their descendants that run as ``uid``, all found in one pass over
+    ``/proc`` before any is killed (so none is handed to init first), in passes until one finds
+    none alive (:data:`LEFTOVER_PASSES` at most)."""
     for attempt in range(LEFTOVER_PASSES):
         if attempt:
             time.sleep(0.01)
@@ -1350,7 +1343,7 @@ def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = N
         # the leader too while its threads run (its main thread ended alone: it reads Z)
         first = [sid] if (leader and processes.real_uid(sid, live=True) == uid
                           and (started is None or start_time(sid) == started)) else []
-        for pid in first + _session_and_descendants(sid, uid):
+        for pid in first + _session_and_descendants(sid, uid, leader=bool(first)):
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -1370,9 +1363,12 @@ def overdue(born: int, allowed: float) -> bool:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _session_and_descendants(sid: int, uid: int) -> list[int]:
+def _session_and_descendants(sid: int, uid: int, *, leader: bool = False) -> list[int]:
     """The live processes of session ``sid`` (its leader ``sid`` aside) and their descendants,
-    those running as ``uid``, read from ``/proc`` in one pass."""
+    those running as ``uid``, read from ``/proc`` in one pass. With ``leader`` (the running
+    wrapper ``sid``, checked by the caller), the leader's descendants too: the orphans of the job
+    it adopted (``PR_SET_CHILD_SUBREAPER``), also those that left its session (``setsid``), which
+    go to init once it is killed."""
     parents: dict[int, int] = {}
     members: set[int] = set()
     for pid in processes.pids():
@@ -1387,7 +1383,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
                 members.add(pid)
         except ValueError:
             continue
-    chosen = set(members)
+    chosen = members | {sid} if leader else set(members)
     grown = True
     while grown:  # children of chosen processes, level by level
         grown = False
@@ -1395,7 +1391,7 @@ def _session_and_descendants(sid: int, uid: int) -> list[int]:
             if parent in chosen and pid not in chosen:
                 chosen.add(pid)
                 grown = True
-    return [pid for pid in chosen if processes.real_uid(pid) == uid]
+    return [pid for pid in chosen if pid != sid and processes.real_uid(pid) == uid]
 
 
 def _reap_if_child(pid: int) -> None:
