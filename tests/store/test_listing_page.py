@@ -10,6 +10,7 @@ Before, a user keeping 4,200 jobs paid 0.68 s for a page of one job.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -24,7 +25,7 @@ from wmproxy.services.access import grants
 from wmproxy.services.history import user_tags
 from wmproxy.services.listing import JobFilter, list_jobs
 from wmproxy.services.runtime import Runtime
-from wmproxy.store.schema import Job, JobAclEntry
+from wmproxy.store.schema import Job, JobAclEntry, JobEvent
 
 T0 = dt.datetime(2026, 12, 7, 9, tzinfo=dt.UTC)
 VO = "/lpvo/Role=NULL/Capability=NULL"
@@ -41,11 +42,16 @@ def _add(rt: Runtime, job_id: str, owner: str, state: str, at: dt.datetime, *, t
          items: tuple[str, ...] = (), parent: str | None = None) -> None:
     with rt.uow() as uow:
         jdl = _jdl(tags or {})
-        uow.jobs.add(Job(id=job_id, parent_id=parent, owner_dn=owner, delegation_id="d", state=state,
-                         jdl_original=jdl, jdl_registered=jdl, sandbox_dir=job_id.rsplit("/", 1)[1],
+        node_name = job_id.rsplit("-", 1)[1] if parent else None
+        uow.jobs.add(Job(id=job_id, parent_id=parent, node_name=node_name, owner_dn=owner, delegation_id="d",
+                         state=state, jdl_original=jdl, jdl_registered=jdl, sandbox_dir=job_id.rsplit("/", 1)[1],
                          created_at=at, updated_at=at))
         for item in items:
             uow.session.add(JobAclEntry(job_id=job_id, item=item))
+
+
+def _event(job_id: str, kind: str, state: str, at: dt.datetime) -> JobEvent:
+    return JobEvent(job_id=job_id, kind=kind, state=state, at=at, source="service")
 
 
 @contextlib.contextmanager
@@ -155,3 +161,49 @@ class TestRowsLoaded:
         assert page.total == 60
         assert [j.job_id for j in page.jobs] == _old_page(rt, owner, flt)[0]
         assert sorted(loaded) == sorted(j.job_id for j in page.jobs), "rows loaded beyond the page"
+
+
+@contextlib.contextmanager
+def _statements(rt: Runtime) -> Iterator[list[str]]:
+    """The statements the runtime's database runs within the block."""
+    with rt.uow() as uow:
+        engine = uow.session.get_bind()
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+class TestSummaries:
+    def test_a_page_is_summarised_in_a_few_statements_as_job_by_job_before(self, rt: Runtime) -> None:
+        owner = Principal("/CN=lp-summaries")
+        for n in range(30):
+            job_id = f"https://h:9000/lp-sum-{n:02d}"
+            _add(rt, job_id, owner.dn, ["Running", "Done", "Waiting"][n % 3], T0 + dt.timedelta(seconds=n % 7))
+            with rt.uow() as uow:  # state changes, a state entered twice (the later time wins), an action
+                for minutes, kind, state in [(1, "registered", "Submitted"), (2, "enqueued", "Waiting"),
+                                             (3, "running", "Running"), (4, "enqueued", "Waiting"),
+                                             (5, "retry", "Waiting")][:n % 6]:
+                    uow.session.add(_event(job_id, kind, state, T0 + dt.timedelta(minutes=minutes)))
+            if n % 4 == 0:  # a compound job: its nodes' states counted, nodes never listed
+                for m, state in enumerate(["Done", "Running", "Done", "Aborted"][:n % 5 + 1]):
+                    _add(rt, f"{job_id}-{'zyxw'[m]}", owner.dn, state, T0, parent=job_id)
+        flt = JobFilter(limit=30)
+        with _statements(rt) as seen:
+            page = list_jobs(rt, owner, flt)
+        assert len(page.jobs) == page.total == 30
+        assert len(seen) <= 8, seen  # not two a job
+        with rt.uow() as uow:  # the former summaries, job by job
+            for summary in page.jobs:
+                job = uow.jobs.get(summary.job_id)
+                assert job is not None
+                assert summary.state_times == {e.state: e.at for e in uow.jobs.events(job.id)}
+                nodes = collections.Counter(n.state for n in uow.jobs.children(job.id))
+                assert list(summary.node_states.items()) == list(nodes.items())
+        assert any(s.node_states for s in page.jobs) and any(len(s.state_times) >= 3 for s in page.jobs)

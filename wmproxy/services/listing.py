@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from wmproxy.domain import JobPage, JobState, Principal
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.services.access import grant_keys, grants
-from wmproxy.services.history import check_period, summarise, user_tags
+from wmproxy.services.history import check_period, summarise_many, user_tags
 from wmproxy.services.runtime import Runtime
 
 #: Most jobs one listJobs page holds.
@@ -96,4 +96,4 @@ def list_jobs(rt: Runtime, principal: Principal, flt: JobFilter) -> JobPage:
         page = [j.id for j in jobs[flt.offset:flt.offset + flt.limit]]
         rows = uow.jobs.by_ids(page)
         unread = found.owned_total - len(found.owned)  # all older than the page (none with user tags)
-        return JobPage(tuple(summarise(uow, rows[i]) for i in page if i in rows), len(jobs) + unread)
+        return JobPage(tuple(summarise_many(uow, [rows[i] for i in page if i in rows])), len(jobs) + unread)

@@ -846,6 +846,29 @@ class SqlJobStore:
                 select(Job).where(Job.id.in_(job_ids[start:start + _ID_BATCH]))))
         return found
 
+    def state_times(self, job_ids: Sequence[str]) -> dict[str, dict[str, dt.datetime]]:
+        """Of each job of ``job_ids``: when it entered each state, the last time (its state
+        changes as :meth:`events` reads them, later ones winning), :data:`_ID_BATCH` ids per query."""
+        times: dict[str, dict[str, dt.datetime]] = {job_id: {} for job_id in job_ids}
+        for start in range(0, len(job_ids), _ID_BATCH):
+            for job_id, state, at in self.session.execute(
+                    select(JobEvent.job_id, JobEvent.state, JobEvent.at)
+                    .where(JobEvent.job_id.in_(job_ids[start:start + _ID_BATCH]), JobEvent.kind.in_(STATE_KINDS))
+                    .order_by(JobEvent.id)):
+                times[job_id][state] = at
+        return times
+
+    def node_states(self, parent_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Of each compound job of ``parent_ids``: its nodes' states in :meth:`children`'s order
+        (by node name), the nodes not loaded, :data:`_ID_BATCH` ids per query."""
+        states: dict[str, list[str]] = {parent_id: [] for parent_id in parent_ids}
+        for start in range(0, len(parent_ids), _ID_BATCH):
+            for parent_id, state in self.session.execute(
+                    select(Job.parent_id, Job.state).where(Job.parent_id.in_(parent_ids[start:start + _ID_BATCH]))
+                    .order_by(Job.parent_id, Job.node_name)):
+                states[cast(str, parent_id)].append(state)
+        return states
+
     def delete(self, job: Job) -> None:
         self.session.delete(job)
         self.session.flush()
