@@ -51,7 +51,7 @@ def prepare(url: str, jobs: int) -> None:
     engine.dispose()
 
 
-def measure(url: str, limit: int, calls: int) -> None:
+def measure(url: str, limit: int, calls: int, tags: dict[str, str]) -> None:
     from wmproxy.services.listing import JobFilter, list_jobs
     from wmproxy.store import UnitOfWork, make_engine, make_session_factory
 
@@ -59,7 +59,7 @@ def measure(url: str, limit: int, calls: int) -> None:
     factory = make_session_factory(engine)
     rt: Any = SimpleNamespace(uow=lambda: UnitOfWork(factory))
     principal = Principal(OWNER)
-    flt = JobFilter(limit=limit)
+    flt = JobFilter(limit=limit, user_tags=tags)
     page = list_jobs(rt, principal, flt)  # warm-up (connection, statement caches)
     times = []
     for _ in range(calls):
@@ -77,11 +77,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--user-tag", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     if args.what == "prepare":
         prepare(args.url, args.jobs)
     else:
-        measure(args.url, args.limit, args.calls)
+        measure(args.url, args.limit, args.calls, dict(t.split("=", 1) for t in args.user_tag))
 
 
 if __name__ == "__main__":
