@@ -106,7 +106,7 @@ class TestListingCandidates:
             shared = _add_job(uow, "shared", "/CN=mallory", ("/atlas/", "/junk/x", CAROL.dn))
         engine = factory.kw["bind"]
         with _statements(engine) as seen, UnitOfWork(factory) as uow:
-            _, rows = uow.jobs.listing_candidates(CAROL.dn, acl_keys=grant_keys(CAROL))
+            _, rows, _ = uow.jobs.listing_candidates(CAROL.dn, acl_keys=grant_keys(CAROL))
             assert sorted((job.id, item) for job, item in rows) == [(shared, CAROL.dn), (shared, "/atlas/")]
         assert flooded not in {job.id for job, _ in rows}
         [(sql, parameters)] = [(s, p) for s, p in seen if "job_acl" in s]
@@ -134,7 +134,7 @@ class TestListJobs:
         # (rtrim as str.rstrip): those that grant, DN-like ones that do not, and ``/cms/``, which
         # does not admit the FQAN ``/cms`` itself (only those below it)
         with rt.uow() as uow:
-            _, rows = uow.jobs.listing_candidates(caller.dn, acl_keys=grant_keys(caller))
+            _, rows, _ = uow.jobs.listing_candidates(caller.dn, acl_keys=grant_keys(caller))
         found = sorted(item for job, item in rows if job.id in jobs.values())
         assert found == sorted(item for item in ITEMS if item.rstrip("/") in grant_keys(caller))
         dropped = {item for item in found if not grants([item], caller)}

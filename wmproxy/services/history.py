@@ -91,9 +91,16 @@ def job_history(
 
 def summarise(uow: UnitOfWork, job: Job) -> JobSummary:
     """The :class:`JobSummary` of a job read in ``uow``."""
-    state_times = {e.state: e.at for e in uow.jobs.events(job.id)}
-    nodes = uow.jobs.children(job.id) if job.parent_id is None else ()
-    return JobSummary(
+    return summarise_many(uow, [job])[0]
+
+
+def summarise_many(uow: UnitOfWork, jobs: Sequence[Job]) -> list[JobSummary]:
+    """The :class:`JobSummary` of each of ``jobs`` (read in ``uow``), in their order: their
+    state changes and their nodes' states read for all of them at once (a listJobs page)."""
+    ids = [job.id for job in jobs]
+    state_times = uow.jobs.state_times(ids)
+    nodes = uow.jobs.node_states([job.id for job in jobs if job.parent_id is None])
+    return [JobSummary(
         job_id=job.id,
         state=job.state,
         status=status_text(job),
@@ -106,10 +113,10 @@ def summarise(uow: UnitOfWork, job: Job) -> JobSummary:
         reason=job.reason,
         destination=job.destination,
         user_tags=user_tags(job.jdl_registered),
-        state_times=state_times,
-        node_states=dict(Counter(n.state for n in nodes)),
+        state_times=state_times[job.id],
+        node_states=dict(Counter(nodes.get(job.id, ()))),
         missing_outputs=missing_outputs(job),
-    )
+    ) for job in jobs]
 
 
 def user_tags(jdl: str) -> dict[str, str]:

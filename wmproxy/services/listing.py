@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from wmproxy.domain import JobPage, JobState, Principal
 from wmproxy.errors import InvalidArgumentError
 from wmproxy.services.access import grant_keys, grants
-from wmproxy.services.history import check_period, summarise, user_tags
+from wmproxy.services.history import check_period, summarise_many, user_tags
 from wmproxy.services.runtime import Runtime
 
 #: Most jobs one listJobs page holds.
@@ -73,20 +73,27 @@ def list_jobs(rt: Runtime, principal: Principal, flt: JobFilter) -> JobPage:
     """
     check_filter(flt)
     with rt.uow() as uow:
-        owned, shared = uow.jobs.listing_candidates(
+        # Only what decides and orders is read of each candidate (its JDL only to match user
+        # tags), and of the owner's jobs only the page's worth when no user tag is asked for:
+        # the others are counted in SQL. Full rows are loaded for the page alone.
+        found = uow.jobs.listing_candidates(
             principal.dn,
             acl_keys=grant_keys(principal),
             states=_check_states(flt.states) or None,
             exclude_states=_check_states(flt.exclude_states) or None,
             since=flt.since,
             until=flt.until,
+            first=None if flt.user_tags else flt.offset + flt.limit,
+            with_jdl=bool(flt.user_tags),
         )
-        visible = {job.id: job for job in owned}
-        for job, item in shared:
+        visible = {job.id: job for job in found.owned}
+        for job, item in found.shared:
             if job.id not in visible and grants([item], principal):
                 visible[job.id] = job
         jobs = sorted(visible.values(), key=lambda j: (j.created_at, j.id), reverse=True)
         if flt.user_tags:
-            jobs = [j for j in jobs if flt.user_tags.items() <= user_tags(j.jdl_registered).items()]
-        page = jobs[flt.offset:flt.offset + flt.limit]
-        return JobPage(tuple(summarise(uow, j) for j in page), len(jobs))
+            jobs = [j for j in jobs if flt.user_tags.items() <= user_tags(j.jdl_registered or "").items()]
+        page = [j.id for j in jobs[flt.offset:flt.offset + flt.limit]]
+        rows = uow.jobs.by_ids(page)
+        unread = found.owned_total - len(found.owned)  # all older than the page (none with user tags)
+        return JobPage(tuple(summarise_many(uow, [rows[i] for i in page if i in rows])), len(jobs) + unread)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Connection,
     Integer,
     Select,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    null,
     or_,
     select,
     text,
@@ -259,6 +261,24 @@ def new_job_rows(job: Mapping[str, Any], history: Sequence[str]) -> tuple[dict[s
 def _state_event(job_id: str, state: str, reason: str | None, at: dt.datetime, source: str | None = None) -> JobEvent:
     kind, default_source = STATE_EVENTS.get(state, ("state", "service"))
     return JobEvent(job_id=job_id, state=state, reason=reason, at=at, kind=kind, source=source or default_source)
+
+
+class ListingCandidate(NamedTuple):
+    """A job listJobs may list (:meth:`SqlJobStore.listing_candidates`): what decides and orders."""
+
+    id: str
+    created_at: dt.datetime
+    #: The registered JDL (its ``UserTags``), None unless asked for.
+    jdl_registered: str | None = None
+
+
+class ListingCandidates(NamedTuple):
+    """:meth:`SqlJobStore.listing_candidates`: the owner's jobs read, ``(job, ACL item)`` of the
+    others', and how many of the owner's jobs match (``owned`` may hold only the newest)."""
+
+    owned: list[ListingCandidate]
+    shared: list[tuple[ListingCandidate, str]]
+    owned_total: int
 
 
 class JobLockedError(Exception):
@@ -775,29 +795,79 @@ class SqlJobStore:
         exclude_states: Sequence[str] | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
-    ) -> tuple[Sequence[Job], Sequence[tuple[Job, str]]]:
-        """Top-level jobs (no nodes) matching the filters, newest first: those ``owner_dn``
-        owns, and ``(job, ACL item)`` of the others for their items whose value without
-        trailing ``/`` is one of ``acl_keys`` (:func:`wmproxy.services.access.grant_keys`; the
-        caller decides which of these items name it). Those items are found through the index
-        ``ix_job_acl_trimmed_item``: the other users' ACL rows are not read. ``since``/``until``
-        bound the registration time (inclusive)."""
-        stmt = select(Job).where(Job.parent_id.is_(None))
+        first: int | None = None,
+        with_jdl: bool = False,
+    ) -> ListingCandidates:
+        """Top-level jobs (no nodes) matching the filters, as :class:`ListingCandidate` (id,
+        registration time, the registered JDL only ``with_jdl``), never as full rows: those
+        ``owner_dn`` owns, and ``(candidate, ACL item)`` of the others for their items whose
+        value without trailing ``/`` is one of ``acl_keys``
+        (:func:`wmproxy.services.access.grant_keys`; the caller decides which of these items
+        name it). Those items are found through the index ``ix_job_acl_trimmed_item``: the
+        other users' ACL rows are not read. ``since``/``until`` bound the registration time
+        (inclusive).
+
+        With ``first``, of the owned jobs only the ``first`` newest are read, with all those
+        registered at the same time as the last of them (ties: the caller orders them), and
+        ``owned_total`` is counted in SQL; the others are all registered before every one read
+        (listJobs' page, ``offset + limit``, costs what it holds, not what the owner keeps)."""
+        where: list[ColumnElement[bool]] = [Job.parent_id.is_(None)]
         if states:
-            stmt = stmt.where(Job.state.in_(states))
+            where.append(Job.state.in_(states))
         if exclude_states:
-            stmt = stmt.where(Job.state.not_in(exclude_states))
+            where.append(Job.state.not_in(exclude_states))
         if since is not None:
-            stmt = stmt.where(Job.created_at >= since)
+            where.append(Job.created_at >= since)
         if until is not None:
-            stmt = stmt.where(Job.created_at <= until)
-        order = (Job.created_at.desc(), Job.id)
-        owned = self.session.scalars(stmt.where(Job.owner_dn == owner_dn).order_by(*order)).all()
+            where.append(Job.created_at <= until)
+        columns = (Job.id, Job.created_at, Job.jdl_registered if with_jdl else null())
+        mine = [*where, Job.owner_dn == owner_dn]
+        cutoff = None
+        if first is not None:
+            cutoff = self.session.scalar(select(Job.created_at).where(*mine).order_by(Job.created_at.desc())
+                                         .offset(first - 1).limit(1))
+        owned_stmt = select(*columns).where(*mine)
+        if cutoff is not None:
+            owned_stmt = owned_stmt.where(Job.created_at >= cutoff)
+        owned = [ListingCandidate(*row) for row in self.session.execute(owned_stmt)]
+        total = len(owned)
+        if cutoff is not None:
+            total = int(self.session.scalar(select(func.count()).select_from(Job).where(*mine)) or 0)
         shared = self.session.execute(
-            stmt.add_columns(JobAclEntry.item).join(JobAclEntry, JobAclEntry.job_id == Job.id)
-            .where(ACL_TRIMMED_ITEM.in_(sorted(acl_keys)), Job.owner_dn != owner_dn).order_by(*order)
-        ).all()
-        return owned, [(row[0], row[1]) for row in shared]
+            select(*columns, JobAclEntry.item).join(JobAclEntry, JobAclEntry.job_id == Job.id)
+            .where(*where, ACL_TRIMMED_ITEM.in_(sorted(acl_keys)), Job.owner_dn != owner_dn))
+        return ListingCandidates(owned, [(ListingCandidate(*row[:3]), row[3]) for row in shared], total)
+
+    def by_ids(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs ``job_ids`` (those that exist) by id, full rows, :data:`_ID_BATCH` ids per query."""
+        found: dict[str, Job] = {}
+        for start in range(0, len(job_ids), _ID_BATCH):
+            found.update((job.id, job) for job in self.session.scalars(
+                select(Job).where(Job.id.in_(job_ids[start:start + _ID_BATCH]))))
+        return found
+
+    def state_times(self, job_ids: Sequence[str]) -> dict[str, dict[str, dt.datetime]]:
+        """Of each job of ``job_ids``: when it entered each state, the last time (its state
+        changes as :meth:`events` reads them, later ones winning), :data:`_ID_BATCH` ids per query."""
+        times: dict[str, dict[str, dt.datetime]] = {job_id: {} for job_id in job_ids}
+        for start in range(0, len(job_ids), _ID_BATCH):
+            for job_id, state, at in self.session.execute(
+                    select(JobEvent.job_id, JobEvent.state, JobEvent.at)
+                    .where(JobEvent.job_id.in_(job_ids[start:start + _ID_BATCH]), JobEvent.kind.in_(STATE_KINDS))
+                    .order_by(JobEvent.id)):
+                times[job_id][state] = at
+        return times
+
+    def node_states(self, parent_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Of each compound job of ``parent_ids``: its nodes' states in :meth:`children`'s order
+        (by node name), the nodes not loaded, :data:`_ID_BATCH` ids per query."""
+        states: dict[str, list[str]] = {parent_id: [] for parent_id in parent_ids}
+        for start in range(0, len(parent_ids), _ID_BATCH):
+            for parent_id, state in self.session.execute(
+                    select(Job.parent_id, Job.state).where(Job.parent_id.in_(parent_ids[start:start + _ID_BATCH]))
+                    .order_by(Job.parent_id, Job.node_name)):
+                states[cast(str, parent_id)].append(state)
+        return states
 
     def delete(self, job: Job) -> None:
         self.session.delete(job)
