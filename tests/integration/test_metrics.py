@@ -176,3 +176,24 @@ def test_sandbox_bytes_count_what_was_moved_not_what_was_claimed(metrics_url: st
 
     assert (grew("in"), grew("out")) == (5000, 5000)
     assert after[("wmproxy_requests_total", (("operation", "sandbox_PUT"), ("outcome", "http_403")))] >= 3
+
+
+def test_a_request_writes_one_access_line(alice: ReferenceClient, deployment: Deployment) -> None:
+    """``wmproxy.access`` alone: gunicorn's access line (``"POST /... HTTP/1.1" 200``) is off by
+    default. Two calls on one connection: gunicorn writes a request's line before it reads the
+    next request, so once the second's wmproxy.access line is there, the first's are all written."""
+    log = deployment.state / "gunicorn.log"
+    start = log.stat().st_size
+    alice.wmproxy.getVersion()
+    alice.wmproxy.getVersion()
+
+    def written() -> list[str]:
+        with log.open("rb") as file:
+            file.seek(start)
+            return file.read().decode(errors="replace").splitlines()
+
+    lines = wait_for(written, lambda got: sum("op=getVersion " in line for line in got) >= 2,
+                     what="the two access lines of getVersion")
+    assert [line for line in lines if "HTTP/1." in line or "op=getVersion " in line] == [
+        line for line in lines if "op=getVersion " in line], lines
+    assert sum("op=getVersion " in line for line in lines) == 2, lines
