@@ -75,7 +75,13 @@ keepalive = 5
 certfile = _settings.security.host_cert
 keyfile = _settings.security.host_key
 cert_reqs = ssl.CERT_REQUIRED
-accesslog = "-"
+# No gunicorn access line: every request the application answers writes its wmproxy.access line
+# (SOAP, sandbox, monitor, agent, WSDL, 404...), which names the caller; gunicorn's repeated half of
+# it (~150 bytes a request). A request gunicorn refuses itself (malformed HTTP) still gets its
+# "Invalid request" WARNING. `wmproxy-server --access-logfile -` brings gunicorn's line back
+# (docs/monitoring.md; gunicorn writes its line whenever logconfig_dict is set: this logger does not).
+accesslog = None
+logger_class = "wmproxy.monitoring.gunicorn_log.Logger"
 loglevel = "info"
 # The application's own loggers (wmproxy.*: one line per fault, worker events) go to
 # stderr next to gunicorn's; nothing the service logs contains key material.

@@ -40,6 +40,7 @@ from wmproxy.errors import AuthenticationError, AuthorizationError, InvalidArgum
 from wmproxy.services import inspection
 from wmproxy.services.authz import check_caller
 from wmproxy.services.runtime import Runtime
+from wmproxy.soap.calls import PRINCIPAL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class InspectionAgentApp:
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
             principal = self.authenticate(environ)
+            environ[PRINCIPAL_KEY] = principal  # the access line's dn (wmproxy.soap.app)
             check_caller(self.runtime.settings, principal, "inspection agent")
             job_id, token = query.get("job", ""), str(environ.get(TOKEN_HEADER, ""))
             if path == f"{inspection.AGENT_PATH}/next" and method == "GET":

@@ -7,7 +7,9 @@ any credential, while the service port still refuses a client without a certific
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import ssl
 import urllib.error
@@ -20,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Pki
 from tests.integration.metrics_support import answers, http_get, start_metrics, token_file
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.integration.service import Deployment, free_port, tls_client_context
+from tests.integration.service import Deployment, free_port, tls_client_context, wait_for_tls
 from tests.support import ECHO_JDL, WAIT_TIMEOUT, delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
@@ -176,3 +178,45 @@ def test_sandbox_bytes_count_what_was_moved_not_what_was_claimed(metrics_url: st
 
     assert (grew("in"), grew("out")) == (5000, 5000)
     assert after[("wmproxy_requests_total", (("operation", "sandbox_PUT"), ("outcome", "http_403")))] >= 3
+
+
+def test_a_request_writes_one_access_line(alice: ReferenceClient, deployment: Deployment) -> None:
+    """``wmproxy.access`` alone: gunicorn's access line (``"POST /... HTTP/1.1" 200``) is off by
+    default. Two calls on one connection: gunicorn writes a request's line before it reads the
+    next request, so once the second's wmproxy.access line is there, the first's are all written."""
+    log = deployment.state / "gunicorn.log"
+    start = log.stat().st_size
+    alice.wmproxy.getVersion()
+    alice.wmproxy.getVersion()
+
+    def written() -> list[str]:
+        with log.open("rb") as file:
+            file.seek(start)
+            return file.read().decode(errors="replace").splitlines()
+
+    lines = wait_for(written, lambda got: sum("op=getVersion " in line for line in got) >= 2,
+                     what="the two access lines of getVersion")
+    assert [line for line in lines if "HTTP/1." in line or "op=getVersion " in line] == [
+        line for line in lines if "op=getVersion " in line], lines
+    assert sum("op=getVersion " in line for line in lines) == 2, lines
+
+
+def test_access_logfile_brings_gunicorn_line_back(deployment: Deployment, pki: Pki) -> None:
+    """A site that wants gunicorn's access line runs ``wmproxy-server --access-logfile -``."""
+    port = free_port()
+    server = deployment.python_command("wmproxy.serve", deployment.bin_dir / "wmproxy-server")
+    proc = deployment.start([*deployment.service_prefix, *server, "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                             "--access-logfile", "-"], f"gunicorn-{port}.log")
+    try:
+        wait_for_tls(port)
+        context = tls_client_context(pki.ca_dir, pki.users["alice"].proxy)
+        urllib.request.urlopen(f"https://localhost:{port}/glite_wms_wmproxy_server?wsdl", timeout=30,
+                               context=context).read()
+        log = deployment.state / f"gunicorn-{port}.log"
+        text = wait_for(log.read_text, lambda got: '"GET /glite_wms_wmproxy_server?wsdl HTTP/1.1" 200' in got,
+                        what="gunicorn's access line")
+        assert re.search(r"INFO gunicorn\.access: \S+ \"GET /glite_wms_wmproxy_server\?wsdl HTTP/1\.1\" 200", text)
+        assert "INFO wmproxy.access: op=wsdl " in text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

@@ -15,6 +15,7 @@ judge what it finds.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import pwd
 import re
@@ -27,20 +28,23 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from wmproxy.config import Settings, parse_host_port
 from wmproxy.renewal.connect import connect_within, getaddrinfo_within
 from wmproxy.security import ca_policy
 from wmproxy.services.storekey import account_name
+from wmproxy.store.migrations import head_revision
 
-#: Migrations shipped in the package (the Alembic head the database must be at).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 #: A CA certificate (``<hash>.N``) and a CRL (``<hash>.rN``) of a grid CA directory, as OpenSSL's
 #: ``capath`` lookup finds them (peers.md §2: the subject hash of ``openssl x509 -hash``).
 _CA_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 _CRL_NAME = re.compile(r"^[0-9a-f]{8}\.r[0-9]+$")
+#: The statements of :func:`database_check`, built once: the engine compiles each once.
+_SELECT_1 = text("SELECT 1")
+_CURRENT_REVISION = text("select version_num from alembic_version")
 #: A CA's namespace policy file (:mod:`wmproxy.security.ca_policy`), named by its subject hash.
 _POLICY_NAME = re.compile(rf"^[0-9a-f]{{8}}\.(?:{ca_policy.NAMESPACES}|{ca_policy.SIGNING_POLICY})$")
 
@@ -62,26 +66,32 @@ class Check:
 
 
 def database_check(engine: Engine) -> tuple[Check, str | None]:
-    """Can the database answer ``SELECT 1``? Also returns its Alembic revision (None if none)."""
-    from alembic.runtime.migration import MigrationContext
+    """Can the database answer ``SELECT 1``? Also returns its Alembic revision (None if none).
 
+    Two constant statements, compiled once per engine: no Alembic ``MigrationContext`` per probe
+    (it logged two INFO lines and built a new ``alembic_version`` Table each time, a new entry of
+    the engine's compiled cache per ``/readyz``). The database's tables are looked at only when
+    the revision cannot be read (no ``alembic_version``: a database never migrated)."""
     try:
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            revision = MigrationContext.configure(conn).get_current_revision()
+            conn.execute(_SELECT_1)
+            try:
+                revision = conn.execute(_CURRENT_REVISION).scalar_one_or_none()
+            except DBAPIError:
+                conn.rollback()  # PostgreSQL: the failed statement aborted the transaction
+                if inspect(conn).has_table("alembic_version"):
+                    raise
+                revision = None
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"; its class names why
         return Check("database", False, f"unreachable ({type(exc).__name__})"), None
     return Check("database", True, "reachable"), revision
 
 
-def head_revision(migrations: Path = MIGRATIONS_DIR) -> str | None:
-    """The Alembic head of the shipped migrations."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(migrations))
-    return ScriptDirectory.from_config(config).get_current_head()
+@functools.cache
+def shipped_head() -> str:
+    """The Alembic head of the shipped migrations, read once per process (the code a running
+    process has does not change: ``/readyz`` re-read every migration script each time)."""
+    return head_revision()
 
 
 def schema_check(revision: str | None, head: str | None) -> Check:
@@ -439,7 +449,7 @@ def readiness(settings: Settings, engine: Engine, now: dt.datetime | None = None
     database, revision = database_check(engine)
     checks = [database]
     if database.ok:
-        checks.append(schema_check(revision, head_revision()))
+        checks.append(schema_check(revision, shipped_head()))
     checks.extend(ca_dir_checks(settings.security.ca_dir, now, settings.metrics.crl_grace,
                                 settings.security.namespace_mode))
     checks.append(host_cert_check(settings.security.host_cert, now))

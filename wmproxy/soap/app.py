@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from lxml import etree
 
@@ -47,7 +48,7 @@ from wmproxy.services.storekey import check_store
 from wmproxy.soap.auth import tls_principal
 from wmproxy.soap.calls import PRINCIPAL_KEY, RUNTIME_KEY
 from wmproxy.soap.contract import WSDL_FILE
-from wmproxy.soap.dispatch import SoapDispatcher, fault_response, read_refused_prefix
+from wmproxy.soap.dispatch import SoapDispatcher, fault_response, fault_type, read_refused_prefix
 from wmproxy.soap.faults import port_fault
 from wmproxy.soap.memory import limit_arenas, release_after
 from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
@@ -109,21 +110,43 @@ class WMProxyApplication:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == self.endpoint_path and method == "GET" and environ.get("QUERY_STRING", "").lower() == "wsdl":
-            return self._send(start_response, "200 OK", self.wsdl, "text/xml; charset=utf-8")
+            return self._answer("wsdl", start_response, "200 OK", self.wsdl, "text/xml; charset=utf-8")
         if path == self.endpoint_path and method == "POST":
             environ[RUNTIME_KEY] = self.runtime
             return release_after(environ, self.soap(environ, start_response))
         if path.startswith(self.sandbox_prefix):
             return self._sandbox(environ, start_response)
         if path.startswith(AGENT_PATH + "/"):
-            return self.inspection(environ, start_response)
+            return self._agent(environ, start_response)
         if path.startswith(self.monitor_prefix):
             return self.monitor(environ, start_response)
         if path == self.monitor_prefix.rstrip("/"):
-            return self._send(start_response, "301 Moved Permanently", b"", location=self.monitor_prefix)
+            return self._answer("monitor_other", start_response, "301 Moved Permanently", b"",
+                                location=self.monitor_prefix)
         if path == self.endpoint_path:
-            return self._send(start_response, "405 Method Not Allowed", b"use POST (SOAP) or GET ?wsdl\n")
-        return self._send(start_response, "404 Not Found", b"not found\n")
+            return self._answer("other", start_response, "405 Method Not Allowed", b"use POST (SOAP) or GET ?wsdl\n")
+        return self._answer("other", start_response, "404 Not Found", b"not found\n")
+
+    def _answer(self, op: str, start_response: Callable[..., Any], status: str, body: bytes,
+                ctype: str = "text/plain", location: str | None = None) -> list[bytes]:
+        """:meth:`_send`, with the answer's ``wmproxy.access`` line (no caller: none is authenticated)."""
+        answer = self._send(start_response, status, body, ctype, location)
+        access.record(op, None, None, _outcome(status), 0.0)
+        return answer
+
+    def _agent(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """A job inspection agent's request, with its ``wmproxy.access`` line (``op=agent_next``,
+        ``agent_result`` or ``agent_other``; ``job``: the job its query names)."""
+        started = time.monotonic()
+        seen: dict[str, Any] = {}
+        try:
+            return self.inspection(environ, access.observing(start_response, seen))
+        finally:
+            op = AGENT_OPERATIONS.get(environ.get("PATH_INFO", "")[len(AGENT_PATH):], "agent_other")
+            principal = environ.get(PRINCIPAL_KEY)
+            job = parse_qs(environ.get("QUERY_STRING", "")).get("job", [None])[0]
+            access.record(op, principal.dn if isinstance(principal, Principal) else None, job,
+                          _outcome(str(seen.get("status", "500"))), time.monotonic() - started)
 
     def _sandbox(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """The sandbox edge, with its ``wmproxy.access`` line (``op=sandbox_<METHOD>``, ``bytes``:
@@ -178,6 +201,15 @@ MONITOR_PREFIX = "/monitor/"
 SANDBOX_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "MOVE", "MKCOL", "OPTIONS", "PROPFIND"})
 #: environ key of the job whose area a sandbox request touches (set once authorised).
 JOB_KEY = "wmproxy.job_id"
+
+
+#: The operation of a job inspection agent's request in the access log and metrics, by path under ``AGENT_PATH``.
+AGENT_OPERATIONS = {"/next": "agent_next", "/result": "agent_result"}
+
+
+def _outcome(status: str) -> str:
+    """The access line's outcome of an HTTP answer: ``ok`` (2xx, 3xx) or ``http_<status>``."""
+    return "ok" if status[:1] in ("2", "3") else f"http_{status[:3]}"
 
 
 def _content_length(headers: list[tuple[str, str]]) -> int:
@@ -288,7 +320,12 @@ class _LazyApplication:
                 app = self._build()
             except Exception as exc:  # noqa: BLE001 - whatever failed, the client gets an answer
                 log.error("the application could not be built (the next request tries again): %s", _one_line(exc))
-                return unavailable(environ, start_response)
+                seen: dict[str, Any] = {}
+                body = unavailable(environ, access.observing(start_response, seen))
+                status = str(seen.get("status", "503"))
+                access.record("unavailable", None, None, fault_type(body[0]) if status.startswith("500") else
+                              _outcome(status), 0.0)
+                return body
         return app(environ, start_response)
 
     def _build(self) -> WMProxyApplication:

@@ -13,9 +13,11 @@ from tests.support import CALLER_KEY, ECHO_JDL
 from tests.unit.web.conftest import request
 from wmproxy.domain import Principal
 from wmproxy.monitoring.access import format_line, quote
+from wmproxy.services.inspection import AGENT_PATH
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
-from wmproxy.soap.app import WMProxyApplication
+from wmproxy.soap import app as app_module
+from wmproxy.soap.app import WMProxyApplication, _LazyApplication
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 WMP = "http://glite.org/wms/wmproxy"
@@ -167,3 +169,40 @@ def test_monitor_views_are_logged(app: WMProxyApplication, rt: Runtime, alice: P
         {"op": "monitor_job", "dn": alice.dn, "job": "x\\nop=forged", "outcome": "http_400"},  # escaped
     ]
     assert all(float(line["duration"]) >= 0 for line in access_lines(caplog))
+
+
+def test_every_other_answer_of_the_application_is_logged_once(app: WMProxyApplication, alice: Principal,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """gunicorn's access line is off: the WSDL, the monitor's redirect, a GET of the endpoint, an
+    unknown path (``/healthz`` on the service port) and a job inspection agent's request each
+    write one ``wmproxy.access`` line."""
+    caplog.set_level(logging.INFO, "wmproxy.access")
+    answers = [request(app, alice, "/glite_wms_wmproxy_server", "wsdl")[0], request(app, alice, "/monitor")[0],
+               request(app, alice, "/glite_wms_wmproxy_server")[0], request(app, alice, "/healthz")[0],
+               request(app, alice, f"{AGENT_PATH}/next", "job=https%3A%2F%2Fh%3A9000%2Fx")[0],
+               request(app, alice, f"{AGENT_PATH}/nope")[0]]
+    assert answers == ["200 OK", "301 Moved Permanently", "405 Method Not Allowed", "404 Not Found",
+                       "403 Forbidden", "404 Not Found"]
+    assert [(line["op"], line["dn"], line["job"], line["outcome"]) for line in access_lines(caplog)] == [
+        ("wsdl", "-", "-", "ok"), ("monitor_other", "-", "-", "ok"), ("other", "-", "-", "http_405"),
+        ("other", "-", "-", "http_404"), ("agent_next", alice.dn, "https://h:9000/x", "http_403"),
+        ("agent_other", alice.dn, "-", "http_404")]
+
+
+def test_an_answer_while_the_application_cannot_be_built_is_logged(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    def create_app() -> WMProxyApplication:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(app_module, "create_app", create_app)
+    caplog.set_level(logging.INFO, "wmproxy.access")
+    lazy = _LazyApplication()
+    seen: list[str] = []
+    body = envelope("jobStart")
+    for environ in ({"REQUEST_METHOD": "GET", "PATH_INFO": "/"},
+                    {"REQUEST_METHOD": "POST", "PATH_INFO": "/glite_wms_wmproxy_server",
+                     "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}):
+        b"".join(lazy(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    assert [status[:3] for status in seen] == ["503", "500"]
+    assert [(line["op"], line["outcome"]) for line in access_lines(caplog)] == [
+        ("unavailable", "http_503"), ("unavailable", "ServerOverloadedFault")]
