@@ -601,7 +601,8 @@ class TestShutdown:
         worker = workers("w1")
         jobs = [running(rt, alice, worker), running(rt, alice, worker)]
         dirs = [work_dir(rt, job_id) for job_id in jobs]
-        pids = [worker.running[job_id].handle.pid for job_id in jobs]
+        handles = [worker.running[job_id].handle for job_id in jobs]
+        pids = [handle.pid for handle in handles]
         journal = worker.journal_path
         left: dict[str, bytes] = {}  # the journal directory as a SIGKILL there leaves it
         release = worker._release
@@ -627,7 +628,12 @@ class TestShutdown:
             monkeypatch.setattr(worker, "_release", release_then_killed)
         for directory in dirs:
             (directory / "go").write_text("")
-        wait_for(lambda: not any(pid is not None and alive(pid) for pid in pids), "both wrappers to exit")
+        # A wrapper a zygote forked ends for the worker once the zygote has reaped it (its exit status
+        # comes with the reaping): both must be gone, not only zombies, for one cycle to see both ends.
+        wait_for(lambda: not any(pid is not None and (alive(pid) if handle.process is not None
+                                                      else os.path.exists(f"/proc/{pid}"))
+                                 for pid, handle in zip(pids, handles, strict=True)),
+                 "both wrappers to exit (and be reaped by their zygote)")
         with pytest.raises(Killed):
             worker.step()  # both ends made in this cycle; killed before the commit or between releases
         monkeypatch.undo()
