@@ -710,12 +710,7 @@ class SqlJobStore:
                         found.append(node)
             level = found
         seen.discard(job_id)
-        ids = sorted(seen)
-        nodes: dict[str, Job] = {}
-        for start in range(0, len(ids), _ID_BATCH):
-            nodes.update((node.id, node) for node in self.session.scalars(
-                select(Job).where(Job.id.in_(ids[start:start + _ID_BATCH]))))
-        return edges, nodes
+        return edges, self.by_ids(sorted(seen))
 
     def of_owner(self, owner_dn: str, job_ids: Sequence[str]) -> list[str]:
         """The ids among ``job_ids`` of jobs of ``owner_dn`` (:data:`_ID_BATCH` ids per query)."""
