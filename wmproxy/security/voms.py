@@ -211,42 +211,50 @@ def voms_attributes(
     Raises:
         ProxyError: the VOMS extension or an AC in it is malformed.
     """
+    ext = _voms_extension(chain)
+    if ext is None:
+        return []
+    if not isinstance(ext.value, x509.UnrecognizedExtension):  # cryptography does not parse VOMS ACs
+        raise _malformed("the VOMS extension was parsed as a known extension type")
+    result = []
+    for raw in _decode_extension(ext.value.value):
+        facts = _facts(raw)
+        holder = _holder_cert(facts, chain)
+        attrs = _attributes(facts, holder)
+        if vomsdir is not None and ca_dir is not None:
+            problem = _judge(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
+            attrs = replace(attrs, verified=not problem, verify_error=problem)
+        result.append(attrs)
+    return result
+
+
+def _voms_extension(chain: list[x509.Certificate]) -> x509.Extension[x509.ExtensionType] | None:
+    """The VOMS extension of the first certificate of ``chain`` that carries one; None without.
+
+    Raises:
+        ProxyError: a certificate's extensions are unreadable.
+    """
     for cert in chain:
         try:
             # a loop, not get_extension_for_oid: its ExtensionNotFound for each certificate
             # without ACs cost about 3 µs a certificate (issue 14)
-            ext = next((e for e in cert.extensions if e.oid == VOMS_AC_OID), None)
+            ext: x509.Extension[x509.ExtensionType] | None = next(
+                (e for e in cert.extensions if e.oid == VOMS_AC_OID), None)
         except ValueError as exc:
             raise ProxyError(f"unreadable certificate extensions: {exc}") from None
-        if ext is None:
-            continue
-        if not isinstance(ext.value, x509.UnrecognizedExtension):  # cryptography does not parse VOMS ACs
-            raise _malformed("the VOMS extension was parsed as a known extension type")
-        raws = _decode_extension(ext.value.value)
-        result = []
-        for raw in raws:
-            facts = _facts(raw)
-            holder = _holder_cert(facts, chain)
-            attrs = _attributes(facts, holder)
-            if vomsdir is not None and ca_dir is not None:
-                problem = _judge(raw, facts, holder, str(vomsdir), str(ca_dir), at, host_names)
-                attrs = replace(attrs, verified=not problem, verify_error=problem)
-            result.append(attrs)
-        return result
-    return []
+        if ext is not None:
+            return ext
+    return None
 
 
 def carries_acs(chain: list[x509.Certificate]) -> bool:
     """Whether a certificate of ``chain`` carries the VOMS extension, so that
     :func:`voms_attributes` may find ACs in it; True also when a certificate's extensions
     are unreadable (:func:`voms_attributes` then raises)."""
-    for cert in chain:
-        try:
-            if any(e.oid == VOMS_AC_OID for e in cert.extensions):
-                return True
-        except ValueError:
-            return True
-    return False
+    try:
+        return _voms_extension(chain) is not None
+    except ProxyError:
+        return True
 
 
 def verified_fqans(
