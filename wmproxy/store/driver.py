@@ -27,8 +27,6 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import PoolProxiedConnection
 
-from wmproxy.store.sqlite_writer import begin_immediate
-
 #: ``info`` key of a pooled psycopg connection (kept while that driver connection lives; the pool
 #: clears ``info`` when it connects anew): the cursor :class:`DriverCursor` made on it.
 _KEPT_CURSOR = "wmproxy.driver_cursor"
@@ -180,7 +178,7 @@ class _Transaction(_Pooled):
 
     def _begin(self, cursor: DriverCursor) -> None:
         if self._engine.dialect.name == "sqlite":
-            cursor.call("BEGIN IMMEDIATE", (), begin_immediate, self._driver)
+            cursor.execute("BEGIN IMMEDIATE")
 
     def _end(self, clean: bool) -> None:
         if clean:

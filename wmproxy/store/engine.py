@@ -12,8 +12,6 @@ from sqlalchemy import Connection, CursorResult, Delete, Engine, Update, create_
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wmproxy.store.sqlite_writer import WriterConnection, begin_immediate
-
 #: Default of ``[database] ping_after_idle`` (seconds).
 PING_AFTER_IDLE = 5.0
 #: ``ConnectionRecord.info`` key: when (``time.monotonic()``) the connection went back to the pool.
@@ -70,8 +68,6 @@ def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs:
         kwargs.setdefault("connect_args", {"timeout": 30})
         if _queue_pooled(url, kwargs):
             kwargs.setdefault("pool_use_lifo", True)
-            # Writers of one process queue on a lock, not in SQLite's polling busy handler.
-            kwargs["connect_args"] = {"factory": WriterConnection, **kwargs["connect_args"]}
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -94,7 +90,7 @@ def make_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE, **kwargs:
             # locked past the busy timeout, a closed one) is raised as SQLAlchemy raises a failed
             # statement's (wrapped, the connection invalidated on a disconnect, handle_error events).
             try:
-                begin_immediate(conn.connection.driver_connection)
+                conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             except BaseException as exc:  # noqa: BLE001 - re-raised wrapped, as SQLAlchemy does for its own BEGIN
                 conn._handle_dbapi_exception(exc, "BEGIN IMMEDIATE", (), None, None)
 
