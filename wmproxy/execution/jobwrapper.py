@@ -594,11 +594,9 @@ def _write_atomic(state_fd: int, name: str, data: dict[str, Any]) -> None:
 
 
 def _write_new(state_fd: int, name: str, data: dict[str, Any]) -> int | None:
-    """Write ``data`` as JSON to a new file ``name`` in the state dir (``O_EXCL``, fsync), for
-    ``started.json``: no temporary file, so one inode and no rename (each new inode cost about
-    1 ms of CPU on this host's file system). A reader may find it empty or partial (a crash
-    between its creation and the fsync), which its readers take for present
-    (``LocalExecutionBackend.started``), as it is: the payload was started before. Returns its
+    """Create ``name`` in the state dir (``O_EXCL``), fsync it while it is still empty, then
+    write ``data`` into it as JSON, for ``started.json``: no temporary file, so one inode and no
+    rename (each new inode cost about 1 ms of CPU on this host's file system). Returns its
     descriptor, kept open for the final status (:func:`_finish_started`). An entry already
     there (the job planted one) is replaced (:func:`_write_atomic`): then None.
 
@@ -606,7 +604,17 @@ def _write_new(state_fd: int, name: str, data: dict[str, Any]) -> int | None:
     Linux: ext4 without a journal (as here) writes the new file's directory in that fsync
     (``ext4_sync_parent``), while a journalled ext4, XFS or btrfs commit the creation with it.
     The directory's own fsync (the wrapper's fourth, about 0.1 ms) is not needed. Without a
-    journal it would not even suffice alone: it writes the directory entry, not the new inode."""
+    journal it would not even suffice alone: it writes the directory entry, not the new inode.
+
+    The content is written after the fsync and never synced (stop 52): a file synced with data
+    has a block allocated on disk, and on a file system that discards freed blocks at once
+    (ext4 without a journal mounted with ``discard``, as here) the worker's unlink of the job's
+    ``status.json`` at the release then waited for that block's discard (about 4-5 ms of the
+    worker's single loop per job). Written into the page cache only, the content is removed
+    with the file before the kernel allocates it a block (a job shorter than the writeback's
+    30 s). A reader after a host crash may find the file empty or partial, which its readers
+    take for present (``LocalExecutionBackend.started``), as it is: the payload was started
+    before; what it holds decides nothing."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(name, flags, 0o644, dir_fd=state_fd)
@@ -614,8 +622,8 @@ def _write_new(state_fd: int, name: str, data: dict[str, Any]) -> int | None:
         _write_atomic(state_fd, name, data)
         return None
     try:
-        os.write(fd, dumps(data).encode() + b"\n")
         os.fsync(fd)
+        os.write(fd, dumps(data).encode() + b"\n")
     except OSError:
         os.close(fd)
         raise

@@ -2,7 +2,7 @@
 read back by the worker as written; an entry planted under that name (the job runs as the
 same account) is replaced, never followed. Its final status goes into that file, renamed to
 ``status.json``. Likewise the ``wrapper.log`` a wrapper forked by the zygote creates when it
-first writes. What a trivial job's wrapper asks of the file system: one fsync (of
+first writes. What a trivial job's wrapper asks of the file system: one fsync (of an empty
 ``started.json``), two new inodes (``tmp/`` and ``started.json``). What a host crash can leave of
 the final status, which is not synced, is a deep failure, never another outcome."""
 
@@ -55,6 +55,25 @@ def test_started_json_is_created_as_the_worker_reads_it(tmp_path: Path, state: i
     assert json.loads((tmp_path / STATE_DIR / STARTED_NAME).read_text()) == DATA
     assert identity.payload_started(tmp_path, None)
     assert os.listdir(tmp_path / STATE_DIR) == [STARTED_NAME]  # no temporary file left
+
+
+def test_started_json_is_synced_while_empty(tmp_path: Path, state: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Synced with its content, the file has a block allocated on disk, whose discard the worker's
+    # unlink of status.json waited for on a file system mounted with discard (stop 52); synced
+    # empty, its name is as durable and its content stays in the page cache.
+    sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        sizes.append(os.fstat(fd).st_size)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    fd = _write_new(state, STARTED_NAME, DATA)
+    assert fd is not None
+    os.close(fd)
+    assert sizes == [0]
+    assert json.loads((tmp_path / STATE_DIR / STARTED_NAME).read_text()) == DATA
 
 
 def test_a_planted_entry_is_replaced_not_followed(tmp_path: Path, state: int) -> None:
