@@ -260,7 +260,9 @@ class SoapDispatcher:
         #: Serve through :meth:`_Port.serve` and :data:`CONSTANT_REPLIES` (False: every request
         #: through Spyne's ``WsgiApplication``, the reference the lean loop is tested against).
         self.lean = True
-        self._memo: dict[tuple[str, str], tuple[Any, str, tuple[tuple[str, str], ...], bytes]] = {}
+        #: (namespace, operation) of :data:`CONSTANT_REPLIES` -> (runtime, status, headers, body, the
+        #: job id the body names for the access line: :func:`response_job_id`)
+        self._memo: dict[tuple[str, str], tuple[Any, str, tuple[tuple[str, str], ...], bytes, str | None]] = {}
         self.operations = {
             ns: {key.partition("}")[2] for key in port.app.interface.service_method_map}
             for ns, port in self.ports.items()
@@ -291,7 +293,10 @@ class SoapDispatcher:
         # the delegation ports' answers have no id element (issue 14: the search of a CSR was
         # about 16,000 instructions of each getProxyReq)
         searched = ok and seen.get("namespace") not in _NO_JOB_NAMESPACES
-        job = seen.get("job") or (response_job_id(payload) if searched else None)
+        job = seen.get("job")
+        if not job and searched:
+            # a kept constant answer was searched once, when it was kept (issue 14)
+            job = seen["answer_job"] if "answer_job" in seen else response_job_id(payload)
         access.record(operation, seen.get("dn"), job, outcome, duration)
 
     def _dispatch(self, environ: dict[str, Any], start_response: Callable[..., Any],
@@ -339,6 +344,7 @@ class SoapDispatcher:
         constant = self.lean and (namespace, operation) in CONSTANT_REPLIES and _bare(request.root)
         kept = self._memo.get((namespace, operation)) if constant else None
         if kept is not None and kept[0] is runtime:
+            seen["answer_job"] = kept[4]
             start_response(kept[1], list(kept[2]))
             return [kept[3]]
         handler = self.direct.get((namespace, operation)) if self.lean else None
@@ -392,7 +398,8 @@ class SoapDispatcher:
         seen: dict[str, Any] = {}
         body = self._serve(namespace, operation, environ, access.observing(start_response, seen))
         if str(seen.get("status", "")).startswith("200") and len(body) == 1:
-            self._memo[(namespace, operation)] = (runtime, seen["status"], tuple(seen["headers"]), body[0])
+            self._memo[(namespace, operation)] = (runtime, seen["status"], tuple(seen["headers"]), body[0],
+                                                  response_job_id(body[0]))
         return body
 
     def _serve(self, namespace: str, operation: str, environ: dict[str, Any],

@@ -164,12 +164,17 @@ class DeadlineSocket(ssl.SSLSocket):
         super().settimeout(value)
         self._deadline_armed = False
 
-    # recv and recv_into read through read(); sendall writes through send().
+    # recv and recv_into read through read(); sendall writes through send(). Each turns a timeout
+    # under the deadline into PeerStalledError (_raise_if_stalled) in its own ``except``, not through a
+    # context manager: they run for every TLS record a request reads or writes (issue 14).
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - SSLSocket's signature
         if self.read_until is not None:
             return self._read_by(len, buffer)
-        with self._progress("sent nothing"):
+        try:
             return super().read(len, buffer)
+        except TimeoutError:
+            self._raise_if_stalled("sent nothing")
+            raise
 
     def _read_by(self, len: int, buffer: Any) -> Any:  # noqa: A002 - SSLSocket's signature
         """A read that also ends at :attr:`read_until` (:class:`ReadDeadlineError`)."""
@@ -177,8 +182,11 @@ class DeadlineSocket(ssl.SSLSocket):
         if remaining <= 0:
             raise ReadDeadlineError("the read deadline has passed")
         if not self._deadline_armed or (self.io_timeout is not None and remaining >= self.io_timeout):
-            with self._progress("sent nothing"):
+            try:
                 return super().read(len, buffer)
+            except TimeoutError:
+                self._raise_if_stalled("sent nothing")
+                raise
         super().settimeout(remaining)  # not self.settimeout: the io_timeout deadline stays armed
         try:
             return super().read(len, buffer)
@@ -188,22 +196,25 @@ class DeadlineSocket(ssl.SSLSocket):
             super().settimeout(self.io_timeout)
 
     def write(self, data: Any) -> int:
-        with self._progress("read nothing"):
+        try:
             return super().write(data)
+        except TimeoutError:
+            self._raise_if_stalled("read nothing")
+            raise
 
     def send(self, data: Any, flags: int = 0) -> int:
-        with self._progress("read nothing"):
-            return super().send(data, flags)
-
-    @contextlib.contextmanager
-    def _progress(self, stalled: str) -> Iterator[None]:
-        """A timeout under the deadline becomes :class:`PeerStalledError` ("the client <stalled>")."""
         try:
-            yield
+            return super().send(data, flags)
         except TimeoutError:
-            if self._deadline_armed:
-                raise PeerStalledError(f"the client {stalled} for {self.io_timeout:g} s") from None
+            self._raise_if_stalled("read nothing")
             raise
+
+    def _raise_if_stalled(self, stalled: str) -> None:
+        """For a timeout under the deadline, raise :class:`PeerStalledError` ("the client
+        <stalled>"); for another (one gunicorn set with ``settimeout``) return: the caller
+        re-raises its ``TimeoutError``."""
+        if self._deadline_armed:
+            raise PeerStalledError(f"the client {stalled} for {self.io_timeout:g} s") from None
 
 
 class _Conn(TConn):
