@@ -15,11 +15,17 @@ driven well past the caps of the caches it fills (256 entries for the chain cach
   ``--requests`` requests of mixed kinds (getVersion, getJobStatus, jobSubmit, getProxyReq +
   putProxy, getDelegatedProxyInfo, jobListMatch) from ``--callers`` distinct callers (DNs).
 
-At ``--points`` evenly spaced points it prints the process's RSS (``/proc/self/status`` VmRSS)
-and, with ``--trace``, ``tracemalloc``'s traced total, with the sizes of the caches it knows
-(:func:`cache_sizes`); at the end, with ``--trace``, the allocation sites that grew most
-between the first point after warm-up and the last. Growth that stops once the caches are
-full is the plateau; growth per operation that goes on is what is printed last.
+At ``--points`` evenly spaced points (and one after a short warm-up) it prints the process's RSS
+(``/proc/self/status`` VmRSS, with its growth per operation since the point before) and, with
+``--trace``, ``tracemalloc``'s traced total, with the sizes of the caches it knows
+(:func:`cache_sizes`; for the execution worker also the sizes of its and its backend's dicts,
+lists and sets); at the end, with ``--trace``, the allocation sites that grew most between the
+first point after warm-up and the last. Growth that stops once the caches are full is the
+plateau. With ``--trace`` the RSS includes tracemalloc's own bookkeeping (about 100 bytes a live
+block, outside the traced total): read RSS from a run without it.
+
+The execution part must run as root (a mapped account is created, as in
+``collection_execution.py``); the renewal part needs Debian's ``myproxy-server`` and ``myproxy``.
 
     .venv/bin/python benchmarks/process_memory.py [--parts renewal,execution,soap] [--trace]
         [--users 64] [--rounds 10] [--jobs 3000] [--requests 6000] [--callers 1500] [--points 6]
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import linecache
 import sys
@@ -46,8 +53,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise KeyError("VmRSS")
@@ -87,28 +94,32 @@ def cache_sizes() -> dict[str, str]:
 class Meter:
     """Prints RSS (and the traced total) at points; keeps the snapshots for :meth:`growth`."""
 
-    def __init__(self, part: str, trace: bool) -> None:
+    def __init__(self, part: str, trace: bool, pid: int | str = "self") -> None:
         self.part = part
         self.trace = trace
-        self.snapshots: list[tracemalloc.Snapshot] = []
-        self.first: tuple[int, float] | None = None
+        self.pid = pid  # whose RSS (tracemalloc: this process's)
+        #: the snapshots of the second point (the first after warm-up) and the last, dumped to
+        #: files: kept in memory, their traces would count in the traced total and the RSS
+        self.snapshots: list[Path] = []
+        self._dir = tempfile.TemporaryDirectory(prefix="process-memory-snapshots-")
+        self.last: tuple[int, float] | None = None  # (operations, RSS) at the point before
 
     def point(self, done: int, what: str, extra: Callable[[], dict[str, str]] | None = None) -> None:
         gc.collect()
-        rss = rss_mb()
+        rss = rss_mb(self.pid)
         line = f"  [{self.part}] {done:6d} {what}: RSS {rss:7.1f} MB"
         if self.trace:
             traced = tracemalloc.get_traced_memory()[0] / 2**20
             line += f", traced {traced:7.2f} MB"
-            snapshot = tracemalloc.take_snapshot().filter_traces(
-                [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, linecache.__file__)])
-            # kept: the first two points' and the last one's (a snapshot holds every trace)
-            self.snapshots = [*self.snapshots[:2], snapshot]
-        if self.first is None:
-            self.first = (done, rss)
-        elif done > self.first[0]:
-            per = (rss - self.first[1]) * 1024 / (done - self.first[0])
-            line += f" ({per:+.2f} KB per {what.rstrip('s')} since the first point)"
+            dump = Path(self._dir.name) / f"{len(self.snapshots)}.snapshot"
+            tracemalloc.take_snapshot().dump(str(dump))
+            if len(self.snapshots) == 3:
+                self.snapshots.pop().unlink()
+            self.snapshots.append(dump)
+        if self.last is not None and done > self.last[0]:
+            per = (rss - self.last[1]) * 1024 / (done - self.last[0])
+            line += f", {per:+.2f} KB per {what.rstrip('s')} since the point before"
+        self.last = (done, rss)
         print(line, flush=True)
         sizes = (extra or cache_sizes)()
         print("      " + ", ".join(f"{k} {v}" for k, v in sizes.items()), flush=True)
@@ -117,10 +128,13 @@ class Meter:
         if len(self.snapshots) < 3:
             return
         # from the second point (the first after warm-up) to the last
-        stats = self.snapshots[-1].compare_to(self.snapshots[1], "lineno")
+        ignored = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, linecache.__file__)]
+        second, last = (tracemalloc.Snapshot.load(str(self.snapshots[i])).filter_traces(ignored) for i in (1, -1))
+        stats = last.compare_to(second, "lineno")
         print(f"  [{self.part}] allocation sites that grew most from the second point to the last:")
         for stat in stats[:top]:
             print(f"      {stat.size_diff / 1024:+9.1f} KB {stat.count_diff:+7d} blocks  {stat.traceback[0]}")
+        self._dir.cleanup()
 
 
 def points(total: int, count: int) -> list[int]:
@@ -264,13 +278,12 @@ def tls_socket(ders: list[bytes]) -> Any:
 
 def soap(args: argparse.Namespace, trace: bool) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
-    from lxml import etree
-    from perf_support import DELEGATION2_NS, WMPROXY_NS, database, envelope
+    from perf_support import database
     from soap_inprocess import in_process_runtime, post_to
 
     from tests import key_support
     from wmproxy.security.pki import create_ca
-    from wmproxy.security.proxy import make_proxy, sign_proxy_request
+    from wmproxy.security.proxy import make_proxy
     from wmproxy.soap.app import WMProxyApplication
 
     key_support.install()  # distinct RSA keys made fast, for the callers and the service's requests
@@ -283,41 +296,83 @@ def soap(args: argparse.Namespace, trace: bool) -> None:
         rt = in_process_runtime(root, url, key_pool=0)
         app = WMProxyApplication(rt)  # the caller authenticated by its TLS chain (tls_socket)
         path = rt.settings.service.endpoint_path
-
-        def post(body: bytes, sock: Any) -> Any:
-            reply = post_to(app, path, body, **{"gunicorn.socket": sock})
-            root_element = etree.fromstring(reply)
-            assert not root_element.xpath("//*[local-name()='Fault']"), reply[:600]
-            return root_element
-
-        def one_caller(i: int) -> int:
-            """A new caller's requests: delegation-2 getProxyReq + putProxy, jobSubmit,
-            getJobStatus, getDelegatedProxyInfo, getVersion; returns their count."""
-            user = ca.issue_user(f"Memory Caller {i}")
-            proxy = make_proxy(user, lifetime=12 * 3600)
-            sock = tls_socket([proxy.cert.public_bytes(Encoding.DER), user.cert.public_bytes(Encoding.DER), ca_der])
-            csr = post(envelope(DELEGATION2_NS, "getProxyReq", delegationID="memory"), sock).findtext(
-                ".//getProxyReqReturn")
-            signed = sign_proxy_request(csr.encode(), proxy, lifetime=6 * 3600)
-            post(envelope(DELEGATION2_NS, "putProxy", delegationID="memory", proxy=signed.decode()), sock)
-            job = post(envelope(WMPROXY_NS, "jobSubmit", jdl='[ Executable = "/bin/true"; Requirements = true; ]',
-                                delegationId="memory"), sock).findtext(".//id")
-            post(envelope(WMPROXY_NS, "getJobStatus", jobId=job), sock)
-            post(envelope(WMPROXY_NS, "getDelegatedProxyInfo", delegationID="memory"), sock)
-            post(envelope(WMPROXY_NS, "getVersion"), sock)
-            return 6
-
         wanted = points(args.callers, args.points)
         done = 0
         for i in range(args.callers):
-            done += one_caller(i)
+            user = ca.issue_user(f"Memory Caller {i}")
+            proxy = make_proxy(user, lifetime=12 * 3600)
+            sock = tls_socket([proxy.cert.public_bytes(Encoding.DER), user.cert.public_bytes(Encoding.DER), ca_der])
+            environ = {"gunicorn.socket": sock}
+            done += caller_requests(functools.partial(post_to, app, path, **environ), proxy)
             if i + 1 == 20 or i + 1 in wanted:  # after 120 requests: warmed up
                 meter.point(done, "requests")
     meter.growth()
 
 
+def caller_requests(post: Callable[[bytes], bytes], proxy: Any) -> int:
+    """A new caller's requests (``post`` sends one and returns the reply; ``proxy``, the caller's
+    credential, signs the delegation): delegation-2 getProxyReq + putProxy, jobSubmit,
+    getJobStatus, getDelegatedProxyInfo, getVersion. Returns their count."""
+    from lxml import etree
+    from perf_support import DELEGATION2_NS, WMPROXY_NS, envelope
+
+    from wmproxy.security.proxy import sign_proxy_request
+
+    def send(operation: str, namespace: str = WMPROXY_NS, **parts: str) -> Any:
+        reply = post(envelope(namespace, operation, **parts))
+        root = etree.fromstring(reply)
+        assert not root.xpath("//*[local-name()='Fault']"), reply[:600]
+        return root
+
+    csr = send("getProxyReq", DELEGATION2_NS, delegationID="memory").findtext(".//getProxyReqReturn")
+    signed = sign_proxy_request(csr.encode(), proxy, lifetime=6 * 3600)
+    send("putProxy", DELEGATION2_NS, delegationID="memory", proxy=signed.decode())
+    job = send("jobSubmit", jdl='[ Executable = "/bin/true"; Requirements = true; ]',
+               delegationId="memory").findtext(".//id")
+    send("getJobStatus", jobId=job)
+    send("getDelegatedProxyInfo", delegationID="memory")
+    send("getVersion")
+    return 6
+
+
+def gunicorn(args: argparse.Namespace, trace: bool) -> None:
+    """:func:`soap`'s callers over TLS to a real deployment (``perf_support.site``: gunicorn with
+    one worker, each caller a new connection with its own proxy); the worker's RSS is printed."""
+    import http.client
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509 import load_pem_x509_certificate
+    from perf_support import client_context, database, post, site
+    from worker_memory import worker_pid
+
+    from tests import key_support
+    from wmproxy.security.pki import CertificateAuthority, write_proxy
+
+    key_support.install()  # distinct RSA keys made fast, for the callers
+    with tempfile.TemporaryDirectory(prefix="process-memory-gunicorn-") as tmp, \
+            database(args.database, Path(tmp)) as url, \
+            site(Path(tmp), url, env={"WMPROXY_SERVICE_WORKERS": "1", "WMPROXY_SECURITY_AUTHORIZED_USERS": "*"}) as s:
+        root = Path(tmp)
+        ca_file = next(p for p in s.ca_dir.glob("*.0") if not p.is_symlink())
+        key = serialization.load_pem_private_key((root / "ca" / "key.pem").read_bytes(), None)
+        ca = CertificateAuthority(load_pem_x509_certificate(ca_file.read_bytes()), key, s.ca_dir)  # type: ignore[arg-type]
+        meter = Meter("gunicorn", False, worker_pid(s))
+        wanted = points(args.callers, args.points)
+        done = 0
+        for i in range(args.callers):
+            path = root / "callers" / f"x509up_{i}"
+            proxy = write_proxy(ca.issue_user(f"Memory Caller {i}"), path, lifetime=12 * 3600)
+            conn = http.client.HTTPSConnection("localhost", s.port, context=client_context(s.ca_dir, path), timeout=120)
+            try:
+                done += caller_requests(functools.partial(post, conn), proxy)
+            finally:
+                conn.close()
+            path.unlink()
+            if i + 1 == 20 or i + 1 in wanted:
+                meter.point(done, "requests", dict)
+
 PARTS: dict[str, Callable[[argparse.Namespace, bool], None]] = {
-    "renewal": renewal, "execution": execution, "soap": soap}
+    "renewal": renewal, "execution": execution, "soap": soap, "gunicorn": gunicorn}
 
 
 @contextlib.contextmanager
