@@ -102,6 +102,7 @@ class Meter:
         #: files: kept in memory, their traces would count in the traced total and the RSS
         self.snapshots: list[Path] = []
         self._dir = tempfile.TemporaryDirectory(prefix="process-memory-snapshots-")
+        self._taken = 0
         self.last: tuple[int, float] | None = None  # (operations, RSS) at the point before
 
     def point(self, done: int, what: str, extra: Callable[[], dict[str, str]] | None = None) -> None:
@@ -111,7 +112,8 @@ class Meter:
         if self.trace:
             traced = tracemalloc.get_traced_memory()[0] / 2**20
             line += f", traced {traced:7.2f} MB"
-            dump = Path(self._dir.name) / f"{len(self.snapshots)}.snapshot"
+            self._taken += 1
+            dump = Path(self._dir.name) / f"{self._taken}.snapshot"
             tracemalloc.take_snapshot().dump(str(dump))
             if len(self.snapshots) == 3:
                 self.snapshots.pop().unlink()
@@ -182,6 +184,12 @@ def container_sizes(*objects: Any) -> dict[str, str]:
     return out
 
 
+def compiled_cache_size(rt: Any) -> str:
+    """``len / cap`` of SQLAlchemy's compiled statement cache of the runtime's engine."""
+    cache = rt.session_factory.kw["bind"]._compiled_cache
+    return f"{len(cache)}/{cache.capacity}"
+
+
 def execution(args: argparse.Namespace, trace: bool) -> None:
     import os
     import shutil
@@ -225,7 +233,8 @@ def execution(args: argparse.Namespace, trace: bool) -> None:
                         while wanted and submitted >= wanted[0]:
                             wanted.pop(0)
                         meter.point(submitted, "jobs", lambda: {
-                            **container_sizes(worker, *worker.backends.values()), **cache_sizes()})
+                            **container_sizes(worker, worker.wakeup, *worker.backends.values()),
+                            "sqlalchemy compiled cache": compiled_cache_size(rt), **cache_sizes()})
             finally:
                 running.close()
                 reader.close()
