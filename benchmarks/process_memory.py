@@ -1,7 +1,7 @@
 """Stop 52: does each long-lived process's memory stop growing once its per-process caches are full?
 
-Three parts, each in this process (so that ``tracemalloc`` sees what the code keeps), each
-driven well past the caps of the caches it fills (256 entries for the chain caches of
+Four parts, the first three in this process (so that ``tracemalloc`` sees what the code keeps),
+each driven well past the caps of the caches it fills (256 entries for the chain caches of
 :mod:`wmproxy.security`, 1,024 for the SOAP principal cache):
 
 * ``renewal``: the renewal worker (:class:`~wmproxy.renewal.worker.RenewalWorker`) against a
@@ -10,13 +10,17 @@ driven well past the caps of the caches it fills (256 entries for the chain cach
   credential under a new delegation id (a new delegation, a new delegated proxy, a new job and
   its proxy file per renewal: ``users x rounds`` distinct delegations and chains);
 * ``execution``: the execution worker (:class:`~wmproxy.execution.worker.ExecutionWorker` with
-  the local backend) running ``--jobs`` trivial jobs (``/bin/true``) registered in batches;
-* ``soap``: the SOAP application (:class:`~wmproxy.soap.app.WMProxyApplication`, no TLS) serving
-  ``--requests`` requests of mixed kinds (getVersion, getJobStatus, jobSubmit, getProxyReq +
-  putProxy, getDelegatedProxyInfo, jobListMatch) from ``--callers`` distinct callers (DNs).
+  the local backend, as ``wmproxy-execution`` builds it) running ``--jobs`` trivial jobs
+  (``/bin/true``) registered and started in batches of 50;
+* ``soap``: the SOAP application (:class:`~wmproxy.soap.app.WMProxyApplication`, with the real
+  TLS authentication reading each caller's chain from a stand-in socket) serving ``--callers``
+  distinct callers (DNs) six requests each: getProxyReq + putProxy, jobSubmit, getJobStatus,
+  getDelegatedProxyInfo, getVersion;
+* ``gunicorn``: the same callers over TLS to a real deployment's one gunicorn worker (its RSS
+  printed); ``--reuse N`` takes N callers in turn instead of a new one each time.
 
 At ``--points`` evenly spaced points (and one after a short warm-up) it prints the process's RSS
-(``/proc/self/status`` VmRSS, with its growth per operation since the point before) and, with
+(``/proc/<pid>/status`` VmRSS, with its growth per operation since the point before) and, with
 ``--trace``, ``tracemalloc``'s traced total, with the sizes of the caches it knows
 (:func:`cache_sizes`; for the execution worker also the sizes of its and its backend's dicts,
 lists and sets); at the end, with ``--trace``, the allocation sites that grew most between the
@@ -27,8 +31,9 @@ block, outside the traced total): read RSS from a run without it.
 The execution part must run as root (a mapped account is created, as in
 ``collection_execution.py``); the renewal part needs Debian's ``myproxy-server`` and ``myproxy``.
 
-    .venv/bin/python benchmarks/process_memory.py [--parts renewal,execution,soap] [--trace]
-        [--users 64] [--rounds 10] [--jobs 3000] [--requests 6000] [--callers 1500] [--points 6]
+    .venv/bin/python benchmarks/process_memory.py [--parts renewal,execution,soap,gunicorn] [--trace]
+        [--users 64] [--rounds 10] [--jobs 3000] [--callers 1500] [--reuse N] [--points 6]
+        [--database sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -368,15 +373,20 @@ def gunicorn(args: argparse.Namespace, trace: bool) -> None:
         meter = Meter("gunicorn", False, worker_pid(s))
         wanted = points(args.callers, args.points)
         done = 0
+        made: dict[int, tuple[Path, Any]] = {}  # with --reuse, the callers made so far
         for i in range(args.callers):
-            path = root / "callers" / f"x509up_{i}"
-            proxy = write_proxy(ca.issue_user(f"Memory Caller {i}"), path, lifetime=12 * 3600)
+            n = i % args.reuse if args.reuse else i
+            path = root / "callers" / f"x509up_{n}"
+            if n not in made:
+                made[n] = path, write_proxy(ca.issue_user(f"Memory Caller {n}"), path, lifetime=12 * 3600)
             conn = http.client.HTTPSConnection("localhost", s.port, context=client_context(s.ca_dir, path), timeout=120)
             try:
-                done += caller_requests(functools.partial(post, conn), proxy)
+                done += caller_requests(functools.partial(post, conn), made[n][1])
             finally:
                 conn.close()
-            path.unlink()
+            if not args.reuse:
+                del made[n]
+                path.unlink()
             if i + 1 == 20 or i + 1 in wanted:
                 meter.point(done, "requests", dict)
 
@@ -403,6 +413,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="renewal: passes (a new delegation each)")
     parser.add_argument("--jobs", type=int, default=3000, help="execution: trivial jobs")
     parser.add_argument("--callers", type=int, default=1500, help="soap: distinct callers (6 requests each)")
+    parser.add_argument("--reuse", type=int, default=0,
+                        help="gunicorn: the callers are these many, taken in turn (default: each a new one)")
     parser.add_argument("--database", default="sqlite", choices=("sqlite", "postgresql"), help="soap: the store")
     parser.add_argument("--points", type=int, default=6)
     args = parser.parse_args()
