@@ -135,6 +135,37 @@ def _reader(rt: Runtime) -> sqlite3.Connection:
     return sqlite_reader(rt.settings.database.url.removeprefix("sqlite:///"))
 
 
+def mapped_site(root: Path, account: str, max_running: int, max_nodes: int) -> tuple[Runtime, Principal, str]:
+    """In ``root`` (made traversable for ``account``): a throwaway CA, a user mapped to the local
+    ``account`` (gridmap), a fresh SQLite state with the user's delegation ``bench``, and the
+    configuration the execution worker reads ([execution] ``max_running``, [jobs] ``max_nodes``).
+    Returns the runtime, the user and the delegation id."""
+    os.chmod(root, ROOT_MODE)
+    ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
+    user = ca.issue_user("Bench", root / "user")
+    proxy = root / "user" / "x509up"
+    write_proxy(user, proxy, lifetime=12 * 3600)
+    principal = Principal(dn=slash_dn(user.cert.subject))
+    (root / "grid-mapfile").write_text(f'"{principal.dn}" {account}\n')
+    (root / "work").mkdir(mode=0o755)
+    sections = {
+        "database": {"url": f"sqlite:///{root}/wmproxy.db"},
+        "security": {"ca_dir": root / "certificates", "store_key_file": root / "store.key", "authorized_users": "*"},
+        "service": {"host": "localhost", "port": 7443},
+        "sandbox": {"root": root / "sandbox"},
+        "execution": {"work_dir": root / "work", "max_running": max_running},
+        "jobs": {"max_nodes": max_nodes},
+        "mapping": {"mode": "gridmap", "gridmap_file": root / "grid-mapfile"},
+    }
+    config = root / "wmproxy.conf"
+    config.write_text("".join(f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items())
+                              for name, keys in sections.items()))
+    settings = load_settings(config)
+    initialise(settings)
+    rt = Runtime.from_settings(settings)
+    return rt, principal, delegate_in_process(rt, principal, proxy, "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=100, help="nodes of the small collection, default 100")
@@ -148,28 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     with local_accounts({"usr": ["usr"]}) as accounts:
         root = Path(tempfile.mkdtemp(prefix="wmproxy-bench-", dir="/var/tmp"))
         try:
-            os.chmod(root, ROOT_MODE)
-            ca = create_ca(root / "certificates", key_path=root / "ca" / "ca-key.pem")
-            cred = ca.issue_user("Bench", root / "user")
-            proxy = root / "user" / "x509up"
-            write_proxy(cred, proxy, lifetime=12 * 3600)
-            dn = slash_dn(cred.cert.subject)
-            gridmap = root / "grid-mapfile"
-            gridmap.write_text(f'"{dn}" {accounts.name("usr")}\n')
-            (root / "work").mkdir(mode=0o755)
-            config = root / "wmproxy.conf"
-            config.write_text(
-                f"[database]\nurl = sqlite:///{root}/wmproxy.db\n"
-                f"[security]\nca_dir = {root}/certificates\nstore_key_file = {root}/store.key\nauthorized_users = *\n"
-                f"[service]\nhost = localhost\nport = 7443\n[sandbox]\nroot = {root}/sandbox\n"
-                f"[execution]\nwork_dir = {root}/work\nmax_running = {args.max_running}\n"
-                f"[jobs]\nmax_nodes = {max(args.large, args.small)}\n"
-                f"[mapping]\nmode = gridmap\ngridmap_file = {gridmap}\n")
-            settings = load_settings(config)
-            initialise(settings)
-            rt = Runtime.from_settings(settings)
-            principal = Principal(dn=dn)
-            delegation = delegate_in_process(rt, principal, proxy, "bench")
+            rt, principal, delegation = mapped_site(root, accounts.name("usr"), args.max_running,
+                                                    max(args.large, args.small))
             worker = RunningWorker(ExecutionWorker(
                 rt, {"local": LocalExecutionBackend(root / "work", background_removal=True)}, "bench"))
             try:

@@ -16,13 +16,16 @@ client, one ``myproxy-get-delegation -a <proxy>`` process per credential, sequen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -30,7 +33,12 @@ sys.path.insert(0, str(REPO))
 from alembic import command
 from alembic.config import Config
 
-from tests.peers.myproxy_server import have_myproxy, start_myproxy_server, store_renewable_credential
+from tests.peers.myproxy_server import (
+    MyProxyServer,
+    have_myproxy,
+    start_myproxy_server,
+    store_renewable_credential,
+)
 from wmproxy.config import (
     DatabaseSettings,
     ExecutionSettings,
@@ -66,20 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.credentials
     with tempfile.TemporaryDirectory(prefix="renewal-worker-bench-") as tmp:
         root = Path(tmp)
-        ca_dir = root / "certificates"
-        ca = create_ca(ca_dir)
-        svc_cert, svc_key = ca.issue_host("wms.localhost", root / "wms")
-        svc_dn = slash_dn(load_pem_chain(svc_cert.read_bytes())[0].subject)
-        server = start_myproxy_server(root / "myproxy", ca=ca, ca_dir=ca_dir, authorized_renewers=[svc_dn])
-        try:
-            users = []
-            for i in range(n):
-                user = ca.issue_user(f"Bench User {i}")
-                proxy = root / "users" / f"x509up_{i}"
-                write_proxy(user, proxy, lifetime=12 * 3600)
-                store_renewable_credential(server, proxy, svc_dn, lifetime_hours=24, proxy_lifetime_hours=2)
-                users.append(user)
-            rt = runtime(root, ca_dir, svc_cert, svc_key, server.port)
+        with renewable_users(root, n) as (server, users, rt):
+            svc_cert, svc_key = rt.settings.security.host_cert, rt.settings.security.host_key
             rates = {}
             for threads in [int(t) for t in args.threads.split(",")]:
                 delegation_files = seed(rt, users, root, server.port)
@@ -103,14 +99,36 @@ def main(argv: list[str] | None = None) -> int:
                     env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True,
                 )
             tool_s = time.perf_counter() - start
-        finally:
-            server.stop()
     print(f"{n} credentials due, myproxy-server on 127.0.0.1 (lifetime asked {LIFETIME} s), SQLite store")
     for threads, (rate, elapsed) in rates.items():
         print(f"renewal worker pass, {threads:2d} thread(s):      {rate:7.1f} renewals/s  "
               f"({elapsed / n * 1000:6.1f} ms each; claim, MyProxy, verify, seal, store, push, record)")
     print(f"myproxy-get-delegation -a loop (exec):  {n / tool_s:7.1f} renewals/s  ({tool_s / n * 1000:6.1f} ms each)")
     return 0
+
+
+@contextlib.contextmanager
+def renewable_users(root: Path, n: int, name: str = "Bench User") -> Iterator[tuple[MyProxyServer, list[Any], Runtime]]:
+    """Under ``root``: a throwaway CA, the service's host credential, a myproxy-server on loopback
+    (stopped after the yield) holding one renewable credential per user (``n`` users, stored with
+    the real ``myproxy-init -x -R '<service DN>'``), and a runtime on a fresh SQLite store
+    (:func:`runtime`) allowed to renew from that server. Yields (server, users, runtime)."""
+    ca_dir = root / "certificates"
+    ca = create_ca(ca_dir)
+    svc_cert, svc_key = ca.issue_host("wms.localhost", root / "wms")
+    svc_dn = slash_dn(load_pem_chain(svc_cert.read_bytes())[0].subject)
+    server = start_myproxy_server(root / "myproxy", ca=ca, ca_dir=ca_dir, authorized_renewers=[svc_dn])
+    try:
+        users = []
+        for i in range(n):
+            user = ca.issue_user(f"{name} {i}")
+            proxy = root / "users" / f"x509up_{i}"
+            write_proxy(user, proxy, lifetime=12 * 3600)
+            store_renewable_credential(server, proxy, svc_dn, lifetime_hours=24, proxy_lifetime_hours=2)
+            users.append(user)
+        yield server, users, runtime(root, ca_dir, svc_cert, svc_key, server.port)
+    finally:
+        server.stop()
 
 
 def runtime(root: Path, ca_dir: Path, cert: Path, key: Path, port: int) -> Runtime:
@@ -132,8 +150,9 @@ def runtime(root: Path, ca_dir: Path, cert: Path, key: Path, port: int) -> Runti
     return Runtime.from_settings(settings)
 
 
-def seed(rt: Runtime, users: list, root: Path, port: int) -> list[Path]:
-    """Per user: a due delegation, a running job with its proxy file, a renewal record."""
+def seed(rt: Runtime, users: list, root: Path, port: int, delegation_id: str = "bench") -> list[Path]:
+    """Per user: a due delegation ``delegation_id``, a running job with its proxy file, a renewal
+    record (the jobs and records seeded before are removed; the delegations stay)."""
     now = utcnow()
     files = []
     with rt.uow() as uow:
@@ -143,18 +162,18 @@ def seed(rt: Runtime, users: list, root: Path, port: int) -> list[Path]:
             dn = slash_dn(user.cert.subject)
             proxy = make_proxy(user, lifetime=SHORT)
             pem = credential_pem(proxy)
-            uow.delegations.put_proxy(dn, "bench", rt.sealer.seal(pem), proxy.cert.not_valid_before_utc,
+            uow.delegations.put_proxy(dn, delegation_id, rt.sealer.seal(pem), proxy.cert.not_valid_before_utc,
                                       proxy.cert.not_valid_after_utc, (), now)
             job_id = new_job_id("localhost", 9000)
             rt.storage.create_job_area(job_id)
             copy = Path(rt.storage.job_area(job_id).proxy_file)  # the job's copy, where the push writes it
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_bytes(pem)
-            uow.jobs.add(Job(id=job_id, owner_dn=dn, delegation_id="bench", state=JobState.RUNNING.value,
+            uow.jobs.add(Job(id=job_id, owner_dn=dn, delegation_id=delegation_id, state=JobState.RUNNING.value,
                              jdl_original="[]", jdl_registered="[]",
                              sandbox_dir=job_relative_dir(job_id, rt.settings.sandbox.dir_name),
                              created_at=now, updated_at=now))
-            uow.renewals.register(dn, "bench", f"localhost:{port}", now)
+            uow.renewals.register(dn, delegation_id, f"localhost:{port}", now)
             path = root / "delegated" / f"proxy_{i}"
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(pem)

@@ -25,6 +25,7 @@ OWN: dict[str, tuple[list[str], list[str]]] = {
     "sandbox_scale.py": ([], ["--jobs", "1000000", "--owned", "100000", "--rounds", "3", "--requests", "60"]),
     "sandbox_transfer.py": ([], ["--rounds", "3"]),
     "worker_memory.py": ([], ["--rounds", "2"]),
+    "process_memory.py": ([], ["--users", "16", "--rounds", "6", "--jobs", "600", "--callers", "300"]),
 }
 #: Other areas' benchmarks, by file name pattern (run without arguments).
 OTHERS = ("execution_*.py", "cli_*.py", "collection_*.py")

@@ -133,18 +133,8 @@ def build(root: Path, url: str, cas: int = 0, voms: bool = False) -> Bench:
     its filler not started: :meth:`Bench.fill_pool` fills it); ``voms``: the user's proxy is a
     VOMS proxy, and the caller has its FQANs."""
     from tests.support import delegate_in_process
-    from wmproxy.admin import initialise
-    from wmproxy.config import (
-        DatabaseSettings,
-        ExecutionSettings,
-        SandboxSettings,
-        SecuritySettings,
-        ServiceSettings,
-        Settings,
-    )
     from wmproxy.domain import Principal
     from wmproxy.security.dn import slash_dn
-    from wmproxy.services.runtime import Runtime
     from wmproxy.soap.app import WMProxyApplication
 
     ca = create_ca(root / "certificates", key_path=root / "ca" / "key.pem")
@@ -155,16 +145,8 @@ def build(root: Path, url: str, cas: int = 0, voms: bool = False) -> Bench:
         voms_proxy(ca, root, proxy)
     else:
         write_proxy(user, proxy, lifetime=3600 * 12)
-    settings = Settings(
-        database=DatabaseSettings(url=url),
-        security=SecuritySettings(ca_dir=str(root / "certificates"), vomsdir=str(root / "vomsdir"),
-                                  store_key_file=str(root / "store.key"), delegation_key_pool=1),
-        service=ServiceSettings(host="localhost", port=7443, drain_file=str(root / "drain")),
-        sandbox=SandboxSettings(root=str(root / "sandbox")),
-        execution=ExecutionSettings(work_dir=str(root / "work")),
-    )
-    initialise(settings)
-    rt = Runtime.from_settings(settings)
+    rt = in_process_runtime(root, url, key_pool=1)
+    settings = rt.settings
     fqans: tuple[str, ...] = ()
     if voms:
         from wmproxy.security.chain import load_pem_chain
@@ -178,20 +160,43 @@ def build(root: Path, url: str, cas: int = 0, voms: bool = False) -> Bench:
     app = WMProxyApplication(rt, authenticate=lambda environ: principal)
     path = settings.service.endpoint_path
 
-    def post(body: bytes) -> bytes:
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "localhost",
-            "SERVER_PORT": "7443", "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_TYPE": "text/xml; charset=utf-8",
-            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "https",
-        }
-        out = app(environ, lambda status, headers, exc_info=None: None)
-        reply = b"".join(out)
-        close = getattr(out, "close", None)
-        if close is not None:
-            close()
-        return reply
+    return Bench(lambda body: post_to(app, path, body), rt, proxy)
 
-    return Bench(post, rt, proxy)
+
+def in_process_runtime(root: Path, url: str, key_pool: int) -> Any:
+    """A runtime on the fresh store ``url`` (initialised) with the CA directory ``root /
+    "certificates"`` and ``[security] delegation_key_pool`` ``key_pool`` (its filler not started)."""
+    from wmproxy import config
+    from wmproxy.admin import initialise
+    from wmproxy.services.runtime import Runtime
+
+    settings = config.Settings(
+        database=config.DatabaseSettings(url=url),
+        security=config.SecuritySettings(ca_dir=str(root / "certificates"), vomsdir=str(root / "vomsdir"),
+                                         store_key_file=str(root / "store.key"), delegation_key_pool=key_pool),
+        service=config.ServiceSettings(host="localhost", port=7443, drain_file=str(root / "drain")),
+        sandbox=config.SandboxSettings(root=str(root / "sandbox")),
+        execution=config.ExecutionSettings(work_dir=str(root / "work")),
+    )
+    initialise(settings)
+    return Runtime.from_settings(settings)
+
+
+def post_to(app: Callable[..., Any], path: str, body: bytes, **environ_extra: Any) -> bytes:
+    """The reply of the WSGI application ``app`` to a SOAP POST of ``body`` to ``path`` (an
+    HTTPS request's environ, plus ``environ_extra``)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "localhost",
+        "SERVER_PORT": "7443", "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_TYPE": "text/xml; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "https",
+        **environ_extra,
+    }
+    out = app(environ, lambda status, headers, exc_info=None: None)
+    reply = b"".join(out)
+    close = getattr(out, "close", None)
+    if close is not None:
+        close()
+    return reply
 
 
 def main() -> None:

@@ -33,14 +33,16 @@ wmproxy-renewal with the new key file").
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -57,6 +59,59 @@ from wmproxy.store import database_reason
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_CYCLES = 10
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class PassMemo(MutableMapping[K, V]):
+    """A memo the passes share, holding only what the last two passes looked up.
+
+    The worker keeps the AC ends of the stored VOMS proxies (:data:`~wmproxy.services.renewal.AcEnds`)
+    so that each stored proxy is read once; their key names the stored proxy (its delegation's
+    ``updated_at``), so every renewal or re-delegation makes a new key and leaves the old one
+    behind (365 bytes each, up to the 100,000 :func:`~wmproxy.services.renewal.due_renewals`
+    cleared them at: 37 MB). :meth:`next_pass` starts a pass: what neither the previous pass nor
+    this one looked up or stored is forgotten, so the memo holds at most the keys of two passes
+    (two per VOMS credential), and a credential passed over for one pass (claimed elsewhere,
+    waiting for its next attempt) is still not read again."""
+
+    def __init__(self) -> None:
+        self._current: dict[K, V] = {}
+        self._previous: dict[K, V] = {}
+
+    def next_pass(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def __getitem__(self, key: K) -> V:
+        if key in self._current:
+            return self._current[key]
+        value = self._current[key] = self._previous.pop(key)  # KeyError: not kept
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._current or key in self._previous
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._previous.pop(key, None)
+        self._current[key] = value
+
+    def __delitem__(self, key: K) -> None:
+        if key in self._current:  # a key is in one of the two, never in both
+            del self._current[key]
+        else:
+            del self._previous[key]
+
+    def __iter__(self) -> Iterator[K]:
+        yield from self._current
+        yield from self._previous
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def clear(self) -> None:
+        self._current.clear()
+        self._previous.clear()
 
 
 @dataclass
@@ -83,7 +138,8 @@ class RenewalWorker:
         self.renew = renew
         self.refresh = refresh
         self.voms_down = DownServers(hold=self.settings.cycle)  # VOMS servers passed over for a cycle
-        self.ac_ends: service.AcEnds = {}  # the AC ends of stored proxies, read once each
+        #: the AC ends of stored proxies, read once each (those of the last two passes)
+        self.ac_ends: PassMemo[tuple[str, str, dt.datetime | None], dt.datetime | None] = PassMemo()
         self.wake = threading.Event()  # set by SIGUSR1: pass now
 
     def run(self, stop: threading.Event) -> None:
@@ -145,6 +201,7 @@ class RenewalWorker:
                 report.aborted += len(service.abort_expired_credential(uow, rt, owner_dn, delegation_id, now))
         with rt.uow() as uow:
             report.deregistered = service.deregister_unused(uow, now)
+        self.ac_ends.next_pass()
         with rt.uow() as uow:
             due = service.due_renewals(uow, rt, now, self.ac_ends)
         if pool is None or self.threads == 1 or len(due) <= 1:
