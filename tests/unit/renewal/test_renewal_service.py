@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
@@ -49,8 +50,10 @@ from wmproxy.services.renewal import (
     renewal_margin,
     server_allowed,
     server_listed,
+    stale_copies,
 )
 from wmproxy.services.renewal import jobfiles as jobfiles_module
+from wmproxy.store.renewals import JobProxyTarget
 
 JOB = "https://localhost:9000/abcdefghijklmnopqrstuv"
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
@@ -441,3 +444,24 @@ class TestCopiesSlowToVerify:
         monkeypatch.setattr(jobfiles_module, "ca_dir_state", lambda ca_dir: object())  # a CA added, say
         assert job_proxy_end(rt, JOB, alice.dn, now) == own.cert.not_valid_after_utc  # type: ignore[arg-type]
         assert len(verified) == 4
+
+    def test_what_is_kept_of_a_copy_goes_with_its_job(self, rt: SimpleNamespace, pki: Pki,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        """A pass keeps one checked copy a held job, not one a job ever held (the soak's renewal
+        worker grew by every job it had seen, up to 100,000 entries)."""
+        alice, now = pki.users["alice"], utcnow()
+        monkeypatch.setattr(jobfiles_module, "SETTLED_NS", 0)
+        monkeypatch.setattr(jobfiles_module, "_checked", LRUCache(maxsize=100_000))
+        pem = credential_pem(make_proxy(alice.credential, lifetime=3600))
+        jobs = [JOB] + [f"https://localhost:9000/{letter * 22}" for letter in "xyz"]
+        for job_id in jobs[1:]:
+            rt.storage.create_job_area(job_id)
+            job_proxy_path(rt, job_id).parent.mkdir(parents=True)  # type: ignore[arg-type]
+        for job_id in jobs:
+            job_proxy_path(rt, job_id).write_bytes(pem)  # type: ignore[arg-type]
+        later = now + dt.timedelta(hours=2)
+        held = [JobProxyTarget(job_id, alice.dn, "d", later) for job_id in jobs]
+        assert set(stale_copies(rt, held, now)[(alice.dn, "d")]) == set(jobs)  # type: ignore[arg-type]
+        assert set(jobfiles_module._checked) == set(jobs)
+        assert set(stale_copies(rt, held[2:3], now)[(alice.dn, "d")]) == {jobs[2]}  # type: ignore[arg-type]
+        assert set(jobfiles_module._checked) == {jobs[2]}

@@ -252,13 +252,24 @@ def stale_copies(rt: Runtime, targets: Sequence[JobProxyTarget], now: dt.datetim
     """Of ``targets`` (:meth:`~wmproxy.store.renewals.RenewalRepository.held_jobs`), the jobs
     whose proxy copy ends before the stored proxy of their credential (by more than a second; a
     copy that is not a valid proxy of the owner counts as ended, :func:`job_proxy_end`), with
-    those ends. Reads the copies: outside any transaction (the renewal worker's), or in one."""
+    those ends. Reads the copies: outside any transaction (the renewal worker's), or in one.
+
+    ``targets`` are all the held jobs: what :func:`job_proxy_end` kept of a job no longer among
+    them is dropped (one entry a job held now, not one a job ever held)."""
     stale: StaleCopies = {}
     for target in targets:
         end = job_proxy_end(rt, target.job_id, target.owner_dn, now)
         if end is not None and end < target.not_after - dt.timedelta(seconds=1):
             stale.setdefault((target.owner_dn, target.delegation_id), {})[target.job_id] = end
+    _forget_checked_except({target.job_id for target in targets})
     return stale
+
+
+def _forget_checked_except(held: set[str]) -> None:
+    """Drop the checked copies of jobs not in ``held`` (job ids)."""
+    with _checked_lock:
+        for job_id in [job_id for job_id in _checked if job_id not in held]:
+            del _checked[job_id]
 
 
 def stale_job_proxies(uow: UnitOfWork, rt: Runtime, now: dt.datetime,
