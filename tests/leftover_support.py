@@ -50,3 +50,72 @@ def kill_left(files: list[Path]) -> None:
     for pid in still_running(files):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+#: ``python3 -I -c HOP <sid file> <zombies> <hop ms>`` (a hostile review's payload): write the
+#: wrapper's session id to ``<sid file>``; leave X, an orphan in a process group of its own (same
+#: session), that waits until the payload has been reaped (the wrapper's kill of what is left
+#: begins), then ``<hop ms>`` later forks Y (which executes ``sleep 100017``) and exits; leave
+#: ``<zombies>`` zombies to the wrapper, adopted after X (a child that forks them and exits without
+#: reaping them); exit 0. A pass of the wrapper's kill that reads its children, visits the zombies
+#: first and X last, finds X a zombie and Y, adopted after the read, never.
+HOP = r'''
+import os, sys, time
+out, zombies, hop_ms = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with open(out + ".tmp", "w") as f:
+    f.write(str(os.getsid(0)))
+os.rename(out + ".tmp", out)
+payload = os.getpid()
+go_r, go_w = os.pipe()
+a = os.fork()
+if a == 0:
+    if os.fork() == 0:
+        os.close(go_w)
+        os.setpgid(0, 0)
+        os.read(go_r, 1)
+        while os.path.exists(f"/proc/{payload}"):
+            time.sleep(0.0002)
+        time.sleep(hop_ms / 1000)
+        if os.fork() == 0:
+            os.execv("/bin/sleep", ["sleep", "100017"])
+        os._exit(0)
+    os._exit(0)
+os.waitpid(a, 0)
+os.close(go_r)
+f = os.fork()
+if f == 0:
+    os.close(go_w)
+    for _ in range(zombies):
+        try:
+            if os.fork() == 0:
+                os._exit(0)
+        except OSError:
+            break
+    os._exit(0)
+os.waitpid(f, 0)
+'''
+
+
+def session_members(sid: int, uid: int | None = None) -> list[int]:
+    """The live processes (not zombies) of the session ``sid`` but its leader, those of ``uid`` if given."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == sid:
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            if int(fields[3]) != sid or fields[0] == b"Z":
+                continue
+            if uid is not None and os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+        except (OSError, IndexError, ValueError):
+            continue
+        found.append(int(entry))
+    return found
+
+
+def kill_members(sid: int, uid: int | None = None) -> None:
+    """SIGKILL what :func:`session_members` finds (a failed test must not leave it)."""
+    for pid in session_members(sid, uid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

@@ -1162,8 +1162,12 @@ def _kill_session_rest() -> bool:
     the session (``setsid``, a daemon's double fork); an orphan of either has the adopting
     wrapper as its parent, so while the wrapper lives every process of the job descends from it.
     One born or re-parented while a pass reads is found by the next pass, until a pass finds none
-    alive (zombies do not count). False when some were still there after
-    :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
+    alive (zombies do not count) and, when the wrapper adopts, its own children are the same
+    after the pass as before it: a process that forks and exits while the pass runs is a zombie
+    when its turn comes, and its child, adopted by the wrapper after the pass read the wrapper's
+    children, would not be seen (the wrapper reaps nothing meanwhile, so its children only grow,
+    and a process's orphans are adopted before it shows as a zombie). False when some were still
+    there after :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
     me = os.getpid()
     try:
         if os.getsid(0) != me:
@@ -1173,7 +1177,12 @@ def _kill_session_rest() -> bool:
     for attempt in range(SESSION_KILL_PASSES):
         if attempt:
             time.sleep(0.01)
-        if not (_kill_descendants_once(me) if _ADOPTING else _kill_session_once(me)):
+        if not _ADOPTING:
+            if not _kill_session_once(me):
+                return True
+            continue
+        before = _children(me, me)
+        if not _kill_descendants_once(me) and _children(me, me) == before:
             return True
     return False
 
