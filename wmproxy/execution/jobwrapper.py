@@ -1256,12 +1256,14 @@ _GONE = 0
 _UNCHECKED = 1
 
 
-def _kill_descendants_once(me: int) -> bool:
+def _kill_descendants_once(me: int, uid: int | None = None) -> bool:
     """SIGKILL the live descendants of the wrapper (``me``, which adopts its job's orphans:
     :func:`_adopt_orphans`), whatever their session, top down, each once its children have been
     read (a killed process's children move to the wrapper, read again by the next pass); whether
     there was any (or one that could not be checked). Depth first: only the pidfds of the path
-    from the wrapper are open (:func:`_kill_descendant`)."""
+    from the wrapper are open (:func:`_kill_descendant`). ``uid``: only those whose real uid it
+    is (the worker's kill of a wrapper's descendants, :func:`wmproxy.execution.backends.local._kill_wrapper_last`,
+    whose ``CAP_KILL`` reaches any process); their children are visited all the same."""
     found = False
     path: list[tuple[int, int | None, list[int]]] = [(me, None, _children(me, me))]  # (pid, pidfd, children left)
     try:
@@ -1277,7 +1279,7 @@ def _kill_descendants_once(me: int) -> bool:
                 pidfd = _open_pidfd(pid)
             except ProcessLookupError:  # reaped meanwhile
                 continue
-            answer = _kill_descendant(me, pid, pidfd, parent, parent_fd)
+            answer = _kill_descendant(me, pid, pidfd, parent, parent_fd, uid)
             if isinstance(answer, int):
                 found = found or answer == _UNCHECKED
                 if pidfd is not None:
@@ -1294,7 +1296,7 @@ def _kill_descendants_once(me: int) -> bool:
 
 
 def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
-                     parent_fd: int | None) -> tuple[bool, list[int]] | int:
+                     parent_fd: int | None, uid: int | None = None) -> tuple[bool, list[int]] | int:
     """Check that ``pid`` (opened as ``pidfd``), listed among the children of ``parent`` (a
     descendant of the wrapper ``me``, or ``me``), is still a descendant, read its children and
     SIGKILL it unless it is a zombie: ``(whether it was killed, its children)``, or
@@ -1305,7 +1307,8 @@ def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
     (or ``me``, if it was re-parented meanwhile), and ``parent`` must still be there, reaped or
     not, after the read (so the pid read was still its); the kill goes through the pidfd, so it
     reaches the process checked or nothing. Without pidfds (Python before 3.9) the same checks,
-    and the kill by pid."""
+    and the kill by pid. ``uid``: a process whose real uid is another is not killed (read after
+    the pidfd was opened: a kill through it that succeeds proves the read was that process's)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -1322,6 +1325,8 @@ def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
         return _UNCHECKED
     children = _children(pid, me)
     if state in (b"Z", b"X") and not _threads_left(pid):
+        return False, children
+    if uid is not None and _real_uid(pid) != uid:
         return False, children
     try:
         _send(pid, pidfd, signal.SIGKILL)
@@ -1366,6 +1371,15 @@ def _threads_left(pid: int) -> bool:
             return any(line.startswith(b"Threads:") and int(line.split()[1]) > 1 for line in f)
     except (OSError, ValueError, IndexError):
         return False
+
+
+def _real_uid(pid: int) -> int | None:
+    """The real uid of ``pid`` (``Uid:`` in its status), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith(b"Uid:")), None)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:
