@@ -157,6 +157,18 @@ def _pid_in(path: Path) -> int:
     return int(path.read_text())
 
 
+def _cancel_stopped(backend: LocalExecutionBackend, handle: RunHandle) -> None:
+    """Cancel a job once it has stopped its wrapper, again (as the worker's loop does) until it ends."""
+    wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
+    backend.cancel(handle)
+
+    def ended() -> bool:
+        backend.cancel(handle)
+        return backend.poll(handle) is not None
+
+    wait_for(ended, "the job to end")
+
+
 class TestLeftovers:
     """A process the job moved to another process group of the wrapper's session is not in the
     payload's group, which is all the wrapper used to kill: it outlived the job and its cancel."""
@@ -382,14 +394,7 @@ class TestWallTimeBackstop:
         assert handle.pid is not None
         pids = [_pid_in(handle.work_dir / name) for name in STOPS_ITS_WRAPPER_LEAVES]
         try:
-            wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
-            backend.cancel(handle)
-
-            def ended() -> bool:
-                backend.cancel(handle)  # the worker's loop cancels again until the job ends
-                return backend.poll(handle) is not None
-
-            wait_for(ended, "the job to end")
+            _cancel_stopped(backend, handle)
             wait_for(lambda: not any(alive(pid) for pid in [handle.pid, *pids]),  # type: ignore[list-item]
                      "the wrapper and every process of the job to be killed")
         finally:
@@ -416,14 +421,7 @@ class TestWallTimeBackstop:
         assert handle.pid is not None
         sid = _pid_in(handle.work_dir / "chain.sid")
         try:
-            wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
-            backend.cancel(handle)
-
-            def ended() -> bool:
-                backend.cancel(handle)  # the worker's loop cancels again until the job ends
-                return backend.poll(handle) is not None
-
-            wait_for(ended, "the job to end")
+            _cancel_stopped(backend, handle)
             wait_for(lambda: not group_left(sid), "the chain to be killed (and reaped)")
         finally:
             kill_group(sid)
