@@ -169,6 +169,22 @@ def _cancel_stopped(backend: LocalExecutionBackend, handle: RunHandle) -> None:
     wait_for(ended, "the job to end")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a process of another uid to spare needs root")
+def test_a_pid_reused_by_another_uid_after_the_pass_read_it_is_not_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's kill of what a session left (``CAP_KILL``: any process) checked each pid's uid
+    in its pass over ``/proc``, then killed by pid: a pid reused meanwhile by another account's
+    process was killed. Now the uid is read again while a pidfd holds the process, and the kill
+    goes through it. The pass is made to name a process of root's, as a reused pid would be."""
+    victim = subprocess.Popen(["/bin/sleep", "600"])
+    try:
+        monkeypatch.setattr(local, "_session_and_descendants", lambda sid, uid, leader=False: [victim.pid])
+        local._kill_in_passes(victim.pid + 1_000_000, 65534, leader=False)
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 class TestLeftovers:
     """A process the job moved to another process group of the wrapper's session is not in the
     payload's group, which is all the wrapper used to kill: it outlived the job and its cancel."""

@@ -1347,13 +1347,29 @@ def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = N
         first = [sid] if (leader and processes.real_uid(sid, live=True) == uid
                           and (started is None or start_time(sid) == started)) else []
         for pid in first + _session_and_descendants(sid, uid, leader=bool(first)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
-            found = True
+            found = _kill_checked(pid, uid, started if pid == sid else None) or found
         if not found:
             return
+
+
+def _kill_checked(pid: int, uid: int, started: int | None) -> bool:
+    """SIGKILL ``pid`` if it runs as ``uid`` (and, given ``started``, started then), checked
+    through ``/proc`` while a pidfd opened first holds it, the kill sent through that pidfd: a kill
+    that succeeds proves the checks read that process, not a later user of its pid (by pid,
+    after the same checks, on a kernel without pidfds). Whether it was killed."""
+    pidfd = processes.open_pidfd(pid)
+    try:
+        if processes.real_uid(pid, live=True) != uid or (started is not None and start_time(pid) != started):
+            return False
+        if pidfd is None:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        _close(pidfd)
+    return True
 
 
 #: Passes at most in which :func:`_kill_wrapper_last` kills a running wrapper's descendants.
