@@ -10,6 +10,7 @@ service, so they state what the job itself saw.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -23,7 +24,19 @@ import zeep.exceptions
 from tests.conftest import Pki
 from tests.integration.isolated import SYSTEM_PYTHON, Isolated, client, isolated_deployment, processes_of
 from tests.integration.refclient import ReferenceClient
-from tests.leftover_support import LEAVE, kill_left, left_files, still_running
+from tests.leftover_support import (
+    HOP,
+    LEAVE,
+    STOPCHAIN_C,
+    build,
+    group_left,
+    kill_group,
+    kill_left,
+    kill_members,
+    left_files,
+    session_members,
+    still_running,
+)
 from tests.support import assert_fault, outputs, wait_for, wait_for_final
 from wmproxy.config import load_settings
 from wmproxy.domain import to_filename
@@ -151,7 +164,7 @@ def iso(pki: Pki, database_url: str) -> Iterator[Isolated]:
     # own (jobwrapper._guard_secret), which would hide whether the zygote's protection reaches
     # the wrappers it forks (test_bobs_job_can_neither_read_nor_trace_its_zygote_or_its_wrapper).
     with isolated_deployment(pki, database_url, extra_env={"WMPROXY_INSPECTION_MODE": "off"}) as deployment:
-        for name, text in (("attack.py", ATTACK), ("forge.py", FORGE), ("leave.sh", LEAVE)):
+        for name, text in (("attack.py", ATTACK), ("forge.py", FORGE), ("leave.sh", LEAVE), ("hop.py", HOP)):
             (deployment.root / name).write_text(text)
             os.chmod(deployment.root / name, 0o644)
         yield deployment
@@ -445,3 +458,45 @@ class TestLeftSession:
                      what="the processes the job left outside its session to be killed")
         finally:
             kill_left(files)
+
+    def test_an_orphan_that_forks_and_exits_while_the_wrapper_kills_does_not_outlive_the_job(
+            self, iso: Isolated, bob: ReferenceClient) -> None:
+        """A hostile review's payload (:data:`tests.leftover_support.HOP`): an orphan of the job
+        forked and exited while the wrapper's first kill pass visited some 1500 zombies left to it;
+        its child, adopted after the pass read the wrapper's children, outlived the job, which was
+        Done (the worker, knowing the wrapper exited on its own, looked no further)."""
+        sid_file = iso.shared / "hop.sid"
+        uid = iso.mapped["bob"].pw_uid
+        try:
+            job_id = bob.wmproxy.jobSubmit(f'[ Executable = "{SYSTEM_PYTHON}"; RetryCount = 0; '
+                                           f'Arguments = "-I {iso.root / "hop.py"} {sid_file} 1500 3"; ]', "iso").id
+            assert wait_for_final(bob, job_id) == "Done (Exit Code 0)"
+            sid = int(sid_file.read_text())
+            wait_for(lambda: session_members(sid, uid), lambda left: not left,
+                     what="the processes the job left to be killed")
+        finally:
+            if sid_file.exists():
+                kill_members(int(sid_file.read_text()), uid)
+
+    def test_a_chain_of_forks_under_a_stopped_wrapper_does_not_outlive_its_cancel(
+            self, iso: Isolated, bob: ReferenceClient) -> None:
+        """A hostile review's payload (:data:`tests.leftover_support.STOPCHAIN_C`): a chain of
+        processes that fork their successor and exit, under a subreaper of the job's own in a
+        session of its own; the payload stops its wrapper, the job is cancelled. Past the cancel's
+        grace the worker killed the wrapper first: the chain went to init and ran on."""
+        if shutil.which("gcc") is None:
+            pytest.skip("the payload is built with gcc")
+        payload = build(STOPCHAIN_C, iso.root / "stopchain")
+        sid_file = iso.shared / "chain.sid"
+        try:
+            job_id = bob.wmproxy.jobSubmit(f'[ Executable = "{payload}"; RetryCount = 0; '
+                                           f'Arguments = "{sid_file} 300"; ]', "iso").id
+            sid = wait_for(lambda: sid_file.read_text() if sid_file.exists() else "", what="the chain's start")
+            wait_for(lambda: str(bob.wmproxy.getJobStatus(job_id).status), lambda s: s == "Running",
+                     what="the job to run")
+            bob.wmproxy.jobCancel(job_id)
+            assert wait_for_final(bob, job_id, timeout=300).startswith("Cancelled")
+            wait_for(lambda: group_left(int(sid)), lambda left: not left, what="the chain to be killed (and reaped)")
+        finally:
+            if sid_file.exists():
+                kill_group(int(sid_file.read_text()))

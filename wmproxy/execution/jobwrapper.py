@@ -1170,8 +1170,12 @@ def _kill_session_rest() -> bool:
     the session (``setsid``, a daemon's double fork); an orphan of either has the adopting
     wrapper as its parent, so while the wrapper lives every process of the job descends from it.
     One born or re-parented while a pass reads is found by the next pass, until a pass finds none
-    alive (zombies do not count). False when some were still there after
-    :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
+    alive (zombies do not count) and, when the wrapper adopts, its own children are the same
+    after the pass as before it: a process that forks and exits while the pass runs is a zombie
+    when its turn comes, and its child, adopted by the wrapper after the pass read the wrapper's
+    children, would not be seen (the wrapper reaps nothing meanwhile, so its children only grow,
+    and a process's orphans are adopted before it shows as a zombie). False when some were still
+    there after :data:`SESSION_KILL_PASSES` passes (stuck in uninterruptible sleep, say)."""
     me = os.getpid()
     try:
         if os.getsid(0) != me:
@@ -1181,7 +1185,12 @@ def _kill_session_rest() -> bool:
     for attempt in range(SESSION_KILL_PASSES):
         if attempt:
             time.sleep(0.01)
-        if not (_kill_descendants_once(me) if _ADOPTING else _kill_session_once(me)):
+        if not _ADOPTING:
+            if not _kill_session_once(me):
+                return True
+            continue
+        before = _children(me, me)
+        if not _kill_descendants_once(me) and _children(me, me) == before:
             return True
     return False
 
@@ -1255,12 +1264,14 @@ _GONE = 0
 _UNCHECKED = 1
 
 
-def _kill_descendants_once(me: int) -> bool:
+def _kill_descendants_once(me: int, uid: int | None = None) -> bool:
     """SIGKILL the live descendants of the wrapper (``me``, which adopts its job's orphans:
     :func:`_adopt_orphans`), whatever their session, top down, each once its children have been
     read (a killed process's children move to the wrapper, read again by the next pass); whether
     there was any (or one that could not be checked). Depth first: only the pidfds of the path
-    from the wrapper are open (:func:`_kill_descendant`)."""
+    from the wrapper are open (:func:`_kill_descendant`). ``uid``: only those whose real uid it
+    is (the worker's kill of a wrapper's descendants, :func:`wmproxy.execution.backends.local._kill_wrapper_last`,
+    whose ``CAP_KILL`` reaches any process); their children are visited all the same."""
     found = False
     path: list[tuple[int, int | None, list[int]]] = [(me, None, _children(me, me))]  # (pid, pidfd, children left)
     try:
@@ -1276,7 +1287,7 @@ def _kill_descendants_once(me: int) -> bool:
                 pidfd = _open_pidfd(pid)
             except ProcessLookupError:  # reaped meanwhile
                 continue
-            answer = _kill_descendant(me, pid, pidfd, parent, parent_fd)
+            answer = _kill_descendant(me, pid, pidfd, parent, parent_fd, uid)
             if isinstance(answer, int):
                 found = found or answer == _UNCHECKED
                 if pidfd is not None:
@@ -1293,7 +1304,7 @@ def _kill_descendants_once(me: int) -> bool:
 
 
 def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
-                     parent_fd: int | None) -> tuple[bool, list[int]] | int:
+                     parent_fd: int | None, uid: int | None = None) -> tuple[bool, list[int]] | int:
     """Check that ``pid`` (opened as ``pidfd``), listed among the children of ``parent`` (a
     descendant of the wrapper ``me``, or ``me``), is still a descendant, read its children and
     SIGKILL it unless it is a zombie: ``(whether it was killed, its children)``, or
@@ -1304,7 +1315,8 @@ def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
     (or ``me``, if it was re-parented meanwhile), and ``parent`` must still be there, reaped or
     not, after the read (so the pid read was still its); the kill goes through the pidfd, so it
     reaches the process checked or nothing. Without pidfds (Python before 3.9) the same checks,
-    and the kill by pid."""
+    and the kill by pid. ``uid``: a process whose real uid is another is not killed (read after
+    the pidfd was opened: a kill through it that succeeds proves the read was that process's)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -1321,6 +1333,8 @@ def _kill_descendant(me: int, pid: int, pidfd: int | None, parent: int,
         return _UNCHECKED
     children = _children(pid, me)
     if state in (b"Z", b"X") and not _threads_left(pid):
+        return False, children
+    if uid is not None and _real_uid(pid) != uid:
         return False, children
     try:
         _send(pid, pidfd, signal.SIGKILL)
@@ -1365,6 +1379,15 @@ def _threads_left(pid: int) -> bool:
             return any(line.startswith(b"Threads:") and int(line.split()[1]) > 1 for line in f)
     except (OSError, ValueError, IndexError):
         return False
+
+
+def _real_uid(pid: int) -> int | None:
+    """The real uid of ``pid`` (``Uid:`` in its status), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith(b"Uid:")), None)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _exec_failure(exc: OSError, name: str, what: str) -> WrapperError:

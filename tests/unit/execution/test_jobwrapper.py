@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki
-from tests.leftover_support import LEAVE, kill_left, left_files, still_running
+from tests.leftover_support import HOP, LEAVE, kill_left, kill_members, left_files, session_members, still_running
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON, alive, kill_session, sh, wait_for
 from wmproxy.execution import identity, jobwrapper, worker
 from wmproxy.execution.identity import Account, WrapperStatus
@@ -366,6 +366,25 @@ class TestOrphans:
             wait_for(lambda: not still_running(files), "the processes the job left to be killed")
         finally:
             kill_left(files)
+
+
+    def test_an_orphan_that_forks_and_exits_while_the_wrapper_kills_is_killed(self, runner: Runner) -> None:
+        """A hostile review's payload (:data:`tests.leftover_support.HOP`): an orphan of the job
+        forks and exits while the wrapper's first pass of its kill visits some 1500 zombies left
+        to it; that pass found nothing alive (the orphan a zombie by its turn, its child adopted
+        after the pass read the wrapper's children), and the child outlived the job. Now a pass
+        that killed nothing ends the kill only if the wrapper's children did not change meanwhile."""
+        work = runner.work_dir()
+        sid_file = work / "hop.sid"
+        try:
+            code, status = runner.run(work, JobSpec(job_id=JOB, executable=PYTHON, stdout="std.out", stderr="std.err",
+                                                    arguments=["-I", "-c", HOP, str(sid_file), "1500", "3"]))
+            assert code == 0 and status.exit_code == 0, (work / "std.err").read_text()
+            sid = int(sid_file.read_text())
+            wait_for(lambda: not session_members(sid), "the processes the job left to be killed")
+        finally:
+            if sid_file.exists():
+                kill_members(int(sid_file.read_text()))
 
 
 class TestShellMeaning:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Pki
+from tests.leftover_support import STOPCHAIN_C, build, group_left, kill_group
 from tests.unit.execution.wrapper_support import (
     DEADLINE,
     HOST,
@@ -153,6 +155,34 @@ def _pid_in(path: Path) -> int:
     """The pid a job wrote to ``path``, once it is there."""
     wait_for(lambda: path.exists() and path.read_text().strip().isdigit(), f"{path.name} to be written")
     return int(path.read_text())
+
+
+def _cancel_stopped(backend: LocalExecutionBackend, handle: RunHandle) -> None:
+    """Cancel a job once it has stopped its wrapper, again (as the worker's loop does) until it ends."""
+    wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
+    backend.cancel(handle)
+
+    def ended() -> bool:
+        backend.cancel(handle)
+        return backend.poll(handle) is not None
+
+    wait_for(ended, "the job to end")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a process of another uid to spare needs root")
+def test_a_pid_reused_by_another_uid_after_the_pass_read_it_is_not_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's kill of what a session left (``CAP_KILL``: any process) checked each pid's uid
+    in its pass over ``/proc``, then killed by pid: a pid reused meanwhile by another account's
+    process was killed. Now the uid is read again while a pidfd holds the process, and the kill
+    goes through it. The pass is made to name a process of root's, as a reused pid would be."""
+    victim = subprocess.Popen(["/bin/sleep", "600"])
+    try:
+        monkeypatch.setattr(local, "_session_and_descendants", lambda sid, uid, leader=False: [victim.pid])
+        local._kill_in_passes(victim.pid + 1_000_000, 65534, leader=False)
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 class TestLeftovers:
@@ -380,14 +410,7 @@ class TestWallTimeBackstop:
         assert handle.pid is not None
         pids = [_pid_in(handle.work_dir / name) for name in STOPS_ITS_WRAPPER_LEAVES]
         try:
-            wait_for(lambda: _state(handle.pid) == "T", "the job to stop its wrapper")  # type: ignore[arg-type]
-            backend.cancel(handle)
-
-            def ended() -> bool:
-                backend.cancel(handle)  # the worker's loop cancels again until the job ends
-                return backend.poll(handle) is not None
-
-            wait_for(ended, "the job to end")
+            _cancel_stopped(backend, handle)
             wait_for(lambda: not any(alive(pid) for pid in [handle.pid, *pids]),  # type: ignore[list-item]
                      "the wrapper and every process of the job to be killed")
         finally:
@@ -395,6 +418,30 @@ class TestWallTimeBackstop:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+    def test_a_chain_of_forks_under_a_stopped_wrapper_is_killed_past_its_cancels_grace(
+        self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None,
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A hostile review's payload (:data:`tests.leftover_support.STOPCHAIN_C`): under S (its own
+        session, a subreaper that reaps), a chain of processes that fork their successor and exit;
+        the payload stops its wrapper. The worker killed the wrapper first, with what one pass
+        over ``/proc`` found of its descendants (the chain had moved on by then): the chain went
+        to init and ran on. Now the wrapper is killed last, once its descendants are gone."""
+        if shutil.which("gcc") is None:
+            pytest.skip("the payload is built with gcc")
+        monkeypatch.setattr(local, "CANCEL_MARGIN", 0.0)
+        payload = build(STOPCHAIN_C, backend.work_root.parent / "stopchain")
+        handle = backend.spawn(backend.prepare(launch(input_dir, account, "", executable=str(payload),
+                                                      arguments=["chain.sid", str(2 * DEADLINE)])))
+        assert handle.pid is not None
+        sid = _pid_in(handle.work_dir / "chain.sid")
+        try:
+            _cancel_stopped(backend, handle)
+            wait_for(lambda: not group_left(sid), "the chain to be killed (and reaped)")
+        finally:
+            kill_group(sid)
+            kill_session(handle.pid)
 
     def test_a_job_within_its_wall_time_is_left_alone(self, backend: LocalExecutionBackend, input_dir: Path,
                                                       account: Account | None) -> None:

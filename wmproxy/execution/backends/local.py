@@ -48,7 +48,7 @@ from typing import ClassVar
 
 from wmproxy.domain import JobState, to_filename
 from wmproxy.errors import WMProxyError
-from wmproxy.execution import identity, processes
+from wmproxy.execution import identity, jobwrapper, processes
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, out_of_memory, outcome_of
 from wmproxy.execution.cgroups import CgroupError, JobCgroups, is_process_of, own_tag
 from wmproxy.execution.identity import PROXY_NAME, Account, IdentityError, WrapperStatus, WrapperStatusError
@@ -1335,7 +1335,10 @@ def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = N
     then: a pid reused meanwhile by another process of the account is left alone, and then its
     own descendants) and their descendants that run as ``uid``, all found in one pass over
     ``/proc`` before any is killed (so none is handed to init first), in passes until one finds
-    none alive (:data:`LEFTOVER_PASSES` at most)."""
+    none alive (:data:`LEFTOVER_PASSES` at most). With ``leader``, the wrapper's descendants are
+    killed first, the wrapper last (:func:`_kill_wrapper_last`)."""
+    if leader:
+        _kill_wrapper_last(sid, uid, started)
     for attempt in range(LEFTOVER_PASSES):
         if attempt:
             time.sleep(0.01)
@@ -1344,13 +1347,68 @@ def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = N
         first = [sid] if (leader and processes.real_uid(sid, live=True) == uid
                           and (started is None or start_time(sid) == started)) else []
         for pid in first + _session_and_descendants(sid, uid, leader=bool(first)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
-            found = True
+            found = _kill_checked(pid, uid, started if pid == sid else None) or found
         if not found:
             return
+
+
+def _kill_checked(pid: int, uid: int, started: int | None) -> bool:
+    """SIGKILL ``pid`` if it runs as ``uid`` (and, given ``started``, started then), checked
+    through ``/proc`` while a pidfd opened first holds it, the kill sent through that pidfd: a kill
+    that succeeds proves the checks read that process, not a later user of its pid (by pid,
+    after the same checks, on a kernel without pidfds). Whether it was killed."""
+    pidfd = processes.open_pidfd(pid)
+    try:
+        if processes.real_uid(pid, live=True) != uid or (started is not None and start_time(pid) != started):
+            return False
+        if pidfd is None:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        _close(pidfd)
+    return True
+
+
+#: Passes at most in which :func:`_kill_wrapper_last` kills a running wrapper's descendants.
+DESCENDANT_PASSES = 200
+
+
+def _kill_wrapper_last(sid: int, uid: int, started: int | None) -> None:
+    """SIGKILL the running wrapper ``sid`` (if it runs as ``uid`` and, given ``started``, started
+    then) after its descendants that run as ``uid``, found from the kernel's children lists.
+
+    The wrapper, stopped first (``SIGSTOP``, through a pidfd opened before the checks, so the
+    process checked is the one signalled), stays the subreaper of its job and reaps nothing: a
+    process of the job whose parent ends goes to it, and its children only grow. Its descendants
+    are killed top down (:func:`jobwrapper._kill_descendants_once`, through pidfds) in passes until
+    one kills nothing and the wrapper's children are the same after it as before (a process that
+    forked and exited during the pass was a zombie by its turn, and its child, adopted by the
+    wrapper after the pass read its children, is found by the next pass): killing the wrapper first
+    handed a chain of processes that fork their successor and exit to init, where only the
+    wrapper's session was looked for. The wrapper is killed after :data:`DESCENDANT_PASSES` passes
+    whatever they found (a process stuck in uninterruptible sleep). Without pidfds, nothing here:
+    :func:`_kill_in_passes` kills the wrapper with what it finds of its descendants in one pass."""
+    pidfd = processes.open_pidfd(sid)
+    if pidfd is None:
+        return
+    try:
+        if processes.real_uid(sid, live=True) != uid or (started is not None and start_time(sid) != started):
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
+        except OSError:  # reaped since the checks: another process may have the pid
+            return
+        for _ in range(DESCENDANT_PASSES):
+            before = jobwrapper._children(sid, sid)
+            if not jobwrapper._kill_descendants_once(sid, uid) and jobwrapper._children(sid, sid) == before:
+                break
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
 
 
 def overdue(born: int, allowed: float) -> bool:
