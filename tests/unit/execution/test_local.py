@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Pki
+from tests.conftest import Pki, need_peer
 from tests.leftover_support import STOPCHAIN_C, build, group_left, kill_group
 from tests.unit.execution.wrapper_support import (
     DEADLINE,
@@ -429,7 +429,7 @@ class TestWallTimeBackstop:
         over ``/proc`` found of its descendants (the chain had moved on by then): the chain went
         to init and ran on. Now the wrapper is killed last, once its descendants are gone."""
         if shutil.which("gcc") is None:
-            pytest.skip("the payload is built with gcc")
+            need_peer("the payload is built with gcc")
         monkeypatch.setattr(local, "CANCEL_MARGIN", 0.0)
         payload = build(STOPCHAIN_C, backend.work_root.parent / "stopchain")
         handle = backend.spawn(backend.prepare(launch(input_dir, account, "", executable=str(payload),
