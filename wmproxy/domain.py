@@ -159,6 +159,29 @@ _SAFE_FILENAME = set(string.ascii_letters + string.digits + ".- ")
 JOB_PROXY_NAME = "user.proxy"
 """File name of a job's proxy copy in its work dir (what ``X509_USER_PROXY`` names)."""
 
+JOB_STATE_DIR = ".wmproxy"
+"""The service's directory in a job's work dir (:data:`wmproxy.execution.jobwrapper.STATE_DIR`):
+the wrapper's spec (``job.marshal``, with the job's inspection secret until the wrapper has read
+it), its log and status, the batch script."""
+
+
+def service_file(rel_path: str) -> str | None:
+    """Why ``rel_path`` (relative to a job's work dir) names what the service put into the work dir
+    and never gives back, in an output sandbox or through perusal, to the owner or to a reader
+    the job's ACL admits; None for any other path.
+
+    Reserved: the job's proxy copy (:data:`JOB_PROXY_NAME`, the owner's credential with its
+    private key: an ACL entry grants read access to the job's data, never that) and everything
+    in :data:`JOB_STATE_DIR`. Empty and ``.`` components are left out (``./user.proxy`` is the
+    proxy); case counts, as in the file system.
+    """
+    parts = [part for part in rel_path.split("/") if part not in ("", ".")]
+    if parts[:1] == [JOB_STATE_DIR]:
+        return "it is the service's state directory of the job, never given back"
+    if parts == [JOB_PROXY_NAME]:
+        return "it is the job's proxy (the owner's credential), never given back"
+    return None
+
 
 def to_filename(job_id: str) -> str:
     """Directory name of a job: every char outside ``[A-Za-z0-9.- ]`` → ``_`` + 2 lowercase hex.

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
+from wmproxy.domain import service_file
 from wmproxy.errors import InvalidArgumentError, JdlError
 
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -104,14 +105,19 @@ def check_work_dir_name(attribute: str, name: str) -> None:
         name: a file name relative to the work directory.
 
     Raises:
-        InvalidArgumentError: ``name`` is absolute or has a ``..`` component; the
-            message names the attribute.
+        InvalidArgumentError: ``name`` is absolute or has a ``..`` component, or it names
+            what the service keeps in the work directory (:func:`~wmproxy.domain.service_file`:
+            the job's proxy ``user.proxy``, ``.wmproxy/``), which no output sandbox gives back
+            and which a job's standard output or error would write over; the message names the
+            attribute.
     """
     if name.startswith("/") or ".." in name.split("/"):
         raise InvalidArgumentError(
             f"Attribute {attribute}: {name!r} must be a path inside the job's work directory "
             "(no absolute path, no '..')"
         )
+    if (why := service_file(name)) is not None:
+        raise InvalidArgumentError(f"Attribute {attribute}: {name!r} is reserved: {why}")
 
 
 def isb_union(groups: Iterable[Iterable[str]]) -> list[str]:

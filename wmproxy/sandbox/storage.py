@@ -361,17 +361,19 @@ def _expand_wildcards(work_dir: Path, names: tuple[str, ...],
                       targets: Sequence[str]) -> Iterator[tuple[str, str]]:
     """``(entry, name to store it under or "")`` of ``names`` (with ``targets``), each entry whose
     last component has wildcards replaced by the paths in its directory that it matches (sorted;
-    a leading ``.`` is matched only by a pattern starting with one; each under its own name), or
-    kept as it is when nothing matches (it is then "not produced"). The directory is listed
-    through descriptors opened without following a symbolic link; one that cannot be listed so
-    (missing, a symlink, ``..``, absolute) matches nothing."""
+    a leading ``.`` is matched only by a pattern starting with one; each under its own name;
+    never what the service keeps there, :func:`~wmproxy.domain.service_file`: ``*`` is not the
+    job's proxy), or kept as it is when nothing matches (it is then "not produced"). The
+    directory is listed through descriptors opened without following a symbolic link; one that
+    cannot be listed so (missing, a symlink, ``..``, absolute) matches nothing."""
     for index, entry in enumerate(names):
         directory, slash, pattern = entry.rpartition("/")
         if not any(w in pattern for w in "*?["):
             yield entry, targets[index] if index < len(targets) else ""
             continue
         matches = [name for name in _list_confined(work_dir, directory)
-                   if fnmatch.fnmatchcase(name, pattern) and (pattern.startswith(".") or not name.startswith("."))]
+                   if fnmatch.fnmatchcase(name, pattern) and (pattern.startswith(".") or not name.startswith("."))
+                   and domain.service_file(f"{directory}{slash}{name}") is None]
         yield from ((f"{directory}{slash}{name}", "") for name in sorted(matches) or [pattern])
 
 
@@ -1123,7 +1125,11 @@ class FilesystemSandboxStorage:
         Only regular files inside ``work_dir`` are copied, opened through descriptors
         without following any symbolic link (:func:`open_confined`); a symlink, a hard
         link (``st_nlink > 1``: the job could have linked a file it cannot read into its
-        directory), a FIFO or device, or a name leaving ``work_dir`` is not collected.
+        directory), a FIFO or device, or a name leaving ``work_dir`` is not collected. Nor is
+        what the service keeps there (:func:`~wmproxy.domain.service_file`: the job's proxy
+        ``user.proxy``, the owner's credential, and ``.wmproxy/``), for the owner as for the
+        readers the job's ACL admits: a wildcard never matches it, and an entry naming it (a
+        JDL registered before registration refused that) is not collected, with the reason.
 
         Each file is copied up to its size when opened (``fstat``; what the job's leftovers add
         during the copy is not read) and, with a ``budget``, up to what is left of it after the
@@ -1153,7 +1159,8 @@ class FilesystemSandboxStorage:
         Returns:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
             reasons are ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a
-            regular file"``, ``"outside the work directory"``, names escaped (:func:`shown_name`; a
+            regular file"``, ``"outside the work directory"``, what
+            :func:`~wmproxy.domain.service_file` says of a reserved name, names escaped (:func:`shown_name`; a
             file whose name is not UTF-8 is collected under that name, its URI percent-encodes
             it); and ``(name, kept, size)`` of
             each file truncated to the budget.
@@ -1170,6 +1177,9 @@ class FilesystemSandboxStorage:
         collected = 0
         stored: dict[str, str] = {}  # name in output/ -> the entry stored under it
         for entry, target in _expand_wildcards(work_dir, names, targets):
+            if (why := domain.service_file(entry)) is not None:  # named: a JDL registered before it was refused
+                missing.append((shown_name(entry), why))
+                continue
             base = os.path.basename(entry)
             if base in ("", ".", ".."):  # "dir/": no file name to store it under (os.replace onto output/)
                 missing.append((shown_name(entry), "not a regular file"))

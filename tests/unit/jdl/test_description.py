@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from wmproxy import domain
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError, WMProxyError
 from wmproxy.jdl import JobDescription, describe, parse_jdl
 
@@ -203,6 +204,28 @@ class TestWorkDirNames:
         with pytest.raises(InvalidArgumentError) as info:
             _describe(f'[ Executable = "a"; OutputSandbox = {{ "ok.txt", "{name}" }}; ]')
         assert "OutputSandbox" in info.value.message
+
+    @pytest.mark.parametrize("name", ["user.proxy", "./user.proxy", ".wmproxy/job.marshal", ".wmproxy/*",
+                                      ".wmproxy", "./.wmproxy//wrapper.log"])
+    def test_what_the_service_keeps_in_the_work_dir_is_refused(self, name: str) -> None:
+        """The job's proxy copy (the owner's credential) and ``.wmproxy/`` (the spec with the
+        inspection secret): an OutputSandbox naming them gave them to every reader the job's ACL
+        admits (red-team M1); a standard output or error so named writes over them."""
+        for attribute in ("OutputSandbox", "StdOutput", "StdError"):
+            value = f'{{ "ok.txt", "{name}" }}' if attribute == "OutputSandbox" else f'"{name}"'
+            with pytest.raises(InvalidArgumentError) as info:
+                _describe(f'[ Executable = "a"; {attribute} = {value}; ]')
+            assert info.value.message.startswith(f"Attribute {attribute}: {name!r} is reserved: it is the ")
+
+    def test_the_reserved_names_are_the_execution_layers(self) -> None:
+        from wmproxy.execution import identity, jobwrapper, zygote
+
+        assert domain.JOB_STATE_DIR == jobwrapper.STATE_DIR == zygote.STATE_DIR
+        assert domain.JOB_PROXY_NAME == identity.PROXY_NAME
+
+    @pytest.mark.parametrize("name", ["user.proxy.txt", "sub/user.proxy", "User.proxy", "x.wmproxy/a", "*", "user.*"])
+    def test_names_like_the_reserved_ones_are_accepted(self, name: str) -> None:
+        assert _describe(f'[ Executable = "a"; OutputSandbox = {{ "{name}" }}; ]').output_sandbox == (name,)
 
     def test_relative_names_below_the_work_dir_are_accepted(self) -> None:
         description = _describe(

@@ -836,6 +836,45 @@ class TestOutputWildcards:
         assert storage.output_files(JOB) == [(b"\xfe.o".decode("utf-8", "surrogateescape"), 4)]
 
 
+class TestServiceFiles:
+    """The job's proxy copy ``user.proxy`` (the owner's credential, private key included) and
+    ``.wmproxy/`` are never collected: ``OutputSandbox = {"*"}`` gave the proxy to every reader
+    the job's ACL admits (red-team M1)."""
+
+    def test_a_wildcard_never_matches_them(self, storage: FilesystemSandboxStorage, tmp_path: Path) -> None:
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        (work / ".wmproxy").mkdir(parents=True)
+        for name in ("user.proxy", "a.out", ".wmproxy/job.marshal", ".wmproxy/wrapper.log"):
+            (work / name).write_bytes(b"-----BEGIN PRIVATE KEY-----" if "proxy" in name else b"x")
+
+        collected = storage.collect_output_files(JOB, work, ("*", "user.*", ".*"))
+
+        assert storage.output_files(JOB) == [("a.out", 1)]
+        assert collected.missing == [("user.*", "not produced"), (".*", "not produced")]
+
+    def test_one_named_is_not_collected_with_the_reason(self, storage: FilesystemSandboxStorage,
+                                                        tmp_path: Path) -> None:
+        """What a JDL registered before the names were refused (:func:`check_work_dir_name`) asks."""
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        (work / ".wmproxy").mkdir(parents=True)
+        (work / "user.proxy").write_bytes(b"-----BEGIN PRIVATE KEY-----")
+        (work / ".wmproxy" / "job.marshal").write_bytes(b"secret")
+        (work / "std.out").write_bytes(b"out")
+
+        collected = storage.collect_output_files(JOB, work, ("user.proxy", "./user.proxy", ".wmproxy/job.marshal",
+                                                             ".wmproxy/*", "std.out"),
+                                                 targets=("", "", "", "", "user.proxy"))
+
+        assert [name for name, _ in collected.missing] == ["user.proxy", "./user.proxy", ".wmproxy/job.marshal",
+                                                           ".wmproxy/*"]
+        assert [why for _, why in collected.missing] == [
+            *["it is the job's proxy (the owner's credential), never given back"] * 2,
+            *["it is the service's state directory of the job, never given back"] * 2]
+        assert storage.output_files(JOB) == [("user.proxy", 3)]  # std.out stored under a destination so named
+
+
 class TestOutputTargets:
     """Each file is stored under the name its registered destination gives (it was stored under
     its base name: ``{"a.out"}`` with ``OutputSandboxDestURI = {"renamed.out"}`` promised
