@@ -403,6 +403,24 @@ class TestAcl:
         alice.wmproxy.addACLItems(done_job, {"Item": [FQANS[0]]})  # exactly bob's primary FQAN
         assert bob_voms.wmproxy.getJobStatus(done_job).status.startswith("Done")
 
+    def test_a_reader_never_gets_the_jobs_proxy(self, alice: ReferenceClient, bob: ReferenceClient, pki: Pki) -> None:
+        """Red-team M1: ``OutputSandbox = {"*"}`` collected the job's proxy copy ``user.proxy``
+        (the owner's credential, private key included) and gave it to every reader the job's ACL
+        admits; naming it in the OutputSandbox or perusing it did the same. Now ``*`` leaves it
+        out (for the owner too), and naming it is refused."""
+        jdl = JDL.replace('OutputSandbox = {"std.out", "std.err"}', 'OutputSandbox = {"*"}')
+        assert jdl != JDL
+        job = alice.wmproxy.jobSubmit(jdl, "ops")
+        assert wait_for_final(alice, job.id) == "Done (Exit Code 0)"
+        alice.wmproxy.addACLItems(job.id, {"Item": [pki.users["bob"].dn]})
+        for reader in (bob, alice):
+            names = sorted(f.name.rsplit("/", 1)[1] for f in reader.wmproxy.getOutputFileList(job.id, ""))
+            assert names == ["std.err", "std.out"]
+        with pytest.raises(zeep.exceptions.Fault) as err:
+            alice.wmproxy.jobRegister(JDL.replace('"std.err"}', '"user.proxy"}'), "ops")
+        assert_fault(err, "InvalidArgumentFault", "jobRegister", "1225",
+                     "Attribute OutputSandbox: 'user.proxy' is reserved")
+
 
 # --- proxy information (§5.5) ----------------------------------------------------------------
 
@@ -575,6 +593,9 @@ class TestPerusal:
         assert_fault(err, "InvalidArgumentFault", "getPerusalFiles", "1225", "Provided file name not valid")
         with pytest.raises(zeep.exceptions.Fault) as err:
             alice.wmproxy.enableFilePerusal(job.id, {"Item": ["../user.proxy"]})
+        assert_fault(err, "InvalidArgumentFault", "enableFilePerusal", "1225", "Provided file name not valid")
+        with pytest.raises(zeep.exceptions.Fault) as err:  # red-team M1: its chunks went to the job's readers
+            alice.wmproxy.enableFilePerusal(job.id, {"Item": ["user.proxy"]})
         assert_fault(err, "InvalidArgumentFault", "enableFilePerusal", "1225", "Provided file name not valid")
 
     def test_other_users_and_unknown_jobs(self, alice: ReferenceClient, bob: ReferenceClient) -> None:

@@ -72,7 +72,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.config import Settings
-from wmproxy.domain import JobState, to_filename
+from wmproxy.domain import JobState, service_file, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import ends_journal, identity
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
@@ -1335,7 +1335,8 @@ class ExecutionWorker:
 
     def _sample(self, job: RunningJob, files: list[str]) -> None:
         """Copy the new bytes of each perused regular file (never a symlink or hard link,
-        never outside the work dir: :func:`open_confined`), each at most
+        never outside the work dir: :func:`open_confined`; never the job's proxy:
+        :func:`~wmproxy.domain.service_file`), each at most
         :data:`PERUSAL_READ_LIMIT`, all together at most the job's budget (read once a file has
         grown: :func:`~wmproxy.services.perusal.perusal_budget`); each chunk is counted in the
         owner's usage as it is written. Once the budget is used up the sample stops (logged once,
@@ -1350,6 +1351,9 @@ class ExecutionWorker:
         stamp = int(time.time())
         budget: PerusalBudget | None = None
         for name in files:
+            if (why := service_file(name)) is not None:  # refused when asked for (_valid_name): never sampled
+                log.warning("job %s: perusal file %s refused: %s", job.order.job_id, log_text(name), why)
+                continue
             try:
                 fd = open_confined(job.handle.work_dir, name)
             except ConfinementError as exc:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import classad2
 
-from wmproxy.domain import JobState, Principal
+from wmproxy.domain import JobState, Principal, service_file
 from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
 from wmproxy.jdl import parse_jdl
 from wmproxy.services.access import live_job
@@ -69,11 +69,15 @@ def _valid_name(name: str) -> str:
     Raises:
         InvalidArgumentError: empty, ``.``, ``..``, a ``/``, or a character of
             :data:`REFUSED_CATEGORIES` (a control character, U+2028, U+2029): the names are
-            stored one a line, so a line end would make one name many.
+            stored one a line, so a line end would make one name many. Or what the service
+            keeps in the work dir (:func:`~wmproxy.domain.service_file`): the job's proxy
+            ``user.proxy``, whose chunks a reader the job's ACL admits could fetch.
     """
     name = name.strip()
     if not name or "/" in name or name in (".", ".."):
         raise InvalidArgumentError("Provided file name not valid")
+    if (why := service_file(name)) is not None:
+        raise InvalidArgumentError(f"Provided file name not valid: {name} is not perused, {why}")
     if not (name.isascii() and name.isprintable()) and any(
             unicodedata.category(c) in REFUSED_CATEGORIES for c in name):
         raise InvalidArgumentError("Provided file name not valid: control characters (newline, CR, NUL...) "
@@ -100,7 +104,8 @@ def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: l
     Raises:
         OperationNotAllowedError: perusal not enabled in the JDL, a compound job, or more
             than ``[jobs] max_perusal_files`` names.
-        InvalidArgumentError: a name with ``/`` or a control character (a newline), or empty.
+        InvalidArgumentError: a name with ``/`` or a control character (a newline), empty, or
+            the job's proxy ``user.proxy`` (:func:`_valid_name`).
     """
     names = [_valid_name(f) for f in files]
     with rt.uow() as uow:

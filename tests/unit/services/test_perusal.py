@@ -119,3 +119,21 @@ def test_a_reader_takes_none_of_the_owners_new_parts(rt: Runtime, alice: Princip
     assert parts(alice) == ["out.txt-200-200"]
     assert parts(alice) == []
     assert parts(bob) == parts(alice, all_chunks=True) == ["out.txt-100-100", "out.txt-200-200"]
+
+
+@pytest.mark.parametrize("name", ["user.proxy", " user.proxy\n", ".wmproxy"])
+def test_the_jobs_proxy_is_never_perused(rt: Runtime, alice: Principal, bob: Principal, job_id: str,
+                                         name: str) -> None:
+    """The job's proxy copy sits in its work dir: perused, its chunks (private key included) went
+    to every reader the job's ACL admits (red-team M1). Refused, as is a list stored before."""
+    with pytest.raises(InvalidArgumentError, match=r"proxy|state directory"):
+        enable_file_perusal(rt, alice, job_id, ["std.out", name])
+    assert perusal_lists(rt, [job_id]) == {}
+    with rt.uow() as uow:  # what enableFilePerusal stored before the name was refused
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(perusal_files="user.proxy\nstd.out"))
+    assert perusal_lists(rt, [job_id]) == {job_id: ["std.out"]}
+    add_acl_items(rt, alice, job_id, [bob.dn])
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
+    with pytest.raises(InvalidArgumentError, match="proxy"):
+        perusal_files(rt, bob, job_id, "user.proxy", True, "https")
