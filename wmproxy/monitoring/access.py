@@ -60,11 +60,6 @@ def quote(value: str) -> str:
 _quoted = functools.lru_cache(maxsize=QUOTED_KEPT)(quote)
 
 
-def format_line(fields: dict[str, str]) -> str:
-    """``key=value ...`` in the order of ``fields``."""
-    return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
-
-
 def record(op: str, dn: str | None, job: str | None, outcome: str, duration: float,
            size: int | None = None) -> None:
     """Log one request and count it (``wmproxy_requests_total``, ``wmproxy_request_duration_seconds``,
@@ -76,8 +71,8 @@ def record(op: str, dn: str | None, job: str | None, outcome: str, duration: flo
         duration: seconds; size: bytes moved by a sandbox request.
     """
     if log.isEnabledFor(logging.INFO):
-        # format_line of op, dn, job, outcome, duration (and bytes), written out: a number and
-        # "-" are bare values
+        # the fields in the module's order, each value quoted as :func:`quote` does (the
+        # repeating ones through its cache); a number and "-" are bare values
         line = (f"op={_quoted(op)} dn={_quoted(dn) if dn else '-'} job={quote(job) if job else '-'} "
                 f"outcome={_quoted(outcome)} duration={duration:.4f}")
         if size is not None:

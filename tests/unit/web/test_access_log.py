@@ -12,7 +12,7 @@ import pytest
 from tests.support import CALLER_KEY, ECHO_JDL
 from tests.unit.web.conftest import request
 from wmproxy.domain import Principal
-from wmproxy.monitoring.access import format_line, quote
+from wmproxy.monitoring.access import quote, record
 from wmproxy.services.inspection import AGENT_PATH
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.submission import register_job
@@ -45,9 +45,15 @@ class TestFormat:
     def test_values_are_quoted_when_needed(self, value: str, written: str) -> None:
         assert quote(value) == written
 
-    def test_a_hostile_value_cannot_forge_a_field(self) -> None:
-        line = format_line({"op": "jobStart", "dn": '/CN=x" outcome=ok job=evil', "outcome": "AuthorizationFault"})
-        assert parse(line) == {"op": "jobStart", "dn": '/CN=x" outcome=ok job=evil', "outcome": "AuthorizationFault"}
+    def test_a_hostile_value_cannot_forge_a_field(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, "wmproxy.access")
+        dn, job = '/CN=x" outcome=ok job=evil', "https://h:9000/j\nop=forged"
+        record("jobStart", dn, job, "AuthorizationFault", 0.25, 7)
+        record("jobStart", dn, None, "ok", 0.5)  # the DN's quoted form again, from the cache
+        assert access_lines(caplog) == [
+            {"op": "jobStart", "dn": dn, "job": "https://h:9000/j\\nop=forged", "outcome": "AuthorizationFault",
+             "duration": "0.2500", "bytes": "7"},
+            {"op": "jobStart", "dn": dn, "job": "-", "outcome": "ok", "duration": "0.5000"}]
 
 
 class TestSoapLines:

@@ -1354,12 +1354,12 @@ def _kill_in_passes(sid: int, uid: int, *, leader: bool, started: int | None = N
 
 def _kill_checked(pid: int, uid: int, started: int | None) -> bool:
     """SIGKILL ``pid`` if it runs as ``uid`` (and, given ``started``, started then), checked
-    through ``/proc`` while a pidfd opened first holds it, the kill sent through that pidfd: a kill
-    that succeeds proves the checks read that process, not a later user of its pid (by pid,
-    after the same checks, on a kernel without pidfds). Whether it was killed."""
-    pidfd = processes.open_pidfd(pid)
+    through :func:`_checked_pidfd`, the kill sent through its pidfd: a kill that succeeds proves
+    the checks read that process, not a later user of its pid (by pid, after the same checks, on a
+    kernel without pidfds). Whether it was killed."""
+    matches, pidfd = _checked_pidfd(pid, uid, started)
     try:
-        if processes.real_uid(pid, live=True) != uid or (started is not None and start_time(pid) != started):
+        if not matches:
             return False
         if pidfd is None:
             os.kill(pid, signal.SIGKILL)
@@ -1370,6 +1370,15 @@ def _kill_checked(pid: int, uid: int, started: int | None) -> bool:
     finally:
         _close(pidfd)
     return True
+
+
+def _checked_pidfd(pid: int, uid: int, started: int | None) -> tuple[bool, int | None]:
+    """A pidfd on ``pid`` (None on a kernel without pidfds or once ``pid`` is gone), opened before
+    ``/proc`` is read, and whether ``pid`` then ran as ``uid`` (and, given ``started``, started
+    then, in clock ticks after boot): while the pidfd is open, a signal sent through it reaches the
+    process checked or none. The caller closes the pidfd."""
+    pidfd = processes.open_pidfd(pid)
+    return (processes.real_uid(pid, live=True) == uid and (started is None or start_time(pid) == started)), pidfd
 
 
 #: Passes at most in which :func:`_kill_wrapper_last` kills a running wrapper's descendants.
@@ -1391,11 +1400,11 @@ def _kill_wrapper_last(sid: int, uid: int, started: int | None) -> None:
     wrapper's session was looked for. The wrapper is killed after :data:`DESCENDANT_PASSES` passes
     whatever they found (a process stuck in uninterruptible sleep). Without pidfds, nothing here:
     :func:`_kill_in_passes` kills the wrapper with what it finds of its descendants in one pass."""
-    pidfd = processes.open_pidfd(sid)
+    matches, pidfd = _checked_pidfd(sid, uid, started)
     if pidfd is None:
         return
     try:
-        if processes.real_uid(sid, live=True) != uid or (started is not None and start_time(sid) != started):
+        if not matches:
             return
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
