@@ -8,7 +8,8 @@ the job's secret in the ``X-WMProxy-Inspection-Token`` header:
     long-poll for the next request: ``200`` ``{"request": id, "argv": [...],
     "time_limit": s, "output_cap": bytes}``; ``204`` none within ``wait`` (a
     ``Retry-After`` header asks the agent to pause first when the service is busy);
-    ``410`` the job is not running (the agent stops); ``403`` wrong credential or secret.
+    ``410`` the job is not running, or ``[inspection] mode`` is ``off`` (the agent stops);
+    ``403`` wrong credential or secret.
 ``POST <AGENT_PATH>/result?job=<job id>&request=<id>``
     JSON ``{"exit_code": int|null, "started_at": "...Z", "ended_at": "...Z",
     "timed_out": bool, "truncated": bool, "error": str|null, "output": base64}``:
@@ -83,7 +84,7 @@ class InspectionAgentApp:
                 inspection.agent_post(self.runtime, principal, job_id, token, query.get("request", ""), outcome)
                 return _send(start_response, "204 No Content", b"")
             return _send(start_response, "404 Not Found", b"not found\n")
-        except inspection.JobNotRunningError as exc:
+        except inspection.AgentStopError as exc:
             return _send(start_response, "410 Gone", f"{exc}\n".encode())
         except (AuthenticationError, AuthorizationError) as exc:
             log.info("inspection agent refused (%s): %s", path, exc)

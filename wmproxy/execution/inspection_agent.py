@@ -19,7 +19,7 @@ variables that name the job, never a loader's or an interpreter's), the program 
 :data:`TRUSTED_PATH` (never the job's ``PATH``), stdout and stderr merged, in its own
 process group, killed (SIGKILL to the group) at the request's time limit, output kept up
 to the request's cap (the rest is read and dropped); then ``POST <url>/result``. The agent
-ends when the service answers 410 (the job is not running), when its parent (the wrapper)
+ends when the service answers 410 (the job is not running, inspection is off), when its parent (the wrapper)
 is gone, or on SIGTERM; a command it is running then is killed. Network errors are
 retried with a growing pause (at most :data:`MAX_PAUSE` seconds).
 """

@@ -133,8 +133,16 @@ class AgentOutcome:
     error: str | None = None
 
 
-class JobNotRunningError(OperationNotAllowedError):
+class AgentStopError(OperationNotAllowedError):
+    """The job's agent must stop (HTTP 410, which every agent understands as "stop")."""
+
+
+class JobNotRunningError(AgentStopError):
     """The job's agent asked for work while the job is not running (the agent stops)."""
+
+
+class InspectionOffError(AgentStopError):
+    """The job's agent asked for work while ``[inspection] mode`` is ``off`` (the agent stops)."""
 
 
 #: Fraction of a process's request threads that job agents' long-polls may hold.
@@ -503,9 +511,16 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
     seconds (at most :data:`MAX_WAIT`) without one, or once the service stops
     (``rt.stopping``: the agent asks again, of the service restarted).
 
+    A pending request is handed out only if it could still be asked now: one asked by another
+    than the owner, one pending longer than ``pickup_timeout``, or one whose command
+    ``[inspection]`` now refuses (a narrower allow-list) fails instead, with the reason
+    (:func:`_unfit`). With ``mode = off`` the job's pending requests fail and the agent is
+    told to stop.
+
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
         JobNotRunningError: the job is not running (the agent should stop).
+        InspectionOffError: ``[inspection] mode`` is ``off`` (the agent should stop).
     """
     deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT))
     while True:
@@ -514,19 +529,45 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
             if job.state != JobState.RUNNING.value:
                 raise JobNotRunningError(f"The job is not running (state {job.state})")
             request = _store(uow).next_pending(job_id)
-            while request is not None and request.requester_dn != job.owner_dn:
-                # an ACL reader's, asked before only owners could: never run
-                request.state, request.ended_at, request.message = FAILED, _now(), OWNER_ONLY
-                log.info("inspection %s of job %s failed: asked by %s, not the owner", request.id, job_id,
-                         request.requester_dn)
+            while request is not None:
+                reason = _unfit(rt.settings, request, job)
+                if reason is None:
+                    break
+                request.state, request.ended_at, request.message = FAILED, _now(), reason
+                log.info("inspection %s of job %s failed before the agent took it: %s", request.id, job_id,
+                         log_text(reason))
                 uow.session.flush()
                 request = _store(uow).next_pending(job_id)
             if request is not None:
                 request.state, request.started_at = RUNNING, _now()
                 return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)
+            off = rt.settings.inspection.mode == "off"
+        if off:  # once what was pending has failed (committed: raising inside would roll it back)
+            raise InspectionOffError("Job inspection is disabled on this service")
         if time.monotonic() >= deadline or rt.stopping.wait(min(POLL_INTERVAL * 2,
                                                                   max(0.0, deadline - time.monotonic()))):
             return None
+
+
+def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | None:
+    """Why the pending ``request`` of the running ``job`` must fail rather than be handed to
+    its agent, or None: asked by another than the owner (an ACL reader's, asked before only
+    owners could), not taken within ``pickup_timeout`` (nobody may have polled since: the
+    agent would run it late), or a command ``[inspection]`` refuses now (``mode = off``, a
+    program taken off the allow-list)."""
+    if request.requester_dn != job.owner_dn:
+        return OWNER_ONLY
+    stuck = _stuck(settings, request, job, _now())
+    if stuck is not None:
+        return stuck
+    try:
+        argv = json.loads(request.argv)
+        check_command(settings, argv if isinstance(argv, list) else [])
+    except (OperationNotAllowedError, InvalidArgumentError) as exc:
+        return f"The service's inspection policy refuses this command now, before the job took it: {exc.args[0]}"
+    except ValueError:
+        return "Invalid Argument: the stored inspection command is not readable"
+    return None
 
 
 def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,
