@@ -343,6 +343,11 @@ def _within_caps(settings: Settings, store: SqlInspectionStore, job_id: str, req
 
 #: Prefix of the request id an ended job's request gets (:func:`ended_request_id`).
 ENDED_PREFIX = "ended."
+#: Longest :func:`ended_request_id` decoded: the longest the service makes (a job id, a command of
+#: :data:`MAX_ARGV_BYTES` control characters, each ``\u00XX`` in JSON, base64) fits with room to
+#: spare; a longer one is refused before it is decoded (a forged one of nested JSON took
+#: ``json.loads`` past the recursion limit: GenericFault and a traceback).
+MAX_ENDED_ID_CHARS = 64 * 1024
 
 
 def ended_request_id(job_id: str, command: list[str], asked_at: dt.datetime) -> str:
@@ -362,11 +367,13 @@ def _ended_request(request_id: str) -> tuple[str, list[str], dt.datetime]:
     """
     coded = request_id[len(ENDED_PREFIX):]
     try:
+        if len(request_id) > MAX_ENDED_ID_CHARS:
+            raise ValueError("too long")
         job_id, command, asked = json.loads(base64.urlsafe_b64decode(coded + "=" * (-len(coded) % 4)))
         if not (isinstance(job_id, str) and isinstance(command, list) and all(isinstance(w, str) for w in command)):
-            raise TypeError(request_id)
+            raise TypeError("not an ended request")
         return job_id, command, dt.datetime.fromtimestamp(float(asked), dt.UTC)
-    except (ValueError, TypeError, OverflowError, OSError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, OSError, binascii.Error, RecursionError):
         raise InvalidArgumentError("Invalid Argument: unknown inspection request") from None
 
 
