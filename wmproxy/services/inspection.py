@@ -513,6 +513,17 @@ def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, 
     return job
 
 
+def agent_check(rt: Runtime, principal: Principal, job_id: str, token: str) -> None:
+    """That the caller is the job's agent (the owner's credential and the job's secret), before
+    anything it sent is read (the HTTP edge reads a result's body only then).
+
+    Raises:
+        AuthorizationError: not the job owner's credential, or a wrong secret.
+    """
+    with rt.uow() as uow:
+        _agent_job(rt, uow, principal, job_id, token)
+
+
 def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait: float) -> AgentTask | None:
     """The next request for the job's agent, taken (``running``); None after ``wait``
     seconds (at most :data:`MAX_WAIT`) without one, or once the service stops

@@ -77,3 +77,46 @@ def test_a_time_outside_years_1_to_9999_in_utc_is_a_400(rt: Runtime, alice: Prin
     assert status == "400 Bad Request"
     assert body == f"not a UTC time within years 1 to 9999: {value!r}\n".encode()
     assert stored(rt, taken[1]) == (RUNNING, None)
+
+
+# --- the secret before the body (a red-team review, L3) ---------------------------------------
+
+
+class Body(io.BytesIO):
+    """A request body that records whether it was read."""
+
+    read_at_all = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.read_at_all = True
+        return super().read(size)
+
+
+def raw_post(rt: Runtime, caller: Principal, job_id: str, request_id: str, token: str,
+             raw: bytes) -> tuple[str, bytes, bool]:
+    """(status, body, whether the request's body was read) of a result POST."""
+    body = Body(raw)
+    seen: dict[str, str] = {}
+    out = InspectionAgentApp(rt, lambda environ: caller)(
+        {"PATH_INFO": f"{inspection.AGENT_PATH}/result", "REQUEST_METHOD": "POST",
+         "QUERY_STRING": f"job={job_id}&request={request_id}", TOKEN_HEADER: token,
+         "CONTENT_LENGTH": str(len(raw)), "wsgi.input": body},
+        lambda status, headers, exc_info=None: seen.setdefault("status", status))
+    return seen["status"], b"".join(out), body.read_at_all
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"output": "@@@"}', b'{"exit_code": 0, "output": ""}'])
+def test_a_wrong_secret_is_refused_before_the_body_is_read(rt: Runtime, alice: Principal, taken: tuple[str, str],
+                                                           raw: bytes) -> None:
+    status, body, read = raw_post(rt, alice, *taken, "0" * 64, raw)
+    assert (status, body) == ("403 Forbidden", b"Authorization error: not the agent of this job\n")
+    assert not read
+    assert stored(rt, taken[1]) == (RUNNING, None)
+
+
+def test_another_users_credential_is_refused_before_the_body_is_read(
+        rt: Runtime, bob: Principal, taken: tuple[str, str]) -> None:
+    job_id, request_id = taken
+    status, _body, read = raw_post(rt, bob, job_id, request_id, inspection.agent_token(rt.settings, job_id),
+                                   b"{not json")
+    assert status == "403 Forbidden" and not read
