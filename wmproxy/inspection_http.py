@@ -16,7 +16,8 @@ the job's secret in the ``X-WMProxy-Inspection-Token`` header:
     once the caller proved to be the job's agent (``403`` before, the body unread):
     ``204`` recorded; ``400`` with the reason for a body that breaks this contract (an
     ``exit_code`` outside -2**31 to 2**31 - 1, a time that is not an ISO 8601 UTC time
-    within years 1 to 9999 once in UTC, output not base64, ...).
+    within years 1 to 9999 once in UTC, output not base64, a request the agent was not
+    handed, ...).
 
 Long-polls hold a request thread, so at most
 :data:`~wmproxy.services.inspection.AGENT_WAIT_SHARE` of the process's threads wait for agents

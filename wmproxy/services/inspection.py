@@ -591,11 +591,13 @@ def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | No
 def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,
                outcome: AgentOutcome) -> None:
     """Record the outcome the job's agent posts for a request it took; the output is cut
-    at the request's cap. A request already finished (failed meanwhile) is left alone.
+    at the request's cap. A request already finished (failed meanwhile) is left alone. The
+    times the agent gives are kept within what the service saw (:func:`_run_times`).
 
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
         InvalidArgumentError: no such request of this job.
+        OperationNotAllowedError: a request the agent was not handed (still pending).
     """
     with rt.uow() as uow:
         _agent_job(rt, uow, principal, job_id, token)
@@ -605,9 +607,11 @@ def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, reque
         if request.state in FINISHED:
             log.info("inspection %s of job %s: late answer ignored (%s)", request_id, job_id, request.state)
             return
+        if request.state != RUNNING:
+            raise OperationNotAllowedError(f"the inspection request is {request.state}: the job's agent was not "
+                                           "handed it, so there is nothing to answer")
         request.state = DONE if outcome.error is None else FAILED
-        request.started_at = outcome.started_at or request.started_at
-        request.ended_at = outcome.ended_at or _now()
+        request.started_at, request.ended_at = _run_times(request, outcome, _now())
         request.exit_code = outcome.exit_code
         request.timed_out = outcome.timed_out
         request.output = outcome.output[: request.output_cap]
@@ -615,3 +619,15 @@ def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, reque
         request.message = outcome.error or ("killed at the time limit" if outcome.timed_out else None)
     log.info("inspection %s of job %s: %s, exit code %s%s", request_id, job_id, request.state, outcome.exit_code,
              ", timed out" if outcome.timed_out else "")
+
+
+def _run_times(request: InspectionRequest, outcome: AgentOutcome, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """(started, ended) of a taken request as recorded: the agent's, within what the service saw.
+    It started no sooner than it was handed out (``started_at`` at the claim; the agent's clock
+    may be behind) and no later than ``now``; it ended between its start and ``now`` (a result
+    once posted with ``0001-01-01`` to ``9999-12-31`` was recorded as it was). A time not given
+    is the claim, or ``now``."""
+    claimed = request.started_at or request.asked_at
+    started = min(max(outcome.started_at or claimed, claimed), now)
+    ended = min(max(outcome.ended_at or now, started), now)
+    return started, ended
