@@ -552,8 +552,8 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
                 if reason is None:
                     break
                 request.state, request.ended_at, request.message = FAILED, _now(), reason
-                log.info("inspection %s of job %s failed before the agent took it: %s", request.id, job_id,
-                         log_text(reason))
+                log.info("inspection %s of job %s by %s failed before the agent took it: %s", request.id, job_id,
+                         request.requester_dn, log_text(reason))
                 uow.session.flush()
                 request = _store(uow).next_pending(job_id)
             if request is not None:
