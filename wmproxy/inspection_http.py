@@ -8,13 +8,16 @@ the job's secret in the ``X-WMProxy-Inspection-Token`` header:
     long-poll for the next request: ``200`` ``{"request": id, "argv": [...],
     "time_limit": s, "output_cap": bytes}``; ``204`` none within ``wait`` (a
     ``Retry-After`` header asks the agent to pause first when the service is busy);
-    ``410`` the job is not running (the agent stops); ``403`` wrong credential or secret.
+    ``410`` the job is not running, or ``[inspection] mode`` is ``off`` (the agent stops);
+    ``403`` wrong credential or secret.
 ``POST <AGENT_PATH>/result?job=<job id>&request=<id>``
     JSON ``{"exit_code": int|null, "started_at": "...Z", "ended_at": "...Z",
-    "timed_out": bool, "truncated": bool, "error": str|null, "output": base64}``:
+    "timed_out": bool, "truncated": bool, "error": str|null, "output": base64}``, read only
+    once the caller proved to be the job's agent (``403`` before, the body unread):
     ``204`` recorded; ``400`` with the reason for a body that breaks this contract (an
     ``exit_code`` outside -2**31 to 2**31 - 1, a time that is not an ISO 8601 UTC time
-    within years 1 to 9999 once in UTC, output not base64, ...).
+    within years 1 to 9999 once in UTC, output not base64, a request the agent was not
+    handed, ...).
 
 Long-polls hold a request thread, so at most
 :data:`~wmproxy.services.inspection.AGENT_WAIT_SHARE` of the process's threads wait for agents
@@ -79,11 +82,13 @@ class InspectionAgentApp:
             if path == f"{inspection.AGENT_PATH}/next" and method == "GET":
                 return self._next(start_response, principal, job_id, token, query.get("wait", "0"))
             if path == f"{inspection.AGENT_PATH}/result" and method == "POST":
+                # the job, its owner and the secret first: a stranger's body is never parsed
+                inspection.agent_check(self.runtime, principal, job_id, token)
                 outcome = _outcome(_read_body(environ, self.runtime.settings.inspection.output_cap))
                 inspection.agent_post(self.runtime, principal, job_id, token, query.get("request", ""), outcome)
                 return _send(start_response, "204 No Content", b"")
             return _send(start_response, "404 Not Found", b"not found\n")
-        except inspection.JobNotRunningError as exc:
+        except inspection.AgentStopError as exc:
             return _send(start_response, "410 Gone", f"{exc}\n".encode())
         except (AuthenticationError, AuthorizationError) as exc:
             log.info("inspection agent refused (%s): %s", path, exc)

@@ -19,9 +19,11 @@ variables that name the job, never a loader's or an interpreter's), the program 
 :data:`TRUSTED_PATH` (never the job's ``PATH``), stdout and stderr merged, in its own
 process group, killed (SIGKILL to the group) at the request's time limit, output kept up
 to the request's cap (the rest is read and dropped); then ``POST <url>/result``. The agent
-ends when the service answers 410 (the job is not running), when its parent (the wrapper)
-is gone, or on SIGTERM; a command it is running then is killed. Network errors are
-retried with a growing pause (at most :data:`MAX_PAUSE` seconds).
+ends when the service answers 410 (the job is not running, inspection is off), when its parent
+(the wrapper) is gone, or on SIGTERM; a command it is running then is killed. Network errors are
+retried with a growing pause (at most :data:`MAX_PAUSE` seconds). Renewal and re-delegation
+replace the job's proxy while it runs: the agent loads it again when the file changed
+(:meth:`Agent.reload_proxy`, before each request and once more after a 403).
 """
 
 from __future__ import annotations
@@ -95,14 +97,53 @@ class Agent:
         self.parent = os.getppid()
         self.stopping = False
         self.busy = False  # running a command (SIGTERM then waits for it to be killed)
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, capath=environ.get("WMPROXY_INSPECTION_CA_DIR"))
-        context.load_cert_chain(environ["X509_USER_PROXY"])
-        self.context = context
+        self.ca_dir = environ.get("WMPROXY_INSPECTION_CA_DIR")
+        self.proxy = environ["X509_USER_PROXY"]
+        self.proxy_seen = _file_identity(self.proxy)
+        self.context = self._new_context()
+
+    def _new_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, capath=self.ca_dir)
+        context.load_cert_chain(self.proxy)
+        return context
+
+    def reload_proxy(self) -> bool:
+        """Present the job's proxy as it is now: renewal and re-delegation replace
+        ``X509_USER_PROXY`` while the job runs, and the chain loaded at start expires. Rebuilds
+        the TLS context when the file's (inode, mtime, size) changed since it was loaded (a
+        ``stat``, cheap before every request); True when it did. A file that cannot be loaded
+        (being written in place) keeps the context there was, and is tried again once it
+        changes again."""
+        try:
+            seen = _file_identity(self.proxy)
+        except OSError as exc:
+            _log(f"cannot look at the job's proxy: {exc}")
+            return False
+        if seen == self.proxy_seen:
+            return False
+        self.proxy_seen = seen  # stat first: a change during the load is seen the next time
+        try:
+            self.context = self._new_context()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            _log(f"cannot load the job's renewed proxy (keeping the one loaded before): {exc}")
+            return False
+        _log("loaded the job's renewed proxy")
+        return True
 
     # --- the service -----------------------------------------------------------------
 
     def _request(self, method: str, what: str, query: dict[str, str], body: bytes | None, timeout: float
                  ) -> tuple[int, dict[str, str], bytes]:
+        """One request, with the job's proxy as it is now (:meth:`reload_proxy`); asked once more
+        after a 403 when the proxy changed meanwhile (the service refused the one it replaced)."""
+        self.reload_proxy()
+        answer = self._send(method, what, query, body, timeout)
+        if answer[0] == 403 and self.reload_proxy():
+            answer = self._send(method, what, query, body, timeout)
+        return answer
+
+    def _send(self, method: str, what: str, query: dict[str, str], body: bytes | None, timeout: float
+              ) -> tuple[int, dict[str, str], bytes]:
         query = dict(query, job=self.job_id)
         url = f"{self.url}/{what}?{urllib.parse.urlencode(query)}"
         headers = {TOKEN_HEADER: self.token}
@@ -254,6 +295,12 @@ class Agent:
                     self._pause(min(MAX_PAUSE, 2.0 ** min(failures, 5)))
                 except _StopError:
                     return 0
+
+
+def _file_identity(path: str) -> tuple[int, int, int]:
+    """(inode, mtime in ns, size) of ``path``: a rename over it or a rewrite changes it."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def command_environment(environ: dict[str, str], work_dir: str) -> dict[str, str]:

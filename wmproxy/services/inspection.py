@@ -133,8 +133,16 @@ class AgentOutcome:
     error: str | None = None
 
 
-class JobNotRunningError(OperationNotAllowedError):
+class AgentStopError(OperationNotAllowedError):
+    """The job's agent must stop (HTTP 410, which every agent understands as "stop")."""
+
+
+class JobNotRunningError(AgentStopError):
     """The job's agent asked for work while the job is not running (the agent stops)."""
+
+
+class InspectionOffError(AgentStopError):
+    """The job's agent asked for work while ``[inspection] mode`` is ``off`` (the agent stops)."""
 
 
 #: Fraction of a process's request threads that job agents' long-polls may hold.
@@ -335,6 +343,11 @@ def _within_caps(settings: Settings, store: SqlInspectionStore, job_id: str, req
 
 #: Prefix of the request id an ended job's request gets (:func:`ended_request_id`).
 ENDED_PREFIX = "ended."
+#: Longest :func:`ended_request_id` decoded: the longest the service makes (a job id, a command of
+#: :data:`MAX_ARGV_BYTES` control characters, each ``\u00XX`` in JSON, base64) fits with room to
+#: spare; a longer one is refused before it is decoded (a forged one of nested JSON took
+#: ``json.loads`` past the recursion limit: GenericFault and a traceback).
+MAX_ENDED_ID_CHARS = 64 * 1024
 
 
 def ended_request_id(job_id: str, command: list[str], asked_at: dt.datetime) -> str:
@@ -354,11 +367,13 @@ def _ended_request(request_id: str) -> tuple[str, list[str], dt.datetime]:
     """
     coded = request_id[len(ENDED_PREFIX):]
     try:
+        if len(request_id) > MAX_ENDED_ID_CHARS:
+            raise ValueError("too long")
         job_id, command, asked = json.loads(base64.urlsafe_b64decode(coded + "=" * (-len(coded) % 4)))
         if not (isinstance(job_id, str) and isinstance(command, list) and all(isinstance(w, str) for w in command)):
-            raise TypeError(request_id)
+            raise TypeError("not an ended request")
         return job_id, command, dt.datetime.fromtimestamp(float(asked), dt.UTC)
-    except (ValueError, TypeError, OverflowError, OSError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, OSError, binascii.Error, RecursionError):
         raise InvalidArgumentError("Invalid Argument: unknown inspection request") from None
 
 
@@ -498,14 +513,32 @@ def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, 
     return job
 
 
+def agent_check(rt: Runtime, principal: Principal, job_id: str, token: str) -> None:
+    """That the caller is the job's agent (the owner's credential and the job's secret), before
+    anything it sent is read (the HTTP edge reads a result's body only then).
+
+    Raises:
+        AuthorizationError: not the job owner's credential, or a wrong secret.
+    """
+    with rt.uow() as uow:
+        _agent_job(rt, uow, principal, job_id, token)
+
+
 def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait: float) -> AgentTask | None:
     """The next request for the job's agent, taken (``running``); None after ``wait``
     seconds (at most :data:`MAX_WAIT`) without one, or once the service stops
     (``rt.stopping``: the agent asks again, of the service restarted).
 
+    A pending request is handed out only if it could still be asked now: one asked by another
+    than the owner, one pending longer than ``pickup_timeout``, or one whose command
+    ``[inspection]`` now refuses (a narrower allow-list) fails instead, with the reason
+    (:func:`_unfit`). With ``mode = off`` the job's pending requests fail and the agent is
+    told to stop.
+
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
         JobNotRunningError: the job is not running (the agent should stop).
+        InspectionOffError: ``[inspection] mode`` is ``off`` (the agent should stop).
     """
     deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT))
     while True:
@@ -514,29 +547,57 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
             if job.state != JobState.RUNNING.value:
                 raise JobNotRunningError(f"The job is not running (state {job.state})")
             request = _store(uow).next_pending(job_id)
-            while request is not None and request.requester_dn != job.owner_dn:
-                # an ACL reader's, asked before only owners could: never run
-                request.state, request.ended_at, request.message = FAILED, _now(), OWNER_ONLY
-                log.info("inspection %s of job %s failed: asked by %s, not the owner", request.id, job_id,
-                         request.requester_dn)
+            while request is not None:
+                reason = _unfit(rt.settings, request, job)
+                if reason is None:
+                    break
+                request.state, request.ended_at, request.message = FAILED, _now(), reason
+                log.info("inspection %s of job %s by %s failed before the agent took it: %s", request.id, job_id,
+                         request.requester_dn, log_text(reason))
                 uow.session.flush()
                 request = _store(uow).next_pending(job_id)
             if request is not None:
                 request.state, request.started_at = RUNNING, _now()
                 return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)
+            off = rt.settings.inspection.mode == "off"
+        if off:  # once what was pending has failed (committed: raising inside would roll it back)
+            raise InspectionOffError("Job inspection is disabled on this service")
         if time.monotonic() >= deadline or rt.stopping.wait(min(POLL_INTERVAL * 2,
                                                                   max(0.0, deadline - time.monotonic()))):
             return None
 
 
+def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | None:
+    """Why the pending ``request`` of the running ``job`` must fail rather than be handed to
+    its agent, or None: asked by another than the owner (an ACL reader's, asked before only
+    owners could), not taken within ``pickup_timeout`` (nobody may have polled since: the
+    agent would run it late), or a command ``[inspection]`` refuses now (``mode = off``, a
+    program taken off the allow-list)."""
+    if request.requester_dn != job.owner_dn:
+        return OWNER_ONLY
+    stuck = _stuck(settings, request, job, _now())
+    if stuck is not None:
+        return stuck
+    try:
+        argv = json.loads(request.argv)
+        check_command(settings, argv if isinstance(argv, list) else [])
+    except (OperationNotAllowedError, InvalidArgumentError) as exc:
+        return f"The service's inspection policy refuses this command now, before the job took it: {exc.args[0]}"
+    except ValueError:
+        return "Invalid Argument: the stored inspection command is not readable"
+    return None
+
+
 def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,
                outcome: AgentOutcome) -> None:
     """Record the outcome the job's agent posts for a request it took; the output is cut
-    at the request's cap. A request already finished (failed meanwhile) is left alone.
+    at the request's cap. A request already finished (failed meanwhile) is left alone. The
+    times the agent gives are kept within what the service saw (:func:`_run_times`).
 
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
         InvalidArgumentError: no such request of this job.
+        OperationNotAllowedError: a request the agent was not handed (still pending).
     """
     with rt.uow() as uow:
         _agent_job(rt, uow, principal, job_id, token)
@@ -546,9 +607,11 @@ def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, reque
         if request.state in FINISHED:
             log.info("inspection %s of job %s: late answer ignored (%s)", request_id, job_id, request.state)
             return
+        if request.state != RUNNING:
+            raise OperationNotAllowedError(f"the inspection request is {request.state}: the job's agent was not "
+                                           "handed it, so there is nothing to answer")
         request.state = DONE if outcome.error is None else FAILED
-        request.started_at = outcome.started_at or request.started_at
-        request.ended_at = outcome.ended_at or _now()
+        request.started_at, request.ended_at = _run_times(request, outcome, _now())
         request.exit_code = outcome.exit_code
         request.timed_out = outcome.timed_out
         request.output = outcome.output[: request.output_cap]
@@ -556,3 +619,15 @@ def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, reque
         request.message = outcome.error or ("killed at the time limit" if outcome.timed_out else None)
     log.info("inspection %s of job %s: %s, exit code %s%s", request_id, job_id, request.state, outcome.exit_code,
              ", timed out" if outcome.timed_out else "")
+
+
+def _run_times(request: InspectionRequest, outcome: AgentOutcome, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """(started, ended) of a taken request as recorded: the agent's, within what the service saw.
+    It started no sooner than it was handed out (``started_at`` at the claim; the agent's clock
+    may be behind) and no later than ``now``; it ended between its start and ``now`` (a result
+    once posted with ``0001-01-01`` to ``9999-12-31`` was recorded as it was). A time not given
+    is the claim, or ``now``."""
+    claimed = request.started_at or request.asked_at
+    started = min(max(outcome.started_at or claimed, claimed), now)
+    ended = min(max(outcome.ended_at or now, started), now)
+    return started, ended
