@@ -88,7 +88,12 @@ def load_credential(
     key = None
     if match:
         try:
-            key = serialization.load_pem_private_key(match.group(0), password=password)
+            # OpenSSL's RSA consistency check (primality of p and q: tens of ms a key) skipped:
+            # every key loaded here is the caller's own or one the service made (the user's proxy
+            # or certificate key in the CLI, a stored or renewed proxy in the renewal worker),
+            # never a peer's, and a key not matching its certificate is still refused below
+            key = serialization.load_pem_private_key(match.group(0), password=password,
+                                                     unsafe_skip_rsa_key_validation=True)
         except (ValueError, TypeError) as exc:
             raise ProxyError(f"unreadable private key: {exc}") from None
         if public_key_der(key.public_key()) != public_key_der(certs[0].public_key()):
