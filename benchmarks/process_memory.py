@@ -17,7 +17,9 @@ each driven well past the caps of the caches it fills (256 entries for the chain
   distinct callers (DNs) six requests each: getProxyReq + putProxy, jobSubmit, getJobStatus,
   getDelegatedProxyInfo, getVersion;
 * ``gunicorn``: the same callers over TLS to a real deployment's one gunicorn worker (its RSS
-  printed); ``--reuse N`` takes N callers in turn instead of a new one each time.
+  printed); ``--reuse N`` takes N callers in turn instead of a new one each time; ``--heaptrack DIR``
+  attaches heaptrack (``worker_heaptrack.py``) to the worker at the first point after warm-up and
+  prints, at the end, what the worker allocated since and still held (by C call site).
 
 At ``--points`` evenly spaced points (and one after a short warm-up) it prints the process's RSS
 (``/proc/<pid>/status`` VmRSS, with its growth per operation since the point before) and, with
@@ -33,7 +35,7 @@ The execution part must run as root (a mapped account is created, as in
 
     .venv/bin/python benchmarks/process_memory.py [--parts renewal,execution,soap,gunicorn] [--trace]
         [--users 64] [--rounds 10] [--jobs 3000] [--callers 1500] [--reuse N] [--points 6]
-        [--database sqlite|postgresql]
+        [--database sqlite|postgresql] [--heaptrack DIR [--leaks 15]]
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ import contextlib
 import functools
 import gc
 import linecache
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -374,6 +378,7 @@ def gunicorn(args: argparse.Namespace, trace: bool) -> None:
         wanted = points(args.callers, args.points)
         done = 0
         made: dict[int, tuple[Path, Any]] = {}  # with --reuse, the callers made so far
+        tracker: tuple[Any, Path] | None = None
         for i in range(args.callers):
             n = i % args.reuse if args.reuse else i
             path = root / "callers" / f"x509up_{n}"
@@ -389,6 +394,17 @@ def gunicorn(args: argparse.Namespace, trace: bool) -> None:
                 path.unlink()
             if i + 1 == 20 or i + 1 in wanted:
                 meter.point(done, "requests", dict)
+                if args.heaptrack is not None and tracker is None:  # from the first point after warm-up
+                    from worker_heaptrack import attach
+
+                    args.heaptrack.mkdir(parents=True, exist_ok=True)
+                    tracker = attach(meter.pid, args.heaptrack.resolve())
+        if tracker is not None:
+            from worker_heaptrack import leak_report
+
+            os.kill(int(meter.pid), signal.SIGKILL)  # heaptrack's "leaked": allocated since the attach, still held
+            tracker[0].wait(timeout=600)
+            print(leak_report(tracker[1], args.leaks))
 
 PARTS: dict[str, Callable[[argparse.Namespace, bool], None]] = {
     "renewal": renewal, "execution": execution, "soap": soap, "gunicorn": gunicorn}
@@ -415,7 +431,12 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=1500, help="soap: distinct callers (6 requests each)")
     parser.add_argument("--reuse", type=int, default=0,
                         help="gunicorn: the callers are these many, taken in turn (default: each a new one)")
-    parser.add_argument("--database", default="sqlite", choices=("sqlite", "postgresql"), help="soap: the store")
+    parser.add_argument("--database", default="sqlite", choices=("sqlite", "postgresql"),
+                        help="soap, gunicorn: the store")
+    parser.add_argument("--heaptrack", type=Path, default=None,
+                        help="gunicorn: heaptrack the worker from the first point after warm-up (data in this "
+                             "directory) and print what it allocated since and still held when killed at the end")
+    parser.add_argument("--leaks", type=int, default=15, help="--heaptrack: call sites printed")
     parser.add_argument("--points", type=int, default=6)
     args = parser.parse_args()
     for part in args.parts.split(","):

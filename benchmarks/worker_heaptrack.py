@@ -35,7 +35,7 @@ def _data_file(log: Path) -> Path | None:
     return Path(found.group(1)) if found else None
 
 
-def _attach(pid: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def attach(pid: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """``heaptrack -p pid`` writing into ``out``, once it is recording."""
     log = out / f"heaptrack-{pid}.log"
     proc = subprocess.Popen(["heaptrack", "-p", str(pid)], cwd=out, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -53,7 +53,7 @@ def _attach(pid: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
 def run(kind: str, nodes: int, rounds: int, leaks: int, out: Path) -> None:
     with warm_worker(kind, nodes, 20, {}) as (client, simple_id, pid):
         idle = memory(pid)
-        tracker, log = _attach(pid, out)
+        tracker, log = attach(pid, out)
         small_requests(client, simple_id)
         jdl = collection(nodes)
         for r in range(rounds):
@@ -63,14 +63,18 @@ def run(kind: str, nodes: int, rounds: int, leaks: int, out: Path) -> None:
                   f"+{memory(pid) - idle:.1f} MB; heaptrack's own bookkeeping included)", flush=True)
         os.kill(pid, signal.SIGKILL)
         tracker.wait(timeout=600)
+    print(f"  [{kind}] " + leak_report(log, leaks))
+
+
+def leak_report(log: Path, leaks: int) -> str:
+    """heaptrack's data file named in ``log`` and its leak report (``leaks`` call sites, biggest first)."""
     data = _data_file(log)
     if data is None or not data.exists():
-        raise SystemExit(f"no heaptrack data for {pid}:\n{log.read_text()}")
+        raise SystemExit(f"no heaptrack data:\n{log.read_text()}")
     report = subprocess.run(["heaptrack_print", "-f", str(data), "--print-leaks", "1", "--print-peaks", "0",
                              "--print-allocators", "0", "--print-temporary", "0", "--peak-limit", str(leaks)],
                             capture_output=True, text=True, check=False).stdout
-    print(f"  [{kind}] heaptrack data: {data}")
-    print(report[report.find("MEMORY LEAKS"):] if "MEMORY LEAKS" in report else report)
+    return f"heaptrack data: {data}\n" + (report[report.find("MEMORY LEAKS"):] if "MEMORY LEAKS" in report else report)
 
 
 def main() -> None:

@@ -362,11 +362,12 @@ class Policies:
     ca_dir: str = ""
     namespaces: dict[str, PolicyFile] = field(default_factory=dict)
     signing: dict[str, PolicyFile] = field(default_factory=dict)
-    #: Verdicts of :meth:`check`, by the certificate object's id: (the certificate, the names
-    #: (hashes) of the CAs above it, the mode, the refusal or ""). A user's certificate is the
-    #: same object from one verification to the next (the chains' issuers are kept parsed,
-    #: ``chain.load_pem_chain``).
-    _verdicts: LRUCache[int, tuple[x509.Certificate, tuple[tuple[str, ...], ...], str, str]] = field(
+    #: Verdicts of :meth:`check`, by the certificate's DER: (the names (hashes) of the CAs above
+    #: it, the mode, the refusal or ""). Not by the certificate object: an entry kept the parsed
+    #: certificate alive (some 9 KB with its names), and a certificate parsed again (its chain
+    #: fell out of the parsed-chain caches of ``chain``, 256 entries) took a new entry, so that
+    #: the cache filled with copies of the same users' certificates that no lookup could find.
+    _verdicts: LRUCache[bytes, tuple[tuple[tuple[str, ...], ...], str, str]] = field(
         default_factory=lambda: LRUCache(VERDICTS_MAX), repr=False)
     _verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -385,14 +386,14 @@ class Policies:
         forget_others(ca_dir, [n for n in files if n.endswith((NAMESPACES, SIGNING_POLICY))])
         return cls(ca_dir, namespaces, signing)
 
-    def check(self, cert: x509.Certificate, issuer_hashes: Sequence[str | Sequence[str]]) -> None:
-        """Refuse ``cert``, issued by the CA of ``issuer_hashes[0]`` (the subject name hashes of
-        the verified path above ``cert``, its issuer first; each a hash or the CA's hashes, the
-        new-style one first, then the old-style one), when that CA's policy does not allow its
-        subject (module doc, :func:`mode_of` the directory's mode).
+    def check(self, cert: x509.Certificate, issuer_hashes: Sequence[str | Sequence[str]], der: bytes) -> None:
+        """Refuse ``cert`` (whose DER is ``der``), issued by the CA of ``issuer_hashes[0]`` (the
+        subject name hashes of the verified path above ``cert``, its issuer first; each a hash or
+        the CA's hashes, the new-style one first, then the old-style one), when that CA's policy
+        does not allow its subject (module doc, :func:`mode_of` the directory's mode).
 
         A self-issued certificate (a root) is no CA's to allow. The verdict is kept per
-        certificate object and ``issuer_hashes`` while these policies are the directory's (a
+        certificate (its DER) and ``issuer_hashes`` while these policies are the directory's (a
         refusal is logged when found, and at most once a minute when repeated).
 
         Raises:
@@ -403,13 +404,13 @@ class Policies:
             return
         hashes = tuple((names,) if isinstance(names, str) else tuple(dict.fromkeys(names)) for names in issuer_hashes)
         with self._verdicts_lock:
-            kept = self._verdicts.get(id(cert))
-        if kept is not None and kept[0] is cert and kept[1] == hashes and kept[2] == mode:
-            refusal = kept[3]
+            kept = self._verdicts.get(der)
+        if kept is not None and kept[0] == hashes and kept[1] == mode:
+            refusal = kept[2]
         else:
             refusal = self._verdict(cert, hashes, mode)
             with self._verdicts_lock:
-                self._verdicts[id(cert)] = (cert, hashes, mode, refusal)
+                self._verdicts[der] = (hashes, mode, refusal)
         if refusal:
             issuer, subject, why = refusal.split("\n", 2)
             self._refuse(issuer, subject, why)

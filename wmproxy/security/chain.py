@@ -1401,13 +1401,13 @@ def _check_namespaces(path: list[crypto.X509], chain: list[x509.Certificate], lo
     sent = {certificate_der(cert): cert for cert in chain}
     for position in range(len(path) - 2, -1, -1):  # the last one is the trust anchor
         issued = path[position]
-        der = b"" if position == 0 else crypto.dump_certificate(crypto.FILETYPE_ASN1, issued)
+        der = certificate_der(chain[0]) if position == 0 else crypto.dump_certificate(crypto.FILETYPE_ASN1, issued)
         cert = chain[0] if position == 0 else sent.get(der)  # OpenSSL's leaf is the chain's
         if cert is None:  # a CA certificate of the directory
             cert = loaded.converted.get(der) or loaded.converted.setdefault(der, issued.to_cryptography())
         if is_proxy(cert):
             return
-        loaded.policies.check(cert, hashes[position:])
+        loaded.policies.check(cert, hashes[position:], der)
 
 
 def _openssl_path(chain: list[x509.Certificate], ca_dir: str, loaded: _CaDir, at: datetime | None,

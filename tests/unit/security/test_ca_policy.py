@@ -153,6 +153,18 @@ class TestVerifiedPaths:
         verify_chain(_chain(site.other, OLGA), str(site.ca_dir))
         verify_chain(_chain(site.demo, ALICE), str(site.ca_dir))
 
+    def test_a_certificate_parsed_again_reuses_its_verdict_and_is_not_kept(self, site: Site) -> None:
+        """The verdicts are kept by DER: a user's certificate parsed again (its chain fell out of
+        the parsed-chain caches) finds its verdict, and no parsed certificate is kept for it
+        (each one kept 9 KB; the cache filled with copies of the same users' certificates)."""
+        user = _issue(site.demo, ALICE)
+        for _ in range(4):  # each a new proxy, its chain parsed anew: a new object for the same certificate
+            pem = chain_pem(make_proxy(user, lifetime=3600).full_chain)
+            verify_chain(x509.load_pem_x509_certificates(pem), str(site.ca_dir))
+        verdicts = chain_module._load_ca_dir(str(site.ca_dir)).policies._verdicts
+        assert len(verdicts) == 1
+        assert not any(isinstance(part, x509.Certificate) for kept in verdicts.values() for part in kept)
+
     def test_a_deny_rule(self, site: Site) -> None:
         _rewrite(site.namespaces(site.other), f'TO Issuer "{OTHER}" PERMIT Subject "/C=YY/O=Other/.*"\n'
                                               'TO Issuer SELF DENY Subject "/C=YY/O=Other/OU=Banned/.*"\n')
