@@ -50,6 +50,7 @@ targets are checked at every call.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -57,7 +58,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from cachetools import LRUCache
@@ -69,11 +71,13 @@ from cryptography.x509.oid import ObjectIdentifier
 from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ, useful
-from pyasn1_modules import rfc5280, rfc5755
 
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import certificate_der, load_pem_chain, verify_chain
 from wmproxy.security.dn import slash_dn
+
+if TYPE_CHECKING:
+    from pyasn1_modules import rfc5280, rfc5755
 
 T = TypeVar("T")
 
@@ -139,20 +143,29 @@ class VomsAttributes:
         return self.not_before <= at <= self.not_after
 
 
-class _ACs(univ.SequenceOf):
-    componentType = rfc5755.AttributeCertificate()
+@functools.cache
+def _asn1() -> SimpleNamespace:
+    """pyasn1-modules' RFC 5280 and RFC 5755 modules (``rfc5280``, ``rfc5755``) and the shapes
+    of a VOMS extension built on them: ``ACSeqs`` (the extension, a ``SEQUENCE OF SEQUENCE OF
+    AttributeCertificate``) and ``CertSeq`` (an AC's certseq, a ``SEQUENCE OF SEQUENCE OF
+    Certificate``), imported and built at the first use: importing them is about 0.2 s of CPU
+    (their classes are built at import) that a process never reading an AC (most of the
+    service's processes, the admin commands) does not pay."""
+    from pyasn1_modules import rfc5280, rfc5755
 
+    class ACs(univ.SequenceOf):
+        componentType = rfc5755.AttributeCertificate()
 
-class _ACSeqs(univ.SequenceOf):
-    componentType = _ACs()
+    class ACSeqs(univ.SequenceOf):
+        componentType = ACs()
 
+    class Certs(univ.SequenceOf):
+        componentType = rfc5280.Certificate()
 
-class _Certs(univ.SequenceOf):
-    componentType = rfc5280.Certificate()
+    class CertSeq(univ.SequenceOf):
+        componentType = Certs()
 
-
-class _CertSeq(univ.SequenceOf):
-    componentType = _Certs()
+    return SimpleNamespace(rfc5280=rfc5280, rfc5755=rfc5755, ACSeqs=ACSeqs, CertSeq=CertSeq)
 
 
 @dataclass(frozen=True)
@@ -381,7 +394,7 @@ def _decode_extension(der: bytes) -> list[_RawAC]:
 
 def _decode_acs(der: bytes) -> list[_RawAC]:
     try:
-        decoded, rest = decoder.decode(der, asn1Spec=_ACSeqs())
+        decoded, rest = decoder.decode(der, asn1Spec=_asn1().ACSeqs())
     except PyAsn1Error as exc:
         raise _malformed(f"cannot decode the AC sequence ({exc})") from None
     if rest:
@@ -430,7 +443,7 @@ def voms_extension(acs: Collection[bytes]) -> x509.UnrecognizedExtension:
         raise ProxyError("no VOMS attribute certificate to carry")
     for der in acs:
         try:
-            _, rest = decoder.decode(der, asn1Spec=rfc5755.AttributeCertificate())
+            _, rest = decoder.decode(der, asn1Spec=_asn1().rfc5755.AttributeCertificate())
         except PyAsn1Error:
             rest = b"?"
         if rest:
@@ -558,7 +571,7 @@ def _decode_fqans(der: bytes) -> tuple[str, tuple[str, ...]]:
         ProxyError: malformed.
     """
     try:
-        value, _ = decoder.decode(der, asn1Spec=rfc5755.IetfAttrSyntax())
+        value, _ = decoder.decode(der, asn1Spec=_asn1().rfc5755.IetfAttrSyntax())
     except PyAsn1Error as exc:
         raise _malformed(f"cannot decode the FQAN attribute ({exc})") from None
     authority = value["policyAuthority"]
@@ -648,7 +661,7 @@ def _decode_certs(der: bytes) -> list[x509.Certificate]:
         ProxyError: malformed.
     """
     try:
-        decoder.decode(der, asn1Spec=_CertSeq())  # shape check
+        decoder.decode(der, asn1Spec=_asn1().CertSeq())  # shape check
         ders = [c for seq in _children(der) for c in _children(seq)]
         certs = [x509.load_der_x509_certificate(c) for c in ders]
         for cert in certs:  # cryptography reads names when asked: an unreadable one is malformed here
@@ -902,7 +915,7 @@ def _target_names(der: bytes) -> list[str]:
                 inner = _children(name)
                 if len(inner) != 1:
                     raise _malformed("targetName is not one GeneralName")
-                general, rest = decoder.decode(inner[0], asn1Spec=rfc5280.GeneralName())
+                general, rest = decoder.decode(inner[0], asn1Spec=_asn1().rfc5280.GeneralName())
                 if rest:
                     raise _malformed("trailing bytes after a targetName")
                 if general.getName() in ("dNSName", "uniformResourceIdentifier"):

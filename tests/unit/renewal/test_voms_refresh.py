@@ -30,7 +30,7 @@ from wmproxy.domain import utcnow
 from wmproxy.errors import ProxyError
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.proxy import credential_pem, load_credential, make_proxy
-from wmproxy.security.voms import VOMS_AC_OID, _ACSeqs, verified_fqans, voms_extension
+from wmproxy.security.voms import VOMS_AC_OID, _asn1, verified_fqans, voms_extension
 from wmproxy.security.vomses import VomsServer, parse_vomses, read_vomses, servers_of
 from wmproxy.services.renewal import (
     RenewalOrder,
@@ -58,7 +58,7 @@ def ac_ders(pem: bytes) -> list[bytes]:
     """The DER ACs of a voms-proxy-fake proxy (one SEQUENCE OF AC in the extension)."""
     ext = next(e for c in load_pem_chain(pem) for e in c.extensions if e.oid == VOMS_AC_OID)
     assert isinstance(ext.value, x509.UnrecognizedExtension)
-    decoded, _ = decoder.decode(ext.value.value, asn1Spec=_ACSeqs())  # SEQUENCE OF SEQUENCE OF AC
+    decoded, _ = decoder.decode(ext.value.value, asn1Spec=_asn1().ACSeqs())  # SEQUENCE OF SEQUENCE OF AC
     return [encoder.encode(ac) for seq in decoded for ac in seq if isinstance(ac, rfc5755.AttributeCertificate)]
 
 
