@@ -127,8 +127,10 @@ class TestProcessLimit:
             pytest.skip("needs root: the limit counts the processes of the job's account")
         handle = backend.spawn(backend.prepare(ws.launch(input_dir, account, FORK_LOOP, max_processes=20)))
         cleanup.append(handle)
-        ws.wait_for((handle.work_dir / "forks").exists, "a fork of the job to fail")
-        forks, error = (handle.work_dir / "forks").read_text().split()
+        forks_file = handle.work_dir / "forks"  # created empty by open(), then written: wait for both words
+        ws.wait_for(lambda: forks_file.exists() and len(forks_file.read_text().split()) == 2,
+                    "a fork of the job to fail")
+        forks, error = forks_file.read_text().split()
         assert error == "EAGAIN" and int(forks) < 20, (forks, error)
         assert backend.poll(handle) is None  # the job runs on, with its processes
         subprocess.run(["/bin/true"], check=True)  # the worker forks
@@ -166,9 +168,10 @@ class TestStoppedZygote:
         first = backend.spawn(backend.prepare(ws.launch(input_dir, account, STOP_ZYGOTE)))
         cleanup.append(first)
         (first.work_dir / "go").touch()  # the zygote has answered
-        ws.wait_for((first.work_dir / "stopped").exists, "the job to stop its zygote")
+        stopped = first.work_dir / "stopped"  # the shell creates it, then writes the pid
+        ws.wait_for(lambda: stopped.exists() and stopped.read_text().strip().isdigit(), "the job to stop its zygote")
         (launcher,) = backend._zygotes.values()
-        assert int((first.work_dir / "stopped").read_text()) == launcher.process.pid
+        assert int(stopped.read_text()) == launcher.process.pid
         # kill(1) returns once SIGSTOP is sent; the zygote is stopped when the kernel next runs it
         stat = Path(f"/proc/{launcher.process.pid}/stat")
         ws.wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"), "the zygote to be stopped")
