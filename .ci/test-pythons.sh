@@ -5,7 +5,8 @@
 # What runs where (README "Python versions"):
 #   3.11  every test (PYTEST_ARGS are passed on), in PYTEST_WORKERS pytest-xdist processes (default
 #         3; 0 for one process), each test file in one of them (--dist loadfile: a module's
-#         deployment is started once). Without PYTEST_ARGS, SIDE_311 (tests/slurm: one throwaway
+#         deployment is started once; --no-loadscope-reorder: handed out in the order
+#         tests/conftest.py gives them, the longest files first). Without PYTEST_ARGS, SIDE_311 (tests/slurm: one throwaway
 #         Slurm cluster per session) runs in a second, single-process 3.11 session beside the
 #         others (log in $LOG_SIDE, printed at the end), and the main session skips it.
 #   3.13  TESTS_313, in PYTEST_WORKERS_313 processes (default 2): unit, functional (the SOAP contract
@@ -99,7 +100,7 @@ side_ignore=()
 for dir in $SIDE_311; do side_ignore+=("--ignore=$dir"); done
 if [[ -n "$run_313" ]]; then
     # shellcheck disable=SC2086  # TESTS_313 is a list of paths
-    (env "${env_313[@]}" WMPROXY_TEST_BACKENDS="$BACKENDS_313" .venv313/bin/pytest -q -p no:cacheprovider -n "$WORKERS_313" --dist loadfile $TESTS_313 \
+    (env "${env_313[@]}" WMPROXY_TEST_BACKENDS="$BACKENDS_313" .venv313/bin/pytest -q -p no:cacheprovider -n "$WORKERS_313" --dist loadfile --no-loadscope-reorder $TESTS_313 \
          > "$LOG_313" 2>&1; echo $? > "$rc_dir/313") &
     pids+=($!)
 fi
@@ -110,7 +111,7 @@ if [[ -n "$SIDE_311" ]]; then
 fi
 
 # shellcheck disable=SC2086  # PYTEST_ARGS are pytest's words
-.venv/bin/pytest -n "$WORKERS" --dist loadfile "${side_ignore[@]}" ${PYTEST_ARGS:-}
+.venv/bin/pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder "${side_ignore[@]}" ${PYTEST_ARGS:-}
 rc_311=$?
 
 rc_313=0

@@ -136,15 +136,58 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return migrated_sqlite(tmp_path_factory.mktemp("template-db"))
 
 
+#: Test modules whose few tests take long (they wait for processes: a one-minute wall time, servers
+#: stopped and started), with the minutes their tests took in all in one clean-clone CI run
+#: (7 December 2026, 2 cores; ``--junitxml``). Run first, longest first (:func:`_longest_first`):
+#: pytest-xdist's own order (``--dist loadfile``: the files with the most tests first) started
+#: ``test_wall_time.py`` (then 2 tests, 3.2 minutes) last, and it ran alone on an idle machine at
+#: the end. Only the order depends on these figures, never an outcome.
+LONG_MODULES: dict[str, float] = {
+    "tests/admin/test_store_key.py": 3.2,
+    "tests/admin/test_process_start.py": 2.4,  # 3.5 on both databases
+    "tests/integration/test_wall_time.py": 1.6,  # 3.2 on both databases
+    "tests/integration/test_renewal.py": 2.1,
+    "tests/integration/test_isolation.py": 1.9,
+    "tests/integration/test_start_checks.py": 1.3,
+    "tests/integration/test_stalled_bodies.py": 1.1,
+    "tests/integration/test_inspection.py": 1.0,
+    "tests/integration/test_renewal_info.py": 0.9,
+    "tests/packaging/test_wheel.py": 0.8,
+    "tests/integration/test_worker_crash.py": 0.8,
+    "tests/integration/test_service_stop.py": 0.6,
+    "tests/integration/test_unadmitted_drips.py": 0.6,
+    "tests/integration/test_kept_alive_connections.py": 0.5,
+}
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    """Order ``items`` by test file: :data:`LONG_MODULES` first, longest first, then the other
+    files with the most tests first (what pytest-xdist's ``loadfile`` does by itself), each file's
+    tests in their own order. ``.ci/test-pythons.sh`` passes ``--no-loadscope-reorder`` so that
+    pytest-xdist hands the files out in this order: the longest start while every process is busy,
+    rather than one at the end on a machine left idle (the longest-processing-time-first rule)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.nodeid.partition("::")[0]] = counts.get(item.nodeid.partition("::")[0], 0) + 1
+
+    def key(item: pytest.Item) -> tuple[float, int]:
+        module = item.nodeid.partition("::")[0]
+        return -LONG_MODULES.get(module, 0.0), -counts[module]
+
+    items.sort(key=key)  # stable: a file's tests, and files of equal key, keep their order
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the SQLite variant of a test marked ``postgresql_only`` (behaviour that exists on
     PostgreSQL alone: row locks, ``SKIP LOCKED``) and the PostgreSQL variant of one marked
-    ``sqlite_only`` (the worker's inotify watch of the database file), rather than generating
-    and skipping them.
+    ``sqlite_only`` (the worker's inotify watch of the database file) or ``any_database`` (what it
+    checks happens before or beside the database: a process's options, file modes, gunicorn's
+    boot; CI's time), rather than generating and skipping them.
 
     ``WMPROXY_TEST_BACKENDS=sqlite`` (or ``postgresql``) keeps only that database's variants of
     every test that runs on both: ``make test``'s Python 3.13 run takes SQLite alone, the 3.11 run
-    every variant (``.ci/test-pythons.sh``). Deselected, not skipped: the session says how many."""
+    every variant (``.ci/test-pythons.sh``). Deselected, not skipped: the session says how many.
+    Then the files are put in the order pytest-xdist hands them out (:func:`_longest_first`)."""
 
     def kind(item: pytest.Item) -> str | None:
         params = item.callspec.params  # type: ignore[attr-defined]
@@ -159,11 +202,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"WMPROXY_TEST_BACKENDS: unknown database {sorted(unknown)} (sqlite, postgresql)")
     drop = [item for item in items if getattr(item, "callspec", None) is not None
             and ((item.get_closest_marker("postgresql_only") and kind(item) == "sqlite")
-                 or (item.get_closest_marker("sqlite_only") and kind(item) == "postgresql")
+                 or ((item.get_closest_marker("sqlite_only") or item.get_closest_marker("any_database"))
+                     and kind(item) == "postgresql")
                  or (backends and kind(item) not in (None, *backends)))]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = [item for item in items if item not in drop]
+    _longest_first(items)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

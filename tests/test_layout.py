@@ -48,3 +48,30 @@ def test_the_check_sees_every_import_form(tmp_path: Path) -> None:
     assert imported_test_modules(imported_modules(module)) == [
         "tests.unit.test_a", "tests.integration.test_b", "tests.unit.execution.test_c", "test_d", "tests.test_e",
     ]
+
+
+def test_every_long_module_named_for_the_order_exists() -> None:
+    """``tests/conftest.py`` runs :data:`~tests.conftest.LONG_MODULES` first (CI's time); a file
+    renamed or removed would silently drop out of that order."""
+    from tests.conftest import LONG_MODULES
+
+    root = TESTS.parent
+    assert [name for name in LONG_MODULES if not (root / name).is_file()] == []
+
+
+def test_the_long_modules_come_first_longest_first_then_the_files_with_most_tests() -> None:
+    from tests.conftest import LONG_MODULES, _longest_first
+
+    class Item:
+        def __init__(self, nodeid: str) -> None:
+            self.nodeid = nodeid
+
+    wall, start = "tests/integration/test_wall_time.py", "tests/admin/test_process_start.py"
+    names = ["tests/unit/test_a.py::t1", f"{wall}::t1", "tests/unit/test_b.py::t1", "tests/unit/test_b.py::t2",
+             f"{start}::t1", f"{wall}::t2"]
+    items = [Item(name) for name in names]
+    _longest_first(items)  # type: ignore[arg-type]
+    first, second = sorted((wall, start), key=lambda name: -LONG_MODULES[name])
+    assert [item.nodeid for item in items] == [
+        *(name for name in names if name.startswith(first)), *(name for name in names if name.startswith(second)),
+        "tests/unit/test_b.py::t1", "tests/unit/test_b.py::t2", "tests/unit/test_a.py::t1"]

@@ -1,5 +1,6 @@
 """How the long-running processes start, refuse and stop, run as an operator runs them: the real
-console scripts on an initialised deployment (SQLite and PostgreSQL).
+console scripts on an initialised deployment (SQLite; on PostgreSQL as well where the database takes
+part: the store key's check, the worker's stop).
 
 ``wmproxy-server -c FILE`` takes the wmproxy configuration and keeps the packaged gunicorn one;
 ``wmproxy-metrics`` is a command like the others; a refusal exits with the status the units do
@@ -85,6 +86,7 @@ def serve_until_listening(argv: list[str], config: Path | None, cwd: Path, **env
 
 
 class TestServerConfigOption:
+    @pytest.mark.any_database
     def test_c_names_the_wmproxy_configuration_and_the_service_listens(self, config: Path, tmp_path: Path) -> None:
         """``-c FILE`` with ``WMPROXY_CONFIG`` unset: the service starts on that file's database and
         keys, with the packaged gunicorn configuration (TLS); gunicorn options still pass through."""
@@ -94,6 +96,7 @@ class TestServerConfigOption:
         assert "Traceback" not in err and "SyntaxError" not in err, err
         assert f"https://127.0.0.1:{port}" in err  # gunicorn's "Listening at": TLS, the packaged configuration
 
+    @pytest.mark.any_database  # the key check on both: TestRefusalsExitWithTheRefusedStatus
     def test_a_refusal_names_the_file_of_c_and_exits_with_the_refused_status(
             self, settings: Settings, config: Path, tmp_path: Path) -> None:
         other_key(settings)
@@ -104,6 +107,7 @@ class TestServerConfigOption:
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.any_database
 class TestStartChecksRunOnce:
     """Before, ``wmproxy-server`` ran the start checks (store key, schema, file modes, the sandbox
     root) four times: itself and as gunicorn read its configuration, both again after the master's
@@ -130,6 +134,7 @@ class TestStartChecksRunOnce:
         assert len(refusal_lines(done.stderr)) == 1 and "is not the key of this database" in done.stderr, done.stderr
 
 
+@pytest.mark.any_database
 class TestAWorkerThatFailsToBoot:
     """gunicorn halts when a worker fails to boot; ``wmproxy-server`` made that status 1, which the
     unit restarts in a loop, and the reason was only in the worker's traceback."""
@@ -170,6 +175,7 @@ class TestRefusalsExitWithTheRefusedStatus:
 
     @pytest.mark.parametrize("argv", [["wmproxy-server", "--bind", "127.0.0.1:0"], ["wmproxy-renewal", "--once"],
                                       ["wmproxy-metrics"]], ids=["server", "renewal", "metrics"])
+    @pytest.mark.any_database  # the key file's mode, checked before the database is opened
     def test_a_store_key_others_can_read(self, settings: Settings, config: Path, argv: list[str]) -> None:
         key_path(settings).chmod(0o644)
         done = run(*argv, config=config, timeout=120)
@@ -179,6 +185,7 @@ class TestRefusalsExitWithTheRefusedStatus:
     @pytest.mark.parametrize("argv", [["wmproxy-server", "--bind", "127.0.0.1:0"], ["wmproxy-renewal", "--once"],
                                       ["wmproxy-metrics"], ["wmproxy-worker", "--name", "w1"]],
                              ids=["server", "renewal", "metrics", "worker"])
+    @pytest.mark.any_database  # the configuration file, read before the database is opened
     def test_a_bad_value_names_its_file_and_exits_2(self, config: Path, argv: list[str]) -> None:
         config.write_text(config.read_text().replace("[execution]\n", "[execution]\nmax_running = eight\n"))
         done = run(*argv, config=config, timeout=120)
@@ -194,6 +201,7 @@ class TestMetricsCommand:
         assert done.returncode == 0, done.stderr
         assert "-c, --config" in done.stdout and done.stderr == ""
 
+    @pytest.mark.any_database
     def test_a_busy_port_names_the_bind_setting_in_one_line(self, settings: Settings, config: Path) -> None:
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
@@ -222,6 +230,7 @@ class TestWithoutAConfigurationFile:
 
 
 class TestWhatAStartAndAStopSay:
+    @pytest.mark.any_database
     def test_renewal_once_logs_its_pass_and_no_alembic_plugin_lines(self, config: Path) -> None:
         done = run("wmproxy-renewal", "--once", config=config)
         assert done.returncode == 0, done.stderr
