@@ -535,7 +535,9 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
     seconds (at most :data:`MAX_WAIT`) without one, or once the service stops
     (``rt.stopping``: the agent asks again, of the service restarted).
 
-    A pending request is handed out only if it could still be asked now: one asked by another
+    A request is handed out with the smaller of its own time limit and output cap and the
+    site's of now (:func:`_current_limits`: a request asked before the operator lowered them
+    ran with the old ones). A pending request is handed out only if it could still be asked now: one asked by another
     than the owner, one pending longer than ``pickup_timeout``, or one whose command
     ``[inspection]`` now refuses (a narrower allow-list) fails instead, with the reason
     (:func:`_unfit`). With ``mode = off`` the job's pending requests fail and the agent is
@@ -564,6 +566,7 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
                 request = _store(uow).next_pending(job_id)
             if request is not None:
                 request.state, request.started_at = RUNNING, _now()
+                _current_limits(rt.settings, request)
                 return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)
             off = rt.settings.inspection.mode == "off"
         if off:  # once what was pending has failed (committed: raising inside would roll it back)
@@ -571,6 +574,16 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
         if time.monotonic() >= deadline or rt.stopping.wait(min(POLL_INTERVAL * 2,
                                                                   max(0.0, deadline - time.monotonic()))):
             return None
+
+
+def _current_limits(settings: Settings, request: InspectionRequest) -> None:
+    """Hold a request being handed out to the site's limits of now: the smaller of its own
+    ``time_limit`` and ``output_cap`` (asked under the settings of then) and
+    ``[inspection]``'s (lowered since, the service restarted). Stored, so the service waits
+    for the limit the agent was given (:func:`_stuck`) and :func:`agent_post` cuts at it."""
+    conf = settings.inspection
+    request.time_limit = min(request.time_limit, conf.time_limit)
+    request.output_cap = min(request.output_cap, conf.output_cap)
 
 
 def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | None:
@@ -597,8 +610,9 @@ def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | No
 def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,
                outcome: AgentOutcome) -> None:
     """Record the outcome the job's agent posts for a request it took; the output is cut
-    at the request's cap. A request already finished (failed meanwhile) is left alone. The
-    times the agent gives are kept within what the service saw (:func:`_run_times`).
+    at the request's cap, or ``[inspection] output_cap`` if lowered since it was taken. A
+    request already finished (failed meanwhile) is left alone. The times the agent gives are
+    kept within what the service saw (:func:`_run_times`).
 
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
@@ -620,8 +634,9 @@ def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, reque
         request.started_at, request.ended_at = _run_times(request, outcome, _now())
         request.exit_code = outcome.exit_code
         request.timed_out = outcome.timed_out
-        request.output = outcome.output[: request.output_cap]
-        request.truncated = outcome.truncated or len(outcome.output) > request.output_cap
+        cap = min(request.output_cap, rt.settings.inspection.output_cap)  # lowered since it was taken
+        request.output = outcome.output[:cap]
+        request.truncated = outcome.truncated or len(outcome.output) > cap
         request.message = outcome.error or ("killed at the time limit" if outcome.timed_out else None)
     log.info("inspection %s of job %s: %s, exit code %s%s", request_id, job_id, request.state, outcome.exit_code,
              ", timed out" if outcome.timed_out else "")
