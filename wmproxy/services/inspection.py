@@ -482,20 +482,29 @@ def _token_key(store_key_file: str) -> bytes:
     return hashlib.sha256(b"wmproxy inspection agent\0" + Path(store_key_file).read_bytes().strip()).digest()
 
 
-def agent_token(settings: Settings, job_id: str) -> str:
-    """The per-job secret of the job's agent: HMAC-SHA256 of the job id under a key derived
-    from the store key (``[security] store_key_file``), so the service and every worker
-    derive it without storing it. Hex, 64 characters.
+def agent_token(settings: Settings, job_id: str, attempt: int = 0) -> str:
+    """The secret of the agent of the job's attempt ``attempt`` (0 for the first run, n for the
+    n-th resubmission, shallow or deep: ``jobs.shallow_retries + deep_retries``, the worker's
+    ``StartOrder.attempt``): HMAC-SHA256 under a key derived from the store key (``[security]
+    store_key_file``), so the service and every worker derive it without storing it. Hex, 64
+    characters.
+
+    The first attempt's covers the job id alone, as every secret did before they were bound to
+    attempts (the agents of jobs running through that upgrade keep working); a later one's the
+    job id, a NUL and the attempt, so an agent left over from an earlier attempt (a wrapper the
+    worker lost, the job resubmitted since) is refused (:func:`_agent_job`).
 
     Raises:
         OSError: the store key cannot be read.
     """
-    return hmac.new(_token_key(settings.security.store_key_file), job_id.encode(), hashlib.sha256).hexdigest()
+    message = job_id if attempt == 0 else f"{job_id}\0attempt {attempt}"
+    return hmac.new(_token_key(settings.security.store_key_file), message.encode(), hashlib.sha256).hexdigest()
 
 
-def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
+def agent_environment(settings: Settings, job_id: str, *, attempt: int) -> dict[str, str]:
     """The variables the execution worker puts in the wrapper spec's ``base_environment``
-    to start the job's agent: the agent URL (``[service] host``/``port``), the secret, the
+    to start the agent of the job's attempt ``attempt`` (:func:`agent_token`): the agent URL
+    (``[service] host``/``port``), the secret, the
     CA directory to verify the service with and the seconds the job must still run before
     its wrapper starts the agent (``[inspection] agent_delay``, as ``repr`` of a float).
     Empty when inspection is off (no agent starts)."""
@@ -504,16 +513,17 @@ def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
     svc = settings.service
     return {
         ENV_URL: f"https://{svc.host}:{svc.port}{AGENT_PATH}",
-        ENV_TOKEN: agent_token(settings, job_id),
+        ENV_TOKEN: agent_token(settings, job_id, attempt),
         ENV_CA_DIR: settings.security.ca_dir,
         ENV_DELAY: repr(float(settings.inspection.agent_delay)),
     }
 
 
 def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, token: str) -> Job:
-    """The job whose agent is calling: the owner's credential and the job's secret."""
+    """The job whose agent is calling: the owner's credential and the secret of the job's
+    current attempt (an earlier attempt's agent is refused)."""
     job = uow.jobs.get(job_id)
-    expected = agent_token(rt.settings, job_id)
+    expected = agent_token(rt.settings, job_id, job.shallow_retries + job.deep_retries if job is not None else 0)
     if job is None or job.owner_dn != principal.dn or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthorizationError("Authorization error: not the agent of this job")
     return job
