@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +19,18 @@ import pytest
 from tests.conftest import Pki
 from tests.integration import inspection_cases as cases
 from tests.integration.inspection_cases import (
+    LONG_JOB,
     SETTINGS,
+    _is_wrapper_of,
+    _pids,
     cancel,
     dep,
     inspect,
     running_job,
 )
-from tests.integration.isolated import isolated_deployment, standard_deployment
+from tests.integration.isolated import SYSTEM_PYTHON, isolated_deployment, standard_deployment
 from tests.integration.service import Deployment
-from tests.support import run_cli, wait_for_cli_status
+from tests.support import run_cli, wait_for, wait_for_cli_status
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +70,19 @@ def test_a_limited_proxy_cannot_inspect(dep: Deployment, pki: Pki, running_job: 
     assert "Error - AuthorizationFault: Authorization error: a limited proxy cannot inspect jobs" in err
 
 
+def submit_running(dep: Deployment, tmp_path: Path, script: str, attributes: str) -> str:
+    """Submit ``script`` (``job.sh``, output ``std.out``) with the JDL ``attributes``; its job id
+    once it runs."""
+    (tmp_path / "job.sh").write_text(script)
+    (tmp_path / "job.jdl").write_text(f'[ Executable = "job.sh"; StdOutput = "std.out"; {attributes} ]\n')
+    ids = tmp_path / "job.ids"
+    rc, _out, err = run_cli(dep, "submit", "-d", "insp", "-o", str(ids), str(tmp_path / "job.jdl"))
+    assert rc == 0, err
+    job_id = ids.read_text().splitlines()[1]
+    wait_for_cli_status(dep, job_id, ("Running",))
+    return job_id
+
+
 #: Loaded into a program, it says so first (a constructor: before the program's own code).
 EVIL_C = r"""
 #include <stdio.h>
@@ -79,20 +96,40 @@ def test_a_library_the_job_preloads_does_not_run_in_an_allowed_command(dep: Depl
     ran the job's code (a red-team review); the command gets an environment of its own."""
     (tmp_path / "evil.c").write_text(EVIL_C)
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "evil.so"), str(tmp_path / "evil.c")], check=True)
-    (tmp_path / "job.sh").write_text("#!/bin/sh\necho started > out.log\nexec sleep 900\n")
-    (tmp_path / "job.jdl").write_text(
-        '[ Executable = "job.sh"; InputSandbox = {"job.sh", "evil.so"}; Environment = {"LD_PRELOAD=./evil.so"};\n'
-        '  StdOutput = "std.out"; RetryCount = 0; ShallowRetryCount = 0; ]\n')
-    ids = tmp_path / "job.ids"
-    rc, _out, err = run_cli(dep, "submit", "-d", "insp", "-o", str(ids), str(tmp_path / "job.jdl"))
-    assert rc == 0, err
-    job_id = ids.read_text().splitlines()[1]
+    job_id = submit_running(dep, tmp_path, "#!/bin/sh\necho started > out.log\nexec sleep 900\n",
+                            'InputSandbox = {"job.sh", "evil.so"}; Environment = {"LD_PRELOAD=./evil.so"};\n'
+                            '  RetryCount = 0; ShallowRetryCount = 0;')
     try:
-        wait_for_cli_status(dep, job_id, ("Running",))
         rc, out, err = inspect(dep, job_id, "ps", "-o", "comm=", "-p", "1")
         assert rc == 0, (out, err)
         assert "JOB-CODE-RAN" not in out, out
         rc, out, err = inspect(dep, job_id, "tail", "-n", "1", "std.out")  # the payload itself did load it
         assert rc == 0 and "JOB-CODE-RAN" in out, (out, err)
+    finally:
+        cancel(dep, job_id)
+
+
+def test_a_resubmitted_job_is_inspected_through_its_new_attempts_agent(dep: Deployment, tmp_path: Path) -> None:
+    """The agent's secret covers the job's attempt (``docs/inspection.md``, "Answer"): the worker
+    gives a resubmitted job's wrapper the secret of its attempt, which the service accepts (an
+    earlier attempt's agent gets 403: ``tests/unit/services/test_inspection_attempts.py``)."""
+    from wmproxy.domain import to_filename
+
+    job_id = submit_running(dep, tmp_path, LONG_JOB,
+                            'InputSandbox = {"job.sh"}; RetryCount = 1; ShallowRetryCount = 1;')
+    work_dir = to_filename(job_id)
+    try:
+        def wrappers() -> list[int]:
+            return [p for p in _pids(SYSTEM_PYTHON) if _is_wrapper_of(p, work_dir)]
+
+        first = wait_for(wrappers, what="the first attempt's wrapper")
+        assert len(first) == 1, first
+        os.kill(first[0], signal.SIGKILL)  # the attempt fails: the job is resubmitted (RetryCount)
+        second = wait_for(lambda: [p for p in wrappers() if p != first[0]], what="the second attempt's wrapper")
+        assert len(second) == 1, second
+        wait_for_cli_status(dep, job_id, ("Running",))
+        rc, out, err = inspect(dep, job_id, "tail", "out.log")
+        assert rc == 0, (out, err)  # the worker passed no attempt: "did not pick up" (its agent got 403)
+        assert out.splitlines()[0] == "started"
     finally:
         cancel(dep, job_id)

@@ -808,7 +808,7 @@ class ExecutionWorker:
             epilogue_arguments=_split(order.epilogue_arguments, "EpilogueArguments"),
             kill_grace=self.settings.kill_grace,
             max_processes=self.settings.max_job_processes,
-            base_environment=inspection.agent_environment(self.rt.settings, order.job_id),
+            base_environment=inspection.agent_environment(self.rt.settings, order.job_id, attempt=order.attempt),
         )
 
     # --- ending --------------------------------------------------------------------

@@ -316,13 +316,19 @@ def _within_caps(settings: Settings, store: SqlInspectionStore, job_id: str, req
                  now: dt.datetime) -> None:
     """Refuse a request over ``max_requests_per_job`` or ``max_requests_per_user``; at a cap,
     the job's and the requester's expired requests are deleted first (with the request's
-    transaction: a refusal deletes nothing, the purger does). Two asks at the same instant
-    may both pass at one below a cap.
+    transaction: a refusal deletes nothing, the purger does). The caps are exact: the count
+    and the caller's insert run under the store's locks of the job and of the requester's DN,
+    held to the commit (:meth:`~wmproxy.store.inspections.SqlInspectionStore.lock_counts`:
+    PostgreSQL advisory locks; SQLite's ``BEGIN IMMEDIATE`` serialises writers). The DN's
+    lock is the one the per-user cap needs (it spans jobs); the job's keeps the per-job cap
+    exact whoever asks. Before, asks at the same instant all passed the count below a cap on
+    PostgreSQL (12 of 12 asks at a cap of 3: ``tests/store/test_inspection_caps_race.py``).
 
     Raises:
         InspectionLimitError: a cap is reached.
     """
     conf = settings.inspection
+    store.lock_counts(job_id, requester_dn)  # before the count: PostgreSQL reads it anew (READ COMMITTED)
 
     def over() -> str | None:
         kept, mine = store.counts(job_id, requester_dn)
@@ -476,20 +482,29 @@ def _token_key(store_key_file: str) -> bytes:
     return hashlib.sha256(b"wmproxy inspection agent\0" + Path(store_key_file).read_bytes().strip()).digest()
 
 
-def agent_token(settings: Settings, job_id: str) -> str:
-    """The per-job secret of the job's agent: HMAC-SHA256 of the job id under a key derived
-    from the store key (``[security] store_key_file``), so the service and every worker
-    derive it without storing it. Hex, 64 characters.
+def agent_token(settings: Settings, job_id: str, attempt: int = 0) -> str:
+    """The secret of the agent of the job's attempt ``attempt`` (0 for the first run, n for the
+    n-th resubmission, shallow or deep: ``jobs.shallow_retries + deep_retries``, the worker's
+    ``StartOrder.attempt``): HMAC-SHA256 under a key derived from the store key (``[security]
+    store_key_file``), so the service and every worker derive it without storing it. Hex, 64
+    characters.
+
+    The first attempt's covers the job id alone, as every secret did before they were bound to
+    attempts (the agents of jobs running through that upgrade keep working); a later one's the
+    job id, a NUL and the attempt, so an agent left over from an earlier attempt (a wrapper the
+    worker lost, the job resubmitted since) is refused (:func:`_agent_job`).
 
     Raises:
         OSError: the store key cannot be read.
     """
-    return hmac.new(_token_key(settings.security.store_key_file), job_id.encode(), hashlib.sha256).hexdigest()
+    message = job_id if attempt == 0 else f"{job_id}\0attempt {attempt}"
+    return hmac.new(_token_key(settings.security.store_key_file), message.encode(), hashlib.sha256).hexdigest()
 
 
-def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
+def agent_environment(settings: Settings, job_id: str, *, attempt: int) -> dict[str, str]:
     """The variables the execution worker puts in the wrapper spec's ``base_environment``
-    to start the job's agent: the agent URL (``[service] host``/``port``), the secret, the
+    to start the agent of the job's attempt ``attempt`` (:func:`agent_token`): the agent URL
+    (``[service] host``/``port``), the secret, the
     CA directory to verify the service with and the seconds the job must still run before
     its wrapper starts the agent (``[inspection] agent_delay``, as ``repr`` of a float).
     Empty when inspection is off (no agent starts)."""
@@ -498,16 +513,17 @@ def agent_environment(settings: Settings, job_id: str) -> dict[str, str]:
     svc = settings.service
     return {
         ENV_URL: f"https://{svc.host}:{svc.port}{AGENT_PATH}",
-        ENV_TOKEN: agent_token(settings, job_id),
+        ENV_TOKEN: agent_token(settings, job_id, attempt),
         ENV_CA_DIR: settings.security.ca_dir,
         ENV_DELAY: repr(float(settings.inspection.agent_delay)),
     }
 
 
 def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, token: str) -> Job:
-    """The job whose agent is calling: the owner's credential and the job's secret."""
+    """The job whose agent is calling: the owner's credential and the secret of the job's
+    current attempt (an earlier attempt's agent is refused)."""
     job = uow.jobs.get(job_id)
-    expected = agent_token(rt.settings, job_id)
+    expected = agent_token(rt.settings, job_id, job.shallow_retries + job.deep_retries if job is not None else 0)
     if job is None or job.owner_dn != principal.dn or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthorizationError("Authorization error: not the agent of this job")
     return job
@@ -529,7 +545,9 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
     seconds (at most :data:`MAX_WAIT`) without one, or once the service stops
     (``rt.stopping``: the agent asks again, of the service restarted).
 
-    A pending request is handed out only if it could still be asked now: one asked by another
+    A request is handed out with the smaller of its own time limit and output cap and the
+    site's of now (:func:`_current_limits`: a request asked before the operator lowered them
+    ran with the old ones). A pending request is handed out only if it could still be asked now: one asked by another
     than the owner, one pending longer than ``pickup_timeout``, or one whose command
     ``[inspection]`` now refuses (a narrower allow-list) fails instead, with the reason
     (:func:`_unfit`). With ``mode = off`` the job's pending requests fail and the agent is
@@ -558,6 +576,7 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
                 request = _store(uow).next_pending(job_id)
             if request is not None:
                 request.state, request.started_at = RUNNING, _now()
+                _current_limits(rt.settings, request)
                 return AgentTask(request.id, json.loads(request.argv), request.time_limit, request.output_cap)
             off = rt.settings.inspection.mode == "off"
         if off:  # once what was pending has failed (committed: raising inside would roll it back)
@@ -565,6 +584,16 @@ def agent_next(rt: Runtime, principal: Principal, job_id: str, token: str, wait:
         if time.monotonic() >= deadline or rt.stopping.wait(min(POLL_INTERVAL * 2,
                                                                   max(0.0, deadline - time.monotonic()))):
             return None
+
+
+def _current_limits(settings: Settings, request: InspectionRequest) -> None:
+    """Hold a request being handed out to the site's limits of now: the smaller of its own
+    ``time_limit`` and ``output_cap`` (asked under the settings of then) and
+    ``[inspection]``'s (lowered since, the service restarted). Stored, so the service waits
+    for the limit the agent was given (:func:`_stuck`) and :func:`agent_post` cuts at it."""
+    conf = settings.inspection
+    request.time_limit = min(request.time_limit, conf.time_limit)
+    request.output_cap = min(request.output_cap, conf.output_cap)
 
 
 def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | None:
@@ -591,8 +620,9 @@ def _unfit(settings: Settings, request: InspectionRequest, job: Job) -> str | No
 def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, request_id: str,
                outcome: AgentOutcome) -> None:
     """Record the outcome the job's agent posts for a request it took; the output is cut
-    at the request's cap. A request already finished (failed meanwhile) is left alone. The
-    times the agent gives are kept within what the service saw (:func:`_run_times`).
+    at the request's cap, or ``[inspection] output_cap`` if lowered since it was taken. A
+    request already finished (failed meanwhile) is left alone. The times the agent gives are
+    kept within what the service saw (:func:`_run_times`).
 
     Raises:
         AuthorizationError: not the job owner's credential, or a wrong secret.
@@ -614,8 +644,9 @@ def agent_post(rt: Runtime, principal: Principal, job_id: str, token: str, reque
         request.started_at, request.ended_at = _run_times(request, outcome, _now())
         request.exit_code = outcome.exit_code
         request.timed_out = outcome.timed_out
-        request.output = outcome.output[: request.output_cap]
-        request.truncated = outcome.truncated or len(outcome.output) > request.output_cap
+        cap = min(request.output_cap, rt.settings.inspection.output_cap)  # lowered since it was taken
+        request.output = outcome.output[:cap]
+        request.truncated = outcome.truncated or len(outcome.output) > cap
         request.message = outcome.error or ("killed at the time limit" if outcome.timed_out else None)
     log.info("inspection %s of job %s: %s, exit code %s%s", request_id, job_id, request.state, outcome.exit_code,
              ", timed out" if outcome.timed_out else "")

@@ -11,6 +11,7 @@ deleted ``[inspection] retention`` after they were asked.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 
 from sqlalchemy import (
@@ -28,6 +29,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -61,6 +63,12 @@ class InspectionRequest(Base):
     message: Mapped[str | None] = mapped_column(Text)  # why it failed, or the ended job's state
 
 
+def _lock_key(kind: str, name: str) -> int:
+    """The signed 64-bit ``pg_advisory_xact_lock`` key of the requests of one job or one DN."""
+    digest = hashlib.blake2b(f"wmproxy inspection {kind}\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 class SqlInspectionStore:
     """Inspection requests in the caller's session (the unit of work's)."""
 
@@ -90,6 +98,19 @@ class SqlInspectionStore:
     def of_job(self, job_id: str) -> Sequence[InspectionRequest]:
         stmt = select(InspectionRequest).where(InspectionRequest.job_id == job_id).order_by(InspectionRequest.asked_at)
         return self.session.scalars(stmt).all()
+
+    def lock_counts(self, job_id: str, requester_dn: str) -> None:
+        """Serialise, until this transaction ends, the transactions that count and then add
+        requests of ``job_id`` or of ``requester_dn`` (so a count read after this call stays
+        true until the commit): on PostgreSQL transaction-scoped advisory locks, the job's then
+        the DN's (one order for every caller: no deadlock), each keyed by a 64-bit hash of its
+        kind and name (a collision only serialises more). Nothing else waits on them: the
+        agent's claims, the purger and the jobs' rows are not locked. SQLite: nothing to do,
+        its transactions begin ``BEGIN IMMEDIATE`` (one writer at a time)."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            return
+        for kind, name in (("job", job_id), ("dn", requester_dn)):
+            self.session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": _lock_key(kind, name)})
 
     def counts(self, job_id: str, requester_dn: str) -> tuple[int, int]:
         """(requests ``job_id`` keeps, requests ``requester_dn`` keeps over all jobs), whatever

@@ -81,10 +81,10 @@ class TestAgentSecret:
     def test_the_agent_environment_names_the_service_its_ca_dir_and_the_delay(self, tmp_path: Path) -> None:
         conf = dataclasses.replace(settings(tmp_path, agent_delay=1.5), service=dataclasses.replace(Settings().service,
                                                                                   host="wms.example.org", port=7443))
-        env = agent_environment(conf, "j")
+        env = agent_environment(conf, "j", attempt=0)
         assert env == {ENV_URL: "https://wms.example.org:7443/wmproxy-inspection/agent",
                        ENV_TOKEN: agent_token(conf, "j"), ENV_CA_DIR: "/grid/certificates", ENV_DELAY: "1.5"}
-        assert agent_environment(settings(tmp_path), "j")[ENV_DELAY] == "2.0"  # the default
+        assert agent_environment(settings(tmp_path), "j", attempt=0)[ENV_DELAY] == "2.0"  # the default
 
     def test_no_agent_when_inspection_is_off(self, tmp_path: Path) -> None:
-        assert agent_environment(settings(tmp_path, mode="off"), "j") == {}
+        assert agent_environment(settings(tmp_path, mode="off"), "j", attempt=0) == {}
