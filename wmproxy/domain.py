@@ -13,6 +13,7 @@ import enum
 import hashlib
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -175,11 +176,32 @@ def service_file(rel_path: str) -> str | None:
     in :data:`JOB_STATE_DIR`. Empty and ``.`` components are left out (``./user.proxy`` is the
     proxy); case counts, as in the file system.
     """
+    what = service_file_kind(rel_path)
+    return None if what is None else f"it is {what}, never given back"
+
+
+def service_file_kind(rel_path: str) -> str | None:
+    """What :func:`service_file` finds ``rel_path`` names ("the job's proxy (the owner's
+    credential)", "the service's state directory of the job"), None for any other path."""
     parts = [part for part in rel_path.split("/") if part not in ("", ".")]
     if parts[:1] == [JOB_STATE_DIR]:
-        return "it is the service's state directory of the job, never given back"
+        return "the service's state directory of the job"
     if parts == [JOB_PROXY_NAME]:
-        return "it is the job's proxy (the owner's credential), never given back"
+        return "the job's proxy (the owner's credential)"
+    return None
+
+
+def reserved_input_file(names: Iterable[str]) -> str | None:
+    """Why a job whose input sandbox brings the files ``names`` (file names in its work directory,
+    as staged) cannot run: one of them is what the service keeps there (:func:`service_file_kind`:
+    a job registered before :func:`~wmproxy.jdl.sandbox.check_input_sandbox_name` refused such
+    entries); None when none is. Staged, such a file and the job's proxy clobbered each other
+    (the proxy was written over the job's file) or the staging failed against ``.wmproxy``.
+    """
+    for name in names:
+        if (what := service_file_kind(name)) is not None:
+            return (f"input sandbox file {name!r} cannot be staged: the job's work directory holds {what} "
+                    "under that name (the job was registered before InputSandbox entries so named were refused)")
     return None
 
 

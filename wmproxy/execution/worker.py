@@ -72,7 +72,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy.config import Settings
-from wmproxy.domain import JobState, service_file, to_filename
+from wmproxy.domain import JobState, reserved_input_file, service_file, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import ends_journal, identity
 from wmproxy.execution.backends import BackendError, BatchSpawning, ExecutionBackend, JobLaunch, JobOutcome, RunHandle
@@ -706,6 +706,12 @@ class ExecutionWorker:
                       "it was registered while jobs were not mapped): not run as the service's user")
             log.warning("job %s: %s", job_id, reason)
             end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=reason, retryable=False))
+            return None
+        if (reserved := reserved_input_file(order.isb_files)) is not None:
+            # Registration refuses such entries now; a job registered before is never run with
+            # its file and the proxy written over each other, nor retried.
+            log.warning("job %s: %s", job_id, reserved)
+            end_attempt(self.rt, job_id, AttemptEnd(JobState.ABORTED, reason=reserved, retryable=False))
             return None
         try:
             launch = JobLaunch(

@@ -90,7 +90,7 @@ from wmproxy.jdl.parametric import (
     parameter_values,
     parametric_nodes,
 )
-from wmproxy.jdl.sandbox import file_name, is_remote_uri, isb_union
+from wmproxy.jdl.sandbox import check_input_sandbox_name, file_name, is_remote_uri, isb_union
 
 CompoundKind = Literal["dag", "collection", "parametric"]
 
@@ -232,8 +232,10 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
             ``max_bytes`` together, more dependency pairs than
             :func:`max_dependencies` (counted before they are made), a node given
             by ``file`` (the client must inline it), a nested DAG, collection or
-            parametric node, an unsupported ``node_type``, or a node's ``Std*`` or
-            ``OutputSandbox`` name outside its work directory.
+            parametric node, an unsupported ``node_type``, a node's ``Std*`` or
+            ``OutputSandbox`` name outside its work directory, or an ``InputSandbox`` entry
+            (the compound job's or a node's) staged under a name the service keeps there
+            (:func:`~wmproxy.jdl.sandbox.check_input_sandbox_name`).
         InvalidJdlAttributeError: ``ParameterStep = 0``, bad ``Type``/``JobType``.
         JdlError: a malformed node list, ``Parameters`` or dependency, a duplicated
             or unknown node name, a dependency cycle (the message names it), an
@@ -266,6 +268,8 @@ def expand(ad: classad2.ClassAd, *, max_nodes: int = DEFAULT_MAX_NODES,
         raw_nodes = _collection(ad, max_nodes) if kind == "collection" else _dag(ad, max_nodes)
         own_isb = list(string_list(ad, "InputSandbox"))
         check_size(_expanded_size([node for _, node in raw_nodes], ad), "DAG" if kind == "dag" else kind, max_bytes)
+    for entry in own_isb:  # the nodes' own entries are checked with them (describe_simple)
+        check_input_sandbox_name(entry)
     names = check_node_names(name for name, _ in raw_nodes)
     if kind == "dag":
         dependencies = _dependencies(ad, names, max_dependencies(max_nodes))

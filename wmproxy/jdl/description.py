@@ -28,7 +28,14 @@ from wmproxy.jdl.attributes import (
     string_value,
     text,
 )
-from wmproxy.jdl.sandbox import URI_SCHEME, check_work_dir_name, has_wildcards, local_file_names, uri_file_name
+from wmproxy.jdl.sandbox import (
+    URI_SCHEME,
+    check_input_sandbox_name,
+    check_work_dir_name,
+    has_wildcards,
+    local_file_names,
+    uri_file_name,
+)
 
 INTERACTIVE_ATTRIBUTES = ("ListenerHost", "ListenerPort", "ListenerPipeName")
 #: The largest ``CpuNumber`` registration accepts (a count of CPUs: a positive 32-bit integer).
@@ -130,8 +137,11 @@ def describe_simple(ad: classad2.ClassAd | AdView, *, parametric: bool = False) 
             Type: <type>"), or ``JobType`` lists more than one type ("Composite Job
             Type not yet supported").
         InvalidArgumentError: ``StdInput``/``StdOutput``/``StdError`` or an
-            ``OutputSandbox`` name is absolute or has a ``..`` component (the message
-            names the attribute); or the JDL is a compound job (use
+            ``OutputSandbox`` name is absolute or has a ``..`` component or names what the
+            service keeps in the work directory (:func:`~wmproxy.jdl.sandbox.check_work_dir_name`),
+            or an ``InputSandbox`` entry would be staged there under such a name
+            (:func:`~wmproxy.jdl.sandbox.check_input_sandbox_name`: ``user.proxy``, ``.wmproxy``);
+            the message names the attribute; or the JDL is a compound job (use
             :func:`wmproxy.jdl.describe`).
         JdlError: partitionable/checkpointable jobs ("... Jobs are Deprecated"), a
             missing mandatory attribute ("Mandatory attribute <name> not set"), an
@@ -171,6 +181,8 @@ def describe_simple(ad: classad2.ClassAd | AdView, *, parametric: bool = False) 
     ):
         if value is not None:
             check_work_dir_name(attribute, value)
+    for entry in description.input_sandbox:
+        check_input_sandbox_name(entry)
     if description.std_input is not None and not parametric:
         _check_std_input(description.std_input, description.input_sandbox)
     for name in description.output_sandbox:

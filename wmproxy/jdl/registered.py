@@ -16,6 +16,7 @@ from typing import Protocol
 
 import classad2
 
+from wmproxy.domain import service_file
 from wmproxy.errors import InvalidArgumentError, InvalidJdlAttributeError, JdlError
 from wmproxy.jdl.attributes import AdView, string_list, string_value
 from wmproxy.jdl.compound import describe
@@ -374,7 +375,8 @@ _OWN_OUTPUT = "this service keeps the output sandbox in the job's own output are
 def _check_output_destinations(user_dest: Sequence[str], base_dest: str | None, output_uri: str) -> None:
     """Refuse an ``OutputSandboxDestURI`` entry or ``OutputSandboxBaseDestURI`` naming anything
     but the job's own output area: an absolute URI other than ``<output_uri>/<file name>``
-    (``<output_uri>`` for the base), or a relative entry that is not a plain file name.
+    (``<output_uri>`` for the base), or a relative entry that is not a plain file name; or one
+    naming a file the output area never serves (:func:`~wmproxy.domain.service_file`: ``user.proxy``).
 
     Raises:
         InvalidArgumentError: the message names the attribute and the entry.
@@ -383,12 +385,17 @@ def _check_output_destinations(user_dest: Sequence[str], base_dest: str | None, 
     for given in user_dest:
         if URI_SCHEME.match(given):
             rest = given[len(output_uri) + 1:] if given.startswith(output_uri + "/") else ""
-            if not _is_file_name(uri_file_name(rest)):
+            name = uri_file_name(rest)
+            if not _is_file_name(name):
                 raise InvalidArgumentError(f"Attribute OutputSandboxDestURI: {given!r} is not allowed: {own}")
         elif given and not _is_file_name(given):
             raise InvalidArgumentError(
                 f"Attribute OutputSandboxDestURI: {given!r} is not allowed: a relative destination must be a file "
                 f"name (no '/'); {own}")
+        else:
+            name = given
+        if (why := service_file(name)) is not None:  # the output area never serves it (storage.withheld)
+            raise InvalidArgumentError(f"Attribute OutputSandboxDestURI: {given!r} is reserved: {why}")
     if base_dest is not None and base_dest.rstrip("/") != output_uri:
         raise InvalidArgumentError(f"Attribute OutputSandboxBaseDestURI: {base_dest!r} is not allowed: {own}")
 

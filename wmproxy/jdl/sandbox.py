@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
-from wmproxy.domain import service_file
+from wmproxy.domain import service_file, service_file_kind
 from wmproxy.errors import InvalidArgumentError, JdlError
 
 URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -118,6 +118,24 @@ def check_work_dir_name(attribute: str, name: str) -> None:
         )
     if (why := service_file(name)) is not None:
         raise InvalidArgumentError(f"Attribute {attribute}: {name!r} is reserved: {why}")
+
+
+def check_input_sandbox_name(entry: str) -> None:
+    """Refuse an ``InputSandbox`` entry whose file in the job's work directory would be one the
+    service keeps there (:func:`~wmproxy.domain.service_file`). An entry is staged into the work
+    directory under its file name (:func:`file_name`: ``dir/user.proxy`` is ``user.proxy``), where
+    the job's proxy ``user.proxy`` (written after the input sandbox, over it: the payload read the
+    owner's credential instead of its file) and the state directory ``.wmproxy`` (the staging
+    failed) are.
+
+    Raises:
+        InvalidArgumentError: the message names the attribute, the entry and its file name.
+    """
+    name = file_name(entry)
+    if (what := service_file_kind(name)) is not None:
+        raise InvalidArgumentError(
+            f"Attribute InputSandbox: {entry!r} is reserved: it would be staged into the job's work directory "
+            f"as {name!r}, which is {what}")
 
 
 def isb_union(groups: Iterable[Iterable[str]]) -> list[str]:

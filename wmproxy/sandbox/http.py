@@ -11,7 +11,11 @@ DELETE     a file or an empty directory below ``input/``
 MOVE       rename inside the same job's ``input/`` (``Destination`` header)
 =========  ==================================================================
 
-``output/`` is read-only over HTTP: the execution worker fills it. Statuses: 400 for a
+``output/`` is read-only over HTTP: the execution worker fills it. What the service keeps in a
+job's work dir (the job's proxy ``user.proxy``, ``.wmproxy/``), which a job ended before its
+collection and perusal refused it may have left in ``output/`` or ``peek/``, is neither listed nor
+served there (:func:`~wmproxy.sandbox.storage.withheld`: 403), for the owner as for the readers the
+job's ACL admits. Statuses: 400 for a
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
 of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a
 path outside a sandbox, a refused caller (a limited proxy may only read), an upload over
@@ -77,6 +81,7 @@ from wmproxy.sandbox.storage import (
     UnknownJobAreaError,
     check_file_name,
     is_temporary,
+    withheld,
 )
 from wmproxy.services.authz import NotAdmittedError
 from wmproxy.soap.tls_worker import close_connection
@@ -225,14 +230,16 @@ class SandboxApp:
         job_rel_dir, area, rest = self.storage.split_path(rel_path)
         self._check_names(rest)
         self.authorize(request.environ, job_rel_dir, method)
+        if method in ("GET", "HEAD") and (why := withheld(area, rest)) is not None:
+            raise SandboxPathError(f"{'/'.join(rest)} is not served: {why}")  # left by a job ended before
         resolved = self.storage.resolve(rel_path)
         path = resolved.path
         if method in ("GET", "HEAD"):
             if not resolved.area_exists:  # not written to yet: an empty directory
                 if rest:
                     raise _HttpError(404, f"No such file: {'/'.join(rest)}")
-                return self._listing(request, None)
-            return self._get(request, path, rest)
+                return self._listing(request, None, area, rest)
+            return self._get(request, path, area, rest)
         if area != "input":
             raise AuthorizationError("The output sandbox is read-only")
         if not rest:
@@ -258,7 +265,7 @@ class SandboxApp:
 
     # --- handlers ---
 
-    def _get(self, request: Request, path: Path, rest: tuple[str, ...]) -> Response:
+    def _get(self, request: Request, path: Path, area: str, rest: tuple[str, ...]) -> Response:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -271,7 +278,7 @@ class SandboxApp:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 os.close(fd)
-                return self._listing(request, path)
+                return self._listing(request, path, area, rest)
             if not stat.S_ISREG(st.st_mode):
                 raise SandboxPathError("Only regular files and directories are served")
         except BaseException:
@@ -294,15 +301,16 @@ class SandboxApp:
         body = wrap_file(request.environ, f, buffer_size=CHUNK_SIZE)
         return Response(body, status=200, headers=headers, direct_passthrough=True)
 
-    def _listing(self, request: Request, path: Path | None) -> Response:
-        """The directory page of ``path`` (None: an area not created yet, listed empty)."""
+    def _listing(self, request: Request, path: Path | None, area: str, rest: tuple[str, ...]) -> Response:
+        """The directory page of ``path`` (None: an area not created yet, listed empty), the
+        directory ``rest`` below ``area``; what is never served (:func:`withheld`) is left out."""
         rows = []
         entries: list[os.DirEntry[str]] = []
         if path is not None:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            if is_temporary(entry.name):
+            if is_temporary(entry.name) or withheld(area, (*rest, entry.name)) is not None:
                 continue
             name = entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
             rows.append(f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>')

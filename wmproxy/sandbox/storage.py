@@ -84,6 +84,28 @@ MAX_PATH_DEPTH = 16
 OUTPUT_HIDDEN = frozenset({".gacl", "Maradona.output"})
 """Output files never reported by :meth:`FilesystemSandboxStorage.output_files` (§4.5)."""
 
+#: A perusal file of ``peek/``: a chunk ``<name>.<epoch>`` or a merged file ``<name>-<first>-<last>``.
+_PERUSAL_PART = re.compile(r"(.+?)(?:\.[0-9]+|-[0-9]+-[0-9]+)")
+
+
+def withheld(area: str, parts: Sequence[str]) -> str | None:
+    """Why the path ``parts`` below a job's ``output/`` or ``peek/`` is never listed nor served:
+    it holds what the service keeps in the work dir (:func:`~wmproxy.domain.service_file`), which
+    collection and perusal refuse now but a job ended before they did may have left there: the
+    job's proxy ``output/user.proxy`` (the owner's credential), ``output/.wmproxy/...``, its
+    perusal parts ``peek/user.proxy.<epoch>`` and ``peek/user.proxy-<first>-<last>``. For the
+    owner as for a reader the job's ACL admits. A name check (no directory is read); None for
+    any other path and for ``input/`` (the owner's own uploads).
+    """
+    if area == "input" or not parts:
+        return None
+    if (why := domain.service_file("/".join(parts))) is not None:
+        return why
+    if area == "peek" and (part := _PERUSAL_PART.fullmatch(parts[0])) is not None:
+        return domain.service_file(part.group(1))
+    return None
+
+
 TMP_SUFFIX = ".wmproxy-part"
 """Suffix of in-progress temporary files; hidden from listings and output lists."""
 
@@ -983,8 +1005,9 @@ class FilesystemSandboxStorage:
     def output_files(self, job_id: str) -> list[tuple[str, int]]:
         """``(name, size in bytes)`` of the regular files directly in ``output/``, sorted by name.
 
-        ``.gacl``, ``Maradona.output``, symlinks, directories and in-progress
-        temporary files are left out (``wmproxy-behaviour.md`` §4.5). A job area
+        ``.gacl``, ``Maradona.output``, symlinks, directories, in-progress
+        temporary files (``wmproxy-behaviour.md`` §4.5) and the job's proxy ``user.proxy`` a
+        collection before it was refused left there (:func:`withheld`) are left out. A job area
         without ``output/`` (not started yet) has no output files.
         """
         output = self._area(job_id, "output", must_exist=False)
@@ -994,7 +1017,7 @@ class FilesystemSandboxStorage:
         except FileNotFoundError:
             return result
         for entry in entries:
-            if entry.name in OUTPUT_HIDDEN or is_temporary(entry.name):
+            if entry.name in OUTPUT_HIDDEN or is_temporary(entry.name) or withheld("output", (entry.name,)):
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISREG(st.st_mode):
@@ -1150,7 +1173,8 @@ class FilesystemSandboxStorage:
                 its registered destination (:attr:`~wmproxy.jdl.description.JobDescription.output_names`);
                 ``""`` or none: the entry's own file name. An entry whose name an earlier one has
                 taken is not collected (``"it has the same name ... as <earlier entry>"``), never
-                written over it.
+                written over it; nor one stored under a name never served (:func:`withheld`:
+                ``user.proxy``, a JDL registered before such destinations were refused).
             budget: bytes all the files together may take (None: no limit).
             max_files: files at most collected (``[limits] max_output_sandbox_files``: wildcards
                 can name more than the entries registration counted); 0: no limit. A file
@@ -1187,6 +1211,9 @@ class FilesystemSandboxStorage:
             name = target or base
             if name in ("", ".", "..") or "/" in name or "\0" in name or is_temporary(name) or name in OUTPUT_HIDDEN:
                 missing.append((shown_name(entry), f"its destination name {shown_name(repr(name))} is not a file name"))
+                continue
+            if (why := withheld("output", (name,))) is not None:  # stored there, it would never be served
+                missing.append((shown_name(entry), f"its destination name {shown_name(repr(name))} is reserved: {why}"))
                 continue
             if name in stored:
                 why = f"it has the same name {shown_name(name)} in the output sandbox as {shown_name(stored[name])}"

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -542,6 +543,20 @@ class TestEnvironmentAndFiles:
         with pytest.raises(BackendError, match=r"input sandbox file job\.sh has not been uploaded"):
             backend.prepare(launch(never_uploaded, account, "true", isb=("job.sh", "data")))
         assert not never_uploaded.exists()
+
+    @pytest.mark.parametrize("name", [PROXY_NAME, STATE_DIR])
+    def test_an_input_file_named_as_a_service_file_refuses_the_start(
+            self, backend: LocalExecutionBackend, input_dir: Path, account: Account | None, proxy_pem: bytes,
+            name: str) -> None:
+        """A job registered before such entries were refused: staged, ``user.proxy`` was written
+        over by the job's proxy (the payload read the owner's credential, its file lost, Done),
+        ``.wmproxy`` failed with "Cannot stage .wmproxy: File exists"."""
+        (input_dir / name).write_text("the user's data\n")
+        with pytest.raises(BackendError, match=rf"^input sandbox file '{re.escape(name)}' cannot be staged: the "
+                                               r"job's work directory holds the .* under that name \(the job was "
+                                               r"registered before InputSandbox entries so named were refused\)$"):
+            backend.prepare(launch(input_dir, account, "cat user.proxy", proxy_pem=proxy_pem, isb=(name,)))
+        assert not (backend.work_root / to_filename(JOB)).exists()
 
     def test_a_broken_proxy_refuses_the_start(self, backend: LocalExecutionBackend, input_dir: Path,
                                               account: Account | None) -> None:

@@ -249,6 +249,36 @@ class TestDag:
             _expand(text)
 
 
+class TestReservedInputFiles:
+    """An ``InputSandbox`` entry staged into a node's work dir as ``user.proxy`` or ``.wmproxy``
+    is refused for every kind of compound job, as a simple job's (naming the node)."""
+
+    RESERVED = "is reserved: it would be staged into the job's work directory as 'user.proxy'"
+
+    @pytest.mark.parametrize("text", [
+        # a collection node's own entry; one the node inherits from the collection
+        'Type = "collection"; nodes = { [ Executable = "a"; InputSandbox = { "d/user.proxy" } ] };',
+        'Type = "collection"; InputSandbox = { "d/user.proxy" }; nodes = { [ Executable = "a" ] };',
+        # a DAG node's own entry, and one naming the DAG's entry (root.InputSandbox[0])
+        'Type = "dag"; nodes = [ n1 = [ description = [ Executable = "a"; InputSandbox = { "d/user.proxy" } ] ] ];',
+        ('Type = "dag"; InputSandbox = { "d/user.proxy" }; '
+        'nodes = [ n1 = [ description = [ Executable = "a"; InputSandbox = { root.InputSandbox[0] } ] ] ];'),
+        # a parametric job's entry, with and without _PARAM_
+        'JobType = "Parametric"; Executable = "a"; Parameters = { "user" }; InputSandbox = { "d/_PARAM_.proxy" };',
+        'JobType = "Parametric"; Executable = "a"; Parameters = 2; InputSandbox = { "d/user.proxy" };',
+    ])
+    def test_a_nodes_entry_is_refused(self, text: str) -> None:
+        pattern = f"^(Node [^:]+: )?Attribute InputSandbox: '[^']*' {self.RESERVED}"
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            _expand(text)
+
+    def test_a_dags_own_entry_no_node_names_is_refused(self) -> None:
+        text = ('Type = "dag"; InputSandbox = { "d/user.proxy", "a.sh" }; '
+                'nodes = [ n1 = [ description = [ Executable = "a"; InputSandbox = { "a.sh" } ] ] ];')
+        with pytest.raises(InvalidArgumentError, match=f"^Attribute InputSandbox: 'd/user.proxy' {self.RESERVED}"):
+            _expand(text)
+
+
 class TestParametric:
     def test_appendix_a4_values_start_100_step_10_below_130(self) -> None:
         job = _expand(_sample("parametric.jdl"))

@@ -217,6 +217,25 @@ class TestWorkDirNames:
                 _describe(f'[ Executable = "a"; {attribute} = {value}; ]')
             assert info.value.message.startswith(f"Attribute {attribute}: {name!r} is reserved: it is the ")
 
+    @pytest.mark.parametrize(("entry", "name"), [
+        ("user.proxy", "user.proxy"), ("/home/alice/user.proxy", "user.proxy"),
+        ("file:///tmp/user.proxy", "user.proxy"),
+        ("sub/.wmproxy", ".wmproxy"), ("a/.wmproxy/", ".wmproxy"),
+    ])
+    def test_an_input_sandbox_file_staged_as_what_the_service_keeps_is_refused(self, entry: str, name: str) -> None:
+        """An ``InputSandbox`` entry is staged into the work dir under its file name: as
+        ``user.proxy`` the job's proxy was written over it (the payload read the owner's credential,
+        its file was lost, nothing said so); as ``.wmproxy`` the staging failed ("File exists")."""
+        with pytest.raises(InvalidArgumentError) as info:
+            _describe(f'[ Executable = "a"; InputSandbox = {{ "ok.txt", "{entry}" }}; ]')
+        assert info.value.message.startswith(
+            f"Attribute InputSandbox: {entry!r} is reserved: it would be staged into the job's work directory "
+            f"as {name!r}, which is the ")
+
+    @pytest.mark.parametrize("entry", ["user.proxy.txt", "User.proxy", ".wmproxy/x", "user.proxy/x", "x.wmproxy"])
+    def test_input_sandbox_files_like_the_reserved_ones_are_accepted(self, entry: str) -> None:
+        assert _describe(f'[ Executable = "a"; InputSandbox = {{ "{entry}" }}; ]').input_sandbox == (entry,)
+
     def test_the_reserved_names_are_the_execution_layers(self) -> None:
         from wmproxy.execution import identity, jobwrapper, zygote
 

@@ -132,6 +132,15 @@ class TestRegisteredAd:
             _register(f'Executable = "a"; OutputSandbox = {files}; {attributes}')
         assert named in str(exc.value)
 
+    @pytest.mark.parametrize("given", ["user.proxy", f"{ISB_BASE}/output/user.proxy", ".wmproxy",
+                                       f"{ISB_BASE}/output/.wmproxy"])
+    def test_a_destination_named_as_a_file_the_output_area_never_serves_is_refused(self, given: str) -> None:
+        """The output area never serves ``user.proxy`` (what an old collection may have left there):
+        an output stored under that name could never be fetched."""
+        with pytest.raises(InvalidArgumentError) as exc:
+            _register(f'Executable = "a"; OutputSandbox = {{"a.out"}}; OutputSandboxDestURI = {{"{given}"}};')
+        assert str(exc.value).startswith(f"Attribute OutputSandboxDestURI: {given!r} is reserved: it is the ")
+
     def test_output_names_appended_to_a_uri_are_percent_encoded_as_get_output_file_list_gives_them(self) -> None:
         ad = _register(
             'Executable = "a"; OutputSandbox = {"a b.txt", "res#1.txt", "50%.txt"};'

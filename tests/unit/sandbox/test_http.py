@@ -7,7 +7,7 @@ import re
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import pytest
@@ -252,6 +252,49 @@ class TestGet:
             response = client.get(path, headers=OWNER)
             assert response.status_code == 403, path
             assert b"SECRET" not in response.data
+
+
+class TestServiceFilesLeftInTheAreas:
+    """The job's proxy ``user.proxy`` (the owner's credential) that a collection or a perusal
+    before they refused it left in ``output/`` or ``peek/``, placed there as it would have been:
+    neither listed nor served, whoever asks; ``input/`` holds the owner's own uploads."""
+
+    LEFT: ClassVar[dict[str, list[str]]] = {"output": ["user.proxy", ".wmproxy/job.marshal"],
+                                            "peek": ["user.proxy.1700000000", "user.proxy-1700000000-1700000060",
+                                                     ".wmproxy-1-2"]}
+    KEPT: ClassVar[dict[str, list[str]]] = {"output": ["std.out", "user.proxy.txt", "User.proxy"],
+                                            "peek": ["std.out-1-2", "user.proxy.txt.17", "user-1-2"]}
+
+    @pytest.fixture
+    def left(self, storage: FilesystemSandboxStorage) -> None:
+        for area in ("output", "peek"):
+            for name in self.LEFT[area] + self.KEPT[area]:
+                path = _area(storage, area) / name
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(b"-----BEGIN PRIVATE KEY----- SECRET" if name in self.LEFT[area] else b"data")
+
+    @pytest.mark.parametrize("area", ["output", "peek"])
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    def test_they_are_refused(self, client: Client, left: None, area: str, method: str) -> None:
+        for name in self.LEFT[area] + [".wmproxy", ".wmproxy/"] * (area == "output"):
+            response = client.open(f"/{JOB_DIR}/{area}/{quote(name)}", method=method, headers=OWNER)
+            assert response.status_code == 403, name
+            assert b"SECRET" not in response.data and "Content-Disposition" not in response.headers
+            if method == "GET":
+                assert response.get_data(as_text=True).startswith(f"{name.rstrip('/')} is not served: it is the ")
+        for name in self.KEPT[area]:
+            with client.open(f"/{JOB_DIR}/{area}/{quote(name)}", method=method, headers=OWNER) as response:
+                assert response.status_code == 200, name
+
+    @pytest.mark.parametrize("area", ["output", "peek"])
+    def test_their_area_lists_the_others_only(self, client: Client, left: None, area: str) -> None:
+        listed = re.findall(r'<a href="([^"]*)">', client.get(f"/{JOB_DIR}/{area}/", headers=OWNER).get_data(True))
+        assert listed == sorted(quote(name) for name in self.KEPT[area])
+
+    def test_the_input_area_serves_the_owners_upload_so_named(self, client: Client) -> None:
+        assert _put(client, f"{INPUT}/user.proxy", b"mine").status_code == 201
+        with client.get(f"{INPUT}/user.proxy", headers=OWNER) as response:
+            assert response.data == b"mine"
 
 
 def _assert_guarded(response: TestResponse) -> None:

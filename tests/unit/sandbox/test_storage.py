@@ -868,11 +868,26 @@ class TestServiceFiles:
                                                  targets=("", "", "", "", "user.proxy"))
 
         assert [name for name, _ in collected.missing] == ["user.proxy", "./user.proxy", ".wmproxy/job.marshal",
-                                                           ".wmproxy/*"]
+                                                           ".wmproxy/*", "std.out"]
         assert [why for _, why in collected.missing] == [
             *["it is the job's proxy (the owner's credential), never given back"] * 2,
-            *["it is the service's state directory of the job, never given back"] * 2]
-        assert storage.output_files(JOB) == [("user.proxy", 3)]  # std.out stored under a destination so named
+            *["it is the service's state directory of the job, never given back"] * 2,
+            # stored under a destination so named, it would never be served (withheld)
+            ("its destination name 'user.proxy' is reserved: it is the job's proxy (the owner's credential), "
+            "never given back")]
+        assert storage.output_files(JOB) == []
+
+    def test_one_a_collection_before_left_in_the_output_area_is_not_listed(
+            self, storage: FilesystemSandboxStorage) -> None:
+        """Placed as a collection before the names were refused left it: getOutputFileList (for the
+        owner as for an ACL reader) and the monitor list :meth:`output_files`."""
+        output = _written(storage, JOB) / "output"
+        (output / "user.proxy").write_bytes(b"-----BEGIN PRIVATE KEY-----")
+        (output / ".wmproxy").mkdir()
+        (output / "std.out").write_bytes(b"out")
+        (output / "user.proxy.txt").write_bytes(b"x")
+
+        assert storage.output_files(JOB) == [("std.out", 3), ("user.proxy.txt", 1)]
 
 
 class TestOutputTargets:

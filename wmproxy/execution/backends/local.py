@@ -46,7 +46,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from wmproxy.domain import JobState, to_filename
+from wmproxy.domain import JobState, reserved_input_file, to_filename
 from wmproxy.errors import WMProxyError
 from wmproxy.execution import identity, jobwrapper, processes
 from wmproxy.execution.backends import BackendError, JobLaunch, JobOutcome, RunHandle, out_of_memory, outcome_of
@@ -1122,7 +1122,11 @@ def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...], account: 
     job of the same account into chowning the store key and the database to it.
 
     ``input/`` is made by the first upload: without it nothing was uploaded, which is fine
-    for an empty ``files`` and "input sandbox file <first> has not been uploaded" otherwise."""
+    for an empty ``files`` and "input sandbox file <first> has not been uploaded" otherwise.
+    A file named as what the service keeps in the work dir (``user.proxy``, ``.wmproxy``:
+    :func:`~wmproxy.domain.reserved_input_file`) is refused before anything is copied."""
+    if (reserved := reserved_input_file(files)) is not None:  # the worker refuses it first
+        raise identity.IdentityError(reserved)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         src_dir = os.open(input_dir, flags | os.O_DIRECTORY)
