@@ -126,7 +126,7 @@ def _inspected_job(root: Path) -> tuple[bytes, bytes]:
         service=dataclasses.replace(ServiceSettings(), host="127.0.0.1", port=1))  # refused: the agent retries
     job_id = "https://lb.example.org:9000/bench"
     spec = JobSpec(job_id=job_id, executable="/bin/true", proxy=PROXY,
-                   base_environment=agent_environment(settings, job_id))
+                   base_environment=agent_environment(settings, job_id, attempt=0))
     return spec.to_bytes(), (root / "user" / "x509up").read_bytes()
 
 

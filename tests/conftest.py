@@ -180,9 +180,11 @@ def _longest_first(items: list[pytest.Item]) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the SQLite variant of a test marked ``postgresql_only`` (behaviour that exists on
     PostgreSQL alone: row locks, ``SKIP LOCKED``) and the PostgreSQL variant of one marked
-    ``sqlite_only`` (the worker's inotify watch of the database file) or ``any_database`` (what it
-    checks happens before or beside the database: a process's options, file modes, gunicorn's
-    boot; CI's time), rather than generating and skipping them.
+    ``sqlite_only`` (the worker's inotify watch of the database file), and of one marked
+    ``any_database`` every variant but SQLite's (PostgreSQL's when only it is selected): what it
+    checks does not differ between the databases (a process's options and refusals that come
+    before the database, gunicorn's boot, the wall time's kill) and the database's part of it is
+    tested on both elsewhere (CI's time), rather than generating and skipping them.
 
     ``WMPROXY_TEST_BACKENDS=sqlite`` (or ``postgresql``) keeps only that database's variants of
     every test that runs on both: ``make test``'s Python 3.13 run takes SQLite alone, the 3.11 run
@@ -200,10 +202,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unknown = backends - {"sqlite", "postgresql"}
     if unknown:
         raise pytest.UsageError(f"WMPROXY_TEST_BACKENDS: unknown database {sorted(unknown)} (sqlite, postgresql)")
+    one = "sqlite" if not backends or "sqlite" in backends else "postgresql"  # an any_database test's variant
     drop = [item for item in items if getattr(item, "callspec", None) is not None
             and ((item.get_closest_marker("postgresql_only") and kind(item) == "sqlite")
-                 or ((item.get_closest_marker("sqlite_only") or item.get_closest_marker("any_database"))
-                     and kind(item) == "postgresql")
+                 or (item.get_closest_marker("sqlite_only") and kind(item) == "postgresql")
+                 or (item.get_closest_marker("any_database") and kind(item) not in (None, one))
                  or (backends and kind(item) not in (None, *backends)))]
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -1,6 +1,6 @@
 """How the long-running processes start, refuse and stop, run as an operator runs them: the real
-console scripts on an initialised deployment (SQLite; on PostgreSQL as well where the database takes
-part: the store key's check, the worker's stop).
+console scripts on an initialised deployment (SQLite and PostgreSQL; a test marked ``any_database``
+on one: an option, a refusal that comes before the database, gunicorn's boot).
 
 ``wmproxy-server -c FILE`` takes the wmproxy configuration and keeps the packaged gunicorn one;
 ``wmproxy-metrics`` is a command like the others; a refusal exits with the status the units do
@@ -86,7 +86,7 @@ def serve_until_listening(argv: list[str], config: Path | None, cwd: Path, **env
 
 
 class TestServerConfigOption:
-    @pytest.mark.any_database
+    @pytest.mark.any_database  # the option; the service's start on PostgreSQL: every integration deployment
     def test_c_names_the_wmproxy_configuration_and_the_service_listens(self, config: Path, tmp_path: Path) -> None:
         """``-c FILE`` with ``WMPROXY_CONFIG`` unset: the service starts on that file's database and
         keys, with the packaged gunicorn configuration (TLS); gunicorn options still pass through."""
@@ -107,7 +107,6 @@ class TestServerConfigOption:
         assert "Traceback" not in done.stderr
 
 
-@pytest.mark.any_database
 class TestStartChecksRunOnce:
     """Before, ``wmproxy-server`` ran the start checks (store key, schema, file modes, the sandbox
     root) four times: itself and as gunicorn read its configuration, both again after the master's
@@ -120,6 +119,7 @@ class TestStartChecksRunOnce:
         assert err.count("Starting gunicorn") == 1, err
         assert "Traceback" not in err
 
+    @pytest.mark.any_database  # the checks' count is the other test's, on both databases
     def test_gunicorn_run_from_the_source_tree_checks_too(self, settings: Settings, config: Path,
                                                           tmp_path: Path) -> None:
         """``gunicorn -c deploy/gunicorn.conf.py``: the checks run (once) there as well."""
@@ -230,7 +230,6 @@ class TestWithoutAConfigurationFile:
 
 
 class TestWhatAStartAndAStopSay:
-    @pytest.mark.any_database
     def test_renewal_once_logs_its_pass_and_no_alembic_plugin_lines(self, config: Path) -> None:
         done = run("wmproxy-renewal", "--once", config=config)
         assert done.returncode == 0, done.stderr

@@ -119,7 +119,7 @@ def test_a_held_call_is_answered_when_the_service_stops(deployment: Deployment, 
                          {"Content-Type": "text/xml; charset=utf-8"})
         else:  # the job's agent, with the job's secret and its owner's proxy; nothing is asked of it
             conn.request("GET", f"{AGENT_PATH}/next?job={urllib.parse.quote(job_id, safe='')}&wait={HOLD}",
-                         headers={"X-WMProxy-Inspection-Token": agent_token(settings, job_id)})
+                         headers={"X-WMProxy-Inspection-Token": agent_token(settings, job_id, attempt=0)})
         client_port = conn.sock.getsockname()[1]
         # Taken by a request thread (the handshake reads its own records only): a stop now lets it finish.
         wait_for(lambda: read_by_the_service(deployment.port, client_port),

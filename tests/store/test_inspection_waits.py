@@ -53,7 +53,7 @@ class TestAgentLongPoll:
         # ended by the service's stop during the third look, not by a short deadline (a look can
         # take longer than 0.6 s on a loaded machine)
         looks = counted(monkeypatch, "_agent_job", rt, stop_at=3)
-        token = inspection.agent_token(rt.settings, running_job)
+        token = inspection.agent_token(rt.settings, running_job, attempt=0)
         assert inspection.agent_next(rt, alice, running_job, token, HOLD) is None
         assert len(looks) == 3  # looks with pauses between them until the stop
 
@@ -64,7 +64,7 @@ class TestAgentLongPoll:
         if stop_at is None:
             rt.stopping.set()
         looks = counted(monkeypatch, "_agent_job", rt, stop_at=stop_at)
-        token = inspection.agent_token(rt.settings, running_job)
+        token = inspection.agent_token(rt.settings, running_job, attempt=0)
         assert inspection.agent_next(rt, alice, running_job, token, HOLD) is None  # the agent asks again
         assert len(looks) == 1
 
@@ -72,7 +72,8 @@ class TestAgentLongPoll:
             self, rt: Runtime, alice: Principal, running_job: str) -> None:
         request_id = inspection.ask(rt, alice, running_job, ["ps"])
         rt.stopping.set()
-        task = inspection.agent_next(rt, alice, running_job, inspection.agent_token(rt.settings, running_job), HOLD)
+        token = inspection.agent_token(rt.settings, running_job, attempt=0)
+        task = inspection.agent_next(rt, alice, running_job, token, HOLD)
         assert task is not None and task.request_id == request_id and task.argv == ["ps"]
 
 
@@ -125,7 +126,7 @@ class TestHeldWaitsLeaveAThreadFree:
             assert not inspection.result(two, alice, request_id, HOLD).finished
             # answered while the first still holds (whose own looks, each poll of its wait, count apart)
             assert looks.count(threading.get_ident()) == 1 and held.is_alive()
-            token = inspection.agent_token(two.settings, running_job)
+            token = inspection.agent_token(two.settings, running_job, attempt=0)
             assert inspection.agent_next(two, alice, running_job, token, 0.0) is not None  # no hold asked: served
         finally:
             two.stopping.set()

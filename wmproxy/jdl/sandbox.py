@@ -128,10 +128,15 @@ def check_input_sandbox_name(entry: str) -> None:
     owner's credential instead of its file) and the state directory ``.wmproxy`` (the staging
     failed) are.
 
+    An entry whose file name is ``.`` or ``..`` (``dir/.``, ``user.proxy/..``) names no file to
+    stage and is refused too (the staging failed on it, "has not been uploaded").
+
     Raises:
         InvalidArgumentError: the message names the attribute, the entry and its file name.
     """
     name = file_name(entry)
+    if name in (".", ".."):
+        raise InvalidArgumentError(f"Attribute InputSandbox: {entry!r} names no file: its file name would be {name!r}")
     if (what := service_file_kind(name)) is not None:
         raise InvalidArgumentError(
             f"Attribute InputSandbox: {entry!r} is reserved: it would be staged into the job's work directory "

@@ -232,6 +232,14 @@ class TestWorkDirNames:
             f"Attribute InputSandbox: {entry!r} is reserved: it would be staged into the job's work directory "
             f"as {name!r}, which is the ")
 
+    @pytest.mark.parametrize(("entry", "name"), [("user.proxy/.", "."), ("x/.wmproxy/.", "."), ("dir/..", ".."),
+                                                 ("file:///tmp/a/./", ".")])
+    def test_an_input_sandbox_entry_whose_file_name_is_a_dot_is_refused(self, entry: str, name: str) -> None:
+        """Accepted before, then failed at the staging ("has not been uploaded")."""
+        with pytest.raises(InvalidArgumentError) as info:
+            _describe(f'[ Executable = "a"; InputSandbox = {{ "{entry}" }}; ]')
+        assert info.value.message == f"Attribute InputSandbox: {entry!r} names no file: its file name would be {name!r}"
+
     @pytest.mark.parametrize("entry", ["user.proxy.txt", "User.proxy", ".wmproxy/x", "user.proxy/x", "x.wmproxy"])
     def test_input_sandbox_files_like_the_reserved_ones_are_accepted(self, entry: str) -> None:
         assert _describe(f'[ Executable = "a"; InputSandbox = {{ "{entry}" }}; ]').input_sandbox == (entry,)

@@ -69,21 +69,22 @@ class TestSettings:
 class TestAgentSecret:
     def test_one_secret_per_job_the_same_in_every_process(self, tmp_path: Path) -> None:
         conf = settings(tmp_path)
-        assert agent_token(conf, "https://h:9000/a") == agent_token(conf, "https://h:9000/a")
-        assert agent_token(conf, "https://h:9000/a") != agent_token(conf, "https://h:9000/b")
-        assert len(agent_token(conf, "https://h:9000/a")) == 64
+        assert agent_token(conf, "https://h:9000/a", attempt=0) == agent_token(conf, "https://h:9000/a", attempt=0)
+        assert agent_token(conf, "https://h:9000/a", attempt=0) != agent_token(conf, "https://h:9000/b", attempt=0)
+        assert len(agent_token(conf, "https://h:9000/a", attempt=0)) == 64
 
     def test_another_store_key_gives_other_secrets(self, tmp_path: Path) -> None:
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "store.key").write_bytes(b"z" * 44)
-        assert agent_token(settings(tmp_path), "j") != agent_token(settings(tmp_path / "other"), "j")
+        mine, other = settings(tmp_path), settings(tmp_path / "other")
+        assert agent_token(mine, "j", attempt=0) != agent_token(other, "j", attempt=0)
 
     def test_the_agent_environment_names_the_service_its_ca_dir_and_the_delay(self, tmp_path: Path) -> None:
         conf = dataclasses.replace(settings(tmp_path, agent_delay=1.5), service=dataclasses.replace(Settings().service,
                                                                                   host="wms.example.org", port=7443))
         env = agent_environment(conf, "j", attempt=0)
         assert env == {ENV_URL: "https://wms.example.org:7443/wmproxy-inspection/agent",
-                       ENV_TOKEN: agent_token(conf, "j"), ENV_CA_DIR: "/grid/certificates", ENV_DELAY: "1.5"}
+                       ENV_TOKEN: agent_token(conf, "j", attempt=0), ENV_CA_DIR: "/grid/certificates", ENV_DELAY: "1.5"}
         assert agent_environment(settings(tmp_path), "j", attempt=0)[ENV_DELAY] == "2.0"  # the default
 
     def test_no_agent_when_inspection_is_off(self, tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def state_of(rt: Runtime, request_id: str) -> str:
 @pytest.mark.parametrize("payload_started", [False, True], ids=["shallow", "deep"])
 def test_an_earlier_attempts_agent_cannot_fetch_the_current_attempts_requests(
         rt: Runtime, alice: Principal, job_id: str, payload_started: bool) -> None:
-    first = inspection.agent_token(rt.settings, job_id)  # what the first attempt's wrapper was given
+    first = inspection.agent_token(rt.settings, job_id, attempt=0)  # what the first attempt's wrapper was given
     assert resubmitted(rt, job_id, payload_started=payload_started) == 1
     request_id = inspection.ask(rt, alice, job_id, ["ps"])
     with pytest.raises(AuthorizationError, match="not the agent of this job"):
@@ -94,7 +94,7 @@ def test_an_earlier_attempts_agent_cannot_fetch_the_current_attempts_requests(
 
 def test_an_earlier_attempts_agent_cannot_answer_the_current_attempts_request(
         rt: Runtime, alice: Principal, job_id: str) -> None:
-    first = inspection.agent_token(rt.settings, job_id)
+    first = inspection.agent_token(rt.settings, job_id, attempt=0)
     second = resubmitted(rt, job_id, payload_started=False)
     request_id = inspection.ask(rt, alice, job_id, ["ps"])
     current = inspection.agent_environment(rt.settings, job_id, attempt=second)[inspection.ENV_TOKEN]
@@ -113,12 +113,12 @@ def test_an_earlier_attempts_agent_cannot_answer_the_current_attempts_request(
 def test_each_attempt_has_its_own_secret_and_the_first_keeps_the_one_of_before(rt: Runtime, job_id: str) -> None:
     tokens = [inspection.agent_environment(rt.settings, job_id, attempt=n)[inspection.ENV_TOKEN] for n in range(3)]
     assert len(set(tokens)) == 3 and all(len(token) == 64 for token in tokens)
-    assert tokens[0] == inspection.agent_token(rt.settings, job_id)  # a job running through the upgrade
+    assert tokens[0] == inspection.agent_token(rt.settings, job_id, attempt=0)  # a job running through the upgrade
 
 
 def test_a_second_resubmission_refuses_the_first_two_attempts_agents(rt: Runtime, alice: Principal,
                                                                     job_id: str) -> None:
-    tokens = [inspection.agent_token(rt.settings, job_id)]
+    tokens = [inspection.agent_token(rt.settings, job_id, attempt=0)]
     tokens.append(inspection.agent_environment(rt.settings, job_id, attempt=resubmitted(
         rt, job_id, payload_started=False))[inspection.ENV_TOKEN])
     third = resubmitted(rt, job_id, payload_started=True)

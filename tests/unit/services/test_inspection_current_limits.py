@@ -42,7 +42,7 @@ def test_a_pending_request_is_handed_out_with_the_limits_lowered_since(rt: Runti
     request_id = inspection.ask(rt, alice, job_id, ["ps"])
     assert (stored(rt, request_id).time_limit, stored(rt, request_id).output_cap) == (600.0, 1_000_000)
     limits(rt, time_limit=5.0, output_cap=100)  # the operator lowered them and restarted
-    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id), 0)
+    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id, attempt=0), 0)
     assert task is not None and task.request_id == request_id
     assert (task.time_limit, task.output_cap) == (5.0, 100)  # before: (600.0, 1000000)
     request = stored(rt, request_id)  # what the service holds the agent to ("did not answer within 5 s")
@@ -54,7 +54,7 @@ def test_a_request_asked_under_lower_limits_keeps_them(rt: Runtime, alice: Princ
     job_id = running(rt, alice, delegated)
     inspection.ask(rt, alice, job_id, ["ps"], time_limit=2)
     limits(rt, time_limit=600.0, output_cap=1_000_000)  # raised since: the request's own values stay
-    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id), 0)
+    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id, attempt=0), 0)
     assert task is not None and (task.time_limit, task.output_cap) == (2.0, 64 * 1024)
 
 
@@ -63,7 +63,7 @@ def test_a_result_posted_after_the_cap_was_lowered_is_cut_at_the_current_cap(rt:
     limits(rt, output_cap=1_000_000)
     job_id = running(rt, alice, delegated)
     request_id = inspection.ask(rt, alice, job_id, ["ps"])
-    token = inspection.agent_token(rt.settings, job_id)
+    token = inspection.agent_token(rt.settings, job_id, attempt=0)
     task = inspection.agent_next(rt, alice, job_id, token, 0)
     assert task is not None and task.output_cap == 1_000_000  # taken before the restart
     limits(rt, output_cap=100)

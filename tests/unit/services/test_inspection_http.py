@@ -32,7 +32,7 @@ def taken(rt: Runtime, alice: Principal, delegated: str) -> tuple[str, str]:
     with rt.uow() as uow:
         uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
     request_id = inspection.ask(rt, alice, job_id, ["ps"])
-    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id), 0)
+    task = inspection.agent_next(rt, alice, job_id, inspection.agent_token(rt.settings, job_id, attempt=0), 0)
     assert task is not None and task.request_id == request_id
     return job_id, request_id
 
@@ -43,7 +43,7 @@ def post(rt: Runtime, alice: Principal, job_id: str, request_id: str, body: dict
     out = InspectionAgentApp(rt, lambda environ: alice)(
         {"PATH_INFO": f"{inspection.AGENT_PATH}/result", "REQUEST_METHOD": "POST",
          "QUERY_STRING": f"job={job_id}&request={request_id}",
-         TOKEN_HEADER: inspection.agent_token(rt.settings, job_id),
+         TOKEN_HEADER: inspection.agent_token(rt.settings, job_id, attempt=0),
          "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw)},
         lambda status, headers, exc_info=None: seen.setdefault("status", status))
     return seen["status"], b"".join(out)
@@ -118,7 +118,7 @@ def test_a_wrong_secret_is_refused_before_the_body_is_read(rt: Runtime, alice: P
 def test_another_users_credential_is_refused_before_the_body_is_read(
         rt: Runtime, bob: Principal, taken: tuple[str, str]) -> None:
     job_id, request_id = taken
-    status, _body, read = raw_post(rt, bob, job_id, request_id, inspection.agent_token(rt.settings, job_id),
+    status, _body, read = raw_post(rt, bob, job_id, request_id, inspection.agent_token(rt.settings, job_id, attempt=0),
                                    b"{not json")
     assert status == "403 Forbidden" and not read
 

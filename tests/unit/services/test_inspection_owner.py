@@ -62,7 +62,7 @@ def test_a_stranger_gets_the_usual_refusal(rt: Runtime, alice: Principal, delega
 
 def test_the_owner_still_inspects(rt: Runtime, alice: Principal, job: str) -> None:
     request_id = inspection.ask(rt, alice, job, ["cat", "out.log"])
-    task = inspection.agent_next(rt, alice, job, inspection.agent_token(rt.settings, job), 0)
+    task = inspection.agent_next(rt, alice, job, inspection.agent_token(rt.settings, job, attempt=0), 0)
     assert task is not None and (task.request_id, task.argv) == (request_id, ["cat", "out.log"])
     assert inspection.result(rt, alice, request_id, 0).state == "running"
 
@@ -76,7 +76,7 @@ def test_a_readers_request_asked_before_the_fix_is_never_run_nor_shown(
         request.requester_dn = bob.dn
         request.asked_at = request.asked_at.replace(year=request.asked_at.year - 1)
     own = inspection.ask(rt, alice, job, ["ls"])
-    task = inspection.agent_next(rt, alice, job, inspection.agent_token(rt.settings, job), 0)
+    task = inspection.agent_next(rt, alice, job, inspection.agent_token(rt.settings, job, attempt=0), 0)
     assert task is not None and task.request_id == own  # bob's, older, is skipped
     with rt.uow() as uow:
         failed = uow.session.get(InspectionRequest, theirs)

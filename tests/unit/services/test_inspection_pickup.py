@@ -32,7 +32,7 @@ def limits(rt: Runtime, **inspect: object) -> None:
 
 
 def token(rt: Runtime, job_id: str) -> str:
-    return inspection.agent_token(rt.settings, job_id)
+    return inspection.agent_token(rt.settings, job_id, attempt=0)
 
 
 def stored(rt: Runtime, request_id: str) -> tuple[str, str | None]:
