@@ -100,18 +100,18 @@ class TestInit:
         init_refused(service_settings, f"{path} is owned by uid 1, neither root nor the service user", path)
         assert path.stat().st_uid == 1
 
+    @pytest.mark.sqlite_only  # PostgreSQL's database has no file here
     def test_the_database_replaced_by_a_link_is_refused(self, service_settings: Settings, victims: Path) -> None:
         db = sqlite_path(service_settings.database.url)
-        if db is None:
-            pytest.skip("a PostgreSQL database has no file here")
+        assert db is not None
         as_service_user_replace(db, victims / "file")
         init_refused(service_settings, f"{db} is a symbolic link: refused", victims / "file")
 
+    @pytest.mark.sqlite_only  # PostgreSQL's database has no file here
     def test_a_wal_file_planted_as_a_link_is_refused_before_sqlite_opens_it(self, service_settings: Settings,
                                                                              victims: Path) -> None:
         db = sqlite_path(service_settings.database.url)
-        if db is None:
-            pytest.skip("a PostgreSQL database has no file here")
+        assert db is not None
         as_service_user_replace(Path(f"{db}-wal"), victims / "file")
         init_refused(service_settings, f"{db}-wal is a symbolic link: refused", victims / "file")
 
@@ -168,20 +168,20 @@ class TestDrain:
 
 
 class TestMigrate:
+    @pytest.mark.sqlite_only  # PostgreSQL locks in the database
     def test_a_lock_replaced_by_a_link_to_a_missing_file_creates_nothing(self, service_settings: Settings,
                                                                          victims: Path) -> None:
         db = sqlite_path(service_settings.database.url)
-        if db is None:
-            pytest.skip("PostgreSQL locks in the database")
+        assert db is not None
         lock = Path(f"{db}.migrate-lock")
         as_service_user_replace(lock, victims / "nologin")
         refused(admin(service_settings, "migrate"), lock)
         assert not (victims / "nologin").exists()
 
+    @pytest.mark.sqlite_only  # PostgreSQL locks in the database
     def test_a_lock_of_the_service_user_is_used(self, service_settings: Settings) -> None:
         db = sqlite_path(service_settings.database.url)
-        if db is None:
-            pytest.skip("PostgreSQL locks in the database")
+        assert db is not None
         lock = Path(f"{db}.migrate-lock")
         lock.unlink()
         with effective_user(SERVICE_USER):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -222,13 +223,18 @@ class TestTlsAuthentication:
     def test_valid_proxy_is_served(self, deployment: Deployment, pki: Pki) -> None:
         assert self._call(deployment, pki, pki.users["alice"].proxy) == 200
 
+    def _refused(self, deployment: Deployment, pki: Pki, cert: Path | None) -> None:
+        """The TLS layer refuses the caller (an alert, or the connection closed after a TLS 1.3
+        handshake): no HTTP answer at all, not even an error page from the application."""
+        with pytest.raises((ssl.SSLError, OSError)) as info:
+            self._call(deployment, pki, cert)
+        assert not isinstance(info.value, urllib.error.HTTPError), info.value
+
     def test_no_client_certificate_is_refused(self, deployment: Deployment, pki: Pki) -> None:
-        with pytest.raises((ssl.SSLError, OSError)):
-            self._call(deployment, pki, None)
+        self._refused(deployment, pki, None)
 
     def test_revoked_user_proxy_is_refused(self, deployment: Deployment, pki: Pki) -> None:
-        with pytest.raises((ssl.SSLError, OSError)):
-            self._call(deployment, pki, pki.users["carol"].proxy)
+        self._refused(deployment, pki, pki.users["carol"].proxy)
 
     def test_expired_user_certificate_is_refused(self, deployment: Deployment, pki: Pki) -> None:
         cred = pki.users["dave"].credential
@@ -236,8 +242,7 @@ class TestTlsAuthentication:
 
         path = pki.root / "dave-cert-and-key.pem"
         path.write_bytes(credential_pem(cred))
-        with pytest.raises((ssl.SSLError, OSError)):
-            self._call(deployment, pki, path)
+        self._refused(deployment, pki, path)
 
 
 class TestServiceAuthorization:

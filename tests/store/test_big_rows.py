@@ -142,7 +142,7 @@ def test_a_rolled_back_big_transaction_leaves_nothing_and_retires_its_connection
             big.append(_driver_connection(uow))
             raise RuntimeError("the registration failed after the INSERT")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^the registration failed after the INSERT$"):
         fail_after_the_insert()
     assert _is_closed(big[0])
     with UnitOfWork(sessions) as uow:

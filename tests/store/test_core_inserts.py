@@ -103,7 +103,7 @@ def test_a_rolled_back_insert_leaves_nothing(factory) -> None:
             uow.queue.insert(job_id, "start", now)
             raise RuntimeError("the submission failed after the INSERTs")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^the submission failed after the INSERTs$"):
         fail_after_the_inserts()
     with UnitOfWork(factory) as uow:
         assert uow.jobs.get(job_id) is None

@@ -148,13 +148,12 @@ class TestPutProxy:
         assert made.created_at.tzinfo is not None
         assert _requests(factory) == {}
 
+    @pytest.mark.postgresql_only  # psycopg's result format
     def test_postgresql_reads_the_rows_in_binary(self, factory: sessionmaker[Session],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
         """On PostgreSQL the claim, the key's read and the take-and-store read their rows in the
         binary format: a sealed key comes back as its bytes, not as hexadecimal text that the
         server writes and psycopg decodes (issue 14); the values are the text format's."""
-        if factory.kw["bind"].dialect.name != "postgresql":
-            pytest.skip("psycopg's result format")
         import psycopg
 
         formats: list[bool | None] = []

@@ -149,7 +149,7 @@ def test_a_pooled_psycopg_connection_keeps_one_cursor_across_transactions(
             cursor.invalidate()
             raise RuntimeError("gone")  # no COMMIT on the connection gone
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^gone$"):
         invalidated()
     first, old = kept
     with transaction(engine) as cursor:

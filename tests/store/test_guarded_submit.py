@@ -182,10 +182,9 @@ def test_a_refused_statement_writes_nothing(rt: Runtime, alice: Principal) -> No
     assert _counts(rt) == (before[0] + 1, before[1] + 2, before[2] + 1)
 
 
+@pytest.mark.postgresql_only  # SQLite has no notification: its worker watches the database's directory
 def test_the_guarded_write_wakes_the_listening_worker_on_postgresql(
         rt: Runtime, alice: Principal, database_url: str, tmp_path: Path) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no notification: its worker watches the database's directory")
     submit_job(rt, alice, ECHO_JDL, DELEGATION)
     waker = Wakeup(rt.session_factory.kw["bind"])
     try:

@@ -99,7 +99,7 @@ def test_a_removal_rolled_back_counts_nothing(rt: Runtime, tmp_path: Path) -> No
             assert SqlHousekeepingStore(uow.session).remove_renewal(ALICE, "destroyed", [JobState.RUNNING.value])
             raise RuntimeError("the transaction fails after the delete")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^the transaction fails after the delete$"):
         fail_after_the_delete()
     assert counters(rt, tmp_path)[:2] == (7, 1)
     with rt.uow() as uow:

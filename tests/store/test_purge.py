@@ -465,7 +465,7 @@ class TestInterruptedRemoval:
             raise RuntimeError("the worker died before the commit")
 
         monkeypatch.setattr(purge_module, "release_areas", fails_after_the_release)
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match=r"^the worker died before the commit$"):
             purge(rt)
         assert exists(rt, job_id) and output.read_bytes() == b"x" * 5000 and used(rt) == size
         assert [p.name for p in output.parents[2].iterdir()] == [to_filename(job_id)]  # nothing left aside

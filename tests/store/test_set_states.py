@@ -195,12 +195,11 @@ def test_a_released_claim_is_due_as_before(factory: sessionmaker[Session]) -> No
         uow.queue.settle([RequestChange.completed(r, "w", later) for r in again])
 
 
+@pytest.mark.postgresql_only  # SQLite: one writing transaction at a time, no row locks
 def test_a_claim_nowait_refuses_a_job_another_transaction_holds(factory: sessionmaker[Session]) -> None:
     parent, node = family(factory, f"claim-{uuid.uuid4().hex}")
     with UnitOfWork(factory) as holder:
         holder.jobs.get(parent, for_update=True)
-        if holder.session.get_bind().dialect.name != "postgresql":
-            return  # SQLite: one writing transaction at a time, no row locks
         with pytest.raises(JobLockedError), UnitOfWork(factory) as uow:
             uow.jobs.lock_claims([node], nowait=True)  # its compound job first: refused
 

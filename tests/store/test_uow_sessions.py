@@ -74,7 +74,7 @@ def test_a_failed_unit_of_work_leaves_a_usable_session(factory: sessionmaker[Ses
             failed.jobs.flush()
             raise RuntimeError("refused")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^refused$"):
         refused()
     with UnitOfWork(factory) as after:
         assert after.session is failed.session

@@ -60,12 +60,11 @@ def _engine_name(rt: Runtime) -> str:
 
 
 class TestQueueNotification:
+    @pytest.mark.postgresql_only  # SQLite: only a commit made during the wait wakes it (test_sqlite_wakeup.py)
     def test_a_committed_start_wakes_the_listening_worker_on_postgresql(self, rt: Runtime, alice: Principal,
                                                                        wakeup: Wakeup) -> None:
-        wakeup.wait(0)  # opens the LISTEN connection (SQLite: the directory watch)
+        wakeup.wait(0)  # opens the LISTEN connection
         assert wakeup.listening
-        if _engine_name(rt) != "postgresql":
-            return  # SQLite: only a commit made during the wait wakes it (test_sqlite_wakeup.py)
         submit_job(rt, alice, '[ Executable = "/bin/true"; ]', "exec")
         assert wakeup.wait(WOKEN_WITHIN), "jobSubmit's start request did not wake the listener"
 

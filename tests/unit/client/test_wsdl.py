@@ -18,6 +18,8 @@ Two views of "the same wire contract":
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,12 @@ import pytest
 import zeep
 from lxml import etree
 
+from tests.conftest import need_peer
 from wmproxy.client.jsdl import jsdl_part
 from wmproxy.client.wsdl import wsdl_path
 
-REFERENCE_DIR = Path("/work/shared/reference/wsdl")
+#: The reference WSDLs beside the checkout (``../shared/reference``), as tests/integration/refclient.py finds them.
+REFERENCE_DIR = Path(__file__).resolve().parents[4] / "shared" / "reference" / "wsdl"
 REFERENCE = REFERENCE_DIR / "WMProxy.wsdl"
 
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
@@ -69,7 +73,16 @@ OUR_OPS = {
     "WMProxyDelegation2_PortType": D2_OPS,
 }
 
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason="reference WSDL not available")
+def needs_reference(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` against the reference WSDL: without it, a failure under CI (``need_peer``), a skip elsewhere."""
+
+    @functools.wraps(test)
+    def checked(*args: Any, **kwargs: Any) -> None:
+        if not REFERENCE.is_file():
+            need_peer(f"the reference WSDL {REFERENCE} is missing")
+        test(*args, **kwargs)
+
+    return checked
 
 
 # --- a tiny WSDL 1.1 reader over one or more files --------------------------------------

@@ -641,7 +641,7 @@ class TestFrozen:
 
             with monkeypatch.context() as patch:
                 patch.setattr(cgroups_module.os, "kill", broken)
-                with pytest.raises(RuntimeError):
+                with pytest.raises(RuntimeError, match=r"^interrupted$"):
                     cgroups.kill(path.name)
             assert _thawed(path)
         finally:

@@ -15,9 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import Pki
+from tests.conftest import Pki, need_peer
 from wmproxy.execution.inspection_agent import TRUSTED_PATH, Agent
 
 FAKE = "#!/bin/sh\necho NOT-PS\n"
@@ -70,8 +68,9 @@ def test_the_command_gets_the_variables_naming_the_job_and_nothing_else_of_its_e
                     "USER": "ali", "LOGNAME": "ali"}
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the job's library")
 def test_a_library_the_job_preloads_never_runs_in_an_allowed_command(pki: Pki, tmp_path: Path) -> None:
+    if shutil.which("gcc") is None:
+        need_peer("gcc builds the job's library")
     (tmp_path / "evil.c").write_text(EVIL_C)
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "evil.so"), str(tmp_path / "evil.c")], check=True)
     loaded = subprocess.run(["/bin/true"], env={"LD_PRELOAD": str(tmp_path / "evil.so")}, capture_output=True,

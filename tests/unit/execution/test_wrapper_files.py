@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_peer
 from tests.unit.execution.wrapper_support import DEADLINE, JOB, PYTHON
 from wmproxy.domain import JobState
 from wmproxy.execution import identity
@@ -102,8 +103,9 @@ def test_the_final_status_is_started_json_renamed(tmp_path: Path, state: int) ->
     assert json.loads((tmp_path / STATE_DIR / STATUS_NAME).read_text()) == short
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
 def test_a_trivial_jobs_wrapper_makes_two_inodes_and_one_fsync(tmp_path: Path) -> None:
+    if not os.path.exists("/usr/bin/strace"):
+        need_peer("strace counts the wrapper's system calls")
     work = identity.prepare_work_dir(tmp_path, "job", None)
     identity.write_spec(work, JobSpec(job_id=JOB, executable="/bin/true"), None)  # no StdOutput/StdError
     trace = tmp_path / "trace"

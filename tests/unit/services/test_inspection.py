@@ -5,6 +5,8 @@ per-job agent secret."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,7 +71,14 @@ class TestSettings:
 class TestAgentSecret:
     def test_one_secret_per_job_the_same_in_every_process(self, tmp_path: Path) -> None:
         conf = settings(tmp_path)
-        assert agent_token(conf, "https://h:9000/a", attempt=0) == agent_token(conf, "https://h:9000/a", attempt=0)
+        script = ("import dataclasses, sys; from wmproxy.config import SecuritySettings, Settings; "
+                  "from wmproxy.services.inspection import agent_token; "
+                  "conf = dataclasses.replace(Settings(), security=SecuritySettings(store_key_file=sys.argv[1])); "
+                  "print(agent_token(conf, sys.argv[2], attempt=0))")
+        argv = [sys.executable, "-c", script, str(tmp_path / "store.key"), "https://h:9000/a"]
+        other = subprocess.run(argv, check=True, capture_output=True, text=True,
+                               cwd=Path(__file__).resolve().parents[3]).stdout.strip()
+        assert agent_token(conf, "https://h:9000/a", attempt=0) == other  # another process derives it alike
         assert agent_token(conf, "https://h:9000/a", attempt=0) != agent_token(conf, "https://h:9000/b", attempt=0)
         assert len(agent_token(conf, "https://h:9000/a", attempt=0)) == 64
 
