@@ -5,8 +5,10 @@ SIGTERM in ``wmproxy.soap.tls_worker``): a graceful stop no longer waits out a h
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -99,6 +101,21 @@ class TestResultWait:
         assert len(looks) == 3
 
 
+@contextlib.contextmanager
+def one_held(rt: Runtime, user: Principal, request_id: str) -> Iterator[threading.Thread]:
+    """A thread holding ``user``'s wait for ``request_id`` (once held) until the service stops,
+    at the block's end; then no wait is held."""
+    held = threading.Thread(target=inspection.result, args=(rt, user, request_id, HOLD))
+    held.start()
+    try:
+        wait_for(lambda: inspection.held_waits(rt).held, lambda n: n == 1, what="the first wait held")
+        yield held
+    finally:
+        rt.stopping.set()
+        held.join()
+    assert inspection.held_waits(rt).held == 0
+
+
 def with_threads(rt: Runtime, threads: int) -> Runtime:
     """The same store and key with ``[service] threads`` set (a process of that many request threads)."""
     service = dataclasses.replace(rt.settings.service, threads=threads)
@@ -118,20 +135,35 @@ class TestHeldWaitsLeaveAThreadFree:
             self, rt: Runtime, alice: Principal, running_job: str, monkeypatch: pytest.MonkeyPatch) -> None:
         two = with_threads(rt, 2)  # one thread may be held
         request_id = inspection.ask(two, alice, running_job, ["ps"])
-        held = threading.Thread(target=inspection.result, args=(two, alice, request_id, HOLD))
-        held.start()
-        try:
-            wait_for(lambda: inspection.held_waits(two).held, lambda n: n == 1, what="the first wait held")
+        with one_held(two, alice, request_id) as held:
             looks = counted(monkeypatch, "_look", two)
             assert not inspection.result(two, alice, request_id, HOLD).finished
             # answered while the first still holds (whose own looks, each poll of its wait, count apart)
             assert looks.count(threading.get_ident()) == 1 and held.is_alive()
             token = inspection.agent_token(two.settings, running_job, attempt=0)
             assert inspection.agent_next(two, alice, running_job, token, 0.0) is not None  # no hold asked: served
-        finally:
-            two.stopping.set()
-            held.join()
-        assert inspection.held_waits(two).held == 0
+
+    def test_one_user_holds_at_most_their_share_and_leaves_the_rest_to_the_others(self) -> None:
+        """A user's waits had no share of their own: one DN waiting on as many results as a
+        process had slots took them all, and every other user's wait answered at once."""
+        waits = inspection.HeldWaits(4)  # 3 slots, one user's waits at most 1 of them
+        assert waits.per_user == 1 and inspection.HeldWaits(8).per_user == 3 and inspection.HeldWaits(2).per_user == 1
+        with (waits.hold(agent=False, dn="/CN=alice") as first, waits.hold(agent=False, dn="/CN=alice") as second,
+              waits.hold(agent=False, dn="/CN=bob") as other, waits.hold(agent=True) as agent):
+            assert (first, second, other, agent) == (True, False, True, True)
+        with waits.hold(agent=False, dn="/CN=alice") as again:
+            assert again  # given back
+        assert waits.held == 0
+
+    def test_a_users_second_wait_answers_at_once_while_the_first_holds(
+            self, rt: Runtime, alice: Principal, running_job: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        four = with_threads(rt, 4)  # three threads may be held, one of them by alice
+        first = inspection.ask(four, alice, running_job, ["ps"])
+        second = inspection.ask(four, alice, running_job, ["ls"])
+        with one_held(four, alice, first) as held:
+            looks = counted(monkeypatch, "_look", four)
+            assert not inspection.result(four, alice, second, HOLD).finished
+            assert looks.count(threading.get_ident()) == 1 and held.is_alive()  # one look, not held
 
     def test_a_runtime_gets_its_own_count_even_with_the_id_of_one_gone(self, rt: Runtime) -> None:
         """The counts were kept by ``id(rt)`` alone: a runtime of two threads that got the id of a

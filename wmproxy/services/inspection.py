@@ -147,6 +147,8 @@ class InspectionOffError(AgentStopError):
 
 #: Fraction of a process's request threads that job agents' long-polls may hold.
 AGENT_WAIT_SHARE = 0.5
+#: Fraction of the slots held waits may take (threads - 1) that one user's (DN's) waits may hold.
+USER_WAIT_SHARE = 0.5
 
 
 class HeldWaits:
@@ -155,9 +157,11 @@ class HeldWaits:
     A held wait (a user's :func:`result`, an agent's :func:`agent_next`) keeps its request
     thread for up to :data:`MAX_WAIT` seconds. Together they may hold all threads but one, so
     a SOAP call, an upload or another inspection call always finds a thread; agents' long-polls
-    at most :data:`AGENT_WAIT_SHARE` of them (at least one, when any may be held). A wait that
-    finds no free slot is not held: it looks once and answers (the current state; no work,
-    with ``Retry-After``, for an agent).
+    at most :data:`AGENT_WAIT_SHARE` of them (at least one, when any may be held), and one
+    user's waits (by DN) at most :data:`USER_WAIT_SHARE` of them (at least one), so one user
+    waiting on many requests at once leaves slots to the others. A wait that finds no free slot
+    is not held: it looks once and answers (the current state; no work, with ``Retry-After``,
+    for an agent).
 
     Args:
         threads: the process's request threads (``[service] threads``).
@@ -166,18 +170,29 @@ class HeldWaits:
     def __init__(self, threads: int) -> None:
         self.total = max(0, threads - 1)
         self.agents = min(self.total, max(1, int(threads * AGENT_WAIT_SHARE)))
+        self.per_user = min(self.total, max(1, int(self.total * USER_WAIT_SHARE)))
         self._lock = threading.Lock()
         self.held = 0
         self.held_by_agents = 0
+        self._held_by_user: dict[str, int] = {}
 
     @contextmanager
-    def hold(self, *, agent: bool) -> Iterator[bool]:
-        """Whether this wait may hold its thread (True while inside, the slot then taken)."""
+    def hold(self, *, agent: bool, dn: str = "") -> Iterator[bool]:
+        """Whether this wait may hold its thread (True while inside, the slot then taken).
+
+        Args:
+            agent: a job agent's long-poll (else a user's wait for a result).
+            dn: the user's DN (a user's wait): counted against :attr:`per_user`.
+        """
+        user = not agent
         with self._lock:
-            taken = self.held < self.total and (not agent or self.held_by_agents < self.agents)
+            taken = (self.held < self.total and (not agent or self.held_by_agents < self.agents)
+                     and (agent or self._held_by_user.get(dn, 0) < self.per_user))
             if taken:
                 self.held += 1
                 self.held_by_agents += agent
+                if user:
+                    self._held_by_user[dn] = self._held_by_user.get(dn, 0) + 1
         try:
             yield taken
         finally:
@@ -185,6 +200,10 @@ class HeldWaits:
                 with self._lock:
                     self.held -= 1
                     self.held_by_agents -= agent
+                    if user:
+                        left = self._held_by_user.pop(dn) - 1
+                        if left:
+                            self._held_by_user[dn] = left
 
 
 #: Per runtime, by its id: (a weak reference to it, its HeldWaits). The reference tells a
@@ -419,7 +438,7 @@ def result(rt: Runtime, principal: Principal, request_id: str, timeout: float | 
     timeout = seconds_argument(timeout, "timeout")
     if request_id.startswith(ENDED_PREFIX):
         return _look_ended(rt, principal, request_id)
-    with held_waits(rt).hold(agent=False) as may_hold:
+    with held_waits(rt).hold(agent=False, dn=principal.dn) as may_hold:
         deadline = time.monotonic() + (min(timeout, MAX_WAIT) if may_hold else 0.0)
         while True:
             found = _look(rt, principal, request_id)
