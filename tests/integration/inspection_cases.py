@@ -24,7 +24,7 @@ from tests.integration.isolated import SYSTEM_PYTHON
 from tests.integration.service import BIN, Deployment
 from tests.support import WAIT_TIMEOUT, run_cli, wait_for, wait_for_cli_status
 
-TIME_LIMIT = 6
+TIME_LIMIT = 30  # the site's limit; time_limit_kills_the_command asks for less
 OUTPUT_CAP = 1000
 SETTINGS = {
     "WMPROXY_INSPECTION_MODE": "allow-list",
@@ -33,8 +33,13 @@ SETTINGS = {
     "WMPROXY_INSPECTION_OUTPUT_CAP": str(OUTPUT_CAP),
     "WMPROXY_INSPECTION_PICKUP_TIMEOUT": "60",
 }
-#: A payload that runs until cancelled and leaves a log to look at.
-LONG_JOB = "#!/bin/sh\necho started > out.log\nenv > payload.env\nexec sleep 900\n"
+#: A payload that runs until cancelled and leaves a log to look at. It writes each file under
+#: another name and renames it: once ``out.log`` and ``payload.env`` exist they are complete
+#: (``env`` may write in several writes), as :func:`wait_for_payload_files` needs.
+LONG_JOB = ("#!/bin/sh\necho started > out.tmp && mv out.tmp out.log\n"
+            "env > env.tmp && mv env.tmp payload.env\nexec sleep 900\n")
+#: The files :data:`LONG_JOB` writes, the last one last.
+LONG_JOB_FILES = ("out.log", "payload.env")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,8 @@ def submit(dep: Deployment, tmp_path: Path, script: str, name: str = "job", requ
 def running_job(dep: Deployment, requirements: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     job_id = submit(dep, tmp_path_factory.mktemp("long"), LONG_JOB, requirements=requirements)
     wait_for_cli_status(dep, job_id, ("Running",))
+    # "Running" is recorded once the wrapper is spawned, before the payload's shell runs
+    wait_for_payload_files(dep, job_id, *LONG_JOB_FILES)
     yield job_id
     cancel(dep, job_id)
 
@@ -79,6 +86,16 @@ def inspect(dep: Deployment, job_id: str, *command: str, proxy: Path | None = No
             timeout: int | None = None) -> tuple[int, str, str]:
     extra = ["--timeout", str(timeout)] if timeout is not None else []
     return run_cli(dep, "inspect", *extra, job_id, "--", *command, proxy=proxy)
+
+
+def wait_for_payload_files(dep: Deployment, job_id: str, *names: str) -> None:
+    """Wait until an inspection of the running ``job_id`` finds the files ``names`` its payload
+    writes (by rename, so complete once there); any other answer (the agent did not answer,
+    an error) ends the wait and fails."""
+    rc, out, err = wait_for(lambda: inspect(dep, job_id, "ls", *names),
+                            lambda r: r[0] == 0 or "No such file" not in r[1] + r[2], interval=1.0,
+                            what=f"the payload of {job_id} to write {', '.join(names)}")
+    assert rc == 0, (out, err)
 
 
 def output_exit_code_time_and_account(dep: Deployment, inspection_deployment: tuple[Deployment, str],
@@ -108,7 +125,8 @@ def the_job_secret_is_in_neither_the_commands_nor_the_payloads_environment(
 
 
 def time_limit_kills_the_command(dep: Deployment, running_job: str) -> None:
-    rc, out, err = inspect(dep, running_job, "sh", "-c", "echo before; sleep 300", timeout=2)
+    # a limit long enough for sh to start and print under any load, below the site's
+    rc, out, err = inspect(dep, running_job, "sh", "-c", "echo before; sleep 300", timeout=20)
     assert rc == 137, (out, err)
     assert out.splitlines()[0] == "before"
     assert "killed at the time limit" in out

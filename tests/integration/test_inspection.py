@@ -27,6 +27,7 @@ from tests.integration.inspection_cases import (
     dep,
     inspect,
     running_job,
+    wait_for_payload_files,
 )
 from tests.integration.isolated import SYSTEM_PYTHON, isolated_deployment, standard_deployment
 from tests.integration.service import Deployment
@@ -71,8 +72,9 @@ def test_a_limited_proxy_cannot_inspect(dep: Deployment, pki: Pki, running_job: 
 
 
 def submit_running(dep: Deployment, tmp_path: Path, script: str, attributes: str) -> str:
-    """Submit ``script`` (``job.sh``, output ``std.out``) with the JDL ``attributes``; its job id
-    once it runs."""
+    """Submit ``script`` (``job.sh``, output ``std.out``; it writes ``out.log`` first thing) with
+    the JDL ``attributes``; its job id once it runs and ``out.log`` is there (a job is "Running"
+    once its wrapper is spawned, before the payload's shell runs)."""
     (tmp_path / "job.sh").write_text(script)
     (tmp_path / "job.jdl").write_text(f'[ Executable = "job.sh"; StdOutput = "std.out"; {attributes} ]\n')
     ids = tmp_path / "job.ids"
@@ -80,6 +82,7 @@ def submit_running(dep: Deployment, tmp_path: Path, script: str, attributes: str
     assert rc == 0, err
     job_id = ids.read_text().splitlines()[1]
     wait_for_cli_status(dep, job_id, ("Running",))
+    wait_for_payload_files(dep, job_id, "out.log")
     return job_id
 
 
@@ -129,6 +132,7 @@ def test_a_resubmitted_job_is_inspected_through_its_new_attempts_agent(dep: Depl
         second = wait_for(lambda: [p for p in wrappers() if p != first[0]], what="the second attempt's wrapper")
         assert len(second) == 1, second
         wait_for_cli_status(dep, job_id, ("Running",))
+        wait_for_payload_files(dep, job_id, "out.log")  # the new attempt's payload wrote it
         rc, out, err = inspect(dep, job_id, "tail", "out.log")
         assert rc == 0, (out, err)  # the worker passed no attempt: "did not pick up" (its agent got 403)
         assert out.splitlines()[0] == "started"

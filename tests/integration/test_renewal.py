@@ -1,9 +1,12 @@
 """Proxy renewal from a real myproxy-server keeps jobs alive; expiry aborts them (issue 4).
 
 One deployment per database backend (gunicorn over TLS, an execution worker and **two**
-``wmproxy-renewal`` workers), Debian's myproxy-server on loopback, short proxies (45 s),
-a 30 s renewal threshold and a 1 s cycle. Every scenario is set up at once by the
-``world`` fixture, so their waits overlap; each test then checks one scenario:
+``wmproxy-renewal`` workers), Debian's myproxy-server on loopback, short proxies (75 s),
+a 60 s renewal threshold, a 1 s cycle and a 10 s MyProxy timeout (room for two timed-out
+exchanges and a renewal between the first attempt and the expiry). Every scenario is set
+up at once by the ``world`` fixture, so their waits overlap; each test then checks one
+scenario. No test depends on how long the setup takes: a renewal may come before the
+fixture ends (it is due ~15 s after the delegation).
 
 * ``renew``   (alice, server ``ok``): two running jobs on one credential, one MyProxy call;
   stored and running proxies extended.
@@ -14,8 +17,8 @@ a 30 s renewal threshold and a 1 s cycle. Every scenario is set up at once by th
 * ``refused`` (bob, server ``refusing``: our DN is not an authorized renewer): the refusal
   is logged and recorded, jobs aborted at expiry.
 * ``none``    (alice, no MyProxyServer, no default): never renewed, aborted at expiry.
-* ``short``   (alice, server ``short``: the stored credential itself ends in ~60 s): MyProxy
-  never grants more; two workers make at most one attempt per cycle.
+* ``short``   (alice, server ``short``: the stored credential itself ends ~10 s after the
+  delegated proxies): MyProxy never grants more; two workers make at most one attempt per cycle.
 * ``voms``    (alice, server ``ok``, a proxy whose VOMS AC expired while its X.509 part is
   valid, made with voms-proxy-fake): renewed, the expired attributes reported.
 """
@@ -57,8 +60,11 @@ from wmproxy.services.renewal import RETRY_FRACTION
 
 pytestmark = pytest.mark.integration
 
-LIFETIME = 45  # seconds of the delegated proxies
-THRESHOLD = 30  # renewal threshold: the first renewals are due ~15 s after delegation
+LIFETIME = 75  # seconds of the delegated proxies
+THRESHOLD = 60  # renewal threshold: the first renewals are due ~15 s after delegation
+#: renewal.timeout, seconds: a whole exchange (connect, TLS, the server's fork and key) under
+#: load fits in it; the paused server's two timed-out exchanges fit in the threshold.
+TIMEOUT = 10
 ASKED = 100  # renewal.lifetime (a quarter of it stays below the threshold)
 CYCLE = 1  # renewal.cycle, seconds
 REASON = "the user proxy expired"
@@ -149,8 +155,8 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
     for name, user_proxy in [("ok", alice_long), ("paused", alice_long), ("down", bob_long)]:
         store_renewable_credential(servers[name], user_proxy, host_dn, lifetime_hours=2, proxy_lifetime_hours=1)
     store_renewable_credential(servers["refusing"], bob_long, NOBODY, lifetime_hours=2, proxy_lifetime_hours=1)
-    # a stored credential that itself ends in about a minute: MyProxy cannot grant more
-    store_renewable_credential(servers["short"], pki.proxy("alice", 55), host_dn, lifetime_hours=1,
+    # a stored credential that itself ends soon after the delegated proxies: MyProxy cannot grant more
+    store_renewable_credential(servers["short"], pki.proxy("alice", LIFETIME + 10), host_dn, lifetime_hours=1,
                                proxy_lifetime_hours=1)
     servers["down"].stop()
     voms_proxy = None
@@ -162,7 +168,7 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
 
     extra_env = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": str(CYCLE),
                      "WMPROXY_RENEWAL_THRESHOLD": str(THRESHOLD), "WMPROXY_RENEWAL_LIFETIME": str(ASKED),
-                     "WMPROXY_RENEWAL_TIMEOUT": "2", "WMPROXY_EXECUTION_MAX_RUNNING": "16",
+                     "WMPROXY_RENEWAL_TIMEOUT": str(TIMEOUT), "WMPROXY_EXECUTION_MAX_RUNNING": "16",
                      "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": ", ".join(f"localhost:{s.port}"
                                                                           for s in servers.values())}
     with contextlib.ExitStack() as stack:
@@ -197,7 +203,7 @@ def world(pki: Pki, database_url: str, myproxy_server_factory, tmp_path_factory)
         if voms_proxy is not None:
             submit(alice, "voms", [sleeper(309, at("ok"))], signer=voms_proxy)
         started = [j for deleg, ids in world.jobs.items() for j in ids if j not in registered]
-        wait_for(lambda: all(world.backend_pid(j) for j in started), what="the jobs to start", timeout=60)
+        wait_for(lambda: all(world.backend_pid(j) for j in started), what="the jobs to start")
         world.pids = {j: world.backend_pid(j) for j in started}
         assert all(process_alive(pid) for pid in world.pids.values())
         yield world
@@ -218,16 +224,19 @@ class TestRenewal:
         jobs = world.jobs["renew"]
         pids = [world.pids[j] for j in jobs]
         first = world.delegated_end["renew"]
-        assert all(abs((job_proxy_end(pid) - first).total_seconds()) < 2 for pid in pids), (
-            first, [job_proxy_end(pid) for pid in pids])
+        # the jobs see the delegated proxy, or already the renewed one (a slow setup)
+        seen = [job_proxy_end(pid) for pid in pids]
+        stored = world.stored_end("renew")  # after: a job seeing a renewed proxy finds it stored
+        assert all(any(abs((end - e).total_seconds()) < 2 for e in (first, stored)) for end in seen), (
+            first, stored, seen)
         wait_for(lambda: world.record("renew"), lambda r: r is not None and r["renewals"] >= 1,
-                 what="proxy renew to be renewed", timeout=30)
+                 what="proxy renew to be renewed")
         new_end = world.stored_end("renew")
         # what MyProxy granted: myproxy-server hands out at least 5 minutes, whatever is asked
         assert first + dt.timedelta(seconds=50) < new_end <= dt.datetime.now(dt.UTC) + dt.timedelta(
             seconds=max(ASKED, 300) + 1)
         wait_for(lambda: all(abs((job_proxy_end(p) - new_end).total_seconds()) < 2 for p in pids),
-                 what="the running jobs to see the renewed proxy", timeout=30)
+                 what="the running jobs to see the renewed proxy")
         # the service shows the new end
         assert int(world.alice.wmproxy.getDelegatedProxyInfo("renew").EndTime) == int(new_end.timestamp())
         assert int(world.alice.wmproxy.getJobProxyInfo(jobs[0]).EndTime) == int(new_end.timestamp())
@@ -235,14 +244,14 @@ class TestRenewal:
         assert world.alice.wmproxy.getJobProxyInfo(jobs[1]).Identity.endswith("/CN=Alice")
 
     def test_server_down_then_back_before_expiry_renews_and_aborts_nothing(self, world: World) -> None:
-        # due at ~16 s; each attempt times out after 2 s and is retried on the next cycle
+        # due at ~16 s; each attempt times out after TIMEOUT s and is retried on the next cycle:
+        # the second has failed ~2 x TIMEOUT s later, long before the expiry (LIFETIME)
         record = wait_for(lambda: world.record("outage"), lambda r: r is not None and r["attempts"] >= 2,
-                          what="two renewal attempts of proxy outage", timeout=15)
+                          what="two renewal attempts of proxy outage")
         assert record and record["renewals"] == 0, world.record("outage")
         assert record["last_result"] == "unreachable" and "timed out" in record["last_error"]
         os.kill(world.servers["paused"].pid, signal.SIGCONT)
-        wait_for(lambda: world.record("outage"), lambda r: r["renewals"] == 1, what="proxy outage to be renewed",
-                 timeout=15)
+        wait_for(lambda: world.record("outage"), lambda r: r["renewals"] == 1, what="proxy outage to be renewed")
         assert world.stored_end("outage") > world.delegated_end["outage"] + dt.timedelta(seconds=40)
         assert re.search(r"renewal of proxy outage .* failed \(unreachable\): MyProxy server \S+ timed out",
                          world.log())
@@ -250,20 +259,19 @@ class TestRenewal:
     def test_renewer_not_authorized_is_logged_and_jobs_abort_at_expiry(self, world: World) -> None:
         (job,) = world.jobs["refused"]
         record = wait_for(lambda: world.record("refused"), lambda r: r is not None and r["attempts"] >= 1,
-                          what="a renewal attempt of proxy refused", timeout=30)
+                          what="a renewal attempt of proxy refused")
         assert record["last_result"] == "refused"
         assert "MyProxy server refused the renewal" in record["last_error"]
         assert "authentication failed" in record["last_error"] or "not authorized" in record["last_error"]
         assert re.search(r"renewal of proxy refused .* failed \(refused\): MyProxy server refused", world.log())
         world.wait_until(LIFETIME + 1)
-        wait_for(lambda: status(world.bob, job), lambda s: s == f"Aborted ({REASON})", what=f"{job} to abort",
-                 timeout=60)
+        wait_for(lambda: status(world.bob, job), lambda s: s == f"Aborted ({REASON})", what=f"{job} to abort")
 
     def test_a_proxy_with_expired_voms_attributes_is_renewed_and_they_are_reported(self, world: World) -> None:
         if "voms" not in world.jobs:
             need_peer("voms-proxy-fake (voms-clients) is not installed")
         record = wait_for(lambda: world.record("voms"), lambda r: r is not None and r["renewals"] >= 1,
-                          what="proxy voms to be renewed", timeout=30)
+                          what="proxy voms to be renewed")
         assert record, world.record("voms")
         assert "VOMS attributes expired while the X.509 proxy was valid: /atlas/Role=production" in record["notes"]
         assert "the renewed proxy carries no VOMS attributes" in record["notes"]
@@ -272,9 +280,13 @@ class TestRenewal:
 
     def test_two_jobs_on_one_credential_make_one_myproxy_call(self, world: World) -> None:
         world.wait_until(LIFETIME + 3)  # the first proxy has expired by now
-        record = world.record("renew")
-        assert (record["attempts"], record["renewals"], record["last_result"]) == (1, 1, "renewed")
-        assert len(re.findall(r"renewing proxy renew of ", world.log())) == 1
+        record, log = world.record("renew"), world.log()
+        assert (record["renewals"], record["last_result"]) == (1, "renewed"), record
+        # one exchange renewed the credential of both jobs; an exchange that failed before it
+        # (over the timeout on a loaded machine) is retried, and none came after it
+        assert len(re.findall(r"renewed proxy renew of ", log)) == 1, log[-3000:]
+        failed = len(re.findall(r"renewal of proxy renew of .* failed \(", log))
+        assert record["attempts"] == len(re.findall(r"renewing proxy renew of ", log)) == 1 + failed, log[-3000:]
         for job_id in world.jobs["renew"] + world.jobs["outage"]:  # outage: nothing aborted either
             assert status(world.alice, job_id) == "Running"
 
@@ -283,12 +295,12 @@ class TestRenewal:
         pid = world.pids[running]
         world.wait_until(LIFETIME + 1)
         expected = f"Aborted ({REASON})"
-        wait_for(lambda: status(world.bob, running), lambda s: s == expected, what=f"{running} to abort", timeout=60)
+        wait_for(lambda: status(world.bob, running), lambda s: s == expected, what=f"{running} to abort")
         assert status(world.bob, registered) == expected
-        wait_for(lambda: not process_alive(pid), what="the running job to be stopped", timeout=60)
+        wait_for(lambda: not process_alive(pid), what="the running job to be stopped")
         assert re.search(r"renewal of proxy down .* failed \(unreachable\): cannot connect", world.log())
         assert world.stored_end("down") == world.delegated_end["down"]
-        wait_for(lambda: world.record("down") is None, what="proxy down to be deregistered", timeout=60)
+        wait_for(lambda: world.record("down") is None, what="proxy down to be deregistered")
 
     def test_without_myproxy_server_never_renewed_and_aborted_at_expiry(self, world: World) -> None:
         for job_id in world.jobs["none"]:
@@ -298,7 +310,7 @@ class TestRenewal:
         assert world.stored_end("none") == world.delegated_end["none"]
         for job_id in world.jobs["none"]:
             wait_for(lambda j=job_id: status(world.alice, j), lambda s: s == f"Aborted ({REASON})",
-                     what=f"{job_id} to abort", timeout=60)
+                     what=f"{job_id} to abort")
         assert "renewing proxy none of" not in world.log()
 
     def test_two_workers_renew_once_per_cycle_and_never_beyond_the_grant(self, world: World) -> None:
@@ -321,13 +333,11 @@ class TestRenewal:
         # MyProxy grants no more than the stored credential's own end: never extended for long
         assert world.stored_end("short") < world.delegated_end["short"] + dt.timedelta(seconds=30)
         assert "not later than the stored one" in log or "renewed" in log
-        wait_for(lambda: status(world.alice, job), lambda s: s == f"Aborted ({REASON})", what=f"{job} to abort",
-                 timeout=60)
+        wait_for(lambda: status(world.alice, job), lambda s: s == f"Aborted ({REASON})", what=f"{job} to abort")
 
     def test_cancelled_jobs_deregister_the_credential(self, world: World) -> None:
         running = [d for d in ("renew", "outage", "voms") if d in world.jobs]
         for deleg in running:
             for job_id in world.jobs[deleg]:
                 world.alice.wmproxy.jobCancel(job_id)
-        wait_for(lambda: all(world.record(d) is None for d in running), what="the credentials to be deregistered",
-                 timeout=60)
+        wait_for(lambda: all(world.record(d) is None for d in running), what="the credentials to be deregistered")

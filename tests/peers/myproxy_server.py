@@ -30,7 +30,7 @@ from wmproxy.security.pki import CertificateAuthority
 
 MYPROXY_SERVER = "/usr/sbin/myproxy-server"
 MYPROXY_INIT = "myproxy-init"
-START_TIMEOUT = 10.0  # seconds
+START_TIMEOUT = 60.0  # seconds: generous, the machine is shared
 
 
 class MyProxyPeerError(RuntimeError):
@@ -140,7 +140,8 @@ def start_myproxy_server(
         authorized_renewers, default_renewers, max_proxy_lifetime (hours): see :func:`server_config`.
 
     Raises:
-        MyProxyPeerError: the server did not come up within 10 s (its log is attached).
+        MyProxyPeerError: the server did not come up within
+            :data:`START_TIMEOUT` seconds (its log is attached).
     """
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)

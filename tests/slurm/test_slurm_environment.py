@@ -6,6 +6,7 @@ environment does."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -70,12 +71,15 @@ def test_the_payload_sees_slurms_variables_and_nothing_of_the_workers(
     env = _check_payload_environment(handle, account, str(handle.pid))
     assert env["JDL_VAR"] == "jdl" and env["SLURM_JOB_PARTITION"] == "debug"
 
-    # the control: the batch environment itself does hold sbatch's variable; the wrapper drops it
-    control = handle.work_dir / "control.out"
-    leaky_backend.commands.run("sbatch", "--parsable", "--export=ALL", f"--output={control}", "--partition=debug",
-                               "--wrap=env", account=account, as_account=True, cwd=handle.work_dir)
-    support.wait_for(lambda: control.exists() and "SLURM_JOB_ID=" in control.read_text(),
-                     what="the control job's environment", timeout=DEADLINE)
+    # the control: the batch environment itself does hold sbatch's variable; the wrapper drops it.
+    # env may write in several writes: the job renames its complete output to control.out
+    control, partial = handle.work_dir / "control.out", handle.work_dir / "control.tmp"
+    leaky_backend.commands.run("sbatch", "--parsable", "--export=ALL", f"--output={handle.work_dir / 'control.log'}",
+                               "--partition=debug", f"--wrap=env > {shlex.quote(str(partial))} && "
+                               f"mv {shlex.quote(str(partial))} {shlex.quote(str(control))}",
+                               account=account, as_account=True, cwd=handle.work_dir)
+    support.wait_for(control.exists, what="the control job's environment", timeout=DEADLINE)
+    assert "SLURM_JOB_ID=" in control.read_text()
     assert "WMP_SBATCH_ONLY=from-sbatch" in control.read_text().splitlines()
 
 

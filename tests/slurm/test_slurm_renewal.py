@@ -5,12 +5,14 @@ worker as a throwaway service user, alice mapped to her own account, the Slurm b
 the session's throwaway cluster) plus Debian's myproxy-server holding alice's renewable
 credential and one ``wmproxy-renewal`` worker as the service user with the capabilities of
 ``deploy/wmproxy-renewal.service`` (``CAP_CHOWN``, ``CAP_DAC_OVERRIDE``). alice delegates a
-45 s proxy; the renewal threshold is 30 s, so it is renewed about 15 s later.
+10 min proxy; the renewal threshold is just under it, so it is due 10 s later.
 
 The job runs in Slurm as alice's account and writes, every second, the end date of the file
-its ``X509_USER_PROXY`` names: what the job itself sees. The test waits until the job sees
-the renewed proxy (the stored delegation's new end), that is, until the renewal worker has
-pushed it into the work dir on the shared filesystem while the job runs.
+its ``X509_USER_PROXY`` names: what the job itself sees. The renewal worker starts once the
+job has reported the delegated proxy, however long Slurm took to start it (the proxy lives
+through any such delay); the test then waits until the job sees the renewed proxy (the
+stored delegation's new end), that is, until the renewal worker has pushed it into the work
+dir on the shared filesystem while the job runs.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ from wmproxy.security.dn import slash_dn
 
 pytestmark = pytest.mark.integration
 
-LIFETIME = 45  # seconds of the delegated proxy
+LIFETIME = 600  # seconds of the delegated proxy: beyond the waits for Slurm to start the job
+THRESHOLD = LIFETIME - 10  # due 10 s after the delegation, renewed once the worker runs
+#: asked of MyProxy (more than the threshold): a renewed proxy is not due again during the test
+ASKED = 2 * LIFETIME
 RENEWAL_ENV = {"WMPROXY_SECURITY_MIN_PROXY_LIFETIME": "10", "WMPROXY_RENEWAL_CYCLE": "1",
-               "WMPROXY_RENEWAL_THRESHOLD": "30", "WMPROXY_RENEWAL_LIFETIME": "100",
+               "WMPROXY_RENEWAL_THRESHOLD": str(THRESHOLD), "WMPROXY_RENEWAL_LIFETIME": str(ASKED),
                "WMPROXY_RENEWAL_TIMEOUT": "5"}
 #: Capabilities of deploy/wmproxy-renewal.service: the push hands the copy to the job's account.
 RENEWAL_CAPS = ("chown", "dac_override")
@@ -65,11 +70,15 @@ def iso(pki: Pki, database_url: str, slurm_cluster: SlurmCluster, server: MyProx
     env = {**RENEWAL_ENV, "WMPROXY_RENEWAL_MYPROXY_ALLOWED_SERVERS": f"localhost:{server.port}"}
     with isolated_deployment(pki, database_url, slurm_conf=slurm_cluster.conf, extra_env=env,
                              execution="heartbeat_lease = 4") as deployment:
-        dep = deployment.deployment
-        dep.start([*setpriv(deployment.service, RENEWAL_CAPS),
-                   *dep.python_command("wmproxy.renewal", BIN / "wmproxy-renewal"), "--name", "renewal-1"],
-                  "renewal-1.log")
         yield deployment
+
+
+def start_renewal_worker(iso: Isolated) -> None:
+    """``wmproxy-renewal`` as the service user with the unit's capabilities; stopped with the deployment."""
+    dep = iso.deployment
+    dep.start([*setpriv(iso.service, RENEWAL_CAPS),
+               *dep.python_command("wmproxy.renewal", BIN / "wmproxy-renewal"), "--name", "renewal-1"],
+              "renewal-1.log")
 
 
 def _seen_end(work_dir: Path) -> dt.datetime | None:
@@ -105,7 +114,8 @@ def test_a_renewed_proxy_reaches_the_job_running_in_slurm(iso: Isolated, pki: Pk
         work_dir = iso.work_root / ref.split(":", 3)[3]
         first = wait_for(lambda: _seen_end(work_dir), what="the job to report its proxy", timeout=120)
         assert first is not None and abs((first - delegated_end).total_seconds()) <= 1, (first, delegated_end)
-        # the renewal worker renews ~15 s after the delegation and pushes the proxy into the work dir
+        # no renewal before: the worker, started now, renews the due proxy and pushes it into the work dir
+        start_renewal_worker(iso)
         _, renewed_end = wait_for(row, lambda r: r[1] > delegated_end + dt.timedelta(seconds=10),
                                   what="the stored proxy to be renewed from MyProxy", timeout=180)
         seen = wait_for(lambda: _seen_end(work_dir), lambda end: end is not None and end > first,
