@@ -337,6 +337,7 @@ class TestRenewal:
 
     def test_cancelled_jobs_deregister_the_credential(self, world: World) -> None:
         running = [d for d in ("renew", "outage", "voms") if d in world.jobs]
+        assert all(world.record(d) is not None for d in running)  # registered: what the cancel must remove
         for deleg in running:
             for job_id in world.jobs[deleg]:
                 world.alice.wmproxy.jobCancel(job_id)
