@@ -111,19 +111,30 @@ class CertificateAuthority:
             builder = builder.add_extension(ext, critical=critical)
         return builder.sign(self.key, hashes.SHA256())
 
-    def issue_host(self, cn: str, out_dir: str | os.PathLike[str], *, lifetime_days: int = 365) -> tuple[Path, Path]:
+    def issue_host(self, cn: str, out_dir: str | os.PathLike[str], *, lifetime_days: int = 365,
+                   not_after: datetime | None = None) -> tuple[Path, Path]:
         """Host credential ``/…/OU=Hosts/CN=<cn>`` with SAN DNS=cn, DNS=localhost, IP=127.0.0.1 and
         EKU serverAuth+clientAuth. Writes ``hostcert.pem`` (0644) and ``hostkey.pem`` (0600,
-        unencrypted) in ``out_dir`` (created) and returns their paths."""
+        unencrypted) in ``out_dir`` (created) and returns their paths.
+
+        Args:
+            lifetime_days: validity length in days (from 5 minutes ago; with ``not_after``,
+                notBefore = notAfter - lifetime_days).
+            not_after: UTC end of validity (default now + lifetime_days); a past value makes an
+                already expired host credential for tests.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         key, now = _key(), datetime.now(UTC)
+        if not_after is None:
+            not_before, not_after = now - timedelta(minutes=5), now + timedelta(days=lifetime_days)
+        else:
+            not_before = not_after - timedelta(days=lifetime_days)
         names: list[x509.GeneralName] = [x509.DNSName(cn)]
         if cn != "localhost":
             names.append(x509.DNSName("localhost"))
         names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-        cert = self._issue(self._subject("Hosts", cn), key.public_key(), now - timedelta(minutes=5),
-                           now + timedelta(days=lifetime_days), [
+        cert = self._issue(self._subject("Hosts", cn), key.public_key(), not_before, not_after, [
             (x509.SubjectAlternativeName(names), False),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False),
             (_ku(digital_signature=True, key_encipherment=True), True),

@@ -10,7 +10,6 @@ import shutil
 import socket
 import ssl
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -214,8 +213,8 @@ def test_an_unparsable_ca_policy_file_is_a_readiness_warning(rt: Runtime, pki: P
 def test_an_expired_or_unreadable_host_certificate_fails_readiness(rt: Runtime, pki: Pki, tmp_path: Path) -> None:
     # A TLS server with the expired host credential: every client's handshake fails, and
     # /readyz (and wmproxy-admin check) must say so, whatever else is up.
-    cert, key = pki.ca.issue_host("localhost", tmp_path / "expired", lifetime_days=0)
-    time.sleep(1.1)  # lifetime 0: not after the moment of issue
+    ended = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    cert, key = pki.ca.issue_host("localhost", tmp_path / "expired", not_after=ended)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     with socket.create_server(("127.0.0.1", 0)) as listener:
