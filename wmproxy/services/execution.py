@@ -140,7 +140,7 @@ def _backend_kind(backend_ref: str | None) -> str:
 def _order(rt: Runtime, job: Job, proxy_pem: bytes) -> StartOrder:
     """The order of a job a worker holds (adoption: its destination and backend from the row)."""
     kind = _backend_kind(job.backend_ref)
-    return _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
+    return _start_order(rt, job.id, job.parent_id, job.local_account, job.attempt,
                         JobState(job.state), job.backend_ref, proxy_pem,
                         Destination(ce_id=job.destination or "", backend=kind), parse_jdl(job.jdl_registered))
 
@@ -633,7 +633,7 @@ def _claim(rt: Runtime, uow: UnitOfWork, request: ClaimedRequest, job: ClaimedJo
               f"{NO_JOB_DIRECTORY}: {cause}" if cause else NO_JOB_DIRECTORY)
         return None
     try:
-        order = _start_order(rt, job.id, job.parent_id, job.local_account, job.shallow_retries + job.deep_retries,
+        order = _start_order(rt, job.id, job.parent_id, job.local_account, job.attempt,
                              JobState.READY, None, proxy_pem, destination, registered)
     except WMProxyError as exc:  # its description cannot be read: it alone ends, the batch goes on
         _abort(uow, writes, site, job.id, request, f"the job cannot be started: {exc.message}")
@@ -949,7 +949,7 @@ def attempts_in_flight(rt: Runtime, job_ids: Collection[str]) -> dict[str, InFli
     in_flight = {JobState.SCHEDULED.value, JobState.RUNNING.value}
     with rt.uow() as uow:
         jobs = [uow.jobs.get(job_id) for job_id in job_ids]
-        return {job.id: InFlight(job.shallow_retries + job.deep_retries, job.worker, _backend_kind(job.backend_ref),
+        return {job.id: InFlight(job.attempt, job.worker, _backend_kind(job.backend_ref),
                                  job.backend_ref, job.local_account)
                 for job in jobs if job is not None and job.state in in_flight}
 

@@ -503,7 +503,7 @@ def _token_key(store_key_file: str) -> bytes:
 
 def agent_token(settings: Settings, job_id: str, *, attempt: int) -> str:
     """The secret of the agent of the job's attempt ``attempt`` (0 for the first run, n for the
-    n-th resubmission, shallow or deep: ``jobs.shallow_retries + deep_retries``, the worker's
+    n-th resubmission, shallow or deep: ``Job.attempt``, the worker's
     ``StartOrder.attempt``): HMAC-SHA256 under a key derived from the store key (``[security]
     store_key_file``), so the service and every worker derive it without storing it. Hex, 64
     characters.
@@ -542,8 +542,7 @@ def _agent_job(rt: Runtime, uow: UnitOfWork, principal: Principal, job_id: str, 
     """The job whose agent is calling: the owner's credential and the secret of the job's
     current attempt (an earlier attempt's agent is refused)."""
     job = uow.jobs.get(job_id)
-    expected = agent_token(rt.settings, job_id,
-                           attempt=job.shallow_retries + job.deep_retries if job is not None else 0)
+    expected = agent_token(rt.settings, job_id, attempt=job.attempt if job is not None else 0)
     if job is None or job.owner_dn != principal.dn or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthorizationError("Authorization error: not the agent of this job")
     return job

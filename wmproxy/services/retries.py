@@ -302,7 +302,7 @@ def _end_in(uow: UnitOfWork, rt: Runtime, job_id: str, end: AttemptEnd, now: dt.
     job = uow.jobs.get(job_id, for_update=True)
     if job is None:
         return None
-    if end.attempt is not None and job.shallow_retries + job.deep_retries != end.attempt:
+    if end.attempt is not None and job.attempt != end.attempt:
         log.info("job %s: the end of attempt %d was recorded already", job_id, end.attempt)
         return None  # a pending cancel is the current attempt's
     if cancels is None:

@@ -124,6 +124,11 @@ class ClaimedJob(NamedTuple):
     shallow_retries: int
     deep_retries: int
 
+    @property
+    def attempt(self) -> int:
+        """The job's current attempt, as :attr:`~wmproxy.store.schema.Job.attempt` counts it."""
+        return self.shallow_retries + self.deep_retries
+
 
 #: :meth:`SqlJobStore.count_at_ce_and_waiting`, built once (expanding parameters).
 _COUNT_AT_CE_AND_WAITING = select(

@@ -104,6 +104,11 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
+    @property
+    def attempt(self) -> int:
+        """The number of the job's current attempt: 0 for its first run, n after n
+        resubmissions, shallow or deep (derived, not a column)."""
+        return self.shallow_retries + self.deep_retries
 
 
 def _partial_index(name: str, *columns: Any) -> Index:
