@@ -6,6 +6,7 @@ peer is missing; elsewhere it is skipped.
 
 from __future__ import annotations
 
+import collections
 import os
 import uuid
 from collections.abc import Iterator
@@ -166,13 +167,13 @@ def _longest_first(items: list[pytest.Item]) -> None:
     tests in their own order. ``.ci/test-pythons.sh`` passes ``--no-loadscope-reorder`` so that
     pytest-xdist hands the files out in this order: the longest start while every process is busy,
     rather than one at the end on a machine left idle (the longest-processing-time-first rule)."""
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.nodeid.partition("::")[0]] = counts.get(item.nodeid.partition("::")[0], 0) + 1
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.partition("::")[0]
+
+    counts = collections.Counter(module(item) for item in items)
 
     def key(item: pytest.Item) -> tuple[float, int]:
-        module = item.nodeid.partition("::")[0]
-        return -LONG_MODULES.get(module, 0.0), -counts[module]
+        return -LONG_MODULES.get(module(item), 0.0), -counts[module(item)]
 
     items.sort(key=key)  # stable: a file's tests, and files of equal key, keep their order
 
