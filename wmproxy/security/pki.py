@@ -61,6 +61,16 @@ def subject_hash(cert: x509.Certificate) -> str:
     return f"{crypto.X509.from_cryptography(cert).subject_name_hash():08x}"
 
 
+def _validity(lifetime_days: float, not_after: datetime | None) -> tuple[datetime, datetime]:
+    """(notBefore, notAfter) of a certificate issued now: from 5 minutes ago for
+    ``lifetime_days`` days, or the ``lifetime_days`` days up to ``not_after`` (UTC) when given
+    (a past one: already expired)."""
+    if not_after is None:
+        now = datetime.now(UTC)
+        return now - timedelta(minutes=5), now + timedelta(days=lifetime_days)
+    return not_after - timedelta(days=lifetime_days), not_after
+
+
 class CertificateAuthority:
     """A test CA writing its grid CA directory; the key stays in memory.
 
@@ -125,11 +135,8 @@ class CertificateAuthority:
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        key, now = _key(), datetime.now(UTC)
-        if not_after is None:
-            not_before, not_after = now - timedelta(minutes=5), now + timedelta(days=lifetime_days)
-        else:
-            not_before = not_after - timedelta(days=lifetime_days)
+        key = _key()
+        not_before, not_after = _validity(lifetime_days, not_after)
         names: list[x509.GeneralName] = [x509.DNSName(cn)]
         if cn != "localhost":
             names.append(x509.DNSName("localhost"))
@@ -156,12 +163,8 @@ class CertificateAuthority:
                 makes an already expired user for tests.
             out_dir: if given (created), writes ``usercert.pem`` and ``userkey.pem``, both 0600.
         """
-        key, now = _key(), datetime.now(UTC)
-        if not_after is None:
-            not_after = now + timedelta(days=lifetime_days)
-            not_before = now - timedelta(minutes=5)
-        else:
-            not_before = not_after - timedelta(days=lifetime_days)
+        key = _key()
+        not_before, not_after = _validity(lifetime_days, not_after)
         cert = self._issue(self._subject("Users", cn), key.public_key(), not_before, not_after, [
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
             (_ku(digital_signature=True, key_encipherment=True, data_encipherment=True), True),
