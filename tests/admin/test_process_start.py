@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from tests import port_support
 from tests.admin.support import BIN, key_path, run, write_ini
-from tests.integration.service import free_port
+from tests.port_support import on_free_port, wait_until_listening
 from tests.support import wait_for
 from wmproxy.config import Settings
 from wmproxy.security.sealing import Sealer
@@ -59,30 +60,28 @@ def refusal_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "refusing to start" in line]
 
 
-def serve_until_listening(argv: list[str], config: Path | None, cwd: Path, **env: str) -> str:
-    """Run ``argv`` (a server command) on ``config`` (``WMPROXY_CONFIG``; None: unset) until it
-    listens on its ``--bind`` port, stop it (SIGTERM) and return its stderr; it must stop with
-    status 0."""
-    port = int(argv[argv.index("--bind") + 1].rpartition(":")[2])
+def serve_until_listening(argv: list[str], config: Path | None, cwd: Path, **env: str) -> tuple[int, str]:
+    """Run ``argv`` (a server command) with ``--bind 127.0.0.1:<a free port>`` on ``config``
+    (``WMPROXY_CONFIG``; None: unset) until it listens, stop it (SIGTERM) and return the port and
+    its stderr; it must stop with status 0. A port taken before the server binds it is replaced
+    (:func:`tests.port_support.on_free_port`); the stderr of each start is ``cwd/server-<port>.err``."""
     variable = {} if config is None else {"WMPROXY_CONFIG": str(config)}
-    proc = subprocess.Popen(argv, env={**clean_env(), **variable, **env}, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    def listening() -> bool:
-        assert proc.poll() is None, "the server exited"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
+    def start(port: int) -> tuple[int, subprocess.Popen[bytes], Path]:
+        err_file = cwd / f"server-{port}.err"
+        with err_file.open("wb") as sink:
+            proc = subprocess.Popen([argv[0], "--bind", f"127.0.0.1:{port}", *argv[1:]],
+                                    env={**clean_env(), **variable, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
+                                    stderr=sink)
+        wait_until_listening(proc, port, err_file, what=argv[0])
+        return port, proc, err_file
 
-    try:
-        wait_for(listening, what=f"{argv[0]} on port {port}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=120)[1]
+    port, proc, err_file = on_free_port(start)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    err = err_file.read_text()
     assert proc.returncode == 0, err
-    return err
+    return port, err
 
 
 class TestServerConfigOption:
@@ -90,9 +89,7 @@ class TestServerConfigOption:
     def test_c_names_the_wmproxy_configuration_and_the_service_listens(self, config: Path, tmp_path: Path) -> None:
         """``-c FILE`` with ``WMPROXY_CONFIG`` unset: the service starts on that file's database and
         keys, with the packaged gunicorn configuration (TLS); gunicorn options still pass through."""
-        port = free_port()
-        err = serve_until_listening([str(BIN / "wmproxy-server"), "-c", str(config), "--bind", f"127.0.0.1:{port}"],
-                                    None, tmp_path)
+        port, err = serve_until_listening([str(BIN / "wmproxy-server"), "-c", str(config)], None, tmp_path)
         assert "Traceback" not in err and "SyntaxError" not in err, err
         assert f"https://127.0.0.1:{port}" in err  # gunicorn's "Listening at": TLS, the packaged configuration
 
@@ -107,14 +104,34 @@ class TestServerConfigOption:
         assert "Traceback" not in done.stderr
 
 
+    def test_a_port_taken_before_gunicorn_binds_it_is_replaced(self, config: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """gunicorn says the port is in use (and would try it again for five seconds): the tests'
+        start takes another one (tests/port_support.py) rather than fail, or take the other
+        process for the service."""
+        probe = port_support.free_port
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            taken = holder.getsockname()[1]
+            chosen = iter([taken])
+            monkeypatch.setattr(port_support, "free_port", lambda host="127.0.0.1": next(chosen, None) or probe(host))
+            port, err = serve_until_listening([str(BIN / "wmproxy-server")], config, tmp_path,
+                                              WMPROXY_MAPPING_MODE="none")
+        assert port != taken
+        assert f"Listening at: https://127.0.0.1:{port}" in err, err
+        first = (tmp_path / f"server-{taken}.err").read_text()
+        assert "Address already in use" in first and "Listening at" not in first, first
+
+
 class TestStartChecksRunOnce:
     """Before, ``wmproxy-server`` ran the start checks (store key, schema, file modes, the sandbox
     root) four times: itself and as gunicorn read its configuration, both again after the master's
     ``PYTHONMALLOC`` re-exec; their WARNING and gunicorn's start were logged twice."""
 
     def test_wmproxy_server_logs_each_check_and_its_start_once(self, config: Path, tmp_path: Path) -> None:
-        err = serve_until_listening([str(BIN / "wmproxy-server"), "--bind", f"127.0.0.1:{free_port()}"], config,
-                                    tmp_path, WMPROXY_MAPPING_MODE="none")
+        _port, err = serve_until_listening([str(BIN / "wmproxy-server")], config, tmp_path,
+                                           WMPROXY_MAPPING_MODE="none")
         assert err.count("[mapping] mode = none: jobs run as the service user itself") == 1, err
         assert err.count("Starting gunicorn") == 1, err
         assert "Traceback" not in err
@@ -124,8 +141,7 @@ class TestStartChecksRunOnce:
                                                           tmp_path: Path) -> None:
         """``gunicorn -c deploy/gunicorn.conf.py``: the checks run (once) there as well."""
         gunicorn = [str(BIN / "gunicorn"), "-c", str(SOURCE_TREE / "deploy" / "gunicorn.conf.py")]
-        err = serve_until_listening([*gunicorn, "--bind", f"127.0.0.1:{free_port()}", APPLICATION], config,
-                                    tmp_path, WMPROXY_MAPPING_MODE="none")
+        _port, err = serve_until_listening([*gunicorn, APPLICATION], config, tmp_path, WMPROXY_MAPPING_MODE="none")
         assert err.count("[mapping] mode = none: jobs run as the service user itself") == 1, err
         other_key(settings)
         done = subprocess.run([*gunicorn, "--bind", "127.0.0.1:0", APPLICATION], cwd=tmp_path, capture_output=True,

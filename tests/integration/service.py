@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.port_support import ADDRESS_IN_USE, PortInUseError, on_free_port, wait_until_listening
+from tests.port_support import free_port as free_port  # benchmarks/ import it from here
 from tests.support import WAIT_TIMEOUT, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOG_MODE = 0o600
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, *, db_url: str, ca_dir: Path, host_cert: Path, host_key: Path, state: Path,
@@ -104,6 +102,9 @@ class Deployment:
     #: source tree, tests/packaging) and the processes' working directory.
     bin_dir: Path = BIN
     cwd: Path = REPO
+    #: gunicorn has listened on :attr:`port`: clients and job ids name it, so a new start keeps it
+    #: (until then a port found taken is replaced by another, :meth:`start_gunicorn`).
+    port_known: bool = field(default=False, init=False, repr=False)
 
     def scratch(self, fallback: Path) -> Path:
         """A fresh directory the deployment's jobs can read and write (release files, markers):
@@ -132,13 +133,53 @@ class Deployment:
         self.processes.append(proc)
         return proc
 
+    def start_listening(self, argv: list[str], log_name: str, port: int, what: str,
+                        in_use: Sequence[str] = (ADDRESS_IN_USE,)) -> subprocess.Popen[bytes]:
+        """:meth:`start`, once the process listens on ``port``.
+
+        Raises:
+            PortInUseError: its log says ``in_use`` (another process has ``port``; the process is ended
+                and forgotten).
+            AssertionError: it exited, or did not listen in time (its log attached).
+        """
+        log = self.state / log_name
+        offset = log.stat().st_size if log.exists() else 0
+        proc = self.start(argv, log_name)
+        try:
+            wait_until_listening(proc, port, log, offset=offset, in_use=in_use, what=what)
+        except PortInUseError:
+            self.processes.remove(proc)
+            raise
+        return proc
+
     def start_gunicorn(self) -> subprocess.Popen[bytes]:
         """``wmproxy-server``: gunicorn with the packaged configuration (as ``service_prefix`` says: e.g.
-        setpriv to the service user), once it listens."""
+        setpriv to the service user), once it listens.
+
+        Its first start takes another port (:meth:`use_port`) while another process has the one
+        chosen; a later start (after :meth:`stop`) keeps the port its clients know, and leaves it
+        to gunicorn to try a port in use again (for five seconds)."""
         command = [*self.service_prefix, *self.python_command("wmproxy.serve", self.bin_dir / "wmproxy-server")]
-        proc = self.start(command, "gunicorn.log")
-        wait_for_tls(self.port)
+        if self.port_known:
+            return self.start_listening(command, "gunicorn.log", self.port, "wmproxy-server", in_use=())
+
+        def on(port: int) -> subprocess.Popen[bytes]:
+            if port != self.port:
+                self.use_port(port)
+            return self.start_listening(command, "gunicorn.log", port, "wmproxy-server")
+
+        proc = on_free_port(on, first=self.port)
+        self.port_known = True
         return proc
+
+    def use_port(self, port: int) -> None:
+        """Move the service to ``port``: the configuration's ``[service] port`` and ``bind``."""
+        text = self.config.read_text()
+        for key, value in (("port", ""), ("bind", "127.0.0.1:")):
+            text, found = re.subn(rf"^{key} = {value}{self.port}$", f"{key} = {value}{port}", text, flags=re.M)
+            assert found == 1, f"{self.config}: no line {key} = {value}{self.port}"
+        self.config.write_text(text)
+        self.port = port
 
     def start_worker(self, name: str = "worker-1") -> subprocess.Popen[bytes]:
         """The execution worker ``name`` (as ``worker_prefix`` says: e.g. the service user with capabilities)."""

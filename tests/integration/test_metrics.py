@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import ssl
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -22,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Pki
 from tests.integration.metrics_support import answers, http_get, start_metrics, token_file
 from tests.integration.refclient import ReferenceClient, reference_client
-from tests.integration.service import Deployment, free_port, tls_client_context, wait_for_tls
+from tests.integration.service import Deployment, tls_client_context
+from tests.port_support import on_free_port
 from tests.support import ECHO_JDL, WAIT_TIMEOUT, delegate, wait_for, wait_for_final
 
 pytestmark = pytest.mark.integration
@@ -31,8 +34,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def metrics_url(deployment: Deployment) -> str:
     """The listener's base URL; the deployment stops it with its other processes."""
-    port = free_port()
-    start_metrics(deployment, port, WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL="0")
+    port = start_metrics(deployment, WMPROXY_METRICS_SANDBOX_SCAN_INTERVAL="0")
     return f"http://127.0.0.1:{port}"
 
 
@@ -65,10 +67,9 @@ def test_health_answers_without_a_certificate(metrics_url: str, deployment: Depl
 
 
 def test_readiness_fails_on_a_database_without_the_schema(deployment: Deployment) -> None:
-    port = free_port()
     token = "schema-" + "t" * 32
-    start_metrics(deployment, port, WMPROXY_DATABASE_URL=f"sqlite:///{deployment.state}/empty-{port}.db",
-                  WMPROXY_METRICS_TOKEN_FILE=str(token_file(deployment, token)))
+    port = start_metrics(deployment, WMPROXY_DATABASE_URL=f"sqlite:///{deployment.state}/empty-{secrets.token_hex(8)}.db",
+                         WMPROXY_METRICS_TOKEN_FILE=str(token_file(deployment, token)))
     status, text = http_get(f"http://127.0.0.1:{port}/readyz", token)
     assert status == 503
     assert re.search(r"^schema FAIL .*wmproxy-admin migrate$", text, re.M), text
@@ -78,10 +79,9 @@ def test_a_token_keeps_metrics_and_readiness_details_to_its_holders(deployment: 
     """A grid job of the local backend can connect to the loopback port: with ``[metrics]
     token_file`` set it gets 401 from /metrics and /readyz; /healthz stays open. Without a
     token, /readyz names its checks but not their details (file paths)."""
-    open_port, port = free_port(), free_port()
-    start_metrics(deployment, open_port)
+    open_port = start_metrics(deployment)
     token = "scrape-" + "s" * 32
-    start_metrics(deployment, port, WMPROXY_METRICS_TOKEN_FILE=str(token_file(deployment, token)))
+    port = start_metrics(deployment, WMPROXY_METRICS_TOKEN_FILE=str(token_file(deployment, token)))
     status, text = http_get(f"http://127.0.0.1:{open_port}/readyz")
     assert status == 200 and text.splitlines()[2] == "ca ok", text  # no detail: "ca ok <directory>" before
     assert str(deployment.state) not in text and "/" not in text
@@ -100,8 +100,7 @@ def test_idle_connections_cannot_keep_the_scrapes_out(deployment: Deployment) ->
     files: each connection served at most ``max_connections`` at once, the idle one waiting
     longest closed for a newcomer. Before, 1,100 idle connections took every file descriptor
     and /healthz and /metrics timed out while they were held."""
-    port = free_port()
-    start_metrics(deployment, port, ("prlimit", "--nofile=64:64", "--"), WMPROXY_METRICS_MAX_CONNECTIONS="4")
+    port = start_metrics(deployment, ("prlimit", "--nofile=64:64", "--"), WMPROXY_METRICS_MAX_CONNECTIONS="4")
     held = []
     try:
         for _ in range(200):
@@ -118,8 +117,7 @@ def test_idle_connections_cannot_keep_the_scrapes_out(deployment: Deployment) ->
 
 
 def test_an_idle_connection_is_closed_after_the_timeout(deployment: Deployment) -> None:
-    port = free_port()
-    start_metrics(deployment, port, WMPROXY_METRICS_TIMEOUT="1")
+    port = start_metrics(deployment, WMPROXY_METRICS_TIMEOUT="1")
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_TIMEOUT) as conn:
         conn.sendall(b"GET /healthz HTTP/1.0\r\n")  # and never the end of its head
         assert conn.recv(100) == b""  # closed by the server (before: held for ever)
@@ -203,12 +201,15 @@ def test_a_request_writes_one_access_line(alice: ReferenceClient, deployment: De
 
 def test_access_logfile_brings_gunicorn_line_back(deployment: Deployment, pki: Pki) -> None:
     """A site that wants gunicorn's access line runs ``wmproxy-server --access-logfile -``."""
-    port = free_port()
     server = deployment.python_command("wmproxy.serve", deployment.bin_dir / "wmproxy-server")
-    proc = deployment.start([*deployment.service_prefix, *server, "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                             "--access-logfile", "-"], f"gunicorn-{port}.log")
+
+    def on(port: int) -> tuple[int, subprocess.Popen[bytes]]:
+        return port, deployment.start_listening([*deployment.service_prefix, *server, "--bind", f"127.0.0.1:{port}",
+                                                 "--workers", "1", "--access-logfile", "-"], f"gunicorn-{port}.log",
+                                                port, "wmproxy-server")
+
+    port, proc = on_free_port(on)
     try:
-        wait_for_tls(port)
         context = tls_client_context(pki.ca_dir, pki.users["alice"].proxy)
         urllib.request.urlopen(f"https://localhost:{port}/glite_wms_wmproxy_server?wsdl", timeout=30,
                                context=context).read()

@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import Pki
 from tests.integration.isolated import Isolated, isolated_deployment
 from tests.integration.metrics_support import http_get, start_metrics, token_file
-from tests.integration.service import BIN, free_port
+from tests.integration.service import BIN
 from tests.support import WAIT_TIMEOUT
 from wmproxy.services.startup import EXIT_REFUSED
 
@@ -74,9 +74,8 @@ def refusal_line(output: str) -> str:
 def readiness(iso: Isolated, **env: str) -> tuple[int, dict[str, str]]:
     """``/readyz`` of a ``wmproxy-metrics`` of the service user (``env``: its settings), with
     the details a token holder reads."""
-    port = free_port()
     token = "start-checks-" + "t" * 32
-    start_metrics(iso.deployment, port, WMPROXY_METRICS_TOKEN_FILE=str(token_file(iso.deployment, token)), **env)
+    port = start_metrics(iso.deployment, WMPROXY_METRICS_TOKEN_FILE=str(token_file(iso.deployment, token)), **env)
     status, text = http_get(f"http://127.0.0.1:{port}/readyz", token)
     return status, {line.split()[0]: line for line in text.splitlines()}
 
