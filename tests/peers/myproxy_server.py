@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.port_support import listens
 from wmproxy.security.chain import identity_dn, load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.pki import CertificateAuthority
@@ -35,13 +35,6 @@ START_TIMEOUT = 60.0  # seconds: generous, the machine is shared
 
 class MyProxyPeerError(RuntimeError):
     """The helper could not start the server or store a credential (output attached)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_config(
@@ -132,9 +125,12 @@ def start_myproxy_server(
 ) -> MyProxyServer:
     """Start ``myproxy-server`` on a free 127.0.0.1 port with a private config and store.
 
+    The server binds port 0 (the kernel picks a free port, which nobody can take before the
+    server has it) and writes the port it got to its port file (``-z``).
+
     Args:
         directory: created; holds ``myproxy-server.config``, ``store/`` (0700), ``host/``
-            (a fresh CN=localhost host credential issued by ``ca``), the pid file and the log.
+            (a fresh CN=localhost host credential issued by ``ca``), the pid and port files and the log.
         ca: issues the server's host credential.
         ca_dir: grid CA directory (``X509_CERT_DIR`` of the server).
         authorized_renewers, default_renewers, max_proxy_lifetime (hours): see :func:`server_config`.
@@ -152,34 +148,44 @@ def start_myproxy_server(
     config = root / "myproxy-server.config"
     config.write_text(server_config(authorized_renewers, default_renewers=default_renewers,
                                     max_proxy_lifetime=max_proxy_lifetime))
-    pid_file, log = root / "myproxy-server.pid", root / "myproxy-server.log"
+    pid_file, port_file, log = root / "myproxy-server.pid", root / "myproxy-server.port", root / "myproxy-server.log"
     pid_file.unlink(missing_ok=True)
+    port_file.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("X509_", "MYPROXY_"))}
     env.update(X509_CERT_DIR=str(ca_dir), X509_USER_CERT=str(host_cert), X509_USER_KEY=str(host_key))
-    for _attempt in range(3):  # the free port may be taken between probe and bind
-        port = free_port()
-        with open(log, "ab") as out:
-            launcher = subprocess.run(
-                [MYPROXY_SERVER, "-v", "-l", "127.0.0.1", "-p", str(port), "-c", str(config),
-                 "-s", str(store), "-P", str(pid_file)],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=START_TIMEOUT, check=False,
-            )
-        server = _wait_until_listening(port, pid_file)
-        if launcher.returncode == 0 and server is not None:
-            dn = slash_dn(load_pem_chain(host_cert.read_bytes())[0].subject)
-            return MyProxyServer("localhost", port, Path(ca_dir), root, dn, server, log)
-    raise MyProxyPeerError(f"myproxy-server did not start; log:\n{log.read_text(errors='replace')}")
+    with open(log, "ab") as out:
+        launcher = subprocess.run(
+            [MYPROXY_SERVER, "-v", "-l", "127.0.0.1", "-p", "0", "-z", str(port_file), "-c", str(config),
+             "-s", str(store), "-P", str(pid_file)],
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=START_TIMEOUT, check=False,
+        )
+    started = _wait_until_listening(pid_file, port_file) if launcher.returncode == 0 else None
+    if started is None:
+        raise MyProxyPeerError(f"myproxy-server did not start (status {launcher.returncode}; it logs to syslog); "
+                               f"log:\n{log.read_text(errors='replace')}")
+    pid, port = started
+    dn = slash_dn(load_pem_chain(host_cert.read_bytes())[0].subject)
+    return MyProxyServer("localhost", port, Path(ca_dir), root, dn, pid, log)
 
 
-def _wait_until_listening(port: int, pid_file: Path) -> int | None:
+def _number(path: Path) -> int | None:
+    """The number a pid or port file holds, None while it is not written yet."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _wait_until_listening(pid_file: Path, port_file: Path) -> tuple[int, int] | None:
+    """The daemon's pid and port once it listens there, None when it does not in time or exits."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if pid_file.exists() and pid_file.read_text().strip():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return int(pid_file.read_text().split()[0])
-            except OSError:
-                pass
+        pid, port = _number(pid_file), _number(port_file)
+        if pid is not None and port is not None:
+            if listens(pid, port):
+                return pid, port
+            if _gone(pid):
+                return None
         time.sleep(0.05)
     return None
 

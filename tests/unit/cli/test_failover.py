@@ -4,13 +4,14 @@ in-process behind real TLS: every verb reports, and uses, the endpoint that answ
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tests.conftest import Pki
-from tests.integration.service import free_port
+from tests.port_support import closed_port
 from tests.support import ECHO_JDL
 from wmproxy.cli.main import cli
 from wmproxy.domain import JobState
@@ -20,9 +21,10 @@ from .https_server import registered_job
 
 
 @pytest.fixture
-def dead() -> str:
-    """An endpoint where nothing listens."""
-    return f"https://localhost:{free_port()}/glite_wms_wmproxy_server"
+def dead() -> Iterator[str]:
+    """An endpoint where nothing listens (its port held so for the test: no other process takes it)."""
+    with closed_port() as port:
+        yield f"https://localhost:{port}/glite_wms_wmproxy_server"
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 from tests.conftest import Pki
 from tests.peers.myproxy_server import (  # noqa: F401  (fixture import)
     MyProxyServer,
-    free_port,
     myproxy_server_factory,
     store_renewable_credential,
 )
+from tests.port_support import closed_port
 from wmproxy.renewal import myproxy as myproxy_module
 from wmproxy.renewal.myproxy import (
     MAX_ADDRESSES,
@@ -50,6 +50,13 @@ class Service:
     def __init__(self, cert: Path, key: Path) -> None:
         self.cert, self.key = cert, key
         self.dn = slash_dn(load_pem_chain(cert.read_bytes())[0].subject)
+
+
+@pytest.fixture
+def closed() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens, held so for the test: no other process takes it."""
+    with closed_port() as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -154,18 +161,18 @@ class TestRefusals:
             renew(myproxy, rogue, pki, alice_proxy.read_bytes(), alice_stored)
         assert "PRIVATE KEY" not in str(info.value)
 
-    def test_username_with_a_newline_is_rejected_before_connecting(self, service, pki, alice_proxy):
+    def test_username_with_a_newline_is_rejected_before_connecting(self, service, pki, alice_proxy, closed):
         with pytest.raises(MyProxyError, match="invalid MyProxy username"):
-            renew_proxy("localhost", free_port(), host_cert=str(service.cert), host_key=str(service.key),
+            renew_proxy("localhost", closed, host_cert=str(service.cert), host_key=str(service.key),
                          ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
                          username="x\nCOMMAND=3", lifetime=60, timeout=1.0)
 
 
 class TestUnreachable:
-    def test_closed_port_fails_on_the_refusal_not_on_the_timeout(self, service, pki, alice_proxy):
+    def test_closed_port_fails_on_the_refusal_not_on_the_timeout(self, service, pki, alice_proxy, closed):
         # a 10 min timeout: the error must be the refusal, never a wait for the deadline
         with pytest.raises(MyProxyUnreachableError, match=r"cannot connect to MyProxy server .*refused"):
-            renew_proxy("127.0.0.1", free_port(), host_cert=str(service.cert), host_key=str(service.key),
+            renew_proxy("127.0.0.1", closed, host_cert=str(service.cert), host_key=str(service.key),
                         ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
                         username=pki.users["alice"].dn, lifetime=60, timeout=600.0)
 
@@ -277,7 +284,7 @@ class TestAddresses:
         assert [address for address, _ in network.tried] == internal[:MAX_ADDRESSES]
 
     def test_a_server_allowed_by_a_wildcard_fails_with_one_text_whatever_the_port(
-        self, service, pki, alice_proxy, caplog: pytest.LogCaptureFixture
+        self, service, pki, alice_proxy, closed, caplog: pytest.LogCaptureFixture
     ) -> None:
         """Closed, silent or not TLS, at a loopback address or not: the user reads the same text
         (the log has the reason); the listening port is never connected to."""
@@ -286,8 +293,8 @@ class TestAddresses:
             listening.listen(8)
             listening.settimeout(0)
             texts = set()
-            for host, port in (("127.0.0.1", listening.getsockname()[1]), ("localhost", free_port()),
-                               ("2130706433", listening.getsockname()[1]), ("0", free_port())):
+            for host, port in (("127.0.0.1", listening.getsockname()[1]), ("localhost", closed),
+                               ("2130706433", listening.getsockname()[1]), ("0", closed)):
                 with pytest.raises(MyProxyUnreachableError) as failed:
                     renew_proxy(host, port, host_cert=str(service.cert), host_key=str(service.key),
                                 ca_dir=str(pki.ca_dir), user_proxy_pem=alice_proxy.read_bytes(),
