@@ -32,7 +32,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.port_support import on_free_port, wait_until_listening
 from wmproxy.security.chain import load_pem_chain
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.pki import CertificateAuthority
@@ -50,6 +50,10 @@ SCHEMA = "/usr/share/voms/voms-mysql.data"
 MYSQL = "mysql"
 VOMS_PROXY_INIT = "voms-proxy-init"
 START_TIMEOUT = 30.0  # seconds; it normally listens within a fraction of one
+#: What voms logs when it cannot bind its port.
+VOMS_BIND_FAILED = "Cannot bind to socket"
+#: voms listens on every address: its port is probed there.
+WILDCARD = "0.0.0.0"  # noqa: S104
 #: The longest AC the server issues (``-timeout``); a longer request is cut to it with warning 2.
 DEFAULT_MAX_LIFETIME = 24 * 3600
 
@@ -122,13 +126,6 @@ def mariadb_reachable() -> str:
     except (VomsPeerError, OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     return ""
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (voms binds 0.0.0.0, so probe the wildcard)."""
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))  # noqa: S104 - the probe must match voms's own bind
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -303,7 +300,9 @@ def start_voms_server(
             (``docs/voms.md``); without it such ACs fail its check and are ignored.
 
     Raises:
-        VomsPeerError: MariaDB refused, or the server did not listen within 30 s (log attached).
+        VomsPeerError: MariaDB refused, or the server did not listen within 30 s (log attached);
+            a port taken before the server bound it is replaced by another (up to
+            :data:`tests.port_support.PORT_TRIES` ports).
     """
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
@@ -327,8 +326,8 @@ def start_voms_server(
         env = {k: v for k, v in os.environ.items() if not k.startswith(("X509_", "VOMS"))}
         if trust_own_acs:
             env["X509_VOMS_DIR"] = str(vomsdir)
-        for _attempt in range(3):  # the free port may be taken between probe and bind
-            port = free_port()
+
+        def start(port: int) -> VomsServer:
             args = [VOMS_SERVER, "-debug", "-vo", vo, "-port", str(port), "-uri", f"{uri_host}:{port}",
                     "-dbname", database, "-username", db_user, "-passfile", str(passfile),
                     "-sqlloc", MYSQL_PLUGIN, "-contactstring", MARIADB_HOST, "-mysql-port", str(MARIADB_PORT),
@@ -336,40 +335,32 @@ def start_voms_server(
                     "-logfile", str(log), "-newformat", "-timeout", str(max_lifetime), "-socktimeout", "30"]
             if short_fqans:
                 args.append("-shortfqans")
+            offset = log.stat().st_size if log.exists() else 0
             with open(out, "ab") as sink:
                 process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
                                            start_new_session=True)
-            if _wait_until_listening(process, port):
-                vomses = root / "vomses"
-                vomses.write_text(f'"{vo}" "localhost" "{port}" "{dn}" "{vo}"\n')
-                return VomsServer(vo, port, f"{uri_host}:{port}", dn, ca.dn, cert, key, Path(ca_dir), root,
-                                  vomsdir, vomses, database, db_user, max_lifetime, process, log)
-            _end_group(process)
-        text = out.read_text(errors="replace") + (log.read_text(errors="replace")[-4000:] if log.exists() else "")
-        raise VomsPeerError(f"voms did not start; output and log:\n{text}")
+            try:
+                # Its log's one message for a failed bind (it then exits 0); on the wildcard at an
+                # unprivileged port probed free, the port is in use. Listening is read from the
+                # kernel's tables, not by connecting: a connection would make the server fork a
+                # child that waits for a TLS handshake.
+                wait_until_listening(process, port, log, offset=offset, in_use=(VOMS_BIND_FAILED,), what="voms",
+                                     timeout=START_TIMEOUT)
+            except AssertionError as exc:
+                _end_group(process)
+                raise VomsPeerError(f"voms did not start: {exc}\noutput:\n{out.read_text(errors='replace')}") from None
+            vomses = root / "vomses"
+            vomses.write_text(f'"{vo}" "localhost" "{port}" "{dn}" "{vo}"\n')
+            return VomsServer(vo, port, f"{uri_host}:{port}", dn, ca.dn, cert, key, Path(ca_dir), root,
+                              vomsdir, vomses, database, db_user, max_lifetime, process, log)
+
+        try:
+            return on_free_port(start, host=WILDCARD)
+        except AssertionError as exc:  # every port probed was taken
+            raise VomsPeerError(f"voms did not start: {exc}") from None
     except BaseException:
         _drop(database, db_user)
         raise
-
-
-def _wait_until_listening(process: subprocess.Popen, port: int) -> bool:
-    """Whether the server listens on ``port`` before the deadline (False as soon as it exits).
-
-    Reads the kernel's listening sockets rather than connecting: a connection would make the
-    server fork a child that waits for a TLS handshake."""
-    deadline = time.monotonic() + START_TIMEOUT
-    inode_pattern = f":{port:04X} 00000000:0000 0A "
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                if inode_pattern in Path(table).read_text():
-                    return True
-            except OSError:
-                pass
-        time.sleep(0.05)
-    return False
 
 
 def voms_proxy_init(
