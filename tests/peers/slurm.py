@@ -44,11 +44,11 @@ from types import TracebackType
 
 import pytest
 
+from tests.port_support import ADDRESS_IN_USE, PORT_TRIES
 from wmproxy.execution.slurm import CpuCounts, parse_cpus, parse_job_states, parse_scontrol
 
 DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "munge")
-START_ATTEMPTS = 3
 START_TIMEOUT = 60.0  # seconds: munged up, then the node idle in sinfo (about 3 s when idle)
 STOP_TIMEOUT = 15.0  # seconds a daemon gets between SIGTERM and SIGKILL
 MARKER = "WMPROXY_SLURM_ROOT"
@@ -216,7 +216,7 @@ class SlurmCluster:
     def logs(self) -> str:
         """The daemons' log files, for error messages."""
         parts = []
-        for log in sorted([*self.root.glob("*.log"), *self.root.glob("*.out")]):
+        for log in self._log_files():
             parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
 
@@ -233,8 +233,10 @@ class SlurmCluster:
     def start(self) -> SlurmCluster:
         """Write the key and configuration, start munged, slurmctld and slurmd, wait for the node.
 
-        Returns self once ``sinfo`` shows the node idle (within 60 s). A failed start is
-        stopped and tried again with fresh ports and state, three times in all.
+        Returns self once ``sinfo`` shows the node idle (within 60 s). A start whose daemon found
+        its port taken (another process bound it after the probe: the daemon's log says so) is
+        stopped and tried again with fresh ports and state, :data:`tests.port_support.PORT_TRIES`
+        times in all; any other failure fails at once.
 
         Raises:
             SlurmPeerError: a program is missing or the cluster did not come up (logs attached);
@@ -245,7 +247,8 @@ class SlurmCluster:
             raise SlurmPeerError(missing)
         if (self.root / RECORD).exists():
             raise SlurmPeerError(f"a cluster is already recorded in {self.root}; stop it first")
-        for attempt in range(START_ATTEMPTS):  # a probed port may be taken before a daemon binds it
+        for attempt in range(PORT_TRIES):  # a probed port may be taken before a daemon binds it
+            logged = self._log_sizes()
             try:
                 self._prepare()
                 self._start_munged()
@@ -257,12 +260,27 @@ class SlurmCluster:
                 return self
             except SlurmPeerError:
                 self.stop()
-                if attempt == START_ATTEMPTS - 1:
+                if attempt == PORT_TRIES - 1 or not self._port_was_taken(logged):
                     raise
             except BaseException:
                 self.stop()
                 raise
         raise AssertionError("unreachable")
+
+    def _log_files(self) -> list[Path]:
+        return sorted([*self.root.glob("*.log"), *self.root.glob("*.out")])
+
+    def _log_sizes(self) -> dict[Path, int]:
+        return {log: log.stat().st_size for log in self._log_files()}
+
+    def _port_was_taken(self, logged: dict[Path, int]) -> bool:
+        """A daemon logged, after the sizes ``logged``, that its port is in use."""
+        for log in self._log_files():
+            with log.open("rb") as file:
+                file.seek(logged.get(log, 0))
+                if ADDRESS_IN_USE.encode() in file.read():
+                    return True
+        return False
 
     def _prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
