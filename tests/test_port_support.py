@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import port_support
+from tests.integration.service import Deployment, write_config
 from tests.port_support import PORT_TRIES, closed_port, listens, on_free_port, wait_until_listening
 
 #: A server on ``argv[1]``: ``exits`` when the port is in use, ``lingers`` (as gunicorn, which tries
@@ -143,3 +144,18 @@ def test_a_closed_port_refuses_connections_and_cannot_be_taken() -> None:
             with pytest.raises(OSError, match="Address already in use") as failed:
                 other.bind(("127.0.0.1", port))
         assert failed.value.errno == errno.EADDRINUSE
+
+
+def test_a_deployment_moved_to_another_port_names_it_in_its_configuration(tmp_path: Path) -> None:
+    """What :meth:`Deployment.start_gunicorn` does when the port chosen was taken: the
+    configuration's ``[service] port`` and ``bind`` name the new port, nothing else changes."""
+    config = tmp_path / "wmproxy.conf"
+    write_config(config, db_url="sqlite://", ca_dir=tmp_path, host_cert=tmp_path / "cert", host_key=tmp_path / "key",
+                 state=tmp_path, port=41234, extra="# a comment naming the old port = 41234\n")
+    before = config.read_text().splitlines()
+    dep = Deployment(config=config, state=tmp_path, port=41234, env={})
+    dep.use_port(42345)
+    after = config.read_text().splitlines()
+    assert dep.port == 42345 and dep.endpoint == "https://localhost:42345/glite_wms_wmproxy_server"
+    assert [line for line in after if line not in before] == ["port = 42345", "bind = 127.0.0.1:42345"]
+    assert [line for line in before if line not in after] == ["port = 41234", "bind = 127.0.0.1:41234"]
