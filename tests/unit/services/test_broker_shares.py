@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import classad2
@@ -116,6 +118,42 @@ class TestOwnerShares:
         assert [len(charges) for charges in shares._spent.values()] == [1, 1]
         shares.charge("/CN=c", at(400), 0.5)  # a window later: a and b are forgotten
         assert list(shares._spent) == ["/CN=c"]
+
+    def test_charges_adding_up_to_the_allowance_reach_it(self) -> None:
+        # Thirty charges of 0.1 s are the allowance of 3 s: summed as floats they made
+        # 2.9999999999999996, which left the owner within their share.
+        shares = OwnerShares(3.0, 300.0)
+        for second in range(30):
+            shares.charge("/CN=a", at(second), 0.1)
+        assert shares.spent("/CN=a", at(29)) == 3.0
+        assert shares.free_at("/CN=a", at(29)) == at(300)
+        assert shares.free_at("/CN=a", at(300)) is None  # the first 0.1 s left the window
+        assert shares.spent("/CN=a", at(300)) == 2.9
+
+    def test_whether_an_owner_is_within_their_share_reads_none_of_their_charges(self) -> None:
+        # A busy worker keeps one charge per claim batch of the window (thousands), and every
+        # claimed job asks twice: the answer comes from a total kept with the charges.
+        class Counted(deque[tuple[dt.datetime, int]]):
+            reads = 0
+
+            def __iter__(self) -> Iterator[tuple[dt.datetime, int]]:
+                Counted.reads += 1
+                return super().__iter__()
+
+        shares = OwnerShares(3.0, 300.0)
+        for batch in range(1000):
+            shares.charge("/CN=a", at(batch / 10), 0.001)
+        shares._spent["/CN=a"] = Counted(shares._spent["/CN=a"])
+        Counted.reads = 0
+        assert shares.free_at("/CN=a", at(100)) is None
+        assert shares.held(at(100)) == ()
+        assert shares.spent("/CN=a", at(100)) == 1.0
+        assert Counted.reads == 0
+        shares.charge("/CN=a", at(100), 2.5)  # past the allowance: when it is free again is read from them
+        assert shares.free_at("/CN=a", at(100)) == at(300 + 50)
+        shares.charge("/CN=a", at(500), 0.5)  # the old ones left the window, and their time with them
+        assert shares.spent("/CN=a", at(500)) == 0.5
+        assert shares.free_at("/CN=a", at(500)) is None
 
     def test_no_bound_counts_nothing(self) -> None:
         shares = OwnerShares(0.0, 300.0)
