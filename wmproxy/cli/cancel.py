@@ -18,7 +18,7 @@ from wmproxy.client import WMProxyClientError
 @click.command("cancel")
 @click.argument("job_ids", metavar="JOBID...", nargs=-1)
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
-@click.option("-o", "--output", "output_file", metavar="FILE", help="Append the result to FILE instead of printing it.")
+@click.option("-o", "--output", "output_file", metavar="FILE", help="Write the result to FILE instead of printing it.")
 @click.option("--noint", is_flag=True, help="Do not ask for confirmation.")
 @common.common_options
 @common.reports_errors

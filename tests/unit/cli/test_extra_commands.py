@@ -89,21 +89,21 @@ class TestListMatch:
         assert "have been stored in the file:\n" in result.stdout
         assert " - ce1\n" in (tmp_path / "ces").read_text()
 
-    def test_output_file_is_appended_to_and_json_goes_only_there(
+    def test_output_file_is_appended_to_on_request_and_json_goes_only_there(
         self, runner: CliRunner, fake: FakeClient, tmp_path: Path
     ) -> None:
         (tmp_path / "m.jdl").write_text('[ Executable = "/bin/true"; ]')
         ces = tmp_path / "ces"
         ces.write_text("previous results\n")
         fake.matches = [CEMatch("ce1", 3)]
-        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])
+        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")], input="a\n")
         assert result.exit_code == 0
+        assert "Do you want to append (a) or to overwrite (o) ?" in result.stderr
         assert ces.read_text().startswith("previous results\n") and " - ce1\n" in ces.read_text()
-        before = ces.read_text()
         result = runner.invoke(cli, ["list-match", "--json", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])
         assert result.exit_code == 0
         assert result.stdout == ""
-        assert ces.read_text() == before + '{"result": "success", "ceid": ["ce1"]}\n'
+        assert ces.read_text() == '{"result": "success", "ceid": ["ce1"]}\n'
 
 
 class TestPerusal:

