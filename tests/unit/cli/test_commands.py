@@ -185,7 +185,7 @@ class TestCancel:
 
     def test_no_means_no(self, runner: CliRunner, fake: FakeClient) -> None:
         result = runner.invoke(cli, ["cancel", JOB], input="n\n")
-        assert result.exit_code == 0
+        assert result.exit_code == 1  # gLite jobcancel: "bye", exit 1
         assert fake.calls == []
 
     @pytest.mark.parametrize("flag", ["--noint", "--json"])

@@ -109,3 +109,17 @@ class TestCancel:
         result = runner.invoke(cli, ["cancel", "--noint", "-o", str(out), job])
         assert result.exit_code == 0, result.output
         assert not out.read_text().startswith("stale") and job in out.read_text()
+
+    def test_declining_exits_1(self, runner: CliRunner, job: str, service: Runtime) -> None:
+        result = runner.invoke(cli, ["cancel", job], input="n\n")
+        assert result.exit_code == 1
+        assert result.stderr.rstrip().endswith("bye")
+        with service.uow() as uow:
+            stored = uow.jobs.get(job)
+            assert stored is not None and stored.state == JobState.SUBMITTED.value
+
+    def test_end_of_input_takes_the_default_yes(self, runner: CliRunner, job: str) -> None:
+        result = runner.invoke(cli, ["cancel", job], input="")
+        assert result.exit_code == 0, result.output
+        assert "Aborted" not in result.stderr
+        assert f"- {job}" in result.stdout
