@@ -337,9 +337,9 @@ class TestResultFile:
         out = tmp_path / "result.txt"
         result = runner.invoke(cli, ["delegate-proxy", "-d", "mine", "-o", str(out)])
         assert result.exit_code == 0, result.output
-        assert result.stdout == ""
-        assert "with the delegation identifier: mine\n" in out.read_text()
-        assert result.stderr == f"The result has been written to {out}\n"
+        assert "with the delegation identifier: mine\n" in result.stdout
+        assert f"has been saved in the following file:\n{out}\n" in result.stdout
+        assert f"WMProxy: {ENDPOINT}\ndelegation ID: mine\n" in out.read_text()
 
     def test_errors_stay_on_stderr(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         fake.fail["delegate"] = WMProxyClientError("AuthorizationFault", "no")

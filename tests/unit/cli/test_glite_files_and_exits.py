@@ -123,3 +123,38 @@ class TestCancel:
         assert result.exit_code == 0, result.output
         assert "Aborted" not in result.stderr
         assert f"- {job}" in result.stdout
+
+
+def _awk_last_field(text: str, pattern: str) -> list[str]:
+    """``awk -F ' ' '/<pattern>/ {print $NF}'`` (the CTB test WMS-cli-delegate-proxy.sh)."""
+    return [line.split()[-1] for line in text.splitlines() if pattern in line and line.split()]
+
+
+class TestDelegateProxyFile:
+    """gLite's ``DelegateProxy::infoToFile``: the -o file holds ``WMProxy: <endpoint>`` and
+    ``delegation ID: <id>``; the full message is still printed."""
+
+    def test_the_ctb_awk_lines_read_the_endpoint_and_the_id(self, runner: CliRunner, service: Runtime,
+                                                            tmp_path: Path) -> None:
+        out = tmp_path / "deleg.out"
+        result = runner.invoke(cli, ["delegate-proxy", "--noint", "-d", "ctb-id", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        endpoint = service.settings.service.endpoint
+        text = out.read_text()
+        assert _awk_last_field(text, "WMProxy") == [endpoint]
+        assert _awk_last_field(text, "delegation") == ["ctb-id"]
+        lines = text.splitlines()
+        assert lines[0].startswith("wmproxy delegate-proxy (") and lines[1] == "=" * 73
+        assert "Your proxy has been successfully delegated to the WMProxy(s):" in result.stdout
+        assert "with the delegation identifier: ctb-id\n" in result.stdout
+        assert f"The DelegateProxy result  has been saved in the following file:\n{out}\n" in result.stdout
+
+    def test_automatic_writes_the_id_the_service_chose(self, runner: CliRunner, service: Runtime,
+                                                       tmp_path: Path) -> None:
+        out = tmp_path / "deleg.out"
+        out.write_text("stale WMProxy: https://old\n")
+        result = runner.invoke(cli, ["delegate-proxy", "--noint", "-a", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        shown = result.stdout.split("with the delegation identifier: ", 1)[1].split("\n", 1)[0]
+        assert _awk_last_field(out.read_text(), "WMProxy") == [service.settings.service.endpoint]
+        assert _awk_last_field(out.read_text(), "delegation") == [shown] and shown
