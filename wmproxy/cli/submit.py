@@ -34,6 +34,7 @@ from wmproxy.cli import common, jdlprep, jobids, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
 from wmproxy.cli.errors import unreadable
+from wmproxy.cli.prompts import read_answer
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import upload_file
@@ -185,7 +186,7 @@ def _defaults(env: common.Environment, default_jdl: str | None) -> dict[str, str
 
 def _choose_ce(path: str) -> str:
     """The CE of ``-i FILE`` (one CE id a line, ``#`` comments): the only or, with ``--noint``,
-    the first; else the user picks one by number."""
+    the first; else the user picks one by number (no answer, the end of input: the first)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -197,8 +198,13 @@ def _choose_ce(path: str) -> str:
         return ces[0]
     for number, ce in enumerate(ces, 1):
         common.echo(f"{number} : {ce}", err=True)
-    choice = click.prompt("Choose one CE in the list", type=click.IntRange(1, len(ces)), default=1, err=True)
-    return ces[choice - 1]
+    while True:  # no answer, or the end of input (no terminal): the first, as with --noint
+        answer = read_answer("Choose one CE in the list [1]: ")
+        if not answer:
+            return ces[0]
+        if answer.isdigit() and 1 <= int(answer) <= len(ces):
+            return ces[int(answer) - 1]
+        common.echo(f"{answer} is not a number from 1 to {len(ces)}", err=True)
 
 
 def expiry_time(valid: str | None, valid_to: str | None, now: float | None = None) -> int | None:

@@ -69,7 +69,7 @@ class TestDelegateProxy:
     @pytest.mark.parametrize("args", [[], ["-a", "-d", "x"]])
     def test_needs_exactly_one_of_a_and_d(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:
         result = runner.invoke(cli, ["delegate-proxy", *args])
-        assert result.exit_code == 2
+        assert result.exit_code == 1
         assert fake.calls == []
 
     def test_endpoint_option(self, runner: CliRunner, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +166,7 @@ class TestStatus:
         assert [j["jobid"] for j in json.loads(result.stdout)["jobs"]] == [JOB, JOB + "2"]
 
     def test_needs_a_job(self, runner: CliRunner, fake: FakeClient) -> None:
-        assert runner.invoke(cli, ["status"]).exit_code == 2
+        assert runner.invoke(cli, ["status"]).exit_code == 1
 
     def test_unknown_job(self, runner: CliRunner, fake: FakeClient) -> None:
         fake.fail["get_job_status"] = UNKNOWN
@@ -416,7 +416,9 @@ class TestJobIdFileWithoutOneUsableId:
     @pytest.mark.parametrize("verb", ["status", "logging-info", "output"])
     def test_neither_jobid_nor_file_is_a_usage_error(self, runner: CliRunner, fake: FakeClient, verb: str) -> None:
         result = runner.invoke(cli, [verb, "--json"])
-        assert result.exit_code == 2 and "no job id given (JOBID or -i FILE)" in result.stderr
+        assert result.exit_code == 1  # as gLite's option errors; with --json the JSON error object
+        error = json.loads(result.stdout)["error"]
+        assert error["type"] == "Usage" and "no job id given (JOBID or -i FILE)" in error["message"]
 
 
 class TestJobIdsFromArgumentsOrFile:
@@ -432,7 +434,7 @@ class TestJobIdsFromArgumentsOrFile:
         ids = tmp_path / "ids"
         ids.write_text(f"###Submitted Job Ids###\n{JOB}\n")
         result = runner.invoke(cli, [verb, "-i", str(ids), JOB])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output
         assert "job ids must not be given together with -i/--input" in result.stderr
         assert fake.calls == []
 

@@ -12,9 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import Pki
-from tests.support import ECHO_JDL
+from tests.support import ECHO_JDL, principal_of
 from wmproxy.cli.main import cli
 from wmproxy.domain import JobState
+from wmproxy.jdl import parse_jdl
+from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 
 from .https_server import registered_job
@@ -158,3 +160,50 @@ class TestDelegateProxyFile:
         shown = result.stdout.split("with the delegation identifier: ", 1)[1].split("\n", 1)[0]
         assert _awk_last_field(out.read_text(), "WMProxy") == [service.settings.service.endpoint]
         assert _awk_last_field(out.read_text(), "delegation") == [shown] and shown
+
+
+class TestUsageErrors:
+    """gLite's commands return 1 for an option error (wmp-job-submit.cpp); the CLI reports it as
+    any other error, not with click's ``Usage:`` text and exit 2."""
+
+    @pytest.mark.parametrize(("args", "said"), [
+        (["delegate-proxy"], "exactly one of -d/--delegationid and -a/--autm-delegation is required"),
+        (["status", "--bogus", "x"], "No such option '--bogus'"),
+        (["status", "-v", "9", "x"], "9 is not in the range 0<=x<=3"),
+        (["submit", "-d", "dg"], "give exactly one of JDLFILE and --collection DIR"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ])
+    def test_one_error_line_exit_1(self, runner: CliRunner, service: Runtime, args: list[str], said: str) -> None:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Usage: ") and said in result.stderr
+        assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+    def test_json_gets_the_json_error(self, runner: CliRunner, service: Runtime) -> None:
+        result = runner.invoke(cli, ["delegate-proxy", "--json"])
+        assert result.exit_code == 1
+        error = json.loads(result.stdout)["error"]
+        assert error["type"] == "Usage" and "exactly one of -d" in error["message"]
+
+    def test_no_verb_prints_the_help_exit_1(self, runner: CliRunner) -> None:
+        result = runner.invoke(cli, [])
+        assert result.exit_code == 1 and "Commands:" in result.output
+
+
+class TestCeChoice:
+    """``submit -i CEFILE`` without ``--noint`` asks which CE; no answer or the end of input is
+    the first, as ``--noint`` takes it, not click's ``Aborted!``."""
+
+    @pytest.mark.parametrize(("stdin", "chosen"), [("", "ce1.example.org:8443/q"),
+                                                   ("9\n2\n", "ce2.example.org:8443/q")])
+    def test_answer(self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path, stdin: str,
+                    chosen: str) -> None:
+        (tmp_path / "ces").write_text("# CEs\nce1.example.org:8443/q\nce2.example.org:8443/q\n")
+        (tmp_path / "job.jdl").write_text('[ Executable = "/bin/true"; ]')
+        result = runner.invoke(cli, ["submit", "-a", "--nomsg", "--register-only", "-i", str(tmp_path / "ces"),
+                                     str(tmp_path / "job.jdl")], input=stdin)
+        assert result.exit_code == 0, result.output
+        assert "Aborted" not in result.stderr
+        job_id = result.stdout.strip().splitlines()[-1]
+        registered = parse_jdl(jobs.get_jdl(service, principal_of(pki, "alice"), job_id, "ORIGINAL"))
+        assert registered["SubmitTo"] == chosen
