@@ -10,7 +10,7 @@ import click
 from wmproxy.cli import common, jdlprep, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import is_compound
-from wmproxy.cli.errors import unreadable
+from wmproxy.cli.errors import read_text_file, unreadable
 from wmproxy.cli.results import save_text, write_result
 
 
@@ -36,7 +36,7 @@ def list_match(
     if bool(delegation_id) == automatic:
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     try:
-        jdl = Path(jdl_file).read_text(encoding="utf-8")
+        jdl = read_text_file(jdl_file)
     except (OSError, UnicodeDecodeError) as exc:
         raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
     env = common.Environment.load(endpoint)

@@ -33,7 +33,7 @@ import click
 from wmproxy.cli import common, jdlprep, jobids, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
-from wmproxy.cli.errors import unreadable
+from wmproxy.cli.errors import MAX_TEXT_FILE, read_text_file, too_large, unreadable
 from wmproxy.cli.prompts import read_answer
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
@@ -113,6 +113,8 @@ def submit(
         overrides["ExpiryTime"] = expiry
     jdl = jdlprep.prepare(jdl, source, jdl_dir, defaults=_defaults(env, default_jdl), overrides=overrides,
                           node_overrides={"SubmitTo": nodes_resource} if nodes_resource else None)
+    if len(jdl.encode("utf-8")) > MAX_TEXT_FILE:  # node files inlined, a collection's nodes
+        raise common.CliError("JDL", f"{source}: {too_large('the JDL to send is')}")
     compound = is_compound(jdl)
     files = [] if compound else local_input_files(jdl, jdl_dir)
     quiet = nomsg or as_json
@@ -167,7 +169,7 @@ def submit(
 
 def _read_jdl(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return read_text_file(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise common.CliError("JDL", f"cannot read {path}: {unreadable(exc)}") from None
 
@@ -188,7 +190,7 @@ def _choose_ce(path: str) -> str:
     """The CE of ``-i FILE`` (one CE id a line, ``#`` comments): the only or, with ``--noint``,
     the first; else the user picks one by number (no answer, the end of input: the first)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise common.CliError("Input", f"cannot read {path}: {unreadable(exc)}") from None
     ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]

@@ -5,7 +5,12 @@ reading of local files, and usage errors in the ``Error -`` format."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,8 @@ from click.testing import CliRunner
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL, principal_of
+from wmproxy.cli import common
+from wmproxy.cli.errors import read_text_file
 from wmproxy.cli.main import cli
 from wmproxy.domain import JobState
 from wmproxy.jdl import parse_jdl
@@ -207,3 +214,127 @@ class TestCeChoice:
         job_id = result.stdout.strip().splitlines()[-1]
         registered = parse_jdl(jobs.get_jdl(service, principal_of(pki, "alice"), job_id, "ORIGINAL"))
         assert registered["SubmitTo"] == chosen
+
+
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+class TestLocalFilesAreBounded:
+    """A JDL, ``-i`` file (job ids, CE ids) or ``--default-jdl`` that is not a regular file or is
+    larger than 16 MiB (the service's default ``[limits] max_request_bytes``) is refused with one
+    ``Error -`` line, exit 1, before any call (``-a`` delegates nothing)."""
+
+    TOO_LARGE = "is larger than 16 MiB, the most a WMProxy request may carry"
+
+    @pytest.fixture
+    def no_call(self, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+        made: list[object] = []
+        monkeypatch.setattr(common, "make_client", lambda env, **kw: made.append(env))
+        return made
+
+    @pytest.fixture
+    def jdl(self, tmp_path: Path) -> Path:
+        path = tmp_path / "job.jdl"
+        path.write_text('[ Executable = "/bin/true"; ]')
+        return path
+
+    @pytest.mark.parametrize("which", ["jdl", "ce file", "default jdl"])
+    def test_a_file_over_16_mib(self, runner: CliRunner, service: Runtime, tmp_path: Path, jdl: Path,
+                                no_call: list[object], which: str) -> None:
+        big = _sparse(tmp_path / "big", 16 * 1024 * 1024 + 1)
+        args = {"jdl": [str(big)], "ce file": ["-i", str(big), str(jdl)],
+                "default jdl": ["--default-jdl", str(big), str(jdl)]}[which]
+        result = runner.invoke(cli, ["submit", "-a", *args])
+        assert result.exit_code == 1
+        kind = "Input" if which == "ce file" else "JDL"
+        assert result.stderr.startswith(f"Error - {kind}: cannot read {big}: it {self.TOO_LARGE}")
+        assert len(result.stderr.splitlines()) == 1
+        assert no_call == []
+
+    @pytest.mark.parametrize("verb", [["status"], ["cancel", "--noint"], ["logging-info"]])
+    def test_an_id_file_that_is_a_device(self, runner: CliRunner, service: Runtime, no_call: list[object],
+                                         verb: list[str]) -> None:
+        # /dev/null, not /dev/zero: read without a bound (as before), /dev/zero fills the memory
+        result = runner.invoke(cli, [*verb, "-i", "/dev/null"])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Input: ") and "/dev/null" in result.stderr
+        assert "it is not a regular file" in result.stderr
+        assert no_call == []
+
+    def test_a_fifo_is_refused_without_waiting_for_a_writer(self, runner: CliRunner, service: Runtime,
+                                                            tmp_path: Path, no_call: list[object]) -> None:
+        fifo = tmp_path / "job.jdl"
+        os.mkfifo(fifo)
+        done = threading.Event()
+
+        def release() -> None:  # a reading that waits for a writer (as before) is ended, not left hanging
+            if not done.wait(60):
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+        threading.Thread(target=release, daemon=True).start()
+        result = runner.invoke(cli, ["submit", "-a", str(fifo)])
+        done.set()
+        assert result.exit_code == 1
+        assert result.stderr == f"Error - JDL: cannot read {fifo}: it is not a regular file\n"
+
+    def test_16_mib_is_read(self, tmp_path: Path) -> None:
+        assert len(read_text_file(_sparse(tmp_path / "f", 16 * 1024 * 1024))) == 16 * 1024 * 1024
+
+    def test_inlined_nodes_over_16_mib_are_not_sent(self, runner: CliRunner, service: Runtime, tmp_path: Path,
+                                                     no_call: list[object]) -> None:
+        node = tmp_path / "node.jdl"
+        node.write_text('[ Executable = "/bin/true"; Arguments = "' + "x" * (6 * 1024 * 1024) + '"; ]')
+        dag = tmp_path / "dag.jdl"
+        dag.write_text('[ Type = "collection"; Nodes = { [ file = "node.jdl"; ], [ file = "node.jdl"; ], '
+                       '[ file = "node.jdl"; ] }; ]')
+        result = runner.invoke(cli, ["submit", "-a", str(dag)])
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error - JDL: {dag}: the JDL to send {self.TOO_LARGE}")
+        assert no_call == []
+
+
+class TestConnectionClosedWhileSending:
+    """An SSL EOF after a completed handshake is the service closing the connection while the
+    request was sent (as it does for one over its ``[limits] max_request_bytes``), not a failed
+    TLS handshake; an EOF during the handshake still is one."""
+
+    @staticmethod
+    def _peer(pki: Pki, handshake: bool) -> tuple[threading.Thread, str]:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.host_cert, pki.host_key)
+        listener = socket.create_server(("localhost", 0))
+
+        def serve() -> None:
+            with listener:
+                conn, _ = listener.accept()
+                if not handshake:
+                    conn.close()
+                    return
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(65536)  # the start of the request, then the connection is closed
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        return thread, f"https://localhost:{listener.getsockname()[1]}/wmproxy"
+
+    @pytest.mark.parametrize("handshake", [True, False], ids=["after-handshake", "during-handshake"])
+    def test_wording(self, runner: CliRunner, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                     handshake: bool) -> None:
+        monkeypatch.setenv("X509_USER_PROXY", str(pki.users["alice"].proxy))
+        monkeypatch.setenv("X509_CERT_DIR", str(pki.ca_dir))
+        jdl = tmp_path / "job.jdl"
+        jdl.write_text('[ Executable = "/bin/true"; Arguments = "' + "x" * (8 * 1024 * 1024) + '"; ]')
+        thread, endpoint = self._peer(pki, handshake)
+        result = runner.invoke(cli, ["submit", "-e", endpoint, "-d", "dg", str(jdl)])
+        thread.join(60)
+        assert result.exit_code == 1
+        if handshake:
+            assert result.stderr.startswith("Error - ConnectionError: localhost:")
+            assert "closed the connection while the request was being sent" in result.stderr
+            assert "handshake" not in result.stderr
+        else:
+            assert "closed the connection while the request was being sent" not in result.stderr
