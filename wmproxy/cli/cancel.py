@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.prompts import yes_no
 from wmproxy.cli.results import write_result
 from wmproxy.cli.status import _job_ids
 from wmproxy.client import WMProxyClientError
@@ -18,18 +19,20 @@ from wmproxy.client import WMProxyClientError
 @click.command("cancel")
 @click.argument("job_ids", metavar="JOBID...", nargs=-1)
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
-@click.option("-o", "--output", "output_file", metavar="FILE", help="Append the result to FILE instead of printing it.")
+@click.option("-o", "--output", "output_file", metavar="FILE", help="Write the result to FILE instead of printing it.")
 @click.option("--noint", is_flag=True, help="Do not ask for confirmation.")
 @common.common_options
 @common.reports_errors
 def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | None, noint: bool,
            endpoint: str | None, as_json: bool) -> None:
-    """Cancel jobs (jobCancel). Asks for confirmation unless --noint or --json."""
+    """Cancel jobs (jobCancel). Asks for confirmation unless --noint or --json (no answer, the
+    end of input: yes); declined, it exits 1."""
     ids = _job_ids(job_ids, input_file)
     env = common.Environment.load(endpoint)
-    if not as_json and not common.confirm("Are you sure you want to remove specified job(s)"):
-        common.echo("bye", err=True)
-        return
+    if not (as_json or common.run_options().noint) and not yes_no("Are you sure you want to remove specified job(s)",
+                                                                  default=True):
+        common.echo("bye", err=True)  # gLite jobcancel: "bye", exit status 1
+        raise SystemExit(1)
     client = common.make_client(env)
     done: list[str] = []
     errors: list[render.JobError] = []

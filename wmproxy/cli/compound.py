@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wmproxy.cli.common import CliError
-from wmproxy.cli.errors import unreadable
+from wmproxy.cli.errors import read_text_file, unreadable
 from wmproxy.cli.sandbox import _parse, input_sandbox_entries
 
 PARAM = "_PARAM_"
@@ -69,7 +69,7 @@ def collection_jdl(directory: str | os.PathLike[str]) -> str:
     nodes = []
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text_file(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError("Collection", f"cannot read {path}: {unreadable(exc)}") from None
         ad = _parse(text)

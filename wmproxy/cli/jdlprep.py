@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from wmproxy.cli.errors import CliError, unreadable
+from wmproxy.cli.errors import CliError, read_text_file, unreadable
 
 _HASH_LINE = re.compile(r"^[ \t]*#[^\n]*$", re.MULTILINE)
 _NOISE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
@@ -125,7 +125,7 @@ def _inline(node: Any, base: Path, seen: tuple[Path, ...], *, as_description: bo
     if path in seen:
         raise CliError("JDL", f"node file {path} includes itself")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError("JDL", f"cannot read the node file {path}: {unreadable(exc)}") from None
     inner = parse(text, str(path))

@@ -14,6 +14,8 @@ import os
 import stat
 from pathlib import Path
 
+from wmproxy.cli.errors import read_text_file
+
 HEADER = "###Submitted Job Ids###"
 FAILED_HEADER = "#*Following Job Registered but Submission failed (try use --start option)"
 
@@ -127,9 +129,11 @@ def read_job_ids(path: str | os.PathLike[str]) -> list[str]:
     blank lines and a leading UTF-8 BOM (which :func:`check_job_id_file` accepts too).
 
     Raises:
-        OSError: the file cannot be read.
+        OSError: the file cannot be read, is not a regular file or is larger than 16 MiB
+            (:func:`wmproxy.cli.errors.read_text_file`).
+        UnicodeDecodeError: it is not UTF-8.
     """
-    text = Path(path).read_text(encoding="utf-8").removeprefix("\ufeff")
+    text = read_text_file(path).removeprefix("\ufeff")
     ids: dict[str, None] = {}
     for raw in text.splitlines():
         line = raw.strip()

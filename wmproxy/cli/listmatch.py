@@ -10,8 +10,8 @@ import click
 from wmproxy.cli import common, jdlprep, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import is_compound
-from wmproxy.cli.errors import unreadable
-from wmproxy.cli.results import append_text, write_result
+from wmproxy.cli.errors import read_text_file, unreadable
+from wmproxy.cli.results import save_text, write_result
 
 
 @click.command("list-match")
@@ -20,7 +20,7 @@ from wmproxy.cli.results import append_text, write_result
 @click.option("-a", "--autm-delegation", "automatic", is_flag=True, help="Delegate now under a new id.")
 @click.option("--rank", is_flag=True, help="Show the rank of each CE.")
 @click.option("-o", "--output", "output_file", metavar="FILE",
-              help="Append the CE list to FILE instead of printing it.")
+              help="Write the CE list to FILE instead of printing it.")
 @common.common_options
 @common.reports_errors
 def list_match(
@@ -36,7 +36,7 @@ def list_match(
     if bool(delegation_id) == automatic:
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     try:
-        jdl = Path(jdl_file).read_text(encoding="utf-8")
+        jdl = read_text_file(jdl_file)
     except (OSError, UnicodeDecodeError) as exc:
         raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
     env = common.Environment.load(endpoint)
@@ -52,14 +52,13 @@ def list_match(
         delegation_id = client.delegate(f"listmatch-{secrets.token_hex(8)}")
     matches = client.job_list_match(jdl, delegation_id or "")
     if as_json:
-        # appended to -o FILE instead of printed, as every verb's -o (docs/cli.md)
+        # saved to -o FILE instead of printed, as every verb's -o (docs/cli.md)
         write_result(render.list_match_json(matches, rank) + "\n", output_file)
         return
     text = render.list_match_text(matches, rank)
-    if not output_file:
+    if not output_file or not save_text(text, output_file):
         common.echo(text, nl=False)
         return
-    append_text(text, output_file)
     common.echo(
         f"\n{render.stripe('wmproxy list-match success', 84)}\n\n"
         "Computing Element(s) matching your job requirements have been stored in the file:\n"

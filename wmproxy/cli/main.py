@@ -6,8 +6,10 @@ load no more than they need (issue 14: start-up time).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -43,9 +45,79 @@ SUMMARIES = {
 }
 
 
+class CliUsageError(click.ClickException):
+    """A usage error (an unknown option, a missing argument, options that exclude each other) or
+    an interrupted run, shown as any error of the CLI: ``Error - <kind>: <message>`` on stderr
+    (the JSON error object on stdout with ``--json``), exit status 1, as gLite's commands return
+    1 for their option errors (instead of click's ``Usage:`` text, ``Error: ...`` and exit 2, or
+    ``Aborted!``)."""
+
+    exit_code = 1
+
+    def __init__(self, kind: str, message: str, as_json: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.as_json = as_json
+
+    def show(self, file: Any = None) -> None:
+        from wmproxy.cli.common import echo, error_json
+
+        message = " ".join(self.message.split())
+        if self.as_json:
+            click.echo(error_json(self.kind, message))
+        else:
+            echo(f"Error - {self.kind}: {message}", err=True)
+
+
+class _NoVerb(click.exceptions.NoArgsIsHelpError):
+    """``wmproxy`` without a verb: the help, exit 1 as gLite's commands without arguments."""
+
+    exit_code = 1
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """The usage error's message and where the options are described."""
+    path = exc.ctx.command_path if exc.ctx is not None else "wmproxy"
+    return f"{exc.format_message().rstrip('.')} (see {path} --help)"
+
+
+@contextlib.contextmanager
+def _cli_errors(args: list[str]) -> Iterator[None]:
+    """Raise click's usage errors and aborts of the block as :class:`CliUsageError`; ``args``:
+    the command line, for ``--json``."""
+    try:
+        yield
+    except CliUsageError:
+        raise
+    except click.exceptions.NoArgsIsHelpError as exc:
+        raise _NoVerb(exc.ctx) from None
+    except click.UsageError as exc:
+        raise CliUsageError("Usage", _usage_message(exc), "--json" in args) from None
+    except (click.Abort, KeyboardInterrupt, EOFError):
+        raise CliUsageError("Aborted", "the command was interrupted", "--json" in args) from None
+
+
+#: ``ctx.meta`` key of the group's command line (the verb's options included)
+_ARGS = "wmproxy.args"
+
+
 class LazyGroup(click.Group):
     """A click group whose :data:`VERBS` are imported on first use; commands added with
-    ``add_command`` work as usual."""
+    ``add_command`` work as usual. Usage errors and interruptions are reported as the CLI's
+    other errors (:class:`CliUsageError`)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        with _cli_errors(list(args)):
+            return super().make_context(info_name, list(args), parent, **extra)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGS] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _cli_errors(ctx.meta.get(_ARGS, [])):
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*VERBS, *self.commands})

@@ -32,14 +32,16 @@ def stripe(title: str, width: int = 74, char: str = "=") -> str:
     return f"{side} {title} {side}"
 
 
-def delegate_text(endpoint: str, delegation_id: str) -> str:
-    """glite-wms-job-delegate-proxy success text (``wmproxy-behaviour.md`` §5.4)."""
+def delegate_text(endpoint: str, delegation_id: str, saved: str | None = None) -> str:
+    """glite-wms-job-delegate-proxy success text (``wmproxy-behaviour.md`` §5.4); ``saved``: the
+    absolute path of the ``-o`` file written, named as gLite does."""
     shown = delegation_id or "(automatic: chosen by the service)"
+    note = f"\nThe DelegateProxy result  has been saved in the following file:\n{saved}\n" if saved else ""
     return (
         f"\n{stripe('wmproxy delegate-proxy Success')}\n\n"
         "Your proxy has been successfully delegated to the WMProxy(s):\n"
         f"{endpoint}\n"
-        f"with the delegation identifier: {shown}\n\n"
+        f"with the delegation identifier: {shown}\n{note}\n"
         f"{RULE}\n"
     )
 

@@ -5,50 +5,75 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from wmproxy.cli.common import echo
+from wmproxy.cli.common import echo, json_requested, run_options
 from wmproxy.cli.errors import CliError
+from wmproxy.cli.prompts import read_answer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def write_result(text: str, output_file: str | None) -> None:
-    """Print ``text`` as is, or append it to ``output_file`` and say where it went (stderr).
+    """Print ``text`` as is, or save it to ``output_file`` (:func:`save_text`) and say where it
+    went (stderr); when the user chose not to save it, print it.
 
     Raises:
         CliError: ``Output`` when the file cannot be written.
     """
-    if not output_file:
+    if not output_file or not save_text(text, output_file):
         echo(text, nl=False)
         return
-    append_text(text, output_file)
     echo(f"The result has been written to {output_file}", err=True)
 
 
-def append_text(text: str, output_file: str) -> None:
-    """Append ``text`` to ``output_file``.
+#: the question asked for an ``-o FILE`` that exists (gLite ``Utils::saveToFile``)
+_EXISTS = ("\n\n{path} file already exists\nDo you want to append (a) or to overwrite (o) ?\n"
+           "Press the 'q' key for not saving.\n ")
+
+
+def save_text(text: str, output_file: str) -> bool:
+    """Write ``text`` to ``output_file`` as gLite's ``Utils::saveToFile``: a new file is created;
+    an existing one is overwritten under ``--noint`` or ``--json`` (each run's result alone in
+    the file: a script reads the last status, a JSON document stays one document); else the user
+    is asked to append (a), overwrite (o) or not save (q), again until one of them is answered;
+    the end of input (no terminal) overwrites, as without a question.
+
+    Returns:
+        False when the user chose not to save (q), else True.
 
     Raises:
         CliError: ``Output`` when the file cannot be written.
     """
+    append = False
+    if os.path.isfile(output_file) and not (run_options().noint or json_requested()):
+        while True:
+            answer = read_answer(_EXISTS.format(path=os.path.abspath(output_file)))
+            if answer is None or answer in ("a", "o"):
+                append = answer == "a"
+                break
+            if answer == "q":
+                return False
     try:
-        with open(output_file, "a", encoding="utf-8") as fh:
+        with open(output_file, "a" if append else "w", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
         raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
+    return True
 
 
 def result_file_option(func: F) -> F:
-    """``-o/--output FILE``: the verb's result (its stdout) is appended to FILE instead of
-    printed (gLite UI). Errors still go to stderr. Put it below ``common_options`` and the
-    error reporting decorator (a verb that fails as a whole prints its error, not to FILE).
+    """``-o/--output FILE``: the verb's result (its stdout) is saved to FILE instead of printed
+    (:func:`save_text`: overwritten under ``--noint``/``--json``, else the user is asked).
+    Errors still go to stderr. Put it below ``common_options`` and the error reporting decorator
+    (a verb that fails as a whole prints its error, not to FILE).
 
     A batch that partly failed prints the result of the jobs that succeeded, then exits 1
-    (:func:`wmproxy.cli.history_opts.finish_batch`): that result is appended to FILE too."""
+    (:func:`wmproxy.cli.history_opts.finish_batch`): that result is saved to FILE too."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, output_file: str | None = None, **kwargs: Any) -> Any:
@@ -66,5 +91,5 @@ def result_file_option(func: F) -> F:
         return result
 
     option = click.option("-o", "--output", "output_file", metavar="FILE",
-                          help="Append the result to FILE instead of printing it.")
+                          help="Write the result to FILE instead of printing it.")
     return option(wrapper)  # type: ignore[return-value]

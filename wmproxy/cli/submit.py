@@ -33,7 +33,8 @@ import click
 from wmproxy.cli import common, jdlprep, jobids, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import collection_jdl, is_compound, upload_plan
-from wmproxy.cli.errors import unreadable
+from wmproxy.cli.errors import MAX_TEXT_FILE, read_text_file, too_large, unreadable
+from wmproxy.cli.prompts import read_answer
 from wmproxy.cli.sandbox import local_input_files
 from wmproxy.client import JobIds, WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import upload_file
@@ -112,6 +113,8 @@ def submit(
         overrides["ExpiryTime"] = expiry
     jdl = jdlprep.prepare(jdl, source, jdl_dir, defaults=_defaults(env, default_jdl), overrides=overrides,
                           node_overrides={"SubmitTo": nodes_resource} if nodes_resource else None)
+    if len(jdl.encode("utf-8")) > MAX_TEXT_FILE:  # node files inlined, a collection's nodes
+        raise common.CliError("JDL", f"{source}: {too_large('the JDL to send is')}")
     compound = is_compound(jdl)
     files = [] if compound else local_input_files(jdl, jdl_dir)
     quiet = nomsg or as_json
@@ -166,7 +169,7 @@ def submit(
 
 def _read_jdl(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return read_text_file(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise common.CliError("JDL", f"cannot read {path}: {unreadable(exc)}") from None
 
@@ -185,9 +188,9 @@ def _defaults(env: common.Environment, default_jdl: str | None) -> dict[str, str
 
 def _choose_ce(path: str) -> str:
     """The CE of ``-i FILE`` (one CE id a line, ``#`` comments): the only or, with ``--noint``,
-    the first; else the user picks one by number."""
+    the first; else the user picks one by number (no answer, the end of input: the first)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise common.CliError("Input", f"cannot read {path}: {unreadable(exc)}") from None
     ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
@@ -197,8 +200,13 @@ def _choose_ce(path: str) -> str:
         return ces[0]
     for number, ce in enumerate(ces, 1):
         common.echo(f"{number} : {ce}", err=True)
-    choice = click.prompt("Choose one CE in the list", type=click.IntRange(1, len(ces)), default=1, err=True)
-    return ces[choice - 1]
+    while True:  # no answer, or the end of input (no terminal): the first, as with --noint
+        answer = read_answer("Choose one CE in the list [1]: ")
+        if not answer:
+            return ces[0]
+        if answer.isdigit() and 1 <= int(answer) <= len(ces):
+            return ces[int(answer) - 1]
+        common.echo(f"{answer} is not a number from 1 to {len(ces)}", err=True)
 
 
 def expiry_time(valid: str | None, valid_to: str | None, now: float | None = None) -> int | None:

@@ -57,6 +57,12 @@ def call_deadline(seconds: float | None) -> Iterator[None]:
         _CURRENT.entry = previous
 
 
+class ClosedWhileSending(ssl.SSLEOFError):
+    """The peer ended the connection without a TLS close (an SSL EOF) after the handshake, while
+    the request was being sent: a service refusing a request over its ``[limits]
+    max_request_bytes`` closes it so. Not a handshake failure (:mod:`wmproxy.client.faults`)."""
+
+
 class _DeadlineSocket(ssl.SSLSocket):
     """An SSLSocket whose handshake, reads and writes each wait at most until the call's deadline
     (:func:`call_deadline`); outside a deadline, its own timeout (``settimeout``) as usual."""
@@ -96,11 +102,22 @@ class _DeadlineSocket(ssl.SSLSocket):
 
     def write(self, data: Any) -> int:
         self._arm()
-        return super().write(data)
+        with _sending():
+            return super().write(data)
 
     def send(self, data: Any, flags: int = 0) -> int:
         self._arm()
-        return super().send(data, flags)
+        with _sending():
+            return super().send(data, flags)
+
+
+@contextmanager
+def _sending() -> Iterator[None]:
+    """An SSL EOF of a write, which follows the handshake, as :class:`ClosedWhileSending`."""
+    try:
+        yield
+    except ssl.SSLEOFError as exc:
+        raise ClosedWhileSending(*exc.args) from exc
 
 
 def tls_context(proxy_file: str, ca_dir: str) -> ssl.SSLContext:

@@ -14,7 +14,7 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
-from wmproxy.client.connection import MAX_REPLY, call_deadline, tls_context
+from wmproxy.client.connection import MAX_REPLY, ClosedWhileSending, call_deadline, tls_context
 from wmproxy.client.faults import WMProxyClientError, redirect_error, reply_too_large, transport_error
 
 _CHUNK = 64 * 1024
@@ -53,7 +53,8 @@ def post(
         reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
         if isinstance(exc, ssl.SSLCertVerificationError):
             reason = f"certificate verify failed: {reason}"
-        raise transport_error(where, " ".join(str(reason).split()), method, tls=True) from None
+        raise transport_error(where, " ".join(str(reason).split()), method, tls=True,
+                              closed_while_sending=isinstance(exc, ClosedWhileSending)) from None
     except TimeoutError as exc:
         raise transport_error(where, str(exc) or "timed out", method, timeout=True) from None
     except socket.gaierror as exc:

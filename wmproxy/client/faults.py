@@ -203,11 +203,31 @@ def connection_error(exc: requests.exceptions.RequestException, method: str | No
 
     tls = isinstance(exc, requests.exceptions.SSLError)
     timeout = isinstance(exc, requests.exceptions.Timeout)
-    return transport_error(_where(exc), _reason(exc), method, tls=tls, timeout=timeout)
+    return transport_error(_where(exc), _reason(exc), method, tls=tls, timeout=timeout,
+                           closed_while_sending=closed_while_sending(exc))
+
+
+def closed_while_sending(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of :class:`wmproxy.client.connection.ClosedWhileSending` (requests
+    and urllib3 wrap it: ``args``, ``reason``, causes)."""
+    from wmproxy.client.connection import ClosedWhileSending
+
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        if isinstance(item, ClosedWhileSending):
+            return True
+        seen.add(id(item))
+        pending.extend((*item.args, getattr(item, "reason", None), item.__cause__, item.__context__))
+    return False
 
 
 def transport_error(
-    where: str, reason: str, method: str | None = None, *, tls: bool = False, timeout: bool = False
+    where: str, reason: str, method: str | None = None, *, tls: bool = False, timeout: bool = False,
+    closed_while_sending: bool = False,
 ) -> WMProxyClientError:
     """A transport failure as one sentence a person understands (issue 12).
 
@@ -222,8 +242,16 @@ def transport_error(
         method: the operation, for the error.
         tls: the TLS handshake failed.
         timeout: nothing came back in time.
+        closed_while_sending: the service ended the connection after the handshake, while the
+            request was being sent (:class:`wmproxy.client.connection.ClosedWhileSending`):
+            ``ConnectionError``, not a TLS failure.
     """
     low = reason.lower()
+    if closed_while_sending:
+        return WMProxyClientError(
+            "ConnectionError", f"{where} closed the connection while the request was being sent ({reason}): a "
+            "service closes it so for a request larger than its [limits] max_request_bytes (16 MiB by default), "
+            "or when it stops", None, method)
     if tls:
         if "certificate_verify_failed" in low or "certificate verify failed" in low:
             if "hostname mismatch" in low or "doesn't match" in low or "ip address mismatch" in low:

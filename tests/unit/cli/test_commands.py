@@ -69,7 +69,7 @@ class TestDelegateProxy:
     @pytest.mark.parametrize("args", [[], ["-a", "-d", "x"]])
     def test_needs_exactly_one_of_a_and_d(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:
         result = runner.invoke(cli, ["delegate-proxy", *args])
-        assert result.exit_code == 2
+        assert result.exit_code == 1
         assert fake.calls == []
 
     def test_endpoint_option(self, runner: CliRunner, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +166,7 @@ class TestStatus:
         assert [j["jobid"] for j in json.loads(result.stdout)["jobs"]] == [JOB, JOB + "2"]
 
     def test_needs_a_job(self, runner: CliRunner, fake: FakeClient) -> None:
-        assert runner.invoke(cli, ["status"]).exit_code == 2
+        assert runner.invoke(cli, ["status"]).exit_code == 1
 
     def test_unknown_job(self, runner: CliRunner, fake: FakeClient) -> None:
         fake.fail["get_job_status"] = UNKNOWN
@@ -185,7 +185,7 @@ class TestCancel:
 
     def test_no_means_no(self, runner: CliRunner, fake: FakeClient) -> None:
         result = runner.invoke(cli, ["cancel", JOB], input="n\n")
-        assert result.exit_code == 0
+        assert result.exit_code == 1  # gLite jobcancel: "bye", exit 1
         assert fake.calls == []
 
     @pytest.mark.parametrize("flag", ["--noint", "--json"])
@@ -337,9 +337,9 @@ class TestResultFile:
         out = tmp_path / "result.txt"
         result = runner.invoke(cli, ["delegate-proxy", "-d", "mine", "-o", str(out)])
         assert result.exit_code == 0, result.output
-        assert result.stdout == ""
-        assert "with the delegation identifier: mine\n" in out.read_text()
-        assert result.stderr == f"The result has been written to {out}\n"
+        assert "with the delegation identifier: mine\n" in result.stdout
+        assert f"has been saved in the following file:\n{out}\n" in result.stdout
+        assert f"WMProxy: {ENDPOINT}\ndelegation ID: mine\n" in out.read_text()
 
     def test_errors_stay_on_stderr(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
         fake.fail["delegate"] = WMProxyClientError("AuthorizationFault", "no")
@@ -416,7 +416,9 @@ class TestJobIdFileWithoutOneUsableId:
     @pytest.mark.parametrize("verb", ["status", "logging-info", "output"])
     def test_neither_jobid_nor_file_is_a_usage_error(self, runner: CliRunner, fake: FakeClient, verb: str) -> None:
         result = runner.invoke(cli, [verb, "--json"])
-        assert result.exit_code == 2 and "no job id given (JOBID or -i FILE)" in result.stderr
+        assert result.exit_code == 1  # as gLite's option errors; with --json the JSON error object
+        error = json.loads(result.stdout)["error"]
+        assert error["type"] == "Usage" and "no job id given (JOBID or -i FILE)" in error["message"]
 
 
 class TestJobIdsFromArgumentsOrFile:
@@ -432,7 +434,7 @@ class TestJobIdsFromArgumentsOrFile:
         ids = tmp_path / "ids"
         ids.write_text(f"###Submitted Job Ids###\n{JOB}\n")
         result = runner.invoke(cli, [verb, "-i", str(ids), JOB])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output
         assert "job ids must not be given together with -i/--input" in result.stderr
         assert fake.calls == []
 

@@ -89,21 +89,21 @@ class TestListMatch:
         assert "have been stored in the file:\n" in result.stdout
         assert " - ce1\n" in (tmp_path / "ces").read_text()
 
-    def test_output_file_is_appended_to_and_json_goes_only_there(
+    def test_output_file_is_appended_to_on_request_and_json_goes_only_there(
         self, runner: CliRunner, fake: FakeClient, tmp_path: Path
     ) -> None:
         (tmp_path / "m.jdl").write_text('[ Executable = "/bin/true"; ]')
         ces = tmp_path / "ces"
         ces.write_text("previous results\n")
         fake.matches = [CEMatch("ce1", 3)]
-        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])
+        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")], input="a\n")
         assert result.exit_code == 0
+        assert "Do you want to append (a) or to overwrite (o) ?" in result.stderr
         assert ces.read_text().startswith("previous results\n") and " - ce1\n" in ces.read_text()
-        before = ces.read_text()
         result = runner.invoke(cli, ["list-match", "--json", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])
         assert result.exit_code == 0
         assert result.stdout == ""
-        assert ces.read_text() == before + '{"result": "success", "ceid": ["ce1"]}\n'
+        assert ces.read_text() == '{"result": "success", "ceid": ["ce1"]}\n'
 
 
 class TestPerusal:
@@ -147,7 +147,7 @@ class TestPerusal:
         [JOB], ["--set", JOB], ["--get", "-f", "a", "-f", "b", JOB], ["--unset", "-f", "a", JOB], ["--set", "-f", "a"],
     ])
     def test_usage_errors(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:
-        assert runner.invoke(cli, ["perusal", *args]).exit_code == 2
+        assert runner.invoke(cli, ["perusal", *args]).exit_code == 1
         assert fake.calls == []
 
     def test_job_id_and_file_names_from_files(self, runner: CliRunner, fake: FakeClient, tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ class TestInfo:
 
     @pytest.mark.parametrize("args", [[JOB], ["--jdl", "-p", JOB], ["--jdl"], ["-d", "x", JOB]])
     def test_usage_errors(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:
-        assert runner.invoke(cli, ["info", *args]).exit_code == 2
+        assert runner.invoke(cli, ["info", *args]).exit_code == 1
         assert fake.calls == []
 
 
@@ -297,7 +297,7 @@ class TestTemplates:
 
     def test_dag_cycle_is_a_usage_error(self, runner: CliRunner, fake: FakeClient) -> None:
         result = runner.invoke(cli, ["templates", "dag", "--dependency", "a", "b", "--dependency", "b", "a"])
-        assert result.exit_code == 2 and fake.calls == []
+        assert result.exit_code == 1 and fake.calls == []
 
     def test_collection_and_parametric(self, runner: CliRunner, fake: FakeClient) -> None:
         assert runner.invoke(cli, ["templates", "collection", "-n", "3"]).exit_code == 0
@@ -308,7 +308,7 @@ class TestTemplates:
         assert fake.calls[0] == ("get_collection_template", (3, "true", "-other.GlueCEStateEstimatedResponseTime"))
         assert fake.calls[1][1][:4] == (("Arguments",), 5, 1, 2)
         assert fake.calls[2][1][:2] == (("A",), ("x", "y"))
-        assert runner.invoke(cli, ["templates", "parametric", "--attribute", "A"]).exit_code == 2
+        assert runner.invoke(cli, ["templates", "parametric", "--attribute", "A"]).exit_code == 1
 
 
 class TestTwoPhaseSubmit:
@@ -355,7 +355,7 @@ class TestTwoPhaseSubmit:
     @pytest.mark.parametrize("args", [["--start", JOB, "x.jdl"], ["--start", JOB, "--register-only"], ["-d", "x"],
                                       ["-d", "x", "--collection", "d", "x.jdl"]])
     def test_usage_errors(self, runner: CliRunner, fake: FakeClient, args: list[str]) -> None:
-        assert runner.invoke(cli, ["submit", *args]).exit_code == 2
+        assert runner.invoke(cli, ["submit", *args]).exit_code == 1
 
     def test_failed_start_is_marked_in_the_jobid_file(
         self, runner: CliRunner, fake: FakeClient, tmp_path: Path, uploads: list[tuple[str, Path]]
