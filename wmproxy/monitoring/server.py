@@ -12,7 +12,9 @@ monitoring network). GET only:
   for a caller that gave the bearer token (:func:`wmproxy.monitoring.health.readiness`); the
   details of failing checks are logged when they change;
 * ``/metrics`` — Prometheus text format: the request metrics of every service process
-  (``[metrics] dir``) and the database and sandbox gauges computed at scrape time.
+  (``[metrics] dir``) and the database and sandbox gauges computed at scrape time; while the
+  database cannot be read, ``wmproxy_database_up 0`` and the rest (logged once, as ``/readyz``
+  logs its checks; :class:`wmproxy.monitoring.metrics.SiteCollector`).
 
 With ``[metrics] token_file`` set, ``/metrics`` and ``/readyz`` answer only a request with
 ``Authorization: Bearer <the file's token>`` (else 401); ``/healthz`` needs none. Any local
@@ -77,6 +79,7 @@ class MetricsApp:
         self.registry = scrape_registry(runtime, metrics_dir(runtime.settings))
         self.token = token.encode() if token else None
         self._failing: list[tuple[str, str, str]] = []  # the failing (and warning) checks last logged
+        self._scrape_error: str | None = None  # the failure of /metrics last logged
 
     def _authenticated(self, environ: dict[str, Any]) -> bool:
         if self.token is None:
@@ -107,9 +110,15 @@ class MetricsApp:
             return _send(start_response, "200 OK" if all(c.ok for c in checks) else "503 Service Unavailable", body)
         try:
             body = generate_latest(self.registry)
-        except Exception:  # a scrape that fails says so, the process lives on
-            log.exception("metrics scrape failed")
+        except Exception as exc:  # a scrape that fails says so, the process lives on
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            if error != self._scrape_error:  # logged once (with its traceback) while it repeats
+                self._scrape_error = error
+                log.exception("metrics scrape failed (logged again when the error changes)")
             return _send(start_response, "503 Service Unavailable", b"scrape failed; see the log\n")
+        if self._scrape_error is not None:
+            self._scrape_error = None
+            log.info("metrics scrapes succeed again")
         return _send(start_response, "200 OK", body, CONTENT_TYPE_LATEST)
 
     def _log_failing(self, failing: list[tuple[str, str, str]]) -> None:
