@@ -58,6 +58,7 @@ from wmproxy.config import DEFAULT_METRICS_PORT, ConfigError, Settings, load_set
 from wmproxy.monitoring.health import readiness
 from wmproxy.monitoring.metrics import metrics_dir, scrape_registry
 from wmproxy.security.filemodes import check_private_files
+from wmproxy.services.hangup import ignore_hangup
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.startup import refuse
 from wmproxy.services.storekey import StoreStateError, check_schema, check_store_key, check_store_key_file
@@ -281,7 +282,7 @@ class ListenError(Exception):
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT.
+    """Serve until SIGTERM or SIGINT (SIGHUP is logged and ignored).
 
     Raises:
         ConfigError: an unreadable ``[metrics] token_file``.
@@ -302,6 +303,7 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    ignore_hangup("wmproxy-metrics")
     log.info("wmproxy-metrics listening on http://%s:%d/ (/metrics, /healthz, /readyz; %s; at most %d connections "
              "at once)", host, port, "bearer token required" if token else "no token", settings.metrics.max_connections)
     server.serve_forever()
