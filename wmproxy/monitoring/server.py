@@ -17,7 +17,8 @@ monitoring network). GET only:
   logs its checks; :class:`wmproxy.monitoring.metrics.SiteCollector`).
 
 With ``[metrics] token_file`` set, ``/metrics`` and ``/readyz`` answer only a request with
-``Authorization: Bearer <the file's token>`` (else 401); ``/healthz`` needs none. Any local
+``Authorization: Bearer <the file's token>`` (else 401); ``/healthz`` needs none. A token file
+group or others can read is refused (:class:`TokenFileModeError`, exit status 3). Any local
 process can reach a loopback port, a grid job of the local backend included.
 
 Connections are served by a pool of ``[metrics] max_connections`` threads, no more at once
@@ -57,7 +58,7 @@ import click
 from wmproxy.config import DEFAULT_METRICS_PORT, ConfigError, Settings, load_settings, parse_host_port
 from wmproxy.monitoring.health import readiness
 from wmproxy.monitoring.metrics import metrics_dir, scrape_registry
-from wmproxy.security.filemodes import check_private_files
+from wmproxy.security.filemodes import FileModeError, check_private_file, check_private_files
 from wmproxy.services.hangup import ignore_hangup
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.startup import refuse
@@ -238,15 +239,33 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+class TokenFileModeError(ConfigError):
+    """``[metrics] token_file`` is accessible to group or others: any local process, a grid job of
+    the local backend among them, could read the bearer token (refused as the store key is:
+    :func:`wmproxy.security.filemodes.check_private_file`)."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        super().__init__(f"[metrics] token_file: {path} is accessible to group/others (mode {mode:04o}): any local "
+                         f"process, a job among them, could read the bearer token; it must be readable by the service "
+                         f"user only. Fix: chmod 600 {path}")
+
+
 def read_token(settings: Settings) -> str | None:
     """The bearer token of ``[metrics] token_file`` (its first line, stripped); None when unset.
 
     Raises:
+        TokenFileModeError: the file is accessible to group or others.
         ConfigError: the file cannot be read or holds no token.
     """
     name = settings.metrics.token_file
     if not name:
         return None
+    try:
+        check_private_file(Path(name))
+    except FileModeError as exc:
+        raise TokenFileModeError(name, exc.mode) from None
+    except OSError:
+        pass  # reported by the read below
     try:
         lines = Path(name).read_text().strip().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
