@@ -21,6 +21,10 @@ runs the start checks once, in the master that will listen (after its ``PYTHONMA
 and a refusal exits with the status of :mod:`wmproxy.services.startup` (3; 1 for a database not
 reachable yet), one line, no traceback. A worker that fails to boot tells the master why, which
 exits with that line and status 3 (:func:`on_exit`) rather than be restarted in a loop.
+
+Reload (SIGHUP, ``systemctl reload wmproxy``): the master reads and checks the file again first
+(:func:`_check_reloads`); a bad file is logged in one line and changes nothing, a good one is
+applied whole (``[service] bind`` aside: a restart), and the workers take the master's settings.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import time
 from typing import Any, NoReturn
 
 from wmproxy.allocator import exec_with_system_malloc, tune_allocator
-from wmproxy.config import ConfigError, load_settings
+from wmproxy.config import ConfigError, SecuritySettings, Settings, load_settings
 from wmproxy.monitoring.health import host_pair_problem, load_host_pair
 from wmproxy.services.load import fd_limit_problem, raise_open_files_limit
 from wmproxy.services.startup import EXIT_FAILED, EXIT_REFUSED, exit_status
@@ -113,8 +117,9 @@ _cache: dict[str, Any] = {"context": None, "built": 0.0, "failed": None, "error"
 _log = logging.getLogger(__name__)
 
 
-def _build_context() -> ssl.SSLContext:
-    sec = _settings.security
+def _build_context(sec: SecuritySettings | None = None) -> ssl.SSLContext:
+    """The TLS context of ``sec`` (default: the settings served)."""
+    sec = sec or _settings.security
     if not os.path.isdir(sec.ca_dir):
         raise FileNotFoundError(errno.ENOENT, "the CA directory ([security] ca_dir) is not a directory", sec.ca_dir)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -131,11 +136,11 @@ def _build_context() -> ssl.SSLContext:
     return ctx
 
 
-def _why_not_built(exc: Exception) -> str:
+def _why_not_built(exc: Exception, sec: SecuritySettings | None = None) -> str:
     """Why :func:`_build_context` failed, the file named: the host pair's problem as this
     process's user meets it (:func:`wmproxy.monitoring.health.host_pair_problem`), else the
     error with the three paths."""
-    sec = _settings.security
+    sec = sec or _settings.security
     if isinstance(exc, OSError) and exc.filename == sec.ca_dir:
         return f"cannot read the CA directory {sec.ca_dir} ([security] ca_dir): {exc.strerror or exc}"
     problem = host_pair_problem(sec.host_cert, sec.host_key)
@@ -226,15 +231,82 @@ def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext
     return context
 
 
+def _checked_reload(log: Any) -> tuple[Settings, ssl.SSLContext] | str:
+    """The configuration read again for a reload (SIGHUP) and checked as a start checks it: the
+    settings (:func:`wmproxy.config.load_settings`), the start checks
+    (:func:`wmproxy.soap.app.check_start`: file modes, schema, store key, directories; a database
+    not reachable is a WARNING, the workers build the application once it is) and the TLS context
+    built from them; or why they failed, in one line."""
+    try:
+        new = load_settings()
+    except ConfigError as exc:
+        return str(exc)
+    try:
+        check_start(new)
+    except ConfigError as exc:
+        if exit_status(exc) != EXIT_FAILED:
+            return str(exc)
+        log.warning("wmproxy: reloading the configuration although %s", " ".join(str(exc).split()))
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the master keeps serving
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        return new, _build_context(new.security)
+    except (OSError, ValueError) as exc:  # ssl.SSLError included
+        return _why_not_built(exc, new.security)
+
+
+def _apply(new: Settings, context: ssl.SSLContext, log: Any) -> None:
+    """Serve ``new`` from now on: this module's gunicorn settings (gunicorn reads them again as it
+    reloads: the module is cached, its names are read anew), the settings the new workers start
+    with (:func:`post_fork`) and the TLS context they inherit. ``[service] bind`` is the exception:
+    the master keeps its sockets, a change is logged as needing a restart."""
+    global _settings, workers, threads, graceful_timeout, certfile, keyfile  # noqa: PLW0603 - gunicorn reads them
+    service = new.service
+    workers, threads, graceful_timeout = service.workers, service.threads, service.graceful_timeout
+    certfile, keyfile = new.security.host_cert, new.security.host_key
+    _settings = new
+    _cache.update(context=context, built=time.monotonic(), failed=None, error=None)
+    if [service.bind] != bind:
+        log.warning("wmproxy: [service] bind changed to %s: only a restart applies it (systemctl restart wmproxy); "
+                    "the service keeps listening on %s", service.bind, ", ".join(bind))
+    log.info("wmproxy: configuration reloaded from %s: workers %d, threads %d, graceful_timeout %d s",
+             os.environ.get("WMPROXY_CONFIG") or "the environment", workers, threads, graceful_timeout)
+
+
+def _check_reloads(server: Any) -> None:
+    """Make the master's reload (SIGHUP, ``systemctl reload wmproxy``) check the configuration
+    first. gunicorn reads this module once (``importlib``: cached) and reloads by starting new
+    workers, which read the file themselves: a typo made them fail to boot and the master exit
+    (status 2, not restarted), and a valid change was half applied (the workers' count, threads,
+    timeouts and TLS files stayed the old ones). Now the file is read and checked in the master
+    (:func:`_checked_reload`): when it fails, one line (ERROR) says why and nothing changes (the old
+    workers keep serving with the old settings); when it passes, it is applied whole
+    (:func:`_apply`) and gunicorn reloads (new workers, the old ones stopped gracefully)."""
+    reload = server.reload
+
+    def checked_reload() -> None:
+        checked = _checked_reload(server.log)
+        if isinstance(checked, str):
+            server.log.error("wmproxy: configuration not reloaded, the workers keep serving with the previous "
+                             "settings: %s", " ".join(checked.split()))
+            return
+        _apply(*checked, server.log)
+        reload()
+
+    server.reload = checked_reload
+
+
 def on_starting(server: Any) -> None:  # gunicorn hook signature
     """gunicorn calls this in the master before it listens or forks. The master first starts
     again with ``PYTHONMALLOC=malloc`` (unless the variable is set: ``wmproxy-server`` has done
     it before gunicorn), so that its workers give the memory of a big request back (issue 14;
     :func:`wmproxy.allocator.exec_with_system_malloc`); then, in the process that will listen,
-    it runs the start checks once (:func:`start_checks`) and opens the pipe on which a worker
-    that fails to boot says why (:func:`on_exit`)."""
+    it runs the start checks once (:func:`start_checks`), makes its reloads check the
+    configuration first (:func:`_check_reloads`) and opens the pipe on which a worker that fails
+    to boot says why (:func:`on_exit`)."""
     exec_with_system_malloc()
     start_checks(server)
+    _check_reloads(server)
     read_end, write_end = os.pipe()  # not inherited by an exec (a binary upgrade), by every fork
     os.set_blocking(read_end, False)
     os.set_blocking(write_end, False)  # a full pipe loses a report, never blocks a worker
@@ -290,7 +362,9 @@ def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
     open-files limit is raised to the hard one (``[load] free_fds``,
     :func:`wmproxy.services.load.raise_open_files_limit`). A failure of the worker's boot
     from here on (this hook, the worker's set-up, the application's import) is reported to the
-    master in one line (:func:`child_exit`)."""
+    master in one line (:func:`child_exit`). The worker takes the master's settings
+    (``worker.wmproxy_settings``, checked at start and at each reload) rather than read the file
+    again: a file edited since, with a typo, made each worker started to replace one fail to boot."""
     try:
         tune_allocator()
         raise_open_files_limit()
@@ -299,6 +373,7 @@ def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook signature
     boot = getattr(worker, "init_process", None)
     if boot is None:  # not a gunicorn worker
         return
+    worker.wmproxy_settings = _settings
 
     def init_process() -> None:
         try:

@@ -64,6 +64,10 @@ Usage: wmproxy-server [-c FILE] [GUNICORN OPTIONS]
 Options:
   -c, --config FILE  the wmproxy configuration file (INI, docs/configuration.md); sets
                      WMPROXY_CONFIG, which is read when this option is not given
+  --check-config     read the configuration and load the host certificate, key and CA
+                     directory as the service would, say what is wrong and exit (0: valid,
+                     2: a configuration error, 3: TLS files); starts nothing. The unit's
+                     ExecReload runs it before it signals the service (systemctl reload)
   -h, --help         show this message and exit
 
 gunicorn's settings come from the wmproxy configuration: [service] bind, workers, threads and
@@ -85,12 +89,15 @@ class ServerArguments:
         """``args`` after the program name; ``flags``: gunicorn's options without a value."""
         self.config: str | None = None
         self.help = False
+        self.check = False
         self.gunicorn: list[str] = []
         self.error: str | None = None
         rest = iter(args)
         for arg in rest:
             if arg in ("-h", "--help"):
                 self.help = True
+            elif arg == "--check-config":
+                self.check = True
             elif arg in ("-c", "--config"):
                 self.config = next(rest, None)
                 if not self.config:
@@ -148,6 +155,10 @@ def server() -> None:
     if parsed.error:
         print(f"wmproxy-server: {parsed.error} (wmproxy-server --help)", file=sys.stderr)
         sys.exit(2)  # a usage error, as gunicorn's and click's
+    if parsed.check:
+        if parsed.config is not None:
+            os.environ["WMPROXY_CONFIG"] = os.path.abspath(parsed.config)
+        sys.exit(check_config())
     from wmproxy.allocator import exec_with_system_malloc
 
     exec_with_system_malloc()  # the same command line again: parsed again, -c included
@@ -157,6 +168,37 @@ def server() -> None:
 
     sys.argv = gunicorn_argv(sys.argv[0], parsed.gunicorn)
     WSGIApplication("wmproxy-server [-c FILE] [OPTIONS]").run()
+
+
+def check_config() -> int:
+    """``wmproxy-server --check-config``: the configuration read as the service reads it
+    (:func:`wmproxy.config.load_settings`) and its TLS files loaded as this user (the service
+    user, under the unit): the host certificate and key as a pair, the CA directory. One line on
+    stderr naming what is wrong, or on stdout that it is valid.
+
+    Returns:
+        The exit status: 0 valid, 2 a configuration error, 3 the TLS files
+        (:mod:`wmproxy.services.startup`).
+    """
+    from wmproxy.config import ConfigError, load_settings
+    from wmproxy.monitoring.health import host_pair_problem
+    from wmproxy.services.startup import EXIT_REFUSED, exit_status
+
+    source = os.environ.get("WMPROXY_CONFIG") or "no file (WMPROXY_CONFIG is not set)"
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"wmproxy-server: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    sec = settings.security
+    problem = host_pair_problem(sec.host_cert, sec.host_key)
+    if problem is None and not os.path.isdir(sec.ca_dir):
+        problem = f"the CA directory {sec.ca_dir} ([security] ca_dir) is not a directory"
+    if problem is not None:
+        print(f"wmproxy-server: {problem}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"wmproxy-server: the configuration is valid ({source})")
+    return 0
 
 
 def _delegate(command: str, target: str) -> Callable[[], Any]:

@@ -82,6 +82,24 @@ class TestHardening:
         assert one(unit, "Restart") == "on-failure"
         assert one(unit, "RestartPreventExitStatus").split() == [str(EXIT_CONFIG), str(EXIT_REFUSED)]
 
+    @pytest.mark.parametrize("unit", UNITS)
+    def test_a_failure_is_restarted_for_as_long_as_it_lasts(self, unit: str) -> None:
+        """systemd's defaults (RestartSec 100 ms, 5 starts within StartLimitIntervalSec 10 s): a
+        process exiting 1 at once while PostgreSQL refused hit the start limit and stayed down. A
+        restart every RestartSec never makes StartLimitBurst starts within StartLimitIntervalSec."""
+        found = directives(DEPLOY / unit)
+        restart_sec = float(one(unit, "RestartSec").removesuffix("s"))
+        interval = float(found.get("Unit.StartLimitIntervalSec", ["10s"])[-1].removesuffix("s"))
+        burst = int(found.get("Unit.StartLimitBurst", ["5"])[-1])
+        assert interval == 0 or restart_sec * (burst - 1) > interval, (restart_sec, interval, burst)
+
+    @pytest.mark.parametrize("unit", UNITS)
+    def test_it_starts_once_the_network_is_up(self, unit: str) -> None:
+        """The database may be on another host: a start before the network is configured failed."""
+        found = directives(DEPLOY / unit)
+        assert "network-online.target" in " ".join(found["Unit.After"]).split()
+        assert "network-online.target" in " ".join(found["Unit.Wants"]).split()
+
     def test_the_workers_tasks_hold_every_local_job_of_the_shipped_configuration(self) -> None:
         """The unit's TasksMax is above max_running x max_job_processes of the shipped example
         configuration plus room for the worker and its zygotes (docs/execution.md, "Limits of a

@@ -1,4 +1,4 @@
-"""``wmproxy-worker``: run the execution worker until SIGTERM/SIGINT.
+"""``wmproxy-worker``: run the execution worker until SIGTERM/SIGINT (SIGHUP is logged and ignored).
 
 Usage::
 
@@ -57,6 +57,7 @@ from wmproxy.execution.worker import ExecutionWorker, PeriodicTask
 from wmproxy.security.filemodes import FileModeError, check_private_files, unmapped_exposure
 from wmproxy.security.writable import UnwritableDirectoryError, check_writable_dir
 from wmproxy.services.brokering import refresh_ce_states
+from wmproxy.services.hangup import ignore_hangup
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.startup import EXIT_REFUSED, refuse
 from wmproxy.services.storekey import StoreStateError, check_store
@@ -241,6 +242,7 @@ def main(config_file: str | None, name: str | None, cancel_running_on_exit: bool
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    ignore_hangup("wmproxy-worker")
     try:
         worker.run(stop)
     except WMProxyError as exc:

@@ -5,7 +5,9 @@ multiprocess mode: each process writes its values to files in ``[metrics] dir``,
 ``wmproxy-metrics`` adds them up at scrape time (``MultiProcessCollector``). The database
 gauges (jobs by state, execution queue depth, renewals, purges) and the sandbox area's size
 are computed at scrape time by :class:`SiteCollector`, so they are right whichever process
-changed the rows. No label holds a DN, FQAN, job id or file name.
+changed the rows; ``wmproxy_database_up`` says whether the database could be read (while it
+cannot, its gauges are left out and the rest is served). No label holds a DN, FQAN, job id or
+file name.
 
 Metric names: ``docs/monitoring.md``.
 """
@@ -112,12 +114,26 @@ def directory_bytes(root: Path) -> int:
     return total
 
 
+def _one_line(exc: BaseException) -> str:
+    """A database error in one line: the driver's message (SQLAlchemy's adds its own lines)."""
+    orig = getattr(exc, "orig", None)
+    return " ".join(f"{type(orig or exc).__name__}: {orig or exc}".split())
+
+
 class SiteCollector:
-    """The scrape-time metrics: jobs by state, queue depth, renewals, purges, sandbox bytes."""
+    """The scrape-time metrics: whether the database answers, jobs by state, queue depth,
+    renewals, purges, sandbox bytes.
+
+    While the database cannot be read (an outage, a restart), ``wmproxy_database_up`` is 0 and the
+    database's families are left out; the scrape still answers with the others (the request
+    metrics of the files, the sandbox's size). Before, the error aborted the whole scrape: a 503
+    and a traceback in the log at each one. The change of state is logged once (WARNING, then
+    INFO when it can be read again), as ``/readyz`` logs its checks."""
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self._sandbox: tuple[float, int] | None = None  # (monotonic time of the walk, bytes)
+        self._database_error: str | None = None  # the error last logged while the database is down
 
     def sandbox_bytes(self) -> int:
         """Bytes of the sandbox area, walked at most every ``[metrics] sandbox_scan_interval`` s."""
@@ -126,25 +142,46 @@ class SiteCollector:
             self._sandbox = (now, directory_bytes(Path(self.runtime.settings.sandbox.root)))
         return self._sandbox[1]
 
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    def _site_totals(self) -> Any:
+        """The database's totals, or None when it cannot be read (logged when that changes)."""
+        from sqlalchemy.exc import SQLAlchemyError
 
         from wmproxy.services.monitor import site_totals
 
-        totals = site_totals(self.runtime)
-        jobs = GaugeMetricFamily("wmproxy_jobs", "Jobs and nodes in the database, by state", labels=["state"])
-        for state, count in sorted(totals.jobs_by_state.items()):
-            jobs.add_metric([state], count)
-        yield jobs
-        yield GaugeMetricFamily("wmproxy_execution_queue_depth",
-                                "Execution requests (start, cancel) not yet done", value=totals.queue_depth)
-        renewals = CounterMetricFamily("wmproxy_proxy_renewals", "MyProxy renewals of delegated proxies, by result",
-                                       labels=["result"])
-        renewals.add_metric(["ok"], totals.renewals_ok)
-        renewals.add_metric(["failed"], totals.renewals_failed)
-        yield renewals
-        yield CounterMetricFamily("wmproxy_purges", "Jobs cleared, and jobs removed by the purger (tombstones kept)",
-                                 value=totals.purges)
+        try:
+            totals = site_totals(self.runtime)
+        except SQLAlchemyError as exc:
+            if self._database_error is None:
+                self._database_error = _one_line(exc)
+                log.warning("metrics: the database cannot be read, /metrics leaves its families out "
+                            "(wmproxy_database_up 0) until it can: %s", self._database_error)
+            return None
+        if self._database_error is not None:
+            self._database_error = None
+            log.info("metrics: the database can be read again (wmproxy_database_up 1)")
+        return totals
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        totals = self._site_totals()
+        yield GaugeMetricFamily("wmproxy_database_up", "1 when the database could be read for this scrape, else 0 "
+                                "(its families are then left out)", value=0 if totals is None else 1)
+        if totals is not None:
+            jobs = GaugeMetricFamily("wmproxy_jobs", "Jobs and nodes in the database, by state", labels=["state"])
+            for state, count in sorted(totals.jobs_by_state.items()):
+                jobs.add_metric([state], count)
+            yield jobs
+            yield GaugeMetricFamily("wmproxy_execution_queue_depth",
+                                    "Execution requests (start, cancel) not yet done", value=totals.queue_depth)
+            renewals = CounterMetricFamily("wmproxy_proxy_renewals",
+                                           "MyProxy renewals of delegated proxies, by result", labels=["result"])
+            renewals.add_metric(["ok"], totals.renewals_ok)
+            renewals.add_metric(["failed"], totals.renewals_failed)
+            yield renewals
+            yield CounterMetricFamily("wmproxy_purges",
+                                      "Jobs cleared, and jobs removed by the purger (tombstones kept)",
+                                      value=totals.purges)
         yield GaugeMetricFamily("wmproxy_sandbox_bytes", "Bytes of the files in the sandbox area",
                                 value=self.sandbox_bytes())
 

@@ -12,10 +12,13 @@ monitoring network). GET only:
   for a caller that gave the bearer token (:func:`wmproxy.monitoring.health.readiness`); the
   details of failing checks are logged when they change;
 * ``/metrics`` — Prometheus text format: the request metrics of every service process
-  (``[metrics] dir``) and the database and sandbox gauges computed at scrape time.
+  (``[metrics] dir``) and the database and sandbox gauges computed at scrape time; while the
+  database cannot be read, ``wmproxy_database_up 0`` and the rest (logged once, as ``/readyz``
+  logs its checks; :class:`wmproxy.monitoring.metrics.SiteCollector`).
 
 With ``[metrics] token_file`` set, ``/metrics`` and ``/readyz`` answer only a request with
-``Authorization: Bearer <the file's token>`` (else 401); ``/healthz`` needs none. Any local
+``Authorization: Bearer <the file's token>`` (else 401); ``/healthz`` needs none. A token file
+group or others can read is refused (:class:`TokenFileModeError`, exit status 3). Any local
 process can reach a loopback port, a grid job of the local backend included.
 
 Connections are served by a pool of ``[metrics] max_connections`` threads, no more at once
@@ -55,7 +58,8 @@ import click
 from wmproxy.config import DEFAULT_METRICS_PORT, ConfigError, Settings, load_settings, parse_host_port
 from wmproxy.monitoring.health import readiness
 from wmproxy.monitoring.metrics import metrics_dir, scrape_registry
-from wmproxy.security.filemodes import check_private_files
+from wmproxy.security.filemodes import FileModeError, check_private_file, check_private_files
+from wmproxy.services.hangup import ignore_hangup
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.startup import refuse
 from wmproxy.services.storekey import StoreStateError, check_schema, check_store_key, check_store_key_file
@@ -77,6 +81,7 @@ class MetricsApp:
         self.registry = scrape_registry(runtime, metrics_dir(runtime.settings))
         self.token = token.encode() if token else None
         self._failing: list[tuple[str, str, str]] = []  # the failing (and warning) checks last logged
+        self._scrape_error: str | None = None  # the failure of /metrics last logged
 
     def _authenticated(self, environ: dict[str, Any]) -> bool:
         if self.token is None:
@@ -107,9 +112,15 @@ class MetricsApp:
             return _send(start_response, "200 OK" if all(c.ok for c in checks) else "503 Service Unavailable", body)
         try:
             body = generate_latest(self.registry)
-        except Exception:  # a scrape that fails says so, the process lives on
-            log.exception("metrics scrape failed")
+        except Exception as exc:  # a scrape that fails says so, the process lives on
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            if error != self._scrape_error:  # logged once (with its traceback) while it repeats
+                self._scrape_error = error
+                log.exception("metrics scrape failed (logged again when the error changes)")
             return _send(start_response, "503 Service Unavailable", b"scrape failed; see the log\n")
+        if self._scrape_error is not None:
+            self._scrape_error = None
+            log.info("metrics scrapes succeed again")
         return _send(start_response, "200 OK", body, CONTENT_TYPE_LATEST)
 
     def _log_failing(self, failing: list[tuple[str, str, str]]) -> None:
@@ -228,15 +239,33 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+class TokenFileModeError(ConfigError):
+    """``[metrics] token_file`` is accessible to group or others: any local process, a grid job of
+    the local backend among them, could read the bearer token (refused as the store key is:
+    :func:`wmproxy.security.filemodes.check_private_file`)."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        super().__init__(f"[metrics] token_file: {path} is accessible to group/others (mode {mode:04o}): any local "
+                         f"process, a job among them, could read the bearer token; it must be readable by the service "
+                         f"user only. Fix: chmod 600 {path}")
+
+
 def read_token(settings: Settings) -> str | None:
     """The bearer token of ``[metrics] token_file`` (its first line, stripped); None when unset.
 
     Raises:
+        TokenFileModeError: the file is accessible to group or others.
         ConfigError: the file cannot be read or holds no token.
     """
     name = settings.metrics.token_file
     if not name:
         return None
+    try:
+        check_private_file(Path(name))
+    except FileModeError as exc:
+        raise TokenFileModeError(name, exc.mode) from None
+    except OSError:
+        pass  # reported by the read below
     try:
         lines = Path(name).read_text().strip().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -272,7 +301,7 @@ class ListenError(Exception):
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT.
+    """Serve until SIGTERM or SIGINT (SIGHUP is logged and ignored).
 
     Raises:
         ConfigError: an unreadable ``[metrics] token_file``.
@@ -293,6 +322,7 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    ignore_hangup("wmproxy-metrics")
     log.info("wmproxy-metrics listening on http://%s:%d/ (/metrics, /healthz, /readyz; %s; at most %d connections "
              "at once)", host, port, "bearer token required" if token else "no token", settings.metrics.max_connections)
     server.serve_forever()

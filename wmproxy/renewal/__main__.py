@@ -1,6 +1,7 @@
 """``wmproxy-renewal``: renew delegated proxies from MyProxy until SIGTERM/SIGINT.
 
-SIGUSR1 starts a pass at once (as it forced a renewal in the original daemon). Several
+SIGUSR1 starts a pass at once (as it forced a renewal in the original daemon); SIGHUP is
+logged and ignored (:func:`wmproxy.services.hangup.ignore_hangup`). Several
 workers may run against one database. Refuses to start when the store key or the SQLite
 file is readable by group/others (:func:`wmproxy.security.filemodes.check_private_files`),
 or when it cannot write the execution work root, where it puts renewed proxies
@@ -22,6 +23,7 @@ from wmproxy.config import ConfigError, load_settings
 from wmproxy.renewal.worker import PassReport, RenewalWorker
 from wmproxy.security.filemodes import check_private_files
 from wmproxy.security.writable import check_writable_dir
+from wmproxy.services.hangup import ignore_hangup
 from wmproxy.services.runtime import Runtime
 from wmproxy.services.startup import refuse
 from wmproxy.services.storekey import RetiredKeyError, check_store
@@ -52,6 +54,7 @@ def main(config_file: str | None, name: str | None, threads: int, once: bool) ->
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         signal.signal(signal.SIGUSR1, lambda *_: worker.wake.set())
+        ignore_hangup("wmproxy-renewal")
         worker.run(stop)
     except RetiredKeyError as exc:  # a rotation forced while it ran (logged by the worker)
         raise click.ClickException(f"stopped: {exc}") from None

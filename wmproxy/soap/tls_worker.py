@@ -247,7 +247,8 @@ class HandshakeWorker(ThreadWorker):
         self.tls_error: str | None = None
 
     def init_process(self) -> None:
-        load = load_settings().load
+        # The master's settings (wmproxy.gunicorn_conf.post_fork), else the file's.
+        load = (getattr(self, "wmproxy_settings", None) or load_settings()).load
         self.handshake_timeout, self.io_timeout = load.handshake_timeout, load.io_timeout
         super().init_process()
 
