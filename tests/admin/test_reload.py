@@ -135,6 +135,9 @@ def test_a_worker_replaced_after_a_bad_edit_boots(server: Server) -> None:
     server.handshake()  # by the one worker: it booted
     assert server.workers() == {after}
     assert "failed to boot" not in server.text()
+    # and its application is built from the master's settings too, not from the edited file
+    # (which answered 503 "the application could not be built" until the file was mended)
+    assert b"wsdl:definitions" in server.wsdl()
 
 
 def test_a_good_edit_and_sighup_apply_the_workers_count(server: Server) -> None:

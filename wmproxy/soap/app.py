@@ -312,6 +312,12 @@ class _LazyApplication:
         self._app: WMProxyApplication | None = None
         self._building = threading.Lock()
         self._stopping = False
+        self._settings: Settings | None = None
+
+    def use_settings(self, settings: Settings) -> None:
+        """Build the app from ``settings`` (the gunicorn master's, checked at its start and at each
+        reload) rather than from the configuration file read again (:func:`create_app`'s default)."""
+        self._settings = settings
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         app = self._app
@@ -331,7 +337,7 @@ class _LazyApplication:
     def _build(self) -> WMProxyApplication:
         with self._building:
             if self._app is None:
-                built = create_app()
+                built = create_app(self._settings)
                 if self._stopping:  # stopped while it was built
                     built.runtime.stopping.set()
                 self._app = built

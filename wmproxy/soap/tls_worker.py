@@ -274,6 +274,10 @@ class HandshakeWorker(ThreadWorker):
         """gunicorn's application, called with gunicorn's ``start_response`` in the environ
         (:func:`close_connection` needs its response)."""
         super().load_wsgi()
+        settings = getattr(self, "wmproxy_settings", None)  # the master's (wmproxy.gunicorn_conf.post_fork)
+        use_settings = getattr(getattr(self, "wsgi"), "use_settings", None)  # noqa: B009 - set by gunicorn
+        if settings is not None and callable(use_settings):
+            use_settings(settings)  # not the file again: a replacement worker after an edit with a typo
         self.wsgi = _WithResponse(getattr(self, "wsgi"))  # noqa: B009 - set by gunicorn, untyped
 
     def handle_exit(self, sig: int, frame: Any) -> None:

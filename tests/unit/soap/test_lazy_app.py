@@ -29,7 +29,7 @@ def built(tmp_path: Path, pki: Pki, template_db: Path, monkeypatch: pytest.Monke
     one imports and connects); the list holds the runtimes built."""
     runtimes: list[Runtime] = []
 
-    def create_app() -> WMProxyApplication:
+    def create_app(settings: object = None) -> WMProxyApplication:  # the real one takes the settings
         time.sleep(0.2)  # the window in which a second request thread arrives
         rt = build_runtime(tmp_path / f"rt{len(runtimes)}", pki, template_db)
         runtimes.append(rt)
