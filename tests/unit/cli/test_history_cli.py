@@ -208,6 +208,6 @@ class TestAll:
         assert (data["result"], data["total"], data["errors"]) == ("success", 1, [])
         assert data["jobs"][0]["jobid"] == JOB and data["jobs"][0]["submitted"] == "2026-11-05T05:39:00Z"
 
-    @pytest.mark.parametrize("args", [["--all", JOB], ["--status", "Done", JOB]])
+    @pytest.mark.parametrize("args", [["--all", JOB], ["--all", "-i", "jobs.txt"]])
     def test_usage_errors(self, runner: CliRunner, jobs: FakeJobsClient, args: list[str]) -> None:
         assert runner.invoke(cli, ["status", *args]).exit_code == 2

