@@ -165,14 +165,15 @@ class TestProxyCheckedFirst:
 class TestConnectionErrors:
     def test_http_scheme(self, deployment: Deployment) -> None:
         url = deployment.endpoint.replace("https://", "http://")
-        rc, _, err = run_cli(deployment, "status", "-e", url, "https://localhost/x")
+        rc, _, err = run_cli(deployment, "status", "--endpoint", url, "https://localhost/x")
         assert rc == 1
         assert err == (f"Error - Configuration: the endpoint {url} uses http://: a WMProxy is reached over https:// "
                        f"only ({deployment.endpoint})\n")
 
     def test_unreachable(self, deployment: Deployment) -> None:
         port = closed_port()
-        rc, _, err = run_cli(deployment, "status", "-e", f"https://localhost:{port}/glite_wms_wmproxy_server", SOME_JOB)
+        rc, _, err = run_cli(deployment, "status", "--endpoint", f"https://localhost:{port}/glite_wms_wmproxy_server",
+                             SOME_JOB)
         assert rc == 1
         assert err == (f"Error - ConnectionError: cannot connect to localhost:{port}: connection refused "
                        "(no service listening there)\n")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
 
@@ -180,13 +180,31 @@ def short_proxy(proxy_file: str, left: float, min_lifetime: int) -> str:
 FAILOVER_ERRORS = ("ConnectionError", "TLSError")
 
 
-def common_options(func: F) -> F:
+@overload
+def common_options(func: F, /) -> F: ...
+
+
+@overload
+def common_options(*, short_endpoint: bool = True) -> Callable[[F], F]: ...
+
+
+def common_options(func: F | None = None, /, *, short_endpoint: bool = True) -> F | Callable[[F], F]:
     """The options of every verb: ``-e/--endpoint URL``, ``--json``, ``-c/--config FILE``,
     ``--logfile FILE``, ``--debug``, ``--noint`` and ``--version`` (client and server version).
 
     The last five are taken off before the verb runs (:func:`run_options` gives them back);
     a verb with its own ``noint`` parameter still receives it.
+
+    ``@common_options(short_endpoint=False)``: ``--endpoint`` has no ``-e``, which the verb
+    takes for something else (``status`` and ``logging-info``: ``-e`` is ``--exclude``, as in
+    glite-wms-job-status and glite-wms-job-logging-info).
     """
+    if func is None:
+        return functools.partial(_with_common_options, short_endpoint=short_endpoint)
+    return _with_common_options(func, short_endpoint=short_endpoint)
+
+
+def _with_common_options(func: F, *, short_endpoint: bool) -> F:
     takes_noint = "noint" in inspect.signature(func).parameters
 
     @functools.wraps(func)
@@ -209,7 +227,8 @@ def common_options(func: F) -> F:
         click.option("-c", "--config", "config_file", metavar="FILE",
                      help="Client configuration file (endpoints, VO, MyProxy server; see docs/cli.md)."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-        click.option("-e", "--endpoint", metavar="URL", help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."),
+        click.option(*(("-e",) if short_endpoint else ()), "--endpoint", metavar="URL",
+                     help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."),
     ):
         wrapper = decorator(wrapper)
     if not takes_noint:

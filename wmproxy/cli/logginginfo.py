@@ -16,10 +16,10 @@ from wmproxy.cli.results import result_file_option
               help="0: event and time; 1: + source and reason; 2: + job state; 3: + job id and event kind.")
 @click.option("--event", "events", metavar="EVENT", multiple=True,
               help="Only these events (L&B name such as Match, or kind such as matched).")
-@click.option("--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
+@click.option("-e", "--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
 @click.option("--from", "since", metavar="TIME", help="Only events at or after TIME (UTC).")
 @click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (UTC).")
-@common.common_options
+@common.common_options(short_endpoint=False)
 @render.reports_errors_json
 @result_file_option
 def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, events: tuple[str, ...],

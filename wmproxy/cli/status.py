@@ -22,12 +22,12 @@ from wmproxy.domain import JobState, JobSummary
 @click.option("--all", "all_jobs", is_flag=True, help="List all your jobs (and those shared with you).")
 @click.option("-s", "--status", "states", metavar="STATE", multiple=True,
               help="Only jobs in STATE (L&B name in any case, or its code: 6 = Done).")
-@click.option("--exclude", "excluded", metavar="STATE", multiple=True, help="Leave out jobs in STATE.")
+@click.option("-e", "--exclude", "excluded", metavar="STATE", multiple=True, help="Leave out jobs in STATE.")
 @click.option("--from", "since", metavar="TIME", help="Only jobs registered at or after TIME.")
 @click.option("--to", "until", metavar="TIME", help="Only jobs registered at or before TIME.")
 @click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
               help="Only jobs whose JDL UserTags hold NAME=VALUE.")
-@common.common_options
+@common.common_options(short_endpoint=False)
 @render.reports_errors_json
 @result_file_option
 def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all_jobs: bool,

@@ -320,14 +320,14 @@ class TestMain:
     def test_missing_ca_dir(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
         monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy"))
         monkeypatch.setenv("X509_CERT_DIR", str(tmp_path / "no-ca"))
-        result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
+        result = runner.invoke(cli, ["status", "--endpoint", ENDPOINT, JOB])
         assert result.exit_code == 1
         assert result.stderr.startswith("Error - Configuration: CA directory not found")
 
     def test_missing_proxy_file(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
         monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "absent"))
         monkeypatch.setenv("X509_CERT_DIR", str(tmp_path))
-        result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
+        result = runner.invoke(cli, ["status", "--endpoint", ENDPOINT, JOB])
         assert result.exit_code == 1
         assert result.stderr.startswith("Error - ProxyError: no proxy file ")
 

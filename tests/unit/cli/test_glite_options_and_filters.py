@@ -108,3 +108,28 @@ class TestTimes:
     def test_bad_forms(self, bad: str) -> None:
         with pytest.raises(Exception, match="is not a time"):
             history_opts.parse_time(bad, "--from")
+
+
+class TestShortExclude:
+    """``-e`` is ``--exclude`` for status and logging-info (glite-wms-job-status ``s:e:``)."""
+
+    def test_status(self, runner: CliRunner, done_and_running: tuple[str, str]) -> None:
+        done, running = done_and_running
+        code, doc = status_json(runner, "--all", "-e", "Done")
+        assert (code, listed(doc)) == (0, [running]), doc
+        code, doc = status_json(runner, "-e", "6", done, running)
+        assert (code, listed(doc)) == (0, [running]), doc
+
+    def test_logging_info(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.SUBMITTED)
+        result = runner.invoke(cli, ["logging-info", "--json", "-e", "RegJob", job_id])
+        assert result.exit_code == 0, result.output
+        assert [e["event"] for e in json.loads(result.stdout)["jobs"][0]["events"]] == []
+
+    def test_the_endpoint_is_the_long_option(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.SUBMITTED)
+        endpoint = service.settings.service.endpoint
+        code, doc = status_json(runner, "--endpoint", endpoint, job_id)
+        assert (code, listed(doc)) == (0, [job_id]), doc
+        result = runner.invoke(cli, ["logging-info", "--json", "--endpoint", endpoint, job_id])
+        assert result.exit_code == 0, result.output
