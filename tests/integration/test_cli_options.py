@@ -369,7 +369,7 @@ class TestJdlOnTheClient:
                                           '  Dependencies = { { A, B } }; ]\n')
         dag = submit(deployment, tmp_path / "dag.jdl", "-d", delegated)
         wait_for_cli_status(deployment, dag, ("Done",))
-        rc, _, err = run_cli(deployment, "output", "--dir", str(tmp_path / "dag-out"), dag)
+        rc, _, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "dag-out"), dag)
         assert rc == 0, err
         assert (tmp_path / "dag-out" / "A" / "a.out").read_text() == "hi there\n"
         for value in ("1", "2"):
@@ -380,7 +380,7 @@ class TestJdlOnTheClient:
                                         ' StdOutput = "o_PARAM_.txt"; OutputSandbox = {"o_PARAM_.txt"}; ]')
         parametric = submit(deployment, tmp_path / "p.jdl", "-d", delegated)
         wait_for_cli_status(deployment, parametric, ("Done",))
-        rc, _out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "p-out"), parametric)
+        rc, _out, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "p-out"), parametric)
         assert rc == 0, err
         got = sorted(p.read_text() for p in (tmp_path / "p-out").glob("*/o*.txt"))
         assert got == ["input 1\n", "input 2\n"]

@@ -97,7 +97,7 @@ def perusal(
         return
     name = names[0]
     uris = client.get_perusal_files(job, name, all_chunks, "https")
-    target = os.path.abspath(directory or default_dir(job))
+    target = os.path.abspath(directory or default_dir(job, "jobPerusal"))
     if not uris:
         _report(job, name, target, [], None, as_json, nodisplay)
         return

@@ -274,7 +274,7 @@ class TestOutput:
             return Path(directory) / uri.rsplit("/", 1)[-1]
 
         monkeypatch.setattr(output, "download_file", fake_download)
-        result = runner.invoke(cli, ["output", JOB, "--dir", str(tmp_path / "out")])
+        result = runner.invoke(cli, ["output", "--nosubdir", JOB, "--dir", str(tmp_path / "out")])
         assert result.exit_code == 0, result.output
         assert got == [("https://w/o/out.txt", str(tmp_path / "out")), ("https://w/o/err.txt", str(tmp_path / "out"))]
         assert fake.names() == ["get_output_file_list", "get_jdl", "job_purge"]

@@ -10,16 +10,18 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
 from tests.conftest import Pki
-from tests.support import ECHO_JDL
+from tests.support import ECHO_JDL, principal_of
 from wmproxy.cli import history_opts
 from wmproxy.cli.main import cli
 from wmproxy.domain import JobState
+from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.schema import Job
 
@@ -133,3 +135,59 @@ class TestShortExclude:
         assert (code, listed(doc)) == (0, [job_id]), doc
         result = runner.invoke(cli, ["logging-info", "--json", "--endpoint", endpoint, job_id])
         assert result.exit_code == 0, result.output
+
+
+def done_job_with_output(rt: Runtime, pki: Pki, files: dict[str, str]) -> str:
+    """A Done job of alice's whose output area holds ``files`` (name -> text)."""
+    _, job_id = registered_job(rt, pki, ECHO_JDL, JobState.DONE, exit_code=0)
+    area = rt.storage.create_area(rt.storage.job_rel_dir(job_id), "output")
+    for name, text in files.items():
+        (area / name).write_text(text)
+    return job_id
+
+
+def files_under(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
+
+
+class TestOutputDirectory:
+    """glite-wms-job-output (joboutput.cpp): ``--dir D`` stores each job's files in
+    ``D/<LOGNAME>_<unique part of the id>`` (``jobOutput_...`` without ``$LOGNAME``), one job
+    as several; ``--nosubdir`` in ``D`` itself."""
+
+    def test_one_job_goes_to_logname_and_unique_part(self, runner: CliRunner, service: Runtime, pki: Pki,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LOGNAME", "carol")
+        job_id = done_job_with_output(service, pki, {"std.out": "hello grid\n"})
+        result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "out"), job_id])
+        assert result.exit_code == 0, result.output
+        sub = f"carol_{job_id.rsplit('/', 1)[1]}"
+        assert files_under(tmp_path / "out") == {f"{sub}/std.out": "hello grid\n"}
+        assert f"stored in the directory:\n{tmp_path / 'out' / sub}\n" in result.stdout
+
+    def test_without_logname_it_is_job_output(self, runner: CliRunner, service: Runtime, pki: Pki,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("LOGNAME", raising=False)
+        monkeypatch.setenv("USER", "carol")  # not read: gLite reads $LOGNAME alone
+        job_id = done_job_with_output(service, pki, {"std.out": "x"})
+        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), job_id])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["dir"] == str(tmp_path / f"jobOutput_{job_id.rsplit('/', 1)[1]}")
+
+    def test_nosubdir_stores_in_the_directory_itself(self, runner: CliRunner, service: Runtime, pki: Pki,
+                                                     tmp_path: Path) -> None:
+        job_id = done_job_with_output(service, pki, {"std.out": "x"})
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(tmp_path / "out"), job_id])
+        assert result.exit_code == 0, result.output
+        assert files_under(tmp_path / "out") == {"std.out": "x"}
+        assert jobs.job_status(service, principal_of(pki, "alice"), job_id).state == "Cleared"
+
+    def test_perusal_names_its_default_job_perusal(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from wmproxy.cli.output import default_dir
+
+        monkeypatch.delenv("LOGNAME", raising=False)
+        job = "https://wms.example.org:9000/AbCdEfGhIjKlMnOpQrStUv"
+        assert default_dir(job) == "/tmp/jobOutput_AbCdEfGhIjKlMnOpQrStUv"
+        assert default_dir(job, "jobPerusal") == "/tmp/jobPerusal_AbCdEfGhIjKlMnOpQrStUv"
+        monkeypatch.setenv("LOGNAME", "carol")
+        assert default_dir(job, "jobPerusal") == "/tmp/carol_AbCdEfGhIjKlMnOpQrStUv"
