@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
@@ -47,12 +47,16 @@ class RunOptions:
         logfile: ``--logfile FILE``: the run's log is appended there.
         debug: ``--debug``: log every call (on stderr, and in the log file).
         noint: ``--noint``: never ask; answers are "yes".
+        vo: ``--vo NAME`` (gLite UI): the VirtualOrganisation a submitted JDL without one gets
+            (before the configuration's ``vo``), and the VO of the default configuration file
+            (:func:`wmproxy.cli.clientconf.load`).
     """
 
     config_file: str | None = None
     logfile: str | None = None
     debug: bool = False
     noint: bool = False
+    vo: str | None = None
 
 
 def run_options() -> RunOptions:
@@ -95,7 +99,10 @@ class Environment:
         """Raises: CliError("Configuration") when no endpoint is given anywhere, an endpoint is
         not an ``https://`` URL, or the configuration file is unusable."""
         env = dict(os.environ) if environ is None else environ
-        config = clientconf.load(run_options().config_file, env)
+        options = run_options()
+        config = clientconf.load(options.config_file, env)
+        if options.vo:
+            config = replace(config, vo=options.vo)
         first = endpoint or env.get(ENDPOINT_ENV)
         endpoints = (first,) if first else config.endpoints
         if not endpoints:
@@ -193,7 +200,10 @@ def common_options(func: F | None = None, /, *, short_endpoint: bool = True) -> 
     ``--logfile FILE``, ``--debug``, ``--noint`` and ``--version`` (client and server version).
 
     The last five are taken off before the verb runs (:func:`run_options` gives them back);
-    a verb with its own ``noint`` parameter still receives it.
+    a verb with its own ``noint`` parameter still receives it. So are two more options of the
+    gLite UI commands, for the scripts written for them: ``--vo NAME`` (:class:`RunOptions`;
+    not with ``-c``, as in gLite) and ``--pretty-print`` (gLite indents its ``--json``
+    documents; here it is accepted and changes nothing).
 
     ``@common_options(short_endpoint=False)``: ``--endpoint`` has no ``-e``, which the verb
     takes for something else (``status`` and ``logging-info``: ``-e`` is ``--exclude``, as in
@@ -210,8 +220,12 @@ def _with_common_options(func: F, *, short_endpoint: bool) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         options = RunOptions(kwargs.pop("config_file"), kwargs.pop("logfile"), kwargs.pop("debug"),
-                             kwargs["noint"] if takes_noint else kwargs.pop("noint"))
+                             kwargs["noint"] if takes_noint else kwargs.pop("noint"), kwargs.pop("vo"))
         show_version = kwargs.pop("show_version")
+        kwargs.pop("pretty_print")
+        if options.vo and options.config_file:
+            raise click.UsageError("--vo and -c/--config cannot be given together (the VO of a configuration "
+                                   "file is its own)")
         click.get_current_context().find_root().meta[_META] = options
         _setup_logging(options)
         if show_version:
@@ -222,6 +236,11 @@ def _with_common_options(func: F, *, short_endpoint: bool) -> F:
     for decorator in (
         click.option("--version", "show_version", is_flag=True,
                      help="Print the client and the service version (getVersion), then exit."),
+        click.option("--pretty-print", "pretty_print", is_flag=True,
+                     help="Accepted for gLite scripts; changes nothing (--json is printed as is)."),
+        click.option("--vo", metavar="NAME",
+                     help="VirtualOrganisation of a submitted JDL without one, and of the default configuration "
+                          "/etc/glite-wms/NAME/glite_wms.conf."),
         click.option("--debug", is_flag=True, help="Log every call on stderr (and in --logfile)."),
         click.option("--logfile", metavar="FILE", help="Append a log of this run to FILE."),
         click.option("-c", "--config", "config_file", metavar="FILE",

@@ -4,6 +4,7 @@ details of ``-v`` and for ``--all``) the jobs-1 extension port (getJobEvents, li
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import click
 
@@ -27,13 +28,14 @@ from wmproxy.domain import JobState, JobSummary
 @click.option("--to", "until", metavar="TIME", help="Only jobs registered at or before TIME.")
 @click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
               help="Only jobs whose JDL UserTags hold NAME=VALUE.")
+@click.option("--nonodes", is_flag=True, help="Leave out the nodes of a DAG/collection.")
 @common.common_options(short_endpoint=False)
 @render.reports_errors_json
 @result_file_option
 def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all_jobs: bool,
            states: tuple[str, ...], excluded: tuple[str, ...], since: str | None, until: str | None,
-           user_tags: tuple[str, ...], endpoint: str | None, as_json: bool) -> None:
-    """Print the status of jobs (and of their nodes), or with --all list your jobs.
+           user_tags: tuple[str, ...], nonodes: bool, endpoint: str | None, as_json: bool) -> None:
+    """Print the status of jobs (and of their nodes, unless --nonodes), or with --all list your jobs.
 
     --status, --exclude, --from, --to and --user-tag keep the jobs given (JOBID, -i FILE)
     that pass them, or without any job given list all your jobs that pass them, as
@@ -51,7 +53,7 @@ def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all
     ids = history_opts.batch_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
     extension = _Extension(lambda job_id: history_opts.job_summary(client, job_id))
-    found, failed = history_opts.run_batch(ids, lambda j: _view(client, extension, j, verbosity, filters))
+    found, failed = history_opts.run_batch(ids, lambda j: _view(client, extension, j, verbosity, filters, nonodes))
     views = [view for view in found if view is not None]
     history_opts.finish_batch(as_json, failed, lambda: render.status_json(views, failed, verbosity),
                               lambda: render.status_text(views, verbosity) if views else "")
@@ -81,9 +83,9 @@ class _Extension:
 
 
 def _view(client: WMProxyClient, extension: _Extension, job_id: str, verbosity: int,
-          filters: history_opts.JobFilter) -> StatusView | None:
-    """The job's status, None when it does not pass ``filters`` (as gLite, which only logged
-    "no matching information for job id")."""
+          filters: history_opts.JobFilter, nonodes: bool = False) -> StatusView | None:
+    """The job's status (without its nodes when ``nonodes``), None when it does not pass
+    ``filters`` (as gLite, which only logged "no matching information for job id")."""
     if filters:
         summary = extension.summary(job_id)
         if summary is None:
@@ -94,6 +96,8 @@ def _view(client: WMProxyClient, extension: _Extension, job_id: str, verbosity: 
             common.log.info("%s does not pass the filters (state %s)", job_id, summary.state)
             return None
     status = client.get_job_status(job_id)
+    if nonodes:
+        status = replace(status, children=())
     if verbosity < 1:
         return StatusView(status)
     summary = extension.summary(job_id)

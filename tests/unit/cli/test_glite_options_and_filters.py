@@ -191,3 +191,87 @@ class TestOutputDirectory:
         assert default_dir(job, "jobPerusal") == "/tmp/jobPerusal_AbCdEfGhIjKlMnOpQrStUv"
         monkeypatch.setenv("LOGNAME", "carol")
         assert default_dir(job, "jobPerusal") == "/tmp/carol_AbCdEfGhIjKlMnOpQrStUv"
+
+
+def registered_jdl(rt: Runtime, job_id: str) -> str:
+    with rt.uow() as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        return job.jdl_registered or ""
+
+
+class TestGliteOptionsAccepted:
+    """Options of the gLite commands that made a verb fail with exit 2."""
+
+    VERBS = ("submit", "status", "logging-info", "cancel", "output", "list-match", "info", "delegate-proxy",
+             "perusal")
+
+    @pytest.mark.parametrize("verb", VERBS)
+    def test_vo_on_every_verb(self, runner: CliRunner, verb: str) -> None:
+        result = runner.invoke(cli, [verb, "--vo", "dteam", "--help"])
+        assert result.exit_code == 0, result.output
+
+    @pytest.mark.parametrize("verb", ["submit", "cancel", "output", "list-match"])
+    def test_pretty_print(self, runner: CliRunner, verb: str) -> None:
+        result = runner.invoke(cli, [verb, "--pretty-print", "--help"])
+        assert result.exit_code == 0, result.output
+
+    def test_vo_is_the_virtual_organisation_of_a_jdl_without_one(self, runner: CliRunner, service: Runtime,
+                                                                tmp_path: Path) -> None:
+        jdl = tmp_path / "job.jdl"
+        jdl.write_text('[ Executable = "/bin/true"; ]')
+        ids = tmp_path / "ids.txt"
+        result = runner.invoke(cli, ["submit", "-a", "--nomsg", "--vo", "dteam", "--pretty-print", "-o", str(ids),
+                                     str(jdl)])
+        assert result.exit_code == 0, result.output
+        job_id = ids.read_text().splitlines()[-1]
+        assert 'VirtualOrganisation = "dteam"' in registered_jdl(service, job_id)
+        jdl.write_text('[ Executable = "/bin/true"; VirtualOrganisation = "atlas"; ]')
+        result = runner.invoke(cli, ["submit", "-a", "--nomsg", "--vo", "dteam", "-o", str(ids), str(jdl)])
+        assert result.exit_code == 0, result.output
+        assert 'VirtualOrganisation = "atlas"' in registered_jdl(service, ids.read_text().splitlines()[-1])
+
+    def test_vo_and_config_are_not_taken_together(self, runner: CliRunner, tmp_path: Path) -> None:
+        conf = tmp_path / "c.conf"
+        conf.write_text("[client]\nvo = dteam\n")
+        result = runner.invoke(cli, ["status", "--vo", "dteam", "-c", str(conf), "https://localhost:1/x"])
+        assert result.exit_code == 2 and "--vo and -c/--config" in result.output
+
+    def test_status_vo_and_nonodes(self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path) -> None:
+        collection = ('[ Type = "collection"; Nodes = { [ Executable = "/bin/true"; ], '
+                      '[ Executable = "/bin/false"; ] }; ]')
+        _, job_id = registered_job(service, pki, collection, JobState.SUBMITTED)
+        code, doc = status_json(runner, "--vo", "dteam", "-v", "2", job_id)
+        assert code == 0 and len(doc["jobs"][0]["nodes"]) == 2, doc
+        code, doc = status_json(runner, "--vo", "dteam", "-v", "2", "--nonodes", job_id)
+        assert code == 0 and "nodes" not in doc["jobs"][0], doc
+        text = runner.invoke(cli, ["status", job_id])
+        assert text.exit_code == 0 and "Nodes information" in text.stdout, text.output
+        text = runner.invoke(cli, ["status", "--nonodes", job_id])
+        assert text.exit_code == 0 and "Nodes information" not in text.stdout, text.output
+
+    def test_logging_info_user_tag(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        tagged = ECHO_JDL.replace("[", '[ UserTags = [ campaign = "c1" ];', 1)
+        _, first = registered_job(service, pki, tagged, JobState.SUBMITTED)
+        _, second = registered_job(service, pki, ECHO_JDL, JobState.SUBMITTED)
+        result = runner.invoke(cli, ["logging-info", "--json", "--vo", "dteam", "--user-tag", "campaign=c1", first,
+                                     second])
+        assert result.exit_code == 0, result.output
+        assert [job["jobid"] for job in json.loads(result.stdout)["jobs"]] == [first]
+
+    def test_perusal_output_and_proto(self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path) -> None:
+        jdl = ECHO_JDL.replace("[", "[ PerusalFileEnable = true;", 1)
+        _, job_id = registered_job(service, pki, jdl, JobState.RUNNING)
+        saved = tmp_path / "perused.txt"
+        result = runner.invoke(cli, ["perusal", "--set", "-f", "out.txt", "-f", "err.txt", "--vo", "dteam",
+                                     "-o", str(saved), job_id])
+        assert result.exit_code == 0, result.output
+        assert saved.read_text() == f"###File perusal enabled for the job {job_id}###\nout.txt\nerr.txt\n"
+        service.storage.create_area(service.storage.job_rel_dir(job_id), "output")
+        service.storage.write_perusal_chunk(job_id, "out.txt", b"first lines\n", 100)
+        result = runner.invoke(cli, ["perusal", "--get", "-f", "out.txt", "--proto", "https", "--output", str(saved),
+                                     "--dir", str(tmp_path / "p"), "--nodisplay", job_id])
+        assert result.exit_code == 0, result.output
+        chunk = tmp_path / "p" / "out.txt-100-100"
+        assert chunk.read_text() == "first lines\n"
+        assert saved.read_text().endswith(f"###Perusal: file(s) retrieved for the job {job_id}###\n{chunk}\n")
