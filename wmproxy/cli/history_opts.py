@@ -37,9 +37,11 @@ _ISO_TIME = re.compile(r"[T ]\d{2}(?P<minute>:?\d{2})?(?P<second>:?\d{2})?(?P<fr
 def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -> dt.datetime | None:
     """A ``--from``/``--to`` value as an aware UTC time, None when not given.
 
-    Accepts ISO 8601 (``2026-12-02T13:00:00Z``, ``2026-12-02 13:00``; no zone = UTC) and the
-    gLite forms ``hh:mm`` (today), ``MM:DD:hh:mm`` and ``MM:DD:hh:mm:YYYY`` (UTC; the year
-    defaults to the current one, a two-digit year is read as ``strptime("%y")`` does).
+    Accepts ISO 8601 (``2026-12-02T13:00:00Z``, ``2026-12-02 13:00``; no zone = UTC, as the
+    times printed) and the gLite forms ``hh:mm`` (today), ``MM:DD:hh:mm`` and
+    ``MM:DD:hh:mm:YYYY``, in local time as gLite reads them (``time.mktime`` in
+    wmsui_checks.checkFromTo) and as ``submit --to`` does; the date and year default to the
+    current local ones, a two-digit year is read as ``strptime("%y")`` does.
 
     A ``--to`` bound ("at or before TIME") covers the whole of the last unit it gives: the
     times printed (to the second) are stored with microseconds, so ``--to 2026-12-02T13:05:09Z``
@@ -62,8 +64,8 @@ def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -
     except ValueError:
         parsed = None
     if parsed is None:
-        raise click.BadParameter(f"{value!r} is not a time: use YYYY-MM-DDThh:mm[:ss][Z] or [MM:DD:]hh:mm[:YYYY] "
-                                 "(UTC)", param_hint=option)
+        raise click.BadParameter(f"{value!r} is not a time: use YYYY-MM-DDThh:mm[:ss][Z] (no zone: UTC) or "
+                                 "[MM:DD:]hh:mm[:YYYY] (local time)", param_hint=option)
     if option == "--to":
         try:
             parsed += unit - dt.timedelta(microseconds=1)
@@ -73,19 +75,22 @@ def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -
 
 
 def _glite_time(text: str, now: dt.datetime) -> dt.datetime:
-    """A gLite ``[MM:DD:]hh:mm[:YYYY]`` time, the missing fields taken from ``now``.
+    """A gLite ``[MM:DD:]hh:mm[:YYYY]`` local time, the missing fields taken from ``now``'s
+    local date (``now`` is aware).
 
     Raises:
         ValueError: a field out of range.
     """
     fields = text.split(":")
-    month, day, year = now.month, now.day, now.year
+    today = now.astimezone()
+    month, day, year = today.month, today.day, today.year
     if len(fields) >= 4:
         month, day = int(fields[0]), int(fields[1])
         fields = fields[2:]
     if len(fields) == 3:
         year = int(fields[2]) if len(fields[2]) == 4 else time.strptime(fields[2], "%y").tm_year
-    return dt.datetime(year, month, day, int(fields[0]), int(fields[1]), tzinfo=now.tzinfo)
+    # naive, then the local zone's offset on that date (as mktime: daylight saving included)
+    return dt.datetime(year, month, day, int(fields[0]), int(fields[1])).astimezone()
 
 
 def _iso_unit(text: str) -> dt.timedelta:

@@ -17,8 +17,9 @@ from wmproxy.cli.results import result_file_option
 @click.option("--event", "events", metavar="EVENT", multiple=True,
               help="Only these events (L&B name such as Match, or kind such as matched).")
 @click.option("-e", "--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
-@click.option("--from", "since", metavar="TIME", help="Only events at or after TIME (UTC).")
-@click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (UTC).")
+@click.option("--from", "since", metavar="TIME",
+              help="Only events at or after TIME ([MM:DD:]hh:mm[:YYYY] local time, or ISO 8601: no zone = UTC).")
+@click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (as --from).")
 @click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
               help="Only the jobs whose JDL UserTags hold NAME=VALUE.")
 @common.common_options(short_endpoint=False)

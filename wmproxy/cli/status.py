@@ -24,8 +24,10 @@ from wmproxy.domain import JobState, JobSummary
 @click.option("-s", "--status", "states", metavar="STATE", multiple=True,
               help="Only jobs in STATE (L&B name in any case, or its code: 6 = Done).")
 @click.option("-e", "--exclude", "excluded", metavar="STATE", multiple=True, help="Leave out jobs in STATE.")
-@click.option("--from", "since", metavar="TIME", help="Only jobs registered at or after TIME.")
-@click.option("--to", "until", metavar="TIME", help="Only jobs registered at or before TIME.")
+@click.option("--from", "since", metavar="TIME",
+              help="Only jobs registered at or after TIME ([MM:DD:]hh:mm[:YYYY] local time, or ISO 8601: no "
+                   "zone = UTC).")
+@click.option("--to", "until", metavar="TIME", help="Only jobs registered at or before TIME (as --from).")
 @click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
               help="Only jobs whose JDL UserTags hold NAME=VALUE.")
 @click.option("--nonodes", is_flag=True, help="Leave out the nodes of a DAG/collection.")

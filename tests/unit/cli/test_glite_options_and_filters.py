@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,17 +24,15 @@ from wmproxy.services import jobs
 from wmproxy.services.runtime import Runtime
 from wmproxy.store.schema import Job
 
+from .conftest import local_time_zone
 from .https_server import registered_job
 
 
 @pytest.fixture
-def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[dt.tzinfo]:
+def local_zone() -> Iterator[dt.tzinfo]:
     """The process's local time zone set to UTC+03:00 (no daylight saving) for the test."""
-    monkeypatch.setenv("TZ", "XYZ-03")
-    time.tzset()
-    yield dt.timezone(dt.timedelta(hours=3))
-    monkeypatch.undo()
-    time.tzset()
+    with local_time_zone("XYZ-03"):
+        yield dt.timezone(dt.timedelta(hours=3))
 
 
 def status_json(runner: CliRunner, *args: str) -> tuple[int, dict]:
@@ -93,8 +90,8 @@ class TestStatusFilters:
         result = runner.invoke(cli, ["status", "--all", "-s", bad])
         assert result.exit_code == 2 and "state" in result.output
 
-    def test_from_hh_mm_is_today(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
-        local_zone = dt.UTC
+    def test_from_hh_mm_is_today(self, runner: CliRunner, service: Runtime, pki: Pki,
+                                 local_zone: dt.tzinfo) -> None:
         _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
         noon = dt.datetime.now(local_zone).replace(hour=12, minute=0, second=0, microsecond=0)
         with service.uow() as uow:
@@ -106,6 +103,28 @@ class TestStatusFilters:
 
 
 class TestTimes:
+    def test_glite_forms_are_local_time(self, local_zone: dt.tzinfo) -> None:
+        now = dt.datetime(2030, 5, 6, 4, 8, tzinfo=dt.UTC)  # 07:08 local time
+        parse = history_opts.parse_time
+        assert parse("06:00", "--from", now) == dt.datetime(2030, 5, 6, 3, 0, tzinfo=dt.UTC)
+        assert parse("03:04:05:06", "--from", now) == dt.datetime(2030, 3, 4, 2, 6, tzinfo=dt.UTC)
+        assert parse("03:04:05:06:2031", "--from", now) == dt.datetime(2031, 3, 4, 2, 6, tzinfo=dt.UTC)
+        assert parse("03:04:05:06:31", "--from", now) == dt.datetime(2031, 3, 4, 2, 6, tzinfo=dt.UTC)
+        assert parse("06:00", "--to", now) == dt.datetime(2030, 5, 6, 3, 0, 59, 999999, tzinfo=dt.UTC)
+
+    def test_daylight_saving_time_of_the_date_given(self) -> None:
+        """As ``time.mktime``: the offset of the date given, not of today."""
+        with local_time_zone("CET-1CEST,M3.5.0,M10.5.0/3"):
+            now = dt.datetime(2030, 1, 15, 12, 0, tzinfo=dt.UTC)
+            assert history_opts.parse_time("07:01:12:00", "--from", now) == dt.datetime(2030, 7, 1, 10, 0,
+                                                                                         tzinfo=dt.UTC)
+            assert history_opts.parse_time("12:00", "--from", now) == dt.datetime(2030, 1, 15, 11, 0, tzinfo=dt.UTC)
+
+    def test_the_current_date_is_the_local_one(self, local_zone: dt.tzinfo) -> None:
+        """At 01:30 local time (22:30 UTC the day before) ``hh:mm`` is on the local date."""
+        now = dt.datetime(2030, 5, 5, 22, 30, tzinfo=dt.UTC)
+        assert history_opts.parse_time("01:00", "--from", now) == dt.datetime(2030, 5, 5, 22, 0, tzinfo=dt.UTC)
+
     @pytest.mark.parametrize("bad", ["13:40:10:10", "10:10:10", "25:00", "1:2:3:4:123"])
     def test_bad_forms(self, bad: str) -> None:
         with pytest.raises(Exception, match="is not a time"):
