@@ -100,7 +100,8 @@ class Environment:
         not an ``https://`` URL, or the configuration file is unusable."""
         env = dict(os.environ) if environ is None else environ
         options = run_options()
-        config = clientconf.load(options.config_file, env)
+        proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
+        config = clientconf.load(options.config_file, env, vo=options.vo, proxy_vo=lambda: proxy_vo(proxy))
         if options.vo:
             config = replace(config, vo=options.vo)
         first = endpoint or env.get(ENDPOINT_ENV)
@@ -112,8 +113,24 @@ class Environment:
             )
         for url in endpoints:
             check_endpoint(url)
-        proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
         return cls(endpoints[0], proxy, env.get("X509_CERT_DIR") or DEFAULT_CA_DIR, tuple(endpoints), config)
+
+
+def proxy_vo(proxy_file: str) -> str | None:
+    """The VO of the user proxy's first VOMS attribute (not verified: it only chooses the VO's
+    configuration file, as gLite's ``Utils::getDefaultVo``), None without one or when the file
+    is not the user's own private proxy (:func:`make_client` says why later)."""
+    from cryptography import x509
+
+    from wmproxy.client.credential import read_own_proxy
+    from wmproxy.security.voms import voms_attributes
+
+    try:
+        chain = x509.load_pem_x509_certificates(read_own_proxy(proxy_file))
+        found = voms_attributes(chain)
+    except Exception:  # noqa: BLE001 - any unreadable proxy: no VO from it
+        return None
+    return found[0].vo if found and found[0].vo else None
 
 
 def check_endpoint(url: str) -> None:

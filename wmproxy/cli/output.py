@@ -43,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.clientconf import output_storage
 from wmproxy.cli.compound import node_names
 from wmproxy.cli.sandbox import _parse
 from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
@@ -52,9 +53,11 @@ from wmproxy.client.transfer import Directory, download_file, local_path
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def default_dir(job_id: str, nobody: str = "jobOutput") -> str:
-    """gLite default: ``/tmp/<LOGNAME>_<unique part of the job id>`` (:func:`job_subdir`)."""
-    return os.path.join("/tmp", job_subdir(job_id, nobody))  # noqa: S108 - gLite's documented default
+def default_dir(job_id: str, nobody: str = "jobOutput", storage: str = "/tmp") -> str:  # noqa: S108 - gLite's
+    """gLite default: ``<storage>/<LOGNAME>_<unique part of the job id>`` (:func:`job_subdir`);
+    ``storage`` is the configuration's ``OutputStorage``, else ``/tmp``
+    (:func:`wmproxy.cli.clientconf.output_storage`)."""
+    return os.path.join(storage, job_subdir(job_id, nobody))
 
 
 def job_subdir(job_id: str, nobody: str = "jobOutput") -> str:
@@ -160,14 +163,16 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     from wmproxy.cli.status import _job_ids
 
     ids = _job_ids(job_ids, input_file)
-    client = common.make_client(common.Environment.load(endpoint))
+    env = common.Environment.load(endpoint)
+    storage = output_storage(env.config) if directory is None and not list_only else "/tmp"  # noqa: S108
+    client = common.make_client(env)
     results: list[dict[str, Any]] = []
     failures: list[render.JobError] = []
     # --dir: opened once, on first use, for every job (and its <LOGNAME>_<id>, its nodes)
     with ExitStack() as held:
         chosen = held.enter_context(Directory(os.path.abspath(directory))) if directory is not None else None
         for job_id in ids:
-            _one_job(client, job_id, chosen, results, failures, several=len(ids) > 1, nosubdir=nosubdir,
+            _one_job(client, job_id, chosen, storage, results, failures, several=len(ids) > 1, nosubdir=nosubdir,
                      list_only=list_only, proto=proto, nopurge=nopurge, as_json=as_json,
                      from_file=input_file is not None, overwrite=overwrite)
     if as_json:
@@ -181,7 +186,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
         raise SystemExit(1)
 
 
-def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, results: list[dict[str, Any]],
+def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, storage: str, results: list[dict[str, Any]],
              failures: list[render.JobError], *, several: bool, nosubdir: bool, list_only: bool, proto: str,
              nopurge: bool, as_json: bool, from_file: bool, overwrite: bool) -> None:
     """Retrieve (or list) one job of :func:`output`, its result appended to ``results`` (and
@@ -192,7 +197,7 @@ def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, resul
             results.append(_list(client, job_id, proto, as_json))
             return
         with ExitStack() as held, private_files(chosen is None):
-            folder = _job_folder(job_id, chosen, nosubdir)
+            folder = _job_folder(job_id, chosen, nosubdir, storage)
             if folder is not chosen:
                 held.enter_context(folder)
             results.append(_retrieve(client, job_id, folder, nopurge=nopurge, progress=not as_json,
@@ -211,14 +216,14 @@ def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, resul
             common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
 
 
-def _job_folder(job_id: str, chosen: Directory | None, nosubdir: bool) -> Directory:
+def _job_folder(job_id: str, chosen: Directory | None, nosubdir: bool, storage: str) -> Directory:
     """Where a job's files go, written through one descriptor, as glite-wms-job-output puts
     them whatever the number of jobs: ``D/<LOGNAME>_<id>`` (made through the descriptor of
     ``--dir D``, ``chosen``), ``D`` itself with ``--nosubdir``; without ``--dir`` the default
-    ``/tmp/<LOGNAME>_<id>`` once checked (:func:`own_default_dir`), ``/tmp`` itself with
-    ``--nosubdir``."""
+    ``<storage>/<LOGNAME>_<id>`` (``OutputStorage``, else ``/tmp``) once checked
+    (:func:`own_default_dir`), ``storage`` itself with ``--nosubdir``."""
     if chosen is None:
-        return Directory("/tmp") if nosubdir else own_default_dir(default_dir(job_id))  # noqa: S108 - gLite's
+        return Directory(storage) if nosubdir else own_default_dir(default_dir(job_id, storage=storage))
     return chosen if nosubdir else chosen.child(job_subdir(job_id))
 
 

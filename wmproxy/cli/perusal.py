@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.clientconf import output_storage
 from wmproxy.cli.errors import unreadable
 from wmproxy.cli.output import default_dir, own_default_dir, private_files
 from wmproxy.cli.results import append_text
@@ -111,7 +112,7 @@ def perusal(
         return
     name = names[0]
     uris = client.get_perusal_files(job, name, all_chunks, proto)
-    target = os.path.abspath(directory or default_dir(job, "jobPerusal"))
+    target = os.path.abspath(directory or default_dir(job, "jobPerusal", output_storage(env.config)))
     if not uris:
         _report(job, name, target, [], None, as_json, nodisplay)
         return

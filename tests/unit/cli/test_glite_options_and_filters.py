@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from tests.conftest import Pki
 from tests.support import ECHO_JDL, principal_of
+from tests.voms_support import fake_voms_proxy, fake_voms_server
 from wmproxy.cli import history_opts
 from wmproxy.cli.main import cli
 from wmproxy.domain import JobState
@@ -294,3 +295,68 @@ class TestGliteOptionsAccepted:
         chunk = tmp_path / "p" / "out.txt-100-100"
         assert chunk.read_text() == "first lines\n"
         assert saved.read_text().endswith(f"###Perusal: file(s) retrieved for the job {job_id}###\n{chunk}\n")
+
+
+def glite_conf(path: Path, endpoint: str, *extra: str) -> Path:
+    """A gLite UI ``glite_wms.conf`` naming ``endpoint`` (and ``extra`` attributes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(f"    {line};\n" for line in (f'WMProxyEndpoints = {{ "{endpoint}" }}', *extra))
+    path.write_text(f"[\n  WmsClient = [\n{body}  ];\n]\n")
+    return path
+
+
+class TestDefaultConfiguration:
+    """gLite (utils.cpp ``checkConf``): ``--config``, else ``$GLITE_WMSUI_COMMANDS_CONFIG``, else
+    ``$EMI_UI_CONF/etc/glite-wms/<vo>/glite_wms.conf`` (VO: ``--vo``, else the proxy's VOMS
+    attribute); its ``OutputStorage`` is where ``output`` stores without ``--dir``."""
+
+    @pytest.fixture
+    def no_endpoint(self, service: Runtime, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.delenv("GLITE_WMS_WMPROXY_ENDPOINT")
+        monkeypatch.delenv("WMPROXY_CLIENT_CONFIG", raising=False)
+        monkeypatch.delenv("GLITE_WMSUI_COMMANDS_CONFIG", raising=False)
+        return service.settings.service.endpoint
+
+    def test_glite_wmsui_commands_config(self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, no_endpoint: str) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+        assert runner.invoke(cli, ["status", job_id]).exit_code == 1  # no endpoint anywhere
+        monkeypatch.setenv("GLITE_WMSUI_COMMANDS_CONFIG", str(glite_conf(tmp_path / "ui.conf", no_endpoint)))
+        code, doc = status_json(runner, job_id)
+        assert (code, listed(doc)) == (0, [job_id]), doc
+
+    def test_the_vo_file_and_its_output_storage(self, runner: CliRunner, service: Runtime, pki: Pki,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 no_endpoint: str) -> None:
+        store = tmp_path / "store"
+        store.mkdir()
+        monkeypatch.setenv("EMI_UI_CONF", str(tmp_path / "prefix"))
+        monkeypatch.setenv("STORE_ROOT", str(tmp_path))
+        monkeypatch.setenv("LOGNAME", "carol")
+        glite_conf(tmp_path / "prefix" / "etc" / "glite-wms" / "dteam" / "glite_wms.conf", no_endpoint,
+                   'OutputStorage = "$STORE_ROOT/store/"')
+        job_id = done_job_with_output(service, pki, {"std.out": "hello\n"})
+        result = runner.invoke(cli, ["output", "--vo", "DTeam", job_id])
+        assert result.exit_code == 0, result.output
+        assert files_under(store) == {f"carol_{job_id.rsplit('/', 1)[1]}/std.out": "hello\n"}
+
+    def test_an_output_storage_that_is_no_directory_is_a_configuration_error(
+            self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch, no_endpoint: str) -> None:
+        conf = glite_conf(tmp_path / "ui.conf", no_endpoint, f'OutputStorage = "{tmp_path / "absent"}"')
+        job_id = done_job_with_output(service, pki, {"std.out": "x"})
+        result = runner.invoke(cli, ["output", "-c", str(conf), job_id])
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error - Configuration: the OutputStorage {tmp_path / 'absent'} of {conf} "
+                                        "is not a directory")
+        assert jobs.job_status(service, principal_of(pki, "alice"), job_id).state == "Done"  # not purged
+
+    def test_the_vo_of_the_proxy(self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch, no_endpoint: str) -> None:
+        proxy = fake_voms_proxy(pki, fake_voms_server(pki, tmp_path / "voms"), tmp_path / "voms-proxy.pem")
+        monkeypatch.setenv("X509_USER_PROXY", str(proxy))
+        monkeypatch.setenv("EMI_UI_CONF", str(tmp_path / "prefix"))
+        glite_conf(tmp_path / "prefix" / "etc" / "glite-wms" / "atlas" / "glite_wms.conf", no_endpoint)
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+        code, doc = status_json(runner, job_id)
+        assert (code, listed(doc)) == (0, [job_id]), doc
