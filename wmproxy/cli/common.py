@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -219,8 +220,8 @@ def common_options(func: F | None = None, /, *, short_endpoint: bool = True) -> 
     The last five are taken off before the verb runs (:func:`run_options` gives them back);
     a verb with its own ``noint`` parameter still receives it. So are two more options of the
     gLite UI commands, for the scripts written for them: ``--vo NAME`` (:class:`RunOptions`;
-    not with ``-c``, as in gLite) and ``--pretty-print`` (gLite indents its ``--json``
-    documents; here it is accepted and changes nothing).
+    not with ``-c``, as in gLite) and ``--pretty-print`` (with ``--json``, the document is
+    printed indented, as gLite's; :func:`_pretty_printed`).
 
     ``@common_options(short_endpoint=False)``: ``--endpoint`` has no ``-e``, which the verb
     takes for something else (``status`` and ``logging-info``: ``-e`` is ``--exclude``, as in
@@ -249,12 +250,12 @@ def _with_common_options(func: F, *, short_endpoint: bool) -> F:
             return _print_versions(kwargs.get("endpoint"), bool(kwargs.get("as_json")))
         return func(*args, **kwargs)
 
-    wrapper = _guarded(wrapper)
+    wrapper = _pretty_printed(_guarded(wrapper))
     for decorator in (
         click.option("--version", "show_version", is_flag=True,
                      help="Print the client and the service version (getVersion), then exit."),
         click.option("--pretty-print", "pretty_print", is_flag=True,
-                     help="Accepted for gLite scripts; changes nothing (--json is printed as is)."),
+                     help="With --json: print the document indented."),
         click.option("--vo", metavar="NAME",
                      help="VirtualOrganisation of a submitted JDL without one, and of the default configuration "
                           "/etc/glite-wms/NAME/glite_wms.conf."),
@@ -270,6 +271,33 @@ def _with_common_options(func: F, *, short_endpoint: bool) -> F:
     if not takes_noint:
         wrapper = click.option("--noint", is_flag=True, help="Never ask for confirmation.")(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+def _pretty_printed(func: F) -> F:
+    """With ``--pretty-print --json``, what the verb prints on stdout (its document, or its error
+    document) is printed again indented by two spaces when it is one JSON document, as is
+    otherwise."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not (kwargs.get("pretty_print") and kwargs.get("as_json")):
+            return func(*args, **kwargs)
+        buffer = io.StringIO()
+        try:
+            with redirect_stdout(buffer):
+                return func(*args, **kwargs)
+        finally:
+            click.echo(_indented(buffer.getvalue()), nl=False)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _indented(text: str) -> str:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(document, indent=2) + "\n"
 
 
 def _setup_logging(options: RunOptions) -> None:

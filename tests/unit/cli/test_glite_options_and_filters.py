@@ -360,3 +360,26 @@ class TestDefaultConfiguration:
         _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
         code, doc = status_json(runner, job_id)
         assert (code, listed(doc)) == (0, [job_id]), doc
+
+
+class TestPrettyPrint:
+    """``--pretty-print``: the ``--json`` document indented, as gLite prints it."""
+
+    def test_the_document_is_indented(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+        compact = runner.invoke(cli, ["status", "--json", job_id])
+        pretty = runner.invoke(cli, ["status", "--json", "--pretty-print", job_id])
+        assert (compact.exit_code, pretty.exit_code) == (0, 0), pretty.output
+        assert pretty.stdout == json.dumps(json.loads(compact.stdout), indent=2) + "\n"
+        assert pretty.stdout.startswith('{\n  "result": "success",\n')
+
+    def test_an_error_document_too(self, runner: CliRunner, service: Runtime) -> None:
+        result = runner.invoke(cli, ["cancel", "--json", "--pretty-print", "--noint", "not-a-job-id"])
+        assert result.exit_code == 1
+        assert result.stdout.startswith('{\n  "result": "failure",\n'), result.stdout
+        assert json.loads(result.stdout)["error"]["type"] == "Input"
+
+    def test_without_json_nothing_changes(self, runner: CliRunner, service: Runtime, pki: Pki) -> None:
+        _, job_id = registered_job(service, pki, ECHO_JDL, JobState.RUNNING)
+        plain = runner.invoke(cli, ["status", job_id])
+        assert runner.invoke(cli, ["status", "--pretty-print", job_id]).stdout == plain.stdout
